@@ -1,0 +1,1 @@
+"""Back office: ingest, store, fleet registry, rollout, reports."""

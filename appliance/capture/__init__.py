@@ -1,0 +1,1 @@
+"""Frame sources (UVC microscope, directory replay, synthetic skin) and the frame quality gate."""

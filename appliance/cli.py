@@ -1,0 +1,84 @@
+"""The ``appliance`` command: one entry point, subcommands registered by each area.
+
+Each area package may hold a ``commands`` module with ``register(root, groups)``; ``root`` is the
+top-level subparsers object and ``groups`` maps shared command groups (``synth``, ``models``) to
+theirs. Handlers are set with ``set_defaults(handler=...)``, take the parsed arguments and return
+the exit code. Areas import their heavy dependencies inside handlers so ``appliance --help`` and
+``appliance config check`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from appliance import __version__
+from appliance.config import ConfigError, load_config
+
+AREAS = ("capture", "skin", "inference", "transport", "updates", "edge", "backoffice", "pathology")
+GROUPS = {
+    "synth": "make synthetic data with known ground truth",
+    "models": "build, quantize, evaluate and sign models",
+}
+DEFAULT_CONFIG = "config.yaml"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: ok: {config.summary()}")
+    return 0
+
+
+def _register_config(root: Any) -> None:
+    config = root.add_parser("config", help="validate configuration")
+    sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    check = sub.add_parser("check", help="validate a config file; exit 2 naming the bad key")
+    check.add_argument("file", nargs="?", default=DEFAULT_CONFIG, help="config file (config.yaml)")
+    check.set_defaults(handler=_config_check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every area's commands registered."""
+    parser = argparse.ArgumentParser(prog="appliance", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    root = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups = {}
+    for name, help_text in GROUPS.items():
+        group = root.add_parser(name, help=help_text)
+        groups[name] = group.add_subparsers(dest=f"{name}_command", required=True, metavar="KIND")
+    _register_config(root)
+    for area in AREAS:
+        try:
+            module = importlib.import_module(f"appliance.{area}.commands")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"appliance.{area}.commands":
+                raise
+            continue
+        module.register(root, groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130

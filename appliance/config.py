@@ -1,0 +1,259 @@
+"""The configuration tree (config.yaml), read into pydantic models.
+
+Every field has a description; unknown keys are errors; every error names the key path,
+the bad value and what was expected. Environment variables override any key:
+``APPLIANCE__<SECTION>__<KEY>=value`` (double underscores separate the path, case-insensitive,
+values parsed as YAML scalars), e.g. ``APPLIANCE__MQTT__PORT=1884``. The MQTT password never
+lives in the YAML: it comes from ``$APPLIANCE_MQTT_PASSWORD`` or from the file ``mqtt-password``
+in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "APPLIANCE__"
+PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
+PASSWORD_CREDENTIAL = "mqtt-password"
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file and every bad key path in its message."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Section):
+    id: str = Field(
+        "kiosk-dev-1",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Unique device id; part of every MQTT topic (letters, digits, _ . -).",
+    )
+    site: str = Field(
+        "lab",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Site (shop, clinic) the kiosk stands in; part of every MQTT topic.",
+    )
+
+
+class CameraConfig(_Section):
+    source: Literal["uvc", "directory", "synthetic"] = Field(
+        "synthetic",
+        description="Frame source: the UVC microscope, a folder of saved JPEGs, or synthetic skin.",
+    )
+    path: str | None = Field(
+        None,
+        description="Device node for uvc (e.g. /dev/scalar-microscope) or folder for directory.",
+    )
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many measurements and exit 0 (unset: run forever).",
+    )
+    seed: int = Field(0, ge=0, description="Random seed of the synthetic source.")
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> CameraConfig:
+        if self.source in ("uvc", "directory") and not self.path:
+            raise ValueError(f"camera.path is required when camera.source is {self.source!r}")
+        return self
+
+
+class TlsConfig(_Section):
+    enabled: bool = Field(False, description="Connect to the broker over TLS.")
+    ca_file: str | None = Field(None, description="CA bundle that verifies the broker.")
+    cert_file: str | None = Field(None, description="Client certificate (PEM), optional.")
+    key_file: str | None = Field(None, description="Client private key (PEM), with cert_file.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("mqtt.tls.cert_file and mqtt.tls.key_file go together")
+        return self
+
+
+class MqttConfig(_Section):
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    topic_prefix: str = Field(
+        "appliance",
+        min_length=1,
+        pattern=r"^[^#+/\s][^#+\s]*$",
+        description="First topic level(s) of every topic; no wildcards.",
+    )
+    username: str | None = Field(None, description="Broker user name (password from env).")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive in seconds.")
+    tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password_in_yaml(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "password" in data:
+            raise ValueError(
+                f"the MQTT password never goes in the YAML: set ${PASSWORD_ENV} or the "
+                f"credential file {PASSWORD_CREDENTIAL!r} in $CREDENTIALS_DIRECTORY"
+            )
+        return data
+
+    def password(self) -> str | None:
+        """The broker password from the environment or systemd credentials, if any."""
+        if PASSWORD_ENV in os.environ:
+            return os.environ[PASSWORD_ENV]
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if cred_dir and (Path(cred_dir) / PASSWORD_CREDENTIAL).is_file():
+            return (Path(cred_dir) / PASSWORD_CREDENTIAL).read_text().strip()
+        return None
+
+
+class ModelConfig(_Section):
+    path: str | None = Field(
+        None, description="ONNX classifier of skin features (unset: no classification)."
+    )
+
+
+class SkinConfig(_Section):
+    um_per_px: float = Field(
+        10.0,
+        gt=0.5,
+        le=100.0,
+        description="Micrometres per pixel of the microscope (measure with `appliance calibrate`).",
+    )
+
+
+class Config(_Section):
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="Who this kiosk is.")
+    camera: CameraConfig = Field(
+        default_factory=CameraConfig, description="Where frames come from."
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="The broker connection.")
+    state_dir: str = Field(
+        "./state",
+        min_length=1,
+        description="Folder for the outbox, installed models and the last result "
+        "(relative paths are relative to the config file).",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The on-device model.")
+    skin: SkinConfig = Field(default_factory=SkinConfig, description="Skin measurement settings.")
+
+    def summary(self) -> str:
+        """One line naming the device, camera, broker and state folder."""
+        limit = "forever" if self.camera.limit is None else f"limit {self.camera.limit}"
+        tls = "tls" if self.mqtt.tls.enabled else "plain"
+        return (
+            f"device {self.device.site}/{self.device.id}, camera {self.camera.source} ({limit}), "
+            f"broker {self.mqtt.host}:{self.mqtt.port} ({tls}), prefix {self.mqtt.topic_prefix}, "
+            f"state {self.state_dir}, model {self.model.path or 'none'}, "
+            f"{self.skin.um_per_px} um/px"
+        )
+
+
+def _format_errors(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{path}: unknown key (value {err['input']!r}); check the spelling")
+            continue
+        got = err.get("input")
+        shown = "missing" if err["type"] == "missing" else repr(got)
+        if isinstance(got, Mapping) and err["type"] == "value_error":
+            shown = "this section"
+        problems.append(f"{path}: got {shown}; expected {err['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors naming the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (pass --config FILE or create it)")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        raise ConfigError(f"{path}: broken YAML at line {line}: {exc.problem}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not readable YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: top level must be a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def config_from_mapping(
+    data: Mapping[str, Any], source: str = "config", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a config mapping (plus environment overrides) into a Config."""
+    merged = _merge(dict(data), _env_overrides(os.environ if environ is None else environ))
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        problems = _format_errors(exc, merged)
+        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from exc
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config file; relative state_dir/model paths resolve against it."""
+    file = Path(path)
+    config = config_from_mapping(read_yaml(file), str(file), environ)
+    return resolve_paths(config, file.resolve().parent)
+
+
+def resolve_paths(config: Config, base: Path) -> Config:
+    """Return the config with relative file paths made absolute against ``base``."""
+
+    def absolute(value: str | None) -> str | None:
+        if value is None or Path(value).is_absolute():
+            return value
+        return str((base / value).resolve())
+
+    model = config.model.model_copy(update={"path": absolute(config.model.path)})
+    camera = config.camera
+    if camera.source == "directory":
+        camera = camera.model_copy(update={"path": absolute(camera.path)})
+    return config.model_copy(
+        update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera}
+    )

@@ -1,0 +1,1 @@
+"""The edge daemon: wiring, main loop, systemd notify/watchdog/journald, signals."""

@@ -1,0 +1,1 @@
+"""ONNX Runtime model runner and model metadata checks."""

@@ -1,0 +1,1 @@
+"""Pathology: slides and tiles, tissue mask, stain normalisation, batching, metrics, heatmaps."""

@@ -1,0 +1,1 @@
+"""Skin measurement: texture (furrows/hills), pores, colour; overlays; synthetic skin."""

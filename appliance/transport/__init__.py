@@ -1,0 +1,1 @@
+"""MQTT client wrapper, topics, payload schema, durable outbox."""

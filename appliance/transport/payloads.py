@@ -1,0 +1,236 @@
+"""The payload contract (DESIGN.md "Payload contract"): MQTT JSON messages as pydantic models.
+
+The JSON Schemas shipped in ``appliance/schemas/`` are generated from these models
+(``python -m appliance.transport.payloads``) and a test keeps them in step, because back-office
+programs we do not write consume them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Final, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+RESULT_SCHEMA: Final = "appliance.result/1"
+STATUS_SCHEMA: Final = "appliance.status/1"
+MODEL_STATE_SCHEMA: Final = "appliance.model_state/1"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+# The feature keys every measurement and every ground-truth sidecar carries (DESIGN.md).
+TEXTURE_PORE_KEYS = (
+    "pore_count",
+    "pore_density_per_cm2",
+    "pore_mean_diameter_um",
+    "pore_area_ratio",
+    "furrow_density_mm_per_mm2",
+    "hill_density_per_mm2",
+    "hill_mean_area_mm2",
+    "furrow_mean_width_um",
+    "furrow_anisotropy",
+)
+COLOUR_KEYS = ("lab_l", "lab_a", "lab_b", "melanin_index", "erythema_index", "shine_ratio")
+FEATURE_KEYS = (*TEXTURE_PORE_KEYS, "kime_score", *COLOUR_KEYS)
+
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)]
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class PayloadError(ValueError):
+    """A message that is not a valid payload; the text says why."""
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Features(_Payload):
+    """Skin measurements of one frame; units are in the names (DESIGN.md definitions)."""
+
+    pore_count: int = Field(ge=0, description="Pores whose centre lies in the frame.")
+    pore_density_per_cm2: NonNegative = Field(description="pore_count per cm² of frame.")
+    pore_mean_diameter_um: NonNegative = Field(description="Mean equivalent circular diameter.")
+    pore_area_ratio: float = Field(ge=0.0, le=1.0, description="Total pore area / frame area.")
+    furrow_density_mm_per_mm2: NonNegative = Field(description="Furrow centre-line mm per mm².")
+    hill_density_per_mm2: NonNegative = Field(description="Hills (edge-cut count 1/2) per mm².")
+    hill_mean_area_mm2: NonNegative = Field(description="Mean area of hills inside the frame.")
+    furrow_mean_width_um: NonNegative = Field(description="Furrow width along the centre line.")
+    furrow_anisotropy: float = Field(ge=0.0, le=1.0, description="0 isotropic, 1 one direction.")
+    kime_score: float = Field(ge=0.0, le=100.0, description="Texture fineness, higher = finer.")
+    lab_l: float = Field(ge=0.0, le=100.0, description="CIELAB L* of the skin.")
+    lab_a: float = Field(ge=-128.0, le=128.0, description="CIELAB a* of the skin.")
+    lab_b: float = Field(ge=-128.0, le=128.0, description="CIELAB b* of the skin.")
+    melanin_index: float = Field(allow_inf_nan=False, description="Melanin index.")
+    erythema_index: float = Field(allow_inf_nan=False, description="Erythema index.")
+    shine_ratio: float = Field(ge=0.0, le=1.0, description="Specular (shine) area / frame area.")
+
+
+class Quality(_Payload):
+    """The frame quality gate's verdict on the measured frame."""
+
+    verdict: Literal["ok", "blurred", "overexposed", "underexposed", "no_contact", "moving"]
+    reasons: list[str] = Field(default_factory=list, max_length=16, description="Why not ok.")
+    scores: dict[str, float] = Field(default_factory=dict, description="Focus, exposure, ...")
+
+
+class Classification(_Payload):
+    """The on-device model's output for the measured features."""
+
+    model: str = Field(min_length=1, max_length=128, description="Model name.")
+    version: str = Field(min_length=1, max_length=64, description="Model version.")
+    label: str = Field(min_length=1, max_length=64, description="Predicted label.")
+    probabilities: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        description="Probability per label."
+    )
+
+
+class Subject(_Payload):
+    """Pseudonymous facts about the person measured, when the kiosk asks for them."""
+
+    subject_id: str | None = Field(None, max_length=64, description="Pseudonym, never a name.")
+    age_band: str | None = Field(
+        None, pattern=r"^\d{2}-\d{2}$|^\d{2}\+$", description="Age band, e.g. 40-49 or 80+."
+    )
+
+
+class Result(_Payload):
+    """One measurement session's result, published on ``{prefix}/{site}/{device}/result``."""
+
+    schema_: Literal["appliance.result/1"] = Field(RESULT_SCHEMA, alias="schema")
+    measurement_id: str = Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+        description="UUIDv7: unique, time-ordered, stable across retries.",
+    )
+    device_id: Identifier
+    site: Identifier
+    captured_at: datetime = Field(description="UTC time of the measured frame.")
+    software_version: str = Field(max_length=64, description="appliance version that measured.")
+    quality: Quality
+    features: Features
+    classification: Classification | None = None
+    subject: Subject | None = None
+    thumbnail_jpeg_b64: str | None = Field(None, max_length=64 * 1024, description="Opt-in only.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        """The wire form: compact UTF-8 JSON with ``schema`` as the first key."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+class ModelInfo(_Payload):
+    name: str = Field(max_length=128)
+    version: str = Field(max_length=64)
+
+
+class Status(_Payload):
+    """Retained device status on ``.../status``: the birth message and the last will."""
+
+    schema_: Literal["appliance.status/1"] = Field(STATUS_SCHEMA, alias="schema")
+    device_id: Identifier
+    site: Identifier
+    state: Literal["online", "offline"]
+    at: datetime
+    software_version: str | None = Field(None, max_length=64)
+    model: ModelInfo | None = None
+    camera: Literal["online", "offline"] | None = None
+    outbox_depth: int | None = Field(None, ge=0)
+    dropped: int | None = Field(None, ge=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        """The wire form."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+class ModelState(_Payload):
+    """What a device did with a model update, on ``.../model/state``."""
+
+    schema_: Literal["appliance.model_state/1"] = Field(MODEL_STATE_SCHEMA, alias="schema")
+    device_id: Identifier
+    site: Identifier
+    state: Literal["installed", "refused", "rolled_back"]
+    at: datetime
+    model: ModelInfo | None = None
+    reason: str | None = Field(None, max_length=1024)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        """The wire form."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+PayloadT = TypeVar("PayloadT", Result, Status, ModelState)
+PAYLOAD_MODELS: dict[str, type[Result] | type[Status] | type[ModelState]] = {
+    RESULT_SCHEMA: Result,
+    STATUS_SCHEMA: Status,
+    MODEL_STATE_SCHEMA: ModelState,
+}
+
+
+def parse_payload(raw: bytes, model: type[PayloadT]) -> PayloadT:
+    """Validate raw MQTT bytes as ``model``; PayloadError says what is wrong and where."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"not UTF-8 JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PayloadError(f"top level must be a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise PayloadError(f"{where}: {first['msg']}{more}") from exc
+
+
+def new_measurement_id(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits; sorts by time."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | (rand & (2**62 - 1))
+    return str(uuid.UUID(int=value))
+
+
+def utc_now() -> datetime:
+    """The current time in UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """The JSON Schema of every payload, keyed by file name."""
+    return {
+        f"{name.replace('/', '-v').replace('.', '-')}.schema.json": model.model_json_schema(
+            by_alias=True
+        )
+        for name, model in PAYLOAD_MODELS.items()
+    }
+
+
+def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
+    """Write the JSON Schemas into ``folder`` (the package's shipped copies by default)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in json_schemas().items():
+        path = folder / name
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in write_schemas():
+        print(written_path)

@@ -1,0 +1,29 @@
+"""MQTT topic names (DESIGN.md "Payload contract")."""
+
+from __future__ import annotations
+
+
+def device_topic(prefix: str, site: str, device_id: str, leaf: str) -> str:
+    """``{prefix}/{site}/{device}/{leaf}``, e.g. leaf ``result`` or ``model/state``."""
+    return f"{prefix}/{site}/{device_id}/{leaf}"
+
+
+def fleet_filter(prefix: str, leaf: str) -> str:
+    """Subscription filter for one leaf on every device: ``{prefix}/+/+/{leaf}``."""
+    return f"{prefix}/+/+/{leaf}"
+
+
+def shared_filter(group: str, topic_filter: str) -> str:
+    """An MQTT v5 shared subscription (spec 4.8.2): ``$share/{group}/{filter}``."""
+    return f"$share/{group}/{topic_filter}"
+
+
+def parse_device_topic(prefix: str, topic: str) -> tuple[str, str, str] | None:
+    """``(site, device_id, leaf)`` of a device topic under ``prefix``, or None."""
+    head = prefix.rstrip("/") + "/"
+    if not topic.startswith(head):
+        return None
+    parts = topic[len(head) :].split("/", 2)
+    if len(parts) != 3 or not all(parts):
+        return None
+    return parts[0], parts[1], parts[2]

@@ -1,0 +1,1 @@
+"""Signed model bundles: verify, validate, install, roll back."""

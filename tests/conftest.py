@@ -1,0 +1,50 @@
+"""Shared fixtures: the running mosquitto, a private broker, per-test topics."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from appliance.transport.broker import PrivateBroker, port_open
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> BrokerAddress:
+    """The machine's mosquitto (127.0.0.1:1883, or $APPLIANCE_TEST_BROKER=host:port)."""
+    host, _, port = os.environ.get("APPLIANCE_TEST_BROKER", "127.0.0.1:1883").partition(":")
+    address = BrokerAddress(host, int(port or 1883))
+    if not port_open(address.host, address.port):
+        pytest.fail(f"no MQTT broker on {address.host}:{address.port}; start mosquitto first")
+    return address
+
+
+@pytest.fixture
+def topic_prefix(request: pytest.FixtureRequest) -> str:
+    """A topic prefix no other test (or earlier run) uses, so tests never see each other."""
+    name = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:40]
+    return f"test/{name}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A started mosquitto on a free port that the test may stop, kill and restart."""
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
