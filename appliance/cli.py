@@ -1,6 +1,7 @@
 """The ``appliance`` command: one entry point, subcommands registered by each area.
 
-Each area package may hold a ``commands`` module with ``register(root, groups)``; ``root`` is the
+Each area package may hold modules named ``commands`` or ``commands_*`` with
+``register(root, groups)``; ``root`` is the
 top-level subparsers object and ``groups`` maps shared command groups (``synth``, ``models``) to
 theirs. Handlers are set with ``set_defaults(handler=...)``, take the parsed arguments and return
 the exit code. Areas import their heavy dependencies inside handlers so ``appliance --help`` and
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,15 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         group = root.add_parser(name, help=help_text)
         groups[name] = group.add_subparsers(dest=f"{name}_command", required=True, metavar="KIND")
     _register_config(root)
-    for area in AREAS:
-        try:
-            module = importlib.import_module(f"appliance.{area}.commands")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"appliance.{area}.commands":
-                raise
-            continue
-        module.register(root, groups)
+    for module_name in _command_modules():
+        importlib.import_module(module_name).register(root, groups)
     return parser
+
+
+def _command_modules() -> list[str]:
+    """``appliance.<area>.commands`` and ``appliance.<area>.commands_*``, in a stable order."""
+    found = []
+    for area in AREAS:
+        package = importlib.import_module(f"appliance.{area}")
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name == "commands" or info.name.startswith("commands_"):
+                found.append(f"appliance.{area}.{info.name}")
+    return sorted(found, key=lambda name: (AREAS.index(name.split(".")[1]), name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
