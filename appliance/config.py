@@ -160,18 +160,17 @@ class Config(_Section):
         )
 
 
-def _format_errors(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
+def _format_errors(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             problems.append(f"{path}: unknown key (value {err['input']!r}); check the spelling")
-            continue
-        got = err.get("input")
-        shown = "missing" if err["type"] == "missing" else repr(got)
-        if isinstance(got, Mapping) and err["type"] == "value_error":
-            shown = "this section"
-        problems.append(f"{path}: got {shown}; expected {err['msg'].removeprefix('Value error, ')}")
+        elif err["type"] == "value_error":
+            problems.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
+        else:
+            expected = err["msg"].removeprefix("Input should be ")
+            problems.append(f"{path}: got {err['input']!r}; expected {expected}")
     return problems
 
 
@@ -231,7 +230,7 @@ def config_from_mapping(
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        problems = _format_errors(exc, merged)
+        problems = _format_errors(exc)
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from exc
 
 

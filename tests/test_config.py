@@ -1,0 +1,139 @@
+"""`appliance config check` and the config loader: every error exits 2 and names the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.config import ConfigError, config_from_mapping, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_check(
+    path: Path | str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m appliance config check PATH` as an operator would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
+    full_env.update(env or {}, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        check=False,
+        timeout=60,
+    )
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_default_config_is_valid() -> None:
+    result = run_check(REPO / "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "camera synthetic" in result.stdout
+    assert "127.0.0.1:1883" in result.stdout
+    assert len(result.stdout.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "detail"),
+    [
+        ("mqtt:\n  prot: 1883\n", "mqtt.prot", "unknown key"),
+        ("mqtt:\n  port: eighteen\n", "mqtt.port", "'eighteen'"),
+        ("mqtt:\n  port: 70000\n", "mqtt.port", "70000"),
+        ("camera:\n  limit: 0\n", "camera.limit", "greater than or equal to 1"),
+        ("camera:\n  source: webcam\n", "camera.source", "'uvc', 'directory' or 'synthetic'"),
+        ("skin:\n  um_per_px: -3\n", "skin.um_per_px", "-3"),
+        ("device:\n  id: 'has space'\n", "device.id", "has space"),
+        ("mqtt:\n  tls:\n    cert_file: /c.pem\n", "mqtt.tls", "cert_file and mqtt.tls.key_file"),
+        ("camera:\n  source: uvc\n", "camera", "camera.path is required"),
+        ("mqtt:\n  password: hunter2\n", "mqtt", "APPLIANCE_MQTT_PASSWORD"),
+    ],
+)
+def test_bad_value_exits_2_naming_key_value_and_expectation(
+    tmp_path: Path, text: str, key: str, detail: str
+) -> None:
+    result = run_check(write(tmp_path, text))
+    assert result.returncode == 2
+    assert f"{key}:" in result.stderr
+    assert detail in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_password_is_never_echoed(tmp_path: Path) -> None:
+    result = run_check(write(tmp_path, "mqtt:\n  password: hunter2\n"))
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    result = run_check(tmp_path / "nope.yaml")
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr
+    assert "not found" in result.stderr
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    result = run_check(write(tmp_path, "device:\n  id: a\nmqtt:\n  port: [1883\n  host: x\n"))
+    assert result.returncode == 2
+    assert "broken YAML at line" in result.stderr
+    line = int(result.stderr.split("line ")[1].split(":")[0])
+    assert 4 <= line <= 6
+
+
+def test_top_level_must_be_mapping(tmp_path: Path) -> None:
+    result = run_check(write(tmp_path, "- a\n- b\n"))
+    assert result.returncode == 2
+    assert "mapping" in result.stderr
+
+
+def test_several_problems_are_all_reported() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"mqtt": {"port": 0, "hots": "x"}}, environ={})
+    assert "mqtt.port" in str(info.value)
+    assert "mqtt.hots" in str(info.value)
+
+
+def test_environment_overrides_any_key(tmp_path: Path) -> None:
+    env = {
+        "APPLIANCE__MQTT__PORT": "1884",
+        "APPLIANCE__MQTT__TLS__ENABLED": "true",
+        "APPLIANCE__CAMERA__LIMIT": "3",
+    }
+    config = load_config(write(tmp_path, "mqtt:\n  port: 1883\n"), environ=env)
+    assert config.mqtt.port == 1884
+    assert config.mqtt.tls.enabled is True
+    assert config.camera.limit == 3
+
+
+def test_bad_environment_override_names_the_key(tmp_path: Path) -> None:
+    result = run_check(write(tmp_path, "{}\n"), env={"APPLIANCE__MQTT__PORT": "0"})
+    assert result.returncode == 2
+    assert "mqtt.port" in result.stderr
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "state_dir: st\nmodel:\n  path: m.onnx\n"), environ={})
+    assert config.state_dir == str(tmp_path / "st")
+    assert config.model.path == str(tmp_path / "m.onnx")
+
+
+def test_password_from_env_or_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = config_from_mapping({}, environ={})
+    monkeypatch.delenv("APPLIANCE_MQTT_PASSWORD", raising=False)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert config.mqtt.password() is None
+    (tmp_path / "mqtt-password").write_text("from-systemd\n")
+    assert config.mqtt.password() == "from-systemd"
+    monkeypatch.setenv("APPLIANCE_MQTT_PASSWORD", "from-env")
+    assert config.mqtt.password() == "from-env"

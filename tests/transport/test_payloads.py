@@ -1,0 +1,104 @@
+"""The payload contract: valid results round-trip, hostile ones are refused with a reason."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from appliance.transport.payloads import (
+    FEATURE_KEYS,
+    SCHEMA_DIR,
+    PayloadError,
+    Result,
+    Status,
+    json_schemas,
+    new_measurement_id,
+    parse_payload,
+)
+
+
+def result_dict(**over: Any) -> dict[str, Any]:
+    features = dict.fromkeys(FEATURE_KEYS, 0.5) | {"pore_count": 12, "kime_score": 70.0}
+    data = {
+        "schema": "appliance.result/1",
+        "measurement_id": new_measurement_id(),
+        "device_id": "kiosk-1",
+        "site": "shop-7",
+        "captured_at": "2026-11-25T10:00:00Z",
+        "software_version": "0.1.0",
+        "quality": {"verdict": "ok", "reasons": [], "scores": {"focus": 120.0}},
+        "features": features,
+    }
+    return data | over
+
+
+def test_result_round_trips_through_the_wire_form() -> None:
+    result = parse_payload(json.dumps(result_dict()).encode(), Result)
+    again = parse_payload(result.to_json(), Result)
+    assert again == result
+    assert json.loads(result.to_json())["schema"] == "appliance.result/1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "not UTF-8 JSON"),
+        (b"{not json", "not UTF-8 JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b"x" * (300 * 1024), "exceeds"),
+        (json.dumps(result_dict(schema="appliance.result/9")).encode(), "schema"),
+        (json.dumps(result_dict(measurement_id="1")).encode(), "measurement_id"),
+        (json.dumps(result_dict(device_id="../etc")).encode(), "device_id"),
+        (json.dumps(result_dict(extra_field=1)).encode(), "extra_field"),
+    ],
+)
+def test_bad_payloads_are_refused_with_the_place_named(raw: bytes, reason: str) -> None:
+    with pytest.raises(PayloadError, match=reason):
+        parse_payload(raw, Result)
+
+
+def test_missing_and_out_of_range_features_are_named() -> None:
+    data = result_dict()
+    del data["features"]["hill_density_per_mm2"]
+    data["features"]["furrow_anisotropy"] = 1.5
+    with pytest.raises(PayloadError) as info:
+        parse_payload(json.dumps(data).encode(), Result)
+    assert "features." in str(info.value)
+    assert "+1 more" in str(info.value)
+
+
+def test_nan_features_are_refused() -> None:
+    text = json.dumps(result_dict()).replace(
+        '"pore_mean_diameter_um": 0.5', '"pore_mean_diameter_um": NaN'
+    )
+    with pytest.raises(PayloadError, match="pore_mean_diameter_um"):
+        parse_payload(text.encode(), Result)
+
+
+def test_measurement_ids_are_unique_and_time_ordered() -> None:
+    ids = [new_measurement_id(now_ms=1_700_000_000_000 + i) for i in range(1000)]
+    assert ids == sorted(ids)
+    assert len({new_measurement_id() for _ in range(10_000)}) == 10_000
+    first = new_measurement_id()
+    time.sleep(0.002)
+    assert new_measurement_id() > first
+
+
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes_never_escape_as_other_errors(raw: bytes) -> None:
+    with contextlib.suppress(PayloadError):
+        parse_payload(raw, Status)
+
+
+def test_shipped_json_schemas_match_the_models() -> None:
+    for name, schema in json_schemas().items():
+        shipped = json.loads((SCHEMA_DIR / name).read_text())
+        assert shipped == json.loads(json.dumps(schema)), (
+            f"regenerate {name}: python -m appliance.transport.payloads"
+        )
