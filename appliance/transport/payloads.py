@@ -185,6 +185,8 @@ def parse_payload(raw: bytes, model: type[PayloadT]) -> PayloadT:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"not UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:  # hostile nesting ([[[[...]]]]) must not crash a worker
+        raise PayloadError("JSON nested too deeply") from exc
     if not isinstance(data, dict):
         raise PayloadError(f"top level must be a JSON object, got {type(data).__name__}")
     try:

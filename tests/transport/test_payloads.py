@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from appliance.transport.payloads import (
     FEATURE_KEYS,
+    MAX_PAYLOAD_BYTES,
     SCHEMA_DIR,
     PayloadError,
     Result,
@@ -102,3 +103,10 @@ def test_shipped_json_schemas_match_the_models() -> None:
         assert shipped == json.loads(json.dumps(schema)), (
             f"regenerate {name}: python -m appliance.transport.payloads"
         )
+
+
+def test_deeply_nested_json_is_a_payload_error_not_a_crash() -> None:
+    hostile = b"[" * 100_000 + b"]" * 100_000
+    assert len(hostile) < MAX_PAYLOAD_BYTES
+    with pytest.raises(PayloadError, match="nested too deeply"):
+        parse_payload(hostile, Result)
