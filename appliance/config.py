@@ -133,6 +133,48 @@ class SkinConfig(_Section):
     )
 
 
+class StoreConfig(_Section):
+    url: str | None = Field(
+        None,
+        pattern=r"^(sqlite:///.+|postgresql://.*)$",
+        description="Back-office store: sqlite:///PATH or postgresql://user@host:port/db "
+        "(unset: SQLite file backoffice.sqlite3 in state_dir).",
+    )
+
+
+class BackofficeConfig(_Section):
+    share_group: str = Field(
+        "backoffice",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="MQTT v5 shared-subscription group; workers in one group split the results.",
+    )
+    client_id: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="MQTT client id of this worker, stable across restarts so its session "
+        "survives (unset: backoffice-HOSTNAME); unique per worker.",
+    )
+    session_expiry_s: int = Field(
+        86400, ge=60, description="How long the broker keeps a stopped worker's session (s)."
+    )
+    receive_maximum: int = Field(
+        2000, ge=10, le=65535, description="Unacknowledged messages the broker may send at once."
+    )
+    batch_max_rows: int = Field(
+        500, ge=1, le=100_000, description="Most messages committed in one store transaction."
+    )
+    batch_interval_ms: int = Field(
+        20, ge=1, le=10_000, description="Longest wait to fill a batch before committing (ms)."
+    )
+    dead_letter_max_bytes: int = Field(
+        65536, ge=0, description="Bytes of a rejected payload kept in the dead-letter table."
+    )
+    dead_letter_max_rows: int = Field(
+        100_000, ge=1, description="Dead-letter rows kept; the oldest are pruned beyond this."
+    )
+
+
 class Config(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig, description="Who this kiosk is.")
     camera: CameraConfig = Field(
@@ -147,6 +189,12 @@ class Config(_Section):
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="The on-device model.")
     skin: SkinConfig = Field(default_factory=SkinConfig, description="Skin measurement settings.")
+    store: StoreConfig = Field(
+        default_factory=StoreConfig, description="Where the back office keeps results."
+    )
+    backoffice: BackofficeConfig = Field(
+        default_factory=BackofficeConfig, description="Back-office ingest worker settings."
+    )
 
     def summary(self) -> str:
         """One line naming the device, camera, broker and state folder."""
