@@ -1,0 +1,371 @@
+"""The MQTT link: one owner thread for the paho client that drains the outbox over QoS 1.
+
+Only this thread touches the client (connect, publish, subscribe, the socket I/O); paho's
+callbacks run inside it and only append events to a queue, so an exception in them can never
+kill the network loop. Other threads talk to the link through ``wake()``, ``send_status()``
+and the inbox queue of incoming commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from appliance.transport.backoff import Backoff
+from appliance.transport.client import (
+    FATAL_CONNACK_CODES,
+    LinkSettings,
+    connect_properties,
+    new_client,
+    publish_properties,
+    reason_value,
+    will_disconnect_reason,
+)
+from appliance.transport.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+MAX_INCOMING_BYTES = 64 * 1024
+IDLE_POLL_S = 0.5
+EXPIRE_EVERY_S = 60.0
+
+
+class MqttAuthError(RuntimeError):
+    """The broker refused our credentials; retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message the device received on one of its subscriptions."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass
+class LinkStats:
+    """Counters for status and metrics."""
+
+    reconnects: int = 0
+    published: int = 0
+    acked: int = 0
+    rejected: int = 0
+
+
+class MqttLink(threading.Thread):
+    """Owns the paho client; publishes outbox messages oldest first, deletes them on PUBACK."""
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        outbox: Outbox,
+        *,
+        status_topic: str,
+        status_payload: Callable[[str], bytes],
+        subscriptions: tuple[str, ...] = (),
+        stop: threading.Event | None = None,
+    ) -> None:
+        super().__init__(name="MqttLink", daemon=True)
+        self.settings = settings
+        self.outbox = outbox
+        self.status_topic = status_topic
+        self._status_payload = status_payload
+        self.subscriptions = subscriptions
+        self.stop_event = stop or threading.Event()
+        self.inbox: queue.Queue[IncomingMessage] = queue.Queue(maxsize=100)
+        self.stats = LinkStats()
+        self.fatal_error: str | None = None
+        self.connected = False
+        self.last_beat_s = time.monotonic()
+        self._events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+        self._status_requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._inflight: dict[int, int] = {}
+        self._acked_seqs: list[int] = []
+        self._sent_seq = 0
+        self._window = settings.max_inflight
+        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
+        self._connect_started_s = 0.0
+        self._next_attempt_s = 0.0
+        self._next_expire_s = 0.0
+        self._result_properties = publish_properties(settings.message_expiry_s)
+        self._status_properties = publish_properties(None)
+        self._client = new_client(settings, status_topic, status_payload("offline"))
+        self._install_callbacks()
+
+    # -- thread-safe API ---------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Tell the link new messages are in the outbox (any thread)."""
+        # BlockingIOError: a wake-up is already pending; OSError: the link has closed.
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"!")
+
+    def send_status(self) -> None:
+        """Publish a fresh retained status when connected (any thread)."""
+        self._status_requests.put(b"")
+        self.wake()
+
+    def idle(self) -> bool:
+        """Whether every committed message has been acknowledged."""
+        return self.outbox.depth() == 0 and not self._inflight
+
+    # -- paho callbacks: run inside this thread, only enqueue, never raise --------------------
+
+    def _install_callbacks(self) -> None:
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, properties: Any) -> None:
+        try:
+            self._events.put(("connack", reason_value(reason), properties))
+        except Exception:
+            log.exception("on_connect failed")
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        try:
+            self._events.put(("disconnect", reason_value(reason), None))
+        except Exception:
+            log.exception("on_disconnect failed")
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        try:
+            self._events.put(("puback", mid, reason_value(reason)))
+        except Exception:
+            log.exception("on_publish failed")
+
+    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            if len(message.payload) > MAX_INCOMING_BYTES:
+                log.warning("ignored %d-byte message on %s", len(message.payload), message.topic)
+                return
+            self.inbox.put_nowait(IncomingMessage(message.topic, bytes(message.payload)))
+        except queue.Full:
+            log.warning("command inbox full; dropped a message on %s", message.topic)
+        except Exception:
+            log.exception("on_message failed")
+
+    # -- the owner loop ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Connect, keep connected, publish and acknowledge until the stop event is set."""
+        try:
+            while not self.stop_event.is_set() and self.fatal_error is None:
+                self.last_beat_s = time.monotonic()
+                if self._client.socket() is None:
+                    self._connect_when_due()
+                else:
+                    self._io_once()
+                self._handle_events()
+                if self.connected:
+                    self._send_statuses()
+                    self._publish_pending()
+                self._flush_acks()
+                self._expire_when_due()
+        except Exception:
+            log.exception("MQTT link failed")
+            self.fatal_error = "MQTT link thread crashed; see the log"
+        finally:
+            self._shutdown()
+
+    def _connect_when_due(self) -> None:
+        wait_s = self._next_attempt_s - time.monotonic()
+        if wait_s > 0:
+            self.stop_event.wait(min(wait_s, IDLE_POLL_S))
+            return
+        settings = self.settings
+        try:
+            self._client.connect(
+                settings.host,
+                settings.port,
+                keepalive=settings.keepalive_s,
+                clean_start=False,
+                properties=connect_properties(settings),
+            )
+            self._connect_started_s = time.monotonic()
+        except (OSError, ValueError) as exc:
+            delay_s = self._backoff.next_delay_s()
+            log.warning(
+                "broker %s:%d unreachable (%s); retrying in %.1f s",
+                settings.host,
+                settings.port,
+                exc,
+                delay_s,
+            )
+            self._next_attempt_s = time.monotonic() + delay_s
+
+    def _io_once(self) -> None:
+        sock = self._client.socket()
+        if sock is None:
+            return
+        pending = getattr(sock, "pending", None)
+        timeout_s = 0.0 if callable(pending) and pending() > 0 else IDLE_POLL_S
+        writers = [sock] if self._client.want_write() else []
+        readable, writable, _ = select.select([sock, self._wake_r], writers, [], timeout_s)
+        if self._wake_r in readable:
+            self._drain_wake()
+        if sock in readable or timeout_s == 0.0:
+            self._client.loop_read()
+        if writable and self._client.socket() is not None:
+            self._client.loop_write()
+        if self._client.socket() is not None:
+            self._client.loop_misc()
+        self._check_connack_timeout()
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):  # raised once drained
+            while self._wake_r.recv(4096):
+                pass
+
+    def _check_connack_timeout(self) -> None:
+        waited_s = time.monotonic() - self._connect_started_s
+        if not self.connected and waited_s > self.settings.connack_timeout_s:
+            log.warning("no CONNACK from the broker in %.0f s; reconnecting", waited_s)
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        self.connected = False
+        self._client.disconnect()
+        self._next_attempt_s = time.monotonic() + self._backoff.next_delay_s()
+
+    def _handle_events(self) -> None:
+        while True:
+            try:
+                kind, first, second = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "connack":
+                self._handle_connack(first, second)
+            elif kind == "disconnect":
+                self._handle_disconnect(first)
+            elif kind == "puback":
+                self._handle_puback(first, second)
+
+    def _handle_connack(self, code: int, properties: Any) -> None:
+        """Connected means CONNACK reason code 0 and nothing else (spec 3.2.2.2)."""
+        where = f"{self.settings.host}:{self.settings.port}"
+        if code in FATAL_CONNACK_CODES:
+            self.fatal_error = (
+                f"broker {where} refused the connection (reason code 0x{code:02X}): check "
+                f"mqtt.username and the password (APPLIANCE_MQTT_PASSWORD or the mqtt-password "
+                f"credential) and the broker ACL; not retrying"
+            )
+            log.error("%s", self.fatal_error)
+            return
+        if code != 0:
+            log.warning("broker %s refused the connection (reason code 0x%02X)", where, code)
+            self._drop_connection()
+            return
+        self.connected = True
+        self._backoff.reset()
+        server_max = getattr(properties, "ReceiveMaximum", None)
+        self._window = min(self.settings.max_inflight, int(server_max or 65535))
+        for topic in self.subscriptions:  # resubscribe first, then the birth message
+            self._client.subscribe(topic, options=SubscribeOptions(qos=1))
+        self._publish_status("online")
+        log.info("connected to %s; %d result(s) waiting", where, self.outbox.depth())
+
+    def _handle_disconnect(self, code: int) -> None:
+        was_connected = self.connected
+        self.connected = False
+        if was_connected:
+            self.stats.reconnects += 1
+            delay_s = self._backoff.next_delay_s()
+            self._next_attempt_s = time.monotonic() + delay_s
+            log.warning("lost the broker (reason %d); reconnecting in %.1f s", code, delay_s)
+        elif self._next_attempt_s <= time.monotonic():
+            self._next_attempt_s = time.monotonic() + self._backoff.next_delay_s()
+
+    def _handle_puback(self, mid: int, code: int) -> None:
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
+            return  # a status message, or an ack already handled
+        if code >= 0x80:
+            self.stats.rejected += 1
+            log.error(
+                "broker refused result seq %d (reason 0x%02X); it stays in the outbox and is "
+                "sent again after a restart; check the broker ACL for this device",
+                seq,
+                code,
+            )
+            return
+        self._acked_seqs.append(seq)
+
+    def _send_statuses(self) -> None:
+        requested = False
+        while True:
+            try:
+                self._status_requests.get_nowait()
+                requested = True
+            except queue.Empty:
+                break
+        if requested:
+            self._publish_status("online")
+
+    def _publish_status(self, state: str) -> None:
+        self._client.publish(
+            self.status_topic,
+            self._status_payload(state),
+            qos=1,
+            retain=True,
+            properties=self._status_properties,
+        )
+
+    def _publish_pending(self) -> None:
+        room = self._window - len(self._inflight)
+        if room <= 0:
+            return
+        for message in self.outbox.pending(after_seq=self._sent_seq, limit=room):
+            info = self._client.publish(
+                message.topic, message.payload, qos=1, properties=self._result_properties
+            )
+            # paho keeps a QoS 1 message in its session even when the socket just dropped,
+            # and resends it (DUP) after the reconnect, so it counts as in flight either way.
+            self._inflight[info.mid] = message.seq
+            self._sent_seq = message.seq
+            self.stats.published += 1
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break
+
+    def _flush_acks(self) -> None:
+        if self._acked_seqs:
+            self.outbox.remove(self._acked_seqs)
+            self.stats.acked += len(self._acked_seqs)
+            self._acked_seqs = []
+
+    def _expire_when_due(self) -> None:
+        now_s = time.monotonic()
+        if now_s >= self._next_expire_s:
+            self._next_expire_s = now_s + EXPIRE_EVERY_S
+            expired = self.outbox.expire()
+            if expired:
+                log.warning("dropped %d result(s) older than the outbox age limit", expired)
+
+    def _shutdown(self) -> None:
+        try:
+            self._flush_acks()
+            if self._client.socket() is not None:
+                # Ending with reason 0x04 makes the broker publish our retained "offline" will.
+                self._client.disconnect(reasoncode=will_disconnect_reason())
+                self._client.loop_write()
+        except Exception:  # best effort on the way out; the will covers a failure
+            log.debug("disconnect on shutdown failed", exc_info=True)
+        finally:
+            self.connected = False
+            self._wake_r.close()
+            self._wake_w.close()
