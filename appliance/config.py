@@ -175,6 +175,72 @@ class BackofficeConfig(_Section):
     )
 
 
+class EdgeConfig(_Section):
+    frame_queue_size: int = Field(
+        4, ge=1, le=64, description="Frames waiting for the quality gate; the oldest is dropped."
+    )
+    burst_frames: int = Field(
+        5, ge=1, le=60, description="Steady on-skin frames gathered; the best one is measured."
+    )
+    rearm_frames: int = Field(
+        3, ge=1, le=600, description="Consecutive not-ok frames that end a contact (scope lifted)."
+    )
+    result_queue_size: int = Field(
+        1000, ge=1, le=100_000, description="Results waiting for the outbox commit."
+    )
+    group_commit_max: int = Field(
+        256, ge=1, le=10_000, description="Most results committed in one fsync'd transaction."
+    )
+    outbox_max_rows: int = Field(
+        100_000, ge=10, description="Most results the outbox holds while the broker is away."
+    )
+    outbox_max_age_h: float = Field(
+        720.0, gt=0, description="Results older than this are dropped (and counted) (hours)."
+    )
+    outbox_policy: Literal["drop_oldest", "refuse_new"] = Field(
+        "drop_oldest", description="What a full outbox does: drop its oldest or refuse new ones."
+    )
+    max_inflight: int = Field(
+        1000, ge=1, le=65535, description="QoS 1 results published and not yet acknowledged."
+    )
+    message_expiry_s: int = Field(
+        604_800, ge=60, description="MQTT message expiry of a result (s)."
+    )
+    session_expiry_s: int = Field(
+        86_400, ge=60, description="How long the broker keeps this device's session (s)."
+    )
+    reconnect_initial_s: float = Field(
+        0.5, gt=0, le=60, description="First broker reconnect delay (s); doubles per failure."
+    )
+    reconnect_cap_s: float = Field(
+        5.0, gt=0, le=300, description="Longest broker reconnect delay (s)."
+    )
+    camera_stall_s: float = Field(
+        5.0, gt=0, le=600, description="No frame for this long means the camera failed (s)."
+    )
+    camera_reopen_cap_s: float = Field(
+        30.0, gt=0, le=600, description="Longest delay between camera reopen attempts (s)."
+    )
+    synthetic_fps: float = Field(
+        15.0, ge=0, le=1000, description="Frame rate of the synthetic camera (0: unpaced)."
+    )
+    watchdog_stall_s: float = Field(
+        30.0, gt=0, le=3600, description="A thread stuck this long stops the watchdog pings (s)."
+    )
+    status_interval_s: float = Field(
+        60.0, ge=1, description="How often the retained status is refreshed (s)."
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Prometheus metrics on 127.0.0.1:PORT (unset: off)."
+    )
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> EdgeConfig:
+        if self.reconnect_initial_s > self.reconnect_cap_s:
+            raise ValueError("edge.reconnect_initial_s must not exceed edge.reconnect_cap_s")
+        return self
+
+
 class Config(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig, description="Who this kiosk is.")
     camera: CameraConfig = Field(
@@ -194,6 +260,9 @@ class Config(_Section):
     )
     backoffice: BackofficeConfig = Field(
         default_factory=BackofficeConfig, description="Back-office ingest worker settings."
+    )
+    edge: EdgeConfig = Field(
+        default_factory=EdgeConfig, description="Edge daemon queues, outbox and supervision."
     )
 
     def summary(self) -> str:
