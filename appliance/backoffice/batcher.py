@@ -1,0 +1,215 @@
+"""The ingest writer: MQTT messages from the inbox, sorted, committed in batches, then acked.
+
+Paho's network thread only puts messages on the inbox. One writer thread takes up to
+``batch_max_rows`` of them (waiting at most ``batch_interval_ms`` to fill a batch), validates
+them, commits results, device status and dead letters in ONE transaction, and only then sends the
+PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message once it sends PUBACK). A crash before
+the commit loses nothing: the broker redelivers the unacknowledged messages to the session, and
+the store keeps each ``measurement_id`` once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from appliance.backoffice.schema import DeadLetter, device_row, iso_utc, result_row
+from appliance.backoffice.store import Batch, Store
+from appliance.config import BackofficeConfig
+from appliance.transport.payloads import (
+    MAX_PAYLOAD_BYTES,
+    PayloadError,
+    Result,
+    Status,
+    parse_payload,
+    utc_now,
+)
+from appliance.transport.topics import parse_device_topic
+
+log = logging.getLogger(__name__)
+LOG_PAYLOAD_CHARS = 120
+RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One received MQTT message, as the network thread hands it over."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+@dataclass
+class IngestStats:
+    """Counters of one worker since it started."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    statuses: int = 0
+    batches: int = 0
+    commit_failures: int = 0
+
+
+def parse_result(raw: bytes) -> Result:
+    """A Result from raw bytes: pydantic's JSON fast path, parse_payload's clear errors."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        return Result.model_validate_json(raw)
+    except ValidationError as exc:
+        parse_payload(raw, Result)  # raises PayloadError with the readable reason
+        raise PayloadError(str(exc).splitlines()[0]) from exc
+
+
+def _cut(raw: bytes) -> str:
+    text = raw[:LOG_PAYLOAD_CHARS].decode("utf-8", errors="replace")
+    return text + ("..." if len(raw) > LOG_PAYLOAD_CHARS else "")
+
+
+class Triage:
+    """Sorts messages into result rows, status rows and dead letters."""
+
+    def __init__(self, topic_prefix: str, dead_letter_max_bytes: int) -> None:
+        self.topic_prefix = topic_prefix
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+
+    def sort(self, messages: list[Inbound]) -> tuple[Batch, list[Result]]:
+        """The batch to commit and the valid results in it."""
+        batch, results = Batch(), []
+        received_at = iso_utc(utc_now())
+        for message in messages:
+            try:
+                result = self._one(message, batch, received_at)
+            except PayloadError as exc:
+                batch.dead_letters.append(self._dead(message, str(exc), received_at))
+                continue
+            if result is not None:
+                results.append(result)
+        return batch, results
+
+    def _one(self, message: Inbound, batch: Batch, received_at: str) -> Result | None:
+        where = parse_device_topic(self.topic_prefix, message.topic)
+        if where is None or where[2] not in ("result", "status"):
+            raise PayloadError(f"not a device result or status topic under {self.topic_prefix}")
+        site, device, leaf = where
+        if leaf == "status":
+            if message.payload:  # an empty retained message only clears the topic
+                status = parse_payload(message.payload, Status)
+                _check_origin(status.site, status.device_id, site, device)
+                batch.statuses.append(device_row(status, received_at))
+            return None
+        result = parse_result(message.payload)
+        _check_origin(result.site, result.device_id, site, device)
+        batch.results.append(result_row(result, received_at, message.payload.decode()))
+        return result
+
+    def _dead(self, message: Inbound, reason: str, received_at: str) -> DeadLetter:
+        log.warning(
+            "dead letter on %s: %s (payload %d bytes: %s)",
+            message.topic,
+            reason,
+            len(message.payload),
+            _cut(message.payload),
+        )
+        kept = message.payload[: self.dead_letter_max_bytes]
+        return DeadLetter(received_at, message.topic, reason, len(message.payload), kept)
+
+
+def _check_origin(site: str, device: str, topic_site: str, topic_device: str) -> None:
+    if (site, device) != (topic_site, topic_device):
+        raise PayloadError(
+            f"payload says device {site}/{device} but came on the topic of "
+            f"{topic_site}/{topic_device}"
+        )
+
+
+class BatchWriter(threading.Thread):
+    """The one thread that commits the inbox to the store and acknowledges what it committed."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: BackofficeConfig,
+        triage: Triage,
+        ack: Callable[[Inbound], None],
+        on_stored: Callable[[list[Result]], None] | None = None,
+    ) -> None:
+        super().__init__(name="IngestWriter", daemon=True)
+        self.inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self.stats = IngestStats()
+        self.stop_event = threading.Event()
+        self._store, self._settings, self._triage = store, settings, triage
+        self._ack, self._on_stored = ack, on_stored
+
+    def run(self) -> None:
+        """Commit batches until stopped and the inbox is empty."""
+        while True:
+            messages = self._collect()
+            if messages:
+                self._handle(messages)
+            elif self.stop_event.is_set():
+                return
+
+    def _collect(self) -> list[Inbound]:
+        try:
+            messages = [self.inbox.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self._settings.batch_interval_ms / 1000
+        while len(messages) < self._settings.batch_max_rows:
+            try:
+                messages.append(self.inbox.get_nowait())
+                continue
+            except queue.Empty:
+                remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                break
+            try:
+                messages.append(self.inbox.get(timeout=remaining_s))
+            except queue.Empty:
+                break
+        return messages
+
+    def _handle(self, messages: list[Inbound]) -> None:
+        batch, results = self._triage.sort(messages)
+        fresh = self._commit(batch)
+        if fresh is None:
+            return  # stopped before the store took it: unacked, so the broker redelivers
+        for message in messages:
+            self._ack(message)
+        self._count(messages, batch, fresh)
+        if self._on_stored is not None and fresh:
+            new = set(fresh)
+            self._on_stored([r for r in results if r.measurement_id in new])
+
+    def _commit(self, batch: Batch) -> list[str] | None:
+        delay_s = 0.2
+        while True:
+            try:
+                return self._store.write_batch(batch, self._settings.dead_letter_max_rows)
+            except Exception as exc:  # a store outage must not kill the worker
+                self.stats.commit_failures += 1
+                log.error("store %s: commit failed (%s); retrying in %.1f s",
+                          self._store.url, exc, delay_s)
+            if self.stop_event.wait(delay_s):
+                return None
+            delay_s = min(delay_s * 2, RETRY_MAX_S)
+
+    def _count(self, messages: list[Inbound], batch: Batch, fresh: list[str]) -> None:
+        stats = self.stats
+        stats.received += len(messages)
+        stats.batches += 1
+        stats.stored += len(fresh)
+        stats.duplicates += len(batch.results) - len(fresh)
+        stats.dead_letters += len(batch.dead_letters)
+        stats.statuses += len(batch.statuses)

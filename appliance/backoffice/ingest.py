@@ -1,0 +1,168 @@
+"""The ingest worker: one paho client on a shared subscription, feeding the batch writer.
+
+Results arrive on ``$share/{group}/{prefix}/+/+/result`` so workers in one group split them
+(MQTT 5 spec 4.8.2). Device status is subscribed without ``$share``: retained messages are not
+sent to shared subscriptions (spec 3.3.1.3), and every worker keeps the fleet registry. The session
+is persistent (clean_start=False, a session expiry) and acks are manual, so a worker that dies or
+restarts gets every message it had not acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from appliance.backoffice.batcher import BatchWriter, Inbound, IngestStats, Triage
+from appliance.backoffice.store import Store
+from appliance.config import Config
+from appliance.transport.payloads import Result
+from appliance.transport.topics import fleet_filter, shared_filter
+
+log = logging.getLogger(__name__)
+RECONNECT_MAX_S = 30
+_AUTH_FAILURES = {0x86, 0x87, 0x8C}  # bad user name or password, not authorized, bad auth method
+
+
+class IngestError(RuntimeError):
+    """The worker cannot go on (e.g. the broker refused its credentials)."""
+
+
+def default_client_id() -> str:
+    """``backoffice-HOSTNAME``, cut to what a client id may hold."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
+    return f"backoffice-{host or 'host'}"
+
+
+class IngestWorker:
+    """Receives results and status from the fleet and commits them to the store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        on_stored: Callable[[list[Result]], None] | None = None,
+    ) -> None:
+        self.config = config
+        settings = config.backoffice
+        self.client_id = settings.client_id or default_client_id()
+        self.connected = threading.Event()
+        self.failed: str | None = None
+        self.session_present: bool | None = None
+        triage = Triage(config.mqtt.topic_prefix, settings.dead_letter_max_bytes)
+        self.writer = BatchWriter(store, settings, triage, self._ack, on_stored)
+        self.client = self._make_client()
+
+    @property
+    def stats(self) -> IngestStats:
+        """Counters since start."""
+        return self.writer.stats
+
+    def _make_client(self) -> mqtt.Client:
+        mqtt_config = self.config.mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if mqtt_config.username:
+            client.username_pw_set(mqtt_config.username, mqtt_config.password())
+        if mqtt_config.tls.enabled:
+            client.tls_set(
+                ca_certs=mqtt_config.tls.ca_file,
+                certfile=mqtt_config.tls.cert_file,
+                keyfile=mqtt_config.tls.key_file,
+            )
+        client.reconnect_delay_set(1, RECONNECT_MAX_S)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.config.backoffice.session_expiry_s
+        props.ReceiveMaximum = self.config.backoffice.receive_maximum
+        return props
+
+    def start(self) -> None:
+        """Start the writer and connect (the network thread reconnects on its own)."""
+        self.writer.start()
+        mqtt_config = self.config.mqtt
+        self.client.connect_async(
+            mqtt_config.host,
+            mqtt_config.port,
+            keepalive=mqtt_config.keepalive_s,
+            clean_start=False,
+            properties=self._connect_properties(),
+        )
+        self.client.loop_start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Commit and acknowledge what is queued, then disconnect keeping the session."""
+        self.writer.stop_event.set()
+        self.writer.join(timeout_s)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        try:
+            if reason.is_failure:
+                self._refused(reason)
+                return
+            prefix, group = self.config.mqtt.topic_prefix, self.config.backoffice.share_group
+            results = shared_filter(group, fleet_filter(prefix, "result"))
+            client.subscribe(
+                [
+                    (results, SubscribeOptions(qos=1)),
+                    (fleet_filter(prefix, "status"), SubscribeOptions(qos=1)),
+                ]
+            )
+            self.session_present = bool(flags.session_present)
+            self.connected.set()
+            log.info("%s connected to %s:%s (session present: %s), subscribed to %s",
+                     self.client_id, self.config.mqtt.host, self.config.mqtt.port,
+                     self.session_present, results)
+        except Exception:  # never let an exception kill paho's network thread
+            log.exception("on_connect failed")
+
+    def _refused(self, reason: ReasonCode) -> None:
+        log.error("broker %s:%s refused %s: %s", self.config.mqtt.host, self.config.mqtt.port,
+                  self.client_id, reason)
+        if reason.value in _AUTH_FAILURES:
+            self.failed = (
+                f"broker {self.config.mqtt.host}:{self.config.mqtt.port} refused the "
+                f"credentials of {self.client_id} ({reason}); check mqtt.username and the password"
+            )
+            self.client.disconnect()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self.connected.clear()
+        if reason.value != 0:
+            log.warning("%s disconnected (%s); reconnecting", self.client_id, reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            payload = bytes(message.payload)
+            self.writer.inbox.put(Inbound(message.topic, payload, message.mid, message.qos))
+        except Exception:  # never let an exception kill paho's network thread
+            log.exception("could not queue a message on %s", message.topic)
+
+    def _ack(self, message: Inbound) -> None:
+        if message.qos > 0:
+            self.client.ack(message.mid, message.qos)

@@ -1,0 +1,164 @@
+"""The back-office tables, their versioned migrations and the row form of each payload.
+
+One schema serves SQLite and PostgreSQL: the few type names that differ are placeholders
+(``{id}``, ``{real}``, ``{blob}``) filled in per dialect. Times are stored as UTC ISO 8601
+text with a fixed width (``2026-01-02T03:04:05.123456Z``), so they sort and compare as text in
+both databases. A new migration is appended, never edited: stores remember the versions they ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.transport.payloads import FEATURE_KEYS, Result, Status
+
+RESULT_META_COLUMNS = (
+    "measurement_id",
+    "device_id",
+    "site",
+    "captured_at",
+    "received_at",
+    "software_version",
+    "quality_verdict",
+    "model_name",
+    "model_version",
+    "label",
+    "subject_id",
+    "age_band",
+)
+RESULT_COLUMNS = (*RESULT_META_COLUMNS, *FEATURE_KEYS, "payload")
+
+DEVICE_COLUMNS = (
+    "site",
+    "device_id",
+    "state",
+    "last_seen",
+    "status_at",
+    "software_version",
+    "model_name",
+    "model_version",
+    "camera",
+    "outbox_depth",
+    "dropped",
+)
+
+_FEATURE_DDL = ",\n".join(
+    f"    {key} {'BIGINT' if key == 'pore_count' else '{real}'} NOT NULL" for key in FEATURE_KEYS
+)
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "results, dead letters, devices",
+        f"""
+CREATE TABLE results (
+    measurement_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    site TEXT NOT NULL,
+    captured_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    software_version TEXT NOT NULL,
+    quality_verdict TEXT NOT NULL,
+    model_name TEXT,
+    model_version TEXT,
+    label TEXT,
+    subject_id TEXT,
+    age_band TEXT,
+{_FEATURE_DDL},
+    payload TEXT NOT NULL
+);
+CREATE TABLE dead_letters (
+    id {{id}},
+    received_at TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    payload_bytes BIGINT NOT NULL,
+    payload {{blob}} NOT NULL
+);
+CREATE TABLE devices (
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    state TEXT,
+    last_seen TEXT NOT NULL,
+    status_at TEXT,
+    software_version TEXT,
+    model_name TEXT,
+    model_version TEXT,
+    camera TEXT,
+    outbox_depth BIGINT,
+    dropped BIGINT,
+    PRIMARY KEY (site, device_id)
+);
+""",
+    ),
+    (
+        2,
+        "indexes for device/time queries and subject repeats",
+        """
+CREATE INDEX results_device_time ON results (device_id, captured_at);
+CREATE INDEX results_captured_at ON results (captured_at);
+CREATE INDEX results_subject ON results (subject_id);
+""",
+    ),
+)
+
+
+def iso_utc(moment: datetime) -> str:
+    """Fixed-width UTC ISO 8601 text (sorts like the time it names)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the back office could not use, kept for inspection."""
+
+    received_at: str
+    topic: str
+    reason: str
+    payload_bytes: int
+    payload: bytes
+
+
+def result_row(result: Result, received_at: str, payload: str) -> tuple[Any, ...]:
+    """The ``results`` row of a validated result, in RESULT_COLUMNS order."""
+    cls = result.classification
+    subject = result.subject
+    features = result.features
+    return (
+        result.measurement_id,
+        result.device_id,
+        result.site,
+        iso_utc(result.captured_at),
+        received_at,
+        result.software_version,
+        result.quality.verdict,
+        cls.model if cls else None,
+        cls.version if cls else None,
+        cls.label if cls else None,
+        subject.subject_id if subject else None,
+        subject.age_band if subject else None,
+        *(getattr(features, key) for key in FEATURE_KEYS),
+        payload,
+    )
+
+
+def device_row(status: Status, received_at: str) -> tuple[Any, ...]:
+    """The ``devices`` row of a status message, in DEVICE_COLUMNS order."""
+    model = status.model
+    return (
+        status.site,
+        status.device_id,
+        status.state,
+        received_at,
+        iso_utc(status.at),
+        status.software_version,
+        model.name if model else None,
+        model.version if model else None,
+        status.camera,
+        status.outbox_depth,
+        status.dropped,
+    )

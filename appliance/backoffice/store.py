@@ -1,0 +1,290 @@
+"""The back-office store: results, dead letters and the fleet, in SQLite (WAL) or PostgreSQL.
+
+Both backends run the same SQL (``?`` placeholders become ``%s`` for psycopg) and the same
+versioned migrations. Every write of the ingest worker is one transaction (``write_batch``), so a
+message is acknowledged to the broker only once everything it changed is committed.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.backoffice.schema import (
+    DEVICE_COLUMNS,
+    MIGRATIONS,
+    RESULT_COLUMNS,
+    DeadLetter,
+    iso_utc,
+)
+from appliance.transport.payloads import utc_now
+
+DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
+_PG_TYPES = {"id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": "BYTEA"}
+_SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "blob": "BLOB"}
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IN_CHUNK = 500
+
+
+class StoreError(RuntimeError):
+    """The store could not be opened or used; the text names it and what to do."""
+
+
+@dataclass
+class Batch:
+    """Everything one ingest transaction writes."""
+
+    results: list[tuple[Any, ...]] = field(default_factory=list)
+    statuses: list[tuple[Any, ...]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def store_url_for(url: str | None, state_dir: str) -> str:
+    """The configured store URL, or the default SQLite file under ``state_dir``."""
+    return url or f"sqlite:///{Path(state_dir) / DEFAULT_SQLITE_NAME}"
+
+
+class Store:
+    """One connection to the back-office database; not shared between threads."""
+
+    def __init__(self, url: str, pg_schema: str | None = None) -> None:
+        self.url = url
+        self.postgres = url.startswith(("postgresql://", "postgres://"))
+        if not self.postgres and not url.startswith("sqlite:///"):
+            raise StoreError(f"store url {url!r}: use sqlite:///PATH or postgresql://...")
+        self._conn: Any = (
+            self._connect_postgres(pg_schema) if self.postgres else self._connect_sqlite()
+        )
+
+    def _connect_sqlite(self) -> sqlite3.Connection:
+        path = Path(self.url.removeprefix("sqlite:///"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open SQLite store {path}: {exc}; check the path") from exc
+        return conn
+
+    def _connect_postgres(self, pg_schema: str | None) -> Any:
+        import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
+
+        try:
+            conn = psycopg.connect(self.url, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL {self.url}: {exc}") from exc
+        if pg_schema is not None:
+            if not _SCHEMA_NAME.match(pg_schema):
+                raise StoreError(f"PostgreSQL schema name {pg_schema!r}: use [a-z0-9_]")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_schema}")
+            conn.execute(f"SET search_path TO {pg_schema}")
+        return conn
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s") if self.postgres else text
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        if self.postgres:
+            with self._conn.transaction():
+                yield self._conn.cursor()
+            return
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations this store has not run yet; returns their versions."""
+        types = _PG_TYPES if self.postgres else _SQLITE_TYPES
+        with self._transaction() as cur:
+            if self.postgres:
+                cur.execute("SELECT pg_advisory_xact_lock(7270601)")
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+            applied = []
+            for version, description, ddl in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in ddl.format(**types).split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                cur.execute(
+                    self._sql("INSERT INTO schema_migrations VALUES (?, ?, ?)"),
+                    (version, description, iso_utc(utc_now())),
+                )
+                applied.append(version)
+        return applied
+
+    def schema_version(self) -> int:
+        """The newest migration this store has run (0 for an empty database)."""
+        rows = self._fetch("SELECT MAX(version) FROM schema_migrations")
+        return int(rows[0][0] or 0)
+
+    def write_batch(self, batch: Batch, dead_letter_max_rows: int) -> list[str]:
+        """Commit one batch; returns the measurement ids that were new (stored now)."""
+        with self._transaction() as cur:
+            fresh = self._insert_results(cur, batch.results)
+            self._touch_devices(cur, batch.results)
+            if batch.statuses:
+                self._upsert_statuses(cur, batch.statuses)
+            if batch.dead_letters:
+                self._insert_dead_letters(cur, batch.dead_letters, dead_letter_max_rows)
+        return fresh
+
+    def _insert_results(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> list[str]:
+        unique: dict[str, tuple[Any, ...]] = {}
+        for row in rows:
+            unique.setdefault(row[0], row)  # the first copy in the batch wins
+        existing: set[str] = set()
+        ids = list(unique)
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            cur.execute(
+                self._sql(f"SELECT measurement_id FROM results WHERE measurement_id IN ({marks})"),
+                chunk,
+            )
+            existing.update(row[0] for row in cur.fetchall())
+        fresh = [row for key, row in unique.items() if key not in existing]
+        if fresh:
+            marks = ",".join("?" * len(RESULT_COLUMNS))
+            cur.executemany(
+                self._sql(
+                    f"INSERT INTO results ({','.join(RESULT_COLUMNS)}) VALUES ({marks}) "
+                    "ON CONFLICT (measurement_id) DO NOTHING"
+                ),
+                fresh,
+            )
+        return [row[0] for row in fresh]
+
+    def _touch_devices(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        seen = {(row[2], row[1]): row[4] for row in rows}  # (site, device) -> received_at
+        if not seen:
+            return
+        cur.executemany(
+            self._sql(
+                "INSERT INTO devices (site, device_id, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (site, device_id) DO UPDATE SET last_seen = excluded.last_seen"
+            ),
+            [(site, device, at) for (site, device), at in seen.items()],
+        )
+
+    def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        updates = ", ".join(f"{col} = excluded.{col}" for col in DEVICE_COLUMNS[2:])
+        marks = ",".join("?" * len(DEVICE_COLUMNS))
+        cur.executemany(
+            self._sql(
+                f"INSERT INTO devices ({','.join(DEVICE_COLUMNS)}) VALUES ({marks}) "
+                f"ON CONFLICT (site, device_id) DO UPDATE SET {updates}"
+            ),
+            rows,
+        )
+
+    def _insert_dead_letters(self, cur: Any, letters: Sequence[DeadLetter], keep: int) -> None:
+        cur.executemany(
+            self._sql(
+                "INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
+                "VALUES (?, ?, ?, ?, ?)"
+            ),
+            [(d.received_at, d.topic, d.reason, d.payload_bytes, d.payload) for d in letters],
+        )
+        cur.execute(
+            self._sql(
+                "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?"
+            ),
+            (keep,),
+        )
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self._conn.cursor()
+        cur.execute(self._sql(sql), params)
+        rows: list[tuple[Any, ...]] = cur.fetchall()
+        return rows
+
+    def count_results(self) -> int:
+        """How many results are stored."""
+        return int(self._fetch("SELECT COUNT(*) FROM results")[0][0])
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters, newest first."""
+        rows = self._fetch(
+            "SELECT received_at, topic, reason, payload_bytes, payload FROM dead_letters "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [DeadLetter(r[0], r[1], r[2], int(r[3]), bytes(r[4])) for r in rows]
+
+    def count_dead_letters(self) -> int:
+        """How many dead letters are kept."""
+        return int(self._fetch("SELECT COUNT(*) FROM dead_letters")[0][0])
+
+    def devices(self) -> list[dict[str, Any]]:
+        """The fleet registry, one mapping per device, by site and device id."""
+        rows = self._fetch(
+            f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices ORDER BY site, device_id"
+        )
+        return [dict(zip(DEVICE_COLUMNS, row, strict=True)) for row in rows]
+
+    def select_results(
+        self,
+        columns: Sequence[str],
+        device: str | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Stored results (chosen columns) by capture time, filtered by device and start time."""
+        unknown = set(columns) - set(RESULT_COLUMNS)
+        if unknown:
+            raise StoreError(f"unknown result columns {sorted(unknown)}")
+        where, params = [], []
+        if device is not None:
+            where.append("device_id = ?")
+            params.append(device)
+        if since is not None:
+            where.append("captured_at >= ?")
+            params.append(since)
+        sql = f"SELECT {','.join(columns)} FROM results"
+        sql += f" WHERE {' AND '.join(where)}" if where else ""
+        sql += " ORDER BY captured_at, measurement_id"
+        sql += f" LIMIT {int(limit)}" if limit is not None else ""
+        cur = self._conn.cursor()
+        cur.execute(self._sql(sql), params)
+        while rows := cur.fetchmany(1000):
+            yield from rows
+
+    def drop_postgres_schema(self, pg_schema: str) -> None:
+        """Remove a PostgreSQL schema and everything in it (tests and benchmarks clean up)."""
+        if not self.postgres or not _SCHEMA_NAME.match(pg_schema):
+            raise StoreError(f"cannot drop schema {pg_schema!r} of {self.url}")
+        self._conn.execute(f"DROP SCHEMA IF EXISTS {pg_schema} CASCADE")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+def open_store(url: str, pg_schema: str | None = None) -> Store:
+    """Open a store and bring its schema up to date."""
+    store = Store(url, pg_schema)
+    try:
+        store.migrate()
+    except Exception as exc:
+        store.close()
+        raise StoreError(f"cannot migrate the store {url}: {exc}") from exc
+    return store
