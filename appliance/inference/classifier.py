@@ -1,0 +1,110 @@
+"""The kiosk's skin texture classifier: measured features in, payloads.Classification out.
+
+``SkinClassifier.load(path)`` refuses a bad model with ModelError; ``reload(path)`` loads and
+checks the new file completely before it swaps, so a bad update leaves the old model serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from appliance.inference.contract import ModelContract, ModelError
+from appliance.inference.runner import FloatMatrix, OnnxRunner
+from appliance.transport.payloads import Classification
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "skin-texture-grade.int8.onnx"
+
+__all__ = ["DEFAULT_MODEL", "FeatureError", "ModelError", "SkinClassifier"]
+
+
+class FeatureError(ValueError):
+    """Features that the loaded model cannot classify (a key missing or not a finite number)."""
+
+
+class SkinClassifier:
+    """A loaded texture-grade model; thread-safe ``classify`` and ``reload``."""
+
+    def __init__(self, runner: OnnxRunner) -> None:
+        self._runner = runner
+        self._swap_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str | Path) -> SkinClassifier:
+        """Load, check and warm up the model at ``path``; ModelError says what is wrong."""
+        runner = OnnxRunner(path)
+        log.info("model %s %s loaded from %s", runner.contract.name, runner.contract.version, path)
+        return cls(runner)
+
+    @property
+    def name(self) -> str:
+        """The serving model's name."""
+        return self._runner.contract.name
+
+    @property
+    def version(self) -> str:
+        """The serving model's version."""
+        return self._runner.contract.version
+
+    @property
+    def contract(self) -> ModelContract:
+        """The serving model's full contract (features, labels, provenance, figures)."""
+        return self._runner.contract
+
+    @property
+    def path(self) -> Path:
+        """The file the serving model came from."""
+        return self._runner.path
+
+    def reload(self, path: str | Path) -> None:
+        """Swap in the model at ``path``; on ModelError the old model keeps serving."""
+        with self._swap_lock:
+            try:
+                runner = OnnxRunner(path)
+            except ModelError:
+                log.warning("model %s refused; still serving %s %s", path, self.name, self.version)
+                raise
+            self._runner = runner
+        log.info("model %s %s now serving (from %s)", self.name, self.version, path)
+
+    def vector(self, features: Mapping[str, float]) -> FloatMatrix:
+        """The [1, n] float32 input in the model's feature order; FeatureError if one is bad."""
+        return _vector(self._runner.contract, features)
+
+    def classify(self, features: Mapping[str, float]) -> Classification:
+        """Label and per-label probabilities of one feature vector, with model name and version."""
+        runner = self._runner  # one model for the whole call, even if reload() swaps meanwhile
+        matrix = _vector(runner.contract, features)
+        probabilities = runner.probabilities(matrix)[0]
+        labels = runner.contract.labels
+        return Classification(
+            model=runner.contract.name,
+            version=runner.contract.version,
+            label=labels[int(np.argmax(probabilities))],
+            probabilities={
+                label: min(1.0, max(0.0, float(p)))
+                for label, p in zip(labels, probabilities, strict=True)
+            },
+        )
+
+
+def _vector(contract: ModelContract, features: Mapping[str, float]) -> FloatMatrix:
+    names = contract.feature_names
+    missing = [name for name in names if name not in features]
+    if missing:
+        raise FeatureError(
+            f"features lack {', '.join(missing)}; model {contract.name} {contract.version} "
+            f"needs {list(names)}"
+        )
+    values = [float(features[name]) for name in names]
+    bad = [name for name, value in zip(names, values, strict=True) if not math.isfinite(value)]
+    if bad:
+        raise FeatureError(f"features {', '.join(bad)} are not finite numbers")
+    return np.asarray([values], dtype=np.float32)

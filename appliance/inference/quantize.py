@@ -1,0 +1,111 @@
+"""Static INT8 quantization of a float feature model, choosing the scheme by measured agreement.
+
+ONNX Runtime's ``quantize_static`` calibrates activation ranges on the calibration split (MinMax)
+and stores weights as int8. Only the Gemm layers are quantized: the input normalisation
+(Sub/Div) stays float, because raw features span six orders of magnitude (pore counts next to
+area ratios) and one 8-bit scale over them would erase the small ones; Softmax stays float so
+the probabilities are exact for the quantized logits. Each candidate scheme (QDQ or QOperator,
+per-tensor or per-channel weights) is scored by label agreement with the float model on the
+validation split; the best wins, the smaller file breaks ties.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from appliance.inference.export import INPUT_NAME
+from appliance.inference.runner import FloatMatrix, session_options
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Scheme:
+    """One quantization configuration and how it measured."""
+
+    quant_format: str  # "QDQ" or "QOperator"
+    per_channel: bool
+    agreement: float = 0.0
+    size_bytes: int = 0
+
+
+def _calibration_reader(features: FloatMatrix) -> Any:
+    class FeatureReader(CalibrationDataReader):  # type: ignore[misc]
+        """Feeds the calibration split in batches to the calibrator."""
+
+        def __init__(self) -> None:
+            # One row per batch: histogram calibrators need batches of equal shape.
+            rows = (features[i : i + 1] for i in range(len(features)))
+            self._batches: Iterator[FloatMatrix] = iter(rows)
+
+        def get_next(self) -> dict[str, FloatMatrix] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    return FeatureReader()
+
+
+def quantize(float_path: Path, out_path: Path, calibration: FloatMatrix, scheme: Scheme) -> Path:
+    """Write the static INT8 version of ``float_path`` with ``scheme`` to ``out_path``."""
+    quantize_static(
+        str(float_path),
+        str(out_path),
+        _calibration_reader(calibration),
+        quant_format=QuantFormat.QDQ if scheme.quant_format == "QDQ" else QuantFormat.QOperator,
+        op_types_to_quantize=["Gemm"],
+        per_channel=scheme.per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    return out_path
+
+
+def predict(path: Path, features: FloatMatrix) -> npt.NDArray[np.float32]:
+    """Probabilities of a model file on a feature matrix (one-thread ORT session)."""
+    session = ort.InferenceSession(
+        str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+    return np.asarray(session.run(None, {name: features})[0], dtype=np.float32)
+
+
+def agreement(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    """Fraction of rows whose arg-max label is the same in two probability matrices."""
+    return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+
+
+def choose_and_quantize(
+    float_path: Path, out_path: Path, calibration: FloatMatrix, validation: FloatMatrix
+) -> tuple[Scheme, list[Scheme]]:
+    """Try every scheme, keep the one agreeing best with the float model; write it to out_path."""
+    reference = predict(float_path, validation)
+    measured = []
+    with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
+        for quant_format in ("QDQ", "QOperator"):
+            for per_channel in (False, True):
+                trial = Path(scratch) / f"{quant_format}-{per_channel}.onnx"
+                quantize(float_path, trial, calibration, Scheme(quant_format, per_channel))
+                score = agreement(reference, predict(trial, validation))
+                measured.append(
+                    Scheme(quant_format, per_channel, score, trial.stat().st_size)
+                )
+    best = max(measured, key=lambda s: (s.agreement, -s.size_bytes))
+    log.info("quantization schemes: %s; chose %s", [asdict(s) for s in measured], best)
+    quantize(float_path, out_path, calibration, best)
+    return best, measured

@@ -1,0 +1,116 @@
+"""ONNX Runtime session for a feature-vector model: load once, check the contract, warm up, run.
+
+The kiosk PC is small and also runs capture and measurement, so a session uses one intra-op and
+one inter-op thread. Only onnxruntime and numpy are needed at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from appliance.inference.contract import (
+    ModelContract,
+    ModelError,
+    check_features,
+    check_io_shape,
+    parse_contract,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_MODEL_BYTES = 50 * 1024 * 1024
+PROBABILITY_TOLERANCE = 1e-3
+FloatMatrix = npt.NDArray[np.float32]
+
+
+def session_options() -> Any:
+    """ORT options for the kiosk: one intra-op thread, one inter-op thread, sequential."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # a refused model is reported by us, not as ORT warnings
+    return options
+
+
+def _open_session(path: Path) -> Any:
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found; check model.path in the config")
+    size = path.stat().st_size
+    if size == 0 or size > MAX_MODEL_BYTES:
+        raise ModelError(
+            f"{path}: model file is {size} bytes; a feature model is between 1 byte and "
+            f"{MAX_MODEL_BYTES} bytes; the file is empty or not this kind of model"
+        )
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
+        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+        raise ModelError(
+            f"{path}: ONNX Runtime cannot load it ({first_line}); the file is corrupt, truncated "
+            f"or not an ONNX model; reinstall it or rebuild with `appliance models build-skin`"
+        ) from exc
+
+
+class OnnxRunner:
+    """One loaded, checked and warmed-up model; ``probabilities(matrix)`` runs it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._session = _open_session(self.path)
+        metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.contract: ModelContract = parse_contract(self.path, metadata)
+        check_features(self.path, self.contract)
+        self._check_io()
+        self._warm_up()
+
+    def _check_io(self) -> None:
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1:
+            names = [i.name for i in inputs]
+            raise ModelError(
+                f"{self.path}: the model has {len(inputs)} inputs {names}; we feed exactly one "
+                f"[batch, {len(self.contract.feature_names)}] float32 tensor"
+            )
+        if inputs[0].type != "tensor(float)":
+            raise ModelError(
+                f"{self.path}: model input {inputs[0].name!r} is {inputs[0].type}; "
+                f"we feed tensor(float) (float32)"
+            )
+        wanted = [o for o in outputs if o.name == "probabilities"] or outputs[:1]
+        self._input_name: str = inputs[0].name
+        self._output_name: str = wanted[0].name
+        check_io_shape(self.path, self.contract, inputs[0].shape, wanted[0].shape)
+
+    def _warm_up(self) -> None:
+        """Run once so the first kiosk measurement does not pay for lazy initialisation."""
+        zeros = np.zeros((1, len(self.contract.feature_names)), dtype=np.float32)
+        try:
+            probabilities = self.probabilities(zeros)
+        except Exception as exc:
+            raise ModelError(f"{self.path}: the model fails on a test input: {exc}") from exc
+        if probabilities.shape != (1, len(self.contract.labels)):
+            raise ModelError(
+                f"{self.path}: the model answers shape {list(probabilities.shape)}; "
+                f"we need [1, {len(self.contract.labels)}] (one probability per label)"
+            )
+        total = float(probabilities.sum())
+        if not np.isfinite(total) or abs(total - 1.0) > PROBABILITY_TOLERANCE:
+            raise ModelError(
+                f"{self.path}: the model's outputs sum to {total:.4f}, not 1; "
+                f"we need softmax probabilities as the model output"
+            )
+
+    def probabilities(self, features: FloatMatrix) -> FloatMatrix:
+        """Class probabilities, [batch, labels], for a [batch, features] float32 matrix."""
+        outputs = self._session.run([self._output_name], {self._input_name: features})
+        return np.asarray(outputs[0], dtype=np.float32)

@@ -1,0 +1,142 @@
+"""Labelled feature tables (CSV or Parquet): one row per measurement, feature columns + label.
+
+Columns: every feature the model uses (named as in FEATURE_KEYS), ``label`` (the expert's grade,
+a string), optionally ``split`` (train / calibration / validation / test) and provenance columns
+(``source``), which are carried along but never fed to a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.transport.payloads import FEATURE_KEYS
+
+SPLITS = ("train", "calibration", "validation", "test")
+MAX_TABLE_BYTES = 200 * 1024 * 1024
+
+
+class TableError(ValueError):
+    """A labelled table that cannot be used; the message names the file, column or row."""
+
+
+@dataclass(frozen=True)
+class LabelledTable:
+    """Feature matrix [rows, features] with labels and splits, in memory."""
+
+    feature_names: tuple[str, ...]
+    features: npt.NDArray[np.float32]
+    labels: tuple[str, ...]
+    splits: tuple[str, ...]
+    sources: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def rows(self, split: str) -> LabelledTable:
+        """Only the rows of one split ("all" keeps every row)."""
+        if split == "all":
+            return self
+        keep = [i for i, s in enumerate(self.splits) if s == split]
+        return LabelledTable(
+            self.feature_names,
+            self.features[keep],
+            tuple(self.labels[i] for i in keep),
+            tuple(self.splits[i] for i in keep),
+            tuple(self.sources[i] for i in keep),
+        )
+
+    def label_set(self, order: Sequence[str] = ()) -> tuple[str, ...]:
+        """Distinct labels: those in ``order`` first (in that order), then the rest sorted."""
+        present = set(self.labels)
+        return tuple(x for x in order if x in present) + tuple(sorted(present - set(order)))
+
+
+def _columns(path: Path) -> dict[str, list[str]]:
+    if not path.is_file():
+        raise TableError(f"{path}: table not found (make one with `appliance models skin-table`)")
+    if path.stat().st_size > MAX_TABLE_BYTES:
+        raise TableError(f"{path}: larger than {MAX_TABLE_BYTES} bytes; split the table")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq  # noqa: PLC0415  (the train extra; CSV needs none)
+
+        try:
+            data = pq.read_table(path).to_pydict()
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise TableError(f"{path}: not a readable Parquet file: {exc}") from exc
+        return {name: ["" if v is None else str(v) for v in col] for name, col in data.items()}
+    if path.suffix != ".csv":
+        raise TableError(f"{path}: unknown table format; use .csv or .parquet")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        records = list(reader)
+        names = reader.fieldnames or []
+    return {name: [r.get(name) or "" for r in records] for name in names}
+
+
+def _feature_matrix(
+    path: Path, columns: dict[str, list[str]], names: Sequence[str]
+) -> npt.NDArray[np.float32]:
+    matrix = np.empty((len(columns["label"]), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        for i, raw in enumerate(columns[name]):
+            try:
+                value = float(raw)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise TableError(f"{path}: row {i + 2}, column {name!r}: {raw!r} is not a number")
+            matrix[i, j] = value
+    return matrix
+
+
+def read_table(path: str | Path, feature_names: Sequence[str] = FEATURE_KEYS) -> LabelledTable:
+    """Read a labelled CSV/Parquet table; TableError names a missing column or a bad cell."""
+    file = Path(path)
+    columns = _columns(file)
+    missing = [name for name in (*feature_names, "label") if name not in columns]
+    if missing:
+        raise TableError(
+            f"{file}: missing column(s) {', '.join(missing)}; the table has {sorted(columns)}"
+        )
+    rows = len(columns["label"])
+    if rows == 0:
+        raise TableError(f"{file}: the table has no rows")
+    splits = columns.get("split", ["train"] * rows)
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise TableError(f"{file}: unknown split value(s) {unknown}; use {list(SPLITS)}")
+    return LabelledTable(
+        feature_names=tuple(feature_names),
+        features=_feature_matrix(file, columns, feature_names),
+        labels=tuple(columns["label"]),
+        splits=tuple(splits),
+        sources=tuple(columns.get("source", [""] * rows)),
+    )
+
+
+def write_table(path: str | Path, table: LabelledTable) -> Path:
+    """Write a table as Parquet (float32 features, zstd) or CSV, picked by the file suffix."""
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    if file.suffix == ".parquet":
+        import pyarrow as pa  # noqa: PLC0415  (the train extra; CSV needs none)
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        data = {name: pa.array(table.features[:, j]) for j, name in enumerate(table.feature_names)}
+        data.update(label=table.labels, split=table.splits, source=table.sources)
+        pq.write_table(pa.table(data), file, compression="zstd")
+        return file
+    with file.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*table.feature_names, "label", "split", "source"])
+        for i in range(len(table)):
+            row = [f"{v:.6g}" for v in table.features[i]]
+            writer.writerow([*row, table.labels[i], table.splits[i], table.sources[i]])
+    return file
