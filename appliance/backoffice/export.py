@@ -1,0 +1,105 @@
+"""Stored results out of the store: a query table for people, CSV / JSON Lines / Parquet files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from appliance.backoffice.schema import RESULT_COLUMNS, RESULT_META_COLUMNS, iso_utc
+from appliance.backoffice.store import Store
+
+EXPORT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c != "payload")
+EXPORT_FORMATS = ("csv", "jsonl", "parquet")
+QUERY_COLUMNS = ("captured_at", "site", "device_id", "measurement_id", "kime_score",
+                 "pore_count", "label", "age_band")
+_PARQUET_CHUNK_ROWS = 10_000
+
+
+def parse_since(text: str) -> str:
+    """A start time (ISO date or date-time, UTC unless it says otherwise) as stored text."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(
+            f"--since {text!r}: not an ISO date or date-time (e.g. 2026-11-01 or "
+            "2026-11-01T09:00:00Z)"
+        ) from exc
+    return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def query_table(store: Store, device: str | None, since: str | None, limit: int) -> str:
+    """A plain-text table of matching results, oldest first."""
+    rows = list(store.select_results(QUERY_COLUMNS, device, since, limit))
+    if not rows:
+        return "no results match"
+    cells = [[_cell(value) for value in row] for row in rows]
+    header = [c.upper() for c in QUERY_COLUMNS]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *cells, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([*lines, f"{len(rows)} result(s)"])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def export_results(
+    store: Store, fmt: str, out: str, device: str | None = None, since: str | None = None
+) -> int:
+    """Write matching results to ``out`` (``-`` = stdout for csv/jsonl); returns the row count."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    rows = store.select_results(EXPORT_COLUMNS, device, since)
+    if fmt == "parquet":
+        if out == "-":
+            raise ValueError("parquet is binary: give --out FILE")
+        return _write_parquet(rows, Path(out))
+    if out == "-":
+        return _write_text(rows, fmt, sys.stdout)
+    with Path(out).open("w", encoding="utf-8", newline="") as stream:
+        return _write_text(rows, fmt, stream)
+
+
+def _write_text(rows: Iterator[tuple[Any, ...]], fmt: str, stream: TextIO) -> int:
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(stream)
+        writer.writerow(EXPORT_COLUMNS)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+        return count
+    for row in rows:
+        stream.write(json.dumps(dict(zip(EXPORT_COLUMNS, row, strict=True))) + "\n")
+        count += 1
+    return count
+
+
+def _write_parquet(rows: Iterator[tuple[Any, ...]], path: Path) -> int:
+    import pyarrow as pa  # noqa: PLC0415  (the backoffice extra, only for parquet)
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    def arrow_type(column: str) -> Any:
+        if column == "pore_count":
+            return pa.int64()
+        return pa.string() if column in RESULT_META_COLUMNS else pa.float64()
+
+    schema = pa.schema([(c, arrow_type(c)) for c in EXPORT_COLUMNS])
+    count = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        while chunk := [row for _, row in zip(range(_PARQUET_CHUNK_ROWS), rows, strict=False)]:
+            columns = list(zip(*chunk, strict=True))
+            writer.write_table(pa.Table.from_arrays(
+                [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
+                schema=schema,
+            ))
+            count += len(chunk)
+    return count

@@ -1,0 +1,54 @@
+"""``appliance backoffice``: the ingest worker as a long-running service with clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.store import StoreError, open_store, store_url_for
+from appliance.config import Config
+
+log = logging.getLogger(__name__)
+STATS_EVERY_S = 30.0
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (the main thread then shuts down in order)."""
+
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+
+
+def run_backoffice(config: Config, stop: threading.Event) -> int:
+    """Ingest until ``stop`` is set or the broker refuses us; returns the exit code."""
+    url = store_url_for(config.store.url, config.state_dir)
+    try:
+        store = open_store(url)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
+    worker = IngestWorker(config, store)
+    log.info("back office %s storing to %s", worker.client_id, url)
+    worker.start()
+    next_stats = time.monotonic() + STATS_EVERY_S
+    try:
+        while not stop.wait(0.5):
+            if worker.failed:
+                log.error("%s", worker.failed)
+                return 1
+            if time.monotonic() >= next_stats:
+                log.info("ingest: %s", worker.stats)
+                next_stats += STATS_EVERY_S
+    finally:
+        worker.stop()
+        store.close()
+        log.info("stopped; ingest: %s", worker.stats)
+    return 0
