@@ -1,0 +1,117 @@
+"""The capture thread: reads a frame source into a bounded queue and keeps the camera alive.
+
+When the source fails (unplugged, read errors, no frames for ``stall_s``) the camera is
+reported offline, closed and reopened with capped exponential backoff; the daemon keeps
+running meanwhile. When the queue is full the oldest frame is dropped: a live camera should
+show the newest picture, not a backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from appliance.capture.sources import Frame, FrameSource, SourceError
+from appliance.transport.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+
+class CaptureRunner(threading.Thread):
+    """Owns the frame source: open, read, detect failure, reopen with backoff."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        frames: queue.Queue[Frame],
+        stop: threading.Event,
+        *,
+        stall_s: float | None = 5.0,
+        reopen_initial_s: float = 0.5,
+        reopen_cap_s: float = 30.0,
+        on_camera_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        super().__init__(name="CaptureRunner", daemon=True)
+        self.source = source
+        self.frames = frames
+        self.stop_event = stop
+        self.stall_s = stall_s
+        self.online = False
+        self.frames_captured = 0
+        self.frames_dropped = 0
+        self.failures = 0
+        self.last_beat_s = time.monotonic()
+        self._on_camera_change = on_camera_change
+        self._backoff = Backoff(reopen_initial_s, reopen_cap_s)
+        self._last_frame_s = time.monotonic()
+
+    def run(self) -> None:
+        """Capture until the stop event is set."""
+        try:
+            while not self.stop_event.is_set():
+                self.last_beat_s = time.monotonic()
+                if self.online:
+                    self._read_once()
+                else:
+                    self._open_once()
+        except Exception:
+            log.exception("capture thread failed")  # the watchdog notices the missing beats
+        finally:
+            self.source.close()
+
+    def _open_once(self) -> None:
+        try:
+            self.source.open()
+        except SourceError as exc:
+            delay_s = self._backoff.next_delay_s()
+            log.warning("camera offline: %s; retrying in %.1f s", exc, delay_s)
+            self.stop_event.wait(delay_s)
+            return
+        self._last_frame_s = time.monotonic()
+        self._set_online(True)
+        log.info("camera online: %s", self.source.description)
+
+    def _read_once(self) -> None:
+        try:
+            frame = self.source.read()
+        except SourceError as exc:
+            self._fail(str(exc))
+            return
+        now_s = time.monotonic()
+        if frame is None:
+            if self.stall_s is not None and now_s - self._last_frame_s > self.stall_s:
+                self._fail(f"{self.source.description}: no frame for {self.stall_s:.0f} s")
+            return
+        self._last_frame_s = now_s
+        self._backoff.reset()
+        self.frames_captured += 1
+        self._enqueue(frame)
+
+    def _enqueue(self, frame: Frame) -> None:
+        while True:
+            try:
+                self.frames.put_nowait(frame)
+                return
+            except queue.Full:
+                try:
+                    self.frames.get_nowait()
+                    self.frames_dropped += 1
+                except queue.Empty:
+                    pass  # the consumer just took one: try again
+
+    def _fail(self, reason: str) -> None:
+        self.failures += 1
+        log.warning("camera failed: %s; reopening", reason)
+        self.source.close()
+        self._set_online(False)
+        self.stop_event.wait(self._backoff.next_delay_s())
+
+    def _set_online(self, online: bool) -> None:
+        if online == self.online:
+            return
+        self.online = online
+        if self._on_camera_change is not None:
+            self._on_camera_change(online)

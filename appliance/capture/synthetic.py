@@ -1,0 +1,118 @@
+"""The synthetic camera: simulated customers using the microscope, one after another.
+
+Each customer is one synthetic skin frame (``appliance.skin.synthetic``): the scope
+approaches (blurred frames), rests on the skin (identical, steady frames), then is lifted
+(a dark field, no contact). So the quality gate and the measurement sessions see what the
+real kiosk sees, and every customer yields exactly one measurement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from appliance.capture.sources import FRAME_HEIGHT_PX, FRAME_WIDTH_PX, Frame
+
+SkinFactory = Callable[[int], np.ndarray]
+LIFTED_LEVEL = 0.03  # the LEDs shine into the air: a nearly black field
+
+
+@dataclass(frozen=True)
+class CustomerScript:
+    """How many frames each phase of one customer's visit lasts."""
+
+    approach_frames: int = 4
+    rest_frames: int = 8
+    lift_frames: int = 4
+
+    @property
+    def total_frames(self) -> int:
+        """Frames per customer."""
+        return self.approach_frames + self.rest_frames + self.lift_frames
+
+
+def generated_skin(seed: int, preset: str = "mixed") -> SkinFactory:
+    """Skin frames from the synthetic skin generator, one per customer index."""
+
+    def make(index: int) -> np.ndarray:
+        from appliance.skin.synthetic import synthetic_frame  # noqa: PLC0415 - heavy, lazy
+
+        rgb: np.ndarray = synthetic_frame(seed, index, preset).image_rgb
+        return rgb
+
+    return make
+
+
+def textured_skin(seed: int) -> SkinFactory:
+    """A cheap skin-coloured random texture (for fast tests and delivery benchmarks)."""
+
+    def make(index: int) -> np.ndarray:
+        rng = np.random.default_rng([seed, index])
+        size_px = (FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
+        small = rng.normal(0.0, 1.0, (size_px[1] // 8, size_px[0] // 8)).astype(np.float32)
+        texture = cv2.resize(small, size_px, interpolation=cv2.INTER_CUBIC)
+        base = np.array([196.0, 150.0, 128.0], dtype=np.float32)  # light skin tone, RGB
+        rgb = base[None, None, :] * (1.0 + 0.12 * texture[:, :, None])
+        return np.clip(rgb, 0, 255).astype(np.uint8)
+
+    return make
+
+
+class SyntheticSource:
+    """Frames of simulated customers: approach (blurred), rest (steady), lift (no contact)."""
+
+    def __init__(
+        self,
+        skin: SkinFactory,
+        fps: float = 15.0,
+        script: CustomerScript | None = None,
+    ) -> None:
+        self.description = "synthetic camera"
+        self.fps = fps
+        self.script = script or CustomerScript()
+        self._skin = skin
+        self._customer = -1
+        self._customer_rgb: np.ndarray | None = None
+        self._frame_count = 0
+        self._next_due_s = 0.0
+
+    def open(self) -> None:
+        """Start pacing from now."""
+        self._next_due_s = time.monotonic()
+
+    def read(self) -> Frame | None:
+        """The next frame of the current customer's visit, paced at ``fps``."""
+        self._pace()
+        phase_index = self._frame_count % self.script.total_frames
+        if phase_index == 0:
+            self._customer += 1
+            self._customer_rgb = self._skin(self._customer)
+        assert self._customer_rgb is not None  # set on the first frame of every customer
+        rgb = self._phase_frame(self._customer_rgb, phase_index)
+        self._frame_count += 1
+        return Frame(rgb, self._frame_count, name=f"customer-{self._customer}")
+
+    def _pace(self) -> None:
+        if self.fps <= 0:
+            return
+        wait_s = self._next_due_s - time.monotonic()
+        if wait_s > 0:
+            time.sleep(wait_s)
+        self._next_due_s = max(self._next_due_s, time.monotonic() - 1.0) + 1.0 / self.fps
+
+    def _phase_frame(self, skin_rgb: np.ndarray, phase_index: int) -> np.ndarray:
+        script = self.script
+        if phase_index < script.approach_frames:
+            # Defocus shrinks as the scope comes closer, but every approach frame is blurred.
+            sigma_px = 16.0 + 6.0 * (script.approach_frames - 1 - phase_index)
+            return cv2.GaussianBlur(skin_rgb, (0, 0), sigma_px)
+        if phase_index < script.approach_frames + script.rest_frames:
+            return skin_rgb
+        return (skin_rgb * LIFTED_LEVEL).astype(np.uint8)
+
+    def close(self) -> None:
+        """Nothing to release; the next open continues with the next frame."""
