@@ -1,0 +1,83 @@
+"""``appliance synth skin``: write synthetic microscope frames with ground-truth sidecars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.skin.synth_params import PRESETS
+
+DEFAULT_JOBS = 2
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def register(root: Any, groups: dict[str, Any]) -> None:
+    """Add ``synth skin`` to the ``synth`` command group."""
+    del root
+    skin = groups["synth"].add_parser(
+        "skin",
+        help="synthetic 25x microscope skin frames (1280x960 JPEG) with ground-truth JSON sidecars",
+        description="Write COUNT frames NAME.jpg with NAME.json sidecars (truth, params) to DIR.",
+    )
+    skin.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+    skin.add_argument("--count", required=True, type=_at_least_one, help="number of frames (>= 1)")
+    skin.add_argument("--seed", type=_non_negative, default=0, help="series seed (>= 0; default 0)")
+    skin.add_argument("--preset", choices=PRESETS, default="mixed",
+                      help="age range: fine 20-35, normal 35-55, coarse 60-80, mixed 20-80 (default)")
+    skin.add_argument("--start", type=_non_negative, default=0, help="index of the first frame")
+    skin.add_argument("--jobs", type=_at_least_one, default=DEFAULT_JOBS,
+                      help=f"worker processes (default {DEFAULT_JOBS})")
+    skin.set_defaults(handler=_synth_skin)
+
+
+def _prepare_out_dir(out: Path) -> str | None:
+    """Create ``out`` and check it is writable; return a problem description or None."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".appliance-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write to --out {str(out)!r}: {exc.strerror or exc}; choose a writable directory"
+    return None
+
+
+def _synth_skin(args: argparse.Namespace) -> int:
+    """Handler of ``appliance synth skin``."""
+    from appliance.skin.synth_pool import write_series  # noqa: PLC0415  (OpenCV loads only here)
+
+    problem = _prepare_out_dir(args.out)
+    if problem is not None:
+        print(f"appliance synth skin: error: {problem}", file=sys.stderr)
+        return 2
+    indices = range(args.start, args.start + args.count)
+    try:
+        written = write_series(args.out, args.seed, indices, args.preset, args.jobs)
+    except OSError as exc:
+        print(f"appliance synth skin: error: writing to {str(args.out)!r} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {written} frames (seed {args.seed}, preset {args.preset}) to {args.out}")
+    return 0

@@ -1,0 +1,246 @@
+"""The vector geometry of synthetic skin: a furrow network bounding polygonal hills, and pores.
+
+Construction: lattice points on two primary furrow directions (a stretched, sheared lattice whose
+aspect ratio sets the anisotropy) are jittered and triangulated (Delaunay). Triangle edges along
+the two lattice directions are the primary furrows; the third, diagonal family is the secondary
+furrows. A secondary furrow is dropped with probability ``1 - secondary_furrow_keep_prob``,
+merging its two triangles into one four-sided hill. Each triangle merges at most once, so every
+furrow that is kept separates two different hills: no dangling furrows, no islands. Pores are
+discs, many centred on furrow junctions, none overlapping another, all entirely in the frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.spatial import Delaunay
+
+from appliance.skin.synth_params import SkinParams
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+PRIMARY_A, PRIMARY_B, SECONDARY = 0, 1, 2
+SECONDARY_WIDTH_FACTOR = 0.75
+PORE_GAP_PX = 2.0
+
+
+@dataclass(frozen=True)
+class SkinGeometry:
+    """Furrow network and pores in frame pixel coordinates (x right, y down; frame [0,W]x[0,H])."""
+
+    width_px: int
+    height_px: int
+    vertices_px: FloatArray  # (N, 2) furrow junctions, x and y
+    edges: IntArray  # (E, 2) vertex indices of each furrow segment (centre line)
+    edge_width_px: FloatArray  # (E,) furrow width across the centre line
+    edge_family: IntArray  # (E,) PRIMARY_A, PRIMARY_B or SECONDARY
+    faces: tuple[tuple[int, ...], ...]  # hills: vertex indices in order around each polygon
+    pore_centres_px: FloatArray  # (P, 2)
+    pore_radii_px: FloatArray  # (P,)
+    pore_at_junction: BoolArray  # (P,) centre placed on a furrow junction
+
+
+def lattice_basis_px(params: SkinParams) -> FloatArray:
+    """The two lattice vectors (rows) in px: cell area, aspect ratio, angle and direction."""
+    cell_area_px2 = params.lattice_cell_area_mm2 * 1e6 / params.um_per_px**2
+    angle = np.radians(params.lattice_angle_deg)
+    b_len = np.sqrt(cell_area_px2 / (params.lattice_aspect_ratio * np.sin(angle)))
+    a_len = params.lattice_aspect_ratio * b_len
+    phi = np.radians(params.primary_direction_deg)
+    return np.array(
+        [
+            [a_len * np.cos(phi), a_len * np.sin(phi)],
+            [b_len * np.cos(phi + angle), b_len * np.sin(phi + angle)],
+        ]
+    )
+
+
+def _lattice_points(
+    rng: np.random.Generator, basis: FloatArray, width_px: int, height_px: int, jitter: float
+) -> FloatArray:
+    """Jittered lattice points covering the frame with a margin of a few cells."""
+    margin = 3.0 * float(np.max(np.linalg.norm(basis, axis=1)))
+    corners = np.array([[-margin, -margin], [width_px + margin, -margin],
+                        [-margin, height_px + margin], [width_px + margin, height_px + margin]])
+    coords = corners @ np.linalg.inv(basis)
+    lo, hi = np.floor(coords.min(axis=0)) - 1, np.ceil(coords.max(axis=0)) + 1
+    i, j = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
+    ij = np.stack([i.ravel(), j.ravel()], axis=1) + rng.uniform(0.0, 1.0, size=2)
+    points = ij @ basis
+    keep = (
+        (points[:, 0] > -margin) & (points[:, 0] < width_px + margin)
+        & (points[:, 1] > -margin) & (points[:, 1] < height_px + margin)
+    )
+    points = points[keep]
+    scale = jitter * float(np.min(np.linalg.norm(basis, axis=1)))
+    return points + rng.normal(0.0, scale, size=points.shape)
+
+
+def _ccw_triangles(points: FloatArray, simplices: IntArray) -> IntArray:
+    """Triangles with counter-clockwise vertex order (in x-right, y-up orientation)."""
+    p = points[simplices]
+    cross = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (
+        p[:, 1, 1] - p[:, 0, 1]
+    ) * (p[:, 2, 0] - p[:, 0, 0])
+    flipped = simplices.copy()
+    flipped[cross < 0, 1], flipped[cross < 0, 2] = simplices[cross < 0, 2], simplices[cross < 0, 1]
+    return flipped
+
+
+def _triangle_edges(triangles: IntArray) -> tuple[IntArray, IntArray]:
+    """Unique edges (E, 2) and the two triangles on either side (E, 2; -1 on the hull)."""
+    tri_ids = np.repeat(np.arange(len(triangles)), 3)
+    starts = triangles.ravel()
+    ends = np.roll(triangles, -1, axis=1).ravel()
+    keys = np.minimum(starts, ends) * (triangles.max() + 1) + np.maximum(starts, ends)
+    order = np.argsort(keys, kind="stable")
+    keys, tri_ids, starts, ends = keys[order], tri_ids[order], starts[order], ends[order]
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    second = first + 1
+    paired = (second < len(keys)) & (keys[np.minimum(second, len(keys) - 1)] == keys[first])
+    sides = np.stack([tri_ids[first], np.where(paired, tri_ids[np.minimum(second, len(keys) - 1)], -1)], axis=1)
+    return np.stack([starts[first], ends[first]], axis=1), sides
+
+
+def _edge_families(points: FloatArray, edges: IntArray, basis: FloatArray) -> IntArray:
+    """Classify each edge by its direction in lattice coordinates: a, b or the diagonal."""
+    uv = np.rint((points[edges[:, 1]] - points[edges[:, 0]]) @ np.linalg.inv(basis))
+    u, v = np.abs(uv[:, 0]), np.abs(uv[:, 1])
+    family = np.full(len(edges), SECONDARY, dtype=np.int64)
+    family[(u == 1) & (v == 0)] = PRIMARY_A
+    family[(u == 0) & (v == 1)] = PRIMARY_B
+    return family
+
+
+def _merge_pairs(
+    rng: np.random.Generator, sides: IntArray, family: IntArray, keep_prob: float
+) -> BoolArray:
+    """Choose secondary furrows to drop; each triangle loses at most one edge (a matching)."""
+    dropped = np.zeros(len(sides), dtype=np.bool_)
+    merged: set[int] = set()
+    candidates = np.flatnonzero((family == SECONDARY) & (sides[:, 1] >= 0))
+    for edge in rng.permutation(candidates):
+        left, right = int(sides[edge, 0]), int(sides[edge, 1])
+        if rng.random() < keep_prob or left in merged or right in merged:
+            continue
+        dropped[edge] = True
+        merged.update((left, right))
+    return dropped
+
+
+def _faces(triangles: IntArray, edges: IntArray, sides: IntArray, dropped: BoolArray) -> tuple[tuple[int, ...], ...]:
+    """Hill polygons: kept triangles plus the quadrilaterals of merged triangle pairs."""
+    merged = set(sides[dropped].ravel().tolist())
+    faces = [tuple(int(v) for v in tri) for t, tri in enumerate(triangles) if t not in merged]
+    for (a, b), (left, right) in zip(edges[dropped], sides[dropped], strict=True):
+        tri_left, tri_right = triangles[left].tolist(), triangles[right].tolist()
+        far_left = next(v for v in tri_left if v not in (a, b))
+        far_right = next(v for v in tri_right if v not in (a, b))
+        k = tri_left.index(far_left)
+        after = tri_left[(k + 1) % 3]  # tri_left runs far_left -> after -> before
+        before = tri_left[(k + 2) % 3]
+        faces.append((int(far_left), int(after), int(far_right), int(before)))
+    return tuple(faces)
+
+
+def _edge_widths(rng: np.random.Generator, family: IntArray, params: SkinParams) -> FloatArray:
+    """Per-furrow width in px: primary-a widest, secondary narrowest, log-normal scatter."""
+    factor = np.where(family == PRIMARY_A, params.primary_width_factor, 1.0)
+    factor = np.where(family == SECONDARY, SECONDARY_WIDTH_FACTOR, factor)
+    scatter = np.exp(rng.normal(0.0, params.furrow_width_cv, size=len(family)))
+    return np.asarray(params.furrow_width_um / params.um_per_px * factor * scatter, dtype=np.float64)
+
+
+def build_network(
+    rng: np.random.Generator, params: SkinParams, width_px: int, height_px: int
+) -> tuple[FloatArray, IntArray, IntArray, tuple[tuple[int, ...], ...], FloatArray]:
+    """Vertices, kept furrow edges, their families, hill faces and furrow widths."""
+    basis = lattice_basis_px(params)
+    points = _lattice_points(rng, basis, width_px, height_px, params.lattice_jitter_frac)
+    triangles = _ccw_triangles(points, np.asarray(Delaunay(points).simplices, dtype=np.int64))
+    edges, sides = _triangle_edges(triangles)
+    family = _edge_families(points, edges, basis)
+    dropped = _merge_pairs(rng, sides, family, params.secondary_furrow_keep_prob)
+    faces = _faces(triangles, edges, sides, dropped)
+    kept = ~dropped
+    return points, edges[kept], family[kept], faces, _edge_widths(rng, family[kept], params)
+
+
+def _pore_radii_px(rng: np.random.Generator, params: SkinParams, count: int) -> FloatArray:
+    """Pore radii in px from the mean equivalent diameter and its spread."""
+    mean_radius_px = params.pore_diameter_um / 2.0 / params.um_per_px
+    scatter = np.exp(rng.normal(0.0, params.pore_diameter_cv, size=count))
+    return np.asarray(np.clip(mean_radius_px * scatter, 2.0, 3.0 * mean_radius_px), dtype=np.float64)
+
+
+class _PoreLayout:
+    """Accepts pore discs one by one, refusing any that overlap one already placed."""
+
+    def __init__(self, width_px: int, height_px: int) -> None:
+        self.width_px, self.height_px = width_px, height_px
+        self.centres: list[tuple[float, float]] = []
+        self.radii: list[float] = []
+        self.at_junction: list[bool] = []
+
+    def try_add(self, x: float, y: float, radius: float, at_junction: bool) -> bool:
+        """Place the disc if it lies in the frame and clears every other pore."""
+        inside = radius + 1 <= x <= self.width_px - radius - 1 and radius + 1 <= y <= self.height_px - radius - 1
+        if not inside:
+            return False
+        if self.centres:
+            gaps = np.hypot(*(np.asarray(self.centres) - (x, y)).T) - np.asarray(self.radii)
+            if float(gaps.min()) < radius + PORE_GAP_PX:
+                return False
+        self.centres.append((x, y))
+        self.radii.append(radius)
+        self.at_junction.append(at_junction)
+        return True
+
+
+def place_pores(
+    rng: np.random.Generator, params: SkinParams, vertices_px: FloatArray, width_px: int, height_px: int
+) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """Pore centres, radii and junction flags: a share sits on furrow junctions, the rest on hills."""
+    area_cm2 = width_px * height_px * params.um_per_px**2 / 1e8
+    count = int(rng.poisson(params.pore_density_per_cm2 * area_cm2))
+    radii = _pore_radii_px(rng, params, count)
+    layout = _PoreLayout(width_px, height_px)
+    junction_count = int(round(params.pore_junction_share * count))
+    in_frame = np.flatnonzero(
+        (vertices_px[:, 0] > 0) & (vertices_px[:, 0] < width_px)
+        & (vertices_px[:, 1] > 0) & (vertices_px[:, 1] < height_px)
+    )
+    junctions = rng.permutation(in_frame)
+    for radius, vertex in zip(radii[:junction_count], junctions, strict=False):
+        layout.try_add(float(vertices_px[vertex, 0]), float(vertices_px[vertex, 1]), float(radius), True)
+    for radius in radii[junction_count:]:
+        for _attempt in range(20):
+            x, y = rng.uniform(0, width_px), rng.uniform(0, height_px)
+            if layout.try_add(float(x), float(y), float(radius), False):
+                break
+    centres = np.asarray(layout.centres, dtype=np.float64).reshape(-1, 2)
+    return centres, np.asarray(layout.radii, dtype=np.float64), np.asarray(layout.at_junction, dtype=np.bool_)
+
+
+def build_geometry(
+    rng: np.random.Generator, params: SkinParams, width_px: int, height_px: int
+) -> SkinGeometry:
+    """The whole vector geometry of one synthetic frame."""
+    vertices, edges, family, faces, widths = build_network(rng, params, width_px, height_px)
+    centres, radii, at_junction = place_pores(rng, params, vertices, width_px, height_px)
+    return SkinGeometry(
+        width_px=width_px,
+        height_px=height_px,
+        vertices_px=vertices,
+        edges=edges,
+        edge_width_px=widths,
+        edge_family=family,
+        faces=faces,
+        pore_centres_px=centres,
+        pore_radii_px=radii,
+        pore_at_junction=at_junction,
+    )

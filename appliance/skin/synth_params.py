@@ -1,0 +1,144 @@
+"""Generator parameters for synthetic microscope skin, sampled by age from literature trends.
+
+The age trends follow the videomicroscope literature the design cites (Arakawa et al., Shiseido,
+J. Soc. Cosmet. Chem. Jpn. 41(3), 2007, and the skin-microrelief studies it builds on): with age
+the hills get coarser and fewer, the furrows wider and more anisotropic as the secondary furrow
+direction fades after about 50, and pore area rises into the 40s and then levels off. Each frame
+draws an age from its preset's range, derives the expected value of every parameter from the
+age, and scatters it log-normally so that presets overlap as real people do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PRESETS = ("fine", "normal", "coarse", "mixed")
+PRESET_AGES_YEARS: dict[str, tuple[float, float]] = {
+    "fine": (20.0, 35.0),
+    "normal": (35.0, 55.0),
+    "coarse": (60.0, 80.0),
+    "mixed": (20.0, 80.0),
+}
+SCALAR_UM_PER_PX = 10.0  # Scalar 25x lens at 1280x960, before calibration
+FRAME_WIDTH_PX = 1280
+FRAME_HEIGHT_PX = 960
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class SkinParams:
+    """Everything that shaped one synthetic frame; written to the sidecar as ``params``."""
+
+    age_years: float
+    lattice_cell_area_mm2: float
+    lattice_aspect_ratio: float
+    lattice_angle_deg: float
+    primary_direction_deg: float
+    lattice_jitter_frac: float
+    secondary_furrow_keep_prob: float
+    furrow_width_um: float
+    furrow_width_cv: float
+    primary_width_factor: float
+    pore_density_per_cm2: float
+    pore_diameter_um: float
+    pore_diameter_cv: float
+    pore_junction_share: float
+    melanin: float
+    erythema: float
+    vignetting: float
+    illumination_tilt: float
+    shine: float
+    noise_sigma: float
+    defocus_sigma_px: float
+    jpeg_quality: int
+    um_per_px: float
+
+    def to_json(self) -> dict[str, float | int]:
+        """The parameters as a JSON-ready mapping."""
+        return asdict(self)
+
+
+def check_preset(preset: str) -> str:
+    """Return ``preset`` if it is known; raise ValueError naming the choices otherwise."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown skin preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    return preset
+
+
+def _scatter(rng: np.random.Generator, value: float, sigma: float) -> float:
+    """``value`` times a log-normal factor with log-sd ``sigma``."""
+    return float(value * math.exp(rng.normal(0.0, sigma)))
+
+
+def _age_fraction(age_years: float) -> float:
+    """0 at 20 years, 1 at 80 years."""
+    return min(max((age_years - 20.0) / 60.0, 0.0), 1.0)
+
+
+def _secondary_keep_prob(age_years: float) -> float:
+    """Share of secondary furrows kept: most of them until the mid-40s, fading after ~50."""
+    if age_years <= 45.0:
+        return 0.9
+    return max(0.9 - 0.75 * (age_years - 45.0) / 35.0, 0.1)
+
+
+def _pore_diameter_um(age_years: float) -> float:
+    """Mean pore equivalent diameter: grows from ~110 µm at 20 to ~175 µm in the 40s, then level."""
+    return 110.0 + 65.0 * min(max((age_years - 20.0) / 25.0, 0.0), 1.0) + 0.3 * max(age_years - 45.0, 0)
+
+
+def _texture_params(rng: np.random.Generator, age_years: float) -> dict[str, float]:
+    """Furrow network parameters for one age."""
+    t = _age_fraction(age_years)
+    keep = _secondary_keep_prob(age_years) + rng.normal(0.0, 0.05)
+    return {
+        "lattice_cell_area_mm2": _scatter(rng, 0.06 * (1.0 + 2.6 * t), 0.15),
+        "lattice_aspect_ratio": max(_scatter(rng, 1.1 + 0.9 * t**1.3, 0.08), 1.0),
+        "lattice_angle_deg": float(np.clip(rng.normal(62.0 + 20.0 * t, 4.0), 50.0, 90.0)),
+        "primary_direction_deg": float(rng.uniform(0.0, 180.0)),
+        "lattice_jitter_frac": float(rng.uniform(0.08, 0.16)),
+        "secondary_furrow_keep_prob": float(np.clip(keep, 0.05, 0.98)),
+        "furrow_width_um": _scatter(rng, 28.0 + 30.0 * t, 0.12),
+        "furrow_width_cv": float(rng.uniform(0.15, 0.3)),
+        "primary_width_factor": 1.15 + 0.5 * t + float(rng.uniform(-0.05, 0.05)),
+    }
+
+
+def _pore_params(rng: np.random.Generator, age_years: float) -> dict[str, float]:
+    """Pore parameters for one age."""
+    return {
+        "pore_density_per_cm2": _scatter(rng, 70.0, 0.25),
+        "pore_diameter_um": _scatter(rng, _pore_diameter_um(age_years), 0.12),
+        "pore_diameter_cv": float(rng.uniform(0.15, 0.3)),
+        "pore_junction_share": float(rng.uniform(0.55, 0.8)),
+    }
+
+
+def _optics_params(rng: np.random.Generator, age_years: float) -> dict[str, float]:
+    """Colour, illumination and sensor parameters (melanin rises slightly with age)."""
+    return {
+        "melanin": float(np.clip(rng.normal(0.35 + 0.1 * _age_fraction(age_years), 0.15), 0, 1)),
+        "erythema": float(np.clip(rng.normal(0.35, 0.15), 0.0, 1.0)),
+        "vignetting": float(rng.uniform(0.2, 0.45)),
+        "illumination_tilt": float(rng.uniform(0.0, 0.15)),
+        "shine": float(rng.uniform(0.0, 0.35)),
+        "noise_sigma": float(rng.uniform(0.008, 0.02)),
+        "defocus_sigma_px": float(rng.uniform(0.5, 1.1)),
+    }
+
+
+def sample_params(rng: np.random.Generator, preset: str) -> SkinParams:
+    """Draw an age from the preset's range and the generator parameters for that age."""
+    low, high = PRESET_AGES_YEARS[check_preset(preset)]
+    age_years = float(rng.uniform(low, high))
+    return SkinParams(
+        age_years=age_years,
+        **_texture_params(rng, age_years),
+        **_pore_params(rng, age_years),
+        **_optics_params(rng, age_years),
+        jpeg_quality=JPEG_QUALITY,
+        um_per_px=SCALAR_UM_PER_PX,
+    )

@@ -1,0 +1,38 @@
+"""Write a series of synthetic skin frames, in a small process pool on multi-core machines."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+
+from appliance.skin.synthetic import synthetic_frame, write_frame
+
+
+def _single_threaded_opencv() -> None:
+    """Pool initializer: one OpenCV thread per worker, so workers do not oversubscribe cores."""
+    cv2.setNumThreads(1)
+
+
+def write_one(out_dir: Path, seed: int, index: int, preset: str) -> Path:
+    """Generate frame ``index`` of series ``seed`` and save it with its sidecar; return the JPEG path."""
+    image_path, _ = write_frame(synthetic_frame(seed, index, preset), out_dir)
+    return image_path
+
+
+def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, jobs: int) -> int:
+    """Write every frame of ``indices`` to ``out_dir`` using ``jobs`` processes; return the count."""
+    if jobs == 1 or len(indices) == 1:
+        for index in indices:
+            write_one(out_dir, seed, index, preset)
+        return len(indices)
+    context = multiprocessing.get_context("fork")
+    workers = min(jobs, len(indices))
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_opencv) as pool:
+        futures = [pool.submit(write_one, out_dir, seed, index, preset) for index in indices]
+        for future in futures:
+            future.result()
+    return len(indices)

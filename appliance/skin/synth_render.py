@@ -1,0 +1,164 @@
+"""Render synthetic skin geometry as a Scalar 25x microscope would see it.
+
+A height field (domed hills, furrow valleys of each furrow's width, pore depressions) is shaded
+under a slightly oblique LED ring, coloured with a skin albedo whose melanin and redness vary
+smoothly, lit unevenly with vignetting, given specular shine on hill tops, defocused, and
+spoiled with sensor noise. Furrow and pore edges are at half depth exactly where the geometry
+puts them (half the furrow width from the centre line; the pore radius from its centre).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from appliance.skin.synth_geometry import SkinGeometry
+from appliance.skin.synth_params import SkinParams
+
+Image = npt.NDArray[np.float32]
+PAD_PX = 24
+SUBPIXEL_BITS = 4
+EDGE_SOFTNESS_PX = 0.45
+SKIN_ALBEDO_RGB = np.array([0.92, 0.74, 0.62], dtype=np.float32)
+MELANIN_ABSORPTION_RGB = np.array([0.45, 0.75, 1.05], dtype=np.float32)
+ERYTHEMA_ABSORPTION_RGB = np.array([0.0, 0.3, 0.15], dtype=np.float32)
+PORE_DARKENING_RGB = np.array([0.45, 0.55, 0.6], dtype=np.float32)
+
+
+def _centre_line_labels(geometry: SkinGeometry) -> npt.NDArray[np.int32]:
+    """Padded image holding 1 + the edge index on each furrow's rasterised centre line."""
+    height, width = geometry.height_px + 2 * PAD_PX, geometry.width_px + 2 * PAD_PX
+    labels = np.zeros((height, width), dtype=np.int32)
+    scale = 1 << SUBPIXEL_BITS
+    ends = np.rint((geometry.vertices_px[geometry.edges] + PAD_PX - 0.5) * scale).astype(np.int64)
+    low, high = ends.min(axis=(1, 2)), ends.max(axis=(1, 2))
+    near = (low > -PAD_PX * scale) & (high < (max(height, width) + PAD_PX) * scale)
+    for index, (ax, ay, bx, by) in zip(np.flatnonzero(near).tolist(), ends[near].reshape(-1, 4).tolist(),
+                                       strict=True):
+        cv2.line(labels, (ax, ay), (bx, by), index + 1, 1, cv2.LINE_8, SUBPIXEL_BITS)
+    return labels
+
+
+def _distance_to_segments(geometry: SkinGeometry, edge_index: npt.NDArray[np.int32]) -> Image:
+    """Exact distance from each pixel centre to the centre line of the furrow given per pixel."""
+    start = geometry.vertices_px[geometry.edges[:, 0]]
+    along = geometry.vertices_px[geometry.edges[:, 1]] - start
+    inv_length2 = 1.0 / np.maximum(np.sum(along**2, axis=1), 1e-9)
+    per_edge = [c.astype(np.float32)[edge_index] for c in (start[:, 0], start[:, 1], along[:, 0],
+                                                           along[:, 1], inv_length2)]
+    start_x, start_y, along_x, along_y, inv_len2 = per_edge
+    ys, xs = np.mgrid[0:geometry.height_px, 0:geometry.width_px].astype(np.float32) + 0.5
+    rel_x, rel_y = xs - start_x, ys - start_y
+    t = np.clip((rel_x * along_x + rel_y * along_y) * inv_len2, 0.0, 1.0)
+    return np.asarray(cv2.magnitude(rel_x - t * along_x, rel_y - t * along_y), dtype=np.float32)
+
+
+def furrow_fields(geometry: SkinGeometry) -> tuple[Image, Image]:
+    """Distance to the nearest furrow centre line and that furrow's width, per pixel (px)."""
+    labels = _centre_line_labels(geometry)
+    on_line = labels > 0
+    _, nearest = cv2.distanceTransformWithLabels(
+        (~on_line).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    edge_of_label = np.zeros(int(nearest.max()) + 1, dtype=np.int32)
+    edge_of_label[nearest[on_line]] = labels[on_line] - 1
+    crop = np.s_[PAD_PX:-PAD_PX, PAD_PX:-PAD_PX]
+    edge_index = edge_of_label[nearest[crop]]
+    width_map = geometry.edge_width_px.astype(np.float32)[edge_index]
+    return _distance_to_segments(geometry, edge_index), width_map
+
+
+def pore_field(geometry: SkinGeometry) -> Image:
+    """Pore depth in [0, 1]: soft-edged discs, exactly 0.5 on each pore's radius."""
+    field = np.zeros((geometry.height_px, geometry.width_px), dtype=np.float32)
+    for (cx, cy), radius in zip(geometry.pore_centres_px, geometry.pore_radii_px, strict=True):
+        reach = int(np.ceil(radius * 1.6 + 3))
+        x0, y0 = max(int(cx) - reach, 0), max(int(cy) - reach, 0)
+        x1, y1 = min(int(cx) + reach + 1, geometry.width_px), min(int(cy) + reach + 1, geometry.height_px)
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
+        rho = np.hypot(xs - cx, ys - cy)
+        softness = max(0.18 * radius, EDGE_SOFTNESS_PX)
+        disc = 1.0 / (1.0 + np.exp((rho - radius) / softness))
+        np.maximum(field[y0:y1, x0:x1], disc, out=field[y0:y1, x0:x1])
+    return field
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell_px: int) -> Image:
+    """Zero-mean, unit-ish smooth random field with features about ``cell_px`` across."""
+    coarse = rng.standard_normal((shape[0] // cell_px + 2, shape[1] // cell_px + 2)).astype(np.float32)
+    big = cv2.resize(coarse, (shape[1] + 2 * cell_px, shape[0] + 2 * cell_px), interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(big[cell_px:cell_px + shape[0], cell_px:cell_px + shape[1]])
+
+
+def _albedo(rng: np.random.Generator, params: SkinParams, shape: tuple[int, int]) -> Image:
+    """Skin colour per pixel, melanin and redness varying smoothly (built at 1/4 resolution)."""
+    small = (shape[0] // 4, shape[1] // 4)
+    melanin = params.melanin + 0.12 * _smooth_noise(rng, small, 40) + 0.05 * _smooth_noise(rng, small, 10)
+    erythema = params.erythema + 0.15 * _smooth_noise(rng, small, 30)
+    absorb = melanin[..., None] * MELANIN_ABSORPTION_RGB + erythema[..., None] * ERYTHEMA_ABSORPTION_RGB
+    albedo = (SKIN_ALBEDO_RGB * np.exp(-absorb)).astype(np.float32)
+    return np.asarray(cv2.resize(albedo, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+
+
+def _shading(height: Image, light_deg: float) -> Image:
+    """Oblique ring-light shading from the height field's slope."""
+    gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    lx, ly = np.cos(np.radians(light_deg)), np.sin(np.radians(light_deg))
+    return np.asarray(np.clip(1.0 + 0.35 * (gx * lx + gy * ly), 0.6, 1.25), dtype=np.float32)
+
+
+def _illumination(rng: np.random.Generator, params: SkinParams, shape: tuple[int, int]) -> Image:
+    """Uneven LED illumination: radial vignetting times a gentle tilt (smooth, built small)."""
+    small = (shape[0] // 8, shape[1] // 8)
+    ys, xs = np.mgrid[0:small[0], 0:small[1]].astype(np.float32) / np.float32(small[0])
+    cx, cy = small[1] / small[0] / 2 + rng.normal(0, 0.05), 0.5 + rng.normal(0, 0.05)
+    radius2 = ((xs - cx) ** 2 + (ys - cy) ** 2) / np.float32((small[1] / small[0] / 2) ** 2 + 0.25)
+    angle = rng.uniform(0, 2 * np.pi)
+    tilt = (xs - cx) * np.cos(angle) + (ys - cy) * np.sin(angle)
+    light = (1.0 - params.vignetting * radius2) * (1.0 + params.illumination_tilt * tilt)
+    return np.asarray(cv2.resize(light.astype(np.float32), (shape[1], shape[0])), dtype=np.float32)
+
+
+def _specular(rng: np.random.Generator, params: SkinParams, hill: Image) -> Image:
+    """Specular shine: bright patches on hill tops where the skin is oily."""
+    small = (hill.shape[0] // 4, hill.shape[1] // 4)
+    oily = np.clip(_smooth_noise(rng, small, 20) - 0.4, 0.0, None)
+    oily_full = cv2.resize(oily, (hill.shape[1], hill.shape[0]))
+    return np.asarray(params.shine * 1.5 * oily_full * hill**3, dtype=np.float32)
+
+
+def _sensor_noise(rng: np.random.Generator, params: SkinParams, rgb: Image) -> None:
+    """Add sensor noise in place: per-pixel luminance noise, coarser chroma noise (Bayer demosaic)."""
+    height, width = rgb.shape[:2]
+    luma = rng.standard_normal((height, width), dtype=np.float32)
+    chroma = rng.standard_normal((height // 2, width // 2, 3), dtype=np.float32)
+    noise = luma[..., None] + 0.6 * cv2.resize(chroma, (width, height), interpolation=cv2.INTER_NEAREST)
+    rgb += noise * (params.noise_sigma * np.sqrt(np.clip(rgb, 0.02, None)) + 0.002)
+
+
+def _height_fields(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, Image, Image, Image]:
+    """Furrow depth (0..1), hill dome (0..1), pore depth (0..1) and the combined height field."""
+    distance, width = furrow_fields(geometry)
+    half_width = width * np.float32(0.5)
+    furrow = 1.0 / (1.0 + np.exp((distance - half_width) / np.float32(EDGE_SOFTNESS_PX)))
+    rounding_px = np.float32(0.2 * np.sqrt(params.lattice_cell_area_mm2) * 1000.0 / params.um_per_px)
+    hill = 1.0 - np.exp(-np.maximum(distance - half_width, 0.0) / rounding_px)
+    pore = pore_field(geometry)
+    height = 3.0 * hill - furrow * (0.35 * width + 1.0) - 3.0 * pore
+    return furrow, hill, pore, np.asarray(height, dtype=np.float32)
+
+
+def render_rgb(rng: np.random.Generator, geometry: SkinGeometry, params: SkinParams) -> npt.NDArray[np.uint8]:
+    """The frame as 8-bit RGB, before JPEG compression."""
+    furrow, hill, pore, height = _height_fields(geometry, params)
+    shape = (geometry.height_px, geometry.width_px)
+    light = _shading(cv2.GaussianBlur(height, (0, 0), 1.5), float(rng.uniform(0, 360)))
+    luminance = light * _illumination(rng, params, shape) * (1.0 - 0.3 * furrow)
+    rgb = _albedo(rng, params, shape) * luminance[..., None]
+    rgb *= 1.0 - pore[..., None] * PORE_DARKENING_RGB
+    rgb += _specular(rng, params, hill)[..., None]
+    rgb = cv2.GaussianBlur(rgb, (0, 0), params.defocus_sigma_px)
+    _sensor_noise(rng, params, rgb)
+    return np.asarray(cv2.convertScaleAbs(np.maximum(rgb, 0.0), alpha=255.0), dtype=np.uint8)

@@ -1,0 +1,157 @@
+"""Exact ground truth of synthetic skin, computed from its vector geometry, never from pixels.
+
+Definitions are DESIGN.md's "Measurement definitions". The frame is the rectangle [0, W] x [0, H]
+in pixel units; furrow lengths are centre-line lengths clipped to it; hills are the polygons of
+the furrow network bounded by furrow centre lines; pores are discs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.skin.synth_geometry import FloatArray, SkinGeometry
+from appliance.transport.payloads import TEXTURE_PORE_KEYS
+
+Polygon = list[tuple[float, float]]
+PORE_INTEGRATION_STEPS = 4096
+
+
+def clipped_lengths_px(starts: FloatArray, ends: FloatArray, width: float, height: float) -> FloatArray:
+    """Length of each segment inside [0, width] x [0, height] (Liang-Barsky clipping)."""
+    delta = ends - starts
+    t_in, t_out = np.zeros(len(starts)), np.ones(len(starts))
+    rejected = np.zeros(len(starts), dtype=np.bool_)
+    for p, q in (
+        (-delta[:, 0], starts[:, 0]),
+        (delta[:, 0], width - starts[:, 0]),
+        (-delta[:, 1], starts[:, 1]),
+        (delta[:, 1], height - starts[:, 1]),
+    ):
+        parallel = p == 0
+        rejected |= parallel & (q < 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(parallel, 0.0, q / np.where(parallel, 1.0, p))
+        t_in = np.where(~parallel & (p < 0), np.maximum(t_in, t), t_in)
+        t_out = np.where(~parallel & (p > 0), np.minimum(t_out, t), t_out)
+    inside_share = np.where(rejected, 0.0, np.clip(t_out - t_in, 0.0, None))
+    return np.asarray(inside_share * np.hypot(delta[:, 0], delta[:, 1]), dtype=np.float64)
+
+
+def polygon_area_px2(points: FloatArray) -> float:
+    """Unsigned shoelace area of a polygon given as (K, 2) vertices."""
+    x, y = points[:, 0], points[:, 1]
+    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
+
+
+def _clip_half_plane(polygon: Polygon, axis: int, bound: float, keep_below: bool) -> Polygon:
+    """One Sutherland-Hodgman pass: keep the part of ``polygon`` on one side of a line."""
+    def inside(point: tuple[float, float]) -> bool:
+        return point[axis] <= bound if keep_below else point[axis] >= bound
+
+    result: Polygon = []
+    for k, current in enumerate(polygon):
+        previous = polygon[k - 1]
+        if inside(current) != inside(previous):
+            t = (bound - previous[axis]) / (current[axis] - previous[axis])
+            result.append((previous[0] + t * (current[0] - previous[0]),
+                           previous[1] + t * (current[1] - previous[1])))
+        if inside(current):
+            result.append(current)
+    return result
+
+
+def area_in_frame_px2(points: FloatArray, width: float, height: float) -> float:
+    """Area of the part of a polygon inside [0, width] x [0, height]."""
+    polygon: Polygon = [(float(x), float(y)) for x, y in points]
+    for axis, bound, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False), (1, height, True)):
+        polygon = _clip_half_plane(polygon, axis, bound, keep_below)
+        if len(polygon) < 3:
+            return 0.0
+    return polygon_area_px2(np.asarray(polygon))
+
+
+def _padded_faces(faces: tuple[tuple[int, ...], ...]) -> npt.NDArray[np.int64]:
+    """Faces as one (F, K) array, shorter polygons padded by repeating their last vertex."""
+    size = max(len(face) for face in faces)
+    return np.array([face + (face[-1],) * (size - len(face)) for face in faces], dtype=np.int64)
+
+
+def _hill_counts(geometry: SkinGeometry) -> tuple[int, int, FloatArray]:
+    """Hills entirely inside, hills cut by the frame edge, and the areas of the inside ones."""
+    width, height = float(geometry.width_px), float(geometry.height_px)
+    corners = geometry.vertices_px[_padded_faces(geometry.faces)]  # (F, K, 2)
+    low, high = corners.min(axis=1), corners.max(axis=1)
+    inside = (low[:, 0] >= 0) & (low[:, 1] >= 0) & (high[:, 0] <= width) & (high[:, 1] <= height)
+    touching = ~inside & (high[:, 0] > 0) & (high[:, 1] > 0) & (low[:, 0] < width) & (low[:, 1] < height)
+    cut_count = sum(area_in_frame_px2(corners[face], width, height) > 0.0 for face in np.flatnonzero(touching))
+    x, y = corners[inside, :, 0], corners[inside, :, 1]
+    areas = np.abs(np.sum(x * np.roll(y, -1, axis=1) - y * np.roll(x, -1, axis=1), axis=1)) / 2.0
+    return int(inside.sum()), int(cut_count), np.asarray(areas, dtype=np.float64)
+
+
+def disc_area_in_frame_px2(cx: float, cy: float, radius: float, width: float, height: float) -> float:
+    """Area of a disc inside the frame: exact when whole, midpoint integration when cut."""
+    if radius <= cx <= width - radius and radius <= cy <= height - radius:
+        return math.pi * radius**2
+    x = cx - radius + (np.arange(PORE_INTEGRATION_STEPS) + 0.5) * (2 * radius / PORE_INTEGRATION_STEPS)
+    x = x[(x >= 0) & (x <= width)]
+    half_chord = np.sqrt(np.clip(radius**2 - (x - cx) ** 2, 0.0, None))
+    chord = np.clip(np.minimum(cy + half_chord, height) - np.maximum(cy - half_chord, 0.0), 0.0, None)
+    return float(chord.sum() * 2 * radius / PORE_INTEGRATION_STEPS)
+
+
+def _furrow_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) -> dict[str, float]:
+    """Furrow density, length-weighted mean width and anisotropy of the in-frame centre lines."""
+    starts = geometry.vertices_px[geometry.edges[:, 0]]
+    ends = geometry.vertices_px[geometry.edges[:, 1]]
+    lengths = clipped_lengths_px(starts, ends, geometry.width_px, geometry.height_px)
+    total = float(lengths.sum())
+    theta = np.arctan2(ends[:, 1] - starts[:, 1], ends[:, 0] - starts[:, 0])
+    orientation = complex(np.sum(lengths * np.exp(2j * theta)))
+    return {
+        "furrow_density_mm_per_mm2": total * um_per_px / 1000.0 / frame_mm2,
+        "furrow_mean_width_um": float(np.dot(lengths, geometry.edge_width_px)) / total * um_per_px
+        if total > 0 else 0.0,
+        "furrow_anisotropy": abs(orientation) / total if total > 0 else 0.0,
+    }
+
+
+def _hill_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) -> dict[str, float]:
+    """Hill density (inside + half of the cut ones) and mean area of the inside hills."""
+    inside_count, cut_count, inside_areas = _hill_counts(geometry)
+    mean_area_px2 = float(np.mean(inside_areas)) if len(inside_areas) else 0.0
+    return {
+        "hill_density_per_mm2": (inside_count + 0.5 * cut_count) / frame_mm2,
+        "hill_mean_area_mm2": mean_area_px2 * um_per_px**2 / 1e6,
+    }
+
+
+def _pore_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) -> dict[str, float]:
+    """Count, density, mean equivalent diameter and area ratio of pores."""
+    width, height = float(geometry.width_px), float(geometry.height_px)
+    centres, radii = geometry.pore_centres_px, geometry.pore_radii_px
+    counted = (centres[:, 0] >= 0) & (centres[:, 0] < width) & (centres[:, 1] >= 0) & (centres[:, 1] < height)
+    area_px2 = sum(disc_area_in_frame_px2(float(x), float(y), float(r), width, height)
+                   for (x, y), r in zip(centres, radii, strict=True))
+    count = int(counted.sum())
+    return {
+        "pore_count": float(count),
+        "pore_density_per_cm2": count / (frame_mm2 / 100.0),
+        "pore_mean_diameter_um": float(np.mean(2.0 * radii[counted])) * um_per_px if count else 0.0,
+        "pore_area_ratio": area_px2 / (width * height),
+    }
+
+
+def ground_truth(geometry: SkinGeometry, um_per_px: float) -> dict[str, float]:
+    """The nine texture and pore features of DESIGN.md, exact for this geometry."""
+    frame_mm2 = geometry.width_px * geometry.height_px * um_per_px**2 / 1e6
+    truth = {
+        **_pore_truth(geometry, um_per_px, frame_mm2),
+        **_furrow_truth(geometry, um_per_px, frame_mm2),
+        **_hill_truth(geometry, um_per_px, frame_mm2),
+    }
+    return {key: truth[key] for key in TEXTURE_PORE_KEYS}
+

@@ -1,0 +1,117 @@
+"""Synthetic Scalar 25x microscope skin frames with exact ground truth.
+
+``synthetic_frame(seed, index, preset)`` builds the vector geometry of a skin patch (furrow
+network, hills, pores; see ``synth_geometry``), computes its ground truth from that geometry by
+the DESIGN.md definitions (``synth_truth``), renders it (``synth_render``) and compresses it as
+the microscope saves it (JPEG q90). The same (seed, index, preset) always gives byte-identical
+JPEG and sidecar JSON. ``write_frame`` saves ``NAME.jpg`` and its ``NAME.json`` sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from appliance.skin.synth_geometry import SkinGeometry, build_geometry
+from appliance.skin.synth_params import (
+    FRAME_HEIGHT_PX,
+    FRAME_WIDTH_PX,
+    PRESETS,
+    SkinParams,
+    check_preset,
+    sample_params,
+)
+from appliance.skin.synth_render import render_rgb
+from appliance.skin.synth_truth import ground_truth
+
+__all__ = ["PRESETS", "SkinParams", "SyntheticSkin", "frame_name", "synthetic_frame", "write_frame"]
+
+
+@dataclass(frozen=True)
+class SyntheticSkin:
+    """One synthetic frame: the decoded image, its JPEG bytes, ground truth and parameters."""
+
+    image_rgb: npt.NDArray[np.uint8]  # (960, 1280, 3), decoded from ``jpeg``
+    jpeg: bytes
+    truth: dict[str, float]  # the nine TEXTURE_PORE_KEYS, exact for ``geometry``
+    params: SkinParams
+    um_per_px: float
+    preset: str
+    seed: int
+    index: int
+    geometry: SkinGeometry
+
+    def sidecar(self, image_name: str) -> dict[str, Any]:
+        """The sidecar JSON object for this frame saved as ``image_name``."""
+        truth: dict[str, float | int] = dict(self.truth)
+        truth["pore_count"] = int(self.truth["pore_count"])
+        return {
+            "image": image_name,
+            "um_per_px": self.um_per_px,
+            "seed": self.seed,
+            "index": self.index,
+            "preset": self.preset,
+            "truth": truth,
+            "params": self.params.to_json(),
+        }
+
+
+def _rng(seed: int, index: int, preset: str) -> np.random.Generator:
+    """The frame's own random generator, independent for every (seed, index, preset)."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
+    return np.random.default_rng(np.random.SeedSequence([seed, index, PRESETS.index(preset)]))
+
+
+def encode_jpeg(rgb: npt.NDArray[np.uint8], quality: int) -> bytes:
+    """Baseline JPEG bytes of an RGB image, as the microscope software saves it."""
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                              [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the synthetic frame as JPEG")
+    return bytes(buffer.tobytes())
+
+
+def decode_jpeg(jpeg: bytes) -> npt.NDArray[np.uint8]:
+    """RGB pixels of JPEG bytes."""
+    bgr = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+
+
+def synthetic_frame(seed: int, index: int, preset: str = "mixed") -> SyntheticSkin:
+    """Frame ``index`` of the synthetic series ``seed`` (deterministic per seed, index, preset)."""
+    rng = _rng(seed, index, check_preset(preset))
+    params = sample_params(rng, preset)
+    geometry = build_geometry(rng, params, FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
+    jpeg = encode_jpeg(render_rgb(rng, geometry, params), params.jpeg_quality)
+    return SyntheticSkin(
+        image_rgb=decode_jpeg(jpeg),
+        jpeg=jpeg,
+        truth=ground_truth(geometry, params.um_per_px),
+        params=params,
+        um_per_px=params.um_per_px,
+        preset=preset,
+        seed=seed,
+        index=index,
+        geometry=geometry,
+    )
+
+
+def frame_name(seed: int, index: int) -> str:
+    """File stem for frame ``index`` of series ``seed``: ``skin-S-NNNNN``."""
+    return f"skin-{seed}-{index:05d}"
+
+
+def write_frame(frame: SyntheticSkin, out_dir: Path) -> tuple[Path, Path]:
+    """Save ``NAME.jpg`` and its ``NAME.json`` sidecar in ``out_dir``; return both paths."""
+    stem = frame_name(frame.seed, frame.index)
+    image_path, sidecar_path = out_dir / f"{stem}.jpg", out_dir / f"{stem}.json"
+    image_path.write_bytes(frame.jpeg)
+    sidecar_path.write_text(json.dumps(frame.sidecar(image_path.name), indent=2) + "\n", encoding="utf-8")
+    return image_path, sidecar_path
