@@ -109,4 +109,5 @@ def normalize_stain(
     concentration = _concentrations(od, source.stain_od)
     concentration *= (target.max_concentration / source.max_concentration)[:, None]
     rebuilt = LIGHT_INTENSITY * np.exp(-(target.stain_od @ concentration))
-    return np.clip(rebuilt.T, 0, 255).astype(np.uint8).reshape(rgb.shape)
+    result: np.ndarray = np.clip(rebuilt.T, 0, 255).astype(np.uint8).reshape(rgb.shape)
+    return result

@@ -99,8 +99,8 @@ def render_slide(spec: SlideSpec) -> np.ndarray:
 
 def _smooth_field(rng: np.random.Generator, height: int, width: int, cell_px: int) -> np.ndarray:
     """Smooth random field in [0, 1] with features about cell_px across."""
-    small = rng.random((max(2, height // cell_px + 2), max(2, width // cell_px + 2)))
-    small = cv2.GaussianBlur(small.astype(np.float32), (0, 0), 0.8)
+    noise = rng.random((max(2, height // cell_px + 2), max(2, width // cell_px + 2)))
+    small = cv2.GaussianBlur(noise.astype(np.float32), (0, 0), 0.8)
     field = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     low, high = float(field.min()), float(field.max())
     result: np.ndarray = (field - low) / max(high - low, 1e-6)
@@ -164,7 +164,8 @@ def _scatter(
     keep = rng.random(count) < density[ys, xs]
     impulses = np.zeros((height, width), np.uint8)
     impulses[ys[keep], xs[keep]] = 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+    size = 2 * max(1, radius_px) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     return cv2.dilate(impulses, kernel).astype(bool)
 
 
@@ -177,13 +178,16 @@ def _concentrations(
     scale = 1.0 / spec.um_per_px
     p = spec.msi_propensity
     til_rate = 0.03 + 0.55 * p**2
-    lymph_density = (stroma * 0.05 + layers["tumour"] * til_rate + layers["medullary"] * til_rate)
-    lymph_density = lymph_density * (0.5 + _smooth_field(rng, *tissue.shape, 300)) * ~layers["lumen"]
-    lymph = _scatter(rng, lymph_density.astype(np.float32), 0.004 * scale**2, max(1, round(3 * scale)))
-    epi_nuclei = _scatter(rng, epi.astype(np.float32), 0.012 * scale**2, max(1, round(4 * scale)))
-    stroma_nuclei = _scatter(rng, stroma.astype(np.float32), 0.0008 * scale**2, max(1, round(3 * scale)))
+    lymph_density = stroma * 0.05 + (layers["tumour"] + layers["medullary"]) * til_rate
+    height, width = tissue.shape
+    lymph_density *= (0.5 + _smooth_field(rng, height, width, 300)) * ~layers["lumen"]
+    lymph = _scatter(rng, lymph_density.astype(np.float32), 0.004 * scale**2, round(3 * scale))
+    epi_nuclei = _scatter(rng, epi.astype(np.float32), 0.012 * scale**2, round(4 * scale))
+    stroma_nuclei = _scatter(rng, stroma.astype(np.float32), 0.0008 * scale**2, round(3 * scale))
     texture = 0.75 + 0.5 * rng.random(tissue.shape, dtype=np.float32)
-    fibres = cv2.GaussianBlur(rng.random(tissue.shape, dtype=np.float32), (0, 0), 1.5, 6.0)
+    fibres = cv2.GaussianBlur(
+        rng.random(tissue.shape, dtype=np.float32), (0, 0), sigmaX=1.5, sigmaY=6.0
+    )
     hema = (
         epi * 0.12 + layers["mucus"] * 0.10 + stroma * 0.03
         + epi_nuclei * 0.45 + stroma_nuclei * 0.4 + lymph * 0.75
@@ -200,8 +204,7 @@ def _concentrations(
 def stain_vectors(batch: int) -> np.ndarray:
     """The H and E optical-density vectors (rows, unit length) of a staining batch."""
     rng = np.random.default_rng(10_000 + batch)
-    vectors = REFERENCE_STAIN_OD.T.copy() + rng.normal(0.0, 0.07, (2, 3))
-    vectors = np.abs(vectors)
+    vectors = np.abs(REFERENCE_STAIN_OD.T + rng.normal(0.0, 0.07, (2, 3)))
     normed: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     return normed
 

@@ -1,0 +1,152 @@
+"""The tile classifier: an ONNX model run in batches by ONNX Runtime, CUDA when present.
+
+The model takes ``tiles`` (N x 3 x H x W float32, RGB 0-255; ImageNet scaling is inside the
+graph) and returns ``probabilities`` (N x 2, softmax over the labels in its metadata) and,
+for models with a global-average-pooling head, ``cam`` (N x h x w, the class activation map of
+the positive label). Metadata (ONNX metadata_props) carries labels, tile size in px and µm,
+the stain normalisation reference, the decision threshold and the version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from appliance.pathology.stain import REFERENCE, StainModel
+
+Provider = Literal["auto", "cpu", "cuda"]
+REQUIRED_METADATA = ("labels", "tile_px", "tile_um", "version")
+MAX_MODEL_BYTES = 2_000_000_000
+
+
+class ModelError(ValueError):
+    """A tile model that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class TileScores:
+    """Model output for a batch: positive-class probability per tile and optional CAMs."""
+
+    probability: np.ndarray
+    cam: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model's metadata promises about its input and output."""
+
+    name: str
+    version: str
+    labels: tuple[str, str]
+    tile_px: int
+    tile_um: float
+    threshold: float
+    stain_reference: StainModel
+
+    @property
+    def um_per_px(self) -> float:
+        """Resolution of the tiles the model expects."""
+        return self.tile_um / self.tile_px
+
+
+def choose_providers(provider: Provider) -> list[str]:
+    """ONNX Runtime providers: CUDA first when asked for or available (auto), CPU always."""
+    available = ort.get_available_providers()
+    if provider == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ModelError(
+            "--provider cuda: this onnxruntime has no CUDA provider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu or use cpu"
+        )
+    if provider != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class TileModel:
+    """A loaded tile classifier; ``predict`` takes uint8 RGB tiles in batches of any size."""
+
+    def __init__(self, path: Path, provider: Provider = "auto", threads: int = 0) -> None:
+        self.path = path
+        _check_file(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=choose_providers(provider)
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors on bad files
+            raise ModelError(f"{path}: not a loadable ONNX model ({exc}); rebuild it") from exc
+        self.info = _read_info(path, self.session.get_modelmeta().custom_metadata_map)
+        self._check_input()
+        self.outputs = [output.name for output in self.session.get_outputs()]
+        self.has_cam = "cam" in self.outputs
+
+    def _check_input(self) -> None:
+        inputs = self.session.get_inputs()
+        shape = inputs[0].shape if len(inputs) == 1 else []
+        if len(shape) != 4 or shape[1] != 3:
+            raise ModelError(
+                f"{self.path}: input must be one N x 3 x H x W tensor, found "
+                f"{[(i.name, i.shape) for i in inputs]}; export the model with build_model"
+            )
+        size = self.info.tile_px
+        if any(isinstance(dim, int) and dim != size for dim in shape[2:]):
+            raise ModelError(
+                f"{self.path}: the model's input is {shape[2]}x{shape[3]} px but its metadata "
+                f"says tiles are {size} px; re-export it so both agree"
+            )
+        self.input_name = inputs[0].name
+
+    def predict(self, tiles_rgb: np.ndarray) -> TileScores:
+        """Scores for N x tile_px x tile_px x 3 uint8 tiles."""
+        batch = np.ascontiguousarray(tiles_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
+        try:
+            results = self.session.run(None, {self.input_name: batch})
+        except Exception as exc:  # shape or type mismatch reported by the runtime
+            raise ModelError(f"{self.path}: inference failed on {batch.shape}: {exc}") from exc
+        named = dict(zip(self.outputs, results, strict=True))
+        probability = np.asarray(named["probabilities"], np.float32)[:, 1]
+        cam = named.get("cam")
+        return TileScores(probability, None if cam is None else np.asarray(cam, np.float32))
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found; pass --model FILE")
+    size = path.stat().st_size
+    if size == 0 or size > MAX_MODEL_BYTES:
+        raise ModelError(f"{path}: {size} bytes is not a plausible ONNX model; rebuild it")
+
+
+def _read_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ModelError(
+            f"{path}: metadata lacks {', '.join(missing)}; export it with "
+            "models/pathology/export.py, which records them"
+        )
+    try:
+        labels = json.loads(metadata["labels"])
+        reference = json.loads(metadata.get("stain_reference", "null"))
+        info = ModelInfo(
+            name=metadata.get("name", path.stem),
+            version=metadata["version"],
+            labels=(str(labels[0]), str(labels[1])),
+            tile_px=int(metadata["tile_px"]),
+            tile_um=float(metadata["tile_um"]),
+            threshold=float(metadata.get("threshold", "0.5")),
+            stain_reference=REFERENCE if reference is None else StainModel(
+                np.array(reference["stain_od"]).reshape(3, 2),
+                np.array(reference["max_concentration"]),
+            ),
+        )
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ModelError(f"{path}: unreadable metadata ({exc}); re-export the model") from exc
+    if info.tile_px < 16 or info.tile_um <= 0:
+        raise ModelError(f"{path}: metadata tile size {info.tile_px} px / {info.tile_um} µm")
+    return info

@@ -1,0 +1,118 @@
+"""From a slide file to normalised model-ready tiles: read, mask, tile, fit stains, normalise.
+
+Training (models/pathology/train.py) and inference (``appliance pathology run``) both go through
+here, so the model sees tiles prepared exactly as they were in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from appliance.pathology.slides import Slide, SlideError, read_slide
+from appliance.pathology.stain import (
+    REFERENCE,
+    StainError,
+    StainModel,
+    fit_stain_model,
+    normalize_stain,
+    stain_concentrations,
+)
+from appliance.pathology.tiles import Tile, TissueMask, read_tiles, slide_tissue_mask, tile_grid
+
+# A tile counts as a candidate tumour tile when at least this share of its pixels carries nuclear
+# hematoxylin (concentration above TUMOUR_HEMATOXYLIN in reference units): tumour sheets and
+# glands are crowded with nuclei, fat and mucus are not (stroma and lymphocytes can pass).
+TUMOUR_HEMATOXYLIN = 0.9
+TUMOUR_NUCLEAR_SHARE = 0.07
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """How tiles are cut and prepared for a model."""
+
+    tile_px: int
+    tile_um: float
+    min_tissue_fraction: float = 0.5
+    normalize: bool = True
+    tumour_only: bool = False
+    reference: StainModel = field(default=REFERENCE)
+
+    @property
+    def um_per_px(self) -> float:
+        """Resolution of a prepared tile."""
+        return self.tile_um / self.tile_px
+
+
+@dataclass
+class PreparedSlide:
+    """A slide with its tissue mask, tiles and fitted stain model."""
+
+    slide: Slide
+    mask: TissueMask
+    tiles: list[Tile]
+    stain: StainModel | None
+
+    def close(self) -> None:
+        """Release the slide's pixels."""
+        self.slide.close()
+
+
+def prepare_slide(path: Path, um_per_px: float, settings: TileSettings) -> PreparedSlide:
+    """Read a slide, find its tissue tiles and fit its stains; SlideError when unusable."""
+    slide = read_slide(path, um_per_px, settings.um_per_px)
+    try:
+        mask = slide_tissue_mask(slide)
+        tiles = tile_grid(slide, mask, settings.tile_um, settings.min_tissue_fraction)
+        if not tiles:
+            raise SlideError(
+                f"{path}: no tissue tile (tissue covers {mask.tissue_fraction:.1%} of the slide; "
+                f"a tile needs {settings.min_tissue_fraction:.0%}); is it blank or overexposed?"
+            )
+        stain = _fit_slide_stains(slide, mask) if settings.normalize else None
+    except Exception:
+        slide.close()
+        raise
+    return PreparedSlide(slide, mask, tiles, stain)
+
+
+def _fit_slide_stains(slide: Slide, mask: TissueMask) -> StainModel:
+    """Stain model from the tissue pixels of the mask thumbnail."""
+    thumb = slide.thumbnail(mask.um_per_px)
+    height = min(thumb.shape[0], mask.mask.shape[0])
+    width = min(thumb.shape[1], mask.mask.shape[1])
+    pixels = thumb[:height, :width][mask.mask[:height, :width]]
+    try:
+        return fit_stain_model(pixels)
+    except StainError as exc:
+        raise SlideError(f"{slide.path}: cannot normalise stains: {exc}") from exc
+
+
+def tile_batches(
+    prepared: PreparedSlide, settings: TileSettings, batch_size: int
+) -> Iterator[tuple[list[Tile], np.ndarray]]:
+    """Tiles in batches with their normalised pixels (N x px x px x 3 uint8)."""
+    kept = prepared.tiles
+    for start in range(0, len(kept), batch_size):
+        group = kept[start : start + batch_size]
+        pixels = read_tiles(prepared.slide, group, settings.tile_px)
+        if prepared.stain is not None:
+            pixels = normalize_stain(pixels, prepared.stain, settings.reference)
+        if settings.tumour_only:
+            tumour = tumour_tiles(pixels, settings.reference)
+            group = [tile for tile, keep in zip(group, tumour, strict=True) if keep]
+            pixels = pixels[tumour]
+        if group:
+            yield group, pixels
+
+
+def tumour_tiles(tiles_rgb: np.ndarray, reference: StainModel = REFERENCE) -> np.ndarray:
+    """Boolean per tile: crowded with nuclei like tumour epithelium (tiles already normalised)."""
+    keep = np.zeros(len(tiles_rgb), bool)
+    for index, tile in enumerate(tiles_rgb):
+        hematoxylin = stain_concentrations(tile, reference)[..., 0]
+        keep[index] = float((hematoxylin > TUMOUR_HEMATOXYLIN).mean()) >= TUMOUR_NUCLEAR_SHARE
+    return keep
