@@ -42,14 +42,24 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         help="synthetic 25x microscope skin frames (1280x960 JPEG) with ground-truth JSON sidecars",
         description="Write COUNT frames NAME.jpg with NAME.json sidecars (truth, params) to DIR.",
     )
-    skin.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+    skin.add_argument(
+        "--out", required=True, type=Path, help="output directory (created if missing)"
+    )
     skin.add_argument("--count", required=True, type=_at_least_one, help="number of frames (>= 1)")
     skin.add_argument("--seed", type=_non_negative, default=0, help="series seed (>= 0; default 0)")
-    skin.add_argument("--preset", choices=PRESETS, default="mixed",
-                      help="age range: fine 20-35, normal 35-55, coarse 60-80, mixed 20-80 (default)")
+    skin.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="mixed",
+        help="age range: fine 20-35, normal 35-55, coarse 60-80, mixed 20-80 (default)",
+    )
     skin.add_argument("--start", type=_non_negative, default=0, help="index of the first frame")
-    skin.add_argument("--jobs", type=_at_least_one, default=DEFAULT_JOBS,
-                      help=f"worker processes (default {DEFAULT_JOBS})")
+    skin.add_argument(
+        "--jobs",
+        type=_at_least_one,
+        default=DEFAULT_JOBS,
+        help=f"worker processes (default {DEFAULT_JOBS})",
+    )
     skin.set_defaults(handler=_synth_skin)
 
 
@@ -61,7 +71,8 @@ def _prepare_out_dir(out: Path) -> str | None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        return f"cannot write to --out {str(out)!r}: {exc.strerror or exc}; choose a writable directory"
+        reason = exc.strerror or str(exc)
+        return f"cannot write to --out {str(out)!r}: {reason}; choose a writable directory"
     return None
 
 
@@ -77,7 +88,10 @@ def _synth_skin(args: argparse.Namespace) -> int:
     try:
         written = write_series(args.out, args.seed, indices, args.preset, args.jobs)
     except OSError as exc:
-        print(f"appliance synth skin: error: writing to {str(args.out)!r} failed: {exc}", file=sys.stderr)
+        print(
+            f"appliance synth skin: error: writing to {str(args.out)!r} failed: {exc}",
+            file=sys.stderr,
+        )
         return 1
     print(f"wrote {written} frames (seed {args.seed}, preset {args.preset}) to {args.out}")
     return 0

@@ -64,16 +64,24 @@ def _lattice_points(
 ) -> FloatArray:
     """Jittered lattice points covering the frame with a margin of a few cells."""
     margin = 3.0 * float(np.max(np.linalg.norm(basis, axis=1)))
-    corners = np.array([[-margin, -margin], [width_px + margin, -margin],
-                        [-margin, height_px + margin], [width_px + margin, height_px + margin]])
+    corners = np.array(
+        [
+            [-margin, -margin],
+            [width_px + margin, -margin],
+            [-margin, height_px + margin],
+            [width_px + margin, height_px + margin],
+        ]
+    )
     coords = corners @ np.linalg.inv(basis)
     lo, hi = np.floor(coords.min(axis=0)) - 1, np.ceil(coords.max(axis=0)) + 1
     i, j = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
     ij = np.stack([i.ravel(), j.ravel()], axis=1) + rng.uniform(0.0, 1.0, size=2)
     points = ij @ basis
     keep = (
-        (points[:, 0] > -margin) & (points[:, 0] < width_px + margin)
-        & (points[:, 1] > -margin) & (points[:, 1] < height_px + margin)
+        (points[:, 0] > -margin)
+        & (points[:, 0] < width_px + margin)
+        & (points[:, 1] > -margin)
+        & (points[:, 1] < height_px + margin)
     )
     points = points[keep]
     scale = jitter * float(np.min(np.linalg.norm(basis, axis=1)))
@@ -83,9 +91,9 @@ def _lattice_points(
 def _ccw_triangles(points: FloatArray, simplices: IntArray) -> IntArray:
     """Triangles with counter-clockwise vertex order (in x-right, y-up orientation)."""
     p = points[simplices]
-    cross = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (
-        p[:, 1, 1] - p[:, 0, 1]
-    ) * (p[:, 2, 0] - p[:, 0, 0])
+    cross = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (
+        p[:, 2, 0] - p[:, 0, 0]
+    )
     flipped = simplices.copy()
     flipped[cross < 0, 1], flipped[cross < 0, 2] = simplices[cross < 0, 2], simplices[cross < 0, 1]
     return flipped
@@ -102,7 +110,9 @@ def _triangle_edges(triangles: IntArray) -> tuple[IntArray, IntArray]:
     first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     second = first + 1
     paired = (second < len(keys)) & (keys[np.minimum(second, len(keys) - 1)] == keys[first])
-    sides = np.stack([tri_ids[first], np.where(paired, tri_ids[np.minimum(second, len(keys) - 1)], -1)], axis=1)
+    sides = np.stack(
+        [tri_ids[first], np.where(paired, tri_ids[np.minimum(second, len(keys) - 1)], -1)], axis=1
+    )
     return np.stack([starts[first], ends[first]], axis=1), sides
 
 
@@ -132,7 +142,9 @@ def _merge_pairs(
     return dropped
 
 
-def _faces(triangles: IntArray, edges: IntArray, sides: IntArray, dropped: BoolArray) -> tuple[tuple[int, ...], ...]:
+def _faces(
+    triangles: IntArray, edges: IntArray, sides: IntArray, dropped: BoolArray
+) -> tuple[tuple[int, ...], ...]:
     """Hill polygons: kept triangles plus the quadrilaterals of merged triangle pairs."""
     merged = set(sides[dropped].ravel().tolist())
     faces = [tuple(int(v) for v in tri) for t, tri in enumerate(triangles) if t not in merged]
@@ -152,7 +164,9 @@ def _edge_widths(rng: np.random.Generator, family: IntArray, params: SkinParams)
     factor = np.where(family == PRIMARY_A, params.primary_width_factor, 1.0)
     factor = np.where(family == SECONDARY, SECONDARY_WIDTH_FACTOR, factor)
     scatter = np.exp(rng.normal(0.0, params.furrow_width_cv, size=len(family)))
-    return np.asarray(params.furrow_width_um / params.um_per_px * factor * scatter, dtype=np.float64)
+    return np.asarray(
+        params.furrow_width_um / params.um_per_px * factor * scatter, dtype=np.float64
+    )
 
 
 def build_network(
@@ -174,7 +188,9 @@ def _pore_radii_px(rng: np.random.Generator, params: SkinParams, count: int) -> 
     """Pore radii in px from the mean equivalent diameter and its spread."""
     mean_radius_px = params.pore_diameter_um / 2.0 / params.um_per_px
     scatter = np.exp(rng.normal(0.0, params.pore_diameter_cv, size=count))
-    return np.asarray(np.clip(mean_radius_px * scatter, 2.0, 3.0 * mean_radius_px), dtype=np.float64)
+    return np.asarray(
+        np.clip(mean_radius_px * scatter, 2.0, 3.0 * mean_radius_px), dtype=np.float64
+    )
 
 
 class _PoreLayout:
@@ -188,7 +204,10 @@ class _PoreLayout:
 
     def try_add(self, x: float, y: float, radius: float, at_junction: bool) -> bool:
         """Place the disc if it lies in the frame and clears every other pore."""
-        inside = radius + 1 <= x <= self.width_px - radius - 1 and radius + 1 <= y <= self.height_px - radius - 1
+        inside = (
+            radius + 1 <= x <= self.width_px - radius - 1
+            and radius + 1 <= y <= self.height_px - radius - 1
+        )
         if not inside:
             return False
         if self.centres:
@@ -202,28 +221,40 @@ class _PoreLayout:
 
 
 def place_pores(
-    rng: np.random.Generator, params: SkinParams, vertices_px: FloatArray, width_px: int, height_px: int
+    rng: np.random.Generator,
+    params: SkinParams,
+    vertices_px: FloatArray,
+    width_px: int,
+    height_px: int,
 ) -> tuple[FloatArray, FloatArray, BoolArray]:
-    """Pore centres, radii and junction flags: a share sits on furrow junctions, the rest on hills."""
+    """Pore centres, radii and junction flags: a share on furrow junctions, the rest on hills."""
     area_cm2 = width_px * height_px * params.um_per_px**2 / 1e8
     count = int(rng.poisson(params.pore_density_per_cm2 * area_cm2))
     radii = _pore_radii_px(rng, params, count)
     layout = _PoreLayout(width_px, height_px)
-    junction_count = int(round(params.pore_junction_share * count))
+    junction_count = round(params.pore_junction_share * count)
     in_frame = np.flatnonzero(
-        (vertices_px[:, 0] > 0) & (vertices_px[:, 0] < width_px)
-        & (vertices_px[:, 1] > 0) & (vertices_px[:, 1] < height_px)
+        (vertices_px[:, 0] > 0)
+        & (vertices_px[:, 0] < width_px)
+        & (vertices_px[:, 1] > 0)
+        & (vertices_px[:, 1] < height_px)
     )
     junctions = rng.permutation(in_frame)
     for radius, vertex in zip(radii[:junction_count], junctions, strict=False):
-        layout.try_add(float(vertices_px[vertex, 0]), float(vertices_px[vertex, 1]), float(radius), True)
+        layout.try_add(
+            float(vertices_px[vertex, 0]), float(vertices_px[vertex, 1]), float(radius), True
+        )
     for radius in radii[junction_count:]:
         for _attempt in range(20):
             x, y = rng.uniform(0, width_px), rng.uniform(0, height_px)
             if layout.try_add(float(x), float(y), float(radius), False):
                 break
     centres = np.asarray(layout.centres, dtype=np.float64).reshape(-1, 2)
-    return centres, np.asarray(layout.radii, dtype=np.float64), np.asarray(layout.at_junction, dtype=np.bool_)
+    return (
+        centres,
+        np.asarray(layout.radii, dtype=np.float64),
+        np.asarray(layout.at_junction, dtype=np.bool_),
+    )
 
 
 def build_geometry(

@@ -87,7 +87,11 @@ def _secondary_keep_prob(age_years: float) -> float:
 
 def _pore_diameter_um(age_years: float) -> float:
     """Mean pore equivalent diameter: grows from ~110 µm at 20 to ~175 µm in the 40s, then level."""
-    return 110.0 + 65.0 * min(max((age_years - 20.0) / 25.0, 0.0), 1.0) + 0.3 * max(age_years - 45.0, 0)
+    return (
+        110.0
+        + 65.0 * min(max((age_years - 20.0) / 25.0, 0.0), 1.0)
+        + 0.3 * max(age_years - 45.0, 0)
+    )
 
 
 def _texture_params(rng: np.random.Generator, age_years: float) -> dict[str, float]:

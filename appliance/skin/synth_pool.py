@@ -18,20 +18,22 @@ def _single_threaded_opencv() -> None:
 
 
 def write_one(out_dir: Path, seed: int, index: int, preset: str) -> Path:
-    """Generate frame ``index`` of series ``seed`` and save it with its sidecar; return the JPEG path."""
+    """Generate frame ``index`` of series ``seed``, save it with its sidecar; return the JPEG."""
     image_path, _ = write_frame(synthetic_frame(seed, index, preset), out_dir)
     return image_path
 
 
 def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, jobs: int) -> int:
-    """Write every frame of ``indices`` to ``out_dir`` using ``jobs`` processes; return the count."""
+    """Write every frame of ``indices`` to ``out_dir`` with ``jobs`` processes; return the count."""
     if jobs == 1 or len(indices) == 1:
         for index in indices:
             write_one(out_dir, seed, index, preset)
         return len(indices)
     context = multiprocessing.get_context("fork")
     workers = min(jobs, len(indices))
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_opencv) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_single_threaded_opencv
+    ) as pool:
         futures = [pool.submit(write_one, out_dir, seed, index, preset) for index in indices]
         for future in futures:
             future.result()

@@ -34,8 +34,9 @@ def _centre_line_labels(geometry: SkinGeometry) -> npt.NDArray[np.int32]:
     ends = np.rint((geometry.vertices_px[geometry.edges] + PAD_PX - 0.5) * scale).astype(np.int64)
     low, high = ends.min(axis=(1, 2)), ends.max(axis=(1, 2))
     near = (low > -PAD_PX * scale) & (high < (max(height, width) + PAD_PX) * scale)
-    for index, (ax, ay, bx, by) in zip(np.flatnonzero(near).tolist(), ends[near].reshape(-1, 4).tolist(),
-                                       strict=True):
+    for index, (ax, ay, bx, by) in zip(
+        np.flatnonzero(near).tolist(), ends[near].reshape(-1, 4).tolist(), strict=True
+    ):
         cv2.line(labels, (ax, ay), (bx, by), index + 1, 1, cv2.LINE_8, SUBPIXEL_BITS)
     return labels
 
@@ -45,10 +46,12 @@ def _distance_to_segments(geometry: SkinGeometry, edge_index: npt.NDArray[np.int
     start = geometry.vertices_px[geometry.edges[:, 0]]
     along = geometry.vertices_px[geometry.edges[:, 1]] - start
     inv_length2 = 1.0 / np.maximum(np.sum(along**2, axis=1), 1e-9)
-    per_edge = [c.astype(np.float32)[edge_index] for c in (start[:, 0], start[:, 1], along[:, 0],
-                                                           along[:, 1], inv_length2)]
+    per_edge = [
+        c.astype(np.float32)[edge_index]
+        for c in (start[:, 0], start[:, 1], along[:, 0], along[:, 1], inv_length2)
+    ]
     start_x, start_y, along_x, along_y, inv_len2 = per_edge
-    ys, xs = np.mgrid[0:geometry.height_px, 0:geometry.width_px].astype(np.float32) + 0.5
+    ys, xs = np.mgrid[0 : geometry.height_px, 0 : geometry.width_px].astype(np.float32) + 0.5
     rel_x, rel_y = xs - start_x, ys - start_y
     t = np.clip((rel_x * along_x + rel_y * along_y) * inv_len2, 0.0, 1.0)
     return np.asarray(cv2.magnitude(rel_x - t * along_x, rel_y - t * along_y), dtype=np.float32)
@@ -75,7 +78,10 @@ def pore_field(geometry: SkinGeometry) -> Image:
     for (cx, cy), radius in zip(geometry.pore_centres_px, geometry.pore_radii_px, strict=True):
         reach = int(np.ceil(radius * 1.6 + 3))
         x0, y0 = max(int(cx) - reach, 0), max(int(cy) - reach, 0)
-        x1, y1 = min(int(cx) + reach + 1, geometry.width_px), min(int(cy) + reach + 1, geometry.height_px)
+        x1, y1 = (
+            min(int(cx) + reach + 1, geometry.width_px),
+            min(int(cy) + reach + 1, geometry.height_px),
+        )
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
         rho = np.hypot(xs - cx, ys - cy)
         softness = max(0.18 * radius, EDGE_SOFTNESS_PX)
@@ -86,19 +92,34 @@ def pore_field(geometry: SkinGeometry) -> Image:
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell_px: int) -> Image:
     """Zero-mean, unit-ish smooth random field with features about ``cell_px`` across."""
-    coarse = rng.standard_normal((shape[0] // cell_px + 2, shape[1] // cell_px + 2)).astype(np.float32)
-    big = cv2.resize(coarse, (shape[1] + 2 * cell_px, shape[0] + 2 * cell_px), interpolation=cv2.INTER_CUBIC)
-    return np.ascontiguousarray(big[cell_px:cell_px + shape[0], cell_px:cell_px + shape[1]])
+    coarse = rng.standard_normal((shape[0] // cell_px + 2, shape[1] // cell_px + 2)).astype(
+        np.float32
+    )
+    big = cv2.resize(
+        coarse, (shape[1] + 2 * cell_px, shape[0] + 2 * cell_px), interpolation=cv2.INTER_CUBIC
+    )
+    return np.ascontiguousarray(big[cell_px : cell_px + shape[0], cell_px : cell_px + shape[1]])
 
 
 def _albedo(rng: np.random.Generator, params: SkinParams, shape: tuple[int, int]) -> Image:
     """Skin colour per pixel, melanin and redness varying smoothly (built at 1/4 resolution)."""
     small = (shape[0] // 4, shape[1] // 4)
-    melanin = params.melanin + 0.12 * _smooth_noise(rng, small, 40) + 0.05 * _smooth_noise(rng, small, 10)
+    melanin = (
+        params.melanin + 0.12 * _smooth_noise(rng, small, 40) + 0.05 * _smooth_noise(rng, small, 10)
+    )
     erythema = params.erythema + 0.15 * _smooth_noise(rng, small, 30)
-    absorb = melanin[..., None] * MELANIN_ABSORPTION_RGB + erythema[..., None] * ERYTHEMA_ABSORPTION_RGB
+    absorb = (
+        melanin[..., None] * MELANIN_ABSORPTION_RGB + erythema[..., None] * ERYTHEMA_ABSORPTION_RGB
+    )
     albedo = (SKIN_ALBEDO_RGB * np.exp(-absorb)).astype(np.float32)
-    return np.asarray(cv2.resize(albedo, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+    return np.asarray(
+        cv2.resize(albedo, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR), dtype=np.float32
+    )
+
+
+def _blur(image: Image, sigma_px: float) -> Image:
+    """Gaussian blur of a float32 image."""
+    return np.asarray(cv2.GaussianBlur(image, (0, 0), sigma_px), dtype=np.float32)
 
 
 def _shading(height: Image, light_deg: float) -> Image:
@@ -112,7 +133,7 @@ def _shading(height: Image, light_deg: float) -> Image:
 def _illumination(rng: np.random.Generator, params: SkinParams, shape: tuple[int, int]) -> Image:
     """Uneven LED illumination: radial vignetting times a gentle tilt (smooth, built small)."""
     small = (shape[0] // 8, shape[1] // 8)
-    ys, xs = np.mgrid[0:small[0], 0:small[1]].astype(np.float32) / np.float32(small[0])
+    ys, xs = np.mgrid[0 : small[0], 0 : small[1]].astype(np.float32) / np.float32(small[0])
     cx, cy = small[1] / small[0] / 2 + rng.normal(0, 0.05), 0.5 + rng.normal(0, 0.05)
     radius2 = ((xs - cx) ** 2 + (ys - cy) ** 2) / np.float32((small[1] / small[0] / 2) ** 2 + 0.25)
     angle = rng.uniform(0, 2 * np.pi)
@@ -130,11 +151,13 @@ def _specular(rng: np.random.Generator, params: SkinParams, hill: Image) -> Imag
 
 
 def _sensor_noise(rng: np.random.Generator, params: SkinParams, rgb: Image) -> None:
-    """Add sensor noise in place: per-pixel luminance noise, coarser chroma noise (Bayer demosaic)."""
+    """Add sensor noise in place: per-pixel luminance noise, coarser chroma noise (demosaic)."""
     height, width = rgb.shape[:2]
     luma = rng.standard_normal((height, width), dtype=np.float32)
     chroma = rng.standard_normal((height // 2, width // 2, 3), dtype=np.float32)
-    noise = luma[..., None] + 0.6 * cv2.resize(chroma, (width, height), interpolation=cv2.INTER_NEAREST)
+    noise = luma[..., None] + 0.6 * cv2.resize(
+        chroma, (width, height), interpolation=cv2.INTER_NEAREST
+    )
     rgb += noise * (params.noise_sigma * np.sqrt(np.clip(rgb, 0.02, None)) + 0.002)
 
 
@@ -143,22 +166,27 @@ def _height_fields(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, I
     distance, width = furrow_fields(geometry)
     half_width = width * np.float32(0.5)
     furrow = 1.0 / (1.0 + np.exp((distance - half_width) / np.float32(EDGE_SOFTNESS_PX)))
-    rounding_px = np.float32(0.2 * np.sqrt(params.lattice_cell_area_mm2) * 1000.0 / params.um_per_px)
+    rounding_px = np.float32(
+        0.2 * np.sqrt(params.lattice_cell_area_mm2) * 1000.0 / params.um_per_px
+    )
     hill = 1.0 - np.exp(-np.maximum(distance - half_width, 0.0) / rounding_px)
     pore = pore_field(geometry)
     height = 3.0 * hill - furrow * (0.35 * width + 1.0) - 3.0 * pore
-    return furrow, hill, pore, np.asarray(height, dtype=np.float32)
+    as_image = np.float32
+    return furrow.astype(as_image), hill.astype(as_image), pore, height.astype(as_image)
 
 
-def render_rgb(rng: np.random.Generator, geometry: SkinGeometry, params: SkinParams) -> npt.NDArray[np.uint8]:
+def render_rgb(
+    rng: np.random.Generator, geometry: SkinGeometry, params: SkinParams
+) -> npt.NDArray[np.uint8]:
     """The frame as 8-bit RGB, before JPEG compression."""
     furrow, hill, pore, height = _height_fields(geometry, params)
     shape = (geometry.height_px, geometry.width_px)
-    light = _shading(cv2.GaussianBlur(height, (0, 0), 1.5), float(rng.uniform(0, 360)))
+    light = _shading(_blur(height, 1.5), float(rng.uniform(0, 360)))
     luminance = light * _illumination(rng, params, shape) * (1.0 - 0.3 * furrow)
     rgb = _albedo(rng, params, shape) * luminance[..., None]
     rgb *= 1.0 - pore[..., None] * PORE_DARKENING_RGB
     rgb += _specular(rng, params, hill)[..., None]
-    rgb = cv2.GaussianBlur(rgb, (0, 0), params.defocus_sigma_px)
+    rgb = _blur(rgb, params.defocus_sigma_px)
     _sensor_noise(rng, params, rgb)
     return np.asarray(cv2.convertScaleAbs(np.maximum(rgb, 0.0), alpha=255.0), dtype=np.uint8)

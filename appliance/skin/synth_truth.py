@@ -19,7 +19,9 @@ Polygon = list[tuple[float, float]]
 PORE_INTEGRATION_STEPS = 4096
 
 
-def clipped_lengths_px(starts: FloatArray, ends: FloatArray, width: float, height: float) -> FloatArray:
+def clipped_lengths_px(
+    starts: FloatArray, ends: FloatArray, width: float, height: float
+) -> FloatArray:
     """Length of each segment inside [0, width] x [0, height] (Liang-Barsky clipping)."""
     delta = ends - starts
     t_in, t_out = np.zeros(len(starts)), np.ones(len(starts))
@@ -48,6 +50,7 @@ def polygon_area_px2(points: FloatArray) -> float:
 
 def _clip_half_plane(polygon: Polygon, axis: int, bound: float, keep_below: bool) -> Polygon:
     """One Sutherland-Hodgman pass: keep the part of ``polygon`` on one side of a line."""
+
     def inside(point: tuple[float, float]) -> bool:
         return point[axis] <= bound if keep_below else point[axis] >= bound
 
@@ -56,8 +59,12 @@ def _clip_half_plane(polygon: Polygon, axis: int, bound: float, keep_below: bool
         previous = polygon[k - 1]
         if inside(current) != inside(previous):
             t = (bound - previous[axis]) / (current[axis] - previous[axis])
-            result.append((previous[0] + t * (current[0] - previous[0]),
-                           previous[1] + t * (current[1] - previous[1])))
+            result.append(
+                (
+                    previous[0] + t * (current[0] - previous[0]),
+                    previous[1] + t * (current[1] - previous[1]),
+                )
+            )
         if inside(current):
             result.append(current)
     return result
@@ -66,7 +73,12 @@ def _clip_half_plane(polygon: Polygon, axis: int, bound: float, keep_below: bool
 def area_in_frame_px2(points: FloatArray, width: float, height: float) -> float:
     """Area of the part of a polygon inside [0, width] x [0, height]."""
     polygon: Polygon = [(float(x), float(y)) for x, y in points]
-    for axis, bound, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False), (1, height, True)):
+    for axis, bound, keep_below in (
+        (0, 0.0, False),
+        (0, width, True),
+        (1, 0.0, False),
+        (1, height, True),
+    ):
         polygon = _clip_half_plane(polygon, axis, bound, keep_below)
         if len(polygon) < 3:
             return 0.0
@@ -85,21 +97,33 @@ def _hill_counts(geometry: SkinGeometry) -> tuple[int, int, FloatArray]:
     corners = geometry.vertices_px[_padded_faces(geometry.faces)]  # (F, K, 2)
     low, high = corners.min(axis=1), corners.max(axis=1)
     inside = (low[:, 0] >= 0) & (low[:, 1] >= 0) & (high[:, 0] <= width) & (high[:, 1] <= height)
-    touching = ~inside & (high[:, 0] > 0) & (high[:, 1] > 0) & (low[:, 0] < width) & (low[:, 1] < height)
-    cut_count = sum(area_in_frame_px2(corners[face], width, height) > 0.0 for face in np.flatnonzero(touching))
+    touching = (
+        ~inside & (high[:, 0] > 0) & (high[:, 1] > 0) & (low[:, 0] < width) & (low[:, 1] < height)
+    )
+    cut_count = sum(
+        area_in_frame_px2(corners[face], width, height) > 0.0 for face in np.flatnonzero(touching)
+    )
     x, y = corners[inside, :, 0], corners[inside, :, 1]
     areas = np.abs(np.sum(x * np.roll(y, -1, axis=1) - y * np.roll(x, -1, axis=1), axis=1)) / 2.0
     return int(inside.sum()), int(cut_count), np.asarray(areas, dtype=np.float64)
 
 
-def disc_area_in_frame_px2(cx: float, cy: float, radius: float, width: float, height: float) -> float:
+def disc_area_in_frame_px2(
+    cx: float, cy: float, radius: float, width: float, height: float
+) -> float:
     """Area of a disc inside the frame: exact when whole, midpoint integration when cut."""
     if radius <= cx <= width - radius and radius <= cy <= height - radius:
         return math.pi * radius**2
-    x = cx - radius + (np.arange(PORE_INTEGRATION_STEPS) + 0.5) * (2 * radius / PORE_INTEGRATION_STEPS)
+    x = (
+        cx
+        - radius
+        + (np.arange(PORE_INTEGRATION_STEPS) + 0.5) * (2 * radius / PORE_INTEGRATION_STEPS)
+    )
     x = x[(x >= 0) & (x <= width)]
     half_chord = np.sqrt(np.clip(radius**2 - (x - cx) ** 2, 0.0, None))
-    chord = np.clip(np.minimum(cy + half_chord, height) - np.maximum(cy - half_chord, 0.0), 0.0, None)
+    chord = np.clip(
+        np.minimum(cy + half_chord, height) - np.maximum(cy - half_chord, 0.0), 0.0, None
+    )
     return float(chord.sum() * 2 * radius / PORE_INTEGRATION_STEPS)
 
 
@@ -114,7 +138,8 @@ def _furrow_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) ->
     return {
         "furrow_density_mm_per_mm2": total * um_per_px / 1000.0 / frame_mm2,
         "furrow_mean_width_um": float(np.dot(lengths, geometry.edge_width_px)) / total * um_per_px
-        if total > 0 else 0.0,
+        if total > 0
+        else 0.0,
         "furrow_anisotropy": abs(orientation) / total if total > 0 else 0.0,
     }
 
@@ -133,9 +158,16 @@ def _pore_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) -> d
     """Count, density, mean equivalent diameter and area ratio of pores."""
     width, height = float(geometry.width_px), float(geometry.height_px)
     centres, radii = geometry.pore_centres_px, geometry.pore_radii_px
-    counted = (centres[:, 0] >= 0) & (centres[:, 0] < width) & (centres[:, 1] >= 0) & (centres[:, 1] < height)
-    area_px2 = sum(disc_area_in_frame_px2(float(x), float(y), float(r), width, height)
-                   for (x, y), r in zip(centres, radii, strict=True))
+    counted = (
+        (centres[:, 0] >= 0)
+        & (centres[:, 0] < width)
+        & (centres[:, 1] >= 0)
+        & (centres[:, 1] < height)
+    )
+    area_px2 = sum(
+        disc_area_in_frame_px2(float(x), float(y), float(r), width, height)
+        for (x, y), r in zip(centres, radii, strict=True)
+    )
     count = int(counted.sum())
     return {
         "pore_count": float(count),
@@ -154,4 +186,3 @@ def ground_truth(geometry: SkinGeometry, um_per_px: float) -> dict[str, float]:
         **_hill_truth(geometry, um_per_px, frame_mm2),
     }
     return {key: truth[key] for key in TEXTURE_PORE_KEYS}
-

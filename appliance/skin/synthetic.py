@@ -71,8 +71,9 @@ def _rng(seed: int, index: int, preset: str) -> np.random.Generator:
 
 def encode_jpeg(rgb: npt.NDArray[np.uint8], quality: int) -> bytes:
     """Baseline JPEG bytes of an RGB image, as the microscope software saves it."""
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                              [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, buffer = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise RuntimeError("OpenCV could not encode the synthetic frame as JPEG")
     return bytes(buffer.tobytes())
@@ -81,6 +82,8 @@ def encode_jpeg(rgb: npt.NDArray[np.uint8], quality: int) -> bytes:
 def decode_jpeg(jpeg: bytes) -> npt.NDArray[np.uint8]:
     """RGB pixels of JPEG bytes."""
     bgr = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise RuntimeError("OpenCV could not decode the synthetic frame's JPEG")
     return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
@@ -113,5 +116,7 @@ def write_frame(frame: SyntheticSkin, out_dir: Path) -> tuple[Path, Path]:
     stem = frame_name(frame.seed, frame.index)
     image_path, sidecar_path = out_dir / f"{stem}.jpg", out_dir / f"{stem}.json"
     image_path.write_bytes(frame.jpeg)
-    sidecar_path.write_text(json.dumps(frame.sidecar(image_path.name), indent=2) + "\n", encoding="utf-8")
+    sidecar_path.write_text(
+        json.dumps(frame.sidecar(image_path.name), indent=2) + "\n", encoding="utf-8"
+    )
     return image_path, sidecar_path
