@@ -22,6 +22,11 @@ INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
 
 
+def layer_name(index: int) -> str:
+    """The node name of the index-th Gemm layer (0 = the first, fed the normalised features)."""
+    return f"layer{index}"
+
+
 def _layer_nodes(model: TrainedMlp) -> tuple[list[Any], list[Any], str]:
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     nodes, initialisers = [], []
@@ -35,7 +40,7 @@ def _layer_nodes(model: TrainedMlp) -> tuple[list[Any], list[Any], str]:
         nodes.append(
             helper.make_node(
                 "Gemm", [current, f"layer{i}.weight", f"layer{i}.bias"], [out], transB=1,
-                name=f"layer{i}",
+                name=layer_name(i),
             )
         )
         current = out

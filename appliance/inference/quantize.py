@@ -5,8 +5,10 @@ and stores weights as int8. Only the Gemm layers are quantized: the input normal
 (Sub/Div) stays float, because raw features span six orders of magnitude (pore counts next to
 area ratios) and one 8-bit scale over them would erase the small ones; Softmax stays float so
 the probabilities are exact for the quantized logits. Each candidate scheme (QDQ or QOperator,
-per-tensor or per-channel weights) is scored by label agreement with the float model on the
-validation split; the best wins, the smaller file breaks ties.
+per-tensor or per-channel weights, first layer int8 or float) is scored by label agreement with
+the float model on the validation split; the best wins, the smaller file breaks ties. Keeping the
+first layer float avoids one 8-bit rounding of the normalised inputs, whose tails (rare large
+pores, very coarse skin) stretch the calibrated range.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,12 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from appliance.inference.export import INPUT_NAME
+from appliance.inference.export import INPUT_NAME, layer_name
 from appliance.inference.runner import FloatMatrix, session_options
 
 log = logging.getLogger(__name__)
+
+FIRST_LAYER = layer_name(0)
 
 @dataclass(frozen=True)
 class Scheme:
@@ -40,6 +44,7 @@ class Scheme:
 
     quant_format: str  # "QDQ" or "QOperator"
     per_channel: bool
+    float_first_layer: bool = False
     agreement: float = 0.0
     size_bytes: int = 0
 
@@ -72,6 +77,7 @@ def quantize(float_path: Path, out_path: Path, calibration: FloatMatrix, scheme:
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=[FIRST_LAYER] if scheme.float_first_layer else None,
     )
     return out_path
 
@@ -90,21 +96,29 @@ def agreement(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
     return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
 
 
+def candidate_schemes(n_layers: int) -> list[Scheme]:
+    """Every scheme worth measuring; a one-layer model must quantize its only layer."""
+    firsts = (False, True) if n_layers > 1 else (False,)
+    return [
+        Scheme(quant_format, per_channel, float_first)
+        for quant_format in ("QDQ", "QOperator")
+        for per_channel in (False, True)
+        for float_first in firsts
+    ]
+
+
 def choose_and_quantize(
-    float_path: Path, out_path: Path, calibration: FloatMatrix, validation: FloatMatrix
+    float_path: Path, out_path: Path, calibration: FloatMatrix, validation: FloatMatrix,
+    n_layers: int,
 ) -> tuple[Scheme, list[Scheme]]:
     """Try every scheme, keep the one agreeing best with the float model; write it to out_path."""
     reference = predict(float_path, validation)
     measured = []
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
-        for quant_format in ("QDQ", "QOperator"):
-            for per_channel in (False, True):
-                trial = Path(scratch) / f"{quant_format}-{per_channel}.onnx"
-                quantize(float_path, trial, calibration, Scheme(quant_format, per_channel))
-                score = agreement(reference, predict(trial, validation))
-                measured.append(
-                    Scheme(quant_format, per_channel, score, trial.stat().st_size)
-                )
+        for scheme in candidate_schemes(n_layers):
+            trial = quantize(float_path, Path(scratch) / "trial.onnx", calibration, scheme)
+            score = agreement(reference, predict(trial, validation))
+            measured.append(replace(scheme, agreement=score, size_bytes=trial.stat().st_size))
     best = max(measured, key=lambda s: (s.agreement, -s.size_bytes))
     log.info("quantization schemes: %s; chose %s", [asdict(s) for s in measured], best)
     quantize(float_path, out_path, calibration, best)

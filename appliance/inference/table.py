@@ -2,7 +2,8 @@
 
 Columns: every feature the model uses (named as in FEATURE_KEYS), ``label`` (the expert's grade,
 a string), optionally ``split`` (train / calibration / validation / test) and provenance columns
-(``source``), which are carried along but never fed to a model.
+(``source``), which are carried along but never fed to a model. A Parquet table also carries a
+description of where its rows came from, which a build copies into the model's ``trained_on``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from appliance.transport.payloads import FEATURE_KEYS
 
 SPLITS = ("train", "calibration", "validation", "test")
 MAX_TABLE_BYTES = 200 * 1024 * 1024
+DESCRIPTION_KEY = b"appliance.description"
 
 
 class TableError(ValueError):
@@ -35,6 +37,7 @@ class LabelledTable:
     labels: tuple[str, ...]
     splits: tuple[str, ...]
     sources: tuple[str, ...]
+    description: str = ""  # where the rows came from (stored in Parquet metadata)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -50,6 +53,7 @@ class LabelledTable:
             tuple(self.labels[i] for i in keep),
             tuple(self.splits[i] for i in keep),
             tuple(self.sources[i] for i in keep),
+            self.description,
         )
 
     def label_set(self, order: Sequence[str] = ()) -> tuple[str, ...]:
@@ -58,7 +62,7 @@ class LabelledTable:
         return tuple(x for x in order if x in present) + tuple(sorted(present - set(order)))
 
 
-def _columns(path: Path) -> dict[str, list[str]]:
+def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
     if not path.is_file():
         raise TableError(f"{path}: table not found (make one with `appliance models skin-table`)")
     if path.stat().st_size > MAX_TABLE_BYTES:
@@ -67,17 +71,23 @@ def _columns(path: Path) -> dict[str, list[str]]:
         import pyarrow.parquet as pq  # noqa: PLC0415  (the train extra; CSV needs none)
 
         try:
-            data = pq.read_table(path).to_pydict()
+            arrow = pq.read_table(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
             raise TableError(f"{path}: not a readable Parquet file: {exc}") from exc
-        return {name: ["" if v is None else str(v) for v in col] for name, col in data.items()}
+        meta = arrow.schema.metadata or {}
+        description = meta.get(DESCRIPTION_KEY, b"").decode("utf-8", "replace")
+        columns = {
+            name: ["" if v is None else str(v) for v in col]
+            for name, col in arrow.to_pydict().items()
+        }
+        return columns, description
     if path.suffix != ".csv":
         raise TableError(f"{path}: unknown table format; use .csv or .parquet")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         records = list(reader)
         names = reader.fieldnames or []
-    return {name: [r.get(name) or "" for r in records] for name in names}
+    return {name: [r.get(name) or "" for r in records] for name in names}, ""
 
 
 def _feature_matrix(
@@ -99,7 +109,7 @@ def _feature_matrix(
 def read_table(path: str | Path, feature_names: Sequence[str] = FEATURE_KEYS) -> LabelledTable:
     """Read a labelled CSV/Parquet table; TableError names a missing column or a bad cell."""
     file = Path(path)
-    columns = _columns(file)
+    columns, description = _columns(file)
     missing = [name for name in (*feature_names, "label") if name not in columns]
     if missing:
         raise TableError(
@@ -118,6 +128,7 @@ def read_table(path: str | Path, feature_names: Sequence[str] = FEATURE_KEYS) ->
         labels=tuple(columns["label"]),
         splits=tuple(splits),
         sources=tuple(columns.get("source", [""] * rows)),
+        description=description,
     )
 
 
@@ -131,7 +142,8 @@ def write_table(path: str | Path, table: LabelledTable) -> Path:
 
         data = {name: pa.array(table.features[:, j]) for j, name in enumerate(table.feature_names)}
         data.update(label=table.labels, split=table.splits, source=table.sources)
-        pq.write_table(pa.table(data), file, compression="zstd")
+        arrow = pa.table(data).replace_schema_metadata({DESCRIPTION_KEY: table.description})
+        pq.write_table(arrow, file, compression="zstd")
         return file
     with file.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -1,0 +1,156 @@
+"""Build a texture-grade model from a labelled table: train, export float ONNX, INT8-quantize,
+validate, and write the contract with the calibration and validation figures into both files.
+
+Splits: ``train`` fits the MLP, ``calibration`` sets the INT8 activation ranges, ``validation``
+picks the quantization scheme and gives the figures in the metadata; ``test`` is never touched
+here (``appliance models evaluate`` and ``benchmarks/classifier.py`` use it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.inference import export, quantize
+from appliance.inference.contract import ModelContract
+from appliance.inference.evaluate import FLOAT_MODEL_KEY
+from appliance.inference.table import LabelledTable, TableError, read_table
+from appliance.inference.training import TrainedMlp, label_indices, train_mlp
+from appliance.transport.payloads import FEATURE_KEYS
+
+log = logging.getLogger(__name__)
+
+GRADE_LABELS = ("fine", "normal", "coarse")
+DEFAULT_NAME = "skin-texture-grade"
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What to build from which table."""
+
+    table: Path
+    out_dir: Path
+    trained_on: str
+    name: str = DEFAULT_NAME
+    version: str = "1.0.0"
+    hidden: tuple[int, ...] = (128, 128)
+    epochs: int = 150
+    seed: int = 0
+    feature_names: tuple[str, ...] = FEATURE_KEYS
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """The two files written and the figures stored in them."""
+
+    float_path: Path
+    int8_path: Path
+    contract: ModelContract
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _split(table: LabelledTable, name: str) -> LabelledTable:
+    rows = table.rows(name)
+    if len(rows) == 0:
+        raise TableError(
+            f"the table has no {name!r} rows; a build needs train, calibration and validation "
+            f"rows in its split column (make one with `appliance models skin-table`)"
+        )
+    return rows
+
+
+def _accuracy(probabilities: np.ndarray, table: LabelledTable, labels: Sequence[str]) -> float:
+    return float(np.mean(np.argmax(probabilities, axis=1) == label_indices(table.labels, labels)))
+
+
+def _sha256_short(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _contract(settings: BuildSettings, labels: Sequence[str], figures: dict[str, Any],
+              extra: dict[str, str]) -> ModelContract:
+    return ModelContract(
+        name=settings.name,
+        version=settings.version,
+        feature_names=settings.feature_names,
+        labels=tuple(labels),
+        trained_on=f"{settings.trained_on} [table {settings.table.name} "
+        f"sha256:{_sha256_short(settings.table)}]",
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        figures=figures,
+        extra=extra,
+    )
+
+
+def _figures(
+    model: TrainedMlp, scheme: quantize.Scheme, schemes: list[quantize.Scheme],
+    table: LabelledTable, paths: tuple[Path, Path],
+) -> dict[str, Any]:
+    calibration, validation = _split(table, "calibration"), _split(table, "validation")
+    float_p = quantize.predict(paths[0], validation.features)
+    int8_p = quantize.predict(paths[1], validation.features)
+    return {
+        "calibration": {
+            "rows": len(calibration), "method": "MinMax", "activations": "uint8",
+            "weights": "int8", "chosen": asdict(scheme), "candidates": [asdict(s) for s in schemes],
+        },
+        "validation": {
+            "rows": len(validation), "hidden_layers": list(model.hidden_sizes),
+            "train_rows": len(_split(table, "train")),
+            "accuracy_float": _accuracy(float_p, validation, model.labels),
+            "accuracy_int8": _accuracy(int8_p, validation, model.labels),
+            "agreement_int8_float": quantize.agreement(float_p, int8_p),
+        },
+    }
+
+
+def build_model(settings: BuildSettings) -> BuiltModel:
+    """Train, export, quantize and validate; returns the written float and INT8 paths."""
+    table = read_table(settings.table, settings.feature_names)
+    labels = table.label_set(GRADE_LABELS)
+    model = train_mlp(_split(table, "train"), labels, settings.hidden, settings.epochs,
+                      seed=settings.seed)
+    float_path = settings.out_dir / f"{settings.name}.float.onnx"
+    int8_path = settings.out_dir / f"{settings.name}.int8.onnx"
+    float_contract = _contract(settings, labels, {}, {"precision": "float32"})
+    export.save(export.build_graph(model, float_contract), float_path)
+    scheme, schemes = quantize.choose_and_quantize(
+        float_path, int8_path, _split(table, "calibration").features,
+        _split(table, "validation").features, len(model.layers),
+    )
+    figures = _figures(model, scheme, schemes, table, (float_path, int8_path))
+    float_contract = _contract(settings, labels, figures, {"precision": "float32"})
+    export.rewrite_metadata(float_path, float_contract)
+    contract = _contract(
+        settings, labels, figures, {"precision": "int8", FLOAT_MODEL_KEY: float_path.name}
+    )
+    export.rewrite_metadata(int8_path, contract)
+    log.info("built %s (%d B) and %s (%d B)", int8_path, int8_path.stat().st_size, float_path,
+             float_path.stat().st_size)
+    return BuiltModel(float_path, int8_path, contract, figures)
+
+
+def compare_architectures(
+    table_path: Path, candidates: Sequence[tuple[int, ...]], epochs: int = 150, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Validation accuracy and parameter count of float models of each hidden-layer shape."""
+    table = read_table(table_path)
+    labels = table.label_set(GRADE_LABELS)
+    validation = _split(table, "validation")
+    rows = []
+    for hidden in candidates:
+        model = train_mlp(_split(table, "train"), labels, hidden, epochs, seed=seed)
+        logits = model.logits(validation.features)
+        rows.append({
+            "hidden_layers": list(hidden),
+            "parameters": int(sum(w.size + b.size for w, b in model.layers)),
+            "validation_accuracy": _accuracy(logits, validation, labels),
+        })
+    return rows

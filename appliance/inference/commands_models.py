@@ -1,0 +1,160 @@
+"""``appliance models build-skin | evaluate | show | skin-table``: the skin texture model.
+
+Heavy imports (torch, onnx, onnxruntime, the synthetic generator) happen inside the handlers,
+so `appliance --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.inference.contract import ModelError
+from appliance.inference.table import TableError
+
+MODELS_DIR = Path("models")
+DEFAULT_TABLE = MODELS_DIR / "data" / "skin-grades.parquet"
+DEFAULT_MODEL = MODELS_DIR / "skin-texture-grade.int8.onnx"
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: give widths like 128,128") from exc
+    if not sizes or any(size < 1 or size > 4096 for size in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: widths must be 1..4096, e.g. 128,128")
+    return sizes
+
+
+def _build_skin(args: argparse.Namespace) -> int:
+    from appliance.inference.build import BuildSettings, build_model  # noqa: PLC0415  (torch)
+    from appliance.inference.table import read_table  # noqa: PLC0415  (pyarrow)
+
+    try:
+        description = args.trained_on or read_table(args.data).description
+        settings = BuildSettings(
+            table=args.data, out_dir=args.out, version=args.version, hidden=args.hidden,
+            epochs=args.epochs, seed=args.seed,
+            trained_on=description or f"labelled table {args.data.name} (no description given)",
+        )
+        built = build_model(settings)
+    except (TableError, ModelError, ValueError) as exc:
+        print(f"build-skin: {exc}", file=sys.stderr)
+        return 2
+    for path in (built.int8_path, built.float_path):
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    print(json.dumps(built.figures, indent=2, sort_keys=True))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from appliance.inference.evaluate import evaluate, format_report  # noqa: PLC0415  (ORT)
+
+    try:
+        report = evaluate(args.model, args.data, args.split, args.float_model)
+    except (ModelError, TableError) as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _describe(runner: Any) -> dict[str, Any]:
+    contract = runner.contract
+    return {
+        "file": str(runner.path),
+        "bytes": runner.path.stat().st_size,
+        "name": contract.name,
+        "version": contract.version,
+        "feature_names": list(contract.feature_names),
+        "labels": list(contract.labels),
+        "trained_on": contract.trained_on,
+        "created_at": contract.created_at,
+        **contract.extra,
+        **contract.figures,
+    }
+
+
+def _show(args: argparse.Namespace) -> int:
+    from appliance.inference.runner import OnnxRunner  # noqa: PLC0415  (onnxruntime)
+
+    try:
+        runner = OnnxRunner(args.model)
+    except ModelError as exc:
+        print(f"show: refused: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(_describe(runner), indent=2))
+    return 0
+
+
+def _skin_table(args: argparse.Namespace) -> int:
+    from appliance.inference.grades import TableSpec, build_skin_table  # noqa: PLC0415
+    from appliance.inference.table import write_table  # noqa: PLC0415  (pyarrow)
+
+    spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features,
+                     label_noise=args.label_noise)
+    try:
+        table = build_skin_table(spec, progress=not args.quiet)
+    except (ImportError, ValueError) as exc:
+        print(f"skin-table: {exc}", file=sys.stderr)
+        return 2
+    path = write_table(args.out, table)
+    print(f"wrote {path} ({len(table)} rows, {path.stat().st_size} bytes): {table.description}")
+    return 0
+
+
+def _register_build(models: Any) -> None:
+    build = models.add_parser(
+        "build-skin", help="train, export, INT8-quantize and validate the skin texture model"
+    )
+    build.add_argument("--data", type=Path, default=DEFAULT_TABLE, help="labelled table")
+    build.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder")
+    build.add_argument("--version", default="1.0.0", help="model version for the metadata")
+    build.add_argument("--hidden", type=_hidden, default=(128, 128), help="hidden layer widths")
+    build.add_argument("--epochs", type=int, default=150, help="training epochs")
+    build.add_argument("--seed", type=int, default=0, help="training seed")
+    build.add_argument("--trained-on", help="data description (default: the table's own)")
+    build.set_defaults(handler=_build_skin)
+
+
+def _register_inspect(models: Any) -> None:
+    evaluate = models.add_parser(
+        "evaluate", help="accuracy, per-class precision/recall, confusion, INT8/float agreement"
+    )
+    evaluate.add_argument("model", type=Path, help="ONNX model (INT8 or float)")
+    evaluate.add_argument("--data", type=Path, required=True, help="labelled table")
+    evaluate.add_argument("--split", default="test", help="rows to use: test (default) or all")
+    evaluate.add_argument("--float", dest="float_model", type=Path,
+                          help="float model to compare with (default: the one named inside)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(handler=_evaluate)
+    show = models.add_parser("show", help="check a model and print its contract and figures")
+    show.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, help="ONNX model")
+    show.set_defaults(handler=_show)
+
+
+def _register_table(models: Any) -> None:
+    table = models.add_parser(
+        "skin-table", help="labelled feature table from synthetic skin (for build-skin)"
+    )
+    table.add_argument("--out", type=Path, default=DEFAULT_TABLE, help=".parquet or .csv")
+    table.add_argument("--rows", type=int, default=1500, help="number of frames")
+    table.add_argument("--seed", type=int, default=0, help="synthetic generator seed")
+    table.add_argument("--features", choices=("measured", "truth"), default="measured",
+                       help="measured: analyze() each frame; truth: ground truth + noise")
+    table.add_argument("--label-noise", type=float, default=0.25,
+                       help="expert disagreement, as a share of the grade score's spread")
+    table.add_argument("--quiet", action="store_true", help="no progress bar")
+    table.set_defaults(handler=_skin_table)
+
+
+def register(root: Any, groups: dict[str, Any]) -> None:
+    """Add the model commands to ``appliance models``."""
+    models = groups["models"]
+    _register_build(models)
+    _register_inspect(models)
+    _register_table(models)

@@ -1,0 +1,150 @@
+"""Validation report of a model on a labelled table: accuracy, per-class precision/recall,
+confusion matrix, and how often the INT8 model agrees with the float model it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.inference.contract import ModelError
+from appliance.inference.runner import OnnxRunner
+from appliance.inference.table import LabelledTable, read_table
+
+FLOAT_MODEL_KEY = "float_model"
+
+
+@dataclass(frozen=True)
+class ClassFigures:
+    """Precision, recall and support of one label."""
+
+    precision: float
+    recall: float
+    support: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What ``appliance models evaluate`` reports."""
+
+    model: str
+    version: str
+    rows: int
+    split: str  # which rows of the table: train/calibration/validation/test, or all
+    labels: tuple[str, ...]
+    accuracy: float
+    per_class: dict[str, ClassFigures]
+    confusion: list[list[int]]  # rows: true label, columns: predicted label
+    float_model: str | None = None
+    float_accuracy: float | None = None
+    agreement_with_float: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready mapping."""
+        return asdict(self)
+
+
+def confusion_matrix(
+    truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], n_labels: int
+) -> npt.NDArray[np.int64]:
+    """Counts [true, predicted] over label indices 0..n_labels-1."""
+    matrix = np.zeros((n_labels, n_labels), dtype=np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    return matrix
+
+
+def per_class_figures(
+    matrix: npt.NDArray[np.int64], labels: Sequence[str]
+) -> dict[str, ClassFigures]:
+    """Precision and recall per label from a confusion matrix (0 where undefined)."""
+    figures = {}
+    for i, label in enumerate(labels):
+        predicted, actual = int(matrix[:, i].sum()), int(matrix[i, :].sum())
+        figures[label] = ClassFigures(
+            precision=float(matrix[i, i] / predicted) if predicted else 0.0,
+            recall=float(matrix[i, i] / actual) if actual else 0.0,
+            support=actual,
+        )
+    return figures
+
+
+def _true_indices(
+    table: LabelledTable, labels: Sequence[str], model: Path
+) -> npt.NDArray[np.int64]:
+    position = {label: i for i, label in enumerate(labels)}
+    unknown = sorted(set(table.labels) - set(position))
+    if unknown:
+        raise ModelError(
+            f"{model}: the table has label(s) {unknown} that the model does not know; "
+            f"model side: {list(labels)}"
+        )
+    return np.asarray([position[label] for label in table.labels], dtype=np.int64)
+
+
+def find_float_model(runner: OnnxRunner) -> Path | None:
+    """The float model named in an INT8 model's metadata, if that file exists beside it."""
+    name = runner.contract.extra.get(FLOAT_MODEL_KEY)
+    if not name:
+        return None
+    candidate = runner.path.parent / Path(name).name
+    return candidate if candidate.is_file() else None
+
+
+def evaluate(
+    model_path: str | Path, table_path: str | Path, split: str = "test",
+    float_path: str | Path | None = None,
+) -> Evaluation:
+    """Score the model on the table's ``split`` rows ("all": every row) and compare to float."""
+    runner = OnnxRunner(model_path)
+    table = read_table(table_path, runner.contract.feature_names)
+    if split != "all" and split not in table.splits:
+        split = "all"  # a table without a split column is all held-out data
+    table = table.rows(split)
+    labels = runner.contract.labels
+    truth = _true_indices(table, labels, runner.path)
+    probabilities = runner.probabilities(table.features)
+    predicted = np.argmax(probabilities, axis=1)
+    matrix = confusion_matrix(truth, predicted, len(labels))
+    reference = Path(float_path) if float_path else find_float_model(runner)
+    float_accuracy = agreement = None
+    if reference is not None:
+        float_predicted = np.argmax(OnnxRunner(reference).probabilities(table.features), axis=1)
+        float_accuracy = float(np.mean(float_predicted == truth))
+        agreement = float(np.mean(float_predicted == predicted))
+    return Evaluation(
+        model=runner.contract.name, version=runner.contract.version, rows=len(table), split=split,
+        labels=labels, accuracy=float(np.mean(predicted == truth)),
+        per_class=per_class_figures(matrix, labels), confusion=matrix.tolist(),
+        float_model=str(reference) if reference else None,
+        float_accuracy=float_accuracy, agreement_with_float=agreement,
+    )
+
+
+def format_report(report: Evaluation) -> str:
+    """The report as text for a terminal."""
+    lines = [
+        f"model {report.model} {report.version} on {report.rows} rows (split {report.split})",
+        f"accuracy {report.accuracy:.4f}",
+        "label        precision  recall  support",
+    ]
+    for label, figures in report.per_class.items():
+        lines.append(
+            f"{label:<12} {figures.precision:9.4f} {figures.recall:7.4f} {figures.support:8d}"
+        )
+    width = max(len(label) for label in report.labels) + 2
+    lines.append("confusion (rows: true, columns: predicted)")
+    lines.append(" " * width + "".join(f"{label:>{width}}" for label in report.labels))
+    for label, row in zip(report.labels, report.confusion, strict=True):
+        lines.append(f"{label:<{width}}" + "".join(f"{count:>{width}d}" for count in row))
+    if report.agreement_with_float is None:
+        lines.append("float model: none found (pass --float FILE to compare INT8 with float)")
+    else:
+        lines.append(
+            f"float model {report.float_model}: accuracy {report.float_accuracy:.4f}, "
+            f"INT8/float label agreement {report.agreement_with_float:.4f}"
+        )
+    return "\n".join(lines)
