@@ -1,0 +1,174 @@
+"""The ingest worker against a real mosquitto: exact storage, dead letters, shared load, kills."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from appliance.backoffice import fleetsim
+from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.store import Store, open_store
+from appliance.config import Config, config_from_mapping
+from appliance.transport.broker import PrivateBroker
+
+pytestmark = pytest.mark.broker
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config(host: str, port: int, prefix: str, state_dir: Path, client: str = "w") -> Config:
+    return config_from_mapping(
+        {
+            "mqtt": {"host": host, "port": port, "topic_prefix": prefix},
+            "state_dir": str(state_dir),
+            "backoffice": {"client_id": f"{client}-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60},
+        },
+        environ={},
+    )
+
+
+def _wait_for(check: Callable[[], bool], timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def _results(prefix: str, count: int, seed: int, devices: int = 5) -> list[tuple[str, bytes]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        device = f"kiosk-{i % devices}"
+        result = fleetsim.sample_result(rng, "lab", device, i)
+        out.append((f"{prefix}/lab/{device}/result", result.to_json()))
+    return out
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> Iterator[str]:
+    """A SQLite store URL in the test's folder."""
+    yield f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+
+
+def _start(config: Config, url: str) -> tuple[IngestWorker, Store]:
+    store = open_store(url)
+    worker = IngestWorker(config, store)
+    worker.start()
+    assert worker.connected.wait(10), "worker did not connect"
+    return worker, store
+
+
+def test_duplicates_and_hostile_messages_leave_exactly_the_valid_results(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
+) -> None:
+    worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
+    valid = _results(topic_prefix, 200, seed=1)
+    hostile = fleetsim.malformed_payloads(fleetsim.sample_result(random.Random(2), "lab", "k", 0))
+    bad = [(f"{topic_prefix}/lab/kiosk-0/result", body) for body in hostile.values()]
+    spoofed = [(f"{topic_prefix}/lab/kiosk-9/result", valid[0][1])]  # kiosk-0's result
+    try:
+        fleetsim.publish_messages("127.0.0.1", 1883, valid[:100] + bad + valid[:30] + spoofed)
+        fleetsim.publish_messages("127.0.0.1", 1883, valid[100:])
+        reader = open_store(store_url)
+        assert _wait_for(lambda: reader.count_dead_letters() == len(bad) + 1)
+        assert _wait_for(lambda: reader.count_results() == 200)
+    finally:
+        worker.stop()
+        store.close()
+    reasons = " | ".join(d.reason for d in reader.dead_letters())
+    for phrase in ("not UTF-8 JSON", "nested too deeply", "exceeds", "Extra inputs", "kiosk-9"):
+        assert phrase in reasons
+    assert worker.stats.duplicates == 30 and worker.stats.stored == 200
+
+
+def test_retained_birth_and_last_will_show_in_the_fleet(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
+) -> None:
+    topic = f"{topic_prefix}/lab/kiosk-7/status"
+    birth = fleetsim.online_status("lab", "kiosk-7", outbox_depth=3)
+    fleetsim.publish_messages("127.0.0.1", 1883, [(topic, birth.to_json())], retain=True)
+    worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
+    reader = open_store(store_url)
+    try:
+        assert _wait_for(lambda: [d["state"] for d in reader.devices()] == ["online"])
+        will = birth.model_copy(update={"state": "offline"}).to_json()
+        fleetsim.publish_messages("127.0.0.1", 1883, [(topic, will)], retain=True)
+        assert _wait_for(lambda: [d["state"] for d in reader.devices()] == ["offline"])
+    finally:
+        fleetsim.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
+        worker.stop()
+        store.close()
+    assert reader.devices()[0]["outbox_depth"] == 3
+
+
+def test_two_workers_on_one_shared_subscription_split_the_load_without_duplicates(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
+) -> None:
+    first = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path, "a"), store_url)
+    second = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path, "b"), store_url)
+    messages = _results(topic_prefix, 600, seed=3)
+    try:
+        fleetsim.publish_messages("127.0.0.1", 1883, messages)
+        reader = open_store(store_url)
+        assert _wait_for(lambda: reader.count_results() == 600)
+        assert _wait_for(lambda: first[0].stats.received + second[0].stats.received == 600)
+    finally:
+        for worker, store in (first, second):
+            worker.stop()
+            store.close()
+    assert first[0].stats.stored > 100 and second[0].stats.stored > 100
+    assert first[0].stats.stored + second[0].stats.stored == 600
+
+
+def _spawn_worker(config_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE__")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "backoffice", "--config", str(config_path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
+    private_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    config_path = tmp_path / "backoffice.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "mqtt": {"port": private_broker.port, "topic_prefix": "fleet"},
+        "state_dir": str(tmp_path / "state"),
+        "backoffice": {"client_id": "office-1", "batch_max_rows": 50, "session_expiry_s": 600},
+    }))
+    messages = _results("fleet", 4000, seed=4, devices=20)
+    worker = _spawn_worker(config_path)
+    reader_url = f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}"
+    try:
+        assert _wait_for(lambda: (tmp_path / "state" / "backoffice.sqlite3").exists())
+        reader = open_store(reader_url)
+        fleetsim.publish_messages("127.0.0.1", private_broker.port, messages[:2500])
+        assert _wait_for(lambda: reader.count_results() >= 300)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        stored_at_kill = reader.count_results()
+        fleetsim.publish_messages("127.0.0.1", private_broker.port, messages[2500:])
+        worker = _spawn_worker(config_path)
+        assert _wait_for(lambda: reader.count_results() == 4000, timeout_s=40)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=20)
+    assert stored_at_kill < 4000, "the kill came too late to test anything"
+    assert worker.returncode == 0, stderr.decode()[-2000:]
+    assert b"session present: True" in stderr

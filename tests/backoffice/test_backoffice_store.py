@@ -1,0 +1,102 @@
+"""The store keeps each measurement once, tracks the fleet, keeps dead letters; SQLite and PG."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice import fleetsim
+from appliance.backoffice.schema import MIGRATIONS, DeadLetter, device_row, result_row
+from appliance.backoffice.store import Batch, Store, StoreError, open_store
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, migrated store of each backend (PostgreSQL in a throw-away schema)."""
+    if request.param == "sqlite":
+        opened = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+        yield opened
+        opened.close()
+        return
+    schema = f"test_store_{uuid.uuid4().hex[:12]}"
+    opened = open_store(PG_URL, pg_schema=schema)
+    try:
+        yield opened
+    finally:
+        opened.drop_postgres_schema(schema)
+        opened.close()
+
+
+def _rows(count: int, seed: int = 1) -> list[tuple[object, ...]]:
+    rng = random.Random(seed)
+    results = [fleetsim.sample_result(rng, "lab", f"kiosk-{i % 3}", i) for i in range(count)]
+    return [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode()) for r in results]
+
+
+def test_each_measurement_is_stored_once_across_and_within_batches(store: Store) -> None:
+    rows = _rows(10)
+    first = store.write_batch(Batch(results=rows[:6] + rows[:2]), dead_letter_max_rows=100)
+    second = store.write_batch(Batch(results=rows[4:] + rows[4:]), dead_letter_max_rows=100)
+    assert first == [row[0] for row in rows[:6]]
+    assert second == [row[0] for row in rows[6:]]
+    assert store.count_results() == 10
+
+
+def test_migrations_are_versioned_and_run_once(store: Store) -> None:
+    assert store.schema_version() == MIGRATIONS[-1][0]
+    assert store.migrate() == []
+
+
+def test_status_messages_build_the_fleet_and_results_refresh_last_seen(store: Store) -> None:
+    birth = fleetsim.online_status("lab", "kiosk-0", outbox_depth=7)
+    store.write_batch(Batch(statuses=[device_row(birth, "2026-11-26T01:00:00.000000Z")]), 100)
+    store.write_batch(Batch(results=_rows(1)), 100)
+    offline = birth.model_copy(update={"state": "offline"})
+    store.write_batch(Batch(statuses=[device_row(offline, "2026-11-26T02:00:00.000000Z")]), 100)
+    (device,) = store.devices()
+    assert device["state"] == "offline"
+    assert device["last_seen"] == "2026-11-26T02:00:00.000000Z"
+    assert (device["model_name"], device["outbox_depth"]) == ("skin-texture-grade", 7)
+
+
+def test_dead_letters_keep_reason_and_payload_and_are_pruned(store: Store) -> None:
+    letters = [
+        DeadLetter("2026-11-26T00:00:00.000000Z", f"t/{i}", f"reason {i}", 3, b"\xff\x00x")
+        for i in range(5)
+    ]
+    store.write_batch(Batch(dead_letters=letters), dead_letter_max_rows=3)
+    kept = store.dead_letters()
+    assert [d.topic for d in kept] == ["t/4", "t/3", "t/2"]
+    assert kept[0].payload == b"\xff\x00x" and kept[0].reason == "reason 4"
+
+
+def test_results_filter_by_device_and_time(store: Store) -> None:
+    rows = _rows(9)
+    store.write_batch(Batch(results=rows), 100)
+    since = sorted(row[3] for row in rows)[4]
+    picked = list(store.select_results(("device_id", "captured_at"), "kiosk-1", since))
+    expected = sorted((r[1], r[3]) for r in rows if r[1] == "kiosk-1" and r[3] >= since)
+    assert picked == [(d, t) for d, t in expected] and picked
+
+
+def test_a_failed_batch_stores_nothing(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    bad = _rows(2)
+    bad[1] = bad[1][:-2] + (None, bad[1][-1])  # NULL in a NOT NULL feature column
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write_batch(Batch(results=bad), 100)
+    assert store.count_results() == 0
+
+
+def test_bad_store_urls_are_explained(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="sqlite:///PATH or postgresql"):
+        Store("mysql://x")
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
+        Store("postgresql://postgres@127.0.0.1:1/test")
