@@ -56,9 +56,9 @@ def _results(prefix: str, count: int, seed: int, devices: int = 5) -> list[tuple
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> Iterator[str]:
+def store_url(tmp_path: Path) -> str:
     """A SQLite store URL in the test's folder."""
-    yield f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    return f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
 
 
 def _start(config: Config, url: str) -> tuple[IngestWorker, Store]:
@@ -89,7 +89,8 @@ def test_duplicates_and_hostile_messages_leave_exactly_the_valid_results(
     reasons = " | ".join(d.reason for d in reader.dead_letters())
     for phrase in ("not UTF-8 JSON", "nested too deeply", "exceeds", "Extra inputs", "kiosk-9"):
         assert phrase in reasons
-    assert worker.stats.duplicates == 30 and worker.stats.stored == 200
+    assert worker.stats.duplicates == 30
+    assert worker.stats.stored == 200
 
 
 def test_retained_birth_and_last_will_show_in_the_fleet(
@@ -127,7 +128,8 @@ def test_two_workers_on_one_shared_subscription_split_the_load_without_duplicate
         for worker, store in (first, second):
             worker.stop()
             store.close()
-    assert first[0].stats.stored > 100 and second[0].stats.stored > 100
+    assert first[0].stats.stored > 100
+    assert second[0].stats.stored > 100
     assert first[0].stats.stored + second[0].stats.stored == 600
 
 
@@ -156,7 +158,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
     worker = _spawn_worker(config_path)
     reader_url = f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}"
     try:
-        assert _wait_for(lambda: (tmp_path / "state" / "backoffice.sqlite3").exists())
+        assert _wait_for((tmp_path / "state" / "backoffice.sqlite3").exists)
         reader = open_store(reader_url)
         fleetsim.publish_messages("127.0.0.1", private_broker.port, messages[:2500])
         assert _wait_for(lambda: reader.count_results() >= 300)

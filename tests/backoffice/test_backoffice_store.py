@@ -74,7 +74,8 @@ def test_dead_letters_keep_reason_and_payload_and_are_pruned(store: Store) -> No
     store.write_batch(Batch(dead_letters=letters), dead_letter_max_rows=3)
     kept = store.dead_letters()
     assert [d.topic for d in kept] == ["t/4", "t/3", "t/2"]
-    assert kept[0].payload == b"\xff\x00x" and kept[0].reason == "reason 4"
+    assert kept[0].payload == b"\xff\x00x"
+    assert kept[0].reason == "reason 4"
 
 
 def test_results_filter_by_device_and_time(store: Store) -> None:
@@ -83,13 +84,14 @@ def test_results_filter_by_device_and_time(store: Store) -> None:
     since = sorted(row[3] for row in rows)[4]
     picked = list(store.select_results(("device_id", "captured_at"), "kiosk-1", since))
     expected = sorted((r[1], r[3]) for r in rows if r[1] == "kiosk-1" and r[3] >= since)
-    assert picked == [(d, t) for d, t in expected] and picked
+    assert picked == [(d, t) for d, t in expected]
+    assert picked
 
 
 def test_a_failed_batch_stores_nothing(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}")
     bad = _rows(2)
-    bad[1] = bad[1][:-2] + (None, bad[1][-1])  # NULL in a NOT NULL feature column
+    bad[1] = (*bad[1][:-2], None, bad[1][-1])  # NULL in a NOT NULL feature column
     with pytest.raises(sqlite3.IntegrityError):
         store.write_batch(Batch(results=bad), 100)
     assert store.count_results() == 0
