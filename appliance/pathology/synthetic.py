@@ -12,6 +12,7 @@ so the classes overlap the way real cohorts do.
 from __future__ import annotations
 
 import csv
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ LABEL_COLUMNS = ("slide", "patient", "label", "material", "um_per_px", "stain_ba
 STAIN_BATCHES = 6
 SURGICAL_SIZE_PX = (3072, 3072)
 BIOPSY_SIZE_PX = (1536, 3072)
+LN10 = float(np.log(10.0))
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,18 @@ def cohort_specs(patients: int, seed: int, msi_fraction: float = 0.35) -> list[S
     return specs
 
 
-def write_cohort(out_dir: Path, specs: list[SlideSpec], quality: int = 88) -> Path:
+def write_cohort(
+    out_dir: Path, specs: list[SlideSpec], quality: int = 88, workers: int = 1
+) -> Path:
     """Render every slide as ``<slide>.jpg`` into out_dir and write labels.csv; returns it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for spec in specs:
-        rgb = render_slide(spec)
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(out_dir / f"{spec.slide}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    jobs = [(spec, out_dir, quality) for spec in specs]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_write_slide, jobs))
+    else:
+        for job in jobs:
+            _write_slide(job)
     labels = out_dir / LABELS_FILE
     with labels.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -86,6 +93,12 @@ def write_cohort(out_dir: Path, specs: list[SlideSpec], quality: int = 88) -> Pa
                  spec.stain_batch]
             )
     return labels
+
+
+def _write_slide(job: tuple[SlideSpec, Path, int]) -> None:
+    spec, out_dir, quality = job
+    bgr = cv2.cvtColor(render_slide(spec), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(out_dir / f"{spec.slide}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
 
 
 def render_slide(spec: SlideSpec) -> np.ndarray:
@@ -111,8 +124,9 @@ def _tissue_layers(
     rng: np.random.Generator, height: int, width: int, spec: SlideSpec
 ) -> dict[str, np.ndarray]:
     """Boolean maps of tissue, tumour epithelium, lumen, mucus and medullary sheets."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    envelope = 1.0 - (((yy / height - 0.5) * 2) ** 2 + ((xx / width - 0.5) * 2) ** 2) / 2.0
+    yy = ((np.arange(height, dtype=np.float32) / height - 0.5) * 2) ** 2
+    xx = ((np.arange(width, dtype=np.float32) / width - 0.5) * 2) ** 2
+    envelope = 1.0 - (yy[:, None] + xx[None, :]) / 2.0
     tissue = (_smooth_field(rng, height, width, 400) * 0.6 + envelope * 0.7) > 0.55
     tumour_zone = tissue & (_smooth_field(rng, height, width, 500) > 0.35)
     p = spec.msi_propensity
@@ -173,29 +187,26 @@ def _concentrations(
     rng: np.random.Generator, layers: dict[str, np.ndarray], spec: SlideSpec
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hematoxylin and eosin concentration maps (optical density units) of the slide."""
-    tissue, epi = layers["tissue"], layers["epithelium"]
-    stroma = tissue & ~epi & ~layers["lumen"] & ~layers["mucus"]
+    stroma = layers["tissue"] & ~layers["epithelium"] & ~layers["lumen"] & ~layers["mucus"]
+    f32 = {name: mask.astype(np.float32) for name, mask in layers.items()}
+    f32["stroma"] = stroma.astype(np.float32)
     scale = 1.0 / spec.um_per_px
     p = spec.msi_propensity
     til_rate = 0.03 + 0.55 * p**2
-    lymph_density = stroma * 0.05 + (layers["tumour"] + layers["medullary"]) * til_rate
-    height, width = tissue.shape
-    lymph_density *= (0.5 + _smooth_field(rng, height, width, 300)) * ~layers["lumen"]
-    lymph = _scatter(rng, lymph_density.astype(np.float32), 0.004 * scale**2, round(3 * scale))
-    epi_nuclei = _scatter(rng, epi.astype(np.float32), 0.012 * scale**2, round(4 * scale))
-    stroma_nuclei = _scatter(rng, stroma.astype(np.float32), 0.0008 * scale**2, round(3 * scale))
-    texture = 0.75 + 0.5 * rng.random(tissue.shape, dtype=np.float32)
+    height, width = stroma.shape
+    lymph_density = f32["stroma"] * 0.05 + (f32["tumour"] + f32["medullary"]) * til_rate
+    lymph_density *= (0.5 + _smooth_field(rng, height, width, 300)) * (1.0 - f32["lumen"])
+    lymph = _scatter(rng, lymph_density, 0.004 * scale**2, round(3 * scale))
+    epi_nuclei = _scatter(rng, f32["epithelium"], 0.012 * scale**2, round(4 * scale))
+    stroma_nuclei = _scatter(rng, f32["stroma"], 0.0008 * scale**2, round(3 * scale))
+    texture = 0.75 + 0.5 * rng.random((height, width), dtype=np.float32)
     fibres = cv2.GaussianBlur(
-        rng.random(tissue.shape, dtype=np.float32), (0, 0), sigmaX=1.5, sigmaY=6.0
+        rng.random((height, width), dtype=np.float32), (0, 0), sigmaX=1.5, sigmaY=6.0
     )
-    hema = (
-        epi * 0.12 + layers["mucus"] * 0.10 + stroma * 0.03
-        + epi_nuclei * 0.45 + stroma_nuclei * 0.4 + lymph * 0.75
-    ).astype(np.float32) * texture
-    eosin = (epi * 0.22 + stroma * (0.08 + 0.5 * fibres) + layers["mucus"] * 0.05).astype(
-        np.float32
-    ) * texture
-    eosin[lymph] *= 0.4
+    hema = (f32["epithelium"] * 0.12 + f32["mucus"] * 0.10 + f32["stroma"] * 0.03
+            + epi_nuclei * 0.45 + stroma_nuclei * 0.4 + lymph * 0.75) * texture
+    eosin = (f32["epithelium"] * 0.22 + f32["stroma"] * (0.08 + 0.5 * fibres)
+             + f32["mucus"] * 0.05) * texture * (1.0 - 0.6 * lymph)
     hema = cv2.GaussianBlur(hema, (0, 0), 0.7 * scale)
     eosin = cv2.GaussianBlur(eosin, (0, 0), 0.7 * scale)
     return hema, eosin
@@ -217,9 +228,10 @@ def _stain_to_rgb(
     strength = np.random.default_rng(20_000 + batch).uniform(0.8, 1.25, 2)
     rgb = np.empty((*hema.shape, 3), np.uint8)
     for channel in range(3):
-        density = (hema * (vectors[0, channel] * strength[0])
-                   + eosin * (vectors[1, channel] * strength[1]) + 0.03)
-        noise = rng.normal(0.0, 2.0, hema.shape).astype(np.float32)
-        value = 245.0 * np.power(np.float32(10.0), -density) + noise
+        h_weight = -LN10 * float(vectors[0, channel] * strength[0])
+        e_weight = -LN10 * float(vectors[1, channel] * strength[1])
+        transmitted = cv2.exp(hema * h_weight + eosin * e_weight)
+        noise = rng.standard_normal(hema.shape, dtype=np.float32) * 2.0
+        value = transmitted * 238.0 + noise
         rgb[..., channel] = np.clip(value, 0, 255).astype(np.uint8)
     return rgb
