@@ -62,6 +62,14 @@ def textured_skin(seed: int) -> SkinFactory:
     return make
 
 
+def defocused(rgb: np.ndarray, sigma_px: float) -> np.ndarray:
+    """The frame out of focus by a Gaussian of ``sigma_px`` (blurred at 1/8 size: cheap)."""
+    height, width = rgb.shape[:2]
+    small = cv2.resize(rgb, (width // 8, height // 8), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma_px / 8.0)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 class SyntheticSource:
     """Frames of simulated customers: approach (blurred), rest (steady), lift (no contact)."""
 
@@ -77,6 +85,7 @@ class SyntheticSource:
         self._skin = skin
         self._customer = -1
         self._customer_rgb: np.ndarray | None = None
+        self._lifted_rgb: np.ndarray | None = None
         self._frame_count = 0
         self._next_due_s = 0.0
 
@@ -91,6 +100,7 @@ class SyntheticSource:
         if phase_index == 0:
             self._customer += 1
             self._customer_rgb = self._skin(self._customer)
+            self._lifted_rgb = None
         assert self._customer_rgb is not None  # set on the first frame of every customer
         rgb = self._phase_frame(self._customer_rgb, phase_index)
         self._frame_count += 1
@@ -109,10 +119,12 @@ class SyntheticSource:
         if phase_index < script.approach_frames:
             # Defocus shrinks as the scope comes closer, but every approach frame is blurred.
             sigma_px = 16.0 + 6.0 * (script.approach_frames - 1 - phase_index)
-            return cv2.GaussianBlur(skin_rgb, (0, 0), sigma_px)
+            return defocused(skin_rgb, sigma_px)
         if phase_index < script.approach_frames + script.rest_frames:
             return skin_rgb
-        return (skin_rgb * LIFTED_LEVEL).astype(np.uint8)
+        if self._lifted_rgb is None:
+            self._lifted_rgb = cv2.convertScaleAbs(skin_rgb, alpha=LIFTED_LEVEL)
+        return self._lifted_rgb
 
     def close(self) -> None:
         """Nothing to release; the next open continues with the next frame."""

@@ -1,0 +1,242 @@
+"""The edge daemon: wires camera, analysis, outbox and MQTT threads and supervises them.
+
+Threads: capture, analysis, commit and the MQTT link, joined by small bounded queues. The
+main thread only supervises: signals, commands, config reload, systemd watchdog and status,
+and the ``camera.limit`` exit (after the last result is acknowledged by the broker).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.capture.quality import QualityGate
+from appliance.capture.sources import Frame, FrameSource
+from appliance.capture.supervisor import CaptureRunner
+from appliance.config import Config
+from appliance.edge.committer import ResultCommitter
+from appliance.edge.pipeline import Accepted, AnalysisRunner, Analyzer, Classifier, Identity
+from appliance.edge.screen import KioskScreen
+from appliance.edge.session import SessionTracker
+from appliance.edge.status import DeviceStatus
+from appliance.edge.systemd import Notifier, watchdog_interval_s
+from appliance.transport.client import LinkSettings
+from appliance.transport.mqtt import MqttLink
+from appliance.transport.outbox import Outbox
+from appliance.transport.topics import device_topic
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+EXIT_OK = 0
+EXIT_BROKER_REFUSED = 3
+OUTBOX_FILE = "outbox.sqlite3"
+
+
+def link_settings(config: Config) -> LinkSettings:
+    """MQTT link settings from the config (the password from env or systemd credentials)."""
+    mqtt, edge = config.mqtt, config.edge
+    return LinkSettings(
+        host=mqtt.host,
+        port=mqtt.port,
+        client_id=f"edge-{config.device.site}-{config.device.id}",
+        keepalive_s=mqtt.keepalive_s,
+        username=mqtt.username,
+        password=mqtt.password(),
+        tls_enabled=mqtt.tls.enabled,
+        ca_file=mqtt.tls.ca_file,
+        cert_file=mqtt.tls.cert_file,
+        key_file=mqtt.tls.key_file,
+        session_expiry_s=edge.session_expiry_s,
+        message_expiry_s=edge.message_expiry_s,
+        max_inflight=edge.max_inflight,
+        reconnect_initial_s=edge.reconnect_initial_s,
+        reconnect_cap_s=edge.reconnect_cap_s,
+    )
+
+
+class EdgeDaemon:
+    """One kiosk's daemon; ``run()`` blocks until stopped and returns the exit code."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: FrameSource,
+        analyzer: Analyzer,
+        classifier: Classifier | None = None,
+        gate: QualityGate | None = None,
+        stall_s: float | None = 5.0,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        edge, device = config.edge, config.device
+        self.classifier = classifier
+        self.notifier = notifier or Notifier()
+        self.pipeline_stop = threading.Event()
+        self.link_stop = threading.Event()
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.reload_handler: Callable[[EdgeDaemon], None] | None = None
+        state_dir = Path(config.state_dir)
+        self.outbox = Outbox(
+            state_dir / OUTBOX_FILE,
+            max_rows=edge.outbox_max_rows,
+            max_age_s=edge.outbox_max_age_h * 3600.0,
+            policy=edge.outbox_policy,
+        )
+        prefix = config.mqtt.topic_prefix
+
+        def topic(leaf: str) -> str:
+            return device_topic(prefix, device.site, device.id, leaf)
+
+        self.status = DeviceStatus(self)
+        self.link = MqttLink(
+            link_settings(config),
+            self.outbox,
+            status_topic=topic("status"),
+            status_payload=self.status.payload,
+            subscriptions=(topic("cmd/#"),),
+            stop=self.link_stop,
+        )
+        frames: queue.Queue[Frame] = queue.Queue(maxsize=edge.frame_queue_size)
+        results: queue.Queue[Accepted] = queue.Queue(maxsize=edge.result_queue_size)
+        self.sessions = SessionTracker(edge.burst_frames, edge.rearm_frames)
+        self.capture = CaptureRunner(
+            source,
+            frames,
+            self.pipeline_stop,
+            stall_s=stall_s,
+            reopen_cap_s=edge.camera_reopen_cap_s,
+            on_camera_change=lambda _online: self.link.send_status(),
+        )
+        self.analysis = AnalysisRunner(
+            frames,
+            results,
+            self.pipeline_stop,
+            gate=gate or QualityGate(),
+            sessions=self.sessions,
+            analyzer=analyzer,
+            classifier=lambda: self.classifier,
+            identity=Identity(device.id, device.site, topic("result")),
+            um_per_px=config.skin.um_per_px,
+            limit=config.camera.limit,
+        )
+        self.committer = ResultCommitter(
+            results,
+            self.outbox,
+            self.pipeline_stop,
+            wake_link=self.link.wake,
+            screen=KioskScreen(state_dir / "screen"),
+            group_max=edge.group_commit_max,
+        )
+        self._watchdog_every_s = watchdog_interval_s()
+        self._next_ping_s = 0.0
+        self._next_status_s = 0.0
+        self._stalled: set[str] = set()
+
+    def request_stop(self) -> None:
+        """Stop soon (signal-safe: only sets an event)."""
+        self.stop_requested.set()
+
+    def request_reload(self) -> None:
+        """Reload the config soon (signal-safe)."""
+        self.reload_requested.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start every thread, supervise until stopped or done, and shut down cleanly."""
+        for thread in (self.link, self.committer, self.analysis, self.capture):
+            thread.start()
+        self.status.start()
+        self.notifier.notify("READY=1")
+        log.info("edge daemon running: %s", self.config.summary())
+        try:
+            return self._supervise()
+        finally:
+            self._shutdown()
+
+    def _supervise(self) -> int:
+        while not self.stop_requested.wait(TICK_S):
+            if self.link.fatal_error is not None:
+                return EXIT_BROKER_REFUSED
+            self._handle_commands()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                if self.reload_handler is not None:
+                    self.reload_handler(self)
+            self._tick_watchdog()
+            self._tick_status()
+            if self._limit_done():
+                log.info("camera.limit reached and every result acknowledged; exiting")
+                return EXIT_OK
+        log.info("stop requested")
+        return EXIT_OK
+
+    def _limit_done(self) -> bool:
+        if not self.analysis.finished.is_set():
+            return False
+        self.pipeline_stop.set()  # no more frames needed
+        return not self.committer.is_alive() and self.link.idle()
+
+    def _shutdown(self) -> None:
+        """Stop within about 5 s; every committed result stays in the outbox."""
+        self.notifier.notify("STOPPING=1")
+        self.pipeline_stop.set()
+        for thread, timeout_s in ((self.capture, 1.0), (self.analysis, 1.0), (self.committer, 1.5)):
+            thread.join(timeout_s)
+        self.link_stop.set()
+        self.link.wake()
+        self.link.join(1.5)
+        if not self.committer.is_alive():
+            self.outbox.close()
+        self.status.close()
+        log.info("edge daemon stopped; %d result(s) wait in the outbox", self.outbox.depth())
+
+    # -- supervision -------------------------------------------------------------------------
+
+    def _handle_commands(self) -> None:
+        while True:
+            try:
+                message = self.link.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if message.topic.endswith("/cmd/measure"):
+                log.info("measurement requested over MQTT (%s)", message.topic)
+                self.sessions.request_measurement()
+            else:
+                log.warning("unknown command topic %s ignored", message.topic)
+
+    def stalled_threads(self) -> list[str]:
+        """Names of threads that should run but have not made progress lately."""
+        limit_s = self.config.edge.watchdog_stall_s
+        watched: list[CaptureRunner | AnalysisRunner | ResultCommitter | MqttLink] = [self.link]
+        if not self.pipeline_stop.is_set():
+            watched += [self.capture, self.analysis, self.committer]
+        now_s = time.monotonic()
+        return [t.name for t in watched if now_s - t.last_beat_s > limit_s]
+
+    def _tick_watchdog(self) -> None:
+        stalled = set(self.stalled_threads())
+        if stalled != self._stalled:
+            if stalled:
+                log.error("no progress in %s; watchdog pings stop", ", ".join(sorted(stalled)))
+            self._stalled = stalled
+        now_s = time.monotonic()
+        if self._watchdog_every_s is None or stalled or now_s < self._next_ping_s:
+            return
+        self._next_ping_s = now_s + self._watchdog_every_s
+        self.notifier.notify("WATCHDOG=1")
+
+    def _tick_status(self) -> None:
+        now_s = time.monotonic()
+        if now_s < self._next_status_s:
+            return
+        self._next_status_s = now_s + min(self.config.edge.status_interval_s, 5.0)
+        self.notifier.notify(f"STATUS={self.status.text()}")
+        self.status.maybe_publish()

@@ -1,0 +1,172 @@
+"""The analysis and commit threads: frames -> quality gate -> sessions -> measure -> outbox.
+
+The analyser and classifier are injected (the daemon passes the real ones; tests may pass
+fast fakes). A result reaches nothing else before the ``ResultCommitter`` has committed it to
+the outbox: the MQTT link, the kiosk screen and the logs all see it afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from appliance import __version__
+from appliance.capture.quality import QualityGate, best_frame
+from appliance.capture.sources import Frame
+from appliance.edge.session import Burst, SessionTracker
+from appliance.transport import payloads
+
+log = logging.getLogger(__name__)
+
+QUEUE_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the analyser found in one frame, and the overlay it drew (if any)."""
+
+    features: payloads.Features
+    overlay_rgb: np.ndarray | None = None
+
+
+Analyzer = Callable[[np.ndarray, float], Measurement]
+
+
+class Classifier(Protocol):
+    """The on-device model, as the pipeline uses it."""
+
+    @property
+    def name(self) -> str:
+        """Model name."""
+
+    @property
+    def version(self) -> str:
+        """Model version."""
+
+    def classify(self, features: Mapping[str, float]) -> payloads.Classification:
+        """Label the features."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who measured: the device, its site and where its results go."""
+
+    device_id: str
+    site: str
+    result_topic: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A result on its way to the outbox, with the overlay for the kiosk screen."""
+
+    result: payloads.Result
+    overlay_rgb: np.ndarray | None
+    topic: str
+
+
+class AnalysisRunner(threading.Thread):
+    """Gates every frame, tracks sessions and measures the best frame of each burst."""
+
+    def __init__(
+        self,
+        frames: queue.Queue[Frame],
+        results: queue.Queue[Accepted],
+        stop: threading.Event,
+        *,
+        gate: QualityGate,
+        sessions: SessionTracker,
+        analyzer: Analyzer,
+        classifier: Callable[[], Classifier | None],
+        identity: Identity,
+        um_per_px: float,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(name="AnalysisRunner", daemon=True)
+        self.frames, self.results, self.stop_event = frames, results, stop
+        self.gate, self.sessions, self.analyzer = gate, sessions, analyzer
+        self._classifier = classifier
+        self.identity = identity
+        self.um_per_px = um_per_px
+        self.limit = limit
+        self.frames_assessed = 0
+        self.measurements = 0
+        self.failures = 0
+        self.finished = threading.Event()
+        self.last_beat_s = time.monotonic()
+        self._previous_rgb: np.ndarray | None = None
+
+    def run(self) -> None:
+        """Consume frames until stopped or until ``limit`` results were produced."""
+        try:
+            while not self.stop_event.is_set() and not self.finished.is_set():
+                self.last_beat_s = time.monotonic()
+                try:
+                    frame = self.frames.get(timeout=QUEUE_POLL_S)
+                except queue.Empty:
+                    continue
+                self._handle(frame)
+        except Exception:
+            log.exception("analysis thread failed")  # the watchdog notices the missing beats
+
+    def _handle(self, frame: Frame) -> None:
+        previous = None if frame.still else self._previous_rgb
+        quality = self.gate.assess(frame.rgb, previous)
+        self._previous_rgb = frame.rgb
+        self.frames_assessed += 1
+        burst = self.sessions.feed(frame, quality)
+        if burst is None:
+            return
+        try:
+            accepted = self._measure(burst)
+        except (ValueError, RuntimeError) as exc:
+            self.failures += 1
+            log.error("measurement of %s failed: %s", burst.frames[0].name or "a frame", exc)
+            return
+        self._hand_over(accepted)
+
+    def _measure(self, burst: Burst) -> Accepted:
+        best = best_frame([f.rgb for f in burst.frames], list(burst.qualities))
+        frame, quality = burst.frames[best], burst.qualities[best]
+        measurement = self.analyzer(frame.rgb, self.um_per_px)
+        result = payloads.Result(
+            measurement_id=payloads.new_measurement_id(),
+            device_id=self.identity.device_id,
+            site=self.identity.site,
+            captured_at=frame.captured_at,
+            software_version=__version__,
+            quality=quality.to_payload(),
+            features=measurement.features,
+            classification=self._classify(measurement.features),
+        )
+        return Accepted(result, measurement.overlay_rgb, self.identity.result_topic)
+
+    def _classify(self, features: payloads.Features) -> payloads.Classification | None:
+        classifier = self._classifier()
+        if classifier is None:
+            return None
+        try:
+            return classifier.classify(features.model_dump())
+        except (ValueError, RuntimeError) as exc:
+            log.error("model %s failed: %s; result sent unclassified", classifier.name, exc)
+            return None
+
+    def _hand_over(self, accepted: Accepted) -> None:
+        while not self.stop_event.is_set():
+            self.last_beat_s = time.monotonic()
+            try:
+                self.results.put(accepted, timeout=QUEUE_POLL_S)
+            except queue.Full:
+                continue
+            self.measurements += 1
+            if self.limit is not None and self.measurements >= self.limit:
+                self.finished.set()
+            return
+

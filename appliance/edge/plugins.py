@@ -1,0 +1,42 @@
+"""The real plug-ins of the pipeline, built from the config: source, gate, analyser, model."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from appliance.capture.quality import QualityGate
+from appliance.capture.sources import DirectorySource, FrameSource, UvcSource
+from appliance.capture.synthetic import SyntheticSource, generated_skin
+from appliance.config import Config
+from appliance.edge.pipeline import Measurement
+from appliance.transport import payloads
+
+
+def source_from_config(config: Config) -> tuple[FrameSource, float | None]:
+    """The configured frame source and its stall limit (None: a folder may stay quiet)."""
+    camera = config.camera
+    if camera.source == "uvc":
+        assert camera.path is not None  # the config validator requires it
+        return UvcSource(camera.path), config.edge.camera_stall_s
+    if camera.source == "directory":
+        assert camera.path is not None
+        return DirectorySource(camera.path), None
+    skin = generated_skin(camera.seed)
+    return SyntheticSource(skin, fps=config.edge.synthetic_fps), config.edge.camera_stall_s
+
+
+def default_gate() -> QualityGate:
+    """The quality gate with its calibrated thresholds."""
+    return QualityGate()
+
+
+def skin_analyzer(rgb: np.ndarray, um_per_px: float) -> Measurement:
+    """Measure a frame with the skin analysis and draw its overlay for the kiosk screen."""
+    # Imported on first use: heavy, and the daemon starts (and reports READY) without it.
+    analysis_module = importlib.import_module("appliance.skin.analysis")
+    overlay_module = importlib.import_module("appliance.skin.overlay")
+    analysis = analysis_module.analyze(rgb, um_per_px)
+    features: payloads.Features = analysis.features
+    return Measurement(features, overlay_module.draw_overlay(rgb, analysis))

@@ -1,0 +1,109 @@
+"""``appliance edge``: load the config, build the real plug-ins, handle signals, run."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from appliance.config import Config, ConfigError, load_config
+from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.pipeline import Classifier
+from appliance.edge.plugins import default_gate, skin_analyzer, source_from_config
+from appliance.edge.systemd import setup_logging
+from appliance.transport.outbox import OutboxError
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+
+
+def load_model(config: Config) -> Classifier | None:
+    """The configured classifier, or None when ``model.path`` is unset."""
+    if config.model.path is None:
+        log.info("no model.path: results are sent without classification")
+        return None
+    from appliance.inference.classifier import SkinClassifier  # noqa: PLC0415 - loads ORT
+
+    return SkinClassifier.load(config.model.path)
+
+
+def build_daemon(config: Config) -> EdgeDaemon:
+    """The daemon with the real camera source, quality gate, analysis and model."""
+    source, stall_s = source_from_config(config)
+    return EdgeDaemon(
+        config,
+        source=source,
+        analyzer=skin_analyzer,
+        classifier=load_model(config),
+        gate=default_gate(),
+        stall_s=stall_s,
+    )
+
+
+def run_edge(config_path: str, verbose: bool = False) -> int:
+    """Run the daemon from a config file; returns the process exit code."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(verbose, config.device.id)
+    try:
+        daemon = build_daemon(config)
+    except (OutboxError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_CONFIG
+    except Exception as exc:  # ModelError and friends: the message names the file
+        log.error("cannot start: %s: %s", type(exc).__name__, exc)
+        return EXIT_CONFIG
+    daemon.reload_handler = lambda d: reload_config(d, Path(config_path))
+    install_signal_handlers(daemon)
+    return daemon.run()
+
+
+def install_signal_handlers(daemon: EdgeDaemon) -> None:
+    """SIGTERM/SIGINT stop the daemon, SIGHUP reloads its config (main thread only)."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        daemon.request_stop()
+
+    def reload(signum: int, _frame: FrameType | None) -> None:
+        daemon.request_reload()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+
+
+def reload_config(daemon: EdgeDaemon, config_path: Path) -> None:
+    """SIGHUP: re-read the config; swap the model live, report what needs a restart."""
+    try:
+        new = load_config(config_path)
+    except ConfigError as exc:
+        log.error("reload refused, keeping the running config: %s", exc)
+        return
+    old = daemon.config
+    changed = [name for name in type(old).model_fields if getattr(old, name) != getattr(new, name)]
+    if "model" in changed:
+        _swap_model(daemon, new)
+    needs_restart = [name for name in changed if name != "model"]
+    if needs_restart:
+        log.warning("config changes in %s take effect after a restart", ", ".join(needs_restart))
+    log.info("config reloaded from %s", config_path)
+
+
+def _swap_model(daemon: EdgeDaemon, new: Config) -> None:
+    try:
+        current = daemon.classifier
+        if new.model.path is not None and current is not None and hasattr(current, "reload"):
+            current.reload(new.model.path)
+        else:
+            daemon.classifier = load_model(new)
+    except Exception as exc:  # the old model keeps serving; the message names the file
+        log.error("model reload failed, still serving the old model: %s", exc)
+        return
+    daemon.config = daemon.config.model_copy(update={"model": new.model})
+    daemon.link.send_status()

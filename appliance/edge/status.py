@@ -1,0 +1,91 @@
+"""What the daemon says about itself: the retained MQTT status, systemd STATUS=, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Literal
+
+from appliance import __version__
+from appliance.edge.metrics import MetricsServer
+from appliance.transport import payloads
+
+if TYPE_CHECKING:
+    from appliance.edge.daemon import EdgeDaemon
+
+log = logging.getLogger(__name__)
+
+
+class DeviceStatus:
+    """Reads the daemon's counters; builds status payloads, status text and metrics."""
+
+    def __init__(self, daemon: EdgeDaemon) -> None:
+        self.daemon = daemon
+        self._metrics: MetricsServer | None = None
+        self._next_publish_s = time.monotonic() + daemon.config.edge.status_interval_s
+
+    def start(self) -> None:
+        """Serve metrics when ``edge.metrics_port`` is set."""
+        port = self.daemon.config.edge.metrics_port
+        if port is not None:
+            self._metrics = MetricsServer(port, self.metrics)
+            self._metrics.start()
+
+    def close(self) -> None:
+        """Stop serving metrics."""
+        if self._metrics is not None:
+            self._metrics.close()
+
+    def payload(self, state: str) -> bytes:
+        """The retained status message (birth "online" or last will "offline")."""
+        d = self.daemon
+        device = d.config.device
+        camera: Literal["online", "offline"] | None = None
+        if state == "online":  # the last will is built before the camera thread exists
+            camera = "online" if d.capture.online else "offline"
+        model = None
+        if d.classifier is not None:
+            model = payloads.ModelInfo(name=d.classifier.name, version=d.classifier.version)
+        status = payloads.Status(
+            device_id=device.id,
+            site=device.site,
+            state="online" if state == "online" else "offline",
+            at=payloads.utc_now(),
+            software_version=__version__,
+            model=model,
+            camera=camera,
+            outbox_depth=d.outbox.depth(),
+            dropped=d.outbox.dropped(),
+        )
+        return status.to_json()
+
+    def text(self) -> str:
+        """One line for systemd's STATUS=."""
+        d = self.daemon
+        return (
+            f"camera {'online' if d.capture.online else 'offline'}, "
+            f"{d.committer.committed} measured, outbox {d.outbox.depth()}, "
+            f"broker {'connected' if d.link.connected else 'disconnected'}"
+        )
+
+    def maybe_publish(self) -> None:
+        """Refresh the retained status every ``edge.status_interval_s``."""
+        now_s = time.monotonic()
+        if now_s >= self._next_publish_s:
+            self._next_publish_s = now_s + self.daemon.config.edge.status_interval_s
+            self.daemon.link.send_status()
+
+    def metrics(self) -> dict[str, float]:
+        """Current values of every metric."""
+        d = self.daemon
+        return {
+            "appliance_edge_frames_total": d.capture.frames_captured,
+            "appliance_edge_frames_dropped_total": d.capture.frames_dropped,
+            "appliance_edge_measurements_total": d.committer.committed,
+            "appliance_edge_outbox_depth": d.outbox.depth(),
+            "appliance_edge_outbox_dropped_total": d.outbox.dropped(),
+            "appliance_edge_mqtt_reconnects_total": d.link.stats.reconnects,
+            "appliance_edge_mqtt_connected": float(d.link.connected),
+            "appliance_edge_camera_online": float(d.capture.online),
+            "appliance_edge_camera_failures_total": d.capture.failures,
+        }
