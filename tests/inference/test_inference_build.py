@@ -1,0 +1,122 @@
+"""Building a model from a labelled table, and the evaluate / show reports on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inference_helpers import make_table
+
+from appliance.cli import main
+from appliance.inference.build import BuildSettings, BuiltModel, build_model
+from appliance.inference.evaluate import evaluate
+from appliance.inference.runner import OnnxRunner
+from appliance.inference.table import TableError, read_table, write_table
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_table(tmp_path_factory.mktemp("table") / "grades.parquet", make_table(rows=500))
+
+
+@pytest.fixture(scope="module")
+def built(table_path: Path, tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
+    settings = BuildSettings(
+        table=table_path, out_dir=tmp_path_factory.mktemp("out"), trained_on="unit-test table",
+        hidden=(64, 64), epochs=40,
+    )
+    return build_model(settings)
+
+
+def test_build_writes_int8_and_float_models_with_the_contract(built: BuiltModel) -> None:
+    int8, full = OnnxRunner(built.int8_path), OnnxRunner(built.float_path)
+    assert int8.contract.labels == ("fine", "normal", "coarse")
+    assert int8.contract.extra == {"precision": "int8", "float_model": built.float_path.name}
+    assert full.contract.extra == {"precision": "float32"}
+    assert "unit-test table" in int8.contract.trained_on
+    assert "sha256:" in int8.contract.trained_on
+    assert int8.contract.figures == full.contract.figures == built.figures
+
+
+def test_int8_file_is_much_smaller_than_float(built: BuiltModel) -> None:
+    assert built.int8_path.stat().st_size * 2 <= built.float_path.stat().st_size
+
+
+def test_figures_state_calibration_and_validation(built: BuiltModel) -> None:
+    calibration, validation = built.figures["calibration"], built.figures["validation"]
+    assert calibration["rows"] == 50
+    assert len(calibration["candidates"]) == 8
+    assert calibration["chosen"] in calibration["candidates"]
+    assert validation["rows"] == 50
+    assert validation["accuracy_float"] > 0.6  # the grade is learnable from two features
+    assert validation["agreement_int8_float"] >= 0.95
+
+
+def test_int8_agrees_with_float_on_held_out_rows(built: BuiltModel, table_path: Path) -> None:
+    report = evaluate(built.int8_path, table_path, "test")
+    assert report.rows == 100
+    assert report.agreement_with_float is not None
+    assert report.agreement_with_float >= 0.97
+    assert report.float_accuracy is not None
+    assert abs(report.accuracy - report.float_accuracy) <= 0.03
+
+
+def test_evaluate_report_figures_are_consistent(built: BuiltModel, table_path: Path) -> None:
+    report = evaluate(built.int8_path, table_path, "test")
+    confusion = np.asarray(report.confusion)
+    assert confusion.sum() == report.rows
+    assert np.trace(confusion) / report.rows == pytest.approx(report.accuracy)
+    for i, label in enumerate(report.labels):
+        assert report.per_class[label].support == confusion[i].sum()
+        assert report.per_class[label].recall == pytest.approx(confusion[i, i] / confusion[i].sum())
+
+
+def test_evaluate_command_prints_the_report(
+    built: BuiltModel, table_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models", "evaluate", str(built.int8_path), "--data", str(table_path)]) == 0
+    out = capsys.readouterr().out
+    for text in ("accuracy", "precision", "recall", "confusion", "INT8/float label agreement"):
+        assert text in out
+    args = ["models", "evaluate", str(built.int8_path), "--data", str(table_path), "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == 100
+    assert set(report["per_class"]) == {"fine", "normal", "coarse"}
+
+
+def test_show_prints_the_contract_and_refuses_a_bad_file(
+    built: BuiltModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models", "show", str(built.int8_path)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == "1.0.0"
+    assert shown["validation"]["rows"] == 50
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert main(["models", "show", str(bad)]) == 2
+    assert "refused" in capsys.readouterr().err
+
+
+def test_build_command_trains_from_a_csv_table(tmp_path: Path) -> None:
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=2))
+    args = ["models", "build-skin", "--data", str(table), "--out", str(tmp_path / "m"),
+            "--hidden", "16", "--epochs", "5", "--version", "0.9.0"]
+    assert main(args) == 0
+    assert OnnxRunner(tmp_path / "m" / "skin-texture-grade.int8.onnx").contract.version == "0.9.0"
+
+
+def test_table_errors_name_the_column_and_row(tmp_path: Path) -> None:
+    path = write_table(tmp_path / "t.csv", make_table(rows=30))
+    text = path.read_text().splitlines()
+    header = text[0].split(",")
+    broken = text[3].split(",")
+    broken[header.index("lab_l")] = "bright"
+    path.write_text("\n".join([text[0], text[1], text[2], ",".join(broken)]) + "\n")
+    with pytest.raises(TableError, match=r"row 4, column 'lab_l': 'bright'"):
+        read_table(path)
+    path.write_text(text[0].replace("kime_score", "kime") + "\n" + text[1] + "\n")
+    with pytest.raises(TableError, match=r"missing column.*kime_score"):
+        read_table(path)
