@@ -152,8 +152,8 @@ def describe(spec: TableSpec) -> str:
 
 def build_skin_table(spec: TableSpec, progress: bool = False) -> LabelledTable:
     """Make the labelled table (renders every frame: about a second per row)."""
-    if spec.features not in ("measured", "truth") or spec.rows < 20:
-        raise ValueError(f"need features measured|truth and >= 20 rows, got {spec}")
+    if spec.features not in ("measured", "truth") or spec.rows < 6:
+        raise ValueError(f"need features measured|truth and >= 6 rows, got {spec}")
     rows = frame_rows(spec)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415  (progress only)
