@@ -57,7 +57,7 @@ def _open_session(path: Path) -> Any:
         first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
         raise ModelError(
             f"{path}: ONNX Runtime cannot load it ({first_line}); the file is corrupt, truncated "
-            f"or not an ONNX model; reinstall it or rebuild with `appliance models build-skin`"
+            f"or not a valid ONNX model; reinstall it or rebuild with `appliance models build-skin`"
         ) from exc
 
 

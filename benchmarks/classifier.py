@@ -1,0 +1,151 @@
+"""Classifier targets (issue 4): INT8/float agreement and accuracy loss on the held-out split,
+median latency per feature vector on one core, INT8 vs float file size, and bad models refused
+while the runner keeps serving. Prints ONE JSON object.
+
+Usage: .venv/bin/python benchmarks/classifier.py [MODEL.int8.onnx] [TABLE] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.inference.classifier import FeatureError, SkinClassifier
+from appliance.inference.contract import ModelError
+from appliance.inference.evaluate import evaluate, find_float_model
+from appliance.inference.runner import OnnxRunner
+from appliance.transport.payloads import FEATURE_KEYS
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = {"agreement_min": 0.995, "accuracy_loss_max_points": 0.5, "median_ms_max": 0.2,
+           "size_ratio_min": 2.0}
+
+
+def _held_out(model: Path, table: Path) -> dict[str, Any]:
+    report = evaluate(model, table, "test")
+    assert report.float_accuracy is not None
+    assert report.agreement_with_float is not None
+    return {
+        "rows": report.rows, "split": report.split, "accuracy_int8": report.accuracy,
+        "accuracy_float": report.float_accuracy,
+        "accuracy_loss_points": 100.0 * (report.float_accuracy - report.accuracy),
+        "agreement_int8_float": report.agreement_with_float,
+    }
+
+
+def _latency(model: Path, table: Path, repeats: int) -> dict[str, Any]:
+    from appliance.inference.table import read_table
+
+    classifier = SkinClassifier.load(model)
+    rows = read_table(table, FEATURE_KEYS).rows("test").features
+    vectors = [dict(zip(FEATURE_KEYS, map(float, row), strict=True)) for row in rows]
+    runner = OnnxRunner(model)
+    one_row = [rows[i : i + 1] for i in range(len(rows))]
+    classify_ms, session_ms = [], []
+    for i in range(repeats):
+        start = time.perf_counter()
+        classifier.classify(vectors[i % len(vectors)])
+        classify_ms.append((time.perf_counter() - start) * 1000.0)
+        start = time.perf_counter()
+        runner.probabilities(one_row[i % len(one_row)])
+        session_ms.append((time.perf_counter() - start) * 1000.0)
+    return {
+        "repeats": repeats,
+        "classify_median_ms": statistics.median(classify_ms),
+        "classify_p99_ms": float(np.percentile(classify_ms, 99)),
+        "onnx_session_median_ms": statistics.median(session_ms),
+    }
+
+
+def _with_metadata(good: Path, path: Path, **changes: str) -> Path:
+    import onnx
+
+    proto = onnx.load_model(str(good))
+    for entry in proto.metadata_props:
+        entry.value = changes.get(entry.key, entry.value)
+    if not changes:
+        del proto.metadata_props[:]
+    onnx.save_model(proto, str(path))
+    return path
+
+
+def _bad_models(good: Path, scratch: Path) -> dict[str, Path]:
+    corrupt = scratch / "corrupt.onnx"
+    corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    fewer = json.dumps(list(FEATURE_KEYS[1:]))
+    unknown = json.dumps([*FEATURE_KEYS[:-1], "pore_volume_nl"])
+    return {
+        "corrupt": corrupt,
+        "no_metadata": _with_metadata(good, scratch / "no-metadata.onnx"),
+        "wrong_input_width": _with_metadata(good, scratch / "width.onnx", feature_names=fewer),
+        "unknown_input_feature": _with_metadata(
+            good, scratch / "unknown.onnx", feature_names=unknown
+        ),
+    }
+
+
+def _refusals(model: Path) -> dict[str, Any]:
+    classifier = SkinClassifier.load(model)
+    probe = dict.fromkeys(FEATURE_KEYS, 1.0)
+    before = classifier.classify(probe)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bad-models-") as scratch:
+        for case, path in _bad_models(model, Path(scratch)).items():
+            try:
+                classifier.reload(path)
+                results[case] = {"refused": False}
+            except (ModelError, FeatureError) as exc:
+                message = str(exc).replace(scratch, "<tmp>")
+                results[case] = {
+                    "refused": True,
+                    "error": message[:220],
+                    "still_serving_same_model": classifier.classify(probe) == before,
+                }
+    return results
+
+
+def main() -> None:
+    """Measure and print the figures and whether each target is met."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", type=Path,
+                        default=REPO / "models" / "skin-texture-grade.int8.onnx")
+    parser.add_argument("table", nargs="?", type=Path,
+                        default=REPO / "models" / "data" / "skin-grades.parquet")
+    parser.add_argument("--repeats", type=int, default=3000)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as on the kiosk
+    float_path = find_float_model(OnnxRunner(args.model))
+    assert float_path is not None, "the INT8 model names no float model beside it"
+    held_out = _held_out(args.model, args.table)
+    latency = _latency(args.model, args.table, args.repeats)
+    sizes = {"int8_bytes": args.model.stat().st_size, "float_bytes": float_path.stat().st_size}
+    sizes["ratio"] = sizes["float_bytes"] / sizes["int8_bytes"]
+    refusals = _refusals(args.model)
+    met = {
+        "agreement": held_out["agreement_int8_float"] >= TARGETS["agreement_min"],
+        "accuracy_loss": held_out["accuracy_loss_points"] <= TARGETS["accuracy_loss_max_points"],
+        "latency": latency["classify_median_ms"] <= TARGETS["median_ms_max"],
+        "size": sizes["ratio"] >= TARGETS["size_ratio_min"],
+        "bad_models_refused_and_old_kept": all(
+            r["refused"] and r["still_serving_same_model"] for r in refusals.values()
+        ),
+    }
+    print(json.dumps({
+        "benchmark": "classifier", "model": str(args.model.relative_to(REPO))
+        if args.model.is_relative_to(REPO) else str(args.model),
+        "held_out": held_out, "latency_one_core": latency, "sizes": sizes,
+        "bad_models": refusals, "targets": TARGETS, "met": met,
+        "load_average_1_5_15": os.getloadavg(), "cpus": os.cpu_count(),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
