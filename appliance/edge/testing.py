@@ -13,6 +13,10 @@ import threading
 import time
 
 import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from appliance.capture.sources import Frame, FrameSource, SourceError
 from appliance.capture.synthetic import CustomerScript, SyntheticSource, textured_skin
@@ -88,6 +92,67 @@ def fast_daemon(config: Config, source: FrameSource | None = None) -> EdgeDaemon
         analyzer=fixed_analyzer,
         stall_s=config.edge.camera_stall_s,
     )
+
+
+class ResultCollector:
+    """Subscribes like the back office does (persistent MQTT v5 session, QoS 1) and records
+    each result's measurement id and its latency from frame capture to receipt."""
+
+    def __init__(self, host: str, port: int, topic_filter: str, client_id: str) -> None:
+        self.topic_filter = topic_filter
+        self.latencies_s: dict[str, float] = {}
+        self.received = 0
+        self.statuses: list[payloads.Status] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(1, 1)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 600
+        self._client.connect(host, port, clean_start=False, properties=properties)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            raise TimeoutError(f"collector could not subscribe on {host}:{port}")
+
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: object,
+                    _p: object) -> None:
+        client.subscribe(self.topic_filter, qos=1)
+        self._subscribed.set()
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        now = payloads.utc_now()
+        if message.topic.endswith("/status"):
+            with self._lock:
+                self.statuses.append(payloads.parse_payload(bytes(message.payload), payloads.Status))
+            return
+        result = payloads.parse_payload(bytes(message.payload), payloads.Result)
+        with self._lock:
+            self.received += 1
+            latency_s = (now - result.captured_at).total_seconds()
+            self.latencies_s.setdefault(result.measurement_id, latency_s)
+
+    def ids(self) -> set[str]:
+        """Distinct measurement ids received so far."""
+        with self._lock:
+            return set(self.latencies_s)
+
+    def wait_for(self, count: int, timeout_s: float) -> bool:
+        """Wait until ``count`` distinct results arrived; False on timeout."""
+        deadline_s = time.monotonic() + timeout_s
+        while len(self.ids()) < count:
+            if time.monotonic() > deadline_s:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()
 
 
 def main(argv: list[str]) -> int:

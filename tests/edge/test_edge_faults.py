@@ -1,0 +1,217 @@
+"""Fault tests with a real mosquitto: broker outage, SIGKILL, camera failure, hung analysis."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance.config import Config, config_from_mapping
+from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.pipeline import Measurement
+from appliance.edge.testing import FlakySource, ResultCollector, fast_daemon, fast_source
+from appliance.transport.broker import PrivateBroker
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def edge_config(tmp_path: Path, port: int, limit: int | None, **edge: Any) -> Config:
+    """A config for a daemon on the private broker with fast reconnects."""
+    data = {
+        "device": {"id": "kiosk-fault", "site": "test"},
+        "camera": {"source": "synthetic", "limit": limit},
+        "mqtt": {"port": port, "topic_prefix": "faults"},
+        "state_dir": str(tmp_path / "state"),
+        "edge": {"synthetic_fps": 60, "reconnect_initial_s": 0.2, "reconnect_cap_s": 1.0, **edge},
+    }
+    return config_from_mapping(data, "test", environ={})
+
+
+def run_in_thread(daemon: EdgeDaemon) -> tuple[threading.Thread, list[int]]:
+    """Run the daemon on a thread; the list receives its exit code."""
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
+    thread.start()
+    return thread, codes
+
+
+def collector(broker: PrivateBroker, name: str) -> ResultCollector:
+    return ResultCollector(broker.host, broker.port, "faults/+/+/result", f"collector-{name}")
+
+
+def test_broker_down_20s_during_50_measurements_loses_nothing(
+    private_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    received = collector(private_broker, "outage")
+    daemon = fast_daemon(edge_config(tmp_path, private_broker.port, limit=50))
+    thread, codes = run_in_thread(daemon)
+    assert received.wait_for(5, timeout_s=30)
+    private_broker.stop()
+    time.sleep(20)
+    assert daemon.outbox.depth() > 0  # results piled up while the broker was away
+    private_broker.start()
+    thread.join(timeout=60)
+    assert codes == [0]
+    assert received.wait_for(50, timeout_s=10)
+    assert len(received.ids()) == 50
+    received.close()
+
+
+def _committed_ids(log_text: str) -> set[str]:
+    return set(re.findall(r"measurement ([0-9a-f-]{36}) committed", log_text))
+
+
+def _write_config(tmp_path: Path, port: int, limit: int | None) -> Path:
+    path = tmp_path / f"edge-{limit}.yaml"
+    path.write_text(
+        "device: {id: kiosk-kill, site: test}\n"
+        f"camera: {{source: synthetic, limit: {limit if limit else 'null'}}}\n"
+        f"mqtt: {{port: {port}, topic_prefix: faults}}\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+        "edge: {synthetic_fps: 60, reconnect_initial_s: 0.2, reconnect_cap_s: 1.0}\n"
+    )
+    return path
+
+
+def _start_daemon(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "appliance.edge.testing", str(config)],
+            cwd=REPO,
+            stderr=log,
+            stdout=log,
+            env=env,
+        )
+
+
+def _wait_committed(log_path: Path, count: int, timeout_s: float) -> set[str]:
+    deadline_s = time.monotonic() + timeout_s
+    while time.monotonic() < deadline_s:
+        ids = _committed_ids(log_path.read_text())
+        if len(ids) >= count:
+            return ids
+        time.sleep(0.05)
+    raise AssertionError(f"daemon committed fewer than {count}:\n{log_path.read_text()[-2000:]}")
+
+
+def test_sigkill_mid_run_then_restart_delivers_every_accepted_measurement(
+    private_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    received = collector(private_broker, "kill")
+    log_path = tmp_path / "daemon.log"
+    daemon = _start_daemon(_write_config(tmp_path, private_broker.port, None), log_path)
+    try:
+        first = _wait_committed(log_path, 5, timeout_s=30)
+        private_broker.stop()  # so some accepted results are still unsent at the kill
+        _wait_committed(log_path, len(first) + 5, timeout_s=30)
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+    accepted = _committed_ids(log_path.read_text())
+    with sqlite3.connect(tmp_path / "state" / "outbox.sqlite3") as db:
+        unsent = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    assert unsent >= 5
+    private_broker.start()
+    restarted = _start_daemon(_write_config(tmp_path, private_broker.port, 1), log_path)
+    assert restarted.wait(60) == 0
+    assert received.wait_for(len(accepted), timeout_s=10)
+    assert accepted <= received.ids()
+    received.close()
+
+
+def test_camera_failing_for_10s_recovers_and_keeps_measuring(
+    private_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    config = edge_config(tmp_path, private_broker.port, None, camera_reopen_cap_s=1.0)
+    flaky = FlakySource(fast_source(config))
+    daemon = fast_daemon(config, source=flaky)
+    thread, _codes = run_in_thread(daemon)
+    try:
+        deadline_s = time.monotonic() + 30
+        while daemon.committer.committed < 3 and time.monotonic() < deadline_s:
+            time.sleep(0.05)
+        flaky.failing.set()
+        time.sleep(1.0)
+        assert not daemon.capture.online
+        assert "camera offline" in daemon.status.text()
+        time.sleep(9.0)
+        before = daemon.committer.committed
+        flaky.failing.clear()
+        deadline_s = time.monotonic() + 20
+        while daemon.committer.committed < before + 3 and time.monotonic() < deadline_s:
+            time.sleep(0.05)
+        assert daemon.committer.committed >= before + 3
+        assert daemon.capture.online
+        assert daemon.capture.failures >= 1
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+class HangingAnalyzer:
+    """Measures instantly until ``hang`` is set, then blocks inside the analysis call."""
+
+    def __init__(self) -> None:
+        self.hang = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, rgb: np.ndarray, um_per_px: float) -> Measurement:
+        from appliance.edge.testing import fixed_analyzer
+
+        if self.hang.is_set():
+            self.release.wait(30)
+        return fixed_analyzer(rgb, um_per_px)
+
+
+def _datagrams(sock: socket.socket, seconds: float) -> list[str]:
+    messages = []
+    deadline_s = time.monotonic() + seconds
+    while time.monotonic() < deadline_s:
+        try:
+            messages += sock.recv(4096).decode().splitlines()
+        except TimeoutError:
+            continue
+    return messages
+
+
+def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
+    private_broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(socket_path))
+    sock.settimeout(0.1)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(socket_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    config = edge_config(tmp_path, private_broker.port, None, watchdog_stall_s=1.0)
+    analyzer = HangingAnalyzer()
+    daemon = EdgeDaemon(config, source=fast_source(config), analyzer=analyzer)
+    thread, _codes = run_in_thread(daemon)
+    try:
+        healthy = _datagrams(sock, 2.0)
+        assert healthy[0] == "READY=1"
+        assert healthy.count("WATCHDOG=1") >= 3
+        analyzer.hang.set()
+        time.sleep(2.5)  # the next burst hangs; 1 s later the pings stop
+        _datagrams(sock, 0.1)
+        assert "WATCHDOG=1" not in _datagrams(sock, 1.5)
+        assert "AnalysisRunner" in daemon.stalled_threads()
+    finally:
+        analyzer.release.set()
+        daemon.request_stop()
+        thread.join(10)
+        sock.close()
