@@ -55,6 +55,10 @@ class Slide:
 
 def check_um_per_px(um_per_px: float, name: str) -> None:
     """Refuse a resolution outside what brightfield slide scans have."""
+    if np.isnan(um_per_px):
+        raise SlideError(
+            f"{name}: resolution unknown; give an um_per_px column in labels.csv or --um-per-px"
+        )
     if not np.isfinite(um_per_px) or not MIN_UM_PER_PX <= um_per_px <= MAX_UM_PER_PX:
         raise SlideError(
             f"{name}: {um_per_px} µm/px is not a plausible slide resolution "

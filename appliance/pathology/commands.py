@@ -1,0 +1,102 @@
+"""``appliance synth he`` and ``appliance pathology run|submit|evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "pathology" / "msi-vgg19-w16.onnx"
+
+
+def register(root: Any, groups: dict[str, Any]) -> None:
+    """Add the synthetic cohort generator and the pathology commands."""
+    synth = groups["synth"].add_parser("he", help="a synthetic H&E cohort with known MSI labels")
+    synth.add_argument("--out", type=Path, required=True, help="folder for slides + labels.csv")
+    synth.add_argument("--patients", type=int, default=20, help="number of patients (20)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    synth.add_argument("--msi-fraction", type=float, default=0.35, help="share of MSI patients")
+    synth.add_argument("--workers", type=int, default=1, help="processes painting slides (1)")
+    synth.set_defaults(handler=_synth_he)
+    pathology = root.add_parser("pathology", help="H&E slides: MSI scores, heatmaps, metrics")
+    sub = pathology.add_subparsers(dest="pathology_command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="score a folder of slides (labels.csv optional)")
+    run.add_argument("folder", type=Path, help="folder of slides, with labels.csv or not")
+    _add_run_options(run)
+    run.set_defaults(handler=_run)
+    submit = sub.add_parser("submit", help="score the given slide files")
+    submit.add_argument("slides", type=Path, nargs="+", help="slide image files")
+    _add_run_options(submit)
+    submit.set_defaults(handler=_submit)
+    evaluate = sub.add_parser("evaluate", help="metrics of one or more runs against labels")
+    evaluate.add_argument("--labels", type=Path, required=True, help="labels.csv")
+    evaluate.add_argument("--results", type=Path, nargs="+", required=True,
+                          help="results folder(s) of `pathology run`; several = repeated runs")
+    evaluate.add_argument("--splits", type=Path, help="patient,split CSV (from training)")
+    evaluate.add_argument("--split", default="test", help="which split to evaluate (test)")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="results folder")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="tile model (ONNX)")
+    parser.add_argument("--um-per-px", type=float, help="slide resolution when labels lack it")
+    parser.add_argument("--tile-um", type=float, help="tile size in µm (model's default)")
+    parser.add_argument("--min-tissue", type=float, default=0.5, help="tissue share of a tile")
+    parser.add_argument("--threshold", type=float, help="slide threshold (model's default)")
+    parser.add_argument("--score", choices=["mean", "share"], default="mean",
+                        help="slide score: mean tile probability or share of MSI tiles")
+    parser.add_argument("--tumour-only", action="store_true", help="score nuclei-rich tiles only")
+    parser.add_argument("--no-normalize", action="store_true", help="skip Macenko normalisation")
+    parser.add_argument("--batch-size", type=int, default=64, help="tiles per model call (64)")
+    parser.add_argument("--cam-tiles", type=int, default=4, help="CAMs drawn per slide (4)")
+    parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--no-pictures", action="store_true", help="skip heatmaps and CAMs")
+
+
+def _synth_he(args: argparse.Namespace) -> int:
+    from appliance.pathology.synthetic import cohort_specs, write_cohort  # noqa: PLC0415 - heavy deps load on use
+
+    if args.patients < 1 or not 0 <= args.msi_fraction <= 1:
+        print("synth he: --patients must be >= 1 and --msi-fraction in 0..1", file=sys.stderr)
+        return 2
+    specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
+    labels = write_cohort(args.out, specs, workers=max(1, args.workers))
+    print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from appliance.pathology.labels import LabelsError, jobs_from_folder  # noqa: PLC0415 - heavy deps load on use
+
+    if not args.folder.is_dir():
+        print(f"pathology run: {args.folder} is not a folder of slides", file=sys.stderr)
+        return 2
+    try:
+        jobs = jobs_from_folder(args.folder, args.um_per_px)
+    except LabelsError as exc:
+        print(f"pathology run: {exc}", file=sys.stderr)
+        return 2
+    return _score_jobs(args, jobs)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from appliance.pathology.run import SlideJob  # noqa: PLC0415 - heavy deps load on use
+
+    um = args.um_per_px if args.um_per_px is not None else float("nan")
+    return _score_jobs(args, [SlideJob(path, um, path.stem) for path in args.slides])
+
+
+def _score_jobs(args: argparse.Namespace, jobs: list[Any]) -> int:
+    from appliance.pathology.scoring import score_jobs  # noqa: PLC0415 - heavy deps load on use
+
+    return score_jobs(args, jobs)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from appliance.pathology.report import evaluate_command  # noqa: PLC0415 - heavy deps load on use
+
+    return evaluate_command(args)

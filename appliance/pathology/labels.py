@@ -1,0 +1,88 @@
+"""labels.csv (slide, patient, label, material[, um_per_px]) and the slide jobs it describes."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.pathology.run import SlideJob
+from appliance.pathology.slides import slide_files
+
+LABELS_FILE = "labels.csv"
+REQUIRED_COLUMNS = ("slide", "patient", "label", "material")
+MAX_LABEL_ROWS = 1_000_000
+
+
+class LabelsError(ValueError):
+    """A labels.csv that cannot be used; names the file, the line and the fix."""
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One slide's ground truth."""
+
+    slide: str
+    patient: str
+    label: str
+    material: str
+    um_per_px: float | None
+
+
+def read_labels(path: Path) -> list[LabelRow]:
+    """Rows of a labels CSV; LabelsError naming the line when a column is missing or bad."""
+    if not path.is_file():
+        raise LabelsError(f"{path}: labels file not found; pass --labels CSV")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LabelsError(
+                f"{path}: missing column(s) {', '.join(missing)}; the header must hold "
+                f"{', '.join(REQUIRED_COLUMNS)} (um_per_px optional)"
+            )
+        rows = [_row(path, number, raw) for number, raw in enumerate(reader, start=2)]
+    if len(rows) > MAX_LABEL_ROWS:
+        raise LabelsError(f"{path}: more than {MAX_LABEL_ROWS} rows; split the cohort")
+    return rows
+
+
+def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
+    values = {key: (raw.get(key) or "").strip() for key in (*REQUIRED_COLUMNS, "um_per_px")}
+    if not values["slide"] or not values["patient"] or not values["label"]:
+        raise LabelsError(f"{path}:{line}: slide, patient and label must not be empty")
+    try:
+        um = float(values["um_per_px"]) if values["um_per_px"] else None
+    except ValueError as exc:
+        raise LabelsError(
+            f"{path}:{line}: um_per_px {values['um_per_px']!r} is not a number"
+        ) from exc
+    return LabelRow(values["slide"], values["patient"], values["label"], values["material"], um)
+
+
+def _find_slide(folder: Path, slide: str) -> Path:
+    """The slide's file: NAME itself if it has a suffix, else the first NAME.<image suffix>."""
+    direct = folder / slide
+    if direct.suffix:
+        return direct
+    matches = sorted(folder.glob(f"{slide}.*"))
+    return matches[0] if matches else folder / f"{slide}.jpg"
+
+
+def jobs_from_folder(folder: Path, um_per_px: float | None) -> list[SlideJob]:
+    """Slide jobs from folder/labels.csv, or every image in the folder when there is none."""
+    labels = folder / LABELS_FILE
+    if labels.is_file():
+        return [
+            SlideJob(_find_slide(folder, row.slide), _resolution(row.um_per_px, um_per_px),
+                     row.slide, row.patient, row.material)
+            for row in read_labels(labels)
+        ]
+    return [SlideJob(path, _resolution(None, um_per_px), path.stem) for path in slide_files(folder)]
+
+
+def _resolution(from_labels: float | None, from_option: float | None) -> float:
+    """labels.csv wins over --um-per-px; NaN (refused per slide) when neither gives one."""
+    if from_labels is not None:
+        return from_labels
+    return from_option if from_option is not None else float("nan")

@@ -1,0 +1,184 @@
+"""``pathology evaluate``: the paper's Table 2 layout over k runs, per material, with CIs.
+
+Each results folder is one run (e.g. a model trained with another seed). Slides are joined to
+labels.csv by name; with --splits only the patients of one split (default: test) count, so a
+model is never scored on the patients it learnt from. Bootstrap CIs resample patients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from appliance.pathology.labels import LabelRow, LabelsError, read_labels
+from appliance.pathology.metrics import (
+    METRIC_NAMES,
+    Confusion,
+    binary_metrics,
+    bootstrap_ci,
+    confusion,
+)
+from appliance.pathology.run import RESULTS_CSV, RESULTS_JSON
+
+POSITIVE = "MSI"
+# The paper's Table 2 (mean of 3 runs); it reports no sensitivity or AUROC.
+PAPER = {"accuracy": 0.744, "precision": 0.761, "specificity": 0.542, "f_measure": 0.810}
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One run joined to the labels: truth, score, patient and material per slide."""
+
+    name: str
+    threshold: float
+    truth: np.ndarray
+    scores: np.ndarray
+    patients: np.ndarray
+    materials: np.ndarray
+
+
+def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | None) -> RunData:
+    """Read one results folder and keep the labelled, scored slides (of the chosen patients)."""
+    results = folder / RESULTS_CSV
+    if not results.is_file():
+        raise LabelsError(f"{results}: not found; pass the --out folder of `pathology run`")
+    summary = folder / RESULTS_JSON
+    meta = json.loads(summary.read_text()) if summary.is_file() else {}
+    with results.open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if not r["error"] and r["slide"] in labels]
+    rows = [row for row in rows if patients is None or labels[row["slide"]].patient in patients]
+    if not rows:
+        raise LabelsError(f"{results}: no scored slide matches the labels (and split)")
+    chosen = [labels[row["slide"]] for row in rows]
+    return RunData(
+        name=folder.name,
+        threshold=float(meta.get("threshold", 0.5)),
+        truth=np.array([row.label == POSITIVE for row in chosen]),
+        scores=np.array([float(row["score"]) for row in rows]),
+        patients=np.array([row.patient for row in chosen]),
+        materials=np.array([row.material or "unknown" for row in chosen]),
+    )
+
+
+def read_split(path: Path, split: str) -> set[str]:
+    """Patients of one split in a patient,split CSV."""
+    with path.open(newline="") as handle:
+        chosen = {row["patient"] for row in csv.DictReader(handle) if row["split"] == split}
+    if not chosen:
+        raise LabelsError(f"{path}: no patient in split {split!r}")
+    return chosen
+
+
+@dataclass(frozen=True)
+class SubsetReport:
+    """Metrics of one run on one group of slides."""
+
+    slides: int
+    patients: int
+    metrics: dict[str, float]
+    ci95: dict[str, tuple[float, float]]
+    confusion: Confusion
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """A group (all, biopsy, surgical) over every run, with mean and sd across runs."""
+
+    per_run: list[SubsetReport | None]
+    summary: dict[str, tuple[float, float]]
+
+
+def subset_metrics(run: RunData, mask: np.ndarray, resamples: int) -> SubsetReport:
+    """Metrics, CIs and confusion of the slides selected by mask."""
+    truth, scores = run.truth[mask], run.scores[mask]
+    return SubsetReport(
+        slides=int(mask.sum()),
+        patients=len(set(run.patients[mask])),
+        metrics=binary_metrics(truth, scores, run.threshold),
+        ci95=bootstrap_ci(truth, scores, run.threshold, run.patients[mask], resamples=resamples),
+        confusion=confusion(truth, scores >= run.threshold),
+    )
+
+
+def evaluate_runs(runs: list[RunData], resamples: int) -> dict[str, GroupReport]:
+    """Per material group (all, then each material): every run, plus mean and sd across runs."""
+    groups = ["all", *sorted({str(m) for run in runs for m in run.materials})]
+    report = {}
+    for group in groups:
+        per_run = []
+        for run in runs:
+            mask = np.ones(len(run.truth), bool) if group == "all" else run.materials == group
+            per_run.append(subset_metrics(run, mask, resamples) if mask.any() else None)
+        report[group] = GroupReport(per_run, _across(per_run))
+    return report
+
+
+def _across(per_run: list[SubsetReport | None]) -> dict[str, tuple[float, float]]:
+    """Mean and sample sd of each metric across runs (sd NaN with one run)."""
+    summary = {}
+    for name in METRIC_NAMES:
+        values = [run.metrics[name] for run in per_run if run is not None]
+        finite = [v for v in values if math.isfinite(v)]
+        mean = float(np.mean(finite)) if finite else float("nan")
+        sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
+        summary[name] = (mean, sd)
+    return summary
+
+
+def _number(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.3f}"
+
+
+def format_group(name: str, group: GroupReport, runs: list[RunData]) -> str:
+    """One Table-2 style block: metrics by run with CIs, mean ± sd, the paper's figures."""
+    first = next(run for run in group.per_run if run is not None)
+    lines = [f"{name}: {first.slides} slides, {first.patients} patients "
+             f"(threshold {runs[0].threshold:.3f}; 95% CI by patient bootstrap)"]
+    header = f"  {'metric':<12}" + "".join(f"{'run ' + str(i + 1):<24}" for i in range(len(runs)))
+    lines.append(header + f"{'mean ± sd':<18}paper")
+    for metric in METRIC_NAMES:
+        cells = ""
+        for run in group.per_run:
+            if run is None:
+                cells += f"{'-':<24}"
+                continue
+            low, high = run.ci95[metric]
+            cells += f"{_number(run.metrics[metric]) + f' [{_number(low)}-{_number(high)}]':<24}"
+        mean, sd = group.summary[metric]
+        paper = _number(PAPER[metric]) if metric in PAPER else "-"
+        lines.append(f"  {metric:<12}{cells}{_number(mean) + ' ± ' + _number(sd):<18}{paper}")
+    for index, run in enumerate(group.per_run):
+        if run is not None:
+            c = run.confusion
+            lines.append(f"  confusion run {index + 1}: true MSI -> TP {c.tp} FN {c.fn}; "
+                         f"true MSS -> FP {c.fp} TN {c.tn}")
+    return "\n".join(lines)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """The body of ``pathology evaluate``; 2 with a message when inputs are unusable."""
+    try:
+        labels = {row.slide: row for row in read_labels(args.labels)}
+        patients = read_split(args.splits, args.split) if args.splits else None
+        runs = [load_run(folder, labels, patients) for folder in args.results]
+    except (LabelsError, OSError, ValueError, KeyError) as exc:
+        print(f"pathology evaluate: {exc}", file=sys.stderr)
+        return 2
+    report = evaluate_runs(runs, max(10, args.bootstrap))
+    if args.json:
+        out = {name: asdict(group) for name, group in report.items()}
+        print(json.dumps({"runs": [r.name for r in runs], "paper": PAPER, "groups": out},
+                         default=str))
+        return 0
+    print(f"MSI vs MSS, slide level, {len(runs)} run(s): {', '.join(r.name for r in runs)}")
+    for name, group in report.items():
+        print()
+        print(format_group(name, group, runs))
+    return 0

@@ -1,0 +1,179 @@
+"""Running slides through the tile model: per-slide scores, heatmaps, CAMs, results files.
+
+Each slide is independent: a slide that cannot be read, has no tissue, has an implausible µm/px
+or upsets the model gets an ``error`` in its result row and the run moves on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from appliance.pathology.aggregate import SlideScore, aggregate, decisive_tiles, slide_label
+from appliance.pathology.heatmap import cam_panel, heatmap_scale, tile_heatmap, write_png
+from appliance.pathology.model import ModelError, TileModel
+from appliance.pathology.prepare import PreparedSlide, TileSettings, prepare_slide, tile_batches
+from appliance.pathology.slides import SlideError
+from appliance.pathology.tiles import Tile
+
+log = logging.getLogger(__name__)
+RESULTS_CSV = "results.csv"
+RESULTS_JSON = "run.json"
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide to score, with what labels.csv says about it."""
+
+    path: Path
+    um_per_px: float
+    slide: str
+    patient: str = ""
+    material: str = ""
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    """One row of results.csv."""
+
+    slide: str
+    patient: str
+    material: str
+    path: str
+    tile_count: int = 0
+    mean_probability: float = float("nan")
+    msi_tile_share: float = float("nan")
+    score: float = float("nan")
+    label: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How slides are scored and what pictures are drawn."""
+
+    batch_size: int = 64
+    threshold: float | None = None
+    score: SlideScore = "mean"
+    cam_tiles: int = 4
+    pictures: bool = True
+
+
+class _Decisive:
+    """The k most decisive tiles seen so far (pixels, CAM, probability)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.pixels: list[np.ndarray] = []
+        self.cams: list[np.ndarray] = []
+        self.probability: list[float] = []
+
+    def offer(self, pixels: np.ndarray, cams: np.ndarray | None, probability: np.ndarray) -> None:
+        if cams is None or self.k == 0:
+            return
+        self.pixels += list(pixels)
+        self.cams += list(cams)
+        self.probability += [float(p) for p in probability]
+        keep = decisive_tiles(np.array(self.probability), self.k)
+        self.pixels = [self.pixels[i] for i in keep]
+        self.cams = [self.cams[i] for i in keep]
+        self.probability = [self.probability[i] for i in keep]
+
+
+class SlideRunner:
+    """Scores slides with one model and writes their pictures under out_dir."""
+
+    def __init__(
+        self, model: TileModel, settings: TileSettings, out_dir: Path, options: RunOptions
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.out_dir = out_dir
+        self.options = options
+        self.threshold = model.info.threshold if options.threshold is None else options.threshold
+
+    def run(self, job: SlideJob) -> SlideResult:
+        """Score one slide; any slide-level problem becomes the result's error."""
+        base = SlideResult(job.slide, job.patient, job.material, str(job.path))
+        try:
+            prepared = prepare_slide(job.path, job.um_per_px, self.settings)
+        except SlideError as exc:
+            return SlideResult(**{**asdict(base), "error": str(exc)})
+        try:
+            return self._score(prepared, base)
+        except (SlideError, ModelError, ValueError) as exc:
+            return SlideResult(**{**asdict(base), "error": str(exc)})
+        finally:
+            prepared.close()
+
+    def _score(self, prepared: PreparedSlide, base: SlideResult) -> SlideResult:
+        scored: list[Tile] = []
+        probabilities = []
+        decisive = _Decisive(self.options.cam_tiles)
+        for tiles, pixels in tile_batches(prepared, self.settings, self.options.batch_size):
+            result = self.model.predict(pixels)
+            scored += tiles
+            probabilities.append(result.probability)
+            decisive.offer(pixels, result.cam, result.probability)
+        if not scored:
+            raise SlideError(f"{base.path}: no tile passed the tumour filter; nothing to score")
+        probability = np.concatenate(probabilities)
+        scores = aggregate(probability)
+        if self.options.pictures:
+            self._draw(prepared, scored, probability, decisive, base.slide)
+        value = scores.score(self.options.score)
+        return SlideResult(
+            **{**asdict(base), "tile_count": scores.tile_count,
+               "mean_probability": scores.mean_probability,
+               "msi_tile_share": scores.msi_tile_share, "score": value,
+               "label": slide_label(value, self.threshold, self.model.info.labels)}
+        )
+
+    def _draw(
+        self, prepared: PreparedSlide, tiles: list[Tile], probability: np.ndarray,
+        decisive: _Decisive, name: str,
+    ) -> None:
+        slide = prepared.slide
+        thumb = slide.thumbnail(slide.um_per_px / heatmap_scale(slide.size_px))
+        scale = thumb.shape[1] / slide.size_px[0]
+        write_png(self.out_dir / "heatmaps" / f"{name}.png",
+                  tile_heatmap(thumb, scale, tiles, probability))
+        if decisive.pixels:
+            panel = cam_panel(np.stack(decisive.pixels), np.stack(decisive.cams),
+                              np.array(decisive.probability))
+            write_png(self.out_dir / "cams" / f"{name}.png", panel)
+
+
+def run_jobs(runner: SlideRunner, jobs: list[SlideJob], progress: bool = True) -> list[SlideResult]:
+    """Score every job in order, with a progress bar on stderr; errors are logged, not raised."""
+    results = []
+    for job in tqdm(jobs, unit="slide", disable=not progress or None):
+        result = runner.run(job)
+        if result.error:
+            log.error("slide %s failed: %s", job.slide, result.error)
+        results.append(result)
+    return results
+
+
+def write_results(
+    out_dir: Path, results: Iterable[SlideResult], summary: dict[str, object]
+) -> Path:
+    """results.csv (one row per slide) and run.json (model, settings, counts); returns the CSV."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [asdict(result) for result in results]
+    path = out_dir / RESULTS_CSV
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(SlideResult.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(rows)
+    failed = sum(1 for row in rows if row["error"])
+    summary = {**summary, "slides": len(rows), "failed": failed}
+    (out_dir / RESULTS_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return path

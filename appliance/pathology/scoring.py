@@ -1,0 +1,68 @@
+"""The shared body of ``pathology run`` and ``pathology submit``: load, score, write, summarise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+
+from appliance.pathology.model import ModelError, TileModel
+from appliance.pathology.prepare import TileSettings
+from appliance.pathology.run import (
+    RunOptions,
+    SlideJob,
+    SlideResult,
+    SlideRunner,
+    run_jobs,
+    write_results,
+)
+
+
+def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
+    """Score jobs; exit 0 when all slides scored, 1 when some failed, 2 on a bad model/options."""
+    if not jobs:
+        print("pathology: no slides found (JPEG, PNG or TIFF files)", file=sys.stderr)
+        return 2
+    try:
+        model = TileModel(args.model, provider=args.provider)
+    except ModelError as exc:
+        print(f"pathology: model error: {exc}", file=sys.stderr)
+        return 2
+    info = model.info
+    settings = TileSettings(
+        tile_px=info.tile_px,
+        tile_um=args.tile_um or info.tile_um,
+        min_tissue_fraction=args.min_tissue,
+        normalize=not args.no_normalize,
+        tumour_only=args.tumour_only,
+        reference=info.stain_reference,
+    )
+    options = RunOptions(
+        batch_size=max(1, args.batch_size), threshold=args.threshold, score=args.score,
+        cam_tiles=max(0, args.cam_tiles), pictures=not args.no_pictures,
+    )
+    runner = SlideRunner(model, settings, args.out, options)
+    started = time.monotonic()
+    results = run_jobs(runner, jobs)
+    summary = {
+        "model": str(args.model), "model_name": info.name, "model_version": info.version,
+        "providers": model.session.get_providers(), "threshold": runner.threshold,
+        "score": args.score, "settings": {**asdict(settings), "reference": None},
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    path = write_results(args.out, results, summary)
+    _print_summary(results, path)
+    return 1 if any(result.error for result in results) else 0
+
+
+def _print_summary(results: list[SlideResult], path: object) -> None:
+    for result in results:
+        if result.error:
+            print(f"{result.slide}: ERROR {result.error}")
+        else:
+            print(f"{result.slide}: {result.label} score {result.score:.3f} "
+                  f"(mean p {result.mean_probability:.3f}, MSI tiles "
+                  f"{result.msi_tile_share:.0%}, {result.tile_count} tiles)")
+    failed = sum(1 for result in results if result.error)
+    print(f"{len(results) - failed} of {len(results)} slides scored; results in {path}")
