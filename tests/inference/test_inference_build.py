@@ -47,7 +47,7 @@ def test_int8_file_is_much_smaller_than_float(built: BuiltModel) -> None:
 def test_figures_state_calibration_and_validation(built: BuiltModel) -> None:
     calibration, validation = built.figures["calibration"], built.figures["validation"]
     assert calibration["rows"] == 50
-    assert len(calibration["candidates"]) == 8
+    assert len(calibration["candidates"]) == 12
     assert calibration["chosen"] in calibration["candidates"]
     assert validation["rows"] == 50
     assert validation["accuracy_float"] > 0.6  # the grade is learnable from two features
