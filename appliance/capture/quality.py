@@ -68,6 +68,7 @@ class QualityGate:
 
     def __init__(
         self,
+        *,
         min_focus: float = 0.6,
         max_highlight_fraction: float = 0.25,
         max_shadow_fraction: float = 0.30,
@@ -101,7 +102,7 @@ class QualityGate:
         """Score a frame (RGB uint8) and give the verdict with every failed check as a reason."""
         scores = self.scores(rgb, previous)
         failed = self._failed_checks(scores)
-        verdict = next((v for v in _PRIORITY if v in failed), "ok")
+        verdict: Verdict = next((v for v in _PRIORITY if v in failed), "ok")
         return FrameQuality(verdict, tuple(failed.values()), scores)
 
     def _failed_checks(self, s: dict[str, float]) -> dict[Verdict, str]:

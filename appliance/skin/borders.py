@@ -1,0 +1,138 @@
+"""The furrow network as a graph: centre-line segments between hill cells, and their lengths.
+
+Every border between two hill cells is a chain of pixel cracks (a crack separates two
+4-neighbours with different labels). A straight border at angle φ to the x axis, of length
+L, has L·|sin φ| cracks between horizontal neighbours and L·|cos φ| between vertical ones,
+so L = cracks / (|cos φ| + |sin φ|): we group cracks by the pair of cells they separate (one
+furrow segment), take φ from the principal axis of the segment's crack positions and correct
+its crack count by that factor. This is exact for straight segments at any angle, where
+counting skeleton pixels is up to 8 % off.
+
+Where several furrows meet, the cells' borders do not meet in one point: the wide junction
+(and any pore sitting on it) breaks into a few short borders between cells that are not
+neighbours at all, and the real segments stop short of the junction. So junctions are found
+as clusters of points where three or more cells meet (within about a furrow width); each
+segment is extended from its chain's ends to the centres of the junctions there, and borders
+that lie wholly inside one junction are not furrows and are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MIN_CRACKS_FOR_DIRECTION = 3
+
+
+@dataclass(frozen=True)
+class BorderSegments:
+    """One entry per furrow segment: the two hill cells, length (px) and direction (rad)."""
+
+    cell_pairs: np.ndarray  # (S, 2) int: the two cell labels
+    lengths_px: np.ndarray  # (S,) float
+    angles_rad: np.ndarray  # (S,) float, direction of the segment, 0..π
+
+    @property
+    def total_length_px(self) -> float:
+        """Total centre-line length in pixels."""
+        return float(self.lengths_px.sum())
+
+    def anisotropy(self) -> float:
+        """|Σ l_i exp(2iθ_i)| / Σ l_i (DESIGN.md furrow_anisotropy)."""
+        total = self.total_length_px
+        if total <= 0.0:
+            return 0.0
+        resultant = complex(np.sum(self.lengths_px * np.exp(2j * self.angles_rad)))
+        return float(min(abs(resultant) / total, 1.0))
+
+
+@dataclass(frozen=True)
+class _Cracks:
+    keys: np.ndarray  # pair key per crack, sorted
+    xs: np.ndarray
+    ys: np.ndarray
+
+
+def _cracks(labels: np.ndarray) -> _Cracks:
+    """Every crack: its cell-pair key and midpoint, sorted by key."""
+    keys, xs, ys = [], [], []
+    span = np.int64(int(labels.max()) + 1)
+    for horizontal in (True, False):
+        a = labels[:, :-1] if horizontal else labels[:-1, :]
+        b = labels[:, 1:] if horizontal else labels[1:, :]
+        rows, cols = np.nonzero(a != b)
+        first, second = a[rows, cols].astype(np.int64), b[rows, cols].astype(np.int64)
+        keys.append(np.minimum(first, second) * span + np.maximum(first, second))
+        xs.append(cols + (0.5 if horizontal else 0.0))
+        ys.append(rows + (0.0 if horizontal else 0.5))
+    all_keys = np.concatenate(keys)
+    order = np.argsort(all_keys, kind="stable")
+    return _Cracks(all_keys[order], np.concatenate(xs)[order], np.concatenate(ys)[order])
+
+
+def junctions(labels: np.ndarray, radius_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Junction id per pixel (0: none) and junction centres (id -> x, y).
+
+    A junction is a cluster of 2x2 pixel blocks holding three or more cells, grown by
+    ``radius_px`` so that the few border meeting points of one wide junction merge.
+    """
+    a, b = labels[:-1, :-1], labels[:-1, 1:]
+    c, d = labels[1:, :-1], labels[1:, 1:]
+    distinct = 1 + (b != a).astype(np.uint8) + ((c != a) & (c != b)) + ((d != a) & (d != b) & (d != c))
+    meeting = np.zeros(labels.shape, dtype=np.uint8)
+    meeting[:-1, :-1] = distinct >= 3
+    size = max(1, int(round(radius_px))) * 2 + 1
+    grown = cv2.dilate(meeting, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    count, ids = cv2.connectedComponents(grown, connectivity=8)
+    rows, cols = np.nonzero(meeting)
+    owner = ids[rows, cols]
+    weight = np.maximum(np.bincount(owner, minlength=count), 1)
+    centres = np.stack(
+        [np.bincount(owner, cols + 0.5, count) / weight, np.bincount(owner, rows + 0.5, count) / weight],
+        axis=1,
+    )
+    return ids, centres
+
+
+def border_segments(labels: np.ndarray, junction_radius_px: float = 3.0) -> BorderSegments:
+    """The furrow segments between cells, with centre-line length and direction each."""
+    cracks = _cracks(labels)
+    if len(cracks.keys) == 0:
+        empty = np.zeros(0)
+        return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty)
+    starts = np.flatnonzero(np.r_[True, cracks.keys[1:] != cracks.keys[:-1]])
+    count = np.diff(np.r_[starts, len(cracks.keys)]).astype(np.float64)
+    mean_x = np.add.reduceat(cracks.xs, starts) / count
+    mean_y = np.add.reduceat(cracks.ys, starts) / count
+    cxx = np.add.reduceat(cracks.xs * cracks.xs, starts) / count - mean_x**2
+    cyy = np.add.reduceat(cracks.ys * cracks.ys, starts) / count - mean_y**2
+    cxy = np.add.reduceat(cracks.xs * cracks.ys, starts) / count - mean_x * mean_y
+    angles = (0.5 * np.arctan2(2.0 * cxy, cxx - cyy)) % np.pi
+    factor = np.abs(np.cos(angles)) + np.abs(np.sin(angles))
+    chain_px = count / np.where(count >= MIN_CRACKS_FOR_DIRECTION, factor, 4.0 / np.pi)
+    group = np.repeat(np.arange(len(starts)), count.astype(np.int64))
+    along = (cracks.xs - mean_x[group]) * np.cos(angles[group]) + (
+        cracks.ys - mean_y[group]
+    ) * np.sin(angles[group])
+    ends = [np.minimum.reduceat(along, starts), np.maximum.reduceat(along, starts)]
+    ids, centres = junctions(labels, junction_radius_px)
+    end_ids, gaps = [], []
+    for end in ends:
+        x = mean_x + end * np.cos(angles)
+        y = mean_y + end * np.sin(angles)
+        rows = np.clip(np.rint(y).astype(np.int64), 0, labels.shape[0] - 1)
+        cols = np.clip(np.rint(x).astype(np.int64), 0, labels.shape[1] - 1)
+        junction = ids[rows, cols]
+        gap = np.hypot(centres[junction, 0] - x, centres[junction, 1] - y)
+        gaps.append(np.where(junction > 0, gap, 0.0))
+        end_ids.append(junction)
+    chord = np.hypot(*(centres[end_ids[0]] - centres[end_ids[1]]).T)
+    both = (end_ids[0] > 0) & (end_ids[1] > 0)
+    lengths = np.where(both, np.maximum(chord, chain_px), chain_px + gaps[0] + gaps[1])
+    real = ~((end_ids[0] == end_ids[1]) & (end_ids[0] > 0))
+    span = int(labels.max()) + 1
+    keys = cracks.keys[starts]
+    pairs = np.stack([keys // span, keys % span], axis=1)
+    return BorderSegments(pairs[real], lengths[real], angles[real])
