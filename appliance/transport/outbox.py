@@ -93,13 +93,11 @@ class Outbox:
             return self._insert_locked(messages, now_s, max(0, overflow))
 
     def _insert_locked(
-        self, messages: Sequence[tuple[str, str, bytes]], now_s: float, drop_count: int
+        self, messages: Sequence[tuple[str, str, bytes]], now_s: float, overflow: int
     ) -> list[int]:
         try:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("BEGIN IMMEDIATE")
-            if drop_count:
-                self._drop_oldest_locked(drop_count)
             seqs = []
             for measurement_id, topic, payload in messages:
                 cursor = self._db.execute(
@@ -108,19 +106,21 @@ class Outbox:
                     (measurement_id, topic, payload, now_s),
                 )
                 seqs.append(int(cursor.lastrowid or 0))
+            dropped = self._drop_oldest_locked(overflow) if overflow else 0
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback_locked()
             raise OutboxError(f"{self.path}: could not commit results ({exc})") from exc
-        self._depth += len(messages) - drop_count
+        self._depth += len(messages) - dropped
         return seqs
 
-    def _drop_oldest_locked(self, count: int) -> None:
-        self._db.execute(
+    def _drop_oldest_locked(self, count: int) -> int:
+        dropped = self._db.execute(
             "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
             (count,),
-        )
-        self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (count,))
+        ).rowcount
+        self._count_dropped_locked(dropped)
+        return int(dropped)
 
     def _rollback_locked(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # no transaction open: nothing to undo

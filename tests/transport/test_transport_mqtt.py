@@ -1,0 +1,180 @@
+"""The MQTT link against a real mosquitto: delivery, properties, birth/will, commands, auth."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance.transport.broker import PrivateBroker, free_port
+from appliance.transport.client import LinkSettings
+from appliance.transport.mqtt import MqttLink
+from appliance.transport.outbox import Outbox
+
+pytestmark = pytest.mark.broker
+
+
+class Subscriber:
+    """A plain MQTT v5 subscriber that keeps every message with its properties."""
+
+    def __init__(self, host: str, port: int, topic_filter: str) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, *_: (c.subscribe(topic_filter, qos=1), None)[1]
+        self.client.on_subscribe = lambda *_: self._ready.set()
+        self.client.on_message = lambda _c, _u, m: self.messages.append(m)
+        self.client.connect(host, port)
+        self.client.loop_start()
+        assert self._ready.wait(5)
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[mqtt.MQTTMessage]:
+        deadline_s = time.monotonic() + timeout_s
+        while len(self.messages) < count and time.monotonic() < deadline_s:
+            time.sleep(0.02)
+        return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def make_link(tmp_path: Path, host: str, port: int, prefix: str, **settings: Any) -> MqttLink:
+    outbox = Outbox(tmp_path / "outbox.db")
+    return MqttLink(
+        LinkSettings(host, port, f"link-{prefix.replace('/', '-')}"[:60], **settings),
+        outbox,
+        status_topic=f"{prefix}/status",
+        status_payload=lambda state: f'{{"state": "{state}"}}'.encode(),
+        subscriptions=(f"{prefix}/cmd/#",),
+    )
+
+
+def stop(link: MqttLink) -> None:
+    link.stop_event.set()
+    link.wake()
+    link.join(5)
+    assert not link.is_alive()
+
+
+def test_results_are_delivered_with_json_properties_and_removed_on_puback(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    sub = Subscriber(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/result")
+    link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
+    link.outbox.add_many([(f"m{i}", f"{topic_prefix}/result", b'{"i": %d}' % i) for i in range(20)])
+    link.start()
+    messages = sub.wait_for(20)
+    deadline_s = time.monotonic() + 5
+    while not link.idle() and time.monotonic() < deadline_s:
+        time.sleep(0.02)
+    stop(link)
+    sub.close()
+    assert [m.payload for m in messages] == [b'{"i": %d}' % i for i in range(20)]
+    assert messages[0].properties.ContentType == "application/json"
+    assert 0 < messages[0].properties.MessageExpiryInterval <= 7 * 86400
+    assert link.outbox.depth() == 0
+
+
+def test_birth_is_retained_online_and_a_stop_leaves_offline(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
+    link.start()
+    late = None
+    try:
+        deadline_s = time.monotonic() + 5
+        while not link.connected and time.monotonic() < deadline_s:
+            time.sleep(0.02)
+        late = Subscriber(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/status")
+        assert late.wait_for(1)[0].payload == b'{"state": "online"}'
+        assert late.messages[0].retain
+    finally:
+        stop(link)
+    assert late.wait_for(2)[-1].payload == b'{"state": "offline"}'  # the will, via reason 0x04
+    late.close()
+    cleaner = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    cleaner.connect(mqtt_broker.host, mqtt_broker.port)
+    cleaner.publish(f"{topic_prefix}/status", b"", retain=True).wait_for_publish(5)
+    cleaner.disconnect()
+
+
+def test_commands_arrive_in_the_inbox(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
+    link.start()
+    try:
+        deadline_s = time.monotonic() + 5
+        while not link.connected and time.monotonic() < deadline_s:
+            time.sleep(0.02)
+        sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        sender.connect(mqtt_broker.host, mqtt_broker.port)
+        sender.loop_start()
+        sender.publish(f"{topic_prefix}/cmd/measure", b"{}", qos=1).wait_for_publish(5)
+        sender.disconnect()
+        sender.loop_stop()
+        message = link.inbox.get(timeout=5)
+        assert message.topic == f"{topic_prefix}/cmd/measure"
+    finally:
+        stop(link)
+
+
+def test_backlog_waits_for_a_late_broker_and_goes_out_oldest_first(
+    tmp_path: Path, topic_prefix: str
+) -> None:
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    link = make_link(tmp_path, broker.host, broker.port, topic_prefix, reconnect_cap_s=0.5)
+    link.outbox.add_many([(f"m{i}", f"{topic_prefix}/r", b"%d" % i) for i in range(300)])
+    link.start()
+    try:
+        time.sleep(1.0)  # connection refused a few times, with backoff
+        assert not link.connected
+        broker.start()
+        sub = Subscriber(broker.host, broker.port, f"{topic_prefix}/r")
+        deadline_s = time.monotonic() + 10
+        while not link.idle() and time.monotonic() < deadline_s:
+            time.sleep(0.02)
+        assert link.idle()
+        sub.close()
+    finally:
+        stop(link)
+        broker.close()
+
+
+def test_bad_credentials_stop_retrying_with_a_clear_error(tmp_path: Path) -> None:
+    # mosquitto started as root reads the password file as user "mosquitto": not under tmp_path.
+    workdir = Path(tempfile.mkdtemp(prefix="appliance-auth-"))
+    workdir.chmod(0o755)
+    passwords = workdir / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "kiosk", "right"], check=True)
+    passwords.chmod(0o644)
+    port = free_port()
+    (workdir / "auth.conf").write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
+    )
+    broker = subprocess.Popen(["mosquitto", "-c", str(workdir / "auth.conf")])
+    try:
+        time.sleep(0.5)
+        link = make_link(
+            tmp_path, "127.0.0.1", port, "auth", username="kiosk", password="wrong"
+        )
+        link.start()
+        link.join(10)
+        assert not link.is_alive()  # it gave up instead of hammering the broker
+        assert link.fatal_error is not None
+        assert re.search(r"reason code 0x8[67]", link.fatal_error)  # mosquitto sends 0x87
+        assert "mqtt.username" in link.fatal_error
+    finally:
+        broker.terminate()
+        broker.wait(5)
+        shutil.rmtree(workdir)

@@ -1,0 +1,100 @@
+"""The durable outbox: order, bounds, persistence across restart and SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.transport.outbox import Outbox, OutboxError, OutboxFullError
+
+
+def rows(n: int, start: int = 0) -> list[tuple[str, str, bytes]]:
+    return [(f"m{i}", "t/result", f'{{"i": {i}}}'.encode()) for i in range(start, start + n)]
+
+
+def test_pending_is_oldest_first_and_remove_deletes_only_acknowledged(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    seqs = outbox.add_many(rows(3))
+    outbox.add_many(rows(2, start=3))
+    assert [m.measurement_id for m in outbox.pending()] == ["m0", "m1", "m2", "m3", "m4"]
+    assert outbox.remove([seqs[1]]) == 1
+    assert outbox.remove([seqs[1]]) == 0  # a duplicate PUBACK changes nothing
+    assert [m.measurement_id for m in outbox.pending(after_seq=seqs[0])] == ["m2", "m3", "m4"]
+    assert outbox.depth() == 4
+
+
+def test_messages_and_dropped_counter_survive_a_restart(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_rows=10)
+    outbox.add_many(rows(12))
+    outbox.close()
+    reopened = Outbox(tmp_path / "o.db", max_rows=10)
+    assert reopened.depth() == 10
+    assert reopened.dropped() == 2
+    assert reopened.pending()[0].payload == b'{"i": 2}'
+
+
+def test_drop_oldest_policy_keeps_the_newest(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_rows=10, policy="drop_oldest")
+    for start in range(0, 15, 5):
+        outbox.add_many(rows(5, start))
+    assert [m.measurement_id for m in outbox.pending()][:1] == ["m5"]
+    assert outbox.depth() == 10
+    assert outbox.dropped() == 5
+
+
+def test_refuse_new_policy_raises_and_counts(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_rows=10, policy="refuse_new")
+    outbox.add_many(rows(10))
+    with pytest.raises(OutboxFullError, match="refuse_new"):
+        outbox.add_many(rows(2, start=10))
+    assert outbox.depth() == 10
+    assert outbox.dropped() == 2
+    assert outbox.pending()[-1].measurement_id == "m9"
+
+
+def test_expire_drops_messages_past_the_age_limit(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_age_s=60.0)
+    outbox.add_many(rows(3))
+    assert outbox.expire(now_s=0.0) == 0  # nothing is older than the epoch + 60 s
+    assert outbox.expire() == 0
+    future_s = outbox.pending()[0].created_at_s + 61.0
+    assert outbox.expire(now_s=future_s) == 3
+    assert outbox.depth() == 0
+    assert outbox.dropped() == 3
+
+
+def test_corrupt_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(OutboxError, match=r"o\.db.*move it aside"):
+        Outbox(path)
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from appliance.transport.outbox import Outbox
+outbox = Outbox(Path(sys.argv[1]))
+for i in range(100000):
+    outbox.add_many([(f"m{i}", "t", b"x" * 200)])
+    print(i, flush=True)
+"""
+
+
+def test_every_commit_survives_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None
+    confirmed = -1
+    while confirmed < 200:
+        confirmed = int(writer.stdout.readline())
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    stored = {m.measurement_id for m in Outbox(path).pending(limit=1_000_000)}
+    assert {f"m{i}" for i in range(confirmed + 1)} <= stored
