@@ -98,7 +98,7 @@ def _skin_table(args: argparse.Namespace) -> int:
     spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features,
                      label_noise=args.label_noise)
     try:
-        table = build_skin_table(spec, progress=not args.quiet)
+        table = build_skin_table(spec, progress=not args.quiet, workers=args.workers)
     except (ImportError, ValueError) as exc:
         print(f"skin-table: {exc}", file=sys.stderr)
         return 2
@@ -148,6 +148,7 @@ def _register_table(models: Any) -> None:
                        help="measured: analyze() each frame; truth: ground truth + noise")
     table.add_argument("--label-noise", type=float, default=0.25,
                        help="expert disagreement, as a share of the grade score's spread")
+    table.add_argument("--workers", type=int, default=1, help="processes rendering frames")
     table.add_argument("--quiet", action="store_true", help="no progress bar")
     table.set_defaults(handler=_skin_table)
 

@@ -16,7 +16,9 @@ texture/pore keys with measurement noise, colour keys measured on the frame
 
 from __future__ import annotations
 
+import functools
 import math
+import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -92,18 +94,26 @@ def _measured_features(frame: SyntheticSkin) -> dict[str, float]:
     return {key: float(value) for key, value in analysis.features.model_dump().items()}
 
 
-def frame_rows(spec: TableSpec) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
-    """(features, ground truth) for each synthetic frame of the spec, in index order."""
+def frame_row(spec: TableSpec, index: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(features, ground truth) of synthetic frame ``index`` of the spec."""
     from appliance.skin.synthetic import synthetic_frame  # noqa: PLC0415  (renders images)
 
-    for index in range(spec.rows):
-        frame = synthetic_frame(spec.seed, index, PRESET)
-        if spec.features == "measured":
-            features = _measured_features(frame)
-        else:
-            noise_rng = np.random.default_rng([spec.seed, index, 7])
-            features = _truth_features(frame, noise_rng)
-        yield features, dict(frame.truth)
+    frame = synthetic_frame(spec.seed, index, PRESET)
+    if spec.features == "measured":
+        return _measured_features(frame), dict(frame.truth)
+    noise_rng = np.random.default_rng([spec.seed, index, 7])
+    return _truth_features(frame, noise_rng), dict(frame.truth)
+
+
+def frame_rows(
+    spec: TableSpec, workers: int = 1
+) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
+    """Every frame's (features, ground truth) in index order, on ``workers`` processes."""
+    if workers <= 1:
+        yield from (frame_row(spec, index) for index in range(spec.rows))
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(functools.partial(frame_row, spec), range(spec.rows), chunksize=4)
 
 
 def grade_scores(truths: list[dict[str, float]]) -> np.ndarray:
@@ -150,11 +160,11 @@ def describe(spec: TableSpec) -> str:
     )
 
 
-def build_skin_table(spec: TableSpec, progress: bool = False) -> LabelledTable:
-    """Make the labelled table (renders every frame: about a second per row)."""
+def build_skin_table(spec: TableSpec, progress: bool = False, workers: int = 1) -> LabelledTable:
+    """Make the labelled table (renders every frame: about a second per row per worker)."""
     if spec.features not in ("measured", "truth") or spec.rows < 6:
         raise ValueError(f"need features measured|truth and >= 6 rows, got {spec}")
-    rows = frame_rows(spec)
+    rows = frame_rows(spec, workers)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415  (progress only)
 
