@@ -1,0 +1,127 @@
+"""Frame sources and the capture supervisor: customers, folder replay, failures, backoff."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance.capture.quality import QualityGate
+from appliance.capture.sources import DirectorySource, Frame, SourceError, UvcSource
+from appliance.capture.supervisor import CaptureRunner
+from appliance.capture.synthetic import CustomerScript, SyntheticSource, textured_skin
+from appliance.edge.testing import FlakySource
+
+
+def test_synthetic_customers_approach_rest_and_lift() -> None:
+    script = CustomerScript(approach_frames=3, rest_frames=5, lift_frames=3)
+    source = SyntheticSource(textured_skin(7), fps=0, script=script)
+    source.open()
+    gate = QualityGate()
+    verdicts, previous = [], None
+    for _ in range(2 * script.total_frames):
+        frame = source.read()
+        assert frame is not None
+        verdicts.append(gate.assess(frame.rgb, previous).verdict)
+        previous = frame.rgb
+    first = verdicts[: script.total_frames]
+    assert first[:3] == ["blurred"] * 3
+    assert first[4:8] == ["ok"] * 4  # the first resting frame differs from the last blurred one
+    assert first[8:] == ["no_contact"] * 3
+    assert verdicts[script.total_frames + 4 : script.total_frames + 8] == ["ok"] * 4
+
+
+def test_synthetic_source_is_paced_at_its_frame_rate() -> None:
+    source = SyntheticSource(textured_skin(1), fps=50)
+    source.open()
+    started_s = time.monotonic()
+    for _ in range(10):
+        source.read()
+    assert time.monotonic() - started_s >= 9 / 50
+
+
+def _save_jpeg(path: Path, value: int) -> None:
+    rgb = np.full((960, 1280, 3), value, dtype=np.uint8)
+    assert cv2.imwrite(str(path), rgb)
+
+
+def test_directory_replays_in_name_order_then_picks_up_new_files(tmp_path: Path) -> None:
+    for name, value in (("0002.jpg", 20), ("0001.jpg", 10)):
+        _save_jpeg(tmp_path / name, value)
+    (tmp_path / "0003.jpg").write_bytes(b"\xff\xd8 truncated")
+    (tmp_path / "notes.txt").write_text("not a frame")
+    source = DirectorySource(str(tmp_path))
+    source.open()
+    frames = [source.read() for _ in range(3)]
+    assert [f.name for f in frames if f is not None] == ["0001.jpg", "0002.jpg"]
+    assert frames[2] is None  # the corrupt file is skipped with a warning
+    assert all(f.still for f in frames if f is not None)
+    _save_jpeg(tmp_path / "0004.jpg", 40)
+    later = source.read()
+    assert later is not None
+    assert later.name == "0004.jpg"
+
+
+def test_missing_folder_and_missing_camera_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="frames-missing"):
+        DirectorySource(str(tmp_path / "frames-missing")).open()
+    with pytest.raises(SourceError, match=r"/dev/no-such-scope.*plugged in"):
+        UvcSource("/dev/no-such-scope").open()
+
+
+def test_supervisor_reports_offline_and_reopens_a_failing_camera() -> None:
+    flaky = FlakySource(SyntheticSource(textured_skin(3), fps=100))
+    frames: queue.Queue[Frame] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    changes: list[bool] = []
+    runner = CaptureRunner(
+        flaky, frames, stop, reopen_initial_s=0.05, reopen_cap_s=0.2,
+        on_camera_change=changes.append,
+    )
+    runner.start()
+    try:
+        time.sleep(0.3)
+        flaky.failing.set()
+        time.sleep(0.5)
+        assert not runner.online
+        flaky.failing.clear()
+        time.sleep(0.6)
+        assert runner.online
+    finally:
+        stop.set()
+        runner.join(5)
+    assert changes[:3] == [True, False, True]
+    assert runner.failures >= 1
+    assert runner.frames_dropped > 0  # nobody consumed: the oldest frames made room
+
+
+class SilentSource:
+    description = "silent camera"
+
+    def open(self) -> None:
+        """Opens fine."""
+
+    def read(self) -> Frame | None:
+        time.sleep(0.01)
+        return None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_a_camera_that_stops_delivering_frames_counts_as_failed() -> None:
+    stop = threading.Event()
+    runner = CaptureRunner(
+        SilentSource(), queue.Queue(maxsize=2), stop, stall_s=0.2, reopen_initial_s=0.05,
+        reopen_cap_s=0.1,
+    )
+    runner.start()
+    time.sleep(0.8)
+    stop.set()
+    runner.join(5)
+    assert runner.failures >= 2
