@@ -1,0 +1,175 @@
+"""The edge daemon end to end on the machine's mosquitto, with the fast fake analyser."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance.capture.synthetic import CustomerScript
+from appliance.config import Config, config_from_mapping
+from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.service import reload_config
+from appliance.edge.testing import ResultCollector, fast_daemon, fast_source
+from appliance.transport.broker import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.broker
+
+
+def edge_config(tmp_path: Path, broker: Any, prefix: str, **sections: Any) -> Config:
+    data: dict[str, Any] = {
+        "device": {"id": "kiosk-t", "site": "lab"},
+        "camera": {"source": "synthetic", "limit": 3},
+        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+        "state_dir": str(tmp_path / "state"),
+        "edge": {"synthetic_fps": 60},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return config_from_mapping(data, "test", environ={})
+
+
+def run_in_thread(daemon: EdgeDaemon) -> tuple[threading.Thread, list[int]]:
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
+    thread.start()
+    return thread, codes
+
+
+def test_limit_run_publishes_each_result_once_and_exits_0_after_all_pubacks(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    collector = ResultCollector(
+        mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#", f"c-{topic_prefix[-10:]}"
+    )
+    daemon = fast_daemon(edge_config(tmp_path, mqtt_broker, topic_prefix))
+    thread, codes = run_in_thread(daemon)
+    thread.join(30)
+    assert codes == [0]
+    assert daemon.outbox.depth() == 0
+    assert collector.wait_for(3, timeout_s=5)
+    assert len(collector.ids()) == 3
+    shown = json.loads((tmp_path / "state" / "screen" / "last_result.json").read_text())
+    assert shown["measurement_id"] in collector.ids()
+    assert shown["device_id"] == "kiosk-t"
+    time.sleep(0.3)
+    assert collector.statuses[0].state == "online"
+    assert collector.statuses[-1].state == "offline"  # the will, sent on a clean stop
+    collector.close()
+
+
+def test_cmd_measure_measures_again_while_the_scope_rests(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None})
+    resting = fast_source(config, CustomerScript(approach_frames=1, rest_frames=10**6))
+    daemon = fast_daemon(config, source=resting)
+    thread, _codes = run_in_thread(daemon)
+    try:
+        deadline_s = time.monotonic() + 10
+        while daemon.committer.committed < 1 and time.monotonic() < deadline_s:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert daemon.committer.committed == 1  # one contact, one result
+        sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        sender.connect(mqtt_broker.host, mqtt_broker.port)
+        sender.loop_start()
+        sender.publish(f"{topic_prefix}/lab/kiosk-t/cmd/measure", b"{}", qos=1).wait_for_publish()
+        sender.disconnect()
+        sender.loop_stop()
+        deadline_s = time.monotonic() + 10
+        while daemon.committer.committed < 2 and time.monotonic() < deadline_s:
+            time.sleep(0.05)
+        assert daemon.committer.committed == 2
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+
+
+def test_metrics_endpoint_reports_counters_on_localhost(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    port = free_port()
+    config = edge_config(
+        tmp_path, mqtt_broker, topic_prefix, camera={"limit": None}, edge={"metrics_port": port}
+    )
+    daemon = fast_daemon(config)
+    thread, _codes = run_in_thread(daemon)
+    try:
+        deadline_s = time.monotonic() + 10
+        while daemon.committer.committed < 2 and time.monotonic() < deadline_s:
+            time.sleep(0.05)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+    values = dict(line.split() for line in text.splitlines() if not line.startswith("#"))
+    assert float(values["appliance_edge_measurements_total"]) >= 2
+    assert values["appliance_edge_camera_online"] == "1"
+    assert "# TYPE appliance_edge_outbox_depth gauge" in text
+
+
+def test_sigterm_stops_within_5s_and_keeps_unsent_results(tmp_path: Path) -> None:
+    config_path = tmp_path / "edge.yaml"
+    config_path.write_text(
+        f"mqtt: {{port: {free_port()}}}\nstate_dir: {tmp_path / 'state'}\n"
+        "edge: {synthetic_fps: 60}\n"
+    )
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "appliance.edge.testing", str(config_path)],
+            cwd=REPO, stdout=log, stderr=log,
+        )
+    deadline_s = time.monotonic() + 30
+    while log_path.read_text().count("committed to the outbox") < 3:
+        assert time.monotonic() < deadline_s, log_path.read_text()[-2000:]
+        time.sleep(0.05)
+    daemon.send_signal(signal.SIGTERM)
+    sent_s = time.monotonic()
+    assert daemon.wait(10) == 0
+    assert time.monotonic() - sent_s < 5.0
+    committed = log_path.read_text().count("committed to the outbox")
+    with sqlite3.connect(tmp_path / "state" / "outbox.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == committed
+
+
+def test_sighup_reload_refuses_a_broken_config_and_names_restart_only_changes(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon = fast_daemon(edge_config(tmp_path, mqtt_broker, topic_prefix))
+    config_path = tmp_path / "edge.yaml"
+    config_path.write_text("edge: {burst_frames: 0}\n")
+    with caplog.at_level(logging.INFO):
+        reload_config(daemon, config_path)
+        assert "reload refused" in caplog.text
+        assert "edge.burst_frames" in caplog.text
+        config_path.write_text(f"mqtt: {{port: {mqtt_broker.port}}}\n")
+        reload_config(daemon, config_path)
+    assert "take effect after a restart" in caplog.text
+    assert daemon.config.edge.synthetic_fps == 60  # the running config is unchanged
+    daemon.outbox.close()
+
+
+def test_edge_command_with_a_missing_config_exits_2_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "edge", "--config", str(missing)],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "nope.yaml" in done.stderr
