@@ -57,6 +57,7 @@ class IngestWorker:
         settings = config.backoffice
         self.client_id = settings.client_id or default_client_id()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         self.failed: str | None = None
         self.session_present: bool | None = None
         triage = Triage(config.mqtt.topic_prefix, settings.dead_letter_max_bytes)
@@ -88,6 +89,7 @@ class IngestWorker:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _connect_properties(self) -> Properties:
@@ -149,10 +151,24 @@ class IngestWorker:
             )
             self.client.disconnect()
 
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any
+    ) -> None:
+        refused = [str(code) for code in codes if code.is_failure]
+        if refused:  # e.g. 0x9E: the broker does not support shared subscriptions
+            self.failed = (
+                f"broker {self.config.mqtt.host}:{self.config.mqtt.port} refused the "
+                f"subscriptions of {self.client_id}: {', '.join(refused)}"
+            )
+            log.error("%s", self.failed)
+            return
+        self.subscribed.set()
+
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if reason.value != 0:
             log.warning("%s disconnected (%s); reconnecting", self.client_id, reason)
 

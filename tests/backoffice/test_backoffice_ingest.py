@@ -65,7 +65,7 @@ def _start(config: Config, url: str) -> tuple[IngestWorker, Store]:
     store = open_store(url)
     worker = IngestWorker(config, store)
     worker.start()
-    assert worker.connected.wait(10), "worker did not connect"
+    assert worker.subscribed.wait(10), "worker did not subscribe"
     return worker, store
 
 

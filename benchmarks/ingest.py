@@ -1,0 +1,218 @@
+"""Ingest benchmark: 500 simulated kiosks -> private mosquitto -> back-office worker -> store.
+
+Prints ONE JSON object. Traffic: every device sends ``--per-device`` results at QoS 1, plus 5 %
+duplicates (retries of already sent results) and 1 % malformed or hostile messages. Two figures
+per store, clearly apart:
+- ``live``: publishers, broker and worker run at once on this machine; rate = messages the worker
+  committed and acked / seconds from the first publish to the last commit.
+- ``drain``: the worker's session is created, the worker goes away, all traffic is queued in the
+  broker for that session, then the worker starts and drains it; rate = messages / drain seconds.
+Each run checks: stored == unique valid results sent, exactly; every malformed one dead-lettered.
+The publishers are a separate process speaking raw MQTT 3.1.1 over 500 sockets (pre-encoded
+packets), so their CPU cost stays small next to the worker's on a 2-core box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import random
+import socket
+import struct
+import tempfile
+import time
+import uuid
+from typing import Any
+
+from appliance.backoffice import fleetsim
+from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.store import open_store
+from appliance.config import config_from_mapping
+from appliance.transport.broker import PrivateBroker
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PREFIX = "bench"
+
+
+def _remaining_length(size: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, size = size % 128, size // 128
+        out.append(byte | (0x80 if size else 0))
+        if not size:
+            return bytes(out)
+
+
+def _mqtt_string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
+def connect_packet(client_id: str) -> bytes:
+    """MQTT 3.1.1 CONNECT, clean session, keep-alive 120 s."""
+    body = _mqtt_string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 120)
+    body += _mqtt_string(client_id)
+    return b"\x10" + _remaining_length(len(body)) + body
+
+
+def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
+    """MQTT 3.1.1 PUBLISH at QoS 1."""
+    body = _mqtt_string(topic) + struct.pack("!H", packet_id) + payload
+    return b"\x32" + _remaining_length(len(body)) + body
+
+
+def build_traffic(devices: int, per_device: int, seed: int) -> tuple[list[list[tuple[str, bytes]]], dict[str, int]]:
+    """Per-device message lists (valid, duplicate and malformed mixed) and their counts."""
+    rng = random.Random(seed)
+    traffic: list[list[tuple[str, bytes]]] = []
+    counts = {"valid_unique": 0, "duplicates": 0, "malformed": 0}
+    hostile = list(fleetsim.malformed_payloads(fleetsim.sample_result(rng, "s", "d", 0)).values())
+    for d in range(devices):
+        site, device = f"site-{d % 20}", f"kiosk-{d:03d}"
+        topic = f"{PREFIX}/{site}/{device}/result"
+        sent = [fleetsim.sample_result(rng, site, device, i).to_json() for i in range(per_device)]
+        messages = [(topic, body) for body in sent]
+        counts["valid_unique"] += len(sent)
+        for body in sent:
+            if rng.random() < 0.05:
+                messages.insert(rng.randrange(len(messages) + 1), (topic, body))
+                counts["duplicates"] += 1
+            if rng.random() < 0.01:
+                bad = hostile[counts["malformed"] % len(hostile)]
+                messages.insert(rng.randrange(len(messages) + 1), (topic, bad))
+                counts["malformed"] += 1
+        traffic.append(messages)
+    return traffic, counts
+
+
+def _publisher(port: int, traffic: list[list[tuple[str, bytes]]], ready: Any, go: Any, done: Any) -> None:
+    sockets = []
+    for index in range(len(traffic)):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(connect_packet(f"bench-pub-{index}"))
+        sock.recv(4)
+        sockets.append(sock)
+    packets = [[publish_packet(t, p, i + 1) for i, (t, p) in enumerate(m)] for m in traffic]
+    ready.set()
+    go.wait()
+    for round_ in range(max(len(p) for p in packets)):
+        for sock, mine in zip(sockets, packets, strict=True):
+            if round_ < len(mine):
+                sock.sendall(mine[round_])
+    acked = 0
+    for sock, mine in zip(sockets, packets, strict=True):
+        received = b""
+        while len(received) < 4 * len(mine):
+            received += sock.recv(65536)
+        acked += len(received) // 4
+        sock.close()
+    done.put(acked)
+
+
+def _worker_config(port: int, state_dir: str, client_id: str) -> Any:
+    return config_from_mapping(
+        {
+            "mqtt": {"port": port, "topic_prefix": PREFIX},
+            "state_dir": state_dir,
+            "backoffice": {"client_id": client_id, "session_expiry_s": 3600},
+        },
+        environ={},
+    )
+
+
+def run_case(store_url: str, mode: str, traffic: list[list[tuple[str, bytes]]],
+             counts: dict[str, int], pg_schema: str | None) -> dict[str, Any]:
+    """One measured run (live or drain) into one store; returns its figures and checks."""
+    total = sum(len(m) for m in traffic)
+    with tempfile.TemporaryDirectory() as tmp, PrivateBroker() as broker:
+        config = _worker_config(broker.port, tmp, f"bench-{uuid.uuid4().hex[:8]}")
+        url = store_url.replace("{tmp}", tmp)
+        store = open_store(url, pg_schema)
+        ctx = mp.get_context("fork")
+        ready, go, done = ctx.Event(), ctx.Event(), ctx.Queue()
+        publisher = ctx.Process(target=_publisher, args=(broker.port, traffic, ready, go, done))
+        publisher.start()
+        ready.wait()
+        worker = IngestWorker(config, store)
+        if mode == "drain":
+            _create_session(config, url, pg_schema)
+            go.set()
+            acked = done.get()
+            started = time.perf_counter()
+            worker.start()
+        else:
+            worker.start()
+            worker.subscribed.wait(10)
+            started = time.perf_counter()
+            go.set()
+        deadline = time.monotonic() + 300
+        while worker.stats.received < total and time.monotonic() < deadline:
+            time.sleep(0.002)
+        elapsed_s = time.perf_counter() - started
+        acked = done.get() if mode == "live" else acked
+        publisher.join()
+        worker.stop()
+        result = _checks(url, pg_schema, counts, acked, total)
+        store.close()
+    return {"messages": total, "seconds": round(elapsed_s, 3),
+            "messages_per_s": round(total / elapsed_s), **result}
+
+
+def _create_session(config: Any, url: str, pg_schema: str | None) -> None:
+    store = open_store(url, pg_schema)
+    worker = IngestWorker(config, store)
+    worker.start()
+    worker.subscribed.wait(10)
+    worker.stop()
+    store.close()
+
+
+def _checks(url: str, pg_schema: str | None, counts: dict[str, int], acked: int, total: int) -> dict[str, Any]:
+    reader = open_store(url, pg_schema)
+    stored, dead = reader.count_results(), reader.count_dead_letters()
+    if pg_schema:
+        reader.drop_postgres_schema(pg_schema)
+    reader.close()
+    return {
+        "stored": stored,
+        "dead_letters": dead,
+        "broker_acked_publishes": acked,
+        "stored_equals_unique_valid": stored == counts["valid_unique"],
+        "all_malformed_dead_lettered": dead == counts["malformed"],
+        "all_publishes_acked": acked == total,
+    }
+
+
+def main() -> None:
+    """Run the cases and print one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=500)
+    parser.add_argument("--per-device", type=int, default=30)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)
+    traffic, counts = build_traffic(args.devices, args.per_device, seed=6)
+    stores = {"sqlite": "sqlite:///{tmp}/bench.sqlite3"}
+    if not args.skip_postgres:
+        stores["postgresql"] = PG_URL
+    figures: dict[str, Any] = {}
+    for name, url in stores.items():
+        for mode in ("live", "drain"):
+            schema = f"bench_ingest_{uuid.uuid4().hex[:10]}" if name == "postgresql" else None
+            figures[f"{name}_{mode}"] = run_case(url, mode, traffic, counts, schema)
+    print(json.dumps({
+        "benchmark": "ingest",
+        "devices": args.devices,
+        "sent": counts,
+        "target_results_per_s": 5000,
+        "runs": figures,
+        "load_average_1m_before_end": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
