@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,7 +142,8 @@ class SlideRunner:
         decisive: _Decisive, name: str,
     ) -> None:
         slide = prepared.slide
-        thumb = slide.thumbnail(slide.um_per_px / heatmap_scale(slide.size_px))
+        factor = math.ceil(1 / heatmap_scale(slide.size_px))
+        thumb = slide.thumbnail(slide.um_per_px * factor)
         scale = thumb.shape[1] / slide.size_px[0]
         write_png(self.out_dir / "heatmaps" / f"{name}.png",
                   tile_heatmap(thumb, scale, tiles, probability))

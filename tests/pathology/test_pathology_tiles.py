@@ -1,0 +1,109 @@
+"""Slide reading, tissue mask and tiling, on made-up images and on the real H&E tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from appliance.pathology.prepare import TileSettings, prepare_slide, tumour_tiles
+from appliance.pathology.slides import SlideError, read_slide, slide_files
+from appliance.pathology.tiles import read_tiles, slide_tissue_mask, tile_grid, tissue_mask
+
+REAL_TILES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "he-tiles-crc-val-7k"
+PINK = (200, 120, 170)
+
+
+def _half_tissue(width_px: int = 1024, height_px: int = 512) -> np.ndarray:
+    """Left half glass (near white), right half stained tissue with texture."""
+    rng = np.random.default_rng(0)
+    image = np.full((height_px, width_px, 3), 236, np.uint8)
+    noise = rng.integers(-25, 25, (height_px, width_px // 2, 3))
+    image[:, width_px // 2 :] = np.clip(np.array(PINK) + noise, 0, 255).astype(np.uint8)
+    return image
+
+
+def _save(tmp_path: Path, rgb: np.ndarray, name: str = "slide.png") -> Path:
+    path = tmp_path / name
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def test_mask_finds_the_tissue_half_only() -> None:
+    mask = tissue_mask(_half_tissue(), um_per_px=2.0)
+    assert mask.mask[:, 600:].mean() > 0.98
+    assert mask.mask[:, :400].mean() < 0.02
+
+
+def test_tiles_cover_only_tissue_with_the_physical_size(tmp_path: Path) -> None:
+    slide = read_slide(_save(tmp_path, _half_tissue()), um_per_px=1.0, target_um_per_px=1.0)
+    tiles = tile_grid(slide, slide_tissue_mask(slide), tile_um=128.0)
+    # 1024 x 512 px at 1 µm/px in 128 µm tiles: an 8 x 4 grid, the right 4 columns are tissue.
+    assert len(tiles) == 16
+    assert {tile.col for tile in tiles} == {4, 5, 6, 7}
+    assert all(tile.size_px == 128 for tile in tiles)
+    pixels = read_tiles(slide, tiles[:3], tile_px=64)
+    assert pixels.shape == (3, 64, 64, 3)
+    assert pixels.dtype == np.uint8
+
+
+def test_jpeg_is_decoded_at_reduced_scale(tmp_path: Path) -> None:
+    path = tmp_path / "big.jpg"
+    Image.fromarray(_half_tissue(2048, 1024)).save(path, quality=90)
+    slide = read_slide(path, um_per_px=0.5, target_um_per_px=2.0)
+    assert slide.size_px == (512, 256)
+    assert slide.um_per_px == pytest.approx(2.0)
+
+
+def test_blank_slide_is_refused_with_a_reason(tmp_path: Path) -> None:
+    path = _save(tmp_path, np.full((600, 600, 3), 240, np.uint8))
+    with pytest.raises(SlideError, match="no tissue tile"):
+        prepare_slide(path, 1.0, TileSettings(tile_px=64, tile_um=128.0))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "empty file"), (b"hello world, not a picture", "not a JPEG"),
+     (b"\xff\xd8\xff\xe0" + bytes(200), "corrupt or truncated")],
+)
+def test_unreadable_files_name_the_problem(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(SlideError, match=message):
+        read_slide(path, 1.0, 2.0)
+
+
+def test_truncated_jpeg_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(_half_tissue()).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(SlideError, match="truncated"):
+        read_slide(path, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("um_per_px", [0.0, -1.0, 50.0, float("nan")])
+def test_implausible_resolution_is_refused(tmp_path: Path, um_per_px: float) -> None:
+    with pytest.raises(SlideError, match="µm/px|resolution unknown"):
+        read_slide(_save(tmp_path, _half_tissue()), um_per_px, 1.0)
+
+
+def test_every_real_tile_is_tissue() -> None:
+    files = slide_files(REAL_TILES)
+    assert len(files) == 32
+    for path in files:
+        slide = read_slide(path, um_per_px=0.5, target_um_per_px=1.0)
+        mask = slide_tissue_mask(slide)
+        tiles = tile_grid(slide, mask, tile_um=112.0)
+        assert mask.tissue_fraction > 0.9, path.name
+        assert len(tiles) == 1, path.name
+
+
+def test_tumour_filter_keeps_tumour_and_drops_fat() -> None:
+    def class_tiles(name: str) -> np.ndarray:
+        paths = sorted((REAL_TILES / name).glob("*.png"))
+        return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+    assert tumour_tiles(class_tiles("TUM")).all()
+    assert not tumour_tiles(class_tiles("ADI")).any()
