@@ -66,12 +66,14 @@ def test_real_tiles_are_stable_under_normalisation() -> None:
     for name, rgb in tiles:
         model = fit_stain_model(rgb)
         # The tiles were Macenko-normalised at the source: their stains sit near the reference
-        # and normalising again changes them little, and a second pass changes nothing more.
+        # and normalising again changes them little; a second pass lands on the reference.
         assert (_angles_deg(model.stain_od, REFERENCE.stain_od) < 12.0).all(), name
         once = normalize_stain(rgb, model)
         assert np.abs(once.astype(int) - rgb).mean() < 15.0, name
-        twice = normalize_stain(once, fit_stain_model(once))
-        assert np.abs(twice.astype(int) - once).mean() < 5.0, name
+        refit = fit_stain_model(once)
+        assert (_angles_deg(refit.stain_od, REFERENCE.stain_od) < 8.0).all(), name
+        twice = normalize_stain(once, refit)
+        assert np.abs(twice.astype(int) - once).mean() < 8.0, name
 
 
 def test_stain_model_metadata_round_trip() -> None:
