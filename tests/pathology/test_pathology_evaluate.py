@@ -1,0 +1,80 @@
+"""`appliance pathology evaluate`: Table 2 layout, split filter, repeated runs, per material."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+
+LABELS = [  # slide, patient, label, material
+    ("s1", "p1", "MSI", "biopsy"), ("s2", "p2", "MSI", "surgical"), ("s3", "p3", "MSI", "biopsy"),
+    ("s4", "p4", "MSS", "surgical"), ("s5", "p5", "MSS", "biopsy"), ("s6", "p6", "MSS", "surgical"),
+    ("s7", "p7", "MSS", "biopsy"), ("s8", "p8", "MSI", "surgical"),
+]
+
+
+def _write(folder: Path, scores: dict[str, float], threshold: float = 0.5) -> Path:
+    folder.mkdir(parents=True)
+    with (folder / "results.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slide", "patient", "material", "path", "tile_count",
+                         "mean_probability", "msi_tile_share", "score", "label", "error"])
+        for slide, score in scores.items():
+            writer.writerow([slide, "", "", "", 10, score, score, score, "", ""])
+        writer.writerow(["s9", "", "", "", 0, "", "", "", "", "corrupt"])
+    (folder / "run.json").write_text(json.dumps({"threshold": threshold}))
+    return folder
+
+
+@pytest.fixture
+def labels(tmp_path: Path) -> Path:
+    path = tmp_path / "labels.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slide", "patient", "label", "material"])
+        writer.writerows(LABELS)
+    return path
+
+
+def test_table_shows_metrics_beside_the_paper(
+    labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # s1-s3, s8 MSI; s4-s7 MSS. At 0.5: TP s1 s2 s8, FN s3, FP s4, TN s5 s6 s7.
+    scores = {"s1": 0.9, "s2": 0.8, "s3": 0.3, "s4": 0.6, "s5": 0.2, "s6": 0.1,
+              "s7": 0.4, "s8": 0.7}
+    run = _write(tmp_path / "run1", scores)
+    assert main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+                 "--bootstrap", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy    0.750" in text
+    assert "0.744" in text and "0.542" in text  # the paper's accuracy and specificity
+    assert "TP 3 FN 1; true MSS -> FP 1 TN 3" in text
+    assert "biopsy: 4 slides" in text and "surgical: 4 slides" in text
+
+
+def test_json_with_split_and_two_runs(labels: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    splits = tmp_path / "splits.csv"
+    splits.write_text("patient,split\n" + "".join(
+        f"p{i},{'test' if i <= 4 or i == 8 else 'train'}\n" for i in range(1, 9)))
+    first = _write(tmp_path / "a", {"s1": 0.9, "s2": 0.8, "s3": 0.3, "s4": 0.6, "s8": 0.7})
+    second = _write(tmp_path / "b", {"s1": 0.9, "s2": 0.8, "s3": 0.6, "s4": 0.2, "s8": 0.7})
+    code = main(["pathology", "evaluate", "--labels", str(labels), "--results", str(first),
+                 str(second), "--splits", str(splits), "--json", "--bootstrap", "50"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    overall = report["groups"]["all"]
+    assert [run["slides"] for run in overall["per_run"]] == [5, 5]
+    # Run a: 3 of 5 right (s3 missed, s4 false alarm) -> 0.6; run b: all right -> 1.0.
+    mean, sd = overall["summary"]["accuracy"]
+    assert mean == pytest.approx(0.8)
+    assert sd == pytest.approx(0.2828, abs=1e-3)
+
+
+def test_results_folder_without_results_is_an_error(labels: Path, tmp_path: Path) -> None:
+    assert main(["pathology", "evaluate", "--labels", str(labels),
+                 "--results", str(tmp_path)]) == 2

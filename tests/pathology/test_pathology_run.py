@@ -1,0 +1,132 @@
+"""`appliance pathology run/submit/evaluate` end to end: real tiles, bad inputs, reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from PIL import Image
+
+from appliance.cli import main
+from appliance.pathology.model import ModelError, TileModel
+from appliance.pathology.synthetic import SlideSpec, render_slide
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "models" / "pathology" / "msi-vgg19-w16.onnx"
+REAL_TILES = REPO.parent / "shared" / "data" / "he-tiles-crc-val-7k"
+
+
+def _rows(folder: Path) -> dict[str, dict[str, str]]:
+    with (folder / "results.csv").open(newline="") as handle:
+        return {row["slide"]: row for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One good synthetic biopsy plus every kind of bad slide, with labels.csv."""
+    folder = tmp_path_factory.mktemp("cohort")
+    spec = SlideSpec("good", "P1", "MSI", "biopsy", 2, 0.8, seed=5)
+    Image.fromarray(render_slide(spec)).save(folder / "good.jpg", quality=88)
+    data = (folder / "good.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40)
+    Image.new("RGB", (2000, 2000), (238, 238, 238)).save(folder / "blank.png")
+    (folder / "wrongres.jpg").write_bytes(data)
+    rows = [("good", "P1", "MSI", "biopsy", 1.0), ("truncated", "P2", "MSS", "biopsy", 1.0),
+            ("corrupt", "P3", "MSS", "surgical", 1.0), ("blank", "P4", "MSI", "surgical", 1.0),
+            ("wrongres", "P5", "MSS", "biopsy", 40.0), ("missing", "P6", "MSS", "biopsy", 1.0)]
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slide", "patient", "label", "material", "um_per_px"])
+        writer.writerows(rows)
+    return folder
+
+
+def test_bad_slides_get_their_own_error_and_the_run_finishes(cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    assert main(["pathology", "run", str(cohort), "--out", str(out)]) == 1
+    rows = _rows(out)
+    assert rows["good"]["error"] == ""
+    assert int(rows["good"]["tile_count"]) > 20
+    assert 0.0 <= float(rows["good"]["mean_probability"]) <= 1.0
+    assert rows["good"]["label"] in ("MSI", "MSS")
+    assert "truncated" in rows["truncated"]["error"]
+    assert "corrupt" in rows["corrupt"]["error"]
+    assert "no tissue tile" in rows["blank"]["error"]
+    assert "not a plausible slide resolution" in rows["wrongres"]["error"]
+    assert "not found" in rows["missing"]["error"]
+    assert (out / "heatmaps" / "good.png").is_file()
+    cam = np.asarray(Image.open(out / "cams" / "good.png"))
+    assert cam.shape[1] == 4 * 96  # four decisive tiles side by side
+    summary = json.loads((out / "run.json").read_text())
+    assert (summary["slides"], summary["failed"]) == (6, 5)
+
+
+def test_submit_scores_named_files(cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "submitted"
+    code = main(["pathology", "submit", str(cohort / "good.jpg"), "--um-per-px", "1.0",
+                 "--out", str(out), "--no-pictures", "--score", "share"])
+    assert code == 0
+    row = _rows(out)["good"]
+    assert float(row["score"]) == pytest.approx(float(row["msi_tile_share"]))
+    assert not (out / "heatmaps").exists()
+
+
+def test_real_tiles_run_one_tile_each(tmp_path: Path) -> None:
+    out = tmp_path / "real"
+    main(["pathology", "run", str(REAL_TILES), "--out", str(out), "--um-per-px", "0.5",
+          "--tile-um", "112", "--no-pictures"])
+    rows = _rows(out)
+    assert len(rows) == 32
+    scored = [row for row in rows.values() if not row["error"]]
+    failed = [name for name, row in rows.items() if row["error"]]
+    assert len(scored) >= 30
+    assert all(int(row["tile_count"]) == 1 for row in scored)
+    # Only the saturated debris tiles may fail, and only because stains cannot be estimated.
+    assert all(name.startswith("DEB") and "normalise" in rows[name]["error"] for name in failed)
+
+
+def _static_model(path: Path, size_px: int, tile_px_meta: int) -> Path:
+    tiles = helper.make_tensor_value_info("tiles", TensorProto.FLOAT, [1, 3, size_px, size_px])
+    pooled = helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, 3, 1, 1])
+    graph = helper.make_graph([helper.make_node("GlobalAveragePool", ["tiles"], ["pooled"])],
+                              "g", [tiles], [pooled])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"labels": '["MSS", "MSI"]', "tile_px": str(tile_px_meta),
+                       "tile_um": "256", "version": "1"}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def test_model_with_wrong_input_size_is_refused(tmp_path: Path, cohort: Path) -> None:
+    bad = _static_model(tmp_path / "bad.onnx", size_px=64, tile_px_meta=96)
+    with pytest.raises(ModelError, match="64x64 px but its metadata says tiles are 96 px"):
+        TileModel(bad)
+    code = main(["pathology", "submit", str(cohort / "good.jpg"), "--um-per-px", "1",
+                 "--out", str(tmp_path / "o"), "--model", str(bad)])
+    assert code == 2
+
+
+def test_missing_or_garbage_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        TileModel(tmp_path / "none.onnx")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        TileModel(garbage)
+
+
+def test_demo_model_metadata() -> None:
+    info = TileModel(DEMO).info
+    assert info.labels == ("MSS", "MSI")
+    assert (info.tile_px, info.tile_um) == (96, 256.0)
+    assert 0.0 < info.threshold < 1.0
+    assert DEMO.stat().st_size < 1_000_000
