@@ -1,0 +1,163 @@
+"""Pores: dark, roughly round depressions wider than the furrows.
+
+Method (on the flattened half-size image, depth = 1 - relative level):
+1. A grey opening of the depth with a disk a little wider than this frame's furrows removes
+   every furrow (and the narrow arms of furrows that run into a pore) and keeps blobs at
+   least that wide: pores, and the wide centres of some furrow junctions.
+2. Each remaining blob is measured at half its own depth (core depth from the unopened,
+   lightly smoothed image), the usual edge of a soft-edged dark disc; its area counts edge
+   pixels in part (linear ramp between pixel centres), so sizes are not rounded to pixels.
+3. A blob is a pore when it is clearly darker than the furrow junctions of this frame
+   (pores are deep funnels, junctions only as dark as furrows), round (second-moment axis
+   ratio, fill of its moment ellipse) and between the furrow width and ~0.5 mm across.
+   Hairs are long (axis ratio), spots are shallow and wide (darkness, size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from appliance.skin.preprocess import Prepared, disk
+
+SUPPORT_DEPTH = 0.10  # blobs at least this deep below the hill level are looked at
+JUNCTION_MARGIN = 1.65  # a pore's core is this much deeper than the typical junction
+MIN_PORE_DEPTH = 0.22
+MIN_AXIS_RATIO = 0.45  # minor / major axis of the moment ellipse
+MIN_ELLIPSE_FILL = 0.70  # blob area / area of its moment ellipse
+MAX_PORE_DIAMETER_UM = 500.0
+OPENING_OVER_FURROW = 1.5  # the opening disk is this much wider than the mean furrow
+
+
+@dataclass(frozen=True)
+class Pores:
+    """Detected pores: centres (half-size px), equivalent diameters (µm) and the metrics."""
+
+    centres_half_px: np.ndarray  # (P, 2) x, y
+    diameters_um: np.ndarray  # (P,)
+    metrics: dict[str, float]
+
+
+def opening_diameter_px(furrow_width_um: float, um_per_px: float) -> int:
+    """The opening disk (odd px): wider than the furrows, narrower than most pores."""
+    diameter_um = float(np.clip(OPENING_OVER_FURROW * furrow_width_um, 70.0, 140.0))
+    return max(3, int(round(diameter_um / um_per_px)) | 1)
+
+
+def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
+    rows, cols = np.nonzero(labels)
+    owner = labels[rows, cols]
+    n = np.maximum(np.bincount(owner, minlength=count).astype(np.float64), 1.0)
+    mx = np.bincount(owner, cols, count) / n
+    my = np.bincount(owner, rows, count) / n
+    cxx = np.bincount(owner, cols * cols, count) / n - mx**2 + 1.0 / 12.0
+    cyy = np.bincount(owner, rows * rows, count) / n - my**2 + 1.0 / 12.0
+    cxy = np.bincount(owner, cols * rows, count) / n - mx * my
+    root = np.sqrt(((cxx - cyy) / 2.0) ** 2 + cxy**2)
+    major = np.sqrt(np.maximum((cxx + cyy) / 2.0 + root, 1e-9))
+    minor = np.sqrt(np.maximum((cxx + cyy) / 2.0 - root, 1e-9))
+    return {"x": mx, "y": my, "n": n, "ratio": minor / major, "fill": n / (4.0 * np.pi * major * minor)}
+
+
+def _half_depth_levels(support: np.ndarray, count: int, smooth: np.ndarray) -> np.ndarray:
+    """Per blob: halfway between its deepest point and the skin in a ring around it."""
+    level = np.full(count, np.inf)
+    if count <= 1:
+        return level
+    index = np.arange(1, count)
+    core = ndimage.maximum(smooth, support, index)
+    labels = support.astype(np.float32)
+    near = cv2.dilate(labels, disk(3)).astype(np.int32)
+    ring = np.where(cv2.dilate(labels, disk(7)).astype(np.int32) * (near == 0) > 0,
+                    cv2.dilate(labels, disk(7)).astype(np.int32), 0)
+    surround = np.nan_to_num(np.asarray(ndimage.median(smooth, ring, index), dtype=float))
+    level[1:] = (np.asarray(core) + surround) / 2.0
+    return level
+
+
+def junction_depth(opened: np.ndarray, furrows: np.ndarray) -> float:
+    """Typical depth of the widest furrow places (junctions) after the opening."""
+    values = opened[furrows]
+    return float(np.percentile(values, 95)) if values.size else 0.0
+
+
+def measure_pores(prepared: Prepared, furrows: np.ndarray, furrow_width_um: float) -> Pores:
+    """Find pores and measure count, density, mean equivalent diameter and area ratio."""
+    um = prepared.um_per_px_half
+    depth = np.clip(1.0 - prepared.flat_half, 0.0, None)
+    smooth = cv2.GaussianBlur(depth, (0, 0), 0.8)
+    size = opening_diameter_px(furrow_width_um, um)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    opened = cv2.morphologyEx(smooth, cv2.MORPH_OPEN, kernel)
+    count, support = cv2.connectedComponents((opened > SUPPORT_DEPTH).astype(np.uint8), connectivity=8)
+    level = _half_depth_levels(support, count, smooth)
+    region = opened > level[support]
+    count, blobs = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
+    pores = _select(blobs, count, opened, level[support], smooth, furrows, um)
+    return _pore_result(pores, prepared.flat_half.shape, um)
+
+
+@dataclass(frozen=True)
+class _Blobs:
+    x: np.ndarray
+    y: np.ndarray
+    area_px: np.ndarray
+
+
+def _soft_area_px(blobs: np.ndarray, count: int, opened: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Blob areas with edge pixels counted by how far the level crosses them (linear ramp)."""
+    grown = cv2.dilate(blobs.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+    gx = cv2.Sobel(opened, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(opened, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    slope = np.maximum(cv2.magnitude(gx, gy), 1e-3)
+    rows, cols = np.nonzero(grown)
+    owner = grown[rows, cols]
+    finite_level = np.where(np.isfinite(level), level, 0.0)[rows, cols]
+    fraction = np.clip(0.5 + (opened[rows, cols] - finite_level) / slope[rows, cols], 0.0, 1.0)
+    return np.bincount(owner, fraction, count)
+
+
+def _select(
+    blobs: np.ndarray,
+    count: int,
+    opened: np.ndarray,
+    level_map: np.ndarray,
+    smooth_depth: np.ndarray,
+    furrows: np.ndarray,
+    um_per_px: float,
+) -> _Blobs:
+    """Keep the blobs that are deep, round and pore-sized."""
+    if count <= 1:
+        empty = np.zeros(0)
+        return _Blobs(empty, empty, empty)
+    shape = _blob_moments(blobs, count)
+    area_px = _soft_area_px(blobs, count, opened, level_map)
+    core = np.zeros(count)
+    core[1:] = ndimage.maximum(smooth_depth, blobs, np.arange(1, count))
+    diameter_um = 2.0 * np.sqrt(area_px / np.pi) * um_per_px
+    min_depth = max(MIN_PORE_DEPTH, JUNCTION_MARGIN * junction_depth(opened, furrows))
+    keep = (
+        (core >= min_depth)
+        & (shape["ratio"] >= MIN_AXIS_RATIO)
+        & (shape["fill"] >= MIN_ELLIPSE_FILL)
+        & (diameter_um <= MAX_PORE_DIAMETER_UM)
+        & (shape["n"] >= 3)
+    )
+    keep[0] = False
+    return _Blobs(shape["x"][keep], shape["y"][keep], area_px[keep])
+
+
+def _pore_result(blobs: _Blobs, shape: tuple[int, int], um_per_px: float) -> Pores:
+    frame_mm2 = shape[0] * shape[1] * um_per_px * um_per_px / 1e6
+    diameters_um = 2.0 * np.sqrt(blobs.area_px / np.pi) * um_per_px
+    count = len(diameters_um)
+    metrics = {
+        "pore_count": float(count),
+        "pore_density_per_cm2": count / (frame_mm2 / 100.0),
+        "pore_mean_diameter_um": float(diameters_um.mean()) if count else 0.0,
+        "pore_area_ratio": float(min(blobs.area_px.sum() / (shape[0] * shape[1]), 1.0)),
+    }
+    return Pores(np.stack([blobs.x, blobs.y], axis=1), diameters_um, metrics)
