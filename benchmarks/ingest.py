@@ -64,10 +64,13 @@ def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
     return b"\x32" + _remaining_length(len(body)) + body
 
 
-def build_traffic(devices: int, per_device: int, seed: int) -> tuple[list[list[tuple[str, bytes]]], dict[str, int]]:
+Traffic = list[list[tuple[str, bytes]]]
+
+
+def build_traffic(devices: int, per_device: int, seed: int) -> tuple[Traffic, dict[str, int]]:
     """Per-device message lists (valid, duplicate and malformed mixed) and their counts."""
     rng = random.Random(seed)
-    traffic: list[list[tuple[str, bytes]]] = []
+    traffic: Traffic = []
     counts = {"valid_unique": 0, "duplicates": 0, "malformed": 0}
     hostile = list(fleetsim.malformed_payloads(fleetsim.sample_result(rng, "s", "d", 0)).values())
     for d in range(devices):
@@ -88,7 +91,7 @@ def build_traffic(devices: int, per_device: int, seed: int) -> tuple[list[list[t
     return traffic, counts
 
 
-def _publisher(port: int, traffic: list[list[tuple[str, bytes]]], ready: Any, go: Any, done: Any) -> None:
+def _publisher(port: int, traffic: Traffic, ready: Any, go: Any, done: Any) -> None:
     sockets = []
     for index in range(len(traffic)):
         sock = socket.create_connection(("127.0.0.1", port))
@@ -123,7 +126,7 @@ def _worker_config(port: int, state_dir: str, client_id: str) -> Any:
     )
 
 
-def run_case(store_url: str, mode: str, traffic: list[list[tuple[str, bytes]]],
+def run_case(store_url: str, mode: str, traffic: Traffic,
              counts: dict[str, int], pg_schema: str | None) -> dict[str, Any]:
     """One measured run (live or drain) into one store; returns its figures and checks."""
     total = sum(len(m) for m in traffic)
@@ -141,24 +144,32 @@ def run_case(store_url: str, mode: str, traffic: list[list[tuple[str, bytes]]],
             _create_session(config, url, pg_schema)
             go.set()
             acked = done.get()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             worker.start()
         else:
             worker.start()
             worker.subscribed.wait(10)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             go.set()
         deadline = time.monotonic() + 300
         while worker.stats.received < total and time.monotonic() < deadline:
             time.sleep(0.002)
         elapsed_s = time.perf_counter() - started
+        worker_cpu_s = time.process_time() - cpu_started
         acked = done.get() if mode == "live" else acked
         publisher.join()
         worker.stop()
         result = _checks(url, pg_schema, counts, acked, total)
         store.close()
-    return {"messages": total, "seconds": round(elapsed_s, 3),
-            "messages_per_s": round(total / elapsed_s), **result}
+    return {
+        "messages": total,
+        "seconds": round(elapsed_s, 3),
+        "messages_per_s": round(total / elapsed_s),
+        "stored_results_per_s": round(counts["valid_unique"] / elapsed_s),
+        "worker_cpu_s": round(worker_cpu_s, 3),
+        "messages_per_worker_cpu_s": round(total / worker_cpu_s),
+        **result,
+    }
 
 
 def _create_session(config: Any, url: str, pg_schema: str | None) -> None:
@@ -170,7 +181,9 @@ def _create_session(config: Any, url: str, pg_schema: str | None) -> None:
     store.close()
 
 
-def _checks(url: str, pg_schema: str | None, counts: dict[str, int], acked: int, total: int) -> dict[str, Any]:
+def _checks(
+    url: str, pg_schema: str | None, counts: dict[str, int], acked: int, total: int
+) -> dict[str, Any]:
     reader = open_store(url, pg_schema)
     stored, dead = reader.count_results(), reader.count_dead_letters()
     if pg_schema:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from appliance.transport.payloads import FEATURE_KEYS, Result, Status
@@ -29,6 +30,8 @@ RESULT_META_COLUMNS = (
     "age_band",
 )
 RESULT_COLUMNS = (*RESULT_META_COLUMNS, *FEATURE_KEYS, "payload")
+
+_FEATURE_VALUES = attrgetter(*FEATURE_KEYS)  # one C call per row instead of 16 getattr
 
 DEVICE_COLUMNS = (
     "site",
@@ -109,7 +112,8 @@ def iso_utc(moment: datetime) -> str:
     """Fixed-width UTC ISO 8601 text (sorts like the time it names)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds")  # faster than strftime
+    return text.removesuffix("+00:00") + "Z"
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,6 @@ def result_row(result: Result, received_at: str, payload: str) -> tuple[Any, ...
     """The ``results`` row of a validated result, in RESULT_COLUMNS order."""
     cls = result.classification
     subject = result.subject
-    features = result.features
     return (
         result.measurement_id,
         result.device_id,
@@ -141,7 +144,7 @@ def result_row(result: Result, received_at: str, payload: str) -> tuple[Any, ...
         cls.label if cls else None,
         subject.subject_id if subject else None,
         subject.age_band if subject else None,
-        *(getattr(features, key) for key in FEATURE_KEYS),
+        *_FEATURE_VALUES(result.features),
         payload,
     )
 
