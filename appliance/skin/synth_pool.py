@@ -29,7 +29,8 @@ def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, 
         for index in indices:
             write_one(out_dir, seed, index, preset)
         return len(indices)
-    context = multiprocessing.get_context("fork")
+    # "spawn": forking a process whose OpenCV thread pool is already running deadlocks the child.
+    context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(indices))
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=_single_threaded_opencv

@@ -30,7 +30,15 @@ from appliance.skin.synth_params import (
 from appliance.skin.synth_render import render_rgb
 from appliance.skin.synth_truth import ground_truth
 
-__all__ = ["PRESETS", "SkinParams", "SyntheticSkin", "frame_name", "synthetic_frame", "write_frame"]
+__all__ = [
+    "PRESETS",
+    "SkinParams",
+    "SyntheticSkin",
+    "frame_name",
+    "synthetic_frame",
+    "synthetic_geometry",
+    "write_frame",
+]
 
 
 @dataclass(frozen=True)
@@ -87,11 +95,23 @@ def decode_jpeg(jpeg: bytes) -> npt.NDArray[np.uint8]:
     return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
+def _params_and_geometry(rng: np.random.Generator, preset: str) -> tuple[SkinParams, SkinGeometry]:
+    """Draw the parameters, then the geometry, from the frame's generator (in that order)."""
+    params = sample_params(rng, preset)
+    return params, build_geometry(rng, params, FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
+
+
+def synthetic_geometry(
+    seed: int, index: int, preset: str = "mixed"
+) -> tuple[SkinParams, SkinGeometry]:
+    """The parameters and vector geometry of a frame, without rendering it (fast)."""
+    return _params_and_geometry(_rng(seed, index, check_preset(preset)), preset)
+
+
 def synthetic_frame(seed: int, index: int, preset: str = "mixed") -> SyntheticSkin:
     """Frame ``index`` of the synthetic series ``seed`` (deterministic per seed, index, preset)."""
     rng = _rng(seed, index, check_preset(preset))
-    params = sample_params(rng, preset)
-    geometry = build_geometry(rng, params, FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
+    params, geometry = _params_and_geometry(rng, preset)
     jpeg = encode_jpeg(render_rgb(rng, geometry, params), params.jpeg_quality)
     return SyntheticSkin(
         image_rgb=decode_jpeg(jpeg),

@@ -1,0 +1,72 @@
+"""``appliance synth skin``: files written, determinism across runs, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+
+
+def test_pool_and_serial_runs_write_identical_files(tmp_path: Path) -> None:
+    outputs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        args = [
+            "--out",
+            str(out),
+            "--count",
+            "2",
+            "--seed",
+            "3",
+            "--preset",
+            "fine",
+            "--jobs",
+            jobs,
+        ]
+        assert main(["synth", "skin", *args]) == 0
+        outputs.append(out)
+    names = sorted(p.name for p in outputs[0].iterdir())
+    assert names == [
+        "skin-3-00000.jpg",
+        "skin-3-00000.json",
+        "skin-3-00001.jpg",
+        "skin-3-00001.json",
+    ]
+    for name in names:
+        assert (outputs[0] / name).read_bytes() == (outputs[1] / name).read_bytes()
+    sidecar = json.loads((outputs[0] / "skin-3-00001.json").read_text())
+    assert sidecar["preset"] == "fine"
+    assert sidecar["index"] == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "teen"], "invalid choice: 'teen'"),
+        (["--count", "0"], "--count: must be at least 1, got 0"),
+        (["--count", "x"], "--count: expected a whole number"),
+        (["--seed", "-1"], "--seed: must be 0 or more"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    args = ["synth", "skin", "--out", str(tmp_path), "--count", "1", *extra]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_out_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert main(["synth", "skin", "--out", str(blocker / "frames"), "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to --out" in err
+    assert "a-file" in err
+    assert "writable directory" in err
