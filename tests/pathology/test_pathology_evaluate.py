@@ -51,9 +51,11 @@ def test_table_shows_metrics_beside_the_paper(
                  "--bootstrap", "50"]) == 0
     text = capsys.readouterr().out
     assert "accuracy    0.750" in text
-    assert "0.744" in text and "0.542" in text  # the paper's accuracy and specificity
+    assert "0.744" in text
+    assert "0.542" in text
     assert "TP 3 FN 1; true MSS -> FP 1 TN 3" in text
-    assert "biopsy: 4 slides" in text and "surgical: 4 slides" in text
+    assert "biopsy: 4 slides" in text
+    assert "surgical: 4 slides" in text
 
 
 def test_json_with_split_and_two_runs(labels: Path, tmp_path: Path,

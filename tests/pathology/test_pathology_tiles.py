@@ -85,7 +85,7 @@ def test_truncated_jpeg_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("um_per_px", [0.0, -1.0, 50.0, float("nan")])
 def test_implausible_resolution_is_refused(tmp_path: Path, um_per_px: float) -> None:
-    with pytest.raises(SlideError, match="µm/px|resolution unknown"):
+    with pytest.raises(SlideError, match=r"µm/px|resolution unknown"):
         read_slide(_save(tmp_path, _half_tissue()), um_per_px, 1.0)
 
 
