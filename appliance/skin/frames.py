@@ -19,12 +19,16 @@ class FrameError(ValueError):
     """A file that is not a usable microscope frame; the message names the file and why."""
 
 
-def load_frame(path: str | Path, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an image file as an RGB uint8 array of the microscope's size (960x1280 by default)."""
+def load_frame(
+    path: str | Path, expected_shape: tuple[int, int] | None = (FRAME_HEIGHT_PX, FRAME_WIDTH_PX)
+) -> np.ndarray:
+    """Read an image file as RGB uint8; it must be ``expected_shape`` (rows, cols) unless None."""
     file = Path(path)
     data = _read_bytes(file)
     rgb = decode_frame(data, str(file))
-    height, width = expected_shape or (FRAME_HEIGHT_PX, FRAME_WIDTH_PX)
+    if expected_shape is None:
+        return rgb
+    height, width = expected_shape
     if rgb.shape[:2] != (height, width):
         raise FrameError(
             f"{file}: wrong size {rgb.shape[1]}x{rgb.shape[0]} px; the microscope delivers "

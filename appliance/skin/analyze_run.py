@@ -1,0 +1,96 @@
+"""The work behind ``appliance analyze``: measure files one by one, never stopping on a bad one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from appliance.capture.quality import QualityGate
+from appliance.config import Config, load_config
+from appliance.skin.analysis import analyze
+from appliance.skin.frames import FrameError, load_frame
+from appliance.skin.overlay import draw_overlay
+
+TABLE_COLUMNS = (
+    ("quality", "quality", 12, ""),
+    ("kime", "kime_score", 5, ".0f"),
+    ("hills/mm2", "hill_density_per_mm2", 9, ".1f"),
+    ("hill mm2", "hill_mean_area_mm2", 8, ".3f"),
+    ("furrow mm/mm2", "furrow_density_mm_per_mm2", 13, ".2f"),
+    ("width um", "furrow_mean_width_um", 8, ".0f"),
+    ("pores", "pore_count", 5, "d"),
+    ("pore um", "pore_mean_diameter_um", 7, ".0f"),
+    ("L*", "lab_l", 5, ".1f"),
+    ("class", "classification", 10, ""),
+)
+
+
+class AnalyzeRun:
+    """Measures image files with one config: scale, optional model, optional overlay folder."""
+
+    def __init__(self, config: Config, overlay_dir: Path | None, classifier: Any = None) -> None:
+        self.config = config
+        self.overlay_dir = overlay_dir
+        self.classifier = classifier
+        self.gate = QualityGate()
+
+    @classmethod
+    def from_config(cls, path: Path | None, overlay_dir: str | None) -> AnalyzeRun:
+        """Load the config (defaults when None), the model if configured, make the overlay dir."""
+        config = load_config(path) if path is not None else Config()
+        classifier = None
+        if config.model.path:
+            from appliance.inference.classifier import (  # noqa: PLC0415 - onnxruntime is heavy
+                SkinClassifier,
+            )
+
+            classifier = SkinClassifier.load(config.model.path)
+        folder = Path(overlay_dir) if overlay_dir else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        return cls(config, folder, classifier)
+
+    def measure(self, image: Path) -> dict[str, Any]:
+        """One result record, or ``{"image", "error"}`` naming the file and what is wrong."""
+        try:
+            rgb = load_frame(image)
+        except FrameError as exc:
+            return {"image": str(image), "error": str(exc)}
+        analysis = analyze(rgb, self.config.skin.um_per_px)
+        record: dict[str, Any] = {
+            "image": str(image),
+            "quality": self.gate.assess(rgb).to_payload().model_dump(),
+            "features": analysis.features.model_dump(),
+        }
+        if self.classifier is not None:
+            record["classification"] = self.classifier.classify(record["features"]).model_dump()
+        if self.overlay_dir is not None:
+            target = self.overlay_dir / f"{image.stem}.overlay.jpg"
+            overlay = cv2.cvtColor(draw_overlay(rgb, analysis), cv2.COLOR_RGB2BGR)
+            if not cv2.imwrite(str(target), overlay, [cv2.IMWRITE_JPEG_QUALITY, 85]):
+                return {"image": str(image), "error": f"{target}: could not write the overlay"}
+            record["overlay"] = str(target)
+        return record
+
+    @staticmethod
+    def table_header() -> str:
+        """The header line of the readable table."""
+        cells = [f"{title:>{width}}" for title, _, width, _ in TABLE_COLUMNS]
+        return f"{'image':<28} " + " ".join(cells)
+
+    @staticmethod
+    def table_row(record: dict[str, Any]) -> str:
+        """One readable table line for a result record."""
+        features = record["features"]
+        cells = []
+        for _, key, width, fmt in TABLE_COLUMNS:
+            if key == "quality":
+                value = record["quality"]["verdict"]
+            elif key == "classification":
+                value = record.get("classification", {}).get("label", "-")
+            else:
+                value = format(features[key], fmt)
+            cells.append(f"{value:>{width}}")
+        return f"{Path(record['image']).name[:28]:<28} " + " ".join(cells)

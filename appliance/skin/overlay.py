@@ -1,0 +1,69 @@
+"""The kiosk-screen overlay: furrow centre lines traced, hills tinted, pores circled, numbers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from appliance.skin.analysis import SkinAnalysis
+
+FURROW_RGB = (40, 220, 255)
+PORE_RGB = (255, 60, 200)
+TEXT_RGB = (255, 255, 255)
+HILL_TINT_ALPHA = 0.28
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _hill_palette(count: int) -> np.ndarray:
+    """A fixed, varied colour per hill label (label 0 gets black, never drawn)."""
+    rng = np.random.default_rng(7)
+    palette = rng.integers(60, 256, size=(max(count, 1), 3)).astype(np.float32)
+    palette[0] = 0
+    return palette
+
+
+def _tint_hills(rgb: np.ndarray, analysis: SkinAnalysis) -> np.ndarray:
+    cells = analysis.texture.hill_labels
+    tint = _hill_palette(int(cells.max()) + 1)[cells]
+    tint_full = cv2.resize(tint, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
+    mixed = rgb.astype(np.float32) * (1.0 - HILL_TINT_ALPHA) + tint_full * HILL_TINT_ALPHA
+    return np.clip(mixed, 0, 255).astype(np.uint8)
+
+
+def _trace_furrows(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
+    lines = analysis.texture.centre_lines.astype(np.uint8)
+    full = cv2.resize(lines, (canvas.shape[1], canvas.shape[0]), interpolation=cv2.INTER_NEAREST)
+    thin = cv2.erode(full, np.ones((2, 2), np.uint8)) > 0
+    canvas[thin] = FURROW_RGB
+
+
+def _circle_pores(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
+    scale = analysis.work_scale
+    for (x, y), diameter_um in zip(
+        analysis.pores.centres_half_px, analysis.pores.diameters_um, strict=True
+    ):
+        centre = (int(round((x + 0.5) * scale - 0.5)), int(round((y + 0.5) * scale - 0.5)))
+        radius = max(3, int(round(diameter_um / analysis.um_per_px / 2.0)) + 2)
+        cv2.circle(canvas, centre, radius, PORE_RGB, 2, cv2.LINE_AA)
+
+
+def _print_numbers(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
+    f = analysis.features
+    lines = (
+        f"kime score {f.kime_score:.0f}/100",
+        f"hills {f.hill_density_per_mm2:.1f}/mm2, mean {f.hill_mean_area_mm2:.3f} mm2",
+        f"furrows {f.furrow_density_mm_per_mm2:.1f} mm/mm2, width {f.furrow_mean_width_um:.0f} um",
+        f"pores {f.pore_count} ({f.pore_density_per_cm2:.0f}/cm2), mean {f.pore_mean_diameter_um:.0f} um",
+    )
+    cv2.rectangle(canvas, (0, 0), (560, 24 + 30 * len(lines)), (0, 0, 0), -1)
+    for row, text in enumerate(lines):
+        cv2.putText(canvas, text, (12, 32 + 30 * row), _FONT, 0.75, TEXT_RGB, 2, cv2.LINE_AA)
+
+
+def draw_overlay(rgb: np.ndarray, analysis: SkinAnalysis) -> np.ndarray:
+    """The frame with hills tinted, furrow centre lines traced, pores circled and key numbers."""
+    canvas = _tint_hills(rgb, analysis)
+    _trace_furrows(canvas, analysis)
+    _circle_pores(canvas, analysis)
+    _print_numbers(canvas, analysis)
+    return canvas
