@@ -12,6 +12,7 @@ discs, many centred on furrow junctions, none overlapping another, all entirely 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +35,7 @@ class SkinGeometry:
 
     width_px: int
     height_px: int
-    vertices_px: FloatArray  # (N, 2) furrow junctions, x and y
+    vertices_px: FloatArray  # (N, 2) furrow junctions and bend points, x and y
     edges: IntArray  # (E, 2) vertex indices of each furrow segment (centre line)
     edge_width_px: FloatArray  # (E,) furrow width across the centre line
     edge_family: IntArray  # (E,) PRIMARY_A, PRIMARY_B or SECONDARY
@@ -169,19 +170,80 @@ def _edge_widths(rng: np.random.Generator, family: IntArray, params: SkinParams)
     )
 
 
+class _Network(NamedTuple):
+    """A furrow network: junctions come first in ``vertices``, furrow bend points after them."""
+
+    vertices: FloatArray
+    junction_count: int
+    edges: IntArray
+    family: IntArray
+    widths: FloatArray
+    faces: tuple[tuple[int, ...], ...]
+
+
+def _faces_with_midpoints(
+    faces: tuple[tuple[int, ...], ...], edges: IntArray, midpoints: IntArray
+) -> tuple[tuple[int, ...], ...]:
+    """Hill polygons with each side's midpoint vertex inserted after its first corner."""
+    key_scale = int(edges.max()) + 1
+    edge_keys = edges.min(axis=1) * key_scale + edges.max(axis=1)
+    order = np.argsort(edge_keys)
+    result: list[tuple[int, ...]] = []
+    for size in sorted({len(face) for face in faces}):
+        corners = np.array([face for face in faces if len(face) == size], dtype=np.int64)
+        following = np.roll(corners, -1, axis=1)
+        keys = np.minimum(corners, following) * key_scale + np.maximum(corners, following)
+        mids = midpoints[order[np.searchsorted(edge_keys, keys, sorter=order)]]
+        result.extend(
+            map(tuple, np.stack([corners, mids], axis=2).reshape(len(corners), -1).tolist())
+        )
+    return tuple(result)
+
+
+def _bend_furrows(rng: np.random.Generator, network: _Network, bend_frac: float) -> _Network:
+    """Split every furrow at a sideways-shifted midpoint; the halves vary in width."""
+    starts, ends = network.vertices[network.edges[:, 0]], network.vertices[network.edges[:, 1]]
+    along = ends - starts
+    normal = np.stack([-along[:, 1], along[:, 0]], axis=1)
+    offset = rng.normal(0.0, bend_frac, size=(len(along), 1))
+    midpoints = (starts + ends) / 2.0 + offset * normal
+    first_mid = len(network.vertices)
+    mids = np.arange(first_mid, first_mid + len(along))
+    faces = _faces_with_midpoints(network.faces, network.edges, mids)
+    halves = np.concatenate(
+        [np.stack([network.edges[:, 0], mids], 1), np.stack([mids, network.edges[:, 1]], 1)]
+    )
+    scatter = np.exp(rng.normal(0.0, 0.12, size=len(halves)))
+    return _Network(
+        vertices=np.concatenate([network.vertices, midpoints]),
+        junction_count=network.junction_count,
+        edges=halves,
+        family=np.concatenate([network.family, network.family]),
+        widths=np.concatenate([network.widths, network.widths]) * scatter,
+        faces=faces,
+    )
+
+
 def build_network(
     rng: np.random.Generator, params: SkinParams, width_px: int, height_px: int
-) -> tuple[FloatArray, IntArray, IntArray, tuple[tuple[int, ...], ...], FloatArray]:
-    """Vertices, kept furrow edges, their families, hill faces and furrow widths."""
+) -> _Network:
+    """Junctions, kept furrows (bent), their families and widths, and the hill polygons."""
     basis = lattice_basis_px(params)
     points = _lattice_points(rng, basis, width_px, height_px, params.lattice_jitter_frac)
     triangles = _ccw_triangles(points, np.asarray(Delaunay(points).simplices, dtype=np.int64))
     edges, sides = _triangle_edges(triangles)
     family = _edge_families(points, edges, basis)
     dropped = _merge_pairs(rng, sides, family, params.secondary_furrow_keep_prob)
-    faces = _faces(triangles, edges, sides, dropped)
     kept = ~dropped
-    return points, edges[kept], family[kept], faces, _edge_widths(rng, family[kept], params)
+    straight = _Network(
+        vertices=points,
+        junction_count=len(points),
+        edges=edges[kept],
+        family=family[kept],
+        widths=_edge_widths(rng, family[kept], params),
+        faces=_faces(triangles, edges, sides, dropped),
+    )
+    return _bend_furrows(rng, straight, params.furrow_bend_frac)
 
 
 def _pore_radii_px(rng: np.random.Generator, params: SkinParams, count: int) -> FloatArray:
@@ -223,7 +285,7 @@ class _PoreLayout:
 def place_pores(
     rng: np.random.Generator,
     params: SkinParams,
-    vertices_px: FloatArray,
+    junctions_px: FloatArray,
     width_px: int,
     height_px: int,
 ) -> tuple[FloatArray, FloatArray, BoolArray]:
@@ -234,15 +296,15 @@ def place_pores(
     layout = _PoreLayout(width_px, height_px)
     junction_count = round(params.pore_junction_share * count)
     in_frame = np.flatnonzero(
-        (vertices_px[:, 0] > 0)
-        & (vertices_px[:, 0] < width_px)
-        & (vertices_px[:, 1] > 0)
-        & (vertices_px[:, 1] < height_px)
+        (junctions_px[:, 0] > 0)
+        & (junctions_px[:, 0] < width_px)
+        & (junctions_px[:, 1] > 0)
+        & (junctions_px[:, 1] < height_px)
     )
     junctions = rng.permutation(in_frame)
     for radius, vertex in zip(radii[:junction_count], junctions, strict=False):
         layout.try_add(
-            float(vertices_px[vertex, 0]), float(vertices_px[vertex, 1]), float(radius), True
+            float(junctions_px[vertex, 0]), float(junctions_px[vertex, 1]), float(radius), True
         )
     for radius in radii[junction_count:]:
         for _attempt in range(20):
@@ -261,16 +323,17 @@ def build_geometry(
     rng: np.random.Generator, params: SkinParams, width_px: int, height_px: int
 ) -> SkinGeometry:
     """The whole vector geometry of one synthetic frame."""
-    vertices, edges, family, faces, widths = build_network(rng, params, width_px, height_px)
-    centres, radii, at_junction = place_pores(rng, params, vertices, width_px, height_px)
+    network = build_network(rng, params, width_px, height_px)
+    junctions = network.vertices[: network.junction_count]
+    centres, radii, at_junction = place_pores(rng, params, junctions, width_px, height_px)
     return SkinGeometry(
         width_px=width_px,
         height_px=height_px,
-        vertices_px=vertices,
-        edges=edges,
-        edge_width_px=widths,
-        edge_family=family,
-        faces=faces,
+        vertices_px=network.vertices,
+        edges=network.edges,
+        edge_width_px=network.widths,
+        edge_family=network.family,
+        faces=network.faces,
         pore_centres_px=centres,
         pore_radii_px=radii,
         pore_at_junction=at_junction,

@@ -38,6 +38,7 @@ class SkinParams:
     lattice_angle_deg: float
     primary_direction_deg: float
     lattice_jitter_frac: float
+    furrow_bend_frac: float
     secondary_furrow_keep_prob: float
     furrow_width_um: float
     furrow_width_cv: float
@@ -103,7 +104,8 @@ def _texture_params(rng: np.random.Generator, age_years: float) -> dict[str, flo
         "lattice_aspect_ratio": max(_scatter(rng, 1.1 + 0.9 * t**1.3, 0.08), 1.0),
         "lattice_angle_deg": float(np.clip(rng.normal(62.0 + 20.0 * t, 4.0), 50.0, 90.0)),
         "primary_direction_deg": float(rng.uniform(0.0, 180.0)),
-        "lattice_jitter_frac": float(rng.uniform(0.08, 0.16)),
+        "lattice_jitter_frac": float(rng.uniform(0.1, 0.2)),
+        "furrow_bend_frac": float(rng.uniform(0.03, 0.08)),
         "secondary_furrow_keep_prob": float(np.clip(keep, 0.05, 0.98)),
         "furrow_width_um": _scatter(rng, 28.0 + 30.0 * t, 0.12),
         "furrow_width_cv": float(rng.uniform(0.15, 0.3)),

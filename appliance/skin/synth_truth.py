@@ -100,8 +100,12 @@ def _hill_counts(geometry: SkinGeometry) -> tuple[int, int, FloatArray]:
     touching = (
         ~inside & (high[:, 0] > 0) & (high[:, 1] > 0) & (low[:, 0] < width) & (low[:, 1] < height)
     )
-    cut_count = sum(
-        area_in_frame_px2(corners[face], width, height) > 0.0 for face in np.flatnonzero(touching)
+    x, y = corners[..., 0], corners[..., 1]
+    corner_inside = ((x > 0) & (x < width) & (y > 0) & (y < height)).any(axis=1)
+    # A hill with a corner strictly inside is cut; the rest (a frame corner inside) are clipped.
+    cut_count = int((touching & corner_inside).sum()) + sum(
+        area_in_frame_px2(corners[face], width, height) > 0.0
+        for face in np.flatnonzero(touching & ~corner_inside)
     )
     x, y = corners[inside, :, 0], corners[inside, :, 1]
     areas = np.abs(np.sum(x * np.roll(y, -1, axis=1) - y * np.roll(x, -1, axis=1), axis=1)) / 2.0
