@@ -18,7 +18,7 @@ import yaml
 from appliance.backoffice import fleetsim
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import Store, open_store
-from appliance.config import Config, config_from_mapping
+from appliance.config import Config, config_from_mapping, load_config
 from appliance.transport.broker import PrivateBroker
 
 pytestmark = pytest.mark.broker
@@ -155,10 +155,12 @@ def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
         "backoffice": {"client_id": "office-1", "batch_max_rows": 50, "session_expiry_s": 600},
     }))
     messages = _results("fleet", 4000, seed=4, devices=20)
-    worker = _spawn_worker(config_path)
     reader_url = f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}"
+    session, store = _start(load_config(config_path), reader_url)  # the deployed subscription
+    session.stop()
+    store.close()
+    worker = _spawn_worker(config_path)
     try:
-        assert _wait_for((tmp_path / "state" / "backoffice.sqlite3").exists)
         reader = open_store(reader_url)
         fleetsim.publish_messages("127.0.0.1", private_broker.port, messages[:2500])
         assert _wait_for(lambda: reader.count_results() >= 300)
