@@ -1,0 +1,39 @@
+"""``appliance report cohort --out DIR``: the cohort report from the back-office store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.backoffice.commands import add_store_options, open_for
+
+
+def _cohort(args: argparse.Namespace) -> int:
+    from appliance.backoffice.report import write_cohort_report  # noqa: PLC0415  (matplotlib)
+
+    store = open_for(args)
+    if store is None:
+        return 2
+    try:
+        page = write_cohort_report(store, Path(args.out))
+    except (ValueError, OSError) as exc:
+        print(f"report cohort: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"wrote {page} (figures and summary.json beside it)")
+    return 0
+
+
+def register(root: Any, groups: dict[str, Any]) -> None:
+    """Add ``report cohort`` to the command line."""
+    report = root.add_parser("report", help="reports on stored results")
+    sub = report.add_subparsers(dest="report_command", required=True, metavar="KIND")
+    cohort = sub.add_parser(
+        "cohort", help="texture and pore features by age band: box plots, correlations, repeats"
+    )
+    add_store_options(cohort)
+    cohort.add_argument("--out", required=True, help="folder for the PNGs and index.html")
+    cohort.set_defaults(handler=_cohort)

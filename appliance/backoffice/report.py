@@ -1,0 +1,140 @@
+"""``appliance report cohort``: box plots by age band, correlations and CIs, repeats (PNG, HTML)."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from appliance.backoffice.cohort import (
+    REPORT_FEATURES,
+    Cohort,
+    Correlation,
+    Repeat,
+    by_band,
+    load_cohort,
+    repeats,
+    summary,
+)
+from appliance.backoffice.store import Store
+
+REPEAT_COLUMNS = ("kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2",
+                  "pore_count")
+MAX_REPEAT_ROWS = 50
+
+
+def _fmt(corr: Correlation) -> str:
+    if math.isnan(corr.r):
+        return "n/a"
+    return f"{corr.r:+.2f} [{corr.low:+.2f}, {corr.high:+.2f}]"
+
+
+def draw_feature(cohort: Cohort, key: str, corr: dict[str, Correlation], out: Path) -> None:
+    """One PNG: the feature's box plot per age band, titled with both correlations."""
+    import matplotlib  # noqa: PLC0415  (the backoffice extra; reports only)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    groups = by_band(cohort, key)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.boxplot(list(groups.values()), showmeans=True)
+    ax.set_xticks(range(1, len(groups) + 1), [f"{b}\n(n={len(v)})" for b, v in groups.items()])
+    ax.set_xlabel("age band")
+    ax.set_ylabel(key)
+    ax.set_title(
+        f"{key}\nPearson {_fmt(corr['pearson'])}  Spearman {_fmt(corr['spearman'])}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def write_cohort_report(store: Store, out_dir: Path) -> Path:
+    """Write the PNG figures, summary.json and index.html into ``out_dir``; returns the page."""
+    cohort = load_cohort(store)
+    if not cohort.age_bands:
+        raise ValueError("no stored result has an age band (subject.age_band); nothing to plot")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = summary(cohort)
+    for key in REPORT_FEATURES:
+        draw_feature(cohort, key, table[key], out_dir / f"{key}.png")
+    repeated = repeats(cohort)
+    (out_dir / "summary.json").write_text(json.dumps(_json_summary(cohort, table, repeated),
+                                                     indent=2))
+    page = out_dir / "index.html"
+    page.write_text(_html(cohort, table, repeated), encoding="utf-8")
+    return page
+
+
+def _corr_json(corr: Correlation) -> dict[str, Any]:
+    def number(value: float) -> float | None:
+        return None if math.isnan(value) else round(value, 4)
+
+    p_value = None if math.isnan(corr.p_value) else float(f"{corr.p_value:.3g}")
+    return {"r": number(corr.r), "ci95": [number(corr.low), number(corr.high)],
+            "p": p_value, "n": corr.n}
+
+
+def _json_summary(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat]) -> dict[str, Any]:
+    def number(value: float) -> float | None:
+        return None if math.isnan(value) else round(value, 4)
+
+    return {
+        "results_with_age_band": len(cohort.age_bands),
+        "correlation_with_age": {
+            key: {kind: _corr_json(c) for kind, c in pair.items()} for key, pair in table.items()
+        },
+        "repeated_subjects": [
+            {"subject_id": rep.subject_id, "count": rep.count, "devices": rep.devices,
+             "cv_percent": {k: number(v) for k, v in rep.cv_percent.items()}}
+            for rep in repeated
+        ],
+    }
+
+
+def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(key)}</td><td>{_fmt(pair['pearson'])}</td>"
+        f"<td>{_fmt(pair['spearman'])}</td><td>{pair['pearson'].n}</td></tr>"
+        for key, pair in table.items()
+    )
+    figures = "".join(
+        f'<figure><img src="{html.escape(key)}.png" alt="{html.escape(key)} by age band">'
+        "</figure>"
+        for key in REPORT_FEATURES
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Cohort report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px}figure{display:inline-block;margin:4px}"
+        "</style></head><body><h1>Skin texture and pores by age band</h1>"
+        f"<p>{len(cohort.age_bands)} stored results with an age band. Correlation with age "
+        "(band midpoints): r with its 95% confidence interval (Fisher z).</p>"
+        "<table><tr><th>feature</th><th>Pearson r [95% CI]</th><th>Spearman &rho; [95% CI]"
+        f"</th><th>n</th></tr>{rows}</table>{figures}{_repeat_html(repeated)}</body></html>\n"
+    )
+
+
+def _repeat_html(repeated: list[Repeat]) -> str:
+    if not repeated:
+        return "<h2>Repeat measurements</h2><p>No subject was measured more than once.</p>"
+    head = "".join(f"<th>{html.escape(c)} mean &plusmn; SD (CV%)</th>" for c in REPEAT_COLUMNS)
+    body = "".join(
+        f"<tr><td>{html.escape(rep.subject_id)}</td><td>{rep.count}</td><td>{rep.devices}</td>"
+        + "".join(
+            f"<td>{rep.mean[c]:.2f} &plusmn; {rep.sd[c]:.2f} ({rep.cv_percent[c]:.1f}%)</td>"
+            for c in REPEAT_COLUMNS
+        )
+        + "</tr>"
+        for rep in repeated[:MAX_REPEAT_ROWS]
+    )
+    more = len(repeated) - MAX_REPEAT_ROWS
+    note = f"<p>{more} more subjects in summary.json.</p>" if more > 0 else ""
+    return (
+        f"<h2>Repeat measurements of the same subject</h2><p>{len(repeated)} subjects.</p>"
+        f"<table><tr><th>subject</th><th>n</th><th>devices</th>{head}</tr>{body}</table>{note}"
+    )
