@@ -10,6 +10,7 @@ import pytest
 from appliance.cli import main
 
 
+@pytest.mark.slow  # starts two worker processes (spawn): a few seconds on a loaded machine
 def test_pool_and_serial_runs_write_identical_files(tmp_path: Path) -> None:
     outputs = []
     for jobs in ("1", "2"):
