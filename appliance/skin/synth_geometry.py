@@ -143,21 +143,32 @@ def _merge_pairs(
     return dropped
 
 
+def _far_corner(triangles: IntArray, edges: IntArray) -> IntArray:
+    """Position (0-2) in each triangle of the corner not on the given edge."""
+    off_edge = (triangles != edges[:, :1]) & (triangles != edges[:, 1:])
+    return np.asarray(np.argmax(off_edge, axis=1), dtype=np.int64)
+
+
 def _faces(
     triangles: IntArray, edges: IntArray, sides: IntArray, dropped: BoolArray
 ) -> tuple[tuple[int, ...], ...]:
     """Hill polygons: kept triangles plus the quadrilaterals of merged triangle pairs."""
-    merged = set(sides[dropped].ravel().tolist())
-    faces = [tuple(int(v) for v in tri) for t, tri in enumerate(triangles) if t not in merged]
-    for (a, b), (left, right) in zip(edges[dropped], sides[dropped], strict=True):
-        tri_left, tri_right = triangles[left].tolist(), triangles[right].tolist()
-        far_left = next(v for v in tri_left if v not in (a, b))
-        far_right = next(v for v in tri_right if v not in (a, b))
-        k = tri_left.index(far_left)
-        after = tri_left[(k + 1) % 3]  # tri_left runs far_left -> after -> before
-        before = tri_left[(k + 2) % 3]
-        faces.append((int(far_left), int(after), int(far_right), int(before)))
-    return tuple(faces)
+    merged = np.zeros(len(triangles), dtype=np.bool_)
+    merged[sides[dropped].ravel()] = True
+    left, right = triangles[sides[dropped, 0]], triangles[sides[dropped, 1]]
+    rows = np.arange(len(left))
+    k = _far_corner(left, edges[dropped])
+    # The left triangle runs far_left -> after -> before; the right one adds far_right.
+    quads = np.stack(
+        [
+            left[rows, k],
+            left[rows, (k + 1) % 3],
+            right[rows, _far_corner(right, edges[dropped])],
+            left[rows, (k + 2) % 3],
+        ],
+        axis=1,
+    )
+    return tuple(map(tuple, triangles[~merged].tolist() + quads.tolist()))
 
 
 def _edge_widths(rng: np.random.Generator, family: IntArray, params: SkinParams) -> FloatArray:
