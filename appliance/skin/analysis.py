@@ -74,7 +74,7 @@ def analyze(
     prepared = prepare(rgb, um_per_px)
     texture = measure_texture(prepared)
     pores = measure_pores(prepared, texture.furrow_mask, texture.metrics["furrow_mean_width_um"])
-    values = {**texture.metrics, **pores.metrics, **colour_features(rgb, white_reference)}
+    values = {**texture.metrics, **pores.metrics, **colour_features(prepared.rgb_half, white_reference)}
     values["kime_score"] = kime_score(
         values["hill_density_per_mm2"], values["furrow_mean_width_um"]
     )

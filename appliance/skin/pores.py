@@ -19,13 +19,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from appliance.skin.preprocess import Prepared, disk
 
 SUPPORT_DEPTH = 0.10  # blobs at least this deep below the hill level are looked at
-JUNCTION_MARGIN = 1.65  # a pore's core is this much deeper than the typical junction
-MIN_PORE_DEPTH = 0.22
+JUNCTION_MARGIN = 1.5  # a pore's core is this much deeper than the typical junction
+MIN_PORE_DEPTH = 0.45
 MIN_AXIS_RATIO = 0.45  # minor / major axis of the moment ellipse
 MIN_ELLIPSE_FILL = 0.70  # blob area / area of its moment ellipse
 MAX_PORE_DIAMETER_UM = 500.0
@@ -48,8 +47,9 @@ def opening_diameter_px(furrow_width_um: float, um_per_px: float) -> int:
 
 
 def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
-    rows, cols = np.nonzero(labels)
-    owner = labels[rows, cols]
+    where = np.flatnonzero(labels)
+    rows, cols = np.divmod(where, labels.shape[1])
+    owner = labels.ravel()[where]
     n = np.maximum(np.bincount(owner, minlength=count).astype(np.float64), 1.0)
     mx = np.bincount(owner, cols, count) / n
     my = np.bincount(owner, rows, count) / n
@@ -62,26 +62,52 @@ def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
     return {"x": mx, "y": my, "n": n, "ratio": minor / major, "fill": n / (4.0 * np.pi * major * minor)}
 
 
-def _half_depth_levels(support: np.ndarray, count: int, smooth: np.ndarray) -> np.ndarray:
-    """Per blob: halfway between its deepest point and the skin in a ring around it."""
+def label_max(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Per label 1..count-1 the largest value (index 0: 0); fast when labels are sparse."""
+    where = np.flatnonzero(labels)
+    result = np.zeros(count)
+    if where.size == 0:
+        return result
+    owner = labels.ravel()[where]
+    order = np.argsort(owner, kind="stable")
+    owner, picked = owner[order], values.ravel()[where][order]
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    result[owner[starts]] = np.maximum.reduceat(picked, starts)
+    return result
+
+
+def label_mean(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Per label the mean value (0 where a label has no pixels)."""
+    where = np.flatnonzero(labels)
+    owner = labels.ravel()[where]
+    total = np.bincount(owner, values.ravel()[where], count)
+    return total / np.maximum(np.bincount(owner, minlength=count), 1)
+
+
+def _half_depth_levels(
+    support: np.ndarray, count: int, smooth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per blob: halfway between its deepest point and the mean skin depth in a ring around,
+    and that surrounding depth."""
     level = np.full(count, np.inf)
     if count <= 1:
-        return level
-    index = np.arange(1, count)
-    core = ndimage.maximum(smooth, support, index)
+        return level, np.zeros(count)
+    core = label_max(smooth, support, count)
     labels = support.astype(np.float32)
-    near = cv2.dilate(labels, disk(3)).astype(np.int32)
-    ring = np.where(cv2.dilate(labels, disk(7)).astype(np.int32) * (near == 0) > 0,
-                    cv2.dilate(labels, disk(7)).astype(np.int32), 0)
-    surround = np.nan_to_num(np.asarray(ndimage.median(smooth, ring, index), dtype=float))
-    level[1:] = (np.asarray(core) + surround) / 2.0
-    return level
+    near = cv2.dilate(labels, disk(3))
+    far = cv2.dilate(labels, disk(7)).astype(np.int32)
+    surround = label_mean(smooth, np.where(near == 0, far, 0), count)
+    level[1:] = (core[1:] + surround[1:]) / 2.0
+    return level, surround
 
 
 def junction_depth(opened: np.ndarray, furrows: np.ndarray) -> float:
     """Typical depth of the widest furrow places (junctions) after the opening."""
     values = opened[furrows]
-    return float(np.percentile(values, 95)) if values.size else 0.0
+    if values.size == 0:
+        return 0.0
+    rank = int(0.95 * (values.size - 1))
+    return float(np.partition(values, rank)[rank])
 
 
 def measure_pores(prepared: Prepared, furrows: np.ndarray, furrow_width_um: float) -> Pores:
@@ -92,11 +118,16 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, furrow_width_um: floa
     size = opening_diameter_px(furrow_width_um, um)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     opened = cv2.morphologyEx(smooth, cv2.MORPH_OPEN, kernel)
-    count, support = cv2.connectedComponents((opened > SUPPORT_DEPTH).astype(np.uint8), connectivity=8)
-    level = _half_depth_levels(support, count, smooth)
+    junction = junction_depth(opened, furrows)
+    support_depth = max(SUPPORT_DEPTH, junction)
+    count, support = cv2.connectedComponents(
+        (opened > support_depth).astype(np.uint8), connectivity=8
+    )
+    level, surround = _half_depth_levels(support, count, smooth)
     region = opened > level[support]
     count, blobs = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
-    pores = _select(blobs, count, opened, level[support], smooth, furrows, um)
+    maps = _DepthMaps(opened, smooth, level[support], surround[support])
+    pores = _select(blobs, count, maps, junction, um)
     return _pore_result(pores, prepared.flat_half.shape, um)
 
 
@@ -113,32 +144,36 @@ def _soft_area_px(blobs: np.ndarray, count: int, opened: np.ndarray, level: np.n
     gx = cv2.Sobel(opened, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(opened, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     slope = np.maximum(cv2.magnitude(gx, gy), 1e-3)
-    rows, cols = np.nonzero(grown)
-    owner = grown[rows, cols]
-    finite_level = np.where(np.isfinite(level), level, 0.0)[rows, cols]
-    fraction = np.clip(0.5 + (opened[rows, cols] - finite_level) / slope[rows, cols], 0.0, 1.0)
-    return np.bincount(owner, fraction, count)
+    where = np.flatnonzero(grown)
+    owner = grown.ravel()[where]
+    at_level = level.ravel()[where]
+    at_level = np.where(np.isfinite(at_level), at_level, 0.0)
+    excess = (opened.ravel()[where] - at_level) / slope.ravel()[where]
+    return np.bincount(owner, np.clip(0.5 + excess, 0.0, 1.0), count)
+
+
+@dataclass(frozen=True)
+class _DepthMaps:
+    opened: np.ndarray  # depth after the opening that removes furrows
+    smooth: np.ndarray  # lightly smoothed depth
+    level: np.ndarray  # per pixel: the half-depth level of its blob
+    surround: np.ndarray  # per pixel: the skin depth around its blob
 
 
 def _select(
-    blobs: np.ndarray,
-    count: int,
-    opened: np.ndarray,
-    level_map: np.ndarray,
-    smooth_depth: np.ndarray,
-    furrows: np.ndarray,
-    um_per_px: float,
+    blobs: np.ndarray, count: int, maps: _DepthMaps, junction: float, um_per_px: float
 ) -> _Blobs:
     """Keep the blobs that are deep, round and pore-sized."""
     if count <= 1:
         empty = np.zeros(0)
         return _Blobs(empty, empty, empty)
     shape = _blob_moments(blobs, count)
-    area_px = _soft_area_px(blobs, count, opened, level_map)
-    core = np.zeros(count)
-    core[1:] = ndimage.maximum(smooth_depth, blobs, np.arange(1, count))
+    opened = maps.opened
+    area_px = _soft_area_px(blobs, count, opened, maps.level)
+    core = label_max(maps.smooth, blobs, count)
+    contrast = core - label_max(maps.surround, blobs, count)
     diameter_um = 2.0 * np.sqrt(area_px / np.pi) * um_per_px
-    min_depth = max(MIN_PORE_DEPTH, JUNCTION_MARGIN * junction_depth(opened, furrows))
+    min_depth = max(MIN_PORE_DEPTH, JUNCTION_MARGIN * junction)
     keep = (
         (core >= min_depth)
         & (shape["ratio"] >= MIN_AXIS_RATIO)

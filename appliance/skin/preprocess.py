@@ -24,6 +24,7 @@ SHINE_CLIP = 1.08  # relative level above the hill background treated as specula
 class Prepared:
     """The working images of one frame: grey (half size) and its flattened relative level."""
 
+    rgb_half: np.ndarray  # uint8 RGB, half size
     gray_half: np.ndarray  # float32, 0..255
     flat_half: np.ndarray  # float32, 1.0 = hill level, lower = darker (furrows, pores)
     um_per_px_half: float
@@ -49,7 +50,7 @@ def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
     flat = gray / background
     shine_fraction = float(np.count_nonzero(flat > SHINE_CLIP)) / flat.size
     np.minimum(flat, SHINE_CLIP, out=flat)
-    return Prepared(gray, flat, um_half, shine_fraction)
+    return Prepared(half, gray, flat, um_half, shine_fraction)
 
 
 def hill_background(gray: np.ndarray, um_per_px: float) -> np.ndarray:

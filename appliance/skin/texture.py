@@ -47,9 +47,7 @@ def furrow_mask(response: np.ndarray) -> np.ndarray:
     """Hysteresis threshold of the valley response: weak furrow pixels joined to strong ones."""
     weak = (response > WEAK_VALLEY).astype(np.uint8)
     count, labels = cv2.connectedComponents(weak, connectivity=8)
-    strong_labels = np.unique(labels[response > STRONG_VALLEY])
-    keep = np.zeros(count, dtype=bool)
-    keep[strong_labels] = True
+    keep = np.bincount(labels[response > STRONG_VALLEY], minlength=count) > 0
     keep[0] = False
     mask: np.ndarray = keep[labels]
     return mask
@@ -134,12 +132,11 @@ def _area_mm2(cells: np.ndarray, um_per_px: float) -> float:
 
 def _hill_metrics(cells: np.ndarray, cut: np.ndarray, um_per_px: float) -> dict[str, float]:
     """Hill density (edge-cut hills count 1/2) and mean cell area of the hills inside."""
-    present = np.zeros(len(cut), dtype=bool)
-    present[np.unique(cells)] = True
+    areas_px = np.bincount(cells.ravel(), minlength=len(cut))
+    present = areas_px > 0
     present[0] = False
     inside = present & ~cut
     whole = inside & ~_cells_on_border(cells, len(cut))
-    areas_px = np.bincount(cells.ravel(), minlength=len(cut))
     area_mm2 = _area_mm2(cells, um_per_px)
     mean_px = float(areas_px[whole].mean()) if np.any(whole) else 0.0
     return {
