@@ -34,7 +34,7 @@ def clipped_lengths_px(
     ):
         parallel = p == 0
         rejected |= parallel & (q < 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             t = np.where(parallel, 0.0, q / np.where(parallel, 1.0, p))
         t_in = np.where(~parallel & (p < 0), np.maximum(t_in, t), t_in)
         t_out = np.where(~parallel & (p > 0), np.minimum(t_out, t), t_out)

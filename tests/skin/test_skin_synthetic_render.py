@@ -1,0 +1,80 @@
+"""Rendering puts furrow and pore edges where the geometry (and so the ground truth) has them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.skin.synth_geometry import SkinGeometry
+from appliance.skin.synth_render import furrow_fields, pore_field
+from appliance.skin.synth_truth import clipped_lengths_px, disc_area_in_frame_px2
+
+
+def _one_furrow_one_pore() -> SkinGeometry:
+    """A 64 x 48 px frame with one slanted furrow (width 4 px) and one pore (radius 6 px)."""
+    return SkinGeometry(
+        width_px=64,
+        height_px=48,
+        vertices_px=np.array([[-20.0, 10.0], [90.0, 30.0]]),
+        edges=np.array([[0, 1]], dtype=np.int64),
+        edge_width_px=np.array([4.0]),
+        edge_family=np.array([0], dtype=np.int64),
+        faces=(),
+        pore_centres_px=np.array([[40.5, 40.5]]),
+        pore_radii_px=np.array([6.0]),
+        pore_at_junction=np.array([False]),
+    )
+
+
+def test_furrow_distance_is_exact_to_the_centre_line() -> None:
+    geometry = _one_furrow_one_pore()
+    distance, width = furrow_fields(geometry)
+    ys, xs = np.mgrid[0:48, 0:64] + 0.5
+    (x0, y0), (x1, y1) = geometry.vertices_px
+    expected = np.abs((y1 - y0) * xs - (x1 - x0) * ys + x1 * y0 - y1 * x0) / math.hypot(
+        x1 - x0, y1 - y0
+    )
+    assert np.allclose(distance, expected, atol=1e-3)
+    assert np.all(width == 4.0)
+
+
+def test_pore_depth_is_half_on_its_radius() -> None:
+    field = pore_field(_one_furrow_one_pore())  # pore centre on pixel (40, 40)'s centre
+    assert field[40, 40] > 0.99
+    assert abs(float(field[40, 46]) - 0.5) < 1e-4  # 6 px right: exactly on the radius
+    assert abs(float(field[34, 40]) - 0.5) < 1e-4  # 6 px up
+    assert 0.75 < field[40, 43] < 1.0  # soft edge, not a step
+    assert 0.0 < field[40, 49] < 0.25
+    assert field[5, 5] == 0.0
+
+
+coordinate = st.floats(-200, 400, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(coordinate, coordinate, coordinate, coordinate)
+def test_clipped_length_is_bounded_and_exact_inside(
+    x0: float, y0: float, x1: float, y1: float
+) -> None:
+    length = math.hypot(x1 - x0, y1 - y0)
+    clipped = float(clipped_lengths_px(np.array([[x0, y0]]), np.array([[x1, y1]]), 200, 100)[0])
+    assert -1e-9 <= clipped <= length + 1e-9
+    if min(x0, x1, y0, y1) >= 0 and max(x0, x1) <= 200 and max(y0, y1) <= 100:
+        assert math.isclose(clipped, length, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(-10, 110), st.floats(-10, 90), st.floats(1, 15))
+def test_disc_area_in_frame_matches_a_fine_grid(cx: float, cy: float, radius: float) -> None:
+    step = 0.05
+    xs = np.arange(0, 100, step) + step / 2
+    ys = np.arange(0, 80, step) + step / 2
+    near_x = xs[np.abs(xs - cx) <= radius]
+    near_y = ys[np.abs(ys - cy) <= radius]
+    inside = (near_x[None, :] - cx) ** 2 + (near_y[:, None] - cy) ** 2 <= radius**2
+    grid_area = float(inside.sum()) * step**2
+    exact = disc_area_in_frame_px2(cx, cy, radius, 100.0, 80.0)
+    assert abs(exact - grid_area) <= 2 * math.pi * radius * step  # grid error: perimeter x step
