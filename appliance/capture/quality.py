@@ -69,7 +69,7 @@ class QualityGate:
     def __init__(
         self,
         *,
-        min_focus: float = 0.6,
+        min_focus: float = 200.0,
         max_highlight_fraction: float = 0.25,
         max_shadow_fraction: float = 0.30,
         min_mean_level: float = 45.0,

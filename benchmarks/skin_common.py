@@ -1,0 +1,57 @@
+"""Shared helpers of the skin benchmarks: the frame set on disk and error statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET_KEYS = (
+    "pore_count",
+    "pore_mean_diameter_um",
+    "furrow_density_mm_per_mm2",
+    "hill_density_per_mm2",
+    "hill_mean_area_mm2",
+)
+DEFAULT_FRAMES_DIR = Path("/tmp/skin-bench-frames")
+
+
+def ensure_frames(folder: Path, count: int, seed: int, preset: str = "mixed") -> list[Path]:
+    """The first ``count`` frames (JPEG + sidecar) of the series, generated when missing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = sorted(folder.glob(f"skin-{seed}-*.jpg"))[:count]
+    if len(images) < count:
+        command = [sys.executable, "-m", "appliance", "synth", "skin", "--out", str(folder),
+                   "--count", str(count), "--seed", str(seed), "--preset", preset]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        images = sorted(folder.glob(f"skin-{seed}-*.jpg"))[:count]
+    return images
+
+
+def truth_of(image: Path) -> dict[str, float]:
+    """The ground truth in the sidecar next to a frame."""
+    sidecar: dict[str, Any] = json.loads(image.with_suffix(".json").read_text(encoding="utf-8"))
+    return {key: float(value) for key, value in sidecar["truth"].items()}
+
+
+def error_summary(measured: list[dict[str, float]], truths: list[dict[str, float]]) -> dict[str, Any]:
+    """Median and 90th-percentile absolute relative error per target key."""
+    summary: dict[str, Any] = {}
+    for key in TARGET_KEYS:
+        errors = np.array([abs(m[key] - t[key]) / t[key] for m, t in zip(measured, truths, strict=True)
+                           if t[key] > 0])
+        summary[key] = {
+            "median_abs_rel_error": round(float(np.median(errors)), 4),
+            "p90_abs_rel_error": round(float(np.percentile(errors, 90)), 4),
+        }
+    return summary
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (the machine is shared; read figures with them)."""
+    return [round(x, 2) for x in os.getloadavg()]
