@@ -60,31 +60,25 @@ def lattice_basis_px(params: SkinParams) -> FloatArray:
     )
 
 
+def _in_box(points: FloatArray, low: float, high_x: float, high_y: float) -> BoolArray:
+    """Points strictly inside the box [low, high_x] x [low, high_y]."""
+    x, y = points[:, 0], points[:, 1]
+    return np.asarray((x > low) & (x < high_x) & (y > low) & (y < high_y), dtype=np.bool_)
+
+
 def _lattice_points(
     rng: np.random.Generator, basis: FloatArray, width_px: int, height_px: int, jitter: float
 ) -> FloatArray:
     """Jittered lattice points covering the frame with a margin of a few cells."""
     margin = 3.0 * float(np.max(np.linalg.norm(basis, axis=1)))
-    corners = np.array(
-        [
-            [-margin, -margin],
-            [width_px + margin, -margin],
-            [-margin, height_px + margin],
-            [width_px + margin, height_px + margin],
-        ]
-    )
+    low, high_x, high_y = -margin, width_px + margin, height_px + margin
+    corners = np.array([[low, low], [high_x, low], [low, high_y], [high_x, high_y]])
     coords = corners @ np.linalg.inv(basis)
     lo, hi = np.floor(coords.min(axis=0)) - 1, np.ceil(coords.max(axis=0)) + 1
     i, j = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
     ij = np.stack([i.ravel(), j.ravel()], axis=1) + rng.uniform(0.0, 1.0, size=2)
     points = ij @ basis
-    keep = (
-        (points[:, 0] > -margin)
-        & (points[:, 0] < width_px + margin)
-        & (points[:, 1] > -margin)
-        & (points[:, 1] < height_px + margin)
-    )
-    points = points[keep]
+    points = points[_in_box(points, low, high_x, high_y)]
     scale = jitter * float(np.min(np.linalg.norm(basis, axis=1)))
     return points + rng.normal(0.0, scale, size=points.shape)
 
@@ -292,6 +286,14 @@ class _PoreLayout:
         self.at_junction.append(at_junction)
         return True
 
+    def add_anywhere(self, rng: np.random.Generator, radius: float, attempts: int = 20) -> bool:
+        """Place the disc at the first of a few random positions where it fits."""
+        for _attempt in range(attempts):
+            x, y = rng.uniform(0, self.width_px), rng.uniform(0, self.height_px)
+            if self.try_add(float(x), float(y), radius, False):
+                return True
+        return False
+
 
 def place_pores(
     rng: np.random.Generator,
@@ -303,28 +305,18 @@ def place_pores(
     """Pore centres, radii and junction flags: a share on furrow junctions, the rest on hills."""
     area_cm2 = width_px * height_px * params.um_per_px**2 / 1e8
     count = int(rng.poisson(params.pore_density_per_cm2 * area_cm2))
-    radii = _pore_radii_px(rng, params, count)
-    layout = _PoreLayout(width_px, height_px)
+    radii = _pore_radii_px(rng, params, count).tolist()
     junction_count = round(params.pore_junction_share * count)
-    in_frame = np.flatnonzero(
-        (junctions_px[:, 0] > 0)
-        & (junctions_px[:, 0] < width_px)
-        & (junctions_px[:, 1] > 0)
-        & (junctions_px[:, 1] < height_px)
-    )
-    junctions = rng.permutation(in_frame)
-    for radius, vertex in zip(radii[:junction_count], junctions, strict=False):
-        layout.try_add(
-            float(junctions_px[vertex, 0]), float(junctions_px[vertex, 1]), float(radius), True
-        )
+    layout = _PoreLayout(width_px, height_px)
+    in_frame = junctions_px[_in_box(junctions_px, 0.0, width_px, height_px)]
+    for radius, (x, y) in zip(
+        radii[:junction_count], rng.permutation(in_frame).tolist(), strict=False
+    ):
+        layout.try_add(x, y, radius, True)
     for radius in radii[junction_count:]:
-        for _attempt in range(20):
-            x, y = rng.uniform(0, width_px), rng.uniform(0, height_px)
-            if layout.try_add(float(x), float(y), float(radius), False):
-                break
-    centres = np.asarray(layout.centres, dtype=np.float64).reshape(-1, 2)
+        layout.add_anywhere(rng, radius)
     return (
-        centres,
+        np.asarray(layout.centres, dtype=np.float64).reshape(-1, 2),
         np.asarray(layout.radii, dtype=np.float64),
         np.asarray(layout.at_junction, dtype=np.bool_),
     )
