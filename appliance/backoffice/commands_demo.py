@@ -1,0 +1,37 @@
+"""``appliance demo``: broker, back office and edge daemons on this machine (README's command)."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from typing import Any
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from appliance.backoffice.demo import run_demo  # noqa: PLC0415  (starts fast otherwise)
+    from appliance.backoffice.service import install_stop_signals  # noqa: PLC0415
+
+    stop = threading.Event()
+    install_stop_signals(stop)
+    return run_demo(args.devices, args.count, args.timeout_s, stop=stop)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
+    return value
+
+
+def register(root: Any, groups: dict[str, Any]) -> None:
+    """Add ``demo`` to the command line."""
+    demo = root.add_parser(
+        "demo",
+        help="the whole system here: private mosquitto, back office, edge daemons on synthetic "
+        "skin; prints results as they are stored",
+    )
+    demo.add_argument("--devices", type=_positive, default=2, help="edge daemons to run (2)")
+    demo.add_argument("--count", type=_positive, default=3, help="results per edge (3)")
+    demo.add_argument("--timeout-s", type=float, default=900.0,
+                      help="give up after this many seconds (900)")
+    demo.set_defaults(handler=_demo)

@@ -1,0 +1,217 @@
+"""``appliance demo``: the whole system on one machine, leaving nothing behind.
+
+A private mosquitto on a free port, the back office on a temporary SQLite store, and edge
+daemons as child processes on synthetic frames with ``camera.limit``. Each result is printed as
+the back office commits it. Whatever happens (success, an edge failing, Ctrl-C, SIGTERM), the
+edges and the broker are stopped and the temporary folder is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from appliance.backoffice.fleet import fleet_table
+from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.store import Store, open_store
+from appliance.config import config_from_mapping
+from appliance.transport.broker import PrivateBroker
+from appliance.transport.payloads import Result
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_MODEL = REPO / "models" / "skin-texture-grade.int8.onnx"
+EDGE_COMMAND = (sys.executable, "-m", "appliance", "edge", "--config")
+STOP_GRACE_S = 15.0
+LOG_TAIL_CHARS = 1500
+
+
+class DemoError(RuntimeError):
+    """The demo could not finish; the text says which part failed and shows its log."""
+
+
+@dataclass
+class Edge:
+    """One edge daemon child process and its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self) -> str:
+        """The end of its log, for error messages."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-LOG_TAIL_CHARS:].strip() or "(no output)"
+
+
+class ResultPrinter:
+    """Prints each stored result (called from the back office's writer thread)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.per_device: Counter[str] = Counter()
+        self.kime_scores: list[float] = []
+
+    def __call__(self, results: list[Result]) -> None:
+        with self.lock:
+            for result in results:
+                self.per_device[f"{result.site}/{result.device_id}"] += 1
+                self.kime_scores.append(result.features.kime_score)
+                grade = result.classification.label if result.classification else "-"
+                features = result.features
+                print(
+                    f"stored  {result.site}/{result.device_id}  kime {features.kime_score:5.1f}"
+                    f"  pores {features.pore_count:3d}  grade {grade}",
+                    flush=True,
+                )
+
+    @property
+    def stored(self) -> int:
+        """Results stored so far."""
+        with self.lock:
+            return sum(self.per_device.values())
+
+
+def edge_config(index: int, port: int, count: int, state_dir: Path) -> dict[str, object]:
+    """The config of demo edge ``index`` (synthetic camera, ``count`` results, private broker)."""
+    return {
+        "device": {"id": f"kiosk-demo-{index + 1}", "site": "demo"},
+        "camera": {"source": "synthetic", "limit": count, "seed": index + 1},
+        "mqtt": {"host": "127.0.0.1", "port": port},
+        "state_dir": str(state_dir),
+        "model": {"path": str(SHIPPED_MODEL) if SHIPPED_MODEL.is_file() else None},
+    }
+
+
+def _child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APPLIANCE__")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_edges(
+    workdir: Path, port: int, devices: int, count: int, command: Sequence[str]
+) -> list[Edge]:
+    """Write each edge's config and start it as a child process."""
+    edges = []
+    for index in range(devices):
+        folder = workdir / f"edge-{index + 1}"
+        folder.mkdir()
+        config_path = folder / "config.yaml"
+        config_path.write_text(yaml.safe_dump(edge_config(index, port, count, folder / "state")))
+        log_path = folder / "edge.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*command, str(config_path)], stdout=log, stderr=subprocess.STDOUT,
+                env=_child_env(), cwd=folder,
+            )
+        edges.append(Edge(f"kiosk-demo-{index + 1}", process, log_path))
+    return edges
+
+
+def stop_edges(edges: list[Edge]) -> None:
+    """SIGTERM every edge still running, then SIGKILL what does not stop in time."""
+    for edge in edges:
+        if edge.process.poll() is None:
+            edge.process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for edge in edges:
+        try:
+            edge.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            edge.process.kill()
+            edge.process.wait()
+
+
+def wait_for_results(
+    edges: list[Edge], printer: ResultPrinter, expected: int, stop: threading.Event,
+    timeout_s: float,
+) -> None:
+    """Return once every edge exited 0 and all ``expected`` results are stored; else DemoError."""
+    deadline = time.monotonic() + timeout_s
+    finished_at: float | None = None
+    while not stop.wait(0.2):
+        failed = [e for e in edges if e.process.poll() not in (None, 0)]
+        if failed:
+            edge = failed[0]
+            raise DemoError(f"edge daemon {edge.name} exited with code "
+                            f"{edge.process.returncode}; its log ends:\n{edge.log_tail()}")
+        if all(e.process.poll() == 0 for e in edges):
+            if printer.stored >= expected:
+                return
+            finished_at = finished_at or time.monotonic()
+            if time.monotonic() - finished_at > STOP_GRACE_S:
+                raise DemoError(f"the edges delivered everything but the back office stored "
+                                f"only {printer.stored} of {expected} results")
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout_s:.0f} s with {printer.stored} of "
+                            f"{expected} results stored (raise --timeout-s on a slow machine)")
+    raise DemoError("interrupted (Ctrl-C or SIGTERM); everything was stopped")
+
+
+def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
+    kime = printer.kime_scores
+    mean = f"{sum(kime) / len(kime):.1f}" if kime else "-"
+    devices = ", ".join(f"{name} {n}" for name, n in sorted(printer.per_device.items()))
+    return (
+        f"demo: {printer.stored} result(s) stored in {elapsed_s:.1f} s ({devices}); "
+        f"mean kime score {mean}; {store.count_dead_letters()} dead letter(s)\n"
+        f"{fleet_table(store)}"
+    )
+
+
+def run_demo(
+    devices: int = 2,
+    count: int = 3,
+    timeout_s: float = 900.0,
+    edge_command: Sequence[str] = EDGE_COMMAND,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run broker, back office and edges until all results are stored; returns the exit code."""
+    stop = stop or threading.Event()
+    started_s = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp, PrivateBroker(
+        workdir=Path(tmp) / "broker"
+    ) as broker:
+        url = f"sqlite:///{Path(tmp) / 'backoffice.sqlite3'}"
+        config = config_from_mapping(
+            {"mqtt": {"port": broker.port}, "state_dir": tmp,
+             "backoffice": {"client_id": "demo-backoffice"}},
+            "demo", environ={},
+        )
+        store = open_store(url)
+        printer = ResultPrinter()
+        worker = IngestWorker(config, store, on_stored=printer)
+        edges: list[Edge] = []
+        code = 1
+        try:
+            worker.start()
+            if not worker.subscribed.wait(15):
+                raise DemoError(f"the back office could not subscribe on port {broker.port}: "
+                                f"{worker.failed or 'no answer from the broker'}")
+            print(f"demo: mosquitto on 127.0.0.1:{broker.port}, back office on {url}", flush=True)
+            edges = start_edges(Path(tmp), broker.port, devices, count, edge_command)
+            model = SHIPPED_MODEL.name if SHIPPED_MODEL.is_file() else "no model (not built)"
+            print(f"demo: {devices} edge daemon(s), {count} synthetic customer(s) each, "
+                  f"{model}; waiting for results...", flush=True)
+            wait_for_results(edges, printer, devices * count, stop, timeout_s)
+            code = 0
+        except DemoError as exc:
+            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+            code = 130 if stop.is_set() else 1
+        finally:
+            stop_edges(edges)
+            worker.stop()
+            if code == 0:
+                print(_summary(store, printer, time.monotonic() - started_s), flush=True)
+            store.close()
+    return code
