@@ -1,14 +1,17 @@
 """Speed and determinism of `appliance synth skin`; prints one JSON object.
 
 seconds: wall time of `appliance synth skin --count 20 --seed 7` (default 2 worker processes),
-including interpreter start-up; per_frame_cpu_s: CPU seconds per frame, single-threaded OpenCV,
-in-process; byte_identical: a second run writes byte-identical JPEGs and sidecars.
+including interpreter start-up; cli_cpu_s: CPU seconds that run used in all its processes (on a
+loaded machine, cli_cpu_s / 2 is what the wall time would be on two free cores);
+per_frame_cpu_s: CPU seconds per frame, single-threaded OpenCV, in-process;
+byte_identical: a second run writes byte-identical JPEGs and sidecars.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -18,6 +21,12 @@ from pathlib import Path
 FRAMES = 20
 SEED = 7
 CPU_FRAMES = 5
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by waited-for child processes and theirs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _run_cli(out_dir: Path) -> float:
@@ -67,12 +76,15 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         first, second = Path(tmp) / "first", Path(tmp) / "second"
+        cpu_before = _children_cpu_s()
         seconds = _run_cli(first)
+        cli_cpu_s = _children_cpu_s() - cpu_before
         _run_cli(second)
         identical = _same_files(first, second)
     figures = {
         "frames": FRAMES,
         "seconds": round(seconds, 2),
+        "cli_cpu_s": round(cli_cpu_s, 2),
         "per_frame_cpu_s": round(_cpu_per_frame_s(), 3),
         "byte_identical": identical,
         "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
