@@ -1,0 +1,67 @@
+"""``appliance demo`` end to end with fast edge daemons; and a failing edge stops everything."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice import demo
+from appliance.transport.broker import port_open
+
+pytestmark = pytest.mark.broker
+FAST_EDGE = (sys.executable, "-m", "appliance.edge.testing")
+
+
+@pytest.mark.slow
+def test_demo_prints_every_stored_result_and_a_summary_then_leaves_nothing_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert demo.run_demo(devices=2, count=2, timeout_s=120, edge_command=FAST_EDGE) == 0
+    out = capsys.readouterr().out
+    stored = [line for line in out.splitlines() if line.startswith("stored ")]
+    assert len(stored) == 4
+    assert {line.split()[1] for line in stored} == {"demo/kiosk-demo-1", "demo/kiosk-demo-2"}
+    assert "kime" in stored[0]
+    assert "4 result(s) stored" in out
+    assert "2 device(s)" in out
+    port = int(out.split("mosquitto on 127.0.0.1:")[1].split(",")[0])
+    assert not port_open("127.0.0.1", port)
+
+
+def test_a_failing_edge_makes_the_demo_fail_clearly_and_stop_everything(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    broken = (sys.executable, "-c", "import sys; print('camera exploded'); sys.exit(3)")
+    assert demo.run_demo(devices=1, count=1, timeout_s=60, edge_command=broken) == 1
+    captured = capsys.readouterr()
+    assert "kiosk-demo-1 exited with code 3" in captured.err
+    assert "camera exploded" in captured.err
+    port = int(captured.out.split("mosquitto on 127.0.0.1:")[1].split(",")[0])
+    assert not port_open("127.0.0.1", port)
+
+
+def test_stopping_the_demo_stops_its_edges(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    pid_file = tmp_path / "edge.pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+
+    def stop_once_the_edge_runs() -> None:
+        for _ in range(600):
+            if pid_file.exists():
+                break
+            time.sleep(0.05)
+        stop.set()
+
+    threading.Thread(target=stop_once_the_edge_runs, daemon=True).start()
+    edge = (sys.executable, "-c", code)
+    assert demo.run_demo(devices=1, count=1, timeout_s=60, edge_command=edge, stop=stop) == 130
+    assert "interrupted" in capsys.readouterr().err
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
