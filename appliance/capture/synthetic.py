@@ -47,12 +47,13 @@ def generated_skin(seed: int, preset: str = "mixed") -> SkinFactory:
     return make
 
 
-def textured_skin(seed: int) -> SkinFactory:
+def textured_skin(
+    seed: int, size_px: tuple[int, int] = (FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
+) -> SkinFactory:
     """A cheap skin-coloured random texture (for fast tests and delivery benchmarks)."""
 
     def make(index: int) -> np.ndarray:
         rng = np.random.default_rng([seed, index])
-        size_px = (FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
         small = rng.normal(0.0, 1.0, (size_px[1] // 8, size_px[0] // 8)).astype(np.float32)
         texture = cv2.resize(small, size_px, interpolation=cv2.INTER_CUBIC)
         base = np.array([196.0, 150.0, 128.0], dtype=np.float32)  # light skin tone, RGB
