@@ -1,0 +1,145 @@
+"""Speed of skin measurement on one core, against a plain scikit-image method; one JSON object.
+
+analyze_ms: wall time of ``appliance.skin.analysis.analyze`` per 1280x960 frame, OpenCV on one
+thread and the process pinned to one CPU (target: median <= 33 ms, one camera frame at 30 fps).
+quality_gate_ms: ``QualityGate.assess`` per frame (target <= 3 ms). baseline: a straightforward
+scikit-image implementation (Frangi furrows, Otsu, skeleton length, labelled hills, blob_log
+pores) timed in the same process on the first ``--baseline-frames`` frames; both methods' median
+absolute relative errors on those frames are printed (target: >= 80x faster, at least as
+accurate). peak_rss_mb: maximum resident memory of ``appliance analyze --json`` over ``--count``
+frames (target < 300 MB). The machine is shared: read every time with ``load_average``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from skin_common import DEFAULT_FRAMES_DIR, TARGET_KEYS, ensure_frames, error_summary, load_average
+from skin_common import truth_of
+
+from appliance.capture.quality import QualityGate
+from appliance.skin.analysis import analyze
+from appliance.skin.frames import load_frame
+
+UM_PER_PX = 10.0
+
+
+def baseline_features(rgb: np.ndarray, um_per_px: float) -> dict[str, float]:
+    """The five target features the straightforward scikit-image way."""
+    from skimage import color, feature, filters, measure, morphology
+
+    gray = color.rgb2gray(rgb)
+    flat = gray / filters.gaussian(gray, sigma=40)
+    ridges = filters.frangi(flat, sigmas=(1, 2, 3), black_ridges=True)
+    furrows = ridges > filters.threshold_otsu(ridges)
+    skeleton = morphology.skeletonize(furrows)
+    area_mm2 = rgb.shape[0] * rgb.shape[1] * um_per_px**2 / 1e6
+    hills = measure.label(~furrows, connectivity=1)
+    props = [p for p in measure.regionprops(hills) if p.area * um_per_px**2 / 1e6 >= 0.003]
+    height, width = furrows.shape
+    cut = [p for p in props if p.bbox[0] == 0 or p.bbox[1] == 0 or p.bbox[2] == height
+           or p.bbox[3] == width]
+    inside = [p.area for p in props if p not in cut]
+    blobs = feature.blob_log(1.0 - np.clip(flat, 0, 1), min_sigma=3, max_sigma=12, num_sigma=6,
+                             threshold=0.08)
+    diameters = 2.0 * np.sqrt(2.0) * blobs[:, 2] * um_per_px if len(blobs) else np.zeros(1)
+    return {
+        "pore_count": float(len(blobs)),
+        "pore_mean_diameter_um": float(diameters.mean()),
+        "furrow_density_mm_per_mm2": float(skeleton.sum()) * um_per_px / 1000.0 / area_mm2,
+        "hill_density_per_mm2": (len(inside) + 0.5 * len(cut)) / area_mm2,
+        "hill_mean_area_mm2": float(np.mean(inside)) * um_per_px**2 / 1e6 if inside else 0.0,
+    }
+
+
+def _ours(rgb: np.ndarray) -> dict[str, float]:
+    features = analyze(rgb, UM_PER_PX).features
+    return {key: float(getattr(features, key)) for key in TARGET_KEYS}
+
+
+def _timed(function: Any, frames: list[np.ndarray]) -> tuple[list[float], list[Any]]:
+    times, outputs = [], []
+    for rgb in frames:
+        started = time.perf_counter()
+        outputs.append(function(rgb))
+        times.append(time.perf_counter() - started)
+    return times, outputs
+
+
+def _overall(summary: dict[str, Any]) -> float:
+    return round(float(np.median([v["median_abs_rel_error"] for v in summary.values()])), 4)
+
+
+def peak_rss_mb(images: list[Path]) -> float:
+    """Peak resident memory (MB) of ``appliance analyze --json`` over the images."""
+    command = [sys.executable, "-m", "appliance", "analyze", "--json", *map(str, images)]
+    subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, 1)
+
+
+def main() -> None:
+    """Time both methods and the gate on the same frames; print one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES_DIR)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timed-frames", type=int, default=30)
+    parser.add_argument("--baseline-frames", type=int, default=4)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    images = ensure_frames(args.frames, args.count, args.seed)
+    rss_mb = peak_rss_mb(images)  # first, while this process is small (fork copies it)
+    frames = [load_frame(path) for path in images[: args.timed_frames]]
+    _ours(frames[0])  # warm-up: imports, OpenCV initialisation
+    ours_s, ours_out = _timed(_ours, frames)
+    gate = QualityGate()
+    gate_s, _ = _timed(gate.assess, frames)
+    base_frames = frames[: args.baseline_frames]
+    base_s, base_out = _timed(lambda rgb: baseline_features(rgb, UM_PER_PX), base_frames)
+    truths = [truth_of(path) for path in images[: args.baseline_frames]]
+    ours_acc = error_summary(ours_out[: args.baseline_frames], truths)
+    base_acc = error_summary(base_out, truths)
+    ratio = float(np.median(base_s) / np.median(ours_s))
+    result = {
+        "benchmark": "skin_speed",
+        "frame_px": [1280, 960],
+        "analyze_ms": {"median": round(1000 * float(np.median(ours_s)), 2),
+                       "p90": round(1000 * float(np.percentile(ours_s, 90)), 2),
+                       "frames": len(ours_s)},
+        "quality_gate_ms": {"median": round(1000 * float(np.median(gate_s)), 3)},
+        "baseline_skimage_ms": {"median": round(1000 * float(np.median(base_s)), 1),
+                                "frames": len(base_s)},
+        "speed_ratio": round(ratio, 1),
+        "accuracy_same_frames": {
+            "ours_median_of_median_errors": _overall(ours_acc),
+            "baseline_median_of_median_errors": _overall(base_acc),
+            "ours": ours_acc,
+            "baseline": base_acc,
+        },
+        "peak_rss_mb_analyze_cli": rss_mb,
+        "targets": {
+            "analyze_median_le_33ms": float(np.median(ours_s)) <= 0.033,
+            "quality_gate_le_3ms": float(np.median(gate_s)) <= 0.003,
+            "ratio_ge_80": ratio >= 80.0,
+            "at_least_as_accurate": _overall(ours_acc) <= _overall(base_acc),
+        },
+        "load_average": load_average(),
+    }
+    result["targets"]["peak_rss_lt_300mb"] = result["peak_rss_mb_analyze_cli"] < 300.0
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
