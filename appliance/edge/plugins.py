@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
 from appliance.capture.quality import QualityGate
@@ -11,7 +9,6 @@ from appliance.capture.sources import DirectorySource, FrameSource, UvcSource
 from appliance.capture.synthetic import SyntheticSource, generated_skin
 from appliance.config import Config
 from appliance.edge.pipeline import Measurement
-from appliance.transport import payloads
 
 
 def source_from_config(config: Config) -> tuple[FrameSource, float | None]:
@@ -34,9 +31,8 @@ def default_gate() -> QualityGate:
 
 def skin_analyzer(rgb: np.ndarray, um_per_px: float) -> Measurement:
     """Measure a frame with the skin analysis and draw its overlay for the kiosk screen."""
-    # Imported on first use: heavy, and the daemon starts (and reports READY) without it.
-    analysis_module = importlib.import_module("appliance.skin.analysis")
-    overlay_module = importlib.import_module("appliance.skin.overlay")
-    analysis = analysis_module.analyze(rgb, um_per_px)
-    features: payloads.Features = analysis.features
-    return Measurement(features, overlay_module.draw_overlay(rgb, analysis))
+    from appliance.skin.analysis import analyze  # noqa: PLC0415 - heavy, loaded on first use
+    from appliance.skin.overlay import draw_overlay  # noqa: PLC0415
+
+    analysis = analyze(rgb, um_per_px)
+    return Measurement(analysis.features, draw_overlay(rgb, analysis))

@@ -125,11 +125,12 @@ class ResultCollector:
 
     def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         now = payloads.utc_now()
+        raw = bytes(message.payload)
         if message.topic.endswith("/status"):
             with self._lock:
-                self.statuses.append(payloads.parse_payload(bytes(message.payload), payloads.Status))
+                self.statuses.append(payloads.parse_payload(raw, payloads.Status))
             return
-        result = payloads.parse_payload(bytes(message.payload), payloads.Result)
+        result = payloads.parse_payload(raw, payloads.Result)
         with self._lock:
             self.received += 1
             latency_s = (now - result.captured_at).total_seconds()
