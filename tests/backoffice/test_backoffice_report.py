@@ -1,0 +1,86 @@
+"""Cohort statistics (Fisher-z intervals, bands, repeats) and the report files."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.backoffice import fleetsim
+from appliance.backoffice.cohort import band_midpoint_years, correlations, load_cohort, repeats
+from appliance.backoffice.report import write_cohort_report
+from appliance.backoffice.schema import result_row
+from appliance.backoffice.store import Batch, Store, open_store
+
+
+def _store(tmp_path: Path, count: int, subjects: int) -> Store:
+    store = open_store(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    rng = random.Random(5)
+    rows = []
+    for i in range(count):
+        result = fleetsim.sample_result(rng, "lab", f"k{i % 3}", i, subject_id=f"s{i % subjects}")
+        rows.append(result_row(result, "2026-11-26T00:00:00.000000Z", result.to_json().decode()))
+    store.write_batch(Batch(results=rows), 10)
+    return store
+
+
+def test_age_bands_sit_at_their_midpoints() -> None:
+    assert band_midpoint_years("40-49") == 44.5
+    assert band_midpoint_years("80+") == 85.0
+    with pytest.raises(ValueError, match="age band 'old'"):
+        band_midpoint_years("old")
+
+
+def test_pearson_interval_is_fisher_z_and_spearman_is_wider() -> None:
+    rng = np.random.default_rng(1)
+    ages = rng.uniform(20, 70, 103)
+    feature = -0.5 * (ages - ages.mean()) / ages.std() + rng.normal(0, 1, 103)
+    pearson, spearman = correlations(list(ages), feature)
+    half = 1.959963984540054 / math.sqrt(100)
+    assert pearson.low == pytest.approx(math.tanh(math.atanh(pearson.r) - half))
+    assert pearson.high == pytest.approx(math.tanh(math.atanh(pearson.r) + half))
+    assert pearson.low < pearson.r < pearson.high < 0
+    assert spearman.high - spearman.low > pearson.high - pearson.low - 0.01
+    assert pearson.n == 103
+
+
+def test_too_few_or_constant_values_give_no_correlation() -> None:
+    pearson, _ = correlations([20, 30], [1.0, 2.0])
+    assert math.isnan(pearson.r)
+    pearson, _ = correlations([20, 30, 40, 50], [1.0, 1.0, 1.0, 1.0])
+    assert math.isnan(pearson.r)
+
+
+def test_repeats_list_only_subjects_measured_more_than_once(tmp_path: Path) -> None:
+    cohort = load_cohort(_store(tmp_path, 30, subjects=20))
+    repeated = repeats(cohort)
+    assert {rep.subject_id for rep in repeated} == {f"s{i}" for i in range(10)}
+    first = repeated[0]
+    assert first.count == 2
+    assert first.cv_percent["kime_score"] == pytest.approx(
+        100 * first.sd["kime_score"] / first.mean["kime_score"]
+    )
+
+
+def test_report_writes_a_figure_per_feature_a_page_and_a_summary(tmp_path: Path) -> None:
+    page = write_cohort_report(_store(tmp_path, 200, subjects=150), tmp_path / "out")
+    out = tmp_path / "out"
+    assert (out / "hill_density_per_mm2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list(out.glob("*.png"))) == 10
+    text = page.read_text()
+    assert "Repeat measurements of the same subject" in text
+    assert 'src="furrow_anisotropy.png"' in text
+    summary = json.loads((out / "summary.json").read_text())
+    hills = summary["correlation_with_age"]["hill_density_per_mm2"]["pearson"]
+    assert hills["r"] < -0.5  # the simulated fleet coarsens with age
+    assert hills["ci95"][0] < hills["r"] < hills["ci95"][1]
+
+
+def test_report_without_age_bands_says_so(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    with pytest.raises(ValueError, match="no stored result has an age band"):
+        write_cohort_report(store, tmp_path / "out")
