@@ -66,11 +66,30 @@ def _in_box(points: FloatArray, low: float, high_x: float, high_y: float) -> Boo
     return np.asarray((x > low) & (x < high_x) & (y > low) & (y < high_y), dtype=np.bool_)
 
 
+def _core_margin_px(basis: FloatArray) -> float:
+    """How far around the frame the triangulation is kept: two of the longer lattice steps."""
+    return 2.0 * float(np.max(np.linalg.norm(basis, axis=1)))
+
+
+def _core_triangles(
+    points: FloatArray, basis: FloatArray, width_px: int, height_px: int
+) -> IntArray:
+    """Delaunay triangles (counter-clockwise) with every corner within the core margin.
+
+    The outer ring of the triangulation holds long, thin hull triangles; dropping it keeps every
+    hill and furrow near the frame a regular one.
+    """
+    margin = _core_margin_px(basis)
+    triangles = _ccw_triangles(points, np.asarray(Delaunay(points).simplices, dtype=np.int64))
+    in_core = _in_box(points, -margin, width_px + margin, height_px + margin)
+    return triangles[in_core[triangles].all(axis=1)]
+
+
 def _lattice_points(
     rng: np.random.Generator, basis: FloatArray, width_px: int, height_px: int, jitter: float
 ) -> FloatArray:
     """Jittered lattice points covering the frame with a margin of a few cells."""
-    margin = 3.0 * float(np.max(np.linalg.norm(basis, axis=1)))
+    margin = 2 * _core_margin_px(basis)
     low, high_x, high_y = -margin, width_px + margin, height_px + margin
     corners = np.array([[low, low], [high_x, low], [low, high_y], [high_x, high_y]])
     coords = corners @ np.linalg.inv(basis)
@@ -235,7 +254,7 @@ def build_network(
     """Junctions, kept furrows (bent), their families and widths, and the hill polygons."""
     basis = lattice_basis_px(params)
     points = _lattice_points(rng, basis, width_px, height_px, params.lattice_jitter_frac)
-    triangles = _ccw_triangles(points, np.asarray(Delaunay(points).simplices, dtype=np.int64))
+    triangles = _core_triangles(points, basis, width_px, height_px)
     edges, sides = _triangle_edges(triangles)
     family = _edge_families(points, edges, basis)
     dropped = _merge_pairs(rng, sides, family, params.secondary_furrow_keep_prob)

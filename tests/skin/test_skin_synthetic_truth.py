@@ -7,9 +7,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.skin.synth_geometry import SECONDARY, SkinGeometry
-from appliance.skin.synth_truth import clipped_lengths_px, ground_truth
+from appliance.skin.synth_truth import area_in_frame_px2, clipped_lengths_px, ground_truth
 from appliance.skin.synthetic import synthetic_geometry
 
 UM_PER_PX = 10.0
@@ -96,9 +98,10 @@ def _face_edge_counts(geometry: SkinGeometry) -> Counter[tuple[int, int]]:
     return counts
 
 
-@pytest.mark.parametrize("preset", ["fine", "coarse"])
-def test_every_drawn_furrow_separates_two_hills(preset: str) -> None:
-    _, geometry = synthetic_geometry(21, 0, preset)
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["fine", "normal", "coarse"]))
+def test_every_drawn_furrow_separates_two_hills(seed: int, preset: str) -> None:
+    _, geometry = synthetic_geometry(seed, 0, preset)
     counts = _face_edge_counts(geometry)
     starts = geometry.vertices_px[geometry.edges[:, 0]]
     ends = geometry.vertices_px[geometry.edges[:, 1]]
@@ -108,6 +111,18 @@ def test_every_drawn_furrow_separates_two_hills(preset: str) -> None:
     assert all(counts[edge] == 2 for edge in kept)
     every_furrow = {(min(a, b), max(a, b)) for a, b in geometry.edges.tolist()}
     assert set(counts) <= every_furrow  # every hill side is a drawn furrow
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["fine", "normal", "coarse"]))
+def test_hills_tile_the_frame_without_gaps_or_overlaps(seed: int, preset: str) -> None:
+    _, geometry = synthetic_geometry(seed, 1, preset)
+    width, height = float(geometry.width_px), float(geometry.height_px)
+    covered_px2 = sum(
+        area_in_frame_px2(geometry.vertices_px[list(face)], width, height)
+        for face in geometry.faces
+    )
+    assert covered_px2 == pytest.approx(width * height, rel=1e-9)
 
 
 def test_hill_areas_tile_the_frame() -> None:
