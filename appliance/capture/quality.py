@@ -49,6 +49,12 @@ def downscale_gray_rgb(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return small, gray
 
 
+def clipped_fraction(small_rgb: np.ndarray) -> float:
+    """Share of pixels with any colour channel clipped at white (>= 250)."""
+    brightest = np.max(small_rgb, axis=2)
+    return float(np.count_nonzero(brightest >= 250)) / brightest.size
+
+
 def skin_fraction(small_rgb: np.ndarray) -> float:
     """Share of pixels whose chroma is skin-like (YCrCb box of Chai & Ngan 1999, widened)."""
     ycrcb = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2YCrCb)
@@ -90,7 +96,7 @@ class QualityGate:
         scores = {
             "focus": focus_score(gray),
             "mean_level": float(gray.mean()),
-            "highlight_fraction": float(hist[250:].sum()),
+            "highlight_fraction": clipped_fraction(small),
             "shadow_fraction": float(hist[:16].sum()),
             "skin_fraction": skin_fraction(small),
         }

@@ -96,7 +96,7 @@ def junctions(labels: np.ndarray, radius_px: float) -> tuple[np.ndarray, np.ndar
     return ids, centres
 
 
-def border_segments(labels: np.ndarray, junction_radius_px: float = 3.0) -> BorderSegments:
+def border_segments(labels: np.ndarray, junction_radius_px: float = 2.5) -> BorderSegments:
     """The furrow segments between cells, with centre-line length and direction each."""
     cracks = _cracks(labels)
     if len(cracks.keys) == 0:

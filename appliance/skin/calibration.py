@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 MIN_LINES = 4
+MIN_PEAK_PROMINENCE = 50.0  # a ruled scale's peak stands far above the noise floor
 
 
 class CalibrationError(ValueError):
@@ -57,6 +58,12 @@ def _dominant_grating(gray: np.ndarray) -> tuple[float, float]:
     spectrum[cy - 2 : cy + 3, cx - 2 : cx + 3] = 0.0
     spectrum[:cy, :] = 0.0  # the spectrum is symmetric: search one half
     py, px = np.unravel_index(int(np.argmax(spectrum)), spectrum.shape)
+    prominence = float(spectrum[py, px]) / max(float(np.median(spectrum[cy:, :])), 1e-9)
+    if prominence < MIN_PEAK_PROMINENCE:
+        raise CalibrationError(
+            f"no clear line pattern (spectral peak only {prominence:.0f}x the background); "
+            "photograph the micrometer scale in focus, lines filling the view"
+        )
     fy, fx = (py - cy) / height, (px - cx) / width
     frequency = float(np.hypot(fx, fy))
     if frequency == 0.0 or float(spectrum.max()) <= 0.0:

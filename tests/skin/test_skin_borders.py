@@ -1,0 +1,88 @@
+"""Furrow centre-line length and direction from hill-cell borders, on exact polygon networks."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+from scipy.spatial import Delaunay, Voronoi
+
+from appliance.skin.borders import border_segments
+
+SIZE_PX = 400
+
+
+def _stripes(angle_deg: float, spacing_px: float) -> tuple[np.ndarray, float]:
+    """Cells between parallel lines at ``angle_deg``, and the lines' true length inside."""
+    yy, xx = np.mgrid[0:SIZE_PX, 0:SIZE_PX].astype(float) + 0.5
+    angle = math.radians(angle_deg)
+    across = (xx - 200.25) * -math.sin(angle) + (yy - 200.25) * math.cos(angle)
+    labels = np.floor(across / spacing_px).astype(np.int32) + 100
+    true_length = 0.0
+    for k in range(int(labels.min()) - 99, int(labels.max()) - 99):
+        offset = k * spacing_px  # the line across == offset, clipped to the square
+        t = np.linspace(-400, 400, 40001)
+        x = 200.25 + t * math.cos(angle) - offset * math.sin(angle)
+        y = 200.25 + t * math.sin(angle) + offset * math.cos(angle)
+        inside = (x >= 0) & (x <= SIZE_PX) & (y >= 0) & (y <= SIZE_PX)
+        true_length += inside.sum() * (t[1] - t[0])
+    return labels, true_length
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 10.0, 22.5, 45.0, 63.0, 100.0, 137.0])
+def test_straight_furrows_measure_true_length_at_any_angle(angle_deg: float) -> None:
+    labels, true_length = _stripes(angle_deg, 23.0)
+    segments = border_segments(labels)
+    assert segments.total_length_px == pytest.approx(true_length, rel=0.015)
+    assert segments.anisotropy() > 0.98
+
+
+def _polygon_network(kind: str, spacing_px: float, seed: int) -> tuple[np.ndarray, float]:
+    """A rasterised polygon network and the exact length of its edges inside the square."""
+    rng = np.random.default_rng(seed)
+    if kind == "delaunay":
+        grid = np.stack(np.meshgrid(np.arange(-50, 450, spacing_px),
+                                    np.arange(-50, 450, spacing_px * 0.85)), -1).reshape(-1, 2)
+        points = grid + rng.normal(0.0, spacing_px * 0.12, grid.shape)
+        polygons = [points[t] for t in Delaunay(points).simplices]
+    else:
+        points = rng.uniform(-50, 450, (int(500 * 500 / spacing_px**2), 2))
+        diagram = Voronoi(points)
+        polygons = [diagram.vertices[r] for r in diagram.regions if r and -1 not in r]
+    labels = np.zeros((SIZE_PX, SIZE_PX), np.int32)
+    edges: dict[tuple[tuple[float, float], ...], float] = {}
+    for index, polygon in enumerate(polygons):
+        cv2.fillPoly(labels, [np.round((polygon - 0.5) * 16).astype(np.int32)], index + 1,
+                     cv2.LINE_8, 4)
+        for a, b in zip(polygon, np.roll(polygon, -1, axis=0), strict=True):
+            key = tuple(sorted((tuple(np.round(a, 6)), tuple(np.round(b, 6)))))
+            edges[key] = _clipped_length(a, b)
+    return labels, sum(edges.values())
+
+
+def _clipped_length(a: np.ndarray, b: np.ndarray) -> float:
+    t = np.linspace(0.0, 1.0, 2001)
+    points = a + (b - a) * t[:, None]
+    inside = np.all((points >= 0) & (points <= SIZE_PX), axis=1)
+    return float(np.hypot(*(b - a)) * inside.mean())
+
+
+@pytest.mark.parametrize(("kind", "spacing_px"), [("delaunay", 14.0), ("delaunay", 30.0),
+                                                  ("voronoi", 14.0), ("voronoi", 30.0)])
+def test_polygon_networks_measure_true_length(kind: str, spacing_px: float) -> None:
+    labels, true_length = _polygon_network(kind, spacing_px, seed=5)
+    measured = border_segments(labels).total_length_px
+    assert measured == pytest.approx(true_length, rel=0.035)
+
+
+def test_random_network_is_nearly_isotropic() -> None:
+    labels, _ = _polygon_network("voronoi", 20.0, seed=9)
+    assert border_segments(labels).anisotropy() < 0.1
+
+
+def test_no_borders_in_a_single_cell() -> None:
+    segments = border_segments(np.ones((50, 60), np.int32))
+    assert segments.total_length_px == 0.0
+    assert segments.anisotropy() == 0.0

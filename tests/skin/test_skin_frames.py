@@ -1,0 +1,65 @@
+"""Reading frames: good files load, every kind of bad file gets an error naming file and problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance.skin.frames import FrameError, load_frame
+
+
+def _jpeg(path: Path, height: int = 960, width: int = 1280) -> Path:
+    image = np.full((height, width, 3), (90, 120, 180), np.uint8)
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def test_good_jpeg_loads_as_rgb(tmp_path: Path) -> None:
+    rgb = load_frame(_jpeg(tmp_path / "ok.jpg"))
+    assert rgb.shape == (960, 1280, 3)
+    assert rgb.dtype == np.uint8
+    assert abs(int(rgb[0, 0, 0]) - 180) <= 2  # BGR on disk becomes RGB in memory
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FrameError, match=r"nope\.jpg: file not found"):
+        load_frame(tmp_path / "nope.jpg")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(FrameError, match=r"empty\.jpg: empty file"):
+        load_frame(tmp_path / "empty.jpg")
+
+
+def test_truncated_jpeg(tmp_path: Path) -> None:
+    data = _jpeg(tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FrameError, match=r"cut\.jpg: truncated JPEG"):
+        load_frame(tmp_path / "cut.jpg")
+
+
+def test_corrupt_jpeg(tmp_path: Path) -> None:
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8" + bytes(range(256)) * 20 + b"\xff\xd9")
+    with pytest.raises(FrameError, match=r"bad\.jpg: corrupt image data"):
+        load_frame(tmp_path / "bad.jpg")
+
+
+def test_text_file_is_not_an_image(tmp_path: Path) -> None:
+    (tmp_path / "notes.jpg").write_text("customer notes, not a photo")
+    with pytest.raises(FrameError, match=r"notes\.jpg: not an image"):
+        load_frame(tmp_path / "notes.jpg")
+
+
+def test_wrong_size(tmp_path: Path) -> None:
+    with pytest.raises(FrameError, match=r"small\.jpg: wrong size 640x480 px"):
+        load_frame(_jpeg(tmp_path / "small.jpg", 480, 640))
+    assert load_frame(tmp_path / "small.jpg", expected_shape=None).shape == (480, 640, 3)
+
+
+def test_folder_is_not_a_frame(tmp_path: Path) -> None:
+    with pytest.raises(FrameError, match="not a regular file"):
+        load_frame(tmp_path)
