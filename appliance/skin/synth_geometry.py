@@ -89,7 +89,7 @@ def _lattice_points(
     rng: np.random.Generator, basis: FloatArray, width_px: int, height_px: int, jitter: float
 ) -> FloatArray:
     """Jittered lattice points covering the frame with a margin of a few cells."""
-    margin = 2 * _core_margin_px(basis)
+    margin = 1.5 * _core_margin_px(basis)
     low, high_x, high_y = -margin, width_px + margin, height_px + margin
     corners = np.array([[low, low], [high_x, low], [low, high_y], [high_x, high_y]])
     coords = corners @ np.linalg.inv(basis)

@@ -56,14 +56,18 @@ def _distance_to_segments(geometry: SkinGeometry, edge_index: npt.NDArray[np.int
     start = geometry.vertices_px[geometry.edges[:, 0]]
     along = geometry.vertices_px[geometry.edges[:, 1]] - start
     inv_length2 = 1.0 / np.maximum(np.sum(along**2, axis=1), 1e-9)
-    per_edge = np.stack([start[:, 0], start[:, 1], along[:, 0], along[:, 1], inv_length2], axis=1)
-    start_x, start_y, along_x, along_y, inv_len2 = np.moveaxis(
-        per_edge.astype(np.float32)[edge_index], -1, 0
+    rel_x, rel_y, along_x, along_y, t = (
+        np.take(column.astype(np.float32), edge_index)
+        for column in (start[:, 0], start[:, 1], along[:, 0], along[:, 1], inv_length2)
     )
-    ys, xs = np.mgrid[0 : geometry.height_px, 0 : geometry.width_px].astype(np.float32) + 0.5
-    rel_x, rel_y = xs - start_x, ys - start_y
-    t = np.clip((rel_x * along_x + rel_y * along_y) * inv_len2, 0.0, 1.0)
-    return np.asarray(cv2.magnitude(rel_x - t * along_x, rel_y - t * along_y), dtype=np.float32)
+    # In place, to keep a 1.2 MP frame cheap: rel = pixel - start; t = clip(rel.along / |along|²).
+    np.subtract(np.arange(geometry.width_px, dtype=np.float32) + 0.5, rel_x, out=rel_x)
+    np.subtract((np.arange(geometry.height_px, dtype=np.float32) + 0.5)[:, None], rel_y, out=rel_y)
+    t *= rel_x * along_x + rel_y * along_y
+    np.clip(t, 0.0, 1.0, out=t)
+    rel_x -= along_x * t
+    rel_y -= along_y * t
+    return np.asarray(cv2.magnitude(rel_x, rel_y), dtype=np.float32)
 
 
 def furrow_fields(geometry: SkinGeometry) -> tuple[Image, Image]:
