@@ -24,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.backoffice.batcher import BatchWriter, Inbound, IngestStats, Triage
+from appliance.backoffice.mqttread import BufferedReadClient
 from appliance.backoffice.store import Store
 from appliance.config import Config
 from appliance.transport.payloads import Result
@@ -71,7 +72,7 @@ class IngestWorker:
 
     def _make_client(self) -> mqtt.Client:
         mqtt_config = self.config.mqtt
-        client = mqtt.Client(
+        client = BufferedReadClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5,

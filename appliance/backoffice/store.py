@@ -29,6 +29,7 @@ _PG_TYPES = {"id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": 
 _SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "blob": "BLOB"}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _IN_CHUNK = 500
+_MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
 
 
 class StoreError(RuntimeError):
@@ -162,27 +163,38 @@ class Store:
             )
             existing.update(row[0] for row in cur.fetchall())
         fresh = [row for key, row in unique.items() if key not in existing]
-        if fresh:
-            marks = ",".join("?" * len(RESULT_COLUMNS))
-            cur.executemany(
-                self._sql(
-                    f"INSERT INTO results ({','.join(RESULT_COLUMNS)}) VALUES ({marks}) "
-                    "ON CONFLICT (measurement_id) DO NOTHING"
-                ),
-                fresh,
-            )
+        self._insert_many(
+            cur, "results", RESULT_COLUMNS, fresh, "ON CONFLICT (measurement_id) DO NOTHING"
+        )
         return [row[0] for row in fresh]
+
+    def _insert_many(
+        self,
+        cur: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        conflict: str,
+    ) -> None:
+        """Multi-row INSERTs: one statement per chunk, not one step (and GIL hand-off) per row."""
+        one = "(" + ",".join("?" * len(columns)) + ")"
+        per_chunk = max(1, _MAX_PARAMS // len(columns))
+        for start in range(0, len(rows), per_chunk):
+            chunk = rows[start : start + per_chunk]
+            values = ",".join([one] * len(chunk))
+            sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {values} {conflict}"
+            cur.execute(self._sql(sql), [value for row in chunk for value in row])
 
     def _touch_devices(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         seen = {(row[2], row[1]): row[4] for row in rows}  # (site, device) -> received_at
         if not seen:
             return
-        cur.executemany(
-            self._sql(
-                "INSERT INTO devices (site, device_id, last_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT (site, device_id) DO UPDATE SET last_seen = excluded.last_seen"
-            ),
+        self._insert_many(
+            cur,
+            "devices",
+            ("site", "device_id", "last_seen"),
             [(site, device, at) for (site, device), at in seen.items()],
+            "ON CONFLICT (site, device_id) DO UPDATE SET last_seen = excluded.last_seen",
         )
 
     def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
