@@ -99,7 +99,7 @@ def _skin_table(args: argparse.Namespace) -> int:
                      label_noise=args.label_noise)
     try:
         table = build_skin_table(spec, progress=not args.quiet, workers=args.workers)
-    except (ImportError, ValueError) as exc:
+    except ValueError as exc:
         print(f"skin-table: {exc}", file=sys.stderr)
         return 2
     path = write_table(args.out, table)

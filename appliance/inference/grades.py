@@ -11,7 +11,7 @@ standard deviation), so labels near a grade boundary are sometimes the neighbour
 Features are either what the kiosk measures (``measured``: ``appliance.skin.analysis.analyze``
 on the frame) or, where analysis is not available, ``truth``: the ground truth of the nine
 texture/pore keys with measurement noise, colour keys measured on the frame
-(``appliance.skin.colour``), and ``kime_score`` from the noisy truth (``kime_score_from``).
+(``appliance.skin.colour``), and ``kime_score`` of the noisy truth (``analysis.kime_score``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from __future__ import annotations
 import functools
 import math
 import multiprocessing
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,7 +37,6 @@ PRESET = "mixed"
 SPLIT_SHARES = {"train": 0.6, "calibration": 0.1, "validation": 0.1, "test": 0.2}
 RELATIVE_NOISE = 0.05  # measured vs true texture metric: ~5 % (repeatability alone is ~2 %)
 ANISOTROPY_NOISE = 0.03
-KIME_HILL_DENSITY_RANGE_PER_MM2 = (5.0, 40.0)  # kime 0 and 100 (log scale), stand-in formula
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,6 @@ class TableSpec:
     seed: int = 0
     features: str = "measured"  # "measured" or "truth"
     label_noise: float = 0.25
-
-
-def kime_score_from(hill_density_per_mm2: float) -> float:
-    """Stand-in kime score 0-100 from hill density (log scale over 5..40 hills/mm²)."""
-    low, high = KIME_HILL_DENSITY_RANGE_PER_MM2
-    fraction = math.log(max(hill_density_per_mm2, 1e-6) / low) / math.log(high / low)
-    return float(min(max(100.0 * fraction, 0.0), 100.0))
 
 
 def _noisy_truth(truth: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
@@ -72,24 +66,20 @@ def _noisy_truth(truth: dict[str, float], rng: np.random.Generator) -> dict[str,
 
 
 def _truth_features(frame: SyntheticSkin, rng: np.random.Generator) -> dict[str, float]:
-    from appliance.skin.colour import colour_features  # noqa: PLC0415  (skin area, optional here)
+    from appliance.skin.analysis import kime_score  # noqa: PLC0415  (skin area, heavy)
+    from appliance.skin.colour import colour_features  # noqa: PLC0415
 
     noisy = _noisy_truth(dict(frame.truth), rng)
-    noisy["kime_score"] = kime_score_from(noisy["hill_density_per_mm2"])
+    noisy["kime_score"] = kime_score(
+        noisy["hill_density_per_mm2"], noisy["furrow_mean_width_um"]
+    )
     noisy.update(colour_features(frame.image_rgb))
     return noisy
 
 
 def _measured_features(frame: SyntheticSkin) -> dict[str, float]:
-    try:
-        from appliance.skin.analysis import (  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
-            analyze,  # (lands with skin analysis)
-        )
-    except ImportError as exc:
-        raise ImportError(
-            f"appliance.skin.analysis is not available ({exc}); "
-            f"use --features truth (ground truth + measurement noise) instead"
-        ) from exc
+    from appliance.skin.analysis import analyze  # noqa: PLC0415  (skin area, heavy)
+
     analysis = analyze(frame.image_rgb, frame.um_per_px)
     return {key: float(value) for key, value in analysis.features.model_dump().items()}
 
@@ -144,19 +134,32 @@ def assign_splits(rows: int, seed: int) -> tuple[str, ...]:
     return tuple(names[i] for i in order)
 
 
+def code_version() -> str:
+    """The git commit the generator and analysis code came from (+ if appliance/skin is dirty)."""
+    folder = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder,
+                              capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../skin"], cwd=folder,
+                               capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + ("+uncommitted appliance/skin changes" if dirty.stdout else "")
+
+
 def describe(spec: TableSpec) -> str:
     """The table's provenance, as the model's ``trained_on`` repeats it."""
     source = (
         "features measured by appliance.skin.analysis.analyze on each frame"
         if spec.features == "measured"
         else f"features = generator ground truth with {RELATIVE_NOISE:.0%} measurement noise, "
-        "colour measured on the frame, kime_score from the stand-in hill-density formula"
+        "colour measured on the frame, kime_score = analysis.kime_score of the noisy truth"
     )
     return (
         f"SYNTHETIC skin, not people: {spec.rows} frames of synthetic_frame(seed={spec.seed}, "
-        f"preset={PRESET!r}); {source}; grade fine/normal/coarse = tertiles of "
-        f"mean(z(log hill density), z(-log furrow width)) from ground truth, expert noise "
-        f"{spec.label_noise} sd of the score"
+        f"preset={PRESET!r}, code {code_version()}); {source}; grade fine/normal/coarse = "
+        f"tertiles of mean(z(log hill density), z(-log furrow width)) from ground truth, "
+        f"expert noise {spec.label_noise} sd of the score"
     )
 
 

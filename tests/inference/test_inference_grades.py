@@ -13,7 +13,6 @@ from appliance.inference.grades import (
     build_skin_table,
     grade_labels,
     grade_scores,
-    kime_score_from,
 )
 from appliance.inference.table import SPLITS
 from appliance.transport.payloads import FEATURE_KEYS
@@ -58,13 +57,6 @@ def test_splits_have_the_planned_shares_and_depend_on_the_seed() -> None:
     assert Counter(splits) == {"train": 900, "calibration": 150, "validation": 150, "test": 300}
     assert set(splits) == set(SPLITS)
     assert assign_splits(1500, seed=1) != splits
-
-
-def test_stand_in_kime_score_rises_with_hill_density_within_0_100() -> None:
-    values = [kime_score_from(d) for d in (1.0, 5.0, 10.0, 20.0, 40.0, 400.0)]
-    assert values == sorted(values)
-    assert values[0] == 0.0
-    assert values[-1] == 100.0
 
 
 @pytest.mark.slow
