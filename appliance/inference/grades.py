@@ -167,6 +167,7 @@ def build_skin_table(spec: TableSpec, progress: bool = False, workers: int = 1) 
     """Make the labelled table (renders every frame: about a second per row per worker)."""
     if spec.features not in ("measured", "truth") or spec.rows < 6:
         raise ValueError(f"need features measured|truth and >= 6 rows, got {spec}")
+    description = describe(spec)  # before rendering: the code that makes the rows
     rows = frame_rows(spec, workers)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415  (progress only)
@@ -180,5 +181,5 @@ def build_skin_table(spec: TableSpec, progress: bool = False, workers: int = 1) 
         labels=grade_labels(grade_scores(list(truths)), spec.label_noise, spec.seed),
         splits=assign_splits(spec.rows, spec.seed),
         sources=tuple(f"synthetic:{spec.seed}:{i}:{PRESET}" for i in range(spec.rows)),
-        description=describe(spec),
+        description=description,
     )
