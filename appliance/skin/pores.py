@@ -85,19 +85,25 @@ def label_mean(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray
 
 
 def _half_depth_levels(
-    support: np.ndarray, count: int, smooth: np.ndarray
+    support: np.ndarray, count: int, smooth: np.ndarray, opened: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per blob: halfway between its deepest point and the mean skin depth in a ring around,
-    and that surrounding depth."""
+    """Per blob the level of its edge, and the skin depth in a ring around it.
+
+    The edge is at half depth between the blob's deepest point and the surrounding skin. A pore
+    narrower than the opening disk loses its tip in the opening; then the edge is taken at half
+    the opened depth, so the pore is still found (and measured a little large).
+    """
     level = np.full(count, np.inf)
     if count <= 1:
         return level, np.zeros(count)
-    core = label_max(smooth, support, count)
     labels = support.astype(np.float32)
     near = cv2.dilate(labels, disk(3))
     far = cv2.dilate(labels, disk(7)).astype(np.int32)
     surround = label_mean(smooth, np.where(near == 0, far, 0), count)
-    level[1:] = (core[1:] + surround[1:]) / 2.0
+    true_half = (label_max(smooth, support, count) + surround) / 2.0
+    opened_core = label_max(opened, support, count)
+    opened_half = (opened_core + surround) / 2.0
+    level[1:] = np.where(opened_core > true_half, true_half, opened_half)[1:]
     return level, surround
 
 
@@ -123,7 +129,7 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, furrow_width_um: floa
     count, support = cv2.connectedComponents(
         (opened > support_depth).astype(np.uint8), connectivity=8
     )
-    level, surround = _half_depth_levels(support, count, smooth)
+    level, surround = _half_depth_levels(support, count, smooth, opened)
     region = opened > level[support]
     count, blobs = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
     maps = _DepthMaps(opened, smooth, level[support], surround[support])
