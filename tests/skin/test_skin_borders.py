@@ -23,7 +23,7 @@ def _stripes(angle_deg: float, spacing_px: float) -> tuple[np.ndarray, float]:
     true_length = 0.0
     for k in range(int(labels.min()) - 99, int(labels.max()) - 99):
         offset = k * spacing_px  # the line across == offset, clipped to the square
-        t = np.linspace(-400, 400, 40001)
+        t = np.linspace(-400, 400, 8001)
         x = 200.25 + t * math.cos(angle) - offset * math.sin(angle)
         y = 200.25 + t * math.sin(angle) + offset * math.cos(angle)
         inside = (x >= 0) & (x <= SIZE_PX) & (y >= 0) & (y <= SIZE_PX)
