@@ -176,8 +176,14 @@ class Store:
         rows: Sequence[tuple[Any, ...]],
         conflict: str,
     ) -> None:
-        """Multi-row INSERTs: one statement per chunk, not one step (and GIL hand-off) per row."""
+        """SQLite: multi-row INSERTs, one step (and GIL hand-off) per chunk instead of per row.
+        PostgreSQL: psycopg's pipelined executemany, which parses the one-row query once."""
         one = "(" + ",".join("?" * len(columns)) + ")"
+        if self.postgres:
+            if rows:
+                sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {one} {conflict}"
+                cur.executemany(self._sql(sql), rows)
+            return
         per_chunk = max(1, _MAX_PARAMS // len(columns))
         for start in range(0, len(rows), per_chunk):
             chunk = rows[start : start + per_chunk]
