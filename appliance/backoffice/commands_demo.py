@@ -31,7 +31,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "skin; prints results as they are stored",
     )
     demo.add_argument("--devices", type=_positive, default=2, help="edge daemons to run (2)")
-    demo.add_argument("--count", type=_positive, default=3, help="results per edge (3)")
+    demo.add_argument("--count", type=_positive, default=2, help="results per edge (2)")
     demo.add_argument("--timeout-s", type=float, default=900.0,
                       help="give up after this many seconds (900)")
     demo.set_defaults(handler=_demo)

@@ -171,7 +171,7 @@ def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
 
 def run_demo(
     devices: int = 2,
-    count: int = 3,
+    count: int = 2,
     timeout_s: float = 900.0,
     edge_command: Sequence[str] = EDGE_COMMAND,
     stop: threading.Event | None = None,
