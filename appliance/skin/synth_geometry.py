@@ -224,15 +224,50 @@ def _faces_with_midpoints(
     return tuple(result)
 
 
-def _bend_furrows(rng: np.random.Generator, network: _Network, bend_frac: float) -> _Network:
+def _inside_triangles(points: FloatArray, a: FloatArray, b: FloatArray, c: FloatArray) -> BoolArray:
+    """Row by row: is each point strictly inside the triangle (a, b, c), either orientation."""
+
+    def cross(o: FloatArray, u: FloatArray, v: FloatArray) -> FloatArray:
+        return (u[:, 0] - o[:, 0]) * (v[:, 1] - o[:, 1]) - (u[:, 1] - o[:, 1]) * (v[:, 0] - o[:, 0])
+
+    d1, d2, d3 = cross(a, b, points), cross(b, c, points), cross(c, a, points)
+    return np.asarray(((d1 > 0) & (d2 > 0) & (d3 > 0)) | ((d1 < 0) & (d2 < 0) & (d3 < 0)))
+
+
+def _safe_bend_offsets(
+    offset: FloatArray, starts: FloatArray, ends: FloatArray, side_centroids: FloatArray
+) -> FloatArray:
+    """Shrink each bend until its midpoint lies in the furrow's share of the hill it bends into.
+
+    That share is the triangle (start, end, centroid of the triangle on that side); the shares
+    of different furrows never overlap, so bent furrows never cross. Furrows on the edge of the
+    triangulation (one side only, NaN centroid) stay straight.
+    """
+    middle = (starts + ends) / 2.0
+    normal = np.stack([starts[:, 1] - ends[:, 1], ends[:, 0] - starts[:, 0]], axis=1)
+    first_side = np.sum((side_centroids[:, 0] - middle) * normal, axis=1) * offset > 0
+    centroid = np.where(first_side[:, None], side_centroids[:, 0], side_centroids[:, 1])
+    fits = np.zeros(len(offset), dtype=np.bool_)
+    for _halving in range(8):
+        fits = _inside_triangles(middle + offset[:, None] * normal, starts, ends, centroid)
+        if fits.all():
+            break
+        offset = np.where(fits, offset, offset / 2.0)
+    return np.where(fits, offset, 0.0)
+
+
+def _bend_furrows(
+    rng: np.random.Generator, network: _Network, side_centroids: FloatArray, bend_frac: float
+) -> _Network:
     """Split every furrow at a sideways-shifted midpoint; the halves vary in width."""
     starts, ends = network.vertices[network.edges[:, 0]], network.vertices[network.edges[:, 1]]
-    along = ends - starts
-    normal = np.stack([-along[:, 1], along[:, 0]], axis=1)
-    offset = rng.normal(0.0, bend_frac, size=(len(along), 1))
-    midpoints = (starts + ends) / 2.0 + offset * normal
+    offset = _safe_bend_offsets(
+        rng.normal(0.0, bend_frac, size=len(starts)), starts, ends, side_centroids
+    )
+    normal = np.stack([starts[:, 1] - ends[:, 1], ends[:, 0] - starts[:, 0]], axis=1)
+    midpoints = (starts + ends) / 2.0 + offset[:, None] * normal
     first_mid = len(network.vertices)
-    mids = np.arange(first_mid, first_mid + len(along))
+    mids = np.arange(first_mid, first_mid + len(starts))
     faces = _faces_with_midpoints(network.faces, network.edges, mids)
     halves = np.concatenate(
         [np.stack([network.edges[:, 0], mids], 1), np.stack([mids, network.edges[:, 1]], 1)]
@@ -267,7 +302,9 @@ def build_network(
         widths=_edge_widths(rng, family[kept], params),
         faces=_faces(triangles, edges, sides, dropped),
     )
-    return _bend_furrows(rng, straight, params.furrow_bend_frac)
+    centroids = points[triangles].mean(axis=1)
+    side_centroids = np.where((sides >= 0)[..., None], centroids[sides], np.nan)[kept]
+    return _bend_furrows(rng, straight, side_centroids, params.furrow_bend_frac)
 
 
 def _pore_radii_px(rng: np.random.Generator, params: SkinParams, count: int) -> FloatArray:
