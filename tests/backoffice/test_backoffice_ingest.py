@@ -86,7 +86,11 @@ def test_duplicates_and_hostile_messages_leave_exactly_the_valid_results(
     finally:
         worker.stop()
         store.close()
-    reasons = " | ".join(d.reason for d in reader.dead_letters())
+    letters = reader.dead_letters()
+    reasons = " | ".join(d.reason for d in letters)
+    (huge,) = [d for d in letters if "exceeds" in d.reason]
+    assert huge.payload_bytes == len(hostile["huge"])
+    assert huge.payload == hostile["huge"][:65536]  # backoffice.dead_letter_max_bytes
     for phrase in ("not UTF-8 JSON", "nested too deeply", "exceeds", "Extra inputs", "kiosk-9"):
         assert phrase in reasons
     assert worker.stats.duplicates == 30
