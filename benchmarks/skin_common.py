@@ -39,12 +39,14 @@ def truth_of(image: Path) -> dict[str, float]:
     return {key: float(value) for key, value in sidecar["truth"].items()}
 
 
-def error_summary(measured: list[dict[str, float]], truths: list[dict[str, float]]) -> dict[str, Any]:
+def error_summary(
+    measured: list[dict[str, float]], truths: list[dict[str, float]]
+) -> dict[str, Any]:
     """Median and 90th-percentile absolute relative error per target key."""
     summary: dict[str, Any] = {}
     for key in TARGET_KEYS:
-        errors = np.array([abs(m[key] - t[key]) / t[key] for m, t in zip(measured, truths, strict=True)
-                           if t[key] > 0])
+        pairs = zip(measured, truths, strict=True)
+        errors = np.array([abs(m[key] - t[key]) / t[key] for m, t in pairs if t[key] > 0])
         summary[key] = {
             "median_abs_rel_error": round(float(np.median(errors)), 4),
             "p90_abs_rel_error": round(float(np.percentile(errors, 90)), 4),

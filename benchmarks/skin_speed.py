@@ -24,8 +24,14 @@ from typing import Any
 
 import cv2
 import numpy as np
-from skin_common import DEFAULT_FRAMES_DIR, TARGET_KEYS, ensure_frames, error_summary, load_average
-from skin_common import truth_of
+from skin_common import (
+    DEFAULT_FRAMES_DIR,
+    TARGET_KEYS,
+    ensure_frames,
+    error_summary,
+    load_average,
+    truth_of,
+)
 
 from appliance.capture.quality import QualityGate
 from appliance.skin.analysis import analyze

@@ -51,8 +51,8 @@ def downscale_gray_rgb(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def clipped_fraction(small_rgb: np.ndarray) -> float:
     """Share of pixels with any colour channel clipped at white (>= 250)."""
-    brightest = np.max(small_rgb, axis=2)
-    return float(np.count_nonzero(brightest >= 250)) / brightest.size
+    brightest: np.ndarray = np.max(small_rgb, axis=2)
+    return float(np.count_nonzero(brightest >= 250)) / float(brightest.size)
 
 
 def skin_fraction(small_rgb: np.ndarray) -> float:

@@ -74,10 +74,13 @@ def analyze(
     prepared = prepare(rgb, um_per_px)
     texture = measure_texture(prepared)
     pores = measure_pores(prepared, texture.furrow_mask, texture.metrics["furrow_mean_width_um"])
-    values = {**texture.metrics, **pores.metrics, **colour_features(prepared.rgb_half, white_reference)}
+    colour = colour_features(prepared.rgb_half, white_reference)
+    values: dict[str, float] = {**texture.metrics, **pores.metrics, **colour}
     values["kime_score"] = kime_score(
         values["hill_density_per_mm2"], values["furrow_mean_width_um"]
     )
-    values["pore_count"] = int(values["pore_count"])
-    features = payloads.Features(**{key: values[key] for key in payloads.FEATURE_KEYS})
-    return SkinAnalysis(features, texture, pores, um_per_px, rgb.shape[1] // texture.furrow_mask.shape[1])
+    record: dict[str, float | int] = {key: values[key] for key in payloads.FEATURE_KEYS}
+    record["pore_count"] = int(values["pore_count"])
+    features = payloads.Features.model_validate(record)
+    scale = rgb.shape[1] // texture.furrow_mask.shape[1]
+    return SkinAnalysis(features, texture, pores, um_per_px, scale)

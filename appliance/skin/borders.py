@@ -80,19 +80,20 @@ def junctions(labels: np.ndarray, radius_px: float) -> tuple[np.ndarray, np.ndar
     """
     a, b = labels[:-1, :-1], labels[:-1, 1:]
     c, d = labels[1:, :-1], labels[1:, 1:]
-    distinct = 1 + (b != a).astype(np.uint8) + ((c != a) & (c != b)) + ((d != a) & (d != b) & (d != c))
+    distinct = (
+        1 + (b != a).astype(np.uint8) + ((c != a) & (c != b)) + ((d != a) & (d != b) & (d != c))
+    )
     meeting = np.zeros(labels.shape, dtype=np.uint8)
     meeting[:-1, :-1] = distinct >= 3
-    size = max(1, int(round(radius_px))) * 2 + 1
+    size = max(1, round(radius_px)) * 2 + 1
     grown = cv2.dilate(meeting, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
     count, ids = cv2.connectedComponents(grown, connectivity=8)
     rows, cols = np.nonzero(meeting)
     owner = ids[rows, cols]
     weight = np.maximum(np.bincount(owner, minlength=count), 1)
-    centres = np.stack(
-        [np.bincount(owner, cols + 0.5, count) / weight, np.bincount(owner, rows + 0.5, count) / weight],
-        axis=1,
-    )
+    centre_x = np.bincount(owner, cols + 0.5, count) / weight
+    centre_y = np.bincount(owner, rows + 0.5, count) / weight
+    centres = np.stack([centre_x, centre_y], axis=1)
     return ids, centres
 
 

@@ -27,7 +27,8 @@ def _tint_hills(rgb: np.ndarray, analysis: SkinAnalysis) -> np.ndarray:
     tint = _hill_palette(int(cells.max()) + 1)[cells]
     tint_full = cv2.resize(tint, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
     mixed = rgb.astype(np.float32) * (1.0 - HILL_TINT_ALPHA) + tint_full * HILL_TINT_ALPHA
-    return np.clip(mixed, 0, 255).astype(np.uint8)
+    tinted: np.ndarray = np.clip(mixed, 0, 255).astype(np.uint8)
+    return tinted
 
 
 def _trace_furrows(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
@@ -42,8 +43,8 @@ def _circle_pores(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
     for (x, y), diameter_um in zip(
         analysis.pores.centres_half_px, analysis.pores.diameters_um, strict=True
     ):
-        centre = (int(round((x + 0.5) * scale - 0.5)), int(round((y + 0.5) * scale - 0.5)))
-        radius = max(3, int(round(diameter_um / analysis.um_per_px / 2.0)) + 2)
+        centre = (round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5))
+        radius = max(3, round(diameter_um / analysis.um_per_px / 2.0) + 2)
         cv2.circle(canvas, centre, radius, PORE_RGB, 2, cv2.LINE_AA)
 
 
@@ -53,7 +54,8 @@ def _print_numbers(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
         f"kime score {f.kime_score:.0f}/100",
         f"hills {f.hill_density_per_mm2:.1f}/mm2, mean {f.hill_mean_area_mm2:.3f} mm2",
         f"furrows {f.furrow_density_mm_per_mm2:.1f} mm/mm2, width {f.furrow_mean_width_um:.0f} um",
-        f"pores {f.pore_count} ({f.pore_density_per_cm2:.0f}/cm2), mean {f.pore_mean_diameter_um:.0f} um",
+        f"pores {f.pore_count} ({f.pore_density_per_cm2:.0f}/cm2), "
+        f"mean {f.pore_mean_diameter_um:.0f} um",
     )
     cv2.rectangle(canvas, (0, 0), (560, 24 + 30 * len(lines)), (0, 0, 0), -1)
     for row, text in enumerate(lines):

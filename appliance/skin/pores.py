@@ -43,7 +43,7 @@ class Pores:
 def opening_diameter_px(furrow_width_um: float, um_per_px: float) -> int:
     """The opening disk (odd px): wider than the furrows, narrower than most pores."""
     diameter_um = float(np.clip(OPENING_OVER_FURROW * furrow_width_um, 70.0, 140.0))
-    return max(3, int(round(diameter_um / um_per_px)) | 1)
+    return max(3, round(diameter_um / um_per_px) | 1)
 
 
 def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
@@ -59,7 +59,8 @@ def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
     root = np.sqrt(((cxx - cyy) / 2.0) ** 2 + cxy**2)
     major = np.sqrt(np.maximum((cxx + cyy) / 2.0 + root, 1e-9))
     minor = np.sqrt(np.maximum((cxx + cyy) / 2.0 - root, 1e-9))
-    return {"x": mx, "y": my, "n": n, "ratio": minor / major, "fill": n / (4.0 * np.pi * major * minor)}
+    fill = n / (4.0 * np.pi * major * minor)
+    return {"x": mx, "y": my, "n": n, "ratio": minor / major, "fill": fill}
 
 
 def label_max(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
@@ -144,11 +145,13 @@ class _Blobs:
     area_px: np.ndarray
 
 
-def _soft_area_px(blobs: np.ndarray, count: int, opened: np.ndarray, level: np.ndarray) -> np.ndarray:
+def _soft_area_px(
+    blobs: np.ndarray, count: int, opened: np.ndarray, level: np.ndarray
+) -> np.ndarray:
     """Blob areas with edge pixels counted by how far the level crosses them (linear ramp)."""
     grown = cv2.dilate(blobs.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-    gx = cv2.Sobel(opened, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(opened, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    gx: np.ndarray = cv2.Sobel(opened, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy: np.ndarray = cv2.Sobel(opened, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
     slope = np.maximum(cv2.magnitude(gx, gy), 1e-3)
     where = np.flatnonzero(grown)
     owner = grown.ravel()[where]
@@ -177,7 +180,6 @@ def _select(
     opened = maps.opened
     area_px = _soft_area_px(blobs, count, opened, maps.level)
     core = label_max(maps.smooth, blobs, count)
-    contrast = core - label_max(maps.surround, blobs, count)
     diameter_um = 2.0 * np.sqrt(area_px / np.pi) * um_per_px
     min_depth = max(MIN_PORE_DEPTH, JUNCTION_MARGIN * junction)
     keep = (

@@ -31,9 +31,9 @@ class Prepared:
     shine_fraction: float
 
 
-def disk(diameter_px: int) -> np.ndarray:
+def disk(diameter_px: float) -> np.ndarray:
     """An elliptical (disk) structuring element at least 3 px across, odd size."""
-    size = max(3, int(round(diameter_px)) | 1)
+    size = max(3, round(diameter_px) | 1)
     kernel: np.ndarray = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     return kernel
 

@@ -57,7 +57,7 @@ def hill_cells(furrows: np.ndarray, um_per_px: float) -> tuple[np.ndarray, np.nd
     """Label image of hill cells (nearest-hill partition) and the per-label frame-edge flag."""
     min_area_px = MIN_HILL_AREA_UM2 / um_per_px**2
     ground = (~furrows).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(ground, connectivity=4)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(ground, connectivity=4)
     big = stats[:, cv2.CC_STAT_AREA] >= min_area_px
     big[0] = False
     seeds = big[labels]
