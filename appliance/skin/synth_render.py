@@ -188,7 +188,7 @@ def _height_fields(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, I
     half_width = width * np.float32(0.5)
     furrow = 1.0 / (1.0 + np.exp((distance - half_width) / np.float32(EDGE_SOFTNESS_PX)))
     rounding_px = np.float32(
-        0.2 * np.sqrt(params.lattice_cell_area_mm2) * 1000.0 / params.um_per_px
+        0.12 * np.sqrt(params.lattice_cell_area_mm2) * 1000.0 / params.um_per_px
     )
     hill = 1.0 - np.exp(-np.maximum(distance - half_width, 0.0) / rounding_px)
     pore = pore_field(geometry)
