@@ -6,6 +6,11 @@ the hills get coarser and fewer, the furrows wider and more anisotropic as the s
 direction fades after about 50, and pore area rises into the 40s and then levels off. Each frame
 draws an age from its preset's range, derives the expected value of every parameter from the
 age, and scatters it log-normally so that presets overlap as real people do.
+
+Resulting ground truth (5th-95th percentile over 25 frames per preset): hill density
+17-34 /mm² (fine) to 5-10 /mm² (coarse); mean hill area 0.03-0.06 to 0.10-0.20 mm²; furrow
+density 10-14 to 5-7 mm/mm²; furrow width 27-40 to 55-87 µm; anisotropy 0.03-0.21 to 0.25-0.38;
+pore diameter 99-164 µm (fine) and 139-215 µm from the 40s on; 33-113 pores /cm².
 """
 
 from __future__ import annotations
