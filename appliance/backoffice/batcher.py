@@ -45,6 +45,7 @@ class Inbound:
     payload: bytes
     mid: int
     qos: int
+    retained: bool = False  # replayed from the broker's retained store on subscribe
 
 
 @dataclass
@@ -106,7 +107,8 @@ class Triage:
             if message.payload:  # an empty retained message only clears the topic
                 status = parse_payload(message.payload, Status)
                 _check_origin(status.site, status.device_id, site, device)
-                batch.statuses.append(device_row(status, received_at))
+                seen_at = iso_utc(status.at) if message.retained else received_at
+                batch.statuses.append(device_row(status, seen_at))
             return None
         result = parse_result(message.payload)
         _check_origin(result.site, result.device_id, site, device)

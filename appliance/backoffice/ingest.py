@@ -176,7 +176,8 @@ class IngestWorker:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             payload = bytes(message.payload)
-            self.writer.inbox.put(Inbound(message.topic, payload, message.mid, message.qos))
+            inbound = Inbound(message.topic, payload, message.mid, message.qos, message.retain)
+            self.writer.inbox.put(inbound)
         except Exception:  # never let an exception kill paho's network thread
             log.exception("could not queue a message on %s", message.topic)
 

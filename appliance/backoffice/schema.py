@@ -149,14 +149,14 @@ def result_row(result: Result, received_at: str, payload: str) -> tuple[Any, ...
     )
 
 
-def device_row(status: Status, received_at: str) -> tuple[Any, ...]:
-    """The ``devices`` row of a status message, in DEVICE_COLUMNS order."""
+def device_row(status: Status, seen_at: str) -> tuple[Any, ...]:
+    """The ``devices`` row of a status message seen at ``seen_at``, in DEVICE_COLUMNS order."""
     model = status.model
     return (
         status.site,
         status.device_id,
         status.state,
-        received_at,
+        seen_at,
         iso_utc(status.at),
         status.software_version,
         model.name if model else None,

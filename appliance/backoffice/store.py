@@ -29,6 +29,11 @@ _PG_TYPES = {"id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": 
 _SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "blob": "BLOB"}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _IN_CHUNK = 500
+# last_seen never moves back (a retained status replayed on reconnect is old news)
+_LATEST_SEEN = (
+    "last_seen = CASE WHEN excluded.last_seen > devices.last_seen "
+    "THEN excluded.last_seen ELSE devices.last_seen END"
+)
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
 
 
@@ -200,11 +205,14 @@ class Store:
             "devices",
             ("site", "device_id", "last_seen"),
             [(site, device, at) for (site, device), at in seen.items()],
-            "ON CONFLICT (site, device_id) DO UPDATE SET last_seen = excluded.last_seen",
+            f"ON CONFLICT (site, device_id) DO UPDATE SET {_LATEST_SEEN}",
         )
 
     def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-        updates = ", ".join(f"{col} = excluded.{col}" for col in DEVICE_COLUMNS[2:])
+        updates = ", ".join(
+            _LATEST_SEEN if col == "last_seen" else f"{col} = excluded.{col}"
+            for col in DEVICE_COLUMNS[2:]
+        )
         marks = ",".join("?" * len(DEVICE_COLUMNS))
         cur.executemany(
             self._sql(

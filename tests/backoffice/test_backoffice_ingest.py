@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import yaml
 
 from appliance.backoffice import fleetsim
 from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store, open_store
 from appliance.config import Config, config_from_mapping, load_config
 from appliance.transport.broker import PrivateBroker
@@ -114,7 +116,11 @@ def test_retained_birth_and_last_will_show_in_the_fleet(
         fleetsim.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
         worker.stop()
         store.close()
-    assert reader.devices()[0]["outbox_depth"] == 3
+    (device,) = reader.devices()
+    assert device["outbox_depth"] == 3
+    # the retained birth was replayed on subscribe: last seen is when it was sent, not now
+    assert device["status_at"] <= device["last_seen"] < iso_utc(datetime.now(UTC))
+    assert device["last_seen"] > iso_utc(birth.at)  # the will arrived live, later
 
 
 def test_two_workers_on_one_shared_subscription_split_the_load_without_duplicates(

@@ -102,3 +102,13 @@ def test_bad_store_urls_are_explained(tmp_path: Path) -> None:
         Store("mysql://x")
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
         Store("postgresql://postgres@127.0.0.1:1/test")
+
+
+def test_a_replayed_retained_status_updates_state_but_not_last_seen(store: Store) -> None:
+    birth = fleetsim.online_status("lab", "kiosk-0")
+    store.write_batch(Batch(statuses=[device_row(birth, "2026-11-26T05:00:00.000000Z")]), 100)
+    will = birth.model_copy(update={"state": "offline"})
+    store.write_batch(Batch(statuses=[device_row(will, "2026-11-20T00:00:00.000000Z")]), 100)
+    (device,) = store.devices()
+    assert device["state"] == "offline"
+    assert device["last_seen"] == "2026-11-26T05:00:00.000000Z"
