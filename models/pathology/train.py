@@ -17,6 +17,7 @@ import csv
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +57,13 @@ def split_patients(rows: list[dict[str, str]], seed: int) -> dict[str, str]:
     return split
 
 
-def slide_tiles(
-    folder: Path, row: dict[str, str], settings: TileSettings, limit: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Up to limit normalised tiles of one slide (N x px x px x 3 uint8)."""
+def slide_tiles(job: tuple[Path, dict[str, str], TileSettings, int, int]) -> np.ndarray:
+    """Up to limit normalised tiles of one slide (N x px x px x 3 uint8), chosen by seed."""
+    folder, row, settings, limit, seed = job
     prepared = prepare_slide(folder / f"{row['slide']}.jpg", float(row["um_per_px"]), settings)
     try:
         if len(prepared.tiles) > limit:
-            chosen = rng.choice(len(prepared.tiles), limit, replace=False)
+            chosen = np.random.default_rng(seed).choice(len(prepared.tiles), limit, replace=False)
             prepared.tiles = [prepared.tiles[i] for i in sorted(chosen)]
         parts = [pixels for _, pixels in tile_batches(prepared, settings, 256)]
     finally:
@@ -72,16 +72,14 @@ def slide_tiles(
 
 
 def tile_dataset(
-    folder: Path, rows: list[dict[str, str]], settings: TileSettings, limit: int, seed: int
+    folder: Path, rows: list[dict[str, str]], settings: TileSettings, limit: int, workers: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tiles, tile labels (1 = MSI) and slide index of each tile, for the given slides."""
-    rng = np.random.default_rng(seed)
-    tiles, labels, owners = [], [], []
-    for index, row in enumerate(rows):
-        pixels = slide_tiles(folder, row, settings, limit, rng)
-        tiles.append(pixels)
-        labels.append(np.full(len(pixels), row["label"] == "MSI"))
-        owners.append(np.full(len(pixels), index))
+    jobs = [(folder, row, settings, limit, index) for index, row in enumerate(rows)]
+    with ProcessPoolExecutor(max(1, workers)) as pool:
+        tiles = list(pool.map(slide_tiles, jobs))
+    labels = [np.full(len(t), row["label"] == "MSI") for t, row in zip(tiles, rows, strict=True)]
+    owners = [np.full(len(t), index) for index, t in enumerate(tiles)]
     return np.concatenate(tiles), np.concatenate(labels), np.concatenate(owners)
 
 
@@ -110,7 +108,7 @@ def train_model(
     sampler_weights = torch.from_numpy(weights / weights.sum())
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
-    steps = len(tiles) // args.batch
+    steps = max(1, len(tiles) // args.batch)
     mean_std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255, torch.tensor(
         [0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
     for epoch in range(args.epochs):
@@ -127,7 +125,7 @@ def train_model(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss)
+            total += float(loss.detach())
         print(f"epoch {epoch + 1}/{args.epochs} loss {total / steps:.4f} "
               f"{'(backbone frozen) ' if frozen else ''}{time.time() - started:.0f}s", flush=True)
 
@@ -158,13 +156,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cohort-seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--width", type=float, default=1 / 16)
-    parser.add_argument("--tile-px", type=int, default=96)
+    parser.add_argument("--tile-px", type=int, default=64)
     parser.add_argument("--tile-um", type=float, default=256.0)
-    parser.add_argument("--tiles-per-slide", type=int, default=40)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--tiles-per-slide", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--freeze-epochs", type=int, default=0)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: shared CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--head", choices=["paper", "gap"], default="gap")
@@ -204,6 +203,7 @@ def build_model(args: argparse.Namespace) -> VGG19:
 def main() -> int:
     """Train, pick the threshold on validation patients, export float32 and INT8 ONNX."""
     args = parse_args()
+    torch.set_num_threads(args.threads)
     rows = ensure_cohort(args)
     split = split_patients(rows, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -212,8 +212,10 @@ def main() -> int:
     train_rows = [r for r in rows if split[r["patient"]] == "train"]
     val_rows = [r for r in rows if split[r["patient"]] == "val"]
     started = time.time()
-    tiles, labels, _ = tile_dataset(args.cohort, train_rows, settings, args.tiles_per_slide, 1)
-    val_tiles, _, val_owner = tile_dataset(args.cohort, val_rows, settings, 10_000, 2)
+    tiles, labels, _ = tile_dataset(
+        args.cohort, train_rows, settings, args.tiles_per_slide, args.workers
+    )
+    val_tiles, _, val_owner = tile_dataset(args.cohort, val_rows, settings, 40, args.workers)
     print(f"{len(tiles)} training tiles ({labels.mean():.0%} MSI), {len(val_tiles)} validation "
           f"tiles, {time.time() - started:.0f}s", flush=True)
     model = build_model(args)

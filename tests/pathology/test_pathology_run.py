@@ -62,7 +62,7 @@ def test_bad_slides_get_their_own_error_and_the_run_finishes(cohort: Path, tmp_p
     assert "not found" in rows["missing"]["error"]
     assert (out / "heatmaps" / "good.png").is_file()
     cam = np.asarray(Image.open(out / "cams" / "good.png"))
-    assert cam.shape[1] == 4 * 96  # four decisive tiles side by side
+    assert cam.shape[1] == 4 * 64  # four decisive tiles side by side
     summary = json.loads((out / "run.json").read_text())
     assert (summary["slides"], summary["failed"]) == (6, 5)
 
@@ -127,6 +127,6 @@ def test_missing_or_garbage_model_is_refused(tmp_path: Path) -> None:
 def test_demo_model_metadata() -> None:
     info = TileModel(DEMO).info
     assert info.labels == ("MSS", "MSI")
-    assert (info.tile_px, info.tile_um) == (96, 256.0)
+    assert (info.tile_px, info.tile_um) == (64, 256.0)
     assert 0.0 < info.threshold < 1.0
     assert DEMO.stat().st_size < 1_000_000
