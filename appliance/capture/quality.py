@@ -51,8 +51,8 @@ def downscale_gray_rgb(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def clipped_fraction(small_rgb: np.ndarray) -> float:
     """Share of pixels with any colour channel clipped at white (>= 250)."""
-    brightest: np.ndarray = np.max(small_rgb, axis=2)
-    return float(np.count_nonzero(brightest >= 250)) / float(brightest.size)
+    unclipped = cv2.inRange(small_rgb, (0, 0, 0), (249, 249, 249))
+    return 1.0 - cv2.countNonZero(unclipped) / float(unclipped.size)
 
 
 def skin_fraction(small_rgb: np.ndarray) -> float:
@@ -65,8 +65,9 @@ def skin_fraction(small_rgb: np.ndarray) -> float:
 def focus_score(gray: np.ndarray) -> float:
     """Variance of the Laplacian relative to the mean grey level squared (brightness-free)."""
     lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=3)
-    mean = max(float(gray.mean()), 1.0)
-    return float(lap.var()) / (mean * mean) * 1000.0
+    _, deviation = cv2.meanStdDev(lap)
+    mean = max(float(cv2.mean(gray)[0]), 1.0)
+    return float(deviation[0, 0]) ** 2 / (mean * mean) * 1000.0
 
 
 class QualityGate:
@@ -95,7 +96,7 @@ class QualityGate:
         hist = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel() / gray.size
         scores = {
             "focus": focus_score(gray),
-            "mean_level": float(gray.mean()),
+            "mean_level": float(cv2.mean(gray)[0]),
             "highlight_fraction": clipped_fraction(small),
             "shadow_fraction": float(hist[:16].sum()),
             "skin_fraction": skin_fraction(small),

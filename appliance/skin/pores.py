@@ -97,10 +97,11 @@ def _half_depth_levels(
     level = np.full(count, np.inf)
     if count <= 1:
         return level, np.zeros(count)
-    labels = support.astype(np.float32)
+    labels = support.astype(np.uint16)
     near = cv2.dilate(labels, disk(3))
-    far = cv2.dilate(labels, disk(7)).astype(np.int32)
-    surround = label_mean(smooth, np.where(near == 0, far, 0), count)
+    far = cv2.dilate(labels, disk(7))
+    far[near > 0] = 0
+    surround = label_mean(smooth, far, count)
     true_half = (label_max(smooth, support, count) + surround) / 2.0
     opened_core = label_max(opened, support, count)
     opened_half = (opened_core + surround) / 2.0
@@ -149,15 +150,22 @@ def _soft_area_px(
     blobs: np.ndarray, count: int, opened: np.ndarray, level: np.ndarray
 ) -> np.ndarray:
     """Blob areas with edge pixels counted by how far the level crosses them (linear ramp)."""
-    grown = cv2.dilate(blobs.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-    gx: np.ndarray = cv2.Sobel(opened, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
-    gy: np.ndarray = cv2.Sobel(opened, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-    slope = np.maximum(cv2.magnitude(gx, gy), 1e-3)
+    grown = cv2.dilate(blobs.astype(np.uint16), np.ones((3, 3), np.uint8))
+    grown[0, :] = grown[-1, :] = 0
+    grown[:, 0] = grown[:, -1] = 0
     where = np.flatnonzero(grown)
     owner = grown.ravel()[where]
+    flat = opened.ravel()
+    width = opened.shape[1]
+    right = flat[where - width + 1] + 2.0 * flat[where + 1] + flat[where + width + 1]
+    left = flat[where - width - 1] + 2.0 * flat[where - 1] + flat[where + width - 1]
+    below = flat[where + width - 1] + 2.0 * flat[where + width] + flat[where + width + 1]
+    above = flat[where - width - 1] + 2.0 * flat[where - width] + flat[where - width + 1]
+    gx, gy = (right - left) * 0.125, (below - above) * 0.125  # Sobel, at these pixels only
+    slope = np.maximum(np.hypot(gx, gy), 1e-3)
     at_level = level.ravel()[where]
     at_level = np.where(np.isfinite(at_level), at_level, 0.0)
-    excess = (opened.ravel()[where] - at_level) / slope.ravel()[where]
+    excess = (flat[where] - at_level) / slope
     return np.bincount(owner, np.clip(0.5 + excess, 0.0, 1.0), count)
 
 
