@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 from typing import Any
 
@@ -10,10 +11,15 @@ from typing import Any
 def _demo(args: argparse.Namespace) -> int:
     from appliance.backoffice.demo import run_demo  # noqa: PLC0415  (starts fast otherwise)
     from appliance.backoffice.service import install_stop_signals  # noqa: PLC0415
+    from appliance.transport.broker import BrokerError  # noqa: PLC0415
 
     stop = threading.Event()
     install_stop_signals(stop)
-    return run_demo(args.devices, args.count, args.timeout_s, stop=stop)
+    try:
+        return run_demo(args.devices, args.count, args.timeout_s, stop=stop)
+    except BrokerError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
 
 
 def _positive(text: str) -> int:

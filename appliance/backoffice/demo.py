@@ -169,6 +169,41 @@ def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
     )
 
 
+def _backoffice(workdir: Path, port: int, printer: ResultPrinter) -> tuple[IngestWorker, Store]:
+    """The demo's back office on a SQLite store in ``workdir``, subscribed before edges start."""
+    url = f"sqlite:///{workdir / 'backoffice.sqlite3'}"
+    config = config_from_mapping(
+        {"mqtt": {"port": port}, "state_dir": str(workdir),
+         "backoffice": {"client_id": "demo-backoffice"}},
+        "demo", environ={},
+    )
+    store = open_store(url)
+    worker = IngestWorker(config, store, on_stored=printer)
+    worker.start()
+    print(f"demo: mosquitto on 127.0.0.1:{port}, back office on {url}", flush=True)
+    return worker, store
+
+
+def _run(
+    workdir: Path, port: int, worker: IngestWorker, printer: ResultPrinter, *,
+    devices: int, count: int, timeout_s: float, edge_command: Sequence[str],
+    stop: threading.Event,
+) -> list[Edge]:
+    if not worker.subscribed.wait(15):
+        raise DemoError(f"the back office could not subscribe on port {port}: "
+                        f"{worker.failed or 'no answer from the broker'}")
+    edges = start_edges(workdir, port, devices, count, edge_command)
+    model = SHIPPED_MODEL.name if SHIPPED_MODEL.is_file() else "no model (not built)"
+    print(f"demo: {devices} edge daemon(s), {count} synthetic customer(s) each, {model}; "
+          "waiting for results...", flush=True)
+    try:
+        wait_for_results(edges, printer, devices * count, stop, timeout_s)
+    except BaseException:
+        stop_edges(edges)
+        raise
+    return edges
+
+
 def run_demo(
     devices: int = 2,
     count: int = 2,
@@ -182,36 +217,20 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp, PrivateBroker(
         workdir=Path(tmp) / "broker"
     ) as broker:
-        url = f"sqlite:///{Path(tmp) / 'backoffice.sqlite3'}"
-        config = config_from_mapping(
-            {"mqtt": {"port": broker.port}, "state_dir": tmp,
-             "backoffice": {"client_id": "demo-backoffice"}},
-            "demo", environ={},
-        )
-        store = open_store(url)
         printer = ResultPrinter()
-        worker = IngestWorker(config, store, on_stored=printer)
-        edges: list[Edge] = []
-        code = 1
+        worker, store = _backoffice(Path(tmp), broker.port, printer)
         try:
-            worker.start()
-            if not worker.subscribed.wait(15):
-                raise DemoError(f"the back office could not subscribe on port {broker.port}: "
-                                f"{worker.failed or 'no answer from the broker'}")
-            print(f"demo: mosquitto on 127.0.0.1:{broker.port}, back office on {url}", flush=True)
-            edges = start_edges(Path(tmp), broker.port, devices, count, edge_command)
-            model = SHIPPED_MODEL.name if SHIPPED_MODEL.is_file() else "no model (not built)"
-            print(f"demo: {devices} edge daemon(s), {count} synthetic customer(s) each, "
-                  f"{model}; waiting for results...", flush=True)
-            wait_for_results(edges, printer, devices * count, stop, timeout_s)
-            code = 0
-        except DemoError as exc:
-            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
-            code = 130 if stop.is_set() else 1
-        finally:
+            edges = _run(
+                Path(tmp), broker.port, worker, printer, devices=devices, count=count,
+                timeout_s=timeout_s, edge_command=edge_command, stop=stop,
+            )
             stop_edges(edges)
             worker.stop()
-            if code == 0:
-                print(_summary(store, printer, time.monotonic() - started_s), flush=True)
+            print(_summary(store, printer, time.monotonic() - started_s), flush=True)
+            return 0
+        except DemoError as exc:
+            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+            return 130 if stop.is_set() else 1
+        finally:
+            worker.stop()
             store.close()
-    return code
