@@ -58,17 +58,18 @@ class _Cracks:
 def _cracks(labels: np.ndarray) -> _Cracks:
     """Every crack: its cell-pair key and midpoint, sorted by key."""
     keys, xs, ys = [], [], []
-    span = np.int64(int(labels.max()) + 1)
+    span = int(labels.max()) + 1
+    key_type = np.int32 if span * span < 2**31 else np.int64
     for horizontal in (True, False):
         a = labels[:, :-1] if horizontal else labels[:-1, :]
         b = labels[:, 1:] if horizontal else labels[1:, :]
         rows, cols = np.nonzero(a != b)
-        first, second = a[rows, cols].astype(np.int64), b[rows, cols].astype(np.int64)
-        keys.append(np.minimum(first, second) * span + np.maximum(first, second))
+        first, second = a[rows, cols].astype(key_type), b[rows, cols].astype(key_type)
+        keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
     all_keys = np.concatenate(keys)
-    order = np.argsort(all_keys, kind="stable")
+    order = np.argsort(all_keys)  # order within a segment does not matter: no stable sort
     return _Cracks(all_keys[order], np.concatenate(xs)[order], np.concatenate(ys)[order])
 
 
