@@ -126,6 +126,37 @@ def _worker_config(port: int, state_dir: str, client_id: str) -> Any:
     )
 
 
+def _start_publisher(port: int, traffic: Traffic) -> tuple[Any, Any, Any]:
+    """The publisher process, connected and waiting for ``go``; returns (process, go, done)."""
+    ctx = mp.get_context("fork")
+    ready, go, done = ctx.Event(), ctx.Event(), ctx.Queue()
+    publisher = ctx.Process(target=_publisher, args=(port, traffic, ready, go, done))
+    publisher.start()
+    ready.wait()
+    return publisher, go, done
+
+
+def _ingest(worker: IngestWorker, mode: str, go: Any, done: Any, total: int) -> dict[str, Any]:
+    """Start traffic and worker in ``mode`` order; time until the worker committed ``total``."""
+    acked = None
+    if mode == "drain":
+        go.set()
+        acked = done.get()  # everything sits in the broker, queued for the worker's session
+        started, cpu_started = time.perf_counter(), time.process_time()
+        worker.start()
+    else:
+        worker.start()
+        worker.subscribed.wait(10)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        go.set()
+    deadline = time.monotonic() + 300
+    while worker.stats.received < total and time.monotonic() < deadline:
+        time.sleep(0.002)
+    elapsed_s = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
+    return {"elapsed_s": elapsed_s, "cpu_s": cpu_s, "acked": done.get() if acked is None else acked}
+
+
 def run_case(store_url: str, mode: str, traffic: Traffic,
              counts: dict[str, int], pg_schema: str | None) -> dict[str, Any]:
     """One measured run (live or drain) into one store; returns its figures and checks."""
@@ -134,41 +165,23 @@ def run_case(store_url: str, mode: str, traffic: Traffic,
         config = _worker_config(broker.port, tmp, f"bench-{uuid.uuid4().hex[:8]}")
         url = store_url.replace("{tmp}", tmp)
         store = open_store(url, pg_schema)
-        ctx = mp.get_context("fork")
-        ready, go, done = ctx.Event(), ctx.Event(), ctx.Queue()
-        publisher = ctx.Process(target=_publisher, args=(broker.port, traffic, ready, go, done))
-        publisher.start()
-        ready.wait()
-        worker = IngestWorker(config, store)
+        publisher, go, done = _start_publisher(broker.port, traffic)
         if mode == "drain":
             _create_session(config, url, pg_schema)
-            go.set()
-            acked = done.get()
-            started, cpu_started = time.perf_counter(), time.process_time()
-            worker.start()
-        else:
-            worker.start()
-            worker.subscribed.wait(10)
-            started, cpu_started = time.perf_counter(), time.process_time()
-            go.set()
-        deadline = time.monotonic() + 300
-        while worker.stats.received < total and time.monotonic() < deadline:
-            time.sleep(0.002)
-        elapsed_s = time.perf_counter() - started
-        worker_cpu_s = time.process_time() - cpu_started
-        acked = done.get() if mode == "live" else acked
+        worker = IngestWorker(config, store)
+        run = _ingest(worker, mode, go, done, total)
         publisher.join()
         worker.stop()
-        result = _checks(url, pg_schema, counts, acked, total)
         store.close()
+        checks = _checks(url, pg_schema, counts, run["acked"], total)
     return {
         "messages": total,
-        "seconds": round(elapsed_s, 3),
-        "messages_per_s": round(total / elapsed_s),
-        "stored_results_per_s": round(counts["valid_unique"] / elapsed_s),
-        "worker_cpu_s": round(worker_cpu_s, 3),
-        "messages_per_worker_cpu_s": round(total / worker_cpu_s),
-        **result,
+        "seconds": round(run["elapsed_s"], 3),
+        "messages_per_s": round(total / run["elapsed_s"]),
+        "stored_results_per_s": round(counts["valid_unique"] / run["elapsed_s"]),
+        "worker_cpu_s": round(run["cpu_s"], 3),
+        "messages_per_worker_cpu_s": round(total / run["cpu_s"]),
+        **checks,
     }
 
 
@@ -199,6 +212,14 @@ def _checks(
     }
 
 
+MODES = {
+    "live": "publishers, broker and worker at once on this box; messages / s from first publish "
+    "to last commit",
+    "drain": "all traffic pre-queued in the broker for the worker's session, then the worker "
+    "starts; messages / s it drains",
+}
+
+
 def main() -> None:
     """Run the cases and print one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -207,24 +228,26 @@ def main() -> None:
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
+    load_at_start = os.getloadavg()[0]
     traffic, counts = build_traffic(args.devices, args.per_device, seed=6)
     stores = {"sqlite": "sqlite:///{tmp}/bench.sqlite3"}
     if not args.skip_postgres:
         stores["postgresql"] = PG_URL
-    figures: dict[str, Any] = {}
-    for name, url in stores.items():
-        for mode in ("live", "drain"):
-            schema = f"bench_ingest_{uuid.uuid4().hex[:10]}" if name == "postgresql" else None
-            figures[f"{name}_{mode}"] = run_case(url, mode, traffic, counts, schema)
+    runs = {
+        f"{name}_{mode}": run_case(url, mode, traffic, counts, _pg_schema(name))
+        for name, url in stores.items()
+        for mode in MODES
+    }
     print(json.dumps({
-        "benchmark": "ingest",
-        "devices": args.devices,
-        "sent": counts,
-        "target_results_per_s": 5000,
-        "runs": figures,
-        "load_average_1m_before_end": round(os.getloadavg()[0], 2),
+        "benchmark": "ingest", "devices": args.devices, "sent": counts,
+        "target_results_per_s": 5000, "modes": MODES, "runs": runs,
+        "load_average_1m": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
         "cpus": os.cpu_count(),
     }))
+
+
+def _pg_schema(store: str) -> str | None:
+    return f"bench_ingest_{uuid.uuid4().hex[:10]}" if store == "postgresql" else None
 
 
 if __name__ == "__main__":
