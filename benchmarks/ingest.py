@@ -165,15 +165,19 @@ def run_case(store_url: str, mode: str, traffic: Traffic,
         config = _worker_config(broker.port, tmp, f"bench-{uuid.uuid4().hex[:8]}")
         url = store_url.replace("{tmp}", tmp)
         store = open_store(url, pg_schema)
-        publisher, go, done = _start_publisher(broker.port, traffic)
-        if mode == "drain":
-            _create_session(config, url, pg_schema)
-        worker = IngestWorker(config, store)
-        run = _ingest(worker, mode, go, done, total)
-        publisher.join()
-        worker.stop()
-        store.close()
-        checks = _checks(url, pg_schema, counts, run["acked"], total)
+        try:
+            publisher, go, done = _start_publisher(broker.port, traffic)
+            if mode == "drain":
+                _create_session(config, url, pg_schema)
+            worker = IngestWorker(config, store)
+            run = _ingest(worker, mode, go, done, total)
+            publisher.join()
+            worker.stop()
+            checks = _checks(store, counts, run["acked"], total)
+        finally:
+            if pg_schema:
+                store.drop_postgres_schema(pg_schema)
+            store.close()
     return {
         "messages": total,
         "seconds": round(run["elapsed_s"], 3),
@@ -194,14 +198,8 @@ def _create_session(config: Any, url: str, pg_schema: str | None) -> None:
     store.close()
 
 
-def _checks(
-    url: str, pg_schema: str | None, counts: dict[str, int], acked: int, total: int
-) -> dict[str, Any]:
-    reader = open_store(url, pg_schema)
-    stored, dead = reader.count_results(), reader.count_dead_letters()
-    if pg_schema:
-        reader.drop_postgres_schema(pg_schema)
-    reader.close()
+def _checks(store: Any, counts: dict[str, int], acked: int, total: int) -> dict[str, Any]:
+    stored, dead = store.count_results(), store.count_dead_letters()
     return {
         "stored": stored,
         "dead_letters": dead,
