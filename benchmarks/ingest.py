@@ -22,9 +22,12 @@ import os
 import random
 import socket
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from appliance.backoffice import fleetsim
@@ -210,11 +213,59 @@ def _checks(store: Any, counts: dict[str, int], acked: int, total: int) -> dict[
     }
 
 
+def run_parallel_drain(traffic: Traffic, counts: dict[str, int], workers: int) -> dict[str, Any]:
+    """Drain with ``workers`` back-office processes in one share group (the scaling path)."""
+    with tempfile.TemporaryDirectory() as tmp, PrivateBroker() as broker:
+        url = f"sqlite:///{tmp}/bench.sqlite3"
+        store = open_store(url)
+        paths = []
+        for index in range(workers):
+            config = _worker_config(broker.port, tmp, f"bench-w{index}")
+            _create_session(config, url, None)
+            paths.append(Path(tmp) / f"worker-{index}.yaml")
+            paths[-1].write_text(json.dumps({
+                "mqtt": {"port": broker.port, "topic_prefix": PREFIX},
+                "state_dir": tmp, "store": {"url": url},
+                "backoffice": {"client_id": f"bench-w{index}", "session_expiry_s": 3600},
+            }))
+        publisher, go, done = _start_publisher(broker.port, traffic)
+        go.set()
+        acked = done.get()
+        publisher.join()
+        procs = [subprocess.Popen([sys.executable, "-m", "appliance", "backoffice", "--config",
+                                   str(path)], stderr=subprocess.DEVNULL) for path in paths]
+        try:
+            elapsed_s = _time_until_stored(store, counts)
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(20)
+        checks = _checks(store, counts, acked, sum(len(m) for m in traffic))
+        store.close()
+    return {"workers": workers, "seconds_from_first_commit": round(elapsed_s, 3),
+            "stored_results_per_s": round(counts["valid_unique"] / elapsed_s), **checks}
+
+
+def _time_until_stored(store: Any, counts: dict[str, int]) -> float:
+    first = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        stored = store.count_results()
+        if stored and first is None:
+            first = time.perf_counter()
+        if stored == counts["valid_unique"] and store.count_dead_letters() == counts["malformed"]:
+            break
+        time.sleep(0.02)
+    return time.perf_counter() - (first or time.perf_counter())
+
+
 MODES = {
     "live": "publishers, broker and worker at once on this box; messages / s from first publish "
     "to last commit",
     "drain": "all traffic pre-queued in the broker for the worker's session, then the worker "
     "starts; messages / s it drains",
+    "sqlite_drain_2_processes": "as drain, but two `appliance backoffice` processes in one "
+    "share group; unique results / s from the first commit until all are stored",
 }
 
 
@@ -234,8 +285,9 @@ def main() -> None:
     runs = {
         f"{name}_{mode}": run_case(url, mode, traffic, counts, _pg_schema(name))
         for name, url in stores.items()
-        for mode in MODES
+        for mode in ("live", "drain")
     }
+    runs["sqlite_drain_2_processes"] = run_parallel_drain(traffic, counts, workers=2)
     print(json.dumps({
         "benchmark": "ingest", "devices": args.devices, "sent": counts,
         "target_results_per_s": 5000, "modes": MODES, "runs": runs,
