@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.skin.synth_params import PRESETS
+from appliance.skin.synth_presets import PRESETS, preset_help
 
 DEFAULT_JOBS = 2
 
@@ -51,7 +51,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "--preset",
         choices=PRESETS,
         default="mixed",
-        help="age range: fine 20-35, normal 35-55, coarse 60-80, mixed 20-80 (default)",
+        help=preset_help(),
     )
     skin.add_argument("--start", type=_non_negative, default=0, help="index of the first frame")
     skin.add_argument(

@@ -20,13 +20,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-PRESETS = ("fine", "normal", "coarse", "mixed")
-PRESET_AGES_YEARS: dict[str, tuple[float, float]] = {
-    "fine": (20.0, 35.0),
-    "normal": (35.0, 55.0),
-    "coarse": (60.0, 80.0),
-    "mixed": (20.0, 80.0),
-}
+from appliance.skin.synth_presets import PRESET_AGES_YEARS, PRESETS, check_preset
+
+__all__ = ["PRESETS", "SkinParams", "check_preset", "sample_params"]
+
 SCALAR_UM_PER_PX = 10.0  # Scalar 25x lens at 1280x960, before calibration
 FRAME_WIDTH_PX = 1280
 FRAME_HEIGHT_PX = 960
@@ -65,13 +62,6 @@ class SkinParams:
     def to_json(self) -> dict[str, float | int]:
         """The parameters as a JSON-ready mapping."""
         return asdict(self)
-
-
-def check_preset(preset: str) -> str:
-    """Return ``preset`` if it is known; raise ValueError naming the choices otherwise."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown skin preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    return preset
 
 
 def _scatter(rng: np.random.Generator, value: float, sigma: float) -> float:

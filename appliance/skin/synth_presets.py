@@ -1,0 +1,24 @@
+"""Synthetic skin presets: the age range each one draws from (no heavy imports: the CLI uses it)."""
+
+from __future__ import annotations
+
+PRESETS = ("fine", "normal", "coarse", "mixed")
+PRESET_AGES_YEARS: dict[str, tuple[float, float]] = {
+    "fine": (20.0, 35.0),
+    "normal": (35.0, 55.0),
+    "coarse": (60.0, 80.0),
+    "mixed": (20.0, 80.0),
+}
+
+
+def check_preset(preset: str) -> str:
+    """Return ``preset`` if it is known; raise ValueError naming the choices otherwise."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown skin preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    return preset
+
+
+def preset_help() -> str:
+    """One line describing every preset's age range, for command-line help."""
+    ranges = (f"{name} {low:.0f}-{high:.0f}" for name, (low, high) in PRESET_AGES_YEARS.items())
+    return "age range in years: " + ", ".join(ranges) + " (default mixed)"
