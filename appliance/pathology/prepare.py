@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from appliance.pathology.slides import Slide, SlideError, read_slide
@@ -27,6 +28,7 @@ from appliance.pathology.tiles import Tile, TissueMask, read_tiles, slide_tissue
 # hematoxylin (concentration above TUMOUR_HEMATOXYLIN in reference units): tumour sheets and
 # glands are crowded with nuclei, fat and mucus are not (stroma and lymphocytes can pass).
 TUMOUR_HEMATOXYLIN = 0.9
+STAIN_FIT_PIXELS = 1_000_000
 TUMOUR_NUCLEAR_SHARE = 0.07
 
 
@@ -80,13 +82,14 @@ def prepare_slide(path: Path, um_per_px: float, settings: TileSettings) -> Prepa
 
 
 def _fit_slide_stains(slide: Slide, mask: TissueMask) -> StainModel:
-    """Stain model from the tissue pixels of the mask thumbnail."""
-    thumb = slide.thumbnail(mask.um_per_px)
-    height = min(thumb.shape[0], mask.mask.shape[0])
-    width = min(thumb.shape[1], mask.mask.shape[1])
-    pixels = thumb[:height, :width][mask.mask[:height, :width]]
+    """Stain model from the tissue pixels of a thumbnail of about STAIN_FIT_PIXELS pixels."""
+    width, height = slide.size_px
+    factor = max(1, int(np.sqrt(width * height / STAIN_FIT_PIXELS)))
+    thumb = np.asarray(slide.image.reduce(factor) if factor > 1 else slide.image)
+    tissue = cv2.resize(mask.mask.astype(np.uint8), (thumb.shape[1], thumb.shape[0]),
+                        interpolation=cv2.INTER_NEAREST).astype(bool)
     try:
-        return fit_stain_model(pixels)
+        return fit_stain_model(thumb[tissue])
     except StainError as exc:
         raise SlideError(f"{slide.path}: cannot normalise stains: {exc}") from exc
 

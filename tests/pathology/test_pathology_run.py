@@ -85,7 +85,7 @@ def test_real_tiles_run_one_tile_each(tmp_path: Path) -> None:
     assert len(rows) == 32
     scored = [row for row in rows.values() if not row["error"]]
     failed = [name for name, row in rows.items() if row["error"]]
-    assert len(scored) >= 30
+    assert len(scored) >= 28  # 28 non-debris tiles
     assert all(int(row["tile_count"]) == 1 for row in scored)
     # Only the saturated debris tiles may fail, and only because stains cannot be estimated.
     assert all(name.startswith("DEB") and "normalise" in rows[name]["error"] for name in failed)
