@@ -94,6 +94,11 @@ class Triage:
             except PayloadError as exc:
                 batch.dead_letters.append(self._dead(message, str(exc), received_at))
                 continue
+            except Exception as exc:  # a message must never stop the worker, whatever it holds
+                log.exception("unexpected error on a message on %s", message.topic)
+                reason = f"unexpected error: {type(exc).__name__}: {exc}"
+                batch.dead_letters.append(self._dead(message, reason, received_at))
+                continue
             if result is not None:
                 results.append(result)
         return batch, results
@@ -158,7 +163,10 @@ class BatchWriter(threading.Thread):
         while True:
             messages = self._collect()
             if messages:
-                self._handle(messages)
+                try:
+                    self._handle(messages)
+                except Exception:  # unacked, so the broker redelivers them to the session
+                    log.exception("could not handle a batch of %d messages", len(messages))
             elif self.stop_event.is_set():
                 return
 
