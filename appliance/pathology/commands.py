@@ -46,7 +46,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--um-per-px", type=float, help="slide resolution when labels lack it")
     parser.add_argument("--tile-um", type=float, help="tile size in µm (model's default)")
     parser.add_argument("--min-tissue", type=float, default=0.5, help="tissue share of a tile")
-    parser.add_argument("--threshold", type=float, help="slide threshold (model's default)")
+    parser.add_argument("--threshold", type=float,
+                        help="slide threshold (default: the model's, picked for --score mean)")
     parser.add_argument("--score", choices=["mean", "share"], default="mean",
                         help="slide score: mean tile probability or share of MSI tiles")
     parser.add_argument("--tumour-only", action="store_true", help="score nuclei-rich tiles only")
