@@ -108,6 +108,8 @@ class Triage:
         if where is None or where[2] not in ("result", "status"):
             raise PayloadError(f"not a device result or status topic under {self.topic_prefix}")
         site, device, leaf = where
+        if b"\\u0000" in message.payload:  # valid JSON, but PostgreSQL text cannot hold NUL
+            raise PayloadError("a string holds a NUL character (\\u0000); no store accepts it")
         if leaf == "status":
             if message.payload:  # an empty retained message only clears the topic
                 status = parse_payload(message.payload, Status)

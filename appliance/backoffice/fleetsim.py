@@ -108,6 +108,7 @@ def malformed_payloads(valid: Result) -> dict[str, bytes]:
         "missing field": json.dumps(missing).encode(),
         "extra field": json.dumps(dict(good, sql="'; DROP TABLE results; --")).encode(),
         "not an object": b"[1, 2, 3]",
+        "nul character": json.dumps(dict(good, software_version="0.1\u0000")).encode(),
         "deep nesting": b"[" * 100_000 + b"]" * 100_000,
         "huge": b'{"pad": "' + b"x" * 300_000 + b'"}',
         "empty": b"",
