@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 MIN_CRACKS_FOR_DIRECTION = 3
+END_OVERLAP_PX = 0.5  # a chain's last crack lies about half a pixel inside the junction
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,9 @@ def border_segments(labels: np.ndarray, junction_radius_px: float = 2.5) -> Bord
         end_ids.append(junction)
     chord = np.hypot(*(centres[end_ids[0]] - centres[end_ids[1]]).T)
     both = (end_ids[0] > 0) & (end_ids[1] > 0)
-    lengths = np.where(both, np.maximum(chord, chain_px), chain_px + gaps[0] + gaps[1])
+    reach = np.maximum(gaps[0] - END_OVERLAP_PX, 0.0) + np.maximum(gaps[1] - END_OVERLAP_PX, 0.0)
+    extended = chain_px + reach
+    lengths = np.where(both, np.maximum(chord, extended), chain_px + gaps[0] + gaps[1])
     real = ~((end_ids[0] == end_ids[1]) & (end_ids[0] > 0))
     span = int(labels.max()) + 1
     keys = cracks.keys[starts]

@@ -63,18 +63,19 @@ def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
     return {"x": mx, "y": my, "n": n, "ratio": minor / major, "fill": fill}
 
 
-def label_max(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
-    """Per label 1..count-1 the largest value (index 0: 0); fast when labels are sparse."""
+def label_maxima(labels: np.ndarray, count: int, *images: np.ndarray) -> list[np.ndarray]:
+    """Per label 1..count-1 the largest value of each image (index 0: 0); one sort for all."""
     where = np.flatnonzero(labels)
-    result = np.zeros(count)
+    results = [np.zeros(count) for _ in images]
     if where.size == 0:
-        return result
+        return results
     owner = labels.ravel()[where]
-    order = np.argsort(owner, kind="stable")
-    owner, picked = owner[order], values.ravel()[where][order]
+    order = np.argsort(owner)
+    owner, where = owner[order], where[order]
     starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    result[owner[starts]] = np.maximum.reduceat(picked, starts)
-    return result
+    for result, image in zip(results, images, strict=True):
+        result[owner[starts]] = np.maximum.reduceat(image.ravel()[where], starts)
+    return results
 
 
 def label_mean(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
@@ -102,8 +103,8 @@ def _half_depth_levels(
     far = cv2.dilate(labels, disk(7))
     far[near > 0] = 0
     surround = label_mean(smooth, far, count)
-    true_half = (label_max(smooth, support, count) + surround) / 2.0
-    opened_core = label_max(opened, support, count)
+    smooth_core, opened_core = label_maxima(support, count, smooth, opened)
+    true_half = (smooth_core + surround) / 2.0
     opened_half = (opened_core + surround) / 2.0
     level[1:] = np.where(opened_core > true_half, true_half, opened_half)[1:]
     return level, surround
@@ -187,7 +188,7 @@ def _select(
     shape = _blob_moments(blobs, count)
     opened = maps.opened
     area_px = _soft_area_px(blobs, count, opened, maps.level)
-    core = label_max(maps.smooth, blobs, count)
+    (core,) = label_maxima(blobs, count, maps.smooth)
     diameter_um = 2.0 * np.sqrt(area_px / np.pi) * um_per_px
     min_depth = max(MIN_PORE_DEPTH, JUNCTION_MARGIN * junction)
     keep = (

@@ -70,7 +70,8 @@ def hill_cells(furrows: np.ndarray, um_per_px: float) -> tuple[np.ndarray, np.nd
         (~seeds).astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
     )
     hill_of_seed_pixel = np.zeros(int(nearest.max()) + 1, dtype=np.int32)
-    hill_of_seed_pixel[nearest[seeds]] = labels[seeds]
+    seed_pixels = np.flatnonzero(seeds)
+    hill_of_seed_pixel[nearest.ravel()[seed_pixels]] = labels.ravel()[seed_pixels]
     cells: np.ndarray = hill_of_seed_pixel[nearest]
     cut = touches & big
     return cells, cut
