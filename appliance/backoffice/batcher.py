@@ -211,11 +211,51 @@ class BatchWriter(threading.Thread):
                 return self._store.write_batch(batch, self._settings.dead_letter_max_rows)
             except Exception as exc:  # a store outage must not kill the worker
                 self.stats.commit_failures += 1
+                if not is_transient(exc):
+                    return self._commit_apart(batch, exc)
                 log.error("store %s: commit failed (%s); retrying in %.1f s",
                           self._store.url, exc, delay_s)
             if self.stop_event.wait(delay_s):
                 return None
             delay_s = min(delay_s * 2, RETRY_MAX_S)
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        try:
+            self._store.reconnect()
+        except Exception as exc:
+            log.error("store %s: reconnect failed (%s)", self._store.url, exc)
+
+    def _commit_apart(self, batch: Batch, error: Exception) -> list[str]:
+        """Commit a batch the store refused one part at a time; refused parts are set aside."""
+        log.error("store %s refused a batch (%s); committing its parts one by one",
+                  self._store.url, error)
+        fresh: list[str] = []
+        keep = self._settings.dead_letter_max_rows
+        parts = [Batch(results=[row]) for row in batch.results]
+        parts += [Batch(statuses=[row]) for row in batch.statuses]
+        parts += [Batch(dead_letters=[letter]) for letter in batch.dead_letters]
+        for part in parts:
+            try:
+                fresh += self._store.write_batch(part, keep)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                self._set_aside(part, exc)
+        return fresh
+
+    def _set_aside(self, part: Batch, error: Exception) -> None:
+        """A result the store refuses goes to the dead letters; anything else is logged."""
+        kind = "result" if part.results else "status" if part.statuses else "dead letter"
+        log.error("store %s refused one %s: %s", self._store.url, kind, error)
+        if not part.results:
+            return
+        row = part.results[0]  # RESULT_COLUMNS order: id, device, site, ..., payload last
+        topic = f"{self._triage.topic_prefix}/{row[2]}/{row[1]}/result"
+        raw = str(row[-1]).encode()
+        letter = DeadLetter(row[4], topic, f"the store refused it: {error}", len(raw),
+                            raw[: self._triage.dead_letter_max_bytes])
+        self._store.write_batch(Batch(dead_letters=[letter]), self._settings.dead_letter_max_rows)
 
     def _count(self, messages: list[Inbound], batch: Batch, fresh: list[str]) -> None:
         stats = self.stats
@@ -225,3 +265,13 @@ class BatchWriter(threading.Thread):
         stats.duplicates += len(batch.results) - len(fresh)
         stats.dead_letters += len(batch.dead_letters)
         stats.statuses += len(batch.statuses)
+
+
+def is_transient(error: Exception) -> bool:
+    """Whether a store error may pass (connection, lock, disk) rather than refuse the data.
+
+    Both sqlite3 and psycopg name these OperationalError / InterfaceError; matching the names
+    keeps psycopg an optional import.
+    """
+    names = ("OperationalError", "InterfaceError")
+    return any(cls.__name__ in names for cls in type(error).__mro__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,9 +63,17 @@ class Store:
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         if not self.postgres and not url.startswith("sqlite:///"):
             raise StoreError(f"store url {url!r}: use sqlite:///PATH or postgresql://...")
-        self._conn: Any = (
-            self._connect_postgres(pg_schema) if self.postgres else self._connect_sqlite()
-        )
+        self._pg_schema = pg_schema
+        self._conn: Any = self._connect()
+
+    def _connect(self) -> Any:
+        return self._connect_postgres(self._pg_schema) if self.postgres else self._connect_sqlite()
+
+    def reconnect(self) -> None:
+        """Drop the connection and open a new one (after the database went away)."""
+        with suppress(Exception):  # the old connection is broken; closing it may fail too
+            self._conn.close()
+        self._conn = self._connect()
 
     def _connect_sqlite(self) -> sqlite3.Connection:
         path = Path(self.url.removeprefix("sqlite:///"))

@@ -112,3 +112,10 @@ def test_a_replayed_retained_status_updates_state_but_not_last_seen(store: Store
     (device,) = store.devices()
     assert device["state"] == "offline"
     assert device["last_seen"] == "2026-11-26T05:00:00.000000Z"
+
+
+def test_a_reconnected_store_sees_the_same_data(store: Store) -> None:
+    store.write_batch(Batch(results=_rows(3)), 100)
+    store.reconnect()
+    assert store.count_results() == 3
+    assert store.write_batch(Batch(results=_rows(4)), 100) == [_rows(4)[3][0]]

@@ -1,13 +1,19 @@
-"""Sorting messages into results, status and dead letters, without a broker."""
+"""Sorting messages and committing them, without a broker: dead letters, refusals, outages."""
 
 from __future__ import annotations
 
+import json
 import random
+import sqlite3
+import time
 
 import pytest
 
 from appliance.backoffice import batcher, fleetsim
-from appliance.backoffice.batcher import Inbound, Triage
+from appliance.backoffice.batcher import BatchWriter, Inbound, Triage
+from appliance.backoffice.schema import DeadLetter
+from appliance.backoffice.store import Batch
+from appliance.config import BackofficeConfig
 
 
 def _result_bytes() -> bytes:
@@ -43,3 +49,75 @@ def test_an_unexpected_error_becomes_a_dead_letter(monkeypatch: pytest.MonkeyPat
     assert letter.reason == "unexpected error: RuntimeError: disk on fire"
     assert letter.payload == b"abcd"
     assert letter.payload_bytes == 8
+
+
+class _FlakyStore:
+    """Refuses one measurement for good, and fails ``outages`` times like a lost database."""
+
+    url = "test://store"
+
+    def __init__(self, refused_id: str | None = None, outages: int = 0) -> None:
+        self.refused_id, self.outages, self.reconnects = refused_id, outages, 0
+        self.stored: list[str] = []
+        self.dead: list[DeadLetter] = []
+
+    def write_batch(self, batch: Batch, dead_letter_max_rows: int) -> list[str]:
+        if self.outages:
+            self.outages -= 1
+            raise sqlite3.OperationalError("database is locked")
+        if any(row[0] == self.refused_id for row in batch.results):
+            raise sqlite3.IntegrityError("CHECK constraint failed")
+        fresh = [row[0] for row in batch.results]
+        self.stored += fresh
+        self.dead += batch.dead_letters
+        return fresh
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
+
+
+def _run_writer(store: _FlakyStore, payloads: list[bytes]) -> tuple[BatchWriter, list[int]]:
+    acked: list[int] = []
+    writer = BatchWriter(
+        store,  # type: ignore[arg-type]
+        BackofficeConfig(batch_interval_ms=50),
+        Triage("p", 65536),
+        lambda message: acked.append(message.mid),
+    )
+    for mid, payload in enumerate(payloads, start=1):
+        writer.inbox.put(Inbound("p/lab/k1/result", payload, mid, 1))
+    writer.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < len(payloads) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.stop_event.set()
+    writer.join(20)
+    return writer, acked
+
+
+def _payloads(count: int) -> list[bytes]:
+    rng = random.Random(4)
+    return [fleetsim.sample_result(rng, "lab", "k1", i).to_json() for i in range(count)]
+
+
+def test_a_result_the_store_refuses_is_set_aside_and_the_rest_is_stored() -> None:
+    payloads = _payloads(5)
+    refused = json.loads(payloads[2])["measurement_id"]
+    store = _FlakyStore(refused_id=refused)
+    _, acked = _run_writer(store, payloads)
+    assert sorted(acked) == [1, 2, 3, 4, 5]
+    assert len(store.stored) == 4
+    assert refused not in store.stored
+    (letter,) = store.dead
+    assert letter.reason == "the store refused it: CHECK constraint failed"
+    assert json.loads(letter.payload)["measurement_id"] == refused
+    assert letter.topic == "p/lab/k1/result"
+
+
+def test_a_store_outage_is_retried_with_a_new_connection_until_it_passes() -> None:
+    store = _FlakyStore(outages=2)
+    writer, acked = _run_writer(store, _payloads(3))
+    assert sorted(acked) == [1, 2, 3]
+    assert len(store.stored) == 3
+    assert store.reconnects == 2
+    assert writer.stats.commit_failures == 2
