@@ -23,7 +23,7 @@ import numpy as np
 from appliance.skin.preprocess import Prepared, disk
 
 SUPPORT_DEPTH = 0.10  # blobs at least this deep below the hill level are looked at
-JUNCTION_MARGIN = 1.5  # a pore's core is this much deeper than the typical junction
+JUNCTION_MARGIN = 1.7  # a pore's core is this much deeper than the typical junction
 MIN_PORE_DEPTH = 0.45
 MIN_AXIS_RATIO = 0.45  # minor / major axis of the moment ellipse
 MIN_ELLIPSE_FILL = 0.70  # blob area / area of its moment ellipse
