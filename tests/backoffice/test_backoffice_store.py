@@ -115,7 +115,8 @@ def test_a_replayed_retained_status_updates_state_but_not_last_seen(store: Store
 
 
 def test_a_reconnected_store_sees_the_same_data(store: Store) -> None:
-    store.write_batch(Batch(results=_rows(3)), 100)
+    rows = _rows(4)
+    store.write_batch(Batch(results=rows[:3]), 100)
     store.reconnect()
     assert store.count_results() == 3
-    assert store.write_batch(Batch(results=_rows(4)), 100) == [_rows(4)[3][0]]
+    assert store.write_batch(Batch(results=rows), 100) == [rows[3][0]]
