@@ -54,7 +54,7 @@ def textured_skin(
 
     def make(index: int) -> np.ndarray:
         rng = np.random.default_rng([seed, index])
-        small = rng.normal(0.0, 1.0, (size_px[1] // 8, size_px[0] // 8)).astype(np.float32)
+        small = rng.normal(0.0, 1.0, (size_px[1] // 4, size_px[0] // 4)).astype(np.float32)
         texture = cv2.resize(small, size_px, interpolation=cv2.INTER_CUBIC)
         base = np.array([196.0, 150.0, 128.0], dtype=np.float32)  # light skin tone, RGB
         rgb = base[None, None, :] * (1.0 + 0.12 * texture[:, :, None])

@@ -1,8 +1,8 @@
 """Fast stand-ins for the heavy plug-ins, for fault tests and delivery benchmarks.
 
-``fixed_analyzer`` measures nothing (constant features), ``textured_skin`` frames are cheap
-to make, and ``FlakySource`` fails on demand, so the daemon's delivery, supervision and
-recovery can be exercised in seconds. ``python -m appliance.edge.testing CONFIG`` runs the
+``fixed_analyzer`` measures nothing (constant features), ``fast_source`` makes small
+textured frames that are cheap to make and to gate, and ``FlakySource`` fails on demand, so
+the daemon's delivery, supervision and recovery can be exercised in seconds. ``python -m appliance.edge.testing CONFIG`` runs the
 real daemon wiring with these stand-ins (the SIGKILL test runs it as a child process).
 """
 
@@ -27,6 +27,7 @@ from appliance.edge.service import install_signal_handlers
 from appliance.edge.systemd import setup_logging
 from appliance.transport import payloads
 
+SMALL_FRAME_PX = (320, 240)
 FIXED_FEATURES = payloads.Features(
     pore_count=42,
     pore_density_per_cm2=341.8,
@@ -77,11 +78,14 @@ class FlakySource:
         self.inner.close()
 
 
-def fast_source(config: Config, script: CustomerScript | None = None) -> SyntheticSource:
-    """Synthetic customers on cheap textured frames at the configured frame rate."""
-    return SyntheticSource(
-        textured_skin(config.camera.seed), fps=config.edge.synthetic_fps, script=script
-    )
+def fast_source(
+    config: Config,
+    script: CustomerScript | None = None,
+    size_px: tuple[int, int] = SMALL_FRAME_PX,
+) -> SyntheticSource:
+    """Synthetic customers on cheap textured frames (small: the gate costs ~1 ms each)."""
+    skin = textured_skin(config.camera.seed, size_px)
+    return SyntheticSource(skin, fps=config.edge.synthetic_fps, script=script)
 
 
 def fast_daemon(config: Config, source: FrameSource | None = None) -> EdgeDaemon:

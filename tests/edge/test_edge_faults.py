@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,27 @@ from appliance.transport.broker import PrivateBroker
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+class RootSafeBroker(PrivateBroker):
+    """A PrivateBroker whose persistence works when the tests run as root.
+
+    Started as root, mosquitto drops to user "mosquitto", which cannot write the test's temp
+    folder: sessions and queued messages would then vanish on restart. ``user root`` keeps it
+    as the starting user (mosquitto ignores the option when not started as root).
+    """
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with (self.workdir / "mosquitto.conf").open("a") as conf:
+            conf.write("user root\n")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A started mosquitto with working persistence that the test may stop and restart."""
+    with RootSafeBroker(workdir=tmp_path / "broker") as started:
+        yield started
 
 
 def edge_config(tmp_path: Path, port: int, limit: int | None, **edge: Any) -> Config:
@@ -52,20 +74,21 @@ def collector(broker: PrivateBroker, name: str) -> ResultCollector:
 
 
 def test_broker_down_20s_during_50_measurements_loses_nothing(
-    private_broker: PrivateBroker, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path
 ) -> None:
-    received = collector(private_broker, "outage")
-    daemon = fast_daemon(edge_config(tmp_path, private_broker.port, limit=50))
+    received = collector(broker, "outage")
+    daemon = fast_daemon(edge_config(tmp_path, broker.port, limit=50))
     thread, codes = run_in_thread(daemon)
     assert received.wait_for(5, timeout_s=30)
-    private_broker.stop()
+    broker.stop()
     time.sleep(20)
     assert daemon.outbox.depth() > 0  # results piled up while the broker was away
-    private_broker.start()
+    broker.start()
     thread.join(timeout=60)
     assert codes == [0]
-    assert received.wait_for(50, timeout_s=10)
-    assert len(received.ids()) == 50
+    arrived = received.wait_for(50, timeout_s=10)
+    broker_log = broker.log_path.read_text()[-1500:]
+    assert arrived, f"{len(received.ids())} of 50 arrived; broker log:\n{broker_log}"
     received.close()
 
 
@@ -108,14 +131,14 @@ def _wait_committed(log_path: Path, count: int, timeout_s: float) -> set[str]:
 
 
 def test_sigkill_mid_run_then_restart_delivers_every_accepted_measurement(
-    private_broker: PrivateBroker, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path
 ) -> None:
-    received = collector(private_broker, "kill")
+    received = collector(broker, "kill")
     log_path = tmp_path / "daemon.log"
-    daemon = _start_daemon(_write_config(tmp_path, private_broker.port, None), log_path)
+    daemon = _start_daemon(_write_config(tmp_path, broker.port, None), log_path)
     try:
         first = _wait_committed(log_path, 5, timeout_s=30)
-        private_broker.stop()  # so some accepted results are still unsent at the kill
+        broker.stop()  # so some accepted results are still unsent at the kill
         _wait_committed(log_path, len(first) + 5, timeout_s=30)
     finally:
         daemon.send_signal(signal.SIGKILL)
@@ -124,8 +147,8 @@ def test_sigkill_mid_run_then_restart_delivers_every_accepted_measurement(
     with sqlite3.connect(tmp_path / "state" / "outbox.sqlite3") as db:
         unsent = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
     assert unsent >= 5
-    private_broker.start()
-    restarted = _start_daemon(_write_config(tmp_path, private_broker.port, 1), log_path)
+    broker.start()
+    restarted = _start_daemon(_write_config(tmp_path, broker.port, 1), log_path)
     assert restarted.wait(60) == 0
     assert received.wait_for(len(accepted), timeout_s=10)
     assert accepted <= received.ids()
@@ -133,9 +156,9 @@ def test_sigkill_mid_run_then_restart_delivers_every_accepted_measurement(
 
 
 def test_camera_failing_for_10s_recovers_and_keeps_measuring(
-    private_broker: PrivateBroker, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path
 ) -> None:
-    config = edge_config(tmp_path, private_broker.port, None, camera_reopen_cap_s=1.0)
+    config = edge_config(tmp_path, broker.port, None, camera_reopen_cap_s=1.0)
     flaky = FlakySource(fast_source(config))
     daemon = fast_daemon(config, source=flaky)
     thread, _codes = run_in_thread(daemon)
@@ -189,7 +212,7 @@ def _datagrams(sock: socket.socket, seconds: float) -> list[str]:
 
 
 def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
-    private_broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     socket_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -197,7 +220,7 @@ def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
     sock.settimeout(0.1)
     monkeypatch.setenv("NOTIFY_SOCKET", str(socket_path))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")
-    config = edge_config(tmp_path, private_broker.port, None, watchdog_stall_s=1.0)
+    config = edge_config(tmp_path, broker.port, None, watchdog_stall_s=1.0)
     analyzer = HangingAnalyzer()
     daemon = EdgeDaemon(config, source=fast_source(config), analyzer=analyzer)
     thread, _codes = run_in_thread(daemon)
