@@ -122,6 +122,23 @@ def _register_results(root: Any) -> None:
     export.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv")
     export.add_argument("--out", default="-", help="output file (- = stdout, not for parquet)")
     export.set_defaults(handler=_results_export)
+    dead = sub.add_parser("dead-letters", help="messages the back office refused, newest first")
+    add_store_options(dead)
+    dead.add_argument("--limit", type=int, default=20, help="at most this many (20)")
+    dead.set_defaults(handler=_dead_letters)
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from appliance.backoffice.export import dead_letter_table
+
+    store = open_for(args)
+    if store is None:
+        return 2
+    try:
+        print(dead_letter_table(store, args.limit))
+    finally:
+        store.close()
+    return 0
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:

@@ -103,3 +103,17 @@ def _write_parquet(rows: Iterator[tuple[Any, ...]], path: Path) -> int:
             ))
             count += len(chunk)
     return count
+
+
+def dead_letter_table(store: Store, limit: int) -> str:
+    """The newest dead letters: when, topic, size, reason and the start of the payload."""
+    letters = store.dead_letters(limit)
+    if not letters:
+        return "no dead letters"
+    lines = []
+    for letter in letters:
+        head = letter.payload[:60].decode("utf-8", errors="replace").replace("\n", " ")
+        lines.append(f"{letter.received_at}  {letter.topic}  {letter.payload_bytes} bytes\n"
+                     f"    reason: {letter.reason}\n    payload: {head}")
+    return "\n".join([*lines, f"{len(letters)} dead letter(s) shown, of "
+                                f"{store.count_dead_letters()} kept"])

@@ -11,7 +11,7 @@ import pytest
 
 from appliance.backoffice import fleetsim
 from appliance.backoffice.export import EXPORT_COLUMNS
-from appliance.backoffice.schema import device_row, result_row
+from appliance.backoffice.schema import DeadLetter, device_row, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
 
@@ -25,7 +25,9 @@ def store_url(tmp_path: Path) -> str:
     results = [fleetsim.sample_result(rng, "lab", f"k{i % 3}", i) for i in range(12)]
     rows = [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode()) for r in results]
     birth = device_row(fleetsim.online_status("lab", "k1", 4), "2026-11-26T00:00:01.000000Z")
-    store.write_batch(Batch(results=rows, statuses=[birth]), 10)
+    junk = DeadLetter("2026-11-26T00:00:02.000000Z", "appliance/lab/k1/result",
+                      "not UTF-8 JSON: Expecting value", 9, b"garbage\xff!")
+    store.write_batch(Batch(results=rows, statuses=[birth], dead_letters=[junk]), 10)
     store.close()
     return url
 
@@ -81,3 +83,14 @@ def test_fleet_lists_devices_with_state(store_url: str, capsys: pytest.CaptureFi
     assert fleet["k0"]["state"] == "unknown"
     assert _cli("fleet", "--store", store_url) == 0
     assert "3 device(s), 1 online" in capsys.readouterr().out
+
+
+def test_dead_letters_show_topic_reason_and_payload(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli("results", "dead-letters", "--store", store_url) == 0
+    out = capsys.readouterr().out
+    assert "appliance/lab/k1/result  9 bytes" in out
+    assert "reason: not UTF-8 JSON: Expecting value" in out
+    assert "payload: garbage" in out
+    assert "1 dead letter(s) shown, of 1 kept" in out
