@@ -2,8 +2,9 @@
 
 ``fixed_analyzer`` measures nothing (constant features), ``fast_source`` makes small
 textured frames that are cheap to make and to gate, and ``FlakySource`` fails on demand, so
-the daemon's delivery, supervision and recovery can be exercised in seconds. ``python -m appliance.edge.testing CONFIG`` runs the
-real daemon wiring with these stand-ins (the SIGKILL test runs it as a child process).
+the daemon's delivery, supervision and recovery can be exercised in seconds.
+``python -m appliance.edge.testing CONFIG`` runs the real daemon wiring with these
+stand-ins (the SIGKILL test runs it as a child process).
 """
 
 from __future__ import annotations
