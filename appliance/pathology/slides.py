@@ -125,7 +125,7 @@ def _decode(path: Path, reduction: int) -> Image.Image:
             image = _replace(image, image.reduce(reduction))
         if image.mode != "RGB":
             image = _replace(image, image.convert("RGB"))
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise SlideError(
             f"{path}: larger than {MAX_SLIDE_PIXELS} pixels; split or downsample the slide"
         ) from exc
