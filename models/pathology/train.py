@@ -83,6 +83,20 @@ def tile_dataset(
     return np.concatenate(tiles), np.concatenate(labels), np.concatenate(owners)
 
 
+def cached_tiles(
+    args: argparse.Namespace, part: str, rows: list[dict[str, str]], settings: TileSettings,
+    limit: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """tile_dataset, kept in the cohort folder so runs with other seeds skip the tile cutting."""
+    cache = args.cohort / f"tiles-{part}-{settings.tile_px}px-{limit}-split{args.split_seed}.npz"
+    if cache.is_file():
+        with np.load(cache) as saved:
+            return saved["tiles"], saved["labels"], saved["owners"]
+    tiles, labels, owners = tile_dataset(args.cohort, rows, settings, limit, args.workers)
+    np.savez(cache, tiles=tiles, labels=labels, owners=owners)
+    return tiles, labels, owners
+
+
 def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random flips, 90-degree rotations and brightness/contrast jitter (N x 3 x H x W, 0-255)."""
     if torch.rand(1, generator=generator) < 0.5:
@@ -213,10 +227,8 @@ def main() -> int:
     train_rows = [r for r in rows if split[r["patient"]] == "train"]
     val_rows = [r for r in rows if split[r["patient"]] == "val"]
     started = time.time()
-    tiles, labels, _ = tile_dataset(
-        args.cohort, train_rows, settings, args.tiles_per_slide, args.workers
-    )
-    val_tiles, _, val_owner = tile_dataset(args.cohort, val_rows, settings, 40, args.workers)
+    tiles, labels, _ = cached_tiles(args, "train", train_rows, settings, args.tiles_per_slide)
+    val_tiles, _, val_owner = cached_tiles(args, "val", val_rows, settings, 40)
     print(f"{len(tiles)} training tiles ({labels.mean():.0%} MSI), {len(val_tiles)} validation "
           f"tiles, {time.time() - started:.0f}s", flush=True)
     model = build_model(args)
