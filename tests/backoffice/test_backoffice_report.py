@@ -66,6 +66,7 @@ def test_repeats_list_only_subjects_measured_more_than_once(tmp_path: Path) -> N
     )
 
 
+@pytest.mark.slow
 def test_report_writes_a_figure_per_feature_a_page_and_a_summary(tmp_path: Path) -> None:
     page = write_cohort_report(_store(tmp_path, 200, subjects=150), tmp_path / "out")
     out = tmp_path / "out"
