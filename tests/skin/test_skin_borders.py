@@ -10,6 +10,7 @@ import pytest
 from scipy.spatial import Delaunay, Voronoi
 
 from appliance.skin.borders import border_segments
+from appliance.skin.synth_truth import clipped_lengths_px
 
 SIZE_PX = 400
 
@@ -52,21 +53,16 @@ def _polygon_network(kind: str, spacing_px: float, seed: int) -> tuple[np.ndarra
         diagram = Voronoi(points)
         polygons = [diagram.vertices[r] for r in diagram.regions if r and -1 not in r]
     labels = np.zeros((SIZE_PX, SIZE_PX), np.int32)
-    edges: dict[tuple[tuple[float, float], ...], float] = {}
+    edges: dict[tuple[tuple[float, float], ...], tuple[np.ndarray, np.ndarray]] = {}
     for index, polygon in enumerate(polygons):
         cv2.fillPoly(labels, [np.round((polygon - 0.5) * 16).astype(np.int32)], index + 1,
                      cv2.LINE_8, 4)
         for a, b in zip(polygon, np.roll(polygon, -1, axis=0), strict=True):
             key = tuple(sorted((tuple(np.round(a, 6)), tuple(np.round(b, 6)))))
-            edges[key] = _clipped_length(a, b)
-    return labels, sum(edges.values())
-
-
-def _clipped_length(a: np.ndarray, b: np.ndarray) -> float:
-    t = np.linspace(0.0, 1.0, 2001)
-    points = a + (b - a) * t[:, None]
-    inside = np.all((points >= 0) & (points <= SIZE_PX), axis=1)
-    return float(np.hypot(*(b - a)) * inside.mean())
+            edges[key] = (a, b)
+    starts = np.array([a for a, _ in edges.values()])
+    ends = np.array([b for _, b in edges.values()])
+    return labels, float(clipped_lengths_px(starts, ends, SIZE_PX, SIZE_PX).sum())
 
 
 @pytest.mark.parametrize(
