@@ -10,6 +10,7 @@ import cv2
 from appliance.capture.quality import QualityGate
 from appliance.config import Config, load_config
 from appliance.skin.analysis import analyze
+from appliance.skin.colour import WhiteReference
 from appliance.skin.frames import FrameError, load_frame
 from appliance.skin.overlay import draw_overlay
 
@@ -30,15 +31,25 @@ TABLE_COLUMNS = (
 class AnalyzeRun:
     """Measures image files with one config: scale, optional model, optional overlay folder."""
 
-    def __init__(self, config: Config, overlay_dir: Path | None, classifier: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        overlay_dir: Path | None,
+        classifier: Any = None,
+        white_reference: WhiteReference | None = None,
+    ) -> None:
         self.config = config
         self.overlay_dir = overlay_dir
         self.classifier = classifier
+        self.white_reference = white_reference
         self.gate = QualityGate()
 
     @classmethod
-    def from_config(cls, path: Path | None, overlay_dir: str | None) -> AnalyzeRun:
-        """Load the config (defaults when None), the model if configured, make the overlay dir."""
+    def from_config(
+        cls, path: Path | None, overlay_dir: str | None, white_frame: str | None = None
+    ) -> AnalyzeRun:
+        """Load the config (defaults when None), the model if configured, the white reference
+        if given, and make the overlay folder."""
         config = load_config(path) if path is not None else Config()
         classifier = None
         if config.model.path:
@@ -50,7 +61,13 @@ class AnalyzeRun:
         folder = Path(overlay_dir) if overlay_dir else None
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-        return cls(config, folder, classifier)
+        white = None
+        if white_frame is not None:
+            try:
+                white = WhiteReference.from_frame(load_frame(white_frame, expected_shape=None))
+            except ValueError as exc:  # FrameError or a too-dark tile
+                raise ValueError(f"--white {white_frame}: {exc}") from exc
+        return cls(config, folder, classifier, white)
 
     def measure(self, image: Path) -> dict[str, Any]:
         """One result record, or ``{"image", "error"}`` naming the file and what is wrong."""
@@ -58,7 +75,7 @@ class AnalyzeRun:
             rgb = load_frame(image)
         except FrameError as exc:
             return {"image": str(image), "error": str(exc)}
-        analysis = analyze(rgb, self.config.skin.um_per_px)
+        analysis = analyze(rgb, self.config.skin.um_per_px, self.white_reference)
         record: dict[str, Any] = {
             "image": str(image),
             "quality": self.gate.assess(rgb).to_payload().model_dump(),

@@ -24,6 +24,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     analyze.add_argument("--json", action="store_true", help="one JSON object per image per line")
     analyze.add_argument("--overlay", metavar="DIR", help="write an overlay image per input here")
     analyze.add_argument(
+        "--white", metavar="IMG",
+        help="photo of a white reference tile: corrects colour for the lamp before CIELAB",
+    )
+    analyze.add_argument(
         "--config", metavar="F", help="config file for skin.um_per_px and model.path "
         f"(default: {DEFAULT_CONFIG} when it exists, else built-in defaults)"
     )
@@ -44,7 +48,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from appliance.skin.analyze_run import AnalyzeRun  # noqa: PLC0415
 
     try:
-        run = AnalyzeRun.from_config(_config_path(args.config), args.overlay)
+        run = AnalyzeRun.from_config(_config_path(args.config), args.overlay, args.white)
     except (ConfigError, OSError, ValueError) as exc:
         print(f"analyze: {exc}", file=sys.stderr)
         return 2

@@ -123,3 +123,23 @@ def test_classification_when_a_model_is_configured(
     record = json.loads(capsys.readouterr().out)
     assert record["classification"]["label"]
     assert sum(record["classification"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_white_reference_changes_colour_only(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    white = tmp_path / "white.png"
+    cv2.imwrite(str(white), np.full((240, 320, 3), (170, 230, 250), np.uint8))  # BGR: warm lamp
+    assert main(["analyze", "--json", str(images["good"])]) == 0
+    plain = json.loads(capsys.readouterr().out)["features"]
+    assert main(["analyze", "--json", "--white", str(white), str(images["good"])]) == 0
+    corrected = json.loads(capsys.readouterr().out)["features"]
+    assert corrected["lab_b"] < plain["lab_b"] - 3.0  # the lamp's yellow is removed
+    assert corrected["pore_count"] == plain["pore_count"]
+
+
+def test_unusable_white_reference_is_exit_2(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", "--white", str(tmp_path / "none.png"), str(images["good"])]) == 2
+    assert "--white" in capsys.readouterr().err
