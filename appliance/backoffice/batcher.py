@@ -165,12 +165,23 @@ class BatchWriter(threading.Thread):
         while True:
             messages = self._collect()
             if messages:
-                try:
-                    self._handle(messages)
-                except Exception:  # unacked, so the broker redelivers them to the session
-                    log.exception("could not handle a batch of %d messages", len(messages))
+                self._handle_until_done(messages)
             elif self.stop_event.is_set():
                 return
+
+    def _handle_until_done(self, messages: list[Inbound]) -> None:
+        """Handle a batch, retrying on any error: unacked messages would stall the session."""
+        delay_s = 0.2
+        while True:
+            try:
+                self._handle(messages)
+                return
+            except Exception:
+                log.exception("could not handle a batch of %d messages; retrying in %.1f s",
+                              len(messages), delay_s)
+            if self.stop_event.wait(delay_s):
+                return  # unacked: the broker redelivers them when the session resumes
+            delay_s = min(delay_s * 2, RETRY_MAX_S)
 
     def _collect(self) -> list[Inbound]:
         try:
@@ -202,7 +213,10 @@ class BatchWriter(threading.Thread):
         self._count(messages, batch, fresh)
         if self._on_stored is not None and fresh:
             new = set(fresh)
-            self._on_stored([r for r in results if r.measurement_id in new])
+            try:
+                self._on_stored([r for r in results if r.measurement_id in new])
+            except Exception:  # stored and acked already; a listener's bug changes nothing
+                log.exception("the stored-results listener failed")
 
     def _commit(self, batch: Batch) -> list[str] | None:
         delay_s = 0.2
