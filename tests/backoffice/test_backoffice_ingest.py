@@ -187,3 +187,28 @@ def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
     assert stored_at_kill < 4000, "the kill came too late to test anything"
     assert worker.returncode == 0, stderr.decode()[-2000:]
     assert b"session present: True" in stderr
+
+
+@pytest.mark.postgres
+def test_ingest_into_postgresql_stores_each_result_once(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path
+) -> None:
+    schema = f"test_ingest_{uuid.uuid4().hex[:12]}"
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    store = open_store(url, pg_schema=schema)
+    worker = IngestWorker(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store)
+    worker.start()
+    reader = open_store(url, pg_schema=schema)
+    try:
+        assert worker.subscribed.wait(10)
+        valid = _results(topic_prefix, 150, seed=8)
+        junk = [(f"{topic_prefix}/lab/kiosk-1/result", b'{"schema": 1}')]
+        fleetsim.publish_messages("127.0.0.1", 1883, valid + junk + valid[:40])
+        assert _wait_for(lambda: worker.stats.received == 191)
+        assert reader.count_results() == 150
+        assert reader.count_dead_letters() == 1
+    finally:
+        worker.stop()
+        store.close()
+        reader.drop_postgres_schema(schema)
+        reader.close()
