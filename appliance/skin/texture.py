@@ -1,17 +1,18 @@
 """Skin texture (kime): furrow detection, furrow centre lines, hills, and their metrics.
 
 Method (on the flattened half-size image of ``preprocess``):
-1. Valley response: the larger Hessian eigenvalue at two scales, scale-normalised (sigma²·λ).
-   A dark line gives a strong positive value across it; smooth shading gives almost none, and
-   shine is clipped before this step, so neither creates furrows.
+1. Valley response: a black top-hat (grey closing minus the image) with a disk wider than any
+   furrow. It is two-sided: a pixel responds only when it is darker than skin on both sides,
+   so illumination gradients, the bright/dark sides of an obliquely lit furrow wall and the
+   edges of (already clipped) shine do not read as furrows, unlike one-sided second
+   derivatives. The disk (140 µm) also sets the widest furrow the method can see.
 2. Hysteresis threshold: strong valley pixels seed the furrows, weaker ones connected to them
    extend them, so faint secondary furrows are kept where they join the network.
 3. Hills are the connected regions of non-furrow (at least ``MIN_HILL_AREA_UM2``); every pixel
    is then given to the nearest hill, so the borders between hills are the furrow centre lines
    and each hill's cell includes half of every furrow around it (DESIGN.md definition).
-4. Centre-line length by the Cauchy-Crofton formula over 8 directions: counting where
-   neighbouring pixels belong to different hills measures a curve's length to about 1.5 %
-   whatever its direction (counting skeleton pixels would be off by up to 8 %).
+4. Centre-line length and direction from those borders, segment by segment (``borders``):
+   exact for straight segments at any angle and extended to the junction centres.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ import numpy as np
 from appliance.skin.borders import BorderSegments, border_segments
 from appliance.skin.preprocess import Prepared
 
-VALLEY_SCALES_UM = (22.0, 36.0)
 STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
 WEAK_VALLEY = 0.01  # a faint furrow, kept where it touches a clear one
-TOPHAT_DIAMETER_UM = 140.0
+TOPHAT_DIAMETER_UM = 140.0  # wider than the widest furrow (~120 µm), narrower than hills
 MIN_HILL_AREA_UM2 = 3000.0  # smaller non-furrow islands are noise, not hills
 
 
