@@ -28,7 +28,7 @@ import numpy as np
 from appliance.skin.preprocess import Prepared, disk
 
 SUPPORT_DEPTH = 0.10  # blobs at least this deep below the hill level are looked at
-JUNCTION_MARGIN = 1.7  # pores are much deeper than junctions (measured: >= 1.7x for 99 %)  # a pore's core is this much deeper than the typical junction
+JUNCTION_MARGIN = 1.7  # pore core depth / junction depth: >= 1.7 for 99 % of synthetic pores
 MIN_PORE_DEPTH = 0.45
 MIN_AXIS_RATIO = 0.45  # minor / major axis of the moment ellipse
 MIN_ELLIPSE_FILL = 0.70  # blob area / area of its moment ellipse
