@@ -137,10 +137,11 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, furrow_width_um: floa
     count, support = cv2.connectedComponents(
         (opened > support_depth).astype(np.uint8), connectivity=8
     )
-    level, surround = _half_depth_levels(support, count, smooth, opened)
-    region = opened > level[support]
+    level, _ = _half_depth_levels(support, count, smooth, opened)
+    level_map = level[support]
+    region = opened > level_map
     count, blobs = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
-    maps = _DepthMaps(opened, smooth, level[support], surround[support])
+    maps = _DepthMaps(opened, smooth, level_map)
     pores = _select(blobs, count, maps, junction, um)
     return _pore_result(pores, prepared.flat_half.shape, um)
 
@@ -180,7 +181,6 @@ class _DepthMaps:
     opened: np.ndarray  # depth after the opening that removes furrows
     smooth: np.ndarray  # lightly smoothed depth
     level: np.ndarray  # per pixel: the half-depth level of its blob
-    surround: np.ndarray  # per pixel: the skin depth around its blob
 
 
 def _select(
