@@ -45,10 +45,6 @@ class ResultCommitter(threading.Thread):
         self.refused = 0
         self.last_beat_s = time.monotonic()
 
-    def idle(self) -> bool:
-        """Whether no result waits for its commit."""
-        return self.results.unfinished_tasks == 0
-
     def run(self) -> None:
         """Commit until stopped; on stop, commit what is already queued, then end."""
         try:
@@ -79,13 +75,10 @@ class ResultCommitter(threading.Thread):
         except OutboxError as exc:
             self.refused += len(group)
             log.error("%s", exc)
-        else:
-            self.committed += len(group)
-            self._wake_link()
-            self._announce(group)
-        finally:
-            for _ in group:
-                self.results.task_done()
+            return
+        self.committed += len(group)
+        self._wake_link()
+        self._announce(group)
 
     def _announce(self, group: list[Accepted]) -> None:
         for accepted in group:
