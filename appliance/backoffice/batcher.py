@@ -150,7 +150,7 @@ class BatchWriter(threading.Thread):
         store: Store,
         settings: BackofficeConfig,
         triage: Triage,
-        ack: Callable[[Inbound], None],
+        ack: Callable[[list[Inbound]], None],
         on_stored: Callable[[list[Result]], None] | None = None,
     ) -> None:
         super().__init__(name="IngestWriter", daemon=True)
@@ -208,8 +208,7 @@ class BatchWriter(threading.Thread):
         fresh = self._commit(batch)
         if fresh is None:
             return  # stopped before the store took it: unacked, so the broker redelivers
-        for message in messages:
-            self._ack(message)
+        self._ack(messages)
         self._count(messages, batch, fresh)
         if self._on_stored is not None and fresh:
             new = set(fresh)

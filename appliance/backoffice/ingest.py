@@ -70,7 +70,7 @@ class IngestWorker:
         """Counters since start."""
         return self.writer.stats
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedReadClient:
         mqtt_config = self.config.mqtt
         client = BufferedReadClient(
             CallbackAPIVersion.VERSION2,
@@ -181,6 +181,5 @@ class IngestWorker:
         except Exception:  # never let an exception kill paho's network thread
             log.exception("could not queue a message on %s", message.topic)
 
-    def _ack(self, message: Inbound) -> None:
-        if message.qos > 0:
-            self.client.ack(message.mid, message.qos)
+    def _ack(self, messages: list[Inbound]) -> None:
+        self.client.ack_many([m.mid for m in messages if m.qos == 1])

@@ -1,4 +1,4 @@
-"""A paho client that reads the broker's stream in large chunks (the ingest hot path).
+"""A paho client for the ingest hot path: chunked reads, and acks queued a batch at a time.
 
 paho 2 reads each packet with several ``recv`` calls (1 byte of type, 1 byte at a time of
 length, then the body) and one ``select`` per packet. At thousands of results per second every
@@ -6,18 +6,23 @@ such syscall gives up the GIL and waits to get it back from the batch writer thr
 network thread starves. Here one ``recv`` takes up to 256 KiB, paho's small reads are served
 from that buffer, and ``pending()`` (the hook paho already uses for TLS) tells its loop that
 more packets are waiting, so it reads them without another ``select`` wait. Plain TCP only;
-TLS and websocket connections use paho unchanged.
+TLS and websocket connections use paho unchanged. ``ack_many`` queues the PUBACKs of a
+committed batch as one write (paho's ``ack`` queues, and wakes its loop, once per message); the
+bytes on the wire are the same PUBACK packets ``ack`` would send.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
+from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 CHUNK_BYTES = 256 * 1024
+PUBACK = 0x40  # MQTT 5 spec 3.4: fixed header; remaining length 2 = packet id, success
 MAX_PACKETS_PER_READ = 1000
 
 
@@ -65,3 +70,9 @@ class BufferedReadClient(mqtt.Client):
                 break
             rc = super().loop_read(max_packets)
         return rc
+
+    def ack_many(self, mids: Sequence[int]) -> None:
+        """PUBACK these QoS 1 message ids with one queued write (needs manual_ack=True)."""
+        if mids:
+            wire = b"".join(struct.pack("!BBH", PUBACK, 2, mid) for mid in mids)
+            self._packet_queue(PUBACK, wire, mids[-1], 1)

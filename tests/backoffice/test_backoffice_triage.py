@@ -82,7 +82,7 @@ def _run_writer(store: _FlakyStore, payloads: list[bytes]) -> tuple[BatchWriter,
         store,  # type: ignore[arg-type]
         BackofficeConfig(batch_interval_ms=50),
         Triage("p", 65536),
-        lambda message: acked.append(message.mid),
+        lambda messages: acked.extend(m.mid for m in messages),
     )
     for mid, payload in enumerate(payloads, start=1):
         writer.inbox.put(Inbound("p/lab/k1/result", payload, mid, 1))
