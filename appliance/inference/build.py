@@ -41,7 +41,7 @@ class BuildSettings:
     name: str = DEFAULT_NAME
     version: str = "1.0.0"
     hidden: tuple[int, ...] = (128, 128)
-    epochs: int = 150
+    epochs: int = 20
     seed: int = 0
     feature_names: tuple[str, ...] = FEATURE_KEYS
 
@@ -138,7 +138,7 @@ def build_model(settings: BuildSettings) -> BuiltModel:
 
 
 def compare_architectures(
-    table_path: Path, candidates: Sequence[tuple[int, ...]], epochs: int = 150, seed: int = 0
+    table_path: Path, candidates: Sequence[tuple[int, ...]], epochs: int = 20, seed: int = 0
 ) -> list[dict[str, Any]]:
     """Validation accuracy and parameter count of float models of each hidden-layer shape."""
     table = read_table(table_path)

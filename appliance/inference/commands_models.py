@@ -115,7 +115,7 @@ def _register_build(models: Any) -> None:
     build.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder")
     build.add_argument("--version", default="1.0.0", help="model version for the metadata")
     build.add_argument("--hidden", type=_hidden, default=(128, 128), help="hidden layer widths")
-    build.add_argument("--epochs", type=int, default=150, help="training epochs")
+    build.add_argument("--epochs", type=int, default=20, help="training epochs")
     build.add_argument("--seed", type=int, default=0, help="training seed")
     build.add_argument("--trained-on", help="data description (default: the table's own)")
     build.set_defaults(handler=_build_skin)
