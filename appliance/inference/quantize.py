@@ -9,9 +9,10 @@ Candidates: QDQ or QOperator format, per-tensor or per-channel weights, and whic
 stay float (none; the first, fed the normalised inputs whose tails stretch the 8-bit range; or
 the first and the last, whose output is the logits themselves). Each is scored on the validation
 split by label agreement with the float model, then by mean absolute probability difference;
-only candidates whose file is at most half the float file compete while any exist. On tables
-shaped like ours, keeping both edge layers float measured 99.7 % agreement against 99.2 % with
-them int8 (6,000 held-out vectors), while the hidden layer, most of the weights, is int8.
+only candidates whose file is at most half the float file compete while any exist. Measured:
+on the shipped table's validation split (120 rows) keeping both edge layers float agreed 100 %
+against 98.3-99.2 % with them int8, and on a 6,000-vector stand-in set 99.7 % against 99.2 %;
+the hidden 128x128 layer, 86 % of the weights, is int8 either way.
 """
 
 from __future__ import annotations
