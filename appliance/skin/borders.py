@@ -99,12 +99,19 @@ def junctions(labels: np.ndarray, radius_px: float) -> tuple[np.ndarray, np.ndar
     return ids, centres
 
 
-def border_segments(labels: np.ndarray, junction_radius_px: float = 2.5) -> BorderSegments:
-    """The furrow segments between cells, with centre-line length and direction each."""
-    cracks = _cracks(labels)
-    if len(cracks.keys) == 0:
-        empty = np.zeros(0)
-        return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty)
+@dataclass(frozen=True)
+class _Chains:
+    """Per cell pair: crack count, centre, principal direction and the extent along it."""
+
+    starts: np.ndarray  # index of each chain's first crack in the sorted crack list
+    count: np.ndarray
+    mean_x: np.ndarray
+    mean_y: np.ndarray
+    angles: np.ndarray
+    ends: tuple[np.ndarray, np.ndarray]  # min and max position along the direction
+
+
+def _chains(cracks: _Cracks) -> _Chains:
     starts = np.flatnonzero(np.r_[True, cracks.keys[1:] != cracks.keys[:-1]])
     count = np.diff(np.r_[starts, len(cracks.keys)]).astype(np.float64)
     mean_x = np.add.reduceat(cracks.xs, starts) / count
@@ -113,31 +120,50 @@ def border_segments(labels: np.ndarray, junction_radius_px: float = 2.5) -> Bord
     cyy = np.add.reduceat(cracks.ys * cracks.ys, starts) / count - mean_y**2
     cxy = np.add.reduceat(cracks.xs * cracks.ys, starts) / count - mean_x * mean_y
     angles = (0.5 * np.arctan2(2.0 * cxy, cxx - cyy)) % np.pi
-    factor = np.abs(np.cos(angles)) + np.abs(np.sin(angles))
-    chain_px = count / np.where(count >= MIN_CRACKS_FOR_DIRECTION, factor, 4.0 / np.pi)
     group = np.repeat(np.arange(len(starts)), count.astype(np.int64))
     along = (cracks.xs - mean_x[group]) * np.cos(angles[group]) + (
         cracks.ys - mean_y[group]
     ) * np.sin(angles[group])
-    ends = [np.minimum.reduceat(along, starts), np.maximum.reduceat(along, starts)]
-    ids, centres = junctions(labels, junction_radius_px)
+    ends = (np.minimum.reduceat(along, starts), np.maximum.reduceat(along, starts))
+    return _Chains(starts, count, mean_x, mean_y, angles, ends)
+
+
+def _junction_ends(
+    chains: _Chains, ids: np.ndarray, centres: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """For both ends of every chain: the junction it stops in (0: none) and the gap to it."""
     end_ids, gaps = [], []
-    for end in ends:
-        x = mean_x + end * np.cos(angles)
-        y = mean_y + end * np.sin(angles)
-        rows = np.clip(np.rint(y).astype(np.int64), 0, labels.shape[0] - 1)
-        cols = np.clip(np.rint(x).astype(np.int64), 0, labels.shape[1] - 1)
+    height, width = ids.shape
+    for end in chains.ends:
+        x = chains.mean_x + end * np.cos(chains.angles)
+        y = chains.mean_y + end * np.sin(chains.angles)
+        rows = np.clip(np.rint(y).astype(np.int64), 0, height - 1)
+        cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
         junction = ids[rows, cols]
         gap = np.hypot(centres[junction, 0] - x, centres[junction, 1] - y)
         gaps.append(np.where(junction > 0, gap, 0.0))
         end_ids.append(junction)
+    return end_ids, gaps
+
+
+def border_segments(labels: np.ndarray, junction_radius_px: float = 2.5) -> BorderSegments:
+    """The furrow segments between cells, with centre-line length and direction each."""
+    cracks = _cracks(labels)
+    if len(cracks.keys) == 0:
+        empty = np.zeros(0)
+        return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty)
+    chains = _chains(cracks)
+    factor = np.abs(np.cos(chains.angles)) + np.abs(np.sin(chains.angles))
+    usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
+    chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
+    ids, centres = junctions(labels, junction_radius_px)
+    end_ids, gaps = _junction_ends(chains, ids, centres)
     chord = np.hypot(*(centres[end_ids[0]] - centres[end_ids[1]]).T)
     both = (end_ids[0] > 0) & (end_ids[1] > 0)
     reach = np.maximum(gaps[0] - END_OVERLAP_PX, 0.0) + np.maximum(gaps[1] - END_OVERLAP_PX, 0.0)
-    extended = chain_px + reach
-    lengths = np.where(both, np.maximum(chord, extended), chain_px + gaps[0] + gaps[1])
-    real = ~((end_ids[0] == end_ids[1]) & (end_ids[0] > 0))
+    lengths = np.where(both, np.maximum(chord, chain_px + reach), chain_px + gaps[0] + gaps[1])
+    real = ~((end_ids[0] == end_ids[1]) & (end_ids[0] > 0))  # wholly inside one junction
     span = int(labels.max()) + 1
-    keys = cracks.keys[starts]
+    keys = cracks.keys[chains.starts]
     pairs = np.stack([keys // span, keys % span], axis=1)
-    return BorderSegments(pairs[real], lengths[real], angles[real])
+    return BorderSegments(pairs[real], lengths[real], chains.angles[real])
