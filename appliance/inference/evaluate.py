@@ -94,27 +94,37 @@ def find_float_model(runner: OnnxRunner) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def _held_out(runner: OnnxRunner, table_path: str | Path, split: str) -> tuple[LabelledTable, str]:
+    table = read_table(table_path, runner.contract.feature_names)
+    if split != "all" and split not in table.splits:
+        split = "all"  # a table without a split column is all held-out data; the report says so
+    return table.rows(split), split
+
+
+def _float_figures(
+    reference: Path | None, features: npt.NDArray[np.float32], truth: npt.NDArray[np.int64],
+    predicted: npt.NDArray[np.int64],
+) -> tuple[float | None, float | None]:
+    """(float accuracy, INT8/float label agreement), or (None, None) without a float model."""
+    if reference is None:
+        return None, None
+    float_predicted = np.argmax(OnnxRunner(reference).probabilities(features), axis=1)
+    return float(np.mean(float_predicted == truth)), float(np.mean(float_predicted == predicted))
+
+
 def evaluate(
     model_path: str | Path, table_path: str | Path, split: str = "test",
     float_path: str | Path | None = None,
 ) -> Evaluation:
     """Score the model on the table's ``split`` rows ("all": every row) and compare to float."""
     runner = OnnxRunner(model_path)
-    table = read_table(table_path, runner.contract.feature_names)
-    if split != "all" and split not in table.splits:
-        split = "all"  # a table without a split column is all held-out data
-    table = table.rows(split)
+    table, split = _held_out(runner, table_path, split)
     labels = runner.contract.labels
     truth = _true_indices(table, labels, runner.path)
-    probabilities = runner.probabilities(table.features)
-    predicted = np.argmax(probabilities, axis=1)
+    predicted = np.argmax(runner.probabilities(table.features), axis=1)
     matrix = confusion_matrix(truth, predicted, len(labels))
     reference = Path(float_path) if float_path else find_float_model(runner)
-    float_accuracy = agreement = None
-    if reference is not None:
-        float_predicted = np.argmax(OnnxRunner(reference).probabilities(table.features), axis=1)
-        float_accuracy = float(np.mean(float_predicted == truth))
-        agreement = float(np.mean(float_predicted == predicted))
+    float_accuracy, agreement = _float_figures(reference, table.features, truth, predicted)
     return Evaluation(
         model=runner.contract.name, version=runner.contract.version, rows=len(table), split=split,
         labels=labels, accuracy=float(np.mean(predicted == truth)),
