@@ -20,6 +20,7 @@ import logging
 import multiprocessing as mp
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -277,6 +278,7 @@ def main() -> None:
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up brokers and schemas
     load_at_start = os.getloadavg()[0]
     traffic, counts = build_traffic(args.devices, args.per_device, seed=6)
     stores = {"sqlite": "sqlite:///{tmp}/bench.sqlite3"}
