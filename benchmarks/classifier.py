@@ -112,6 +112,21 @@ def _refusals(model: Path) -> dict[str, Any]:
     return results
 
 
+def _met(
+    held_out: dict[str, Any], latency: dict[str, Any], sizes: dict[str, Any],
+    refusals: dict[str, Any],
+) -> dict[str, bool]:
+    return {
+        "agreement": held_out["agreement_int8_float"] >= TARGETS["agreement_min"],
+        "accuracy_loss": held_out["accuracy_loss_points"] <= TARGETS["accuracy_loss_max_points"],
+        "latency": latency["classify_median_ms"] <= TARGETS["median_ms_max"],
+        "size": sizes["ratio"] >= TARGETS["size_ratio_min"],
+        "bad_models_refused_and_old_kept": all(
+            r["refused"] and r["still_serving_same_model"] for r in refusals.values()
+        ),
+    }
+
+
 def main() -> None:
     """Measure and print the figures and whether each target is met."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -129,15 +144,7 @@ def main() -> None:
     sizes = {"int8_bytes": args.model.stat().st_size, "float_bytes": float_path.stat().st_size}
     sizes["ratio"] = sizes["float_bytes"] / sizes["int8_bytes"]
     refusals = _refusals(args.model)
-    met = {
-        "agreement": held_out["agreement_int8_float"] >= TARGETS["agreement_min"],
-        "accuracy_loss": held_out["accuracy_loss_points"] <= TARGETS["accuracy_loss_max_points"],
-        "latency": latency["classify_median_ms"] <= TARGETS["median_ms_max"],
-        "size": sizes["ratio"] >= TARGETS["size_ratio_min"],
-        "bad_models_refused_and_old_kept": all(
-            r["refused"] and r["still_serving_same_model"] for r in refusals.values()
-        ),
-    }
+    met = _met(held_out, latency, sizes, refusals)
     print(json.dumps({
         "benchmark": "classifier", "model": str(args.model.relative_to(REPO))
         if args.model.is_relative_to(REPO) else str(args.model),
