@@ -41,6 +41,19 @@ def _held_out(model: Path, table: Path) -> dict[str, Any]:
     }
 
 
+def _jittered_agreement(model: Path, float_path: Path, table: Path, copies: int = 10) -> float:
+    """Agreement on test vectors each scaled by ~N(1, 0.05) per feature, ``copies`` times over."""
+    from appliance.inference.table import read_table
+
+    rows = read_table(table, FEATURE_KEYS).rows("test").features
+    rng = np.random.default_rng(0)
+    jittered = np.concatenate([rows * rng.normal(1.0, 0.05, rows.shape) for _ in range(copies)])
+    jittered = jittered.astype(np.float32)
+    int8 = OnnxRunner(model).probabilities(jittered).argmax(axis=1)
+    full = OnnxRunner(float_path).probabilities(jittered).argmax(axis=1)
+    return float(np.mean(int8 == full))
+
+
 def _latency(model: Path, table: Path, repeats: int) -> dict[str, Any]:
     from appliance.inference.table import read_table
 
@@ -140,6 +153,9 @@ def main() -> None:
     float_path = find_float_model(OnnxRunner(args.model))
     assert float_path is not None, "the INT8 model names no float model beside it"
     held_out = _held_out(args.model, args.table)
+    held_out["agreement_jittered_test_x10"] = _jittered_agreement(
+        args.model, float_path, args.table
+    )
     latency = _latency(args.model, args.table, args.repeats)
     sizes = {"int8_bytes": args.model.stat().st_size, "float_bytes": float_path.stat().st_size}
     sizes["ratio"] = sizes["float_bytes"] / sizes["int8_bytes"]
