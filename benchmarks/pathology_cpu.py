@@ -37,21 +37,31 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
-def tiles_per_s(model_path: Path, tiles: np.ndarray, batch: int, repeats: int) -> float:
-    """Throughput of an ONNX model on CPU over repeats batches after one warm-up batch."""
+def tiles_per_s(
+    model_paths: list[Path], tiles: np.ndarray, batch: int, repeats: int, threads: int
+) -> list[float]:
+    """Throughput of each ONNX model on CPU; batches alternate between models so that load
+    changes on the shared machine hit every model alike. One warm-up batch each."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    session.run(None, {name: tiles[:batch]})
-    started = time.perf_counter()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for p in model_paths]
+    names = [session.get_inputs()[0].name for session in sessions]
+    for session, name in zip(sessions, names, strict=True):
+        session.run(None, {name: tiles[:batch]})
+    seconds = [0.0] * len(sessions)
     for index in range(repeats):
         start = (index * batch) % max(1, len(tiles) - batch + 1)
-        session.run(None, {name: tiles[start : start + batch]})
-    return repeats * batch / (time.perf_counter() - started)
+        for k, (session, name) in enumerate(zip(sessions, names, strict=True)):
+            started = time.perf_counter()
+            session.run(None, {name: tiles[start : start + batch]})
+            seconds[k] += time.perf_counter() - started
+    return [repeats * batch / value for value in seconds]
 
 
-def vgg19_speed(workdir: Path, batch: int, repeats: int) -> dict[str, object]:
+def vgg19_speed(workdir: Path, batch: int, repeats: int, threads: int) -> dict[str, object]:
     """Export full-width VGG19 at 224 px, quantize it, time both."""
     import torch
     from export import export_onnx, quantize_int8
@@ -66,15 +76,14 @@ def vgg19_speed(workdir: Path, batch: int, repeats: int) -> dict[str, object]:
     rng = np.random.default_rng(0)
     tiles = rng.uniform(0, 255, (32, 3, 224, 224)).astype(np.float32)
     int8_path = quantize_int8(float_path, workdir / "vgg19.int8.onnx", tiles[:8])
-    float_speed = tiles_per_s(float_path, tiles, batch, repeats)
-    int8_speed = tiles_per_s(int8_path, tiles, batch, repeats)
+    float_speed, int8_speed = tiles_per_s([float_path, int8_path], tiles, batch, repeats, threads)
     return {
         "vgg19_224_float32_tiles_per_s": round(float_speed, 2),
         "vgg19_224_int8_tiles_per_s": round(int8_speed, 2),
         "int8_speedup": round(int8_speed / float_speed, 2),
         "vgg19_float32_mb": round(float_path.stat().st_size / 1e6, 1),
         "vgg19_int8_mb": round(int8_path.stat().st_size / 1e6, 1),
-        "batch": batch, "timed_batches": repeats,
+        "batch": batch, "timed_batches": repeats, "ort_threads": threads,
     }
 
 
@@ -168,7 +177,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohort", type=Path, default=Path("/tmp/he200"))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     parser.add_argument("--big-px", type=int, default=20_000)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
@@ -177,7 +187,7 @@ def main() -> int:
     result: dict[str, object] = {"load_before": load_average(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="pathology-bench-") as tmp:
         if not args.skip_speed:
-            result |= vgg19_speed(Path(tmp), args.batch, args.repeats)
+            result |= vgg19_speed(Path(tmp), args.batch, args.repeats, args.threads)
         if not args.skip_accuracy:
             result |= demo_int8_auroc(args.cohort)
         if not args.skip_memory:
