@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,3 +159,31 @@ def test_good_reload_swaps_to_the_new_version(models: Models, tmp_path: Path) ->
     classifier.reload(newer)
     assert classifier.version == "2.0.0"
     assert classifier.classify(models.features).version == "2.0.0"
+
+
+def test_classify_keeps_answering_while_models_are_reloaded(models: Models, tmp_path: Path) -> None:
+    classifier = SkinClassifier.load(models.int8_path)
+    newer = write_float(tmp_path / "v2.onnx", models.trained, contract(version="2.0.0"))
+    bad = tmp_path / "bad.onnx"
+    _corrupt(models, bad)
+    versions: set[str] = set()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def classify_until_stopped() -> None:
+        try:
+            while not stop.is_set():
+                versions.add(classifier.classify(models.features).version)
+        except BaseException as exc:  # any failure in the serving thread fails the test
+            errors.append(exc)
+
+    worker = threading.Thread(target=classify_until_stopped)
+    worker.start()
+    for path in (newer, bad, models.int8_path, bad, newer):
+        with contextlib.suppress(ModelError):
+            classifier.reload(path)
+    stop.set()
+    worker.join(timeout=10)
+    assert not errors
+    assert versions <= {"1.0.0", "2.0.0"}
+    assert classifier.version == "2.0.0"
