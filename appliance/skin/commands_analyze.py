@@ -45,11 +45,12 @@ def register(root: Any, groups: dict[str, Any]) -> None:
 
 def _analyze(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError  # noqa: PLC0415 - keep --help fast
+    from appliance.inference.contract import ModelError  # noqa: PLC0415
     from appliance.skin.analyze_run import AnalyzeRun  # noqa: PLC0415
 
     try:
         run = AnalyzeRun.from_config(_config_path(args.config), args.overlay, args.white)
-    except (ConfigError, OSError, ValueError) as exc:
+    except (ConfigError, ModelError, OSError, ValueError) as exc:
         print(f"analyze: {exc}", file=sys.stderr)
         return 2
     failures = 0

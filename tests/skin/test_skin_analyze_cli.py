@@ -152,3 +152,12 @@ def test_unusable_white_reference_is_exit_2(
 ) -> None:
     assert main(["analyze", "--white", str(tmp_path / "none.png"), str(images["good"])]) == 2
     assert "--white" in capsys.readouterr().err
+
+
+def test_missing_model_is_exit_2_naming_the_file(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  path: no-such-model.onnx\n")
+    assert main(["analyze", "--config", str(config), str(images["good"])]) == 2
+    assert "no-such-model.onnx" in capsys.readouterr().err
