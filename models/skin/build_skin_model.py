@@ -1,8 +1,9 @@
 """Rebuild the shipped skin texture model: labelled synthetic table -> MLP -> float + INT8 ONNX.
 
-    .venv/bin/python models/skin/build_skin_model.py [--features measured|truth] [--rows 1500]
+    .venv/bin/python models/skin/build_skin_model.py [--new-table] [--features measured|truth]
 
-Writes models/data/skin-grades.parquet (unless it exists; --new-table remakes it),
+Writes models/data/skin-grades.parquet (unless it exists; --new-table remakes it from 1,200
+frames, about 17 minutes on 2 busy cores),
 models/skin-texture-grade.float.onnx and models/skin-texture-grade.int8.onnx, and prints the
 architecture comparison and the figures stored in the model. Same seed, same table, same model
 (up to created_at). To train on REAL labelled measurements instead, skip this script and run
@@ -35,14 +36,15 @@ def main() -> None:
     """Make the table if needed, compare architectures, build and report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", choices=("measured", "truth"), default=_default_features())
-    parser.add_argument("--rows", type=int, default=1500)
+    parser.add_argument("--rows", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--new-table", action="store_true", help="remake the table")
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering frames")
     parser.add_argument("--hidden", default="128,128", help="hidden layer widths")
     args = parser.parse_args()
     if args.new_table or not TABLE.exists():
         spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features)
-        write_table(TABLE, build_skin_table(spec, progress=True))
+        write_table(TABLE, build_skin_table(spec, progress=True, workers=args.workers))
     table = read_table(TABLE)
     comparison = compare_architectures(TABLE, ARCHITECTURES, seed=args.seed)
     hidden = tuple(int(width) for width in args.hidden.split(","))
