@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import numpy as np
 from appliance.inference import export, quantize
 from appliance.inference.contract import ModelContract
 from appliance.inference.evaluate import FLOAT_MODEL_KEY
-from appliance.inference.table import LabelledTable, TableError, read_table
+from appliance.inference.table import LabelledTable, TableError, assign_splits, read_table
 from appliance.inference.training import TrainedMlp, label_indices, train_mlp
 from appliance.transport.payloads import FEATURE_KEYS
 
@@ -118,9 +118,21 @@ def _figures(
     }
 
 
+def _read(settings: BuildSettings) -> tuple[LabelledTable, BuildSettings]:
+    """The table, with random 60/10/10/20 splits (said in trained_on) if it has none."""
+    table = read_table(settings.table, settings.feature_names)
+    if set(table.splits) != {"train"}:
+        return table, settings
+    log.warning("%s has no split column: assigning splits at random (seed %d)", settings.table,
+                settings.seed)
+    table = replace(table, splits=assign_splits(len(table), settings.seed))
+    note = f"; splits assigned at random by the build (seed {settings.seed})"
+    return table, replace(settings, trained_on=settings.trained_on + note)
+
+
 def build_model(settings: BuildSettings) -> BuiltModel:
     """Train, export, quantize and validate; returns the written float and INT8 paths."""
-    table = read_table(settings.table, settings.feature_names)
+    table, settings = _read(settings)
     labels = table.label_set(GRADE_LABELS)
     model = train_mlp(_split(table, "train"), labels, settings.hidden, settings.epochs,
                       seed=settings.seed)

@@ -30,13 +30,28 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _feature_list(text: str) -> tuple[str, ...]:
+    from appliance.transport.payloads import FEATURE_KEYS  # noqa: PLC0415  (pydantic)
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in FEATURE_KEYS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown feature(s) {unknown or text!r}; choose from {', '.join(FEATURE_KEYS)}"
+        )
+    return names
+
+
 def _build_skin(args: argparse.Namespace) -> int:
     from appliance.inference.build import BuildSettings, build_model  # noqa: PLC0415  (torch)
     from appliance.inference.table import read_table  # noqa: PLC0415  (pyarrow)
+    from appliance.transport.payloads import FEATURE_KEYS  # noqa: PLC0415  (pydantic)
 
     try:
-        description = args.trained_on or read_table(args.data).description
+        features = args.features or FEATURE_KEYS
+        description = args.trained_on or read_table(args.data, features).description
         settings = BuildSettings(
+            feature_names=features,
             table=args.data, out_dir=args.out, version=args.version, hidden=args.hidden,
             epochs=args.epochs, seed=args.seed,
             trained_on=description or f"labelled table {args.data.name} (no description given)",
@@ -118,6 +133,8 @@ def _register_build(models: Any) -> None:
     build.add_argument("--epochs", type=int, default=20, help="training epochs")
     build.add_argument("--seed", type=int, default=0, help="training seed")
     build.add_argument("--trained-on", help="data description (default: the table's own)")
+    build.add_argument("--features", type=_feature_list,
+                       help="comma-separated model inputs (default: all measured features)")
     build.set_defaults(handler=_build_skin)
 
 

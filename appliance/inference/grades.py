@@ -27,14 +27,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from appliance.inference.table import SPLITS, LabelledTable
+from appliance.inference.table import LabelledTable, assign_splits
 from appliance.transport.payloads import FEATURE_KEYS
 
 if TYPE_CHECKING:
     from appliance.skin.synthetic import SyntheticSkin
 
 PRESET = "mixed"
-SPLIT_SHARES = {"train": 0.6, "calibration": 0.1, "validation": 0.1, "test": 0.2}
 RELATIVE_NOISE = 0.05  # measured vs true texture metric: ~5 % (repeatability alone is ~2 %)
 ANISOTROPY_NOISE = 0.03
 
@@ -123,15 +122,6 @@ def grade_labels(scores: np.ndarray, label_noise: float, seed: int) -> tuple[str
     rng = np.random.default_rng([seed, 4242])
     noisy = scores + rng.normal(0.0, label_noise * float(scores.std()), len(scores))
     return tuple("coarse" if s < low else "normal" if s < high else "fine" for s in noisy)
-
-
-def assign_splits(rows: int, seed: int) -> tuple[str, ...]:
-    """A shuffled train / calibration / validation / test assignment of ``rows`` rows."""
-    counts = [round(rows * SPLIT_SHARES[name]) for name in SPLITS[1:]]
-    names = [name for name, n in zip(SPLITS[1:], counts, strict=True) for _ in range(n)]
-    names = ["train"] * (rows - len(names)) + names
-    order = np.random.default_rng([seed, 99]).permutation(rows)
-    return tuple(names[i] for i in order)
 
 
 def code_version() -> str:

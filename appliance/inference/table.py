@@ -9,6 +9,7 @@ description of where its rows came from, which a build copies into the model's `
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,11 @@ import numpy.typing as npt
 
 from appliance.transport.payloads import FEATURE_KEYS
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "calibration", "validation", "test")
+SPLIT_SHARES = {"train": 0.6, "calibration": 0.1, "validation": 0.1, "test": 0.2}
+KNOWN_COLUMNS = ("label", "split", "source")
 MAX_TABLE_BYTES = 200 * 1024 * 1024
 DESCRIPTION_KEY = b"appliance.description"
 
@@ -115,6 +120,9 @@ def read_table(path: str | Path, feature_names: Sequence[str] = FEATURE_KEYS) ->
         raise TableError(
             f"{file}: missing column(s) {', '.join(missing)}; the table has {sorted(columns)}"
         )
+    ignored = sorted(set(columns) - set(feature_names) - set(KNOWN_COLUMNS))
+    if ignored:
+        log.warning("%s: columns not used as model inputs: %s", file, ", ".join(ignored))
     rows = len(columns["label"])
     if rows == 0:
         raise TableError(f"{file}: the table has no rows")
@@ -130,6 +138,15 @@ def read_table(path: str | Path, feature_names: Sequence[str] = FEATURE_KEYS) ->
         sources=tuple(columns.get("source", [""] * rows)),
         description=description,
     )
+
+
+def assign_splits(rows: int, seed: int) -> tuple[str, ...]:
+    """A shuffled train / calibration / validation / test assignment of ``rows`` rows."""
+    counts = [round(rows * SPLIT_SHARES[name]) for name in SPLITS[1:]]
+    names = [name for name, n in zip(SPLITS[1:], counts, strict=True) for _ in range(n)]
+    names = ["train"] * (rows - len(names)) + names
+    order = np.random.default_rng([seed, 99]).permutation(rows)
+    return tuple(names[i] for i in order)
 
 
 def write_table(path: str | Path, table: LabelledTable) -> Path:

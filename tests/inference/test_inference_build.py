@@ -108,6 +108,31 @@ def test_build_command_trains_from_a_csv_table(tmp_path: Path) -> None:
     assert OnnxRunner(tmp_path / "m" / "skin-texture-grade.int8.onnx").contract.version == "0.9.0"
 
 
+def test_real_style_table_without_splits_and_with_fewer_features(tmp_path: Path) -> None:
+    inputs = ("hill_density_per_mm2", "furrow_mean_width_um", "kime_score")
+    lines = write_table(tmp_path / "full.csv", make_table(rows=200, seed=3)).read_text()
+    header = lines.splitlines()[0].split(",")
+    keep = [header.index(name) for name in (*inputs, "label")]
+    rows = [",".join(line.split(",")[i] for i in keep) for line in lines.splitlines()]
+    (tmp_path / "expert.csv").write_text("\n".join(rows) + "\n")
+    args = ["models", "build-skin", "--data", str(tmp_path / "expert.csv"), "--out",
+            str(tmp_path / "m"), "--hidden", "16", "--epochs", "5", "--features", ",".join(inputs),
+            "--trained-on", "200 measurements graded by one dermatologist"]
+    assert main(args) == 0
+    contract = OnnxRunner(tmp_path / "m" / "skin-texture-grade.int8.onnx").contract
+    assert contract.feature_names == inputs
+    assert contract.trained_on.startswith("200 measurements graded by one dermatologist")
+    assert "splits assigned at random" in contract.trained_on
+
+
+def test_build_command_rejects_an_unknown_feature(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["models", "build-skin", "--features", "hill_density,kime_score"])
+    assert "unknown feature" in capsys.readouterr().err
+
+
 def test_table_errors_name_the_column_and_row(tmp_path: Path) -> None:
     path = write_table(tmp_path / "t.csv", make_table(rows=30))
     text = path.read_text().splitlines()

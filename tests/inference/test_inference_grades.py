@@ -9,12 +9,11 @@ import pytest
 
 from appliance.inference.grades import (
     TableSpec,
-    assign_splits,
     build_skin_table,
     grade_labels,
     grade_scores,
 )
-from appliance.inference.table import SPLITS
+from appliance.inference.table import SPLITS, assign_splits
 from appliance.transport.payloads import FEATURE_KEYS
 
 
