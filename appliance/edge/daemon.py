@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.1
 EXIT_OK = 0
+EXIT_FAILURE = 1
 EXIT_BROKER_REFUSED = 3
 OUTBOX_FILE = "outbox.sqlite3"
 
@@ -164,7 +165,11 @@ class EdgeDaemon:
     def _supervise(self) -> int:
         while not self.stop_requested.wait(TICK_S):
             if self.link.fatal_error is not None:
-                return EXIT_BROKER_REFUSED
+                return EXIT_BROKER_REFUSED if self.link.refused else EXIT_FAILURE
+            dead = self.dead_threads()
+            if dead:
+                log.error("%s ended unexpectedly; exiting so systemd restarts", ", ".join(dead))
+                return EXIT_FAILURE
             self._handle_commands()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
@@ -211,6 +216,17 @@ class EdgeDaemon:
                 self.sessions.request_measurement()
             else:
                 log.warning("unknown command topic %s ignored", message.topic)
+
+    def dead_threads(self) -> list[str]:
+        """Names of pipeline threads that ended although nothing asked them to (a crash)."""
+        if self.pipeline_stop.is_set():
+            return []
+        expected: list[CaptureRunner | AnalysisRunner | ResultCommitter] = [
+            self.capture, self.committer
+        ]
+        if not self.analysis.finished.is_set():
+            expected.append(self.analysis)
+        return [t.name for t in expected if not t.is_alive()]
 
     def stalled_threads(self) -> list[str]:
         """Names of threads that should run but have not made progress lately."""

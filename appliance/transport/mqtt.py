@@ -86,6 +86,7 @@ class MqttLink(threading.Thread):
         self.inbox: queue.Queue[IncomingMessage] = queue.Queue(maxsize=100)
         self.stats = LinkStats()
         self.fatal_error: str | None = None
+        self.refused = False  # the broker refused our credentials: restarting cannot help
         self.connected = False
         self.last_beat_s = time.monotonic()
         self._events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
@@ -260,6 +261,7 @@ class MqttLink(threading.Thread):
         """Connected means CONNACK reason code 0 and nothing else (spec 3.2.2.2)."""
         where = f"{self.settings.host}:{self.settings.port}"
         if code in FATAL_CONNACK_CODES:
+            self.refused = True
             self.fatal_error = (
                 f"broker {where} refused the connection (reason code 0x{code:02X}): check "
                 f"mqtt.username and the password (APPLIANCE_MQTT_PASSWORD or the mqtt-password "

@@ -173,3 +173,16 @@ def test_edge_command_with_a_missing_config_exits_2_naming_it(tmp_path: Path) ->
     )
     assert done.returncode == 2
     assert "nope.yaml" in done.stderr
+
+
+def test_a_crashed_analysis_thread_ends_the_daemon_with_1_for_a_restart(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    def broken_analyzer(rgb: Any, um_per_px: float) -> Any:
+        raise KeyError("a bug in the analysis")
+
+    config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None})
+    daemon = EdgeDaemon(config, source=fast_source(config), analyzer=broken_analyzer)
+    thread, codes = run_in_thread(daemon)
+    thread.join(20)
+    assert codes == [1]
