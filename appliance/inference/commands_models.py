@@ -15,7 +15,7 @@ from typing import Any
 from appliance.inference.contract import ModelError
 from appliance.inference.table import TableError
 
-MODELS_DIR = Path("models")
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's models/ folder
 DEFAULT_TABLE = MODELS_DIR / "data" / "skin-grades.parquet"
 DEFAULT_MODEL = MODELS_DIR / "skin-texture-grade.int8.onnx"
 
