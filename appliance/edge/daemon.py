@@ -60,6 +60,17 @@ def link_settings(config: Config) -> LinkSettings:
     )
 
 
+def new_outbox(config: Config) -> Outbox:
+    """The outbox in ``state_dir`` with the configured bounds and policy."""
+    edge = config.edge
+    return Outbox(
+        Path(config.state_dir) / OUTBOX_FILE,
+        max_rows=edge.outbox_max_rows,
+        max_age_s=edge.outbox_max_age_h * 3600.0,
+        policy=edge.outbox_policy,
+    )
+
+
 class EdgeDaemon:
     """One kiosk's daemon; ``run()`` blocks until stopped and returns the exit code."""
 
@@ -75,7 +86,6 @@ class EdgeDaemon:
         notifier: Notifier | None = None,
     ) -> None:
         self.config = config
-        edge, device = config.edge, config.device
         self.classifier = classifier
         self.notifier = notifier or Notifier()
         self.pipeline_stop = threading.Event()
@@ -83,30 +93,34 @@ class EdgeDaemon:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.reload_handler: Callable[[EdgeDaemon], None] | None = None
-        state_dir = Path(config.state_dir)
-        self.outbox = Outbox(
-            state_dir / OUTBOX_FILE,
-            max_rows=edge.outbox_max_rows,
-            max_age_s=edge.outbox_max_age_h * 3600.0,
-            policy=edge.outbox_policy,
-        )
-        prefix = config.mqtt.topic_prefix
-
-        def topic(leaf: str) -> str:
-            return device_topic(prefix, device.site, device.id, leaf)
-
+        self.outbox = new_outbox(config)
         self.status = DeviceStatus(self)
         self.link = MqttLink(
             link_settings(config),
             self.outbox,
-            status_topic=topic("status"),
+            status_topic=self._topic("status"),
             status_payload=self.status.payload,
-            subscriptions=(topic("cmd/#"),),
+            subscriptions=(self._topic("cmd/#"),),
             stop=self.link_stop,
         )
+        self.sessions = SessionTracker(config.edge.burst_frames, config.edge.rearm_frames)
+        self._build_pipeline(source, analyzer, gate or QualityGate(), stall_s)
+        self._watchdog_every_s = watchdog_interval_s()
+        self._next_ping_s = 0.0
+        self._next_status_s = 0.0
+        self._stalled: set[str] = set()
+
+    def _topic(self, leaf: str) -> str:
+        device = self.config.device
+        return device_topic(self.config.mqtt.topic_prefix, device.site, device.id, leaf)
+
+    def _build_pipeline(
+        self, source: FrameSource, analyzer: Analyzer, gate: QualityGate, stall_s: float | None
+    ) -> None:
+        """Capture -> frames queue -> analysis -> results queue -> commit, one stop event."""
+        config, edge = self.config, self.config.edge
         frames: queue.Queue[Frame] = queue.Queue(maxsize=edge.frame_queue_size)
         results: queue.Queue[Accepted] = queue.Queue(maxsize=edge.result_queue_size)
-        self.sessions = SessionTracker(edge.burst_frames, edge.rearm_frames)
         self.capture = CaptureRunner(
             source,
             frames,
@@ -119,11 +133,11 @@ class EdgeDaemon:
             frames,
             results,
             self.pipeline_stop,
-            gate=gate or QualityGate(),
+            gate=gate,
             sessions=self.sessions,
             analyzer=analyzer,
             classifier=lambda: self.classifier,
-            identity=Identity(device.id, device.site, topic("result")),
+            identity=Identity(config.device.id, config.device.site, self._topic("result")),
             um_per_px=config.skin.um_per_px,
             limit=config.camera.limit,
         )
@@ -132,13 +146,9 @@ class EdgeDaemon:
             self.outbox,
             self.pipeline_stop,
             wake_link=self.link.wake,
-            screen=KioskScreen(state_dir / "screen"),
+            screen=KioskScreen(Path(config.state_dir) / "screen"),
             group_max=edge.group_commit_max,
         )
-        self._watchdog_every_s = watchdog_interval_s()
-        self._next_ping_s = 0.0
-        self._next_status_s = 0.0
-        self._stalled: set[str] = set()
 
     def request_stop(self) -> None:
         """Stop soon (signal-safe: only sets an event)."""
