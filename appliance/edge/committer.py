@@ -89,4 +89,4 @@ class ResultCommitter(threading.Thread):
                 extra={"MEASUREMENT_ID": result.measurement_id, "DEVICE_ID": result.device_id},
             )
         if self.screen is not None:
-            self.screen.show(group[-1].result, group[-1].overlay_rgb)
+            self.screen.show(group[-1].result, group[-1].draw_overlay)

@@ -121,6 +121,7 @@ class EdgeDaemon:
         config, edge = self.config, self.config.edge
         frames: queue.Queue[Frame] = queue.Queue(maxsize=edge.frame_queue_size)
         results: queue.Queue[Accepted] = queue.Queue(maxsize=edge.result_queue_size)
+        self.screen = KioskScreen(Path(config.state_dir) / "screen", self.link_stop)
         self.capture = CaptureRunner(
             source,
             frames,
@@ -146,7 +147,7 @@ class EdgeDaemon:
             self.outbox,
             self.pipeline_stop,
             wake_link=self.link.wake,
-            screen=KioskScreen(Path(config.state_dir) / "screen"),
+            screen=self.screen,
             group_max=edge.group_commit_max,
         )
 
@@ -162,7 +163,7 @@ class EdgeDaemon:
 
     def run(self) -> int:
         """Start every thread, supervise until stopped or done, and shut down cleanly."""
-        for thread in (self.link, self.committer, self.analysis, self.capture):
+        for thread in (self.link, self.screen, self.committer, self.analysis, self.capture):
             thread.start()
         self.status.start()
         self.notifier.notify("READY=1")
@@ -208,6 +209,7 @@ class EdgeDaemon:
         self.link_stop.set()
         self.link.wake()
         self.link.join(1.5)
+        self.screen.join(1.0)
         if not self.committer.is_alive():
             self.outbox.close()
         self.status.close()

@@ -30,10 +30,14 @@ QUEUE_POLL_S = 0.5
 
 @dataclass(frozen=True)
 class Measurement:
-    """What the analyser found in one frame, and the overlay it drew (if any)."""
+    """What the analyser found in one frame, and how to draw its overlay (if it can).
+
+    The overlay is drawn later, by the kiosk screen's thread after the commit, so drawing
+    it never delays the result.
+    """
 
     features: payloads.Features
-    overlay_rgb: np.ndarray | None = None
+    draw_overlay: Callable[[], np.ndarray] | None = None
 
 
 Analyzer = Callable[[np.ndarray, float], Measurement]
@@ -65,10 +69,10 @@ class Identity:
 
 @dataclass(frozen=True)
 class Accepted:
-    """A result on its way to the outbox, with the overlay for the kiosk screen."""
+    """A result on its way to the outbox, with the overlay drawer for the kiosk screen."""
 
     result: payloads.Result
-    overlay_rgb: np.ndarray | None
+    draw_overlay: Callable[[], np.ndarray] | None
     topic: str
 
 
@@ -146,7 +150,7 @@ class AnalysisRunner(threading.Thread):
             features=measurement.features,
             classification=self._classify(measurement.features),
         )
-        return Accepted(result, measurement.overlay_rgb, self.identity.result_topic)
+        return Accepted(result, measurement.draw_overlay, self.identity.result_topic)
 
     def _classify(self, features: payloads.Features) -> payloads.Classification | None:
         classifier = self._classifier()

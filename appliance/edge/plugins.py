@@ -30,9 +30,9 @@ def default_gate() -> QualityGate:
 
 
 def skin_analyzer(rgb: np.ndarray, um_per_px: float) -> Measurement:
-    """Measure a frame with the skin analysis and draw its overlay for the kiosk screen."""
+    """Measure a frame with the skin analysis; the kiosk screen draws the overlay later."""
     from appliance.skin.analysis import analyze  # noqa: PLC0415 - heavy, loaded on first use
     from appliance.skin.overlay import draw_overlay  # noqa: PLC0415
 
     analysis = analyze(rgb, um_per_px)
-    return Measurement(analysis.features, draw_overlay(rgb, analysis))
+    return Measurement(analysis.features, lambda: draw_overlay(rgb, analysis))

@@ -1,13 +1,19 @@
 """The kiosk screen's files: the last result (JSON) and its overlay image, in state_dir.
 
-Written only after the result is committed to the outbox, and replaced atomically
-(write a temp file, then rename) so the screen never reads half a file.
+Written only after the result is committed to the outbox, on the screen's own thread (the
+overlay takes ~100 ms to draw and encode, which must not delay delivery), and replaced
+atomically (write a temp file, then rename) so the screen never reads half a file. When
+results come faster than the screen can draw, only the newest is shown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,14 +25,20 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "last_result.json"
 OVERLAY_FILE = "last_overlay.png"
+PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+OverlayDrawer = Callable[[], np.ndarray]
 
 
-class KioskScreen:
+class KioskScreen(threading.Thread):
     """Publishes the newest result for the kiosk display as files in one folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, stop: threading.Event) -> None:
+        super().__init__(name="KioskScreen", daemon=True)
         self.folder = folder
+        self.stop_event = stop
         folder.mkdir(parents=True, exist_ok=True)
+        self._latest: queue.Queue[tuple[Result, OverlayDrawer | None]] = queue.Queue(maxsize=1)
+        self.shown = 0
 
     @property
     def result_path(self) -> Path:
@@ -35,22 +47,42 @@ class KioskScreen:
 
     @property
     def overlay_path(self) -> Path:
-        """The overlay (PNG) of the newest result, when the analyser drew one."""
+        """The overlay (PNG) of the newest result, when the analyser can draw one."""
         return self.folder / OVERLAY_FILE
 
-    def show(self, result: Result, overlay_rgb: np.ndarray | None) -> None:
+    def show(self, result: Result, draw_overlay: OverlayDrawer | None) -> None:
+        """Queue this result for the screen, replacing one not yet drawn (any thread)."""
+        while True:
+            try:
+                self._latest.put_nowait((result, draw_overlay))
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):  # the screen thread just took it
+                    self._latest.get_nowait()
+
+    def run(self) -> None:
+        """Draw and write results as they come; on stop, show the last one still queued."""
+        while not (self.stop_event.is_set() and self._latest.empty()):
+            try:
+                result, draw_overlay = self._latest.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.write(result, draw_overlay)
+
+    def write(self, result: Result, draw_overlay: OverlayDrawer | None) -> None:
         """Replace the screen files with this result (a failure is logged, never raised)."""
         try:
-            if overlay_rgb is not None:
-                self._write_overlay(overlay_rgb)
+            if draw_overlay is not None:
+                self._write_overlay(draw_overlay())
             temp = self.result_path.with_suffix(".json.tmp")
             temp.write_bytes(result.to_json())
             os.replace(temp, self.result_path)
-        except OSError as exc:
+            self.shown += 1
+        except (OSError, ValueError) as exc:
             log.warning("kiosk screen files in %s not updated: %s", self.folder, exc)
 
     def _write_overlay(self, overlay_rgb: np.ndarray) -> None:
         temp = self.folder / "last_overlay.tmp.png"
-        if not cv2.imwrite(str(temp), cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR)):
+        if not cv2.imwrite(str(temp), cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR), PNG_FAST):
             raise OSError(f"{temp}: PNG encoding failed")
         os.replace(temp, self.overlay_path)
