@@ -52,7 +52,7 @@ def opening_diameter_px(furrow_width_um: float, um_per_px: float) -> int:
 
 
 def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
-    where = np.flatnonzero(labels)
+    where = np.flatnonzero(labels > 0)
     rows, cols = np.divmod(where, labels.shape[1])
     owner = labels.ravel()[where]
     n = np.maximum(np.bincount(owner, minlength=count).astype(np.float64), 1.0)
@@ -70,7 +70,7 @@ def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
 
 def label_maxima(labels: np.ndarray, count: int, *images: np.ndarray) -> list[np.ndarray]:
     """Per label 1..count-1 the largest value of each image (index 0: 0); one sort for all."""
-    where = np.flatnonzero(labels)
+    where = np.flatnonzero(labels > 0)
     results = [np.zeros(count) for _ in images]
     if where.size == 0:
         return results
@@ -85,7 +85,7 @@ def label_maxima(labels: np.ndarray, count: int, *images: np.ndarray) -> list[np
 
 def label_mean(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
     """Per label the mean value (0 where a label has no pixels)."""
-    where = np.flatnonzero(labels)
+    where = np.flatnonzero(labels > 0)
     owner = labels.ravel()[where]
     total = np.bincount(owner, values.ravel()[where], count)
     return total / np.maximum(np.bincount(owner, minlength=count), 1)
@@ -160,7 +160,7 @@ def _soft_area_px(
     grown = cv2.dilate(blobs.astype(np.uint16), np.ones((3, 3), np.uint8))
     grown[0, :] = grown[-1, :] = 0
     grown[:, 0] = grown[:, -1] = 0
-    where = np.flatnonzero(grown)
+    where = np.flatnonzero(grown > 0)
     owner = grown.ravel()[where]
     flat = opened.ravel()
     width = opened.shape[1]
