@@ -180,7 +180,9 @@ def bench_latency(
     latencies_ms = sorted(1000.0 * s for s in collector.latencies_s.values())
     return {
         "results": len(latencies_ms),
-        "analyser": "real analyze() + overlay" if real else "fake (constant features)",
+        "analyser": "real analyze() (overlay drawn after the commit, off the path)"
+        if real
+        else "fake (constant features)",
         "path": "synthetic camera, real quality gate, sessions, outbox (fsync), MQTT QoS 1",
         "camera_fps": 30,
         "burst_frames": 1,
