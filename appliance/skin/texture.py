@@ -56,25 +56,23 @@ def furrow_mask(response: np.ndarray) -> np.ndarray:
 def hill_cells(furrows: np.ndarray, um_per_px: float) -> tuple[np.ndarray, np.ndarray]:
     """Label image of hill cells (nearest-hill partition) and the per-label frame-edge flag."""
     min_area_px = MIN_HILL_AREA_UM2 / um_per_px**2
-    ground = (~furrows).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(ground, connectivity=4)
-    big = stats[:, cv2.CC_STAT_AREA] >= min_area_px
+    count, labels = cv2.connectedComponents((~furrows).astype(np.uint8), connectivity=4)
+    big = np.bincount(labels.ravel(), minlength=count) >= min_area_px
     big[0] = False
     seeds = big[labels]
-    height, width = furrows.shape
-    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-    right = left + stats[:, cv2.CC_STAT_WIDTH]
-    bottom = top + stats[:, cv2.CC_STAT_HEIGHT]
-    touches = (left <= 0) | (top <= 0) | (right >= width) | (bottom >= height)
+    flat_labels = labels.ravel()
+    # DIST_LABEL_PIXEL numbers the zero (seed) pixels 1, 2, ... in raster order, the order
+    # flatnonzero returns them in: so each number maps straight to its seed pixel's hill
+    hill_of_seed_pixel = np.zeros(1 + int(np.count_nonzero(seeds)), dtype=np.int32)
+    hill_of_seed_pixel[1:] = flat_labels[np.flatnonzero(seeds)]
     _, nearest = cv2.distanceTransformWithLabels(
-        (~seeds).astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+        (~seeds).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
     )
-    hill_of_seed_pixel = np.zeros(int(nearest.max()) + 1, dtype=np.int32)
-    seed_pixels = np.flatnonzero(seeds)
-    hill_of_seed_pixel[nearest.ravel()[seed_pixels]] = labels.ravel()[seed_pixels]
     cells: np.ndarray = hill_of_seed_pixel[nearest]
-    cut = touches & big
-    return cells, cut
+    touches = np.zeros(count, dtype=bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        touches[edge] = True
+    return cells, touches & big
 
 
 def furrow_width_um(
