@@ -56,17 +56,26 @@ class _Cracks:
     ys: np.ndarray
 
 
-def _cracks(labels: np.ndarray) -> _Cracks:
+@dataclass(frozen=True)
+class _CrackMasks:
+    """Where 4-neighbours differ: right neighbour (H, W-1) and lower neighbour (H-1, W)."""
+
+    right: np.ndarray
+    below: np.ndarray
+
+    @classmethod
+    def of(cls, labels: np.ndarray) -> _CrackMasks:
+        return cls(labels[:, :-1] != labels[:, 1:], labels[:-1, :] != labels[1:, :])
+
+
+def _cracks(labels: np.ndarray, masks: _CrackMasks, span: int) -> _Cracks:
     """Every crack: its cell-pair key and midpoint, sorted by key."""
     keys, xs, ys = [], [], []
-    span = int(labels.max()) + 1
     key_type = np.int32 if span * span < 2**31 else np.int64
     flat_labels = labels.ravel()
     width = labels.shape[1]
-    for horizontal in (True, False):
-        a = labels[:, :-1] if horizontal else labels[:-1, :]
-        b = labels[:, 1:] if horizontal else labels[1:, :]
-        rows, cols = np.divmod(np.flatnonzero(a != b), a.shape[1])  # 10x faster than nonzero
+    for horizontal, differs in ((True, masks.right), (False, masks.below)):
+        rows, cols = np.divmod(np.flatnonzero(differs), differs.shape[1])  # 10x faster: nonzero
         at = rows * width + cols
         first = flat_labels[at].astype(key_type)
         second = flat_labels[at + (1 if horizontal else width)].astype(key_type)
@@ -78,19 +87,37 @@ def _cracks(labels: np.ndarray) -> _Cracks:
     return _Cracks(all_keys[order], np.concatenate(xs)[order], np.concatenate(ys)[order])
 
 
-def junctions(labels: np.ndarray, radius_px: float) -> tuple[np.ndarray, np.ndarray]:
+def _meeting_points(labels: np.ndarray, masks: _CrackMasks) -> np.ndarray:
+    """uint8 mask of the 2x2 blocks (top-left pixel) that hold three or more cells.
+
+    Around a block's cycle a-b-d-c the labels change 3 times (3 cells) or 4 times (3 or 4
+    cells, or 2 cells placed diagonally: a = d and b = c), never an odd number with 2 cells.
+    """
+    changes = (
+        masks.right[:-1].view(np.uint8)
+        + masks.right[1:].view(np.uint8)
+        + masks.below[:, :-1].view(np.uint8)
+        + masks.below[:, 1:].view(np.uint8)
+    )
+    meeting = np.zeros(labels.shape, dtype=np.uint8)
+    meeting[:-1, :-1] = changes >= 3
+    rows, cols = np.divmod(np.flatnonzero(changes == 4), changes.shape[1])
+    diagonal = (labels[rows, cols] == labels[rows + 1, cols + 1]) & (
+        labels[rows, cols + 1] == labels[rows + 1, cols]
+    )
+    meeting[rows[diagonal], cols[diagonal]] = 0
+    return meeting
+
+
+def junctions(
+    labels: np.ndarray, radius_px: float, masks: _CrackMasks | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Junction id per pixel (0: none) and junction centres (id -> x, y).
 
     A junction is a cluster of 2x2 pixel blocks holding three or more cells, grown by
     ``radius_px`` so that the few border meeting points of one wide junction merge.
     """
-    a, b = labels[:-1, :-1], labels[:-1, 1:]
-    c, d = labels[1:, :-1], labels[1:, 1:]
-    distinct = (
-        1 + (b != a).astype(np.uint8) + ((c != a) & (c != b)) + ((d != a) & (d != b) & (d != c))
-    )
-    meeting = np.zeros(labels.shape, dtype=np.uint8)
-    meeting[:-1, :-1] = distinct >= 3
+    meeting = _meeting_points(labels, masks or _CrackMasks.of(labels))
     size = max(1, round(radius_px)) * 2 + 1
     grown = cv2.dilate(meeting, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
     count, ids = cv2.connectedComponents(grown, connectivity=8)
@@ -124,11 +151,14 @@ def _chains(cracks: _Cracks) -> _Chains:
     cyy = np.add.reduceat(cracks.ys * cracks.ys, starts) / count - mean_y**2
     cxy = np.add.reduceat(cracks.xs * cracks.ys, starts) / count - mean_x * mean_y
     angles = (0.5 * np.arctan2(2.0 * cxy, cxx - cyy)) % np.pi
+    cos, sin = np.cos(angles), np.sin(angles)
     group = np.repeat(np.arange(len(starts)), count.astype(np.int64))
-    along = (cracks.xs - mean_x[group]) * np.cos(angles[group]) + (
-        cracks.ys - mean_y[group]
-    ) * np.sin(angles[group])
-    ends = (np.minimum.reduceat(along, starts), np.maximum.reduceat(along, starts))
+    along = cracks.xs * cos[group] + cracks.ys * sin[group]  # position along the chain + offset
+    offset = mean_x * cos + mean_y * sin
+    ends = (
+        np.minimum.reduceat(along, starts) - offset,
+        np.maximum.reduceat(along, starts) - offset,
+    )
     return _Chains(starts, count, mean_x, mean_y, angles, ends)
 
 
@@ -152,7 +182,9 @@ def _junction_ends(
 
 def border_segments(labels: np.ndarray, junction_radius_px: float = 2.5) -> BorderSegments:
     """The furrow segments between cells, with centre-line length and direction each."""
-    cracks = _cracks(labels)
+    span = int(labels.max()) + 1
+    masks = _CrackMasks.of(labels)
+    cracks = _cracks(labels, masks, span)
     if len(cracks.keys) == 0:
         empty = np.zeros(0)
         return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty)
@@ -160,14 +192,13 @@ def border_segments(labels: np.ndarray, junction_radius_px: float = 2.5) -> Bord
     factor = np.abs(np.cos(chains.angles)) + np.abs(np.sin(chains.angles))
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
     chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
-    ids, centres = junctions(labels, junction_radius_px)
+    ids, centres = junctions(labels, junction_radius_px, masks)
     end_ids, gaps = _junction_ends(chains, ids, centres)
     chord = np.hypot(*(centres[end_ids[0]] - centres[end_ids[1]]).T)
     both = (end_ids[0] > 0) & (end_ids[1] > 0)
     reach = np.maximum(gaps[0] - END_OVERLAP_PX, 0.0) + np.maximum(gaps[1] - END_OVERLAP_PX, 0.0)
     lengths = np.where(both, np.maximum(chord, chain_px + reach), chain_px + gaps[0] + gaps[1])
     real = ~((end_ids[0] == end_ids[1]) & (end_ids[0] > 0))  # wholly inside one junction
-    span = int(labels.max()) + 1
     keys = cracks.keys[chains.starts]
     pairs = np.stack([keys // span, keys % span], axis=1)
     return BorderSegments(pairs[real], lengths[real], chains.angles[real])
