@@ -62,6 +62,9 @@ class PrivateBroker:
         (self.workdir / "mosquitto.conf").write_text(
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
+            # Started as root, mosquitto drops to user "mosquitto", which cannot write the temp
+            # folder: no log, no persistence, sessions lost on restart. Not root: ignored.
+            "user root\n"
             "persistence true\n"
             f"persistence_location {self.workdir / 'data'}/\n"
             "autosave_interval 1\n"
