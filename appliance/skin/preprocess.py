@@ -29,6 +29,7 @@ class Prepared:
     flat_half: np.ndarray  # float32, 1.0 = hill level, lower = darker (furrows, pores)
     um_per_px_half: float
     shine_fraction: float
+    depth_half: np.ndarray  # float32, 1 - flat_half clipped at 0: how far below the hill level
 
 
 def disk(diameter_px: float) -> np.ndarray:
@@ -51,7 +52,8 @@ def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
     flat = gray / background
     shine_fraction = float(np.count_nonzero(flat > SHINE_CLIP)) / flat.size
     np.minimum(flat, SHINE_CLIP, out=flat)
-    return Prepared(half, gray, flat, um_half, shine_fraction)
+    depth = np.maximum(1.0 - flat, 0.0)  # float32 (np.clip is 3x slower)
+    return Prepared(half, gray, flat, um_half, shine_fraction, depth)
 
 
 def hill_background(gray: np.ndarray, um_per_px: float) -> np.ndarray:
