@@ -51,10 +51,24 @@ def opening_diameter_px(furrow_width_um: float, um_per_px: float) -> int:
     return max(3, round(diameter_um / um_per_px) | 1)
 
 
-def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
-    where = np.flatnonzero(labels > 0)
-    rows, cols = np.divmod(where, labels.shape[1])
-    owner = labels.ravel()[where]
+@dataclass(frozen=True)
+class _LabelPixels:
+    """The labelled pixels of a label image: flat indices, their labels, the label count."""
+
+    where: np.ndarray
+    owner: np.ndarray
+    count: int
+
+    @classmethod
+    def of(cls, labels: np.ndarray, count: int, mask: np.ndarray | None = None) -> _LabelPixels:
+        """From a label image (``mask``: the same pixels as labels > 0, when at hand)."""
+        where = np.flatnonzero(labels > 0 if mask is None else mask)
+        return cls(where, labels.ravel()[where], count)
+
+
+def _blob_moments(pixels: _LabelPixels, width: int) -> dict[str, np.ndarray]:
+    rows, cols = np.divmod(pixels.where, width)
+    owner, count = pixels.owner, pixels.count
     n = np.maximum(np.bincount(owner, minlength=count).astype(np.float64), 1.0)
     mx = np.bincount(owner, cols, count) / n
     my = np.bincount(owner, rows, count) / n
@@ -68,51 +82,48 @@ def _blob_moments(labels: np.ndarray, count: int) -> dict[str, np.ndarray]:
     return {"x": mx, "y": my, "n": n, "ratio": minor / major, "fill": fill}
 
 
-def label_maxima(labels: np.ndarray, count: int, *images: np.ndarray) -> list[np.ndarray]:
+def label_maxima(pixels: _LabelPixels, *images: np.ndarray) -> list[np.ndarray]:
     """Per label 1..count-1 the largest value of each image (index 0: 0); one sort for all."""
-    where = np.flatnonzero(labels > 0)
-    results = [np.zeros(count) for _ in images]
-    if where.size == 0:
+    results = [np.zeros(pixels.count) for _ in images]
+    if pixels.where.size == 0:
         return results
-    owner = labels.ravel()[where]
-    order = np.argsort(owner)
-    owner, where = owner[order], where[order]
+    order = np.argsort(pixels.owner)
+    owner, where = pixels.owner[order], pixels.where[order]
     starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     for result, image in zip(results, images, strict=True):
         result[owner[starts]] = np.maximum.reduceat(image.ravel()[where], starts)
     return results
 
 
-def label_mean(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+def label_mean(values: np.ndarray, pixels: _LabelPixels) -> np.ndarray:
     """Per label the mean value (0 where a label has no pixels)."""
-    where = np.flatnonzero(labels > 0)
-    owner = labels.ravel()[where]
-    total = np.bincount(owner, values.ravel()[where], count)
-    return total / np.maximum(np.bincount(owner, minlength=count), 1)
+    total = np.bincount(pixels.owner, values.ravel()[pixels.where], pixels.count)
+    return total / np.maximum(np.bincount(pixels.owner, minlength=pixels.count), 1)
 
 
 def _half_depth_levels(
-    support: np.ndarray, count: int, smooth: np.ndarray, opened: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per blob the level of its edge, and the skin depth in a ring around it.
+    support: np.ndarray, pixels: _LabelPixels, smooth: np.ndarray, opened: np.ndarray
+) -> np.ndarray:
+    """Per blob the level of its edge: half depth between its deepest point and the skin around.
 
-    The edge is at half depth between the blob's deepest point and the surrounding skin. A pore
-    narrower than the opening disk loses its tip in the opening; then the edge is taken at half
-    the opened depth, so the pore is still found (and measured a little large).
+    The skin depth is the mean in a ring 4-7 px out. A pore narrower than the opening disk
+    loses its tip in the opening; then the edge is taken at half the opened depth, so the
+    pore is still found (and measured a little large).
     """
+    count = pixels.count
     level = np.full(count, np.inf)
     if count <= 1:
-        return level, np.zeros(count)
+        return level
     labels = support.astype(np.uint16)
     near = cv2.dilate(labels, disk(3))
     far = cv2.dilate(labels, disk(7))
     far[near > 0] = 0
-    surround = label_mean(smooth, far, count)
-    smooth_core, opened_core = label_maxima(support, count, smooth, opened)
+    surround = label_mean(smooth, _LabelPixels.of(far, count))
+    smooth_core, opened_core = label_maxima(pixels, smooth, opened)
     true_half = (smooth_core + surround) / 2.0
     opened_half = (opened_core + surround) / 2.0
     level[1:] = np.where(opened_core > true_half, true_half, opened_half)[1:]
-    return level, surround
+    return level
 
 
 def junction_depth(opened: np.ndarray, furrows: np.ndarray) -> float:
@@ -127,23 +138,23 @@ def junction_depth(opened: np.ndarray, furrows: np.ndarray) -> float:
 def measure_pores(prepared: Prepared, furrows: np.ndarray, furrow_width_um: float) -> Pores:
     """Find pores and measure count, density, mean equivalent diameter and area ratio."""
     um = prepared.um_per_px_half
-    depth = np.clip(1.0 - prepared.flat_half, 0.0, None)
-    smooth = cv2.GaussianBlur(depth, (0, 0), 0.8)
+    smooth = cv2.GaussianBlur(prepared.depth_half, (0, 0), 0.8)
     size = opening_diameter_px(furrow_width_um, um)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     opened = cv2.morphologyEx(smooth, cv2.MORPH_OPEN, kernel)
     junction = junction_depth(opened, furrows)
-    support_depth = max(SUPPORT_DEPTH, junction)
-    count, support = cv2.connectedComponents(
-        (opened > support_depth).astype(np.uint8), connectivity=8
-    )
-    level, _ = _half_depth_levels(support, count, smooth, opened)
-    level_map = level[support]
-    region = opened > level_map
-    count, blobs = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
-    maps = _DepthMaps(opened, smooth, level_map)
-    pores = _select(blobs, count, maps, junction, um)
-    return _pore_result(pores, prepared.flat_half.shape, um)
+    above = opened > max(SUPPORT_DEPTH, junction)
+    count, support = cv2.connectedComponents(above.view(np.uint8), connectivity=8)
+    supported = _LabelPixels.of(support, count, above)
+    level = _half_depth_levels(support, supported, smooth, opened)
+    # blobs lie inside the support (level is inf outside): compare there only
+    inside = supported.where[opened.ravel()[supported.where] > level[supported.owner]]
+    region = np.zeros(support.shape, dtype=np.uint8)
+    region.ravel()[inside] = 1
+    count, blobs = cv2.connectedComponents(region, connectivity=8)
+    maps = _DepthMaps(opened, smooth, support, level)
+    pores = _select(blobs, _LabelPixels(inside, blobs.ravel()[inside], count), maps, junction, um)
+    return _pore_result(pores, support.shape, um)
 
 
 @dataclass(frozen=True)
@@ -153,47 +164,46 @@ class _Blobs:
     area_px: np.ndarray
 
 
-def _soft_area_px(
-    blobs: np.ndarray, count: int, opened: np.ndarray, level: np.ndarray
-) -> np.ndarray:
+@dataclass(frozen=True)
+class _DepthMaps:
+    opened: np.ndarray  # depth after the opening that removes furrows
+    smooth: np.ndarray  # lightly smoothed depth
+    support: np.ndarray  # int32 support blob of each pixel (0: none)
+    level: np.ndarray  # per support blob: the half-depth level of its edge
+
+
+def _soft_area_px(blobs: np.ndarray, count: int, maps: _DepthMaps) -> np.ndarray:
     """Blob areas with edge pixels counted by how far the level crosses them (linear ramp)."""
     grown = cv2.dilate(blobs.astype(np.uint16), np.ones((3, 3), np.uint8))
     grown[0, :] = grown[-1, :] = 0
     grown[:, 0] = grown[:, -1] = 0
     where = np.flatnonzero(grown > 0)
     owner = grown.ravel()[where]
-    flat = opened.ravel()
-    width = opened.shape[1]
+    flat = maps.opened.ravel()
+    width = maps.opened.shape[1]
     right = flat[where - width + 1] + 2.0 * flat[where + 1] + flat[where + width + 1]
     left = flat[where - width - 1] + 2.0 * flat[where - 1] + flat[where + width - 1]
     below = flat[where + width - 1] + 2.0 * flat[where + width] + flat[where + width + 1]
     above = flat[where - width - 1] + 2.0 * flat[where - width] + flat[where - width + 1]
     gx, gy = (right - left) * 0.125, (below - above) * 0.125  # Sobel, at these pixels only
     slope = np.maximum(np.hypot(gx, gy), 1e-3)
-    at_level = level.ravel()[where]
+    at_level = maps.level[maps.support.ravel()[where]]
     at_level = np.where(np.isfinite(at_level), at_level, 0.0)
     excess = (flat[where] - at_level) / slope
     return np.bincount(owner, np.clip(0.5 + excess, 0.0, 1.0), count)
 
 
-@dataclass(frozen=True)
-class _DepthMaps:
-    opened: np.ndarray  # depth after the opening that removes furrows
-    smooth: np.ndarray  # lightly smoothed depth
-    level: np.ndarray  # per pixel: the half-depth level of its blob
-
-
 def _select(
-    blobs: np.ndarray, count: int, maps: _DepthMaps, junction: float, um_per_px: float
+    blobs: np.ndarray, pixels: _LabelPixels, maps: _DepthMaps, junction: float, um_per_px: float
 ) -> _Blobs:
     """Keep the blobs that are deep, round and pore-sized."""
+    count = pixels.count
     if count <= 1:
         empty = np.zeros(0)
         return _Blobs(empty, empty, empty)
-    shape = _blob_moments(blobs, count)
-    opened = maps.opened
-    area_px = _soft_area_px(blobs, count, opened, maps.level)
-    (core,) = label_maxima(blobs, count, maps.smooth)
+    shape = _blob_moments(pixels, blobs.shape[1])
+    area_px = _soft_area_px(blobs, count, maps)
+    (core,) = label_maxima(pixels, maps.smooth)
     diameter_um = 2.0 * np.sqrt(area_px / np.pi) * um_per_px
     min_depth = max(MIN_PORE_DEPTH, JUNCTION_MARGIN * junction)
     keep = (
