@@ -6,7 +6,7 @@ picks the quantization scheme and gives the figures in the metadata; ``test`` is
 here (``appliance models evaluate`` and ``benchmarks/classifier.py`` use it).
 
 Why a 16-128-128-3 MLP: on the shipped table a linear model, 32, 64x64 and 128x128 hidden units
-all reach 81-86 % validation accuracy (120-240 rows, so within sampling error of each other; the
+all reach 79-86 % validation accuracy (120-240 rows, so within sampling error of each other; the
 expert-noise labels cap it), and only at 128x128 do the int8 weights outweigh the graph's fixed
 overhead enough for an INT8 file half the size of the float one. Gradient-boosted trees were not
 tried: ONNX tree ensembles (ai.onnx.ml) have no INT8 kernels, so static quantization would not
