@@ -145,3 +145,18 @@ def test_table_errors_name_the_column_and_row(tmp_path: Path) -> None:
     path.write_text(text[0].replace("kime_score", "kime") + "\n" + text[1] + "\n")
     with pytest.raises(TableError, match=r"missing column.*kime_score"):
         read_table(path)
+
+
+@pytest.mark.parametrize(("layers", "float_choices"), [(1, {"none"}), (2, {"none", "first"}),
+                                                       (3, {"none", "first", "first+last"})])
+def test_every_quantization_candidate_keeps_some_layer_int8(
+    layers: int, float_choices: set[str]
+) -> None:
+    from appliance.inference.quantize import candidate_schemes
+
+    schemes = candidate_schemes(layers)
+    assert {s.float_layers for s in schemes} == float_choices
+    assert all(len(s.excluded_nodes()) < layers for s in schemes)
+    assert {(s.quant_format, s.per_channel) for s in schemes} == {
+        ("QDQ", False), ("QDQ", True), ("QOperator", False), ("QOperator", True)
+    }
