@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.skin.colour import WhiteReference, colour_features
+from appliance.skin.heap import keep_frame_buffers
 from appliance.skin.pores import Pores, measure_pores
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import Texture, measure_texture
@@ -71,6 +72,7 @@ def analyze(
     """Measure every DESIGN.md feature of an RGB uint8 frame at ``um_per_px``."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"analyze needs an RGB uint8 image (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    keep_frame_buffers()  # once per process: no page-fault churn on the working images
     prepared = prepare(rgb, um_per_px)
     texture = measure_texture(prepared)
     pores = measure_pores(prepared, texture.furrow_mask, texture.metrics["furrow_mean_width_um"])
