@@ -139,8 +139,9 @@ def _number(value: float) -> str:
 def format_group(name: str, group: GroupReport, runs: list[RunData]) -> str:
     """One Table-2 style block: metrics by run with CIs, mean ± sd, the paper's figures."""
     first = next(run for run in group.per_run if run is not None)
+    thresholds = ", ".join(f"{run.threshold:.3f}" for run in runs)
     lines = [f"{name}: {first.slides} slides, {first.patients} patients "
-             f"(threshold {runs[0].threshold:.3f}; 95% CI by patient bootstrap)"]
+             f"(threshold {thresholds}; 95% CI by patient bootstrap)"]
     header = f"  {'metric':<12}" + "".join(f"{'run ' + str(i + 1):<24}" for i in range(len(runs)))
     lines.append(header + f"{'mean ± sd':<18}paper")
     for metric in METRIC_NAMES:
