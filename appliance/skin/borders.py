@@ -82,9 +82,22 @@ def _cracks(labels: np.ndarray, masks: _CrackMasks, span: int) -> _Cracks:
         keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
-    all_keys = np.concatenate(keys)
-    order = np.argsort(all_keys)  # order within a segment does not matter: no stable sort
-    return _Cracks(all_keys[order], np.concatenate(xs)[order], np.concatenate(ys)[order])
+    all_keys, order = _sort_order(np.concatenate(keys), span * span)
+    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order])
+
+
+def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """The keys sorted, and the order that sorts them.
+
+    Key and index packed into one int64 and sorted by value is twice as fast as argsort.
+    """
+    index_bits = max(len(keys).bit_length(), 1)
+    if key_bound >= 2 ** (63 - index_bits):
+        order = np.argsort(keys)
+        return keys[order], order
+    packed = (keys.astype(np.int64) << index_bits) | np.arange(len(keys), dtype=np.int64)
+    packed.sort()
+    return packed >> index_bits, packed & ((1 << index_bits) - 1)
 
 
 def _meeting_points(labels: np.ndarray, masks: _CrackMasks) -> np.ndarray:
