@@ -45,9 +45,10 @@ class Texture:
 
 def furrow_mask(response: np.ndarray) -> np.ndarray:
     """Hysteresis threshold of the valley response: weak furrow pixels joined to strong ones."""
-    weak = (response > WEAK_VALLEY).astype(np.uint8)
+    weak = (response > WEAK_VALLEY).view(np.uint8)
     count, labels = cv2.connectedComponents(weak, connectivity=8)
-    keep = np.bincount(labels[response > STRONG_VALLEY], minlength=count) > 0
+    strong = np.flatnonzero(response > STRONG_VALLEY)
+    keep = np.bincount(labels.ravel()[strong], minlength=count) > 0
     keep[0] = False
     mask: np.ndarray = np.take(keep, np.asarray(labels))  # np.take: 2x faster than keep[labels]
     return mask
@@ -56,7 +57,7 @@ def furrow_mask(response: np.ndarray) -> np.ndarray:
 def hill_cells(furrows: np.ndarray, um_per_px: float) -> tuple[np.ndarray, np.ndarray]:
     """Label image of hill cells (nearest-hill partition) and the per-label frame-edge flag."""
     min_area_px = MIN_HILL_AREA_UM2 / um_per_px**2
-    count, labels = cv2.connectedComponents((~furrows).astype(np.uint8), connectivity=4)
+    count, labels = cv2.connectedComponents((~furrows).view(np.uint8), connectivity=4)
     big = np.bincount(labels.ravel(), minlength=count) >= min_area_px
     big[0] = False
     seeds = np.take(big, np.asarray(labels))
