@@ -57,18 +57,27 @@ class _Cracks:
 
 
 @dataclass(frozen=True)
-class _CrackMasks:
+class CrackMasks:
     """Where 4-neighbours differ: right neighbour (H, W-1) and lower neighbour (H-1, W)."""
 
     right: np.ndarray
     below: np.ndarray
 
     @classmethod
-    def of(cls, labels: np.ndarray) -> _CrackMasks:
+    def of(cls, labels: np.ndarray) -> CrackMasks:
+        """The crack masks of a label image."""
         return cls(labels[:, :-1] != labels[:, 1:], labels[:-1, :] != labels[1:, :])
 
+    def line_mask(self) -> np.ndarray:
+        """Pixels whose right or lower neighbour has another label (the centre lines)."""
+        height, width = self.below.shape[0] + 1, self.right.shape[1] + 1
+        lines = np.zeros((height, width), dtype=bool)
+        lines[:, :-1] = self.right
+        lines[:-1, :] |= self.below
+        return lines
 
-def _cracks(labels: np.ndarray, masks: _CrackMasks, span: int) -> _Cracks:
+
+def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     """Every crack: its cell-pair key and midpoint, sorted by key."""
     keys, xs, ys = [], [], []
     key_type = np.int32 if span * span < 2**31 else np.int64
@@ -100,7 +109,7 @@ def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarra
     return packed >> index_bits, packed & ((1 << index_bits) - 1)
 
 
-def _meeting_points(labels: np.ndarray, masks: _CrackMasks) -> np.ndarray:
+def _meeting_points(labels: np.ndarray, masks: CrackMasks) -> np.ndarray:
     """uint8 mask of the 2x2 blocks (top-left pixel) that hold three or more cells.
 
     Around a block's cycle a-b-d-c the labels change 3 times (3 cells) or 4 times (3 or 4
@@ -123,14 +132,14 @@ def _meeting_points(labels: np.ndarray, masks: _CrackMasks) -> np.ndarray:
 
 
 def junctions(
-    labels: np.ndarray, radius_px: float, masks: _CrackMasks | None = None
+    labels: np.ndarray, radius_px: float, masks: CrackMasks | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Junction id per pixel (0: none) and junction centres (id -> x, y).
 
     A junction is a cluster of 2x2 pixel blocks holding three or more cells, grown by
     ``radius_px`` so that the few border meeting points of one wide junction merge.
     """
-    meeting = _meeting_points(labels, masks or _CrackMasks.of(labels))
+    meeting = _meeting_points(labels, masks or CrackMasks.of(labels))
     size = max(1, round(radius_px)) * 2 + 1
     grown = cv2.dilate(meeting, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
     count, ids = cv2.connectedComponents(grown, connectivity=8)
@@ -186,17 +195,19 @@ def _junction_ends(
         y = chains.mean_y + end * np.sin(chains.angles)
         rows = np.clip(np.rint(y).astype(np.int64), 0, height - 1)
         cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
-        junction = ids[rows, cols]
+        junction = ids.ravel()[rows * width + cols]
         gap = np.hypot(centres[junction, 0] - x, centres[junction, 1] - y)
         gaps.append(np.where(junction > 0, gap, 0.0))
         end_ids.append(junction)
     return end_ids, gaps
 
 
-def border_segments(labels: np.ndarray, junction_radius_px: float = 2.5) -> BorderSegments:
+def border_segments(
+    labels: np.ndarray, junction_radius_px: float = 2.5, masks: CrackMasks | None = None
+) -> BorderSegments:
     """The furrow segments between cells, with centre-line length and direction each."""
     span = int(labels.max()) + 1
-    masks = _CrackMasks.of(labels)
+    masks = masks or CrackMasks.of(labels)
     cracks = _cracks(labels, masks, span)
     if len(cracks.keys) == 0:
         empty = np.zeros(0)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.skin.borders import BorderSegments, border_segments
+from appliance.skin.borders import BorderSegments, CrackMasks, border_segments
 from appliance.skin.preprocess import Prepared
 
 STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
@@ -93,14 +93,6 @@ def furrow_width_um(
     return float(np.count_nonzero(half_depth)) / length_px * um_per_px
 
 
-def centre_line_mask(cells: np.ndarray) -> np.ndarray:
-    """Pixels whose right or lower neighbour lies in another hill cell."""
-    lines = np.zeros(cells.shape, dtype=bool)
-    lines[:, :-1] |= cells[:, :-1] != cells[:, 1:]
-    lines[:-1, :] |= cells[:-1, :] != cells[1:, :]
-    return lines
-
-
 def tophat_response(flat: np.ndarray, um_per_px: float) -> np.ndarray:
     """Black top-hat: how much darker a pixel is than the closing that fills narrow valleys."""
     smooth = cv2.GaussianBlur(flat, (0, 0), 0.7)
@@ -115,8 +107,9 @@ def measure_texture(prepared: Prepared) -> Texture:
     um = prepared.um_per_px_half
     furrows = furrow_mask(tophat_response(prepared.flat_half, um))
     cells, cut = hill_cells(furrows, um)
-    segments = border_segments(cells)
-    lines = centre_line_mask(cells)
+    masks = CrackMasks.of(cells)
+    segments = border_segments(cells, masks=masks)
+    lines = masks.line_mask()
     metrics = {
         **_hill_metrics(cells, cut, um),
         "furrow_density_mm_per_mm2": segments.total_length_px * um / 1000.0 / _area_mm2(cells, um),
