@@ -89,6 +89,9 @@ class QualityGate:
         self.min_mean_level = min_mean_level
         self.min_skin_fraction = min_skin_fraction
         self.max_motion = max_motion
+        # the last frame scored and its small grey copy: in a camera stream the next call's
+        # ``previous`` is that frame, so its downscale is not done twice
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
 
     def scores(self, rgb: np.ndarray, previous: np.ndarray | None = None) -> dict[str, float]:
         """The raw scores of a frame (and motion against the previous frame when given)."""
@@ -102,8 +105,14 @@ class QualityGate:
             "skin_fraction": skin_fraction(small),
         }
         if previous is not None:
-            scores["motion"] = motion_score(gray, downscale_gray_rgb(previous)[1])
+            scores["motion"] = motion_score(gray, self._small_gray(previous))
+        self._last = (rgb, gray)
         return scores
+
+    def _small_gray(self, rgb: np.ndarray) -> np.ndarray:
+        if self._last is not None and self._last[0] is rgb:
+            return self._last[1]
+        return downscale_gray_rgb(rgb)[1]
 
     def assess(self, rgb: np.ndarray, previous: np.ndarray | None = None) -> FrameQuality:
         """Score a frame (RGB uint8) and give the verdict with every failed check as a reason."""
