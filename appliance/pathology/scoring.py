@@ -30,19 +30,8 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
         print(f"pathology: model error: {exc}", file=sys.stderr)
         return 2
     info = model.info
-    settings = TileSettings(
-        tile_px=info.tile_px,
-        tile_um=args.tile_um or info.tile_um,
-        min_tissue_fraction=args.min_tissue,
-        normalize=not args.no_normalize,
-        tumour_only=args.tumour_only,
-        reference=info.stain_reference,
-    )
-    options = RunOptions(
-        batch_size=max(1, args.batch_size), threshold=args.threshold, score=args.score,
-        cam_tiles=max(0, args.cam_tiles), pictures=not args.no_pictures,
-    )
-    runner = SlideRunner(model, settings, args.out, options)
+    settings = _settings(args, model)
+    runner = SlideRunner(model, settings, args.out, _options(args))
     started = time.monotonic()
     results = run_jobs(runner, jobs)
     summary = {
@@ -54,6 +43,26 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
     path = write_results(args.out, results, summary)
     _print_summary(results, path)
     return 1 if any(result.error for result in results) else 0
+
+
+def _settings(args: argparse.Namespace, model: TileModel) -> TileSettings:
+    """Tile settings from the model's metadata, with the command line's overrides."""
+    return TileSettings(
+        tile_px=model.info.tile_px,
+        tile_um=args.tile_um or model.info.tile_um,
+        min_tissue_fraction=args.min_tissue,
+        normalize=not args.no_normalize,
+        tumour_only=args.tumour_only,
+        reference=model.info.stain_reference,
+    )
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    """Scoring and picture options from the command line."""
+    return RunOptions(
+        batch_size=max(1, args.batch_size), threshold=args.threshold, score=args.score,
+        cam_tiles=max(0, args.cam_tiles), pictures=not args.no_pictures,
+    )
 
 
 def _print_summary(results: list[SlideResult], path: object) -> None:
