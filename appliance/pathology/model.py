@@ -75,10 +75,9 @@ class TileModel:
         _check_file(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        providers = choose_providers(provider)
         try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=choose_providers(provider)
-            )
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors on bad files
             raise ModelError(f"{path}: not a loadable ONNX model ({exc}); rebuild it") from exc
         self.info = _read_info(path, self.session.get_modelmeta().custom_metadata_map)

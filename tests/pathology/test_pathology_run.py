@@ -130,3 +130,13 @@ def test_demo_model_metadata() -> None:
     assert (info.tile_px, info.tile_um) == (64, 256.0)
     assert 0.0 < info.threshold < 1.0
     assert DEMO.stat().st_size < 1_000_000
+
+
+def test_cuda_without_a_cuda_runtime_says_so(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    with pytest.raises(ModelError, match="no CUDA provider"):
+        TileModel(DEMO, provider="cuda")
+    assert TileModel(DEMO, provider="auto").session.get_providers() == ["CPUExecutionProvider"]
