@@ -21,6 +21,7 @@ Method (on the flattened half-size image, depth = 1 - relative level):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -63,7 +64,7 @@ class _LabelPixels:
     def of(cls, labels: np.ndarray, count: int, mask: np.ndarray | None = None) -> _LabelPixels:
         """From a label image (``mask``: the same pixels as labels > 0, when at hand)."""
         where = np.flatnonzero(labels > 0 if mask is None else mask)
-        return cls(where, labels.ravel()[where], count)
+        return cls(where, labels.ravel()[where].astype(np.intp, copy=False), count)
 
 
 def _blob_moments(pixels: _LabelPixels, width: int) -> dict[str, np.ndarray]:
@@ -101,6 +102,13 @@ def label_mean(values: np.ndarray, pixels: _LabelPixels) -> np.ndarray:
     return total / np.maximum(np.bincount(pixels.owner, minlength=pixels.count), 1)
 
 
+def _small_label_type(count: int) -> type[np.number[Any]]:
+    """The smallest type OpenCV dilates that holds labels 0..count-1 exactly (uint8 fastest)."""
+    if count <= 256:
+        return np.uint8
+    return np.uint16 if count <= 65536 else np.float32
+
+
 def _half_depth_levels(
     support: np.ndarray, pixels: _LabelPixels, smooth: np.ndarray, opened: np.ndarray
 ) -> np.ndarray:
@@ -114,7 +122,7 @@ def _half_depth_levels(
     level = np.full(count, np.inf)
     if count <= 1:
         return level
-    labels = support.astype(np.uint16)
+    labels = support.astype(_small_label_type(count))
     near = cv2.dilate(labels, disk(3))
     far = cv2.dilate(labels, disk(7))
     far[near > 0] = 0
@@ -174,11 +182,11 @@ class _DepthMaps:
 
 def _soft_area_px(blobs: np.ndarray, count: int, maps: _DepthMaps) -> np.ndarray:
     """Blob areas with edge pixels counted by how far the level crosses them (linear ramp)."""
-    grown = cv2.dilate(blobs.astype(np.uint16), np.ones((3, 3), np.uint8))
+    grown = cv2.dilate(blobs.astype(_small_label_type(count)), np.ones((3, 3), np.uint8))
     grown[0, :] = grown[-1, :] = 0
     grown[:, 0] = grown[:, -1] = 0
     where = np.flatnonzero(grown > 0)
-    owner = grown.ravel()[where]
+    owner = grown.ravel()[where].astype(np.intp, copy=False)
     flat = maps.opened.ravel()
     width = maps.opened.shape[1]
     right = flat[where - width + 1] + 2.0 * flat[where + 1] + flat[where + width + 1]
