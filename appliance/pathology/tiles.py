@@ -9,6 +9,7 @@ begins.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from scipy import ndimage
 from appliance.pathology.slides import Slide, SlideError
 
 MASK_UM_PER_PX = 2.0
+MAX_MASK_PIXELS = 16_000_000
 SATURATION_FLOOR = 12
 SATURATION_CEILING = 25
 CLOSE_UM = 16.0
@@ -83,8 +85,10 @@ def _fill_small_holes(mask: np.ndarray, max_hole_px: float) -> np.ndarray:
 
 
 def slide_tissue_mask(slide: Slide) -> TissueMask:
-    """Tissue map of a slide, from a thumbnail at about MASK_UM_PER_PX."""
-    thumb = slide.thumbnail(MASK_UM_PER_PX)
+    """Tissue map of a slide, from a thumbnail at about MASK_UM_PER_PX (at most 16 Mpx)."""
+    width, height = slide.size_px
+    factor = math.ceil(math.sqrt(width * height / MAX_MASK_PIXELS))
+    thumb = slide.thumbnail(max(MASK_UM_PER_PX, slide.um_per_px * factor))
     thumb_um_per_px = slide.um_per_px * slide.size_px[0] / thumb.shape[1]
     return tissue_mask(thumb, thumb_um_per_px)
 
