@@ -1,4 +1,4 @@
-"""The ``appliance`` command: one entry point, subcommands registered by each area.
+"""The appliance command: one entry point, subcommands registered by each area.
 
 Each area package may hold modules named ``commands`` or ``commands_*`` with
 ``register(root, groups)``; ``root`` is the
@@ -24,7 +24,7 @@ from appliance.config import ConfigError, load_config
 AREAS = ("capture", "skin", "inference", "transport", "updates", "edge", "backoffice", "pathology")
 GROUPS = {
     "synth": "make synthetic data with known ground truth",
-    "models": "build, quantize, evaluate and sign models",
+    "models": "build, quantize and evaluate models",
 }
 DEFAULT_CONFIG = "config.yaml"
 
