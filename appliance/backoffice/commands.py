@@ -68,17 +68,26 @@ def _fleet(args: argparse.Namespace) -> int:
     return 0
 
 
-def _results_query(args: argparse.Namespace) -> int:
-    from appliance.backoffice.export import parse_since, query_table
+def _since_and_store(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """``(since, store)`` for a results command, or None after printing why not."""
+    from appliance.backoffice.export import parse_since
 
     try:
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return None
     store = open_for(args)
-    if store is None:
+    return None if store is None else (since, store)
+
+
+def _results_query(args: argparse.Namespace) -> int:
+    from appliance.backoffice.export import query_table
+
+    opened = _since_and_store(args)
+    if opened is None:
         return 2
+    since, store = opened
     try:
         print(query_table(store, args.device, since, args.limit))
     finally:
@@ -87,16 +96,12 @@ def _results_query(args: argparse.Namespace) -> int:
 
 
 def _results_export(args: argparse.Namespace) -> int:
-    from appliance.backoffice.export import export_results, parse_since
+    from appliance.backoffice.export import export_results
 
-    try:
-        since = parse_since(args.since) if args.since else None
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
+    opened = _since_and_store(args)
+    if opened is None:
         return 2
-    store = open_for(args)
-    if store is None:
-        return 2
+    since, store = opened
     try:
         count = export_results(store, args.format, args.out, args.device, since)
     except (ValueError, OSError) as exc:
