@@ -13,7 +13,17 @@ import pytest
 from appliance.transport.broker import PrivateBroker, port_open
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The project's shared data: $APPLIANCE_SHARED_DATA, ../shared/data, or /work/shared/data."""
+    candidates = [REPO.parent / "shared" / "data", Path("/work/shared/data")]
+    if os.environ.get("APPLIANCE_SHARED_DATA"):
+        candidates.insert(0, Path(os.environ["APPLIANCE_SHARED_DATA"]))
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+SHARED_DATA = _shared_data()
 
 
 @dataclass(frozen=True)

@@ -28,24 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-class RootSafeBroker(PrivateBroker):
-    """A PrivateBroker whose persistence works when the tests run as root.
-
-    Started as root, mosquitto drops to user "mosquitto", which cannot write the test's temp
-    folder: sessions and queued messages would then vanish on restart. ``user root`` keeps it
-    as the starting user (mosquitto ignores the option when not started as root).
-    """
-
-    def _write_config(self) -> None:
-        super()._write_config()
-        with (self.workdir / "mosquitto.conf").open("a") as conf:
-            conf.write("user root\n")
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     """A started mosquitto with working persistence that the test may stop and restart."""
-    with RootSafeBroker(workdir=tmp_path / "broker") as started:
+    with PrivateBroker(workdir=tmp_path / "broker") as started:
         yield started
 
 

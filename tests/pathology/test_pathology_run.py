@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import SHARED_DATA
 from onnx import TensorProto, helper
 from PIL import Image
 
@@ -18,7 +19,7 @@ from appliance.pathology.synthetic import SlideSpec, render_slide
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "pathology" / "msi-vgg19-w16.onnx"
-REAL_TILES = REPO.parent / "shared" / "data" / "he-tiles-crc-val-7k"
+REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
 
 
 def _rows(folder: Path) -> dict[str, dict[str, str]]:

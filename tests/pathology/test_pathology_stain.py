@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
 from appliance.pathology.stain import (
@@ -17,7 +16,7 @@ from appliance.pathology.stain import (
 )
 from appliance.pathology.synthetic import stain_vectors
 
-REAL_TILES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "he-tiles-crc-val-7k"
+REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
 
 
 def _angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
