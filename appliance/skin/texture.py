@@ -36,7 +36,7 @@ class Texture:
     """Furrow and hill geometry of one frame (half-size arrays) and the texture metrics."""
 
     furrow_mask: np.ndarray  # bool: furrow pixels
-    hill_labels: np.ndarray  # int32: every pixel's hill cell (1..n)
+    hill_labels: np.ndarray  # uint16 (int32 past 65,535 labels): every pixel's hill cell (1..n)
     centre_lines: np.ndarray  # bool: pixels on a border between two hill cells
     hill_cut: np.ndarray  # bool per label (index 0 unused): hill touches the frame edge
     segments: BorderSegments
@@ -45,8 +45,7 @@ class Texture:
 
 def furrow_mask(response: np.ndarray) -> np.ndarray:
     """Hysteresis threshold of the valley response: weak furrow pixels joined to strong ones."""
-    weak = (response > WEAK_VALLEY).view(np.uint8)
-    count, labels = cv2.connectedComponents(weak, connectivity=8)
+    count, labels = label_components(response > WEAK_VALLEY, connectivity=8)
     strong = np.flatnonzero(response > STRONG_VALLEY)
     keep = np.bincount(labels.ravel()[strong], minlength=count) > 0
     keep[0] = False
@@ -54,17 +53,40 @@ def furrow_mask(response: np.ndarray) -> np.ndarray:
     return mask
 
 
+def label_components(mask: np.ndarray, connectivity: int) -> tuple[int, np.ndarray]:
+    """cv2.connectedComponents of a bool mask: uint16 labels when they fit, else int32.
+
+    uint16 labels halve the memory traffic of every later pass over the label image and let
+    ``label_areas`` count them with calcHist; OpenCV raises when they would overflow.
+    """
+    source = mask.view(np.uint8)
+    try:
+        count, labels = cv2.connectedComponents(source, connectivity=connectivity, ltype=cv2.CV_16U)
+    except cv2.error:
+        count, labels = cv2.connectedComponents(source, connectivity=connectivity)
+    return int(count), labels
+
+
+def label_areas(labels: np.ndarray, count: int) -> np.ndarray:
+    """Pixels per label 0..count-1 (calcHist for uint16 labels: 2x faster than bincount)."""
+    if labels.dtype == np.uint16:
+        hist = cv2.calcHist([labels], [0], None, [count], [0, count])  # float32, exact counts
+        areas: np.ndarray = hist.ravel().astype(np.int64)
+        return areas
+    return np.bincount(labels.ravel(), minlength=count)
+
+
 def hill_cells(furrows: np.ndarray, um_per_px: float) -> tuple[np.ndarray, np.ndarray]:
     """Label image of hill cells (nearest-hill partition) and the per-label frame-edge flag."""
     min_area_px = MIN_HILL_AREA_UM2 / um_per_px**2
-    count, labels = cv2.connectedComponents((~furrows).view(np.uint8), connectivity=4)
-    big = np.bincount(labels.ravel(), minlength=count) >= min_area_px
+    count, labels = label_components(~furrows, connectivity=4)
+    big = label_areas(labels, count) >= min_area_px
     big[0] = False
     seeds = np.take(big, np.asarray(labels))
     flat_labels = labels.ravel()
     # DIST_LABEL_PIXEL numbers the zero (seed) pixels 1, 2, ... in raster order, the order
     # flatnonzero returns them in: so each number maps straight to its seed pixel's hill
-    hill_of_seed_pixel = np.zeros(1 + int(np.count_nonzero(seeds)), dtype=np.int32)
+    hill_of_seed_pixel = np.zeros(1 + int(np.count_nonzero(seeds)), dtype=labels.dtype)
     hill_of_seed_pixel[1:] = flat_labels[np.flatnonzero(seeds)]
     _, nearest = cv2.distanceTransformWithLabels(
         (~seeds).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
@@ -87,7 +109,7 @@ def furrow_width_um(
     if length_px <= 0:
         return 0.0
     floor = cv2.dilate(depth, np.ones((3, 3), np.uint8))
-    floor_at_line = np.where(centre_lines, floor, np.float32(0.0))
+    floor_at_line = np.multiply(floor, centre_lines, out=floor)  # floor >= 0: np.where, 7x faster
     local_floor = cv2.dilate(floor_at_line, np.ones((7, 7), np.uint8))
     half_depth = (depth > 0.5 * local_floor) & (local_floor > 0.02)
     return float(np.count_nonzero(half_depth)) / length_px * um_per_px
@@ -127,7 +149,7 @@ def _area_mm2(cells: np.ndarray, um_per_px: float) -> float:
 
 def _hill_metrics(cells: np.ndarray, cut: np.ndarray, um_per_px: float) -> dict[str, float]:
     """Hill density (edge-cut hills count 1/2) and mean cell area of the hills inside."""
-    areas_px = np.bincount(cells.ravel(), minlength=len(cut))
+    areas_px = label_areas(cells, len(cut))
     present = areas_px > 0
     present[0] = False
     inside = present & ~cut
@@ -144,5 +166,5 @@ def _hill_metrics(cells: np.ndarray, cut: np.ndarray, um_per_px: float) -> dict[
 def _cells_on_border(cells: np.ndarray, count: int) -> np.ndarray:
     on_border = np.zeros(count, dtype=bool)
     for edge in (cells[0], cells[-1], cells[:, 0], cells[:, -1]):
-        on_border[np.unique(edge)] = True
+        on_border[edge] = True
     return on_border
