@@ -163,6 +163,8 @@ class _Chains:
     mean_x: np.ndarray
     mean_y: np.ndarray
     angles: np.ndarray
+    cos: np.ndarray  # of angles, computed once
+    sin: np.ndarray
     ends: tuple[np.ndarray, np.ndarray]  # min and max position along the direction
 
 
@@ -183,25 +185,27 @@ def _chains(cracks: _Cracks) -> _Chains:
         np.minimum.reduceat(along, starts) - offset,
         np.maximum.reduceat(along, starts) - offset,
     )
-    return _Chains(starts, count, mean_x, mean_y, angles, ends)
+    return _Chains(starts, count, mean_x, mean_y, angles, cos, sin, ends)
 
 
 def _junction_ends(
     chains: _Chains, ids: np.ndarray, centres: np.ndarray
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """For both ends of every chain: the junction it stops in (0: none) and the gap to it."""
-    end_ids, gaps = [], []
+    """For both ends of every chain: the junction it stops in (0: none) and the gap to it.
+
+    Both ends go through one set of array operations (half the numpy calls).
+    """
     height, width = ids.shape
-    for end in chains.ends:
-        x = chains.mean_x + end * np.cos(chains.angles)
-        y = chains.mean_y + end * np.sin(chains.angles)
-        rows = np.clip(np.rint(y).astype(np.int64), 0, height - 1)
-        cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
-        junction = ids.ravel()[rows * width + cols]
-        gap = np.hypot(centres[junction, 0] - x, centres[junction, 1] - y)
-        gaps.append(np.where(junction > 0, gap, 0.0))
-        end_ids.append(junction)
-    return end_ids, gaps
+    end = np.concatenate(chains.ends)
+    x = np.tile(chains.mean_x, 2) + end * np.tile(chains.cos, 2)
+    y = np.tile(chains.mean_y, 2) + end * np.tile(chains.sin, 2)
+    rows = np.clip(np.rint(y).astype(np.int64), 0, height - 1)
+    cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
+    junction = ids.ravel()[rows * width + cols]
+    gap = np.hypot(centres[:, 0][junction] - x, centres[:, 1][junction] - y)
+    gap[junction == 0] = 0.0
+    count = len(chains.mean_x)
+    return [junction[:count], junction[count:]], [gap[:count], gap[count:]]
 
 
 def border_segments(
@@ -215,7 +219,7 @@ def border_segments(
         empty = np.zeros(0)
         return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty)
     chains = _chains(cracks)
-    factor = np.abs(np.cos(chains.angles)) + np.abs(np.sin(chains.angles))
+    factor = np.abs(chains.cos) + np.abs(chains.sin)
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
     chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
     ids, centres = junctions(labels, junction_radius_px, masks)
