@@ -16,7 +16,6 @@ pore_count; pore_count_over_truth is the CV of measured / true count per crop.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,10 @@ from typing import Any
 import cv2
 import numpy as np
 from skin_common import (
-    DEFAULT_FRAMES_DIR,
     TARGET_KEYS,
     ensure_frames,
     error_summary,
+    frame_set_parser,
     load_average,
     truth_of,
 )
@@ -130,10 +129,7 @@ def repeatability(images: list[Path], variants: int) -> dict[str, Any]:
 
 def main() -> None:
     """Run both checks and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES_DIR)
-    parser.add_argument("--count", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=1)
+    parser = frame_set_parser(__doc__.splitlines()[0])
     parser.add_argument("--repeat-frames", type=int, default=10)
     parser.add_argument("--variants", type=int, default=6)
     args = parser.parse_args()

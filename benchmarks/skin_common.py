@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -19,6 +20,15 @@ TARGET_KEYS = (
     "hill_mean_area_mm2",
 )
 DEFAULT_FRAMES_DIR = Path("/tmp/skin-bench-frames")
+
+
+def frame_set_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the frame-set options both skin benchmarks take."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES_DIR)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    return parser
 
 
 def ensure_frames(folder: Path, count: int, seed: int, preset: str = "mixed") -> list[Path]:

@@ -18,7 +18,6 @@ peak_rss_mb: maximum resident memory of ``appliance analyze --json`` over ``--co
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -32,10 +31,10 @@ from typing import Any
 import cv2
 import numpy as np
 from skin_common import (
-    DEFAULT_FRAMES_DIR,
     TARGET_KEYS,
     ensure_frames,
     error_summary,
+    frame_set_parser,
     load_average,
     truth_of,
 )
@@ -114,10 +113,7 @@ def peak_rss_mb(images: list[Path]) -> float:
 
 def main() -> None:
     """Time both methods and the gate on the same frames; print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES_DIR)
-    parser.add_argument("--count", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=1)
+    parser = frame_set_parser(__doc__.splitlines()[0])
     parser.add_argument("--timed-frames", type=int, default=30)
     parser.add_argument("--baseline-frames", type=int, default=4)
     args = parser.parse_args()

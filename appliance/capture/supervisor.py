@@ -8,6 +8,7 @@ show the newest picture, not a backlog.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -96,11 +97,10 @@ class CaptureRunner(threading.Thread):
                 self.frames.put_nowait(frame)
                 return
             except queue.Full:
-                try:
+                # drop the oldest frame; if the consumer just took it, the retry finds room
+                with contextlib.suppress(queue.Empty):
                     self.frames.get_nowait()
                     self.frames_dropped += 1
-                except queue.Empty:
-                    pass  # the consumer just took one: try again
 
     def _fail(self, reason: str) -> None:
         self.failures += 1
