@@ -261,6 +261,11 @@ class ScreenConfig(_Section):
     preview_width_px: int = Field(
         640, ge=160, le=1920, description="Width of the live preview picture (px)."
     )
+    reference_file: str | None = Field(
+        None,
+        description="Age-band reference ranges from the cohort (`appliance console reference "
+        "--out FILE`); unset: the result is shown without them.",
+    )
 
 
 class ConsoleConfig(_Section):
@@ -411,9 +416,13 @@ def resolve_paths(config: Config, base: Path) -> Config:
         return str((base / value).resolve())
 
     model = config.model.model_copy(update={"path": absolute(config.model.path)})
+    screen = config.screen.model_copy(
+        update={"reference_file": absolute(config.screen.reference_file)}
+    )
     camera = config.camera
     if camera.source == "directory":
         camera = camera.model_copy(update={"path": absolute(camera.path)})
     return config.model_copy(
-        update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera}
+        update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera,
+                "screen": screen}
     )
