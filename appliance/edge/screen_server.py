@@ -188,4 +188,7 @@ class ScreenHandler(BaseHTTPRequestHandler):
             raise ValueError(f"age_band {str(band)[:20]!r}: use one of {', '.join(AGE_BANDS)}")
         if not isinstance(consent, bool):
             raise ValueError("consent must be true or false")
-        self.server.state.set_subject(band, consent)
+        measurement = body.get("measurement")
+        if measurement is not None and (type(measurement) is not int or measurement < 0):
+            raise ValueError("measurement must be a count from /state")
+        self.server.state.set_subject(band, consent, measurement)

@@ -45,6 +45,7 @@ class ScreenState:
         self._view: dict[str, Any] = {}
         self._lifted_since_result = False
         self._last_activity_s = clock()
+        self._measurements = 0  # results started since the daemon started (one per customer)
         self._clear()
 
     def _clear(self) -> None:
@@ -89,9 +90,17 @@ class ScreenState:
             self._lifted_since_result = False
             self._update(phase="result", guidance=None, progress=0, result=view)
 
-    def set_subject(self, age_band: str | None, consent: bool) -> None:
-        """The customer's choices for the next measurement (from the page)."""
+    def set_subject(self, age_band: str | None, consent: bool,
+                    measurement: int | None = None) -> None:
+        """The customer's choices for the next measurement (from the page).
+
+        With ``measurement`` (the count shown in the state) a choice that arrives after that
+        measurement already started is refused, instead of slipping to the next customer.
+        """
         with self._changed:
+            if measurement is not None and measurement != self._measurements:
+                raise ValueError(f"measurement {measurement} already started "
+                                 f"(now at {self._measurements}); choose again")
             self._last_activity_s = self._clock()
             self._update(subject={"age_band": age_band, "consent": consent})
 
@@ -110,6 +119,7 @@ class ScreenState:
         """
         with self._changed:
             chosen = self._view["subject"]
+            self._measurements += 1
             self._update(subject=None)
         if not chosen or not chosen["consent"]:
             return None
@@ -131,11 +141,16 @@ class ScreenState:
     def snapshot(self) -> dict[str, Any]:
         """The state as the page reads it (with its version and the burst length)."""
         with self._changed:
-            return {**self._view, "version": self._version, "burst": self.burst_frames}
+            return self._snapshot()
 
     def wait_change(self, after_version: int, timeout_s: float) -> dict[str, Any] | None:
         """The state once its version passes ``after_version``; None after ``timeout_s``."""
         with self._changed:
             if not self._changed.wait_for(lambda: self._version > after_version, timeout_s):
                 return None
-            return {**self._view, "version": self._version, "burst": self.burst_frames}
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The view with its version, the burst length and the measurement count (lock held)."""
+        return {**self._view, "version": self._version, "burst": self.burst_frames,
+                "measurements": self._measurements}
