@@ -155,3 +155,27 @@ def svg_plot(view: FeatureView, width: int = 360, height: int = 200) -> str:
                      f'font-size="9" text-anchor="middle">n={band.n}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def reference_table(views: list[FeatureView]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per age band (and ``all`` pooled): each feature's n, mean and SD, for kiosk screens."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for view in views:
+        for band in view.bands:
+            if band.n > 1:
+                table.setdefault(band.band, {})[view.key] = {
+                    "n": band.n, "mean": band.mean, "sd": band.sd}
+        pooled = _pooled([b for b in view.bands if b.n > 1])
+        if pooled is not None:
+            table.setdefault("all", {})[view.key] = pooled
+    return table
+
+
+def _pooled(bands: list[BandStats]) -> dict[str, float] | None:
+    """n, mean and SD of the union of bands (from each band's n, mean and SD)."""
+    n = sum(b.n for b in bands)
+    if n < 2:
+        return None
+    mean = sum(b.n * b.mean for b in bands) / n
+    squares = sum((b.n - 1) * b.sd**2 + b.n * (b.mean - mean) ** 2 for b in bands)
+    return {"n": n, "mean": mean, "sd": math.sqrt(squares / (n - 1))}

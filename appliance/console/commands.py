@@ -89,6 +89,31 @@ def _token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from appliance.backoffice.cohort import REPORT_FEATURES
+    from appliance.console.cohortview import feature_views, reference_table
+
+    store = open_for(args)
+    if store is None:
+        return 2
+    try:
+        table = reference_table(feature_views(store.band_sums(REPORT_FEATURES)))
+    finally:
+        store.close()
+    if not table:
+        print("console reference: no age band has two results yet", file=sys.stderr)
+        return 1
+    document = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "what": "per age band: n, mean and SD of each feature (appliance cohort)",
+                "bands": table}
+    Path(args.out).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote reference ranges of {len(table) - 1} age band(s) to {args.out}")
+    return 0
+
+
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``console``, ``console user add`` and ``console token create``."""
     console = root.add_parser("console", help="the back-office web console and HTTP API")
@@ -111,3 +136,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     create.add_argument("name", help="the user the token acts as")
     add_store_options(create)
     create.set_defaults(handler=_token_create)
+    reference = sub.add_parser("reference", help="write the age-band reference ranges a kiosk "
+                               "screen compares customers with (config screen.reference_file)")
+    reference.add_argument("--out", required=True, help="JSON file to write")
+    add_store_options(reference)
+    reference.set_defaults(handler=_reference)
