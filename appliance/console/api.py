@@ -61,5 +61,5 @@ def api_result(request: Request, measurement_id: str, login: ApiLogin) -> dict[s
 def api_cohort(request: Request, login: ApiLogin) -> dict[str, Any]:
     """The cohort figures (cached for console.cohort_cache_s)."""
     with pool_of(request).store() as store:
-        views, repeats = request.app.state.cohort.get(store)
+        views, repeats = request.app.state.cohort.get(store, pool_of(request))
     return cohort_json(views, repeats)

@@ -47,6 +47,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig) -> FastAPI:
     app.state.pool = pool
     app.state.settings = settings
     app.state.cohort = CohortCache(settings.cohort_cache_s)
+    app.state.cohort.warm(pool)
     app.state.templates = Environment(
         loader=PackageLoader("appliance.console", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),

@@ -170,7 +170,7 @@ def result_page(request: Request, measurement_id: str, login: PageLogin) -> HTML
 def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
     """Report features by age band (means with 95 % CIs), correlation with age, repeats."""
     with pool_of(request).store() as store:
-        views, repeats = request.app.state.cohort.get(store)
+        views, repeats = request.app.state.cohort.get(store, pool_of(request))
     plots = {v.key: Markup(svg_plot(v)) for v in views}  # svg_plot escapes its text
     counted = views[0].bands if views else []
     return render(request, "cohort.html", login=login, views=views, plots=plots,

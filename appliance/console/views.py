@@ -8,6 +8,7 @@ stored result and change slowly.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -25,6 +26,7 @@ from appliance.transport.payloads import FEATURE_KEYS
 LIST_COLUMNS = ("measurement_id", "captured_at", "site", "device_id", "label", "age_band",
                 "kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2", "pore_count",
                 "quality_verdict")
+log = logging.getLogger(__name__)
 CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_id",
                "software_version", "quality_verdict", "model_name", "model_version", "label",
                "age_band", *FEATURE_KEYS)
@@ -108,18 +110,50 @@ def cohort_json(views: list[FeatureView], repeats: list[dict[str, Any]]) -> dict
 
 
 class CohortCache:
-    """The cohort figures, recomputed at most once per ``max_age_s``."""
+    """The cohort figures, refreshed in the background once older than ``max_age_s``.
+
+    Over a million results the grouped queries take about a second, so a page never waits for
+    them: it gets the last figures while a thread computes new ones. Only the very first
+    request after start waits (``warm`` starts that computation when the console starts).
+    """
 
     def __init__(self, max_age_s: float) -> None:
         self.max_age_s = max_age_s
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._value: tuple[float, list[FeatureView], list[dict[str, Any]]] | None = None
 
-    def get(self, store: Store) -> tuple[list[FeatureView], list[dict[str, Any]]]:
-        """The cached figures, or fresh ones when they are older than ``max_age_s``."""
+    def _compute(self, store: Store) -> None:
+        with self._refreshing:
+            views = feature_views(store.band_sums(REPORT_FEATURES))
+            value = (time.monotonic(), views, repeat_rows(store))
+            with self._lock:
+                self._value = value
+
+    def warm(self, pool: Any) -> None:
+        """Compute the figures in a background thread (at console start)."""
+        threading.Thread(target=self._refresh_from, args=(pool,), name="CohortWarm",
+                         daemon=True).start()
+
+    def _refresh_from(self, pool: Any) -> None:
+        try:
+            with pool.store() as store:
+                self._compute(store)
+        except Exception:  # the next page request computes them itself and shows the error
+            log.exception("cohort figures not computed in the background")
+
+    def get(self, store: Store, pool: Any = None) -> tuple[list[FeatureView],
+                                                            list[dict[str, Any]]]:
+        """The latest figures; stale ones trigger a background refresh (through ``pool``)."""
         with self._lock:
-            now_s = time.monotonic()
-            if self._value is None or now_s - self._value[0] > self.max_age_s:
-                views = feature_views(store.band_sums(REPORT_FEATURES))
-                self._value = (now_s, views, repeat_rows(store))
-            return self._value[1], self._value[2]
+            value = self._value
+        if value is None:
+            self._compute(store)
+            return self.get(store)
+        stale = time.monotonic() - value[0] > self.max_age_s
+        if stale and pool is not None and not self._refreshing.locked():
+            self.warm(pool)
+        elif stale and pool is None:
+            self._compute(store)
+            return self.get(store)
+        return value[1], value[2]

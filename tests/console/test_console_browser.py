@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,6 @@ from console_helpers import PASSWORD, Console
 from playwright.sync_api import expect
 
 from tests.browser import chromium_page
-
-SCREENSHOTS = os.environ.get("APPLIANCE_SCREENSHOT_DIR")
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +32,6 @@ def page(console: Console) -> Iterator[Any]:
         yield opened
 
 
-def shot(page: Any, name: str) -> None:
-    if SCREENSHOTS:
-        page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=False)
-
-
 def test_fleet_page_shows_online_and_offline_kiosks(console: Console, page: Any) -> None:
     page.goto(console.url + "/fleet")
     table = page.locator("#fleet")
@@ -49,7 +41,6 @@ def test_fleet_page_shows_online_and_offline_kiosks(console: Console, page: Any)
     expect(row).to_contain_text("0.1.0")
     expect(table.locator("tr", has_text="kiosk-9").locator("td.offline")).to_have_text("offline")
     expect(page.locator("main")).to_contain_text("3 kiosk(s), 1 online")
-    shot(page, "console-fleet.png")
 
 
 def test_results_filter_and_older_pages(console: Console, page: Any) -> None:
@@ -69,7 +60,6 @@ def test_results_filter_and_older_pages(console: Console, page: Any) -> None:
     page.click("#older")
     expect(page.locator("#results tr")).to_have_count(26)
     assert not set(first_page) & set(page.locator("#results td a").all_inner_texts())
-    shot(page, "console-results.png")
 
 
 def test_hostile_filter_is_refused_and_shown_as_text(console: Console, page: Any) -> None:
@@ -98,4 +88,3 @@ def test_cohort_page_plots_each_feature_by_age_band(console: Console, page: Any)
     kime = page.locator("#correlations tr", has_text="kime_score")
     expect(kime).to_contain_text("-0.")  # kime falls with age in the seeded cohort
     expect(page.locator("#repeats")).to_contain_text("subj-0")
-    shot(page, "console-cohort.png")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import threading
 import time
@@ -27,7 +26,6 @@ from appliance.transport.broker import free_port
 from tests.browser import chromium_page
 
 pytestmark = pytest.mark.broker
-SCREENSHOTS = os.environ.get("APPLIANCE_SCREENSHOT_DIR")
 
 
 def kiosk_config(tmp_path: Path, broker: Any, **screen: Any) -> Any:
@@ -112,13 +110,9 @@ def test_kiosk_language_switches_on_screen(kiosk: Running, page: Any) -> None:
     assert page.evaluate("document.documentElement.lang") == "ja"
     expect(page.locator("body")).to_have_attribute("data-phase", "result", timeout=15_000)
     expect(page.locator("#features")).to_contain_text("皮丘")
-    if SCREENSHOTS:
-        page.screenshot(path=str(Path(SCREENSHOTS) / "kiosk-result-ja.png"))
     page.click("#lang-en")
     expect(title).to_have_text("Skin texture check")
     expect(page.locator("#features")).to_contain_text("Hills")
-    if SCREENSHOTS:
-        page.screenshot(path=str(Path(SCREENSHOTS) / "kiosk-result-en.png"))
 
 
 def results_until(kiosk: Running, seconds: float, done: Any) -> list[dict[str, Any]]:

@@ -32,8 +32,15 @@ function renderResult(result) {
   overlay.style.display = result.overlay ? "" : "none";
   const table = document.getElementById("features");
   table.replaceChildren();
+  const kimeStanding = document.getElementById("kime-standing");
+  kimeStanding.textContent = "";
   for (const f of result.features) {
-    if (f.key === "kime_score") continue;
+    if (f.key === "kime_score") {
+      if (f.standing && result.reference_band) {
+        kimeStanding.textContent = text("standing_" + f.standing.where, {band: bandLabel(result.reference_band)});
+      }
+      continue;
+    }
     const row = table.insertRow();
     row.dataset.key = f.key;
     cell(row, text("feature_" + f.key), "name");
