@@ -122,9 +122,7 @@ class EdgeDaemon:
         config, edge = self.config, self.config.edge
         frames: queue.Queue[Frame] = queue.Queue(maxsize=edge.frame_queue_size)
         results: queue.Queue[Accepted] = queue.Queue(maxsize=edge.result_queue_size)
-        screen_dir = Path(config.state_dir) / "screen"
-        self.display = KioskDisplay(config.screen, edge.burst_frames, screen_dir)
-        self.screen = KioskScreen(screen_dir, self.link_stop, on_shown=self.display.show_result)
+        self._build_screen()
         self.capture = CaptureRunner(
             source,
             frames,
@@ -156,6 +154,12 @@ class EdgeDaemon:
             screen=self.screen,
             group_max=edge.group_commit_max,
         )
+
+    def _build_screen(self) -> None:
+        """The kiosk display (page, preview, guidance) and the thread that shows results."""
+        screen_dir = Path(self.config.state_dir) / "screen"
+        self.display = KioskDisplay(self.config.screen, self.config.edge.burst_frames, screen_dir)
+        self.screen = KioskScreen(screen_dir, self.link_stop, on_shown=self.display.show_result)
 
     def request_stop(self) -> None:
         """Stop soon (signal-safe: only sets an event)."""
