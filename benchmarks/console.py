@@ -187,9 +187,9 @@ def bench_screen_callbacks(frames: int) -> dict[str, Any]:
     """What the kiosk screen adds per frame to the capture and analysis threads."""
     from appliance.capture.quality import QualityGate
     from appliance.capture.sources import Frame
-    from appliance.capture.synthetic import textured_skin
     from appliance.config import ScreenConfig
     from appliance.edge.kiosk import KioskDisplay
+    from appliance.synthetic.camera import textured_skin
 
     display = KioskDisplay(ScreenConfig(port=None), 5, Path("/tmp"))
     display.server = object()  # type: ignore[assignment]  # count offer() as if a page watched
@@ -218,10 +218,10 @@ def bench_screen_callbacks(frames: int) -> dict[str, Any]:
 def bench_preview_one_core(seconds: float) -> dict[str, Any]:
     """MJPEG frames per second a client gets with everything pinned to one core."""
     from appliance.capture.sources import Frame
-    from appliance.capture.synthetic import textured_skin
     from appliance.edge.screen_preview import PreviewFeed
     from appliance.edge.screen_server import ScreenServer
     from appliance.edge.screen_state import ScreenState
+    from appliance.synthetic.camera import textured_skin
 
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     feed, stop = PreviewFeed(640), threading.Event()

@@ -35,7 +35,7 @@ from appliance.console.server import ConsoleThread  # noqa: E402
 from appliance.edge.service import build_daemon  # noqa: E402
 from appliance.inference.classifier import SkinClassifier  # noqa: E402
 from appliance.skin.analysis import analyze  # noqa: E402
-from appliance.skin.synthetic import synthetic_frame  # noqa: E402
+from appliance.synthetic.skin import synthetic_frame  # noqa: E402
 from appliance.transport import payloads  # noqa: E402
 from appliance.transport.broker import free_port  # noqa: E402
 from tests.browser import chromium_page  # noqa: E402

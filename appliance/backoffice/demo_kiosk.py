@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.skin.synthetic import synthetic_geometry
+from appliance.synthetic.skin import synthetic_geometry
 
 log = logging.getLogger(__name__)
 

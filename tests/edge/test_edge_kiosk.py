@@ -18,10 +18,10 @@ import pytest
 from playwright.sync_api import expect
 
 from appliance.capture.sources import Frame
-from appliance.capture.synthetic import textured_skin
 from appliance.config import config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import fast_daemon
+from appliance.synthetic.camera import textured_skin
 from appliance.transport.broker import free_port
 from tests.browser import chromium_page
 
