@@ -3,7 +3,8 @@
 Each customer is one synthetic skin frame (``appliance.skin.synthetic``): the scope
 approaches (blurred frames), rests on the skin (identical, steady frames), then is lifted
 (a dark field, no contact). So the quality gate and the measurement sessions see what the
-real kiosk sees, and every customer yields exactly one measurement.
+real kiosk sees, and every customer yields exactly one measurement. Asked for their age band,
+a generated customer states the decade of the age their skin was generated for.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -18,6 +21,7 @@ import numpy as np
 from appliance.capture.sources import FRAME_HEIGHT_PX, FRAME_WIDTH_PX, Frame
 
 SkinFactory = Callable[[int], np.ndarray]
+AgeBandOf = Callable[[int], str | None]  # customer index -> the age band they state
 LIFTED_LEVEL = 0.03  # the LEDs shine into the air: a nearly black field
 
 
@@ -39,12 +43,33 @@ def generated_skin(seed: int, preset: str = "mixed") -> SkinFactory:
     """Skin frames from the synthetic skin generator, one per customer index."""
 
     def make(index: int) -> np.ndarray:
-        from appliance.skin.synthetic import synthetic_frame  # noqa: PLC0415 - heavy, lazy
-
-        rgb: np.ndarray = synthetic_frame(seed, index, preset).image_rgb
+        rgb: np.ndarray = _generated(seed, index, preset).image_rgb
         return rgb
 
     return make
+
+
+def stated_age_band(seed: int, preset: str = "mixed") -> AgeBandOf:
+    """The age band each generated customer of ``generated_skin(seed, preset)`` states."""
+
+    def band(index: int) -> str | None:
+        return age_band_of(_generated(seed, index, preset).params.age_years)
+
+    return band
+
+
+def age_band_of(age_years: float) -> str:
+    """The decade band of an age, as the payload writes it: ``40-49``, or ``80+``."""
+    decade = int(age_years // 10) * 10
+    return "80+" if decade >= 80 else f"{decade}-{decade + 9}"
+
+
+@lru_cache(maxsize=2)
+def _generated(seed: int, index: int, preset: str) -> Any:
+    """One generated customer (cached: the frame and the stated age come from one render)."""
+    from appliance.skin.synthetic import synthetic_frame  # noqa: PLC0415 - heavy, lazy
+
+    return synthetic_frame(seed, index, preset)
 
 
 def textured_skin(
@@ -79,8 +104,11 @@ class SyntheticSource:
         skin: SkinFactory,
         fps: float = 15.0,
         script: CustomerScript | None = None,
+        age_band: AgeBandOf | None = None,
     ) -> None:
         self.description = "synthetic camera"
+        self._age_band_of = age_band
+        self._customer_age_band: str | None = None
         self.fps = fps
         self.script = script or CustomerScript()
         self._skin = skin
@@ -101,11 +129,14 @@ class SyntheticSource:
         if phase_index == 0:
             self._customer += 1
             self._customer_rgb = self._skin(self._customer)
+            stated = self._age_band_of
+            self._customer_age_band = stated(self._customer) if stated else None
             self._lifted_rgb = None
         assert self._customer_rgb is not None  # set on the first frame of every customer
         rgb = self._phase_frame(self._customer_rgb, phase_index)
         self._frame_count += 1
-        return Frame(rgb, self._frame_count, name=f"customer-{self._customer}")
+        return Frame(rgb, self._frame_count, name=f"customer-{self._customer}",
+                     age_band=self._customer_age_band)
 
     def _pace(self) -> None:
         if self.fps <= 0:

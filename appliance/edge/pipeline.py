@@ -149,6 +149,7 @@ class AnalysisRunner(threading.Thread):
             quality=quality.to_payload(),
             features=measurement.features,
             classification=self._classify(measurement.features),
+            subject=payloads.Subject(age_band=frame.age_band) if frame.age_band else None,
         )
         return Accepted(result, measurement.draw_overlay, self.identity.result_topic)
 

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "pathology" / "msi-vgg19-w16.onnx"
+from appliance.shipped import PATHOLOGY_MODEL, shipped_path
+
+DEFAULT_MODEL = shipped_path(PATHOLOGY_MODEL)
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -16,8 +18,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     synth.add_argument("--out", type=Path, required=True, help="folder for slides + labels.csv")
     synth.add_argument("--patients", type=int, default=20, help="number of patients (20)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    synth.add_argument("--msi-fraction", type=float, default=0.35, help="share of MSI patients")
+    synth.add_argument("--msi-fraction", type=float, default=0.35, metavar="0..1",
+                       help="share of MSI patients, 0 to 1 (0.35)")
     synth.add_argument("--workers", type=int, default=1, help="processes painting slides (1)")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth_he)
     pathology = root.add_parser("pathology", help="H&E slides: MSI scores, heatmaps, metrics")
     sub = pathology.add_subparsers(dest="pathology_command", required=True, metavar="COMMAND")
@@ -54,7 +58,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-normalize", action="store_true", help="skip Macenko normalisation")
     parser.add_argument("--batch-size", type=int, default=64, help="tiles per model call (64)")
     parser.add_argument("--cam-tiles", type=int, default=4, help="CAMs drawn per slide (4)")
-    parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="ONNX Runtime device: auto = CUDA when present, else CPU (auto)")
     parser.add_argument("--no-pictures", action="store_true", help="skip heatmaps and CAMs")
 
 
@@ -65,7 +70,7 @@ def _synth_he(args: argparse.Namespace) -> int:
         print("synth he: --patients must be >= 1 and --msi-fraction in 0..1", file=sys.stderr)
         return 2
     specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
-    labels = write_cohort(args.out, specs, workers=max(1, args.workers))
+    labels = write_cohort(args.out, specs, workers=max(1, args.workers), progress=not args.quiet)
     print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
     return 0
 

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 
 from appliance.capture.quality import QualityGate
-from appliance.config import Config, load_config
+from appliance.config import Config, load_config_or_defaults
 from appliance.skin.analysis import analyze
 from appliance.skin.colour import WhiteReference
 from appliance.skin.frames import FrameError, load_frame
@@ -46,11 +46,11 @@ class AnalyzeRun:
 
     @classmethod
     def from_config(
-        cls, path: Path | None, overlay_dir: str | None, white_frame: str | None = None
+        cls, path: str | None, overlay_dir: str | None, white_frame: str | None = None
     ) -> AnalyzeRun:
-        """Load the config (defaults when None), the model if configured, the white reference
-        if given, and make the overlay folder."""
-        config = load_config(path) if path is not None else Config()
+        """Load the config (``load_config_or_defaults``: the shipped model without a file), the
+        model if configured, the white reference if given, and make the overlay folder."""
+        config = load_config_or_defaults(path)
         classifier = None
         if config.model.path:
             from appliance.inference.classifier import (  # noqa: PLC0415 - onnxruntime is heavy

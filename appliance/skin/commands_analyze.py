@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = "config.yaml"
-
 
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add the ``analyze`` and ``calibrate`` commands."""
@@ -29,7 +27,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     )
     analyze.add_argument(
         "--config", metavar="F", help="config file for skin.um_per_px and model.path "
-        f"(default: {DEFAULT_CONFIG} when it exists, else built-in defaults)"
+        "(default: ./config.yaml when it exists, else built-in defaults with the shipped model)"
     )
     analyze.set_defaults(handler=_analyze)
     calibrate = root.add_parser(
@@ -49,7 +47,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from appliance.skin.analyze_run import AnalyzeRun  # noqa: PLC0415
 
     try:
-        run = AnalyzeRun.from_config(_config_path(args.config), args.overlay, args.white)
+        run = AnalyzeRun.from_config(args.config, args.overlay, args.white)
     except (ConfigError, ModelError, OSError, ValueError) as exc:
         print(f"analyze: {exc}", file=sys.stderr)
         return 2
@@ -66,13 +64,6 @@ def _analyze(args: argparse.Namespace) -> int:
         elif "error" not in record:
             print(run.table_row(record), flush=True)
     return 1 if failures else 0
-
-
-def _config_path(value: str | None) -> Path | None:
-    if value is not None:
-        return Path(value)
-    default = Path(DEFAULT_CONFIG)
-    return default if default.is_file() else None
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from appliance.skin.synth_presets import PRESETS, preset_help
 
-DEFAULT_JOBS = 2
+DEFAULT_WORKERS = 2
 
 
 def _at_least_one(text: str) -> int:
@@ -55,10 +55,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     )
     skin.add_argument("--start", type=_non_negative, default=0, help="index of the first frame")
     skin.add_argument(
-        "--jobs",
+        "--workers",
         type=_at_least_one,
-        default=DEFAULT_JOBS,
-        help=f"worker processes (default {DEFAULT_JOBS})",
+        default=DEFAULT_WORKERS,
+        help=f"worker processes (default {DEFAULT_WORKERS})",
     )
     skin.set_defaults(handler=_synth_skin)
 
@@ -86,7 +86,7 @@ def _synth_skin(args: argparse.Namespace) -> int:
         return 2
     indices = range(args.start, args.start + args.count)
     try:
-        written = write_series(args.out, args.seed, indices, args.preset, args.jobs)
+        written = write_series(args.out, args.seed, indices, args.preset, args.workers)
     except OSError as exc:
         print(
             f"appliance synth skin: error: writing to {str(args.out)!r} failed: {exc}",

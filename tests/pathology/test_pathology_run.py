@@ -16,9 +16,9 @@ from PIL import Image
 from appliance.cli import main
 from appliance.pathology.model import ModelError, TileModel
 from appliance.pathology.synthetic import SlideSpec, render_slide
+from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "models" / "pathology" / "msi-vgg19-w16.onnx"
+DEMO = shipped_path(PATHOLOGY_MODEL)
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
 
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from appliance.cli import main
+from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.skin.analysis import analyze
 from appliance.skin.overlay import draw_overlay
 from appliance.skin.synthetic import synthetic_frame
 from appliance.transport.payloads import FEATURE_KEYS, Features, Quality
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "skin-texture-grade.int8.onnx"
+DEFAULT_MODEL = shipped_path(SKIN_MODEL)
 
 
 @lru_cache(maxsize=1)
