@@ -82,8 +82,10 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"calibrate: {args.image}: {exc}", file=sys.stderr)
         return 1
     print(
-        f"{args.image}: {result.um_per_px:.3f} um/px (line pitch {result.pitch_px:.3f} px over "
-        f"{result.line_count} lines, scale at {result.angle_deg:.1f} deg)"
+        f"{args.image}: {result.um_per_px:.3f} ± {2 * result.um_per_px_sd:.3f} um/px (95 %; "
+        f"line pitch {result.pitch_px:.3f} px over {result.line_count} lines, scale at "
+        f"{result.angle_deg:.1f} deg, contrast {result.contrast:.0%}, spacing scatter "
+        f"{result.spacing_scatter:.1%})"
     )
     print(f"put this in config.yaml:\nskin:\n  um_per_px: {result.um_per_px:.3f}")
     return 0
