@@ -45,15 +45,17 @@ class MicrometerSpec:
 def micrometer_frame(spec: MicrometerSpec) -> npt.NDArray[np.uint8]:
     """The RGB photo (height x width x 3) of the micrometer described by ``spec``."""
     width, height = spec.size_px
-    dark = _line_mask(spec, width * SUPERSAMPLE, height * SUPERSAMPLE)
-    dark = cv2.resize(dark, (width, height), interpolation=cv2.INTER_AREA)
+    fine = _line_mask(spec, width * SUPERSAMPLE, height * SUPERSAMPLE)
+    dark = np.asarray(cv2.resize(fine, (width, height), interpolation=cv2.INTER_AREA))
     field = 225.0 * _vignette(width, height)
-    grey = field * (1.0 - spec.contrast * dark)
-    grey = cv2.GaussianBlur(grey, (0, 0), spec.blur_sigma_px)
-    grey += np.random.default_rng(spec.seed).normal(0.0, spec.noise_sd, grey.shape)
-    tint = np.array([0.97, 1.0, 0.99], dtype=np.float32)  # the slightly green glass
-    rgb = np.clip(grey[:, :, None] * tint[None, None, :], 0, 255)
-    return rgb.astype(np.uint8)
+    sharp = field * (1.0 - spec.contrast * dark)
+    grey = np.asarray(cv2.GaussianBlur(sharp, (0, 0), spec.blur_sigma_px), dtype=np.float64)
+    grey = grey + np.random.default_rng(spec.seed).normal(0.0, spec.noise_sd, grey.shape)
+    tint = np.array([0.97, 1.0, 0.99])  # the slightly green glass
+    rgb: npt.NDArray[np.uint8] = np.clip(grey[:, :, None] * tint[None, None, :], 0, 255).astype(
+        np.uint8
+    )
+    return rgb
 
 
 def _line_mask(spec: MicrometerSpec, width: int, height: int) -> npt.NDArray[np.float32]:
@@ -74,11 +76,15 @@ def _line_mask(spec: MicrometerSpec, width: int, height: int) -> npt.NDArray[np.
     inside = (np.abs(along_scale - centre) <= spec.line_width_fraction * spec.pitch_px / 2.0) & (
         np.abs(along_line) <= half_length
     )
-    return inside.astype(np.float32)
+    mask: npt.NDArray[np.float32] = inside.astype(np.float32)
+    return mask
 
 
 def _vignette(width: int, height: int) -> npt.NDArray[np.float32]:
     """Bright in the middle, 15 % darker in the corners (the microscope's ring light)."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     radius = np.hypot((xs - width / 2.0) / (width / 2.0), (ys - height / 2.0) / (height / 2.0))
-    return (1.0 - 0.15 * np.clip(radius / math.sqrt(2.0), 0.0, 1.0) ** 2).astype(np.float32)
+    shade: npt.NDArray[np.float32] = (
+        1.0 - 0.15 * np.clip(radius / math.sqrt(2.0), 0.0, 1.0) ** 2
+    ).astype(np.float32)
+    return shade

@@ -96,7 +96,7 @@ def test_a_grating_with_uneven_spacing_is_refused() -> None:
     ys, xs = np.mgrid[0:960, 0:1280].astype(np.float32)
     chirped = xs + 0.00025 * (xs - 640.0) ** 2 - 50.0  # pitch drifts by ~30 % across the frame
     uneven = cv2.remap(gray, chirped, ys, cv2.INTER_LINEAR, borderValue=220)
-    with pytest.raises(CalibrationError, match="spacing|evenly"):
+    with pytest.raises(CalibrationError, match=r"spacing|evenly"):
         calibrate_from_micrometer(uneven, 0.1)
 
 
