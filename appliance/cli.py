@@ -102,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in an unhandled flush at exit
+        return code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
