@@ -26,7 +26,8 @@ def test_bare_appliance_prints_the_help_and_exits_0(capsys: pytest.CaptureFixtur
     assert main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: appliance")
-    assert "appliance demo" in out and "calibrate" in out
+    assert "appliance demo" in out
+    assert "calibrate" in out
 
 
 def test_every_command_has_a_description_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,5 +83,6 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     for args in (("fleet", "--json"), ("results", "export"), ("results", "query")):
         done = _into_closed_pipe(*args, "--store", url)
         assert done.returncode == 0, done.stderr
-        assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+        assert "Traceback" not in done.stderr
+        assert "BrokenPipe" not in done.stderr
         assert "export failed" not in done.stderr

@@ -28,7 +28,8 @@ def test_config_check_refuses_a_missing_model_file(
     config.write_text("model:\n  path: models/gone.int8.onnx\n")
     assert main(["config", "check", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "model.path: file not found" in err and "gone.int8.onnx" in err
+    assert "model.path: file not found" in err
+    assert "gone.int8.onnx" in err
 
 
 def test_without_a_config_file_the_defaults_use_the_shipped_model_and_the_environment(
