@@ -61,7 +61,8 @@ def test_options_show_their_default_or_format(
 def test_one_name_for_worker_processes(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("synth skin", "synth he", "models skin-table"):
         text = _help(capsys, *command.split())
-        assert "--workers" in text and "--jobs" not in text, command
+        assert "--workers" in text, command
+        assert "--jobs" not in text, command
 
 
 def _into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
