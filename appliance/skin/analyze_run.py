@@ -75,10 +75,15 @@ class AnalyzeRun:
             rgb = load_frame(image)
         except FrameError as exc:
             return {"image": str(image), "error": str(exc)}
+        quality = self.gate.assess(rgb).to_payload()
+        if quality.verdict != "ok":  # a blurred or lifted frame's numbers would mislead
+            reasons = "; ".join(quality.reasons) or "no reason given"
+            return {"image": str(image), "quality": quality.model_dump(),
+                    "rejected": f"frame {quality.verdict} ({reasons}): not measured"}
         analysis = analyze(rgb, self.config.skin.um_per_px, self.white_reference)
         record: dict[str, Any] = {
             "image": str(image),
-            "quality": self.gate.assess(rgb).to_payload().model_dump(),
+            "quality": quality.model_dump(),
             "features": analysis.features.model_dump(),
         }
         if self.classifier is not None:
@@ -99,7 +104,9 @@ class AnalyzeRun:
 
     @staticmethod
     def table_row(record: dict[str, Any]) -> str:
-        """One readable table line for a result record."""
+        """One readable table line for a result record (a rejected frame: its verdict only)."""
+        if "rejected" in record:
+            return f"{Path(record['image']).name[:28]:<28} {record['rejected']}"
         features = record["features"]
         cells = []
         for _, key, width, fmt in TABLE_COLUMNS:

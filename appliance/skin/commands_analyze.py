@@ -56,9 +56,10 @@ def _analyze(args: argparse.Namespace) -> int:
         print(run.table_header())
     for image in args.images:
         record = run.measure(Path(image))
-        if "error" in record:
+        if "error" in record or "rejected" in record:
             failures += 1
-            print(f"analyze: {record['error']}", file=sys.stderr)
+            print(f"analyze: {record.get('error') or image + ': ' + record['rejected']}",
+                  file=sys.stderr)
         if args.json:
             print(json.dumps(record), flush=True)
         elif "error" not in record:

@@ -163,3 +163,58 @@ def test_missing_model_is_exit_2_naming_the_file(
     config.write_text("model:\n  path: no-such-model.onnx\n")
     assert main(["analyze", "--config", str(config), str(images["good"])]) == 2
     assert "no-such-model.onnx" in capsys.readouterr().err
+
+
+def test_a_rejected_frame_is_shown_with_its_verdict_never_measured(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rgb = synthetic_frame(21, 0, "normal").image_rgb
+    blurred = tmp_path / "blurred.png"
+    cv2.imwrite(str(blurred), cv2.GaussianBlur(rgb, (0, 0), 12)[:, :, ::-1])
+    lifted = tmp_path / "lifted.png"
+    cv2.imwrite(str(lifted), (rgb[:, :, ::-1] * 0.03).astype(np.uint8))
+    paths = [str(images["good"]), str(blurred), str(lifted)]
+    assert main(["analyze", "--json", *paths]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "features" in records[0]
+    for record, verdict in zip(records[1:], ("blurred", "no_contact"), strict=True):
+        assert record["quality"]["verdict"] == verdict
+        assert "features" not in record
+        assert "classification" not in record
+        assert "not measured" in record["rejected"]
+    assert main(["analyze", *paths]) == 1
+    rows = capsys.readouterr().out.splitlines()
+    assert "kime" in rows[0]
+    assert rows[2].startswith("blurred.png")
+    assert "not measured" in rows[2]
+
+
+def test_white_reference_must_be_a_white_tile(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, picture in (
+        ("skin.jpg", _jpeg()),  # a skin frame, textured
+        ("red.png", cv2.imencode(".png", np.full((240, 320, 3), (40, 40, 220), np.uint8))[1]),
+        ("grey.png", cv2.imencode(".png", np.full((240, 320, 3), 60, np.uint8))[1]),
+    ):
+        path = tmp_path / name
+        path.write_bytes(bytes(picture))
+        assert main(["analyze", "--white", str(path), str(images["good"])]) == 2
+        assert f"--white {path}: not a white tile" in capsys.readouterr().err
+
+
+def test_analyze_in_a_folder_without_config_grades_and_honours_overrides(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config.yaml here
+    assert main(["analyze", "--json", str(images["good"])]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["classification"]["label"] in {"fine", "normal", "coarse"}
+    monkeypatch.setenv("APPLIANCE__SKIN__UM_PER_PX", "5.0")
+    assert main(["analyze", "--json", str(images["good"])]) == 0
+    finer = json.loads(capsys.readouterr().out)["features"]  # same pixels, smaller area
+    assert finer["hill_density_per_mm2"] > 1.1 * plain["features"]["hill_density_per_mm2"]
+    monkeypatch.setenv("APPLIANCE__SKIN__UM_PER_PX", "-1")
+    assert main(["analyze", str(images["good"])]) == 2
+    assert "APPLIANCE__SKIN__UM_PER_PX" in capsys.readouterr().err
