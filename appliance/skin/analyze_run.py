@@ -90,7 +90,8 @@ class AnalyzeRun:
             record["classification"] = self.classifier.classify(record["features"]).model_dump()
         if self.overlay_dir is not None:
             target = self.overlay_dir / f"{image.stem}.overlay.jpg"
-            overlay = cv2.cvtColor(draw_overlay(rgb, analysis), cv2.COLOR_RGB2BGR)
+            grade = record.get("classification", {}).get("label")
+            overlay = cv2.cvtColor(draw_overlay(rgb, analysis, grade), cv2.COLOR_RGB2BGR)
             if not cv2.imwrite(str(target), overlay, [cv2.IMWRITE_JPEG_QUALITY, 85]):
                 return {"image": str(image), "error": f"{target}: could not write the overlay"}
             record["overlay"] = str(target)

@@ -85,23 +85,24 @@ def test_overlay_files_are_written(
     record = json.loads(capsys.readouterr().out)
     overlay = cv2.imread(record["overlay"])
     assert overlay is not None
-    assert overlay.shape == (960, 1280, 3)
+    assert overlay.shape[1] == 1280
+    assert overlay.shape[0] > 960  # the frame whole, the caption band below it
 
 
 def test_overlay_marks_furrows_pores_and_numbers() -> None:
     skin = synthetic_frame(21, 0, "normal")
     analysis = analyze(skin.image_rgb, skin.um_per_px)
     overlay = draw_overlay(skin.image_rgb, analysis)
-    changed = np.any(overlay != skin.image_rgb, axis=2)
+    changed = np.any(overlay[:960] != skin.image_rgb, axis=2)
     assert changed.mean() > 0.5  # hills tinted everywhere
-    assert np.all(overlay[10:130, 10:500].mean(axis=(0, 1)) < 120)  # the dark number panel
+    assert np.all(overlay[970:, 10:500].mean(axis=(0, 1)) < 120)  # the dark caption band
     magenta = (overlay[..., 0] > 200) & (overlay[..., 1] < 120) & (overlay[..., 2] > 150)
     for (x, y), diameter_um in zip(
         analysis.pores.centres_half_px * 2 + 0.5, analysis.pores.diameters_um, strict=True
     ):
         radius = round(diameter_um / skin.um_per_px / 2) + 2
         x0, y0 = int(x) + radius, int(y)
-        if x0 > 1275 or (x0 < 580 and y0 < 160):  # ring off the frame or under the numbers
+        if x0 > 1275:  # ring off the frame
             continue
         assert magenta[max(y0 - 2, 0):y0 + 3, max(x0 - 2, 0):x0 + 3].any(), (x, y)
 
@@ -218,3 +219,16 @@ def test_analyze_in_a_folder_without_config_grades_and_honours_overrides(
     monkeypatch.setenv("APPLIANCE__SKIN__UM_PER_PX", "-1")
     assert main(["analyze", str(images["good"])]) == 2
     assert "APPLIANCE__SKIN__UM_PER_PX" in capsys.readouterr().err
+
+
+def test_overlay_caption_leaves_the_whole_frame_visible_and_names_the_grade() -> None:
+    skin = synthetic_frame(21, 0, "normal")
+    analysis = analyze(skin.image_rgb, skin.um_per_px)
+    with_grade = draw_overlay(skin.image_rgb, analysis, "coarse")
+    without = draw_overlay(skin.image_rgb, analysis)
+    corner = with_grade[:160, :580].astype(int) - skin.image_rgb[:160, :580].astype(int)
+    assert np.abs(corner).mean() < 40  # hills tinted there, no dark panel over the skin
+    assert with_grade.shape[0] > 960
+    band_differs = np.any(with_grade[960:] != without[960:], axis=2)
+    assert band_differs[:40].any()  # the first caption line carries the grade
+    assert not np.any(with_grade[:960] != without[:960])
