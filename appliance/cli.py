@@ -23,7 +23,10 @@ from appliance import __version__
 from appliance.cli_help import ExampleFormatter, apply_help
 from appliance.config import ConfigError, load_config, missing_files
 
-AREAS = ("capture", "skin", "inference", "transport", "updates", "edge", "backoffice", "pathology")
+AREAS = (
+    "capture", "skin", "synthetic", "inference", "modelbuild", "transport", "updates", "edge",
+    "backoffice", "pathology",
+)
 GROUPS = {
     "synth": "make synthetic data with known ground truth",
     "models": "build, quantize and evaluate models",

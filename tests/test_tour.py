@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from appliance.skin.synthetic import synthetic_frame
 from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame
+from appliance.synthetic.skin import synthetic_frame
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 GRADES = {"fine", "normal", "coarse"}

@@ -1,10 +1,11 @@
 """The synthetic camera: simulated customers using the microscope, one after another.
 
-Each customer is one synthetic skin frame (``appliance.skin.synthetic``): the scope
-approaches (blurred frames), rests on the skin (identical, steady frames), then is lifted
-(a dark field, no contact). So the quality gate and the measurement sessions see what the
-real kiosk sees, and every customer yields exactly one measurement. Asked for their age band,
-a generated customer states the decade of the age their skin was generated for.
+Each customer is one skin frame from a ``SkinFactory`` (``appliance.synthetic.camera`` draws
+them with the skin generator, or as a cheap texture): the scope approaches (blurred frames),
+rests on the skin (identical, steady frames), then is lifted (a dark field, no contact). So the
+quality gate and the measurement sessions see what the real kiosk sees, and every customer
+yields exactly one measurement. Asked for their age band, a customer answers with ``age_band``
+(``synthetic.camera.stated_age_band``: the decade their skin was generated for).
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
 import cv2
 import numpy as np
 
-from appliance.capture.sources import FRAME_HEIGHT_PX, FRAME_WIDTH_PX, Frame
+from appliance.capture.sources import Frame
 
 SkinFactory = Callable[[int], np.ndarray]
 AgeBandOf = Callable[[int], str | None]  # customer index -> the age band they state
@@ -37,55 +36,6 @@ class CustomerScript:
     def total_frames(self) -> int:
         """Frames per customer."""
         return self.approach_frames + self.rest_frames + self.lift_frames
-
-
-def generated_skin(seed: int, preset: str = "mixed") -> SkinFactory:
-    """Skin frames from the synthetic skin generator, one per customer index."""
-
-    def make(index: int) -> np.ndarray:
-        rgb: np.ndarray = _generated(seed, index, preset).image_rgb
-        return rgb
-
-    return make
-
-
-def stated_age_band(seed: int, preset: str = "mixed") -> AgeBandOf:
-    """The age band each generated customer of ``generated_skin(seed, preset)`` states."""
-
-    def band(index: int) -> str | None:
-        return age_band_of(_generated(seed, index, preset).params.age_years)
-
-    return band
-
-
-def age_band_of(age_years: float) -> str:
-    """The decade band of an age, as the payload writes it: ``40-49``, or ``80+``."""
-    decade = int(age_years // 10) * 10
-    return "80+" if decade >= 80 else f"{decade}-{decade + 9}"
-
-
-@lru_cache(maxsize=2)
-def _generated(seed: int, index: int, preset: str) -> Any:
-    """One generated customer (cached: the frame and the stated age come from one render)."""
-    from appliance.skin.synthetic import synthetic_frame  # noqa: PLC0415 - heavy, lazy
-
-    return synthetic_frame(seed, index, preset)
-
-
-def textured_skin(
-    seed: int, size_px: tuple[int, int] = (FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
-) -> SkinFactory:
-    """A cheap skin-coloured random texture (for fast tests and delivery benchmarks)."""
-
-    def make(index: int) -> np.ndarray:
-        rng = np.random.default_rng([seed, index])
-        small = rng.normal(0.0, 1.0, (size_px[1] // 4, size_px[0] // 4)).astype(np.float32)
-        texture = cv2.resize(small, size_px, interpolation=cv2.INTER_CUBIC)
-        base = np.array([196.0, 150.0, 128.0], dtype=np.float32)  # light skin tone, RGB
-        rgb = base[None, None, :] * (1.0 + 0.12 * texture[:, :, None])
-        return np.clip(rgb, 0, 255).astype(np.uint8)
-
-    return make
 
 
 def defocused(rgb: np.ndarray, sigma_px: float) -> np.ndarray:

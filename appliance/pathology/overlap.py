@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.pathology.run import RESULTS_JSON
-from appliance.pathology.synthetic import cohort_specs
+from appliance.synthetic.he import cohort_specs
 
 TRAINING_COHORT = re.compile(r"synthetic H&E cohort seed (\d+), (\d+) patients")
 OVERLAP_SHARE = 0.5  # this share of the labelled slides recreated from training: overlap

@@ -1,4 +1,8 @@
-"""Generators with known truth, kept apart from the code that measures (``skimage.data`` style).
+"""Every generator with known truth: skin frames, H&E cohorts, a simulated fleet.
 
-``micrometer``: photos of a stage micrometer at a known µm per pixel, for ``appliance calibrate``.
+The package mirrors ``appliance synth ...``; ``micrometer`` draws stage-micrometer photos at a
+known µm per pixel for ``appliance calibrate``.
+
+Generated data lives here, apart from the packages that measure it (``skin``, ``pathology``),
+as scikit-image keeps its sample data in ``skimage.data``.
 """

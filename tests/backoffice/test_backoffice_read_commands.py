@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice import fleetsim
 from appliance.backoffice.schema import result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
+from appliance.synthetic import fleet as fleetsim
 
 
 def _store_with_results(folder: Path, count: int) -> str:

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.capture.synthetic import (
-    CustomerScript,
-    SyntheticSource,
-    age_band_of,
-    generated_skin,
-    stated_age_band,
-)
-from appliance.skin.synthetic import synthetic_frame
+from appliance.capture.synthetic import CustomerScript, SyntheticSource
+from appliance.synthetic.camera import age_band_of, generated_skin, stated_age_band
+from appliance.synthetic.skin import synthetic_frame
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
-from appliance.pathology.synthetic import LABEL_COLUMNS, cohort_specs
 from appliance.shipped import PATHOLOGY_MODEL, PATHOLOGY_SPLITS, shipped_path
+from appliance.synthetic.he import LABEL_COLUMNS, cohort_specs
 
 
 def _cohort_and_run(folder: Path, seed: int, patients: int) -> tuple[Path, Path]:

@@ -15,8 +15,8 @@ from PIL import Image
 
 from appliance.cli import main
 from appliance.pathology.model import ModelError, TileModel
-from appliance.pathology.synthetic import SlideSpec, render_slide
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
+from appliance.synthetic.he import SlideSpec, render_slide
 
 DEMO = shipped_path(PATHOLOGY_MODEL)
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"

@@ -14,7 +14,7 @@ from appliance.cli import main
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.skin.analysis import analyze
 from appliance.skin.overlay import draw_overlay
-from appliance.skin.synthetic import synthetic_frame
+from appliance.synthetic.skin import synthetic_frame
 from appliance.transport.payloads import FEATURE_KEYS, Features, Quality
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)

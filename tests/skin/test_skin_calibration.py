@@ -12,8 +12,8 @@ import pytest
 
 from appliance.cli import main
 from appliance.skin.calibration import CalibrationError, calibrate_from_micrometer
-from appliance.skin.synthetic import synthetic_frame
 from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame
+from appliance.synthetic.skin import synthetic_frame
 
 
 def micrometer(um_per_px: float, pitch_mm: float, angle_deg: float, seed: int = 0) -> np.ndarray:

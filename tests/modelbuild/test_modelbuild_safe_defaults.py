@@ -11,7 +11,7 @@ import pytest
 from inference_helpers import make_table
 
 from appliance.cli import main
-from appliance.inference.table import write_table
+from appliance.modelbuild.table import write_table
 from appliance.shipped import SKIN_MODEL, shipped_path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.inference.contract import ModelError
-from appliance.inference.table import TableError
+from appliance.modelbuild.table import TableError
 from appliance.shipped import SKIN_MODEL, shipped_path
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)
@@ -43,7 +43,7 @@ def _feature_list(text: str) -> tuple[str, ...]:
 
 def _existing_outputs(out_dir: Path, force: bool) -> str | None:
     """Why building into ``out_dir`` would overwrite a model (None when it would not)."""
-    from appliance.inference.build import DEFAULT_NAME  # noqa: PLC0415  (torch)
+    from appliance.modelbuild.build import DEFAULT_NAME  # noqa: PLC0415  (torch)
 
     if out_dir.resolve() == DEFAULT_MODEL.parent.resolve():
         return f"{out_dir} holds the shipped models; build into a new folder"
@@ -54,8 +54,8 @@ def _existing_outputs(out_dir: Path, force: bool) -> str | None:
 
 
 def _build_skin(args: argparse.Namespace) -> int:
-    from appliance.inference.build import BuildSettings, build_model  # noqa: PLC0415  (torch)
-    from appliance.inference.table import read_table  # noqa: PLC0415  (pyarrow)
+    from appliance.modelbuild.build import BuildSettings, build_model  # noqa: PLC0415  (torch)
+    from appliance.modelbuild.table import read_table  # noqa: PLC0415  (pyarrow)
     from appliance.transport.payloads import FEATURE_KEYS  # noqa: PLC0415  (pydantic)
 
     if refusal := _existing_outputs(args.out, args.force):
@@ -81,7 +81,7 @@ def _build_skin(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from appliance.inference.evaluate import evaluate, format_report  # noqa: PLC0415  (ORT)
+    from appliance.modelbuild.evaluate import evaluate, format_report  # noqa: PLC0415  (ORT)
 
     try:
         report = evaluate(args.model, args.data, args.split, args.float_model)
@@ -121,8 +121,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _skin_table(args: argparse.Namespace) -> int:
-    from appliance.inference.grades import TableSpec, build_skin_table  # noqa: PLC0415
-    from appliance.inference.table import write_table  # noqa: PLC0415  (pyarrow)
+    from appliance.modelbuild.grades import TableSpec, build_skin_table  # noqa: PLC0415
+    from appliance.modelbuild.table import write_table  # noqa: PLC0415  (pyarrow)
 
     if args.out.exists() and not args.force:
         print(f"skin-table: {args.out} exists; pass --force to replace it", file=sys.stderr)

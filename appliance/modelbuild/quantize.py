@@ -36,8 +36,8 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from appliance.inference.export import INPUT_NAME, layer_name
 from appliance.inference.runner import FloatMatrix, session_options
+from appliance.modelbuild.export import INPUT_NAME, layer_name
 
 log = logging.getLogger(__name__)
 
