@@ -78,6 +78,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance synth skin --out frames --count 8 --seed 1",
          "appliance synth skin --out old --count 20 --preset coarse --workers 2"),
     ),
+    "synth micrometer": (
+        "A photo of a stage micrometer at a known um/px (a short scale of lines 100 px tall), "
+        "to try `appliance calibrate` on.",
+        ("appliance synth micrometer --out micrometer.png --um-per-px 9.6",
+         "appliance calibrate micrometer.png --mm 0.1"),
+    ),
     "synth he": (
         "A synthetic H&E cohort: slides of MSI and MSS patients with labels.csv.",
         ("appliance synth he --out cohort --patients 20 --seed 3",

@@ -16,11 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import pytest
-
-from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame
-from appliance.synthetic.skin import synthetic_frame
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 GRADES = {"fine", "normal", "coarse"}
@@ -91,23 +87,25 @@ def _exports(tour: Path) -> None:
 
 
 def _analyze_and_calibrate(elsewhere: Path) -> None:
-    (elsewhere / "frame.jpg").write_bytes(synthetic_frame(5, 0, "normal").jpeg)
-    analyze = appliance(elsewhere, "analyze", "frame.jpg", "--json")
+    made = appliance(elsewhere, "synth", "skin", "--out", "frames", "--count", "1", "--seed", "5")
+    assert made.returncode == 0, made.stderr
+    analyze = appliance(elsewhere, "analyze", "frames/skin-5-00000.jpg", "--json")
     assert analyze.returncode == 0, analyze.stderr
     record = json.loads(analyze.stdout)
     assert record["classification"]["label"] in GRADES
     assert record["quality"]["verdict"] == "ok"
 
-    spec = MicrometerSpec(um_per_px=9.6, lines=125, line_height_px=100, angle_deg=3.0, seed=4)
-    cv2.imwrite(str(elsewhere / "micrometer.png"), micrometer_frame(spec)[:, :, ::-1])
+    made = appliance(elsewhere, "synth", "micrometer", "--out", "micrometer.png",
+                     "--um-per-px", "9.6")
+    assert made.returncode == 0, made.stderr
     calibrate = appliance(elsewhere, "calibrate", "micrometer.png", "--mm", "0.1")
     assert calibrate.returncode == 0, calibrate.stderr
     measured = float(calibrate.stdout.split("um_per_px: ")[1])
     assert measured == pytest.approx(9.6, rel=0.01)
     assert "±" in calibrate.stdout
 
-    refused = appliance(elsewhere, "calibrate", "frame.jpg", "--mm", "0.1")
+    refused = appliance(elsewhere, "calibrate", "frames/skin-5-00000.jpg", "--mm", "0.1")
     assert refused.returncode == 1
-    assert "frame.jpg" in refused.stderr
+    assert "skin-5-00000.jpg" in refused.stderr
     assert "micrometer" in refused.stderr
     assert refused.stdout == ""

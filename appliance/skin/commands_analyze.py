@@ -83,7 +83,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"calibrate: {args.image}: {exc}", file=sys.stderr)
         return 1
     print(
-        f"{args.image}: {result.um_per_px:.3f} ± {2 * result.um_per_px_sd:.3f} um/px (95 %; "
+        f"{args.image}: {result.um_per_px:.3f} ± {2 * result.um_per_px_sd:.2g} um/px (95 %; "
         f"line pitch {result.pitch_px:.3f} px over {result.line_count} lines, scale at "
         f"{result.angle_deg:.1f} deg, contrast {result.contrast:.0%}, spacing scatter "
         f"{result.spacing_scatter:.1%})"
