@@ -162,7 +162,7 @@ class AnalysisRunner(threading.Thread):
         return Accepted(result, measurement.draw_overlay, self.identity.result_topic)
 
     def _subject_for(self, frame: Frame) -> payloads.Subject | None:
-        """The kiosk screen's choice where there is a screen; else what a replayed customer stated."""
+        """The kiosk screen's choice where there is one; else what a replayed customer stated."""
         if self._subject is not None:
             return self._subject()
         return payloads.Subject(age_band=frame.age_band) if frame.age_band else None
