@@ -22,6 +22,7 @@ ENV_PREFIX = "APPLIANCE__"
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 PASSWORD_CREDENTIAL = "mqtt-password"
 MAX_CONFIG_BYTES = 1_000_000
+DEFAULT_CONFIG_FILE = "config.yaml"  # looked for in the working folder when no --config is given
 
 
 class ConfigError(Exception):
@@ -326,10 +327,12 @@ class Config(_Section):
         )
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
+def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = None) -> list[str]:
     problems = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if env_names and path in env_names:
+            path = f"{path} (from environment variable {env_names[path]})"
         if err["type"] == "extra_forbidden":
             problems.append(f"{path}: unknown key (value {err['input']!r}); check the spelling")
         elif err["type"] == "value_error":
@@ -354,6 +357,16 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         except yaml.YAMLError:
             node[parts[-1]] = raw
     return tree
+
+
+def _env_names(environ: Mapping[str, str]) -> dict[str, str]:
+    """Key path (``mqtt.port``) -> the APPLIANCE__ variable that set it, for error messages."""
+    names = {}
+    for name in environ:
+        if name.upper().startswith(ENV_PREFIX):
+            parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+            names[".".join(parts)] = name
+    return names
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -392,11 +405,12 @@ def config_from_mapping(
     data: Mapping[str, Any], source: str = "config", environ: Mapping[str, str] | None = None
 ) -> Config:
     """Validate a config mapping (plus environment overrides) into a Config."""
-    merged = _merge(dict(data), _env_overrides(os.environ if environ is None else environ))
+    environ = os.environ if environ is None else environ
+    merged = _merge(dict(data), _env_overrides(environ))
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        problems = _format_errors(exc)
+        problems = _format_errors(exc, _env_names(environ))
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from exc
 
 
@@ -405,6 +419,33 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     file = Path(path)
     config = config_from_mapping(read_yaml(file), str(file), environ)
     return resolve_paths(config, file.resolve().parent)
+
+
+def load_config_or_defaults(
+    path: str | Path | None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """The config file ``path``; without one ./config.yaml when present, else built-in defaults
+    (state in ./state, the shipped skin model), always with the APPLIANCE__ overrides."""
+    if path is not None:
+        return load_config(path, environ)
+    if Path(DEFAULT_CONFIG_FILE).is_file():
+        return load_config(DEFAULT_CONFIG_FILE, environ)
+    from appliance.shipped import SKIN_MODEL, shipped_path  # noqa: PLC0415  (no cycle at import)
+
+    defaults = {"model": {"path": str(shipped_path(SKIN_MODEL))}}
+    config = config_from_mapping(defaults, "built-in defaults (no ./config.yaml)", environ)
+    return resolve_paths(config, Path.cwd())
+
+
+def missing_files(config: Config) -> list[str]:
+    """Files the config names that do not exist (the daemon would refuse to start)."""
+    tls = config.mqtt.tls
+    named = {"model.path": config.model.path}
+    if tls.enabled:
+        named |= {"mqtt.tls.ca_file": tls.ca_file, "mqtt.tls.cert_file": tls.cert_file,
+                  "mqtt.tls.key_file": tls.key_file}
+    return [f"{key}: file not found: {value}" for key, value in named.items()
+            if value is not None and not Path(value).is_file()]
 
 
 def resolve_paths(config: Config, base: Path) -> Config:

@@ -1,9 +1,11 @@
-"""``appliance demo``: the whole system on one machine, leaving nothing behind.
+"""``appliance demo``: the whole system on one machine, leaving its results to explore.
 
-A private mosquitto on a free port, the back office on a temporary SQLite store, and edge
-daemons as child processes on synthetic frames with ``camera.limit``. Each result is printed as
-the back office commits it. Whatever happens (success, an edge failing, Ctrl-C, SIGTERM), the
-edges and the broker are stopped and the temporary folder is removed.
+A private mosquitto on a free port, the back office, and edge daemons as child processes on
+synthetic frames with ``camera.limit``. Each result is printed as the back office commits it.
+The results go to the store the back-office commands read by default (so ``appliance fleet``,
+``results query`` and ``report cohort`` show them afterwards), or to a temporary SQLite store
+when no store URL is given (a throw-away run). Whatever happens (success, an edge failing,
+Ctrl-C, SIGTERM), the edges and the broker are stopped and the temporary folder is removed.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from appliance.backoffice.fleet import fleet_table
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import Store, open_store
 from appliance.config import config_from_mapping
+from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.transport.broker import PrivateBroker, free_port
 from appliance.transport.payloads import Result
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED_MODEL = REPO / "models" / "skin-texture-grade.int8.onnx"
+SHIPPED_MODEL = shipped_path(SKIN_MODEL)
 EDGE_COMMAND = (sys.executable, "-m", "appliance", "edge", "--config")
 STOP_GRACE_S = 15.0
 LOG_TAIL_CHARS = 1500
@@ -179,9 +182,23 @@ def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
     )
 
 
-def _backoffice(workdir: Path, port: int, printer: ResultPrinter) -> tuple[IngestWorker, Store]:
-    """The demo's back office on a SQLite store in ``workdir``, subscribed before edges start."""
-    url = f"sqlite:///{workdir / 'backoffice.sqlite3'}"
+def _next_steps(store_url: str | None) -> str:
+    """What to try next: the README's tour, on the store the demo just filled."""
+    if store_url is None:
+        return "demo: throw-away run; its store was deleted"
+    return (
+        f"demo: results kept in {store_url}; explore them with\n"
+        "  appliance fleet\n  appliance results query\n"
+        "  appliance results export --format csv --out results.csv\n"
+        "  appliance report cohort --out report"
+    )
+
+
+def _backoffice(
+    workdir: Path, port: int, printer: ResultPrinter, store_url: str | None
+) -> tuple[IngestWorker, Store]:
+    """The demo's back office on ``store_url`` (None: a SQLite store in ``workdir``)."""
+    url = store_url or f"sqlite:///{workdir / 'backoffice.sqlite3'}"
     config = config_from_mapping(
         {"mqtt": {"port": port}, "state_dir": str(workdir),
          "backoffice": {"client_id": "demo-backoffice"}},
@@ -226,17 +243,21 @@ def run_demo(
     devices: int = 2,
     count: int = 2,
     timeout_s: float = 900.0,
+    *,
     edge_command: Sequence[str] = EDGE_COMMAND,
     stop: threading.Event | None = None,
+    store_url: str | None = None,
 ) -> int:
-    """Run broker, back office and edges until all results are stored; returns the exit code."""
+    """Run broker, back office and edges until all results are stored; returns the exit code.
+
+    Results go to ``store_url`` (kept), or to a temporary store when it is None."""
     stop = stop or threading.Event()
     started_s = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp, PrivateBroker(
         workdir=Path(tmp) / "broker"
     ) as broker:
         printer = ResultPrinter()
-        worker, store = _backoffice(Path(tmp), broker.port, printer)
+        worker, store = _backoffice(Path(tmp), broker.port, printer, store_url)
         try:
             edges = _run(
                 Path(tmp), broker.port, worker, printer, devices=devices, count=count,
@@ -245,6 +266,7 @@ def run_demo(
             stop_edges(edges)
             worker.stop()
             print(_summary(store, printer, time.monotonic() - started_s), flush=True)
+            print(_next_steps(store_url), flush=True)
             return 0
         except DemoError as exc:
             print(f"demo failed: {exc}", file=sys.stderr, flush=True)

@@ -157,9 +157,15 @@ class AnalysisRunner(threading.Thread):
             quality=quality.to_payload(),
             features=measurement.features,
             classification=self._classify(measurement.features),
-            subject=self._subject() if self._subject is not None else None,
+            subject=self._subject_for(frame),
         )
         return Accepted(result, measurement.draw_overlay, self.identity.result_topic)
+
+    def _subject_for(self, frame: Frame) -> payloads.Subject | None:
+        """The kiosk screen's choice where there is one; else what a replayed customer stated."""
+        if self._subject is not None:
+            return self._subject()
+        return payloads.Subject(age_band=frame.age_band) if frame.age_band else None
 
     def _classify(self, features: payloads.Features) -> payloads.Classification | None:
         classifier = self._classifier()

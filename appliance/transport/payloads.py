@@ -187,9 +187,13 @@ def parse_payload(raw: bytes, model: type[PayloadT]) -> PayloadT:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"not UTF-8 JSON: {exc}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"not UTF-8: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"not JSON, though valid UTF-8: {exc}") from exc
     except RecursionError as exc:  # hostile nesting ([[[[...]]]]) must not crash a worker
         raise PayloadError("JSON nested too deeply") from exc
     if not isinstance(data, dict):
