@@ -24,7 +24,6 @@ from playwright.sync_api import expect
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from appliance.backoffice.demo_kiosk import age_band  # noqa: E402
 from appliance.backoffice.schema import device_row, iso_utc, result_row  # noqa: E402
 from appliance.backoffice.store import Batch, Store, open_store  # noqa: E402
 from appliance.cli import main as cli  # noqa: E402
@@ -35,6 +34,7 @@ from appliance.console.server import ConsoleThread  # noqa: E402
 from appliance.edge.service import build_daemon  # noqa: E402
 from appliance.inference.classifier import SkinClassifier  # noqa: E402
 from appliance.skin.analysis import analyze  # noqa: E402
+from appliance.synthetic.camera import age_band_of  # noqa: E402
 from appliance.synthetic.skin import synthetic_frame  # noqa: E402
 from appliance.transport import payloads  # noqa: E402
 from appliance.transport.broker import free_port  # noqa: E402
@@ -59,7 +59,7 @@ def measured_cohort(store: Store) -> None:
             captured_at=start + timedelta(minutes=50 * index), software_version="0.1.0",
             quality=payloads.Quality(verdict="ok"), features=features,
             classification=model.classify(features.model_dump()),
-            subject=payloads.Subject(age_band=age_band(skin.params.age_years), consent=True))
+            subject=payloads.Subject(age_band=age_band_of(skin.params.age_years), consent=True))
         rows.append(result_row(result, iso_utc(datetime.now(UTC)), result.to_json().decode()))
     now = datetime.now(UTC)
     statuses = [device_row(payloads.Status(device_id=f"kiosk-{i}", site=site, state=state,

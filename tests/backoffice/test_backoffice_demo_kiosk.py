@@ -7,15 +7,17 @@ import sys
 import pytest
 
 from appliance.backoffice import demo
-from appliance.backoffice.demo_kiosk import age_band, customer_choice
+from appliance.backoffice.demo_kiosk import customer_choice
 from appliance.edge.screen_state import ScreenState
 
 FAST_EDGE = (sys.executable, "-m", "appliance.edge.testing")
 
 
-def test_age_bands_of_simulated_people() -> None:
-    assert [age_band(a) for a in (15.2, 20.0, 44.9, 79.9, 86.0)] == [
-        "10-19", "20-29", "40-49", "70-79", "80+"]
+def test_simulated_people_choose_the_band_their_camera_states() -> None:
+    from appliance.synthetic.camera import stated_age_band
+
+    stated = stated_age_band(1)
+    assert [customer_choice(1, i)["age_band"] for i in range(3)] == [stated(i) for i in range(3)]
     choices = [customer_choice(1, index) for index in range(10)]
     assert [c["consent"] for c in choices].count(False) == 2  # every fifth person declines
     assert all(c["measurement"] == i for i, c in enumerate(choices))
