@@ -104,10 +104,10 @@ def _cohort_text(views: dict[str, Any]) -> list[str]:
         return ["cohort: no stored result has an age band (nobody consented on a kiosk screen)"]
     bands = ", ".join(f"{b.band} n={b.n} mean {b.mean:.1f}" for b in kime.bands)
     counted = sum(b.n for b in kime.bands)
-    lines = [f"cohort: {counted} result(s) with an age band chosen on the kiosk screens; "
-             f"kime score by band: {bands}"]
+    lines = [f"cohort: {counted} stored result(s) with an age band (chosen on the kiosk "
+             f"screens); kime score by band: {bands}"]
     if math.isfinite(kime.pearson.r):  # enough results in two or more bands
         lines.append(f"cohort: kime score vs age, Pearson r {kime.pearson.r:+.2f} "
                      f"[{kime.pearson.low:+.2f}, {kime.pearson.high:+.2f}] (n={kime.pearson.n}); "
-                     "full report: appliance report cohort --store URL --out DIR")
+                     "full report: appliance report cohort --out DIR, or the console")
     return lines
