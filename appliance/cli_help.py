@@ -124,6 +124,30 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance pathology evaluate --labels cohort/labels.csv --results results",
          "appliance pathology evaluate --labels cohort/labels.csv --results r1 r2 --json"),
     ),
+    "console": (
+        "Without a COMMAND: serve the back-office web console and its HTTP API on "
+        "console.bind:console.port (127.0.0.1:8080; TLS through a reverse proxy, see README).",
+        ("appliance console", "appliance console --config backoffice.yaml",
+         "appliance console --store postgresql://postgres@127.0.0.1:5432/appliance"),
+    ),
+    "console user add": (
+        "Add a console user, or set its password and role (viewer reads; operator also sees "
+        "dead letters). The password comes from a file's first line or is asked twice.",
+        ("appliance console user add alice --role operator",
+         "appliance console user add bob --password-file /run/secrets/bob"),
+    ),
+    "console token create": (
+        "Print a new bearer token for the HTTP API (/api/v1/...), acting as an existing user; "
+        "only its hash is kept.",
+        ("appliance console token create alice",
+         'curl -H "Authorization: Bearer $(appliance console token create alice)" '
+         "http://127.0.0.1:8080/api/v1/fleet"),
+    ),
+    "console reference": (
+        "Write the age-band reference ranges (n, mean and SD of each feature per band) that a "
+        "kiosk screen compares each customer with (config screen.reference_file).",
+        ("appliance console reference --out reference.json",),
+    ),
 }
 
 

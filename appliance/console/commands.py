@@ -134,10 +134,7 @@ def _reference(args: argparse.Namespace) -> int:
 
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``console``, ``console user add`` and ``console token create``."""
-    console = root.add_parser(
-        "console", help="the back-office web console and HTTP API",
-        description="Without a COMMAND: serve the console on console.bind:console.port.",
-    )
+    console = root.add_parser("console", help="the back-office web console and HTTP API")
     add_store_options(console)
     console.set_defaults(handler=_serve)
     sub = console.add_subparsers(dest="console_command", metavar="COMMAND")
