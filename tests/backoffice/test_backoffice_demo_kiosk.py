@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from appliance.backoffice import demo
 from appliance.backoffice.demo_kiosk import customer_choice
+from appliance.backoffice.store import open_store
 from appliance.edge.screen_state import ScreenState
 
 FAST_EDGE = (sys.executable, "-m", "appliance.edge.testing")
@@ -38,9 +41,11 @@ def test_a_choice_for_a_measurement_already_started_is_refused() -> None:
 @pytest.mark.broker
 @pytest.mark.slow
 def test_demo_results_carry_the_age_bands_chosen_on_the_kiosk_screen(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert demo.run_demo(devices=1, count=5, timeout_s=120, edge_command=FAST_EDGE) == 0
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    assert demo.run_demo(devices=1, count=5, timeout_s=120, edge_command=FAST_EDGE,
+                         store_url=url) == 0
     out = capsys.readouterr().out
     bands = [line.rsplit("age band ", 1)[1] for line in out.splitlines()
              if line.startswith("stored ")]
@@ -51,3 +56,11 @@ def test_demo_results_carry_the_age_bands_chosen_on_the_kiosk_screen(
         assert band in ({choice["age_band"], "-"} if choice["consent"] else {"-"})
     assert sum(band != "-" for band in bands) >= 3
     assert "stored result(s) with an age band (chosen on the kiosk screens)" in out
+    store = open_store(url)
+    try:
+        subjects = [json.loads(row[0]).get("subject")
+                    for row in store.select_results(("payload",))]
+    finally:
+        store.close()
+    consented = [s for s in subjects if s and s.get("consent") is True]
+    assert len(consented) >= 3  # entered on the screen's page, with the consent it records
