@@ -72,8 +72,7 @@ async def _limits(request: Request, call_next: Handler) -> Response:
         return _refusal(request, 413, f"request body of {html.escape(length)} bytes refused: "
                         f"at most {MAX_FORM_BYTES}")
     response = await call_next(request)
-    if request.url.path != "/docs":  # the API docs page loads Swagger UI's own scripts
-        response.headers.update(SECURITY_HEADERS)
+    response.headers.update(SECURITY_HEADERS)
     return response
 
 

@@ -189,3 +189,7 @@ def test_openapi_lists_the_api(console: Console) -> None:
     assert status == 200
     assert {"/api/v1/fleet", "/api/v1/results", "/api/v1/results/{measurement_id}",
             "/api/v1/cohort"} <= set(paths)
+    status, _, page = get_with(console, "/docs", cookie)
+    assert status == 200
+    assert b"GET /api/v1/results/{measurement_id}" in page
+    assert b"<script" not in page  # readable offline, under the strict CSP
