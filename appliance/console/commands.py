@@ -50,24 +50,6 @@ def read_password(path: str | None) -> str:
     return first
 
 
-def _store_to_write(args: argparse.Namespace) -> Any:
-    """The store named by ``--store`` or the config, created when it does not exist yet (the
-    console's users may come before any result), or None after printing why not."""
-    from appliance.backoffice.store import StoreError, open_store, store_url_for
-
-    url = args.store
-    if url is None:
-        config = load_or_report(args.config)
-        if config is None:
-            return None
-        url = store_url_for(config.store.url, config.state_dir)
-    try:
-        return open_store(url)
-    except StoreError as exc:
-        print(f"store error: {exc}", file=sys.stderr)
-        return None
-
-
 def _user_add(args: argparse.Namespace) -> int:
     from appliance.console.auth import AccessError, add_user
 
@@ -76,7 +58,7 @@ def _user_add(args: argparse.Namespace) -> int:
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         print(f"console user add: {exc}", file=sys.stderr)
         return 2
-    store = _store_to_write(args)
+    store = open_for(args, create=True)  # users come before the first result
     if store is None:
         return 2
     try:
