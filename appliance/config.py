@@ -215,6 +215,13 @@ class EdgeConfig(_Section):
     reconnect_cap_s: float = Field(
         5.0, gt=0, le=300, description="Longest broker reconnect delay (s)."
     )
+    ack_resend_initial_s: float = Field(
+        10.0, gt=0, le=3600, description="Send a result again when the back office has not "
+        "confirmed it this long after the broker took it (s); doubles while none arrive."
+    )
+    ack_resend_cap_s: float = Field(
+        300.0, gt=0, le=86_400, description="Longest wait before unconfirmed results go again (s)."
+    )
     camera_stall_s: float = Field(
         5.0, gt=0, le=600, description="No frame for this long means the camera failed (s)."
     )

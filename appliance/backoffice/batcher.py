@@ -2,10 +2,12 @@
 
 Paho's network thread only puts messages on the inbox. One writer thread takes up to
 ``batch_max_rows`` of them (waiting at most ``batch_interval_ms`` to fill a batch), validates
-them, commits results, device status and dead letters in ONE transaction, and only then sends the
-PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message once it sends PUBACK). A crash before
-the commit loses nothing: the broker redelivers the unacknowledged messages to the session, and
-the store keeps each ``measurement_id`` once.
+them, commits results, device status and dead letters in ONE transaction, and only then tells
+each device which of its results are committed (the end-to-end ack, docs/delivery.md) and sends
+the PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message once it sends PUBACK). A crash
+before the commit loses nothing: the broker redelivers the unacknowledged messages to the
+session, the device sends again what was never confirmed, and the store keeps each
+``measurement_id`` once.
 """
 
 from __future__ import annotations
@@ -152,8 +154,11 @@ class BatchWriter(threading.Thread):
         triage: Triage,
         ack: Callable[[list[Inbound]], None],
         on_stored: Callable[[list[Result]], None] | None = None,
+        *,
+        confirm: Callable[[list[Result]], None] | None = None,
     ) -> None:
         super().__init__(name="IngestWriter", daemon=True)
+        self._confirm = confirm
         self.inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self.stats = IngestStats()
         self.stop_event = threading.Event()
@@ -208,6 +213,8 @@ class BatchWriter(threading.Thread):
         fresh = self._commit(batch)
         if fresh is None:
             return  # stopped before the store took it: unacked, so the broker redelivers
+        if self._confirm is not None and results:
+            self._confirm(results)  # new or already stored: either way the device may forget it
         self._ack(messages)
         self._count(messages, batch, fresh)
         if self._on_stored is not None and fresh:

@@ -55,6 +55,7 @@ class DeviceStatus:
             model=model,
             camera=camera,
             outbox_depth=d.outbox.depth(),
+            outbox_oldest_age_s=d.outbox.oldest_age_s(),
             dropped=d.outbox.dropped(),
         )
         return status.to_json()

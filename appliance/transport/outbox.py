@@ -1,8 +1,9 @@
 """The durable outbox: every result is committed here (fsync) before anything publishes it.
 
 SQLite in WAL mode. Inserts commit with ``synchronous=FULL``, so a result the daemon has
-accepted survives SIGKILL and power loss. Rows are deleted only when the broker's PUBACK
-arrives; deletes commit with ``synchronous=NORMAL``, because losing a delete to a power cut
+accepted survives SIGKILL and power loss. Rows are deleted only when the back office says it
+has committed them (an end-to-end ack naming their ``measurement_id``; a broker's PUBACK is not
+enough); deletes commit with ``synchronous=NORMAL``, because losing a delete to a power cut
 only means a duplicate later (the back office de-duplicates on ``measurement_id``), never a loss.
 The outbox is bounded by a row count and an age; what the policy drops is counted, persisted
 and reported in the device status.
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
 
@@ -27,6 +28,7 @@ _SCHEMA = (
     "created_at_s REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0)",
+    "CREATE INDEX IF NOT EXISTS outbox_measurement_id ON outbox (measurement_id)",
 )
 
 
@@ -137,7 +139,7 @@ class Outbox:
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [OutboxMessage(int(r[0]), str(r[1]), str(r[2]), bytes(r[3]), r[4]) for r in rows]
+        return [_message(row) for row in rows]
 
     def remove(self, seqs: Iterable[int]) -> int:
         """Delete acknowledged messages; returns how many were still there."""
@@ -153,6 +155,47 @@ class Outbox:
             self._db.execute("COMMIT")
             self._depth -= removed
         return removed
+
+    def remove_ids(self, measurement_ids: Iterable[str]) -> list[int]:
+        """Delete the messages of these measurement ids (acknowledged); returns their seqs."""
+        ids = [(mid,) for mid in dict.fromkeys(measurement_ids)]
+        if not ids:
+            return []
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("BEGIN IMMEDIATE")
+            seqs: list[int] = []
+            for (mid,) in ids:
+                rows = self._db.execute(
+                    "DELETE FROM outbox WHERE measurement_id = ? RETURNING seq", (mid,)
+                ).fetchall()
+                seqs += [int(row[0]) for row in rows]
+            self._db.execute("COMMIT")
+            self._depth -= len(seqs)
+        return seqs
+
+    def get(self, seqs: Sequence[int]) -> list[OutboxMessage]:
+        """The messages with these seqs that are still stored, oldest first."""
+        found: list[OutboxMessage] = []
+        for start in range(0, len(seqs), 500):
+            chunk = list(seqs[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, measurement_id, topic, payload, created_at_s FROM outbox "
+                    f"WHERE seq IN ({marks})",
+                    chunk,
+                ).fetchall()
+            found += [_message(row) for row in rows]
+        return sorted(found, key=lambda message: message.seq)
+
+    def oldest_age_s(self, now_s: float | None = None) -> float | None:
+        """Seconds since the oldest waiting message was committed (None when empty)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(created_at_s) FROM outbox").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, (time.time() if now_s is None else now_s) - float(row[0]))
 
     def expire(self, now_s: float | None = None) -> int:
         """Drop messages older than ``max_age_s`` (counted as dropped); returns how many."""
@@ -170,7 +213,7 @@ class Outbox:
         return int(removed)
 
     def depth(self) -> int:
-        """How many messages wait for their PUBACK."""
+        """How many messages wait for the back office's acknowledgement."""
         return self._depth
 
     def dropped(self) -> int:
@@ -183,3 +226,8 @@ class Outbox:
         """Close the database (committed messages stay on disk)."""
         with self._lock:
             self._db.close()
+
+
+def _message(row: tuple[Any, ...]) -> OutboxMessage:
+    seq, measurement_id, topic, payload, created_at_s = row
+    return OutboxMessage(int(seq), str(measurement_id), str(topic), bytes(payload), created_at_s)

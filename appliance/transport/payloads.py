@@ -21,6 +21,8 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 RESULT_SCHEMA: Final = "appliance.result/1"
 STATUS_SCHEMA: Final = "appliance.status/1"
 MODEL_STATE_SCHEMA: Final = "appliance.model_state/1"
+ACK_SCHEMA: Final = "appliance.ack/1"
+MAX_ACK_IDS = 500
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 # The feature keys every measurement and every ground-truth sidecar carries (DESIGN.md).
@@ -141,8 +143,11 @@ class Status(_Payload):
     software_version: str | None = Field(None, max_length=64)
     model: ModelInfo | None = None
     camera: Literal["online", "offline"] | None = None
-    outbox_depth: int | None = Field(None, ge=0)
-    dropped: int | None = Field(None, ge=0)
+    outbox_depth: int | None = Field(None, ge=0, description="Results not yet acknowledged.")
+    outbox_oldest_age_s: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="Age of the oldest unacknowledged result."
+    )
+    dropped: int | None = Field(None, ge=0, description="Results lost (full disk, age, size).")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -169,11 +174,28 @@ class ModelState(_Payload):
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
-PayloadT = TypeVar("PayloadT", Result, Status, ModelState)
-PAYLOAD_MODELS: dict[str, type[Result] | type[Status] | type[ModelState]] = {
+class Ack(_Payload):
+    """The back office's end-to-end acknowledgement on ``.../ack``: ids it has committed."""
+
+    schema_: Literal["appliance.ack/1"] = Field(ACK_SCHEMA, alias="schema")
+    ids: list[Identifier] = Field(
+        min_length=1, max_length=MAX_ACK_IDS, description="Committed ids (measurement ids)."
+    )
+    at: datetime = Field(description="When the back office sent this acknowledgement.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        """The wire form."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+PayloadT = TypeVar("PayloadT", Result, Status, ModelState, Ack)
+PAYLOAD_MODELS: dict[str, type[Result] | type[Status] | type[ModelState] | type[Ack]] = {
     RESULT_SCHEMA: Result,
     STATUS_SCHEMA: Status,
     MODEL_STATE_SCHEMA: ModelState,
+    ACK_SCHEMA: Ack,
 }
 
 
