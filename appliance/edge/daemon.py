@@ -28,6 +28,7 @@ from appliance.transport.acks import ACK_LEAF
 from appliance.transport.client import LinkSettings, settings_from_config
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_repair import open_outbox
 from appliance.transport.topics import device_topic
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,9 @@ def link_settings(config: Config) -> LinkSettings:
 
 
 def new_outbox(config: Config) -> Outbox:
-    """The outbox in ``state_dir`` with the configured bounds and policy."""
+    """The outbox in ``state_dir`` with its bounds and policy (a damaged one is repaired)."""
     edge = config.edge
-    return Outbox(
+    return open_outbox(
         Path(config.state_dir) / OUTBOX_FILE,
         max_rows=edge.outbox_max_rows,
         max_age_s=edge.outbox_max_age_h * 3600.0,
@@ -84,6 +85,7 @@ class EdgeDaemon:
         self.classifier = classifier
         self.notifier = notifier or Notifier()
         self.pipeline_stop = threading.Event()
+        self.measuring_paused = threading.Event()  # set while the outbox cannot write
         self.link_stop = threading.Event()
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -137,6 +139,7 @@ class EdgeDaemon:
             identity=Identity(config.device.id, config.device.site, self._topic("result")),
             um_per_px=config.skin.um_per_px,
             limit=config.camera.limit,
+            paused=self.measuring_paused,
         )
         self.committer = ResultCommitter(
             results,
@@ -145,6 +148,7 @@ class EdgeDaemon:
             wake_link=self.link.wake,
             screen=self.screen,
             group_max=edge.group_commit_max,
+            paused=self.measuring_paused,
         )
 
     def request_stop(self) -> None:

@@ -38,7 +38,7 @@ from appliance.transport.client import (
     reason_value,
     will_disconnect_reason,
 )
-from appliance.transport.outbox import Outbox
+from appliance.transport.outbox import Outbox, OutboxError
 from appliance.transport.payloads import PayloadError
 
 log = logging.getLogger(__name__)
@@ -337,7 +337,11 @@ class MqttLink(threading.Thread):
             self.stats.bad_acks += 1
             log.warning("ignored a malformed ack on %s: %s", self.ack_topic, exc)
             return
-        removed = self.outbox.remove_ids(ids)
+        try:
+            removed = self.outbox.remove_ids(ids)
+        except OutboxError as exc:  # e.g. a full disk: the results are sent again later
+            log.error("could not remove %d confirmed result(s): %s", len(ids), exc)
+            return
         for seq in removed:
             self._awaiting.pop(seq, None)
         self.stats.acked += len(removed)
@@ -407,7 +411,11 @@ class MqttLink(threading.Thread):
         now_s = time.monotonic()
         if now_s >= self._next_expire_s:
             self._next_expire_s = now_s + EXPIRE_EVERY_S
-            expired = self.outbox.expire()
+            try:
+                expired = self.outbox.expire()
+            except OutboxError as exc:
+                log.error("could not expire old results: %s", exc)
+                return
             if expired:
                 log.warning("dropped %d result(s) older than the outbox age limit", expired)
 

@@ -118,7 +118,7 @@ def test_metrics_endpoint_reports_counters_on_localhost(
         thread.join(10)
     values = dict(line.split() for line in text.splitlines() if not line.startswith("#"))
     assert float(values["appliance_edge_measurements_total"]) >= 2
-    assert values["appliance_edge_camera_online"] == "1"
+    assert float(values["appliance_edge_camera_online"]) == 1.0
     assert "# TYPE appliance_edge_outbox_depth gauge" in text
 
 
