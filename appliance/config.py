@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from appliance.safeyaml import YamlLimitError, safe_load_limited
+
 ENV_PREFIX = "APPLIANCE__"
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 PASSWORD_CREDENTIAL = "mqtt-password"
@@ -284,17 +286,24 @@ class Config(_Section):
         )
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr of a bad value, cut so a hostile one cannot flood the error."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 def _format_errors(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown key (value {err['input']!r}); check the spelling")
+            value = _shown(err["input"])
+            problems.append(f"{path}: unknown key (value {value}); check the spelling")
         elif err["type"] == "value_error":
             problems.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
         else:
             expected = err["msg"].removeprefix("Input should be ")
-            problems.append(f"{path}: got {err['input']!r}; expected {expected}")
+            problems.append(f"{path}: got {_shown(err['input'])}; expected {expected}")
     return problems
 
 
@@ -308,7 +317,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+            node[parts[-1]] = safe_load_limited(raw) if raw != "" else None
         except yaml.YAMLError:
             node[parts[-1]] = raw
     return tree
@@ -331,7 +340,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load_limited(path.read_text(encoding="utf-8"))
+    except YamlLimitError as exc:
+        raise ConfigError(f"{path}: refused: {exc}") from exc
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
         raise ConfigError(f"{path}: broken YAML at line {line}: {exc.problem}") from exc
