@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from appliance import __version__
+from appliance import __version__, logsafe
 from appliance.config import ConfigError, load_config
 
 AREAS = ("capture", "skin", "inference", "transport", "updates", "edge", "backoffice", "pathology")
@@ -79,6 +79,7 @@ def _command_modules() -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    logsafe.install()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -175,6 +175,10 @@ class BackofficeConfig(_Section):
     dead_letter_max_rows: int = Field(
         100_000, ge=1, description="Dead-letter rows kept; the oldest are pruned beyond this."
     )
+    dead_letter_max_total_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Bytes all kept dead letters may hold together; "
+        "the oldest are pruned beyond this."
+    )
 
 
 class EdgeConfig(_Section):
