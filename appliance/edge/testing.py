@@ -17,12 +17,13 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from appliance.capture.sources import Frame, FrameSource, SourceError
-from appliance.capture.synthetic import CustomerScript, SyntheticSource, textured_skin
+from appliance.capture.synthetic import CustomerScript, SyntheticSource
 from appliance.config import Config, load_config
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.pipeline import Measurement
 from appliance.edge.service import install_signal_handlers
 from appliance.edge.systemd import setup_logging
+from appliance.synthetic.camera import textured_skin
 from appliance.transport import payloads
 from appliance.transport.acks import encode_acks
 from appliance.transport.client import LinkSettings, connect_properties, new_client
