@@ -60,7 +60,7 @@ def run(folder):
     from appliance.config import Config
     from appliance.hostile import huge_png
     from appliance.skin.analyze_run import AnalyzeRun
-    from appliance.skin.synthetic import synthetic_frame
+    from appliance.synthetic.skin import synthetic_frame
     (folder / "bomb.png").write_bytes(huge_png())
     (folder / "good.jpg").write_bytes(synthetic_frame(3, 0, "normal").jpeg)
     run = AnalyzeRun(Config(), None)
@@ -95,7 +95,7 @@ def run(folder):
 """,
     "payload_duplicate_keys_and_future_status": """
 def run(folder):
-    from appliance.backoffice import fleetsim
+    from appliance.synthetic import fleet as fleetsim
     from appliance.backoffice.batcher import Inbound, Triage
     good = fleetsim.sample_result(__import__("random").Random(1), "lab", "k1", 0).to_json()
     twice = good[:-1] + b', "device_id": "k2"}'

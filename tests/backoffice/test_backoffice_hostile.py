@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice import fleetsim
 from appliance.backoffice.batcher import Inbound, Triage
 from appliance.backoffice.export import export_results
 from appliance.backoffice.store import Batch, Store, open_store
+from appliance.synthetic import fleet as fleetsim
 from appliance.transport.payloads import Result, Status
 
 

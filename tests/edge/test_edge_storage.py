@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from appliance.backoffice import fleetsim
 from appliance.config import Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon
+from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port
 from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_repair import open_outbox

@@ -10,7 +10,7 @@ from appliance.config import Config
 from appliance.hostile import huge_png, lying_jpeg
 from appliance.skin.analyze_run import AnalyzeRun
 from appliance.skin.frames import FrameError, header_size, load_frame
-from appliance.skin.synthetic import synthetic_frame
+from appliance.synthetic.skin import synthetic_frame
 
 
 def test_a_20000px_png_is_refused_from_its_header(tmp_path: Path) -> None:

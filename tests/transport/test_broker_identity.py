@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice import fleetsim
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.config import config_from_mapping
+from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port, port_open
 from appliance.transport.client import LinkSettings, new_client
 from appliance.transport.mqtt import MqttLink
