@@ -112,7 +112,7 @@ ensure_config() {
   install -d -m 0700 "$ETC/credentials"
   if [[ -n "$CONFIG" ]]; then install_file 0640 "$CONFIG" "$ETC/$name"
   elif [[ ! -e "$ETC/$name" ]]; then install_file 0640 "$template" "$ETC/$name"
-    say "wrote the template $ETC/$name: edit it (device, broker) before starting"; fi
+    say "wrote the template $ETC/$name: edit it (broker host; a kiosk's device and site) before starting"; fi
   [[ -n "$CA" ]] && install_file 0644 "$CA" "$ETC/ca.crt"
   local credential=mqtt-password
   [[ "$role" == backoffice ]] && credential=$WORKER.password
