@@ -199,6 +199,7 @@ class EdgeDaemon:
                     self.reload_handler(self)
             self._tick_watchdog()
             self._tick_status()
+            self.display.state.set_paused(self.measuring_paused.is_set())
             if self._limit_done():
                 log.info("camera.limit reached and the back office confirmed every result; exiting")
                 return EXIT_OK

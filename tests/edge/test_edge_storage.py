@@ -114,6 +114,7 @@ def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
         measured = daemon.analysis.measurements
         assert wait_until(lambda: daemon.analysis.frames_paused > paused_frames + 50)
         assert daemon.analysis.measurements == measured  # nothing measured only to be dropped
+        assert daemon.display.state.snapshot()["guidance"] == "guide_paused_storage"  # screen
         status = daemon.status.payload("online")
         metrics = scrape(port)
         lost = daemon.committer.refused
@@ -123,6 +124,7 @@ def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
         assert metrics["appliance_edge_measuring_paused"] == 1.0
         filler.unlink()  # space returns
         assert wait_until(lambda: not daemon.measuring_paused.is_set())
+        assert wait_until(lambda: daemon.display.state.snapshot()["guidance"] is None)
         after = daemon.committer.committed
         assert wait_until(lambda: daemon.committer.committed >= after + 5)
     finally:
