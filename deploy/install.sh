@@ -7,7 +7,7 @@
 #
 # What it does (each step is skipped when already done, so running it again changes nothing):
 #   system user "appliance" (edge: also in group video), a venv in /opt/appliance/venv with
-#   this checkout installed, the shipped models in /opt/appliance/models, the config in
+#   this checkout installed, the shipped skin models in /opt/appliance/models, the config in
 #   /etc/appliance (a template when none is there; an existing one is never overwritten unless
 #   --config is given), the broker CA and password as systemd credentials in
 #   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule), enabled.
@@ -127,7 +127,7 @@ ensure_units() {
     install_file 0644 "$REPO/deploy/99-scalar-microscope.rules" "$R/etc/udev/rules.d/99-scalar-microscope.rules"
     live && udevadm control --reload || true
     install -d -m 0755 "$OPT/models"
-    for model in "$REPO"/models/*.onnx; do install_file 0644 "$model" "$OPT/models/$(basename "$model")"; done
+    for model in "$REPO"/appliance/shipped/skin-*.onnx; do install_file 0644 "$model" "$OPT/models/$(basename "$model")"; done
   fi
   if live; then systemctl daemon-reload; systemctl enable --now "${enabled[@]}"
   else systemctl_do enable "${enabled[@]}"; fi

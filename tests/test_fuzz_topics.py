@@ -118,27 +118,37 @@ class Expectation:
             self.stored.setdefault(result.measurement_id, payload)
 
 
+def start_backoffice(tmp_path: Path, mqtt: dict[str, Any]) -> tuple[IngestWorker, Any]:
+    config = config_from_mapping(
+        {"mqtt": mqtt, "state_dir": str(tmp_path / "bo"), "backoffice": {"client_id": "fuzz-bo"}},
+        environ={},
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'bo.sqlite3'}")
+    worker = IngestWorker(config, store)
+    worker.start()
+    assert worker.subscribed.wait(10)
+    return worker, store
+
+
+def start_kiosk(tmp_path: Path, mqtt: dict[str, Any]) -> tuple[Any, threading.Thread, list[int]]:
+    config = config_from_mapping(
+        {"device": {"id": DEVICE, "site": SITE}, "mqtt": mqtt,
+         "state_dir": str(tmp_path / "edge"), "edge": {"synthetic_fps": 100}}, environ={},
+    )
+    resting = fast_source(config, CustomerScript(approach_frames=1, rest_frames=10**9))
+    daemon = fast_daemon(config, source=resting)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
+    thread.start()
+    assert wait_until(lambda: daemon.link.connected, 10)
+    return daemon, thread, codes
+
+
 def test_thousands_of_fuzzed_messages_on_every_subscribed_topic(tmp_path: Path) -> None:
     with PrivateBroker(workdir=tmp_path / "broker") as broker:
         mqtt = {"host": broker.host, "port": broker.port, "topic_prefix": PREFIX}
-        bo_config = config_from_mapping(
-            {"mqtt": mqtt, "state_dir": str(tmp_path / "bo"),
-             "backoffice": {"client_id": "fuzz-bo"}}, environ={},
-        )
-        store = open_store(f"sqlite:///{tmp_path / 'bo.sqlite3'}")
-        worker = IngestWorker(bo_config, store)
-        worker.start()
-        assert worker.subscribed.wait(10)
-        edge_config = config_from_mapping(
-            {"device": {"id": DEVICE, "site": SITE}, "mqtt": mqtt,
-             "state_dir": str(tmp_path / "edge"), "edge": {"synthetic_fps": 100}}, environ={},
-        )
-        resting = fast_source(edge_config, CustomerScript(approach_frames=1, rest_frames=10**9))
-        daemon = fast_daemon(edge_config, source=resting)
-        codes: list[int] = []
-        thread = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
-        thread.start()
-        assert wait_until(lambda: daemon.link.connected, 10)
+        worker, store = start_backoffice(tmp_path, mqtt)
+        daemon, thread, codes = start_kiosk(tmp_path, mqtt)
         sender = new_client(LinkSettings(broker.host, broker.port, "fuzzer", max_inflight=1000))
         sender.connect(broker.host, broker.port)
         sender.loop_start()

@@ -146,13 +146,8 @@ class EdgeDaemon:
             subject=self.display.take_subject,
         )
         self.committer = ResultCommitter(
-            results,
-            self.outbox,
-            self.pipeline_stop,
-            wake_link=self.link.wake,
-            screen=self.screen,
-            group_max=edge.group_commit_max,
-            paused=self.measuring_paused,
+            results, self.outbox, self.pipeline_stop, wake_link=self.link.wake,
+            screen=self.screen, group_max=edge.group_commit_max, paused=self.measuring_paused,
         )
 
     def _build_screen(self) -> None:

@@ -29,35 +29,23 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.transport.acks import parse_ack
 from appliance.transport.backoff import Backoff
+from appliance.transport.callbacks import QueuedCallbacks
 from appliance.transport.client import (
     LinkSettings,
     connect_properties,
     is_fatal_connack,
     new_client,
     publish_properties,
-    reason_value,
     will_disconnect_reason,
 )
 from appliance.transport.outbox import Outbox, OutboxError
 from appliance.transport.payloads import PayloadError
+from appliance.transport.unconfirmed import Unconfirmed
 
 log = logging.getLogger(__name__)
 
-MAX_INCOMING_BYTES = 64 * 1024
 IDLE_POLL_S = 0.5
 EXPIRE_EVERY_S = 60.0
-
-
-class MqttAuthError(RuntimeError):
-    """The broker refused our credentials; retrying cannot help."""
-
-
-@dataclass(frozen=True)
-class IncomingMessage:
-    """A message the device received on one of its subscriptions."""
-
-    topic: str
-    payload: bytes
 
 
 @dataclass
@@ -96,22 +84,19 @@ class MqttLink(threading.Thread):
         self.ack_topic = ack_topic
         self.subscriptions = (ack_topic, *subscriptions)
         self.stop_event = stop or threading.Event()
-        self.inbox: queue.Queue[IncomingMessage] = queue.Queue(maxsize=100)
+        self._callbacks = QueuedCallbacks(ack_topic)
+        self.inbox = self._callbacks.inbox
         self.stats = LinkStats()
         self.fatal_error: str | None = None
         self.refused = False  # the broker refused our credentials: restarting cannot help
         self.connected = False
         self.last_beat_s = time.monotonic()
-        self._events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+        self._events = self._callbacks.events
         self._status_requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r, self._wake_w = _wake_pair()
         self._inflight: dict[int, int] = {}
-        self._awaiting: dict[int, float] = {}  # seq -> when the broker took it (monotonic)
+        self._unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
         self._sent_seq = 0
-        self._resend_after_s = settings.ack_resend_initial_s
-        self._next_resend_s = 0.0
         self._window = settings.max_inflight
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
         self._connect_started_s = 0.0
@@ -120,7 +105,7 @@ class MqttLink(threading.Thread):
         self._result_properties = publish_properties(settings.message_expiry_s)
         self._status_properties = publish_properties(None)
         self._client = new_client(settings, will=(status_topic, status_payload("offline")))
-        self._install_callbacks()
+        self._callbacks.install(self._client)
 
     # -- thread-safe API ---------------------------------------------------------------------
 
@@ -138,46 +123,6 @@ class MqttLink(threading.Thread):
     def idle(self) -> bool:
         """Whether the back office has confirmed every committed message."""
         return self.outbox.depth() == 0 and not self._inflight
-
-    # -- paho callbacks: run inside this thread, only enqueue, never raise --------------------
-
-    def _install_callbacks(self) -> None:
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
-        self._client.on_message = self._on_message
-
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, properties: Any) -> None:
-        try:
-            self._events.put(("connack", reason_value(reason), properties))
-        except Exception:
-            log.exception("on_connect failed")
-
-    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        try:
-            self._events.put(("disconnect", reason_value(reason), None))
-        except Exception:
-            log.exception("on_disconnect failed")
-
-    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
-        try:
-            self._events.put(("puback", mid, reason_value(reason)))
-        except Exception:
-            log.exception("on_publish failed")
-
-    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            if len(message.payload) > MAX_INCOMING_BYTES:
-                log.warning("ignored %d-byte message on %s", len(message.payload), message.topic)
-                return
-            if message.topic == self.ack_topic:
-                self._events.put(("ack", bytes(message.payload), None))
-                return
-            self.inbox.put_nowait(IncomingMessage(message.topic, bytes(message.payload)))
-        except queue.Full:
-            log.warning("command inbox full; dropped a message on %s", message.topic)
-        except Exception:
-            log.exception("on_message failed")
 
     # -- the owner loop ----------------------------------------------------------------------
 
@@ -327,7 +272,7 @@ class MqttLink(threading.Thread):
             )
             return
         self.stats.broker_acked += 1
-        self._awaiting[seq] = time.monotonic()
+        self._unconfirmed.broker_took(seq)
 
     def _handle_ack(self, raw: bytes) -> None:
         """The back office committed these results: they may leave the outbox now."""
@@ -342,32 +287,20 @@ class MqttLink(threading.Thread):
         except OutboxError as exc:  # e.g. a full disk: the results are sent again later
             log.error("could not remove %d confirmed result(s): %s", len(ids), exc)
             return
-        for seq in removed:
-            self._awaiting.pop(seq, None)
+        self._unconfirmed.confirmed(removed)
         self.stats.acked += len(removed)
-        if removed:
-            self._resend_after_s = self.settings.ack_resend_initial_s
 
     def _resend_when_due(self) -> None:
         """Send again what the back office has not confirmed in time (capped backoff)."""
-        now_s = time.monotonic()
-        if now_s < self._next_resend_s or not self._awaiting:
-            return
-        self._next_resend_s = now_s + min(1.0, self._resend_after_s / 4)
-        room = self._window - len(self._inflight)
-        cutoff_s = now_s - self._resend_after_s
-        due = sorted(seq for seq, at_s in self._awaiting.items() if at_s <= cutoff_s)[:room]
+        due = self._unconfirmed.due(self._window - len(self._inflight))
         if not due:
             return
-        for seq in due:
-            del self._awaiting[seq]
         messages = self.outbox.get(due)
         for message in messages:
             self._publish_result(message.seq, message.topic, message.payload)
         self.stats.resent += len(messages)
-        self._resend_after_s = min(self._resend_after_s * 2, self.settings.ack_resend_cap_s)
         log.info("%d result(s) not confirmed by the back office; sent again (next wait %.0f s)",
-                 len(messages), self._resend_after_s)
+                 len(messages), self._unconfirmed.wait_s)
 
     def _send_statuses(self) -> None:
         requested = False
@@ -431,3 +364,11 @@ class MqttLink(threading.Thread):
             self.connected = False
             self._wake_r.close()
             self._wake_w.close()
+
+
+def _wake_pair() -> tuple[socket.socket, socket.socket]:
+    """A non-blocking socket pair: other threads write a byte to wake the link's select."""
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    return reader, writer

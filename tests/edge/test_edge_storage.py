@@ -94,6 +94,21 @@ def scrape(port: int) -> dict[str, float]:
     return {k: float(v) for k, v in (ln.split() for ln in lines if not ln.startswith("#"))}
 
 
+def check_paused_and_counted(daemon: EdgeDaemon, metrics_port: int) -> None:
+    """While the disk is full: nothing measured, the loss in status and metrics, screen says so."""
+    paused_frames = daemon.analysis.frames_paused
+    measured = daemon.analysis.measurements
+    assert wait_until(lambda: daemon.analysis.frames_paused > paused_frames + 50)
+    assert daemon.analysis.measurements == measured  # nothing measured only to be dropped
+    assert daemon.display.state.snapshot()["guidance"] == "guide_paused_storage"
+    lost = daemon.committer.refused
+    assert lost > 0
+    assert b'"dropped":%d' % lost in daemon.status.payload("online")
+    metrics = scrape(metrics_port)
+    assert metrics["appliance_edge_measurements_lost_total"] == lost
+    assert metrics["appliance_edge_measuring_paused"] == 1.0
+
+
 @pytest.mark.broker
 def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
     small_disk: Path, mqtt_broker: Any, topic_prefix: str, caplog: pytest.LogCaptureFixture
@@ -110,18 +125,7 @@ def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
         assert wait_until(lambda: daemon.committer.committed >= 5)
         filler = fill(small_disk)
         assert wait_until(daemon.measuring_paused.is_set), "no commit was refused on a full disk"
-        paused_frames = daemon.analysis.frames_paused
-        measured = daemon.analysis.measurements
-        assert wait_until(lambda: daemon.analysis.frames_paused > paused_frames + 50)
-        assert daemon.analysis.measurements == measured  # nothing measured only to be dropped
-        assert daemon.display.state.snapshot()["guidance"] == "guide_paused_storage"  # screen
-        status = daemon.status.payload("online")
-        metrics = scrape(port)
-        lost = daemon.committer.refused
-        assert lost > 0
-        assert b'"dropped":%d' % lost in status
-        assert metrics["appliance_edge_measurements_lost_total"] == lost
-        assert metrics["appliance_edge_measuring_paused"] == 1.0
+        check_paused_and_counted(daemon, port)
         filler.unlink()  # space returns
         assert wait_until(lambda: not daemon.measuring_paused.is_set())
         assert wait_until(lambda: daemon.display.state.snapshot()["guidance"] is None)
