@@ -129,8 +129,9 @@ def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
         filler.unlink()  # space returns
         assert wait_until(lambda: not daemon.measuring_paused.is_set())
         assert wait_until(lambda: daemon.display.state.snapshot()["guidance"] is None)
-        after = daemon.committer.committed
+        after, shown = daemon.committer.committed, daemon.screen.shown
         assert wait_until(lambda: daemon.committer.committed >= after + 5)
+        assert wait_until(lambda: daemon.screen.shown > shown)  # the screen updates again
     finally:
         daemon.request_stop()
         thread.join(15)
