@@ -192,7 +192,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     # Private names, fenced here: argparse has no public way to list subcommands, and
     # _actions / _SubParsersAction are stable since Python 3.2 (tests/test_cli.py fails
     # loudly if that changes: it checks every command has examples).
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
+    for action in parser._actions:  # noqa: SLF001  (no public list of subcommands)
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001  (same reason)
             return dict(action.choices)
     return {}
