@@ -64,10 +64,11 @@ def measured_cohort(store: Store) -> None:
     now = datetime.now(UTC)
     statuses = [device_row(payloads.Status(device_id=f"kiosk-{i}", site=site, state=state,
                                            at=now, software_version="0.1.0", camera="online",
-                                           outbox_depth=depth), iso_utc(now))
-                for i, site, state, depth in ((1, "ginza", "online", 0),
-                                              (2, "shibuya", "online", 2),
-                                              (3, "umeda", "offline", 14))]
+                                           outbox_depth=depth, outbox_oldest_age_s=oldest_s),
+                           iso_utc(now))
+                for i, site, state, depth, oldest_s in ((1, "ginza", "online", 0, None),
+                                                        (2, "shibuya", "online", 2, 3.5),
+                                                        (3, "umeda", "offline", 14, 5400.0))]
     store.write_batch(Batch(results=rows, statuses=statuses), 100)
 
 

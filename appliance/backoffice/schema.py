@@ -45,6 +45,7 @@ DEVICE_COLUMNS = (
     "camera",
     "outbox_depth",
     "dropped",
+    "outbox_oldest_age_s",
 )
 
 _FEATURE_DDL = ",\n".join(
@@ -133,6 +134,13 @@ CREATE TABLE console_sessions (
 );
 """,
     ),
+    (
+        4,
+        "devices: age of the oldest result a kiosk has not had confirmed (status)",
+        """
+ALTER TABLE devices ADD COLUMN outbox_oldest_age_s {real};
+""",
+    ),
 )
 
 
@@ -192,4 +200,5 @@ def device_row(status: Status, seen_at: str) -> tuple[Any, ...]:
         status.camera,
         status.outbox_depth,
         status.dropped,
+        status.outbox_oldest_age_s,
     )

@@ -100,7 +100,8 @@ def seed(store: Store, count: int = 60) -> list[payloads.Result]:
     rows = [result_row(r, now, r.to_json().decode()) for r in results]
     statuses = [device_row(payloads.Status(device_id="kiosk-1", site="tokyo", state="online",
                                            at=datetime.now(UTC), software_version="0.1.0",
-                                           camera="online", outbox_depth=3), now),
+                                           camera="online", outbox_depth=3,
+                                           outbox_oldest_age_s=754.0), now),
                 device_row(payloads.Status(device_id="kiosk-9", site="osaka", state="offline",
                                            at=datetime.now(UTC)), now)]
     store.write_batch(Batch(results=rows, statuses=statuses), 100)
