@@ -33,6 +33,7 @@ from appliance.console.db import StorePool  # noqa: E402
 from appliance.console.server import ConsoleThread  # noqa: E402
 from appliance.edge.service import build_daemon  # noqa: E402
 from appliance.inference.classifier import SkinClassifier  # noqa: E402
+from appliance.shipped import SKIN_MODEL, shipped_path  # noqa: E402
 from appliance.skin.analysis import analyze  # noqa: E402
 from appliance.synthetic.camera import age_band_of  # noqa: E402
 from appliance.synthetic.skin import synthetic_frame  # noqa: E402
@@ -41,7 +42,7 @@ from appliance.transport.broker import free_port  # noqa: E402
 from tests.browser import chromium_page  # noqa: E402
 
 OUT = REPO / "docs" / "images"
-MODEL = REPO / "models" / "skin-texture-grade.int8.onnx"
+MODEL = shipped_path(SKIN_MODEL)
 CUSTOMERS = 80
 
 
