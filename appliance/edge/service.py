@@ -21,7 +21,11 @@ EXIT_CONFIG = 2
 
 
 def load_model(config: Config) -> Classifier | None:
-    """The configured classifier, or None when ``model.path`` is unset."""
+    """The configured classifier (or the installed update), None when there is neither."""
+    if config.updates.url:
+        from appliance.updates.wiring import startup_model  # noqa: PLC0415 - tuf, ORT
+
+        return startup_model(config)
     if config.model.path is None:
         log.info("no model.path: results are sent without classification")
         return None

@@ -91,6 +91,8 @@ class MqttLink(threading.Thread):
         self.last_beat_s = time.monotonic()
         self._events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
         self._status_requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._retained: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._retained_latest: dict[str, bytes] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -118,6 +120,13 @@ class MqttLink(threading.Thread):
     def send_status(self) -> None:
         """Publish a fresh retained status when connected (any thread)."""
         self._status_requests.put(b"")
+        self.wake()
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` retained on ``topic`` when connected, in order (any thread);
+        after a reconnect the latest payload of each such topic is published again."""
+        self._retained_latest[topic] = payload
+        self._retained.put((topic, payload))
         self.wake()
 
     def idle(self) -> bool:
@@ -175,6 +184,7 @@ class MqttLink(threading.Thread):
                 self._handle_events()
                 if self.connected:
                     self._send_statuses()
+                    self._send_retained()
                     self._publish_pending()
                 self._flush_acks()
                 self._expire_when_due()
@@ -280,6 +290,8 @@ class MqttLink(threading.Thread):
         for topic in self.subscriptions:  # resubscribe first, then the birth message
             self._client.subscribe(topic, options=SubscribeOptions(qos=1))
         self._publish_status("online")
+        for topic, payload in list(self._retained_latest.items()):
+            self._retained.put((topic, payload))
         log.info("connected to %s; %d result(s) waiting", where, self.outbox.depth())
 
     def _handle_disconnect(self, code: int) -> None:
@@ -318,6 +330,16 @@ class MqttLink(threading.Thread):
                 break
         if requested:
             self._publish_status("online")
+
+    def _send_retained(self) -> None:
+        while True:
+            try:
+                topic, payload = self._retained.get_nowait()
+            except queue.Empty:
+                return
+            self._client.publish(
+                topic, payload, qos=1, retain=True, properties=self._status_properties
+            )
 
     def _publish_status(self, state: str) -> None:
         self._client.publish(

@@ -157,10 +157,12 @@ class ModelState(_Payload):
     schema_: Literal["appliance.model_state/1"] = Field(MODEL_STATE_SCHEMA, alias="schema")
     device_id: Identifier
     site: Identifier
-    state: Literal["installed", "refused", "rolled_back"]
+    state: Literal["available", "downloading", "verified", "installed", "rejected", "rolled_back"]
     at: datetime
-    model: ModelInfo | None = None
+    model: ModelInfo | None = Field(None, description="The model this step is about.")
+    running: ModelInfo | None = Field(None, description="The model serving after this step.")
     reason: str | None = Field(None, max_length=1024)
+    healthy: bool | None = Field(None, description="After install: the health check passed.")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
