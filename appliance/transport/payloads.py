@@ -163,6 +163,7 @@ class ModelState(_Payload):
     running: ModelInfo | None = Field(None, description="The model serving after this step.")
     reason: str | None = Field(None, max_length=1024)
     healthy: bool | None = Field(None, description="After install: the health check passed.")
+    rollout: str | None = Field(None, max_length=64, description="The signed assignment's rollout.")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

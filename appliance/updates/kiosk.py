@@ -106,6 +106,7 @@ class ModelUpdater(threading.Thread):
         self.wake = threading.Event()
         self.checks = 0
         self._health: HealthCheck | None = None
+        self._rollout: str | None = None  # of the assignment the last report was about
         self._before: tuple[SkinClassifier | None, Path | None] = (None, None)
         self._rejected: set[str] = self._load_rejected()
         current = serving.classifier.path if serving.classifier is not None else None
@@ -262,6 +263,7 @@ class ModelUpdater(threading.Thread):
 
     def _report(self, state: str, offer: Offer | None, reason: str | None = None) -> None:
         model = None
+        self._rollout = offer.assignment.rollout if offer is not None else None
         if offer is not None:
             model = payloads.ModelInfo(name=offer.manifest.name, version=offer.manifest.version)
         self._report_state(state, model, reason)
@@ -284,6 +286,7 @@ class ModelUpdater(threading.Thread):
             running=_info(self.serving.classifier),
             reason=reason[:1000] if reason else None,
             healthy=healthy,
+            rollout=self._rollout,
         )
         self._publish(message.to_json())
 
