@@ -107,7 +107,8 @@ class ModelUpdater(threading.Thread):
         self.checks = 0
         self._health: HealthCheck | None = None
         self._rollout: str | None = None  # of the assignment the last report was about
-        self._before: tuple[SkinClassifier | None, Path | None] = (None, None)
+        self._previous: Path | None = None  # what a failed health check goes back to
+        self._confirmed = False  # the serving model passed a health check in this process
         self._rejected: set[str] = self._load_rejected()
         current = serving.classifier.path if serving.classifier is not None else None
         self._current_sha = _sha256(current) if current is not None and current.is_file() else ""
@@ -151,7 +152,12 @@ class ModelUpdater(threading.Thread):
         if found is None:
             return
         updater, offer = found
-        if offer.sha256 in (self._current_sha, *self._rejected):
+        if offer.sha256 == self._current_sha:
+            if not self._confirmed:  # restarted since the install: check its health again
+                self._start_probation(offer, self.store.read().previous)
+                self._report("installed", offer, "serving the assigned model since start")
+            return
+        if offer.sha256 in self._rejected:
             return
         try:
             self._install(updater, offer)
@@ -175,18 +181,25 @@ class ModelUpdater(threading.Thread):
             download, manifest.name, manifest.version, offer.sha256, previous
         )
         runner.path = final
-        self._health = HealthCheck(
-            manifest.label_shares(),
-            self.config.updates.health_measurements,
-            self.config.updates.health_window_s,
-            self.config.updates.health_max_label_distance,
-        )
-        self._before = (before, previous)
-        self.serving.swap(SkinClassifier(runner), self._health)
+        self.serving.swap(SkinClassifier(runner), None)
         self._current_sha = offer.sha256
+        self._start_probation(offer, previous)
         self._on_swap(self.serving)
         log.info("model %s %s installed; health check running", manifest.name, manifest.version)
         self._report("installed", offer)
+
+    def _start_probation(self, offer: Offer, previous: Path | None) -> None:
+        """Watch the serving model's next measurements; ``previous`` is the way back."""
+        updates = self.config.updates
+        self._health = HealthCheck(
+            offer.manifest.label_shares(),
+            updates.health_measurements,
+            updates.health_window_s,
+            updates.health_max_label_distance,
+        )
+        self._previous = previous
+        self._confirmed = False
+        self.serving.swap(self.serving.classifier, self._health)
 
     def _check_compatible(self, offer: Offer) -> None:
         manifest, assignment = offer.manifest, offer.assignment
@@ -245,14 +258,16 @@ class ModelUpdater(threading.Thread):
         serving = self.serving.classifier
         model = _info(serving)
         self._health = None
+        self.wake.set()  # assignments that came during the probation are looked at now
         if verdict.healthy:
+            self._confirmed = True
             self.serving.swap(serving, None)
             self._report_state("installed", model, verdict.reason, healthy=True)
             return
-        before, previous = self._before
+        previous = self._previous
         if serving is not None:
             self.store.rollback(serving.path, previous)
-        self.serving.swap(before, None)
+        self.serving.swap(_load_or_none(previous), None)
         self._remember_rejected(self._current_sha)
         self._current_sha = _sha256(previous) if previous is not None and previous.is_file() else ""
         self._on_swap(self.serving)
@@ -303,6 +318,17 @@ class ModelUpdater(threading.Thread):
         self._rejected.add(sha256)
         path = self.store.dir / REJECTED_FILE
         path.write_text(json.dumps(sorted(self._rejected)[-200:]), encoding="utf-8")
+
+
+def _load_or_none(path: Path | None) -> SkinClassifier | None:
+    """The model at ``path`` (None when there is none or it no longer loads)."""
+    if path is None:
+        return None
+    try:
+        return SkinClassifier.load(path)
+    except ModelError as exc:
+        log.error("previous model %s does not load (%s); results go unclassified", path, exc)
+        return None
 
 
 def _info(classifier: SkinClassifier | None) -> payloads.ModelInfo | None:

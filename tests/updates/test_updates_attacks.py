@@ -19,7 +19,7 @@ from tuf.api.metadata import Metadata
 from updates_helpers import Fleet
 
 from appliance.transport.payloads import ModelState
-from appliance.updates.repository import FLEET, write_atomically
+from appliance.updates.repository import FLEET
 from appliance.updates.serve import RepositoryServer
 from appliance.updates.testing import ModelEvents
 
@@ -51,8 +51,10 @@ def _refused_after(fleet: Fleet, events: ModelEvents, attack: Callable[[], None]
         lambda: (s := events.last_state(device)) is not None and s.state == "rejected", 30
     ), events.states.get(device)
     state = events.last_state(device)
-    assert state is not None and state.reason
-    assert daemon.classifier is not None and daemon.classifier.version == "1.0.0"
+    assert state is not None
+    assert state.reason
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
     served = len(events.versions[device])
     assert events.wait_until(lambda: len(events.versions[device]) > served, 20)
     assert set(events.versions[device].values()) == {"1.0.0"}
@@ -95,7 +97,8 @@ def test_targets_signed_by_another_key_is_refused(fleet: Fleet, events: ModelEve
         fleet.repo.publish()  # the attacker holds the online snapshot and timestamp keys
 
     state = _refused_after(fleet, events, attack)
-    assert "signature check failed" in state.reason and "targets" in state.reason
+    assert "signature check failed" in state.reason
+    assert "targets" in state.reason
 
 
 def test_one_flipped_byte_in_the_model_is_refused(fleet: Fleet, events: ModelEvents) -> None:
@@ -231,6 +234,7 @@ def test_a_transfer_cut_halfway_is_retried_then_refused(
         state = _refused_after(fleet, events, lambda: _release_and_assign(fleet))
     finally:
         cutting.close()
-    assert "download failed" in state.reason and "after 2 tries" in state.reason
+    assert "download failed" in state.reason
+    assert "after 2 tries" in state.reason
     leftovers = list((fleet.tmp / "k1" / "models").glob(".download-*"))
     assert leftovers == []
