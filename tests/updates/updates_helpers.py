@@ -65,6 +65,13 @@ class Fleet:
         release_model(self.repo, model, built)
         return built
 
+    def release_failing_self_test(self, version: str) -> ModelManifest:
+        """A release whose file gives other answers than the self-test its manifest records."""
+        honest = manifest_for(linear_model(self.tmp / "honest.onnx", version), version, inputs())
+        other = linear_model(self.tmp / f"other-{version}.onnx", version, bias=(0.0, 3.0, 0.0))
+        release_model(self.repo, other, honest)
+        return honest
+
     def config(self, device_id: str, url: str | None = None, **updates: Any) -> Config:
         first = self.tmp / "initial.onnx"
         if not first.exists():
