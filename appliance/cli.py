@@ -22,8 +22,8 @@ from appliance import __version__
 from appliance.config import ConfigError, load_config
 
 AREAS = (
-    "capture", "skin", "inference", "modelbuild", "transport", "updates", "edge", "backoffice",
-    "pathology",
+    "capture", "skin", "synthetic", "inference", "modelbuild", "transport", "updates", "edge",
+    "backoffice", "pathology",
 )
 GROUPS = {
     "synth": "make synthetic data with known ground truth",
