@@ -177,7 +177,7 @@ def test_dot_dot_in_a_target_name_is_refused(fleet: Fleet, events: ModelEvents) 
             "target": "models/../../../state/evil.onnx",
         }))
         with fleet.repo.locked():  # a compromised fleet key
-            fleet.repo.add_target(FLEET, evil, "devices/lab/k1.json")
+            fleet.repo.add_target(FLEET, evil, f"devices/{fleet.site}/k1.json")
             fleet.repo.publish()
 
     state = _refused_after(fleet, events, attack)

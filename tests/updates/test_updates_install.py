@@ -103,7 +103,7 @@ def test_a_notice_alone_installs_nothing(
     fleet.assign(fleet.release("1.2.0"), ["k2"])
     forged = json.dumps({"install": "models/skin-texture-grade/1.2.0/skin-texture-grade-1.2.0.onnx",
                          "version": "1.2.0", "rollout": "forged"})
-    publish.single(f"{topic_prefix}/lab/k1/model/update", forged, qos=1,
+    publish.single(f"{topic_prefix}/{fleet.site}/k1/model/update", forged, qos=1,
                    hostname=mqtt_broker.host, port=mqtt_broker.port)
     assert events.wait_until(lambda: daemon.updater.checks >= 2, 20)  # the notice woke it
     assert events.last_state("k1") is None
@@ -119,28 +119,37 @@ def test_kiosk_killed_mid_install_comes_back_on_a_model(
     config_path.write_text(yaml.safe_dump(config))
     fleet.assign(fleet.release("1.1.0"), ["k1"])
     log = (fleet.tmp / "k1.log").open("wb")
-    kiosk = _spawn(config_path, log)
-    assert events.wait_until(
-        lambda: (s := events.last_state("k1")) is not None and s.state == "verified", 60
-    )
-    os.kill(kiosk.pid, signal.SIGKILL)  # between "verified" and the pointer switch, or after
-    kiosk.wait(10)
-    pointer = ModelStore(fleet.tmp / "k1").read()
-    assert pointer.current is None or pointer.current.is_file()
-    served = len(events.versions["k1"])
-    kiosk = _spawn(config_path, log)
+    kiosks = [_spawn(config_path, log)]
     try:
-        assert events.wait_until(lambda: len(events.versions["k1"]) > served, 60)
-        after = list(events.versions["k1"].values())[served:]
-        assert set(after) <= {"1.0.0", "1.1.0"}  # classified: never without a model
-        assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.1.0"), 60)
+        _kill_after_verified_then_restart(fleet, events, config_path, log, kiosks)
     finally:
-        kiosk.send_signal(signal.SIGTERM)
-        kiosk.wait(10)
+        for kiosk in kiosks:
+            if kiosk.poll() is None:
+                kiosk.send_signal(signal.SIGTERM)
+                kiosk.wait(10)
         log.close()
     leftovers = [p.name for p in (fleet.tmp / "k1" / "models").iterdir()]
     assert not [name for name in leftovers if name.startswith(".download-")], leftovers
     assert json.loads((fleet.tmp / "k1" / "models" / "installed.json").read_text())["current"]
+
+
+def _kill_after_verified_then_restart(
+    fleet: Fleet, events: ModelEvents, config_path: Path, log: Any,
+    kiosks: list[subprocess.Popen[bytes]],
+) -> None:
+    assert events.wait_until(
+        lambda: any(s.state == "verified" for s in events.states.get("k1", [])), 60
+    )
+    os.kill(kiosks[0].pid, signal.SIGKILL)  # between "verified" and the pointer switch, or after
+    kiosks[0].wait(10)
+    pointer = ModelStore(fleet.tmp / "k1").read()
+    assert pointer.current is None or pointer.current.is_file()
+    served = len(events.versions["k1"])
+    kiosks.append(_spawn(config_path, log))
+    assert events.wait_until(lambda: len(events.versions["k1"]) > served, 60)
+    after = list(events.versions["k1"].values())[served:]
+    assert set(after) <= {"1.0.0", "1.1.0"}  # classified: never without a model
+    assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.1.0"), 60)
 
 
 def _spawn(config_path: Path, log: Any) -> subprocess.Popen[bytes]:

@@ -66,7 +66,7 @@ def test_twenty_kiosks_install_and_no_measurement_is_lost_or_split(
     _all_online(fleet, events, 20)
     watcher, store = _watcher(fleet), _store(fleet.tmp)
     try:
-        plan = RolloutPlan(fleet.release("1.1.0"), [("lab", n) for n in names], canaries=2,
+        plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, n) for n in names], canaries=2,
                            wave_size=10, timeout_s=60)
         outcome = Rollout(fleet.repo, watcher, store, plan).run()
         assert outcome.state == "complete", outcome.reason

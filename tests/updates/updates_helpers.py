@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class Fleet:
     prefix: str
     repo: FileRepository
     server: RepositoryServer
+    # a site of its own: the MQTT client id (edge-{site}-{device}) is unique on a shared broker
+    site: str = field(default_factory=lambda: f"site-{uuid.uuid4().hex[:8]}")
     daemons: dict[str, EdgeDaemon] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -77,7 +80,7 @@ class Fleet:
         if not first.exists():
             linear_model(first, "1.0.0")
         data: dict[str, Any] = {
-            "device": {"id": device_id, "site": "lab"},
+            "device": {"id": device_id, "site": self.site},
             "camera": {"source": "synthetic"},
             "mqtt": {"host": self.broker.host, "port": self.broker.port,
                      "topic_prefix": self.prefix},
@@ -99,7 +102,7 @@ class Fleet:
         return daemon
 
     def assign(self, manifest: ModelManifest, devices: Sequence[str], **kw: Any) -> str:
-        return assign(self.repo, [("lab", d) for d in devices], manifest, **kw)
+        return assign(self.repo, [(self.site, d) for d in devices], manifest, **kw)
 
     def notify_all(self) -> None:
         for daemon in self.daemons.values():
