@@ -147,8 +147,8 @@ class UpdatesConfig(_Section):
         20, ge=1, description="Measurements after a swap that the health check watches."
     )
     health_window_s: float = Field(
-        900.0, gt=0.0, description="The health check passes after this long without errors "
-        "even when fewer measurements came."
+        240.0, gt=0.0, description="The health check passes after this long without errors "
+        "even when fewer measurements came (keep it under the rollout's --timeout-s)."
     )
     health_max_label_distance: float = Field(
         0.9, gt=0.0, le=1.0, description="Largest total-variation distance between the label "

@@ -57,7 +57,7 @@ def _register_release(models: Any) -> None:
 
 def _register_fleet(models: Any) -> None:
     for name, text in (("deploy", "roll a release out: canaries, waves, automatic halt"),
-                       ("rollback", "signed decision: devices go back to an older release")):
+                       ("rollback", "signed decision: go back (default: devices assigned it)")):
         command = models.add_parser(name, help=text)
         command.add_argument("name", help="model name")
         if name == "deploy":
@@ -66,7 +66,7 @@ def _register_fleet(models: Any) -> None:
         else:
             command.add_argument("--to", dest="version", required=True, help="released version")
         command.add_argument("--repo", type=Path, required=True, help="repository folder")
-        target = command.add_mutually_exclusive_group(required=True)
+        target = command.add_mutually_exclusive_group(required=name == "deploy")
         target.add_argument("--devices", help="comma-separated device ids")
         target.add_argument("--site", help="every known device of a site")
         target.add_argument("--all", action="store_true", help="every known device")

@@ -67,9 +67,14 @@ def _known_devices(watcher: FleetWatcher, store: Store) -> set[Device]:
     return known
 
 
-def choose_devices(args: argparse.Namespace, known: set[Device]) -> list[Device]:
-    """The devices named by --devices, --site or --all, in a stable order."""
-    if args.all:
+def choose_devices(
+    args: argparse.Namespace, known: set[Device], repo: FileRepository
+) -> list[Device]:
+    """The devices named by --devices, --site or --all (a rollback without them: every device
+    the model is assigned to now), in a stable order."""
+    if not (args.all or args.site or args.devices):
+        chosen = sorted(d for d, a in assignments(repo).items() if a.model == args.name)
+    elif args.all:
         chosen = sorted(known)
     elif args.site:
         chosen = sorted(d for d in known if d[0] == args.site)
@@ -96,11 +101,12 @@ def run_deploy(args: argparse.Namespace) -> int:
         repo = FileRepository(args.repo)
         plan = RolloutPlan(
             manifest=released(repo, args.name, args.version),
-            devices=choose_devices(args, _known_devices(watcher, store)),
+            devices=choose_devices(args, _known_devices(watcher, store), repo),
             canaries=0 if args.decision == "rollback" else max(0, args.canary),
             wave_size=max(1, args.wave), timeout_s=args.timeout_s,
             max_failures=max(0, args.max_failures), decision=args.decision,
-            scope=args.devices or (f"site {args.site}" if args.site else "all"),
+            scope=args.devices or (f"site {args.site}" if args.site else
+                                   "all" if args.all else f"assigned {args.name}"),
         )
         outcome = Rollout(repo, watcher, store, plan).run()
     except (*_ERRORS, ValueError) as exc:

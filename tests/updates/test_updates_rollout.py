@@ -120,3 +120,34 @@ def test_canaries_that_fail_their_self_test_halt_the_rollout(
         assert rows[canary]["rollout_state"] == "halted"
         assert rows[canary]["running"] == "1.0.0"
     assert rows["k4"]["targeted"] is None
+
+
+def test_cli_deploy_then_signed_rollback_of_every_assigned_kiosk(
+    fleet: Fleet, events: ModelEvents, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = ["k0", "k1", "k2"]
+    for name in names:
+        fleet.kiosk(name)
+    _all_online(fleet, events, 3)
+    fleet.release("1.0.5")
+    fleet.release("1.1.0")
+    config = fleet.tmp / "backoffice.yaml"
+    config.write_text(yaml.safe_dump({
+        "mqtt": {"host": fleet.broker.host, "port": fleet.broker.port,
+                 "topic_prefix": fleet.prefix},
+        "state_dir": str(fleet.tmp / "backoffice"),
+    }))
+    common = ["--repo", str(fleet.repo.dir), "--config", str(config)]
+    assert main(["models", "deploy", "skin-texture-grade", "1.1.0", "--site", fleet.site,
+                 "--canary", "1", "--timeout-s", "30", *common]) == 0
+    assert "complete: 3 device(s) installed skin-texture-grade 1.1.0" in capsys.readouterr().out
+    assert main(["models", "rollback", "skin-texture-grade", "--to", "1.0.5",
+                 "--timeout-s", "30", *common]) == 0
+    assert "complete: 3 device(s) installed skin-texture-grade 1.0.5" in capsys.readouterr().out
+    assert {a.decision for a in assignments(fleet.repo).values()} == {"rollback"}
+    assert events.wait_until(lambda: all(
+        fleet.daemons[n].classifier.version == "1.0.5" for n in names), 30)
+    assert main(["models", "status", *common]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 4
+    assert all("1.0.5" in line and "installed" in line for line in table[1:])
