@@ -28,6 +28,7 @@ from appliance.updates.fetch import Offer, RepositoryClient, UpdateRefusedError
 from appliance.updates.health import HealthCheck, observe_classification
 from appliance.updates.install import ModelStore
 from appliance.updates.manifest import FEATURE_SCHEMA, semver_key
+from appliance.updates.repository import write_atomically
 from appliance.updates.selftest import SelfTestError, check_self_test
 
 log = logging.getLogger(__name__)
@@ -316,8 +317,8 @@ class ModelUpdater(threading.Thread):
         if not sha256:
             return
         self._rejected.add(sha256)
-        path = self.store.dir / REJECTED_FILE
-        path.write_text(json.dumps(sorted(self._rejected)[-200:]), encoding="utf-8")
+        body = json.dumps(sorted(self._rejected)[-200:]).encode()
+        write_atomically(self.store.dir / REJECTED_FILE, body)
 
 
 def _load_or_none(path: Path | None) -> SkinClassifier | None:
