@@ -63,6 +63,10 @@ class ServingModel:
         """Serve ``classifier`` from the next measurement on (one assignment: atomic)."""
         self._active = (classifier, health)
 
+    def reload(self, path: str | Path) -> None:
+        """SIGHUP with a new ``model.path``: serve that file (ModelError keeps the old one)."""
+        self.swap(SkinClassifier.load(path), None)
+
     def classify(self, features: Mapping[str, float]) -> payloads.Classification:
         """Classify with the model serving when the call starts, and feed its health check."""
         classifier, health = self._active  # one model for the whole measurement
