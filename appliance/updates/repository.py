@@ -145,29 +145,32 @@ class FileRepository(Repository):
         return max(versions, default=0)
 
     def signers(self, role: str, new_root: Any = None) -> list[Signer]:
-        """Signers for ``role`` from ``keys/{role}``; RepositoryError when none is here."""
-        public = self._public_keys(role, new_root)
+        """Signers for ``role`` from ``keys/{role}``; RepositoryError below its threshold."""
+        public, threshold = self._public_keys(role, new_root)
         signers: list[Signer] = []
         for keyid, key in public.items():
             pem = self.keys_dir / role / f"{keyid}.pem"
             if pem.is_file():
                 signers.append(CryptoSigner(load_pem_private_key(pem.read_bytes(), None), key))
-        if not signers:
+        if len(signers) < threshold:
             raise RepositoryError(
-                f"{self.keys_dir / role}: no private key of role {role!r} here; bring the "
-                f"offline key(s) back to sign {role} metadata"
+                f"{self.keys_dir / role}: {len(signers)} private key(s) of role {role!r} here, "
+                f"its threshold is {threshold}; bring the offline key(s) back to sign {role} "
+                f"metadata"
             )
         return signers
 
-    def _public_keys(self, role: str, new_root: Any = None) -> dict[str, SSlibKey]:
+    def _public_keys(self, role: str, new_root: Any = None) -> tuple[dict[str, SSlibKey], int]:
         if role == FLEET:
             delegations = self.targets().delegations
             if delegations is None or delegations.roles is None:
                 raise RepositoryError(f"{self.dir}: targets delegates no {FLEET} role")
-            keyids = delegations.roles[FLEET].keyids
-            return {k: _sslib(delegations.keys[k]) for k in keyids}
+            delegated = delegations.roles[FLEET]
+            keys = {k: _sslib(delegations.keys[k]) for k in delegated.keyids}
+            return keys, delegated.threshold
         root = new_root if isinstance(new_root, Root) else self.root()
-        return {k: _sslib(root.keys[k]) for k in root.roles[role].keyids}
+        keys = {k: _sslib(root.keys[k]) for k in root.roles[role].keyids}
+        return keys, root.roles[role].threshold
 
     def add_target(
         self, role: str, local: Path, target_path: str, custom: Any = None

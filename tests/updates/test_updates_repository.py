@@ -51,10 +51,21 @@ def test_root_cannot_change_once_its_keys_are_offline(tmp_path: Path) -> None:
     repo = init_repository(tmp_path / "repo")
     offline = tmp_path / "usb-stick"
     (repo.keys_dir / "root").rename(offline)
-    with pytest.raises(RepositoryError, match="no private key of role 'root'"), \
-            repo.edit_root() as root:
+    refused = r"0 private key\(s\) of role 'root' here, its threshold is 1"
+    with pytest.raises(RepositoryError, match=refused), repo.edit_root() as root:
         root.consistent_snapshot = True
     refresh_timestamp(repo)  # everything else still signs without them
+
+
+def test_a_role_below_its_threshold_does_not_sign(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo", {"targets": RoleKeys(2, 2)})
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    next((repo.keys_dir / "targets").glob("*.pem")).rename(tmp_path / "with-the-second-signer")
+    with pytest.raises(RepositoryError, match=r"1 private key\(s\) of role 'targets' here, its "
+                       r"threshold is 2"):
+        release_model(repo, model, manifest)
+    assert repo.latest_version("targets") == 1  # nothing half-signed was written
 
 
 def test_release_refuses_a_wrong_version_and_a_second_release(tmp_path: Path) -> None:
