@@ -119,7 +119,7 @@ class RepositoryClient:
             raw = self._download_bytes(updater, info)
             assignment = parse_assignment(raw, self.assignment_path)
             target = updater.get_targetinfo(check_target_path(assignment.target))
-        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError, OSError) as exc:
             raise UpdateRefusedError(reason_for(exc)) from exc
         except ManifestError as exc:
             raise UpdateRefusedError(str(exc)) from exc
