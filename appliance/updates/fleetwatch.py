@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, replace
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.config import MqttConfig
 from appliance.transport import payloads
+from appliance.transport.client import new_client, settings_from_config
 from appliance.transport.topics import device_topic, fleet_filter, parse_device_topic
 
 log = logging.getLogger(__name__)
@@ -55,20 +55,11 @@ class FleetWatcher:
         self._devices: dict[tuple[str, str], DeviceView] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-        )
-        if mqtt_config.username is not None:
-            self._client.username_pw_set(mqtt_config.username, mqtt_config.password())
-        if mqtt_config.tls.enabled:
-            self._client.tls_set(
-                ca_certs=mqtt_config.tls.ca_file,
-                certfile=mqtt_config.tls.cert_file,
-                keyfile=mqtt_config.tls.key_file,
-            )
+        settings = settings_from_config(mqtt_config, client_id)
+        self._client = new_client(settings, reconnect=True)  # the one factory: TLS, credentials
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
-        self._client.connect(mqtt_config.host, mqtt_config.port)
+        self._client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
         self._client.loop_start()
         if not self._subscribed.wait(10):
             self.close()
