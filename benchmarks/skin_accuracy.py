@@ -40,7 +40,7 @@ WINDOW_W, WINDOW_H = 720, 480  # a skin window every moved crop still covers
 
 
 def _features(rgb: np.ndarray, um_per_px: float) -> dict[str, float]:
-    return {k: float(v) for k, v in analyze(rgb, um_per_px).features.model_dump().items()}
+    return {k: float(v) for k, v in analyze(rgb, um_per_px).features.as_dict().items()}
 
 
 def accuracy(images: list[Path]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from appliance.capture.sources import Frame, FrameSource
 from appliance.capture.supervisor import CaptureRunner
 from appliance.config import Config
 from appliance.edge.committer import ResultCommitter
-from appliance.edge.pipeline import Accepted, AnalysisRunner, Analyzer, Classifier, Identity
+from appliance.edge.measure import Analyzer, Classifier
+from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity
 from appliance.edge.screen import KioskScreen
 from appliance.edge.session import SessionTracker
 from appliance.edge.status import DeviceStatus
