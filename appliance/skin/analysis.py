@@ -35,7 +35,7 @@ class SkinAnalysis:
     texture: Texture
     pores: Pores
     um_per_px: float
-    work_scale: int
+    frame_px_per_work_px: float  # to draw work-scale geometry on the frame
 
 
 def kime_score(hill_density_per_mm2: float, furrow_mean_width_um: float) -> float:
@@ -74,11 +74,10 @@ def analyze(
     prepared = prepare(rgb, um_per_px)
     texture = measure_texture(prepared)
     pores = measure_pores(prepared, texture.furrow_mask, texture.metrics["furrow_mean_width_um"])
-    colour = colour_features(prepared.rgb_half, white_reference)
+    colour = colour_features(prepared.rgb_work, white_reference)
     values: dict[str, float] = {**texture.metrics, **pores.metrics, **colour}
     values["kime_score"] = kime_score(
         values["hill_density_per_mm2"], values["furrow_mean_width_um"]
     )
     features = SkinFeatures.from_values(values)
-    scale = rgb.shape[1] // texture.furrow_mask.shape[1]
-    return SkinAnalysis(features, texture, pores, um_per_px, scale)
+    return SkinAnalysis(features, texture, pores, um_per_px, prepared.frame_px_per_work_px)

@@ -1,6 +1,6 @@
 """Pores: dark, roughly round depressions wider than the furrows.
 
-Method (on the flattened half-size image, depth = 1 - relative level):
+Method (on the flattened work image at 20 µm/px, depth = 1 - relative level):
 1. A grey opening of the depth with a disk 1.5x the frame's mean furrow width removes the
    furrows (and the narrow arms of furrows that run into a pore) and keeps blobs at least
    that wide: pores, and the wide centres of some furrow junctions. Only what rises above
@@ -39,9 +39,9 @@ OPENING_OVER_FURROW = 1.5  # the opening disk is this much wider than the mean f
 
 @dataclass(frozen=True)
 class Pores:
-    """Detected pores: centres (half-size px), equivalent diameters (µm) and the metrics."""
+    """Detected pores: centres (work px), equivalent diameters (µm) and the metrics."""
 
-    centres_half_px: np.ndarray  # (P, 2) x, y
+    centres_work_px: np.ndarray  # (P, 2) x, y
     diameters_um: np.ndarray  # (P,)
     metrics: dict[str, float]
 
@@ -145,8 +145,8 @@ def junction_depth(opened: np.ndarray, furrows: np.ndarray) -> float:
 
 def measure_pores(prepared: Prepared, furrows: np.ndarray, furrow_width_um: float) -> Pores:
     """Find pores and measure count, density, mean equivalent diameter and area ratio."""
-    um = prepared.um_per_px_half
-    smooth = cv2.GaussianBlur(prepared.depth_half, (0, 0), 0.8)
+    um = prepared.um_per_work_px
+    smooth = cv2.GaussianBlur(prepared.depth_work, (0, 0), 0.8)
     size = opening_diameter_px(furrow_width_um, um)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     opened = cv2.morphologyEx(smooth, cv2.MORPH_OPEN, kernel)
