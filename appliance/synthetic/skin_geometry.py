@@ -43,6 +43,10 @@ class SkinGeometry:
     pore_centres_px: FloatArray  # (P, 2)
     pore_radii_px: FloatArray  # (P,)
     pore_at_junction: BoolArray  # (P,) centre placed on a furrow junction
+    # "wide" preset only (None: every furrow equally deep, every pore round)
+    edge_depth: FloatArray | None = None  # (E,) depth factor of each furrow
+    pore_axis_ratio: FloatArray | None = None  # (P,) minor / major axis; radius is sqrt(a*b)
+    pore_angle_rad: FloatArray | None = None  # (P,) direction of the major axis
 
 
 def lattice_basis_px(params: SkinParams) -> FloatArray:
@@ -311,9 +315,10 @@ def _pore_radii_px(rng: np.random.Generator, params: SkinParams, count: int) -> 
     """Pore radii in px from the mean equivalent diameter and its spread."""
     mean_radius_px = params.pore_diameter_um / 2.0 / params.um_per_px
     scatter = np.exp(rng.normal(0.0, params.pore_diameter_cv, size=count))
-    return np.asarray(
-        np.clip(mean_radius_px * scatter, 2.0, 3.0 * mean_radius_px), dtype=np.float64
-    )
+    radii = np.clip(mean_radius_px * scatter, 2.0, 3.0 * mean_radius_px)
+    low, high = (d / 2.0 / params.um_per_px for d in (params.pore_diameter_min_um,
+                                                      params.pore_diameter_max_um))
+    return np.asarray(np.clip(radii, low, high), dtype=np.float64)
 
 
 class _PoreLayout:
@@ -357,24 +362,32 @@ def place_pores(
     junctions_px: FloatArray,
     width_px: int,
     height_px: int,
-) -> tuple[FloatArray, FloatArray, BoolArray]:
-    """Pore centres, radii and junction flags: a share on furrow junctions, the rest on hills."""
+) -> tuple[FloatArray, FloatArray, BoolArray, FloatArray]:
+    """Pore centres, radii, junction flags and axis ratios: a share on junctions, the rest on
+    hills."""
     area_cm2 = width_px * height_px * params.um_per_px**2 / 1e8
     count = int(rng.poisson(params.pore_density_per_cm2 * area_cm2))
     radii = _pore_radii_px(rng, params, count).tolist()
+    # elliptical pores ("wide" preset): placed by their major semi-axis, sqrt(a*b) = radius
+    ratios = rng.uniform(1.0 / params.pore_aspect_max, 1.0, size=count) if (
+        params.pore_aspect_max > 1.0) else np.ones(count)
+    reach = (np.asarray(radii) / np.sqrt(ratios)).tolist()
     junction_count = round(params.pore_junction_share * count)
     layout = _PoreLayout(width_px, height_px)
     in_frame = junctions_px[_in_box(junctions_px, 0.0, width_px, height_px)]
-    for radius, (x, y) in zip(
-        radii[:junction_count], rng.permutation(in_frame).tolist(), strict=False
-    ):
-        layout.try_add(x, y, radius, True)
-    for radius in radii[junction_count:]:
-        layout.add_anywhere(rng, radius)
+    placed: list[float] = []
+    for i, (x, y) in zip(range(junction_count), rng.permutation(in_frame).tolist(), strict=False):
+        if layout.try_add(x, y, reach[i], True):
+            placed.append(float(ratios[i]))
+    for i in range(junction_count, count):
+        if layout.add_anywhere(rng, reach[i]):
+            placed.append(float(ratios[i]))
+    placed_ratio = np.asarray(placed, dtype=np.float64)
     return (
         np.asarray(layout.centres, dtype=np.float64).reshape(-1, 2),
-        np.asarray(layout.radii, dtype=np.float64),
+        np.asarray(layout.radii, dtype=np.float64) * np.sqrt(placed_ratio),
         np.asarray(layout.at_junction, dtype=np.bool_),
+        placed_ratio,
     )
 
 
@@ -384,7 +397,10 @@ def build_geometry(
     """The whole vector geometry of one synthetic frame."""
     network = build_network(rng, params, width_px, height_px)
     junctions = network.vertices[: network.junction_count]
-    centres, radii, at_junction = place_pores(rng, params, junctions, width_px, height_px)
+    centres, radii, at_junction, ratios = place_pores(
+        rng, params, junctions, width_px, height_px
+    )
+    wide = params.pore_aspect_max > 1.0 or params.furrow_depth_spread > 0.0
     return SkinGeometry(
         width_px=width_px,
         height_px=height_px,
@@ -396,4 +412,8 @@ def build_geometry(
         pore_centres_px=centres,
         pore_radii_px=radii,
         pore_at_junction=at_junction,
+        edge_depth=np.exp(rng.normal(0.0, params.furrow_depth_spread, len(network.edges)))
+        if wide else None,
+        pore_axis_ratio=ratios if wide else None,
+        pore_angle_rad=rng.uniform(0.0, np.pi, len(ratios)) if wide else None,
     )
