@@ -42,10 +42,13 @@ MIN_CANDIDATE_DEPTH = 0.12  # a pit at least this far below the hill level is lo
 MIN_DEPTH_OVER_ARMS = 1.25  # pit floor depth / depth of the furrow arms around it
 MIN_DEPTH_OVER_FURROW = 1.9  # pit floor / typical furrow floor
 MIN_DEPTH_OVER_JUNCTION = 1.3  # pit floor / typical candidate's
-MIN_GAP_OVER_JUNCTION = 0.65  # shortest rim ray / typical candidate's
+MIN_GAP_OVER_JUNCTION = 0.9  # shortest rim ray / typical candidate's
+DEEP_OVER_JUNCTION = 1.6
+DEEP_OVER_ARMS = 1.6
+MIN_DEPTH_OVER_STRAND = 1.1  # pit floor / deepest ray: the end of a hair is no deeper than it
 MAX_BLUE_EXCESS = 0.35  # blue darkening beyond red, as a share of the luminance darkening
 MIN_ROUNDNESS = 0.4  # lower / upper quartile of the rays' rim radii
-MIN_DIAMETER_UM = 40.0
+MIN_DIAMETER_UM = 50.0
 MAX_DIAMETER_UM = 400.0
 SKIN_ITERATIONS = 2
 SKIN_RING = 1.5  # the skin is the lowest quartile depth between the rim and 1.5 rims out
@@ -96,20 +99,25 @@ def profile(depth: np.ndarray, centres: np.ndarray) -> _Profiles:
     return _Profiles(_bilinear(depth, xs, ys), radii)
 
 
+def _weaker_curvature(depth: np.ndarray, sigma: float) -> np.ndarray:
+    """Scale-normalised weaker curvature (minus the larger Hessian eigenvalue) at ``sigma``."""
+    smooth = cv2.GaussianBlur(depth, (0, 0), sigma)
+    dxx = cv2.Sobel(smooth, cv2.CV_32F, 2, 0, ksize=3, scale=0.25)
+    dyy = cv2.Sobel(smooth, cv2.CV_32F, 0, 2, ksize=3, scale=0.25)
+    dxy = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3, scale=0.25)
+    spread = cv2.magnitude(cv2.subtract(dxx, dyy), dxy + dxy)  # 2 * sqrt(((a-b)/2)^2 + c^2)
+    weaker: np.ndarray = cv2.addWeighted(cv2.add(dxx, dyy), -0.5 * sigma**2, spread,
+                                         -0.5 * sigma**2, 0.0)
+    return weaker
+
+
 def blobness(depth: np.ndarray) -> np.ndarray:
     """How pit-like each pixel is: the weaker of the two curvatures of the depth (scale-normalised,
-    best of three scales). A furrow curves across but not along, so it scores ~0; a pit curves
-    both ways; a junction somewhere between."""
-    best = np.zeros_like(depth)
-    for sigma in BLOB_SCALES_PX:
-        smooth = cv2.GaussianBlur(depth, (0, 0), sigma)
-        dxx = cv2.Sobel(smooth, cv2.CV_32F, 2, 0, ksize=3, scale=0.25)
-        dyy = cv2.Sobel(smooth, cv2.CV_32F, 0, 2, ksize=3, scale=0.25)
-        dxy = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3, scale=0.25)
-        spread = cv2.magnitude((dxx - dyy) * np.float32(0.5), dxy)
-        weaker = (dxx + dyy) * np.float32(-0.5) - spread  # -(larger eigenvalue)
-        np.maximum(best, weaker * np.float32(sigma * sigma), out=best)
-    return best
+    the better of two scales). A furrow curves across but not along, so it scores ~0; a pit
+    curves both ways; a junction somewhere between."""
+    fine, coarse = (_weaker_curvature(depth, sigma) for sigma in BLOB_SCALES_PX)
+    result: np.ndarray = cv2.max(fine, coarse)
+    return result
 
 
 def candidates(depth: np.ndarray, furrow_floor: float) -> np.ndarray:
@@ -156,7 +164,8 @@ class _Shape:
     radius_px: np.ndarray  # equivalent rim radius, arms cut back (blurred, work px)
     gap_px: np.ndarray  # shortest rays' rim radius: between the arms of a junction
     roundness: np.ndarray  # shortest over median rim radius
-    arms: np.ndarray  # depth of the deepest ray just outside the rim (a furrow arm)
+    arms: np.ndarray  # depth of the 2nd deepest ray just outside the rim (furrow arms)
+    strand: np.ndarray  # depth of the deepest ray there (a hair runs on as deep as its end)
 
 
 def _shape(depth: np.ndarray, centres: np.ndarray) -> _Shape:
@@ -182,8 +191,9 @@ def _shape(depth: np.ndarray, centres: np.ndarray) -> _Shape:
     gap = rim[:, 1]
     ring = np.clip(np.searchsorted(rays.radii_px, median + 2.0), 0, len(rays.radii_px) - 2)
     rows = np.arange(len(centres))
-    arms = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0
-    return _Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms)
+    arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
+    strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
+    return _Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand)
 
 
 def _blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
@@ -206,15 +216,14 @@ class _Junctions:
     """The typical pit of this frame: its furrow junctions (the great majority of candidates)."""
 
     floor: float
-    gap_um: float
+    gap_px: float  # as measured (blurred), to compare with candidates measured alike
 
 
-def _junctions(depth: np.ndarray, centres: np.ndarray, um_per_px: float) -> _Junctions:
+def _junctions(depth: np.ndarray, centres: np.ndarray) -> _Junctions:
     """Median floor and gap of an evenly spread sample of the candidates."""
     sample = centres[:: max(1, len(centres) // JUNCTION_SAMPLE)]
     shape = _shape(depth, sample)
-    gap_um = own_radius_px(shape.gap_px, um_per_px) * um_per_px
-    return _Junctions(float(np.median(shape.floor)), float(np.median(gap_um)))
+    return _Junctions(float(np.median(shape.floor)), float(np.median(shape.gap_px)))
 
 
 def measure_pores(prepared: Prepared, furrows: np.ndarray) -> Pores:
@@ -226,19 +235,28 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray) -> Pores:
     centres = candidates(depth, furrow_floor)
     if len(centres) == 0:
         return _pore_result(centres, np.zeros(0), prepared)
-    junction = _junctions(depth, centres, um)
+    junction = _junctions(depth, centres)
     floor = depth[centres[:, 1].astype(np.intp), centres[:, 0].astype(np.intp)]
     deep = (floor >= MIN_DEPTH_OVER_FURROW * furrow_floor) & (
         floor >= MIN_DEPTH_OVER_JUNCTION * junction.floor)
     centres = centres[deep]
     shape = _shape(depth, centres)
     radius_um = own_radius_px(shape.radius_px, um) * um
-    gap_um = own_radius_px(shape.gap_px, um) * um
-    keep = _is_pore(shape, radius_um, gap_um >= MIN_GAP_OVER_JUNCTION * junction.gap_um)
+    keep = _is_pore(shape, radius_um, _wide_enough(shape, junction))
     keep[keep] &= _blue_excess(prepared.rgb_work, centres[keep], shape.radius_px[keep]) <= (
         MAX_BLUE_EXCESS)
     chosen = _deepest_apart(centres[keep], shape.floor[keep], radius_um[keep] / um)
     return _pore_result(centres[keep][chosen], 2.0 * radius_um[keep][chosen], prepared)
+
+
+def _wide_enough(shape: _Shape, junction: _Junctions) -> np.ndarray:
+    """Wider between its arms than a typical junction; or much deeper than one and than its
+    arms, and at least half as wide (a small deep pore in a furrow)."""
+    wide = shape.gap_px >= MIN_GAP_OVER_JUNCTION * junction.gap_px
+    deep = (shape.floor >= DEEP_OVER_JUNCTION * junction.floor) & (
+        shape.floor >= DEEP_OVER_ARMS * shape.arms) & (shape.gap_px >= 0.5 * junction.gap_px)
+    result: np.ndarray = wide | deep
+    return result
 
 
 def _is_pore(shape: _Shape, radius_um: np.ndarray, wide: np.ndarray) -> np.ndarray:
@@ -247,6 +265,7 @@ def _is_pore(shape: _Shape, radius_um: np.ndarray, wide: np.ndarray) -> np.ndarr
     keep: np.ndarray = (
         wide
         & (shape.floor >= MIN_DEPTH_OVER_ARMS * shape.arms)
+        & (shape.floor >= MIN_DEPTH_OVER_STRAND * shape.strand)
         & (shape.roundness >= MIN_ROUNDNESS)
         & (2.0 * radius_um >= MIN_DIAMETER_UM)
         & (2.0 * radius_um <= MAX_DIAMETER_UM)
