@@ -9,6 +9,7 @@ becomes the payload's vocabulary, and where a frame outside the validated range 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class Measurement:
     """
 
     features: payloads.Features
-    draw_overlay: Callable[[], np.ndarray] | None = None
+    overlay: Callable[[str | None], np.ndarray] | None = None  # draws it, with the grade if any
     outside_range: tuple[str, ...] = ()
 
 
@@ -81,13 +82,14 @@ def measure_frame(
     if measurement.outside_range:
         reason = "outside validated range: " + ", ".join(measurement.outside_range)
         block = block.model_copy(update={"reasons": [*block.reasons, reason][:16]})
-    return MeasuredFrame(
-        quality=block,
-        features=measurement.features,
-        classification=classify(classifier, measurement.features),
-        draw_overlay=measurement.draw_overlay,
-        outside_range=measurement.outside_range,
-    )
+    classification = classify(classifier, measurement.features)
+    draw = None
+    if measurement.overlay is not None:
+        draw = functools.partial(
+            measurement.overlay, classification.label if classification else None
+        )
+    return MeasuredFrame(block, measurement.features, classification, draw,
+                         measurement.outside_range)
 
 
 def classify(
@@ -112,4 +114,4 @@ def skin_measurement(
 
     analysis = analyze(rgb, um_per_px, white_reference)
     features = payloads.Features.model_validate(analysis.features.as_dict())
-    return Measurement(features, lambda: draw_overlay(rgb, analysis))
+    return Measurement(features, lambda grade: draw_overlay(rgb, analysis, grade))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance import __version__
-from appliance.capture.quality import QualityGate, best_frame
+from appliance.capture.quality import FrameQuality, QualityGate, best_frame
 from appliance.capture.sources import Frame
 from appliance.edge.measure import Analyzer, Classifier, measure_frame
 from appliance.edge.session import Burst, SessionTracker
@@ -26,6 +26,10 @@ from appliance.transport import payloads
 log = logging.getLogger(__name__)
 
 QUEUE_POLL_S = 0.5
+
+
+# the kiosk screen's guidance: (the frame's quality, burst frames gathered, burst complete)
+GateListener = Callable[[FrameQuality, int, bool], None]
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,12 @@ class AnalysisRunner(threading.Thread):
         identity: Identity,
         um_per_px: float,
         limit: int | None = None,
+        on_gated: GateListener | None = None,
+        subject: Callable[[], payloads.Subject | None] | None = None,
     ) -> None:
         super().__init__(name="AnalysisRunner", daemon=True)
+        self._on_gated = on_gated
+        self._subject = subject  # what the customer chose on the kiosk screen, if anything
         self.frames, self.results, self.stop_event = frames, results, stop
         self.gate, self.sessions, self.analyzer = gate, sessions, analyzer
         self._classifier = classifier
@@ -96,6 +104,8 @@ class AnalysisRunner(threading.Thread):
         self._previous_rgb = frame.rgb
         self.frames_assessed += 1
         burst = self.sessions.feed(frame, quality)
+        if self._on_gated is not None:
+            self._on_gated(quality, self.sessions.gathered, burst is not None)
         if burst is None:
             return
         try:
@@ -121,8 +131,15 @@ class AnalysisRunner(threading.Thread):
             quality=measured.quality,
             features=measured.features,
             classification=measured.classification,
+            subject=self._subject_for(frame),
         )
         return Accepted(result, measured.draw_overlay, self.identity.result_topic)
+
+    def _subject_for(self, frame: Frame) -> payloads.Subject | None:
+        """The kiosk screen's choice where there is one; else what a replayed customer stated."""
+        if self._subject is not None:
+            return self._subject()
+        return payloads.Subject(age_band=frame.age_band) if frame.age_band else None
 
     def _hand_over(self, accepted: Accepted) -> None:
         while not self.stop_event.is_set():

@@ -127,29 +127,31 @@ class SlideRunner:
             raise SlideError(f"{base.path}: no tile passed the tumour filter; nothing to score")
         probability = np.concatenate(probabilities)
         scores = aggregate(probability)
-        if self.options.pictures:
-            self._draw(prepared, scored, probability, decisive, base.slide)
         value = scores.score(self.options.score)
+        label = slide_label(value, self.threshold, self.model.info.labels)
+        if self.options.pictures:
+            title = (f"{base.slide}: {label}, score {value:.2f} ({self.options.score}; "
+                     f"threshold {self.threshold:.2f}), {scores.tile_count} tiles")
+            self._draw(prepared, scored, probability, decisive, name=base.slide, title=title)
         return SlideResult(
             **{**asdict(base), "tile_count": scores.tile_count,
                "mean_probability": scores.mean_probability,
-               "msi_tile_share": scores.msi_tile_share, "score": value,
-               "label": slide_label(value, self.threshold, self.model.info.labels)}
+               "msi_tile_share": scores.msi_tile_share, "score": value, "label": label}
         )
 
     def _draw(
         self, prepared: PreparedSlide, tiles: list[Tile], probability: np.ndarray,
-        decisive: _Decisive, name: str,
+        decisive: _Decisive, *, name: str, title: str,
     ) -> None:
         slide = prepared.slide
         factor = math.ceil(1 / heatmap_scale(slide.size_px))
         thumb = slide.thumbnail(slide.um_per_px * factor)
         scale = thumb.shape[1] / slide.size_px[0]
         write_png(self.out_dir / "heatmaps" / f"{name}.png",
-                  tile_heatmap(thumb, scale, tiles, probability))
+                  tile_heatmap(thumb, scale, tiles, probability, title))
         if decisive.pixels:
             panel = cam_panel(np.stack(decisive.pixels), np.stack(decisive.cams),
-                              np.array(decisive.probability))
+                              np.array(decisive.probability), f"{name}: the most decisive tiles")
             write_png(self.out_dir / "cams" / f"{name}.png", panel)
 
 

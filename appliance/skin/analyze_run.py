@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from appliance.capture.quality import QualityGate
-from appliance.config import Config, load_config
+from appliance.config import Config, load_config_or_defaults
 from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
 from appliance.skin.colour import WhiteReference
 from appliance.skin.frames import FrameError, load_frame
@@ -52,11 +52,11 @@ class AnalyzeRun:
 
     @classmethod
     def from_config(
-        cls, path: Path | None, overlay_dir: str | None, white_frame: str | None = None
+        cls, path: str | None, overlay_dir: str | None, white_frame: str | None = None
     ) -> AnalyzeRun:
-        """Load the config (defaults when None), the model if configured, the white reference
-        if given, and make the overlay folder."""
-        config = load_config(path) if path is not None else Config()
+        """Load the config (``load_config_or_defaults``: the shipped model without a file), the
+        model if configured, the white reference if given, and make the overlay folder."""
+        config = load_config_or_defaults(path)
         classifier = None
         if config.model.path:
             from appliance.inference.classifier import (  # noqa: PLC0415 - onnxruntime is heavy
@@ -81,8 +81,14 @@ class AnalyzeRun:
             rgb = load_frame(image)
         except FrameError as exc:
             return {"image": str(image), "error": str(exc)}
+        gated = self.gate.assess(rgb)
+        if gated.verdict != "ok":  # a blurred or lifted frame's numbers would mislead
+            quality = gated.to_payload()
+            reasons = "; ".join(quality.reasons) or "no reason given"
+            return {"image": str(image), "quality": quality.model_dump(),
+                    "rejected": f"frame {quality.verdict} ({reasons}): not measured"}
         measured = measure_frame(
-            rgb, self.config.skin.um_per_px, self.gate.assess(rgb), self._analyzer, self.classifier
+            rgb, self.config.skin.um_per_px, gated, self._analyzer, self.classifier
         )
         record: dict[str, Any] = {
             "image": str(image),
@@ -107,7 +113,9 @@ class AnalyzeRun:
 
     @staticmethod
     def table_row(record: dict[str, Any]) -> str:
-        """One readable table line for a result record."""
+        """One readable table line for a result record (a rejected frame: its verdict only)."""
+        if "rejected" in record:
+            return f"{Path(record['image']).name[:28]:<28} {record['rejected']}"
         features = record["features"]
         cells = []
         for _, key, width, fmt in TABLE_COLUMNS:

@@ -25,17 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from appliance.inference import export, quantize
 from appliance.inference.contract import ModelContract
-from appliance.inference.evaluate import FLOAT_MODEL_KEY
-from appliance.inference.table import LabelledTable, TableError, assign_splits, read_table
-from appliance.inference.training import TrainedMlp, label_indices, train_mlp
+from appliance.modelbuild import export, quantize
+from appliance.modelbuild.evaluate import FLOAT_MODEL_KEY
+from appliance.modelbuild.table import LabelledTable, TableError, assign_splits, read_table
+from appliance.modelbuild.training import TrainedMlp, label_indices, train_mlp
 from appliance.transport.payloads import FEATURE_KEYS
 
 log = logging.getLogger(__name__)
 
 GRADE_LABELS = ("fine", "normal", "coarse")
 DEFAULT_NAME = "skin-texture-grade"
+FEW_ROWS = 50  # below this, INT8 ranges and validation figures are mostly sampling noise
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ def _split(table: LabelledTable, name: str) -> LabelledTable:
             f"the table has no {name!r} rows; a build needs train, calibration and validation "
             f"rows in its split column (make one with `appliance models skin-table`)"
         )
+    if name in ("calibration", "validation") and len(rows) < FEW_ROWS:
+        log.warning("only %d %s rows (fewer than %d): its figures are rough; label more data",
+                    len(rows), name, FEW_ROWS)
     return rows
 
 

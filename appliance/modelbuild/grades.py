@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from appliance.inference.table import LabelledTable, assign_splits
+from appliance.modelbuild.table import LabelledTable, assign_splits
 from appliance.transport.payloads import FEATURE_KEYS
 
 if TYPE_CHECKING:
