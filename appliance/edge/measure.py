@@ -32,12 +32,14 @@ class Measurement:
 
     The overlay is drawn later (by the kiosk screen's thread after the commit, or by
     ``appliance analyze`` when asked), so drawing it never delays the result.
-    ``outside_range`` names what lies outside the method's validated range (empty: none).
+    ``frame_outside`` says why the frame as a whole lies outside the method's validated range
+    (empty: it does not); ``not_validated`` names the features outside it.
     """
 
     features: payloads.Features
     overlay: Callable[[str | None], np.ndarray] | None = None  # draws it, with the grade if any
-    outside_range: tuple[str, ...] = ()
+    frame_outside: tuple[str, ...] = ()
+    not_validated: tuple[payloads.FeatureKey, ...] = ()
 
 
 Analyzer = Callable[[np.ndarray, float], Measurement]
@@ -66,7 +68,7 @@ class MeasuredFrame:
     features: payloads.Features
     classification: payloads.Classification | None
     draw_overlay: Callable[[], np.ndarray] | None
-    outside_range: tuple[str, ...] = ()
+    not_validated: tuple[payloads.FeatureKey, ...] = ()
 
 
 def measure_frame(
@@ -79,8 +81,8 @@ def measure_frame(
     """Analyse a gated frame, grade its features and keep its overlay drawer."""
     measurement = analyzer(rgb, um_per_px)
     block = quality.to_payload()
-    if measurement.outside_range:
-        reason = "outside validated range: " + ", ".join(measurement.outside_range)
+    if measurement.frame_outside:
+        reason = "outside validated range: " + "; ".join(measurement.frame_outside)
         block = block.model_copy(update={"reasons": [*block.reasons, reason][:16]})
     classification = classify(classifier, measurement.features)
     draw = None
@@ -89,7 +91,7 @@ def measure_frame(
             measurement.overlay, classification.label if classification else None
         )
     return MeasuredFrame(block, measurement.features, classification, draw,
-                         measurement.outside_range)
+                         measurement.not_validated)
 
 
 def classify(
@@ -114,4 +116,13 @@ def skin_measurement(
 
     analysis = analyze(rgb, um_per_px, white_reference)
     features = payloads.Features.model_validate(analysis.features.as_dict())
-    return Measurement(features, lambda grade: draw_overlay(rgb, analysis, grade))
+    validity = analysis.validity
+    not_validated = tuple(
+        key for key in payloads.FEATURE_KEYS if key in validity.not_validated
+    )
+    return Measurement(
+        features,
+        lambda grade: draw_overlay(rgb, analysis, grade),
+        validity.frame_reasons,
+        not_validated,  # type: ignore[arg-type]  # FEATURE_KEYS are FeatureKey values
+    )

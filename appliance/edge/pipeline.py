@@ -132,6 +132,7 @@ class AnalysisRunner(threading.Thread):
             features=measured.features,
             classification=measured.classification,
             subject=self._subject_for(frame),
+            not_validated=list(measured.not_validated),
         )
         return Accepted(result, measured.draw_overlay, self.identity.result_topic)
 

@@ -16,6 +16,7 @@ from appliance.skin.features import SkinFeatures
 from appliance.skin.pores import Pores, measure_pores
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import Texture, measure_texture
+from appliance.skin.validity import Validity, assess
 
 # kime score anchors (see kime_score): hill densities and furrow widths that span young
 # fine skin to old coarse skin under a 25x videomicroscope (Arakawa et al. 2007 report
@@ -36,6 +37,7 @@ class SkinAnalysis:
     pores: Pores
     um_per_px: float
     frame_px_per_work_px: float  # to draw work-scale geometry on the frame
+    validity: Validity  # what lies outside the validated range (docs/measurement.md)
 
 
 def kime_score(hill_density_per_mm2: float, furrow_mean_width_um: float) -> float:
@@ -80,4 +82,7 @@ def analyze(
         values["hill_density_per_mm2"], values["furrow_mean_width_um"]
     )
     features = SkinFeatures.from_values(values)
-    return SkinAnalysis(features, texture, pores, um_per_px, prepared.frame_px_per_work_px)
+    validity = assess(features, um_per_px, pores.furrow_floor)
+    return SkinAnalysis(
+        features, texture, pores, um_per_px, prepared.frame_px_per_work_px, validity
+    )

@@ -94,6 +94,7 @@ class AnalyzeRun:
             "image": str(image),
             "quality": measured.quality.model_dump(),
             "features": measured.features.model_dump(),
+            "not_validated": list(measured.not_validated),
         }
         if measured.classification is not None:
             record["classification"] = measured.classification.model_dump()

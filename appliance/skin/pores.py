@@ -63,6 +63,7 @@ class Pores:
     centres_work_px: np.ndarray  # (P, 2) x, y
     diameters_um: np.ndarray  # (P,)
     metrics: dict[str, float]
+    furrow_floor: float  # median depth of furrow pixels below the hill level (the contrast)
 
 
 @dataclass(frozen=True)
@@ -230,11 +231,12 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray) -> Pores:
     """Find pores and measure count, density, mean equivalent diameter and area ratio."""
     depth = cv2.GaussianBlur(prepared.depth_work, (0, 0), SMOOTH_PX)
     on_furrows = depth[::2, ::2][furrows[::2, ::2]]  # every 4th pixel: the same median
-    furrow_floor = max(float(np.median(on_furrows)) if on_furrows.size else 0.0, 0.05)
+    contrast = float(np.median(on_furrows)) if on_furrows.size else 0.0
+    furrow_floor = max(contrast, 0.05)
     um = prepared.um_per_work_px
     centres = candidates(depth, furrow_floor)
     if len(centres) == 0:
-        return _pore_result(centres, np.zeros(0), prepared)
+        return _pore_result(centres, np.zeros(0), prepared, contrast)
     junction = _junctions(depth, centres)
     floor = depth[centres[:, 1].astype(np.intp), centres[:, 0].astype(np.intp)]
     deep = (floor >= MIN_DEPTH_OVER_FURROW * furrow_floor) & (
@@ -246,7 +248,9 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray) -> Pores:
     keep[keep] &= _blue_excess(prepared.rgb_work, centres[keep], shape.radius_px[keep]) <= (
         MAX_BLUE_EXCESS)
     chosen = _deepest_apart(centres[keep], shape.floor[keep], radius_um[keep] / um)
-    return _pore_result(centres[keep][chosen], 2.0 * radius_um[keep][chosen], prepared)
+    return _pore_result(
+        centres[keep][chosen], 2.0 * radius_um[keep][chosen], prepared, contrast
+    )
 
 
 def _wide_enough(shape: _Shape, junction: _Junctions) -> np.ndarray:
@@ -285,7 +289,9 @@ def _deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray
     return np.asarray(kept, dtype=np.intp)
 
 
-def _pore_result(centres: np.ndarray, diameters_um: np.ndarray, prepared: Prepared) -> Pores:
+def _pore_result(
+    centres: np.ndarray, diameters_um: np.ndarray, prepared: Prepared, furrow_floor: float
+) -> Pores:
     count = len(diameters_um)
     area_mm2 = float(np.sum(np.pi * (diameters_um / 2000.0) ** 2))
     metrics = {
@@ -294,4 +300,4 @@ def _pore_result(centres: np.ndarray, diameters_um: np.ndarray, prepared: Prepar
         "pore_mean_diameter_um": float(diameters_um.mean()) if count else 0.0,
         "pore_area_ratio": min(area_mm2 / prepared.frame_area_mm2, 1.0),
     }
-    return Pores(centres.reshape(-1, 2), diameters_um, metrics)
+    return Pores(centres.reshape(-1, 2), diameters_um, metrics, furrow_floor)

@@ -37,6 +37,12 @@ TEXTURE_PORE_KEYS = (
 )
 COLOUR_KEYS = ("lab_l", "lab_a", "lab_b", "melanin_index", "erythema_index", "shine_ratio")
 FEATURE_KEYS = (*TEXTURE_PORE_KEYS, "kime_score", *COLOUR_KEYS)
+FeatureKey = Literal[
+    "pore_count", "pore_density_per_cm2", "pore_mean_diameter_um", "pore_area_ratio",
+    "furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2",
+    "furrow_mean_width_um", "furrow_anisotropy", "kime_score", "lab_l", "lab_a", "lab_b",
+    "melanin_index", "erythema_index", "shine_ratio",
+]  # the same keys as FEATURE_KEYS (a test keeps them in step)
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)]
@@ -121,6 +127,12 @@ class Result(_Payload):
     features: Features
     classification: Classification | None = None
     subject: Subject | None = None
+    not_validated: list[FeatureKey] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Features outside the range the method was validated on "
+        "(docs/measurement.md): show them as not measured.",
+    )
     thumbnail_jpeg_b64: str | None = Field(None, max_length=64 * 1024, description="Opt-in only.")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
