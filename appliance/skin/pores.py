@@ -1,25 +1,25 @@
 """Pores: round pits, told from furrow junctions, pigment spots, hairs and dust by their profile.
 
-Method (on the work image at 20 µm/px; depth = 1 - level relative to the hill background,
-lightly smoothed). Every candidate is a local depth maximum deeper than typical furrow floor.
-Around each one the depth is sampled on 16 rays out to 200 µm (``profile``):
-1. Its own edge. Along each radius the lower quartile over the 16 rays follows the pit and
-   ignores the few rays that run down furrow arms, so a pore at a junction is measured by its
-   own rim, not by the arms merged into it. The edge is where that quartile falls halfway
-   from the pit's floor to the skin around it, interpolated between samples; the diameter
-   is corrected for the blur of the work image (a disc model), so it is unbiased from small
-   to large pores.
-2. A pore is wider than the furrows where it sits: its radius is at least ``MIN_RADIUS_OVER
-   _FURROW`` times the half width of the frame's furrows. The meeting point of furrows is only
-   a little wider than its arms.
-3. A pore is deeper than the furrow arms around it (``MIN_DEPTH_OVER_ARMS``): a junction is as
-   deep as its arms.
-4. A pore is a shadow, not a stain: it darkens red, green and blue alike. Pigment spots and
-   freckles take more blue than red (melanin), and are soft and shallow.
-5. It is round (rays' radii) and pore-sized; hairs are long and narrow (no round rim), dust is
-   smaller than the smallest pore. Overlapping candidates keep the deepest one.
-Every threshold is in µm or a ratio, and the radius is interpolated, so counts and diameters
-move smoothly with the calibration.
+Method (docs/measurement.md "Pores"), on the work image at 20 µm/px with depth = 1 - level
+relative to the hill background, lightly smoothed:
+1. Candidates: maxima of how pit-like the depth is (the weaker of its two curvatures, at two
+   fixed scales) deeper than the typical furrow floor. A furrow curves only across itself.
+2. Rays: around each candidate the depth is sampled on 16 rays out to 320 µm. The rim is
+   where each ray falls halfway from the pit's floor to the skin right outside it (the skin
+   is re-estimated once the rim is known). Rays that run on down a furrow arm are cut back
+   to the pit's own rim, so a pore at a junction is measured by its own edge, not the arms.
+3. The frame's typical junction: most candidates are furrow meeting points (hundreds against
+   at most tens of pores), so the median floor and gap of a sample of them describe this
+   frame's junctions. A pore is deeper than the furrows and than a typical junction, at least
+   as wide between its arms as one (or much deeper than one and than its arms: a small deep
+   pore in a furrow), deeper than the arms around it (a junction is as deep as its arms),
+   deeper than its deepest ray (a hair runs on as deep as its end), round, grey (a pigment
+   spot or freckle takes more blue than red: melanin) and 50-400 µm across (dust is smaller).
+   Overlapping candidates keep the deepest.
+4. Diameter: the equivalent diameter of the rim, with the imaging halo of a pit's darkness
+   taken off in quadrature (calibrated on the project's own generator).
+Every threshold is a ratio, a fixed number of work pixels or µm, and every radius is
+interpolated, so counts and diameters move smoothly with the calibration.
 """
 
 from __future__ import annotations
@@ -31,28 +31,30 @@ import numpy as np
 
 from appliance.skin.preprocess import WORK_UM_PER_PX, Prepared
 
+# Every value here was set on the project's own generator (synthetic.skin, presets mixed and
+# wide); the second renderer (synthetic.skin_voronoi) only evaluates them.
 SMOOTH_PX = 0.7  # light smoothing of the depth before sampling (work px)
+BLOB_SCALES_PX = (1.5, 3.0)  # curvature scales of the candidate search (work px)
+MIN_BLOBNESS = 0.03  # scale-normalised weaker curvature of a candidate
+MIN_CANDIDATE_DEPTH = 0.12  # a pit at least this far below the hill level is looked at
 RAY_COUNT = 16
 RAY_STEP_PX = 0.75
-JUNCTION_SAMPLE = 150  # candidates profiled to learn the frame's typical junction
 RAY_REACH_UM = 320.0
-BLOB_SCALES_PX = (1.5, 3.0)
-MIN_BLOBNESS = 0.03
-MIN_CANDIDATE_DEPTH = 0.12  # a pit at least this far below the hill level is looked at
-MIN_DEPTH_OVER_ARMS = 1.25  # pit floor depth / depth of the furrow arms around it
-MIN_DEPTH_OVER_FURROW = 1.9  # pit floor / typical furrow floor
-MIN_DEPTH_OVER_JUNCTION = 1.3  # pit floor / typical candidate's
-MIN_GAP_OVER_JUNCTION = 0.9  # shortest rim ray / typical candidate's
-DEEP_OVER_JUNCTION = 1.6
-DEEP_OVER_ARMS = 1.6
+SKIN_ITERATIONS = 2  # rim, then skin just outside it, then the rim again
+SKIN_RING = 1.5  # the skin: the lower-quartile ray depth between the rim and 1.5 rims out
+ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow arm
+JUNCTION_SAMPLE = 150  # candidates profiled to learn the frame's typical junction
+MIN_DEPTH_OVER_FURROW = 1.9  # pit floor / median furrow floor
+MIN_DEPTH_OVER_JUNCTION = 1.3  # pit floor / typical junction floor
+MIN_GAP_OVER_JUNCTION = 0.9  # shortest rim rays / typical junction's
+DEEP_OVER_JUNCTION = 1.6  # ... or this much deeper than a typical junction
+DEEP_OVER_ARMS = 1.6  # ... and than its arms (then half a junction's gap is enough)
+MIN_DEPTH_OVER_ARMS = 1.25  # pit floor / second-deepest ray just outside the rim
 MIN_DEPTH_OVER_STRAND = 1.1  # pit floor / deepest ray: the end of a hair is no deeper than it
-MAX_BLUE_EXCESS = 0.35  # blue darkening beyond red, as a share of the luminance darkening
-MIN_ROUNDNESS = 0.4  # lower / upper quartile of the rays' rim radii
+MAX_BLUE_EXCESS = 0.35  # blue darkening beyond red, as a share of the red darkening
+MIN_ROUNDNESS = 0.4  # shortest over median rim ray
 MIN_DIAMETER_UM = 50.0
 MAX_DIAMETER_UM = 400.0
-SKIN_ITERATIONS = 2
-SKIN_RING = 1.5  # the skin is the lowest quartile depth between the rim and 1.5 rims out
-ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow arm
 HALO_UM = 70.0  # imaging halo of a pit's darkness, taken off the rim diameter in quadrature
 
 
