@@ -23,7 +23,7 @@ STATUS_SCHEMA: Final = "appliance.status/1"
 MODEL_STATE_SCHEMA: Final = "appliance.model_state/1"
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
-# The feature keys every measurement and every ground-truth sidecar carries (DESIGN.md).
+# The feature keys every measurement and every ground-truth sidecar carries (docs/measurement.md).
 TEXTURE_PORE_KEYS = (
     "pore_count",
     "pore_density_per_cm2",
@@ -58,7 +58,7 @@ class _Payload(BaseModel):
 
 
 class Features(_Payload):
-    """Skin measurements of one frame; units are in the names (DESIGN.md definitions)."""
+    """Skin measurements of one frame; units are in the names (docs/measurement.md)."""
 
     pore_count: int = Field(ge=0, description="Pores whose centre lies in the frame.")
     pore_density_per_cm2: NonNegative = Field(description="pore_count per cm² of frame.")
