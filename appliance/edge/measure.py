@@ -84,7 +84,9 @@ def measure_frame(
     if measurement.frame_outside:
         reason = "outside validated range: " + "; ".join(measurement.frame_outside)
         block = block.model_copy(update={"reasons": [*block.reasons, reason][:16]})
-    classification = classify(classifier, measurement.features)
+    # a frame outside the validated range gets no grade: its features are not measured
+    classification = None if measurement.frame_outside else classify(
+        classifier, measurement.features)
     draw = None
     if measurement.overlay is not None:
         draw = functools.partial(

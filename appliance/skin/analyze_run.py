@@ -124,6 +124,8 @@ class AnalyzeRun:
                 value = record["quality"]["verdict"]
             elif key == "classification":
                 value = record.get("classification", {}).get("label", "-")
+            elif key in record.get("not_validated", ()):
+                value = "n/m"  # outside the validated range: not measured
             else:
                 value = format(features[key], fmt)
             cells.append(f"{value:>{width}}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 
 import cv2
@@ -64,11 +65,14 @@ def test_hills_larger_than_validated_flag_the_texture_features() -> None:
 def test_the_quality_verdict_gains_a_reason_and_the_result_names_the_features() -> None:
     rgb = _rgb("normal")
     gated = QualityGate().assess(rgb)
-    measured = measure_frame(rgb, 14.5, gated, skin_measurement, None)
+    measured = measure_frame(rgb, 14.5, gated, skin_measurement, _AlwaysFine())
+    assert measured.classification is None  # no grade from features that are not measured
     assert measured.quality.verdict == gated.verdict
     assert any("outside validated range: scale 14.50" in r for r in measured.quality.reasons)
     assert "hill_density_per_mm2" in measured.not_validated
-    inside = measure_frame(rgb, 10.0, gated, skin_measurement, None)
+    inside = measure_frame(rgb, 10.0, gated, skin_measurement, _AlwaysFine())
+    assert inside.classification is not None
+    assert inside.classification.label == "fine"
     assert not any("outside validated range" in r for r in inside.quality.reasons)
     assert inside.not_validated == ()
 
@@ -81,6 +85,19 @@ def test_the_payload_carries_only_known_feature_keys() -> None:
              "captured_at": "2026-12-01T00:00:00Z", "software_version": "x",
              "quality": {"verdict": "ok"}, "features": _features(), "not_validated": ["shoe"]}
         )
+
+
+class _AlwaysFine:
+    """A model that grades everything fine."""
+
+    name = "always-fine"
+    version = "1"
+
+    def classify(self, features: Mapping[str, float]) -> payloads.Classification:
+        """Fine, whatever the features."""
+        del features
+        return payloads.Classification(model=self.name, version=self.version, label="fine",
+                                       probabilities={"fine": 1.0})
 
 
 def _features() -> dict[str, float | int]:
