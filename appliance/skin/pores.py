@@ -43,7 +43,7 @@ RAY_REACH_UM = 320.0
 SKIN_ITERATIONS = 2  # rim, then skin just outside it, then the rim again
 SKIN_RING = 1.5  # the skin: the lower-quartile ray depth between the rim and 1.5 rims out
 ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow arm
-JUNCTION_SAMPLE = 150  # candidates profiled to learn the frame's typical junction
+JUNCTION_SAMPLE = 100  # candidates profiled to learn the frame's typical junction
 MIN_DEPTH_OVER_FURROW = 1.7  # pit floor / median furrow floor
 MIN_DEPTH_OVER_JUNCTION = 1.3  # pit floor / typical junction floor
 MIN_GAP_OVER_JUNCTION = 0.9  # shortest rim rays / typical junction's
@@ -201,15 +201,14 @@ def _shape(depth: np.ndarray, centres: np.ndarray) -> _Shape:
 
 def _blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
     """How much more blue than red the pit takes from the skin around it (0: a grey shadow)."""
-    channels = rgb.astype(np.float32) + 1.0
-    red, blue = channels[..., 0], channels[..., 2]
+    red, blue = (np.ascontiguousarray(rgb[..., c]) for c in (0, 2))  # uint8, sampled below
     angles = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
     out = (radius_px + 3.0)[:, None]
     xs, ys = centres[:, :1] + out * np.cos(angles), centres[:, 1:] + out * np.sin(angles)
-    red_drop = np.log(np.median(_bilinear(red, xs, ys), axis=1)) - np.log(
-        _bilinear(red, centres[:, 0], centres[:, 1]))
-    blue_drop = np.log(np.median(_bilinear(blue, xs, ys), axis=1)) - np.log(
-        _bilinear(blue, centres[:, 0], centres[:, 1]))
+    red_drop = np.log(np.median(_bilinear(red, xs, ys), axis=1) + 1.0) - np.log(
+        _bilinear(red, centres[:, 0], centres[:, 1]) + 1.0)
+    blue_drop = np.log(np.median(_bilinear(blue, xs, ys), axis=1) + 1.0) - np.log(
+        _bilinear(blue, centres[:, 0], centres[:, 1]) + 1.0)
     excess: np.ndarray = (blue_drop - red_drop) / np.maximum(red_drop, 0.02)
     return excess
 
