@@ -21,7 +21,8 @@ from appliance.capture.supervisor import CaptureRunner
 from appliance.config import Config
 from appliance.edge.committer import ResultCommitter
 from appliance.edge.kiosk import KioskDisplay
-from appliance.edge.pipeline import Accepted, AnalysisRunner, Analyzer, Classifier, Identity
+from appliance.edge.measure import Analyzer, Classifier
+from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity
 from appliance.edge.screen import KioskScreen
 from appliance.edge.session import SessionTracker
 from appliance.edge.status import DeviceStatus
