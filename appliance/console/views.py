@@ -93,6 +93,7 @@ def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:
         "quality": payload.get("quality", {}),
         "classification": payload.get("classification"),
         "subject": payload.get("subject"),
+        "not_validated": payload.get("not_validated", []),
     }
 
 

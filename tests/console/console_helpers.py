@@ -85,6 +85,7 @@ def make_result(index: int, site: str, device: str, band: str | None,
         classification=payloads.Classification(model="skin-texture-grade", version="1",
                                                label=label, probabilities={label: 0.9}),
         subject=payloads.Subject(age_band=band, subject_id=subject) if band else None,
+        not_validated=["pore_mean_diameter_um"] if index == 5 else [],
     )
 
 

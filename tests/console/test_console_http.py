@@ -193,3 +193,21 @@ def test_openapi_lists_the_api(console: Console) -> None:
     assert status == 200
     assert b"GET /api/v1/results/{measurement_id}" in page
     assert b"<script" not in page  # readable offline, under the strict CSP
+
+
+def test_one_result_shows_features_outside_the_validated_range(console: Console) -> None:
+    _, _, body = console.get("/api/v1/results?limit=200", console.token)
+    rows = json.loads(body)["results"]
+    flagged = []
+    for row in rows:
+        detail = json.loads(console.get(f"/api/v1/results/{row['measurement_id']}",
+                                        console.token)[2])
+        if detail["not_validated"]:
+            flagged.append((row["measurement_id"], detail["not_validated"]))
+    assert [names for _, names in flagged] == [["pore_mean_diameter_um"]]
+    cookie, _ = login_cookie(console)
+    _, _, page = get_with(console, f"/results/{flagged[0][0]}", cookie)
+    row = re.search(rb"<th>pore_mean_diameter_um</th>.*?</tr>", page, re.S)
+    assert row
+    assert b"not measured: outside the validated range" in row.group(0)
+    assert page.count(b"not measured: outside") == 1

@@ -20,7 +20,8 @@ from playwright.sync_api import expect
 from appliance.capture.sources import Frame
 from appliance.config import config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.testing import fast_daemon
+from appliance.edge.measure import Measurement
+from appliance.edge.testing import FIXED_FEATURES, fast_daemon, fixed_analyzer
 from appliance.synthetic.camera import textured_skin
 from appliance.transport.broker import free_port
 from tests.browser import chromium_page
@@ -152,11 +153,11 @@ class HandScope:
         """Nothing to close."""
 
 
-def hand_kiosk(broker: Any, tmp_path: Path, wobbling: bool) -> tuple[Running, threading.Event]:
+def hand_kiosk(broker: Any, tmp_path: Path, wobbling: bool,
+               analyzer: Any = fixed_analyzer) -> tuple[Running, threading.Event]:
     touching = threading.Event()
-    config = kiosk_config(tmp_path, broker)
-    daemon = EdgeDaemon(config, source=HandScope(touching, wobbling),
-                        analyzer=fast_daemon(config).analysis.analyzer)
+    daemon = EdgeDaemon(kiosk_config(tmp_path, broker), source=HandScope(touching, wobbling),
+                        analyzer=analyzer)
     return Running(daemon), touching
 
 
@@ -190,6 +191,27 @@ def test_age_band_travels_in_the_result_once_and_only_with_consent(
         time.sleep(0.5)
         choose_on_screen(page, "50-59", "#consent-no")
         assert "subject" not in measure_once(running, touching)  # no consent: no age band either
+    finally:
+        running.stop()
+
+
+def test_features_outside_the_validated_range_show_as_not_measured(
+    mqtt_broker: Any, tmp_path: Path, page: Any
+) -> None:
+    def pores_too_small(rgb: np.ndarray, um_per_px: float) -> Measurement:
+        return Measurement(FIXED_FEATURES, not_validated=("pore_mean_diameter_um",))
+
+    running, touching = hand_kiosk(mqtt_broker, tmp_path, False, pores_too_small)
+    try:
+        page.goto(running.url)
+        shown = measure_once(running, touching)
+        assert shown["not_validated"] == ["pore_mean_diameter_um"]
+        features = page.locator("#features")
+        expect(features.locator("tr[data-key=pore_mean_diameter_um] td.value")).to_have_text(
+            "not measured (outside the range this kiosk is validated for)")
+        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42 ")
+        assert "typical" not in features.locator(
+            "tr[data-key=pore_mean_diameter_um]").inner_text()
     finally:
         running.stop()
 
