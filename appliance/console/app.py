@@ -18,7 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from appliance import __version__
 from appliance.config import ConsoleConfig
-from appliance.console import api, pages
+from appliance.console import api, pages, rollouts
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError
@@ -54,6 +54,8 @@ def create_app(pool: StorePool, settings: ConsoleConfig) -> FastAPI:
     )
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(rollouts.pages)
+    app.include_router(rollouts.api)
     _add_handlers(app)
     app.middleware("http")(_limits)
     return app

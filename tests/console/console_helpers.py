@@ -106,7 +106,19 @@ def seed(store: Store, count: int = 60) -> list[payloads.Result]:
                 device_row(payloads.Status(device_id="kiosk-9", site="osaka", state="offline",
                                            at=datetime.now(UTC)), now)]
     store.write_batch(Batch(results=rows, statuses=statuses), 100)
+    seed_rollout(store, now)
     return results
+
+
+def seed_rollout(store: Store, now: str) -> None:
+    """One halted model rollout as appliance/updates/rollout.py records it."""
+    store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [("r0llout1", "skin-texture-grade", "1.1.0", "update", "site tokyo", 1,
+                  "halted", "canary kiosk-1 refused: self-test failed", now, now)])
+    store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [("r0llout1", "tokyo", "kiosk-1", "canary", "refused", "self-test failed",
+                  "1.0.0", now),
+                 ("r0llout1", "tokyo", "kiosk-2", "wave-1", "unassigned", None, "1.0.0", now)])
 
 
 @contextmanager

@@ -41,6 +41,7 @@ def get_with(console: Console, path: str, cookie: str) -> tuple[int, dict[str, s
 
 
 @pytest.mark.parametrize("path", ["/api/v1/fleet", "/api/v1/results", "/api/v1/cohort",
+                                  "/api/v1/rollouts", "/api/v1/rollouts/r0llout1",
                                   "/api/v1/results/0190e8a2-0000-7000-8000-000000000000"])
 def test_api_without_a_valid_token_is_401(console: Console, path: str) -> None:
     for token in (None, "forged-token", console.token + "x"):
@@ -52,7 +53,7 @@ def test_api_without_a_valid_token_is_401(console: Console, path: str) -> None:
 
 def test_pages_and_docs_need_a_login(console: Console) -> None:
     for path in ("/", "/fleet", "/results", "/results.csv", "/cohort", "/docs", "/openapi.json",
-                 "/dead-letters"):
+                 "/dead-letters", "/rollouts", "/rollouts/r0llout1"):
         status, headers, _ = console.get(path)
         assert status == 303, path
         assert headers["location"].startswith("/login?next=")
@@ -211,3 +212,23 @@ def test_one_result_shows_features_outside_the_validated_range(console: Console)
     assert row
     assert b"not measured: outside the validated range" in row.group(0)
     assert page.count(b"not measured: outside") == 1
+
+
+def test_rollouts_show_each_rollout_and_where_each_kiosk_stands(console: Console) -> None:
+    _, _, body = console.get("/api/v1/rollouts", console.token)
+    (rollout,) = json.loads(body)["rollouts"]
+    assert (rollout["rollout_id"], rollout["state"]) == ("r0llout1", "halted")
+    assert rollout["devices"] == {"refused": 1, "unassigned": 1}
+    _, _, body = console.get("/api/v1/rollouts/r0llout1", console.token)
+    devices = json.loads(body)["device_states"]
+    assert [(d["device_id"], d["phase"], d["state"]) for d in devices] == [
+        ("kiosk-1", "canary", "refused"), ("kiosk-2", "wave-1", "unassigned")]
+    assert console.get("/api/v1/rollouts/nope", console.token)[0] == 404
+    status, _, body = console.get("/api/v1/rollouts/%3Cb%3E", console.token)
+    assert status == 400
+    assert json.loads(body)["error"].startswith("rollout id: ")
+    cookie, _ = login_cookie(console)
+    status, _, page = get_with(console, "/rollouts/r0llout1", cookie)
+    assert status == 200
+    assert b"canary kiosk-1 refused: self-test failed" in page
+    assert get_with(console, "/rollouts", cookie)[0] == 200
