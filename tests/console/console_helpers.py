@@ -118,7 +118,7 @@ def seed_rollout(store: Store, now: str) -> None:
     store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [("r0llout1", "tokyo", "kiosk-1", "canary", "refused", "self-test failed",
                   "1.0.0", now),
-                 ("r0llout1", "tokyo", "kiosk-2", "wave-1", "unassigned", None, "1.0.0", now)])
+                 ("r0llout1", "tokyo", "kiosk-2", "wave 1", "assigned", None, "1.0.0", now)])
 
 
 @contextmanager

@@ -218,11 +218,11 @@ def test_rollouts_show_each_rollout_and_where_each_kiosk_stands(console: Console
     _, _, body = console.get("/api/v1/rollouts", console.token)
     (rollout,) = json.loads(body)["rollouts"]
     assert (rollout["rollout_id"], rollout["state"]) == ("r0llout1", "halted")
-    assert rollout["devices"] == {"refused": 1, "unassigned": 1}
+    assert rollout["devices"] == {"refused": 1, "assigned": 1}
     _, _, body = console.get("/api/v1/rollouts/r0llout1", console.token)
     devices = json.loads(body)["device_states"]
     assert [(d["device_id"], d["phase"], d["state"]) for d in devices] == [
-        ("kiosk-1", "canary", "refused"), ("kiosk-2", "wave-1", "unassigned")]
+        ("kiosk-1", "canary", "refused"), ("kiosk-2", "wave 1", "assigned")]
     assert console.get("/api/v1/rollouts/nope", console.token)[0] == 404
     status, _, body = console.get("/api/v1/rollouts/%3Cb%3E", console.token)
     assert status == 400
