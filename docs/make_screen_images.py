@@ -31,10 +31,10 @@ from appliance.config import ConsoleConfig, config_from_mapping  # noqa: E402
 from appliance.console.auth import add_user  # noqa: E402
 from appliance.console.db import StorePool  # noqa: E402
 from appliance.console.server import ConsoleThread  # noqa: E402
+from appliance.edge.measure import skin_measurement  # noqa: E402
 from appliance.edge.service import build_daemon  # noqa: E402
 from appliance.inference.classifier import SkinClassifier  # noqa: E402
 from appliance.shipped import SKIN_MODEL, shipped_path  # noqa: E402
-from appliance.skin.analysis import analyze  # noqa: E402
 from appliance.synthetic.camera import age_band_of  # noqa: E402
 from appliance.synthetic.skin import synthetic_frame  # noqa: E402
 from appliance.transport import payloads  # noqa: E402
@@ -53,14 +53,16 @@ def measured_cohort(store: Store) -> None:
     rows = []
     for index in range(CUSTOMERS):
         skin = synthetic_frame(11, index)
-        features = analyze(skin.image_rgb, skin.um_per_px).features
+        measured = skin_measurement(skin.image_rgb, skin.um_per_px)
+        features = measured.features
         result = payloads.Result(
             measurement_id=payloads.new_measurement_id(), device_id=f"kiosk-{index % 3 + 1}",
             site=("ginza", "shibuya", "umeda")[index % 3],
             captured_at=start + timedelta(minutes=50 * index), software_version="0.1.0",
             quality=payloads.Quality(verdict="ok"), features=features,
             classification=model.classify(features.model_dump()),
-            subject=payloads.Subject(age_band=age_band_of(skin.params.age_years), consent=True))
+            subject=payloads.Subject(age_band=age_band_of(skin.params.age_years), consent=True),
+            not_validated=list(measured.not_validated))
         rows.append(result_row(result, iso_utc(datetime.now(UTC)), result.to_json().decode()))
     now = datetime.now(UTC)
     statuses = [device_row(payloads.Status(device_id=f"kiosk-{i}", site=site, state=state,
