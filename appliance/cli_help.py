@@ -8,7 +8,10 @@ formatter that shows each option's default. ``apply_help`` walks the finished pa
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Iterator
+
+HELP_WIDTH = 78
 
 # command path -> (description, examples); every leaf command of `appliance` has an entry
 # (tests/test_cli.py checks that none is missing).
@@ -147,7 +150,7 @@ def apply_help(parser: argparse.ArgumentParser) -> None:
         command.formatter_class = ExampleFormatter
         if path in COMMAND_HELP:
             description, examples = COMMAND_HELP[path]
-            command.description = description
+            command.description = textwrap.fill(description, HELP_WIDTH)
             command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
 
 
