@@ -25,7 +25,7 @@ from appliance.config import ConfigError, load_config, missing_files
 
 AREAS = (
     "capture", "skin", "synthetic", "inference", "modelbuild", "transport", "updates", "edge",
-    "backoffice", "pathology",
+    "backoffice", "console", "pathology",
 )
 GROUPS = {
     "synth": "make synthetic data with known ground truth",

@@ -242,6 +242,49 @@ class EdgeConfig(_Section):
         return self
 
 
+class ScreenConfig(_Section):
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Kiosk screen on http://127.0.0.1:PORT/ for Chromium in kiosk mode "
+        "(unset: no screen server; the last result is still written to state_dir/screen).",
+    )
+    language: Literal["ja", "en"] = Field(
+        "ja", description="Language the screen starts in (customers can switch on screen)."
+    )
+    idle_s: float = Field(
+        60.0, ge=5, le=3600, description="The screen clears itself after this long idle (s)."
+    )
+    preview_fps: float = Field(
+        15.0, ge=1, le=30, description="Most frames per second of the live preview."
+    )
+    preview_width_px: int = Field(
+        640, ge=160, le=1920, description="Width of the live preview picture (px)."
+    )
+    reference_file: str | None = Field(
+        None,
+        description="Age-band reference ranges from the cohort (`appliance console reference "
+        "--out FILE`); unset: the result is shown without them.",
+    )
+
+
+class ConsoleConfig(_Section):
+    bind: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the back-office console listens on (loopback by default; put a "
+        "TLS reverse proxy in front to serve others, see README).",
+    )
+    port: int = Field(8080, ge=1, le=65535, description="Console TCP port.")
+    session_hours: float = Field(
+        8.0, gt=0, le=168, description="How long a console login lasts (hours)."
+    )
+    cohort_cache_s: float = Field(
+        60.0, ge=0, le=3600, description="How long the cohort figures are reused (s)."
+    )
+
+
 class Config(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig, description="Who this kiosk is.")
     camera: CameraConfig = Field(
@@ -264,6 +307,12 @@ class Config(_Section):
     )
     edge: EdgeConfig = Field(
         default_factory=EdgeConfig, description="Edge daemon queues, outbox and supervision."
+    )
+    screen: ScreenConfig = Field(
+        default_factory=ScreenConfig, description="The kiosk's customer screen."
+    )
+    console: ConsoleConfig = Field(
+        default_factory=ConsoleConfig, description="The back-office web console and HTTP API."
     )
 
     def summary(self) -> str:
@@ -408,9 +457,13 @@ def resolve_paths(config: Config, base: Path) -> Config:
         return str((base / value).resolve())
 
     model = config.model.model_copy(update={"path": absolute(config.model.path)})
+    screen = config.screen.model_copy(
+        update={"reference_file": absolute(config.screen.reference_file)}
+    )
     camera = config.camera
     if camera.source == "directory":
         camera = camera.model_copy(update={"path": absolute(camera.path)})
     return config.model_copy(
-        update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera}
+        update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera,
+                "screen": screen}
     )

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import yaml
 
+from appliance.backoffice.demo_kiosk import Kiosk, KioskCustomers, cohort_lines
 from appliance.backoffice.fleet import fleet_table
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import Store, open_store
 from appliance.config import config_from_mapping
 from appliance.shipped import SKIN_MODEL, shipped_path
-from appliance.transport.broker import PrivateBroker
+from appliance.transport.broker import PrivateBroker, free_port
 from appliance.transport.payloads import Result
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +50,7 @@ class Edge:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    screen_port: int | None = None
 
     def log_tail(self) -> str:
         """The end of its log, for error messages."""
@@ -71,9 +73,10 @@ class ResultPrinter:
                 self.kime_scores.append(result.features.kime_score)
                 grade = result.classification.label if result.classification else "-"
                 features = result.features
+                band = result.subject.age_band if result.subject else None
                 print(
                     f"stored  {result.site}/{result.device_id}  kime {features.kime_score:5.1f}"
-                    f"  pores {features.pore_count:3d}  grade {grade}",
+                    f"  pores {features.pore_count:3d}  grade {grade}  age band {band or '-'}",
                     flush=True,
                 )
 
@@ -84,9 +87,13 @@ class ResultPrinter:
             return sum(self.per_device.values())
 
 
-def edge_config(index: int, port: int, count: int, state_dir: Path) -> dict[str, object]:
-    """The config of demo edge ``index`` (synthetic camera, ``count`` results, private broker)."""
+def edge_config(
+    index: int, port: int, count: int, state_dir: Path, screen_port: int | None = None
+) -> dict[str, object]:
+    """The config of demo edge ``index`` (synthetic camera, ``count`` results, private broker,
+    its kiosk screen on ``screen_port``)."""
     return {
+        "screen": {"port": screen_port, "language": "en"},
         "device": {"id": f"kiosk-demo-{index + 1}", "site": "demo"},
         "camera": {"source": "synthetic", "limit": count, "seed": index + 1},
         "mqtt": {"host": "127.0.0.1", "port": port},
@@ -110,14 +117,17 @@ def start_edges(
         folder = workdir / f"edge-{index + 1}"
         folder.mkdir()
         config_path = folder / "config.yaml"
-        config_path.write_text(yaml.safe_dump(edge_config(index, port, count, folder / "state")))
+        screen_port = free_port()
+        config_path.write_text(
+            yaml.safe_dump(edge_config(index, port, count, folder / "state", screen_port))
+        )
         log_path = folder / "edge.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [*command, str(config_path)], stdout=log, stderr=subprocess.STDOUT,
                 env=_child_env(), cwd=folder,
             )
-        edges.append(Edge(f"kiosk-demo-{index + 1}", process, log_path))
+        edges.append(Edge(f"kiosk-demo-{index + 1}", process, log_path, screen_port))
     return edges
 
 
@@ -168,7 +178,7 @@ def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
     return (
         f"demo: {printer.stored} result(s) stored in {elapsed_s:.1f} s ({devices}); "
         f"mean kime score {mean}; {store.count_dead_letters()} dead letter(s)\n"
-        f"{fleet_table(store)}"
+        f"{fleet_table(store)}\n{cohort_lines(store)}"
     )
 
 
@@ -213,11 +223,19 @@ def _run(
     model = SHIPPED_MODEL.name if SHIPPED_MODEL.is_file() else "no model (not built)"
     print(f"demo: {devices} edge daemon(s), {count} synthetic customer(s) each, {model}; "
           "waiting for results...", flush=True)
+    customers_done = threading.Event()
+    customers = KioskCustomers(
+        [Kiosk(e.name, e.screen_port, i + 1) for i, e in enumerate(edges) if e.screen_port],
+        customers_done,
+    )
+    customers.start()  # the simulated people choose age band and consent on each screen
     try:
         wait_for_results(edges, printer, devices * count, stop, timeout_s)
     except BaseException:
         stop_edges(edges)
         raise
+    finally:
+        customers_done.set()
     return edges
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
     MIGRATIONS,
@@ -55,7 +56,7 @@ def store_url_for(url: str | None, state_dir: str) -> str:
     return url or f"sqlite:///{Path(state_dir) / DEFAULT_SQLITE_NAME}"
 
 
-class Store:
+class Store(ConsoleQueries):
     """One connection to the back-office database; not shared between threads."""
 
     def __init__(self, url: str, pg_schema: str | None = None) -> None:

@@ -35,6 +35,7 @@ class CaptureRunner(threading.Thread):
         reopen_initial_s: float = 0.5,
         reopen_cap_s: float = 30.0,
         on_camera_change: Callable[[bool], None] | None = None,
+        on_frame: Callable[[Frame], None] | None = None,
     ) -> None:
         super().__init__(name="CaptureRunner", daemon=True)
         self.source = source
@@ -47,6 +48,7 @@ class CaptureRunner(threading.Thread):
         self.failures = 0
         self.last_beat_s = time.monotonic()
         self._on_camera_change = on_camera_change
+        self._on_frame = on_frame  # the kiosk screen's live preview (must return at once)
         self._backoff = Backoff(reopen_initial_s, reopen_cap_s)
         self._last_frame_s = time.monotonic()
 
@@ -91,6 +93,8 @@ class CaptureRunner(threading.Thread):
         self._backoff.reset()
         self.frames_captured += 1
         self._enqueue(frame)
+        if self._on_frame is not None:
+            self._on_frame(frame)
 
     def _enqueue(self, frame: Frame) -> None:
         if frame.still:

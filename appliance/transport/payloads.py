@@ -98,6 +98,11 @@ class Subject(_Payload):
     age_band: str | None = Field(
         None, pattern=r"^\d{2}-\d{2}$|^\d{2}\+$", description="Age band, e.g. 40-49 or 80+."
     )
+    consent: Literal[True] | None = Field(
+        None,
+        description="True when the customer agreed, on the kiosk screen, to keep this anonymous "
+        "result with these facts; without consent a kiosk sends no subject at all.",
+    )
 
 
 class Result(_Payload):
