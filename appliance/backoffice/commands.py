@@ -42,9 +42,17 @@ def load_or_report(path: str | None) -> Config | None:
         return None
 
 
-def open_for(args: argparse.Namespace) -> Any:
-    """The existing store named by ``--store`` or the config, or None after printing why not."""
-    from appliance.backoffice.store import StoreError, open_existing_store, store_url_for
+def open_for(args: argparse.Namespace, *, create: bool = True) -> Any:
+    """The store named by ``--store`` or the config, or None after printing why not.
+
+    Read commands pass ``create=False``: a store that does not exist is then an error (a typo
+    in --store must not leave an empty database behind)."""
+    from appliance.backoffice.store import (
+        StoreError,
+        open_existing_store,
+        open_store,
+        store_url_for,
+    )
 
     url = args.store
     if url is None:
@@ -53,7 +61,7 @@ def open_for(args: argparse.Namespace) -> Any:
             return None
         url = store_url_for(config.store.url, config.state_dir)
     try:
-        return open_existing_store(url)
+        return open_store(url) if create else open_existing_store(url)
     except StoreError as exc:
         print(f"store error: {exc}", file=sys.stderr)
         return None
@@ -73,7 +81,7 @@ def _backoffice(args: argparse.Namespace) -> int:
 def _fleet(args: argparse.Namespace) -> int:
     from appliance.backoffice.fleet import fleet_json, fleet_table
 
-    store = open_for(args)
+    store = open_for(args, create=False)
     if store is None:
         return 2
     try:
@@ -92,7 +100,7 @@ def _since_and_store(args: argparse.Namespace) -> tuple[Any, Any] | None:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return None
-    store = open_for(args)
+    store = open_for(args, create=False)
     return None if store is None else (since, store)
 
 
@@ -161,7 +169,7 @@ def _register_results(root: Any) -> None:
 def _dead_letters(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import dead_letter_table
 
-    store = open_for(args)
+    store = open_for(args, create=False)
     if store is None:
         return 2
     try:
