@@ -37,10 +37,20 @@ class Measurement:
     """
 
     features: payloads.Features
-    draw_overlay: Callable[[], np.ndarray] | None = None
+    draw_overlay: Callable[[str | None], np.ndarray] | None = None  # called with the grade
 
 
 Analyzer = Callable[[np.ndarray, float], Measurement]
+
+
+def _graded(
+    draw: Callable[[str | None], np.ndarray] | None, result: payloads.Result
+) -> Callable[[], np.ndarray] | None:
+    """The overlay drawer with the result's grade (None: unclassified) bound in."""
+    if draw is None:
+        return None
+    grade = result.classification.label if result.classification else None
+    return lambda: draw(grade)
 # the kiosk screen's guidance: (the frame's quality, burst frames gathered, burst complete)
 GateListener = Callable[[FrameQuality, int, bool], None]
 
@@ -159,7 +169,8 @@ class AnalysisRunner(threading.Thread):
             classification=self._classify(measurement.features),
             subject=self._subject_for(frame),
         )
-        return Accepted(result, measurement.draw_overlay, self.identity.result_topic)
+        return Accepted(result, _graded(measurement.draw_overlay, result),
+                        self.identity.result_topic)
 
     def _subject_for(self, frame: Frame) -> payloads.Subject | None:
         """The kiosk screen's choice where there is one; else what a replayed customer stated."""

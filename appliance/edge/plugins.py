@@ -37,4 +37,4 @@ def skin_analyzer(rgb: np.ndarray, um_per_px: float) -> Measurement:
     from appliance.skin.overlay import draw_overlay  # noqa: PLC0415
 
     analysis = analyze(rgb, um_per_px)
-    return Measurement(analysis.features, lambda: draw_overlay(rgb, analysis))
+    return Measurement(analysis.features, lambda grade: draw_overlay(rgb, analysis, grade))
