@@ -16,7 +16,7 @@ from appliance.cli import main
 from appliance.pathology.model import ModelError, TileModel
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.synthetic.he import SlideSpec, render_slide
-from tests.conftest import SHARED_DATA
+from tests.shared_data import SHARED_DATA
 
 DEMO = shipped_path(PATHOLOGY_MODEL)
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"

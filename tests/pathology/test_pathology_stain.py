@@ -14,7 +14,7 @@ from appliance.pathology.stain import (
     normalize_stain,
 )
 from appliance.synthetic.he import stain_vectors
-from tests.conftest import SHARED_DATA
+from tests.shared_data import SHARED_DATA
 
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
 

@@ -11,7 +11,7 @@ from PIL import Image
 from appliance.pathology.prepare import TileSettings, prepare_slide, tumour_tiles
 from appliance.pathology.slides import SlideError, read_slide, slide_files
 from appliance.pathology.tiles import read_tiles, slide_tissue_mask, tile_grid, tissue_mask
-from tests.conftest import SHARED_DATA
+from tests.shared_data import SHARED_DATA
 
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
 PINK = (200, 120, 170)
