@@ -42,11 +42,11 @@ def load_or_report(path: str | None) -> Config | None:
         return None
 
 
-def open_for(args: argparse.Namespace, *, create: bool = True) -> Any:
+def open_for(args: argparse.Namespace, create: bool = False) -> Any:
     """The store named by ``--store`` or the config, or None after printing why not.
 
-    Read commands pass ``create=False``: a store that does not exist is then an error (a typo
-    in --store must not leave an empty database behind)."""
+    Read commands never create a store; a command that writes (``create``) may.
+    """
     from appliance.backoffice.store import (
         StoreError,
         open_existing_store,
@@ -81,7 +81,7 @@ def _backoffice(args: argparse.Namespace) -> int:
 def _fleet(args: argparse.Namespace) -> int:
     from appliance.backoffice.fleet import fleet_json, fleet_table
 
-    store = open_for(args, create=False)
+    store = open_for(args)
     if store is None:
         return 2
     try:
@@ -100,7 +100,7 @@ def _since_and_store(args: argparse.Namespace) -> tuple[Any, Any] | None:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return None
-    store = open_for(args, create=False)
+    store = open_for(args)
     return None if store is None else (since, store)
 
 
@@ -169,7 +169,7 @@ def _register_results(root: Any) -> None:
 def _dead_letters(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import dead_letter_table
 
-    store = open_for(args, create=False)
+    store = open_for(args)
     if store is None:
         return 2
     try:

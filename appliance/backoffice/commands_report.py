@@ -13,7 +13,7 @@ from appliance.backoffice.commands import add_store_options, open_for
 def _cohort(args: argparse.Namespace) -> int:
     from appliance.backoffice.report import write_cohort_report  # noqa: PLC0415  (matplotlib)
 
-    store = open_for(args, create=False)
+    store = open_for(args)
     if store is None:
         return 2
     try:
