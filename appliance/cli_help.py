@@ -39,25 +39,6 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance fleet", "appliance fleet --json | head",
          "appliance fleet --store sqlite:///state/backoffice.sqlite3"),
     ),
-    "console": (
-        "The back-office web console and HTTP API on the store (loopback by default; every "
-        "page and API call needs a login or a token). Subcommands manage users and tokens.",
-        ("appliance console", "appliance console user add alice --role operator",
-         "appliance console token create alice"),
-    ),
-    "console user add": (
-        "Add a console user, or set an existing user's password and role (the password is read "
-        "from a file or asked for, never given on the command line).",
-        ("appliance console user add alice --role operator",),
-    ),
-    "console token create": (
-        "Print a new API bearer token that acts as the given user.",
-        ("appliance console token create alice",),
-    ),
-    "console reference": (
-        "Write the age-band reference ranges a kiosk screen compares customers with.",
-        ("appliance console reference --out reference.json",),
-    ),
     "results query": (
         "Print the newest stored results (newest first) and how many match in all.",
         ("appliance results query", "appliance results query --limit 10 --device kiosk-demo-1",
