@@ -10,7 +10,8 @@ import numpy as np
 
 from appliance.capture.quality import QualityGate
 from appliance.capture.sources import Frame
-from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity, Measurement
+from appliance.edge.measure import Measurement
+from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity
 from appliance.edge.session import SessionTracker
 from appliance.edge.testing import FIXED_FEATURES
 from appliance.synthetic.skin import synthetic_frame
