@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from appliance.pathology.server_config import PathologyConfig
+
 ENV_PREFIX = "APPLIANCE__"
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 PASSWORD_CREDENTIAL = "mqtt-password"
@@ -263,6 +265,9 @@ class Config(_Section):
     )
     edge: EdgeConfig = Field(
         default_factory=EdgeConfig, description="Edge daemon queues, outbox and supervision."
+    )
+    pathology: PathologyConfig = Field(
+        default_factory=PathologyConfig, description="The pathology server (issue 14)."
     )
 
     def summary(self) -> str:

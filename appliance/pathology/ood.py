@@ -98,7 +98,12 @@ class DistributionGuard:
 
 def guard_inputs(tiles_rgb: np.ndarray, features: np.ndarray) -> np.ndarray:
     """The description the guard scores: input statistics beside the model's features."""
-    return np.concatenate([tile_statistics(tiles_rgb), np.asarray(features, np.float32)], axis=1)
+    return guard_inputs_from_statistics(tile_statistics(tiles_rgb), features)
+
+
+def guard_inputs_from_statistics(statistics: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """The same description from statistics computed earlier (by a preparation worker)."""
+    return np.concatenate([statistics, np.asarray(features, np.float32)], axis=1)
 
 
 def guard_from_metadata(text: str) -> DistributionGuard:

@@ -73,7 +73,7 @@ class RunOptions:
     pictures: bool = True
 
 
-class _Decisive:
+class DecisiveTiles:
     """The k most decisive tiles seen so far (pixels, CAM, probability)."""
 
     def __init__(self, k: int) -> None:
@@ -123,7 +123,7 @@ class SlideRunner:
     def _score(self, prepared: PreparedSlide, base: SlideResult) -> SlideResult:
         scored: list[Tile] = []
         probabilities, in_distribution = [], []
-        decisive = _Decisive(self.options.cam_tiles)
+        decisive = DecisiveTiles(self.options.cam_tiles)
         for tiles, pixels in tile_batches(prepared, self.settings, self.options.batch_size):
             result = self.model.predict(pixels)
             scored += tiles
@@ -144,7 +144,7 @@ class SlideRunner:
 
     def _draw(
         self, prepared: PreparedSlide, tiles: list[Tile], probability: np.ndarray,
-        decisive: _Decisive, name: str,
+        decisive: DecisiveTiles, name: str,
     ) -> None:
         slide = prepared.slide
         factor = math.ceil(1 / heatmap_scale(slide.size_px))
