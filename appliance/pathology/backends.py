@@ -6,7 +6,7 @@ pooled features the out-of-distribution guard reads:
 - ``torch-cuda``: PyTorch on the GPU, fp16 or bf16, channels-last, optional ``torch.compile``;
 - ``onnx-cuda``: ONNX Runtime's CUDA provider;
 - ``onnx-cpu``: ONNX Runtime on the CPU (INT8 when ``int8_model`` is set, else float32);
-- ``torch-cpu``: PyTorch on the CPU in float32.
+- ``torch-cpu``: PyTorch on the CPU (float32, or bf16 when asked).
 The first backend of ``pathology.backends`` that loads is used; each refusal is logged, and the
 chosen backend's settings travel with every result.
 """
@@ -87,8 +87,7 @@ class TorchBackend:
         self.info = TileModel(path, provider="cpu").info
         self.torch = torch
         self.device = torch.device(device)
-        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[
-            config.precision] if device == "cuda" else torch.float32
+        self.dtype = _torch_dtype(torch, config.precision, device)
         self.channels_last = config.channels_last
         module = OnnxGraphModule(path).to(self.device, self.dtype).eval()
         self.module: Any = torch.compile(module) if config.compile else module
@@ -109,6 +108,13 @@ class TorchBackend:
             named = self.module(batch)
             out = {name: value.float().cpu().numpy() for name, value in named.items()}
         return ModelOutputs(out["probabilities"][:, 1], out.get("cam"), out.get("features"))
+
+
+def _torch_dtype(torch: Any, precision: str, device: str) -> Any:
+    """fp16/bf16/fp32 on CUDA; on the CPU bf16 or fp32 (CPU half-precision convs are slow)."""
+    if device == "cpu" and precision == "fp16":
+        return torch.float32
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
 
 
 def open_backend(config: PathologyConfig) -> TileBackend:

@@ -61,6 +61,7 @@ class BatcherStats:
     tiles: int = 0
     shared_batches: int = 0
     dropped_tiles: int = 0
+    peak_pending_tiles: int = 0
 
 
 class FairBatcher:
@@ -96,6 +97,7 @@ class FairBatcher:
         with self._cond:
             self._queues.setdefault(chunk.job_id, deque()).append(chunk)
             self._pending += len(chunk.pixels)
+            self.stats.peak_pending_tiles = max(self.stats.peak_pending_tiles, self._pending)
             self._cond.notify_all()
 
     def drop_job(self, job_id: str) -> int:

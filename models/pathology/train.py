@@ -8,7 +8,8 @@ same code as ``appliance pathology run`` (mask, 256 µm tiles, Macenko), trains 
 rotations and brightness jitter, class-balanced sampling and optional frozen-backbone epochs,
 picks the slide threshold on the validation patients (Youden), exports float32 and INT8
 ONNX with metadata, and fits each file's out-of-distribution guard on the training tiles (slide
-cut on the validation slides; fit_ood.py). Writes splits.csv next to the models so evaluation uses the held-out patients.
+cut on the validation slides; fit_ood.py). Writes splits.csv next to the models so evaluation
+uses the held-out patients.
 """
 
 from __future__ import annotations
