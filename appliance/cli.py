@@ -21,7 +21,10 @@ from typing import Any
 from appliance import __version__
 from appliance.config import ConfigError, load_config
 
-AREAS = ("capture", "skin", "inference", "transport", "updates", "edge", "backoffice", "pathology")
+AREAS = (
+    "capture", "skin", "synthetic", "inference", "modelbuild", "transport", "updates", "edge",
+    "backoffice", "pathology",
+)
 GROUPS = {
     "synth": "make synthetic data with known ground truth",
     "models": "build, quantize and evaluate models",

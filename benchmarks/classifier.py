@@ -20,8 +20,8 @@ import numpy as np
 
 from appliance.inference.classifier import FeatureError, SkinClassifier
 from appliance.inference.contract import ModelError
-from appliance.inference.evaluate import evaluate, find_float_model
 from appliance.inference.runner import OnnxRunner
+from appliance.modelbuild.evaluate import evaluate, find_float_model
 from appliance.transport.payloads import FEATURE_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def _held_out(model: Path, table: Path) -> dict[str, Any]:
 
 def _jittered_agreement(model: Path, float_path: Path, table: Path, copies: int = 10) -> float:
     """Agreement on test vectors each scaled by ~N(1, 0.05) per feature, ``copies`` times over."""
-    from appliance.inference.table import read_table
+    from appliance.modelbuild.table import read_table
 
     rows = read_table(table, FEATURE_KEYS).rows("test").features
     rng = np.random.default_rng(0)
@@ -55,7 +55,7 @@ def _jittered_agreement(model: Path, float_path: Path, table: Path, copies: int 
 
 
 def _latency(model: Path, table: Path, repeats: int) -> dict[str, Any]:
-    from appliance.inference.table import read_table
+    from appliance.modelbuild.table import read_table
 
     classifier = SkinClassifier.load(model)
     rows = read_table(table, FEATURE_KEYS).rows("test").features

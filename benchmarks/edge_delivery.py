@@ -24,19 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.capture.synthetic import (
-    CustomerScript,
-    SkinFactory,
-    SyntheticSource,
-    textured_skin,
-)
+from appliance.capture.synthetic import CustomerScript, SkinFactory, SyntheticSource
 from appliance.config import Config, config_from_mapping
 from appliance.edge.committer import ResultCommitter
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.pipeline import Accepted
 from appliance.edge.plugins import skin_analyzer
 from appliance.edge.testing import FIXED_FEATURES, ResultCollector, fixed_analyzer
-from appliance.skin.synthetic import synthetic_frame
+from appliance.synthetic.camera import textured_skin
+from appliance.synthetic.skin import synthetic_frame
 from appliance.transport import payloads
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import LinkSettings

@@ -31,10 +31,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from appliance.backoffice import fleetsim
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.config import config_from_mapping
+from appliance.synthetic import fleet
 from appliance.transport.broker import PrivateBroker
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -76,11 +76,11 @@ def build_traffic(devices: int, per_device: int, seed: int) -> tuple[Traffic, di
     rng = random.Random(seed)
     traffic: Traffic = []
     counts = {"valid_unique": 0, "duplicates": 0, "malformed": 0}
-    hostile = list(fleetsim.malformed_payloads(fleetsim.sample_result(rng, "s", "d", 0)).values())
+    hostile = list(fleet.malformed_payloads(fleet.sample_result(rng, "s", "d", 0)).values())
     for d in range(devices):
         site, device = f"site-{d % 20}", f"kiosk-{d:03d}"
         topic = f"{PREFIX}/{site}/{device}/result"
-        sent = [fleetsim.sample_result(rng, site, device, i).to_json() for i in range(per_device)]
+        sent = [fleet.sample_result(rng, site, device, i).to_json() for i in range(per_device)]
         messages = [(topic, body) for body in sent]
         counts["valid_unique"] += len(sent)
         for body in sent:

@@ -90,7 +90,7 @@ def vgg19_speed(workdir: Path, batch: int, repeats: int, threads: int) -> dict[s
 
 def test_slides(cohort: Path) -> list[dict[str, str]]:
     """labels.csv rows of the held-out test patients, painting the slides if they are missing."""
-    from appliance.pathology.synthetic import cohort_specs, write_cohort
+    from appliance.synthetic.he import cohort_specs, write_cohort
 
     with SPLITS.open(newline="") as handle:
         test = {row["patient"] for row in csv.DictReader(handle) if row["split"] == "test"}
@@ -137,7 +137,7 @@ def _paint_big_slide(path: Path, side_px: int) -> None:
     """A side_px square JPEG made of tiled synthetic tissue (child process, then freed)."""
     code = (
         "import cv2, numpy as np, sys\n"
-        "from appliance.pathology.synthetic import cohort_specs, render_slide\n"
+        "from appliance.synthetic.he import cohort_specs, render_slide\n"
         "spec = next(s for s in cohort_specs(10, 3) if s.material == 'surgical')\n"
         "tile = cv2.cvtColor(render_slide(spec), cv2.COLOR_RGB2BGR)\n"
         "n = -(-int(sys.argv[2]) // tile.shape[0])\n"

@@ -33,7 +33,7 @@ from skin_common import (
 
 from appliance.skin.analysis import analyze
 from appliance.skin.frames import load_frame
-from appliance.skin.synthetic import synthetic_geometry
+from appliance.synthetic.skin import synthetic_geometry
 
 CROP_W, CROP_H = 944, 704
 WINDOW_W, WINDOW_H = 720, 480  # a skin window every moved crop still covers

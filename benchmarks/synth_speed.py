@@ -61,7 +61,7 @@ def _cpu_per_frame_s() -> float:
     """CPU seconds per frame, generated in this process with one OpenCV thread."""
     import cv2
 
-    from appliance.skin.synthetic import synthetic_frame
+    from appliance.synthetic.skin import synthetic_frame
 
     cv2.setNumThreads(1)
     synthetic_frame(SEED, 999)  # warm-up: imports, OpenCV initialisation

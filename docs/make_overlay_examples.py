@@ -12,7 +12,7 @@ import cv2
 
 from appliance.skin.analysis import analyze
 from appliance.skin.overlay import draw_overlay
-from appliance.skin.synthetic import synthetic_frame
+from appliance.synthetic.skin import synthetic_frame
 
 OUT_DIR = Path(__file__).resolve().parent / "images"
 PRESETS = ("fine", "normal", "coarse")

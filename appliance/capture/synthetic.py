@@ -1,9 +1,10 @@
 """The synthetic camera: simulated customers using the microscope, one after another.
 
-Each customer is one synthetic skin frame (``appliance.skin.synthetic``): the scope
-approaches (blurred frames), rests on the skin (identical, steady frames), then is lifted
-(a dark field, no contact). So the quality gate and the measurement sessions see what the
-real kiosk sees, and every customer yields exactly one measurement.
+Each customer is one skin frame from a ``SkinFactory`` (``appliance.synthetic.camera`` draws
+them with the skin generator, or as a cheap texture): the scope approaches (blurred frames),
+rests on the skin (identical, steady frames), then is lifted (a dark field, no contact). So the
+quality gate and the measurement sessions see what the real kiosk sees, and every customer
+yields exactly one measurement.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.capture.sources import FRAME_HEIGHT_PX, FRAME_WIDTH_PX, Frame
+from appliance.capture.sources import Frame
 
 SkinFactory = Callable[[int], np.ndarray]
 LIFTED_LEVEL = 0.03  # the LEDs shine into the air: a nearly black field
@@ -33,34 +34,6 @@ class CustomerScript:
     def total_frames(self) -> int:
         """Frames per customer."""
         return self.approach_frames + self.rest_frames + self.lift_frames
-
-
-def generated_skin(seed: int, preset: str = "mixed") -> SkinFactory:
-    """Skin frames from the synthetic skin generator, one per customer index."""
-
-    def make(index: int) -> np.ndarray:
-        from appliance.skin.synthetic import synthetic_frame  # noqa: PLC0415 - heavy, lazy
-
-        rgb: np.ndarray = synthetic_frame(seed, index, preset).image_rgb
-        return rgb
-
-    return make
-
-
-def textured_skin(
-    seed: int, size_px: tuple[int, int] = (FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
-) -> SkinFactory:
-    """A cheap skin-coloured random texture (for fast tests and delivery benchmarks)."""
-
-    def make(index: int) -> np.ndarray:
-        rng = np.random.default_rng([seed, index])
-        small = rng.normal(0.0, 1.0, (size_px[1] // 4, size_px[0] // 4)).astype(np.float32)
-        texture = cv2.resize(small, size_px, interpolation=cv2.INTER_CUBIC)
-        base = np.array([196.0, 150.0, 128.0], dtype=np.float32)  # light skin tone, RGB
-        rgb = base[None, None, :] * (1.0 + 0.12 * texture[:, :, None])
-        return np.clip(rgb, 0, 255).astype(np.uint8)
-
-    return make
 
 
 def defocused(rgb: np.ndarray, sigma_px: float) -> np.ndarray:

@@ -6,9 +6,10 @@ import numpy as np
 
 from appliance.capture.quality import QualityGate
 from appliance.capture.sources import DirectorySource, FrameSource, UvcSource
-from appliance.capture.synthetic import SyntheticSource, generated_skin
+from appliance.capture.synthetic import SyntheticSource
 from appliance.config import Config
 from appliance.edge.pipeline import Measurement
+from appliance.synthetic.camera import generated_skin
 
 
 def source_from_config(config: Config) -> tuple[FrameSource, float | None]:

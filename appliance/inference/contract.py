@@ -21,8 +21,8 @@ FIGURE_KEYS = ("calibration", "validation")
 MAX_LABELS = 64
 
 
-class ModelError(Exception):
-    """A model file that cannot serve: the message names the file, the model side and ours."""
+class ModelError(ValueError):
+    """A model file that cannot serve (kiosk or pathology): the message names the file and why."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from appliance.inference.contract import (
     check_io_shape,
     parse_contract,
 )
+from appliance.inference.loader import open_session
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +42,13 @@ def session_options() -> Any:
 
 
 def _open_session(path: Path) -> Any:
-    if not path.is_file():
-        raise ModelError(f"{path}: model file not found; check model.path in the config")
-    size = path.stat().st_size
-    if size == 0 or size > MAX_MODEL_BYTES:
-        raise ModelError(
-            f"{path}: model file is {size} bytes; a feature model is between 1 byte and "
-            f"{MAX_MODEL_BYTES} bytes; the file is empty or not this kind of model"
-        )
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
-        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-        raise ModelError(
-            f"{path}: ONNX Runtime cannot load it ({first_line}); the file is corrupt, truncated "
-            f"or not a valid ONNX model; reinstall it or rebuild with `appliance models build-skin`"
-        ) from exc
+    return open_session(
+        path,
+        max_bytes=MAX_MODEL_BYTES,
+        providers=["CPUExecutionProvider"],
+        options=session_options(),
+        fix_hint="check model.path in the config, or rebuild with `appliance models build-skin`",
+    )
 
 
 class OnnxRunner:

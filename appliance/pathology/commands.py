@@ -1,4 +1,4 @@
-"""``appliance synth he`` and ``appliance pathology run|submit|evaluate|serve|job``."""
+"""``appliance pathology run|submit|evaluate|serve|job``."""
 
 from __future__ import annotations
 
@@ -11,14 +11,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "pathology" / "
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
-    """Add the synthetic cohort generator and the pathology commands."""
-    synth = groups["synth"].add_parser("he", help="a synthetic H&E cohort with known MSI labels")
-    synth.add_argument("--out", type=Path, required=True, help="folder for slides + labels.csv")
-    synth.add_argument("--patients", type=int, default=20, help="number of patients (20)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    synth.add_argument("--msi-fraction", type=float, default=0.35, help="share of MSI patients")
-    synth.add_argument("--workers", type=int, default=1, help="processes painting slides (1)")
-    synth.set_defaults(handler=_synth_he)
+    """Add the pathology commands."""
+    del groups
     pathology = root.add_parser("pathology", help="H&E slides: MSI scores, heatmaps, metrics")
     sub = pathology.add_subparsers(dest="pathology_command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="score a folder of slides (labels.csv optional)")
@@ -59,18 +53,6 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cam-tiles", type=int, default=4, help="CAMs drawn per slide (4)")
     parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--no-pictures", action="store_true", help="skip heatmaps and CAMs")
-
-
-def _synth_he(args: argparse.Namespace) -> int:
-    from appliance.pathology.synthetic import cohort_specs, write_cohort  # noqa: PLC0415 - heavy deps load on use
-
-    if args.patients < 1 or not 0 <= args.msi_fraction <= 1:
-        print("synth he: --patients must be >= 1 and --msi-fraction in 0..1", file=sys.stderr)
-        return 2
-    specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
-    labels = write_cohort(args.out, specs, workers=max(1, args.workers))
-    print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
-    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
+from appliance.inference.loader import ModelError, open_session
 from appliance.pathology.ood import (
     METADATA_KEY,
     DistributionGuard,
@@ -28,13 +29,11 @@ from appliance.pathology.ood import (
 )
 from appliance.pathology.stain import REFERENCE, StainModel
 
+__all__ = ["ModelError", "ModelInfo", "TileModel", "TileScores", "choose_providers"]
+
 Provider = Literal["auto", "cpu", "cuda"]
 REQUIRED_METADATA = ("labels", "tile_px", "tile_um", "version")
 MAX_MODEL_BYTES = 2_000_000_000
-
-
-class ModelError(ValueError):
-    """A tile model that cannot be used; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +84,15 @@ class TileModel:
         self, path: Path, provider: Provider = "auto", threads: int = 0, require_guard: bool = True
     ) -> None:
         self.path = path
-        _check_file(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        providers = choose_providers(provider)
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors on bad files
-            raise ModelError(f"{path}: not a loadable ONNX model ({exc}); rebuild it") from exc
+        self.session = open_session(
+            path,
+            max_bytes=MAX_MODEL_BYTES,
+            providers=choose_providers(provider),
+            options=options,
+            fix_hint="pass --model FILE, or rebuild it with models/pathology/export.py",
+        )
         self.info = _read_info(path, self.session.get_modelmeta().custom_metadata_map)
         self._check_input()
         self.outputs = [output.name for output in self.session.get_outputs()]
@@ -143,14 +143,6 @@ class TileModel:
         return TileScores(
             probability, None if cam is None else np.asarray(cam, np.float32), in_distribution
         )
-
-
-def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise ModelError(f"{path}: model file not found; pass --model FILE")
-    size = path.stat().st_size
-    if size == 0 or size > MAX_MODEL_BYTES:
-        raise ModelError(f"{path}: {size} bytes is not a plausible ONNX model; rebuild it")
 
 
 def _read_info(path: Path, metadata: dict[str, str]) -> ModelInfo:

@@ -1,1 +1,1 @@
-"""Skin measurement: texture (furrows/hills), pores, colour; overlays; synthetic skin."""
+"""Skin measurement only: texture (furrows/hills), pores, colour, calibration, overlay."""

@@ -35,7 +35,7 @@ from vgg import VGG19, load_imagenet_weights
 from appliance.pathology.metrics import auroc, youden_threshold
 from appliance.pathology.prepare import TileSettings, prepare_slide, tile_batches
 from appliance.pathology.stain import REFERENCE
-from appliance.pathology.synthetic import cohort_specs, write_cohort
+from appliance.synthetic.he import cohort_specs, write_cohort
 
 MODEL_NAME = "msi-vgg19-w16"
 

@@ -17,9 +17,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from appliance.inference.build import BuildSettings, build_model, compare_architectures
-from appliance.inference.grades import TableSpec, build_skin_table
-from appliance.inference.table import read_table, write_table
+from appliance.modelbuild.build import BuildSettings, build_model, compare_architectures
+from appliance.modelbuild.grades import TableSpec, build_skin_table
+from appliance.modelbuild.table import read_table, write_table
 
 MODELS = Path(__file__).resolve().parent.parent
 TABLE = MODELS / "data" / "skin-grades.parquet"

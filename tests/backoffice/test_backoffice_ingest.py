@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.backoffice import fleetsim
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store, open_store
 from appliance.config import Config, config_from_mapping, load_config
+from appliance.synthetic import fleet
 from appliance.transport.broker import PrivateBroker
 
 pytestmark = pytest.mark.broker
@@ -52,7 +52,7 @@ def _results(prefix: str, count: int, seed: int, devices: int = 5) -> list[tuple
     out = []
     for i in range(count):
         device = f"kiosk-{i % devices}"
-        result = fleetsim.sample_result(rng, "lab", device, i)
+        result = fleet.sample_result(rng, "lab", device, i)
         out.append((f"{prefix}/lab/{device}/result", result.to_json()))
     return out
 
@@ -76,12 +76,12 @@ def test_duplicates_and_hostile_messages_leave_exactly_the_valid_results(
 ) -> None:
     worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
     valid = _results(topic_prefix, 200, seed=1)
-    hostile = fleetsim.malformed_payloads(fleetsim.sample_result(random.Random(2), "lab", "k", 0))
+    hostile = fleet.malformed_payloads(fleet.sample_result(random.Random(2), "lab", "k", 0))
     bad = [(f"{topic_prefix}/lab/kiosk-0/result", body) for body in hostile.values()]
     spoofed = [(f"{topic_prefix}/lab/kiosk-9/result", valid[0][1])]  # kiosk-0's result
     try:
-        fleetsim.publish_messages("127.0.0.1", 1883, valid[:100] + bad + valid[:30] + spoofed)
-        fleetsim.publish_messages("127.0.0.1", 1883, valid[100:])
+        fleet.publish_messages("127.0.0.1", 1883, valid[:100] + bad + valid[:30] + spoofed)
+        fleet.publish_messages("127.0.0.1", 1883, valid[100:])
         reader = open_store(store_url)
         assert _wait_for(lambda: reader.count_dead_letters() == len(bad) + 1)
         assert _wait_for(lambda: reader.count_results() == 200)
@@ -104,17 +104,17 @@ def test_retained_birth_and_last_will_show_in_the_fleet(
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
 ) -> None:
     topic = f"{topic_prefix}/lab/kiosk-7/status"
-    birth = fleetsim.online_status("lab", "kiosk-7", outbox_depth=3)
-    fleetsim.publish_messages("127.0.0.1", 1883, [(topic, birth.to_json())], retain=True)
+    birth = fleet.online_status("lab", "kiosk-7", outbox_depth=3)
+    fleet.publish_messages("127.0.0.1", 1883, [(topic, birth.to_json())], retain=True)
     worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
     reader = open_store(store_url)
     try:
         assert _wait_for(lambda: [d["state"] for d in reader.devices()] == ["online"])
         will = birth.model_copy(update={"state": "offline"}).to_json()
-        fleetsim.publish_messages("127.0.0.1", 1883, [(topic, will)], retain=True)
+        fleet.publish_messages("127.0.0.1", 1883, [(topic, will)], retain=True)
         assert _wait_for(lambda: [d["state"] for d in reader.devices()] == ["offline"])
     finally:
-        fleetsim.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
+        fleet.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
         worker.stop()
         store.close()
     (device,) = reader.devices()
@@ -131,7 +131,7 @@ def test_two_workers_on_one_shared_subscription_split_the_load_without_duplicate
     second = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path, "b"), store_url)
     messages = _results(topic_prefix, 600, seed=3)
     try:
-        fleetsim.publish_messages("127.0.0.1", 1883, messages)
+        fleet.publish_messages("127.0.0.1", 1883, messages)
         reader = open_store(store_url)
         assert _wait_for(lambda: reader.count_results() == 600)
         assert _wait_for(lambda: first[0].stats.received + second[0].stats.received == 600)
@@ -173,12 +173,12 @@ def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
     worker = _spawn_worker(config_path)
     try:
         reader = open_store(reader_url)
-        fleetsim.publish_messages("127.0.0.1", private_broker.port, messages[:2500])
+        fleet.publish_messages("127.0.0.1", private_broker.port, messages[:2500])
         assert _wait_for(lambda: reader.count_results() >= 300)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         stored_at_kill = reader.count_results()
-        fleetsim.publish_messages("127.0.0.1", private_broker.port, messages[2500:])
+        fleet.publish_messages("127.0.0.1", private_broker.port, messages[2500:])
         worker = _spawn_worker(config_path)
         assert _wait_for(lambda: reader.count_results() == 4000, timeout_s=40)
     finally:
@@ -203,7 +203,7 @@ def test_ingest_into_postgresql_stores_each_result_once(
         assert worker.subscribed.wait(10)
         valid = _results(topic_prefix, 150, seed=8)
         junk = [(f"{topic_prefix}/lab/kiosk-1/result", b'{"schema": 1}')]
-        fleetsim.publish_messages("127.0.0.1", 1883, valid + junk + valid[:40])
+        fleet.publish_messages("127.0.0.1", 1883, valid + junk + valid[:40])
         assert _wait_for(lambda: worker.stats.received == 191)
         assert reader.count_results() == 150
         assert reader.count_dead_letters() == 1

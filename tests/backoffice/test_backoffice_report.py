@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.backoffice import fleetsim
 from appliance.backoffice.cohort import band_midpoint_years, correlations, load_cohort, repeats
 from appliance.backoffice.report import write_cohort_report
 from appliance.backoffice.schema import result_row
 from appliance.backoffice.store import Batch, Store, open_store
+from appliance.synthetic import fleet
 
 
 def _store(tmp_path: Path, count: int, subjects: int) -> Store:
@@ -22,7 +22,7 @@ def _store(tmp_path: Path, count: int, subjects: int) -> Store:
     rng = random.Random(5)
     rows = []
     for i in range(count):
-        result = fleetsim.sample_result(rng, "lab", f"k{i % 3}", i, subject_id=f"s{i % subjects}")
+        result = fleet.sample_result(rng, "lab", f"k{i % 3}", i, subject_id=f"s{i % subjects}")
         rows.append(result_row(result, "2026-11-26T00:00:00.000000Z", result.to_json().decode()))
     store.write_batch(Batch(results=rows), 10)
     return store

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice import fleetsim
 from appliance.backoffice.export import EXPORT_COLUMNS
 from appliance.backoffice.schema import DeadLetter, device_row, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
+from appliance.synthetic import fleet
 
 
 @pytest.fixture
@@ -22,9 +22,9 @@ def store_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
     store = open_store(url)
     rng = random.Random(9)
-    results = [fleetsim.sample_result(rng, "lab", f"k{i % 3}", i) for i in range(12)]
+    results = [fleet.sample_result(rng, "lab", f"k{i % 3}", i) for i in range(12)]
     rows = [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode()) for r in results]
-    birth = device_row(fleetsim.online_status("lab", "k1", 4), "2026-11-26T00:00:01.000000Z")
+    birth = device_row(fleet.online_status("lab", "k1", 4), "2026-11-26T00:00:01.000000Z")
     junk = DeadLetter("2026-11-26T00:00:02.000000Z", "appliance/lab/k1/result",
                       "not UTF-8 JSON: Expecting value", 9, b"garbage\xff!")
     store.write_batch(Batch(results=rows, statuses=[birth], dead_letters=[junk]), 10)
@@ -76,11 +76,11 @@ def test_query_filters_by_time_and_rejects_bad_times(
 
 def test_fleet_lists_devices_with_state(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli("fleet", "--store", store_url, "--json") == 0
-    fleet = {d["device_id"]: d for d in json.loads(capsys.readouterr().out)}
-    assert set(fleet) == {"k0", "k1", "k2"}
-    assert fleet["k1"]["state"] == "online"
-    assert fleet["k1"]["outbox_depth"] == 4
-    assert fleet["k0"]["state"] == "unknown"
+    devices = {d["device_id"]: d for d in json.loads(capsys.readouterr().out)}
+    assert set(devices) == {"k0", "k1", "k2"}
+    assert devices["k1"]["state"] == "online"
+    assert devices["k1"]["outbox_depth"] == 4
+    assert devices["k0"]["state"] == "unknown"
     assert _cli("fleet", "--store", store_url) == 0
     assert "3 device(s), 1 online" in capsys.readouterr().out
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice import fleetsim
 from appliance.backoffice.schema import MIGRATIONS, DeadLetter, device_row, result_row
 from appliance.backoffice.store import Batch, Store, StoreError, open_store
+from appliance.synthetic import fleet
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -36,7 +36,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 def _rows(count: int, seed: int = 1) -> list[tuple[object, ...]]:
     rng = random.Random(seed)
-    results = [fleetsim.sample_result(rng, "lab", f"kiosk-{i % 3}", i) for i in range(count)]
+    results = [fleet.sample_result(rng, "lab", f"kiosk-{i % 3}", i) for i in range(count)]
     return [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode()) for r in results]
 
 
@@ -55,7 +55,7 @@ def test_migrations_are_versioned_and_run_once(store: Store) -> None:
 
 
 def test_status_messages_build_the_fleet_and_results_refresh_last_seen(store: Store) -> None:
-    birth = fleetsim.online_status("lab", "kiosk-0", outbox_depth=7)
+    birth = fleet.online_status("lab", "kiosk-0", outbox_depth=7)
     store.write_batch(Batch(statuses=[device_row(birth, "2026-11-26T01:00:00.000000Z")]), 100)
     store.write_batch(Batch(results=_rows(1)), 100)
     offline = birth.model_copy(update={"state": "offline"})
@@ -105,7 +105,7 @@ def test_bad_store_urls_are_explained(tmp_path: Path) -> None:
 
 
 def test_a_replayed_retained_status_updates_state_but_not_last_seen(store: Store) -> None:
-    birth = fleetsim.online_status("lab", "kiosk-0")
+    birth = fleet.online_status("lab", "kiosk-0")
     store.write_batch(Batch(statuses=[device_row(birth, "2026-11-26T05:00:00.000000Z")]), 100)
     will = birth.model_copy(update={"state": "offline"})
     store.write_batch(Batch(statuses=[device_row(will, "2026-11-20T00:00:00.000000Z")]), 100)

@@ -9,19 +9,20 @@ import time
 
 import pytest
 
-from appliance.backoffice import batcher, fleetsim
+from appliance.backoffice import batcher
 from appliance.backoffice.batcher import BatchWriter, Inbound, Triage
 from appliance.backoffice.schema import DeadLetter
 from appliance.backoffice.store import Batch
 from appliance.config import BackofficeConfig
+from appliance.synthetic import fleet
 
 
 def _result_bytes() -> bytes:
-    return fleetsim.sample_result(random.Random(1), "lab", "k1", 0).to_json()
+    return fleet.sample_result(random.Random(1), "lab", "k1", 0).to_json()
 
 
 def test_results_status_and_junk_are_sorted_apart() -> None:
-    status = fleetsim.online_status("lab", "k1").to_json()
+    status = fleet.online_status("lab", "k1").to_json()
     messages = [
         Inbound("p/lab/k1/result", _result_bytes(), 1, 1),
         Inbound("p/lab/k1/status", status, 2, 1),
@@ -97,7 +98,7 @@ def _run_writer(store: _FlakyStore, payloads: list[bytes]) -> tuple[BatchWriter,
 
 def _payloads(count: int) -> list[bytes]:
     rng = random.Random(4)
-    return [fleetsim.sample_result(rng, "lab", "k1", i).to_json() for i in range(count)]
+    return [fleet.sample_result(rng, "lab", "k1", i).to_json() for i in range(count)]
 
 
 def test_a_result_the_store_refuses_is_set_aside_and_the_rest_is_stored() -> None:

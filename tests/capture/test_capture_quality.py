@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from appliance.capture.quality import FrameQuality, QualityGate, best_frame
-from appliance.skin.synthetic import synthetic_frame
+from appliance.synthetic.skin import synthetic_frame
 from appliance.transport import payloads
 
 

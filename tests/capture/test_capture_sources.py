@@ -14,8 +14,9 @@ import pytest
 from appliance.capture.quality import QualityGate
 from appliance.capture.sources import DirectorySource, Frame, SourceError, UvcSource
 from appliance.capture.supervisor import CaptureRunner
-from appliance.capture.synthetic import CustomerScript, SyntheticSource, textured_skin
+from appliance.capture.synthetic import CustomerScript, SyntheticSource
 from appliance.edge.testing import FlakySource
+from appliance.synthetic.camera import textured_skin
 
 
 def test_synthetic_customers_approach_rest_and_lift() -> None:

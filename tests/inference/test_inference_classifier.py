@@ -15,7 +15,7 @@ from inference_helpers import LABELS, contract, make_table, train_tiny, write_fl
 
 from appliance.inference.classifier import FeatureError, SkinClassifier
 from appliance.inference.contract import ModelError
-from appliance.inference.training import TrainedMlp
+from appliance.modelbuild.training import TrainedMlp
 from appliance.transport.payloads import FEATURE_KEYS, Classification
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
-from appliance.inference.evaluate import find_float_model
 from appliance.inference.runner import OnnxRunner
+from appliance.modelbuild.evaluate import find_float_model
 from appliance.transport.payloads import FEATURE_KEYS
 
 # Per-grade medians of the shipped table (measured by appliance.skin.analysis on synthetic frames).

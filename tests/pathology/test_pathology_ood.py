@@ -18,7 +18,7 @@ from appliance.pathology.ood import (
     fit_guard,
     guard_from_metadata,
 )
-from appliance.pathology.synthetic import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec, render_slide
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "pathology" / "msi-vgg19-w16.onnx"

@@ -15,7 +15,7 @@ from PIL import Image
 
 from appliance.cli import main
 from appliance.pathology.model import ModelError, TileModel
-from appliance.pathology.synthetic import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec, render_slide
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "pathology" / "msi-vgg19-w16.onnx"

@@ -29,7 +29,7 @@ from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import JOB_SCHEMA, errors_topic, jobs_topic, state_topic
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
-from appliance.pathology.synthetic import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec, render_slide
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from appliance.pathology.stain import (
     fit_stain_model,
     normalize_stain,
 )
-from appliance.pathology.synthetic import stain_vectors
+from appliance.synthetic.he import stain_vectors
 
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
 

@@ -13,7 +13,7 @@ import pytest
 from appliance.cli import main
 from appliance.skin.analysis import analyze
 from appliance.skin.overlay import draw_overlay
-from appliance.skin.synthetic import synthetic_frame
+from appliance.synthetic.skin import synthetic_frame
 from appliance.transport.payloads import FEATURE_KEYS, Features, Quality
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "skin-texture-grade.int8.onnx"

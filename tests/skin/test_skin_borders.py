@@ -10,7 +10,7 @@ import pytest
 from scipy.spatial import Delaunay, Voronoi
 
 from appliance.skin.borders import border_segments
-from appliance.skin.synth_truth import clipped_lengths_px
+from appliance.synthetic.skin_truth import clipped_lengths_px
 
 SIZE_PX = 400
 

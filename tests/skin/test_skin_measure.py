@@ -9,7 +9,7 @@ import pytest
 
 from appliance.skin.analysis import SkinAnalysis, analyze, kime_score
 from appliance.skin.colour import WhiteReference, colour_features
-from appliance.skin.synthetic import SyntheticSkin, synthetic_frame
+from appliance.synthetic.skin import SyntheticSkin, synthetic_frame
 from appliance.transport.payloads import FEATURE_KEYS
 
 # Per-frame tolerances (relative): looser than the 100-frame benchmark targets, which are

@@ -1,4 +1,4 @@
-"""``appliance synth skin``: write synthetic microscope frames with ground-truth sidecars."""
+"""``appliance synth skin|he``: synthetic microscope frames and H&E cohorts with known truth."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.skin.synth_presets import PRESETS, preset_help
+from appliance.synthetic.skin_presets import PRESETS, preset_help
 
 DEFAULT_JOBS = 2
 
@@ -35,8 +35,9 @@ def _non_negative(text: str) -> int:
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
-    """Add ``synth skin`` to the ``synth`` command group."""
+    """Add ``synth skin`` and ``synth he`` to the ``synth`` command group."""
     del root
+    _register_he(groups["synth"])
     skin = groups["synth"].add_parser(
         "skin",
         help="synthetic 25x microscope skin frames (1280x960 JPEG) with ground-truth JSON sidecars",
@@ -78,7 +79,7 @@ def _prepare_out_dir(out: Path) -> str | None:
 
 def _synth_skin(args: argparse.Namespace) -> int:
     """Handler of ``appliance synth skin``."""
-    from appliance.skin.synth_pool import write_series  # noqa: PLC0415  (OpenCV loads only here)
+    from appliance.synthetic.skin_pool import write_series  # noqa: PLC0415  (OpenCV loads only here)
 
     problem = _prepare_out_dir(args.out)
     if problem is not None:
@@ -94,4 +95,28 @@ def _synth_skin(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"wrote {written} frames (seed {args.seed}, preset {args.preset}) to {args.out}")
+    return 0
+
+
+def _register_he(synth_group: Any) -> None:
+    """``synth he``: a synthetic H&E cohort."""
+    synth = synth_group.add_parser("he", help="a synthetic H&E cohort with known MSI labels")
+    synth.add_argument("--out", type=Path, required=True, help="folder for slides + labels.csv")
+    synth.add_argument("--patients", type=int, default=20, help="number of patients (20)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    synth.add_argument("--msi-fraction", type=float, default=0.35, help="share of MSI patients")
+    synth.add_argument("--workers", type=int, default=1, help="processes painting slides (1)")
+    synth.set_defaults(handler=_synth_he)
+
+
+def _synth_he(args: argparse.Namespace) -> int:
+    """Handler of ``appliance synth he``."""
+    from appliance.synthetic.he import cohort_specs, write_cohort  # noqa: PLC0415 - heavy deps load on use
+
+    if args.patients < 1 or not 0 <= args.msi_fraction <= 1:
+        print("synth he: --patients must be >= 1 and --msi-fraction in 0..1", file=sys.stderr)
+        return 2
+    specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
+    labels = write_cohort(args.out, specs, workers=max(1, args.workers))
+    print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
     return 0

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from appliance.skin.synth_geometry import FloatArray, SkinGeometry
+from appliance.synthetic.skin_geometry import FloatArray, SkinGeometry
 from appliance.transport.payloads import TEXTURE_PORE_KEYS
 
 Polygon = list[tuple[float, float]]

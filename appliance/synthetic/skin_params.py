@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from appliance.skin.synth_presets import PRESET_AGES_YEARS, PRESETS, check_preset
+from appliance.synthetic.skin_presets import PRESET_AGES_YEARS, PRESETS, check_preset
 
 __all__ = ["PRESETS", "SkinParams", "check_preset", "sample_params"]
 

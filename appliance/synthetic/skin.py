@@ -1,8 +1,8 @@
 """Synthetic Scalar 25x microscope skin frames with exact ground truth.
 
 ``synthetic_frame(seed, index, preset)`` builds the vector geometry of a skin patch (furrow
-network, hills, pores; see ``synth_geometry``), computes its ground truth from that geometry by
-the DESIGN.md definitions (``synth_truth``), renders it (``synth_render``) and compresses it as
+network, hills, pores; see ``skin_geometry``), computes its ground truth from that geometry by
+the DESIGN.md definitions (``skin_truth``), renders it (``skin_render``) and compresses it as
 the microscope saves it (JPEG q90). The same (seed, index, preset) always gives byte-identical
 JPEG and sidecar JSON with the same library versions on the same CPU type. ``write_frame``
 saves ``NAME.jpg`` and its ``NAME.json`` sidecar.
@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from appliance.skin.synth_geometry import SkinGeometry, build_geometry
-from appliance.skin.synth_params import (
+from appliance.synthetic.skin_geometry import SkinGeometry, build_geometry
+from appliance.synthetic.skin_params import (
     FRAME_HEIGHT_PX,
     FRAME_WIDTH_PX,
     PRESETS,
@@ -37,8 +37,8 @@ from appliance.skin.synth_params import (
     check_preset,
     sample_params,
 )
-from appliance.skin.synth_render import render_rgb
-from appliance.skin.synth_truth import ground_truth
+from appliance.synthetic.skin_render import render_rgb
+from appliance.synthetic.skin_truth import ground_truth
 
 __all__ = [
     "PRESETS",

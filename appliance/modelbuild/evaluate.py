@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from appliance.inference.contract import ModelError
 from appliance.inference.runner import OnnxRunner
-from appliance.inference.table import LabelledTable, read_table
+from appliance.modelbuild.table import LabelledTable, read_table
 
 FLOAT_MODEL_KEY = "float_model"
 

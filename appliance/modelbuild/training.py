@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from appliance.inference.table import LabelledTable
+from appliance.modelbuild.table import LabelledTable
 
 Array = npt.NDArray[np.float32]
 MIN_STD = 1e-6

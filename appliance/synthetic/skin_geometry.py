@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import Delaunay
 
-from appliance.skin.synth_params import SkinParams
+from appliance.synthetic.skin_params import SkinParams
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 
-from appliance.skin.synthetic import synthetic_frame, write_frame
+from appliance.synthetic.skin import synthetic_frame, write_frame
 
 
 def _single_threaded_opencv() -> None:

@@ -7,13 +7,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from appliance.inference.grades import (
+from appliance.modelbuild.grades import (
     TableSpec,
     build_skin_table,
     grade_labels,
     grade_scores,
 )
-from appliance.inference.table import SPLITS, assign_splits
+from appliance.modelbuild.table import SPLITS, assign_splits
 from appliance.transport.payloads import FEATURE_KEYS
 
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from appliance.inference.contract import ModelContract
-from appliance.inference.table import LabelledTable
+from appliance.modelbuild.table import LabelledTable
 from appliance.transport.payloads import FEATURE_KEYS
 
 if TYPE_CHECKING:
-    from appliance.inference.training import TrainedMlp
+    from appliance.modelbuild.training import TrainedMlp
 
 LABELS = ("fine", "normal", "coarse")
 # Typical magnitudes of each feature, so normalisation inside the graph matters.
@@ -48,21 +48,21 @@ def contract(version: str = "1.0.0", **changes: object) -> ModelContract:
 
 def train_tiny(table: LabelledTable, epochs: int = 40) -> TrainedMlp:
     """A small MLP trained for a few seconds at most."""
-    from appliance.inference.training import train_mlp
+    from appliance.modelbuild.training import train_mlp
 
     return train_mlp(table.rows("train"), LABELS, (32, 32), epochs, seed=0)
 
 
 def write_float(path: Path, model: TrainedMlp, model_contract: ModelContract) -> Path:
     """The float ONNX file of ``model`` with ``model_contract`` as metadata."""
-    from appliance.inference import export
+    from appliance.modelbuild import export
 
     return export.save(export.build_graph(model, model_contract), path)
 
 
 def write_int8(path: Path, float_path: Path, table: LabelledTable) -> Path:
     """A QDQ per-channel INT8 version of ``float_path`` calibrated on the calibration split."""
-    from appliance.inference import quantize
+    from appliance.modelbuild import quantize
 
     scheme = quantize.Scheme("QDQ", per_channel=True)
     return quantize.quantize(float_path, path, table.rows("calibration").features, scheme)

@@ -10,10 +10,10 @@ import pytest
 from inference_helpers import make_table
 
 from appliance.cli import main
-from appliance.inference.build import BuildSettings, BuiltModel, build_model
-from appliance.inference.evaluate import evaluate
 from appliance.inference.runner import OnnxRunner
-from appliance.inference.table import TableError, read_table, write_table
+from appliance.modelbuild.build import BuildSettings, BuiltModel, build_model
+from appliance.modelbuild.evaluate import evaluate
+from appliance.modelbuild.table import TableError, read_table, write_table
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_table_errors_name_the_column_and_row(tmp_path: Path) -> None:
 def test_every_quantization_candidate_keeps_some_layer_int8(
     layers: int, float_choices: set[str]
 ) -> None:
-    from appliance.inference.quantize import candidate_schemes
+    from appliance.modelbuild.quantize import candidate_schemes
 
     schemes = candidate_schemes(layers)
     assert {s.float_layers for s in schemes} == float_choices

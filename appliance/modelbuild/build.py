@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from appliance.inference import export, quantize
 from appliance.inference.contract import ModelContract
-from appliance.inference.evaluate import FLOAT_MODEL_KEY
-from appliance.inference.table import LabelledTable, TableError, assign_splits, read_table
-from appliance.inference.training import TrainedMlp, label_indices, train_mlp
+from appliance.modelbuild import export, quantize
+from appliance.modelbuild.evaluate import FLOAT_MODEL_KEY
+from appliance.modelbuild.table import LabelledTable, TableError, assign_splits, read_table
+from appliance.modelbuild.training import TrainedMlp, label_indices, train_mlp
 from appliance.transport.payloads import FEATURE_KEYS
 
 log = logging.getLogger(__name__)

@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.skin.synth_params import PRESETS, sample_params
-from appliance.skin.synth_truth import ground_truth
-from appliance.skin.synthetic import (
+from appliance.synthetic.skin import (
     SyntheticSkin,
     synthetic_frame,
     synthetic_geometry,
     write_frame,
 )
+from appliance.synthetic.skin_params import PRESETS, sample_params
+from appliance.synthetic.skin_truth import ground_truth
 from appliance.transport.payloads import TEXTURE_PORE_KEYS
 
 

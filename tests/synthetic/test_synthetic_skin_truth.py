@@ -10,9 +10,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from appliance.skin.synth_geometry import SECONDARY, SkinGeometry
-from appliance.skin.synth_truth import area_in_frame_px2, clipped_lengths_px, ground_truth
-from appliance.skin.synthetic import synthetic_geometry
+from appliance.synthetic.skin import synthetic_geometry
+from appliance.synthetic.skin_geometry import SECONDARY, SkinGeometry
+from appliance.synthetic.skin_truth import area_in_frame_px2, clipped_lengths_px, ground_truth
 
 UM_PER_PX = 10.0
 GRID_XS = (-10.0, 20.0, 50.0, 80.0, 110.0, 140.0)

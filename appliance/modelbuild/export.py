@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from appliance.inference.contract import ModelContract
-from appliance.inference.training import TrainedMlp
+from appliance.modelbuild.training import TrainedMlp
 
 OPSET = 17
 IR_VERSION = 9

@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import erfinv
 
-from appliance.skin.synth_geometry import SkinGeometry
-from appliance.skin.synth_params import SkinParams
+from appliance.synthetic.skin_geometry import SkinGeometry
+from appliance.synthetic.skin_params import SkinParams
 
 Image = npt.NDArray[np.float32]
 PAD_PX = 24

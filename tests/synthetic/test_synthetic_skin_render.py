@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.skin.synth_geometry import SkinGeometry
-from appliance.skin.synth_render import furrow_fields, pore_field
-from appliance.skin.synth_truth import clipped_lengths_px, disc_area_in_frame_px2
+from appliance.synthetic.skin_geometry import SkinGeometry
+from appliance.synthetic.skin_render import furrow_fields, pore_field
+from appliance.synthetic.skin_truth import clipped_lengths_px, disc_area_in_frame_px2
 
 
 def _one_furrow_one_pore() -> SkinGeometry:

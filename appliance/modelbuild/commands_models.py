@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.inference.contract import ModelError
-from appliance.inference.table import TableError
+from appliance.modelbuild.table import TableError
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's models/ folder
 DEFAULT_TABLE = MODELS_DIR / "data" / "skin-grades.parquet"
@@ -43,8 +43,8 @@ def _feature_list(text: str) -> tuple[str, ...]:
 
 
 def _build_skin(args: argparse.Namespace) -> int:
-    from appliance.inference.build import BuildSettings, build_model  # noqa: PLC0415  (torch)
-    from appliance.inference.table import read_table  # noqa: PLC0415  (pyarrow)
+    from appliance.modelbuild.build import BuildSettings, build_model  # noqa: PLC0415  (torch)
+    from appliance.modelbuild.table import read_table  # noqa: PLC0415  (pyarrow)
     from appliance.transport.payloads import FEATURE_KEYS  # noqa: PLC0415  (pydantic)
 
     try:
@@ -67,7 +67,7 @@ def _build_skin(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from appliance.inference.evaluate import evaluate, format_report  # noqa: PLC0415  (ORT)
+    from appliance.modelbuild.evaluate import evaluate, format_report  # noqa: PLC0415  (ORT)
 
     try:
         report = evaluate(args.model, args.data, args.split, args.float_model)
@@ -107,8 +107,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _skin_table(args: argparse.Namespace) -> int:
-    from appliance.inference.grades import TableSpec, build_skin_table  # noqa: PLC0415
-    from appliance.inference.table import write_table  # noqa: PLC0415  (pyarrow)
+    from appliance.modelbuild.grades import TableSpec, build_skin_table  # noqa: PLC0415
+    from appliance.modelbuild.table import write_table  # noqa: PLC0415  (pyarrow)
 
     spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features,
                      label_noise=args.label_noise)

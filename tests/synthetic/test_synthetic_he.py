@@ -11,7 +11,7 @@ import pytest
 
 from appliance.cli import main
 from appliance.pathology.stain import REFERENCE, stain_concentrations
-from appliance.pathology.synthetic import SlideSpec, cohort_specs, render_slide
+from appliance.synthetic.he import SlideSpec, cohort_specs, render_slide
 
 
 def test_cohort_is_deterministic_and_labelled_by_patient() -> None:

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from appliance.inference.table import LabelledTable, assign_splits
+from appliance.modelbuild.table import LabelledTable, assign_splits
 from appliance.transport.payloads import FEATURE_KEYS
 
 if TYPE_CHECKING:
-    from appliance.skin.synthetic import SyntheticSkin
+    from appliance.synthetic.skin import SyntheticSkin
 
 PRESET = "mixed"
 RELATIVE_NOISE = 0.05  # measured vs true texture metric: ~5 % (repeatability alone is ~2 %)
@@ -85,7 +85,7 @@ def _measured_features(frame: SyntheticSkin) -> dict[str, float]:
 
 def frame_row(spec: TableSpec, index: int) -> tuple[dict[str, float], dict[str, float]]:
     """(features, ground truth) of synthetic frame ``index`` of the spec."""
-    from appliance.skin.synthetic import synthetic_frame  # noqa: PLC0415  (renders images)
+    from appliance.synthetic.skin import synthetic_frame  # noqa: PLC0415  (renders images)
 
     frame = synthetic_frame(spec.seed, index, PRESET)
     if spec.features == "measured":

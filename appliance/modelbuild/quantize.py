@@ -35,8 +35,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from appliance.inference.export import INPUT_NAME, layer_name
 from appliance.inference.runner import FloatMatrix, session_options
+from appliance.modelbuild.export import INPUT_NAME, layer_name
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,51 @@
+"""The one ONNX model loader: size-checked file, ONNX Runtime session, refusals as ModelError.
+
+The kiosk's feature models (``runner``) and the pathology tile models (``pathology.model``) both
+open their files here, so a missing, empty, oversized or corrupt file is refused the same way and
+with one exception type that names the file and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from appliance.inference.contract import ModelError
+
+__all__ = ["ModelError", "open_session"]
+
+
+def check_model_file(path: Path, max_bytes: int, fix_hint: str) -> None:
+    """Refuse a model file that is missing, empty or larger than ``max_bytes``."""
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found; {fix_hint}")
+    size = path.stat().st_size
+    if size == 0 or size > max_bytes:
+        raise ModelError(
+            f"{path}: model file is {size} bytes; a model here is between 1 and {max_bytes} "
+            f"bytes; the file is empty or not this kind of model; {fix_hint}"
+        )
+
+
+def open_session(
+    path: Path,
+    *,
+    max_bytes: int,
+    providers: Sequence[str],
+    options: Any,
+    fix_hint: str,
+) -> Any:
+    """An ONNX Runtime session for ``path``; ModelError if the file cannot be one."""
+    check_model_file(path, max_bytes, fix_hint)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
+        text = str(exc).strip()
+        first_line = text.splitlines()[0][:300] if text else repr(exc)
+        raise ModelError(
+            f"{path}: not a loadable ONNX model: ONNX Runtime cannot load it ({first_line}); "
+            f"the file is corrupt, truncated or not ONNX; {fix_hint}"
+        ) from exc

@@ -1,0 +1,1 @@
+"""Offline model building: feature tables, training, ONNX export, INT8 quantization, evaluation."""
