@@ -15,18 +15,23 @@ log = logging.getLogger(__name__)
 
 
 def run_server(config: Config, stop: threading.Event) -> int:
-    """Serve until stop is set; 1 when the store or every backend is unusable."""
+    """Serve until stop is set; 2 on a config or model that cannot work, 1 on a store error."""
     if not config.pathology.slide_roots:
         log.error("pathology.slide_roots is empty: every job would be refused; name the "
                   "folders the server may read slides from")
-        return 1
+        return 2
     url = store_url_for(config.store.url, config.state_dir)
     try:
         store = open_pathology_store(url)
-        server = PathologyServer(config, store)
-    except (StoreError, ModelError) as exc:
+    except StoreError as exc:
         log.error("%s", exc)
         return 1
+    try:
+        server = PathologyServer(config, store)
+    except ModelError as exc:
+        log.error("%s", exc)
+        store.close()
+        return 2
     log.info("pathology server %s: store %s, backend %s, slide roots %s", server.server_id,
              url, server.backend.settings, config.pathology.slide_roots)
     try:

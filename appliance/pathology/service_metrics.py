@@ -34,6 +34,7 @@ class ServiceMetrics:
                           f"was running (last {WINDOW_S:g} s)", registry=self.registry)
         self.jobs_running = Gauge("pathology_jobs_running", "Jobs this server runs",
                                   registry=self.registry)
+        self.busy_s_total = 0.0
         self._events: deque[tuple[float, int, float]] = deque()
         self._lock = threading.Lock()
 
@@ -46,6 +47,7 @@ class ServiceMetrics:
         """Record one model call of ``tiles`` tiles that kept the accelerator busy busy_s."""
         self.tiles.inc(tiles)
         self.batches.inc()
+        self.busy_s_total += busy_s
         with self._lock:
             self._events.append((time.monotonic(), tiles, busy_s))
         self.refresh()

@@ -1,0 +1,192 @@
+"""Pathology server, whole path: JPEG slides -> slide scores, 3 concurrent jobs of mixed sizes.
+
+    .venv/bin/python benchmarks/pathology_service.py [--backends onnx-cpu-int8 onnx-cpu-float]
+        [--full-width] [--workers 2]
+
+Prints ONE JSON object. For each backend a private mosquitto and a fresh SQLite store are
+started, one ``PathologyServer`` runs in this process (slide preparation in worker processes),
+and three jobs are published at once: 1, 2 and 4 synthetic slides (biopsies and surgical
+specimens). The figure is tiles scored per second of wall time from the first submit to the
+last job's ``done``, with the server's own metrics (batch fill, shared batches, accelerator busy
+fraction). ``torch-cuda`` runs only where a GPU is present; with ``--full-width`` the model is a
+randomly initialised full-width VGG19 (GAP head, 224 px; speed only, its guard fitted on its own
+features) instead of the demo width. GPU figures are never estimated: without a GPU the JSON
+says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models" / "pathology"
+sys.path.insert(0, str(MODELS))
+sys.path.insert(0, str(REPO))
+JOB_SIZES = (1, 3, 6)
+BACKENDS = {
+    "onnx-cpu-int8": ("onnx-cpu", True), "onnx-cpu-float": ("onnx-cpu", False),
+    "torch-cpu": ("torch-cpu", False), "torch-cuda": ("torch-cuda", False),
+}
+
+
+def make_slides(folder: Path) -> list[Path]:
+    """Ten synthetic slides (mixed biopsies and surgical specimens) as JPEG."""
+    from PIL import Image
+
+    from appliance.synthetic.he import cohort_specs, render_slide
+
+    specs = cohort_specs(12, seed=42)[: sum(JOB_SIZES)]
+    paths = []
+    for spec in specs:
+        path = folder / f"{spec.slide}.jpg"
+        Image.fromarray(render_slide(spec)).save(path, quality=88)
+        paths.append(path)
+    return paths
+
+
+def full_width_model(folder: Path) -> Path:
+    """A random full-width VGG19 (GAP head, 224 px) with features and a guard, for speed only."""
+    import torch
+    from export import export_onnx, read_metadata, set_metadata
+    from fit_ood import add_features_output, model_features
+    from vgg import VGG19
+
+    from appliance.pathology.model import TileModel
+    from appliance.pathology.ood import fit_guard, guard_inputs
+
+    torch.manual_seed(0)
+    path = folder / "vgg19-full.onnx"
+    metadata = {"name": "vgg19-full-random", "version": "0", "labels": '["MSS", "MSI"]',
+                "tile_px": "224", "tile_um": "256", "threshold": "0.5"}
+    export_onnx(VGG19(width=1.0, head="gap").eval(), path, 224, metadata)
+    add_features_output(path)
+    tiles = np.random.default_rng(0).integers(0, 255, (1100, 224, 224, 3), dtype=np.uint8)
+    model = TileModel(path, provider="cpu", require_guard=False)
+    guard = fit_guard(guard_inputs(tiles, model_features(model, tiles)), np.zeros(len(tiles)))
+    set_metadata(path, {**read_metadata(path), "ood": guard.to_metadata()})
+    return path
+
+
+def run_backend(name: str, slides: list[Path], model: Path, args: argparse.Namespace,
+                folder: Path) -> dict[str, Any]:
+    """Serve the three jobs with one backend; throughput and server metrics."""
+    from appliance.config import config_from_mapping
+    from appliance.pathology.jobs import JOB_SCHEMA
+    from appliance.pathology.jobstore import open_pathology_store
+    from appliance.pathology.server import PathologyServer
+    from appliance.transport.broker import PrivateBroker
+
+    backend, int8 = BACKENDS[name]
+    int8_path = str(model.with_suffix("")) + ".int8.onnx"
+    with PrivateBroker(workdir=folder / f"broker-{name}") as broker:
+        config = config_from_mapping({
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "topic_prefix": "bench"},
+            "state_dir": str(folder / name),
+            "pathology": {"slide_roots": [str(slides[0].parent)], "backends": [backend],
+                          "model": str(model), "int8_model": int8_path if int8 else None,
+                          "results_dir": str(folder / name / "out"), "max_batch": args.batch,
+                          "prepare_workers": args.workers, "cpu_threads": args.threads}})
+        store = open_pathology_store(f"sqlite:///{folder / name / 'store.sqlite3'}")
+        server = PathologyServer(config, store)
+        stop = threading.Event()
+        thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+        thread.start()
+        server.connected.wait(10)
+        time.sleep(0.5)
+        warm_up = {"schema": JOB_SCHEMA, "job_id": f"{name}-warm-up", "submitted_at": "",
+                   "slides": [{"path": str(slides[-1]), "um_per_px": 1.0}]}
+        submit_and_wait(broker.port, [warm_up], store)  # pool started, model warm
+        busy_before, batches_before = server.metrics.busy_s_total, server.batcher.stats.batches
+        shared_before = server.batcher.stats.shared_batches
+        jobs, start = [], 0
+        for index, size in enumerate(JOB_SIZES):
+            chosen = slides[start : start + size]
+            start += size
+            jobs.append({"schema": JOB_SCHEMA, "job_id": f"{name}-{index}", "submitted_at": "",
+                         "slides": [{"path": str(p), "um_per_px": 1.0} for p in chosen]})
+        seconds, tiles = submit_and_wait(broker.port, jobs, store)
+        figures = {"backend": server.backend.settings, "tiles": tiles,
+                   "seconds": round(seconds, 2), "tiles_per_s": round(tiles / seconds, 1),
+                   "batches": server.batcher.stats.batches - batches_before,
+                   "shared_batches": server.batcher.stats.shared_batches - shared_before,
+                   "accelerator_busy_fraction": round(
+                       (server.metrics.busy_s_total - busy_before) / seconds, 3),
+                   "model_tiles_per_busy_s": round(
+                       tiles / max(1e-9, server.metrics.busy_s_total - busy_before), 1)}
+        stop.set()
+        thread.join(30)
+        store.close()
+    return figures
+
+
+def submit_and_wait(port: int, jobs: list[dict[str, Any]], store: Any) -> tuple[float, int]:
+    """Publish every job at once (MQTT, QoS 1); seconds until all are done, tiles scored."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from appliance.pathology.jobs import jobs_topic
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    started = time.monotonic()
+    for job in jobs:
+        client.publish(jobs_topic("bench"), json.dumps(job).encode(), qos=1)
+    pending = {job["job_id"] for job in jobs}
+    while pending:
+        time.sleep(0.05)
+        pending = {job_id for job_id in pending
+                   if (store.job(job_id) or {}).get("state") not in ("done", "failed")}
+    seconds = time.monotonic() - started
+    client.disconnect()
+    client.loop_stop()
+    tiles = sum(int(row["tile_count"] or 0) for job in jobs
+                for row in store.slide_results(job["job_id"]))
+    return seconds, tiles
+
+
+def main() -> int:
+    """Run the chosen backends and print one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS),
+                        default=["onnx-cpu-int8", "onnx-cpu-float"])
+    parser.add_argument("--full-width", action="store_true", help="full-width VGG19, 224 px")
+    parser.add_argument("--workers", type=int, default=2, help="slide preparation processes")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
+    parser.add_argument("--batch", type=int, default=64, help="pathology.max_batch")
+    args = parser.parse_args()
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        slides_dir = folder / "slides"
+        slides_dir.mkdir()
+        slides = make_slides(slides_dir)
+        model = full_width_model(folder) if args.full_width else MODELS / "msi-vgg19-w16.onnx"
+        results = {name: run_backend(name, slides, model, args, folder)
+                   for name in args.backends if name != "torch-cuda" or gpu}
+    print(json.dumps({
+        "benchmark": "pathology_service", "jobs_slides": list(JOB_SIZES),
+        "model": "vgg19 full width, 224 px, random weights" if args.full_width
+        else "msi-vgg19-w16 (demo), 64 px",
+        "machine": {"cpus": os.cpu_count(), "load_average": [round(v, 2)
+                                                             for v in os.getloadavg()],
+                    "gpu": gpu or "none lent (no CUDA device); no GPU figures measured"},
+        "results": results,
+    }, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
