@@ -40,8 +40,6 @@ class PathologyConfig(BaseModel):
     precision: Precision = Field("fp16", description="torch-cuda arithmetic.")
     channels_last: bool = Field(True, description="torch: NHWC memory format for convolutions.")
     compile: bool = Field(False, description="torch: torch.compile the model (slow first batch).")
-    gpu_jpeg_decode: bool = Field(True, description="Decode JPEG slides with nvJPEG "
-                                  "(torchvision) when torch-cuda runs.")
     cpu_threads: int = Field(0, ge=0, le=256, description="onnx-cpu threads (0: all cores).")
     max_batch: int = Field(64, ge=1, le=4096, description="Most tiles in one model call.")
     max_wait_ms: int = Field(20, ge=0, le=10_000,
