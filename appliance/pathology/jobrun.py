@@ -18,7 +18,8 @@ from appliance.pathology.jobs import JobRequest
 from appliance.pathology.service_metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
-RESULT_FIELDS = ("slide_index", "slide", "label", "score", "in_distribution_share", "reason",
+RESULT_FIELDS = ("slide_index", "slide", "label", "score", "tile_count", "in_distribution_share",
+                 "reason",
                  "error", "heatmap_path", "cam_path", "tiles_path")
 
 

@@ -142,6 +142,7 @@ class PathologyServer:
             finally:
                 runner.stop_event.set()
                 finisher.stop_event.set()
+                self.metrics.close()
                 self.client.disconnect()
                 self.client.loop_stop()
                 for run in self.runs.values():

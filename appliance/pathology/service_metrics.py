@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -35,13 +36,22 @@ class ServiceMetrics:
         self.jobs_running = Gauge("pathology_jobs_running", "Jobs this server runs",
                                   registry=self.registry)
         self.busy_s_total = 0.0
+        self._http: Any = None
         self._events: deque[tuple[float, int, float]] = deque()
         self._lock = threading.Lock()
 
     def serve(self, port: int) -> None:
         """Expose /metrics over HTTP on the port (0: none)."""
         if port:
-            start_http_server(port, registry=self.registry)
+            self._http = start_http_server(port, registry=self.registry)
+
+    def close(self) -> None:
+        """Stop the /metrics HTTP server, if one runs."""
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            thread.join(5)
+            self._http = None
 
     def batch_done(self, tiles: int, busy_s: float) -> None:
         """Record one model call of ``tiles`` tiles that kept the accelerator busy busy_s."""

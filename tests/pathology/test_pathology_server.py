@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from appliance.pathology.jobs import JOB_SCHEMA, errors_topic, jobs_topic, state
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
 from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.transport.broker import free_port
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
@@ -188,8 +190,8 @@ def test_two_jobs_submitted_together_share_batches(
     env: Env, serve: Any,
 ) -> None:
     tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
-    config = env.config(max_batch=512,
-                     max_wait_ms=3000, prepare_workers=2)
+    port = free_port()
+    config = env.config(max_batch=512, max_wait_ms=3000, prepare_workers=2, metrics_port=port)
     server = serve(config)
     watcher.submit(_job("job-a", [slides / "b11.jpg"]))
     watcher.submit(_job("job-b", [slides / "b12.jpg"]))
@@ -204,6 +206,12 @@ def test_two_jobs_submitted_together_share_batches(
     assert done[0]["backend"]["backend"] == "onnx-cpu"
     assert set(done[0]["metrics"]) >= {"tiles_per_s", "batch_fill", "queue_depth_tiles",
                                        "accelerator_busy"}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        exposition = response.read().decode()
+    tiles = sum(int(float(line.split()[-1])) for line in exposition.splitlines()
+                if line.startswith("pathology_tiles_total"))
+    assert tiles == sum(r["tile_count"] for state in done for r in state["results"]) > 0
+    assert "pathology_accelerator_busy_fraction" in exposition
     store = _store(tmp_path)
     assert [r["slide_index"] for r in store.slide_results("job-a")] == [0]
     assert store.job("job-b")["state"] == "done"  # type: ignore[index]
