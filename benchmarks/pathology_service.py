@@ -8,10 +8,10 @@ started, one ``PathologyServer`` runs in this process (slide preparation in work
 and three jobs are published at once: 1, 2 and 4 synthetic slides (biopsies and surgical
 specimens). The figure is tiles scored per second of wall time from the first submit to the
 last job's ``done``, with the server's own metrics (batch fill, shared batches, accelerator busy
-fraction). ``torch-cuda`` runs only where a GPU is present; with ``--full-width`` the model is a
-randomly initialised full-width VGG19 (GAP head, 224 px; speed only, its guard fitted on its own
-features) instead of the demo width. GPU figures are never estimated: without a GPU the JSON
-says so.
+fraction). ``torch-cuda`` runs only where a GPU is present; with ``--full-width`` (or ``--width W
+--tile-px P``) the model is a randomly initialised VGG19 of that width (GAP head; speed only, an
+INT8 twin and a guard fitted on random tiles) instead of the demo model. GPU figures are never
+estimated: without a GPU the JSON says so.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ def make_slides(folder: Path) -> list[Path]:
     return paths
 
 
-def full_width_model(folder: Path) -> Path:
-    """A random full-width VGG19 (GAP head, 224 px) with features and a guard, for speed only."""
+def random_model(folder: Path, width: float, tile_px: int) -> Path:
+    """A random VGG19 (GAP head) with features, a guard and an INT8 twin, for speed only."""
     import torch
-    from export import export_onnx, read_metadata, set_metadata
+    from export import export_onnx, quantize_int8, read_metadata, set_metadata
     from fit_ood import add_features_output, model_features
     from vgg import VGG19
 
@@ -65,15 +65,21 @@ def full_width_model(folder: Path) -> Path:
     from appliance.pathology.ood import fit_guard, guard_inputs
 
     torch.manual_seed(0)
-    path = folder / "vgg19-full.onnx"
-    metadata = {"name": "vgg19-full-random", "version": "0", "labels": '["MSS", "MSI"]',
-                "tile_px": "224", "tile_um": "256", "threshold": "0.5"}
-    export_onnx(VGG19(width=1.0, head="gap").eval(), path, 224, metadata)
-    add_features_output(path)
-    tiles = np.random.default_rng(0).integers(0, 255, (1100, 224, 224, 3), dtype=np.uint8)
-    model = TileModel(path, provider="cpu", require_guard=False)
-    guard = fit_guard(guard_inputs(tiles, model_features(model, tiles)), np.zeros(len(tiles)))
-    set_metadata(path, {**read_metadata(path), "ood": guard.to_metadata()})
+    path = folder / f"vgg19-w{width:g}-{tile_px}px.onnx"
+    metadata = {"name": "vgg19-random", "version": "0", "labels": '["MSS", "MSI"]',
+                "tile_px": str(tile_px), "tile_um": "256", "threshold": "0.5"}
+    export_onnx(VGG19(width=width, head="gap").eval(), path, tile_px, metadata)
+    rng = np.random.default_rng(0)
+    quantize_int8(path, path.with_suffix(".int8.onnx"), rng.uniform(
+        0, 255, (16, 3, tile_px, tile_px)).astype(np.float32))
+    for model_path in (path, path.with_suffix(".int8.onnx")):
+        add_features_output(model_path)
+        model = TileModel(model_path, provider="cpu", require_guard=False)
+        probe = rng.integers(0, 255, (1, tile_px, tile_px, 3), dtype=np.uint8)
+        dims = guard_inputs(probe, model_features(model, probe)).shape[1]
+        tiles = rng.integers(0, 255, (dims + 200, tile_px, tile_px, 3), dtype=np.uint8)
+        guard = fit_guard(guard_inputs(tiles, model_features(model, tiles)), np.zeros(len(tiles)))
+        set_metadata(model_path, {**read_metadata(model_path), "ood": guard.to_metadata()})
     return path
 
 
@@ -160,7 +166,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS),
                         default=["onnx-cpu-int8", "onnx-cpu-float"])
-    parser.add_argument("--full-width", action="store_true", help="full-width VGG19, 224 px")
+    parser.add_argument("--full-width", action="store_true",
+                        help="random full-width VGG19 at 224 px (same as --width 1 --tile-px 224)")
+    parser.add_argument("--width", type=float, help="random VGG19 of this width (speed only)")
+    parser.add_argument("--tile-px", type=int, default=224, help="tile size of --width model")
     parser.add_argument("--workers", type=int, default=2, help="slide preparation processes")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
     parser.add_argument("--batch", type=int, default=64, help="pathology.max_batch")
@@ -173,12 +182,14 @@ def main() -> int:
         slides_dir = folder / "slides"
         slides_dir.mkdir()
         slides = make_slides(slides_dir)
-        model = full_width_model(folder) if args.full_width else MODELS / "msi-vgg19-w16.onnx"
+        width = 1.0 if args.full_width else args.width
+        model = (random_model(folder, width, args.tile_px) if width
+                 else MODELS / "msi-vgg19-w16.onnx")
         results = {name: run_backend(name, slides, model, args, folder)
                    for name in args.backends if name != "torch-cuda" or gpu}
     print(json.dumps({
         "benchmark": "pathology_service", "jobs_slides": list(JOB_SIZES),
-        "model": "vgg19 full width, 224 px, random weights" if args.full_width
+        "model": f"vgg19 width {width:g}, {args.tile_px} px, random weights" if width
         else "msi-vgg19-w16 (demo), 64 px",
         "machine": {"cpus": os.cpu_count(), "load_average": [round(v, 2)
                                                              for v in os.getloadavg()],
