@@ -7,7 +7,9 @@ Topics (docs/pathology-server.md):
   progress, done, failed with a reason, cancelled);
 - ``{prefix}/pathology/jobs/{id}/cancel``: a cancel request (retained, so a server that takes
   the job over later still sees it);
-- ``{prefix}/pathology/errors``: why a request without a readable job id was refused.
+- ``{prefix}/pathology/errors``: why a request without a readable job id was refused;
+- ``{prefix}/pathology/servers/{id}``: each server's presence, retained (online, or offline as
+  its last will).
 
 A request is checked before anything is stored: size, JSON, schema, job id, the number of
 slides, each resolution, and that each slide path lies inside a configured slide root.
@@ -79,6 +81,11 @@ def state_topic(prefix: str, job_id: str) -> str:
 def cancel_topic(prefix: str, job_id: str) -> str:
     """The retained cancel request of one job."""
     return f"{prefix}/pathology/jobs/{job_id}/cancel"
+
+
+def server_topic(prefix: str, server_id: str) -> str:
+    """A server's retained presence: online (with its backend) or offline (its last will)."""
+    return f"{prefix}/pathology/servers/{server_id}"
 
 
 def errors_topic(prefix: str) -> str:

@@ -2,7 +2,7 @@
 
 The job commands only talk to the broker (any machine that reaches it can use them): submit
 publishes a request and, with ``--wait``, follows the job's retained state until it ends; list
-reads every retained job state; cancel publishes a retained cancel request.
+reads every retained job state and server presence; cancel publishes a retained cancel request.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from appliance.pathology.jobs import (
     cancel_topic,
     jobs_topic,
     make_request,
+    server_topic,
     state_topic,
 )
 
@@ -171,14 +172,19 @@ def _list(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return 2
+    prefix = config.mqtt.topic_prefix
     with _Link(config) as link:
-        link.client.subscribe(state_topic(config.mqtt.topic_prefix, "+"), qos=1)
+        link.client.subscribe([(state_topic(prefix, "+"), 1), (server_topic(prefix, "+"), 1)])
         time.sleep(LIST_WAIT_S)  # retained states arrive right after the SUBACK
-    states = []
+    states: list[dict[str, Any]] = []
+    servers: list[dict[str, Any]] = []
     while not link.messages.empty():
-        _, payload = link.messages.get()
+        topic, payload = link.messages.get()
         if payload:
-            states.append(json.loads(payload))
+            (servers if "/servers/" in topic else states).append(json.loads(payload))
+    for server in sorted(servers, key=lambda s: s["server"]):
+        print(f"server {server['server']}: {server['state']} since {server['at']} "
+              f"({server['backend'].get('backend')})")
     for state in sorted(states, key=lambda s: s["job_id"]):
         print(_describe({**state, "results": []}))
     print(f"{len(states)} job(s)")

@@ -11,6 +11,7 @@ events; the main loop owns the store connection, the process pool and the job ta
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import re
@@ -40,8 +41,10 @@ from appliance.pathology.jobs import (
     errors_topic,
     jobs_topic,
     parse_job,
+    server_topic,
     state_payload,
     state_topic,
+    utc_text,
 )
 from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.prepare import TileSettings
@@ -87,6 +90,8 @@ class PathologyServer:
         tls = self.config.mqtt.tls
         if tls.enabled:
             client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+        client.will_set(server_topic(self.prefix, self.server_id), self._presence("offline"),
+                        qos=1, retain=True)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -102,10 +107,16 @@ class PathologyServer:
             shared = f"$share/{self.settings.share_group}/{jobs_topic(self.prefix)}"
             client.subscribe([(shared, SubscribeOptions(qos=1)),
                               (cancel_topic(self.prefix, "+"), SubscribeOptions(qos=1))])
+            client.publish(server_topic(self.prefix, self.server_id), self._presence("online"),
+                           qos=1, retain=True)
             self.connected.set()
             log.info("%s connected; jobs from %s", self.server_id, shared)
         except Exception:  # never let an exception kill paho's network thread
             log.exception("on_connect failed")
+
+    def _presence(self, state: str) -> bytes:
+        return json.dumps({"server": self.server_id, "state": state, "at": utc_text(),
+                           "backend": self.backend.settings}, default=str).encode()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        props: Any) -> None:
@@ -143,6 +154,8 @@ class PathologyServer:
                 runner.stop_event.set()
                 finisher.stop_event.set()
                 self.metrics.close()
+                self.client.publish(server_topic(self.prefix, self.server_id),
+                                    self._presence("offline"), qos=1, retain=True)
                 self.client.disconnect()
                 self.client.loop_stop()
                 for run in self.runs.values():

@@ -27,7 +27,13 @@ from PIL import Image
 from appliance.cli import main
 from appliance.config import Config, config_from_mapping
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
-from appliance.pathology.jobs import JOB_SCHEMA, errors_topic, jobs_topic, state_topic
+from appliance.pathology.jobs import (
+    JOB_SCHEMA,
+    errors_topic,
+    jobs_topic,
+    server_topic,
+    state_topic,
+)
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
 from appliance.synthetic.he import SlideSpec, render_slide
@@ -66,10 +72,12 @@ class Watcher:
         self.states: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_message = lambda c, u, m: m.payload and self.states.put(
-            json.loads(m.payload))
+        self.presence: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.client.on_message = lambda c, u, m: m.payload and (
+            self.presence if "/servers/" in m.topic else self.states).put(json.loads(m.payload))
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe([(state_topic(prefix, "+"), 1), (errors_topic(prefix), 1)])
+        self.client.subscribe([(state_topic(prefix, "+"), 1), (errors_topic(prefix), 1),
+                               (server_topic(prefix, "+"), 1)])
         self.client.loop_start()
         self.prefix = prefix
         time.sleep(0.3)
@@ -96,6 +104,18 @@ class Watcher:
                     state.get("slides_done", 0) >= min_done:
                 return state
         raise AssertionError(f"job {job_id!r} never reached {states}; saw {self.seen[-5:]}")
+
+    def wait_server(self, server_id: str, state: str, timeout_s: float = 30.0) -> None:
+        """Wait for a server's presence message (online once subscribed; offline as its will)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                seen = self.presence.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if (seen["server"], seen["state"]) == (server_id, state):
+                return
+        raise AssertionError(f"server {server_id} never said {state}")
 
     def wait_refusal(self, fragment: str, timeout_s: float = 20.0) -> None:
         """A refusal without a job id whose reason contains fragment."""
@@ -254,13 +274,14 @@ def test_killed_server_job_is_taken_over_and_stored_exactly_once(
          str(tmp_path / "config.yaml")], start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "first.log").open("w"))
     try:
-        time.sleep(4.0)  # connected and subscribed
+        watcher.wait_server("first", "online")  # subscribed: the job cannot be missed
         watcher.submit(_job("takeover", [slides / "b11.jpg", slides / "b12.jpg"] * 3))
         running = watcher.wait("takeover", {"running"}, min_done=1, timeout_s=90)
         assert running["server"] == "first"
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the server and its preparation workers
         first.wait(10)
+    watcher.wait_server("first", "offline")  # its last will
     second = config.model_copy(update={"pathology": config.pathology.model_copy(
         update={"client_id": "second"})})
     serve(second)
@@ -279,11 +300,10 @@ def test_killed_server_job_is_taken_over_and_stored_exactly_once(
 
 
 def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
-    env: Env, serve: Any,
+    env: Env, serve: Any, capsys: pytest.CaptureFixture[str],
 ) -> None:
     tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
-    config = env.config(max_slides_per_job=5,
-                     max_job_bytes=4096)
+    config = env.config(max_slides_per_job=5, max_job_bytes=4096)
     serve(config)
     watcher.submit(b"{not json")
     watcher.wait_refusal("not JSON")
@@ -296,8 +316,18 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     watcher.submit({**_job("badres", [slides / "b11.jpg"]), "slides": [
         {"path": str(slides / "b11.jpg"), "um_per_px": "fast"}]})
     assert "um_per_px must be a number" in watcher.wait("badres", {"failed"})["reason"]
-    watcher.submit(_job("fine", [slides / "b12.jpg"]))
-    assert watcher.wait("fine", {"done", "failed"})["state"] == "done"
+    capsys.readouterr()
+    cfg = str(tmp_path / "config.yaml")  # the server kept going: a good job still runs
+    assert main(["pathology", "job", "submit", str(slides / "b12.jpg"), "--um-per-px", "1",
+                 "--wait", "--timeout", "60", "--config", cfg]) == 0
+    followed = capsys.readouterr().out
+    assert " done 1/1 slides" in followed
+    assert "b12: MS" in followed
+    assert main(["pathology", "job", "list", "--config", cfg]) == 0
+    listed = capsys.readouterr().out
+    assert "escape failed" in listed
+    assert ": online since " in listed  # the server's presence
+    assert "4 job(s)" in listed  # escape, many, badres and the submitted one
     store = _store(tmp_path)
     assert store.job("escape")["state"] == "failed"  # type: ignore[index]
     store.close()
