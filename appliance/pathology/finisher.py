@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from appliance.pathology.backends import ModelOutputs
 from appliance.pathology.batcher import Batch
 from appliance.pathology.heatmap import cam_panel, tile_heatmap, write_png
 from appliance.pathology.jobs import utc_text
-from appliance.pathology.jobstore import PathologyStore
+from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
 from appliance.pathology.model import ModelInfo
 from appliance.pathology.ood import guard_inputs_from_statistics
 from appliance.pathology.run import DecisiveTiles, SlideResult, slide_result, write_tile_scores
@@ -32,6 +33,7 @@ from appliance.pathology.slideworker import PreparedTiles
 
 log = logging.getLogger(__name__)
 CAM_TILES = 4
+STORE_RETRY_S = 1.0
 
 
 @dataclass
@@ -147,5 +149,21 @@ class SlideFinisher(threading.Thread):
                                   threshold=self.info.threshold, labels=self.info.labels)
         row = {**asdict(result), **files, "job_id": job_id, "slide_index": index,
                "backend": self.backend, "server": self.server_id, "stored_at": utc_text()}
-        self.store.store_slide(row)
-        self.on_stored(job_id, index, row)
+        if self._write(row):
+            self.on_stored(job_id, index, row)
+
+    def _write(self, row: dict[str, Any]) -> bool:
+        """Store the row, retrying while the store is down; False if stopped first (the job's
+        lease then lapses and whichever server takes it over scores the slide again)."""
+        while not self.stop_event.is_set():
+            try:
+                self.store.store_slide(row)
+            except STORE_ERRORS as exc:
+                log.error("store unavailable (%s); slide %s of job %s waits", exc,
+                          row["slide_index"], row["job_id"])
+                self.stop_event.wait(STORE_RETRY_S)
+                with suppress(*STORE_ERRORS):
+                    self.store.reconnect()
+                continue
+            return True
+        return False

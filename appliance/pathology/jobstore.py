@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 from typing import Any
 
-from appliance.backoffice.store import Store
+from appliance.backoffice.store import Store, StoreError
 from appliance.pathology.jobs import FINAL_STATES, JobRequest, utc_text
 
 _DDL = """
@@ -60,6 +61,18 @@ SLIDE_COLUMNS = (
     "cam_path", "tiles_path", "backend", "server", "stored_at",
 )
 _NOT_FINAL = "state NOT IN ('done', 'failed', 'cancelled')"
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    """What a database that went away raises (psycopg only where it is installed)."""
+    try:
+        import psycopg  # noqa: PLC0415 - the backoffice extra; SQLite needs none
+    except ImportError:
+        return (sqlite3.Error, StoreError)
+    return (sqlite3.Error, StoreError, psycopg.Error)
+
+
+STORE_ERRORS = _store_errors()
 
 
 def _finite(value: Any) -> Any:

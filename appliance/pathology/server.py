@@ -46,13 +46,14 @@ from appliance.pathology.jobs import (
     state_topic,
     utc_text,
 )
-from appliance.pathology.jobstore import PathologyStore
+from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.pathology.slideworker import prepare_for_model
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 0.5
+STORE_RETRY_S = 1.0
 
 
 def default_server_id() -> str:
@@ -79,6 +80,7 @@ class PathologyServer:
                                    self.settings.max_pending_tiles)
         self.metrics = ServiceMetrics(self.settings.max_batch)
         self.runs: dict[str, JobRun] = {}
+        self._retry: list[tuple[float, str, Any]] = []
         self.connected = threading.Event()
         self.client = self._make_client()
 
@@ -183,15 +185,36 @@ class PathologyServer:
         while not stop.is_set():
             try:
                 kind, event = self.events.get(timeout=0.1)
-                getattr(self, f"_event_{kind}")(*event)
+                self._handle(kind, event)
             except queue.Empty:
                 pass
             now = time.monotonic()
+            due = [item for item in self._retry if item[0] <= now]
+            self._retry = [item for item in self._retry if item[0] > now]
+            for _, kind, event in due:
+                self._handle(kind, event)
             if now >= next_housekeeping:
-                self._housekeeping()
+                self._handle("housekeeping", ())
                 next_housekeeping = now + HOUSEKEEPING_S
             self._collect_prepared()
             self._dispatch()
+
+    def _handle(self, kind: str, event: Any) -> None:
+        """Run one event; when the store is down, reconnect and try the event again later."""
+        try:
+            getattr(self, f"_event_{kind}")(*event)
+        except STORE_ERRORS as exc:
+            log.error("store unavailable (%s) while handling %s; retrying in %g s", exc, kind,
+                      STORE_RETRY_S)
+            self._reconnect_store()
+            if kind != "housekeeping":
+                self._retry.append((time.monotonic() + STORE_RETRY_S, kind, event))
+
+    def _reconnect_store(self) -> None:
+        try:
+            self.store.reconnect()
+        except STORE_ERRORS as exc:
+            log.error("store reconnect failed: %s", exc)
 
     def _event_job(self, payload: bytes, mid: int, qos: int) -> None:
         """Check, store, then acknowledge a job request."""
@@ -204,9 +227,19 @@ class PathologyServer:
             if self.store.accept(request, self.server_id, self.settings.lease_s):
                 self._start(request, set())
             else:
-                log.info("job %s is already stored; redelivery ignored", request.job_id)
+                self._redelivered(request)
         if qos:
             self.client.ack(mid, qos)
+
+    def _redelivered(self, request: JobRequest) -> None:
+        """A job already stored: resume it if it is ours and not running here, else ignore."""
+        job = self.store.job(request.job_id)
+        ours = job is not None and job["owner"] == self.server_id
+        if ours and job is not None and job["state"] in ("queued", "running") and \
+                request.job_id not in self.runs:
+            self._start(request, self.store.stored_slides(request.job_id))
+        else:
+            log.info("job %s is already stored; redelivery ignored", request.job_id)
 
     def _refuse(self, exc: JobRefusedError) -> None:
         log.warning("job refused: %s", exc)
@@ -278,7 +311,7 @@ class PathologyServer:
                                 **fields)
         self.client.publish(state_topic(self.prefix, job_id), payload, qos=1, retain=True)
 
-    def _housekeeping(self) -> None:
+    def _event_housekeeping(self) -> None:
         """Renew leases, notice cancels and lost jobs, claim jobs of dead servers."""
         owned = self.store.renew(self.server_id, list(self.runs), self.settings.lease_s)
         for job_id in list(self.runs):

@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -179,24 +180,38 @@ class SlowBackend:
         return self.inner.infer(tiles_rgb)
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
-    """Start servers in threads; every one is stopped at the end."""
-    started: list[tuple[threading.Thread, threading.Event, PathologyStore]] = []
+class Servers:
+    """Servers running in threads of this test; ``stop`` ends one, the fixture ends the rest."""
 
-    def start(config: Config, backend: Any = None) -> PathologyServer:
-        store = open_pathology_store(f"sqlite:///{tmp_path / 'state' / 'store.sqlite3'}")
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.running: dict[int, tuple[threading.Thread, threading.Event, PathologyStore]] = {}
+
+    def __call__(self, config: Config, backend: Any = None) -> PathologyServer:
+        store = _store(self.tmp_path)
         server = PathologyServer(config, store, backend)
         stop = threading.Event()
         thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
         thread.start()
         assert server.connected.wait(10)
         time.sleep(0.3)  # SUBACK
-        started.append((thread, stop, store))
+        self.running[id(server)] = (thread, stop, store)
         return server
 
-    yield start
-    for thread, stop, store in started:
+    def stop(self, server: PathologyServer) -> None:
+        thread, stop, store = self.running.pop(id(server))
+        stop.set()
+        thread.join(15)
+        store.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Servers]:
+    """Start servers in threads; every one is stopped at the end."""
+    servers = Servers(tmp_path)
+    yield servers
+    for server_id in list(servers.running):
+        thread, stop, store = servers.running.pop(server_id)
         stop.set()
         thread.join(15)
         store.close()
@@ -207,7 +222,7 @@ def _store(tmp_path: Path) -> PathologyStore:
 
 
 def test_two_jobs_submitted_together_share_batches(
-    env: Env, serve: Any,
+    env: Env, serve: Servers,
 ) -> None:
     tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
     port = free_port()
@@ -239,7 +254,7 @@ def test_two_jobs_submitted_together_share_batches(
 
 
 def test_cancelled_job_stops_midway_and_frees_its_tiles(
-    env: Env, serve: Any,
+    env: Env, serve: Servers,
 ) -> None:
     tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
     config = env.config(max_batch=8, max_wait_ms=0,
@@ -265,7 +280,7 @@ def test_cancelled_job_stops_midway_and_frees_its_tiles(
 
 
 def test_killed_server_job_is_taken_over_and_stored_exactly_once(
-    env: Env, serve: Any,
+    env: Env, serve: Servers,
 ) -> None:
     tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
     config = env.config(client_id="first")
@@ -300,7 +315,7 @@ def test_killed_server_job_is_taken_over_and_stored_exactly_once(
 
 
 def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
-    env: Env, serve: Any, capsys: pytest.CaptureFixture[str],
+    env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
 ) -> None:
     tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
     config = env.config(max_slides_per_job=5, max_job_bytes=4096)
@@ -330,4 +345,28 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     assert "4 job(s)" in listed  # escape, many, badres and the submitted one
     store = _store(tmp_path)
     assert store.job("escape")["state"] == "failed"  # type: ignore[index]
+    store.close()
+
+
+def test_a_job_is_acknowledged_only_once_stored(env: Env, serve: Servers) -> None:
+    config = env.config(client_id="same-id")
+    first = serve(config)
+    attempts: list[str] = []
+
+    def store_is_down(request: Any, owner: str, lease_s: float) -> bool:
+        attempts.append(request.job_id)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    first.store.accept = store_is_down  # type: ignore[method-assign]
+    env.watcher.submit(_job("durable", [env.slides / "b11.jpg"]))
+    deadline = time.monotonic() + 20
+    while len(attempts) < 2 and time.monotonic() < deadline:  # it retries, never acks
+        time.sleep(0.1)
+    assert attempts[:2] == ["durable", "durable"]
+    serve.stop(first)  # dies with the job unacknowledged
+    serve(config)  # same client id: the broker hands the unacknowledged job back
+    final = env.watcher.wait("durable", {"done", "failed"}, timeout_s=60)
+    assert final["state"] == "done"
+    store = _store(env.tmp_path)
+    assert [row["slide_index"] for row in store.slide_results("durable")] == [0]
     store.close()
