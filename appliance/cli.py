@@ -13,17 +13,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from appliance import __version__
-from appliance.config import ConfigError, load_config
+from appliance.cli_help import ExampleFormatter, apply_help
+from appliance.config import ConfigError, load_config, missing_files
 
 AREAS = (
     "capture", "skin", "synthetic", "inference", "modelbuild", "transport", "updates", "edge",
-    "backoffice", "pathology",
+    "backoffice", "console", "pathology",
 )
 GROUPS = {
     "synth": "make synthetic data with known ground truth",
@@ -40,6 +42,10 @@ def _config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    if missing := missing_files(config):
+        print(f"config error: {args.file}: the daemon would refuse it:\n  " + "\n  ".join(missing),
+              file=sys.stderr)
+        return 2
     print(f"{args.file}: ok: {config.summary()}")
     return 0
 
@@ -54,7 +60,11 @@ def _register_config(root: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every area's commands registered."""
-    parser = argparse.ArgumentParser(prog="appliance", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="appliance", description=__doc__.splitlines()[0], formatter_class=ExampleFormatter,
+        epilog="start with `appliance demo`, then `appliance fleet` (README.md: the tour); "
+        "`appliance COMMAND --help` shows examples",
+    )
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     root = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -65,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_config(root)
     for module_name in _command_modules():
         importlib.import_module(module_name).register(root, groups)
+    apply_help(parser)
     return parser
 
 
@@ -80,8 +91,13 @@ def _command_modules() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the process exit code (bare ``appliance`` prints help)."""
+    parser = build_parser()
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if not arguments:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -89,6 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in an unhandled flush at exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    """The reader of our output left (``| head``): point stdout at /dev/null so the final
+    flush at exit raises nothing (the recipe of Python's ``signal`` module documentation)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

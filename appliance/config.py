@@ -24,6 +24,7 @@ ENV_PREFIX = "APPLIANCE__"
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 PASSWORD_CREDENTIAL = "mqtt-password"
 MAX_CONFIG_BYTES = 1_000_000
+DEFAULT_CONFIG_FILE = "config.yaml"  # looked for in the working folder when no --config is given
 
 
 class ConfigError(Exception):
@@ -243,6 +244,49 @@ class EdgeConfig(_Section):
         return self
 
 
+class ScreenConfig(_Section):
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Kiosk screen on http://127.0.0.1:PORT/ for Chromium in kiosk mode "
+        "(unset: no screen server; the last result is still written to state_dir/screen).",
+    )
+    language: Literal["ja", "en"] = Field(
+        "ja", description="Language the screen starts in (customers can switch on screen)."
+    )
+    idle_s: float = Field(
+        60.0, ge=5, le=3600, description="The screen clears itself after this long idle (s)."
+    )
+    preview_fps: float = Field(
+        15.0, ge=1, le=30, description="Most frames per second of the live preview."
+    )
+    preview_width_px: int = Field(
+        640, ge=160, le=1920, description="Width of the live preview picture (px)."
+    )
+    reference_file: str | None = Field(
+        None,
+        description="Age-band reference ranges from the cohort (`appliance console reference "
+        "--out FILE`); unset: the result is shown without them.",
+    )
+
+
+class ConsoleConfig(_Section):
+    bind: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the back-office console listens on (loopback by default; put a "
+        "TLS reverse proxy in front to serve others, see README).",
+    )
+    port: int = Field(8080, ge=1, le=65535, description="Console TCP port.")
+    session_hours: float = Field(
+        8.0, gt=0, le=168, description="How long a console login lasts (hours)."
+    )
+    cohort_cache_s: float = Field(
+        60.0, ge=0, le=3600, description="How long the cohort figures are reused (s)."
+    )
+
+
 class Config(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig, description="Who this kiosk is.")
     camera: CameraConfig = Field(
@@ -269,6 +313,12 @@ class Config(_Section):
     pathology: PathologyConfig = Field(
         default_factory=PathologyConfig, description="The pathology server (issue 14)."
     )
+    screen: ScreenConfig = Field(
+        default_factory=ScreenConfig, description="The kiosk's customer screen."
+    )
+    console: ConsoleConfig = Field(
+        default_factory=ConsoleConfig, description="The back-office web console and HTTP API."
+    )
 
     def summary(self) -> str:
         """One line naming the device, camera, broker and state folder."""
@@ -282,10 +332,12 @@ class Config(_Section):
         )
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
+def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = None) -> list[str]:
     problems = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if env_names and path in env_names:
+            path = f"{path} (from environment variable {env_names[path]})"
         if err["type"] == "extra_forbidden":
             problems.append(f"{path}: unknown key (value {err['input']!r}); check the spelling")
         elif err["type"] == "value_error":
@@ -310,6 +362,16 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         except yaml.YAMLError:
             node[parts[-1]] = raw
     return tree
+
+
+def _env_names(environ: Mapping[str, str]) -> dict[str, str]:
+    """Key path (``mqtt.port``) -> the APPLIANCE__ variable that set it, for error messages."""
+    names = {}
+    for name in environ:
+        if name.upper().startswith(ENV_PREFIX):
+            parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+            names[".".join(parts)] = name
+    return names
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -348,11 +410,12 @@ def config_from_mapping(
     data: Mapping[str, Any], source: str = "config", environ: Mapping[str, str] | None = None
 ) -> Config:
     """Validate a config mapping (plus environment overrides) into a Config."""
-    merged = _merge(dict(data), _env_overrides(os.environ if environ is None else environ))
+    environ = os.environ if environ is None else environ
+    merged = _merge(dict(data), _env_overrides(environ))
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        problems = _format_errors(exc)
+        problems = _format_errors(exc, _env_names(environ))
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from exc
 
 
@@ -361,6 +424,33 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     file = Path(path)
     config = config_from_mapping(read_yaml(file), str(file), environ)
     return resolve_paths(config, file.resolve().parent)
+
+
+def load_config_or_defaults(
+    path: str | Path | None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """The config file ``path``; without one ./config.yaml when present, else built-in defaults
+    (state in ./state, the shipped skin model), always with the APPLIANCE__ overrides."""
+    if path is not None:
+        return load_config(path, environ)
+    if Path(DEFAULT_CONFIG_FILE).is_file():
+        return load_config(DEFAULT_CONFIG_FILE, environ)
+    from appliance.shipped import SKIN_MODEL, shipped_path  # noqa: PLC0415  (no cycle at import)
+
+    defaults = {"model": {"path": str(shipped_path(SKIN_MODEL))}}
+    config = config_from_mapping(defaults, "built-in defaults (no ./config.yaml)", environ)
+    return resolve_paths(config, Path.cwd())
+
+
+def missing_files(config: Config) -> list[str]:
+    """Files the config names that do not exist (the daemon would refuse to start)."""
+    tls = config.mqtt.tls
+    named = {"model.path": config.model.path}
+    if tls.enabled:
+        named |= {"mqtt.tls.ca_file": tls.ca_file, "mqtt.tls.cert_file": tls.cert_file,
+                  "mqtt.tls.key_file": tls.key_file}
+    return [f"{key}: file not found: {value}" for key, value in named.items()
+            if value is not None and not Path(value).is_file()]
 
 
 def resolve_paths(config: Config, base: Path) -> Config:
@@ -372,9 +462,13 @@ def resolve_paths(config: Config, base: Path) -> Config:
         return str((base / value).resolve())
 
     model = config.model.model_copy(update={"path": absolute(config.model.path)})
+    screen = config.screen.model_copy(
+        update={"reference_file": absolute(config.screen.reference_file)}
+    )
     camera = config.camera
     if camera.source == "directory":
         camera = camera.model_copy(update={"path": absolute(camera.path)})
     return config.model_copy(
-        update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera}
+        update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera,
+                "screen": screen}
     )

@@ -144,7 +144,7 @@ def main() -> None:
     """Measure and print the figures and whether each target is met."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", type=Path,
-                        default=REPO / "models" / "skin-texture-grade.int8.onnx")
+                        default=REPO / "appliance" / "shipped" / "skin-texture-grade.int8.onnx")
     parser.add_argument("table", nargs="?", type=Path,
                         default=REPO / "models" / "data" / "skin-grades.parquet")
     parser.add_argument("--repeats", type=int, default=3000)

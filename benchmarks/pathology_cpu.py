@@ -26,9 +26,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models" / "pathology"
-DEMO = MODELS / "msi-vgg19-w16.onnx"
-DEMO_INT8 = MODELS / "msi-vgg19-w16.int8.onnx"
-SPLITS = MODELS / "msi-vgg19-w16.splits.csv"
+SHIPPED = REPO / "appliance" / "shipped"
+DEMO = SHIPPED / "msi-vgg19-w16.onnx"
+DEMO_INT8 = SHIPPED / "msi-vgg19-w16.int8.onnx"
+SPLITS = SHIPPED / "msi-vgg19-w16.splits.csv"
 sys.path.insert(0, str(MODELS))
 sys.path.insert(0, str(REPO))
 

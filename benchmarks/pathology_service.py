@@ -184,7 +184,7 @@ def main() -> int:
         slides = make_slides(slides_dir)
         width = 1.0 if args.full_width else args.width
         model = (random_model(folder, width, args.tile_px) if width
-                 else MODELS / "msi-vgg19-w16.onnx")
+                 else REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx")
         results = {name: run_backend(name, slides, model, args, folder)
                    for name in args.backends if name != "torch-cuda" or gpu}
     print(json.dumps({

@@ -7,10 +7,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from appliance.transport.broker import PrivateBroker, port_open
+from tests.browser import chromium_page
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,3 +60,10 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
         yield broker
     finally:
         broker.close()
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    """A Playwright page in Debian's headless chromium (tests/browser.py)."""
+    with chromium_page() as page:
+        yield page

@@ -7,38 +7,53 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
-from appliance.config import Config, ConfigError, load_config
+from appliance.config import Config, ConfigError, load_config_or_defaults
 
-DEFAULT_CONFIG = "config.yaml"
+CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
     """``--config`` and ``--store`` (the store URL overrides the config's)."""
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config file (config.yaml)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--store", help="store URL: sqlite:///PATH or postgresql://... "
                         "(default: store.url of the config, else SQLite in state_dir)")
 
 
-def load_or_report(path: str) -> Config | None:
-    """The config, or None after printing the error."""
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (so --limit -1 or 0 is an error)."""
     try:
-        return load_config(path)
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
+    return value
+
+
+def load_or_report(path: str | None) -> Config | None:
+    """The config (see ``load_config_or_defaults``), or None after printing the error."""
+    try:
+        return load_config_or_defaults(path)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return None
 
 
 def open_for(args: argparse.Namespace) -> Any:
-    """The store named by ``--store`` or the config, or None after printing why not."""
-    from appliance.backoffice.store import StoreError, open_store, store_url_for
+    """The existing store named by ``--store`` or the config, or None after printing why not."""
+    from appliance.backoffice.store import StoreError, open_existing_store, store_url_for
 
-    config = load_or_report(args.config)
-    if config is None:
-        return None
+    url = args.store
+    if url is None:
+        config = load_or_report(args.config)
+        if config is None:
+            return None
+        url = store_url_for(config.store.url, config.state_dir)
     try:
-        return open_store(args.store or store_url_for(config.store.url, config.state_dir))
+        return open_existing_store(url)
     except StoreError as exc:
         print(f"store error: {exc}", file=sys.stderr)
         return None
@@ -98,12 +113,17 @@ def _results_query(args: argparse.Namespace) -> int:
 def _results_export(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import export_results
 
+    if args.out != "-" and Path(args.out).exists() and not args.force:
+        print(f"export: {args.out} exists; pass --force to replace it", file=sys.stderr)
+        return 2
     opened = _since_and_store(args)
     if opened is None:
         return 2
     since, store = opened
     try:
         count = export_results(store, args.format, args.out, args.device, since)
+    except BrokenPipeError:
+        raise  # the reader (e.g. `| head`) has seen enough; cli.main ends quietly
     except (ValueError, OSError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
@@ -116,20 +136,25 @@ def _results_export(args: argparse.Namespace) -> int:
 def _register_results(root: Any) -> None:
     results = root.add_parser("results", help="query and export stored results")
     sub = results.add_subparsers(dest="results_command", required=True, metavar="COMMAND")
-    query = sub.add_parser("query", help="print stored results, oldest first")
+    query = sub.add_parser("query", help="print the newest stored results and how many match")
     export = sub.add_parser("export", help="write stored results to csv, jsonl or parquet")
     for parser in (query, export):
         add_store_options(parser)
         parser.add_argument("--device", help="only this device id")
-        parser.add_argument("--since", help="only results captured at or after this UTC time")
-    query.add_argument("--limit", type=int, default=50, help="at most this many rows (50)")
+        parser.add_argument("--since", metavar="TIME", help="only results captured at or after "
+                            "this time: ISO date or date-time, UTC unless it says (2026-11-01, "
+                            "2026-11-01T09:00:00Z)")
+    query.add_argument("--limit", type=positive_int, default=50,
+                       help="show the newest N rows (50)")
     query.set_defaults(handler=_results_query)
-    export.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv")
+    export.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv",
+                        help="file format: csv, jsonl (one JSON object a line) or parquet (csv)")
     export.add_argument("--out", default="-", help="output file (- = stdout, not for parquet)")
+    export.add_argument("--force", action="store_true", help="replace an existing --out file")
     export.set_defaults(handler=_results_export)
     dead = sub.add_parser("dead-letters", help="messages the back office refused, newest first")
     add_store_options(dead)
-    dead.add_argument("--limit", type=int, default=20, help="at most this many (20)")
+    dead.add_argument("--limit", type=positive_int, default=20, help="at most this many (20)")
     dead.set_defaults(handler=_dead_letters)
 
 
@@ -149,7 +174,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``backoffice``, ``fleet`` and ``results`` to the command line."""
     backoffice = root.add_parser("backoffice", help="ingest results and fleet status to the store")
-    backoffice.add_argument("--config", default=DEFAULT_CONFIG, help="config file (config.yaml)")
+    backoffice.add_argument("--config", help=CONFIG_HELP)
     backoffice.set_defaults(handler=_backoffice)
     fleet = root.add_parser("fleet", help="list the kiosks: online/offline, last seen, versions")
     add_store_options(fleet)

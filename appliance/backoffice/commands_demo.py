@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from typing import Any
+from typing import Any, Literal
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -13,13 +13,28 @@ def _demo(args: argparse.Namespace) -> int:
     from appliance.backoffice.service import install_stop_signals  # noqa: PLC0415
     from appliance.transport.broker import BrokerError  # noqa: PLC0415
 
+    store_url = None if args.throwaway else _default_store(args)
+    if store_url is False:
+        return 2
     stop = threading.Event()
     install_stop_signals(stop)
     try:
-        return run_demo(args.devices, args.count, args.timeout_s, stop=stop)
+        return run_demo(args.devices, args.count, args.timeout_s, stop=stop,
+                        store_url=store_url or None)
     except BrokerError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
+
+
+def _default_store(args: argparse.Namespace) -> str | Literal[False]:
+    """``--store``, else the store the back-office commands read by default (False: bad config)."""
+    from appliance.backoffice.commands import load_or_report  # noqa: PLC0415
+    from appliance.backoffice.store import store_url_for  # noqa: PLC0415
+
+    if args.store:
+        return str(args.store)
+    config = load_or_report(args.config)
+    return False if config is None else store_url_for(config.store.url, config.state_dir)
 
 
 def _positive(text: str) -> int:
@@ -40,4 +55,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     demo.add_argument("--count", type=_positive, default=2, help="results per edge (2)")
     demo.add_argument("--timeout-s", type=float, default=900.0,
                       help="give up after this many seconds (900)")
+    demo.add_argument("--config", help="config whose store keeps the results (default: "
+                      "./config.yaml when present, else built-in defaults: ./state)")
+    demo.add_argument("--store", help="store URL for the results: sqlite:///PATH or "
+                      "postgresql://... (default: the one `appliance fleet` reads)")
+    demo.add_argument("--throwaway", action="store_true",
+                      help="keep nothing: results go to a temporary store deleted on exit")
     demo.set_defaults(handler=_demo)

@@ -1,9 +1,11 @@
-"""``appliance demo``: the whole system on one machine, leaving nothing behind.
+"""``appliance demo``: the whole system on one machine, leaving its results to explore.
 
-A private mosquitto on a free port, the back office on a temporary SQLite store, and edge
-daemons as child processes on synthetic frames with ``camera.limit``. Each result is printed as
-the back office commits it. Whatever happens (success, an edge failing, Ctrl-C, SIGTERM), the
-edges and the broker are stopped and the temporary folder is removed.
+A private mosquitto on a free port, the back office, and edge daemons as child processes on
+synthetic frames with ``camera.limit``. Each result is printed as the back office commits it.
+The results go to the store the back-office commands read by default (so ``appliance fleet``,
+``results query`` and ``report cohort`` show them afterwards), or to a temporary SQLite store
+when no store URL is given (a throw-away run). Whatever happens (success, an edge failing,
+Ctrl-C, SIGTERM), the edges and the broker are stopped and the temporary folder is removed.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ from pathlib import Path
 
 import yaml
 
+from appliance.backoffice.demo_kiosk import Kiosk, KioskCustomers, cohort_lines
 from appliance.backoffice.fleet import fleet_table
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import Store, open_store
 from appliance.config import config_from_mapping
-from appliance.transport.broker import PrivateBroker
+from appliance.shipped import SKIN_MODEL, shipped_path
+from appliance.transport.broker import PrivateBroker, free_port
 from appliance.transport.payloads import Result
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED_MODEL = REPO / "models" / "skin-texture-grade.int8.onnx"
+SHIPPED_MODEL = shipped_path(SKIN_MODEL)
 EDGE_COMMAND = (sys.executable, "-m", "appliance", "edge", "--config")
 STOP_GRACE_S = 15.0
 LOG_TAIL_CHARS = 1500
@@ -46,6 +50,7 @@ class Edge:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    screen_port: int | None = None
 
     def log_tail(self) -> str:
         """The end of its log, for error messages."""
@@ -68,9 +73,10 @@ class ResultPrinter:
                 self.kime_scores.append(result.features.kime_score)
                 grade = result.classification.label if result.classification else "-"
                 features = result.features
+                band = result.subject.age_band if result.subject else None
                 print(
                     f"stored  {result.site}/{result.device_id}  kime {features.kime_score:5.1f}"
-                    f"  pores {features.pore_count:3d}  grade {grade}",
+                    f"  pores {features.pore_count:3d}  grade {grade}  age band {band or '-'}",
                     flush=True,
                 )
 
@@ -81,9 +87,13 @@ class ResultPrinter:
             return sum(self.per_device.values())
 
 
-def edge_config(index: int, port: int, count: int, state_dir: Path) -> dict[str, object]:
-    """The config of demo edge ``index`` (synthetic camera, ``count`` results, private broker)."""
+def edge_config(
+    index: int, port: int, count: int, state_dir: Path, screen_port: int | None = None
+) -> dict[str, object]:
+    """The config of demo edge ``index`` (synthetic camera, ``count`` results, private broker,
+    its kiosk screen on ``screen_port``)."""
     return {
+        "screen": {"port": screen_port, "language": "en"},
         "device": {"id": f"kiosk-demo-{index + 1}", "site": "demo"},
         "camera": {"source": "synthetic", "limit": count, "seed": index + 1},
         "mqtt": {"host": "127.0.0.1", "port": port},
@@ -107,14 +117,17 @@ def start_edges(
         folder = workdir / f"edge-{index + 1}"
         folder.mkdir()
         config_path = folder / "config.yaml"
-        config_path.write_text(yaml.safe_dump(edge_config(index, port, count, folder / "state")))
+        screen_port = free_port()
+        config_path.write_text(
+            yaml.safe_dump(edge_config(index, port, count, folder / "state", screen_port))
+        )
         log_path = folder / "edge.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [*command, str(config_path)], stdout=log, stderr=subprocess.STDOUT,
                 env=_child_env(), cwd=folder,
             )
-        edges.append(Edge(f"kiosk-demo-{index + 1}", process, log_path))
+        edges.append(Edge(f"kiosk-demo-{index + 1}", process, log_path, screen_port))
     return edges
 
 
@@ -165,13 +178,27 @@ def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
     return (
         f"demo: {printer.stored} result(s) stored in {elapsed_s:.1f} s ({devices}); "
         f"mean kime score {mean}; {store.count_dead_letters()} dead letter(s)\n"
-        f"{fleet_table(store)}"
+        f"{fleet_table(store)}\n{cohort_lines(store)}"
     )
 
 
-def _backoffice(workdir: Path, port: int, printer: ResultPrinter) -> tuple[IngestWorker, Store]:
-    """The demo's back office on a SQLite store in ``workdir``, subscribed before edges start."""
-    url = f"sqlite:///{workdir / 'backoffice.sqlite3'}"
+def _next_steps(store_url: str | None) -> str:
+    """What to try next: the README's tour, on the store the demo just filled."""
+    if store_url is None:
+        return "demo: throw-away run; its store was deleted"
+    return (
+        f"demo: results kept in {store_url}; explore them with\n"
+        "  appliance fleet\n  appliance results query\n"
+        "  appliance results export --format csv --out results.csv\n"
+        "  appliance report cohort --out report"
+    )
+
+
+def _backoffice(
+    workdir: Path, port: int, printer: ResultPrinter, store_url: str | None
+) -> tuple[IngestWorker, Store]:
+    """The demo's back office on ``store_url`` (None: a SQLite store in ``workdir``)."""
+    url = store_url or f"sqlite:///{workdir / 'backoffice.sqlite3'}"
     config = config_from_mapping(
         {"mqtt": {"port": port}, "state_dir": str(workdir),
          "backoffice": {"client_id": "demo-backoffice"}},
@@ -196,11 +223,19 @@ def _run(
     model = SHIPPED_MODEL.name if SHIPPED_MODEL.is_file() else "no model (not built)"
     print(f"demo: {devices} edge daemon(s), {count} synthetic customer(s) each, {model}; "
           "waiting for results...", flush=True)
+    customers_done = threading.Event()
+    customers = KioskCustomers(
+        [Kiosk(e.name, e.screen_port, i + 1) for i, e in enumerate(edges) if e.screen_port],
+        customers_done,
+    )
+    customers.start()  # the simulated people choose age band and consent on each screen
     try:
         wait_for_results(edges, printer, devices * count, stop, timeout_s)
     except BaseException:
         stop_edges(edges)
         raise
+    finally:
+        customers_done.set()
     return edges
 
 
@@ -208,17 +243,21 @@ def run_demo(
     devices: int = 2,
     count: int = 2,
     timeout_s: float = 900.0,
+    *,
     edge_command: Sequence[str] = EDGE_COMMAND,
     stop: threading.Event | None = None,
+    store_url: str | None = None,
 ) -> int:
-    """Run broker, back office and edges until all results are stored; returns the exit code."""
+    """Run broker, back office and edges until all results are stored; returns the exit code.
+
+    Results go to ``store_url`` (kept), or to a temporary store when it is None."""
     stop = stop or threading.Event()
     started_s = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp, PrivateBroker(
         workdir=Path(tmp) / "broker"
     ) as broker:
         printer = ResultPrinter()
-        worker, store = _backoffice(Path(tmp), broker.port, printer)
+        worker, store = _backoffice(Path(tmp), broker.port, printer, store_url)
         try:
             edges = _run(
                 Path(tmp), broker.port, worker, printer, devices=devices, count=count,
@@ -227,6 +266,7 @@ def run_demo(
             stop_edges(edges)
             worker.stop()
             print(_summary(store, printer, time.monotonic() - started_s), flush=True)
+            print(_next_steps(store_url), flush=True)
             return 0
         except DemoError as exc:
             print(f"demo failed: {exc}", file=sys.stderr, flush=True)

@@ -33,16 +33,20 @@ def parse_since(text: str) -> str:
 
 
 def query_table(store: Store, device: str | None, since: str | None, limit: int) -> str:
-    """A plain-text table of matching results, oldest first."""
-    rows = list(store.select_results(QUERY_COLUMNS, device, since, limit))
+    """A plain-text table of the newest ``limit`` matching results, newest first, and how many
+    match in all."""
+    rows = list(store.select_results(QUERY_COLUMNS, device, since, limit, newest_first=True))
     if not rows:
         return "no results match"
+    total = store.count_matching(device, since)
     cells = [[_cell(value) for value in row] for row in rows]
     header = [c.upper() for c in QUERY_COLUMNS]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *cells, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join([*lines, f"{len(rows)} result(s)"])
+    shown = f"the newest {len(rows)} of {total} result(s)" if total > len(rows) else (
+        f"{total} result(s)")
+    return "\n".join([*lines, f"{shown}, newest first"])
 
 
 def _cell(value: Any) -> str:

@@ -105,6 +105,34 @@ CREATE INDEX results_captured_at ON results (captured_at);
 CREATE INDEX results_subject ON results (subject_id);
 """,
     ),
+    (
+        3,
+        "console: keyset indexes per filter, users, API tokens, login sessions",
+        """
+CREATE INDEX results_time_id ON results (captured_at, measurement_id);
+CREATE INDEX results_site_time_id ON results (site, captured_at, measurement_id);
+CREATE INDEX results_label_time_id ON results (label, captured_at, measurement_id);
+CREATE INDEX results_device_time_id ON results (device_id, captured_at, measurement_id);
+CREATE INDEX results_age_band ON results (age_band);
+CREATE TABLE console_users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE console_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL REFERENCES console_users (name) ON DELETE CASCADE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE console_sessions (
+    session_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL REFERENCES console_users (name) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+""",
+    ),
 )
 
 

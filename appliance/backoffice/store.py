@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
     MIGRATIONS,
@@ -55,7 +56,7 @@ def store_url_for(url: str | None, state_dir: str) -> str:
     return url or f"sqlite:///{Path(state_dir) / DEFAULT_SQLITE_NAME}"
 
 
-class Store:
+class Store(ConsoleQueries):
     """One connection to the back-office database; not shared between threads."""
 
     def __init__(self, url: str, pg_schema: str | None = None) -> None:
@@ -281,26 +282,26 @@ class Store:
         device: str | None = None,
         since: str | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> Iterator[tuple[Any, ...]]:
         """Stored results (chosen columns) by capture time, filtered by device and start time."""
         unknown = set(columns) - set(RESULT_COLUMNS)
         if unknown:
             raise StoreError(f"unknown result columns {sorted(unknown)}")
-        where, params = [], []
-        if device is not None:
-            where.append("device_id = ?")
-            params.append(device)
-        if since is not None:
-            where.append("captured_at >= ?")
-            params.append(since)
-        sql = f"SELECT {','.join(columns)} FROM results"
-        sql += f" WHERE {' AND '.join(where)}" if where else ""
-        sql += " ORDER BY captured_at, measurement_id"
+        where, params = _result_filter(device, since)
+        order = "captured_at DESC, measurement_id DESC" if newest_first else (
+            "captured_at, measurement_id")
+        sql = f"SELECT {','.join(columns)} FROM results{where} ORDER BY {order}"
         sql += f" LIMIT {int(limit)}" if limit is not None else ""
         cur = self._conn.cursor()
         cur.execute(self._sql(sql), params)
         while rows := cur.fetchmany(1000):
             yield from rows
+
+    def count_matching(self, device: str | None = None, since: str | None = None) -> int:
+        """How many stored results match the device and start-time filter."""
+        where, params = _result_filter(device, since)
+        return int(self._fetch(f"SELECT COUNT(*) FROM results{where}", tuple(params))[0][0])
 
     def drop_postgres_schema(self, pg_schema: str) -> None:
         """Remove a PostgreSQL schema and everything in it (tests and benchmarks clean up)."""
@@ -313,6 +314,18 @@ class Store:
         self._conn.close()
 
 
+def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str]]:
+    """The WHERE clause (with its leading space, or empty) and parameters of a results filter."""
+    where, params = [], []
+    if device is not None:
+        where.append("device_id = ?")
+        params.append(device)
+    if since is not None:
+        where.append("captured_at >= ?")
+        params.append(since)
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+
 def open_store(url: str, pg_schema: str | None = None) -> Store:
     """Open a store and bring its schema up to date."""
     store = Store(url, pg_schema)
@@ -322,3 +335,16 @@ def open_store(url: str, pg_schema: str | None = None) -> Store:
         store.close()
         raise StoreError(f"cannot migrate the store {url}: {exc}") from exc
     return store
+
+
+def open_existing_store(url: str) -> Store:
+    """Open a store that must already exist: read commands never create one (a typo in --store
+    is an error, not a new empty database)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise StoreError(
+                f"no store at {path}: nothing was ever stored there (check --store or the "
+                "config's store.url; `appliance demo` or `appliance backoffice` create it)"
+            )
+    return open_store(url)

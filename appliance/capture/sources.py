@@ -39,6 +39,7 @@ class Frame:
     captured_mono_s: float = field(default_factory=time.monotonic)
     still: bool = False  # a saved single image: its own session, no burst or motion check
     name: str = ""
+    age_band: str | None = None  # what the customer stated (e.g. "40-49"), when asked
 
 
 class FrameSource(Protocol):

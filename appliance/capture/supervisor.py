@@ -3,7 +3,8 @@
 When the source fails (unplugged, read errors, no frames for ``stall_s``) the camera is
 reported offline, closed and reopened with capped exponential backoff; the daemon keeps
 running meanwhile. When the queue is full the oldest frame is dropped: a live camera should
-show the newest picture, not a backlog.
+show the newest picture, not a backlog. A still (a saved file from a ``directory`` source) is a
+capture of its own and is never dropped: the runner waits for room instead.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class CaptureRunner(threading.Thread):
         reopen_initial_s: float = 0.5,
         reopen_cap_s: float = 30.0,
         on_camera_change: Callable[[bool], None] | None = None,
+        on_frame: Callable[[Frame], None] | None = None,
     ) -> None:
         super().__init__(name="CaptureRunner", daemon=True)
         self.source = source
@@ -46,6 +48,7 @@ class CaptureRunner(threading.Thread):
         self.failures = 0
         self.last_beat_s = time.monotonic()
         self._on_camera_change = on_camera_change
+        self._on_frame = on_frame  # the kiosk screen's live preview (must return at once)
         self._backoff = Backoff(reopen_initial_s, reopen_cap_s)
         self._last_frame_s = time.monotonic()
 
@@ -90,8 +93,13 @@ class CaptureRunner(threading.Thread):
         self._backoff.reset()
         self.frames_captured += 1
         self._enqueue(frame)
+        if self._on_frame is not None:
+            self._on_frame(frame)
 
     def _enqueue(self, frame: Frame) -> None:
+        if frame.still:
+            self._enqueue_waiting(frame)
+            return
         while True:
             try:
                 self.frames.put_nowait(frame)
@@ -101,6 +109,16 @@ class CaptureRunner(threading.Thread):
                 with contextlib.suppress(queue.Empty):
                     self.frames.get_nowait()
                     self.frames_dropped += 1
+
+    def _enqueue_waiting(self, frame: Frame) -> None:
+        """Put a still on the queue once there is room (or give up when stopping)."""
+        while not self.stop_event.is_set():
+            self.last_beat_s = time.monotonic()
+            try:
+                self.frames.put(frame, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def _fail(self, reason: str) -> None:
         self.failures += 1

@@ -4,7 +4,8 @@ Each customer is one skin frame from a ``SkinFactory`` (``appliance.synthetic.ca
 them with the skin generator, or as a cheap texture): the scope approaches (blurred frames),
 rests on the skin (identical, steady frames), then is lifted (a dark field, no contact). So the
 quality gate and the measurement sessions see what the real kiosk sees, and every customer
-yields exactly one measurement.
+yields exactly one measurement. Asked for their age band, a customer answers with ``age_band``
+(``synthetic.camera.stated_age_band``: the decade their skin was generated for).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from appliance.capture.sources import Frame
 
 SkinFactory = Callable[[int], np.ndarray]
+AgeBandOf = Callable[[int], str | None]  # customer index -> the age band they state
 LIFTED_LEVEL = 0.03  # the LEDs shine into the air: a nearly black field
 
 
@@ -52,8 +54,11 @@ class SyntheticSource:
         skin: SkinFactory,
         fps: float = 15.0,
         script: CustomerScript | None = None,
+        age_band: AgeBandOf | None = None,
     ) -> None:
         self.description = "synthetic camera"
+        self._age_band_of = age_band
+        self._customer_age_band: str | None = None
         self.fps = fps
         self.script = script or CustomerScript()
         self._skin = skin
@@ -74,11 +79,14 @@ class SyntheticSource:
         if phase_index == 0:
             self._customer += 1
             self._customer_rgb = self._skin(self._customer)
+            stated = self._age_band_of
+            self._customer_age_band = stated(self._customer) if stated else None
             self._lifted_rgb = None
         assert self._customer_rgb is not None  # set on the first frame of every customer
         rgb = self._phase_frame(self._customer_rgb, phase_index)
         self._frame_count += 1
-        return Frame(rgb, self._frame_count, name=f"customer-{self._customer}")
+        return Frame(rgb, self._frame_count, name=f"customer-{self._customer}",
+                     age_band=self._customer_age_band)
 
     def _pace(self) -> None:
         if self.fps <= 0:

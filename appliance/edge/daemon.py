@@ -19,6 +19,7 @@ from appliance.capture.sources import Frame, FrameSource
 from appliance.capture.supervisor import CaptureRunner
 from appliance.config import Config
 from appliance.edge.committer import ResultCommitter
+from appliance.edge.kiosk import KioskDisplay
 from appliance.edge.pipeline import Accepted, AnalysisRunner, Analyzer, Classifier, Identity
 from appliance.edge.screen import KioskScreen
 from appliance.edge.session import SessionTracker
@@ -121,7 +122,7 @@ class EdgeDaemon:
         config, edge = self.config, self.config.edge
         frames: queue.Queue[Frame] = queue.Queue(maxsize=edge.frame_queue_size)
         results: queue.Queue[Accepted] = queue.Queue(maxsize=edge.result_queue_size)
-        self.screen = KioskScreen(Path(config.state_dir) / "screen", self.link_stop)
+        self._build_screen()
         self.capture = CaptureRunner(
             source,
             frames,
@@ -129,6 +130,7 @@ class EdgeDaemon:
             stall_s=stall_s,
             reopen_cap_s=edge.camera_reopen_cap_s,
             on_camera_change=lambda _online: self.link.send_status(),
+            on_frame=self.display.offer_frame,
         )
         self.analysis = AnalysisRunner(
             frames,
@@ -141,6 +143,8 @@ class EdgeDaemon:
             identity=Identity(config.device.id, config.device.site, self._topic("result")),
             um_per_px=config.skin.um_per_px,
             limit=config.camera.limit,
+            on_gated=self.display.on_gated,
+            subject=self.display.take_subject,
         )
         self.committer = ResultCommitter(
             results,
@@ -150,6 +154,12 @@ class EdgeDaemon:
             screen=self.screen,
             group_max=edge.group_commit_max,
         )
+
+    def _build_screen(self) -> None:
+        """The kiosk display (page, preview, guidance) and the thread that shows results."""
+        screen_dir = Path(self.config.state_dir) / "screen"
+        self.display = KioskDisplay(self.config.screen, self.config.edge.burst_frames, screen_dir)
+        self.screen = KioskScreen(screen_dir, self.link_stop, on_shown=self.display.show_result)
 
     def request_stop(self) -> None:
         """Stop soon (signal-safe: only sets an event)."""
@@ -163,6 +173,7 @@ class EdgeDaemon:
 
     def run(self) -> int:
         """Start every thread, supervise until stopped or done, and shut down cleanly."""
+        self.display.start()
         for thread in (self.link, self.screen, self.committer, self.analysis, self.capture):
             thread.start()
         self.status.start()
@@ -210,6 +221,7 @@ class EdgeDaemon:
         self.link.wake()
         self.link.join(1.5)
         self.screen.join(1.0)
+        self.display.stop()
         if not self.committer.is_alive():
             self.outbox.close()
         self.status.close()

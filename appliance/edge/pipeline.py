@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from appliance import __version__
-from appliance.capture.quality import QualityGate, best_frame
+from appliance.capture.quality import FrameQuality, QualityGate, best_frame
 from appliance.capture.sources import Frame
 from appliance.edge.session import Burst, SessionTracker
 from appliance.transport import payloads
@@ -41,6 +41,8 @@ class Measurement:
 
 
 Analyzer = Callable[[np.ndarray, float], Measurement]
+# the kiosk screen's guidance: (the frame's quality, burst frames gathered, burst complete)
+GateListener = Callable[[FrameQuality, int, bool], None]
 
 
 class Classifier(Protocol):
@@ -92,8 +94,12 @@ class AnalysisRunner(threading.Thread):
         identity: Identity,
         um_per_px: float,
         limit: int | None = None,
+        on_gated: GateListener | None = None,
+        subject: Callable[[], payloads.Subject | None] | None = None,
     ) -> None:
         super().__init__(name="AnalysisRunner", daemon=True)
+        self._on_gated = on_gated
+        self._subject = subject  # what the customer chose on the kiosk screen, if anything
         self.frames, self.results, self.stop_event = frames, results, stop
         self.gate, self.sessions, self.analyzer = gate, sessions, analyzer
         self._classifier = classifier
@@ -126,6 +132,8 @@ class AnalysisRunner(threading.Thread):
         self._previous_rgb = frame.rgb
         self.frames_assessed += 1
         burst = self.sessions.feed(frame, quality)
+        if self._on_gated is not None:
+            self._on_gated(quality, self.sessions.gathered, burst is not None)
         if burst is None:
             return
         try:
@@ -149,8 +157,15 @@ class AnalysisRunner(threading.Thread):
             quality=quality.to_payload(),
             features=measurement.features,
             classification=self._classify(measurement.features),
+            subject=self._subject_for(frame),
         )
         return Accepted(result, measurement.draw_overlay, self.identity.result_topic)
+
+    def _subject_for(self, frame: Frame) -> payloads.Subject | None:
+        """The kiosk screen's choice where there is one; else what a replayed customer stated."""
+        if self._subject is not None:
+            return self._subject()
+        return payloads.Subject(age_band=frame.age_band) if frame.age_band else None
 
     def _classify(self, features: payloads.Features) -> payloads.Classification | None:
         classifier = self._classifier()

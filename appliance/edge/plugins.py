@@ -9,7 +9,7 @@ from appliance.capture.sources import DirectorySource, FrameSource, UvcSource
 from appliance.capture.synthetic import SyntheticSource
 from appliance.config import Config
 from appliance.edge.pipeline import Measurement
-from appliance.synthetic.camera import generated_skin
+from appliance.synthetic.camera import generated_skin, stated_age_band
 
 
 def source_from_config(config: Config) -> tuple[FrameSource, float | None]:
@@ -21,8 +21,9 @@ def source_from_config(config: Config) -> tuple[FrameSource, float | None]:
     if camera.source == "directory":
         assert camera.path is not None
         return DirectorySource(camera.path), None
-    skin = generated_skin(camera.seed)
-    return SyntheticSource(skin, fps=config.edge.synthetic_fps), config.edge.camera_stall_s
+    skin, age_band = generated_skin(camera.seed), stated_age_band(camera.seed)
+    source = SyntheticSource(skin, fps=config.edge.synthetic_fps, age_band=age_band)
+    return source, config.edge.camera_stall_s
 
 
 def default_gate() -> QualityGate:

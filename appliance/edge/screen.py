@@ -27,18 +27,22 @@ RESULT_FILE = "last_result.json"
 OVERLAY_FILE = "last_overlay.png"
 PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 OverlayDrawer = Callable[[], np.ndarray]
+ShownListener = Callable[[Result, bool], None]  # (the result, whether its overlay was written)
 
 
 class KioskScreen(threading.Thread):
     """Publishes the newest result for the kiosk display as files in one folder."""
 
-    def __init__(self, folder: Path, stop: threading.Event) -> None:
+    def __init__(
+        self, folder: Path, stop: threading.Event, on_shown: ShownListener | None = None
+    ) -> None:
         super().__init__(name="KioskScreen", daemon=True)
         self.folder = folder
         self.stop_event = stop
         folder.mkdir(parents=True, exist_ok=True)
         self._latest: queue.Queue[tuple[Result, OverlayDrawer | None]] = queue.Queue(maxsize=1)
         self.shown = 0
+        self._on_shown = on_shown  # the kiosk page, told once the files are in place
 
     @property
     def result_path(self) -> Path:
@@ -80,6 +84,9 @@ class KioskScreen(threading.Thread):
             self.shown += 1
         except (OSError, ValueError) as exc:
             log.warning("kiosk screen files in %s not updated: %s", self.folder, exc)
+            return
+        if self._on_shown is not None:
+            self._on_shown(result, draw_overlay is not None)
 
     def _write_overlay(self, overlay_rgb: np.ndarray) -> None:
         temp = self.folder / "last_overlay.tmp.png"

@@ -39,6 +39,11 @@ class SessionTracker:
         self._qualities: list[FrameQuality] = []
         self._forced = threading.Event()
 
+    @property
+    def gathered(self) -> int:
+        """Good frames gathered so far towards the current burst (burst progress)."""
+        return len(self._frames)
+
     def request_measurement(self) -> None:
         """Measure the next steady burst even if this contact was measured already."""
         self._forced.set()

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from appliance.edge.daemon import EdgeDaemon
 
 log = logging.getLogger(__name__)
+# A changed outbox depth is published this soon (not only every status_interval_s), so the
+# fleet table never pairs a fresh last_seen with a depth from a minute ago.
+DEPTH_REFRESH_S = 2.0
 
 
 class DeviceStatus:
@@ -23,6 +26,8 @@ class DeviceStatus:
         self.daemon = daemon
         self._metrics: MetricsServer | None = None
         self._next_publish_s = time.monotonic() + daemon.config.edge.status_interval_s
+        self._last_publish_s = time.monotonic()
+        self._published_depth: int | None = None
 
     def start(self) -> None:
         """Serve metrics when ``edge.metrics_port`` is set."""
@@ -69,10 +74,17 @@ class DeviceStatus:
         )
 
     def maybe_publish(self) -> None:
-        """Refresh the retained status every ``edge.status_interval_s``."""
+        """Refresh the retained status every ``edge.status_interval_s``, and within
+        ``DEPTH_REFRESH_S`` of a change in the outbox depth."""
         now_s = time.monotonic()
-        if now_s >= self._next_publish_s:
+        depth = self.daemon.outbox.depth()
+        depth_moved = depth != self._published_depth and (
+            now_s - self._last_publish_s >= DEPTH_REFRESH_S
+        )
+        if now_s >= self._next_publish_s or depth_moved:
             self._next_publish_s = now_s + self.daemon.config.edge.status_interval_s
+            self._last_publish_s = now_s
+            self._published_depth = depth
             self.daemon.link.send_status()
 
     def metrics(self) -> dict[str, float]:

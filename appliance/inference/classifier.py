@@ -16,11 +16,12 @@ import numpy as np
 
 from appliance.inference.contract import ModelContract, ModelError
 from appliance.inference.runner import FloatMatrix, OnnxRunner
+from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.transport.payloads import Classification
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "skin-texture-grade.int8.onnx"
+DEFAULT_MODEL = shipped_path(SKIN_MODEL)
 
 __all__ = ["DEFAULT_MODEL", "FeatureError", "ModelError", "SkinClassifier"]
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 GRADE_LABELS = ("fine", "normal", "coarse")
 DEFAULT_NAME = "skin-texture-grade"
+FEW_ROWS = 50  # below this, INT8 ranges and validation figures are mostly sampling noise
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ def _split(table: LabelledTable, name: str) -> LabelledTable:
             f"the table has no {name!r} rows; a build needs train, calibration and validation "
             f"rows in its split column (make one with `appliance models skin-table`)"
         )
+    if name in ("calibration", "validation") and len(rows) < FEW_ROWS:
+        log.warning("only %d %s rows (fewer than %d): its figures are rough; label more data",
+                    len(rows), name, FEW_ROWS)
     return rows
 
 

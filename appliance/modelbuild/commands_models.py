@@ -14,10 +14,9 @@ from typing import Any
 
 from appliance.inference.contract import ModelError
 from appliance.modelbuild.table import TableError
+from appliance.shipped import SKIN_MODEL, shipped_path
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's models/ folder
-DEFAULT_TABLE = MODELS_DIR / "data" / "skin-grades.parquet"
-DEFAULT_MODEL = MODELS_DIR / "skin-texture-grade.int8.onnx"
+DEFAULT_MODEL = shipped_path(SKIN_MODEL)
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -42,11 +41,26 @@ def _feature_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _existing_outputs(out_dir: Path, force: bool) -> str | None:
+    """Why building into ``out_dir`` would overwrite a model (None when it would not)."""
+    from appliance.modelbuild.build import DEFAULT_NAME  # noqa: PLC0415  (torch)
+
+    if out_dir.resolve() == DEFAULT_MODEL.parent.resolve():
+        return f"{out_dir} holds the shipped models; build into a new folder"
+    existing = sorted(out_dir.glob(f"{DEFAULT_NAME}.*.onnx")) if out_dir.is_dir() else []
+    if existing and not force:
+        return f"{existing[0]} exists; pass --force to replace it, or pick a new --out"
+    return None
+
+
 def _build_skin(args: argparse.Namespace) -> int:
     from appliance.modelbuild.build import BuildSettings, build_model  # noqa: PLC0415  (torch)
     from appliance.modelbuild.table import read_table  # noqa: PLC0415  (pyarrow)
     from appliance.transport.payloads import FEATURE_KEYS  # noqa: PLC0415  (pydantic)
 
+    if refusal := _existing_outputs(args.out, args.force):
+        print(f"build-skin: {refusal}", file=sys.stderr)
+        return 2
     try:
         features = args.features or FEATURE_KEYS
         description = args.trained_on or read_table(args.data, features).description
@@ -110,6 +124,9 @@ def _skin_table(args: argparse.Namespace) -> int:
     from appliance.modelbuild.grades import TableSpec, build_skin_table  # noqa: PLC0415
     from appliance.modelbuild.table import write_table  # noqa: PLC0415  (pyarrow)
 
+    if args.out.exists() and not args.force:
+        print(f"skin-table: {args.out} exists; pass --force to replace it", file=sys.stderr)
+        return 2
     spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features,
                      label_noise=args.label_noise)
     try:
@@ -126,8 +143,11 @@ def _register_build(models: Any) -> None:
     build = models.add_parser(
         "build-skin", help="train, export, INT8-quantize and validate the skin texture model"
     )
-    build.add_argument("--data", type=Path, default=DEFAULT_TABLE, help="labelled table")
-    build.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder")
+    build.add_argument("--data", type=Path, required=True,
+                       help="labelled table (.parquet or .csv; `models skin-table` makes one)")
+    build.add_argument("--out", type=Path, required=True,
+                       help="output folder (a new one; the shipped model is never overwritten)")
+    build.add_argument("--force", action="store_true", help="replace models already in --out")
     build.add_argument("--version", default="1.0.0", help="model version for the metadata")
     build.add_argument("--hidden", type=_hidden, default=(128, 128), help="hidden layer widths")
     build.add_argument("--epochs", type=int, default=20, help="training epochs")
@@ -158,7 +178,8 @@ def _register_table(models: Any) -> None:
     table = models.add_parser(
         "skin-table", help="labelled feature table from synthetic skin (for build-skin)"
     )
-    table.add_argument("--out", type=Path, default=DEFAULT_TABLE, help=".parquet or .csv")
+    table.add_argument("--out", type=Path, required=True, help="new .parquet or .csv file")
+    table.add_argument("--force", action="store_true", help="replace an existing --out file")
     table.add_argument("--rows", type=int, default=1500, help="number of frames")
     table.add_argument("--seed", type=int, default=0, help="synthetic generator seed")
     table.add_argument("--features", choices=("measured", "truth"), default="measured",

@@ -34,6 +34,7 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from appliance.inference.runner import FloatMatrix, session_options
 from appliance.modelbuild.export import INPUT_NAME, layer_name
@@ -138,14 +139,22 @@ def choose_and_quantize(
     reference = predict(float_path, validation)
     measured = []
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
+        prepared = prepare(float_path, Path(scratch) / "prepared.onnx")
         for scheme in candidate_schemes(n_layers):
-            trial = quantize(float_path, Path(scratch) / "trial.onnx", calibration, scheme)
+            trial = quantize(prepared, Path(scratch) / "trial.onnx", calibration, scheme)
             measured.append(_measure(trial, scheme, reference, validation))
-    half_size = [s for s in measured if 2 * s.size_bytes <= float_path.stat().st_size]
-    best = max(
-        half_size or measured,
-        key=lambda s: (s.agreement, -s.mean_abs_probability_diff, -s.size_bytes),
-    )
-    log.info("quantization schemes: %s; chose %s", [asdict(s) for s in measured], best)
-    quantize(float_path, out_path, calibration, best)
+        half_size = [s for s in measured if 2 * s.size_bytes <= float_path.stat().st_size]
+        best = max(
+            half_size or measured,
+            key=lambda s: (s.agreement, -s.mean_abs_probability_diff, -s.size_bytes),
+        )
+        log.info("quantization schemes: %s; chose %s", [asdict(s) for s in measured], best)
+        quantize(prepared, out_path, calibration, best)
     return best, measured
+
+
+def prepare(float_path: Path, out_path: Path) -> Path:
+    """ONNX Runtime's quantization pre-processing (shape inference, which it asks for) without
+    graph optimisation, so the layer names the schemes exclude stay as exported."""
+    quant_pre_process(float_path, out_path, skip_optimization=True)
+    return out_path

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "pathology" / "msi-vgg19-w16.onnx"
+from appliance.shipped import PATHOLOGY_MODEL, shipped_path
+
+DEFAULT_MODEL = shipped_path(PATHOLOGY_MODEL)
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -51,7 +53,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-normalize", action="store_true", help="skip Macenko normalisation")
     parser.add_argument("--batch-size", type=int, default=64, help="tiles per model call (64)")
     parser.add_argument("--cam-tiles", type=int, default=4, help="CAMs drawn per slide (4)")
-    parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="ONNX Runtime device: auto = CUDA when present, else CPU (auto)")
     parser.add_argument("--no-pictures", action="store_true", help="skip heatmaps and CAMs")
 
 

@@ -86,7 +86,7 @@ class SlideFinisher(threading.Thread):
         if kind == "slide":
             work: SlideWork = event
             if work.prepared.error:
-                self._store(work, None)
+                self._store(work, scored=False)
             else:
                 self._slides[(work.prepared.job_id, work.prepared.slide_index)] = work
         elif kind == "batch":
@@ -115,9 +115,9 @@ class SlideFinisher(threading.Thread):
             work.remaining -= part.count
             if work.remaining == 0:
                 del self._slides[(part.job_id, part.slide_index)]
-                self._store(work, self._pictures(work))
+                self._store(work, scored=True)
 
-    def _pictures(self, work: SlideWork) -> dict[str, str]:
+    def _pictures(self, work: SlideWork, result: SlideResult) -> dict[str, str]:
         folder = self.results_dir / work.prepared.job_id
         stem = f"{work.prepared.slide_index:04d}-{work.name}"
         paths = {key: folder / sub / f"{stem}{ext}" for key, sub, ext in (
@@ -127,26 +127,30 @@ class SlideFinisher(threading.Thread):
         write_tile_scores(paths["tiles_path"], prepared.tiles, work.probability,
                           work.in_distribution)
         if prepared.thumbnail is not None:
+            title = (f"{work.name}: {result.label}, score {result.score:.2f} (mean; threshold "
+                     f"{self.info.threshold:.2f}), {result.tile_count} tiles")
             write_png(paths["heatmap_path"], tile_heatmap(
-                prepared.thumbnail, prepared.thumbnail_scale, prepared.tiles, work.probability))
+                prepared.thumbnail, prepared.thumbnail_scale, prepared.tiles, work.probability,
+                title))
         if work.decisive.pixels:
-            write_png(paths["cam_path"], cam_panel(np.stack(work.decisive.pixels),
-                                                   np.stack(work.decisive.cams),
-                                                   np.array(work.decisive.probability)))
+            write_png(paths["cam_path"], cam_panel(
+                np.stack(work.decisive.pixels), np.stack(work.decisive.cams),
+                np.array(work.decisive.probability), f"{work.name}: the most decisive tiles"))
         return {key: str(path) if path.exists() else "" for key, path in paths.items()}
 
-    def _store(self, work: SlideWork, files: dict[str, str] | None) -> None:
+    def _store(self, work: SlideWork, *, scored: bool) -> None:
         job_id, index = work.prepared.job_id, work.prepared.slide_index
         if job_id in self._dropped:
             return
         base = SlideResult(work.name, "", "", work.path)
-        if files is None:
+        if not scored:
             result = SlideResult(**{**asdict(base), "error": work.prepared.error})
             files = {"heatmap_path": "", "cam_path": "", "tiles_path": ""}
         else:
             result = slide_result(base, work.probability, work.in_distribution,
                                   guard=self.info.guard, method="mean",
                                   threshold=self.info.threshold, labels=self.info.labels)
+            files = self._pictures(work, result)
         row = {**asdict(result), **files, "job_id": job_id, "slide_index": index,
                "backend": self.backend, "server": self.server_id, "stored_at": utc_text()}
         if self._write(row):

@@ -11,6 +11,9 @@ from appliance.pathology.tiles import Tile
 
 HEATMAP_MAX_SIDE_PX = 1024
 HEATMAP_OPACITY = 0.45
+MIN_PICTURE_WIDTH_PX = 480  # room for the title and the legend's words
+CAM_TILE_PX = 256  # a 64 px model tile drawn 4x, large enough to see its tissue
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def _colours(probability: np.ndarray) -> np.ndarray:
@@ -22,9 +25,11 @@ def _colours(probability: np.ndarray) -> np.ndarray:
 
 
 def tile_heatmap(
-    thumbnail_rgb: np.ndarray, scale: float, tiles: list[Tile], probability: np.ndarray
+    thumbnail_rgb: np.ndarray, scale: float, tiles: list[Tile], probability: np.ndarray,
+    title: str = "",
 ) -> np.ndarray:
-    """The thumbnail with each scored tile tinted by its probability (scale: thumb px per px)."""
+    """The thumbnail with each scored tile tinted by its probability (scale: thumb px per px),
+    a title line above (slide, score, label) and a colour legend with ticks below."""
     overlay = thumbnail_rgb.copy()
     colours = _colours(probability)
     for tile, colour in zip(tiles, colours, strict=True):
@@ -33,33 +38,82 @@ def tile_heatmap(
         y1 = round((tile.y_px + tile.size_px) * scale)
         overlay[y0:y1, x0:x1] = colour
     blended = cv2.addWeighted(thumbnail_rgb, 1 - HEATMAP_OPACITY, overlay, HEATMAP_OPACITY, 0)
-    return _legend(blended)
+    width = max(blended.shape[1], MIN_PICTURE_WIDTH_PX)
+    return np.vstack([_text_band(title, width), _pad_width(blended, width), _legend(width)])
 
 
-def _legend(rgb: np.ndarray) -> np.ndarray:
-    """A colour bar (MSS 0 to MSI 1) along the bottom."""
-    width = rgb.shape[1]
-    bar = np.repeat(_colours(np.linspace(0, 1, width))[None], 14, axis=0)
-    bar = np.ascontiguousarray(bar)
-    cv2.putText(bar, "MSS 0", (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1)
-    cv2.putText(bar, "1 MSI", (width - 38, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1)
-    return np.vstack([rgb, bar])
+def _text_band(text: str, width: int, height: int = 34) -> np.ndarray:
+    """Black text on white, one line, in the largest size up to 0.6 that fits the width."""
+    band = np.full((height, width, 3), 255, np.uint8)
+    font_scale = 0.6
+    while font_scale > 0.3 and cv2.getTextSize(text, _FONT, font_scale, 1)[0][0] > width - 12:
+        font_scale -= 0.05
+    cv2.putText(band, text, (6, height - 11), _FONT, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
 
 
-def cam_panel(tiles_rgb: np.ndarray, cams: np.ndarray, probability: np.ndarray) -> np.ndarray:
-    """Tiles (top row) over their class activation maps (bottom row), each captioned."""
-    columns = []
-    spread = float(np.abs(cams).max()) or 1.0
-    for tile, cam, value in zip(tiles_rgb, cams, probability, strict=True):
-        size = tile.shape[0]
-        heat = cv2.resize(((cam / spread + 1) / 2).astype(np.float32), (size, size),
-                          interpolation=cv2.INTER_CUBIC)
-        colour = _colours(heat.ravel()).reshape(size, size, 3)
-        blended = cv2.addWeighted(tile, 0.5, np.ascontiguousarray(colour), 0.5, 0)
-        caption = np.full((16, size, 3), 255, np.uint8)
-        cv2.putText(caption, f"p={value:.2f}", (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-        columns.append(np.vstack([caption, tile, blended]))
-    return np.hstack(columns)
+def _pad_width(rgb: np.ndarray, width: int) -> np.ndarray:
+    extra = width - rgb.shape[1]
+    return np.pad(rgb, ((0, 0), (0, extra), (0, 0)), constant_values=255) if extra else rgb
+
+
+def _legend(width: int) -> np.ndarray:
+    """A colour bar of tile p(MSI) from 0 (MSS) to 1 (MSI), with ticks and a caption."""
+    margin = 40
+    bar_width = width - 2 * margin
+    band = np.full((64, width, 3), 255, np.uint8)
+    band[6:24, margin : margin + bar_width] = _colours(np.linspace(0, 1, bar_width))[None]
+    for value in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = margin + round(value * (bar_width - 1))
+        cv2.line(band, (x, 24), (x, 30), (0, 0, 0), 1)
+        label = f"{value:g}"
+        cv2.putText(band, label, (x - 5 * len(label), 42), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(band, "tile p(MSI): 0 = MSS (blue) ... 1 = MSI (red)", (margin, 59), _FONT,
+                0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
+
+
+def cam_panel(
+    tiles_rgb: np.ndarray, cams: np.ndarray, probability: np.ndarray, title: str = ""
+) -> np.ndarray:
+    """One row per decisive tile: the tile, beside it the tile under its class activation map.
+
+    The network's 4x4 CAM has a strong centre bias common to every tile (padding), so each map
+    shows its cells relative to the panel's mean pattern: red where this tile gives more MSI
+    evidence than the model usually does there, blue where less; each cell also prints its raw
+    value. Maps therefore differ where the tissue does."""
+    relative = _relative_cams(cams)
+    spread = float(np.abs(relative).max()) or 1.0
+    rows = [_cam_row(tile, cam, rel / spread, value)
+            for tile, cam, rel, value in zip(tiles_rgb, cams, relative, probability, strict=True)]
+    width = rows[0].shape[1]
+    note = "red: more MSI evidence than usual here, blue: less; numbers: raw CAM"
+    return np.vstack([_text_band(title, width), *rows, _text_band(note, width, 28)])
+
+
+def _relative_cams(cams: np.ndarray) -> np.ndarray:
+    """Each CAM over its own mean, minus the panel's mean of that (the shared centre bias)."""
+    levels = np.abs(cams).mean(axis=(1, 2), keepdims=True)
+    shaped = cams / np.maximum(levels, 1e-6)
+    relative: np.ndarray = shaped - shaped.mean(axis=0, keepdims=True)
+    return relative
+
+
+def _cam_row(tile: np.ndarray, cam: np.ndarray, relative: np.ndarray, value: float) -> np.ndarray:
+    size = CAM_TILE_PX
+    big = cv2.resize(tile, (size, size), interpolation=cv2.INTER_CUBIC)
+    heat = cv2.resize(((relative + 1) / 2).astype(np.float32), (size, size),
+                      interpolation=cv2.INTER_NEAREST)
+    colour = np.ascontiguousarray(_colours(heat.ravel()).reshape(size, size, 3))
+    mapped = cv2.addWeighted(big, 0.4, colour, 0.6, 0)
+    cell = size // cam.shape[0]
+    for (row, column), raw in np.ndenumerate(cam):
+        cv2.putText(mapped, f"{raw:.1f}", (column * cell + 6, row * cell + cell // 2 + 5), _FONT,
+                    0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    caption = _text_band(f"p(MSI) = {value:.2f}", size, 24)
+    gap = np.full((size + 24, 8, 3), 255, np.uint8)
+    return np.hstack([np.vstack([caption, big]), gap,
+                      np.vstack([_text_band("its CAM", size, 24), mapped])])
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:

@@ -28,11 +28,15 @@ from appliance.pathology.metrics import (
     confusion,
 )
 from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON
+from appliance.pathology.overlap import find_overlap
 from appliance.pathology.run import RESULTS_CSV, RESULTS_JSON
 
 POSITIVE = "MSI"
-# The paper's Table 2 (mean of 3 runs); it reports no sensitivity or AUROC.
+# The source paper's Table 2 (mean of 3 runs); it reports no sensitivity or AUROC.
 PAPER = {"accuracy": 0.744, "precision": 0.761, "specificity": 0.542, "f_measure": 0.810}
+PAPER_NAME = ("source paper, Table 2: VGG19 transfer learning on real H&E colorectal slides, "
+              "mean of 3 runs (not comparable with a synthetic cohort)")
+MIN_CI_PATIENTS = 10  # a bootstrap over fewer patients gives intervals that mean nothing
 
 
 @dataclass(frozen=True)
@@ -112,9 +116,18 @@ def subset_metrics(run: RunData, mask: np.ndarray, resamples: int) -> SubsetRepo
         slides=int(mask.sum()),
         patients=len(set(run.patients[mask])),
         metrics=binary_metrics(truth, scores, run.threshold),
-        ci95=bootstrap_ci(truth, scores, run.threshold, run.patients[mask], resamples=resamples),
+        ci95=_ci95(run, mask, resamples),
         confusion=confusion(truth, scores >= run.threshold),
     )
+
+
+def _ci95(run: RunData, mask: np.ndarray, resamples: int) -> dict[str, tuple[float, float]]:
+    """Patient-bootstrap CIs, or NaN ones when too few patients make them meaningless."""
+    patients = run.patients[mask]
+    if len(set(patients)) < MIN_CI_PATIENTS:
+        return dict.fromkeys(METRIC_NAMES, (math.nan, math.nan))
+    return bootstrap_ci(run.truth[mask], run.scores[mask], run.threshold, patients,
+                        resamples=resamples)
 
 
 def evaluate_runs(runs: list[RunData], resamples: int) -> dict[str, GroupReport]:
@@ -153,7 +166,7 @@ def format_group(name: str, group: GroupReport, runs: list[RunData]) -> str:
     lines = [f"{name}: {first.slides} slides, {first.patients} patients "
              f"(threshold {thresholds}; 95% CI by patient bootstrap)"]
     header = f"  {'metric':<12}" + "".join(f"{'run ' + str(i + 1):<24}" for i in range(len(runs)))
-    lines.append(header + f"{'mean ± sd':<18}paper")
+    lines.append(header + f"{'mean ± sd':<18}paper*")
     for metric in METRIC_NAMES:
         cells = ""
         for run in group.per_run:
@@ -161,7 +174,9 @@ def format_group(name: str, group: GroupReport, runs: list[RunData]) -> str:
                 cells += f"{'-':<24}"
                 continue
             low, high = run.ci95[metric]
-            cells += f"{_number(run.metrics[metric]) + f' [{_number(low)}-{_number(high)}]':<24}"
+            interval = ("[n too small]" if run.patients < MIN_CI_PATIENTS
+                        else f"[{_number(low)}-{_number(high)}]")
+            cells += f"{_number(run.metrics[metric]) + ' ' + interval:<24}"
         mean, sd = group.summary[metric]
         paper = _number(PAPER[metric]) if metric in PAPER else "-"
         lines.append(f"  {metric:<12}{cells}{_number(mean) + ' ± ' + _number(sd):<18}{paper}")
@@ -170,6 +185,9 @@ def format_group(name: str, group: GroupReport, runs: list[RunData]) -> str:
             c = run.confusion
             lines.append(f"  confusion run {index + 1}: true MSI -> TP {c.tp} FN {c.fn}; "
                          f"true MSS -> FP {c.fp} TN {c.tn}")
+    lines.append(f"  * {PAPER_NAME}")
+    if first.patients < MIN_CI_PATIENTS:
+        lines.append(f"  no CIs: {first.patients} patients (fewer than {MIN_CI_PATIENTS})")
     return "\n".join(lines)
 
 
@@ -192,15 +210,24 @@ def evaluate_command(args: argparse.Namespace) -> int:
         labels = {row.slide: row for row in read_labels(args.labels)}
         patients = read_split(args.splits, args.split) if args.splits else None
         runs = [load_run(folder, labels, patients) for folder in args.results]
+        overlap = find_overlap(args.labels, args.results, patients)
     except (LabelsError, OSError, ValueError, KeyError) as exc:
         print(f"pathology evaluate: {exc}", file=sys.stderr)
         return 2
+    if overlap is not None:
+        print(f"pathology evaluate: {overlap.describe()}", file=sys.stderr)
+        if not args.splits:
+            print("pathology evaluate: refused; pass --splits with the model's split file (e.g. "
+                  "appliance/shipped/msi-vgg19-w16.splits.csv) to score its held-out patients, "
+                  "or evaluate a cohort of another seed", file=sys.stderr)
+            return 2
     report = evaluate_runs(runs, max(10, args.bootstrap))
     if args.json:
         out = {name: asdict(group) for name, group in report.items()}
         apart = [{"run": r.name, "unsupported": r.unsupported, "failed": r.failed} for r in runs]
-        document = {"runs": [r.name for r in runs], "paper": PAPER, "groups": out,
-                    "counted_apart": apart, "unsupported_reason": UNSUPPORTED_REASON}
+        document = {"runs": [r.name for r in runs], "paper": PAPER, "paper_name": PAPER_NAME,
+                    "groups": out, "counted_apart": apart,
+                    "unsupported_reason": UNSUPPORTED_REASON}
         print(json.dumps(json_safe(document), allow_nan=False, default=str))
         return 0
     print(f"MSI vs MSS, slide level, {len(runs)} run(s): {', '.join(r.name for r in runs)}")

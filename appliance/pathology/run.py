@@ -136,25 +136,29 @@ class SlideRunner:
         typical = np.concatenate(in_distribution)
         tiles_csv = self.out_dir / "tiles" / f"{base.slide}.csv"
         write_tile_scores(tiles_csv, scored, probability, typical)
+        slide = slide_result(base, probability, typical, guard=self.model.info.guard,
+                             method=self.options.score, threshold=self.threshold,
+                             labels=self.model.info.labels)
         if self.options.pictures:
-            self._draw(prepared, scored, probability, decisive, base.slide)
-        return slide_result(base, probability, typical, guard=self.model.info.guard,
-                            method=self.options.score, threshold=self.threshold,
-                            labels=self.model.info.labels)
+            title = (f"{base.slide}: {slide.label}, score {slide.score:.2f} "
+                     f"({self.options.score}; threshold {self.threshold:.2f}), "
+                     f"{slide.tile_count} tiles")
+            self._draw(prepared, scored, probability, decisive, name=base.slide, title=title)
+        return slide
 
     def _draw(
         self, prepared: PreparedSlide, tiles: list[Tile], probability: np.ndarray,
-        decisive: DecisiveTiles, name: str,
+        decisive: DecisiveTiles, *, name: str, title: str,
     ) -> None:
         slide = prepared.slide
         factor = math.ceil(1 / heatmap_scale(slide.size_px))
         thumb = slide.thumbnail(slide.um_per_px * factor)
         scale = thumb.shape[1] / slide.size_px[0]
         write_png(self.out_dir / "heatmaps" / f"{name}.png",
-                  tile_heatmap(thumb, scale, tiles, probability))
+                  tile_heatmap(thumb, scale, tiles, probability, title))
         if decisive.pixels:
             panel = cam_panel(np.stack(decisive.pixels), np.stack(decisive.cams),
-                              np.array(decisive.probability))
+                              np.array(decisive.probability), f"{name}: the most decisive tiles")
             write_png(self.out_dir / "cams" / f"{name}.png", panel)
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from appliance.shipped import PATHOLOGY_MODEL, shipped_path
+
 Backend = Literal["torch-cuda", "onnx-cuda", "onnx-cpu", "torch-cpu"]
 Precision = Literal["fp16", "bf16", "fp32"]
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "pathology" / "msi-vgg19-w16.onnx"
 
 
 class PathologyConfig(BaseModel):
@@ -31,8 +31,8 @@ class PathologyConfig(BaseModel):
         "links); a slide elsewhere is refused. Empty: every job is refused.")
     results_dir: str = Field("./state/pathology", min_length=1,
                              description="Folder for heatmaps, CAMs and tile tables.")
-    model: str = Field(str(DEMO_MODEL), min_length=1,
-                       description="Float32 ONNX tile model (the trained weights).")
+    model: str = Field(default_factory=lambda: str(shipped_path(PATHOLOGY_MODEL)), min_length=1,
+                       description="Float32 ONNX tile model (default: the shipped demo model).")
     int8_model: str | None = Field(None, description="INT8 variant for onnx-cpu (optional).")
     backends: list[Backend] = Field(
         ["torch-cuda", "onnx-cpu"], min_length=1,

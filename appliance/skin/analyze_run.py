@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 
 from appliance.capture.quality import QualityGate
-from appliance.config import Config, load_config
+from appliance.config import Config, load_config_or_defaults
 from appliance.skin.analysis import analyze
 from appliance.skin.colour import WhiteReference
 from appliance.skin.frames import FrameError, load_frame
@@ -46,11 +46,11 @@ class AnalyzeRun:
 
     @classmethod
     def from_config(
-        cls, path: Path | None, overlay_dir: str | None, white_frame: str | None = None
+        cls, path: str | None, overlay_dir: str | None, white_frame: str | None = None
     ) -> AnalyzeRun:
-        """Load the config (defaults when None), the model if configured, the white reference
-        if given, and make the overlay folder."""
-        config = load_config(path) if path is not None else Config()
+        """Load the config (``load_config_or_defaults``: the shipped model without a file), the
+        model if configured, the white reference if given, and make the overlay folder."""
+        config = load_config_or_defaults(path)
         classifier = None
         if config.model.path:
             from appliance.inference.classifier import (  # noqa: PLC0415 - onnxruntime is heavy
@@ -75,17 +75,23 @@ class AnalyzeRun:
             rgb = load_frame(image)
         except FrameError as exc:
             return {"image": str(image), "error": str(exc)}
+        quality = self.gate.assess(rgb).to_payload()
+        if quality.verdict != "ok":  # a blurred or lifted frame's numbers would mislead
+            reasons = "; ".join(quality.reasons) or "no reason given"
+            return {"image": str(image), "quality": quality.model_dump(),
+                    "rejected": f"frame {quality.verdict} ({reasons}): not measured"}
         analysis = analyze(rgb, self.config.skin.um_per_px, self.white_reference)
         record: dict[str, Any] = {
             "image": str(image),
-            "quality": self.gate.assess(rgb).to_payload().model_dump(),
+            "quality": quality.model_dump(),
             "features": analysis.features.model_dump(),
         }
         if self.classifier is not None:
             record["classification"] = self.classifier.classify(record["features"]).model_dump()
         if self.overlay_dir is not None:
             target = self.overlay_dir / f"{image.stem}.overlay.jpg"
-            overlay = cv2.cvtColor(draw_overlay(rgb, analysis), cv2.COLOR_RGB2BGR)
+            grade = record.get("classification", {}).get("label")
+            overlay = cv2.cvtColor(draw_overlay(rgb, analysis, grade), cv2.COLOR_RGB2BGR)
             if not cv2.imwrite(str(target), overlay, [cv2.IMWRITE_JPEG_QUALITY, 85]):
                 return {"image": str(image), "error": f"{target}: could not write the overlay"}
             record["overlay"] = str(target)
@@ -99,7 +105,9 @@ class AnalyzeRun:
 
     @staticmethod
     def table_row(record: dict[str, Any]) -> str:
-        """One readable table line for a result record."""
+        """One readable table line for a result record (a rejected frame: its verdict only)."""
+        if "rejected" in record:
+            return f"{Path(record['image']).name[:28]:<28} {record['rejected']}"
         features = record["features"]
         cells = []
         for _, key, width, fmt in TABLE_COLUMNS:

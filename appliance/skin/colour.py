@@ -18,6 +18,9 @@ import numpy as np
 SHINE_MIN_LEVEL = 235
 SHINE_MAX_SATURATION = 40
 WHITE_TARGET_LEVEL = 0.95  # a white reference tile reflects about 95 %
+WHITE_MIN_LEVEL = 120.0  # brightest channel median of a lit white tile
+WHITE_MIN_CHANNEL_RATIO = 0.5  # weakest / strongest channel: lamp tint, not a coloured object
+WHITE_MAX_TEXTURE = 0.05  # fine-detail spread / level: sensor noise, not skin furrows
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class WhiteReference:
                 f"white reference too dark (channel medians {medians.round(0).tolist()}); "
                 "take it of a white tile with the lamp on"
             )
+        _refuse_non_white(white_rgb, medians)
         gains = WHITE_TARGET_LEVEL * 255.0 / medians
         return cls((float(gains[0]), float(gains[1]), float(gains[2])))
 
@@ -43,6 +47,22 @@ class WhiteReference:
         scaled = rgb.astype(np.float32) * np.asarray(self.gains_rgb, dtype=np.float32)
         out: np.ndarray = np.clip(scaled, 0, 255).astype(np.uint8)
         return out
+
+
+def _refuse_non_white(white_rgb: np.ndarray, medians: np.ndarray) -> None:
+    """ValueError unless the frame looks like a white tile: bright, near-neutral, featureless."""
+    shown = medians.round(0).tolist()
+    if float(medians.max()) < WHITE_MIN_LEVEL:
+        raise ValueError(f"not a white tile: too dim (channel medians {shown}); "
+                         "photograph a white tile with the lamp on, in focus")
+    if float(medians.min()) < WHITE_MIN_CHANNEL_RATIO * float(medians.max()):
+        raise ValueError(f"not a white tile: strongly coloured (channel medians {shown}); "
+                         "a lamp tints white only slightly")
+    grey = cv2.cvtColor(white_rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    texture = float(np.std(grey - cv2.GaussianBlur(grey, (0, 0), 8.0)) / max(np.median(grey), 1))
+    if texture > WHITE_MAX_TEXTURE:
+        raise ValueError(f"not a white tile: textured ({texture:.0%} fine detail, a white tile "
+                         f"has under {WHITE_MAX_TEXTURE:.0%}); is this a skin frame?")
 
 
 def shine_mask(small_rgb: np.ndarray) -> np.ndarray:

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = "config.yaml"
-
 
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add the ``analyze`` and ``calibrate`` commands."""
@@ -29,7 +27,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     )
     analyze.add_argument(
         "--config", metavar="F", help="config file for skin.um_per_px and model.path "
-        f"(default: {DEFAULT_CONFIG} when it exists, else built-in defaults)"
+        "(default: ./config.yaml when it exists, else built-in defaults with the shipped model)"
     )
     analyze.set_defaults(handler=_analyze)
     calibrate = root.add_parser(
@@ -49,7 +47,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from appliance.skin.analyze_run import AnalyzeRun  # noqa: PLC0415
 
     try:
-        run = AnalyzeRun.from_config(_config_path(args.config), args.overlay, args.white)
+        run = AnalyzeRun.from_config(args.config, args.overlay, args.white)
     except (ConfigError, ModelError, OSError, ValueError) as exc:
         print(f"analyze: {exc}", file=sys.stderr)
         return 2
@@ -58,21 +56,15 @@ def _analyze(args: argparse.Namespace) -> int:
         print(run.table_header())
     for image in args.images:
         record = run.measure(Path(image))
-        if "error" in record:
+        if "error" in record or "rejected" in record:
             failures += 1
-            print(f"analyze: {record['error']}", file=sys.stderr)
+            print(f"analyze: {record.get('error') or image + ': ' + record['rejected']}",
+                  file=sys.stderr)
         if args.json:
             print(json.dumps(record), flush=True)
         elif "error" not in record:
             print(run.table_row(record), flush=True)
     return 1 if failures else 0
-
-
-def _config_path(value: str | None) -> Path | None:
-    if value is not None:
-        return Path(value)
-    default = Path(DEFAULT_CONFIG)
-    return default if default.is_file() else None
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -91,8 +83,10 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"calibrate: {args.image}: {exc}", file=sys.stderr)
         return 1
     print(
-        f"{args.image}: {result.um_per_px:.3f} um/px (line pitch {result.pitch_px:.3f} px over "
-        f"{result.line_count} lines, scale at {result.angle_deg:.1f} deg)"
+        f"{args.image}: {result.um_per_px:.3f} ± {2 * result.um_per_px_sd:.2g} um/px (95 %; "
+        f"line pitch {result.pitch_px:.3f} px over {result.line_count} lines, scale at "
+        f"{result.angle_deg:.1f} deg, contrast {result.contrast:.0%}, spacing scatter "
+        f"{result.spacing_scatter:.1%})"
     )
     print(f"put this in config.yaml:\nskin:\n  um_per_px: {result.um_per_px:.3f}")
     return 0

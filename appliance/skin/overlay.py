@@ -11,6 +11,7 @@ FURROW_RGB = (40, 220, 255)
 PORE_RGB = (255, 60, 200)
 TEXT_RGB = (255, 255, 255)
 HILL_TINT_ALPHA = 0.28
+CAPTION_LINE_PX = 32
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -48,24 +49,27 @@ def _circle_pores(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
         cv2.circle(canvas, centre, radius, PORE_RGB, 2, cv2.LINE_AA)
 
 
-def _print_numbers(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
+def caption_band(analysis: SkinAnalysis, width_px: int, grade: str | None = None) -> np.ndarray:
+    """The key numbers and the texture grade on a dark band drawn below the frame (never on it)."""
     f = analysis.features
     lines = (
-        f"kime score {f.kime_score:.0f}/100",
-        f"hills {f.hill_density_per_mm2:.1f}/mm2, mean {f.hill_mean_area_mm2:.3f} mm2",
+        f"grade {grade or '- (no model)'}   kime score {f.kime_score:.0f}/100",
+        f"hills {f.hill_density_per_mm2:.1f}/mm2, mean {f.hill_mean_area_mm2:.3f} mm2;  "
         f"furrows {f.furrow_density_mm_per_mm2:.1f} mm/mm2, width {f.furrow_mean_width_um:.0f} um",
         f"pores {f.pore_count} ({f.pore_density_per_cm2:.0f}/cm2), "
         f"mean {f.pore_mean_diameter_um:.0f} um",
     )
-    cv2.rectangle(canvas, (0, 0), (560, 24 + 30 * len(lines)), (0, 0, 0), -1)
+    band = np.zeros((CAPTION_LINE_PX * len(lines) + 14, width_px, 3), np.uint8)
     for row, text in enumerate(lines):
-        cv2.putText(canvas, text, (12, 32 + 30 * row), _FONT, 0.75, TEXT_RGB, 2, cv2.LINE_AA)
+        cv2.putText(band, text, (12, CAPTION_LINE_PX * (row + 1)), _FONT, 0.75, TEXT_RGB, 2,
+                    cv2.LINE_AA)
+    return band
 
 
-def draw_overlay(rgb: np.ndarray, analysis: SkinAnalysis) -> np.ndarray:
-    """The frame with hills tinted, furrow centre lines traced, pores circled and key numbers."""
+def draw_overlay(rgb: np.ndarray, analysis: SkinAnalysis, grade: str | None = None) -> np.ndarray:
+    """The frame with hills tinted, furrow centre lines traced and pores circled, with the key
+    numbers and the grade on a band below it (the whole frame stays visible)."""
     canvas = _tint_hills(rgb, analysis)
     _trace_furrows(canvas, analysis)
     _circle_pores(canvas, analysis)
-    _print_numbers(canvas, analysis)
-    return canvas
+    return np.vstack([canvas, caption_band(analysis, canvas.shape[1], grade)])

@@ -2,27 +2,52 @@
 
 ``generated_skin`` draws each customer with the skin generator (``synthetic.skin``, known truth);
 ``textured_skin`` is a cheap skin-coloured texture for fast tests and delivery benchmarks.
+``stated_age_band`` is what each generated customer says when asked for their age band.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
 
 from appliance.capture.sources import FRAME_HEIGHT_PX, FRAME_WIDTH_PX
-from appliance.capture.synthetic import SkinFactory
+from appliance.capture.synthetic import AgeBandOf, SkinFactory
 
 
 def generated_skin(seed: int, preset: str = "mixed") -> SkinFactory:
     """Skin frames from the synthetic skin generator, one per customer index."""
 
     def make(index: int) -> np.ndarray:
-        from appliance.synthetic.skin import synthetic_frame  # noqa: PLC0415 - heavy, lazy
-
-        rgb: np.ndarray = synthetic_frame(seed, index, preset).image_rgb
+        rgb: np.ndarray = _generated(seed, index, preset).image_rgb
         return rgb
 
     return make
+
+
+def stated_age_band(seed: int, preset: str = "mixed") -> AgeBandOf:
+    """The age band each generated customer of ``generated_skin(seed, preset)`` states."""
+
+    def band(index: int) -> str | None:
+        return age_band_of(_generated(seed, index, preset).params.age_years)
+
+    return band
+
+
+def age_band_of(age_years: float) -> str:
+    """The decade band of an age, as the payload writes it: ``40-49``, or ``80+``."""
+    decade = int(age_years // 10) * 10
+    return "80+" if decade >= 80 else f"{decade}-{decade + 9}"
+
+
+@lru_cache(maxsize=2)
+def _generated(seed: int, index: int, preset: str) -> Any:
+    """One generated customer (cached: the frame and the stated age come from one render)."""
+    from appliance.synthetic.skin import synthetic_frame  # noqa: PLC0415 - heavy, lazy
+
+    return synthetic_frame(seed, index, preset)
 
 
 def textured_skin(

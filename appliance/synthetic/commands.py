@@ -9,7 +9,7 @@ from typing import Any
 
 from appliance.synthetic.skin_presets import PRESETS, preset_help
 
-DEFAULT_JOBS = 2
+DEFAULT_WORKERS = 2
 
 
 def _at_least_one(text: str) -> int:
@@ -56,10 +56,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     )
     skin.add_argument("--start", type=_non_negative, default=0, help="index of the first frame")
     skin.add_argument(
-        "--jobs",
+        "--workers",
         type=_at_least_one,
-        default=DEFAULT_JOBS,
-        help=f"worker processes (default {DEFAULT_JOBS})",
+        default=DEFAULT_WORKERS,
+        help=f"worker processes (default {DEFAULT_WORKERS})",
     )
     skin.set_defaults(handler=_synth_skin)
 
@@ -87,7 +87,7 @@ def _synth_skin(args: argparse.Namespace) -> int:
         return 2
     indices = range(args.start, args.start + args.count)
     try:
-        written = write_series(args.out, args.seed, indices, args.preset, args.jobs)
+        written = write_series(args.out, args.seed, indices, args.preset, args.workers)
     except OSError as exc:
         print(
             f"appliance synth skin: error: writing to {str(args.out)!r} failed: {exc}",
@@ -104,8 +104,10 @@ def _register_he(synth_group: Any) -> None:
     synth.add_argument("--out", type=Path, required=True, help="folder for slides + labels.csv")
     synth.add_argument("--patients", type=int, default=20, help="number of patients (20)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    synth.add_argument("--msi-fraction", type=float, default=0.35, help="share of MSI patients")
+    synth.add_argument("--msi-fraction", type=float, default=0.35, metavar="0..1",
+                       help="share of MSI patients, 0 to 1 (0.35)")
     synth.add_argument("--workers", type=int, default=1, help="processes painting slides (1)")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth_he)
 
 
@@ -117,6 +119,6 @@ def _synth_he(args: argparse.Namespace) -> int:
         print("synth he: --patients must be >= 1 and --msi-fraction in 0..1", file=sys.stderr)
         return 2
     specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
-    labels = write_cohort(args.out, specs, workers=max(1, args.workers))
+    labels = write_cohort(args.out, specs, workers=max(1, args.workers), progress=not args.quiet)
     print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from appliance.pathology.stain import REFERENCE_STAIN_OD
 
@@ -76,16 +77,21 @@ def cohort_specs(patients: int, seed: int, msi_fraction: float = 0.35) -> list[S
 
 
 def write_cohort(
-    out_dir: Path, specs: list[SlideSpec], quality: int = 88, workers: int = 1
+    out_dir: Path, specs: list[SlideSpec], quality: int = 88, workers: int = 1,
+    progress: bool = False,
 ) -> Path:
-    """Render every slide as ``<slide>.jpg`` into out_dir and write labels.csv; returns it."""
+    """Render every slide as ``<slide>.jpg`` into out_dir and write labels.csv; returns it.
+
+    ``progress`` shows a bar on stderr (a large cohort takes minutes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(spec, out_dir, quality) for spec in specs]
+    bar = {"total": len(jobs), "desc": "painting slides", "unit": "slide", "disable": not progress}
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_write_slide, jobs))
+            for _ in tqdm(pool.map(_write_slide, jobs), **bar):
+                continue
     else:
-        for job in jobs:
+        for job in tqdm(jobs, **bar):
             _write_slide(job)
     labels = out_dir / LABELS_FILE
     with labels.open("w", newline="") as handle:

@@ -98,6 +98,11 @@ class Subject(_Payload):
     age_band: str | None = Field(
         None, pattern=r"^\d{2}-\d{2}$|^\d{2}\+$", description="Age band, e.g. 40-49 or 80+."
     )
+    consent: Literal[True] | None = Field(
+        None,
+        description="True when the customer agreed, on the kiosk screen, to keep this anonymous "
+        "result with these facts; without consent a kiosk sends no subject at all.",
+    )
 
 
 class Result(_Payload):
@@ -182,9 +187,13 @@ def parse_payload(raw: bytes, model: type[PayloadT]) -> PayloadT:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"not UTF-8 JSON: {exc}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"not UTF-8: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"not JSON, though valid UTF-8: {exc}") from exc
     except RecursionError as exc:  # hostile nesting ([[[[...]]]]) must not crash a worker
         raise PayloadError("JSON nested too deeply") from exc
     if not isinstance(data, dict):

@@ -1,7 +1,7 @@
 """Fit the out-of-distribution guard of a tile model and store it inside the ONNX file.
 
     .venv/bin/python models/pathology/fit_ood.py --train /tmp/he/train --val /tmp/he/val \
-        models/pathology/msi-vgg19-w16.onnx models/pathology/msi-vgg19-w16.int8.onnx
+        appliance/shipped/msi-vgg19-w16.onnx appliance/shipped/msi-vgg19-w16.int8.onnx
 
 train.py calls ``fit_and_store`` right after export (the guard is fitted at training time);
 run on its own, this script refits the guard of an exported model without retraining it, from

@@ -1,6 +1,6 @@
 """Train the demo MSI tile classifier (width-reduced VGG19, GAP head) on the synthetic cohort.
 
-    .venv/bin/python models/pathology/train.py --cohort /tmp/he200 --out models/pathology
+    .venv/bin/python models/pathology/train.py --cohort /tmp/he200 --out appliance/shipped
 
 Makes the cohort if the folder has no labels.csv (200 patients, seed 7), splits PATIENTS (not
 slides) into train / validation / test (55 / 15 / 30 %, stratified by label), cuts tiles with the
@@ -171,7 +171,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cohort", type=Path, default=Path("/tmp/he200"))
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--cohort-seed", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "appliance" / "shipped")
     parser.add_argument("--width", type=float, default=1 / 16)
     parser.add_argument("--tile-px", type=int, default=64)
     parser.add_argument("--tile-um", type=float, default=256.0)

@@ -4,7 +4,7 @@
 
 Writes models/data/skin-grades.parquet (unless it exists; --new-table remakes it from 1,200
 frames, about 17 minutes on 2 busy cores),
-models/skin-texture-grade.float.onnx and models/skin-texture-grade.int8.onnx, and prints the
+appliance/shipped/skin-texture-grade.float.onnx and .int8.onnx (package data), and prints the
 architecture comparison and the figures stored in the model. Same seed, same table, same model
 (up to created_at). To train on REAL labelled measurements instead, skip this script and run
 ``appliance models build-skin --data YOUR_TABLE.csv --trained-on "..."``.
@@ -22,6 +22,7 @@ from appliance.modelbuild.grades import TableSpec, build_skin_table
 from appliance.modelbuild.table import read_table, write_table
 
 MODELS = Path(__file__).resolve().parent.parent
+SHIPPED = MODELS.parent / "appliance" / "shipped"
 TABLE = MODELS / "data" / "skin-grades.parquet"
 ARCHITECTURES = ((), (32,), (64, 64), (128, 128))
 VERSION = "1.0.0"
@@ -49,7 +50,7 @@ def main() -> None:
     comparison = compare_architectures(TABLE, ARCHITECTURES, seed=args.seed)
     hidden = tuple(int(width) for width in args.hidden.split(","))
     built = build_model(
-        BuildSettings(table=TABLE, out_dir=MODELS, trained_on=table.description,
+        BuildSettings(table=TABLE, out_dir=SHIPPED, trained_on=table.description,
                       version=VERSION, hidden=hidden, seed=args.seed)
     )
     print(json.dumps({

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from appliance.backoffice import demo
+from appliance.backoffice.store import open_store
+from appliance.cli import main
 from appliance.transport.broker import port_open
 
 pytestmark = pytest.mark.broker
@@ -65,3 +67,33 @@ def test_stopping_the_demo_stops_its_edges(
     assert "interrupted" in capsys.readouterr().err
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+def test_the_demo_keeps_its_results_in_the_store_it_is_given(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}"
+    assert demo.run_demo(devices=1, count=2, timeout_s=120, edge_command=FAST_EDGE,
+                         store_url=url) == 0
+    assert f"results kept in {url}" in capsys.readouterr().out
+    store = open_store(url)
+    try:
+        assert store.count_results() == 2
+    finally:
+        store.close()
+
+
+def test_demo_command_defaults_to_the_store_fleet_reads_and_throwaway_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str | None] = []
+
+    def record(*args: object, store_url: str | None = None, **kwargs: object) -> int:
+        calls.append(store_url)
+        return 0
+
+    monkeypatch.chdir(tmp_path)  # no config.yaml: built-in defaults, state in ./state
+    monkeypatch.setattr(demo, "run_demo", record)
+    assert main(["demo"]) == 0
+    assert main(["demo", "--throwaway"]) == 0
+    assert calls == [f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}", None]

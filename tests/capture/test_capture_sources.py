@@ -126,3 +126,23 @@ def test_a_camera_that_stops_delivering_frames_counts_as_failed() -> None:
     stop.set()
     runner.join(5)
     assert runner.failures >= 2
+
+
+def test_saved_files_are_never_dropped_by_a_full_queue(tmp_path: Path) -> None:
+    names = [f"{i:04d}.jpg" for i in range(6)]
+    for value, name in enumerate(names):
+        _save_jpeg(tmp_path / name, 10 * value)
+    frames: queue.Queue[Frame] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    runner = CaptureRunner(DirectorySource(str(tmp_path)), frames, stop, stall_s=None)
+    runner.start()
+    received = []
+    try:
+        while len(received) < len(names):
+            time.sleep(0.1)  # a slow analysis thread: the queue fills up
+            received.append(frames.get(timeout=10).name)
+    finally:
+        stop.set()
+        runner.join(5)
+    assert received == names
+    assert runner.frames_dropped == 0

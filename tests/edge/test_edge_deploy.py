@@ -92,3 +92,16 @@ def test_udev_rule_names_the_stable_symlink_the_config_uses() -> None:
     assert len(lines) == 1
     assert 'SUBSYSTEM=="video4linux"' in lines[0]
     assert 'SYMLINK+="scalar-microscope"' in lines[0]
+
+
+def test_kiosk_screen_unit_shows_the_loopback_page_full_screen() -> None:
+    from appliance.config import load_config
+
+    unit = ConfigParser(strict=False, interpolation=None)
+    unit.read(DEPLOY / "appliance-kiosk-screen.service")
+    command = unit["Service"]["ExecStart"]
+    port = load_config(DEPLOY.parent / "config.yaml").screen.port
+    assert f"--app=http://127.0.0.1:{port}/" in command  # the port config.yaml serves
+    assert "--kiosk" in command
+    assert "--incognito" in command
+    assert unit["Unit"]["Wants"] == "appliance-edge.service"

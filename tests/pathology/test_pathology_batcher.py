@@ -15,7 +15,7 @@ from appliance.pathology.server_config import PathologyConfig
 from appliance.pathology.service_metrics import ServiceMetrics
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "models" / "pathology" / "msi-vgg19-w16.onnx"
+DEMO = REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx"
 STOP = threading.Event()
 
 

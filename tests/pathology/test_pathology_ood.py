@@ -21,8 +21,8 @@ from appliance.pathology.ood import (
 from appliance.synthetic.he import SlideSpec, render_slide
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "models" / "pathology" / "msi-vgg19-w16.onnx"
-DEMO_INT8 = REPO / "models" / "pathology" / "msi-vgg19-w16.int8.onnx"
+DEMO = REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx"
+DEMO_INT8 = REPO / "appliance" / "shipped" / "msi-vgg19-w16.int8.onnx"
 
 
 def _rows(folder: Path) -> dict[str, dict[str, str]]:
@@ -95,7 +95,7 @@ def test_held_out_synthetic_slides_are_scored_not_flagged(tmp_path: Path) -> Non
 
 def test_skin_photo_submitted_as_a_slide_is_unsupported(tmp_path: Path) -> None:
     assert main(["synth", "skin", "--out", str(tmp_path / "skin"), "--count", "1",
-                 "--jobs", "1"]) == 0
+                 "--workers", "1"]) == 0
     photo = next((tmp_path / "skin").glob("*.jpg"))
     out = tmp_path / "out"
     main(["pathology", "submit", str(photo), "--um-per-px", "0.5", "--out", str(out),

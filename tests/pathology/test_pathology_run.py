@@ -15,10 +15,10 @@ from PIL import Image
 
 from appliance.cli import main
 from appliance.pathology.model import ModelError, TileModel
+from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.synthetic.he import SlideSpec, render_slide
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "models" / "pathology" / "msi-vgg19-w16.onnx"
+DEMO = shipped_path(PATHOLOGY_MODEL)
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
 
 
@@ -63,7 +63,8 @@ def test_bad_slides_get_their_own_error_and_the_run_finishes(cohort: Path, tmp_p
     assert "not found" in rows["missing"]["error"]
     assert (out / "heatmaps" / "good.png").is_file()
     cam = np.asarray(Image.open(out / "cams" / "good.png"))
-    assert cam.shape[1] == 4 * 64  # four decisive tiles side by side
+    assert cam.shape[1] == 2 * 256 + 8  # each tile 4x enlarged, its map beside it
+    assert cam.shape[0] == 34 + 4 * (256 + 24) + 28  # title, four decisive tiles, the note
     summary = json.loads((out / "run.json").read_text())
     assert (summary["slides"], summary["failed"]) == (6, 5)
 

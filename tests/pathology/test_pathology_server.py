@@ -42,7 +42,7 @@ from appliance.transport.broker import free_port
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "models" / "pathology" / "msi-vgg19-w16.onnx"
+DEMO = REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx"
 
 
 @pytest.fixture(scope="module")

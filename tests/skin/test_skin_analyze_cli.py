@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from appliance.cli import main
+from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.skin.analysis import analyze
 from appliance.skin.overlay import draw_overlay
 from appliance.synthetic.skin import synthetic_frame
 from appliance.transport.payloads import FEATURE_KEYS, Features, Quality
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "skin-texture-grade.int8.onnx"
+DEFAULT_MODEL = shipped_path(SKIN_MODEL)
 
 
 @lru_cache(maxsize=1)
@@ -84,23 +85,24 @@ def test_overlay_files_are_written(
     record = json.loads(capsys.readouterr().out)
     overlay = cv2.imread(record["overlay"])
     assert overlay is not None
-    assert overlay.shape == (960, 1280, 3)
+    assert overlay.shape[1] == 1280
+    assert overlay.shape[0] > 960  # the frame whole, the caption band below it
 
 
 def test_overlay_marks_furrows_pores_and_numbers() -> None:
     skin = synthetic_frame(21, 0, "normal")
     analysis = analyze(skin.image_rgb, skin.um_per_px)
     overlay = draw_overlay(skin.image_rgb, analysis)
-    changed = np.any(overlay != skin.image_rgb, axis=2)
+    changed = np.any(overlay[:960] != skin.image_rgb, axis=2)
     assert changed.mean() > 0.5  # hills tinted everywhere
-    assert np.all(overlay[10:130, 10:500].mean(axis=(0, 1)) < 120)  # the dark number panel
+    assert np.all(overlay[970:, 10:500].mean(axis=(0, 1)) < 120)  # the dark caption band
     magenta = (overlay[..., 0] > 200) & (overlay[..., 1] < 120) & (overlay[..., 2] > 150)
     for (x, y), diameter_um in zip(
         analysis.pores.centres_half_px * 2 + 0.5, analysis.pores.diameters_um, strict=True
     ):
         radius = round(diameter_um / skin.um_per_px / 2) + 2
         x0, y0 = int(x) + radius, int(y)
-        if x0 > 1275 or (x0 < 580 and y0 < 160):  # ring off the frame or under the numbers
+        if x0 > 1275:  # ring off the frame
             continue
         assert magenta[max(y0 - 2, 0):y0 + 3, max(x0 - 2, 0):x0 + 3].any(), (x, y)
 
@@ -162,3 +164,71 @@ def test_missing_model_is_exit_2_naming_the_file(
     config.write_text("model:\n  path: no-such-model.onnx\n")
     assert main(["analyze", "--config", str(config), str(images["good"])]) == 2
     assert "no-such-model.onnx" in capsys.readouterr().err
+
+
+def test_a_rejected_frame_is_shown_with_its_verdict_never_measured(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rgb = synthetic_frame(21, 0, "normal").image_rgb
+    blurred = tmp_path / "blurred.png"
+    cv2.imwrite(str(blurred), cv2.GaussianBlur(rgb, (0, 0), 12)[:, :, ::-1])
+    lifted = tmp_path / "lifted.png"
+    cv2.imwrite(str(lifted), (rgb[:, :, ::-1] * 0.03).astype(np.uint8))
+    paths = [str(images["good"]), str(blurred), str(lifted)]
+    assert main(["analyze", "--json", *paths]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "features" in records[0]
+    for record, verdict in zip(records[1:], ("blurred", "no_contact"), strict=True):
+        assert record["quality"]["verdict"] == verdict
+        assert "features" not in record
+        assert "classification" not in record
+        assert "not measured" in record["rejected"]
+    assert main(["analyze", *paths]) == 1
+    rows = capsys.readouterr().out.splitlines()
+    assert "kime" in rows[0]
+    assert rows[2].startswith("blurred.png")
+    assert "not measured" in rows[2]
+
+
+def test_white_reference_must_be_a_white_tile(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, picture in (
+        ("skin.jpg", _jpeg()),  # a skin frame, textured
+        ("red.png", cv2.imencode(".png", np.full((240, 320, 3), (40, 40, 220), np.uint8))[1]),
+        ("grey.png", cv2.imencode(".png", np.full((240, 320, 3), 60, np.uint8))[1]),
+    ):
+        path = tmp_path / name
+        path.write_bytes(bytes(picture))
+        assert main(["analyze", "--white", str(path), str(images["good"])]) == 2
+        assert f"--white {path}: not a white tile" in capsys.readouterr().err
+
+
+def test_analyze_in_a_folder_without_config_grades_and_honours_overrides(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config.yaml here
+    assert main(["analyze", "--json", str(images["good"])]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["classification"]["label"] in {"fine", "normal", "coarse"}
+    monkeypatch.setenv("APPLIANCE__SKIN__UM_PER_PX", "5.0")
+    assert main(["analyze", "--json", str(images["good"])]) == 0
+    finer = json.loads(capsys.readouterr().out)["features"]  # same pixels, smaller area
+    assert finer["hill_density_per_mm2"] > 1.1 * plain["features"]["hill_density_per_mm2"]
+    monkeypatch.setenv("APPLIANCE__SKIN__UM_PER_PX", "-1")
+    assert main(["analyze", str(images["good"])]) == 2
+    assert "APPLIANCE__SKIN__UM_PER_PX" in capsys.readouterr().err
+
+
+def test_overlay_caption_leaves_the_whole_frame_visible_and_names_the_grade() -> None:
+    skin = synthetic_frame(21, 0, "normal")
+    analysis = analyze(skin.image_rgb, skin.um_per_px)
+    with_grade = draw_overlay(skin.image_rgb, analysis, "coarse")
+    without = draw_overlay(skin.image_rgb, analysis)
+    corner = with_grade[:160, :580].astype(int) - skin.image_rgb[:160, :580].astype(int)
+    assert np.abs(corner).mean() < 40  # hills tinted there, no dark panel over the skin
+    assert with_grade.shape[0] > 960
+    band_differs = np.any(with_grade[960:] != without[960:], axis=2)
+    assert band_differs[:40].any()  # the first caption line carries the grade
+    assert not np.any(with_grade[:960] != without[:960])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,8 @@ import pytest
 
 from appliance.cli import main
 from appliance.skin.calibration import CalibrationError, calibrate_from_micrometer
+from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame
+from appliance.synthetic.skin import synthetic_frame
 
 
 def micrometer(um_per_px: float, pitch_mm: float, angle_deg: float, seed: int = 0) -> np.ndarray:
@@ -55,3 +58,58 @@ def test_calibrate_command_rejects_bad_file(
     (tmp_path / "x.png").write_text("no image")
     assert main(["calibrate", str(tmp_path / "x.png"), "--mm", "0.1"]) == 1
     assert "not an image" in capsys.readouterr().err
+
+
+def _gray(spec: MicrometerSpec) -> np.ndarray:
+    return cv2.cvtColor(micrometer_frame(spec), cv2.COLOR_RGB2GRAY)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        MicrometerSpec(um_per_px=10.0, lines=125, line_height_px=100),  # a short scale
+        MicrometerSpec(um_per_px=9.3, lines=80, line_height_px=300, angle_deg=5.0, seed=1),
+        MicrometerSpec(um_per_px=12.5, lines=60, line_height_px=60, angle_deg=-8.0,
+                       noise_sd=6.0, blur_sigma_px=1.5, seed=2),
+        MicrometerSpec(um_per_px=7.0, lines=30, line_height_px=120, angle_deg=2.0, seed=3),
+    ],
+)
+def test_micrometer_photos_are_measured_within_a_tenth_of_a_percent(spec: MicrometerSpec) -> None:
+    result = calibrate_from_micrometer(_gray(spec), spec.pitch_mm)
+    assert result.um_per_px == pytest.approx(spec.um_per_px, rel=0.001)
+    assert abs(result.um_per_px - spec.um_per_px) < 4 * result.um_per_px_sd + 0.002
+    assert result.line_count >= min(spec.lines, 1280 / spec.pitch_px) - 3
+
+
+def test_skin_frames_are_not_micrometers() -> None:
+    reasons = []
+    for index in range(8):
+        skin = synthetic_frame(index, index, "mixed").image_rgb
+        with pytest.raises(CalibrationError) as refused:
+            calibrate_from_micrometer(cv2.cvtColor(skin, cv2.COLOR_RGB2GRAY), 0.1)
+        reasons.append(str(refused.value))
+    assert all("not a" in reason or "missing" in reason for reason in reasons)
+
+
+def test_a_grating_with_uneven_spacing_is_refused() -> None:
+    gray = _gray(MicrometerSpec(lines=125, line_height_px=400))
+    ys, xs = np.mgrid[0:960, 0:1280].astype(np.float32)
+    chirped = xs + 0.00025 * (xs - 640.0) ** 2 - 50.0  # pitch drifts by ~30 % across the frame
+    uneven = cv2.remap(gray, chirped, ys, cv2.INTER_LINEAR, borderValue=220)
+    with pytest.raises(CalibrationError, match=r"spacing|evenly"):
+        calibrate_from_micrometer(uneven, 0.1)
+
+
+def test_calibrate_command_prints_the_uncertainty_and_refuses_skin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scale = tmp_path / "scale.png"
+    cv2.imwrite(str(scale), _gray(MicrometerSpec(um_per_px=9.8, lines=125, line_height_px=100)))
+    assert main(["calibrate", str(scale), "--mm", "0.1"]) == 0
+    assert re.search(r"9\.80\d ± \d\.\d+(e-\d+)? um/px \(95 %", capsys.readouterr().out)
+    skin = tmp_path / "skin.jpg"
+    skin.write_bytes(synthetic_frame(3, 3, "mixed").jpeg)
+    assert main(["calibrate", str(skin), "--mm", "0.1"]) == 1
+    captured = capsys.readouterr()
+    assert "put this in config.yaml" not in captured.out
+    assert "skin.jpg" in captured.err

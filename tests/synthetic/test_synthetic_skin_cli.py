@@ -24,7 +24,7 @@ def test_pool_and_serial_runs_write_identical_files(tmp_path: Path) -> None:
             "3",
             "--preset",
             "fine",
-            "--jobs",
+            "--workers",
             jobs,
         ]
         assert main(["synth", "skin", *args]) == 0

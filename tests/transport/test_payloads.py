@@ -49,8 +49,8 @@ def test_result_round_trips_through_the_wire_form() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (b"\xff\xfe", "not UTF-8 JSON"),
-        (b"{not json", "not UTF-8 JSON"),
+        (b"\xff\xfe", "not UTF-8:"),
+        (b"{not json", "not JSON, though valid UTF-8"),
         (b"[1, 2]", "JSON object"),
         (b"x" * (300 * 1024), "exceeds"),
         (json.dumps(result_dict(schema="appliance.result/9")).encode(), "schema"),

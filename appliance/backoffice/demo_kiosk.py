@@ -1,0 +1,117 @@
+"""Simulated customers at the demo's kiosk screens: each picks an age band and consent there.
+
+The demo's synthetic camera shows one simulated person per visit, with an age drawn by the
+skin generator (``synthetic_geometry``: parameters without rendering). Before each visit is
+measured, this driver does what the customer does on the screen: it posts that person's age
+band and a consent choice to the kiosk page's own endpoint (``POST /subject``), naming the
+measurement it is for, so the choice can never slip to the next person. Every fifth person
+declines, so the demo also shows results that arrive without subject data. The results the
+back office stores then carry ``subject.age_band`` from the kiosk screen, and the cohort
+report runs on them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.synthetic.skin import synthetic_geometry
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+DECLINE_EVERY = 5
+
+
+@dataclass
+class Kiosk:
+    """One demo kiosk's screen and the synthetic camera seed behind it."""
+
+    name: str
+    port: int
+    camera_seed: int
+    chosen_for: int = -1  # the measurement number the last choice was posted for
+
+
+def age_band(age_years: float) -> str:
+    """The screen's age band of an age ("40-49", ..., "80+"; under 20 counts as "10-19")."""
+    decade = min(max(int(age_years) // 10 * 10, 10), 80)
+    return "80+" if decade == 80 else f"{decade}-{decade + 9}"
+
+
+def customer_choice(camera_seed: int, index: int) -> dict[str, Any]:
+    """What simulated person ``index`` of a synthetic camera chooses on the screen."""
+    params, _ = synthetic_geometry(camera_seed, index)
+    consent = index % DECLINE_EVERY != DECLINE_EVERY - 1
+    return {"age_band": age_band(params.age_years), "consent": consent, "measurement": index}
+
+
+def _call(port: int, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+class KioskCustomers(threading.Thread):
+    """Posts each simulated person's choices to their kiosk's screen before they are measured."""
+
+    def __init__(self, kiosks: list[Kiosk], stop: threading.Event) -> None:
+        super().__init__(name="KioskCustomers", daemon=True)
+        self.kiosks, self.stop_event = kiosks, stop
+        self.posted = 0
+
+    def run(self) -> None:
+        """Until stopped: for every kiosk, choose for the measurement it is about to make."""
+        while not self.stop_event.wait(POLL_S):
+            for kiosk in self.kiosks:
+                try:
+                    self._visit(kiosk)
+                except (OSError, ValueError) as exc:  # the edge is starting or has ended
+                    log.debug("kiosk %s screen: %s", kiosk.name, exc)
+
+    def _visit(self, kiosk: Kiosk) -> None:
+        state = _call(kiosk.port, "/state")
+        upcoming = int(state["measurements"])
+        if kiosk.chosen_for == upcoming:
+            return
+        try:
+            _call(kiosk.port, "/subject", customer_choice(kiosk.camera_seed, upcoming))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 400:  # 400: that person was measured meanwhile; choose for the next
+                raise
+            return
+        kiosk.chosen_for = upcoming
+        self.posted += 1
+
+
+def cohort_lines(store: Any) -> str:
+    """The demo's cohort, from the age bands customers chose on the kiosk screens."""
+    from appliance.backoffice.cohort import REPORT_FEATURES  # noqa: PLC0415
+    from appliance.console.cohortview import feature_views  # noqa: PLC0415  (scipy)
+
+    views = {v.key: v for v in feature_views(store.band_sums(REPORT_FEATURES))}
+    return "\n".join(_cohort_text(views))
+
+
+def _cohort_text(views: dict[str, Any]) -> list[str]:
+    kime = views.get("kime_score")
+    if kime is None or not kime.bands:
+        return ["cohort: no stored result has an age band (nobody consented on a kiosk screen)"]
+    bands = ", ".join(f"{b.band} n={b.n} mean {b.mean:.1f}" for b in kime.bands)
+    counted = sum(b.n for b in kime.bands)
+    lines = [f"cohort: {counted} result(s) with an age band chosen on the kiosk screens; "
+             f"kime score by band: {bands}"]
+    if math.isfinite(kime.pearson.r):  # enough results in two or more bands
+        lines.append(f"cohort: kime score vs age, Pearson r {kime.pearson.r:+.2f} "
+                     f"[{kime.pearson.low:+.2f}, {kime.pearson.high:+.2f}] (n={kime.pearson.n}); "
+                     "full report: appliance report cohort --store URL --out DIR")
+    return lines

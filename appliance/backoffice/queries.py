@@ -1,0 +1,197 @@
+"""The store's queries for the console: filtered result pages, cohort sums, users and logins.
+
+A mixin of ``Store`` (same connection, same SQL for SQLite and PostgreSQL), kept in its own
+module so the ingest path in ``store.py`` stays small. Result pages use keyset pagination on
+``(captured_at, measurement_id)``, newest first, so page N costs what page 1 costs; the indexes
+behind each filter are migration 3 in ``schema.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from appliance.backoffice.schema import RESULT_COLUMNS
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """Which results a page or an export shows; every field is optional."""
+
+    site: str | None = None
+    device_id: str | None = None
+    captured_from: str | None = None  # stored-time text, inclusive
+    captured_before: str | None = None  # stored-time text, exclusive
+    label: str | None = None
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        """SQL conditions and their parameters (values are always bound, never pasted)."""
+        pairs = (
+            ("site = ?", self.site),
+            ("device_id = ?", self.device_id),
+            ("captured_at >= ?", self.captured_from),
+            ("captured_at < ?", self.captured_before),
+            ("label = ?", self.label),
+        )
+        chosen = [(sql, value) for sql, value in pairs if value is not None]
+        return [sql for sql, _ in chosen], [value for _, value in chosen]
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who a session or token belongs to."""
+
+    name: str
+    role: str
+    csrf: str = ""
+
+
+def _checked(columns: Sequence[str]) -> str:
+    unknown = set(columns) - set(RESULT_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown result columns {sorted(unknown)}")
+    return ",".join(columns)
+
+
+class ConsoleQueries:
+    """Read queries and login bookkeeping of the console, mixed into ``Store``."""
+
+    postgres: bool
+    if TYPE_CHECKING:
+
+        def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+        def _sql(self, text: str) -> str: ...
+        def _transaction(self) -> AbstractContextManager[Any]: ...
+
+        _conn: Any
+
+    def page_results(
+        self,
+        columns: Sequence[str],
+        where: ResultFilter,
+        before: tuple[str, str] | None = None,
+        limit: int = 50,
+    ) -> list[tuple[Any, ...]]:
+        """Newest-first results matching ``where``, older than the ``before`` keyset cursor."""
+        conditions, params = where.where()
+        if before is not None:
+            conditions.append("(captured_at, measurement_id) < (?, ?)")
+            params.extend(before)
+        sql = f"SELECT {_checked(columns)} FROM results"
+        sql += f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql += " ORDER BY captured_at DESC, measurement_id DESC LIMIT ?"
+        return self._fetch(sql, [*params, int(limit)])
+
+    def iter_results(
+        self, columns: Sequence[str], where: ResultFilter
+    ) -> Iterator[tuple[Any, ...]]:
+        """Every result matching ``where``, newest first, fetched in chunks (CSV export)."""
+        conditions, params = where.where()
+        sql = f"SELECT {_checked(columns)} FROM results"
+        sql += f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql += " ORDER BY captured_at DESC, measurement_id DESC"
+        cur = self._conn.cursor()
+        cur.execute(self._sql(sql), params)
+        while rows := cur.fetchmany(1000):
+            yield from rows
+
+    def result_row(self, measurement_id: str) -> dict[str, Any] | None:
+        """One stored result by its measurement id, every column, or None."""
+        rows = self._fetch(
+            f"SELECT {','.join(RESULT_COLUMNS)} FROM results WHERE measurement_id = ?",
+            (measurement_id,),
+        )
+        return dict(zip(RESULT_COLUMNS, rows[0], strict=True)) if rows else None
+
+    def band_sums(self, features: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Per age band: count, then the sum and sum of squares of each feature."""
+        sums = ",".join(f"SUM({f}), SUM({f}*{f})" for f in _checked(features).split(","))
+        return self._fetch(
+            f"SELECT age_band, COUNT(*), {sums} FROM results "
+            "WHERE age_band IS NOT NULL GROUP BY age_band"
+        )
+
+    def repeat_sums(self, features: Sequence[str], limit: int) -> list[tuple[Any, ...]]:
+        """Subjects measured more than once (most first): id, count, devices, sums, squares."""
+        sums = ",".join(f"SUM({f}), SUM({f}*{f})" for f in _checked(features).split(","))
+        return self._fetch(
+            f"SELECT subject_id, COUNT(*), COUNT(DISTINCT device_id), {sums} FROM results "
+            "WHERE subject_id IS NOT NULL GROUP BY subject_id HAVING COUNT(*) > 1 "
+            "ORDER BY COUNT(*) DESC, subject_id LIMIT ?",
+            (int(limit),),
+        )
+
+    # -- console users, API tokens and login sessions ------------------------------------
+
+    def put_user(self, name: str, password_hash: str, role: str, now: str) -> bool:
+        """Add a console user or replace its password and role; True when it is new."""
+        with self._transaction() as cur:
+            cur.execute(self._sql("SELECT 1 FROM console_users WHERE name = ?"), (name,))
+            fresh = cur.fetchone() is None
+            cur.execute(
+                self._sql(
+                    "INSERT INTO console_users (name, password_hash, role, created_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "password_hash = excluded.password_hash, role = excluded.role"
+                ),
+                (name, password_hash, role, now),
+            )
+            if not fresh:  # a changed password ends the user's open sessions
+                cur.execute(self._sql("DELETE FROM console_sessions WHERE name = ?"), (name,))
+        return fresh
+
+    def user(self, name: str) -> tuple[str, str] | None:
+        """The password hash and role of a console user, or None."""
+        rows = self._fetch(
+            "SELECT password_hash, role FROM console_users WHERE name = ?", (name,)
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def add_token(self, token_sha256: str, name: str, now: str) -> None:
+        """Keep the hash of a new API token of user ``name``."""
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql("INSERT INTO console_tokens (token_sha256, name, created_at) "
+                          "VALUES (?, ?, ?)"),
+                (token_sha256, name, now),
+            )
+
+    def token_login(self, token_sha256: str) -> Login | None:
+        """Whose API token this is, or None."""
+        rows = self._fetch(
+            "SELECT u.name, u.role FROM console_tokens t JOIN console_users u "
+            "ON u.name = t.name WHERE t.token_sha256 = ?",
+            (token_sha256,),
+        )
+        return Login(rows[0][0], rows[0][1]) if rows else None
+
+    def add_session(
+        self, session_sha256: str, name: str, csrf: str, expires_at: str, now: str
+    ) -> None:
+        """Keep a new login session (and forget expired ones)."""
+        with self._transaction() as cur:
+            cur.execute(self._sql("DELETE FROM console_sessions WHERE expires_at < ?"), (now,))
+            cur.execute(
+                self._sql("INSERT INTO console_sessions (session_sha256, name, csrf, expires_at) "
+                          "VALUES (?, ?, ?, ?)"),
+                (session_sha256, name, csrf, expires_at),
+            )
+
+    def session_login(self, session_sha256: str, now: str) -> Login | None:
+        """Whose unexpired session this is (with its CSRF token), or None."""
+        rows = self._fetch(
+            "SELECT u.name, u.role, s.csrf FROM console_sessions s JOIN console_users u "
+            "ON u.name = s.name WHERE s.session_sha256 = ? AND s.expires_at > ?",
+            (session_sha256, now),
+        )
+        return Login(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def end_session(self, session_sha256: str) -> None:
+        """Forget a login session (logout)."""
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql("DELETE FROM console_sessions WHERE session_sha256 = ?"),
+                (session_sha256,),
+            )

@@ -1,0 +1,175 @@
+"""What ``appliance <command> --help`` says beyond the options: a description and examples.
+
+Areas register their commands with a one-line ``help``; this module adds, in one place, the
+longer description and two or three example command lines to every command, and a help
+formatter that shows each option's default. ``apply_help`` walks the finished parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+
+# command path -> (description, examples); every leaf command of `appliance` has an entry
+# (tests/test_cli.py checks that none is missing).
+COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
+    "demo": (
+        "Run the whole system on this machine: a private mosquitto, the back office and edge "
+        "daemons on synthetic customers. The results stay in the store the back-office commands "
+        "read by default (./state/backoffice.sqlite3 with the repository's config.yaml).",
+        ("appliance demo", "appliance demo --devices 3 --count 5",
+         "appliance demo --throwaway"),
+    ),
+    "edge": (
+        "The kiosk daemon: camera, quality gate, measurement, classification, durable outbox, "
+        "MQTT. systemd runs it (deploy/appliance-edge.service).",
+        ("appliance edge --config /etc/appliance/config.yaml",),
+    ),
+    "backoffice": (
+        "The back-office ingest worker: stores results and fleet status from the broker. Run "
+        "several with the same share group to split the load.",
+        ("appliance backoffice", "appliance backoffice --config backoffice.yaml"),
+    ),
+    "fleet": (
+        "The kiosks the back office has heard from: online/offline, last seen, model and "
+        "software versions, outbox depth.",
+        ("appliance fleet", "appliance fleet --json | head",
+         "appliance fleet --store sqlite:///state/backoffice.sqlite3"),
+    ),
+    "results query": (
+        "Print the newest stored results (newest first) and how many match in all.",
+        ("appliance results query", "appliance results query --limit 10 --device kiosk-demo-1",
+         "appliance results query --since 2026-11-01T09:00:00Z"),
+    ),
+    "results export": (
+        "Write stored results to a CSV, JSON Lines or Parquet file (or CSV/JSONL to stdout). "
+        "An existing file is kept unless --force.",
+        ("appliance results export --format csv --out results.csv",
+         "appliance results export --format parquet --out results.parquet",
+         "appliance results export --format jsonl | head"),
+    ),
+    "results dead-letters": (
+        "Messages the back office could not store, newest first, with the reason.",
+        ("appliance results dead-letters", "appliance results dead-letters --limit 5"),
+    ),
+    "report cohort": (
+        "Texture and pore features by age band: box plots, correlations with confidence "
+        "intervals, repeat measurements of one subject. Needs results with an age band.",
+        ("appliance report cohort --out report", "xdg-open report/index.html"),
+    ),
+    "analyze": (
+        "Measure 1280x960 microscope frames offline: quality, texture, pores, colour and the "
+        "texture grade (shipped model unless the config names another). No broker needed.",
+        ("appliance analyze frame.jpg", "appliance analyze shots/*.jpg --json",
+         "appliance analyze frame.jpg --overlay overlays --white white-tile.jpg"),
+    ),
+    "calibrate": (
+        "Measure um_per_px from a photo of a stage micrometer (a scale of parallel lines a known "
+        "distance apart). Anything that is not a regular line grating is refused with a reason.",
+        ("appliance calibrate micrometer.jpg --mm 0.01",),
+    ),
+    "config check": (
+        "Validate a config file (and the APPLIANCE__ environment overrides) as the daemon will: "
+        "exit 2 naming the key path, the bad value and what was expected, or a missing file.",
+        ("appliance config check", "appliance config check /etc/appliance/config.yaml"),
+    ),
+    "synth skin": (
+        "Synthetic 25x microscope skin frames with ground-truth JSON sidecars.",
+        ("appliance synth skin --out frames --count 8 --seed 1",
+         "appliance synth skin --out old --count 20 --preset coarse --workers 2"),
+    ),
+    "synth micrometer": (
+        "A photo of a stage micrometer at a known um/px (a short scale of lines 100 px tall), "
+        "to try `appliance calibrate` on.",
+        ("appliance synth micrometer --out micrometer.png --um-per-px 9.6",
+         "appliance calibrate micrometer.png --mm 0.1"),
+    ),
+    "synth he": (
+        "A synthetic H&E cohort: slides of MSI and MSS patients with labels.csv.",
+        ("appliance synth he --out cohort --patients 20 --seed 3",
+         "appliance synth he --out big --patients 200 --msi-fraction 0.3 --workers 2"),
+    ),
+    "models build-skin": (
+        "Train, export, INT8-quantize and validate the skin texture model from a labelled "
+        "table, into a new folder (the shipped model is never overwritten).",
+        ("appliance models build-skin --data grades.csv --out build/v2 --version 2.0.0 "
+         "--trained-on 'who graded what, where, when'",),
+    ),
+    "models evaluate": (
+        "Accuracy, per-class precision/recall, confusion matrix and INT8/float agreement of a "
+        "model on a labelled table.",
+        ("appliance models evaluate build/v2/skin-texture-grade.int8.onnx --data grades.csv",),
+    ),
+    "models show": (
+        "Check a model file and print its contract (features, labels, version, training data) "
+        "and figures.",
+        ("appliance models show", "appliance models show build/v2/skin-texture-grade.int8.onnx"),
+    ),
+    "models skin-table": (
+        "A labelled feature table from synthetic skin, for build-skin.",
+        ("appliance models skin-table --out table.parquet --rows 300 --workers 2",),
+    ),
+    "pathology run": (
+        "Score a folder of H&E slides: tissue mask, tiles, stain normalisation, tile model; "
+        "writes results.csv, heatmaps and CAMs.",
+        ("appliance pathology run cohort --out results",),
+    ),
+    "pathology submit": (
+        "Score the given slide files.",
+        ("appliance pathology submit slide1.png slide2.png --um-per-px 1.0 --out results",),
+    ),
+    "pathology evaluate": (
+        "Clinical metrics of one or more runs against labels, with patient-bootstrap CIs, "
+        "beside the paper's own figures.",
+        ("appliance pathology evaluate --labels cohort/labels.csv --results results",
+         "appliance pathology evaluate --labels cohort/labels.csv --results r1 r2 --json"),
+    ),
+}
+
+
+class ExampleFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and appends ``(default: X)`` where help omits it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or action.option_strings == []:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        if "default" in text or f"({shown})" in text:
+            return text
+        return f"{text} (default: {shown})"
+
+
+def apply_help(parser: argparse.ArgumentParser) -> None:
+    """Give every command its description, examples and the default-showing formatter."""
+    for path, command in _commands(parser, ""):
+        command.formatter_class = ExampleFormatter
+        if path in COMMAND_HELP:
+            description, examples = COMMAND_HELP[path]
+            command.description = description
+            command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+
+
+def leaf_commands(parser: argparse.ArgumentParser) -> list[str]:
+    """Paths of the commands that run something (``results query``, ``analyze``, ...)."""
+    return [path for path, command in _commands(parser, "") if not _subcommands(command)]
+
+
+def _commands(
+    parser: argparse.ArgumentParser, prefix: str
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    for name, command in _subcommands(parser).items():
+        path = f"{prefix} {name}".strip()
+        yield path, command
+        yield from _commands(command, path)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    # Private names, fenced here: argparse has no public way to list subcommands, and
+    # _actions / _SubParsersAction are stable since Python 3.2 (tests/test_cli.py fails
+    # loudly if that changes: it checks every command has examples).
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}

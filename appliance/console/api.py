@@ -1,0 +1,65 @@
+"""The console's HTTP API, ``/api/v1``: fleet, results, one result, cohort figures (JSON).
+
+Every call needs a bearer token (``appliance console token create NAME``); without one the
+answer is 401. Filters are checked exactly as on the pages (``filters.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from appliance.backoffice.queries import Login
+from appliance.console.filters import check_measurement_id, parse_query
+from appliance.console.guard import api_login, pool_of
+from appliance.console.views import cohort_json, fleet, result_detail, results_page
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+ApiLogin = Annotated[Login, Depends(api_login)]
+
+
+@router.get("/fleet", summary="every kiosk with its state, versions, camera and outbox")
+def api_fleet(request: Request, login: ApiLogin) -> dict[str, Any]:
+    """The fleet registry."""
+    with pool_of(request).store() as store:
+        return {"devices": fleet(store)}
+
+
+@router.get("/results", summary="stored results, newest first, one keyset page")
+def api_results(
+    request: Request,
+    login: ApiLogin,
+    *,
+    site: Annotated[str | None, Query(description="site id")] = None,
+    device: Annotated[str | None, Query(description="device id")] = None,
+    from_: Annotated[str | None, Query(alias="from", description="first day, YYYY-MM-DD")] = None,
+    to: Annotated[str | None, Query(description="last day, YYYY-MM-DD")] = None,
+    grade: Annotated[str | None, Query(description="model label")] = None,
+    limit: Annotated[str | None, Query(description="10, 25, 50, 100 or 200")] = None,
+    before: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+) -> dict[str, Any]:
+    """A page of results; ``next`` continues it (null on the last page)."""
+    query = parse_query(dict(request.query_params))
+    with pool_of(request).store() as store:
+        items, cursor = results_page(store, query)
+    return {"results": items, "next": cursor}
+
+
+@router.get("/results/{measurement_id}", summary="one result with quality and classification")
+def api_result(request: Request, measurement_id: str, login: ApiLogin) -> dict[str, Any]:
+    """One stored result."""
+    check_measurement_id(measurement_id)
+    with pool_of(request).store() as store:
+        detail = result_detail(store, measurement_id)
+    if detail is None:
+        raise HTTPException(404, f"no stored result {measurement_id}")
+    return detail
+
+
+@router.get("/cohort", summary="features by age band with 95 % CIs; repeated subjects")
+def api_cohort(request: Request, login: ApiLogin) -> dict[str, Any]:
+    """The cohort figures (cached for console.cohort_cache_s)."""
+    with pool_of(request).store() as store:
+        views, repeats = request.app.state.cohort.get(store, pool_of(request))
+    return cohort_json(views, repeats)

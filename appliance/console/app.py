@@ -1,0 +1,109 @@
+"""The console application: FastAPI with the pages, the /api/v1 API and their guards.
+
+Guards that apply to every request live here: the query string and request body are bounded
+(a larger one is refused before any handler runs), refused input gets a clear 400 that
+names the field, and every response carries headers that keep pages from being framed or
+sniffed and scripts from loading from elsewhere.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from appliance import __version__
+from appliance.config import ConsoleConfig
+from appliance.console import api, pages
+from appliance.console.db import StoreBusyError, StorePool
+from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
+from appliance.console.guard import CsrfError, LoginRequiredError, RoleError
+from appliance.console.views import CohortCache
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(pool: StorePool, settings: ConsoleConfig) -> FastAPI:
+    """The console app on a store pool."""
+    app = FastAPI(
+        title="appliance console API",
+        version=__version__,
+        description="Fleet, results and cohort figures of the appliance back office. "
+        "Every call needs `Authorization: Bearer TOKEN` (appliance console token create NAME).",
+        docs_url=None, redoc_url=None, openapi_url=None,
+    )
+    app.state.pool = pool
+    app.state.settings = settings
+    app.state.cohort = CohortCache(settings.cohort_cache_s)
+    app.state.cohort.warm(pool)
+    app.state.templates = Environment(
+        loader=PackageLoader("appliance.console", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    _add_handlers(app)
+    app.middleware("http")(_limits)
+    return app
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def _limits(request: Request, call_next: Handler) -> Response:
+    query = request.url.query
+    if len(query) > MAX_QUERY_CHARS:
+        return _refusal(request, 414, f"query string of {len(query)} characters refused: "
+                        f"at most {MAX_QUERY_CHARS}")
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        return _refusal(request, 413, f"request body of {html.escape(length)} bytes refused: "
+                        f"at most {MAX_FORM_BYTES}")
+    response = await call_next(request)
+    if request.url.path != "/docs":  # the API docs page loads Swagger UI's own scripts
+        response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _refusal(request: Request, status: int, message: str) -> Response:
+    """A refusal as JSON for the API and as a small escaped page otherwise."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message}, status_code=status)
+    templates: Environment = request.app.state.templates
+    page = templates.get_template("error.html").render(status=status, message=message,
+                                                       login=None)
+    return HTMLResponse(page, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _add_handlers(app: FastAPI) -> None:
+    async def input_error(request: Request, exc: Exception) -> Response:
+        return _refusal(request, getattr(exc, "status", 400), str(exc))
+
+    async def csrf_error(request: Request, exc: Exception) -> Response:
+        return _refusal(request, 403, str(exc))
+
+    async def busy(request: Request, exc: Exception) -> Response:
+        log.warning("console busy: %s", exc)
+        return _refusal(request, 503, f"{exc}; try again shortly")
+
+    async def login_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LoginRequiredError)
+        return RedirectResponse(exc.location, status_code=303)
+
+    app.add_exception_handler(InputError, input_error)
+    app.add_exception_handler(CsrfError, csrf_error)
+    app.add_exception_handler(RoleError, csrf_error)
+    app.add_exception_handler(StoreBusyError, busy)
+    app.add_exception_handler(LoginRequiredError, login_required)

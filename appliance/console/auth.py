@@ -1,0 +1,116 @@
+"""Console access: argon2 password hashes, API tokens, login sessions and CSRF tokens.
+
+Only hashes are kept: argon2id for passwords (argon2-cffi's defaults, RFC 9106), SHA-256 for
+API tokens and session ids (random 256-bit secrets, so a fast hash is enough). A page form
+carries its session's CSRF token and a forged or missing one is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from appliance.backoffice.queries import Login
+from appliance.backoffice.schema import iso_utc
+from appliance.backoffice.store import Store
+
+ROLES = ("viewer", "operator")
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+MIN_PASSWORD_CHARS = 10
+MAX_PASSWORD_CHARS = 256
+_HASHER = PasswordHasher()
+# verifying against a real hash keeps an unknown user as slow as a wrong password
+_DUMMY_HASH = _HASHER.hash("not a password of anyone")
+
+
+class AccessError(ValueError):
+    """A user name, role or password that cannot be used; the text says why."""
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A login session just opened: the cookie value and its CSRF token."""
+
+    cookie: str
+    csrf: str
+    login: Login
+
+
+def digest(secret: str) -> str:
+    """SHA-256 hex of a token or session id (what the store keeps)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_user(name: str, role: str, password: str) -> None:
+    """Refuse a bad user name, unknown role or too short/long password."""
+    if not USER_NAME.match(name):
+        raise AccessError(f"user name {name!r}: use 1-64 letters, digits and _ . @ -")
+    if role not in ROLES:
+        raise AccessError(f"role {role!r}: use one of {', '.join(ROLES)}")
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise AccessError(
+            f"password: {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters, "
+            f"got {len(password)}"
+        )
+
+
+def add_user(store: Store, name: str, role: str, password: str) -> bool:
+    """Add or update a console user; True when the user is new."""
+    check_user(name, role, password)
+    return store.put_user(name, _HASHER.hash(password), role, iso_utc(datetime.now(UTC)))
+
+
+def create_token(store: Store, name: str) -> str:
+    """A new API bearer token for an existing user (only its hash is kept)."""
+    if store.user(name) is None:
+        raise AccessError(f"no console user {name!r}: add it first (console user add)")
+    token = secrets.token_urlsafe(32)
+    store.add_token(digest(token), name, iso_utc(datetime.now(UTC)))
+    return token
+
+
+def verify_password(store: Store, name: str, password: str) -> Login | None:
+    """The user's login when the password is right, else None (same cost either way)."""
+    found = store.user(name) if USER_NAME.match(name) else None
+    stored_hash, role = found if found else (_DUMMY_HASH, "")
+    try:
+        _HASHER.verify(stored_hash, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    return Login(name, role) if found else None
+
+
+def open_session(store: Store, login: Login, hours: float) -> NewSession:
+    """Start a login session; the cookie value is returned once and kept only as a hash."""
+    cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    store.add_session(digest(cookie), login.name, csrf, iso_utc(now + timedelta(hours=hours)),
+                      iso_utc(now))
+    return NewSession(cookie, csrf, Login(login.name, login.role, csrf))
+
+
+def session_login(store: Store, cookie: str | None) -> Login | None:
+    """Who holds this session cookie, or None (unknown, expired or malformed)."""
+    if not cookie or len(cookie) > 128:
+        return None
+    return store.session_login(digest(cookie), iso_utc(datetime.now(UTC)))
+
+
+def bearer_login(store: Store, authorization: str | None) -> Login | None:
+    """Whose ``Authorization: Bearer TOKEN`` this is, or None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token or len(token) > 128:
+        return None
+    return store.token_login(digest(token.strip()))
+
+
+def same_token(expected: str, given: str | None) -> bool:
+    """Constant-time comparison of a CSRF token with the one a form sent."""
+    return bool(expected) and given is not None and hmac.compare_digest(expected, given)

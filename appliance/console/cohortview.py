@@ -1,0 +1,181 @@
+"""The cohort figures of the console: features by age band from the store's per-band sums.
+
+The same analysis as ``appliance report cohort`` (``backoffice/cohort.py``): age bands at
+their midpoints, Pearson r with a Fisher-z 95 % CI. Here everything comes from per-band
+count, sum and sum of squares computed by the database, so the page costs one grouped query
+however many results are stored: Pearson r needs only those sums because age is constant
+within a band. Each band's mean gets a Student-t 95 % CI. Spearman's rho needs every value and
+stays in the offline report.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.backoffice.cohort import REPORT_FEATURES, Z_95, Correlation, band_midpoint_years
+from appliance.backoffice.store import Store
+
+MAX_REPEATS = 50
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """One feature in one age band: count, mean, SD and the 95 % CI of the mean."""
+
+    band: str
+    n: int
+    mean: float
+    sd: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """One feature over the age bands, with its Pearson correlation with age."""
+
+    key: str
+    bands: list[BandStats]
+    pearson: Correlation
+
+
+def _t_95(dof: int) -> float:
+    from scipy import stats  # noqa: PLC0415  (slow to import; cohort page only)
+
+    return float(stats.t.ppf(0.975, dof)) if dof > 0 else math.nan
+
+
+def band_stats(band: str, n: int, total: float, squares: float) -> BandStats:
+    """Mean, SD and the Student-t 95 % CI of the mean from a band's sums."""
+    mean = total / n
+    var = max(squares - total * total / n, 0.0) / (n - 1) if n > 1 else math.nan
+    sd = math.sqrt(var) if n > 1 else math.nan
+    half = _t_95(n - 1) * sd / math.sqrt(n) if n > 1 else math.nan
+    return BandStats(band, n, mean, sd, mean - half, mean + half)
+
+
+def pearson_from_bands(bands: list[BandStats], sums: list[tuple[float, float]]) -> Correlation:
+    """Pearson r of a feature with band midpoint age, from per-band (sum, sum of squares)."""
+    n = sum(b.n for b in bands)
+    ages = [band_midpoint_years(b.band) for b in bands]
+    sx = sum(b.n * x for b, x in zip(bands, ages, strict=True))
+    sxx = sum(b.n * x * x for b, x in zip(bands, ages, strict=True))
+    sy = sum(s for s, _ in sums)
+    syy = sum(q for _, q in sums)
+    sxy = sum(x * s for x, (s, _) in zip(ages, sums, strict=True))
+    denominator = (n * sxx - sx * sx) * (n * syy - sy * sy)
+    if n < 3 or denominator <= 0:
+        return Correlation(math.nan, math.nan, math.nan, math.nan, n)
+    r = max(min((n * sxy - sx * sy) / math.sqrt(denominator), 1.0), -1.0)
+    return Correlation(r, *fisher_ci(r, n), _p_value(r, n), n)
+
+
+def fisher_ci(r: float, n: int) -> tuple[float, float]:
+    """The Fisher-z 95 % CI of a Pearson r (as in backoffice/cohort.py)."""
+    if n <= 3:
+        return math.nan, math.nan
+    z = math.atanh(max(min(r, 0.999999), -0.999999))
+    half = Z_95 / math.sqrt(n - 3)
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+def _p_value(r: float, n: int) -> float:
+    from scipy import stats  # noqa: PLC0415
+
+    if abs(r) >= 1.0:
+        return 0.0
+    t = r * math.sqrt((n - 2) / (1 - r * r))
+    return float(2 * stats.t.sf(abs(t), n - 2))
+
+
+def feature_views(rows: list[tuple[Any, ...]]) -> list[FeatureView]:
+    """Every report feature over the age bands, from ``Store.band_sums`` rows."""
+    valid = [row for row in rows if _is_band(row[0])]
+    valid.sort(key=lambda row: band_midpoint_years(row[0]))
+    views = []
+    for index, key in enumerate(REPORT_FEATURES):
+        sums = [(float(row[2 + 2 * index]), float(row[3 + 2 * index])) for row in valid]
+        bands = [band_stats(row[0], int(row[1]), s, q)
+                 for row, (s, q) in zip(valid, sums, strict=True)]
+        views.append(FeatureView(key, bands, pearson_from_bands(bands, sums)))
+    return views
+
+
+def _is_band(text: str) -> bool:
+    try:
+        band_midpoint_years(text)
+    except ValueError:
+        return False
+    return True
+
+
+def repeat_rows(store: Store) -> list[dict[str, Any]]:
+    """Subjects measured more than once: count, devices and CV % of each report feature."""
+    out = []
+    for row in store.repeat_sums(REPORT_FEATURES, MAX_REPEATS):
+        count = int(row[1])
+        cv = {}
+        for index, key in enumerate(REPORT_FEATURES):
+            stats = band_stats("-", count, float(row[3 + 2 * index]), float(row[4 + 2 * index]))
+            cv[key] = 100 * stats.sd / abs(stats.mean) if stats.mean else math.nan
+        out.append({"subject_id": row[0], "count": count, "devices": int(row[2]),
+                    "cv_percent": cv})
+    return out
+
+
+def svg_plot(view: FeatureView, width: int = 360, height: int = 200) -> str:
+    """An inline SVG: the band means with their 95 % CIs as error bars (text escaped)."""
+    bands = [b for b in view.bands if math.isfinite(b.mean)]
+    if not bands:
+        return ""
+    values = [v for b in bands for v in (b.low, b.high, b.mean) if math.isfinite(v)]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    left, top, plot_w, plot_h = 50, 10, width - 60, height - 50
+
+    def y_of(value: float) -> float:
+        return top + plot_h * (1 - (value - low) / span)
+
+    step = plot_w / len(bands)
+    parts = [f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{html.escape(view.key)} by age band">',
+             f'<text x="4" y="{top + 8}" font-size="10">{high:.3g}</text>',
+             f'<text x="4" y="{top + plot_h}" font-size="10">{low:.3g}</text>']
+    for i, band in enumerate(bands):
+        x = left + step * (i + 0.5)
+        if math.isfinite(band.low):
+            parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y_of(band.low):.1f}" '
+                         f'y2="{y_of(band.high):.1f}" stroke="#555"/>')
+        parts.append(f'<circle cx="{x:.1f}" cy="{y_of(band.mean):.1f}" r="4" fill="#2a6fb0"/>')
+        parts.append(f'<text x="{x:.1f}" y="{height - 22}" font-size="10" text-anchor="middle">'
+                     f'{html.escape(band.band)}</text><text x="{x:.1f}" y="{height - 8}" '
+                     f'font-size="9" text-anchor="middle">n={band.n}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def reference_table(views: list[FeatureView]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per age band (and ``all`` pooled): each feature's n, mean and SD, for kiosk screens."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for view in views:
+        for band in view.bands:
+            if band.n > 1:
+                table.setdefault(band.band, {})[view.key] = {
+                    "n": band.n, "mean": band.mean, "sd": band.sd}
+        pooled = _pooled([b for b in view.bands if b.n > 1])
+        if pooled is not None:
+            table.setdefault("all", {})[view.key] = pooled
+    return table
+
+
+def _pooled(bands: list[BandStats]) -> dict[str, float] | None:
+    """n, mean and SD of the union of bands (from each band's n, mean and SD)."""
+    n = sum(b.n for b in bands)
+    if n < 2:
+        return None
+    mean = sum(b.n * b.mean for b in bands) / n
+    squares = sum((b.n - 1) * b.sd**2 + b.n * (b.mean - mean) ** 2 for b in bands)
+    return {"n": n, "mean": mean, "sd": math.sqrt(squares / (n - 1))}

@@ -1,0 +1,71 @@
+"""A small pool of store connections for the console's request threads.
+
+A ``Store`` is one connection and is not shared between threads at once; FastAPI runs the
+console's handlers in a thread pool, so each request borrows a store and gives it back.
+A connection that failed is reopened before it is lent again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+from collections.abc import Iterator
+
+from appliance.backoffice.store import Store, StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+
+class StoreBusyError(RuntimeError):
+    """No store connection came free in time (the console is overloaded)."""
+
+
+class StorePool:
+    """Up to ``size`` open stores on one URL; the schema is migrated once, at start."""
+
+    def __init__(self, url: str, size: int = 4, pg_schema: str | None = None,
+                 wait_s: float = 10.0) -> None:
+        first = open_store(url, pg_schema)  # migrates (console tables and indexes included)
+        self.url, self.pg_schema, self.wait_s = url, pg_schema, wait_s
+        self._idle: queue.LifoQueue[Store | None] = queue.LifoQueue()
+        self._idle.put(first)
+        for _ in range(size - 1):
+            self._idle.put(None)  # a slot: connected on first use
+
+    @contextlib.contextmanager
+    def store(self) -> Iterator[Store]:
+        """Borrow a store for one request."""
+        try:
+            slot = self._idle.get(timeout=self.wait_s)
+        except queue.Empty as exc:
+            raise StoreBusyError(f"no free store connection within {self.wait_s:.0f} s") from exc
+        try:
+            store = slot or Store(self.url, self.pg_schema)
+        except StoreError:
+            self._idle.put(None)
+            raise
+        try:
+            yield store
+        except Exception:
+            self._repair(store)
+            raise
+        finally:
+            self._idle.put(store)
+
+    def _repair(self, store: Store) -> None:
+        try:
+            store.reconnect()
+        except StoreError as exc:
+            log.warning("store connection not reopened yet: %s", exc)
+
+    def close(self) -> None:
+        """Close every open connection."""
+        while True:
+            try:
+                slot = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            if slot is not None:
+                with contextlib.suppress(Exception):
+                    slot.close()

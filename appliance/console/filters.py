@@ -1,0 +1,140 @@
+"""Console input: result filters, cursors and form fields, checked before any query runs.
+
+Every value from a query string or a form is bounded in length and matched against what it
+can be (an identifier, a date, a cursor); anything else is refused with ``InputError``, which
+names the field and quotes the value (escaped wherever it is shown). Values are then bound as
+SQL parameters, never pasted into SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from appliance.backoffice.queries import ResultFilter
+from appliance.backoffice.schema import iso_utc
+
+MAX_FIELD_CHARS = 64
+MAX_QUERY_CHARS = 2048
+MAX_FORM_BYTES = 4096
+PAGE_SIZES = (10, 25, 50, 100, 200)
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MEASUREMENT_ID = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+)
+_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)~([0-9a-f-]{36})$")
+FILTER_FIELDS = ("site", "device", "from", "to", "grade")
+
+
+class InputError(ValueError):
+    """A refused input: which field, what value, and what is expected."""
+
+    status = 400
+
+    def __init__(self, field: str, value: str, expected: str) -> None:
+        shown = value if len(value) <= 80 else value[:80] + f"... ({len(value)} characters)"
+        super().__init__(f"{field}: {shown!r} refused: {expected}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ResultQuery:
+    """A checked results query: the filter, the keyset cursor and the page size."""
+
+    where: ResultFilter
+    before: tuple[str, str] | None
+    limit: int
+    echo: dict[str, str]  # the filter fields as given, for the form and the next-page link
+
+
+def _field(params: Mapping[str, str], name: str) -> str | None:
+    value = params.get(name, "").strip()
+    if len(value) > MAX_FIELD_CHARS:
+        raise InputError(name, value, f"at most {MAX_FIELD_CHARS} characters")
+    return value or None
+
+
+def _identifier(params: Mapping[str, str], name: str) -> str | None:
+    value = _field(params, name)
+    if value is not None and not IDENTIFIER.match(value):
+        raise InputError(name, value, "letters, digits and _ . - only")
+    return value
+
+
+def parse_day(name: str, value: str | None) -> date | None:
+    """A YYYY-MM-DD date from a filter field (None when empty)."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else _not_a_date(name, value)
+    except ValueError:
+        return _not_a_date(name, value)
+
+
+def _not_a_date(name: str, value: str) -> date:
+    raise InputError(name, value, "a date as YYYY-MM-DD, e.g. 2026-11-30")
+
+
+def _day_start(day: date) -> str:
+    return iso_utc(datetime(day.year, day.month, day.day, tzinfo=UTC))
+
+
+def parse_filter(params: Mapping[str, str]) -> tuple[ResultFilter, dict[str, str]]:
+    """The result filter from query parameters (site, device, from, to, grade)."""
+    first = parse_day("from", _field(params, "from"))
+    last = parse_day("to", _field(params, "to"))
+    if first and last and last < first:
+        raise InputError("to", last.isoformat(), f"a day on or after from ({first.isoformat()})")
+    where = ResultFilter(
+        site=_identifier(params, "site"),
+        device_id=_identifier(params, "device"),
+        captured_from=_day_start(first) if first else None,
+        captured_before=_day_start(last + timedelta(days=1)) if last else None,
+        label=_identifier(params, "grade"),
+    )
+    echo = {name: params[name].strip() for name in FILTER_FIELDS if params.get(name, "").strip()}
+    return where, echo
+
+
+def parse_cursor(value: str | None) -> tuple[str, str] | None:
+    """The keyset cursor ``CAPTURED_AT~MEASUREMENT_ID`` of the next page, or None."""
+    if not value:
+        return None
+    match = _CURSOR.match(value) if len(value) <= 100 else None
+    if match is None:
+        raise InputError("before", value, "a cursor from an 'older' link of this page")
+    return match.group(1), match.group(2)
+
+
+def parse_limit(value: str | None) -> int:
+    """The page size: one of PAGE_SIZES (50 when not given)."""
+    if not value:
+        return 50
+    if value not in {str(size) for size in PAGE_SIZES}:
+        raise InputError("limit", value, f"one of {', '.join(map(str, PAGE_SIZES))}")
+    return int(value)
+
+
+def parse_query(params: Mapping[str, str]) -> ResultQuery:
+    """A checked results query from the page's or the API's query parameters."""
+    unknown = sorted(set(params) - {*FILTER_FIELDS, "before", "limit"})
+    if unknown:
+        raise InputError(unknown[0], params[unknown[0]], f"unknown parameter; use "
+                         f"{', '.join((*FILTER_FIELDS, 'before', 'limit'))}")
+    where, echo = parse_filter(params)
+    return ResultQuery(where, parse_cursor(params.get("before")), parse_limit(params.get("limit")),
+                       echo)
+
+
+def cursor_of(captured_at: str, measurement_id: str) -> str:
+    """The cursor that continues after this row."""
+    return f"{captured_at}~{measurement_id}"
+
+
+def check_measurement_id(value: str) -> str:
+    """A measurement id (UUIDv7 text), or InputError."""
+    if len(value) > 36 or not MEASUREMENT_ID.match(value):
+        raise InputError("measurement id", value, "a UUIDv7 like 0190e8a2-...-7...")
+    return value

@@ -1,0 +1,119 @@
+"""Request guards of the console: who is logged in (page session or API token) and CSRF.
+
+Pages answer an anonymous visitor with a redirect to the login page; the API answers 401 with
+``WWW-Authenticate: Bearer``. A form must carry its session's CSRF token (the login form the
+one in its own cookie); a missing or forged one is refused with 403 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from urllib.parse import parse_qsl, quote
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from appliance.backoffice.queries import Login
+from appliance.console.auth import bearer_login, same_token, session_login
+from appliance.console.db import StorePool
+from appliance.console.filters import MAX_FIELD_CHARS, MAX_FORM_BYTES, InputError
+
+SESSION_COOKIE = "appliance_session"
+LOGIN_CSRF_COOKIE = "appliance_login_csrf"
+_LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}$")
+_BEARER = HTTPBearer(auto_error=False, description="a token from `appliance console token create`")
+
+
+class LoginRequiredError(Exception):
+    """No valid session: send the visitor to the login page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__("login required")
+        self.location = f"/login?next={quote(next_path, safe='/')}"
+
+
+class CsrfError(Exception):
+    """A form without its session's CSRF token (or with a forged one)."""
+
+
+class RoleError(Exception):
+    """The user's role does not allow this page."""
+
+
+class BodyTooLargeError(InputError):
+    """A form larger than the console accepts."""
+
+    status = 413
+
+
+def pool_of(request: Request) -> StorePool:
+    """The app's store pool."""
+    pool: StorePool = request.app.state.pool
+    return pool
+
+
+def page_login(request: Request) -> Login:
+    """The logged-in user of a page request, or a redirect to the login page."""
+    with pool_of(request).store() as store:
+        login = session_login(store, request.cookies.get(SESSION_COOKIE))
+    if login is None:
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginRequiredError(path if _LOCAL_PATH.match(path) else "/fleet")
+    return login
+
+
+def api_login(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> Login:
+    """The owner of the request's bearer token, or 401."""
+    login = None
+    if credentials is not None:
+        with pool_of(request).store() as store:
+            login = bearer_login(store, f"Bearer {credentials.credentials}")
+    if login is None:
+        raise HTTPException(401, "a valid bearer token is required "
+                            "(Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"})
+    return login
+
+
+def operator(login: Annotated[Login, Depends(page_login)]) -> Login:
+    """A logged-in operator, or 403 for a viewer."""
+    if login.role != "operator":
+        raise RoleError(f"user {login.name!r} is a {login.role}; this page is for operators")
+    return login
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after login: a local path only, never another site."""
+    return value if value and _LOCAL_PATH.match(value) else "/fleet"
+
+
+def check_csrf(expected: str, form: dict[str, str]) -> None:
+    """Refuse a form whose CSRF token is missing or not the session's."""
+    if not same_token(expected, form.get("csrf")):
+        raise CsrfError("CSRF token missing or wrong: this form did not come from this "
+                        "console's page. Reload the page and try again.")
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A small URL-encoded form, bounded in bytes, fields and field length."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("application/x-www-form-urlencoded"):
+        raise InputError("content-type", ctype, "a form (application/x-www-form-urlencoded)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise BodyTooLargeError("form", f"{len(body)}+ bytes",
+                                    f"at most {MAX_FORM_BYTES} bytes")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=10)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError("form", body[:40].decode("utf-8", "replace"), str(exc)) from exc
+    for name, value in pairs:
+        limit = 256 if name == "password" else MAX_FIELD_CHARS
+        if len(value) > limit:
+            raise InputError(name[:20], value, f"at most {limit} characters")
+    return dict(pairs)

@@ -1,0 +1,201 @@
+"""The console's pages: login, fleet, results (filter, keyset pages, CSV), one result, cohort.
+
+Server-rendered with Jinja2 (autoescaped: anything a filter echoes is shown as text, never
+markup); no page needs JavaScript.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import secrets
+from collections.abc import Iterator
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from jinja2 import Environment
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
+
+from appliance.backoffice.queries import Login
+from appliance.console.auth import digest, open_session, verify_password
+from appliance.console.cohortview import svg_plot
+from appliance.console.filters import check_measurement_id, parse_query
+from appliance.console.guard import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    check_csrf,
+    operator,
+    page_login,
+    pool_of,
+    read_form,
+    safe_next,
+)
+from appliance.console.views import csv_lines, fleet, result_detail, results_page
+
+router = APIRouter(include_in_schema=False)
+PageLogin = Annotated[Login, Depends(page_login)]
+_FORMULA_START = ("=", "+", "@", "\t", "\r")
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A page from its template."""
+    templates: Environment = request.app.state.templates
+    return HTMLResponse(templates.get_template(name).render(**context), status_code=status)
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None, failed: bool = False) -> HTMLResponse:
+    """The login page; its form carries a CSRF token that is also set as a cookie."""
+    token = secrets.token_urlsafe(24)
+    page = render(request, "login.html", status=401 if failed else 200, csrf=token,
+                  next=safe_next(next), failed=failed, login=None)
+    page.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    return page
+
+
+@router.post("/login")
+async def login_submit(request: Request) -> RedirectResponse:
+    """Check the password; on success open a session and go where the user was going."""
+    form = await read_form(request)
+    check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form)
+    pool, hours = pool_of(request), request.app.state.settings.session_hours
+
+    def attempt() -> Any:
+        with pool.store() as store:
+            login = verify_password(store, form.get("user", ""), form.get("password", ""))
+            return open_session(store, login, hours) if login else None
+
+    session = await run_in_threadpool(attempt)
+    target = safe_next(form.get("next"))
+    if session is None:
+        return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(SESSION_COOKIE, session.cookie, max_age=int(hours * 3600), httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https", path="/")
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> RedirectResponse:
+    """End the session (the form must carry the session's CSRF token)."""
+    login = await run_in_threadpool(page_login, request)
+    check_csrf(login.csrf, await read_form(request))
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+
+    def forget() -> None:
+        with pool_of(request).store() as store:
+            store.end_session(digest(cookie))
+
+    await run_in_threadpool(forget)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/")
+def home(login: PageLogin) -> RedirectResponse:
+    """The fleet is the console's first page."""
+    return RedirectResponse("/fleet", status_code=303)
+
+
+@router.get("/fleet")
+def fleet_page(request: Request, login: PageLogin) -> HTMLResponse:
+    """Every kiosk: online or offline, versions, camera, outbox, last seen."""
+    with pool_of(request).store() as store:
+        devices = fleet(store)
+    online = sum(1 for d in devices if d["state"] == "online")
+    return render(request, "fleet.html", login=login, devices=devices, online=online)
+
+
+@router.get("/results")
+def results_list(request: Request, login: PageLogin) -> HTMLResponse:
+    """Stored results, newest first, filtered, one keyset page at a time."""
+    query = parse_query(dict(request.query_params))
+    with pool_of(request).store() as store:
+        items, cursor = results_page(store, query)
+    shared = {**query.echo, "limit": str(query.limit)}
+    older = f"/results?{urlencode({**shared, 'before': cursor})}" if cursor else None
+    return render(request, "results.html", login=login, items=items, echo=query.echo,
+                  limit=query.limit, older=older, csv=f"/results.csv?{urlencode(query.echo)}",
+                  first=query.before is None)
+
+
+def _csv_cell(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula is quoted (OWASP CSV injection)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+@router.get("/results.csv")
+def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
+    """Every result matching the filter as CSV, streamed."""
+    params = {k: v for k, v in request.query_params.items() if k not in ("before", "limit")}
+    query = parse_query(params)
+    pool = pool_of(request)
+
+    def stream() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        with pool.store() as store:
+            for index, line in enumerate(csv_lines(store, query)):
+                writer.writerow([_csv_cell(v) for v in line])
+                if index % 1000 == 0:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+        yield buffer.getvalue()
+
+    headers = {"Content-Disposition": 'attachment; filename="results.csv"'}
+    return StreamingResponse(stream(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+@router.get("/results/{measurement_id}")
+def result_page(request: Request, measurement_id: str, login: PageLogin) -> HTMLResponse:
+    """One result: its numbers, quality and classification."""
+    check_measurement_id(measurement_id)
+    with pool_of(request).store() as store:
+        detail = result_detail(store, measurement_id)
+    if detail is None:
+        return render(request, "error.html", status=404, login=login,
+                      message=f"no stored result {measurement_id}")
+    return render(request, "result.html", login=login, d=detail)
+
+
+@router.get("/cohort")
+def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
+    """Report features by age band (means with 95 % CIs), correlation with age, repeats."""
+    with pool_of(request).store() as store:
+        views, repeats = request.app.state.cohort.get(store, pool_of(request))
+    plots = {v.key: Markup(svg_plot(v)) for v in views}  # svg_plot escapes its text
+    counted = views[0].bands if views else []
+    return render(request, "cohort.html", login=login, views=views, plots=plots,
+                  repeats=repeats, total=sum(b.n for b in counted), isfinite=math.isfinite)
+
+
+@router.get("/dead-letters")
+def dead_letters(request: Request, login: Annotated[Login, Depends(operator)]) -> HTMLResponse:
+    """Messages the back office refused (operators only: payloads may hold personal data)."""
+    with pool_of(request).store() as store:
+        letters = store.dead_letters(100)
+        kept = store.count_dead_letters()
+    rows = [{"received_at": d.received_at, "topic": d.topic, "reason": d.reason,
+             "bytes": d.payload_bytes, "head": d.payload[:120].decode("utf-8", "replace")}
+            for d in letters]
+    return render(request, "dead_letters.html", login=login, rows=rows, kept=kept)
+
+
+@router.get("/docs")
+def api_docs(request: Request, login: PageLogin) -> HTMLResponse:
+    """Swagger UI for the API (logged-in users only)."""
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="appliance console API")
+
+
+@router.get("/openapi.json")
+def openapi(request: Request, login: PageLogin) -> JSONResponse:
+    """The API's OpenAPI document (logged-in users only)."""
+    return JSONResponse(request.app.openapi())

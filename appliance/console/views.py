@@ -1,0 +1,159 @@
+"""What each console page and API call shows, built from the store's queries.
+
+Pages (Jinja2) and the JSON API share these builders, so both always show the same numbers.
+The cohort figures are cached for ``console.cohort_cache_s`` seconds: they summarise every
+stored result and change slowly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.backoffice.cohort import REPORT_FEATURES
+from appliance.backoffice.fleet import fleet_rows
+from appliance.backoffice.store import Store
+from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
+from appliance.console.filters import ResultQuery, cursor_of
+from appliance.transport.payloads import FEATURE_KEYS
+
+LIST_COLUMNS = ("measurement_id", "captured_at", "site", "device_id", "label", "age_band",
+                "kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2", "pore_count",
+                "quality_verdict")
+log = logging.getLogger(__name__)
+CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_id",
+               "software_version", "quality_verdict", "model_name", "model_version", "label",
+               "age_band", *FEATURE_KEYS)
+
+
+def seen_ago(last_seen: str | None, now: datetime) -> str:
+    """'12s ago', '5m ago', '3h ago', '2d ago' for a stored UTC time."""
+    if not last_seen:
+        return "-"
+    seen = datetime.strptime(last_seen, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    seconds = max(0, int((now - seen).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def fleet(store: Store) -> list[dict[str, Any]]:
+    """Every device: state, versions, camera, outbox and when it was last seen."""
+    now = datetime.now(UTC)
+    keep = ("site", "device_id", "state", "last_seen", "status_at", "software_version", "model",
+            "camera", "outbox_depth", "dropped")
+    return [{**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now)}
+            for row in fleet_rows(store)]
+
+
+def results_page(store: Store, query: ResultQuery) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of results (newest first) and the cursor of the next page, if any."""
+    rows = store.page_results(LIST_COLUMNS, query.where, query.before, query.limit + 1)
+    items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows[: query.limit]]
+    more = len(rows) > query.limit
+    last = items[-1] if items else None
+    cursor = cursor_of(last["captured_at"], last["measurement_id"]) if more and last else None
+    return items, cursor
+
+
+def csv_lines(store: Store, query: ResultQuery) -> Iterator[list[Any]]:
+    """The CSV header, then every matching result (newest first)."""
+    yield list(CSV_COLUMNS)
+    for row in store.iter_results(CSV_COLUMNS, query.where):
+        yield list(row)
+
+
+def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:
+    """One result: its stored columns, and quality and classification from its payload."""
+    row = store.result_row(measurement_id)
+    if row is None:
+        return None
+    payload = json.loads(row.pop("payload"))
+    return {
+        "result": {k: v for k, v in row.items() if k not in FEATURE_KEYS},
+        "features": {k: row[k] for k in FEATURE_KEYS},
+        "quality": payload.get("quality", {}),
+        "classification": payload.get("classification"),
+        "subject": payload.get("subject"),
+    }
+
+
+def _number(value: float) -> float | None:
+    return None if not math.isfinite(value) else round(value, 6)
+
+
+def cohort_json(views: list[FeatureView], repeats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cohort figures as JSON (NaN as null)."""
+    return {
+        "features": {
+            v.key: {
+                "pearson": {"r": _number(v.pearson.r), "ci95": [_number(v.pearson.low),
+                            _number(v.pearson.high)], "p": _number(v.pearson.p_value),
+                            "n": v.pearson.n},
+                "bands": [{"band": b.band, "n": b.n, "mean": _number(b.mean), "sd": _number(b.sd),
+                           "ci95": [_number(b.low), _number(b.high)]} for b in v.bands],
+            }
+            for v in views
+        },
+        "repeated_subjects": [
+            {**r, "cv_percent": {k: _number(c) for k, c in r["cv_percent"].items()}}
+            for r in repeats
+        ],
+    }
+
+
+class CohortCache:
+    """The cohort figures, refreshed in the background once older than ``max_age_s``.
+
+    Over a million results the grouped queries take about a second, so a page never waits for
+    them: it gets the last figures while a thread computes new ones. Only the very first
+    request after start waits (``warm`` starts that computation when the console starts).
+    """
+
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
+        self._value: tuple[float, list[FeatureView], list[dict[str, Any]]] | None = None
+
+    def _compute(self, store: Store) -> None:
+        with self._refreshing:
+            views = feature_views(store.band_sums(REPORT_FEATURES))
+            value = (time.monotonic(), views, repeat_rows(store))
+            with self._lock:
+                self._value = value
+
+    def warm(self, pool: Any) -> None:
+        """Compute the figures in a background thread (at console start)."""
+        threading.Thread(target=self._refresh_from, args=(pool,), name="CohortWarm",
+                         daemon=True).start()
+
+    def _refresh_from(self, pool: Any) -> None:
+        try:
+            with pool.store() as store:
+                self._compute(store)
+        except Exception:  # the next page request computes them itself and shows the error
+            log.exception("cohort figures not computed in the background")
+
+    def get(self, store: Store, pool: Any = None) -> tuple[list[FeatureView],
+                                                            list[dict[str, Any]]]:
+        """The latest figures; stale ones trigger a background refresh (through ``pool``)."""
+        with self._lock:
+            value = self._value
+        if value is None:
+            self._compute(store)
+            return self.get(store)
+        stale = time.monotonic() - value[0] > self.max_age_s
+        if stale and pool is not None and not self._refreshing.locked():
+            self.warm(pool)
+        elif stale and pool is None:
+            self._compute(store)
+            return self.get(store)
+        return value[1], value[2]

@@ -1,0 +1,194 @@
+"""The kiosk screen's web server on 127.0.0.1: the page, its events, the preview, the choices.
+
+A threaded stdlib ``http.server`` rather than uvicorn: the kiosk has one local viewer
+(Chromium in kiosk mode), the daemon must not pull in the console's web stack, and each
+long-lived stream (server-sent events, MJPEG) simply holds one thread that sleeps on a
+condition variable. It binds loopback only and refuses other ``Host`` names (DNS rebinding),
+so no picture leaves the kiosk; POSTs must be small JSON.
+
+Routes: ``/`` the page (and its ``kiosk.js``, ``kiosk.css``, ``messages.json``), ``/state``,
+``/events`` (SSE), ``/preview.mjpg``, ``/overlay.png``; POST ``/subject`` and ``/language``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from appliance.edge.screen_preview import PreviewFeed
+from appliance.edge.screen_state import AGE_BANDS, ScreenState
+
+log = logging.getLogger(__name__)
+
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/kiosk.js": ("kiosk.js", "text/javascript; charset=utf-8"),
+          "/kiosk.css": ("kiosk.css", "text/css; charset=utf-8"),
+          "/messages.json": ("messages.json", "application/json; charset=utf-8")}
+MAX_POST_BYTES = 1024
+KEEPALIVE_S = 10.0
+BOUNDARY = "kioskframe"
+
+
+class ScreenServer(ThreadingHTTPServer):
+    """The HTTP server; its handler reaches the state, the preview and the overlay folder."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, port: int, state: ScreenState, preview: PreviewFeed, folder: Path,
+                 fps: float) -> None:
+        super().__init__(("127.0.0.1", port), ScreenHandler)
+        self.state, self.preview, self.folder, self.fps = state, preview, folder, fps
+        self.stopping = threading.Event()
+        self.allowed_hosts = {f"127.0.0.1:{self.server_port}", f"localhost:{self.server_port}"}
+
+
+def _static(name: str) -> bytes:
+    return resources.files("appliance.edge").joinpath("screen_static", name).read_bytes()
+
+
+class ScreenHandler(BaseHTTPRequestHandler):
+    """One request to the kiosk screen."""
+
+    server: ScreenServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the page polls nothing, but streams reconnect; errors are logged elsewhere."""
+
+    def _host_ok(self) -> bool:
+        if self.headers.get("Host", "") in self.server.allowed_hosts:
+            return True
+        self._send(HTTPStatus.FORBIDDEN, b"kiosk screen: loopback only\n", "text/plain")
+        return False
+
+    def _send(self, status: HTTPStatus, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self'")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        """Serve the page, its state and streams."""
+        if not self._host_ok():
+            return
+        path = self.path.split("?", 1)[0]
+        if path in STATIC:
+            name, ctype = STATIC[path]
+            self._send(HTTPStatus.OK, _static(name), ctype)
+        elif path == "/state":
+            self._send(HTTPStatus.OK, json.dumps(self.server.state.snapshot()).encode(),
+                       "application/json")
+        elif path == "/events":
+            self._events()
+        elif path == "/preview.mjpg":
+            self._preview()
+        elif path == "/overlay.png":
+            self._overlay()
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    def _overlay(self) -> None:
+        try:
+            body = (self.server.folder / "last_overlay.png").read_bytes()
+        except OSError:
+            self._send(HTTPStatus.NOT_FOUND, b"no overlay yet\n", "text/plain")
+            return
+        self._send(HTTPStatus.OK, body, "image/png")
+
+    def _stream_head(self, ctype: str) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+    def _events(self) -> None:
+        """Server-sent events: the whole state on every change, a comment as keep-alive."""
+        self._stream_head("text/event-stream")
+        state = self.server.state
+        snapshot: dict[str, Any] | None = state.snapshot()
+        version = -1
+        try:
+            while not self.server.stopping.is_set():
+                if snapshot is None:
+                    self.wfile.write(b": keep-alive\n\n")
+                else:
+                    version = snapshot["version"]
+                    self.wfile.write(b"data: " + json.dumps(snapshot).encode() + b"\n\n")
+                self.wfile.flush()
+                snapshot = state.wait_change(version, KEEPALIVE_S)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+    def _preview(self) -> None:
+        """MJPEG (multipart/x-mixed-replace): each new camera frame, at most ``fps`` a second."""
+        self._stream_head(f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        number, interval_s = 0, 1.0 / self.server.fps
+        try:
+            while not self.server.stopping.wait(interval_s):
+                picture = self.server.preview.next_jpeg(number, 1.0)
+                if picture is None:
+                    continue
+                number, jpeg = picture
+                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                                 f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+    def do_POST(self) -> None:
+        """The customer's choices: ``/subject`` {age_band, consent}, ``/language`` {language}."""
+        if not self._host_ok():
+            return
+        try:
+            body = self._json_body()
+            if self.path == "/subject":
+                self._subject(body)
+            elif self.path == "/language":
+                self.server.state.set_language(str(body.get("language")))
+            else:
+                self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+                return
+        except ValueError as exc:
+            self._send(HTTPStatus.BAD_REQUEST, json.dumps({"error": str(exc)}).encode(),
+                       "application/json")
+            return
+        self._send(HTTPStatus.OK, json.dumps(self.server.state.snapshot()).encode(),
+                   "application/json")
+
+    def _json_body(self) -> dict[str, Any]:
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > MAX_POST_BYTES:
+            self.close_connection = True
+            raise ValueError(f"body of {length or 'unknown'} bytes: at most {MAX_POST_BYTES}")
+        if not self.headers.get("Content-Type", "").startswith("application/json"):
+            raise ValueError("Content-Type must be application/json")
+        try:
+            body = json.loads(self.rfile.read(int(length)) or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        return body
+
+    def _subject(self, body: dict[str, Any]) -> None:
+        band, consent = body.get("age_band"), body.get("consent")
+        if band is not None and band not in AGE_BANDS:
+            raise ValueError(f"age_band {str(band)[:20]!r}: use one of {', '.join(AGE_BANDS)}")
+        if not isinstance(consent, bool):
+            raise ValueError("consent must be true or false")
+        measurement = body.get("measurement")
+        if measurement is not None and (type(measurement) is not int or measurement < 0):
+            raise ValueError("measurement must be a count from /state")
+        self.server.state.set_subject(band, consent, measurement)

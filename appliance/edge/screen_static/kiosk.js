@@ -1,0 +1,113 @@
+// The kiosk screen: renders the daemon's state (server-sent events from /events) in the
+// chosen language. All texts come from messages.json; no page reload, no outside requests.
+"use strict";
+let messages = {};
+let state = null;
+
+function text(key, vars) {
+  const lang = (state && state.language) || "ja";
+  let s = (messages[lang] && messages[lang][key]) || (messages.en && messages.en[key]) || key;
+  for (const [k, v] of Object.entries(vars || {})) s = s.replace("{" + k + "}", v);
+  return s;
+}
+
+function cell(row, content, cls) {
+  const td = row.insertCell();
+  td.textContent = content;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function bandLabel(band) {
+  return band === "all" ? text("band_all") : text("band_people", {band: band});
+}
+
+function renderResult(result) {
+  document.getElementById("result").dataset.mid = result.measurement_id;
+  document.getElementById("kime").textContent = result.kime_score.toFixed(0);
+  const grade = result.grade ? text("grade_" + result.grade) : "-";
+  document.getElementById("grade").textContent = grade;
+  const overlay = document.getElementById("overlay");
+  if (result.overlay) { if (overlay.getAttribute("src") !== result.overlay) overlay.src = result.overlay; }
+  overlay.style.display = result.overlay ? "" : "none";
+  const table = document.getElementById("features");
+  table.replaceChildren();
+  const kimeStanding = document.getElementById("kime-standing");
+  kimeStanding.textContent = "";
+  for (const f of result.features) {
+    if (f.key === "kime_score") {
+      if (f.standing && result.reference_band) {
+        kimeStanding.textContent = text("standing_" + f.standing.where, {band: bandLabel(result.reference_band)});
+      }
+      continue;
+    }
+    const row = table.insertRow();
+    row.dataset.key = f.key;
+    cell(row, text("feature_" + f.key), "name");
+    const value = f.measured ? (Number.isInteger(f.value) ? String(f.value) : f.value.toFixed(2)) + " " + f.unit
+                             : text("not_measured");
+    cell(row, value, f.measured ? "value" : "value not-measured");
+    const info = cell(row, text("explain_" + f.key), "explain");
+    if (f.measured && f.standing && result.reference_band) {
+      const p = document.createElement("div");
+      p.className = "standing";
+      p.textContent = text("standing_" + f.standing.where, {band: bandLabel(result.reference_band)});
+      info.appendChild(p);
+    }
+  }
+}
+
+function renderChoices() {
+  const subject = state.subject;
+  for (const b of document.querySelectorAll("#bands button")) {
+    b.classList.toggle("on", !!subject && subject.age_band === (b.dataset.band || null));
+  }
+  document.getElementById("consent-yes").classList.toggle("on", !!subject && subject.consent);
+  document.getElementById("consent-no").classList.toggle("on", !!subject && !subject.consent);
+}
+
+function render() {
+  if (!state) return;
+  document.documentElement.lang = state.language;
+  document.body.dataset.phase = state.phase;
+  for (const el of document.querySelectorAll("[data-msg]")) el.textContent = text(el.dataset.msg);
+  for (const b of document.querySelectorAll("nav button")) b.classList.toggle("on", b.dataset.lang === state.language);
+  document.getElementById("guidance").textContent = state.guidance ? text(state.guidance) : "";
+  const progress = document.getElementById("progress");
+  progress.max = state.burst;
+  progress.value = state.progress;
+  const working = {guiding: "", measuring: "measuring", analysing: "analysing"}[state.phase];
+  document.getElementById("working-text").textContent = working ? text(working) : "";
+  if (state.result) renderResult(state.result);
+  renderChoices();
+}
+
+function post(path, body) {
+  return fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+}
+
+function choose(band, consent) {
+  const subject = state.subject || {age_band: null, consent: false};
+  post("/subject", {age_band: band === undefined ? subject.age_band : band,
+                    consent: consent === undefined ? subject.consent : consent});
+}
+
+function setUp() {
+  const bands = document.getElementById("bands");
+  for (const band of ["10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80+", ""]) {
+    const b = document.createElement("button");
+    b.dataset.band = band;
+    if (band) b.textContent = band; else b.dataset.msg = "age_none";
+    b.addEventListener("click", () => choose(band || null, undefined));
+    bands.appendChild(b);
+  }
+  document.getElementById("consent-yes").addEventListener("click", () => choose(undefined, true));
+  document.getElementById("consent-no").addEventListener("click", () => choose(undefined, false));
+  for (const b of document.querySelectorAll("nav button")) {
+    b.addEventListener("click", () => post("/language", {language: b.dataset.lang}));
+  }
+  const events = new EventSource("/events");
+  events.onmessage = (event) => { state = JSON.parse(event.data); render(); };
+}
+
+fetch("/messages.json").then((r) => r.json()).then((m) => { messages = m; setUp(); render(); });

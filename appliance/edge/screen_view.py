@@ -1,0 +1,78 @@
+"""The result as the customer sees it: numbers, grade and where they stand for their age.
+
+Reference ranges come from the cohort (the console's ``/api/v1/cohort`` figures, written for
+kiosks by ``appliance console reference --out FILE``): per age band, each feature's mean and
+SD. The typical range is the middle 80 % (mean ± 1.2816 SD). The text shown for every key
+lives in the screen's message catalogues, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from appliance.transport.payloads import Result
+
+SHOWN_FEATURES = (
+    ("kime_score", ""),
+    ("hill_density_per_mm2", "/mm²"),
+    ("furrow_density_mm_per_mm2", "mm/mm²"),
+    ("furrow_mean_width_um", "µm"),
+    ("pore_count", ""),
+    ("pore_mean_diameter_um", "µm"),
+)
+Z_10_90 = 1.2815515655446004  # the 10th and 90th percentiles of a normal distribution
+MAX_REFERENCE_BYTES = 1_000_000
+ALL_AGES = "all"
+
+
+class ReferenceFileError(ValueError):
+    """A reference-range file that cannot be used; the text names the file and the key."""
+
+
+def load_references(path: Path | None) -> dict[str, dict[str, dict[str, float]]]:
+    """Per band (and ``all``): feature -> {mean, sd, n}; empty when no file is configured."""
+    if path is None:
+        return {}
+    if path.stat().st_size > MAX_REFERENCE_BYTES:
+        raise ReferenceFileError(f"{path}: larger than {MAX_REFERENCE_BYTES} bytes")
+    try:
+        bands = json.loads(path.read_text(encoding="utf-8"))["bands"]
+        return {str(band): {str(k): {"mean": float(v["mean"]), "sd": float(v["sd"]),
+                                     "n": float(v["n"])} for k, v in features.items()}
+                for band, features in bands.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ReferenceFileError(f"{path}: not a reference-range file ({exc!r})") from exc
+
+
+def standing(value: float, reference: dict[str, float] | None) -> dict[str, Any] | None:
+    """Where a value stands in a reference range: below, within or above, and its percentile."""
+    if reference is None or not reference["sd"] > 0 or not math.isfinite(value):
+        return None
+    z = (value - reference["mean"]) / reference["sd"]
+    where = "below" if z < -Z_10_90 else "above" if z > Z_10_90 else "within"
+    percentile = round(50.0 * (1.0 + math.erf(z / math.sqrt(2.0))))
+    return {"where": where, "percentile": min(max(percentile, 1), 99),
+            "low": reference["mean"] - Z_10_90 * reference["sd"],
+            "high": reference["mean"] + Z_10_90 * reference["sd"]}
+
+
+def result_view(result: Result, references: dict[str, dict[str, dict[str, float]]],
+                overlay: bool) -> dict[str, Any]:
+    """What the page shows of a committed result (no image data: the overlay is a local URL)."""
+    band = result.subject.age_band if result.subject else None
+    table = references.get(band or "", references.get(ALL_AGES, {}))
+    features = result.features.model_dump()
+    shown = [{"key": key, "value": features[key], "unit": unit, "measured": True,
+              "standing": standing(float(features[key]), table.get(key))}
+             for key, unit in SHOWN_FEATURES]
+    return {
+        "measurement_id": result.measurement_id,
+        "kime_score": features["kime_score"],
+        "grade": result.classification.label if result.classification else None,
+        "features": shown,
+        "reference_band": band if band in references else (ALL_AGES if table else None),
+        "overlay": f"/overlay.png?m={result.measurement_id}" if overlay else None,
+    }

@@ -1,0 +1,98 @@
+"""Is an evaluation scoring a model on the slides it learnt from?
+
+A model trained on the synthetic cohort names it in its metadata ("synthetic H&E cohort seed 7,
+200 patients", models/pathology/train.py). The cohort generator is deterministic, so its slides
+can be listed again without painting them, and compared with the labelled slides by name,
+patient, label, material and stain batch (a cohort of another seed matches about 6 % of its
+slides by chance, the training cohort all of them). Patients the model's split file (next to the
+model, ``<name>.splits.csv``) puts in ``test`` are held out and never count as overlap.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.pathology.run import RESULTS_JSON
+from appliance.synthetic.he import cohort_specs
+
+TRAINING_COHORT = re.compile(r"synthetic H&E cohort seed (\d+), (\d+) patients")
+OVERLAP_SHARE = 0.5  # this share of the labelled slides recreated from training: overlap
+Fingerprint = tuple[str, str, str, str, str]  # slide, patient, label, material, stain batch
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """How many labelled slides are the model's own training or validation slides."""
+
+    model: Path
+    cohort: str
+    slides: int
+    of_slides: int
+
+    def describe(self) -> str:
+        """One sentence for the user."""
+        return (f"{self.slides} of {self.of_slides} labelled slides are slides the model "
+                f"{self.model.name} learnt from ({self.cohort}): its figures on them say nothing")
+
+
+def find_overlap(
+    labels_csv: Path, run_folders: Iterable[Path], patients: set[str] | None = None
+) -> Overlap | None:
+    """The overlap of the labelled slides (of ``patients``, when given) with the training
+    slides of any run's model."""
+    labelled = {s for s in _labelled(labels_csv) if patients is None or s[1] in patients}
+    if not labelled:
+        return None
+    for model in {m for m in map(_model_of, run_folders) if m is not None}:
+        cohort, trained = _training_slides(model)
+        shared = len(labelled & trained)
+        if shared >= OVERLAP_SHARE * len(labelled):
+            return Overlap(model, cohort, shared, len(labelled))
+    return None
+
+
+def _labelled(labels_csv: Path) -> set[Fingerprint]:
+    """Fingerprints of the labelled slides (empty without a stain_batch column: not synthetic)."""
+    with labels_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "stain_batch" not in rows[0]:
+        return set()
+    return {(r["slide"], r["patient"], r["label"], r["material"], r["stain_batch"]) for r in rows}
+
+
+def _model_of(run_folder: Path) -> Path | None:
+    """The model file a ``pathology run`` used, from its run.json."""
+    summary = run_folder / RESULTS_JSON
+    try:
+        model = json.loads(summary.read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(model) if isinstance(model, str) and Path(model).is_file() else None
+
+
+def _training_slides(model: Path) -> tuple[str, set[Fingerprint]]:
+    """The cohort a synthetic model names in its metadata and its train/validation slides."""
+    import onnxruntime as ort  # noqa: PLC0415  (only when a run names its model)
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    found = TRAINING_COHORT.search(session.get_modelmeta().custom_metadata_map.get("training", ""))
+    if found is None:
+        return "", set()
+    held_out = _test_patients(model.with_suffix("").with_suffix(".splits.csv"))
+    specs = cohort_specs(int(found[2]), int(found[1]))
+    return found[0], {
+        (s.slide, s.patient, s.label, s.material, str(s.stain_batch))
+        for s in specs if s.patient not in held_out
+    }
+
+
+def _test_patients(splits_csv: Path) -> set[str]:
+    if not splits_csv.is_file():
+        return set()
+    with splits_csv.open(newline="") as handle:
+        return {row["patient"] for row in csv.DictReader(handle) if row.get("split") == "test"}

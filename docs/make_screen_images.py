@@ -1,0 +1,139 @@
+"""Write the README's screenshots of the kiosk screen (Japanese, English) and the console.
+
+Run from the repository root with mosquitto on 127.0.0.1:1883:
+``.venv/bin/python docs/make_screen_images.py``. It measures 80 synthetic customers with the
+real skin analysis and model into a temporary store (their age bands from the generator), writes
+the age-band reference ranges from that cohort (``appliance console reference``), runs a real
+edge daemon on the synthetic camera with its kiosk screen, chooses an age band and consent on
+the page in headless Debian chromium, and photographs the result; then it serves the console
+on the same store and photographs its fleet, results and cohort pages.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from appliance.backoffice.demo_kiosk import age_band  # noqa: E402
+from appliance.backoffice.schema import device_row, iso_utc, result_row  # noqa: E402
+from appliance.backoffice.store import Batch, Store, open_store  # noqa: E402
+from appliance.cli import main as cli  # noqa: E402
+from appliance.config import ConsoleConfig, config_from_mapping  # noqa: E402
+from appliance.console.auth import add_user  # noqa: E402
+from appliance.console.db import StorePool  # noqa: E402
+from appliance.console.server import ConsoleThread  # noqa: E402
+from appliance.edge.service import build_daemon  # noqa: E402
+from appliance.inference.classifier import SkinClassifier  # noqa: E402
+from appliance.skin.analysis import analyze  # noqa: E402
+from appliance.synthetic.skin import synthetic_frame  # noqa: E402
+from appliance.transport import payloads  # noqa: E402
+from appliance.transport.broker import free_port  # noqa: E402
+from tests.browser import chromium_page  # noqa: E402
+
+OUT = REPO / "docs" / "images"
+MODEL = REPO / "models" / "skin-texture-grade.int8.onnx"
+CUSTOMERS = 80
+
+
+def measured_cohort(store: Store) -> None:
+    """Measure synthetic customers and store them as results of three kiosks."""
+    model = SkinClassifier.load(str(MODEL))
+    start = datetime.now(UTC) - timedelta(days=3)
+    rows = []
+    for index in range(CUSTOMERS):
+        skin = synthetic_frame(11, index)
+        features = analyze(skin.image_rgb, skin.um_per_px).features
+        result = payloads.Result(
+            measurement_id=payloads.new_measurement_id(), device_id=f"kiosk-{index % 3 + 1}",
+            site=("ginza", "shibuya", "umeda")[index % 3],
+            captured_at=start + timedelta(minutes=50 * index), software_version="0.1.0",
+            quality=payloads.Quality(verdict="ok"), features=features,
+            classification=model.classify(features.model_dump()),
+            subject=payloads.Subject(age_band=age_band(skin.params.age_years), consent=True))
+        rows.append(result_row(result, iso_utc(datetime.now(UTC)), result.to_json().decode()))
+    now = datetime.now(UTC)
+    statuses = [device_row(payloads.Status(device_id=f"kiosk-{i}", site=site, state=state,
+                                           at=now, software_version="0.1.0", camera="online",
+                                           outbox_depth=depth), iso_utc(now))
+                for i, site, state, depth in ((1, "ginza", "online", 0),
+                                              (2, "shibuya", "online", 2),
+                                              (3, "umeda", "offline", 14))]
+    store.write_batch(Batch(results=rows, statuses=statuses), 100)
+
+
+def kiosk_shots(reference: Path, workdir: Path) -> None:
+    """The kiosk screen after a measurement, in Japanese and in English."""
+    config = config_from_mapping({
+        "camera": {"source": "synthetic", "seed": 5},
+        "mqtt": {"topic_prefix": f"docs/{uuid.uuid4().hex[:8]}"},
+        "state_dir": str(workdir / "state"), "model": {"path": str(MODEL)},
+        "edge": {"synthetic_fps": 5},  # customers hold the scope still for 1.6 s
+        "screen": {"port": free_port(), "language": "ja", "reference_file": str(reference)},
+    }, "docs", environ={})
+    daemon = build_daemon(config)
+    threading.Thread(target=daemon.run, daemon=True).start()
+    time.sleep(1.0)
+    with chromium_page(1280, 900) as page:
+        page.goto(f"http://127.0.0.1:{config.screen.port}/")
+        page.click("#lang-en")
+        page.click("#bands button[data-band='40-49']")
+        page.click("#consent-yes")
+        expect(page.locator("#features")).to_contain_text("people aged 40-49", timeout=60_000)
+        daemon.pipeline_stop.set()  # the camera stops: the next synthetic customer waits
+        expect(page.locator("#overlay")).to_be_visible()
+        time.sleep(0.5)
+        page.screenshot(path=str(OUT / "kiosk-result-en.jpg"), type="jpeg", quality=80)
+        page.click("#lang-ja")
+        expect(page.locator("h1")).to_have_text("肌のキメチェック")
+        page.screenshot(path=str(OUT / "kiosk-result-ja.jpg"), type="jpeg", quality=80)
+    daemon.request_stop()
+
+
+def console_shots(url: str) -> None:
+    """The console's fleet, results and cohort pages."""
+    settings = ConsoleConfig(port=free_port())
+    pool = StorePool(url)
+    server = ConsoleThread(settings, pool)
+    server.start()
+    server.wait_started()
+    base = f"http://127.0.0.1:{settings.port}"
+    with chromium_page(1280, 900) as page:
+        page.goto(base + "/login")
+        page.fill("input[name=user]", "alice")
+        page.fill("input[name=password]", "documentation only")
+        page.click("button[type=submit]")
+        for name, path in (("fleet", "/fleet"), ("results", "/results?limit=25"),
+                           ("cohort", "/cohort")):
+            page.goto(base + path)
+            page.screenshot(path=str(OUT / f"console-{name}.png"))
+    server.stop()
+    pool.close()
+
+
+def main() -> None:
+    """Write docs/images/kiosk-result-{ja,en}.jpg and console-{fleet,results,cohort}.png."""
+    with tempfile.TemporaryDirectory(prefix="appliance-docs-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'backoffice.sqlite3'}"
+        store = open_store(url)
+        measured_cohort(store)
+        add_user(store, "alice", "operator", "documentation only")
+        store.close()
+        reference = Path(tmp) / "reference.json"
+        cli(["console", "reference", "--store", url, "--out", str(reference)])
+        kiosk_shots(reference, Path(tmp))
+        console_shots(url)
+    print(f"wrote screenshots to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

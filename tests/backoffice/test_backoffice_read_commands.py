@@ -1,0 +1,83 @@
+"""Back-office read commands never create a store, need no config file, show the newest results
+with the total, refuse a negative --limit, and keep an existing export file unless --force."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice.schema import result_row
+from appliance.backoffice.store import Batch, open_store
+from appliance.cli import main
+from appliance.synthetic import fleet as fleetsim
+
+
+def _store_with_results(folder: Path, count: int) -> str:
+    url = f"sqlite:///{folder / 'filled.sqlite3'}"
+    store = open_store(url)
+    rng = random.Random(3)
+    results = [fleetsim.sample_result(rng, "lab", "k1", i) for i in range(count)]
+    rows = [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode()) for r in results]
+    store.write_batch(Batch(results=rows), 10)
+    store.close()
+    return url
+
+
+def test_a_typo_in_store_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "stat" / "backofice.sqlite3"
+    for command in (["fleet"], ["results", "query"], ["results", "dead-letters"],
+                    ["report", "cohort", "--out", str(tmp_path / "r")]):
+        assert main([*command, "--store", f"sqlite:///{typo}"]) == 2
+        assert f"no store at {typo}" in capsys.readouterr().err
+    assert not typo.parent.exists()
+
+
+def test_store_alone_works_without_a_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _store_with_results(tmp_path, 3)
+    monkeypatch.chdir(tmp_path)  # no config.yaml here
+    assert main(["results", "query", "--store", url]) == 0
+    assert "3 result(s), newest first" in capsys.readouterr().out
+
+
+def test_query_shows_the_newest_first_and_how_many_there_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _store_with_results(tmp_path, 60)
+    assert main(["results", "query", "--store", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    times = [line.split()[0] for line in lines[1:-1]]
+    assert len(times) == 50
+    assert times == sorted(times, reverse=True)
+    assert lines[-1] == "the newest 50 of 60 result(s), newest first"
+    newest = max(r[0] for r in open_store(url).select_results(["captured_at"]))
+    assert times[0] == newest
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "many"])
+def test_limit_must_be_one_or_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], limit: str
+) -> None:
+    url = _store_with_results(tmp_path, 2)
+    with pytest.raises(SystemExit) as refused:
+        main(["results", "query", "--store", url, "--limit", limit])
+    assert refused.value.code == 2
+    assert "--limit" in capsys.readouterr().err
+
+
+def test_export_keeps_an_existing_file_unless_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _store_with_results(tmp_path, 2)
+    out = tmp_path / "results.csv"
+    out.write_text("last week's export\n")
+    assert main(["results", "export", "--store", url, "--out", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert out.read_text() == "last week's export\n"
+    assert main(["results", "export", "--store", url, "--out", str(out), "--force"]) == 0
+    assert len(out.read_text().splitlines()) == 3

@@ -1,0 +1,38 @@
+"""Debian's chromium driven by Playwright for Python (browser downloads cannot work here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def chromium_page(width: int = 1280, height: int = 800, locale: str = "en-US") -> Iterator[Any]:
+    """A fresh page in a fresh headless chromium; closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        raise RuntimeError(f"{CHROMIUM} missing: ./dev installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": width, "height": height},
+                                          locale=locale, accept_downloads=True)
+            page = context.new_page()
+            page.set_default_timeout(10_000)
+            yield page
+        finally:
+            browser.close()

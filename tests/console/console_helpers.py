@@ -1,0 +1,129 @@
+"""A running console (real uvicorn on a free port) over a store seeded with results."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from appliance.backoffice.schema import device_row, iso_utc, result_row
+from appliance.backoffice.store import Batch, Store, open_store
+from appliance.config import ConsoleConfig
+from appliance.console.auth import add_user, create_token
+from appliance.console.db import StorePool
+from appliance.console.server import ConsoleThread
+from appliance.edge.testing import FIXED_FEATURES
+from appliance.transport import payloads
+
+PASSWORD = "correct horse battery"
+BANDS = ("20-29", "30-39", "40-49", "50-59", "60-69")
+START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Console:
+    url: str
+    token: str
+    viewer_token: str
+    store_url: str
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
+        """GET without following redirects: status, headers, body."""
+        request = urllib.request.Request(self.url + path)
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        return open_request(request)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def open_request(request: urllib.request.Request) -> tuple[int, dict[str, str], bytes]:
+    """Send a request without following redirects: status, headers, body."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """POST without following redirects."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    return open_request(request)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_result(index: int, site: str, device: str, band: str | None,
+                subject: str | None = None) -> payloads.Result:
+    """A result whose texture coarsens with the age band (so the cohort shows a trend)."""
+    age = BANDS.index(band) if band else 2
+    features = FIXED_FEATURES.model_copy(update={
+        "kime_score": 80.0 - 8.0 * age + (index % 7) - 3.0,
+        "hill_density_per_mm2": 12.0 - 1.0 * age + (index % 5) * 0.2,
+        "pore_count": 30 + 3 * age + index % 4,
+    })
+    label = ("fine", "normal", "coarse")[min(age // 2, 2)]
+    return payloads.Result(
+        measurement_id=payloads.new_measurement_id(int(START.timestamp() * 1000) + index * 60_000),
+        device_id=device, site=site, captured_at=START + timedelta(minutes=index),
+        software_version="0.1.0", quality=payloads.Quality(verdict="ok"), features=features,
+        classification=payloads.Classification(model="skin-texture-grade", version="1",
+                                               label=label, probabilities={label: 0.9}),
+        subject=payloads.Subject(age_band=band, subject_id=subject) if band else None,
+    )
+
+
+def seed(store: Store, count: int = 60) -> list[payloads.Result]:
+    """``count`` results over two sites and three kiosks, most with an age band, and statuses."""
+    results = []
+    for index in range(count):
+        site, device = (("tokyo", f"kiosk-{index % 2 + 1}") if index % 3 else ("osaka", "kiosk-9"))
+        band = BANDS[index % len(BANDS)] if index % 10 else None
+        subject = f"subj-{index % 4}" if index < 16 else None
+        results.append(make_result(index, site, device, band, subject))
+    now = iso_utc(datetime.now(UTC))
+    rows = [result_row(r, now, r.to_json().decode()) for r in results]
+    statuses = [device_row(payloads.Status(device_id="kiosk-1", site="tokyo", state="online",
+                                           at=datetime.now(UTC), software_version="0.1.0",
+                                           camera="online", outbox_depth=3), now),
+                device_row(payloads.Status(device_id="kiosk-9", site="osaka", state="offline",
+                                           at=datetime.now(UTC)), now)]
+    store.write_batch(Batch(results=rows, statuses=statuses), 100)
+    return results
+
+
+@contextmanager
+def running_console(folder: Path) -> Iterator[Console]:
+    """The console on a seeded SQLite store, an operator 'alice' and a viewer 'victor'."""
+    url = f"sqlite:///{folder / 'backoffice.sqlite3'}"
+    store = open_store(url)
+    seed(store)
+    add_user(store, "alice", "operator", PASSWORD)
+    add_user(store, "victor", "viewer", PASSWORD)
+    token, viewer_token = create_token(store, "alice"), create_token(store, "victor")
+    store.close()
+    settings = ConsoleConfig(port=free_port(), cohort_cache_s=0)
+    pool = StorePool(url)
+    thread = ConsoleThread(settings, pool)
+    thread.start()
+    assert thread.wait_started(), "console did not start"
+    try:
+        yield Console(f"http://127.0.0.1:{settings.port}", token, viewer_token, url)
+    finally:
+        thread.stop()
+        pool.close()

@@ -1,0 +1,51 @@
+"""``appliance console user add`` and ``console token create`` on a real store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice.store import open_store
+from appliance.cli import main
+from appliance.console.auth import bearer_login, verify_password
+
+
+def test_user_add_reads_the_password_file_and_token_create_prints_a_working_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    password_file = tmp_path / "pw"
+    password_file.write_text("a long enough secret\nignored second line\n")
+    assert main(["console", "user", "add", "ops", "--role", "operator", "--password-file",
+                 str(password_file), "--store", url]) == 0
+    assert "added console user ops (operator)" in capsys.readouterr().out
+    assert main(["console", "token", "create", "ops", "--store", url]) == 0
+    token = capsys.readouterr().out.strip()
+    store = open_store(url)
+    try:
+        login = bearer_login(store, f"Bearer {token}")
+        assert login is not None
+        assert (login.name, login.role) == ("ops", "operator")
+        assert verify_password(store, "ops", "a long enough secret") is not None
+        assert verify_password(store, "ops", "wrong secret!!") is None
+        stored = store.user("ops")
+        assert stored is not None
+        assert stored[0].startswith("$argon2id$")  # only the hash is kept
+    finally:
+        store.close()
+
+
+def test_bad_users_and_unknown_token_owners_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    short = tmp_path / "short"
+    short.write_text("short\n")
+    assert main(["console", "user", "add", "ops", "--password-file", str(short),
+                 "--store", url]) == 2
+    assert "password: 10 to 256 characters" in capsys.readouterr().err
+    assert main(["console", "token", "create", "nobody", "--store", url]) == 2
+    assert "no console user 'nobody'" in capsys.readouterr().err
+    assert main(["console", "user", "add", "ops", "--password-file",
+                 str(tmp_path / "missing"), "--store", url]) == 2

@@ -1,0 +1,93 @@
+"""Cohort figures from grouped sums equal the offline report's; kiosk reference ranges."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from console_helpers import make_result, seed
+
+from appliance.backoffice.cohort import (
+    REPORT_FEATURES,
+    band_midpoint_years,
+    correlations,
+    load_cohort,
+)
+from appliance.backoffice.store import Store, open_store
+from appliance.cli import main
+from appliance.console.cohortview import feature_views
+from appliance.edge.screen_view import load_references, result_view
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        opened = open_store(f"sqlite:///{tmp_path / 'bo.sqlite3'}")
+        seed(opened)
+        yield opened
+        opened.close()
+        return
+    schema = f"test_console_{uuid.uuid4().hex[:12]}"
+    opened = open_store(PG_URL, pg_schema=schema)
+    try:
+        seed(opened)
+        yield opened
+    finally:
+        opened.drop_postgres_schema(schema)
+        opened.close()
+
+
+def test_band_means_and_pearson_from_sums_match_the_offline_report(store: Store) -> None:
+    views = {v.key: v for v in feature_views(store.band_sums(REPORT_FEATURES))}
+    cohort = load_cohort(store)
+    ages = [band_midpoint_years(b) for b in cohort.age_bands]
+    for key in ("kime_score", "hill_density_per_mm2", "pore_count"):
+        pearson, _ = correlations(ages, cohort.values[key])
+        view = views[key].pearson
+        assert view.n == pearson.n == 54
+        assert view.r == pytest.approx(pearson.r, abs=1e-9)
+        assert (view.low, view.high) == pytest.approx((pearson.low, pearson.high), abs=1e-9)
+        assert view.p_value == pytest.approx(pearson.p_value, rel=1e-6, abs=1e-300)
+        for band in views[key].bands:
+            values = np.array([v for b, v in zip(cohort.age_bands, cohort.values[key],
+                                                 strict=True) if b == band.band])
+            assert band.n == len(values)
+            assert band.mean == pytest.approx(values.mean())
+            # from sums of squares: exact to about 1e-7 of the mean (cancellation)
+            assert band.sd == pytest.approx(values.std(ddof=1), abs=1e-6 * abs(band.mean))
+            assert band.low <= band.mean <= band.high
+
+
+def test_kiosk_reference_ranges_from_the_console_place_a_customer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    seeded = open_store(url)
+    seed(seeded)
+    seeded.close()
+    out = tmp_path / "reference.json"
+    assert main(["console", "reference", "--store", url, "--out", str(out)]) == 0
+    references = load_references(out)
+    assert set(references) == {"20-29", "30-39", "40-49", "50-59", "60-69", "all"}
+    young = make_result(1, "tokyo", "kiosk-1", "20-29")  # fine skin: kime about 80
+    view = result_view(young, references, overlay=False)
+    kime = next(f for f in view["features"] if f["key"] == "kime_score")
+    assert view["reference_band"] == "20-29"
+    assert kime["standing"]["where"] == "within"
+    against_old = result_view(make_result(1, "tokyo", "kiosk-1", "60-69"), references, False)
+    assert against_old["reference_band"] == "60-69"
+    old = references["60-69"]["kime_score"]
+    assert math.isclose(old["mean"] + 1.2815515655446004 * old["sd"],
+                        next(f for f in against_old["features"]
+                             if f["key"] == "kime_score")["standing"]["high"])
+
+
+def test_a_broken_reference_file_is_refused_naming_it(tmp_path: Path) -> None:
+    broken = tmp_path / "reference.json"
+    broken.write_text('{"bands": {"40-49": {"kime_score": {"mean": "x"}}}}')
+    with pytest.raises(ValueError, match=r"reference\.json: not a reference-range file"):
+        load_references(broken)

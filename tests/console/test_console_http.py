@@ -1,0 +1,191 @@
+"""The console over real HTTP: access control, filters, keyset pages, CSV, hostile input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import urllib.request
+from urllib.parse import urlencode
+
+import pytest
+from console_helpers import PASSWORD, Console, open_request, post
+
+from appliance.backoffice.store import open_store
+from appliance.console.auth import AccessError, add_user
+
+
+def login_cookie(console: Console, user: str = "alice") -> tuple[str, str]:
+    """Log in through the form; returns (session cookie header, the page's CSRF token)."""
+    status, headers, body = console.get("/login")
+    form_csrf = re.search(rb'name="csrf" value="([^"]+)"', body)
+    assert status == 200
+    assert form_csrf
+    login_csrf = headers["set-cookie"].split(";")[0]
+    fields = {"csrf": form_csrf.group(1).decode(), "user": user, "password": PASSWORD,
+              "next": "/fleet"}
+    status, headers, _ = post(console.url + "/login", urlencode(fields).encode(), {
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": login_csrf})
+    assert status == 303
+    assert headers["location"] == "/fleet"
+    cookie = headers["set-cookie"].split(";")[0]
+    _, _, page = get_with(console, "/fleet", cookie)
+    csrf = re.search(rb'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    return cookie, csrf.group(1).decode()
+
+
+def get_with(console: Console, path: str, cookie: str) -> tuple[int, dict[str, str], bytes]:
+    return open_request(urllib.request.Request(console.url + path, headers={"Cookie": cookie}))
+
+
+@pytest.mark.parametrize("path", ["/api/v1/fleet", "/api/v1/results", "/api/v1/cohort",
+                                  "/api/v1/results/0190e8a2-0000-7000-8000-000000000000"])
+def test_api_without_a_valid_token_is_401(console: Console, path: str) -> None:
+    for token in (None, "forged-token", console.token + "x"):
+        status, headers, body = console.get(path, token)
+        assert status == 401, (path, token)
+        assert headers["www-authenticate"] == "Bearer"
+        assert b"bearer token" in body
+
+
+def test_pages_and_docs_need_a_login(console: Console) -> None:
+    for path in ("/", "/fleet", "/results", "/results.csv", "/cohort", "/docs", "/openapi.json",
+                 "/dead-letters"):
+        status, headers, _ = console.get(path)
+        assert status == 303, path
+        assert headers["location"].startswith("/login?next=")
+    status, _, _ = console.get("/fleet", console.token)  # an API token is not a page login
+    assert status == 303
+
+
+def test_api_results_filter_and_keyset_pages_cover_every_match_once(console: Console) -> None:
+    seen: list[str] = []
+    path = "/api/v1/results?site=tokyo&limit=10"
+    while path:
+        status, _, body = console.get(path, console.token)
+        assert status == 200
+        page = json.loads(body)
+        assert all(r["site"] == "tokyo" for r in page["results"])
+        seen += [r["measurement_id"] for r in page["results"]]
+        path = f"/api/v1/results?site=tokyo&limit=10&before={page['next']}" if page["next"] else ""
+    assert len(seen) == len(set(seen)) == 40  # 2 of every 3 of the 60 seeded results
+    times = [json.loads(console.get(f"/api/v1/results/{m}", console.token)[2])["result"]
+             ["captured_at"] for m in seen[:3]]
+    assert times == sorted(times, reverse=True)
+
+
+def test_api_filters_by_device_date_and_grade(console: Console) -> None:
+    _, _, body = console.get("/api/v1/results?device=kiosk-9&grade=coarse&limit=200",
+                             console.token)
+    rows = json.loads(body)["results"]
+    assert rows
+    assert all(r["device_id"] == "kiosk-9" and r["label"] == "coarse" for r in rows)
+    _, _, body = console.get("/api/v1/results?from=2026-11-02&limit=200", console.token)
+    assert json.loads(body)["results"] == []  # all seeded results are on 2026-11-01
+    _, _, body = console.get("/api/v1/results?from=2026-11-01&to=2026-11-01&limit=200",
+                             console.token)
+    assert len(json.loads(body)["results"]) == 60
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("site=%27%3B+DROP+TABLE+results%3B--", "site"),
+    ("from=2026-13-45", "from"),
+    ("to=yesterday", "to"),
+    ("from=2026-11-05&to=2026-11-01", "to"),
+    ("grade=" + "x" * 65, "grade"),
+    ("limit=100000", "limit"),
+    ("before=not-a-cursor", "before"),
+    ("colour=red", "colour"),
+])
+def test_hostile_filters_are_refused_naming_the_field(console: Console, query: str,
+                                                      field: str) -> None:
+    status, _, body = console.get(f"/api/v1/results?{query}", console.token)
+    assert status == 400
+    assert json.loads(body)["error"].startswith(f"{field}: ")
+    _, _, still = console.get("/api/v1/results?limit=200", console.token)
+    assert len(json.loads(still)["results"]) == 60  # nothing changed
+
+
+def test_html_in_a_filter_is_echoed_escaped(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    status, _, body = get_with(console, "/results?device=%3Cscript%3Ealert(1)%3C/script%3E",
+                               cookie)
+    assert status == 400
+    assert b"<script>alert(1)" not in body
+    assert b"&lt;script&gt;alert(1)" in body or b"&#39;&lt;script&gt;" in body
+    status, _headers, _ = get_with(console, "/results?site=" + "a" * 3000, cookie)
+    assert status == 414
+
+
+def test_login_refuses_a_forged_csrf_token_and_a_wrong_password(console: Console) -> None:
+    status, headers, _ = console.get("/login")
+    cookie = headers["set-cookie"].split(";")[0]
+    form = {"csrf": "forged", "user": "alice", "password": PASSWORD}
+    status, headers, body = post(console.url + "/login", urlencode(form).encode(), {
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    assert status == 403
+    assert b"CSRF token missing or wrong" in body
+    assert "appliance_session" not in headers.get("set-cookie", "")
+    form["csrf"] = cookie.split("=", 1)[1]
+    form["password"] = "wrong password!"
+    status, headers, _ = post(console.url + "/login", urlencode(form).encode(), {
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    assert status == 303
+    assert "failed=1" in headers["location"]
+    big = urlencode({**form, "user": "a" * 5000}).encode()
+    status, _, body = post(console.url + "/login", big, {
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    assert status == 413
+    assert b"at most 4096" in body
+
+
+def test_logout_needs_the_session_csrf_token(console: Console) -> None:
+    cookie, csrf = login_cookie(console)
+    form_headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+    status, _, _ = post(console.url + "/logout", b"csrf=forged", form_headers)
+    assert status == 403
+    assert get_with(console, "/fleet", cookie)[0] == 200  # still logged in
+    status, _, _ = post(console.url + "/logout", urlencode({"csrf": csrf}).encode(), form_headers)
+    assert status == 303
+    assert get_with(console, "/fleet", cookie)[0] == 303  # the session is gone
+
+
+def test_csv_export_has_every_matching_result(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    status, headers, body = get_with(console, "/results.csv?site=osaka", cookie)
+    assert status == 200
+    assert headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert len(rows) == 20
+    assert {r["site"] for r in rows} == {"osaka"}
+    assert float(rows[0]["kime_score"]) > 0
+
+
+def test_viewers_do_not_see_dead_letters(console: Console) -> None:
+    viewer, _ = login_cookie(console, "victor")
+    assert get_with(console, "/dead-letters", viewer)[0] == 403
+    operator, _ = login_cookie(console, "alice")
+    assert get_with(console, "/dead-letters", operator)[0] == 200
+
+
+def test_user_names_roles_and_passwords_are_checked(console: Console) -> None:
+    store = open_store(console.store_url)
+    try:
+        for name, role, password in (("bob", "admin", PASSWORD), ("bob", "viewer", "short"),
+                                     ("<b>", "viewer", PASSWORD)):
+            with pytest.raises(AccessError):
+                add_user(store, name, role, password)
+        assert store.user("bob") is None
+    finally:
+        store.close()
+
+
+def test_openapi_lists_the_api(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    status, _, body = get_with(console, "/openapi.json", cookie)
+    paths = json.loads(body)["paths"]
+    assert status == 200
+    assert {"/api/v1/fleet", "/api/v1/results", "/api/v1/results/{measurement_id}",
+            "/api/v1/cohort"} <= set(paths)

@@ -1,0 +1,246 @@
+"""The kiosk screen in a real browser (Debian chromium via Playwright) on a running daemon."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from appliance.capture.sources import Frame
+from appliance.config import config_from_mapping
+from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.testing import fast_daemon
+from appliance.synthetic.camera import textured_skin
+from appliance.transport.broker import free_port
+from tests.browser import chromium_page
+
+pytestmark = pytest.mark.broker
+
+
+def kiosk_config(tmp_path: Path, broker: Any, **screen: Any) -> Any:
+    return config_from_mapping({
+        "device": {"id": "kiosk-b", "site": "lab"},
+        "camera": {"source": "synthetic"},
+        "mqtt": {"host": broker.host, "port": broker.port,
+                 "topic_prefix": f"test/kiosk-{uuid.uuid4().hex[:10]}"},
+        "state_dir": str(tmp_path / "state"),
+        "edge": {"synthetic_fps": 15},
+        "screen": {"port": free_port(), "language": "en", **screen},
+    }, "test", environ={})
+
+
+class Running:
+    def __init__(self, daemon: EdgeDaemon) -> None:
+        self.daemon = daemon
+        self.thread = threading.Thread(target=daemon.run, daemon=True)
+        self.thread.start()
+        assert daemon.display.server is not None or self._wait_server()
+        self.url = f"http://127.0.0.1:{daemon.config.screen.port}/"
+
+    def _wait_server(self) -> bool:
+        for _ in range(100):
+            if self.daemon.display.server is not None:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def last_result(self) -> dict[str, Any]:
+        return dict(json.loads(self.daemon.screen.result_path.read_text()))
+
+    def stop(self) -> None:
+        self.daemon.request_stop()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[Any]:
+    with chromium_page(1280, 800) as opened:
+        yield opened
+
+
+@pytest.fixture
+def kiosk(mqtt_broker: Any, tmp_path: Path) -> Iterator[Running]:
+    running = Running(fast_daemon(kiosk_config(tmp_path, mqtt_broker)))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def shown_id(page: Any) -> str | None:
+    value: str | None = page.evaluate("document.getElementById('result').dataset.mid || null")
+    return value
+
+
+def test_kiosk_page_shows_a_new_result_within_2_s_of_its_commit(kiosk: Running,
+                                                                page: Any) -> None:
+    page.goto(kiosk.url)
+    committer = kiosk.daemon.committer
+    for _ in range(2):  # two customers, each result shown after its own commit
+        before, committed = shown_id(page), committer.committed
+        deadline_s = time.monotonic() + 15
+        while committer.committed == committed and time.monotonic() < deadline_s:
+            time.sleep(0.005)
+        assert committer.committed > committed, "no result committed"
+        result = page.locator("#result")
+        expect(result).not_to_have_attribute("data-mid", before or "", timeout=2000)
+        expect(page.locator("body")).to_have_attribute("data-phase", "result", timeout=2000)
+        assert shown_id(page) == kiosk.last_result()["measurement_id"]
+        assert page.inner_text("#kime") == "61"  # the fixed analyser's kime score
+        assert "Hills" in page.inner_text("#features")
+
+
+def test_kiosk_language_switches_on_screen(kiosk: Running, page: Any) -> None:
+    page.goto(kiosk.url)
+    title = page.locator("h1")
+    expect(title).to_have_text("Skin texture check")
+    page.click("#lang-ja")
+    expect(title).to_have_text("肌のキメチェック")
+    assert page.evaluate("document.documentElement.lang") == "ja"
+    expect(page.locator("body")).to_have_attribute("data-phase", "result", timeout=15_000)
+    expect(page.locator("#features")).to_contain_text("皮丘")
+    page.click("#lang-en")
+    expect(title).to_have_text("Skin texture check")
+    expect(page.locator("#features")).to_contain_text("Hills")
+
+
+def results_until(kiosk: Running, seconds: float, done: Any) -> list[dict[str, Any]]:
+    """Every result the kiosk showed (polled from its screen file) until ``done(results)``."""
+    seen: dict[str, dict[str, Any]] = {}
+    deadline_s = time.monotonic() + seconds
+    while time.monotonic() < deadline_s and not done(list(seen.values())):
+        if kiosk.daemon.screen.result_path.exists():
+            result = kiosk.last_result()
+            seen.setdefault(result["measurement_id"], result)
+        time.sleep(0.02)
+    return list(seen.values())
+
+
+def choose_on_screen(page: Any, band: str, consent: str) -> None:
+    page.click(f"#bands button[data-band='{band}']")
+    page.click(consent)
+    expect(page.locator(consent)).to_have_class(re.compile(r"\bon\b"))
+
+
+def test_age_band_travels_in_the_result_once_and_only_with_consent(kiosk: Running,
+                                                                   page: Any) -> None:
+    page.goto(kiosk.url)
+    choose_on_screen(page, "40-49", "#consent-yes")
+    wanted = {"age_band": "40-49", "consent": True}
+    seen = results_until(kiosk, 20, lambda rs: any(r.get("subject") == wanted for r in rs)
+                         and r_after(rs, wanted) >= 1)
+    assert [r.get("subject") for r in seen].count(wanted) == 1  # the next customer chooses anew
+    assert r_after(seen, wanted) >= 1
+    choose_on_screen(page, "50-59", "#consent-no")
+    expect(page.locator("#consent-yes")).not_to_have_class(re.compile(r"\bon\b"))
+    seen = results_until(kiosk, 6, lambda rs: len(rs) >= 3)
+    assert len(seen) >= 3
+    assert all("subject" not in r for r in seen)  # no consent: no age band either
+
+
+def r_after(results: list[dict[str, Any]], wanted: dict[str, Any]) -> int:
+    """How many results came after the one with ``wanted`` as subject."""
+    subjects = [r.get("subject") for r in results]
+    return len(subjects) - 1 - subjects.index(wanted) if wanted in subjects else 0
+
+
+@pytest.fixture
+def lifting(mqtt_broker: Any, tmp_path: Path) -> Iterator[tuple[Running, threading.Event]]:
+    lifted = threading.Event()
+    config = kiosk_config(tmp_path, mqtt_broker)
+    running = Running(EdgeDaemon(config, source=WobblySource(lifted),
+                                 analyzer=fast_daemon(config).analysis.analyzer))
+    try:
+        yield running, lifted
+    finally:
+        running.stop()
+
+
+class WobblySource:
+    """On the skin but never still (every frame a new texture), or lifted (a dark field)."""
+
+    description = "wobbly test scope"
+
+    def __init__(self, lifted: threading.Event) -> None:
+        self.lifted = lifted
+        self.skin = textured_skin(7, (320, 240))
+        self.count = 0
+
+    def open(self) -> None:
+        """Nothing to open."""
+
+    def read(self) -> Frame | None:
+        time.sleep(1 / 15)
+        self.count += 1
+        rgb = self.skin(self.count)
+        if self.lifted.is_set():
+            rgb = cv2.convertScaleAbs(rgb, alpha=0.03)
+        return Frame(np.ascontiguousarray(rgb), self.count)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def test_guidance_changes_when_the_scope_is_lifted(lifting: tuple[Running, threading.Event],
+                                                   page: Any) -> None:
+    running, lifted = lifting
+    page.goto(running.url)
+    guidance = page.locator("#guidance")
+    expect(guidance).to_have_text("Hold still")
+    lifted.set()
+    expect(guidance).to_have_text("Press the scope gently on the skin")
+    lifted.clear()
+    expect(guidance).to_have_text("Hold still")
+
+
+def test_screen_server_is_loopback_only_and_refuses_bad_input(kiosk: Running) -> None:
+    server = kiosk.daemon.display.server
+    assert server is not None
+    assert server.server_address[0] == "127.0.0.1"
+    port = server.server_port
+
+    def request(method: str, path: str, body: bytes = b"", **headers: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    assert request("GET", "/state", Host="attacker.example:80")[0] == 403
+    json_type = {"Content-Type": "application/json"}
+    status, body = request("POST", "/subject", b'{"age_band": "<b>99</b>", "consent": true}',
+                           **json_type)
+    assert status == 400
+    assert b"age_band" in body
+    assert request("POST", "/subject", b'{"age_band": null, "consent": "yes"}', **json_type)[0] \
+        == 400
+    assert request("POST", "/subject", b"age_band=40-49", **{
+        "Content-Type": "application/x-www-form-urlencoded"})[0] == 400
+    assert request("POST", "/language", b'{"language": "' + b"x" * 2000 + b'"}',
+                   **json_type)[0] == 400
+    assert kiosk.daemon.display.state.snapshot()["subject"] is None  # nothing changed
+
+
+def test_preview_streams_jpeg_frames(kiosk: Running) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", kiosk.daemon.config.screen.port, timeout=5)
+    conn.request("GET", "/preview.mjpg")
+    response = conn.getresponse()
+    assert response.getheader("Content-Type").startswith("multipart/x-mixed-replace")
+    data = b""
+    while data.count(b"\xff\xd9") < 3:  # three complete JPEGs
+        data += response.read1(65536)
+    conn.close()
+    first = data.index(b"\xff\xd8")
+    picture = cv2.imdecode(np.frombuffer(data[first:data.index(b"\xff\xd9") + 2], np.uint8),
+                           cv2.IMREAD_COLOR)
+    assert picture.shape == (240, 320, 3)  # smaller than preview_width_px: not scaled up

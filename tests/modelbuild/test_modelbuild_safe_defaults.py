@@ -1,0 +1,71 @@
+"""`models build-skin` and `models skin-table` never overwrite shipped or existing files; a build
+warns when its calibration or validation split is small and raises no pre-processing warnings."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pytest
+from inference_helpers import make_table
+
+from appliance.cli import main
+from appliance.modelbuild.table import write_table
+from appliance.shipped import SKIN_MODEL, shipped_path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_build_skin_needs_data_and_out(capsys: pytest.CaptureFixture[str]) -> None:
+    before = _digest(shipped_path(SKIN_MODEL))
+    with pytest.raises(SystemExit):
+        main(["models", "build-skin"])
+    assert "--data" in capsys.readouterr().err
+    assert _digest(shipped_path(SKIN_MODEL)) == before
+
+
+def test_build_skin_refuses_the_shipped_folder_and_existing_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=4))
+    shipped = shipped_path(SKIN_MODEL)
+    before = _digest(shipped)
+    args = ["models", "build-skin", "--data", str(table), "--hidden", "8", "--epochs", "2"]
+    assert main([*args, "--out", str(shipped.parent), "--force"]) == 2
+    assert "shipped models" in capsys.readouterr().err
+    assert _digest(shipped) == before
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / SKIN_MODEL).write_bytes(b"an earlier build")
+    assert main([*args, "--out", str(tmp_path / "m")]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert (tmp_path / "m" / SKIN_MODEL).read_bytes() == b"an earlier build"
+
+
+def test_small_splits_warn_and_quantization_asks_for_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=5))
+    args = ["models", "build-skin", "--data", str(table), "--out", str(tmp_path / "m"),
+            "--hidden", "8", "--epochs", "2"]
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("only 20 calibration rows" in w for w in warnings)
+    assert any("only 20 validation rows" in w for w in warnings)
+    assert not [w for w in warnings if "pre-processing" in w]
+
+
+def test_skin_table_needs_out_and_keeps_an_existing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["models", "skin-table", "--rows", "3"])
+    assert "--out" in capsys.readouterr().err
+    existing = tmp_path / "table.csv"
+    existing.write_text("keep me\n")
+    assert main(["models", "skin-table", "--rows", "3", "--out", str(existing), "--quiet"]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert existing.read_text() == "keep me\n"

@@ -1,0 +1,62 @@
+"""Pathology pictures a person can read: CAMs large, each tile beside its map, maps that differ
+where the tissue does; heatmaps with a title line and a legend with ticks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.pathology.heatmap import CAM_TILE_PX, cam_panel, tile_heatmap
+from appliance.pathology.model import TileModel
+from appliance.pathology.tiles import Tile
+from appliance.shipped import PATHOLOGY_MODEL, shipped_path
+
+TITLE_PX, CAPTION_PX, GAP_PX = 34, 24, 8
+
+
+def _tissue(seed: int) -> np.ndarray:
+    """Pink stroma dense with dark nuclei, 64 px (the model's tile)."""
+    tile = np.full((64, 64, 3), (230, 160, 200), np.uint8)
+    tile[np.random.default_rng(seed).random((64, 64)) < 0.35] = (80, 50, 140)
+    return tile
+
+
+def _map_of(panel: np.ndarray, row: int) -> np.ndarray:
+    top = TITLE_PX + row * (CAM_TILE_PX + CAPTION_PX) + CAPTION_PX
+    return panel[top : top + CAM_TILE_PX, CAM_TILE_PX + GAP_PX :].astype(np.float32)
+
+
+def _redness(picture: np.ndarray) -> float:
+    return float(np.mean(picture[..., 0] - picture[..., 2]))
+
+
+def test_cam_maps_differ_where_the_tissue_does_and_only_there() -> None:
+    fat = np.full((64, 64, 3), (245, 240, 245), np.uint8)
+    left = np.concatenate([_tissue(1)[:, :32], fat[:, 32:]], axis=1)  # tissue left, fat right
+    right = np.ascontiguousarray(left[:, ::-1])  # the mirror: tissue right
+    same = _tissue(2)
+    tiles = np.stack([left, right, same, same])
+    scores = TileModel(shipped_path(PATHOLOGY_MODEL)).predict(tiles)
+    assert scores.cam is not None
+    panel = cam_panel(tiles, scores.cam, scores.probability, "slide: decisive tiles")
+    assert panel.shape[1] == 2 * CAM_TILE_PX + GAP_PX  # tile beside its map, 4x enlarged
+    maps = [_map_of(panel, row) for row in range(4)]
+    half = CAM_TILE_PX // 2
+    tilt = [_redness(m[:, :half]) - _redness(m[:, half:]) for m in maps[:2]]
+    assert tilt[0] * tilt[1] < 0  # the evidence moves with the tissue
+    assert min(abs(t) for t in tilt) > 20.0
+    assert np.abs(maps[2] - maps[3]).mean() < 1.0  # same tissue, same map
+
+
+def test_heatmap_has_a_title_line_and_a_legend_with_ticks() -> None:
+    thumbnail = np.full((200, 300, 3), 235, np.uint8)
+    tiles = [Tile(0, 0, 0, 0, 100, 1.0),
+             Tile(0, 1, 100, 0, 100, 1.0)]
+    picture = tile_heatmap(thumbnail, 1.0, tiles, np.array([0.1, 0.9]),
+                           "P0001-S: MSI, score 0.50")
+    assert picture.shape[1] >= 480  # room for the words
+    title, legend = picture[:TITLE_PX], picture[-64:]
+    assert (title.min(axis=2) < 100).sum() > 100  # dark text on the white title line
+    bar = legend[6:24, 40:-40].astype(int)
+    assert bar[:, :10, 2].mean() > bar[:, :10, 0].mean() + 80  # blue end: MSS
+    assert bar[:, -10:, 0].mean() > bar[:, -10:, 2].mean() + 80  # red end: MSI
+    assert (legend[24:60].min(axis=2) < 100).sum() > 150  # ticks, numbers and the caption

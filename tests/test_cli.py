@@ -1,0 +1,89 @@
+"""The command line as a newcomer meets it: help with examples and defaults, one worker flag,
+bare ``appliance`` prints help, and a closed pipe (``| head``) ends quietly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice.store import open_store
+from appliance.cli import build_parser, main
+from appliance.cli_help import leaf_commands
+
+
+def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_bare_appliance_prints_the_help_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: appliance")
+    assert "appliance demo" in out
+    assert "calibrate" in out
+
+
+def test_every_command_has_a_description_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = leaf_commands(build_parser())
+    assert len(commands) >= 20  # the walk over argparse's private names still finds them
+    for command in commands:
+        text = _help(capsys, *command.split())
+        usage_end = text.index("\n\n")
+        description = text[usage_end:].split("options:")[0].strip()
+        assert len(description) > 20, f"{command}: no description"
+        assert f"examples:\n  appliance {command}" in text, f"{command}: no example"
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (("results", "query"), "2026-11-01T09:00:00Z"),  # --since: the format
+        (("results", "export"), "(csv)"),  # --format: the default
+        (("pathology", "run"), "auto = CUDA when present"),  # --provider
+        (("synth", "he"), "0 to 1 (0.35)"),  # --msi-fraction
+        (("models", "build-skin"), "the shipped model is never overwritten"),  # --out
+        (("pathology", "evaluate"), "(default: 1000)"),  # --bootstrap, by the formatter
+    ],
+)
+def test_options_show_their_default_or_format(
+    capsys: pytest.CaptureFixture[str], command: tuple[str, ...], shown: str
+) -> None:
+    assert shown in " ".join(_help(capsys, *command).split())
+
+
+def test_one_name_for_worker_processes(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("synth skin", "synth he", "models skin-table"):
+        text = _help(capsys, *command.split())
+        assert "--workers" in text, command
+        assert "--jobs" not in text, command
+
+
+def _into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``appliance ARGS`` writing into a pipe nobody reads any more (``| head`` done)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "appliance", *args], stdout=write_end,
+            stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    open_store(url).close()
+    for args in (("fleet", "--json"), ("results", "export"), ("results", "query")):
+        done = _into_closed_pipe(*args, "--store", url)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "BrokenPipe" not in done.stderr
+        assert "export failed" not in done.stderr

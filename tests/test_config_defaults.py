@@ -1,0 +1,43 @@
+"""Config without a file (built-in defaults, the shipped model), errors that name the
+APPLIANCE__ variable, and `config check` refusing what the daemon would refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+from appliance.config import ConfigError, config_from_mapping, load_config_or_defaults
+from appliance.shipped import SKIN_MODEL, shipped_path
+
+
+def test_an_environment_error_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping({}, "config.yaml", environ={"APPLIANCE__MQTT__PORT": "eighteen"})
+    assert "APPLIANCE__MQTT__PORT" in str(refused.value)
+    with pytest.raises(ConfigError) as from_file:
+        config_from_mapping({"mqtt": {"port": "eighteen"}}, "config.yaml", environ={})
+    assert "APPLIANCE__" not in str(from_file.value)
+
+
+def test_config_check_refuses_a_missing_model_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  path: models/gone.int8.onnx\n")
+    assert main(["config", "check", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "model.path: file not found" in err
+    assert "gone.int8.onnx" in err
+
+
+def test_without_a_config_file_the_defaults_use_the_shipped_model_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config_or_defaults(None, environ={"APPLIANCE__SKIN__UM_PER_PX": "8.5"})
+    assert config.model.path == str(shipped_path(SKIN_MODEL))
+    assert Path(config.model.path).is_file()
+    assert config.skin.um_per_px == 8.5
+    assert config.state_dir == str(tmp_path / "state")
