@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import SHARED_DATA
 from onnx import TensorProto, helper
 from PIL import Image
 
@@ -17,6 +16,7 @@ from appliance.cli import main
 from appliance.pathology.model import ModelError, TileModel
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.synthetic.he import SlideSpec, render_slide
+from tests.shared_data import SHARED_DATA
 
 DEMO = shipped_path(PATHOLOGY_MODEL)
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"

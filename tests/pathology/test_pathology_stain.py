@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 from PIL import Image
 
 from appliance.pathology.stain import (
@@ -15,6 +14,7 @@ from appliance.pathology.stain import (
     normalize_stain,
 )
 from appliance.synthetic.he import stain_vectors
+from tests.shared_data import SHARED_DATA
 
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
 

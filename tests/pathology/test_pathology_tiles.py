@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 from PIL import Image
 
 from appliance.pathology.prepare import TileSettings, prepare_slide, tumour_tiles
 from appliance.pathology.slides import SlideError, read_slide, slide_files
 from appliance.pathology.tiles import read_tiles, slide_tissue_mask, tile_grid, tissue_mask
+from tests.shared_data import SHARED_DATA
 
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
 PINK = (200, 120, 170)
