@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import multiprocessing.context
 import queue
 import re
 import socket
@@ -54,6 +56,18 @@ from appliance.pathology.slideworker import prepare_for_model
 log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 0.5
 STORE_RETRY_S = 1.0
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Preparation workers start from a fork server, never by forking this process.
+
+    This process runs threads (paho's network loop, the inference runner, ONNX Runtime's pool);
+    a child forked while one of them holds a lock can hang forever, which stalled a job here.
+    The fork server is a clean single-threaded process that has imported the worker module once.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["appliance.pathology.slideworker"])
+    return context
 
 
 def default_server_id() -> str:
@@ -145,7 +159,8 @@ class PathologyServer:
         runner = InferenceRunner(self.batcher, self.backend, finisher, self.metrics, self.events)
         self.finisher = finisher
         self.metrics.serve(self.settings.metrics_port or 0)
-        with ProcessPoolExecutor(self.settings.prepare_workers) as pool:
+        with ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context()) \
+                as pool:
             self.pool = pool
             finisher.start()
             runner.start()
