@@ -34,7 +34,7 @@ class JobRun:
     tiles_scored: int = 0
     published_at: float = 0.0
     last_dispatch: float = 0.0
-    rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    counted: set[int] = field(default_factory=set)
     todo: deque[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -55,8 +55,9 @@ class JobRun:
     def stored_row(self, index: int, row: dict[str, Any]) -> None:
         """A slide's result is in the store."""
         self.stored.add(index)
-        self.tiles_scored += int(row.get("tile_count") or 0)
-        self.rows[index] = {key: row.get(key) for key in RESULT_FIELDS}
+        if index not in self.counted:
+            self.counted.add(index)
+            self.tiles_scored += int(row.get("tile_count") or 0)
 
     def cancel_futures(self) -> None:
         """Stop preparations that have not started; forget the running ones."""
@@ -71,10 +72,6 @@ class JobRun:
         return {"slides_total": total, "slides_done": len(self.stored),
                 "progress": round(len(self.stored) / total, 4),
                 "tiles_prepared": self.tiles_total, "tiles_scored": self.tiles_scored}
-
-    def result_rows(self) -> list[dict[str, Any]]:
-        """Slide results this server stored (a job taken over lists the rest in the store)."""
-        return [self.rows[index] for index in sorted(self.rows)]
 
 
 class InferenceRunner(threading.Thread):

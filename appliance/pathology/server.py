@@ -35,7 +35,7 @@ from appliance.config import Config
 from appliance.pathology.backends import TileBackend, open_backend
 from appliance.pathology.batcher import FairBatcher, TileChunk
 from appliance.pathology.finisher import SlideFinisher, SlideWork
-from appliance.pathology.jobrun import InferenceRunner, JobRun
+from appliance.pathology.jobrun import RESULT_FIELDS, InferenceRunner, JobRun
 from appliance.pathology.jobs import (
     JobRefusedError,
     JobRequest,
@@ -292,10 +292,14 @@ class PathologyServer:
         if run is None:
             return
         run.stored_row(index, row)
-        if run.complete:
-            self._finish(run, "done")
-        else:
+        if not run.complete:
             self._progress(run)
+            return
+        errors = [r["error"] for r in self.store.slide_results(job_id)]
+        if all(errors):
+            self._finish(run, "failed", reason=f"no slide could be scored ({errors[0]})")
+        else:
+            self._finish(run, "done")
 
     def _event_batch_failed(self, job_ids: set[str], reason: str) -> None:
         for job_id in job_ids & set(self.runs):
@@ -307,10 +311,12 @@ class PathologyServer:
 
     def _finish(self, run: JobRun, state: str, reason: str = "") -> None:
         job_id = run.request.job_id
-        del self.runs[job_id]
-        if self.store.finish(job_id, self.server_id, state, reason):
-            self._publish(job_id, state, reason=reason, **run.summary(),
-                          results=run.result_rows() if state == "done" else [])
+        results = [{key: row[key] for key in RESULT_FIELDS}
+                   for row in self.store.slide_results(job_id)] if state == "done" else []
+        ended = self.store.finish(job_id, self.server_id, state, reason)
+        self.runs.pop(job_id, None)  # after the store calls: a failed one is retried whole
+        if ended:
+            self._publish(job_id, state, reason=reason, **run.summary(), results=results)
         if state == "cancelled":
             self.client.publish(cancel_topic(self.prefix, job_id), b"", qos=1, retain=True)
 

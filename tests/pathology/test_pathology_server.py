@@ -47,11 +47,12 @@ DEMO = REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx"
 
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two small synthetic biopsies inside a slide root."""
+    """Two small synthetic biopsies and a corrupt JPEG inside a slide root."""
     root = tmp_path_factory.mktemp("slides")
     for seed, label in ((11, "MSI"), (12, "MSS")):
         spec = SlideSpec(f"b{seed}", f"P{seed}", label, "biopsy", 1, 0.5, seed=seed)
         Image.fromarray(render_slide(spec)).save(root / f"b{seed}.jpg", quality=88)
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40)
     return root
 
 
@@ -303,6 +304,7 @@ def test_killed_server_job_is_taken_over_and_stored_exactly_once(
     final = watcher.wait("takeover", {"done", "failed", "cancelled"}, timeout_s=90)
     assert final["state"] == "done"
     assert final["server"] == "second"
+    assert [row["slide_index"] for row in final["results"]] == list(range(6))
     store = _store(tmp_path)
     rows = store.slide_results("takeover")
     assert [row["slide_index"] for row in rows] == list(range(6))  # each slide once
@@ -331,6 +333,8 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     watcher.submit({**_job("badres", [slides / "b11.jpg"]), "slides": [
         {"path": str(slides / "b11.jpg"), "um_per_px": "fast"}]})
     assert "um_per_px must be a number" in watcher.wait("badres", {"failed"})["reason"]
+    watcher.submit(_job("broken", [slides / "corrupt.jpg"]))
+    assert "no slide could be scored" in watcher.wait("broken", {"done", "failed"})["reason"]
     capsys.readouterr()
     cfg = str(tmp_path / "config.yaml")  # the server kept going: a good job still runs
     assert main(["pathology", "job", "submit", str(slides / "b12.jpg"), "--um-per-px", "1",
@@ -342,7 +346,7 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     listed = capsys.readouterr().out
     assert "escape failed" in listed
     assert ": online since " in listed  # the server's presence
-    assert "4 job(s)" in listed  # escape, many, badres and the submitted one
+    assert "5 job(s)" in listed  # escape, many, badres, broken and the submitted one
     store = _store(tmp_path)
     assert store.job("escape")["state"] == "failed"  # type: ignore[index]
     store.close()
