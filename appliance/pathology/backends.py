@@ -90,12 +90,17 @@ class TorchBackend:
         self.dtype = _torch_dtype(torch, config.precision, device)
         self.channels_last = config.channels_last
         module = OnnxGraphModule(path).to(self.device, self.dtype).eval()
+        if self.channels_last:
+            # the 4-D conv weights too; torch accepts memory_format here, its stubs do not say so
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.module: Any = torch.compile(module) if config.compile else module
         self.settings = {"backend": f"torch-{device}", "model": str(path),
                          "dtype": str(self.dtype).removeprefix("torch."),
                          "channels_last": self.channels_last, "compile": config.compile,
                          "device_name": torch.cuda.get_device_name(self.device)
                          if device == "cuda" else "cpu"}
+        # warm up (and compile) before the first job: one tile of the model's size
+        self.infer(np.zeros((1, self.info.tile_px, self.info.tile_px, 3), np.uint8))
 
     def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
         """Upload a batch (NHWC uint8), run it, bring back float32 outputs."""
