@@ -104,8 +104,8 @@ def utc_text() -> str:
 
 
 def make_request(paths: list[Path], um_per_px: float) -> JobRequest:
-    """A request for local slide files (absolute paths, named by file stem)."""
-    slides = tuple(SlideRequest(str(path.resolve()), um_per_px, path.stem) for path in paths)
+    """A request for slide files (absolute paths as the servers will read them, named by stem)."""
+    slides = tuple(SlideRequest(str(path.absolute()), um_per_px, path.stem) for path in paths)
     return JobRequest(new_job_id(), slides, utc_text())
 
 
