@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from appliance import __version__
+from appliance import __version__, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help
 from appliance.config import ConfigError, load_config, missing_files
 
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(arguments)
+    logsafe.install()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

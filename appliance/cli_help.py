@@ -145,6 +145,29 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "Cancel a queued or running job: its server stops it and frees its waiting tiles.",
         ("appliance pathology job cancel 20261202T070950-34fe850d3ceb",),
     ),
+    "console": (
+        "The back-office web console and its HTTP API (/api/v1, OpenAPI at /docs) on "
+        "console.bind:console.port (127.0.0.1:8080 by default); every page needs a login and "
+        "every API call a bearer token.",
+        ("appliance console", "appliance console --config backoffice.yaml"),
+    ),
+    "console user add": (
+        "Add a console user with a role (viewer reads; operator also sees dead letters), or set "
+        "an existing user's password and role. The password is stored as an argon2id hash.",
+        ("appliance console user add alice --role operator",
+         "appliance console user add bob --password-file /run/secrets/bob"),
+    ),
+    "console token create": (
+        "Print a new bearer token for the HTTP API, acting as an existing user. Only its hash "
+        "is stored: keep the printed token.",
+        ("appliance console token create alice",
+         "curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/fleet"),
+    ),
+    "console reference": (
+        "Write the age-band reference ranges (n, mean and SD per feature) that kiosk screens "
+        "compare a customer with (config screen.reference_file).",
+        ("appliance console reference --out reference.json",),
+    ),
 }
 
 
@@ -190,7 +213,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     # Private names, fenced here: argparse has no public way to list subcommands, and
     # _actions / _SubParsersAction are stable since Python 3.2 (tests/test_cli.py fails
     # loudly if that changes: it checks every command has examples).
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
+    for action in parser._actions:  # noqa: SLF001  (no public list of subcommands)
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001  (same reason)
             return dict(action.choices)
     return {}

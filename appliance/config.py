@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from appliance.pathology.server_config import PathologyConfig
+from appliance.safeyaml import YamlLimitError, safe_load_limited
 
 ENV_PREFIX = "APPLIANCE__"
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
@@ -176,6 +177,10 @@ class BackofficeConfig(_Section):
     dead_letter_max_rows: int = Field(
         100_000, ge=1, description="Dead-letter rows kept; the oldest are pruned beyond this."
     )
+    dead_letter_max_total_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Bytes all kept dead letters may hold together; "
+        "the oldest are pruned beyond this."
+    )
 
 
 class EdgeConfig(_Section):
@@ -217,6 +222,13 @@ class EdgeConfig(_Section):
     )
     reconnect_cap_s: float = Field(
         5.0, gt=0, le=300, description="Longest broker reconnect delay (s)."
+    )
+    ack_resend_initial_s: float = Field(
+        10.0, gt=0, le=3600, description="Send a result again when the back office has not "
+        "confirmed it this long after the broker took it (s); doubles while none arrive."
+    )
+    ack_resend_cap_s: float = Field(
+        300.0, gt=0, le=86_400, description="Longest wait before unconfirmed results go again (s)."
     )
     camera_stall_s: float = Field(
         5.0, gt=0, le=600, description="No frame for this long means the camera failed (s)."
@@ -332,6 +344,12 @@ class Config(_Section):
         )
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr of a bad value, cut so a hostile one cannot flood the error."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = None) -> list[str]:
     problems = []
     for err in exc.errors():
@@ -339,12 +357,13 @@ def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = N
         if env_names and path in env_names:
             path = f"{path} (from environment variable {env_names[path]})"
         if err["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown key (value {err['input']!r}); check the spelling")
+            value = _shown(err["input"])
+            problems.append(f"{path}: unknown key (value {value}); check the spelling")
         elif err["type"] == "value_error":
             problems.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
         else:
             expected = err["msg"].removeprefix("Input should be ")
-            problems.append(f"{path}: got {err['input']!r}; expected {expected}")
+            problems.append(f"{path}: got {_shown(err['input'])}; expected {expected}")
     return problems
 
 
@@ -358,7 +377,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+            node[parts[-1]] = safe_load_limited(raw) if raw != "" else None
         except yaml.YAMLError:
             node[parts[-1]] = raw
     return tree
@@ -391,7 +410,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load_limited(path.read_text(encoding="utf-8"))
+    except YamlLimitError as exc:
+        raise ConfigError(f"{path}: refused: {exc}") from exc
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
         raise ConfigError(f"{path}: broken YAML at line {line}: {exc.problem}") from exc

@@ -58,12 +58,14 @@ def _fill(store: Any, count: int) -> float:
                        "kime_score" else "random()" for k in FEATURE_KEYS)
     started = time.perf_counter()
     sql = FILL_SQL.format(features=", ".join(FEATURE_KEYS), values=values, count=int(count))
-    store._conn.execute(sql)  # the bulk fill of a throw-away schema goes around the store
-    store._conn.execute(
+    # The bulk fill of a throw-away schema goes around the store's API (one INSERT ... SELECT).
+    connection = store._conn  # noqa: SLF001  (the store offers no bulk fill)
+    connection.execute(sql)
+    connection.execute(
         "INSERT INTO devices (site, device_id, state, last_seen, software_version, camera, "
         "outbox_depth) SELECT 'site-' || (d / 10), 'kiosk-' || d, 'online', "
         "'2026-12-01T00:00:00.000000Z', '0.1.0', 'online', d % 7 FROM generate_series(0, 499) d")
-    store._conn.execute("ANALYZE")
+    connection.execute("ANALYZE")
     return time.perf_counter() - started
 
 

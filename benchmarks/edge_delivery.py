@@ -1,7 +1,7 @@
 """Edge delivery figures: outbox throughput, capture->receipt latency, backlog drain, RSS.
 
 Prints ONE JSON object. Runs against a private mosquitto on a free port (started here).
-Throughput: results committed (fsync'd, group commit) and PUBACKed per second through the
+Throughput: results committed (fsync'd, group commit) and confirmed end to end per second via the
 daemon's commit thread and MQTT link, also with one fsync per result. Latency: the full
 daemon (synthetic camera, real quality gate, sessions, FAKE constant analyser, outbox, MQTT)
 to a back-office-style subscriber. Backlog: 10,000 results waiting while the broker is down,
@@ -40,6 +40,7 @@ from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
 
 TOPIC = "bench/lab/kiosk-bench/result"
+ACK_TOPIC = "bench/lab/kiosk-bench/ack"
 
 
 def load_average() -> list[float]:
@@ -70,6 +71,7 @@ def new_link(broker: PrivateBroker, outbox: Outbox, name: str) -> MqttLink:
         outbox,
         status_topic="bench/lab/kiosk-bench/status",
         status_payload=lambda state: b'{"state": "%s"}' % state.encode(),
+        ack_topic=ACK_TOPIC,
     )
 
 
@@ -85,7 +87,9 @@ def wait_until(condition: Any, timeout_s: float) -> bool:
 def bench_throughput(
     broker: PrivateBroker, workdir: Path, count: int, group_max: int
 ) -> dict[str, Any]:
-    """Results/s committed (fsync) and PUBACKed through the commit thread and the link."""
+    """Results/s committed (fsync) and confirmed end to end (a back-office-style collector
+    acks each one) through the commit thread and the link."""
+    collector = ResultCollector(broker.host, broker.port, "bench/+/+/result", f"ack-{group_max}")
     outbox = Outbox(workdir / f"throughput-{group_max}.db")
     link = new_link(broker, outbox, f"tp{group_max}")
     results: queue.Queue[Accepted] = queue.Queue(maxsize=1000)
@@ -105,6 +109,7 @@ def bench_throughput(
     link.wake()
     committer.join(5)
     link.join(5)
+    collector.close()
     return {
         "results": count,
         "group_commit_max": group_max,
@@ -115,10 +120,12 @@ def bench_throughput(
 
 
 def bench_backlog(broker: PrivateBroker, workdir: Path, count: int) -> dict[str, Any]:
-    """Seconds from the broker's return until a backlog of ``count`` results is PUBACKed."""
+    """Seconds from the broker's return until a backlog of ``count`` results is confirmed."""
     outbox = Outbox(workdir / "backlog.db")
-    outbox.add_many([(f"b{i}", TOPIC, sample_result(i).to_json()) for i in range(count)])
-    broker.stop()
+    backlog = [sample_result(i) for i in range(count)]
+    outbox.add_many([(r.measurement_id, TOPIC, r.to_json()) for r in backlog])
+    collector = ResultCollector(broker.host, broker.port, "bench/+/+/result", "ack-backlog")
+    broker.stop()  # the collector's session (persistent) waits in the broker's persistence
     link = new_link(broker, outbox, "backlog")  # default backoff: 0.5 s doubling to 5 s
     link.start()
     time.sleep(12.0)  # the outage: the link backs off to its 5 s cap
@@ -131,6 +138,7 @@ def bench_backlog(broker: PrivateBroker, workdir: Path, count: int) -> dict[str,
     link.stop_event.set()
     link.wake()
     link.join(5)
+    collector.close()
     return {
         "results": count,
         "reconnect_s": round(reconnected_s, 2),

@@ -2,10 +2,12 @@
 
 Paho's network thread only puts messages on the inbox. One writer thread takes up to
 ``batch_max_rows`` of them (waiting at most ``batch_interval_ms`` to fill a batch), validates
-them, commits results, device status and dead letters in ONE transaction, and only then sends the
-PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message once it sends PUBACK). A crash before
-the commit loses nothing: the broker redelivers the unacknowledged messages to the session, and
-the store keeps each ``measurement_id`` once.
+them, commits results, device status and dead letters in ONE transaction, and only then tells
+each device which of its results are committed (the end-to-end ack, docs/delivery.md) and sends
+the PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message once it sends PUBACK). A crash
+before the commit loses nothing: the broker redelivers the unacknowledged messages to the
+session, the device sends again what was never confirmed, and the store keeps each
+``measurement_id`` once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -23,10 +26,10 @@ from appliance.backoffice.schema import DeadLetter, device_row, iso_utc, result_
 from appliance.backoffice.store import Batch, Store
 from appliance.config import BackofficeConfig
 from appliance.transport.payloads import (
-    MAX_PAYLOAD_BYTES,
     PayloadError,
     Result,
     Status,
+    check_json,
     parse_payload,
     utc_now,
 )
@@ -35,6 +38,11 @@ from appliance.transport.topics import parse_device_topic
 log = logging.getLogger(__name__)
 LOG_PAYLOAD_CHARS = 120
 RETRY_MAX_S = 5.0
+# Times are bounded by the receiver's clock: a kiosk's clock may run a little ahead; going
+# back, a kiosk's backlog (30 days by default) and imported archives stay well inside 10 years,
+# while an unset clock (1970) or a garbage year does not.
+MAX_CLOCK_AHEAD = timedelta(minutes=5)
+MAX_AGE = timedelta(days=3653)
 
 
 @dataclass(frozen=True)
@@ -62,11 +70,10 @@ class IngestStats:
 
 
 def parse_result(raw: bytes) -> Result:
-    """A Result from raw bytes: pydantic's JSON fast path, parse_payload's clear errors."""
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    """A Result from raw bytes: strict JSON checks, pydantic's JSON fast path, clear errors."""
+    check_json(raw)
     try:
-        return Result.model_validate_json(raw)
+        return Result.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         parse_payload(raw, Result)  # raises PayloadError with the readable reason
         raise PayloadError(str(exc).splitlines()[0]) from exc
@@ -86,11 +93,12 @@ class Triage:
 
     def sort(self, messages: list[Inbound]) -> tuple[Batch, list[Result]]:
         """The batch to commit and the valid results in it."""
-        batch, results = Batch(), []
-        received_at = iso_utc(utc_now())
+        batch, results = Batch(topic_prefix=self.topic_prefix), []
+        now = utc_now()
+        received_at = iso_utc(now)
         for message in messages:
             try:
-                result = self._one(message, batch, received_at)
+                result = self._one(message, batch, received_at, now)
             except PayloadError as exc:
                 batch.dead_letters.append(self._dead(message, str(exc), received_at))
                 continue
@@ -103,7 +111,9 @@ class Triage:
                 results.append(result)
         return batch, results
 
-    def _one(self, message: Inbound, batch: Batch, received_at: str) -> Result | None:
+    def _one(
+        self, message: Inbound, batch: Batch, received_at: str, now: datetime
+    ) -> Result | None:
         where = parse_device_topic(self.topic_prefix, message.topic)
         if where is None or where[2] not in ("result", "status"):
             raise PayloadError(f"not a device result or status topic under {self.topic_prefix}")
@@ -114,11 +124,13 @@ class Triage:
             if message.payload:  # an empty retained message only clears the topic
                 status = parse_payload(message.payload, Status)
                 _check_origin(status.site, status.device_id, site, device)
+                _check_time("at", status.at, now)
                 seen_at = iso_utc(status.at) if message.retained else received_at
                 batch.statuses.append(device_row(status, seen_at))
             return None
         result = parse_result(message.payload)
         _check_origin(result.site, result.device_id, site, device)
+        _check_time("captured_at", result.captured_at, now)
         batch.results.append(result_row(result, received_at, message.payload.decode()))
         return result
 
@@ -132,6 +144,19 @@ class Triage:
         )
         kept = message.payload[: self.dead_letter_max_bytes]
         return DeadLetter(received_at, message.topic, reason, len(message.payload), kept)
+
+
+def _check_time(field: str, moment: datetime, now: datetime) -> None:
+    """Refuse a time ahead of the receiver's clock, or older than any kiosk keeps a result."""
+    if moment.tzinfo is None:
+        raise PayloadError(f"{field}: {moment.isoformat()} has no time zone; send UTC")
+    if moment > now + MAX_CLOCK_AHEAD:
+        raise PayloadError(
+            f"{field}: {iso_utc(moment)} is ahead of the receiver's clock ({iso_utc(now)}); "
+            "check the device's clock (NTP)"
+        )
+    if moment < now - MAX_AGE:
+        raise PayloadError(f"{field}: {iso_utc(moment)} is older than {MAX_AGE.days} days")
 
 
 def _check_origin(site: str, device: str, topic_site: str, topic_device: str) -> None:
@@ -152,8 +177,11 @@ class BatchWriter(threading.Thread):
         triage: Triage,
         ack: Callable[[list[Inbound]], None],
         on_stored: Callable[[list[Result]], None] | None = None,
+        *,
+        confirm: Callable[[list[Result]], None] | None = None,
     ) -> None:
         super().__init__(name="IngestWriter", daemon=True)
+        self._confirm = confirm
         self.inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self.stats = IngestStats()
         self.stop_event = threading.Event()
@@ -208,6 +236,8 @@ class BatchWriter(threading.Thread):
         fresh = self._commit(batch)
         if fresh is None:
             return  # stopped before the store took it: unacked, so the broker redelivers
+        if self._confirm is not None and results:
+            self._confirm(results)  # new or already stored: either way the device may forget it
         self._ack(messages)
         self._count(messages, batch, fresh)
         if self._on_stored is not None and fresh:
@@ -221,7 +251,7 @@ class BatchWriter(threading.Thread):
         delay_s = 0.2
         while True:
             try:
-                return self._store.write_batch(batch, self._settings.dead_letter_max_rows)
+                return self._store.write_batch(batch, *self._keep())
             except Exception as exc:  # a store outage must not kill the worker
                 self.stats.commit_failures += 1
                 if not is_transient(exc):
@@ -232,6 +262,10 @@ class BatchWriter(threading.Thread):
                 return None
             delay_s = min(delay_s * 2, RETRY_MAX_S)
             self._reconnect()
+
+    def _keep(self) -> tuple[int, int]:
+        """How many dead letters to keep, in rows and in bytes."""
+        return self._settings.dead_letter_max_rows, self._settings.dead_letter_max_total_bytes
 
     def _reconnect(self) -> None:
         try:
@@ -244,13 +278,13 @@ class BatchWriter(threading.Thread):
         log.error("store %s refused a batch (%s); committing its parts one by one",
                   self._store.url, error)
         fresh: list[str] = []
-        keep = self._settings.dead_letter_max_rows
-        parts = [Batch(results=[row]) for row in batch.results]
+        keep = self._keep()
+        parts = [Batch(results=[row], topic_prefix=batch.topic_prefix) for row in batch.results]
         parts += [Batch(statuses=[row]) for row in batch.statuses]
         parts += [Batch(dead_letters=[letter]) for letter in batch.dead_letters]
         for part in parts:
             try:
-                fresh += self._store.write_batch(part, keep)
+                fresh += self._store.write_batch(part, *keep)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -268,7 +302,7 @@ class BatchWriter(threading.Thread):
         raw = str(row[-1]).encode()
         letter = DeadLetter(row[4], topic, f"the store refused it: {error}", len(raw),
                             raw[: self._triage.dead_letter_max_bytes])
-        self._store.write_batch(Batch(dead_letters=[letter]), self._settings.dead_letter_max_rows)
+        self._store.write_batch(Batch(dead_letters=[letter]), *self._keep())
 
     def _count(self, messages: list[Inbound], batch: Batch, fresh: list[str]) -> None:
         stats = self.stats

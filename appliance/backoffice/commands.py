@@ -42,9 +42,17 @@ def load_or_report(path: str | None) -> Config | None:
         return None
 
 
-def open_for(args: argparse.Namespace) -> Any:
-    """The existing store named by ``--store`` or the config, or None after printing why not."""
-    from appliance.backoffice.store import StoreError, open_existing_store, store_url_for
+def open_for(args: argparse.Namespace, create: bool = False) -> Any:
+    """The store named by ``--store`` or the config, or None after printing why not.
+
+    Read commands never create a store; a command that writes (``create``) may.
+    """
+    from appliance.backoffice.store import (
+        StoreError,
+        open_existing_store,
+        open_store,
+        store_url_for,
+    )
 
     url = args.store
     if url is None:
@@ -53,7 +61,7 @@ def open_for(args: argparse.Namespace) -> Any:
             return None
         url = store_url_for(config.store.url, config.state_dir)
     try:
-        return open_existing_store(url)
+        return open_store(url) if create else open_existing_store(url)
     except StoreError as exc:
         print(f"store error: {exc}", file=sys.stderr)
         return None

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from appliance.backoffice.schema import RESULT_COLUMNS, RESULT_META_COLUMNS, iso_utc
 from appliance.backoffice.store import Store
+from appliance.logsafe import escape_controls
 
 EXPORT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c != "payload")
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
@@ -52,7 +53,18 @@ def query_table(store: Store, device: str | None, since: str | None, limit: int)
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    return f"{value:.1f}" if isinstance(value, float) else str(value)
+    return f"{value:.1f}" if isinstance(value, float) else escape_controls(str(value))
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (=, +, -, @) gets a leading quote
+    (OWASP "CSV injection"); numbers and other text are written as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def export_results(
@@ -78,7 +90,7 @@ def _write_text(rows: Iterator[tuple[Any, ...]], fmt: str, stream: TextIO) -> in
         writer = csv.writer(stream)
         writer.writerow(EXPORT_COLUMNS)
         for row in rows:
-            writer.writerow(row)
+            writer.writerow([csv_safe(value) for value in row])
             count += 1
         return count
     for row in rows:
@@ -116,8 +128,9 @@ def dead_letter_table(store: Store, limit: int) -> str:
         return "no dead letters"
     lines = []
     for letter in letters:
-        head = letter.payload[:60].decode("utf-8", errors="replace").replace("\n", " ")
-        lines.append(f"{letter.received_at}  {letter.topic}  {letter.payload_bytes} bytes\n"
-                     f"    reason: {letter.reason}\n    payload: {head}")
+        head = escape_controls(letter.payload[:60].decode("utf-8", errors="replace"))
+        topic, reason = escape_controls(letter.topic), escape_controls(letter.reason)
+        lines.append(f"{letter.received_at}  {topic}  {letter.payload_bytes} bytes\n"
+                     f"    reason: {reason}\n    payload: {head}")
     return "\n".join([*lines, f"{len(letters)} dead letter(s) shown, of "
                                 f"{store.count_dead_letters()} kept"])

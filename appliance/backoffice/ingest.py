@@ -1,7 +1,8 @@
 """The ingest worker: one paho client on a shared subscription, feeding the batch writer.
 
 Results arrive on ``$share/{group}/{prefix}/+/+/result`` so workers in one group split them
-(MQTT 5 spec 4.8.2). Device status is subscribed without ``$share``: retained messages are not
+(MQTT 5 spec 4.8.2); once committed, each device hears which of its results are safe on its
+``.../ack`` topic. Device status is subscribed without ``$share``: retained messages are not
 sent to shared subscriptions (spec 3.3.1.3), and every worker keeps the fleet registry. The session
 is persistent (clean_start=False, a session expiry) and acks are manual, so a worker that dies or
 restarts gets every message it had not acknowledged.
@@ -17,22 +18,26 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.backoffice.batcher import BatchWriter, Inbound, IngestStats, Triage
-from appliance.backoffice.mqttread import BufferedReadClient
 from appliance.backoffice.store import Store
 from appliance.config import Config
+from appliance.transport.acks import publish_acks
+from appliance.transport.client import (
+    connect_properties,
+    is_fatal_connack,
+    new_ingest_client,
+    publish_properties,
+    settings_from_config,
+)
+from appliance.transport.pahofence import BufferedReadClient
 from appliance.transport.payloads import Result
 from appliance.transport.topics import fleet_filter, shared_filter
 
 log = logging.getLogger(__name__)
 RECONNECT_MAX_S = 30
-_AUTH_FAILURES = {0x86, 0x87, 0x8C}  # bad user name or password, not authorized, bad auth method
 
 
 class IngestError(RuntimeError):
@@ -62,7 +67,9 @@ class IngestWorker:
         self.failed: str | None = None
         self.session_present: bool | None = None
         triage = Triage(config.mqtt.topic_prefix, settings.dead_letter_max_bytes)
-        self.writer = BatchWriter(store, settings, triage, self._ack, on_stored)
+        self.writer = BatchWriter(
+            store, settings, triage, self._ack, on_stored, confirm=self._confirm
+        )
         self.client = self._make_client()
 
     @property
@@ -71,33 +78,21 @@ class IngestWorker:
         return self.writer.stats
 
     def _make_client(self) -> BufferedReadClient:
-        mqtt_config = self.config.mqtt
-        client = BufferedReadClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
+        settings = self.config.backoffice
+        self.link_settings = settings_from_config(
+            self.config.mqtt,
+            self.client_id,
+            session_expiry_s=settings.session_expiry_s,
+            max_inflight=settings.receive_maximum,
+            reconnect_initial_s=1.0,
+            reconnect_cap_s=float(RECONNECT_MAX_S),
         )
-        if mqtt_config.username:
-            client.username_pw_set(mqtt_config.username, mqtt_config.password())
-        if mqtt_config.tls.enabled:
-            client.tls_set(
-                ca_certs=mqtt_config.tls.ca_file,
-                certfile=mqtt_config.tls.cert_file,
-                keyfile=mqtt_config.tls.key_file,
-            )
-        client.reconnect_delay_set(1, RECONNECT_MAX_S)
+        client = new_ingest_client(self.link_settings)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         return client
-
-    def _connect_properties(self) -> Properties:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.config.backoffice.session_expiry_s
-        props.ReceiveMaximum = self.config.backoffice.receive_maximum
-        return props
 
     def start(self) -> None:
         """Start the writer and connect (the network thread reconnects on its own)."""
@@ -108,7 +103,7 @@ class IngestWorker:
             mqtt_config.port,
             keepalive=mqtt_config.keepalive_s,
             clean_start=False,
-            properties=self._connect_properties(),
+            properties=connect_properties(self.link_settings),
         )
         self.client.loop_start()
 
@@ -145,7 +140,7 @@ class IngestWorker:
     def _refused(self, reason: ReasonCode) -> None:
         log.error("broker %s:%s refused %s: %s", self.config.mqtt.host, self.config.mqtt.port,
                   self.client_id, reason)
-        if reason.value in _AUTH_FAILURES:
+        if is_fatal_connack(reason.value):
             self.failed = (
                 f"broker {self.config.mqtt.host}:{self.config.mqtt.port} refused the "
                 f"credentials of {self.client_id} ({reason}); check mqtt.username and the password"
@@ -180,6 +175,14 @@ class IngestWorker:
             self.writer.inbox.put(inbound)
         except Exception:  # never let an exception kill paho's network thread
             log.exception("could not queue a message on %s", message.topic)
+
+    def _confirm(self, results: list[Result]) -> None:
+        """Tell each device which of its results are committed (its ``.../ack`` topic)."""
+        committed = ((r.site, r.device_id, r.measurement_id) for r in results)
+        publish_acks(self.config.mqtt.topic_prefix, committed, self._publish_ack)
+
+    def _publish_ack(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1, properties=publish_properties(None))
 
     def _ack(self, messages: list[Inbound]) -> None:
         self.client.ack_many([m.mid for m in messages if m.qos == 1])

@@ -14,6 +14,7 @@ from appliance.config import Config
 
 log = logging.getLogger(__name__)
 STATS_EVERY_S = 30.0
+EXIT_BROKER_REFUSED = 3  # the broker refused our login or subscriptions: restarting cannot help
 
 
 def install_stop_signals(stop: threading.Event) -> None:
@@ -28,7 +29,8 @@ def install_stop_signals(stop: threading.Event) -> None:
 
 
 def run_backoffice(config: Config, stop: threading.Event) -> int:
-    """Ingest until ``stop`` is set or the broker refuses us; returns the exit code."""
+    """Ingest until ``stop`` is set or the broker refuses us; returns the exit code
+    (1: the store cannot be opened, worth a retry; 3: the broker refused us)."""
     url = store_url_for(config.store.url, config.state_dir)
     try:
         store = open_store(url)
@@ -43,7 +45,7 @@ def run_backoffice(config: Config, stop: threading.Event) -> int:
         while not stop.wait(0.5):
             if worker.failed:
                 log.error("%s", worker.failed)
-                return 1
+                return EXIT_BROKER_REFUSED
             if time.monotonic() >= next_stats:
                 log.info("ingest: %s", worker.stats)
                 next_stats += STATS_EVERY_S

@@ -49,6 +49,7 @@ class Batch:
     results: list[tuple[Any, ...]] = field(default_factory=list)
     statuses: list[tuple[Any, ...]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    topic_prefix: str = "appliance"  # names the topic of a result set aside as a conflict
 
 
 def store_url_for(url: str | None, state_dir: str) -> str:
@@ -151,36 +152,52 @@ class Store(ConsoleQueries):
         rows = self._fetch("SELECT MAX(version) FROM schema_migrations")
         return int(rows[0][0] or 0)
 
-    def write_batch(self, batch: Batch, dead_letter_max_rows: int) -> list[str]:
-        """Commit one batch; returns the measurement ids that were new (stored now)."""
+    def write_batch(
+        self, batch: Batch, dead_letter_max_rows: int, dead_letter_max_total_bytes: int = 2**62
+    ) -> list[str]:
+        """Commit one batch; returns the measurement ids that were new (stored now).
+
+        A result whose measurement id is already stored (or earlier in the batch) with other
+        content is not stored: it becomes a dead letter in the same transaction.
+        """
         with self._transaction() as cur:
-            fresh = self._insert_results(cur, batch.results)
+            fresh, conflicts = self._insert_results(cur, batch.results)
             self._touch_devices(cur, batch.results)
             if batch.statuses:
                 self._upsert_statuses(cur, batch.statuses)
-            if batch.dead_letters:
-                self._insert_dead_letters(cur, batch.dead_letters, dead_letter_max_rows)
+            letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
+            if letters:
+                self._insert_dead_letters(cur, letters, dead_letter_max_rows)
+                self._prune_dead_letter_bytes(cur, dead_letter_max_total_bytes)
         return fresh
 
-    def _insert_results(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    def _insert_results(
+        self, cur: Any, rows: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         unique: dict[str, tuple[Any, ...]] = {}
+        conflicts = []
         for row in rows:
-            unique.setdefault(row[0], row)  # the first copy in the batch wins
-        existing: set[str] = set()
+            first = unique.setdefault(row[0], row)  # the first copy in the batch wins
+            if first is not row and first[-1] != row[-1]:
+                conflicts.append(row)
+        existing: dict[str, str] = {}
         ids = list(unique)
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
             cur.execute(
-                self._sql(f"SELECT measurement_id FROM results WHERE measurement_id IN ({marks})"),
+                self._sql(
+                    f"SELECT measurement_id, payload FROM results WHERE measurement_id IN ({marks})"
+                ),
                 chunk,
             )
-            existing.update(row[0] for row in cur.fetchall())
+            existing.update((row[0], row[1]) for row in cur.fetchall())
+        conflicts += [row for key, row in unique.items() if existing.get(key, row[-1]) != row[-1]]
         fresh = [row for key, row in unique.items() if key not in existing]
         self._insert_many(
             cur, "results", RESULT_COLUMNS, fresh, "ON CONFLICT (measurement_id) DO NOTHING"
         )
-        return [row[0] for row in fresh]
+        return [row[0] for row in fresh], conflicts
 
     def _insert_many(
         self,
@@ -244,6 +261,17 @@ class Store(ConsoleQueries):
                 "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?"
             ),
             (keep,),
+        )
+
+    def _prune_dead_letter_bytes(self, cur: Any, max_total_bytes: int) -> None:
+        """Drop the oldest dead letters until the kept payloads fit in ``max_total_bytes``."""
+        cur.execute(
+            self._sql(
+                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM (SELECT id, SUM("
+                "LENGTH(payload) + LENGTH(reason) + LENGTH(topic)) OVER (ORDER BY id DESC) "
+                "AS kept FROM dead_letters) newest WHERE kept > ?)"
+            ),
+            (max_total_bytes,),
         )
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -312,6 +340,13 @@ class Store(ConsoleQueries):
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
+
+
+def _conflict(prefix: str, row: tuple[Any, ...]) -> DeadLetter:
+    """A result that re-uses a stored measurement id with other content, as a dead letter."""
+    raw = str(row[-1]).encode()  # RESULT_COLUMNS order: id, device, site, ..., payload last
+    reason = f"measurement_id {row[0]} already stored with other content; not stored"
+    return DeadLetter(row[4], f"{prefix}/{row[2]}/{row[1]}/result", reason, len(raw), raw)
 
 
 def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str]]:

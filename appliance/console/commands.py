@@ -58,7 +58,7 @@ def _user_add(args: argparse.Namespace) -> int:
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         print(f"console user add: {exc}", file=sys.stderr)
         return 2
-    store = open_for(args)
+    store = open_for(args, create=True)  # users come before the first result
     if store is None:
         return 2
     try:

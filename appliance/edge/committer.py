@@ -4,6 +4,11 @@ Group commit: results that arrive together are committed in one transaction (eac
 durable before it is published), so delivery keeps up with bursts without one fsync per
 result. Only after the commit does anything else see a result: the MQTT link, the kiosk
 screen and the journal line that names its measurement id.
+
+A refused commit (disk full, I/O error) is counted as dropped (status, metrics, one journal
+line per measurement id) and sets ``paused``: the analysis thread then measures nothing, so
+no result is measured only to be dropped. The committer probes the outbox every
+``PROBE_EVERY_S`` and clears ``paused`` once a write commits again.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from collections.abc import Callable
 
 from appliance.edge.pipeline import Accepted
 from appliance.edge.screen import KioskScreen
-from appliance.transport.outbox import Outbox, OutboxError
+from appliance.transport.outbox import Outbox, OutboxError, OutboxFullError
 
 log = logging.getLogger(__name__)
 
 QUEUE_POLL_S = 0.5
+PROBE_EVERY_S = 1.0
 
 
 class ResultCommitter(threading.Thread):
@@ -35,6 +41,7 @@ class ResultCommitter(threading.Thread):
         wake_link: Callable[[], None],
         screen: KioskScreen | None = None,
         group_max: int = 256,
+        paused: threading.Event | None = None,
     ) -> None:
         super().__init__(name="ResultCommitter", daemon=True)
         self.results, self.outbox, self.stop_event = results, outbox, stop
@@ -43,6 +50,8 @@ class ResultCommitter(threading.Thread):
         self.group_max = group_max
         self.committed = 0
         self.refused = 0
+        self.paused = paused or threading.Event()
+        self._next_probe_s = 0.0
         self.last_beat_s = time.monotonic()
 
     def run(self) -> None:
@@ -50,6 +59,8 @@ class ResultCommitter(threading.Thread):
         try:
             while not (self.stop_event.is_set() and self.results.empty()):
                 self.last_beat_s = time.monotonic()
+                if self.paused.is_set():
+                    self._probe_when_due()
                 group = self._next_group()
                 if group:
                     self._commit(group)
@@ -72,13 +83,42 @@ class ResultCommitter(threading.Thread):
         rows = [(a.result.measurement_id, a.topic, a.result.to_json()) for a in group]
         try:
             self.outbox.add_many(rows)
-        except OutboxError as exc:
+        except OutboxFullError as exc:  # refuse_new policy: counted by the outbox itself
             self.refused += len(group)
             log.error("%s", exc)
+            return
+        except OutboxError as exc:
+            self._lost(group, exc)
             return
         self.committed += len(group)
         self._wake_link()
         self._announce(group)
+
+    def _lost(self, group: list[Accepted], error: OutboxError) -> None:
+        """Count a refused commit as dropped, say so per measurement, and pause measuring."""
+        self.refused += len(group)
+        self.outbox.count_lost(len(group))
+        for accepted in group:
+            result = accepted.result
+            log.error(
+                "measurement %s dropped: %s",
+                result.measurement_id,
+                error,
+                extra={"MEASUREMENT_ID": result.measurement_id, "DEVICE_ID": result.device_id},
+            )
+        if not self.paused.is_set():
+            log.error("the outbox cannot write; measuring paused until it can")
+            self.paused.set()
+            self._next_probe_s = time.monotonic() + PROBE_EVERY_S
+
+    def _probe_when_due(self) -> None:
+        now_s = time.monotonic()
+        if now_s < self._next_probe_s:
+            return
+        self._next_probe_s = now_s + PROBE_EVERY_S
+        if self.outbox.writable():
+            log.warning("the outbox can write again; measuring resumes")
+            self.paused.clear()
 
     def _announce(self, group: list[Accepted]) -> None:
         for accepted in group:

@@ -2,7 +2,7 @@
 
 Threads: capture, analysis, commit and the MQTT link, joined by small bounded queues. The
 main thread only supervises: signals, commands, config reload, systemd watchdog and status,
-and the ``camera.limit`` exit (after the last result is acknowledged by the broker).
+and the ``camera.limit`` exit (after the back office has confirmed the last result).
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from appliance.edge.screen import KioskScreen
 from appliance.edge.session import SessionTracker
 from appliance.edge.status import DeviceStatus
 from appliance.edge.systemd import Notifier, watchdog_interval_s
-from appliance.transport.client import LinkSettings
+from appliance.transport.acks import ACK_LEAF
+from appliance.transport.client import LinkSettings, settings_from_config
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_repair import open_outbox
 from appliance.transport.topics import device_topic
 
 log = logging.getLogger(__name__)
@@ -41,30 +43,24 @@ OUTBOX_FILE = "outbox.sqlite3"
 
 def link_settings(config: Config) -> LinkSettings:
     """MQTT link settings from the config (the password from env or systemd credentials)."""
-    mqtt, edge = config.mqtt, config.edge
-    return LinkSettings(
-        host=mqtt.host,
-        port=mqtt.port,
-        client_id=f"edge-{config.device.site}-{config.device.id}",
-        keepalive_s=mqtt.keepalive_s,
-        username=mqtt.username,
-        password=mqtt.password(),
-        tls_enabled=mqtt.tls.enabled,
-        ca_file=mqtt.tls.ca_file,
-        cert_file=mqtt.tls.cert_file,
-        key_file=mqtt.tls.key_file,
+    edge = config.edge
+    return settings_from_config(
+        config.mqtt,
+        f"edge-{config.device.site}-{config.device.id}",
         session_expiry_s=edge.session_expiry_s,
         message_expiry_s=edge.message_expiry_s,
         max_inflight=edge.max_inflight,
         reconnect_initial_s=edge.reconnect_initial_s,
         reconnect_cap_s=edge.reconnect_cap_s,
+        ack_resend_initial_s=edge.ack_resend_initial_s,
+        ack_resend_cap_s=max(edge.ack_resend_cap_s, edge.ack_resend_initial_s),
     )
 
 
 def new_outbox(config: Config) -> Outbox:
-    """The outbox in ``state_dir`` with the configured bounds and policy."""
+    """The outbox in ``state_dir`` with its bounds and policy (a damaged one is repaired)."""
     edge = config.edge
-    return Outbox(
+    return open_outbox(
         Path(config.state_dir) / OUTBOX_FILE,
         max_rows=edge.outbox_max_rows,
         max_age_s=edge.outbox_max_age_h * 3600.0,
@@ -90,6 +86,7 @@ class EdgeDaemon:
         self.classifier = classifier
         self.notifier = notifier or Notifier()
         self.pipeline_stop = threading.Event()
+        self.measuring_paused = threading.Event()  # set while the outbox cannot write
         self.link_stop = threading.Event()
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -101,6 +98,7 @@ class EdgeDaemon:
             self.outbox,
             status_topic=self._topic("status"),
             status_payload=self.status.payload,
+            ack_topic=self._topic(ACK_LEAF),
             subscriptions=(self._topic("cmd/#"),),
             stop=self.link_stop,
         )
@@ -143,16 +141,13 @@ class EdgeDaemon:
             identity=Identity(config.device.id, config.device.site, self._topic("result")),
             um_per_px=config.skin.um_per_px,
             limit=config.camera.limit,
+            paused=self.measuring_paused,
             on_gated=self.display.on_gated,
             subject=self.display.take_subject,
         )
         self.committer = ResultCommitter(
-            results,
-            self.outbox,
-            self.pipeline_stop,
-            wake_link=self.link.wake,
-            screen=self.screen,
-            group_max=edge.group_commit_max,
+            results, self.outbox, self.pipeline_stop, wake_link=self.link.wake,
+            screen=self.screen, group_max=edge.group_commit_max, paused=self.measuring_paused,
         )
 
     def _build_screen(self) -> None:
@@ -199,8 +194,9 @@ class EdgeDaemon:
                     self.reload_handler(self)
             self._tick_watchdog()
             self._tick_status()
+            self.display.state.set_paused(self.measuring_paused.is_set())
             if self._limit_done():
-                log.info("camera.limit reached and every result acknowledged; exiting")
+                log.info("camera.limit reached and the back office confirmed every result; exiting")
                 return EXIT_OK
         log.info("stop requested")
         return EXIT_OK

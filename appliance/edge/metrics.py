@@ -1,74 +1,77 @@
-"""Prometheus text metrics on 127.0.0.1 (off unless ``edge.metrics_port`` is set)."""
+"""Prometheus metrics on 127.0.0.1 with prometheus-client (off unless ``edge.metrics_port``).
+
+The daemon's counters live in its threads; a custom collector reads them at scrape time, so
+no value is copied on the hot path and none can drift from what the status reports.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 log = logging.getLogger(__name__)
 
-# name -> (type, help); every value the daemon reports must be listed here.
+# name -> (type, help); every value the daemon reports must be listed here. Counter names end
+# in _total on the wire (prometheus-client adds it to the family name given here).
 METRICS: dict[str, tuple[str, str]] = {
-    "appliance_edge_frames_total": ("counter", "Frames read from the camera."),
-    "appliance_edge_frames_dropped_total": ("counter", "Frames dropped because analysis lagged."),
-    "appliance_edge_measurements_total": ("counter", "Results committed to the outbox."),
-    "appliance_edge_outbox_depth": ("gauge", "Results waiting for their PUBACK."),
-    "appliance_edge_outbox_dropped_total": ("counter", "Results the outbox policy dropped."),
-    "appliance_edge_mqtt_reconnects_total": ("counter", "Broker connections lost."),
+    "appliance_edge_frames": ("counter", "Frames read from the camera."),
+    "appliance_edge_frames_dropped": ("counter", "Frames dropped because analysis lagged."),
+    "appliance_edge_measurements": ("counter", "Results committed to the outbox."),
+    "appliance_edge_measurements_lost": (
+        "counter", "Results measured but refused by the outbox (disk full, I/O error)."
+    ),
+    "appliance_edge_measuring_paused": ("gauge", "1 while the outbox cannot write."),
+    "appliance_edge_outbox_depth": ("gauge", "Results the back office has not confirmed."),
+    "appliance_edge_outbox_oldest_age_seconds": ("gauge", "Age of the oldest unconfirmed result."),
+    "appliance_edge_outbox_dropped": ("counter", "Results lost: policy, age, refused commits."),
+    "appliance_edge_results_confirmed": ("counter", "Results the back office confirmed."),
+    "appliance_edge_results_resent": ("counter", "Results sent again, unconfirmed in time."),
+    "appliance_edge_mqtt_reconnects": ("counter", "Broker connections lost."),
     "appliance_edge_mqtt_connected": ("gauge", "1 while connected to the broker."),
     "appliance_edge_camera_online": ("gauge", "1 while the camera delivers frames."),
-    "appliance_edge_camera_failures_total": ("counter", "Camera failures (reopened)."),
+    "appliance_edge_camera_failures": ("counter", "Camera failures (reopened)."),
 }
 
 
-def render(values: dict[str, float]) -> bytes:
-    """The Prometheus text exposition (format 0.0.4) of the given values."""
-    lines = []
-    for name, value in values.items():
-        kind, help_text = METRICS[name]
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
-    return ("\n".join(lines) + "\n").encode()
+class DaemonCollector(Collector):
+    """Turns the daemon's current values into metric families at each scrape."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        """One family per value the daemon reports."""
+        for name, value in self._read().items():
+            kind, help_text = METRICS[name]
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(name, help_text, value=value)
 
 
 class MetricsServer:
-    """Serves ``/metrics`` from a collect function on a background thread."""
+    """Serves ``/metrics`` on 127.0.0.1 from a read function, on a background thread."""
 
-    def __init__(self, port: int, collect: Callable[[], dict[str, float]]) -> None:
-        handler = _handler_for(collect)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="MetricsServer", daemon=True
-        )
+    def __init__(self, port: int, read: Callable[[], dict[str, float]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(DaemonCollector(read))
+        self.port = port
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start serving."""
-        self._thread.start()
+        self._server, self._thread = start_http_server(
+            self.port, addr="127.0.0.1", registry=self.registry
+        )
         log.info("metrics on http://127.0.0.1:%d/metrics", self.port)
 
     def close(self) -> None:
         """Stop serving and free the port."""
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _handler_for(collect: Callable[[], dict[str, float]]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] != "/metrics":
-                self.send_error(404, "only /metrics is served here")
-                return
-            body = render(collect())
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("metrics request: " + format, *args)
-
-    return Handler
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -94,10 +94,13 @@ class AnalysisRunner(threading.Thread):
         identity: Identity,
         um_per_px: float,
         limit: int | None = None,
+        paused: threading.Event | None = None,
         on_gated: GateListener | None = None,
         subject: Callable[[], payloads.Subject | None] | None = None,
     ) -> None:
         super().__init__(name="AnalysisRunner", daemon=True)
+        self.paused = paused or threading.Event()  # set: frames pass unmeasured (no storage)
+        self.frames_paused = 0
         self._on_gated = on_gated
         self._subject = subject  # what the customer chose on the kiosk screen, if anything
         self.frames, self.results, self.stop_event = frames, results, stop
@@ -127,6 +130,10 @@ class AnalysisRunner(threading.Thread):
             log.exception("analysis thread failed")  # the watchdog notices the missing beats
 
     def _handle(self, frame: Frame) -> None:
+        if self.paused.is_set():  # the outbox cannot keep a result: never measure to drop it
+            self.frames_paused += 1
+            self._previous_rgb = None
+            return
         previous = None if frame.still else self._previous_rgb
         quality = self.gate.assess(frame.rgb, previous)
         self._previous_rgb = frame.rgb

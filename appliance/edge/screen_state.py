@@ -76,6 +76,14 @@ class ScreenState:
             else:
                 self._update(phase="guiding", guidance=GUIDANCE[quality.verdict], progress=0)
 
+    def set_paused(self, paused: bool) -> None:
+        """Say that measuring is paused (the outbox cannot write), or that it is back."""
+        with self._changed:
+            if paused:
+                self._update(phase="guiding", guidance="guide_paused_storage", progress=0)
+            elif self._view["guidance"] == "guide_paused_storage":
+                self._update(phase="welcome", guidance=None, progress=0)
+
     def _new_contact(self, quality: FrameQuality) -> bool:
         """After a result, a new contact starts only once the scope was lifted (lock held)."""
         if quality.verdict == "no_contact":

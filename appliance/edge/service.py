@@ -18,6 +18,7 @@ from appliance.transport.outbox import OutboxError
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
+EXIT_RETRY = 1
 
 
 def load_model(config: Config) -> Classifier | None:
@@ -53,7 +54,10 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
     setup_logging(verbose, config.device.id)
     try:
         daemon = build_daemon(config)
-    except (OutboxError, ValueError) as exc:
+    except OutboxError as exc:  # e.g. a full disk at start: systemd retries (exit 1 restarts)
+        log.error("cannot start: %s", exc)
+        return EXIT_RETRY
+    except ValueError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CONFIG
     except Exception as exc:  # ModelError and friends: the message names the file

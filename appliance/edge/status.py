@@ -60,6 +60,7 @@ class DeviceStatus:
             model=model,
             camera=camera,
             outbox_depth=d.outbox.depth(),
+            outbox_oldest_age_s=d.outbox.oldest_age_s(),
             dropped=d.outbox.dropped(),
         )
         return status.to_json()
@@ -67,9 +68,11 @@ class DeviceStatus:
     def text(self) -> str:
         """One line for systemd's STATUS=."""
         d = self.daemon
+        paused = "MEASURING PAUSED: outbox cannot write, " if d.measuring_paused.is_set() else ""
         return (
-            f"camera {'online' if d.capture.online else 'offline'}, "
+            f"{paused}camera {'online' if d.capture.online else 'offline'}, "
             f"{d.committer.committed} measured, outbox {d.outbox.depth()}, "
+            f"dropped {d.outbox.dropped()}, "
             f"broker {'connected' if d.link.connected else 'disconnected'}"
         )
 
@@ -88,16 +91,21 @@ class DeviceStatus:
             self.daemon.link.send_status()
 
     def metrics(self) -> dict[str, float]:
-        """Current values of every metric."""
+        """Current values of every metric (names as in edge.metrics.METRICS)."""
         d = self.daemon
         return {
-            "appliance_edge_frames_total": d.capture.frames_captured,
-            "appliance_edge_frames_dropped_total": d.capture.frames_dropped,
-            "appliance_edge_measurements_total": d.committer.committed,
+            "appliance_edge_frames": d.capture.frames_captured,
+            "appliance_edge_frames_dropped": d.capture.frames_dropped,
+            "appliance_edge_measurements": d.committer.committed,
+            "appliance_edge_measurements_lost": d.committer.refused,
+            "appliance_edge_measuring_paused": float(d.measuring_paused.is_set()),
             "appliance_edge_outbox_depth": d.outbox.depth(),
-            "appliance_edge_outbox_dropped_total": d.outbox.dropped(),
-            "appliance_edge_mqtt_reconnects_total": d.link.stats.reconnects,
+            "appliance_edge_outbox_oldest_age_seconds": d.outbox.oldest_age_s() or 0.0,
+            "appliance_edge_outbox_dropped": d.outbox.dropped(),
+            "appliance_edge_results_confirmed": d.link.stats.acked,
+            "appliance_edge_results_resent": d.link.stats.resent,
+            "appliance_edge_mqtt_reconnects": d.link.stats.reconnects,
             "appliance_edge_mqtt_connected": float(d.link.connected),
             "appliance_edge_camera_online": float(d.capture.online),
-            "appliance_edge_camera_failures_total": d.capture.failures,
+            "appliance_edge_camera_failures": d.capture.failures,
         }

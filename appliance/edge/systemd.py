@@ -13,6 +13,8 @@ import socket
 import sys
 from typing import Any
 
+from appliance import logsafe
+
 log = logging.getLogger(__name__)
 
 
@@ -79,6 +81,7 @@ def under_journald() -> bool:
 def setup_logging(verbose: bool = False, device_id: str | None = None) -> None:
     """Log to journald with structured fields under systemd, else plain lines to stderr."""
     level = logging.DEBUG if verbose else logging.INFO
+    logsafe.install()
     root = logging.getLogger()
     root.setLevel(level)
     handler = _journal_handler(device_id) if under_journald() else None

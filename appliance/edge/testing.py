@@ -15,9 +15,6 @@ import time
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from appliance.capture.sources import Frame, FrameSource, SourceError
 from appliance.capture.synthetic import CustomerScript, SyntheticSource
@@ -28,6 +25,8 @@ from appliance.edge.service import install_signal_handlers
 from appliance.edge.systemd import setup_logging
 from appliance.synthetic.camera import textured_skin
 from appliance.transport import payloads
+from appliance.transport.acks import encode_acks
+from appliance.transport.client import LinkSettings, connect_properties, new_client
 
 SMALL_FRAME_PX = (320, 240)
 FIXED_FEATURES = payloads.Features(
@@ -101,25 +100,27 @@ def fast_daemon(config: Config, source: FrameSource | None = None) -> EdgeDaemon
 
 
 class ResultCollector:
-    """Subscribes like the back office does (persistent MQTT v5 session, QoS 1) and records
-    each result's measurement id and its latency from frame capture to receipt."""
+    """Subscribes like the back office does (persistent MQTT v5 session, QoS 1), records each
+    result's measurement id and its latency from frame capture to receipt, and (``ack=True``)
+    confirms each result on its device's ack topic as the back office does after its commit."""
 
-    def __init__(self, host: str, port: int, topic_filter: str, client_id: str) -> None:
+    def __init__(
+        self, host: str, port: int, topic_filter: str, client_id: str, ack: bool = True
+    ) -> None:
         self.topic_filter = topic_filter
+        self.ack = ack
         self.latencies_s: dict[str, float] = {}
         self.received = 0
         self.statuses: list[payloads.Status] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-        )
+        settings = LinkSettings(host, port, client_id, session_expiry_s=600, reconnect_cap_s=1.0)
+        self._client = new_client(settings, reconnect=True)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(1, 1)
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = 600
-        self._client.connect(host, port, clean_start=False, properties=properties)
+        self._client.connect(
+            host, port, clean_start=False, properties=connect_properties(settings)
+        )
         self._client.loop_start()
         if not self._subscribed.wait(10):
             raise TimeoutError(f"collector could not subscribe on {host}:{port}")
@@ -136,7 +137,12 @@ class ResultCollector:
             with self._lock:
                 self.statuses.append(payloads.parse_payload(raw, payloads.Status))
             return
+        if not message.topic.endswith("/result"):
+            return  # e.g. the acks this collector sends, under the same filter
         result = payloads.parse_payload(raw, payloads.Result)
+        if self.ack:
+            for body in encode_acks([result.measurement_id]):
+                self._client.publish(message.topic.removesuffix("result") + "ack", body, qos=1)
         with self._lock:
             self.received += 1
             latency_s = (now - result.captured_at).total_seconds()

@@ -18,9 +18,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from appliance.config import Config, ConfigError, load_config
 from appliance.pathology.jobs import (
     FINAL_STATES,
@@ -30,6 +27,7 @@ from appliance.pathology.jobs import (
     server_topic,
     state_topic,
 )
+from appliance.transport.client import new_client, settings_from_config
 
 LIST_WAIT_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
@@ -86,14 +84,8 @@ class _Link:
         self.config = config
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"pathology-cli-{uuid.uuid4().hex[:12]}",
-                                  protocol=mqtt.MQTTv5)
-        if config.mqtt.username:
-            self.client.username_pw_set(config.mqtt.username, config.mqtt.password())
-        if config.mqtt.tls.enabled:
-            tls = config.mqtt.tls
-            self.client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+        settings = settings_from_config(config.mqtt, f"pathology-cli-{uuid.uuid4().hex[:12]}")
+        self.client = new_client(settings)
         self.client.on_connect = lambda c, u, f, reason, p: (
             None if reason.is_failure else self.ready.set())
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload)))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from appliance.pathology.run import SlideJob
 from appliance.pathology.slides import slide_files
@@ -12,6 +13,8 @@ from appliance.pathology.slides import slide_files
 LABELS_FILE = "labels.csv"
 REQUIRED_COLUMNS = ("slide", "patient", "label", "material")
 MAX_LABEL_ROWS = 1_000_000
+# A slide is named by a plain file name inside the slide folder: no folders, no "..", no glob.
+_NAME_CHARS = re.compile(r"^[^/\\*?\[\]\x00-\x1f\x7f]+$")
 
 
 class LabelsError(ValueError):
@@ -69,15 +72,35 @@ def _find_slide(folder: Path, slide: str) -> Path:
     return matches[0] if matches else folder / f"{slide}.jpg"
 
 
+def slide_name_problem(slide: str) -> str | None:
+    """Why ``slide`` is not a plain file name inside the slide folder, or None when it is."""
+    if PurePosixPath(slide).is_absolute() or PureWindowsPath(slide).is_absolute():
+        return "is an absolute path"
+    if not _NAME_CHARS.match(slide):
+        return "holds a folder separator, a wildcard or a control character"
+    if slide.startswith("."):
+        return "starts with '.' (hidden file or parent folder)"
+    return None
+
+
+def _job(folder: Path, row: LabelRow, um_per_px: float | None) -> SlideJob:
+    resolution = _resolution(row.um_per_px, um_per_px)
+    problem = slide_name_problem(row.slide)
+    if problem is not None:
+        refused = (
+            f"{folder / LABELS_FILE}: slide name {row.slide[:80]!r} {problem}; name a file "
+            "inside the slide folder"
+        )
+        return SlideJob(folder, resolution, row.slide[:80], row.patient, row.material, refused)
+    slide = _find_slide(folder, row.slide)
+    return SlideJob(slide, resolution, row.slide, row.patient, row.material)
+
+
 def jobs_from_folder(folder: Path, um_per_px: float | None) -> list[SlideJob]:
     """Slide jobs from folder/labels.csv, or every image in the folder when there is none."""
     labels = folder / LABELS_FILE
     if labels.is_file():
-        return [
-            SlideJob(_find_slide(folder, row.slide), _resolution(row.um_per_px, um_per_px),
-                     row.slide, row.patient, row.material)
-            for row in read_labels(labels)
-        ]
+        return [_job(folder, row, um_per_px) for row in read_labels(labels)]
     return [SlideJob(path, _resolution(None, um_per_px), path.stem) for path in slide_files(folder)]
 
 

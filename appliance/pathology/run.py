@@ -42,6 +42,7 @@ class SlideJob:
     slide: str
     patient: str = ""
     material: str = ""
+    refused: str = ""  # why labels.csv's row cannot be used (e.g. a name outside the folder)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class SlideRunner:
     def run(self, job: SlideJob) -> SlideResult:
         """Score one slide; any slide-level problem becomes the result's error."""
         base = SlideResult(job.slide, job.patient, job.material, str(job.path))
+        if job.refused:
+            return SlideResult(**{**asdict(base), "error": job.refused})
         try:
             prepared = prepare_slide(job.path, job.um_per_px, self.settings)
         except SlideError as exc:
@@ -154,12 +157,20 @@ class SlideRunner:
         factor = math.ceil(1 / heatmap_scale(slide.size_px))
         thumb = slide.thumbnail(slide.um_per_px * factor)
         scale = thumb.shape[1] / slide.size_px[0]
-        write_png(self.out_dir / "heatmaps" / f"{name}.png",
+        write_png(inside(self.out_dir, "heatmaps", f"{name}.png"),
                   tile_heatmap(thumb, scale, tiles, probability, title))
         if decisive.pixels:
             panel = cam_panel(np.stack(decisive.pixels), np.stack(decisive.cams),
                               np.array(decisive.probability), f"{name}: the most decisive tiles")
-            write_png(self.out_dir / "cams" / f"{name}.png", panel)
+            write_png(inside(self.out_dir, "cams", f"{name}.png"), panel)
+
+
+def inside(out_dir: Path, *parts: str) -> Path:
+    """out_dir/parts, refused (SlideError) when the parts would lead outside out_dir."""
+    target = out_dir.joinpath(*parts)
+    if not target.resolve().is_relative_to(out_dir.resolve()):
+        raise SlideError(f"{target}: outside --out {out_dir}; refused")
+    return target
 
 
 def _scores_or_nan(scores: np.ndarray | None, count: int) -> np.ndarray:

@@ -25,9 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -52,6 +49,13 @@ from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.pathology.slideworker import prepare_for_model
+from appliance.transport.client import (
+    connect_properties,
+    is_fatal_connack,
+    new_client,
+    reason_value,
+    settings_from_config,
+)
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 0.5
@@ -96,19 +100,16 @@ class PathologyServer:
         self.runs: dict[str, JobRun] = {}
         self._retry: list[tuple[float, str, Any]] = []
         self.connected = threading.Event()
+        self.failed: str | None = None
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.server_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        if self.config.mqtt.username:
-            client.username_pw_set(self.config.mqtt.username, self.config.mqtt.password())
-        tls = self.config.mqtt.tls
-        if tls.enabled:
-            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
-        client.will_set(server_topic(self.prefix, self.server_id), self._presence("offline"),
-                        qos=1, retain=True)
-        client.reconnect_delay_set(1, 30)
+        self.link_settings = settings_from_config(
+            self.config.mqtt, self.server_id, session_expiry_s=self.settings.session_expiry_s,
+            reconnect_initial_s=1.0, reconnect_cap_s=30.0)
+        will = (server_topic(self.prefix, self.server_id), self._presence("offline"))
+        client = new_client(self.link_settings, will, reconnect=True)
+        client.manual_ack_set(True)  # PUBACK only once the job is stored (MQTT 5 spec 4.3.2)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -119,6 +120,10 @@ class PathologyServer:
         try:
             if reason.is_failure:
                 log.error("broker refused %s: %s", self.server_id, reason)
+                if is_fatal_connack(reason_value(reason)):
+                    self.failed = f"broker refused {self.server_id}: {reason}; check the " \
+                                  "mqtt credentials and pathology.client_id"
+                    client.disconnect()
                 return
             shared = f"$share/{self.settings.share_group}/{jobs_topic(self.prefix)}"
             client.subscribe([(shared, SubscribeOptions(qos=1)),
@@ -187,17 +192,15 @@ class PathologyServer:
         return PathologyStore(self.store.url, getattr(self.store, "_pg_schema", None))
 
     def _connect(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.session_expiry_s
         mqtt_config = self.config.mqtt
         self.client.connect_async(mqtt_config.host, mqtt_config.port,
                                   keepalive=mqtt_config.keepalive_s, clean_start=False,
-                                  properties=props)
+                                  properties=connect_properties(self.link_settings))
         self.client.loop_start()
 
     def _loop(self, stop: threading.Event) -> None:
         next_housekeeping = 0.0
-        while not stop.is_set():
+        while not stop.is_set() and self.failed is None:
             try:
                 kind, event = self.events.get(timeout=0.1)
                 self._handle(kind, event)

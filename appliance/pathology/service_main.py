@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def run_server(config: Config, stop: threading.Event) -> int:
-    """Serve until stop is set; 2 on a config or model that cannot work, 1 on a store error."""
+    """Serve until stop is set; 2 on a config or model that cannot work, 3 when the broker
+    refuses our credentials, 1 on a store error."""
     if not config.pathology.slide_roots:
         log.error("pathology.slide_roots is empty: every job would be refused; name the "
                   "folders the server may read slides from")
@@ -38,4 +39,7 @@ def run_server(config: Config, stop: threading.Event) -> int:
         server.run(stop)
     finally:
         store.close()
+    if server.failed:
+        log.error("%s", server.failed)
+        return 3  # the broker refuses us: restarting cannot help
     return 0

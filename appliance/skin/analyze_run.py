@@ -72,9 +72,14 @@ class AnalyzeRun:
     def measure(self, image: Path) -> dict[str, Any]:
         """One result record, or ``{"image", "error"}`` naming the file and what is wrong."""
         try:
-            rgb = load_frame(image)
+            return self._measure(image)
         except FrameError as exc:
             return {"image": str(image), "error": str(exc)}
+        except (ValueError, OSError, MemoryError, cv2.error) as exc:  # one file never ends a run
+            return {"image": str(image), "error": f"{image}: {type(exc).__name__}: {exc}"}
+
+    def _measure(self, image: Path) -> dict[str, Any]:
+        rgb = load_frame(image)
         quality = self.gate.assess(rgb).to_payload()
         if quality.verdict != "ok":  # a blurred or lifted frame's numbers would mislead
             reasons = "; ".join(quality.reasons) or "no reason given"

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import struct
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 FRAME_HEIGHT_PX = 960
 FRAME_WIDTH_PX = 1280
 MAX_FRAME_BYTES = 50 * 1024 * 1024
+# Largest image decoded at all (white references, other cameras): 48 Mpx is ~150 MB as RGB.
+MAX_DECODE_PIXELS = 48_000_000
 _JPEG_MAGIC = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
 _KNOWN_MAGIC = (_JPEG_MAGIC, b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
@@ -25,7 +31,7 @@ def load_frame(
     """Read an image file as RGB uint8; it must be ``expected_shape`` (rows, cols) unless None."""
     file = Path(path)
     data = _read_bytes(file)
-    rgb = decode_frame(data, str(file))
+    rgb = decode_frame(data, str(file), expected_shape)
     if expected_shape is None:
         return rgb
     height, width = expected_shape
@@ -50,15 +56,69 @@ def _read_bytes(file: Path) -> bytes:
     return file.read_bytes()
 
 
-def decode_frame(data: bytes, name: str = "frame") -> np.ndarray:
-    """Decode JPEG/PNG/BMP/TIFF bytes into RGB uint8, refusing truncated or non-image data."""
+def decode_frame(
+    data: bytes, name: str = "frame", expected_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode JPEG/PNG/BMP/TIFF bytes into RGB uint8, refusing truncated or non-image data.
+
+    The size is read from the header first and checked (against ``expected_shape`` when
+    given, else MAX_DECODE_PIXELS), so a small file claiming a huge image is refused before
+    any pixel memory is taken.
+    """
     if not data.startswith(_KNOWN_MAGIC):
         raise FrameError(f"{name}: not an image (no JPEG/PNG/BMP/TIFF signature); pass image files")
     if data.startswith(_JPEG_MAGIC) and not data.rstrip(b"\x00").endswith(_JPEG_END):
         raise FrameError(f"{name}: truncated JPEG (no end-of-image marker); copy the file again")
+    width, height = header_size(data, name)
+    if expected_shape is not None and (height, width) != expected_shape:
+        raise FrameError(
+            f"{name}: wrong size {width}x{height} px (from the header); the microscope delivers "
+            f"{expected_shape[1]}x{expected_shape[0]} px frames (resize or crop it, or check "
+            "the camera mode)"
+        )
+    if width * height > MAX_DECODE_PIXELS:
+        raise FrameError(
+            f"{name}: header says {width}x{height} px, over {MAX_DECODE_PIXELS} pixels; refused "
+            "before decoding"
+        )
     buffer = np.frombuffer(data, dtype=np.uint8)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return rgb
+
+
+def header_size(data: bytes, name: str = "frame") -> tuple[int, int]:
+    """(width, height) from the image header alone; no pixel is decoded to answer."""
+    if data.startswith(b"\x89PNG") and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])  # IHDR, first chunk (PNG spec 11.2.2)
+        return int(width), int(height)
+    if data.startswith(_JPEG_MAGIC):
+        return _jpeg_size(data, name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise FrameError(f"{name}: image too large ({exc}); refused before decoding") from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for a bad header
+        reason = f"corrupt image data (header: {exc}); copy the file again"
+        raise FrameError(f"{name}: {reason}") from exc
+    return int(width), int(height)
+
+
+def _jpeg_size(data: bytes, name: str) -> tuple[int, int]:
+    """Walk the JPEG markers to the frame header (SOFn, ITU T.81 B.2.2) and read its size."""
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            break
+        marker = data[at + 1]
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return int(width), int(height)
+        at += 2 + length
+    raise FrameError(f"{name}: corrupt image data (no JPEG frame header); copy the file again")

@@ -119,12 +119,9 @@ def publish_messages(
     host: str, port: int, messages: list[tuple[str, bytes]], retain: bool = False
 ) -> None:
     """Publish (topic, payload) pairs at QoS 1 and wait until the broker acked every one."""
-    import paho.mqtt.client as mqtt  # noqa: PLC0415  (only simulations publish)
-    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+    from appliance.transport.client import LinkSettings, new_client  # noqa: PLC0415
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
+    client = new_client(LinkSettings(host, port, "", max_inflight=1000))
     client.connect(host, port)
     client.loop_start()
     try:

@@ -1,9 +1,15 @@
-"""Building the paho-mqtt 2 client: MQTT v5, TLS, credentials, last will, v5 properties."""
+"""The one MQTT client factory (edge link, back-office ingest, tests and simulations).
+
+MQTT v5, TLS with the broker's certificate verified against the configured CA (never off),
+credentials, last will and v5 properties are set here and nowhere else, and one table says
+which CONNACK reason codes make retrying pointless.
+"""
 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -11,12 +17,20 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from appliance.transport.pahofence import BufferedReadClient
+
+if TYPE_CHECKING:
+    from appliance.config import MqttConfig
+
 CONTENT_TYPE_JSON = "application/json"
 
-# CONNACK / DISCONNECT reason codes after which retrying cannot help (MQTT 5 spec 3.2.2.2):
-# 0x86 bad user name or password, 0x87 not authorized, 0x8C bad authentication method,
-# 0x85 client identifier not valid, 0x8A banned.
-FATAL_CONNACK_CODES = frozenset({0x85, 0x86, 0x87, 0x8A, 0x8C})
+# CONNACK reason codes after which retrying cannot help (MQTT 5 spec 3.2.2.2), for every
+# client this package builds: 0x84 unsupported protocol version, 0x85 client identifier not
+# valid, 0x86 bad user name or password, 0x87 not authorized, 0x8A banned, 0x8C bad
+# authentication method. Anything else (0x88 server unavailable, 0x89 busy, ...) may pass.
+FATAL_CONNACK_CODES = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+MIN_TLS = ssl.TLSVersion.TLSv1_2
+ClientT = TypeVar("ClientT", bound=mqtt.Client)
 
 
 @dataclass(frozen=True)
@@ -39,31 +53,86 @@ class LinkSettings:
     reconnect_initial_s: float = 0.5
     reconnect_cap_s: float = 5.0
     connack_timeout_s: float = 10.0
+    ack_resend_initial_s: float = 10.0
+    ack_resend_cap_s: float = 300.0
 
 
-def new_client(settings: LinkSettings, will_topic: str, will_payload: bytes) -> mqtt.Client:
-    """A paho client configured for MQTT v5 with a retained last will on ``will_topic``."""
+def is_fatal_connack(code: int) -> bool:
+    """Whether a CONNACK reason code means the broker will keep refusing us."""
+    return code in FATAL_CONNACK_CODES
+
+
+def settings_from_config(mqtt_config: MqttConfig, client_id: str, **tuning: Any) -> LinkSettings:
+    """LinkSettings for a config's ``mqtt`` section (password from env or systemd credentials)."""
+    tls = mqtt_config.tls
+    base = LinkSettings(
+        host=mqtt_config.host,
+        port=mqtt_config.port,
+        client_id=client_id,
+        keepalive_s=mqtt_config.keepalive_s,
+        username=mqtt_config.username,
+        password=mqtt_config.password(),
+        tls_enabled=tls.enabled,
+        ca_file=tls.ca_file,
+        cert_file=tls.cert_file,
+        key_file=tls.key_file,
+    )
+    return replace(base, **tuning)
+
+
+def new_client(
+    settings: LinkSettings, will: tuple[str, bytes] | None = None, *, reconnect: bool = False
+) -> mqtt.Client:
+    """A paho client for MQTT v5 with credentials, verified TLS and an optional retained will.
+
+    ``reconnect`` lets paho's own loop reconnect (for clients that run ``loop_start``); the
+    edge link owns its reconnects and backoff itself.
+    """
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
         protocol=mqtt.MQTTv5,
-        reconnect_on_failure=False,
+        reconnect_on_failure=reconnect,
     )
+    return _configure(client, settings, will)
+
+
+def new_ingest_client(settings: LinkSettings) -> BufferedReadClient:
+    """The back-office ingest client: chunked reads, manual PUBACKs (sent after the commit)."""
+    client = BufferedReadClient(
+        CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=True,
+    )
+    return _configure(client, settings, None)
+
+
+def _configure(client: ClientT, settings: LinkSettings, will: tuple[str, bytes] | None) -> ClientT:
     client.max_inflight_messages_set(settings.max_inflight)
     client.max_queued_messages_set(0)
+    client.reconnect_delay_set(
+        max(1, int(settings.reconnect_initial_s)), max(1, int(settings.reconnect_cap_s))
+    )
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls_enabled:
-        client.tls_set(
-            ca_certs=settings.ca_file,
-            certfile=settings.cert_file,
-            keyfile=settings.key_file,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-    client.will_set(
-        will_topic, will_payload, qos=1, retain=True, properties=publish_properties(None)
-    )
+        client.tls_set_context(tls_context(settings))
+    if will is not None:
+        topic, payload = will
+        client.will_set(topic, payload, qos=1, retain=True, properties=publish_properties(None))
     return client
+
+
+def tls_context(settings: LinkSettings) -> ssl.SSLContext:
+    """TLS 1.2+ that verifies the broker's certificate and host name against ``ca_file``."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ca_file)
+    context.minimum_version = MIN_TLS
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    if settings.cert_file:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
 
 
 def connect_properties(settings: LinkSettings) -> Properties:

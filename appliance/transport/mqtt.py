@@ -4,6 +4,11 @@ Only this thread touches the client (connect, publish, subscribe, the socket I/O
 callbacks run inside it and only append events to a queue, so an exception in them can never
 kill the network loop. Other threads talk to the link through ``wake()``, ``send_status()``
 and the inbox queue of incoming commands.
+
+Delivery is end to end (docs/delivery.md): a PUBACK only moves a result from "in flight" to
+"awaiting the back office"; it leaves the outbox when an ack on the device's ack topic names
+it. Results still unacknowledged after ``ack_resend_initial_s`` are sent again, the wait
+doubling (to ``ack_resend_cap_s``) while no ack arrives.
 """
 
 from __future__ import annotations
@@ -22,35 +27,25 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from appliance.transport.acks import parse_ack
 from appliance.transport.backoff import Backoff
+from appliance.transport.callbacks import QueuedCallbacks
 from appliance.transport.client import (
-    FATAL_CONNACK_CODES,
     LinkSettings,
     connect_properties,
+    is_fatal_connack,
     new_client,
     publish_properties,
-    reason_value,
     will_disconnect_reason,
 )
-from appliance.transport.outbox import Outbox
+from appliance.transport.outbox import Outbox, OutboxError
+from appliance.transport.payloads import PayloadError
+from appliance.transport.unconfirmed import Unconfirmed
 
 log = logging.getLogger(__name__)
 
-MAX_INCOMING_BYTES = 64 * 1024
 IDLE_POLL_S = 0.5
 EXPIRE_EVERY_S = 60.0
-
-
-class MqttAuthError(RuntimeError):
-    """The broker refused our credentials; retrying cannot help."""
-
-
-@dataclass(frozen=True)
-class IncomingMessage:
-    """A message the device received on one of its subscriptions."""
-
-    topic: str
-    payload: bytes
 
 
 @dataclass
@@ -59,12 +54,16 @@ class LinkStats:
 
     reconnects: int = 0
     published: int = 0
-    acked: int = 0
+    broker_acked: int = 0
+    acked: int = 0  # confirmed committed by the back office, removed from the outbox
+    resent: int = 0
     rejected: int = 0
+    bad_acks: int = 0
 
 
 class MqttLink(threading.Thread):
-    """Owns the paho client; publishes outbox messages oldest first, deletes them on PUBACK."""
+    """Owns the paho client; publishes outbox messages oldest first, deletes them on the
+    back office's end-to-end ack."""
 
     def __init__(
         self,
@@ -73,6 +72,7 @@ class MqttLink(threading.Thread):
         *,
         status_topic: str,
         status_payload: Callable[[str], bytes],
+        ack_topic: str,
         subscriptions: tuple[str, ...] = (),
         stop: threading.Event | None = None,
     ) -> None:
@@ -81,21 +81,21 @@ class MqttLink(threading.Thread):
         self.outbox = outbox
         self.status_topic = status_topic
         self._status_payload = status_payload
-        self.subscriptions = subscriptions
+        self.ack_topic = ack_topic
+        self.subscriptions = (ack_topic, *subscriptions)
         self.stop_event = stop or threading.Event()
-        self.inbox: queue.Queue[IncomingMessage] = queue.Queue(maxsize=100)
+        self._callbacks = QueuedCallbacks(ack_topic)
+        self.inbox = self._callbacks.inbox
         self.stats = LinkStats()
         self.fatal_error: str | None = None
         self.refused = False  # the broker refused our credentials: restarting cannot help
         self.connected = False
         self.last_beat_s = time.monotonic()
-        self._events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+        self._events = self._callbacks.events
         self._status_requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r, self._wake_w = _wake_pair()
         self._inflight: dict[int, int] = {}
-        self._acked_seqs: list[int] = []
+        self._unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
         self._sent_seq = 0
         self._window = settings.max_inflight
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
@@ -104,8 +104,8 @@ class MqttLink(threading.Thread):
         self._next_expire_s = 0.0
         self._result_properties = publish_properties(settings.message_expiry_s)
         self._status_properties = publish_properties(None)
-        self._client = new_client(settings, status_topic, status_payload("offline"))
-        self._install_callbacks()
+        self._client = new_client(settings, will=(status_topic, status_payload("offline")))
+        self._callbacks.install(self._client)
 
     # -- thread-safe API ---------------------------------------------------------------------
 
@@ -121,45 +121,8 @@ class MqttLink(threading.Thread):
         self.wake()
 
     def idle(self) -> bool:
-        """Whether every committed message has been acknowledged."""
+        """Whether the back office has confirmed every committed message."""
         return self.outbox.depth() == 0 and not self._inflight
-
-    # -- paho callbacks: run inside this thread, only enqueue, never raise --------------------
-
-    def _install_callbacks(self) -> None:
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
-        self._client.on_message = self._on_message
-
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, properties: Any) -> None:
-        try:
-            self._events.put(("connack", reason_value(reason), properties))
-        except Exception:
-            log.exception("on_connect failed")
-
-    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        try:
-            self._events.put(("disconnect", reason_value(reason), None))
-        except Exception:
-            log.exception("on_disconnect failed")
-
-    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
-        try:
-            self._events.put(("puback", mid, reason_value(reason)))
-        except Exception:
-            log.exception("on_publish failed")
-
-    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            if len(message.payload) > MAX_INCOMING_BYTES:
-                log.warning("ignored %d-byte message on %s", len(message.payload), message.topic)
-                return
-            self.inbox.put_nowait(IncomingMessage(message.topic, bytes(message.payload)))
-        except queue.Full:
-            log.warning("command inbox full; dropped a message on %s", message.topic)
-        except Exception:
-            log.exception("on_message failed")
 
     # -- the owner loop ----------------------------------------------------------------------
 
@@ -176,7 +139,7 @@ class MqttLink(threading.Thread):
                 if self.connected:
                     self._send_statuses()
                     self._publish_pending()
-                self._flush_acks()
+                    self._resend_when_due()
                 self._expire_when_due()
         except Exception:
             log.exception("MQTT link failed")
@@ -256,11 +219,13 @@ class MqttLink(threading.Thread):
                 self._handle_disconnect(first)
             elif kind == "puback":
                 self._handle_puback(first, second)
+            elif kind == "ack":
+                self._handle_ack(first)
 
     def _handle_connack(self, code: int, properties: Any) -> None:
         """Connected means CONNACK reason code 0 and nothing else (spec 3.2.2.2)."""
         where = f"{self.settings.host}:{self.settings.port}"
-        if code in FATAL_CONNACK_CODES:
+        if is_fatal_connack(code):
             self.refused = True
             self.fatal_error = (
                 f"broker {where} refused the connection (reason code 0x{code:02X}): check "
@@ -306,7 +271,36 @@ class MqttLink(threading.Thread):
                 code,
             )
             return
-        self._acked_seqs.append(seq)
+        self.stats.broker_acked += 1
+        self._unconfirmed.broker_took(seq)
+
+    def _handle_ack(self, raw: bytes) -> None:
+        """The back office committed these results: they may leave the outbox now."""
+        try:
+            ids = parse_ack(raw)
+        except PayloadError as exc:
+            self.stats.bad_acks += 1
+            log.warning("ignored a malformed ack on %s: %s", self.ack_topic, exc)
+            return
+        try:
+            removed = self.outbox.remove_ids(ids)
+        except OutboxError as exc:  # e.g. a full disk: the results are sent again later
+            log.error("could not remove %d confirmed result(s): %s", len(ids), exc)
+            return
+        self._unconfirmed.confirmed(removed)
+        self.stats.acked += len(removed)
+
+    def _resend_when_due(self) -> None:
+        """Send again what the back office has not confirmed in time (capped backoff)."""
+        due = self._unconfirmed.due(self._window - len(self._inflight))
+        if not due:
+            return
+        messages = self.outbox.get(due)
+        for message in messages:
+            self._publish_result(message.seq, message.topic, message.payload)
+        self.stats.resent += len(messages)
+        log.info("%d result(s) not confirmed by the back office; sent again (next wait %.0f s)",
+                 len(messages), self._unconfirmed.wait_s)
 
     def _send_statuses(self) -> None:
         requested = False
@@ -333,34 +327,33 @@ class MqttLink(threading.Thread):
         if room <= 0:
             return
         for message in self.outbox.pending(after_seq=self._sent_seq, limit=room):
-            info = self._client.publish(
-                message.topic, message.payload, qos=1, properties=self._result_properties
-            )
-            # paho keeps a QoS 1 message in its session even when the socket just dropped,
-            # and resends it (DUP) after the reconnect, so it counts as in flight either way.
-            self._inflight[info.mid] = message.seq
             self._sent_seq = message.seq
-            self.stats.published += 1
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            if not self._publish_result(message.seq, message.topic, message.payload):
                 break
 
-    def _flush_acks(self) -> None:
-        if self._acked_seqs:
-            self.outbox.remove(self._acked_seqs)
-            self.stats.acked += len(self._acked_seqs)
-            self._acked_seqs = []
+    def _publish_result(self, seq: int, topic: str, payload: bytes) -> bool:
+        """Publish one outbox message at QoS 1; False when the socket just failed."""
+        info = self._client.publish(topic, payload, qos=1, properties=self._result_properties)
+        # paho keeps a QoS 1 message in its session even when the socket just dropped,
+        # and resends it (DUP) after the reconnect, so it counts as in flight either way.
+        self._inflight[info.mid] = seq
+        self.stats.published += 1
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _expire_when_due(self) -> None:
         now_s = time.monotonic()
         if now_s >= self._next_expire_s:
             self._next_expire_s = now_s + EXPIRE_EVERY_S
-            expired = self.outbox.expire()
+            try:
+                expired = self.outbox.expire()
+            except OutboxError as exc:
+                log.error("could not expire old results: %s", exc)
+                return
             if expired:
                 log.warning("dropped %d result(s) older than the outbox age limit", expired)
 
     def _shutdown(self) -> None:
         try:
-            self._flush_acks()
             if self._client.socket() is not None:
                 # Ending with reason 0x04 makes the broker publish our retained "offline" will.
                 self._client.disconnect(reasoncode=will_disconnect_reason())
@@ -371,3 +364,11 @@ class MqttLink(threading.Thread):
             self.connected = False
             self._wake_r.close()
             self._wake_w.close()
+
+
+def _wake_pair() -> tuple[socket.socket, socket.socket]:
+    """A non-blocking socket pair: other threads write a byte to wake the link's select."""
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    return reader, writer

@@ -1,11 +1,15 @@
 """The durable outbox: every result is committed here (fsync) before anything publishes it.
 
 SQLite in WAL mode. Inserts commit with ``synchronous=FULL``, so a result the daemon has
-accepted survives SIGKILL and power loss. Rows are deleted only when the broker's PUBACK
-arrives; deletes commit with ``synchronous=NORMAL``, because losing a delete to a power cut
+accepted survives SIGKILL and power loss. Rows are deleted only when the back office says it
+has committed them (an end-to-end ack naming their ``measurement_id``; a broker's PUBACK is not
+enough); deletes commit with ``synchronous=NORMAL``, because losing a delete to a power cut
 only means a duplicate later (the back office de-duplicates on ``measurement_id``), never a loss.
 The outbox is bounded by a row count and an age; what the policy drops is counted, persisted
-and reported in the device status.
+and reported in the device status. When a commit is refused (disk full, I/O error) the
+results it held are counted as lost in memory and the count is written with the next commit
+that succeeds, so ``dropped()`` never under-reports. Every write raises ``OutboxError``
+(never a bare sqlite3 error), so a full disk cannot kill the thread that writes.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
 
@@ -27,6 +31,7 @@ _SCHEMA = (
     "created_at_s REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0)",
+    "CREATE INDEX IF NOT EXISTS outbox_measurement_id ON outbox (measurement_id)",
 )
 
 
@@ -36,6 +41,17 @@ class OutboxError(RuntimeError):
 
 class OutboxFullError(OutboxError):
     """The outbox is at its row limit and its policy is ``refuse_new``."""
+
+
+class OutboxWriteError(OutboxError):
+    """A write failed (disk full, I/O error); nothing of it was kept."""
+
+
+class OutboxCorruptError(OutboxError):
+    """The outbox file is damaged (not a database, or malformed pages)."""
+
+
+_CORRUPT_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 @dataclass(frozen=True)
@@ -64,13 +80,26 @@ class Outbox:
         self.max_age_s = max_age_s
         self.policy: OutboxPolicy = policy
         self._lock = threading.Lock()
+        self._unsaved_dropped = 0  # lost while the file could not take a write
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             for statement in _SCHEMA:
                 self._db.execute(statement)
+            check = str(self._db.execute("PRAGMA quick_check").fetchone()[0])
+            if check != "ok":
+                raise OutboxCorruptError(f"{path}: the outbox file is damaged ({check[:200]})")
             self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        except OutboxCorruptError:
+            self._db.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):  # connect itself may fail
+                self._db.close()
+            if getattr(exc, "sqlite_errorname", "") not in _CORRUPT_CODES:
+                raise OutboxError(f"{path}: cannot open the outbox ({exc})") from exc
+            raise OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})") from exc
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(
                 f"{path}: cannot open the outbox ({exc}); if the file is corrupt, move it aside "
@@ -107,12 +136,59 @@ class Outbox:
                 )
                 seqs.append(int(cursor.lastrowid or 0))
             dropped = self._drop_oldest_locked(overflow) if overflow else 0
+            unsaved = self._fold_unsaved_locked()
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback_locked()
-            raise OutboxError(f"{self.path}: could not commit results ({exc})") from exc
+            raise OutboxWriteError(f"{self.path}: could not commit results ({exc})") from exc
+        self._unsaved_dropped -= unsaved
         self._depth += len(messages) - dropped
         return seqs
+
+    def _fold_unsaved_locked(self) -> int:
+        unsaved = self._unsaved_dropped
+        if unsaved:
+            self._count_dropped_locked(unsaved)
+        return unsaved
+
+    def count_lost(self, count: int) -> None:
+        """Count results that never reached the file (a refused commit) as dropped."""
+        with self._lock:
+            self._unsaved_dropped += count
+
+    def writable(self) -> bool:
+        """Whether a write commits now (and saves the lost count); for recovery probes."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("BEGIN IMMEDIATE")
+                unsaved = self._fold_unsaved_locked()
+                self._db.execute(
+                    "INSERT OR REPLACE INTO counters (name, value) VALUES ('probe', 0)"
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback_locked()
+                return False
+            self._unsaved_dropped -= unsaved
+            return True
+
+    def add_recovered(self, messages: Sequence[OutboxMessage]) -> int:
+        """Commit messages salvaged from a damaged outbox, keeping their ids and ages."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO outbox (measurement_id, topic, payload, created_at_s) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(m.measurement_id, m.topic, m.payload, m.created_at_s) for m in messages],
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback_locked()
+                raise OutboxWriteError(f"{self.path}: could not keep salvaged rows: {exc}") from exc
+            self._depth += len(messages)
+        return len(messages)
 
     def _drop_oldest_locked(self, count: int) -> int:
         dropped = self._db.execute(
@@ -121,6 +197,18 @@ class Outbox:
         ).rowcount
         self._count_dropped_locked(dropped)
         return int(dropped)
+
+    @contextlib.contextmanager
+    def _writing(self, synchronous: str, what: str) -> Iterator[None]:
+        """One write transaction (lock held); any sqlite error rolls back as OutboxWriteError."""
+        try:
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback_locked()
+            raise OutboxWriteError(f"{self.path}: could not {what} ({exc})") from exc
 
     def _rollback_locked(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # no transaction open: nothing to undo
@@ -137,49 +225,86 @@ class Outbox:
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [OutboxMessage(int(r[0]), str(r[1]), str(r[2]), bytes(r[3]), r[4]) for r in rows]
+        return [_message(row) for row in rows]
 
     def remove(self, seqs: Iterable[int]) -> int:
         """Delete acknowledged messages; returns how many were still there."""
         batch = [(seq,) for seq in seqs]
         if not batch:
             return 0
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, self._writing("NORMAL", "remove acknowledged results"):
             before = self._db.total_changes
             self._db.executemany("DELETE FROM outbox WHERE seq = ?", batch)
             removed = self._db.total_changes - before
-            self._db.execute("COMMIT")
-            self._depth -= removed
+        self._depth -= removed
         return removed
+
+    def remove_ids(self, measurement_ids: Iterable[str]) -> list[int]:
+        """Delete the messages of these measurement ids (acknowledged); returns their seqs."""
+        ids = [(mid,) for mid in dict.fromkeys(measurement_ids)]
+        if not ids:
+            return []
+        seqs: list[int] = []
+        with self._lock, self._writing("NORMAL", "remove acknowledged results"):
+            for (mid,) in ids:
+                rows = self._db.execute(
+                    "DELETE FROM outbox WHERE measurement_id = ? RETURNING seq", (mid,)
+                ).fetchall()
+                seqs += [int(row[0]) for row in rows]
+        self._depth -= len(seqs)
+        return seqs
+
+    def get(self, seqs: Sequence[int]) -> list[OutboxMessage]:
+        """The messages with these seqs that are still stored, oldest first."""
+        found: list[OutboxMessage] = []
+        for start in range(0, len(seqs), 500):
+            chunk = list(seqs[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, measurement_id, topic, payload, created_at_s FROM outbox "
+                    f"WHERE seq IN ({marks})",
+                    chunk,
+                ).fetchall()
+            found += [_message(row) for row in rows]
+        return sorted(found, key=lambda message: message.seq)
+
+    def oldest_age_s(self, now_s: float | None = None) -> float | None:
+        """Seconds since the oldest waiting message was committed (None when empty)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(created_at_s) FROM outbox").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, (time.time() if now_s is None else now_s) - float(row[0]))
 
     def expire(self, now_s: float | None = None) -> int:
         """Drop messages older than ``max_age_s`` (counted as dropped); returns how many."""
         cutoff_s = (time.time() if now_s is None else now_s) - self.max_age_s
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, self._writing("FULL", "expire old results"):
             removed = self._db.execute(
                 "DELETE FROM outbox WHERE created_at_s < ?", (cutoff_s,)
             ).rowcount
             if removed:
                 self._count_dropped_locked(removed)
-            self._db.execute("COMMIT")
-            self._depth -= removed
+        self._depth -= removed
         return int(removed)
 
     def depth(self) -> int:
-        """How many messages wait for their PUBACK."""
+        """How many messages wait for the back office's acknowledgement."""
         return self._depth
 
     def dropped(self) -> int:
-        """How many messages the size/age policy has dropped, ever (persisted)."""
+        """How many results were lost, ever: size/age policy (persisted) and refused commits."""
         with self._lock:
             row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
-        return int(row[0])
+            return int(row[0]) + self._unsaved_dropped
 
     def close(self) -> None:
         """Close the database (committed messages stay on disk)."""
         with self._lock:
             self._db.close()
+
+
+def _message(row: tuple[Any, ...]) -> OutboxMessage:
+    seq, measurement_id, topic, payload, created_at_s = row
+    return OutboxMessage(int(seq), str(measurement_id), str(topic), bytes(payload), created_at_s)

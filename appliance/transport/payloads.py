@@ -21,6 +21,8 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 RESULT_SCHEMA: Final = "appliance.result/1"
 STATUS_SCHEMA: Final = "appliance.status/1"
 MODEL_STATE_SCHEMA: Final = "appliance.model_state/1"
+ACK_SCHEMA: Final = "appliance.ack/1"
+MAX_ACK_IDS = 500
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 # The feature keys every measurement and every ground-truth sidecar carries (DESIGN.md).
@@ -47,8 +49,14 @@ class PayloadError(ValueError):
     """A message that is not a valid payload; the text says why."""
 
 
+# No NaN or infinity anywhere. Messages from the wire are also validated strictly
+# (parse_payload: "42" is not a number, true is not a count); values built in Python (numpy
+# scalars from the analysis) are converted as usual.
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
 
 class Features(_Payload):
@@ -123,7 +131,7 @@ class Result(_Payload):
     subject: Subject | None = None
     thumbnail_jpeg_b64: str | None = Field(None, max_length=64 * 1024, description="Opt-in only.")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(**_STRICT, populate_by_name=True)
 
     def to_json(self) -> bytes:
         """The wire form: compact UTF-8 JSON with ``schema`` as the first key."""
@@ -146,10 +154,13 @@ class Status(_Payload):
     software_version: str | None = Field(None, max_length=64)
     model: ModelInfo | None = None
     camera: Literal["online", "offline"] | None = None
-    outbox_depth: int | None = Field(None, ge=0)
-    dropped: int | None = Field(None, ge=0)
+    outbox_depth: int | None = Field(None, ge=0, description="Results not yet acknowledged.")
+    outbox_oldest_age_s: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="Age of the oldest unacknowledged result."
+    )
+    dropped: int | None = Field(None, ge=0, description="Results lost (full disk, age, size).")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(**_STRICT, populate_by_name=True)
 
     def to_json(self) -> bytes:
         """The wire form."""
@@ -167,23 +178,54 @@ class ModelState(_Payload):
     model: ModelInfo | None = None
     reason: str | None = Field(None, max_length=1024)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(**_STRICT, populate_by_name=True)
 
     def to_json(self) -> bytes:
         """The wire form."""
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
-PayloadT = TypeVar("PayloadT", Result, Status, ModelState)
-PAYLOAD_MODELS: dict[str, type[Result] | type[Status] | type[ModelState]] = {
+class Ack(_Payload):
+    """The back office's end-to-end acknowledgement on ``.../ack``: ids it has committed."""
+
+    schema_: Literal["appliance.ack/1"] = Field(ACK_SCHEMA, alias="schema")
+    ids: list[Identifier] = Field(
+        min_length=1, max_length=MAX_ACK_IDS, description="Committed ids (measurement ids)."
+    )
+    at: datetime = Field(description="When the back office sent this acknowledgement.")
+
+    model_config = ConfigDict(**_STRICT, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        """The wire form."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+PayloadT = TypeVar("PayloadT", Result, Status, ModelState, Ack)
+PAYLOAD_MODELS: dict[str, type[Result] | type[Status] | type[ModelState] | type[Ack]] = {
     RESULT_SCHEMA: Result,
     STATUS_SCHEMA: Status,
     MODEL_STATE_SCHEMA: ModelState,
+    ACK_SCHEMA: Ack,
 }
 
 
 def parse_payload(raw: bytes, model: type[PayloadT]) -> PayloadT:
     """Validate raw MQTT bytes as ``model``; PayloadError says what is wrong and where."""
+    check_json(raw)
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise PayloadError(f"{where}: {first['msg']}{more}") from exc
+
+
+def check_json(raw: bytes) -> None:
+    """Refuse what a JSON object payload must not be: too big, not UTF-8 JSON, not an object,
+    duplicate keys (which one would count?), NaN/Infinity (not JSON), nesting past Python's
+    recursion limit."""
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
@@ -191,20 +233,25 @@ def parse_payload(raw: bytes, model: type[PayloadT]) -> PayloadT:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"not UTF-8: {exc}") from exc
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"not JSON, though valid UTF-8: {exc}") from exc
     except RecursionError as exc:  # hostile nesting ([[[[...]]]]) must not crash a worker
         raise PayloadError("JSON nested too deeply") from exc
     if not isinstance(data, dict):
         raise PayloadError(f"top level must be a JSON object, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise PayloadError(f"{where}: {first['msg']}{more}") from exc
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise PayloadError(f"duplicate key(s) {', '.join(map(repr, twice))[:200]}")
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> object:
+    raise PayloadError(f"{name} is not JSON (numbers must be finite)")
 
 
 def new_measurement_id(now_ms: int | None = None) -> str:

@@ -62,7 +62,7 @@ class _FlakyStore:
         self.stored: list[str] = []
         self.dead: list[DeadLetter] = []
 
-    def write_batch(self, batch: Batch, dead_letter_max_rows: int) -> list[str]:
+    def write_batch(self, batch: Batch, dead_letter_max_rows: int, max_bytes: int = 0) -> list[str]:
         if self.outages:
             self.outages -= 1
             raise sqlite3.OperationalError("database is locked")

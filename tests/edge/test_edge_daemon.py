@@ -14,9 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.capture.synthetic import CustomerScript
 from appliance.config import Config, config_from_mapping
@@ -24,6 +22,7 @@ from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.service import reload_config
 from appliance.edge.testing import ResultCollector, fast_daemon, fast_source
 from appliance.transport.broker import free_port
+from appliance.transport.client import LinkSettings, new_client
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.broker
@@ -84,7 +83,7 @@ def test_cmd_measure_measures_again_while_the_scope_rests(
             time.sleep(0.05)
         time.sleep(0.5)
         assert daemon.committer.committed == 1  # one contact, one result
-        sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
         sender.connect(mqtt_broker.host, mqtt_broker.port)
         sender.loop_start()
         sender.publish(f"{topic_prefix}/lab/kiosk-t/cmd/measure", b"{}", qos=1).wait_for_publish()
@@ -119,7 +118,7 @@ def test_metrics_endpoint_reports_counters_on_localhost(
         thread.join(10)
     values = dict(line.split() for line in text.splitlines() if not line.startswith("#"))
     assert float(values["appliance_edge_measurements_total"]) >= 2
-    assert values["appliance_edge_camera_online"] == "1"
+    assert float(values["appliance_edge_camera_online"]) == 1.0
     assert "# TYPE appliance_edge_outbox_depth gauge" in text
 
 

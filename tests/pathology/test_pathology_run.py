@@ -38,7 +38,9 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40)
     Image.new("RGB", (2000, 2000), (238, 238, 238)).save(folder / "blank.png")
     (folder / "wrongres.jpg").write_bytes(data)
-    rows = [("good", "P1", "MSI", "biopsy", 1.0), ("truncated", "P2", "MSS", "biopsy", 1.0),
+    (folder.parent / "escape.jpg").write_bytes(data)  # a readable slide outside the folder
+    rows = [("../escape", "P7", "MSI", "biopsy", 1.0), ("/etc/passwd", "P8", "MSS", "biopsy", 1.0),
+            ("good", "P1", "MSI", "biopsy", 1.0), ("truncated", "P2", "MSS", "biopsy", 1.0),
             ("corrupt", "P3", "MSS", "surgical", 1.0), ("blank", "P4", "MSI", "surgical", 1.0),
             ("wrongres", "P5", "MSS", "biopsy", 40.0), ("missing", "P6", "MSS", "biopsy", 1.0)]
     with (folder / "labels.csv").open("w", newline="") as handle:
@@ -66,7 +68,11 @@ def test_bad_slides_get_their_own_error_and_the_run_finishes(cohort: Path, tmp_p
     assert cam.shape[1] == 2 * 256 + 8  # each tile 4x enlarged, its map beside it
     assert cam.shape[0] == 34 + 4 * (256 + 24) + 28  # title, four decisive tiles, the note
     summary = json.loads((out / "run.json").read_text())
-    assert (summary["slides"], summary["failed"]) == (6, 5)
+    assert (summary["slides"], summary["failed"]) == (8, 7)
+    assert "is an absolute path" in rows["/etc/passwd"]["error"]
+    assert "folder separator" in rows["../escape"]["error"]  # not read, nothing written outside
+    assert not (out.parent / "escape.png").exists()
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["good.png"]
 
 
 def test_submit_scores_named_files(cohort: Path, tmp_path: Path) -> None:

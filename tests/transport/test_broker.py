@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from appliance.transport.broker import PrivateBroker, port_open
+from appliance.transport.client import LinkSettings, new_client
 
 pytestmark = pytest.mark.broker
 
@@ -16,7 +16,7 @@ def round_trip(host: str, port: int, topic: str) -> bytes:
     """Subscribe to topic, publish one QoS 1 message to it, return what arrives."""
     got: list[bytes] = []
     arrived = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = new_client(LinkSettings(host, port, ""))
     client.on_message = lambda _c, _u, msg: (got.append(msg.payload), arrived.set())
     client.connect(host, port)
     client.subscribe(topic, qos=1)

@@ -78,8 +78,34 @@ def test_nan_features_are_refused() -> None:
     text = json.dumps(result_dict()).replace(
         '"pore_mean_diameter_um": 0.5', '"pore_mean_diameter_um": NaN'
     )
-    with pytest.raises(PayloadError, match="pore_mean_diameter_um"):
+    with pytest.raises(PayloadError, match="NaN is not JSON"):
         parse_payload(text.encode(), Result)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("pore_count", '"42"', "pore_count: Input should be a valid integer"),
+        ("pore_count", "true", "pore_count: Input should be a valid integer"),
+        ("lab_l", '"64.0"', "lab_l: Input should be a valid number"),
+        ("lab_l", "Infinity", "Infinity is not JSON"),
+    ],
+)
+def test_no_coercion_of_strings_or_booleans_and_no_infinity(
+    key: str, value: str, reason: str
+) -> None:
+    good = json.dumps(result_dict()["features"][key])
+    text = json.dumps(result_dict()).replace(f'"{key}": {good}', f'"{key}": {value}', 1)
+    assert text != json.dumps(result_dict())
+    with pytest.raises(PayloadError, match=reason):
+        parse_payload(text.encode(), Result)
+
+
+def test_duplicate_keys_are_refused_naming_the_key() -> None:
+    text = json.dumps(result_dict())
+    twice = text[:-1] + ', "device_id": "kiosk-other"}'
+    with pytest.raises(PayloadError, match=r"duplicate key.*device_id"):
+        parse_payload(twice.encode(), Result)
 
 
 def test_measurement_ids_are_unique_and_time_ordered() -> None:

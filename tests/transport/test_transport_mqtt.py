@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
+from appliance.transport.acks import encode_acks
 from appliance.transport.broker import PrivateBroker, free_port
-from appliance.transport.client import LinkSettings
+from appliance.transport.client import LinkSettings, new_client
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
 
@@ -24,18 +26,28 @@ pytestmark = pytest.mark.broker
 
 
 class Subscriber:
-    """A plain MQTT v5 subscriber that keeps every message with its properties."""
+    """A plain MQTT v5 subscriber that keeps every message with its properties; with
+    ``ack_topic`` it confirms each ``{"id": ...}`` payload there, as the back office does."""
 
-    def __init__(self, host: str, port: int, topic_filter: str) -> None:
+    def __init__(
+        self, host: str, port: int, topic_filter: str, ack_topic: str | None = None
+    ) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
+        self.ack_topic = ack_topic
         self._ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = new_client(LinkSettings(host, port, ""))
         self.client.on_connect = lambda c, *_: (c.subscribe(topic_filter, qos=1), None)[1]
         self.client.on_subscribe = lambda *_: self._ready.set()
-        self.client.on_message = lambda _c, _u, m: self.messages.append(m)
+        self.client.on_message = self._on_message
         self.client.connect(host, port)
         self.client.loop_start()
         assert self._ready.wait(5)
+
+    def _on_message(self, client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        self.messages.append(message)
+        if self.ack_topic is not None:
+            for body in encode_acks([json.loads(message.payload)["id"]]):
+                client.publish(self.ack_topic, body, qos=1)
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[mqtt.MQTTMessage]:
         deadline_s = time.monotonic() + timeout_s
@@ -55,6 +67,7 @@ def make_link(tmp_path: Path, host: str, port: int, prefix: str, **settings: Any
         outbox,
         status_topic=f"{prefix}/status",
         status_payload=lambda state: f'{{"state": "{state}"}}'.encode(),
+        ack_topic=f"{prefix}/ack",
         subscriptions=(f"{prefix}/cmd/#",),
     )
 
@@ -66,23 +79,70 @@ def stop(link: MqttLink) -> None:
     assert not link.is_alive()
 
 
-def test_results_are_delivered_with_json_properties_and_removed_on_puback(
+def wait_until(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline_s = time.monotonic() + timeout_s
+    while not check() and time.monotonic() < deadline_s:
+        time.sleep(0.02)
+    return check()
+
+
+def payload(i: int) -> bytes:
+    return b'{"id": "m%d"}' % i
+
+
+def test_results_stay_after_the_puback_and_leave_on_the_back_office_ack(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
     sub = Subscriber(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/result")
     link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
-    link.outbox.add_many([(f"m{i}", f"{topic_prefix}/result", b'{"i": %d}' % i) for i in range(20)])
+    link.outbox.add_many([(f"m{i}", f"{topic_prefix}/result", payload(i)) for i in range(20)])
     link.start()
-    messages = sub.wait_for(20)
-    deadline_s = time.monotonic() + 5
-    while not link.idle() and time.monotonic() < deadline_s:
-        time.sleep(0.02)
-    stop(link)
-    sub.close()
-    assert [m.payload for m in messages] == [b'{"i": %d}' % i for i in range(20)]
+    try:
+        messages = sub.wait_for(20)
+        assert wait_until(lambda: link.stats.broker_acked == 20)
+        time.sleep(0.2)
+        assert link.outbox.depth() == 20  # the broker took them; nobody has committed them
+        assert not link.idle()
+        acker = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
+        acker.connect(mqtt_broker.host, mqtt_broker.port)
+        acker.loop_start()
+        for body in encode_acks([f"m{i}" for i in range(0, 20, 2)]):
+            acker.publish(f"{topic_prefix}/ack", body, qos=1).wait_for_publish(5)
+        acker.publish(f"{topic_prefix}/ack", b'{"ids": 3}', qos=1).wait_for_publish(5)
+        assert wait_until(lambda: link.outbox.depth() == 10)
+        left = {m.measurement_id for m in link.outbox.pending()}
+        assert left == {f"m{i}" for i in range(1, 20, 2)}
+        assert wait_until(lambda: link.stats.bad_acks == 1)  # a malformed ack changes nothing
+        acker.disconnect()
+        acker.loop_stop()
+    finally:
+        stop(link)
+        sub.close()
+    assert [m.payload for m in messages] == [payload(i) for i in range(20)]
     assert messages[0].properties.ContentType == "application/json"
     assert 0 < messages[0].properties.MessageExpiryInterval <= 7 * 86400
-    assert link.outbox.depth() == 0
+
+
+def test_unconfirmed_results_are_sent_again_with_backoff_until_acked(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    link = make_link(
+        tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix,
+        ack_resend_initial_s=0.3, ack_resend_cap_s=0.6,
+    )
+    link.outbox.add_many([(f"m{i}", f"{topic_prefix}/result", payload(i)) for i in range(5)])
+    link.start()  # no subscriber yet: the broker acks and drops them
+    try:
+        assert wait_until(lambda: link.stats.broker_acked >= 5)
+        sub = Subscriber(
+            mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/result", f"{topic_prefix}/ack"
+        )
+        assert wait_until(link.idle)  # sent again, then confirmed
+        assert link.stats.resent >= 5
+        assert {json.loads(m.payload)["id"] for m in sub.messages} == {f"m{i}" for i in range(5)}
+        sub.close()
+    finally:
+        stop(link)
 
 
 def test_birth_is_retained_online_and_a_stop_leaves_offline(
@@ -102,7 +162,7 @@ def test_birth_is_retained_online_and_a_stop_leaves_offline(
         stop(link)
     assert late.wait_for(2)[-1].payload == b'{"state": "offline"}'  # the will, via reason 0x04
     late.close()
-    cleaner = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    cleaner = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
     cleaner.connect(mqtt_broker.host, mqtt_broker.port)
     cleaner.publish(f"{topic_prefix}/status", b"", retain=True).wait_for_publish(5)
     cleaner.disconnect()
@@ -117,7 +177,7 @@ def test_commands_arrive_in_the_inbox(
         deadline_s = time.monotonic() + 5
         while not link.connected and time.monotonic() < deadline_s:
             time.sleep(0.02)
-        sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
         sender.connect(mqtt_broker.host, mqtt_broker.port)
         sender.loop_start()
         sender.publish(f"{topic_prefix}/cmd/measure", b"{}", qos=1).wait_for_publish(5)
@@ -134,13 +194,13 @@ def test_backlog_waits_for_a_late_broker_and_goes_out_oldest_first(
 ) -> None:
     broker = PrivateBroker(workdir=tmp_path / "broker")
     link = make_link(tmp_path, broker.host, broker.port, topic_prefix, reconnect_cap_s=0.5)
-    link.outbox.add_many([(f"m{i}", f"{topic_prefix}/r", b"%d" % i) for i in range(300)])
+    link.outbox.add_many([(f"m{i}", f"{topic_prefix}/r", payload(i)) for i in range(300)])
     link.start()
     try:
         time.sleep(1.0)  # connection refused a few times, with backoff
         assert not link.connected
         broker.start()
-        sub = Subscriber(broker.host, broker.port, f"{topic_prefix}/r")
+        sub = Subscriber(broker.host, broker.port, f"{topic_prefix}/r", f"{topic_prefix}/ack")
         deadline_s = time.monotonic() + 10
         while not link.idle() and time.monotonic() < deadline_s:
             time.sleep(0.02)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.transport.outbox import Outbox, OutboxError, OutboxFullError
+from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxFullError
 
 
 def rows(n: int, start: int = 0) -> list[tuple[str, str, bytes]]:
@@ -67,11 +67,11 @@ def test_expire_drops_messages_past_the_age_limit(tmp_path: Path) -> None:
     assert outbox.dropped() == 3
 
 
-def test_corrupt_file_is_an_error_naming_it(tmp_path: Path) -> None:
+def test_corrupt_file_is_a_corrupt_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(OutboxError, match=r"o\.db.*move it aside"):
-        Outbox(path)
+    with pytest.raises(OutboxCorruptError, match=r"o\.db.*damaged"):
+        Outbox(path)  # open_outbox (the daemon's way in) repairs it: test_edge_storage
 
 
 WRITER = """

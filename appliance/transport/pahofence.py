@@ -1,4 +1,13 @@
-"""A paho client for the ingest hot path: chunked reads, and acks queued a batch at a time.
+"""The one place that reaches into paho's private names: the ingest client's chunked reads.
+
+Every private name used here is listed in ``PAHO_PRIVATE_NAMES`` and marked ``# noqa: SLF001``
+where it is used (reached through a name typed as paho's client, so ruff's SLF rule sees each
+access and any new one elsewhere fails the lint); tests/transport/test_transport_pahofence.py
+fails loudly when a paho release renames or removes one (paho-mqtt is pinned >=2,<3 for that
+reason too). Upstream:
+https://github.com/eclipse/paho.mqtt.python/blob/master/src/paho/mqtt/client.py
+
+A paho client for the ingest hot path: chunked reads, and acks queued a batch at a time.
 
 paho 2 reads each packet with several ``recv`` calls (1 byte of type, 1 byte at a time of
 length, then the body) and one ``select`` per packet. At thousands of results per second every
@@ -24,6 +33,10 @@ from paho.mqtt.enums import MQTTErrorCode
 CHUNK_BYTES = 256 * 1024
 PUBACK = 0x40  # MQTT 5 spec 3.4: fixed header; remaining length 2 = packet id, success
 MAX_PACKETS_PER_READ = 1000
+# paho.mqtt.client.Client internals this module relies on (no public API offers them):
+# _create_socket (the socket factory to wrap), _sock (the connected socket) and
+# _packet_queue (queue raw bytes for the network loop).
+PAHO_PRIVATE_NAMES = ("_create_socket", "_sock", "_packet_queue")
 
 
 class BufferedSocket:
@@ -56,14 +69,16 @@ class BufferedReadClient(mqtt.Client):
     """paho's client with chunked reads on plain TCP connections."""
 
     def _create_socket(self) -> Any:
-        sock = super()._create_socket()
+        # paho has no hook for the socket it opens; wrapping its factory is the only way in.
+        sock = mqtt.Client._create_socket(self)  # noqa: SLF001  (no public socket hook)
         return BufferedSocket(sock) if type(sock) is socket.socket else sock
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Read every packet already buffered (paho itself reads one per select)."""
         rc = super().loop_read(max_packets)
+        paho: mqtt.Client = self  # named as paho's client: private reads below are marked
         for _ in range(MAX_PACKETS_PER_READ):
-            sock = self._sock
+            sock = paho._sock  # noqa: SLF001  (paho keeps the live socket only here)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, BufferedSocket):
                 break
             if not sock.pending():
@@ -75,4 +90,6 @@ class BufferedReadClient(mqtt.Client):
         """PUBACK these QoS 1 message ids with one queued write (needs manual_ack=True)."""
         if mids:
             wire = b"".join(struct.pack("!BBH", PUBACK, 2, mid) for mid in mids)
-            self._packet_queue(PUBACK, wire, mids[-1], 1)
+            paho: mqtt.Client = self
+            # paho's public ack() queues one packet (and one wake-up) per message.
+            paho._packet_queue(PUBACK, wire, mids[-1], 1)  # noqa: SLF001  (no batched ack API)

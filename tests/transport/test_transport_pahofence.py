@@ -1,14 +1,26 @@
-"""The ingest paho client: small reads from one large read, PUBACKs queued a batch at a time."""
+"""The paho fence: the private names it needs still exist; chunked reads; batched PUBACKs."""
 
 from __future__ import annotations
 
+import inspect
 import socket
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from appliance.backoffice.mqttread import BufferedReadClient, BufferedSocket
+from appliance.transport.pahofence import PAHO_PRIVATE_NAMES, BufferedReadClient, BufferedSocket
+
+
+def test_every_paho_private_name_the_fence_uses_still_exists_with_its_signature() -> None:
+    """Fails loudly when a paho release renames or reshapes what pahofence reaches into."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    missing = [name for name in PAHO_PRIVATE_NAMES if not hasattr(client, name)]
+    assert not missing, f"paho-mqtt {mqtt.__version__} lacks {missing}: update pahofence.py"
+    queue_params = list(inspect.signature(client._packet_queue).parameters)  # noqa: SLF001
+    assert queue_params[:4] == ["command", "packet", "mid", "qos"], queue_params
+    assert client._sock is None  # noqa: SLF001  (paho's socket slot, None until connected)
+    assert callable(client._create_socket)  # noqa: SLF001
 
 
 def test_small_reads_come_from_one_large_read_and_pending_counts_the_rest() -> None:
@@ -37,7 +49,8 @@ def test_ack_many_queues_the_same_pubacks_ack_would_send_in_one_write() -> None:
     def capture(command: int, packet: bytes, mid: int, qos: int, info: object = None) -> None:
         queued.append(packet)
 
-    client._packet_queue = capture  # type: ignore[method-assign,assignment]
+    # The test swaps paho's private packet queue to see the exact bytes ack_many queues.
+    client._packet_queue = capture  # type: ignore[method-assign,assignment]  # noqa: SLF001
     client.ack(7, 1)
     client.ack(300, 1)
     one_by_one = b"".join(queued)

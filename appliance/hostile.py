@@ -1,0 +1,58 @@
+"""Hostile inputs with known shape, for the tests and ``benchmarks/hostile_inputs.py``.
+
+Each is small on disk and would be huge once parsed or decoded naively: the loaders must
+refuse them with a reason, in bounded time and memory (docs/threat-model.md).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+
+
+def yaml_alias_bomb(levels: int = 9, fan_out: int = 9) -> str:
+    """~1 KB of YAML whose aliases expand to fan_out**levels values ("billion laughs")."""
+    lines = [f"a0: &a0 [{', '.join(['lol'] * fan_out)}]"]
+    for level in range(1, levels):
+        refs = ", ".join([f"*a{level - 1}"] * fan_out)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def yaml_deep_nesting(depth: int = 100_000) -> str:
+    """A config whose one value is ``depth`` nested lists."""
+    return "device: " + "[" * depth + "]" * depth + "\n"
+
+
+def huge_png(side_px: int = 20_000) -> bytes:
+    """A valid 1-bit PNG of side_px x side_px (about 1 MB for 20,000: all rows are zero)."""
+    row = b"\x00" * (1 + (side_px + 7) // 8)  # filter byte + packed bits
+    packer = zlib.compressobj(9)
+    chunks = [packer.compress(row * 1000) for _ in range(side_px // 1000)]
+    chunks.append(packer.compress(row * (side_px % 1000)))
+    chunks.append(packer.flush())
+    header = struct.pack(">IIBBBBB", side_px, side_px, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", b"".join(chunks))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def lying_jpeg(claimed_px: int = 65_000) -> bytes:
+    """A small real JPEG whose frame header (SOF0) claims claimed_px x claimed_px."""
+    ok, encoded = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))
+    assert ok, "OpenCV could not encode a 16x16 JPEG"
+    data = bytearray(encoded.tobytes())
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, claimed_px, claimed_px)  # height, width
+    return bytes(data)

@@ -1,0 +1,35 @@
+"""Log records whose message cannot forge lines or drive a terminal.
+
+Payload text, topics and file names from outside reach log messages as ``%s`` arguments. A
+newline there forges a second log line; an ANSI escape recolours or hides a terminal. Every
+record's message is therefore rendered with control characters escaped (``\\n`` becomes the
+two characters backslash-n), for every handler (stderr, journald). Tracebacks are added by the
+formatter after this and keep their lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as a visible escape."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
+
+
+class SafeLogRecord(logging.LogRecord):
+    """A LogRecord whose rendered message has its control characters escaped."""
+
+    def getMessage(self) -> str:  # noqa: N802  (logging's name)
+        """The message with arguments merged in, control characters escaped."""
+        return escape_controls(super().getMessage())
+
+
+def install() -> None:
+    """Make every new log record in this process a SafeLogRecord (idempotent)."""
+    if logging.getLogRecordFactory() is not SafeLogRecord:
+        logging.setLogRecordFactory(SafeLogRecord)

@@ -1,0 +1,85 @@
+"""YAML for files from outside: PyYAML's safe loader with limits checked before expansion.
+
+A 1 KB "billion laughs" file (aliases of aliases) is tiny as a node graph but expands to
+billions of values when anything walks it (validation, merging), and 100,000 nested ``[``
+overflows the composer's recursion. Here nesting is limited while the document is composed,
+and the size the document would have once every alias is expanded is computed on the graph
+(each node's size once, so this costs no more than the graph itself) and refused over a limit,
+before any Python object is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+MAX_DEPTH = 64
+MAX_EXPANDED_NODES = 100_000
+
+
+class YamlLimitError(yaml.YAMLError):
+    """The document is nested too deeply or would expand too far; the text says where."""
+
+
+class LimitedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses deep nesting while composing and huge alias expansion after."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """Compose one node, refusing nesting deeper than MAX_DEPTH."""
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise YamlLimitError(
+                    f"nested deeper than {MAX_DEPTH} levels at line {mark.line + 1}"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document holds once every alias is expanded (iterative, memoised)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if children_done or not children:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            continue
+        stack.append((node, True))
+        stack += [(child, False) for child in children if id(child) not in sizes]
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def safe_load_limited(text: str) -> Any:
+    """Parse YAML text like ``yaml.safe_load``, within MAX_DEPTH and MAX_EXPANDED_NODES."""
+    loader = LimitedLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        size = expanded_size(root)
+        if size > MAX_EXPANDED_NODES:
+            raise YamlLimitError(
+                f"would expand to {size} values (aliases); more than {MAX_EXPANDED_NODES}"
+            )
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()

@@ -1,0 +1,83 @@
+"""The MQTT link's paho callbacks: they only hand events to queues and never raise.
+
+paho runs callbacks inside its network loop; an exception there would end the loop, and work
+done there would stall it. So each callback here turns what paho reports into a small event
+for the link's own loop (connack, disconnect, puback, ack) or an incoming command for the
+daemon, and logs instead of raising.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from appliance.transport.client import reason_value
+
+log = logging.getLogger(__name__)
+
+MAX_INCOMING_BYTES = 64 * 1024
+LinkEvent = tuple[str, Any, Any]
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message the device received on one of its subscriptions."""
+
+    topic: str
+    payload: bytes
+
+
+class QueuedCallbacks:
+    """paho callbacks for the link: events to ``events``, commands to ``inbox``."""
+
+    def __init__(self, ack_topic: str, inbox_size: int = 100) -> None:
+        self.ack_topic = ack_topic
+        self.events: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
+        self.inbox: queue.Queue[IncomingMessage] = queue.Queue(maxsize=inbox_size)
+
+    def install(self, client: mqtt.Client) -> None:
+        """Set these callbacks on ``client``."""
+        client.on_connect = self.on_connect
+        client.on_disconnect = self.on_disconnect
+        client.on_publish = self.on_publish
+        client.on_message = self.on_message
+
+    def on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, properties: Any) -> None:
+        """CONNACK: its reason code and properties."""
+        try:
+            self.events.put(("connack", reason_value(reason), properties))
+        except Exception:
+            log.exception("on_connect failed")
+
+    def on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        """The connection ended, with the reason code."""
+        try:
+            self.events.put(("disconnect", reason_value(reason), None))
+        except Exception:
+            log.exception("on_disconnect failed")
+
+    def on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        """PUBACK of one of our QoS 1 messages."""
+        try:
+            self.events.put(("puback", mid, reason_value(reason)))
+        except Exception:
+            log.exception("on_publish failed")
+
+    def on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        """An ack for the link, or a command for the daemon; oversized ones are ignored."""
+        try:
+            if len(message.payload) > MAX_INCOMING_BYTES:
+                log.warning("ignored %d-byte message on %s", len(message.payload), message.topic)
+                return
+            if message.topic == self.ack_topic:
+                self.events.put(("ack", bytes(message.payload), None))
+                return
+            self.inbox.put_nowait(IncomingMessage(message.topic, bytes(message.payload)))
+        except queue.Full:
+            log.warning("command inbox full; dropped a message on %s", message.topic)
+        except Exception:
+            log.exception("on_message failed")

@@ -1,0 +1,100 @@
+"""Opening the outbox so that a damaged file never keeps a kiosk down.
+
+A corrupt outbox (power cut on a bad SD card, a file truncated by hand) is moved aside with
+its WAL, a fresh outbox is created in its place, and every row that can still be read from
+the damaged copy is committed into the fresh one with its measurement id and age, so it is
+sent again. Rows that cannot be read are counted as dropped. The daemon carries on either way;
+the damaged copy stays next to it (``outbox.sqlite3.corrupt-<unix time>``) for inspection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxMessage
+
+log = logging.getLogger(__name__)
+MAX_PROBED_SEQS = 1_000_000  # row-by-row salvage never walks more seqs than this
+_COLUMNS = "seq, measurement_id, topic, payload, created_at_s"
+
+
+def open_outbox(path: Path, **bounds: Any) -> Outbox:
+    """The outbox at ``path``; a damaged one is moved aside and its readable rows recovered."""
+    try:
+        return Outbox(path, **bounds)
+    except OutboxCorruptError as exc:
+        log.error("%s; moving it aside and recovering what can be read", exc)
+    aside = move_aside(path)
+    outbox = Outbox(path, **bounds)
+    rows, lost = salvage(aside)
+    outbox.add_recovered(rows)
+    if lost:
+        outbox.count_lost(lost)
+        outbox.writable()  # save the lost count now
+    log.error(
+        "outbox %s recreated: %d result(s) recovered from %s, %d unreadable (counted dropped)",
+        path, len(rows), aside, lost,
+    )
+    return outbox
+
+
+def move_aside(path: Path) -> Path:
+    """Rename the damaged file (and its WAL and shared-memory files) out of the way."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(aside.with_name(aside.name + suffix))
+    return aside
+
+
+def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:
+    """Readable rows of a damaged outbox, and how many known rows could not be read."""
+    try:
+        db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return [], 0
+    try:
+        with contextlib.suppress(sqlite3.Error):
+            rows = db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
+            return [_message(row) for row in rows], 0
+        return _row_by_row(db)
+    finally:
+        db.close()
+
+
+def _row_by_row(db: sqlite3.Connection) -> tuple[list[OutboxMessage], int]:
+    """Probe each seq on its own, so one bad page loses only the rows on it."""
+    low, high = _seq_range(db)
+    found: list[OutboxMessage] = []
+    unreadable = 0
+    for seq in range(low, min(high, low + MAX_PROBED_SEQS - 1) + 1):
+        try:
+            row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        except sqlite3.Error:
+            unreadable += 1
+            continue
+        if row is not None:
+            found.append(_message(row))
+    return found, unreadable
+
+
+def _seq_range(db: sqlite3.Connection) -> tuple[int, int]:
+    for sql in (
+        "SELECT MIN(seq), MAX(seq) FROM outbox",
+        "SELECT 1, seq FROM sqlite_sequence WHERE name = 'outbox'",
+    ):
+        with contextlib.suppress(sqlite3.Error, TypeError):
+            low, high = db.execute(sql).fetchone()
+            return int(low), int(high)
+    return 1, 0
+
+
+def _message(row: tuple[Any, ...]) -> OutboxMessage:
+    seq, measurement_id, topic, payload, created_at_s = row
+    return OutboxMessage(int(seq), str(measurement_id), str(topic), bytes(payload), created_at_s)

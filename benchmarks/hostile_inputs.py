@@ -1,0 +1,151 @@
+"""Hostile inputs: how long each refusal takes and how much memory the process peaks at.
+
+Prints ONE JSON object. Each case runs in its own Python process (so its peak RSS is its own,
+interpreter and imports included; the seconds cover the refusal, not the imports and the
+writing of the file) and must come back refused with a reason; the targets are
+<= 2 s and <= 300 MB per case (docs/threat-model.md). Cases: a YAML alias bomb and 100,000
+nested lists in a config, a 20000x20000 PNG and a JPEG header claiming 65000x65000 given to
+``analyze`` (followed by a good frame that must still be measured), slide names escaping the
+slide folder, and MQTT payloads nested 100,000 deep, with duplicate keys, or from the future.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+CASE = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    from pathlib import Path
+    folder = Path(sys.argv[1])
+    prepare(folder)  # imports and files: not part of the refusal
+    started = time.perf_counter()
+    outcome = run(folder)
+    elapsed = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    outcome += after(folder)
+    print(json.dumps({"seconds": round(elapsed, 4), "peak_mb": round(peak_mb, 1),
+                      "outcome": outcome[:320]}))
+    """
+)
+
+CASES = {
+    "yaml_alias_bomb": """
+def run(folder):
+    from appliance.config import ConfigError, load_config
+    from appliance.hostile import yaml_alias_bomb
+    (folder / "c.yaml").write_text(yaml_alias_bomb())
+    try:
+        load_config(folder / "c.yaml")
+    except ConfigError as exc:
+        return f"refused: {exc}"
+    return "ACCEPTED"
+""",
+    "yaml_100k_nesting": """
+def run(folder):
+    from appliance.config import ConfigError, load_config
+    from appliance.hostile import yaml_deep_nesting
+    (folder / "c.yaml").write_text(yaml_deep_nesting())
+    try:
+        load_config(folder / "c.yaml")
+    except ConfigError as exc:
+        return f"refused: {exc}"
+    return "ACCEPTED"
+""",
+    "png_20000px_then_good_frame": """
+from appliance.config import Config
+from appliance.skin.analyze_run import AnalyzeRun
+RUN = AnalyzeRun(Config(), None)
+
+def prepare(folder):
+    from appliance.hostile import huge_png
+    from appliance.synthetic.skin import synthetic_frame
+    (folder / "bomb.png").write_bytes(huge_png())
+    (folder / "good.jpg").write_bytes(synthetic_frame(3, 0, "normal").jpeg)
+
+def run(folder):
+    return f"refused: {RUN.measure(folder / 'bomb.png').get('error')}"
+
+def after(folder):
+    return f" | next file measured: {'features' in RUN.measure(folder / 'good.jpg')}"
+""",
+    "jpeg_header_65000px": """
+from appliance.config import Config
+from appliance.hostile import lying_jpeg
+from appliance.skin.analyze_run import AnalyzeRun
+
+def prepare(folder):
+    (folder / "liar.jpg").write_bytes(lying_jpeg())
+
+def run(folder):
+    record = AnalyzeRun(Config(), None).measure(folder / "liar.jpg")
+    return f"refused: {record.get('error')}"
+""",
+    "labels_csv_escape": """
+def run(folder):
+    from appliance.pathology.labels import jobs_from_folder
+    (folder / "labels.csv").write_text(
+        "slide,patient,label,material\\n../../etc/x,P1,MSI,biopsy\\n/etc/passwd,P2,MSS,biopsy\\n")
+    jobs = jobs_from_folder(folder, 0.5)
+    return "refused: " + " | ".join(job.refused for job in jobs)
+""",
+    "payload_100k_nesting": """
+def run(folder):
+    from appliance.transport.payloads import PayloadError, Result, parse_payload
+    try:
+        parse_payload(b"[" * 100_000 + b"]" * 100_000, Result)
+    except PayloadError as exc:
+        return f"refused: {exc}"
+    return "ACCEPTED"
+""",
+    "payload_duplicate_keys_and_future_status": """
+def run(folder):
+    from appliance.synthetic import fleet as fleetsim
+    from appliance.backoffice.batcher import Inbound, Triage
+    good = fleetsim.sample_result(__import__("random").Random(1), "lab", "k1", 0).to_json()
+    twice = good[:-1] + b', "device_id": "k2"}'
+    status = fleetsim.online_status("lab", "k1").to_json().replace(b'"at":"20', b'"at":"29')
+    batch, _ = Triage("p", 1000).sort(
+        [Inbound("p/lab/k1/result", twice, 1, 1), Inbound("p/lab/k1/status", status, 2, 1)])
+    return "refused: " + " | ".join(d.reason for d in batch.dead_letters)
+""",
+}
+
+
+DEFAULTS = "def prepare(folder):\n    pass\n\ndef after(folder):\n    return ''\n"
+
+
+def run_case(name: str, body: str) -> dict[str, object]:
+    """Run one case in a fresh interpreter; its JSON line, or the failure."""
+    with tempfile.TemporaryDirectory(prefix=f"hostile-{name}-") as folder:
+        done = subprocess.run(
+            [sys.executable, "-c", DEFAULTS + body + CASE, folder],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+    if done.returncode != 0:
+        return {"error": done.stderr[-300:]}
+    figures: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures["within_target"] = (
+        float(figures["seconds"]) <= 2.0  # type: ignore[arg-type]
+        and float(figures["peak_mb"]) <= 300.0  # type: ignore[arg-type]
+        and str(figures["outcome"]).startswith("refused")
+    )
+    return figures
+
+
+def main() -> None:
+    """Print one JSON object: per case seconds, peak MB, outcome, within target."""
+    load = os.getloadavg()[0]
+    results = {name: run_case(name, body) for name, body in CASES.items()}
+    print(json.dumps({"machine_load_1min": round(load, 2), "cases": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

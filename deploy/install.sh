@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Install or remove the appliance on a Debian host: a kiosk (edge) or the back office.
+#
+#   deploy/install.sh edge       [--config F] [--password-file F] [--ca F]
+#   deploy/install.sh backoffice --worker NAME [--config F] [--password-file F] [--ca F]
+#   deploy/install.sh edge|backoffice --uninstall [--purge]
+#
+# What it does (each step is skipped when already done, so running it again changes nothing):
+#   system user "appliance" (edge: also in group video), a venv in /opt/appliance/venv with
+#   this checkout installed, the shipped skin models in /opt/appliance/models, the config in
+#   /etc/appliance (a template when none is there; an existing one is never overwritten unless
+#   --config is given), the broker CA and password as systemd credentials in
+#   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule), enabled.
+# --uninstall stops and removes units, udev rule and /opt/appliance; it keeps /etc/appliance
+# and /var/lib/appliance (unsent results, the store) unless --purge is given as well.
+# For packaging and tests: --root DIR installs under DIR (no user, no service start) and
+# --skip-pip creates the venv without installing into it.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+
+usage() { sed -n '2,9p' "$0" >&2; exit 2; }
+role=${1:-}; shift || true
+[[ "$role" == edge || "$role" == backoffice ]] || usage
+ROOT=/ CONFIG= PASSWORD_FILE= CA= WORKER= UNINSTALL=0 PURGE=0 SKIP_PIP=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --root) ROOT=$(realpath -m "$2"); shift 2 ;;
+    --config) CONFIG=$2; shift 2 ;;
+    --password-file) PASSWORD_FILE=$2; shift 2 ;;
+    --ca) CA=$2; shift 2 ;;
+    --worker) WORKER=$2; shift 2 ;;
+    --uninstall) UNINSTALL=1; shift ;;
+    --purge) PURGE=1; shift ;;
+    --skip-pip) SKIP_PIP=1; shift ;;
+    *) echo "unknown option $1" >&2; usage ;;
+  esac
+done
+R=${ROOT%/}
+OPT=$R/opt/appliance ETC=$R/etc/appliance UNITS=$R/etc/systemd/system STATE=$R/var/lib/appliance
+live() { [[ "$ROOT" == / && -d /run/systemd/system ]]; }
+say() { echo "install.sh: $*" >&2; }
+
+if [[ "$ROOT" == / && $(id -u) -ne 0 ]]; then say "run as root"; exit 1; fi
+if [[ "$role" == backoffice && $UNINSTALL -eq 0 && ! "$WORKER" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
+  say "backoffice needs --worker NAME (its broker login, see deploy/mosquitto/provision.py)"; exit 2
+fi
+if [[ "$role" == edge ]]; then
+  unit_files=(appliance-edge.service); enabled=(appliance-edge.service)
+else
+  unit_files=(appliance-backoffice@.service); enabled=("appliance-backoffice@${WORKER:-*}.service")
+fi
+
+systemctl_do() {  # systemctl on the running system, or offline on the files under --root
+  if live; then systemctl "$@"; else systemctl --root="$ROOT" "$@" 2>/dev/null || true; fi
+}
+
+uninstall() {
+  local names=()
+  if [[ "$role" == backoffice ]]; then
+    for link in "$UNITS"/multi-user.target.wants/appliance-backoffice@*.service; do
+      [[ -e "$link" || -L "$link" ]] && names+=("$(basename "$link")")
+    done
+  else
+    names=(appliance-edge.service)
+  fi
+  for name in "${names[@]}"; do
+    if live; then systemctl disable --now "$name" || true; else systemctl_do disable "$name"; fi
+    rm -f "$UNITS/multi-user.target.wants/$name"
+  done
+  for unit in "${unit_files[@]}"; do rm -f "$UNITS/$unit"; done
+  rm -f "$R/etc/udev/rules.d/99-scalar-microscope.rules"
+  rm -rf "$OPT"
+  if live; then systemctl daemon-reload; fi
+  if [[ $PURGE -eq 1 ]]; then
+    rm -rf "$ETC" "$STATE"
+    if [[ "$ROOT" == / ]] && id appliance >/dev/null 2>&1; then userdel appliance || true; fi
+  fi
+  say "removed the $role install${PURGE:+ }$([[ $PURGE -eq 1 ]] && echo '(config and data purged)' || echo '(kept /etc/appliance and /var/lib/appliance)')"
+}
+
+ensure_user() {
+  [[ "$ROOT" == / ]] || return 0
+  if ! id appliance >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir /var/lib/appliance --no-create-home \
+      --shell /usr/sbin/nologin appliance
+  fi
+  if [[ "$role" == edge ]] && getent group video >/dev/null; then usermod -aG video appliance; fi
+}
+
+ensure_venv() {
+  if [[ ! -x "$OPT/venv/bin/python" ]]; then
+    python3 -c 'import venv, ensurepip' 2>/dev/null || apt-get install -y -qq python3-venv >/dev/null
+    if [[ $SKIP_PIP -eq 1 ]]; then python3 -m venv --without-pip "$OPT/venv"
+    else python3 -m venv "$OPT/venv"; fi
+  fi
+  [[ $SKIP_PIP -eq 1 ]] && return 0
+  local extras=systemd
+  [[ "$role" == backoffice ]] && extras=backoffice,systemd
+  "$OPT/venv/bin/python" -m pip install --quiet "$REPO[$extras]"
+}
+
+install_file() {  # install_file MODE SOURCE TARGET: copy only when the content differs
+  local mode=$1 source=$2 target=$3
+  if ! cmp -s "$source" "$target" 2>/dev/null; then install -D -m "$mode" "$source" "$target"; fi
+  chmod "$mode" "$target"
+}
+
+ensure_config() {
+  local name=config.yaml template=$REPO/deploy/config.edge.yaml
+  if [[ "$role" == backoffice ]]; then name=backoffice.yaml template=$REPO/deploy/config.backoffice.yaml; fi
+  install -d -m 0755 "$ETC"
+  install -d -m 0700 "$ETC/credentials"
+  if [[ -n "$CONFIG" ]]; then install_file 0640 "$CONFIG" "$ETC/$name"
+  elif [[ ! -e "$ETC/$name" ]]; then install_file 0640 "$template" "$ETC/$name"
+    say "wrote the template $ETC/$name: edit it (broker host; a kiosk's device and site) before starting"; fi
+  [[ -n "$CA" ]] && install_file 0644 "$CA" "$ETC/ca.crt"
+  local credential=mqtt-password
+  [[ "$role" == backoffice ]] && credential=$WORKER.password
+  if [[ -n "$PASSWORD_FILE" ]]; then install_file 0600 "$PASSWORD_FILE" "$ETC/credentials/$credential"
+  elif [[ ! -e "$ETC/credentials/$credential" ]]; then say "no password yet: put it in $ETC/credentials/$credential (0600)"; fi
+  if [[ "$ROOT" == / ]]; then chgrp appliance "$ETC/$name"; fi
+}
+
+ensure_units() {
+  for unit in "${unit_files[@]}"; do install_file 0644 "$REPO/deploy/$unit" "$UNITS/$unit"; done
+  if [[ "$role" == edge ]]; then
+    install_file 0644 "$REPO/deploy/99-scalar-microscope.rules" "$R/etc/udev/rules.d/99-scalar-microscope.rules"
+    live && udevadm control --reload || true
+    install -d -m 0755 "$OPT/models"
+    for model in "$REPO"/appliance/shipped/skin-*.onnx; do install_file 0644 "$model" "$OPT/models/$(basename "$model")"; done
+  fi
+  if live; then systemctl daemon-reload; systemctl enable --now "${enabled[@]}"
+  else systemctl_do enable "${enabled[@]}"; fi
+}
+
+if [[ $UNINSTALL -eq 1 ]]; then uninstall; exit 0; fi
+ensure_user
+ensure_venv
+ensure_config
+ensure_units
+say "installed the $role ($([[ "$ROOT" == / ]] && echo "this host" || echo "under $ROOT")): ${enabled[*]} enabled"

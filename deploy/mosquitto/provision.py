@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Provision broker identities: a test CA, the broker's certificate, and one login per client.
+
+    provision.py --out DIR --device shop-1/kiosk-1 --device shop-2/kiosk-7 [--devices FILE]
+                 [--worker backoffice-1 ...] [--prefix appliance] [--host broker.example]
+
+FILE holds one ``site/device`` per line. Writes into DIR (re-running keeps the CA, the keys
+and every password already made, and adds what is new):
+
+    certs/ca.crt, certs/ca.key         the CA kiosks trust (mqtt.tls.ca_file)
+    certs/broker.crt, certs/broker.key the broker's TLS certificate (SAN: --host, localhost)
+    dynamic-security.json              mosquitto's dynamic-security plugin state: every client,
+                                       its password hash, its client id and its role
+    credentials/NAME.password          one password per login (0600), for LoadCredential=
+
+Identity rules (docs/broker-identity.md): a device logs in as its device id, must use the
+client id ``edge-SITE-DEVICE`` (the broker refuses any other), may publish only its own
+``result``, ``status`` and ``model/state`` topics under the site it was provisioned for, and
+may subscribe only to its own ``cmd/#``, ``model/update`` and ``ack``; nothing else, no
+``$share``. Back-office workers log in as their own name with that name as client id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PBKDF2_ITERATIONS = 101  # what mosquitto_ctrl writes; the plugin reads the count per client
+CERT_DAYS = 825
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def _key(path: Path) -> ec.EllipticCurvePrivateKey:
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey), f"{path}: not an EC key"
+        return key
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_private(path, pem)
+    return key
+
+
+def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer_key: Any,
+                 issuer: str, hosts: list[str] | None) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=hosts is None, path_length=None), critical=True)
+    )
+    if hosts is not None:
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_certificates(out: Path, hosts: list[str]) -> None:
+    """The CA (kept when present) and a broker certificate for ``hosts`` signed by it."""
+    certs = out / "certs"
+    ca_key = _key(certs / "ca.key")
+    ca_path = certs / "ca.crt"
+    if not ca_path.exists():
+        ca = _certificate("appliance fleet CA", ca_key, ca_key, "appliance fleet CA", None)
+        ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    broker_key = _key(certs / "broker.key")
+    broker = _certificate(hosts[0], broker_key, ca_key, "appliance fleet CA", hosts)
+    (certs / "broker.crt").write_bytes(broker.public_bytes(serialization.Encoding.PEM))
+
+
+def password_for(out: Path, login: str) -> str:
+    """The login's password: kept from an earlier run, or a new random one (saved 0600)."""
+    path = out / "credentials" / f"{login}.password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(24)
+    _write_private(path, (password + "\n").encode())
+    return password
+
+
+def dynsec_client(login: str, password: str, client_id: str, role: str) -> dict[str, Any]:
+    """A dynamic-security client: PBKDF2-SHA512 hash as mosquitto_ctrl writes it, bound id."""
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
+    return {
+        "username": login,
+        "clientid": client_id,
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": PBKDF2_ITERATIONS,
+        "roles": [{"rolename": role}],
+    }
+
+
+def _acl(kind: str, topic: str) -> dict[str, Any]:
+    return {"acltype": kind, "topic": topic, "priority": 0, "allow": True}
+
+
+def device_role(prefix: str, site: str, device: str) -> dict[str, Any]:
+    """What one device may do: its own topics under its provisioned site, nothing else."""
+    own = f"{prefix}/{site}/{device}"
+    acls = [_acl("publishClientSend", f"{own}/{leaf}") for leaf in ("result", "status")]
+    acls.append(_acl("publishClientSend", f"{own}/model/state"))
+    acls += [_acl("subscribePattern", f"{own}/{leaf}") for leaf in ("cmd/#", "model/update")]
+    acls.append(_acl("subscribeLiteral", f"{own}/ack"))
+    return {"rolename": f"device-{device}", "acls": acls}
+
+
+def backoffice_role(prefix: str, group: str) -> dict[str, Any]:
+    """Back-office workers: read the fleet (shared for results), send acks and commands."""
+    fleet = f"{prefix}/+/+"
+    acls = [_acl("subscribeLiteral", f"$share/{group}/{fleet}/result")]
+    acls += [_acl("subscribePattern", f"{fleet}/{leaf}") for leaf in ("status", "model/state")]
+    acls += [_acl("publishClientSend", f"{fleet}/{leaf}") for leaf in ("ack", "cmd/#")]
+    return {"rolename": "backoffice", "acls": acls}
+
+
+def rollout_role(prefix: str) -> dict[str, Any]:
+    """The model rollout: the only publisher of model updates."""
+    fleet = f"{prefix}/+/+"
+    return {
+        "rolename": "rollout",
+        "acls": [
+            _acl("publishClientSend", f"{fleet}/model/update"),
+            _acl("subscribePattern", f"{fleet}/model/state"),
+        ],
+    }
+
+
+def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
+                 prefix: str, group: str) -> dict[str, Any]:
+    """The plugin's JSON: every client with its bound client id and its role."""
+    clients = [
+        dynsec_client(dev, password_for(out, dev), f"edge-{site}-{dev}", f"device-{dev}")
+        for site, dev in devices
+    ]
+    clients += [dynsec_client(w, password_for(out, w), w, "backoffice") for w in workers]
+    clients.append(dynsec_client("rollout", password_for(out, "rollout"), "rollout", "rollout"))
+    roles = [device_role(prefix, site, dev) for site, dev in devices]
+    roles += [backoffice_role(prefix, group), rollout_role(prefix)]
+    return {
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": True,  # receiving is gated by what a client may subscribe
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
+
+
+def read_devices(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(site, device) pairs from --device and --devices; unique device ids, valid names."""
+    lines = list(args.device)
+    if args.devices:
+        lines += [ln.strip() for ln in Path(args.devices).read_text().splitlines()]
+    pairs: dict[str, str] = {}
+    for line in filter(None, (ln.split("#")[0].strip() for ln in lines)):
+        site, _, device = line.partition("/")
+        if not (NAME.match(site) and NAME.match(device)):
+            raise SystemExit(f"device {line!r}: expected SITE/DEVICE (letters, digits, _ . -)")
+        if pairs.setdefault(device, site) != site:
+            raise SystemExit(f"device {device!r} listed under two sites; device ids are unique")
+    return [(site, device) for device, site in pairs.items()]
+
+
+def main(argv: list[str]) -> int:
+    """Write certificates, passwords and the dynamic-security state for the given fleet."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--device", action="append", default=[], help="SITE/DEVICE")
+    parser.add_argument("--devices", help="file with one SITE/DEVICE per line")
+    parser.add_argument("--worker", action="append", default=[], help="back-office worker login")
+    parser.add_argument("--prefix", default="appliance")
+    parser.add_argument("--share-group", default="backoffice")
+    parser.add_argument("--host", action="append", default=[], help="broker host name(s)")
+    args = parser.parse_args(argv)
+    devices = read_devices(args)
+    workers = args.worker or ["backoffice-1"]
+    if any(not NAME.match(w) for w in workers) or {d for _, d in devices} & {*workers, "rollout"}:
+        raise SystemExit("worker logins: letters, digits, _ . -, and not a device id")
+    make_certificates(args.out, [*args.host, "localhost", "127.0.0.1"])
+    state = dynsec_state(args.out, devices, workers, args.prefix, args.share_group)
+    _write_private(args.out / "dynamic-security.json", json.dumps(state, indent=1).encode())
+    print(f"{args.out}: {len(devices)} device(s), {len(workers)} worker(s), rollout")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

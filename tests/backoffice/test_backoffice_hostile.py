@@ -1,0 +1,118 @@
+"""Hostile payloads at the back office: clocks, re-used ids, dead-letter bytes, CSV, logs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice.batcher import Inbound, Triage
+from appliance.backoffice.export import export_results
+from appliance.backoffice.store import Batch, Store, open_store
+from appliance.synthetic import fleet as fleetsim
+from appliance.transport.payloads import Result, Status
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    opened = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    yield opened
+    opened.close()
+
+
+def result(index: int = 0, **changes: object) -> Result:
+    base = fleetsim.sample_result(random.Random(index), "lab", "k1", index)
+    return base.model_copy(update=changes)
+
+
+def sort(*messages: tuple[str, bytes], retained: bool = False) -> Batch:
+    inbound = [Inbound(topic, raw, i, 1, retained) for i, (topic, raw) in enumerate(messages)]
+    batch, _results = Triage("p", 1000).sort(inbound)
+    return batch
+
+
+@pytest.mark.parametrize(
+    ("when", "reason"),
+    [
+        (datetime(9999, 1, 1, tzinfo=UTC), "ahead of the receiver's clock"),
+        (datetime(1970, 1, 1, tzinfo=UTC), "older than 3653 days"),
+        (datetime.now(UTC) + timedelta(hours=1), "ahead of the receiver's clock"),
+    ],
+)
+def test_captured_at_outside_the_receiver_s_clock_is_a_dead_letter(
+    when: datetime, reason: str
+) -> None:
+    batch = sort(("p/lab/k1/result", result(captured_at=when).to_json()))
+    assert batch.results == []
+    assert reason in batch.dead_letters[0].reason
+    assert batch.dead_letters[0].reason.startswith("captured_at: ")
+
+
+def test_a_retained_status_from_the_future_cannot_freeze_last_seen() -> None:
+    future = fleetsim.online_status("lab", "k1").model_copy(
+        update={"at": datetime(2999, 1, 1, tzinfo=UTC)}
+    )
+    batch = sort(("p/lab/k1/status", future.to_json()), retained=True)
+    assert batch.statuses == []
+    assert batch.dead_letters[0].reason.startswith("at: ")
+    fine = sort(("p/lab/k1/status", fleetsim.online_status("lab", "k1").to_json()))
+    assert len(fine.statuses) == 1
+    assert Status.model_validate_json(fleetsim.online_status("a", "b").to_json()).site == "a"
+
+
+def test_a_reused_measurement_id_with_other_content_is_dead_lettered(store: Store) -> None:
+    first = result(1)
+    forged = first.model_copy(update={"software_version": "forged"})
+    store.write_batch(sort(("p/lab/k1/result", first.to_json())), 100)
+    again = sort(("p/lab/k1/result", first.to_json()), ("p/lab/k1/result", forged.to_json()))
+    assert store.write_batch(again, 100) == []  # the identical re-send is a plain duplicate
+    assert store.count_results() == 1
+    (letter,) = store.dead_letters()
+    assert f"measurement_id {first.measurement_id} already stored with other content" in (
+        letter.reason
+    )
+    assert letter.topic == "p/lab/k1/result"
+    stored = list(store.select_results(["software_version"]))
+    assert stored == [(first.software_version,)]  # the first content stays
+
+
+def test_dead_letters_are_bounded_in_bytes_keeping_the_newest(store: Store) -> None:
+    for index in range(40):
+        junk = json.dumps({"n": index, "pad": "x" * 10_000}).encode()
+        store.write_batch(sort(("p/lab/k1/result", junk)), 1000, 10_000)
+    kept = store.dead_letters(limit=1000)
+    total = sum(len(d.payload) + len(d.reason) + len(d.topic) for d in kept)
+    assert total <= 10_000
+    assert 5 <= len(kept) < 40
+    assert kept[0].payload.startswith(b"{\"n\": 39,")  # the newest is kept
+
+
+def test_csv_export_neutralises_formula_cells(store: Store, tmp_path: Path) -> None:
+    formula = result(2, software_version="=cmd|' /C calc'!A0")
+    store.write_batch(sort(("p/lab/k1/result", formula.to_json())), 100)
+    out = tmp_path / "export.csv"
+    assert export_results(store, "csv", str(out)) == 1
+    with out.open(newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["software_version"] == "'=cmd|' /C calc'!A0"
+    assert float(row["lab_l"]) == formula.features.lab_l  # numbers stay numbers
+
+
+def test_control_characters_in_payload_text_are_escaped_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from appliance import logsafe
+
+    logsafe.install()
+    caplog.set_level(logging.WARNING)
+    forged = b'{"x": "ok\n2026-01-01 INFO forged line \x1b[31mred"}'
+    sort(("p/lab/k1/result", forged))
+    (line,) = [r.getMessage() for r in caplog.records if "dead letter" in r.getMessage()]
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert "\\x1b[31mred" in line

@@ -1,0 +1,190 @@
+"""Storage faults on the kiosk: a full disk (a real 4 MiB tmpfs) and a corrupt outbox file.
+
+Every measurement is either committed or counted as dropped (status, metrics, journal); the
+camera pauses while the outbox cannot write and resumes when space returns; a damaged outbox
+is moved aside, its readable rows recovered, and the daemon carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sqlite3
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.config import Config, config_from_mapping
+from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.testing import ResultCollector, fast_daemon
+from appliance.synthetic import fleet as fleetsim
+from appliance.transport.broker import free_port
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_repair import open_outbox
+
+PAGE_BYTES = 4096
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    deadline_s = time.monotonic() + timeout_s
+    while not check() and time.monotonic() < deadline_s:
+        time.sleep(0.05)
+    return check()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs (root can mount one; the kiosk's small SD card, in miniature)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"cannot mount a tmpfs (needs root): {done.stderr!r}"
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a filler file until the disk says ENOSPC."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError:
+            pass  # ENOSPC: the disk is full, which is the point
+    return filler
+
+
+def edge_config(state: Path, broker: Any, prefix: str, **edge: Any) -> Config:
+    data = {
+        "device": {"id": "kiosk-disk", "site": "lab"},
+        "camera": {"source": "synthetic", "limit": edge.pop("limit", None)},
+        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+        "state_dir": str(state),
+        "edge": {"synthetic_fps": 200, **edge},
+    }
+    return config_from_mapping(data, "test", environ={})
+
+
+def run_in_thread(daemon: EdgeDaemon) -> tuple[threading.Thread, list[int]]:
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
+    thread.start()
+    return thread, codes
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        lines = reply.read().decode().splitlines()
+    return {k: float(v) for k, v in (ln.split() for ln in lines if not ln.startswith("#"))}
+
+
+def check_paused_and_counted(daemon: EdgeDaemon, metrics_port: int) -> None:
+    """While the disk is full: nothing measured, the loss in status and metrics, screen says so."""
+    paused_frames = daemon.analysis.frames_paused
+    measured = daemon.analysis.measurements
+    assert wait_until(lambda: daemon.analysis.frames_paused > paused_frames + 50)
+    assert daemon.analysis.measurements == measured  # nothing measured only to be dropped
+    assert daemon.display.state.snapshot()["guidance"] == "guide_paused_storage"
+    lost = daemon.committer.refused
+    assert lost > 0
+    assert b'"dropped":%d' % lost in daemon.status.payload("online")
+    metrics = scrape(metrics_port)
+    assert metrics["appliance_edge_measurements_lost_total"] == lost
+    assert metrics["appliance_edge_measuring_paused"] == 1.0
+
+
+@pytest.mark.broker
+def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
+    small_disk: Path, mqtt_broker: Any, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    collector = ResultCollector(
+        mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#", f"c-{topic_prefix[-10:]}"
+    )
+    daemon = fast_daemon(edge_config(small_disk / "state", mqtt_broker, topic_prefix,
+                                     metrics_port=port))
+    thread, codes = run_in_thread(daemon)
+    try:
+        assert wait_until(lambda: daemon.committer.committed >= 5)
+        filler = fill(small_disk)
+        assert wait_until(daemon.measuring_paused.is_set), "no commit was refused on a full disk"
+        check_paused_and_counted(daemon, port)
+        filler.unlink()  # space returns
+        assert wait_until(lambda: not daemon.measuring_paused.is_set())
+        assert wait_until(lambda: daemon.display.state.snapshot()["guidance"] is None)
+        after, shown = daemon.committer.committed, daemon.screen.shown
+        assert wait_until(lambda: daemon.committer.committed >= after + 5)
+        assert wait_until(lambda: daemon.screen.shown > shown)  # the screen updates again
+    finally:
+        daemon.request_stop()
+        thread.join(15)
+        collector.close()
+    assert codes == [0]
+    assert daemon.analysis.measurements == daemon.committer.committed + daemon.committer.refused
+    with sqlite3.connect(small_disk / "state" / "outbox.sqlite3") as db:
+        saved = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0]
+    assert saved == daemon.committer.refused  # the lost count reached the disk once it could
+    journal = [r.getMessage() for r in caplog.records if "dropped:" in r.getMessage()]
+    assert len(journal) == daemon.committer.refused  # one line per lost measurement id
+
+
+def stored_results(path: Path, count: int, site: str = "lab", device: str = "kiosk-c") -> Outbox:
+    rng = random.Random(7)
+    outbox = Outbox(path)
+    results = [fleetsim.sample_result(rng, site, device, i) for i in range(count)]
+    topic = f"corrupt/{site}/{device}/result"
+    outbox.add_many([(r.measurement_id, topic, r.to_json() + b" " * 800) for r in results])
+    return outbox
+
+
+def damage(path: Path, offset: int) -> None:
+    with path.open("r+b") as db:
+        db.seek(offset)
+        db.write(random.Random(1).randbytes(PAGE_BYTES))
+
+
+def test_corrupt_middle_page_is_moved_aside_and_readable_rows_recovered(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    stored_results(path, 400).close()
+    pages = path.stat().st_size // PAGE_BYTES
+    damage(path, PAGE_BYTES * (pages // 2))
+    outbox = open_outbox(path)
+    recovered = outbox.depth()
+    assert 300 < recovered < 400  # one page of rows lost, the rest kept
+    assert outbox.dropped() == 400 - recovered  # and the loss counted
+    aside = tmp_path.glob("outbox.sqlite3.corrupt-*")
+    aside = [p for p in aside if not p.name.endswith(("-wal", "-shm"))]
+    assert len(aside) == 1  # the damaged file is kept for inspection
+    outbox.add_many([("new-1", "t", b"{}")])  # the fresh outbox works
+    assert outbox.depth() == recovered + 1
+
+
+def test_outbox_that_is_not_a_database_is_replaced_and_the_daemon_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "outbox.sqlite3").write_bytes(b"this is not sqlite " * 500)
+    config = edge_config(state, type("B", (), {"host": "127.0.0.1", "port": free_port()}), "x")
+    daemon = fast_daemon(config)  # no exception, no exit code: it repaired itself
+    assert daemon.outbox.depth() == 0
+    assert list(state.glob("outbox.sqlite3.corrupt-*"))
+    assert "moving it aside" in caplog.text
+    daemon.outbox.close()

@@ -1,0 +1,49 @@
+"""Hostile image files: refused from their header before decoding, and the run goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.config import Config
+from appliance.hostile import huge_png, lying_jpeg
+from appliance.skin.analyze_run import AnalyzeRun
+from appliance.skin.frames import FrameError, header_size, load_frame
+from appliance.synthetic.skin import synthetic_frame
+
+
+def test_a_20000px_png_is_refused_from_its_header(tmp_path: Path) -> None:
+    data = huge_png()
+    assert len(data) < 2_000_000  # small on disk, 1.2 GB decoded
+    assert header_size(data) == (20_000, 20_000)
+    (tmp_path / "bomb.png").write_bytes(data)
+    with pytest.raises(FrameError, match=r"bomb\.png: .*20000x20000"):
+        load_frame(tmp_path / "bomb.png")
+    with pytest.raises(FrameError, match=r"refused before decoding|too large"):
+        load_frame(tmp_path / "bomb.png", expected_shape=None)
+
+
+def test_a_jpeg_header_claiming_65000px_is_refused_and_the_files_after_it_are_measured(
+    tmp_path: Path,
+) -> None:
+    liar = tmp_path / "liar.jpg"
+    liar.write_bytes(lying_jpeg())
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(huge_png())
+    good = tmp_path / "good.jpg"
+    good.write_bytes(synthetic_frame(3, 0, "normal").jpeg)
+    run = AnalyzeRun(Config(), None)
+    records = [run.measure(path) for path in (liar, bomb, good)]
+    assert "65000x65000" in records[0]["error"]
+    assert "20000x20000" in records[1]["error"]
+    assert "features" in records[2]  # the run went on
+
+
+def test_any_error_inside_one_file_is_that_file_s_error(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.jpg"
+    odd.write_bytes(synthetic_frame(3, 0, "normal").jpeg)
+    run = AnalyzeRun(Config(), tmp_path / "missing-folder" / "sub")  # overlays cannot be written
+    record = run.measure(odd)
+    assert record["image"] == str(odd)
+    assert "error" in record

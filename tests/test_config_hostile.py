@@ -1,0 +1,50 @@
+"""Hostile config files: refused with a reason before anything expands or recurses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+from appliance.config import ConfigError, config_from_mapping, load_config
+from appliance.hostile import yaml_alias_bomb, yaml_deep_nesting
+from appliance.safeyaml import MAX_EXPANDED_NODES, safe_load_limited
+
+
+def test_alias_bomb_is_refused_naming_its_expansion(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(yaml_alias_bomb())
+    assert path.stat().st_size < 2000
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: refused: would expand to \d{9} values"):
+        load_config(path)
+
+
+def test_100000_deep_nesting_is_refused_with_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(yaml_deep_nesting())
+    with pytest.raises(ConfigError, match=r"deep\.yaml: refused: nested deeper than 64 levels"):
+        load_config(path)
+
+
+def test_config_check_exits_2_on_a_bomb_and_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(yaml_alias_bomb())
+    assert main(["config", "check", str(path)]) == 2
+    assert "bomb.yaml: refused" in capsys.readouterr().err
+
+
+def test_aliases_within_the_limit_still_work() -> None:
+    text = "base: &b {port: 1883}\nmqtt: *b\n"
+    assert safe_load_limited(text) == {"base": {"port": 1883}, "mqtt": {"port": 1883}}
+    small = safe_load_limited(yaml_alias_bomb(levels=3, fan_out=9))  # 9**3 values: fine
+    assert small["a2"][0][0][0] == "lol"
+    assert MAX_EXPANDED_NODES > 9**3
+
+
+def test_a_deep_environment_override_is_a_config_error_not_a_crash() -> None:
+    cut = r"device\.id .*: got 'device: \[\[\[.*\.\.\. \(200012 chars\)"  # the value cut
+    with pytest.raises(ConfigError, match=cut):
+        config_from_mapping({}, environ={"APPLIANCE__DEVICE__ID": yaml_deep_nesting(100_000)})
