@@ -19,6 +19,7 @@ from appliance.pathology.ood import (
     guard_from_metadata,
 )
 from appliance.synthetic.he import SlideSpec, render_slide
+from tests.shared_data import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx"
@@ -103,3 +104,12 @@ def test_skin_photo_submitted_as_a_slide_is_unsupported(tmp_path: Path) -> None:
     row = _rows(out)[photo.stem]
     assert row["error"] == ""
     assert row["label"] == UNSUPPORTED
+
+
+def test_int8_model_flags_the_real_tiles_too(tmp_path: Path) -> None:
+    out = tmp_path / "real"
+    main(["pathology", "run", str(SHARED_DATA / "he-tiles-crc-val-7k"), "--out", str(out),
+          "--um-per-px", "0.5", "--tile-um", "112", "--no-pictures", "--model", str(DEMO_INT8)])
+    scored = [row for row in _rows(out).values() if not row["error"]]
+    assert len(scored) >= 28
+    assert {row["label"] for row in scored} == {UNSUPPORTED}
