@@ -109,6 +109,45 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "A labelled feature table from synthetic skin, for build-skin.",
         ("appliance models skin-table --out table.parquet --rows 300 --workers 2",),
     ),
+    "models repo init": (
+        "Create a TUF model repository: root, targets, snapshot, timestamp and the delegated "
+        "fleet role with Ed25519 keys; prints where the keys are (move keys/root offline).",
+        ("appliance models repo init /srv/models",
+         "appliance models repo init /srv/models --keys root=3 --threshold root=2"),
+    ),
+    "models repo refresh": (
+        "Re-sign the repository's timestamp, which expires quickly on purpose (run it from a "
+        "timer well within the timestamp expiry).",
+        ("appliance models repo refresh /srv/models",),
+    ),
+    "models repo serve": (
+        "Serve the repository's public/ folder over HTTP for the kiosks (one back-office box; "
+        "any web server or object store can serve it at scale).",
+        ("appliance models repo serve /srv/models --port 8470",),
+    ),
+    "models release": (
+        "Sign a model into the repository with its name, version, feature schema, device types "
+        "and self-test vectors (its own answers on rows of a labelled feature table).",
+        ("appliance models release build/v2/skin-texture-grade.int8.onnx --repo /srv/models "
+         "--version 2.0.0",),
+    ),
+    "models deploy": (
+        "Roll a release out: signed assignments to canaries first, the rest in waves once the "
+        "canaries report installed and healthy; halts by itself on failures (exit 1).",
+        ("appliance models deploy skin-texture-grade 2.0.0 --repo /srv/models --all --canary 2",
+         "appliance models deploy skin-texture-grade 2.0.0 --repo /srv/models --devices k1,k2"),
+    ),
+    "models rollback": (
+        "A signed decision to go back to an older release (kiosks refuse a plain downgrade); "
+        "by default for every device assigned the model.",
+        ("appliance models rollback skin-texture-grade --to 1.0.0 --repo /srv/models",),
+    ),
+    "models status": (
+        "Per device: the model version running, the version targeted, its last update state "
+        "and why (with the rollout that set it).",
+        ("appliance models status --repo /srv/models",
+         "appliance models status --repo /srv/models --json"),
+    ),
     "pathology run": (
         "Score a folder of H&E slides: tissue mask, tiles, stain normalisation, tile model; "
         "writes results.csv, heatmaps and CAMs.",

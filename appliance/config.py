@@ -128,6 +128,45 @@ class ModelConfig(_Section):
     )
 
 
+class UpdatesConfig(_Section):
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Base URL of the TUF model repository (metadata/ and targets/ under it); "
+        "unset: no remote model updates.",
+    )
+    trusted_root: str | None = Field(
+        None, description="The repository's root metadata file this kiosk starts trusting from."
+    )
+    check_interval_s: float = Field(
+        3600.0, ge=1.0, description="Seconds between refreshes when no notice arrives."
+    )
+    device_type: str = Field(
+        "skin-kiosk", min_length=1, max_length=64, description="Matched against a release's "
+        "compatible device types."
+    )
+    download_tries: int = Field(3, ge=1, le=10, description="Tries per download (cut transfers).")
+    download_timeout_s: int = Field(30, ge=1, description="Socket timeout of one download.")
+    health_measurements: int = Field(
+        20, ge=1, description="Measurements after a swap that the health check watches."
+    )
+    health_window_s: float = Field(
+        240.0, gt=0.0, description="The health check passes after this long without errors "
+        "even when fewer measurements came (keep it under the rollout's --timeout-s)."
+    )
+    health_max_label_distance: float = Field(
+        0.9, gt=0.0, le=1.0, description="Largest total-variation distance between the label "
+        "shares of the watched measurements and of the self-test before rolling back.",
+    )
+
+    @model_validator(mode="after")
+    def _root_with_url(self) -> UpdatesConfig:
+        if self.url is not None and self.trusted_root is None:
+            raise ValueError("updates.url is set but updates.trusted_root is not; give the "
+                             "repository's root.json the kiosk starts trusting from")
+        return self
+
+
 class SkinConfig(_Section):
     um_per_px: float = Field(
         10.0,
@@ -331,6 +370,9 @@ class Config(_Section):
     console: ConsoleConfig = Field(
         default_factory=ConsoleConfig, description="The back-office web console and HTTP API."
     )
+    updates: UpdatesConfig = Field(
+        default_factory=UpdatesConfig, description="Verified remote model updates (TUF)."
+    )
 
     def summary(self) -> str:
         """One line naming the device, camera, broker and state folder."""
@@ -489,7 +531,9 @@ def resolve_paths(config: Config, base: Path) -> Config:
     camera = config.camera
     if camera.source == "directory":
         camera = camera.model_copy(update={"path": absolute(camera.path)})
+    updates = config.updates
+    updates = updates.model_copy(update={"trusted_root": absolute(updates.trusted_root)})
     return config.model_copy(
         update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera,
-                "screen": screen}
+                "screen": screen, "updates": updates}
     )

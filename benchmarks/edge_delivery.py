@@ -28,8 +28,8 @@ from appliance.capture.synthetic import CustomerScript, SkinFactory, SyntheticSo
 from appliance.config import Config, config_from_mapping
 from appliance.edge.committer import ResultCommitter
 from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.measure import skin_measurement
 from appliance.edge.pipeline import Accepted
-from appliance.edge.plugins import skin_analyzer
 from appliance.edge.testing import FIXED_FEATURES, ResultCollector, fixed_analyzer
 from appliance.synthetic.camera import textured_skin
 from appliance.synthetic.skin import synthetic_frame
@@ -173,7 +173,7 @@ def bench_latency(
     skin = real_skins(4) if real else textured_skin(5)
     source = SyntheticSource(skin, fps=30, script=script)
     collector = ResultCollector(broker.host, broker.port, "bench/+/+/result", f"bench-{name}")
-    analyzer = skin_analyzer if real else fixed_analyzer
+    analyzer = skin_measurement if real else fixed_analyzer
     daemon = EdgeDaemon(config, source=source, analyzer=analyzer)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()

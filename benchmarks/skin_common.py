@@ -33,6 +33,7 @@ def frame_set_parser(description: str) -> argparse.ArgumentParser:
 
 def ensure_frames(folder: Path, count: int, seed: int, preset: str = "mixed") -> list[Path]:
     """The first ``count`` frames (JPEG + sidecar) of the series, generated when missing."""
+    folder = folder if preset == "mixed" else folder / preset
     folder.mkdir(parents=True, exist_ok=True)
     images = sorted(folder.glob(f"skin-{seed}-*.jpg"))[:count]
     if len(images) < count:
@@ -41,6 +42,12 @@ def ensure_frames(folder: Path, count: int, seed: int, preset: str = "mixed") ->
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         images = sorted(folder.glob(f"skin-{seed}-*.jpg"))[:count]
     return images
+
+
+def um_per_px_of(image: Path) -> float:
+    """The calibrated scale in the sidecar next to a frame."""
+    sidecar: dict[str, Any] = json.loads(image.with_suffix(".json").read_text(encoding="utf-8"))
+    return float(sidecar["um_per_px"])
 
 
 def truth_of(image: Path) -> dict[str, float]:

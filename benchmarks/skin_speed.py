@@ -40,6 +40,7 @@ from skin_common import (
 )
 
 from appliance.capture.quality import QualityGate
+from appliance.edge.heap import keep_frame_buffers
 from appliance.skin.analysis import analyze
 from appliance.skin.frames import load_frame
 
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--baseline-frames", type=int, default=4)
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    keep_frame_buffers()  # as the daemon does at start-up
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     load_at_start = load_average()

@@ -28,7 +28,7 @@ def main() -> None:
     for preset in PRESETS:
         skin = synthetic_frame(SEED, 0, preset)
         analysis = analyze(skin.image_rgb, skin.um_per_px)
-        grade = classifier.classify(analysis.features.model_dump()).label
+        grade = classifier.classify(analysis.features.as_dict()).label
         overlay = draw_overlay(skin.image_rgb, analysis, grade)
         half_size = (overlay.shape[1] // 2, overlay.shape[0] // 2)
         small = cv2.resize(overlay, half_size, interpolation=cv2.INTER_AREA)

@@ -133,6 +133,35 @@ CREATE TABLE console_sessions (
 );
 """,
     ),
+    (
+        4,
+        "model rollouts and where each device stands (appliance/updates/rollout.py)",
+        """
+CREATE TABLE rollouts (
+    rollout_id TEXT PRIMARY KEY,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    canaries BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE rollout_devices (
+    rollout_id TEXT NOT NULL,
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    running_version TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, site, device_id)
+);
+""",
+    ),
 )
 
 

@@ -280,6 +280,16 @@ class Store(ConsoleQueries):
         rows: list[tuple[Any, ...]] = cur.fetchall()
         return rows
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one SELECT (``?`` placeholders) for areas with their own tables."""
+        return self._fetch(sql, params)
+
+    def write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement (``?`` placeholders) for each row, all in one transaction."""
+        with self._transaction() as cur:
+            for row in rows:
+                cur.execute(self._sql(sql), row)
+
     def count_results(self) -> int:
         """How many results are stored."""
         return int(self._fetch("SELECT COUNT(*) FROM results")[0][0])

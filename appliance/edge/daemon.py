@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from appliance.capture.quality import QualityGate
 from appliance.capture.sources import Frame, FrameSource
@@ -20,7 +21,8 @@ from appliance.capture.supervisor import CaptureRunner
 from appliance.config import Config
 from appliance.edge.committer import ResultCommitter
 from appliance.edge.kiosk import KioskDisplay
-from appliance.edge.pipeline import Accepted, AnalysisRunner, Analyzer, Classifier, Identity
+from appliance.edge.measure import Analyzer, Classifier
+from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity
 from appliance.edge.screen import KioskScreen
 from appliance.edge.session import SessionTracker
 from appliance.edge.status import DeviceStatus
@@ -99,9 +101,10 @@ class EdgeDaemon:
             status_topic=self._topic("status"),
             status_payload=self.status.payload,
             ack_topic=self._topic(ACK_LEAF),
-            subscriptions=(self._topic("cmd/#"),),
+            subscriptions=(self._topic("cmd/#"), *self._update_topics()),
             stop=self.link_stop,
         )
+        self.updater = self._attach_updater()
         self.sessions = SessionTracker(config.edge.burst_frames, config.edge.rearm_frames)
         self._build_pipeline(source, analyzer, gate or QualityGate(), stall_s)
         self._watchdog_every_s = watchdog_interval_s()
@@ -112,6 +115,17 @@ class EdgeDaemon:
     def _topic(self, leaf: str) -> str:
         device = self.config.device
         return device_topic(self.config.mqtt.topic_prefix, device.site, device.id, leaf)
+
+    def _update_topics(self) -> tuple[str, ...]:
+        return (self._topic("model/update"),) if self.config.updates.url else ()
+
+    def _attach_updater(self) -> Any:
+        """The verified model updater (appliance/updates/wiring.py) when updates.url is set."""
+        if not self.config.updates.url:
+            return None
+        from appliance.updates.wiring import attach_updater  # noqa: PLC0415 - tuf, ORT
+
+        return attach_updater(self)
 
     def _build_pipeline(
         self, source: FrameSource, analyzer: Analyzer, gate: QualityGate, stall_s: float | None
@@ -171,6 +185,8 @@ class EdgeDaemon:
         self.display.start()
         for thread in (self.link, self.screen, self.committer, self.analysis, self.capture):
             thread.start()
+        if self.updater is not None:
+            self.updater.start()
         self.status.start()
         self.notifier.notify("READY=1")
         log.info("edge daemon running: %s", self.config.summary())
@@ -234,6 +250,8 @@ class EdgeDaemon:
             if message.topic.endswith("/cmd/measure"):
                 log.info("measurement requested over MQTT (%s)", message.topic)
                 self.sessions.request_measurement()
+            elif message.topic.endswith("/model/update") and self.updater is not None:
+                self.updater.notify()  # only "refresh now": signed metadata decides what runs
             else:
                 log.warning("unknown command topic %s ignored", message.topic)
 

@@ -11,15 +11,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from appliance import __version__
 from appliance.capture.quality import FrameQuality, QualityGate, best_frame
 from appliance.capture.sources import Frame
+from appliance.edge.measure import Analyzer, Classifier, measure_frame
 from appliance.edge.session import Burst, SessionTracker
 from appliance.transport import payloads
 
@@ -28,36 +28,8 @@ log = logging.getLogger(__name__)
 QUEUE_POLL_S = 0.5
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """What the analyser found in one frame, and how to draw its overlay (if it can).
-
-    The overlay is drawn later, by the kiosk screen's thread after the commit, so drawing
-    it never delays the result.
-    """
-
-    features: payloads.Features
-    draw_overlay: Callable[[], np.ndarray] | None = None
-
-
-Analyzer = Callable[[np.ndarray, float], Measurement]
 # the kiosk screen's guidance: (the frame's quality, burst frames gathered, burst complete)
 GateListener = Callable[[FrameQuality, int, bool], None]
-
-
-class Classifier(Protocol):
-    """The on-device model, as the pipeline uses it."""
-
-    @property
-    def name(self) -> str:
-        """Model name."""
-
-    @property
-    def version(self) -> str:
-        """Model version."""
-
-    def classify(self, features: Mapping[str, float]) -> payloads.Classification:
-        """Label the features."""
 
 
 @dataclass(frozen=True)
@@ -154,35 +126,28 @@ class AnalysisRunner(threading.Thread):
     def _measure(self, burst: Burst) -> Accepted:
         best = best_frame([f.rgb for f in burst.frames], list(burst.qualities))
         frame, quality = burst.frames[best], burst.qualities[best]
-        measurement = self.analyzer(frame.rgb, self.um_per_px)
+        measured = measure_frame(
+            frame.rgb, self.um_per_px, quality, self.analyzer, self._classifier()
+        )
         result = payloads.Result(
             measurement_id=payloads.new_measurement_id(),
             device_id=self.identity.device_id,
             site=self.identity.site,
             captured_at=frame.captured_at,
             software_version=__version__,
-            quality=quality.to_payload(),
-            features=measurement.features,
-            classification=self._classify(measurement.features),
+            quality=measured.quality,
+            features=measured.features,
+            classification=measured.classification,
             subject=self._subject_for(frame),
+            not_validated=list(measured.not_validated),
         )
-        return Accepted(result, measurement.draw_overlay, self.identity.result_topic)
+        return Accepted(result, measured.draw_overlay, self.identity.result_topic)
 
     def _subject_for(self, frame: Frame) -> payloads.Subject | None:
         """The kiosk screen's choice where there is one; else what a replayed customer stated."""
         if self._subject is not None:
             return self._subject()
         return payloads.Subject(age_band=frame.age_band) if frame.age_band else None
-
-    def _classify(self, features: payloads.Features) -> payloads.Classification | None:
-        classifier = self._classifier()
-        if classifier is None:
-            return None
-        try:
-            return classifier.classify(features.model_dump())
-        except (ValueError, RuntimeError) as exc:
-            log.error("model %s failed: %s; result sent unclassified", classifier.name, exc)
-            return None
 
     def _hand_over(self, accepted: Accepted) -> None:
         while not self.stop_event.is_set():

@@ -1,14 +1,14 @@
-"""The real plug-ins of the pipeline, built from the config: source, gate, analyser, model."""
+"""The real plug-ins of the pipeline, built from the config: source and gate.
+
+The real analyser is ``edge.measure.skin_measurement``; the model loads in ``edge.service``.
+"""
 
 from __future__ import annotations
-
-import numpy as np
 
 from appliance.capture.quality import QualityGate
 from appliance.capture.sources import DirectorySource, FrameSource, UvcSource
 from appliance.capture.synthetic import SyntheticSource
 from appliance.config import Config
-from appliance.edge.pipeline import Measurement
 from appliance.synthetic.camera import generated_skin, stated_age_band
 
 
@@ -29,12 +29,3 @@ def source_from_config(config: Config) -> tuple[FrameSource, float | None]:
 def default_gate() -> QualityGate:
     """The quality gate with its calibrated thresholds."""
     return QualityGate()
-
-
-def skin_analyzer(rgb: np.ndarray, um_per_px: float) -> Measurement:
-    """Measure a frame with the skin analysis; the kiosk screen draws the overlay later."""
-    from appliance.skin.analysis import analyze  # noqa: PLC0415 - heavy, loaded on first use
-    from appliance.skin.overlay import draw_overlay  # noqa: PLC0415
-
-    analysis = analyze(rgb, um_per_px)
-    return Measurement(analysis.features, lambda: draw_overlay(rgb, analysis))

@@ -10,8 +10,9 @@ from types import FrameType
 
 from appliance.config import Config, ConfigError, load_config
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.pipeline import Classifier
-from appliance.edge.plugins import default_gate, skin_analyzer, source_from_config
+from appliance.edge.heap import keep_frame_buffers
+from appliance.edge.measure import Classifier, skin_measurement
+from appliance.edge.plugins import default_gate, source_from_config
 from appliance.edge.systemd import setup_logging
 from appliance.transport.outbox import OutboxError
 
@@ -22,7 +23,11 @@ EXIT_RETRY = 1
 
 
 def load_model(config: Config) -> Classifier | None:
-    """The configured classifier, or None when ``model.path`` is unset."""
+    """The configured classifier (or the installed update), None when there is neither."""
+    if config.updates.url:
+        from appliance.updates.wiring import startup_model  # noqa: PLC0415 - tuf, ORT
+
+        return startup_model(config)
     if config.model.path is None:
         log.info("no model.path: results are sent without classification")
         return None
@@ -37,7 +42,7 @@ def build_daemon(config: Config) -> EdgeDaemon:
     return EdgeDaemon(
         config,
         source=source,
-        analyzer=skin_analyzer,
+        analyzer=skin_measurement,
         classifier=load_model(config),
         gate=default_gate(),
         stall_s=stall_s,
@@ -52,6 +57,7 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(verbose, config.device.id)
+    keep_frame_buffers()  # the analysis thread reuses its frame-sized buffers
     try:
         daemon = build_daemon(config)
     except OutboxError as exc:  # e.g. a full disk at start: systemd retries (exit 1 restarts)

@@ -20,7 +20,7 @@ from appliance.capture.sources import Frame, FrameSource, SourceError
 from appliance.capture.synthetic import CustomerScript, SyntheticSource
 from appliance.config import Config, load_config
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.pipeline import Measurement
+from appliance.edge.measure import Measurement
 from appliance.edge.service import install_signal_handlers
 from appliance.edge.systemd import setup_logging
 from appliance.synthetic.camera import textured_skin

@@ -1,1 +1,1 @@
-"""ONNX Runtime model runner and model metadata checks."""
+"""The on-device ONNX runtime: one model loader, the model contract, the skin classifier."""

@@ -80,7 +80,7 @@ def _measured_features(frame: SyntheticSkin) -> dict[str, float]:
     from appliance.skin.analysis import analyze  # noqa: PLC0415  (skin area, heavy)
 
     analysis = analyze(frame.image_rgb, frame.um_per_px)
-    return {key: float(value) for key, value in analysis.features.model_dump().items()}
+    return {key: float(value) for key, value in analysis.features.as_dict().items()}
 
 
 def frame_row(spec: TableSpec, index: int) -> tuple[dict[str, float], dict[str, float]]:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.skin.colour import WhiteReference, colour_features
-from appliance.skin.heap import keep_frame_buffers
+from appliance.skin.features import SkinFeatures
 from appliance.skin.pores import Pores, measure_pores
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import Texture, measure_texture
-from appliance.transport import payloads
+from appliance.skin.validity import Validity, assess
 
 # kime score anchors (see kime_score): hill densities and furrow widths that span young
 # fine skin to old coarse skin under a 25x videomicroscope (Arakawa et al. 2007 report
@@ -32,11 +32,12 @@ HILL_WEIGHT = 0.7
 class SkinAnalysis:
     """The features of one frame and the geometry behind them (for the overlay)."""
 
-    features: payloads.Features
+    features: SkinFeatures
     texture: Texture
     pores: Pores
     um_per_px: float
-    work_scale: int
+    frame_px_per_work_px: float  # to draw work-scale geometry on the frame
+    validity: Validity  # what lies outside the validated range (docs/measurement.md)
 
 
 def kime_score(hill_density_per_mm2: float, furrow_mean_width_um: float) -> float:
@@ -69,20 +70,19 @@ def _unit(value: float) -> float:
 def analyze(
     rgb: np.ndarray, um_per_px: float, white_reference: WhiteReference | None = None
 ) -> SkinAnalysis:
-    """Measure every DESIGN.md feature of an RGB uint8 frame at ``um_per_px``."""
+    """Measure every feature (docs/measurement.md) of an RGB uint8 frame at ``um_per_px``."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"analyze needs an RGB uint8 image (H, W, 3), got {rgb.dtype} {rgb.shape}")
-    keep_frame_buffers()  # once per process: no page-fault churn on the working images
     prepared = prepare(rgb, um_per_px)
     texture = measure_texture(prepared)
-    pores = measure_pores(prepared, texture.furrow_mask, texture.metrics["furrow_mean_width_um"])
-    colour = colour_features(prepared.rgb_half, white_reference)
+    pores = measure_pores(prepared, texture.furrow_mask)
+    colour = colour_features(prepared.rgb_work, white_reference)
     values: dict[str, float] = {**texture.metrics, **pores.metrics, **colour}
     values["kime_score"] = kime_score(
         values["hill_density_per_mm2"], values["furrow_mean_width_um"]
     )
-    record: dict[str, float | int] = {key: values[key] for key in payloads.FEATURE_KEYS}
-    record["pore_count"] = int(values["pore_count"])
-    features = payloads.Features.model_validate(record)
-    scale = rgb.shape[1] // texture.furrow_mask.shape[1]
-    return SkinAnalysis(features, texture, pores, um_per_px, scale)
+    features = SkinFeatures.from_values(values)
+    validity = assess(features, um_per_px, pores.furrow_floor)
+    return SkinAnalysis(
+        features, texture, pores, um_per_px, prepared.frame_px_per_work_px, validity
+    )

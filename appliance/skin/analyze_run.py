@@ -1,4 +1,7 @@
-"""The work behind ``appliance analyze``: measure files one by one, never stopping on a bad one."""
+"""The work behind ``appliance analyze``: measure files one by one, never stopping on a bad one.
+
+Each file is measured as the kiosk measures its best frame (``edge.measure.measure_frame``).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from appliance.capture.quality import QualityGate
 from appliance.config import Config, load_config_or_defaults
-from appliance.skin.analysis import analyze
+from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
 from appliance.skin.colour import WhiteReference
 from appliance.skin.frames import FrameError, load_frame
-from appliance.skin.overlay import draw_overlay
 
 TABLE_COLUMNS = (
     ("quality", "quality", 12, ""),
@@ -35,7 +38,7 @@ class AnalyzeRun:
         self,
         config: Config,
         overlay_dir: Path | None,
-        classifier: Any = None,
+        classifier: Classifier | None = None,
         white_reference: WhiteReference | None = None,
     ) -> None:
         self.config = config
@@ -43,6 +46,9 @@ class AnalyzeRun:
         self.classifier = classifier
         self.white_reference = white_reference
         self.gate = QualityGate()
+
+    def _analyzer(self, rgb: np.ndarray, um_per_px: float) -> Measurement:
+        return skin_measurement(rgb, um_per_px, self.white_reference)
 
     @classmethod
     def from_config(
@@ -80,23 +86,26 @@ class AnalyzeRun:
 
     def _measure(self, image: Path) -> dict[str, Any]:
         rgb = load_frame(image)
-        quality = self.gate.assess(rgb).to_payload()
-        if quality.verdict != "ok":  # a blurred or lifted frame's numbers would mislead
+        gated = self.gate.assess(rgb)
+        if gated.verdict != "ok":  # a blurred or lifted frame's numbers would mislead
+            quality = gated.to_payload()
             reasons = "; ".join(quality.reasons) or "no reason given"
             return {"image": str(image), "quality": quality.model_dump(),
                     "rejected": f"frame {quality.verdict} ({reasons}): not measured"}
-        analysis = analyze(rgb, self.config.skin.um_per_px, self.white_reference)
+        measured = measure_frame(
+            rgb, self.config.skin.um_per_px, gated, self._analyzer, self.classifier
+        )
         record: dict[str, Any] = {
             "image": str(image),
-            "quality": quality.model_dump(),
-            "features": analysis.features.model_dump(),
+            "quality": measured.quality.model_dump(),
+            "features": measured.features.model_dump(),
+            "not_validated": list(measured.not_validated),
         }
-        if self.classifier is not None:
-            record["classification"] = self.classifier.classify(record["features"]).model_dump()
-        if self.overlay_dir is not None:
+        if measured.classification is not None:
+            record["classification"] = measured.classification.model_dump()
+        if self.overlay_dir is not None and measured.draw_overlay is not None:
             target = self.overlay_dir / f"{image.stem}.overlay.jpg"
-            grade = record.get("classification", {}).get("label")
-            overlay = cv2.cvtColor(draw_overlay(rgb, analysis, grade), cv2.COLOR_RGB2BGR)
+            overlay = cv2.cvtColor(measured.draw_overlay(), cv2.COLOR_RGB2BGR)
             if not cv2.imwrite(str(target), overlay, [cv2.IMWRITE_JPEG_QUALITY, 85]):
                 return {"image": str(image), "error": f"{target}: could not write the overlay"}
             record["overlay"] = str(target)
@@ -120,6 +129,8 @@ class AnalyzeRun:
                 value = record["quality"]["verdict"]
             elif key == "classification":
                 value = record.get("classification", {}).get("label", "-")
+            elif key in record.get("not_validated", ()):
+                value = "n/m"  # outside the validated range: not measured
             else:
                 value = format(features[key], fmt)
             cells.append(f"{value:>{width}}")

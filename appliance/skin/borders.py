@@ -41,7 +41,7 @@ class BorderSegments:
         return float(self.lengths_px.sum())
 
     def anisotropy(self) -> float:
-        """|Σ l_i exp(2iθ_i)| / Σ l_i (DESIGN.md furrow_anisotropy)."""
+        """|Σ l_i exp(2iθ_i)| / Σ l_i (docs/measurement.md furrow_anisotropy)."""
         total = self.total_length_px
         if total <= 0.0:
             return 0.0

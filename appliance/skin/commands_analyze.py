@@ -43,8 +43,11 @@ def register(root: Any, groups: dict[str, Any]) -> None:
 
 def _analyze(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError  # noqa: PLC0415 - keep --help fast
+    from appliance.edge.heap import keep_frame_buffers  # noqa: PLC0415
     from appliance.inference.contract import ModelError  # noqa: PLC0415
     from appliance.skin.analyze_run import AnalyzeRun  # noqa: PLC0415
+
+    keep_frame_buffers()  # many frames in one process: reuse the frame-sized buffers
 
     try:
         run = AnalyzeRun.from_config(args.config, args.overlay, args.white)

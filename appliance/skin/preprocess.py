@@ -1,10 +1,14 @@
-"""Shared preprocessing for the texture and pore measurements.
+"""Shared preprocessing for the texture and pore measurements: one canonical scale.
 
-Texture is measured on a 2x area-downscaled grey image (10 µm/px frames become 20 µm/px;
-the narrowest furrows, ~25 µm, are still more than one pixel wide there) and the illumination
-is flattened by dividing by the hill-level background: a grey closing fills the furrows and
-pores, and a heavy blur of a further 8x smaller copy of it follows vignetting, tilt and
-lamp fall-off without following the texture itself.
+1. Resample to ``WORK_UM_PER_PX`` (20 µm/px) by area averaging, whatever the frame's calibrated
+   scale: a 10 µm/px frame is halved, a 7 µm/px one shrunk to 0.35x, a 13 µm/px one to 0.65x.
+   From here on every kernel, area limit and threshold is a fixed number of work pixels, so no
+   feature can step when the calibration moves a little (docs/measurement.md "Scale"); lengths
+   and areas are converted back to µm with the exact work scale of this frame. The narrowest
+   furrows (~25 µm) are still more than one work pixel wide.
+2. Grey level, and illumination flattened by dividing by the hill-level background: a grey
+   closing fills the furrows and pores, and a heavy blur of a further 8x smaller copy of it
+   follows vignetting, tilt and lamp fall-off without following the texture itself.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-WORK_SCALE = 2  # texture works on a 2x smaller image
+WORK_UM_PER_PX = 20.0  # the canonical scale every measurement runs at
 BACKGROUND_SIGMA_UM = 600.0  # illumination varies over millimetres, hills over ~0.3 mm
 BACKGROUND_CLOSING_UM = 160.0  # wider than furrows and most pores: the closing sees hill tops
 SHINE_CLIP = 1.08  # relative level above the hill background treated as specular shine
@@ -22,14 +26,16 @@ SHINE_CLIP = 1.08  # relative level above the hill background treated as specula
 
 @dataclass(frozen=True)
 class Prepared:
-    """The working images of one frame: grey (half size) and its flattened relative level."""
+    """The working images of one frame at the canonical scale, and that scale exactly."""
 
-    rgb_half: np.ndarray  # uint8 RGB, half size
-    gray_half: np.ndarray  # float32, 0..255
-    flat_half: np.ndarray  # float32, 1.0 = hill level, lower = darker (furrows, pores)
-    um_per_px_half: float
+    rgb_work: np.ndarray  # uint8 RGB at ~WORK_UM_PER_PX
+    gray_work: np.ndarray  # float32, 0..255
+    flat_work: np.ndarray  # float32, 1.0 = hill level, lower = darker (furrows, pores)
+    um_per_work_px: float  # exact scale of the work images (close to WORK_UM_PER_PX)
+    frame_px_per_work_px: float  # frame pixels per work pixel (for drawing on the frame)
+    frame_area_mm2: float  # the whole frame's area at its calibrated scale
     shine_fraction: float
-    depth_half: np.ndarray  # float32, 1 - flat_half clipped at 0: how far below the hill level
+    depth_work: np.ndarray  # float32, 1 - flat_work clipped at 0: how far below the hill level
 
 
 def disk(diameter_px: float) -> np.ndarray:
@@ -39,15 +45,22 @@ def disk(diameter_px: float) -> np.ndarray:
     return kernel
 
 
+def work_size(width_px: int, height_px: int, um_per_px: float) -> tuple[int, int]:
+    """The frame's size in work pixels (at least 16 x 16)."""
+    factor = um_per_px / WORK_UM_PER_PX
+    return max(16, round(width_px * factor)), max(16, round(height_px * factor))
+
+
 def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
-    """Downscale to half size, convert to grey and flatten the illumination."""
+    """Resample to the canonical scale, convert to grey and flatten the illumination."""
+    if not 0.5 <= um_per_px <= 200.0:
+        raise ValueError(f"um_per_px must be within 0.5..200 µm per pixel, got {um_per_px}")
     height, width = rgb.shape[:2]
-    half = cv2.resize(
-        rgb, (width // WORK_SCALE, height // WORK_SCALE), interpolation=cv2.INTER_AREA
-    )
-    gray_u8 = cv2.cvtColor(half, cv2.COLOR_RGB2GRAY)
-    um_half = um_per_px * WORK_SCALE
-    background = hill_background(gray_u8, um_half)
+    size = work_size(width, height, um_per_px)
+    shrink = size[0] < width
+    work = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    gray_u8 = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
+    background = hill_background(gray_u8)
     gray = gray_u8.astype(np.float32)
     flat = np.divide(gray, background, out=background)
     shine_fraction = float(np.count_nonzero(flat > SHINE_CLIP)) / flat.size
@@ -55,21 +68,23 @@ def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
     cv2.threshold(flat, SHINE_CLIP, 0.0, cv2.THRESH_TRUNC, dst=flat)
     depth = np.subtract(np.float32(1.0), flat)
     cv2.threshold(depth, 0.0, 0.0, cv2.THRESH_TOZERO, dst=depth)
-    return Prepared(half, gray, flat, um_half, shine_fraction, depth)
+    area_mm2 = width * height * um_per_px * um_per_px / 1e6
+    um_work = um_per_px * width / size[0]
+    return Prepared(work, gray, flat, um_work, width / size[0], area_mm2, shine_fraction, depth)
 
 
-def hill_background(gray: np.ndarray, um_per_px: float) -> np.ndarray:
+def hill_background(gray: np.ndarray) -> np.ndarray:
     """The slowly varying level of the hill tops (furrows and pores closed, then blurred).
 
     The closing runs on the uint8 grey image (4x faster than float32, same values); the
     average that follows is taken in float32.
     """
-    closing = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, disk(int(BACKGROUND_CLOSING_UM / um_per_px)))
+    closing = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, disk(BACKGROUND_CLOSING_UM / WORK_UM_PER_PX))
     closed = closing.astype(np.float32)
     small = cv2.resize(
         closed, (gray.shape[1] // 8, gray.shape[0] // 8), interpolation=cv2.INTER_AREA
     )
-    sigma_small_px = BACKGROUND_SIGMA_UM / (um_per_px * 8)
+    sigma_small_px = BACKGROUND_SIGMA_UM / (WORK_UM_PER_PX * 8)
     blurred = cv2.GaussianBlur(small, (0, 0), sigma_small_px, borderType=cv2.BORDER_REFLECT)
     background = cv2.resize(blurred, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
     result: np.ndarray = np.maximum(background, 1.0, out=background)

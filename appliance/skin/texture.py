@@ -1,6 +1,6 @@
 """Skin texture (kime): furrow detection, furrow centre lines, hills, and their metrics.
 
-Method (on the flattened half-size image of ``preprocess``):
+Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
 1. Valley response: a black top-hat (grey closing minus the image) with a disk wider than any
    furrow. It is two-sided: a pixel responds only when it is darker than skin on both sides,
    so illumination gradients, the bright/dark sides of an obliquely lit furrow wall and the
@@ -10,7 +10,7 @@ Method (on the flattened half-size image of ``preprocess``):
    extend them, so faint secondary furrows are kept where they join the network.
 3. Hills are the connected regions of non-furrow (at least ``MIN_HILL_AREA_UM2``); every pixel
    is then given to the nearest hill, so the borders between hills are the furrow centre lines
-   and each hill's cell includes half of every furrow around it (DESIGN.md definition).
+   and each hill's cell includes half of every furrow around it (docs/measurement.md).
 4. Centre-line length and direction from those borders, segment by segment (``borders``):
    exact for straight segments at any angle and extended to the junction centres.
 """
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from appliance.skin.borders import BorderSegments, CrackMasks, border_segments
-from appliance.skin.preprocess import Prepared
+from appliance.skin.preprocess import WORK_UM_PER_PX, Prepared
 
 STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
 WEAK_VALLEY = 0.01  # a faint furrow, kept where it touches a clear one
@@ -33,7 +33,7 @@ MIN_HILL_AREA_UM2 = 3000.0  # smaller non-furrow islands are noise, not hills
 
 @dataclass(frozen=True)
 class Texture:
-    """Furrow and hill geometry of one frame (half-size arrays) and the texture metrics."""
+    """Furrow and hill geometry of one frame (work-scale arrays) and the texture metrics."""
 
     furrow_mask: np.ndarray  # bool: furrow pixels
     hill_labels: np.ndarray  # uint16 (int32 past 65,535 labels): every pixel's hill cell (1..n)
@@ -115,10 +115,10 @@ def furrow_width_um(
     return float(np.count_nonzero(half_depth)) / length_px * um_per_px
 
 
-def tophat_response(flat: np.ndarray, um_per_px: float) -> np.ndarray:
+def tophat_response(flat: np.ndarray) -> np.ndarray:
     """Black top-hat: how much darker a pixel is than the closing that fills narrow valleys."""
     smooth = cv2.GaussianBlur(flat, (0, 0), 0.7)
-    size = int(TOPHAT_DIAMETER_UM / um_per_px) | 1
+    size = int(TOPHAT_DIAMETER_UM / WORK_UM_PER_PX) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     response: np.ndarray = cv2.morphologyEx(smooth, cv2.MORPH_BLACKHAT, kernel)
     return response
@@ -126,35 +126,33 @@ def tophat_response(flat: np.ndarray, um_per_px: float) -> np.ndarray:
 
 def measure_texture(prepared: Prepared) -> Texture:
     """Furrows, centre lines and hills of a prepared frame, with the texture metrics."""
-    um = prepared.um_per_px_half
-    furrows = furrow_mask(tophat_response(prepared.flat_half, um))
+    um = prepared.um_per_work_px
+    furrows = furrow_mask(tophat_response(prepared.flat_work))
     cells, cut = hill_cells(furrows, um)
     masks = CrackMasks.of(cells)
     segments = border_segments(cells, masks=masks)
     lines = masks.line_mask()
     metrics = {
-        **_hill_metrics(cells, cut, um),
-        "furrow_density_mm_per_mm2": segments.total_length_px * um / 1000.0 / _area_mm2(cells, um),
+        **_hill_metrics(cells, cut, um, prepared.frame_area_mm2),
+        "furrow_density_mm_per_mm2": segments.total_length_px * um / 1000.0
+        / prepared.frame_area_mm2,
         "furrow_mean_width_um": furrow_width_um(
-            prepared.depth_half, lines, segments.total_length_px, um
+            prepared.depth_work, lines, segments.total_length_px, um
         ),
         "furrow_anisotropy": segments.anisotropy(),
     }
     return Texture(furrows, cells, lines, cut, segments, metrics)
 
 
-def _area_mm2(cells: np.ndarray, um_per_px: float) -> float:
-    return cells.size * um_per_px * um_per_px / 1e6
-
-
-def _hill_metrics(cells: np.ndarray, cut: np.ndarray, um_per_px: float) -> dict[str, float]:
+def _hill_metrics(
+    cells: np.ndarray, cut: np.ndarray, um_per_px: float, area_mm2: float
+) -> dict[str, float]:
     """Hill density (edge-cut hills count 1/2) and mean cell area of the hills inside."""
     areas_px = label_areas(cells, len(cut))
     present = areas_px > 0
     present[0] = False
     inside = present & ~cut
     whole = inside & ~_cells_on_border(cells, len(cut))
-    area_mm2 = _area_mm2(cells, um_per_px)
     mean_px = float(areas_px[whole].mean()) if np.any(whole) else 0.0
     return {
         "hill_density_per_mm2": (np.count_nonzero(inside) + 0.5 * np.count_nonzero(present & cut))

@@ -1,9 +1,9 @@
 """Simulated fleet traffic: plausible results, status messages and hostile payloads.
 
 The ingest benchmark and the back-office tests publish these through a real broker. Feature
-values follow the trends DESIGN.md cites (hills coarsen, furrow density falls and anisotropy
-rises with age; pore area rises into the 40s), with noise, so a cohort report has something to
-find.
+values follow the trends docs/measurement.md cites (hills coarsen, furrow density falls and
+anisotropy rises with age; pore area rises into the 40s), with noise, so a cohort report has
+something to find.
 """
 
 from __future__ import annotations

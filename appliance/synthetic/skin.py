@@ -2,19 +2,21 @@
 
 ``synthetic_frame(seed, index, preset)`` builds the vector geometry of a skin patch (furrow
 network, hills, pores; see ``skin_geometry``), computes its ground truth from that geometry by
-the DESIGN.md definitions (``skin_truth``), renders it (``skin_render``) and compresses it as
-the microscope saves it (JPEG q90). The same (seed, index, preset) always gives byte-identical
-JPEG and sidecar JSON with the same library versions on the same CPU type. ``write_frame``
-saves ``NAME.jpg`` and its ``NAME.json`` sidecar.
+the definitions of docs/measurement.md (``skin_truth``), renders it (``skin_render``) and
+compresses it as the microscope saves it (JPEG q90; the "wide" preset q70-95). The same
+(seed, index, preset) always gives byte-identical JPEG and sidecar JSON with the same library
+versions on the same CPU type. ``write_frame`` saves ``NAME.jpg`` and its ``NAME.json`` sidecar.
 
 Modelled: a furrow network of two primary directions and a secondary (diagonal) one that fades
 with age, bent furrows whose width varies between and along them, hills as the polygons between
 furrow centre lines, soft-edged pores (most on furrow junctions), melanin and redness varying
 smoothly, oblique ring-light shading, uneven illumination and vignetting, specular shine on
-oily hill tops, defocus, sensor noise and JPEG compression. Not modelled: hair, scales and
-flakes, wrinkles and folds, freckles and other lesions, make-up, sebum plugs, curvature or
-pressure marks of the scope, motion blur, exposure or focus changing between frames, lens
-distortion and colour fringes, or furrows that end inside a hill.
+oily hill tops, defocus, sensor noise and JPEG compression; the "wide" preset adds scales of
+7-13 µm/px, elliptical pores, dark junctions, shallow and deep furrows, pigment spots, freckles,
+hairs, dust and colour casts (``skin_extras``). Not modelled: scales and flakes, wrinkles and
+folds, other lesions, make-up, sebum plugs, curvature or pressure marks of the scope, motion
+blur, exposure or focus changing between frames, lens distortion and colour fringes, or
+furrows that end inside a hill.
 """
 
 from __future__ import annotations

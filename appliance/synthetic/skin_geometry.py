@@ -19,6 +19,7 @@ import numpy.typing as npt
 from scipy.spatial import Delaunay
 
 from appliance.synthetic.skin_params import SkinParams
+from appliance.synthetic.skin_pore_layout import place_pores
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -26,7 +27,6 @@ BoolArray = npt.NDArray[np.bool_]
 
 PRIMARY_A, PRIMARY_B, SECONDARY = 0, 1, 2
 SECONDARY_WIDTH_FACTOR = 0.75
-PORE_GAP_PX = 2.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class SkinGeometry:
     pore_centres_px: FloatArray  # (P, 2)
     pore_radii_px: FloatArray  # (P,)
     pore_at_junction: BoolArray  # (P,) centre placed on a furrow junction
+    # "wide" preset only (None: every furrow equally deep, every pore round)
+    edge_depth: FloatArray | None = None  # (E,) depth factor of each furrow
+    pore_axis_ratio: FloatArray | None = None  # (P,) minor / major axis; radius is sqrt(a*b)
+    pore_angle_rad: FloatArray | None = None  # (P,) direction of the major axis
 
 
 def lattice_basis_px(params: SkinParams) -> FloatArray:
@@ -307,84 +311,15 @@ def build_network(
     return _bend_furrows(rng, straight, side_centroids, params.furrow_bend_frac)
 
 
-def _pore_radii_px(rng: np.random.Generator, params: SkinParams, count: int) -> FloatArray:
-    """Pore radii in px from the mean equivalent diameter and its spread."""
-    mean_radius_px = params.pore_diameter_um / 2.0 / params.um_per_px
-    scatter = np.exp(rng.normal(0.0, params.pore_diameter_cv, size=count))
-    return np.asarray(
-        np.clip(mean_radius_px * scatter, 2.0, 3.0 * mean_radius_px), dtype=np.float64
-    )
-
-
-class _PoreLayout:
-    """Accepts pore discs one by one, refusing any that overlap one already placed."""
-
-    def __init__(self, width_px: int, height_px: int) -> None:
-        self.width_px, self.height_px = width_px, height_px
-        self.centres: list[tuple[float, float]] = []
-        self.radii: list[float] = []
-        self.at_junction: list[bool] = []
-
-    def try_add(self, x: float, y: float, radius: float, at_junction: bool) -> bool:
-        """Place the disc if it lies in the frame and clears every other pore."""
-        inside = (
-            radius + 1 <= x <= self.width_px - radius - 1
-            and radius + 1 <= y <= self.height_px - radius - 1
-        )
-        if not inside:
-            return False
-        if self.centres:
-            gaps = np.hypot(*(np.asarray(self.centres) - (x, y)).T) - np.asarray(self.radii)
-            if float(gaps.min()) < radius + PORE_GAP_PX:
-                return False
-        self.centres.append((x, y))
-        self.radii.append(radius)
-        self.at_junction.append(at_junction)
-        return True
-
-    def add_anywhere(self, rng: np.random.Generator, radius: float, attempts: int = 20) -> bool:
-        """Place the disc at the first of a few random positions where it fits."""
-        for _attempt in range(attempts):
-            x, y = rng.uniform(0, self.width_px), rng.uniform(0, self.height_px)
-            if self.try_add(float(x), float(y), radius, False):
-                return True
-        return False
-
-
-def place_pores(
-    rng: np.random.Generator,
-    params: SkinParams,
-    junctions_px: FloatArray,
-    width_px: int,
-    height_px: int,
-) -> tuple[FloatArray, FloatArray, BoolArray]:
-    """Pore centres, radii and junction flags: a share on furrow junctions, the rest on hills."""
-    area_cm2 = width_px * height_px * params.um_per_px**2 / 1e8
-    count = int(rng.poisson(params.pore_density_per_cm2 * area_cm2))
-    radii = _pore_radii_px(rng, params, count).tolist()
-    junction_count = round(params.pore_junction_share * count)
-    layout = _PoreLayout(width_px, height_px)
-    in_frame = junctions_px[_in_box(junctions_px, 0.0, width_px, height_px)]
-    for radius, (x, y) in zip(
-        radii[:junction_count], rng.permutation(in_frame).tolist(), strict=False
-    ):
-        layout.try_add(x, y, radius, True)
-    for radius in radii[junction_count:]:
-        layout.add_anywhere(rng, radius)
-    return (
-        np.asarray(layout.centres, dtype=np.float64).reshape(-1, 2),
-        np.asarray(layout.radii, dtype=np.float64),
-        np.asarray(layout.at_junction, dtype=np.bool_),
-    )
-
-
 def build_geometry(
     rng: np.random.Generator, params: SkinParams, width_px: int, height_px: int
 ) -> SkinGeometry:
     """The whole vector geometry of one synthetic frame."""
     network = build_network(rng, params, width_px, height_px)
     junctions = network.vertices[: network.junction_count]
-    centres, radii, at_junction = place_pores(rng, params, junctions, width_px, height_px)
+    in_frame = junctions[_in_box(junctions, 0.0, width_px, height_px)]
+    centres, radii, at_junction, ratios = place_pores(rng, params, in_frame, width_px, height_px)
+    wide = params.pore_aspect_max > 1.0 or params.furrow_depth_spread > 0.0
     return SkinGeometry(
         width_px=width_px,
         height_px=height_px,
@@ -396,4 +331,8 @@ def build_geometry(
         pore_centres_px=centres,
         pore_radii_px=radii,
         pore_at_junction=at_junction,
+        edge_depth=np.exp(rng.normal(0.0, params.furrow_depth_spread, len(network.edges)))
+        if wide else None,
+        pore_axis_ratio=ratios if wide else None,
+        pore_angle_rad=rng.uniform(0.0, np.pi, len(ratios)) if wide else None,
     )

@@ -16,7 +16,8 @@ pore diameter 99-164 µm (fine) and 139-215 µm from the 40s on; 33-113 pores /c
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,19 @@ class SkinParams:
     defocus_sigma_px: float
     jpeg_quality: int
     um_per_px: float
+    # the "wide" preset's extra variety; these defaults leave the other presets as they were
+    pore_diameter_min_um: float = 0.0
+    pore_diameter_max_um: float = 1e9
+    pore_aspect_max: float = 1.0  # elliptical pores: major / minor axis up to this
+    furrow_depth_spread: float = 0.0  # log-sd of a per-furrow depth factor (shallow and deep)
+    junction_darkness: float = 0.0  # extra darkening of furrow junctions (0..1)
+    junction_size: float = 0.0  # radius of that darkening / the local furrow width
+    pigment_spots: int = 0
+    freckles: int = 0
+    hairs: int = 0
+    dust_specks: int = 0
+    colour_cast_red: float = 1.0  # gain of the red channel (colour cast of lamp and sensor)
+    colour_cast_blue: float = 1.0
 
     def to_json(self) -> dict[str, float | int]:
         """The parameters as a JSON-ready mapping."""
@@ -90,7 +104,7 @@ def _pore_diameter_um(age_years: float) -> float:
     )
 
 
-def _texture_params(rng: np.random.Generator, age_years: float) -> dict[str, float]:
+def _texture_params(rng: np.random.Generator, age_years: float) -> dict[str, Any]:
     """Furrow network parameters for one age."""
     t = _age_fraction(age_years)
     keep = _secondary_keep_prob(age_years) + rng.normal(0.0, 0.05)
@@ -108,7 +122,7 @@ def _texture_params(rng: np.random.Generator, age_years: float) -> dict[str, flo
     }
 
 
-def _pore_params(rng: np.random.Generator, age_years: float) -> dict[str, float]:
+def _pore_params(rng: np.random.Generator, age_years: float) -> dict[str, Any]:
     """Pore parameters for one age."""
     return {
         "pore_density_per_cm2": _scatter(rng, 70.0, 0.25),
@@ -118,7 +132,7 @@ def _pore_params(rng: np.random.Generator, age_years: float) -> dict[str, float]
     }
 
 
-def _optics_params(rng: np.random.Generator, age_years: float) -> dict[str, float]:
+def _optics_params(rng: np.random.Generator, age_years: float) -> dict[str, Any]:
     """Colour, illumination and sensor parameters (melanin rises slightly with age)."""
     return {
         "melanin": float(np.clip(rng.normal(0.35 + 0.1 * _age_fraction(age_years), 0.15), 0, 1)),
@@ -131,10 +145,46 @@ def _optics_params(rng: np.random.Generator, age_years: float) -> dict[str, floa
     }
 
 
+def _wide_params(rng: np.random.Generator, um_per_px: float) -> dict[str, Any]:
+    """The "wide" preset's variety, beyond what the measurement was tuned on."""
+    frame_cm2 = FRAME_WIDTH_PX * FRAME_HEIGHT_PX * um_per_px**2 / 1e8
+    return {
+        "um_per_px": um_per_px,
+        "pore_density_per_cm2": float(rng.uniform(0.0, 60.0)) / frame_cm2,
+        "pore_diameter_um": float(np.exp(rng.uniform(np.log(70.0), np.log(240.0)))),
+        "pore_diameter_cv": float(rng.uniform(0.1, 0.35)),
+        "pore_junction_share": float(rng.uniform(0.3, 0.8)),
+        "pore_diameter_min_um": 50.0,
+        "pore_diameter_max_um": 320.0,
+        "pore_aspect_max": float(rng.uniform(1.0, 1.8)),
+        "furrow_depth_spread": float(rng.uniform(0.1, 0.3)),
+        "junction_darkness": float(rng.uniform(0.0, 0.35)),
+        "junction_size": float(rng.uniform(0.4, 0.8)),
+        "pigment_spots": int(rng.integers(0, 7)),
+        "freckles": int(rng.integers(0, 10)),
+        "hairs": int(rng.integers(0, 3)),
+        "dust_specks": int(rng.integers(0, 8)),
+        "colour_cast_red": float(rng.uniform(0.88, 1.12)),
+        "colour_cast_blue": float(rng.uniform(0.88, 1.12)),
+        "vignetting": float(rng.uniform(0.2, 0.7)),
+        "illumination_tilt": float(rng.uniform(0.0, 0.3)),
+        "shine": float(rng.uniform(0.0, 0.5)),
+        "jpeg_quality": int(rng.integers(70, 96)),
+    }
+
+
 def sample_params(rng: np.random.Generator, preset: str) -> SkinParams:
     """Draw an age from the preset's range and the generator parameters for that age."""
     low, high = PRESET_AGES_YEARS[check_preset(preset)]
     age_years = float(rng.uniform(low, high))
+    params = _age_params(rng, age_years)
+    if preset != "wide":
+        return params
+    return replace(params, **_wide_params(rng, float(rng.uniform(7.0, 13.0))))
+
+
+def _age_params(rng: np.random.Generator, age_years: float) -> SkinParams:
+    """The parameters every preset draws for one age."""
     return SkinParams(
         age_years=age_years,
         **_texture_params(rng, age_years),

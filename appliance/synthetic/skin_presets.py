@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-PRESETS = ("fine", "normal", "coarse", "mixed")
+# "wide" draws ages like "mixed" and, on top, everything the others keep fixed (scale 7-13 µm/px,
+# 0-60 round and elliptical pores of 50-320 µm, dark junctions, shallow and deep furrows,
+# pigment spots, freckles, hairs, dust, JPEG q70-95, strong vignetting, colour casts).
+PRESETS = ("fine", "normal", "coarse", "mixed", "wide")
 PRESET_AGES_YEARS: dict[str, tuple[float, float]] = {
     "fine": (20.0, 35.0),
     "normal": (35.0, 55.0),
     "coarse": (60.0, 80.0),
     "mixed": (20.0, 80.0),
+    "wide": (20.0, 80.0),
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import erfinv
 
+from appliance.synthetic import skin_extras
 from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_params import SkinParams
 
@@ -72,6 +73,12 @@ def _distance_to_segments(geometry: SkinGeometry, edge_index: npt.NDArray[np.int
 
 def furrow_fields(geometry: SkinGeometry) -> tuple[Image, Image]:
     """Distance to the nearest furrow centre line and that furrow's width, per pixel (px)."""
+    distance, width_map, _ = _furrow_maps(geometry)
+    return distance, width_map
+
+
+def _furrow_maps(geometry: SkinGeometry) -> tuple[Image, Image, Image | None]:
+    """Distance to the nearest furrow centre line, its width and depth factor (None: all 1)."""
     labels = _centre_line_labels(geometry)
     on_line = labels > 0
     _, nearest = cv2.distanceTransformWithLabels(
@@ -82,25 +89,45 @@ def furrow_fields(geometry: SkinGeometry) -> tuple[Image, Image]:
     crop = np.s_[PAD_PX:-PAD_PX, PAD_PX:-PAD_PX]
     edge_index = edge_of_label[nearest[crop]]
     width_map = geometry.edge_width_px.astype(np.float32)[edge_index]
-    return _distance_to_segments(geometry, edge_index), width_map
+    depth_map = None
+    if geometry.edge_depth is not None:
+        depth_map = geometry.edge_depth.astype(np.float32)[edge_index]
+    return _distance_to_segments(geometry, edge_index), width_map, depth_map
 
 
 def pore_field(geometry: SkinGeometry) -> Image:
     """Pore depth in [0, 1]: soft-edged discs, exactly 0.5 on each pore's radius."""
     field = np.zeros((geometry.height_px, geometry.width_px), dtype=np.float32)
-    for (cx, cy), radius in zip(geometry.pore_centres_px, geometry.pore_radii_px, strict=True):
-        reach = int(np.ceil(radius * 1.6 + 3))
+    count = len(geometry.pore_radii_px)
+    ratios = geometry.pore_axis_ratio if geometry.pore_axis_ratio is not None else np.ones(count)
+    angles = geometry.pore_angle_rad if geometry.pore_angle_rad is not None else np.zeros(count)
+    for (cx, cy), radius, ratio, angle in zip(
+        geometry.pore_centres_px, geometry.pore_radii_px, ratios, angles, strict=True
+    ):
+        reach = int(np.ceil(radius / np.sqrt(ratio) * 1.6 + 3))
         x0, y0 = max(int(cx) - reach, 0), max(int(cy) - reach, 0)
         x1, y1 = (
             min(int(cx) + reach + 1, geometry.width_px),
             min(int(cy) + reach + 1, geometry.height_px),
         )
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
-        rho = np.hypot(xs - cx, ys - cy)
+        rho = _elliptical_radius(xs - cx, ys - cy, radius, float(ratio), float(angle))
         softness = max(0.18 * radius, EDGE_SOFTNESS_PX)
         disc = 1.0 / (1.0 + np.exp((rho - radius) / softness))
         np.maximum(field[y0:y1, x0:x1], disc, out=field[y0:y1, x0:x1])
     return field
+
+
+def _elliptical_radius(
+    dx: np.ndarray, dy: np.ndarray, radius: float, ratio: float, angle: float
+) -> np.ndarray:
+    """Distance scaled so that the ellipse of area pi*radius**2 and axis ratio ``ratio`` (minor
+    over major, major along ``angle``) is at ``radius``; the plain distance for a circle."""
+    if ratio >= 1.0:
+        return np.asarray(np.hypot(dx, dy))
+    along = dx * np.cos(angle) + dy * np.sin(angle)
+    across = -dx * np.sin(angle) + dy * np.cos(angle)
+    return np.asarray(np.hypot(along * np.sqrt(ratio), across / np.sqrt(ratio)))
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell_px: int) -> Image:
@@ -184,9 +211,11 @@ def _sensor_noise(
 
 def _height_fields(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, Image, Image, Image]:
     """Furrow depth (0..1), hill dome (0..1), pore depth (0..1) and the combined height field."""
-    distance, width = furrow_fields(geometry)
+    distance, width, depth = _furrow_maps(geometry)
     half_width = width * np.float32(0.5)
     furrow = 1.0 / (1.0 + np.exp((distance - half_width) / np.float32(EDGE_SOFTNESS_PX)))
+    if depth is not None:  # shallow and deep furrows: the edge stays at half width
+        furrow = furrow * depth
     rounding_px = np.float32(
         0.12 * np.sqrt(params.lattice_cell_area_mm2) * 1000.0 / params.um_per_px
     )
@@ -197,18 +226,40 @@ def _height_fields(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, I
     return furrow.astype(as_image), hill.astype(as_image), pore, height.astype(as_image)
 
 
+def _add_extras(rng: np.random.Generator, params: SkinParams, rgb: Image) -> None:
+    """The "wide" preset's pigment, hairs, dust and colour cast, in place (others: nothing)."""
+    shape = rgb.shape[:2]
+    melanin = skin_extras.pigment(rng, params, shape)
+    if melanin is not None:
+        rgb *= np.exp(-melanin[..., None] * MELANIN_ABSORPTION_RGB)
+    hair = skin_extras.hairs(rng, params, shape)
+    if hair is not None:  # dark brown strands: strong melanin absorption and a shadow
+        strand = hair[..., None]
+        rgb *= np.exp(-3.0 * strand * MELANIN_ABSORPTION_RGB) * (1.0 - 0.4 * strand)
+    specks = skin_extras.dust(rng, params, shape)
+    if specks is not None:
+        rgb *= (1.0 - specks)[..., None]
+    skin_extras.colour_cast(rgb, params)
+
+
 def render_rgb(
     rng: np.random.Generator, geometry: SkinGeometry, params: SkinParams
 ) -> npt.NDArray[np.uint8]:
     """The frame as 8-bit RGB, before JPEG compression."""
     furrow, hill, pore, height = _height_fields(geometry, params)
     shape = (geometry.height_px, geometry.width_px)
+    junction = skin_extras.junction_darkening(geometry, params)
+    if junction is not None:  # "wide" preset: darker, larger junctions
+        height -= 2.0 * junction
     light = _shading(_blur(height, 1.5), float(rng.uniform(0, 360)))
     luminance = (
         light * _illumination(rng, params, shape) * (1.0 - 0.3 * furrow) * (1.0 - 0.5 * pore)
     )
+    if junction is not None:
+        luminance *= 1.0 - junction
     rgb = _albedo(rng, params, shape) * luminance[..., None]
     rgb += _specular(rng, params, hill)[..., None]
+    _add_extras(rng, params, rgb)
     rgb = _blur(rgb, params.defocus_sigma_px)
     _sensor_noise(rng, params, rgb, luminance)
     return np.asarray(cv2.convertScaleAbs(rgb, alpha=255.0), dtype=np.uint8)

@@ -1,6 +1,6 @@
 """Exact ground truth of synthetic skin, computed from its vector geometry, never from pixels.
 
-Definitions are DESIGN.md's "Measurement definitions". The frame is the rectangle [0, W] x [0, H]
+Definitions are docs/measurement.md's "Definitions". The frame is the rectangle [0, W] x [0, H]
 in pixel units; furrow lengths are centre-line lengths clipped to it; hills are the polygons of
 the furrow network bounded by furrow centre lines; pores are discs.
 """
@@ -182,7 +182,7 @@ def _pore_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) -> d
 
 
 def ground_truth(geometry: SkinGeometry, um_per_px: float) -> dict[str, float]:
-    """The nine texture and pore features of DESIGN.md, exact for this geometry."""
+    """The nine texture and pore features of docs/measurement.md, exact for this geometry."""
     frame_mm2 = geometry.width_px * geometry.height_px * um_per_px**2 / 1e6
     truth = {
         **_pore_truth(geometry, um_per_px, frame_mm2),

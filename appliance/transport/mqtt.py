@@ -93,6 +93,8 @@ class MqttLink(threading.Thread):
         self.last_beat_s = time.monotonic()
         self._events = self._callbacks.events
         self._status_requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._retained: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._retained_latest: dict[str, bytes] = {}
         self._wake_r, self._wake_w = _wake_pair()
         self._inflight: dict[int, int] = {}
         self._unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
@@ -120,6 +122,13 @@ class MqttLink(threading.Thread):
         self._status_requests.put(b"")
         self.wake()
 
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` retained on ``topic`` when connected, in order (any thread);
+        after a reconnect the latest payload of each such topic is published again."""
+        self._retained_latest[topic] = payload
+        self._retained.put((topic, payload))
+        self.wake()
+
     def idle(self) -> bool:
         """Whether the back office has confirmed every committed message."""
         return self.outbox.depth() == 0 and not self._inflight
@@ -138,6 +147,7 @@ class MqttLink(threading.Thread):
                 self._handle_events()
                 if self.connected:
                     self._send_statuses()
+                    self._send_retained()
                     self._publish_pending()
                     self._resend_when_due()
                 self._expire_when_due()
@@ -245,6 +255,8 @@ class MqttLink(threading.Thread):
         for topic in self.subscriptions:  # resubscribe first, then the birth message
             self._client.subscribe(topic, options=SubscribeOptions(qos=1))
         self._publish_status("online")
+        for topic, payload in list(self._retained_latest.items()):
+            self._retained.put((topic, payload))
         log.info("connected to %s; %d result(s) waiting", where, self.outbox.depth())
 
     def _handle_disconnect(self, code: int) -> None:
@@ -312,6 +324,16 @@ class MqttLink(threading.Thread):
                 break
         if requested:
             self._publish_status("online")
+
+    def _send_retained(self) -> None:
+        while True:
+            try:
+                topic, payload = self._retained.get_nowait()
+            except queue.Empty:
+                return
+            self._client.publish(
+                topic, payload, qos=1, retain=True, properties=self._status_properties
+            )
 
     def _publish_status(self, state: str) -> None:
         self._client.publish(

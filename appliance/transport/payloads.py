@@ -25,7 +25,7 @@ ACK_SCHEMA: Final = "appliance.ack/1"
 MAX_ACK_IDS = 500
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
-# The feature keys every measurement and every ground-truth sidecar carries (DESIGN.md).
+# The feature keys every measurement and every ground-truth sidecar carries (docs/measurement.md).
 TEXTURE_PORE_KEYS = (
     "pore_count",
     "pore_density_per_cm2",
@@ -39,6 +39,12 @@ TEXTURE_PORE_KEYS = (
 )
 COLOUR_KEYS = ("lab_l", "lab_a", "lab_b", "melanin_index", "erythema_index", "shine_ratio")
 FEATURE_KEYS = (*TEXTURE_PORE_KEYS, "kime_score", *COLOUR_KEYS)
+FeatureKey = Literal[
+    "pore_count", "pore_density_per_cm2", "pore_mean_diameter_um", "pore_area_ratio",
+    "furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2",
+    "furrow_mean_width_um", "furrow_anisotropy", "kime_score", "lab_l", "lab_a", "lab_b",
+    "melanin_index", "erythema_index", "shine_ratio",
+]  # the same keys as FEATURE_KEYS (a test keeps them in step)
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)]
@@ -60,7 +66,7 @@ class _Payload(BaseModel):
 
 
 class Features(_Payload):
-    """Skin measurements of one frame; units are in the names (DESIGN.md definitions)."""
+    """Skin measurements of one frame; units are in the names (docs/measurement.md)."""
 
     pore_count: int = Field(ge=0, description="Pores whose centre lies in the frame.")
     pore_density_per_cm2: NonNegative = Field(description="pore_count per cm² of frame.")
@@ -129,6 +135,12 @@ class Result(_Payload):
     features: Features
     classification: Classification | None = None
     subject: Subject | None = None
+    not_validated: list[FeatureKey] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Features outside the range the method was validated on "
+        "(docs/measurement.md): show them as not measured.",
+    )
     thumbnail_jpeg_b64: str | None = Field(None, max_length=64 * 1024, description="Opt-in only.")
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
@@ -173,10 +185,13 @@ class ModelState(_Payload):
     schema_: Literal["appliance.model_state/1"] = Field(MODEL_STATE_SCHEMA, alias="schema")
     device_id: Identifier
     site: Identifier
-    state: Literal["installed", "refused", "rolled_back"]
+    state: Literal["available", "downloading", "verified", "installed", "rejected", "rolled_back"]
     at: datetime
-    model: ModelInfo | None = None
+    model: ModelInfo | None = Field(None, description="The model this step is about.")
+    running: ModelInfo | None = Field(None, description="The model serving after this step.")
     reason: str | None = Field(None, max_length=1024)
+    healthy: bool | None = Field(None, description="After install: the health check passed.")
+    rollout: str | None = Field(None, max_length=64, description="The signed assignment's rollout.")
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
 

@@ -161,6 +161,7 @@ def rollout_role(prefix: str) -> dict[str, Any]:
         "acls": [
             _acl("publishClientSend", f"{fleet}/model/update"),
             _acl("subscribePattern", f"{fleet}/model/state"),
+            _acl("subscribePattern", f"{fleet}/status"),  # which devices exist (deploy --all)
         ],
     }
 

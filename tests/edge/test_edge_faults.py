@@ -20,7 +20,7 @@ import pytest
 
 from appliance.config import Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.pipeline import Measurement
+from appliance.edge.measure import Measurement
 from appliance.edge.testing import FlakySource, ResultCollector, fast_daemon, fast_source
 from appliance.transport.broker import PrivateBroker
 

@@ -97,9 +97,8 @@ def test_overlay_marks_furrows_pores_and_numbers() -> None:
     assert changed.mean() > 0.5  # hills tinted everywhere
     assert np.all(overlay[970:, 10:500].mean(axis=(0, 1)) < 120)  # the dark caption band
     magenta = (overlay[..., 0] > 200) & (overlay[..., 1] < 120) & (overlay[..., 2] > 150)
-    for (x, y), diameter_um in zip(
-        analysis.pores.centres_half_px * 2 + 0.5, analysis.pores.diameters_um, strict=True
-    ):
+    centres = (analysis.pores.centres_work_px + 0.5) * analysis.frame_px_per_work_px
+    for (x, y), diameter_um in zip(centres, analysis.pores.diameters_um, strict=True):
         radius = round(diameter_um / skin.um_per_px / 2) + 2
         x0, y0 = int(x) + radius, int(y)
         if x0 > 1275:  # ring off the frame

@@ -7,7 +7,9 @@ kernel time per frame, roughly a sixth of the measurement. Raising the mmap and 
 thresholds keeps those pages mapped and reused, frame after frame; the process then holds
 on to its peak working set (tens of MB) instead of shrinking between frames.
 
-Only glibc has ``mallopt``; elsewhere this does nothing.
+Only glibc has ``mallopt``; elsewhere this does nothing. It is a setting of the whole process,
+so programs call it at start-up (the edge daemon, ``appliance analyze``, the skin benchmarks);
+the measurement itself never changes process state.
 """
 
 from __future__ import annotations

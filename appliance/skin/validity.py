@@ -1,0 +1,71 @@
+"""Which numbers of a frame can be trusted: the range the measurement was validated on.
+
+The method was validated (``benchmarks/skin_accuracy.py``, docs/measurement.md "Validated
+range") on frames at 7-13 µm/px, with furrows at least ``MIN_FURROW_CONTRAST`` darker than the
+hills, pores of 80-320 µm and hills of 0.03-0.25 mm². A feature that depends on something
+outside that range is named in ``Validity.not_validated``; a scale or a contrast outside it
+makes the whole frame unvalidated (``Validity.frame_reasons``), which the quality verdict
+reports. The kiosk and the back office can then show "not measured" instead of a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.skin.features import FEATURE_KEYS, SkinFeatures
+
+SCALE_UM_PER_PX = (7.0, 13.0)
+MIN_FURROW_CONTRAST = 0.08  # median depth of furrow pixels below the hill level
+PORE_DIAMETER_UM = (80.0, 320.0)
+HILL_AREA_MM2 = (0.03, 0.25)
+
+TEXTURE_KEYS = (
+    "furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2",
+    "furrow_mean_width_um", "furrow_anisotropy", "kime_score",
+)
+PORE_KEYS = ("pore_count", "pore_density_per_cm2", "pore_mean_diameter_um", "pore_area_ratio")
+PORE_SIZE_KEYS = ("pore_mean_diameter_um", "pore_area_ratio")
+
+
+@dataclass(frozen=True)
+class Validity:
+    """Features outside the validated range, and why the frame as a whole is (if it is)."""
+
+    not_validated: tuple[str, ...]  # feature keys, in FEATURE_KEYS order
+    reasons: tuple[str, ...]  # one line per broken condition, with the value and the range
+    frame_reasons: tuple[str, ...]  # the conditions that concern the whole frame
+
+    @property
+    def frame_outside(self) -> bool:
+        """True when the frame as a whole lies outside the validated range."""
+        return bool(self.frame_reasons)
+
+
+def _outside(value: float, low: float, high: float) -> bool:
+    return not low <= value <= high
+
+
+def assess(features: SkinFeatures, um_per_px: float, furrow_contrast: float) -> Validity:
+    """Compare one frame's scale, contrast, pore and hill sizes with the validated range."""
+    flagged: set[str] = set()
+    reasons: list[str] = []
+    frame: list[str] = []
+    if _outside(um_per_px, *SCALE_UM_PER_PX):
+        frame.append(f"scale {um_per_px:.2f} um/px outside {SCALE_UM_PER_PX[0]:g}-"
+                     f"{SCALE_UM_PER_PX[1]:g}")
+    if furrow_contrast < MIN_FURROW_CONTRAST:
+        frame.append(f"furrow contrast {furrow_contrast:.3f} below {MIN_FURROW_CONTRAST:g}")
+    if frame:
+        flagged.update(TEXTURE_KEYS + PORE_KEYS)
+    diameter = features.pore_mean_diameter_um
+    if features.pore_count > 0 and _outside(diameter, *PORE_DIAMETER_UM):
+        flagged.update(PORE_SIZE_KEYS)
+        reasons.append(f"pore size {diameter:.0f} um outside {PORE_DIAMETER_UM[0]:g}-"
+                       f"{PORE_DIAMETER_UM[1]:g}")
+    area = features.hill_mean_area_mm2
+    if _outside(area, *HILL_AREA_MM2):
+        flagged.update(TEXTURE_KEYS)
+        reasons.append(f"hill size {area:.3f} mm2 outside {HILL_AREA_MM2[0]:g}-"
+                       f"{HILL_AREA_MM2[1]:g}")
+    ordered = tuple(key for key in FEATURE_KEYS if key in flagged)
+    return Validity(ordered, tuple(frame + reasons), tuple(frame))

@@ -1,0 +1,96 @@
+"""Where the synthetic skin's pores go: a share on furrow junctions, the rest on hills.
+
+Pores never overlap one another and lie wholly inside the frame. Elliptical pores (the "wide"
+preset) are placed by their major semi-axis; their radius is the equivalent sqrt(a * b).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.synthetic.skin_params import SkinParams
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+PORE_GAP_PX = 2.0
+
+
+def _pore_radii_px(rng: np.random.Generator, params: SkinParams, count: int) -> FloatArray:
+    """Pore radii in px from the mean equivalent diameter and its spread."""
+    mean_radius_px = params.pore_diameter_um / 2.0 / params.um_per_px
+    scatter = np.exp(rng.normal(0.0, params.pore_diameter_cv, size=count))
+    radii = np.clip(mean_radius_px * scatter, 2.0, 3.0 * mean_radius_px)
+    low, high = (d / 2.0 / params.um_per_px for d in (params.pore_diameter_min_um,
+                                                      params.pore_diameter_max_um))
+    return np.asarray(np.clip(radii, low, high), dtype=np.float64)
+
+
+class _PoreLayout:
+    """Accepts pore discs one by one, refusing any that overlap one already placed."""
+
+    def __init__(self, width_px: int, height_px: int) -> None:
+        self.width_px, self.height_px = width_px, height_px
+        self.centres: list[tuple[float, float]] = []
+        self.radii: list[float] = []
+        self.at_junction: list[bool] = []
+
+    def try_add(self, x: float, y: float, radius: float, at_junction: bool) -> bool:
+        """Place the disc if it lies in the frame and clears every other pore."""
+        inside = (
+            radius + 1 <= x <= self.width_px - radius - 1
+            and radius + 1 <= y <= self.height_px - radius - 1
+        )
+        if not inside:
+            return False
+        if self.centres:
+            gaps = np.hypot(*(np.asarray(self.centres) - (x, y)).T) - np.asarray(self.radii)
+            if float(gaps.min()) < radius + PORE_GAP_PX:
+                return False
+        self.centres.append((x, y))
+        self.radii.append(radius)
+        self.at_junction.append(at_junction)
+        return True
+
+    def add_anywhere(self, rng: np.random.Generator, radius: float, attempts: int = 20) -> bool:
+        """Place the disc at the first of a few random positions where it fits."""
+        for _attempt in range(attempts):
+            x, y = rng.uniform(0, self.width_px), rng.uniform(0, self.height_px)
+            if self.try_add(float(x), float(y), radius, False):
+                return True
+        return False
+
+
+def place_pores(
+    rng: np.random.Generator,
+    params: SkinParams,
+    junctions_px: FloatArray,  # furrow junctions inside the frame
+    width_px: int,
+    height_px: int,
+) -> tuple[FloatArray, FloatArray, BoolArray, FloatArray]:
+    """Pore centres, radii, junction flags and axis ratios: a share on junctions, the rest on
+    hills."""
+    area_cm2 = width_px * height_px * params.um_per_px**2 / 1e8
+    count = int(rng.poisson(params.pore_density_per_cm2 * area_cm2))
+    radii = _pore_radii_px(rng, params, count).tolist()
+    # elliptical pores ("wide" preset): placed by their major semi-axis, sqrt(a*b) = radius
+    ratios = rng.uniform(1.0 / params.pore_aspect_max, 1.0, size=count) if (
+        params.pore_aspect_max > 1.0) else np.ones(count)
+    reach = (np.asarray(radii) / np.sqrt(ratios)).tolist()
+    junction_count = round(params.pore_junction_share * count)
+    layout = _PoreLayout(width_px, height_px)
+    in_frame = junctions_px
+    placed: list[float] = []
+    for i, (x, y) in zip(range(junction_count), rng.permutation(in_frame).tolist(), strict=False):
+        if layout.try_add(x, y, reach[i], True):
+            placed.append(float(ratios[i]))
+    for i in range(junction_count, count):
+        if layout.add_anywhere(rng, reach[i]):
+            placed.append(float(ratios[i]))
+    placed_ratio = np.asarray(placed, dtype=np.float64)
+    return (
+        np.asarray(layout.centres, dtype=np.float64).reshape(-1, 2),
+        np.asarray(layout.radii, dtype=np.float64) * np.sqrt(placed_ratio),
+        np.asarray(layout.at_junction, dtype=np.bool_),
+        placed_ratio,
+    )

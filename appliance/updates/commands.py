@@ -1,0 +1,156 @@
+"""``appliance models repo|release|deploy|status|rollback``: the fleet's model updates.
+
+Repository commands work on the folder alone; deploy, status and rollback also talk to the
+broker and the back-office store named in the config (``--config``, default config.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.updates.repository import ROLES
+
+EXIT_ERROR = 2
+
+
+def register(root: Any, groups: dict[str, Any]) -> None:
+    """Add the model-update commands to the ``models`` group."""
+    models = groups["models"]
+    repo = models.add_parser("repo", help="the TUF model repository: init, refresh, serve")
+    sub = repo.add_subparsers(dest="repo_command", required=True, metavar="ACTION")
+    init = sub.add_parser("init", help="create a repository with Ed25519 keys for every role")
+    init.add_argument("dir", type=Path, help="repository folder (created)")
+    init.add_argument("--keys", action="append", default=[], metavar="ROLE=N",
+                      help=f"keys for a role ({', '.join(ROLES)}); default 1 each")
+    init.add_argument("--threshold", action="append", default=[], metavar="ROLE=N",
+                      help="signatures a role needs; default 1 each")
+    init.add_argument("--expiry-s", action="append", default=[], metavar="ROLE=S",
+                      help="seconds a role's metadata stays valid (timestamp: 1 day)")
+    init.set_defaults(handler=_repo_init)
+    refresh = sub.add_parser("refresh", help="re-sign the timestamp (run it from a timer)")
+    refresh.add_argument("dir", type=Path, help="repository folder")
+    refresh.set_defaults(handler=_repo_refresh)
+    serve = sub.add_parser("serve", help="serve the repository's public/ folder over HTTP")
+    serve.add_argument("dir", type=Path, help="repository folder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8470)
+    serve.set_defaults(handler=_repo_serve)
+    _register_release(models)
+    _register_fleet(models)
+
+
+def _register_release(models: Any) -> None:
+    release = models.add_parser("release", help="sign a model into the repository")
+    release.add_argument("model", type=Path, help="the ONNX model file")
+    release.add_argument("--repo", type=Path, required=True, help="repository folder")
+    release.add_argument("--version", required=True, help="semantic version (the model's own)")
+    release.add_argument("--vectors", type=Path, default=Path("models/data/skin-grades.parquet"),
+                         help="labelled feature table whose test rows become the self-test")
+    release.add_argument("--device-types", default="skin-kiosk", help="comma-separated")
+    release.add_argument("--feature-schema", default=None, help="default: this version's")
+    release.set_defaults(handler=_release)
+
+
+def _register_fleet(models: Any) -> None:
+    for name, text in (("deploy", "roll a release out: canaries, waves, automatic halt"),
+                       ("rollback", "signed decision: go back (default: devices assigned it)")):
+        command = models.add_parser(name, help=text)
+        command.add_argument("name", help="model name")
+        if name == "deploy":
+            command.add_argument("version", help="released version")
+            command.add_argument("--canary", type=int, default=1, help="canary devices first")
+        else:
+            command.add_argument("--to", dest="version", required=True, help="released version")
+        command.add_argument("--repo", type=Path, required=True, help="repository folder")
+        target = command.add_mutually_exclusive_group(required=name == "deploy")
+        target.add_argument("--devices", help="comma-separated device ids")
+        target.add_argument("--site", help="every known device of a site")
+        target.add_argument("--all", action="store_true", help="every known device")
+        command.add_argument("--wave", type=int, default=10, help="devices per wave")
+        command.add_argument("--timeout-s", type=float, default=300.0,
+                             help="wait per wave for installed and healthy reports")
+        command.add_argument("--max-failures", type=int, default=0,
+                             help="halt once more devices than this failed")
+        command.add_argument("--config", default="config.yaml", help="broker and store")
+        command.set_defaults(handler=_deploy, decision=name if name == "rollback" else "deploy")
+    status = models.add_parser("status", help="per device: running, targeted, state")
+    status.add_argument("--repo", type=Path, required=True, help="repository folder")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument("--config", default="config.yaml", help="broker and store")
+    status.set_defaults(handler=_status)
+
+
+def _pairs(items: list[str], kind: type, what: str) -> dict[str, Any]:
+    found = {}
+    for item in items:
+        role, _, value = item.partition("=")
+        if role not in ROLES or not value:
+            raise ValueError(f"{what} {item!r}: use ROLE=VALUE with ROLE one of {', '.join(ROLES)}")
+        found[role] = kind(value)
+    return found
+
+
+def _repo_init(args: argparse.Namespace) -> int:
+    from appliance.updates.operations import RoleKeys, describe, init_repository  # noqa: PLC0415
+
+    try:
+        counts = _pairs(args.keys, int, "--keys")
+        thresholds = _pairs(args.threshold, int, "--threshold")
+        plan = {r: RoleKeys(counts.get(r, 1), thresholds.get(r, 1)) for r in ROLES}
+        repo = init_repository(args.dir, plan, _pairs(args.expiry_s, int, "--expiry-s"))
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"repo init: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps(describe(repo), indent=2))
+    print(f"\nroot keys: {repo.keys_dir / 'root'} -- move them offline now; they are needed "
+          f"only to change the root (keys, thresholds).")
+    print(f"kiosks trust: {repo.metadata_dir / '1.root.json'} (updates.trusted_root)")
+    print(f"serve: {repo.dir / 'public'}")
+    return 0
+
+
+def _repo_refresh(args: argparse.Namespace) -> int:
+    from appliance.updates.operations import refresh_timestamp  # noqa: PLC0415
+    from appliance.updates.repository import FileRepository  # noqa: PLC0415
+
+    try:
+        version = refresh_timestamp(FileRepository(args.dir))
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"repo refresh: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{args.dir}: timestamp version {version} signed")
+    return 0
+
+
+def _repo_serve(args: argparse.Namespace) -> int:
+    from appliance.updates.serve import RepositoryServer  # noqa: PLC0415
+
+    server = RepositoryServer(args.dir / "public", args.host, args.port)
+    print(f"serving {args.dir / 'public'} on {server.url} (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.close()
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    from appliance.updates.fleetops import run_release  # noqa: PLC0415
+
+    return run_release(args)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from appliance.updates.fleetops import run_deploy  # noqa: PLC0415
+
+    return run_deploy(args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from appliance.updates.fleetops import run_status  # noqa: PLC0415
+
+    return run_status(args)

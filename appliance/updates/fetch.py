@@ -1,0 +1,174 @@
+"""The kiosk's side of TUF: refresh signed metadata and download what it names for this device.
+
+Every check builds a fresh ``tuf.ngclient.Updater`` (one refresh per instance, as ngclient
+requires) over the same local metadata folder, bootstrapped from the configured trusted root.
+ngclient does the verification (signatures and thresholds, versions never going back, expiry,
+snapshot/targets consistency, lengths and hashes); this module only names what to look up and
+turns tuf's exceptions into reasons a person can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import urllib3
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import TargetFile
+from tuf.ngclient import Updater, UpdaterConfig
+from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
+
+from appliance.config import UpdatesConfig
+from appliance.updates.manifest import (
+    MAX_ASSIGNMENT_BYTES,
+    Assignment,
+    ManifestError,
+    ModelManifest,
+    assignment_target,
+    check_target_path,
+    parse_assignment,
+    parse_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_MODEL_BYTES = 50 * 1024 * 1024  # the runner's limit too (inference/runner.py)
+RETRY_PAUSE_S = 0.5
+# A cut transfer surfaces as urllib3's error: ngclient's fetcher does not wrap it.
+_TRANSFER_ERRORS = (tuf_errors.DownloadError, OSError, urllib3.exceptions.HTTPError)
+_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (tuf_errors.UnsignedMetadataError, "signature check failed"),
+    (tuf_errors.ExpiredMetadataError, "metadata expired (a frozen or stale repository)"),
+    (tuf_errors.BadVersionNumberError, "metadata version check failed (rollback or mix)"),
+    (tuf_errors.LengthOrHashMismatchError, "download does not match its signed length/hash"),
+    (tuf_errors.DownloadLengthMismatchError, "download longer than its signed length"),
+    (tuf_errors.DownloadError, "download failed"),
+    (tuf_errors.RepositoryError, "repository metadata refused"),
+)
+
+
+class UpdateRefusedError(Exception):
+    """A step of the update that must not go on; ``reason`` is what the kiosk reports.
+
+    ``permanent``: the release itself is bad (incompatible, fails its self-test), so the kiosk
+    does not try it again; a transfer or metadata failure is tried again at the next check.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason[:1000]
+        self.permanent = permanent
+
+
+def reason_for(exc: BaseException) -> str:
+    """A reportable reason for a tuf (or transfer) failure."""
+    for kind, text in _REASONS:
+        if isinstance(exc, kind):
+            return f"{text}: {type(exc).__name__}: {exc}"
+    return f"download failed: {type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What signed metadata names for this device: the assignment and its release."""
+
+    assignment: Assignment
+    manifest: ModelManifest
+    target: TargetFile
+
+    @property
+    def sha256(self) -> str:
+        """The release file's signed SHA-256."""
+        return str(self.target.hashes["sha256"])
+
+
+class RepositoryClient:
+    """Looks up and downloads this device's assigned model through tuf's ngclient."""
+
+    def __init__(self, config: UpdatesConfig, site: str, device_id: str, state_dir: Path) -> None:
+        if config.url is None or config.trusted_root is None:
+            raise ValueError("updates.url and updates.trusted_root are needed for updates")
+        self.config = config
+        self.assignment_path = assignment_target(site, device_id)
+        self.metadata_dir = state_dir / "updates" / "metadata"
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        self.base_url = config.url.rstrip("/")
+        self._trusted_root = Path(config.trusted_root).read_bytes()
+
+    def _updater(self) -> Updater:
+        return Updater(
+            str(self.metadata_dir),
+            f"{self.base_url}/metadata/",
+            target_base_url=f"{self.base_url}/targets/",
+            fetcher=Urllib3Fetcher(socket_timeout=self.config.download_timeout_s),
+            config=UpdaterConfig(app_user_agent="appliance-kiosk"),
+            bootstrap=self._trusted_root,
+        )
+
+    def check(self) -> tuple[Updater, Offer] | None:
+        """Refresh metadata; the offer signed for this device, or None when nothing is."""
+        updater = self._updater()
+        try:
+            info = updater.get_targetinfo(self.assignment_path)
+            if info is None:
+                return None
+            if info.length > MAX_ASSIGNMENT_BYTES:
+                raise UpdateRefusedError(f"{self.assignment_path}: {info.length} bytes, too big")
+            raw = self._download_bytes(updater, info)
+            assignment = parse_assignment(raw, self.assignment_path)
+            target = updater.get_targetinfo(check_target_path(assignment.target))
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError, OSError) as exc:
+            raise UpdateRefusedError(reason_for(exc)) from exc
+        except ManifestError as exc:
+            raise UpdateRefusedError(str(exc)) from exc
+        if target is None:
+            raise UpdateRefusedError(f"{assignment.target}: assigned but not a signed release")
+        try:
+            manifest = parse_manifest(target.custom, assignment.target)
+        except ManifestError as exc:
+            raise UpdateRefusedError(str(exc)) from exc
+        return updater, Offer(assignment, manifest, target)
+
+    def _download_bytes(self, updater: Updater, info: TargetFile) -> bytes:
+        path = self.metadata_dir / ".assignment.part"
+        self._download(updater, info, path)
+        return path.read_bytes()
+
+    def download(self, updater: Updater, offer: Offer, dest: Path) -> None:
+        """Download the offered model to ``dest`` (streamed, bounded, retried, verified)."""
+        if offer.target.length > MAX_MODEL_BYTES:
+            raise UpdateRefusedError(
+                f"{offer.assignment.target}: signed length {offer.target.length} bytes exceeds "
+                f"the kiosk's {MAX_MODEL_BYTES}-byte limit"
+            )
+        try:
+            self._download(updater, offer.target, dest)
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError, OSError) as exc:
+            dest.unlink(missing_ok=True)
+            raise UpdateRefusedError(reason_for(exc)) from exc
+
+    def _download(self, updater: Updater, info: TargetFile, dest: Path) -> None:
+        """ngclient's download, tried ``download_tries`` times on transfer failures only."""
+        tries = self.config.download_tries
+        for attempt in range(1, tries + 1):
+            try:
+                updater.download_target(info, str(dest))
+                return
+            except tuf_errors.RepositoryError:
+                raise  # a verified mismatch: trying again cannot make it right
+            except _TRANSFER_ERRORS as exc:
+                if attempt == tries or isinstance(exc, tuf_errors.DownloadLengthMismatchError):
+                    raise _as_download_error(exc, attempt) from exc
+                log.warning("download of %s failed (%s); try %d of %d", info.path, exc,
+                            attempt + 1, tries)
+                time.sleep(RETRY_PAUSE_S * attempt)
+
+
+def _as_download_error(exc: BaseException, attempts: int) -> tuf_errors.DownloadError:
+    if isinstance(exc, tuf_errors.DownloadError):
+        return exc
+    return tuf_errors.DownloadError(
+        f"transfer broke off after {attempts} tries ({type(exc).__name__}: {exc})"
+    )

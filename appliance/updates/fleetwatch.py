@@ -1,0 +1,114 @@
+"""The back office's view of the fleet over MQTT: retained statuses and model states, notices.
+
+``FleetWatcher`` subscribes to ``{prefix}/+/+/status`` and ``{prefix}/+/+/model/state`` (both
+retained, so a fresh watcher learns every device at once) and publishes the notices on
+``.../model/update``. A notice carries nothing a kiosk acts on but "refresh now".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import paho.mqtt.client as mqtt
+
+from appliance.config import MqttConfig
+from appliance.transport import payloads
+from appliance.transport.client import new_client, settings_from_config
+from appliance.transport.topics import device_topic, fleet_filter, parse_device_topic
+
+log = logging.getLogger(__name__)
+
+SETTLE_S = 1.0  # retained messages arrive right after SUBACK; this covers a busy broker
+UPDATE_LEAF = "model/update"
+STATE_LEAF = "model/state"
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """What the broker's retained messages say about one device."""
+
+    site: str
+    device_id: str
+    status: payloads.Status | None = None
+    state: payloads.ModelState | None = None
+
+    @property
+    def running(self) -> str | None:
+        """The model version it runs, by its newest report."""
+        state, status = self.state, self.status
+        newer_state = state is not None and (status is None or status.at <= state.at)
+        model = state.running if newer_state and state is not None else None
+        if model is None and status is not None:
+            model = status.model
+        return model.version if model is not None else None
+
+
+class FleetWatcher:
+    """Keeps the newest status and model state of every device under ``prefix``."""
+
+    def __init__(self, mqtt_config: MqttConfig, client_id: str) -> None:
+        self.prefix = mqtt_config.topic_prefix
+        self._devices: dict[tuple[str, str], DeviceView] = {}
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        settings = settings_from_config(mqtt_config, client_id)
+        self._client = new_client(settings, reconnect=True)  # the one factory: TLS, credentials
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            self.close()
+            raise TimeoutError(f"broker {mqtt_config.host}:{mqtt_config.port} did not answer")
+        time.sleep(SETTLE_S)
+
+    def _on_connect(self, client: mqtt.Client, *_args: object) -> None:
+        client.subscribe(
+            [(fleet_filter(self.prefix, "status"), 1), (fleet_filter(self.prefix, STATE_LEAF), 1)]
+        )
+        self._subscribed.set()
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._record(message.topic, bytes(message.payload))
+        except Exception:  # a bad payload must never kill paho's network thread
+            log.exception("ignored a message on %s", message.topic)
+
+    def _record(self, topic: str, raw: bytes) -> None:
+        parsed = parse_device_topic(self.prefix, topic)
+        if parsed is None or not raw:
+            return
+        site, device_id, leaf = parsed
+        if leaf not in ("status", STATE_LEAF):
+            return
+        try:
+            status = payloads.parse_payload(raw, payloads.Status) if leaf == "status" else None
+            state = payloads.parse_payload(raw, payloads.ModelState) if status is None else None
+        except payloads.PayloadError as exc:
+            log.warning("ignored a bad payload on %s: %s", topic, exc)
+            return
+        with self._lock:
+            view = self._devices.get((site, device_id), DeviceView(site, device_id))
+            self._devices[(site, device_id)] = replace(
+                view, status=status or view.status, state=state or view.state
+            )
+
+    def devices(self) -> dict[tuple[str, str], DeviceView]:
+        """Every device seen, by (site, device id)."""
+        with self._lock:
+            return dict(self._devices)
+
+    def notify(self, site: str, device_id: str, rollout_id: str) -> None:
+        """Publish the "refresh now" notice to one device."""
+        body = json.dumps({"refresh": True, "rollout": rollout_id}).encode()
+        topic = device_topic(self.prefix, site, device_id, UPDATE_LEAF)
+        self._client.publish(topic, body, qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()

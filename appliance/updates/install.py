@@ -1,0 +1,112 @@
+"""The kiosk's installed models: files beside each other and one pointer file naming which serves.
+
+``{state_dir}/models/`` holds each installed model as ``{name}-{version}-{sha12}.onnx`` and
+``installed.json``: ``{"current": FILE, "previous": FILE}``. An install fsyncs the new model
+file, renames it into place, fsyncs the folder and only then replaces ``installed.json`` the
+same way (temp file, fsync, rename). A kiosk killed at any point finds either the old pointer
+(old model, the new file an orphan removed at start) or the new one (new model, complete on
+disk): never no model. Rollback swaps the pointer back to ``previous``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.updates.repository import write_atomically
+
+log = logging.getLogger(__name__)
+
+POINTER = "installed.json"
+DOWNLOAD_PREFIX = ".download-"
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Which model file serves and which served before it (absolute paths)."""
+
+    current: Path | None
+    previous: Path | None
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ModelStore:
+    """Installed models under ``{state_dir}/models``; not thread-safe (the updater owns it)."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.dir = Path(state_dir) / "models"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def read(self) -> Installed:
+        """The pointer as stored (an unreadable pointer reads as nothing installed)."""
+        path = self.dir / POINTER
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            current, previous = data.get("current"), data.get("previous")
+        except FileNotFoundError:
+            return Installed(None, None)
+        except (OSError, ValueError, AttributeError) as exc:
+            log.error("%s unreadable (%s); starting from the configured model", path, exc)
+            return Installed(None, None)
+        return Installed(
+            Path(current) if current else None, Path(previous) if previous else None
+        )
+
+    def serving_path(self, fallback: str | None) -> Path | None:
+        """The model to start on: the installed current, else previous, else ``fallback``."""
+        installed = self.read()
+        for candidate in (installed.current, installed.previous):
+            if candidate is not None and candidate.is_file():
+                return candidate
+        return Path(fallback) if fallback else None
+
+    def download_path(self, sha256: str) -> Path:
+        """Where a download goes first (a temp name that start-up clean-up removes)."""
+        return self.dir / f"{DOWNLOAD_PREFIX}{sha256[:16]}.part"
+
+    def install(self, downloaded: Path, name: str, version: str, sha256: str,
+                previous: Path | None) -> Path:
+        """Move a verified download into place and point ``current`` at it atomically."""
+        final = self.dir / f"{name}-{version}-{sha256[:12]}.onnx"
+        with downloaded.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(downloaded, final)
+        _fsync_dir(self.dir)
+        self._point(final, previous)
+        return final
+
+    def rollback(self, current: Path, previous: Path | None) -> None:
+        """Point back at ``previous`` (the model that served before ``current``)."""
+        self._point(previous, current)
+
+    def _point(self, current: Path | None, previous: Path | None) -> None:
+        body = {
+            "current": str(current) if current else None,
+            "previous": str(previous) if previous else None,
+        }
+        write_atomically(self.dir / POINTER, json.dumps(body).encode())
+        _fsync_dir(self.dir)
+
+    def clean(self) -> list[Path]:
+        """Remove downloads and model files that the pointer no longer names."""
+        installed = self.read()
+        keep = {p.name for p in (installed.current, installed.previous) if p is not None}
+        removed = []
+        for path in self.dir.iterdir():
+            stale_model = path.suffix == ".onnx" and path.name not in keep
+            if stale_model or path.name.startswith((DOWNLOAD_PREFIX, f".{POINTER}.")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                removed.append(path)
+        return removed

@@ -1,0 +1,342 @@
+"""The kiosk's model updater: verified download, self-test, atomic install, hot swap, rollback.
+
+One thread, woken by a notice on ``.../model/update`` or by ``check_interval_s``. A notice only
+says "refresh now": what is installed comes from signed metadata alone (``fetch``). Steps, each
+reported retained on ``.../model/state``: available -> downloading -> verified (compatible,
+loads in ONNX Runtime, reproduces its self-test) -> installed (``install.ModelStore``, then
+swapped between two measurements) -> healthy, or rolled_back when the health check fails. Any
+refusal is ``rejected`` with its reason, and the serving model never changes then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from tuf.ngclient import Updater
+
+from appliance.config import Config
+from appliance.inference.classifier import SkinClassifier
+from appliance.inference.contract import ModelError
+from appliance.inference.runner import OnnxRunner
+from appliance.transport import payloads
+from appliance.updates.fetch import Offer, RepositoryClient, UpdateRefusedError
+from appliance.updates.health import HealthCheck, observe_classification
+from appliance.updates.install import ModelStore
+from appliance.updates.manifest import FEATURE_SCHEMA, semver_key
+from appliance.updates.repository import write_atomically
+from appliance.updates.selftest import SelfTestError, check_self_test
+
+log = logging.getLogger(__name__)
+
+HEALTH_POLL_S = 0.2
+REJECTED_FILE = "rejected.json"
+StatePublisher = Callable[[bytes], None]
+
+
+class ServingModel:
+    """The classifier the pipeline calls; ``swap`` changes it between two measurements."""
+
+    def __init__(self, classifier: SkinClassifier | None) -> None:
+        self._active: tuple[SkinClassifier | None, HealthCheck | None] = (classifier, None)
+
+    @property
+    def classifier(self) -> SkinClassifier | None:
+        """The serving classifier (None: results go out unclassified)."""
+        return self._active[0]
+
+    @property
+    def name(self) -> str:
+        """The serving model's name ("" when none serves)."""
+        return self._active[0].name if self._active[0] is not None else ""
+
+    @property
+    def version(self) -> str:
+        """The serving model's version ("" when none serves)."""
+        return self._active[0].version if self._active[0] is not None else ""
+
+    def swap(self, classifier: SkinClassifier | None, health: HealthCheck | None) -> None:
+        """Serve ``classifier`` from the next measurement on (one assignment: atomic)."""
+        self._active = (classifier, health)
+
+    def reload(self, path: str | Path) -> None:
+        """SIGHUP with a new ``model.path``: serve that file (ModelError keeps the old one)."""
+        self.swap(SkinClassifier.load(path), None)
+
+    def classify(self, features: Mapping[str, float]) -> payloads.Classification:
+        """Classify with the model serving when the call starts, and feed its health check."""
+        classifier, health = self._active  # one model for the whole measurement
+        if classifier is None:
+            raise RuntimeError("no model installed")
+        try:
+            result = classifier.classify(features)
+        except (ValueError, RuntimeError) as exc:
+            observe_classification(health, None, str(exc))
+            raise
+        observe_classification(health, result, None)
+        return result
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelUpdater(threading.Thread):
+    """Keeps the kiosk on the model its signed assignment names (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Config,
+        serving: ServingModel,
+        publish_state: StatePublisher,
+        stop: threading.Event,
+        on_swap: Callable[[ServingModel], None] = lambda _serving: None,
+    ) -> None:
+        super().__init__(name="ModelUpdater", daemon=True)
+        self.config, self.serving, self.stop_event = config, serving, stop
+        self._publish, self._on_swap = publish_state, on_swap
+        state_dir = Path(config.state_dir)
+        self.client = RepositoryClient(
+            config.updates, config.device.site, config.device.id, state_dir
+        )
+        self.store = ModelStore(state_dir)
+        self.wake = threading.Event()
+        self.checks = 0
+        self._health: HealthCheck | None = None
+        self._rollout: str | None = None  # of the assignment the last report was about
+        self._previous: Path | None = None  # what a failed health check goes back to
+        self._confirmed = False  # the serving model passed a health check in this process
+        self._rejected: set[str] = self._load_rejected()
+        current = serving.classifier.path if serving.classifier is not None else None
+        self._current_sha = _sha256(current) if current is not None and current.is_file() else ""
+
+    def notify(self) -> None:
+        """A notice arrived: refresh now (any thread)."""
+        self.wake.set()
+
+    def run(self) -> None:
+        """Check at start, on every notice and every ``check_interval_s``; watch health."""
+        self.store.clean()
+        interval_s = self.config.updates.check_interval_s
+        while not self.stop_event.is_set():
+            self.wake.clear()
+            self._check_safely()
+            waited_s = 0.0
+            while waited_s < interval_s and not self.stop_event.is_set():
+                if self.wake.wait(HEALTH_POLL_S):
+                    break
+                waited_s += HEALTH_POLL_S
+                self._watch_health()
+
+    def _check_safely(self) -> None:
+        try:
+            self.check_once()
+        except Exception:  # a bug here must not end updates for good; the log says what
+            log.exception("model update check failed")
+        self.checks += 1
+
+    # -- one check ------------------------------------------------------------------------
+
+    def check_once(self) -> None:
+        """Refresh signed metadata and install what it assigns to this kiosk, if new."""
+        if self._health is not None:
+            return  # the last install is still on probation
+        try:
+            found = self.client.check()
+        except UpdateRefusedError as exc:
+            self._report("rejected", None, exc.reason)
+            return
+        if found is None:
+            return
+        updater, offer = found
+        if offer.sha256 == self._current_sha:
+            if not self._confirmed:  # restarted since the install: check its health again
+                self._start_probation(offer, self.store.read().previous)
+                self._report("installed", offer, "serving the assigned model since start")
+            return
+        if offer.sha256 in self._rejected:
+            return
+        try:
+            self._install(updater, offer)
+        except UpdateRefusedError as exc:
+            if exc.permanent:
+                self._remember_rejected(offer.sha256)
+            self._report("rejected", offer, exc.reason)
+
+    def _install(self, updater: Updater, offer: Offer) -> None:
+        self._report("available", offer)
+        self._check_compatible(offer)
+        self._report("downloading", offer)
+        download = self.store.download_path(offer.sha256)
+        self.client.download(updater, offer, download)
+        runner = self._verify(download, offer)
+        self._report("verified", offer)
+        before = self.serving.classifier
+        previous = before.path if before is not None else None
+        manifest = offer.manifest
+        final = self.store.install(
+            download, manifest.name, manifest.version, offer.sha256, previous
+        )
+        runner.path = final
+        self.serving.swap(SkinClassifier(runner), None)
+        self._current_sha = offer.sha256
+        self._start_probation(offer, previous)
+        self._on_swap(self.serving)
+        log.info("model %s %s installed; health check running", manifest.name, manifest.version)
+        self._report("installed", offer)
+
+    def _start_probation(self, offer: Offer, previous: Path | None) -> None:
+        """Watch the serving model's next measurements; ``previous`` is the way back."""
+        updates = self.config.updates
+        self._health = HealthCheck(
+            offer.manifest.label_shares(),
+            updates.health_measurements,
+            updates.health_window_s,
+            updates.health_max_label_distance,
+        )
+        self._previous = previous
+        self._confirmed = False
+        self.serving.swap(self.serving.classifier, self._health)
+
+    def _check_compatible(self, offer: Offer) -> None:
+        manifest, assignment = offer.manifest, offer.assignment
+        if (manifest.name, manifest.version) != (assignment.model, assignment.version):
+            raise UpdateRefusedError(
+                f"assignment names {assignment.model} {assignment.version} but the target is "
+                f"{manifest.name} {manifest.version}",
+                permanent=True,
+            )
+        if manifest.feature_schema != FEATURE_SCHEMA:
+            raise UpdateRefusedError(
+                f"incompatible feature schema {manifest.feature_schema!r}: this kiosk measures "
+                f"{FEATURE_SCHEMA!r}",
+                permanent=True,
+            )
+        device_type = self.config.updates.device_type
+        if device_type not in manifest.device_types:
+            raise UpdateRefusedError(
+                f"release is for device types {manifest.device_types}, this kiosk is "
+                f"{device_type!r}",
+                permanent=True,
+            )
+        self._check_not_downgrade(offer)
+
+    def _check_not_downgrade(self, offer: Offer) -> None:
+        running = self.serving.version
+        if not running or offer.assignment.decision == "rollback":
+            return
+        if self.serving.name == offer.manifest.name and semver_key(
+            offer.manifest.version
+        ) < semver_key(running):
+            raise UpdateRefusedError(
+                f"downgrade from {running} to {offer.manifest.version} refused: only a signed "
+                f"rollback decision (`appliance models rollback`) may lower the version"
+            )
+
+    def _verify(self, download: Path, offer: Offer) -> OnnxRunner:
+        try:
+            runner = OnnxRunner(download)
+            check_self_test(runner, offer.manifest)
+        except ModelError as exc:
+            download.unlink(missing_ok=True)
+            raise UpdateRefusedError(f"model does not load: {exc}", permanent=True) from exc
+        except SelfTestError as exc:
+            download.unlink(missing_ok=True)
+            raise UpdateRefusedError(f"self-test failed: {exc}", permanent=True) from exc
+        return runner
+
+    # -- after the swap -------------------------------------------------------------------
+
+    def _watch_health(self) -> None:
+        health = self._health
+        verdict = health.verdict() if health is not None else None
+        if verdict is None:
+            return
+        serving = self.serving.classifier
+        model = _info(serving)
+        self._health = None
+        self.wake.set()  # assignments that came during the probation are looked at now
+        if verdict.healthy:
+            self._confirmed = True
+            self.serving.swap(serving, None)
+            self._report_state("installed", model, verdict.reason, healthy=True)
+            return
+        previous = self._previous
+        if serving is not None:
+            self.store.rollback(serving.path, previous)
+        self.serving.swap(_load_or_none(previous), None)
+        self._remember_rejected(self._current_sha)
+        self._current_sha = _sha256(previous) if previous is not None and previous.is_file() else ""
+        self._on_swap(self.serving)
+        log.error("model %s rolled back: %s", model.name if model else "?", verdict.reason)
+        self._report_state("rolled_back", model, verdict.reason, healthy=False)
+
+    # -- reporting and memory -------------------------------------------------------------
+
+    def _report(self, state: str, offer: Offer | None, reason: str | None = None) -> None:
+        model = None
+        self._rollout = offer.assignment.rollout if offer is not None else None
+        if offer is not None:
+            model = payloads.ModelInfo(name=offer.manifest.name, version=offer.manifest.version)
+        self._report_state(state, model, reason)
+
+    def _report_state(
+        self,
+        state: str,
+        model: payloads.ModelInfo | None,
+        reason: str | None,
+        healthy: bool | None = None,
+    ) -> None:
+        if state == "rejected":
+            log.warning("model update rejected: %s", reason)
+        message = payloads.ModelState(
+            device_id=self.config.device.id,
+            site=self.config.device.site,
+            state=state,  # type: ignore[arg-type]
+            at=payloads.utc_now(),
+            model=model,
+            running=_info(self.serving.classifier),
+            reason=reason[:1000] if reason else None,
+            healthy=healthy,
+            rollout=self._rollout,
+        )
+        self._publish(message.to_json())
+
+    def _load_rejected(self) -> set[str]:
+        path = self.store.dir / REJECTED_FILE
+        try:
+            return set(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def _remember_rejected(self, sha256: str) -> None:
+        if not sha256:
+            return
+        self._rejected.add(sha256)
+        body = json.dumps(sorted(self._rejected)[-200:]).encode()
+        write_atomically(self.store.dir / REJECTED_FILE, body)
+
+
+def _load_or_none(path: Path | None) -> SkinClassifier | None:
+    """The model at ``path`` (None when there is none or it no longer loads)."""
+    if path is None:
+        return None
+    try:
+        return SkinClassifier.load(path)
+    except ModelError as exc:
+        log.error("previous model %s does not load (%s); results go unclassified", path, exc)
+        return None
+
+
+def _info(classifier: SkinClassifier | None) -> payloads.ModelInfo | None:
+    if classifier is None:
+        return None
+    return payloads.ModelInfo(name=classifier.name, version=classifier.version)

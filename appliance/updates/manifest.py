@@ -1,0 +1,130 @@
+"""What the signed metadata says about a model release and about which device runs what.
+
+A released model is a TUF target ``models/{name}/{version}/{name}-{version}.onnx`` whose
+``custom`` metadata is a ``ModelManifest``: name, semantic version, the feature schema it reads,
+the device types it runs on and self-test vectors (inputs with the labels and probabilities the
+model gave at release). Which model a device should run is a second, tiny target,
+``devices/{site}/{device}.json``, holding an ``Assignment``; it is signed by the delegated
+``fleet`` role, which may sign nothing but ``devices/*`` (docs/model-updates.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+
+from appliance.transport.payloads import IDENTIFIER_PATTERN
+
+# The feature vector the kiosk measures: the keys, order-free, of appliance.result/1 features.
+FEATURE_SCHEMA = "appliance.features/1"
+SEMVER = re.compile(r"^(\d{1,6})\.(\d{1,6})\.(\d{1,6})(?:-([0-9A-Za-z.-]{1,40}))?$")
+MODELS_DIR = "models"
+DEVICES_DIR = "devices"
+MAX_ASSIGNMENT_BYTES = 4096
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)]
+# TUF signs canonical JSON, which has no floats: numbers travel as their shortest decimal text.
+DecimalText = Annotated[
+    float,
+    Field(allow_inf_nan=False),
+    PlainSerializer(lambda value: repr(float(value)), return_type=str, when_used="json"),
+]
+
+
+class ManifestError(ValueError):
+    """Metadata that does not describe a usable release or assignment; the text says why."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SelfTestVector(_Frozen):
+    """One input in the model's feature order, with the answer the model gave at release."""
+
+    features: list[DecimalText] = Field(min_length=1, max_length=256)
+    label: str = Field(min_length=1, max_length=64)
+    probabilities: list[DecimalText] = Field(min_length=1, max_length=64)
+
+
+class ModelManifest(_Frozen):
+    """A release's custom metadata (the ``custom`` field of its TUF target)."""
+
+    name: Name
+    version: str = Field(pattern=SEMVER.pattern)
+    feature_schema: str = Field(min_length=1, max_length=64)
+    device_types: list[Name] = Field(min_length=1, max_length=32)
+    self_test: list[SelfTestVector] = Field(min_length=1, max_length=256)
+    tolerance: DecimalText = Field(1e-3, gt=0.0, le=0.1, description="Max |p - expected|.")
+
+    def label_shares(self) -> dict[str, float]:
+        """The share of each label among the self-test answers."""
+        shares: dict[str, float] = {}
+        for vector in self.self_test:
+            shares[vector.label] = shares.get(vector.label, 0.0) + 1.0 / len(self.self_test)
+        return shares
+
+
+class Assignment(_Frozen):
+    """The model a device should run: the content of ``devices/{site}/{device}.json``."""
+
+    model: Name
+    version: str = Field(pattern=SEMVER.pattern)
+    target: str = Field(min_length=1, max_length=256)
+    decision: Literal["deploy", "rollback"] = "deploy"
+    rollout: str = Field(min_length=1, max_length=64)
+
+
+def model_target(name: str, version: str) -> str:
+    """The target path of a release."""
+    return f"{MODELS_DIR}/{name}/{version}/{name}-{version}.onnx"
+
+
+def assignment_target(site: str, device_id: str) -> str:
+    """The target path of one device's assignment."""
+    return f"{DEVICES_DIR}/{site}/{device_id}.json"
+
+
+def check_target_path(path: str) -> str:
+    """Refuse a target name that could leave the repository or the install folder."""
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise ManifestError(
+            f"target name {path!r} refused: it must be a relative path without '..', '.', "
+            f"empty parts or backslashes"
+        )
+    return path
+
+
+def semver_key(version: str) -> tuple[int, int, int, int, str]:
+    """A sort key: numeric major.minor.patch, a pre-release before its release."""
+    match = SEMVER.match(version)
+    if match is None:
+        raise ManifestError(f"version {version!r} is not a semantic version like 1.2.3")
+    major, minor, patch, pre = match.groups()
+    return int(major), int(minor), int(patch), 0 if pre else 1, pre or ""
+
+
+def parse_manifest(custom: object, where: str) -> ModelManifest:
+    """The manifest in a target's custom metadata; ManifestError names the target."""
+    try:
+        return ModelManifest.model_validate(custom)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ManifestError(f"{where}: custom metadata {key}: {first['msg']}") from exc
+
+
+def parse_assignment(raw: bytes, where: str) -> Assignment:
+    """An assignment file's content; ManifestError names the target."""
+    if len(raw) > MAX_ASSIGNMENT_BYTES:
+        raise ManifestError(f"{where}: {len(raw)} bytes; an assignment is a small JSON object")
+    try:
+        assignment = Assignment.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ManifestError(f"{where}: {key}: {first['msg']}") from exc
+    check_target_path(assignment.target)
+    return assignment

@@ -1,0 +1,193 @@
+"""Back-office operations on the model repository: init, release, assign, refresh.
+
+Every operation takes the repository's write lock, changes one role through python-tuf's
+``Repository.edit`` and then lets tuf bump snapshot and timestamp (``publish``), so a kiosk
+always sees a consistent, freshly signed set.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
+
+from appliance.updates.manifest import (
+    Assignment,
+    ModelManifest,
+    assignment_target,
+    check_target_path,
+    model_target,
+    parse_assignment,
+    parse_manifest,
+    semver_key,
+)
+from appliance.updates.repository import (
+    DEFAULT_EXPIRY_S,
+    FLEET,
+    ROLES,
+    TOP_ROLES,
+    FileRepository,
+    RepositoryError,
+    fleet_delegation,
+    generate_key,
+    write_atomically,
+)
+
+
+@dataclass(frozen=True)
+class RoleKeys:
+    """How many keys a role gets and how many must sign."""
+
+    count: int = 1
+    threshold: int = 1
+
+
+def init_repository(
+    directory: Path,
+    keys: Mapping[str, RoleKeys] | None = None,
+    expiry_s: Mapping[str, int] | None = None,
+) -> FileRepository:
+    """Create a repository with Ed25519 keys for root, targets, snapshot, timestamp and fleet."""
+    if (directory / "settings.json").exists():
+        raise RepositoryError(f"{directory}: a model repository is already here; not touched")
+    plan = {role: (keys or {}).get(role, RoleKeys()) for role in ROLES}
+    for role, wanted in plan.items():
+        if not 1 <= wanted.threshold <= wanted.count:
+            raise RepositoryError(
+                f"role {role}: threshold {wanted.threshold} with {wanted.count} key(s); "
+                f"the threshold must be between 1 and the number of keys"
+            )
+    expiries = {**DEFAULT_EXPIRY_S, **(expiry_s or {})}
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomically(directory / "settings.json", json.dumps({"expiry_s": expiries}).encode())
+    repo = FileRepository(directory)
+    with repo.locked():
+        _sign_first_versions(repo, plan)
+    return repo
+
+
+def _sign_first_versions(repo: FileRepository, plan: Mapping[str, RoleKeys]) -> None:
+    signers = {role: [generate_key(repo.keys_dir, role) for _ in range(plan[role].count)]
+               for role in ROLES}
+    with repo.edit_root() as root:
+        for role in TOP_ROLES:
+            for signer in signers[role]:
+                root.add_key(signer.public_key, role)
+            root.roles[role].threshold = plan[role].threshold
+    fleet_keys = [s.public_key for s in signers[FLEET]]
+    with repo.edit_targets() as targets:
+        targets.delegations = fleet_delegation(fleet_keys, plan[FLEET].threshold)
+    repo.close(FLEET, Metadata(Targets()))  # version 1 of the fleet role: nothing assigned
+    repo.publish()
+
+
+def release_model(repo: FileRepository, model: Path, manifest: ModelManifest) -> str:
+    """Add ``model`` as the target of ``manifest``'s name and version; returns the target path."""
+    target = model_target(manifest.name, manifest.version)
+    check_target_path(target)
+    with repo.locked():
+        if target in repo.targets().targets:
+            raise RepositoryError(
+                f"{manifest.name} {manifest.version} is already released; versions are "
+                f"immutable, release a new version"
+            )
+        repo.add_target(Targets.type, model, target, manifest.model_dump(mode="json"))
+        repo.publish()
+    return target
+
+
+def released(repo: FileRepository, name: str, version: str) -> ModelManifest:
+    """The manifest of a released model; RepositoryError when it is not released."""
+    target = model_target(name, version)
+    info = repo.targets().targets.get(target)
+    if info is None:
+        versions = sorted(
+            (m.version for m in releases(repo) if m.name == name), key=semver_key
+        )
+        raise RepositoryError(
+            f"{name} {version} is not released in {repo.dir} (released: "
+            f"{', '.join(versions) or 'none'}); run `appliance models release` first"
+        )
+    return parse_manifest(info.custom, target)
+
+
+def releases(repo: FileRepository) -> list[ModelManifest]:
+    """Every released model's manifest."""
+    return [
+        parse_manifest(info.custom, path)
+        for path, info in repo.targets().targets.items()
+        if path.startswith("models/")
+    ]
+
+
+def assign(
+    repo: FileRepository,
+    devices: Sequence[tuple[str, str]],
+    manifest: ModelManifest,
+    *,
+    decision: str = "deploy",
+    rollout: str | None = None,
+) -> str:
+    """Sign, in the fleet role, that ``devices`` ((site, id) pairs) should run ``manifest``."""
+    rollout_id = rollout or uuid.uuid4().hex[:12]
+    body = Assignment(
+        model=manifest.name,
+        version=manifest.version,
+        target=model_target(manifest.name, manifest.version),
+        decision=decision,  # type: ignore[arg-type]
+        rollout=rollout_id,
+    )
+    raw = body.model_dump_json().encode()
+    with repo.locked(), tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / "assignment.json"
+        local.write_bytes(raw)
+        for site, device_id in devices:
+            repo.add_target(FLEET, local, assignment_target(site, device_id))
+        repo.publish()
+    return rollout_id
+
+
+def unassign(repo: FileRepository, devices: Sequence[tuple[str, str]]) -> None:
+    """Remove the assignments of ``devices`` (they keep what they run)."""
+    with repo.locked():
+        with repo.edit_targets(FLEET) as fleet:
+            for site, device_id in devices:
+                fleet.targets.pop(assignment_target(site, device_id), None)
+        repo.publish()
+
+
+def assignments(repo: FileRepository) -> dict[tuple[str, str], Assignment]:
+    """Every signed assignment, keyed by (site, device id)."""
+    found = {}
+    for path, info in repo.targets(FLEET).targets.items():
+        _, site, name = path.split("/")
+        stored = repo.targets_dir / "devices" / site / f"{info.hashes['sha256']}.{name}"
+        found[(site, name.removesuffix(".json"))] = parse_assignment(stored.read_bytes(), path)
+    return found
+
+
+def refresh_timestamp(repo: FileRepository) -> int:
+    """Re-sign the timestamp (for a timer: it expires quickly); returns its new version."""
+    with repo.locked():
+        repo.do_timestamp(force=True)
+        return repo.latest_version(Timestamp.type)
+
+
+def describe(repo: FileRepository) -> dict[str, object]:
+    """Versions, expiries and key folders of every role (for `repo init` and status)."""
+    root = repo.root()
+    roles: dict[str, object] = {}
+    for role in (Root.type, Targets.type, FLEET, Snapshot.type, Timestamp.type):
+        signed = repo.open(role).signed
+        roles[role] = {
+            "version": signed.version,
+            "expires": signed.expires.isoformat(),
+            "keys": str(repo.keys_dir / role),
+            "threshold": root.roles[role].threshold if role in root.roles else None,
+        }
+    return {"repository": str(repo.dir), "serve": str(repo.dir / "public"), "roles": roles}

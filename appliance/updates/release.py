@@ -1,0 +1,57 @@
+"""Building a release's manifest: check the model, record its self-test on representative inputs.
+
+The self-test inputs come from a labelled feature table (``appliance models skin-table``
+writes one; CSV or Parquet), a spread of rows from its test split: the kiosk replays them and
+its health check compares live labels with their label shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from appliance.inference.runner import OnnxRunner
+from appliance.updates.manifest import FEATURE_SCHEMA, ManifestError, ModelManifest, semver_key
+from appliance.updates.selftest import record_self_test
+
+DEFAULT_SELF_TEST_ROWS = 32
+
+
+def manifest_for(
+    model: Path,
+    version: str,
+    inputs: Sequence[Sequence[float]],
+    *,
+    device_types: Sequence[str] = ("skin-kiosk",),
+    feature_schema: str = FEATURE_SCHEMA,
+) -> ModelManifest:
+    """The manifest of ``model`` released as ``version``, self-test recorded on ``inputs``."""
+    semver_key(version)
+    runner = OnnxRunner(model)
+    contract = runner.contract
+    if contract.version != version:
+        raise ManifestError(
+            f"{model}: the model's metadata says version {contract.version}, the release says "
+            f"{version}; release it as {contract.version} or rebuild it with the new version"
+        )
+    return ModelManifest(
+        name=contract.name,
+        version=version,
+        feature_schema=feature_schema,
+        device_types=list(device_types),
+        self_test=record_self_test(runner, inputs),
+    )
+
+
+def table_inputs(table_path: Path, rows: int = DEFAULT_SELF_TEST_ROWS) -> list[list[float]]:
+    """``rows`` evenly spread rows of a feature table's test split (all rows if it has none)."""
+    from appliance.modelbuild.table import read_table  # noqa: PLC0415 - pyarrow for Parquet
+
+    table = read_table(table_path)
+    test = table.rows("test") if "test" in table.splits else table
+    if len(test) == 0:
+        raise ManifestError(f"{table_path}: no rows to take self-test inputs from")
+    picks = np.unique(np.linspace(0, len(test) - 1, min(rows, len(test))).astype(int))
+    return [[float(v) for v in test.features[i]] for i in picks]

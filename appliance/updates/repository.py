@@ -1,0 +1,243 @@
+"""The back office's TUF model repository: static files in a folder, signed with python-tuf.
+
+Layout of the repository folder DIR (docs/model-updates.md):
+
+- ``public/metadata/``: ``N.root.json``, ``N.targets.json``, ``N.fleet.json``,
+  ``N.snapshot.json`` (consistent snapshots) and ``timestamp.json``; ``public/targets/``: the
+  model files and device assignments, each stored as ``{sha256}.{name}``. Only ``public/`` is
+  served (any static web server or object store can serve it).
+- ``keys/{role}/{keyid}.pem``: Ed25519 private keys. The root keys sign only when the root
+  changes; move ``keys/root`` offline after ``repo init``.
+- ``settings.json``: expiry per role.
+
+``FileRepository`` implements python-tuf's ``Repository`` (open/close), so version bumps,
+snapshot and timestamp bookkeeping come from tuf itself (``do_snapshot``, ``do_timestamp``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
+from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization.json import JSONSerializer
+from tuf.repository import Repository
+
+TOP_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
+FLEET = "fleet"
+ROLES = (*TOP_ROLES, FLEET)
+DEFAULT_EXPIRY_S = {
+    Root.type: 365 * 86400,
+    Targets.type: 180 * 86400,
+    FLEET: 30 * 86400,
+    Snapshot.type: 7 * 86400,
+    Timestamp.type: 86400,
+}
+_SERIALIZER = JSONSerializer(compact=True)
+
+
+class RepositoryError(RuntimeError):
+    """The repository folder cannot do what was asked; the text names the folder and why."""
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` by temp file, fsync and rename (never a half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+class FileRepository(Repository):
+    """A TUF repository kept as files under ``root_dir`` (see the module docstring)."""
+
+    def __init__(self, root_dir: str | Path) -> None:
+        self.dir = Path(root_dir)
+        self.metadata_dir = self.dir / "public" / "metadata"
+        self.targets_dir = self.dir / "public" / "targets"
+        self.keys_dir = self.dir / "keys"
+        settings = self.dir / "settings.json"
+        self.expiry_s = dict(DEFAULT_EXPIRY_S)
+        if settings.is_file():
+            self.expiry_s.update(json.loads(settings.read_text(encoding="utf-8"))["expiry_s"])
+
+    # -- python-tuf's Repository interface -------------------------------------------------
+
+    def open(self, role: str) -> Metadata[Any]:
+        """The newest stored metadata of ``role``, or a new version 1 when there is none."""
+        version = self.latest_version(role)
+        if version == 0:
+            return Metadata(_new_signed(role))
+        return Metadata.from_file(str(self._metadata_path(role, version)))
+
+    def close(self, role: str, md: Metadata[Any]) -> None:
+        """Sign a new version of ``role`` with every key we hold and store it."""
+        latest = self.latest_version(role)
+        if latest:
+            md.signed.version = latest + 1
+        md.signed.expires = datetime.now(UTC).replace(microsecond=0) + timedelta(
+            seconds=self.expiry_s[role]
+        )
+        md.signatures.clear()
+        for signer in self.signers(role, md.signed if role == Root.type else None):
+            md.sign(signer, append=True)
+        data = md.to_bytes(_SERIALIZER)
+        write_atomically(self._metadata_path(role, md.signed.version), data)
+        if role == Root.type:
+            write_atomically(self.metadata_dir / "root.json", data)
+
+    @property
+    def targets_infos(self) -> dict[str, MetaFile]:
+        """Versions of the targets metadata that snapshot lists."""
+        roles = (Targets.type, FLEET)
+        return {f"{role}.json": MetaFile(self.latest_version(role)) for role in roles}
+
+    @property
+    def snapshot_info(self) -> MetaFile:
+        """The snapshot version that timestamp names."""
+        return MetaFile(self.latest_version(Snapshot.type))
+
+    # -- files and keys --------------------------------------------------------------------
+
+    def _metadata_path(self, role: str, version: int) -> Path:
+        if role == Timestamp.type:
+            return self.metadata_dir / "timestamp.json"
+        return self.metadata_dir / f"{version}.{role}.json"
+
+    def latest_version(self, role: str) -> int:
+        """The newest stored version of ``role`` (0 when none)."""
+        if role == Timestamp.type:
+            path = self.metadata_dir / "timestamp.json"
+            return Metadata.from_file(str(path)).signed.version if path.is_file() else 0
+        versions = [
+            int(p.name.split(".", 1)[0])
+            for p in self.metadata_dir.glob(f"*.{role}.json")
+            if p.name.split(".", 1)[0].isdigit()
+        ]
+        return max(versions, default=0)
+
+    def signers(self, role: str, new_root: Any = None) -> list[Signer]:
+        """Signers for ``role`` from ``keys/{role}``; RepositoryError below its threshold."""
+        public, threshold = self._public_keys(role, new_root)
+        signers: list[Signer] = []
+        for keyid, key in public.items():
+            pem = self.keys_dir / role / f"{keyid}.pem"
+            if pem.is_file():
+                signers.append(CryptoSigner(load_pem_private_key(pem.read_bytes(), None), key))
+        if len(signers) < threshold:
+            raise RepositoryError(
+                f"{self.keys_dir / role}: {len(signers)} private key(s) of role {role!r} here, "
+                f"its threshold is {threshold}; bring the offline key(s) back to sign {role} "
+                f"metadata"
+            )
+        return signers
+
+    def _public_keys(self, role: str, new_root: Any = None) -> tuple[dict[str, SSlibKey], int]:
+        if role == FLEET:
+            delegations = self.targets().delegations
+            if delegations is None or delegations.roles is None:
+                raise RepositoryError(f"{self.dir}: targets delegates no {FLEET} role")
+            delegated = delegations.roles[FLEET]
+            keys = {k: _sslib(delegations.keys[k]) for k in delegated.keyids}
+            return keys, delegated.threshold
+        root = new_root if isinstance(new_root, Root) else self.root()
+        keys = {k: _sslib(root.keys[k]) for k in root.roles[role].keyids}
+        return keys, root.roles[role].threshold
+
+    def add_target(
+        self, role: str, local: Path, target_path: str, custom: Any = None
+    ) -> TargetFile:
+        """Copy ``local`` in as ``target_path`` (hash-prefixed) and list it in ``role``."""
+        info = TargetFile.from_file(target_path, str(local), ["sha256"])
+        if custom is not None:
+            info.unrecognized_fields["custom"] = custom
+        directory, _, name = target_path.rpartition("/")
+        stored = self.targets_dir / directory / f"{info.hashes['sha256']}.{name}"
+        if not stored.is_file():
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            temp = stored.with_name(f".{stored.name}.part")
+            shutil.copyfile(local, temp)
+            os.replace(temp, stored)
+        with self.edit_targets(role) as targets:
+            targets.targets[target_path] = info
+        return info
+
+    def publish(self) -> None:
+        """New snapshot and timestamp versions for what changed (python-tuf's bookkeeping)."""
+        self.do_snapshot()
+        self.do_timestamp()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[FileRepository]:
+        """Hold the repository's write lock (one writer at a time: CLI, timer, rollout)."""
+        if not (self.dir / "settings.json").is_file():
+            raise RepositoryError(
+                f"{self.dir}: not a model repository (no settings.json); run "
+                f"`appliance models repo init {self.dir}` first"
+            )
+        with (self.dir / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield self
+
+
+def _sslib(key: Any) -> SSlibKey:
+    if not isinstance(key, SSlibKey):
+        raise RepositoryError(f"key {key.keyid} is a {type(key).__name__}; we sign with SSlibKey")
+    return key
+
+
+def _new_signed(role: str) -> Root | Targets | Snapshot | Timestamp:
+    if role == Root.type:
+        return Root(consistent_snapshot=True)
+    if role == Snapshot.type:
+        return Snapshot()
+    if role == Timestamp.type:
+        return Timestamp()
+    return Targets()
+
+
+def generate_key(keys_dir: Path, role: str) -> CryptoSigner:
+    """A new Ed25519 key for ``role``, its private half written to ``keys/{role}/`` (0600)."""
+    signer = CryptoSigner.generate_ed25519()
+    path = keys_dir / role / f"{signer.public_key.keyid}.pem"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(signer.private_bytes)
+    return signer
+
+
+def fleet_delegation(keys: list[SSlibKey], threshold: int) -> Delegations:
+    """Targets delegates ``devices/{site}/{device}.json`` (and nothing else) to the fleet role."""
+    role = DelegatedRole(
+        FLEET, [k.keyid for k in keys], threshold, terminating=True, paths=["devices/*/*"]
+    )
+    return Delegations({k.keyid: k for k in keys}, roles={FLEET: role})

@@ -1,0 +1,189 @@
+"""Staged rollouts: canaries first, then waves, halting by itself past a failure threshold.
+
+A rollout signs assignments (``operations.assign``) for one group of devices at a time,
+notifies them, and waits for their ``.../model/state``: a device succeeds when it reports the
+version ``installed`` and healthy, fails when it reports ``rejected`` or ``rolled_back`` or says
+nothing before the timeout. Every canary must succeed before any other device is assigned; the
+waves after them go on while failures stay within ``max_failures``. On a halt the devices that
+did not install lose their assignment again (they keep serving what they run). Each step is
+recorded in the back-office store (tables ``rollouts`` and ``rollout_devices``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from appliance.backoffice.schema import iso_utc
+from appliance.backoffice.store import Store
+from appliance.transport import payloads
+from appliance.updates.fleetwatch import FleetWatcher
+from appliance.updates.manifest import ModelManifest
+from appliance.updates.operations import assign, unassign
+from appliance.updates.repository import FileRepository
+
+log = logging.getLogger(__name__)
+
+Device = tuple[str, str]
+POLL_S = 0.1
+FAILED_STATES = ("rejected", "rolled_back")
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """Who gets which release, in what order, and when to stop."""
+
+    manifest: ModelManifest
+    devices: Sequence[Device]
+    canaries: int = 1
+    wave_size: int = 10
+    timeout_s: float = 300.0
+    max_failures: int = 0
+    decision: str = "deploy"
+    scope: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutOutcome:
+    """How a rollout ended: ``complete`` or ``halted``, and why."""
+
+    rollout_id: str
+    state: str
+    reason: str
+    outcomes: dict[Device, tuple[str, str]]
+
+
+class Rollout:
+    """Runs one plan against the repository, the fleet and the store."""
+
+    def __init__(
+        self, repo: FileRepository, watcher: FleetWatcher, store: Store, plan: RolloutPlan
+    ) -> None:
+        self.repo, self.watcher, self.store, self.plan = repo, watcher, store, plan
+        self.rollout_id = uuid.uuid4().hex[:12]
+        self.outcomes: dict[Device, tuple[str, str]] = {}
+        self._started = payloads.utc_now()
+
+    def run(self) -> RolloutOutcome:
+        """Canaries, then waves; returns how it ended (recorded in the store too)."""
+        plan = self.plan
+        self._record_rollout("running", None)
+        canaries, rest = list(plan.devices[: plan.canaries]), list(plan.devices[plan.canaries :])
+        waves = [canaries] if canaries else []
+        waves += [rest[i : i + plan.wave_size] for i in range(0, len(rest), plan.wave_size)]
+        for index, wave in enumerate(waves):
+            phase = "canary" if canaries and index == 0 else f"wave {index + (not canaries)}"
+            self._run_wave(wave, phase)
+            halt = self._halt_reason(phase)
+            if halt is not None:
+                self._halt(halt)
+                return RolloutOutcome(self.rollout_id, "halted", halt, dict(self.outcomes))
+        reason = f"{len(plan.devices)} device(s) installed {self._model()} and are healthy"
+        self._record_rollout("complete", reason)
+        return RolloutOutcome(self.rollout_id, "complete", reason, dict(self.outcomes))
+
+    def _model(self) -> str:
+        return f"{self.plan.manifest.name} {self.plan.manifest.version}"
+
+    def _run_wave(self, wave: Sequence[Device], phase: str) -> None:
+        plan = self.plan
+        assign(self.repo, wave, plan.manifest, decision=plan.decision, rollout=self.rollout_id)
+        for site, device_id in wave:
+            self._record_device((site, device_id), phase, "assigned", None, None)
+            self.watcher.notify(site, device_id, self.rollout_id)
+        log.info("rollout %s: %s of %s to %d device(s)", self.rollout_id, phase, self._model(),
+                 len(wave))
+        deadline_s = time.monotonic() + plan.timeout_s
+        waiting = set(wave)
+        while waiting and time.monotonic() < deadline_s:
+            for device in sorted(waiting):
+                verdict = self._verdict(device)
+                if verdict is not None:
+                    waiting.discard(device)
+                    self.outcomes[device] = verdict
+                    self._record_device(device, phase, *verdict, self._running(device))
+            time.sleep(POLL_S)
+        for device in waiting:
+            reason = f"no installed and healthy report within {plan.timeout_s:.0f} s"
+            self.outcomes[device] = ("timeout", reason)
+            self._record_device(device, phase, "timeout", reason, self._running(device))
+
+    def _verdict(self, device: Device) -> tuple[str, str] | None:
+        """("installed" | a failed state, reason) once the device reported on this release."""
+        state = self.watcher.devices().get(device)
+        report = state.state if state is not None else None
+        if report is None or report.at < self._started:
+            return None
+        if report.rollout is not None and report.rollout != self.rollout_id:
+            return None  # about another rollout's assignment
+        about = report.model
+        ours = about is not None and (about.name, about.version) == (
+            self.plan.manifest.name, self.plan.manifest.version
+        )
+        if report.state in FAILED_STATES and (ours or about is None):
+            return report.state, report.reason or report.state
+        if ours and report.state == "installed" and report.healthy:
+            return "installed", report.reason or "healthy"
+        return None
+
+    def _running(self, device: Device) -> str | None:
+        view = self.watcher.devices().get(device)
+        return view.running if view is not None else None
+
+    def _halt_reason(self, phase: str) -> str | None:
+        failed = {d: o for d, o in self.outcomes.items() if o[0] != "installed"}
+        if phase == "canary" and failed:
+            limit = 0
+        elif len(failed) > self.plan.max_failures:
+            limit = self.plan.max_failures
+        else:
+            return None
+        first = sorted(failed.items())[0]
+        return (
+            f"halted after {phase}: {len(failed)} failure(s) (allowed {limit}); "
+            f"{first[0][0]}/{first[0][1]} {first[1][0]}: {first[1][1]}"
+        )
+
+    def _halt(self, reason: str) -> None:
+        not_installed = [d for d, o in self.outcomes.items() if o[0] != "installed"]
+        if not_installed:
+            unassign(self.repo, not_installed)
+        log.error("rollout %s %s", self.rollout_id, reason)
+        self._record_rollout("halted", reason)
+
+    # -- the store ------------------------------------------------------------------------
+
+    def _record_rollout(self, state: str, reason: str | None) -> None:
+        plan, now = self.plan, iso_utc(payloads.utc_now())
+        self.store.write(
+            "INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (rollout_id) DO UPDATE SET state = excluded.state, "
+            "reason = excluded.reason, updated_at = excluded.updated_at",
+            [(self.rollout_id, plan.manifest.name, plan.manifest.version, plan.decision,
+              plan.scope, plan.canaries, state, reason, now, now)],
+        )
+
+    def _record_device(
+        self, device: Device, phase: str, state: str, reason: str | None, running: str | None
+    ) -> None:
+        self.store.write(
+            "INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (rollout_id, site, device_id) DO UPDATE SET state = excluded.state, "
+            "reason = excluded.reason, running_version = excluded.running_version, "
+            "updated_at = excluded.updated_at",
+            [(self.rollout_id, *device, phase, state, reason, running,
+              iso_utc(payloads.utc_now()))],
+        )
+
+
+def latest_rollouts(store: Store) -> dict[Device, tuple[str, str, str, str | None]]:
+    """Per device: (rollout id, rollout state, device state, reason) of its newest rollout."""
+    rows = store.query(
+        "SELECT d.site, d.device_id, d.rollout_id, r.state, d.state, "
+        "COALESCE(d.reason, r.reason) FROM rollout_devices d "
+        "JOIN rollouts r ON r.rollout_id = d.rollout_id ORDER BY d.updated_at"
+    )
+    return {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}

@@ -1,0 +1,152 @@
+"""Simulated kiosks for the update tests and the rollout benchmark.
+
+``kiosk_daemon`` is the real edge daemon (gate, sessions, outbox, MQTT link, model updater)
+with the fast stand-ins of ``appliance.edge.testing`` for camera and measurement, starting on
+the model ``startup_model`` picks. ``ModelEvents`` records, like a back-office subscriber,
+every result's classification and every ``.../model/state``. ``linear_model`` writes small
+ONNX classifiers without training. ``python -m appliance.updates.testing CONFIG`` runs one
+kiosk as a child process (the SIGKILL test).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance.config import Config, load_config
+from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.service import install_signal_handlers
+from appliance.edge.systemd import setup_logging
+from appliance.edge.testing import fast_source, fixed_analyzer
+from appliance.transport import payloads
+from appliance.updates.wiring import startup_model
+
+LABELS = ("fine", "normal", "coarse")
+
+
+def kiosk_daemon(config: Config) -> EdgeDaemon:
+    """The daemon with fake camera and measuring, the real model and updater."""
+    return EdgeDaemon(
+        config,
+        source=fast_source(config),
+        analyzer=fixed_analyzer,
+        classifier=startup_model(config),
+        stall_s=config.edge.camera_stall_s,
+    )
+
+
+def linear_model(
+    path: Path,
+    version: str,
+    weights: np.ndarray | None = None,
+    bias: Sequence[float] = (2.0, 0.0, 0.0),
+    name: str = "skin-texture-grade",
+) -> Path:
+    """softmax(features @ weights + bias) as an ONNX model with a valid contract."""
+    import onnx  # noqa: PLC0415 - the train extra; only tests and benchmarks build models
+    from onnx import helper, numpy_helper  # noqa: PLC0415
+
+    n_features = len(payloads.FEATURE_KEYS)
+    w = np.zeros((n_features, len(LABELS)), np.float32) if weights is None else weights
+    nodes = [
+        helper.make_node("MatMul", ["features", "w"], ["scores"]),
+        helper.make_node("Add", ["scores", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "linear",
+        [helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, ["batch", n_features])],
+        [helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(w.astype(np.float32), "w"),
+         numpy_helper.from_array(np.asarray(bias, np.float32), "b")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    metadata = {
+        "name": name, "version": version, "labels": '["fine", "normal", "coarse"]',
+        "feature_names": "[" + ", ".join(f'"{k}"' for k in payloads.FEATURE_KEYS) + "]",
+        "trained_on": "not trained: a fixed linear test model",
+        "created_at": "2026-12-02T00:00:00Z",
+    }
+    helper.set_model_props(proto, metadata)
+    onnx.save_model(proto, str(path))
+    return path
+
+
+class ModelEvents:
+    """Records results (classification version per measurement) and model states by device."""
+
+    def __init__(self, host: str, port: int, prefix: str, client_id: str) -> None:
+        self.versions: dict[str, dict[str, str | None]] = defaultdict(dict)
+        self.deliveries = 0
+        self.states: dict[str, list[payloads.ModelState]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=mqtt.MQTTv5)
+        self._filters = [(f"{prefix}/+/+/result", 1), (f"{prefix}/+/+/model/state", 1)]
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.connect(host, port)
+        self._client.loop_start()
+        if not self._ready.wait(10):
+            raise TimeoutError(f"no connection to the broker {host}:{port}")
+
+    def _on_connect(self, client: mqtt.Client, *_args: object) -> None:
+        client.subscribe(self._filters)
+        self._ready.set()
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        raw = bytes(message.payload)
+        if not raw:
+            return
+        with self._lock:
+            if message.topic.endswith("/model/state"):
+                state = payloads.parse_payload(raw, payloads.ModelState)
+                self.states[state.device_id].append(state)
+                return
+            result = payloads.parse_payload(raw, payloads.Result)
+            version = result.classification.version if result.classification else None
+            self.versions[result.device_id].setdefault(result.measurement_id, version)
+            self.deliveries += 1
+
+    def last_state(self, device_id: str) -> payloads.ModelState | None:
+        """The newest state a device reported."""
+        with self._lock:
+            states = self.states.get(device_id)
+            return states[-1] if states else None
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Poll ``predicate()`` every 50 ms until it holds; False on timeout."""
+        deadline_s = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline_s:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def main(argv: list[str]) -> int:
+    """Run one simulated kiosk from a config file until stopped."""
+    config = load_config(argv[0])
+    setup_logging(False, config.device.id)
+    daemon = kiosk_daemon(config)
+    install_signal_handlers(daemon)
+    return daemon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

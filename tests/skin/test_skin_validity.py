@@ -1,0 +1,105 @@
+"""Every result says which features lie outside the validated range, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import pydantic
+import pytest
+
+from appliance.capture.quality import QualityGate
+from appliance.edge.measure import measure_frame, skin_measurement
+from appliance.skin.analysis import SkinAnalysis, analyze
+from appliance.skin.validity import PORE_KEYS, TEXTURE_KEYS
+from appliance.synthetic.skin import synthetic_frame
+from appliance.transport import payloads
+from appliance.transport.payloads import FEATURE_KEYS
+
+
+@lru_cache(maxsize=2)
+def _rgb(preset: str) -> np.ndarray:
+    rgb: np.ndarray = synthetic_frame(4, 0, preset).image_rgb
+    return rgb
+
+
+@lru_cache(maxsize=4)
+def _analysis(preset: str, um_per_px: float) -> SkinAnalysis:
+    return analyze(_rgb(preset), um_per_px)
+
+
+def test_a_frame_inside_the_range_has_nothing_flagged() -> None:
+    validity = _analysis("normal", 10.0).validity
+    assert validity.not_validated == ()
+    assert not validity.frame_outside
+
+
+def test_a_scale_outside_the_range_flags_every_texture_and_pore_feature() -> None:
+    validity = _analysis("normal", 14.5).validity
+    assert validity.frame_outside
+    assert "scale 14.50 um/px outside 7-13" in validity.frame_reasons
+    assert set(validity.not_validated) == set(TEXTURE_KEYS) | set(PORE_KEYS)
+    assert "lab_l" not in validity.not_validated  # colour does not depend on the scale
+
+
+def test_a_washed_out_frame_is_outside_on_contrast() -> None:
+    rgb = _rgb("normal").astype(np.float32)
+    faint = (rgb - rgb.mean()) * 0.2 + rgb.mean()
+    validity = analyze(faint.astype(np.uint8), 10.0).validity
+    assert any(reason.startswith("furrow contrast") for reason in validity.frame_reasons)
+
+
+def test_hills_larger_than_validated_flag_the_texture_features() -> None:
+    enlarged = cv2.resize(_rgb("coarse"), None, fx=1.8, fy=1.8, interpolation=cv2.INTER_LINEAR)
+    analysis = analyze(np.ascontiguousarray(enlarged[:960, :1280]), 12.0)  # hills 1.8^2 larger
+    assert analysis.features.hill_mean_area_mm2 > 0.25
+    validity = analysis.validity
+    assert not validity.frame_outside
+    assert any(reason.startswith("hill size") for reason in validity.reasons)
+    assert set(TEXTURE_KEYS) <= set(validity.not_validated)
+    assert "pore_count" not in validity.not_validated  # a count needs no size calibration
+
+
+def test_the_quality_verdict_gains_a_reason_and_the_result_names_the_features() -> None:
+    rgb = _rgb("normal")
+    gated = QualityGate().assess(rgb)
+    measured = measure_frame(rgb, 14.5, gated, skin_measurement, _AlwaysFine())
+    assert measured.classification is None  # no grade from features that are not measured
+    assert measured.quality.verdict == gated.verdict
+    assert any("outside validated range: scale 14.50" in r for r in measured.quality.reasons)
+    assert "hill_density_per_mm2" in measured.not_validated
+    inside = measure_frame(rgb, 10.0, gated, skin_measurement, _AlwaysFine())
+    assert inside.classification is not None
+    assert inside.classification.label == "fine"
+    assert not any("outside validated range" in r for r in inside.quality.reasons)
+    assert inside.not_validated == ()
+
+
+def test_the_payload_carries_only_known_feature_keys() -> None:
+    assert payloads.FeatureKey.__args__ == FEATURE_KEYS  # type: ignore[attr-defined]
+    with pytest.raises(pydantic.ValidationError):
+        payloads.Result.model_validate(
+            {"measurement_id": payloads.new_measurement_id(), "device_id": "k1", "site": "lab",
+             "captured_at": "2026-12-01T00:00:00Z", "software_version": "x",
+             "quality": {"verdict": "ok"}, "features": _features(), "not_validated": ["shoe"]}
+        )
+
+
+class _AlwaysFine:
+    """A model that grades everything fine."""
+
+    name = "always-fine"
+    version = "1"
+
+    def classify(self, features: Mapping[str, float]) -> payloads.Classification:
+        """Fine, whatever the features."""
+        del features
+        return payloads.Classification(model=self.name, version=self.version, label="fine",
+                                       probabilities={"fine": 1.0})
+
+
+def _features() -> dict[str, float | int]:
+    features = _analysis("normal", 10.0).features.as_dict()
+    return features

@@ -1,0 +1,230 @@
+"""Each attack or fault is refused with its reason while the old model keeps serving.
+
+Real mosquitto, a real HTTP server over the repository folder, a real edge daemon with its
+model updater; the attacker edits the served files (holding, where the attack needs it, an
+online key: snapshot/timestamp or fleet, never the targets key).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import Metadata
+from updates_helpers import Fleet
+
+from appliance.transport.payloads import ModelState
+from appliance.updates.repository import FLEET
+from appliance.updates.serve import RepositoryServer
+from appliance.updates.testing import ModelEvents
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Iterator[Fleet]:
+    started = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def events(mqtt_broker: Any, topic_prefix: str) -> Iterator[ModelEvents]:
+    watcher = ModelEvents(mqtt_broker.host, mqtt_broker.port, topic_prefix, topic_prefix[-24:])
+    yield watcher
+    watcher.close()
+
+
+def _refused_after(fleet: Fleet, events: ModelEvents, attack: Callable[[], None],
+                   device: str = "k1") -> ModelState:
+    """Start a kiosk on 1.0.0, run ``attack``, notify; the kiosk's rejection, old model kept."""
+    daemon = fleet.daemons.get(device) or fleet.kiosk(device)
+    assert events.wait_until(lambda: daemon.updater.checks >= 1, 20)
+    attack()
+    daemon.updater.notify()
+    assert events.wait_until(
+        lambda: (s := events.last_state(device)) is not None and s.state == "rejected", 30
+    ), events.states.get(device)
+    state = events.last_state(device)
+    assert state is not None
+    assert state.reason
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
+    served = len(events.versions[device])
+    assert events.wait_until(lambda: len(events.versions[device]) > served, 20)
+    assert set(events.versions[device].values()) == {"1.0.0"}
+    return state
+
+
+def _latest(fleet: Fleet, role: str) -> Path:
+    return fleet.repo.metadata_dir / f"{fleet.repo.latest_version(role)}.{role}.json"
+
+
+def _model_file(fleet: Fleet, version: str) -> Path:
+    return next((fleet.repo.targets_dir / "models").rglob(f"*-{version}.onnx"))
+
+
+def _release_and_assign(fleet: Fleet, version: str = "1.1.0", **manifest: Any) -> None:
+    fleet.assign(fleet.release(version, **manifest), ["k1"])
+
+
+def test_bad_signature_on_targets_is_refused(fleet: Fleet, events: ModelEvents) -> None:
+    def attack() -> None:
+        _release_and_assign(fleet)
+        path = _latest(fleet, "targets")
+        data = json.loads(path.read_text())
+        for info in data["signed"]["targets"].values():
+            info["hashes"]["sha256"] = "0" * 64  # point at another file, keep the signature
+        path.write_text(json.dumps(data))
+
+    state = _refused_after(fleet, events, attack)
+    assert "signature check failed" in state.reason
+
+
+def test_targets_signed_by_another_key_is_refused(fleet: Fleet, events: ModelEvents) -> None:
+    def attack() -> None:
+        _release_and_assign(fleet)
+        md = Metadata.from_file(str(_latest(fleet, "targets")))
+        md.signed.version += 1
+        md.signatures.clear()
+        md.sign(CryptoSigner.generate_ed25519())
+        md.to_file(str(fleet.repo.metadata_dir / f"{md.signed.version}.targets.json"))
+        fleet.repo.publish()  # the attacker holds the online snapshot and timestamp keys
+
+    state = _refused_after(fleet, events, attack)
+    assert "signature check failed" in state.reason
+    assert "targets" in state.reason
+
+
+def test_one_flipped_byte_in_the_model_is_refused(fleet: Fleet, events: ModelEvents) -> None:
+    def attack() -> None:
+        _release_and_assign(fleet)
+        model = _model_file(fleet, "1.1.0")
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        model.write_bytes(bytes(data))
+
+    state = _refused_after(fleet, events, attack)
+    assert "does not match its signed length/hash" in state.reason
+
+
+def test_target_longer_than_its_signed_length_is_refused(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    def attack() -> None:
+        _release_and_assign(fleet)
+        with _model_file(fleet, "1.1.0").open("ab") as model:
+            model.write(b"\0" * 100_000)  # endless data, as far as the client can tell
+
+    state = _refused_after(fleet, events, attack)
+    assert "longer than its signed length" in state.reason
+
+
+def test_expired_timestamp_is_refused(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, events: ModelEvents
+) -> None:
+    fleet = Fleet.start(tmp_path, mqtt_broker, topic_prefix, timestamp=3)
+    try:
+        def attack() -> None:
+            _release_and_assign(fleet)
+            events.wait_until(lambda: False, 4)  # nobody re-signs: the timestamp expires
+
+        state = _refused_after(fleet, events, attack)
+        assert "metadata expired" in state.reason
+    finally:
+        fleet.close()
+
+
+def test_older_targets_metadata_is_refused(fleet: Fleet, events: ModelEvents) -> None:
+    daemon = fleet.kiosk("k1")
+    assert events.wait_until(lambda: daemon.updater.checks >= 1, 20)
+    fleet.release("1.1.0")  # targets version 2, not assigned: the kiosk only learns it
+    daemon.updater.notify()
+    assert events.wait_until(lambda: daemon.updater.checks >= 2, 20)
+
+    def attack() -> None:
+        with fleet.repo.edit_snapshot() as snapshot:  # a compromised snapshot key
+            snapshot.meta["targets.json"].version = 1
+        fleet.repo.do_timestamp()
+
+    state = _refused_after(fleet, events, attack)
+    assert "version check failed" in state.reason
+
+
+def test_snapshot_and_targets_that_do_not_belong_together_are_refused(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    def attack() -> None:
+        _release_and_assign(fleet)
+        newest = _latest(fleet, "targets")
+        newest.write_bytes((fleet.repo.metadata_dir / "1.targets.json").read_bytes())
+
+    state = _refused_after(fleet, events, attack)
+    assert "version check failed" in state.reason
+
+
+def test_dot_dot_in_a_target_name_is_refused(fleet: Fleet, events: ModelEvents) -> None:
+    def attack() -> None:
+        fleet.release("1.1.0")
+        evil = fleet.tmp / "evil.json"
+        evil.write_text(json.dumps({
+            "model": "skin-texture-grade", "version": "1.1.0", "rollout": "evil",
+            "target": "models/../../../state/evil.onnx",
+        }))
+        with fleet.repo.locked():  # a compromised fleet key
+            fleet.repo.add_target(FLEET, evil, f"devices/{fleet.site}/k1.json")
+            fleet.repo.publish()
+
+    state = _refused_after(fleet, events, attack)
+    assert "target name 'models/../../../state/evil.onnx' refused" in state.reason
+
+
+def test_a_model_that_fails_its_self_test_is_refused(fleet: Fleet, events: ModelEvents) -> None:
+    def attack() -> None:
+        fleet.assign(fleet.release_failing_self_test("1.1.0"), ["k1"])
+
+    state = _refused_after(fleet, events, attack)
+    assert "self-test failed: self-test vector 0: the model says 'normal'" in state.reason
+
+
+def test_a_model_for_another_feature_schema_is_refused(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    state = _refused_after(
+        fleet, events, lambda: _release_and_assign(fleet, feature_schema="appliance.features/2")
+    )
+    assert "incompatible feature schema 'appliance.features/2'" in state.reason
+
+
+class _CutHandler(http.server.SimpleHTTPRequestHandler):
+    """Sends model files' full Content-Length but only half their bytes, then hangs up."""
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        data = source.read()
+        if self.path.endswith(".onnx"):
+            data = data[: len(data) // 2]
+            self.close_connection = True
+        outputfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def test_a_transfer_cut_halfway_is_retried_then_refused(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    cutting = RepositoryServer(fleet.repo.dir / "public", handler=_CutHandler).start()
+    fleet.daemons["k1"] = fleet.kiosk("k1", url=cutting.url, download_tries=2)
+    try:
+        state = _refused_after(fleet, events, lambda: _release_and_assign(fleet))
+    finally:
+        cutting.close()
+    assert "download failed" in state.reason
+    assert "after 2 tries" in state.reason
+    leftovers = list((fleet.tmp / "k1" / "models").glob(".download-*"))
+    assert leftovers == []

@@ -1,0 +1,159 @@
+"""Install, health check, rollback and a SIGKILL in the middle, on real kiosks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from paho.mqtt import publish
+from updates_helpers import Fleet, coarse_on_high_kime
+
+from appliance.updates.install import ModelStore
+from appliance.updates.testing import ModelEvents
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Iterator[Fleet]:
+    started = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def events(mqtt_broker: Any, topic_prefix: str) -> Iterator[ModelEvents]:
+    watcher = ModelEvents(mqtt_broker.host, mqtt_broker.port, topic_prefix, topic_prefix[-24:])
+    yield watcher
+    watcher.close()
+
+
+def _state_is(events: ModelEvents, device: str, state: str, version: str) -> bool:
+    last = events.last_state(device)
+    return (
+        last is not None and last.state == state
+        and last.model is not None and last.model.version == version
+    )
+
+
+def test_unhealthy_labels_after_the_swap_roll_back_automatically(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    daemon = fleet.kiosk("k1", health_measurements=3)
+    # self-test inputs say "fine"; this kiosk's measurements make the new model say "coarse"
+    fleet.assign(fleet.release("1.1.0", weights=coarse_on_high_kime(), bias=(0, 0, -50)), ["k1"])
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "rolled_back", "1.1.0"), 30)
+    state = events.last_state("k1")
+    assert state is not None
+    assert state.reason is not None
+    assert "label distribution far from the self-test's" in state.reason
+    assert state.running is not None
+    assert state.running.version == "1.0.0"
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
+    installed = ModelStore(fleet.tmp / "k1").read()
+    assert installed.current == fleet.tmp / "initial.onnx"
+    served = len(events.versions["k1"])
+    assert events.wait_until(lambda: len(events.versions["k1"]) > served + 1, 20)
+    versions = list(events.versions["k1"].values())
+    assert versions[-1] == "1.0.0"
+    assert "1.1.0" in versions
+    daemon.updater.notify()  # the rolled-back release is not tried again
+    assert events.wait_until(lambda: daemon.updater.checks >= 3, 20)
+    assert events.last_state("k1") == state
+
+
+def test_downgrade_is_refused_but_a_signed_rollback_decision_is_followed(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    daemon = fleet.kiosk("k1")
+    old = fleet.release("1.0.1")
+    fleet.assign(fleet.release("1.1.0"), ["k1"])
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.1.0"), 30)
+    fleet.assign(old, ["k1"])  # a plain deploy of an older version
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "rejected", "1.0.1"), 30)
+    state = events.last_state("k1")
+    assert state is not None
+    assert "downgrade from 1.1.0 to 1.0.1 refused" in (state.reason or "")
+    fleet.assign(old, ["k1"], decision="rollback")
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.0.1"), 30)
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.1"
+
+
+def test_a_notice_alone_installs_nothing(
+    fleet: Fleet, events: ModelEvents, mqtt_broker: Any, topic_prefix: str
+) -> None:
+    daemon = fleet.kiosk("k1")
+    assert events.wait_until(lambda: daemon.updater.checks >= 1, 20)
+    fleet.release("1.1.0")  # released, but not assigned to k1
+    fleet.assign(fleet.release("1.2.0"), ["k2"])
+    forged = json.dumps({"install": "models/skin-texture-grade/1.2.0/skin-texture-grade-1.2.0.onnx",
+                         "version": "1.2.0", "rollout": "forged"})
+    publish.single(f"{topic_prefix}/{fleet.site}/k1/model/update", forged, qos=1,
+                   hostname=mqtt_broker.host, port=mqtt_broker.port)
+    assert events.wait_until(lambda: daemon.updater.checks >= 2, 20)  # the notice woke it
+    assert events.last_state("k1") is None
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
+
+
+def test_kiosk_killed_mid_install_comes_back_on_a_model(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    config = fleet.config("k1").model_dump(mode="json")
+    config_path = fleet.tmp / "k1.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    fleet.assign(fleet.release("1.1.0"), ["k1"])
+    log = (fleet.tmp / "k1.log").open("wb")
+    kiosks = [_spawn(config_path, log)]
+    try:
+        _kill_after_verified_then_restart(fleet, events, config_path, log, kiosks)
+    finally:
+        for kiosk in kiosks:
+            if kiosk.poll() is None:
+                kiosk.send_signal(signal.SIGTERM)
+                kiosk.wait(10)
+        log.close()
+    leftovers = [p.name for p in (fleet.tmp / "k1" / "models").iterdir()]
+    assert not [name for name in leftovers if name.startswith(".download-")], leftovers
+    assert json.loads((fleet.tmp / "k1" / "models" / "installed.json").read_text())["current"]
+
+
+def _kill_after_verified_then_restart(
+    fleet: Fleet, events: ModelEvents, config_path: Path, log: Any,
+    kiosks: list[subprocess.Popen[bytes]],
+) -> None:
+    assert events.wait_until(
+        lambda: any(s.state == "verified" for s in events.states.get("k1", [])), 60
+    )
+    os.kill(kiosks[0].pid, signal.SIGKILL)  # between "verified" and the pointer switch, or after
+    kiosks[0].wait(10)
+    pointer = ModelStore(fleet.tmp / "k1").read()
+    assert pointer.current is None or pointer.current.is_file()
+    served = len(events.versions["k1"])
+    kiosks.append(_spawn(config_path, log))
+    assert events.wait_until(lambda: len(events.versions["k1"]) > served, 60)
+    after = list(events.versions["k1"].values())[served:]
+    assert set(after) <= {"1.0.0", "1.1.0"}  # classified: never without a model
+    assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.1.0"), 60)
+
+
+def _spawn(config_path: Path, log: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance.updates.testing", str(config_path)],
+        cwd=REPO, stdout=log, stderr=log,
+    )

@@ -1,0 +1,176 @@
+"""The model repository on its own: keys and thresholds, releases, assignments, the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from tuf.api.metadata import Metadata
+from tuf.ngclient import Updater
+from updates_helpers import inputs
+
+from appliance.cli import main
+from appliance.updates.manifest import ManifestError, check_target_path, semver_key
+from appliance.updates.operations import (
+    RoleKeys,
+    assign,
+    assignments,
+    init_repository,
+    refresh_timestamp,
+    release_model,
+    released,
+)
+from appliance.updates.release import manifest_for
+from appliance.updates.repository import FLEET, FileRepository, RepositoryError
+from appliance.updates.serve import RepositoryServer
+from appliance.updates.testing import linear_model
+
+MODEL_PATH = "models/skin-texture-grade/1.1.0/skin-texture-grade-1.1.0.onnx"
+
+
+def test_init_makes_keys_per_role_with_the_thresholds_asked_for(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo", {"root": RoleKeys(3, 2), "targets": RoleKeys(2, 2)})
+    root = repo.root()
+    assert root.roles["root"].threshold == 2
+    assert len(root.roles["root"].keyids) == 3
+    assert root.roles["targets"].threshold == 2
+    assert len(list((repo.keys_dir / "root").glob("*.pem"))) == 3
+    signed = Metadata.from_file(str(repo.metadata_dir / "1.root.json"))
+    assert len(signed.signatures) == 3
+    assert (repo.keys_dir / "root" / next(iter(root.roles["root"].keyids))).with_suffix(
+        ".pem").stat().st_mode & 0o077 == 0  # private keys readable by their owner only
+    with pytest.raises(RepositoryError, match="already here"):
+        init_repository(tmp_path / "repo")
+    with pytest.raises(RepositoryError, match="threshold 3 with 2 key"):
+        init_repository(tmp_path / "other", {"snapshot": RoleKeys(2, 3)})
+
+
+def test_root_cannot_change_once_its_keys_are_offline(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo")
+    offline = tmp_path / "usb-stick"
+    (repo.keys_dir / "root").rename(offline)
+    refused = r"0 private key\(s\) of role 'root' here, its threshold is 1"
+    with pytest.raises(RepositoryError, match=refused), repo.edit_root() as root:
+        root.consistent_snapshot = True
+    refresh_timestamp(repo)  # everything else still signs without them
+
+
+def test_a_role_below_its_threshold_does_not_sign(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo", {"targets": RoleKeys(2, 2)})
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    next((repo.keys_dir / "targets").glob("*.pem")).rename(tmp_path / "with-the-second-signer")
+    with pytest.raises(RepositoryError, match=r"1 private key\(s\) of role 'targets' here, its "
+                       r"threshold is 2"):
+        release_model(repo, model, manifest)
+    assert repo.latest_version("targets") == 1  # nothing half-signed was written
+
+
+def test_release_refuses_a_wrong_version_and_a_second_release(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    with pytest.raises(ManifestError, match=r"says version 1\.1\.0, the release says 1\.2\.0"):
+        manifest_for(model, "1.2.0", inputs())
+    manifest = manifest_for(model, "1.1.0", inputs(), device_types=["skin-kiosk", "lab-kiosk"])
+    target = release_model(repo, model, manifest)
+    assert released(repo, "skin-texture-grade", "1.1.0") == manifest
+    with pytest.raises(RepositoryError, match="already released"):
+        release_model(repo, model, manifest)
+    with pytest.raises(RepositoryError, match=r"released: 1\.1\.0"):
+        released(repo, "skin-texture-grade", "9.9.9")
+    stored = next((repo.targets_dir / "models").rglob("*.onnx"))
+    assert stored.name.endswith(target.rsplit("/", 1)[1])
+    assert stored.read_bytes() == model.read_bytes()
+
+
+def test_timestamp_refresh_signs_a_new_version_that_expires_soon(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo", expiry_s={"timestamp": 600})
+    before = repo.timestamp()
+    assert refresh_timestamp(repo) == before.version + 1
+    valid_s = (repo.timestamp().expires - datetime.now(UTC)).total_seconds()
+    assert 500 < valid_s <= 600  # the configured short expiry, from now
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
+    assert repo.timestamp().version == before.version + 2
+
+
+def test_the_fleet_role_cannot_add_a_model(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    with repo.locked():  # the online fleet key signs a model target outside devices/*/*
+        repo.add_target(FLEET, model, MODEL_PATH, manifest.model_dump(mode="json"))
+        repo.publish()
+    server = RepositoryServer(repo.dir / "public").start()
+    try:
+        client = Updater(str(_dir(tmp_path / "client")), f"{server.url}/metadata/",
+                         bootstrap=(repo.metadata_dir / "1.root.json").read_bytes())
+        assert client.get_targetinfo(MODEL_PATH) is None  # tuf ignores it: not delegated
+    finally:
+        server.close()
+
+
+def test_assignments_are_read_back_per_device(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    release_model(repo, model, manifest)
+    rollout = assign(repo, [("lab", "k1"), ("shop", "k2")], manifest, decision="rollback")
+    found = assignments(repo)
+    assert sorted(found) == [("lab", "k1"), ("shop", "k2")]
+    assert found[("shop", "k2")].decision == "rollback"
+    assert found[("lab", "k1")].rollout == rollout
+
+
+@pytest.mark.parametrize(
+    "name", ["../x.onnx", "models/../../x.onnx", "/etc/x", "models//x", "models\\x", "./x"]
+)
+def test_target_names_that_could_escape_are_refused(name: str) -> None:
+    with pytest.raises(ManifestError, match="refused"):
+        check_target_path(name)
+
+
+def test_semantic_versions_order_numerically_and_pre_releases_first() -> None:
+    assert semver_key("1.10.0") > semver_key("1.9.3")
+    assert semver_key("2.0.0-rc.1") < semver_key("2.0.0")
+    with pytest.raises(ManifestError, match="not a semantic version"):
+        semver_key("1.2")
+
+
+def test_cli_init_and_release_print_where_things_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo_dir = tmp_path / "repo"
+    assert main(["models", "repo", "init", str(repo_dir), "--keys", "root=2",
+                 "--threshold", "root=2", "--expiry-s", "timestamp=3600"]) == 0
+    out = capsys.readouterr().out
+    assert f"root keys: {repo_dir / 'keys' / 'root'} -- move them offline" in out
+    assert json.loads(out[: out.index("\n\nroot keys")])["roles"]["root"]["threshold"] == 2
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    table = tmp_path / "vectors.csv"
+    header = "label," + ",".join(f"f{i}" for i in range(16))
+    table.write_text(header + "\n")
+    assert main(["models", "release", str(model), "--repo", str(repo_dir), "--version", "1.1.0",
+                 "--vectors", str(table)]) == 2
+    assert "missing column" in capsys.readouterr().err
+    assert main(["models", "release", str(model), "--repo", str(repo_dir), "--version", "1.1.0",
+                 "--vectors", str(_table(tmp_path))]) == 0
+    assert "released skin-texture-grade 1.1.0" in capsys.readouterr().out
+    assert released(FileRepository(repo_dir), "skin-texture-grade", "1.1.0").self_test
+
+
+def _table(tmp_path: Path) -> Path:
+    import numpy as np
+
+    from appliance.modelbuild.table import LabelledTable, write_table
+    from appliance.transport.payloads import FEATURE_KEYS
+
+    rows = np.asarray(inputs(8), np.float32)
+    table = LabelledTable(FEATURE_KEYS, rows, ("fine",) * 8, ("test",) * 8, ("",) * 8, "t")
+    return write_table(tmp_path / "vectors2.csv", table)
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,154 @@
+"""Staged rollouts on simulated kiosks: 20 kiosks installed, canary halt, status and the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from updates_helpers import Fleet
+
+from appliance.backoffice.store import Store, open_store
+from appliance.cli import main
+from appliance.config import config_from_mapping
+from appliance.updates.fleetops import fleet_status
+from appliance.updates.fleetwatch import FleetWatcher
+from appliance.updates.operations import assignments
+from appliance.updates.rollout import Rollout, RolloutPlan
+from appliance.updates.testing import ModelEvents
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Iterator[Fleet]:
+    started = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def events(mqtt_broker: Any, topic_prefix: str) -> Iterator[ModelEvents]:
+    watcher = ModelEvents(mqtt_broker.host, mqtt_broker.port, topic_prefix, topic_prefix[-24:])
+    yield watcher
+    watcher.close()
+
+
+def _watcher(fleet: Fleet) -> FleetWatcher:
+    mqtt = {"host": fleet.broker.host, "port": fleet.broker.port, "topic_prefix": fleet.prefix}
+    config = config_from_mapping({"mqtt": mqtt}, "test", environ={})
+    return FleetWatcher(config.mqtt, f"w-{fleet.prefix[-20:]}")
+
+
+def _store(tmp: Path) -> Store:
+    return open_store(f"sqlite:///{tmp / 'backoffice.sqlite3'}")
+
+
+def _all_online(fleet: Fleet, events: ModelEvents, count: int) -> None:
+    assert events.wait_until(
+        lambda: all(d.updater.checks >= 1 for d in fleet.daemons.values())
+        and sum(len(v) > 0 for v in events.versions.values()) == count,
+        60,
+    )
+
+
+@pytest.mark.slow
+def test_twenty_kiosks_install_and_no_measurement_is_lost_or_split(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    names = [f"k{i:02d}" for i in range(20)]
+    for name in names:
+        fleet.kiosk(name)
+    _all_online(fleet, events, 20)
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, n) for n in names], canaries=2,
+                           wave_size=10, timeout_s=60)
+        outcome = Rollout(fleet.repo, watcher, store, plan).run()
+        assert outcome.state == "complete", outcome.reason
+        assert {o[0] for o in outcome.outcomes.values()} == {"installed"}
+        assert events.wait_until(lambda: all(
+            list(events.versions[n].values())[-1] == "1.1.0" for n in names), 30)
+        rows = fleet_status(fleet.repo, watcher, store)
+    finally:
+        watcher.close()
+        store.close()
+    assert [(r["running"], r["targeted"], r["state"]) for r in rows] == [
+        ("1.1.0", "skin-texture-grade 1.1.0", "installed")] * 20
+    made = {name: daemon.analysis.measurements for name, daemon in fleet.daemons.items()}
+    assert events.wait_until(  # every measurement made so far arrives: none lost in the swap
+        lambda: all(len(events.versions[n]) >= made[n] for n in names), 30)
+    fleet.close()
+    for name, daemon in fleet.daemons.items():
+        by_time = [events.versions[name][i] for i in sorted(events.versions[name])]
+        switch = by_time.index("1.1.0")
+        assert set(by_time[:switch]) == {"1.0.0"}, by_time  # one swap, between measurements
+        assert set(by_time[switch:]) == {"1.1.0"}, by_time
+        assert len(by_time) <= daemon.analysis.measurements  # one result per measurement
+
+
+def test_canaries_that_fail_their_self_test_halt_the_rollout(
+    fleet: Fleet, events: ModelEvents, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = [f"k{i}" for i in range(5)]
+    for name in names:
+        fleet.kiosk(name)
+    _all_online(fleet, events, 5)
+    fleet.release_failing_self_test("1.1.0")
+    config = fleet.tmp / "backoffice.yaml"
+    config.write_text(yaml.safe_dump({
+        "mqtt": {"host": fleet.broker.host, "port": fleet.broker.port,
+                 "topic_prefix": fleet.prefix},
+        "state_dir": str(fleet.tmp / "backoffice"),
+    }))
+    common = ["--repo", str(fleet.repo.dir), "--config", str(config)]
+    code = main(["models", "deploy", "skin-texture-grade", "1.1.0", "--all", "--canary", "2",
+                 "--timeout-s", "30", *common])
+    assert code == 1
+    assert "halted after canary: 2 failure(s)" in capsys.readouterr().out
+    assert assignments(fleet.repo) == {}  # the halted release is assigned to nobody
+    for name in names[2:]:
+        assert events.last_state(name) is None  # never offered it
+        assert set(events.versions[name].values()) == {"1.0.0"}
+    assert main(["models", "status", "--json", *common]) == 0
+    rows = {r["device_id"]: r for r in json.loads(capsys.readouterr().out)["devices"]}
+    for canary in names[:2]:
+        assert rows[canary]["state"] == "rejected"
+        assert "self-test failed" in rows[canary]["reason"]
+        assert rows[canary]["rollout_state"] == "halted"
+        assert rows[canary]["running"] == "1.0.0"
+    assert rows["k4"]["targeted"] is None
+
+
+def test_cli_deploy_then_signed_rollback_of_every_assigned_kiosk(
+    fleet: Fleet, events: ModelEvents, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = ["k0", "k1", "k2"]
+    for name in names:
+        fleet.kiosk(name)
+    _all_online(fleet, events, 3)
+    fleet.release("1.0.5")
+    fleet.release("1.1.0")
+    config = fleet.tmp / "backoffice.yaml"
+    config.write_text(yaml.safe_dump({
+        "mqtt": {"host": fleet.broker.host, "port": fleet.broker.port,
+                 "topic_prefix": fleet.prefix},
+        "state_dir": str(fleet.tmp / "backoffice"),
+    }))
+    common = ["--repo", str(fleet.repo.dir), "--config", str(config)]
+    assert main(["models", "deploy", "skin-texture-grade", "1.1.0", "--site", fleet.site,
+                 "--canary", "1", "--timeout-s", "30", *common]) == 0
+    assert "complete: 3 device(s) installed skin-texture-grade 1.1.0" in capsys.readouterr().out
+    assert main(["models", "rollback", "skin-texture-grade", "--to", "1.0.5",
+                 "--timeout-s", "30", *common]) == 0
+    assert "complete: 3 device(s) installed skin-texture-grade 1.0.5" in capsys.readouterr().out
+    assert {a.decision for a in assignments(fleet.repo).values()} == {"rollback"}
+    assert events.wait_until(lambda: all(
+        fleet.daemons[n].classifier.version == "1.0.5" for n in names), 30)
+    assert main(["models", "status", *common]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 4
+    assert all("1.0.5" in line and "installed" in line for line in table[1:])
