@@ -84,52 +84,65 @@ def random_model(folder: Path, width: float, tile_px: int) -> Path:
     return path
 
 
+def bench_config(name: str, port: int, slides: list[Path], model: Path, *,
+                 args: argparse.Namespace, folder: Path) -> Any:
+    """The server's config for one backend."""
+    from appliance.config import config_from_mapping
+
+    backend, int8 = BACKENDS[name]
+    int8_path = str(model.with_suffix("")) + ".int8.onnx"
+    return config_from_mapping({
+        "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": "bench"},
+        "state_dir": str(folder / name),
+        "pathology": {"slide_roots": [str(slides[0].parent)], "backends": [backend],
+                      "model": str(model), "int8_model": int8_path if int8 else None,
+                      "results_dir": str(folder / name / "out"), "max_batch": args.batch,
+                      "prepare_workers": args.workers, "cpu_threads": args.threads}})
+
+
+def bench_jobs(name: str, slides: list[Path]) -> list[dict[str, Any]]:
+    """A one-slide warm-up job, then the three jobs of JOB_SIZES slides."""
+    from appliance.pathology.jobs import JOB_SCHEMA
+
+    groups, start = [[slides[-1]]], 0
+    for size in JOB_SIZES:
+        groups.append(slides[start : start + size])
+        start += size
+    names = [f"{name}-warm-up"] + [f"{name}-{index}" for index in range(len(JOB_SIZES))]
+    return [{"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
+             "slides": [{"path": str(path), "um_per_px": 1.0} for path in group]}
+            for job_id, group in zip(names, groups, strict=True)]
+
+
 def run_backend(name: str, slides: list[Path], model: Path, args: argparse.Namespace,
                 folder: Path) -> dict[str, Any]:
     """Serve the three jobs with one backend; throughput and server metrics."""
-    from appliance.config import config_from_mapping
-    from appliance.pathology.jobs import JOB_SCHEMA
     from appliance.pathology.jobstore import open_pathology_store
     from appliance.pathology.server import PathologyServer
     from appliance.transport.broker import PrivateBroker
 
-    backend, int8 = BACKENDS[name]
-    int8_path = str(model.with_suffix("")) + ".int8.onnx"
     with PrivateBroker(workdir=folder / f"broker-{name}") as broker:
-        config = config_from_mapping({
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "topic_prefix": "bench"},
-            "state_dir": str(folder / name),
-            "pathology": {"slide_roots": [str(slides[0].parent)], "backends": [backend],
-                          "model": str(model), "int8_model": int8_path if int8 else None,
-                          "results_dir": str(folder / name / "out"), "max_batch": args.batch,
-                          "prepare_workers": args.workers, "cpu_threads": args.threads}})
         store = open_pathology_store(f"sqlite:///{folder / name / 'store.sqlite3'}")
-        server = PathologyServer(config, store)
+        server = PathologyServer(bench_config(name, broker.port, slides, model, args=args,
+                                              folder=folder),
+                                 store)
         stop = threading.Event()
         thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
         thread.start()
         server.connected.wait(10)
         time.sleep(0.5)
-        warm_up = {"schema": JOB_SCHEMA, "job_id": f"{name}-warm-up", "submitted_at": "",
-                   "slides": [{"path": str(slides[-1]), "um_per_px": 1.0}]}
+        warm_up, *jobs = bench_jobs(name, slides)
         submit_and_wait(broker.port, [warm_up], store)  # pool started, model warm
-        busy_before, batches_before = server.metrics.busy_s_total, server.batcher.stats.batches
-        shared_before = server.batcher.stats.shared_batches
-        jobs, start = [], 0
-        for index, size in enumerate(JOB_SIZES):
-            chosen = slides[start : start + size]
-            start += size
-            jobs.append({"schema": JOB_SCHEMA, "job_id": f"{name}-{index}", "submitted_at": "",
-                         "slides": [{"path": str(p), "um_per_px": 1.0} for p in chosen]})
+        before = (server.metrics.busy_s_total, server.batcher.stats.batches,
+                  server.batcher.stats.shared_batches)
         seconds, tiles = submit_and_wait(broker.port, jobs, store)
+        busy_s = server.metrics.busy_s_total - before[0]
         figures = {"backend": server.backend.settings, "tiles": tiles,
                    "seconds": round(seconds, 2), "tiles_per_s": round(tiles / seconds, 1),
-                   "batches": server.batcher.stats.batches - batches_before,
-                   "shared_batches": server.batcher.stats.shared_batches - shared_before,
-                   "accelerator_busy_fraction": round(
-                       (server.metrics.busy_s_total - busy_before) / seconds, 3),
-                   "model_tiles_per_busy_s": round(
-                       tiles / max(1e-9, server.metrics.busy_s_total - busy_before), 1)}
+                   "batches": server.batcher.stats.batches - before[1],
+                   "shared_batches": server.batcher.stats.shared_batches - before[2],
+                   "accelerator_busy_fraction": round(busy_s / seconds, 3),
+                   "model_tiles_per_busy_s": round(tiles / max(1e-9, busy_s), 1)}
         stop.set()
         thread.join(30)
         store.close()
@@ -169,8 +182,8 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "tiles_per_s_each_round": [run["tiles_per_s"] for run in runs]}
 
 
-def main() -> int:
-    """Run the chosen backends and print one JSON object."""
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS),
                         default=["onnx-cpu-int8", "onnx-cpu-float"])
@@ -182,31 +195,40 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
     parser.add_argument("--batch", type=int, default=64, help="pathology.max_batch")
     parser.add_argument("--rounds", type=int, default=3, help="runs per backend (median)")
-    args = parser.parse_args()
-    import torch
+    return parser.parse_args()
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+def measure(args: argparse.Namespace, width: float | None, gpu: str | None) -> dict[str, Any]:
+    """Median figures per backend, over alternating rounds (load drifts hit all alike)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        slides_dir = folder / "slides"
-        slides_dir.mkdir()
-        slides = make_slides(slides_dir)
-        width = 1.0 if args.full_width else args.width
+        (folder / "slides").mkdir()
+        slides = make_slides(folder / "slides")
         model = (random_model(folder, width, args.tile_px) if width
                  else REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx")
         chosen = [name for name in args.backends if name != "torch-cuda" or gpu]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
-        for round_index in range(args.rounds):  # backends alternate: load drifts hit all alike
+        for round_index in range(args.rounds):
             for name in chosen:
                 runs[name].append(run_backend(name, slides, model, args,
                                               folder / f"round{round_index}"))
-        results = {name: median_run(figures) for name, figures in runs.items()}
+    return {name: median_run(figures) for name, figures in runs.items()}
+
+
+def main() -> int:
+    """Run the chosen backends and print one JSON object."""
+    args = parse_args()
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    width = 1.0 if args.full_width else args.width
+    results = measure(args, width, gpu)
     print(json.dumps({
         "benchmark": "pathology_service", "jobs_slides": list(JOB_SIZES),
         "model": f"vgg19 width {width:g}, {args.tile_px} px, random weights" if width
         else "msi-vgg19-w16 (demo), 64 px",
-        "machine": {"cpus": os.cpu_count(), "load_average": [round(v, 2)
-                                                             for v in os.getloadavg()],
+        "machine": {"cpus": os.cpu_count(),
+                    "load_average": [round(v, 2) for v in os.getloadavg()],
                     "gpu": gpu or "none lent (no CUDA device); no GPU figures measured"},
         "results": results,
     }, indent=1))
