@@ -9,10 +9,13 @@ and, after a one-slide warm-up job, three jobs are published at once: 1, 3 and 6
 slides (biopsies and surgical specimens). The figure is tiles scored per second of wall time
 from the first submit to the last job's ``done`` (median of ``--rounds`` alternating runs),
 with the server's own figures (shared batches, accelerator busy fraction, tiles per second of
-model time). ``torch-cuda`` runs only where a GPU is present; with ``--full-width`` (or ``--width W
---tile-px P``) the model is a randomly initialised VGG19 of that width (GAP head; speed only, an
-INT8 twin and a guard fitted on random tiles) instead of the demo model. GPU figures are never
-estimated: without a GPU the JSON says so.
+model time). ``torch-cuda`` (eager, fp16, channels-last) and ``torch-cuda-compiled`` run only
+where a GPU is present; with ``--full-width`` (or ``--width W --tile-px P``) the model is a
+randomly initialised VGG19 of that width (GAP head; speed only, an INT8 twin and a guard fitted
+on random tiles) instead of the demo model. GPU figures are never estimated: without a GPU the
+JSON says so. On a GPU machine:
+    benchmarks/pathology_service.py --full-width --workers 16 --batch 512 \
+        --backends torch-cuda torch-cuda-compiled
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ MODELS = REPO / "models" / "pathology"
 sys.path.insert(0, str(MODELS))
 sys.path.insert(0, str(REPO))
 JOB_SIZES = (1, 3, 6)
+# name -> (pathology.backends entry, INT8 model, torch.compile); torch-cuda is the eager
+# baseline printed beside torch-cuda-compiled
 BACKENDS = {
-    "onnx-cpu-int8": ("onnx-cpu", True), "onnx-cpu-float": ("onnx-cpu", False),
-    "torch-cpu": ("torch-cpu", False), "torch-cuda": ("torch-cuda", False),
+    "onnx-cpu-int8": ("onnx-cpu", True, False), "onnx-cpu-float": ("onnx-cpu", False, False),
+    "torch-cpu": ("torch-cpu", False, False), "torch-cuda": ("torch-cuda", False, False),
+    "torch-cuda-compiled": ("torch-cuda", False, True),
 }
 
 
@@ -89,7 +95,7 @@ def bench_config(name: str, port: int, slides: list[Path], model: Path, *,
     """The server's config for one backend."""
     from appliance.config import config_from_mapping
 
-    backend, int8 = BACKENDS[name]
+    backend, int8, compiled = BACKENDS[name]
     int8_path = str(model.with_suffix("")) + ".int8.onnx"
     return config_from_mapping({
         "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": "bench"},
@@ -97,7 +103,8 @@ def bench_config(name: str, port: int, slides: list[Path], model: Path, *,
         "pathology": {"slide_roots": [str(slides[0].parent)], "backends": [backend],
                       "model": str(model), "int8_model": int8_path if int8 else None,
                       "results_dir": str(folder / name / "out"), "max_batch": args.batch,
-                      "prepare_workers": args.workers, "cpu_threads": args.threads}})
+                      "prepare_workers": args.workers, "cpu_threads": args.threads,
+                      "compile": compiled}})
 
 
 def bench_jobs(name: str, slides: list[Path]) -> list[dict[str, Any]]:
@@ -206,7 +213,7 @@ def measure(args: argparse.Namespace, width: float | None, gpu: str | None) -> d
         slides = make_slides(folder / "slides")
         model = (random_model(folder, width, args.tile_px) if width
                  else REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx")
-        chosen = [name for name in args.backends if name != "torch-cuda" or gpu]
+        chosen = [name for name in args.backends if not name.startswith("torch-cuda") or gpu]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
         for round_index in range(args.rounds):
             for name in chosen:
