@@ -81,7 +81,7 @@ def random_model(folder: Path, width: float, tile_px: int) -> Path:
         0, 255, (16, 3, tile_px, tile_px)).astype(np.float32))
     for model_path in (path, path.with_suffix(".int8.onnx")):
         add_features_output(model_path)
-        model = TileModel(model_path, provider="cpu", require_guard=False)
+        model = TileModel(model_path, provider="auto", require_guard=False)  # CUDA if any
         probe = rng.integers(0, 255, (1, tile_px, tile_px, 3), dtype=np.uint8)
         dims = guard_inputs(probe, model_features(model, probe)).shape[1]
         tiles = rng.integers(0, 255, (dims + 200, tile_px, tile_px, 3), dtype=np.uint8)
