@@ -18,7 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from appliance import __version__
 from appliance.config import ConsoleConfig
-from appliance.console import api, pages, rollouts
+from appliance.console import api, jobs, pages, rollouts
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError
@@ -56,6 +56,8 @@ def create_app(pool: StorePool, settings: ConsoleConfig) -> FastAPI:
     app.include_router(api.router)
     app.include_router(rollouts.pages)
     app.include_router(rollouts.api)
+    app.include_router(jobs.pages)
+    app.include_router(jobs.api)
     _add_handlers(app)
     app.middleware("http")(_limits)
     return app

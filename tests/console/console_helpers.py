@@ -110,6 +110,29 @@ def seed(store: Store, count: int = 60) -> list[payloads.Result]:
     return results
 
 
+def seed_pathology(url: str) -> None:
+    """One finished pathology job of two slides, stored as the pathology server stores it."""
+    from appliance.pathology.jobs import JobRequest, SlideRequest
+    from appliance.pathology.jobstore import SLIDE_COLUMNS, open_pathology_store
+
+    store = open_pathology_store(url)
+    try:
+        request = JobRequest("job-1", (SlideRequest("/slides/a.jpg", 1.0, "a"),
+                                       SlideRequest("/slides/b.jpg", 1.0, "b")),
+                             "2026-11-30T08:00:00.000000Z")
+        assert store.accept(request, "server-1", 60.0)
+        for index, (label, score) in enumerate((("MSI", 0.91), ("unsupported", None))):
+            row = dict.fromkeys(SLIDE_COLUMNS, "")
+            row.update(job_id="job-1", slide_index=index, slide="ab"[index], label=label,
+                       score=score, mean_probability=score, msi_tile_share=0.4, tile_count=120,
+                       in_distribution_share=0.97 if score else 0.1,
+                       reason="" if score else "tiles unlike the training data")
+            assert store.store_slide(row)
+        assert store.finish("job-1", "server-1", "done")
+    finally:
+        store.close()
+
+
 def seed_rollout(store: Store, now: str) -> None:
     """One halted model rollout as appliance/updates/rollout.py records it."""
     store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -127,6 +150,7 @@ def running_console(folder: Path) -> Iterator[Console]:
     url = f"sqlite:///{folder / 'backoffice.sqlite3'}"
     store = open_store(url)
     seed(store)
+    seed_pathology(url)
     add_user(store, "alice", "operator", PASSWORD)
     add_user(store, "victor", "viewer", PASSWORD)
     token, viewer_token = create_token(store, "alice"), create_token(store, "victor")
