@@ -21,7 +21,7 @@ PATHOLOGY_JOB_COLUMNS = ("job_id", "state", "owner", "reason", "takeovers", "sub
                          "accepted_at", "updated_at")
 PATHOLOGY_SLIDE_COLUMNS = ("slide_index", "slide", "label", "score", "mean_probability",
                            "msi_tile_share", "tile_count", "in_distribution_share", "reason",
-                           "error", "backend", "server", "stored_at")
+                           "error", "backend", "server", "stored_at", "heatmap_path", "cam_path")
 ROLLOUT_DEVICE_COLUMNS = ("site", "device_id", "phase", "state", "reason", "running_version",
                           "updated_at")
 
