@@ -135,8 +135,10 @@ class CohortCache:
         self._refreshing = threading.Lock()
         self._value: tuple[float, list[FeatureView], list[dict[str, Any]]] | None = None
 
-    def _compute(self, store: Store) -> None:
+    def _compute(self, store: Store, only_if_missing: bool = False) -> None:
         with self._refreshing:
+            if only_if_missing and self._value is not None:
+                return  # the start-up warm-up finished while this request waited for it
             views = feature_views(store.band_sums(REPORT_FEATURES))
             value = (time.monotonic(), views, repeat_rows(store))
             with self._lock:
@@ -160,7 +162,7 @@ class CohortCache:
         with self._lock:
             value = self._value
         if value is None:
-            self._compute(store)
+            self._compute(store, only_if_missing=True)
             return self.get(store)
         stale = time.monotonic() - value[0] > self.max_age_s
         if stale and pool is not None and not self._refreshing.locked():
