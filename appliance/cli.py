@@ -42,12 +42,25 @@ def _config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    if missing := missing_files(config):
-        print(f"config error: {args.file}: the daemon would refuse it:\n  " + "\n  ".join(missing),
+    if refused := missing_files(config) or _unloadable_model(config.model.path):
+        print(f"config error: {args.file}: the daemon would refuse it:\n  " + "\n  ".join(refused),
               file=sys.stderr)
         return 2
     print(f"{args.file}: ok: {config.summary()}")
     return 0
+
+
+def _unloadable_model(path: str | None) -> list[str]:
+    """Why the daemon could not load ``model.path`` (empty when it can, or none is set)."""
+    if path is None:
+        return []
+    from appliance.inference.classifier import ModelError, SkinClassifier  # noqa: PLC0415
+
+    try:
+        SkinClassifier.load(path)
+    except ModelError as exc:
+        return [f"model.path: {exc}"]
+    return []
 
 
 def _register_config(root: Any) -> None:

@@ -41,3 +41,16 @@ def test_without_a_config_file_the_defaults_use_the_shipped_model_and_the_enviro
     assert Path(config.model.path).is_file()
     assert config.skin.um_per_px == 8.5
     assert config.state_dir == str(tmp_path / "state")
+
+
+def test_config_check_refuses_a_model_file_the_daemon_cannot_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"not an onnx model")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  path: {garbage}\n")
+    assert main(["config", "check", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "model.path:" in err
+    assert "model.onnx" in err

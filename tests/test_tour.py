@@ -40,7 +40,7 @@ def test_the_newcomer_tour(tmp_path: Path) -> None:
 
 
 def _demo_then_back_office(tour: Path) -> None:
-    demo = appliance(tour, "demo", "--devices", "2", "--count", "2")
+    demo = appliance(tour, "demo")  # 2 kiosks, 2 customers each
     assert demo.returncode == 0, demo.stderr
     assert "4 result(s) stored" in demo.stdout
     assert "results kept in sqlite:///" in demo.stdout

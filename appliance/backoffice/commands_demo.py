@@ -5,36 +5,39 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from typing import Any, Literal
+from typing import Any
 
 
 def _demo(args: argparse.Namespace) -> int:
     from appliance.backoffice.demo import run_demo  # noqa: PLC0415  (starts fast otherwise)
     from appliance.backoffice.service import install_stop_signals  # noqa: PLC0415
+    from appliance.config import ConfigError  # noqa: PLC0415
     from appliance.transport.broker import BrokerError  # noqa: PLC0415
 
-    store_url = None if args.throwaway else _default_store(args)
-    if store_url is False:
+    try:
+        store_url = None if args.throwaway else _default_store(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
     install_stop_signals(stop)
     try:
-        return run_demo(args.devices, args.count, args.timeout_s, stop=stop,
-                        store_url=store_url or None)
+        return run_demo(args.devices, args.count, args.timeout_s, stop=stop, store_url=store_url)
     except BrokerError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
 
 
-def _default_store(args: argparse.Namespace) -> str | Literal[False]:
-    """``--store``, else the store the back-office commands read by default (False: bad config)."""
-    from appliance.backoffice.commands import load_or_report  # noqa: PLC0415
+def _default_store(args: argparse.Namespace) -> str:
+    """``--store``, else the store the back-office commands read by default (ConfigError when
+    the config cannot be read)."""
     from appliance.backoffice.store import store_url_for  # noqa: PLC0415
+    from appliance.config import load_config_or_defaults  # noqa: PLC0415
 
     if args.store:
         return str(args.store)
-    config = load_or_report(args.config)
-    return False if config is None else store_url_for(config.store.url, config.state_dir)
+    config = load_config_or_defaults(args.config)
+    return store_url_for(config.store.url, config.state_dir)
 
 
 def _positive(text: str) -> int:

@@ -92,10 +92,13 @@ def cam_panel(
 
 
 def _relative_cams(cams: np.ndarray) -> np.ndarray:
-    """Each CAM over its own mean, minus the panel's mean of that (the shared centre bias)."""
+    """Each CAM over its own mean, minus the panel's mean of that (the shared centre bias);
+    a lone tile has no panel to compare with, so its map is its own deviation from its mean."""
     levels = np.abs(cams).mean(axis=(1, 2), keepdims=True)
     shaped = cams / np.maximum(levels, 1e-6)
-    relative: np.ndarray = shaped - shaped.mean(axis=0, keepdims=True)
+    usual = shaped.mean(axis=0, keepdims=True) if len(cams) > 1 else shaped.mean(
+        axis=(1, 2), keepdims=True)
+    relative: np.ndarray = shaped - usual
     return relative
 
 

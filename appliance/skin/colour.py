@@ -19,7 +19,7 @@ SHINE_MIN_LEVEL = 235
 SHINE_MAX_SATURATION = 40
 WHITE_TARGET_LEVEL = 0.95  # a white reference tile reflects about 95 %
 WHITE_MIN_LEVEL = 120.0  # brightest channel median of a lit white tile
-WHITE_MIN_CHANNEL_RATIO = 0.5  # weakest / strongest channel: lamp tint, not a coloured object
+WHITE_MIN_CHANNEL_RATIO = 0.35  # weakest / strongest channel: lamp tint, not a coloured object
 WHITE_MAX_TEXTURE = 0.05  # fine-detail spread / level: sensor noise, not skin furrows
 
 

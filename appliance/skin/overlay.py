@@ -53,7 +53,7 @@ def caption_band(analysis: SkinAnalysis, width_px: int, grade: str | None = None
     """The key numbers and the texture grade on a dark band drawn below the frame (never on it)."""
     f = analysis.features
     lines = (
-        f"grade {grade or '- (no model)'}   kime score {f.kime_score:.0f}/100",
+        f"grade {grade or '- (not classified)'}   kime score {f.kime_score:.0f}/100",
         f"hills {f.hill_density_per_mm2:.1f}/mm2, mean {f.hill_mean_area_mm2:.3f} mm2;  "
         f"furrows {f.furrow_density_mm_per_mm2:.1f} mm/mm2, width {f.furrow_mean_width_um:.0f} um",
         f"pores {f.pore_count} ({f.pore_density_per_cm2:.0f}/cm2), "

@@ -52,7 +52,9 @@ def test_stopping_the_demo_stops_its_edges(
 ) -> None:
     stop = threading.Event()
     pid_file = tmp_path / "edge.pid"
-    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    partial = tmp_path / "edge.pid.partial"  # written, then renamed: never seen half-written
+    code = (f"import os, time; open({str(partial)!r}, 'w').write(str(os.getpid())); "
+            f"os.replace({str(partial)!r}, {str(pid_file)!r}); time.sleep(600)")
 
     def stop_once_the_edge_runs() -> None:
         for _ in range(600):

@@ -60,3 +60,12 @@ def test_heatmap_has_a_title_line_and_a_legend_with_ticks() -> None:
     assert bar[:, :10, 2].mean() > bar[:, :10, 0].mean() + 80  # blue end: MSS
     assert bar[:, -10:, 0].mean() > bar[:, -10:, 2].mean() + 80  # red end: MSI
     assert (legend[24:60].min(axis=2) < 100).sum() > 150  # ticks, numbers and the caption
+
+
+def test_a_lone_tile_still_gets_a_map() -> None:
+    tile = _tissue(3)
+    scores = TileModel(shipped_path(PATHOLOGY_MODEL)).predict(tile[None])
+    assert scores.cam is not None
+    panel = cam_panel(tile[None], scores.cam, scores.probability, "one tile")
+    picture = _map_of(panel, 0)
+    assert picture.std(axis=(0, 1)).max() > 10.0  # cells of different colours, not one wash

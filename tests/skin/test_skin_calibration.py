@@ -113,3 +113,10 @@ def test_calibrate_command_prints_the_uncertainty_and_refuses_skin(
     captured = capsys.readouterr()
     assert "put this in config.yaml" not in captured.out
     assert "skin.jpg" in captured.err
+
+
+@pytest.mark.parametrize(("blur_sigma_px", "reason"), [(3.0, "faint"), (6.0, "graduation lines")])
+def test_an_out_of_focus_micrometer_is_refused(blur_sigma_px: float, reason: str) -> None:
+    blurred = MicrometerSpec(um_per_px=9.0, lines=125, blur_sigma_px=blur_sigma_px)
+    with pytest.raises(CalibrationError, match=reason):
+        calibrate_from_micrometer(_gray(blurred), 0.1)
