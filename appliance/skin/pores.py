@@ -13,7 +13,8 @@ relative to the hill background, lightly smoothed:
    frame's junctions. A pore is deeper than the furrows and than a typical junction, at least
    as wide between its arms as one (or much deeper than one and than its arms: a small deep
    pore in a furrow), deeper than the arms around it (a junction is as deep as its arms),
-   deeper than its deepest ray (a hair runs on as deep as its end), round, grey (a pigment
+   deeper than its deepest ray (a hair runs on as deep as its end), round, no longer than 2.2
+   times its width above its arms (a short deep stretch of furrow is a dash), grey (a pigment
    spot or freckle takes more blue than red: melanin) and 50-400 µm across (dust is smaller).
    Overlapping candidates keep the deepest.
 4. Diameter: the equivalent diameter of the rim, with the imaging halo of a pit's darkness
@@ -53,6 +54,7 @@ MIN_DEPTH_OVER_ARMS = 1.25  # pit floor / second-deepest ray just outside the ri
 MIN_DEPTH_OVER_STRAND = 1.1  # pit floor / deepest ray: the end of a hair is no deeper than it
 MAX_BLUE_EXCESS = 0.35  # blue darkening beyond red, as a share of the red darkening
 MIN_ROUNDNESS = 0.4  # shortest over median rim ray
+MAX_ELONGATION = 2.2  # longest over shortest rim diameter, rim above the arms (pores: oval)
 MIN_DIAMETER_UM = 50.0
 MAX_DIAMETER_UM = 400.0
 HALO_UM = 70.0  # imaging halo of a pit's darkness, taken off the rim diameter in quadrature
@@ -169,6 +171,20 @@ class _Shape:
     roundness: np.ndarray  # shortest over median rim radius
     arms: np.ndarray  # depth of the 2nd deepest ray just outside the rim (furrow arms)
     strand: np.ndarray  # depth of the deepest ray there (a hair runs on as deep as its end)
+    elongation: np.ndarray  # longest over shortest diameter of the rim above the arms
+
+
+def _elongation(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
+                radii: np.ndarray) -> np.ndarray:
+    """Longest over shortest diameter of the pit where it rises halfway to the higher of the
+    skin and its arms: a pore is round or oval; a short deep stretch of furrow is a dash.
+
+    With the level above the arms, rays do not run on down the furrows at a junction."""
+    level = np.repeat((floor + top) / 2.0, RAY_COUNT)
+    rim = _crossing(with_floor, level, radii).reshape(-1, RAY_COUNT)
+    diameters = rim[:, : RAY_COUNT // 2] + rim[:, RAY_COUNT // 2:]
+    result: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
+    return result
 
 
 def _shape(depth: np.ndarray, centres: np.ndarray) -> _Shape:
@@ -196,7 +212,9 @@ def _shape(depth: np.ndarray, centres: np.ndarray) -> _Shape:
     rows = np.arange(len(centres))
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
-    return _Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand)
+    elongation = _elongation(with_floor, floor, np.maximum(skin, arms), radii)
+    return _Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
+                  elongation)
 
 
 def _blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
@@ -272,6 +290,7 @@ def _is_pore(shape: _Shape, radius_um: np.ndarray, wide: np.ndarray) -> np.ndarr
         & (shape.floor >= MIN_DEPTH_OVER_ARMS * shape.arms)
         & (shape.floor >= MIN_DEPTH_OVER_STRAND * shape.strand)
         & (shape.roundness >= MIN_ROUNDNESS)
+        & (shape.elongation <= MAX_ELONGATION)
         & (2.0 * radius_um >= MIN_DIAMETER_UM)
         & (2.0 * radius_um <= MAX_DIAMETER_UM)
     )

@@ -78,6 +78,26 @@ def test_hairs_dust_and_dark_junctions_are_not_pores(seed: int) -> None:
     assert analysis.features.pore_count == 0
 
 
+def _with_deep_dashes(geometry: SkinGeometry, factor: float) -> SkinGeometry:
+    """Every short furrow segment near the centre ``factor`` times deeper than the rest."""
+    starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
+    middle = (starts + ends) / 2.0
+    short = np.hypot(*(ends - starts).T) < 14.0
+    inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
+    return replace(geometry, edge_depth=np.where(short & inside, factor, 1.0))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_short_deep_furrow_segments_are_not_pores(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0)
+    geometry = _with_deep_dashes(build_geometry(rng, params, 640, 480), 2.2)
+    assert geometry.edge_depth is not None
+    assert np.sum(geometry.edge_depth > 1.0) >= 10  # dashes to tell from pores
+    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
+    assert analyze(rgb, params.um_per_px).features.pore_count == 0
+
+
 @pytest.mark.parametrize("diameter_um", [80.0, 120.0, 180.0, 250.0, 320.0])
 def test_pore_size_sweep_finds_and_sizes_every_pore(diameter_um: float) -> None:
     found, ratios = 0, []
