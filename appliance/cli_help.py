@@ -166,6 +166,27 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance pathology evaluate --labels cohort/labels.csv --results results",
          "appliance pathology evaluate --labels cohort/labels.csv --results r1 r2 --json"),
     ),
+    "pathology serve": (
+        "The pathology server: jobs from MQTT (shared among servers), slides prepared in worker "
+        "processes, tiles of all jobs batched for one backend, results in the back-office store. "
+        "systemd runs it (deploy/appliance-pathology@.service).",
+        ("appliance pathology serve --config /etc/appliance/config.yaml",),
+    ),
+    "pathology job submit": (
+        "Send slides (paths the servers can read, inside pathology.slide_roots) as one job; "
+        "prints the job id, and with --wait follows it to its end.",
+        ("appliance pathology job submit /srv/slides/a.jpg /srv/slides/b.jpg --um-per-px 0.5",
+         "appliance pathology job submit /srv/slides/*.jpg --um-per-px 1 --wait"),
+    ),
+    "pathology job list": (
+        "Every job's retained state (queued, running, done, failed, cancelled) and which "
+        "pathology servers are online.",
+        ("appliance pathology job list", "appliance pathology job list --config office.yaml"),
+    ),
+    "pathology job cancel": (
+        "Cancel a queued or running job: its server stops it and frees its waiting tiles.",
+        ("appliance pathology job cancel 20261202T070950-34fe850d3ceb",),
+    ),
     "console": (
         "The back-office web console and its HTTP API (/api/v1, OpenAPI at /docs) on "
         "console.bind:console.port (127.0.0.1:8080 by default); every page needs a login and "

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from appliance.pathology.server_config import PathologyConfig
 from appliance.safeyaml import YamlLimitError, safe_load_limited
 
 ENV_PREFIX = "APPLIANCE__"
@@ -359,6 +360,9 @@ class Config(_Section):
     )
     edge: EdgeConfig = Field(
         default_factory=EdgeConfig, description="Edge daemon queues, outbox and supervision."
+    )
+    pathology: PathologyConfig = Field(
+        default_factory=PathologyConfig, description="The pathology server (issue 14)."
     )
     screen: ScreenConfig = Field(
         default_factory=ScreenConfig, description="The kiosk's customer screen."

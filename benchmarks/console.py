@@ -12,7 +12,8 @@ Prints ONE JSON object.
 - ``screen``: the callbacks the edge pipeline makes per frame (``offer_frame`` on the capture
   thread, ``on_gated`` on the analysis thread) timed on real 1280x960 frames; the JPEG encoding
   that happens on the preview stream's own thread; and the frames per second an MJPEG client
-  receives while the whole process is pinned to one CPU core, with a 30 fps camera feeding it.
+  receives, and how old each picture is on arrival (each camera frame carries a grey-level mark),
+  while the whole process is pinned to one CPU core, with a 30 fps camera feeding it.
 """
 
 from __future__ import annotations
@@ -217,8 +218,12 @@ def bench_screen_callbacks(frames: int) -> dict[str, Any]:
             "preview_jpeg_encode_ms_on_stream_thread": encode, "target_added_ms": 5}
 
 
+MARK_STEP = 5  # grey levels between frame marks: JPEG keeps a flat 64 px block within +-2
+
+
 def bench_preview_one_core(seconds: float) -> dict[str, Any]:
-    """MJPEG frames per second a client gets with everything pinned to one core."""
+    """MJPEG frames per second a client gets, and how old each picture is when it arrives,
+    with the camera, the server and the client all pinned to one core."""
     from appliance.capture.sources import Frame
     from appliance.edge.screen_preview import PreviewFeed
     from appliance.edge.screen_server import ScreenServer
@@ -229,38 +234,52 @@ def bench_preview_one_core(seconds: float) -> dict[str, Any]:
     feed, stop = PreviewFeed(640), threading.Event()
     server = ScreenServer(0, ScreenState(5, 60, "en"), feed, Path("/tmp"), fps=15.0)
     threading.Thread(target=server.serve_forever, args=(0.25,), daemon=True).start()
-    skin = textured_skin(2)
-    rgb = [skin(i) for i in range(4)]
+    base = textured_skin(2)(0)
+    offered: dict[int, float] = {}
 
-    def camera() -> None:  # a 30 fps camera, like the Scalar microscope
+    def camera() -> None:  # a 30 fps camera, like the Scalar microscope; each frame marked
         index = 0
         while not stop.wait(1 / 30):
-            feed.offer(Frame(rgb[index % 4], index))
+            rgb = base.copy()
+            rgb[:128, :128] = (index % 50) * MARK_STEP
+            offered[index % 50] = time.perf_counter()
+            feed.offer(Frame(rgb, index))
             index += 1
 
     threading.Thread(target=camera, daemon=True).start()
-    received = _read_mjpeg(server.server_port, seconds)
+    ages = sorted(_read_mjpeg(server.server_port, seconds, offered))
     stop.set()
     server.stopping.set()
     server.shutdown()
     server.server_close()
     return {"cpu_cores": 1, "camera_fps": 30, "preview_fps_limit": 15,
-            "received_fps": round(received / seconds, 1), "seconds": seconds}
+            "received_fps": round(len(ages) / seconds, 1), "seconds": seconds,
+            "picture_age_ms": {"p50": round(statistics.median(ages), 1),
+                               "p95": round(ages[int(len(ages) * 0.95) - 1], 1)}}
 
 
-def _read_mjpeg(port: int, seconds: float) -> int:
+def _read_mjpeg(port: int, seconds: float, offered: dict[int, float]) -> list[float]:
+    """How old (ms since the camera offered it) each JPEG received within ``seconds`` is."""
+    import cv2
+    import numpy as np
+
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/preview.mjpg", headers={"Host": f"127.0.0.1:{port}"})
     response = conn.getresponse()
-    buffer, frames = b"", 0
+    buffer, arrivals = b"", []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         buffer += response.read1(65536)
         while (end := buffer.find(b"\xff\xd9")) >= 0:
-            frames += 1
+            start = buffer.find(b"\xff\xd8")
+            at = time.perf_counter()
+            picture = cv2.imdecode(np.frombuffer(buffer[start:end + 2], np.uint8),
+                                   cv2.IMREAD_GRAYSCALE)
+            mark = round(float(picture[8:56, 8:56].mean()) / MARK_STEP)
+            arrivals.append((at - offered[mark]) * 1000)  # marks repeat only every 1.7 s
             buffer = buffer[end + 2:]
     conn.close()
-    return frames
+    return arrivals
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ from playwright.sync_api import expect
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from appliance.backoffice.demo_kiosk import age_band  # noqa: E402
 from appliance.backoffice.schema import device_row, iso_utc, result_row  # noqa: E402
 from appliance.backoffice.store import Batch, Store, open_store  # noqa: E402
 from appliance.cli import main as cli  # noqa: E402
@@ -32,16 +31,18 @@ from appliance.config import ConsoleConfig, config_from_mapping  # noqa: E402
 from appliance.console.auth import add_user  # noqa: E402
 from appliance.console.db import StorePool  # noqa: E402
 from appliance.console.server import ConsoleThread  # noqa: E402
+from appliance.edge.measure import skin_measurement  # noqa: E402
 from appliance.edge.service import build_daemon  # noqa: E402
 from appliance.inference.classifier import SkinClassifier  # noqa: E402
-from appliance.skin.analysis import analyze  # noqa: E402
+from appliance.shipped import SKIN_MODEL, shipped_path  # noqa: E402
+from appliance.synthetic.camera import age_band_of  # noqa: E402
 from appliance.synthetic.skin import synthetic_frame  # noqa: E402
 from appliance.transport import payloads  # noqa: E402
 from appliance.transport.broker import free_port  # noqa: E402
 from tests.browser import chromium_page  # noqa: E402
 
 OUT = REPO / "docs" / "images"
-MODEL = REPO / "models" / "skin-texture-grade.int8.onnx"
+MODEL = shipped_path(SKIN_MODEL)
 CUSTOMERS = 80
 
 
@@ -52,22 +53,25 @@ def measured_cohort(store: Store) -> None:
     rows = []
     for index in range(CUSTOMERS):
         skin = synthetic_frame(11, index)
-        features = analyze(skin.image_rgb, skin.um_per_px).features
+        measured = skin_measurement(skin.image_rgb, skin.um_per_px)
+        features = measured.features
         result = payloads.Result(
             measurement_id=payloads.new_measurement_id(), device_id=f"kiosk-{index % 3 + 1}",
             site=("ginza", "shibuya", "umeda")[index % 3],
             captured_at=start + timedelta(minutes=50 * index), software_version="0.1.0",
             quality=payloads.Quality(verdict="ok"), features=features,
             classification=model.classify(features.model_dump()),
-            subject=payloads.Subject(age_band=age_band(skin.params.age_years), consent=True))
+            subject=payloads.Subject(age_band=age_band_of(skin.params.age_years), consent=True),
+            not_validated=list(measured.not_validated))
         rows.append(result_row(result, iso_utc(datetime.now(UTC)), result.to_json().decode()))
     now = datetime.now(UTC)
     statuses = [device_row(payloads.Status(device_id=f"kiosk-{i}", site=site, state=state,
                                            at=now, software_version="0.1.0", camera="online",
-                                           outbox_depth=depth), iso_utc(now))
-                for i, site, state, depth in ((1, "ginza", "online", 0),
-                                              (2, "shibuya", "online", 2),
-                                              (3, "umeda", "offline", 14))]
+                                           outbox_depth=depth, outbox_oldest_age_s=oldest_s),
+                           iso_utc(now))
+                for i, site, state, depth, oldest_s in ((1, "ginza", "online", 0, None),
+                                                        (2, "shibuya", "online", 2, 3.5),
+                                                        (3, "umeda", "offline", 14, 5400.0))]
     store.write_batch(Batch(results=rows, statuses=statuses), 100)
 
 

@@ -58,3 +58,12 @@ def browser_page() -> Iterator[Any]:
     """A Playwright page in Debian's headless chromium (tests/browser.py)."""
     with chromium_page() as page:
         yield page
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A running console on a seeded store, one per test module (tests/console/)."""
+    from tests.console.console_helpers import running_console
+
+    with running_console(tmp_path_factory.mktemp("console")) as running:
+        yield running

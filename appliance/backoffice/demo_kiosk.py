@@ -1,7 +1,8 @@
 """Simulated customers at the demo's kiosk screens: each picks an age band and consent there.
 
 The demo's synthetic camera shows one simulated person per visit, with an age drawn by the
-skin generator (``synthetic_geometry``: parameters without rendering). Before each visit is
+skin generator (``synthetic_geometry``: parameters without rendering; the band is the one the
+camera's ``stated_age_band`` gives). Before each visit is
 measured, this driver does what the customer does on the screen: it posts that person's age
 band and a consent choice to the kiosk page's own endpoint (``POST /subject``), naming the
 measurement it is for, so the choice can never slip to the next person. Every fifth person
@@ -21,6 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.synthetic.camera import age_band_of
 from appliance.synthetic.skin import synthetic_geometry
 
 log = logging.getLogger(__name__)
@@ -39,17 +41,11 @@ class Kiosk:
     chosen_for: int = -1  # the measurement number the last choice was posted for
 
 
-def age_band(age_years: float) -> str:
-    """The screen's age band of an age ("40-49", ..., "80+"; under 20 counts as "10-19")."""
-    decade = min(max(int(age_years) // 10 * 10, 10), 80)
-    return "80+" if decade == 80 else f"{decade}-{decade + 9}"
-
-
 def customer_choice(camera_seed: int, index: int) -> dict[str, Any]:
     """What simulated person ``index`` of a synthetic camera chooses on the screen."""
     params, _ = synthetic_geometry(camera_seed, index)
     consent = index % DECLINE_EVERY != DECLINE_EVERY - 1
-    return {"age_band": age_band(params.age_years), "consent": consent, "measurement": index}
+    return {"age_band": age_band_of(params.age_years), "consent": consent, "measurement": index}
 
 
 def _call(port: int, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -108,12 +104,12 @@ def _cohort_text(views: dict[str, Any]) -> list[str]:
         return ["cohort: no stored result has an age band (nobody consented on a kiosk screen)"]
     bands = ", ".join(f"{b.band} n={b.n} mean {b.mean:.1f}" for b in kime.bands)
     counted = sum(b.n for b in kime.bands)
-    lines = [f"cohort: {counted} result(s) with an age band chosen on the kiosk screens; "
-             f"kime score by band: {bands}"]
+    lines = [f"cohort: {counted} stored result(s) with an age band (chosen on the kiosk "
+             f"screens); kime score by band: {bands}"]
     pearson = kime.pearson
     if math.isfinite(pearson.r):  # enough results in two or more bands
         interval = (f"[{pearson.low:+.2f}, {pearson.high:+.2f}] (n={pearson.n})"
                     if math.isfinite(pearson.low) else f"(n={pearson.n}, too few for a 95 % CI)")
         lines.append(f"cohort: kime score vs age, Pearson r {pearson.r:+.2f} {interval}; "
-                     "full report: appliance report cohort --store URL --out DIR")
+                     "full report: appliance report cohort --out DIR, or the console")
     return lines

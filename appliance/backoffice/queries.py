@@ -15,6 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.schema import RESULT_COLUMNS
 
+ROLLOUT_COLUMNS = ("rollout_id", "model_name", "model_version", "decision", "scope", "canaries",
+                   "state", "reason", "created_at", "updated_at")
+PATHOLOGY_JOB_COLUMNS = ("job_id", "state", "owner", "reason", "takeovers", "submitted_at",
+                         "accepted_at", "updated_at")
+PATHOLOGY_SLIDE_COLUMNS = ("slide_index", "slide", "label", "score", "mean_probability",
+                           "msi_tile_share", "tile_count", "in_distribution_share", "reason",
+                           "error", "backend", "server", "stored_at", "heatmap_path", "cam_path")
+ROLLOUT_DEVICE_COLUMNS = ("site", "device_id", "phase", "state", "reason", "running_version",
+                          "updated_at")
+
 
 @dataclass(frozen=True)
 class ResultFilter:
@@ -122,6 +132,59 @@ class ConsoleQueries:
             "ORDER BY COUNT(*) DESC, subject_id LIMIT ?",
             (int(limit),),
         )
+
+    # -- model rollouts (tables of appliance/updates/rollout.py) --------------------------
+
+    def rollout_rows(self, limit: int = 100, rollout_id: str | None = None
+                     ) -> list[dict[str, Any]]:
+        """The newest model rollouts (or the one named), each with its devices per state."""
+        where, params = ("WHERE rollout_id = ? ", [rollout_id]) if rollout_id else ("", [])
+        rows = self._fetch(
+            f"SELECT {','.join(ROLLOUT_COLUMNS)} FROM rollouts {where}"
+            "ORDER BY created_at DESC LIMIT ?", [*params, int(limit)],
+        )
+        out = [dict(zip(ROLLOUT_COLUMNS, row, strict=True)) for row in rows]
+        counts: dict[str, dict[str, int]] = {r["rollout_id"]: {} for r in out}
+        if counts:
+            marks = ",".join("?" * len(counts))
+            for key, state, count in self._fetch(
+                "SELECT rollout_id, state, COUNT(*) FROM rollout_devices "
+                f"WHERE rollout_id IN ({marks}) GROUP BY rollout_id, state", list(counts)
+            ):
+                counts[key][state] = int(count)
+        return [{**r, "devices": counts[r["rollout_id"]]} for r in out]
+
+    def rollout_devices(self, rollout_id: str) -> list[dict[str, Any]]:
+        """Where each device of one rollout stands, by phase (canary first) and device."""
+        rows = self._fetch(
+            f"SELECT {','.join(ROLLOUT_DEVICE_COLUMNS)} FROM rollout_devices "
+            "WHERE rollout_id = ? ORDER BY phase, site, device_id",
+            (rollout_id,),
+        )
+        return [dict(zip(ROLLOUT_DEVICE_COLUMNS, row, strict=True)) for row in rows]
+
+    # -- pathology jobs (tables of appliance/pathology/jobstore.py) -----------------------
+
+    def pathology_job_rows(self, limit: int = 100, job_id: str | None = None
+                           ) -> list[dict[str, Any]]:
+        """The newest pathology jobs (or the one named), each with its stored slide count."""
+        where, params = ("WHERE j.job_id = ? ", [job_id]) if job_id else ("", [])
+        rows = self._fetch(
+            f"SELECT {','.join('j.' + c for c in PATHOLOGY_JOB_COLUMNS)}, "
+            "(SELECT COUNT(*) FROM pathology_slides s WHERE s.job_id = j.job_id) "
+            f"FROM pathology_jobs j {where}ORDER BY j.accepted_at DESC LIMIT ?",
+            [*params, int(limit)],
+        )
+        return [{**dict(zip(PATHOLOGY_JOB_COLUMNS, row[:-1], strict=True)),
+                 "slides_stored": int(row[-1])} for row in rows]
+
+    def pathology_slide_rows(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's stored slide results (label, score, tiles, in-distribution share, reason)."""
+        rows = self._fetch(
+            f"SELECT {','.join(PATHOLOGY_SLIDE_COLUMNS)} FROM pathology_slides "
+            "WHERE job_id = ? ORDER BY slide_index", (job_id,),
+        )
+        return [dict(zip(PATHOLOGY_SLIDE_COLUMNS, row, strict=True)) for row in rows]
 
     # -- console users, API tokens and login sessions ------------------------------------
 

@@ -45,6 +45,7 @@ DEVICE_COLUMNS = (
     "camera",
     "outbox_depth",
     "dropped",
+    "outbox_oldest_age_s",
 )
 
 _FEATURE_DDL = ",\n".join(
@@ -162,6 +163,13 @@ CREATE TABLE rollout_devices (
 );
 """,
     ),
+    (
+        5,
+        "devices: age of the oldest result a kiosk has not had confirmed (status)",
+        """
+ALTER TABLE devices ADD COLUMN outbox_oldest_age_s {real};
+""",
+    ),
 )
 
 
@@ -221,4 +229,5 @@ def device_row(status: Status, seen_at: str) -> tuple[Any, ...]:
         status.camera,
         status.outbox_depth,
         status.dropped,
+        status.outbox_oldest_age_s,
     )

@@ -15,7 +15,10 @@ from appliance.console.filters import check_measurement_id, parse_query
 from appliance.console.guard import api_login, pool_of
 from appliance.console.views import cohort_json, fleet, result_detail, results_page
 
-router = APIRouter(prefix="/api/v1", tags=["api"])
+router = APIRouter(prefix="/api/v1", tags=["api"], responses={
+    400: {"description": "refused input; the error names the field and what it expects"},
+    401: {"description": "no valid bearer token"},
+})
 ApiLogin = Annotated[Login, Depends(api_login)]
 
 

@@ -18,7 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from appliance import __version__
 from appliance.config import ConsoleConfig
-from appliance.console import api, pages
+from appliance.console import api, jobs, pages, rollouts
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError
@@ -54,6 +54,10 @@ def create_app(pool: StorePool, settings: ConsoleConfig) -> FastAPI:
     )
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(rollouts.pages)
+    app.include_router(rollouts.api)
+    app.include_router(jobs.pages)
+    app.include_router(jobs.api)
     _add_handlers(app)
     app.middleware("http")(_limits)
     return app
@@ -72,8 +76,7 @@ async def _limits(request: Request, call_next: Handler) -> Response:
         return _refusal(request, 413, f"request body of {html.escape(length)} bytes refused: "
                         f"at most {MAX_FORM_BYTES}")
     response = await call_next(request)
-    if request.url.path != "/docs":  # the API docs page loads Swagger UI's own scripts
-        response.headers.update(SECURITY_HEADERS)
+    response.headers.update(SECURITY_HEADERS)
     return response
 
 

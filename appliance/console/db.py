@@ -13,6 +13,7 @@ import queue
 from collections.abc import Iterator
 
 from appliance.backoffice.store import Store, StoreError, open_store
+from appliance.pathology.jobstore import open_pathology_store
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ class StorePool:
     def __init__(self, url: str, size: int = 4, pg_schema: str | None = None,
                  wait_s: float = 10.0) -> None:
         first = open_store(url, pg_schema)  # migrates (console tables and indexes included)
+        # the pathology server's tables, created as it creates them, so its jobs page can read
+        open_pathology_store(url, pg_schema).close()
         self.url, self.pg_schema, self.wait_s = url, pg_schema, wait_s
         self._idle: queue.LifoQueue[Store | None] = queue.LifoQueue()
         self._idle.put(first)

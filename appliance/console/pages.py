@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment
 from markupsafe import Markup
@@ -191,8 +190,8 @@ def dead_letters(request: Request, login: Annotated[Login, Depends(operator)]) -
 
 @router.get("/docs")
 def api_docs(request: Request, login: PageLogin) -> HTMLResponse:
-    """Swagger UI for the API (logged-in users only)."""
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="appliance console API")
+    """The API's OpenAPI document as a page (no outside scripts: works offline)."""
+    return render(request, "docs.html", login=login, api=request.app.openapi())
 
 
 @router.get("/openapi.json")

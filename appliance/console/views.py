@@ -37,20 +37,31 @@ def seen_ago(last_seen: str | None, now: datetime) -> str:
     if not last_seen:
         return "-"
     seen = datetime.strptime(last_seen, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    seconds = max(0, int((now - seen).total_seconds()))
+    return f"{duration(max(0.0, (now - seen).total_seconds()))} ago"
+
+
+def duration(seconds: float) -> str:
+    """'12s', '5m', '3h', '2d' (the largest whole unit)."""
+    whole = int(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
 
 
 def fleet(store: Store) -> list[dict[str, Any]]:
     """Every device: state, versions, camera, outbox and when it was last seen."""
     now = datetime.now(UTC)
     keep = ("site", "device_id", "state", "last_seen", "status_at", "software_version", "model",
-            "camera", "outbox_depth", "dropped")
-    return [{**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now)}
+            "camera", "outbox_depth", "outbox_oldest_age_s", "dropped")
+    return [{**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now),
+             "outbox_oldest": _oldest(row.get("outbox_oldest_age_s"))}
             for row in fleet_rows(store)]
+
+
+def _oldest(age_s: float | None) -> str:
+    """How long the oldest un-sent result had waited when the kiosk last reported."""
+    return "-" if age_s is None else duration(age_s)
 
 
 def results_page(store: Store, query: ResultQuery) -> tuple[list[dict[str, Any]], str | None]:
@@ -82,6 +93,7 @@ def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:
         "quality": payload.get("quality", {}),
         "classification": payload.get("classification"),
         "subject": payload.get("subject"),
+        "not_validated": payload.get("not_validated", []),
     }
 
 

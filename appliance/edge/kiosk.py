@@ -53,9 +53,9 @@ class KioskDisplay:
         """A quality verdict for the guidance (analysis thread)."""
         self.state.on_gated(quality, gathered, complete)
 
-    def take_subject(self) -> payloads.Subject | None:
+    def take_subject(self, stated_band: str | None = None) -> payloads.Subject | None:
         """The customer's age band, only with their consent (analysis thread)."""
-        return self.state.take_subject()
+        return self.state.take_subject(stated_band)
 
     def show_result(self, result: payloads.Result, overlay: bool) -> None:
         """A committed result, once its overlay is written (screen thread)."""

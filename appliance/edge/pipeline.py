@@ -68,7 +68,7 @@ class AnalysisRunner(threading.Thread):
         limit: int | None = None,
         paused: threading.Event | None = None,
         on_gated: GateListener | None = None,
-        subject: Callable[[], payloads.Subject | None] | None = None,
+        subject: Callable[[str | None], payloads.Subject | None] | None = None,
     ) -> None:
         super().__init__(name="AnalysisRunner", daemon=True)
         self.paused = paused or threading.Event()  # set: frames pass unmeasured (no storage)
@@ -144,9 +144,9 @@ class AnalysisRunner(threading.Thread):
         return Accepted(result, measured.draw_overlay, self.identity.result_topic)
 
     def _subject_for(self, frame: Frame) -> payloads.Subject | None:
-        """The kiosk screen's choice where there is one; else what a replayed customer stated."""
+        """The kiosk screen's choice where one was made; else what a replayed customer stated."""
         if self._subject is not None:
-            return self._subject()
+            return self._subject(frame.age_band)
         return payloads.Subject(age_band=frame.age_band) if frame.age_band else None
 
     def _hand_over(self, accepted: Accepted) -> None:

@@ -120,16 +120,20 @@ class ScreenState:
             self._last_activity_s = self._clock()
             self._update(language=language)
 
-    def take_subject(self) -> payloads.Subject | None:
+    def take_subject(self, stated_band: str | None = None) -> payloads.Subject | None:
         """The subject block of the result being made (analysis thread); used once.
 
-        Without consent nothing about the customer is sent, not even the age band.
+        Without consent nothing about the customer is sent, not even the age band. When nobody
+        chose on the screen, ``stated_band`` (what a replayed synthetic customer states; a real
+        camera states nothing) is the answer.
         """
         with self._changed:
             chosen = self._view["subject"]
             self._measurements += 1
             self._update(subject=None)
-        if not chosen or not chosen["consent"]:
+        if chosen is None:
+            return payloads.Subject(age_band=stated_band) if stated_band else None
+        if not chosen["consent"]:
             return None
         return payloads.Subject(age_band=chosen["age_band"], consent=True)
 

@@ -2,8 +2,10 @@
 
 Reference ranges come from the cohort (the console's ``/api/v1/cohort`` figures, written for
 kiosks by ``appliance console reference --out FILE``): per age band, each feature's mean and
-SD. The typical range is the middle 80 % (mean ± 1.2816 SD). The text shown for every key
-lives in the screen's message catalogues, not here.
+SD. The typical range is the middle 80 % (mean ± 1.2816 SD). A feature the result names in
+``not_validated`` (outside the range the method was validated on, docs/measurement.md) is
+shown as "not measured", with no value compared. The text shown for every key lives in the
+screen's message catalogues, not here.
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ def result_view(result: Result, references: dict[str, dict[str, dict[str, float]
     band = result.subject.age_band if result.subject else None
     table = references.get(band or "", references.get(ALL_AGES, {}))
     features = result.features.model_dump()
-    shown = [{"key": key, "value": features[key], "unit": unit, "measured": True,
-              "standing": standing(float(features[key]), table.get(key))}
+    outside = set(result.not_validated)  # outside the validated range: "not measured"
+    shown = [{"key": key, "value": features[key], "unit": unit, "measured": key not in outside,
+              "standing": None if key in outside
+              else standing(float(features[key]), table.get(key))}
              for key, unit in SHOWN_FEATURES]
     return {
         "measurement_id": result.measurement_id,

@@ -1,4 +1,4 @@
-"""``appliance pathology run|submit|evaluate``."""
+"""``appliance pathology run|submit|evaluate|serve|job``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
     evaluate.set_defaults(handler=_evaluate)
+    from appliance.pathology.jobs_cli import register as register_jobs  # noqa: PLC0415 - keeps this module's imports light
+
+    register_jobs(sub)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -3,8 +3,10 @@
 The model takes ``tiles`` (N x 3 x H x W float32, RGB 0-255; ImageNet scaling is inside the
 graph) and returns ``probabilities`` (N x 2, softmax over the labels in its metadata) and,
 for models with a global-average-pooling head, ``cam`` (N x h x w, the class activation map of
-the positive label). Metadata (ONNX metadata_props) carries labels, tile size in px and µm,
-the stain normalisation reference, the decision threshold and the version.
+the positive label) and ``features`` (N x d, the pooled block features that the
+out-of-distribution guard reads; appliance/pathology/ood.py). Metadata (ONNX metadata_props)
+carries labels, tile size in px and µm, the stain normalisation reference, the decision
+threshold, the version and the out-of-distribution guard (``ood``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ import numpy as np
 import onnxruntime as ort
 
 from appliance.inference.loader import ModelError, open_session
+from appliance.pathology.ood import (
+    METADATA_KEY,
+    DistributionGuard,
+    GuardError,
+    guard_from_metadata,
+    guard_inputs,
+)
 from appliance.pathology.stain import REFERENCE, StainModel
 
 __all__ = ["ModelError", "ModelInfo", "TileModel", "TileScores", "choose_providers"]
@@ -29,10 +38,11 @@ MAX_MODEL_BYTES = 2_000_000_000
 
 @dataclass(frozen=True)
 class TileScores:
-    """Model output for a batch: positive-class probability per tile and optional CAMs."""
+    """Model output for a batch: positive-class probability, CAMs and in-distribution scores."""
 
     probability: np.ndarray
     cam: np.ndarray | None
+    in_distribution: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class ModelInfo:
     tile_um: float
     threshold: float
     stain_reference: StainModel
+    guard: DistributionGuard | None = None
 
     @property
     def um_per_px(self) -> float:
@@ -69,7 +80,9 @@ def choose_providers(provider: Provider) -> list[str]:
 class TileModel:
     """A loaded tile classifier; ``predict`` takes uint8 RGB tiles in batches of any size."""
 
-    def __init__(self, path: Path, provider: Provider = "auto", threads: int = 0) -> None:
+    def __init__(
+        self, path: Path, provider: Provider = "auto", threads: int = 0, require_guard: bool = True
+    ) -> None:
         self.path = path
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -84,6 +97,17 @@ class TileModel:
         self._check_input()
         self.outputs = [output.name for output in self.session.get_outputs()]
         self.has_cam = "cam" in self.outputs
+        if require_guard:
+            self._check_guard()
+
+    def _check_guard(self) -> None:
+        """A clinical run needs the guard and the features it reads."""
+        if self.info.guard is None or "features" not in self.outputs:
+            raise ModelError(
+                f"{self.path}: the model carries no out-of-distribution guard (metadata "
+                f"'{METADATA_KEY}' and output 'features'); fit one with "
+                "models/pathology/fit_ood.py"
+            )
 
     def _check_input(self) -> None:
         inputs = self.session.get_inputs()
@@ -111,7 +135,14 @@ class TileModel:
         named = dict(zip(self.outputs, results, strict=True))
         probability = np.asarray(named["probabilities"], np.float32)[:, 1]
         cam = named.get("cam")
-        return TileScores(probability, None if cam is None else np.asarray(cam, np.float32))
+        features = named.get("features")
+        guard = self.info.guard
+        in_distribution = None
+        if guard is not None and features is not None:
+            in_distribution = guard.scores(guard_inputs(tiles_rgb, features))
+        return TileScores(
+            probability, None if cam is None else np.asarray(cam, np.float32), in_distribution
+        )
 
 
 def _read_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
@@ -135,7 +166,10 @@ def _read_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
                 np.array(reference["stain_od"]).reshape(3, 2),
                 np.array(reference["max_concentration"]),
             ),
+            guard=guard_from_metadata(metadata[METADATA_KEY]) if METADATA_KEY in metadata else None,
         )
+    except GuardError as exc:
+        raise ModelError(f"{path}: {exc}; refit it with models/pathology/fit_ood.py") from exc
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ModelError(f"{path}: unreadable metadata ({exc}); re-export the model") from exc
     if info.tile_px < 16 or info.tile_um <= 0:

@@ -2,7 +2,9 @@
 
 Each results folder is one run (e.g. a model trained with another seed). Slides are joined to
 labels.csv by name; with --splits only the patients of one split (default: test) count, so a
-model is never scored on the patients it learnt from. Bootstrap CIs resample patients.
+model is never scored on the patients it learnt from. Bootstrap CIs resample patients. Slides
+labelled ``unsupported`` (tissue unlike the training data) and failed slides are counted apart,
+never in the metrics and never silently. JSON output has no NaN: a missing number is null.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from appliance.pathology.metrics import (
     bootstrap_ci,
     confusion,
 )
+from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON
 from appliance.pathology.overlap import find_overlap
 from appliance.pathology.run import RESULTS_CSV, RESULTS_JSON
 
@@ -46,6 +49,8 @@ class RunData:
     scores: np.ndarray
     patients: np.ndarray
     materials: np.ndarray
+    unsupported: int = 0
+    failed: int = 0
 
 
 def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | None) -> RunData:
@@ -56,8 +61,11 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
     summary = folder / RESULTS_JSON
     meta = json.loads(summary.read_text()) if summary.is_file() else {}
     with results.open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if not r["error"] and r["slide"] in labels]
+        rows = [r for r in csv.DictReader(handle) if r["slide"] in labels]
     rows = [row for row in rows if patients is None or labels[row["slide"]].patient in patients]
+    failed = sum(1 for row in rows if row["error"])
+    unsupported = sum(1 for row in rows if not row["error"] and row["label"] == UNSUPPORTED)
+    rows = [row for row in rows if not row["error"] and row["label"] != UNSUPPORTED]
     if not rows:
         raise LabelsError(f"{results}: no scored slide matches the labels (and split)")
     chosen = [labels[row["slide"]] for row in rows]
@@ -68,6 +76,8 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
         scores=np.array([float(row["score"]) for row in rows]),
         patients=np.array([row.patient for row in chosen]),
         materials=np.array([row.material or "unknown" for row in chosen]),
+        unsupported=unsupported,
+        failed=failed,
     )
 
 
@@ -181,6 +191,19 @@ def format_group(name: str, group: GroupReport, runs: list[RunData]) -> str:
     return "\n".join(lines)
 
 
+def json_safe(value: object) -> object:
+    """The value with every NaN or infinity replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     """The body of ``pathology evaluate``; 2 with a message when inputs are unusable."""
     try:
@@ -201,11 +224,16 @@ def evaluate_command(args: argparse.Namespace) -> int:
     report = evaluate_runs(runs, max(10, args.bootstrap))
     if args.json:
         out = {name: asdict(group) for name, group in report.items()}
-        print(json.dumps({"runs": [r.name for r in runs], "paper": PAPER,
-                          "paper_name": PAPER_NAME, "groups": out},
-                         default=str))
+        apart = [{"run": r.name, "unsupported": r.unsupported, "failed": r.failed} for r in runs]
+        document = {"runs": [r.name for r in runs], "paper": PAPER, "paper_name": PAPER_NAME,
+                    "groups": out, "counted_apart": apart,
+                    "unsupported_reason": UNSUPPORTED_REASON}
+        print(json.dumps(json_safe(document), allow_nan=False, default=str))
         return 0
     print(f"MSI vs MSS, slide level, {len(runs)} run(s): {', '.join(r.name for r in runs)}")
+    for run in runs:
+        print(f"{run.name}: {run.unsupported} slide(s) {UNSUPPORTED} ({UNSUPPORTED_REASON}) and "
+              f"{run.failed} failed, counted apart (not in the metrics)")
     for name, group in report.items():
         print()
         print(format_group(name, group, runs))

@@ -1,7 +1,10 @@
 """Running slides through the tile model: per-slide scores, heatmaps, CAMs, results files.
 
 Each slide is independent: a slide that cannot be read, has no tissue, has an implausible µm/px
-or upsets the model gets an ``error`` in its result row and the run moves on.
+or upsets the model gets an ``error`` in its result row and the run moves on. A slide whose
+tissue is mostly unlike the model's training data gets the label ``unsupported`` and a reason
+(appliance/pathology/ood.py); every tile's probability and ``in_distribution`` score go to
+``tiles/<slide>.csv``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tqdm import tqdm
 from appliance.pathology.aggregate import SlideScore, aggregate, decisive_tiles, slide_label
 from appliance.pathology.heatmap import cam_panel, heatmap_scale, tile_heatmap, write_png
 from appliance.pathology.model import ModelError, TileModel
+from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON, DistributionGuard
 from appliance.pathology.prepare import PreparedSlide, TileSettings, prepare_slide, tile_batches
 from appliance.pathology.slides import SlideError
 from appliance.pathology.tiles import Tile
@@ -54,6 +58,8 @@ class SlideResult:
     msi_tile_share: float = float("nan")
     score: float = float("nan")
     label: str = ""
+    in_distribution_share: float = float("nan")
+    reason: str = ""
     error: str = ""
 
 
@@ -68,7 +74,7 @@ class RunOptions:
     pictures: bool = True
 
 
-class _Decisive:
+class DecisiveTiles:
     """The k most decisive tiles seen so far (pixels, CAM, probability)."""
 
     def __init__(self, k: int) -> None:
@@ -119,32 +125,33 @@ class SlideRunner:
 
     def _score(self, prepared: PreparedSlide, base: SlideResult) -> SlideResult:
         scored: list[Tile] = []
-        probabilities = []
-        decisive = _Decisive(self.options.cam_tiles)
+        probabilities, in_distribution = [], []
+        decisive = DecisiveTiles(self.options.cam_tiles)
         for tiles, pixels in tile_batches(prepared, self.settings, self.options.batch_size):
             result = self.model.predict(pixels)
             scored += tiles
             probabilities.append(result.probability)
+            in_distribution.append(_scores_or_nan(result.in_distribution, len(tiles)))
             decisive.offer(pixels, result.cam, result.probability)
         if not scored:
             raise SlideError(f"{base.path}: no tile passed the tumour filter; nothing to score")
         probability = np.concatenate(probabilities)
-        scores = aggregate(probability)
-        value = scores.score(self.options.score)
-        label = slide_label(value, self.threshold, self.model.info.labels)
+        typical = np.concatenate(in_distribution)
+        tiles_csv = self.out_dir / "tiles" / f"{base.slide}.csv"
+        write_tile_scores(tiles_csv, scored, probability, typical)
+        slide = slide_result(base, probability, typical, guard=self.model.info.guard,
+                             method=self.options.score, threshold=self.threshold,
+                             labels=self.model.info.labels)
         if self.options.pictures:
-            title = (f"{base.slide}: {label}, score {value:.2f} ({self.options.score}; "
-                     f"threshold {self.threshold:.2f}), {scores.tile_count} tiles")
+            title = (f"{base.slide}: {slide.label}, score {slide.score:.2f} "
+                     f"({self.options.score}; threshold {self.threshold:.2f}), "
+                     f"{slide.tile_count} tiles")
             self._draw(prepared, scored, probability, decisive, name=base.slide, title=title)
-        return SlideResult(
-            **{**asdict(base), "tile_count": scores.tile_count,
-               "mean_probability": scores.mean_probability,
-               "msi_tile_share": scores.msi_tile_share, "score": value, "label": label}
-        )
+        return slide
 
     def _draw(
         self, prepared: PreparedSlide, tiles: list[Tile], probability: np.ndarray,
-        decisive: _Decisive, *, name: str, title: str,
+        decisive: DecisiveTiles, *, name: str, title: str,
     ) -> None:
         slide = prepared.slide
         factor = math.ceil(1 / heatmap_scale(slide.size_px))
@@ -164,6 +171,44 @@ def inside(out_dir: Path, *parts: str) -> Path:
     if not target.resolve().is_relative_to(out_dir.resolve()):
         raise SlideError(f"{target}: outside --out {out_dir}; refused")
     return target
+
+
+def _scores_or_nan(scores: np.ndarray | None, count: int) -> np.ndarray:
+    return np.full(count, np.nan, np.float32) if scores is None else scores
+
+
+def slide_result(
+    base: SlideResult, probability: np.ndarray, in_distribution: np.ndarray, *,
+    guard: DistributionGuard | None, method: SlideScore, threshold: float,
+    labels: tuple[str, str],
+) -> SlideResult:
+    """The slide's scores and label; ``unsupported`` when its tissue is mostly unfamiliar."""
+    scores = aggregate(probability)
+    value = scores.score(method)
+    label, reason, share = slide_label(value, threshold, labels), "", float("nan")
+    if guard is not None:
+        share = guard.in_distribution_share(in_distribution)
+        if not guard.supported(share):
+            label, reason = UNSUPPORTED, UNSUPPORTED_REASON
+    return SlideResult(
+        **{**asdict(base), "tile_count": scores.tile_count,
+           "mean_probability": scores.mean_probability, "msi_tile_share": scores.msi_tile_share,
+           "score": value, "label": label, "in_distribution_share": share, "reason": reason}
+    )
+
+
+def write_tile_scores(
+    path: Path, tiles: list[Tile], probability: np.ndarray, in_distribution: np.ndarray
+) -> None:
+    """One row per tile: grid position, box, MSI probability and in_distribution score."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "col", "x_px", "y_px", "size_px", "probability",
+                         "in_distribution"])
+        for tile, p, typical in zip(tiles, probability, in_distribution, strict=True):
+            writer.writerow([tile.row, tile.col, tile.x_px, tile.y_px, tile.size_px,
+                             f"{p:.5f}", f"{typical:.5f}"])
 
 
 def run_jobs(runner: SlideRunner, jobs: list[SlideJob], progress: bool = True) -> list[SlideResult]:
@@ -189,6 +234,7 @@ def write_results(
         writer.writeheader()
         writer.writerows(rows)
     failed = sum(1 for row in rows if row["error"])
-    summary = {**summary, "slides": len(rows), "failed": failed}
+    unsupported = sum(1 for row in rows if row["label"] == UNSUPPORTED)
+    summary = {**summary, "slides": len(rows), "failed": failed, "unsupported": unsupported}
     (out_dir / RESULTS_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return path

@@ -39,6 +39,9 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
         "providers": model.session.get_providers(), "threshold": runner.threshold,
         "score": args.score, "settings": {**asdict(settings), "reference": None},
         "seconds": round(time.monotonic() - started, 2),
+        "ood_guard": None if info.guard is None else {
+            "tile_min_score": info.guard.tile_min_score,
+            "slide_min_share": info.guard.slide_min_share},
     }
     path = write_results(args.out, results, summary)
     _print_summary(results, path)
@@ -69,9 +72,15 @@ def _print_summary(results: list[SlideResult], path: object) -> None:
     for result in results:
         if result.error:
             print(f"{result.slide}: ERROR {result.error}")
+        elif result.reason:
+            print(f"{result.slide}: {result.label} ({result.reason}: "
+                  f"{result.in_distribution_share:.0%} of {result.tile_count} tiles in "
+                  "distribution)")
         else:
             print(f"{result.slide}: {result.label} score {result.score:.3f} "
                   f"(mean p {result.mean_probability:.3f}, MSI tiles "
                   f"{result.msi_tile_share:.0%}, {result.tile_count} tiles)")
     failed = sum(1 for result in results if result.error)
-    print(f"{len(results) - failed} of {len(results)} slides scored; results in {path}")
+    unsupported = sum(1 for result in results if result.reason)
+    print(f"{len(results) - failed} of {len(results)} slides scored ({unsupported} unsupported); "
+          f"results in {path}")

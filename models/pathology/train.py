@@ -6,8 +6,10 @@ Makes the cohort if the folder has no labels.csv (200 patients, seed 7), splits 
 slides) into train / validation / test (55 / 15 / 30 %, stratified by label), cuts tiles with the
 same code as ``appliance pathology run`` (mask, 256 µm tiles, Macenko), trains with flips,
 rotations and brightness jitter, class-balanced sampling and optional frozen-backbone epochs,
-picks the slide threshold on the validation patients (Youden), and exports float32 and INT8
-ONNX with metadata. Writes splits.csv next to the models so evaluation uses the held-out patients.
+picks the slide threshold on the validation patients (Youden), exports float32 and INT8
+ONNX with metadata, and fits each file's out-of-distribution guard on the training tiles (slide
+cut on the validation slides; fit_ood.py). Writes splits.csv next to the models so evaluation
+uses the held-out patients.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from export import export_onnx, quantize_int8
+from fit_ood import fit_and_store
 from vgg import VGG19, load_imagenet_weights
 
 from appliance.pathology.metrics import auroc, youden_threshold
@@ -239,6 +242,10 @@ def main() -> int:
     threshold = youden_threshold(val_truth, val_scores)
     print(f"validation: slide AUROC {auroc(val_truth, val_scores):.3f}, threshold {threshold:.3f}")
     export(model.eval(), args, threshold, tiles)
+    for suffix in (".onnx", ".int8.onnx"):
+        guard = fit_and_store(args.out / f"{MODEL_NAME}{suffix}", tiles, labels, val_tiles,
+                              val_owner)
+        print(f"out-of-distribution guard of {MODEL_NAME}{suffix}: {guard}")
     return 0
 
 

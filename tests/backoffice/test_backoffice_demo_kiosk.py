@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from appliance.backoffice import demo
-from appliance.backoffice.demo_kiosk import age_band, customer_choice
+from appliance.backoffice.demo_kiosk import customer_choice
+from appliance.backoffice.store import open_store
 from appliance.edge.screen_state import ScreenState
 
 FAST_EDGE = (sys.executable, "-m", "appliance.edge.testing")
 
 
-def test_age_bands_of_simulated_people() -> None:
-    assert [age_band(a) for a in (15.2, 20.0, 44.9, 79.9, 86.0)] == [
-        "10-19", "20-29", "40-49", "70-79", "80+"]
+def test_simulated_people_choose_the_band_their_camera_states() -> None:
+    from appliance.synthetic.camera import stated_age_band
+
+    stated = stated_age_band(1)
+    assert [customer_choice(1, i)["age_band"] for i in range(3)] == [stated(i) for i in range(3)]
     choices = [customer_choice(1, index) for index in range(10)]
     assert [c["consent"] for c in choices].count(False) == 2  # every fifth person declines
     assert all(c["measurement"] == i for i, c in enumerate(choices))
@@ -36,9 +41,11 @@ def test_a_choice_for_a_measurement_already_started_is_refused() -> None:
 @pytest.mark.broker
 @pytest.mark.slow
 def test_demo_results_carry_the_age_bands_chosen_on_the_kiosk_screen(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert demo.run_demo(devices=1, count=5, timeout_s=120, edge_command=FAST_EDGE) == 0
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    assert demo.run_demo(devices=1, count=5, timeout_s=120, edge_command=FAST_EDGE,
+                         store_url=url) == 0
     out = capsys.readouterr().out
     bands = [line.rsplit("age band ", 1)[1] for line in out.splitlines()
              if line.startswith("stored ")]
@@ -48,4 +55,12 @@ def test_demo_results_carry_the_age_bands_chosen_on_the_kiosk_screen(
         # a person measured before the first choice arrived has none; a decliner never has one
         assert band in ({choice["age_band"], "-"} if choice["consent"] else {"-"})
     assert sum(band != "-" for band in bands) >= 3
-    assert "with an age band chosen on the kiosk screens" in out
+    assert "stored result(s) with an age band (chosen on the kiosk screens)" in out
+    store = open_store(url)
+    try:
+        subjects = [json.loads(row[0]).get("subject")
+                    for row in store.select_results(("payload",))]
+    finally:
+        store.close()
+    consented = [s for s in subjects if s and s.get("consent") is True]
+    assert len(consented) >= 3  # entered on the screen's page, with the consent it records

@@ -85,6 +85,7 @@ def make_result(index: int, site: str, device: str, band: str | None,
         classification=payloads.Classification(model="skin-texture-grade", version="1",
                                                label=label, probabilities={label: 0.9}),
         subject=payloads.Subject(age_band=band, subject_id=subject) if band else None,
+        not_validated=["pore_mean_diameter_um"] if index == 5 else [],
     )
 
 
@@ -100,11 +101,47 @@ def seed(store: Store, count: int = 60) -> list[payloads.Result]:
     rows = [result_row(r, now, r.to_json().decode()) for r in results]
     statuses = [device_row(payloads.Status(device_id="kiosk-1", site="tokyo", state="online",
                                            at=datetime.now(UTC), software_version="0.1.0",
-                                           camera="online", outbox_depth=3), now),
+                                           camera="online", outbox_depth=3,
+                                           outbox_oldest_age_s=754.0), now),
                 device_row(payloads.Status(device_id="kiosk-9", site="osaka", state="offline",
                                            at=datetime.now(UTC)), now)]
     store.write_batch(Batch(results=rows, statuses=statuses), 100)
+    seed_rollout(store, now)
     return results
+
+
+def seed_pathology(url: str) -> None:
+    """One finished pathology job of two slides, stored as the pathology server stores it."""
+    from appliance.pathology.jobs import JobRequest, SlideRequest
+    from appliance.pathology.jobstore import SLIDE_COLUMNS, open_pathology_store
+
+    store = open_pathology_store(url)
+    try:
+        request = JobRequest("job-1", (SlideRequest("/slides/a.jpg", 1.0, "a"),
+                                       SlideRequest("/slides/b.jpg", 1.0, "b")),
+                             "2026-11-30T08:00:00.000000Z")
+        assert store.accept(request, "server-1", 60.0)
+        for index, (label, score) in enumerate((("MSI", 0.91), ("unsupported", None))):
+            row = dict.fromkeys(SLIDE_COLUMNS, "")
+            row.update(job_id="job-1", slide_index=index, slide="ab"[index], label=label,
+                       score=score, mean_probability=score, msi_tile_share=0.4, tile_count=120,
+                       in_distribution_share=0.97 if score else 0.1,
+                       reason="" if score else "tiles unlike the training data")
+            assert store.store_slide(row)
+        assert store.finish("job-1", "server-1", "done")
+    finally:
+        store.close()
+
+
+def seed_rollout(store: Store, now: str) -> None:
+    """One halted model rollout as appliance/updates/rollout.py records it."""
+    store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [("r0llout1", "skin-texture-grade", "1.1.0", "update", "site tokyo", 1,
+                  "halted", "canary kiosk-1 refused: self-test failed", now, now)])
+    store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [("r0llout1", "tokyo", "kiosk-1", "canary", "refused", "self-test failed",
+                  "1.0.0", now),
+                 ("r0llout1", "tokyo", "kiosk-2", "wave 1", "assigned", None, "1.0.0", now)])
 
 
 @contextmanager
@@ -113,6 +150,7 @@ def running_console(folder: Path) -> Iterator[Console]:
     url = f"sqlite:///{folder / 'backoffice.sqlite3'}"
     store = open_store(url)
     seed(store)
+    seed_pathology(url)
     add_user(store, "alice", "operator", PASSWORD)
     add_user(store, "victor", "viewer", PASSWORD)
     token, viewer_token = create_token(store, "alice"), create_token(store, "victor")

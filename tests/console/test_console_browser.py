@@ -39,6 +39,7 @@ def test_fleet_page_shows_online_and_offline_kiosks(console: Console, page: Any)
     row = table.locator("tr", has_text="kiosk-1")
     expect(row.locator("td.online")).to_have_text("online")
     expect(row).to_contain_text("0.1.0")
+    expect(row.locator("td.oldest")).to_have_text("12m")  # the oldest un-sent result's wait
     expect(table.locator("tr", has_text="kiosk-9").locator("td.offline")).to_have_text("offline")
     expect(page.locator("main")).to_contain_text("3 kiosk(s), 1 online")
 

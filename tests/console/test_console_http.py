@@ -41,6 +41,8 @@ def get_with(console: Console, path: str, cookie: str) -> tuple[int, dict[str, s
 
 
 @pytest.mark.parametrize("path", ["/api/v1/fleet", "/api/v1/results", "/api/v1/cohort",
+                                  "/api/v1/rollouts", "/api/v1/rollouts/r0llout1",
+                                  "/api/v1/pathology/jobs", "/api/v1/pathology/jobs/job-1",
                                   "/api/v1/results/0190e8a2-0000-7000-8000-000000000000"])
 def test_api_without_a_valid_token_is_401(console: Console, path: str) -> None:
     for token in (None, "forged-token", console.token + "x"):
@@ -52,7 +54,8 @@ def test_api_without_a_valid_token_is_401(console: Console, path: str) -> None:
 
 def test_pages_and_docs_need_a_login(console: Console) -> None:
     for path in ("/", "/fleet", "/results", "/results.csv", "/cohort", "/docs", "/openapi.json",
-                 "/dead-letters"):
+                 "/dead-letters", "/rollouts", "/rollouts/r0llout1", "/pathology",
+                 "/pathology/job-1"):
         status, headers, _ = console.get(path)
         assert status == 303, path
         assert headers["location"].startswith("/login?next=")
@@ -189,3 +192,64 @@ def test_openapi_lists_the_api(console: Console) -> None:
     assert status == 200
     assert {"/api/v1/fleet", "/api/v1/results", "/api/v1/results/{measurement_id}",
             "/api/v1/cohort"} <= set(paths)
+    status, _, page = get_with(console, "/docs", cookie)
+    assert status == 200
+    assert b"GET /api/v1/results/{measurement_id}" in page
+    assert b"<script" not in page  # readable offline, under the strict CSP
+
+
+def test_one_result_shows_features_outside_the_validated_range(console: Console) -> None:
+    _, _, body = console.get("/api/v1/results?limit=200", console.token)
+    rows = json.loads(body)["results"]
+    flagged = []
+    for row in rows:
+        detail = json.loads(console.get(f"/api/v1/results/{row['measurement_id']}",
+                                        console.token)[2])
+        if detail["not_validated"]:
+            flagged.append((row["measurement_id"], detail["not_validated"]))
+    assert [names for _, names in flagged] == [["pore_mean_diameter_um"]]
+    cookie, _ = login_cookie(console)
+    _, _, page = get_with(console, f"/results/{flagged[0][0]}", cookie)
+    row = re.search(rb"<th>pore_mean_diameter_um</th>.*?</tr>", page, re.S)
+    assert row
+    assert b"not measured: outside the validated range" in row.group(0)
+    assert page.count(b"not measured: outside") == 1
+
+
+def test_rollouts_show_each_rollout_and_where_each_kiosk_stands(console: Console) -> None:
+    _, _, body = console.get("/api/v1/rollouts", console.token)
+    (rollout,) = json.loads(body)["rollouts"]
+    assert (rollout["rollout_id"], rollout["state"]) == ("r0llout1", "halted")
+    assert rollout["devices"] == {"refused": 1, "assigned": 1}
+    _, _, body = console.get("/api/v1/rollouts/r0llout1", console.token)
+    devices = json.loads(body)["device_states"]
+    assert [(d["device_id"], d["phase"], d["state"]) for d in devices] == [
+        ("kiosk-1", "canary", "refused"), ("kiosk-2", "wave 1", "assigned")]
+    assert console.get("/api/v1/rollouts/nope", console.token)[0] == 404
+    status, _, body = console.get("/api/v1/rollouts/%3Cb%3E", console.token)
+    assert status == 400
+    assert json.loads(body)["error"].startswith("rollout id: ")
+    cookie, _ = login_cookie(console)
+    status, _, page = get_with(console, "/rollouts/r0llout1", cookie)
+    assert status == 200
+    assert b"canary kiosk-1 refused: self-test failed" in page
+    assert get_with(console, "/rollouts", cookie)[0] == 200
+
+
+def test_pathology_jobs_show_state_and_slide_results(console: Console) -> None:
+    _, _, body = console.get("/api/v1/pathology/jobs", console.token)
+    (job,) = json.loads(body)["jobs"]
+    assert (job["job_id"], job["state"], job["slides_stored"]) == ("job-1", "done", 2)
+    _, _, body = console.get("/api/v1/pathology/jobs/job-1", console.token)
+    slides = json.loads(body)["slides"]
+    assert [(s["slide"], s["label"], s["score"]) for s in slides] == [
+        ("a", "MSI", 0.91), ("b", "unsupported", None)]
+    assert console.get("/api/v1/pathology/jobs/nope", console.token)[0] == 404
+    status, _, body = console.get("/api/v1/pathology/jobs/%3Cb%3E", console.token)
+    assert status == 400
+    assert json.loads(body)["error"].startswith("job id: ")
+    cookie, _ = login_cookie(console)
+    status, _, page = get_with(console, "/pathology/job-1", cookie)
+    assert status == 200
+    assert b"tiles unlike the training data" in page
+    assert get_with(console, "/pathology", cookie)[0] == 200

@@ -20,7 +20,8 @@ from playwright.sync_api import expect
 from appliance.capture.sources import Frame
 from appliance.config import config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.testing import fast_daemon
+from appliance.edge.measure import Measurement
+from appliance.edge.testing import FIXED_FEATURES, fast_daemon, fixed_analyzer
 from appliance.synthetic.camera import textured_skin
 from appliance.transport.broker import free_port
 from tests.browser import chromium_page
@@ -115,65 +116,25 @@ def test_kiosk_language_switches_on_screen(kiosk: Running, page: Any) -> None:
     expect(page.locator("#features")).to_contain_text("Hills")
 
 
-def results_until(kiosk: Running, seconds: float, done: Any) -> list[dict[str, Any]]:
-    """Every result the kiosk showed (polled from its screen file) until ``done(results)``."""
-    seen: dict[str, dict[str, Any]] = {}
-    deadline_s = time.monotonic() + seconds
-    while time.monotonic() < deadline_s and not done(list(seen.values())):
-        if kiosk.daemon.screen.result_path.exists():
-            result = kiosk.last_result()
-            seen.setdefault(result["measurement_id"], result)
-        time.sleep(0.02)
-    return list(seen.values())
-
-
 def choose_on_screen(page: Any, band: str, consent: str) -> None:
     page.click(f"#bands button[data-band='{band}']")
     page.click(consent)
     expect(page.locator(consent)).to_have_class(re.compile(r"\bon\b"))
+    expect(page.locator(f"#bands button[data-band='{band}']")).to_have_class(
+        re.compile(r"\bon\b"))
 
 
-def test_age_band_travels_in_the_result_once_and_only_with_consent(kiosk: Running,
-                                                                   page: Any) -> None:
-    page.goto(kiosk.url)
-    choose_on_screen(page, "40-49", "#consent-yes")
-    wanted = {"age_band": "40-49", "consent": True}
-    seen = results_until(kiosk, 20, lambda rs: any(r.get("subject") == wanted for r in rs)
-                         and r_after(rs, wanted) >= 1)
-    assert [r.get("subject") for r in seen].count(wanted) == 1  # the next customer chooses anew
-    assert r_after(seen, wanted) >= 1
-    choose_on_screen(page, "50-59", "#consent-no")
-    expect(page.locator("#consent-yes")).not_to_have_class(re.compile(r"\bon\b"))
-    seen = results_until(kiosk, 6, lambda rs: len(rs) >= 3)
-    assert len(seen) >= 3
-    assert all("subject" not in r for r in seen)  # no consent: no age band either
+class HandScope:
+    """The microscope in a customer's hand: on the skin (``touching`` set) or lifted.
 
+    On the skin, frames are still (steady, measurable) or, with ``wobbling``, a new texture
+    every frame (never still); lifted, a dark field.
+    """
 
-def r_after(results: list[dict[str, Any]], wanted: dict[str, Any]) -> int:
-    """How many results came after the one with ``wanted`` as subject."""
-    subjects = [r.get("subject") for r in results]
-    return len(subjects) - 1 - subjects.index(wanted) if wanted in subjects else 0
+    description = "hand-held test scope"
 
-
-@pytest.fixture
-def lifting(mqtt_broker: Any, tmp_path: Path) -> Iterator[tuple[Running, threading.Event]]:
-    lifted = threading.Event()
-    config = kiosk_config(tmp_path, mqtt_broker)
-    running = Running(EdgeDaemon(config, source=WobblySource(lifted),
-                                 analyzer=fast_daemon(config).analysis.analyzer))
-    try:
-        yield running, lifted
-    finally:
-        running.stop()
-
-
-class WobblySource:
-    """On the skin but never still (every frame a new texture), or lifted (a dark field)."""
-
-    description = "wobbly test scope"
-
-    def __init__(self, lifted: threading.Event) -> None:
-        self.lifted = lifted
+    def __init__(self, touching: threading.Event, wobbling: bool) -> None:
+        self.touching, self.wobbling = touching, wobbling
         self.skin = textured_skin(7, (320, 240))
         self.count = 0
 
@@ -183,8 +144,8 @@ class WobblySource:
     def read(self) -> Frame | None:
         time.sleep(1 / 15)
         self.count += 1
-        rgb = self.skin(self.count)
-        if self.lifted.is_set():
+        rgb = self.skin(self.count if self.wobbling else 0)
+        if not self.touching.is_set():
             rgb = cv2.convertScaleAbs(rgb, alpha=0.03)
         return Frame(np.ascontiguousarray(rgb), self.count)
 
@@ -192,15 +153,88 @@ class WobblySource:
         """Nothing to close."""
 
 
+def hand_kiosk(broker: Any, tmp_path: Path, wobbling: bool,
+               analyzer: Any = fixed_analyzer) -> tuple[Running, threading.Event]:
+    touching = threading.Event()
+    daemon = EdgeDaemon(kiosk_config(tmp_path, broker), source=HandScope(touching, wobbling),
+                        analyzer=analyzer)
+    return Running(daemon), touching
+
+
+def measure_once(running: Running, touching: threading.Event) -> dict[str, Any]:
+    """Press the scope on the skin until one new result is shown, then lift it."""
+    before = running.last_result()["measurement_id"] if running.daemon.screen.result_path.exists() \
+        else None
+    touching.set()
+    deadline_s = time.monotonic() + 15
+    while time.monotonic() < deadline_s:
+        if running.daemon.screen.result_path.exists():
+            shown = running.last_result()
+            if shown["measurement_id"] != before:
+                touching.clear()
+                return shown
+        time.sleep(0.02)
+    raise AssertionError("no result within 15 s of pressing the scope")
+
+
+def test_age_band_travels_in_the_result_once_and_only_with_consent(
+    mqtt_broker: Any, tmp_path: Path, page: Any
+) -> None:
+    running, touching = hand_kiosk(mqtt_broker, tmp_path, wobbling=False)
+    try:
+        page.goto(running.url)
+        choose_on_screen(page, "40-49", "#consent-yes")
+        assert measure_once(running, touching)["subject"] == {"age_band": "40-49",
+                                                              "consent": True}
+        time.sleep(0.5)  # lifted long enough to end the contact
+        assert "subject" not in measure_once(running, touching)  # the next customer chooses anew
+        time.sleep(0.5)
+        choose_on_screen(page, "50-59", "#consent-no")
+        assert "subject" not in measure_once(running, touching)  # no consent: no age band either
+    finally:
+        running.stop()
+
+
+def test_features_outside_the_validated_range_show_as_not_measured(
+    mqtt_broker: Any, tmp_path: Path, page: Any
+) -> None:
+    def pores_too_small(rgb: np.ndarray, um_per_px: float) -> Measurement:
+        return Measurement(FIXED_FEATURES, not_validated=("pore_mean_diameter_um",))
+
+    running, touching = hand_kiosk(mqtt_broker, tmp_path, False, pores_too_small)
+    try:
+        page.goto(running.url)
+        shown = measure_once(running, touching)
+        assert shown["not_validated"] == ["pore_mean_diameter_um"]
+        features = page.locator("#features")
+        expect(features.locator("tr[data-key=pore_mean_diameter_um] td.value")).to_have_text(
+            "not measured (outside the range this kiosk is validated for)")
+        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42 ")
+        assert "typical" not in features.locator(
+            "tr[data-key=pore_mean_diameter_um]").inner_text()
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def lifting(mqtt_broker: Any, tmp_path: Path) -> Iterator[tuple[Running, threading.Event]]:
+    running, touching = hand_kiosk(mqtt_broker, tmp_path, wobbling=True)
+    try:
+        yield running, touching
+    finally:
+        running.stop()
+
+
 def test_guidance_changes_when_the_scope_is_lifted(lifting: tuple[Running, threading.Event],
                                                    page: Any) -> None:
-    running, lifted = lifting
+    running, touching = lifting
+    touching.set()
     page.goto(running.url)
     guidance = page.locator("#guidance")
     expect(guidance).to_have_text("Hold still")
-    lifted.set()
+    touching.clear()  # lifted
     expect(guidance).to_have_text("Press the scope gently on the skin")
-    lifted.clear()
+    touching.set()
     expect(guidance).to_have_text("Hold still")
 
 

@@ -83,3 +83,16 @@ def test_an_unknown_language_is_refused() -> None:
     with pytest.raises(ValueError, match="language 'fr'"):
         state.set_language("fr")
     assert state.snapshot()["language"] == "ja"
+
+
+def test_a_stated_band_answers_only_when_nobody_chose_on_the_screen() -> None:
+    state = ScreenState(burst_frames=5, idle_s=30, language="ja")
+    stated = state.take_subject("30-39")  # a replayed synthetic customer, no screen choice
+    assert stated is not None
+    assert (stated.age_band, stated.consent) == ("30-39", None)
+    state.set_subject("50-59", consent=False)
+    assert state.take_subject("30-39") is None  # declined on the screen: nothing at all
+    state.set_subject("50-59", consent=True)
+    chosen = state.take_subject("30-39")
+    assert chosen is not None
+    assert chosen.age_band == "50-59"  # the screen's choice wins

@@ -80,3 +80,30 @@ def test_json_with_split_and_two_runs(labels: Path, tmp_path: Path,
 def test_results_folder_without_results_is_an_error(labels: Path, tmp_path: Path) -> None:
     assert main(["pathology", "evaluate", "--labels", str(labels),
                  "--results", str(tmp_path)]) == 2
+
+
+def _strict_json(text: str) -> object:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_is_valid_and_counts_unsupported_apart(
+    labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _write(tmp_path / "run", {"s1": 0.9, "s2": 0.8, "s3": 0.3, "s4": 0.6, "s5": 0.2})
+    with (run / "results.csv").open("a", newline="") as handle:
+        csv.writer(handle).writerow(["s6", "", "", "", 10, 0.9, 0.9, 0.9, "unsupported", ""])
+        csv.writer(handle).writerow(["s7", "", "", "", 0, "", "", "", "", "truncated"])
+    code = main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+                 "--json", "--bootstrap", "20"])
+    assert code == 0
+    report = _strict_json(capsys.readouterr().out)  # one run: sd is null, never NaN
+    assert isinstance(report, dict)
+    assert report["groups"]["all"]["per_run"][0]["slides"] == 5
+    assert report["groups"]["all"]["summary"]["accuracy"][1] is None
+    assert report["counted_apart"] == [{"run": "run", "unsupported": 1, "failed": 1}]
+    main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+          "--bootstrap", "20"])
+    assert "1 slide(s) unsupported" in capsys.readouterr().out

@@ -97,6 +97,11 @@ def test_real_tiles_run_one_tile_each(tmp_path: Path) -> None:
     assert all(int(row["tile_count"]) == 1 for row in scored)
     # Only the saturated debris tiles may fail, and only because stains cannot be estimated.
     assert all(name.startswith("DEB") and "normalise" in rows[name]["error"] for name in failed)
+    # Real tissue is unlike the synthetic training slides: the guard says so for every tile.
+    assert {row["label"] for row in scored} == {"unsupported"}
+    assert {row["reason"] for row in scored} == {"tissue unlike the model's training data"}
+    assert all(float(row["in_distribution_share"]) == 0.0 for row in scored)
+    assert json.loads((out / "run.json").read_text())["unsupported"] == len(scored)
 
 
 def _static_model(path: Path, size_px: int, tile_px_meta: int) -> Path:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,6 @@ from appliance.updates.testing import ModelEvents
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def fleet(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Iterator[Fleet]:
-    started = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
-    yield started
-    started.close()
-
-
-@pytest.fixture
-def events(mqtt_broker: Any, topic_prefix: str) -> Iterator[ModelEvents]:
-    watcher = ModelEvents(mqtt_broker.host, mqtt_broker.port, topic_prefix, topic_prefix[-24:])
-    yield watcher
-    watcher.close()
 
 
 def _state_is(events: ModelEvents, device: str, state: str, version: str) -> bool:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -21,20 +19,6 @@ from appliance.updates.rollout import Rollout, RolloutPlan
 from appliance.updates.testing import ModelEvents
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def fleet(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Iterator[Fleet]:
-    started = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
-    yield started
-    started.close()
-
-
-@pytest.fixture
-def events(mqtt_broker: Any, topic_prefix: str) -> Iterator[ModelEvents]:
-    watcher = ModelEvents(mqtt_broker.host, mqtt_broker.port, topic_prefix, topic_prefix[-24:])
-    yield watcher
-    watcher.close()
 
 
 def _watcher(fleet: Fleet) -> FleetWatcher:

@@ -3,6 +3,13 @@
 "use strict";
 let messages = {};
 let state = null;
+// The customer's choices as this page knows them: set at once on a click, so a second click
+// builds on the first even before the server's event confirms it; while a post is on its way
+// (pendingPosts > 0), or an event older than its answer (version < answeredVersion), must not
+// undo it.
+let choice = null;
+let pendingPosts = 0;
+let answeredVersion = -1;
 
 function text(key, vars) {
   const lang = (state && state.language) || "ja";
@@ -58,7 +65,7 @@ function renderResult(result) {
 }
 
 function renderChoices() {
-  const subject = state.subject;
+  const subject = choice;
   for (const b of document.querySelectorAll("#bands button")) {
     b.classList.toggle("on", !!subject && subject.age_band === (b.dataset.band || null));
   }
@@ -87,9 +94,15 @@ function post(path, body) {
 }
 
 function choose(band, consent) {
-  const subject = state.subject || {age_band: null, consent: false};
-  post("/subject", {age_band: band === undefined ? subject.age_band : band,
-                    consent: consent === undefined ? subject.consent : consent});
+  const base = choice || {age_band: null, consent: false};
+  choice = {age_band: band === undefined ? base.age_band : band,
+            consent: consent === undefined ? base.consent : consent};
+  pendingPosts += 1;
+  renderChoices();
+  post("/subject", choice)
+    .then((r) => r.json())
+    .then((answer) => { if (answer.version !== undefined) answeredVersion = answer.version; })
+    .finally(() => { pendingPosts -= 1; });
 }
 
 function setUp() {
@@ -107,7 +120,11 @@ function setUp() {
     b.addEventListener("click", () => post("/language", {language: b.dataset.lang}));
   }
   const events = new EventSource("/events");
-  events.onmessage = (event) => { state = JSON.parse(event.data); render(); };
+  events.onmessage = (event) => {
+    state = JSON.parse(event.data);
+    if (pendingPosts === 0 && state.version >= answeredVersion) choice = state.subject;
+    render();
+  };
 }
 
 fetch("/messages.json").then((r) => r.json()).then((m) => { messages = m; setUp(); render(); });

@@ -1,0 +1,79 @@
+"""The console's model rollout pages and API: each rollout, and where each kiosk stands in it.
+
+Read-only views of the tables that ``appliance models deploy`` writes (appliance/updates/
+rollout.py): the model and version, the decision (update or rollback), canaries, the state
+(running, done, halted) with its reason, and per device its phase, state and running version.
+Starting or halting a rollout stays with the signed command line (``appliance models``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+from appliance.backoffice.queries import Login
+from appliance.console.filters import InputError
+from appliance.console.guard import api_login, page_login, pool_of
+from appliance.console.pages import render
+
+pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api/v1", tags=["api"], responses={
+    400: {"description": "refused input; the error names the field and what it expects"},
+    401: {"description": "no valid bearer token"},
+})
+ROLLOUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _checked(rollout_id: str) -> str:
+    if not ROLLOUT_ID.match(rollout_id):
+        raise InputError("rollout id", rollout_id, "letters, digits and _ . - (at most 64)")
+    return rollout_id
+
+
+def _rollout(request: Request, rollout_id: str) -> dict[str, Any] | None:
+    """One rollout with its devices, or None."""
+    with pool_of(request).store() as store:
+        found = store.rollout_rows(1, rollout_id)
+        if not found:
+            return None
+        return {**found[0], "device_states": store.rollout_devices(rollout_id)}
+
+
+@pages.get("/rollouts")
+def rollouts_page(request: Request, login: Annotated[Login, Depends(page_login)]) -> HTMLResponse:
+    """The newest model rollouts."""
+    with pool_of(request).store() as store:
+        rows = store.rollout_rows()
+    return render(request, "rollouts.html", login=login, rollouts=rows)
+
+
+@pages.get("/rollouts/{rollout_id}")
+def rollout_page(request: Request, rollout_id: str,
+                 login: Annotated[Login, Depends(page_login)]) -> HTMLResponse:
+    """One rollout: its plan, state and every device's phase and state."""
+    rollout = _rollout(request, _checked(rollout_id))
+    if rollout is None:
+        return render(request, "error.html", status=404, login=login,
+                      message=f"no rollout {rollout_id}")
+    return render(request, "rollout.html", login=login, r=rollout)
+
+
+@api.get("/rollouts", summary="the newest model rollouts with device counts per state")
+def api_rollouts(request: Request,
+                 login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
+    """Model rollouts, newest first."""
+    with pool_of(request).store() as store:
+        return {"rollouts": store.rollout_rows()}
+
+
+@api.get("/rollouts/{rollout_id}", summary="one rollout and where each device stands")
+def api_rollout(request: Request, rollout_id: str,
+                login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
+    """One model rollout with its devices."""
+    rollout = _rollout(request, _checked(rollout_id))
+    if rollout is None:
+        raise HTTPException(404, f"no rollout {rollout_id}")
+    return rollout

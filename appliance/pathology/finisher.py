@@ -1,0 +1,173 @@
+"""The slide finisher: collects each slide's scored tiles, then writes its result once.
+
+One thread owns every slide in flight. It learns a slide's tiles when the slide is prepared,
+takes the model's outputs batch by batch, scores the guard (input statistics + features ->
+``in_distribution``) and, when the last tile of a slide is in, writes the tile table, heatmap
+and CAM panel under ``results_dir/<job>/`` and the slide's row in the store. Outputs of a job
+that was dropped (cancelled, or taken over by another server) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.pathology.backends import ModelOutputs
+from appliance.pathology.batcher import Batch
+from appliance.pathology.heatmap import cam_panel, tile_heatmap, write_png
+from appliance.pathology.jobs import utc_text
+from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
+from appliance.pathology.model import ModelInfo
+from appliance.pathology.ood import guard_inputs_from_statistics
+from appliance.pathology.run import DecisiveTiles, SlideResult, slide_result, write_tile_scores
+from appliance.pathology.slideworker import PreparedTiles
+
+log = logging.getLogger(__name__)
+CAM_TILES = 4
+STORE_RETRY_S = 1.0
+
+
+@dataclass
+class SlideWork:
+    """A prepared slide waiting for its tiles' outputs."""
+
+    prepared: PreparedTiles
+    name: str
+    path: str
+    probability: np.ndarray = field(init=False)
+    in_distribution: np.ndarray = field(init=False)
+    remaining: int = field(init=False)
+    decisive: DecisiveTiles = field(default_factory=lambda: DecisiveTiles(CAM_TILES))
+
+    def __post_init__(self) -> None:
+        count = len(self.prepared.tiles)
+        self.probability = np.full(count, np.nan, np.float32)
+        self.in_distribution = np.full(count, np.nan, np.float32)
+        self.remaining = count
+
+
+class SlideFinisher(threading.Thread):
+    """Turns batch outputs into stored slide results; ``on_stored(job, index)`` after each."""
+
+    def __init__(self, store: PathologyStore, info: ModelInfo, *, results_dir: Path,
+                 server_id: str, backend_settings: dict[str, Any],
+                 on_stored: Callable[[str, int, dict[str, Any]], None]) -> None:
+        super().__init__(name="SlideFinisher", daemon=True)
+        self.store, self.info, self.results_dir = store, info, results_dir
+        self.server_id, self.backend = server_id, json.dumps(backend_settings, default=str)
+        self.on_stored = on_stored
+        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.stop_event = threading.Event()
+        self._slides: dict[tuple[str, int], SlideWork] = {}
+        self._dropped: set[str] = set()
+
+    def run(self) -> None:
+        """Handle events until stopped (errors are logged; the thread keeps going)."""
+        while not self.stop_event.is_set():
+            try:
+                kind, event = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._handle(kind, event)
+            except Exception:  # a broken picture or row must not stop every other slide
+                log.exception("slide finisher could not handle %s", kind)
+
+    def _handle(self, kind: str, event: Any) -> None:
+        if kind == "slide":
+            work: SlideWork = event
+            if work.prepared.error:
+                self._store(work, scored=False)
+            else:
+                self._slides[(work.prepared.job_id, work.prepared.slide_index)] = work
+        elif kind == "batch":
+            self._scores(*event)
+        elif kind == "drop":
+            self._dropped.add(event)
+            for key in [key for key in self._slides if key[0] == event]:
+                del self._slides[key]
+
+    def _scores(self, batch: Batch, outputs: ModelOutputs) -> None:
+        offset = 0
+        for part in batch.parts:
+            rows = slice(offset, offset + part.count)
+            offset += part.count
+            work = self._slides.get((part.job_id, part.slide_index))
+            if work is None:
+                continue
+            tiles = slice(part.first_tile, part.first_tile + part.count)
+            work.probability[tiles] = outputs.probability[rows]
+            if self.info.guard is not None and outputs.features is not None:
+                described = guard_inputs_from_statistics(work.prepared.statistics[tiles],
+                                                         outputs.features[rows])
+                work.in_distribution[tiles] = self.info.guard.scores(described)
+            cams = None if outputs.cam is None else outputs.cam[rows]
+            work.decisive.offer(batch.pixels[rows], cams, outputs.probability[rows])
+            work.remaining -= part.count
+            if work.remaining == 0:
+                del self._slides[(part.job_id, part.slide_index)]
+                self._store(work, scored=True)
+
+    def _pictures(self, work: SlideWork, result: SlideResult) -> dict[str, str]:
+        folder = self.results_dir / work.prepared.job_id
+        stem = f"{work.prepared.slide_index:04d}-{work.name}"
+        paths = {key: folder / sub / f"{stem}{ext}" for key, sub, ext in (
+            ("heatmap_path", "heatmaps", ".png"), ("cam_path", "cams", ".png"),
+            ("tiles_path", "tiles", ".csv"))}
+        prepared = work.prepared
+        write_tile_scores(paths["tiles_path"], prepared.tiles, work.probability,
+                          work.in_distribution)
+        if prepared.thumbnail is not None:
+            title = (f"{work.name}: {result.label}, score {result.score:.2f} (mean; threshold "
+                     f"{self.info.threshold:.2f}), {result.tile_count} tiles")
+            write_png(paths["heatmap_path"], tile_heatmap(
+                prepared.thumbnail, prepared.thumbnail_scale, prepared.tiles, work.probability,
+                title))
+        if work.decisive.pixels:
+            write_png(paths["cam_path"], cam_panel(
+                np.stack(work.decisive.pixels), np.stack(work.decisive.cams),
+                np.array(work.decisive.probability), f"{work.name}: the most decisive tiles"))
+        return {key: str(path) if path.exists() else "" for key, path in paths.items()}
+
+    def _store(self, work: SlideWork, *, scored: bool) -> None:
+        job_id, index = work.prepared.job_id, work.prepared.slide_index
+        if job_id in self._dropped:
+            return
+        base = SlideResult(work.name, "", "", work.path)
+        if not scored:
+            result = SlideResult(**{**asdict(base), "error": work.prepared.error})
+            files = {"heatmap_path": "", "cam_path": "", "tiles_path": ""}
+        else:
+            result = slide_result(base, work.probability, work.in_distribution,
+                                  guard=self.info.guard, method="mean",
+                                  threshold=self.info.threshold, labels=self.info.labels)
+            files = self._pictures(work, result)
+        row = {**asdict(result), **files, "job_id": job_id, "slide_index": index,
+               "backend": self.backend, "server": self.server_id, "stored_at": utc_text()}
+        if self._write(row):
+            self.on_stored(job_id, index, row)
+
+    def _write(self, row: dict[str, Any]) -> bool:
+        """Store the row, retrying while the store is down; False if stopped first (the job's
+        lease then lapses and whichever server takes it over scores the slide again)."""
+        while not self.stop_event.is_set():
+            try:
+                self.store.store_slide(row)
+            except STORE_ERRORS as exc:
+                log.error("store unavailable (%s); slide %s of job %s waits", exc,
+                          row["slide_index"], row["job_id"])
+                self.stop_event.wait(STORE_RETRY_S)
+                with suppress(*STORE_ERRORS):
+                    self.store.reconnect()
+                continue
+            return True
+        return False

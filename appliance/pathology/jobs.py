@@ -1,0 +1,179 @@
+"""Pathology jobs over MQTT: topics, the job payload and its checks, the retained job state.
+
+Topics (docs/pathology-server.md):
+- ``{prefix}/pathology/jobs``: job requests (QoS 1), read by servers through the shared
+  subscription ``$share/{group}/{prefix}/pathology/jobs`` so each job goes to one server;
+- ``{prefix}/pathology/jobs/{id}/state``: the job's state, retained (queued, running with
+  progress, done, failed with a reason, cancelled);
+- ``{prefix}/pathology/jobs/{id}/cancel``: a cancel request (retained, so a server that takes
+  the job over later still sees it);
+- ``{prefix}/pathology/errors``: why a request without a readable job id was refused;
+- ``{prefix}/pathology/servers/{id}``: each server's presence, retained (online, or offline as
+  its last will).
+
+A request is checked before anything is stored: size, JSON, schema, job id, the number of
+slides, each resolution, and that each slide path lies inside a configured slide root.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+JOB_SCHEMA = "appliance.pathology.job/1"
+STATE_SCHEMA = "appliance.pathology.state/1"
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_PATH_CHARS = 4096
+FINAL_STATES = frozenset({"done", "failed", "cancelled"})
+STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class JobRefusedError(ValueError):
+    """A job request that is refused; ``job_id`` is set when the request named a usable one."""
+
+    def __init__(self, reason: str, job_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class SlideRequest:
+    """One slide of a job: the file, its resolution and the name its results carry."""
+
+    path: str
+    um_per_px: float
+    name: str
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A checked job request."""
+
+    job_id: str
+    slides: tuple[SlideRequest, ...]
+    submitted_at: str
+
+    def to_json(self) -> str:
+        """The request as stored and as published."""
+        return json.dumps({
+            "schema": JOB_SCHEMA, "job_id": self.job_id, "submitted_at": self.submitted_at,
+            "slides": [{"path": s.path, "um_per_px": s.um_per_px, "name": s.name}
+                       for s in self.slides],
+        })
+
+
+def jobs_topic(prefix: str) -> str:
+    """Where job requests are published."""
+    return f"{prefix}/pathology/jobs"
+
+
+def state_topic(prefix: str, job_id: str) -> str:
+    """The retained state of one job."""
+    return f"{prefix}/pathology/jobs/{job_id}/state"
+
+
+def cancel_topic(prefix: str, job_id: str) -> str:
+    """The retained cancel request of one job."""
+    return f"{prefix}/pathology/jobs/{job_id}/cancel"
+
+
+def server_topic(prefix: str, server_id: str) -> str:
+    """A server's retained presence: online (with its backend) or offline (its last will)."""
+    return f"{prefix}/pathology/servers/{server_id}"
+
+
+def errors_topic(prefix: str) -> str:
+    """Refusals of requests that named no usable job id."""
+    return f"{prefix}/pathology/errors"
+
+
+def new_job_id() -> str:
+    """A time-ordered unique job id (UTC time, then random hex)."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+
+
+def utc_text() -> str:
+    """Now as UTC ISO 8601 text."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_request(paths: list[Path], um_per_px: float) -> JobRequest:
+    """A request for slide files (absolute paths as the servers will read them, named by stem)."""
+    slides = tuple(SlideRequest(str(path.absolute()), um_per_px, path.stem) for path in paths)
+    return JobRequest(new_job_id(), slides, utc_text())
+
+
+def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int) -> JobRequest:
+    """Check a job request; JobRefusedError names what is wrong (and the job id when known)."""
+    if len(payload) > max_bytes:
+        raise JobRefusedError(f"job payload of {len(payload)} bytes; at most {max_bytes}")
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JobRefusedError(f"job payload is not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise JobRefusedError("job payload must be a JSON object")
+    job_id = data.get("job_id")
+    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        raise JobRefusedError(f"job_id {str(job_id)[:80]!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+    if data.get("schema") != JOB_SCHEMA:
+        raise JobRefusedError(f"schema {str(data.get('schema'))[:80]!r}; expected {JOB_SCHEMA}",
+                          job_id)
+    slides = data.get("slides")
+    if not isinstance(slides, list) or not slides:
+        raise JobRefusedError("slides must be a non-empty list", job_id)
+    if len(slides) > max_slides:
+        raise JobRefusedError(f"{len(slides)} slides; a job may name at most {max_slides}", job_id)
+    checked = tuple(_slide(item, index, roots, job_id) for index, item in enumerate(slides))
+    return JobRequest(job_id, checked, str(data.get("submitted_at", ""))[:40])
+
+
+def _slide(item: Any, index: int, roots: list[Path], job_id: str) -> SlideRequest:
+    """One checked slide entry."""
+    where = f"slides[{index}]"
+    if not isinstance(item, dict):
+        raise JobRefusedError(f"{where} must be an object with path and um_per_px", job_id)
+    path, um = item.get("path"), item.get("um_per_px")
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\0" in path:
+        raise JobRefusedError(
+            f"{where}.path must be a file path of 1-{MAX_PATH_CHARS} chars", job_id)
+    if not isinstance(um, int | float) or isinstance(um, bool) or not math.isfinite(um):
+        raise JobRefusedError(f"{where}.um_per_px must be a number", job_id)
+    confined = confine(Path(path), roots)
+    if confined is None:
+        raise JobRefusedError(f"{where}.path {path[:200]!r} is outside the slide roots", job_id)
+    given = item.get("name")
+    name = given if isinstance(given, str) and given else confined.stem
+    return SlideRequest(str(confined), float(um), re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100])
+
+
+def confine(path: Path, roots: list[Path]) -> Path | None:
+    """The resolved absolute path when it lies inside one of the roots, else None."""
+    if not path.is_absolute():
+        return None
+    resolved = path.resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    return None
+
+
+def state_payload(job_id: str, state: str, **fields: Any) -> bytes:
+    """The retained state message of a job."""
+    body = {"schema": STATE_SCHEMA, "job_id": job_id, "state": state,
+            "updated_at": utc_text(), **fields}
+    return json.dumps(body, allow_nan=False, default=str).encode()
+
+
+def parse_stored(text: str) -> JobRequest:
+    """A request as the store keeps it (already checked when it was accepted)."""
+    data = json.loads(text)
+    slides = tuple(SlideRequest(s["path"], float(s["um_per_px"]), s["name"])
+                   for s in data["slides"])
+    return JobRequest(data["job_id"], slides, data.get("submitted_at", ""))

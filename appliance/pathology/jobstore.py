@@ -1,0 +1,217 @@
+"""Pathology jobs and slide results in the back-office store (SQLite or PostgreSQL).
+
+A job row is written before its MQTT message is acknowledged, so an accepted job is never lost.
+Each running job has an owner (a server's client id) and a lease the owner renews; a server
+whose lease ran out (killed, cut off) loses the job to the next server that claims it. A slide
+result is keyed by (job, slide index) and written once: the server that takes a job over skips
+the slides already stored, so a job completes exactly once in the store. Pictures and tile
+tables are files under the server's results folder; the rows hold their paths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from typing import Any
+
+from appliance.backoffice.store import Store, StoreError
+from appliance.pathology.jobs import FINAL_STATES, JobRequest, utc_text
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS pathology_jobs (
+    job_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    lease_until {real} NOT NULL,
+    request TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    accepted_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    takeovers INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS pathology_slides (
+    job_id TEXT NOT NULL,
+    slide_index INTEGER NOT NULL,
+    slide TEXT NOT NULL,
+    path TEXT NOT NULL,
+    label TEXT NOT NULL,
+    score {real},
+    mean_probability {real},
+    msi_tile_share {real},
+    tile_count INTEGER NOT NULL,
+    in_distribution_share {real},
+    reason TEXT NOT NULL,
+    error TEXT NOT NULL,
+    heatmap_path TEXT NOT NULL,
+    cam_path TEXT NOT NULL,
+    tiles_path TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    server TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, slide_index)
+)
+"""
+SLIDE_COLUMNS = (
+    "job_id", "slide_index", "slide", "path", "label", "score", "mean_probability",
+    "msi_tile_share", "tile_count", "in_distribution_share", "reason", "error", "heatmap_path",
+    "cam_path", "tiles_path", "backend", "server", "stored_at",
+)
+_NOT_FINAL = "state NOT IN ('done', 'failed', 'cancelled')"
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    """What a database that went away raises (psycopg only where it is installed)."""
+    try:
+        import psycopg  # noqa: PLC0415 - the backoffice extra; SQLite needs none
+    except ImportError:
+        return (sqlite3.Error, StoreError)
+    return (sqlite3.Error, StoreError, psycopg.Error)
+
+
+STORE_ERRORS = _store_errors()
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class PathologyStore(Store):
+    """The store's pathology tables; one connection, not shared between threads."""
+
+    def migrate_pathology(self) -> None:
+        """Create the pathology tables when missing."""
+        real = "DOUBLE PRECISION" if self.postgres else "REAL"
+        with self._transaction() as cur:
+            for statement in _DDL.format(real=real).split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+
+    def accept(self, request: JobRequest, owner: str, lease_s: float) -> bool:
+        """Store a new job as queued and owned; False when the job id is already stored."""
+        now = utc_text()
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                "INSERT INTO pathology_jobs (job_id, state, owner, lease_until, request, "
+                "submitted_at, accepted_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (job_id) DO NOTHING"),
+                (request.job_id, owner, time.time() + lease_s, request.to_json(),
+                 request.submitted_at, now, now))
+            return bool(cur.rowcount == 1)
+
+    def record_refusal(self, job_id: str, owner: str, reason: str) -> None:
+        """Keep a refused job (named by a usable id) as failed, with the reason."""
+        now = utc_text()
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                "INSERT INTO pathology_jobs (job_id, state, owner, lease_until, request, "
+                "submitted_at, accepted_at, updated_at, reason) "
+                "VALUES (?, 'failed', ?, 0, '{}', '', ?, ?, ?) ON CONFLICT (job_id) DO NOTHING"),
+                (job_id, owner, now, now, reason[:2000]))
+
+    def claim_expired(self, owner: str, lease_s: float, limit: int = 10) -> list[JobRequest]:
+        """Take over unfinished jobs whose lease ran out; returns their requests."""
+        from appliance.pathology.jobs import parse_stored  # noqa: PLC0415 - avoids a cycle
+
+        now = time.time()
+        claimed = []
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                f"SELECT job_id, request FROM pathology_jobs WHERE {_NOT_FINAL} "
+                f"AND lease_until < ? ORDER BY accepted_at LIMIT {int(limit)}"), (now,))
+            for job_id, request in cur.fetchall():
+                cur.execute(self._sql(
+                    "UPDATE pathology_jobs SET owner = ?, lease_until = ?, "
+                    f"takeovers = takeovers + 1 WHERE job_id = ? AND lease_until < ? "
+                    f"AND {_NOT_FINAL}"), (owner, now + lease_s, job_id, now))
+                if cur.rowcount == 1:
+                    claimed.append(parse_stored(request))
+        return claimed
+
+    def renew(self, owner: str, job_ids: list[str], lease_s: float) -> set[str]:
+        """Extend the leases of this owner's unfinished jobs; returns the ids still owned."""
+        kept = set()
+        with self._transaction() as cur:
+            for job_id in job_ids:
+                cur.execute(self._sql(
+                    f"UPDATE pathology_jobs SET lease_until = ? WHERE job_id = ? AND owner = ? "
+                    f"AND {_NOT_FINAL}"), (time.time() + lease_s, job_id, owner))
+                if cur.rowcount == 1:
+                    kept.add(job_id)
+        return kept
+
+    def set_running(self, job_id: str, owner: str) -> None:
+        """Mark an owned job running."""
+        self._update_state(job_id, owner, "running", "")
+
+    def finish(self, job_id: str, owner: str, state: str, reason: str = "") -> bool:
+        """Move an owned, unfinished job to a final state; False when it was not ours to end."""
+        if state not in FINAL_STATES:
+            raise ValueError(f"{state!r} is not a final job state")
+        return self._update_state(job_id, owner, state, reason)
+
+    def _update_state(self, job_id: str, owner: str, state: str, reason: str) -> bool:
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                f"UPDATE pathology_jobs SET state = ?, reason = ?, updated_at = ? "
+                f"WHERE job_id = ? AND owner = ? AND {_NOT_FINAL}"),
+                (state, reason[:2000], utc_text(), job_id, owner))
+            return bool(cur.rowcount == 1)
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Flag an unfinished job for cancelling; False when it is unknown or already final."""
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                f"UPDATE pathology_jobs SET cancel_requested = 1 WHERE job_id = ? "
+                f"AND {_NOT_FINAL}"), (job_id,))
+            return bool(cur.rowcount == 1)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked to cancel the job."""
+        rows = self._fetch("SELECT cancel_requested FROM pathology_jobs WHERE job_id = ?",
+                           (job_id,))
+        return bool(rows and rows[0][0])
+
+    def store_slide(self, row: dict[str, Any]) -> bool:
+        """Write one slide result once; False when (job, slide index) was already stored."""
+        values = tuple(_finite(row[column]) for column in SLIDE_COLUMNS)
+        marks = ", ".join("?" for _ in SLIDE_COLUMNS)
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                f"INSERT INTO pathology_slides ({', '.join(SLIDE_COLUMNS)}) VALUES ({marks}) "
+                "ON CONFLICT (job_id, slide_index) DO NOTHING"), values)
+            return bool(cur.rowcount == 1)
+
+    def stored_slides(self, job_id: str) -> set[int]:
+        """Slide indices of a job whose results are stored."""
+        rows = self._fetch("SELECT slide_index FROM pathology_slides WHERE job_id = ?", (job_id,))
+        return {int(row[0]) for row in rows}
+
+    def slide_results(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's stored slide results, by slide index."""
+        rows = self._fetch(
+            f"SELECT {', '.join(SLIDE_COLUMNS)} FROM pathology_slides WHERE job_id = ? "
+            "ORDER BY slide_index", (job_id,))
+        return [dict(zip(SLIDE_COLUMNS, row, strict=True)) for row in rows]
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """A job's row (state, owner, reason, takeovers, request), or None."""
+        columns = ("job_id", "state", "owner", "reason", "takeovers", "cancel_requested",
+                   "request")
+        rows = self._fetch(
+            f"SELECT {', '.join(columns)} FROM pathology_jobs WHERE job_id = ?", (job_id,))
+        if not rows:
+            return None
+        job = dict(zip(columns, rows[0], strict=True))
+        job["request"] = json.loads(job["request"] or "{}")
+        return job
+
+
+def open_pathology_store(url: str, pg_schema: str | None = None) -> PathologyStore:
+    """Open the store and create the pathology tables when missing."""
+    store = PathologyStore(url, pg_schema)
+    store.migrate_pathology()
+    return store

@@ -1,0 +1,387 @@
+"""``appliance pathology serve``: jobs from MQTT, slides prepared in worker processes, one
+dynamic batcher feeding one backend, results into the back-office store.
+
+Flow (docs/pathology-server.md): a job request arrives on the shared subscription; it is checked
+and written to the store, and only then acknowledged (manual PUBACK, MQTT 5 spec 4.3.2), so a
+server that dies first gets it again from its persistent session. Once stored, the job belongs
+to this server while its lease is renewed; if the server dies, another server claims the job
+when the lease runs out and scores only the slides not yet stored. Paho callbacks only queue
+events; the main loop owns the store connection, the process pool and the job table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import multiprocessing.context
+import queue
+import re
+import socket
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from appliance.config import Config
+from appliance.pathology.backends import TileBackend, open_backend
+from appliance.pathology.batcher import FairBatcher, TileChunk
+from appliance.pathology.finisher import SlideFinisher, SlideWork
+from appliance.pathology.jobrun import RESULT_FIELDS, InferenceRunner, JobRun
+from appliance.pathology.jobs import (
+    JobRefusedError,
+    JobRequest,
+    cancel_topic,
+    errors_topic,
+    jobs_topic,
+    parse_job,
+    server_topic,
+    state_payload,
+    state_topic,
+    utc_text,
+)
+from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
+from appliance.pathology.prepare import TileSettings
+from appliance.pathology.service_metrics import ServiceMetrics
+from appliance.pathology.slideworker import prepare_for_model
+from appliance.transport.client import (
+    connect_properties,
+    is_fatal_connack,
+    new_client,
+    reason_value,
+    settings_from_config,
+)
+
+log = logging.getLogger(__name__)
+HOUSEKEEPING_S = 0.5
+STORE_RETRY_S = 1.0
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Preparation workers start from a fork server, never by forking this process.
+
+    This process runs threads (paho's network loop, the inference runner, ONNX Runtime's pool);
+    a child forked while one of them holds a lock can hang forever, which stalled a job here.
+    The fork server is a clean single-threaded process that has imported the worker module once.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["appliance.pathology.slideworker"])
+    return context
+
+
+def default_server_id() -> str:
+    """``pathology-HOSTNAME``, cut to what a client id may hold."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
+    return f"pathology-{host or 'host'}"
+
+
+class PathologyServer:
+    """One pathology server; ``run(stop)`` serves until stop is set."""
+
+    def __init__(self, config: Config, store: PathologyStore,
+                 backend: TileBackend | None = None) -> None:
+        self.config, self.settings, self.store = config, config.pathology, store
+        self.server_id = self.settings.client_id or default_server_id()
+        self.prefix = config.mqtt.topic_prefix
+        self.roots = [Path(root) for root in self.settings.slide_roots]
+        self.backend = backend or open_backend(self.settings)
+        info = self.backend.info
+        self.tile_settings = TileSettings(info.tile_px, info.tile_um,
+                                          reference=info.stain_reference)
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.batcher = FairBatcher(self.settings.max_batch, self.settings.max_wait_ms / 1000,
+                                   self.settings.max_pending_tiles)
+        self.metrics = ServiceMetrics(self.settings.max_batch)
+        self.runs: dict[str, JobRun] = {}
+        self._retry: list[tuple[float, str, Any]] = []
+        self.connected = threading.Event()
+        self.failed: str | None = None
+        self.client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        self.link_settings = settings_from_config(
+            self.config.mqtt, self.server_id, session_expiry_s=self.settings.session_expiry_s,
+            reconnect_initial_s=1.0, reconnect_cap_s=30.0)
+        will = (server_topic(self.prefix, self.server_id), self._presence("offline"))
+        client = new_client(self.link_settings, will, reconnect=True)
+        client.manual_ack_set(True)  # PUBACK only once the job is stored (MQTT 5 spec 4.3.2)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                    props: Any) -> None:
+        try:
+            if reason.is_failure:
+                log.error("broker refused %s: %s", self.server_id, reason)
+                if is_fatal_connack(reason_value(reason)):
+                    self.failed = f"broker refused {self.server_id}: {reason}; check the " \
+                                  "mqtt credentials and pathology.client_id"
+                    client.disconnect()
+                return
+            shared = f"$share/{self.settings.share_group}/{jobs_topic(self.prefix)}"
+            client.subscribe([(shared, SubscribeOptions(qos=1)),
+                              (cancel_topic(self.prefix, "+"), SubscribeOptions(qos=1))])
+            client.publish(server_topic(self.prefix, self.server_id), self._presence("online"),
+                           qos=1, retain=True)
+            self.connected.set()
+            log.info("%s connected; jobs from %s", self.server_id, shared)
+        except Exception:  # never let an exception kill paho's network thread
+            log.exception("on_connect failed")
+
+    def _presence(self, state: str) -> bytes:
+        return json.dumps({"server": self.server_id, "state": state, "at": utc_text(),
+                           "backend": self.backend.settings}, default=str).encode()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                       props: Any) -> None:
+        self.connected.clear()
+        if reason.value != 0:
+            log.warning("%s disconnected (%s); reconnecting", self.server_id, reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            if message.topic == jobs_topic(self.prefix):
+                self.events.put(("job", (bytes(message.payload), message.mid, message.qos)))
+            else:
+                self.events.put(("cancel", (message.topic.split("/")[-2], message.mid,
+                                            message.qos, bool(message.payload))))
+        except Exception:  # never let an exception kill paho's network thread
+            log.exception("could not queue a message on %s", message.topic)
+
+    def run(self, stop: threading.Event) -> None:
+        """Connect, start the workers and serve jobs until stop is set."""
+        finisher = SlideFinisher(self.store_for_thread(), self.backend.info,
+                                 results_dir=Path(self.settings.results_dir),
+                                 server_id=self.server_id,
+                                 backend_settings=self.backend.settings, on_stored=self._stored)
+        runner = InferenceRunner(self.batcher, self.backend, finisher, self.metrics, self.events)
+        self.finisher = finisher
+        self.metrics.serve(self.settings.metrics_port or 0)
+        with ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context()) \
+                as pool:
+            self.pool = pool
+            finisher.start()
+            runner.start()
+            self._connect()
+            try:
+                self._loop(stop)
+            finally:
+                runner.stop_event.set()
+                finisher.stop_event.set()
+                self.metrics.close()
+                self.client.publish(server_topic(self.prefix, self.server_id),
+                                    self._presence("offline"), qos=1, retain=True)
+                self.client.disconnect()
+                self.client.loop_stop()
+                for run in self.runs.values():
+                    run.cancel_futures()
+
+    def _stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
+        """Finisher thread: a slide result is in the store (handled by the main loop)."""
+        self.events.put(("stored", (job_id, index, row)))
+
+    def store_for_thread(self) -> PathologyStore:
+        """A second connection to the same store, for the finisher thread."""
+        return PathologyStore(self.store.url, getattr(self.store, "_pg_schema", None))
+
+    def _connect(self) -> None:
+        mqtt_config = self.config.mqtt
+        self.client.connect_async(mqtt_config.host, mqtt_config.port,
+                                  keepalive=mqtt_config.keepalive_s, clean_start=False,
+                                  properties=connect_properties(self.link_settings))
+        self.client.loop_start()
+
+    def _loop(self, stop: threading.Event) -> None:
+        next_housekeeping = 0.0
+        while not stop.is_set() and self.failed is None:
+            try:
+                kind, event = self.events.get(timeout=0.1)
+                self._handle(kind, event)
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            due = [item for item in self._retry if item[0] <= now]
+            self._retry = [item for item in self._retry if item[0] > now]
+            for _, kind, event in due:
+                self._handle(kind, event)
+            if now >= next_housekeeping:
+                self._handle("housekeeping", ())
+                next_housekeeping = now + HOUSEKEEPING_S
+            self._collect_prepared()
+            self._dispatch()
+
+    def _handle(self, kind: str, event: Any) -> None:
+        """Run one event; when the store is down, reconnect and try the event again later."""
+        try:
+            getattr(self, f"_event_{kind}")(*event)
+        except STORE_ERRORS as exc:
+            log.error("store unavailable (%s) while handling %s; retrying in %g s", exc, kind,
+                      STORE_RETRY_S)
+            self._reconnect_store()
+            if kind != "housekeeping":
+                self._retry.append((time.monotonic() + STORE_RETRY_S, kind, event))
+
+    def _reconnect_store(self) -> None:
+        try:
+            self.store.reconnect()
+        except STORE_ERRORS as exc:
+            log.error("store reconnect failed: %s", exc)
+
+    def _event_job(self, payload: bytes, mid: int, qos: int) -> None:
+        """Check, store, then acknowledge a job request."""
+        try:
+            request = parse_job(payload, self.roots, self.settings.max_job_bytes,
+                                self.settings.max_slides_per_job)
+        except JobRefusedError as exc:
+            self._refuse(exc)
+        else:
+            if self.store.accept(request, self.server_id, self.settings.lease_s):
+                self._start(request, set())
+            else:
+                self._redelivered(request)
+        if qos:
+            self.client.ack(mid, qos)
+
+    def _redelivered(self, request: JobRequest) -> None:
+        """A job already stored: resume it if it is ours and not running here, else ignore."""
+        job = self.store.job(request.job_id)
+        ours = job is not None and job["owner"] == self.server_id
+        if ours and job is not None and job["state"] in ("queued", "running") and \
+                request.job_id not in self.runs:
+            self._start(request, self.store.stored_slides(request.job_id))
+        else:
+            log.info("job %s is already stored; redelivery ignored", request.job_id)
+
+    def _refuse(self, exc: JobRefusedError) -> None:
+        log.warning("job refused: %s", exc)
+        if exc.job_id is None:
+            self.client.publish(errors_topic(self.prefix), state_payload(
+                "", "failed", reason=str(exc), server=self.server_id), qos=1)
+            return
+        self.store.record_refusal(exc.job_id, self.server_id, str(exc))
+        self._publish(exc.job_id, "failed", reason=str(exc))
+
+    def _start(self, request: JobRequest, stored: set[int]) -> None:
+        run = JobRun(request, stored)
+        self.runs[request.job_id] = run
+        self._publish(request.job_id, "queued", slides_total=len(request.slides))
+        self.store.set_running(request.job_id, self.server_id)
+        self._progress(run)
+        if run.complete:
+            self._finish(run, "done")
+
+    def _event_cancel(self, job_id: str, mid: int, qos: int, requested: bool) -> None:
+        if requested and self.store.request_cancel(job_id) and job_id in self.runs:
+            self._cancel(self.runs[job_id])
+        if qos:
+            self.client.ack(mid, qos)
+
+    def _cancel(self, run: JobRun) -> None:
+        run.cancel_futures()
+        freed = self.batcher.drop_job(run.request.job_id)
+        self.finisher.inbox.put(("drop", run.request.job_id))
+        log.info("job %s cancelled; %d waiting tiles freed", run.request.job_id, freed)
+        self._finish(run, "cancelled", reason="cancelled on request")
+
+    def _event_stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
+        run = self.runs.get(job_id)
+        if run is None:
+            return
+        run.stored_row(index, row)
+        if not run.complete:
+            self._progress(run)
+            return
+        errors = [r["error"] for r in self.store.slide_results(job_id)]
+        if all(errors):
+            self._finish(run, "failed", reason=f"no slide could be scored ({errors[0]})")
+        else:
+            self._finish(run, "done")
+
+    def _event_batch_failed(self, job_ids: set[str], reason: str) -> None:
+        for job_id in job_ids & set(self.runs):
+            run = self.runs[job_id]
+            run.cancel_futures()
+            self.batcher.drop_job(job_id)
+            self.finisher.inbox.put(("drop", job_id))
+            self._finish(run, "failed", reason=f"model failed on a batch: {reason}")
+
+    def _finish(self, run: JobRun, state: str, reason: str = "") -> None:
+        job_id = run.request.job_id
+        results = [{key: row[key] for key in RESULT_FIELDS}
+                   for row in self.store.slide_results(job_id)] if state == "done" else []
+        ended = self.store.finish(job_id, self.server_id, state, reason)
+        self.runs.pop(job_id, None)  # after the store calls: a failed one is retried whole
+        if ended:
+            self._publish(job_id, state, reason=reason, **run.summary(), results=results)
+        if state == "cancelled":
+            self.client.publish(cancel_topic(self.prefix, job_id), b"", qos=1, retain=True)
+
+    def _progress(self, run: JobRun) -> None:
+        self._publish(run.request.job_id, "running", **run.summary())
+        run.published_at = time.monotonic()
+
+    def _publish(self, job_id: str, state: str, **fields: Any) -> None:
+        fields.setdefault("reason", "")
+        payload = state_payload(job_id, state, server=self.server_id,
+                                backend=self.backend.settings,
+                                metrics=self.metrics.snapshot(self.batcher.pending_tiles),
+                                **fields)
+        self.client.publish(state_topic(self.prefix, job_id), payload, qos=1, retain=True)
+
+    def _event_housekeeping(self) -> None:
+        """Renew leases, notice cancels and lost jobs, claim jobs of dead servers."""
+        owned = self.store.renew(self.server_id, list(self.runs), self.settings.lease_s)
+        for job_id in list(self.runs):
+            run = self.runs[job_id]
+            if job_id not in owned:
+                log.warning("job %s was taken over by another server; dropping it", job_id)
+                run.cancel_futures()
+                self.batcher.drop_job(job_id)
+                self.finisher.inbox.put(("drop", job_id))
+                del self.runs[job_id]
+            elif self.store.cancel_requested(job_id):
+                self._cancel(run)
+            elif time.monotonic() - run.published_at >= 1.0:
+                self._progress(run)
+        for request in self.store.claim_expired(self.server_id, self.settings.lease_s):
+            log.warning("job %s: its server went silent; taking it over", request.job_id)
+            self._start(request, self.store.stored_slides(request.job_id))
+        self.metrics.jobs_running.set(len(self.runs))
+
+    def _dispatch(self) -> None:
+        """Start preparing slides, round-robin over jobs, while the batcher has room."""
+        in_flight = sum(len(run.futures) for run in self.runs.values())
+        runs = sorted(self.runs.values(), key=lambda run: run.last_dispatch)
+        for run in runs:
+            if in_flight >= self.settings.prepare_workers or not self.batcher.has_room():
+                return
+            index = run.next_slide()
+            if index is None:
+                continue
+            slide = run.request.slides[index]
+            run.futures[index] = self.pool.submit(
+                prepare_for_model, run.request.job_id, index, slide.path, slide.um_per_px,
+                self.tile_settings)
+            in_flight += 1
+
+    def _collect_prepared(self) -> None:
+        for run in list(self.runs.values()):
+            for index, future in list(run.futures.items()):
+                if future.done():
+                    del run.futures[index]
+                    self._prepared(run, index, future)
+
+    def _prepared(self, run: JobRun, index: int, future: Future[Any]) -> None:
+        prepared = future.result()
+        slide = run.request.slides[index]
+        self.finisher.inbox.put(("slide", SlideWork(prepared, slide.name, slide.path)))
+        if not prepared.error:
+            run.tiles_total += len(prepared.tiles)
+            self.batcher.put(TileChunk(run.request.job_id, index, 0, prepared.pixels))

@@ -1,0 +1,65 @@
+"""The ``pathology:`` section of config.yaml: the pathology server, its batcher and backends."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from appliance.shipped import PATHOLOGY_MODEL, shipped_path
+
+Backend = Literal["torch-cuda", "onnx-cuda", "onnx-cpu", "torch-cpu"]
+Precision = Literal["fp16", "bf16", "fp32"]
+
+
+class PathologyConfig(BaseModel):
+    """Settings of ``appliance pathology serve`` (and of ``job`` commands: topics, group)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    share_group: str = Field(
+        "pathology", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="MQTT v5 shared-subscription group; servers in one group split the jobs.")
+    client_id: str | None = Field(
+        None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="MQTT client id, stable across restarts so unacked jobs come back "
+        "(unset: pathology-HOSTNAME); unique per server.")
+    session_expiry_s: int = Field(86400, ge=60, description="Broker keeps a stopped server's "
+                                  "session (and its unacknowledged jobs) this long (s).")
+    slide_roots: list[str] = Field(
+        default_factory=list, description="Folders a job's slides must lie in (after resolving "
+        "links); a slide elsewhere is refused. Empty: every job is refused.")
+    results_dir: str = Field("./state/pathology", min_length=1,
+                             description="Folder for heatmaps, CAMs and tile tables.")
+    model: str = Field(default_factory=lambda: str(shipped_path(PATHOLOGY_MODEL)), min_length=1,
+                       description="Float32 ONNX tile model (default: the shipped demo model).")
+    int8_model: str | None = Field(None, description="INT8 variant for onnx-cpu (optional).")
+    backends: list[Backend] = Field(
+        ["torch-cuda", "onnx-cpu"], min_length=1,
+        description="Backends in order of preference; the first that loads is used.")
+    precision: Precision = Field("fp16", description="torch-cuda arithmetic.")
+    channels_last: bool = Field(True, description="torch: NHWC memory format for convolutions.")
+    compile: bool = Field(False, description="torch: torch.compile the model (slow first batch).")
+    cpu_threads: int = Field(0, ge=0, le=256, description="onnx-cpu threads (0: all cores).")
+    max_batch: int = Field(64, ge=1, le=4096, description="Most tiles in one model call.")
+    max_wait_ms: int = Field(20, ge=0, le=10_000,
+                             description="Longest wait to fill a batch before running it (ms).")
+    prepare_workers: int = Field(2, ge=1, le=64,
+                                 description="Processes decoding, masking and tiling slides.")
+    max_pending_tiles: int = Field(
+        4096, ge=1, description="Prepared tiles waiting for the model; slide preparation "
+        "pauses above this (back-pressure when the model is the bottleneck).")
+    max_slides_per_job: int = Field(1000, ge=1, le=100_000,
+                                    description="A job naming more slides is refused.")
+    max_job_bytes: int = Field(262_144, ge=1024, description="A larger job payload is refused.")
+    lease_s: float = Field(30.0, ge=1.0, le=3600.0,
+                           description="A running job whose server is silent this long is "
+                           "taken over by another server.")
+    metrics_port: int | None = Field(None, ge=0, le=65535,
+                                     description="Prometheus metrics on this port (unset: off).")
+
+    @model_validator(mode="after")
+    def _check(self) -> PathologyConfig:
+        if self.max_pending_tiles < self.max_batch:
+            raise ValueError("pathology.max_pending_tiles must be at least pathology.max_batch")
+        return self

@@ -1,0 +1,45 @@
+"""Start-up of ``appliance pathology serve``: open the store and the backend, then serve."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from appliance.backoffice.store import StoreError, store_url_for
+from appliance.config import Config
+from appliance.pathology.jobstore import open_pathology_store
+from appliance.pathology.model import ModelError
+from appliance.pathology.server import PathologyServer
+
+log = logging.getLogger(__name__)
+
+
+def run_server(config: Config, stop: threading.Event) -> int:
+    """Serve until stop is set; 2 on a config or model that cannot work, 3 when the broker
+    refuses our credentials, 1 on a store error."""
+    if not config.pathology.slide_roots:
+        log.error("pathology.slide_roots is empty: every job would be refused; name the "
+                  "folders the server may read slides from")
+        return 2
+    url = store_url_for(config.store.url, config.state_dir)
+    try:
+        store = open_pathology_store(url)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        server = PathologyServer(config, store)
+    except ModelError as exc:
+        log.error("%s", exc)
+        store.close()
+        return 2
+    log.info("pathology server %s: store %s, backend %s, slide roots %s", server.server_id,
+             url, server.backend.settings, config.pathology.slide_roots)
+    try:
+        server.run(stop)
+    finally:
+        store.close()
+    if server.failed:
+        log.error("%s", server.failed)
+        return 3  # the broker refuses us: restarting cannot help
+    return 0

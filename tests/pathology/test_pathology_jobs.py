@@ -1,0 +1,121 @@
+"""Job requests (checks, slide-root confinement) and the job store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.pathology.jobs import (
+    JOB_SCHEMA,
+    JobRefusedError,
+    make_request,
+    parse_job,
+    parse_stored,
+)
+from appliance.pathology.jobstore import PathologyStore, open_pathology_store
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _payload(paths: list[str], job_id: str = "j1", um: object = 0.5) -> bytes:
+    return json.dumps({"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
+                       "slides": [{"path": p, "um_per_px": um} for p in paths]}).encode()
+
+
+def test_slides_must_resolve_inside_a_root(tmp_path: Path) -> None:
+    root, outside = tmp_path / "slides", tmp_path / "private"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"x")
+    (root / "link.jpg").symlink_to(outside / "secret.jpg")
+    (root / "ok.jpg").write_bytes(b"x")
+    job = parse_job(_payload([str(root / "ok.jpg")]), [root], 10_000, 10)
+    assert job.slides[0].path == str((root / "ok.jpg").resolve())
+    assert job.slides[0].name == "ok"
+    for hostile in (str(root / "link.jpg"), str(root / ".." / "private" / "secret.jpg"),
+                    "ok.jpg", "/etc/passwd"):
+        with pytest.raises(JobRefusedError, match="outside the slide roots") as caught:
+            parse_job(_payload([hostile]), [root], 10_000, 10)
+        assert caught.value.job_id == "j1"
+
+
+@pytest.mark.parametrize(("payload", "reason", "job_id"), [
+    (b"\xff\xfe", "not JSON", None),
+    (b"[1, 2]", "JSON object", None),
+    (json.dumps({"job_id": "../x"}).encode(), "job_id", None),
+    (json.dumps({"job_id": "a", "schema": "other/1"}).encode(), "expected appliance", "a"),
+    (json.dumps({"job_id": "a", "schema": JOB_SCHEMA, "slides": []}).encode(), "non-empty", "a"),
+    (json.dumps({"job_id": "a", "schema": JOB_SCHEMA, "slides": ["x"]}).encode(), "object", "a"),
+])
+def test_malformed_requests_are_refused_with_a_reason(
+    payload: bytes, reason: str, job_id: str | None, tmp_path: Path
+) -> None:
+    with pytest.raises(JobRefusedError, match=reason) as caught:
+        parse_job(payload, [tmp_path], 10_000, 10)
+    assert caught.value.job_id == job_id
+
+
+def test_size_and_count_limits(tmp_path: Path) -> None:
+    with pytest.raises(JobRefusedError, match="at most 100"):
+        parse_job(b" " * 101, [tmp_path], 100, 10)
+    with pytest.raises(JobRefusedError, match="at most 3"):
+        parse_job(_payload([str(tmp_path / "a.jpg")] * 4), [tmp_path], 10_000, 3)
+    with pytest.raises(JobRefusedError, match="um_per_px must be a number"):
+        parse_job(_payload([str(tmp_path / "a.jpg")], um=True), [tmp_path], 10_000, 3)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PathologyStore]:
+    """A fresh pathology store of each backend (PostgreSQL in a throw-away schema)."""
+    if request.param == "sqlite":
+        opened = open_pathology_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+        yield opened
+        opened.close()
+        return
+    schema = f"test_pathology_{uuid.uuid4().hex[:12]}"
+    opened = open_pathology_store(PG_URL, pg_schema=schema)
+    try:
+        yield opened
+    finally:
+        opened.drop_postgres_schema(schema)
+        opened.close()
+
+
+def _row(job_id: str, index: int, server: str) -> dict[str, object]:
+    return {"job_id": job_id, "slide_index": index, "slide": f"s{index}", "path": "/x",
+            "label": "MSI", "score": 0.7, "mean_probability": 0.7, "msi_tile_share": 0.6,
+            "tile_count": 10, "in_distribution_share": float("nan"), "reason": "", "error": "",
+            "heatmap_path": "", "cam_path": "", "tiles_path": "", "backend": "{}",
+            "server": server, "stored_at": "t"}
+
+
+def test_a_lapsed_lease_moves_the_job_and_slides_are_stored_once(
+    store: PathologyStore, tmp_path: Path
+) -> None:
+    request = make_request([tmp_path / "a.jpg", tmp_path / "b.jpg"], 0.5)
+    assert store.accept(request, "first", lease_s=0.2)
+    assert not store.accept(request, "second", lease_s=30)  # a redelivery is not a new job
+    assert store.store_slide(_row(request.job_id, 0, "first"))
+    assert store.claim_expired("second", lease_s=30) == []  # the lease still runs
+    time.sleep(0.3)
+    claimed = store.claim_expired("second", lease_s=30)
+    assert [job.job_id for job in claimed] == [request.job_id]
+    assert claimed[0] == parse_stored(request.to_json())
+    assert store.renew("first", [request.job_id], 30) == set()  # the first server lost it
+    assert not store.finish(request.job_id, "first", "done")
+    assert store.stored_slides(request.job_id) == {0}
+    assert not store.store_slide(_row(request.job_id, 0, "second"))  # once per slide
+    assert store.store_slide(_row(request.job_id, 1, "second"))
+    assert store.finish(request.job_id, "second", "done")
+    assert not store.request_cancel(request.job_id)  # final states stay final
+    job = store.job(request.job_id)
+    assert job is not None
+    assert (job["state"], job["owner"], job["takeovers"]) == ("done", "second", 1)
+    rows = store.slide_results(request.job_id)
+    assert [(r["slide_index"], r["server"]) for r in rows] == [(0, "first"), (1, "second")]
+    assert rows[0]["in_distribution_share"] is None  # NaN is stored as NULL

@@ -1,0 +1,376 @@
+"""``appliance pathology serve`` against the real mosquitto: shared batches, cancel, takeover
+after a killed server, hostile jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from PIL import Image
+
+from appliance.cli import main
+from appliance.config import Config, config_from_mapping
+from appliance.pathology.backends import ModelOutputs, OnnxBackend
+from appliance.pathology.jobs import (
+    JOB_SCHEMA,
+    errors_topic,
+    jobs_topic,
+    server_topic,
+    state_topic,
+)
+from appliance.pathology.jobstore import PathologyStore, open_pathology_store
+from appliance.pathology.server import PathologyServer
+from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.transport.broker import free_port
+
+pytestmark = pytest.mark.broker
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx"
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small synthetic biopsies and a corrupt JPEG inside a slide root."""
+    root = tmp_path_factory.mktemp("slides")
+    for seed, label in ((11, "MSI"), (12, "MSS")):
+        spec = SlideSpec(f"b{seed}", f"P{seed}", label, "biopsy", 1, 0.5, seed=seed)
+        Image.fromarray(render_slide(spec)).save(root / f"b{seed}.jpg", quality=88)
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40)
+    return root
+
+
+def _config(tmp_path: Path, prefix: str, broker: Any, slides: Path, **pathology: Any) -> Config:
+    data = {"mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+            "state_dir": str(tmp_path / "state"),
+            "store": {"url": f"sqlite:///{tmp_path / 'state' / 'store.sqlite3'}"},
+            "pathology": {"slide_roots": [str(slides)], "results_dir": str(tmp_path / "out"),
+                          "backends": ["onnx-cpu"], "prepare_workers": 1, "lease_s": 2.0,
+                          **pathology}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    return config_from_mapping(data)
+
+
+class Watcher:
+    """Collects every job state (and refusal) published under a prefix."""
+
+    def __init__(self, broker: Any, prefix: str) -> None:
+        self.states: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.presence: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.client.on_message = lambda c, u, m: m.payload and (
+            self.presence if "/servers/" in m.topic else self.states).put(json.loads(m.payload))
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe([(state_topic(prefix, "+"), 1), (errors_topic(prefix), 1),
+                               (server_topic(prefix, "+"), 1)])
+        self.client.loop_start()
+        self.prefix = prefix
+        time.sleep(0.3)
+
+    def submit(self, payload: bytes | dict[str, Any]) -> None:
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.client.publish(jobs_topic(self.prefix), raw, qos=1).wait_for_publish(5)
+
+    def wait(self, job_id: str, states: set[str], timeout_s: float = 60.0,
+             min_done: int = 0) -> dict[str, Any]:
+        """The first state of job_id in states (with at least min_done slides done)."""
+        deadline = time.monotonic() + timeout_s
+        for state in self.seen:
+            if state["job_id"] == job_id and state["state"] in states and \
+                    state.get("slides_done", 0) >= min_done:
+                return state
+        while time.monotonic() < deadline:
+            try:
+                state = self.states.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.seen.append(state)
+            if state["job_id"] == job_id and state["state"] in states and \
+                    state.get("slides_done", 0) >= min_done:
+                return state
+        raise AssertionError(f"job {job_id!r} never reached {states}; saw {self.seen[-5:]}")
+
+    def wait_server(self, server_id: str, state: str, timeout_s: float = 30.0) -> None:
+        """Wait for a server's presence message (online once subscribed; offline as its will)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                seen = self.presence.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if (seen["server"], seen["state"]) == (server_id, state):
+                return
+        raise AssertionError(f"server {server_id} never said {state}")
+
+    def wait_refusal(self, fragment: str, timeout_s: float = 20.0) -> None:
+        """A refusal without a job id whose reason contains fragment."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(not s["job_id"] and fragment in s["reason"] for s in self.seen):
+                return
+            try:
+                self.seen.append(self.states.get(timeout=0.5))
+            except queue.Empty:
+                continue
+        raise AssertionError(f"no refusal saying {fragment!r}; saw {self.seen[-5:]}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def watcher(mqtt_broker: Any, topic_prefix: str) -> Iterator[Watcher]:
+    watch = Watcher(mqtt_broker, topic_prefix)
+    yield watch
+    watch.close()
+
+
+@dataclass
+class Env:
+    """One test's folder, broker, topic prefix, slides and state watcher."""
+
+    tmp_path: Path
+    broker: Any
+    prefix: str
+    slides: Path
+    watcher: Watcher
+
+    def config(self, **pathology: Any) -> Config:
+        """A config for this test's servers, also written to config.yaml."""
+        return _config(self.tmp_path, self.prefix, self.broker, self.slides, **pathology)
+
+
+@pytest.fixture
+def env(tmp_path: Path, mqtt_broker: Any, topic_prefix: str, slides: Path,
+        watcher: Watcher) -> Env:
+    return Env(tmp_path, mqtt_broker, topic_prefix, slides, watcher)
+
+
+def _job(job_id: str, paths: list[Path], um_per_px: float = 1.0) -> dict[str, Any]:
+    return {"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
+            "slides": [{"path": str(p), "um_per_px": um_per_px} for p in paths]}
+
+
+class SlowBackend:
+    """The real ONNX backend behind an accelerator that takes delay_s per batch."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.inner = OnnxBackend(DEMO, "cpu")
+        self.info, self.settings, self.delay_s = self.inner.info, self.inner.settings, delay_s
+
+    def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        time.sleep(self.delay_s)
+        return self.inner.infer(tiles_rgb)
+
+
+class Servers:
+    """Servers running in threads of this test; ``stop`` ends one, the fixture ends the rest."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.running: dict[int, tuple[threading.Thread, threading.Event, PathologyStore]] = {}
+
+    def __call__(self, config: Config, backend: Any = None) -> PathologyServer:
+        store = _store(self.tmp_path)
+        server = PathologyServer(config, store, backend)
+        stop = threading.Event()
+        thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+        thread.start()
+        assert server.connected.wait(10)
+        time.sleep(0.3)  # SUBACK
+        self.running[id(server)] = (thread, stop, store)
+        return server
+
+    def stop(self, server: PathologyServer) -> None:
+        thread, stop, store = self.running.pop(id(server))
+        stop.set()
+        thread.join(15)
+        store.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Servers]:
+    """Start servers in threads; every one is stopped at the end."""
+    servers = Servers(tmp_path)
+    yield servers
+    for server_id in list(servers.running):
+        thread, stop, store = servers.running.pop(server_id)
+        stop.set()
+        thread.join(15)
+        store.close()
+
+
+def _store(tmp_path: Path) -> PathologyStore:
+    return open_pathology_store(f"sqlite:///{tmp_path / 'state' / 'store.sqlite3'}")
+
+
+def test_two_jobs_submitted_together_share_batches(
+    env: Env, serve: Servers,
+) -> None:
+    tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
+    port = free_port()
+    config = env.config(max_batch=512, max_wait_ms=3000, prepare_workers=2, metrics_port=port)
+    server = serve(config)
+    watcher.submit(_job("job-a", [slides / "b11.jpg"]))
+    watcher.submit(_job("job-b", [slides / "b12.jpg"]))
+    done = [watcher.wait(job, {"done", "failed"}) for job in ("job-a", "job-b")]
+    assert [state["state"] for state in done] == ["done", "done"]
+    assert server.batcher.stats.shared_batches >= 1
+    row = done[0]["results"][0]
+    assert row["label"] in ("MSI", "MSS")
+    assert row["in_distribution_share"] >= 0.9
+    assert Path(row["heatmap_path"]).is_file()
+    assert Path(row["cam_path"]).is_file()
+    assert done[0]["backend"]["backend"] == "onnx-cpu"
+    assert set(done[0]["metrics"]) >= {"tiles_per_s", "batch_fill", "queue_depth_tiles",
+                                       "accelerator_busy"}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        exposition = response.read().decode()
+    tiles = sum(int(float(line.split()[-1])) for line in exposition.splitlines()
+                if line.startswith("pathology_tiles_total"))
+    assert tiles == sum(r["tile_count"] for state in done for r in state["results"]) > 0
+    assert "pathology_accelerator_busy_fraction" in exposition
+    store = _store(tmp_path)
+    assert [r["slide_index"] for r in store.slide_results("job-a")] == [0]
+    assert store.job("job-b")["state"] == "done"  # type: ignore[index]
+    store.close()
+
+
+def test_cancelled_job_stops_midway_and_frees_its_tiles(
+    env: Env, serve: Servers,
+) -> None:
+    tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
+    config = env.config(max_batch=8, max_wait_ms=0,
+                     max_pending_tiles=64)
+    server = serve(config, SlowBackend(delay_s=0.15))
+    watcher.submit(_job("long", [slides / "b11.jpg", slides / "b12.jpg"] * 4))
+    watcher.wait("long", {"running"}, min_done=1)
+    assert main(["pathology", "job", "cancel", "long", "--config",
+                 str(tmp_path / "config.yaml")]) == 0
+    final = watcher.wait("long", {"done", "cancelled", "failed"})
+    assert final["state"] == "cancelled"
+    assert server.batcher.pending_for("long") == 0
+    assert server.batcher.stats.dropped_tiles > 0
+    store = _store(tmp_path)
+    stored = len(store.slide_results("long"))
+    assert 1 <= stored < 8
+    time.sleep(1.0)
+    assert len(store.slide_results("long")) == stored  # nothing more is written
+    assert store.job("long")["state"] == "cancelled"  # type: ignore[index]
+    store.close()
+    # back-pressure: preparation paused while the slow model worked through the queue
+    assert server.batcher.stats.peak_pending_tiles < 64 + 200
+
+
+def test_killed_server_job_is_taken_over_and_stored_exactly_once(
+    env: Env, serve: Servers,
+) -> None:
+    tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
+    config = env.config(client_id="first")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "pathology", "serve", "--config",
+         str(tmp_path / "config.yaml")], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "first.log").open("w"))
+    try:
+        watcher.wait_server("first", "online")  # subscribed: the job cannot be missed
+        watcher.submit(_job("takeover", [slides / "b11.jpg", slides / "b12.jpg"] * 3))
+        running = watcher.wait("takeover", {"running"}, min_done=1, timeout_s=90)
+        assert running["server"] == "first"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the server and its preparation workers
+        first.wait(10)
+    watcher.wait_server("first", "offline")  # its last will
+    second = config.model_copy(update={"pathology": config.pathology.model_copy(
+        update={"client_id": "second"})})
+    serve(second)
+    final = watcher.wait("takeover", {"done", "failed", "cancelled"}, timeout_s=90)
+    assert final["state"] == "done"
+    assert final["server"] == "second"
+    assert [row["slide_index"] for row in final["results"]] == list(range(6))
+    store = _store(tmp_path)
+    rows = store.slide_results("takeover")
+    assert [row["slide_index"] for row in rows] == list(range(6))  # each slide once
+    assert {row["server"] for row in rows} == {"first", "second"}
+    job = store.job("takeover")
+    assert job is not None
+    assert (job["state"], job["takeovers"], job["owner"]) == (
+        "done", 1, "second")
+    store.close()
+
+
+def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
+    env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
+) -> None:
+    tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
+    config = env.config(max_slides_per_job=5, max_job_bytes=4096)
+    serve(config)
+    watcher.submit(b"{not json")
+    watcher.wait_refusal("not JSON")
+    watcher.submit(b"[" + b"1," * 3000 + b"1]")
+    watcher.wait_refusal("at most 4096")
+    watcher.submit(_job("escape", [slides / ".." / ".." / "etc" / "passwd"]))
+    assert "outside the slide roots" in watcher.wait("escape", {"failed"})["reason"]
+    watcher.submit(_job("many", [slides / "b11.jpg"] * 6))
+    assert "at most 5" in watcher.wait("many", {"failed"})["reason"]
+    watcher.submit({**_job("badres", [slides / "b11.jpg"]), "slides": [
+        {"path": str(slides / "b11.jpg"), "um_per_px": "fast"}]})
+    assert "um_per_px must be a number" in watcher.wait("badres", {"failed"})["reason"]
+    watcher.submit(_job("broken", [slides / "corrupt.jpg"]))
+    assert "no slide could be scored" in watcher.wait("broken", {"done", "failed"})["reason"]
+    capsys.readouterr()
+    cfg = str(tmp_path / "config.yaml")  # the server kept going: a good job still runs
+    assert main(["pathology", "job", "submit", str(slides / "b12.jpg"), "--um-per-px", "1",
+                 "--wait", "--timeout", "60", "--config", cfg]) == 0
+    followed = capsys.readouterr().out
+    assert " done 1/1 slides" in followed
+    assert "b12: MS" in followed
+    assert main(["pathology", "job", "list", "--config", cfg]) == 0
+    listed = capsys.readouterr().out
+    assert "escape failed" in listed
+    assert ": online since " in listed  # the server's presence
+    assert "5 job(s)" in listed  # escape, many, badres, broken and the submitted one
+    store = _store(tmp_path)
+    assert store.job("escape")["state"] == "failed"  # type: ignore[index]
+    store.close()
+
+
+def test_a_job_is_acknowledged_only_once_stored(env: Env, serve: Servers) -> None:
+    config = env.config(client_id="same-id")
+    first = serve(config)
+    attempts: list[str] = []
+
+    def store_is_down(request: Any, owner: str, lease_s: float) -> bool:
+        attempts.append(request.job_id)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    first.store.accept = store_is_down  # type: ignore[method-assign]
+    env.watcher.submit(_job("durable", [env.slides / "b11.jpg"]))
+    deadline = time.monotonic() + 20
+    while len(attempts) < 2 and time.monotonic() < deadline:  # it retries, never acks
+        time.sleep(0.1)
+    assert attempts[:2] == ["durable", "durable"]
+    serve.stop(first)  # dies with the job unacknowledged
+    serve(config)  # same client id: the broker hands the unacknowledged job back
+    final = env.watcher.wait("durable", {"done", "failed"}, timeout_s=60)
+    assert final["state"] == "done"
+    store = _store(env.tmp_path)
+    assert [row["slide_index"] for row in store.slide_results("durable")] == [0]
+    store.close()
