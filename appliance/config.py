@@ -396,8 +396,8 @@ def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = N
     problems = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if env_names and path in env_names:
-            path = f"{path} (from environment variable {env_names[path]})"
+        if names := _env_names_under(path, err["type"], env_names or {}):
+            path = f"{path} (from environment variable {names})"
         if err["type"] == "extra_forbidden":
             value = _shown(err["input"])
             problems.append(f"{path}: unknown key (value {value}); check the spelling")
@@ -407,6 +407,16 @@ def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = N
             expected = err["msg"].removeprefix("Input should be ")
             problems.append(f"{path}: got {_shown(err['input'])}; expected {expected}")
     return problems
+
+
+def _env_names_under(path: str, kind: str, env_names: Mapping[str, str]) -> str:
+    """The APPLIANCE__ variable(s) behind an error at ``path``: the one that set it, or for an
+    unknown key (a whole unknown section) every one beneath it."""
+    if path in env_names:
+        return env_names[path]
+    if kind != "extra_forbidden":
+        return ""
+    return ", ".join(sorted(n for p, n in env_names.items() if p.startswith(f"{path}.")))
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

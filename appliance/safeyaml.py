@@ -5,7 +5,8 @@ billions of values when anything walks it (validation, merging), and 100,000 nes
 overflows the composer's recursion. Here nesting is limited while the document is composed,
 and the size the document would have once every alias is expanded is computed on the graph
 (each node's size once, so this costs no more than the graph itself) and refused over a limit,
-before any Python object is built.
+before any Python object is built. A key written twice in one mapping is refused too (PyYAML
+would keep the later silently, e.g. a second ``mqtt:`` section replacing the first).
 """
 
 from __future__ import annotations
@@ -41,6 +42,20 @@ class LimitedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Build a mapping, refusing a key written twice (the later would silently win)."""
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def expanded_size(root: yaml.Node) -> int:

@@ -21,6 +21,14 @@ def test_an_environment_error_names_the_variable() -> None:
     assert "APPLIANCE__" not in str(from_file.value)
 
 
+def test_an_unknown_section_from_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as refused:  # a typo in the section: MQQT
+        config_from_mapping({}, "config.yaml", environ={"APPLIANCE__MQQT__PORT": "1884"})
+    assert "mqqt (from environment variable APPLIANCE__MQQT__PORT): unknown key" in str(
+        refused.value
+    )
+
+
 def test_config_check_refuses_a_missing_model_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

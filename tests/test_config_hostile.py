@@ -48,3 +48,16 @@ def test_a_deep_environment_override_is_a_config_error_not_a_crash() -> None:
     cut = r"device\.id .*: got 'device: \[\[\[.*\.\.\. \(200012 chars\)"  # the value cut
     with pytest.raises(ConfigError, match=cut):
         config_from_mapping({}, environ={"APPLIANCE__DEVICE__ID": yaml_deep_nesting(100_000)})
+
+
+def test_a_duplicate_key_is_refused_naming_the_key_and_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"  # a second `mqtt:` section would silently replace the first
+    path.write_text("mqtt:\n  host: broker.example.org\ndevice:\n  id: k1\nmqtt:\n  port: 1884\n")
+    refused = r"dup\.yaml: broken YAML at line 5: duplicate key 'mqtt'"
+    with pytest.raises(ConfigError, match=refused):
+        load_config(path)
+
+
+def test_merge_keys_may_still_be_overridden() -> None:
+    text = "base: &b {host: a, port: 1}\nmqtt:\n  <<: *b\n  port: 2\n"
+    assert safe_load_limited(text)["mqtt"] == {"host": "a", "port": 2}

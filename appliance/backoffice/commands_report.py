@@ -18,8 +18,13 @@ def _cohort(args: argparse.Namespace) -> int:
         return 2
     try:
         page = write_cohort_report(store, Path(args.out))
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         print(f"report cohort: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # --out is a file, not writable, the disk is full
+        where = exc.filename or args.out
+        print(f"report cohort: {where}: {exc.strerror or exc}; --out names a folder to write",
+              file=sys.stderr)
         return 1
     finally:
         store.close()

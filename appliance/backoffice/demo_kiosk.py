@@ -106,8 +106,10 @@ def _cohort_text(views: dict[str, Any]) -> list[str]:
     counted = sum(b.n for b in kime.bands)
     lines = [f"cohort: {counted} stored result(s) with an age band (chosen on the kiosk "
              f"screens); kime score by band: {bands}"]
-    if math.isfinite(kime.pearson.r):  # enough results in two or more bands
-        lines.append(f"cohort: kime score vs age, Pearson r {kime.pearson.r:+.2f} "
-                     f"[{kime.pearson.low:+.2f}, {kime.pearson.high:+.2f}] (n={kime.pearson.n}); "
+    pearson = kime.pearson
+    if math.isfinite(pearson.r):  # enough results in two or more bands
+        interval = (f"[{pearson.low:+.2f}, {pearson.high:+.2f}] (n={pearson.n})"
+                    if math.isfinite(pearson.low) else f"(n={pearson.n}, too few for a 95 % CI)")
+        lines.append(f"cohort: kime score vs age, Pearson r {pearson.r:+.2f} {interval}; "
                      "full report: appliance report cohort --out DIR, or the console")
     return lines

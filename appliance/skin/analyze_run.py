@@ -66,7 +66,12 @@ class AnalyzeRun:
             classifier = SkinClassifier.load(config.model.path)
         folder = Path(overlay_dir) if overlay_dir else None
         if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file of that name, no permission, a read-only disk
+                raise ValueError(
+                    f"--overlay {folder}: cannot make the folder ({exc.strerror}); name a folder"
+                ) from exc
         white = None
         if white_frame is not None:
             try:

@@ -147,6 +147,9 @@ def _row(device: Device, view: DeviceView | None, targeted: Any, rollouts: Any) 
 
 def run_status(args: argparse.Namespace) -> int:
     """Print the fleet's model status (a table, or one JSON object with --json)."""
+    if not (args.repo / "settings.json").is_file():  # a typo would show an empty fleet
+        print(f"status: {args.repo}: not a model repository (no settings.json)", file=sys.stderr)
+        return EXIT_ERROR
     try:
         _config, watcher, store = _connect(args.config)
     except _ERRORS as exc:

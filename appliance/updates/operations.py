@@ -38,6 +38,8 @@ from appliance.updates.repository import (
     write_atomically,
 )
 
+MAX_KEYS_PER_ROLE = 32  # a role of more keys is a typo (each key is a file and a signature)
+
 
 @dataclass(frozen=True)
 class RoleKeys:
@@ -56,12 +58,7 @@ def init_repository(
     if (directory / "settings.json").exists():
         raise RepositoryError(f"{directory}: a model repository is already here; not touched")
     plan = {role: (keys or {}).get(role, RoleKeys()) for role in ROLES}
-    for role, wanted in plan.items():
-        if not 1 <= wanted.threshold <= wanted.count:
-            raise RepositoryError(
-                f"role {role}: threshold {wanted.threshold} with {wanted.count} key(s); "
-                f"the threshold must be between 1 and the number of keys"
-            )
+    _check_plan(plan, expiry_s or {})
     expiries = {**DEFAULT_EXPIRY_S, **(expiry_s or {})}
     directory.mkdir(parents=True, exist_ok=True)
     write_atomically(directory / "settings.json", json.dumps({"expiry_s": expiries}).encode())
@@ -69,6 +66,22 @@ def init_repository(
     with repo.locked():
         _sign_first_versions(repo, plan)
     return repo
+
+
+def _check_plan(plan: Mapping[str, RoleKeys], expiry_s: Mapping[str, int]) -> None:
+    """Refuse a plan before anything is written: thresholds, key counts, expiries."""
+    for role, wanted in plan.items():
+        if wanted.count > MAX_KEYS_PER_ROLE:
+            raise RepositoryError(f"role {role}: {wanted.count} keys; at most {MAX_KEYS_PER_ROLE}")
+        if not 1 <= wanted.threshold <= wanted.count:
+            raise RepositoryError(
+                f"role {role}: threshold {wanted.threshold} with {wanted.count} key(s); "
+                f"the threshold must be between 1 and the number of keys"
+            )
+    for role, seconds in expiry_s.items():
+        if seconds <= 0:
+            raise RepositoryError(f"--expiry-s {role}={seconds}: metadata would be born "
+                                  f"expired; give more than 0 s")
 
 
 def _sign_first_versions(repo: FileRepository, plan: Mapping[str, RoleKeys]) -> None:

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from appliance.backoffice import demo
+from appliance.backoffice.cohort import Correlation, correlations
+from appliance.backoffice.demo_kiosk import _cohort_text
 from appliance.backoffice.store import open_store
 from appliance.cli import main
+from appliance.console.cohortview import BandStats, FeatureView
 from appliance.transport.broker import port_open
 
 pytestmark = pytest.mark.broker
@@ -99,3 +102,12 @@ def test_demo_command_defaults_to_the_store_fleet_reads_and_throwaway_keeps_noth
     assert main(["demo"]) == 0
     assert main(["demo", "--throwaway"]) == 0
     assert calls == [f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}", None]
+
+
+def test_the_demo_cohort_line_prints_no_nan_interval_for_three_results() -> None:
+    pearson, _ = correlations([25.0, 35.0, 55.0], [80.0, 60.0, 30.0])  # n=3: r, but no CI
+    assert isinstance(pearson, Correlation)
+    band = BandStats("20-29", 3, 56.7, 25.2, 0.0, 100.0)
+    lines = _cohort_text({"kime_score": FeatureView("kime_score", [band], pearson)})
+    assert "nan" not in "\n".join(lines)
+    assert "Pearson r -1.00 (n=3, too few for a 95 % CI)" in lines[1]

@@ -14,6 +14,7 @@ from appliance.backoffice.cohort import band_midpoint_years, correlations, load_
 from appliance.backoffice.report import write_cohort_report
 from appliance.backoffice.schema import result_row
 from appliance.backoffice.store import Batch, Store, open_store
+from appliance.cli import main
 from appliance.synthetic import fleet
 
 
@@ -85,3 +86,15 @@ def test_report_without_age_bands_says_so(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     with pytest.raises(ValueError, match="no stored result has an age band"):
         write_cohort_report(store, tmp_path / "out")
+
+
+def test_report_out_that_is_a_file_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store(tmp_path, 20, subjects=20).close()
+    taken = tmp_path / "report"
+    taken.write_text("a file, not a folder")
+    store = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    assert main(["report", "cohort", "--store", store, "--out", str(taken)]) == 1
+    assert f"report cohort: {taken}: File exists; --out names a folder" in capsys.readouterr().err
+    assert taken.read_text() == "a file, not a folder"

@@ -89,6 +89,17 @@ def test_overlay_files_are_written(
     assert overlay.shape[0] > 960  # the frame whole, the caption band below it
 
 
+def test_an_overlay_path_that_is_a_file_is_refused_naming_the_option(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "overlays"
+    taken.write_text("a file, not a folder")
+    assert main(["analyze", "--overlay", str(taken), str(images["good"])]) == 2
+    err = capsys.readouterr().err
+    assert f"analyze: --overlay {taken}: cannot make the folder" in err
+    assert taken.read_text() == "a file, not a folder"  # nothing changed
+
+
 def test_overlay_marks_furrows_pores_and_numbers() -> None:
     skin = synthetic_frame(21, 0, "normal")
     analysis = analyze(skin.image_rgb, skin.um_per_px)

@@ -174,3 +174,20 @@ def _table(tmp_path: Path) -> Path:
 def _dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_init_refuses_expired_metadata_and_a_runaway_key_count(tmp_path: Path) -> None:
+    with pytest.raises(RepositoryError, match=r"--expiry-s timestamp=-5: .* more than 0 s"):
+        init_repository(tmp_path / "past", expiry_s={"timestamp": -5})
+    with pytest.raises(RepositoryError, match="role root: 100000 keys; at most 32"):
+        init_repository(tmp_path / "many", {"root": RoleKeys(100_000, 1)})
+    assert not (tmp_path / "past").exists()  # nothing written
+    assert not (tmp_path / "many").exists()
+
+
+def test_status_of_a_folder_that_is_no_repository_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["models", "status", "--repo", str(tmp_path / "typo"), "--config", "unused.yaml"]
+    assert main(args) == 2
+    assert f"status: {tmp_path / 'typo'}: not a model repository" in capsys.readouterr().err
