@@ -15,11 +15,17 @@ from appliance.config import Config, ConfigError, load_config_or_defaults
 CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--store`` (the store URL overrides the config's)."""
-    parser.add_argument("--config", help=CONFIG_HELP)
+def add_store_options(parser: argparse.ArgumentParser, nested: bool = False) -> None:
+    """``--config`` and ``--store`` (the store URL overrides the config's).
+
+    ``nested``: the parser is a subcommand of a group that has these options too, so an option
+    left out here keeps the group's value (``console --store X user add``) instead of None.
+    """
+    default = argparse.SUPPRESS if nested else None
+    parser.add_argument("--config", help=CONFIG_HELP, default=default)
     parser.add_argument("--store", help="store URL: sqlite:///PATH or postgresql://... "
-                        "(default: store.url of the config, else SQLite in state_dir)")
+                        "(default: store.url of the config, else SQLite in state_dir)",
+                        default=default)
 
 
 def positive_int(text: str) -> int:

@@ -128,16 +128,16 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                      help="viewer reads; operator also sees dead letters (viewer)")
     add.add_argument("--password-file", help="read the password from this file's first line "
                      "(default: ask on the terminal)")
-    add_store_options(add)
+    add_store_options(add, nested=True)
     add.set_defaults(handler=_user_add)
     token = sub.add_parser("token", help="API bearer tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION")
     create = token.add_parser("create", help="print a new API token for a user")
     create.add_argument("name", help="the user the token acts as")
-    add_store_options(create)
+    add_store_options(create, nested=True)
     create.set_defaults(handler=_token_create)
     reference = sub.add_parser("reference", help="write the age-band reference ranges a kiosk "
                                "screen compares customers with (config screen.reference_file)")
     reference.add_argument("--out", required=True, help="JSON file to write")
-    add_store_options(reference)
+    add_store_options(reference, nested=True)
     reference.set_defaults(handler=_reference)

@@ -49,3 +49,13 @@ def test_bad_users_and_unknown_token_owners_are_refused(
     assert "no console user 'nobody'" in capsys.readouterr().err
     assert main(["console", "user", "add", "ops", "--password-file",
                  str(tmp_path / "missing"), "--store", url]) == 2
+
+
+def test_the_group_store_option_reaches_the_subcommand(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'group.sqlite3'}"
+    password_file = tmp_path / "pw"
+    password_file.write_text("a long enough secret\n")
+    assert main(["console", "--store", url, "user", "add", "ops", "--password-file",
+                 str(password_file)]) == 0
+    assert (tmp_path / "group.sqlite3").is_file()
+    assert not (tmp_path / "state").exists()
