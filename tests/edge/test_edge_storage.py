@@ -7,6 +7,7 @@ is moved aside, its readable rows recovered, and the daemon carries on.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -65,8 +66,9 @@ def fill(disk: Path) -> Path:
                 out.write(b"\0" * 65536)
                 out.flush()
                 os.fsync(out.fileno())
-        except OSError:
-            pass  # ENOSPC: the disk is full, which is the point
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:  # a full disk is the point; anything else is a fault
+                raise
     return filler
 
 
