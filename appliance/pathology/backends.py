@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from appliance.config import PathologyConfig
 from appliance.pathology.model import ModelError, ModelInfo, TileModel
-from appliance.pathology.server_config import PathologyConfig
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from appliance.config import PathologyConfig
 from appliance.pathology.backends import OnnxBackend, TorchBackend, open_backend
 from appliance.pathology.batcher import FairBatcher, TileChunk
-from appliance.pathology.server_config import PathologyConfig
 from appliance.pathology.service_metrics import ServiceMetrics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from appliance.config.section import Section
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 
 Backend = Literal["torch-cuda", "onnx-cuda", "onnx-cpu", "torch-cpu"]
 Precision = Literal["fp16", "bf16", "fp32"]
 
 
-class PathologyConfig(BaseModel):
+class PathologyConfig(Section):
     """Settings of ``appliance pathology serve`` (and of ``job`` commands: topics, group)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     share_group: str = Field(
         "pathology", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",

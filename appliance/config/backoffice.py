@@ -1,0 +1,53 @@
+"""The ``store:`` and ``backoffice:`` sections: where results are kept and the ingest workers."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from appliance.config.section import Section
+
+
+class StoreConfig(Section):
+    url: str | None = Field(
+        None,
+        pattern=r"^(sqlite:///.+|postgresql://.*)$",
+        description="Back-office store: sqlite:///PATH or postgresql://user@host:port/db "
+        "(unset: SQLite file backoffice.sqlite3 in state_dir).",
+    )
+
+
+class BackofficeConfig(Section):
+    share_group: str = Field(
+        "backoffice",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="MQTT v5 shared-subscription group; workers in one group split the results.",
+    )
+    client_id: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="MQTT client id of this worker, stable across restarts so its session "
+        "survives (unset: backoffice-HOSTNAME); unique per worker.",
+    )
+    session_expiry_s: int = Field(
+        86400, ge=60, description="How long the broker keeps a stopped worker's session (s)."
+    )
+    receive_maximum: int = Field(
+        2000, ge=10, le=65535, description="Unacknowledged messages the broker may send at once."
+    )
+    batch_max_rows: int = Field(
+        500, ge=1, le=100_000, description="Most messages committed in one store transaction."
+    )
+    batch_interval_ms: int = Field(
+        20, ge=1, le=10_000, description="Longest wait to fill a batch before committing (ms)."
+    )
+    dead_letter_max_bytes: int = Field(
+        65536, ge=0, description="Bytes of a rejected payload kept in the dead-letter table."
+    )
+    dead_letter_max_rows: int = Field(
+        100_000, ge=1, description="Dead-letter rows kept; the oldest are pruned beyond this."
+    )
+    dead_letter_max_total_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Bytes all kept dead letters may hold together; "
+        "the oldest are pruned beyond this."
+    )

@@ -1,0 +1,191 @@
+"""Reading config.yaml: the file, the environment overrides, validation and error messages.
+
+Environment variables override any key: ``APPLIANCE__<SECTION>__<KEY>=value`` (double
+underscores separate the path, case-insensitive, values parsed as YAML scalars), e.g.
+``APPLIANCE__MQTT__PORT=1884``. Every error names the file, the key path (and the variable
+that set it), the bad value and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from appliance.config.tree import Config
+from appliance.safeyaml import YamlLimitError, safe_load_limited
+
+ENV_PREFIX = "APPLIANCE__"
+MAX_CONFIG_BYTES = 1_000_000
+DEFAULT_CONFIG_FILE = "config.yaml"  # looked for in the working folder when no --config is given
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file and every bad key path in its message."""
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr of a bad value, cut so a hostile one cannot flood the error."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = None) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if names := _env_names_under(path, err["type"], env_names or {}):
+            path = f"{path} (from environment variable {names})"
+        if err["type"] == "extra_forbidden":
+            value = _shown(err["input"])
+            problems.append(f"{path}: unknown key (value {value}); check the spelling")
+        elif err["type"] == "value_error":
+            problems.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
+        else:
+            expected = err["msg"].removeprefix("Input should be ")
+            problems.append(f"{path}: got {_shown(err['input'])}; expected {expected}")
+    return problems
+
+
+def _env_names_under(path: str, kind: str, env_names: Mapping[str, str]) -> str:
+    """The APPLIANCE__ variable(s) behind an error at ``path``: the one that set it, or for an
+    unknown key (a whole unknown section) every one beneath it."""
+    if path in env_names:
+        return env_names[path]
+    if kind != "extra_forbidden":
+        return ""
+    return ", ".join(sorted(n for p, n in env_names.items() if p.startswith(f"{path}.")))
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[parts[-1]] = safe_load_limited(raw) if raw != "" else None
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return tree
+
+
+def _env_names(environ: Mapping[str, str]) -> dict[str, str]:
+    """Key path (``mqtt.port``) -> the APPLIANCE__ variable that set it, for error messages."""
+    names = {}
+    for name in environ:
+        if name.upper().startswith(ENV_PREFIX):
+            parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+            names[".".join(parts)] = name
+    return names
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors naming the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (pass --config FILE or create it)")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
+    try:
+        data = safe_load_limited(path.read_text(encoding="utf-8"))
+    except YamlLimitError as exc:
+        raise ConfigError(f"{path}: refused: {exc}") from exc
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        raise ConfigError(f"{path}: broken YAML at line {line}: {exc.problem}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not readable YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: top level must be a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def config_from_mapping(
+    data: Mapping[str, Any], source: str = "config", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a config mapping (plus environment overrides) into a Config."""
+    environ = os.environ if environ is None else environ
+    merged = _merge(dict(data), _env_overrides(environ))
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        problems = _format_errors(exc, _env_names(environ))
+        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from exc
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config file; relative state_dir/model paths resolve against it."""
+    file = Path(path)
+    config = config_from_mapping(read_yaml(file), str(file), environ)
+    return resolve_paths(config, file.resolve().parent)
+
+
+def load_config_or_defaults(
+    path: str | Path | None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """The config file ``path``; without one ./config.yaml when present, else built-in defaults
+    (state in ./state, the shipped skin model), always with the APPLIANCE__ overrides."""
+    if path is not None:
+        return load_config(path, environ)
+    if Path(DEFAULT_CONFIG_FILE).is_file():
+        return load_config(DEFAULT_CONFIG_FILE, environ)
+    from appliance.shipped import SKIN_MODEL, shipped_path  # noqa: PLC0415  (no cycle at import)
+
+    defaults = {"model": {"path": str(shipped_path(SKIN_MODEL))}}
+    config = config_from_mapping(defaults, "built-in defaults (no ./config.yaml)", environ)
+    return resolve_paths(config, Path.cwd())
+
+
+def missing_files(config: Config) -> list[str]:
+    """Files the config names that do not exist (the daemon would refuse to start)."""
+    tls = config.mqtt.tls
+    named = {"model.path": config.model.path}
+    if tls.enabled:
+        named |= {"mqtt.tls.ca_file": tls.ca_file, "mqtt.tls.cert_file": tls.cert_file,
+                  "mqtt.tls.key_file": tls.key_file}
+    return [f"{key}: file not found: {value}" for key, value in named.items()
+            if value is not None and not Path(value).is_file()]
+
+
+def resolve_paths(config: Config, base: Path) -> Config:
+    """Return the config with relative file paths made absolute against ``base``."""
+
+    def absolute(value: str | None) -> str | None:
+        if value is None or Path(value).is_absolute():
+            return value
+        return str((base / value).resolve())
+
+    model = config.model.model_copy(update={"path": absolute(config.model.path)})
+    screen = config.screen.model_copy(
+        update={"reference_file": absolute(config.screen.reference_file)}
+    )
+    camera = config.camera
+    if camera.source == "directory":
+        camera = camera.model_copy(update={"path": absolute(camera.path)})
+    updates = config.updates
+    updates = updates.model_copy(update={"trusted_root": absolute(updates.trusted_root)})
+    return config.model_copy(
+        update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera,
+                "screen": screen, "updates": updates}
+    )

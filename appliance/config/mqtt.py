@@ -1,0 +1,65 @@
+"""The ``mqtt:`` section: the broker connection, its TLS settings and where the password lives.
+
+The MQTT password never lives in the YAML: it comes from ``$APPLIANCE_MQTT_PASSWORD`` or from
+the file ``mqtt-password`` in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from appliance.config.section import Section
+
+PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
+PASSWORD_CREDENTIAL = "mqtt-password"
+
+
+class TlsConfig(Section):
+    enabled: bool = Field(False, description="Connect to the broker over TLS.")
+    ca_file: str | None = Field(None, description="CA bundle that verifies the broker.")
+    cert_file: str | None = Field(None, description="Client certificate (PEM), optional.")
+    key_file: str | None = Field(None, description="Client private key (PEM), with cert_file.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("mqtt.tls.cert_file and mqtt.tls.key_file go together")
+        return self
+
+
+class MqttConfig(Section):
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    topic_prefix: str = Field(
+        "appliance",
+        min_length=1,
+        pattern=r"^[^#+/\s][^#+\s]*$",
+        description="First topic level(s) of every topic; no wildcards.",
+    )
+    username: str | None = Field(None, description="Broker user name (password from env).")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive in seconds.")
+    tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password_in_yaml(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "password" in data:
+            raise ValueError(
+                f"the MQTT password never goes in the YAML: set ${PASSWORD_ENV} or the "
+                f"credential file {PASSWORD_CREDENTIAL!r} in $CREDENTIALS_DIRECTORY"
+            )
+        return data
+
+    def password(self) -> str | None:
+        """The broker password from the environment or systemd credentials, if any."""
+        if PASSWORD_ENV in os.environ:
+            return os.environ[PASSWORD_ENV]
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if cred_dir and (Path(cred_dir) / PASSWORD_CREDENTIAL).is_file():
+            return (Path(cred_dir) / PASSWORD_CREDENTIAL).read_text().strip()
+        return None
