@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 HELP_WIDTH = 78
 
-# command path -> (description, examples); every leaf command of `appliance` has an entry
-# (tests/test_cli.py checks that none is missing).
+# command path -> (description, examples); every command of `appliance`, group or leaf, has an
+# entry (tests/test_cli.py checks that none is missing and none is left over).
 COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "demo": (
         "Run the whole system on this machine: a private mosquitto, the back office and edge "
@@ -39,6 +39,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance fleet", "appliance fleet --json | head",
          "appliance fleet --store sqlite:///state/backoffice.sqlite3"),
     ),
+    "results": (
+        "Read the results the back office stored: the newest ones, an export to a file, and the "
+        "messages it refused (dead letters). Each takes --store or --config to pick the store.",
+        ("appliance results query --limit 10", "appliance results export --format csv "
+         "--out results.csv", "appliance results dead-letters"),
+    ),
     "results query": (
         "Print the newest stored results (newest first) and how many match in all.",
         ("appliance results query", "appliance results query --limit 10 --device kiosk-demo-1",
@@ -54,6 +60,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "results dead-letters": (
         "Messages the back office could not store, newest first, with the reason.",
         ("appliance results dead-letters", "appliance results dead-letters --limit 5"),
+    ),
+    "report": (
+        "Reports over the stored results, written as an HTML page with its figures.",
+        ("appliance report cohort --out report",),
     ),
     "report cohort": (
         "Texture and pore features by age band: box plots, correlations with confidence "
@@ -71,10 +81,22 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "distance apart). Anything that is not a regular line grating is refused with a reason.",
         ("appliance calibrate micrometer.jpg --mm 0.01",),
     ),
+    "config": (
+        "Configuration: check a config file and the APPLIANCE__ environment overrides before "
+        "the daemon reads them.",
+        ("appliance config check", "appliance config check /etc/appliance/config.yaml"),
+    ),
     "config check": (
         "Validate a config file (and the APPLIANCE__ environment overrides) as the daemon will: "
         "exit 2 naming the key path, the bad value and what was expected, or a missing file.",
         ("appliance config check", "appliance config check /etc/appliance/config.yaml"),
+    ),
+    "synth": (
+        "Make synthetic data with known ground truth: microscope skin frames with their true "
+        "features, a stage-micrometer photo at a known um/px, and H&E cohorts with labels.",
+        ("appliance synth skin --out frames --count 8 --seed 1",
+         "appliance synth micrometer --out micrometer.png --um-per-px 9.6",
+         "appliance synth he --out cohort --patients 20 --seed 3"),
     ),
     "synth skin": (
         "Synthetic 25x microscope skin frames with ground-truth JSON sidecars.",
@@ -91,6 +113,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "A synthetic H&E cohort: slides of MSI and MSS patients with labels.csv.",
         ("appliance synth he --out cohort --patients 20 --seed 3",
          "appliance synth he --out big --patients 200 --msi-fraction 0.3 --workers 2"),
+    ),
+    "models": (
+        "Build, check and evaluate the skin texture model, and send models to the fleet: a "
+        "signed TUF repository, releases, staged rollouts, rollback and per-device status.",
+        ("appliance models show", "appliance models repo init /srv/models",
+         "appliance models status --repo /srv/models"),
     ),
     "models build-skin": (
         "Train, export, INT8-quantize and validate the skin texture model from a labelled "
@@ -111,6 +139,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "models skin-table": (
         "A labelled feature table from synthetic skin, for build-skin.",
         ("appliance models skin-table --out table.parquet --rows 300 --workers 2",),
+    ),
+    "models repo": (
+        "The TUF model repository the kiosks update from: create it with its keys, re-sign its "
+        "short-lived timestamp, and serve its public files.",
+        ("appliance models repo init /srv/models", "appliance models repo refresh /srv/models",
+         "appliance models repo serve /srv/models --port 8470"),
     ),
     "models repo init": (
         "Create a TUF model repository: root, targets, snapshot, timestamp and the delegated "
@@ -151,6 +185,13 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance models status --repo /srv/models",
          "appliance models status --repo /srv/models --json"),
     ),
+    "pathology": (
+        "H&E pathology: score slides on this machine (run, submit), measure runs against labels "
+        "(evaluate), or run the server that takes jobs over MQTT (serve) and send it jobs (job).",
+        ("appliance pathology run cohort --out results",
+         "appliance pathology evaluate --labels cohort/labels.csv --results results",
+         "appliance pathology job list"),
+    ),
     "pathology run": (
         "Score a folder of H&E slides: tissue mask, tiles, stain normalisation, tile model; "
         "writes results.csv, heatmaps and CAMs.",
@@ -171,6 +212,13 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "processes, tiles of all jobs batched for one backend, results in the back-office store. "
         "systemd runs it (deploy/appliance-pathology@.service).",
         ("appliance pathology serve --config /etc/appliance/config.yaml",),
+    ),
+    "pathology job": (
+        "Jobs of the pathology servers over MQTT: send slides as a job, list every job's state "
+        "and the servers online, cancel a job.",
+        ("appliance pathology job submit /srv/slides/*.jpg --um-per-px 1 --wait",
+         "appliance pathology job list",
+         "appliance pathology job cancel 20261202T070950-34fe850d3ceb"),
     ),
     "pathology job submit": (
         "Send slides (paths the servers can read, inside pathology.slide_roots) as one job; "
@@ -199,11 +247,20 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance console user add alice --role operator",
          "appliance console user add bob --password-file /run/secrets/bob"),
     ),
+    "console user": (
+        "Console users: add one with a role, or set an existing user's password and role.",
+        ("appliance console user add alice --role operator",
+         "appliance console --config office.yaml user add bob --password-file /run/secrets/bob"),
+    ),
     "console token create": (
         "Print a new bearer token for the HTTP API, acting as an existing user. Only its hash "
         "is stored: keep the printed token.",
         ("appliance console token create alice",
          "curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/fleet"),
+    ),
+    "console token": (
+        "Bearer tokens for the console's HTTP API, each acting as an existing user.",
+        ("appliance console token create alice",),
     ),
     "console reference": (
         "Write the age-band reference ranges (n, mean and SD per feature) that kiosk screens "
@@ -235,6 +292,11 @@ def apply_help(parser: argparse.ArgumentParser) -> None:
             description, examples = COMMAND_HELP[path]
             command.description = textwrap.fill(description, HELP_WIDTH)
             command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+
+
+def command_paths(parser: argparse.ArgumentParser) -> list[str]:
+    """Paths of every command, groups (``models repo``) and leaves (``models repo init``)."""
+    return [path for path, _ in _commands(parser, "")]
 
 
 def leaf_commands(parser: argparse.ArgumentParser) -> list[str]:

@@ -4,6 +4,7 @@ bare ``appliance`` prints help, and a closed pipe (``| head``) ends quietly."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from appliance.backoffice.store import open_store
 from appliance.cli import build_parser, main
-from appliance.cli_help import leaf_commands
+from appliance.cli_help import COMMAND_HELP, command_paths, leaf_commands
 
 
 def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
@@ -31,14 +32,33 @@ def test_bare_appliance_prints_the_help_and_exits_0(capsys: pytest.CaptureFixtur
 
 
 def test_every_command_has_a_description_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
-    commands = leaf_commands(build_parser())
-    assert len(commands) >= 20  # the walk over argparse's private names still finds them
+    commands = command_paths(build_parser())
+    groups = set(commands) - set(leaf_commands(build_parser()))
+    # the walk over argparse's private names still finds the leaves and the groups
+    assert len(commands) - len(groups) >= 20
+    assert {"models", "models repo", "results", "pathology", "pathology job"} <= groups
     for command in commands:
         text = _help(capsys, *command.split())
-        usage_end = text.index("\n\n")
-        description = text[usage_end:].split("options:")[0].strip()
+        description = text.split("\n\n")[1]  # the block after the usage lines
+        assert not description.startswith(("positional arguments:", "options:")), (
+            f"{command}: no description"
+        )
         assert len(description) > 20, f"{command}: no description"
         assert f"examples:\n  appliance {command}" in text, f"{command}: no example"
+
+
+def test_help_entries_name_real_commands_and_their_examples_parse() -> None:
+    parser = build_parser()
+    assert set(COMMAND_HELP) == set(command_paths(parser))  # no entry for a renamed command
+    for command, (_, examples) in COMMAND_HELP.items():
+        for example in examples:
+            words = shlex.split(example.split("|")[0])
+            if words[0] != "appliance":  # a line showing what to do with the output
+                continue
+            try:
+                parser.parse_args(words[1:])
+            except SystemExit:
+                pytest.fail(f"{command}: the example {example!r} does not parse")
 
 
 @pytest.mark.parametrize(
