@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from appliance.backoffice.schema import device_row, iso_utc, result_row  # noqa: E402
 from appliance.backoffice.store import Batch, Store, open_store  # noqa: E402
+from appliance.browser import chromium_page  # noqa: E402
 from appliance.cli import main as cli  # noqa: E402
 from appliance.config import ConsoleConfig, config_from_mapping  # noqa: E402
 from appliance.console.auth import add_user  # noqa: E402
@@ -39,7 +40,6 @@ from appliance.synthetic.camera import age_band_of  # noqa: E402
 from appliance.synthetic.skin import synthetic_frame  # noqa: E402
 from appliance.transport import payloads  # noqa: E402
 from appliance.transport.broker import free_port  # noqa: E402
-from tests.browser import chromium_page  # noqa: E402
 
 OUT = REPO / "docs" / "images"
 MODEL = shipped_path(SKIN_MODEL)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from appliance.browser import chromium_page
 from appliance.transport.broker import PrivateBroker, port_open
-from tests.browser import chromium_page
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
 
 @pytest.fixture
 def browser_page() -> Iterator[Any]:
-    """A Playwright page in Debian's headless chromium (tests/browser.py)."""
+    """A Playwright page in Debian's headless chromium (appliance/browser.py)."""
     with chromium_page() as page:
         yield page
 

@@ -12,7 +12,7 @@ import pytest
 from console_helpers import PASSWORD, Console
 from playwright.sync_api import expect
 
-from tests.browser import chromium_page
+from appliance.browser import chromium_page
 
 
 @pytest.fixture(scope="module")

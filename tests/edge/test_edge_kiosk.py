@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
+from appliance.browser import chromium_page
 from appliance.capture.sources import Frame
 from appliance.config import config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
@@ -24,7 +25,6 @@ from appliance.edge.measure import Measurement
 from appliance.edge.testing import FIXED_FEATURES, fast_daemon, fixed_analyzer
 from appliance.synthetic.camera import textured_skin
 from appliance.transport.broker import free_port
-from tests.browser import chromium_page
 
 pytestmark = pytest.mark.broker
 

@@ -1,4 +1,9 @@
-"""Debian's chromium driven by Playwright for Python (browser downloads cannot work here)."""
+"""Debian's chromium driven by Playwright for Python (browser downloads cannot work here).
+
+Headless pages of the web pages the product serves (the kiosk screen, the console), for the
+browser tests and for the README's screenshots (docs/make_screen_images.py). Playwright comes
+with the dev extra and is imported only when a page is opened.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ CHROMIUM_ARGS = [
 @contextmanager
 def chromium_page(width: int = 1280, height: int = 800, locale: str = "en-US") -> Iterator[Any]:
     """A fresh page in a fresh headless chromium; closed afterwards."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415  (the dev extra)
 
     if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} missing: ./dev installs Debian's chromium package")
