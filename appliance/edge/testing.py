@@ -4,7 +4,8 @@
 textured frames that are cheap to make and to gate, and ``FlakySource`` fails on demand, so
 the daemon's delivery, supervision and recovery can be exercised in seconds.
 ``python -m appliance.edge.testing CONFIG`` runs the real daemon wiring with these
-stand-ins (the SIGKILL test runs it as a child process).
+stand-ins (the SIGKILL test runs it as a child process). ``BrokerWatcher``, ``wait_until`` and
+``run_daemon`` are shared with the simulated kiosks of ``appliance.updates.testing``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -99,7 +101,28 @@ def fast_daemon(config: Config, source: FrameSource | None = None) -> EdgeDaemon
     )
 
 
-class ResultCollector:
+def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
+    """Poll ``predicate()`` every ``poll_s`` until it holds; False on timeout."""
+    deadline_s = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline_s:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+class BrokerWatcher:
+    """A test's or benchmark's own MQTT client (``_client``), running its network thread."""
+
+    _client: mqtt.Client
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class ResultCollector(BrokerWatcher):
     """Subscribes like the back office does (persistent MQTT v5 session, QoS 1), records each
     result's measurement id and its latency from frame capture to receipt, and (``ack=True``)
     confirms each result on its device's ack topic as the back office does after its commit."""
@@ -155,27 +178,22 @@ class ResultCollector:
 
     def wait_for(self, count: int, timeout_s: float) -> bool:
         """Wait until ``count`` distinct results arrived; False on timeout."""
-        deadline_s = time.monotonic() + timeout_s
-        while len(self.ids()) < count:
-            if time.monotonic() > deadline_s:
-                return False
-            time.sleep(0.02)
-        return True
+        return wait_until(lambda: len(self.ids()) >= count, timeout_s)
 
-    def close(self) -> None:
-        """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
+
+def run_daemon(config_path: str, build: Callable[[Config], EdgeDaemon]) -> int:
+    """Run ``build(config)`` with the daemon's logging and signal handling until it stops."""
+    config = load_config(config_path)
+    setup_logging(False, config.device.id)
+    daemon = build(config)
+    install_signal_handlers(daemon)
+    return daemon.run()
 
 
 def main(argv: list[str]) -> int:
     """Run the fast daemon from a config file until stopped (or ``camera.limit``)."""
-    config = load_config(argv[0])
-    setup_logging(False, config.device.id)
-    daemon = fast_daemon(config)
-    install_signal_handlers(daemon)
     started_s = time.monotonic()
-    code = daemon.run()
+    code = run_daemon(argv[0], fast_daemon)
     print(f"fast daemon exited {code} after {time.monotonic() - started_s:.1f} s", file=sys.stderr)
     return code
 

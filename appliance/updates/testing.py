@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,11 +20,15 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from appliance.config import Config, load_config
+from appliance.config import Config
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.service import install_signal_handlers
-from appliance.edge.systemd import setup_logging
-from appliance.edge.testing import fast_source, fixed_analyzer
+from appliance.edge.testing import (
+    BrokerWatcher,
+    fast_source,
+    fixed_analyzer,
+    run_daemon,
+    wait_until,
+)
 from appliance.transport import payloads
 from appliance.updates.wiring import startup_model
 
@@ -81,7 +84,7 @@ def linear_model(
     return path
 
 
-class ModelEvents:
+class ModelEvents(BrokerWatcher):
     """Records results (classification version per measurement) and model states by device."""
 
     def __init__(self, host: str, port: int, prefix: str, client_id: str) -> None:
@@ -126,26 +129,12 @@ class ModelEvents:
 
     def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Poll ``predicate()`` every 50 ms until it holds; False on timeout."""
-        deadline_s = time.monotonic() + timeout_s
-        while not predicate():
-            if time.monotonic() > deadline_s:
-                return False
-            time.sleep(0.05)
-        return True
-
-    def close(self) -> None:
-        """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        return wait_until(predicate, timeout_s, poll_s=0.05)
 
 
 def main(argv: list[str]) -> int:
     """Run one simulated kiosk from a config file until stopped."""
-    config = load_config(argv[0])
-    setup_logging(False, config.device.id)
-    daemon = kiosk_daemon(config)
-    install_signal_handlers(daemon)
-    return daemon.run()
+    return run_daemon(argv[0], kiosk_daemon)
 
 
 if __name__ == "__main__":
