@@ -222,7 +222,11 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "pathology job submit": (
         "Send slides (paths the servers can read, inside pathology.slide_roots) as one job; "
-        "prints the job id, and with --wait follows it to its end.",
+        "prints the job id, and with --wait follows it to its end, naming each slide that "
+        "failed and why. Exit 0: sent (with --wait: every slide scored); 1: with --wait, a "
+        "slide or the job failed or it was cancelled, or the broker was unreachable; 2: a bad "
+        "option (--um-per-px outside 0.1-4 µm/px, NaN, inf) or config, nothing sent; 3: no "
+        "final state within --timeout.",
         ("appliance pathology job submit /srv/slides/a.jpg /srv/slides/b.jpg --um-per-px 0.5",
          "appliance pathology job submit /srv/slides/*.jpg --um-per-px 1 --wait"),
     ),
@@ -232,7 +236,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance pathology job list", "appliance pathology job list --config office.yaml"),
     ),
     "pathology job cancel": (
-        "Cancel a queued or running job: its server stops it and frees its waiting tiles.",
+        "Cancel a queued or running job: its server stops it and frees its waiting tiles. "
+        "Exit 0: cancel requested; 1: the job is unknown or already ended (nothing sent), or "
+        "the broker was unreachable; 2: a bad job id or config.",
         ("appliance pathology job cancel 20261202T070950-34fe850d3ceb",),
     ),
     "console": (

@@ -61,6 +61,21 @@ def test_help_entries_name_real_commands_and_their_examples_parse() -> None:
                 pytest.fail(f"{command}: the example {example!r} does not parse")
 
 
+@pytest.mark.parametrize(("command", "codes"), [
+    (("pathology", "job", "submit"), ("Exit 0: sent (with --wait: every slide scored)",
+                                      "1: with --wait, a slide or the job failed", "2: a bad",
+                                      "3: no final state within --timeout")),
+    (("pathology", "job", "cancel"), ("Exit 0: cancel requested",
+                                      "1: the job is unknown or already ended", "2: a bad")),
+])
+def test_job_commands_document_their_exit_codes(
+    capsys: pytest.CaptureFixture[str], command: tuple[str, ...], codes: tuple[str, ...]
+) -> None:
+    text = " ".join(_help(capsys, *command).split())
+    for code in codes:
+        assert code in text, f"{' '.join(command)} --help does not say {code!r}"
+
+
 @pytest.mark.parametrize(
     ("command", "shown"),
     [

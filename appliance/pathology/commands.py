@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.pathology.resolution import um_per_px_option
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 
 DEFAULT_MODEL = shipped_path(PATHOLOGY_MODEL)
@@ -42,7 +43,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results folder")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="tile model (ONNX)")
-    parser.add_argument("--um-per-px", type=float, help="slide resolution when labels lack it")
+    parser.add_argument("--um-per-px", type=um_per_px_option,
+                        help="slide resolution in µm per pixel (0.1-4) when labels lack it")
     parser.add_argument("--tile-um", type=float, help="tile size in µm (model's default)")
     parser.add_argument("--min-tissue", type=float, default=0.5, help="tissue share of a tile")
     parser.add_argument("--threshold", type=float,

@@ -12,7 +12,8 @@ Topics (docs/pathology-server.md):
   its last will).
 
 A request is checked before anything is stored: size, JSON, schema, job id, the number of
-slides, each resolution, and that each slide path lies inside a configured slide root.
+slides, each resolution (a plausible µm per pixel, appliance/pathology/resolution.py), and that
+each slide path lies inside a configured slide root.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from appliance.pathology.resolution import resolution_problem
 
 JOB_SCHEMA = "appliance.pathology.job/1"
 STATE_SCHEMA = "appliance.pathology.state/1"
@@ -143,14 +146,28 @@ def _slide(item: Any, index: int, roots: list[Path], job_id: str) -> SlideReques
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\0" in path:
         raise JobRefusedError(
             f"{where}.path must be a file path of 1-{MAX_PATH_CHARS} chars", job_id)
-    if not isinstance(um, int | float) or isinstance(um, bool) or not math.isfinite(um):
-        raise JobRefusedError(f"{where}.um_per_px must be a number", job_id)
+    um_per_px = _um_per_px(um, where, job_id)
     confined = confine(Path(path), roots)
     if confined is None:
         raise JobRefusedError(f"{where}.path {path[:200]!r} is outside the slide roots", job_id)
     given = item.get("name")
     name = given if isinstance(given, str) and given else confined.stem
-    return SlideRequest(str(confined), float(um), re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100])
+    return SlideRequest(str(confined), um_per_px, re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100])
+
+
+def _um_per_px(value: Any, where: str, job_id: str) -> float:
+    """A slide's resolution, refused unless plausible (JSON also carries NaN and Infinity)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise JobRefusedError(f"{where}.um_per_px must be a number, got {str(value)[:40]!r}",
+                              job_id)
+    try:
+        um_per_px = float(value)
+    except OverflowError:  # an integer too large for a float
+        um_per_px = math.inf
+    problem = resolution_problem(um_per_px)
+    if problem is not None:
+        raise JobRefusedError(f"{where}.um_per_px: {problem}", job_id)
+    return um_per_px
 
 
 def confine(path: Path, roots: list[Path]) -> Path | None:

@@ -2,7 +2,12 @@
 
 The job commands only talk to the broker (any machine that reaches it can use them): submit
 publishes a request and, with ``--wait``, follows the job's retained state until it ends; list
-reads every retained job state and server presence; cancel publishes a retained cancel request.
+reads every retained job state and server presence; cancel reads the job's retained state and,
+when the job is queued or running, publishes a retained cancel request.
+
+Exit codes (also in each command's help, appliance/cli_help.py): 0 success; 1 a job or slide
+failed, the job was cancelled, cancel found no job to stop, or the broker was unreachable; 2 a
+bad option or config; 3 ``--wait`` saw no final state within ``--timeout``.
 """
 
 from __future__ import annotations
@@ -15,22 +20,26 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from appliance.config import Config, ConfigError, load_config
 from appliance.pathology.jobs import (
     FINAL_STATES,
+    JOB_ID,
     cancel_topic,
     jobs_topic,
     make_request,
     server_topic,
     state_topic,
 )
+from appliance.pathology.resolution import um_per_px_option
 from appliance.transport.client import new_client, settings_from_config
 
 LIST_WAIT_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_END = 0, 1, 2, 3
 
 
 def register(sub: Any) -> None:
@@ -42,17 +51,25 @@ def register(sub: Any) -> None:
     jobs = job.add_subparsers(dest="job_command", required=True, metavar="COMMAND")
     submit = jobs.add_parser("submit", help="send slides to the pathology servers")
     submit.add_argument("slides", type=Path, nargs="+", help="slide files the servers can read")
-    submit.add_argument("--um-per-px", type=float, required=True, help="slide resolution")
+    submit.add_argument("--um-per-px", type=um_per_px_option, required=True,
+                        help="slide resolution in µm per pixel (0.1-4)")
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     submit.add_argument("--timeout", type=float, default=3600.0, help="--wait limit (s)")
     submit.set_defaults(handler=_submit)
     listing = jobs.add_parser("list", help="every job's retained state")
     listing.set_defaults(handler=_list)
     cancel = jobs.add_parser("cancel", help="cancel a queued or running job")
-    cancel.add_argument("job_id", help="the job id that submit printed")
+    cancel.add_argument("job_id", type=_job_id, help="the job id that submit printed")
     cancel.set_defaults(handler=_cancel)
     for parser in (submit, listing, cancel):
         parser.add_argument("--config", default="config.yaml", help="config file (config.yaml)")
+
+
+def _job_id(text: str) -> str:
+    """argparse type of a job id (it becomes an MQTT topic level: no wildcards, no slashes)."""
+    if not JOB_ID.match(text):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is no job id: 1-64 of A-Z a-z 0-9 _ . -")
+    return text
 
 
 def _config(args: argparse.Namespace) -> Config | None:
@@ -69,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if config is None:
-        return 2
+        return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     stop = threading.Event()
@@ -92,11 +109,17 @@ class _Link:
 
     def __enter__(self) -> _Link:
         mqtt_config = self.config.mqtt
-        self.client.connect(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s)
+        where = f"broker {mqtt_config.host}:{mqtt_config.port}"
+        try:
+            self.client.connect(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s)
+        except OSError as exc:
+            raise ConnectionError(f"{where} unreachable ({exc}); check mqtt.host and port, and "
+                                  "that mosquitto runs") from exc
         self.client.loop_start()
         if not self.ready.wait(CONNECT_TIMEOUT_S):
-            raise ConnectionError(f"broker {mqtt_config.host}:{mqtt_config.port} did not accept "
-                                  "the connection; check mqtt.host, port and credentials")
+            self.client.loop_stop()
+            raise ConnectionError(f"{where} did not accept the connection; check mqtt.host, "
+                                  "port and credentials")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,27 +131,40 @@ class _Link:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
 
+def _linked(command: str, config: Config, work: Callable[[_Link], int]) -> int:
+    """Run work over a connected link; an unreachable broker is a one-line error, exit 1."""
+    try:
+        with _Link(config) as link:
+            return work(link)
+    except ConnectionError as exc:
+        print(f"job {command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 def _submit(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
-        return 2
+        return EXIT_USAGE
     missing = [str(path) for path in args.slides if not path.is_file()]
     if missing:  # the servers read the slides; this machine may not see the same files
         print(f"job submit: not found on this machine (the servers must see them): "
               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
     request = make_request(args.slides, args.um_per_px)
     prefix = config.mqtt.topic_prefix
-    with _Link(config) as link:
+
+    def send(link: _Link) -> int:
         if args.wait:
             link.client.subscribe(state_topic(prefix, request.job_id), qos=1)
             time.sleep(0.2)  # the SUBACK before the job can finish
         link.publish(jobs_topic(prefix), request.to_json().encode())
         print(request.job_id, flush=True)
-        return _follow(link, request.job_id, args.timeout) if args.wait else 0
+        return _follow(link, request.job_id, args.timeout) if args.wait else EXIT_OK
+
+    return _linked("submit", config, send)
 
 
 def _follow(link: _Link, job_id: str, timeout_s: float) -> int:
-    """Print each state until a final one; 0 when done, 1 otherwise."""
+    """Print each state until a final one; the exit code says how the job ended."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -140,10 +176,27 @@ def _follow(link: _Link, job_id: str, timeout_s: float) -> int:
         state = json.loads(payload)
         print(_describe(state), flush=True)
         if state["state"] in FINAL_STATES:
-            return 0 if state["state"] == "done" else 1
+            return _outcome(state)
     print(f"job {job_id}: no final state within {timeout_s:g} s (is a server running?)",
           file=sys.stderr)
-    return 1
+    return EXIT_NO_END
+
+
+def _outcome(state: dict[str, Any]) -> int:
+    """0 when the job is done and every slide was scored; else name each failure, 1."""
+    job_id = state["job_id"]
+    failed = [row for row in state.get("results", []) if row.get("error")]
+    for row in failed:
+        print(f"job {job_id}: slide {row['slide']} failed: {row['error']}", file=sys.stderr)
+    if state["state"] != "done":
+        print(f"job {job_id} {state['state']}: {state.get('reason') or 'no reason given'}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if failed:
+        print(f"job {job_id}: {len(failed)} of {len(state.get('results', []))} slides failed",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _describe(state: dict[str, Any]) -> str:
@@ -163,11 +216,20 @@ def _describe(state: dict[str, Any]) -> str:
 def _list(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
-        return 2
+        return EXIT_USAGE
     prefix = config.mqtt.topic_prefix
-    with _Link(config) as link:
+
+    def read(link: _Link) -> int:
         link.client.subscribe([(state_topic(prefix, "+"), 1), (server_topic(prefix, "+"), 1)])
         time.sleep(LIST_WAIT_S)  # retained states arrive right after the SUBACK
+        _print_list(link)
+        return EXIT_OK
+
+    return _linked("list", config, read)
+
+
+def _print_list(link: _Link) -> None:
+    """The servers' presence and every job's state, from the retained messages collected."""
     states: list[dict[str, Any]] = []
     servers: list[dict[str, Any]] = []
     while not link.messages.empty():
@@ -180,15 +242,44 @@ def _list(args: argparse.Namespace) -> int:
     for state in sorted(states, key=lambda s: s["job_id"]):
         print(_describe({**state, "results": []}))
     print(f"{len(states)} job(s)")
-    return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
-        return 2
-    with _Link(config) as link:
-        payload = json.dumps({"job_id": args.job_id, "requested_at": time.time()}).encode()
-        link.publish(cancel_topic(config.mqtt.topic_prefix, args.job_id), payload, retain=True)
-    print(f"cancel requested for {args.job_id}")
-    return 0
+        return EXIT_USAGE
+    prefix, job_id = config.mqtt.topic_prefix, args.job_id
+
+    def cancel(link: _Link) -> int:
+        state = _retained_state(link, state_topic(prefix, job_id))
+        if state is None:
+            print(f"job cancel: {job_id} is unknown: no server has published a state for it "
+                  "(a mistyped id, or a job no server has taken yet; see `appliance pathology "
+                  "job list`); nothing sent", file=sys.stderr)
+            return EXIT_FAILED
+        if state["state"] in FINAL_STATES:
+            reason = f" ({state['reason']})" if state.get("reason") else ""
+            print(f"job cancel: {job_id} already ended: {state['state']}{reason}; nothing sent",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        payload = json.dumps({"job_id": job_id, "requested_at": time.time()}).encode()
+        link.publish(cancel_topic(prefix, job_id), payload, retain=True)
+        print(f"cancel requested for {job_id} ({state['state']} on {state.get('server', '?')})")
+        return EXIT_OK
+
+    return _linked("cancel", config, cancel)
+
+
+def _retained_state(link: _Link, topic: str) -> dict[str, Any] | None:
+    """The job state retained on topic, or None when the broker holds none."""
+    link.client.subscribe(topic, qos=1)
+    deadline = time.monotonic() + LIST_WAIT_S  # a retained state follows the SUBACK at once
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            _, payload = link.messages.get(timeout=left)
+        except queue.Empty:
+            break
+        if payload:
+            state: dict[str, Any] = json.loads(payload)
+            return state
+    return None

@@ -314,8 +314,8 @@ class PathologyServer:
 
     def _finish(self, run: JobRun, state: str, reason: str = "") -> None:
         job_id = run.request.job_id
-        results = [{key: row[key] for key in RESULT_FIELDS}
-                   for row in self.store.slide_results(job_id)] if state == "done" else []
+        results = [{key: row[key] for key in RESULT_FIELDS}  # a failed job says which slides
+                   for row in self.store.slide_results(job_id)]
         ended = self.store.finish(job_id, self.server_id, state, reason)
         self.runs.pop(job_id, None)  # after the store calls: a failed one is retried whole
         if ended:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
+from appliance.pathology.resolution import resolution_problem
+
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-MIN_UM_PER_PX = 0.1
-MAX_UM_PER_PX = 4.0
 MAX_SLIDE_PIXELS = 1_000_000_000
 _SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"II*\x00", b"MM\x00*")
 
@@ -59,12 +59,10 @@ def check_um_per_px(um_per_px: float, name: str) -> None:
         raise SlideError(
             f"{name}: resolution unknown; give an um_per_px column in labels.csv or --um-per-px"
         )
-    if not np.isfinite(um_per_px) or not MIN_UM_PER_PX <= um_per_px <= MAX_UM_PER_PX:
+    problem = resolution_problem(um_per_px)
+    if problem is not None:
         raise SlideError(
-            f"{name}: {um_per_px} µm/px is not a plausible slide resolution "
-            f"({MIN_UM_PER_PX}-{MAX_UM_PER_PX} µm/px; 40x scans are about 0.25, 20x about 0.5); "
-            "fix the um_per_px column of labels.csv or --um-per-px"
-        )
+            f"{name}: {problem}; fix the um_per_px column of labels.csv or --um-per-px")
 
 
 def read_slide(path: Path, um_per_px: float, target_um_per_px: float) -> Slide:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 FRAME_HEIGHT_PX = 960
 FRAME_WIDTH_PX = 1280
@@ -81,11 +81,30 @@ def decode_frame(
             f"{name}: header says {width}x{height} px, over {MAX_DECODE_PIXELS} pixels; refused "
             "before decoding"
         )
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if data.startswith(_JPEG_MAGIC):
+        return _decode_jpeg(data, name)
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
+
+
+def _decode_jpeg(data: bytes, name: str) -> np.ndarray:
+    """Decode a JPEG with Pillow, turned upright by its EXIF orientation as OpenCV would.
+
+    Why Pillow: OpenCV's libjpeg prints recoverable-damage warnings ("Corrupt JPEG data: ...")
+    straight to the process's stderr, past any log level; Pillow's decoder keeps them quiet,
+    so a damaged frame is judged by its pixels and reported once, by the command. Both use
+    libjpeg-turbo with the same defaults, so the pixels are the same.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            upright = ImageOps.exif_transpose(image)
+            rgb = np.array(upright.convert("RGB"))  # a writable copy, as OpenCV gives
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for undecodable data
+        raise FrameError(f"{name}: corrupt image data (could not decode: {exc}); copy the file "
+                         "again") from exc
     return rgb
 
 

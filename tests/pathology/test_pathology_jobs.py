@@ -69,6 +69,19 @@ def test_size_and_count_limits(tmp_path: Path) -> None:
         parse_job(_payload([str(tmp_path / "a.jpg")], um=True), [tmp_path], 10_000, 3)
 
 
+@pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "0", "-0.5", "50",
+                                 pytest.param("1" * 400, id="huge-integer")])
+def test_an_implausible_resolution_is_refused_before_the_job_is_stored(
+    raw: str, tmp_path: Path
+) -> None:
+    payload = _payload([str(tmp_path / "a.jpg")], um="UM").replace(b'"UM"', raw.encode())
+    with pytest.raises(JobRefusedError, match=r"slides\[0\]\.um_per_px: .* not a plausible slide "
+                       r"resolution \(0\.1-4\.0 µm/px") as caught:
+        parse_job(payload, [tmp_path], 10_000, 3)
+    assert caught.value.job_id == "j1"
+    assert parse_job(_payload([str(tmp_path / "a.jpg")], um=4), [tmp_path], 10_000, 3)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PathologyStore]:
     """A fresh pathology store of each backend (PostgreSQL in a throw-away schema)."""

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from appliance.config import Config, config_from_mapping
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import (
     JOB_SCHEMA,
+    cancel_topic,
     errors_topic,
     jobs_topic,
     server_topic,
@@ -60,7 +62,8 @@ def _config(tmp_path: Path, prefix: str, broker: Any, slides: Path, **pathology:
     data = {"mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
             "state_dir": str(tmp_path / "state"),
             "store": {"url": f"sqlite:///{tmp_path / 'state' / 'store.sqlite3'}"},
-            "pathology": {"slide_roots": [str(slides)], "results_dir": str(tmp_path / "out"),
+            "pathology": {"client_id": f"test-{uuid.uuid4().hex[:12]}",  # runs side by side
+                          "slide_roots": [str(slides)], "results_dir": str(tmp_path / "out"),
                           "backends": ["onnx-cpu"], "prepare_workers": 1, "lease_s": 2.0,
                           **pathology}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
@@ -333,6 +336,12 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     watcher.submit({**_job("badres", [slides / "b11.jpg"]), "slides": [
         {"path": str(slides / "b11.jpg"), "um_per_px": "fast"}]})
     assert "um_per_px must be a number" in watcher.wait("badres", {"failed"})["reason"]
+    implausible = {"nanres": "NaN", "infres": "Infinity", "zerores": "0", "negres": "-0.5"}
+    for job_id, raw in implausible.items():  # refused, not accepted to fail slide by slide
+        watcher.submit(json.dumps(_job(job_id, [slides / "b11.jpg"], 1.25)).replace(
+            "1.25", raw).encode())
+        reason = watcher.wait(job_id, {"queued", "done", "failed"})["reason"]
+        assert f"slides[0].um_per_px: {float(raw)} µm/px is not a plausible" in reason
     watcher.submit(_job("broken", [slides / "corrupt.jpg"]))
     assert "no slide could be scored" in watcher.wait("broken", {"done", "failed"})["reason"]
     capsys.readouterr()
@@ -346,10 +355,126 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     listed = capsys.readouterr().out
     assert "escape failed" in listed
     assert ": online since " in listed  # the server's presence
-    assert "5 job(s)" in listed  # escape, many, badres, broken and the submitted one
+    assert "9 job(s)" in listed  # escape, many, badres, 4 implausible, broken, the submitted one
     store = _store(tmp_path)
     assert store.job("escape")["state"] == "failed"  # type: ignore[index]
+    for job_id in implausible:
+        assert store.job(job_id)["request"] == {}  # type: ignore[index]
+        assert store.slide_results(job_id) == []
     store.close()
+
+
+def _listen(broker: Any, topics: list[str]) -> tuple[mqtt.Client, list[tuple[str, bytes]]]:
+    """A client collecting every message (retained ones included) on topics."""
+    heard: list[tuple[str, bytes]] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, m: heard.append((m.topic, bytes(m.payload)))
+    client.connect(broker.host, broker.port)
+    client.subscribe([(topic, 1) for topic in topics])
+    client.loop_start()
+    time.sleep(0.3)  # SUBACK
+    return client, heard
+
+
+def test_an_implausible_um_per_px_is_refused_at_the_command_line_and_nothing_is_sent(
+    env: Env, capsys: pytest.CaptureFixture[str],
+) -> None:
+    env.config()
+    listener, heard = _listen(env.broker, [jobs_topic(env.prefix)])
+    slide = str(env.slides / "b11.jpg")
+    try:
+        for value in ("nan", "inf", "-inf", "0", "-1", "50", "fast"):
+            for command in (["job", "submit", slide, "--config", str(env.tmp_path / "config.yaml")],
+                            ["submit", slide, "--out", str(env.tmp_path / "results")]):
+                with pytest.raises(SystemExit) as refused:
+                    main(["pathology", *command, f"--um-per-px={value}"])
+                assert refused.value.code == 2
+                err = capsys.readouterr().err
+                assert f"argument --um-per-px: {value!r} is not a number" in err or \
+                    f"argument --um-per-px: {float(value)} µm/px is not a plausible" in err, err
+        time.sleep(0.5)
+        assert heard == []
+        assert not (env.tmp_path / "results").exists()
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+
+
+def test_wait_exits_1_naming_each_failed_slide_and_an_ended_job_cannot_be_cancelled(
+    env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
+) -> None:
+    serve(env.config())
+    cfg = ["--config", str(env.tmp_path / "config.yaml")]
+    good, corrupt = str(env.slides / "b12.jpg"), str(env.slides / "corrupt.jpg")
+    capsys.readouterr()
+    assert main(["pathology", "job", "submit", good, corrupt, "--um-per-px", "1", "--wait",
+                 "--timeout", "60", *cfg]) == 1  # done, but one slide failed
+    out, err = capsys.readouterr()
+    job_id = out.splitlines()[0]
+    assert f"{job_id} done 2/2 slides" in out
+    assert "b12: MS" in out
+    assert f"job {job_id}: slide corrupt failed: " in err
+    assert "1 of 2 slides failed" in err
+    assert main(["pathology", "job", "submit", corrupt, "--um-per-px", "1", "--wait",
+                 "--timeout", "60", *cfg]) == 1  # failed: no slide could be scored
+    out, err = capsys.readouterr()
+    failed_id = out.splitlines()[0]
+    assert f"job {failed_id}: slide corrupt failed: " in err
+    assert f"job {failed_id} failed: no slide could be scored" in err
+    listener, heard = _listen(env.broker, [cancel_topic(env.prefix, "+")])
+    try:
+        for ended, state in ((job_id, "done"), (failed_id, "failed")):
+            assert main(["pathology", "job", "cancel", ended, *cfg]) == 1
+            assert f"job cancel: {ended} already ended: {state}" in capsys.readouterr().err
+        time.sleep(0.3)
+        assert heard == []  # no cancel request was left behind
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+
+
+def test_cancel_of_an_unknown_job_says_so_and_sends_nothing(
+    env: Env, capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = ["--config", str(env.tmp_path / "config.yaml")]
+    env.config()
+    listener, heard = _listen(env.broker, [cancel_topic(env.prefix, "+")])
+    try:
+        assert main(["pathology", "job", "cancel", "20991231T000000-000000000000", *cfg]) == 1
+        captured = capsys.readouterr()
+        assert "20991231T000000-000000000000 is unknown" in captured.err
+        assert "cancel requested" not in captured.out
+        with pytest.raises(SystemExit) as refused:
+            main(["pathology", "job", "cancel", "a/#", *cfg])
+        assert refused.value.code == 2
+        assert "'a/#' is no job id" in capsys.readouterr().err
+        time.sleep(0.3)
+        assert heard == []
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+
+
+def test_wait_without_a_server_ends_with_exit_3_at_its_timeout(
+    env: Env, capsys: pytest.CaptureFixture[str],
+) -> None:
+    env.config()
+    assert main(["pathology", "job", "submit", str(env.slides / "b11.jpg"), "--um-per-px", "1",
+                 "--wait", "--timeout", "1", "--config", str(env.tmp_path / "config.yaml")]) == 3
+    assert "no final state within 1 s" in capsys.readouterr().err
+
+
+def test_job_commands_name_an_unreachable_broker(
+    env: Env, capsys: pytest.CaptureFixture[str],
+) -> None:
+    env.config()
+    config = env.tmp_path / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["mqtt"]["port"] = free_port()  # nothing listens there
+    config.write_text(yaml.safe_dump(data))
+    assert main(["pathology", "job", "list", "--config", str(config)]) == 1
+    assert f"job list: broker {env.broker.host}:{data['mqtt']['port']} unreachable" in \
+        capsys.readouterr().err
 
 
 def test_a_job_is_acknowledged_only_once_stored(env: Env, serve: Servers) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -242,3 +244,22 @@ def test_overlay_caption_leaves_the_whole_frame_visible_and_names_the_grade() ->
     band_differs = np.any(with_grade[960:] != without[960:], axis=2)
     assert band_differs[:40].any()  # the first caption line carries the grade
     assert not np.any(with_grade[:960] != without[:960])
+
+
+def test_a_bit_flipped_jpeg_gets_the_verdict_without_libjpeg_s_raw_warning(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    damaged = bytearray(_jpeg())
+    for tenth in range(2, 9):  # one flipped bit in each stretch of the entropy-coded data
+        damaged[len(damaged) * tenth // 10] ^= 0x10
+    cv2.imdecode(np.frombuffer(bytes(damaged), np.uint8), cv2.IMREAD_COLOR)
+    assert "Corrupt JPEG data" in capfd.readouterr().err  # what libjpeg prints, unasked
+    frame = tmp_path / "flipped.jpg"
+    frame.write_bytes(bytes(damaged))
+    done = subprocess.run([sys.executable, "-m", "appliance", "analyze", str(frame)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode in (0, 1), done.stderr  # measured, or refused with a verdict
+    row = done.stdout.splitlines()[1]
+    assert row.startswith("flipped.jpg")  # the verdict row is kept
+    for line in done.stderr.splitlines():  # log lines and the command's own verdict only
+        assert " INFO " in line or line.startswith(f"analyze: {frame}: "), line

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from appliance.skin.frames import FrameError, load_frame
 
@@ -21,6 +22,7 @@ def test_good_jpeg_loads_as_rgb(tmp_path: Path) -> None:
     rgb = load_frame(_jpeg(tmp_path / "ok.jpg"))
     assert rgb.shape == (960, 1280, 3)
     assert rgb.dtype == np.uint8
+    assert rgb.flags.writeable  # callers draw on it and balance it in place
     assert abs(int(rgb[0, 0, 0]) - 180) <= 2  # BGR on disk becomes RGB in memory
 
 
@@ -63,3 +65,15 @@ def test_wrong_size(tmp_path: Path) -> None:
 def test_folder_is_not_a_frame(tmp_path: Path) -> None:
     with pytest.raises(FrameError, match="not a regular file"):
         load_frame(tmp_path)
+
+
+def test_jpeg_pixels_and_exif_turn_are_those_opencv_gives(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    texture = Image.fromarray(rng.integers(0, 255, (60, 80, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF Orientation: turn 90 degrees clockwise to show
+    texture.save(tmp_path / "turned.jpg", quality=90, exif=exif)
+    rgb = load_frame(tmp_path / "turned.jpg", expected_shape=None)
+    opencv = cv2.cvtColor(cv2.imread(str(tmp_path / "turned.jpg")), cv2.COLOR_BGR2RGB)
+    assert rgb.shape == (80, 60, 3)
+    assert np.array_equal(rgb, opencv)
