@@ -4,7 +4,9 @@ Paho's network thread only puts messages on the inbox. One writer thread takes u
 ``batch_max_rows`` of them (waiting at most ``batch_interval_ms`` to fill a batch), validates
 them, commits results, device status and dead letters in ONE transaction, and only then tells
 each device which of its results are committed (the end-to-end ack, docs/delivery.md) and sends
-the PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message once it sends PUBACK). A crash
+the PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message once it sends PUBACK). A result
+refused as invalid is confirmed to its device too once its whole payload is committed to the
+dead letters: the back office has taken it, and a re-send would only be refused again. A crash
 before the commit loses nothing: the broker redelivers the unacknowledged messages to the
 session, the device sends again what was never confirmed, and the store keeps each
 ``measurement_id`` once.
@@ -20,12 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from appliance.backoffice.schema import DeadLetter, device_row, iso_utc, result_row
 from appliance.backoffice.store import Batch, Store
 from appliance.config import BackofficeConfig
 from appliance.transport.payloads import (
+    Identifier,
     PayloadError,
     Result,
     Status,
@@ -43,6 +46,9 @@ RETRY_MAX_S = 5.0
 # while an unset clock (1970) or a garbage year does not.
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
 MAX_AGE = timedelta(days=3653)
+
+# (site, device id, measurement id): one result a device may drop from its outbox
+Confirmed = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,13 @@ def parse_result(raw: bytes) -> Result:
     except ValidationError as exc:
         parse_payload(raw, Result)  # raises PayloadError with the readable reason
         raise PayloadError(str(exc).splitlines()[0]) from exc
+
+
+class _NamedResult(BaseModel):
+    """The one field an ack needs, read from a result refused for any other reason."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    measurement_id: Identifier
 
 
 def _cut(raw: bytes) -> str:
@@ -145,6 +158,25 @@ class Triage:
         kept = message.payload[: self.dead_letter_max_bytes]
         return DeadLetter(received_at, message.topic, reason, len(message.payload), kept)
 
+    def refused_results(self, letters: list[DeadLetter]) -> list[Confirmed]:
+        """The device results among these committed dead letters that their device may drop.
+
+        Only a letter that holds its whole payload counts (a cut one is not kept in full). It
+        is confirmed to the device whose topic it came on, and a device can publish only on its
+        own topics (deploy/mosquitto), so no device can make another drop a result.
+        """
+        confirmed = []
+        for letter in letters:
+            where = parse_device_topic(self.topic_prefix, letter.topic)
+            if where is None or where[2] != "result" or letter.payload_bytes > len(letter.payload):
+                continue
+            try:
+                named = _NamedResult.model_validate_json(letter.payload, strict=True)
+            except ValidationError:
+                continue  # no id a kiosk could hold (not JSON, no or a bad measurement_id)
+            confirmed.append((where[0], where[1], named.measurement_id))
+        return confirmed
+
 
 def _check_time(field: str, moment: datetime, now: datetime) -> None:
     """Refuse a time ahead of the receiver's clock, or older than any kiosk keeps a result."""
@@ -178,7 +210,7 @@ class BatchWriter(threading.Thread):
         ack: Callable[[list[Inbound]], None],
         on_stored: Callable[[list[Result]], None] | None = None,
         *,
-        confirm: Callable[[list[Result]], None] | None = None,
+        confirm: Callable[[list[Confirmed]], None] | None = None,
     ) -> None:
         super().__init__(name="IngestWriter", daemon=True)
         self._confirm = confirm
@@ -236,8 +268,9 @@ class BatchWriter(threading.Thread):
         fresh = self._commit(batch)
         if fresh is None:
             return  # stopped before the store took it: unacked, so the broker redelivers
-        if self._confirm is not None and results:
-            self._confirm(results)  # new or already stored: either way the device may forget it
+        confirmed = self._confirmed(results, batch.dead_letters)
+        if self._confirm is not None and confirmed:
+            self._confirm(confirmed)
         self._ack(messages)
         self._count(messages, batch, fresh)
         if self._on_stored is not None and fresh:
@@ -246,6 +279,11 @@ class BatchWriter(threading.Thread):
                 self._on_stored([r for r in results if r.measurement_id in new])
             except Exception:  # stored and acked already; a listener's bug changes nothing
                 log.exception("the stored-results listener failed")
+
+    def _confirmed(self, results: list[Result], letters: list[DeadLetter]) -> list[Confirmed]:
+        """Results new, already stored or dead-lettered in full: each device may forget them."""
+        confirmed = [(r.site, r.device_id, r.measurement_id) for r in results]
+        return confirmed + self._triage.refused_results(letters)
 
     def _commit(self, batch: Batch) -> list[str] | None:
         delay_s = 0.2
@@ -274,7 +312,11 @@ class BatchWriter(threading.Thread):
             log.error("store %s: reconnect failed (%s)", self._store.url, exc)
 
     def _commit_apart(self, batch: Batch, error: Exception) -> list[str]:
-        """Commit a batch the store refused one part at a time; refused parts are set aside."""
+        """Commit a batch the store refused one part at a time; refused parts are set aside.
+
+        A dead letter the store refuses is taken out of ``batch``: it was not kept, so it is
+        not confirmed to its device.
+        """
         log.error("store %s refused a batch (%s); committing its parts one by one",
                   self._store.url, error)
         fresh: list[str] = []
@@ -289,6 +331,8 @@ class BatchWriter(threading.Thread):
                 if is_transient(exc):
                     raise
                 self._set_aside(part, exc)
+                if part.dead_letters:
+                    batch.dead_letters.remove(part.dead_letters[0])
         return fresh
 
     def _set_aside(self, part: Batch, error: Exception) -> None:

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from appliance.backoffice.batcher import BatchWriter, Inbound, IngestStats, Triage
+from appliance.backoffice.batcher import BatchWriter, Confirmed, Inbound, IngestStats, Triage
 from appliance.backoffice.store import Store
 from appliance.config import Config
 from appliance.transport.acks import publish_acks
@@ -176,10 +176,9 @@ class IngestWorker:
         except Exception:  # never let an exception kill paho's network thread
             log.exception("could not queue a message on %s", message.topic)
 
-    def _confirm(self, results: list[Result]) -> None:
+    def _confirm(self, confirmed: list[Confirmed]) -> None:
         """Tell each device which of its results are committed (its ``.../ack`` topic)."""
-        committed = ((r.site, r.device_id, r.measurement_id) for r in results)
-        publish_acks(self.config.mqtt.topic_prefix, committed, self._publish_ack)
+        publish_acks(self.config.mqtt.topic_prefix, confirmed, self._publish_ack)
 
     def _publish_ack(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1, properties=publish_properties(None))

@@ -122,3 +122,64 @@ def test_a_store_outage_is_retried_with_a_new_connection_until_it_passes() -> No
     assert len(store.stored) == 3
     assert store.reconnects == 2
     assert writer.stats.commit_failures == 2
+
+
+def _confirmed(
+    store: _FlakyStore, messages: list[Inbound], max_bytes: int = 65536
+) -> list[tuple[str, str, str]]:
+    """Run the writer over ``messages``; the (site, device, id) it confirmed to devices."""
+    acked: list[int] = []
+    confirmed: list[tuple[str, str, str]] = []
+    writer = BatchWriter(
+        store,  # type: ignore[arg-type]
+        BackofficeConfig(batch_interval_ms=200),
+        Triage("p", max_bytes),
+        lambda batch: acked.extend(m.mid for m in batch),
+        confirm=confirmed.extend,
+    )
+    for message in messages:
+        writer.inbox.put(message)
+    writer.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < len(messages) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.stop_event.set()
+    writer.join(20)
+    assert len(acked) == len(messages)
+    return confirmed
+
+
+def _invalid(index: int) -> tuple[str, bytes]:
+    """A result from a kiosk with an unset clock: refused, but its measurement id is readable."""
+    result = fleet.sample_result(random.Random(index), "lab", "k1", index)
+    body = json.loads(result.to_json())
+    body["captured_at"] = "1970-01-01T00:00:05Z"
+    return result.measurement_id, json.dumps(body).encode()
+
+
+def test_a_dead_lettered_result_is_confirmed_to_the_device_whose_topic_it_came_on() -> None:
+    refused_id, refused = _invalid(1)
+    valid = _result_bytes()
+    store = _FlakyStore()
+    confirmed = _confirmed(store, [Inbound("p/lab/k1/result", valid, 1, 1),
+                                   Inbound("p/lab/k2/result", refused, 2, 1),
+                                   Inbound("p/lab/k1/result", b"\xff not json", 3, 1),
+                                   Inbound("p/lab/k1/status", b'{"measurement_id": "x"}', 4, 1)])
+    assert len(store.dead) == 3
+    assert sorted(confirmed) == [("lab", "k1", json.loads(valid)["measurement_id"]),
+                                 ("lab", "k2", refused_id)]  # k2 sent it; junk and status: no id
+
+
+def test_a_dead_letter_kept_cut_or_refused_by_the_store_is_not_confirmed() -> None:
+    _, refused = _invalid(2)
+    cut = Inbound("p/lab/k1/result", refused + b"  ", 1, 1)  # what is kept of it still parses
+    assert _confirmed(_FlakyStore(), [cut], max_bytes=len(refused)) == []
+
+    class RefusesDeadLetters(_FlakyStore):
+        def write_batch(self, batch: Batch, rows: int, max_bytes: int = 0) -> list[str]:
+            if batch.dead_letters:
+                raise sqlite3.IntegrityError("dead_letters is read-only")
+            return super().write_batch(batch, rows, max_bytes)
+
+    whole = Inbound("p/lab/k1/result", refused, 1, 1)
+    assert _confirmed(RefusesDeadLetters(), [whole]) == []

@@ -7,6 +7,8 @@ and show that results leave the outbox only once the back office has committed t
 
 from __future__ import annotations
 
+import json
+import random
 import threading
 import time
 import uuid
@@ -19,20 +21,24 @@ import pytest
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.config import Config, config_from_mapping
-from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.daemon import EdgeDaemon, new_outbox
 from appliance.edge.testing import FlakySource, fast_daemon, fast_source
+from appliance.synthetic import fleet
 
 pytestmark = pytest.mark.broker
 MEASUREMENTS = 50
 
 
-def kiosk_config(tmp_path: Path, broker: Any, prefix: str, limit: int | None) -> Config:
+def kiosk_config(
+    tmp_path: Path, broker: Any, prefix: str, limit: int | None, resend_s: float = 0.5
+) -> Config:
     data = {
         "device": {"id": "kiosk-early", "site": "shop-1"},
         "camera": {"source": "synthetic", "limit": limit},
         "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
         "state_dir": str(tmp_path / "kiosk"),
-        "edge": {"synthetic_fps": 200, "ack_resend_initial_s": 0.5, "ack_resend_cap_s": 2.0},
+        "edge": {"synthetic_fps": 200, "ack_resend_initial_s": resend_s,
+                 "ack_resend_cap_s": max(2.0, resend_s)},
     }
     return config_from_mapping(data, "test", environ={})
 
@@ -124,3 +130,49 @@ def test_a_running_kiosk_resends_until_a_late_back_office_confirms_then_exits_0(
     finally:
         worker.stop()
         store.close()
+
+
+def refused_results(site: str, device: str) -> dict[str, bytes]:
+    """Results a back office refuses: an unset kiosk clock (1970) and a field it does not know."""
+    rng = random.Random(5)
+    unset_clock = json.loads(fleet.sample_result(rng, site, device, 0).to_json())
+    unset_clock["captured_at"] = "1970-01-01T00:00:07Z"
+    unknown_field = json.loads(fleet.sample_result(rng, site, device, 1).to_json())
+    unknown_field["battery_pct"] = 80
+    return {body["measurement_id"]: json.dumps(body).encode()
+            for body in (unset_clock, unknown_field)}
+
+
+def test_a_result_the_back_office_dead_letters_is_acked_once_and_leaves_the_outbox(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    # no re-send while the first ack is on its way: each result reaches the back office once
+    config = kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=None, resend_s=30.0)
+    topic = f"{topic_prefix}/shop-1/kiosk-early/result"
+    refused = refused_results("shop-1", "kiosk-early")
+    valid = fleet.sample_result(random.Random(6), "shop-1", "kiosk-early", 2)
+    outbox = new_outbox(config)
+    outbox.add_many([(mid, topic, body) for mid, body in refused.items()]
+                    + [(valid.measurement_id, topic, valid.to_json())])
+    outbox.close()
+    worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
+    unplugged = FlakySource(fast_source(config))
+    unplugged.failing.set()  # no new results: only the three in the outbox
+    kiosk = fast_daemon(config, source=unplugged)
+    thread, _codes = run_in_thread(kiosk)
+    try:
+        assert wait_until(lambda: kiosk.outbox.depth() == 0, timeout_s=20)
+        assert kiosk.link.stats.acked == 3
+    finally:
+        kiosk.request_stop()
+        thread.join(10)
+        worker.stop()
+        store.close()
+    reader = open_store(f"sqlite:///{tmp_path / 'backoffice' / 'store.sqlite3'}")
+    letters = reader.dead_letters()
+    assert sorted(json.loads(d.payload)["measurement_id"] for d in letters) == sorted(refused)
+    assert any("1970-01-01" in d.reason for d in letters)
+    assert any("Extra inputs" in d.reason for d in letters)
+    assert [row[0] for row in reader.select_results(["measurement_id"])] == [
+        valid.measurement_id]
+    reader.close()
