@@ -16,32 +16,60 @@ from appliance.synthetic.skin import synthetic_frame
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+SHIPPED = ("skin-texture-grade.int8.onnx", "skin-texture-grade.selftest.csv",
+           "msi-vgg19-w16.onnx", "msi-vgg19-w16.splits.csv")
 
 
-def test_a_wheel_carries_the_models_and_analyze_grades_from_any_folder(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as a wheel built from this checkout, unpacked into a folder of its own."""
+    wheel_dir = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "wheel"), str(REPO)],
+         "-w", str(wheel_dir), str(REPO)],
         check=True, capture_output=True, timeout=300,
     )
-    (wheel,) = (tmp_path / "wheel").glob("appliance-*.whl")
-    installed = tmp_path / "site"
+    (wheel,) = wheel_dir.glob("appliance-*.whl")
+    installed = tmp_path_factory.mktemp("site")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         archive.extractall(installed)
-    for model in ("skin-texture-grade.int8.onnx", "msi-vgg19-w16.onnx", "msi-vgg19-w16.splits.csv"):
-        assert f"appliance/shipped/{model}" in names
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (elsewhere / "frame.jpg").write_bytes(synthetic_frame(2, 0, "fine").jpeg)
+    for shipped in SHIPPED:
+        assert f"appliance/shipped/{shipped}" in names
+    return installed
+
+
+def _run_installed(
+    installed: Path, cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``appliance ARGS`` from the wheel's copy, in ``cwd``, with no APPLIANCE__ overrides."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APPLIANCE__")}
     code = ("import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); import appliance; "
             "print(appliance.__file__, file=sys.stderr); runpy.run_module('appliance', "
             "run_name='__main__')")
     done = subprocess.run(
-        [sys.executable, "-c", code, str(installed), "analyze", "frame.jpg", "--json"],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-c", code, str(installed), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith(str(installed))  # the wheel's copy ran, not the checkout
+    return done
+
+
+def test_a_wheel_carries_the_models_and_analyze_grades_from_any_folder(
+    installed: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "frame.jpg").write_bytes(synthetic_frame(2, 0, "fine").jpeg)
+    done = _run_installed(installed, tmp_path, "analyze", "frame.jpg", "--json")
     assert json.loads(done.stdout)["classification"]["label"] in {"fine", "normal", "coarse"}
+
+
+def test_models_release_takes_its_self_test_from_the_wheel_in_any_folder(
+    installed: Path, tmp_path: Path
+) -> None:
+    _run_installed(installed, tmp_path, "models", "repo", "init", "repo")
+    model = installed / "appliance" / "shipped" / "skin-texture-grade.int8.onnx"
+    done = _run_installed(installed, tmp_path, "models", "release", str(model),
+                          "--repo", "repo", "--version", "1.0.0")
+    assert "released skin-texture-grade 1.0.0" in done.stdout
+    assert "32 self-test vectors" in done.stdout

@@ -48,8 +48,9 @@ def _register_release(models: Any) -> None:
     release.add_argument("model", type=Path, help="the ONNX model file")
     release.add_argument("--repo", type=Path, required=True, help="repository folder")
     release.add_argument("--version", required=True, help="semantic version (the model's own)")
-    release.add_argument("--vectors", type=Path, default=Path("models/data/skin-grades.parquet"),
-                         help="labelled feature table whose test rows become the self-test")
+    release.add_argument("--vectors", type=Path, default=None,
+                         help="labelled feature table (CSV or Parquet) whose test rows become the "
+                              "self-test; default: the rows the shipped grader was tested on")
     release.add_argument("--device-types", default="skin-kiosk", help="comma-separated")
     release.add_argument("--feature-schema", default=None, help="default: this version's")
     release.set_defaults(handler=_release)

@@ -16,6 +16,7 @@ from typing import Any
 
 from appliance.backoffice.store import Store, StoreError, open_store, store_url_for
 from appliance.config import Config, ConfigError, load_config
+from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.manifest import ManifestError
 from appliance.updates.operations import assignments, release_model, released
@@ -34,10 +35,11 @@ def run_release(args: argparse.Namespace) -> int:
     from appliance.modelbuild.table import TableError  # noqa: PLC0415
 
     repo = FileRepository(args.repo)
+    vectors = args.vectors or shipped_path(SKIN_SELF_TEST)
     try:
         extra = {"feature_schema": args.feature_schema} if args.feature_schema else {}
         manifest = manifest_for(
-            args.model, args.version, table_inputs(args.vectors),
+            args.model, args.version, table_inputs(vectors),
             device_types=[t.strip() for t in args.device_types.split(",") if t.strip()], **extra,
         )
         target = release_model(repo, args.model, manifest)

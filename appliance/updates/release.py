@@ -2,19 +2,24 @@
 
 The self-test inputs come from a labelled feature table (``appliance models skin-table``
 writes one; CSV or Parquet), a spread of rows from its test split: the kiosk replays them and
-its health check compares live labels with their label shares.
+its health check compares live labels with their label shares. Without a table, a release takes
+the rows the shipped grader was tested on (package data, ``appliance/shipped/``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from appliance.inference.runner import OnnxRunner
 from appliance.updates.manifest import FEATURE_SCHEMA, ManifestError, ModelManifest, semver_key
 from appliance.updates.selftest import record_self_test
+
+if TYPE_CHECKING:
+    from appliance.modelbuild.table import LabelledTable
 
 DEFAULT_SELF_TEST_ROWS = 32
 
@@ -45,13 +50,23 @@ def manifest_for(
     )
 
 
-def table_inputs(table_path: Path, rows: int = DEFAULT_SELF_TEST_ROWS) -> list[list[float]]:
+def self_test_rows(table_path: Path, rows: int = DEFAULT_SELF_TEST_ROWS) -> LabelledTable:
     """``rows`` evenly spread rows of a feature table's test split (all rows if it has none)."""
-    from appliance.modelbuild.table import read_table  # noqa: PLC0415 - pyarrow for Parquet
+    from appliance.modelbuild.table import (  # noqa: PLC0415 - pyarrow for Parquet
+        LabelledTable,
+        read_table,
+    )
 
     table = read_table(table_path)
     test = table.rows("test") if "test" in table.splits else table
     if len(test) == 0:
         raise ManifestError(f"{table_path}: no rows to take self-test inputs from")
     picks = np.unique(np.linspace(0, len(test) - 1, min(rows, len(test))).astype(int))
-    return [[float(v) for v in test.features[i]] for i in picks]
+    return LabelledTable(test.feature_names, test.features[picks],
+                         tuple(test.labels[i] for i in picks), tuple(test.splits[i] for i in picks),
+                         tuple(test.sources[i] for i in picks), test.description)
+
+
+def table_inputs(table_path: Path, rows: int = DEFAULT_SELF_TEST_ROWS) -> list[list[float]]:
+    """The self-test inputs of a feature table: its ``self_test_rows`` as plain floats."""
+    return [[float(v) for v in row] for row in self_test_rows(table_path, rows).features]

@@ -4,7 +4,8 @@
 
 Writes models/data/skin-grades.parquet (unless it exists; --new-table remakes it from 1,200
 frames, about 17 minutes on 2 busy cores),
-appliance/shipped/skin-texture-grade.float.onnx and .int8.onnx (package data), and prints the
+appliance/shipped/skin-texture-grade.float.onnx and .int8.onnx, and the 32 test rows a model
+release records its self-test on, skin-texture-grade.selftest.csv (package data), and prints the
 architecture comparison and the figures stored in the model. Same seed, same table, same model
 (up to created_at). To train on REAL labelled measurements instead, skip this script and run
 ``appliance models build-skin --data YOUR_TABLE.csv --trained-on "..."``.
@@ -20,6 +21,8 @@ from pathlib import Path
 from appliance.modelbuild.build import BuildSettings, build_model, compare_architectures
 from appliance.modelbuild.grades import TableSpec, build_skin_table
 from appliance.modelbuild.table import read_table, write_table
+from appliance.shipped import SKIN_SELF_TEST
+from appliance.updates.release import self_test_rows
 
 MODELS = Path(__file__).resolve().parent.parent
 SHIPPED = MODELS.parent / "appliance" / "shipped"
@@ -53,8 +56,10 @@ def main() -> None:
         BuildSettings(table=TABLE, out_dir=SHIPPED, trained_on=table.description,
                       version=VERSION, hidden=hidden, seed=args.seed)
     )
+    self_test = write_table(SHIPPED / SKIN_SELF_TEST, self_test_rows(TABLE))
     print(json.dumps({
         "table": str(TABLE), "table_bytes": TABLE.stat().st_size, "rows": len(table),
+        "self_test": str(self_test),
         "architectures_float_validation": comparison,
         "int8": str(built.int8_path), "int8_bytes": built.int8_path.stat().st_size,
         "float": str(built.float_path), "float_bytes": built.float_path.stat().st_size,

@@ -191,3 +191,15 @@ def test_status_of_a_folder_that_is_no_repository_is_an_error(
     args = ["models", "status", "--repo", str(tmp_path / "typo"), "--config", "unused.yaml"]
     assert main(args) == 2
     assert f"status: {tmp_path / 'typo'}: not a model repository" in capsys.readouterr().err
+
+
+def test_release_without_vectors_uses_the_shipped_self_test_rows_in_any_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(_dir(tmp_path / "elsewhere"))  # no models/data/ here
+    assert main(["models", "repo", "init", "repo"]) == 0
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    assert main(["models", "release", str(model), "--repo", "repo", "--version", "1.1.0"]) == 0
+    assert "32 self-test vectors" in capsys.readouterr().out
+    manifest = released(FileRepository(Path("repo")), "skin-texture-grade", "1.1.0")
+    assert len(manifest.self_test) == 32
