@@ -382,14 +382,20 @@ def open_store(url: str, pg_schema: str | None = None) -> Store:
     return store
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file ``url`` names when it does not exist yet, else None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return None if path.is_file() else path
+
+
 def open_existing_store(url: str) -> Store:
     """Open a store that must already exist: read commands never create one (a typo in --store
     is an error, not a new empty database)."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise StoreError(
-                f"no store at {path}: nothing was ever stored there (check --store or the "
-                "config's store.url; `appliance demo` or `appliance backoffice` create it)"
-            )
+    if (path := missing_sqlite_file(url)) is not None:
+        raise StoreError(
+            f"no store at {path}: nothing was ever stored there (check --store or the "
+            "config's store.url; `appliance demo` or `appliance backoffice` create it)"
+        )
     return open_store(url)

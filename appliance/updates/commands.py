@@ -1,7 +1,8 @@
 """``appliance models repo|release|deploy|status|rollback``: the fleet's model updates.
 
 Repository commands work on the folder alone; deploy, status and rollback also talk to the
-broker and the back-office store named in the config (``--config``, default config.yaml).
+broker and the back-office store: from ``--config``, else ./config.yaml when present, else
+built-in defaults, always with the APPLIANCE__ overrides (``--store`` names the store alone).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.backoffice.commands import add_store_options
 from appliance.updates.repository import ROLES
 
 EXIT_ERROR = 2
@@ -76,12 +78,12 @@ def _register_fleet(models: Any) -> None:
                              help="wait per wave for installed and healthy reports")
         command.add_argument("--max-failures", type=int, default=0,
                              help="halt once more devices than this failed")
-        command.add_argument("--config", default="config.yaml", help="broker and store")
+        add_store_options(command)
         command.set_defaults(handler=_deploy, decision=name if name == "rollback" else "deploy")
     status = models.add_parser("status", help="per device: running, targeted, state")
     status.add_argument("--repo", type=Path, required=True, help="repository folder")
     status.add_argument("--json", action="store_true", help="one JSON object")
-    status.add_argument("--config", default="config.yaml", help="broker and store")
+    add_store_options(status)
     status.set_defaults(handler=_status)
 
 

@@ -12,14 +12,23 @@ import argparse
 import json
 import os
 import sys
+from contextlib import ExitStack, closing
+from pathlib import Path
 from typing import Any
 
-from appliance.backoffice.store import Store, StoreError, open_store, store_url_for
-from appliance.config import Config, ConfigError, load_config
+from appliance.backoffice.store import (
+    Store,
+    StoreError,
+    missing_sqlite_file,
+    open_existing_store,
+    open_store,
+    store_url_for,
+)
+from appliance.config import DEFAULT_CONFIG_FILE, Config, ConfigError, load_config_or_defaults
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
-from appliance.updates.manifest import ManifestError
-from appliance.updates.operations import assignments, release_model, released
+from appliance.updates.manifest import ManifestError, semver_key
+from appliance.updates.operations import assignments, release_model, released, releases
 from appliance.updates.release import manifest_for, table_inputs
 from appliance.updates.repository import FileRepository, RepositoryError
 from appliance.updates.rollout import Device, Rollout, RolloutPlan, latest_rollouts
@@ -52,15 +61,33 @@ def run_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connect(config_path: str) -> tuple[Config, FleetWatcher, Store]:
-    config = load_config(config_path)
-    watcher = FleetWatcher(config.mqtt, f"models-{os.getpid()}")
+def _settings(args: argparse.Namespace) -> tuple[Config, str]:
+    """The config (``--config``, else ./config.yaml, else built-in defaults; with the APPLIANCE__
+    overrides) and the store URL (``--store`` first)."""
+    config = load_config_or_defaults(args.config)
+    return config, args.store or store_url_for(config.store.url, config.state_dir)
+
+
+def _config_origin(path: str | None) -> str:
+    """Where the broker settings came from, for an error that names them."""
+    if path is not None:
+        return f"from {path}"
+    if Path(DEFAULT_CONFIG_FILE).is_file():
+        return f"from ./{DEFAULT_CONFIG_FILE}"
+    return "from built-in defaults: no --config and no ./config.yaml"
+
+
+def _watch(config: Config, config_path: str | None) -> FleetWatcher:
+    """A watcher on the configured broker; an error names the broker and where it came from."""
+    mqtt = config.mqtt
     try:
-        store = open_store(store_url_for(config.store.url, config.state_dir))
-    except StoreError:
-        watcher.close()
-        raise
-    return config, watcher, store
+        return FleetWatcher(mqtt, f"models-{os.getpid()}")
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionError(
+            f"broker {mqtt.host}:{mqtt.port} (mqtt.host, mqtt.port {_config_origin(config_path)}"
+            f", with any APPLIANCE__ overrides): {exc}; name the broker with --config FILE or "
+            f"APPLIANCE__MQTT__HOST and APPLIANCE__MQTT__PORT"
+        ) from exc
 
 
 def _known_devices(watcher: FleetWatcher, store: Store) -> set[Device]:
@@ -95,37 +122,37 @@ def choose_devices(
 def run_deploy(args: argparse.Namespace) -> int:
     """Deploy (or roll back to) a release; exit 0 complete, 1 halted, 2 could not start."""
     try:
-        _config, watcher, store = _connect(args.config)
-    except _ERRORS as exc:
-        print(f"{args.decision}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    try:
+        config, url = _settings(args)
         repo = FileRepository(args.repo)
-        plan = RolloutPlan(
-            manifest=released(repo, args.name, args.version),
-            devices=choose_devices(args, _known_devices(watcher, store), repo),
-            canaries=0 if args.decision == "rollback" else max(0, args.canary),
-            wave_size=max(1, args.wave), timeout_s=args.timeout_s,
-            max_failures=max(0, args.max_failures), decision=args.decision,
-            scope=args.devices or (f"site {args.site}" if args.site else
-                                   "all" if args.all else f"assigned {args.name}"),
-        )
-        outcome = Rollout(repo, watcher, store, plan).run()
+        manifest = released(repo, args.name, args.version)  # before anything is created
+        with ExitStack() as opened:
+            watcher = opened.enter_context(closing(_watch(config, args.config)))
+            store = opened.enter_context(closing(open_store(url)))  # records the rollout
+            plan = RolloutPlan(
+                manifest=manifest,
+                devices=choose_devices(args, _known_devices(watcher, store), repo),
+                canaries=0 if args.decision == "rollback" else max(0, args.canary),
+                wave_size=max(1, args.wave), timeout_s=args.timeout_s,
+                max_failures=max(0, args.max_failures), decision=args.decision,
+                scope=args.devices or (f"site {args.site}" if args.site else
+                                       "all" if args.all else f"assigned {args.name}"),
+            )
+            outcome = Rollout(repo, watcher, store, plan).run()
     except (*_ERRORS, ValueError) as exc:
         print(f"{args.decision}: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    finally:
-        watcher.close()
-        store.close()
     print(f"rollout {outcome.rollout_id} {outcome.state}: {outcome.reason}")
     return 0 if outcome.state == "complete" else EXIT_HALTED
 
 
-def fleet_status(repo: FileRepository, watcher: FleetWatcher, store: Store) -> list[dict[str, Any]]:
-    """Per device: running version, targeted version, last model state and rollout."""
+def fleet_status(
+    repo: FileRepository, watcher: FleetWatcher, store: Store | None
+) -> list[dict[str, Any]]:
+    """Per device: running version, targeted version, last model state and rollout (none
+    without a store: no rollout was ever recorded)."""
     views = watcher.devices()
     targeted = assignments(repo)
-    rollouts = latest_rollouts(store)
+    rollouts = latest_rollouts(store) if store is not None else {}
     devices = sorted(set(views) | set(targeted) | set(rollouts))
     return [_row(d, views.get(d), targeted, rollouts) for d in devices]
 
@@ -148,29 +175,50 @@ def _row(device: Device, view: DeviceView | None, targeted: Any, rollouts: Any) 
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """Print the fleet's model status (a table, or one JSON object with --json)."""
+    """Print the fleet's model status (a table, or one JSON object with --json); creates
+    nothing (without a store yet, there are no rollouts to show)."""
     if not (args.repo / "settings.json").is_file():  # a typo would show an empty fleet
         print(f"status: {args.repo}: not a model repository (no settings.json)", file=sys.stderr)
         return EXIT_ERROR
     try:
-        _config, watcher, store = _connect(args.config)
+        report = _status_report(args)
     except _ERRORS as exc:
         print(f"status: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    try:
-        rows = fleet_status(FileRepository(args.repo), watcher, store)
-    except _ERRORS as exc:
-        print(f"status: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    finally:
-        watcher.close()
-        store.close()
-    if args.json:
-        print(json.dumps({"devices": rows}, indent=2))
-        return 0
-    print(f"{'device':24} {'running':10} {'targeted':28} {'state':12} why")
-    for row in rows:
-        why = row["reason"] or row["rollout_reason"] or ""
-        print(f"{row['site'] + '/' + row['device_id']:24} {row['running'] or '-':10} "
-              f"{row['targeted'] or '-':28} {row['state'] or '-':12} {why[:120]}")
+    print(json.dumps(report, indent=2) if args.json else _status_text(report, args.repo))
     return 0
+
+
+def _status_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Releases, devices and the store they were read from (None: no store exists yet)."""
+    config, url = _settings(args)
+    repo = FileRepository(args.repo)
+    with ExitStack() as opened:
+        never_made = missing_sqlite_file(url) is not None
+        store = None if never_made else opened.enter_context(closing(open_existing_store(url)))
+        watcher = opened.enter_context(closing(_watch(config, args.config)))
+        return {
+            "releases": [{"name": m.name, "version": m.version} for m in sorted(
+                releases(repo), key=lambda m: (m.name, semver_key(m.version)))],
+            "store": None if never_made else url,
+            "devices": fleet_status(repo, watcher, store),
+        }
+
+
+def _status_text(report: dict[str, Any], repo: Path) -> str:
+    """The status report as a table, with a line for what does not exist yet."""
+    lines = []
+    if not report["releases"]:
+        lines.append(f"no releases yet in {repo} (appliance models release MODEL --repo {repo} "
+                     f"--version VERSION)")
+    if report["store"] is None:
+        lines.append("no rollouts yet: no store exists (appliance models deploy creates it)")
+    if not report["devices"]:
+        lines.append("no device has reported a model or been assigned one yet")
+        return "\n".join(lines)
+    lines.append(f"{'device':24} {'running':10} {'targeted':28} {'state':12} why")
+    for row in report["devices"]:
+        why = row["reason"] or row["rollout_reason"] or ""
+        lines.append(f"{row['site'] + '/' + row['device_id']:24} {row['running'] or '-':10} "
+                     f"{row['targeted'] or '-':28} {row['state'] or '-':12} {why[:120]}")
+    return "\n".join(lines)

@@ -107,8 +107,9 @@ def test_canaries_that_fail_their_self_test_halt_the_rollout(
     assert rows["k4"]["targeted"] is None
 
 
-def test_cli_deploy_then_signed_rollback_of_every_assigned_kiosk(
-    fleet: Fleet, events: ModelEvents, capsys: pytest.CaptureFixture[str]
+def test_cli_deploy_then_signed_rollback_of_every_assigned_kiosk_with_no_config_file(
+    fleet: Fleet, events: ModelEvents, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     names = ["k0", "k1", "k2"]
     for name in names:
@@ -116,13 +117,14 @@ def test_cli_deploy_then_signed_rollback_of_every_assigned_kiosk(
     _all_online(fleet, events, 3)
     fleet.release("1.0.5")
     fleet.release("1.1.0")
-    config = fleet.tmp / "backoffice.yaml"
-    config.write_text(yaml.safe_dump({
-        "mqtt": {"host": fleet.broker.host, "port": fleet.broker.port,
-                 "topic_prefix": fleet.prefix},
-        "state_dir": str(fleet.tmp / "backoffice"),
-    }))
-    common = ["--repo", str(fleet.repo.dir), "--config", str(config)]
+    elsewhere = fleet.tmp / "elsewhere"  # no config.yaml: the broker from APPLIANCE__, --store
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", fleet.broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(fleet.broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", fleet.prefix)
+    store = f"sqlite:///{fleet.tmp / 'backoffice' / 'store.sqlite3'}"
+    common = ["--repo", str(fleet.repo.dir), "--store", store]
     assert main(["models", "deploy", "skin-texture-grade", "1.1.0", "--site", fleet.site,
                  "--canary", "1", "--timeout-s", "30", *common]) == 0
     assert "complete: 3 device(s) installed skin-texture-grade 1.1.0" in capsys.readouterr().out
@@ -136,3 +138,4 @@ def test_cli_deploy_then_signed_rollback_of_every_assigned_kiosk(
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 4
     assert all("1.0.5" in line and "installed" in line for line in table[1:])
+    assert list(elsewhere.iterdir()) == []  # the store is where --store said, nothing here

@@ -1,0 +1,93 @@
+"""``models status|deploy|rollback`` without a config file: the broker and store from the
+command line and APPLIANCE__ overrides, errors that name what is missing, and a status query
+that creates nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.cli import main
+from appliance.updates.operations import init_repository
+from appliance.updates.repository import FileRepository
+from appliance.updates.testing import linear_model
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working folder (no config.yaml) with no APPLIANCE__ variables set."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    for name in [n for n in os.environ if n.upper().startswith("APPLIANCE__")]:
+        monkeypatch.delenv(name)
+    return folder
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> FileRepository:
+    """A fresh model repository with nothing released."""
+    return init_repository(tmp_path / "repo")
+
+
+@pytest.fixture
+def broker_env(mqtt_broker: Any, topic_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's broker, given only by APPLIANCE__ variables, on a topic prefix of its own."""
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", mqtt_broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(mqtt_broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", topic_prefix)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_status_with_no_config_file_no_store_and_no_release_says_so_and_creates_nothing(
+    elsewhere: Path, repo: FileRepository, broker_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = repo.dir.parent / "never" / "backoffice.sqlite3"
+    assert main(["models", "status", "--repo", str(repo.dir), "--store", f"sqlite:///{store}"]) == 0
+    out = capsys.readouterr().out
+    assert f"no releases yet in {repo.dir}" in out
+    assert "no rollouts yet: no store exists" in out
+    assert "no device has reported a model or been assigned one yet" in out
+    assert not store.parent.exists()
+    assert main(["models", "status", "--repo", str(repo.dir), "--json"]) == 0  # default store
+    assert '"store": null' in capsys.readouterr().out
+    assert list(elsewhere.iterdir()) == []  # not even ./state/backoffice.sqlite3
+
+
+def test_an_unreachable_broker_is_named_with_where_its_address_came_from(
+    elsewhere: Path, repo: FileRepository, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model = linear_model(repo.dir.parent / "m.onnx", "1.0.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.0.0"]) == 0
+    port = _closed_port()
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(port))
+    for command in (["status"], ["deploy", "skin-texture-grade", "1.0.0", "--all"],
+                    ["rollback", "skin-texture-grade", "--to", "1.0.0"]):
+        assert main(["models", *command, "--repo", str(repo.dir)]) == 2
+        err = capsys.readouterr().err
+        assert f"broker 127.0.0.1:{port} (mqtt.host, mqtt.port from built-in defaults: " \
+               "no --config and no ./config.yaml" in err
+        assert "APPLIANCE__MQTT__HOST and APPLIANCE__MQTT__PORT" in err
+    assert list(elsewhere.iterdir()) == []  # no store was made for a deploy that never started
+
+
+def test_a_config_file_named_but_missing_is_an_error_naming_it(
+    elsewhere: Path, repo: FileRepository, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["status"], ["deploy", "skin-texture-grade", "1.0.0", "--all"]):
+        assert main(["models", *command, "--repo", str(repo.dir), "--config", "typo.yaml"]) == 2
+        assert "typo.yaml: config file not found" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
