@@ -190,7 +190,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def _status_report(args: argparse.Namespace) -> dict[str, Any]:
-    """Releases, devices and the store they were read from (None: no store exists yet)."""
+    """Releases, devices and the store rollouts were read from (``exists``: false before the
+    first deploy)."""
     config, url = _settings(args)
     repo = FileRepository(args.repo)
     with ExitStack() as opened:
@@ -200,7 +201,7 @@ def _status_report(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "releases": [{"name": m.name, "version": m.version} for m in sorted(
                 releases(repo), key=lambda m: (m.name, semver_key(m.version)))],
-            "store": None if never_made else url,
+            "store": {"url": url, "exists": not never_made},
             "devices": fleet_status(repo, watcher, store),
         }
 
@@ -211,8 +212,9 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
     if not report["releases"]:
         lines.append(f"no releases yet in {repo} (appliance models release MODEL --repo {repo} "
                      f"--version VERSION)")
-    if report["store"] is None:
-        lines.append("no rollouts yet: no store exists (appliance models deploy creates it)")
+    if not report["store"]["exists"]:
+        lines.append(f"no rollouts yet: no store at {report['store']['url']} (appliance models "
+                     f"deploy creates it)")
     if not report["devices"]:
         lines.append("no device has reported a model or been assigned one yet")
         return "\n".join(lines)

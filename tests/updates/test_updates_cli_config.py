@@ -4,6 +4,7 @@ that creates nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -57,11 +58,15 @@ def test_status_with_no_config_file_no_store_and_no_release_says_so_and_creates_
     assert main(["models", "status", "--repo", str(repo.dir), "--store", f"sqlite:///{store}"]) == 0
     out = capsys.readouterr().out
     assert f"no releases yet in {repo.dir}" in out
-    assert "no rollouts yet: no store exists" in out
+    assert f"no rollouts yet: no store at sqlite:///{store}" in out
     assert "no device has reported a model or been assigned one yet" in out
     assert not store.parent.exists()
     assert main(["models", "status", "--repo", str(repo.dir), "--json"]) == 0  # default store
-    assert '"store": null' in capsys.readouterr().out
+    report = json.loads(capsys.readouterr().out)
+    assert report["store"] == {"url": f"sqlite:///{elsewhere / 'state' / 'backoffice.sqlite3'}",
+                               "exists": False}
+    assert report["releases"] == []
+    assert report["devices"] == []
     assert list(elsewhere.iterdir()) == []  # not even ./state/backoffice.sqlite3
 
 
