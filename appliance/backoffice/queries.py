@@ -186,6 +186,16 @@ class ConsoleQueries:
         )
         return [dict(zip(PATHOLOGY_SLIDE_COLUMNS, row, strict=True)) for row in rows]
 
+    def pathology_picture_path(self, job_id: str, slide_index: int, column: str) -> str | None:
+        """The heatmap or CAM path stored with one slide ('' when none), None if no such slide."""
+        if column not in ("heatmap_path", "cam_path"):
+            raise ValueError(f"{column!r} is no picture column of pathology_slides")
+        rows = self._fetch(
+            f"SELECT {column} FROM pathology_slides WHERE job_id = ? AND slide_index = ?",
+            (job_id, int(slide_index)),
+        )
+        return str(rows[0][0]) if rows else None
+
     # -- console users, API tokens and login sessions ------------------------------------
 
     def put_user(self, name: str, password_hash: str, role: str, now: str) -> bool:

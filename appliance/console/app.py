@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -35,8 +36,10 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(pool: StorePool, settings: ConsoleConfig) -> FastAPI:
-    """The console app on a store pool."""
+def create_app(pool: StorePool, settings: ConsoleConfig,
+               pathology_results: Path | None = None) -> FastAPI:
+    """The console app on a store pool; pathology pictures are served from
+    ``pathology_results`` (the pathology server's ``pathology.results_dir``) when given."""
     app = FastAPI(
         title="appliance console API",
         version=__version__,
@@ -46,6 +49,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig) -> FastAPI:
     )
     app.state.pool = pool
     app.state.settings = settings
+    app.state.pathology_results = pathology_results
     app.state.cohort = CohortCache(settings.cohort_cache_s)
     app.state.cohort.warm(pool)
     app.state.templates = Environment(

@@ -29,7 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         return serve(config.console, args.store or store_url_for(config.store.url,
-                                                                 config.state_dir))
+                                                                 config.state_dir),
+                     Path(config.pathology.results_dir))
     except StoreError as exc:
         print(f"store error: {exc}", file=sys.stderr)
         return 2

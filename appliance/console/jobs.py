@@ -2,9 +2,10 @@
 
 Read-only views of the tables the pathology server keeps (appliance/pathology/jobstore.py):
 state, owner, reason and takeovers of each job, and per slide its label (MSI, MSS or
-unsupported), score, tile count, in-distribution share and error. Heatmaps and CAMs stay files
-on the pathology server; the pages name them. Jobs are submitted and cancelled with
-``appliance pathology job``.
+unsupported), score, tile count, in-distribution share and error, with its heatmap and CAM
+panel: files in ``pathology.results_dir`` that the console serves (to logged-in users only)
+when the slide's stored result names them (appliance/console/pictures.py). Jobs are submitted
+and cancelled with ``appliance pathology job``.
 """
 
 from __future__ import annotations
@@ -12,27 +13,52 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.queries import Login
 from appliance.console.filters import InputError
 from appliance.console.guard import api_login, page_login, pool_of
 from appliance.console.pages import render
+from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_picture
 from appliance.console.rollouts import api as rollouts_api
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["api"], responses=rollouts_api.responses)
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SLIDE_INDEX = re.compile(r"^[0-9]{1,6}$")
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "the PNG picture"}}
+
+
+def _check_job_id(job_id: str) -> None:
+    """Refuse (400) a job id the pathology server would never have accepted."""
+    if not JOB_ID.match(job_id):
+        raise InputError("job id", job_id, "letters, digits and _ . - (at most 64)")
 
 
 def _job(request: Request, job_id: str) -> dict[str, Any] | None:
     """One job with its slide results, or None."""
-    if not JOB_ID.match(job_id):
-        raise InputError("job id", job_id, "letters, digits and _ . - (at most 64)")
+    _check_job_id(job_id)
     with pool_of(request).store() as store:
         found = store.pathology_job_rows(1, job_id)
         return {**found[0], "slides": store.pathology_slide_rows(job_id)} if found else None
+
+
+def _picture(request: Request, job_id: str, slide_index: str, picture: str) -> Response:
+    """One slide's heatmap or CAM panel as image/png; PictureError when there is none to serve."""
+    _check_job_id(job_id)
+    if not SLIDE_INDEX.match(slide_index):
+        raise InputError("slide index", slide_index, "a whole number (0 is the first slide)")
+    if picture not in PICTURE_COLUMNS:
+        raise InputError("picture", picture, f"one of {', '.join(PICTURE_COLUMNS)}")
+    with pool_of(request).store() as store:
+        stored = store.pathology_picture_path(job_id, int(slide_index), PICTURE_COLUMNS[picture])
+    what = f"{picture} of slide {slide_index} of pathology job {job_id}"
+    if stored is None:
+        raise PictureError(f"{what}: no such slide result")
+    data = read_picture(request.app.state.pathology_results, stored, what)
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private"})
 
 
 @pages.get("/pathology")
@@ -54,6 +80,16 @@ def job_page(request: Request, job_id: str,
     return render(request, "job.html", login=login, j=job)
 
 
+@pages.get("/pathology/{job_id}/slides/{slide_index}/{picture}")
+def picture_page(request: Request, job_id: str, slide_index: str, picture: str,
+                 login: Annotated[Login, Depends(page_login)]) -> Response:
+    """A slide's heatmap or CAM panel (PNG) for the job page."""
+    try:
+        return _picture(request, job_id, slide_index, picture)
+    except PictureError as exc:
+        return render(request, "error.html", status=exc.status, login=login, message=str(exc))
+
+
 @api.get("/pathology/jobs", summary="the newest pathology jobs with their state")
 def api_jobs(request: Request, login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
     """Pathology jobs, newest first."""
@@ -69,3 +105,15 @@ def api_job(request: Request, job_id: str,
     if job is None:
         raise HTTPException(404, f"no pathology job {job_id}")
     return job
+
+
+@api.get("/pathology/jobs/{job_id}/slides/{slide_index}/{picture}",
+         summary="a slide's heatmap or CAM panel (picture: heatmap or cam) as PNG",
+         response_class=Response, responses=PNG_RESPONSE)
+def api_picture(request: Request, job_id: str, slide_index: str, picture: str,
+                login: Annotated[Login, Depends(api_login)]) -> Response:
+    """One slide's heatmap or CAM panel."""
+    try:
+        return _picture(request, job_id, slide_index, picture)
+    except PictureError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import uvicorn
 
@@ -18,23 +19,24 @@ from appliance.console.db import StorePool
 log = logging.getLogger(__name__)
 
 
-def make_server(settings: ConsoleConfig, pool: StorePool) -> uvicorn.Server:
-    """A uvicorn server for the console (not started)."""
+def make_server(settings: ConsoleConfig, pool: StorePool,
+                pathology_results: Path | None = None) -> uvicorn.Server:
+    """A uvicorn server for the console (not started); see create_app for the pictures."""
     config = uvicorn.Config(
-        create_app(pool, settings), host=settings.bind, port=settings.port,
+        create_app(pool, settings, pathology_results), host=settings.bind, port=settings.port,
         proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="warning",
         access_log=False, limit_concurrency=64, timeout_keep_alive=5,
     )
     return uvicorn.Server(config)
 
 
-def serve(settings: ConsoleConfig, store_url: str) -> int:
+def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
     pool = StorePool(store_url)
     try:
-        print(f"console on http://{settings.bind}:{settings.port}/ (store {store_url})",
-              flush=True)
-        make_server(settings, pool).run()
+        print(f"console on http://{settings.bind}:{settings.port}/ (store {store_url}, "
+              f"pathology pictures from {pathology_results.resolve()})", flush=True)
+        make_server(settings, pool, pathology_results).run()
     finally:
         pool.close()
     return 0
@@ -43,9 +45,10 @@ def serve(settings: ConsoleConfig, store_url: str) -> int:
 class ConsoleThread(threading.Thread):
     """The console served from a thread (tests, demo); ``stop()`` ends it."""
 
-    def __init__(self, settings: ConsoleConfig, pool: StorePool) -> None:
+    def __init__(self, settings: ConsoleConfig, pool: StorePool,
+                 pathology_results: Path | None = None) -> None:
         super().__init__(name="Console", daemon=True)
-        self.server = make_server(settings, pool)
+        self.server = make_server(settings, pool, pathology_results)
 
     def run(self) -> None:
         """Serve until stopped."""

@@ -18,7 +18,9 @@ MAX_FRAME_BYTES = 50 * 1024 * 1024
 MAX_DECODE_PIXELS = 48_000_000
 _JPEG_MAGIC = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
-_KNOWN_MAGIC = (_JPEG_MAGIC, b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+_PNG_MAGIC = b"\x89PNG"
+_KNOWN_MAGIC = (_JPEG_MAGIC, _PNG_MAGIC, b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+_PILLOW_GREY16_MODES = ("I;16", "I;16B", "I")  # a 16-bit grey PNG, as Pillow opens it
 
 
 class FrameError(ValueError):
@@ -81,8 +83,8 @@ def decode_frame(
             f"{name}: header says {width}x{height} px, over {MAX_DECODE_PIXELS} pixels; refused "
             "before decoding"
         )
-    if data.startswith(_JPEG_MAGIC):
-        return _decode_jpeg(data, name)
+    if data.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
+        return _decode_with_pillow(data, name)
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
@@ -90,27 +92,37 @@ def decode_frame(
     return rgb
 
 
-def _decode_jpeg(data: bytes, name: str) -> np.ndarray:
-    """Decode a JPEG with Pillow, turned upright by its EXIF orientation as OpenCV would.
+def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
+    """Decode a JPEG or PNG with Pillow, turned upright by its EXIF orientation as OpenCV would.
 
-    Why Pillow: OpenCV's libjpeg prints recoverable-damage warnings ("Corrupt JPEG data: ...")
-    straight to the process's stderr, past any log level; Pillow's decoder keeps them quiet,
-    so a damaged frame is judged by its pixels and reported once, by the command. Both use
-    libjpeg-turbo with the same defaults, so the pixels are the same.
+    Why Pillow: OpenCV's libjpeg and libpng print damage straight to the process's stderr
+    ("Corrupt JPEG data: ...", "libpng error: IDAT: CRC error"), past any log level; Pillow
+    raises instead (its PNG reader checks the chunk CRCs itself), so a damaged frame is judged
+    by its pixels or refused, and reported once, by the command. The pixels are OpenCV's:
+    the same libjpeg-turbo with the same defaults, and PNG samples of 16 bits cut to their
+    high byte as ``IMREAD_COLOR`` does.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
             upright = ImageOps.exif_transpose(image)
-            rgb = np.array(upright.convert("RGB"))  # a writable copy, as OpenCV gives
+            rgb = _rgb8(upright)
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for undecodable data
         raise FrameError(f"{name}: corrupt image data (could not decode: {exc}); copy the file "
                          "again") from exc
     return rgb
 
 
+def _rgb8(image: Image.Image) -> np.ndarray:
+    """A writable RGB uint8 copy (as OpenCV gives); alpha is dropped, not blended."""
+    if image.mode in _PILLOW_GREY16_MODES:  # convert("RGB") would clip, not scale, 16 bits
+        grey = (np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.array(image.convert("RGB"))
+
+
 def header_size(data: bytes, name: str = "frame") -> tuple[int, int]:
     """(width, height) from the image header alone; no pixel is decoded to answer."""
-    if data.startswith(b"\x89PNG") and len(data) >= 24:
+    if data.startswith(_PNG_MAGIC) and len(data) >= 24:
         width, height = struct.unpack(">II", data[16:24])  # IHDR, first chunk (PNG spec 11.2.2)
         return int(width), int(height)
     if data.startswith(_JPEG_MAGIC):

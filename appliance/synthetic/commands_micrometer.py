@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 
-def _positive(text: str) -> float:
+def _finite(text: str) -> float:
+    """argparse type: a finite number (float() also reads 'inf', 'nan' and '1e999')."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """argparse type: a finite number more than 0."""
+    value = _finite(text)
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
     return value
 
 
@@ -30,7 +40,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     micrometer.add_argument("--mm", type=_positive, default=0.1,
                             help="distance between neighbouring lines in mm (0.1)")
     micrometer.add_argument("--lines", type=int, default=125, help="graduation lines (125)")
-    micrometer.add_argument("--angle-deg", type=float, default=2.0,
+    micrometer.add_argument("--angle-deg", type=_finite, default=2.0,
                             help="how far the scale is turned (2.0)")
     micrometer.add_argument("--seed", type=int, default=0, help="sensor noise seed (0)")
     micrometer.set_defaults(handler=_micrometer)

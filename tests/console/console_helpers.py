@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -10,6 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
+
+import cv2
+import numpy as np
 
 from appliance.backoffice.schema import device_row, iso_utc, result_row
 from appliance.backoffice.store import Batch, Store, open_store
@@ -31,6 +36,7 @@ class Console:
     token: str
     viewer_token: str
     store_url: str
+    pathology_results: Path  # the pathology server's results_dir the console serves from
 
     def get(self, path: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
         """GET without following redirects: status, headers, body."""
@@ -59,6 +65,30 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str,
     """POST without following redirects."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     return open_request(request)
+
+
+def login_cookie(console: Console, user: str = "alice") -> tuple[str, str]:
+    """Log in through the form; returns (session cookie header, the page's CSRF token)."""
+    status, headers, body = console.get("/login")
+    form_csrf = re.search(rb'name="csrf" value="([^"]+)"', body)
+    assert status == 200
+    assert form_csrf
+    login_csrf = headers["set-cookie"].split(";")[0]
+    fields = {"csrf": form_csrf.group(1).decode(), "user": user, "password": PASSWORD,
+              "next": "/fleet"}
+    status, headers, _ = post(console.url + "/login", urlencode(fields).encode(), {
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": login_csrf})
+    assert status == 303
+    assert headers["location"] == "/fleet"
+    cookie = headers["set-cookie"].split(";")[0]
+    _, _, page = get_with(console, "/fleet", cookie)
+    csrf = re.search(rb'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    return cookie, csrf.group(1).decode()
+
+
+def get_with(console: Console, path: str, cookie: str) -> tuple[int, dict[str, str], bytes]:
+    return open_request(urllib.request.Request(console.url + path, headers={"Cookie": cookie}))
 
 
 def free_port() -> int:
@@ -110,11 +140,25 @@ def seed(store: Store, count: int = 60) -> list[payloads.Result]:
     return results
 
 
-def seed_pathology(url: str) -> None:
-    """One finished pathology job of two slides, stored as the pathology server stores it."""
+def write_picture(path: Path, width_px: int, height_px: int) -> bytes:
+    """A small colour-ramp PNG at ``path`` (as the pathology server writes pictures); its bytes."""
+    ramp = np.linspace(0, 255, width_px, dtype=np.uint8)
+    bgr = np.dstack([np.tile(ramp, (height_px, 1))] * 3)
+    bgr[:, :, 0] = 90
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), bgr)
+    return path.read_bytes()
+
+
+def seed_pathology(url: str, results: Path) -> None:
+    """One finished pathology job of two slides, stored as the pathology server stores it:
+    slide a with its heatmap and CAM panel written under ``results``, slide b without."""
     from appliance.pathology.jobs import JobRequest, SlideRequest
     from appliance.pathology.jobstore import SLIDE_COLUMNS, open_pathology_store
 
+    heatmap, cam = results / "job-1/heatmaps/0000-a.png", results / "job-1/cams/0000-a.png"
+    write_picture(heatmap, 64, 48)
+    write_picture(cam, 96, 32)
     store = open_pathology_store(url)
     try:
         request = JobRequest("job-1", (SlideRequest("/slides/a.jpg", 1.0, "a"),
@@ -126,7 +170,9 @@ def seed_pathology(url: str) -> None:
             row.update(job_id="job-1", slide_index=index, slide="ab"[index], label=label,
                        score=score, mean_probability=score, msi_tile_share=0.4, tile_count=120,
                        in_distribution_share=0.97 if score else 0.1,
-                       reason="" if score else "tiles unlike the training data")
+                       reason="" if score else "tiles unlike the training data",
+                       heatmap_path=str(heatmap) if score else "",
+                       cam_path=str(cam) if score else "")
             assert store.store_slide(row)
         assert store.finish("job-1", "server-1", "done")
     finally:
@@ -148,20 +194,21 @@ def seed_rollout(store: Store, now: str) -> None:
 def running_console(folder: Path) -> Iterator[Console]:
     """The console on a seeded SQLite store, an operator 'alice' and a viewer 'victor'."""
     url = f"sqlite:///{folder / 'backoffice.sqlite3'}"
+    results = folder / "pathology-results"
     store = open_store(url)
     seed(store)
-    seed_pathology(url)
+    seed_pathology(url, results)
     add_user(store, "alice", "operator", PASSWORD)
     add_user(store, "victor", "viewer", PASSWORD)
     token, viewer_token = create_token(store, "alice"), create_token(store, "victor")
     store.close()
     settings = ConsoleConfig(port=free_port(), cohort_cache_s=0)
     pool = StorePool(url)
-    thread = ConsoleThread(settings, pool)
+    thread = ConsoleThread(settings, pool, results)
     thread.start()
     assert thread.wait_started(), "console did not start"
     try:
-        yield Console(f"http://127.0.0.1:{settings.port}", token, viewer_token, url)
+        yield Console(f"http://127.0.0.1:{settings.port}", token, viewer_token, url, results)
     finally:
         thread.stop()
         pool.close()

@@ -89,3 +89,17 @@ def test_cohort_page_plots_each_feature_by_age_band(console: Console, page: Any)
     kime = page.locator("#correlations tr", has_text="kime_score")
     expect(kime).to_contain_text("-0.")  # kime falls with age in the seeded cohort
     expect(page.locator("#repeats")).to_contain_text("subj-0")
+
+
+def test_pathology_job_page_shows_each_slide_s_heatmap_and_cam(console: Console,
+                                                               page: Any) -> None:
+    page.goto(console.url + "/pathology/job-1")
+    row = page.locator("#slides tr", has_text="MSI")
+    for picture, width_px in (("heatmap", 64), ("cam", 96)):
+        image = row.locator(f"img.{picture}")
+        expect(image).to_be_visible()
+        page.wait_for_function("img => img.complete", arg=image.element_handle())
+        assert image.evaluate("img => img.naturalWidth") == width_px  # loaded and decoded
+    expect(page.locator("#slides tr", has_text="unsupported")).to_contain_text("no heatmap")
+    page.click("#slides img.cam")  # the picture opens on its own, full size
+    expect(page).to_have_url(console.url + "/pathology/job-1/slides/0/cam")

@@ -6,38 +6,13 @@ import csv
 import io
 import json
 import re
-import urllib.request
 from urllib.parse import urlencode
 
 import pytest
-from console_helpers import PASSWORD, Console, open_request, post
+from console_helpers import PASSWORD, Console, get_with, login_cookie, post
 
 from appliance.backoffice.store import open_store
 from appliance.console.auth import AccessError, add_user
-
-
-def login_cookie(console: Console, user: str = "alice") -> tuple[str, str]:
-    """Log in through the form; returns (session cookie header, the page's CSRF token)."""
-    status, headers, body = console.get("/login")
-    form_csrf = re.search(rb'name="csrf" value="([^"]+)"', body)
-    assert status == 200
-    assert form_csrf
-    login_csrf = headers["set-cookie"].split(";")[0]
-    fields = {"csrf": form_csrf.group(1).decode(), "user": user, "password": PASSWORD,
-              "next": "/fleet"}
-    status, headers, _ = post(console.url + "/login", urlencode(fields).encode(), {
-        "Content-Type": "application/x-www-form-urlencoded", "Cookie": login_csrf})
-    assert status == 303
-    assert headers["location"] == "/fleet"
-    cookie = headers["set-cookie"].split(";")[0]
-    _, _, page = get_with(console, "/fleet", cookie)
-    csrf = re.search(rb'name="csrf" value="([^"]+)"', page)
-    assert csrf
-    return cookie, csrf.group(1).decode()
-
-
-def get_with(console: Console, path: str, cookie: str) -> tuple[int, dict[str, str], bytes]:
-    return open_request(urllib.request.Request(console.url + path, headers={"Cookie": cookie}))
 
 
 @pytest.mark.parametrize("path", ["/api/v1/fleet", "/api/v1/results", "/api/v1/cohort",
