@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 WORK_UM_PER_PX = 20.0  # the canonical scale every measurement runs at
+FINE_UM_PER_PX = 10.0  # the pores' profiles are read at twice that resolution
 BACKGROUND_SIGMA_UM = 600.0  # illumination varies over millimetres, hills over ~0.3 mm
 BACKGROUND_CLOSING_UM = 160.0  # wider than furrows and most pores: the closing sees hill tops
 SHINE_CLIP = 1.08  # relative level above the hill background treated as specular shine
@@ -36,6 +37,8 @@ class Prepared:
     frame_area_mm2: float  # the whole frame's area at its calibrated scale
     shine_fraction: float
     depth_work: np.ndarray  # float32, 1 - flat_work clipped at 0: how far below the hill level
+    depth_fine: np.ndarray  # the same depth at ~FINE_UM_PER_PX (small pores are 5 px across)
+    um_per_fine_px: float  # exact scale of depth_fine
 
 
 def disk(diameter_px: float) -> np.ndarray:
@@ -62,15 +65,30 @@ def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
     gray_u8 = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
     background = hill_background(gray_u8)
     gray = gray_u8.astype(np.float32)
-    flat = np.divide(gray, background, out=background)
+    flat = np.divide(gray, background)
     shine_fraction = float(np.count_nonzero(flat > SHINE_CLIP)) / flat.size
-    # cv2.threshold in place: same values as np.minimum / np.maximum, 2x faster
-    cv2.threshold(flat, SHINE_CLIP, 0.0, cv2.THRESH_TRUNC, dst=flat)
-    depth = np.subtract(np.float32(1.0), flat)
-    cv2.threshold(depth, 0.0, 0.0, cv2.THRESH_TOZERO, dst=depth)
+    depth = _depth(flat)
+    fine = work_size(width, height, um_per_px * WORK_UM_PER_PX / FINE_UM_PER_PX)
+    gray_fine = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), fine,
+                           interpolation=cv2.INTER_AREA if fine[0] < width else cv2.INTER_LINEAR)
+    background_fine = cv2.resize(background, fine, interpolation=cv2.INTER_LINEAR)
+    # depth only (shine clipping does not change a depth clipped at 0): 1 - grey / background
+    depth_fine: np.ndarray = cv2.divide(gray_fine, background_fine, dtype=cv2.CV_32F)
+    np.subtract(np.float32(1.0), depth_fine, out=depth_fine)
+    cv2.threshold(depth_fine, 0.0, 0.0, cv2.THRESH_TOZERO, dst=depth_fine)
     area_mm2 = width * height * um_per_px * um_per_px / 1e6
     um_work = um_per_px * width / size[0]
-    return Prepared(work, gray, flat, um_work, width / size[0], area_mm2, shine_fraction, depth)
+    return Prepared(work, gray, flat, um_work, width / size[0], area_mm2, shine_fraction, depth,
+                    depth_fine, um_per_px * width / fine[0])
+
+
+def _depth(flat: np.ndarray) -> np.ndarray:
+    """1 - the flattened level, shine clipped, never below 0 (``flat`` is clipped in place)."""
+    # cv2.threshold in place: same values as np.minimum / np.maximum, 2x faster
+    cv2.threshold(flat, SHINE_CLIP, 0.0, cv2.THRESH_TRUNC, dst=flat)
+    depth: np.ndarray = np.subtract(np.float32(1.0), flat)
+    cv2.threshold(depth, 0.0, 0.0, cv2.THRESH_TOZERO, dst=depth)
+    return depth
 
 
 def hill_background(gray: np.ndarray) -> np.ndarray:

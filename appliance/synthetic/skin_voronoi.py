@@ -39,6 +39,8 @@ class VoronoiSkin:
     image_rgb: np.ndarray
     um_per_px: float
     truth: dict[str, float]
+    pore_centres_px: np.ndarray  # (P, 2) x, y: where each pore is (for matching detections)
+    pore_radii_px: np.ndarray  # (P,) equivalent radius sqrt(a * b)
 
 
 @dataclass(frozen=True)
@@ -245,4 +247,5 @@ def voronoi_frame(seed: int, index: int) -> VoronoiSkin:
     pores = _place_pores(rng, cells, um_per_px)
     luminance = _light(rng, _furrow_image(cells, furrows), _pore_image(pores))
     jpeg = encode_jpeg(_to_rgb(rng, luminance), int(rng.integers(72, 93)))
-    return VoronoiSkin(decode_jpeg(jpeg), um_per_px, _truth(cells, furrows, pores, um_per_px))
+    return VoronoiSkin(decode_jpeg(jpeg), um_per_px, _truth(cells, furrows, pores, um_per_px),
+                       pores.centres, pores.radii)

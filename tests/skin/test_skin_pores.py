@@ -6,54 +6,32 @@ generator's scale), so every test knows exactly what is in the frame.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 import pytest
 
 from appliance.skin.analysis import SkinAnalysis, analyze
-from appliance.synthetic.skin import decode_jpeg, encode_jpeg, synthetic_frame
-from appliance.synthetic.skin_geometry import SkinGeometry, build_geometry
-from appliance.synthetic.skin_params import SkinParams, sample_params
-from appliance.synthetic.skin_render import render_rgb
+from appliance.synthetic.skin import synthetic_frame
+from appliance.synthetic.skin_geometry import SkinGeometry
+from appliance.synthetic.skin_scenes import dash_scene, junction_scene, junctions_near_centre
 
 SEEDS = (0, 1, 2)
 SWEEP_UM_PER_PX = tuple(7.0 * 1.05**k for k in range(13))  # 7.00 ... 12.57, 5 % apart
-
-
-def _junctions_near_centre(geometry: SkinGeometry) -> np.ndarray:
-    """Furrow meeting points (3 or more furrows) well inside the frame."""
-    degree = np.bincount(geometry.edges.ravel(), minlength=len(geometry.vertices_px))
-    points = geometry.vertices_px[degree >= 3]
-    inside = (np.abs(points[:, 0] - 320) < 200) & (np.abs(points[:, 1] - 240) < 150)
-    return points[inside]
 
 
 def _scene(
     seed: int, pore_diameters_um: tuple[float, ...] = (), **extras: float
 ) -> tuple[SkinAnalysis, SkinGeometry]:
     """A frame with no pores but ``pore_diameters_um`` placed on furrow junctions."""
-    rng = np.random.default_rng(seed)
-    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0, **extras)
-    geometry = build_geometry(rng, params, 640, 480)
-    junctions = _junctions_near_centre(geometry)
-    count = len(pore_diameters_um)
-    centres = np.asarray([junctions[k * 7 % len(junctions)] for k in range(count)], dtype=float)
-    geometry = replace(
-        geometry,
-        pore_centres_px=centres.reshape(-1, 2),
-        pore_radii_px=np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px,
-        pore_at_junction=np.ones(count, dtype=bool),
-    )
-    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
-    return analyze(rgb, params.um_per_px), geometry
+    scene = junction_scene(seed, pore_diameters_um, **extras)
+    return analyze(scene.rgb, scene.um_per_px), scene.geometry
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_furrow_junctions_without_a_pore_are_not_pores(seed: int) -> None:
     analysis, geometry = _scene(seed)
-    assert len(_junctions_near_centre(geometry)) > 50  # many meeting points in the middle alone
+    assert len(junctions_near_centre(geometry)) > 50  # many meeting points in the middle alone
     assert analysis.features.pore_count == 0
 
 
@@ -78,24 +56,12 @@ def test_hairs_dust_and_dark_junctions_are_not_pores(seed: int) -> None:
     assert analysis.features.pore_count == 0
 
 
-def _with_deep_dashes(geometry: SkinGeometry, factor: float) -> SkinGeometry:
-    """Every short furrow segment near the centre ``factor`` times deeper than the rest."""
-    starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
-    middle = (starts + ends) / 2.0
-    short = np.hypot(*(ends - starts).T) < 14.0
-    inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
-    return replace(geometry, edge_depth=np.where(short & inside, factor, 1.0))
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_short_deep_furrow_segments_are_not_pores(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0)
-    geometry = _with_deep_dashes(build_geometry(rng, params, 640, 480), 2.2)
-    assert geometry.edge_depth is not None
-    assert np.sum(geometry.edge_depth > 1.0) >= 10  # dashes to tell from pores
-    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
-    assert analyze(rgb, params.um_per_px).features.pore_count == 0
+    scene = dash_scene(seed, 2.2)
+    assert scene.geometry.edge_depth is not None
+    assert np.sum(scene.geometry.edge_depth > 1.0) >= 10  # dashes to tell from pores
+    assert analyze(scene.rgb, scene.um_per_px).features.pore_count == 0
 
 
 @pytest.mark.parametrize("diameter_um", [80.0, 120.0, 180.0, 250.0, 320.0])

@@ -1,0 +1,275 @@
+"""Profiles of pits: how deep, how wide, how round each candidate pore is, read on rays.
+
+The measuring half of the pore search (docs/measurement.md "Pores"); appliance/skin/pores.py
+decides from these numbers which pits are pores. Candidates are found on the work depth
+(20 µm/px); their profiles are read on the fine depth (10 µm/px), where a 50 µm pore is five
+pixels across. Sizes here are in fine pixels unless named otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from appliance.skin.preprocess import FINE_UM_PER_PX, WORK_UM_PER_PX, Prepared
+
+SMOOTH_PX = 0.7  # light smoothing of the work depth before the candidate search (work px)
+FINE_SMOOTH_PX = 1.0  # light smoothing of the fine depth the profiles are read on
+FINE = WORK_UM_PER_PX / FINE_UM_PER_PX  # fine pixels per work pixel (2)
+BLOB_SCALES_PX = (1.5, 3.0)  # curvature scales of the candidate search (work px)
+MIN_BLOBNESS = 0.03  # scale-normalised weaker curvature of a candidate
+MIN_CANDIDATE_DEPTH = 0.12  # a pit at least this far below the hill level is looked at
+RAY_COUNT = 16
+RAY_STEP_PX = 1.0
+RAY_REACH_UM = 320.0
+SKIN_ITERATIONS = 2  # rim, then skin just outside it, then the rim again
+SKIN_RING = 1.5  # the skin: the lower-quartile ray depth between the rim and 1.5 rims out
+ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow arm
+JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
+LOCAL_TILE_UM = 1000.0  # a pit is compared with the junctions of about 1 mm around it
+LOCAL_MIN_CANDIDATES = 12  # a tile with fewer uses the frame's median
+# Melanin's extra blue darkening, as a share of the red (green) darkening: its absorption
+# falls steeply from blue to red (the generator's MELANIN_ABSORPTION_RGB, 0.45 / 0.75 / 1.05).
+MELANIN_BLUE_BEYOND_RED = 1.33
+MELANIN_BLUE_BEYOND_GREEN = 0.4
+MELANIN_GREEN_BEYOND_RED = 0.67
+RED_CLIP_BAND = 8.0  # red within 8 levels of 255 is taken as clipped; within 16, blended
+# The skin a pit's colour is compared with: just outside its rim, and 240 µm further out (a
+# pigment spot is 150-600 µm across: the near ring can lie on the spot itself).
+PIGMENT_RINGS_PX = (3.0, 15.0)
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """Depth sampled around each candidate: (P, radii, rays), plus the radii in px."""
+
+    depth: np.ndarray
+    radii_px: np.ndarray
+
+
+def bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Image values at float positions (clamped to the frame)."""
+    height, width = image.shape
+    xs = np.clip(xs, 0.0, width - 1.001)
+    ys = np.clip(ys, 0.0, height - 1.001)
+    x0, y0 = xs.astype(np.intp), ys.astype(np.intp)
+    fx, fy = xs - x0, ys - y0
+    flat = image.ravel()
+    index = y0 * width + x0
+    top = flat[index] * (1 - fx) + flat[index + 1] * fx
+    bottom = flat[index + width] * (1 - fx) + flat[index + width + 1] * fx
+    result: np.ndarray = top * (1 - fy) + bottom * fy
+    return result
+
+
+def profile(depth: np.ndarray, centres: np.ndarray) -> Profiles:
+    """Depth on ``RAY_COUNT`` rays around each centre, every ``RAY_STEP_PX`` out to the reach."""
+    radii = np.arange(1, int(RAY_REACH_UM / FINE_UM_PER_PX / RAY_STEP_PX) + 1) * RAY_STEP_PX
+    angles = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
+    dx = radii[:, None] * np.cos(angles)[None, :]
+    dy = radii[:, None] * np.sin(angles)[None, :]
+    xs = centres[:, 0, None, None] + dx[None]
+    ys = centres[:, 1, None, None] + dy[None]
+    return Profiles(bilinear(depth, xs, ys), radii)
+
+
+def _weaker_curvature(depth: np.ndarray, sigma: float) -> np.ndarray:
+    """Scale-normalised weaker curvature (minus the larger Hessian eigenvalue) at ``sigma``."""
+    smooth = cv2.GaussianBlur(depth, (0, 0), sigma)
+    dxx = cv2.Sobel(smooth, cv2.CV_32F, 2, 0, ksize=3, scale=0.25)
+    dyy = cv2.Sobel(smooth, cv2.CV_32F, 0, 2, ksize=3, scale=0.25)
+    dxy = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3, scale=0.25)
+    spread = cv2.magnitude(cv2.subtract(dxx, dyy), dxy + dxy)  # 2 * sqrt(((a-b)/2)^2 + c^2)
+    weaker: np.ndarray = cv2.addWeighted(cv2.add(dxx, dyy), -0.5 * sigma**2, spread,
+                                         -0.5 * sigma**2, 0.0)
+    return weaker
+
+
+def blobness(depth: np.ndarray) -> np.ndarray:
+    """How pit-like each pixel is: the weaker of the two curvatures of the depth (scale-normalised,
+    the better of two scales). A furrow curves across but not along, so it scores ~0; a pit
+    curves both ways; a junction somewhere between."""
+    fine, coarse = (_weaker_curvature(depth, sigma) for sigma in BLOB_SCALES_PX)
+    result: np.ndarray = cv2.max(fine, coarse)
+    return result
+
+
+def candidates(depth: np.ndarray, furrow_floor: float) -> np.ndarray:
+    """Pit-like local maxima deeper than the typical furrow floor: (N, 2) x, y."""
+    pits = blobness(depth)
+    peaks = pits >= cv2.dilate(pits, np.ones((5, 5), np.uint8))
+    peaks &= (pits > MIN_BLOBNESS) & (depth > max(MIN_CANDIDATE_DEPTH, furrow_floor))
+    ys, xs = np.nonzero(peaks)
+    return np.stack([xs, ys], axis=1).astype(np.float64)
+
+
+def crossing(values: np.ndarray, level: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Per row, the radius where ``values`` first falls below ``level`` (linear, px)."""
+    below = values < level[:, None]
+    first = np.where(below.any(axis=1), below.argmax(axis=1), values.shape[1] - 1)
+    inner = np.maximum(first - 1, 0)
+    rows = np.arange(len(values))
+    v0, v1 = values[rows, inner], values[rows, first]
+    r0 = np.where(first > 0, radii[inner], 0.0)
+    span = np.where(np.abs(v0 - v1) > 1e-9, (v0 - level) / (v0 - v1 + 1e-12), 0.0)
+    crossed: np.ndarray = r0 + np.clip(span, 0.0, 1.0) * (radii[first] - r0)
+    return crossed
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the rays say about each candidate."""
+
+    floor: np.ndarray  # depth at the centre
+    skin: np.ndarray  # depth of the skin around it
+    radius_px: np.ndarray  # equivalent rim radius, arms cut back (blurred, fine px)
+    gap_px: np.ndarray  # shortest rays' rim radius: between the arms of a junction
+    roundness: np.ndarray  # shortest over median rim radius
+    arms: np.ndarray  # depth of the 2nd deepest ray just outside the rim (furrow arms)
+    strand: np.ndarray  # depth of the deepest ray there (a hair runs on as deep as its end)
+    elongation: np.ndarray  # longest over shortest diameter of the rim above the arms
+
+
+def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
+                radii: np.ndarray) -> np.ndarray:
+    """Longest over shortest diameter of the pit where it rises halfway to the higher of the
+    skin and its arms: a pore is round or oval; a short deep stretch of furrow is a dash.
+
+    With the level above the arms, rays do not run on down the furrows at a junction."""
+    level = np.repeat((floor + top) / 2.0, RAY_COUNT)
+    rim = crossing(with_floor, level, radii).reshape(-1, RAY_COUNT)
+    diameters = rim[:, : RAY_COUNT // 2] + rim[:, RAY_COUNT // 2:]
+    result: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
+    return result
+
+
+def shape_of(depth: np.ndarray, centres: np.ndarray) -> Shape:
+    """Rim radii, floor, skin, roundness and arm depth of each candidate."""
+    rays = profile(depth, centres)
+    floor = bilinear(depth, centres[:, 0], centres[:, 1])
+    ordered = np.sort(rays.depth, axis=2)
+    lower = ordered[:, :, RAY_COUNT // 4]  # the skin between the arms, at each radius
+    skin = lower.min(axis=1)
+    radii = np.r_[0.0, rays.radii_px]
+    per_ray = np.moveaxis(rays.depth, 2, 1).reshape(-1, len(rays.radii_px))
+    with_floor = np.concatenate([np.repeat(floor, RAY_COUNT)[:, None], per_ray], axis=1)
+    for _ in range(SKIN_ITERATIONS):  # the skin right outside the rim, not a far hill top
+        half = (floor + skin) / 2.0
+        crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii)
+        rim = np.sort(crossed.reshape(-1, RAY_COUNT))
+        median = rim[:, RAY_COUNT // 2]
+        beyond = (rays.radii_px[None, :] >= median[:, None]) & (
+            rays.radii_px[None, :] <= SKIN_RING * median[:, None] + 1.5 * FINE)
+        skin = np.minimum(np.where(beyond, lower, np.inf).min(axis=1), floor)
+    own = np.minimum(rim, ARM_CUT * median[:, None])  # rays down a furrow arm stop at the rim
+    radius = np.sqrt(np.mean(own**2, axis=1))  # area of the star-shaped rim = pi * radius**2
+    gap = rim[:, 1]
+    ring = np.clip(np.searchsorted(rays.radii_px, median + 2.0 * FINE), 0,
+                   len(rays.radii_px) - 2)
+    rows = np.arange(len(centres))
+    arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
+    strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
+    elongation = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
+    return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
+                  elongation)
+
+
+@dataclass(frozen=True)
+class Junctions:
+    """The typical pit of this frame: its furrow junctions (the great majority of candidates)."""
+
+    floor: float
+    gap_px: float  # as measured (blurred), to compare with candidates measured alike
+
+
+def typical_junction(depth: np.ndarray, centres: np.ndarray) -> Junctions:
+    """Median floor and gap of an evenly spread sample of the candidates."""
+    sample = centres[:: max(1, len(centres) // JUNCTION_SAMPLE)]
+    shape = shape_of(depth, sample)
+    return Junctions(float(np.median(shape.floor)), float(np.median(shape.gap_px)))
+
+
+def to_fine(prepared: Prepared, centres_work: np.ndarray, depth_fine: np.ndarray) -> np.ndarray:
+    """Work-pixel centres on the fine depth, each moved to the deepest of its 3 x 3 pixels."""
+    ratio = prepared.um_per_work_px / prepared.um_per_fine_px
+    rounded = np.rint((centres_work + 0.5) * ratio - 0.5).astype(np.intp)
+    height, width = depth_fine.shape
+    offsets = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    around = rounded[:, None, :] + offsets[None]
+    xs = np.clip(around[..., 0], 0, width - 1)
+    ys = np.clip(around[..., 1], 0, height - 1)
+    deepest = np.argmax(depth_fine[ys, xs], axis=1)
+    rows = np.arange(len(rounded))
+    return np.stack([xs[rows, deepest], ys[rows, deepest]], axis=1).astype(np.float64)
+
+
+def local_junction_floor(shape: tuple[int, int], centres: np.ndarray,
+                         floor: np.ndarray) -> np.ndarray:
+    """The typical junction floor around each candidate (``centres`` in work px): the median
+    floor of the candidates in each ~``LOCAL_TILE_UM`` tile (the frame's median where a tile
+    holds fewer than ``LOCAL_MIN_CANDIDATES``), interpolated bilinearly between tile centres.
+
+    Furrows are deeper in one part of a frame than in another, and vignetting darkens the
+    corners, so a pit is compared with the junctions around it, not the frame's median. Most
+    candidates are junctions, so a tile's median is a junction's floor.
+    """
+    if len(floor) == 0:
+        return np.zeros(0)
+    tile = LOCAL_TILE_UM / WORK_UM_PER_PX
+    grid = (max(1, round(shape[0] / tile)), max(1, round(shape[1] / tile)))
+    step_y, step_x = shape[0] / grid[0], shape[1] / grid[1]
+    rows = np.clip((centres[:, 1] / step_y).astype(np.intp), 0, grid[0] - 1)
+    cols = np.clip((centres[:, 0] / step_x).astype(np.intp), 0, grid[1] - 1)
+    medians = np.full(grid, float(np.median(floor)))
+    cell = rows * grid[1] + cols
+    order = np.argsort(cell, kind="stable")
+    bounds = np.searchsorted(cell[order], np.arange(grid[0] * grid[1] + 1))
+    for index in range(grid[0] * grid[1]):
+        members = order[bounds[index]:bounds[index + 1]]
+        if len(members) >= LOCAL_MIN_CANDIDATES:
+            medians.flat[index] = np.median(floor[members])
+    padded = np.pad(medians, 1, mode="edge")  # tile i's centre is padded index i + 1
+    local: np.ndarray = bilinear(padded, centres[:, 0] / step_x + 0.5,
+                                 centres[:, 1] / step_y + 0.5)
+    return local
+
+
+def blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
+    """How melanin-like the darkening of a pit is: 0 for a grey shadow (a pore, a furrow), about
+    1 for a pigment spot or freckle.
+
+    ``rgb`` is the work image, ``centres`` and ``radius_px`` in work px. Melanin absorbs blue
+    more than green and green more than red, so a pigment spot darkens blue beyond red by
+    ``MELANIN_BLUE_BEYOND_RED`` of the red darkening (beyond green by
+    ``MELANIN_BLUE_BEYOND_GREEN`` of the green one). Red is the better reference, but on bright
+    skin it clips at 255 on the hills, which would make every pit read bluish; where the skin
+    around reads within ``RED_CLIP_BAND`` of 255 green takes over, blended, so the score moves
+    smoothly with the frame's brightness.
+    """
+    shares = [_melanin_share(rgb, centres, radius_px + reach) for reach in PIGMENT_RINGS_PX]
+    share: np.ndarray = np.maximum(*shares)
+    return share
+
+
+def _melanin_share(rgb: np.ndarray, centres: np.ndarray, ring_px: np.ndarray) -> np.ndarray:
+    """``blue_excess`` against the skin on one ring of radius ``ring_px`` (work px)."""
+    angles = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
+    out = ring_px[:, None]
+    xs, ys = centres[:, :1] + out * np.cos(angles), centres[:, 1:] + out * np.sin(angles)
+    skin, pit = [], []
+    for channel in range(3):
+        plane = np.ascontiguousarray(rgb[..., channel])
+        skin.append(np.median(bilinear(plane, xs, ys), axis=1))
+        pit.append(bilinear(plane, centres[:, 0], centres[:, 1]))
+    red_drop, green_drop, blue_drop = (np.log(s + 1.0) - np.log(p + 1.0)
+                                       for s, p in zip(skin, pit, strict=True))
+    by_red = np.maximum(
+        (blue_drop - red_drop) / MELANIN_BLUE_BEYOND_RED,
+        (green_drop - red_drop) / MELANIN_GREEN_BEYOND_RED,  # blue can bottom out in the dark
+    ) / np.maximum(red_drop, 0.02)
+    by_green = (blue_drop - green_drop) / np.maximum(green_drop, 0.02) / MELANIN_BLUE_BEYOND_GREEN
+    red_ok = np.clip((255.0 - skin[0]) / RED_CLIP_BAND - 1.0, 0.0, 1.0)
+    share: np.ndarray = red_ok * by_red + (1.0 - red_ok) * by_green
+    return share

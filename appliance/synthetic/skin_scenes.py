@@ -1,0 +1,73 @@
+"""Hand-set skin scenes of the project's generator: pores placed on furrow junctions, pigment,
+hairs, dust, dark junctions or deep short furrow segments, so the truth is known exactly.
+
+tests/skin/test_skin_pores.py checks the pore search on them; benchmarks/fit_pore_rule.py fits
+the pore tests' thresholds with them (other seeds than the tests').
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from appliance.synthetic.skin import decode_jpeg, encode_jpeg
+from appliance.synthetic.skin_geometry import SkinGeometry, build_geometry
+from appliance.synthetic.skin_params import SkinParams, sample_params
+from appliance.synthetic.skin_render import render_rgb
+
+SCENE_WIDTH_PX, SCENE_HEIGHT_PX = 640, 480
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One scene: pixels (JPEG q90), its scale and its geometry."""
+
+    rgb: np.ndarray
+    um_per_px: float
+    geometry: SkinGeometry
+
+
+def junctions_near_centre(geometry: SkinGeometry) -> np.ndarray:
+    """Furrow meeting points (3 or more furrows) well inside the scene."""
+    degree = np.bincount(geometry.edges.ravel(), minlength=len(geometry.vertices_px))
+    points = geometry.vertices_px[degree >= 3]
+    inside = (np.abs(points[:, 0] - 320) < 200) & (np.abs(points[:, 1] - 240) < 150)
+    result: np.ndarray = points[inside]
+    return result
+
+
+def junction_scene(seed: int, pore_diameters_um: tuple[float, ...] = (),
+                   **extras: Any) -> Scene:
+    """Skin of the "normal" preset without pores but ``pore_diameters_um`` placed on furrow
+    junctions; ``extras`` set any other parameter (pigment_spots=4, hairs=2, ...)."""
+    rng = np.random.default_rng(seed)
+    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0, **extras)
+    geometry = build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX)
+    junctions = junctions_near_centre(geometry)
+    count = len(pore_diameters_um)
+    centres = np.asarray([junctions[k * 7 % len(junctions)] for k in range(count)], dtype=float)
+    geometry = replace(
+        geometry,
+        pore_centres_px=centres.reshape(-1, 2),
+        pore_radii_px=np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px,
+        pore_at_junction=np.ones(count, dtype=bool),
+    )
+    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
+    return Scene(rgb, params.um_per_px, geometry)
+
+
+def dash_scene(seed: int, factor: float = 2.2) -> Scene:
+    """Skin without pores whose short furrow segments near the centre are ``factor`` times
+    deeper than the rest: dashes to tell from pores."""
+    rng = np.random.default_rng(seed)
+    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0)
+    geometry = build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX)
+    starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
+    middle = (starts + ends) / 2.0
+    short = np.hypot(*(ends - starts).T) < 14.0
+    inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
+    geometry = replace(geometry, edge_depth=np.where(short & inside, factor, 1.0))
+    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
+    return Scene(rgb, params.um_per_px, geometry)

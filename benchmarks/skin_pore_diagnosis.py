@@ -1,0 +1,121 @@
+"""Why pores are missed or invented: every pore test's toll on frames with known pores; one JSON.
+
+For each frame of a set (``--renderer generator`` with ``--preset``, or ``voronoi``, the
+evaluation-only renderer), every true pore is matched with the nearest candidate the pore
+search profiled (within the pore's radius or 40 µm). A true pore without one is ``unseen``;
+one only among the candidates dropped before profiling is ``too_shallow``;
+otherwise each test it fails is tallied (``fails_only``: the tests that alone stand between it
+and being counted). Every counted pore with no true pore under it is ``false``. Read this to
+find which test to rethink; set thresholds only on the project's own generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from skin_common import load_average
+
+from appliance.skin.analysis import analyze
+from appliance.skin.pores import measure_candidates, pore_tests
+from appliance.skin.preprocess import prepare
+from appliance.skin.texture import measure_texture
+from appliance.synthetic.skin import synthetic_frame
+from appliance.synthetic.skin_voronoi import voronoi_frame
+
+SIZE_BINS_UM = (50.0, 70.0, 100.0, 140.0, 200.0, 320.0)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    rgb: np.ndarray
+    um_per_px: float
+    centres_px: np.ndarray
+    radii_px: np.ndarray
+
+
+def _frame(renderer: str, seed: int, index: int, preset: str) -> _Frame:
+    if renderer == "voronoi":
+        evaluation = voronoi_frame(seed, index)
+        return _Frame(evaluation.image_rgb, evaluation.um_per_px, evaluation.pore_centres_px,
+                      evaluation.pore_radii_px)
+    own = synthetic_frame(seed, index, preset)
+    return _Frame(own.image_rgb, own.um_per_px, own.geometry.pore_centres_px,
+                  own.geometry.pore_radii_px)
+
+
+def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
+    """Add one frame's misses to ``tally``; return (true count, measured count)."""
+    prepared = prepare(frame.rgb, frame.um_per_px)
+    seen = measure_candidates(prepared, measure_texture(prepared).furrow_mask)
+    tests = pore_tests(seen)
+    scale = prepared.frame_px_per_work_px
+    centres = (seen.centres_work_px + 0.5) * scale - 0.5
+    passed = np.logical_and.reduce(list(tests.values())) if len(centres) else np.zeros(0)
+    counted = (analyze(frame.rgb, frame.um_per_px).pores.centres_work_px + 0.5) * scale - 0.5
+    for centre, radius in zip(frame.centres_px, frame.radii_px, strict=True):
+        size = 2.0 * radius * frame.um_per_px
+        label = next(f"{lo:.0f}-{hi:.0f}" for lo, hi in itertools.pairwise(SIZE_BINS_UM)
+                     if size < hi or hi == SIZE_BINS_UM[-1])
+        reach = max(radius, 40.0 / frame.um_per_px)
+        if len(counted) and np.min(np.hypot(*(counted - centre).T)) < reach:
+            tally["counted"][label] += 1
+            continue
+        gaps = np.hypot(*(centres - centre).T) if len(centres) else np.zeros(0)
+        if not len(gaps) or gaps.min() >= reach:
+            shallow = (seen.shallow_work_px + 0.5) * scale - 0.5
+            near = len(shallow) and np.min(np.hypot(*(shallow - centre).T)) < reach
+            tally["too_shallow" if near else "unseen"][label] += 1
+            continue
+        nearest = int(np.argmin(gaps))
+        failed = [name for name, ok in tests.items() if not ok[nearest]]
+        tally["missed"][label] += 1
+        for name in failed:
+            tally["fails"][name] += 1
+        if len(failed) == 1:
+            tally["fails_only"][failed[0]] += 1
+        if not failed and passed[nearest]:
+            tally["fails"]["merged_with_deeper"] += 1
+    truth_gaps = [np.min(np.hypot(*(frame.centres_px - c).T)) if len(frame.centres_px)
+                  else np.inf for c in counted]
+    tally["false"]["pores"] += int(np.sum(np.asarray(truth_gaps) > 40.0 / frame.um_per_px))
+    return len(frame.radii_px), len(counted)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--renderer", choices=("generator", "voronoi"), default="generator")
+    parser.add_argument("--preset", default="wide")
+    parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    keys = ("counted", "missed", "too_shallow", "unseen", "fails", "fails_only", "false")
+    tally: dict[str, Counter[str]] = {key: Counter() for key in keys}
+    errors = []
+    for index in range(args.count):
+        truth, measured = diagnose(_frame(args.renderer, args.seed, index, args.preset), tally)
+        if truth:
+            errors.append(abs(measured - truth) / truth)
+    result: dict[str, Any] = {
+        "benchmark": "skin_pore_diagnosis",
+        "renderer": args.renderer,
+        "preset": args.preset if args.renderer == "generator" else None,
+        "seed": args.seed,
+        "frames": args.count,
+        "pore_count_error": {"median": round(float(np.median(errors)), 4),
+                             "p90": round(float(np.percentile(errors, 90)), 4)},
+        **{key: dict(sorted(counter.items())) for key, counter in tally.items()},
+        "load_average": load_average(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
