@@ -17,10 +17,11 @@ on the central 944x704 crop; coefficient of variation per feature (target <= 2 %
 worst over the frames. A moved crop holds partly different pores, so pore_count also varies
 for that reason; pore_count_same_skin_window counts only pores whose centre maps back into a
 fixed 720x480 skin window that every crop covers (the repeatability of the measurement
-itself), and the target check uses it in place of pore_count. pore_count_truth_in_crop is the
+itself). pore_count_truth_in_crop is the
 floor that content change sets: the CV of the true number of pores whose centre lies in each
 crop (from the frame's synthetic geometry), i.e. what a perfect detector would score on
-pore_count; pore_count_over_truth is the CV of measured / true count per crop.
+pore_count; pore_count_over_truth is the CV of measured / true count per crop. The target
+(CV <= 2 %) covers the texture features and the pore diameter; the counts are reported.
 """
 
 from __future__ import annotations
@@ -165,9 +166,11 @@ def repeatability(images: list[Path], variants: int) -> dict[str, Any]:
             cvs[key].append(float(values.std(ddof=1) / values.mean()) if values.mean() else 0.0)
     per_feature = {key: {"median_cv": round(float(np.median(v)), 4), "max_cv": round(max(v), 4)}
                    for key, v in cvs.items()}
-    references = ("pore_count", "pore_count_truth_in_crop", "pore_count_over_truth")
-    met = all(v["median_cv"] <= 0.02 for k, v in per_feature.items() if k not in references)
-    # (pore_mean_diameter_um is among them: its CV target is 2 % as for texture)
+    # the target (issue 11): CV <= 2 % for the texture features and the pore diameter; the
+    # pore counts are reported beside it (a moved crop holds other pores)
+    counts = ("pore_count", "pore_count_same_skin_window", "pore_count_truth_in_crop",
+              "pore_count_over_truth")
+    met = all(v["median_cv"] <= 0.02 for k, v in per_feature.items() if k not in counts)
     return {"frames": len(images), "variants": variants, "per_feature": per_feature,
             "targets_met": met}
 

@@ -2,7 +2,7 @@
 
 The method was validated (``benchmarks/skin_accuracy.py``, docs/measurement.md "Validated
 range") on frames at 7-13 µm/px, with furrows at least ``MIN_FURROW_CONTRAST`` darker than the
-hills, pores of 80-320 µm and hills of 0.03-0.25 mm². A feature that depends on something
+hills, pores of 50-320 µm and hills of 0.03-0.25 mm². A feature that depends on something
 outside that range is named in ``Validity.not_validated``; a scale or a contrast outside it
 makes the whole frame unvalidated (``Validity.frame_reasons``), which the quality verdict
 reports. The kiosk and the back office can then show "not measured" instead of a number.
@@ -16,7 +16,7 @@ from appliance.skin.features import FEATURE_KEYS, SkinFeatures
 
 SCALE_UM_PER_PX = (7.0, 13.0)
 MIN_FURROW_CONTRAST = 0.08  # median depth of furrow pixels below the hill level
-PORE_DIAMETER_UM = (80.0, 320.0)
+PORE_DIAMETER_UM = (50.0, 320.0)
 HILL_AREA_MM2 = (0.03, 0.25)
 
 TEXTURE_KEYS = (

@@ -64,14 +64,20 @@ def test_short_deep_furrow_segments_are_not_pores(seed: int) -> None:
     assert analyze(scene.rgb, scene.um_per_px).features.pore_count == 0
 
 
-@pytest.mark.parametrize("diameter_um", [80.0, 120.0, 180.0, 250.0, 320.0])
-def test_pore_size_sweep_finds_and_sizes_every_pore(diameter_um: float) -> None:
+@pytest.mark.parametrize(
+    ("diameter_um", "at_least"),
+    [(50.0, 8), (60.0, 10), (80.0, 11), (120.0, 11), (180.0, 11), (250.0, 11), (320.0, 11)],
+)
+def test_pore_size_sweep_finds_and_sizes_every_pore(diameter_um: float, at_least: int) -> None:
+    """Pores on junctions, 50-320 µm: found (the smallest, five fine pixels across, mostly) and
+    sized without bias (mean measured / true within 15 %)."""
     found, ratios = 0, []
     for seed in SEEDS:
         analysis, _ = _scene(seed, (diameter_um,) * 4)
         found += analysis.features.pore_count
-        ratios.append(analysis.features.pore_mean_diameter_um / diameter_um)
-    assert found >= 11  # of 12
+        if analysis.features.pore_count:
+            ratios.append(analysis.features.pore_mean_diameter_um / diameter_um)
+    assert found >= at_least  # of 12
     assert float(np.mean(ratios)) == pytest.approx(1.0, abs=0.15)
 
 
