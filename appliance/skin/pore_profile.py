@@ -28,6 +28,7 @@ SKIN_ITERATIONS = 2  # rim, then skin just outside it, then the rim again
 SKIN_RING = 1.5  # the skin: the lower-quartile ray depth between the rim and 1.5 rims out
 ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow arm
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
+SPREAD_UM = 60.0  # how far out a wide pit is still deep all round
 LOCAL_TILE_UM = 1000.0  # a pit is compared with the junctions of about 1 mm around it
 LOCAL_MIN_CANDIDATES = 12  # a tile with fewer uses the frame's median
 # Melanin's extra blue darkening, as a share of the red (green) darkening: its absorption
@@ -273,3 +274,13 @@ def _melanin_share(rgb: np.ndarray, centres: np.ndarray, ring_px: np.ndarray) ->
     red_ok = np.clip((255.0 - skin[0]) / RED_CLIP_BAND - 1.0, 0.0, 1.0)
     share: np.ndarray = red_ok * by_red + (1.0 - red_ok) * by_green
     return share
+
+
+def spread_of(depth: np.ndarray, centres: np.ndarray, radius_px: float) -> np.ndarray:
+    """The shallowest of 8 rays at ``radius_px`` around each centre: a wide pit stays deep all
+    round, a junction falls off between its arms (cheap: read before the full profile)."""
+    angles = np.arange(8) * (np.pi / 4.0)
+    xs = centres[:, :1] + radius_px * np.cos(angles)
+    ys = centres[:, 1:] + radius_px * np.sin(angles)
+    result: np.ndarray = bilinear(depth, xs, ys).min(axis=1)
+    return result

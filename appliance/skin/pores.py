@@ -36,12 +36,14 @@ import numpy as np
 from appliance.skin.pore_profile import (
     FINE_SMOOTH_PX,
     SMOOTH_PX,
+    SPREAD_UM,
     Junctions,
     Shape,
     blue_excess,
     candidates,
     local_junction_floor,
     shape_of,
+    spread_of,
     to_fine,
     typical_junction,
 )
@@ -61,6 +63,12 @@ class PoreRule:
     depth_over_furrow: float = 1.2  # pit floor / median furrow floor
     depth_over_junction: float = 1.3  # pit floor / the junctions' floor around it
     gap_over_junction: float = 0.9  # shortest rim rays / the frame's typical junction's
+    # A pit no deeper than the junctions around it is still a pore when it is wide: as deep as
+    # this share of its floor all round at SPREAD_UM from its centre, and much roomier between
+    # its arms than a junction (the junctions of a frame can be drawn as dark as its pores).
+    shallow_over_junction: float = 1.15  # pit floor / the junctions' floor, for a wide pit
+    shallow_min_spread: float = 0.3  # shallowest of 8 rays at SPREAD_UM / pit floor
+    shallow_min_gap: float = 1.5  # shortest rim rays / the frame's typical junction's
     deep_over_junction: float = 1.3  # ... or this much deeper than the junctions around it
     deep_over_arms: float = 1.6  # ... and than its own arms (then half a junction's gap will do)
     depth_over_arms: float = 1.1  # pit floor / second-deepest ray just outside the rim
@@ -96,6 +104,7 @@ class Candidates:
     centres_work_px: np.ndarray  # (N, 2) x, y
     shape: Shape  # profile on the fine depth (radii in fine px)
     around: np.ndarray  # (N,) the junctions' floor around each (local median)
+    spread: np.ndarray  # (N,) shallowest of 8 rays at SPREAD_UM over the floor
     junction: Junctions  # the frame's typical junction (its gap)
     blue: np.ndarray  # (N,) blue excess
     furrow_floor: float  # median depth of the furrow pixels, at least 0.05
@@ -121,19 +130,23 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     junction = typical_junction(fine, centres) if len(centres) else Junctions(1.0, 1.0)
     floor = fine[centres[:, 1].astype(np.intp), centres[:, 0].astype(np.intp)]
     around = local_junction_floor(depth.shape, centres_work, floor)
-    deep = _deep_enough(floor, around, furrow_floor, rule) | profile_all
+    spread = spread_of(fine, centres, SPREAD_UM / prepared.um_per_fine_px) / np.maximum(
+        floor, 1e-6)
+    deep = _deep_enough(floor, around, spread, furrow_floor, rule) | profile_all
     shape = shape_of(fine, centres[deep])
     blue = blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
-    return Candidates(centres_work[deep], shape, around[deep], junction, blue, furrow_floor,
+    return Candidates(centres_work[deep], shape, around[deep], spread[deep], junction, blue,
+                      furrow_floor,
                       contrast, prepared.um_per_fine_px, prepared.um_per_work_px,
                       centres_work[~deep])
 
 
-def _deep_enough(floor: np.ndarray, around: np.ndarray, furrow_floor: float,
-                 rule: PoreRule) -> np.ndarray:
-    """Deeper than the furrows and than the junctions around it."""
+def _deep_enough(floor: np.ndarray, around: np.ndarray, spread: np.ndarray,
+                 furrow_floor: float, rule: PoreRule) -> np.ndarray:
+    """Deeper than the furrows, and than the junctions around it or, if wide, nearly so."""
     result: np.ndarray = (floor >= rule.depth_over_furrow * furrow_floor) & (
-        floor >= rule.depth_over_junction * around)
+        (floor >= rule.depth_over_junction * around)
+        | ((floor >= rule.shallow_over_junction * around) & (spread >= rule.shallow_min_spread)))
     return result
 
 
@@ -157,9 +170,12 @@ def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray
     deep = (shape.floor >= rule.deep_over_junction * found.around) & (
         shape.floor >= rule.deep_over_arms * shape.arms) & (gap >= 0.5 * junction_gap)
     diameters = own_diameters_um(found, rule)
+    below_junctions = shape.floor < rule.depth_over_junction * found.around
     return {
-        "deep_enough": _deep_enough(shape.floor, found.around, found.furrow_floor, rule),
+        "deep_enough": _deep_enough(shape.floor, found.around, found.spread, found.furrow_floor,
+                                    rule),
         "wide_or_deep": (gap >= rule.gap_over_junction * junction_gap) | deep,
+        "wide_if_shallow": ~below_junctions | (gap >= rule.shallow_min_gap * junction_gap),
         "deeper_than_arms": shape.floor >= rule.depth_over_arms * shape.arms,
         "deeper_than_strand": shape.floor >= rule.depth_over_strand * shape.strand,
         "round": shape.roundness >= rule.min_roundness,
