@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from appliance.config import Config
+from appliance.config import Config, SkinConfig
 from appliance.hostile import huge_png, lying_jpeg
+from appliance.skin.analysis import analyze
 from appliance.skin.analyze_run import AnalyzeRun
 from appliance.skin.frames import FrameError, header_size, load_frame
 from appliance.synthetic.skin import synthetic_frame
@@ -47,3 +50,14 @@ def test_any_error_inside_one_file_is_that_file_s_error(tmp_path: Path) -> None:
     record = run.measure(odd)
     assert record["image"] == str(odd)
     assert "error" in record
+
+
+def test_a_scale_beyond_the_measurable_range_is_refused_before_any_image_is_made() -> None:
+    """A scale of 100 µm/px would blow a 1280x960 frame up to a 12800x9600 fine image (0.5 GB):
+    the measurement refuses it by name, and so does the config."""
+    frame = np.full((960, 1280, 3), 128, np.uint8)
+    with pytest.raises(ValueError, match=r"um_per_px must be within 0.5..30"):
+        analyze(frame, 100.0)
+    with pytest.raises(ValidationError, match="um_per_px"):
+        SkinConfig(um_per_px=100.0)
+    assert analyze(frame, 30.0).features.pore_count == 0
