@@ -56,8 +56,10 @@ class PoreRule:
 
     Fitted by benchmarks/fit_pore_rule.py (coordinate search for the smallest pore-count and
     diameter error) on the project's own generator only: presets mixed and wide, seeds 11 and
-    12. The benchmark evaluates other seeds and the second renderer (synthetic.skin_voronoi),
-    which never set anything here.
+    12, and the hand-set scenes of synthetic.skin_scenes. ``gap_over_junction`` was then raised
+    from the fitted 0.7 to 0.9, which the dash scenes need (docs/measurement.md "Pores" says
+    what that costs). The benchmark evaluates other seeds and the second renderer
+    (synthetic.skin_voronoi), which never set anything here.
     """
 
     depth_over_furrow: float = 1.2  # pit floor / median furrow floor
@@ -106,7 +108,7 @@ class Candidates:
     around: np.ndarray  # (N,) the junctions' floor around each (local median)
     spread: np.ndarray  # (N,) shallowest of 8 rays at SPREAD_UM over the floor
     junction: Junctions  # the frame's typical junction (its gap)
-    blue: np.ndarray  # (N,) blue excess
+    blue: np.ndarray  # (N,) how melanin-like the darkening is (pore_profile.blue_excess)
     furrow_floor: float  # median depth of the furrow pixels, at least 0.05
     contrast: float  # the same median, as measured
     um_per_fine_px: float
@@ -136,8 +138,7 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     shape = shape_of(fine, centres[deep])
     blue = blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], junction, blue,
-                      furrow_floor,
-                      contrast, prepared.um_per_fine_px, prepared.um_per_work_px,
+                      furrow_floor, contrast, prepared.um_per_fine_px, prepared.um_per_work_px,
                       centres_work[~deep])
 
 
