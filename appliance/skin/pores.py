@@ -57,9 +57,10 @@ class PoreRule:
     Fitted by benchmarks/fit_pore_rule.py (coordinate search for the smallest pore-count and
     diameter error) on the project's own generator only: presets mixed and wide, seeds 11 and
     12, and the hand-set scenes of synthetic.skin_scenes. ``gap_over_junction`` was then raised
-    from the fitted 0.7 to 0.9, which the dash scenes need (docs/measurement.md "Pores" says
-    what that costs). The benchmark evaluates other seeds and the second renderer
-    (synthetic.skin_voronoi), which never set anything here.
+    from the fitted 0.7 to 0.9, which the dash scenes need, and the ``shallow_*`` values come
+    from a later fit (docs/measurement.md "Pores" says what each choice costs). The benchmark
+    evaluates other seeds and the second renderer (synthetic.skin_voronoi), which never set
+    anything here.
     """
 
     depth_over_furrow: float = 1.2  # pit floor / median furrow floor
