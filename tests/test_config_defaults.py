@@ -62,3 +62,23 @@ def test_config_check_refuses_a_model_file_the_daemon_cannot_load(
     err = capsys.readouterr().err
     assert "model.path:" in err
     assert "model.onnx" in err
+
+
+def test_the_snippet_calibrate_prints_keeps_the_shipped_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("skin:\n  um_per_px: 12.5\n")  # exactly what `appliance calibrate` says
+    assert main(["config", "check", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"model {shipped_path(SKIN_MODEL)}" in out
+    assert "12.5 um/px" in out
+
+
+def test_model_path_null_turns_classification_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  path: null\n")
+    assert main(["config", "check", str(config)]) == 0
+    assert "model none" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from appliance.config.section import Section
+from appliance.shipped import SKIN_MODEL, shipped_path
 
 
 class DeviceConfig(Section):
@@ -51,10 +52,11 @@ class CameraConfig(Section):
         return self
 
 
-
 class ModelConfig(Section):
     path: str | None = Field(
-        None, description="ONNX classifier of skin features (unset: no classification)."
+        default_factory=lambda: str(shipped_path(SKIN_MODEL)),
+        description="ONNX classifier of skin features (default: the shipped texture grader; "
+        "null: no classification).",
     )
 
 

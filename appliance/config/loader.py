@@ -150,10 +150,7 @@ def load_config_or_defaults(
         return load_config(path, environ)
     if Path(DEFAULT_CONFIG_FILE).is_file():
         return load_config(DEFAULT_CONFIG_FILE, environ)
-    from appliance.shipped import SKIN_MODEL, shipped_path  # noqa: PLC0415  (no cycle at import)
-
-    defaults = {"model": {"path": str(shipped_path(SKIN_MODEL))}}
-    config = config_from_mapping(defaults, "built-in defaults (no ./config.yaml)", environ)
+    config = config_from_mapping({}, "built-in defaults (no ./config.yaml)", environ)
     return resolve_paths(config, Path.cwd())
 
 
