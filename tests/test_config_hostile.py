@@ -61,3 +61,20 @@ def test_a_duplicate_key_is_refused_naming_the_key_and_its_line(tmp_path: Path) 
 def test_merge_keys_may_still_be_overridden() -> None:
     text = "base: &b {host: a, port: 1}\nmqtt:\n  <<: *b\n  port: 2\n"
     assert safe_load_limited(text)["mqtt"] == {"host": "a", "port": 2}
+
+
+@pytest.mark.parametrize("raw", ["true", "nan", ".nan", ".inf", "-.inf", "ten"])
+def test_a_scale_that_is_not_a_finite_number_is_refused_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping({}, "config.yaml", environ={"APPLIANCE__SKIN__UM_PER_PX": raw})
+    message = str(refused.value)
+    assert "skin.um_per_px (from environment variable APPLIANCE__SKIN__UM_PER_PX)" in message
+    assert "must be a finite number" in message
+    assert "less than or equal" not in message
+
+
+def test_a_scale_written_as_a_yaml_boolean_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("skin:\n  um_per_px: yes\n")
+    with pytest.raises(ConfigError, match=r"skin\.um_per_px: must be a finite number.*True"):
+        load_config(path)

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import math
+
+from pydantic import Field, field_validator
 
 from appliance.config.section import Section
+
+MIN_UM_PER_PX = 0.5  # exclusive; appliance/skin/preprocess.py measures nothing finer
+MAX_UM_PER_PX = 30.0  # appliance/skin/preprocess.py MAX_UM_PER_PX: memory stays bounded
 
 
 class SkinConfig(Section):
     um_per_px: float = Field(
         10.0,
-        gt=0.5,
-        le=30.0,  # appliance/skin/preprocess.py MAX_UM_PER_PX: memory stays bounded
+        gt=MIN_UM_PER_PX,
+        le=MAX_UM_PER_PX,
         description="Micrometres per pixel of the microscope (measure with `appliance calibrate`).",
     )
+
+    @field_validator("um_per_px", mode="before")
+    @classmethod
+    def _finite_number(cls, value: object) -> object:
+        """A real number only: YAML's ``true`` or ``.nan`` is no scale, whatever pydantic makes
+        of it (``true`` would pass as 1.0, NaN as "not <= 30")."""
+        real = isinstance(value, int | float) and not isinstance(value, bool)
+        if not real or not math.isfinite(value):  # type: ignore[arg-type]
+            shown = repr(value)[:40]
+            raise ValueError(f"must be a finite number of micrometres per pixel, got {shown}")
+        return value
