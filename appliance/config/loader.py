@@ -99,12 +99,17 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, with errors naming the file and line."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: a directory, not a config file; name the file (e.g. "
+                          f"{path / DEFAULT_CONFIG_FILE})")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found (pass --config FILE or create it)")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
     try:
         data = safe_load_limited(path.read_text(encoding="utf-8"))
+    except PermissionError as exc:
+        raise ConfigError(f"{path}: permission denied; check the file's permissions") from exc
     except YamlLimitError as exc:
         raise ConfigError(f"{path}: refused: {exc}") from exc
     except yaml.MarkedYAMLError as exc:

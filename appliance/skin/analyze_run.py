@@ -5,6 +5,9 @@ Each file is measured as the kiosk measures its best frame (``edge.measure.measu
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +15,13 @@ import cv2
 import numpy as np
 
 from appliance.capture.quality import QualityGate
-from appliance.config import Config, load_config_or_defaults
+from appliance.config import Config, SkinConfig, load_config_or_defaults
 from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
+from appliance.logsafe import escape_controls
 from appliance.skin.colour import WhiteReference
-from appliance.skin.frames import FrameError, load_frame
+from appliance.skin.frames import FrameError, load_frame, shown_name
+
+MAX_SIDECAR_BYTES = 1_000_000  # `appliance synth skin` writes a few kB
 
 TABLE_COLUMNS = (
     ("quality", "quality", 12, ""),
@@ -52,11 +58,16 @@ class AnalyzeRun:
 
     @classmethod
     def from_config(
-        cls, path: str | None, overlay_dir: str | None, white_frame: str | None = None
+        cls, path: str | None, overlay_dir: str | None, white_frame: str | None = None,
+        um_per_px: float | None = None,
     ) -> AnalyzeRun:
         """Load the config (``load_config_or_defaults``: the shipped model without a file), the
-        model if configured, the white reference if given, and make the overlay folder."""
+        model if configured, the white reference if given, and make the overlay folder;
+        ``um_per_px`` (``--um-per-px``) replaces the config's scale for this run."""
         config = load_config_or_defaults(path)
+        if um_per_px is not None:
+            skin = SkinConfig.model_validate({"um_per_px": um_per_px})
+            config = config.model_copy(update={"skin": skin})
         classifier = None
         if config.model.path:
             from appliance.inference.classifier import (  # noqa: PLC0415 - onnxruntime is heavy
@@ -76,8 +87,10 @@ class AnalyzeRun:
         if white_frame is not None:
             try:
                 white = WhiteReference.from_frame(load_frame(white_frame, expected_shape=None))
-            except ValueError as exc:  # FrameError or a too-dark tile
-                raise ValueError(f"--white {white_frame}: {exc}") from exc
+            except FrameError as exc:  # names the file already
+                raise ValueError(f"--white {exc}") from exc
+            except ValueError as exc:  # a tile too dark, coloured or textured
+                raise ValueError(f"--white {shown_name(white_frame)}: {exc}") from exc
         return cls(config, folder, classifier, white)
 
     def measure(self, image: Path) -> dict[str, Any]:
@@ -86,8 +99,12 @@ class AnalyzeRun:
             return self._measure(image)
         except FrameError as exc:
             return {"image": str(image), "error": str(exc)}
-        except (ValueError, OSError, MemoryError, cv2.error) as exc:  # one file never ends a run
-            return {"image": str(image), "error": f"{image}: {type(exc).__name__}: {exc}"}
+        except OSError as exc:  # its text would name the file again
+            reason = exc.strerror or type(exc).__name__
+            return {"image": str(image), "error": f"{shown_name(image)}: {reason}"}
+        except (ValueError, MemoryError, cv2.error) as exc:  # one file never ends a run
+            error = f"{shown_name(image)}: {type(exc).__name__}: {escape_controls(str(exc))}"
+            return {"image": str(image), "error": error}
 
     def _measure(self, image: Path) -> dict[str, Any]:
         rgb = load_frame(image)
@@ -112,7 +129,8 @@ class AnalyzeRun:
             target = self.overlay_dir / f"{image.stem}.overlay.jpg"
             overlay = cv2.cvtColor(measured.draw_overlay(), cv2.COLOR_RGB2BGR)
             if not cv2.imwrite(str(target), overlay, [cv2.IMWRITE_JPEG_QUALITY, 85]):
-                return {"image": str(image), "error": f"{target}: could not write the overlay"}
+                error = f"{shown_name(target)}: could not write the overlay"
+                return {"image": str(image), "error": error}
             record["overlay"] = str(target)
         return record
 
@@ -125,8 +143,9 @@ class AnalyzeRun:
     @staticmethod
     def table_row(record: dict[str, Any]) -> str:
         """One readable table line for a result record (a rejected frame: its verdict only)."""
+        name = shown_name(Path(record["image"]).name)[:28]
         if "rejected" in record:
-            return f"{Path(record['image']).name[:28]:<28} {record['rejected']}"
+            return f"{name:<28} {record['rejected']}"
         features = record["features"]
         cells = []
         for _, key, width, fmt in TABLE_COLUMNS:
@@ -139,4 +158,35 @@ class AnalyzeRun:
             else:
                 value = format(features[key], fmt)
             cells.append(f"{value:>{width}}")
-        return f"{Path(record['image']).name[:28]:<28} " + " ".join(cells)
+        return f"{name:<28} " + " ".join(cells)
+
+    def sidecar_note(self, images: Sequence[Path]) -> str | None:
+        """One line when frames carry their own scale in a ``NAME.json`` sidecar (as `appliance
+        synth skin` writes) other than the one they are measured at; None when none does.
+
+        The sidecar is only named, never used: a kiosk's calibration is its config's.
+        """
+        measured_at = self.config.skin.um_per_px
+        differing = [
+            (image, scale) for image in images
+            if (scale := sidecar_um_per_px(image)) is not None and abs(scale - measured_at) > 0.005
+        ]
+        if not differing:
+            return None
+        image, scale = differing[0]
+        more = f" (and {len(differing) - 1} more frames)" if len(differing) > 1 else ""
+        return (f"{shown_name(image.name)}: sidecar says {scale:.2f} um/px{more}, measuring at "
+                f"{measured_at:.2f} (config); use --um-per-px to measure at another scale")
+
+
+def sidecar_um_per_px(image: Path) -> float | None:
+    """``um_per_px`` from the frame's ``NAME.json`` sidecar; None without a usable one."""
+    sidecar = image.with_suffix(".json")
+    try:
+        if not sidecar.is_file() or sidecar.stat().st_size > MAX_SIDECAR_BYTES:
+            return None
+        scale = json.loads(sidecar.read_bytes()).get("um_per_px")
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+        return None
+    usable = isinstance(scale, int | float) and not isinstance(scale, bool) and math.isfinite(scale)
+    return float(scale) if usable else None

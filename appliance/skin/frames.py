@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -10,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+
+from appliance.logsafe import escape_controls
 
 FRAME_HEIGHT_PX = 960
 FRAME_WIDTH_PX = 1280
@@ -21,6 +26,13 @@ _JPEG_END = b"\xff\xd9"
 _PNG_MAGIC = b"\x89PNG"
 _KNOWN_MAGIC = (_JPEG_MAGIC, _PNG_MAGIC, b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 _PILLOW_GREY16_MODES = ("I;16", "I;16B", "I")  # a 16-bit grey PNG, as Pillow opens it
+_NOT_REGULAR = (  # what a path names when it is no file to read, as `ls -l` would say
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device (like /dev/zero)"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class FrameError(ValueError):
@@ -33,29 +45,60 @@ def load_frame(
     """Read an image file as RGB uint8; it must be ``expected_shape`` (rows, cols) unless None."""
     file = Path(path)
     data = _read_bytes(file)
-    rgb = decode_frame(data, str(file), expected_shape)
+    rgb = decode_frame(data, shown_name(file), expected_shape)
     if expected_shape is None:
         return rgb
     height, width = expected_shape
     if rgb.shape[:2] != (height, width):
         raise FrameError(
-            f"{file}: wrong size {rgb.shape[1]}x{rgb.shape[0]} px; the microscope delivers "
-            f"{width}x{height} px frames (resize or crop it, or check the camera mode)"
+            f"{shown_name(file)}: wrong size {rgb.shape[1]}x{rgb.shape[0]} px; the microscope "
+            f"delivers {width}x{height} px frames (resize or crop it, or check the camera mode)"
         )
     return rgb
 
 
+def shown_name(path: str | Path) -> str:
+    """A file name fit to print: control characters (a terminal's escape codes) and undecodable
+    bytes written as visible escapes."""
+    return escape_controls(str(path))
+
+
 def _read_bytes(file: Path) -> bytes:
-    if not file.exists():
-        raise FrameError(f"{file}: file not found; check the path")
-    if not file.is_file():
-        raise FrameError(f"{file}: not a regular file (a folder?); pass image files")
-    size = file.stat().st_size
-    if size == 0:
-        raise FrameError(f"{file}: empty file (0 bytes); the capture was not saved")
-    if size > MAX_FRAME_BYTES:
-        raise FrameError(f"{file}: {size} bytes is larger than any microscope frame; refused")
-    return file.read_bytes()
+    name = shown_name(file)
+    info = _stat(file, name)
+    kind = next((what for is_kind, what in _NOT_REGULAR if is_kind(info.st_mode)), None)
+    if kind is not None:
+        raise FrameError(f"{name}: {kind}, not an image file; pass image files")
+    if info.st_size == 0:
+        raise FrameError(f"{name}: empty file (0 bytes); the capture was not saved")
+    if info.st_size > MAX_FRAME_BYTES:
+        raise FrameError(f"{name}: {info.st_size} bytes is larger than any microscope frame; "
+                         "refused")
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise FrameError(_unreadable(name, exc)) from exc
+
+
+def _stat(file: Path, name: str) -> os.stat_result:
+    try:
+        return file.stat()
+    except FileNotFoundError as exc:
+        if file.is_symlink():
+            raise FrameError(f"{name}: broken symlink (its target does not exist); check the "
+                             "link") from exc
+        raise FrameError(f"{name}: file not found; check the path") from exc
+    except OSError as exc:
+        raise FrameError(_unreadable(name, exc)) from exc
+
+
+def _unreadable(name: str, exc: OSError) -> str:
+    """Why ``name`` could not be read, said once (the OSError's own text repeats the name)."""
+    if isinstance(exc, PermissionError):
+        return f"{name}: permission denied; check the file's (and its folder's) permissions"
+    if exc.errno == errno.ELOOP:
+        return f"{name}: symlink loop (the link leads back to itself); fix the link"
+    return f"{name}: cannot read ({exc.strerror or exc}); check the file and the disk"
 
 
 def decode_frame(

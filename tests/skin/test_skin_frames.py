@@ -63,7 +63,7 @@ def test_wrong_size(tmp_path: Path) -> None:
 
 
 def test_folder_is_not_a_frame(tmp_path: Path) -> None:
-    with pytest.raises(FrameError, match="not a regular file"):
+    with pytest.raises(FrameError, match="a folder, not an image file"):
         load_frame(tmp_path)
 
 
