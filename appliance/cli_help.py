@@ -72,14 +72,20 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "analyze": (
         "Measure 1280x960 microscope frames offline: quality, texture, pores, colour and the "
-        "texture grade (shipped model unless the config names another). No broker needed.",
+        "texture grade (shipped model unless the config names another). No broker needed. "
+        "Frames are measured at the config's skin.um_per_px unless --um-per-px is given; a "
+        "frame's NAME.json sidecar scale (appliance synth skin) is named, never used.",
         ("appliance analyze frame.jpg", "appliance analyze shots/*.jpg --json",
-         "appliance analyze frame.jpg --overlay overlays --white white-tile.jpg"),
+         "appliance analyze frame.jpg --overlay overlays --white white-tile.jpg",
+         "appliance analyze frames/skin-1-00003.jpg --um-per-px 10.76"),
     ),
     "calibrate": (
         "Measure um_per_px from a photo of a stage micrometer (a scale of parallel lines a known "
-        "distance apart). Anything that is not a regular line grating is refused with a reason.",
-        ("appliance calibrate micrometer.jpg --mm 0.01",),
+        "distance apart). Anything that is not a regular line grating is refused with a reason, "
+        "and so is a result skin.um_per_px would refuse (outside 0.5-30 um/px: check --mm); a "
+        "result outside the validated 7-13 um/px is printed with a warning.",
+        ("appliance calibrate micrometer.jpg --mm 0.01",
+         "appliance calibrate micrometer.png --mm 0.1"),
     ),
     "config": (
         "Configuration: check a config file and the APPLIANCE__ environment overrides before "

@@ -61,7 +61,9 @@ class Calibration:
 def calibrate_from_micrometer(gray: np.ndarray, pitch_mm: float) -> Calibration:
     """Measure µm per pixel from a grey micrometer image whose lines are pitch_mm apart."""
     if not math.isfinite(pitch_mm) or pitch_mm <= 0:
-        raise CalibrationError(f"--mm must be positive (got {pitch_mm}): the line spacing in mm")
+        raise CalibrationError(
+            f"--mm must be a finite positive number (got {pitch_mm}): the line spacing in mm"
+        )
     angle_deg, rough_pitch_px = _dominant_grating(gray.astype(np.float32))
     upright = _rotate(gray.astype(np.float32), angle_deg)
     profile = _band_profile(upright, rough_pitch_px)

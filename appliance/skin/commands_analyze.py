@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
+
+from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -29,16 +32,48 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "--config", metavar="F", help="config file for skin.um_per_px and model.path "
         "(default: ./config.yaml when it exists, else built-in defaults with the shipped model)"
     )
+    analyze.add_argument(
+        "--um-per-px", type=_um_per_px, metavar="X",
+        help=f"measure at this scale (micrometres per pixel, over {MIN_UM_PER_PX:g} and at most "
+        f"{MAX_UM_PER_PX:g}) instead of the config's skin.um_per_px, for this run only",
+    )
     analyze.set_defaults(handler=_analyze)
     calibrate = root.add_parser(
         "calibrate", help="measure um_per_px from a photo of a stage micrometer"
     )
     calibrate.add_argument("image", metavar="IMAGE", help="photo of the micrometer scale")
     calibrate.add_argument(
-        "--mm", type=float, required=True, metavar="N",
+        "--mm", type=_line_spacing_mm, required=True, metavar="N",
         help="distance between neighbouring graduation lines in mm (e.g. 0.1)",
     )
     calibrate.set_defaults(handler=_calibrate)
+
+
+def _um_per_px(text: str) -> float:
+    """``--um-per-px``: a finite number in the range skin.um_per_px accepts."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and MIN_UM_PER_PX < value <= MAX_UM_PER_PX):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of micrometres per pixel over {MIN_UM_PER_PX:g} and at "
+            f"most {MAX_UM_PER_PX:g} (as skin.um_per_px), got {text!r}"
+        )
+    return value
+
+
+def _line_spacing_mm(text: str) -> float:
+    """``--mm``: a finite positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite positive number (the line spacing in mm, e.g. 0.1), got {text!r}"
+        )
+    return value
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -46,23 +81,27 @@ def _analyze(args: argparse.Namespace) -> int:
     from appliance.edge.heap import keep_frame_buffers  # noqa: PLC0415
     from appliance.inference.contract import ModelError  # noqa: PLC0415
     from appliance.skin.analyze_run import AnalyzeRun  # noqa: PLC0415
+    from appliance.skin.frames import shown_name  # noqa: PLC0415
 
     keep_frame_buffers()  # many frames in one process: reuse the frame-sized buffers
 
     try:
-        run = AnalyzeRun.from_config(args.config, args.overlay, args.white)
+        run = AnalyzeRun.from_config(args.config, args.overlay, args.white, args.um_per_px)
     except (ConfigError, ModelError, OSError, ValueError) as exc:
         print(f"analyze: {exc}", file=sys.stderr)
         return 2
+    images = [Path(image) for image in args.images]
+    if args.um_per_px is None and (note := run.sidecar_note(images)):
+        print(f"analyze: {note}", file=sys.stderr)
     failures = 0
     if not args.json:
         print(run.table_header())
-    for image in args.images:
-        record = run.measure(Path(image))
+    for image in images:
+        record = run.measure(image)
         if "error" in record or "rejected" in record:
             failures += 1
-            print(f"analyze: {record.get('error') or image + ': ' + record['rejected']}",
-                  file=sys.stderr)
+            problem = record.get("error") or f"{shown_name(image)}: {record['rejected']}"
+            print(f"analyze: {problem}", file=sys.stderr)
         if args.json:
             print(json.dumps(record), flush=True)
         elif "error" not in record:
@@ -77,19 +116,54 @@ def _calibrate(args: argparse.Namespace) -> int:
         CalibrationError,
         calibrate_from_micrometer,
     )
-    from appliance.skin.frames import FrameError, load_frame  # noqa: PLC0415
+    from appliance.skin.frames import FrameError, load_frame, shown_name  # noqa: PLC0415
 
+    name = shown_name(args.image)
     try:
         rgb = load_frame(args.image, expected_shape=None)
         result = calibrate_from_micrometer(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), args.mm)
-    except (FrameError, CalibrationError) as exc:
-        print(f"calibrate: {args.image}: {exc}", file=sys.stderr)
+    except FrameError as exc:  # names the file already
+        print(f"calibrate: {exc}", file=sys.stderr)
+        return 1
+    except CalibrationError as exc:
+        print(f"calibrate: {name}: {exc}", file=sys.stderr)
+        return 1
+    if refusal := _unusable_scale(result.um_per_px, args.mm):
+        print(f"calibrate: {name}: {refusal}", file=sys.stderr)
         return 1
     print(
-        f"{args.image}: {result.um_per_px:.3f} ± {2 * result.um_per_px_sd:.2g} um/px (95 %; "
+        f"{name}: {result.um_per_px:.3f} ± {2 * result.um_per_px_sd:.2g} um/px (95 %; "
         f"line pitch {result.pitch_px:.3f} px over {result.line_count} lines, scale at "
         f"{result.angle_deg:.1f} deg, contrast {result.contrast:.0%}, spacing scatter "
         f"{result.spacing_scatter:.1%})"
     )
+    if warning := _unvalidated_scale(result.um_per_px):
+        print(f"calibrate: warning: {warning}", file=sys.stderr)
     print(f"put this in config.yaml:\nskin:\n  um_per_px: {result.um_per_px:.3f}")
     return 0
+
+
+def _unusable_scale(um_per_px: float, pitch_mm: float) -> str | None:
+    """Why the printed scale could not go into config.yaml (None when it can)."""
+    printed = round(um_per_px, 3)
+    if MIN_UM_PER_PX < printed <= MAX_UM_PER_PX:
+        return None
+    return (
+        f"{um_per_px:.4g} um/px is outside what skin.um_per_px accepts (over "
+        f"{MIN_UM_PER_PX:g}, at most {MAX_UM_PER_PX:g}); check --mm {pitch_mm:g}: it is the "
+        "distance between neighbouring graduation lines in mm (often 0.1 or 0.01)"
+    )
+
+
+def _unvalidated_scale(um_per_px: float) -> str | None:
+    """A warning when the scale lies outside the range the measurement was validated on."""
+    from appliance.skin.validity import SCALE_UM_PER_PX  # noqa: PLC0415 - keep --help fast
+
+    low, high = SCALE_UM_PER_PX
+    if low <= um_per_px <= high:
+        return None
+    return (
+        f"{um_per_px:.3f} um/px is outside {low:g}-{high:g} um/px, the range the skin "
+        "measurement was validated on (docs/measurement.md): results at this scale are marked "
+        "outside it; check --mm and the lens"
+    )

@@ -120,3 +120,54 @@ def test_an_out_of_focus_micrometer_is_refused(blur_sigma_px: float, reason: str
     blurred = MicrometerSpec(um_per_px=9.0, lines=125, blur_sigma_px=blur_sigma_px)
     with pytest.raises(CalibrationError, match=reason):
         calibrate_from_micrometer(_gray(blurred), 0.1)
+
+
+def test_a_scale_the_config_would_refuse_is_refused_not_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scale = tmp_path / "scale.png"
+    cv2.imwrite(str(scale), _gray(MicrometerSpec(um_per_px=9.6, lines=125, line_height_px=100)))
+    for typo in ("1", "1e-9"):  # 0.1 typed as 1: 96 um/px; a slip of the exponent: 0.000
+        assert main(["calibrate", str(scale), "--mm", typo]) == 1
+        captured = capsys.readouterr()
+        assert "put this in config.yaml" not in captured.out
+        assert "outside what skin.um_per_px accepts" in captured.err
+        assert f"check --mm {float(typo):g}" in captured.err
+
+
+def test_a_scale_outside_the_validated_range_is_printed_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scale = tmp_path / "scale.png"
+    cv2.imwrite(str(scale), _gray(MicrometerSpec(um_per_px=9.6, lines=125, line_height_px=100)))
+    assert main(["calibrate", str(scale), "--mm", "0.2"]) == 0  # 19.2 um/px: a 12x lens
+    captured = capsys.readouterr()
+    assert "um_per_px: 19.2" in captured.out
+    assert "warning: 19.2" in captured.err
+    assert "outside 7-13 um/px" in captured.err
+    assert main(["calibrate", str(scale), "--mm", "0.1"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan", "0", "-0.1", "ten"])
+def test_a_line_spacing_that_is_no_finite_positive_number_is_exit_2(
+    bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["calibrate", str(tmp_path / "scale.png"), "--mm", bad])
+    assert exited.value.code == 2
+    assert "argument --mm: must be a finite positive number" in capsys.readouterr().err
+
+
+def test_a_calibrate_error_names_the_file_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "x.png").write_text("no image")
+    assert main(["calibrate", str(tmp_path / "x.png"), "--mm", "0.1"]) == 1
+    assert capsys.readouterr().err.count("x.png") == 1
+
+
+def test_an_infinite_spacing_is_no_finite_positive_number() -> None:
+    gray = _gray(MicrometerSpec(um_per_px=9.6, lines=125, line_height_px=100))
+    with pytest.raises(CalibrationError, match="--mm must be a finite positive number"):
+        calibrate_from_micrometer(gray, math.inf)
