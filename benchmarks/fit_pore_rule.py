@@ -1,5 +1,6 @@
-"""Fit the thresholds of the pore tests (appliance/skin/pores.py PoreRule) on the project's own
-generator; prints one JSON object.
+"""Fit the pore tests' thresholds on the project's own generator; prints one JSON object.
+
+The thresholds are those of appliance/skin/pores.py PoreRule.
 
 Every pit of frames of ``appliance.synthetic.skin`` (presets mixed and wide, seeds 11 and 12 by
 default) is profiled once. A coordinate search then moves one threshold at a time over a grid,
@@ -24,7 +25,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from skin_common import load_average
+from skin_common import int_at_least, load_average
 
 from appliance.skin.pores import (
     RULE,
@@ -161,13 +162,20 @@ def search(frames: list[_Frame], start: PoreRule, sweeps: int) -> PoreRule:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
-    parser.add_argument("--mixed", type=int, default=30, help="mixed frames per seed")
-    parser.add_argument("--wide", type=int, default=130, help="wide frames per seed")
-    parser.add_argument("--scenes", type=int, default=6, help="seeds of each hand-set scene")
-    parser.add_argument("--sweeps", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[11, 12],
+                        help="generator series to fit on")
+    parser.add_argument("--mixed", type=int_at_least(0), default=30, help="mixed frames per seed")
+    parser.add_argument("--wide", type=int_at_least(0), default=130, help="wide frames per seed")
+    parser.add_argument("--scenes", type=int_at_least(0), default=6,
+                        help="seeds of each hand-set scene")
+    parser.add_argument("--sweeps", type=int_at_least(0), default=3,
+                        help="most passes of the coordinate search over every threshold "
+                        "(0: only score the shipped rule)")
+    parser.add_argument("--workers", type=int_at_least(1), default=2,
+                        help="processes profiling the frames")
     args = parser.parse_args()
+    if args.mixed + args.wide + args.scenes == 0:
+        parser.error("--mixed, --wide and --scenes are all 0: no frames to fit on")
     jobs = [(preset, seed, index) for seed in args.seeds
             for preset, count in (("mixed", args.mixed), ("wide", args.wide))
             for index in range(count)]

@@ -1,4 +1,4 @@
-"""Why pores are missed or invented: every pore test's toll on frames with known pores; one JSON.
+"""Which pore tests miss or invent pores on frames with known pores; prints one JSON object.
 
 For each frame of a set (``--renderer generator`` with ``--preset``, or ``voronoi``, the
 evaluation-only renderer), every true pore is matched with the nearest candidate the pore
@@ -20,13 +20,14 @@ from typing import Any
 
 import cv2
 import numpy as np
-from skin_common import load_average
+from skin_common import int_at_least, load_average
 
 from appliance.skin.analysis import analyze
 from appliance.skin.pores import measure_candidates, pore_tests
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import measure_texture
 from appliance.synthetic.skin import synthetic_frame
+from appliance.synthetic.skin_presets import PRESETS
 from appliance.synthetic.skin_voronoi import voronoi_frame
 
 SIZE_BINS_UM = (50.0, 70.0, 100.0, 140.0, 200.0, 320.0)
@@ -90,10 +91,12 @@ def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--renderer", choices=("generator", "voronoi"), default="generator")
-    parser.add_argument("--preset", default="wide")
-    parser.add_argument("--count", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--renderer", choices=("generator", "voronoi"), default="generator",
+                        help="the project's generator, or the evaluation-only second renderer")
+    parser.add_argument("--preset", choices=PRESETS, default="wide",
+                        help="the generator's preset (ignored by voronoi)")
+    parser.add_argument("--count", type=int_at_least(1), default=40, help="frames to diagnose")
+    parser.add_argument("--seed", type=int_at_least(0), default=11, help="series of the frames")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     keys = ("counted", "missed", "too_shallow", "unseen", "fails", "fails_only", "false")

@@ -1,0 +1,63 @@
+"""The pore benchmarks refuse bad arguments with argparse's exit 2, never a traceback, and their
+--help opens with a whole sentence."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *arguments],
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        (("--count", "0"), "argument --count: must be a whole number >= 1, got '0'"),
+        (("--preset", "bogus"), "argument --preset: invalid choice: 'bogus'"),
+        (("--seed", "-5"), "argument --seed: must be a whole number >= 0, got '-5'"),
+    ],
+)
+def test_pore_diagnosis_refuses_bad_arguments(arguments: tuple[str, ...], complaint: str) -> None:
+    done = _run("skin_pore_diagnosis.py", *arguments)
+    assert done.returncode == 2
+    assert complaint in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        (("--mixed", "0", "--wide", "0", "--scenes", "0"), "no frames to fit on"),
+        (("--workers", "0"), "argument --workers: must be a whole number >= 1"),
+        (("--seeds", "-1"), "argument --seeds: must be a whole number >= 0"),
+    ],
+)
+def test_pore_rule_fit_refuses_bad_arguments(arguments: tuple[str, ...], complaint: str) -> None:
+    done = _run("fit_pore_rule.py", *arguments)
+    assert done.returncode == 2
+    assert complaint in done.stderr
+    assert "objective" not in done.stdout
+
+
+@pytest.mark.parametrize("script", ["fit_pore_rule.py", "skin_pore_diagnosis.py"])
+def test_help_opens_with_a_whole_sentence(script: str) -> None:
+    done = _run(script, "--help")
+    assert done.returncode == 0
+    description = " ".join(done.stdout.split("\n\n")[1].split())
+    assert description.endswith("prints one JSON object.")
+
+
+def test_pore_rule_fit_help_explains_sweeps_and_workers() -> None:
+    help_text = " ".join(_run("fit_pore_rule.py", "--help").stdout.split())
+    assert "--sweeps SWEEPS most passes of the coordinate search" in help_text
+    assert "--workers WORKERS processes profiling the frames" in help_text
