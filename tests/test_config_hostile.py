@@ -78,3 +78,21 @@ def test_a_scale_written_as_a_yaml_boolean_is_refused(tmp_path: Path) -> None:
     path.write_text("skin:\n  um_per_px: yes\n")
     with pytest.raises(ConfigError, match=r"skin\.um_per_px: must be a finite number.*True"):
         load_config(path)
+
+
+def test_an_unreadable_config_says_permission_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("skin:\n  um_per_px: 10.0\n")
+    read_text = Path.read_text
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> str:  # a non-root user's mode 000
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(ConfigError, match=r"config\.yaml: permission denied") as refused:
+        load_config(path)
+    assert "Errno" not in str(refused.value)
