@@ -174,7 +174,8 @@ class AnalyzeRun:
         if not differing:
             return None
         image, scale = differing[0]
-        more = f" (and {len(differing) - 1} more frames)" if len(differing) > 1 else ""
+        others = len(differing) - 1
+        more = f" (and {others} more frame{'s' if others > 1 else ''})" if others else ""
         return (f"{shown_name(image.name)}: sidecar says {scale:.2f} um/px{more}, measuring at "
                 f"{measured_at:.2f} (config); use --um-per-px to measure at another scale")
 

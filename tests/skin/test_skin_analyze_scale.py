@@ -61,7 +61,7 @@ def test_a_sidecar_scale_is_named_once_per_batch_never_used(
     notes = [line for line in err.splitlines() if "sidecar says" in line]
     assert notes == [
         f"analyze: {paths[0].name}: sidecar says {frames[0].um_per_px:.2f} um/px (and 1 more "
-        "frames), measuring at 10.00 (config); use --um-per-px to measure at another scale"
+        "frame), measuring at 10.00 (config); use --um-per-px to measure at another scale"
     ]
     main(["analyze", "--json", "--um-per-px", "10", *map(str, paths)])
     assert "sidecar" not in capsys.readouterr().err
