@@ -4,6 +4,8 @@ The analysis of the source paper's Fig. 4: each texture/pore feature against age
 Pearson and Spearman correlation and a 95 % confidence interval from Fisher's z transform
 (Spearman's standard error uses the Fieller, Hartley & Pearson 1957 factor 1.06), which shows how
 noisy such data are. Age bands are placed at their midpoints ("40-49" -> 44.5, "80+" -> 85).
+A value the result names in ``not_validated`` (outside the validated range, docs/measurement.md)
+was not measured: it is NaN here, left out of every figure, and counted (``not_measured``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.backoffice.schema import NOT_VALIDATED_COLUMN, not_validated_keys
 from appliance.backoffice.store import Store
 from appliance.transport.payloads import TEXTURE_PORE_KEYS
 
@@ -53,9 +56,13 @@ class Cohort:
     """Report features per stored result that has an age band, plus subject ids."""
 
     age_bands: list[str]
-    values: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]  # NaN where the value was outside the validated range
     subjects: list[str | None]
     devices: list[str]
+
+    def not_measured(self, key: str) -> int:
+        """How many results with an age band have no measured value of ``key``."""
+        return int(np.isnan(self.values[key]).sum())
 
 
 def band_midpoint_years(band: str) -> float:
@@ -69,10 +76,12 @@ def band_midpoint_years(band: str) -> float:
 
 def load_cohort(store: Store) -> Cohort:
     """Every stored result with an age band."""
-    columns = ("age_band", "subject_id", "device_id", *REPORT_FEATURES)
+    columns = ("age_band", "subject_id", "device_id", NOT_VALIDATED_COLUMN, *REPORT_FEATURES)
     rows = [row for row in store.select_results(columns) if row[0]]
+    outside = [not_validated_keys(row[3]) for row in rows]
     values = {
-        key: np.array([row[3 + i] for row in rows], dtype=float)
+        key: np.array([math.nan if key in out else row[4 + i] for row, out in
+                       zip(rows, outside, strict=True)], dtype=float)
         for i, key in enumerate(REPORT_FEATURES)
     }
     return Cohort([row[0] for row in rows], values, [row[1] for row in rows],
@@ -94,6 +103,8 @@ def correlations(
     from scipy import stats  # noqa: PLC0415  (scipy is slow to import; reports only)
 
     x, y = np.asarray(ages, dtype=float), np.asarray(feature, dtype=float)
+    measured = np.isfinite(y)  # values outside the validated range are NaN: left out
+    x, y = x[measured], y[measured]
     n = len(x)
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         empty = Correlation(math.nan, math.nan, math.nan, math.nan, n)
@@ -111,7 +122,8 @@ def by_band(cohort: Cohort, key: str) -> dict[str, np.ndarray]:
     """A feature's values grouped by age band, bands in age order."""
     groups: dict[str, list[float]] = defaultdict(list)
     for band, value in zip(cohort.age_bands, cohort.values[key], strict=True):
-        groups[band].append(float(value))
+        if math.isfinite(value):  # not measured values are left out
+            groups[band].append(float(value))
     order = sorted(groups, key=band_midpoint_years)
     return {band: np.array(groups[band]) for band in order}
 
@@ -128,12 +140,19 @@ def repeats(cohort: Cohort, features: Iterable[str] = REPORT_FEATURES) -> list[R
             continue
         mean, sd, cv = {}, {}, {}
         for key in features:
-            values = cohort.values[key][rows]
-            mean[key], sd[key] = float(values.mean()), float(values.std(ddof=1))
-            cv[key] = 100 * sd[key] / abs(mean[key]) if mean[key] else math.nan
+            mean[key], sd[key], cv[key] = _spread(cohort.values[key][rows])
         devices = len({cohort.devices[i] for i in rows})
         out.append(Repeat(subject, len(rows), devices, mean, sd, cv))
     return sorted(out, key=lambda rep: (-rep.count, rep.subject_id))
+
+
+def _spread(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean, SD and CV % of the measured (finite) values; NaN where there are too few."""
+    measured = values[np.isfinite(values)]
+    if len(measured) < 2:
+        return (float(measured.mean()) if len(measured) else math.nan), math.nan, math.nan
+    mean, sd = float(measured.mean()), float(measured.std(ddof=1))
+    return mean, sd, 100 * sd / abs(mean) if mean else math.nan
 
 
 def summary(cohort: Cohort) -> dict[str, Any]:

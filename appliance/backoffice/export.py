@@ -1,4 +1,10 @@
-"""Stored results out of the store: a query table for people, CSV / JSON Lines / Parquet files."""
+"""Stored results out of the store: a query table for people, CSV / JSON Lines / Parquet files.
+
+Every file carries the ``not_validated`` column: the features of that result outside the
+validated range (docs/measurement.md), whose numbers a reader should drop. CSV holds the keys
+joined by commas (empty: none), JSON Lines and Parquet a list. The query table shows ``n/m``
+(not measured) in their place.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from appliance.backoffice.schema import RESULT_COLUMNS, RESULT_META_COLUMNS, iso_utc
+from appliance.backoffice.schema import (
+    NOT_VALIDATED_COLUMN,
+    RESULT_COLUMNS,
+    RESULT_META_COLUMNS,
+    iso_utc,
+    not_validated_keys,
+)
 from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
 
@@ -19,6 +31,8 @@ EXPORT_FORMATS = ("csv", "jsonl", "parquet")
 QUERY_COLUMNS = ("captured_at", "site", "device_id", "measurement_id", "kime_score",
                  "pore_count", "label", "age_band")
 _PARQUET_CHUNK_ROWS = 10_000
+_NOT_VALIDATED_AT = EXPORT_COLUMNS.index(NOT_VALIDATED_COLUMN)
+NOT_MEASURED_NOTE = "n/m: not measured (outside the validated range, docs/measurement.md)"
 
 
 def parse_since(text: str) -> str:
@@ -36,18 +50,27 @@ def parse_since(text: str) -> str:
 def query_table(store: Store, device: str | None, since: str | None, limit: int) -> str:
     """A plain-text table of the newest ``limit`` matching results, newest first, and how many
     match in all."""
-    rows = list(store.select_results(QUERY_COLUMNS, device, since, limit, newest_first=True))
+    rows = list(store.select_results((*QUERY_COLUMNS, NOT_VALIDATED_COLUMN), device, since,
+                                     limit, newest_first=True))
     if not rows:
         return "no results match"
     total = store.count_matching(device, since)
-    cells = [[_cell(value) for value in row] for row in rows]
+    cells = [_query_cells(row) for row in rows]
     header = [c.upper() for c in QUERY_COLUMNS]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *cells, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     shown = f"the newest {len(rows)} of {total} result(s)" if total > len(rows) else (
         f"{total} result(s)")
-    return "\n".join([*lines, f"{shown}, newest first"])
+    note = [NOT_MEASURED_NOTE] if any(row[-1] for row in rows) else []
+    return "\n".join([*lines, f"{shown}, newest first", *note])
+
+
+def _query_cells(row: tuple[Any, ...]) -> list[str]:
+    """A query row's cells, ``n/m`` where the result names the feature as not validated."""
+    outside = not_validated_keys(row[-1])
+    return ["n/m" if column in outside else _cell(value)
+            for column, value in zip(QUERY_COLUMNS, row[:-1], strict=True)]
 
 
 def _cell(value: Any) -> str:
@@ -94,7 +117,9 @@ def _write_text(rows: Iterator[tuple[Any, ...]], fmt: str, stream: TextIO) -> in
             count += 1
         return count
     for row in rows:
-        stream.write(json.dumps(dict(zip(EXPORT_COLUMNS, row, strict=True))) + "\n")
+        record = dict(zip(EXPORT_COLUMNS, row, strict=True))
+        record[NOT_VALIDATED_COLUMN] = not_validated_keys(record[NOT_VALIDATED_COLUMN])
+        stream.write(json.dumps(record) + "\n")
         count += 1
     return count
 
@@ -106,6 +131,8 @@ def _write_parquet(rows: Iterator[tuple[Any, ...]], path: Path) -> int:
     def arrow_type(column: str) -> Any:
         if column == "pore_count":
             return pa.int64()
+        if column == NOT_VALIDATED_COLUMN:
+            return pa.list_(pa.string())
         return pa.string() if column in RESULT_META_COLUMNS else pa.float64()
 
     schema = pa.schema([(c, arrow_type(c)) for c in EXPORT_COLUMNS])
@@ -113,6 +140,8 @@ def _write_parquet(rows: Iterator[tuple[Any, ...]], path: Path) -> int:
     with pq.ParquetWriter(path, schema) as writer:
         while chunk := [row for _, row in zip(range(_PARQUET_CHUNK_ROWS), rows, strict=False)]:
             columns = list(zip(*chunk, strict=True))
+            columns[_NOT_VALIDATED_AT] = tuple(
+                not_validated_keys(text) for text in columns[_NOT_VALIDATED_AT])
             writer.write_table(pa.Table.from_arrays(
                 [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
                 schema=schema,

@@ -65,6 +65,23 @@ def _checked(columns: Sequence[str]) -> str:
     return ",".join(columns)
 
 
+def _measured_values(features: Sequence[str]) -> tuple[str, list[str]]:
+    """Each feature as a column that is NULL where the result names it in ``not_validated``
+    (outside the validated range: not measured, so left out of every figure), and the LIKE
+    patterns to bind."""
+    cases, patterns = [], []
+    for key in _checked(features).split(","):
+        cases.append(f"CASE WHEN not_validated = '' THEN {key} WHEN ',' || not_validated "
+                     f"|| ',' LIKE ? ESCAPE '!' THEN NULL ELSE {key} END AS {key}")
+        patterns.append("%," + key.replace("_", "!_") + ",%")
+    return ", ".join(cases), patterns
+
+
+def _measured_sums(features: Sequence[str]) -> str:
+    """COUNT, SUM and sum of squares of each ``_measured_values`` column (NULLs left out)."""
+    return ", ".join(f"COUNT({f}), SUM({f}), SUM({f}*{f})" for f in _checked(features).split(","))
+
+
 class ConsoleQueries:
     """Read queries and login bookkeeping of the console, mixed into ``Store``."""
 
@@ -116,21 +133,26 @@ class ConsoleQueries:
         return dict(zip(RESULT_COLUMNS, rows[0], strict=True)) if rows else None
 
     def band_sums(self, features: Sequence[str]) -> list[tuple[Any, ...]]:
-        """Per age band: count, then the sum and sum of squares of each feature."""
-        sums = ",".join(f"SUM({f}), SUM({f}*{f})" for f in _checked(features).split(","))
+        """Per age band: count, then each feature's count, sum and sum of squares over the
+        results where it was measured (inside the validated range)."""
+        values, patterns = _measured_values(features)
         return self._fetch(
-            f"SELECT age_band, COUNT(*), {sums} FROM results "
-            "WHERE age_band IS NOT NULL GROUP BY age_band"
+            f"SELECT age_band, COUNT(*), {_measured_sums(features)} "
+            f"FROM (SELECT age_band, {values} FROM results "
+            "WHERE age_band IS NOT NULL) measured GROUP BY age_band",
+            patterns,
         )
 
     def repeat_sums(self, features: Sequence[str], limit: int) -> list[tuple[Any, ...]]:
-        """Subjects measured more than once (most first): id, count, devices, sums, squares."""
-        sums = ",".join(f"SUM({f}), SUM({f}*{f})" for f in _checked(features).split(","))
+        """Subjects measured more than once (most first): id, count, devices, then each
+        feature's count, sum and sum of squares where it was measured."""
+        values, patterns = _measured_values(features)
         return self._fetch(
-            f"SELECT subject_id, COUNT(*), COUNT(DISTINCT device_id), {sums} FROM results "
-            "WHERE subject_id IS NOT NULL GROUP BY subject_id HAVING COUNT(*) > 1 "
+            f"SELECT subject_id, COUNT(*), COUNT(DISTINCT device_id), {_measured_sums(features)} "
+            f"FROM (SELECT subject_id, device_id, {values} FROM results "
+            "WHERE subject_id IS NOT NULL) measured GROUP BY subject_id HAVING COUNT(*) > 1 "
             "ORDER BY COUNT(*) DESC, subject_id LIMIT ?",
-            (int(limit),),
+            [*patterns, int(limit)],
         )
 
     # -- model rollouts (tables of appliance/updates/rollout.py) --------------------------

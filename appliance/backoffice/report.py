@@ -85,6 +85,7 @@ def _json_summary(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat])
 
     return {
         "results_with_age_band": len(cohort.age_bands),
+        "not_measured_left_out": {key: cohort.not_measured(key) for key in REPORT_FEATURES},
         "correlation_with_age": {
             key: {kind: _corr_json(c) for kind, c in pair.items()} for key, pair in table.items()
         },
@@ -99,9 +100,11 @@ def _json_summary(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat])
 def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(key)}</td><td>{_fmt(pair['pearson'])}</td>"
-        f"<td>{_fmt(pair['spearman'])}</td><td>{pair['pearson'].n}</td></tr>"
+        f"<td>{_fmt(pair['spearman'])}</td><td>{pair['pearson'].n}</td>"
+        f"<td>{cohort.not_measured(key)}</td></tr>"
         for key, pair in table.items()
     )
+    left_out = sum(cohort.not_measured(key) for key in REPORT_FEATURES)
     figures = "".join(
         f'<figure><img src="{html.escape(key)}.png" alt="{html.escape(key)} by age band">'
         "</figure>"
@@ -114,8 +117,11 @@ def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat]) -> str:
         "</style></head><body><h1>Skin texture and pores by age band</h1>"
         f"<p>{len(cohort.age_bands)} stored results with an age band. Correlation with age "
         "(band midpoints): r with its 95% confidence interval (Fisher z).</p>"
+        f"<p id='left-out'>{left_out} values left out of every figure: not measured (outside "
+        "the validated range, docs/measurement.md); each feature's count is in the table.</p>"
         "<table><tr><th>feature</th><th>Pearson r [95% CI]</th><th>Spearman &rho; [95% CI]"
-        f"</th><th>n</th></tr>{rows}</table>{figures}{_repeat_html(repeated)}</body></html>\n"
+        "</th><th>n</th><th>left out: not measured</th></tr>"
+        f"{rows}</table>{figures}{_repeat_html(repeated)}</body></html>\n"
     )
 
 

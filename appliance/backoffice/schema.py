@@ -1,13 +1,15 @@
 """The back-office tables, their versioned migrations and the row form of each payload.
 
 One schema serves SQLite and PostgreSQL: the few type names that differ are placeholders
-(``{id}``, ``{real}``, ``{blob}``) filled in per dialect. Times are stored as UTC ISO 8601
+(``{id}``, ``{real}``, ``{blob}``) filled in per dialect, as is the one expression that reads a
+stored payload's JSON (``{payload_not_validated}``, migration 6). Times are stored as UTC ISO 8601
 text with a fixed width (``2026-01-02T03:04:05.123456Z``), so they sort and compare as text in
 both databases. A new migration is appended, never edited: stores remember the versions they ran.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -29,7 +31,9 @@ RESULT_META_COLUMNS = (
     "subject_id",
     "age_band",
 )
-RESULT_COLUMNS = (*RESULT_META_COLUMNS, *FEATURE_KEYS, "payload")
+# the features outside the validated range (docs/measurement.md), comma-separated ('' for none)
+NOT_VALIDATED_COLUMN = "not_validated"
+RESULT_COLUMNS = (*RESULT_META_COLUMNS, *FEATURE_KEYS, NOT_VALIDATED_COLUMN, "payload")
 
 _FEATURE_VALUES = attrgetter(*FEATURE_KEYS)  # one C call per row instead of 16 getattr
 
@@ -170,6 +174,15 @@ CREATE TABLE rollout_devices (
 ALTER TABLE devices ADD COLUMN outbox_oldest_age_s {real};
 """,
     ),
+    (
+        6,
+        "results: the features outside the validated range, filled in from stored payloads",
+        """
+ALTER TABLE results ADD COLUMN not_validated TEXT NOT NULL DEFAULT '';
+UPDATE results SET not_validated = {payload_not_validated}
+    WHERE payload LIKE '%"not_validated"%'
+""",
+    ),
 )
 
 
@@ -192,6 +205,16 @@ class DeadLetter:
     payload: bytes
 
 
+def not_validated_text(keys: Sequence[str]) -> str:
+    """The stored form of a result's ``not_validated`` list: keys joined by commas."""
+    return ",".join(keys)
+
+
+def not_validated_keys(text: str | None) -> list[str]:
+    """The feature keys of a stored ``not_validated`` column (empty text: none)."""
+    return text.split(",") if text else []
+
+
 def result_row(result: Result, received_at: str, payload: str) -> tuple[Any, ...]:
     """The ``results`` row of a validated result, in RESULT_COLUMNS order."""
     cls = result.classification
@@ -210,6 +233,7 @@ def result_row(result: Result, received_at: str, payload: str) -> tuple[Any, ...
         subject.subject_id if subject else None,
         subject.age_band if subject else None,
         *_FEATURE_VALUES(result.features),
+        not_validated_text(result.not_validated),
         payload,
     )
 

@@ -26,8 +26,17 @@ from appliance.backoffice.schema import (
 from appliance.transport.payloads import utc_now
 
 DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
-_PG_TYPES = {"id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": "BYTEA"}
-_SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "blob": "BLOB"}
+_PG_TYPES = {
+    "id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": "BYTEA",
+    "payload_not_validated": "COALESCE((SELECT string_agg(key, ',' ORDER BY n) FROM "
+    "json_array_elements_text(payload::json -> 'not_validated') WITH ORDINALITY AS nv(key, n)"
+    "), '')",
+}
+_SQLITE_TYPES = {
+    "id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "blob": "BLOB",
+    "payload_not_validated": "COALESCE((SELECT group_concat(value, ',') FROM "
+    "(SELECT value FROM json_each(payload, '$.not_validated') ORDER BY key)), '')",
+}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _IN_CHUNK = 500
 # last_seen never moves back (a retained status replayed on reconnect is old news)

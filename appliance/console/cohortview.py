@@ -40,6 +40,7 @@ class FeatureView:
     key: str
     bands: list[BandStats]
     pearson: Correlation
+    not_measured: int = 0  # results with an age band whose value was outside the validated range
 
 
 def _t_95(dof: int) -> float:
@@ -92,16 +93,24 @@ def _p_value(r: float, n: int) -> float:
 
 
 def feature_views(rows: list[tuple[Any, ...]]) -> list[FeatureView]:
-    """Every report feature over the age bands, from ``Store.band_sums`` rows."""
+    """Every report feature over the age bands, from ``Store.band_sums`` rows; values outside
+    the validated range are left out, and counted."""
     valid = [row for row in rows if _is_band(row[0])]
     valid.sort(key=lambda row: band_midpoint_years(row[0]))
     views = []
     for index, key in enumerate(REPORT_FEATURES):
-        sums = [(float(row[2 + 2 * index]), float(row[3 + 2 * index])) for row in valid]
-        bands = [band_stats(row[0], int(row[1]), s, q)
-                 for row, (s, q) in zip(valid, sums, strict=True)]
-        views.append(FeatureView(key, bands, pearson_from_bands(bands, sums)))
+        measured = [(row[0], *_sums(row, 2 + 3 * index)) for row in valid]
+        kept = [(band, n, s, q) for band, n, s, q in measured if n > 0]
+        bands = [band_stats(band, n, s, q) for band, n, s, q in kept]
+        pearson = pearson_from_bands(bands, [(s, q) for _, _, s, q in kept])
+        left_out = sum(int(row[1]) for row in valid) - sum(b.n for b in bands)
+        views.append(FeatureView(key, bands, pearson, left_out))
     return views
+
+
+def _sums(row: tuple[Any, ...], start: int) -> tuple[int, float, float]:
+    """One feature's (count, sum, sum of squares) at ``start`` of a grouped row (NULL: none)."""
+    return int(row[start]), float(row[start + 1] or 0.0), float(row[start + 2] or 0.0)
 
 
 def _is_band(text: str) -> bool:
@@ -119,8 +128,9 @@ def repeat_rows(store: Store) -> list[dict[str, Any]]:
         count = int(row[1])
         cv = {}
         for index, key in enumerate(REPORT_FEATURES):
-            stats = band_stats("-", count, float(row[3 + 2 * index]), float(row[4 + 2 * index]))
-            cv[key] = 100 * stats.sd / abs(stats.mean) if stats.mean else math.nan
+            n, total, squares = _sums(row, 3 + 3 * index)  # measured values only
+            stats = band_stats("-", n, total, squares) if n else None
+            cv[key] = 100 * stats.sd / abs(stats.mean) if stats and stats.mean else math.nan
         out.append({"subject_id": row[0], "count": count, "devices": int(row[2]),
                     "cv_percent": cv})
     return out

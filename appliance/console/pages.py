@@ -171,9 +171,10 @@ def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
     with pool_of(request).store() as store:
         views, repeats = request.app.state.cohort.get(store, pool_of(request))
     plots = {v.key: Markup(svg_plot(v)) for v in views}  # svg_plot escapes its text
-    counted = views[0].bands if views else []
+    total = sum(b.n for b in views[0].bands) + views[0].not_measured if views else 0
+    left_out = sum(v.not_measured for v in views)
     return render(request, "cohort.html", login=login, views=views, plots=plots,
-                  repeats=repeats, total=sum(b.n for b in counted), isfinite=math.isfinite)
+                  repeats=repeats, total=total, left_out=left_out, isfinite=math.isfinite)
 
 
 @router.get("/dead-letters")

@@ -18,6 +18,7 @@ from typing import Any
 
 from appliance.backoffice.cohort import REPORT_FEATURES
 from appliance.backoffice.fleet import fleet_rows
+from appliance.backoffice.schema import not_validated_keys
 from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
 from appliance.console.filters import ResultQuery, cursor_of
@@ -25,11 +26,11 @@ from appliance.transport.payloads import FEATURE_KEYS
 
 LIST_COLUMNS = ("measurement_id", "captured_at", "site", "device_id", "label", "age_band",
                 "kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2", "pore_count",
-                "quality_verdict")
+                "quality_verdict", "not_validated")
 log = logging.getLogger(__name__)
 CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_id",
                "software_version", "quality_verdict", "model_name", "model_version", "label",
-               "age_band", *FEATURE_KEYS)
+               "age_band", *FEATURE_KEYS, "not_validated")  # not_validated: "a,b" or empty
 
 
 def seen_ago(last_seen: str | None, now: datetime) -> str:
@@ -68,6 +69,8 @@ def results_page(store: Store, query: ResultQuery) -> tuple[list[dict[str, Any]]
     """One page of results (newest first) and the cursor of the next page, if any."""
     rows = store.page_results(LIST_COLUMNS, query.where, query.before, query.limit + 1)
     items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows[: query.limit]]
+    for item in items:  # the features outside the validated range, as a list
+        item["not_validated"] = not_validated_keys(item["not_validated"])
     more = len(rows) > query.limit
     last = items[-1] if items else None
     cursor = cursor_of(last["captured_at"], last["measurement_id"]) if more and last else None
@@ -87,13 +90,14 @@ def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     payload = json.loads(row.pop("payload"))
+    not_validated = not_validated_keys(row.pop("not_validated"))
     return {
         "result": {k: v for k, v in row.items() if k not in FEATURE_KEYS},
         "features": {k: row[k] for k in FEATURE_KEYS},
         "quality": payload.get("quality", {}),
         "classification": payload.get("classification"),
         "subject": payload.get("subject"),
-        "not_validated": payload.get("not_validated", []),
+        "not_validated": not_validated,
     }
 
 
@@ -111,6 +115,7 @@ def cohort_json(views: list[FeatureView], repeats: list[dict[str, Any]]) -> dict
                             "n": v.pearson.n},
                 "bands": [{"band": b.band, "n": b.n, "mean": _number(b.mean), "sd": _number(b.sd),
                            "ci95": [_number(b.low), _number(b.high)]} for b in v.bands],
+                "not_measured_left_out": v.not_measured,
             }
             for v in views
         },

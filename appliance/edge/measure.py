@@ -4,7 +4,9 @@ Written once for both callers: the edge pipeline measures the best frame of each
 ``appliance analyze`` measures one file after another. The analyser is injected (the real one
 is ``skin_measurement``; tests pass fast fakes). This is where the skin package's own result
 becomes the payload's vocabulary, and where a frame outside the validated range of the method
-(docs/measurement.md "Validated range") gains a reason in its quality block.
+(docs/measurement.md "Validated range") gains a reason in its quality block. The model grades
+only features that were measured: when the frame, or any feature the model reads, lies outside
+that range, the result has no grade and its quality block says why.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class Classifier(Protocol):
     def version(self) -> str:
         """Model version."""
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The features the model reads."""
+
     def classify(self, features: Mapping[str, float]) -> payloads.Classification:
         """Label the features."""
 
@@ -80,13 +86,11 @@ def measure_frame(
 ) -> MeasuredFrame:
     """Analyse a gated frame, grade its features and keep its overlay drawer."""
     measurement = analyzer(rgb, um_per_px)
-    block = quality.to_payload()
-    if measurement.frame_outside:
-        reason = "outside validated range: " + "; ".join(measurement.frame_outside)
-        block = block.model_copy(update={"reasons": [*block.reasons, reason][:16]})
-    # a frame outside the validated range gets no grade: its features are not measured
-    classification = None if measurement.frame_outside else classify(
-        classifier, measurement.features)
+    # a model given a number that was not measured would grade with confidence it has not got
+    unsure = unvalidated_inputs(classifier, measurement.not_validated)
+    withheld = bool(measurement.frame_outside or unsure)
+    classification = None if withheld else classify(classifier, measurement.features)
+    block = _quality_block(quality, measurement.frame_outside, unsure)
     draw = None
     if measurement.overlay is not None:
         draw = functools.partial(
@@ -94,6 +98,31 @@ def measure_frame(
         )
     return MeasuredFrame(block, measurement.features, classification, draw,
                          measurement.not_validated)
+
+
+def _quality_block(
+    quality: FrameQuality, frame_outside: tuple[str, ...], unsure: tuple[str, ...]
+) -> payloads.Quality:
+    """The gate's verdict, with why the frame or its grade lies outside the validated range."""
+    block = quality.to_payload()
+    reasons = list(block.reasons)
+    if frame_outside:
+        reasons.append("outside validated range: " + "; ".join(frame_outside))
+    if unsure:
+        reasons.append("not graded: the model reads features outside the validated range ("
+                       + ", ".join(unsure) + ")")
+    if len(reasons) == len(block.reasons):
+        return block
+    return block.model_copy(update={"reasons": reasons[:16]})
+
+
+def unvalidated_inputs(
+    classifier: Classifier | None, not_validated: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The features the model reads that lie outside the validated range (none: no model)."""
+    if classifier is None:
+        return ()
+    return tuple(key for key in classifier.feature_names if key in not_validated)
 
 
 def classify(

@@ -4,8 +4,8 @@ Reference ranges come from the cohort (the console's ``/api/v1/cohort`` figures,
 kiosks by ``appliance console reference --out FILE``): per age band, each feature's mean and
 SD. The typical range is the middle 80 % (mean ± 1.2816 SD). A feature the result names in
 ``not_validated`` (outside the range the method was validated on, docs/measurement.md) is
-shown as "not measured", with no value compared. The text shown for every key lives in the
-screen's message catalogues, not here.
+shown as "not measured" (the headline kime score too): its value is not sent to the page and
+not compared. The text shown for every key lives in the screen's message catalogues, not here.
 """
 
 from __future__ import annotations
@@ -68,13 +68,14 @@ def result_view(result: Result, references: dict[str, dict[str, dict[str, float]
     table = references.get(band or "", references.get(ALL_AGES, {}))
     features = result.features.model_dump()
     outside = set(result.not_validated)  # outside the validated range: "not measured"
-    shown = [{"key": key, "value": features[key], "unit": unit, "measured": key not in outside,
+    shown = [{"key": key, "value": None if key in outside else features[key], "unit": unit,
+              "measured": key not in outside,
               "standing": None if key in outside
               else standing(float(features[key]), table.get(key))}
              for key, unit in SHOWN_FEATURES]
     return {
         "measurement_id": result.measurement_id,
-        "kime_score": features["kime_score"],
+        "kime_score": None if "kime_score" in outside else features["kime_score"],
         "grade": result.classification.label if result.classification else None,
         "features": shown,
         "reference_band": band if band in references else (ALL_AGES if table else None),

@@ -55,6 +55,11 @@ class SkinClassifier:
         return self._runner.contract.version
 
     @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The features the serving model reads, in its input order."""
+        return self._runner.contract.feature_names
+
+    @property
     def contract(self) -> ModelContract:
         """The serving model's full contract (features, labels, provenance, figures)."""
         return self._runner.contract

@@ -49,16 +49,39 @@ def _circle_pores(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
         cv2.circle(canvas, centre, radius, PORE_RGB, 2, cv2.LINE_AA)
 
 
+NOT_MEASURED = "n/m"
+NOT_MEASURED_LEGEND = "n/m = not measured: outside the range this kiosk is validated for"
+
+
+def _shown(analysis: SkinAnalysis, key: str, spec: str, unit: str = "") -> str:
+    """One number with its unit, or ``n/m`` when the feature is outside the validated range."""
+    if key in analysis.validity.not_validated:
+        return NOT_MEASURED
+    return format(getattr(analysis.features, key), spec) + unit
+
+
+def caption_lines(analysis: SkinAnalysis, grade: str | None = None) -> tuple[str, ...]:
+    """The caption's text: key numbers and grade; a feature outside the validated range reads
+    "not measured" (``n/m`` where a line is short of room, explained on a last line)."""
+    kime = ("not measured" if "kime_score" in analysis.validity.not_validated
+            else _shown(analysis, "kime_score", ".0f", "/100"))
+    lines = (
+        f"grade {grade or '- (not classified)'}   kime score {kime}",
+        f"hills {_shown(analysis, 'hill_density_per_mm2', '.1f', '/mm2')}, "
+        f"mean {_shown(analysis, 'hill_mean_area_mm2', '.3f', ' mm2')};  "
+        f"furrows {_shown(analysis, 'furrow_density_mm_per_mm2', '.1f', ' mm/mm2')}, "
+        f"width {_shown(analysis, 'furrow_mean_width_um', '.0f', ' um')}",
+        f"pores {_shown(analysis, 'pore_count', 'd')} "
+        f"({_shown(analysis, 'pore_density_per_cm2', '.0f', '/cm2')}), "
+        f"mean {_shown(analysis, 'pore_mean_diameter_um', '.0f', ' um')}",
+    )
+    shortened = any(NOT_MEASURED in line for line in lines[1:])
+    return (*lines, NOT_MEASURED_LEGEND) if shortened else lines
+
+
 def caption_band(analysis: SkinAnalysis, width_px: int, grade: str | None = None) -> np.ndarray:
     """The key numbers and the texture grade on a dark band drawn below the frame (never on it)."""
-    f = analysis.features
-    lines = (
-        f"grade {grade or '- (not classified)'}   kime score {f.kime_score:.0f}/100",
-        f"hills {f.hill_density_per_mm2:.1f}/mm2, mean {f.hill_mean_area_mm2:.3f} mm2;  "
-        f"furrows {f.furrow_density_mm_per_mm2:.1f} mm/mm2, width {f.furrow_mean_width_um:.0f} um",
-        f"pores {f.pore_count} ({f.pore_density_per_cm2:.0f}/cm2), "
-        f"mean {f.pore_mean_diameter_um:.0f} um",
-    )
+    lines = caption_lines(analysis, grade)
     band = np.zeros((CAPTION_LINE_PX * len(lines) + 14, width_px, 3), np.uint8)
     for row, text in enumerate(lines):
         cv2.putText(band, text, (12, CAPTION_LINE_PX * (row + 1)), _FONT, 0.75, TEXT_RGB, 2,

@@ -59,6 +59,11 @@ class ServingModel:
         """The serving model's version ("" when none serves)."""
         return self._active[0].version if self._active[0] is not None else ""
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The features the serving model reads (none when none serves)."""
+        return self._active[0].feature_names if self._active[0] is not None else ()
+
     def swap(self, classifier: SkinClassifier | None, health: HealthCheck | None) -> None:
         """Serve ``classifier`` from the next measurement on (one assignment: atomic)."""
         self._active = (classifier, health)

@@ -98,3 +98,36 @@ def test_report_out_that_is_a_file_is_refused_naming_it(
     assert main(["report", "cohort", "--store", store, "--out", str(taken)]) == 1
     assert f"report cohort: {taken}: File exists; --out names a folder" in capsys.readouterr().err
     assert taken.read_text() == "a file, not a folder"
+
+
+def test_report_leaves_out_values_not_measured_and_says_how_many(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    rng = random.Random(5)
+    rows = []
+    for i in range(40):
+        result = fleet.sample_result(rng, "lab", f"k{i % 3}", i, subject_id=f"s{i % 20}")
+        if i % 4 == 0:  # hills too large: kime not measured, and a number far off the trend
+            features = result.features.model_copy(update={"kime_score": 1000.0})
+            result = result.model_copy(update={"features": features,
+                                               "not_validated": ["kime_score"]})
+        # furrow anisotropy outside the range everywhere: a feature with no measured value
+        result = result.model_copy(update={"not_validated": [*result.not_validated,
+                                                             "furrow_anisotropy"]})
+        rows.append(result_row(result, "2026-11-26T00:00:00.000000Z", result.to_json().decode()))
+    store.write_batch(Batch(results=rows), 10)
+    cohort = load_cohort(store)
+    assert cohort.not_measured("kime_score") == 10
+    means = [rep.mean["kime_score"] for rep in repeats(cohort)]
+    assert sum(math.isnan(m) for m in means) == 5  # subjects measured only outside the range
+    assert all(m < 100 for m in means if not math.isnan(m))  # 1000 left out
+    page = write_cohort_report(store, tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["not_measured_left_out"]["kime_score"] == 10
+    assert summary["not_measured_left_out"]["furrow_anisotropy"] == 40
+    assert summary["not_measured_left_out"]["pore_count"] == 0
+    assert summary["correlation_with_age"]["kime_score"]["pearson"]["n"] == 30
+    assert summary["correlation_with_age"]["furrow_anisotropy"]["pearson"]["r"] is None
+    text = page.read_text()
+    assert "<p id='left-out'>50 values left out of every figure: not measured" in text
+    assert "<tr><td>kime_score</td>" in text
+    assert (tmp_path / "out" / "furrow_anisotropy.png").read_bytes()[:4] == b"\x89PNG"

@@ -15,6 +15,8 @@ from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
 from appliance.synthetic import fleet
 
+OUTSIDE = ["pore_count", "kime_score"]  # one result's features outside the validated range
+
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
@@ -23,6 +25,7 @@ def store_url(tmp_path: Path) -> str:
     store = open_store(url)
     rng = random.Random(9)
     results = [fleet.sample_result(rng, "lab", f"k{i % 3}", i) for i in range(12)]
+    results[10] = results[10].model_copy(update={"not_validated": OUTSIDE})  # k1, 2nd newest
     rows = [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode()) for r in results]
     birth = device_row(fleet.online_status("lab", "k1", 4), "2026-11-26T00:00:01.000000Z")
     junk = DeadLetter("2026-11-26T00:00:02.000000Z", "appliance/lab/k1/result",
@@ -94,3 +97,38 @@ def test_dead_letters_show_topic_reason_and_payload(
     assert "reason: not UTF-8 JSON: Expecting value" in out
     assert "payload: garbage" in out
     assert "1 dead letter(s) shown, of 1 kept" in out
+
+
+def test_every_export_carries_the_features_not_measured(store_url: str, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    for fmt in ("csv", "jsonl", "parquet"):
+        assert _cli("results", "export", "--store", store_url, "--format", fmt,
+                    "--out", str(tmp_path / f"r.{fmt}")) == 0
+    with (tmp_path / "r.csv").open() as stream:
+        csv_rows = list(csv.DictReader(stream))
+    assert [r["not_validated"] for r in csv_rows if r["not_validated"]] == [",".join(OUTSIDE)]
+    assert sum(r["not_validated"] == "" for r in csv_rows) == 11
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["not_validated"] for r in records if r["not_validated"]] == [OUTSIDE]
+    assert all(r["not_validated"] in ([], OUTSIDE) for r in records)
+    table = pq.read_table(tmp_path / "r.parquet")
+    assert str(table.schema.field("not_validated").type) == "list<element: string>"
+    flagged = [v for v in table.column("not_validated").to_pylist() if v]
+    assert flagged == [OUTSIDE]
+
+
+def test_query_marks_the_cells_not_measured(store_url: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli("results", "query", "--store", store_url, "--device", "k1") == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    rows = [line.split() for line in lines[1:5]]
+    kime, pores = header.index("KIME_SCORE"), header.index("PORE_COUNT")
+    assert [row[kime] for row in rows].count("n/m") == 1
+    marked = next(row for row in rows if row[kime] == "n/m")
+    assert marked[pores] == "n/m"
+    assert all(row[pores].isdigit() for row in rows if row is not marked)
+    assert lines[-1] == "n/m: not measured (outside the validated range, docs/measurement.md)"
+    assert _cli("results", "query", "--store", store_url, "--device", "k0") == 0
+    assert "n/m" not in capsys.readouterr().out  # no flagged result: no marks, no note

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice.schema import MIGRATIONS, DeadLetter, device_row, result_row
+from appliance.backoffice.schema import (
+    MIGRATIONS,
+    RESULT_COLUMNS,
+    DeadLetter,
+    device_row,
+    result_row,
+)
 from appliance.backoffice.store import Batch, Store, StoreError, open_store
 from appliance.synthetic import fleet
 
@@ -120,3 +126,46 @@ def test_a_reconnected_store_sees_the_same_data(store: Store) -> None:
     store.reconnect()
     assert store.count_results() == 3
     assert store.write_batch(Batch(results=rows), 100) == [rows[3][0]]
+
+
+def test_each_result_keeps_the_features_outside_the_validated_range(store: Store) -> None:
+    rng = random.Random(3)
+    outside = ["pore_mean_diameter_um", "hill_density_per_mm2", "kime_score"]
+    results = [fleet.sample_result(rng, "lab", "kiosk-0", i) for i in range(2)]
+    results[0] = results[0].model_copy(update={"not_validated": outside})
+    store.write_batch(Batch(results=[result_row(r, "2026-11-26T00:00:00.000000Z",
+                                                r.to_json().decode()) for r in results]), 100)
+    kept = dict(store.select_results(("measurement_id", "not_validated")))
+    assert kept == {results[0].measurement_id: ",".join(outside),
+                    results[1].measurement_id: ""}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                            marks=pytest.mark.postgres)])
+def test_migration_6_fills_not_validated_in_from_stored_payloads(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
+    schema = None if backend == "sqlite" else f"test_store_{uuid.uuid4().hex[:12]}"
+    rng = random.Random(4)
+    results = [fleet.sample_result(rng, "lab", "kiosk-0", i) for i in range(3)]
+    outside = ["pore_count", "furrow_anisotropy", "kime_score", "lab_l"]
+    results[1] = results[1].model_copy(update={"not_validated": outside})
+    old_rows = [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode())
+                for r in results]
+    with monkeypatch.context() as before_6:  # a store as it was before migration 6
+        before_6.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:5])
+        old = open_store(url, pg_schema=schema)
+    try:
+        columns = [c for c in RESULT_COLUMNS if c != "not_validated"]
+        old.write(f"INSERT INTO results ({','.join(columns)}) "
+                  f"VALUES ({','.join('?' * len(columns))})",
+                  [row[:-2] + row[-1:] for row in old_rows])  # without the new column
+        assert old.migrate() == [6]
+        kept = dict(old.select_results(("measurement_id", "not_validated")))
+        assert kept[results[1].measurement_id] == ",".join(outside)  # in the payload's order
+        assert kept[results[0].measurement_id] == kept[results[2].measurement_id] == ""
+    finally:
+        if schema is not None:
+            old.drop_postgres_schema(schema)
+        old.close()

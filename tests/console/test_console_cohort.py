@@ -9,17 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from console_helpers import make_result, seed
+from console_helpers import BANDS, NOT_VALIDATED_IN_SEED, UNMEASURED_KIME, make_result, seed
 
 from appliance.backoffice.cohort import (
     REPORT_FEATURES,
+    Cohort,
     band_midpoint_years,
+    by_band,
     correlations,
     load_cohort,
+    repeats,
 )
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
-from appliance.console.cohortview import feature_views
+from appliance.console.cohortview import feature_views, repeat_rows
 from appliance.edge.screen_view import load_references, result_view
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -50,18 +53,47 @@ def test_band_means_and_pearson_from_sums_match_the_offline_report(store: Store)
     for key in ("kime_score", "hill_density_per_mm2", "pore_count"):
         pearson, _ = correlations(ages, cohort.values[key])
         view = views[key].pearson
-        assert view.n == pearson.n == 54
+        left_out = {"kime_score": 1, "hill_density_per_mm2": 1, "pore_count": 0}[key]
+        assert views[key].not_measured == cohort.not_measured(key) == left_out
+        assert view.n == pearson.n == 54 - left_out  # 54 results with an age band
         assert view.r == pytest.approx(pearson.r, abs=1e-9)
         assert (view.low, view.high) == pytest.approx((pearson.low, pearson.high), abs=1e-9)
         assert view.p_value == pytest.approx(pearson.p_value, rel=1e-6, abs=1e-300)
         for band in views[key].bands:
-            values = np.array([v for b, v in zip(cohort.age_bands, cohort.values[key],
-                                                 strict=True) if b == band.band])
+            values = by_band(cohort, key)[band.band]  # measured values only
             assert band.n == len(values)
             assert band.mean == pytest.approx(values.mean())
             # from sums of squares: exact to about 1e-7 of the mean (cancellation)
             assert band.sd == pytest.approx(values.std(ddof=1), abs=1e-6 * abs(band.mean))
             assert band.low <= band.mean <= band.high
+
+
+def test_values_outside_the_validated_range_are_left_out_of_the_cohort(store: Store) -> None:
+    index = 7  # hills too large: its texture features and kime score were not measured
+    assert "kime_score" in NOT_VALIDATED_IN_SEED[index]
+    band = BANDS[index % len(BANDS)]
+    measured = [make_result(i, "s", "d", band).features.kime_score
+                for i in range(60) if i % 10 and BANDS[i % len(BANDS)] == band and i != index]
+    view = next(v for v in feature_views(store.band_sums(REPORT_FEATURES))
+                if v.key == "kime_score")
+    (stats,) = [b for b in view.bands if b.band == band]
+    assert stats.n == len(measured)
+    assert stats.mean == pytest.approx(np.mean(measured))  # 3.0 would pull it down by ~6
+    assert stats.low > UNMEASURED_KIME
+    offline = load_cohort(store)
+    assert np.mean(by_band_values(offline, "kime_score", band)) == pytest.approx(stats.mean)
+    subject = "subj-3"  # index 7's subject, measured four times
+    (online,) = [r for r in repeat_rows(store) if r["subject_id"] == subject]
+    (report,) = [r for r in repeats(offline) if r.subject_id == subject]
+    kept = [make_result(i, "s", "d", BANDS[i % len(BANDS)]).features.kime_score
+            for i in (3, 11, 15)]  # subj-3 at indexes 3, 7, 11, 15; 7 not measured
+    cv = 100 * np.std(kept, ddof=1) / np.mean(kept)
+    assert online["cv_percent"]["kime_score"] == pytest.approx(cv)
+    assert report.cv_percent["kime_score"] == pytest.approx(cv)
+
+
+def by_band_values(cohort: Cohort, key: str, band: str) -> list[float]:
+    return [float(v) for v in by_band(cohort, key)[band]]
 
 
 def test_kiosk_reference_ranges_from_the_console_place_a_customer(tmp_path: Path) -> None:

@@ -9,7 +9,15 @@ import re
 from urllib.parse import urlencode
 
 import pytest
-from console_helpers import PASSWORD, Console, get_with, login_cookie, post
+from console_helpers import (
+    NOT_VALIDATED_IN_SEED,
+    PASSWORD,
+    UNMEASURED_KIME,
+    Console,
+    get_with,
+    login_cookie,
+    post,
+)
 
 from appliance.backoffice.store import open_store
 from appliance.console.auth import AccessError, add_user
@@ -139,6 +147,10 @@ def test_csv_export_has_every_matching_result(console: Console) -> None:
     assert len(rows) == 20
     assert {r["site"] for r in rows} == {"osaka"}
     assert float(rows[0]["kime_score"]) > 0
+    _, _, body = get_with(console, "/results.csv", cookie)
+    every = list(csv.DictReader(io.StringIO(body.decode())))
+    marked = sorted(r["not_validated"].split(",") for r in every if r["not_validated"])
+    assert marked == sorted(NOT_VALIDATED_IN_SEED.values())
 
 
 def test_viewers_do_not_see_dead_letters(console: Console) -> None:
@@ -173,22 +185,72 @@ def test_openapi_lists_the_api(console: Console) -> None:
     assert b"<script" not in page  # readable offline, under the strict CSP
 
 
-def test_one_result_shows_features_outside_the_validated_range(console: Console) -> None:
+def _flagged(console: Console) -> dict[str, list[str]]:
+    """measurement id -> not_validated, of every seeded result that names any (via the API)."""
     _, _, body = console.get("/api/v1/results?limit=200", console.token)
     rows = json.loads(body)["results"]
-    flagged = []
+    flagged = {}
     for row in rows:
         detail = json.loads(console.get(f"/api/v1/results/{row['measurement_id']}",
                                         console.token)[2])
+        assert detail["not_validated"] == row["not_validated"]  # list and detail agree
         if detail["not_validated"]:
-            flagged.append((row["measurement_id"], detail["not_validated"]))
-    assert [names for _, names in flagged] == [["pore_mean_diameter_um"]]
+            flagged[row["measurement_id"]] = detail["not_validated"]
+    return flagged
+
+
+def test_one_result_shows_not_measured_instead_of_the_number(console: Console) -> None:
+    flagged = _flagged(console)
+    assert sorted(flagged.values()) == sorted(NOT_VALIDATED_IN_SEED.values())
+    texture = next(m for m, keys in flagged.items() if "kime_score" in keys)
     cookie, _ = login_cookie(console)
-    _, _, page = get_with(console, f"/results/{flagged[0][0]}", cookie)
-    row = re.search(rb"<th>pore_mean_diameter_um</th>.*?</tr>", page, re.S)
+    _, _, page = get_with(console, f"/results/{texture}", cookie)
+    row = re.search(rb'<tr data-key="kime_score">.*?</tr>', page, re.S)
     assert row
-    assert b"not measured: outside the validated range" in row.group(0)
-    assert page.count(b"not measured: outside") == 1
+    assert b'<td class="value not-measured">not measured</td>' in row.group(0)
+    assert b"outside the validated range" in row.group(0)
+    assert str(UNMEASURED_KIME).encode() not in row.group(0)  # the number is not shown
+    measured = re.search(rb'<tr data-key="pore_count">.*?</tr>', page, re.S)
+    assert measured
+    assert b"not measured" not in measured.group(0)
+    assert page.count(b"not measured</td>") == len(flagged[texture])
+
+
+def test_results_list_shows_n_m_in_cells_not_measured(console: Console) -> None:
+    flagged = _flagged(console)
+    texture = next(m for m, keys in flagged.items() if "kime_score" in keys)
+    cookie, _ = login_cookie(console)
+    _, _, page = get_with(console, "/results?limit=200", cookie)
+    row = re.search(rb'href="/results/' + texture.encode() + rb'">.*?</tr>', page, re.S)
+    assert row
+    cells = dict(re.findall(rb'<td class="(\w+)(?: not-measured)?">(.*?)</td>', row.group(0)))
+    for key in (b"kime_score", b"hill_density_per_mm2", b"furrow_density_mm_per_mm2"):
+        assert b">n/m</abbr>" in cells[key]
+    assert cells[b"pore_count"].isdigit()  # measured: its number
+    assert b'title="not measured: outside the validated range"' in row.group(0)
+    assert b'id="nm-legend"' in page
+    assert b"n/m: not measured" in page
+    assert page.count(b">n/m</abbr>") == 3  # index 5 flags pore size, not a listed column
+    _, _, measured_only = get_with(console, "/results?site=osaka&limit=5", cookie)
+    assert b"nm-legend" not in measured_only
+
+
+def test_cohort_page_and_api_leave_out_values_not_measured(console: Console) -> None:
+    _, _, body = console.get("/api/v1/cohort", console.token)
+    figures = json.loads(body)["features"]
+    assert figures["kime_score"]["not_measured_left_out"] == 1
+    assert figures["pore_count"]["not_measured_left_out"] == 0
+    assert figures["kime_score"]["pearson"]["n"] == 53
+    assert figures["pore_count"]["pearson"]["n"] == 54
+    cookie, _ = login_cookie(console)
+    _, _, page = get_with(console, "/cohort", cookie)
+    left_out = sum(f["not_measured_left_out"] for f in figures.values())
+    assert re.search(rf'<p id="left-out">{left_out} value\(s\) left out of these figures: '
+                     r"not measured".encode(), page)
+    assert left_out == 1 + 6  # pore size of index 5; the five texture features and kime of 7
+    kime = re.search(rb"<tr><td>kime_score</td>.*?</tr>", page, re.S)
+    assert kime
+    assert kime.group(0).endswith(b'<td class="left-out">1</td></tr>')
 
 
 def test_rollouts_show_each_rollout_and_where_each_kiosk_stands(console: Console) -> None:

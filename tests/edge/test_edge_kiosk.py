@@ -216,6 +216,38 @@ def test_features_outside_the_validated_range_show_as_not_measured(
         running.stop()
 
 
+def test_a_kime_score_outside_the_validated_range_is_not_the_headline(
+    mqtt_broker: Any, tmp_path: Path, page: Any
+) -> None:
+    flagged = [("hill_density_per_mm2", "kime_score"), ()]  # first customer, then the next
+
+    def texture_unsure_once(rgb: np.ndarray, um_per_px: float) -> Measurement:
+        return Measurement(FIXED_FEATURES, not_validated=flagged.pop(0) if flagged else ())
+
+    running, touching = hand_kiosk(mqtt_broker, tmp_path, False, texture_unsure_once)
+    try:
+        page.goto(running.url)
+        shown = measure_once(running, touching)
+        assert shown["not_validated"] == ["hill_density_per_mm2", "kime_score"]
+        kime = page.locator("#kime")
+        expect(kime).to_have_text("not measured (outside the range this kiosk is validated for)")
+        expect(kime).to_have_class(re.compile(r"\bnot-measured\b"))
+        features = page.locator("#features")
+        expect(features.locator("tr[data-key=hill_density_per_mm2] td.value")).to_have_text(
+            "not measured (outside the range this kiosk is validated for)")
+        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42 ")
+        assert page.inner_text("#kime-standing") == ""
+        page.click("#lang-ja")
+        expect(kime).to_have_text("測定対象外（このキオスクの有効範囲外）")
+        page.click("#lang-en")
+        time.sleep(0.5)  # lifted long enough to end the contact
+        measure_once(running, touching)  # the next customer's kime score is measured
+        expect(kime).to_have_text("61")
+        expect(kime).not_to_have_class(re.compile(r"\bnot-measured\b"))
+    finally:
+        running.stop()
+
+
 @pytest.fixture
 def lifting(mqtt_broker: Any, tmp_path: Path) -> Iterator[tuple[Running, threading.Event]]:
     running, touching = hand_kiosk(mqtt_broker, tmp_path, wobbling=True)

@@ -20,6 +20,7 @@ from appliance.transport import payloads
 
 class _Model:
     name, version = "grader", "1"
+    feature_names = payloads.FEATURE_KEYS
 
     def classify(self, features: Mapping[str, float]) -> payloads.Classification:
         return payloads.Classification(model=self.name, version=self.version, label="coarse",

@@ -8,6 +8,7 @@ from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.inference.runner import OnnxRunner
 from appliance.modelbuild.evaluate import find_float_model
 from appliance.transport.payloads import FEATURE_KEYS
+from appliance.updates.kiosk import ServingModel
 
 # Per-grade medians of the shipped table (measured by appliance.skin.analysis on synthetic frames).
 FINE = {
@@ -45,3 +46,11 @@ def test_shipped_model_grades_clear_cases(features: dict[str, float], grade: str
     result = SkinClassifier.load(DEFAULT_MODEL).classify(features)
     assert result.label == grade
     assert result.probabilities[grade] > 0.5
+
+
+def test_the_serving_model_names_the_features_it_reads() -> None:
+    classifier = SkinClassifier.load(DEFAULT_MODEL)
+    assert classifier.feature_names == classifier.contract.feature_names
+    assert "kime_score" in classifier.feature_names  # so an unmeasured kime score stops a grade
+    assert ServingModel(classifier).feature_names == classifier.feature_names
+    assert ServingModel(None).feature_names == ()  # no model: nothing to withhold

@@ -12,6 +12,7 @@ import pytest
 
 from appliance.capture.quality import QualityGate
 from appliance.edge.measure import measure_frame, skin_measurement
+from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.skin.analysis import SkinAnalysis, analyze
 from appliance.skin.validity import PORE_KEYS, TEXTURE_KEYS
 from appliance.synthetic.skin import synthetic_frame
@@ -69,6 +70,7 @@ def test_the_quality_verdict_gains_a_reason_and_the_result_names_the_features() 
     assert measured.classification is None  # no grade from features that are not measured
     assert measured.quality.verdict == gated.verdict
     assert any("outside validated range: scale 14.50" in r for r in measured.quality.reasons)
+    assert any(r.startswith("not graded: the model reads") for r in measured.quality.reasons)
     assert "hill_density_per_mm2" in measured.not_validated
     inside = measure_frame(rgb, 10.0, gated, skin_measurement, _AlwaysFine())
     assert inside.classification is not None
@@ -88,16 +90,54 @@ def test_the_payload_carries_only_known_feature_keys() -> None:
 
 
 class _AlwaysFine:
-    """A model that grades everything fine."""
+    """A model that grades everything fine, reading every feature (or those it is given)."""
 
     name = "always-fine"
     version = "1"
+
+    def __init__(self, feature_names: tuple[str, ...] = FEATURE_KEYS) -> None:
+        self.feature_names = feature_names
 
     def classify(self, features: Mapping[str, float]) -> payloads.Classification:
         """Fine, whatever the features."""
         del features
         return payloads.Classification(model=self.name, version=self.version, label="fine",
                                        probabilities={"fine": 1.0})
+
+
+@lru_cache(maxsize=1)
+def _large_hills() -> np.ndarray:
+    enlarged = cv2.resize(_rgb("coarse"), None, fx=1.8, fy=1.8, interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(enlarged[:960, :1280])  # hills 1.8^2 larger: texture flagged
+
+
+def test_no_grade_when_a_feature_the_model_reads_is_not_validated() -> None:
+    rgb = _large_hills()
+    gated = QualityGate().assess(rgb)
+    measured = measure_frame(rgb, 12.0, gated, skin_measurement, SkinClassifier.load(DEFAULT_MODEL))
+    assert not any("outside validated range" in r for r in measured.quality.reasons)  # frame ok
+    assert measured.classification is None  # the shipped INT8 model reads the texture features
+    why = [r for r in measured.quality.reasons if r.startswith("not graded")]
+    assert why == ["not graded: the model reads features outside the validated range ("
+                   + ", ".join(k for k in measured.not_validated) + ")"]
+    assert "kime_score" in why[0]
+    assert measured.quality.verdict == gated.verdict
+
+
+def test_a_model_that_reads_only_measured_features_still_grades() -> None:
+    rgb = _large_hills()
+    gated = QualityGate().assess(rgb)
+    colour_only = _AlwaysFine(("lab_l", "lab_a", "lab_b", "melanin_index"))
+    measured = measure_frame(rgb, 12.0, gated, skin_measurement, colour_only)
+    assert "kime_score" in measured.not_validated
+    assert measured.classification is not None
+    assert measured.classification.label == "fine"
+    assert not any(r.startswith("not graded") for r in measured.quality.reasons)
+    texture_reader = measure_frame(rgb, 12.0, gated, skin_measurement,
+                                   _AlwaysFine(("lab_l", "hill_density_per_mm2")))
+    assert texture_reader.classification is None
+    assert "not graded: the model reads features outside the validated range " \
+           "(hill_density_per_mm2)" in texture_reader.quality.reasons
 
 
 def _features() -> dict[str, float | int]:

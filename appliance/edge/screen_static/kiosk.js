@@ -31,7 +31,9 @@ function bandLabel(band) {
 
 function renderResult(result) {
   document.getElementById("result").dataset.mid = result.measurement_id;
-  document.getElementById("kime").textContent = result.kime_score.toFixed(0);
+  const kime = document.getElementById("kime");  // null: outside the validated range
+  kime.textContent = result.kime_score === null ? text("not_measured") : result.kime_score.toFixed(0);
+  kime.classList.toggle("not-measured", result.kime_score === null);
   const grade = result.grade ? text("grade_" + result.grade) : "-";
   document.getElementById("grade").textContent = grade;
   const overlay = document.getElementById("overlay");

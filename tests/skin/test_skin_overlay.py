@@ -1,0 +1,65 @@
+"""The overlay's caption says "not measured" for features outside the validated range."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from functools import lru_cache
+
+import numpy as np
+
+from appliance.skin.analysis import SkinAnalysis, analyze
+from appliance.skin.overlay import NOT_MEASURED_LEGEND, caption_lines, draw_overlay
+from appliance.synthetic.skin import synthetic_frame
+
+
+@lru_cache(maxsize=1)
+def _rgb() -> np.ndarray:
+    rgb: np.ndarray = synthetic_frame(4, 0, "normal").image_rgb
+    return rgb
+
+
+@lru_cache(maxsize=2)
+def _analysis(um_per_px: float) -> SkinAnalysis:
+    return analyze(_rgb(), um_per_px)
+
+
+def test_a_frame_at_30_um_per_px_shows_no_texture_or_pore_number() -> None:
+    analysis = _analysis(30.0)  # outside 7-13 µm/px: every texture and pore feature
+    lines = caption_lines(analysis)
+    assert lines[0] == "grade - (not classified)   kime score not measured"
+    assert lines[1] == "hills n/m, mean n/m;  furrows n/m, width n/m"
+    assert lines[2] == "pores n/m (n/m), mean n/m"
+    assert lines[3] == NOT_MEASURED_LEGEND  # what n/m means is on the picture itself
+    assert "not measured" in NOT_MEASURED_LEGEND
+    assert not any(re.search(r"\d", line) for line in lines[:3])
+
+
+def test_a_frame_inside_the_range_shows_its_numbers_and_no_legend() -> None:
+    analysis = _analysis(10.0)
+    features = analysis.features
+    lines = caption_lines(analysis, "fine")
+    assert lines[0] == f"grade fine   kime score {features.kime_score:.0f}/100"
+    assert f"hills {features.hill_density_per_mm2:.1f}/mm2" in lines[1]
+    assert lines[2].startswith(f"pores {features.pore_count} (")
+    assert len(lines) == 3
+
+
+def test_only_the_flagged_features_read_n_m() -> None:
+    inside = _analysis(10.0)
+    pores_unsure = dataclasses.replace(inside, validity=dataclasses.replace(
+        inside.validity, not_validated=("pore_mean_diameter_um", "pore_area_ratio")))
+    lines = caption_lines(pores_unsure)
+    assert lines[2] == (f"pores {inside.features.pore_count} "
+                        f"({inside.features.pore_density_per_cm2:.0f}/cm2), mean n/m")
+    assert "n/m" not in lines[0] + lines[1]
+    assert lines[-1] == NOT_MEASURED_LEGEND
+
+
+def test_the_band_below_the_frame_has_room_for_the_legend() -> None:
+    outside, inside = _analysis(30.0), _analysis(10.0)
+    height = _rgb().shape[0]
+    band_outside = draw_overlay(_rgb(), outside)[height:]
+    band_inside = draw_overlay(_rgb(), inside)[height:]
+    assert band_outside.shape[0] > band_inside.shape[0]  # one more line: the legend
+    assert band_outside[-40:].any()  # and it is drawn, not left blank
