@@ -42,8 +42,8 @@ def frame_set_parser(description: str) -> argparse.ArgumentParser:
     """A parser with the frame-set options both skin benchmarks take."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES_DIR)
-    parser.add_argument("--count", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--count", type=int_at_least(1), default=100)
+    parser.add_argument("--seed", type=int_at_least(0), default=1)
     return parser
 
 

@@ -17,8 +17,6 @@ from appliance.transport.broker import PrivateBroker, port_open
 REPO = Path(__file__).resolve().parent.parent
 
 
-
-
 @dataclass(frozen=True)
 class BrokerAddress:
     host: str

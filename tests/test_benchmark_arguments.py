@@ -34,6 +34,22 @@ def test_pore_diagnosis_refuses_bad_arguments(arguments: tuple[str, ...], compla
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("script", ["skin_accuracy.py", "skin_speed.py"])
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        (("--count", "0"), "argument --count: must be a whole number >= 1, got '0'"),
+        (("--seed", "-1"), "argument --seed: must be a whole number >= 0, got '-1'"),
+    ],
+)
+def test_frame_set_benchmarks_refuse_bad_arguments(script: str, arguments: tuple[str, ...],
+                                                   complaint: str) -> None:
+    done = _run(script, *arguments)
+    assert done.returncode == 2
+    assert complaint in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize(
     ("arguments", "complaint"),
     [
