@@ -134,7 +134,7 @@ class Shape:
 
 
 def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
-                radii: np.ndarray) -> np.ndarray:
+                  radii: np.ndarray) -> np.ndarray:
     """Longest over shortest diameter of the pit where it rises halfway to the higher of the
     skin and its arms: a pore is round or oval; a short deep stretch of furrow is a dash.
 
@@ -249,21 +249,22 @@ def blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> 
     around reads within ``RED_CLIP_BAND`` of 255 green takes over, blended, so the score moves
     smoothly with the frame's brightness.
     """
-    shares = [_melanin_share(rgb, centres, radius_px + reach) for reach in PIGMENT_RINGS_PX]
+    planes = [np.ascontiguousarray(rgb[..., channel]) for channel in range(3)]  # once per frame
+    pit = [bilinear(plane, centres[:, 0], centres[:, 1]) for plane in planes]
+    shares = [_melanin_share(planes, pit, centres, radius_px + reach)
+              for reach in PIGMENT_RINGS_PX]
     share: np.ndarray = np.maximum(*shares)
     return share
 
 
-def _melanin_share(rgb: np.ndarray, centres: np.ndarray, ring_px: np.ndarray) -> np.ndarray:
-    """``blue_excess`` against the skin on one ring of radius ``ring_px`` (work px)."""
+def _melanin_share(planes: list[np.ndarray], pit: list[np.ndarray], centres: np.ndarray,
+                   ring_px: np.ndarray) -> np.ndarray:
+    """``blue_excess`` of pits whose R, G, B values are ``pit``, against the skin on one ring of
+    radius ``ring_px`` (work px) in the colour ``planes``."""
     angles = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
     out = ring_px[:, None]
     xs, ys = centres[:, :1] + out * np.cos(angles), centres[:, 1:] + out * np.sin(angles)
-    skin, pit = [], []
-    for channel in range(3):
-        plane = np.ascontiguousarray(rgb[..., channel])
-        skin.append(np.median(bilinear(plane, xs, ys), axis=1))
-        pit.append(bilinear(plane, centres[:, 0], centres[:, 1]))
+    skin = [np.median(bilinear(plane, xs, ys), axis=1) for plane in planes]
     red_drop, green_drop, blue_drop = (np.log(s + 1.0) - np.log(p + 1.0)
                                        for s, p in zip(skin, pit, strict=True))
     by_red = np.maximum(
