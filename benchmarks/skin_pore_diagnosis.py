@@ -83,9 +83,12 @@ def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
             tally["fails_only"][failed[0]] += 1
         if not failed and passed[nearest]:
             tally["fails"]["merged_with_deeper"] += 1
-    truth_gaps = [np.min(np.hypot(*(frame.centres_px - c).T)) if len(frame.centres_px)
-                  else np.inf for c in counted]
-    tally["false"]["pores"] += int(np.sum(np.asarray(truth_gaps) > 40.0 / frame.um_per_px))
+    # a counted pore is false when no true pore lies within that pore's reach (the same
+    # reach a true pore is matched with above: its radius, or 40 µm for a small one)
+    reaches = np.maximum(frame.radii_px, 40.0 / frame.um_per_px)
+    tally["false"]["pores"] += sum(
+        1 for c in counted
+        if not np.any(np.hypot(*(frame.centres_px - c).T) < reaches))
     return len(frame.radii_px), len(counted)
 
 
