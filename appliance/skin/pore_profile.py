@@ -214,7 +214,9 @@ def local_junction_floor(shape: tuple[int, int], centres: np.ndarray,
 
     Furrows are deeper in one part of a frame than in another, and vignetting darkens the
     corners, so a pit is compared with the junctions around it, not the frame's median. Most
-    candidates are junctions, so a tile's median is a junction's floor.
+    candidates are junctions, so a tile's median is a junction's floor. Most tiles hold fewer
+    than ``LOCAL_MIN_CANDIDATES``, so most pits are in fact compared with the frame's median
+    (docs/measurement.md "Pores" gives the shares and the alternative that was tried).
     """
     if len(floor) == 0:
         return np.zeros(0)
