@@ -5,7 +5,9 @@ kiosks by ``appliance console reference --out FILE``): per age band, each featur
 SD. The typical range is the middle 80 % (mean ± 1.2816 SD). A feature the result names in
 ``not_validated`` (outside the range the method was validated on, docs/measurement.md) is
 shown as "not measured" (the headline kime score too): its value is not sent to the page and
-not compared. The text shown for every key lives in the screen's message catalogues, not here.
+not compared. A grade withheld for numbers outside that range says why (``grade_withheld``:
+the features the model needed that were not measured, or the whole picture). The text shown
+for every key lives in the screen's message catalogues, not here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from appliance.edge.reasons import grade_withheld
 from appliance.transport.payloads import Result
 
 SHOWN_FEATURES = (
@@ -77,7 +80,16 @@ def result_view(result: Result, references: dict[str, dict[str, dict[str, float]
         "measurement_id": result.measurement_id,
         "kime_score": None if "kime_score" in outside else features["kime_score"],
         "grade": result.classification.label if result.classification else None,
+        "grade_withheld": _withheld_view(result),
         "features": shown,
         "reference_band": band if band in references else (ALL_AGES if table else None),
         "overlay": f"/overlay.png?m={result.measurement_id}" if overlay else None,
     }
+
+
+def _withheld_view(result: Result) -> dict[str, Any] | None:
+    """Why the result has no grade, when it was withheld (None: graded, or no model)."""
+    withheld = grade_withheld(result.quality.reasons) if result.classification is None else None
+    if withheld is None:
+        return None
+    return {"features": list(withheld.features), "frame": withheld.frame}
