@@ -25,6 +25,10 @@ class Withheld:
     features: tuple[str, ...]
     frame: bool
 
+    def as_json(self) -> dict[str, object]:
+        """The JSON the kiosk page and the console's API give for it."""
+        return {"features": list(self.features), "frame": self.frame}
+
 
 def frame_outside_reason(conditions: Sequence[str]) -> str:
     """The reason of a frame outside the validated range, naming each broken condition."""

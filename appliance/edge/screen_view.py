@@ -87,9 +87,7 @@ def result_view(result: Result, references: dict[str, dict[str, dict[str, float]
     }
 
 
-def _withheld_view(result: Result) -> dict[str, Any] | None:
+def _withheld_view(result: Result) -> dict[str, object] | None:
     """Why the result has no grade, when it was withheld (None: graded, or no model)."""
     withheld = grade_withheld(result.quality.reasons) if result.classification is None else None
-    if withheld is None:
-        return None
-    return {"features": list(withheld.features), "frame": withheld.frame}
+    return withheld.as_json() if withheld is not None else None
