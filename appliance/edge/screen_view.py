@@ -20,13 +20,14 @@ from typing import Any
 from appliance.edge.reasons import grade_withheld
 from appliance.transport.payloads import Result
 
+# key, unit, decimals shown (as the overlay's caption: no more digits than the method resolves)
 SHOWN_FEATURES = (
-    ("kime_score", ""),
-    ("hill_density_per_mm2", "/mm²"),
-    ("furrow_density_mm_per_mm2", "mm/mm²"),
-    ("furrow_mean_width_um", "µm"),
-    ("pore_count", ""),
-    ("pore_mean_diameter_um", "µm"),
+    ("kime_score", "", 0),
+    ("hill_density_per_mm2", "/mm²", 1),
+    ("furrow_density_mm_per_mm2", "mm/mm²", 1),
+    ("furrow_mean_width_um", "µm", 0),
+    ("pore_count", "", 0),
+    ("pore_mean_diameter_um", "µm", 0),
 )
 Z_10_90 = 1.2815515655446004  # the 10th and 90th percentiles of a normal distribution
 MAX_REFERENCE_BYTES = 1_000_000
@@ -72,10 +73,10 @@ def result_view(result: Result, references: dict[str, dict[str, dict[str, float]
     features = result.features.model_dump()
     outside = set(result.not_validated)  # outside the validated range: "not measured"
     shown = [{"key": key, "value": None if key in outside else features[key], "unit": unit,
-              "measured": key not in outside,
+              "digits": digits, "measured": key not in outside,
               "standing": None if key in outside
               else standing(float(features[key]), table.get(key))}
-             for key, unit in SHOWN_FEATURES]
+             for key, unit, digits in SHOWN_FEATURES]
     return {
         "measurement_id": result.measurement_id,
         "kime_score": None if "kime_score" in outside else features["kime_score"],

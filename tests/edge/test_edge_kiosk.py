@@ -210,9 +210,14 @@ def test_features_outside_the_validated_range_show_as_not_measured(
         features = page.locator("#features")
         expect(features.locator("tr[data-key=pore_mean_diameter_um] td.value")).to_have_text(
             "not measured (outside the range this kiosk is validated for)")
-        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42 ")
+        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42")
         assert "typical" not in features.locator(
             "tr[data-key=pore_mean_diameter_um]").inner_text()
+        # no more digits than the method resolves (as on the overlay's caption)
+        expect(features.locator("tr[data-key=hill_density_per_mm2] td.value")).to_have_text(
+            "9.4 /mm²")
+        expect(features.locator("tr[data-key=furrow_mean_width_um] td.value")).to_have_text(
+            "38 µm")
     finally:
         running.stop()
 
@@ -236,7 +241,7 @@ def test_a_kime_score_outside_the_validated_range_is_not_the_headline(
         features = page.locator("#features")
         expect(features.locator("tr[data-key=hill_density_per_mm2] td.value")).to_have_text(
             "not measured (outside the range this kiosk is validated for)")
-        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42 ")
+        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42")
         assert page.inner_text("#kime-standing") == ""
         page.click("#lang-ja")
         expect(kime).to_have_text("測定対象外（このキオスクの有効範囲外）")

@@ -68,8 +68,7 @@ function renderResult(result) {
     const row = table.insertRow();
     row.dataset.key = f.key;
     cell(row, text("feature_" + f.key), "name");
-    const value = f.measured ? (Number.isInteger(f.value) ? String(f.value) : f.value.toFixed(2)) + " " + f.unit
-                             : text("not_measured");
+    const value = f.measured ? f.value.toFixed(f.digits) + (f.unit ? " " + f.unit : "") : text("not_measured");
     cell(row, value, f.measured ? "value" : "value not-measured");
     const info = cell(row, text("explain_" + f.key), "explain");
     if (f.measured && f.standing && result.reference_band) {
