@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from appliance.backoffice.queries import Login
 from appliance.console.filters import check_measurement_id, parse_query
@@ -69,7 +69,12 @@ def api_results(
             "features that were not measured: `features` names them, `frame` is true when the "
             "frame as a whole is outside the validated range; null otherwise), `subject`. "
             + NOT_MEASURED_DOC)
-def api_result(request: Request, measurement_id: str, login: ApiLogin) -> dict[str, Any]:
+def api_result(
+    request: Request,
+    measurement_id: Annotated[str, Path(description="the result's `measurement_id` (UUID), "
+                                        "as in the results list")],
+    login: ApiLogin,
+) -> dict[str, Any]:
     """One stored result."""
     check_measurement_id(measurement_id)
     with pool_of(request).store() as store:
