@@ -3,6 +3,12 @@
 Both backends run the same SQL (``?`` placeholders become ``%s`` for psycopg) and the same
 versioned migrations. Every write of the ingest worker is one transaction (``write_batch``), so a
 message is acknowledged to the broker only once everything it changed is committed.
+
+Writers and servers open a store with ``open_store``, which migrates it. Read commands open it
+with ``open_existing_store``: a read-only connection that never creates a file, a schema or a
+table, and refuses a database whose schema is missing or older than this code, naming the
+database and ``appliance store migrate`` (reads of an older schema would fail half-way on a
+missing column).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.schema import (
@@ -45,6 +52,8 @@ _LATEST_SEEN = (
     "THEN excluded.last_seen ELSE devices.last_seen END"
 )
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
+LATEST_VERSION = MIGRATIONS[-1][0]
+MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
 
 
 class StoreError(RuntimeError):
@@ -66,15 +75,33 @@ def store_url_for(url: str | None, state_dir: str) -> str:
     return url or f"sqlite:///{Path(state_dir) / DEFAULT_SQLITE_NAME}"
 
 
-class Store(ConsoleQueries):
-    """One connection to the back-office database; not shared between threads."""
+def store_name(url: str) -> str:
+    """The database a store URL names, for messages: the SQLite file, or the PostgreSQL URL
+    without its password."""
+    if url.startswith("sqlite:///"):
+        return f"SQLite store {url.removeprefix('sqlite:///')}"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return f"PostgreSQL database {url}"
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return f"PostgreSQL database {urlunsplit(parts._replace(netloc=f'{user}:***@{netloc}'))}"
 
-    def __init__(self, url: str, pg_schema: str | None = None) -> None:
+
+class Store(ConsoleQueries):
+    """One connection to the back-office database; not shared between threads.
+
+    ``read_only``: the connection refuses every write (SQLite ``query_only``, PostgreSQL
+    ``default_transaction_read_only``) and creates nothing, not even a missing file or schema.
+    """
+
+    def __init__(self, url: str, pg_schema: str | None = None, read_only: bool = False) -> None:
         self.url = url
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         if not self.postgres and not url.startswith("sqlite:///"):
             raise StoreError(f"store url {url!r}: use sqlite:///PATH or postgresql://...")
         self._pg_schema = pg_schema
+        self.read_only = read_only
         self._conn: Any = self._connect()
 
     def _connect(self) -> Any:
@@ -88,11 +115,26 @@ class Store(ConsoleQueries):
 
     def _connect_sqlite(self) -> sqlite3.Connection:
         path = Path(self.url.removeprefix("sqlite:///"))
+        if self.read_only:
+            return self._connect_sqlite_read_only(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open SQLite store {path}: {exc}; check the path") from exc
+        return conn
+
+    @staticmethod
+    def _connect_sqlite_read_only(path: Path) -> sqlite3.Connection:
+        """An existing file only (``mode=rw`` never creates one), writes refused. Not
+        ``mode=ro``: a read-only connection cannot remove the WAL files it made when it closes."""
+        try:
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")
             conn.execute("PRAGMA busy_timeout=30000")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open SQLite store {path}: {exc}; check the path") from exc
@@ -104,11 +146,14 @@ class Store(ConsoleQueries):
         try:
             conn = psycopg.connect(self.url, autocommit=True)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL {self.url}: {exc}") from exc
+            raise StoreError(f"cannot connect to the {store_name(self.url)}: {exc}") from exc
+        if self.read_only:
+            conn.execute("SET default_transaction_read_only TO on")
         if pg_schema is not None:
             if not _SCHEMA_NAME.match(pg_schema):
                 raise StoreError(f"PostgreSQL schema name {pg_schema!r}: use [a-z0-9_]")
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_schema}")
+            if not self.read_only:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_schema}")
             conn.execute(f"SET search_path TO {pg_schema}")
         return conn
 
@@ -158,8 +203,19 @@ class Store(ConsoleQueries):
 
     def schema_version(self) -> int:
         """The newest migration this store has run (0 for an empty database)."""
+        if not self.has_table("schema_migrations"):
+            return 0
         rows = self._fetch("SELECT MAX(version) FROM schema_migrations")
         return int(rows[0][0] or 0)
+
+    def has_table(self, name: str) -> bool:
+        """Whether the table exists (PostgreSQL: on the search path)."""
+        if self.postgres:
+            rows = self._fetch("SELECT to_regclass(?) IS NOT NULL", (name,))
+        else:
+            rows = self._fetch(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return bool(rows[0][0])
 
     def write_batch(
         self, batch: Batch, dead_letter_max_rows: int, dead_letter_max_total_bytes: int = 2**62
@@ -380,14 +436,17 @@ def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str
     return (f" WHERE {' AND '.join(where)}" if where else ""), params
 
 
-def open_store(url: str, pg_schema: str | None = None) -> Store:
-    """Open a store and bring its schema up to date."""
+def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> Store:
+    """Open a store for writing and bring its schema up to date (``create``: a missing SQLite
+    file is made; else it is an error, as for a read)."""
+    if not create:
+        _refuse_missing(url)
     store = Store(url, pg_schema)
     try:
         store.migrate()
     except Exception as exc:
         store.close()
-        raise StoreError(f"cannot migrate the store {url}: {exc}") from exc
+        raise StoreError(f"cannot migrate the {store_name(url)}: {exc}") from exc
     return store
 
 
@@ -399,12 +458,44 @@ def missing_sqlite_file(url: str) -> Path | None:
     return None if path.is_file() else path
 
 
-def open_existing_store(url: str) -> Store:
-    """Open a store that must already exist: read commands never create one (a typo in --store
-    is an error, not a new empty database)."""
+def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
+    """Open a store for reading: read-only, never created nor migrated (a typo in --store is an
+    error, not a new empty database); a schema that is missing or older than this code is an
+    error naming the database and the command that migrates it."""
+    _refuse_missing(url)
+    store = Store(url, pg_schema, read_only=True)
+    try:
+        problem = schema_problem(store)
+    except Exception as exc:
+        store.close()
+        raise StoreError(f"cannot read the {store_name(url)}: {exc}") from exc
+    if problem is not None:
+        store.close()
+        raise StoreError(problem)
+    return store
+
+
+def _refuse_missing(url: str) -> None:
+    """A StoreError when ``url`` names a SQLite file that does not exist."""
     if (path := missing_sqlite_file(url)) is not None:
         raise StoreError(
             f"no store at {path}: nothing was ever stored there (check --store or the "
-            "config's store.url; `appliance demo` or `appliance backoffice` create it)"
+            "config's store.url; `appliance store migrate`, `appliance demo` or `appliance "
+            "backoffice` create it)"
         )
-    return open_store(url)
+
+
+def schema_problem(store: Store) -> str | None:
+    """Why a read command cannot read this store (no back-office tables, or an older schema
+    than this code reads), or None when it can; read commands never migrate."""
+    version = store.schema_version()
+    where = store_name(store.url)
+    if version == 0:
+        return (f"{where} has no back-office tables: nothing was ever stored there, and read "
+                f"commands create nothing (check --store or the config's store.url; "
+                f"{MIGRATE_HINT} creates the tables, as `appliance backoffice` does)")
+    if version < LATEST_VERSION:
+        return (f"{where} is at schema version {version}; this appliance reads version "
+                f"{LATEST_VERSION}. Read commands never change the database: run "
+                f"{MIGRATE_HINT} first (or start `appliance backoffice`, which migrates)")
+    return None
