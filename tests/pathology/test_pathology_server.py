@@ -319,6 +319,30 @@ def test_killed_server_job_is_taken_over_and_stored_exactly_once(
     store.close()
 
 
+def test_a_relative_results_dir_is_the_config_file_s_folder_not_the_working_one(
+    env: Env,
+) -> None:
+    env.config(client_id="relative", results_dir="pictures")  # written to tmp_path/config.yaml
+    elsewhere = env.tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "pathology", "serve", "--config",
+         str(env.tmp_path / "config.yaml")], cwd=elsewhere, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=(env.tmp_path / "server.log").open("w"))
+    try:
+        env.watcher.wait_server("relative", "online")
+        env.watcher.submit(_job("relative", [env.slides / "b11.jpg"]))
+        final = env.watcher.wait("relative", {"done", "failed"}, timeout_s=90)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    assert final["state"] == "done"
+    heatmap = Path(final["results"][0]["heatmap_path"])
+    assert heatmap.is_relative_to(env.tmp_path / "pictures")
+    assert heatmap.is_file()
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
 ) -> None:
