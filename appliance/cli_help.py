@@ -113,7 +113,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "synth": (
         "Make synthetic data with known ground truth: microscope skin frames with their true "
-        "features, a stage-micrometer photo at a known um/px, and H&E cohorts with labels.",
+        "features, a stage-micrometer photo at a known um/px, and H&E cohorts with labels. "
+        "Every number has a range (see each command's --help); a value outside it is refused, "
+        "exit 2.",
         ("appliance synth skin --out frames --count 8 --seed 1",
          "appliance synth micrometer --out micrometer.png --um-per-px 9.6",
          "appliance synth he --out cohort --patients 20 --seed 3"),
