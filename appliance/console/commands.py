@@ -76,7 +76,7 @@ def _user_add(args: argparse.Namespace) -> int:
 def _token_create(args: argparse.Namespace) -> int:
     from appliance.console.auth import AccessError, create_token
 
-    store = open_for(args)
+    store = open_for(args, writes=True)  # the user must exist: no new store
     if store is None:
         return 2
     try:
