@@ -4,8 +4,9 @@
 textured frames that are cheap to make and to gate, and ``FlakySource`` fails on demand, so
 the daemon's delivery, supervision and recovery can be exercised in seconds.
 ``python -m appliance.edge.testing CONFIG`` runs the real daemon wiring with these
-stand-ins (the SIGKILL test runs it as a child process). ``BrokerWatcher``, ``wait_until`` and
-``run_daemon`` are shared with the simulated kiosks of ``appliance.updates.testing``.
+stand-ins (the SIGKILL test runs it as a child process). ``ResultCollector`` listens like the
+back office; ``wait_until`` and ``run_daemon`` are shared with the simulated kiosks of
+``appliance.updates.testing``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from appliance.edge.systemd import setup_logging
 from appliance.synthetic.camera import textured_skin
 from appliance.transport import payloads
 from appliance.transport.acks import encode_acks
-from appliance.transport.client import LinkSettings, connect_properties, new_client
+from appliance.transport.client import LinkSettings
+from appliance.transport.subscriber import Subscriber
 
 SMALL_FRAME_PX = (320, 240)
 FIXED_FEATURES = payloads.Features(
@@ -111,21 +113,13 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 
     return True
 
 
-class BrokerWatcher:
-    """A test's or benchmark's own MQTT client (``_client``), running its network thread."""
-
-    _client: mqtt.Client
-
-    def close(self) -> None:
-        """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
-class ResultCollector(BrokerWatcher):
+class ResultCollector:
     """Subscribes like the back office does (persistent MQTT v5 session, QoS 1), records each
     result's measurement id and its latency from frame capture to receipt, and (``ack=True``)
-    confirms each result on its device's ack topic as the back office does after its commit."""
+    confirms each result on its device's ack topic as the back office does after its commit.
+
+    Its client comes from the one factory and subscribes only once the broker accepted it
+    (transport/subscriber.py): a refusal raises BrokerRefusedError naming the reason code."""
 
     def __init__(
         self, host: str, port: int, topic_filter: str, client_id: str, ack: bool = True
@@ -136,24 +130,16 @@ class ResultCollector(BrokerWatcher):
         self.received = 0
         self.statuses: list[payloads.Status] = []
         self._lock = threading.Lock()
-        self._subscribed = threading.Event()
         settings = LinkSettings(host, port, client_id, session_expiry_s=600, reconnect_cap_s=1.0)
-        self._client = new_client(settings, reconnect=True)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._client.connect(
-            host, port, clean_start=False, properties=connect_properties(settings)
-        )
-        self._client.loop_start()
-        if not self._subscribed.wait(10):
-            raise TimeoutError(f"collector could not subscribe on {host}:{port}")
+        self._link = Subscriber(settings, [(topic_filter, 1)], self._on_message,
+                                keep_session=True)
+        self._link.start()
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: object,
-                    _p: object) -> None:
-        client.subscribe(self.topic_filter, qos=1)
-        self._subscribed.set()
+    def close(self) -> None:
+        """Disconnect."""
+        self._link.close()
 
-    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
         now = payloads.utc_now()
         raw = bytes(message.payload)
         if message.topic.endswith("/status"):
@@ -164,8 +150,9 @@ class ResultCollector(BrokerWatcher):
             return  # e.g. the acks this collector sends, under the same filter
         result = payloads.parse_payload(raw, payloads.Result)
         if self.ack:
+            ack_topic = message.topic.removesuffix("result") + "ack"
             for body in encode_acks([result.measurement_id]):
-                self._client.publish(message.topic.removesuffix("result") + "ack", body, qos=1)
+                self._link.client.publish(ack_topic, body, qos=1)
         with self._lock:
             self.received += 1
             latency_s = (now - result.captured_at).total_seconds()

@@ -5,7 +5,8 @@ factory (transport/client.py: TLS, credentials), subscriptions go out only after
 reason code 0 (MQTT 5 spec 3.2.2.2) and again after every reconnect, and ``start`` returns
 once the broker granted them (SUBACK). A refusal that retrying cannot fix (the fatal CONNACK
 table) or a refused subscription ends ``start`` with BrokerRefusedError; another refusal (busy,
-restarting) is retried until the timeout.
+restarting) is retried until the timeout. With ``keep_session`` the broker keeps the session
+(and queues QoS 1 messages) while the client is away, for ``settings.session_expiry_s``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from appliance.transport.client import (
     BrokerRefusedError,
     LinkSettings,
     connack_refusal,
+    connect_properties,
     is_fatal_connack,
     new_client,
     reason_value,
@@ -36,9 +38,11 @@ class Subscriber:
     """One listening client; ``client`` may also publish once ``start`` returned."""
 
     def __init__(self, settings: LinkSettings, filters: Sequence[tuple[str, int]],
-                 on_message: MessageHandler, *, reconnect: bool = True) -> None:
+                 on_message: MessageHandler, *, reconnect: bool = True,
+                 keep_session: bool = False) -> None:
         self.settings = settings
         self.filters = list(filters)
+        self.keep_session = keep_session
         self._handler = on_message
         self._answered = threading.Event()  # subscribed (SUBACK), or refused for good
         self._refusal: BrokerRefusedError | None = None
@@ -51,8 +55,12 @@ class Subscriber:
     def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         """Connect and return once subscribed; raise (after closing) on a refusal, an
         unreachable broker (OSError) or no answer within ``timeout_s`` (TimeoutError)."""
-        self.client.connect(self.settings.host, self.settings.port,
-                            keepalive=self.settings.keepalive_s)
+        # a kept session: clean start 0 and a session expiry interval (MQTT 5 spec 3.1.2.4,
+        # 3.1.2.11.2); else a fresh session that ends with the connection
+        self.client.connect(
+            self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
+            clean_start=False if self.keep_session else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=connect_properties(self.settings) if self.keep_session else None)
         self.client.loop_start()
         answered = self._answered.wait(timeout_s)
         if answered and self._refusal is None:
