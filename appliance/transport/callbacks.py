@@ -47,9 +47,9 @@ class QueuedCallbacks:
         client.on_message = self.on_message
 
     def on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, properties: Any) -> None:
-        """CONNACK: its reason code and properties."""
+        """CONNACK: its reason code (paho's ReasonCode, named in words) and properties."""
         try:
-            self.events.put(("connack", reason_value(reason), properties))
+            self.events.put(("connack", reason, properties))
         except Exception:
             log.exception("on_connect failed")
 

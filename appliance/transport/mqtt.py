@@ -32,10 +32,12 @@ from appliance.transport.backoff import Backoff
 from appliance.transport.callbacks import QueuedCallbacks
 from appliance.transport.client import (
     LinkSettings,
+    connack_refusal,
     connect_properties,
     is_fatal_connack,
     new_client,
     publish_properties,
+    reason_value,
     will_disconnect_reason,
 )
 from appliance.transport.outbox import Outbox, OutboxError
@@ -232,20 +234,16 @@ class MqttLink(threading.Thread):
             elif kind == "ack":
                 self._handle_ack(first)
 
-    def _handle_connack(self, code: int, properties: Any) -> None:
+    def _handle_connack(self, reason: object, properties: Any) -> None:
         """Connected means CONNACK reason code 0 and nothing else (spec 3.2.2.2)."""
-        where = f"{self.settings.host}:{self.settings.port}"
+        code = reason_value(reason)
         if is_fatal_connack(code):
             self.refused = True
-            self.fatal_error = (
-                f"broker {where} refused the connection (reason code 0x{code:02X}): check "
-                f"mqtt.username and the password (APPLIANCE_MQTT_PASSWORD or the mqtt-password "
-                f"credential) and the broker ACL; not retrying"
-            )
+            self.fatal_error = connack_refusal(self.settings, reason)
             log.error("%s", self.fatal_error)
             return
         if code != 0:
-            log.warning("broker %s refused the connection (reason code 0x%02X)", where, code)
+            log.warning("%s", connack_refusal(self.settings, reason))
             self._drop_connection()
             return
         self.connected = True
@@ -257,7 +255,8 @@ class MqttLink(threading.Thread):
         self._publish_status("online")
         for topic, payload in list(self._retained_latest.items()):
             self._retained.put((topic, payload))
-        log.info("connected to %s; %d result(s) waiting", where, self.outbox.depth())
+        log.info("connected to %s:%d; %d result(s) waiting", self.settings.host,
+                 self.settings.port, self.outbox.depth())
 
     def _handle_disconnect(self, code: int) -> None:
         was_connected = self.connected

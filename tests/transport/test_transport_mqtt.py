@@ -18,9 +18,10 @@ import pytest
 
 from appliance.transport.acks import encode_acks
 from appliance.transport.broker import PrivateBroker, free_port
-from appliance.transport.client import LinkSettings, new_client
+from appliance.transport.client import BrokerRefusedError, LinkSettings, new_client
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
+from appliance.transport.subscriber import Subscriber as FactorySubscriber
 
 pytestmark = pytest.mark.broker
 
@@ -232,8 +233,14 @@ def test_bad_credentials_stop_retrying_with_a_clear_error(tmp_path: Path) -> Non
         link.join(10)
         assert not link.is_alive()  # it gave up instead of hammering the broker
         assert link.fatal_error is not None
-        assert re.search(r"reason code 0x8[67]", link.fatal_error)  # mosquitto sends 0x87
-        assert "mqtt.username" in link.fatal_error
+        assert link.refused  # the daemon exits with its "broker refused" code
+        assert re.search(rf"^broker 127.0.0.1:{port} refused link-auth \(reason code 0x8[67]: "
+                         r"(Not authorized|Bad user name or password)\): check mqtt.username "
+                         r"and the password .*; not retrying$", link.fatal_error)
+        with pytest.raises(BrokerRefusedError) as refused:  # another client of the factory
+            FactorySubscriber(link.settings, [("auth/cmd", 1)], lambda _m: None,
+                              reconnect=False).start()
+        assert str(refused.value) == link.fatal_error  # one wording everywhere
     finally:
         broker.terminate()
         broker.wait(5)
