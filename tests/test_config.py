@@ -146,6 +146,36 @@ def test_pathology_paths_resolve_against_the_config_file_not_the_working_folder(
     assert defaults.pathology.results_dir == str(tmp_path / "state" / "pathology")
 
 
+def test_tls_files_resolve_against_the_config_file_not_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)  # another folder than the config file's
+    config = load_config(write(folder, (
+        "mqtt:\n  tls:\n    enabled: true\n    ca_file: pki/ca.crt\n"
+        "    cert_file: ../kiosk.crt\n    key_file: /secrets/kiosk.key\n")), environ={})
+    tls = config.mqtt.tls
+    assert tls.ca_file == str(folder / "pki" / "ca.crt")
+    assert tls.cert_file == str(tmp_path / "kiosk.crt")
+    assert tls.key_file == "/secrets/kiosk.key"
+    overridden = load_config(folder / "config.yaml",
+                             environ={"APPLIANCE__MQTT__TLS__CA_FILE": "from-env.crt"})
+    assert overridden.mqtt.tls.ca_file == str(folder / "from-env.crt")
+    defaults = load_config_or_defaults(None, environ={"APPLIANCE__MQTT__TLS__CA_FILE": "ca.crt"})
+    assert defaults.mqtt.tls.ca_file == str(tmp_path / "ca.crt")  # no config.yaml: this folder
+
+
+def test_config_check_finds_a_ca_file_next_to_the_config_from_any_folder(tmp_path: Path) -> None:
+    config = write(tmp_path, "mqtt:\n  tls:\n    enabled: true\n    ca_file: ca.crt\n")
+    missing = run_check(config)  # run from the repository, not from tmp_path
+    assert missing.returncode == 2
+    assert f"mqtt.tls.ca_file: file not found: {tmp_path / 'ca.crt'}" in missing.stderr
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    found = run_check(config)
+    assert found.returncode == 0, found.stderr
+
+
 def test_password_from_env_or_credentials_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -174,8 +174,8 @@ def missing_files(config: Config) -> list[str]:
 def resolve_paths(config: Config, base: Path) -> Config:
     """Return the config with relative file paths made absolute against ``base`` (the config
     file's folder; the working folder for built-in defaults): state_dir, model.path,
-    camera.path, screen.reference_file, updates.trusted_root and pathology's results_dir,
-    model, int8_model and slide_roots."""
+    camera.path, screen.reference_file, updates.trusted_root, mqtt.tls's ca_file, cert_file and
+    key_file, and pathology's results_dir, model, int8_model and slide_roots."""
 
     def absolute(value: str | None) -> str | None:
         if value is None or Path(value).is_absolute():
@@ -191,6 +191,11 @@ def resolve_paths(config: Config, base: Path) -> Config:
         camera = camera.model_copy(update={"path": absolute(camera.path)})
     updates = config.updates
     updates = updates.model_copy(update={"trusted_root": absolute(updates.trusted_root)})
+    tls = config.mqtt.tls
+    tls = tls.model_copy(update={"ca_file": absolute(tls.ca_file),
+                                 "cert_file": absolute(tls.cert_file),
+                                 "key_file": absolute(tls.key_file)})
+    mqtt = config.mqtt.model_copy(update={"tls": tls})
     pathology = config.pathology
     pathology = pathology.model_copy(update={
         "results_dir": absolute(pathology.results_dir), "model": absolute(pathology.model),
@@ -198,5 +203,5 @@ def resolve_paths(config: Config, base: Path) -> Config:
         "slide_roots": [absolute(root) for root in pathology.slide_roots]})
     return config.model_copy(
         update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera,
-                "screen": screen, "updates": updates, "pathology": pathology}
+                "screen": screen, "updates": updates, "mqtt": mqtt, "pathology": pathology}
     )
