@@ -8,6 +8,8 @@ formatter that shows each option's default. ``apply_help`` walks the finished pa
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import textwrap
 from collections.abc import Iterator
 
@@ -304,12 +306,33 @@ class ExampleFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if default in (None, False, argparse.SUPPRESS) or action.option_strings == []:
+        if default in (None, False, argparse.SUPPRESS, [], ()) or action.option_strings == []:
             return text
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
-        if "default" in text or f"({shown})" in text:
+        shown = _shown(default)
+        if names_default(text, default):
             return text
-        return f"{text} (default: {shown})"
+        return f"{text} (default: {shown})" if text else f"default: {shown}"
+
+
+def _shown(default: object) -> str:
+    """A default as help shows it: 900 for 900.0, 128,128 for a tuple."""
+    if isinstance(default, tuple):
+        return ",".join(map(_shown, default))
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def names_default(text: str, default: object) -> bool:
+    """Whether help text already gives the default: says "default", or shows the value in
+    parentheses ("(900)" for 900.0, "(config.yaml)")."""
+    if "default" in text:
+        return True
+    for inner in re.findall(r"\(([^()]*)\)", text):
+        if inner == _shown(default) or inner == str(default):
+            return True
+        with contextlib.suppress(TypeError, ValueError):
+            if isinstance(default, int | float) and float(inner) == float(default):
+                return True
+    return False
 
 
 def apply_help(parser: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ bare ``appliance`` prints help, and a closed pipe (``| head``) ends quietly."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -91,6 +92,30 @@ def test_options_show_their_default_or_format(
     capsys: pytest.CaptureFixture[str], command: tuple[str, ...], shown: str
 ) -> None:
     assert shown in " ".join(_help(capsys, *command).split())
+
+
+def _same_value(shown: str, default: str) -> bool:
+    """Whether two texts of an option's help name the same value ("900" and "900.0")."""
+    if shown == default:
+        return True
+    try:
+        return float(shown) == float(default)
+    except ValueError:
+        return False
+
+
+def test_no_option_shows_its_default_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    checked = 0
+    for command in command_paths(build_parser()):
+        text = " ".join(_help(capsys, *command.split()).split())
+        for before, default in re.findall(r"\(([^()]*)\) \(default: ([^()]*)\)", text):
+            assert "default" not in before, f"{command}: ({before}) (default: {default})"
+            assert not _same_value(before, default), f"{command}: ({before}) (default: {default})"
+        assert "(default: [])" not in text, command
+        checked += text.count("(default: ")
+    assert checked > 20  # the formatter still adds the defaults help omits
+    demo = " ".join(_help(capsys, "demo").split())
+    assert "give up after this many seconds (900) --config" in demo
 
 
 def test_one_name_for_worker_processes(capsys: pytest.CaptureFixture[str]) -> None:
