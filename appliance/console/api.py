@@ -52,11 +52,12 @@ def api_results(
     from_: Annotated[str | None, Query(alias="from", description="first day, YYYY-MM-DD")] = None,
     to: Annotated[str | None, Query(description="last day, YYYY-MM-DD")] = None,
     grade: Annotated[str | None, Query(description="model label")] = None,
-    limit: Annotated[str | None, Query(description="10, 25, 50, 100 or 200")] = None,
+    limit: Annotated[str | None, Query(description="results per page, 1 to 200 (50 when not "
+                                         "given)")] = None,
     before: Annotated[str | None, Query(description="`next` of the previous page")] = None,
 ) -> dict[str, Any]:
     """A page of results; ``next`` continues it (null on the last page)."""
-    query = parse_query(dict(request.query_params))
+    query = parse_query(dict(request.query_params), sizes=None)  # any page size 1-200
     with pool_of(request).store() as store:
         items, cursor = results_page(store, query)
     return {"results": items, "next": cursor}

@@ -9,7 +9,7 @@ SQL parameters, never pasted into SQL.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -19,7 +19,10 @@ from appliance.backoffice.schema import iso_utc
 MAX_FIELD_CHARS = 64
 MAX_QUERY_CHARS = 2048
 MAX_FORM_BYTES = 4096
-PAGE_SIZES = (10, 25, 50, 100, 200)
+PAGE_SIZES = (10, 25, 50, 100, 200)  # the results page's choices; the API takes any 1-200
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+_LIMIT = re.compile(r"^[0-9]{1,3}$")
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEASUREMENT_ID = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
@@ -108,24 +111,31 @@ def parse_cursor(value: str | None) -> tuple[str, str] | None:
     return match.group(1), match.group(2)
 
 
-def parse_limit(value: str | None) -> int:
-    """The page size: one of PAGE_SIZES (50 when not given)."""
+def parse_limit(value: str | None, sizes: Sequence[int] | None = PAGE_SIZES) -> int:
+    """The page size: one of ``sizes``, or any whole number 1-MAX_LIMIT when ``sizes`` is None
+    (the API); DEFAULT_LIMIT when not given."""
     if not value:
-        return 50
-    if value not in {str(size) for size in PAGE_SIZES}:
-        raise InputError("limit", value, f"one of {', '.join(map(str, PAGE_SIZES))}")
+        return DEFAULT_LIMIT
+    if sizes is not None:
+        if value not in {str(size) for size in sizes}:
+            raise InputError("limit", value, f"one of {', '.join(map(str, sizes))}")
+        return int(value)
+    if not _LIMIT.match(value) or not 1 <= int(value) <= MAX_LIMIT:
+        raise InputError("limit", value, f"a whole number from 1 to {MAX_LIMIT}")
     return int(value)
 
 
-def parse_query(params: Mapping[str, str]) -> ResultQuery:
-    """A checked results query from the page's or the API's query parameters."""
+def parse_query(params: Mapping[str, str], sizes: Sequence[int] | None = PAGE_SIZES
+                ) -> ResultQuery:
+    """A checked results query from the page's or the API's query parameters (``sizes``: the
+    page sizes allowed; None for any 1-MAX_LIMIT)."""
     unknown = sorted(set(params) - {*FILTER_FIELDS, "before", "limit"})
     if unknown:
         raise InputError(unknown[0], params[unknown[0]], f"unknown parameter; use "
                          f"{', '.join((*FILTER_FIELDS, 'before', 'limit'))}")
     where, echo = parse_filter(params)
-    return ResultQuery(where, parse_cursor(params.get("before")), parse_limit(params.get("limit")),
-                       echo)
+    return ResultQuery(where, parse_cursor(params.get("before")),
+                       parse_limit(params.get("limit"), sizes), echo)
 
 
 def cursor_of(captured_at: str, measurement_id: str) -> str:

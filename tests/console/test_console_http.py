@@ -96,6 +96,26 @@ def test_hostile_filters_are_refused_naming_the_field(console: Console, query: s
     assert len(json.loads(still)["results"]) == 60  # nothing changed
 
 
+def test_api_takes_any_page_size_from_1_to_200(console: Console) -> None:
+    newest = _ids(console)
+    seen: list[str] = []
+    path = "/api/v1/results?limit=1"
+    for _ in range(3):  # one result per page, each page continuing the last
+        status, _, body = console.get(path, console.token)
+        assert status == 200, body
+        page = json.loads(body)
+        assert len(page["results"]) == 1
+        seen.append(page["results"][0]["measurement_id"])
+        path = f"/api/v1/results?limit=1&before={page['next']}"
+    assert seen == newest[:3]
+    assert len(_api(console, "/api/v1/results?limit=7")["results"]) == 7
+    for refused in ("0", "201", "1.5", "-1", "+5", "%C2%B2", "1000"):
+        status, _, body = console.get(f"/api/v1/results?limit={refused}", console.token)
+        assert status == 400, refused
+        assert json.loads(body)["error"].startswith("limit: "), refused
+        assert "a whole number from 1 to 200" in json.loads(body)["error"]
+
+
 def test_html_in_a_filter_is_echoed_escaped(console: Console) -> None:
     cookie, _ = login_cookie(console)
     status, _, body = get_with(console, "/results?device=%3Cscript%3Ealert(1)%3C/script%3E",
@@ -281,7 +301,9 @@ def test_results_list_shows_n_m_in_cells_not_measured(console: Console) -> None:
     assert b'id="nm-legend"' in page
     assert b"n/m: not measured" in page
     assert page.count(b">n/m</abbr>") == 3  # index 5 flags pore size, not a listed column
-    _, _, measured_only = get_with(console, "/results?site=osaka&limit=5", cookie)
+    status, _, measured_only = get_with(console, "/results?site=osaka&limit=10", cookie)
+    assert status == 200  # the page's own choices: 10, 25, 50, 100, 200
+    assert b'id="results"' in measured_only
     assert b"nm-legend" not in measured_only
 
 
