@@ -249,20 +249,23 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "prints the job id, and with --wait follows it to its end, naming each slide that "
         "failed and why. Exit 0: sent (with --wait: every slide scored); 1: with --wait, a "
         "slide or the job failed or it was cancelled, or the broker was unreachable; 2: a bad "
-        "option (--um-per-px outside 0.1-4 µm/px, NaN, inf) or config, nothing sent; 3: no "
-        "final state within --timeout.",
+        "option (--um-per-px outside 0.1-4 µm/px, NaN, inf) or config, or the broker refused "
+        "the login or subscription (credentials, ACL), nothing sent; 3: no final state within "
+        "--timeout.",
         ("appliance pathology job submit /srv/slides/a.jpg /srv/slides/b.jpg --um-per-px 0.5",
          "appliance pathology job submit /srv/slides/*.jpg --um-per-px 1 --wait"),
     ),
     "pathology job list": (
         "Every job's retained state (queued, running, done, failed, cancelled) and which "
-        "pathology servers are online.",
+        "pathology servers are online. Exit 0: listed; 1: the broker was unreachable; 2: a bad "
+        "config, or the broker refused the login or subscription (credentials, ACL).",
         ("appliance pathology job list", "appliance pathology job list --config office.yaml"),
     ),
     "pathology job cancel": (
         "Cancel a queued or running job: its server stops it and frees its waiting tiles. "
         "Exit 0: cancel requested; 1: the job is unknown or already ended (nothing sent), or "
-        "the broker was unreachable; 2: a bad job id or config.",
+        "the broker was unreachable; 2: a bad job id or config, or the broker refused the login "
+        "or subscription (credentials, ACL).",
         ("appliance pathology job cancel 20261202T070950-34fe850d3ceb",),
     ),
     "console": (

@@ -65,9 +65,13 @@ def test_help_entries_name_real_commands_and_their_examples_parse() -> None:
 @pytest.mark.parametrize(("command", "codes"), [
     (("pathology", "job", "submit"), ("Exit 0: sent (with --wait: every slide scored)",
                                       "1: with --wait, a slide or the job failed", "2: a bad",
+                                      "or the broker refused the login",
                                       "3: no final state within --timeout")),
+    (("pathology", "job", "list"), ("Exit 0: listed", "1: the broker was unreachable",
+                                    "2: a bad config, or the broker refused the login")),
     (("pathology", "job", "cancel"), ("Exit 0: cancel requested",
-                                      "1: the job is unknown or already ended", "2: a bad")),
+                                      "1: the job is unknown or already ended", "2: a bad",
+                                      "or the broker refused the login")),
 ])
 def test_job_commands_document_their_exit_codes(
     capsys: pytest.CaptureFixture[str], command: tuple[str, ...], codes: tuple[str, ...]

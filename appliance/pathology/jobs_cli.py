@@ -7,7 +7,9 @@ when the job is queued or running, publishes a retained cancel request.
 
 Exit codes (also in each command's help, appliance/cli_help.py): 0 success; 1 a job or slide
 failed, the job was cancelled, cancel found no job to stop, or the broker was unreachable; 2 a
-bad option or config; 3 ``--wait`` saw no final state within ``--timeout``.
+bad option or config, or the broker refused the login or a subscription (credentials, ACL: at
+once, naming the CONNACK or SUBACK reason code); 3 ``--wait`` saw no final state within
+``--timeout``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from appliance.pathology.jobs import (
     state_topic,
 )
 from appliance.pathology.resolution import um_per_px_option
-from appliance.transport.client import new_client, settings_from_config
+from appliance.transport.client import BrokerRefusedError, settings_from_config
+from appliance.transport.subscriber import Subscriber
 
 LIST_WAIT_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
@@ -95,47 +98,51 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 class _Link:
-    """A short-lived client for the job commands: connect, subscribe, collect messages."""
+    """A short-lived client for the job commands: connected, subscribed to ``filters`` once the
+    broker accepted it (transport/subscriber.py), collecting the messages that arrive."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, filters: Sequence[str]) -> None:
         self.config = config
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.ready = threading.Event()
         settings = settings_from_config(config.mqtt, f"pathology-cli-{uuid.uuid4().hex[:12]}")
-        self.client = new_client(settings)
-        self.client.on_connect = lambda c, u, f, reason, p: (
-            None if reason.is_failure else self.ready.set())
-        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload)))
+        self._link = Subscriber(settings, [(topic, 1) for topic in filters],
+                                lambda m: self.messages.put((m.topic, bytes(m.payload))))
 
     def __enter__(self) -> _Link:
+        """Connect and subscribe; BrokerRefusedError when the broker refuses the login or a
+        subscription, ConnectionError naming the broker when it is unreachable or silent."""
         mqtt_config = self.config.mqtt
         where = f"broker {mqtt_config.host}:{mqtt_config.port}"
         try:
-            self.client.connect(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s)
+            self._link.start(CONNECT_TIMEOUT_S)
+        except BrokerRefusedError:
+            raise
+        except TimeoutError as exc:
+            raise ConnectionError(f"{exc}; check mqtt.host and port") from exc
         except OSError as exc:
             raise ConnectionError(f"{where} unreachable ({exc}); check mqtt.host and port, and "
                                   "that mosquitto runs") from exc
-        self.client.loop_start()
-        if not self.ready.wait(CONNECT_TIMEOUT_S):
-            self.client.loop_stop()
-            raise ConnectionError(f"{where} did not accept the connection; check mqtt.host, "
-                                  "port and credentials")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._link.close()
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK."""
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+        self._link.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
 
-def _linked(command: str, config: Config, work: Callable[[_Link], int]) -> int:
-    """Run work over a connected link; an unreachable broker is a one-line error, exit 1."""
+def _linked(command: str, config: Config, filters: Sequence[str],
+            work: Callable[[_Link], int]) -> int:
+    """Run work over a link subscribed to filters. A refused login or subscription is a
+    config error (exit 2, as for every command the broker refuses); an unreachable broker
+    exit 1."""
     try:
-        with _Link(config) as link:
+        with _Link(config, filters) as link:
             return work(link)
+    except BrokerRefusedError as exc:
+        print(f"job {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConnectionError as exc:
         print(f"job {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -153,14 +160,12 @@ def _submit(args: argparse.Namespace) -> int:
     prefix = config.mqtt.topic_prefix
 
     def send(link: _Link) -> int:
-        if args.wait:
-            link.client.subscribe(state_topic(prefix, request.job_id), qos=1)
-            time.sleep(0.2)  # the SUBACK before the job can finish
         link.publish(jobs_topic(prefix), request.to_json().encode())
         print(request.job_id, flush=True)
         return _follow(link, request.job_id, args.timeout) if args.wait else EXIT_OK
 
-    return _linked("submit", config, send)
+    # the job's state is subscribed (SUBACK) before the job goes out: --wait misses none
+    return _linked("submit", config, [state_topic(prefix, request.job_id)], send)
 
 
 def _follow(link: _Link, job_id: str, timeout_s: float) -> int:
@@ -220,12 +225,11 @@ def _list(args: argparse.Namespace) -> int:
     prefix = config.mqtt.topic_prefix
 
     def read(link: _Link) -> int:
-        link.client.subscribe([(state_topic(prefix, "+"), 1), (server_topic(prefix, "+"), 1)])
         time.sleep(LIST_WAIT_S)  # retained states arrive right after the SUBACK
         _print_list(link)
         return EXIT_OK
 
-    return _linked("list", config, read)
+    return _linked("list", config, [state_topic(prefix, "+"), server_topic(prefix, "+")], read)
 
 
 def _print_list(link: _Link) -> None:
@@ -251,7 +255,7 @@ def _cancel(args: argparse.Namespace) -> int:
     prefix, job_id = config.mqtt.topic_prefix, args.job_id
 
     def cancel(link: _Link) -> int:
-        state = _retained_state(link, state_topic(prefix, job_id))
+        state = _retained_state(link)
         if state is None:
             print(f"job cancel: {job_id} is unknown: no server has published a state for it "
                   "(a mistyped id, or a job no server has taken yet; see `appliance pathology "
@@ -267,12 +271,11 @@ def _cancel(args: argparse.Namespace) -> int:
         print(f"cancel requested for {job_id} ({state['state']} on {state.get('server', '?')})")
         return EXIT_OK
 
-    return _linked("cancel", config, cancel)
+    return _linked("cancel", config, [state_topic(prefix, job_id)], cancel)
 
 
-def _retained_state(link: _Link, topic: str) -> dict[str, Any] | None:
-    """The job state retained on topic, or None when the broker holds none."""
-    link.client.subscribe(topic, qos=1)
+def _retained_state(link: _Link) -> dict[str, Any] | None:
+    """The job state retained on the link's topic, or None when the broker holds none."""
     deadline = time.monotonic() + LIST_WAIT_S  # a retained state follows the SUBACK at once
     while (left := deadline - time.monotonic()) > 0:
         try:

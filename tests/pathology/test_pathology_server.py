@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import sqlite3
 import subprocess
@@ -27,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from PIL import Image
 
 from appliance.cli import main
-from appliance.config import Config, config_from_mapping
+from appliance.config import PASSWORD_ENV, Config, config_from_mapping
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import (
     JOB_SCHEMA,
@@ -40,7 +41,7 @@ from appliance.pathology.jobs import (
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
 from appliance.synthetic.he import SlideSpec, render_slide
-from appliance.transport.broker import free_port
+from appliance.transport.broker import PrivateBroker, free_port
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
@@ -559,6 +560,29 @@ def test_job_commands_name_an_unreachable_broker(
     assert main(["pathology", "job", "list", "--config", str(config)]) == 1
     assert f"job list: broker {env.broker.host}:{data['mqtt']['port']} unreachable" in \
         capsys.readouterr().err
+
+
+def test_job_commands_name_a_refused_login_at_once_with_exit_2(
+    tmp_path: Path, topic_prefix: str, slides: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "config.yaml"
+    with PrivateBroker(workdir=tmp_path / "broker", passwords={"office": "right"}) as broker:
+        config.write_text(yaml.safe_dump({"mqtt": {
+            "host": broker.host, "port": broker.port, "username": "office",
+            "topic_prefix": topic_prefix}}))
+        monkeypatch.setenv(PASSWORD_ENV, "wrong")
+        for command in (["submit", str(slides / "b11.jpg"), "--um-per-px", "1", "--wait"],
+                        ["list"], ["cancel", "20991231T000000-000000000000"]):
+            assert main(["pathology", "job", *command, "--config", str(config)]) == 2, command
+            captured = capsys.readouterr()
+            assert re.search(rf"^job {command[0]}: broker 127.0.0.1:{broker.port} refused "
+                             r"pathology-cli-\w+ \(reason code 0x8[67]: .*\): check "
+                             r"mqtt.username and the password", captured.err), captured.err
+            assert captured.out == ""  # no job id: nothing was sent
+        monkeypatch.setenv(PASSWORD_ENV, "right")  # the same config with the right password
+        assert main(["pathology", "job", "list", "--config", str(config)]) == 0
+        assert capsys.readouterr().out == "0 job(s)\n"
 
 
 def test_a_job_is_acknowledged_only_once_stored(env: Env, serve: Servers) -> None:
