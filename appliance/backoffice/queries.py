@@ -132,6 +132,15 @@ class ConsoleQueries:
         )
         return dict(zip(RESULT_COLUMNS, rows[0], strict=True)) if rows else None
 
+    def result_payloads(self, measurement_ids: Sequence[str]) -> dict[str, str]:
+        """The stored payloads (the result's JSON) of these results, by measurement id."""
+        if not measurement_ids:
+            return {}
+        marks = ",".join("?" * len(measurement_ids))
+        rows = self._fetch(f"SELECT measurement_id, payload FROM results "
+                           f"WHERE measurement_id IN ({marks})", list(measurement_ids))
+        return {row[0]: row[1] for row in rows}
+
     def band_sums(self, features: Sequence[str]) -> list[tuple[Any, ...]]:
         """Per age band: count, then each feature's count, sum and sum of squares over the
         results where it was measured (inside the validated range)."""

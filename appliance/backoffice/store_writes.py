@@ -21,6 +21,12 @@ _LATEST_SEEN = (
     "last_seen = CASE WHEN excluded.last_seen > devices.last_seen "
     "THEN excluded.last_seen ELSE devices.last_seen END"
 )
+# A status describing an older moment than the stored one (its ``at`` before status_at) changes
+# only state and last_seen: a kiosk's last will ("offline") is written when it connects, so its
+# camera, outbox and versions are older than those of its last online status, which stay (the
+# fleet shows an offline kiosk's last known camera state with its age).
+_KEEP_NEWER = ("{col} = CASE WHEN devices.status_at > excluded.status_at "
+               "THEN devices.{col} ELSE excluded.{col} END")
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
 
 
@@ -126,8 +132,9 @@ class IngestWrites:
         )
 
     def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-        updates = ", ".join(
-            _LATEST_SEEN if col == "last_seen" else f"{col} = excluded.{col}"
+        updates = ", ".join(  # each right-hand side reads the row as it was before
+            _LATEST_SEEN if col == "last_seen" else
+            f"{col} = excluded.{col}" if col == "state" else _KEEP_NEWER.format(col=col)
             for col in DEVICE_COLUMNS[2:]
         )
         marks = ",".join("?" * len(DEVICE_COLUMNS))

@@ -24,7 +24,10 @@ router = APIRouter(prefix="/api/v1", tags=["api"], responses={
 ApiLogin = Annotated[Login, Depends(api_login)]
 
 
-@router.get("/fleet", summary="every kiosk with its state, versions, camera and outbox")
+@router.get("/fleet", summary="every kiosk with its state, versions, camera and outbox",
+            description="For an offline kiosk, `camera`, the versions and the outbox figures are "
+            "those it last reported, at `status_at`; `camera_text` says so in words ('online, "
+            "2h ago', or 'unknown (offline)' when it never reported its camera).")
 def api_fleet(request: Request, login: ApiLogin) -> dict[str, Any]:
     """The fleet registry."""
     with pool_of(request).store() as store:
@@ -42,7 +45,8 @@ NOT_MEASURED_DOC = (
 @router.get("/results", summary="stored results, newest first, one keyset page",
             description="Each result's key columns (`kime_score`, `hill_density_per_mm2`, "
             "`furrow_density_mm_per_mm2`, `pore_count`), grade (`label`) and quality verdict; "
-            "`next` continues the list (null on the last page). " + NOT_MEASURED_DOC)
+            "`grade_withheld` as for one result (null when graded, or when the kiosk had no "
+            "model); `next` continues the list (null on the last page). " + NOT_MEASURED_DOC)
 def api_results(
     request: Request,
     login: ApiLogin,

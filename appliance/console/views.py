@@ -61,8 +61,21 @@ def fleet(store: Store) -> list[dict[str, Any]]:
     keep = ("site", "device_id", "state", "last_seen", "status_at", "software_version", "model",
             "camera", "outbox_depth", "outbox_oldest_age_s", "dropped")
     return [{**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now),
+             "camera_text": camera_text(row, now),
              "outbox_oldest": _oldest(row.get("outbox_oldest_age_s"))}
             for row in fleet_rows(store)]
+
+
+def camera_text(device: dict[str, Any], now: datetime) -> str:
+    """The camera as the fleet shows it: its state while the kiosk is online; for an offline
+    kiosk the state it last reported and how long ago ('online, 2h ago'), or that it is not
+    known ('unknown (offline)')."""
+    camera = device.get("camera")
+    if device["state"] != "offline":
+        return camera or "-"
+    if camera is None or not device.get("status_at"):
+        return "unknown (offline)"
+    return f"{camera}, {seen_ago(device['status_at'], now)}"
 
 
 def _oldest(age_s: float | None) -> str:
@@ -74,9 +87,13 @@ def results_page(store: Store, query: ResultQuery) -> tuple[list[dict[str, Any]]
     """One page of results (newest first) and the cursor of the next page, if any."""
     rows = store.page_results(LIST_COLUMNS, query.where, query.before, query.limit + 1)
     items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows[: query.limit]]
+    # why a result has no grade is in its payload's quality reasons: read for those only
+    ungraded = store.result_payloads([i["measurement_id"] for i in items if i["label"] is None])
     for item in items:  # the features outside the validated range: null, raw values apart
         item["not_validated"] = not_validated_keys(item["not_validated"])
         item["not_validated_raw"] = _set_aside(item, item["not_validated"])
+        payload = ungraded.get(item["measurement_id"])
+        item["grade_withheld"] = _withheld_in(json.loads(payload)) if payload else None
     more = len(rows) > query.limit
     last = items[-1] if items else None
     cursor = cursor_of(last["captured_at"], last["measurement_id"]) if more and last else None
@@ -99,13 +116,12 @@ def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:
     not_validated = not_validated_keys(row.pop("not_validated"))
     features = {k: row[k] for k in FEATURE_KEYS}
     raw = _set_aside(features, not_validated)
-    quality = payload.get("quality", {})
     return {
         "result": {k: v for k, v in row.items() if k not in FEATURE_KEYS},
         "features": features,
-        "quality": quality,
+        "quality": payload.get("quality", {}),
         "classification": payload.get("classification"),
-        "grade_withheld": _withheld(payload.get("classification"), quality),
+        "grade_withheld": _withheld_in(payload),
         "subject": payload.get("subject"),
         "not_validated": not_validated,
         "not_validated_raw": raw,
@@ -119,9 +135,11 @@ def _set_aside(values: dict[str, Any], not_validated: list[str]) -> dict[str, An
     return raw
 
 
-def _withheld(classification: Any, quality: dict[str, Any]) -> dict[str, object] | None:
-    """Why a result has no grade when the kiosk withheld it (None: graded, or no model)."""
-    withheld = None if classification else grade_withheld(quality.get("reasons") or [])
+def _withheld_in(payload: dict[str, Any]) -> dict[str, object] | None:
+    """Why a stored result has no grade when the kiosk withheld it, from its quality reasons
+    (None: graded, or no model on the kiosk)."""
+    reasons = (payload.get("quality") or {}).get("reasons") or []
+    withheld = None if payload.get("classification") else grade_withheld(reasons)
     return withheld.as_json() if withheld is not None else None
 
 

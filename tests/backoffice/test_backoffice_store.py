@@ -6,6 +6,7 @@ import random
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from appliance.backoffice.schema import (
     RESULT_COLUMNS,
     DeadLetter,
     device_row,
+    iso_utc,
     result_row,
 )
 from appliance.backoffice.store import Batch, Store, StoreError, open_store
@@ -120,6 +122,28 @@ def test_a_replayed_retained_status_updates_state_but_not_last_seen(store: Store
     (device,) = store.devices()
     assert device["state"] == "offline"
     assert device["last_seen"] == "2026-11-26T05:00:00.000000Z"
+
+
+def test_a_last_will_keeps_the_camera_and_outbox_of_the_last_online_status(store: Store) -> None:
+    started = fleet.online_status("lab", "kiosk-0", outbox_depth=0)
+    will = started.model_copy(update={"state": "offline", "camera": None})  # made at connect
+    birth = started.model_copy(update={"at": started.at + timedelta(seconds=1),
+                                       "camera": "online"})
+    later = birth.model_copy(update={"at": started.at + timedelta(minutes=5),
+                                     "camera": "offline", "outbox_depth": 4})
+    for status, seen_at in ((birth, "2026-11-26T05:00:00.000000Z"),
+                            (later, "2026-11-26T05:05:00.000000Z"),
+                            (will, "2026-11-26T05:06:00.000000Z")):
+        store.write_batch(Batch(statuses=[device_row(status, seen_at)]), 100)
+    (device,) = store.devices()
+    assert (device["state"], device["last_seen"]) == ("offline", "2026-11-26T05:06:00.000000Z")
+    assert (device["camera"], device["outbox_depth"]) == ("offline", 4)  # as last reported
+    assert device["status_at"] == iso_utc(later.at)
+    next_run = will.model_copy(update={"at": later.at + timedelta(hours=1)})  # never online here
+    store.write_batch(Batch(statuses=[device_row(next_run, "2026-11-26T07:00:00.000000Z")]), 100)
+    (device,) = store.devices()
+    assert (device["camera"], device["outbox_depth"]) == (None, 0)  # newer: the will's own
+    assert device["status_at"] == iso_utc(next_run.at)
 
 
 def test_a_reconnected_store_sees_the_same_data(store: Store) -> None:
