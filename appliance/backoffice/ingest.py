@@ -26,6 +26,7 @@ from appliance.backoffice.store import Store
 from appliance.config import Config
 from appliance.transport.acks import publish_acks
 from appliance.transport.client import (
+    connack_refusal,
     connect_properties,
     is_fatal_connack,
     new_ingest_client,
@@ -138,13 +139,10 @@ class IngestWorker:
             log.exception("on_connect failed")
 
     def _refused(self, reason: ReasonCode) -> None:
-        log.error("broker %s:%s refused %s: %s", self.config.mqtt.host, self.config.mqtt.port,
-                  self.client_id, reason)
+        refusal = connack_refusal(self.link_settings, reason)
+        log.error("%s", refusal)
         if is_fatal_connack(reason.value):
-            self.failed = (
-                f"broker {self.config.mqtt.host}:{self.config.mqtt.port} refused the "
-                f"credentials of {self.client_id} ({reason}); check mqtt.username and the password"
-            )
+            self.failed = refusal
             self.client.disconnect()
 
     def _on_subscribe(

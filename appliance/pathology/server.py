@@ -50,6 +50,7 @@ from appliance.pathology.prepare import TileSettings
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.pathology.slideworker import prepare_for_model
 from appliance.transport.client import (
+    connack_refusal,
     connect_properties,
     is_fatal_connack,
     new_client,
@@ -119,10 +120,10 @@ class PathologyServer:
                     props: Any) -> None:
         try:
             if reason.is_failure:
-                log.error("broker refused %s: %s", self.server_id, reason)
+                refusal = connack_refusal(self.link_settings, reason)
+                log.error("%s", refusal)
                 if is_fatal_connack(reason_value(reason)):
-                    self.failed = f"broker refused {self.server_id}: {reason}; check the " \
-                                  "mqtt credentials and pathology.client_id"
+                    self.failed = refusal
                     client.disconnect()
                 return
             shared = f"$share/{self.settings.share_group}/{jobs_topic(self.prefix)}"
