@@ -99,7 +99,7 @@ def _fine_depth(rgb: np.ndarray, background: np.ndarray, size: tuple[int, int]) 
     """
     gray_fine = _resampled(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), size)
     depth: np.ndarray = cv2.resize(background, size, interpolation=cv2.INTER_LINEAR)
-    np.divide(gray_fine, depth, out=depth)
+    cv2.divide(gray_fine, depth, dst=depth, dtype=cv2.CV_32F)
     np.subtract(np.float32(1.0), depth, out=depth)
     cv2.threshold(depth, 0.0, 0.0, cv2.THRESH_TOZERO, dst=depth)
     return depth
