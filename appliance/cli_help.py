@@ -70,6 +70,20 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "intervals, repeat measurements of one subject. Needs results with an age band.",
         ("appliance report cohort --out report", "xdg-open report/index.html"),
     ),
+    "store": (
+        "The back-office store's schema. Writers and servers (backoffice, console, demo, models "
+        "deploy) migrate it when they start; read commands (fleet, results, report, models "
+        "status, console reference) never change it and refuse a store that is not up to date.",
+        ("appliance store migrate", "appliance store migrate --store "
+         "postgresql://appliance@db.example.org:5432/appliance"),
+    ),
+    "store migrate": (
+        "Create the store's tables, or add what newer code needs (versioned migrations, each "
+        "run once; the pathology tables too). Exit 0 when up to date, 2 when the config or the "
+        "store is unusable (the message names the database).",
+        ("appliance store migrate", "appliance store migrate --config backoffice.yaml",
+         "appliance store migrate --store sqlite:///state/backoffice.sqlite3"),
+    ),
     "analyze": (
         "Measure 1280x960 microscope frames offline: quality, texture, pores, colour and the "
         "texture grade (shipped model unless the config names another). No broker needed. "
@@ -99,7 +113,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "synth": (
         "Make synthetic data with known ground truth: microscope skin frames with their true "
-        "features, a stage-micrometer photo at a known um/px, and H&E cohorts with labels.",
+        "features, a stage-micrometer photo at a known um/px, and H&E cohorts with labels. "
+        "Every number has a range (see each command's --help); a value outside it is refused, "
+        "exit 2.",
         ("appliance synth skin --out frames --count 8 --seed 1",
          "appliance synth micrometer --out micrometer.png --um-per-px 9.6",
          "appliance synth he --out cohort --patients 20 --seed 3"),

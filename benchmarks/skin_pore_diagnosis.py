@@ -5,8 +5,10 @@ evaluation-only renderer), every true pore is matched with the nearest candidate
 search profiled (within the pore's radius or 40 µm). A true pore without one is ``unseen``;
 one only among the candidates dropped before profiling is ``too_shallow``;
 otherwise each test it fails is tallied (``fails_only``: the tests that alone stand between it
-and being counted). Every counted pore with no true pore under it is ``false``. Read this to
-find which test to rethink; set thresholds only on the project's own generator.
+and being counted). Every counted pore with no true pore within its reach is ``false``. On the
+project's generator, ``recall_by_place`` is the share of true pores counted by where they lie:
+within 20 µm of a furrow junction, within 100 µm, or further (in a hill or along a furrow).
+Read this to find which test to rethink; set thresholds only on the project's own generator.
 """
 
 from __future__ import annotations
@@ -39,16 +41,30 @@ class _Frame:
     um_per_px: float
     centres_px: np.ndarray
     radii_px: np.ndarray
+    junctions_px: np.ndarray | None  # (J, 2) furrow meeting points, where the renderer says
+
+
+PLACES_UM = (("at_junction", 20.0), ("near_junction", 100.0), ("off_junction", np.inf))
+
+
+def _place(frame: _Frame, centre: np.ndarray) -> str | None:
+    """Where a true pore lies: within 20 µm of a furrow junction, within 100 µm, or further."""
+    if frame.junctions_px is None or not len(frame.junctions_px):
+        return None
+    gap_um = float(np.min(np.hypot(*(frame.junctions_px - centre).T))) * frame.um_per_px
+    return next(name for name, limit in PLACES_UM if gap_um < limit)
 
 
 def _frame(renderer: str, seed: int, index: int, preset: str) -> _Frame:
     if renderer == "voronoi":
         evaluation = voronoi_frame(seed, index)
         return _Frame(evaluation.image_rgb, evaluation.um_per_px, evaluation.pore_centres_px,
-                      evaluation.pore_radii_px)
+                      evaluation.pore_radii_px, None)
     own = synthetic_frame(seed, index, preset)
-    return _Frame(own.image_rgb, own.um_per_px, own.geometry.pore_centres_px,
-                  own.geometry.pore_radii_px)
+    geometry = own.geometry
+    degree = np.bincount(geometry.edges.ravel(), minlength=len(geometry.vertices_px))
+    return _Frame(own.image_rgb, own.um_per_px, geometry.pore_centres_px,
+                  geometry.pore_radii_px, geometry.vertices_px[degree >= 3])
 
 
 def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
@@ -65,7 +81,12 @@ def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
         label = next(f"{lo:.0f}-{hi:.0f}" for lo, hi in itertools.pairwise(SIZE_BINS_UM)
                      if size < hi or hi == SIZE_BINS_UM[-1])
         reach = max(radius, 40.0 / frame.um_per_px)
-        if len(counted) and np.min(np.hypot(*(counted - centre).T)) < reach:
+        place = _place(frame, centre)
+        hit = bool(len(counted)) and bool(np.min(np.hypot(*(counted - centre).T)) < reach)
+        if place is not None:
+            tally["true_by_place"][place] += 1
+            tally["counted_by_place"][place] += int(hit)
+        if hit:
             tally["counted"][label] += 1
             continue
         gaps = np.hypot(*(centres - centre).T) if len(centres) else np.zeros(0)
@@ -83,9 +104,12 @@ def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
             tally["fails_only"][failed[0]] += 1
         if not failed and passed[nearest]:
             tally["fails"]["merged_with_deeper"] += 1
-    truth_gaps = [np.min(np.hypot(*(frame.centres_px - c).T)) if len(frame.centres_px)
-                  else np.inf for c in counted]
-    tally["false"]["pores"] += int(np.sum(np.asarray(truth_gaps) > 40.0 / frame.um_per_px))
+    # a counted pore is false when no true pore lies within that pore's reach (the same
+    # reach a true pore is matched with above: its radius, or 40 µm for a small one)
+    reaches = np.maximum(frame.radii_px, 40.0 / frame.um_per_px)
+    tally["false"]["pores"] += sum(
+        1 for c in counted
+        if not np.any(np.hypot(*(frame.centres_px - c).T) < reaches))
     return len(frame.radii_px), len(counted)
 
 
@@ -99,7 +123,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int_at_least(0), default=11, help="series of the frames")
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    keys = ("counted", "missed", "too_shallow", "unseen", "fails", "fails_only", "false")
+    keys = ("counted", "missed", "too_shallow", "unseen", "fails", "fails_only", "false",
+            "true_by_place", "counted_by_place")
     tally: dict[str, Counter[str]] = {key: Counter() for key in keys}
     errors = []
     for index in range(args.count):
@@ -115,6 +140,8 @@ def main() -> None:
         "pore_count_error": {"median": round(float(np.median(errors)), 4),
                              "p90": round(float(np.percentile(errors, 90)), 4)},
         **{key: dict(sorted(counter.items())) for key, counter in tally.items()},
+        "recall_by_place": {place: round(tally["counted_by_place"][place] / total, 3)
+                            for place, total in sorted(tally["true_by_place"].items())},
         "load_average": load_average(),
     }
     print(json.dumps(result))

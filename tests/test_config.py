@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import ConfigError, config_from_mapping, load_config
+from appliance.config import ConfigError, config_from_mapping, load_config, load_config_or_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,6 +124,26 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "state_dir: st\nmodel:\n  path: m.onnx\n"), environ={})
     assert config.state_dir == str(tmp_path / "st")
     assert config.model.path == str(tmp_path / "m.onnx")
+
+
+def test_pathology_paths_resolve_against_the_config_file_not_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)  # another folder than the config file's
+    config = load_config(write(folder, (
+        "pathology:\n  results_dir: out\n  model: m.onnx\n  int8_model: ../m8.onnx\n"
+        "  slide_roots: [slides, /srv/slides]\n")), environ={})
+    assert config.pathology.results_dir == str(folder / "out")
+    assert config.pathology.model == str(folder / "m.onnx")
+    assert config.pathology.int8_model == str(tmp_path / "m8.onnx")
+    assert config.pathology.slide_roots == [str(folder / "slides"), "/srv/slides"]
+    overridden = load_config(folder / "config.yaml",
+                             environ={"APPLIANCE__PATHOLOGY__RESULTS_DIR": "from-env"})
+    assert overridden.pathology.results_dir == str(folder / "from-env")
+    defaults = load_config_or_defaults(None, environ={})  # no config.yaml here: this folder
+    assert defaults.pathology.results_dir == str(tmp_path / "state" / "pathology")
 
 
 def test_password_from_env_or_credentials_directory(

@@ -48,10 +48,12 @@ def load_or_report(path: str | None) -> Config | None:
         return None
 
 
-def open_for(args: argparse.Namespace, create: bool = False) -> Any:
+def open_for(args: argparse.Namespace, create: bool = False, writes: bool = False) -> Any:
     """The store named by ``--store`` or the config, or None after printing why not.
 
-    Read commands never create a store; a command that writes (``create``) may.
+    Read commands (the default) open it read-only: they never create, migrate or change it. A
+    command that writes (``writes``) migrates it; one that may come first (``create``) may also
+    create it.
     """
     from appliance.backoffice.store import (
         StoreError,
@@ -67,7 +69,9 @@ def open_for(args: argparse.Namespace, create: bool = False) -> Any:
             return None
         url = store_url_for(config.store.url, config.state_dir)
     try:
-        return open_store(url) if create else open_existing_store(url)
+        if create or writes:
+            return open_store(url, create=create)
+        return open_existing_store(url)
     except StoreError as exc:
         print(f"store error: {exc}", file=sys.stderr)
         return None

@@ -24,10 +24,12 @@ from pathlib import Path
 import yaml
 
 from appliance.backoffice.demo_kiosk import Kiosk, KioskCustomers, cohort_lines
+from appliance.backoffice.export import NOT_MEASURED_NOTE
 from appliance.backoffice.fleet import fleet_table
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import Store, open_store
 from appliance.config import config_from_mapping
+from appliance.edge.reasons import grade_withheld
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.transport.broker import PrivateBroker, free_port
 from appliance.transport.payloads import Result
@@ -64,27 +66,40 @@ class ResultPrinter:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.per_device: Counter[str] = Counter()
-        self.kime_scores: list[float] = []
+        self.kime_scores: list[float] = []  # measured ones only
+        self.not_measured = 0  # results with any feature outside the validated range
 
     def __call__(self, results: list[Result]) -> None:
         with self.lock:
             for result in results:
                 self.per_device[f"{result.site}/{result.device_id}"] += 1
-                self.kime_scores.append(result.features.kime_score)
-                grade = result.classification.label if result.classification else "-"
-                features = result.features
-                band = result.subject.age_band if result.subject else None
-                print(
-                    f"stored  {result.site}/{result.device_id}  kime {features.kime_score:5.1f}"
-                    f"  pores {features.pore_count:3d}  grade {grade}  age band {band or '-'}",
-                    flush=True,
-                )
+                print(self._line(result), flush=True)
+
+    def _line(self, result: Result) -> str:
+        """One stored result; ``n/m`` for a number outside the validated range (lock held)."""
+        outside = set(result.not_validated)
+        features = result.features
+        if "kime_score" not in outside:
+            self.kime_scores.append(features.kime_score)
+        self.not_measured += bool(outside)
+        kime = "  n/m" if "kime_score" in outside else f"{features.kime_score:5.1f}"
+        pores = "n/m" if "pore_count" in outside else f"{features.pore_count:3d}"
+        band = result.subject.age_band if result.subject else None
+        return (f"stored  {result.site}/{result.device_id}  kime {kime}  pores {pores}  "
+                f"grade {_grade(result)}  age band {band or '-'}")
 
     @property
     def stored(self) -> int:
         """Results stored so far."""
         with self.lock:
             return sum(self.per_device.values())
+
+
+def _grade(result: Result) -> str:
+    """The grade, "not given" when the kiosk withheld it (the reason names what it needed)."""
+    if result.classification is not None:
+        return result.classification.label
+    return "not given" if grade_withheld(result.quality.reasons) is not None else "-"
 
 
 def edge_config(
@@ -175,10 +190,11 @@ def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
     kime = printer.kime_scores
     mean = f"{sum(kime) / len(kime):.1f}" if kime else "-"
     devices = ", ".join(f"{name} {n}" for name, n in sorted(printer.per_device.items()))
+    note = f"{NOT_MEASURED_NOTE}\n" if printer.not_measured else ""
     return (
         f"demo: {printer.stored} result(s) stored in {elapsed_s:.1f} s ({devices}); "
         f"mean kime score {mean}; {store.count_dead_letters()} dead letter(s)\n"
-        f"{fleet_table(store)}\n{cohort_lines(store)}"
+        f"{note}{fleet_table(store)}\n{cohort_lines(store)}"
     )
 
 

@@ -1,8 +1,15 @@
 """The back-office store: results, dead letters and the fleet, in SQLite (WAL) or PostgreSQL.
 
 Both backends run the same SQL (``?`` placeholders become ``%s`` for psycopg) and the same
-versioned migrations. Every write of the ingest worker is one transaction (``write_batch``), so a
-message is acknowledged to the broker only once everything it changed is committed.
+versioned migrations. Every write of the ingest worker is one transaction (``write_batch``, in
+store_writes.py), so a message is acknowledged to the broker only once everything it changed
+is committed.
+
+Writers and servers open a store with ``open_store``, which migrates it. Read commands open it
+with ``open_existing_store``: a read-only connection that never creates a file, a schema or a
+table, and refuses a database whose schema is missing or older than this code, naming the
+database and ``appliance store migrate`` (reads of an older schema would fail half-way on a
+missing column).
 """
 
 from __future__ import annotations
@@ -11,9 +18,9 @@ import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.schema import (
@@ -23,8 +30,13 @@ from appliance.backoffice.schema import (
     DeadLetter,
     iso_utc,
 )
+from appliance.backoffice.store_writes import Batch, IngestWrites
 from appliance.transport.payloads import utc_now
 
+__all__ = [  # Batch lives in store_writes.py; writers import it from here with the Store
+    "DEFAULT_SQLITE_NAME", "LATEST_VERSION", "Batch", "Store", "StoreError", "missing_sqlite_file",
+    "open_existing_store", "open_store", "schema_problem", "store_name", "store_url_for",
+]
 DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
 _PG_TYPES = {
     "id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": "BYTEA",
@@ -38,27 +50,12 @@ _SQLITE_TYPES = {
     "(SELECT value FROM json_each(payload, '$.not_validated') ORDER BY key)), '')",
 }
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_IN_CHUNK = 500
-# last_seen never moves back (a retained status replayed on reconnect is old news)
-_LATEST_SEEN = (
-    "last_seen = CASE WHEN excluded.last_seen > devices.last_seen "
-    "THEN excluded.last_seen ELSE devices.last_seen END"
-)
-_MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
+LATEST_VERSION = MIGRATIONS[-1][0]
+MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
 
 
 class StoreError(RuntimeError):
     """The store could not be opened or used; the text names it and what to do."""
-
-
-@dataclass
-class Batch:
-    """Everything one ingest transaction writes."""
-
-    results: list[tuple[Any, ...]] = field(default_factory=list)
-    statuses: list[tuple[Any, ...]] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    topic_prefix: str = "appliance"  # names the topic of a result set aside as a conflict
 
 
 def store_url_for(url: str | None, state_dir: str) -> str:
@@ -66,15 +63,33 @@ def store_url_for(url: str | None, state_dir: str) -> str:
     return url or f"sqlite:///{Path(state_dir) / DEFAULT_SQLITE_NAME}"
 
 
-class Store(ConsoleQueries):
-    """One connection to the back-office database; not shared between threads."""
+def store_name(url: str) -> str:
+    """The database a store URL names, for messages: the SQLite file, or the PostgreSQL URL
+    without its password."""
+    if url.startswith("sqlite:///"):
+        return f"SQLite store {url.removeprefix('sqlite:///')}"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return f"PostgreSQL database {url}"
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return f"PostgreSQL database {urlunsplit(parts._replace(netloc=f'{user}:***@{netloc}'))}"
 
-    def __init__(self, url: str, pg_schema: str | None = None) -> None:
+
+class Store(ConsoleQueries, IngestWrites):
+    """One connection to the back-office database; not shared between threads.
+
+    ``read_only``: the connection refuses every write (SQLite ``query_only``, PostgreSQL
+    ``default_transaction_read_only``) and creates nothing, not even a missing file or schema.
+    """
+
+    def __init__(self, url: str, pg_schema: str | None = None, read_only: bool = False) -> None:
         self.url = url
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         if not self.postgres and not url.startswith("sqlite:///"):
             raise StoreError(f"store url {url!r}: use sqlite:///PATH or postgresql://...")
         self._pg_schema = pg_schema
+        self.read_only = read_only
         self._conn: Any = self._connect()
 
     def _connect(self) -> Any:
@@ -88,11 +103,26 @@ class Store(ConsoleQueries):
 
     def _connect_sqlite(self) -> sqlite3.Connection:
         path = Path(self.url.removeprefix("sqlite:///"))
+        if self.read_only:
+            return self._connect_sqlite_read_only(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open SQLite store {path}: {exc}; check the path") from exc
+        return conn
+
+    @staticmethod
+    def _connect_sqlite_read_only(path: Path) -> sqlite3.Connection:
+        """An existing file only (``mode=rw`` never creates one), writes refused. Not
+        ``mode=ro``: a read-only connection cannot remove the WAL files it made when it closes."""
+        try:
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")
             conn.execute("PRAGMA busy_timeout=30000")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open SQLite store {path}: {exc}; check the path") from exc
@@ -104,11 +134,14 @@ class Store(ConsoleQueries):
         try:
             conn = psycopg.connect(self.url, autocommit=True)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL {self.url}: {exc}") from exc
+            raise StoreError(f"cannot connect to the {store_name(self.url)}: {exc}") from exc
+        if self.read_only:
+            conn.execute("SET default_transaction_read_only TO on")
         if pg_schema is not None:
             if not _SCHEMA_NAME.match(pg_schema):
                 raise StoreError(f"PostgreSQL schema name {pg_schema!r}: use [a-z0-9_]")
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_schema}")
+            if not self.read_only:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_schema}")
             conn.execute(f"SET search_path TO {pg_schema}")
         return conn
 
@@ -158,130 +191,19 @@ class Store(ConsoleQueries):
 
     def schema_version(self) -> int:
         """The newest migration this store has run (0 for an empty database)."""
+        if not self.has_table("schema_migrations"):
+            return 0
         rows = self._fetch("SELECT MAX(version) FROM schema_migrations")
         return int(rows[0][0] or 0)
 
-    def write_batch(
-        self, batch: Batch, dead_letter_max_rows: int, dead_letter_max_total_bytes: int = 2**62
-    ) -> list[str]:
-        """Commit one batch; returns the measurement ids that were new (stored now).
-
-        A result whose measurement id is already stored (or earlier in the batch) with other
-        content is not stored: it becomes a dead letter in the same transaction.
-        """
-        with self._transaction() as cur:
-            fresh, conflicts = self._insert_results(cur, batch.results)
-            self._touch_devices(cur, batch.results)
-            if batch.statuses:
-                self._upsert_statuses(cur, batch.statuses)
-            letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
-            if letters:
-                self._insert_dead_letters(cur, letters, dead_letter_max_rows)
-                self._prune_dead_letter_bytes(cur, dead_letter_max_total_bytes)
-        return fresh
-
-    def _insert_results(
-        self, cur: Any, rows: Sequence[tuple[Any, ...]]
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        unique: dict[str, tuple[Any, ...]] = {}
-        conflicts = []
-        for row in rows:
-            first = unique.setdefault(row[0], row)  # the first copy in the batch wins
-            if first is not row and first[-1] != row[-1]:
-                conflicts.append(row)
-        existing: dict[str, str] = {}
-        ids = list(unique)
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            cur.execute(
-                self._sql(
-                    f"SELECT measurement_id, payload FROM results WHERE measurement_id IN ({marks})"
-                ),
-                chunk,
-            )
-            existing.update((row[0], row[1]) for row in cur.fetchall())
-        conflicts += [row for key, row in unique.items() if existing.get(key, row[-1]) != row[-1]]
-        fresh = [row for key, row in unique.items() if key not in existing]
-        self._insert_many(
-            cur, "results", RESULT_COLUMNS, fresh, "ON CONFLICT (measurement_id) DO NOTHING"
-        )
-        return [row[0] for row in fresh], conflicts
-
-    def _insert_many(
-        self,
-        cur: Any,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[tuple[Any, ...]],
-        conflict: str,
-    ) -> None:
-        """SQLite: multi-row INSERTs, one step (and GIL hand-off) per chunk instead of per row.
-        PostgreSQL: psycopg's pipelined executemany, which parses the one-row query once."""
-        one = "(" + ",".join("?" * len(columns)) + ")"
+    def has_table(self, name: str) -> bool:
+        """Whether the table exists (PostgreSQL: on the search path)."""
         if self.postgres:
-            if rows:
-                sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {one} {conflict}"
-                cur.executemany(self._sql(sql), rows)
-            return
-        per_chunk = max(1, _MAX_PARAMS // len(columns))
-        for start in range(0, len(rows), per_chunk):
-            chunk = rows[start : start + per_chunk]
-            values = ",".join([one] * len(chunk))
-            sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {values} {conflict}"
-            cur.execute(self._sql(sql), [value for row in chunk for value in row])
-
-    def _touch_devices(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-        seen = {(row[2], row[1]): row[4] for row in rows}  # (site, device) -> received_at
-        if not seen:
-            return
-        self._insert_many(
-            cur,
-            "devices",
-            ("site", "device_id", "last_seen"),
-            [(site, device, at) for (site, device), at in seen.items()],
-            f"ON CONFLICT (site, device_id) DO UPDATE SET {_LATEST_SEEN}",
-        )
-
-    def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-        updates = ", ".join(
-            _LATEST_SEEN if col == "last_seen" else f"{col} = excluded.{col}"
-            for col in DEVICE_COLUMNS[2:]
-        )
-        marks = ",".join("?" * len(DEVICE_COLUMNS))
-        cur.executemany(
-            self._sql(
-                f"INSERT INTO devices ({','.join(DEVICE_COLUMNS)}) VALUES ({marks}) "
-                f"ON CONFLICT (site, device_id) DO UPDATE SET {updates}"
-            ),
-            rows,
-        )
-
-    def _insert_dead_letters(self, cur: Any, letters: Sequence[DeadLetter], keep: int) -> None:
-        cur.executemany(
-            self._sql(
-                "INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
-                "VALUES (?, ?, ?, ?, ?)"
-            ),
-            [(d.received_at, d.topic, d.reason, d.payload_bytes, d.payload) for d in letters],
-        )
-        cur.execute(
-            self._sql(
-                "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?"
-            ),
-            (keep,),
-        )
-
-    def _prune_dead_letter_bytes(self, cur: Any, max_total_bytes: int) -> None:
-        """Drop the oldest dead letters until the kept payloads fit in ``max_total_bytes``."""
-        cur.execute(
-            self._sql(
-                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM (SELECT id, SUM("
-                "LENGTH(payload) + LENGTH(reason) + LENGTH(topic)) OVER (ORDER BY id DESC) "
-                "AS kept FROM dead_letters) newest WHERE kept > ?)"
-            ),
-            (max_total_bytes,),
-        )
+            rows = self._fetch("SELECT to_regclass(?) IS NOT NULL", (name,))
+        else:
+            rows = self._fetch(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return bool(rows[0][0])
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._conn.cursor()
@@ -361,13 +283,6 @@ class Store(ConsoleQueries):
         self._conn.close()
 
 
-def _conflict(prefix: str, row: tuple[Any, ...]) -> DeadLetter:
-    """A result that re-uses a stored measurement id with other content, as a dead letter."""
-    raw = str(row[-1]).encode()  # RESULT_COLUMNS order: id, device, site, ..., payload last
-    reason = f"measurement_id {row[0]} already stored with other content; not stored"
-    return DeadLetter(row[4], f"{prefix}/{row[2]}/{row[1]}/result", reason, len(raw), raw)
-
-
 def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str]]:
     """The WHERE clause (with its leading space, or empty) and parameters of a results filter."""
     where, params = [], []
@@ -380,14 +295,17 @@ def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str
     return (f" WHERE {' AND '.join(where)}" if where else ""), params
 
 
-def open_store(url: str, pg_schema: str | None = None) -> Store:
-    """Open a store and bring its schema up to date."""
+def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> Store:
+    """Open a store for writing and bring its schema up to date (``create``: a missing SQLite
+    file is made; else it is an error, as for a read)."""
+    if not create:
+        _refuse_missing(url)
     store = Store(url, pg_schema)
     try:
         store.migrate()
     except Exception as exc:
         store.close()
-        raise StoreError(f"cannot migrate the store {url}: {exc}") from exc
+        raise StoreError(f"cannot migrate the {store_name(url)}: {exc}") from exc
     return store
 
 
@@ -399,12 +317,44 @@ def missing_sqlite_file(url: str) -> Path | None:
     return None if path.is_file() else path
 
 
-def open_existing_store(url: str) -> Store:
-    """Open a store that must already exist: read commands never create one (a typo in --store
-    is an error, not a new empty database)."""
+def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
+    """Open a store for reading: read-only, never created nor migrated (a typo in --store is an
+    error, not a new empty database); a schema that is missing or older than this code is an
+    error naming the database and the command that migrates it."""
+    _refuse_missing(url)
+    store = Store(url, pg_schema, read_only=True)
+    try:
+        problem = schema_problem(store)
+    except Exception as exc:
+        store.close()
+        raise StoreError(f"cannot read the {store_name(url)}: {exc}") from exc
+    if problem is not None:
+        store.close()
+        raise StoreError(problem)
+    return store
+
+
+def _refuse_missing(url: str) -> None:
+    """A StoreError when ``url`` names a SQLite file that does not exist."""
     if (path := missing_sqlite_file(url)) is not None:
         raise StoreError(
             f"no store at {path}: nothing was ever stored there (check --store or the "
-            "config's store.url; `appliance demo` or `appliance backoffice` create it)"
+            "config's store.url; `appliance store migrate`, `appliance demo` or `appliance "
+            "backoffice` create it)"
         )
-    return open_store(url)
+
+
+def schema_problem(store: Store) -> str | None:
+    """Why a read command cannot read this store (no back-office tables, or an older schema
+    than this code reads), or None when it can; read commands never migrate."""
+    version = store.schema_version()
+    where = store_name(store.url)
+    if version == 0:
+        return (f"{where} has no back-office tables: nothing was ever stored there, and read "
+                f"commands create nothing (check --store or the config's store.url; "
+                f"{MIGRATE_HINT} creates the tables, as `appliance backoffice` does)")
+    if version < LATEST_VERSION:
+        return (f"{where} is at schema version {version}; this appliance reads version "
+                f"{LATEST_VERSION}. Read commands never change the database: run "
+                f"{MIGRATE_HINT} first (or start `appliance backoffice`, which migrates)")
+    return None

@@ -140,7 +140,8 @@ def config_from_mapping(
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Load and validate a config file; relative state_dir/model paths resolve against it."""
+    """Load and validate a config file; relative paths in it (state_dir, model, pathology
+    folders, ...: ``resolve_paths``) resolve against its folder."""
     file = Path(path)
     config = config_from_mapping(read_yaml(file), str(file), environ)
     return resolve_paths(config, file.resolve().parent)
@@ -171,7 +172,10 @@ def missing_files(config: Config) -> list[str]:
 
 
 def resolve_paths(config: Config, base: Path) -> Config:
-    """Return the config with relative file paths made absolute against ``base``."""
+    """Return the config with relative file paths made absolute against ``base`` (the config
+    file's folder; the working folder for built-in defaults): state_dir, model.path,
+    camera.path, screen.reference_file, updates.trusted_root and pathology's results_dir,
+    model, int8_model and slide_roots."""
 
     def absolute(value: str | None) -> str | None:
         if value is None or Path(value).is_absolute():
@@ -187,7 +191,12 @@ def resolve_paths(config: Config, base: Path) -> Config:
         camera = camera.model_copy(update={"path": absolute(camera.path)})
     updates = config.updates
     updates = updates.model_copy(update={"trusted_root": absolute(updates.trusted_root)})
+    pathology = config.pathology
+    pathology = pathology.model_copy(update={
+        "results_dir": absolute(pathology.results_dir), "model": absolute(pathology.model),
+        "int8_model": absolute(pathology.int8_model),
+        "slide_roots": [absolute(root) for root in pathology.slide_roots]})
     return config.model_copy(
         update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera,
-                "screen": screen, "updates": updates}
+                "screen": screen, "updates": updates, "pathology": pathology}
     )

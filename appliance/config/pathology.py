@@ -27,12 +27,17 @@ class PathologyConfig(Section):
                                   "session (and its unacknowledged jobs) this long (s).")
     slide_roots: list[str] = Field(
         default_factory=list, description="Folders a job's slides must lie in (after resolving "
-        "links); a slide elsewhere is refused. Empty: every job is refused.")
-    results_dir: str = Field("./state/pathology", min_length=1,
-                             description="Folder for heatmaps, CAMs and tile tables.")
+        "links); a slide elsewhere is refused. Empty: every job is refused. Relative folders "
+        "are relative to the config file.")
+    results_dir: str = Field(
+        "./state/pathology", min_length=1,
+        description="Folder for heatmaps, CAMs and tile tables (the console serves the "
+        "pictures from it); relative to the config file (without one: the working folder).")
     model: str = Field(default_factory=lambda: str(shipped_path(PATHOLOGY_MODEL)), min_length=1,
-                       description="Float32 ONNX tile model (default: the shipped demo model).")
-    int8_model: str | None = Field(None, description="INT8 variant for onnx-cpu (optional).")
+                       description="Float32 ONNX tile model (default: the shipped demo model); "
+                       "relative to the config file.")
+    int8_model: str | None = Field(None, description="INT8 variant for onnx-cpu (optional); "
+                                   "relative to the config file.")
     backends: list[Backend] = Field(
         ["torch-cuda", "onnx-cpu"], min_length=1,
         description="Backends in order of preference; the first that loads is used.")

@@ -1,14 +1,16 @@
 """The console's HTTP API, ``/api/v1``: fleet, results, one result, cohort figures (JSON).
 
 Every call needs a bearer token (``appliance console token create NAME``); without one the
-answer is 401. Filters are checked exactly as on the pages (``filters.py``).
+answer is 401. Filters are checked exactly as on the pages (``filters.py``). A feature outside
+the validated range is null where measurements are read, as the pages say "not measured"
+(``views.py``; the OpenAPI descriptions below say the same to API users).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from appliance.backoffice.queries import Login
 from appliance.console.filters import check_measurement_id, parse_query
@@ -29,7 +31,18 @@ def api_fleet(request: Request, login: ApiLogin) -> dict[str, Any]:
         return {"devices": fleet(store)}
 
 
-@router.get("/results", summary="stored results, newest first, one keyset page")
+NOT_MEASURED_DOC = (
+    "A feature the result names in `not_validated` lies outside the range the measurement was "
+    "validated on (docs/measurement.md): it was not measured, and its value is `null`. "
+    "What the kiosk computed for it is kept for audit only, apart, under `not_validated_raw` "
+    "(feature -> number); never read it as a measurement."
+)
+
+
+@router.get("/results", summary="stored results, newest first, one keyset page",
+            description="Each result's key columns (`kime_score`, `hill_density_per_mm2`, "
+            "`furrow_density_mm_per_mm2`, `pore_count`), grade (`label`) and quality verdict; "
+            "`next` continues the list (null on the last page). " + NOT_MEASURED_DOC)
 def api_results(
     request: Request,
     login: ApiLogin,
@@ -49,8 +62,19 @@ def api_results(
     return {"results": items, "next": cursor}
 
 
-@router.get("/results/{measurement_id}", summary="one result with quality and classification")
-def api_result(request: Request, measurement_id: str, login: ApiLogin) -> dict[str, Any]:
+@router.get("/results/{measurement_id}", summary="one result with quality and classification",
+            description="`result` (stored columns), `features` (every feature), `quality` "
+            "(verdict, reasons, scores), `classification` (null when there is no grade), "
+            "`grade_withheld` (when the kiosk withheld the grade because the model reads "
+            "features that were not measured: `features` names them, `frame` is true when the "
+            "frame as a whole is outside the validated range; null otherwise), `subject`. "
+            + NOT_MEASURED_DOC)
+def api_result(
+    request: Request,
+    measurement_id: Annotated[str, Path(description="the result's `measurement_id` (UUID), "
+                                        "as in the results list")],
+    login: ApiLogin,
+) -> dict[str, Any]:
     """One stored result."""
     check_measurement_id(measurement_id)
     with pool_of(request).store() as store:

@@ -143,6 +143,8 @@ def svg_plot(view: FeatureView, width: int = 360, height: int = 200) -> str:
         return ""
     values = [v for b in bands for v in (b.low, b.high, b.mean) if math.isfinite(v)]
     low, high = min(values), max(values)
+    if all(b.mean >= 0 for b in bands):  # every feature is a count, size or share: no axis
+        low = max(low, 0.0)  # below 0, where a wide CI of a small band would reach it
     span = (high - low) or 1.0
     left, top, plot_w, plot_h = 50, 10, width - 60, height - 50
 
@@ -157,7 +159,7 @@ def svg_plot(view: FeatureView, width: int = 360, height: int = 200) -> str:
     for i, band in enumerate(bands):
         x = left + step * (i + 0.5)
         if math.isfinite(band.low):
-            parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y_of(band.low):.1f}" '
+            parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y_of(max(band.low, low)):.1f}" '
                          f'y2="{y_of(band.high):.1f}" stroke="#555"/>')
         parts.append(f'<circle cx="{x:.1f}" cy="{y_of(band.mean):.1f}" r="4" fill="#2a6fb0"/>')
         parts.append(f'<text x="{x:.1f}" y="{height - 22}" font-size="10" text-anchor="middle">'

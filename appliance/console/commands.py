@@ -76,7 +76,7 @@ def _user_add(args: argparse.Namespace) -> int:
 def _token_create(args: argparse.Namespace) -> int:
     from appliance.console.auth import AccessError, create_token
 
-    store = open_for(args)
+    store = open_for(args, writes=True)  # the user must exist: no new store
     if store is None:
         return 2
     try:
@@ -86,7 +86,9 @@ def _token_create(args: argparse.Namespace) -> int:
         return 2
     finally:
         store.close()
-    print(token)
+    print(token)  # alone on stdout, for scripts; the hint goes to the person at the terminal
+    print("send it as the header 'Authorization: Bearer TOKEN' (e.g. curl -H ...) to "
+          "/api/v1/...; only its hash is kept, so copy it now", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,10 @@
 """What each console page and API call shows, built from the store's queries.
 
 Pages (Jinja2) and the JSON API share these builders, so both always show the same numbers.
+A number outside the validated range (the result's ``not_validated``, docs/measurement.md) was
+not measured: it is null in ``features`` and in the list's columns, as the pages show "not
+measured" in its place; what the kiosk computed stays reachable for audit under the explicit
+key ``not_validated_raw``, never where a consumer reads measurements.
 The cohort figures are cached for ``console.cohort_cache_s`` seconds: they summarise every
 stored result and change slowly.
 """
@@ -22,6 +26,7 @@ from appliance.backoffice.schema import not_validated_keys
 from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
 from appliance.console.filters import ResultQuery, cursor_of
+from appliance.edge.reasons import grade_withheld
 from appliance.transport.payloads import FEATURE_KEYS
 
 LIST_COLUMNS = ("measurement_id", "captured_at", "site", "device_id", "label", "age_band",
@@ -69,8 +74,9 @@ def results_page(store: Store, query: ResultQuery) -> tuple[list[dict[str, Any]]
     """One page of results (newest first) and the cursor of the next page, if any."""
     rows = store.page_results(LIST_COLUMNS, query.where, query.before, query.limit + 1)
     items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows[: query.limit]]
-    for item in items:  # the features outside the validated range, as a list
+    for item in items:  # the features outside the validated range: null, raw values apart
         item["not_validated"] = not_validated_keys(item["not_validated"])
+        item["not_validated_raw"] = _set_aside(item, item["not_validated"])
     more = len(rows) > query.limit
     last = items[-1] if items else None
     cursor = cursor_of(last["captured_at"], last["measurement_id"]) if more and last else None
@@ -91,14 +97,32 @@ def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:
         return None
     payload = json.loads(row.pop("payload"))
     not_validated = not_validated_keys(row.pop("not_validated"))
+    features = {k: row[k] for k in FEATURE_KEYS}
+    raw = _set_aside(features, not_validated)
+    quality = payload.get("quality", {})
     return {
         "result": {k: v for k, v in row.items() if k not in FEATURE_KEYS},
-        "features": {k: row[k] for k in FEATURE_KEYS},
-        "quality": payload.get("quality", {}),
+        "features": features,
+        "quality": quality,
         "classification": payload.get("classification"),
+        "grade_withheld": _withheld(payload.get("classification"), quality),
         "subject": payload.get("subject"),
         "not_validated": not_validated,
+        "not_validated_raw": raw,
     }
+
+
+def _set_aside(values: dict[str, Any], not_validated: list[str]) -> dict[str, Any]:
+    """Null the features that were not measured in ``values``; their raw numbers, for audit."""
+    raw = {key: values[key] for key in not_validated if key in values}
+    values.update(dict.fromkeys(raw))
+    return raw
+
+
+def _withheld(classification: Any, quality: dict[str, Any]) -> dict[str, object] | None:
+    """Why a result has no grade when the kiosk withheld it (None: graded, or no model)."""
+    withheld = None if classification else grade_withheld(quality.get("reasons") or [])
+    return withheld.as_json() if withheld is not None else None
 
 
 def _number(value: float) -> float | None:

@@ -6,7 +6,9 @@ is ``skin_measurement``; tests pass fast fakes). This is where the skin package'
 becomes the payload's vocabulary, and where a frame outside the validated range of the method
 (docs/measurement.md "Validated range") gains a reason in its quality block. The model grades
 only features that were measured: when the frame, or any feature the model reads, lies outside
-that range, the result has no grade and its quality block says why.
+that range, the result has no grade and its quality block says why (``reasons.py``), and so does
+the overlay's caption. One measurement uses one model throughout: the model whose feature list
+decides whether to grade is the model that grades, even if an update swaps models meanwhile.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from appliance.capture.quality import FrameQuality
+from appliance.edge.reasons import frame_outside_reason, not_graded_reason
 from appliance.transport import payloads
 
 if TYPE_CHECKING:
@@ -28,18 +31,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# (grade or None, the model's inputs the grade was withheld for or None) -> the overlay image
+OverlayDrawer = Callable[[str | None, tuple[str, ...] | None], np.ndarray]
+
+
 @dataclass(frozen=True)
 class Measurement:
     """What the analyser found in one frame, and how to draw its overlay (if it can).
 
     The overlay is drawn later (by the kiosk screen's thread after the commit, or by
-    ``appliance analyze`` when asked), so drawing it never delays the result.
+    ``appliance analyze`` when asked), so drawing it never delays the result. Its drawer takes
+    the grade (None: none) and, when the grade was withheld, the model's inputs that were not
+    measured (None: not withheld; empty: the frame as a whole is outside the range).
     ``frame_outside`` says why the frame as a whole lies outside the method's validated range
     (empty: it does not); ``not_validated`` names the features outside it.
     """
 
     features: payloads.Features
-    overlay: Callable[[str | None], np.ndarray] | None = None  # draws it, with the grade if any
+    overlay: OverlayDrawer | None = None
     frame_outside: tuple[str, ...] = ()
     not_validated: tuple[payloads.FeatureKey, ...] = ()
 
@@ -66,6 +75,23 @@ class Classifier(Protocol):
         """Label the features."""
 
 
+@runtime_checkable
+class Swappable(Protocol):
+    """A classifier whose model can change while the kiosk runs (an update, a SIGHUP)."""
+
+    def pinned(self) -> Classifier | None:
+        """The model serving now, fixed: a swap after this call does not change it."""
+
+
+def serving_now(classifier: Classifier | None) -> Classifier | None:
+    """The one model for a whole measurement: the model whose feature list decides whether to
+    grade is the model that grades (a swap meanwhile changes the next measurement). A
+    classifier that is never swapped is its own snapshot."""
+    if isinstance(classifier, Swappable):
+        return classifier.pinned()
+    return classifier
+
+
 @dataclass(frozen=True)
 class MeasuredFrame:
     """One measured frame: quality block, features, grade (None: no model) and overlay drawer."""
@@ -86,31 +112,40 @@ def measure_frame(
 ) -> MeasuredFrame:
     """Analyse a gated frame, grade its features and keep its overlay drawer."""
     measurement = analyzer(rgb, um_per_px)
-    # a model given a number that was not measured would grade with confidence it has not got
-    unsure = unvalidated_inputs(classifier, measurement.not_validated)
-    withheld = bool(measurement.frame_outside or unsure)
-    classification = None if withheld else classify(classifier, measurement.features)
-    block = _quality_block(quality, measurement.frame_outside, unsure)
+    model = serving_now(classifier)
+    withheld_for = grade_withheld_for(model, measurement)
+    classification = None if withheld_for is not None else classify(model, measurement.features)
+    block = _quality_block(quality, measurement.frame_outside, withheld_for)
     draw = None
     if measurement.overlay is not None:
-        draw = functools.partial(
-            measurement.overlay, classification.label if classification else None
-        )
+        label = classification.label if classification else None
+        draw = functools.partial(measurement.overlay, label, withheld_for)
     return MeasuredFrame(block, measurement.features, classification, draw,
                          measurement.not_validated)
 
 
+def grade_withheld_for(
+    model: Classifier | None, measurement: Measurement
+) -> tuple[str, ...] | None:
+    """The model's inputs that were not measured, when its grade must be withheld (empty: the
+    frame as a whole is outside the validated range); None when it may grade, or no model."""
+    # a model given a number that was not measured would grade with confidence it has not got
+    unsure = unvalidated_inputs(model, measurement.not_validated)
+    if model is None or not (measurement.frame_outside or unsure):
+        return None
+    return unsure
+
+
 def _quality_block(
-    quality: FrameQuality, frame_outside: tuple[str, ...], unsure: tuple[str, ...]
+    quality: FrameQuality, frame_outside: tuple[str, ...], withheld_for: tuple[str, ...] | None
 ) -> payloads.Quality:
     """The gate's verdict, with why the frame or its grade lies outside the validated range."""
     block = quality.to_payload()
     reasons = list(block.reasons)
     if frame_outside:
-        reasons.append("outside validated range: " + "; ".join(frame_outside))
-    if unsure:
-        reasons.append("not graded: the model reads features outside the validated range ("
-                       + ", ".join(unsure) + ")")
+        reasons.append(frame_outside_reason(frame_outside))
+    if withheld_for is not None:
+        reasons.append(not_graded_reason(withheld_for))
     if len(reasons) == len(block.reasons):
         return block
     return block.model_copy(update={"reasons": reasons[:16]})
@@ -153,7 +188,7 @@ def skin_measurement(
     )
     return Measurement(
         features,
-        lambda grade: draw_overlay(rgb, analysis, grade),
+        lambda grade, withheld_for: draw_overlay(rgb, analysis, grade, withheld_for),
         validity.frame_reasons,
         not_validated,  # type: ignore[arg-type]  # FEATURE_KEYS are FeatureKey values
     )

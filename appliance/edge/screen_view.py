@@ -5,7 +5,9 @@ kiosks by ``appliance console reference --out FILE``): per age band, each featur
 SD. The typical range is the middle 80 % (mean ± 1.2816 SD). A feature the result names in
 ``not_validated`` (outside the range the method was validated on, docs/measurement.md) is
 shown as "not measured" (the headline kime score too): its value is not sent to the page and
-not compared. The text shown for every key lives in the screen's message catalogues, not here.
+not compared. A grade withheld for numbers outside that range says why (``grade_withheld``:
+the features the model needed that were not measured, or the whole picture). The text shown
+for every key lives in the screen's message catalogues, not here.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ import math
 from pathlib import Path
 from typing import Any
 
+from appliance.edge.reasons import grade_withheld
 from appliance.transport.payloads import Result
 
+# key, unit, decimals shown (as the overlay's caption: no more digits than the method resolves)
 SHOWN_FEATURES = (
-    ("kime_score", ""),
-    ("hill_density_per_mm2", "/mm²"),
-    ("furrow_density_mm_per_mm2", "mm/mm²"),
-    ("furrow_mean_width_um", "µm"),
-    ("pore_count", ""),
-    ("pore_mean_diameter_um", "µm"),
+    ("kime_score", "", 0),
+    ("hill_density_per_mm2", "/mm²", 1),
+    ("furrow_density_mm_per_mm2", "mm/mm²", 1),
+    ("furrow_mean_width_um", "µm", 0),
+    ("pore_count", "", 0),
+    ("pore_mean_diameter_um", "µm", 0),
 )
 Z_10_90 = 1.2815515655446004  # the 10th and 90th percentiles of a normal distribution
 MAX_REFERENCE_BYTES = 1_000_000
@@ -69,15 +73,22 @@ def result_view(result: Result, references: dict[str, dict[str, dict[str, float]
     features = result.features.model_dump()
     outside = set(result.not_validated)  # outside the validated range: "not measured"
     shown = [{"key": key, "value": None if key in outside else features[key], "unit": unit,
-              "measured": key not in outside,
+              "digits": digits, "measured": key not in outside,
               "standing": None if key in outside
               else standing(float(features[key]), table.get(key))}
-             for key, unit in SHOWN_FEATURES]
+             for key, unit, digits in SHOWN_FEATURES]
     return {
         "measurement_id": result.measurement_id,
         "kime_score": None if "kime_score" in outside else features["kime_score"],
         "grade": result.classification.label if result.classification else None,
+        "grade_withheld": _withheld_view(result),
         "features": shown,
         "reference_band": band if band in references else (ALL_AGES if table else None),
         "overlay": f"/overlay.png?m={result.measurement_id}" if overlay else None,
     }
+
+
+def _withheld_view(result: Result) -> dict[str, object] | None:
+    """Why the result has no grade, when it was withheld (None: graded, or no model)."""
+    withheld = grade_withheld(result.quality.reasons) if result.classification is None else None
+    return withheld.as_json() if withheld is not None else None

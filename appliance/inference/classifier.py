@@ -80,6 +80,11 @@ class SkinClassifier:
             self._runner = runner
         log.info("model %s %s now serving (from %s)", self.name, self.version, path)
 
+    def pinned(self) -> SkinClassifier:
+        """The model serving now, fixed: a later ``reload`` does not change what this one
+        reads or how it classifies (one snapshot for one measurement)."""
+        return SkinClassifier(self._runner)
+
     def vector(self, features: Mapping[str, float]) -> FloatMatrix:
         """The [1, n] float32 input in the model's feature order; FeatureError if one is bad."""
         return _vector(self._runner.contract, features)

@@ -6,8 +6,11 @@ Topics (docs/pathology-server.md):
 - ``{prefix}/pathology/jobs/{id}/state``: the job's state, retained (queued, running with
   progress, done, failed with a reason, cancelled);
 - ``{prefix}/pathology/jobs/{id}/cancel``: a cancel request (retained, so a server that takes
-  the job over later still sees it);
-- ``{prefix}/pathology/errors``: why a request without a readable job id was refused;
+  the job over later still sees it; cleared once the job is cancelled, or at once when the
+  job is unknown or already ended);
+- ``{prefix}/pathology/errors``: why a request without a readable job id was refused, and why
+  a cancel request had nothing to cancel (``request: cancel``, ``state``: unknown or the
+  job's final state);
 - ``{prefix}/pathology/servers/{id}``: each server's presence, retained (online, or offline as
   its last will).
 

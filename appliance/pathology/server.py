@@ -278,10 +278,33 @@ class PathologyServer:
             self._finish(run, "done")
 
     def _event_cancel(self, job_id: str, mid: int, qos: int, requested: bool) -> None:
-        if requested and self.store.request_cancel(job_id) and job_id in self.runs:
-            self._cancel(self.runs[job_id])
+        if requested and self.store.request_cancel(job_id):
+            if job_id in self.runs:
+                self._cancel(self.runs[job_id])
+        elif requested:
+            self._nothing_to_cancel(job_id)
         if qos:
             self.client.ack(mid, qos)
+
+    def _nothing_to_cancel(self, job_id: str) -> None:
+        """A cancel request for a job the store does not know, or one that already ended: clear
+        the retained request (else the broker hands it to every server at every connect) and
+        say why on the errors topic. The job command sends a cancel only after a server
+        published the job's state, which it does once the job is stored, so an unknown id
+        here was never submitted (or the store was replaced)."""
+        job = self.store.job(job_id)
+        self.client.publish(cancel_topic(self.prefix, job_id), b"", qos=1, retain=True)
+        if job is None:
+            log.warning("cancel request for unknown job %s cleared", job_id)
+            self._answer_cancel(job_id, "unknown", f"job {job_id} is unknown: no server stored "
+                                "it (a mistyped id, or a job never submitted); nothing to cancel")
+        elif job["state"] != "cancelled":  # cancelled: this very request, already carried out
+            self._answer_cancel(job_id, job["state"], f"job {job_id} already ended "
+                                f"({job['state']}); nothing to cancel")
+
+    def _answer_cancel(self, job_id: str, state: str, reason: str) -> None:
+        self.client.publish(errors_topic(self.prefix), state_payload(
+            job_id, state, request="cancel", reason=reason, server=self.server_id), qos=1)
 
     def _cancel(self, run: JobRun) -> None:
         run.cancel_futures()

@@ -17,6 +17,7 @@ import numpy as np
 from appliance.capture.quality import QualityGate
 from appliance.config import Config, SkinConfig, load_config_or_defaults
 from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
+from appliance.edge.reasons import grade_withheld
 from appliance.logsafe import escape_controls
 from appliance.skin.colour import WhiteReference
 from appliance.skin.frames import FrameError, load_frame, shown_name
@@ -35,6 +36,8 @@ TABLE_COLUMNS = (
     ("L*", "lab_l", 5, ".1f"),
     ("class", "classification", 10, ""),
 )
+TABLE_LEGEND = ("n/m: not measured (outside the validated range, docs/measurement.md); "
+                "not given: the grade needs a feature that was not measured (--json says which)")
 
 
 class AnalyzeRun:
@@ -152,13 +155,25 @@ class AnalyzeRun:
             if key == "quality":
                 value = record["quality"]["verdict"]
             elif key == "classification":
-                value = record.get("classification", {}).get("label", "-")
+                value = AnalyzeRun._grade(record)
             elif key in record.get("not_validated", ()):
                 value = "n/m"  # outside the validated range: not measured
             else:
                 value = format(features[key], fmt)
             cells.append(f"{value:>{width}}")
         return f"{name:<28} " + " ".join(cells)
+
+    @staticmethod
+    def _grade(record: dict[str, Any]) -> str:
+        """The grade, "not given" when withheld for numbers not measured, else "-"."""
+        if "classification" in record:
+            return str(record["classification"]["label"])
+        return "not given" if grade_withheld(record["quality"]["reasons"]) else "-"
+
+    @staticmethod
+    def needs_legend(record: dict[str, Any]) -> bool:
+        """Whether the record's table line shows ``n/m`` or "not given" (explained below)."""
+        return bool(record.get("not_validated")) or AnalyzeRun._grade(record) == "not given"
 
     def sidecar_note(self, images: Sequence[Path]) -> str | None:
         """One line when frames carry their own scale in a ``NAME.json`` sidecar (as `appliance

@@ -80,7 +80,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError  # noqa: PLC0415 - keep --help fast
     from appliance.edge.heap import keep_frame_buffers  # noqa: PLC0415
     from appliance.inference.contract import ModelError  # noqa: PLC0415
-    from appliance.skin.analyze_run import AnalyzeRun  # noqa: PLC0415
+    from appliance.skin.analyze_run import TABLE_LEGEND, AnalyzeRun  # noqa: PLC0415
     from appliance.skin.frames import shown_name  # noqa: PLC0415
 
     keep_frame_buffers()  # many frames in one process: reuse the frame-sized buffers
@@ -93,7 +93,7 @@ def _analyze(args: argparse.Namespace) -> int:
     images = [Path(image) for image in args.images]
     if args.um_per_px is None and (note := run.sidecar_note(images)):
         print(f"analyze: {note}", file=sys.stderr)
-    failures = 0
+    failures, legend = 0, False
     if not args.json:
         print(run.table_header())
     for image in images:
@@ -106,6 +106,9 @@ def _analyze(args: argparse.Namespace) -> int:
             print(json.dumps(record), flush=True)
         elif "error" not in record:
             print(run.table_row(record), flush=True)
+            legend = legend or ("rejected" not in record and run.needs_legend(record))
+    if legend:
+        print(TABLE_LEGEND)
     return 1 if failures else 0
 
 

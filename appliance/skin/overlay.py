@@ -51,6 +51,14 @@ def _circle_pores(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
 
 NOT_MEASURED = "n/m"
 NOT_MEASURED_LEGEND = "n/m = not measured: outside the range this kiosk is validated for"
+# what the caption calls each feature when it says which ones a withheld grade needed
+PLAIN_NAMES = {
+    "kime_score": "kime score", "hill_density_per_mm2": "hills",
+    "hill_mean_area_mm2": "hill size", "furrow_density_mm_per_mm2": "furrows",
+    "furrow_mean_width_um": "furrow width", "furrow_anisotropy": "furrow direction",
+    "pore_count": "pores", "pore_density_per_cm2": "pore density",
+    "pore_mean_diameter_um": "pore size", "pore_area_ratio": "pore area",
+}
 
 
 def _shown(analysis: SkinAnalysis, key: str, spec: str, unit: str = "") -> str:
@@ -60,13 +68,32 @@ def _shown(analysis: SkinAnalysis, key: str, spec: str, unit: str = "") -> str:
     return format(getattr(analysis.features, key), spec) + unit
 
 
-def caption_lines(analysis: SkinAnalysis, grade: str | None = None) -> tuple[str, ...]:
+def _grade_words(grade: str | None, withheld_for: tuple[str, ...] | None) -> str:
+    if grade is not None:
+        return grade
+    return "not given" if withheld_for is not None else "- (not classified)"
+
+
+def why_not_graded(analysis: SkinAnalysis, withheld_for: tuple[str, ...]) -> str:
+    """Why the grade was withheld, in plain words: the frame as a whole is outside the
+    validated range (and how), or the features the grade needs were not measured."""
+    if analysis.validity.frame_outside:
+        return ("grade not given: this picture is outside the range this kiosk is validated "
+                "for (" + "; ".join(analysis.validity.frame_reasons) + ")")
+    names = [PLAIN_NAMES.get(key, key.replace("_", " ")) for key in withheld_for]
+    return "grade not given: " + ", ".join(names) + " not measured"
+
+
+def caption_lines(
+    analysis: SkinAnalysis, grade: str | None = None, withheld_for: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
     """The caption's text: key numbers and grade; a feature outside the validated range reads
-    "not measured" (``n/m`` where a line is short of room, explained on a last line)."""
+    "not measured" (``n/m`` where a line is short of room, explained on a last line), and a
+    withheld grade (``withheld_for``: the model's inputs that were not measured) says why."""
     kime = ("not measured" if "kime_score" in analysis.validity.not_validated
             else _shown(analysis, "kime_score", ".0f", "/100"))
-    lines = (
-        f"grade {grade or '- (not classified)'}   kime score {kime}",
+    lines: tuple[str, ...] = (
+        f"grade {_grade_words(grade, withheld_for)}   kime score {kime}",
         f"hills {_shown(analysis, 'hill_density_per_mm2', '.1f', '/mm2')}, "
         f"mean {_shown(analysis, 'hill_mean_area_mm2', '.3f', ' mm2')};  "
         f"furrows {_shown(analysis, 'furrow_density_mm_per_mm2', '.1f', ' mm/mm2')}, "
@@ -75,13 +102,31 @@ def caption_lines(analysis: SkinAnalysis, grade: str | None = None) -> tuple[str
         f"({_shown(analysis, 'pore_density_per_cm2', '.0f', '/cm2')}), "
         f"mean {_shown(analysis, 'pore_mean_diameter_um', '.0f', ' um')}",
     )
-    shortened = any(NOT_MEASURED in line for line in lines[1:])
+    if grade is None and withheld_for is not None:
+        lines = (*lines, why_not_graded(analysis, withheld_for))
+    shortened = any(NOT_MEASURED in line for line in lines[1:3])
     return (*lines, NOT_MEASURED_LEGEND) if shortened else lines
 
 
-def caption_band(analysis: SkinAnalysis, width_px: int, grade: str | None = None) -> np.ndarray:
+def _wrapped(text: str, width_px: int) -> list[str]:
+    """``text`` broken at spaces into lines that fit ``width_px`` in the caption's font."""
+    rows: list[str] = []
+    for word in text.split(" "):
+        joined = f"{rows[-1]} {word}" if rows else word
+        if rows and cv2.getTextSize(joined, _FONT, 0.75, 2)[0][0] <= width_px:
+            rows[-1] = joined
+        else:
+            rows.append(word)
+    return rows
+
+
+def caption_band(
+    analysis: SkinAnalysis, width_px: int, grade: str | None = None,
+    withheld_for: tuple[str, ...] | None = None,
+) -> np.ndarray:
     """The key numbers and the texture grade on a dark band drawn below the frame (never on it)."""
-    lines = caption_lines(analysis, grade)
+    lines = [row for line in caption_lines(analysis, grade, withheld_for)
+             for row in _wrapped(line, width_px - 24)]
     band = np.zeros((CAPTION_LINE_PX * len(lines) + 14, width_px, 3), np.uint8)
     for row, text in enumerate(lines):
         cv2.putText(band, text, (12, CAPTION_LINE_PX * (row + 1)), _FONT, 0.75, TEXT_RGB, 2,
@@ -89,10 +134,14 @@ def caption_band(analysis: SkinAnalysis, width_px: int, grade: str | None = None
     return band
 
 
-def draw_overlay(rgb: np.ndarray, analysis: SkinAnalysis, grade: str | None = None) -> np.ndarray:
+def draw_overlay(
+    rgb: np.ndarray, analysis: SkinAnalysis, grade: str | None = None,
+    withheld_for: tuple[str, ...] | None = None,
+) -> np.ndarray:
     """The frame with hills tinted, furrow centre lines traced and pores circled, with the key
-    numbers and the grade on a band below it (the whole frame stays visible)."""
+    numbers and the grade (or why it was withheld) on a band below it (the whole frame stays
+    visible)."""
     canvas = _tint_hills(rgb, analysis)
     _trace_furrows(canvas, analysis)
     _circle_pores(canvas, analysis)
-    return np.vstack([canvas, caption_band(analysis, canvas.shape[1], grade)])
+    return np.vstack([canvas, caption_band(analysis, canvas.shape[1], grade, withheld_for)])

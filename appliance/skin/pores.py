@@ -41,6 +41,7 @@ from appliance.skin.pore_profile import (
     Shape,
     blue_excess,
     candidates,
+    junction_sample,
     local_junction_floor,
     shape_of,
     spread_of,
@@ -130,13 +131,16 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     centres = to_fine(prepared, found, fine)
     ratio = prepared.um_per_work_px / prepared.um_per_fine_px
     centres_work = (centres + 0.5) / ratio - 0.5
-    junction = typical_junction(fine, centres) if len(centres) else Junctions(1.0, 1.0)
     floor = fine[centres[:, 1].astype(np.intp), centres[:, 0].astype(np.intp)]
     around = local_junction_floor(depth.shape, centres_work, floor)
     spread = spread_of(fine, centres, SPREAD_UM / prepared.um_per_fine_px) / np.maximum(
         floor, 1e-6)
     deep = _deep_enough(floor, around, spread, furrow_floor, rule) | profile_all
-    shape = shape_of(fine, centres[deep])
+    # the junction sample and the deep pits are profiled in one pass (each row on its own)
+    sample = junction_sample(len(centres))
+    both = shape_of(fine, np.concatenate([centres[sample], centres[deep]]))
+    junction = typical_junction(both.rows(slice(0, len(sample))))
+    shape = both.rows(slice(len(sample), None))
     blue = blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], junction, blue,
                       furrow_floor, contrast, prepared.um_per_fine_px, prepared.um_per_work_px,

@@ -7,31 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.synthetic.arguments import MAX_SEED, SEED, WORKERS, finite_number, whole_number
 from appliance.synthetic.skin_presets import PRESETS, preset_help
 
 DEFAULT_WORKERS = 2
-
-
-def _at_least_one(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+MAX_FRAMES = 100_000  # about 8 CPU hours and 30 GB of JPEGs
+MAX_PATIENTS = 10_000
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -46,21 +27,19 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     skin.add_argument(
         "--out", required=True, type=Path, help="output directory (created if missing)"
     )
-    skin.add_argument("--count", required=True, type=_at_least_one, help="number of frames (>= 1)")
-    skin.add_argument("--seed", type=_non_negative, default=0, help="series seed (>= 0; default 0)")
+    skin.add_argument("--count", required=True, type=whole_number(1, MAX_FRAMES),
+                      help=f"number of frames (1-{MAX_FRAMES})")
+    skin.add_argument("--seed", type=SEED, default=0, help=f"series seed (0-{MAX_SEED}; default 0)")
     skin.add_argument(
         "--preset",
         choices=PRESETS,
         default="mixed",
         help=preset_help(),
     )
-    skin.add_argument("--start", type=_non_negative, default=0, help="index of the first frame")
-    skin.add_argument(
-        "--workers",
-        type=_at_least_one,
-        default=DEFAULT_WORKERS,
-        help=f"worker processes (default {DEFAULT_WORKERS})",
-    )
+    skin.add_argument("--start", type=whole_number(0, MAX_SEED), default=0,
+                      help="index of the first frame (0)")
+    skin.add_argument("--workers", type=WORKERS, default=DEFAULT_WORKERS,
+                      help=f"worker processes (default {DEFAULT_WORKERS})")
     skin.set_defaults(handler=_synth_skin)
 
 
@@ -102,11 +81,12 @@ def _register_he(synth_group: Any) -> None:
     """``synth he``: a synthetic H&E cohort."""
     synth = synth_group.add_parser("he", help="a synthetic H&E cohort with known MSI labels")
     synth.add_argument("--out", type=Path, required=True, help="folder for slides + labels.csv")
-    synth.add_argument("--patients", type=int, default=20, help="number of patients (20)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    synth.add_argument("--msi-fraction", type=float, default=0.35, metavar="0..1",
-                       help="share of MSI patients, 0 to 1 (0.35)")
-    synth.add_argument("--workers", type=int, default=1, help="processes painting slides (1)")
+    synth.add_argument("--patients", type=whole_number(1, MAX_PATIENTS), default=20,
+                       help=f"number of patients, 1-{MAX_PATIENTS} (20)")
+    synth.add_argument("--seed", type=SEED, default=0, help="random seed (0)")
+    synth.add_argument("--msi-fraction", type=finite_number(0, 1, "a share of the patients"),
+                       default=0.35, metavar="0..1", help="share of MSI patients, 0 to 1 (0.35)")
+    synth.add_argument("--workers", type=WORKERS, default=1, help="processes painting slides (1)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth_he)
 
@@ -115,10 +95,7 @@ def _synth_he(args: argparse.Namespace) -> int:
     """Handler of ``appliance synth he``."""
     from appliance.synthetic.he import cohort_specs, write_cohort  # noqa: PLC0415 - heavy deps load on use
 
-    if args.patients < 1 or not 0 <= args.msi_fraction <= 1:
-        print("synth he: --patients must be >= 1 and --msi-fraction in 0..1", file=sys.stderr)
-        return 2
     specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
-    labels = write_cohort(args.out, specs, workers=max(1, args.workers), progress=not args.quiet)
+    labels = write_cohort(args.out, specs, workers=args.workers, progress=not args.quiet)
     print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
     return 0

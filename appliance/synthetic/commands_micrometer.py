@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
+from appliance.synthetic.arguments import SEED, finite_number, whole_number
 
-def _finite(text: str) -> float:
-    """argparse type: a finite number (float() also reads 'inf', 'nan' and '1e999')."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    """argparse type: a finite number more than 0."""
-    value = _finite(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
-    return value
+MIN_PITCH_MM, MAX_PITCH_MM = 0.001, 10.0  # stage micrometers: 0.01 mm and 0.1 mm are usual
+MAX_LINES = 10_000
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -35,14 +21,19 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "micrometer", help="a stage-micrometer photo at a known um/px, for `appliance calibrate`"
     )
     micrometer.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    micrometer.add_argument("--um-per-px", type=_positive, default=10.0,
-                            help="the true scale of the photo (10.0)")
-    micrometer.add_argument("--mm", type=_positive, default=0.1,
-                            help="distance between neighbouring lines in mm (0.1)")
-    micrometer.add_argument("--lines", type=int, default=125, help="graduation lines (125)")
-    micrometer.add_argument("--angle-deg", type=_finite, default=2.0,
-                            help="how far the scale is turned (2.0)")
-    micrometer.add_argument("--seed", type=int, default=0, help="sensor noise seed (0)")
+    micrometer.add_argument(
+        "--um-per-px", default=10.0, type=finite_number(
+            MIN_UM_PER_PX, MAX_UM_PER_PX, "um per pixel, as skin.um_per_px", above_low=True),
+        help=f"the true scale of the photo, over {MIN_UM_PER_PX:g} and at most "
+        f"{MAX_UM_PER_PX:g} (10.0)")
+    micrometer.add_argument(
+        "--mm", default=0.1, type=finite_number(MIN_PITCH_MM, MAX_PITCH_MM, "mm between lines"),
+        help=f"distance between neighbouring lines in mm, {MIN_PITCH_MM:g}-{MAX_PITCH_MM:g} (0.1)")
+    micrometer.add_argument("--lines", type=whole_number(2, MAX_LINES), default=125,
+                            help=f"graduation lines, 2-{MAX_LINES} (125)")
+    micrometer.add_argument("--angle-deg", type=finite_number(-90, 90, "degrees"), default=2.0,
+                            help="how far the scale is turned, -90 to 90 (2.0)")
+    micrometer.add_argument("--seed", type=SEED, default=0, help="sensor noise seed (0)")
     micrometer.set_defaults(handler=_micrometer)
 
 
@@ -51,7 +42,7 @@ def _micrometer(args: argparse.Namespace) -> int:
 
     from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame  # noqa: PLC0415
 
-    spec = MicrometerSpec(um_per_px=args.um_per_px, pitch_mm=args.mm, lines=max(2, args.lines),
+    spec = MicrometerSpec(um_per_px=args.um_per_px, pitch_mm=args.mm, lines=args.lines,
                           angle_deg=args.angle_deg, seed=args.seed)
     rgb = micrometer_frame(spec)
     if not cv2.imwrite(str(args.out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):

@@ -1,4 +1,5 @@
-"""A private mosquitto on a free port, for ``appliance demo`` and for tests that stop a broker."""
+"""A private mosquitto on a free port, for ``appliance demo`` and for tests that stop a broker
+or need one that asks for a password."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -41,7 +43,10 @@ class PrivateBroker:
     messages across a clean stop, like a production broker would.
     """
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None,
+        passwords: Mapping[str, str] | None = None,
+    ) -> None:
         binary = shutil.which("mosquitto") or next(
             (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
             None,
@@ -55,13 +60,13 @@ class PrivateBroker:
         self.workdir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.log_path = self.workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._write_config()
+        self._write_config(passwords)
 
-    def _write_config(self) -> None:
+    def _write_config(self, passwords: Mapping[str, str] | None) -> None:
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         (self.workdir / "mosquitto.conf").write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            f"{self._access(passwords)}"
             # Started as root, mosquitto drops to user "mosquitto", which cannot write the temp
             # folder: no log, no persistence, sessions lost on restart. Not root: ignored.
             "user root\n"
@@ -73,6 +78,17 @@ class PrivateBroker:
             f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )
+
+    def _access(self, passwords: Mapping[str, str] | None) -> str:
+        """Anyone may connect, or (``passwords``: user -> password) only those users."""
+        if passwords is None:
+            return "allow_anonymous true\n"
+        password_file = self.workdir / "passwd"
+        password_file.write_text("")
+        for user, password in passwords.items():
+            subprocess.run(["mosquitto_passwd", "-b", str(password_file), user, password],
+                           check=True, stdout=subprocess.DEVNULL)
+        return f"allow_anonymous false\npassword_file {password_file}\n"
 
     @property
     def running(self) -> bool:

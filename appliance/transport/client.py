@@ -57,9 +57,29 @@ class LinkSettings:
     ack_resend_cap_s: float = 300.0
 
 
+class BrokerRefusedError(ConnectionError):
+    """The broker answered CONNECT with a refusal; ``reason_code`` is its CONNACK reason code."""
+
+    def __init__(self, message: str, reason_code: int) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
 def is_fatal_connack(code: int) -> bool:
     """Whether a CONNACK reason code means the broker will keep refusing us."""
     return code in FATAL_CONNACK_CODES
+
+
+def connack_refusal(settings: LinkSettings, reason: object) -> str:
+    """A refused CONNACK in words: the broker, the client, the reason code and what to check
+    (credentials and ACL for the codes in FATAL_CONNACK_CODES, else that it may pass)."""
+    code = reason_value(reason)
+    what = f"broker {settings.host}:{settings.port} refused {settings.client_id or 'the client'}"
+    shown = f"{what} (reason code 0x{code:02X}: {reason})"
+    if is_fatal_connack(code):
+        return (f"{shown}: check mqtt.username and the password (APPLIANCE_MQTT_PASSWORD or the "
+                f"mqtt-password credential) and the broker's ACL; not retrying")
+    return f"{shown}: the broker may be busy or restarting; retrying"
 
 
 def settings_from_config(mqtt_config: MqttConfig, client_id: str, **tuning: Any) -> LinkSettings:

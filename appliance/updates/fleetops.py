@@ -26,6 +26,7 @@ from appliance.backoffice.store import (
 )
 from appliance.config import DEFAULT_CONFIG_FILE, Config, ConfigError, load_config_or_defaults
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
+from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.manifest import ManifestError, semver_key
 from appliance.updates.operations import assignments, release_model, released, releases
@@ -82,6 +83,9 @@ def _watch(config: Config, config_path: str | None) -> FleetWatcher:
     mqtt = config.mqtt
     try:
         return FleetWatcher(mqtt, f"models-{os.getpid()}")
+    except BrokerRefusedError as exc:  # it answered: the address is right, the identity not
+        raise BrokerRefusedError(f"{exc} (mqtt settings {_config_origin(config_path)})",
+                                 exc.reason_code) from exc
     except (OSError, TimeoutError) as exc:
         raise ConnectionError(
             f"broker {mqtt.host}:{mqtt.port} (mqtt.host, mqtt.port {_config_origin(config_path)}"

@@ -17,7 +17,8 @@ import paho.mqtt.client as mqtt
 
 from appliance.config import MqttConfig
 from appliance.transport import payloads
-from appliance.transport.client import new_client, settings_from_config
+from appliance.transport.client import settings_from_config
+from appliance.transport.subscriber import Subscriber
 from appliance.transport.topics import device_topic, fleet_filter, parse_device_topic
 
 log = logging.getLogger(__name__)
@@ -48,35 +49,26 @@ class DeviceView:
 
 
 class FleetWatcher:
-    """Keeps the newest status and model state of every device under ``prefix``."""
+    """Keeps the newest status and model state of every device under ``prefix``.
+
+    It subscribes only once the broker accepted the connection (transport/subscriber.py); a
+    refusal retrying cannot fix ends the start with BrokerRefusedError naming the broker and
+    the reason code.
+    """
 
     def __init__(self, mqtt_config: MqttConfig, client_id: str) -> None:
         self.prefix = mqtt_config.topic_prefix
         self._devices: dict[tuple[str, str], DeviceView] = {}
         self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        settings = settings_from_config(mqtt_config, client_id)
-        self._client = new_client(settings, reconnect=True)  # the one factory: TLS, credentials
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
-        self._client.loop_start()
-        if not self._subscribed.wait(10):
-            self.close()
-            raise TimeoutError(f"broker {mqtt_config.host}:{mqtt_config.port} did not answer")
+        filters = [(fleet_filter(self.prefix, "status"), 1),
+                   (fleet_filter(self.prefix, STATE_LEAF), 1)]
+        self._link = Subscriber(settings_from_config(mqtt_config, client_id), filters,
+                                self._on_message)
+        self._link.start()
         time.sleep(SETTLE_S)
 
-    def _on_connect(self, client: mqtt.Client, *_args: object) -> None:
-        client.subscribe(
-            [(fleet_filter(self.prefix, "status"), 1), (fleet_filter(self.prefix, STATE_LEAF), 1)]
-        )
-        self._subscribed.set()
-
-    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
-        try:
-            self._record(message.topic, bytes(message.payload))
-        except Exception:  # a bad payload must never kill paho's network thread
-            log.exception("ignored a message on %s", message.topic)
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        self._record(message.topic, bytes(message.payload))
 
     def _record(self, topic: str, raw: bytes) -> None:
         parsed = parse_device_topic(self.prefix, topic)
@@ -106,9 +98,8 @@ class FleetWatcher:
         """Publish the "refresh now" notice to one device."""
         body = json.dumps({"refresh": True, "rollout": rollout_id}).encode()
         topic = device_topic(self.prefix, site, device_id, UPDATE_LEAF)
-        self._client.publish(topic, body, qos=1).wait_for_publish(10)
+        self._link.client.publish(topic, body, qos=1).wait_for_publish(10)
 
     def close(self) -> None:
         """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._link.close()

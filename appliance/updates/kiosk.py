@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from tuf.ngclient import Updater
@@ -38,8 +39,46 @@ REJECTED_FILE = "rejected.json"
 StatePublisher = Callable[[bytes], None]
 
 
+@dataclass(frozen=True)
+class PinnedModel:
+    """One model and its health check, fixed for one measurement (``ServingModel.pinned``)."""
+
+    classifier: SkinClassifier
+    health: HealthCheck | None
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.classifier.name
+
+    @property
+    def version(self) -> str:
+        """The model's version."""
+        return self.classifier.version
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The features this model reads, in its input order."""
+        return self.classifier.feature_names
+
+    def classify(self, features: Mapping[str, float]) -> payloads.Classification:
+        """Classify with this model and feed its health check."""
+        try:
+            result = self.classifier.classify(features)
+        except (ValueError, RuntimeError) as exc:
+            observe_classification(self.health, None, str(exc))
+            raise
+        observe_classification(self.health, result, None)
+        return result
+
+
 class ServingModel:
-    """The classifier the pipeline calls; ``swap`` changes it between two measurements."""
+    """The classifier the pipeline calls; ``swap`` changes it between two measurements.
+
+    A measurement reads the model's feature list (to withhold a grade built on numbers that
+    were not measured) and then classifies: it takes one ``pinned`` snapshot for both, so a
+    swap in between changes the next measurement, never half of this one.
+    """
 
     def __init__(self, classifier: SkinClassifier | None) -> None:
         self._active: tuple[SkinClassifier | None, HealthCheck | None] = (classifier, None)
@@ -72,18 +111,18 @@ class ServingModel:
         """SIGHUP with a new ``model.path``: serve that file (ModelError keeps the old one)."""
         self.swap(SkinClassifier.load(path), None)
 
+    def pinned(self) -> PinnedModel | None:
+        """The model serving now with its health check, fixed for one measurement (None: no
+        model serves)."""
+        classifier, health = self._active  # one read: the model and its health together
+        return PinnedModel(classifier.pinned(), health) if classifier is not None else None
+
     def classify(self, features: Mapping[str, float]) -> payloads.Classification:
         """Classify with the model serving when the call starts, and feed its health check."""
-        classifier, health = self._active  # one model for the whole measurement
-        if classifier is None:
+        model = self.pinned()
+        if model is None:
             raise RuntimeError("no model installed")
-        try:
-            result = classifier.classify(features)
-        except (ValueError, RuntimeError) as exc:
-            observe_classification(health, None, str(exc))
-            raise
-        observe_classification(health, result, None)
-        return result
+        return model.classify(features)
 
 
 def _sha256(path: Path) -> str:

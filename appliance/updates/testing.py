@@ -18,18 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.config import Config
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.testing import (
-    BrokerWatcher,
-    fast_source,
-    fixed_analyzer,
-    run_daemon,
-    wait_until,
-)
+from appliance.edge.testing import fast_source, fixed_analyzer, run_daemon, wait_until
 from appliance.transport import payloads
+from appliance.transport.client import LinkSettings
+from appliance.transport.subscriber import Subscriber
 from appliance.updates.wiring import startup_model
 
 LABELS = ("fine", "normal", "coarse")
@@ -84,7 +79,7 @@ def linear_model(
     return path
 
 
-class ModelEvents(BrokerWatcher):
+class ModelEvents:
     """Records results (classification version per measurement) and model states by device."""
 
     def __init__(self, host: str, port: int, prefix: str, client_id: str) -> None:
@@ -92,22 +87,13 @@ class ModelEvents(BrokerWatcher):
         self.deliveries = 0
         self.states: dict[str, list[payloads.ModelState]] = defaultdict(list)
         self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                   protocol=mqtt.MQTTv5)
-        self._filters = [(f"{prefix}/+/+/result", 1), (f"{prefix}/+/+/model/state", 1)]
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._client.connect(host, port)
-        self._client.loop_start()
-        if not self._ready.wait(10):
-            raise TimeoutError(f"no connection to the broker {host}:{port}")
+        filters = [(f"{prefix}/+/+/result", 1), (f"{prefix}/+/+/model/state", 1)]
+        # the one client factory, subscribing only once connected (transport/subscriber.py)
+        self._link = Subscriber(LinkSettings(host, port, client_id), filters, self._on_message,
+                                reconnect=False)
+        self._link.start()
 
-    def _on_connect(self, client: mqtt.Client, *_args: object) -> None:
-        client.subscribe(self._filters)
-        self._ready.set()
-
-    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
         raw = bytes(message.payload)
         if not raw:
             return
@@ -120,6 +106,10 @@ class ModelEvents(BrokerWatcher):
             version = result.classification.version if result.classification else None
             self.versions[result.device_id].setdefault(result.measurement_id, version)
             self.deliveries += 1
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._link.close()
 
     def last_state(self, device_id: str) -> payloads.ModelState | None:
         """The newest state a device reported."""

@@ -16,6 +16,9 @@ from appliance.backoffice.demo_kiosk import _cohort_text
 from appliance.backoffice.store import open_store
 from appliance.cli import main
 from appliance.console.cohortview import BandStats, FeatureView
+from appliance.edge.reasons import not_graded_reason
+from appliance.edge.testing import FIXED_FEATURES
+from appliance.transport import payloads
 from appliance.transport.broker import port_open
 
 pytestmark = pytest.mark.broker
@@ -111,3 +114,28 @@ def test_the_demo_cohort_line_prints_no_nan_interval_for_three_results() -> None
     lines = _cohort_text({"kime_score": FeatureView("kime_score", [band], pearson)})
     assert "nan" not in "\n".join(lines)
     assert "Pearson r -1.00 (n=3, too few for a 95 % CI)" in lines[1]
+
+
+def _demo_result(not_validated: list[str], graded: bool) -> payloads.Result:
+    reasons = [] if graded else [not_graded_reason(not_validated)]
+    grade = payloads.Classification(model="m", version="1", label="fine",
+                                    probabilities={"fine": 1.0}) if graded else None
+    return payloads.Result(
+        measurement_id=payloads.new_measurement_id(), device_id="kiosk-demo-1", site="demo",
+        captured_at=payloads.utc_now(), software_version="x",
+        quality=payloads.Quality(verdict="ok", reasons=reasons), features=FIXED_FEATURES,
+        classification=grade, not_validated=not_validated)  # type: ignore[arg-type]
+
+
+def test_the_demo_prints_no_number_that_was_not_measured(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    printer = demo.ResultPrinter()
+    printer([_demo_result([], graded=True),
+             _demo_result(["hill_density_per_mm2", "kime_score"], graded=False)])
+    measured, unsure = capsys.readouterr().out.splitlines()
+    assert measured == "stored  demo/kiosk-demo-1  kime  61.0  pores  42  grade fine  age band -"
+    assert unsure == "stored  demo/kiosk-demo-1  kime   n/m  pores  42  grade not given  " \
+                     "age band -"
+    assert printer.kime_scores == [61.0]  # the mean leaves out what was not measured
+    assert printer.not_measured == 1

@@ -106,8 +106,10 @@ def test_a_failed_batch_stores_nothing(tmp_path: Path) -> None:
 def test_bad_store_urls_are_explained(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="sqlite:///PATH or postgresql"):
         Store("mysql://x")
-    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
-        Store("postgresql://postgres@127.0.0.1:1/test")
+    with pytest.raises(StoreError, match="cannot connect to the PostgreSQL database "
+                       r"postgresql://postgres:\*\*\*@127.0.0.1:1/test: ") as refused:
+        Store("postgresql://postgres:hunter2@127.0.0.1:1/test")
+    assert "hunter2" not in str(refused.value)
 
 
 def test_a_replayed_retained_status_updates_state_but_not_last_seen(store: Store) -> None:

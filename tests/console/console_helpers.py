@@ -22,6 +22,7 @@ from appliance.config import ConsoleConfig
 from appliance.console.auth import add_user, create_token
 from appliance.console.db import StorePool
 from appliance.console.server import ConsoleThread
+from appliance.edge.reasons import not_graded_reason
 from appliance.edge.testing import FIXED_FEATURES
 from appliance.transport import payloads
 
@@ -106,6 +107,7 @@ NOT_VALIDATED_IN_SEED: dict[int, list[str]] = {
         "furrow_mean_width_um", "furrow_anisotropy", "kime_score"],
 }
 UNMEASURED_KIME = 3.0
+WITHHELD_IN_SEED = 7  # its grade withheld: the model reads the texture features it flags
 
 
 def make_result(index: int, site: str, device: str, band: str | None,
@@ -120,12 +122,17 @@ def make_result(index: int, site: str, device: str, band: str | None,
     if "kime_score" in NOT_VALIDATED_IN_SEED.get(index, []):
         features = features.model_copy(update={"kime_score": UNMEASURED_KIME})
     label = ("fine", "normal", "coarse")[min(age // 2, 2)]
+    grade = payloads.Classification(model="skin-texture-grade", version="1", label=label,
+                                    probabilities={label: 0.9})
+    quality = payloads.Quality(verdict="ok")
+    if index == WITHHELD_IN_SEED:
+        grade = None
+        quality = payloads.Quality(verdict="ok", reasons=[
+            not_graded_reason(NOT_VALIDATED_IN_SEED[index])])
     return payloads.Result(
         measurement_id=payloads.new_measurement_id(int(START.timestamp() * 1000) + index * 60_000),
         device_id=device, site=site, captured_at=START + timedelta(minutes=index),
-        software_version="0.1.0", quality=payloads.Quality(verdict="ok"), features=features,
-        classification=payloads.Classification(model="skin-texture-grade", version="1",
-                                               label=label, probabilities={label: 0.9}),
+        software_version="0.1.0", quality=quality, features=features, classification=grade,
         subject=payloads.Subject(age_band=band, subject_id=subject) if band else None,
         not_validated=NOT_VALIDATED_IN_SEED.get(index, []),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,17 @@ def test_pathology_job_page_shows_each_slide_s_heatmap_and_cam(console: Console,
     expect(page.locator("#slides tr", has_text="unsupported")).to_contain_text("no heatmap")
     page.click("#slides img.cam")  # the picture opens on its own, full size
     expect(page).to_have_url(console.url + "/pathology/job-1/slides/0/cam")
+
+
+def test_a_withheld_grade_is_explained_on_the_results_page(console: Console, page: Any) -> None:
+    results = json.loads(console.get("/api/v1/results?limit=200", console.token)[2])["results"]
+    texture = [r["measurement_id"] for r in results if "kime_score" in r["not_validated"]]
+    assert len(texture) == 1
+    page.goto(console.url + "/results?limit=200")
+    page.click(f"a[href='/results/{texture[0]}']")
+    expect(page.locator("#withheld")).to_contain_text(
+        "Not graded: the kiosk withheld the grade because the model reads features outside "
+        "the validated range (furrow_density_mm_per_mm2, hill_density_per_mm2")
+    kime = page.locator("#features tr[data-key=kime_score] td.value")
+    expect(kime).to_have_text("not measured")
+    assert "no model" not in page.inner_text("main")

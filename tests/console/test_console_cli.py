@@ -21,7 +21,9 @@ def test_user_add_reads_the_password_file_and_token_create_prints_a_working_toke
                  str(password_file), "--store", url]) == 0
     assert "added console user ops (operator)" in capsys.readouterr().out
     assert main(["console", "token", "create", "ops", "--store", url]) == 0
-    token = capsys.readouterr().out.strip()
+    printed = capsys.readouterr()
+    token = printed.out.strip()  # the token alone on stdout
+    assert "'Authorization: Bearer TOKEN'" in printed.err  # how to use it, for a person
     store = open_store(url)
     try:
         login = bearer_login(store, f"Bearer {token}")

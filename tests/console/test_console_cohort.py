@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from console_helpers import BANDS, NOT_VALIDATED_IN_SEED, UNMEASURED_KIME, make_
 from appliance.backoffice.cohort import (
     REPORT_FEATURES,
     Cohort,
+    Correlation,
     band_midpoint_years,
     by_band,
     correlations,
@@ -22,7 +24,13 @@ from appliance.backoffice.cohort import (
 )
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
-from appliance.console.cohortview import feature_views, repeat_rows
+from appliance.console.cohortview import (
+    FeatureView,
+    band_stats,
+    feature_views,
+    repeat_rows,
+    svg_plot,
+)
 from appliance.edge.screen_view import load_references, result_view
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -123,3 +131,17 @@ def test_a_broken_reference_file_is_refused_naming_it(tmp_path: Path) -> None:
     broken.write_text('{"bands": {"40-49": {"kime_score": {"mean": "x"}}}}')
     with pytest.raises(ValueError, match=r"reference\.json: not a reference-range file"):
         load_references(broken)
+
+
+def test_a_small_bands_wide_interval_does_not_put_the_axis_below_zero() -> None:
+    two = band_stats("30-39", 2, 100 + 188, 100**2 + 188**2)  # pores: CI from below 0
+    assert two.low < 0
+    one = band_stats("20-29", 1, 65, 65**2)
+    view = FeatureView("pore_count", [one, two], Correlation(math.nan, math.nan, math.nan,
+                                                             math.nan, 3))
+    svg = svg_plot(view)
+    labels = re.findall(r'font-size="10">([-\d.e+]+)</text>', svg)
+    assert labels[1] == "0"  # the axis' lower label: no negative pore count
+    bottom = 10 + 200 - 50  # top + plot height
+    ys = [float(y) for y in re.findall(r'y[12]="([\d.-]+)"', svg)]
+    assert max(ys) == pytest.approx(bottom)  # the whisker stops at the axis

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -13,6 +14,7 @@ from console_helpers import (
     NOT_VALIDATED_IN_SEED,
     PASSWORD,
     UNMEASURED_KIME,
+    WITHHELD_IN_SEED,
     Console,
     get_with,
     login_cookie,
@@ -214,6 +216,54 @@ def test_one_result_shows_not_measured_instead_of_the_number(console: Console) -
     assert measured
     assert b"not measured" not in measured.group(0)
     assert page.count(b"not measured</td>") == len(flagged[texture])
+
+
+def _api(console: Console, path: str) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads(console.get(path, console.token)[2])
+    return answer
+
+
+def test_api_gives_no_number_for_a_feature_not_measured(console: Console) -> None:
+    flagged = _flagged(console)
+    texture = next(m for m, keys in flagged.items() if "kime_score" in keys)
+    keys = flagged[texture]
+    detail = _api(console, f"/api/v1/results/{texture}")
+    assert {k for k, v in detail["features"].items() if v is None} == set(keys)
+    assert detail["not_validated_raw"]["kime_score"] == UNMEASURED_KIME  # kept apart, for audit
+    assert set(detail["not_validated_raw"]) == set(keys)
+    clean = next(m for m in _ids(console) if m not in flagged)
+    measured = _api(console, f"/api/v1/results/{clean}")
+    assert None not in measured["features"].values()
+    assert measured["not_validated_raw"] == {}
+    (row,) = [r for r in _api(console, "/api/v1/results?limit=200")["results"]
+              if r["measurement_id"] == texture]
+    assert (row["kime_score"], row["hill_density_per_mm2"], row["furrow_density_mm_per_mm2"]) \
+        == (None, None, None)
+    assert isinstance(row["pore_count"], int)  # measured: its number
+    assert row["not_validated_raw"]["kime_score"] == UNMEASURED_KIME
+
+
+def _ids(console: Console) -> list[str]:
+    return [r["measurement_id"] for r in _api(console, "/api/v1/results?limit=200")["results"]]
+
+
+def test_api_and_page_say_why_a_grade_was_withheld(console: Console) -> None:
+    answers = [_api(console, f"/api/v1/results/{m}") for m in _ids(console)]
+    withheld = [a for a in answers if a["grade_withheld"]]
+    assert len(withheld) == 1
+    (detail,) = withheld
+    assert detail["classification"] is None
+    assert detail["grade_withheld"] == {"features": NOT_VALIDATED_IN_SEED[WITHHELD_IN_SEED],
+                                        "frame": False}
+    graded_but_unmeasured = [a for a in answers if a["not_validated"] and a["classification"]]
+    assert graded_but_unmeasured  # pores too small: this grade does not need them
+    assert all(a["grade_withheld"] is None for a in graded_but_unmeasured)
+    cookie, _ = login_cookie(console)
+    mid = detail["result"]["measurement_id"]
+    _, _, page = get_with(console, f"/results/{mid}", cookie)
+    assert (b'<p id="withheld">Not graded: the kiosk withheld the grade because the model reads '
+            b"features outside the validated range (furrow_density_mm_per_mm2, ") in page
+    assert b"no model on the kiosk" not in page
 
 
 def test_results_list_shows_n_m_in_cells_not_measured(console: Console) -> None:

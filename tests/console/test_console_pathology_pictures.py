@@ -186,7 +186,7 @@ def test_appliance_console_serves_from_the_configs_pathology_results_dir(tmp_pat
     port = free_port()
     (tmp_path / "backoffice.yaml").write_text(
         f"console:\n  port: {port}\npathology:\n  results_dir: pathology-results\n")
-    server = subprocess.Popen(  # relative results_dir: from the working directory, as served
+    server = subprocess.Popen(  # relative results_dir: from the config file's folder
         [sys.executable, "-m", "appliance", "console", "--config", "backoffice.yaml", "--store",
          url], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -23,6 +23,7 @@ from appliance.config import config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.measure import Measurement
 from appliance.edge.testing import FIXED_FEATURES, fast_daemon, fixed_analyzer
+from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.synthetic.camera import textured_skin
 from appliance.transport.broker import free_port
 
@@ -153,11 +154,11 @@ class HandScope:
         """Nothing to close."""
 
 
-def hand_kiosk(broker: Any, tmp_path: Path, wobbling: bool,
-               analyzer: Any = fixed_analyzer) -> tuple[Running, threading.Event]:
+def hand_kiosk(broker: Any, tmp_path: Path, wobbling: bool, analyzer: Any = fixed_analyzer,
+               classifier: Any = None) -> tuple[Running, threading.Event]:
     touching = threading.Event()
     daemon = EdgeDaemon(kiosk_config(tmp_path, broker), source=HandScope(touching, wobbling),
-                        analyzer=analyzer)
+                        analyzer=analyzer, classifier=classifier)
     return Running(daemon), touching
 
 
@@ -209,9 +210,14 @@ def test_features_outside_the_validated_range_show_as_not_measured(
         features = page.locator("#features")
         expect(features.locator("tr[data-key=pore_mean_diameter_um] td.value")).to_have_text(
             "not measured (outside the range this kiosk is validated for)")
-        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42 ")
+        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42")
         assert "typical" not in features.locator(
             "tr[data-key=pore_mean_diameter_um]").inner_text()
+        # no more digits than the method resolves (as on the overlay's caption)
+        expect(features.locator("tr[data-key=hill_density_per_mm2] td.value")).to_have_text(
+            "9.4 /mm²")
+        expect(features.locator("tr[data-key=furrow_mean_width_um] td.value")).to_have_text(
+            "38 µm")
     finally:
         running.stop()
 
@@ -235,7 +241,7 @@ def test_a_kime_score_outside_the_validated_range_is_not_the_headline(
         features = page.locator("#features")
         expect(features.locator("tr[data-key=hill_density_per_mm2] td.value")).to_have_text(
             "not measured (outside the range this kiosk is validated for)")
-        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42 ")
+        expect(features.locator("tr[data-key=pore_count] td.value")).to_have_text("42")
         assert page.inner_text("#kime-standing") == ""
         page.click("#lang-ja")
         expect(kime).to_have_text("測定対象外（このキオスクの有効範囲外）")
@@ -244,6 +250,52 @@ def test_a_kime_score_outside_the_validated_range_is_not_the_headline(
         measure_once(running, touching)  # the next customer's kime score is measured
         expect(kime).to_have_text("61")
         expect(kime).not_to_have_class(re.compile(r"\bnot-measured\b"))
+    finally:
+        running.stop()
+
+
+TEXTURE = ("furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2",
+           "furrow_mean_width_um", "furrow_anisotropy", "kime_score")
+
+
+def test_a_withheld_grade_says_why_in_the_customers_language(
+    mqtt_broker: Any, tmp_path: Path, page: Any
+) -> None:
+    customers = [  # hills too large (texture not measured), a frame at the wrong scale, fine
+        Measurement(FIXED_FEATURES, not_validated=TEXTURE),
+        Measurement(FIXED_FEATURES, frame_outside=("scale 30.00 um/px outside 7-13",),
+                    not_validated=(*TEXTURE, "pore_count")),
+    ]
+
+    def next_customer(rgb: np.ndarray, um_per_px: float) -> Measurement:
+        return customers.pop(0) if customers else Measurement(FIXED_FEATURES)
+
+    running, touching = hand_kiosk(mqtt_broker, tmp_path, False, next_customer,
+                                   SkinClassifier.load(DEFAULT_MODEL))  # reads every feature
+    try:
+        page.goto(running.url)
+        assert "classification" not in measure_once(running, touching)
+        grade, why = page.locator("#grade"), page.locator("#grade-why")
+        expect(grade).to_have_text("Not given")
+        expect(why).to_have_text(
+            "The grade needs furrows, hills, hill size, furrow width, furrow direction, kime "
+            "score, which could not be measured here (outside the range this kiosk is "
+            "validated for).")
+        expect(why).to_be_visible()
+        page.click("#lang-ja")
+        expect(grade).to_have_text("評価なし")
+        expect(why).to_have_text("評価には皮溝、皮丘、皮丘の大きさ、皮溝の幅、皮溝の方向性、キメスコア"
+                                 "が必要ですが、測定対象外（このキオスクの有効範囲外）でした。")
+        page.click("#lang-en")
+        time.sleep(0.5)  # lifted long enough to end the contact
+        measure_once(running, touching)
+        expect(why).to_have_text("This picture is outside the range this kiosk is validated "
+                                 "for, so no grade is given.")
+        time.sleep(0.5)
+        graded = measure_once(running, touching)["classification"]["label"]
+        expect(grade).to_have_text(graded.capitalize())  # "Fine", "Normal" or "Coarse"
+        expect(why).to_be_hidden()
+        assert page.inner_text("#grade-why") == ""
     finally:
         running.stop()
 

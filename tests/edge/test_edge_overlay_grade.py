@@ -27,15 +27,17 @@ class _Model:
                                        probabilities={"coarse": 1.0})
 
 
-def test_the_overlay_drawer_receives_the_results_grade() -> None:
-    drawn_with: list[str | None] = []
+def _measured_once(not_validated: tuple[payloads.FeatureKey, ...]) -> tuple[
+        Accepted, list[tuple[str | None, tuple[str, ...] | None]]]:
+    """One customer through the real pipeline; what the overlay drawer was called with."""
+    drawn_with: list[tuple[str | None, tuple[str, ...] | None]] = []
 
     def analyzer(rgb: np.ndarray, um_per_px: float) -> Measurement:
-        def draw(grade: str | None) -> np.ndarray:
-            drawn_with.append(grade)
+        def draw(grade: str | None, withheld_for: tuple[str, ...] | None) -> np.ndarray:
+            drawn_with.append((grade, withheld_for))
             return rgb
 
-        return Measurement(FIXED_FEATURES, draw)
+        return Measurement(FIXED_FEATURES, draw, not_validated=not_validated)
 
     frames: queue.Queue[Frame] = queue.Queue()
     results: queue.Queue[Accepted] = queue.Queue()
@@ -48,7 +50,18 @@ def test_the_overlay_drawer_receives_the_results_grade() -> None:
     runner.start()
     accepted = results.get(timeout=30)
     runner.join(10)
-    assert accepted.result.classification is not None
     assert accepted.draw_overlay is not None
     accepted.draw_overlay()
-    assert drawn_with == ["coarse"]
+    return accepted, drawn_with
+
+
+def test_the_overlay_drawer_receives_the_results_grade() -> None:
+    accepted, drawn_with = _measured_once(())
+    assert accepted.result.classification is not None
+    assert drawn_with == [("coarse", None)]
+
+
+def test_the_overlay_drawer_is_told_why_a_grade_was_withheld() -> None:
+    accepted, drawn_with = _measured_once(("hill_density_per_mm2", "kime_score"))
+    assert accepted.result.classification is None  # the model reads both
+    assert drawn_with == [(None, ("hill_density_per_mm2", "kime_score"))]

@@ -134,6 +134,19 @@ class Watcher:
                 continue
         raise AssertionError(f"no refusal saying {fragment!r}; saw {self.seen[-5:]}")
 
+    def wait_cancel_answer(self, job_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
+        """A server's answer (errors topic) to a cancel request of job_id."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for seen in self.seen:
+                if seen["job_id"] == job_id and seen.get("request") == "cancel":
+                    return seen
+            try:
+                self.seen.append(self.states.get(timeout=0.5))
+            except queue.Empty:
+                continue
+        raise AssertionError(f"no answer to the cancel of {job_id}; saw {self.seen[-5:]}")
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -319,6 +332,30 @@ def test_killed_server_job_is_taken_over_and_stored_exactly_once(
     store.close()
 
 
+def test_a_relative_results_dir_is_the_config_file_s_folder_not_the_working_one(
+    env: Env,
+) -> None:
+    env.config(client_id="relative", results_dir="pictures")  # written to tmp_path/config.yaml
+    elsewhere = env.tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "pathology", "serve", "--config",
+         str(env.tmp_path / "config.yaml")], cwd=elsewhere, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=(env.tmp_path / "server.log").open("w"))
+    try:
+        env.watcher.wait_server("relative", "online")
+        env.watcher.submit(_job("relative", [env.slides / "b11.jpg"]))
+        final = env.watcher.wait("relative", {"done", "failed"}, timeout_s=90)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    assert final["state"] == "done"
+    heatmap = Path(final["results"][0]["heatmap_path"])
+    assert heatmap.is_relative_to(env.tmp_path / "pictures")
+    assert heatmap.is_file()
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -453,6 +490,53 @@ def test_cancel_of_an_unknown_job_says_so_and_sends_nothing(
     finally:
         listener.disconnect()
         listener.loop_stop()
+
+
+def _publish_retained(broker: Any, topic: str, payload: bytes) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _retained_on(broker: Any, topic: str) -> list[tuple[str, bytes]]:
+    """What a new subscriber to topic gets: the retained message, if the broker keeps one."""
+    listener, heard = _listen(broker, [topic])
+    time.sleep(0.5)
+    listener.disconnect()
+    listener.loop_stop()
+    return [(t, payload) for t, payload in heard if payload]
+
+
+def test_a_cancel_for_an_unknown_job_is_cleared_and_answered(env: Env, serve: Servers) -> None:
+    ghost = cancel_topic(env.prefix, "ghost")
+    _publish_retained(env.broker, ghost, b'{"job_id": "ghost", "requested_at": 0}')
+    assert len(_retained_on(env.broker, ghost)) == 1  # on the broker before any server runs
+    serve(env.config())  # the retained request arrives with the subscription
+    answer = env.watcher.wait_cancel_answer("ghost")
+    assert answer["state"] == "unknown"
+    assert "job ghost is unknown" in answer["reason"]
+    assert _retained_on(env.broker, ghost) == []
+    store = _store(env.tmp_path)
+    assert store.job("ghost") is None  # nothing was made of it
+    store.close()
+
+
+def test_a_cancel_for_an_ended_job_is_cleared_and_answered(env: Env, serve: Servers) -> None:
+    serve(env.config())
+    env.watcher.submit(_job("ended", [env.slides / "b12.jpg"]))
+    assert env.watcher.wait("ended", {"done", "failed"})["state"] == "done"
+    topic = cancel_topic(env.prefix, "ended")
+    _publish_retained(env.broker, topic, b'{"job_id": "ended", "requested_at": 0}')
+    answer = env.watcher.wait_cancel_answer("ended")
+    assert answer["state"] == "done"
+    assert "job ended already ended (done)" in answer["reason"]
+    assert _retained_on(env.broker, topic) == []
+    store = _store(env.tmp_path)
+    assert store.job("ended")["state"] == "done"  # type: ignore[index]
+    store.close()
 
 
 def test_wait_without_a_server_ends_with_exit_3_at_its_timeout(

@@ -9,7 +9,12 @@ from functools import lru_cache
 import numpy as np
 
 from appliance.skin.analysis import SkinAnalysis, analyze
-from appliance.skin.overlay import NOT_MEASURED_LEGEND, caption_lines, draw_overlay
+from appliance.skin.overlay import (
+    CAPTION_LINE_PX,
+    NOT_MEASURED_LEGEND,
+    caption_lines,
+    draw_overlay,
+)
 from appliance.synthetic.skin import synthetic_frame
 
 
@@ -63,3 +68,46 @@ def test_the_band_below_the_frame_has_room_for_the_legend() -> None:
     band_inside = draw_overlay(_rgb(), inside)[height:]
     assert band_outside.shape[0] > band_inside.shape[0]  # one more line: the legend
     assert band_outside[-40:].any()  # and it is drawn, not left blank
+
+
+TEXTURE = ("furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2",
+           "furrow_mean_width_um", "furrow_anisotropy", "kime_score")
+
+
+def _texture_unsure() -> SkinAnalysis:
+    inside = _analysis(10.0)
+    return dataclasses.replace(inside, validity=dataclasses.replace(
+        inside.validity, not_validated=TEXTURE, reasons=("hill size 0.300 mm2 outside 0.03-0.25",)))
+
+
+def test_a_withheld_grade_names_the_features_it_needed_in_plain_words() -> None:
+    lines = caption_lines(_texture_unsure(), None, TEXTURE)
+    assert lines[0] == "grade not given   kime score not measured"
+    assert lines[3] == ("grade not given: furrows, hills, hill size, furrow width, "
+                        "furrow direction, kime score not measured")
+    assert lines[4] == NOT_MEASURED_LEGEND
+    assert not any("_" in line for line in lines)  # no feature keys, only words
+
+
+def test_a_frame_outside_the_range_says_so_instead_of_listing_every_feature() -> None:
+    lines = caption_lines(_analysis(30.0), None, ("pore_count", "kime_score"))
+    assert lines[0] == "grade not given   kime score not measured"
+    assert lines[3] == ("grade not given: this picture is outside the range this kiosk is "
+                        "validated for (scale 30.00 um/px outside 7-13)")
+
+
+def test_no_model_is_not_a_withheld_grade() -> None:
+    lines = caption_lines(_texture_unsure())  # nothing withheld: the kiosk has no model
+    assert lines[0] == "grade - (not classified)   kime score not measured"
+    assert not any(line.startswith("grade not given") for line in lines)
+
+
+def test_a_long_reason_wraps_inside_the_band() -> None:
+    pores_too = (*TEXTURE, "pore_mean_diameter_um", "pore_area_ratio")
+    analysis = dataclasses.replace(_texture_unsure(), validity=dataclasses.replace(
+        _texture_unsure().validity, not_validated=pores_too))
+    height = _rgb().shape[0]
+    lines = caption_lines(analysis, None, pores_too)
+    band = draw_overlay(_rgb(), analysis, None, pores_too)[height:]
+    assert band.shape[0] == CAPTION_LINE_PX * (len(lines) + 1) + 14  # the reason: two lines
+    assert not band[:, -8:].any()  # and no text runs off the right edge

@@ -50,3 +50,26 @@ def test_msi_slides_carry_more_lymphocytes() -> None:
         return float((hematoxylin > 1.2).mean())
 
     assert dark_nuclei_share(msi) > 1.5 * dark_nuclei_share(mss)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--patients", "0"], "--patients: must be a whole number from 1 to 10000, got '0'"),
+        (["--patients", "1e9"], "--patients: expected a whole number, got '1e9'"),
+        (["--seed=-1"], "--seed: must be a whole number from 0 to 9223372036854775807, got"),
+        (["--msi-fraction", "nan"], "--msi-fraction: must be a finite number from 0 to 1 (a "
+         "share of the patients), got 'nan'"),
+        (["--msi-fraction", "1.5"], "--msi-fraction: must be a finite number from 0 to 1"),
+        (["--workers", "0"], "--workers: must be a whole number from 1 to 256, got '0'"),
+    ],
+)
+def test_bad_he_arguments_exit_2_naming_the_option_and_its_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    out = tmp_path / "cohort"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "he", "--out", str(out), "--patients", "1", *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -1,4 +1,5 @@
-"""``appliance synth micrometer``: numbers that describe no photo are refused (exit 2)."""
+"""``appliance synth micrometer``: numbers outside their range are refused (exit 2), the
+limits of each range are photos."""
 
 from __future__ import annotations
 
@@ -8,22 +9,38 @@ import pytest
 
 from appliance.cli import main
 
+SCALE = "must be a finite number over 0.5 and at most 30 (um per pixel, as skin.um_per_px)"
+PITCH = "must be a finite number from 0.001 to 10 (mm between lines)"
+ANGLE = "must be a finite number from -90 to 90 (degrees)"
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--um-per-px", "inf"], "argument --um-per-px: must be a finite number, got 'inf'"),
-        (["--um-per-px=-inf"], "argument --um-per-px: must be a finite number, got '-inf'"),
-        (["--um-per-px", "1e999"], "argument --um-per-px: must be a finite number, got '1e999'"),
-        (["--um-per-px", "nan"], "argument --um-per-px: must be a finite number, got 'nan'"),
-        (["--um-per-px", "0"], "argument --um-per-px: must be more than 0, got '0'"),
-        (["--um-per-px=-9.6"], "argument --um-per-px: must be more than 0, got '-9.6'"),
+        (["--um-per-px", "inf"], f"argument --um-per-px: {SCALE}, got 'inf'"),
+        (["--um-per-px=-inf"], f"argument --um-per-px: {SCALE}, got '-inf'"),
+        (["--um-per-px", "1e999"], f"argument --um-per-px: {SCALE}, got '1e999'"),
+        (["--um-per-px", "nan"], f"argument --um-per-px: {SCALE}, got 'nan'"),
+        (["--um-per-px", "0"], f"argument --um-per-px: {SCALE}, got '0'"),
+        (["--um-per-px", "0.5"], f"argument --um-per-px: {SCALE}, got '0.5'"),
+        (["--um-per-px", "30.01"], f"argument --um-per-px: {SCALE}, got '30.01'"),
+        (["--um-per-px=-9.6"], f"argument --um-per-px: {SCALE}, got '-9.6'"),
         (["--um-per-px", "ten"], "argument --um-per-px: expected a number, got 'ten'"),
-        (["--mm", "inf"], "argument --mm: must be a finite number, got 'inf'"),
-        (["--angle-deg", "inf"], "argument --angle-deg: must be a finite number, got 'inf'"),
+        (["--mm", "inf"], f"argument --mm: {PITCH}, got 'inf'"),
+        (["--mm", "1e308"], f"argument --mm: {PITCH}, got '1e308'"),
+        (["--mm", "10.5"], f"argument --mm: {PITCH}, got '10.5'"),
+        (["--mm", "1e-300"], f"argument --mm: {PITCH}, got '1e-300'"),
+        (["--mm", "0"], f"argument --mm: {PITCH}, got '0'"),
+        (["--angle-deg", "inf"], f"argument --angle-deg: {ANGLE}, got 'inf'"),
+        (["--angle-deg", "1e300"], f"argument --angle-deg: {ANGLE}, got '1e300'"),
+        (["--lines", "1"], "argument --lines: must be a whole number from 2 to 10000, got '1'"),
+        (["--lines=-5"], "argument --lines: must be a whole number from 2 to 10000, got '-5'"),
+        (["--lines", "1e9"], "argument --lines: expected a whole number, got '1e9'"),
+        (["--seed=-1"], "argument --seed: must be a whole number from 0 to 9223372036854775807"),
+        (["--seed", f"{2**63}"], "argument --seed: must be a whole number from 0 to "),
     ],
 )
-def test_non_finite_or_non_positive_values_exit_2_naming_the_option(
+def test_values_outside_their_range_exit_2_naming_the_option_and_the_range(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
     out = tmp_path / "micrometer.png"
@@ -41,3 +58,15 @@ def test_a_finite_scale_writes_the_photo(
     assert main(["synth", "micrometer", "--out", str(out), "--um-per-px", "9.6"]) == 0
     assert out.stat().st_size > 0
     assert "at 9.6 um/px" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra", [["--mm", "10", "--um-per-px", "30"], ["--mm", "0.001", "--um-per-px", "0.51"],
+              ["--lines", "2", "--angle-deg=-90"], ["--lines", "10000", "--angle-deg", "90"]])
+def test_the_limits_of_each_range_write_a_photo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    out = tmp_path / "micrometer.png"
+    assert main(["synth", "micrometer", "--out", str(out), *extra]) == 0
+    assert out.stat().st_size > 0
+    assert "wrote " in capsys.readouterr().out

@@ -47,9 +47,14 @@ def test_pool_and_serial_runs_write_identical_files(tmp_path: Path) -> None:
     ("extra", "message"),
     [
         (["--preset", "teen"], "invalid choice: 'teen'"),
-        (["--count", "0"], "--count: must be at least 1, got 0"),
+        (["--count", "0"], "--count: must be a whole number from 1 to 100000, got '0'"),
+        (["--count", "100001"], "--count: must be a whole number from 1 to 100000, got"),
         (["--count", "x"], "--count: expected a whole number"),
-        (["--seed", "-1"], "--seed: must be 0 or more"),
+        (["--seed", "-1"], "--seed: must be a whole number from 0 to 9223372036854775807, got"),
+        (["--seed", "9" * 30], "--seed: must be a whole number from 0 to 9223372036854775807"),
+        (["--start=-1"], "--start: must be a whole number from 0 to 9223372036854775807, got"),
+        (["--workers", "0"], "--workers: must be a whole number from 1 to 256, got '0'"),
+        (["--workers", "100000"], "--workers: must be a whole number from 1 to 256, got"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(

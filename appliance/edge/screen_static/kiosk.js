@@ -29,13 +29,28 @@ function bandLabel(band) {
   return band === "all" ? text("band_all") : text("band_people", {band: band});
 }
 
+// The grade, or why it was withheld: the features it needs were not measured, or the picture
+// as a whole is outside the validated range (a kiosk without a model shows "-").
+function renderGrade(result) {
+  const withheld = result.grade ? null : result.grade_withheld;
+  const grade = document.getElementById("grade");
+  grade.textContent = result.grade ? text("grade_" + result.grade) : withheld ? text("grade_not_given") : "-";
+  grade.classList.toggle("not-measured", !!withheld);
+  let why = "";
+  if (withheld && (withheld.frame || withheld.features.length === 0)) why = text("grade_withheld_frame");
+  else if (withheld) {
+    const names = withheld.features.map((key) => text("name_" + key));
+    why = text("grade_withheld", {features: names.join(text("list_separator"))});
+  }
+  document.getElementById("grade-why").textContent = why;
+}
+
 function renderResult(result) {
   document.getElementById("result").dataset.mid = result.measurement_id;
   const kime = document.getElementById("kime");  // null: outside the validated range
   kime.textContent = result.kime_score === null ? text("not_measured") : result.kime_score.toFixed(0);
   kime.classList.toggle("not-measured", result.kime_score === null);
-  const grade = result.grade ? text("grade_" + result.grade) : "-";
-  document.getElementById("grade").textContent = grade;
+  renderGrade(result);
   const overlay = document.getElementById("overlay");
   if (result.overlay) { if (overlay.getAttribute("src") !== result.overlay) overlay.src = result.overlay; }
   overlay.style.display = result.overlay ? "" : "none";
@@ -53,8 +68,7 @@ function renderResult(result) {
     const row = table.insertRow();
     row.dataset.key = f.key;
     cell(row, text("feature_" + f.key), "name");
-    const value = f.measured ? (Number.isInteger(f.value) ? String(f.value) : f.value.toFixed(2)) + " " + f.unit
-                             : text("not_measured");
+    const value = f.measured ? f.value.toFixed(f.digits) + (f.unit ? " " + f.unit : "") : text("not_measured");
     cell(row, value, f.measured ? "value" : "value not-measured");
     const info = cell(row, text("explain_" + f.key), "explain");
     if (f.measured && f.standing && result.reference_band) {

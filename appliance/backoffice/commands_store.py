@@ -1,0 +1,56 @@
+"""``appliance store migrate``: bring the back-office store's schema up to date.
+
+Writers and servers (``backoffice``, ``console``, ``demo``, ``models deploy``) migrate the store
+when they start; read commands (``fleet``, ``results``, ``report``, ``models status``, ...)
+never change it and refuse a store whose schema is missing or older than this code, pointing
+here. This command creates the tables (the pathology server's included) in an empty database
+too: that is how a new PostgreSQL database is made ready before anything reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from appliance.backoffice.commands import add_store_options, load_or_report
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from appliance.backoffice.store import (  # noqa: PLC0415  (psycopg loads on use)
+        LATEST_VERSION,
+        store_name,
+        store_url_for,
+    )
+    from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore  # noqa: PLC0415
+
+    url = args.store
+    if url is None:
+        config = load_or_report(args.config)
+        if config is None:
+            return 2
+        url = store_url_for(config.store.url, config.state_dir)
+    try:
+        store = PathologyStore(url)
+        try:
+            applied = store.migrate()
+            store.migrate_pathology()
+        finally:
+            store.close()
+    except STORE_ERRORS as exc:  # cannot connect, or the database refused a statement
+        print(f"store migrate: {store_name(url)}: {exc}", file=sys.stderr)
+        return 2
+    done = (f"applied migration(s) {', '.join(map(str, applied))}" if applied
+            else "already up to date")
+    print(f"{store_name(url)}: {done}; schema version {LATEST_VERSION}")
+    return 0
+
+
+def register(root: Any, groups: dict[str, Any]) -> None:
+    """Add ``store migrate`` to the command line."""
+    store = root.add_parser("store", help="the back-office store's schema")
+    sub = store.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
+    migrate = sub.add_parser(
+        "migrate", help="create or update the store's tables (read commands never do)")
+    add_store_options(migrate)
+    migrate.set_defaults(handler=_migrate)

@@ -1,0 +1,173 @@
+"""The ingest worker's writes to the store: one transaction per batch of results, statuses and
+dead letters.
+
+A mixin of ``Store`` (same connection, same SQL for SQLite and PostgreSQL), as the console's
+queries are (``queries.py``). A message is acknowledged to the broker only once everything
+its batch changed is committed, so every write here happens inside one ``_transaction``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS, DeadLetter
+
+_IN_CHUNK = 500
+# last_seen never moves back (a retained status replayed on reconnect is old news)
+_LATEST_SEEN = (
+    "last_seen = CASE WHEN excluded.last_seen > devices.last_seen "
+    "THEN excluded.last_seen ELSE devices.last_seen END"
+)
+_MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
+
+
+@dataclass
+class Batch:
+    """Everything one ingest transaction writes."""
+
+    results: list[tuple[Any, ...]] = field(default_factory=list)
+    statuses: list[tuple[Any, ...]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    topic_prefix: str = "appliance"  # names the topic of a result set aside as a conflict
+
+
+class IngestWrites:
+    """``write_batch`` and its statements, mixed into ``Store``."""
+
+    postgres: bool
+    if TYPE_CHECKING:
+
+        def _sql(self, text: str) -> str: ...
+        def _transaction(self) -> AbstractContextManager[Any]: ...
+
+    def write_batch(
+        self, batch: Batch, dead_letter_max_rows: int, dead_letter_max_total_bytes: int = 2**62
+    ) -> list[str]:
+        """Commit one batch; returns the measurement ids that were new (stored now).
+
+        A result whose measurement id is already stored (or earlier in the batch) with other
+        content is not stored: it becomes a dead letter in the same transaction.
+        """
+        with self._transaction() as cur:
+            fresh, conflicts = self._insert_results(cur, batch.results)
+            self._touch_devices(cur, batch.results)
+            if batch.statuses:
+                self._upsert_statuses(cur, batch.statuses)
+            letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
+            if letters:
+                self._insert_dead_letters(cur, letters, dead_letter_max_rows)
+                self._prune_dead_letter_bytes(cur, dead_letter_max_total_bytes)
+        return fresh
+
+    def _insert_results(
+        self, cur: Any, rows: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        unique: dict[str, tuple[Any, ...]] = {}
+        conflicts = []
+        for row in rows:
+            first = unique.setdefault(row[0], row)  # the first copy in the batch wins
+            if first is not row and first[-1] != row[-1]:
+                conflicts.append(row)
+        existing: dict[str, str] = {}
+        ids = list(unique)
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            cur.execute(
+                self._sql(
+                    f"SELECT measurement_id, payload FROM results WHERE measurement_id IN ({marks})"
+                ),
+                chunk,
+            )
+            existing.update((row[0], row[1]) for row in cur.fetchall())
+        conflicts += [row for key, row in unique.items() if existing.get(key, row[-1]) != row[-1]]
+        fresh = [row for key, row in unique.items() if key not in existing]
+        self._insert_many(
+            cur, "results", RESULT_COLUMNS, fresh, "ON CONFLICT (measurement_id) DO NOTHING"
+        )
+        return [row[0] for row in fresh], conflicts
+
+    def _insert_many(
+        self,
+        cur: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        conflict: str,
+    ) -> None:
+        """SQLite: multi-row INSERTs, one step (and GIL hand-off) per chunk instead of per row.
+        PostgreSQL: psycopg's pipelined executemany, which parses the one-row query once."""
+        one = "(" + ",".join("?" * len(columns)) + ")"
+        if self.postgres:
+            if rows:
+                sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {one} {conflict}"
+                cur.executemany(self._sql(sql), rows)
+            return
+        per_chunk = max(1, _MAX_PARAMS // len(columns))
+        for start in range(0, len(rows), per_chunk):
+            chunk = rows[start : start + per_chunk]
+            values = ",".join([one] * len(chunk))
+            sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {values} {conflict}"
+            cur.execute(self._sql(sql), [value for row in chunk for value in row])
+
+    def _touch_devices(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        seen = {(row[2], row[1]): row[4] for row in rows}  # (site, device) -> received_at
+        if not seen:
+            return
+        self._insert_many(
+            cur,
+            "devices",
+            ("site", "device_id", "last_seen"),
+            [(site, device, at) for (site, device), at in seen.items()],
+            f"ON CONFLICT (site, device_id) DO UPDATE SET {_LATEST_SEEN}",
+        )
+
+    def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        updates = ", ".join(
+            _LATEST_SEEN if col == "last_seen" else f"{col} = excluded.{col}"
+            for col in DEVICE_COLUMNS[2:]
+        )
+        marks = ",".join("?" * len(DEVICE_COLUMNS))
+        cur.executemany(
+            self._sql(
+                f"INSERT INTO devices ({','.join(DEVICE_COLUMNS)}) VALUES ({marks}) "
+                f"ON CONFLICT (site, device_id) DO UPDATE SET {updates}"
+            ),
+            rows,
+        )
+
+    def _insert_dead_letters(self, cur: Any, letters: Sequence[DeadLetter], keep: int) -> None:
+        cur.executemany(
+            self._sql(
+                "INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
+                "VALUES (?, ?, ?, ?, ?)"
+            ),
+            [(d.received_at, d.topic, d.reason, d.payload_bytes, d.payload) for d in letters],
+        )
+        cur.execute(
+            self._sql(
+                "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?"
+            ),
+            (keep,),
+        )
+
+    def _prune_dead_letter_bytes(self, cur: Any, max_total_bytes: int) -> None:
+        """Drop the oldest dead letters until the kept payloads fit in ``max_total_bytes``."""
+        cur.execute(
+            self._sql(
+                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM (SELECT id, SUM("
+                "LENGTH(payload) + LENGTH(reason) + LENGTH(topic)) OVER (ORDER BY id DESC) "
+                "AS kept FROM dead_letters) newest WHERE kept > ?)"
+            ),
+            (max_total_bytes,),
+        )
+
+
+def _conflict(prefix: str, row: tuple[Any, ...]) -> DeadLetter:
+    """A result that re-uses a stored measurement id with other content, as a dead letter."""
+    raw = str(row[-1]).encode()  # RESULT_COLUMNS order: id, device, site, ..., payload last
+    reason = f"measurement_id {row[0]} already stored with other content; not stored"
+    return DeadLetter(row[4], f"{prefix}/{row[2]}/{row[1]}/result", reason, len(raw), raw)

@@ -1,0 +1,111 @@
+"""A client that only listens: connect, subscribe once the broker accepted us, hand on messages.
+
+For the back office's watchers of the fleet and for tests: the paho client comes from the one
+factory (transport/client.py: TLS, credentials), subscriptions go out only after CONNACK
+reason code 0 (MQTT 5 spec 3.2.2.2) and again after every reconnect, and ``start`` returns
+once the broker granted them (SUBACK). A refusal that retrying cannot fix (the fatal CONNACK
+table) or a refused subscription ends ``start`` with BrokerRefusedError; another refusal (busy,
+restarting) is retried until the timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from appliance.transport.client import (
+    BrokerRefusedError,
+    LinkSettings,
+    connack_refusal,
+    is_fatal_connack,
+    new_client,
+    reason_value,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+MessageHandler = Callable[[mqtt.MQTTMessage], None]
+
+
+class Subscriber:
+    """One listening client; ``client`` may also publish once ``start`` returned."""
+
+    def __init__(self, settings: LinkSettings, filters: Sequence[tuple[str, int]],
+                 on_message: MessageHandler, *, reconnect: bool = True) -> None:
+        self.settings = settings
+        self.filters = list(filters)
+        self._handler = on_message
+        self._answered = threading.Event()  # subscribed (SUBACK), or refused for good
+        self._refusal: BrokerRefusedError | None = None
+        self._last_refusal = ""
+        self.client = new_client(settings, reconnect=reconnect)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        """Connect and return once subscribed; raise (after closing) on a refusal, an
+        unreachable broker (OSError) or no answer within ``timeout_s`` (TimeoutError)."""
+        self.client.connect(self.settings.host, self.settings.port,
+                            keepalive=self.settings.keepalive_s)
+        self.client.loop_start()
+        answered = self._answered.wait(timeout_s)
+        if answered and self._refusal is None:
+            return
+        self.close()
+        if self._refusal is not None:
+            raise self._refusal
+        last = f"; last answer: {self._last_refusal}" if self._last_refusal else ""
+        raise TimeoutError(f"broker {self.settings.host}:{self.settings.port} did not accept "
+                           f"the connection within {timeout_s:g} s{last}")
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
+                    _p: object) -> None:
+        try:
+            if reason.is_failure:
+                self._refused(client, reason)
+                return
+            client.subscribe(self.filters)
+        except Exception:  # never let an exception kill paho's network thread
+            log.exception("on_connect failed")
+
+    def _refused(self, client: mqtt.Client, reason: ReasonCode) -> None:
+        self._last_refusal = connack_refusal(self.settings, reason)
+        log.error("%s", self._last_refusal)
+        if is_fatal_connack(reason_value(reason)):
+            self._refusal = BrokerRefusedError(self._last_refusal, reason_value(reason))
+            client.disconnect()  # ends paho's reconnect loop
+            self._answered.set()
+
+    def _on_subscribe(self, _c: object, _u: object, _mid: int, codes: list[ReasonCode],
+                      _p: object) -> None:
+        try:
+            refused = [code for code in codes if code.is_failure]
+            if refused and not self._answered.is_set():  # e.g. 0x87: the ACL forbids reading
+                wanted = ", ".join(topic for topic, _ in self.filters)
+                self._refusal = BrokerRefusedError(
+                    f"broker {self.settings.host}:{self.settings.port} refused the "
+                    f"subscriptions of {self.settings.client_id} to {wanted} "
+                    f"({', '.join(map(str, refused))}); check the broker's ACL",
+                    reason_value(refused[0]))
+            elif refused:
+                log.error("broker refused a resubscription: %s", ", ".join(map(str, refused)))
+        except Exception:  # never let an exception kill paho's network thread
+            log.exception("on_subscribe failed")
+        self._answered.set()
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._handler(message)
+        except Exception:  # a bad payload must never kill paho's network thread
+            log.exception("ignored a message on %s", message.topic)

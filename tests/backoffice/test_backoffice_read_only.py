@@ -1,0 +1,194 @@
+"""Read commands never change the store: on an empty database or an older schema they exit 2
+naming the database and `appliance store migrate`, and leave it as it was; writers migrate.
+SQLite and PostgreSQL (a throw-away database of its own per test)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice.schema import MIGRATIONS
+from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
+from appliance.cli import main
+from appliance.console.auth import add_user
+from appliance.pathology.jobstore import STORE_ERRORS
+from appliance.updates.operations import init_repository
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+OLDER = MIGRATIONS[:5]  # a store as the code before migration 6 left it
+
+
+def _read_commands(tmp_path: Path) -> list[list[str]]:
+    repo = init_repository(tmp_path / "repo")
+    return [["fleet"], ["fleet", "--json"], ["results", "query"],
+            ["results", "export", "--out", str(tmp_path / "out.csv")],
+            ["results", "dead-letters"], ["report", "cohort", "--out", str(tmp_path / "report")],
+            ["console", "reference", "--out", str(tmp_path / "ranges.json")],
+            ["models", "status", "--repo", str(repo.dir)]]
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
+    import psycopg
+
+    name = f"test_read_only_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _pg_tables(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')").fetchall()
+    return sorted(row[0] for row in rows)
+
+
+def _older_store(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as before_6:
+        before_6.setattr("appliance.backoffice.store.MIGRATIONS", OLDER)
+        open_store(url).close()
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+@pytest.mark.postgres
+def test_read_commands_create_nothing_in_an_empty_postgres_database(
+    tmp_path: Path, pg_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in _read_commands(tmp_path):
+        assert main([*command, "--store", pg_database]) == 2, command
+        err = capsys.readouterr().err
+        assert f"PostgreSQL database {pg_database} has no back-office tables" in err, command
+        assert "`appliance store migrate` (with the same --store or --config)" in err
+    assert _pg_tables(pg_database) == []
+    for written in ("report", "out.csv", "ranges.json"):
+        assert not (tmp_path / written).exists()
+
+
+@pytest.mark.postgres
+def test_an_older_postgres_schema_is_refused_until_store_migrate_runs(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _older_store(pg_database, monkeypatch)
+    tables = _pg_tables(pg_database)
+    for command in _read_commands(tmp_path):
+        assert main([*command, "--store", pg_database]) == 2, command
+        err = capsys.readouterr().err
+        assert f"PostgreSQL database {pg_database} is at schema version 5; this appliance " \
+               f"reads version {LATEST_VERSION}" in err, command
+        assert "run `appliance store migrate`" in err
+    assert _pg_tables(pg_database) == tables
+    store = Store(pg_database)
+    assert store.schema_version() == 5
+    store.close()
+    assert main(["store", "migrate", "--store", pg_database]) == 0
+    assert f"applied migration(s) 6; schema version {LATEST_VERSION}" in capsys.readouterr().out
+    assert "public.pathology_jobs" in _pg_tables(pg_database)  # the pathology server's too
+    assert main(["results", "query", "--store", pg_database]) == 0
+    assert capsys.readouterr().out == "no results match\n"
+    assert main(["store", "migrate", "--store", pg_database]) == 0
+    assert "already up to date" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_a_password_in_the_postgres_url_is_not_printed(
+    pg_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with_password = pg_database.replace("postgres@", "postgres:hunter2@")  # trust auth: unused
+    assert main(["fleet", "--store", with_password]) == 2
+    err = capsys.readouterr().err
+    assert "PostgreSQL database postgresql://postgres:***@127.0.0.1:5432/" in err
+    assert "hunter2" not in err
+
+
+def test_read_commands_leave_an_empty_sqlite_file_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    empty = folder / "backoffice.sqlite3"
+    empty.write_bytes(b"")
+    for command in _read_commands(tmp_path):
+        assert main([*command, "--store", f"sqlite:///{empty}"]) == 2, command
+        assert f"SQLite store {empty} has no back-office tables" in capsys.readouterr().err
+    assert list(folder.iterdir()) == [empty]
+    assert empty.stat().st_size == 0
+
+
+def test_an_older_sqlite_schema_is_refused_unchanged_then_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "state"
+    url = f"sqlite:///{folder / 'backoffice.sqlite3'}"
+    _older_store(url, monkeypatch)
+    before = _files(folder)
+    for command in _read_commands(tmp_path):
+        assert main([*command, "--store", url]) == 2, command
+        assert "is at schema version 5" in capsys.readouterr().err
+    assert _files(folder) == before  # not a byte changed, no WAL files left behind
+    assert main(["store", "migrate", "--store", url]) == 0
+    assert "applied migration(s) 6" in capsys.readouterr().out
+    assert main(["fleet", "--store", url]) == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                            marks=pytest.mark.postgres)])
+def test_writers_still_migrate_an_older_store(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = (f"sqlite:///{tmp_path / 'backoffice.sqlite3'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_database"))
+    _older_store(url, monkeypatch)
+    older = Store(url)  # opened without migrating, as the older code left it
+    add_user(older, "ops", "viewer", "a long enough password")
+    older.close()
+    assert main(["console", "token", "create", "ops", "--store", url]) == 0
+    assert len(capsys.readouterr().out.strip()) >= 32  # the token
+    store = Store(url)
+    assert store.schema_version() == LATEST_VERSION
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                            marks=pytest.mark.postgres)])
+def test_a_read_only_store_refuses_every_write(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (f"sqlite:///{tmp_path / 'backoffice.sqlite3'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_database"))
+    open_store(url).close()
+    reader = Store(url, read_only=True)
+    try:
+        with pytest.raises(STORE_ERRORS, match=r"read.?only"):
+            reader.write("INSERT INTO devices (site, device_id, last_seen) VALUES (?, ?, ?)",
+                         [("lab", "k1", "2026-11-26T00:00:00.000000Z")])
+        assert reader.devices() == []
+        with pytest.raises(STORE_ERRORS, match=r"read.?only"):
+            reader.migrate()
+    finally:
+        reader.close()
+
+
+def test_a_read_only_store_makes_no_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "backoffice.sqlite3"
+    with pytest.raises(StoreError, match=re.escape(f"cannot open SQLite store {missing}")):
+        Store(f"sqlite:///{missing}", read_only=True)
+    assert not missing.parent.exists()

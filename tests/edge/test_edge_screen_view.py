@@ -1,0 +1,64 @@
+"""The kiosk screen's view of a result says why a grade was withheld, and only when it was."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.capture.quality import FrameQuality
+from appliance.edge.measure import Measurement, measure_frame
+from appliance.edge.reasons import Withheld, grade_withheld, not_graded_reason
+from appliance.edge.screen_view import result_view
+from appliance.edge.testing import FIXED_FEATURES
+from appliance.transport import payloads
+from appliance.transport.payloads import FEATURE_KEYS
+
+RGB = np.zeros((8, 8, 3), np.uint8)
+
+
+class _ReadsEverything:
+    name, version, feature_names = "grader", "1", FEATURE_KEYS
+
+    def classify(self, features: object) -> payloads.Classification:
+        return payloads.Classification(model=self.name, version=self.version, label="fine",
+                                       probabilities={"fine": 1.0})
+
+
+def _view(measurement: Measurement, with_model: bool = True) -> dict[str, object]:
+    measured = measure_frame(RGB, 10.0, FrameQuality("ok", ()), lambda _rgb, _um: measurement,
+                             _ReadsEverything() if with_model else None)
+    result = payloads.Result(
+        measurement_id=payloads.new_measurement_id(), device_id="k1", site="lab",
+        captured_at=payloads.utc_now(), software_version="x", quality=measured.quality,
+        features=measured.features, classification=measured.classification,
+        not_validated=list(measured.not_validated))
+    return result_view(result, {}, overlay=False)
+
+
+def test_a_withheld_grade_names_the_features_the_model_needed() -> None:
+    view = _view(Measurement(FIXED_FEATURES, not_validated=("hill_mean_area_mm2", "kime_score")))
+    assert view["grade"] is None
+    assert view["grade_withheld"] == {"features": ["hill_mean_area_mm2", "kime_score"],
+                                      "frame": False}
+
+
+def test_a_frame_outside_the_range_is_said_as_such() -> None:
+    view = _view(Measurement(FIXED_FEATURES, frame_outside=("scale 30.00 um/px outside 7-13",),
+                             not_validated=("pore_count", "kime_score")))
+    assert view["grade_withheld"] == {"features": ["pore_count", "kime_score"], "frame": True}
+
+
+def test_a_graded_result_and_a_kiosk_without_a_model_withhold_nothing() -> None:
+    graded = _view(Measurement(FIXED_FEATURES))
+    assert (graded["grade"], graded["grade_withheld"]) == ("fine", None)
+    no_model = _view(Measurement(FIXED_FEATURES, not_validated=("kime_score",)), False)
+    assert (no_model["grade"], no_model["grade_withheld"]) == (None, None)
+    outside = _view(Measurement(FIXED_FEATURES, frame_outside=("scale 30.00 um/px outside 7-13",),
+                                not_validated=("kime_score",)), False)
+    assert outside["grade_withheld"] is None  # no model: there was no grade to withhold
+
+
+def test_the_reason_reads_back_as_it_was_written() -> None:
+    assert grade_withheld([not_graded_reason(("hill_density_per_mm2", "kime_score"))]) == \
+        Withheld(("hill_density_per_mm2", "kime_score"), frame=False)
+    assert grade_withheld(["blurred", not_graded_reason(())]) == Withheld((), frame=False)
+    assert grade_withheld(["blurred", "not graded by hand"]) is None

@@ -1,0 +1,39 @@
+"""`appliance analyze`'s table explains what it cannot show: n/m and a withheld grade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+from appliance.skin.analyze_run import TABLE_LEGEND
+from appliance.synthetic.skin import synthetic_frame
+
+
+@pytest.fixture
+def frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no config.yaml: built-in defaults, the shipped grader
+    path = tmp_path / "skin.jpg"
+    path.write_bytes(synthetic_frame(21, 0, "normal").jpeg)
+    return path
+
+
+def test_a_frame_outside_the_validated_scale_reads_n_m_and_not_given_with_a_legend(
+    frame: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", str(frame), "--um-per-px", "14"]) == 0  # outside 7-13 um/px
+    _header, row, legend = capsys.readouterr().out.strip().splitlines()
+    assert row.split()[2:4] == ["n/m", "n/m"]  # kime, hills
+    assert row.endswith(" not given")  # the grade would need them: withheld, not "-"
+    assert legend == TABLE_LEGEND
+    assert "n/m: not measured" in legend
+
+
+def test_a_measured_frame_has_its_grade_and_no_legend(
+    frame: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", str(frame)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2  # header and row only
+    assert lines[1].split()[-1] in {"fine", "normal", "coarse"}

@@ -1,0 +1,123 @@
+"""``FleetWatcher`` subscribes only after the broker accepted the connection: a refusal
+(CONNACK failure) ends its start with an error naming the broker and the reason code, and
+``models status`` exits 2 with it instead of showing an empty fleet. A private mosquitto that
+asks for a password."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from appliance.cli import main
+from appliance.config import PASSWORD_ENV, MqttConfig
+from appliance.transport.broker import PrivateBroker
+from appliance.transport.client import BrokerRefusedError
+from appliance.transport.topics import device_topic
+from appliance.updates.fleetwatch import FleetWatcher
+from appliance.updates.operations import init_repository
+from appliance.updates.testing import ModelEvents
+
+pytestmark = pytest.mark.broker
+USER, PASSWORD = "backoffice", "right-password"
+
+
+@pytest.fixture
+def locked_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A mosquitto on a free port that lets only USER with PASSWORD in."""
+    broker = PrivateBroker(workdir=tmp_path / "broker", passwords={USER: PASSWORD})
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def subscribes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every topic list any paho client of this process subscribes to."""
+    calls: list[Any] = []
+    real = mqtt.Client.subscribe
+
+    def recording(self: mqtt.Client, topic: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(topic)
+        return real(self, topic, *args, **kwargs)
+
+    monkeypatch.setattr(mqtt.Client, "subscribe", recording)
+    return calls
+
+
+def _config(broker: PrivateBroker, topic_prefix: str) -> MqttConfig:
+    return MqttConfig(host=broker.host, port=broker.port, topic_prefix=topic_prefix,
+                      username=USER)
+
+
+def test_a_refused_connection_is_an_error_and_nothing_is_subscribed(
+    locked_broker: PrivateBroker, topic_prefix: str, subscribes: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, "wrong-password")
+    with pytest.raises(BrokerRefusedError) as refused:
+        FleetWatcher(_config(locked_broker, topic_prefix), "watcher-refused")
+    message = str(refused.value)
+    assert f"broker 127.0.0.1:{locked_broker.port} refused watcher-refused" in message
+    assert re.search(r"reason code 0x8[67]", message)  # mosquitto answers 0x87 or 0x86
+    assert "check mqtt.username and the password" in message
+    assert refused.value.reason_code in (0x86, 0x87)
+    assert subscribes == []
+
+
+def test_an_accepted_connection_subscribes_and_sees_the_retained_statuses(
+    locked_broker: PrivateBroker, topic_prefix: str, subscribes: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from appliance.synthetic import fleet as fleetsim
+
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.username_pw_set(USER, PASSWORD)
+    publisher.connect(locked_broker.host, locked_broker.port)
+    publisher.loop_start()
+    status = fleetsim.online_status("lab", "k1", outbox_depth=0)
+    publisher.publish(device_topic(topic_prefix, "lab", "k1", "status"), status.to_json(),
+                      qos=1, retain=True).wait_for_publish(5)
+    publisher.disconnect()
+    publisher.loop_stop()
+    watcher = FleetWatcher(_config(locked_broker, topic_prefix), "watcher-accepted")
+    try:
+        assert len(subscribes) == 1
+        assert list(watcher.devices()) == [("lab", "k1")]
+    finally:
+        watcher.close()
+
+
+def test_models_status_names_the_refusal_instead_of_showing_an_empty_fleet(
+    tmp_path: Path, locked_broker: PrivateBroker, topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config.yaml: the broker comes from APPLIANCE__ variables
+    for name in [n for n in os.environ if n.upper().startswith("APPLIANCE__")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(locked_broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__USERNAME", USER)
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", topic_prefix)
+    monkeypatch.setenv(PASSWORD_ENV, "wrong-password")
+    repo = init_repository(tmp_path / "repo")
+    assert main(["models", "status", "--repo", str(repo.dir)]) == 2
+    captured = capsys.readouterr()
+    assert f"status: broker 127.0.0.1:{locked_broker.port} refused models-" in captured.err
+    assert "check mqtt.username and the password" in captured.err
+    assert "(mqtt settings from built-in defaults" in captured.err
+    assert "no device has reported" not in captured.out
+
+
+def test_model_events_is_refused_like_every_client_of_the_factory(
+    locked_broker: PrivateBroker, topic_prefix: str, subscribes: list[Any],
+) -> None:
+    with pytest.raises(BrokerRefusedError) as refused:  # it sends no credentials
+        ModelEvents(locked_broker.host, locked_broker.port, topic_prefix, "events-refused")
+    assert f"broker 127.0.0.1:{locked_broker.port} refused events-refused" in str(refused.value)
+    assert subscribes == []
