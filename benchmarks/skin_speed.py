@@ -5,6 +5,9 @@ analyze_thread_cpu_ms: CPU time of the measuring thread per 1280x960 frame in
 pinned to one CPU: the one-core cost, which the targets use (median <= 33 ms, one camera frame
 at 30 fps). analyze_ms: the wall time of the same calls; on a shared, loaded machine it includes
 time spent waiting for the core, so read it with ``load_average`` (at start and end).
+analyze_stages_thread_cpu_ms: median thread CPU of each step of ``analyze`` (preparation,
+texture, pores, colour), timed step by step in a second pass over the same frames: where the
+time goes.
 quality_gate_thread_cpu_ms / quality_gate_ms: ``QualityGate.assess`` (scores and verdict) per
 frame (target: median thread CPU <= 3 ms); quality_gate_with_motion_thread_cpu_ms: one gate fed
 the frames as a stream, each with the previous one (as the edge pipeline does). baseline: a
@@ -42,7 +45,11 @@ from skin_common import (
 from appliance.capture.quality import QualityGate
 from appliance.edge.heap import keep_frame_buffers
 from appliance.skin.analysis import analyze
+from appliance.skin.colour import colour_features
 from appliance.skin.frames import load_frame
+from appliance.skin.pores import measure_pores
+from appliance.skin.preprocess import prepare
+from appliance.skin.texture import measure_texture
 
 UM_PER_PX = 10.0
 
@@ -101,6 +108,24 @@ def _timed(function: Any, frames: list[np.ndarray]) -> tuple[_Times, list[Any]]:
     return times, outputs
 
 
+def stage_times_ms(frames: list[np.ndarray]) -> dict[str, float]:
+    """Median thread CPU (ms) of each step of ``analyze``, called one by one as it calls them."""
+    stages: dict[str, list[float]] = {"prepare": [], "texture": [], "pores": [], "colour": []}
+    for rgb in frames:
+        marks = [time.thread_time()]
+        prepared = prepare(rgb, UM_PER_PX)
+        marks.append(time.thread_time())
+        texture = measure_texture(prepared)
+        marks.append(time.thread_time())
+        measure_pores(prepared, texture.furrow_mask)
+        marks.append(time.thread_time())
+        colour_features(prepared.rgb_work)
+        marks.append(time.thread_time())
+        for times, start, end in zip(stages.values(), marks, marks[1:], strict=False):
+            times.append(end - start)
+    return {stage: round(float(np.median(times)) * 1000.0, 2) for stage, times in stages.items()}
+
+
 def _overall(summary: dict[str, Any]) -> float:
     return round(float(np.median([v["median_abs_rel_error"] for v in summary.values()])), 4)
 
@@ -128,6 +153,7 @@ def main() -> None:
     frames = [load_frame(path) for path in images[: args.timed_frames]]
     _ours(frames[0])  # warm-up: imports, OpenCV initialisation
     ours, ours_out = _timed(_ours, frames)
+    stages = stage_times_ms(frames)
     gate, _ = _timed(QualityGate().assess, frames)
     stream_gate, previous = QualityGate(), dict(zip(map(id, frames[1:]), frames, strict=False))
     gate_motion, _ = _timed(lambda rgb: stream_gate.assess(rgb, previous.get(id(rgb))), frames)
@@ -137,6 +163,7 @@ def main() -> None:
     ours_acc = error_summary(ours_out[: args.baseline_frames], truths)
     base_acc = error_summary(base_out, truths)
     result = _report(ours, gate, base, (ours_acc, base_acc), rss_mb)
+    result["analyze_stages_thread_cpu_ms"] = stages
     result["quality_gate_with_motion_thread_cpu_ms"] = gate_motion.ms(digits=3)
     result["load_average"] = {"start": load_at_start, "end": load_average()}
     print(json.dumps(result))

@@ -73,17 +73,36 @@ def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
     shine_fraction = float(np.count_nonzero(flat > SHINE_CLIP)) / flat.size
     depth = _depth(flat)
     fine = work_size(width, height, um_per_px * WORK_UM_PER_PX / FINE_UM_PER_PX)
-    gray_fine = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), fine,
-                           interpolation=cv2.INTER_AREA if fine[0] < width else cv2.INTER_LINEAR)
-    background_fine = cv2.resize(background, fine, interpolation=cv2.INTER_LINEAR)
-    # depth only (shine clipping does not change a depth clipped at 0): 1 - grey / background
-    depth_fine: np.ndarray = cv2.divide(gray_fine, background_fine, dtype=cv2.CV_32F)
-    np.subtract(np.float32(1.0), depth_fine, out=depth_fine)
-    cv2.threshold(depth_fine, 0.0, 0.0, cv2.THRESH_TOZERO, dst=depth_fine)
+    depth_fine = _fine_depth(rgb, background, fine)
     area_mm2 = width * height * um_per_px * um_per_px / 1e6
     um_work = um_per_px * width / size[0]
     return Prepared(work, gray, flat, um_work, width / size[0], area_mm2, shine_fraction, depth,
                     depth_fine, um_per_px * width / fine[0])
+
+
+def _resampled(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``gray`` at ``size`` (width, height): area average to shrink, bilinear to enlarge, and
+    ``gray`` itself when it has that size already (a 10 µm/px frame is its own fine image)."""
+    if size == (gray.shape[1], gray.shape[0]):
+        return gray
+    shrink = size[0] < gray.shape[1]
+    resized: np.ndarray = cv2.resize(
+        gray, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return resized
+
+
+def _fine_depth(rgb: np.ndarray, background: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Depth at the fine scale: 1 - grey / hill background, never below 0.
+
+    Shine is not clipped first: it would not change a depth clipped at 0. The division writes
+    over the enlarged background, so the fine scale costs one large buffer, not two.
+    """
+    gray_fine = _resampled(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), size)
+    depth: np.ndarray = cv2.resize(background, size, interpolation=cv2.INTER_LINEAR)
+    cv2.divide(gray_fine, depth, dst=depth, dtype=cv2.CV_32F)
+    np.subtract(np.float32(1.0), depth, out=depth)
+    cv2.threshold(depth, 0.0, 0.0, cv2.THRESH_TOZERO, dst=depth)
+    return depth
 
 
 def _depth(flat: np.ndarray) -> np.ndarray:
@@ -109,5 +128,6 @@ def hill_background(gray: np.ndarray) -> np.ndarray:
     sigma_small_px = BACKGROUND_SIGMA_UM / (WORK_UM_PER_PX * 8)
     blurred = cv2.GaussianBlur(small, (0, 0), sigma_small_px, borderType=cv2.BORDER_REFLECT)
     background = cv2.resize(blurred, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
-    result: np.ndarray = np.maximum(background, 1.0, out=background)
+    # never divide by 0; OpenCV takes the scalar (its type stubs list arrays only)
+    result: np.ndarray = cv2.max(background, 1.0, dst=background)  # type: ignore[call-overload]
     return result
