@@ -81,8 +81,8 @@ def _weaker_curvature(depth: np.ndarray, sigma: float) -> np.ndarray:
     smooth = cv2.GaussianBlur(depth, (0, 0), sigma)
     dxx = cv2.Sobel(smooth, cv2.CV_32F, 2, 0, ksize=3, scale=0.25)
     dyy = cv2.Sobel(smooth, cv2.CV_32F, 0, 2, ksize=3, scale=0.25)
-    dxy = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3, scale=0.25)
-    spread = cv2.magnitude(cv2.subtract(dxx, dyy), dxy + dxy)  # 2 * sqrt(((a-b)/2)^2 + c^2)
+    dxy2 = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3, scale=0.5)  # twice the cross term
+    spread = cv2.magnitude(cv2.subtract(dxx, dyy), dxy2)  # 2 * sqrt(((a-b)/2)^2 + c^2)
     weaker: np.ndarray = cv2.addWeighted(cv2.add(dxx, dyy), -0.5 * sigma**2, spread,
                                          -0.5 * sigma**2, 0.0)
     return weaker
@@ -263,7 +263,7 @@ def blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> 
     around reads within ``RED_CLIP_BAND`` of 255 green takes over, blended, so the score moves
     smoothly with the frame's brightness.
     """
-    planes = [np.ascontiguousarray(rgb[..., channel]) for channel in range(3)]  # once per frame
+    planes = list(cv2.split(rgb))  # contiguous R, G, B planes, once per frame
     pit = [bilinear(plane, centres[:, 0], centres[:, 1]) for plane in planes]
     shares = [_melanin_share(planes, pit, centres, radius_px + reach)
               for reach in PIGMENT_RINGS_PX]

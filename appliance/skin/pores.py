@@ -123,7 +123,8 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     """Find the pits of a frame and profile those deep enough (every one with ``profile_all``,
     for fitting and diagnosis; ``pore_tests`` then applies the depth tests itself)."""
     depth = cv2.GaussianBlur(prepared.depth_work, (0, 0), SMOOTH_PX)
-    on_furrows = depth[::2, ::2][furrows[::2, ::2]]  # every 4th pixel: the same median
+    every_4th = np.ascontiguousarray(depth[::2, ::2]).ravel()  # every 4th pixel: same median
+    on_furrows = np.compress(np.ascontiguousarray(furrows[::2, ::2]).ravel(), every_4th)
     contrast = float(np.median(on_furrows)) if on_furrows.size else 0.0
     furrow_floor = max(contrast, 0.05)
     fine = cv2.GaussianBlur(prepared.depth_fine, (5, 5), FINE_SMOOTH_PX)
@@ -212,14 +213,18 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
 
 def _deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
     """Indices of candidates kept deepest first, none inside the rim of one already kept."""
+    order = np.argsort(-floor, kind="stable")
+    xs, ys, rims = centres[order, 0], centres[order, 1], radius_px[order]
+    gaps = np.hypot(xs[:, None] - xs[None, :], ys[:, None] - ys[None, :])
+    overlaps = gaps < np.maximum(rims[:, None], rims[None, :])  # symmetric
+    blocked = np.zeros(len(order), dtype=bool)
     kept: list[int] = []
-    for index in np.argsort(-floor, kind="stable"):
-        if kept:
-            gaps = np.hypot(*(centres[kept] - centres[index]).T)
-            if np.any(gaps < np.maximum(radius_px[kept], radius_px[index])):
-                continue
-        kept.append(int(index))
-    return np.asarray(kept, dtype=np.intp)
+    for rank in range(len(order)):
+        if not blocked[rank]:
+            kept.append(rank)
+            blocked |= overlaps[rank]
+    result: np.ndarray = order[np.asarray(kept, dtype=np.intp)]
+    return result
 
 
 def _pore_result(
