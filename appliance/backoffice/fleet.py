@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.backoffice.store import Store
+from appliance.logsafe import escape_controls
 
 FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "software_version", "model",
                  "camera", "outbox_depth")
@@ -32,6 +33,14 @@ def _age(last_seen: str, now: datetime) -> str:
     return f"{last_seen[:19]}Z ({seconds}s ago)"
 
 
+def _cell(column: str, value: Any, now: datetime) -> str:
+    """One cell; a kiosk's own text (versions, model, camera) with control characters escaped,
+    so a hostile status cannot drive the operator's terminal."""
+    if value is None:
+        return "-"
+    return _age(value, now) if column == "last_seen" else escape_controls(str(value))
+
+
 def fleet_table(store: Store, now: datetime | None = None) -> str:
     """A plain-text table of the fleet, with a count of online devices."""
     rows = fleet_rows(store)
@@ -40,7 +49,7 @@ def fleet_table(store: Store, now: datetime | None = None) -> str:
     moment = now or datetime.now(UTC)
     cells = [
         [
-            "-" if row[c] is None else (_age(row[c], moment) if c == "last_seen" else str(row[c]))
+            _cell(c, row[c], moment)
             for c in FLEET_COLUMNS
         ]
         for row in rows
