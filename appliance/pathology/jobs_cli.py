@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.config import Config, ConfigError, load_config
+from appliance.backoffice.commands import CONFIG_HELP
+from appliance.config import Config, ConfigError, load_config_or_defaults
 from appliance.logsafe import escape_controls
 from appliance.pathology.jobs import (
     FINAL_STATES,
@@ -40,10 +41,12 @@ from appliance.pathology.jobs import (
     state_topic,
 )
 from appliance.pathology.resolution import um_per_px_option
+from appliance.synthetic.arguments import finite_number
 from appliance.transport.client import BrokerRefusedError, settings_from_config
 from appliance.transport.subscriber import Subscriber
 
 LIST_WAIT_S = 1.0
+MAX_WAIT_S = 7 * 86400
 CONNECT_TIMEOUT_S = 10.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_END = 0, 1, 2, 3
 
@@ -60,15 +63,16 @@ def register(sub: Any) -> None:
     submit.add_argument("--um-per-px", type=um_per_px_option, required=True,
                         help="slide resolution in µm per pixel (0.1-4)")
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    submit.add_argument("--timeout", type=float, default=3600.0, help="--wait limit (s)")
+    submit.add_argument("--timeout", type=finite_number(0, MAX_WAIT_S, "seconds", above_low=True),
+                        default=3600.0, help=f"--wait limit in s, at most {MAX_WAIT_S} (3600)")
     submit.set_defaults(handler=_submit)
     listing = jobs.add_parser("list", help="every job's retained state")
     listing.set_defaults(handler=_list)
     cancel = jobs.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id", type=_job_id, help="the job id that submit printed")
     cancel.set_defaults(handler=_cancel)
-    for parser in (submit, listing, cancel):
-        parser.add_argument("--config", default="config.yaml", help="config file (config.yaml)")
+    for parser in (submit, listing, cancel):  # they need only the broker: defaults will do
+        parser.add_argument("--config", help=CONFIG_HELP)
 
 
 def _job_id(text: str) -> str:
@@ -79,8 +83,10 @@ def _job_id(text: str) -> str:
 
 
 def _config(args: argparse.Namespace) -> Config | None:
+    """The config file (serve: ./config.yaml unless given; the job commands, which need only
+    the broker: ./config.yaml when present, else built-in defaults, with APPLIANCE__ overrides)."""
     try:
-        return load_config(args.config)
+        return load_config_or_defaults(args.config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return None

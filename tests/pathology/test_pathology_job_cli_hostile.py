@@ -4,6 +4,7 @@ a malformed one is skipped and named, text is shown with its control characters 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.cli import main
 from appliance.pathology.jobs import server_topic, state_topic
+from appliance.transport.broker import free_port
 
 pytestmark = pytest.mark.broker
 
@@ -72,3 +74,33 @@ def test_cancel_takes_a_malformed_state_for_none(
     _retain(mqtt_broker, {state_topic(topic_prefix, "b"): b'{"x": 1}'})
     assert main(["pathology", "job", "cancel", "b", "--config", str(config)]) == 1
     assert "b is unknown" in capsys.readouterr().err
+
+
+def test_job_commands_need_no_config_file_as_other_broker_commands(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config.yaml here: built-in defaults and APPLIANCE__
+    for name in [n for n in os.environ if n.upper().startswith("APPLIANCE__")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", mqtt_broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(mqtt_broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", topic_prefix)
+    assert main(["pathology", "job", "list"]) == 0
+    assert capsys.readouterr().out == "0 job(s)\n"
+    assert main(["pathology", "job", "list", "--config", "typo.yaml"]) == 2
+    assert "typo.yaml: config file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf"])
+def test_a_wait_limit_outside_its_range_is_refused_before_anything_is_sent(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # NaN or a negative limit gave up at once (exit 3) after sending the job; inf never ended
+    config = tmp_path / "config.yaml"  # nothing listens there: nothing can be sent
+    config.write_text(yaml.safe_dump({"mqtt": {"host": "127.0.0.1", "port": free_port()}}))
+    with pytest.raises(SystemExit) as refused:
+        main(["pathology", "job", "submit", str(tmp_path / "s.jpg"), "--um-per-px", "1",
+              "--wait", f"--timeout={value}", "--config", str(config)])
+    assert refused.value.code == 2
+    assert "argument --timeout: must be a finite number" in capsys.readouterr().err
