@@ -136,9 +136,9 @@ def run_deploy(args: argparse.Namespace) -> int:
             plan = RolloutPlan(
                 manifest=manifest,
                 devices=choose_devices(args, _known_devices(watcher, store), repo),
-                canaries=0 if args.decision == "rollback" else max(0, args.canary),
-                wave_size=max(1, args.wave), timeout_s=args.timeout_s,
-                max_failures=max(0, args.max_failures), decision=args.decision,
+                canaries=0 if args.decision == "rollback" else args.canary,
+                wave_size=args.wave, timeout_s=args.timeout_s,
+                max_failures=args.max_failures, decision=args.decision,
                 scope=args.devices or (f"site {args.site}" if args.site else
                                        "all" if args.all else f"assigned {args.name}"),
             )
