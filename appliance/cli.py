@@ -29,7 +29,7 @@ AREAS = (
 )
 GROUPS = {
     "synth": "make synthetic data with known ground truth",
-    "models": "build, quantize and evaluate models",
+    "models": "build and evaluate the skin model; sign, release and roll models out",
 }
 DEFAULT_CONFIG = "config.yaml"
 

@@ -4,7 +4,8 @@ Payload text, topics and file names from outside reach log messages as ``%s`` ar
 newline there forges a second log line; an ANSI escape recolours or hides a terminal. Every
 record's message is therefore rendered with control characters escaped (``\\n`` becomes the
 two characters backslash-n), for every handler (stderr, journald). Tracebacks are added by the
-formatter after this and keep their lines.
+formatter after this and keep their lines. Bidirectional-text controls (U+202E and kin) are
+escaped too: they show text in another order than it has ("Trojan Source", CVE-2021-42574).
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from __future__ import annotations
 import logging
 import re
 
-# Controls, line separators, and lone surrogates (a file name's undecodable bytes, which no
-# terminal encoding can print).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Controls, line separators, bidirectional-text controls and invisible marks (zero width space,
+# byte order mark), and lone surrogates (a file name's undecodable bytes, which no terminal
+# encoding can print).
+_CONTROL = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069"
+    r"\ufeff\ud800-\udfff]"
+)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
 
 

@@ -27,12 +27,13 @@ sys.path.insert(0, str(REPO))
 from appliance.backoffice.schema import device_row, iso_utc, result_row  # noqa: E402
 from appliance.backoffice.store import Batch, Store, open_store  # noqa: E402
 from appliance.browser import chromium_page  # noqa: E402
+from appliance.capture.quality import FrameQuality  # noqa: E402
 from appliance.cli import main as cli  # noqa: E402
 from appliance.config import ConsoleConfig, config_from_mapping  # noqa: E402
 from appliance.console.auth import add_user  # noqa: E402
 from appliance.console.db import StorePool  # noqa: E402
 from appliance.console.server import ConsoleThread  # noqa: E402
-from appliance.edge.measure import skin_measurement  # noqa: E402
+from appliance.edge.measure import measure_frame, skin_measurement  # noqa: E402
 from appliance.edge.service import build_daemon  # noqa: E402
 from appliance.inference.classifier import SkinClassifier  # noqa: E402
 from appliance.shipped import SKIN_MODEL, shipped_path  # noqa: E402
@@ -47,32 +48,42 @@ CUSTOMERS = 80
 
 
 def measured_cohort(store: Store) -> None:
-    """Measure synthetic customers and store them as results of three kiosks."""
+    """Measure synthetic customers as a kiosk does (its grade withheld where the model reads a
+    feature that was not measured) and store them as results of three kiosks."""
     model = SkinClassifier.load(str(MODEL))
     start = datetime.now(UTC) - timedelta(days=3)
     rows = []
     for index in range(CUSTOMERS):
         skin = synthetic_frame(11, index)
-        measured = skin_measurement(skin.image_rgb, skin.um_per_px)
-        features = measured.features
+        measured = measure_frame(skin.image_rgb, skin.um_per_px, FrameQuality("ok", ()),
+                                 skin_measurement, model)
         result = payloads.Result(
             measurement_id=payloads.new_measurement_id(), device_id=f"kiosk-{index % 3 + 1}",
             site=("ginza", "shibuya", "umeda")[index % 3],
             captured_at=start + timedelta(minutes=50 * index), software_version="0.1.0",
-            quality=payloads.Quality(verdict="ok"), features=features,
-            classification=model.classify(features.model_dump()),
+            quality=measured.quality, features=measured.features,
+            classification=measured.classification,
             subject=payloads.Subject(age_band=age_band_of(skin.params.age_years), consent=True),
             not_validated=list(measured.not_validated))
-        rows.append(result_row(result, iso_utc(datetime.now(UTC)), result.to_json().decode()))
+        received = iso_utc(result.captured_at + timedelta(seconds=1))
+        rows.append(result_row(result, received, result.to_json().decode()))
+    store.write_batch(Batch(results=rows, statuses=_statuses(model)), 100)
+
+
+def _statuses(model: SkinClassifier) -> list[tuple[object, ...]]:
+    """Two kiosks online, one offline since its last status two hours ago."""
     now = datetime.now(UTC)
-    statuses = [device_row(payloads.Status(device_id=f"kiosk-{i}", site=site, state=state,
-                                           at=now, software_version="0.1.0", camera="online",
-                                           outbox_depth=depth, outbox_oldest_age_s=oldest_s),
-                           iso_utc(now))
-                for i, site, state, depth, oldest_s in ((1, "ginza", "online", 0, None),
-                                                        (2, "shibuya", "online", 2, 3.5),
-                                                        (3, "umeda", "offline", 14, 5400.0))]
-    store.write_batch(Batch(results=rows, statuses=statuses), 100)
+    serving = payloads.ModelInfo(name=model.name, version=model.version)
+    rows = []
+    for i, site, state, depth, oldest_s, age in ((1, "ginza", "online", 0, None, 15),
+                                                (2, "shibuya", "online", 2, 3.5, 15),
+                                                (3, "umeda", "offline", 14, 5400.0, 7200)):
+        at = now - timedelta(seconds=age)
+        status = payloads.Status(device_id=f"kiosk-{i}", site=site, state=state, at=at,
+                                 software_version="0.1.0", model=serving, camera="online",
+                                 outbox_depth=depth, outbox_oldest_age_s=oldest_s)
+        rows.append(device_row(status, iso_utc(at)))
+    return rows
 
 
 def kiosk_shots(reference: Path, workdir: Path) -> None:

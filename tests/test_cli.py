@@ -151,3 +151,31 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
         assert "BrokenPipe" not in done.stderr
         assert "export failed" not in done.stderr
+
+
+@pytest.fixture
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work in tmp_path: whatever a command given an accepted value would make lands there."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize(("command", "option", "value"), [
+    (["models", "deploy", "m", "1.0.0"], "--timeout-s", "nan"),  # halted every wave at once
+    (["models", "deploy", "m", "1.0.0"], "--timeout-s", "-1"),
+    (["models", "deploy", "m", "1.0.0"], "--wave", "0"),  # silently taken as 1
+    (["models", "deploy", "m", "1.0.0"], "--canary", "-1"),  # silently taken as 0
+    (["models", "deploy", "m", "1.0.0"], "--max-failures", "-1"),
+    (["models", "rollback", "m"], "--timeout-s", "inf"),
+    (["demo"], "--timeout-s", "nan"),  # gave up at once
+    (["models", "skin-table", "--out", "t.csv"], "--label-noise", "nan"),  # labels from NaN
+    (["models", "skin-table", "--out", "t.csv"], "--label-noise", "-1"),  # a traceback
+])
+@pytest.mark.usefixtures("in_tmp_path")
+def test_a_number_outside_its_range_is_refused_naming_the_option(
+    command: list[str], option: str, value: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main([*command, f"{option}={value}"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"argument {option}: must be a (finite|whole) number", err), err

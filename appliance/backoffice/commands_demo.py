@@ -7,6 +7,8 @@ import sys
 import threading
 from typing import Any
 
+from appliance.synthetic.arguments import finite_number
+
 
 def _demo(args: argparse.Namespace) -> int:
     from appliance.backoffice.demo import run_demo  # noqa: PLC0415  (starts fast otherwise)
@@ -56,8 +58,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     )
     demo.add_argument("--devices", type=_positive, default=2, help="edge daemons to run (2)")
     demo.add_argument("--count", type=_positive, default=2, help="results per edge (2)")
-    demo.add_argument("--timeout-s", type=float, default=900.0,
-                      help="give up after this many seconds (900)")
+    demo.add_argument("--timeout-s", type=finite_number(0, 86400, "seconds", above_low=True),
+                      default=900.0, help="give up after this many seconds (900)")
     demo.add_argument("--config", help="config whose store keeps the results (default: "
                       "./config.yaml when present, else built-in defaults: ./state)")
     demo.add_argument("--store", help="store URL for the results: sqlite:///PATH or "

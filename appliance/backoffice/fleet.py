@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.backoffice.store import Store
+from appliance.logsafe import escape_controls
 
 FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "software_version", "model",
                  "camera", "outbox_depth")
@@ -23,13 +24,46 @@ def fleet_rows(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
-def _age(last_seen: str, now: datetime) -> str:
-    seen = datetime.strptime(last_seen, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    seconds = max(0, int((now - seen).total_seconds()))
+def duration(seconds: float) -> str:
+    """'12s', '5m', '3h', '2d' (the largest whole unit)."""
+    whole = int(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{last_seen[:19]}Z ({seconds // size}{unit} ago)"
-    return f"{last_seen[:19]}Z ({seconds}s ago)"
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def seen_ago(stored: str | None, now: datetime) -> str:
+    """'12s ago', '5m ago', '3h ago', '2d ago' for a stored UTC time."""
+    if not stored:
+        return "-"
+    seen = datetime.strptime(stored, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return f"{duration(max(0.0, (now - seen).total_seconds()))} ago"
+
+
+def camera_text(device: dict[str, Any], now: datetime) -> str:
+    """The camera as the fleet shows it: its state while the kiosk is online; for an offline
+    kiosk the state it last reported and how long ago ('online, 2h ago'), or that it is not
+    known ('unknown (offline)')."""
+    camera = device.get("camera")
+    if device["state"] != "offline":
+        return camera or "-"
+    if camera is None or not device.get("status_at"):
+        return "unknown (offline)"
+    return f"{camera}, {seen_ago(device['status_at'], now)}"
+
+
+def _cell(column: str, row: dict[str, Any], now: datetime) -> str:
+    """One cell; a kiosk's own text (versions, model, camera) with control characters escaped,
+    so a hostile status cannot drive the operator's terminal."""
+    if column == "camera":
+        return escape_controls(camera_text(row, now))
+    value = row[column]
+    if value is None:
+        return "-"
+    if column == "last_seen":
+        return f"{value[:19]}Z ({seen_ago(value, now)})"
+    return escape_controls(str(value))
 
 
 def fleet_table(store: Store, now: datetime | None = None) -> str:
@@ -40,7 +74,7 @@ def fleet_table(store: Store, now: datetime | None = None) -> str:
     moment = now or datetime.now(UTC)
     cells = [
         [
-            "-" if row[c] is None else (_age(row[c], moment) if c == "last_seen" else str(row[c]))
+            _cell(c, row, moment)
             for c in FLEET_COLUMNS
         ]
         for row in rows

@@ -14,6 +14,7 @@ missing column).
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -112,20 +113,23 @@ class Store(ConsoleQueries, IngestWrites):
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open SQLite store {path}: {exc}; check the path") from exc
+            raise StoreError(f"cannot open SQLite store {path}: {exc}; "
+                             f"{_folder_hint(path)}") from exc
         return conn
 
     @staticmethod
     def _connect_sqlite_read_only(path: Path) -> sqlite3.Connection:
         """An existing file only (``mode=rw`` never creates one), writes refused. Not
-        ``mode=ro``: a read-only connection cannot remove the WAL files it made when it closes."""
+        ``mode=ro``: a read-only connection cannot remove the WAL files it made when it closes.
+        A store whose folder cannot be written here is read as it is (``_read_mode``)."""
         try:
-            conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True,
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?{_read_mode(path)}", uri=True,
                                    isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA query_only=ON")
             conn.execute("PRAGMA busy_timeout=30000")
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open SQLite store {path}: {exc}; check the path") from exc
+            raise StoreError(f"cannot open SQLite store {path}: {exc}; "
+                             f"{_folder_hint(path)}") from exc
         return conn
 
     def _connect_postgres(self, pg_schema: str | None) -> Any:
@@ -293,6 +297,25 @@ def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str
         where.append("captured_at >= ?")
         params.append(since)
     return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+
+def _read_mode(path: Path) -> str:
+    """How a read command opens a SQLite file. SQLite reads a WAL database only where it can
+    make the shared index (``-shm``) beside it, or where a writer made one; a store in a folder
+    that cannot be written here (read-only media, a copy or snapshot, another user's folder)
+    with no writer's WAL beside it is read as the file is (``immutable=1``: no index, no
+    locks). A writer that starts meanwhile may make such a read fail; it never harms the file."""
+    if os.access(path.parent, os.W_OK) or Path(f"{path}-wal").exists():
+        return "mode=rw"
+    return "mode=ro&immutable=1"
+
+
+def _folder_hint(path: Path) -> str:
+    """What to check when a SQLite file could not be opened."""
+    if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        return (f"its folder {path.parent} cannot be written here (a read-only file system, or "
+                "another user's folder): run as the user that writes the store")
+    return "check the path"
 
 
 def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> Store:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from appliance.backoffice.queries import Login
-from appliance.console.filters import check_measurement_id, parse_query
+from appliance.console.filters import check_measurement_id, once_each, parse_query
 from appliance.console.guard import api_login, pool_of
 from appliance.console.views import cohort_json, fleet, result_detail, results_page
 
@@ -61,7 +61,8 @@ def api_results(
     before: Annotated[str | None, Query(description="`next` of the previous page")] = None,
 ) -> dict[str, Any]:
     """A page of results; ``next`` continues it (null on the last page)."""
-    query = parse_query(dict(request.query_params), sizes=None)  # any page size 1-200
+    params = once_each(request.query_params.multi_items())
+    query = parse_query(params, sizes=None)  # any page size 1-200
     with pool_of(request).store() as store:
         items, cursor = results_page(store, query)
     return {"results": items, "next": cursor}

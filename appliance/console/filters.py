@@ -9,7 +9,7 @@ SQL parameters, never pasted into SQL.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -123,6 +123,17 @@ def parse_limit(value: str | None, sizes: Sequence[int] | None = PAGE_SIZES) -> 
     if not _LIMIT.match(value) or not 1 <= int(value) <= MAX_LIMIT:
         raise InputError("limit", value, f"a whole number from 1 to {MAX_LIMIT}")
     return int(value)
+
+
+def once_each(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The query string's parameters by name; a name given twice is refused (which would
+    count? a proxy and the console could each read another)."""
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise InputError(name, value, "given more than once; give each parameter once")
+        params[name] = value
+    return params
 
 
 def parse_query(params: Mapping[str, str], sizes: Sequence[int] | None = PAGE_SIZES

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from appliance.backoffice.queries import Login
 from appliance.console.auth import digest, open_session, verify_password
 from appliance.console.cohortview import svg_plot
-from appliance.console.filters import check_measurement_id, parse_query
+from appliance.console.filters import check_measurement_id, once_each, parse_query
 from appliance.console.guard import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -115,7 +115,7 @@ def fleet_page(request: Request, login: PageLogin) -> HTMLResponse:
 @router.get("/results")
 def results_list(request: Request, login: PageLogin) -> HTMLResponse:
     """Stored results, newest first, filtered, one keyset page at a time."""
-    query = parse_query(dict(request.query_params))
+    query = parse_query(once_each(request.query_params.multi_items()))
     with pool_of(request).store() as store:
         items, cursor = results_page(store, query)
     shared = {**query.echo, "limit": str(query.limit)}
@@ -133,7 +133,8 @@ def _csv_cell(value: Any) -> Any:
 @router.get("/results.csv")
 def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
     """Every result matching the filter as CSV, streamed."""
-    params = {k: v for k, v in request.query_params.items() if k not in ("before", "limit")}
+    params = {k: v for k, v in once_each(request.query_params.multi_items()).items()
+              if k not in ("before", "limit")}
     query = parse_query(params)
     pool = pool_of(request)
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.backoffice.cohort import REPORT_FEATURES
-from appliance.backoffice.fleet import fleet_rows
+from appliance.backoffice.fleet import camera_text, duration, fleet_rows, seen_ago
 from appliance.backoffice.schema import not_validated_keys
 from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
@@ -38,23 +38,6 @@ CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_i
                "age_band", *FEATURE_KEYS, "not_validated")  # not_validated: "a,b" or empty
 
 
-def seen_ago(last_seen: str | None, now: datetime) -> str:
-    """'12s ago', '5m ago', '3h ago', '2d ago' for a stored UTC time."""
-    if not last_seen:
-        return "-"
-    seen = datetime.strptime(last_seen, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    return f"{duration(max(0.0, (now - seen).total_seconds()))} ago"
-
-
-def duration(seconds: float) -> str:
-    """'12s', '5m', '3h', '2d' (the largest whole unit)."""
-    whole = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if whole >= size:
-            return f"{whole // size}{unit}"
-    return f"{whole}s"
-
-
 def fleet(store: Store) -> list[dict[str, Any]]:
     """Every device: state, versions, camera, outbox and when it was last seen."""
     now = datetime.now(UTC)
@@ -64,18 +47,6 @@ def fleet(store: Store) -> list[dict[str, Any]]:
              "camera_text": camera_text(row, now),
              "outbox_oldest": _oldest(row.get("outbox_oldest_age_s"))}
             for row in fleet_rows(store)]
-
-
-def camera_text(device: dict[str, Any], now: datetime) -> str:
-    """The camera as the fleet shows it: its state while the kiosk is online; for an offline
-    kiosk the state it last reported and how long ago ('online, 2h ago'), or that it is not
-    known ('unknown (offline)')."""
-    camera = device.get("camera")
-    if device["state"] != "offline":
-        return camera or "-"
-    if camera is None or not device.get("status_at"):
-        return "unknown (offline)"
-    return f"{camera}, {seen_ago(device['status_at'], now)}"
 
 
 def _oldest(age_s: float | None) -> str:

@@ -4,7 +4,10 @@
 result to the back office; the kiosk screen and the console read them back to say why there is
 no grade in words a customer or an operator understands. The wording is part of the result
 contract (docs/measurement.md "Validated range"); nothing here imports more than the standard
-library, so the console can use it without the kiosk's image stack.
+library and the feature keys, so the console can use it without the kiosk's image stack.
+
+Reading back trusts nothing: the console reads reasons from whatever a kiosk sent, so only the
+feature keys of the contract are taken from a reason, each once, however long the reason is.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from appliance.skin.features import FEATURE_KEYS
+
 FRAME_OUTSIDE = "outside validated range: "
 NOT_GRADED = "not graded: the model reads features outside the validated range"
 NOT_GRADED_FRAME = "not graded: the frame is outside the validated range"
+_KEYS = frozenset(FEATURE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,11 @@ def grade_withheld(reasons: Sequence[str]) -> Withheld | None:
         if reason == NOT_GRADED_FRAME:
             return Withheld((), frame)
         if reason.startswith(NOT_GRADED + " (") and reason.endswith(")"):
-            named = reason[len(NOT_GRADED) + 2 : -1].split(", ")
-            return Withheld(tuple(key for key in named if key), frame)
+            return Withheld(_known_features(reason[len(NOT_GRADED) + 2 : -1]), frame)
     return None
+
+
+def _known_features(named: str) -> tuple[str, ...]:
+    """The feature keys a reason names, each once, in its order; anything else is left out (a
+    hostile kiosk could name thousands of made-up ones)."""
+    return tuple(dict.fromkeys(key for key in named.split(", ") if key in _KEYS))

@@ -15,6 +15,7 @@ from typing import Any
 from appliance.inference.contract import ModelError
 from appliance.modelbuild.table import TableError
 from appliance.shipped import SKIN_MODEL, shipped_path
+from appliance.synthetic.arguments import finite_number
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)
 
@@ -184,8 +185,9 @@ def _register_table(models: Any) -> None:
     table.add_argument("--seed", type=int, default=0, help="synthetic generator seed")
     table.add_argument("--features", choices=("measured", "truth"), default="measured",
                        help="measured: analyze() each frame; truth: ground truth + noise")
-    table.add_argument("--label-noise", type=float, default=0.25,
-                       help="expert disagreement, as a share of the grade score's spread")
+    table.add_argument("--label-noise", type=finite_number(0, 5, "a share of the score's spread"),
+                       default=0.25,
+                       help="expert disagreement, as a share of the grade score's spread, 0-5")
     table.add_argument("--workers", type=int, default=1, help="processes rendering frames")
     table.add_argument("--quiet", action="store_true", help="no progress bar")
     table.set_defaults(handler=_skin_table)

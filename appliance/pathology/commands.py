@@ -9,8 +9,10 @@ from typing import Any
 
 from appliance.pathology.resolution import um_per_px_option
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
+from appliance.synthetic.arguments import finite_number
 
 DEFAULT_MODEL = shipped_path(PATHOLOGY_MODEL)
+MAX_TILE_UM = 10_000  # 10 mm: a tile larger than any biopsy
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -45,10 +47,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="tile model (ONNX)")
     parser.add_argument("--um-per-px", type=um_per_px_option,
                         help="slide resolution in µm per pixel (0.1-4) when labels lack it")
-    parser.add_argument("--tile-um", type=float, help="tile size in µm (model's default)")
-    parser.add_argument("--min-tissue", type=float, default=0.5, help="tissue share of a tile")
-    parser.add_argument("--threshold", type=float,
-                        help="slide threshold (default: the model's, picked for --score mean)")
+    parser.add_argument("--tile-um", type=finite_number(0, MAX_TILE_UM, "µm", above_low=True),
+                        help=f"tile size in µm, over 0 and at most {MAX_TILE_UM} "
+                        "(model's default)")
+    parser.add_argument("--min-tissue", type=finite_number(0, 1, "a share"), default=0.5,
+                        help="tissue share of a tile, 0-1 (0.5)")
+    parser.add_argument("--threshold", type=finite_number(0, 1, "a slide score"),
+                        help="slide threshold, 0-1 (default: the model's, picked for --score "
+                        "mean)")
     parser.add_argument("--score", choices=["mean", "share"], default="mean",
                         help="slide score: mean tile probability or share of MSI tiles")
     parser.add_argument("--tumour-only", action="store_true", help="score nuclei-rich tiles only")

@@ -191,6 +191,35 @@ def state_payload(job_id: str, state: str, **fields: Any) -> bytes:
     return json.dumps(body, allow_nan=False, default=str).encode()
 
 
+def read_state(payload: bytes) -> dict[str, Any] | None:
+    """A retained job state as ``state_payload`` writes it, or None when the payload is none:
+    whoever may publish on the topic could have put anything there."""
+    data = _json_object(payload)
+    if data is None or not all(isinstance(data.get(key), str) for key in ("job_id", "state")):
+        return None
+    results = data.get("results", [])
+    if not isinstance(results, list) or not all(
+            isinstance(row, dict) and isinstance(row.get("slide"), str) for row in results):
+        return None
+    return data
+
+
+def read_presence(payload: bytes) -> dict[str, Any] | None:
+    """A server's retained presence (server, state, at, backend), or None when it is none."""
+    data = _json_object(payload)
+    if data is None or not all(isinstance(data.get(key), str) for key in ("server", "state", "at")):
+        return None
+    return data if isinstance(data.get("backend", {}), dict) else None
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(payload)
+    except ValueError:  # not UTF-8 (UnicodeDecodeError), or not JSON
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def parse_stored(text: str) -> JobRequest:
     """A request as the store keeps it (already checked when it was accepted)."""
     data = json.loads(text)

@@ -26,21 +26,27 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.config import Config, ConfigError, load_config
+from appliance.backoffice.commands import CONFIG_HELP
+from appliance.config import Config, ConfigError, load_config_or_defaults
+from appliance.logsafe import escape_controls
 from appliance.pathology.jobs import (
     FINAL_STATES,
     JOB_ID,
     cancel_topic,
     jobs_topic,
     make_request,
+    read_presence,
+    read_state,
     server_topic,
     state_topic,
 )
 from appliance.pathology.resolution import um_per_px_option
+from appliance.synthetic.arguments import finite_number
 from appliance.transport.client import BrokerRefusedError, settings_from_config
 from appliance.transport.subscriber import Subscriber
 
 LIST_WAIT_S = 1.0
+MAX_WAIT_S = 7 * 86400
 CONNECT_TIMEOUT_S = 10.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_END = 0, 1, 2, 3
 
@@ -57,15 +63,16 @@ def register(sub: Any) -> None:
     submit.add_argument("--um-per-px", type=um_per_px_option, required=True,
                         help="slide resolution in µm per pixel (0.1-4)")
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    submit.add_argument("--timeout", type=float, default=3600.0, help="--wait limit (s)")
+    submit.add_argument("--timeout", type=finite_number(0, MAX_WAIT_S, "seconds", above_low=True),
+                        default=3600.0, help=f"--wait limit in s, at most {MAX_WAIT_S} (3600)")
     submit.set_defaults(handler=_submit)
     listing = jobs.add_parser("list", help="every job's retained state")
     listing.set_defaults(handler=_list)
     cancel = jobs.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id", type=_job_id, help="the job id that submit printed")
     cancel.set_defaults(handler=_cancel)
-    for parser in (submit, listing, cancel):
-        parser.add_argument("--config", default="config.yaml", help="config file (config.yaml)")
+    for parser in (submit, listing, cancel):  # they need only the broker: defaults will do
+        parser.add_argument("--config", help=CONFIG_HELP)
 
 
 def _job_id(text: str) -> str:
@@ -76,8 +83,10 @@ def _job_id(text: str) -> str:
 
 
 def _config(args: argparse.Namespace) -> Config | None:
+    """The config file (serve: ./config.yaml unless given; the job commands, which need only
+    the broker: ./config.yaml when present, else built-in defaults, with APPLIANCE__ overrides)."""
     try:
-        return load_config(args.config)
+        return load_config_or_defaults(args.config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return None
@@ -176,9 +185,9 @@ def _follow(link: _Link, job_id: str, timeout_s: float) -> int:
             _, payload = link.messages.get(timeout=1.0)
         except queue.Empty:
             continue
-        if not payload:
+        state = read_state(payload) if payload else None
+        if state is None:  # cleared, or not a state a server wrote
             continue
-        state = json.loads(payload)
         print(_describe(state), flush=True)
         if state["state"] in FINAL_STATES:
             return _outcome(state)
@@ -192,10 +201,11 @@ def _outcome(state: dict[str, Any]) -> int:
     job_id = state["job_id"]
     failed = [row for row in state.get("results", []) if row.get("error")]
     for row in failed:
-        print(f"job {job_id}: slide {row['slide']} failed: {row['error']}", file=sys.stderr)
-    if state["state"] != "done":
-        print(f"job {job_id} {state['state']}: {state.get('reason') or 'no reason given'}",
+        print(escape_controls(f"job {job_id}: slide {row['slide']} failed: {row['error']}"),
               file=sys.stderr)
+    if state["state"] != "done":
+        print(escape_controls(f"job {job_id} {state['state']}: "
+                              f"{state.get('reason') or 'no reason given'}"), file=sys.stderr)
         return EXIT_FAILED
     if failed:
         print(f"job {job_id}: {len(failed)} of {len(state.get('results', []))} slides failed",
@@ -205,17 +215,18 @@ def _outcome(state: dict[str, Any]) -> int:
 
 
 def _describe(state: dict[str, Any]) -> str:
-    line = f"{state['job_id']} {state['state']}"
+    """A job's state in lines, control characters escaped (the text came over the broker)."""
+    head = f"{state['job_id']} {state['state']}"
     if "slides_total" in state:
-        line += f" {state.get('slides_done', 0)}/{state['slides_total']} slides"
+        head += f" {state.get('slides_done', 0)}/{state['slides_total']} slides"
     if state.get("reason"):
-        line += f" ({state['reason']})"
+        head += f" ({state['reason']})"
+    lines = [head]
     for row in state.get("results", []):
-        verdict = row["error"] or f"{row['label']} score {row['score']}"
-        line += f"\n  {row['slide']}: {verdict}"
-        if row.get("reason"):
-            line += f" ({row['reason']})"
-    return line
+        verdict = row.get("error") or f"{row.get('label')} score {row.get('score')}"
+        reason = f" ({row['reason']})" if row.get("reason") else ""
+        lines.append(f"  {row['slide']}: {verdict}{reason}")
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -233,19 +244,32 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _print_list(link: _Link) -> None:
-    """The servers' presence and every job's state, from the retained messages collected."""
+    """The servers' presence and every job's state, from the retained messages collected; a
+    message that is neither (anyone allowed to publish there may have put it) is named."""
     states: list[dict[str, Any]] = []
     servers: list[dict[str, Any]] = []
+    unreadable: list[str] = []
     while not link.messages.empty():
         topic, payload = link.messages.get()
-        if payload:
-            (servers if "/servers/" in topic else states).append(json.loads(payload))
+        if not payload:
+            continue
+        presence = "/servers/" in topic
+        read = (read_presence if presence else read_state)(payload)
+        if read is None:
+            unreadable.append(topic)
+        else:
+            (servers if presence else states).append(read)
     for server in sorted(servers, key=lambda s: s["server"]):
-        print(f"server {server['server']}: {server['state']} since {server['at']} "
-              f"({server['backend'].get('backend')})")
+        print(escape_controls(f"server {server['server']}: {server['state']} since "
+                              f"{server['at']} ({server.get('backend', {}).get('backend')})"))
     for state in sorted(states, key=lambda s: s["job_id"]):
         print(_describe({**state, "results": []}))
     print(f"{len(states)} job(s)")
+    if unreadable:
+        named = ", ".join(escape_controls(topic[:200]) for topic in sorted(unreadable)[:5])
+        print(f"job list: {len(unreadable)} retained message(s) that are no job state or server "
+              f"presence ignored: {named}{' ...' if len(unreadable) > 5 else ''}",
+              file=sys.stderr)
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -263,12 +287,13 @@ def _cancel(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         if state["state"] in FINAL_STATES:
             reason = f" ({state['reason']})" if state.get("reason") else ""
-            print(f"job cancel: {job_id} already ended: {state['state']}{reason}; nothing sent",
-                  file=sys.stderr)
+            print(escape_controls(f"job cancel: {job_id} already ended: {state['state']}{reason}; "
+                                  "nothing sent"), file=sys.stderr)
             return EXIT_FAILED
         payload = json.dumps({"job_id": job_id, "requested_at": time.time()}).encode()
         link.publish(cancel_topic(prefix, job_id), payload, retain=True)
-        print(f"cancel requested for {job_id} ({state['state']} on {state.get('server', '?')})")
+        print(escape_controls(f"cancel requested for {job_id} ({state['state']} on "
+                              f"{state.get('server', '?')})"))
         return EXIT_OK
 
     return _linked("cancel", config, [state_topic(prefix, job_id)], cancel)
@@ -282,7 +307,6 @@ def _retained_state(link: _Link) -> dict[str, Any] | None:
             _, payload = link.messages.get(timeout=left)
         except queue.Empty:
             break
-        if payload:
-            state: dict[str, Any] = json.loads(payload)
+        if payload and (state := read_state(payload)) is not None:
             return state
     return None

@@ -1,4 +1,5 @@
-"""The argparse types of the ``synth`` commands: every number has a bounded range.
+"""The argparse types of the ``synth`` commands (and of other commands' numbers): every number
+has a bounded range.
 
 A value outside it is a usage error (exit 2) naming the option, the range and what was typed,
 never a clamp, a crash deep in a generator or a frame that describes nothing: ``float()`` also

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.commands import add_store_options
+from appliance.synthetic.arguments import finite_number, whole_number
 from appliance.updates.repository import ROLES
+
+MAX_DEVICES = 1_000_000
+MAX_WAVE_WAIT_S = 7 * 86400
 
 EXIT_ERROR = 2
 
@@ -65,7 +69,8 @@ def _register_fleet(models: Any) -> None:
         command.add_argument("name", help="model name")
         if name == "deploy":
             command.add_argument("version", help="released version")
-            command.add_argument("--canary", type=int, default=1, help="canary devices first")
+            command.add_argument("--canary", type=whole_number(0, MAX_DEVICES), default=1,
+                                 help="canary devices first (1)")
         else:
             command.add_argument("--to", dest="version", required=True, help="released version")
         command.add_argument("--repo", type=Path, required=True, help="repository folder")
@@ -73,11 +78,14 @@ def _register_fleet(models: Any) -> None:
         target.add_argument("--devices", help="comma-separated device ids")
         target.add_argument("--site", help="every known device of a site")
         target.add_argument("--all", action="store_true", help="every known device")
-        command.add_argument("--wave", type=int, default=10, help="devices per wave")
-        command.add_argument("--timeout-s", type=float, default=300.0,
-                             help="wait per wave for installed and healthy reports")
-        command.add_argument("--max-failures", type=int, default=0,
-                             help="halt once more devices than this failed")
+        command.add_argument("--wave", type=whole_number(1, MAX_DEVICES), default=10,
+                             help="devices per wave (10)")
+        command.add_argument("--timeout-s", type=finite_number(0, MAX_WAVE_WAIT_S, "seconds",
+                                                               above_low=True), default=300.0,
+                             help="wait per wave for installed and healthy reports, at most "
+                             f"{MAX_WAVE_WAIT_S} s (300)")
+        command.add_argument("--max-failures", type=whole_number(0, MAX_DEVICES), default=0,
+                             help="halt once more devices than this failed (0)")
         add_store_options(command)
         command.set_defaults(handler=_deploy, decision=name if name == "rollback" else "deploy")
     status = models.add_parser("status", help="per device: running, targeted, state")

@@ -25,6 +25,7 @@ from appliance.backoffice.store import (
     store_url_for,
 )
 from appliance.config import DEFAULT_CONFIG_FILE, Config, ConfigError, load_config_or_defaults
+from appliance.logsafe import escape_controls
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
@@ -135,9 +136,9 @@ def run_deploy(args: argparse.Namespace) -> int:
             plan = RolloutPlan(
                 manifest=manifest,
                 devices=choose_devices(args, _known_devices(watcher, store), repo),
-                canaries=0 if args.decision == "rollback" else max(0, args.canary),
-                wave_size=max(1, args.wave), timeout_s=args.timeout_s,
-                max_failures=max(0, args.max_failures), decision=args.decision,
+                canaries=0 if args.decision == "rollback" else args.canary,
+                wave_size=args.wave, timeout_s=args.timeout_s,
+                max_failures=args.max_failures, decision=args.decision,
                 scope=args.devices or (f"site {args.site}" if args.site else
                                        "all" if args.all else f"assigned {args.name}"),
             )
@@ -223,8 +224,9 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
         lines.append("no device has reported a model or been assigned one yet")
         return "\n".join(lines)
     lines.append(f"{'device':24} {'running':10} {'targeted':28} {'state':12} why")
-    for row in report["devices"]:
+    for row in report["devices"]:  # a kiosk's own words: escaped, they reach a terminal
         why = row["reason"] or row["rollout_reason"] or ""
-        lines.append(f"{row['site'] + '/' + row['device_id']:24} {row['running'] or '-':10} "
-                     f"{row['targeted'] or '-':28} {row['state'] or '-':12} {why[:120]}")
+        lines.append(escape_controls(
+            f"{row['site'] + '/' + row['device_id']:24} {row['running'] or '-':10} "
+            f"{row['targeted'] or '-':28} {row['state'] or '-':12} {why[:120]}"))
     return "\n".join(lines)

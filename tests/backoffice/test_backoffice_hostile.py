@@ -116,3 +116,18 @@ def test_control_characters_in_payload_text_are_escaped_in_the_log(
     assert "\n" not in line
     assert "\x1b" not in line
     assert "\\x1b[31mred" in line
+
+
+def test_a_kiosk_s_status_text_cannot_drive_the_operator_s_terminal(store: Store) -> None:
+    from appliance.backoffice.fleet import fleet_table
+    from appliance.transport.payloads import ModelInfo
+
+    hostile = fleetsim.online_status("lab", "k1").model_copy(update={
+        "software_version": "0.1\u202e0.9",  # shown reversed: "0.9.0.1"
+        "model": ModelInfo(name="\x1b[2J\x1b[1;31mgrader\x1b]0;title\x07", version="1\x1b[8m"),
+    })
+    store.write_batch(sort(("p/lab/k1/status", hostile.to_json()), retained=True), 100)
+    table = fleet_table(store)
+    assert not set(table) & {"\x1b", "\x07", "\u202e"}
+    assert "\\x1b[2J\\x1b[1;31mgrader\\x1b]0;title\\u0007 1\\x1b[8m" in table
+    assert "0.1\\u202e0.9" in table

@@ -4,11 +4,12 @@ with the total, refuse a negative --limit, and keep an existing export file unle
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from appliance.backoffice.schema import result_row
+from appliance.backoffice.schema import device_row, iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
 from appliance.synthetic import fleet as fleetsim
@@ -81,3 +82,19 @@ def test_export_keeps_an_existing_file_unless_force(
     assert out.read_text() == "last week's export\n"
     assert main(["results", "export", "--store", url, "--out", str(out), "--force"]) == 0
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_fleet_says_an_offline_kiosk_s_camera_is_what_it_last_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store = open_store(url)
+    at = datetime.now(UTC) - timedelta(hours=2)
+    last = fleetsim.online_status("lab", "k1").model_copy(
+        update={"state": "offline", "at": at, "camera": "online"})
+    store.write_batch(Batch(statuses=[device_row(last, iso_utc(at))]), 10)
+    store.close()
+    assert main(["fleet", "--store", url]) == 0
+    row = capsys.readouterr().out.splitlines()[1]
+    assert "offline" in row
+    assert "online, 2h ago" in row  # as the console says it, not a plain "online"

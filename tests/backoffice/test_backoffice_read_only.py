@@ -5,22 +5,26 @@ SQLite and PostgreSQL (a throw-away database of its own per test)."""
 from __future__ import annotations
 
 import hashlib
+import random
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from appliance.backoffice.schema import MIGRATIONS
-from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
+from appliance.backoffice.schema import MIGRATIONS, iso_utc, result_row
+from appliance.backoffice.store import LATEST_VERSION, Batch, Store, StoreError, open_store
 from appliance.cli import main
 from appliance.console.auth import add_user
 from appliance.pathology.jobstore import STORE_ERRORS
+from appliance.synthetic import fleet as fleetsim
 from appliance.updates.operations import init_repository
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 OLDER = MIGRATIONS[:5]  # a store as the code before migration 6 left it
+RESULT = fleetsim.sample_result(random.Random(1), "lab", "k1", 1)
 
 
 def _read_commands(tmp_path: Path) -> list[list[str]]:
@@ -192,3 +196,35 @@ def test_a_read_only_store_makes_no_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=re.escape(f"cannot open SQLite store {missing}")):
         Store(f"sqlite:///{missing}", read_only=True)
     assert not missing.parent.exists()
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    """A store left by a stopped back office (no WAL files), on a tmpfs then remounted read-only
+    (root can mount one): a backup, a snapshot, another user's folder."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                          capture_output=True, check=False)
+    assert done.returncode == 0, f"cannot mount a tmpfs (needs root): {done.stderr!r}"
+    try:
+        store = open_store(f"sqlite:///{disk / 'backoffice.sqlite3'}")
+        store.write_batch(Batch(results=[result_row(RESULT, iso_utc(RESULT.captured_at),
+                                                    RESULT.to_json().decode())]), 100)
+        store.close()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_read_commands_read_a_store_whose_folder_cannot_be_written(
+    read_only_disk: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"sqlite:///{read_only_disk / 'backoffice.sqlite3'}"
+    assert sorted(p.name for p in read_only_disk.iterdir()) == ["backoffice.sqlite3"]
+    assert main(["results", "query", "--store", url]) == 0
+    assert f"{RESULT.measurement_id}" in capsys.readouterr().out
+    assert main(["fleet", "--store", url]) == 0
+    assert main(["store", "migrate", "--store", url]) == 2
+    assert f"its folder {read_only_disk} cannot be written here" in capsys.readouterr().err

@@ -86,6 +86,8 @@ def test_api_filters_by_device_date_and_grade(console: Console) -> None:
     ("limit=100000", "limit"),
     ("before=not-a-cursor", "before"),
     ("colour=red", "colour"),
+    ("limit=2&limit=3", "limit"),  # which one? the last was taken silently
+    ("device=k1&grade=fine&device=k2", "device"),
 ])
 def test_hostile_filters_are_refused_naming_the_field(console: Console, query: str,
                                                       field: str) -> None:

@@ -62,3 +62,12 @@ def test_the_reason_reads_back_as_it_was_written() -> None:
         Withheld(("hill_density_per_mm2", "kime_score"), frame=False)
     assert grade_withheld(["blurred", not_graded_reason(())]) == Withheld((), frame=False)
     assert grade_withheld(["blurred", "not graded by hand"]) is None
+
+
+def test_a_hostile_reason_is_read_back_bounded_to_the_known_features() -> None:
+    # the console reads reasons from whatever a kiosk sent: made-up names, markup and a
+    # reason as long as a payload allows give back only the contract's keys, each once
+    named = ["<script>alert(1)</script>", "kime_score", *["pore_count"] * 20_000,
+             "\x1b[2Jwrinkles", *(f"f{i}" for i in range(5_000))]
+    withheld = grade_withheld([not_graded_reason(named)])
+    assert withheld == Withheld(("kime_score", "pore_count"), frame=False)

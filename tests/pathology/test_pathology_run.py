@@ -153,3 +153,22 @@ def test_cuda_without_a_cuda_runtime_says_so(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ModelError, match="no CUDA provider"):
         TileModel(DEMO, provider="cuda")
     assert TileModel(DEMO, provider="auto").session.get_providers() == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--threshold", "nan"), ("--threshold", "-1"), ("--threshold", "1.5"),
+    ("--tile-um", "nan"), ("--tile-um", "0"), ("--tile-um", "-5"),
+    ("--min-tissue", "nan"), ("--min-tissue", "5"),
+])
+def test_an_option_outside_its_range_is_refused_before_any_slide(
+    option: str, value: str, cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # a NaN threshold labelled every slide MSS, -1 every one MSI; a NaN tile size crashed
+    out = tmp_path / "results"
+    for command in (["run", str(cohort)], ["submit", str(cohort / "good.jpg"), "--um-per-px",
+                                           "1"]):
+        with pytest.raises(SystemExit) as refused:
+            main(["pathology", *command, "--out", str(out), f"{option}={value}"])
+        assert refused.value.code == 2
+        assert f"argument {option}: must be a finite number" in capsys.readouterr().err
+    assert not out.exists()

@@ -96,3 +96,33 @@ def test_a_config_file_named_but_missing_is_an_error_naming_it(
         assert main(["models", *command, "--repo", str(repo.dir), "--config", "typo.yaml"]) == 2
         assert "typo.yaml: config file not found" in capsys.readouterr().err
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.usefixtures("elsewhere", "broker_env")
+def test_status_shows_a_kiosk_s_own_words_with_control_characters_escaped(
+    repo: FileRepository, mqtt_broker: Any, topic_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from appliance.transport import payloads
+
+    state = payloads.ModelState(
+        device_id="k1", site="lab", state="rejected", at=payloads.utc_now(),
+        running=payloads.ModelInfo(name="grader\x1b[8m", version="1\u202e0"),
+        reason="\x1b[2J\x1b]0;title\x07self-test failed")
+    topic = f"{topic_prefix}/lab/k1/model/state"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(mqtt_broker.host, mqtt_broker.port)
+    client.loop_start()
+    try:
+        client.publish(topic, state.to_json(), qos=1, retain=True).wait_for_publish(5)
+        assert main(["models", "status", "--repo", str(repo.dir)]) == 0
+    finally:
+        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+    out = capsys.readouterr().out
+    assert not set(out) & {"\x1b", "\x07", "\u202e"}
+    assert "\\x1b[2J\\x1b]0;title\\u0007self-test failed" in out

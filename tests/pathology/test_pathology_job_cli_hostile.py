@@ -1,0 +1,106 @@
+"""The job commands read retained states that anyone allowed to publish there could have put:
+a malformed one is skipped and named, text is shown with its control characters escaped."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance.cli import main
+from appliance.pathology.jobs import server_topic, state_topic
+from appliance.transport.broker import free_port
+
+pytestmark = pytest.mark.broker
+
+HOSTILE = {"job_id": "j\x1b[2J\x1b[31m1", "state": "running",
+           "reason": "\x1b]0;title\x07\u202etxt.exe"}
+
+
+def _retain(broker: Any, messages: dict[str, bytes]) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    for topic, payload in messages.items():
+        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.fixture
+def config(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Any:
+    file = tmp_path / "config.yaml"
+    file.write_text(yaml.safe_dump({"mqtt": {"host": mqtt_broker.host,
+                                             "port": mqtt_broker.port,
+                                             "topic_prefix": topic_prefix}}))
+    yield file
+    _retain(mqtt_broker, {state_topic(topic_prefix, name): b"" for name in
+                          ("a", "b", "c", "d", "ok", "evil")} |
+            {server_topic(topic_prefix, "s1"): b""})  # retained messages outlive the test
+
+
+def test_job_list_skips_malformed_states_and_escapes_the_rest(
+    config: Path, mqtt_broker: Any, topic_prefix: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _retain(mqtt_broker, {
+        state_topic(topic_prefix, "a"): b"not json",
+        state_topic(topic_prefix, "b"): b'{"x": 1}',
+        state_topic(topic_prefix, "c"): b"[1, 2]",
+        state_topic(topic_prefix, "d"): b'{"job_id": "d", "state": "done", "results": [1]}',
+        state_topic(topic_prefix, "ok"): b'{"job_id": "ok", "state": "queued"}',
+        state_topic(topic_prefix, "evil"): json.dumps(HOSTILE).encode(),
+        server_topic(topic_prefix, "s1"): b'{"server": "s1"}',
+    })
+    assert main(["pathology", "job", "list", "--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert not set(captured.out + captured.err) & {"\x1b", "\x07", "\u202e"}
+    assert "ok queued" in captured.out
+    assert "j\\x1b[2J\\x1b[31m1 running (\\x1b]0;title\\u0007\\u202etxt.exe)" in captured.out
+    assert "2 job(s)" in captured.out
+    assert "5 retained message(s) that are no job state or server presence ignored" in \
+        captured.err
+    assert f"{state_topic(topic_prefix, 'a')}" in captured.err
+
+
+def test_cancel_takes_a_malformed_state_for_none(
+    config: Path, mqtt_broker: Any, topic_prefix: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _retain(mqtt_broker, {state_topic(topic_prefix, "b"): b'{"x": 1}'})
+    assert main(["pathology", "job", "cancel", "b", "--config", str(config)]) == 1
+    assert "b is unknown" in capsys.readouterr().err
+
+
+def test_job_commands_need_no_config_file_as_other_broker_commands(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config.yaml here: built-in defaults and APPLIANCE__
+    for name in [n for n in os.environ if n.upper().startswith("APPLIANCE__")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", mqtt_broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(mqtt_broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", topic_prefix)
+    assert main(["pathology", "job", "list"]) == 0
+    assert capsys.readouterr().out == "0 job(s)\n"
+    assert main(["pathology", "job", "list", "--config", "typo.yaml"]) == 2
+    assert "typo.yaml: config file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf"])
+def test_a_wait_limit_outside_its_range_is_refused_before_anything_is_sent(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # NaN or a negative limit gave up at once (exit 3) after sending the job; inf never ended
+    config = tmp_path / "config.yaml"  # nothing listens there: nothing can be sent
+    config.write_text(yaml.safe_dump({"mqtt": {"host": "127.0.0.1", "port": free_port()}}))
+    with pytest.raises(SystemExit) as refused:
+        main(["pathology", "job", "submit", str(tmp_path / "s.jpg"), "--um-per-px", "1",
+              "--wait", f"--timeout={value}", "--config", str(config)])
+    assert refused.value.code == 2
+    assert "argument --timeout: must be a finite number" in capsys.readouterr().err
