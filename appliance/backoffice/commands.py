@@ -48,6 +48,16 @@ def load_or_report(path: str | None) -> Config | None:
         return None
 
 
+def store_url_of(args: argparse.Namespace) -> str | None:
+    """The store URL from ``--store``, else from the config; None after printing a config error."""
+    from appliance.backoffice.store import store_url_for
+
+    if args.store is not None:
+        return str(args.store)
+    config = load_or_report(args.config)
+    return None if config is None else store_url_for(config.store.url, config.state_dir)
+
+
 def open_for(args: argparse.Namespace, create: bool = False, writes: bool = False) -> Any:
     """The store named by ``--store`` or the config, or None after printing why not.
 
@@ -55,19 +65,11 @@ def open_for(args: argparse.Namespace, create: bool = False, writes: bool = Fals
     command that writes (``writes``) migrates it; one that may come first (``create``) may also
     create it.
     """
-    from appliance.backoffice.store import (
-        StoreError,
-        open_existing_store,
-        open_store,
-        store_url_for,
-    )
+    from appliance.backoffice.store import StoreError, open_existing_store, open_store
 
-    url = args.store
+    url = store_url_of(args)
     if url is None:
-        config = load_or_report(args.config)
-        if config is None:
-            return None
-        url = store_url_for(config.store.url, config.state_dir)
+        return None
     try:
         if create or writes:
             return open_store(url, create=create)

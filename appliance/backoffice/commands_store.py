@@ -13,23 +13,19 @@ import argparse
 import sys
 from typing import Any
 
-from appliance.backoffice.commands import add_store_options, load_or_report
+from appliance.backoffice.commands import add_store_options, store_url_of
 
 
 def _migrate(args: argparse.Namespace) -> int:
     from appliance.backoffice.store import (  # noqa: PLC0415  (psycopg loads on use)
         LATEST_VERSION,
         store_name,
-        store_url_for,
     )
     from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore  # noqa: PLC0415
 
-    url = args.store
+    url = store_url_of(args)
     if url is None:
-        config = load_or_report(args.config)
-        if config is None:
-            return 2
-        url = store_url_for(config.store.url, config.state_dir)
+        return 2
     try:
         store = PathologyStore(url)
         try:
