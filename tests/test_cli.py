@@ -169,6 +169,12 @@ def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (["demo"], "--timeout-s", "nan"),  # gave up at once
     (["models", "skin-table", "--out", "t.csv"], "--label-noise", "nan"),  # labels from NaN
     (["models", "skin-table", "--out", "t.csv"], "--label-noise", "-1"),  # a traceback
+    (["models", "skin-table", "--out", "t.csv"], "--rows", "0"),  # were taken silently
+    (["models", "skin-table", "--out", "t.csv"], "--seed", "-1"),
+    (["models", "skin-table", "--out", "t.csv"], "--workers", "0"),
+    (["pathology", "run", "slides", "--out", "r"], "--batch-size", "0"),
+    (["pathology", "run", "slides", "--out", "r"], "--cam-tiles", "-1"),
+    (["pathology", "evaluate", "--labels", "l.csv", "--results", "r"], "--bootstrap", "-1"),
 ])
 @pytest.mark.usefixtures("in_tmp_path")
 def test_a_number_outside_its_range_is_refused_naming_the_option(

@@ -15,7 +15,7 @@ from typing import Any
 from appliance.inference.contract import ModelError
 from appliance.modelbuild.table import TableError
 from appliance.shipped import SKIN_MODEL, shipped_path
-from appliance.synthetic.arguments import finite_number
+from appliance.synthetic.arguments import SEED, WORKERS, finite_number, whole_number
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)
 
@@ -181,14 +181,16 @@ def _register_table(models: Any) -> None:
     )
     table.add_argument("--out", type=Path, required=True, help="new .parquet or .csv file")
     table.add_argument("--force", action="store_true", help="replace an existing --out file")
-    table.add_argument("--rows", type=int, default=1500, help="number of frames")
-    table.add_argument("--seed", type=int, default=0, help="synthetic generator seed")
+    table.add_argument("--rows", type=whole_number(1, 1_000_000), default=1500,
+                       help="number of frames, 1-1000000")
+    table.add_argument("--seed", type=SEED, default=0, help="synthetic generator seed")
     table.add_argument("--features", choices=("measured", "truth"), default="measured",
                        help="measured: analyze() each frame; truth: ground truth + noise")
     table.add_argument("--label-noise", type=finite_number(0, 5, "a share of the score's spread"),
                        default=0.25,
                        help="expert disagreement, as a share of the grade score's spread, 0-5")
-    table.add_argument("--workers", type=int, default=1, help="processes rendering frames")
+    table.add_argument("--workers", type=WORKERS, default=1,
+                       help="processes rendering frames, 1-256")
     table.add_argument("--quiet", action="store_true", help="no progress bar")
     table.set_defaults(handler=_skin_table)
 

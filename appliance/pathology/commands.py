@@ -9,7 +9,7 @@ from typing import Any
 
 from appliance.pathology.resolution import um_per_px_option
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
-from appliance.synthetic.arguments import finite_number
+from appliance.synthetic.arguments import finite_number, whole_number
 
 DEFAULT_MODEL = shipped_path(PATHOLOGY_MODEL)
 MAX_TILE_UM = 10_000  # 10 mm: a tile larger than any biopsy
@@ -34,7 +34,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                           help="results folder(s) of `pathology run`; several = repeated runs")
     evaluate.add_argument("--splits", type=Path, help="patient,split CSV (from training)")
     evaluate.add_argument("--split", default="test", help="which split to evaluate (test)")
-    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    evaluate.add_argument("--bootstrap", type=whole_number(1, 100_000), default=1000,
+                          help="bootstrap resamples, 1-100000 (1000)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
     evaluate.set_defaults(handler=_evaluate)
     from appliance.pathology.jobs_cli import register as register_jobs  # noqa: PLC0415 - keeps this module's imports light
@@ -59,8 +60,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="slide score: mean tile probability or share of MSI tiles")
     parser.add_argument("--tumour-only", action="store_true", help="score nuclei-rich tiles only")
     parser.add_argument("--no-normalize", action="store_true", help="skip Macenko normalisation")
-    parser.add_argument("--batch-size", type=int, default=64, help="tiles per model call (64)")
-    parser.add_argument("--cam-tiles", type=int, default=4, help="CAMs drawn per slide (4)")
+    parser.add_argument("--batch-size", type=whole_number(1, 4096), default=64,
+                        help="tiles per model call, 1-4096 (64)")
+    parser.add_argument("--cam-tiles", type=whole_number(0, 1000), default=4,
+                        help="CAMs drawn per slide, 0-1000 (4)")
     parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
                         help="ONNX Runtime device: auto = CUDA when present, else CPU (auto)")
     parser.add_argument("--no-pictures", action="store_true", help="skip heatmaps and CAMs")
