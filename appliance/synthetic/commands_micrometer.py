@@ -12,6 +12,7 @@ from appliance.synthetic.arguments import SEED, finite_number, whole_number
 
 MIN_PITCH_MM, MAX_PITCH_MM = 0.001, 10.0  # stage micrometers: 0.01 mm and 0.1 mm are usual
 MAX_LINES = 10_000
+MIN_PITCH_PX = 2.0  # closer lines than this cannot be told apart in the photo (Nyquist)
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -37,6 +38,16 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     micrometer.set_defaults(handler=_micrometer)
 
 
+def _unphotographable(spec: Any) -> str:
+    """Why a photo of ``spec`` could not be calibrated from, or "" when it can."""
+    if spec.pitch_px < MIN_PITCH_PX:
+        return f"closer than {MIN_PITCH_PX:g} px cannot be resolved (take a larger --mm)"
+    if spec.pitch_px >= min(spec.size_px):
+        return (f"fewer than two lines fit in the {spec.size_px[0]}x{spec.size_px[1]} frame "
+                "(take a smaller --mm)")
+    return ""
+
+
 def _micrometer(args: argparse.Namespace) -> int:
     import cv2  # noqa: PLC0415 - keep --help fast
 
@@ -44,6 +55,11 @@ def _micrometer(args: argparse.Namespace) -> int:
 
     spec = MicrometerSpec(um_per_px=args.um_per_px, pitch_mm=args.mm, lines=args.lines,
                           angle_deg=args.angle_deg, seed=args.seed)
+    problem = _unphotographable(spec)
+    if problem:
+        print(f"synth micrometer: --mm {args.mm:g} at --um-per-px {args.um_per_px:g} puts the "
+              f"lines {spec.pitch_px:.3g} px apart: {problem}", file=sys.stderr)
+        return 2
     rgb = micrometer_frame(spec)
     if not cv2.imwrite(str(args.out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         print(f"synth micrometer: could not write {args.out}", file=sys.stderr)

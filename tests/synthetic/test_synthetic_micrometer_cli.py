@@ -61,7 +61,7 @@ def test_a_finite_scale_writes_the_photo(
 
 
 @pytest.mark.parametrize(
-    "extra", [["--mm", "10", "--um-per-px", "30"], ["--mm", "0.001", "--um-per-px", "0.51"],
+    "extra", [["--mm", "10", "--um-per-px", "10.5"], ["--mm", "0.002", "--um-per-px", "1"],
               ["--lines", "2", "--angle-deg=-90"], ["--lines", "10000", "--angle-deg", "90"]])
 def test_the_limits_of_each_range_write_a_photo(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
@@ -70,3 +70,20 @@ def test_the_limits_of_each_range_write_a_photo(
     assert main(["synth", "micrometer", "--out", str(out), *extra]) == 0
     assert out.stat().st_size > 0
     assert "wrote " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--mm", "0.001", "--um-per-px", "10"], "lines 0.1 px apart: closer than 2 px cannot be"),
+     (["--mm", "0.01", "--um-per-px", "5.1"], "lines 1.96 px apart: closer than 2 px cannot be"),
+     (["--mm", "10", "--um-per-px", "10"], "lines 1e+03 px apart: fewer than two lines fit"),
+     (["--mm", "10", "--um-per-px", "10.4"], "lines 962 px apart: fewer than two lines fit")])
+def test_a_pitch_no_photo_can_show_exits_2_naming_both_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    out = tmp_path / "micrometer.png"
+    assert main(["synth", "micrometer", "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"--mm {extra[1]} at --um-per-px {extra[3]} puts the " in err
+    assert message in err
+    assert not out.exists()
