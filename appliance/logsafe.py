@@ -28,6 +28,15 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` escaped, cut to ``limit`` characters with how much was left off (an MQTT topic
+    can be 65,535 bytes long: a terminal line should not be)."""
+    shown = escape_controls(text[:limit])
+    if len(text) <= limit:
+        return shown
+    return f"{shown}... ({len(text) - limit} more characters)"
+
+
 class SafeLogRecord(logging.LogRecord):
     """A LogRecord whose rendered message has its control characters escaped."""
 

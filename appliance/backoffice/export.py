@@ -24,7 +24,7 @@ from appliance.backoffice.schema import (
     not_validated_keys,
 )
 from appliance.backoffice.store import Store
-from appliance.logsafe import escape_controls
+from appliance.logsafe import escape_controls, shorten
 
 EXPORT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c != "payload")
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
@@ -150,6 +150,9 @@ def _write_parquet(rows: Iterator[tuple[Any, ...]], path: Path) -> int:
     return count
 
 
+SHOWN_CHARS = 200  # of a dead letter's topic and reason in the terminal table
+
+
 def dead_letter_table(store: Store, limit: int) -> str:
     """The newest dead letters: when, topic, size, reason and the start of the payload."""
     letters = store.dead_letters(limit)
@@ -158,7 +161,7 @@ def dead_letter_table(store: Store, limit: int) -> str:
     lines = []
     for letter in letters:
         head = escape_controls(letter.payload[:60].decode("utf-8", errors="replace"))
-        topic, reason = escape_controls(letter.topic), escape_controls(letter.reason)
+        topic, reason = shorten(letter.topic, SHOWN_CHARS), shorten(letter.reason, SHOWN_CHARS)
         lines.append(f"{letter.received_at}  {topic}  {letter.payload_bytes} bytes\n"
                      f"    reason: {reason}\n    payload: {head}")
     return "\n".join([*lines, f"{len(letters)} dead letter(s) shown, of "

@@ -132,3 +132,19 @@ def test_query_marks_the_cells_not_measured(store_url: str,
     assert lines[-1] == "n/m: not measured (outside the validated range, docs/measurement.md)"
     assert _cli("results", "query", "--store", store_url, "--device", "k0") == 0
     assert "n/m" not in capsys.readouterr().out  # no flagged result: no marks, no note
+
+
+def test_dead_letters_show_a_long_topic_and_reason_cut_to_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'long.sqlite3'}"
+    store = open_store(url)
+    topic = "appliance/lab/" + "k" * 60_000 + "\n/result"
+    letter = DeadLetter("2026-11-26T00:00:02.000000Z", topic, "bad: " + "r" * 5_000, 3, b"x")
+    store.write_batch(Batch(dead_letters=[letter]), 10)
+    store.close()
+    assert _cli("results", "dead-letters", "--store", url) == 0
+    out = capsys.readouterr().out
+    assert len(out) < 1_000
+    assert f"appliance/lab/{'k' * 186}... ({len(topic) - 200} more characters)  3 bytes" in out
+    assert f"reason: bad: {'r' * 195}... (4805 more characters)" in out
