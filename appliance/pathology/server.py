@@ -34,6 +34,7 @@ from appliance.pathology.batcher import FairBatcher, TileChunk
 from appliance.pathology.finisher import SlideFinisher, SlideWork
 from appliance.pathology.jobrun import RESULT_FIELDS, InferenceRunner, JobRun
 from appliance.pathology.jobs import (
+    JOB_ID,
     JobRefusedError,
     JobRequest,
     cancel_topic,
@@ -61,6 +62,7 @@ from appliance.transport.client import (
 log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 0.5
 STORE_RETRY_S = 1.0
+SHOWN_ID_CHARS = 64  # of a cancel topic that names no job id, in the answer and the log
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -279,7 +281,9 @@ class PathologyServer:
             self._finish(run, "done")
 
     def _event_cancel(self, job_id: str, mid: int, qos: int, requested: bool) -> None:
-        if requested and self.store.request_cancel(job_id):
+        if requested and not JOB_ID.match(job_id):
+            self._not_a_job_id(job_id)
+        elif requested and self.store.request_cancel(job_id):
             if job_id in self.runs:
                 self._cancel(self.runs[job_id])
         elif requested:
@@ -302,6 +306,17 @@ class PathologyServer:
         elif job["state"] != "cancelled":  # cancelled: this very request, already carried out
             self._answer_cancel(job_id, job["state"], f"job {job_id} already ended "
                                 f"({job['state']}); nothing to cancel")
+
+    def _not_a_job_id(self, name: str) -> None:
+        """A cancel request on a topic that names no job a submit could make (a topic level may
+        be 65,535 bytes): cleared, and answered naming only its start."""
+        self.client.publish(cancel_topic(self.prefix, name), b"", qos=1, retain=True)
+        shown = name if len(name) <= SHOWN_ID_CHARS else name[:SHOWN_ID_CHARS] + "..."
+        log.warning("cancel request for %r (%d characters, not a job id) cleared", shown,
+                    len(name))
+        self._answer_cancel(shown, "unknown", f"cancel request for {shown!r} ({len(name)} "
+                            "characters) names no job: a job id is 1-64 of A-Z a-z 0-9 _ . -; "
+                            "nothing to cancel")
 
     def _answer_cancel(self, job_id: str, state: str, reason: str) -> None:
         self.client.publish(errors_topic(self.prefix), state_payload(

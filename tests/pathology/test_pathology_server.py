@@ -525,6 +525,21 @@ def test_a_cancel_for_an_unknown_job_is_cleared_and_answered(env: Env, serve: Se
     store.close()
 
 
+def test_a_cancel_on_a_topic_naming_no_job_id_is_cleared_and_answered_in_brief(
+    env: Env, serve: Servers
+) -> None:
+    name = "g" * 60_000
+    topic = cancel_topic(env.prefix, name)
+    _publish_retained(env.broker, topic, b'{"requested_at": 0}')
+    serve(env.config())
+    answer = env.watcher.wait_cancel_answer("g" * 64 + "...")
+    assert answer["state"] == "unknown"
+    assert answer["reason"] == (f"cancel request for {'g' * 64 + '...'!r} (60000 characters) "
+                                "names no job: a job id is 1-64 of A-Z a-z 0-9 _ . -; nothing "
+                                "to cancel")
+    assert _retained_on(env.broker, topic) == []
+
+
 def test_a_cancel_for_an_ended_job_is_cleared_and_answered(env: Env, serve: Servers) -> None:
     serve(env.config())
     env.watcher.submit(_job("ended", [env.slides / "b12.jpg"]))
