@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from appliance import __version__
 from appliance.config import ConsoleConfig
@@ -56,6 +58,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
         loader=PackageLoader("appliance.console", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
+    app.state.templates.filters["code_spans"] = code_spans
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(rollouts.pages)
@@ -65,6 +68,16 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     _add_handlers(app)
     app.middleware("http")(_limits)
     return app
+
+
+_CODE_SPAN = re.compile(r"(`{1,2})([^`\n]+)\1")
+
+
+def code_spans(text: object) -> Markup:
+    """``text`` HTML-escaped, with its `backticked` spans (the API's docstrings mark names
+    so) set as <code>."""
+    escaped = str(escape("" if text is None else text))
+    return Markup(_CODE_SPAN.sub(r"<code>\2</code>", escaped))
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -20,6 +20,7 @@ from jinja2 import Environment
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
+from appliance.backoffice.export import SHOWN_CHARS
 from appliance.backoffice.queries import Login
 from appliance.console.auth import digest, open_session, verify_password
 from appliance.console.cohortview import svg_plot
@@ -35,6 +36,7 @@ from appliance.console.guard import (
     safe_next,
 )
 from appliance.console.views import csv_lines, fleet, result_detail, results_page
+from appliance.logsafe import shorten
 
 router = APIRouter(include_in_schema=False)
 PageLogin = Annotated[Login, Depends(page_login)]
@@ -184,7 +186,8 @@ def dead_letters(request: Request, login: Annotated[Login, Depends(operator)]) -
     with pool_of(request).store() as store:
         letters = store.dead_letters(100)
         kept = store.count_dead_letters()
-    rows = [{"received_at": d.received_at, "topic": d.topic, "reason": d.reason,
+    rows = [{"received_at": d.received_at, "topic": shorten(d.topic, SHOWN_CHARS),
+             "reason": shorten(d.reason, SHOWN_CHARS),
              "bytes": d.payload_bytes, "head": d.payload[:120].decode("utf-8", "replace")}
             for d in letters]
     return render(request, "dead_letters.html", login=login, rows=rows, kept=kept)

@@ -21,7 +21,8 @@ from console_helpers import (
     post,
 )
 
-from appliance.backoffice.store import open_store
+from appliance.backoffice.schema import DeadLetter
+from appliance.backoffice.store import Batch, open_store
 from appliance.console.auth import AccessError, add_user
 
 
@@ -184,6 +185,20 @@ def test_viewers_do_not_see_dead_letters(console: Console) -> None:
     assert get_with(console, "/dead-letters", operator)[0] == 200
 
 
+def test_dead_letters_page_cuts_a_long_topic(console: Console) -> None:
+    store = open_store(console.store_url)
+    try:
+        store.write_batch(Batch(dead_letters=[DeadLetter(
+            "2026-11-26T00:00:02.000000Z", "appliance/x/" + "k" * 60_000, "bad", 3, b"x")]), 10)
+    finally:
+        store.close()
+    operator, _ = login_cookie(console, "alice")
+    status, _, page = get_with(console, "/dead-letters", operator)
+    assert status == 200
+    assert len(page) < 30_000
+    assert f"appliance/x/{'k' * 188}... (59812 more characters)".encode() in page
+
+
 def test_user_names_roles_and_passwords_are_checked(console: Console) -> None:
     store = open_store(console.store_url)
     try:
@@ -207,6 +222,8 @@ def test_openapi_lists_the_api(console: Console) -> None:
     assert status == 200
     assert b"GET /api/v1/results/{measurement_id}" in page
     assert b"<script" not in page  # readable offline, under the strict CSP
+    assert b"For an offline kiosk, <code>camera</code>, the versions" in page
+    assert b"`" not in page  # the docstrings' backticks are set as code, not shown
 
 
 def _flagged(console: Console) -> dict[str, list[str]]:
