@@ -37,14 +37,6 @@ class BorderSegments:
     lengths_px: np.ndarray  # (S,) float
     angles_rad: np.ndarray  # (S,) float, direction of the segment, 0..π
     crack_sums: np.ndarray  # (S, 3): cracks, sum of their x, sum of their y (pixel indices)
-    levels: np.ndarray | None = None  # (S,) share of the border's cracks on the evidence
-
-    def subset(self, keep: np.ndarray, cell_pairs: np.ndarray | None = None) -> BorderSegments:
-        """The segments where ``keep`` holds (optionally with new cell labels)."""
-        pairs = self.cell_pairs if cell_pairs is None else cell_pairs
-        levels = None if self.levels is None else self.levels[keep]
-        return BorderSegments(pairs[keep], self.lengths_px[keep], self.angles_rad[keep],
-                              self.crack_sums[keep], levels)
 
     @property
     def total_length_px(self) -> float:
@@ -65,7 +57,6 @@ class _Cracks:
     keys: np.ndarray  # pair key per crack, sorted
     xs: np.ndarray
     ys: np.ndarray
-    evidence: np.ndarray | None  # uint8 per crack: the higher of its two pixels' evidence
 
 
 @dataclass(frozen=True)
@@ -89,28 +80,22 @@ class CrackMasks:
         return lines
 
 
-def _cracks(
-    labels: np.ndarray, masks: CrackMasks, span: int, evidence: np.ndarray | None = None
-) -> _Cracks:
-    """Every crack: its cell-pair key, midpoint and evidence, sorted by key."""
-    keys, xs, ys, seen = [], [], [], []
+def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
+    """Every crack: its cell-pair key and midpoint, sorted by key."""
+    keys, xs, ys = [], [], []
     key_type = np.int32 if span * span < 2**31 else np.int64
     flat_labels = labels.ravel()
     width = labels.shape[1]
     for horizontal, differs in ((True, masks.right), (False, masks.below)):
         rows, cols = np.divmod(np.flatnonzero(differs), differs.shape[1])  # 10x faster: nonzero
         at = rows * width + cols
-        beside = at + (1 if horizontal else width)
         first = flat_labels[at].astype(key_type)
-        second = flat_labels[beside].astype(key_type)
+        second = flat_labels[at + (1 if horizontal else width)].astype(key_type)
         keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
-        if evidence is not None:
-            seen.append(np.maximum(evidence.ravel()[at], evidence.ravel()[beside]))
     all_keys, order = _sort_order(np.concatenate(keys), span * span)
-    sorted_seen = np.concatenate(seen)[order] if evidence is not None else None
-    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order], sorted_seen)
+    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order])
 
 
 def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -227,18 +212,15 @@ def _junction_ends(
 
 
 def border_segments(
-    labels: np.ndarray, junction_radius_px: float = 2.5, masks: CrackMasks | None = None,
-    evidence: np.ndarray | None = None,
+    labels: np.ndarray, junction_radius_px: float = 2.5, masks: CrackMasks | None = None
 ) -> BorderSegments:
     """The furrow segments between cells, with centre-line length and direction each."""
     span = int(labels.max()) + 1
     masks = masks or CrackMasks.of(labels)
-    cracks = _cracks(labels, masks, span, evidence)
+    cracks = _cracks(labels, masks, span)
     if len(cracks.keys) == 0:
         empty = np.zeros(0)
-        no_levels = None if evidence is None else empty
-        return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty, np.zeros((0, 3)),
-                              no_levels)
+        return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty, np.zeros((0, 3)))
     chains = _chains(cracks)
     factor = np.abs(chains.cos) + np.abs(chains.sin)
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
@@ -252,9 +234,5 @@ def border_segments(
     lengths[(end_ids[0] == end_ids[1]) & (end_ids[0] > 0)] = 0.0  # wholly inside one junction
     keys = cracks.keys[chains.starts]
     pairs = np.stack([keys // span, keys % span], axis=1)
-    levels = None
-    if cracks.evidence is not None:
-        on_evidence = np.add.reduceat(cracks.evidence, chains.starts, dtype=np.int64)
-        levels = on_evidence / chains.count
     sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
-    return BorderSegments(pairs, lengths, chains.angles, sums, levels)
+    return BorderSegments(pairs, lengths, chains.angles, sums)

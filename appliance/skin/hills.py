@@ -14,7 +14,9 @@ Method (on the valley response of ``texture``, at the canonical 20 µm/px):
 4. A border between two cores of one region stays only where it runs along a furrow: at least
    ``MIN_FURROW_SHARE`` of it has a valley response above ``FURROW_LEVEL``. Otherwise the two
    cells are one hill (the dip between the cores was the dome's own shading, not a furrow) and
-   are merged.
+   are merged. This is decided on the cells' shared borders alone, before any border is
+   measured, so the merged hill's border with a neighbour is then measured as one segment: no
+   junction is left where the undone border met it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.skin.borders import BorderSegments
+from appliance.skin.borders import CrackMasks
 
 HILL_LEVEL = 0.02  # valley response, in units of the hill level: below a faint furrow
 CORE_LEVEL = 0.003  # a hill's core: no valley at all
@@ -43,6 +45,7 @@ class Seeds:
 
     labels: np.ndarray  # uint16, or int32 past 65,535 seeds
     region: np.ndarray  # (count,) int: region id per label (index 0 unused)
+    first_core: int  # labels from this one on are cores of regions that split
 
 
 def label_components(mask: np.ndarray, connectivity: int) -> tuple[int, np.ndarray]:
@@ -97,7 +100,7 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     on_seed = seed_of_pixel > 0
     labels.ravel()[core_pixels[on_seed]] = seed_of_pixel[on_seed]
     region = np.concatenate([[0], np.flatnonzero(whole), region_of_core[seeding_core]])
-    return Seeds(labels, region)
+    return Seeds(labels, region, wholes + 1)
 
 
 def grow_cells(seeds: np.ndarray) -> np.ndarray:
@@ -116,22 +119,48 @@ def grow_cells(seeds: np.ndarray) -> np.ndarray:
 
 
 def merge_faint_splits(
-    cells: np.ndarray, segments: BorderSegments, region: np.ndarray
-) -> tuple[np.ndarray, BorderSegments]:
-    """Merge cells split inside one region by a border that is not a furrow (step 4).
-
-    ``segments.levels`` is the share of each border on furrow pixels. Returns the relabelled
-    cells and the segments that remain borders between different hills.
-    """
-    assert segments.levels is not None
-    pairs = segments.cell_pairs
-    merge = (segments.levels < MIN_FURROW_SHARE) & (region[pairs[:, 0]] == region[pairs[:, 1]])
+    cells: np.ndarray, masks: CrackMasks, seeds: Seeds, response: np.ndarray
+) -> tuple[np.ndarray, CrackMasks]:
+    """The cells with those split inside one region by a border that is not a furrow merged
+    (step 4), and their crack masks."""
+    pairs, on_furrow = _sibling_borders(cells, masks, seeds, response)
+    merge = on_furrow < MIN_FURROW_SHARE
     if not np.any(merge):
-        return cells, segments
-    relabel = _joined_labels(len(region), pairs[merge]).astype(cells.dtype)
-    new_pairs = relabel[pairs]
-    between = new_pairs[:, 0] != new_pairs[:, 1]
-    return np.take(relabel, cells), segments.subset(between, new_pairs)
+        return cells, masks
+    relabel = _joined_labels(len(seeds.region), pairs[merge]).astype(cells.dtype)
+    merged = np.take(relabel, cells)
+    return merged, CrackMasks.of(merged)
+
+
+def _sibling_borders(
+    cells: np.ndarray, masks: CrackMasks, seeds: Seeds, response: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each border between the cells of two cores of one region: the two labels, and the
+    share of its cracks with a furrow pixel (response above ``FURROW_LEVEL``) on either side."""
+    width, span = cells.shape[1], len(seeds.region)
+    core = np.greater_equal(cells, seeds.first_core).view(np.uint8)  # 1 on the cores' cells
+    flat_cells, flat_response = cells.ravel(), response.ravel()
+    keys, deepest = [], []
+    for step, differs in ((1, masks.right), (width, masks.below)):
+        here, there = (core[:, :-1], core[:, 1:]) if step == 1 else (core[:-1], core[1:])
+        between = cv2.bitwise_and(cv2.bitwise_and(differs.view(np.uint8), here), there)
+        rows, cols = np.divmod(np.flatnonzero(between.view(bool)), differs.shape[1])
+        at = rows * width + cols
+        first, second = flat_cells[at].astype(np.int64), flat_cells[at + step].astype(np.int64)
+        siblings = seeds.region[first] == seeds.region[second]
+        keys.append((np.minimum(first, second) * span + np.maximum(first, second))[siblings])
+        deepest.append(np.maximum(flat_response[at], flat_response[at + step])[siblings])
+    all_keys = np.concatenate(keys)
+    if len(all_keys) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
+    order = np.argsort(all_keys)
+    sorted_keys = all_keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    on_furrow = (np.concatenate(deepest)[order] > FURROW_LEVEL).view(np.uint8)
+    share = np.add.reduceat(on_furrow, starts, dtype=np.int64) / np.diff(
+        np.r_[starts, len(sorted_keys)])
+    pair_keys = sorted_keys[starts]
+    return np.stack([pair_keys // span, pair_keys % span], axis=1), share
 
 
 def _joined_labels(count: int, pairs: np.ndarray) -> np.ndarray:

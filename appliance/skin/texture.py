@@ -32,7 +32,6 @@ import numpy as np
 
 from appliance.skin.borders import BorderSegments, CrackMasks, border_segments
 from appliance.skin.hills import (
-    FURROW_LEVEL,
     grow_cells,
     hill_seeds,
     label_areas,
@@ -94,21 +93,20 @@ def tophat_response(flat: np.ndarray) -> np.ndarray:
     return response
 
 
-def hill_cells(response: np.ndarray, um_per_px: float) -> tuple[np.ndarray, BorderSegments]:
-    """Every pixel's hill cell and the furrow segments between the cells (``hills``)."""
+def hill_cells(response: np.ndarray, um_per_px: float) -> tuple[np.ndarray, CrackMasks]:
+    """Every pixel's hill cell (``hills``) and the cracks between the cells."""
     seeds = hill_seeds(response, um_per_px)
     cells = grow_cells(seeds.labels)
-    on_furrow = np.greater(response, FURROW_LEVEL).view(np.uint8)
-    segments = border_segments(cells, masks=CrackMasks.of(cells), evidence=on_furrow)
-    return merge_faint_splits(cells, segments, seeds.region)
+    return merge_faint_splits(cells, CrackMasks.of(cells), seeds, response)
 
 
 def measure_texture(prepared: Prepared) -> Texture:
     """Furrows, centre lines and hills of a prepared frame, with the texture metrics."""
     um = prepared.um_per_work_px
     response = tophat_response(prepared.flat_work)
-    cells, segments = hill_cells(response, um)
-    lines = CrackMasks.of(cells).line_mask()
+    cells, masks = hill_cells(response, um)
+    segments = border_segments(cells, masks=masks)
+    lines = masks.line_mask()
     metrics = {
         **_hill_metrics(cells, segments, um),
         "furrow_density_mm_per_mm2": segments.total_length_px * um / 1000.0
