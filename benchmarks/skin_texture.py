@@ -24,7 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from skin_accuracy import SWEEP_UM_PER_PX, _variant
+from skin_accuracy import SWEEP_UM_PER_PX, TEXTURE_SCALE_POWER, _variant, texture_steps
 from skin_common import ensure_frames, frame_set_parser, load_average, truth_of, um_per_px_of
 
 from appliance.skin.frames import load_frame
@@ -32,9 +32,7 @@ from appliance.skin.preprocess import prepare
 from appliance.skin.texture import measure_texture
 from appliance.synthetic.skin_voronoi import voronoi_frame
 
-KEYS = ("furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2")
-SCALE_POWER = {"furrow_density_mm_per_mm2": 1, "hill_density_per_mm2": 2,
-               "hill_mean_area_mm2": -2}
+KEYS = tuple(TEXTURE_SCALE_POWER)
 
 
 def _texture(rgb: np.ndarray, um_per_px: float) -> dict[str, float]:
@@ -70,10 +68,8 @@ def calibration_sweep(images: list[Path]) -> dict[str, Any]:
     for path in images:
         rgb = load_frame(path)
         readings = [_texture(rgb, um) for um in SWEEP_UM_PER_PX]
-        for key in KEYS:
-            values = np.array([r[key] * um ** SCALE_POWER[key]
-                               for r, um in zip(readings, SWEEP_UM_PER_PX, strict=True)])
-            steps[key].append(float(np.max(np.abs(np.diff(values)) / values[:-1])))
+        for key, step in texture_steps(readings, SWEEP_UM_PER_PX).items():
+            steps[key].append(step)
     return {"frames": len(images), "um_per_px": [round(um, 3) for um in SWEEP_UM_PER_PX],
             "largest_step": {k: round(max(v), 4) for k, v in steps.items()},
             "median_of_largest_steps": {k: round(float(np.median(v)), 4) for k, v in steps.items()}}
