@@ -8,10 +8,11 @@ q70-95, elliptical pores of 50-320 µm) and ``second_renderer`` (``synthetic.ski
 drawn by other means and never used to set anything in the measurement). Targets: pores median
 <= 5 % and p90 <= 15 %, texture median <= 2 %.
 calibration_sweep: the same ``--sweep-frames`` frames measured at 7.00 µm/px and every 5 %
-more up to 13 µm/px; the largest change of pore_count between neighbouring calibrations
-(relative to the smaller count; target <= 15 %). (The texture features' steps are not
-reported here; docs/experiments/texture-hill-regions.patch adds benchmarks/skin_texture.py,
-which reports them.)
+more up to 12.57 µm/px; the largest change of pore_count between neighbouring calibrations
+(relative to the smaller count; target <= 15 %), and for the texture features (furrow density,
+hill density, hill area) the largest relative change with their scaling divided out (the same
+pixels read at another calibration: furrow density x scale, hill density x scale², hill area /
+scale²), which should not move at all (texture_largest_step; docs/measurement.md).
 repeatability: for ``--repeat-frames`` frames, ``--variants`` copies each shifted
 by up to 40 px, rotated by up to 10 degrees, brightness +-15 % and fresh sensor noise, measured
 on the central 944x704 crop; coefficient of variation per feature (target <= 2 %), median and
@@ -58,6 +59,9 @@ def _features(rgb: np.ndarray, um_per_px: float) -> dict[str, float]:
 
 
 PORE_KEYS = ("pore_count", "pore_mean_diameter_um")
+# how each texture feature scales with um_per_px when the same pixels are read at another one
+TEXTURE_SCALE_POWER = {"furrow_density_mm_per_mm2": 1, "hill_density_per_mm2": 2,
+                       "hill_mean_area_mm2": -2}
 SWEEP_UM_PER_PX = tuple(7.0 * 1.05**k for k in range(13))  # 7.00 ... 12.57, 5 % apart
 
 
@@ -84,18 +88,35 @@ def second_renderer(count: int, seed: int) -> dict[str, Any]:
     return _verdict(count, error_summary(measured, [frame.truth for frame in frames]))
 
 
+def texture_steps(readings: list[dict[str, float]], ums: tuple[float, ...]) -> dict[str, float]:
+    """Per texture feature, its scaling divided out: the largest relative change between
+    neighbouring calibrations."""
+    steps = {}
+    for key, power in TEXTURE_SCALE_POWER.items():
+        values = np.array([r[key] * um**power for r, um in zip(readings, ums, strict=True)])
+        steps[key] = float(np.max(np.abs(np.diff(values)) / np.maximum(values[:-1], 1e-12)))
+    return steps
+
+
 def calibration_sweep(images: list[Path]) -> dict[str, Any]:
-    """Largest pore-count step between calibrations 5 % apart, 7-13 µm/px, same frames."""
+    """Largest pore-count and texture steps between calibrations 5 % apart, same frames."""
     steps: list[float] = []
+    texture: dict[str, list[float]] = {key: [] for key in TEXTURE_SCALE_POWER}
     for path in images:
         rgb = load_frame(path)
-        counts = np.array([_features(rgb, um)["pore_count"] for um in SWEEP_UM_PER_PX])
+        readings = [_features(rgb, um) for um in SWEEP_UM_PER_PX]
+        counts = np.array([r["pore_count"] for r in readings])
         smaller = np.maximum(np.minimum(counts[:-1], counts[1:]), 1.0)
         steps.append(float(np.max(np.abs(np.diff(counts)) / smaller)))
+        for key, step in texture_steps(readings, SWEEP_UM_PER_PX).items():
+            texture[key].append(step)
     return {"frames": len(images), "um_per_px": [round(um, 3) for um in SWEEP_UM_PER_PX],
             "largest_pore_count_step": round(max(steps), 4),
             "median_of_largest_steps": round(float(np.median(steps)), 4),
-            "target_met": max(steps) <= 0.15}
+            "target_met": max(steps) <= 0.15,
+            "texture_largest_step": {k: round(max(v), 4) for k, v in texture.items()},
+            "texture_median_of_largest_steps": {k: round(float(np.median(v)), 4)
+                                                for k, v in texture.items()}}
 
 
 def _variant(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -29,11 +29,14 @@ END_OVERLAP_PX = 0.5  # a chain's last crack lies about half a pixel inside the 
 
 @dataclass(frozen=True)
 class BorderSegments:
-    """One entry per furrow segment: the two hill cells, length (px) and direction (rad)."""
+    """One entry per pair of neighbouring cells: the two cells, the length (px) of the furrow
+    segment between them (0 for a border wholly inside one junction: no furrow) and its
+    direction (rad)."""
 
     cell_pairs: np.ndarray  # (S, 2) int: the two cell labels
     lengths_px: np.ndarray  # (S,) float
     angles_rad: np.ndarray  # (S,) float, direction of the segment, 0..π
+    crack_sums: np.ndarray  # (S, 3): cracks, sum of their x, sum of their y (pixel indices)
 
     @property
     def total_length_px(self) -> float:
@@ -217,7 +220,7 @@ def border_segments(
     cracks = _cracks(labels, masks, span)
     if len(cracks.keys) == 0:
         empty = np.zeros(0)
-        return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty)
+        return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty, np.zeros((0, 3)))
     chains = _chains(cracks)
     factor = np.abs(chains.cos) + np.abs(chains.sin)
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
@@ -228,7 +231,8 @@ def border_segments(
     both = (end_ids[0] > 0) & (end_ids[1] > 0)
     reach = np.maximum(gaps[0] - END_OVERLAP_PX, 0.0) + np.maximum(gaps[1] - END_OVERLAP_PX, 0.0)
     lengths = np.where(both, np.maximum(chord, chain_px + reach), chain_px + gaps[0] + gaps[1])
-    real = ~((end_ids[0] == end_ids[1]) & (end_ids[0] > 0))  # wholly inside one junction
+    lengths[(end_ids[0] == end_ids[1]) & (end_ids[0] > 0)] = 0.0  # wholly inside one junction
     keys = cracks.keys[chains.starts]
     pairs = np.stack([keys // span, keys % span], axis=1)
-    return BorderSegments(pairs[real], lengths[real], chains.angles[real])
+    sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
+    return BorderSegments(pairs, lengths, chains.angles, sums)

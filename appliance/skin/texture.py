@@ -6,13 +6,21 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
    so illumination gradients, the bright/dark sides of an obliquely lit furrow wall and the
    edges of (already clipped) shine do not read as furrows, unlike one-sided second
    derivatives. The disk (140 µm) also sets the widest furrow the method can see.
-2. Hysteresis threshold: strong valley pixels seed the furrows, weaker ones connected to them
-   extend them, so faint secondary furrows are kept where they join the network.
-3. Hills are the connected regions of non-furrow (at least ``MIN_HILL_AREA_UM2``); every pixel
-   is then given to the nearest hill, so the borders between hills are the furrow centre lines
-   and each hill's cell includes half of every furrow around it (docs/measurement.md).
+2. Furrow mask (drawn on the overlay; the pores read the furrow floor from it): strong valley
+   pixels seed the furrows, weaker ones connected to them extend them (hysteresis).
+3. Hill cells (``hills``): hill regions and, where a faint furrow fades out and merges two
+   hills, the hills' own cores as seeds; every pixel given to the nearest seed, so the borders
+   between cells are the furrow centre lines and each cell includes half of every furrow
+   around it (docs/measurement.md); a split whose border is not a furrow is undone.
 4. Centre-line length and direction from those borders, segment by segment (``borders``):
    exact for straight segments at any angle and extended to the junction centres.
+5. Hill density: hills whose centre (the centroid of its outline: its borders with the other
+   hills and, where it is cut, the frame edge) lies in the frame inset by ``INSET_UM`` on every
+   side, per area of that inset frame. A hill cut by the frame edge is only partly seen (its
+   seed may be a sliver of it); counting hills by their centres where they are seen whole
+   estimates the same density as the definition's whole plus half of the cut hills, without
+   deciding which cut hills are real. Hill area: the mean area of the cells that do not touch
+   the frame edge.
 """
 
 from __future__ import annotations
@@ -23,12 +31,19 @@ import cv2
 import numpy as np
 
 from appliance.skin.borders import BorderSegments, CrackMasks, border_segments
+from appliance.skin.hills import (
+    grow_cells,
+    hill_seeds,
+    label_areas,
+    label_components,
+    merge_faint_splits,
+)
 from appliance.skin.preprocess import WORK_UM_PER_PX, Prepared
 
 STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
 WEAK_VALLEY = 0.01  # a faint furrow, kept where it touches a clear one
 TOPHAT_DIAMETER_UM = 140.0  # wider than the widest furrow (~120 µm), narrower than hills
-MIN_HILL_AREA_UM2 = 3000.0  # smaller non-furrow islands are noise, not hills
+INSET_UM = 200.0  # hills are counted by their centres in the frame inset by this much
 
 
 @dataclass(frozen=True)
@@ -38,7 +53,6 @@ class Texture:
     furrow_mask: np.ndarray  # bool: furrow pixels
     hill_labels: np.ndarray  # uint16 (int32 past 65,535 labels): every pixel's hill cell (1..n)
     centre_lines: np.ndarray  # bool: pixels on a border between two hill cells
-    hill_cut: np.ndarray  # bool per label (index 0 unused): hill touches the frame edge
     segments: BorderSegments
     metrics: dict[str, float]
 
@@ -51,51 +65,6 @@ def furrow_mask(response: np.ndarray) -> np.ndarray:
     keep[0] = False
     mask: np.ndarray = np.take(keep, np.asarray(labels))  # np.take: 2x faster than keep[labels]
     return mask
-
-
-def label_components(mask: np.ndarray, connectivity: int) -> tuple[int, np.ndarray]:
-    """cv2.connectedComponents of a bool mask: uint16 labels when they fit, else int32.
-
-    uint16 labels halve the memory traffic of every later pass over the label image and let
-    ``label_areas`` count them with calcHist; OpenCV raises when they would overflow.
-    """
-    source = mask.view(np.uint8)
-    try:
-        count, labels = cv2.connectedComponents(source, connectivity=connectivity, ltype=cv2.CV_16U)
-    except cv2.error:
-        count, labels = cv2.connectedComponents(source, connectivity=connectivity)
-    return int(count), labels
-
-
-def label_areas(labels: np.ndarray, count: int) -> np.ndarray:
-    """Pixels per label 0..count-1 (calcHist for uint16 labels: 2x faster than bincount)."""
-    if labels.dtype == np.uint16:
-        hist = cv2.calcHist([labels], [0], None, [count], [0, count])  # float32, exact counts
-        areas: np.ndarray = hist.ravel().astype(np.int64)
-        return areas
-    return np.bincount(labels.ravel(), minlength=count)
-
-
-def hill_cells(furrows: np.ndarray, um_per_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """Label image of hill cells (nearest-hill partition) and the per-label frame-edge flag."""
-    min_area_px = MIN_HILL_AREA_UM2 / um_per_px**2
-    count, labels = label_components(~furrows, connectivity=4)
-    big = label_areas(labels, count) >= min_area_px
-    big[0] = False
-    seeds = np.take(big, np.asarray(labels))
-    flat_labels = labels.ravel()
-    # DIST_LABEL_PIXEL numbers the zero (seed) pixels 1, 2, ... in raster order, the order
-    # flatnonzero returns them in: so each number maps straight to its seed pixel's hill
-    hill_of_seed_pixel = np.zeros(1 + int(np.count_nonzero(seeds)), dtype=labels.dtype)
-    hill_of_seed_pixel[1:] = flat_labels[np.flatnonzero(seeds)]
-    _, nearest = cv2.distanceTransformWithLabels(
-        (~seeds).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
-    )
-    cells: np.ndarray = np.take(hill_of_seed_pixel, np.asarray(nearest))
-    touches = np.zeros(count, dtype=bool)
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        touches[edge] = True
-    return cells, touches & big
 
 
 def furrow_width_um(
@@ -124,16 +93,22 @@ def tophat_response(flat: np.ndarray) -> np.ndarray:
     return response
 
 
+def hill_cells(response: np.ndarray, um_per_px: float) -> tuple[np.ndarray, CrackMasks]:
+    """Every pixel's hill cell (``hills``) and the cracks between the cells."""
+    seeds = hill_seeds(response, um_per_px)
+    cells = grow_cells(seeds.labels)
+    return merge_faint_splits(cells, CrackMasks.of(cells), seeds, response)
+
+
 def measure_texture(prepared: Prepared) -> Texture:
     """Furrows, centre lines and hills of a prepared frame, with the texture metrics."""
     um = prepared.um_per_work_px
-    furrows = furrow_mask(tophat_response(prepared.flat_work))
-    cells, cut = hill_cells(furrows, um)
-    masks = CrackMasks.of(cells)
+    response = tophat_response(prepared.flat_work)
+    cells, masks = hill_cells(response, um)
     segments = border_segments(cells, masks=masks)
     lines = masks.line_mask()
     metrics = {
-        **_hill_metrics(cells, cut, um, prepared.frame_area_mm2),
+        **_hill_metrics(cells, segments, um),
         "furrow_density_mm_per_mm2": segments.total_length_px * um / 1000.0
         / prepared.frame_area_mm2,
         "furrow_mean_width_um": furrow_width_um(
@@ -141,24 +116,52 @@ def measure_texture(prepared: Prepared) -> Texture:
         ),
         "furrow_anisotropy": segments.anisotropy(),
     }
-    return Texture(furrows, cells, lines, cut, segments, metrics)
+    return Texture(furrow_mask(response), cells, lines, segments, metrics)
 
 
 def _hill_metrics(
-    cells: np.ndarray, cut: np.ndarray, um_per_px: float, area_mm2: float
+    cells: np.ndarray, segments: BorderSegments, um_per_px: float
 ) -> dict[str, float]:
-    """Hill density (edge-cut hills count 1/2) and mean cell area of the hills inside."""
-    areas_px = label_areas(cells, len(cut))
-    present = areas_px > 0
-    present[0] = False
-    inside = present & ~cut
-    whole = inside & ~_cells_on_border(cells, len(cut))
+    """Hill density in the inset frame and mean cell area of the hills entirely inside."""
+    count = int(cells.max()) + 1
+    areas_px = label_areas(cells, count)
+    whole = areas_px > 0
+    whole[0] = False
+    whole &= ~_cells_on_border(cells, count)
     mean_px = float(areas_px[whole].mean()) if np.any(whole) else 0.0
     return {
-        "hill_density_per_mm2": (np.count_nonzero(inside) + 0.5 * np.count_nonzero(present & cut))
-        / area_mm2,
+        "hill_density_per_mm2": _inset_density(cells, count, segments, um_per_px),
         "hill_mean_area_mm2": mean_px * um_per_px * um_per_px / 1e6,
     }
+
+
+def _inset_density(
+    cells: np.ndarray, count: int, segments: BorderSegments, um_per_px: float
+) -> float:
+    """Hills per mm² whose centre lies in the frame inset by ``INSET_UM`` (method step 5).
+
+    A hill's centre is the centroid of its outline: the cracks of its borders with the other
+    hills and, where it is cut, the frame edge.
+    """
+    height, width = cells.shape
+    edge_labels = np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]])
+    along_x, along_y = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
+    edge_x = np.concatenate([along_x, along_x, np.full(height, -0.5), np.full(height, width - 0.5)])
+    edge_y = np.concatenate([np.full(width, -0.5), np.full(width, height - 0.5), along_y, along_y])
+    owners = np.concatenate([segments.cell_pairs[:, 0], segments.cell_pairs[:, 1], edge_labels])
+    sums = segments.crack_sums
+    weight = np.bincount(owners, np.r_[sums[:, 0], sums[:, 0], np.ones(len(edge_labels))], count)
+    np.maximum(weight, 1.0, out=weight)
+    # pixel indices to frame coordinates (the frame spans 0..width): + 0.5
+    centre_x = np.bincount(owners, np.r_[sums[:, 1], sums[:, 1], edge_x], count) / weight + 0.5
+    centre_y = np.bincount(owners, np.r_[sums[:, 2], sums[:, 2], edge_y], count) / weight + 0.5
+    inset = min(INSET_UM / um_per_px, 0.25 * min(height, width))
+    inside = (np.abs(centre_x - 0.5 * width) <= 0.5 * width - inset) & (
+        np.abs(centre_y - 0.5 * height) <= 0.5 * height - inset
+    )
+    inside[0] = False
+    inset_area_mm2 = (width - 2 * inset) * (height - 2 * inset) * um_per_px**2 / 1e6
+    return float(np.count_nonzero(inside) / inset_area_mm2)
 
 
 def _cells_on_border(cells: np.ndarray, count: int) -> np.ndarray:

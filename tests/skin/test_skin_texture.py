@@ -1,0 +1,221 @@
+"""Hill cells on drawn scenes: faint furrows split hills, stray marks do not, density counts."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance.skin.preprocess import prepare
+from appliance.skin.texture import Texture, measure_texture
+
+UM_PER_PX = 10.0
+SIZE = (960, 1280)  # rows, columns: one camera frame
+SPACING_PX = 50.0  # hills 500 µm apart: 0.25 mm² squares
+SKIN_GREY = 175.0
+QUAD = (1, 0)  # the one lattice square of the triangle scenes left without a diagonal
+
+
+def _lattice(angle_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame centre and the two lattice directions turned by ``angle_deg`` (unit vectors)."""
+    angle = math.radians(angle_deg)
+    along = np.array([math.cos(angle), math.sin(angle)])
+    across = np.array([-along[1], along[0]])
+    return np.array([SIZE[1] / 2.0, SIZE[0] / 2.0]), along, across
+
+
+def _grid_lines(angle_deg: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Both families of straight furrows of a square lattice turned by ``angle_deg``."""
+    centre, along, across = _lattice(angle_deg)
+    lines = []
+    for direction, offset_dir in ((along, across), (across, along)):
+        for k in range(-20, 21):
+            base = centre + (k + 0.5) * SPACING_PX * offset_dir
+            lines.append((base - 2000.0 * direction, base + 2000.0 * direction))
+    return lines
+
+
+def _diagonals(angle_deg: float, skip: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One diagonal furrow in every lattice square but ``skip``: triangular hills."""
+    centre, along, across = _lattice(angle_deg)
+    half = 0.5 * SPACING_PX * (along + across)
+    return [
+        (middle - half, middle + half)
+        for i in range(-16, 17)
+        for j in range(-13, 14)
+        if (i, j) != skip
+        for middle in [centre + (i * along + j * across) * SPACING_PX]
+    ]
+
+
+def _scene(
+    angle_deg: float = 12.0,
+    extra: list[tuple[np.ndarray, np.ndarray, float, float]] | None = None,
+    seed: int = 0,
+    triangles: bool = False,
+) -> np.ndarray:
+    """RGB skin: a lattice of furrows (40 µm wide, 35 % dark), with ``triangles`` a narrower
+    diagonal furrow in every square but square (1, 0), optional extra strokes (start, end,
+    width px, darkness), a gentle blur and sensor noise."""
+    darkness = np.zeros(SIZE, np.float32)
+    for start, end in _grid_lines(angle_deg):
+        _stroke(darkness, start, end, 4.0, 0.35)
+    for start, end in _diagonals(angle_deg, QUAD) if triangles else []:
+        _stroke(darkness, start, end, 3.0, 0.3)
+    for start, end, width, dark in extra or []:
+        _stroke(darkness, start, end, width, dark)
+    grey = SKIN_GREY * (1.0 - cv2.GaussianBlur(darkness, (0, 0), 1.0))
+    noise = np.random.default_rng(seed).normal(0.0, 2.0, SIZE).astype(np.float32)
+    rgb = np.repeat((grey + noise)[..., None], 3, axis=2) * np.array([1.0, 0.85, 0.75], np.float32)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _stroke(image: np.ndarray, start: np.ndarray, end: np.ndarray, width: float, dark: float
+            ) -> None:
+    """Darken a straight stroke (keeping the darker of overlapping strokes)."""
+    layer = np.zeros_like(image)
+    points = [tuple(np.round(p * 16).astype(int)) for p in (start, end)]
+    cv2.line(layer, points[0], points[1], dark, max(1, round(width)), cv2.LINE_AA, 4)
+    np.maximum(image, layer, out=image)
+
+
+def _measure(rgb: np.ndarray) -> Texture:
+    return measure_texture(prepare(rgb, UM_PER_PX))
+
+
+def _cell_centre(point: np.ndarray, texture: Texture, scale: float) -> int:
+    """The hill label at a point given in frame pixels (x, y); ``scale``: frame px per work px."""
+    x, y = (point + 0.5) / scale - 0.5
+    return int(texture.hill_labels[round(y), round(x)])
+
+
+def _a_hill(angle_deg: float, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre of lattice hill (i, j) and its two lattice directions (frame px)."""
+    angle = math.radians(angle_deg)
+    along = np.array([math.cos(angle), math.sin(angle)])
+    across = np.array([-along[1], along[0]])
+    centre = np.array([SIZE[1] / 2.0, SIZE[0] / 2.0]) + (i * along + j * across) * SPACING_PX
+    return centre, np.stack([along, across])
+
+
+def _diagonal(angle_deg: float, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """The corners at either end of one diagonal of hill (i, j)."""
+    centre, (along, across) = _a_hill(angle_deg, i, j)
+    half = 0.5 * SPACING_PX
+    return centre - half * (along + across), centre + half * (along + across)
+
+
+def _dashed(
+    start: np.ndarray, end: np.ndarray, stroke: tuple[float, float], dash: float, gap: float
+) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
+    """A furrow (width px, darkness) broken into dashes ``dash`` px long, ``gap`` px apart."""
+    length = float(np.hypot(*(end - start)))
+    step = (end - start) / length
+    strokes, at = [], 0.0
+    while at < length:
+        strokes.append((start + at * step, start + min(at + dash, length) * step, *stroke))
+        at += dash + gap
+    return strokes
+
+
+@pytest.fixture(scope="module")
+def plain() -> Texture:
+    return _measure(_scene())
+
+
+@pytest.fixture(scope="module")
+def quad() -> Texture:
+    """Triangular hills, and one four-sided hill (two triangles without their diagonal)."""
+    return _measure(_scene(triangles=True))
+
+
+def _sides_of_quad(texture: Texture) -> tuple[int, int]:
+    """The hill labels on either side of the missing diagonal of the four-sided hill."""
+    scale = SIZE[1] / texture.hill_labels.shape[1]
+    centre, (along, across) = _a_hill(12.0, *QUAD)
+    side = 0.25 * SPACING_PX * (across - along)
+    return _cell_centre(centre + side, texture, scale), _cell_centre(centre - side, texture, scale)
+
+
+def test_a_lattice_reads_its_hill_density_and_area(plain: Texture) -> None:
+    true_density = 1e6 / (SPACING_PX * UM_PER_PX) ** 2  # 4 hills per mm²
+    assert plain.metrics["hill_density_per_mm2"] == pytest.approx(true_density, rel=0.03)
+    assert plain.metrics["hill_mean_area_mm2"] == pytest.approx(1.0 / true_density, rel=0.03)
+    # two furrow families, each 1/spacing lines per unit length: 2 / 0.5 mm = 4 mm/mm²
+    assert plain.metrics["furrow_density_mm_per_mm2"] == pytest.approx(4.0, rel=0.03)
+
+
+def test_a_hill_without_a_furrow_through_it_stays_one(quad: Texture) -> None:
+    first, second = _sides_of_quad(quad)
+    assert first == second
+
+
+def test_two_hills_merged_by_a_faint_broken_furrow_are_two(quad: Texture) -> None:
+    start, end = _diagonal(12.0, *QUAD)
+    faint = _dashed(start, end, (2.0, 0.1), dash=6.0, gap=4.0)
+    split = _measure(_scene(triangles=True, extra=faint))
+    first, second = _sides_of_quad(split)
+    assert first != second
+    assert len(np.unique(split.hill_labels)) == len(np.unique(quad.hill_labels)) + 1
+
+
+def test_a_furrow_that_stops_inside_a_hill_does_not_split_it(quad: Texture) -> None:
+    start, end = _diagonal(12.0, *QUAD)
+    stub = [(start, start + 0.4 * (end - start), 3.0, 0.3)]  # dies before the hill's middle
+    marked = _measure(_scene(triangles=True, extra=stub))
+    first, second = _sides_of_quad(marked)
+    assert first == second
+    assert len(np.unique(marked.hill_labels)) == len(np.unique(quad.hill_labels))
+
+
+def _shaded_quad() -> Texture:
+    """The triangle scene with half of the four-sided hill turned from the lamp (10 % darker):
+    a dip across the hill's core that is no furrow."""
+    centre, (along, across) = _a_hill(12.0, *QUAD)
+    rgb = _scene(triangles=True).astype(np.float32)
+    rows, cols = np.mgrid[0 : SIZE[0], 0 : SIZE[1]]
+    dx, dy = cols - centre[0], rows - centre[1]
+    inside = (np.abs(dx * along[0] + dy * along[1]) < 20) & (
+        np.abs(dx * across[0] + dy * across[1]) < 20
+    )
+    diagonal = along + across
+    rgb[inside & (dx * diagonal[0] + dy * diagonal[1] > 0)] *= 0.9
+    return _measure(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def test_a_shading_edge_across_a_hill_does_not_split_it(quad: Texture) -> None:
+    shaded = _shaded_quad()
+    first, second = _sides_of_quad(shaded)
+    assert first == second
+
+
+@pytest.mark.parametrize("angle_deg", [7.0, 30.0, 57.0])
+def test_hill_density_does_not_depend_on_how_the_frame_cuts_the_lattice(angle_deg: float) -> None:
+    texture = _measure(_scene(angle_deg=angle_deg, seed=1))
+    assert texture.metrics["hill_density_per_mm2"] == pytest.approx(4.0, rel=0.03)
+
+
+def test_texture_features_have_no_step_between_neighbouring_calibrations() -> None:
+    rgb = _scene(seed=2)
+    keys = ("furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2")
+    powers = {"furrow_density_mm_per_mm2": 1, "hill_density_per_mm2": 2, "hill_mean_area_mm2": -2}
+    readings = []
+    for um in (9.90, 9.95, 10.00, 10.05, 10.10):
+        metrics = measure_texture(prepare(rgb, um)).metrics
+        readings.append([metrics[k] * um ** powers[k] for k in keys])  # the scale divided out
+    values = np.array(readings)
+    steps = np.abs(np.diff(values, axis=0)) / values[:-1]
+    assert steps.max() <= 0.02, values
+
+
+def test_a_merged_split_leaves_one_border_per_pair_of_hills(quad: Texture) -> None:
+    # the shading splits the hill's core in two; the split is undone before the borders are
+    # measured, so the hill's border with each neighbour is one segment, not two pieces that
+    # both end at the junction the undone border made
+    shaded = _shaded_quad()
+    pairs = shaded.segments.cell_pairs
+    assert len(np.unique(pairs, axis=0)) == len(pairs)
+    assert shaded.metrics["furrow_density_mm_per_mm2"] == pytest.approx(
+        quad.metrics["furrow_density_mm_per_mm2"], rel=0.002)
