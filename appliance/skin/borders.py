@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 MIN_CRACKS_FOR_DIRECTION = 3
-PIECE_PX = 8  # tile size of the pieces
+PIECE_PX = 16  # tile size of the pieces
 END_OVERLAP_PX = 0.5  # a chain's last crack lies about half a pixel inside the junction
 
 
@@ -87,7 +87,7 @@ class CrackMasks:
 def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     """Every crack's midpoint, sorted by cell pair and, within a pair, by the tile it lies in;
     the pieces (one pair's cracks in one tile) with their steps, and the pairs."""
-    keys, xs, ys = [], [], []
+    keys, xs, ys, signs = [], [], [], []
     flat_labels = labels.ravel()
     width = labels.shape[1]
     tiles_across = width // PIECE_PX + 1
@@ -97,22 +97,28 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
         at = rows * width + cols
         first = flat_labels[at].astype(np.int64)
         second = flat_labels[at + (1 if horizontal else width)].astype(np.int64)
-        pair = np.minimum(first, second) * span + np.maximum(first, second)
+        low_first = first < second
+        pair = np.where(low_first, first, second) * span + np.where(low_first, second, first)
         keys.append(pair * tile_count + (rows // PIECE_PX) * tiles_across + cols // PIECE_PX)
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
+        # the border runs with the lower label on its left: down a crack whose lower label is
+        # to the left, right along one whose lower label is below
+        signs.append(np.where(low_first, 1.0, -1.0) if horizontal else np.where(low_first, -1.0, 1.0))
     across_count = len(keys[0])  # the cracks between horizontal neighbours come first
     piece_keys, order = _sort_order(np.concatenate(keys), span * span * tile_count)
     if len(piece_keys) == 0:
         nothing = np.zeros(0, np.int64)
         return _Cracks(nothing, np.zeros(0), np.zeros(0), nothing, np.zeros((0, 2)), nothing)
     pieces = np.flatnonzero(np.r_[True, piece_keys[1:] != piece_keys[:-1]])
-    across = np.add.reduceat((order < across_count).view(np.uint8), pieces, dtype=np.int64)
-    sizes = np.diff(np.r_[pieces, len(piece_keys)])
+    sign = np.concatenate(signs)[order]
+    vertical = order < across_count
+    down = np.add.reduceat(np.where(vertical, sign, 0.0), pieces)
+    along = np.add.reduceat(sign, pieces) - down
     pairs = piece_keys[pieces] // tile_count
     first_pieces = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]])
     return _Cracks(pairs[first_pieces], np.concatenate(xs)[order], np.concatenate(ys)[order],
-                   pieces, np.stack([across, sizes - across], axis=1), first_pieces)
+                   pieces, np.stack([down, along], axis=1), first_pieces)
 
 
 def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
