@@ -104,7 +104,7 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
         ys.append(rows + (0.0 if horizontal else 0.5))
         # the border runs with the lower label on its left: down a crack whose lower label is
         # to the left, right along one whose lower label is below
-        signs.append(np.where(low_first, 1.0, -1.0) if horizontal else np.where(low_first, -1.0, 1.0))
+        signs.append(np.where(low_first, 1.0, -1.0) * (1.0 if horizontal else -1.0))
     across_count = len(keys[0])  # the cracks between horizontal neighbours come first
     piece_keys, order = _sort_order(np.concatenate(keys), span * span * tile_count)
     if len(piece_keys) == 0:
