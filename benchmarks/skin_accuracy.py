@@ -75,17 +75,52 @@ def _verdict(frames: int, summary: dict[str, Any]) -> dict[str, Any]:
             "texture_targets_met": texture_ok}
 
 
+FEW_PORES = 10  # below this many true pores, one pore more or less is >= 10 %
+
+
+def pore_count_by_truth(measured: list[dict[str, float]],
+                        truths: list[dict[str, float]]) -> dict[str, Any]:
+    """The pore count's error apart for frames with few and with many true pores.
+
+    On a frame with 2 pores one pore more is a 50 % error, so the relative error of the
+    frames with few pores says more about how few they hold than about the method: they are
+    reported in pores (and frames without a true pore, which the relative error leaves out,
+    by the pores counted on them), the others as relative errors.
+    """
+    pairs = [(m["pore_count"], t["pore_count"]) for m, t in zip(measured, truths, strict=True)]
+    few = np.array([abs(m - t) for m, t in pairs if t < FEW_PORES])
+    empty = np.array([m for m, t in pairs if t == 0])
+    many = np.array([abs(m - t) / t for m, t in pairs if t >= FEW_PORES])
+    result: dict[str, Any] = {"few_pores_below": FEW_PORES, "frames_with_few": len(few),
+                              "frames_without_pores": len(empty),
+                              "frames_with_many": len(many)}
+    if len(few):
+        result["few_median_abs_error_pores"] = float(np.median(few))
+        result["few_p90_abs_error_pores"] = round(float(np.percentile(few, 90)), 2)
+    if len(empty):
+        result["median_pores_counted_where_none"] = float(np.median(empty))
+    if len(many):
+        result["many_median_abs_rel_error"] = round(float(np.median(many)), 4)
+        result["many_p90_abs_rel_error"] = round(float(np.percentile(many, 90)), 4)
+    return result
+
+
+def _report(measured: list[dict[str, float]], truths: list[dict[str, float]]) -> dict[str, Any]:
+    return {**_verdict(len(measured), error_summary(measured, truths)),
+            "pore_count_by_truth": pore_count_by_truth(measured, truths)}
+
+
 def accuracy(images: list[Path]) -> dict[str, Any]:
     """Errors of every target feature over the frames, each at its own calibrated scale."""
     measured = [_features(load_frame(path), um_per_px_of(path)) for path in images]
-    return _verdict(len(images), error_summary(measured, [truth_of(path) for path in images]))
+    return _report(measured, [truth_of(path) for path in images])
 
 
 def second_renderer(count: int, seed: int) -> dict[str, Any]:
     """Errors on frames of the evaluation-only renderer (never used to set the method)."""
     frames = [voronoi_frame(seed, index) for index in range(count)]
     measured = [_features(frame.image_rgb, frame.um_per_px) for frame in frames]
-    return _verdict(count, error_summary(measured, [frame.truth for frame in frames]))
+    return _report(measured, [frame.truth for frame in frames])
 
 
 def texture_steps(readings: list[dict[str, float]], ums: tuple[float, ...]) -> dict[str, float]:

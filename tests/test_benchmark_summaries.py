@@ -1,0 +1,35 @@
+"""benchmarks/skin_accuracy.py: the pore count's error apart for frames with few and many pores."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from skin_accuracy import pore_count_by_truth  # noqa: E402
+
+
+def _rows(pairs: list[tuple[float, float]]) -> tuple[list[dict[str, float]],
+                                                       list[dict[str, float]]]:
+    return ([{"pore_count": m} for m, _ in pairs], [{"pore_count": t} for _, t in pairs])
+
+
+def test_frames_with_few_pores_are_read_in_pores_and_the_others_relatively() -> None:
+    measured, truths = _rows([(3, 2), (0, 1), (4, 4), (2, 0), (1, 0), (9, 10), (24, 20),
+                              (40, 40)])
+    summary = pore_count_by_truth(measured, truths)
+    assert summary["frames_with_few"] == 5
+    assert summary["few_median_abs_error_pores"] == 1.0  # |errors| 1, 1, 0, 2, 1
+    assert summary["frames_without_pores"] == 2
+    assert summary["median_pores_counted_where_none"] == 1.5
+    assert summary["frames_with_many"] == 3
+    assert summary["many_median_abs_rel_error"] == 0.1  # 0.1, 0.2, 0.0
+
+
+def test_a_set_without_few_pore_frames_reports_only_the_relative_errors() -> None:
+    summary = pore_count_by_truth(*_rows([(11, 10), (30, 30)]))
+    assert summary["frames_with_few"] == 0
+    assert "few_median_abs_error_pores" not in summary
+    assert summary["many_p90_abs_rel_error"] == 0.09
