@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from appliance.imagefile import write_image
 from appliance.transport.payloads import Result
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,4 @@ class KioskScreen(threading.Thread):
             self._on_shown(result, draw_overlay is not None)
 
     def _write_overlay(self, overlay_rgb: np.ndarray) -> None:
-        temp = self.folder / "last_overlay.tmp.png"
-        if not cv2.imwrite(str(temp), cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR), PNG_FAST):
-            raise OSError(f"{temp}: PNG encoding failed")
-        os.replace(temp, self.overlay_path)
+        write_image(self.overlay_path, cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR), PNG_FAST)

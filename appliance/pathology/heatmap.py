@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from appliance.imagefile import write_image
 from appliance.pathology.tiles import Tile
 
 HEATMAP_MAX_SIDE_PX = 1024
@@ -122,8 +123,7 @@ def _cam_row(tile: np.ndarray, cam: np.ndarray, relative: np.ndarray, value: flo
 def write_png(path: Path, rgb: np.ndarray) -> None:
     """Save an RGB image as PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write the PNG; check the folder is writable")
+    write_image(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def heatmap_scale(size_px: tuple[int, int]) -> float:

@@ -18,6 +18,7 @@ from appliance.capture.quality import QualityGate
 from appliance.config import Config, SkinConfig, load_config_or_defaults
 from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
 from appliance.edge.reasons import grade_withheld
+from appliance.imagefile import write_image
 from appliance.logsafe import escape_controls
 from appliance.skin.colour import WhiteReference
 from appliance.skin.frames import FrameError, load_frame, shown_name
@@ -131,8 +132,12 @@ class AnalyzeRun:
         if self.overlay_dir is not None and measured.draw_overlay is not None:
             target = self.overlay_dir / f"{image.stem}.overlay.jpg"
             overlay = cv2.cvtColor(measured.draw_overlay(), cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(str(target), overlay, [cv2.IMWRITE_JPEG_QUALITY, 85]):
-                error = f"{shown_name(target)}: could not write the overlay"
+            try:
+                write_image(target, overlay, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            except OSError as exc:
+                reason = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+                error = (f"{shown_name(target)}: could not write the overlay: "
+                         f"{getattr(reason, 'strerror', None) or reason}")
                 return {"image": str(image), "error": error}
             record["overlay"] = str(target)
         return record

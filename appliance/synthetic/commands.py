@@ -95,7 +95,16 @@ def _synth_he(args: argparse.Namespace) -> int:
     """Handler of ``appliance synth he``."""
     from appliance.synthetic.he import cohort_specs, write_cohort  # noqa: PLC0415 - heavy deps load on use
 
+    problem = _prepare_out_dir(args.out)
+    if problem is not None:
+        print(f"appliance synth he: error: {problem}", file=sys.stderr)
+        return 2
     specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
-    labels = write_cohort(args.out, specs, workers=args.workers, progress=not args.quiet)
+    try:
+        labels = write_cohort(args.out, specs, workers=args.workers, progress=not args.quiet)
+    except OSError as exc:
+        print(f"appliance synth he: error: writing to {str(args.out)!r} failed: {exc}",
+              file=sys.stderr)
+        return 1
     print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
     return 0

@@ -51,6 +51,7 @@ def _unphotographable(spec: Any) -> str:
 def _micrometer(args: argparse.Namespace) -> int:
     import cv2  # noqa: PLC0415 - keep --help fast
 
+    from appliance.imagefile import write_image  # noqa: PLC0415
     from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame  # noqa: PLC0415
 
     spec = MicrometerSpec(um_per_px=args.um_per_px, pitch_mm=args.mm, lines=args.lines,
@@ -61,8 +62,10 @@ def _micrometer(args: argparse.Namespace) -> int:
               f"lines {spec.pitch_px:.3g} px apart: {problem}", file=sys.stderr)
         return 2
     rgb = micrometer_frame(spec)
-    if not cv2.imwrite(str(args.out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        print(f"synth micrometer: could not write {args.out}", file=sys.stderr)
+    try:
+        write_image(args.out, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    except OSError as exc:
+        print(f"synth micrometer: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}: {spec.lines} lines {spec.pitch_mm} mm apart at "
           f"{spec.um_per_px} um/px (pitch {spec.pitch_px:.3f} px)")

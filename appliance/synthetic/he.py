@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from appliance.imagefile import write_image
 from appliance.pathology.stain import REFERENCE_STAIN_OD
 
 LABELS_FILE = "labels.csv"
@@ -108,7 +109,7 @@ def write_cohort(
 def _write_slide(job: tuple[SlideSpec, Path, int]) -> None:
     spec, out_dir, quality = job
     bgr = cv2.cvtColor(render_slide(spec), cv2.COLOR_RGB2BGR)
-    cv2.imwrite(str(out_dir / f"{spec.slide}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    write_image(out_dir / f"{spec.slide}.jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
 
 
 def render_slide(spec: SlideSpec) -> np.ndarray:

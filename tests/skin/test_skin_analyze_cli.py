@@ -102,6 +102,18 @@ def test_an_overlay_path_that_is_a_file_is_refused_naming_the_option(
     assert taken.read_text() == "a file, not a folder"  # nothing changed
 
 
+def test_an_overlay_that_cannot_be_written_is_that_image_s_error(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "overlays"
+    (folder / "good.overlay.jpg").mkdir(parents=True)  # its name is taken by a folder
+    assert main(["analyze", "--json", "--overlay", str(folder), str(images["good"])]) == 1
+    record = json.loads(capsys.readouterr().out)
+    assert record["error"] == (f"{folder}/good.overlay.jpg: could not write the overlay: "
+                               "Is a directory")
+    assert sorted(p.name for p in folder.iterdir()) == ["good.overlay.jpg"]  # no part left
+
+
 def test_overlay_marks_furrows_pores_and_numbers() -> None:
     skin = synthetic_frame(21, 0, "normal")
     analysis = analyze(skin.image_rgb, skin.um_per_px)

@@ -27,6 +27,16 @@ def test_cohort_is_deterministic_and_labelled_by_patient() -> None:
     assert 0.15 < msi / len(specs) < 0.6
 
 
+def test_synth_he_to_an_unwritable_out_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "slides"
+    taken.write_text("a file")
+    assert main(["synth", "he", "--out", str(taken), "--patients", "1", "--quiet"]) == 2
+    assert f"appliance synth he: error: cannot write to --out '{taken}'" in capsys.readouterr().err
+    assert taken.read_text() == "a file"
+
+
 @pytest.mark.slow
 def test_synth_he_writes_slides_and_labels(tmp_path: Path) -> None:
     assert main(["synth", "he", "--out", str(tmp_path), "--patients", "1", "--seed", "4"]) == 0

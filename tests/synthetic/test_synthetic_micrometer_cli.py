@@ -87,3 +87,12 @@ def test_a_pitch_no_photo_can_show_exits_2_naming_both_options(
     assert f"--mm {extra[1]} at --um-per-px {extra[3]} puts the " in err
     assert message in err
     assert not out.exists()
+
+
+def test_a_photo_that_cannot_be_written_exits_1_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "missing" / "micrometer.png"
+    assert main(["synth", "micrometer", "--out", str(out)]) == 1
+    assert (f"synth micrometer: {out}: could not write the image: No such file or directory"
+            in capsys.readouterr().err)

@@ -1,0 +1,36 @@
+"""Writing an image file so that a full disk or an unwritable folder is one clear error.
+
+``cv2.imwrite`` reports a failed write as ``False`` and libpng/libjpeg print their own lines
+to stderr, and a disk that fills mid-write leaves a truncated image under the final name.
+Here the image is encoded in memory first (format from the file's suffix), written to a hidden
+temporary file beside the target and renamed over it: the name holds the old image or the new
+one, never part of one, and any failure raises ``OSError`` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None:
+    """Write a BGR (or grey) image to ``path`` whole, or raise OSError saying why."""
+    try:
+        ok, encoded = cv2.imencode(path.suffix, bgr, list(params))
+    except cv2.error as exc:
+        raise OSError(f"{path}: cannot encode an image as {path.suffix or 'no suffix'!r}: "
+                      f"{str(exc).strip().splitlines()[-1]}") from exc
+    if not ok:
+        raise OSError(f"{path}: cannot encode an image as {path.suffix!r}")
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        with temp.open("wb") as stream:
+            stream.write(encoded.data)
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OSError(f"{path}: could not write the image: {exc.strerror or exc}") from exc

@@ -1,0 +1,68 @@
+"""appliance.imagefile.write_image: whole images or one clear OSError, nothing half-written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance.imagefile import write_image
+
+NOISE = np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_an_image_is_written_whole_and_reads_back(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"a{suffix}"
+    write_image(path, NOISE)
+    back = cv2.imread(str(path))
+    assert back.shape == NOISE.shape
+    assert suffix == ".jpg" or np.array_equal(back, NOISE)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_a_missing_folder_is_an_oserror_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-folder" / "a.png"
+    with pytest.raises(OSError, match=r"no-such-folder/a.png: could not write the image: No such"):
+        write_image(path, NOISE)
+
+
+def test_an_unknown_suffix_is_an_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match=r"a.txt: cannot encode an image as '.txt'"):
+        write_image(tmp_path / "a.txt", NOISE)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_disk_that_fills_mid_write_keeps_the_old_image_and_leaves_no_part(
+    tmp_path: Path,
+) -> None:
+    """A file-size limit (RLIMIT_FSIZE) fails the write part-way, as a full disk does."""
+    path = tmp_path / "a.png"
+    write_image(path, NOISE[:20, :20])
+    old = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        from pathlib import Path
+        import numpy as np
+        from appliance.imagefile import write_image
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+        noise = np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+        try:
+            write_image(Path({str(path)!r}), noise)
+        except OSError as exc:
+            print(exc)
+            sys.exit(3)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.strip() == f"{path}: could not write the image: File too large"
+    assert done.stderr == ""  # no encoder lines on stderr
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
