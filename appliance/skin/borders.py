@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 
 MIN_CRACKS_FOR_DIRECTION = 3
-PIECE_PX = 16  # tile size of the pieces
 END_OVERLAP_PX = 0.5  # a chain's last crack lies about half a pixel inside the junction
 
 
@@ -55,12 +54,9 @@ class BorderSegments:
 
 @dataclass(frozen=True)
 class _Cracks:
-    keys: np.ndarray  # per cell pair (chain), sorted
-    xs: np.ndarray  # per crack, sorted by pair, then by tile
+    keys: np.ndarray  # pair key per crack, sorted
+    xs: np.ndarray
     ys: np.ndarray
-    pieces: np.ndarray  # index of each piece's first crack (a pair's cracks in one tile)
-    piece_steps: np.ndarray  # (P, 2): cracks between horizontal, vertical neighbours per piece
-    first_pieces: np.ndarray  # index of each pair's first piece
 
 
 @dataclass(frozen=True)
@@ -85,40 +81,21 @@ class CrackMasks:
 
 
 def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
-    """Every crack's midpoint, sorted by cell pair and, within a pair, by the tile it lies in;
-    the pieces (one pair's cracks in one tile) with their steps, and the pairs."""
-    keys, xs, ys, signs = [], [], [], []
+    """Every crack: its cell-pair key and midpoint, sorted by key."""
+    keys, xs, ys = [], [], []
+    key_type = np.int32 if span * span < 2**31 else np.int64
     flat_labels = labels.ravel()
     width = labels.shape[1]
-    tiles_across = width // PIECE_PX + 1
-    tile_count = (labels.shape[0] // PIECE_PX + 1) * tiles_across
     for horizontal, differs in ((True, masks.right), (False, masks.below)):
         rows, cols = np.divmod(np.flatnonzero(differs), differs.shape[1])  # 10x faster: nonzero
         at = rows * width + cols
-        first = flat_labels[at].astype(np.int64)
-        second = flat_labels[at + (1 if horizontal else width)].astype(np.int64)
-        low_first = first < second
-        pair = np.where(low_first, first, second) * span + np.where(low_first, second, first)
-        keys.append(pair * tile_count + (rows // PIECE_PX) * tiles_across + cols // PIECE_PX)
+        first = flat_labels[at].astype(key_type)
+        second = flat_labels[at + (1 if horizontal else width)].astype(key_type)
+        keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
-        # the border runs with the lower label on its left: down a crack whose lower label is
-        # to the left, right along one whose lower label is below
-        signs.append(np.where(low_first, 1.0, -1.0) * (1.0 if horizontal else -1.0))
-    across_count = len(keys[0])  # the cracks between horizontal neighbours come first
-    piece_keys, order = _sort_order(np.concatenate(keys), span * span * tile_count)
-    if len(piece_keys) == 0:
-        nothing = np.zeros(0, np.int64)
-        return _Cracks(nothing, np.zeros(0), np.zeros(0), nothing, np.zeros((0, 2)), nothing)
-    pieces = np.flatnonzero(np.r_[True, piece_keys[1:] != piece_keys[:-1]])
-    sign = np.concatenate(signs)[order]
-    vertical = order < across_count
-    down = np.add.reduceat(np.where(vertical, sign, 0.0), pieces)
-    along = np.add.reduceat(sign, pieces) - down
-    pairs = piece_keys[pieces] // tile_count
-    first_pieces = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]])
-    return _Cracks(pairs[first_pieces], np.concatenate(xs)[order], np.concatenate(ys)[order],
-                   pieces, np.stack([down, along], axis=1), first_pieces)
+    all_keys, order = _sort_order(np.concatenate(keys), span * span)
+    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order])
 
 
 def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,8 +172,8 @@ class _Chains:
 
 
 def _chains(cracks: _Cracks) -> _Chains:
-    starts = cracks.pieces[cracks.first_pieces]
-    count = np.diff(np.r_[starts, len(cracks.xs)]).astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, cracks.keys[1:] != cracks.keys[:-1]])
+    count = np.diff(np.r_[starts, len(cracks.keys)]).astype(np.float64)
     mean_x = np.add.reduceat(cracks.xs, starts) / count
     mean_y = np.add.reduceat(cracks.ys, starts) / count
     cxx = np.add.reduceat(cracks.xs * cracks.xs, starts) / count - mean_x**2
@@ -241,14 +218,13 @@ def border_segments(
     span = int(labels.max()) + 1
     masks = masks or CrackMasks.of(labels)
     cracks = _cracks(labels, masks, span)
-    if len(cracks.xs) == 0:
+    if len(cracks.keys) == 0:
         empty = np.zeros(0)
         return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty, np.zeros((0, 3)))
     chains = _chains(cracks)
-    piece_px = np.hypot(cracks.piece_steps[:, 0], cracks.piece_steps[:, 1])
-    chain_px = np.add.reduceat(piece_px, cracks.first_pieces)
-    short = chains.count < MIN_CRACKS_FOR_DIRECTION
-    chain_px[short] = chains.count[short] * (np.pi / 4.0)
+    factor = np.abs(chains.cos) + np.abs(chains.sin)
+    usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
+    chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
     ids, centres = junctions(labels, junction_radius_px, masks)
     end_ids, gaps = _junction_ends(chains, ids, centres)
     chord = np.hypot(*(centres[end_ids[0]] - centres[end_ids[1]]).T)
@@ -256,7 +232,7 @@ def border_segments(
     reach = np.maximum(gaps[0] - END_OVERLAP_PX, 0.0) + np.maximum(gaps[1] - END_OVERLAP_PX, 0.0)
     lengths = np.where(both, np.maximum(chord, chain_px + reach), chain_px + gaps[0] + gaps[1])
     lengths[(end_ids[0] == end_ids[1]) & (end_ids[0] > 0)] = 0.0  # wholly inside one junction
-    keys = cracks.keys
+    keys = cracks.keys[chains.starts]
     pairs = np.stack([keys // span, keys % span], axis=1)
     sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
     return BorderSegments(pairs, lengths, chains.angles, sums)
