@@ -27,6 +27,11 @@ RAY_REACH_UM = 320.0
 SKIN_ITERATIONS = 2  # rim, then skin just outside it, then the rim again
 SKIN_RING = 1.5  # the skin: the lower-quartile ray depth between the rim and 1.5 rims out
 ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow arm
+# A furrow arm: a ray that stays at least ARM_LEVEL of the frame's furrow floor deep all the way
+# from the pit's rim to ARM_REACH_UM beyond it (a furrow that only passes by is crossed: the ray
+# climbs onto the hill between). Fitted with the pore rule on the own generator only.
+ARM_REACH_UM = 80.0
+ARM_LEVEL = 0.5
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
 SPREAD_UM = 60.0  # how far out a wide pit is still deep all round
 LOCAL_TILE_UM = 1000.0  # a pit is compared with the junctions of about 1 mm around it
@@ -133,6 +138,7 @@ class Shape:
     arms: np.ndarray  # depth of the 2nd deepest ray just outside the rim (furrow arms)
     strand: np.ndarray  # depth of the deepest ray there (a hair runs on as deep as its end)
     elongation: np.ndarray  # longest over shortest diameter of the rim above the arms
+    arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -152,8 +158,24 @@ def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
     return result
 
 
-def shape_of(depth: np.ndarray, centres: np.ndarray) -> Shape:
-    """Rim radii, floor, skin, roundness and arm depth of each candidate."""
+def arm_count(rays: Profiles, median: np.ndarray, level: float) -> np.ndarray:
+    """How many furrow arms leave each pit: runs of neighbouring rays that stay at least
+    ``level`` deep from the median rim out to ``ARM_REACH_UM`` beyond it. A junction has 3 or
+    more, a pit along one furrow 2, a pit in a hill none (one, where it touches a furrow). A pit
+    deep all round (in a dark patch) is given ``RAY_COUNT``: it cannot be told from a junction."""
+    reach = ARM_REACH_UM / FINE_UM_PER_PX
+    radii = rays.radii_px[None, :]
+    inside = (radii >= median[:, None]) & (radii <= median[:, None] + reach)
+    shallowest = np.where(inside[:, :, None], rays.depth, np.inf).min(axis=1)  # (P, rays)
+    deep = shallowest >= level
+    runs = np.count_nonzero(deep & ~np.roll(deep, 1, axis=1), axis=1)
+    result: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
+    return result
+
+
+def shape_of(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:
+    """Rim radii, floor, skin, roundness and arms of each candidate (``arm_level``: how deep a
+    ray must stay to run down a furrow arm, ``ARM_LEVEL`` of the frame's furrow floor)."""
     rays = profile(depth, centres)
     floor = bilinear(depth, centres[:, 0], centres[:, 1])
     ordered = np.sort(rays.depth, axis=2)
@@ -180,7 +202,7 @@ def shape_of(depth: np.ndarray, centres: np.ndarray) -> Shape:
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     elongation = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                  elongation)
+                 elongation, arm_count(rays, median, arm_level))
 
 
 @dataclass(frozen=True)

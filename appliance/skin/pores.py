@@ -36,6 +36,7 @@ import numpy as np
 from appliance.skin.pore_profile import (
     FINE_SMOOTH_PX,
     SMOOTH_PX,
+    ARM_LEVEL,
     SPREAD_UM,
     Junctions,
     Shape,
@@ -86,6 +87,15 @@ class PoreRule:
     min_diameter_um: float = 40.0
     max_diameter_um: float = 400.0
     halo_um: float = 55.0  # imaging halo of a pit's darkness, off the rim diameter in quadrature
+    # A pit with at most PIT_MAX_ARMS furrow arms (along one furrow, in a hill) cannot be a
+    # junction: it is judged against its own surround instead of the junctions' floor.
+    pit_min_contrast: float = 1.6  # (floor - skin right around it) / median furrow floor
+    pit_over_arms: float = 1.5  # pit floor / second-deepest ray just outside the rim
+    pit_min_roundness: float = 0.6
+    pit_max_elongation: float = 2.0
+
+
+PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
 
 
 RULE = PoreRule()
@@ -136,10 +146,12 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     around = local_junction_floor(depth.shape, centres_work, floor)
     spread = spread_of(fine, centres, SPREAD_UM / prepared.um_per_fine_px) / np.maximum(
         floor, 1e-6)
-    deep = _deep_enough(floor, around, spread, furrow_floor, rule) | profile_all
+    deep = (_deep_enough(floor, around, spread, furrow_floor, rule)
+            | (floor >= rule.pit_min_contrast * furrow_floor) | profile_all)
     # the junction sample and the deep pits are profiled in one pass (each row on its own)
     sample = junction_sample(len(centres))
-    both = shape_of(fine, np.concatenate([centres[sample], centres[deep]]))
+    both = shape_of(fine, np.concatenate([centres[sample], centres[deep]]),
+                    ARM_LEVEL * furrow_floor)
     junction = typical_junction(both.rows(slice(0, len(sample))))
     shape = both.rows(slice(len(sample), None))
     blue = blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
@@ -178,15 +190,21 @@ def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray
         shape.floor >= rule.deep_over_arms * shape.arms) & (gap >= 0.5 * junction_gap)
     diameters = own_diameters_um(found, rule)
     below_junctions = shape.floor < rule.depth_over_junction * found.around
+    pit = shape.arm_count <= PIT_MAX_ARMS
+    own_contrast = shape.floor - shape.skin
     return {
-        "deep_enough": _deep_enough(shape.floor, found.around, found.spread, found.furrow_floor,
-                                    rule),
-        "wide_or_deep": (gap >= rule.gap_over_junction * junction_gap) | deep,
-        "wide_if_shallow": ~below_junctions | (gap >= rule.shallow_min_gap * junction_gap),
-        "deeper_than_arms": shape.floor >= rule.depth_over_arms * shape.arms,
+        "deep_enough": np.where(
+            pit, (own_contrast >= rule.pit_min_contrast * found.furrow_floor)
+            & (shape.floor >= rule.depth_over_furrow * found.furrow_floor),
+            _deep_enough(shape.floor, found.around, found.spread, found.furrow_floor, rule)),
+        "wide_or_deep": pit | (gap >= rule.gap_over_junction * junction_gap) | deep,
+        "wide_if_shallow": pit | ~below_junctions | (gap >= rule.shallow_min_gap * junction_gap),
+        "deeper_than_arms": shape.floor >= np.where(pit, rule.pit_over_arms,
+                                                    rule.depth_over_arms) * shape.arms,
         "deeper_than_strand": shape.floor >= rule.depth_over_strand * shape.strand,
-        "round": shape.roundness >= rule.min_roundness,
-        "not_a_dash": shape.elongation <= rule.max_elongation,
+        "round": shape.roundness >= np.where(pit, rule.pit_min_roundness, rule.min_roundness),
+        "not_a_dash": shape.elongation <= np.where(pit, rule.pit_max_elongation,
+                                                   rule.max_elongation),
         "pore_sized": (diameters >= rule.min_diameter_um) & (diameters <= rule.max_diameter_um),
         "grey": found.blue <= rule.max_blue_excess,
     }
