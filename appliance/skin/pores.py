@@ -34,9 +34,9 @@ import cv2
 import numpy as np
 
 from appliance.skin.pore_profile import (
+    ARM_LEVEL,
     FINE_SMOOTH_PX,
     SMOOTH_PX,
-    ARM_LEVEL,
     SPREAD_UM,
     Junctions,
     Shape,
