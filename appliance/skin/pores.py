@@ -89,7 +89,7 @@ class PoreRule:
     halo_um: float = 55.0  # imaging halo of a pit's darkness, off the rim diameter in quadrature
     # A pit with at most PIT_MAX_ARMS furrow arms (along one furrow, in a hill) cannot be a
     # junction: it is judged against its own surround instead of the junctions' floor.
-    pit_min_contrast: float = 1.6  # (floor - skin right around it) / median furrow floor
+    pit_min_contrast: float = 1.7  # (floor - skin right around it) / median furrow floor
     pit_over_arms: float = 1.5  # pit floor / second-deepest ray just outside the rim
     pit_min_roundness: float = 0.6
     pit_max_elongation: float = 2.0
@@ -183,28 +183,60 @@ def own_diameters_um(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
 
 
 def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
-    """Each test's verdict per candidate (a pore passes them all)."""
+    """Each test's verdict per candidate (a pore passes them all).
+
+    Every pit is judged as what could be a junction (``junction_tests``); a pit with at most
+    ``PIT_MAX_ARMS`` furrow arms that fails those is judged again against its own surround
+    (``pit_tests``), and those are the verdicts reported for it.
+    """
+    as_junction = junction_tests(found, rule)
+    as_pit = pit_tests(found, rule)
+    retry = (found.shape.arm_count <= PIT_MAX_ARMS) & ~np.logical_and.reduce(
+        list(as_junction.values()))
+    return {name: np.where(retry, as_pit[name], verdict) for name, verdict in as_junction.items()}
+
+
+def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
+    """The tests of a pit that could be a junction: deeper than the junctions around it."""
     shape, gap = found.shape, found.shape.gap_px
     junction_gap = found.junction.gap_px
     deep = (shape.floor >= rule.deep_over_junction * found.around) & (
         shape.floor >= rule.deep_over_arms * shape.arms) & (gap >= 0.5 * junction_gap)
-    diameters = own_diameters_um(found, rule)
     below_junctions = shape.floor < rule.depth_over_junction * found.around
-    pit = shape.arm_count <= PIT_MAX_ARMS
-    own_contrast = shape.floor - shape.skin
     return {
-        "deep_enough": np.where(
-            pit, (own_contrast >= rule.pit_min_contrast * found.furrow_floor)
-            & (shape.floor >= rule.depth_over_furrow * found.furrow_floor),
-            _deep_enough(shape.floor, found.around, found.spread, found.furrow_floor, rule)),
-        "wide_or_deep": pit | (gap >= rule.gap_over_junction * junction_gap) | deep,
-        "wide_if_shallow": pit | ~below_junctions | (gap >= rule.shallow_min_gap * junction_gap),
-        "deeper_than_arms": shape.floor >= np.where(pit, rule.pit_over_arms,
-                                                    rule.depth_over_arms) * shape.arms,
-        "deeper_than_strand": shape.floor >= rule.depth_over_strand * shape.strand,
-        "round": shape.roundness >= np.where(pit, rule.pit_min_roundness, rule.min_roundness),
-        "not_a_dash": shape.elongation <= np.where(pit, rule.pit_max_elongation,
-                                                   rule.max_elongation),
+        "deep_enough": _deep_enough(shape.floor, found.around, found.spread, found.furrow_floor,
+                                    rule),
+        "wide_or_deep": (gap >= rule.gap_over_junction * junction_gap) | deep,
+        "wide_if_shallow": ~below_junctions | (gap >= rule.shallow_min_gap * junction_gap),
+        "deeper_than_arms": shape.floor >= rule.depth_over_arms * shape.arms,
+        "round": shape.roundness >= rule.min_roundness,
+        "not_a_dash": shape.elongation <= rule.max_elongation,
+        **_common_tests(found, rule),
+    }
+
+
+def pit_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
+    """The tests of a pit with at most two furrow arms (along one furrow, in a hill): darker
+    than the skin right around it by a share of the frame's furrow contrast, clearly deeper
+    than its arms, round and not drawn out. The junctions' floor does not enter."""
+    shape, every = found.shape, np.ones(len(found.shape.floor), dtype=bool)
+    return {
+        "deep_enough": (shape.floor - shape.skin >= rule.pit_min_contrast * found.furrow_floor)
+        & (shape.floor >= rule.depth_over_furrow * found.furrow_floor),
+        "wide_or_deep": every,
+        "wide_if_shallow": every,
+        "deeper_than_arms": shape.floor >= rule.pit_over_arms * shape.arms,
+        "round": shape.roundness >= rule.pit_min_roundness,
+        "not_a_dash": shape.elongation <= rule.pit_max_elongation,
+        **_common_tests(found, rule),
+    }
+
+
+def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
+    """The tests every pore passes, junction or not: no hair's end, pore-sized, grey."""
+    diameters = own_diameters_um(found, rule)
+    return {
+        "deeper_than_strand": found.shape.floor >= rule.depth_over_strand * found.shape.strand,
         "pore_sized": (diameters >= rule.min_diameter_um) & (diameters <= rule.max_diameter_um),
         "grey": found.blue <= rule.max_blue_excess,
     }

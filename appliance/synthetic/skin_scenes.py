@@ -71,3 +71,32 @@ def dash_scene(seed: int, factor: float = 2.2) -> Scene:
     geometry = replace(geometry, edge_depth=np.where(short & inside, factor, 1.0))
     rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
     return Scene(rgb, params.um_per_px, geometry)
+
+
+def hill_centres_near_centre(geometry: SkinGeometry) -> np.ndarray:
+    """The middle (vertex mean) of each hill well inside the scene: as far from furrows as a
+    hill allows."""
+    middles = np.asarray([geometry.vertices_px[list(face)].mean(axis=0)
+                          for face in geometry.faces])
+    inside = (np.abs(middles[:, 0] - 320) < 200) & (np.abs(middles[:, 1] - 240) < 150)
+    result: np.ndarray = middles[inside]
+    return result
+
+
+def hill_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), **extras: Any) -> Scene:
+    """Skin of the "normal" preset without pores but ``pore_diameters_um`` placed in the
+    middle of hills, away from any junction; ``extras`` set any other parameter."""
+    rng = np.random.default_rng(seed)
+    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0, **extras)
+    geometry = build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX)
+    middles = hill_centres_near_centre(geometry)
+    count = len(pore_diameters_um)
+    centres = np.asarray([middles[k * 5 % len(middles)] for k in range(count)], dtype=float)
+    geometry = replace(
+        geometry,
+        pore_centres_px=centres.reshape(-1, 2),
+        pore_radii_px=np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px,
+        pore_at_junction=np.zeros(count, dtype=bool),
+    )
+    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
+    return Scene(rgb, params.um_per_px, geometry)
