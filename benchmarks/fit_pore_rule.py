@@ -60,7 +60,6 @@ GRID: dict[str, tuple[float, ...]] = {
     "pit_over_arms": (1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8),
     "pit_min_roundness": (0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
     "pit_max_elongation": (1.6, 1.8, 2.0, 2.2, 2.4),
-    "pit_halo_um": (0.0, 20.0, 30.0, 40.0, 50.0, 55.0),
 }
 
 

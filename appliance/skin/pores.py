@@ -93,7 +93,6 @@ class PoreRule:
     pit_over_arms: float = 1.5  # pit floor / second-deepest ray just outside the rim
     pit_min_roundness: float = 0.6
     pit_max_elongation: float = 2.0
-    pit_halo_um: float = 55.0  # the imaging halo of such a pit (none of a junction's added)
 
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
@@ -177,8 +176,7 @@ def own_diameters_um(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
     width, so the rim of a small pit sits relatively further out than a large one's.
     """
     measured = found.shape.radius_px
-    halo_um = np.where(found.shape.arm_count <= PIT_MAX_ARMS, rule.pit_halo_um, rule.halo_um)
-    halo_px = halo_um / 2.0 / found.um_per_fine_px
+    halo_px = rule.halo_um / 2.0 / found.um_per_fine_px
     squared = np.maximum(measured**2 - halo_px**2, (measured / 2.0) ** 2)
     diameters: np.ndarray = 2.0 * np.sqrt(squared) * found.um_per_fine_px
     return diameters
