@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import pytest
 
 from appliance.skin.analysis import SkinAnalysis, analyze
+from appliance.skin.pore_profile import ARM_LEVEL, shape_of
 from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_geometry import SkinGeometry
-from appliance.synthetic.skin_scenes import dash_scene, junction_scene, junctions_near_centre
+from appliance.synthetic.skin_scenes import (
+    dash_scene,
+    hill_scene,
+    junction_scene,
+    junctions_near_centre,
+)
 
 SEEDS = (0, 1, 2)
 SWEEP_UM_PER_PX = tuple(7.0 * 1.05**k for k in range(13))  # 7.00 ... 12.57, 5 % apart
@@ -102,3 +109,49 @@ def test_calibration_sweep_scales_texture_smoothly() -> None:
         # the same pixels read at another scale: density x scale^k stays put, step by step
         # (at the finest claimed scales the furrows near the work-pixel limit: up to ~4 %)
         assert np.max(np.abs(np.diff(values)) / values[:-1]) <= 0.05, (name, values)
+
+
+COARSE_DARK = {"lattice_cell_area_mm2": 0.2, "furrow_width_um": 55.0, "junction_darkness": 0.3,
+               "junction_size": 0.6}
+
+
+@pytest.mark.parametrize("diameter_um", [70.0, 100.0])
+def test_a_small_pore_in_a_hill_between_deep_furrows_is_counted(diameter_um: float) -> None:
+    """Coarse skin with wide furrows and junctions drawn dark: a small pore in the middle of a
+    hill is no deeper than those junctions, but it is a round pit darker than the skin right
+    around it, with no furrow arms (before: 1-2 of 12 counted)."""
+    found = 0
+    for seed in SEEDS:
+        scene = hill_scene(seed, (diameter_um,) * 4, **COARSE_DARK)
+        analysis = analyze(scene.rgb, scene.um_per_px)
+        centres = (analysis.pores.centres_work_px + 0.5) * analysis.frame_px_per_work_px - 0.5
+        for centre in scene.geometry.pore_centres_px:
+            found += int(bool(len(centres)) and np.min(np.hypot(*(centres - centre).T)) < 4.0)
+        assert analysis.features.pore_count <= 5  # the 4 pores, at most one junction more
+    assert found >= 8  # of 12
+
+
+def _depth_with(lines: list[tuple[tuple[int, int], tuple[int, int]]],
+                pit_px: float) -> np.ndarray:
+    """A fine depth image (0 on the hills): furrows 5 px wide and 0.3 deep, a pit 0.6 deep."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    for start, end in lines:
+        cv2.line(depth, start, end, 0.3, 5)
+    if pit_px:
+        cv2.circle(depth, (60, 60), round(pit_px), 0.6, -1)
+    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("lines", "arms"),
+    [([], 0),  # a pit in a hill
+     ([((0, 60), (120, 60))], 2),  # a pit along one furrow
+     ([((60, 60), (0, 60)), ((60, 60), (110, 0)), ((60, 60), (110, 120))], 3),  # a junction
+     ([((0, 20), (120, 20))], 0)],  # a furrow passing by is not an arm
+)
+def test_furrow_arms_leaving_a_pit_are_counted(
+    lines: list[tuple[tuple[int, int], tuple[int, int]]], arms: int
+) -> None:
+    shape = shape_of(_depth_with(lines, 5.0), np.array([[60.0, 60.0]]), ARM_LEVEL * 0.3)
+    assert int(shape.arm_count[0]) == arms
