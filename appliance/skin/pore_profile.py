@@ -32,6 +32,7 @@ ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow
 # climbs onto the hill between). Fitted with the pore rule on the own generator only.
 ARM_REACH_UM = 80.0
 ARM_LEVEL = 0.5
+SHAPE_CHUNK = 32  # candidates profiled at a time (speed only: the arrays stay in the cache)
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
 SPREAD_UM = 60.0  # how far out a wide pit is still deep all round
 LOCAL_TILE_UM = 1000.0  # a pit is compared with the junctions of about 1 mm around it
@@ -175,7 +176,20 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float) -> np.ndarray:
 
 def shape_of(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:
     """Rim radii, floor, skin, roundness and arms of each candidate (``arm_level``: how deep a
-    ray must stay to run down a furrow arm, ``ARM_LEVEL`` of the frame's furrow floor)."""
+    ray must stay to run down a furrow arm, ``ARM_LEVEL`` of the frame's furrow floor).
+
+    Read ``SHAPE_CHUNK`` candidates at a time: every row is its own, and the arrays of a chunk
+    stay in the cache (all at once, a wide frame's 1000+ candidates take twice as long)."""
+    if len(centres) <= SHAPE_CHUNK:
+        return _shape_rows(depth, centres, arm_level)
+    parts = [_shape_rows(depth, centres[start:start + SHAPE_CHUNK], arm_level)
+             for start in range(0, len(centres), SHAPE_CHUNK)]
+    return Shape(*(np.concatenate([getattr(part, field.name) for part in parts])
+                   for field in fields(Shape)))
+
+
+def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:
+    """``shape_of`` for a few candidates at once."""
     rays = profile(depth, centres)
     floor = bilinear(depth, centres[:, 0], centres[:, 1])
     ordered = np.sort(rays.depth, axis=2)
