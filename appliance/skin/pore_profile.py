@@ -32,6 +32,7 @@ ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow
 # climbs onto the hill between). Fitted with the pore rule on the own generator only.
 ARM_REACH_UM = 80.0
 ARM_LEVEL = 0.5
+END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
 SHAPE_CHUNK = 32  # candidates profiled at a time (speed only: the arrays stay in the cache)
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
 SPREAD_UM = 60.0  # how far out a wide pit is still deep all round
@@ -140,6 +141,7 @@ class Shape:
     strand: np.ndarray  # depth of the deepest ray there (a hair runs on as deep as its end)
     elongation: np.ndarray  # longest over shortest diameter of the rim above the arms
     arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
+    ends: np.ndarray  # depth just beyond the rim at the ends of the longest diameter
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -147,16 +149,29 @@ class Shape:
 
 
 def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
-                  radii: np.ndarray) -> np.ndarray:
+                  radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Longest over shortest diameter of the pit where it rises halfway to the higher of the
     skin and its arms: a pore is round or oval; a short deep stretch of furrow is a dash.
+    With it, the depth ``END_REACH_PX`` beyond that rim at both ends of the longest diameter
+    (the deeper end): an oval pit's rim closes there; a dash runs on as a furrow.
 
     With the level above the arms, rays do not run on down the furrows at a junction."""
     level = np.repeat((floor + top) / 2.0, RAY_COUNT)
     rim = crossing(with_floor, level, radii).reshape(-1, RAY_COUNT)
     diameters = rim[:, : RAY_COUNT // 2] + rim[:, RAY_COUNT // 2:]
-    result: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
-    return result
+    elongation: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
+    rows = np.arange(len(floor))
+    longest = diameters.argmax(axis=1)
+    per_ray = with_floor.reshape(len(floor), RAY_COUNT, -1)
+    ends = np.zeros(len(floor))
+    for ray in (longest, longest + RAY_COUNT // 2):
+        out = (rim[rows, ray] + END_REACH_PX) / RAY_STEP_PX  # index into ``radii``
+        inner = np.clip(out.astype(np.intp), 0, len(radii) - 2)
+        share = np.clip(out - inner, 0.0, 1.0)
+        depth = (per_ray[rows, ray, inner] * (1.0 - share)
+                 + per_ray[rows, ray, inner + 1] * share)
+        ends = np.maximum(ends, depth)
+    return elongation, ends
 
 
 def arm_count(rays: Profiles, median: np.ndarray, level: float) -> np.ndarray:
@@ -214,9 +229,9 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     rows = np.arange(len(centres))
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
-    elongation = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
+    elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, arm_count(rays, median, arm_level))
+                 elongation, arm_count(rays, median, arm_level), ends)
 
 
 @dataclass(frozen=True)

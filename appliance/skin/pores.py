@@ -102,6 +102,19 @@ class PoreRule:
     pit_over_arms: float = 1.5  # pit floor / second-deepest ray just outside the rim
     pit_min_roundness: float = 0.6
     pit_max_elongation: float = 2.0
+    # An oval pore along a furrow reads drawn out above its arms, like a dash (a short deep
+    # stretch of furrow). It is told by either of two things: it is wider between its long
+    # sides than a typical junction between its arms (a dash is as narrow as a furrow), or its
+    # rim closes: just beyond both ends of its longest diameter the depth has fallen clearly
+    # below its floor (a dash runs on as a furrow nearly as deep). Fitted on seeds 11/12 and
+    # the scenes (own generator only; see docs/measurement.md "Pores").
+    oval_min_gap: float = 1.6  # shortest rim rays / the frame's typical junction's
+    oval_max_elongation: float = 4.0  # ... then it may be this drawn out
+    oval_over_ends: float = 1.7  # pit floor / the deeper end just beyond its longest diameter
+    oval_end_max_elongation: float = 3.0  # ... then it may be this drawn out
+    # A pit with 3 or more arms whose deepest arm is nearly as deep as it is the end of a deeper
+    # furrow segment at a junction (fitted likewise)
+    junction_over_strand: float = 1.1  # pit floor / deepest ray just outside the rim
 
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
@@ -219,7 +232,7 @@ def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.nda
         "wide_if_shallow": ~below_junctions | (gap >= rule.shallow_min_gap * junction_gap),
         "deeper_than_arms": shape.floor >= rule.depth_over_arms * shape.arms,
         "round": shape.roundness >= rule.min_roundness,
-        "not_a_dash": shape.elongation <= rule.max_elongation,
+        "not_a_dash": (shape.elongation <= rule.max_elongation) | _oval(found, rule),
         **_common_tests(found, rule),
     }
 
@@ -236,16 +249,36 @@ def pit_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]
         "wide_if_shallow": every,
         "deeper_than_arms": shape.floor >= rule.pit_over_arms * shape.arms,
         "round": shape.roundness >= rule.pit_min_roundness,
-        "not_a_dash": shape.elongation <= rule.pit_max_elongation,
+        "not_a_dash": (shape.elongation <= rule.pit_max_elongation) | _oval(found, rule),
         **_common_tests(found, rule),
     }
+
+
+def _oval(found: Candidates, rule: PoreRule) -> np.ndarray:
+    """An oval pore, not a dash: wider between its long sides than a typical junction between
+    its arms (a dash is a stretch of furrow, as narrow as one), or, with at most 2 furrow arms,
+    its rim closes at both ends of its longest diameter (a dash runs on as a furrow; a dash
+    drawn deeper from junction to junction also closes, but at junctions: 3 or more arms); and
+    not too drawn out."""
+    shape = found.shape
+    wide = (shape.gap_px >= rule.oval_min_gap * found.junction.gap_px) & (
+        shape.elongation <= rule.oval_max_elongation)
+    closed = (shape.arm_count <= PIT_MAX_ARMS) & (
+        shape.floor >= rule.oval_over_ends * shape.ends) & (
+        shape.elongation <= rule.oval_end_max_elongation)
+    result: np.ndarray = wide | closed
+    return result
 
 
 def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
     """The tests every pore passes, junction or not: no hair's end, pore-sized, grey."""
     diameters = own_diameters_um(found, rule)
+    strand = found.shape.floor >= rule.depth_over_strand * found.shape.strand
+    if rule.junction_over_strand > rule.depth_over_strand:  # stricter for 3+ arms
+        strand &= (found.shape.arm_count <= PIT_MAX_ARMS) | (
+            found.shape.floor >= rule.junction_over_strand * found.shape.strand)
     return {
-        "deeper_than_strand": found.shape.floor >= rule.depth_over_strand * found.shape.strand,
+        "deeper_than_strand": strand,
         "pore_sized": (diameters >= rule.min_diameter_um) & (diameters <= rule.max_diameter_um),
         "grey": found.blue <= rule.max_blue_excess,
     }
