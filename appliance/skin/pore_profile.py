@@ -162,7 +162,7 @@ def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
     elongation: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
     rows = np.arange(len(floor))
     longest = diameters.argmax(axis=1)
-    per_ray = with_floor.reshape(len(floor), RAY_COUNT, -1)
+    per_ray = with_floor.reshape(len(floor), RAY_COUNT, with_floor.shape[1])
     ends = np.zeros(len(floor))
     for ray in (longest, longest + RAY_COUNT // 2):
         out = (rim[rows, ray] + END_REACH_PX) / RAY_STEP_PX  # index into ``radii``
