@@ -109,9 +109,9 @@ class PoreRule:
     # below its floor (a dash runs on as a furrow nearly as deep). Fitted on seeds 11/12 and
     # the scenes (own generator only; see docs/measurement.md "Pores").
     oval_min_gap: float = 1.6  # shortest rim rays / the frame's typical junction's
-    oval_max_elongation: float = 4.0  # ... then it may be this drawn out
-    oval_over_ends: float = 1.7  # pit floor / the deeper end just beyond its longest diameter
-    oval_end_max_elongation: float = 3.0  # ... then it may be this drawn out
+    oval_max_elongation: float = 5.0  # ... then it may be this drawn out
+    oval_over_ends: float = 1.6  # pit floor / the deeper end just beyond its longest diameter
+    oval_end_max_elongation: float = 2.8  # ... then it may be this drawn out
     # A pit with 3 or more arms whose deepest arm is nearly as deep as it is the end of a deeper
     # furrow segment at a junction (fitted likewise)
     junction_over_strand: float = 1.1  # pit floor / deepest ray just outside the rim
