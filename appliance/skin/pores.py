@@ -18,9 +18,13 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    furrows and than the junctions around it, at least as wide between its arms as a junction (or
    much deeper than one and than its arms: a small deep pore in a furrow), deeper than its arms
    (a junction is as deep as its arms) and than its deepest ray (a hair runs on as deep as its
-   end), not a ragged star, no longer than 2.4 times its width above its arms (a short deep
-   stretch of furrow is a dash), grey (a pigment spot takes more blue than green: melanin) and
-   pore-sized (dust is smaller). A pit with at most 2 arms cannot be a junction: when it fails
+   end; with 3 or more arms, clearly deeper than its deepest arm: a junction where a deeper
+   furrow segment ends), not a ragged star, no longer than 2.4 times its width above its arms
+   (a short deep stretch of furrow is a dash) unless it is an oval pore (``_oval``: wider
+   between its long sides than a junction between its arms, or, with at most 2 arms, its rim
+   closes: just beyond both ends of its longest diameter the depth has fallen well below its
+   floor), grey (a pigment spot takes more blue than green: melanin) and pore-sized (dust is
+   smaller). A pit with at most 2 arms cannot be a junction: when it fails
    those it is judged again against its own surround (``pit_tests``): darker than the skin
    right around it by 1.7 times the frame's furrow contrast, 1.5 times as deep as its arms,
    round, not drawn out, grey and pore-sized; the junctions' floor does not enter. Overlapping
