@@ -39,7 +39,7 @@ benchmarks/skin_pore_diagnosis.py shows what each test costs on any frame set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -155,9 +155,11 @@ class Candidates:
 
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
-                       profile_all: bool = False) -> Candidates:
+                       profile_all: bool = False, colour: bool = True) -> Candidates:
     """Find the pits of a frame and profile those deep enough (every one with ``profile_all``,
-    for fitting and diagnosis; ``pore_tests`` then applies the depth tests itself)."""
+    for fitting and diagnosis; ``pore_tests`` then applies the depth tests itself). Without
+    ``colour`` the pits' colour is left unread (``blue`` all 0): ``measure_pores`` reads it
+    only for the pits that pass every other test."""
     depth = cv2.GaussianBlur(prepared.depth_work, (0, 0), SMOOTH_PX)
     every_4th = np.ascontiguousarray(depth[::2, ::2]).ravel()  # every 4th pixel: same median
     on_furrows = np.compress(np.ascontiguousarray(furrows[::2, ::2]).ravel(), every_4th)
@@ -180,7 +182,8 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
                     ARM_LEVEL * furrow_floor)
     junction = typical_junction(both.rows(slice(0, len(sample))))
     shape = both.rows(slice(len(sample), None))
-    blue = blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
+    blue = (blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
+            if colour else np.zeros(len(shape.floor)))
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], junction, blue,
                       furrow_floor, contrast, prepared.um_per_fine_px, prepared.um_per_work_px,
                       centres_work[~deep])
@@ -301,7 +304,17 @@ def choose_pores(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
 
 def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE) -> Pores:
     """Find pores and measure count, density, mean equivalent diameter and area ratio."""
-    found = measure_candidates(prepared, furrows, rule)
+    found = measure_candidates(prepared, furrows, rule, colour=False)
+    # the colour decides only between pits that pass every other test: read it for those
+    # alone (speed only; the others fail whatever their colour)
+    tests = pore_tests(found, rule)
+    grey_decides = np.flatnonzero(np.logical_and.reduce(
+        [verdict for name, verdict in tests.items() if name != "grey"]))
+    blue = np.full(len(found.shape.floor), np.inf)
+    ratio = prepared.um_per_work_px / prepared.um_per_fine_px
+    blue[grey_decides] = blue_excess(prepared.rgb_work, found.centres_work_px[grey_decides],
+                                     found.shape.radius_px[grey_decides] / ratio)
+    found = replace(found, blue=blue)
     chosen = choose_pores(found, rule)
     return _pore_result(found.centres_work_px[chosen], own_diameters_um(found, rule)[chosen],
                         prepared, found.contrast)
