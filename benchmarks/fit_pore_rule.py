@@ -56,6 +56,15 @@ GRID: dict[str, tuple[float, ...]] = {
     "max_elongation": (1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 3.0),
     "min_diameter_um": (30.0, 35.0, 40.0, 45.0, 50.0),
     "halo_um": (40.0, 50.0, 55.0, 58.0, 60.0, 65.0, 70.0),
+    "pit_min_contrast": (1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 2.0),
+    "pit_over_arms": (1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8),
+    "pit_min_roundness": (0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
+    "pit_max_elongation": (1.6, 1.8, 2.0, 2.2, 2.4),
+    "oval_min_gap": (1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 99.0),  # 99: no oval pores
+    "oval_max_elongation": (2.4, 2.8, 3.2, 3.5, 4.0, 5.0),
+    "oval_over_ends": (1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 99.0),  # 99: no closed-rim ovals
+    "oval_end_max_elongation": (2.4, 2.6, 2.8, 3.0, 3.2, 3.5),
+    "junction_over_strand": (0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3),
 }
 
 
@@ -144,12 +153,15 @@ def summary(frames: list[_Frame], rule: PoreRule) -> dict[str, Any]:
             for preset, e in errors(frames, rule).items()}
 
 
-def search(frames: list[_Frame], start: PoreRule, sweeps: int) -> PoreRule:
-    """Coordinate search over ``GRID`` from ``start``."""
+def search(frames: list[_Frame], start: PoreRule, sweeps: int,
+           only: tuple[str, ...] = ()) -> PoreRule:
+    """Coordinate search over ``GRID`` (the thresholds named in ``only``, if any) from
+    ``start``."""
     rule, best = start, objective(frames, start)
+    grid = {name: values for name, values in GRID.items() if not only or name in only}
     for _ in range(sweeps):
         moved = False
-        for name, values in GRID.items():
+        for name, values in grid.items():
             for value in values:
                 candidate = dataclasses.replace(rule, **{name: value})
                 score = objective(frames, candidate)
@@ -173,6 +185,8 @@ def main() -> None:
                         "(0: only score the shipped rule)")
     parser.add_argument("--workers", type=int_at_least(1), default=2,
                         help="processes profiling the frames")
+    parser.add_argument("--only", choices=sorted(GRID), nargs="+", default=[],
+                        help="fit only these thresholds (the others keep their shipped values)")
     args = parser.parse_args()
     if args.mixed + args.wide + args.scenes == 0:
         parser.error("--mixed, --wide and --scenes are all 0: no frames to fit on")
@@ -185,10 +199,11 @@ def main() -> None:
              for seed in range(100, 100 + args.scenes)]
     with Pool(args.workers) as pool:
         frames = pool.map(_profiled, jobs, chunksize=4)
-    fitted = search(frames, RULE, args.sweeps)
+    fitted = search(frames, RULE, args.sweeps, tuple(args.only))
     result = {
         "benchmark": "fit_pore_rule",
         "seeds": args.seeds,
+        "only": args.only,
         "frames": len(frames),
         "shipped_rule": dataclasses.asdict(RULE),
         "shipped_objective": round(objective(frames, RULE), 4),

@@ -27,6 +27,13 @@ RAY_REACH_UM = 320.0
 SKIN_ITERATIONS = 2  # rim, then skin just outside it, then the rim again
 SKIN_RING = 1.5  # the skin: the lower-quartile ray depth between the rim and 1.5 rims out
 ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow arm
+# A furrow arm: a ray that stays at least ARM_LEVEL of the frame's furrow floor deep all the way
+# from the pit's rim to ARM_REACH_UM beyond it (a furrow that only passes by is crossed: the ray
+# climbs onto the hill between). Fitted with the pore rule on the own generator only.
+ARM_REACH_UM = 80.0
+ARM_LEVEL = 0.5
+END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
+SHAPE_CHUNK = 32  # candidates profiled at a time (speed only: the arrays stay in the cache)
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
 SPREAD_UM = 60.0  # how far out a wide pit is still deep all round
 LOCAL_TILE_UM = 1000.0  # a pit is compared with the junctions of about 1 mm around it
@@ -133,6 +140,8 @@ class Shape:
     arms: np.ndarray  # depth of the 2nd deepest ray just outside the rim (furrow arms)
     strand: np.ndarray  # depth of the deepest ray there (a hair runs on as deep as its end)
     elongation: np.ndarray  # longest over shortest diameter of the rim above the arms
+    arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
+    ends: np.ndarray  # depth just beyond the rim at the ends of the longest diameter
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -140,20 +149,62 @@ class Shape:
 
 
 def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
-                  radii: np.ndarray) -> np.ndarray:
+                  radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Longest over shortest diameter of the pit where it rises halfway to the higher of the
     skin and its arms: a pore is round or oval; a short deep stretch of furrow is a dash.
+    With it, the depth ``END_REACH_PX`` beyond that rim at both ends of the longest diameter
+    (the deeper end): an oval pit's rim closes there; a dash runs on as a furrow.
 
     With the level above the arms, rays do not run on down the furrows at a junction."""
     level = np.repeat((floor + top) / 2.0, RAY_COUNT)
     rim = crossing(with_floor, level, radii).reshape(-1, RAY_COUNT)
     diameters = rim[:, : RAY_COUNT // 2] + rim[:, RAY_COUNT // 2:]
-    result: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
+    elongation: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
+    rows = np.arange(len(floor))
+    longest = diameters.argmax(axis=1)
+    per_ray = with_floor.reshape(len(floor), RAY_COUNT, with_floor.shape[1])
+    ends = np.zeros(len(floor))
+    for ray in (longest, longest + RAY_COUNT // 2):
+        out = (rim[rows, ray] + END_REACH_PX) / RAY_STEP_PX  # index into ``radii``
+        inner = np.clip(out.astype(np.intp), 0, len(radii) - 2)
+        share = np.clip(out - inner, 0.0, 1.0)
+        depth = (per_ray[rows, ray, inner] * (1.0 - share)
+                 + per_ray[rows, ray, inner + 1] * share)
+        ends = np.maximum(ends, depth)
+    return elongation, ends
+
+
+def arm_count(rays: Profiles, median: np.ndarray, level: float) -> np.ndarray:
+    """How many furrow arms leave each pit: runs of neighbouring rays that stay at least
+    ``level`` deep from the median rim out to ``ARM_REACH_UM`` beyond it. A junction has 3 or
+    more, a pit along one furrow 2, a pit in a hill none (one, where it touches a furrow). A pit
+    deep all round (in a dark patch) is given ``RAY_COUNT``: it cannot be told from a junction."""
+    reach = ARM_REACH_UM / FINE_UM_PER_PX
+    radii = rays.radii_px[None, :]
+    inside = (radii >= median[:, None]) & (radii <= median[:, None] + reach)
+    shallowest = np.where(inside[:, :, None], rays.depth, np.inf).min(axis=1)  # (P, rays)
+    deep = shallowest >= level
+    runs = np.count_nonzero(deep & ~np.roll(deep, 1, axis=1), axis=1)
+    result: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
     return result
 
 
-def shape_of(depth: np.ndarray, centres: np.ndarray) -> Shape:
-    """Rim radii, floor, skin, roundness and arm depth of each candidate."""
+def shape_of(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:
+    """Rim radii, floor, skin, roundness and arms of each candidate (``arm_level``: how deep a
+    ray must stay to run down a furrow arm, ``ARM_LEVEL`` of the frame's furrow floor).
+
+    Read ``SHAPE_CHUNK`` candidates at a time: every row is its own, and the arrays of a chunk
+    stay in the cache (all at once, a wide frame's 1000+ candidates take twice as long)."""
+    if len(centres) <= SHAPE_CHUNK:
+        return _shape_rows(depth, centres, arm_level)
+    parts = [_shape_rows(depth, centres[start:start + SHAPE_CHUNK], arm_level)
+             for start in range(0, len(centres), SHAPE_CHUNK)]
+    return Shape(*(np.concatenate([getattr(part, field.name) for part in parts])
+                   for field in fields(Shape)))
+
+
+def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:
+    """``shape_of`` for a few candidates at once."""
     rays = profile(depth, centres)
     floor = bilinear(depth, centres[:, 0], centres[:, 1])
     ordered = np.sort(rays.depth, axis=2)
@@ -178,9 +229,9 @@ def shape_of(depth: np.ndarray, centres: np.ndarray) -> Shape:
     rows = np.arange(len(centres))
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
-    elongation = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
+    elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                  elongation)
+                 elongation, arm_count(rays, median, arm_level), ends)
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,62 @@ def dash_scene(seed: int, factor: float = 2.2) -> Scene:
     geometry = replace(geometry, edge_depth=np.where(short & inside, factor, 1.0))
     rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
     return Scene(rgb, params.um_per_px, geometry)
+
+
+def hill_centres_near_centre(geometry: SkinGeometry) -> np.ndarray:
+    """The middle (vertex mean) of each hill well inside the scene: as far from furrows as a
+    hill allows."""
+    middles = np.asarray([geometry.vertices_px[list(face)].mean(axis=0)
+                          for face in geometry.faces])
+    inside = (np.abs(middles[:, 0] - 320) < 200) & (np.abs(middles[:, 1] - 240) < 150)
+    result: np.ndarray = middles[inside]
+    return result
+
+
+def hill_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), **extras: Any) -> Scene:
+    """Skin of the "normal" preset without pores but ``pore_diameters_um`` placed in the
+    middle of hills, away from any junction; ``extras`` set any other parameter."""
+    rng = np.random.default_rng(seed)
+    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0, **extras)
+    geometry = build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX)
+    middles = hill_centres_near_centre(geometry)
+    count = len(pore_diameters_um)
+    centres = np.asarray([middles[k * 5 % len(middles)] for k in range(count)], dtype=float)
+    geometry = replace(
+        geometry,
+        pore_centres_px=centres.reshape(-1, 2),
+        pore_radii_px=np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px,
+        pore_at_junction=np.zeros(count, dtype=bool),
+    )
+    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
+    return Scene(rgb, params.um_per_px, geometry)
+
+
+def oval_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), aspect: float = 1.8,
+               **extras: Any) -> Scene:
+    """Skin of the "normal" preset without pores but oval pores (``aspect`` long over short
+    axis; equivalent diameters ``pore_diameters_um``) in the middle of long furrow segments
+    well inside the scene, their long axis along the furrow."""
+    rng = np.random.default_rng(seed)
+    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0, **extras)
+    geometry = build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX)
+    starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
+    middle = (starts + ends) / 2.0
+    along = ends - starts
+    inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
+    radii = np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px
+    # long enough that the pore's ends stay 2 px clear of the junctions at the segment's ends
+    room = np.hypot(*along.T) > 2.0 * (float(radii.max(initial=0.0)) * np.sqrt(aspect) + 2.0)
+    chosen = np.flatnonzero(inside & room)
+    count = len(pore_diameters_um)
+    picks = np.asarray([chosen[k * 5 % len(chosen)] for k in range(count)], dtype=np.intp)
+    geometry = replace(
+        geometry,
+        pore_centres_px=middle[picks].reshape(-1, 2),
+        pore_radii_px=radii,
+        pore_at_junction=np.zeros(count, dtype=bool),
+        pore_axis_ratio=np.full(count, 1.0 / aspect),
+        pore_angle_rad=np.arctan2(along[picks, 1], along[picks, 0]),
+    )
+    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
+    return Scene(rgb, params.um_per_px, geometry)

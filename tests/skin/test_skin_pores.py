@@ -8,13 +8,22 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import pytest
 
 from appliance.skin.analysis import SkinAnalysis, analyze
+from appliance.skin.pore_profile import ARM_LEVEL, Junctions, shape_of
+from appliance.skin.pores import Candidates, pore_tests
 from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_geometry import SkinGeometry
-from appliance.synthetic.skin_scenes import dash_scene, junction_scene, junctions_near_centre
+from appliance.synthetic.skin_scenes import (
+    dash_scene,
+    hill_scene,
+    junction_scene,
+    junctions_near_centre,
+    oval_scene,
+)
 
 SEEDS = (0, 1, 2)
 SWEEP_UM_PER_PX = tuple(7.0 * 1.05**k for k in range(13))  # 7.00 ... 12.57, 5 % apart
@@ -102,3 +111,119 @@ def test_calibration_sweep_scales_texture_smoothly() -> None:
         # the same pixels read at another scale: density x scale^k stays put, step by step
         # (at the finest claimed scales the furrows near the work-pixel limit: up to ~4 %)
         assert np.max(np.abs(np.diff(values)) / values[:-1]) <= 0.05, (name, values)
+
+
+COARSE_DARK = {"lattice_cell_area_mm2": 0.2, "furrow_width_um": 55.0, "junction_darkness": 0.3,
+               "junction_size": 0.6}
+
+
+@pytest.mark.parametrize("diameter_um", [70.0, 100.0])
+def test_a_small_pore_in_a_hill_between_deep_furrows_is_counted(diameter_um: float) -> None:
+    """Coarse skin with wide furrows and junctions drawn dark: a small pore in the middle of a
+    hill is no deeper than those junctions, but it is a round pit darker than the skin right
+    around it, with no furrow arms (before: 1-2 of 12 counted)."""
+    found = 0
+    for seed in SEEDS:
+        scene = hill_scene(seed, (diameter_um,) * 4, **COARSE_DARK)
+        analysis = analyze(scene.rgb, scene.um_per_px)
+        centres = (analysis.pores.centres_work_px + 0.5) * analysis.frame_px_per_work_px - 0.5
+        for centre in scene.geometry.pore_centres_px:
+            found += int(bool(len(centres)) and np.min(np.hypot(*(centres - centre).T)) < 4.0)
+        assert analysis.features.pore_count <= 5  # the 4 pores, at most one junction more
+    assert found >= 8  # of 12
+
+
+def _depth_with(lines: list[tuple[tuple[int, int], tuple[int, int]]],
+                pit_px: float) -> np.ndarray:
+    """A fine depth image (0 on the hills): furrows 5 px wide and 0.3 deep, a pit 0.6 deep."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    for start, end in lines:
+        cv2.line(depth, start, end, 0.3, 5)
+    if pit_px:
+        cv2.circle(depth, (60, 60), round(pit_px), 0.6, -1)
+    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("lines", "arms"),
+    [([], 0),  # a pit in a hill
+     ([((0, 60), (120, 60))], 2),  # a pit along one furrow
+     ([((60, 60), (0, 60)), ((60, 60), (110, 0)), ((60, 60), (110, 120))], 3),  # a junction
+     ([((0, 20), (120, 20))], 0)],  # a furrow passing by is not an arm
+)
+def test_furrow_arms_leaving_a_pit_are_counted(
+    lines: list[tuple[tuple[int, int], tuple[int, int]]], arms: int
+) -> None:
+    shape = shape_of(_depth_with(lines, 5.0), np.array([[60.0, 60.0]]), ARM_LEVEL * 0.3)
+    assert int(shape.arm_count[0]) == arms
+
+
+def test_oval_pores_along_a_furrow_are_counted() -> None:
+    """Oval pores (1.8 times as long as wide) in the middle of furrow segments, along them: they
+    read drawn out above their arms like a dash, but their rim closes (before: 9 of 24)."""
+    found, counted = 0, 0
+    for diameter_um in (100.0, 110.0):
+        for seed in SEEDS:
+            scene = oval_scene(seed, (diameter_um,) * 4)
+            analysis = analyze(scene.rgb, scene.um_per_px)
+            centres = (analysis.pores.centres_work_px + 0.5) * analysis.frame_px_per_work_px - 0.5
+            for centre in scene.geometry.pore_centres_px:
+                found += int(bool(len(centres))
+                             and np.min(np.hypot(*(centres - centre).T)) < 4.0)
+            counted += int(analysis.features.pore_count)
+    assert found >= 11  # of 24
+    assert counted <= found + 2
+
+
+def _oval_depth(length_px: float, ramp: bool) -> np.ndarray:
+    """A fine depth image: a furrow 5 px wide and 0.3 deep along x; on it, a pit 0.6 deep,
+    ``length_px`` long and 9 px wide. With ``ramp`` the furrow beyond the pit's ends stays
+    nearly as deep (0.5), falling to 0.3 over 20 px: a dash running on as a furrow."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    cv2.line(depth, (0, 60), (120, 60), 0.3, 5)
+    if ramp:
+        for step in range(20):
+            level = 0.5 - 0.2 * step / 20.0
+            for x in (60 - length_px / 2 - step, 60 + length_px / 2 + step):
+                cv2.line(depth, (round(x), 58), (round(x), 62), level, 1)
+    cv2.ellipse(depth, (60, 60), (round(length_px / 2), 4), 0.0, 0.0, 360.0, 0.6, -1)
+    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
+    return result
+
+
+def test_the_rim_of_an_oval_pit_closes_at_its_long_ends() -> None:
+    """Just beyond the long ends of an oval pit along a furrow the depth is back at the
+    furrow's; a deep stretch that runs on as a nearly as deep furrow does not close."""
+    centre = np.array([[60.0, 60.0]])
+    oval = shape_of(_oval_depth(16.0, ramp=False), centre, ARM_LEVEL * 0.3)
+    dash = shape_of(_oval_depth(16.0, ramp=True), centre, ARM_LEVEL * 0.3)
+    assert oval.floor[0] / oval.ends[0] >= 1.7
+    assert dash.floor[0] / dash.ends[0] < 1.4
+
+
+def _candidates_at_centre(depth: np.ndarray) -> Candidates:
+    """The pit at the centre of a fine depth image as the pore tests see it (a frame at 10 µm
+    per fine px whose furrows are 0.3 deep, the junctions around 0.3 deep, 2 px gap)."""
+    shape = shape_of(depth, np.array([[60.0, 60.0]]), ARM_LEVEL * 0.3)
+    centre = np.array([[30.0, 30.0]])
+    return Candidates(centre, shape, np.array([0.3]), np.array([0.0]), Junctions(0.3, 2.0),
+                      np.array([0.0]), 0.3, 0.3, 10.0, 20.0, np.zeros((0, 2)))
+
+
+def test_a_junction_where_a_deeper_furrow_segment_ends_is_not_a_pore() -> None:
+    """Three furrows meet; one of them is drawn nearly as deep as the junction's floor: the
+    junction is the end of that deeper segment, not a pore (its deepest arm is too deep); the
+    same junction with three even arms and a pit as deep is one."""
+    lines = [((60, 60), (0, 60)), ((60, 60), (110, 0)), ((60, 60), (110, 120))]
+    depth = np.zeros((121, 121), dtype=np.float32)
+    for start, end in lines:
+        cv2.line(depth, start, end, 0.3, 5)
+    even = depth.copy()
+    cv2.line(depth, (60, 60), (0, 60), 0.58, 5)  # the deeper segment
+    for image in (depth, even):
+        cv2.circle(image, (60, 60), 6, 0.62, -1)
+    tests = [pore_tests(_candidates_at_centre(cv2.GaussianBlur(image, (0, 0), 1.0)))
+             for image in (depth, even)]
+    assert not tests[0]["deeper_than_strand"][0]
+    assert all(bool(verdict[0]) for verdict in tests[1].values()), tests[1]
