@@ -57,11 +57,21 @@ class Profiles:
     radii_px: np.ndarray
 
 
+REMAP_COLUMNS = 1024  # cv2.remap maps are 2-D with under 32,768 rows: samples go in rows of this
+
+
 def bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Image values at float positions (clamped to the frame)."""
+    """Image values at float positions (clamped to the frame).
+
+    A float32 image is sampled by cv2.remap (SIMD; 10x faster than gathering with numpy), whose
+    bilinear weights are in steps of 1/32 px: a value moves by at most 1/64 px times the
+    image's slope, smoothly enough for every threshold that reads it.
+    """
     height, width = image.shape
     xs = np.clip(xs, 0.0, width - 1.001)
     ys = np.clip(ys, 0.0, height - 1.001)
+    if image.dtype == np.float32 and xs.size:
+        return _remapped(image, xs, ys)
     x0, y0 = xs.astype(np.intp), ys.astype(np.intp)
     fx, fy = xs - x0, ys - y0
     flat = image.ravel()
@@ -69,6 +79,20 @@ def bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     top = flat[index] * (1 - fx) + flat[index + 1] * fx
     bottom = flat[index + width] * (1 - fx) + flat[index + width + 1] * fx
     result: np.ndarray = top * (1 - fy) + bottom * fy
+    return result
+
+
+def _remapped(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    count = xs.size
+    rows = -(-count // REMAP_COLUMNS)
+    map_x = np.zeros(rows * REMAP_COLUMNS, dtype=np.float32)
+    map_y = np.zeros(rows * REMAP_COLUMNS, dtype=np.float32)
+    map_x[:count] = xs.ravel()
+    map_y[:count] = ys.ravel()
+    sampled = cv2.remap(image, map_x.reshape(rows, REMAP_COLUMNS),
+                        map_y.reshape(rows, REMAP_COLUMNS), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+    result: np.ndarray = sampled.ravel()[:count].reshape(xs.shape).astype(np.float64)
     return result
 
 

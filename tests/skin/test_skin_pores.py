@@ -227,3 +227,19 @@ def test_a_junction_where_a_deeper_furrow_segment_ends_is_not_a_pore() -> None:
              for image in (depth, even)]
     assert not tests[0]["deeper_than_strand"][0]
     assert all(bool(verdict[0]) for verdict in tests[1].values()), tests[1]
+
+
+def test_sampling_a_float32_depth_matches_exact_bilinear_within_a_64th_px_of_its_slope() -> None:
+    from appliance.skin.pore_profile import bilinear
+
+    rng = np.random.default_rng(5)
+    depth = cv2.GaussianBlur(rng.random((120, 160)).astype(np.float32), (0, 0), 2.0)
+    xs = rng.uniform(-5.0, 165.0, size=(37, 29, 3))  # not a whole number of remap rows
+    ys = rng.uniform(-5.0, 125.0, size=(37, 29, 3))
+    fast = bilinear(depth, xs, ys)
+    exact = bilinear(depth.astype(np.float64), xs, ys)
+    assert fast.shape == xs.shape
+    wide = depth.astype(np.float64)
+    slope = np.max(np.abs(np.diff(wide, axis=1))) + np.max(np.abs(np.diff(wide, axis=0)))
+    assert np.max(np.abs(fast - exact)) <= slope / 64 + 1e-6  # positions in 1/32 px steps
+    assert np.max(np.abs(fast - exact)) > 0  # it is the fast path, not the exact one
