@@ -263,7 +263,7 @@ def border_segments(
     centres = sums[:, 1:] / np.maximum(sums[:, :1], 1.0)
     end_ids, gaps = _junction_ends(chains, ids, centres)
     if seed_gap is not None:
-        joins = _acute_stems(chains, chain_px, end_ids, centres)
+        joins = _acute_stems(chains, chain_px, end_ids, centres, seed_gap)
         if len(joins):
             junction = _joined(len(sums), joins)
             merged = np.zeros((int(junction.max()) + 1, 3))
@@ -281,18 +281,21 @@ def border_segments(
     return BorderSegments(pairs, lengths, chains.angles, sums)
 
 
-STEM_K = 2.0  # EXPERIMENT
+STEM_K = 5.0  # EXPERIMENT
 MAX_APEX_DEG = 90.0  # EXPERIMENT
+MIN_HALF_WIDTH = 0.5  # EXPERIMENT
 
 
 def _acute_stems(
-    chains: _Chains, chain_px: np.ndarray, end_ids: list[np.ndarray], centres: np.ndarray
+    chains: _Chains, chain_px: np.ndarray, end_ids: list[np.ndarray], centres: np.ndarray,
+    seed_gap: np.ndarray,
 ) -> np.ndarray:
     """Pairs of junctions to join: an acute apex (three chains, two of them at an angle θ)
     and the junction at the other end of its third chain (the stem), when the stem is no
     longer than a corner of that angle retreats: ``STEM_K`` / sin(θ/2)."""
     count = len(chains.mean_x)
     junction = np.concatenate(end_ids)
+    junction = np.where(np.tile(end_ids[0] == end_ids[1], 2), 0, junction)  # inside one: not an arm
     chain = np.tile(np.arange(count), 2)
     other = np.concatenate([end_ids[1], end_ids[0]])
     out_x = np.tile(chains.mean_x, 2) - centres[junction, 0]
@@ -314,13 +317,24 @@ def _acute_stems(
         # the stem is opposite the acute angle: the two other angles are both wider
         cos_sl = out_x[stem] * out_x[left] + out_y[stem] * out_y[left]
         cos_sr = out_x[stem] * out_x[right] + out_y[stem] * out_y[right]
-        widest = np.minimum(cos_sl, cos_sr) < cos_angle
+        widest = np.maximum(cos_sl, cos_sr) < cos_angle
         acute = (angle < np.radians(MAX_APEX_DEG)) & widest
-        reach = STEM_K / np.maximum(np.sin(0.5 * angle), 1e-3)
+        height, width = seed_gap.shape
+        at_x = np.clip(centres[apex, 0].astype(np.int64), 0, width - 1)
+        at_y = np.clip(centres[apex, 1].astype(np.int64), 0, height - 1)
+        half_width = np.maximum(seed_gap[at_y, at_x], MIN_HALF_WIDTH)
+        reach = STEM_K * half_width / np.maximum(np.sin(0.5 * angle), 1e-3)
         far = other[stem]
         pick = acute & (chain_px[chain[stem]] <= reach) & (far > 0) & (far != apex)
         pairs_out.append(np.stack([apex[pick], far[pick]], axis=1))
     return np.concatenate(pairs_out)
+
+
+def seed_gaps(seeds: np.ndarray) -> np.ndarray:
+    """Every pixel's Euclidean distance (px) from the nearest seed pixel (label > 0)."""
+    gaps: np.ndarray = cv2.distanceTransform(
+        cv2.compare(seeds, np.zeros_like(seeds), cv2.CMP_EQ), cv2.DIST_L2, cv2.DIST_MASK_5)
+    return gaps
 
 
 def _joined(count: int, pairs: np.ndarray) -> np.ndarray:
