@@ -284,6 +284,7 @@ def border_segments(
 STEM_K = 5.0  # EXPERIMENT
 MAX_APEX_DEG = 90.0  # EXPERIMENT
 MIN_HALF_WIDTH = 0.5  # EXPERIMENT
+MID_RATIO = 0.0  # EXPERIMENT
 
 
 def _acute_stems(
@@ -325,7 +326,10 @@ def _acute_stems(
         half_width = np.maximum(seed_gap[at_y, at_x], MIN_HALF_WIDTH)
         reach = STEM_K * half_width / np.maximum(np.sin(0.5 * angle), 1e-3)
         far = other[stem]
-        pick = acute & (chain_px[chain[stem]] <= reach) & (far > 0) & (far != apex)
+        mid_x = np.clip(chains.mean_x[chain[stem]].astype(np.int64), 0, width - 1)
+        mid_y = np.clip(chains.mean_y[chain[stem]].astype(np.int64), 0, height - 1)
+        widening = seed_gap[mid_y, mid_x] > MID_RATIO * half_width
+        pick = acute & widening & (chain_px[chain[stem]] <= reach) & (far > 0) & (far != apex)
         pairs_out.append(np.stack([apex[pick], far[pick]], axis=1))
     return np.concatenate(pairs_out)
 
