@@ -208,15 +208,16 @@ def hair_mask(rgb: np.ndarray) -> np.ndarray:
     """
     ratio = cv2.divide(rgb[..., 2], rgb[..., 0], scale=128)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (HAIR_CLOSING_PX, HAIR_CLOSING_PX))
-    mask = cv2.compare(cv2.morphologyEx(ratio, cv2.MORPH_BLACKHAT, kernel), HAIR_CONTRAST,
-                       cv2.CMP_GT)
-    if not cv2.countNonZero(mask):
-        return mask.view(bool)
+    strands: np.ndarray = np.greater(cv2.morphologyEx(ratio, cv2.MORPH_BLACKHAT, kernel),
+                                     HAIR_CONTRAST)
+    if not np.any(strands):
+        return strands
+    mask = strands.view(np.uint8)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     long_ = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
     keep = (long_ >= HAIR_MIN_EXTENT_PX).astype(np.uint8)
     keep[0] = 0
-    hair: np.ndarray = cv2.dilate(np.take(keep, labels), _SQUARE).view(bool)
+    hair: np.ndarray = cv2.dilate(np.take(keep, np.asarray(labels)), _SQUARE).view(bool)
     return hair
 
 
