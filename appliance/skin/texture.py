@@ -11,8 +11,7 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
 3. Hill cells (``hills``): hill regions and, where a faint furrow fades out and merges two
    hills, the hills' own cores as seeds; every pixel given to the nearest seed, so the borders
    between cells are the furrow centre lines and each cell includes half of every furrow
-   around it (docs/measurement.md); a split whose border is not a furrow is undone, and so is
-   one whose border is a hair lying across the hill.
+   around it (docs/measurement.md); a split whose border is not a furrow is undone.
 4. Centre-line length and direction from those borders, segment by segment (``borders``):
    exact for straight segments at any angle and extended to the junction centres.
 5. Hill density: hills whose centre (the centroid of its outline: its borders with the other
@@ -34,12 +33,10 @@ import numpy as np
 from appliance.skin.borders import BorderSegments, CrackMasks, border_segments
 from appliance.skin.hills import (
     grow_cells,
-    hair_mask,
     hill_seeds,
     label_areas,
     label_components,
     merge_faint_splits,
-    merge_hair_halves,
 )
 from appliance.skin.preprocess import WORK_UM_PER_PX, Prepared
 
@@ -96,24 +93,18 @@ def tophat_response(flat: np.ndarray) -> np.ndarray:
     return response
 
 
-def hill_cells(
-    response: np.ndarray, um_per_px: float, hair: np.ndarray | None = None
-) -> tuple[np.ndarray, CrackMasks]:
-    """Every pixel's hill cell (``hills``) and the cracks between the cells; ``hair``: the
-    pixels of hairs (``hills.hair_mask``), whose halves of a hill are merged."""
+def hill_cells(response: np.ndarray, um_per_px: float) -> tuple[np.ndarray, CrackMasks]:
+    """Every pixel's hill cell (``hills``) and the cracks between the cells."""
     seeds = hill_seeds(response, um_per_px)
     cells = grow_cells(seeds.labels)
-    cells, masks = merge_faint_splits(cells, CrackMasks.of(cells), seeds, response)
-    if hair is None:
-        return cells, masks
-    return merge_hair_halves(cells, masks, hair)
+    return merge_faint_splits(cells, CrackMasks.of(cells), seeds, response)
 
 
 def measure_texture(prepared: Prepared) -> Texture:
     """Furrows, centre lines and hills of a prepared frame, with the texture metrics."""
     um = prepared.um_per_work_px
     response = tophat_response(prepared.flat_work)
-    cells, masks = hill_cells(response, um, hair_mask(prepared.rgb_work))
+    cells, masks = hill_cells(response, um)
     segments = border_segments(cells, masks=masks)
     lines = masks.line_mask()
     metrics = {
