@@ -6,6 +6,7 @@ generator's scale), so every test knows exactly what is in the frame.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import cv2
@@ -267,3 +268,33 @@ def test_sampling_a_float32_depth_matches_exact_bilinear_within_a_64th_px_of_its
     slope = np.max(np.abs(np.diff(wide, axis=1))) + np.max(np.abs(np.diff(wide, axis=0)))
     assert np.max(np.abs(fast - exact)) <= slope / 64 + 1e-6  # positions in 1/32 px steps
     assert np.max(np.abs(fast - exact)) > 0  # it is the fast path, not the exact one
+
+
+def _three_furrows(pit: float, radius: int, segment: float = 0.3) -> np.ndarray:
+    """Three furrows 0.3 deep meet (the one to the left ``segment`` deep) in a round pit."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    for end in ((110, 0), (110, 120)):
+        cv2.line(depth, (60, 60), end, 0.3, 5)
+    cv2.line(depth, (60, 60), (0, 60), segment, 5)
+    cv2.circle(depth, (60, 60), radius, pit, -1)
+    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
+    return result
+
+
+def test_a_closed_round_wide_pit_at_a_junction_among_deep_junctions_is_a_pore() -> None:
+    """Fine skin: the junctions around are 0.5 deep (a 3 px knot where the furrows meet), a pore
+    at a junction 160 µm across only 0.56 (1.12 x: not deeper than the junctions by 1.3, nor
+    wide all round), so the junction tests of depth fail it (before: not counted). Its own rim
+    tells it: closed (nearly twice its arms' floor), round, and twice as wide between its arms
+    as the junctions. The same floor in a furrow-wide knot (a star), or running on down a
+    deeper segment, is not a pore."""
+    typical = shape_of(_three_furrows(0.5, 3), np.array([[60.0, 60.0]]), ARM_LEVEL * 0.3)
+
+    def judged(depth: np.ndarray) -> dict[str, np.ndarray]:
+        return pore_tests(replace(_candidates_at_centre(depth), around=np.array([0.5]),
+                                  junction=Junctions(0.5, float(typical.gap_px[0]))))
+
+    pore = judged(_three_furrows(0.56, 8))
+    assert all(bool(verdict[0]) for verdict in pore.values()), pore
+    for depth in (_three_furrows(0.56, 3), _three_furrows(0.56, 8, segment=0.45)):
+        assert not all(bool(verdict[0]) for verdict in judged(depth).values())
