@@ -119,26 +119,6 @@ class PoreRule:
     # A pit with 3 or more arms whose deepest arm is nearly as deep as it is the end of a deeper
     # furrow segment at a junction (fitted likewise)
     junction_over_strand: float = 1.1  # pit floor / deepest ray just outside the rim
-    # A pore is a closed pit: deeper than every arm all along ARM_REACH_UM beyond its rim. At a
-    # junction where a deeper furrow segment ends, the floor runs on down that segment nearly
-    # as deep (pore_profile.arm_count's arm floor). For pits with 3 or more arms, and with at
-    # most 2 (0: not tested). Fitted alone (fit_pore_rule.py --only junction_over_arm_floor
-    # pit_over_arm_floor) on seeds 11/12 and the scenes, own generator only: objective
-    # 0.568 -> 0.556.
-    junction_over_arm_floor: float = 1.35  # pit floor / the deepest arm's floor, 3+ arms
-    pit_over_arm_floor: float = 1.1  # the same, at most 2 arms
-    # A pore in fine skin touches furrows on most sides: 3 or more arms, judged as a junction,
-    # and often no deeper than the junctions around it or than its deepest ray. Its own rim
-    # tells it: closed (deeper than every arm's floor), round, and wider between its arms than
-    # a junction (whose arms are furrow-wide). Such a pit is excused ``deep_enough``,
-    # ``wide_if_shallow``, ``wide_or_deep`` and the 3+-arm strand test (``_own_rim``).
-    # Fitted alone (fit_pore_rule.py --only rim_over_arm_floor rim_min_roundness rim_min_gap
-    # rim_over_junction) on seeds 11/12 and the scenes, own generator only, never on seed 1 or
-    # the second renderer: objective 0.5558 -> 0.5456.
-    rim_over_arm_floor: float = 1.4  # pit floor / the deepest arm's floor
-    rim_min_roundness: float = 0.6  # shortest over median rim ray
-    rim_min_gap: float = 1.6  # shortest rim rays / the frame's typical junction's (99: off)
-    rim_over_junction: float = 1.05  # pit floor / the junctions' floor around it
 
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
@@ -252,13 +232,11 @@ def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.nda
     deep = (shape.floor >= rule.deep_over_junction * found.around) & (
         shape.floor >= rule.deep_over_arms * shape.arms) & (gap >= 0.5 * junction_gap)
     below_junctions = shape.floor < rule.depth_over_junction * found.around
-    own_rim = _own_rim(found, rule)
     return {
         "deep_enough": _deep_enough(shape.floor, found.around, found.spread, found.furrow_floor,
-                                    rule) | own_rim,
-        "wide_or_deep": (gap >= rule.gap_over_junction * junction_gap) | deep | own_rim,
-        "wide_if_shallow": ~below_junctions | (gap >= rule.shallow_min_gap * junction_gap)
-        | own_rim,
+                                    rule),
+        "wide_or_deep": (gap >= rule.gap_over_junction * junction_gap) | deep,
+        "wide_if_shallow": ~below_junctions | (gap >= rule.shallow_min_gap * junction_gap),
         "deeper_than_arms": shape.floor >= rule.depth_over_arms * shape.arms,
         "round": shape.roundness >= rule.min_roundness,
         "not_a_dash": (shape.elongation <= rule.max_elongation) | _oval(found, rule),
@@ -283,22 +261,6 @@ def pit_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]
     }
 
 
-def _own_rim(found: Candidates, rule: PoreRule) -> np.ndarray:
-    """A pore with 3 or more furrow arms told by its own rim: closed (deeper than every arm's
-    floor by ``rim_over_arm_floor``), round, wider between its arms than a typical junction
-    (whose arms are furrow-wide) and somewhat deeper than the junctions around it. It must be
-    as dark as a pit need be to be profiled at all (``pit_min_contrast`` of the furrow floor),
-    so the product and the fit (every pit profiled) judge alike."""
-    shape = found.shape
-    result: np.ndarray = (shape.arm_count > PIT_MAX_ARMS) & (
-        shape.floor >= rule.rim_over_arm_floor * shape.arm_floor) & (
-        shape.roundness >= rule.rim_min_roundness) & (
-        shape.gap_px >= rule.rim_min_gap * found.junction.gap_px) & (
-        shape.floor >= rule.rim_over_junction * found.around) & (
-        shape.floor >= rule.pit_min_contrast * found.furrow_floor)
-    return result
-
-
 def _oval(found: Candidates, rule: PoreRule) -> np.ndarray:
     """An oval pore, not a dash: wider between its long sides than a typical junction between
     its arms (a dash is a stretch of furrow, as narrow as one), or, with at most 2 furrow arms,
@@ -321,14 +283,9 @@ def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
     strand = found.shape.floor >= rule.depth_over_strand * found.shape.strand
     if rule.junction_over_strand > rule.depth_over_strand:  # stricter for 3+ arms
         strand &= (found.shape.arm_count <= PIT_MAX_ARMS) | (
-            found.shape.floor >= rule.junction_over_strand * found.shape.strand) | _own_rim(
-            found, rule)
-    many = found.shape.arm_count > PIT_MAX_ARMS
-    closed = found.shape.floor >= np.where(many, rule.junction_over_arm_floor,
-                                           rule.pit_over_arm_floor) * found.shape.arm_floor
+            found.shape.floor >= rule.junction_over_strand * found.shape.strand)
     return {
         "deeper_than_strand": strand,
-        "closed": closed,
         "pore_sized": (diameters >= rule.min_diameter_um) & (diameters <= rule.max_diameter_um),
         "grey": found.blue <= rule.max_blue_excess,
     }

@@ -6,7 +6,6 @@ generator's scale), so every test knows exactly what is in the frame.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import lru_cache
 
 import cv2
@@ -230,30 +229,6 @@ def test_a_junction_where_a_deeper_furrow_segment_ends_is_not_a_pore() -> None:
     assert all(bool(verdict[0]) for verdict in tests[1].values()), tests[1]
 
 
-def _junction_with_segment(segment: float, pit: float) -> np.ndarray:
-    """Three furrows 0.3 deep meet; the one to the left is ``segment`` deep (a deeper furrow
-    segment ending at the junction); the junction's floor is a pit ``pit`` deep, 6 px round."""
-    depth = np.zeros((121, 121), dtype=np.float32)
-    for start, end in [((60, 60), (110, 0)), ((60, 60), (110, 120))]:
-        cv2.line(depth, start, end, 0.3, 5)
-    cv2.line(depth, (60, 60), (0, 60), segment, 5)
-    cv2.circle(depth, (60, 60), 6, pit, -1)
-    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
-    return result
-
-
-def test_a_pit_that_runs_on_down_a_deeper_segment_is_not_a_pore() -> None:
-    """The junction's floor (0.52) is clearly deeper than the segment's (0.4) just outside its
-    rim, so it passes the strand test (1.1 x) and every other one, but the segment keeps 0.4 all
-    along: the pit is not closed (before: counted). A pore at the same junction (0.75 deep),
-    and the same floor at a junction of three even furrows (0.3), are pores."""
-    ended = pore_tests(_candidates_at_centre(_junction_with_segment(0.4, 0.52)))
-    assert [name for name, verdict in ended.items() if not verdict[0]] == ["closed"]
-    for segment, pit in ((0.4, 0.75), (0.3, 0.52)):
-        tests = pore_tests(_candidates_at_centre(_junction_with_segment(segment, pit)))
-        assert all(bool(verdict[0]) for verdict in tests.values()), (segment, pit, tests)
-
-
 def test_sampling_a_float32_depth_matches_exact_bilinear_within_a_64th_px_of_its_slope() -> None:
     from appliance.skin.pore_profile import bilinear
 
@@ -268,33 +243,3 @@ def test_sampling_a_float32_depth_matches_exact_bilinear_within_a_64th_px_of_its
     slope = np.max(np.abs(np.diff(wide, axis=1))) + np.max(np.abs(np.diff(wide, axis=0)))
     assert np.max(np.abs(fast - exact)) <= slope / 64 + 1e-6  # positions in 1/32 px steps
     assert np.max(np.abs(fast - exact)) > 0  # it is the fast path, not the exact one
-
-
-def _three_furrows(pit: float, radius: int, segment: float = 0.3) -> np.ndarray:
-    """Three furrows 0.3 deep meet (the one to the left ``segment`` deep) in a round pit."""
-    depth = np.zeros((121, 121), dtype=np.float32)
-    for end in ((110, 0), (110, 120)):
-        cv2.line(depth, (60, 60), end, 0.3, 5)
-    cv2.line(depth, (60, 60), (0, 60), segment, 5)
-    cv2.circle(depth, (60, 60), radius, pit, -1)
-    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
-    return result
-
-
-def test_a_closed_round_wide_pit_at_a_junction_among_deep_junctions_is_a_pore() -> None:
-    """Fine skin: the junctions around are 0.5 deep (a 3 px knot where the furrows meet), a pore
-    at a junction 160 µm across only 0.56 (1.12 x: not deeper than the junctions by 1.3, nor
-    wide all round), so the junction tests of depth fail it (before: not counted). Its own rim
-    tells it: closed (nearly twice its arms' floor), round, and twice as wide between its arms
-    as the junctions. The same floor in a furrow-wide knot (a star), or running on down a
-    deeper segment, is not a pore."""
-    typical = shape_of(_three_furrows(0.5, 3), np.array([[60.0, 60.0]]), ARM_LEVEL * 0.3)
-
-    def judged(depth: np.ndarray) -> dict[str, np.ndarray]:
-        return pore_tests(replace(_candidates_at_centre(depth), around=np.array([0.5]),
-                                  junction=Junctions(0.5, float(typical.gap_px[0]))))
-
-    pore = judged(_three_furrows(0.56, 8))
-    assert all(bool(verdict[0]) for verdict in pore.values()), pore
-    for depth in (_three_furrows(0.56, 3), _three_furrows(0.56, 8, segment=0.45)):
-        assert not all(bool(verdict[0]) for verdict in judged(depth).values())
