@@ -7,6 +7,7 @@ the pore tests' thresholds with them (other seeds than the tests').
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,39 +39,59 @@ def junctions_near_centre(geometry: SkinGeometry) -> np.ndarray:
     return result
 
 
+def _normal_scene(seed: int, place: Callable[[SkinGeometry, SkinParams], SkinGeometry],
+                  **extras: Any) -> Scene:
+    """A scene of the "normal" preset without pores, its geometry changed by ``place`` (pores
+    put somewhere, furrows deepened) before it is rendered; ``extras`` set any other parameter
+    (pigment_spots=4, hairs=2, ...)."""
+    rng = np.random.default_rng(seed)
+    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0, **extras)
+    geometry = place(build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX), params)
+    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
+    return Scene(rgb, params.um_per_px, geometry)
+
+
+def _round_pores(spots_of: Callable[[SkinGeometry], np.ndarray], stride: int,
+                 pore_diameters_um: tuple[float, ...],
+                 at_junction: bool) -> Callable[[SkinGeometry, SkinParams], SkinGeometry]:
+    """Round pores of ``pore_diameters_um`` on every ``stride``-th place of ``spots_of`` the
+    geometry (cycling)."""
+
+    def place(geometry: SkinGeometry, params: SkinParams) -> SkinGeometry:
+        spots = spots_of(geometry)
+        count = len(pore_diameters_um)
+        centres = np.asarray([spots[k * stride % len(spots)] for k in range(count)], dtype=float)
+        return replace(
+            geometry,
+            pore_centres_px=centres.reshape(-1, 2),
+            pore_radii_px=np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px,
+            pore_at_junction=np.full(count, at_junction),
+        )
+
+    return place
+
+
 def junction_scene(seed: int, pore_diameters_um: tuple[float, ...] = (),
                    **extras: Any) -> Scene:
     """Skin of the "normal" preset without pores but ``pore_diameters_um`` placed on furrow
     junctions; ``extras`` set any other parameter (pigment_spots=4, hairs=2, ...)."""
-    rng = np.random.default_rng(seed)
-    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0, **extras)
-    geometry = build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX)
-    junctions = junctions_near_centre(geometry)
-    count = len(pore_diameters_um)
-    centres = np.asarray([junctions[k * 7 % len(junctions)] for k in range(count)], dtype=float)
-    geometry = replace(
-        geometry,
-        pore_centres_px=centres.reshape(-1, 2),
-        pore_radii_px=np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px,
-        pore_at_junction=np.ones(count, dtype=bool),
-    )
-    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
-    return Scene(rgb, params.um_per_px, geometry)
+    return _normal_scene(seed, _round_pores(junctions_near_centre, 7, pore_diameters_um, True),
+                         **extras)
 
 
 def dash_scene(seed: int, factor: float = 2.2) -> Scene:
     """Skin without pores whose short furrow segments near the centre are ``factor`` times
     deeper than the rest: dashes to tell from pores."""
-    rng = np.random.default_rng(seed)
-    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0)
-    geometry = build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX)
-    starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
-    middle = (starts + ends) / 2.0
-    short = np.hypot(*(ends - starts).T) < 14.0
-    inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
-    geometry = replace(geometry, edge_depth=np.where(short & inside, factor, 1.0))
-    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
-    return Scene(rgb, params.um_per_px, geometry)
+
+    def deepen(geometry: SkinGeometry, params: SkinParams) -> SkinGeometry:
+        del params
+        starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
+        middle = (starts + ends) / 2.0
+        short = np.hypot(*(ends - starts).T) < 14.0
+        inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
+        return replace(geometry, edge_depth=np.where(short & inside, factor, 1.0))
+
+    return _normal_scene(seed, deepen)
 
 
 def hill_centres_near_centre(geometry: SkinGeometry) -> np.ndarray:
@@ -86,20 +107,8 @@ def hill_centres_near_centre(geometry: SkinGeometry) -> np.ndarray:
 def hill_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), **extras: Any) -> Scene:
     """Skin of the "normal" preset without pores but ``pore_diameters_um`` placed in the
     middle of hills, away from any junction; ``extras`` set any other parameter."""
-    rng = np.random.default_rng(seed)
-    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0, **extras)
-    geometry = build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX)
-    middles = hill_centres_near_centre(geometry)
-    count = len(pore_diameters_um)
-    centres = np.asarray([middles[k * 5 % len(middles)] for k in range(count)], dtype=float)
-    geometry = replace(
-        geometry,
-        pore_centres_px=centres.reshape(-1, 2),
-        pore_radii_px=np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px,
-        pore_at_junction=np.zeros(count, dtype=bool),
-    )
-    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
-    return Scene(rgb, params.um_per_px, geometry)
+    return _normal_scene(seed, _round_pores(hill_centres_near_centre, 5, pore_diameters_um, False),
+                         **extras)
 
 
 def oval_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), aspect: float = 1.8,
@@ -107,26 +116,25 @@ def oval_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), aspect: flo
     """Skin of the "normal" preset without pores but oval pores (``aspect`` long over short
     axis; equivalent diameters ``pore_diameters_um``) in the middle of long furrow segments
     well inside the scene, their long axis along the furrow."""
-    rng = np.random.default_rng(seed)
-    params: SkinParams = replace(sample_params(rng, "normal"), pore_density_per_cm2=0.0, **extras)
-    geometry = build_geometry(rng, params, SCENE_WIDTH_PX, SCENE_HEIGHT_PX)
-    starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
-    middle = (starts + ends) / 2.0
-    along = ends - starts
-    inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
-    radii = np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px
-    # long enough that the pore's ends stay 2 px clear of the junctions at the segment's ends
-    room = np.hypot(*along.T) > 2.0 * (float(radii.max(initial=0.0)) * np.sqrt(aspect) + 2.0)
-    chosen = np.flatnonzero(inside & room)
-    count = len(pore_diameters_um)
-    picks = np.asarray([chosen[k * 5 % len(chosen)] for k in range(count)], dtype=np.intp)
-    geometry = replace(
-        geometry,
-        pore_centres_px=middle[picks].reshape(-1, 2),
-        pore_radii_px=radii,
-        pore_at_junction=np.zeros(count, dtype=bool),
-        pore_axis_ratio=np.full(count, 1.0 / aspect),
-        pore_angle_rad=np.arctan2(along[picks, 1], along[picks, 0]),
-    )
-    rgb = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), 90))
-    return Scene(rgb, params.um_per_px, geometry)
+
+    def place(geometry: SkinGeometry, params: SkinParams) -> SkinGeometry:
+        starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
+        middle = (starts + ends) / 2.0
+        along = ends - starts
+        inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
+        radii = np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px
+        # long enough that the pore's ends stay 2 px clear of the junctions at the segment's ends
+        room = np.hypot(*along.T) > 2.0 * (float(radii.max(initial=0.0)) * np.sqrt(aspect) + 2.0)
+        chosen = np.flatnonzero(inside & room)
+        count = len(pore_diameters_um)
+        picks = np.asarray([chosen[k * 5 % len(chosen)] for k in range(count)], dtype=np.intp)
+        return replace(
+            geometry,
+            pore_centres_px=middle[picks].reshape(-1, 2),
+            pore_radii_px=radii,
+            pore_at_junction=np.zeros(count, dtype=bool),
+            pore_axis_ratio=np.full(count, 1.0 / aspect),
+            pore_angle_rad=np.arctan2(along[picks, 1], along[picks, 0]),
+        )
+
+    return _normal_scene(seed, place, **extras)
