@@ -125,8 +125,8 @@ class PoreRule:
     # most 2 (0: not tested). Fitted alone (fit_pore_rule.py --only junction_over_arm_floor
     # pit_over_arm_floor) on seeds 11/12 and the scenes, own generator only: objective
     # 0.568 -> 0.556.
-    junction_over_arm_floor: float = 1.35  # pit floor / the deepest arm's floor, 3+ arms
-    pit_over_arm_floor: float = 1.1  # the same, at most 2 arms
+    junction_over_arm_floor: float = 1.25  # pit floor / the deepest arm's floor, 3+ arms
+    pit_over_arm_floor: float = 1.35  # the same, at most 2 arms
 
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
