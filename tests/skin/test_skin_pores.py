@@ -242,13 +242,14 @@ def _junction_with_segment(segment: float, pit: float) -> np.ndarray:
 
 
 def test_a_pit_that_runs_on_down_a_deeper_segment_is_not_a_pore() -> None:
-    """The junction's floor (0.52) is clearly deeper than the segment's (0.4) just outside its
+    """The junction's floor (0.48) is clearly deeper than the segment's (0.4) just outside its
     rim, so it passes the strand test (1.1 x) and every other one, but the segment keeps 0.4 all
-    along: the pit is not closed (before: counted). A pore at the same junction (0.75 deep),
-    and the same floor at a junction of three even furrows (0.3), are pores."""
-    ended = pore_tests(_candidates_at_centre(_junction_with_segment(0.4, 0.52)))
+    along beyond the pit's outer rim: the pit is not closed (before: counted). A pore at the
+    same junction (0.75 deep), and the same floor at a junction of three even furrows (0.3),
+    are pores."""
+    ended = pore_tests(_candidates_at_centre(_junction_with_segment(0.4, 0.48)))
     assert [name for name, verdict in ended.items() if not verdict[0]] == ["closed"]
-    for segment, pit in ((0.4, 0.75), (0.3, 0.52)):
+    for segment, pit in ((0.4, 0.75), (0.3, 0.48)):
         tests = pore_tests(_candidates_at_centre(_junction_with_segment(segment, pit)))
         assert all(bool(verdict[0]) for verdict in tests.values()), (segment, pit, tests)
 
