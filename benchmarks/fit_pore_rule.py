@@ -65,6 +65,8 @@ GRID: dict[str, tuple[float, ...]] = {
     "oval_over_ends": (1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 99.0),  # 99: no closed-rim ovals
     "oval_end_max_elongation": (2.4, 2.6, 2.8, 3.0, 3.2, 3.5),
     "junction_over_strand": (0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3),
+    "junction_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),  # 0: not tested
+    "pit_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),
 }
 
 

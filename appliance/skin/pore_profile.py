@@ -32,6 +32,12 @@ ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow
 # climbs onto the hill between). Fitted with the pore rule on the own generator only.
 ARM_REACH_UM = 80.0
 ARM_LEVEL = 0.5
+# The pit's outer rim, beyond which its arms' floor is read (pore_profile.arm_count): the
+# 75th-percentile rim ray (rays sorted by rim radius). Read from the median rim, a pore cut by
+# furrows has its arms' floor read on its own walls. Chosen on seeds 11/12 of the own generator
+# only (the median, median + 20 µm, each ray's own rim and the 75th percentile + 20 / 40 µm
+# were tried; docs/experiments/README.md "pore-outer-rim").
+OUTER_RIM = 3 * RAY_COUNT // 4
 END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
 SHAPE_CHUNK = 128  # candidates profiled at a time (speed only: the arrays stay in the cache)
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
@@ -166,6 +172,7 @@ class Shape:
     elongation: np.ndarray  # longest over shortest diameter of the rim above the arms
     arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
     ends: np.ndarray  # depth just beyond the rim at the ends of the longest diameter
+    arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -198,19 +205,29 @@ def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
     return elongation, ends
 
 
-def arm_count(rays: Profiles, median: np.ndarray, level: float) -> np.ndarray:
+def arm_count(rays: Profiles, median: np.ndarray, level: float,
+              outer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How many furrow arms leave each pit: runs of neighbouring rays that stay at least
     ``level`` deep from the median rim out to ``ARM_REACH_UM`` beyond it. A junction has 3 or
     more, a pit along one furrow 2, a pit in a hill none (one, where it touches a furrow). A pit
-    deep all round (in a dark patch) is given ``RAY_COUNT``: it cannot be told from a junction."""
+    deep all round (in a dark patch) is given ``RAY_COUNT``: it cannot be told from a junction.
+
+    With it, the floor of the deepest arm: the depth every ray keeps from the pit's ``outer``
+    rim (``OUTER_RIM`` of the rays' rim crossings, so that the pit's own walls, where a furrow
+    cuts into them, do not count as an arm) out to ``ARM_REACH_UM`` beyond it, the deepest of
+    the rays. A pore is a closed pit, deeper than all its arms; where a deeper furrow segment
+    ends at a pit, the pit's floor runs on down that segment nearly as deep."""
     reach = ARM_REACH_UM / FINE_UM_PER_PX
     radii = rays.radii_px[None, :]
     inside = (radii >= median[:, None]) & (radii <= median[:, None] + reach)
     shallowest = np.where(inside[:, :, None], rays.depth, np.inf).min(axis=1)  # (P, rays)
     deep = shallowest >= level
     runs = np.count_nonzero(deep & ~np.roll(deep, 1, axis=1), axis=1)
-    result: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
-    return result
+    count: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
+    start = np.minimum(outer, rays.radii_px[-1] - reach)[:, None]  # the rays end at RAY_REACH_UM
+    beyond = (radii >= start) & (radii <= start + reach)
+    floor: np.ndarray = np.where(beyond[:, :, None], rays.depth, np.inf).min(axis=1).max(axis=1)
+    return count, floor
 
 
 def shape_of(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:
@@ -254,8 +271,9 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
+    count, arm_floor = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, arm_count(rays, median, arm_level), ends)
+                 elongation, count, ends, arm_floor)
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,31 @@ def test_a_junction_where_a_deeper_furrow_segment_ends_is_not_a_pore() -> None:
     assert all(bool(verdict[0]) for verdict in tests[1].values()), tests[1]
 
 
+def _junction_with_segment(segment: float, pit: float) -> np.ndarray:
+    """Three furrows 0.3 deep meet; the one to the left is ``segment`` deep (a deeper furrow
+    segment ending at the junction); the junction's floor is a pit ``pit`` deep, 6 px round."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    for start, end in [((60, 60), (110, 0)), ((60, 60), (110, 120))]:
+        cv2.line(depth, start, end, 0.3, 5)
+    cv2.line(depth, (60, 60), (0, 60), segment, 5)
+    cv2.circle(depth, (60, 60), 6, pit, -1)
+    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
+    return result
+
+
+def test_a_pit_that_runs_on_down_a_deeper_segment_is_not_a_pore() -> None:
+    """The junction's floor (0.48) is clearly deeper than the segment's (0.4) just outside its
+    rim, so it passes the strand test (1.1 x) and every other one, but the segment keeps 0.4 all
+    along beyond the pit's outer rim: the pit is not closed (before: counted). A pore at the
+    same junction (0.75 deep), and the same floor at a junction of three even furrows (0.3),
+    are pores."""
+    ended = pore_tests(_candidates_at_centre(_junction_with_segment(0.4, 0.48)))
+    assert [name for name, verdict in ended.items() if not verdict[0]] == ["closed"]
+    for segment, pit in ((0.4, 0.75), (0.3, 0.48)):
+        tests = pore_tests(_candidates_at_centre(_junction_with_segment(segment, pit)))
+        assert all(bool(verdict[0]) for verdict in tests.values()), (segment, pit, tests)
+
+
 def test_sampling_a_float32_depth_matches_exact_bilinear_within_a_64th_px_of_its_slope() -> None:
     from appliance.skin.pore_profile import bilinear
 
