@@ -218,16 +218,27 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     the rays. A pore is a closed pit, deeper than all its arms; where a deeper furrow segment
     ends at a pit, the pit's floor runs on down that segment nearly as deep."""
     reach = ARM_REACH_UM / FINE_UM_PER_PX
-    radii = rays.radii_px[None, :]
-    inside = (radii >= median[:, None]) & (radii <= median[:, None] + reach)
-    shallowest = np.where(inside[:, :, None], rays.depth, np.inf).min(axis=1)  # (P, rays)
+    shallowest = _window_min(rays, median, reach)  # (P, rays)
     deep = shallowest >= level
     runs = np.count_nonzero(deep & ~np.roll(deep, 1, axis=1), axis=1)
     count: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
-    start = np.minimum(outer, rays.radii_px[-1] - reach)[:, None]  # the rays end at RAY_REACH_UM
-    beyond = (radii >= start) & (radii <= start + reach)
-    floor: np.ndarray = np.where(beyond[:, :, None], rays.depth, np.inf).min(axis=1).max(axis=1)
+    start = np.minimum(outer, rays.radii_px[-1] - reach)  # the rays end at RAY_REACH_UM
+    floor: np.ndarray = _window_min(rays, start, reach).max(axis=1)
     return count, floor
+
+
+def _window_min(rays: Profiles, start: np.ndarray, reach: float) -> np.ndarray:
+    """Per candidate and ray, the shallowest depth at the radii from ``start`` to ``start +
+    reach`` (inf where none): only the few samples of each window are gathered, not every
+    radius masked."""
+    radii = rays.radii_px
+    first = np.searchsorted(radii, start, side="left")  # radii >= start
+    stop = np.searchsorted(radii, start + reach, side="right")  # radii <= start + reach
+    index = first[:, None] + np.arange(int(reach / RAY_STEP_PX) + 2)[None, :]
+    inside = index < stop[:, None]
+    taken = np.take_along_axis(rays.depth, np.minimum(index, len(radii) - 1)[:, :, None], axis=1)
+    result: np.ndarray = np.where(inside[:, :, None], taken, np.inf).min(axis=1)
+    return result
 
 
 def shape_of(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:

@@ -268,3 +268,15 @@ def test_sampling_a_float32_depth_matches_exact_bilinear_within_a_64th_px_of_its
     slope = np.max(np.abs(np.diff(wide, axis=1))) + np.max(np.abs(np.diff(wide, axis=0)))
     assert np.max(np.abs(fast - exact)) <= slope / 64 + 1e-6  # positions in 1/32 px steps
     assert np.max(np.abs(fast - exact)) > 0  # it is the fast path, not the exact one
+
+
+def test_the_arm_windows_gather_exactly_the_radii_a_mask_would_keep() -> None:
+    from appliance.skin.pore_profile import Profiles, _window_min
+
+    rng = np.random.default_rng(8)
+    radii = np.arange(1, 33, dtype=float)
+    rays = Profiles(rng.random((200, 32, 16)), radii)
+    start = np.concatenate([rng.uniform(0.0, 30.0, 197), [1.0, 24.0, 32.0]])  # whole radii too
+    inside = (radii[None, :] >= start[:, None]) & (radii[None, :] <= start[:, None] + 8.0)
+    masked = np.where(inside[:, :, None], rays.depth, np.inf).min(axis=1)
+    assert np.array_equal(_window_min(rays, start, 8.0), masked)
