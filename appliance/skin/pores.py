@@ -226,15 +226,18 @@ def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray
     ``PIT_MAX_ARMS`` furrow arms that fails those is judged again against its own surround
     (``pit_tests``), and those are the verdicts reported for it.
     """
-    as_junction = junction_tests(found, rule)
+    common = _common_tests(found, rule)  # the same verdicts either way
+    as_junction = {**junction_tests(found, rule), **common}
     as_pit = pit_tests(found, rule)
     retry = (found.shape.arm_count <= PIT_MAX_ARMS) & ~np.logical_and.reduce(
         list(as_junction.values()))
-    return {name: np.where(retry, as_pit[name], verdict) for name, verdict in as_junction.items()}
+    return {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
+            for name, verdict in as_junction.items()}
 
 
 def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
-    """The tests of a pit that could be a junction: deeper than the junctions around it."""
+    """The tests of a pit that could be a junction: deeper than the junctions around it
+    (``pore_tests`` adds those every pore passes)."""
     shape, gap = found.shape, found.shape.gap_px
     junction_gap = found.junction.gap_px
     deep = (shape.floor >= rule.deep_over_junction * found.around) & (
@@ -248,14 +251,14 @@ def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.nda
         "deeper_than_arms": shape.floor >= rule.depth_over_arms * shape.arms,
         "round": shape.roundness >= rule.min_roundness,
         "not_a_dash": (shape.elongation <= rule.max_elongation) | _oval(found, rule),
-        **_common_tests(found, rule),
     }
 
 
 def pit_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
     """The tests of a pit with at most two furrow arms (along one furrow, in a hill): darker
     than the skin right around it by a share of the frame's furrow contrast, clearly deeper
-    than its arms, round and not drawn out. The junctions' floor does not enter."""
+    than its arms, round and not drawn out. The junctions' floor does not enter (``pore_tests``
+    adds the tests every pore passes)."""
     shape, every = found.shape, np.ones(len(found.shape.floor), dtype=bool)
     return {
         "deep_enough": (shape.floor - shape.skin >= rule.pit_min_contrast * found.furrow_floor)
@@ -265,7 +268,6 @@ def pit_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]
         "deeper_than_arms": shape.floor >= rule.pit_over_arms * shape.arms,
         "round": shape.roundness >= rule.pit_min_roundness,
         "not_a_dash": (shape.elongation <= rule.pit_max_elongation) | _oval(found, rule),
-        **_common_tests(found, rule),
     }
 
 
@@ -303,9 +305,11 @@ def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
     }
 
 
-def choose_pores(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
-    """Indices of the candidates counted as pores: all tests passed, deepest of overlaps."""
-    passed = np.logical_and.reduce(list(pore_tests(found, rule).values()))
+def choose_pores(found: Candidates, rule: PoreRule = RULE,
+                 tests: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Indices of the candidates counted as pores: all tests passed (``tests``, when already
+    known, are ``pore_tests``), deepest of overlaps."""
+    passed = np.logical_and.reduce(list((tests or pore_tests(found, rule)).values()))
     index = np.flatnonzero(passed)
     radius_work_px = own_diameters_um(found, rule)[index] / 2.0 / found.um_per_work_px
     chosen = _deepest_apart(found.centres_work_px[index], found.shape.floor[index],
@@ -327,7 +331,8 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     blue[grey_decides] = blue_excess(prepared.rgb_work, found.centres_work_px[grey_decides],
                                      found.shape.radius_px[grey_decides] / ratio)
     found = replace(found, blue=blue)
-    chosen = choose_pores(found, rule)
+    tests["grey"] = blue <= rule.max_blue_excess  # the only test the colour enters
+    chosen = choose_pores(found, rule, tests)
     return _pore_result(found.centres_work_px[chosen], own_diameters_um(found, rule)[chosen],
                         prepared, found.contrast)
 
