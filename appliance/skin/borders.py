@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 MIN_CRACKS_FOR_DIRECTION = 3
+PIECE_PX = 16  # tile size of the pieces
 END_OVERLAP_PX = 0.5  # a chain's last crack lies about half a pixel inside the junction
 
 
@@ -54,9 +55,12 @@ class BorderSegments:
 
 @dataclass(frozen=True)
 class _Cracks:
-    keys: np.ndarray  # pair key per crack, sorted
-    xs: np.ndarray
+    keys: np.ndarray  # per cell pair (chain), sorted
+    xs: np.ndarray  # per crack, sorted by pair, then by tile
     ys: np.ndarray
+    pieces: np.ndarray  # index of each piece's first crack (a pair's cracks in one tile)
+    piece_steps: np.ndarray  # (P, 2): cracks between horizontal, vertical neighbours per piece
+    first_pieces: np.ndarray  # index of each pair's first piece
 
 
 @dataclass(frozen=True)
@@ -81,21 +85,40 @@ class CrackMasks:
 
 
 def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
-    """Every crack: its cell-pair key and midpoint, sorted by key."""
-    keys, xs, ys = [], [], []
-    key_type = np.int32 if span * span < 2**31 else np.int64
+    """Every crack's midpoint, sorted by cell pair and, within a pair, by the tile it lies in;
+    the pieces (one pair's cracks in one tile) with their steps, and the pairs."""
+    keys, xs, ys, signs = [], [], [], []
     flat_labels = labels.ravel()
     width = labels.shape[1]
+    tiles_across = width // PIECE_PX + 1
+    tile_count = (labels.shape[0] // PIECE_PX + 1) * tiles_across
     for horizontal, differs in ((True, masks.right), (False, masks.below)):
         rows, cols = np.divmod(np.flatnonzero(differs), differs.shape[1])  # 10x faster: nonzero
         at = rows * width + cols
-        first = flat_labels[at].astype(key_type)
-        second = flat_labels[at + (1 if horizontal else width)].astype(key_type)
-        keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
+        first = flat_labels[at].astype(np.int64)
+        second = flat_labels[at + (1 if horizontal else width)].astype(np.int64)
+        low_first = first < second
+        pair = np.where(low_first, first, second) * span + np.where(low_first, second, first)
+        keys.append(pair * tile_count + (rows // PIECE_PX) * tiles_across + cols // PIECE_PX)
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
-    all_keys, order = _sort_order(np.concatenate(keys), span * span)
-    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order])
+        # the border runs with the lower label on its left: down a crack whose lower label is
+        # to the left, right along one whose lower label is below
+        signs.append(np.where(low_first, 1.0, -1.0) * (1.0 if horizontal else -1.0))
+    across_count = len(keys[0])  # the cracks between horizontal neighbours come first
+    piece_keys, order = _sort_order(np.concatenate(keys), span * span * tile_count)
+    if len(piece_keys) == 0:
+        nothing = np.zeros(0, np.int64)
+        return _Cracks(nothing, np.zeros(0), np.zeros(0), nothing, np.zeros((0, 2)), nothing)
+    pieces = np.flatnonzero(np.r_[True, piece_keys[1:] != piece_keys[:-1]])
+    sign = np.concatenate(signs)[order]
+    vertical = order < across_count
+    down = np.add.reduceat(np.where(vertical, sign, 0.0), pieces)
+    along = np.add.reduceat(sign, pieces) - down
+    pairs = piece_keys[pieces] // tile_count
+    first_pieces = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]])
+    return _Cracks(pairs[first_pieces], np.concatenate(xs)[order], np.concatenate(ys)[order],
+                   pieces, np.stack([down, along], axis=1), first_pieces)
 
 
 def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +165,15 @@ def junctions(
     A junction is a cluster of 2x2 pixel blocks holding three or more cells, grown by
     ``radius_px`` so that the few border meeting points of one wide junction merge.
     """
-    meeting = _meeting_points(labels, masks or CrackMasks.of(labels))
+    ids, sums = _junction_sums(labels, radius_px, masks or CrackMasks.of(labels))
+    return ids, sums[:, 1:] / np.maximum(sums[:, :1], 1.0)
+
+
+def _junction_sums(
+    labels: np.ndarray, radius_px: float, masks: CrackMasks
+) -> tuple[np.ndarray, np.ndarray]:
+    """Junction id per pixel and, per junction, its meeting points' count, sum of x, sum of y."""
+    meeting = _meeting_points(labels, masks)
     size = max(1, round(radius_px)) * 2 + 1
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     grown = cv2.dilate(meeting.view(np.uint8), disk)
@@ -150,11 +181,10 @@ def junctions(
     # flatnonzero of a bool mask: 7x faster than of the same mask as uint8
     rows, cols = np.divmod(np.flatnonzero(meeting), meeting.shape[1])
     owner = ids[rows, cols]
-    weight = np.maximum(np.bincount(owner, minlength=count), 1)
-    centre_x = np.bincount(owner, cols + 0.5, count) / weight
-    centre_y = np.bincount(owner, rows + 0.5, count) / weight
-    centres = np.stack([centre_x, centre_y], axis=1)
-    return ids, centres
+    sums = np.stack([np.bincount(owner, minlength=count).astype(np.float64),
+                     np.bincount(owner, cols + 0.5, count), np.bincount(owner, rows + 0.5, count)],
+                    axis=1)
+    return ids, sums
 
 
 @dataclass(frozen=True)
@@ -172,8 +202,8 @@ class _Chains:
 
 
 def _chains(cracks: _Cracks) -> _Chains:
-    starts = np.flatnonzero(np.r_[True, cracks.keys[1:] != cracks.keys[:-1]])
-    count = np.diff(np.r_[starts, len(cracks.keys)]).astype(np.float64)
+    starts = cracks.pieces[cracks.first_pieces]
+    count = np.diff(np.r_[starts, len(cracks.xs)]).astype(np.float64)
     mean_x = np.add.reduceat(cracks.xs, starts) / count
     mean_y = np.add.reduceat(cracks.ys, starts) / count
     cxx = np.add.reduceat(cracks.xs * cracks.xs, starts) / count - mean_x**2
@@ -212,27 +242,120 @@ def _junction_ends(
 
 
 def border_segments(
-    labels: np.ndarray, junction_radius_px: float = 2.5, masks: CrackMasks | None = None
+    labels: np.ndarray,
+    junction_radius_px: float = 2.5,
+    masks: CrackMasks | None = None,
+    seed_gap: np.ndarray | None = None,
 ) -> BorderSegments:
-    """The furrow segments between cells, with centre-line length and direction each."""
+    """The furrow segments between cells, with centre-line length and direction each.
+
+    ``seed_gap`` (``seed_gaps`` of the seeds the cells were grown from) turns on the junction
+    model for grown cells (``_acute_stems``)."""
     span = int(labels.max()) + 1
     masks = masks or CrackMasks.of(labels)
     cracks = _cracks(labels, masks, span)
-    if len(cracks.keys) == 0:
+    if len(cracks.xs) == 0:
         empty = np.zeros(0)
         return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty, np.zeros((0, 3)))
     chains = _chains(cracks)
-    factor = np.abs(chains.cos) + np.abs(chains.sin)
-    usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
-    chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
-    ids, centres = junctions(labels, junction_radius_px, masks)
+    piece_px = np.hypot(cracks.piece_steps[:, 0], cracks.piece_steps[:, 1])
+    chain_px = np.add.reduceat(piece_px, cracks.first_pieces)
+    short = chains.count < MIN_CRACKS_FOR_DIRECTION
+    chain_px[short] = chains.count[short] * (np.pi / 4.0)
+    ids, sums = _junction_sums(labels, junction_radius_px, masks)
+    centres = sums[:, 1:] / np.maximum(sums[:, :1], 1.0)
     end_ids, gaps = _junction_ends(chains, ids, centres)
+    if seed_gap is not None:  # junctions of cells grown from seeds: retreated corners
+        joins = _acute_stems(chains, chain_px, end_ids, centres, seed_gap)
+        if len(joins):
+            junction = _joined(len(sums), joins)
+            merged = np.zeros((int(junction.max()) + 1, 3))
+            np.add.at(merged, junction, sums)
+            centres = merged[:, 1:] / np.maximum(merged[:, :1], 1.0)
+            end_ids, gaps = _junction_ends(chains, junction[ids], centres)
     chord = np.hypot(*(centres[end_ids[0]] - centres[end_ids[1]]).T)
     both = (end_ids[0] > 0) & (end_ids[1] > 0)
     reach = np.maximum(gaps[0] - END_OVERLAP_PX, 0.0) + np.maximum(gaps[1] - END_OVERLAP_PX, 0.0)
     lengths = np.where(both, np.maximum(chord, chain_px + reach), chain_px + gaps[0] + gaps[1])
     lengths[(end_ids[0] == end_ids[1]) & (end_ids[0] > 0)] = 0.0  # wholly inside one junction
-    keys = cracks.keys[chains.starts]
+    keys = cracks.keys
     pairs = np.stack([keys // span, keys % span], axis=1)
     sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
     return BorderSegments(pairs, lengths, chains.angles, sums)
+
+
+# Junction model (docs/experiments/texture-junction-model.patch): fitted on the project's
+# generator only, seeds 11 and 12 (regrown oracle cells and the method's cells of
+# benchmarks/skin_furrow_oracle.py), never on the second renderer.
+STEM_K = 5.0  # a stem up to STEM_K half-widths / sin(θ/2) long is a retreated corner
+MAX_APEX_DEG = 90.0  # only corners narrower than this retreat far enough to matter
+MIN_HALF_WIDTH = 0.5  # px, floor of the seed gap at an apex
+
+
+def _acute_stems(
+    chains: _Chains, chain_px: np.ndarray, end_ids: list[np.ndarray], centres: np.ndarray,
+    seed_gap: np.ndarray,
+) -> np.ndarray:
+    """Pairs of junctions to join: an acute apex (three chains, two of them at an angle θ,
+    the narrowest of the three) and the junction at the other end of its third chain (the
+    stem), when the stem is no longer than ``STEM_K`` half-widths / sin(θ/2).
+
+    A cell grown from a seed that stops a half-width h short of its borders loses the tip of
+    each corner of angle θ: the tip retreats by h / sin(θ/2), and the two neighbours meet
+    along the corner's bisector instead (the stem). Joining the apex to the junction it came
+    from extends the corner's two borders back to that junction and drops the stem.
+    """
+    count = len(chains.mean_x)
+    junction = np.concatenate(end_ids)
+    junction = np.where(np.tile(end_ids[0] == end_ids[1], 2), 0, junction)  # inside one: not an arm
+    chain = np.tile(np.arange(count), 2)
+    other = np.concatenate([end_ids[1], end_ids[0]])
+    out_x = np.tile(chains.mean_x, 2) - centres[junction, 0]
+    out_y = np.tile(chains.mean_y, 2) - centres[junction, 1]
+    norm = np.maximum(np.hypot(out_x, out_y), 1e-9)
+    out_x, out_y = out_x / norm, out_y / norm
+    ends = np.flatnonzero(junction > 0)
+    ends = ends[np.argsort(junction[ends], kind="stable")]
+    per = np.bincount(junction[ends], minlength=len(centres))
+    first = np.r_[0, np.cumsum(per)[:-1]]
+    apex = np.flatnonzero(per == 3)
+    trio = ends[first[apex][:, None] + np.arange(3)]  # (A, 3) end indices
+    pairs_out = []
+    for stem_at in range(3):
+        left, right = trio[:, (stem_at + 1) % 3], trio[:, (stem_at + 2) % 3]
+        stem = trio[:, stem_at]
+        cos_angle = out_x[left] * out_x[right] + out_y[left] * out_y[right]
+        angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
+        # the stem is opposite the acute angle: the two other angles are both wider
+        cos_sl = out_x[stem] * out_x[left] + out_y[stem] * out_y[left]
+        cos_sr = out_x[stem] * out_x[right] + out_y[stem] * out_y[right]
+        widest = np.maximum(cos_sl, cos_sr) < cos_angle
+        acute = (angle < np.radians(MAX_APEX_DEG)) & widest
+        height, width = seed_gap.shape
+        at_x = np.clip(centres[apex, 0].astype(np.int64), 0, width - 1)
+        at_y = np.clip(centres[apex, 1].astype(np.int64), 0, height - 1)
+        half_width = np.maximum(seed_gap[at_y, at_x], MIN_HALF_WIDTH)
+        reach = STEM_K * half_width / np.maximum(np.sin(0.5 * angle), 1e-3)
+        far = other[stem]
+        pick = acute & (chain_px[chain[stem]] <= reach) & (far > 0) & (far != apex)
+        pairs_out.append(np.stack([apex[pick], far[pick]], axis=1))
+    return np.concatenate(pairs_out)
+
+
+def seed_gaps(seeds: np.ndarray) -> np.ndarray:
+    """Every pixel's Euclidean distance (px) from the nearest seed pixel (label > 0)."""
+    gaps: np.ndarray = cv2.distanceTransform(
+        cv2.compare(seeds, np.zeros_like(seeds), cv2.CMP_EQ), cv2.DIST_L2, cv2.DIST_MASK_5)
+    return gaps
+
+
+def _joined(count: int, pairs: np.ndarray) -> np.ndarray:
+    """Ids 0..count-1 with each joined pair sharing the smaller one (0 stays 0)."""
+    ids = np.arange(count)
+    while True:
+        low = np.minimum(ids[pairs[:, 0]], ids[pairs[:, 1]])
+        if np.array_equal(ids[pairs[:, 0]], low) and np.array_equal(ids[pairs[:, 1]], low):
+            return ids
+        np.minimum.at(ids, pairs[:, 0], low)
+        np.minimum.at(ids, pairs[:, 1], low)
+        ids = ids[ids]
