@@ -221,10 +221,31 @@ def _chains(cracks: _Cracks) -> _Chains:
     return _Chains(starts, count, mean_x, mean_y, angles, cos, sin, ends)
 
 
-def _junction_ends(
-    chains: _Chains, ids: np.ndarray, centres: np.ndarray
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """For both ends of every chain: the junction it stops in (0: none) and the gap to it.
+@dataclass(frozen=True)
+class _Ends:
+    """Both ends of every chain (first ends, then second ends): the junction each stops in
+    (0: none) and its position."""
+
+    junction: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+    def ids(self) -> list[np.ndarray]:
+        """The junction at the first and at the second end of every chain."""
+        count = len(self.junction) // 2
+        return [self.junction[:count], self.junction[count:]]
+
+    def gaps(self, centres: np.ndarray) -> list[np.ndarray]:
+        """The distance from the first and from the second end of every chain to the centre
+        of its junction (0 where it stops in none)."""
+        gap = np.hypot(centres[self.junction, 0] - self.x, centres[self.junction, 1] - self.y)
+        gap[self.junction == 0] = 0.0
+        count = len(gap) // 2
+        return [gap[:count], gap[count:]]
+
+
+def _junction_ends(chains: _Chains, ids: np.ndarray) -> _Ends:
+    """Both ends of every chain and the junction each stops in.
 
     Both ends go through one set of array operations (half the numpy calls).
     """
@@ -234,11 +255,7 @@ def _junction_ends(
     y = np.tile(chains.mean_y, 2) + end * np.tile(chains.sin, 2)
     rows = np.clip(np.rint(y).astype(np.int64), 0, height - 1)
     cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
-    junction = ids.ravel()[rows * width + cols]
-    gap = np.hypot(centres[:, 0][junction] - x, centres[:, 1][junction] - y)
-    gap[junction == 0] = 0.0
-    count = len(chains.mean_x)
-    return [junction[:count], junction[count:]], [gap[:count], gap[count:]]
+    return _Ends(ids.ravel()[rows * width + cols], x, y)
 
 
 def border_segments(
@@ -264,15 +281,16 @@ def border_segments(
     chain_px[short] = chains.count[short] * (np.pi / 4.0)
     ids, sums = _junction_sums(labels, junction_radius_px, masks)
     centres = sums[:, 1:] / np.maximum(sums[:, :1], 1.0)
-    end_ids, gaps = _junction_ends(chains, ids, centres)
+    ends = _junction_ends(chains, ids)
     if seed_gap is not None:  # junctions of cells grown from seeds: retreated corners
-        joins = _acute_stems(chains, chain_px, end_ids, centres, seed_gap)
+        joins = _acute_stems(chains, chain_px, ends.ids(), centres, _CrackGaps(cracks, seed_gap))
         if len(joins):
             junction = _joined(len(sums), joins)
             merged = np.zeros((int(junction.max()) + 1, 3))
             np.add.at(merged, junction, sums)
             centres = merged[:, 1:] / np.maximum(merged[:, :1], 1.0)
-            end_ids, gaps = _junction_ends(chains, junction[ids], centres)
+            ends = _Ends(junction[ends.junction], ends.x, ends.y)
+    end_ids, gaps = ends.ids(), ends.gaps(centres)
     chord = np.hypot(*(centres[end_ids[0]] - centres[end_ids[1]]).T)
     both = (end_ids[0] > 0) & (end_ids[1] > 0)
     reach = np.maximum(gaps[0] - END_OVERLAP_PX, 0.0) + np.maximum(gaps[1] - END_OVERLAP_PX, 0.0)
@@ -284,62 +302,98 @@ def border_segments(
     return BorderSegments(pairs, lengths, chains.angles, sums)
 
 
-# Junction model (docs/experiments/texture-junction-model.patch): fitted on the project's
-# generator only, seeds 11 and 12 (regrown oracle cells and the method's cells of
-# benchmarks/skin_furrow_oracle.py), never on the second renderer.
-STEM_K = 5.0  # a stem up to STEM_K half-widths / sin(θ/2) long is a retreated corner
+# Junction model for cells grown from seeds. STEM_K and STEM_OVER_CORNER_GAP were fitted on the
+# project's generator (seeds 11 and 12: the method's and the regrown oracle cells of
+# benchmarks/skin_furrow_oracle.py) and on the polygon networks of tests/skin/test_skin_borders.py
+# shrunk and regrown; never on the second renderer (docs/measurement.md, furrow density).
+STEM_K = 4.0  # a stem is at most STEM_K corner half-widths / sin(θ/2) long
 MAX_APEX_DEG = 90.0  # only corners narrower than this retreat far enough to matter
-MIN_HALF_WIDTH = 0.5  # px, floor of the seed gap at an apex
+STEM_OVER_CORNER_GAP = 1.1  # a stem's seeds stand this much further apart than the corner's
+MIN_HALF_WIDTH_PX = 0.5  # floor of a corner's half-width
+
+
+@dataclass(frozen=True)
+class _CrackGaps:
+    """The seed gap beside every crack: the cracks' positions and the seeds' gap image."""
+
+    cracks: _Cracks
+    seed_gap: np.ndarray
+
+    def chain_means(self, chains: _Chains, which: np.ndarray) -> np.ndarray:
+        """Per chain in ``which``: the mean seed gap (px) of the two pixels beside each of its
+        cracks, half the distance between the seeds on either side of the border."""
+        if len(which) == 0:
+            return np.zeros(0)
+        counts = chains.count[which].astype(np.int64)
+        firsts = np.r_[0, np.cumsum(counts)[:-1]]
+        at = np.repeat(chains.starts[which] - firsts, counts) + np.arange(int(counts.sum()))
+        xs, ys = self.cracks.xs[at], self.cracks.ys[at]
+        width = self.seed_gap.shape[1]
+        flat = self.seed_gap.ravel()
+        low = flat[np.floor(ys).astype(np.int64) * width + np.floor(xs).astype(np.int64)]
+        high = flat[np.ceil(ys).astype(np.int64) * width + np.ceil(xs).astype(np.int64)]
+        means: np.ndarray = 0.5 * np.add.reduceat(low + high, firsts) / counts
+        return means
 
 
 def _acute_stems(
     chains: _Chains, chain_px: np.ndarray, end_ids: list[np.ndarray], centres: np.ndarray,
-    seed_gap: np.ndarray,
+    gaps: _CrackGaps,
 ) -> np.ndarray:
     """Pairs of junctions to join: an acute apex (three chains, two of them at an angle θ,
     the narrowest of the three) and the junction at the other end of its third chain (the
-    stem), when the stem is no longer than ``STEM_K`` half-widths / sin(θ/2).
+    stem), when the stem is a retreated corner.
 
     A cell grown from a seed that stops a half-width h short of its borders loses the tip of
-    each corner of angle θ: the tip retreats by h / sin(θ/2), and the two neighbours meet
-    along the corner's bisector instead (the stem). Joining the apex to the junction it came
-    from extends the corner's two borders back to that junction and drops the stem.
+    each corner of angle θ: the tip retreats by about h / sin(θ/2), and the two neighbours
+    meet along the corner's bisector instead (the stem). Joining the apex to the junction it
+    came from extends the corner's two borders back to that junction and drops the stem. A
+    real short furrow opposite an acute corner (common in random tilings) looks the same at
+    its apex, but along it the seeds of its two cells face each other across the furrow, as
+    they do across the corner's borders; along a stem they do not (the corner's tip lay
+    between them), so the stem's seed gap is wider than the corner's borders' (h).
     """
     count = len(chains.mean_x)
-    junction = np.concatenate(end_ids)
-    junction = np.where(np.tile(end_ids[0] == end_ids[1], 2), 0, junction)  # inside one: not an arm
-    chain = np.tile(np.arange(count), 2)
+    apex, trio, out = _three_arm_junctions(end_ids, centres, chains)
     other = np.concatenate([end_ids[1], end_ids[0]])
-    out_x = np.tile(chains.mean_x, 2) - centres[junction, 0]
-    out_y = np.tile(chains.mean_y, 2) - centres[junction, 1]
-    norm = np.maximum(np.hypot(out_x, out_y), 1e-9)
-    out_x, out_y = out_x / norm, out_y / norm
-    ends = np.flatnonzero(junction > 0)
-    ends = ends[np.argsort(junction[ends], kind="stable")]
-    per = np.bincount(junction[ends], minlength=len(centres))
-    first = np.r_[0, np.cumsum(per)[:-1]]
-    apex = np.flatnonzero(per == 3)
-    trio = ends[first[apex][:, None] + np.arange(3)]  # (A, 3) end indices
     pairs_out = []
     for stem_at in range(3):
-        left, right = trio[:, (stem_at + 1) % 3], trio[:, (stem_at + 2) % 3]
-        stem = trio[:, stem_at]
-        cos_angle = out_x[left] * out_x[right] + out_y[left] * out_y[right]
-        angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
+        at_left, at_right = (stem_at + 1) % 3, (stem_at + 2) % 3
+        left, right, stem = trio[:, at_left], trio[:, at_right], trio[:, stem_at]
+        out_left, out_right, out_stem = out[:, at_left], out[:, at_right], out[:, stem_at]
+        cos_angle = np.sum(out_left * out_right, axis=1)
         # the stem is opposite the acute angle: the two other angles are both wider
-        cos_sl = out_x[stem] * out_x[left] + out_y[stem] * out_y[left]
-        cos_sr = out_x[stem] * out_x[right] + out_y[stem] * out_y[right]
-        widest = np.maximum(cos_sl, cos_sr) < cos_angle
-        acute = (angle < np.radians(MAX_APEX_DEG)) & widest
-        height, width = seed_gap.shape
-        at_x = np.clip(centres[apex, 0].astype(np.int64), 0, width - 1)
-        at_y = np.clip(centres[apex, 1].astype(np.int64), 0, height - 1)
-        half_width = np.maximum(seed_gap[at_y, at_x], MIN_HALF_WIDTH)
-        reach = STEM_K * half_width / np.maximum(np.sin(0.5 * angle), 1e-3)
+        widest = np.maximum(np.sum(out_stem * out_left, 1), np.sum(out_stem * out_right, 1))
         far = other[stem]
-        pick = acute & (chain_px[chain[stem]] <= reach) & (far > 0) & (far != apex)
-        pairs_out.append(np.stack([apex[pick], far[pick]], axis=1))
+        maybe = np.flatnonzero((cos_angle > np.cos(np.radians(MAX_APEX_DEG)))
+                               & (widest < cos_angle) & (far > 0) & (far != apex))
+        arms = np.stack([left[maybe], right[maybe], stem[maybe]]) % count
+        left_gap, right_gap, stem_gap = gaps.chain_means(chains, arms.ravel()).reshape(3, -1)
+        corner_gap = np.maximum(0.5 * (left_gap + right_gap), MIN_HALF_WIDTH_PX)
+        half_angle = 0.5 * np.arccos(np.clip(cos_angle[maybe], -1.0, 1.0))
+        reach = STEM_K * corner_gap / np.maximum(np.sin(half_angle), 1e-3)
+        pick = (chain_px[arms[2]] <= reach) & (stem_gap >= STEM_OVER_CORNER_GAP * corner_gap)
+        pairs_out.append(np.stack([apex[maybe][pick], far[maybe][pick]], axis=1))
     return np.concatenate(pairs_out)
+
+
+def _three_arm_junctions(
+    end_ids: list[np.ndarray], centres: np.ndarray, chains: _Chains
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The junctions where exactly three chains end, their three chain ends (indices into
+    both ends concatenated) and the unit vectors from the junction to those chains' centres."""
+    junction = np.concatenate(end_ids)
+    junction[np.tile(end_ids[0] == end_ids[1], 2)] = 0  # a chain inside one junction: no arm
+    per = np.bincount(junction, minlength=len(centres))
+    per[0] = 0
+    three = np.flatnonzero(per[junction] == 3)
+    ends = three[np.argsort(junction[three], kind="stable")].reshape(-1, 3)
+    apex = junction[ends[:, 0]]
+    chain = ends % len(chains.mean_x)
+    out = np.stack([chains.mean_x[chain] - centres[apex, 0][:, None],
+                    chains.mean_y[chain] - centres[apex, 1][:, None]], axis=-1)
+    out /= np.maximum(np.hypot(out[..., 0], out[..., 1]), 1e-9)[..., None]
+    return apex, ends, out
 
 
 def seed_gaps(seeds: np.ndarray) -> np.ndarray:
