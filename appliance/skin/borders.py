@@ -87,7 +87,7 @@ class CrackMasks:
 def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     """Every crack's midpoint, sorted by cell pair and, within a pair, by the tile it lies in;
     the pieces (one pair's cracks in one tile) with their steps, and the pairs."""
-    keys, xs, ys, signs = [], [], [], []
+    keys, xs, ys, steps = [], [], [], []
     flat_labels = labels.ravel()
     width = labels.shape[1]
     tiles_across = width // PIECE_PX + 1
@@ -97,28 +97,26 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
         at = rows * width + cols
         first = flat_labels[at].astype(np.int64)
         second = flat_labels[at + (1 if horizontal else width)].astype(np.int64)
-        low_first = first < second
-        pair = np.where(low_first, first, second) * span + np.where(low_first, second, first)
+        pair = np.minimum(first, second) * span + np.maximum(first, second)
         keys.append(pair * tile_count + (rows // PIECE_PX) * tiles_across + cols // PIECE_PX)
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
         # the border runs with the lower label on its left: down a crack whose lower label is
-        # to the left, right along one whose lower label is below
-        signs.append(np.where(low_first, 1.0, -1.0) * (1.0 if horizontal else -1.0))
-    across_count = len(keys[0])  # the cracks between horizontal neighbours come first
+        # to the left, right along one whose lower label is below (columns: down, along)
+        steps.append(np.sign(second - first if horizontal else first - second).astype(np.float64))
     piece_keys, order = _sort_order(np.concatenate(keys), span * span * tile_count)
     if len(piece_keys) == 0:
         nothing = np.zeros(0, np.int64)
         return _Cracks(nothing, np.zeros(0), np.zeros(0), nothing, np.zeros((0, 2)), nothing)
     pieces = np.flatnonzero(np.r_[True, piece_keys[1:] != piece_keys[:-1]])
-    sign = np.concatenate(signs)[order]
-    vertical = order < across_count
-    down = np.add.reduceat(np.where(vertical, sign, 0.0), pieces)
-    along = np.add.reduceat(sign, pieces) - down
+    across = order < len(steps[0])  # the cracks between horizontal neighbours come first
+    step = np.concatenate(steps)[order]
+    down = np.add.reduceat(np.where(across, step, 0.0), pieces)
+    piece_steps = np.stack([down, np.add.reduceat(step, pieces) - down], axis=1)
     pairs = piece_keys[pieces] // tile_count
     first_pieces = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]])
     return _Cracks(pairs[first_pieces], np.concatenate(xs)[order], np.concatenate(ys)[order],
-                   pieces, np.stack([down, along], axis=1), first_pieces)
+                   pieces, piece_steps, first_pieces)
 
 
 def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -353,28 +351,27 @@ def _acute_stems(
     they do across the corner's borders; along a stem they do not (the corner's tip lay
     between them), so the stem's seed gap is wider than the corner's borders' (h).
     """
-    count = len(chains.mean_x)
     apex, trio, out = _three_arm_junctions(end_ids, centres, chains)
-    other = np.concatenate([end_ids[1], end_ids[0]])
-    pairs_out = []
-    for stem_at in range(3):
-        at_left, at_right = (stem_at + 1) % 3, (stem_at + 2) % 3
-        left, right, stem = trio[:, at_left], trio[:, at_right], trio[:, stem_at]
-        out_left, out_right, out_stem = out[:, at_left], out[:, at_right], out[:, stem_at]
-        cos_angle = np.sum(out_left * out_right, axis=1)
-        # the stem is opposite the acute angle: the two other angles are both wider
-        widest = np.maximum(np.sum(out_stem * out_left, 1), np.sum(out_stem * out_right, 1))
-        far = other[stem]
-        maybe = np.flatnonzero((cos_angle > np.cos(np.radians(MAX_APEX_DEG)))
-                               & (widest < cos_angle) & (far > 0) & (far != apex))
-        arms = np.stack([left[maybe], right[maybe], stem[maybe]]) % count
-        left_gap, right_gap, stem_gap = gaps.chain_means(chains, arms.ravel()).reshape(3, -1)
-        corner_gap = np.maximum(0.5 * (left_gap + right_gap), MIN_HALF_WIDTH_PX)
-        half_angle = 0.5 * np.arccos(np.clip(cos_angle[maybe], -1.0, 1.0))
-        reach = STEM_K * corner_gap / np.maximum(np.sin(half_angle), 1e-3)
-        pick = (chain_px[arms[2]] <= reach) & (stem_gap >= STEM_OVER_CORNER_GAP * corner_gap)
-        pairs_out.append(np.stack([apex[maybe][pick], far[maybe][pick]], axis=1))
-    return np.concatenate(pairs_out)
+    # each of the three chains in turn as the stem: (left, right, stem) per row
+    roles = trio[:, _ROTATIONS].reshape(-1, 3)
+    unit = out[:, _ROTATIONS].reshape(-1, 3, 2)
+    cos_angle = np.sum(unit[:, 0] * unit[:, 1], axis=1)
+    # the stem is opposite the acute angle: the two other angles are both wider
+    widest = np.maximum(np.sum(unit[:, 2] * unit[:, 0], 1), np.sum(unit[:, 2] * unit[:, 1], 1))
+    apexes = np.repeat(apex, 3)
+    far = np.concatenate([end_ids[1], end_ids[0]])[roles[:, 2]]  # the stem's other end
+    maybe = np.flatnonzero((cos_angle > np.cos(np.radians(MAX_APEX_DEG))) & (widest < cos_angle)
+                           & (far > 0) & (far != apexes))
+    arms = roles[maybe].T % len(chains.mean_x)
+    left_gap, right_gap, stem_gap = gaps.chain_means(chains, arms.ravel()).reshape(3, -1)
+    corner_gap = np.maximum(0.5 * (left_gap + right_gap), MIN_HALF_WIDTH_PX)
+    half_angle = 0.5 * np.arccos(np.clip(cos_angle[maybe], -1.0, 1.0))
+    reach = STEM_K * corner_gap / np.maximum(np.sin(half_angle), 1e-3)
+    pick = (chain_px[arms[2]] <= reach) & (stem_gap >= STEM_OVER_CORNER_GAP * corner_gap)
+    return np.stack([apexes[maybe][pick], far[maybe][pick]], axis=1)
+
+
+_ROTATIONS = np.array([[1, 2, 0], [2, 0, 1], [0, 1, 2]])
 
 
 def _three_arm_junctions(
