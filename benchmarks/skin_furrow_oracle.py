@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from skin_common import frame_set_parser, load_average
 
-from appliance.skin.borders import border_segments, seed_gaps
+from appliance.skin.borders import border_segments
 from appliance.skin.hills import grow_cells
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import hill_cells, tophat_response
@@ -41,14 +41,12 @@ def _oracle_labels(frame: Any, shape: tuple[int, int], scale: float) -> np.ndarr
     return labels
 
 
-def _regrown(oracle: np.ndarray, shrink_px: int) -> float:
-    """Centre-line length (px) of the oracle cells without the pixels within ``shrink_px`` of
-    another cell, regrown, measured with their seeds' gaps like the method's cells."""
+def _regrown(oracle: np.ndarray, shrink_px: int) -> np.ndarray:
+    """The oracle cells without the pixels within ``shrink_px`` of another cell, regrown."""
     kernel = np.ones((2 * shrink_px + 1, 2 * shrink_px + 1), np.uint8)
     labels = oracle.astype(np.uint16)
     inner = cv2.erode(labels, kernel) == cv2.dilate(labels, kernel)
-    seeds = np.where(inner, labels, 0).astype(np.uint16)
-    return border_segments(grow_cells(seeds), seed_gap=seed_gaps(seeds)).total_length_px
+    return grow_cells(np.where(inner, labels, 0).astype(np.uint16))
 
 
 def _frame_errors(seed: int, index: int, preset: str) -> tuple[float, ...]:
@@ -57,14 +55,15 @@ def _frame_errors(seed: int, index: int, preset: str) -> tuple[float, ...]:
     frame = synthetic_frame(seed, index, preset)
     prepared = prepare(frame.image_rgb, frame.um_per_px)
     um = prepared.um_per_work_px
-    cells, masks, gaps = hill_cells(tophat_response(prepared.flat_work), um)
+    cells, masks = hill_cells(tophat_response(prepared.flat_work), um)
     truth = frame.truth
     true_px = truth["furrow_density_mm_per_mm2"] * prepared.frame_area_mm2 * 1000.0 / um
     oracle = _oracle_labels(frame, cells.shape, frame.um_per_px / um)
     return (truth["hill_density_per_mm2"],
-            border_segments(cells, masks=masks, seed_gap=gaps).total_length_px / true_px - 1.0,
+            border_segments(cells, masks=masks).total_length_px / true_px - 1.0,
             border_segments(oracle).total_length_px / true_px - 1.0,
-            *(_regrown(oracle, px) / true_px - 1.0 for px in (1, 2)))
+            *(border_segments(_regrown(oracle, px)).total_length_px / true_px - 1.0
+              for px in (1, 2)))
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.skin.borders import BorderSegments, CrackMasks, border_segments, seed_gaps
+from appliance.skin.borders import BorderSegments, CrackMasks, border_segments
 from appliance.skin.hills import (
     grow_cells,
     hill_seeds,
@@ -93,23 +93,19 @@ def tophat_response(flat: np.ndarray) -> np.ndarray:
     return response
 
 
-def hill_cells(
-    response: np.ndarray, um_per_px: float
-) -> tuple[np.ndarray, CrackMasks, np.ndarray]:
-    """Every pixel's hill cell (``hills``), the cracks between the cells and every pixel's
-    distance (px) from the nearest seed (``borders.seed_gaps``)."""
+def hill_cells(response: np.ndarray, um_per_px: float) -> tuple[np.ndarray, CrackMasks]:
+    """Every pixel's hill cell (``hills``) and the cracks between the cells."""
     seeds = hill_seeds(response, um_per_px)
     cells = grow_cells(seeds.labels)
-    return (*merge_faint_splits(cells, CrackMasks.of(cells), seeds, response),
-            seed_gaps(seeds.labels))
+    return merge_faint_splits(cells, CrackMasks.of(cells), seeds, response)
 
 
 def measure_texture(prepared: Prepared) -> Texture:
     """Furrows, centre lines and hills of a prepared frame, with the texture metrics."""
     um = prepared.um_per_work_px
     response = tophat_response(prepared.flat_work)
-    cells, masks, gaps = hill_cells(response, um)
-    segments = border_segments(cells, masks=masks, seed_gap=gaps)
+    cells, masks = hill_cells(response, um)
+    segments = border_segments(cells, masks=masks)
     lines = masks.line_mask()
     metrics = {
         **_hill_metrics(cells, segments, um),
