@@ -11,7 +11,8 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
 3. Hill cells (``hills``): hill regions and, where a faint furrow fades out and merges two
    hills, the hills' own cores as seeds; every pixel given to the nearest seed, so the borders
    between cells are the furrow centre lines and each cell includes half of every furrow
-   around it (docs/measurement.md); a split whose border is not a furrow is undone.
+   around it (docs/measurement.md); a split whose border is not a furrow is undone, and so is
+   one whose border is a hair lying across the hill.
 4. Centre-line length and direction from those borders, segment by segment (``borders``):
    exact for straight segments at any angle and extended to the junction centres.
 5. Hill density: hills whose centre (the centroid of its outline: its borders with the other
@@ -33,10 +34,11 @@ import numpy as np
 from appliance.skin.borders import BorderSegments, CrackMasks, border_segments
 from appliance.skin.hills import (
     grow_cells,
+    hair_mask,
     hill_seeds,
     label_areas,
     label_components,
-    merge_faint_splits,
+    merge_cells,
 )
 from appliance.skin.preprocess import WORK_UM_PER_PX, Prepared
 
@@ -93,18 +95,22 @@ def tophat_response(flat: np.ndarray) -> np.ndarray:
     return response
 
 
-def hill_cells(response: np.ndarray, um_per_px: float) -> tuple[np.ndarray, CrackMasks]:
-    """Every pixel's hill cell (``hills``) and the cracks between the cells."""
+def hill_cells(
+    response: np.ndarray, um_per_px: float, hair: np.ndarray | None = None
+) -> tuple[np.ndarray, CrackMasks]:
+    """Every pixel's hill cell (``hills``) and the cracks between the cells; ``hair``: the
+    pixels of hairs (``hills.hair_mask``), whose halves of a hill are merged."""
     seeds = hill_seeds(response, um_per_px)
     cells = grow_cells(seeds.labels)
-    return merge_faint_splits(cells, CrackMasks.of(cells), seeds, response)
+    no_hair = np.zeros(response.shape, dtype=bool) if hair is None else hair
+    return merge_cells(cells, CrackMasks.of(cells), seeds, response, no_hair)
 
 
 def measure_texture(prepared: Prepared) -> Texture:
     """Furrows, centre lines and hills of a prepared frame, with the texture metrics."""
     um = prepared.um_per_work_px
     response = tophat_response(prepared.flat_work)
-    cells, masks = hill_cells(response, um)
+    cells, masks = hill_cells(response, um, hair_mask(prepared.rgb_work))
     segments = border_segments(cells, masks=masks)
     lines = masks.line_mask()
     metrics = {

@@ -219,3 +219,29 @@ def test_a_merged_split_leaves_one_border_per_pair_of_hills(quad: Texture) -> No
     assert len(np.unique(pairs, axis=0)) == len(pairs)
     assert shaded.metrics["furrow_density_mm_per_mm2"] == pytest.approx(
         quad.metrics["furrow_density_mm_per_mm2"], rel=0.002)
+
+
+def _with_strand(rgb: np.ndarray, melanin: float) -> np.ndarray:
+    """The scene with a 60 µm strand across it at 33° to the lattice, darkened by ``melanin``
+    as a hair is (blue absorbed most, red least) or, at ``melanin`` 0, by a grey shadow."""
+    strand = np.zeros(SIZE, np.float32)
+    start, end = np.array([-100.0, 150.0]), np.array([1400.0, 1100.0])
+    _stroke(strand, start, end, 6.0, 1.0)
+    strand = cv2.GaussianBlur(strand, (0, 0), 1.0)[..., None]
+    if melanin > 0:
+        absorb = melanin * np.array([0.45, 0.75, 1.05], np.float32)  # red, green, blue
+        dark = np.exp(-strand * absorb)
+    else:
+        dark = 1.0 - 0.6 * strand
+    return np.clip(rgb * dark, 0, 255).astype(np.uint8)
+
+
+def test_a_hair_across_hills_does_not_split_them_but_a_grey_furrow_does(plain: Texture) -> None:
+    hair = _measure(_with_strand(_scene(), melanin=3.0))
+    # the hills the hair crosses stay one each: the density stays the lattice's
+    assert hair.metrics["hill_density_per_mm2"] == pytest.approx(4.0, rel=0.03)
+    assert hair.metrics["hill_density_per_mm2"] == pytest.approx(
+        plain.metrics["hill_density_per_mm2"], rel=0.02)
+    # the same strand, grey (a furrow, not a hair): the ~25 hills it crosses are two each
+    furrow = _measure(_with_strand(_scene(), melanin=0.0))
+    assert furrow.metrics["hill_density_per_mm2"] > 1.03 * plain.metrics["hill_density_per_mm2"]
