@@ -197,6 +197,16 @@ def test_hill_density_does_not_depend_on_how_the_frame_cuts_the_lattice(angle_de
     assert texture.metrics["hill_density_per_mm2"] == pytest.approx(4.0, rel=0.03)
 
 
+@pytest.mark.parametrize("top_left", [(0, 0), (240, 320), (100, 500)])
+def test_coarse_hills_cut_by_a_small_frame_are_not_over_counted(top_left: tuple[int, int]) -> None:
+    # a 6.4 x 4.8 mm frame of 0.25 mm² hills: the centre of a hill the edge cuts is that of its
+    # visible part, further in than its own by half of what the edge cuts off; counted in the
+    # 200 µm inset alone, the cut hills whose own centre lies outside it read +4.9-6 %
+    row, column = top_left
+    small = _measure(_scene()[row:row + 480, column:column + 640])
+    assert small.metrics["hill_density_per_mm2"] == pytest.approx(4.0, rel=0.025)
+
+
 def test_texture_features_have_no_step_between_neighbouring_calibrations() -> None:
     rgb = _scene(seed=2)
     keys = ("furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2")
