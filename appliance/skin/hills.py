@@ -22,7 +22,8 @@ Method (on the valley response of ``texture``, at the canonical 20 µm/px):
    strand whose blue falls against its red, as melanin absorbs, where furrows and pores are
    grey shadows), and two cells whose border lies mostly under it are the halves of one hill
    when each is the other's neighbour with the longest border under the hair and together
-   they are no larger than ``MAX_HALVES_AREA`` typical cells; they are merged.
+   they are no larger than ``MAX_HALVES_AREA`` typical cells; they are merged. The halves are
+   chosen among the hills step 4 leaves, and both steps merge in one relabelling.
 """
 
 from __future__ import annotations
