@@ -173,6 +173,8 @@ def _inset_density(
         row = np.minimum(centre_y.astype(np.int64), height - 1)
         inside &= ~hair[row, column]
     inset_area_px = (width - 2 * inset) * (height - 2 * inset) - hair_px
+    if inset_area_px <= 0:  # hair all over the inset frame: no hill is seen
+        return 0.0
     return float(np.count_nonzero(inside) / (inset_area_px * um_per_px**2 / 1e6))
 
 
