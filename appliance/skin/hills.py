@@ -280,11 +280,11 @@ def _hair_borders(
         keys.append((np.minimum(first, second) * span + np.maximum(first, second))[apart])
         covered.append((flat_hair[at] & flat_hair[at + step])[apart])
     all_keys = np.concatenate(keys)
+    if len(all_keys) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     order = np.argsort(all_keys)
     sorted_keys = all_keys[order]
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    if len(sorted_keys) == 0:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     under = np.add.reduceat(np.concatenate(covered)[order].view(np.uint8), starts, dtype=np.int64)
     total = np.diff(np.r_[starts, len(sorted_keys)])
     pair_keys = sorted_keys[starts]
