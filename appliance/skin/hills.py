@@ -17,6 +17,13 @@ Method (on the valley response of ``texture``, at the canonical 20 µm/px):
    are merged. This is decided on the cells' shared borders alone, before any border is
    measured, so the merged hill's border with a neighbour is then measured as one segment: no
    junction is left where the undone border met it.
+5. Hairs: a hair lying across a hill covers a strip of it with valley response, so the hill
+   reads as two regions, one each side. The hair is found by its colour (``hair_mask``: a
+   strand whose blue falls against its red, as melanin absorbs, where furrows and pores are
+   grey shadows), and two cells whose border lies mostly under it are the halves of one hill
+   when each is the other's neighbour with the longest border under the hair and together
+   they are no larger than ``MAX_HALVES_AREA`` typical cells; they are merged. The halves are
+   chosen among the hills step 4 leaves, and both steps merge in one relabelling.
 """
 
 from __future__ import annotations
@@ -40,6 +47,14 @@ MIN_HILL_AREA_UM2 = 1500.0  # a smaller region of low response is noise, not a h
 MIN_CORE_AREA_UM2 = 3000.0  # a smaller core is a dome's facet, not a hill of its own
 FURROW_LEVEL = 0.03  # a border pixel lies on a furrow when its valley response is above this
 MIN_FURROW_SHARE = 0.77  # share of a split border that must lie on a furrow for it to stay
+# Hairs (step 5). Fitted on the project's generator only (preset wide, seeds 11 and 12, 60 frames
+# each; never on the second renderer or seed 1): hairs there read 55-75 levels of the blue/red
+# ratio below the skin around them (ratio x 128), furrows a few; 12-30 read alike.
+HAIR_CONTRAST = 20  # blue/red ratio (x 128) below its closing: a melanin strand
+HAIR_CLOSING_PX = 7  # a 140 µm square: wider than the thickest hair (110 µm), narrower than spots
+HAIR_MIN_EXTENT_PX = 15  # 300 µm: a hair is long; freckles and dust are small
+MIN_HAIR_SHARE = 0.5  # share of a border's cracks under a hair for it to be the hair's
+MAX_HALVES_AREA = 1.5  # two halves of one hill: together at most this many median cells
 
 _SQUARE = np.ones((3, 3), np.uint8)
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
@@ -124,16 +139,18 @@ def grow_cells(seeds: np.ndarray) -> np.ndarray:
         step += 1
 
 
-def merge_faint_splits(
-    cells: np.ndarray, masks: CrackMasks, seeds: Seeds, response: np.ndarray
+def merge_cells(
+    cells: np.ndarray, masks: CrackMasks, seeds: Seeds, response: np.ndarray, hair: np.ndarray
 ) -> tuple[np.ndarray, CrackMasks]:
-    """The cells with those split inside one region by a border that is not a furrow merged
-    (step 4), and their crack masks."""
+    """The cells with the splits that are not furrows (step 4) and then the halves of each hill
+    a hair crosses (step 5) merged, in one relabelling, and their crack masks."""
     pairs, on_furrow = _sibling_borders(cells, masks, seeds, response)
-    merge = on_furrow < MIN_FURROW_SHARE
-    if not np.any(merge):
+    faint = pairs[on_furrow < MIN_FURROW_SHARE]
+    hill = _joined_labels(len(seeds.region), faint)  # cell label -> hill after step 4
+    halves = hair_halves(cells, masks, hair, hill)
+    if len(faint) == 0 and len(halves) == 0:
         return cells, masks
-    relabel = _joined_labels(len(seeds.region), pairs[merge]).astype(cells.dtype)
+    relabel = _joined_labels(int(hill.max()) + 1, halves)[hill].astype(cells.dtype)
     merged = np.take(relabel, cells)
     return merged, CrackMasks.of(merged)
 
@@ -183,3 +200,92 @@ def _joined_labels(count: int, pairs: np.ndarray) -> np.ndarray:
     used[hill] = True
     relabel: np.ndarray = (np.cumsum(used) - 1)[hill]  # label 0 is its own and stays 0
     return relabel
+
+
+def hair_mask(rgb: np.ndarray) -> np.ndarray:
+    """Pixels of hairs (step 5): long strands darker in blue than in red against the skin
+    around them (a black top-hat of the blue/red ratio), widened by one pixel for their blur.
+
+    Furrows and pores darken like shadows, all colours alike, and pigment spots are wider than
+    the closing; components shorter than ``HAIR_MIN_EXTENT_PX`` (freckles, dust) are dropped.
+    """
+    ratio = cv2.divide(rgb[..., 2], rgb[..., 0], scale=128)
+    kernel = np.ones((HAIR_CLOSING_PX, HAIR_CLOSING_PX), np.uint8)  # square: 3x faster than a disk
+    strands: np.ndarray = np.greater(cv2.morphologyEx(ratio, cv2.MORPH_BLACKHAT, kernel),
+                                     HAIR_CONTRAST)
+    mask = strands.view(np.uint8)
+    # a hair is at least 2 px (40 µm) thick and HAIR_MIN_EXTENT_PX long, so it leaves that many
+    # 2 x 2 blocks less one; specks of chroma noise leave a few (most frames)
+    if cv2.countNonZero(cv2.erode(mask, np.ones((2, 2), np.uint8))) < HAIR_MIN_EXTENT_PX - 1:
+        return np.zeros_like(strands)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8,
+                                                           ltype=cv2.CV_16U)
+    long_ = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    keep = (long_ >= HAIR_MIN_EXTENT_PX).astype(np.uint8)
+    keep[0] = 0
+    if not np.any(keep):  # specks of chroma noise only (most frames): no hair
+        return np.zeros_like(strands)
+    hair: np.ndarray = cv2.dilate(np.take(keep, np.asarray(labels)), _SQUARE).view(bool)
+    return hair
+
+
+def hair_halves(
+    cells: np.ndarray, masks: CrackMasks, hair: np.ndarray, hill: np.ndarray
+) -> np.ndarray:
+    """The pairs of hills (``hill``: each cell's hill) that are the two halves of one hill a
+    hair crosses (step 5)."""
+    none = np.zeros((0, 2), dtype=np.int64)
+    if not cv2.countNonZero(hair.view(np.uint8)):
+        return none
+    pairs, under, total = _hair_borders(cells, masks, hair, hill)
+    areas = np.bincount(hill, label_areas(cells, len(hill)), minlength=int(hill.max()) + 1)
+    typical = float(np.median(areas[1:][areas[1:] > 0])) if np.any(areas[1:]) else 0.0
+    # (a border of under 3 cracks is a corner the two cells share, not a hair's length)
+    candidate = (under >= MIN_HAIR_SHARE * total) & (total >= 3) & (
+        areas[pairs[:, 0]] + areas[pairs[:, 1]] <= MAX_HALVES_AREA * typical)
+    pairs, weight = pairs[candidate], under[candidate]
+    if len(pairs) == 0:
+        return none
+    # each cell's partner: its neighbour with the most border under the hair; only mutual
+    # partners merge (a chain of cells along a hair would otherwise merge into one)
+    ends = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    others = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    order = np.lexsort((-np.concatenate([weight, weight]), ends))
+    first = np.r_[True, ends[order][1:] != ends[order][:-1]]
+    partner = np.zeros(len(areas), dtype=np.int64)
+    partner[ends[order][first]] = others[order][first]
+    mutual = (partner[pairs[:, 0]] == pairs[:, 1]) & (partner[pairs[:, 1]] == pairs[:, 0])
+    halves: np.ndarray = pairs[mutual]
+    return halves
+
+
+def _hair_borders(
+    cells: np.ndarray, masks: CrackMasks, hair: np.ndarray, hill: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each border between two hills (``hill``: each cell's hill) that a hair touches: the two
+    hills, its cracks with the hair on both sides, and all its cracks."""
+    width, span = cells.shape[1], int(hill.max()) + 1
+    flat_cells, flat_hair = cells.ravel(), hair.ravel()
+    touched = np.zeros(len(hill), dtype=np.uint8)
+    touched[cells[hair]] = 1
+    near = np.take(touched, cells)  # 1 on the cells the hair touches: only their borders count
+    keys, covered = [], []
+    for step, differs in ((1, masks.right), (width, masks.below)):
+        here, there = (near[:, :-1], near[:, 1:]) if step == 1 else (near[:-1], near[1:])
+        between = cv2.bitwise_and(cv2.bitwise_and(differs.view(np.uint8), here), there)
+        rows, cols = np.divmod(np.flatnonzero(between.view(bool)), differs.shape[1])
+        at = rows * width + cols
+        first, second = hill[flat_cells[at]], hill[flat_cells[at + step]]
+        apart = first != second  # a border inside one hill after step 4 is no border
+        keys.append((np.minimum(first, second) * span + np.maximum(first, second))[apart])
+        covered.append((flat_hair[at] & flat_hair[at + step])[apart])
+    all_keys = np.concatenate(keys)
+    if len(all_keys) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.argsort(all_keys)
+    sorted_keys = all_keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    under = np.add.reduceat(np.concatenate(covered)[order].view(np.uint8), starts, dtype=np.int64)
+    total = np.diff(np.r_[starts, len(sorted_keys)])
+    pair_keys = sorted_keys[starts]
+    return np.stack([pair_keys // span, pair_keys % span], axis=1), under, total

@@ -197,6 +197,16 @@ def test_hill_density_does_not_depend_on_how_the_frame_cuts_the_lattice(angle_de
     assert texture.metrics["hill_density_per_mm2"] == pytest.approx(4.0, rel=0.03)
 
 
+@pytest.mark.parametrize("top_left", [(0, 0), (240, 320), (100, 500)])
+def test_coarse_hills_cut_by_a_small_frame_are_not_over_counted(top_left: tuple[int, int]) -> None:
+    # a 6.4 x 4.8 mm frame of 0.25 mm² hills: the centre of a hill the edge cuts is that of its
+    # visible part, further in than its own by half of what the edge cuts off; counted in the
+    # 200 µm inset alone, the cut hills whose own centre lies outside it read +4.9-6 %
+    row, column = top_left
+    small = _measure(_scene()[row:row + 480, column:column + 640])
+    assert small.metrics["hill_density_per_mm2"] == pytest.approx(4.0, rel=0.025)
+
+
 def test_texture_features_have_no_step_between_neighbouring_calibrations() -> None:
     rgb = _scene(seed=2)
     keys = ("furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2")
@@ -219,3 +229,29 @@ def test_a_merged_split_leaves_one_border_per_pair_of_hills(quad: Texture) -> No
     assert len(np.unique(pairs, axis=0)) == len(pairs)
     assert shaded.metrics["furrow_density_mm_per_mm2"] == pytest.approx(
         quad.metrics["furrow_density_mm_per_mm2"], rel=0.002)
+
+
+def _with_strand(rgb: np.ndarray, melanin: float) -> np.ndarray:
+    """The scene with a 60 µm strand across it at 33° to the lattice, darkened by ``melanin``
+    as a hair is (blue absorbed most, red least) or, at ``melanin`` 0, by a grey shadow."""
+    strand = np.zeros(SIZE, np.float32)
+    start, end = np.array([-100.0, 150.0]), np.array([1400.0, 1100.0])
+    _stroke(strand, start, end, 6.0, 1.0)
+    strand = cv2.GaussianBlur(strand, (0, 0), 1.0)[..., None]
+    if melanin > 0:
+        absorb = melanin * np.array([0.45, 0.75, 1.05], np.float32)  # red, green, blue
+        dark = np.exp(-strand * absorb)
+    else:
+        dark = 1.0 - 0.6 * strand
+    return np.clip(rgb * dark, 0, 255).astype(np.uint8)
+
+
+def test_a_hair_across_hills_does_not_split_them_but_a_grey_furrow_does(plain: Texture) -> None:
+    hair = _measure(_with_strand(_scene(), melanin=3.0))
+    # the hills the hair crosses stay one each: the density stays the lattice's
+    assert hair.metrics["hill_density_per_mm2"] == pytest.approx(4.0, rel=0.03)
+    assert hair.metrics["hill_density_per_mm2"] == pytest.approx(
+        plain.metrics["hill_density_per_mm2"], rel=0.02)
+    # the same strand, grey (a furrow, not a hair): the ~25 hills it crosses are two each
+    furrow = _measure(_with_strand(_scene(), melanin=0.0))
+    assert furrow.metrics["hill_density_per_mm2"] > 1.03 * plain.metrics["hill_density_per_mm2"]
