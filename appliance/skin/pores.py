@@ -24,8 +24,8 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    above its arms (a short deep stretch of furrow is a dash) unless it is an oval pore
    (``_oval``: wider between its long sides than a junction between its arms, or, with at most
    2 arms, its rim closes: just beyond both ends of its longest diameter the depth has fallen
-   well below its floor), grey (a pigment spot takes more blue than green: melanin) and pore-sized (dust is
-   smaller). A pit with at most 2 arms cannot be a junction: when it fails
+   well below its floor), grey (a pigment spot takes more blue than green: melanin) and
+   pore-sized (dust is smaller). A pit with at most 2 arms cannot be a junction: when it fails
    those it is judged again against its own surround (``pit_tests``): darker than the skin
    right around it by 1.6 times the frame's furrow contrast, 1.6 times as deep as its arms,
    round, not drawn out, grey and pore-sized; the junctions' floor does not enter. Overlapping
