@@ -138,33 +138,3 @@ def oval_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), aspect: flo
         )
 
     return _normal_scene(seed, place, **extras)
-
-
-def furrow_side_scene(seed: int, pore_diameters_um: tuple[float, ...] = (),
-                      **extras: Any) -> Scene:
-    """Skin of the "normal" preset without pores but round pores of ``pore_diameters_um``
-    beside the middle of long furrow segments well inside the scene: each pore's edge touches
-    the furrow's edge (its centre a furrow half-width and a pore radius off the centre line),
-    on one side or the other in turn."""
-
-    def place(geometry: SkinGeometry, params: SkinParams) -> SkinGeometry:
-        starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
-        middle = (starts + ends) / 2.0
-        along = ends - starts
-        length = np.hypot(*along.T)
-        inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
-        radii = np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px
-        chosen = np.flatnonzero(inside & (length > 2.0 * (float(radii.max(initial=0.0)) + 2.0)))
-        count = len(pore_diameters_um)
-        picks = np.asarray([chosen[k * 5 % len(chosen)] for k in range(count)], dtype=np.intp)
-        across = np.stack([-along[picks, 1], along[picks, 0]], axis=1) / length[picks, None]
-        side = np.where(np.arange(count) % 2 == 0, 1.0, -1.0)[:, None]
-        offset = geometry.edge_width_px[picks] / 2.0 + radii
-        return replace(
-            geometry,
-            pore_centres_px=(middle[picks] + side * offset[:, None] * across).reshape(-1, 2),
-            pore_radii_px=radii,
-            pore_at_junction=np.zeros(count, dtype=bool),
-        )
-
-    return _normal_scene(seed, place, **extras)
