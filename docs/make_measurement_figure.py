@@ -34,6 +34,17 @@ def _junction_near(geometry: SkinGeometry, x: float, y: float) -> np.ndarray:
     return point
 
 
+def _roomiest_hill_near(geometry: SkinGeometry, x: float, y: float) -> np.ndarray:
+    """The middle of the largest hill within 120 px of (x, y): a pore there stays clear of
+    the furrows around it."""
+    corners = [geometry.vertices_px[list(face)] for face in geometry.faces]
+    middles = np.array([c.mean(axis=0) for c in corners])
+    areas = np.array([cv2.contourArea(c.astype(np.float32)) for c in corners])
+    near = np.hypot(middles[:, 0] - x, middles[:, 1] - y) < 120
+    point: np.ndarray = middles[near][np.argmax(areas[near])]
+    return point
+
+
 def _scene() -> tuple[np.ndarray, float, dict[str, tuple[float, float]]]:
     """The patch and where its labelled things are (frame px)."""
     rng = np.random.default_rng(11)
@@ -41,7 +52,8 @@ def _scene() -> tuple[np.ndarray, float, dict[str, tuple[float, float]]]:
     geometry = build_geometry(rng, params, 640, 480)
     on_junction = _junction_near(geometry, 200, 160)
     empty_junction = _junction_near(geometry, 420, 330)
-    centres = np.array([on_junction, [470.0, 150.0]])
+    in_hill = _roomiest_hill_near(geometry, 470, 150)
+    centres = np.array([on_junction, in_hill])
     radii = np.array([170.0, 120.0]) / 2.0 / params.um_per_px
     geometry = replace(geometry, pore_centres_px=centres, pore_radii_px=radii,
                        pore_at_junction=np.array([True, False]))
@@ -51,7 +63,8 @@ def _scene() -> tuple[np.ndarray, float, dict[str, tuple[float, float]]]:
     rgb *= np.exp(-spot[..., None] * MELANIN_RGB)
     image = decode_jpeg(encode_jpeg(np.clip(rgb, 0, 255).astype(np.uint8), 90))
     places = {"pore on a junction": (float(on_junction[0]), float(on_junction[1])),
-              "pore on a hill": (470.0, 150.0), "junction: not a pore": tuple(empty_junction),
+              "pore on a hill": (float(in_hill[0]), float(in_hill[1])),
+              "junction: not a pore": tuple(empty_junction),
               "pigment spot: not a pore": (150.0, 380.0), "hair: not a pore": _darkest_point(image)}
     return image, params.um_per_px, places
 
