@@ -395,11 +395,18 @@ def _melanin_share(planes: list[np.ndarray], pit: list[np.ndarray], centres: np.
     return share
 
 
-def spread_of(depth: np.ndarray, centres: np.ndarray, radius_px: float) -> np.ndarray:
-    """The shallowest of 8 rays at ``radius_px`` around each centre: a wide pit stays deep all
-    round, a junction falls off between its arms (cheap: read before the full profile)."""
+def ring_of(depth: np.ndarray, centres: np.ndarray, radius_px: float) -> np.ndarray:
+    """The depth on 8 rays at ``radius_px`` around each centre, sorted shallowest first: (N, 8)
+    (cheap: read before the full profile)."""
     angles = np.arange(8) * (np.pi / 4.0)
     xs = centres[:, :1] + radius_px * np.cos(angles)
     ys = centres[:, 1:] + radius_px * np.sin(angles)
-    result: np.ndarray = bilinear(depth, xs, ys).min(axis=1)
+    result: np.ndarray = np.sort(bilinear(depth, xs, ys), axis=1)
+    return result
+
+
+def spread_of(depth: np.ndarray, centres: np.ndarray, radius_px: float) -> np.ndarray:
+    """The shallowest of 8 rays at ``radius_px`` around each centre: a wide pit stays deep all
+    round, a junction falls off between its arms."""
+    result: np.ndarray = ring_of(depth, centres, radius_px)[:, 0]
     return result
