@@ -57,6 +57,7 @@ from appliance.skin.pore_profile import (
     junction_sample,
     local_junction_floor,
     ring_of,
+    second_furrow,
     shape_of,
     spread_of,
     to_fine,
@@ -129,12 +130,13 @@ class PoreRule:
     # only: objective 0.5878 (1.35 / 1.1) -> 0.5165; main without the test 0.568.
     junction_over_arm_floor: float = 1.25  # pit floor / the deepest arm's floor, 3+ arms
     pit_over_arm_floor: float = 1.35  # the same, at most 2 arms
-    # A pit with at most one furrow arm and no second furrow near it (the second-deepest of 8
-    # rays at HILL_RING_UM under this share of the furrow floor) lies in a hill: it is
-    # profiled whatever its depth and needs neither the contrast nor the arm test of the pit
-    # tests. Fitted alone (fit_pore_rule.py --only hill_max_arms, with the two tests as
-    # thresholds that the fit took to 0) on seeds 11/12 and the scenes, own generator only:
-    # objective 0.5165 -> 0.5087; 1.7 scores 0.4976 but profiles 3.6x the pits of a mixed frame.
+    # A pit with at most one furrow arm and no second furrow near it (8 rays at HILL_RING_UM:
+    # the deepest outside the deepest ray and its neighbours, under this share of the furrow
+    # floor) lies in a hill: it is profiled whatever its depth and needs neither the contrast
+    # nor the arm test of the pit tests. Fitted alone (fit_pore_rule.py --only hill_max_arms,
+    # with the two tests as thresholds, which the fit took to 0) on seeds 11/12 and the
+    # scenes, own generator only: objective 0.5165 -> 0.5061; 1.7 scores 0.4976 but profiles
+    # 4x the pits of a mixed frame.
     hill_max_arms: float = 0.75
 
 
@@ -165,7 +167,7 @@ class Candidates:
     shape: Shape  # profile on the fine depth (radii in fine px)
     around: np.ndarray  # (N,) the junctions' floor around each (local median)
     spread: np.ndarray  # (N,) shallowest of 8 rays at SPREAD_UM over the floor
-    nearby: np.ndarray  # (N,) second-deepest of 8 rays at HILL_RING_UM (inf: not read)
+    nearby: np.ndarray  # (N,) a second furrow's depth at HILL_RING_UM (inf: not read)
     junction: Junctions  # the frame's typical junction (its gap)
     blue: np.ndarray  # (N,) how melanin-like the darkening is (pore_profile.blue_excess)
     furrow_floor: float  # median depth of the furrow pixels, at least 0.05
@@ -215,12 +217,13 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
                     um_per_fine_px: float) -> np.ndarray:
-    """How deep the furrows near each pit are: the second-deepest of 8 rays at ``HILL_RING_UM``
-    (a pit along a furrow or at a junction has two or more deep rays there, a pit in a hill at
-    most one: the furrow it touches). Read only where ``read`` (inf elsewhere): this comes
-    before the full profile, to admit the shallow pits of hills to it."""
+    """How deep a second furrow near each pit is (``pore_profile.second_furrow`` of 8 rays at
+    ``HILL_RING_UM``): a pit along a furrow or at a junction has deep rays on two sides, a pit
+    in a hill at most on one, where it touches a furrow. Read only where ``read`` (inf
+    elsewhere): this comes before the full profile, to admit the shallow pits of hills to it."""
     result = np.full(len(centres), np.inf)
-    result[read] = ring_of(fine, centres[read], HILL_RING_UM / um_per_fine_px)[:, -2]
+    ring = ring_of(fine, centres[read], HILL_RING_UM / um_per_fine_px)
+    result[read] = second_furrow(ring)
     return result
 
 

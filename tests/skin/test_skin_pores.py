@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from appliance.skin.analysis import SkinAnalysis, analyze
-from appliance.skin.pore_profile import ARM_LEVEL, Junctions, ring_of, shape_of
+from appliance.skin.pore_profile import (
+    ARM_LEVEL,
+    Junctions,
+    ring_of,
+    second_furrow,
+    shape_of,
+)
 from appliance.skin.pores import HILL_RING_UM, Candidates, pore_tests
 from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_geometry import SkinGeometry
@@ -229,7 +235,7 @@ def _candidates_at_centre(depth: np.ndarray) -> Candidates:
     per fine px whose furrows are 0.3 deep, the junctions around 0.3 deep, 2 px gap)."""
     fine_centre = np.array([[60.0, 60.0]])
     shape = shape_of(depth, fine_centre, ARM_LEVEL * 0.3)
-    nearby = ring_of(depth, fine_centre, HILL_RING_UM / 10.0)[:, -2]
+    nearby = second_furrow(ring_of(depth, fine_centre, HILL_RING_UM / 10.0))
     centre = np.array([[30.0, 30.0]])
     return Candidates(centre, shape, np.array([0.3]), np.array([0.0]), nearby,
                       Junctions(0.3, 2.0), np.array([0.0]), 0.3, 0.3, 10.0, 20.0,
