@@ -67,6 +67,7 @@ GRID: dict[str, tuple[float, ...]] = {
     "junction_over_strand": (0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3),
     "junction_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),  # 0: not tested
     "pit_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),
+    "hill_max_arms": (0.0, 0.5, 0.75, 1.0, 1.2, 1.7, 99.0),  # 0: no pit is in a hill
 }
 
 

@@ -395,11 +395,28 @@ def _melanin_share(planes: list[np.ndarray], pit: list[np.ndarray], centres: np.
     return share
 
 
-def spread_of(depth: np.ndarray, centres: np.ndarray, radius_px: float) -> np.ndarray:
-    """The shallowest of 8 rays at ``radius_px`` around each centre: a wide pit stays deep all
-    round, a junction falls off between its arms (cheap: read before the full profile)."""
+def ring_of(depth: np.ndarray, centres: np.ndarray, radius_px: float) -> np.ndarray:
+    """The depth on 8 rays at ``radius_px`` around each centre, in angle order: (N, 8) (cheap:
+    read before the full profile)."""
     angles = np.arange(8) * (np.pi / 4.0)
     xs = centres[:, :1] + radius_px * np.cos(angles)
     ys = centres[:, 1:] + radius_px * np.sin(angles)
-    result: np.ndarray = bilinear(depth, xs, ys).min(axis=1)
+    result: np.ndarray = bilinear(depth, xs, ys)
+    return result
+
+
+def spread_of(depth: np.ndarray, centres: np.ndarray, radius_px: float) -> np.ndarray:
+    """The shallowest of 8 rays at ``radius_px`` around each centre: a wide pit stays deep all
+    round, a junction falls off between its arms."""
+    result: np.ndarray = ring_of(depth, centres, radius_px).min(axis=1)
+    return result
+
+
+def second_furrow(ring: np.ndarray) -> np.ndarray:
+    """Per row of ``ring_of``, the deepest ray outside the deepest one and its two neighbours:
+    the depth of a second furrow near the centre (a wide furrow passing by covers neighbouring
+    rays, so the second-deepest ray would be the same furrow again)."""
+    deepest = ring.argmax(axis=1)
+    near = (np.arange(8)[None, :] - deepest[:, None]) % 8
+    result: np.ndarray = np.where((near <= 1) | (near == 7), -np.inf, ring).max(axis=1)
     return result
