@@ -125,7 +125,17 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
 
 
 def grow_cells(seeds: np.ndarray) -> np.ndarray:
-    """Every pixel given to a seed: one-pixel growth steps until none is left (step 3)."""
+    """Every pixel given to a seed: one-pixel growth steps until none is left (step 3).
+
+    OpenCV's dilation takes uint16 labels but not int32 ones (past 65,535 seeds: only on a
+    frame of tiny cells at a coarse scale); those grow as float32, which holds every label of
+    a work image exactly (under 2**24 pixels), and come back as int32.
+    """
+    if seeds.dtype == np.int32:
+        if seeds.size >= 2**24:
+            raise ValueError(f"{seeds.size} pixels are too many to label exactly")
+        grown: np.ndarray = grow_cells(seeds.astype(np.float32)).astype(np.int32)
+        return grown
     cells = seeds.copy()
     if not cv2.countNonZero(cells):
         return cells  # no hill at all: nothing to grow

@@ -61,3 +61,14 @@ def test_a_scale_beyond_the_measurable_range_is_refused_before_any_image_is_made
     with pytest.raises(ValidationError, match="um_per_px"):
         SkinConfig(um_per_px=100.0)
     assert analyze(frame, 30.0).features.pore_count == 0
+
+
+def test_a_frame_of_more_than_65535_tiny_cells_is_measured() -> None:
+    """A grid of dark lines 4 px apart at the coarsest scale: over 65,535 hill seeds, whose
+    labels are int32 (OpenCV's dilation takes uint16 but not int32: it raised a cv2.error)."""
+    rgb = np.full((960, 1280, 3), 200, np.uint8)
+    rgb[::4] = 60
+    rgb[:, ::4] = 60
+    analysis = analyze(rgb, 30.0)
+    cell_mm2 = (4 * 30.0 / 1000.0) ** 2
+    assert analysis.features.hill_density_per_mm2 == pytest.approx(1.0 / cell_mm2, rel=0.05)
