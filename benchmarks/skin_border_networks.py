@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 
-import cv2
 import numpy as np
 from scipy.spatial import Voronoi
 from skin_common import int_at_least, load_average
 
 from appliance.skin.borders import border_segments
-from appliance.synthetic.skin_truth import clipped_lengths_px
+from appliance.synthetic.skin_truth import tiling_labels
 
 SIZE_PX = 400
 SPACINGS_PX = (9.0, 11.0, 14.0, 20.0, 30.0)
@@ -39,16 +38,7 @@ def hexagonal_voronoi(spacing_px: float, seed: int) -> tuple[np.ndarray, float]:
     diagram = Voronoi(points)
     polygons = [diagram.vertices[diagram.regions[r]] for r in diagram.point_region
                 if diagram.regions[r] and -1 not in diagram.regions[r]]
-    labels = np.zeros((SIZE_PX, SIZE_PX), np.int32)
-    edges: dict[tuple[tuple[float, float], ...], tuple[np.ndarray, np.ndarray]] = {}
-    for index, polygon in enumerate(polygons):
-        cv2.fillPoly(labels, [np.round((polygon - 0.5) * 16).astype(np.int32)], index + 1,
-                     cv2.LINE_8, 4)
-        for a, b in zip(polygon, np.roll(polygon, -1, axis=0), strict=True):
-            edges[tuple(sorted((tuple(np.round(a, 6)), tuple(np.round(b, 6)))))] = (a, b)
-    starts = np.array([a for a, _ in edges.values()])
-    ends = np.array([b for _, b in edges.values()])
-    return labels, float(clipped_lengths_px(starts, ends, SIZE_PX, SIZE_PX).sum())
+    return tiling_labels(polygons, SIZE_PX)
 
 
 def main() -> None:

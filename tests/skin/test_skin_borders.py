@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import pytest
 from scipy.spatial import Delaunay, Voronoi
 
 from appliance.skin.borders import border_segments
-from appliance.synthetic.skin_truth import clipped_lengths_px
+from appliance.synthetic.skin_truth import tiling_labels
 
 SIZE_PX = 400
 
@@ -52,17 +51,7 @@ def _polygon_network(kind: str, spacing_px: float, seed: int) -> tuple[np.ndarra
         points = rng.uniform(-50, 450, (int(500 * 500 / spacing_px**2), 2))
         diagram = Voronoi(points)
         polygons = [diagram.vertices[r] for r in diagram.regions if r and -1 not in r]
-    labels = np.zeros((SIZE_PX, SIZE_PX), np.int32)
-    edges: dict[tuple[tuple[float, float], ...], tuple[np.ndarray, np.ndarray]] = {}
-    for index, polygon in enumerate(polygons):
-        cv2.fillPoly(labels, [np.round((polygon - 0.5) * 16).astype(np.int32)], index + 1,
-                     cv2.LINE_8, 4)
-        for a, b in zip(polygon, np.roll(polygon, -1, axis=0), strict=True):
-            key = tuple(sorted((tuple(np.round(a, 6)), tuple(np.round(b, 6)))))
-            edges[key] = (a, b)
-    starts = np.array([a for a, _ in edges.values()])
-    ends = np.array([b for _, b in edges.values()])
-    return labels, float(clipped_lengths_px(starts, ends, SIZE_PX, SIZE_PX).sum())
+    return tiling_labels(polygons, SIZE_PX)
 
 
 @pytest.mark.parametrize(
