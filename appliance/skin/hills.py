@@ -54,6 +54,7 @@ MIN_CORE_AREA_UM2 = 3000.0  # a smaller core is a dome's facet, not a hill of it
 # HILL_LEVEL and FURROW_LEVEL, so the cores of one region share it by distance as step 4 expects),
 # then a faint furrow's flank, a furrow's, a deep furrow's (centre lines read 0.15-0.45).
 GROWTH_LEVELS = (0.025, 0.05, 0.1, 0.2)
+GROWTH_STEPS_PER_LEVEL = 4  # growing each level to a standstill (5-13 steps) reads the same
 FURROW_LEVEL = 0.03  # a border pixel lies on a furrow when its valley response is above this
 MIN_FURROW_SHARE = 0.77  # share of a split border that must lie on a furrow for it to stay
 # Hairs (step 5). Fitted on the project's generator only (preset wide, seeds 11 and 12, 60 frames
@@ -164,16 +165,13 @@ def grow_cells(seeds: np.ndarray, response: np.ndarray | None = None) -> np.ndar
 
 
 def _grow_over(cells: np.ndarray, nothing: np.ndarray, allowed: np.ndarray) -> None:
-    """Grow ``cells`` in place, one-pixel steps, over the empty ``allowed`` pixels (1) until
-    a cross step and a square step in a row take none."""
-    step, idle, left = 0, 0, -1
-    while idle < 2:
+    """Grow ``cells`` in place over the empty ``allowed`` pixels (1): ``GROWTH_STEPS_PER_LEVEL``
+    one-pixel steps (a level's band on a furrow's flank is a few pixels wide; what is left
+    grows at the next level)."""
+    for step in range(GROWTH_STEPS_PER_LEVEL):
         open_ = cv2.bitwise_and(cv2.compare(cells, nothing, cv2.CMP_EQ), allowed)
         grown = cv2.dilate(cells, _CROSS if step % 2 == 0 else _SQUARE)
         cv2.copyTo(grown, open_, cells)  # an unlabelled neighbour copies 0: nothing changes
-        now = cv2.countNonZero(cv2.bitwise_and(open_, cv2.compare(cells, nothing, cv2.CMP_EQ)))
-        idle = idle + 1 if now == left else 0
-        left, step = now, step + 1
 
 
 def merge_cells(
