@@ -46,12 +46,13 @@ def _oracle_labels(frame: Any, shape: tuple[int, int], scale: float) -> np.ndarr
     return labels
 
 
-def _regrown(oracle: np.ndarray, shrink_px: int) -> np.ndarray:
-    """The oracle cells without the pixels within ``shrink_px`` of another cell, regrown."""
+def _regrown(oracle: np.ndarray, shrink_px: int, response: np.ndarray) -> np.ndarray:
+    """The oracle cells without the pixels within ``shrink_px`` of another cell, regrown over
+    the frame's valley response as the method grows its seeds."""
     kernel = np.ones((2 * shrink_px + 1, 2 * shrink_px + 1), np.uint8)
     labels = oracle.astype(np.uint16)
     inner = cv2.erode(labels, kernel) == cv2.dilate(labels, kernel)
-    return grow_cells(np.where(inner, labels, 0).astype(np.uint16))
+    return grow_cells(np.where(inner, labels, 0).astype(np.uint16), response)
 
 
 def _detected(oracle: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -70,14 +71,15 @@ def _frame_errors(seed: int, index: int, preset: str) -> tuple[float, ...]:
     frame = synthetic_frame(seed, index, preset)
     prepared = prepare(frame.image_rgb, frame.um_per_px)
     um = prepared.um_per_work_px
-    cells, masks = hill_cells(tophat_response(prepared.flat_work), um)
+    response = tophat_response(prepared.flat_work)
+    cells, masks = hill_cells(response, um)
     truth = frame.truth
     true_px = truth["furrow_density_mm_per_mm2"] * prepared.frame_area_mm2 * 1000.0 / um
     oracle = _oracle_labels(frame, cells.shape, frame.um_per_px / um)
     return (truth["hill_density_per_mm2"],
             border_segments(cells, masks=masks).total_length_px / true_px - 1.0,
             border_segments(oracle).total_length_px / true_px - 1.0,
-            *(border_segments(_regrown(oracle, px)).total_length_px / true_px - 1.0
+            *(border_segments(_regrown(oracle, px, response)).total_length_px / true_px - 1.0
               for px in (1, 2)),
             border_segments(_detected(oracle, cells)).total_length_px / true_px - 1.0)
 

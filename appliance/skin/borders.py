@@ -11,9 +11,12 @@ counting skeleton pixels is up to 8 % off.
 Where several furrows meet, the cells' borders do not meet in one point: the wide junction
 (and any pore sitting on it) breaks into a few short borders between cells that are not
 neighbours at all, and the real segments stop short of the junction. So junctions are found
-as clusters of points where three or more cells meet (within about a furrow width); each
-segment is extended from its chain's ends to the centres of the junctions there, and borders
-that lie wholly inside one junction are not furrows and are dropped.
+as clusters of points where three or more cells meet (within about a furrow width), each
+placed where the straight lines of the chains ending in it meet (least squares); a segment's
+length reaches as far as its crack count says, and it is extended from there to that point
+when the point lies further out (on exact cells the crack count already reaches the junction,
+so nothing is added; docs/measurement.md "Texture accuracy"). Borders that lie wholly inside
+one junction are not furrows and are dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import cv2
 import numpy as np
 
 MIN_CRACKS_FOR_DIRECTION = 3
-END_OVERLAP_PX = 0.5  # a chain's last crack lies about half a pixel inside the junction
+MEETING_WEIGHT_CAP_PX = 10.0  # a chain's line counts by its length up to this
+MEETING_PULL = 2.0  # weight of the junction cluster's centre against the chains' lines
 
 
 @dataclass(frozen=True)
@@ -192,23 +196,58 @@ def _chains(cracks: _Cracks) -> _Chains:
 
 
 def _junction_ends(
-    chains: _Chains, ids: np.ndarray, centres: np.ndarray
+    chains: _Chains, ids: np.ndarray, centres: np.ndarray, chain_px: np.ndarray
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """For both ends of every chain: the junction it stops in (0: none) and the gap to it.
+    """For both ends of every chain: the junction it stops in (0: none) and how far that
+    junction's centre lies beyond the end the chain's length reaches.
 
-    Both ends go through one set of array operations (half the numpy calls).
+    The junction is looked up at the chain's last crack; the gap is measured from the end of
+    the measured length (centre +- half of it along the chain), outwards along the chain: on
+    exact cells a chain's crack count already reaches its junction, so nothing is added; where
+    grown cells stop short of a wide junction, the rest is. Both ends go through one set of
+    array operations (half the numpy calls).
     """
     height, width = ids.shape
     end = np.concatenate(chains.ends)
-    x = np.tile(chains.mean_x, 2) + end * np.tile(chains.cos, 2)
-    y = np.tile(chains.mean_y, 2) + end * np.tile(chains.sin, 2)
+    cos, sin = np.tile(chains.cos, 2), np.tile(chains.sin, 2)
+    x = np.tile(chains.mean_x, 2) + end * cos
+    y = np.tile(chains.mean_y, 2) + end * sin
     rows = np.clip(np.rint(y).astype(np.int64), 0, height - 1)
     cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
     junction = ids.ravel()[rows * width + cols]
-    gap = np.hypot(centres[:, 0][junction] - x, centres[:, 1][junction] - y)
+    centres = _meeting_points_of_chains(chains, junction, centres, chain_px)
+    half = np.tile(chain_px, 2) / 2.0
+    outward = np.r_[-np.ones(len(chain_px)), np.ones(len(chain_px))]
+    reach_x = np.tile(chains.mean_x, 2) + outward * half * cos
+    reach_y = np.tile(chains.mean_y, 2) + outward * half * sin
+    gap = (centres[:, 0][junction] - reach_x) * cos + (centres[:, 1][junction] - reach_y) * sin
+    gap = np.maximum(gap * outward, 0.0)
     gap[junction == 0] = 0.0
     count = len(chains.mean_x)
     return [junction[:count], junction[count:]], [gap[:count], gap[count:]]
+
+
+def _meeting_points_of_chains(chains: _Chains, junction: np.ndarray, centres: np.ndarray,
+                              chain_px: np.ndarray) -> np.ndarray:
+    """Per junction, the point nearest (least squares) to the straight lines of the chains
+    ending in it, each weighted by its length up to ``MEETING_WEIGHT_CAP_PX``, pulled towards
+    the cluster's centre with weight ``MEETING_PULL``. Furrows run straight into their
+    junction, while the meeting points of grown cells spread around it (and a cluster may
+    hold two junctions joined by a short edge): the chains' lines say where they meet.
+    ``junction``: the junction of both ends of every chain (0: none)."""
+    cos, sin = np.tile(chains.cos, 2), np.tile(chains.sin, 2)
+    x, y = np.tile(chains.mean_x, 2), np.tile(chains.mean_y, 2)
+    count = len(centres)
+    weight = (junction > 0) * np.minimum(np.tile(chain_px, 2), MEETING_WEIGHT_CAP_PX)
+    # normal projector of each line, I - d d^T, summed per junction; plus the pull
+    nxx, nyy, nxy = 1.0 - cos * cos, 1.0 - sin * sin, -cos * sin
+    axx = np.bincount(junction, weight * nxx, count) + MEETING_PULL
+    ayy = np.bincount(junction, weight * nyy, count) + MEETING_PULL
+    axy = np.bincount(junction, weight * nxy, count)
+    bx = np.bincount(junction, weight * (nxx * x + nxy * y), count) + MEETING_PULL * centres[:, 0]
+    by = np.bincount(junction, weight * (nxy * x + nyy * y), count) + MEETING_PULL * centres[:, 1]
+    det = axx * ayy - axy * axy  # >= MEETING_PULL**2 > 0
+    return np.stack([(ayy * bx - axy * by) / det, (axx * by - axy * bx) / det], axis=1)
 
 
 def border_segments(
@@ -226,11 +265,8 @@ def border_segments(
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
     chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
     ids, centres = junctions(labels, junction_radius_px, masks)
-    end_ids, gaps = _junction_ends(chains, ids, centres)
-    chord = np.hypot(*(centres[end_ids[0]] - centres[end_ids[1]]).T)
-    both = (end_ids[0] > 0) & (end_ids[1] > 0)
-    reach = np.maximum(gaps[0] - END_OVERLAP_PX, 0.0) + np.maximum(gaps[1] - END_OVERLAP_PX, 0.0)
-    lengths = np.where(both, np.maximum(chord, chain_px + reach), chain_px + gaps[0] + gaps[1])
+    end_ids, gaps = _junction_ends(chains, ids, centres, chain_px)
+    lengths = chain_px + gaps[0] + gaps[1]
     lengths[(end_ids[0] == end_ids[1]) & (end_ids[0] > 0)] = 0.0  # wholly inside one junction
     keys = cracks.keys[chains.starts]
     pairs = np.stack([keys // span, keys % span], axis=1)

@@ -9,8 +9,13 @@ Method (on the valley response of ``texture``, at the canonical 20 µm/px):
    or more such cores is two or more hills merged where a faint furrow fades out; its cores
    become the seeds. Any other region is one seed.
 3. Cells: the seeds grow one pixel a step (square and cross steps in turn, close to the
-   Euclidean nearest seed) until every pixel belongs to one, so the borders between cells lie
-   halfway between neighbouring hills: on the furrow centre lines.
+   Euclidean nearest seed), first only over pixels of valley response up to each of the
+   ``GROWTH_LEVELS`` in turn and then over all, until every pixel belongs to one. So each cell
+   climbs the flanks of its furrows before any crosses a centre line, and the borders between
+   cells lie on the furrow centre lines, where a furrow's response peaks, also at a junction:
+   growing by distance alone, the seeds' rounded corners (a hill region ends a couple of pixels
+   before its furrows) meet in several points spread around a junction, shorter than its
+   star of furrows.
 4. A border between two cores of one region stays only where it runs along a furrow: at least
    ``MIN_FURROW_SHARE`` of it has a valley response above ``FURROW_LEVEL``. Otherwise the two
    cells are one hill (the dip between the cores was the dome's own shading, not a furrow) and
@@ -45,6 +50,11 @@ HILL_LEVEL = 0.02  # valley response, in units of the hill level: below a faint 
 CORE_LEVEL = 0.00125
 MIN_HILL_AREA_UM2 = 1500.0  # a smaller region of low response is noise, not a hill
 MIN_CORE_AREA_UM2 = 3000.0  # a smaller core is a dome's facet, not a hill of its own
+# Growth levels (step 3), valley response: the hill regions and a broken furrow's gaps (between
+# HILL_LEVEL and FURROW_LEVEL, so the cores of one region share it by distance as step 4 expects),
+# then a faint furrow's flank, a furrow's, a deep furrow's (centre lines read 0.15-0.45).
+GROWTH_LEVELS = (0.025, 0.05, 0.1, 0.2)
+GROWTH_STEPS_PER_LEVEL = 4  # growing each level to a standstill (5-13 steps) reads the same
 FURROW_LEVEL = 0.03  # a border pixel lies on a furrow when its valley response is above this
 MIN_FURROW_SHARE = 0.77  # share of a split border that must lie on a furrow for it to stay
 # Hairs (step 5). Fitted on the project's generator only (preset wide, seeds 11 and 12, 60 frames
@@ -124,8 +134,9 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     return Seeds(labels, region, wholes + 1)
 
 
-def grow_cells(seeds: np.ndarray) -> np.ndarray:
-    """Every pixel given to a seed: one-pixel growth steps until none is left (step 3).
+def grow_cells(seeds: np.ndarray, response: np.ndarray | None = None) -> np.ndarray:
+    """Every pixel given to a seed (step 3): with ``response``, first over the pixels up to
+    each of the ``GROWTH_LEVELS`` in turn, lowest first; then over all.
 
     OpenCV's dilation takes uint16 labels but not int32 ones (past 65,535 seeds: only on a
     frame of tiny cells at a coarse scale); those grow as float32, which holds every label of
@@ -134,12 +145,16 @@ def grow_cells(seeds: np.ndarray) -> np.ndarray:
     if seeds.dtype == np.int32:
         if seeds.size >= 2**24:
             raise ValueError(f"{seeds.size} pixels are too many to label exactly")
-        grown: np.ndarray = grow_cells(seeds.astype(np.float32)).astype(np.int32)
+        grown: np.ndarray = grow_cells(seeds.astype(np.float32), response).astype(np.int32)
         return grown
     cells = seeds.copy()
     if not cv2.countNonZero(cells):
         return cells  # no hill at all: nothing to grow
-    step, nothing = 0, np.zeros_like(cells)
+    nothing = np.zeros_like(cells)
+    if response is not None:
+        for level in GROWTH_LEVELS:
+            _grow_over(cells, nothing, np.less_equal(response, level).view(np.uint8))
+    step = 0
     while True:
         empty = cv2.compare(cells, nothing, cv2.CMP_EQ)
         if step >= 2 and not cv2.countNonZero(empty):  # furrows are two steps wide at least
@@ -147,6 +162,16 @@ def grow_cells(seeds: np.ndarray) -> np.ndarray:
         grown = cv2.dilate(cells, _CROSS if step % 2 == 0 else _SQUARE)
         cv2.copyTo(grown, empty, cells)
         step += 1
+
+
+def _grow_over(cells: np.ndarray, nothing: np.ndarray, allowed: np.ndarray) -> None:
+    """Grow ``cells`` in place over the empty ``allowed`` pixels (1): ``GROWTH_STEPS_PER_LEVEL``
+    one-pixel steps (a level's band on a furrow's flank is a few pixels wide; what is left
+    grows at the next level)."""
+    for step in range(GROWTH_STEPS_PER_LEVEL):
+        open_ = cv2.bitwise_and(cv2.compare(cells, nothing, cv2.CMP_EQ), allowed)
+        grown = cv2.dilate(cells, _CROSS if step % 2 == 0 else _SQUARE)
+        cv2.copyTo(grown, open_, cells)  # an unlabelled neighbour copies 0: nothing changes
 
 
 def merge_cells(

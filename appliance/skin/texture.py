@@ -107,7 +107,7 @@ def hill_cells(
     """Every pixel's hill cell (``hills``) and the cracks between the cells; ``hair``: the
     pixels of hairs (``hills.hair_mask``), whose halves of a hill are merged."""
     seeds = hill_seeds(response, um_per_px)
-    cells = grow_cells(seeds.labels)
+    cells = grow_cells(seeds.labels, response)
     no_hair = np.zeros(response.shape, dtype=bool) if hair is None else hair
     return merge_cells(cells, CrackMasks.of(cells), seeds, response, no_hair)
 
