@@ -14,7 +14,8 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
    around it (docs/measurement.md); a split whose border is not a furrow is undone, and so is
    one whose border is a hair lying across the hill.
 4. Centre-line length and direction from those borders, segment by segment (``borders``):
-   exact for straight segments at any angle and extended to the junction centres.
+   exact for straight segments at any angle, and extended beyond their own reach to where
+   the segments ending in a junction meet.
 5. Hill density: hills whose centre (the centroid of its outline: its borders with the other
    hills and, where it is cut, the frame edge) lies in the frame inset by ``INSET_UM`` or by
    one hill width (the square root of the mean hill area), whichever is more, on every side,
