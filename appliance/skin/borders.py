@@ -199,7 +199,8 @@ def _junction_ends(
     chains: _Chains, ids: np.ndarray, centres: np.ndarray, chain_px: np.ndarray
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """For both ends of every chain: the junction it stops in (0: none) and how far that
-    junction's centre lies beyond the end the chain's length reaches.
+    junction's meeting point (``_lines_meeting_point``) lies beyond the end the chain's length
+    reaches.
 
     The junction is looked up at the chain's last crack; the gap is measured from the end of
     the measured length (centre +- half of it along the chain), outwards along the chain: on
@@ -215,11 +216,12 @@ def _junction_ends(
     rows = np.clip(np.rint(y).astype(np.int64), 0, height - 1)
     cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
     junction = ids.ravel()[rows * width + cols]
-    centres = _meeting_points_of_chains(chains, junction, centres, chain_px)
-    half = np.tile(chain_px, 2) / 2.0
+    mean_x, mean_y, length = (np.tile(v, 2) for v in (chains.mean_x, chains.mean_y, chain_px))
+    centres = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
+                                   length=length)
     outward = np.r_[-np.ones(len(chain_px)), np.ones(len(chain_px))]
-    reach_x = np.tile(chains.mean_x, 2) + outward * half * cos
-    reach_y = np.tile(chains.mean_y, 2) + outward * half * sin
+    reach_x = mean_x + outward * length / 2.0 * cos
+    reach_y = mean_y + outward * length / 2.0 * sin
     gap = (centres[:, 0][junction] - reach_x) * cos + (centres[:, 1][junction] - reach_y) * sin
     gap = np.maximum(gap * outward, 0.0)
     gap[junction == 0] = 0.0
@@ -227,18 +229,16 @@ def _junction_ends(
     return [junction[:count], junction[count:]], [gap[:count], gap[count:]]
 
 
-def _meeting_points_of_chains(chains: _Chains, junction: np.ndarray, centres: np.ndarray,
-                              chain_px: np.ndarray) -> np.ndarray:
+def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.ndarray, y: np.ndarray,
+                    cos: np.ndarray, sin: np.ndarray, length: np.ndarray) -> np.ndarray:
     """Per junction, the point nearest (least squares) to the straight lines of the chains
     ending in it, each weighted by its length up to ``MEETING_WEIGHT_CAP_PX``, pulled towards
-    the cluster's centre with weight ``MEETING_PULL``. Furrows run straight into their
-    junction, while the meeting points of grown cells spread around it (and a cluster may
-    hold two junctions joined by a short edge): the chains' lines say where they meet.
-    ``junction``: the junction of both ends of every chain (0: none)."""
-    cos, sin = np.tile(chains.cos, 2), np.tile(chains.sin, 2)
-    x, y = np.tile(chains.mean_x, 2), np.tile(chains.mean_y, 2)
+    the cluster's centre (``centres``) with weight ``MEETING_PULL``. Furrows run straight into
+    their junction, while the meeting points of grown cells spread around it (and a cluster may
+    hold two junctions joined by a short edge): the chains' lines say where they meet. One row
+    per chain end: its ``junction`` (0: none), its chain's centre, direction and length."""
     count = len(centres)
-    weight = (junction > 0) * np.minimum(np.tile(chain_px, 2), MEETING_WEIGHT_CAP_PX)
+    weight = (junction > 0) * np.minimum(length, MEETING_WEIGHT_CAP_PX)
     # normal projector of each line, I - d d^T, summed per junction; plus the pull
     nxx, nyy, nxy = 1.0 - cos * cos, 1.0 - sin * sin, -cos * sin
     axx = np.bincount(junction, weight * nxx, count) + MEETING_PULL
