@@ -199,11 +199,7 @@ def _sibling_borders(
     core = np.greater_equal(cells, seeds.first_core).view(np.uint8)  # 1 on the cores' cells
     flat_cells, flat_response = cells.ravel(), response.ravel()
     keys, deepest = [], []
-    for step, differs in ((1, masks.right), (width, masks.below)):
-        here, there = (core[:, :-1], core[:, 1:]) if step == 1 else (core[:-1], core[1:])
-        between = cv2.bitwise_and(cv2.bitwise_and(differs.view(np.uint8), here), there)
-        rows, cols = np.divmod(np.flatnonzero(between.view(bool)), differs.shape[1])
-        at = rows * width + cols
+    for step, at in _cracks_within(masks, core, width):
         first, second = flat_cells[at].astype(np.int64), flat_cells[at + step].astype(np.int64)
         siblings = seeds.region[first] == seeds.region[second]
         keys.append((np.minimum(first, second) * span + np.maximum(first, second))[siblings])
@@ -219,6 +215,19 @@ def _sibling_borders(
         np.r_[starts, len(sorted_keys)])
     pair_keys = sorted_keys[starts]
     return np.stack([pair_keys // span, pair_keys % span], axis=1), share
+
+
+def _cracks_within(masks: CrackMasks, inside: np.ndarray,
+                   width: int) -> list[tuple[int, np.ndarray]]:
+    """The cracks with ``inside`` (uint8, 1 or 0) on both sides, per direction: the step to the
+    pixel across (1 right, ``width`` below) and the flat index of the pixel before each."""
+    found = []
+    for step, differs in ((1, masks.right), (width, masks.below)):
+        here, there = (inside[:, :-1], inside[:, 1:]) if step == 1 else (inside[:-1], inside[1:])
+        between = cv2.bitwise_and(cv2.bitwise_and(differs.view(np.uint8), here), there)
+        rows, cols = np.divmod(np.flatnonzero(between.view(bool)), differs.shape[1])
+        found.append((step, rows * width + cols))
+    return found
 
 
 def _joined_labels(count: int, pairs: np.ndarray) -> np.ndarray:
@@ -305,11 +314,7 @@ def _hair_borders(
     touched[cells[hair]] = 1
     near = np.take(touched, cells)  # 1 on the cells the hair touches: only their borders count
     keys, covered = [], []
-    for step, differs in ((1, masks.right), (width, masks.below)):
-        here, there = (near[:, :-1], near[:, 1:]) if step == 1 else (near[:-1], near[1:])
-        between = cv2.bitwise_and(cv2.bitwise_and(differs.view(np.uint8), here), there)
-        rows, cols = np.divmod(np.flatnonzero(between.view(bool)), differs.shape[1])
-        at = rows * width + cols
+    for step, at in _cracks_within(masks, near, width):
         first, second = hill[flat_cells[at]], hill[flat_cells[at + step]]
         apart = first != second  # a border inside one hill after step 4 is no border
         keys.append((np.minimum(first, second) * span + np.maximum(first, second))[apart])
