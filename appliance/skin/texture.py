@@ -15,7 +15,9 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
    one whose border is a hair lying across the hill.
 4. Centre-line length and direction from those borders, segment by segment (``borders``):
    exact for straight segments at any angle, and extended beyond their own reach to where
-   the segments ending in a junction meet.
+   the segments ending in a junction meet; plus the visible furrow centre line that is no
+   border, the dead ends (``spurs``: a furrow that fades out before its next junction leaves
+   its two hills one cell around its end). Spurs add length only (not to the direction).
 5. Hill density: hills whose centre (the centroid of its outline: its borders with the other
    hills and, where it is cut, the frame edge) lies in the frame inset by ``INSET_UM`` or by
    one hill width (the square root of the mean hill area), whichever is more, on every side,
@@ -48,6 +50,7 @@ from appliance.skin.hills import (
     merge_cells,
 )
 from appliance.skin.preprocess import WORK_UM_PER_PX, Prepared
+from appliance.skin.spurs import dead_end_furrows
 
 STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
 WEAK_VALLEY = 0.01  # a faint furrow, kept where it touches a clear one
@@ -61,7 +64,7 @@ class Texture:
 
     furrow_mask: np.ndarray  # bool: furrow pixels
     hill_labels: np.ndarray  # uint16 (int32 past 65,535 labels): every pixel's hill cell (1..n)
-    centre_lines: np.ndarray  # bool: pixels on a border between two hill cells
+    centre_lines: np.ndarray  # bool: pixels on a border between two hill cells or on a spur
     segments: BorderSegments
     metrics: dict[str, float]
 
@@ -120,14 +123,14 @@ def measure_texture(prepared: Prepared) -> Texture:
     hair = hair_mask(prepared.rgb_work)
     cells, masks = hill_cells(response, um, hair)
     segments = border_segments(cells, masks=masks)
-    lines = masks.line_mask()
+    borders = masks.line_mask()
+    spurs = dead_end_furrows(response, borders, hair)
+    lines = borders | spurs.mask
+    length_px = segments.total_length_px + spurs.length_px
     metrics = {
         **_hill_metrics(cells, segments, um, hair),
-        "furrow_density_mm_per_mm2": segments.total_length_px * um / 1000.0
-        / prepared.frame_area_mm2,
-        "furrow_mean_width_um": furrow_width_um(
-            prepared.depth_work, lines, segments.total_length_px, um
-        ),
+        "furrow_density_mm_per_mm2": length_px * um / 1000.0 / prepared.frame_area_mm2,
+        "furrow_mean_width_um": furrow_width_um(prepared.depth_work, lines, length_px, um),
         "furrow_anisotropy": segments.anisotropy(),
     }
     return Texture(furrow_mask(response), cells, lines, segments, metrics)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from appliance.skin.borders import CrackMasks
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import Texture, measure_texture
 
@@ -255,3 +256,92 @@ def test_a_hair_across_hills_does_not_split_them_but_a_grey_furrow_does(plain: T
     # the same strand, grey (a furrow, not a hair): the ~25 hills it crosses are two each
     furrow = _measure(_with_strand(_scene(), melanin=0.0))
     assert furrow.metrics["hill_density_per_mm2"] > 1.03 * plain.metrics["hill_density_per_mm2"]
+
+
+FRAME_MM2 = SIZE[0] * SIZE[1] * (UM_PER_PX / 1000.0) ** 2
+
+
+def _length_mm(texture: Texture) -> float:
+    return texture.metrics["furrow_density_mm_per_mm2"] * FRAME_MM2
+
+
+def _spur_pixels(texture: Texture) -> np.ndarray:
+    """Work pixels (x, y) of the centre lines that are no border between two hill cells."""
+    borders = CrackMasks.of(texture.hill_labels).line_mask()
+    rows, cols = np.nonzero(texture.centre_lines & ~borders)
+    return np.stack([cols, rows], axis=1).astype(np.float64)
+
+
+def _near_stroke(points: np.ndarray, start: np.ndarray, end: np.ndarray, scale: float,
+                 reach: float) -> np.ndarray:
+    """Which work pixels lie within ``reach`` work px of a stroke given in frame px."""
+    a, b = (start + 0.5) / scale - 0.5, (end + 0.5) / scale - 0.5
+    t = np.clip((points - a) @ (b - a) / float((b - a) @ (b - a)), 0.0, 1.0)
+    return np.hypot(*(points - a - t[:, None] * (b - a)).T) <= reach
+
+
+def _dead_end(i: int, j: int, length_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """A furrow from the middle of hill (i, j)'s side into the hill, ending inside it."""
+    centre, (_, across) = _a_hill(12.0, i, j)
+    start = centre - 0.5 * SPACING_PX * across
+    return start, start + length_px * across
+
+
+@pytest.mark.parametrize("kind", ["from a junction", "from a border"])
+def test_a_furrow_that_stops_inside_a_hill_adds_its_length(quad: Texture, kind: str) -> None:
+    if kind == "from a junction":  # the four-sided hill's diagonal, dying before the middle
+        start, end = _diagonal(12.0, *QUAD)
+        end = start + 0.4 * (end - start)
+    else:
+        start, end = _dead_end(*QUAD, length_px=20.0)
+    marked = _measure(_scene(triangles=True, extra=[(start, end, 3.0, 0.3)]))
+    true_mm = float(np.hypot(*(end - start))) * UM_PER_PX / 1000.0
+    assert _length_mm(marked) - _length_mm(quad) == pytest.approx(true_mm, rel=0.2)
+    # it adds length, not hills
+    for key in ("hill_density_per_mm2", "hill_mean_area_mm2"):
+        assert marked.metrics[key] == quad.metrics[key]
+
+
+def _strokes_and_dead_end(strokes: list[tuple[np.ndarray, np.ndarray, float, float]]
+                          ) -> tuple[Texture, Texture, tuple[np.ndarray, np.ndarray]]:
+    """The lattice with ``strokes``, without and with one dead-end furrow 20 px long."""
+    start, end = _dead_end(-5, 3, length_px=20.0)  # a hill without a stroke
+    without = _measure(_scene(extra=strokes, seed=3))
+    with_end = _measure(_scene(extra=[*strokes, (start, end, 3.0, 0.3)], seed=3))
+    return without, with_end, (start, end)
+
+
+def _assert_only_the_dead_end(without: Texture, with_end: Texture,
+                              dead_end: tuple[np.ndarray, np.ndarray]) -> None:
+    scale = SIZE[1] / with_end.hill_labels.shape[1]
+    assert len(_spur_pixels(without)) == 0
+    assert np.all(_near_stroke(_spur_pixels(with_end), *dead_end, scale, reach=3.0))
+    true_mm = float(np.hypot(*(dead_end[1] - dead_end[0]))) * UM_PER_PX / 1000.0
+    assert _length_mm(with_end) - _length_mm(without) == pytest.approx(true_mm, rel=0.2)
+
+
+def test_the_wedges_of_furrows_meeting_at_acute_angles_are_no_dead_ends() -> None:
+    # furrows from a lattice corner at 15-30° to a lattice line, across the hill: between them
+    # and the line the furrows' darkness fills a wedge that is no border but no dead end either
+    strokes = []
+    for (i, j), angle_deg in zip(((-3, -2), (0, 1), (3, 2), (-2, 3), (2, -3)),
+                                 (15.0, 20.0, 25.0, 30.0, 15.0), strict=True):
+        centre, (along, across) = _a_hill(12.0, i, j)
+        corner = centre - 0.5 * SPACING_PX * (along + across)
+        angle = math.radians(angle_deg)
+        direction = math.cos(angle) * along + math.sin(angle) * across
+        strokes.append((corner, corner + SPACING_PX / math.cos(angle) * direction, 3.0, 0.3))
+    _assert_only_the_dead_end(*_strokes_and_dead_end(strokes))
+
+
+def test_specks_on_hill_tops_are_no_dead_ends() -> None:
+    # short dark specks (60 x 30 µm) near the middle of every other hill: furrow-like, but not
+    # joined to any border
+    rng = np.random.default_rng(0)
+    strokes = []
+    for i in range(-8, 9, 2):
+        for j in range(-6, 7, 2):
+            centre = _a_hill(12.0, i, j)[0] + rng.uniform(-5.0, 5.0, 2)
+            direction = rng.normal(size=2)
+            strokes.append((centre, centre + 6.0 * direction / np.hypot(*direction), 3.0, 0.3))
+    _assert_only_the_dead_end(*_strokes_and_dead_end(strokes))

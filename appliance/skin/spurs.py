@@ -1,0 +1,113 @@
+"""Dead-end furrows ("spurs"): furrow centre line that is no border between two hill cells.
+
+A furrow that fades out before its next junction leaves the two hills on its sides one hill
+region around its end, so the hill cells never draw it as a border; its visible part still
+counts as furrow length (docs/measurement.md: the total centre-line length). Skin has such
+dead ends of its own too. Spurs add length only, never cells.
+
+Method (on the valley response of ``texture`` and the borders of its hill cells, at the
+canonical 20 µm/px):
+1. Clearance: the pixels more than ``CLEARANCE_PX`` from every cell border and from the frame
+   edge. A wedge of furrow between two furrows meeting at an acute angle lies within a furrow
+   half-width of both their borders (the widest furrow, 120 µm, is 6 px), so it stays out.
+2. Centre line: the pixels of the clearance, not under a hair, whose valley response is above
+   ``hills.FURROW_LEVEL`` and no lower than either neighbour across the furrow (the pixel
+   direction nearest to the response's strongest downward curvature, from its Hessian).
+3. Spurs: 8-connected pieces of that centre line that reach back to the clearance's edge
+   (attached to the border network, where a dead end starts; a speck on a hill top floats),
+   of at least ``MIN_SPUR_PX`` pixels, elongated (principal variances at least
+   ``MIN_ELONGATION`` apart: a pore or a blot is round) and with a mean response above
+   ``texture.STRONG_VALLEY`` (a clear furrow, not the noise of a hill top).
+4. Length: each spur's principal extent (sqrt(12 variance + 1) px: a straight run of n pixels
+   reads n at any angle) plus the clearance it leaves its root in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from appliance.skin.hills import FURROW_LEVEL, label_components
+from appliance.skin.preprocess import disk
+
+CLEARANCE_PX = 3.0  # 60 µm: half the widest furrow
+MIN_SPUR_PX = 3
+MIN_ELONGATION = 3.0  # ratio of the principal variances
+MIN_MEAN_RESPONSE = 0.06  # valley response: a clear furrow (texture.STRONG_VALLEY)
+
+
+@dataclass(frozen=True)
+class Spurs:
+    """The spurs' centre-line pixels and their total length (work px)."""
+
+    mask: np.ndarray  # bool
+    length_px: float
+
+
+def dead_end_furrows(response: np.ndarray, lines: np.ndarray, hair: np.ndarray) -> Spurs:
+    """The spurs of a frame: visible furrow centre line off the cell borders (steps 1-4)."""
+    border = lines.astype(np.uint8)
+    border[0], border[-1], border[:, 0], border[:, -1] = 1, 1, 1, 1
+    near = cv2.dilate(border, disk(2.0 * CLEARANCE_PX + 1.0))
+    candidate = (near == 0) & (response > FURROW_LEVEL) & ~hair
+    at = np.flatnonzero(candidate)
+    at = at[_across_maximum(response, at)]
+    mask = np.zeros(response.shape, dtype=bool)
+    if len(at) == 0:
+        return Spurs(mask, 0.0)
+    mask.ravel()[at] = True
+    count, labels = label_components(mask, connectivity=8)
+    piece = labels.ravel()[at]
+    # the clearance's edge: its pixels next to the band around the borders
+    root = cv2.dilate(near, np.ones((3, 3), np.uint8)).ravel()[at].view(bool)
+    keep, extent = _spur_pieces(piece, count, at, response, root)
+    mask.ravel()[at[~keep[piece]]] = False
+    return Spurs(mask, float(np.sum(extent[keep] + CLEARANCE_PX)))
+
+
+def _across_maximum(response: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Which of the pixels ``at`` (flat indices, at least one pixel from the frame edge) are a
+    maximum of the response across the furrow: along the pixel direction nearest to the
+    Hessian's eigenvector of the most negative eigenvalue, which must be below 0."""
+    width = response.shape[1]
+    flat = response.ravel()
+    centre = flat[at]
+    dxx = flat[at + 1] + flat[at - 1] - 2.0 * centre
+    dyy = flat[at + width] + flat[at - width] - 2.0 * centre
+    dxy = 0.25 * (flat[at + width + 1] + flat[at - width - 1]
+                  - flat[at + width - 1] - flat[at - width + 1])
+    half_gap = np.sqrt(0.25 * (dxx - dyy) ** 2 + dxy * dxy)
+    curving = 0.5 * (dxx + dyy) - half_gap < 0.0
+    # the eigenvector of the larger eigenvalue lies at 0.5 atan2; across is a right angle on
+    across = 0.5 * np.arctan2(2.0 * dxy, dxx - dyy) + 0.5 * np.pi
+    direction = np.rint(across / (0.25 * np.pi)).astype(np.int64) % 4
+    offset = np.array([1, width + 1, width, width - 1])[direction]
+    maximum: np.ndarray = curving & (centre >= flat[at + offset]) & (centre >= flat[at - offset])
+    return maximum
+
+
+def _spur_pieces(
+    piece: np.ndarray, count: int, at: np.ndarray, response: np.ndarray, root: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per piece of centre line (``piece``: each pixel's piece; ``root``: each pixel on the
+    clearance's edge or not): whether it is a spur (step 3) and its principal extent (px)."""
+    rows, cols = np.divmod(at, response.shape[1])
+    pixels = np.bincount(piece, minlength=count).astype(np.float64)
+    weight = np.maximum(pixels, 1.0)
+    mean_x = np.bincount(piece, cols, count) / weight
+    mean_y = np.bincount(piece, rows, count) / weight
+    cxx = np.bincount(piece, cols * cols, count) / weight - mean_x**2
+    cyy = np.bincount(piece, rows * rows, count) / weight - mean_y**2
+    cxy = np.bincount(piece, cols * rows, count) / weight - mean_x * mean_y
+    half_gap = np.sqrt(0.25 * (cxx - cyy) ** 2 + cxy * cxy)
+    major, minor = 0.5 * (cxx + cyy) + half_gap, 0.5 * (cxx + cyy) - half_gap
+    keep = (
+        (pixels >= MIN_SPUR_PX)
+        & (major >= MIN_ELONGATION * np.maximum(minor, 1.0 / 12.0))  # a pixel's own variance
+        & (np.bincount(piece, response.ravel()[at], count) / weight > MIN_MEAN_RESPONSE)
+        & (np.bincount(piece, root, count) > 0)
+    )
+    keep[0] = False
+    return keep, np.sqrt(12.0 * np.maximum(major, 0.0) + 1.0)
