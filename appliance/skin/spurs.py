@@ -19,7 +19,11 @@ canonical 20 µm/px):
    ``MIN_ELONGATION`` apart: a pore or a blot is round) and with a mean response above
    ``texture.STRONG_VALLEY`` (a clear furrow, not the noise of a hill top).
 4. Length: each spur's principal extent (sqrt(12 variance + 1) px: a straight run of n pixels
-   reads n at any angle) plus the clearance it leaves its root in.
+   reads n at any angle) plus what its root hides in the band: the furrow runs on along the
+   spur's axis to the border it leaves, so from the root outwards to the first pixel next to
+   a border (at most ``MAX_ROOT_CLEARANCES`` clearances, else one clearance). A spur leaving
+   a border square reads the clearance; one leaving a junction between two borders at a
+   slant, more.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ CLEARANCE_PX = 3.0  # 60 µm: half the widest furrow
 MIN_SPUR_PX = 3
 MIN_ELONGATION = 3.0  # ratio of the principal variances
 MIN_MEAN_RESPONSE = 0.06  # valley response: a clear furrow (texture.STRONG_VALLEY)
+MAX_ROOT_CLEARANCES = 3.0  # a root hidden further along its axis than this reads the clearance
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,9 @@ def dead_end_furrows(response: np.ndarray, lines: np.ndarray, hair: np.ndarray) 
     piece = labels.ravel()[at]
     # the clearance's edge: its pixels next to the band around the borders
     root = cv2.dilate(near, np.ones((3, 3), np.uint8)).ravel()[at].view(bool)
-    keep, extent = _spur_pieces(piece, count, at, response, root)
+    keep, extent, ends = _spur_pieces(piece, count, at, response, root)
     mask.ravel()[at[~keep[piece]]] = False
-    return Spurs(mask, float(np.sum(extent[keep] + CLEARANCE_PX)))
+    return Spurs(mask, float(np.sum(extent[keep]) + np.sum(_root_lengths(border, ends, keep))))
 
 
 def _across_maximum(response: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -90,7 +95,7 @@ def _across_maximum(response: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 def _spur_pieces(
     piece: np.ndarray, count: int, at: np.ndarray, response: np.ndarray, root: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """Per piece of centre line (``piece``: each pixel's piece; ``root``: each pixel on the
     clearance's edge or not): whether it is a spur (step 3) and its principal extent (px)."""
     rows, cols = np.divmod(at, response.shape[1])
@@ -110,4 +115,29 @@ def _spur_pieces(
         & (np.bincount(piece, root, count) > 0)
     )
     keep[0] = False
-    return keep, np.sqrt(12.0 * np.maximum(major, 0.0) + 1.0)
+    roots = np.maximum(np.bincount(piece, root, count), 1.0)
+    root_x = np.bincount(piece, cols * root, count) / roots
+    root_y = np.bincount(piece, rows * root, count) / roots
+    angle = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
+    step_x, step_y = np.cos(angle), np.sin(angle)
+    outwards = np.where(step_x * (root_x - mean_x) + step_y * (root_y - mean_y) < 0.0, -1.0, 1.0)
+    ends = (root_x, root_y, outwards * step_x, outwards * step_y)
+    return keep, np.sqrt(12.0 * np.maximum(major, 0.0) + 1.0), ends
+
+
+def _root_lengths(border: np.ndarray, ends: tuple[np.ndarray, ...], keep: np.ndarray
+                  ) -> np.ndarray:
+    """Per spur (``keep``): the length its root hides in the band (step 4), from its root end
+    (``ends``: per piece the root's x, y and the outward unit step along the axis) to the
+    first pixel next to a border, in whole pixel steps up to ``MAX_ROOT_CLEARANCES``
+    clearances; the clearance itself where no border lies that far along the axis."""
+    root_x, root_y, step_x, step_y = (values[keep] for values in ends)
+    height, width = border.shape
+    touching = cv2.dilate(border, np.ones((3, 3), np.uint8))
+    hidden = np.full(len(root_x), np.nan)
+    for distance in np.arange(1.0, MAX_ROOT_CLEARANCES * CLEARANCE_PX + 0.5):
+        x = np.clip(np.rint(root_x + distance * step_x), 0, width - 1).astype(np.int64)
+        y = np.clip(np.rint(root_y + distance * step_y), 0, height - 1).astype(np.int64)
+        hidden[np.isnan(hidden) & (touching[y, x] > 0)] = distance
+    hidden[np.isnan(hidden)] = CLEARANCE_PX
+    return hidden
