@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from scipy.spatial import Voronoi
 
 from appliance.skin.borders import CrackMasks
 from appliance.skin.preprocess import prepare
@@ -345,3 +346,57 @@ def test_specks_on_hill_tops_are_no_dead_ends() -> None:
             direction = rng.normal(size=2)
             strokes.append((centre, centre + 6.0 * direction / np.hypot(*direction), 3.0, 0.3))
     _assert_only_the_dead_end(*_strokes_and_dead_end(strokes))
+
+
+
+def _random_hills(seed: int) -> Voronoi:
+    """Random (Voronoi) hills about 450 µm apart over the frame: three furrows to a junction."""
+    sites = np.random.default_rng(seed).uniform(0.0, 1.0, (800, 2))
+    return Voronoi(sites * np.array([1500.0, 1100.0]) - np.array([100.0, 70.0]))
+
+
+def _random_network(hills: Voronoi, extra: list[tuple[np.ndarray, np.ndarray, float, float]]
+                    ) -> np.ndarray:
+    """RGB skin of ``hills``: every furrow 30-60 µm wide and 15-40 % dark, none ending inside a
+    hill; with ``extra`` strokes, a gentle blur and sensor noise."""
+    rng = np.random.default_rng(1)
+    darkness = np.zeros(SIZE, np.float32)
+    for first, second in hills.ridge_vertices:
+        start, end = hills.vertices[first], hills.vertices[second]
+        if min(first, second) >= 0 and np.hypot(*(end - start)) < 300.0:  # not at infinity
+            _stroke(darkness, start, end, rng.uniform(3.0, 6.0), rng.uniform(0.15, 0.4))
+    for start, end, width, dark in extra:
+        _stroke(darkness, start, end, width, dark)
+    grey = SKIN_GREY * (1.0 - cv2.GaussianBlur(darkness, (0, 0), 1.0))
+    grey += rng.normal(0.0, 2.0, SIZE).astype(np.float32)
+    rgb = np.repeat(grey[..., None], 3, axis=2) * np.array([1.0, 0.85, 0.75], np.float32)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _random_dead_end(hills: Voronoi) -> tuple[np.ndarray, np.ndarray]:
+    """A furrow from the middle of a hill's side towards the hill's site, 45 % of the way: of
+    the sides at least 400 µm long near the frame's centre (so that the furrow leaves its side
+    squarely, away from the junctions), the one whose middle lies furthest from the site."""
+    ends = np.array(hills.ridge_vertices)
+    whole = np.all(ends >= 0, axis=1)
+    corners = hills.vertices[ends[whole]]  # (sides, 2 corners, xy)
+    sites = hills.points[hills.ridge_points[whole]]  # (sides, 2 sites, xy)
+    middles = corners.mean(axis=1)
+    central = np.hypot(*(sites - np.array([640.0, 480.0])).transpose(2, 0, 1)) < 200.0
+    long_side = np.hypot(*(corners[:, 1] - corners[:, 0]).T)[:, None] >= 40.0
+    reach = np.hypot(*(sites - middles[:, None]).transpose(2, 0, 1))
+    side, site = np.unravel_index(int(np.argmax(np.where(central & long_side, reach, 0.0))),
+                                  reach.shape)
+    return middles[side], middles[side] + 0.45 * (sites[side, site] - middles[side])
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_random_network_without_dead_ends_gets_no_spur_but_its_one_dead_end(seed: int) -> None:
+    # three-arm junctions at any angle (the second renderer's kind of skin), furrows of many
+    # widths and depths: every furrow is a border, so the only centre line off the borders is
+    # the one dead end drawn
+    hills = _random_hills(seed)
+    start, end = _random_dead_end(hills)
+    without = _measure(_random_network(hills, []))
+    with_end = _measure(_random_network(hills, [(start, end, 3.0, 0.3)]))
+    _assert_only_the_dead_end(without, with_end, (start, end))
