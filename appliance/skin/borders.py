@@ -48,12 +48,17 @@ class BorderSegments:
         return float(self.lengths_px.sum())
 
     def anisotropy(self) -> float:
-        """|Σ l_i exp(2iθ_i)| / Σ l_i (docs/measurement.md furrow_anisotropy)."""
-        total = self.total_length_px
-        if total <= 0.0:
-            return 0.0
-        resultant = complex(np.sum(self.lengths_px * np.exp(2j * self.angles_rad)))
-        return float(min(abs(resultant) / total, 1.0))
+        """The segments' ``anisotropy``."""
+        return anisotropy(self.lengths_px, self.angles_rad)
+
+
+def anisotropy(lengths_px: np.ndarray, angles_rad: np.ndarray) -> float:
+    """|Σ l_i exp(2iθ_i)| / Σ l_i of furrow pieces (docs/measurement.md furrow_anisotropy)."""
+    total = float(lengths_px.sum())
+    if total <= 0.0:
+        return 0.0
+    resultant = complex(np.sum(lengths_px * np.exp(2j * angles_rad)))
+    return float(min(abs(resultant) / total, 1.0))
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,16 @@ MAX_ROOT_CLEARANCES = 3.0  # a root hidden further along its axis than this read
 
 @dataclass(frozen=True)
 class Spurs:
-    """The spurs' centre-line pixels and their total length (work px)."""
+    """The spurs' centre-line pixels, and each spur's length (work px) and direction."""
 
     mask: np.ndarray  # bool
-    length_px: float
+    lengths_px: np.ndarray  # (n,) float
+    angles_rad: np.ndarray  # (n,) float, direction of the spur's principal axis, 0..π
+
+    @property
+    def length_px(self) -> float:
+        """Total length of the spurs in work pixels."""
+        return float(self.lengths_px.sum())
 
 
 def dead_end_furrows(response: np.ndarray, lines: np.ndarray, hair: np.ndarray) -> Spurs:
@@ -60,16 +66,91 @@ def dead_end_furrows(response: np.ndarray, lines: np.ndarray, hair: np.ndarray) 
     at = np.flatnonzero(candidate)
     at = at[_across_maximum(response, at)]
     mask = np.zeros(response.shape, dtype=bool)
-    if len(at) == 0:
-        return Spurs(mask, 0.0)
     mask.ravel()[at] = True
     count, labels = label_components(mask, connectivity=8)
     piece = labels.ravel()[at]
     # the clearance's edge: its pixels next to the band around the borders
     root = cv2.dilate(near, np.ones((3, 3), np.uint8)).ravel()[at].view(bool)
-    keep, extent, ends = _spur_pieces(piece, count, at, response, root)
+    pieces = _Pieces.of(piece, count, at, response, root)
+    keep = pieces.spurs()
     mask.ravel()[at[~keep[piece]]] = False
-    return Spurs(mask, float(np.sum(extent[keep]) + np.sum(_root_lengths(border, ends, keep))))
+    lengths = pieces.extent_px[keep] + _root_lengths(border, pieces, keep)
+    return Spurs(mask, lengths, pieces.angle_rad[keep] % np.pi)
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    """Per 8-connected piece of centre line (0: none): pixel count, mean response, centre,
+    principal axis and extent, and the centre of its pixels on the clearance's edge (its root;
+    ``roots``: how many)."""
+
+    pixels: np.ndarray
+    mean_response: np.ndarray
+    centre: tuple[np.ndarray, np.ndarray]
+    angle_rad: np.ndarray
+    variances: tuple[np.ndarray, np.ndarray]  # along and across the principal axis
+    roots: np.ndarray
+    root: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def of(cls, piece: np.ndarray, count: int, at: np.ndarray, response: np.ndarray,
+           root: np.ndarray) -> _Pieces:
+        """The pieces of the pixels ``at`` (flat indices; ``piece``: each one's piece;
+        ``root``: whether it lies on the clearance's edge)."""
+        rows, cols = np.divmod(at, response.shape[1])
+        pixels = np.bincount(piece, minlength=count).astype(np.float64)
+        weight = np.maximum(pixels, 1.0)
+        mean_x = np.bincount(piece, cols, count) / weight
+        mean_y = np.bincount(piece, rows, count) / weight
+        cxx = np.bincount(piece, cols * cols, count) / weight - mean_x**2
+        cyy = np.bincount(piece, rows * rows, count) / weight - mean_y**2
+        cxy = np.bincount(piece, cols * rows, count) / weight - mean_x * mean_y
+        half_gap = np.sqrt(0.25 * (cxx - cyy) ** 2 + cxy * cxy)
+        roots = np.bincount(piece, root, count)
+        root_weight = np.maximum(roots, 1.0)
+        return cls(pixels, np.bincount(piece, response.ravel()[at], count) / weight,
+                   (mean_x, mean_y), 0.5 * np.arctan2(2.0 * cxy, cxx - cyy),
+                   (0.5 * (cxx + cyy) + half_gap, 0.5 * (cxx + cyy) - half_gap), roots,
+                   (np.bincount(piece, cols * root, count) / root_weight,
+                    np.bincount(piece, rows * root, count) / root_weight))
+
+    @property
+    def extent_px(self) -> np.ndarray:
+        """Length along the principal axis: n for a straight run of n pixels at any angle."""
+        extent: np.ndarray = np.sqrt(12.0 * np.maximum(self.variances[0], 0.0) + 1.0)
+        return extent
+
+    def spurs(self) -> np.ndarray:
+        """Which pieces are spurs (step 3)."""
+        along, across = self.variances
+        keep: np.ndarray = (
+            (self.pixels >= MIN_SPUR_PX)
+            & (along >= MIN_ELONGATION * np.maximum(across, 1.0 / 12.0))  # a pixel's own
+            & (self.mean_response > MIN_MEAN_RESPONSE)
+            & (self.roots > 0)
+        )
+        keep[0] = False
+        return keep
+
+
+def _root_lengths(border: np.ndarray, pieces: _Pieces, keep: np.ndarray) -> np.ndarray:
+    """Per spur (``keep``): the length its root hides in the band (step 4), from the root
+    outwards along the principal axis to the first pixel next to a border, in whole pixel
+    steps up to ``MAX_ROOT_CLEARANCES`` clearances; the clearance where none lies that far."""
+    root_x, root_y = pieces.root[0][keep], pieces.root[1][keep]
+    angle = pieces.angle_rad[keep]
+    step_x, step_y = np.cos(angle), np.sin(angle)
+    away = step_x * (root_x - pieces.centre[0][keep]) + step_y * (root_y - pieces.centre[1][keep])
+    step_x, step_y = np.copysign(step_x, away * step_x), np.copysign(step_y, away * step_y)
+    height, width = border.shape
+    touching = cv2.dilate(border, np.ones((3, 3), np.uint8))
+    hidden = np.full(len(root_x), np.nan)
+    for distance in np.arange(1.0, MAX_ROOT_CLEARANCES * CLEARANCE_PX + 0.5):
+        x = np.clip(np.rint(root_x + distance * step_x), 0, width - 1).astype(np.int64)
+        y = np.clip(np.rint(root_y + distance * step_y), 0, height - 1).astype(np.int64)
+        hidden[np.isnan(hidden) & (touching[y, x] > 0)] = distance
+    hidden[np.isnan(hidden)] = CLEARANCE_PX
+    return hidden
 
 
 def _across_maximum(response: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -91,53 +172,3 @@ def _across_maximum(response: np.ndarray, at: np.ndarray) -> np.ndarray:
     offset = np.array([1, width + 1, width, width - 1])[direction]
     maximum: np.ndarray = curving & (centre >= flat[at + offset]) & (centre >= flat[at - offset])
     return maximum
-
-
-def _spur_pieces(
-    piece: np.ndarray, count: int, at: np.ndarray, response: np.ndarray, root: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
-    """Per piece of centre line (``piece``: each pixel's piece; ``root``: each pixel on the
-    clearance's edge or not): whether it is a spur (step 3) and its principal extent (px)."""
-    rows, cols = np.divmod(at, response.shape[1])
-    pixels = np.bincount(piece, minlength=count).astype(np.float64)
-    weight = np.maximum(pixels, 1.0)
-    mean_x = np.bincount(piece, cols, count) / weight
-    mean_y = np.bincount(piece, rows, count) / weight
-    cxx = np.bincount(piece, cols * cols, count) / weight - mean_x**2
-    cyy = np.bincount(piece, rows * rows, count) / weight - mean_y**2
-    cxy = np.bincount(piece, cols * rows, count) / weight - mean_x * mean_y
-    half_gap = np.sqrt(0.25 * (cxx - cyy) ** 2 + cxy * cxy)
-    major, minor = 0.5 * (cxx + cyy) + half_gap, 0.5 * (cxx + cyy) - half_gap
-    keep = (
-        (pixels >= MIN_SPUR_PX)
-        & (major >= MIN_ELONGATION * np.maximum(minor, 1.0 / 12.0))  # a pixel's own variance
-        & (np.bincount(piece, response.ravel()[at], count) / weight > MIN_MEAN_RESPONSE)
-        & (np.bincount(piece, root, count) > 0)
-    )
-    keep[0] = False
-    roots = np.maximum(np.bincount(piece, root, count), 1.0)
-    root_x = np.bincount(piece, cols * root, count) / roots
-    root_y = np.bincount(piece, rows * root, count) / roots
-    angle = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
-    step_x, step_y = np.cos(angle), np.sin(angle)
-    outwards = np.where(step_x * (root_x - mean_x) + step_y * (root_y - mean_y) < 0.0, -1.0, 1.0)
-    ends = (root_x, root_y, outwards * step_x, outwards * step_y)
-    return keep, np.sqrt(12.0 * np.maximum(major, 0.0) + 1.0), ends
-
-
-def _root_lengths(border: np.ndarray, ends: tuple[np.ndarray, ...], keep: np.ndarray
-                  ) -> np.ndarray:
-    """Per spur (``keep``): the length its root hides in the band (step 4), from its root end
-    (``ends``: per piece the root's x, y and the outward unit step along the axis) to the
-    first pixel next to a border, in whole pixel steps up to ``MAX_ROOT_CLEARANCES``
-    clearances; the clearance itself where no border lies that far along the axis."""
-    root_x, root_y, step_x, step_y = (values[keep] for values in ends)
-    height, width = border.shape
-    touching = cv2.dilate(border, np.ones((3, 3), np.uint8))
-    hidden = np.full(len(root_x), np.nan)
-    for distance in np.arange(1.0, MAX_ROOT_CLEARANCES * CLEARANCE_PX + 0.5):
-        x = np.clip(np.rint(root_x + distance * step_x), 0, width - 1).astype(np.int64)
-        y = np.clip(np.rint(root_y + distance * step_y), 0, height - 1).astype(np.int64)
-        hidden[np.isnan(hidden) & (touching[y, x] > 0)] = distance
-    hidden[np.isnan(hidden)] = CLEARANCE_PX
-    return hidden

@@ -17,7 +17,7 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
    exact for straight segments at any angle, and extended beyond their own reach to where
    the segments ending in a junction meet; plus the visible furrow centre line that is no
    border, the dead ends (``spurs``: a furrow that fades out before its next junction leaves
-   its two hills one cell around its end). Spurs add length only (not to the direction).
+   its two hills one cell around its end), which add length and direction, never hills.
 5. Hill density: hills whose centre (the centroid of its outline: its borders with the other
    hills and, where it is cut, the frame edge) lies in the frame inset by ``INSET_UM`` or by
    one hill width (the square root of the mean hill area), whichever is more, on every side,
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.skin.borders import BorderSegments, CrackMasks, border_segments
+from appliance.skin.borders import BorderSegments, CrackMasks, anisotropy, border_segments
 from appliance.skin.hills import (
     grow_cells,
     hair_mask,
@@ -131,7 +131,8 @@ def measure_texture(prepared: Prepared) -> Texture:
         **_hill_metrics(cells, segments, um, hair),
         "furrow_density_mm_per_mm2": length_px * um / 1000.0 / prepared.frame_area_mm2,
         "furrow_mean_width_um": furrow_width_um(prepared.depth_work, lines, length_px, um),
-        "furrow_anisotropy": segments.anisotropy(),
+        "furrow_anisotropy": anisotropy(np.r_[segments.lengths_px, spurs.lengths_px],
+                                        np.r_[segments.angles_rad, spurs.angles_rad]),
     }
     return Texture(furrow_mask(response), cells, lines, segments, metrics)
 
