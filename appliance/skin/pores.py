@@ -23,8 +23,9 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    ratio of light (``darker``): a pit darkens by multiplying the light of what it lies on, so a
    pore on a deep furrow is as many times darker than the furrow as one on a faint furrow,
    where the ratio of depths falls towards 1. The arms are the second-deepest ray outside the
-   deepest one's run (pore_profile: a furrow passing by covers several rays and is one arm); not a ragged star, no longer than 2.4 times its width above its arms
-   (a short deep stretch of furrow is a dash) unless it is an oval pore (``_oval``: wider
+   deepest one's run (pore_profile: a furrow passing by covers several rays and is one arm).
+   It is not a ragged star, no longer than 2.4 times its width above its arms (a short deep
+   stretch of furrow is a dash) unless it is an oval pore (``_oval``: wider
    between its long sides than a junction between its arms, or, with at most 2 arms, its rim
    closes: just beyond both ends of its longest diameter the depth has fallen well below its
    floor), grey (a pigment spot takes more blue than green: melanin) and pore-sized (dust is
