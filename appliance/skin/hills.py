@@ -56,6 +56,7 @@ MIN_CORE_AREA_UM2 = 3000.0  # a smaller core is a dome's facet, not a hill of it
 GROWTH_LEVELS = (0.025, 0.05, 0.1, 0.2)
 GROWTH_STEPS_PER_LEVEL = 4  # growing each level to a standstill (5-13 steps) reads the same
 FURROW_LEVEL = 0.03  # a border pixel lies on a furrow when its valley response is above this
+STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
 MIN_FURROW_SHARE = 0.77  # share of a split border that must lie on a furrow for it to stay
 # Hairs (step 5). Fitted on the project's generator only (preset wide, seeds 11 and 12, 60 frames
 # each; never on the second renderer or seed 1): hairs there read 55-75 levels of the blue/red

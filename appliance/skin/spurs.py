@@ -17,7 +17,7 @@ canonical 20 µm/px):
    (attached to the border network, where a dead end starts; a speck on a hill top floats),
    of at least ``MIN_SPUR_PX`` pixels, elongated (principal variances at least
    ``MIN_ELONGATION`` apart: a pore or a blot is round) and with a mean response above
-   ``texture.STRONG_VALLEY`` (a clear furrow, not the noise of a hill top).
+   ``hills.STRONG_VALLEY`` (a clear furrow, not the noise of a hill top).
 4. Length: each spur's principal extent (sqrt(12 variance + 1) px: a straight run of n pixels
    reads n at any angle) plus what its root hides in the band: the furrow runs on along the
    spur's axis to the border it leaves, so from the root outwards to the first pixel next to
@@ -33,13 +33,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.skin.hills import FURROW_LEVEL, label_components
+from appliance.skin.hills import FURROW_LEVEL, STRONG_VALLEY, label_components
 from appliance.skin.preprocess import disk
 
 CLEARANCE_PX = 3.0  # 60 µm: half the widest furrow
 MIN_SPUR_PX = 3
 MIN_ELONGATION = 3.0  # ratio of the principal variances
-MIN_MEAN_RESPONSE = 0.06  # valley response: a clear furrow (texture.STRONG_VALLEY)
 MAX_ROOT_CLEARANCES = 3.0  # a root hidden further along its axis than this reads the clearance
 
 
@@ -126,7 +125,7 @@ class _Pieces:
         keep: np.ndarray = (
             (self.pixels >= MIN_SPUR_PX)
             & (along >= MIN_ELONGATION * np.maximum(across, 1.0 / 12.0))  # a pixel's own
-            & (self.mean_response > MIN_MEAN_RESPONSE)
+            & (self.mean_response > STRONG_VALLEY)
             & (self.roots > 0)
         )
         keep[0] = False

@@ -42,6 +42,7 @@ import numpy as np
 
 from appliance.skin.borders import BorderSegments, CrackMasks, anisotropy, border_segments
 from appliance.skin.hills import (
+    STRONG_VALLEY,
     grow_cells,
     hair_mask,
     hill_seeds,
@@ -52,7 +53,6 @@ from appliance.skin.hills import (
 from appliance.skin.preprocess import WORK_UM_PER_PX, Prepared
 from appliance.skin.spurs import dead_end_furrows
 
-STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
 WEAK_VALLEY = 0.01  # a faint furrow, kept where it touches a clear one
 TOPHAT_DIAMETER_UM = 140.0  # wider than the widest furrow (~120 µm), narrower than hills
 INSET_UM = 200.0  # hills are counted by their centres in the frame inset by this much at least

@@ -348,7 +348,6 @@ def test_specks_on_hill_tops_are_no_dead_ends() -> None:
     _assert_only_the_dead_end(*_strokes_and_dead_end(strokes))
 
 
-
 def _random_hills(seed: int) -> Voronoi:
     """Random (Voronoi) hills about 450 µm apart over the frame: three furrows to a junction."""
     sites = np.random.default_rng(seed).uniform(0.0, 1.0, (800, 2))
