@@ -75,14 +75,17 @@ def truth_of(image: Path) -> dict[str, float]:
 def error_summary(
     measured: list[dict[str, float]], truths: list[dict[str, float]]
 ) -> dict[str, Any]:
-    """Median and 90th-percentile absolute relative error per target key."""
+    """Median and 90th-percentile absolute relative error per target key, and the signed median
+    (positive: the measurement reads high), which tells a bias from scatter."""
     summary: dict[str, Any] = {}
     for key in TARGET_KEYS:
         pairs = zip(measured, truths, strict=True)
-        errors = np.array([abs(m[key] - t[key]) / t[key] for m, t in pairs if t[key] > 0])
+        signed = np.array([(m[key] - t[key]) / t[key] for m, t in pairs if t[key] > 0])
+        errors = np.abs(signed)
         summary[key] = {
             "median_abs_rel_error": round(float(np.median(errors)), 4),
             "p90_abs_rel_error": round(float(np.percentile(errors, 90)), 4),
+            "median_signed_rel_error": round(float(np.median(signed)), 4),
         }
     return summary
 
