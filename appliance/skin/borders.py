@@ -16,11 +16,7 @@ placed where the straight lines of the chains ending in it meet (least squares);
 length reaches as far as its crack count says, and it is extended from there to that point
 when the point lies further out (on exact cells the crack count already reaches the junction,
 so nothing is added; docs/measurement.md "Texture accuracy"). Borders that lie wholly inside
-one junction are not furrows and are dropped. But a cluster may hold several three-arm
-junctions a short edge apart (small cells drawn by three furrows to a junction): then the
-chains' lines miss any one point, the chains already reach their own junctions and the short
-edges are furrows, so they are kept and nothing is added; between the two readings the RMS
-distance of the lines from their meeting point decides, continuously.
+one junction are not furrows and are dropped.
 """
 
 from __future__ import annotations
@@ -33,13 +29,6 @@ import numpy as np
 MIN_CRACKS_FOR_DIRECTION = 3
 MEETING_WEIGHT_CAP_PX = 10.0  # a chain's line counts by its length up to this
 MEETING_PULL = 2.0  # weight of the junction cluster's centre against the chains' lines
-# How far the chains' lines of a junction cluster miss their meeting point (RMS, px at the work
-# scale): one junction of many arms up to 35 µm, several three-arm junctions from 55 µm. Fitted
-# on own random three-arm scenes (benchmarks/skin_three_arm_scenes.py: exact cells within 0.2 %)
-# and the generator's seeds 11 and 12 (no set reads worse than with every cluster one junction).
-ONE_JUNCTION_MISS_PX = 1.75
-SEVERAL_JUNCTIONS_MISS_PX = 2.75
-JUNCTION_RADIUS_PX = 3.0  # meeting points within 60 µm (a furrow width) are one cluster
 
 
 @dataclass(frozen=True)
@@ -213,10 +202,10 @@ def _chains(cracks: _Cracks) -> _Chains:
 
 def _junction_ends(
     chains: _Chains, ids: np.ndarray, centres: np.ndarray, chain_px: np.ndarray
-) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """For both ends of every chain: the junction it stops in (0: none) and how far that
     junction's meeting point (``_lines_meeting_point``) lies beyond the end the chain's length
-    reaches; and per junction, how far it is several junctions (``_several_share``).
+    reaches.
 
     The junction is looked up at the chain's last crack; the gap is measured from the end of
     the measured length (centre +- half of it along the chain), outwards along the chain: on
@@ -233,36 +222,16 @@ def _junction_ends(
     cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
     junction = ids.ravel()[rows * width + cols]
     mean_x, mean_y, length = (np.tile(v, 2) for v in (chains.mean_x, chains.mean_y, chain_px))
-    meeting = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
+    centres = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
                                    length=length)
-    count = len(chains.mean_x)
-    through = np.tile(junction[:count] != junction[count:], 2) & (junction > 0)
-    miss = (meeting[:, 0][junction] - mean_x) * sin - (meeting[:, 1][junction] - mean_y) * cos
-    several = _several_share(np.where(through, junction, 0), miss, length, len(centres))
-    outward = np.r_[-np.ones(count), np.ones(count)]
+    outward = np.r_[-np.ones(len(chain_px)), np.ones(len(chain_px))]
     reach_x = mean_x + outward * length / 2.0 * cos
     reach_y = mean_y + outward * length / 2.0 * sin
-    gap = (meeting[:, 0][junction] - reach_x) * cos + (meeting[:, 1][junction] - reach_y) * sin
+    gap = (centres[:, 0][junction] - reach_x) * cos + (centres[:, 1][junction] - reach_y) * sin
     gap = np.maximum(gap * outward, 0.0)
     gap[junction == 0] = 0.0
-    return [junction[:count], junction[count:]], [gap[:count], gap[count:]], several
-
-
-def _several_share(junction: np.ndarray, miss: np.ndarray, length: np.ndarray, count: int
-                   ) -> np.ndarray:
-    """Per junction cluster, 0..1: how far it is several three-arm junctions joined by short
-    edges rather than one junction of many arms. The chains' lines of one junction pass
-    through one point (``miss``: each line's distance from the meeting point); those of two
-    junctions a short edge apart miss any one point by about a quarter of the edge. The RMS
-    miss (weighted like the meeting point) is read between ``ONE_JUNCTION_MISS_PX`` (0) and
-    ``SEVERAL_JUNCTIONS_MISS_PX`` (1)."""
-    weight = (junction > 0) * np.minimum(length, MEETING_WEIGHT_CAP_PX)
-    spread = np.bincount(junction, weight * miss * miss, count)
-    rms = np.sqrt(spread / np.maximum(np.bincount(junction, weight, count), 1e-9))
-    share: np.ndarray = np.clip((rms - ONE_JUNCTION_MISS_PX)
-                                / (SEVERAL_JUNCTIONS_MISS_PX - ONE_JUNCTION_MISS_PX), 0.0, 1.0)
-    share[0] = 0.0
-    return share
+    count = len(chains.mean_x)
+    return [junction[:count], junction[count:]], [gap[:count], gap[count:]]
 
 
 def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.ndarray, y: np.ndarray,
@@ -287,8 +256,7 @@ def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.nda
 
 
 def border_segments(
-    labels: np.ndarray, junction_radius_px: float = JUNCTION_RADIUS_PX,
-    masks: CrackMasks | None = None,
+    labels: np.ndarray, junction_radius_px: float = 2.5, masks: CrackMasks | None = None
 ) -> BorderSegments:
     """The furrow segments between cells, with centre-line length and direction each."""
     span = int(labels.max()) + 1
@@ -302,14 +270,9 @@ def border_segments(
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
     chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
     ids, centres = junctions(labels, junction_radius_px, masks)
-    end_ids, gaps, several = _junction_ends(chains, ids, centres, chain_px)
-    # one junction of many arms: the chains are extended to where their lines meet and the
-    # borders wholly inside it are no furrows; several three-arm junctions joined by short
-    # edges: the chains already reach their own junctions and the short edges are furrows
-    lengths = (chain_px + (1.0 - several[end_ids[0]]) * gaps[0]
-               + (1.0 - several[end_ids[1]]) * gaps[1])
-    inside = (end_ids[0] == end_ids[1]) & (end_ids[0] > 0)
-    lengths[inside] = several[end_ids[0][inside]] * chain_px[inside]
+    end_ids, gaps = _junction_ends(chains, ids, centres, chain_px)
+    lengths = chain_px + gaps[0] + gaps[1]
+    lengths[(end_ids[0] == end_ids[1]) & (end_ids[0] > 0)] = 0.0  # wholly inside one junction
     keys = cracks.keys[chains.starts]
     pairs = np.stack([keys // span, keys % span], axis=1)
     sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
