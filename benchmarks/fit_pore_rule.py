@@ -59,6 +59,7 @@ GRID: dict[str, tuple[float, ...]] = {
     "pit_min_contrast": (1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 2.0),
     "pit_darker_than_skin": (0.0, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1, 2.2, 2.4),  # 0: no test
     "pit_darker_than_arms": (1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5, 1.6, 1.8),
+    "pit_over_strand": (0.0, 0.9, 0.95, 1.0, 1.05, 1.1),
     "pit_min_roundness": (0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
     "pit_max_elongation": (1.6, 1.8, 2.0, 2.2, 2.4),
     "oval_min_gap": (1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 99.0),  # 99: no oval pores

@@ -99,7 +99,7 @@ class PoreRule:
     shallow_over_junction: float = 1.15  # pit floor / the junctions' floor, for a wide pit
     shallow_min_spread: float = 0.3  # shallowest of 8 rays at SPREAD_UM / pit floor
     shallow_min_gap: float = 1.5  # shortest rim rays / the frame's typical junction's
-    deep_over_junction: float = 1.3  # ... or this much deeper than the junctions around it
+    deep_over_junction: float = 1.4  # ... or this much deeper than the junctions around it
     deep_darker_than_arms: float = 1.5  # ... and darker than its arms (then half a gap will do)
     darker_than_arms: float = 1.2  # light of the 2nd arm just outside the rim / the pit's
     depth_over_strand: float = 0.9  # pit floor / deepest ray there: a hair's end is not deeper
