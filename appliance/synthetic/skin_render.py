@@ -213,7 +213,10 @@ def _height_fields(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, I
     """Furrow depth (0..1), hill dome (0..1), pore depth (0..1) and the combined height field."""
     distance, width, depth = _furrow_maps(geometry)
     half_width = width * np.float32(0.5)
-    furrow = 1.0 / (1.0 + np.exp((distance - half_width) / np.float32(EDGE_SOFTNESS_PX)))
+    # the logistic edge; its argument held below float32's exp overflow (far from every
+    # furrow the depth is 0 either way: 1 / (1 + e**60) rounds to nothing in 8-bit pixels)
+    furrow = 1.0 / (1.0 + np.exp(np.minimum((distance - half_width)
+                                            / np.float32(EDGE_SOFTNESS_PX), np.float32(60.0))))
     if depth is not None:  # shallow and deep furrows: the edge stays at half width
         furrow = furrow * depth
     rounding_px = np.float32(
