@@ -50,6 +50,8 @@ class Scene:
 
 
 def _sites(spacing_px: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Voronoi sites over the frame and a margin: uniform (``poisson``) at the density of a
+    hexagonal grid of ``spacing_px``, or that grid jittered by a quarter spacing."""
     pad = 4.0 * spacing_px
     if kind == "poisson":
         area = (SIZE[1] + 2 * pad) * (SIZE[0] + 2 * pad)
