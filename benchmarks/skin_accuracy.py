@@ -245,14 +245,13 @@ def main() -> None:
     keep_frame_buffers()
     images = ensure_frames(args.frames, args.count, args.seed)
     wide = ensure_frames(args.frames, args.wide_count, args.seed, preset="wide")
+    sets = {"generator_mixed": accuracy(images), "generator_wide": accuracy(wide)}
+    if args.second_count > 0:  # --second-count 0: the fit seeds, without the second renderer
+        sets["second_renderer"] = second_renderer(args.second_count, args.seed)
     result = {
         "benchmark": "skin_accuracy",
         "seed": args.seed,
-        "accuracy": {
-            "generator_mixed": accuracy(images),
-            "generator_wide": accuracy(wide),
-            "second_renderer": second_renderer(args.second_count, args.seed),
-        },
+        "accuracy": sets,
         "calibration_sweep": calibration_sweep(images[: args.sweep_frames]),
         "repeatability": repeatability(images[: args.repeat_frames], args.variants),
         "load_average": load_average(),
