@@ -4,10 +4,9 @@ Exact cells (no furrow, no growth): Voronoi tilings of a jittered hexagonal poin
 kind of network whose junctions have three arms), rasterised at 16x sub-pixel precision, and
 their true edge length inside the square. Reported per cell spacing (px at the work scale,
 20 µm/px: a 0.04 mm² hill is about 10 px across), for junction cluster radii of 1 px and the
-method's ``JUNCTION_RADIUS_PX``: the mean signed error of the total length, and the share of
-chains dropped as "wholly inside one junction" (on exact cells every chain is a real edge).
-These networks are drawn here, not by either skin renderer; they show what the estimator does
-on its own.
+method's 2.5 px: the mean signed error of the total length, and the share of chains dropped
+as "wholly inside one junction" (on exact cells every chain is a real edge). These networks
+are drawn here, not by either skin renderer; they show what the estimator does on its own.
 """
 
 from __future__ import annotations
@@ -18,11 +17,11 @@ import json
 import numpy as np
 from skin_common import int_at_least, load_average
 
-from appliance.skin.borders import JUNCTION_RADIUS_PX, border_segments
+from appliance.skin.borders import border_segments
 from appliance.synthetic.tilings import hexagonal_voronoi
 
 SPACINGS_PX = (9.0, 11.0, 14.0, 20.0, 30.0)
-RADII_PX = (1.0, JUNCTION_RADIUS_PX)
+RADII_PX = (1.0, 2.5)
 
 
 def main() -> None:

@@ -16,13 +16,7 @@ placed where the straight lines of the chains ending in it meet (least squares);
 length reaches as far as its crack count says, and it is extended from there to that point
 when the point lies further out (on exact cells the crack count already reaches the junction,
 so nothing is added; docs/measurement.md "Texture accuracy"). Borders that lie wholly inside
-one junction are not furrows and are dropped. The meeting points are grouped around peaks of
-their density, not by distance alone, so that junctions a short edge apart do not chain into
-one cluster along a furrow. But a cluster may still hold several three-arm
-junctions a short edge apart (small cells drawn by three furrows to a junction): then the
-chains' lines miss any one point, the chains already reach their own junctions and the short
-edges are furrows, so they are kept and nothing is added; between the two readings the RMS
-distance of the lines from their meeting point decides, continuously.
+one junction are not furrows and are dropped.
 """
 
 from __future__ import annotations
@@ -35,19 +29,6 @@ import numpy as np
 MIN_CRACKS_FOR_DIRECTION = 3
 MEETING_WEIGHT_CAP_PX = 10.0  # a chain's line counts by its length up to this
 MEETING_PULL = 2.0  # weight of the junction cluster's centre against the chains' lines
-# Junctions (``junctions``): meeting points grouped around the peaks of their density (Gaussian
-# of 30 µm), peaks at least 100 µm apart, every other meeting point to the nearest peak within
-# 120 µm; a chain ending within 60 µm of a junction's meeting points ends in it.
-DENSITY_SIGMA_PX = 1.5
-PEAK_SPACING_PX = 5.0
-PEAK_REACH_PX = 6.0
-JUNCTION_RADIUS_PX = 3.0
-# How far the chains' lines of a junction miss their meeting point (RMS, px at the work scale):
-# one junction of many arms up to 25 µm, several three-arm junctions from 40 µm. Fitted on own
-# random three-arm scenes (benchmarks/skin_three_arm_scenes.py), exact tilings and the
-# generator's seeds 11 and 12.
-ONE_JUNCTION_MISS_PX = 1.25
-SEVERAL_JUNCTIONS_MISS_PX = 2.0
 
 
 @dataclass(frozen=True)
@@ -162,62 +143,27 @@ def _meeting_points(labels: np.ndarray, masks: CrackMasks) -> np.ndarray:
     return meeting
 
 
-def _disk(radius_px: float) -> np.ndarray:
-    size = max(1, round(radius_px)) * 2 + 1
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-
-
 def junctions(
     labels: np.ndarray, radius_px: float, masks: CrackMasks | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Junction id per pixel (0: none) and junction centres (id -> x, y): the points where
-    three or more cells meet (2x2 pixel blocks), grouped so that the few meeting points of one
-    wide junction are one junction, but junctions a short edge apart do not chain into one
-    cluster along a furrow (``_peak_junctions``); a pixel belongs to the junction of the
-    nearest meeting point within ``radius_px``."""
-    return _peak_junctions(_meeting_points(labels, masks or CrackMasks.of(labels)), radius_px)
+    """Junction id per pixel (0: none) and junction centres (id -> x, y).
 
-
-def _centres(owner: np.ndarray, rows: np.ndarray, cols: np.ndarray, count: int) -> np.ndarray:
+    A junction is a cluster of 2x2 pixel blocks holding three or more cells, grown by
+    ``radius_px`` so that the few border meeting points of one wide junction merge.
+    """
+    meeting = _meeting_points(labels, masks or CrackMasks.of(labels))
+    size = max(1, round(radius_px)) * 2 + 1
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    grown = cv2.dilate(meeting.view(np.uint8), disk)
+    count, ids = cv2.connectedComponents(grown, connectivity=8)
+    # flatnonzero of a bool mask: 7x faster than of the same mask as uint8
+    rows, cols = np.divmod(np.flatnonzero(meeting), meeting.shape[1])
+    owner = ids[rows, cols]
     weight = np.maximum(np.bincount(owner, minlength=count), 1)
     centre_x = np.bincount(owner, cols + 0.5, count) / weight
     centre_y = np.bincount(owner, rows + 0.5, count) / weight
-    return np.stack([centre_x, centre_y], axis=1)
-
-
-def _peak_junctions(meeting: np.ndarray, radius_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """``junctions`` of a mask of meeting points: they are grouped around the peaks of their
-    density; the peaks are the meeting points whose density (Gaussian, ``DENSITY_SIGMA_PX``) is
-    the highest within ``PEAK_SPACING_PX``; every other meeting point belongs to the nearest
-    peak (up to ``PEAK_REACH_PX``; beyond it, it is a junction of its own)."""
-    rows, cols = np.divmod(np.flatnonzero(meeting), meeting.shape[1])
-    density = cv2.GaussianBlur(meeting.view(np.uint8).astype(np.float32), (0, 0),
-                               DENSITY_SIGMA_PX)
-    at = density[rows, cols]
-    density[...] = 0.0
-    density[rows, cols] = at
-    is_peak = at >= cv2.dilate(density, _disk(PEAK_SPACING_PX))[rows, cols]
-    owner = np.zeros(len(rows), np.float32)
-    owner[is_peak] = np.arange(1, int(is_peak.sum()) + 1)
-    painted = np.zeros(meeting.shape, np.float32)
-    painted[rows[is_peak], cols[is_peak]] = owner[is_peak]
-    # of peaks equally dense (a symmetric pair of meeting points) the last within reach stays
-    tied = is_peak & (cv2.dilate(painted, _disk(PEAK_SPACING_PX))[rows, cols] != owner)
-    painted[rows[tied], cols[tied]] = 0.0
-    owner[tied] = 0.0
-    for reach in range(1, max(1, round(PEAK_REACH_PX)) + 1):
-        loose = np.flatnonzero(owner == 0)
-        if len(loose) == 0:
-            break
-        owner[loose] = cv2.dilate(painted, _disk(reach))[rows[loose], cols[loose]]
-    loose = np.flatnonzero(owner == 0)
-    owner[loose] = np.arange(1, len(loose) + 1) + owner.max(initial=0.0)
-    painted[rows, cols] = owner
-    ids = painted.copy()  # each pixel to the nearest meeting point's junction
-    for reach in range(1, max(1, round(radius_px)) + 1):
-        np.copyto(ids, cv2.dilate(painted, _disk(reach)), where=ids == 0)
-    ids = ids.astype(np.int32)
-    return ids, _centres(owner.astype(np.int64), rows, cols, int(owner.max(initial=0.0)) + 1)
+    centres = np.stack([centre_x, centre_y], axis=1)
+    return ids, centres
 
 
 @dataclass(frozen=True)
@@ -256,10 +202,10 @@ def _chains(cracks: _Cracks) -> _Chains:
 
 def _junction_ends(
     chains: _Chains, ids: np.ndarray, centres: np.ndarray, chain_px: np.ndarray
-) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """For both ends of every chain: the junction it stops in (0: none) and how far that
     junction's meeting point (``_lines_meeting_point``) lies beyond the end the chain's length
-    reaches; and per junction, how far it is several junctions (``_several_share``).
+    reaches.
 
     The junction is looked up at the chain's last crack; the gap is measured from the end of
     the measured length (centre +- half of it along the chain), outwards along the chain: on
@@ -276,36 +222,16 @@ def _junction_ends(
     cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
     junction = ids.ravel()[rows * width + cols]
     mean_x, mean_y, length = (np.tile(v, 2) for v in (chains.mean_x, chains.mean_y, chain_px))
-    meeting = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
+    centres = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
                                    length=length)
-    count = len(chains.mean_x)
-    through = np.tile(junction[:count] != junction[count:], 2) & (junction > 0)
-    miss = (meeting[:, 0][junction] - mean_x) * sin - (meeting[:, 1][junction] - mean_y) * cos
-    several = _several_share(np.where(through, junction, 0), miss, length, len(centres))
-    outward = np.r_[-np.ones(count), np.ones(count)]
+    outward = np.r_[-np.ones(len(chain_px)), np.ones(len(chain_px))]
     reach_x = mean_x + outward * length / 2.0 * cos
     reach_y = mean_y + outward * length / 2.0 * sin
-    gap = (meeting[:, 0][junction] - reach_x) * cos + (meeting[:, 1][junction] - reach_y) * sin
+    gap = (centres[:, 0][junction] - reach_x) * cos + (centres[:, 1][junction] - reach_y) * sin
     gap = np.maximum(gap * outward, 0.0)
     gap[junction == 0] = 0.0
-    return [junction[:count], junction[count:]], [gap[:count], gap[count:]], several
-
-
-def _several_share(junction: np.ndarray, miss: np.ndarray, length: np.ndarray, count: int
-                   ) -> np.ndarray:
-    """Per junction cluster, 0..1: how far it is several three-arm junctions joined by short
-    edges rather than one junction of many arms. The chains' lines of one junction pass
-    through one point (``miss``: each line's distance from the meeting point); those of two
-    junctions a short edge apart miss any one point by about a quarter of the edge. The RMS
-    miss (weighted like the meeting point) is read between ``ONE_JUNCTION_MISS_PX`` (0) and
-    ``SEVERAL_JUNCTIONS_MISS_PX`` (1)."""
-    weight = (junction > 0) * np.minimum(length, MEETING_WEIGHT_CAP_PX)
-    spread = np.bincount(junction, weight * miss * miss, count)
-    rms = np.sqrt(spread / np.maximum(np.bincount(junction, weight, count), 1e-9))
-    share: np.ndarray = np.clip((rms - ONE_JUNCTION_MISS_PX)
-                                / (SEVERAL_JUNCTIONS_MISS_PX - ONE_JUNCTION_MISS_PX), 0.0, 1.0)
-    share[0] = 0.0
-    return share
+    count = len(chains.mean_x)
+    return [junction[:count], junction[count:]], [gap[:count], gap[count:]]
 
 
 def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.ndarray, y: np.ndarray,
@@ -330,13 +256,9 @@ def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.nda
 
 
 def border_segments(
-    labels: np.ndarray, junction_radius_px: float | None = None,
-    masks: CrackMasks | None = None,
+    labels: np.ndarray, junction_radius_px: float = 2.5, masks: CrackMasks | None = None
 ) -> BorderSegments:
-    """The furrow segments between cells, with centre-line length and direction each; chains
-    end in a junction within ``junction_radius_px`` (default ``JUNCTION_RADIUS_PX``) of its
-    meeting points."""
-    junction_radius_px = JUNCTION_RADIUS_PX if junction_radius_px is None else junction_radius_px
+    """The furrow segments between cells, with centre-line length and direction each."""
     span = int(labels.max()) + 1
     masks = masks or CrackMasks.of(labels)
     cracks = _cracks(labels, masks, span)
@@ -348,14 +270,9 @@ def border_segments(
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
     chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
     ids, centres = junctions(labels, junction_radius_px, masks)
-    end_ids, gaps, several = _junction_ends(chains, ids, centres, chain_px)
-    # one junction of many arms: the chains are extended to where their lines meet and the
-    # borders wholly inside it are no furrows; several three-arm junctions joined by short
-    # edges: the chains already reach their own junctions and the short edges are furrows
-    lengths = (chain_px + (1.0 - several[end_ids[0]]) * gaps[0]
-               + (1.0 - several[end_ids[1]]) * gaps[1])
-    inside = (end_ids[0] == end_ids[1]) & (end_ids[0] > 0)
-    lengths[inside] = several[end_ids[0][inside]] * chain_px[inside]
+    end_ids, gaps = _junction_ends(chains, ids, centres, chain_px)
+    lengths = chain_px + gaps[0] + gaps[1]
+    lengths[(end_ids[0] == end_ids[1]) & (end_ids[0] > 0)] = 0.0  # wholly inside one junction
     keys = cracks.keys[chains.starts]
     pairs = np.stack([keys // span, keys % span], axis=1)
     sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
