@@ -8,6 +8,10 @@ otherwise each test it fails is tallied (``fails_only``: the tests that alone st
 and being counted). Every counted pore with no true pore within its reach is ``false``. On the
 project's generator, ``recall_by_place`` is the share of true pores counted by where they lie:
 within 20 µm of a furrow junction, within 100 µm, or further (in a hill or along a furrow).
+``false_by_place`` says the same of the false pores, and ``false_on_segment`` whether the
+furrow segment nearest to each (the generator's centre lines) is deeper or wider than the
+frame's typical one (``counted_on_segment``: the same for the counted true pores, placed by
+the generator whatever the segment).
 Read this to find which test to rethink; set thresholds only on the project's own generator.
 """
 
@@ -42,6 +46,29 @@ class _Frame:
     centres_px: np.ndarray
     radii_px: np.ndarray
     junctions_px: np.ndarray | None  # (J, 2) furrow meeting points, where the renderer says
+    segments_px: np.ndarray | None = None  # (E, 2, 2) furrow centre lines (generator)
+    segment_depth: np.ndarray | None = None  # (E,) depth factor over the frame's median
+    segment_width: np.ndarray | None = None  # (E,) width over the frame's median
+
+
+DEEPER_SEGMENT = 1.2  # a segment this much deeper than the frame's median is "deeper"
+WIDER_SEGMENT = 1.3  # ... and this much wider "wider"
+
+
+def _segment_kind(frame: _Frame, centre: np.ndarray) -> str | None:
+    """Whether the furrow segment nearest to a point is deeper and / or wider than the frame's
+    typical one (None where the renderer does not say)."""
+    if frame.segments_px is None or frame.segment_depth is None or frame.segment_width is None:
+        return None
+    starts, ends = frame.segments_px[:, 0], frame.segments_px[:, 1]
+    along = ends - starts
+    share = np.clip(np.sum((centre - starts) * along, axis=1)
+                    / np.maximum(np.sum(along * along, axis=1), 1e-9), 0.0, 1.0)
+    nearest = int(np.argmin(np.hypot(*(starts + share[:, None] * along - centre).T)))
+    deeper = frame.segment_depth[nearest] > DEEPER_SEGMENT
+    wider = frame.segment_width[nearest] > WIDER_SEGMENT
+    return {(True, True): "deeper_and_wider", (True, False): "deeper",
+            (False, True): "wider", (False, False): "neither"}[(bool(deeper), bool(wider))]
 
 
 PLACES_UM = (("at_junction", 20.0), ("near_junction", 100.0), ("off_junction", np.inf))
@@ -63,8 +90,12 @@ def _frame(renderer: str, seed: int, index: int, preset: str) -> _Frame:
     own = synthetic_frame(seed, index, preset)
     geometry = own.geometry
     degree = np.bincount(geometry.edges.ravel(), minlength=len(geometry.vertices_px))
+    depth = (geometry.edge_depth if geometry.edge_depth is not None
+             else np.ones(len(geometry.edges)))
     return _Frame(own.image_rgb, own.um_per_px, geometry.pore_centres_px,
-                  geometry.pore_radii_px, geometry.vertices_px[degree >= 3])
+                  geometry.pore_radii_px, geometry.vertices_px[degree >= 3],
+                  geometry.vertices_px[geometry.edges], depth / np.median(depth),
+                  geometry.edge_width_px / np.median(geometry.edge_width_px))
 
 
 def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
@@ -107,9 +138,14 @@ def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
     # a counted pore is false when no true pore lies within that pore's reach (the same
     # reach a true pore is matched with above: its radius, or 40 µm for a small one)
     reaches = np.maximum(frame.radii_px, 40.0 / frame.um_per_px)
-    tally["false"]["pores"] += sum(
-        1 for c in counted
-        if not np.any(np.hypot(*(frame.centres_px - c).T) < reaches))
+    for c in counted:
+        false = not np.any(np.hypot(*(frame.centres_px - c).T) < reaches)
+        tally["false"]["pores"] += int(false)
+        place, kind = _place(frame, c), _segment_kind(frame, c)
+        if false and place is not None:
+            tally["false_by_place"][place] += 1
+        if kind is not None:
+            tally["false_on_segment" if false else "counted_on_segment"][kind] += 1
     return len(frame.radii_px), len(counted)
 
 
@@ -124,6 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(1)
     keys = ("counted", "missed", "too_shallow", "unseen", "fails", "fails_only", "false",
+            "false_by_place", "false_on_segment", "counted_on_segment",
             "true_by_place", "counted_by_place")
     tally: dict[str, Counter[str]] = {key: Counter() for key in keys}
     errors = []
