@@ -88,6 +88,8 @@ def draw_scene(spacing_um: float, kind: str, seed: int, rich: bool = False) -> S
         grey *= 1.0 - rng.uniform(0.1, 0.3) * radius2
         tint = tint * rng.uniform(0.9, 1.1, 3).astype(np.float32)
     rgb = np.clip(grey[..., None] * tint, 0, 255)
+    # Pillow's JPEG, not skin.encode_jpeg: the figures recorded in docs/experiments/README.md
+    # were read on these exact pixels
     buffer = io.BytesIO()
     Image.fromarray(rgb.astype(np.uint8)).save(buffer, "JPEG", quality=int(rng.integers(72, 93)))
     decoded = np.asarray(Image.open(buffer).convert("RGB"))
