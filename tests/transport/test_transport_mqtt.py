@@ -194,7 +194,11 @@ def test_backlog_waits_for_a_late_broker_and_goes_out_oldest_first(
     tmp_path: Path, topic_prefix: str
 ) -> None:
     broker = PrivateBroker(workdir=tmp_path / "broker")
-    link = make_link(tmp_path, broker.host, broker.port, topic_prefix, reconnect_cap_s=0.5)
+    # The link may reach the new broker before the subscriber has subscribed; what it sends then
+    # reaches no one, and the link sends it again when no ack came (here after 0.5 s, not the
+    # default 10 s, which was this test's whole deadline: it failed when the link won that race).
+    link = make_link(tmp_path, broker.host, broker.port, topic_prefix, reconnect_cap_s=0.5,
+                     ack_resend_initial_s=0.5)
     link.outbox.add_many([(f"m{i}", f"{topic_prefix}/r", payload(i)) for i in range(300)])
     link.start()
     try:
@@ -207,6 +211,13 @@ def test_backlog_waits_for_a_late_broker_and_goes_out_oldest_first(
             time.sleep(0.02)
         assert link.idle()
         sub.close()
+        first_arrivals = list(dict.fromkeys(int(json.loads(m.payload)["id"][1:])
+                                            for m in sub.messages))
+        assert sorted(first_arrivals) == list(range(300))
+        # oldest first: from the first one the subscriber saw on, in order; only a prefix sent
+        # before it subscribed can come later, resent
+        after = [i for i in first_arrivals if i >= first_arrivals[0]]
+        assert after == sorted(after)
     finally:
         stop(link)
         broker.close()
