@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 from skin_common import frame_set_parser, load_average
-from skin_furrow_oracle import BINS, _oracle_labels, _regrown
+from skin_furrow_oracle import BINS, oracle_labels, regrown
 
 from appliance.skin.borders import border_segments
 from appliance.skin.preprocess import prepare
@@ -68,10 +68,10 @@ def _frame(seed: int, index: int, preset: str) -> tuple[float, list[float], list
     response = tophat_response(prepared.flat_work)
     shape = response.shape[:2]
     scale = frame.um_per_px / prepared.um_per_work_px
-    oracle = _oracle_labels(frame, shape, scale)
+    oracle = oracle_labels(frame, shape, scale)
     edges = _true_edges(frame, shape, scale)
     return (frame.truth["hill_density_per_mm2"], _accounting(oracle, edges),
-            _accounting(_regrown(oracle, 1, response), edges))
+            _accounting(regrown(oracle, 1, response), edges))
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ from appliance.synthetic.skin import synthetic_frame
 BINS = ((0.0, 8.0), (8.0, 14.0), (14.0, 20.0), (20.0, 1000.0))
 
 
-def _oracle_labels(frame: Any, shape: tuple[int, int], scale: float) -> np.ndarray:
+def oracle_labels(frame: Any, shape: tuple[int, int], scale: float) -> np.ndarray:
     """The true hill polygons filled at the work scale, one label each."""
     labels = np.zeros(shape, np.int32)
     vertices = frame.geometry.vertices_px * scale
@@ -49,7 +49,7 @@ def _oracle_labels(frame: Any, shape: tuple[int, int], scale: float) -> np.ndarr
     return labels
 
 
-def _regrown(oracle: np.ndarray, shrink_px: int, response: np.ndarray) -> np.ndarray:
+def regrown(oracle: np.ndarray, shrink_px: int, response: np.ndarray) -> np.ndarray:
     """The oracle cells without the pixels within ``shrink_px`` of another cell, regrown over
     the frame's valley response as the method grows its seeds."""
     kernel = np.ones((2 * shrink_px + 1, 2 * shrink_px + 1), np.uint8)
@@ -81,11 +81,11 @@ def _frame_errors(seed: int, index: int, preset: str) -> tuple[float, ...]:
     spurs = dead_end_furrows(response, masks.line_mask(), hair).length_px
     truth = frame.truth
     true_px = truth["furrow_density_mm_per_mm2"] * prepared.frame_area_mm2 * 1000.0 / um
-    oracle = _oracle_labels(frame, cells.shape, frame.um_per_px / um)
+    oracle = oracle_labels(frame, cells.shape, frame.um_per_px / um)
     return (truth["hill_density_per_mm2"],
             measured / true_px - 1.0,
             border_segments(oracle).total_length_px / true_px - 1.0,
-            *(border_segments(_regrown(oracle, px, response)).total_length_px / true_px - 1.0
+            *(border_segments(regrown(oracle, px, response)).total_length_px / true_px - 1.0
               for px in (1, 2)),
             border_segments(_detected(oracle, cells)).total_length_px / true_px - 1.0,
             (measured + spurs) / true_px - 1.0)
