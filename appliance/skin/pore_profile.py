@@ -167,7 +167,7 @@ class Shape:
     radius_px: np.ndarray  # equivalent rim radius, arms cut back (blurred, fine px)
     gap_px: np.ndarray  # shortest rays' rim radius: between the arms of a junction
     roundness: np.ndarray  # shortest over median rim radius
-    arms: np.ndarray  # depth of the 2nd deepest ray just outside the rim (furrow arms)
+    arms: np.ndarray  # depth of the 2nd deepest arm just outside the rim (``_second_arm``)
     strand: np.ndarray  # depth of the deepest ray there (a hair runs on as deep as its end)
     elongation: np.ndarray  # longest over shortest diameter of the rim above the arms
     arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
@@ -279,12 +279,32 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     ring = np.clip(np.searchsorted(rays.radii_px, median + 2.0 * FINE), 0,
                    len(rays.radii_px) - 2)
     rows = np.arange(len(centres))
-    arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
+    arms = _second_arm(rays.depth, rows, ring)
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
                  elongation, count, ends, arm_floor)
+
+
+def _second_arm(depth: np.ndarray, rows: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """The depth of the second-deepest furrow arm on the ring between radii ``ring`` and
+    ``ring + 1``: the deepest ray there outside the deepest arm, the run of neighbouring rays
+    around the deepest one that stay deeper than halfway from the ring's shallowest ray to its
+    deepest. A furrow that passes close by the pit covers several rays, so the second-deepest
+    ray is most often the deepest arm again. Deep all round (a pit in a dark patch): the
+    second-deepest ray."""
+    on_ring = (depth[rows, ring] + depth[rows, ring + 1]) / 2.0  # (P, rays)
+    deepest = np.argmax(on_ring, axis=1)
+    turned = np.take_along_axis(  # each row turned so that its deepest ray comes first
+        on_ring, (np.arange(RAY_COUNT)[None, :] + deepest[:, None]) % RAY_COUNT, axis=1)
+    deep = turned >= ((turned.max(axis=1) + turned.min(axis=1)) / 2.0)[:, None]
+    ahead = np.cumprod(deep, axis=1).astype(bool)  # the run from the deepest ray on
+    behind = np.cumprod(deep[:, ::-1], axis=1)[:, ::-1].astype(bool)  # the run back to it
+    outside = np.where(ahead | behind, -np.inf, turned).max(axis=1)
+    second = np.sort(on_ring, axis=1)[:, -2]
+    result: np.ndarray = np.where(np.isfinite(outside), outside, second)
+    return result
 
 
 @dataclass(frozen=True)
