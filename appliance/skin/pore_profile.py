@@ -39,6 +39,11 @@ ARM_LEVEL = 0.5
 # were tried; docs/experiments/README.md "pore-outer-rim").
 OUTER_RIM = 3 * RAY_COUNT // 4
 END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
+# The level at which a pit's stretch is read (``Shape.stretch``): this share of the way from
+# the skin around it down to its floor. A pore's darkness is a disc there; a deeper furrow
+# segment (a dash) is that deep along its length. Chosen on seeds 11/12 of the own generator
+# only (0.5 reads junction pores' arms too, 0.8 a dash's noisy middle).
+STRETCH_LEVEL = 0.6
 SHAPE_CHUNK = 128  # candidates profiled at a time (speed only: the arrays stay in the cache)
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
 SPREAD_UM = 60.0  # how far out a wide pit is still deep all round
@@ -173,6 +178,7 @@ class Shape:
     arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
     ends: np.ndarray  # depth just beyond the rim at the ends of the longest diameter
     arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
+    stretch: np.ndarray  # longest over shortest diameter at STRETCH_LEVEL below the skin
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -284,7 +290,19 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor)
+                 elongation, count, ends, arm_floor, stretch_of(with_floor, floor, skin, radii))
+
+
+def stretch_of(with_floor: np.ndarray, floor: np.ndarray, skin: np.ndarray,
+               radii: np.ndarray) -> np.ndarray:
+    """Longest over shortest diameter of the pit where it rises ``STRETCH_LEVEL`` of the way
+    from its floor up to the skin around it (``elongation_of`` reads the rim above the arms,
+    which a furrow segment as deep as the pit's floor lifts to near the floor itself)."""
+    level = np.repeat(skin + STRETCH_LEVEL * (floor - skin), RAY_COUNT)
+    rim = crossing(with_floor, level, radii).reshape(-1, RAY_COUNT)
+    diameters = rim[:, : RAY_COUNT // 2] + rim[:, RAY_COUNT // 2:]
+    stretch: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
+    return stretch
 
 
 def _second_arm(depth: np.ndarray, rows: np.ndarray, ring: np.ndarray) -> np.ndarray:

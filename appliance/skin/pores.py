@@ -155,6 +155,15 @@ class PoreRule:
     # scenes, own generator only: objective 0.5165 -> 0.5061; 1.7 scores 0.4976 but profiles
     # 4x the pits of a mixed frame.
     hill_max_arms: float = 0.75
+    # A deeper furrow segment (the wide preset's furrows are of many depths) reads as a pit
+    # between the shallower furrows at its ends, deeper than the frame's typical junction, and
+    # passes the dash test above its arms (its arms are the segment itself, so that rim lies
+    # near its floor). Read STRETCH_LEVEL of the way down from the skin it is drawn out along
+    # the segment (``Shape.stretch``); a pore's darkness there is a disc, and a pore on such a
+    # segment is clearly deeper than the junctions around it. Chosen on unused frames of seeds
+    # 11/12 (wide 130-169, mixed 30-59, and the wide frames with few pores), own generator only.
+    segment_max_stretch: float = 2.8  # longest over shortest diameter at STRETCH_LEVEL
+    segment_over_junction: float = 1.45  # ... unless the floor is this deep over the junctions'
 
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
@@ -377,9 +386,12 @@ def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
     strand &= many | (shape.floor >= rule.pit_over_strand * shape.strand)
     closed = darker(shape.floor, shape.arm_floor) >= np.where(
         many, rule.junction_darker_than_arm_floor, rule.pit_darker_than_arm_floor)
+    segment = (shape.stretch > rule.segment_max_stretch) & (
+        shape.floor < rule.segment_over_junction * found.around)
     return {
         "deeper_than_strand": strand,
         "closed": closed,
+        "not_a_deep_segment": ~segment,
         "pore_sized": (diameters >= rule.min_diameter_um) & (diameters <= rule.max_diameter_um),
         "grey": found.blue <= rule.max_blue_excess,
     }
