@@ -386,8 +386,10 @@ def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
     strand &= many | (shape.floor >= rule.pit_over_strand * shape.strand)
     closed = darker(shape.floor, shape.arm_floor) >= np.where(
         many, rule.junction_darker_than_arm_floor, rule.pit_darker_than_arm_floor)
+    # a pore on such a segment adds its darkness: clearly deeper than the junctions around
+    # it, or than the furrow it lies on (its arms)
     segment = (shape.stretch > rule.segment_max_stretch) & (
-        shape.floor < rule.segment_over_junction * found.around)
+        shape.floor < rule.segment_over_junction * np.minimum(found.around, shape.arms))
     return {
         "deeper_than_strand": strand,
         "closed": closed,
