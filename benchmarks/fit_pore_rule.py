@@ -48,8 +48,8 @@ GRID: dict[str, tuple[float, ...]] = {
     "shallow_min_spread": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
     "shallow_min_gap": (1.0, 1.2, 1.5, 1.8, 2.2),
     "deep_over_junction": (1.3, 1.4, 1.5, 1.6, 1.7, 1.8),
-    "deep_darker_than_arms": (1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5, 1.6, 1.8, 2.0),
-    "darker_than_arms": (0.95, 1.0, 1.03, 1.05, 1.08, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4),
+    "deep_over_arms": (1.3, 1.4, 1.5, 1.6, 1.8, 2.0),
+    "depth_over_arms": (1.0, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4),
     "depth_over_strand": (0.9, 1.0, 1.05, 1.1, 1.15, 1.2),
     "max_blue_excess": (0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7),
     "min_roundness": (0.2, 0.3, 0.35, 0.4, 0.45, 0.5),
@@ -57,9 +57,7 @@ GRID: dict[str, tuple[float, ...]] = {
     "min_diameter_um": (30.0, 35.0, 40.0, 45.0, 50.0),
     "halo_um": (40.0, 50.0, 55.0, 58.0, 60.0, 65.0, 70.0),
     "pit_min_contrast": (1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 2.0),
-    "pit_darker_than_skin": (0.0, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1, 2.2, 2.4),  # 0: no test
-    "pit_darker_than_arms": (1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5, 1.6, 1.8),
-    "pit_over_strand": (0.0, 0.9, 0.95, 1.0, 1.05, 1.1),
+    "pit_over_arms": (1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8),
     "pit_min_roundness": (0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
     "pit_max_elongation": (1.6, 1.8, 2.0, 2.2, 2.4),
     "oval_min_gap": (1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 99.0),  # 99: no oval pores
@@ -67,8 +65,8 @@ GRID: dict[str, tuple[float, ...]] = {
     "oval_over_ends": (1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 99.0),  # 99: no closed-rim ovals
     "oval_end_max_elongation": (2.4, 2.6, 2.8, 3.0, 3.2, 3.5),
     "junction_over_strand": (0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3),
-    "junction_darker_than_arm_floor": (0.0, 1.03, 1.06, 1.1, 1.15, 1.2, 1.25, 1.3),  # 0: none
-    "pit_darker_than_arm_floor": (0.0, 1.06, 1.1, 1.15, 1.18, 1.2, 1.25, 1.3, 1.4),
+    "junction_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),  # 0: not tested
+    "pit_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),
     "hill_max_arms": (0.0, 0.5, 0.75, 1.0, 1.2, 1.7, 99.0),  # 0: no pit is in a hill
 }
 
@@ -142,14 +140,11 @@ def scene_miscount(frames: list[_Frame], rule: PoreRule) -> float:
     return float(np.mean(misses)) if misses else 0.0
 
 
-def objective(frames: list[_Frame], rule: PoreRule, mixed_weight: float = 1.0) -> float:
-    """Sum over presets: median + p90 / 2 of the count error, + median diameter error / 2
-    (the mixed preset's times ``mixed_weight``); plus ``SCENE_WEIGHT`` times the scenes' mean
-    miscount."""
-    return float(sum((mixed_weight if preset == "mixed" else 1.0)
-                     * (np.median(e[:, 0]) + np.percentile(e[:, 0], 90) / 2.0
-                        + np.median(e[:, 1]) / 2.0)
-                     for preset, e in errors(frames, rule).items())
+def objective(frames: list[_Frame], rule: PoreRule) -> float:
+    """Sum over presets: median + p90 / 2 of the count error, + median diameter error / 2;
+    plus ``SCENE_WEIGHT`` times the scenes' mean miscount."""
+    return float(sum(np.median(e[:, 0]) + np.percentile(e[:, 0], 90) / 2.0
+                     + np.median(e[:, 1]) / 2.0 for e in errors(frames, rule).values())
                  + SCENE_WEIGHT * scene_miscount(frames, rule))
 
 
@@ -162,17 +157,17 @@ def summary(frames: list[_Frame], rule: PoreRule) -> dict[str, Any]:
 
 
 def search(frames: list[_Frame], start: PoreRule, sweeps: int,
-           only: tuple[str, ...] = (), mixed_weight: float = 1.0) -> PoreRule:
+           only: tuple[str, ...] = ()) -> PoreRule:
     """Coordinate search over ``GRID`` (the thresholds named in ``only``, if any) from
     ``start``."""
-    rule, best = start, objective(frames, start, mixed_weight)
+    rule, best = start, objective(frames, start)
     grid = {name: values for name, values in GRID.items() if not only or name in only}
     for _ in range(sweeps):
         moved = False
         for name, values in grid.items():
             for value in values:
                 candidate = dataclasses.replace(rule, **{name: value})
-                score = objective(frames, candidate, mixed_weight)
+                score = objective(frames, candidate)
                 if score < best - 1e-9:
                     rule, best, moved = candidate, score, True
         if not moved:
@@ -195,9 +190,6 @@ def main() -> None:
                         help="processes profiling the frames")
     parser.add_argument("--only", choices=sorted(GRID), nargs="+", default=[],
                         help="fit only these thresholds (the others keep their shipped values)")
-    parser.add_argument("--mixed-weight", type=float, default=1.0,
-                        help="weight of the mixed preset's errors in the objective (the wide "
-                        "preset's are 3-4 times larger and otherwise decide every trade)")
     args = parser.parse_args()
     if args.mixed + args.wide + args.scenes == 0:
         parser.error("--mixed, --wide and --scenes are all 0: no frames to fit on")
@@ -210,17 +202,16 @@ def main() -> None:
              for seed in range(100, 100 + args.scenes)]
     with Pool(args.workers) as pool:
         frames = pool.map(_profiled, jobs, chunksize=4)
-    fitted = search(frames, RULE, args.sweeps, tuple(args.only), args.mixed_weight)
+    fitted = search(frames, RULE, args.sweeps, tuple(args.only))
     result = {
         "benchmark": "fit_pore_rule",
         "seeds": args.seeds,
         "only": args.only,
         "frames": len(frames),
         "shipped_rule": dataclasses.asdict(RULE),
-        "mixed_weight": args.mixed_weight,
-        "shipped_objective": round(objective(frames, RULE, args.mixed_weight), 4),
+        "shipped_objective": round(objective(frames, RULE), 4),
         "fitted_rule": dataclasses.asdict(fitted),
-        "fitted_objective": round(objective(frames, fitted, args.mixed_weight), 4),
+        "fitted_objective": round(objective(frames, fitted), 4),
         "fitted_errors": summary(frames, fitted),
         "fitted_scene_miscount": round(scene_miscount(frames, fitted), 4),
         "shipped_scene_miscount": round(scene_miscount(frames, RULE), 4),

@@ -39,11 +39,6 @@ ARM_LEVEL = 0.5
 # were tried; docs/experiments/README.md "pore-outer-rim").
 OUTER_RIM = 3 * RAY_COUNT // 4
 END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
-# The level at which a pit's stretch is read (``Shape.stretch``): this share of the way from
-# the skin around it down to its floor. A pore's darkness is a disc there; a deeper furrow
-# segment (a dash) is that deep along its length. Chosen on seeds 11/12 of the own generator
-# only (0.5 reads junction pores' arms too, 0.8 a dash's noisy middle).
-STRETCH_LEVEL = 0.6
 SHAPE_CHUNK = 128  # candidates profiled at a time (speed only: the arrays stay in the cache)
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
 SPREAD_UM = 60.0  # how far out a wide pit is still deep all round
@@ -172,13 +167,12 @@ class Shape:
     radius_px: np.ndarray  # equivalent rim radius, arms cut back (blurred, fine px)
     gap_px: np.ndarray  # shortest rays' rim radius: between the arms of a junction
     roundness: np.ndarray  # shortest over median rim radius
-    arms: np.ndarray  # depth of the 2nd deepest arm just outside the rim (``_second_arm``)
+    arms: np.ndarray  # depth of the 2nd deepest ray just outside the rim (furrow arms)
     strand: np.ndarray  # depth of the deepest ray there (a hair runs on as deep as its end)
     elongation: np.ndarray  # longest over shortest diameter of the rim above the arms
     arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
     ends: np.ndarray  # depth just beyond the rim at the ends of the longest diameter
     arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
-    stretch: np.ndarray  # longest over shortest diameter at STRETCH_LEVEL below the skin
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -285,44 +279,12 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     ring = np.clip(np.searchsorted(rays.radii_px, median + 2.0 * FINE), 0,
                    len(rays.radii_px) - 2)
     rows = np.arange(len(centres))
-    arms = _second_arm(rays.depth, rows, ring)
+    arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor, stretch_of(with_floor, floor, skin, radii))
-
-
-def stretch_of(with_floor: np.ndarray, floor: np.ndarray, skin: np.ndarray,
-               radii: np.ndarray) -> np.ndarray:
-    """Longest over shortest diameter of the pit where it rises ``STRETCH_LEVEL`` of the way
-    from its floor up to the skin around it (``elongation_of`` reads the rim above the arms,
-    which a furrow segment as deep as the pit's floor lifts to near the floor itself)."""
-    level = np.repeat(skin + STRETCH_LEVEL * (floor - skin), RAY_COUNT)
-    rim = crossing(with_floor, level, radii).reshape(-1, RAY_COUNT)
-    diameters = rim[:, : RAY_COUNT // 2] + rim[:, RAY_COUNT // 2:]
-    stretch: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
-    return stretch
-
-
-def _second_arm(depth: np.ndarray, rows: np.ndarray, ring: np.ndarray) -> np.ndarray:
-    """The depth of the second-deepest furrow arm on the ring between radii ``ring`` and
-    ``ring + 1``: the deepest ray there outside the deepest arm, the run of neighbouring rays
-    around the deepest one that stay deeper than halfway from the ring's shallowest ray to its
-    deepest. A furrow that passes close by the pit covers several rays, so the second-deepest
-    ray is most often the deepest arm again. Deep all round (a pit in a dark patch): the
-    second-deepest ray."""
-    on_ring = (depth[rows, ring] + depth[rows, ring + 1]) / 2.0  # (P, rays)
-    deepest = np.argmax(on_ring, axis=1)
-    turned = np.take_along_axis(  # each row turned so that its deepest ray comes first
-        on_ring, (np.arange(RAY_COUNT)[None, :] + deepest[:, None]) % RAY_COUNT, axis=1)
-    deep = turned >= ((turned.max(axis=1) + turned.min(axis=1)) / 2.0)[:, None]
-    ahead = np.cumprod(deep, axis=1).astype(bool)  # the run from the deepest ray on
-    behind = np.cumprod(deep[:, ::-1], axis=1)[:, ::-1].astype(bool)  # the run back to it
-    outside = np.where(ahead | behind, -np.inf, turned).max(axis=1)
-    second = np.sort(on_ring, axis=1)[:, -2]
-    result: np.ndarray = np.where(np.isfinite(outside), outside, second)
-    return result
+                 elongation, count, ends, arm_floor)
 
 
 @dataclass(frozen=True)

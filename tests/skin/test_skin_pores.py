@@ -6,7 +6,6 @@ generator's scale), so every test knows exactly what is in the frame.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import lru_cache
 
 import cv2
@@ -284,85 +283,6 @@ def test_a_pit_that_runs_on_down_a_deeper_segment_is_not_a_pore() -> None:
         assert all(bool(verdict[0]) for verdict in tests.values()), (segment, pit, tests)
 
 
-def _pit_on_furrow(furrow_depth: float, pit_share: float) -> np.ndarray:
-    """A furrow ``furrow_depth`` deep, 5 px wide, across a fine depth image, and on it at the
-    centre a soft-walled pore 6 px round that lets through ``pit_share`` of the light of what
-    it lies on (depth = 1 - level; a pore darkens by multiplying the level)."""
-    depth = np.zeros((121, 121), dtype=np.float32)
-    cv2.line(depth, (0, 60), (120, 60), furrow_depth, 5)
-    ys, xs = np.mgrid[0:121, 0:121].astype(np.float32)
-    pore = 1.0 / (1.0 + np.exp((np.hypot(xs - 60.0, ys - 60.0) - 6.0) / 1.0))
-    level = (1.0 - depth) * (1.0 - (1.0 - pit_share) * pore)
-    result: np.ndarray = cv2.GaussianBlur(1.0 - level, (0, 0), 1.0)
-    return result
-
-
-@pytest.mark.parametrize("furrow_depth", [0.3, 0.6])
-def test_a_pore_halving_the_light_is_a_pore_on_a_faint_or_a_deep_furrow(
-        furrow_depth: float) -> None:
-    """The same pore (half the light of what it lies on) along a furrow of the usual depth
-    (0.3) and along one twice as deep (0.6; the wide preset draws furrows of many depths). On
-    the deep one its depth (0.8) is only 1.33 x the furrow's, where on the faint one it is 2.2 x;
-    its light is half the furrow's on both, so it passes every test on both (before: on the
-    deep furrow it failed the pit's arm test, 1.33 x against 1.5 x)."""
-    found = _candidates_at_centre(_pit_on_furrow(furrow_depth, 0.5))
-    assert int(found.shape.arm_count[0]) == 2
-    tests = pore_tests(found)
-    assert all(bool(verdict[0]) for verdict in tests.values()), tests
-    shallow = pore_tests(_candidates_at_centre(_pit_on_furrow(furrow_depth, 0.85)))
-    assert not bool(np.logical_and.reduce(list(shallow.values()))[0])  # a slight darkening
-
-
-def test_a_pore_along_a_furrow_in_skin_with_deep_furrows_and_dark_junctions_is_a_pore() -> None:
-    """A pore 0.55 deep (under half the light of the skin around it) on a furrow 0.35 deep, in a
-    frame whose furrow floor is 0.35 and whose junctions are 0.45 deep: it is not 1.3 x as deep
-    as the junctions, so it is judged as a pit, and its contrast to the skin (0.55) is under 1.7
-    furrow floors (0.6): a pore's darkening is its own, not a share of the furrows' (before: it
-    failed ``deep_enough``). The same pit 0.42 deep is a stretch of furrow as dark as the
-    furrows (floor - skin under 1.7 x, light over 1 / 1.8 of the skin's)."""
-    depth = np.zeros((121, 121), dtype=np.float32)
-    cv2.line(depth, (0, 60), (120, 60), 0.35, 5)
-    cv2.circle(depth, (60, 60), 6, 0.55, -1)
-    found = _candidates_at_centre(cv2.GaussianBlur(depth, (0, 0), 1.0))
-    deep_skin = replace(found, around=np.array([0.45]), furrow_floor=0.35)
-    tests = pore_tests(deep_skin)
-    assert all(bool(verdict[0]) for verdict in tests.values()), tests
-    cv2.circle(depth, (60, 60), 6, 0.42, -1)
-    dash = replace(_candidates_at_centre(cv2.GaussianBlur(depth, (0, 0), 1.0)),
-                   around=np.array([0.45]), furrow_floor=0.35)
-    assert not pore_tests(dash)["deep_enough"][0]
-
-
-def _pit_by_furrow(furrow_px: tuple[tuple[int, int], tuple[int, int]],
-                   furrow_depth: float) -> np.ndarray:
-    """A soft-walled pit 0.6 deep, 6 px round, at the centre, and one furrow ``furrow_depth``
-    deep, 5 px wide, along ``furrow_px``."""
-    depth = np.zeros((121, 121), dtype=np.float32)
-    cv2.line(depth, *furrow_px, furrow_depth, 5)
-    ys, xs = np.mgrid[0:121, 0:121].astype(np.float32)
-    pit = 0.6 / (1.0 + np.exp((np.hypot(xs - 60.0, ys - 60.0) - 6.0) / 1.5))
-    result: np.ndarray = cv2.GaussianBlur(np.maximum(depth, pit), (0, 0), 1.0)
-    return result
-
-
-@pytest.mark.parametrize("gap_px", [9, 10, 11, 12])
-def test_a_furrow_passing_by_a_pit_is_one_arm_not_two(gap_px: int) -> None:
-    """A pit touching a furrow 0.45 deep that passes by: the furrow covers several neighbouring
-    rays just outside the rim, so the second-deepest ray is that same furrow again; the second
-    arm is what lies outside it, the skin or at most the furrow's flank (before: the arms read
-    the furrow's full depth). With a second furrow 0.25 deep on the other side, that one is the
-    second arm."""
-    beside = shape_of(_pit_by_furrow(((0, 60 + gap_px), (120, 60 + gap_px)), 0.45),
-                      np.array([[60.0, 60.0]]), ARM_LEVEL * 0.3)
-    assert float(beside.arms[0]) < 0.6 * 0.45
-    assert float(beside.strand[0]) > 0.3  # the furrow is still the deepest ray
-    between = _pit_by_furrow(((0, 60 + gap_px), (120, 60 + gap_px)), 0.45)
-    cv2.line(between, (0, 60 - gap_px), (120, 60 - gap_px), 0.25, 5)
-    other = shape_of(cv2.GaussianBlur(between, (0, 0), 0.5), np.array([[60.0, 60.0]]),
-                     ARM_LEVEL * 0.3)
-    assert 0.15 < float(other.arms[0]) < 0.3
-
-
 def test_sampling_a_float32_depth_matches_exact_bilinear_within_a_64th_px_of_its_slope() -> None:
     from appliance.skin.pore_profile import bilinear
 
@@ -389,42 +309,3 @@ def test_the_arm_windows_gather_exactly_the_radii_a_mask_would_keep() -> None:
     inside = (radii[None, :] >= start[:, None]) & (radii[None, :] <= start[:, None] + 8.0)
     masked = np.where(inside[:, :, None], rays.depth, np.inf).min(axis=1)
     assert np.array_equal(_window_min(rays, start, 8.0), masked)
-
-
-def _darker_stretch(width_px: int, sigma_px: float, pore: bool) -> np.ndarray:
-    """A fine depth image: a furrow ``width_px`` wide and 0.3 deep along x, darker (0.3 more
-    0.15 at its middle, a Gaussian of ``sigma_px`` along it) over a stretch between two
-    junctions with crossing furrows 0.3 deep: a deeper furrow segment whose darkest point
-    reads as a pit; with ``pore``, a round pore 0.62 deep, 12 px across, at its middle."""
-    depth = np.zeros((121, 121), dtype=np.float32)
-    cv2.line(depth, (0, 60), (120, 60), 0.3, width_px)
-    half = width_px // 2
-    for x in range(121):
-        level = 0.3 + 0.15 * float(np.exp(-((x - 60) ** 2) / (2.0 * sigma_px**2)))
-        cv2.line(depth, (x, 60 - half), (x, 60 + half), level, 1)
-    for x in (60 - round(2.5 * sigma_px), 60 + round(2.5 * sigma_px)):
-        cv2.line(depth, (x - 40, 0), (x + 40, 120), 0.3, width_px)
-    if pore:
-        cv2.circle(depth, (60, 60), 6, 0.62, -1)
-    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
-    return result
-
-
-@pytest.mark.parametrize(("width_px", "sigma_px"), [(7, 8.0), (9, 10.0), (11, 12.0)])
-def test_a_darker_stretch_of_furrow_is_not_a_pore_and_a_pore_on_it_is(
-    width_px: int, sigma_px: float
-) -> None:
-    """A furrow segment darker over a stretch (the wide preset's furrows are of many depths)
-    whose darkest point is 1.35-1.4 times as deep as the junctions around (0.33) and clearly
-    deeper than the furrow at its ends passes every test of the junctions (before: counted);
-    read 60 % of the way down from the skin it runs on along the furrow. A round pore on it is
-    a pore."""
-    for pore in (False, True):
-        found = _candidates_at_centre(_darker_stretch(width_px, sigma_px, pore))
-        found = replace(found, around=np.array([0.33]))
-        tests = pore_tests(found)
-        failed = [name for name, verdict in tests.items() if not verdict[0]]
-        if pore:
-            assert not failed, failed
-        else:  # judged as a pit along one furrow then, it is not deep enough for that either
-            assert "not_a_deep_segment" in failed, failed
