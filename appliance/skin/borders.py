@@ -29,6 +29,12 @@ import numpy as np
 MIN_CRACKS_FOR_DIRECTION = 3
 MEETING_WEIGHT_CAP_PX = 10.0  # a chain's line counts by its length up to this
 MEETING_PULL = 2.0  # weight of the junction cluster's centre against the chains' lines
+# Junctions joined into one (``_grouped_junctions``): work px (20 µm). Fitted on the project's
+# generator (seeds 11 and 12, mixed and wide) and own three-arm scenes only.
+JUNCTION_LINK_PX = 8.0  # junctions joined by a border at most this long
+JUNCTION_MISS_PX = 1.75  # when the lines of their chains miss one point by at most this (RMS)
+JUNCTION_SPREAD_PX = 6.0  # and their meeting points lie within this of it (RMS)
+JUNCTION_ROUNDS = 6
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,34 @@ def junctions(
     """Junction id per pixel (0: none) and junction centres (id -> x, y).
 
     A junction is a cluster of 2x2 pixel blocks holding three or more cells, grown by
-    ``radius_px`` so that the few border meeting points of one wide junction merge.
+    ``radius_px`` so that meeting points next to each other are one.
     """
     meeting = _meeting_points(labels, masks or CrackMasks.of(labels))
+    ids, points = _meeting_clusters(meeting, radius_px)
+    return ids, points.centres()
+
+
+@dataclass(frozen=True)
+class _MeetingPoints:
+    """Per junction: its meeting points' count and sums of x, y and x² + y² (for the spread)."""
+
+    sums: np.ndarray  # (J, 4)
+
+    def centres(self) -> np.ndarray:
+        """The mean meeting point per junction (id -> x, y)."""
+        weight = np.maximum(self.sums[:, :1], 1.0)
+        centres: np.ndarray = self.sums[:, 1:3] / weight
+        return centres
+
+    def grouped(self, group: np.ndarray) -> _MeetingPoints:
+        """The sums of each group of junctions (``group``: junction -> group)."""
+        count = len(self.sums)
+        return _MeetingPoints(np.stack([np.bincount(group, column, count)
+                                        for column in self.sums.T], axis=1))
+
+
+def _meeting_clusters(meeting: np.ndarray, radius_px: float) -> tuple[np.ndarray, _MeetingPoints]:
+    """Junction id per pixel: the meeting points grown by ``radius_px``, 8-connected."""
     size = max(1, round(radius_px)) * 2 + 1
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     grown = cv2.dilate(meeting.view(np.uint8), disk)
@@ -159,11 +190,11 @@ def junctions(
     # flatnonzero of a bool mask: 7x faster than of the same mask as uint8
     rows, cols = np.divmod(np.flatnonzero(meeting), meeting.shape[1])
     owner = ids[rows, cols]
-    weight = np.maximum(np.bincount(owner, minlength=count), 1)
-    centre_x = np.bincount(owner, cols + 0.5, count) / weight
-    centre_y = np.bincount(owner, rows + 0.5, count) / weight
-    centres = np.stack([centre_x, centre_y], axis=1)
-    return ids, centres
+    x, y = cols + 0.5, rows + 0.5
+    sums = np.stack([np.bincount(owner, minlength=count).astype(np.float64),
+                     np.bincount(owner, x, count), np.bincount(owner, y, count),
+                     np.bincount(owner, x * x + y * y, count)], axis=1)
+    return ids, _MeetingPoints(sums)
 
 
 @dataclass(frozen=True)
@@ -200,38 +231,159 @@ def _chains(cracks: _Cracks) -> _Chains:
     return _Chains(starts, count, mean_x, mean_y, angles, cos, sin, ends)
 
 
-def _junction_ends(
-    chains: _Chains, ids: np.ndarray, centres: np.ndarray, chain_px: np.ndarray
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """For both ends of every chain: the junction it stops in (0: none) and how far that
-    junction's meeting point (``_lines_meeting_point``) lies beyond the end the chain's length
-    reaches.
+def _chain_end_junctions(labels: np.ndarray, meeting: np.ndarray, ids: np.ndarray,
+                         chains: _Chains, chain_keys: np.ndarray) -> np.ndarray:
+    """The junction each chain ends in, both ends in one array (first ends, then second ends;
+    0: none), read off the meeting points themselves: a chain ends in a junction when one of
+    its cracks lies in a meeting point's 2x2 block, at the end of the chain that point lies
+    on (the outermost such point per end). Looking the junction up where the chain's extent
+    ends instead misses the junction wherever a border bends into it."""
+    span = int(labels.max()) + 1
+    rows, cols = np.nonzero(meeting)
+    corner = [labels[rows + dy, cols + dx].astype(np.int64) for dy, dx in ((0, 0), (0, 1),
+                                                                            (1, 0), (1, 1))]
+    keys, blocks = [], []
+    for one, other in ((0, 1), (2, 3), (0, 2), (1, 3)):  # the block's four cracks
+        a, b = corner[one], corner[other]
+        differs = np.flatnonzero(a != b)
+        keys.append(np.minimum(a, b)[differs] * span + np.maximum(a, b)[differs])
+        blocks.append(differs)
+    all_keys, block = np.concatenate(keys), np.concatenate(blocks)
+    chain = np.minimum(np.searchsorted(chain_keys, all_keys), len(chain_keys) - 1)
+    on_chain = chain_keys[chain] == all_keys
+    chain, block = chain[on_chain], block[on_chain]
+    along = ((cols[block] + 0.5 - chains.mean_x[chain]) * chains.cos[chain]
+             + (rows[block] + 0.5 - chains.mean_y[chain]) * chains.sin[chain])
+    order = np.lexsort((along, chain))
+    chain, along, junction = chain[order], along[order], ids[rows, cols][block[order]]
+    new = np.r_[True, chain[1:] != chain[:-1]]
+    first, last = np.flatnonzero(new), np.flatnonzero(np.r_[new[1:], True])
+    count = len(chain_keys)
+    ends = np.zeros(2 * count, dtype=np.int64)
+    low, high = first[along[first] < 0.0], last[along[last] >= 0.0]
+    ends[chain[low]] = junction[low]
+    ends[count + chain[high]] = junction[high]
+    return ends
 
-    The junction is looked up at the chain's last crack; the gap is measured from the end of
-    the measured length (centre +- half of it along the chain), outwards along the chain: on
-    exact cells a chain's crack count already reaches its junction, so nothing is added; where
-    grown cells stop short of a wide junction, the rest is. Both ends go through one set of
-    array operations (half the numpy calls).
+
+@dataclass(frozen=True)
+class _EndLines:
+    """The straight line of every chain end (both ends in one array): the terms of the least
+    squares meeting point, Σ w (I - d dᵀ) and Σ w (I - d dᵀ) p, and of its residual,
+    Σ w pᵀ (I - d dᵀ) p, per end (w the chain's weight, d its direction, p its centre)."""
+
+    terms: np.ndarray  # (2C, 8): nxx, nyy, nxy, bx, by, residual, weight, 1 (an arm)
+
+    @classmethod
+    def of(cls, chains: _Chains, chain_px: np.ndarray) -> _EndLines:
+        """The lines of both ends of every chain."""
+        x, y = np.tile(chains.mean_x, 2), np.tile(chains.mean_y, 2)
+        cos, sin = np.tile(chains.cos, 2), np.tile(chains.sin, 2)
+        weight = np.minimum(np.tile(chain_px, 2), MEETING_WEIGHT_CAP_PX)
+        nxx, nyy, nxy = 1.0 - cos * cos, 1.0 - sin * sin, -cos * sin
+        bx, by = nxx * x + nxy * y, nxy * x + nyy * y
+        return cls(np.stack([weight * nxx, weight * nyy, weight * nxy, weight * bx, weight * by,
+                             weight * (x * bx + y * by), weight, np.ones_like(weight)], axis=1))
+
+    def summed(self, owner: np.ndarray, count: int) -> np.ndarray:
+        """The terms summed per ``owner`` (0: left out), (count, 8)."""
+        return np.stack([np.bincount(owner, column, count) for column in self.terms.T], axis=1)
+
+
+def _solved(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of summed ``_EndLines`` terms: the lines' meeting point (x, y) and their RMS miss
+    of it (weighted; inf where the lines are parallel or too few)."""
+    axx, ayy, axy, bx, by, residual, weight = sums[:, :7].T
+    det = axx * ayy - axy * axy
+    solvable = det > 1e-6 * np.maximum(weight, 1.0) ** 2
+    det = np.where(solvable, det, 1.0)
+    x, y = (ayy * bx - axy * by) / det, (axx * by - axy * bx) / det
+    miss = np.sqrt(np.maximum(residual - x * bx - y * by, 0.0) / np.maximum(weight, 1e-9))
+    return x, y, np.where(solvable & (sums[:, 7] >= 3), miss, np.inf)
+
+
+def _grouped_junctions(ends: np.ndarray, lines: _EndLines, chain_px: np.ndarray,
+                       points: _MeetingPoints) -> np.ndarray:
+    """Junction -> group: junctions joined by a short border are one junction when the lines
+    of the chains ending in either (that short border left out) meet in one point.
+
+    Grown cells resolve a junction of many furrows into several three-cell points joined by
+    short borders between cells that touch only at its corner; three-arm junctions a short
+    furrow apart look the same in the labels, but their arms' lines meet in two points. In
+    rounds, each group joins the neighbour whose union misses least, when both choose each
+    other (no chaining within a round), the union's lines miss by at most
+    ``JUNCTION_MISS_PX`` and its meeting points lie within ``JUNCTION_SPREAD_PX`` of theirs.
     """
-    height, width = ids.shape
-    end = np.concatenate(chains.ends)
+    count, chain_count = len(points.sums), len(chain_px)
+    group = np.arange(count)
+    for _ in range(JUNCTION_ROUNDS):
+        end_group = group[ends]
+        first, second = end_group[:chain_count], end_group[chain_count:]
+        apart = (first > 0) & (second > 0) & (first != second)
+        if not np.any(apart & (chain_px <= JUNCTION_LINK_PX)):
+            break
+        arms = np.where(np.tile(first == second, 2), 0, end_group)  # a border inside: no arm
+        group_lines = lines.summed(arms, count)
+        low, high = np.minimum(first, second)[apart], np.maximum(first, second)[apart]
+        pair_keys = low * count + high
+        pairs, pair_of = np.unique(pair_keys, return_inverse=True)
+        between = np.r_[np.flatnonzero(apart), chain_count + np.flatnonzero(apart)]
+        shared = np.stack([np.bincount(np.tile(pair_of, 2), column, len(pairs))
+                           for column in lines.terms[between].T], axis=1)
+        short = np.zeros(len(pairs), dtype=bool)
+        short[pair_of[chain_px[apart] <= JUNCTION_LINK_PX]] = True
+        low, high = pairs // count, pairs % count
+        x, y, miss = _solved(group_lines[low] + group_lines[high] - shared)
+        spread = points.grouped(group)
+        union = spread.sums[low] + spread.sums[high]
+        scatter = (union[:, 3] - 2.0 * (x * union[:, 1] + y * union[:, 2])) / np.maximum(
+            union[:, 0], 1.0) + x * x + y * y
+        joins = np.flatnonzero(short & (miss <= JUNCTION_MISS_PX)
+                               & (scatter <= JUNCTION_SPREAD_PX**2))
+        if len(joins) == 0:
+            break
+        # each group's choice: its join that misses least (ties: the first)
+        sides = np.r_[low[joins], high[joins]]
+        order = np.lexsort((np.tile(joins, 2), np.tile(miss[joins], 2), sides))
+        chosen = np.full(count, -1)
+        chosen[sides[order][::-1]] = np.tile(joins, 2)[order][::-1]
+        mutual = joins[(chosen[low[joins]] == joins) & (chosen[high[joins]] == joins)]
+        renumber = np.arange(count)
+        renumber[high[mutual]] = low[mutual]
+        group = renumber[group]
+    return group
+
+
+def _junction_ends(chains: _Chains, ends: np.ndarray, lines: _EndLines, centres: np.ndarray,
+                   chain_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every chain: whether it lies wholly inside one junction, and how far the junctions'
+    meeting points (``_lines_meeting_point``) lie beyond the end the chain's length reaches,
+    summed over both ends.
+
+    The gap is measured from the end of the measured length (centre +- half of it along the
+    chain), outwards along the chain: on exact cells a chain's crack count already reaches its
+    junction, so nothing is added; where grown cells stop short of a wide junction, the rest
+    is. At a junction of three arms the gap is taken as it is, also where the point lies
+    inside the chain's reach (a three-cell point is where its borders meet: the lines' point
+    misses it by noise, which, cut at 0, would only add); at more arms only beyond the reach.
+    """
+    count = len(chain_px)
+    inside = (ends[:count] == ends[count:]) & (ends[:count] > 0)
+    junction = np.where(np.tile(inside, 2), 0, ends)
+    arms = np.bincount(junction, minlength=len(centres))
+    arms[0] = 0
     cos, sin = np.tile(chains.cos, 2), np.tile(chains.sin, 2)
-    x = np.tile(chains.mean_x, 2) + end * cos
-    y = np.tile(chains.mean_y, 2) + end * sin
-    rows = np.clip(np.rint(y).astype(np.int64), 0, height - 1)
-    cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
-    junction = ids.ravel()[rows * width + cols]
     mean_x, mean_y, length = (np.tile(v, 2) for v in (chains.mean_x, chains.mean_y, chain_px))
-    centres = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
-                                   length=length)
-    outward = np.r_[-np.ones(len(chain_px)), np.ones(len(chain_px))]
+    points = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
+                                  length=length)
+    outward = np.r_[-np.ones(count), np.ones(count)]
     reach_x = mean_x + outward * length / 2.0 * cos
     reach_y = mean_y + outward * length / 2.0 * sin
-    gap = (centres[:, 0][junction] - reach_x) * cos + (centres[:, 1][junction] - reach_y) * sin
-    gap = np.maximum(gap * outward, 0.0)
+    gap = outward * ((points[:, 0][junction] - reach_x) * cos
+                     + (points[:, 1][junction] - reach_y) * sin)
+    gap = np.where(arms[junction] <= 3, gap, np.maximum(gap, 0.0))
     gap[junction == 0] = 0.0
-    count = len(chains.mean_x)
-    return [junction[:count], junction[count:]], [gap[:count], gap[count:]]
+    return inside, gap[:count] + gap[count:]
 
 
 def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.ndarray, y: np.ndarray,
@@ -256,7 +408,7 @@ def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.nda
 
 
 def border_segments(
-    labels: np.ndarray, junction_radius_px: float = 2.5, masks: CrackMasks | None = None
+    labels: np.ndarray, junction_radius_px: float = 1.0, masks: CrackMasks | None = None
 ) -> BorderSegments:
     """The furrow segments between cells, with centre-line length and direction each."""
     span = int(labels.max()) + 1
@@ -269,11 +421,18 @@ def border_segments(
     factor = np.abs(chains.cos) + np.abs(chains.sin)
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
     chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
-    ids, centres = junctions(labels, junction_radius_px, masks)
-    end_ids, gaps = _junction_ends(chains, ids, centres, chain_px)
-    lengths = chain_px + gaps[0] + gaps[1]
-    lengths[(end_ids[0] == end_ids[1]) & (end_ids[0] > 0)] = 0.0  # wholly inside one junction
     keys = cracks.keys[chains.starts]
+    meeting = _meeting_points(labels, masks)
+    ids, points = _meeting_clusters(meeting, junction_radius_px)
+    ends = _chain_end_junctions(labels, meeting, ids, chains, keys)
+    lines = _EndLines.of(chains, chain_px)
+    group = _grouped_junctions(ends, lines, chain_px, points)
+    used = np.zeros(len(group), dtype=bool)
+    used[group] = True
+    renumber = np.cumsum(used) - 1  # junction 0 (none) stays 0
+    inside, gaps = _junction_ends(chains, renumber[group][ends], lines,
+                                  points.grouped(renumber[group]).centres(), chain_px)
+    lengths = np.where(inside, 0.0, chain_px + gaps)  # inside one junction: no furrow
     pairs = np.stack([keys // span, keys % span], axis=1)
     sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
     return BorderSegments(pairs, lengths, chains.angles, sums)
