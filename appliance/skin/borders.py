@@ -34,7 +34,7 @@ MEETING_PULL = 2.0  # weight of the junction cluster's centre against the chains
 JUNCTION_LINK_PX = 8.0  # junctions joined by a border at most this long
 JUNCTION_MISS_PX = 1.75  # when the lines of their chains miss one point by at most this (RMS)
 JUNCTION_SPREAD_PX = 6.0  # and their meeting points lie within this of it (RMS)
-JUNCTION_ROUNDS = 6
+JUNCTION_ROUNDS = 3  # a fourth joins nothing on the fit frames
 
 
 @dataclass(frozen=True)
@@ -252,14 +252,16 @@ def _chain_end_junctions(labels: np.ndarray, meeting: np.ndarray, ids: np.ndarra
     chain = np.minimum(np.searchsorted(chain_keys, all_keys), len(chain_keys) - 1)
     on_chain = chain_keys[chain] == all_keys
     chain, block = chain[on_chain], block[on_chain]
+    count = len(chain_keys)
+    ends = np.zeros(2 * count, dtype=np.int64)
+    if len(chain) == 0:  # no cell meets two others (parallel furrows)
+        return ends
     along = ((cols[block] + 0.5 - chains.mean_x[chain]) * chains.cos[chain]
              + (rows[block] + 0.5 - chains.mean_y[chain]) * chains.sin[chain])
     order = np.lexsort((along, chain))
     chain, along, junction = chain[order], along[order], ids[rows, cols][block[order]]
     new = np.r_[True, chain[1:] != chain[:-1]]
     first, last = np.flatnonzero(new), np.flatnonzero(np.r_[new[1:], True])
-    count = len(chain_keys)
-    ends = np.zeros(2 * count, dtype=np.int64)
     low, high = first[along[first] < 0.0], last[along[last] >= 0.0]
     ends[chain[low]] = junction[low]
     ends[count + chain[high]] = junction[high]
@@ -316,30 +318,29 @@ def _grouped_junctions(ends: np.ndarray, lines: _EndLines, chain_px: np.ndarray,
     """
     count, chain_count = len(points.sums), len(chain_px)
     group = np.arange(count)
+    both_ends = lines.terms[:chain_count] + lines.terms[chain_count:]
     for _ in range(JUNCTION_ROUNDS):
         end_group = group[ends]
         first, second = end_group[:chain_count], end_group[chain_count:]
         apart = (first > 0) & (second > 0) & (first != second)
-        if not np.any(apart & (chain_px <= JUNCTION_LINK_PX)):
+        short = apart & (chain_px <= JUNCTION_LINK_PX)
+        if not np.any(short):
             break
+        pair_keys = np.minimum(first, second) * count + np.maximum(first, second)
+        pairs = np.unique(pair_keys[short])
+        pair_of = np.minimum(np.searchsorted(pairs, pair_keys), len(pairs) - 1)
+        between = np.flatnonzero(apart & (pairs[pair_of] == pair_keys))  # every border of a pair
+        shared = np.stack([np.bincount(pair_of[between], column, len(pairs))
+                           for column in both_ends[between].T], axis=1)
         arms = np.where(np.tile(first == second, 2), 0, end_group)  # a border inside: no arm
         group_lines = lines.summed(arms, count)
-        low, high = np.minimum(first, second)[apart], np.maximum(first, second)[apart]
-        pair_keys = low * count + high
-        pairs, pair_of = np.unique(pair_keys, return_inverse=True)
-        between = np.r_[np.flatnonzero(apart), chain_count + np.flatnonzero(apart)]
-        shared = np.stack([np.bincount(np.tile(pair_of, 2), column, len(pairs))
-                           for column in lines.terms[between].T], axis=1)
-        short = np.zeros(len(pairs), dtype=bool)
-        short[pair_of[chain_px[apart] <= JUNCTION_LINK_PX]] = True
         low, high = pairs // count, pairs % count
         x, y, miss = _solved(group_lines[low] + group_lines[high] - shared)
         spread = points.grouped(group)
         union = spread.sums[low] + spread.sums[high]
         scatter = (union[:, 3] - 2.0 * (x * union[:, 1] + y * union[:, 2])) / np.maximum(
             union[:, 0], 1.0) + x * x + y * y
-        joins = np.flatnonzero(short & (miss <= JUNCTION_MISS_PX)
-                               & (scatter <= JUNCTION_SPREAD_PX**2))
+        joins = np.flatnonzero((miss <= JUNCTION_MISS_PX) & (scatter <= JUNCTION_SPREAD_PX**2))
         if len(joins) == 0:
             break
         # each group's choice: its join that misses least (ties: the first)
