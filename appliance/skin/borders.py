@@ -209,6 +209,8 @@ class _Chains:
     cos: np.ndarray  # of angles, computed once
     sin: np.ndarray
     ends: tuple[np.ndarray, np.ndarray]  # min and max position along the direction
+    along: np.ndarray  # per crack (sorted list): its position along its chain, from the centre
+    of_crack: np.ndarray  # per crack (sorted list): its chain
 
 
 def _chains(cracks: _Cracks) -> _Chains:
@@ -223,48 +225,47 @@ def _chains(cracks: _Cracks) -> _Chains:
     cos, sin = np.cos(angles), np.sin(angles)
     group = np.repeat(np.arange(len(starts)), count.astype(np.int64))
     along = cracks.xs * cos[group] + cracks.ys * sin[group]  # position along the chain + offset
-    offset = mean_x * cos + mean_y * sin
-    ends = (
-        np.minimum.reduceat(along, starts) - offset,
-        np.maximum.reduceat(along, starts) - offset,
-    )
-    return _Chains(starts, count, mean_x, mean_y, angles, cos, sin, ends)
+    along -= (mean_x * cos + mean_y * sin)[group]
+    ends = (np.minimum.reduceat(along, starts), np.maximum.reduceat(along, starts))
+    return _Chains(starts, count, mean_x, mean_y, angles, cos, sin, ends, along, group)
 
 
-def _chain_end_junctions(labels: np.ndarray, meeting: np.ndarray, ids: np.ndarray,
-                         chains: _Chains, chain_keys: np.ndarray) -> np.ndarray:
+def _chain_end_junctions(meeting: np.ndarray, ids: np.ndarray, cracks: _Cracks,
+                         chains: _Chains) -> np.ndarray:
     """The junction each chain ends in, both ends in one array (first ends, then second ends;
-    0: none), read off the meeting points themselves: a chain ends in a junction when one of
-    its cracks lies in a meeting point's 2x2 block, at the end of the chain that point lies
-    on (the outermost such point per end). Looking the junction up where the chain's extent
-    ends instead misses the junction wherever a border bends into it."""
-    span = int(labels.max()) + 1
-    rows, cols = np.nonzero(meeting)
-    corner = [labels[rows + dy, cols + dx].astype(np.int64) for dy, dx in ((0, 0), (0, 1),
-                                                                            (1, 0), (1, 1))]
-    keys, blocks = [], []
-    for one, other in ((0, 1), (2, 3), (0, 2), (1, 3)):  # the block's four cracks
-        a, b = corner[one], corner[other]
-        differs = np.flatnonzero(a != b)
-        keys.append(np.minimum(a, b)[differs] * span + np.maximum(a, b)[differs])
-        blocks.append(differs)
-    all_keys, block = np.concatenate(keys), np.concatenate(blocks)
-    chain = np.minimum(np.searchsorted(chain_keys, all_keys), len(chain_keys) - 1)
-    on_chain = chain_keys[chain] == all_keys
-    chain, block = chain[on_chain], block[on_chain]
-    count = len(chain_keys)
+    0: none), read off the meeting points themselves: a chain ends in a junction where one of
+    its cracks lies in a meeting point's 2x2 block, at the end of the chain that crack lies on
+    (the outermost such crack per end). Looking the junction up where the chain's extent ends
+    instead misses the junction wherever a border bends into it."""
+    height, width = ids.shape
+    at_meeting = np.zeros((height + 1, width + 1), dtype=ids.dtype)  # block (r, c) at [r+1, c+1]
+    np.multiply(ids, meeting, out=at_meeting[1:, 1:])
+    flat = at_meeting.ravel()
+    rows, cols = cracks.ys.astype(np.int64), cracks.xs.astype(np.int64)  # floor: both >= 0
+    across = cracks.xs != cols  # a crack between left and right neighbours
+    below = (rows + 1) * (width + 1) + cols + 1  # the block below it, or right of it
+    before = below - np.where(across, width + 1, 1)  # the block above it, or left of it
+    first, second = flat[before], flat[below]
+    near = np.flatnonzero(first | second)
+    # each block's centre lies half a pixel from the crack; both blocks of each crack side by
+    # side, so that the records stay in chain order
+    chain = chains.of_crack[near]
+    half_step = 0.5 * np.where(across[near], chains.sin[chain], chains.cos[chain])
+    centre = chains.along[near]
+    along = np.stack([centre - half_step, centre + half_step], axis=1).ravel()
+    junction = np.stack([first[near], second[near]], axis=1).ravel()
+    touching = np.flatnonzero(junction)
+    junction, along, chain = junction[touching], along[touching], chain[touching >> 1]
+    count = len(chains.count)
     ends = np.zeros(2 * count, dtype=np.int64)
     if len(chain) == 0:  # no cell meets two others (parallel furrows)
         return ends
-    along = ((cols[block] + 0.5 - chains.mean_x[chain]) * chains.cos[chain]
-             + (rows[block] + 0.5 - chains.mean_y[chain]) * chains.sin[chain])
-    order = np.lexsort((along, chain))
-    chain, along, junction = chain[order], along[order], ids[rows, cols][block[order]]
-    new = np.r_[True, chain[1:] != chain[:-1]]
-    first, last = np.flatnonzero(new), np.flatnonzero(np.r_[new[1:], True])
-    low, high = first[along[first] < 0.0], last[along[last] >= 0.0]
-    ends[chain[low]] = junction[low]
-    ends[count + chain[high]] = junction[high]
+    starts = np.flatnonzero(np.r_[True, chain[1:] != chain[:-1]])
+    for side, reduce in ((0, np.minimum), (1, np.maximum)):
+        outermost = np.repeat(reduce.reduceat(along, starts), np.diff(np.r_[starts, len(chain)]))
+        end = along == outermost
+        end &= (along < 0.0) if side == 0 else (along >= 0.0)
+        ends[side * count + chain[end]] = junction[end]
     return ends
 
 
@@ -425,7 +426,7 @@ def border_segments(
     keys = cracks.keys[chains.starts]
     meeting = _meeting_points(labels, masks)
     ids, points = _meeting_clusters(meeting, junction_radius_px)
-    ends = _chain_end_junctions(labels, meeting, ids, chains, keys)
+    ends = _chain_end_junctions(meeting, ids, cracks, chains)
     lines = _EndLines.of(chains, chain_px)
     group = _grouped_junctions(ends, lines, chain_px, points)
     used = np.zeros(len(group), dtype=bool)
