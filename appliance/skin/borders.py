@@ -251,6 +251,7 @@ def _chain_end_junctions(meeting: np.ndarray, ids: np.ndarray, cracks: _Cracks,
     # side, so that the records stay in chain order
     chain = chains.of_crack[near]
     half_step = 0.5 * np.where(across[near], chains.sin[chain], chains.cos[chain])
+    half_step[chains.count[chain] == 1] = 0.5  # a lone crack has no direction: the blocks' order
     centre = chains.along[near]
     along = np.stack([centre - half_step, centre + half_step], axis=1).ravel()
     junction = np.stack([first[near], second[near]], axis=1).ravel()
