@@ -32,7 +32,7 @@ MEETING_PULL = 2.0  # weight of the junction cluster's centre against the chains
 # Junctions joined into one (``_grouped_junctions``): work px (20 µm). Fitted on the project's
 # generator (seeds 11 and 12, mixed and wide) and own three-arm scenes only.
 JUNCTION_LINK_PX = 8.0  # junctions joined by a border at most this long
-JUNCTION_MISS_PX = 1.75  # when the lines of their chains miss one point by at most this (RMS)
+JUNCTION_MISS_PX = 2.0  # when the lines of their chains miss one point by at most this (RMS)
 JUNCTION_SPREAD_PX = 6.0  # and their meeting points lie within this of it (RMS)
 JUNCTION_ROUNDS = 3  # a fourth joins nothing on the fit frames
 
@@ -72,6 +72,8 @@ class _Cracks:
     keys: np.ndarray  # pair key per crack, sorted
     xs: np.ndarray
     ys: np.ndarray
+    at: np.ndarray  # flat index of the pixel left of it or above it
+    step: np.ndarray  # 1 for a crack between left and right neighbours, else the image width
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class CrackMasks:
 
 def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     """Every crack: its cell-pair key and midpoint, sorted by key."""
-    keys, xs, ys = [], [], []
+    keys, xs, ys, ats, steps = [], [], [], [], []
     key_type = np.int32 if span * span < 2**31 else np.int64
     flat_labels = labels.ravel()
     width = labels.shape[1]
@@ -109,8 +111,11 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
         keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
+        ats.append(at.astype(np.int32))
+        steps.append(np.full(len(at), 1 if horizontal else width, dtype=np.int32))
     all_keys, order = _sort_order(np.concatenate(keys), span * span)
-    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order])
+    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order],
+                   np.concatenate(ats)[order], np.concatenate(steps)[order])
 
 
 def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -238,14 +243,16 @@ def _chain_end_junctions(meeting: np.ndarray, ids: np.ndarray, cracks: _Cracks,
     (the outermost such crack per end). Looking the junction up where the chain's extent ends
     instead misses the junction wherever a border bends into it."""
     height, width = ids.shape
-    at_meeting = np.zeros((height + 1, width + 1), dtype=ids.dtype)  # block (r, c) at [r+1, c+1]
-    np.multiply(ids, meeting, out=at_meeting[1:, 1:])
-    flat = at_meeting.ravel()
-    rows, cols = cracks.ys.astype(np.int64), cracks.xs.astype(np.int64)  # floor: both >= 0
-    across = cracks.xs != cols  # a crack between left and right neighbours
-    below = (rows + 1) * (width + 1) + cols + 1  # the block below it, or right of it
-    before = below - np.where(across, width + 1, 1)  # the block above it, or left of it
-    first, second = flat[before], flat[below]
+    # the junction of each meeting point's block (top-left pixel), after a row of nothing
+    at_meeting = np.zeros((height + 1) * width, dtype=ids.dtype)
+    cv2.copyTo(ids, meeting.view(np.uint8), at_meeting[width:].reshape(height, width))
+    flat = at_meeting[width:]
+    # a crack lies in the blocks at the pixel before it and one step (across it) before that;
+    # the second may be the row of nothing or the last column, which holds no block
+    below = cracks.at
+    before = below - (width + 1 - cracks.step)
+    across = cracks.step == 1  # a crack between left and right neighbours
+    first, second = at_meeting[before + width], flat[below]
     near = np.flatnonzero(first | second)
     # each block's centre lies half a pixel from the crack; both blocks of each crack side by
     # side, so that the records stay in chain order
