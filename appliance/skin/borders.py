@@ -327,6 +327,16 @@ def _grouped_junctions(ends: np.ndarray, lines: _EndLines, chain_px: np.ndarray,
     """
     count, chain_count = len(points.sums), len(chain_px)
     group = np.arange(count)
+    first, second = ends[:chain_count], ends[chain_count:]
+    short = (first > 0) & (second > 0) & (first != second) & (chain_px <= JUNCTION_LINK_PX)
+    # only the junctions at a short border can join: work on the chains that end in them
+    can_join = np.zeros(count, dtype=bool)
+    can_join[first[short]] = True
+    can_join[second[short]] = True
+    chosen = np.flatnonzero(can_join[first] | can_join[second])
+    chain_count, chain_px = len(chosen), chain_px[chosen]
+    ends = np.r_[first[chosen], second[chosen]]
+    lines = _EndLines(lines.terms[np.r_[chosen, len(first) + chosen]])
     both_ends = lines.terms[:chain_count] + lines.terms[chain_count:]
     for _ in range(JUNCTION_ROUNDS):
         end_group = group[ends]
