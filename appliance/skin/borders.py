@@ -9,14 +9,19 @@ its crack count by that factor. This is exact for straight segments at any angle
 counting skeleton pixels is up to 8 % off.
 
 Where several furrows meet, the cells' borders do not meet in one point: the wide junction
-(and any pore sitting on it) breaks into a few short borders between cells that are not
-neighbours at all, and the real segments stop short of the junction. So junctions are found
-as clusters of points where three or more cells meet (within about a furrow width), each
-placed where the straight lines of the chains ending in it meet (least squares); a segment's
-length reaches as far as its crack count says, and it is extended from there to that point
-when the point lies further out (on exact cells the crack count already reaches the junction,
-so nothing is added; docs/measurement.md "Texture accuracy"). Borders that lie wholly inside
-one junction are not furrows and are dropped.
+(and any pore sitting on it) breaks into a few three-cell points joined by short borders
+between cells that touch only at its corner, and the real segments stop short of the junction.
+Neighbouring three-arm junctions a short furrow apart look the same in the labels. So the
+junctions are first the points where three or more cells meet (next to each other: one), each
+chain ending in the ones its end cracks lie in; two of them joined by a short border are then
+one junction when the straight lines of the chains ending in either meet in one point (a
+junction of many furrows resolved by growth), and stay two when they meet in two (three-arm
+junctions with a furrow between). Each junction is placed where its chains' lines meet (least
+squares); a segment's length reaches as far as its crack count says, and it is extended from
+there to that point when the point lies further out (at a three-arm junction also trimmed back
+to it: there the point misses by noise alone; on exact cells the crack count already reaches
+the junction, so nothing is added; docs/measurement.md "Texture accuracy"). Borders that lie
+wholly inside one junction are not furrows and are dropped.
 """
 
 from __future__ import annotations
