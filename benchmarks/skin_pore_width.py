@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--count", type=int_at_least(1), default=30, help="frames per seed")
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    np.seterr(divide="ignore", invalid="ignore")  # a pit without arms has no width: inf / nan
     frames = [frame_features(seed, index, args.preset) for seed in args.seeds
               for index in range(args.first, args.first + args.count)]
     pooled = {key: np.concatenate([frame[key] for frame in frames]) for key in frames[0]}
