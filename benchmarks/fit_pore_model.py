@@ -36,14 +36,20 @@ import cv2
 import numpy as np
 from skin_common import int_at_least, load_average
 
+from appliance.skin.pore_profile import Junctions, Shape
 from appliance.skin.pores import (
+    MODEL,
+    PORE_FEATURES,
     RULE,
     Candidates,
+    PoreModel,
     _deepest_apart,
     choose_pores,
-    in_a_hill,
+    fixed_tests,
     measure_candidates,
     own_diameters_um,
+    pore_features,
+    pore_score,
 )
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import measure_texture
@@ -123,7 +129,7 @@ def _profile(job_and_cache: tuple[Job, Path]) -> str:
     arrays = {name: np.asarray(getattr(found.shape, name), dtype=float) for name in RAW}
     np.savez(path, **arrays, around=found.around, spread=found.spread, nearby=found.nearby,
              blue=found.blue, centres_work=found.centres_work_px, pits_px=pits_px,
-             diameter_um=own_diameters_um(found), in_hill=in_a_hill(found), label=label,
+             diameter_um=own_diameters_um(found), label=label,
              matched=matched, main_chosen=main_chosen, true_centres_px=centres_px,
              true_diameters_um=2.0 * radii_px * um_per_px,
              scalars=np.array([found.furrow_floor, found.contrast, found.junction.floor,
@@ -158,11 +164,10 @@ def _labels(pits_px: np.ndarray, centres_px: np.ndarray, radii_px: np.ndarray,
     return label, matched
 
 
-FEATURES = ("floor_over_furrow", "floor_over_around", "floor_over_junction", "gap_over_junction",
-            "radius_over_junction", "roundness", "floor_over_arms", "floor_over_strand",
-            "elongation", "arm_count", "many_arms", "floor_over_ends", "floor_over_arm_floor",
-            "contrast_over_furrow", "skin_over_furrow", "spread", "nearby_over_furrow", "blue",
-            "diameter_100um", "in_hill", "frame_contrast")
+EXTRA_FEATURES = ("floor_over_furrow", "floor_over_junction", "radius_over_junction",
+                  "roundness", "floor_over_strand", "many_arms", "contrast_over_furrow",
+                  "skin_over_furrow", "spread", "nearby_over_furrow", "diameter_100um")
+FEATURES = PORE_FEATURES + EXTRA_FEATURES  # the product's (pores.pore_features) first
 
 
 def _log_ratio(top: np.ndarray, bottom: np.ndarray | float) -> np.ndarray:
@@ -172,44 +177,42 @@ def _log_ratio(top: np.ndarray, bottom: np.ndarray | float) -> np.ndarray:
     return ratio
 
 
+def candidates_of(raw: dict[str, np.ndarray]) -> Candidates:
+    """The profiled pits of one cached frame, as the pore tests see them."""
+    furrow, contrast, junction_floor, junction_gap, um_fine, um_work = raw["scalars"][:6]
+    shape = Shape(*(raw[name] for name in RAW))
+    return Candidates(raw["centres_work"], shape, raw["around"], raw["spread"], raw["nearby"],
+                      Junctions(float(junction_floor), float(junction_gap)), raw["blue"],
+                      float(furrow), float(contrast), float(um_fine), float(um_work),
+                      np.zeros((0, 2)))
+
+
 def features(raw: dict[str, np.ndarray]) -> np.ndarray:
-    """The (N, len(FEATURES)) dimensionless features of one frame's pits."""
-    furrow, contrast, junction_floor, junction_gap = raw["scalars"][:4]
+    """The (N, len(FEATURES)) dimensionless features of one frame's pits: the product's, and
+    more the pore tests measure."""
+    furrow, _, junction_floor, junction_gap = raw["scalars"][:4]
     floor = raw["floor"]
-    columns = {
+    columns = dict(pore_features(candidates_of(raw)))
+    columns.update({
         "floor_over_furrow": _log_ratio(floor, furrow),
-        "floor_over_around": _log_ratio(floor, raw["around"]),
         "floor_over_junction": _log_ratio(floor, junction_floor),
-        "gap_over_junction": _log_ratio(raw["gap_px"], junction_gap),
         "radius_over_junction": _log_ratio(raw["radius_px"], junction_gap),
         "roundness": raw["roundness"],
-        "floor_over_arms": _log_ratio(floor, raw["arms"]),
         "floor_over_strand": _log_ratio(floor, raw["strand"]),
-        "elongation": np.log(np.clip(raw["elongation"], 1.0, 20.0)),
-        "arm_count": np.minimum(raw["arm_count"], 6.0),
         "many_arms": (raw["arm_count"] > 2).astype(float),
-        "floor_over_ends": _log_ratio(floor, raw["ends"]),
-        "floor_over_arm_floor": _log_ratio(floor, raw["arm_floor"]),
         "contrast_over_furrow": np.clip((floor - raw["skin"]) / furrow, -2.0, 6.0),
         "skin_over_furrow": np.clip(raw["skin"] / furrow, -2.0, 4.0),
         "spread": np.clip(raw["spread"], -1.0, 1.5),
         "nearby_over_furrow": np.clip(np.nan_to_num(raw["nearby"] / furrow, posinf=3.0),
                                       -1.0, 3.0),
-        "blue": np.clip(raw["blue"], -1.0, 2.0),
         "diameter_100um": raw["diameter_um"] / 100.0,
-        "in_hill": raw["in_hill"].astype(float),
-        "frame_contrast": np.full(len(floor), np.log(max(contrast, 0.01))),
-    }
+    })
     return np.stack([columns[name] for name in FEATURES], axis=1)
 
 
 def gate(raw: dict[str, np.ndarray]) -> np.ndarray:
-    """The tests every pore passes, kept before any model: pore-sized, grey, deeper than the
-    furrows."""
-    diameter = raw["diameter_um"]
-    result: np.ndarray = ((diameter >= RULE.min_diameter_um) & (diameter <= RULE.max_diameter_um)
-                          & (raw["blue"] <= RULE.max_blue_excess)
-                          & (raw["floor"] >= RULE.depth_over_furrow * raw["scalars"][0]))
+    """The tests every pore passes before the model weighs it (``pores.fixed_tests``)."""
+    result: np.ndarray = np.logical_and.reduce(list(fixed_tests(candidates_of(raw)).values()))
     return result
 
 
@@ -274,8 +277,9 @@ class Logistic:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, columns: tuple[int, ...],
-                 l2: float = 1.0) -> Logistic:
-    """Newton's method on the L2-penalised log loss (the intercept unpenalised)."""
+                 l2: float = 1.0, weight: np.ndarray | None = None) -> Logistic:
+    """Newton's method on the L2-penalised (weighted) log loss (the intercept unpenalised)."""
+    weight = np.ones(len(y)) if weight is None else weight
     chosen = x[:, columns]
     mean, scale = chosen.mean(axis=0), np.maximum(chosen.std(axis=0), 1e-9)
     z = np.c_[np.ones(len(chosen)), (chosen - mean) / scale]
@@ -284,8 +288,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, columns: tuple[int, ...],
     penalty[0] = 0.0
     for _ in range(50):
         p = 1.0 / (1.0 + np.exp(-(z @ weights)))
-        gradient = z.T @ (p - y) + penalty * weights
-        hessian = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty)
+        gradient = z.T @ (weight * (p - y)) + penalty * weights
+        hessian = (z * (weight * p * (1 - p))[:, None]).T @ z + np.diag(penalty)
         step = np.linalg.solve(hessian, gradient)
         weights -= step
         if np.max(np.abs(step)) < 1e-8:
@@ -391,7 +395,7 @@ def scene_checks(frames: list[Frame], passed: list[np.ndarray]) -> dict[str, Any
 def best_threshold(fit: list[Frame], scores: list[np.ndarray]) -> tuple[float, float]:
     """The score threshold (logit) with the smallest objective on the fit frames."""
     best = (np.inf, 0.0)
-    for threshold in np.arange(-4.0, 4.01, 0.5):
+    for threshold in np.arange(-4.0, 4.01, 0.25):
         value = objective(fit, [s >= threshold for s in scores])
         best = min(best, (value, float(threshold)))
     return best[1], best[0]
@@ -477,23 +481,30 @@ def evaluate(fit: list[Frame], unused: list[Frame], tests: list[Frame], select: 
     x, y = training_set(fit)
     xu, yu = training_set(unused)
     results: list[dict[str, Any]] = [
-        _judge("main", lambda f: f.raw["main_chosen"].astype(bool), fit, unused, tests)]
-    every = fit_logistic(x, y, tuple(range(len(FEATURES))))
-    models: list[tuple[str, Logistic]] = [("logistic_all", every)]
+        _judge("cached_rule", lambda f: f.raw["main_chosen"].astype(bool), fit, unused, tests),
+        _judge("shipped_model", lambda f: pore_score(candidates_of(f.raw), MODEL) >= 0.0,
+               fit, unused, tests)]
+    product = tuple(range(len(PORE_FEATURES)))
+    models: list[tuple[str, Logistic]] = [
+        ("logistic_all", fit_logistic(x, y, tuple(range(len(FEATURES))))),
+        ("logistic_product_features", fit_logistic(x, y, product))]
     selection = forward_selection(fit, x, y, select) if select else []
-    for columns, _, _ in selection[-1:]:
-        models.append((f"logistic_{len(columns)}", fit_logistic(x, y, columns)))
     for name, model in models:
         threshold, _ = best_threshold(fit, [model.score(f.x) for f in fit])
         entry = _judge(name, lambda f, m=model, t=threshold: m.score(f.x) >= t,
                        fit, unused, tests)
-        entry.update(threshold=threshold, coefficients=model.named(),
+        coefficients = model.named()
+        coefficients["intercept"] = round(coefficients["intercept"] - threshold, 4)
+        entry.update(threshold=threshold, coefficients_threshold_folded=coefficients,
                      auc_fit=round(auc(model.score(x), y), 4),
                      auc_unused=round(auc(model.score(xu), yu), 4))
         results.append(entry)
     if ceiling:
         results += _ceiling(fit, unused, tests, x, y, xu, yu)
+    shipped = PoreModel()
     return {"benchmark": "fit_pore_model", "features": list(FEATURES),
+            "shipped_model": {name: getattr(shipped, name) for name in ("intercept",
+                                                                          *PORE_FEATURES)},
             "fit_pits": int(len(y)), "fit_pores": int(y.sum()),
             "gate_recall_fit": _gate_recall(fit),
             "selection": [{"features": [FEATURES[c] for c in cols], "log_loss": round(loss, 5),
