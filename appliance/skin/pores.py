@@ -86,6 +86,13 @@ class PoreRule:
     shallow_min_spread: float = 0.3  # shallowest of 8 rays at SPREAD_UM / pit floor
     pit_min_contrast: float = 1.7  # ... or (floor - 0) this many furrow floors deep
     depth_over_arms: float = 1.1  # pit floor / second-deepest ray just outside the rim
+    depth_over_strand: float = 0.9  # pit floor / deepest ray there: a hair's end is not deeper
+    # A pit with 3 or more arms whose deepest arm is nearly as deep as it is the end of a deeper
+    # furrow segment at a junction: clearly deeper than its deepest ray just outside the rim,
+    # and than the deepest arm's floor all along ARM_REACH_UM beyond its outer rim (the floor
+    # runs on down that segment nearly as deep; pore_profile.arm_count's arm floor)
+    junction_over_strand: float = 1.1
+    junction_over_arm_floor: float = 1.25
     max_blue_excess: float = 0.5  # how melanin-like the darkening is (0 grey, 1 a pigment spot)
     max_elongation: float = 2.4  # longest over shortest rim diameter above the arms
     # 50-320 µm is what a pore is; the lower limit sits below 50 µm by the spread of the
@@ -239,17 +246,17 @@ class PoreModel:
     junctions around it be less closed, or a wide one less deep (docs/measurement.md "Pores").
     """
 
-    intercept: float = 1.5547
-    floor_over_around: float = 16.365  # log(floor / the junctions' floor around it)
-    floor_over_arm_floor: float = 3.9971  # log(floor / the deepest arm's floor): closed
-    floor_over_arms: float = 3.4847  # log(floor / second-deepest ray just outside the rim)
-    floor_over_ends: float = 1.5188  # log(floor / the deeper end beyond its longest diameter)
-    gap_over_junction: float = 4.746  # log(shortest rim rays / the frame's typical junction's)
-    elongation: float = -3.873  # log(longest over shortest rim diameter above the arms)
-    arm_count: float = -0.6983  # furrow arms leaving it, at most 6
-    in_hill: float = 5.0841  # 1 for a pit in a hill (``in_a_hill``)
-    blue: float = -6.2549  # how melanin-like its darkening is, within BLUE_RANGE
-    frame_contrast: float = 4.1742  # log(the frame's median furrow depth)
+    intercept: float = 1.826
+    floor_over_around: float = 16.5915  # log(floor / the junctions' floor around it)
+    floor_over_arm_floor: float = 4.173  # log(floor / the deepest arm's floor): closed
+    floor_over_arms: float = 3.3463  # log(floor / second-deepest ray just outside the rim)
+    floor_over_ends: float = 1.4977  # log(floor / the deeper end beyond its longest diameter)
+    gap_over_junction: float = 4.4654  # log(shortest rim rays / the frame's typical junction's)
+    elongation: float = -4.1806  # log(longest over shortest rim diameter above the arms)
+    arm_count: float = -0.6945  # furrow arms leaving it, at most 6
+    in_hill: float = 5.0323  # 1 for a pit in a hill (``in_a_hill``)
+    blue: float = -6.2019  # how melanin-like its darkening is, within BLUE_RANGE
+    frame_contrast: float = 4.3247  # log(the frame's median furrow depth)
 
 
 MODEL = PoreModel()
@@ -292,16 +299,21 @@ def pore_score(found: Candidates, model: PoreModel = MODEL,
 
 def fixed_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
     """The tests every pore passes before the model weighs it: profiled (``worth_profiling``)
-    and deeper than the furrows, deeper than its arms (a pit in a hill has none), not a dash,
-    pore-sized and grey."""
+    and deeper than the furrows, deeper than its arms (a pit in a hill has none), no hair's end
+    and, at a junction, not the end of a deeper furrow segment (deeper than its deepest ray
+    and closed), not a dash, pore-sized and grey."""
     shape = found.shape
     diameters = own_diameters_um(found, rule)
     in_hill = in_a_hill(found, rule)
+    many = shape.arm_count > PIT_MAX_ARMS
     return {
         "deep_enough": worth_profiling(shape.floor, found.around, found.spread, found.nearby,
                                        found.furrow_floor, rule=rule)
         & (shape.floor >= rule.depth_over_furrow * found.furrow_floor),
         "deeper_than_arms": in_hill | (shape.floor >= rule.depth_over_arms * shape.arms),
+        "deeper_than_strand": (shape.floor >= rule.depth_over_strand * shape.strand) & (
+            ~many | (shape.floor >= rule.junction_over_strand * shape.strand)),
+        "closed": ~many | (shape.floor >= rule.junction_over_arm_floor * shape.arm_floor),
         "not_a_dash": (shape.elongation <= rule.max_elongation) | _oval(found, rule),
         "pore_sized": (diameters >= rule.min_diameter_um) & (diameters <= rule.max_diameter_um),
         "grey": found.blue <= rule.max_blue_excess,
