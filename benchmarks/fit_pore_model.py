@@ -371,7 +371,8 @@ def scene_checks(frames: list[Frame], passed: list[np.ndarray]) -> dict[str, Any
         if kind == "sweep":
             sweep.append(len(chosen))
             continue
-        key = f"{kind}-{frame.job.index}" if kind in ("sizes", "hill", "hill_wide", "oval") else kind
+        several = kind in ("sizes", "hill", "hill_wide", "oval")
+        key = f"{kind}-{frame.job.index}" if several else kind
         entry = out.setdefault(key, {"counted": 0, "found": 0, "true": 0, "ratios": []})
         pits, truth = frame.raw["pits_px"][chosen], frame.raw["true_centres_px"]
         entry["counted"] += len(chosen)
@@ -500,12 +501,12 @@ def evaluate(fit: list[Frame], unused: list[Frame], tests: list[Frame], select: 
                      auc_unused=round(auc(model.score(xu), yu), 4))
         results.append(entry)
     if ceiling:
-        results += _ceiling(fit, unused, tests, x, y, xu, yu)
+        results += _ceiling(fit, unused, tests, x=x, y=y, xu=xu, yu=yu)
     shipped = PoreModel()
     return {"benchmark": "fit_pore_model", "features": list(FEATURES),
             "shipped_model": {name: getattr(shipped, name) for name in ("intercept",
                                                                           *PORE_FEATURES)},
-            "fit_pits": int(len(y)), "fit_pores": int(y.sum()),
+            "fit_pits": len(y), "fit_pores": int(y.sum()),
             "gate_recall_fit": _gate_recall(fit),
             "selection": [{"features": [FEATURES[c] for c in cols], "log_loss": round(loss, 5),
                            "fit_objective": round(v, 4)} for cols, loss, v in selection],
@@ -519,7 +520,7 @@ def _gate_recall(frames: list[Frame]) -> float:
     return round(kept / max(matched, 1), 4)
 
 
-def _ceiling(fit: list[Frame], unused: list[Frame], tests: list[Frame], x: np.ndarray,
+def _ceiling(fit: list[Frame], unused: list[Frame], tests: list[Frame], *, x: np.ndarray,
              y: np.ndarray, xu: np.ndarray, yu: np.ndarray) -> list[dict[str, Any]]:
     """A depth-4 tree and gradient-boosted trees: how far today's features go."""
     from sklearn.ensemble import HistGradientBoostingClassifier
