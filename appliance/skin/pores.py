@@ -14,27 +14,25 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
 4. The arms (pore_profile.arm_count): rays that stay half a furrow deep from the rim out to
    80 µm beyond it run down a furrow arm. A junction has 3 or more; a pit along one furrow 2;
    a pit in a hill none.
-5. The tests (``junction_tests``, thresholds in ``PoreRule``): a pore is deeper than the
-   furrows and than the junctions around it, at least as wide between its arms as a junction (or
-   much deeper than one and than its arms: a small deep pore in a furrow), deeper than its arms
-   (a junction is as deep as its arms) and than its deepest ray (a hair runs on as deep as its
-   end; with 3 or more arms, clearly deeper than its deepest arm: a junction where a deeper
-   furrow segment ends), not a ragged star, no longer than 2.4 times its width above its arms
-   (a short deep stretch of furrow is a dash) unless it is an oval pore (``_oval``: wider
-   between its long sides than a junction between its arms, or, with at most 2 arms, its rim
-   closes: just beyond both ends of its longest diameter the depth has fallen well below its
-   floor), grey (a pigment spot takes more blue than green: melanin) and pore-sized (dust is
-   smaller). A pit with at most 2 arms cannot be a junction: when it fails
-   those it is judged again against its own surround (``pit_tests``): darker than the skin
-   right around it by 1.7 times the frame's furrow contrast, 1.5 times as deep as its arms,
-   round, not drawn out, grey and pore-sized; the junctions' floor does not enter. A pit in a
-   hill (at most one arm, no second furrow within 80 µm) needs neither the contrast nor the
-   arm test, and is profiled whatever its depth. Overlapping candidates keep the deepest.
-6. Diameter: the equivalent diameter of the rim, with the imaging halo of a pit's darkness
+5. The fixed tests (``fixed_tests``, thresholds in ``PoreRule``): a pore is deeper than the
+   furrows, than its arms (a junction is as deep as its arms; a pit in a hill has none) and
+   than its deepest ray (a hair runs on as deep as its end; with 3 or more arms, clearly deeper
+   than its deepest arm and than that arm's floor beyond its rim: a junction where a deeper
+   furrow segment ends), no longer than 2.4 times its width above its arms (a dash) unless it
+   is an oval pore (``_oval``), grey (a pigment spot takes more blue than green: melanin) and
+   pore-sized (dust is smaller).
+6. The model (``PoreModel``): a logistic regression weighs together how much deeper the pit
+   is than the junctions around it, than its arms' floor, its arms and its ends, how much room
+   it has between its arms against a typical junction, how drawn out it is, how many arms it
+   has, whether it lies in a hill (at most one arm, no second furrow within 80 µm: profiled
+   whatever its depth), its colour and the frame's furrow contrast. Overlapping candidates
+   keep the deepest.
+7. Diameter: the equivalent diameter of the rim, with the imaging halo of a pit's darkness
    taken off in quadrature.
 Every threshold is a ratio, a fixed number of pixels at a canonical scale or µm, and every
 radius is interpolated, so counts and diameters move smoothly with the calibration. The
-thresholds are fitted by benchmarks/fit_pore_rule.py on the project's own generator only;
+thresholds are fitted by benchmarks/fit_pore_rule.py and the model by
+benchmarks/fit_pore_model.py on the project's own generator only;
 benchmarks/skin_pore_diagnosis.py shows what each test costs on any frame set.
 """
 
@@ -84,7 +82,7 @@ class PoreRule:
     depth_over_junction: float = 1.3  # pit floor / the junctions' floor around it
     shallow_over_junction: float = 1.15  # pit floor / the junctions' floor, for a wide pit
     shallow_min_spread: float = 0.3  # shallowest of 8 rays at SPREAD_UM / pit floor
-    pit_min_contrast: float = 1.7  # ... or (floor - 0) this many furrow floors deep
+    pit_min_contrast: float = 1.7  # ... or this many furrow floors deep
     depth_over_arms: float = 1.1  # pit floor / second-deepest ray just outside the rim
     depth_over_strand: float = 0.9  # pit floor / deepest ray there: a hair's end is not deeper
     # A pit with 3 or more arms whose deepest arm is nearly as deep as it is the end of a deeper
