@@ -7,18 +7,23 @@ and of the hand-set scenes (``synthetic.skin_scenes``) is profiled once
 true pore is matched with the nearest profiled pit within its radius or 40 µm (as
 benchmarks/skin_pore_diagnosis.py matches): that pit is a pore; the other pits within a true
 pore's reach are left out of the fit (the overlap rule drops them anyway); every other pit is
-not a pore. Each pit is described by dimensionless features (``FEATURES``: the ratios the pore
-tests read, and a few more), on the pits that pass the tests every pore passes (``gate``:
-pore-sized, grey, 1.2 furrow floors deep).
+not a pore. Each pit is described by dimensionless features (``FEATURES``: the product's,
+``pores.pore_features``, then more the pore tests read), on the pits that pass the tests every
+pore passes before the model (``gate``: ``pores.fixed_tests``; with ``--gate basic`` only
+profiled, 1.2 furrow floors deep, pore-sized and grey).
 
-Models: an L2 logistic regression on every feature and on a few named ones (numpy, Newton
-steps), and with ``--ceiling`` a depth-4 decision tree and gradient-boosted trees (scikit-learn,
-imported only then: a throw-away virtual environment, never the product's). Each model's score
-threshold is chosen on the fit frames (mixed 0-29, wide 0-129 of each seed; scenes of seeds
-100-105) by the objective of benchmarks/fit_pore_rule.py. Every model, and main's rule, is then
-scored as frame figures (pits passing -> deepest of overlaps -> count and mean own diameter
-against the truth) on the fit-seed frames the fit never used (mixed 30-59, wide 130-169) and on
-the scenes tests/skin checks (seeds 0-2) and its calibration sweep.
+Models: an L2 logistic regression on every feature and on the product's (numpy, Newton
+steps; ``--select``: forward selection of features by log loss), and with ``--ceiling`` a
+depth-4 decision tree and gradient-boosted trees (scikit-learn, imported only then: a
+throw-away virtual environment, never the product's). Each model's score threshold is chosen
+on the fit frames (mixed 0-29, wide 0-129 of each seed; scenes of seeds 100-105) by the
+objective of benchmarks/fit_pore_rule.py; the product model's coefficients are printed with it
+folded into the intercept (what ``pores.PoreModel`` holds). Every model, the shipped one and
+``cached_rule`` (what the shipped decision chose when the cache was made: main's AND of
+thresholds for docs/experiments/README.md "pore-model") are then scored as frame figures (pits
+passing -> deepest of overlaps -> count and mean own diameter against the truth) on the
+fit-seed frames the fit never used (mixed 30-59, wide 130-169) and on the scenes tests/skin
+checks (seeds 0-2) and its calibration sweep.
 
 Seed 1 and the second renderer are never read here.
 """
@@ -210,9 +215,13 @@ def features(raw: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([columns[name] for name in FEATURES], axis=1)
 
 
-def gate(raw: dict[str, np.ndarray]) -> np.ndarray:
-    """The tests every pore passes before the model weighs it (``pores.fixed_tests``)."""
-    result: np.ndarray = np.logical_and.reduce(list(fixed_tests(candidates_of(raw)).values()))
+def gate(raw: dict[str, np.ndarray], basic: bool = False) -> np.ndarray:
+    """The tests every pore passes before the model weighs it (``pores.fixed_tests``); with
+    ``basic`` only profiled, deeper than the furrows, pore-sized and grey (for the ceiling:
+    every other test's information left to the model)."""
+    tests = fixed_tests(candidates_of(raw))
+    names = ("deep_enough", "pore_sized", "grey") if basic else tuple(tests)
+    result: np.ndarray = np.logical_and.reduce([tests[name] for name in names])
     return result
 
 
@@ -236,10 +245,10 @@ class Frame:
         return float(sizes.mean()) if len(sizes) else 0.0
 
 
-def load(path: str, job: Job) -> Frame:
+def load(path: str, job: Job, basic: bool = False) -> Frame:
     with np.load(path) as data:
         raw = {key: data[key] for key in data.files}
-    return Frame(job, raw, features(raw), gate(raw), raw["label"])
+    return Frame(job, raw, features(raw), gate(raw, basic), raw["label"])
 
 
 def chosen_by(frame: Frame, passed: np.ndarray) -> np.ndarray:
@@ -452,13 +461,17 @@ def main() -> None:
                         help="features the small logistic model picks (forward selection)")
     parser.add_argument("--ceiling", action="store_true",
                         help="also fit a depth-4 tree and gradient-boosted trees (scikit-learn)")
+    parser.add_argument("--gate", choices=("fixed", "basic"), default="fixed",
+                        help="pits the models weigh: those passing pores.fixed_tests, or only "
+                        "profiled, deep, pore-sized and grey ones (the ceiling of the features)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     fit_jobs, unused_jobs, test_jobs = jobs_of([11, 12])
     every = fit_jobs + unused_jobs + test_jobs
     with Pool(args.workers) as pool:
         paths = pool.map(_profile, [(job, args.cache) for job in every], chunksize=4)
-    frames = [load(path, job) for path, job in zip(paths, every, strict=True)]
+    frames = [load(path, job, args.gate == "basic")
+              for path, job in zip(paths, every, strict=True)]
     fit = frames[:len(fit_jobs)]
     unused = frames[len(fit_jobs):len(fit_jobs) + len(unused_jobs)]
     tests = frames[len(fit_jobs) + len(unused_jobs):]
