@@ -1,8 +1,6 @@
 """Fit the pore tests' thresholds on the project's own generator; prints one JSON object.
 
-The thresholds are those of appliance/skin/pores.py PoreRule: which pits are profiled and the
-fixed tests before the pore model (``PoreModel``, fitted by benchmarks/fit_pore_model.py on
-the pits these pass: refit the model after moving any of them).
+The thresholds are those of appliance/skin/pores.py PoreRule.
 
 Every pit of frames of ``appliance.synthetic.skin`` (presets mixed and wide, seeds 11 and 12 by
 default) is profiled once. A coordinate search then moves one threshold at a time over a grid,
@@ -45,21 +43,30 @@ from appliance.synthetic.skin_scenes import dash_scene, junction_scene
 GRID: dict[str, tuple[float, ...]] = {
     "depth_over_furrow": (1.2, 1.4, 1.5, 1.6, 1.7, 1.8, 2.0),
     "depth_over_junction": (1.0, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),
+    "gap_over_junction": (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.4),
     "shallow_over_junction": (0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3),
     "shallow_min_spread": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    "shallow_min_gap": (1.0, 1.2, 1.5, 1.8, 2.2),
+    "deep_over_junction": (1.3, 1.4, 1.5, 1.6, 1.7, 1.8),
+    "deep_over_arms": (1.3, 1.4, 1.5, 1.6, 1.8, 2.0),
     "depth_over_arms": (1.0, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4),
     "depth_over_strand": (0.9, 1.0, 1.05, 1.1, 1.15, 1.2),
     "max_blue_excess": (0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7),
+    "min_roundness": (0.2, 0.3, 0.35, 0.4, 0.45, 0.5),
     "max_elongation": (1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 3.0),
     "min_diameter_um": (30.0, 35.0, 40.0, 45.0, 50.0),
     "halo_um": (40.0, 50.0, 55.0, 58.0, 60.0, 65.0, 70.0),
     "pit_min_contrast": (1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 2.0),
+    "pit_over_arms": (1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8),
+    "pit_min_roundness": (0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
+    "pit_max_elongation": (1.6, 1.8, 2.0, 2.2, 2.4),
     "oval_min_gap": (1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 99.0),  # 99: no oval pores
     "oval_max_elongation": (2.4, 2.8, 3.2, 3.5, 4.0, 5.0),
     "oval_over_ends": (1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 99.0),  # 99: no closed-rim ovals
     "oval_end_max_elongation": (2.4, 2.6, 2.8, 3.0, 3.2, 3.5),
     "junction_over_strand": (0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3),
     "junction_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),  # 0: not tested
+    "pit_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),
     "hill_max_arms": (0.0, 0.5, 0.75, 1.0, 1.2, 1.7, 99.0),  # 0: no pit is in a hill
 }
 

@@ -6,7 +6,6 @@ generator's scale), so every test knows exactly what is in the frame.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import lru_cache
 
 import cv2
@@ -310,25 +309,3 @@ def test_the_arm_windows_gather_exactly_the_radii_a_mask_would_keep() -> None:
     inside = (radii[None, :] >= start[:, None]) & (radii[None, :] <= start[:, None] + 8.0)
     masked = np.where(inside[:, :, None], rays.depth, np.inf).min(axis=1)
     assert np.array_equal(_window_min(rays, start, 8.0), masked)
-
-
-def _junction_pit(pit: float) -> Candidates:
-    """Three furrows 0.3 deep meet in a pit ``pit`` deep, 5 px round, in a frame whose typical
-    junction is 0.3 deep and a little wider between its arms than this pit (its gap / 0.85)."""
-    depth = np.zeros((121, 121), dtype=np.float32)
-    for start, end in [((60, 60), (0, 60)), ((60, 60), (110, 0)), ((60, 60), (110, 120))]:
-        cv2.line(depth, start, end, 0.3, 5)
-    cv2.circle(depth, (60, 60), 5, pit, -1)
-    found = _candidates_at_centre(cv2.GaussianBlur(depth, (0, 0), 1.0))
-    return replace(found, junction=Junctions(0.3, float(found.shape.gap_px[0]) / 0.85))
-
-
-def test_a_pit_clearly_deeper_than_the_junctions_is_a_pore_though_a_little_narrow() -> None:
-    """A pit 1.5 times as deep as the junctions around it and as its arms, a little narrower
-    between its arms than a typical junction, is a pore: its depth makes up for its width
-    (before: not a pore, too narrow and not 1.6 times as deep as its arms). A pit as narrow
-    and only 1.1 times as deep as the junctions is one of them."""
-    deep = pore_tests(_junction_pit(0.45))
-    assert all(bool(verdict[0]) for verdict in deep.values()), deep
-    shallow = pore_tests(_junction_pit(0.33))
-    assert not all(bool(verdict[0]) for verdict in shallow.values())
