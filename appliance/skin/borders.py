@@ -9,14 +9,19 @@ its crack count by that factor. This is exact for straight segments at any angle
 counting skeleton pixels is up to 8 % off.
 
 Where several furrows meet, the cells' borders do not meet in one point: the wide junction
-(and any pore sitting on it) breaks into a few short borders between cells that are not
-neighbours at all, and the real segments stop short of the junction. So junctions are found
-as clusters of points where three or more cells meet (within about a furrow width), each
-placed where the straight lines of the chains ending in it meet (least squares); a segment's
-length reaches as far as its crack count says, and it is extended from there to that point
-when the point lies further out (on exact cells the crack count already reaches the junction,
-so nothing is added; docs/measurement.md "Texture accuracy"). Borders that lie wholly inside
-one junction are not furrows and are dropped.
+(and any pore sitting on it) breaks into a few three-cell points joined by short borders
+between cells that touch only at its corner, and the real segments stop short of the junction.
+Neighbouring three-arm junctions a short furrow apart look the same in the labels. So the
+junctions are first the points where three or more cells meet (next to each other: one), each
+chain ending in the ones its end cracks lie in; two of them joined by a short border are then
+one junction when the straight lines of the chains ending in either meet in one point (a
+junction of many furrows resolved by growth), and stay two when they meet in two (three-arm
+junctions with a furrow between). Each junction is placed where its chains' lines meet (least
+squares); a segment's length reaches as far as its crack count says, and it is extended from
+there to that point when the point lies further out (at a three-arm junction also trimmed back
+to it: there the point misses by noise alone; on exact cells the crack count already reaches
+the junction, so nothing is added; docs/measurement.md "Texture accuracy"). Borders that lie
+wholly inside one junction are not furrows and are dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ import numpy as np
 MIN_CRACKS_FOR_DIRECTION = 3
 MEETING_WEIGHT_CAP_PX = 10.0  # a chain's line counts by its length up to this
 MEETING_PULL = 2.0  # weight of the junction cluster's centre against the chains' lines
+# Junctions joined into one (``_grouped_junctions``): work px (20 µm). Fitted on the project's
+# generator (seeds 11 and 12, mixed and wide) and own three-arm scenes only.
+JUNCTION_LINK_PX = 8.0  # junctions joined by a border at most this long
+JUNCTION_MISS_PX = 2.0  # when the lines of their chains miss one point by at most this (RMS)
+JUNCTION_SPREAD_PX = 6.0  # and their meeting points lie within this of it (RMS)
+JUNCTION_ROUNDS = 3  # a fourth joins nothing on the fit frames
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,12 @@ class _Cracks:
     keys: np.ndarray  # pair key per crack, sorted
     xs: np.ndarray
     ys: np.ndarray
+    # The two 2x2 blocks a crack lies in, as flat indices into an image of blocks (a block at
+    # its top-left pixel) with one row before the first: ``at`` + width is the block below a
+    # crack between left and right neighbours or right of one between upper and lower ones,
+    # ``other_block`` the block above or left of it.
+    at: np.ndarray  # flat index of the pixel left of the crack or above it
+    other_block: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -91,7 +108,7 @@ class CrackMasks:
 
 def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     """Every crack: its cell-pair key and midpoint, sorted by key."""
-    keys, xs, ys = [], [], []
+    keys, xs, ys, ats, others = [], [], [], [], []
     key_type = np.int32 if span * span < 2**31 else np.int64
     flat_labels = labels.ravel()
     width = labels.shape[1]
@@ -103,8 +120,11 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
         keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
+        ats.append(at.astype(np.int32))
+        others.append((at + (0 if horizontal else width - 1)).astype(np.int32))
     all_keys, order = _sort_order(np.concatenate(keys), span * span)
-    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order])
+    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order],
+                   np.concatenate(ats)[order], np.concatenate(others)[order])
 
 
 def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,9 +169,32 @@ def junctions(
     """Junction id per pixel (0: none) and junction centres (id -> x, y).
 
     A junction is a cluster of 2x2 pixel blocks holding three or more cells, grown by
-    ``radius_px`` so that the few border meeting points of one wide junction merge.
+    ``radius_px`` so that meeting points next to each other are one.
     """
     meeting = _meeting_points(labels, masks or CrackMasks.of(labels))
+    ids, points = _meeting_clusters(meeting, radius_px)
+    return ids, points.centres()
+
+
+@dataclass(frozen=True)
+class _MeetingPoints:
+    """Per junction: its meeting points' count and sums of x, y and x² + y² (for the spread)."""
+
+    sums: np.ndarray  # (J, 4)
+
+    def centres(self) -> np.ndarray:
+        """The mean meeting point per junction (id -> x, y)."""
+        weight = np.maximum(self.sums[:, :1], 1.0)
+        centres: np.ndarray = self.sums[:, 1:3] / weight
+        return centres
+
+    def grouped(self, group: np.ndarray) -> _MeetingPoints:
+        """The sums of each group of junctions (``group``: junction -> group)."""
+        return _MeetingPoints(_row_sums(self.sums, group, len(self.sums)))
+
+
+def _meeting_clusters(meeting: np.ndarray, radius_px: float) -> tuple[np.ndarray, _MeetingPoints]:
+    """Junction id per pixel: the meeting points grown by ``radius_px``, 8-connected."""
     size = max(1, round(radius_px)) * 2 + 1
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     grown = cv2.dilate(meeting.view(np.uint8), disk)
@@ -159,11 +202,11 @@ def junctions(
     # flatnonzero of a bool mask: 7x faster than of the same mask as uint8
     rows, cols = np.divmod(np.flatnonzero(meeting), meeting.shape[1])
     owner = ids[rows, cols]
-    weight = np.maximum(np.bincount(owner, minlength=count), 1)
-    centre_x = np.bincount(owner, cols + 0.5, count) / weight
-    centre_y = np.bincount(owner, rows + 0.5, count) / weight
-    centres = np.stack([centre_x, centre_y], axis=1)
-    return ids, centres
+    x, y = cols + 0.5, rows + 0.5
+    sums = np.stack([np.bincount(owner, minlength=count).astype(np.float64),
+                     np.bincount(owner, x, count), np.bincount(owner, y, count),
+                     np.bincount(owner, x * x + y * y, count)], axis=1)
+    return ids, _MeetingPoints(sums)
 
 
 @dataclass(frozen=True)
@@ -178,6 +221,8 @@ class _Chains:
     cos: np.ndarray  # of angles, computed once
     sin: np.ndarray
     ends: tuple[np.ndarray, np.ndarray]  # min and max position along the direction
+    along: np.ndarray  # per crack (sorted list): its position along its chain, from the centre
+    of_crack: np.ndarray  # per crack (sorted list): its chain
 
 
 def _chains(cracks: _Cracks) -> _Chains:
@@ -192,46 +237,187 @@ def _chains(cracks: _Cracks) -> _Chains:
     cos, sin = np.cos(angles), np.sin(angles)
     group = np.repeat(np.arange(len(starts)), count.astype(np.int64))
     along = cracks.xs * cos[group] + cracks.ys * sin[group]  # position along the chain + offset
-    offset = mean_x * cos + mean_y * sin
-    ends = (
-        np.minimum.reduceat(along, starts) - offset,
-        np.maximum.reduceat(along, starts) - offset,
-    )
-    return _Chains(starts, count, mean_x, mean_y, angles, cos, sin, ends)
+    along -= (mean_x * cos + mean_y * sin)[group]
+    ends = (np.minimum.reduceat(along, starts), np.maximum.reduceat(along, starts))
+    return _Chains(starts, count, mean_x, mean_y, angles, cos, sin, ends, along, group)
 
 
-def _junction_ends(
-    chains: _Chains, ids: np.ndarray, centres: np.ndarray, chain_px: np.ndarray
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """For both ends of every chain: the junction it stops in (0: none) and how far that
-    junction's meeting point (``_lines_meeting_point``) lies beyond the end the chain's length
-    reaches.
-
-    The junction is looked up at the chain's last crack; the gap is measured from the end of
-    the measured length (centre +- half of it along the chain), outwards along the chain: on
-    exact cells a chain's crack count already reaches its junction, so nothing is added; where
-    grown cells stop short of a wide junction, the rest is. Both ends go through one set of
-    array operations (half the numpy calls).
-    """
+def _chain_end_junctions(meeting: np.ndarray, ids: np.ndarray, cracks: _Cracks,
+                         chains: _Chains) -> np.ndarray:
+    """The junction each chain ends in, both ends in one array (first ends, then second ends;
+    0: none), read off the meeting points themselves: a chain ends in a junction where one of
+    its cracks lies in a meeting point's 2x2 block, at the end of the chain that crack lies on
+    (the outermost such crack per end). Looking the junction up where the chain's extent ends
+    instead misses the junction wherever a border bends into it."""
     height, width = ids.shape
-    end = np.concatenate(chains.ends)
+    # the junction of each meeting point's block (top-left pixel), after a row of nothing
+    at_meeting = np.zeros((height + 1) * width, dtype=ids.dtype)
+    cv2.copyTo(ids, meeting.view(np.uint8), at_meeting[width:].reshape(height, width))
+    # the two blocks each crack lies in (``_Cracks.at``, ``_Cracks.other_block``); the second
+    # may be the row before or the last column, which hold no block
+    first, second = at_meeting[cracks.other_block], at_meeting[cracks.at + width]
+    across = cracks.other_block == cracks.at  # a crack between left and right neighbours
+    near = np.flatnonzero(first | second)
+    # each block's centre lies half a pixel from the crack; both blocks of each crack side by
+    # side, so that the records stay in chain order
+    chain = chains.of_crack[near]
+    half_step = 0.5 * np.where(across[near], chains.sin[chain], chains.cos[chain])
+    half_step[chains.count[chain] == 1] = 0.5  # a lone crack has no direction: the blocks' order
+    centre = chains.along[near]
+    along = np.stack([centre - half_step, centre + half_step], axis=1).ravel()
+    junction = np.stack([first[near], second[near]], axis=1).ravel()
+    touching = np.flatnonzero(junction)
+    junction, along, chain = junction[touching], along[touching], chain[touching >> 1]
+    count = len(chains.count)
+    ends = np.zeros(2 * count, dtype=np.int64)
+    if len(chain) == 0:  # no cell meets two others (parallel furrows)
+        return ends
+    starts = np.flatnonzero(np.r_[True, chain[1:] != chain[:-1]])
+    for side, reduce in ((0, np.minimum), (1, np.maximum)):
+        outermost = np.repeat(reduce.reduceat(along, starts), np.diff(np.r_[starts, len(chain)]))
+        end = along == outermost
+        end &= (along < 0.0) if side == 0 else (along >= 0.0)
+        ends[side * count + chain[end]] = junction[end]
+    return ends
+
+
+@dataclass(frozen=True)
+class _EndLines:
+    """The straight line of every chain end (both ends in one array): the terms of the least
+    squares meeting point, Σ w (I - d dᵀ) and Σ w (I - d dᵀ) p, and of its residual,
+    Σ w pᵀ (I - d dᵀ) p, per end (w the chain's weight, d its direction, p its centre)."""
+
+    terms: np.ndarray  # (2C, 8): nxx, nyy, nxy, bx, by, residual, weight, 1 (an arm)
+
+    @classmethod
+    def of(cls, chains: _Chains, chain_px: np.ndarray) -> _EndLines:
+        """The lines of both ends of every chain."""
+        x, y = np.tile(chains.mean_x, 2), np.tile(chains.mean_y, 2)
+        cos, sin = np.tile(chains.cos, 2), np.tile(chains.sin, 2)
+        weight = np.minimum(np.tile(chain_px, 2), MEETING_WEIGHT_CAP_PX)
+        nxx, nyy, nxy = 1.0 - cos * cos, 1.0 - sin * sin, -cos * sin
+        bx, by = nxx * x + nxy * y, nxy * x + nyy * y
+        return cls(np.stack([weight * nxx, weight * nyy, weight * nxy, weight * bx, weight * by,
+                             weight * (x * bx + y * by), weight, np.ones_like(weight)], axis=1))
+
+
+def _row_sums(rows: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
+    """The rows of ``rows`` summed per ``owner`` (0..count-1), all columns in one pass."""
+    width = rows.shape[1]
+    index = (owner[:, None] * width + np.arange(width)).ravel()
+    sums: np.ndarray = np.bincount(index, rows.ravel(), count * width).reshape(count, width)
+    return sums
+
+
+def _solved(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of summed ``_EndLines`` terms: the lines' meeting point (x, y) and their RMS miss
+    of it (weighted; inf where the lines are parallel or too few)."""
+    axx, ayy, axy, bx, by, residual, weight = sums[:, :7].T
+    det = axx * ayy - axy * axy
+    solvable = det > 1e-6 * np.maximum(weight, 1.0) ** 2
+    det = np.where(solvable, det, 1.0)
+    x, y = (ayy * bx - axy * by) / det, (axx * by - axy * bx) / det
+    miss = np.sqrt(np.maximum(residual - x * bx - y * by, 0.0) / np.maximum(weight, 1e-9))
+    return x, y, np.where(solvable & (sums[:, 7] >= 3), miss, np.inf)
+
+
+def _grouped_junctions(ends: np.ndarray, lines: _EndLines, chain_px: np.ndarray,
+                       points: _MeetingPoints) -> np.ndarray:
+    """Junction -> group: junctions joined by a short border are one junction when the lines
+    of the chains ending in either (that short border left out) meet in one point.
+
+    Grown cells resolve a junction of many furrows into several three-cell points joined by
+    short borders between cells that touch only at its corner; three-arm junctions a short
+    furrow apart look the same in the labels, but their arms' lines meet in two points. In
+    rounds, each group joins the neighbour whose union misses least, when both choose each
+    other (no chaining within a round), the union's lines miss by at most
+    ``JUNCTION_MISS_PX`` and its meeting points lie within ``JUNCTION_SPREAD_PX`` of theirs.
+    """
+    count, chain_count = len(points.sums), len(chain_px)
+    group = np.arange(count)
+    first, second = ends[:chain_count], ends[chain_count:]
+    short = (first > 0) & (second > 0) & (first != second) & (chain_px <= JUNCTION_LINK_PX)
+    # only the junctions at a short border can join: work on the chains that end in them
+    can_join = np.zeros(count, dtype=bool)
+    can_join[first[short]] = True
+    can_join[second[short]] = True
+    chosen = np.flatnonzero(can_join[first] | can_join[second])
+    chain_count, chain_px = len(chosen), chain_px[chosen]
+    ends = np.r_[first[chosen], second[chosen]]
+    lines = _EndLines(lines.terms[np.r_[chosen, len(first) + chosen]])
+    both_ends = lines.terms[:chain_count] + lines.terms[chain_count:]
+    for _ in range(JUNCTION_ROUNDS):
+        end_group = group[ends]
+        first, second = end_group[:chain_count], end_group[chain_count:]
+        apart = (first > 0) & (second > 0) & (first != second)
+        short = apart & (chain_px <= JUNCTION_LINK_PX)
+        if not np.any(short):
+            break
+        pair_keys = np.minimum(first, second) * count + np.maximum(first, second)
+        pairs = np.sort(pair_keys[short])
+        pairs = pairs[np.r_[True, pairs[1:] != pairs[:-1]]]
+        low, high = pairs // count, pairs % count
+        in_pair = np.zeros(count, dtype=bool)
+        in_pair[low] = True
+        in_pair[high] = True
+        between = np.flatnonzero(apart & in_pair[first] & in_pair[second])
+        pair_of = np.minimum(np.searchsorted(pairs, pair_keys[between]), len(pairs) - 1)
+        of_a_pair = pairs[pair_of] == pair_keys[between]  # every border of a pair
+        shared = _row_sums(both_ends[between[of_a_pair]], pair_of[of_a_pair], len(pairs))
+        # the arms of the groups in a pair (a border inside a group is no arm)
+        arm = np.flatnonzero(in_pair[end_group] & np.tile(first != second, 2))
+        group_lines = _row_sums(lines.terms[arm], end_group[arm], count)
+        x, y, miss = _solved(group_lines[low] + group_lines[high] - shared)
+        member = np.flatnonzero(in_pair[group])
+        spread = _row_sums(points.sums[member], group[member], count)
+        union = spread[low] + spread[high]
+        scatter = (union[:, 3] - 2.0 * (x * union[:, 1] + y * union[:, 2])) / np.maximum(
+            union[:, 0], 1.0) + x * x + y * y
+        joins = np.flatnonzero((miss <= JUNCTION_MISS_PX) & (scatter <= JUNCTION_SPREAD_PX**2))
+        if len(joins) == 0:
+            break
+        # each group's choice: its join that misses least (ties: the first)
+        joins = joins[np.argsort(miss[joins], kind="stable")]
+        chosen = np.full(count, -1)
+        sides = np.stack([low[joins], high[joins]], axis=1).ravel()
+        chosen[sides[::-1]] = np.repeat(joins, 2)[::-1]  # the best written last: it stays
+        mutual = joins[(chosen[low[joins]] == joins) & (chosen[high[joins]] == joins)]
+        renumber = np.arange(count)
+        renumber[high[mutual]] = low[mutual]
+        group = renumber[group]
+    return group
+
+
+def _junction_ends(chains: _Chains, ends: np.ndarray, lines: _EndLines, centres: np.ndarray,
+                   chain_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every chain: whether it lies wholly inside one junction, and how far the junctions'
+    meeting points (``_lines_meeting_point``) lie beyond the end the chain's length reaches,
+    summed over both ends.
+
+    The gap is measured from the end of the measured length (centre +- half of it along the
+    chain), outwards along the chain: on exact cells a chain's crack count already reaches its
+    junction, so nothing is added; where grown cells stop short of a wide junction, the rest
+    is. At a junction of three arms the gap is taken as it is, also where the point lies
+    inside the chain's reach (a three-cell point is where its borders meet: the lines' point
+    misses it by noise, which, cut at 0, would only add); at more arms only beyond the reach.
+    """
+    count = len(chain_px)
+    inside = (ends[:count] == ends[count:]) & (ends[:count] > 0)
+    junction = np.where(np.tile(inside, 2), 0, ends)
+    arms = np.bincount(junction, minlength=len(centres))
+    arms[0] = 0
     cos, sin = np.tile(chains.cos, 2), np.tile(chains.sin, 2)
-    x = np.tile(chains.mean_x, 2) + end * cos
-    y = np.tile(chains.mean_y, 2) + end * sin
-    rows = np.clip(np.rint(y).astype(np.int64), 0, height - 1)
-    cols = np.clip(np.rint(x).astype(np.int64), 0, width - 1)
-    junction = ids.ravel()[rows * width + cols]
     mean_x, mean_y, length = (np.tile(v, 2) for v in (chains.mean_x, chains.mean_y, chain_px))
-    centres = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
-                                   length=length)
-    outward = np.r_[-np.ones(len(chain_px)), np.ones(len(chain_px))]
+    points = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
+                                  length=length)
+    outward = np.r_[-np.ones(count), np.ones(count)]
     reach_x = mean_x + outward * length / 2.0 * cos
     reach_y = mean_y + outward * length / 2.0 * sin
-    gap = (centres[:, 0][junction] - reach_x) * cos + (centres[:, 1][junction] - reach_y) * sin
-    gap = np.maximum(gap * outward, 0.0)
+    gap = outward * ((points[:, 0][junction] - reach_x) * cos
+                     + (points[:, 1][junction] - reach_y) * sin)
+    gap = np.where(arms[junction] <= 3, gap, np.maximum(gap, 0.0))
     gap[junction == 0] = 0.0
-    count = len(chains.mean_x)
-    return [junction[:count], junction[count:]], [gap[:count], gap[count:]]
+    return inside, gap[:count] + gap[count:]
 
 
 def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.ndarray, y: np.ndarray,
@@ -256,7 +442,7 @@ def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.nda
 
 
 def border_segments(
-    labels: np.ndarray, junction_radius_px: float = 2.5, masks: CrackMasks | None = None
+    labels: np.ndarray, junction_radius_px: float = 1.0, masks: CrackMasks | None = None
 ) -> BorderSegments:
     """The furrow segments between cells, with centre-line length and direction each."""
     span = int(labels.max()) + 1
@@ -269,11 +455,18 @@ def border_segments(
     factor = np.abs(chains.cos) + np.abs(chains.sin)
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
     chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
-    ids, centres = junctions(labels, junction_radius_px, masks)
-    end_ids, gaps = _junction_ends(chains, ids, centres, chain_px)
-    lengths = chain_px + gaps[0] + gaps[1]
-    lengths[(end_ids[0] == end_ids[1]) & (end_ids[0] > 0)] = 0.0  # wholly inside one junction
     keys = cracks.keys[chains.starts]
+    meeting = _meeting_points(labels, masks)
+    ids, points = _meeting_clusters(meeting, junction_radius_px)
+    ends = _chain_end_junctions(meeting, ids, cracks, chains)
+    lines = _EndLines.of(chains, chain_px)
+    group = _grouped_junctions(ends, lines, chain_px, points)
+    used = np.zeros(len(group), dtype=bool)
+    used[group] = True
+    renumber = np.cumsum(used) - 1  # junction 0 (none) stays 0
+    inside, gaps = _junction_ends(chains, renumber[group][ends], lines,
+                                  points.grouped(renumber[group]).centres(), chain_px)
+    lengths = np.where(inside, 0.0, chain_px + gaps)  # inside one junction: no furrow
     pairs = np.stack([keys // span, keys % span], axis=1)
     sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
     return BorderSegments(pairs, lengths, chains.angles, sums)
