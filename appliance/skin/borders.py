@@ -77,12 +77,6 @@ class _Cracks:
     keys: np.ndarray  # pair key per crack, sorted
     xs: np.ndarray
     ys: np.ndarray
-    # The two 2x2 blocks a crack lies in, as flat indices into an image of blocks (a block at
-    # its top-left pixel) with one row before the first: ``at`` + width is the block below a
-    # crack between left and right neighbours or right of one between upper and lower ones,
-    # ``other_block`` the block above or left of it.
-    at: np.ndarray  # flat index of the pixel left of the crack or above it
-    other_block: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -108,7 +102,7 @@ class CrackMasks:
 
 def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     """Every crack: its cell-pair key and midpoint, sorted by key."""
-    keys, xs, ys, ats, others = [], [], [], [], []
+    keys, xs, ys = [], [], []
     key_type = np.int32 if span * span < 2**31 else np.int64
     flat_labels = labels.ravel()
     width = labels.shape[1]
@@ -120,11 +114,8 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
         keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
-        ats.append(at.astype(np.int32))
-        others.append((at + (0 if horizontal else width - 1)).astype(np.int32))
     all_keys, order = _sort_order(np.concatenate(keys), span * span)
-    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order],
-                   np.concatenate(ats)[order], np.concatenate(others)[order])
+    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order])
 
 
 def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +163,7 @@ def junctions(
     ``radius_px`` so that meeting points next to each other are one.
     """
     meeting = _meeting_points(labels, masks or CrackMasks.of(labels))
-    ids, points = _meeting_clusters(meeting, radius_px)
+    ids, points, _ = _meeting_clusters(meeting, radius_px)
     return ids, points.centres()
 
 
@@ -193,7 +184,18 @@ class _MeetingPoints:
         return _MeetingPoints(_row_sums(self.sums, group, len(self.sums)))
 
 
-def _meeting_clusters(meeting: np.ndarray, radius_px: float) -> tuple[np.ndarray, _MeetingPoints]:
+@dataclass(frozen=True)
+class _MeetingBlocks:
+    """The 2x2 blocks holding three or more cells (top-left pixel) and the junction of each."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    junction: np.ndarray
+
+
+def _meeting_clusters(
+    meeting: np.ndarray, radius_px: float
+) -> tuple[np.ndarray, _MeetingPoints, _MeetingBlocks]:
     """Junction id per pixel: the meeting points grown by ``radius_px``, 8-connected."""
     size = max(1, round(radius_px)) * 2 + 1
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
@@ -206,23 +208,27 @@ def _meeting_clusters(meeting: np.ndarray, radius_px: float) -> tuple[np.ndarray
     sums = np.stack([np.bincount(owner, minlength=count).astype(np.float64),
                      np.bincount(owner, x, count), np.bincount(owner, y, count),
                      np.bincount(owner, x * x + y * y, count)], axis=1)
-    return ids, _MeetingPoints(sums)
+    return ids, _MeetingPoints(sums), _MeetingBlocks(rows, cols, owner)
 
 
 @dataclass(frozen=True)
 class _Chains:
-    """Per cell pair: crack count, centre, principal direction and the extent along it."""
+    """Per cell pair: its key, crack count, centre and principal direction."""
 
-    starts: np.ndarray  # index of each chain's first crack in the sorted crack list
+    keys: np.ndarray  # cell-pair key, sorted
     count: np.ndarray
     mean_x: np.ndarray
     mean_y: np.ndarray
     angles: np.ndarray
     cos: np.ndarray  # of angles, computed once
     sin: np.ndarray
-    ends: tuple[np.ndarray, np.ndarray]  # min and max position along the direction
-    along: np.ndarray  # per crack (sorted list): its position along its chain, from the centre
-    of_crack: np.ndarray  # per crack (sorted list): its chain
+
+    def along(self, chain: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Position of points (x, y) along their ``chain``, from its centre."""
+        cos, sin = self.cos[chain], self.sin[chain]
+        along: np.ndarray = x * cos + y * sin
+        along -= (self.mean_x * self.cos + self.mean_y * self.sin)[chain]
+        return along
 
 
 def _chains(cracks: _Cracks) -> _Chains:
@@ -234,44 +240,68 @@ def _chains(cracks: _Cracks) -> _Chains:
     cyy = np.add.reduceat(cracks.ys * cracks.ys, starts) / count - mean_y**2
     cxy = np.add.reduceat(cracks.xs * cracks.ys, starts) / count - mean_x * mean_y
     angles = (0.5 * np.arctan2(2.0 * cxy, cxx - cyy)) % np.pi
-    cos, sin = np.cos(angles), np.sin(angles)
-    group = np.repeat(np.arange(len(starts)), count.astype(np.int64))
-    along = cracks.xs * cos[group] + cracks.ys * sin[group]  # position along the chain + offset
-    along -= (mean_x * cos + mean_y * sin)[group]
-    ends = (np.minimum.reduceat(along, starts), np.maximum.reduceat(along, starts))
-    return _Chains(starts, count, mean_x, mean_y, angles, cos, sin, ends, along, group)
+    return _Chains(cracks.keys[starts], count, mean_x, mean_y, angles, np.cos(angles),
+                   np.sin(angles))
 
 
-def _chain_end_junctions(meeting: np.ndarray, ids: np.ndarray, cracks: _Cracks,
-                         chains: _Chains) -> np.ndarray:
+@dataclass(frozen=True)
+class _BlockCracks:
+    """The cracks inside meeting blocks, once per block they lie in, in the order of the sorted
+    crack list (by cell pair, cracks between left and right neighbours first, then raster
+    order), the block above or left of a crack before the one below or right of it."""
+
+    chain: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    across: np.ndarray  # the crack lies between left and right neighbours
+    second: np.ndarray  # the block lies below or right of the crack
+    junction: np.ndarray
+
+
+def _block_cracks(labels: np.ndarray, masks: CrackMasks, blocks: _MeetingBlocks,
+                  chains: _Chains, span: int) -> _BlockCracks:
+    """The cracks of the meeting blocks: in block (r, c), between (r, c) and (r, c+1) and
+    between (r+1, c) and (r+1, c+1) (across), between (r, c) and (r+1, c) and between
+    (r, c+1) and (r+1, c+1)."""
+    r, c = blocks.rows, blocks.cols
+    rows, cols = np.r_[r + 1, r, r, r], np.r_[c, c, c + 1, c]
+    count = len(r)
+    across = np.arange(4 * count) < 2 * count
+    second = np.r_[np.zeros(count, bool), np.ones(count, bool), np.zeros(count, bool),
+                   np.ones(count, bool)]
+    present = np.r_[masks.right[r + 1, c], masks.right[r, c], masks.below[r, c + 1],
+                    masks.below[r, c]]
+    rows, cols, across, second = rows[present], cols[present], across[present], second[present]
+    junction = np.tile(blocks.junction, 4)[present]
+    first_label = labels[rows, cols].astype(np.int64)
+    second_label = labels[rows + ~across, cols + across].astype(np.int64)
+    keys = np.minimum(first_label, second_label) * span + np.maximum(first_label, second_label)
+    chain = np.searchsorted(chains.keys, keys)
+    # the sorted crack list's order (pair, direction, raster), then the blocks' order
+    order = np.argsort((((chain * 2 + ~across) * labels.size + rows * labels.shape[1] + cols)
+                        * 2 + second))
+    chain, rows, cols, across = chain[order], rows[order], cols[order], across[order]
+    x = cols + np.where(across, 0.5, 0.0)
+    y = rows + np.where(across, 0.0, 0.5)
+    return _BlockCracks(chain, x, y, across, second[order], junction[order])
+
+
+def _chain_end_junctions(block_cracks: _BlockCracks, chains: _Chains) -> np.ndarray:
     """The junction each chain ends in, both ends in one array (first ends, then second ends;
     0: none), read off the meeting points themselves: a chain ends in a junction where one of
     its cracks lies in a meeting point's 2x2 block, at the end of the chain that crack lies on
     (the outermost such crack per end). Looking the junction up where the chain's extent ends
     instead misses the junction wherever a border bends into it."""
-    height, width = ids.shape
-    # the junction of each meeting point's block (top-left pixel), after a row of nothing
-    at_meeting = np.zeros((height + 1) * width, dtype=ids.dtype)
-    cv2.copyTo(ids, meeting.view(np.uint8), at_meeting[width:].reshape(height, width))
-    # the two blocks each crack lies in (``_Cracks.at``, ``_Cracks.other_block``); the second
-    # may be the row before or the last column, which hold no block
-    first, second = at_meeting[cracks.other_block], at_meeting[cracks.at + width]
-    across = cracks.other_block == cracks.at  # a crack between left and right neighbours
-    near = np.flatnonzero(first | second)
-    # each block's centre lies half a pixel from the crack; both blocks of each crack side by
-    # side, so that the records stay in chain order
-    chain = chains.of_crack[near]
-    half_step = 0.5 * np.where(across[near], chains.sin[chain], chains.cos[chain])
-    half_step[chains.count[chain] == 1] = 0.5  # a lone crack has no direction: the blocks' order
-    centre = chains.along[near]
-    along = np.stack([centre - half_step, centre + half_step], axis=1).ravel()
-    junction = np.stack([first[near], second[near]], axis=1).ravel()
-    touching = np.flatnonzero(junction)
-    junction, along, chain = junction[touching], along[touching], chain[touching >> 1]
+    chain, junction = block_cracks.chain, block_cracks.junction
     count = len(chains.count)
     ends = np.zeros(2 * count, dtype=np.int64)
     if len(chain) == 0:  # no cell meets two others (parallel furrows)
         return ends
+    # each block's centre lies half a pixel from the crack
+    half_step = 0.5 * np.where(block_cracks.across, chains.sin[chain], chains.cos[chain])
+    half_step[chains.count[chain] == 1] = 0.5  # a lone crack has no direction: the blocks' order
+    centre = chains.along(chain, block_cracks.x, block_cracks.y)
+    along = np.where(block_cracks.second, centre + half_step, centre - half_step)
     starts = np.flatnonzero(np.r_[True, chain[1:] != chain[:-1]])
     for side, reduce in ((0, np.minimum), (1, np.maximum)):
         outermost = np.repeat(reduce.reduceat(along, starts), np.diff(np.r_[starts, len(chain)]))
@@ -455,10 +485,10 @@ def border_segments(
     factor = np.abs(chains.cos) + np.abs(chains.sin)
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
     chain_px = chains.count / np.where(usable, factor, 4.0 / np.pi)
-    keys = cracks.keys[chains.starts]
+    keys = chains.keys
     meeting = _meeting_points(labels, masks)
-    ids, points = _meeting_clusters(meeting, junction_radius_px)
-    ends = _chain_end_junctions(meeting, ids, cracks, chains)
+    _, points, blocks = _meeting_clusters(meeting, junction_radius_px)
+    ends = _chain_end_junctions(_block_cracks(labels, masks, blocks, chains, span), chains)
     lines = _EndLines.of(chains, chain_px)
     group = _grouped_junctions(ends, lines, chain_px, points)
     used = np.zeros(len(group), dtype=bool)
