@@ -174,17 +174,17 @@ def junctions(
 class _MeetingPoints:
     """Per junction: its meeting points' count and sums of x, y and x² + y² (for the spread)."""
 
-    sums: np.ndarray  # (J, 4)
+    sums: np.ndarray  # (4, J)
 
     def centres(self) -> np.ndarray:
         """The mean meeting point per junction (id -> x, y)."""
-        weight = np.maximum(self.sums[:, :1], 1.0)
-        centres: np.ndarray = self.sums[:, 1:3] / weight
+        weight = np.maximum(self.sums[0], 1.0)
+        centres: np.ndarray = (self.sums[1:3] / weight).T
         return centres
 
     def grouped(self, group: np.ndarray) -> _MeetingPoints:
         """The sums of each group of junctions (``group``: junction -> group)."""
-        return _MeetingPoints(_row_sums(self.sums, group, len(self.sums)))
+        return _MeetingPoints(_column_sums(self.sums, group, self.sums.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _meeting_clusters(
     x, y = cols + 0.5, rows + 0.5
     sums = np.stack([np.bincount(owner, minlength=count).astype(np.float64),
                      np.bincount(owner, x, count), np.bincount(owner, y, count),
-                     np.bincount(owner, x * x + y * y, count)], axis=1)
+                     np.bincount(owner, x * x + y * y, count)])
     return ids, _MeetingPoints(sums), _MeetingBlocks(at, ids)
 
 
@@ -322,7 +322,7 @@ def _chain_end_junctions(block_cracks: _BlockCracks, chains: _Chains) -> np.ndar
 def _line_terms(chains: _Chains, chain_px: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """The straight line of each ``chosen`` chain as the terms of a least squares meeting point,
     Σ w (I - d dᵀ) and Σ w (I - d dᵀ) p, and of its residual, Σ w pᵀ (I - d dᵀ) p (w the chain's
-    weight, d its direction, p its centre): (n, 8) nxx, nyy, nxy, bx, by, residual, weight, 1
+    weight, d its direction, p its centre): (8, n) nxx, nyy, nxy, bx, by, residual, weight, 1
     (an arm)."""
     x, y = chains.mean_x[chosen], chains.mean_y[chosen]
     cos, sin = chains.cos[chosen], chains.sin[chosen]
@@ -330,27 +330,24 @@ def _line_terms(chains: _Chains, chain_px: np.ndarray, chosen: np.ndarray) -> np
     nxx, nyy, nxy = 1.0 - cos * cos, 1.0 - sin * sin, -cos * sin
     bx, by = nxx * x + nxy * y, nxy * x + nyy * y
     return np.stack([weight * nxx, weight * nyy, weight * nxy, weight * bx, weight * by,
-                     weight * (x * bx + y * by), weight, np.ones_like(weight)], axis=1)
+                     weight * (x * bx + y * by), weight, np.ones_like(weight)])
 
 
-def _row_sums(rows: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
-    """The rows of ``rows`` summed per ``owner`` (0..count-1), all columns in one pass."""
-    width = rows.shape[1]
-    index = (owner[:, None] * width + np.arange(width)).ravel()
-    sums: np.ndarray = np.bincount(index, rows.ravel(), count * width).reshape(count, width)
-    return sums
+def _column_sums(columns: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
+    """The columns of ``columns`` (k, n) summed per ``owner`` (0..count-1): (k, count)."""
+    return np.stack([np.bincount(owner, row, count) for row in columns])
 
 
 def _solved(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of summed ``_line_terms``: the lines' meeting point (x, y) and their RMS miss
     of it (weighted; inf where the lines are parallel or too few)."""
-    axx, ayy, axy, bx, by, residual, weight = sums[:, :7].T
+    axx, ayy, axy, bx, by, residual, weight = sums[:7]
     det = axx * ayy - axy * axy
     solvable = det > 1e-6 * np.maximum(weight, 1.0) ** 2
     det = np.where(solvable, det, 1.0)
     x, y = (ayy * bx - axy * by) / det, (axx * by - axy * bx) / det
     miss = np.sqrt(np.maximum(residual - x * bx - y * by, 0.0) / np.maximum(weight, 1e-9))
-    return x, y, np.where(solvable & (sums[:, 7] >= 3), miss, np.inf)
+    return x, y, np.where(solvable & (sums[7] >= 3), miss, np.inf)
 
 
 def _grouped_junctions(ends: np.ndarray, chains: _Chains, chain_px: np.ndarray,
@@ -365,7 +362,7 @@ def _grouped_junctions(ends: np.ndarray, chains: _Chains, chain_px: np.ndarray,
     other (no chaining within a round), the union's lines miss by at most
     ``JUNCTION_MISS_PX`` and its meeting points lie within ``JUNCTION_SPREAD_PX`` of theirs.
     """
-    count, chain_count = len(points.sums), len(chain_px)
+    count, chain_count = points.sums.shape[1], len(chain_px)
     group = np.arange(count)
     first, second = ends[:chain_count], ends[chain_count:]
     short = (first > 0) & (second > 0) & (first != second) & (chain_px <= JUNCTION_LINK_PX)
@@ -377,7 +374,7 @@ def _grouped_junctions(ends: np.ndarray, chains: _Chains, chain_px: np.ndarray,
     terms = _line_terms(chains, chain_px, chosen)
     chain_count, chain_px = len(chosen), chain_px[chosen]
     ends = np.r_[first[chosen], second[chosen]]
-    end_terms = np.r_[terms, terms]  # both ends of a chain lie on its line
+    end_terms = np.c_[terms, terms]  # both ends of a chain lie on its line
     both_ends = terms + terms
     for _ in range(JUNCTION_ROUNDS):
         end_group = group[ends]
@@ -396,16 +393,16 @@ def _grouped_junctions(ends: np.ndarray, chains: _Chains, chain_px: np.ndarray,
         between = np.flatnonzero(apart & in_pair[first] & in_pair[second])
         pair_of = np.minimum(np.searchsorted(pairs, pair_keys[between]), len(pairs) - 1)
         of_a_pair = pairs[pair_of] == pair_keys[between]  # every border of a pair
-        shared = _row_sums(both_ends[between[of_a_pair]], pair_of[of_a_pair], len(pairs))
+        shared = _column_sums(both_ends[:, between[of_a_pair]], pair_of[of_a_pair], len(pairs))
         # the arms of the groups in a pair (a border inside a group is no arm)
         arm = np.flatnonzero(in_pair[end_group] & np.tile(first != second, 2))
-        group_lines = _row_sums(end_terms[arm], end_group[arm], count)
-        x, y, miss = _solved(group_lines[low] + group_lines[high] - shared)
+        group_lines = _column_sums(end_terms[:, arm], end_group[arm], count)
+        x, y, miss = _solved(group_lines[:, low] + group_lines[:, high] - shared)
         member = np.flatnonzero(in_pair[group])
-        spread = _row_sums(points.sums[member], group[member], count)
-        union = spread[low] + spread[high]
-        scatter = (union[:, 3] - 2.0 * (x * union[:, 1] + y * union[:, 2])) / np.maximum(
-            union[:, 0], 1.0) + x * x + y * y
+        spread = _column_sums(points.sums[:, member], group[member], count)
+        union = spread[:, low] + spread[:, high]
+        scatter = (union[3] - 2.0 * (x * union[1] + y * union[2])) / np.maximum(
+            union[0], 1.0) + x * x + y * y
         joins = np.flatnonzero((miss <= JUNCTION_MISS_PX) & (scatter <= JUNCTION_SPREAD_PX**2))
         if len(joins) == 0:
             break
