@@ -372,21 +372,21 @@ def _grouped_junctions(ends: np.ndarray, chains: _Chains, chain_px: np.ndarray,
     can_join[second[short]] = True
     chosen = np.flatnonzero(can_join[first] | can_join[second])
     terms = _line_terms(chains, chain_px, chosen)
-    chain_count, chain_px = len(chosen), chain_px[chosen]
-    ends = np.r_[first[chosen], second[chosen]]
-    end_terms = np.c_[terms, terms]  # both ends of a chain lie on its line
+    chain_count, short = len(chosen), chain_px[chosen] <= JUNCTION_LINK_PX
+    ends = np.concatenate([first[chosen], second[chosen]])
     both_ends = terms + terms
     for _ in range(JUNCTION_ROUNDS):
         end_group = group[ends]
         first, second = end_group[:chain_count], end_group[chain_count:]
-        apart = (first > 0) & (second > 0) & (first != second)
-        short = apart & (chain_px <= JUNCTION_LINK_PX)
-        if not np.any(short):
+        differ = first != second
+        low_end = np.minimum(first, second)
+        apart = differ & (low_end > 0)
+        pair_keys = low_end * count + np.maximum(first, second)
+        pairs = np.sort(pair_keys[apart & short])
+        if len(pairs) == 0:
             break
-        pair_keys = np.minimum(first, second) * count + np.maximum(first, second)
-        pairs = np.sort(pair_keys[short])
-        pairs = pairs[np.r_[True, pairs[1:] != pairs[:-1]]]
-        low, high = pairs // count, pairs % count
+        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+        low, high = np.divmod(pairs, count)
         in_pair = np.zeros(count, dtype=bool)
         in_pair[low] = True
         in_pair[high] = True
@@ -395,8 +395,9 @@ def _grouped_junctions(ends: np.ndarray, chains: _Chains, chain_px: np.ndarray,
         of_a_pair = pairs[pair_of] == pair_keys[between]  # every border of a pair
         shared = _column_sums(both_ends[:, between[of_a_pair]], pair_of[of_a_pair], len(pairs))
         # the arms of the groups in a pair (a border inside a group is no arm)
-        arm = np.flatnonzero(in_pair[end_group] & np.tile(first != second, 2))
-        group_lines = _column_sums(end_terms[:, arm], end_group[arm], count)
+        arm = np.flatnonzero(in_pair[end_group] & np.concatenate([differ, differ]))
+        arm_chain = np.where(arm < chain_count, arm, arm - chain_count)  # both ends on its line
+        group_lines = _column_sums(terms[:, arm_chain], end_group[arm], count)
         x, y, miss = _solved(group_lines[:, low] + group_lines[:, high] - shared)
         member = np.flatnonzero(in_pair[group])
         spread = _column_sums(points.sums[:, member], group[member], count)
