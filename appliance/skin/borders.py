@@ -226,13 +226,6 @@ class _Chains:
     cos: np.ndarray  # of angles, computed once
     sin: np.ndarray
 
-    def along(self, chain: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Position of points (x, y) along their ``chain``, from its centre."""
-        cos, sin = self.cos[chain], self.sin[chain]
-        along: np.ndarray = x * cos + y * sin
-        along -= (self.mean_x * self.cos + self.mean_y * self.sin)[chain]
-        return along
-
 
 def _chains(cracks: _Cracks) -> _Chains:
     starts = np.flatnonzero(np.r_[True, cracks.keys[1:] != cracks.keys[:-1]])
@@ -303,19 +296,20 @@ def _chain_end_junctions(block_cracks: _BlockCracks, chains: _Chains) -> np.ndar
     chain, junction = block_cracks.chain, block_cracks.junction
     count = len(chains.count)
     ends = np.zeros(2 * count, dtype=np.int64)
-    if len(chain) == 0:  # no cell meets two others (parallel furrows)
-        return ends
+    cos, sin = chains.cos[chain], chains.sin[chain]
     # each block's centre lies half a pixel from the crack
-    half_step = 0.5 * np.where(block_cracks.across, chains.sin[chain], chains.cos[chain])
+    half_step = 0.5 * np.where(block_cracks.across, sin, cos)
     half_step[chains.count[chain] == 1] = 0.5  # a lone crack has no direction: the blocks' order
-    centre = chains.along(chain, block_cracks.x, block_cracks.y)
-    along = np.where(block_cracks.second, centre + half_step, centre - half_step)
-    starts = np.flatnonzero(np.r_[True, chain[1:] != chain[:-1]])
-    for side, reduce in ((0, np.minimum), (1, np.maximum)):
-        outermost = np.repeat(reduce.reduceat(along, starts), np.diff(np.r_[starts, len(chain)]))
-        end = along == outermost
+    along = block_cracks.x * cos + block_cracks.y * sin  # from the chain's centre
+    along -= chains.mean_x[chain] * cos + chains.mean_y[chain] * sin
+    along = np.where(block_cracks.second, along + half_step, along - half_step)
+    for side, reduce, bound in ((0, np.minimum, np.inf), (1, np.maximum, -np.inf)):
+        outermost = np.full(count, bound)
+        reduce.at(outermost, chain, along)
+        end = along == outermost[chain]
         end &= (along < 0.0) if side == 0 else (along >= 0.0)
-        ends[side * count + chain[end]] = junction[end]
+        at_end = np.flatnonzero(end)  # in crack order: of equal ones the last stays
+        ends[side * count + chain[at_end]] = junction[at_end]
     return ends
 
 
