@@ -428,11 +428,11 @@ def _junction_ends(chains: _Chains, ends: np.ndarray, centres: np.ndarray,
     """
     count = len(chain_px)
     inside = (ends[:count] == ends[count:]) & (ends[:count] > 0)
-    junction = np.where(np.tile(inside, 2), 0, ends)
+    junction = np.where(np.concatenate([inside, inside]), 0, ends)
     arms = np.bincount(junction, minlength=len(centres))
     arms[0] = 0
-    cos, sin = np.tile(chains.cos, 2), np.tile(chains.sin, 2)
-    mean_x, mean_y, length = (np.tile(v, 2) for v in (chains.mean_x, chains.mean_y, chain_px))
+    cos, sin, mean_x, mean_y, length = (np.concatenate([v, v]) for v in (
+        chains.cos, chains.sin, chains.mean_x, chains.mean_y, chain_px))
     points = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
                                   length=length)
     outward = np.r_[-np.ones(count), np.ones(count)]
