@@ -433,8 +433,7 @@ def _junction_ends(chains: _Chains, ends: np.ndarray, centres: np.ndarray,
     arms[0] = 0
     cos, sin, mean_x, mean_y, length = (np.concatenate([v, v]) for v in (
         chains.cos, chains.sin, chains.mean_x, chains.mean_y, chain_px))
-    points = _lines_meeting_point(junction, centres, x=mean_x, y=mean_y, cos=cos, sin=sin,
-                                  length=length)
+    points = _lines_meeting_point(junction, centres, chains, chain_px)
     outward = np.r_[-np.ones(count), np.ones(count)]
     reach_x = mean_x + outward * length / 2.0 * cos
     reach_y = mean_y + outward * length / 2.0 * sin
@@ -445,23 +444,28 @@ def _junction_ends(chains: _Chains, ends: np.ndarray, centres: np.ndarray,
     return inside, gap[:count] + gap[count:]
 
 
-def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, *, x: np.ndarray, y: np.ndarray,
-                    cos: np.ndarray, sin: np.ndarray, length: np.ndarray) -> np.ndarray:
+def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, chains: _Chains,
+                         chain_px: np.ndarray) -> np.ndarray:
     """Per junction, the point nearest (least squares) to the straight lines of the chains
     ending in it, each weighted by its length up to ``MEETING_WEIGHT_CAP_PX``, pulled towards
     the cluster's centre (``centres``) with weight ``MEETING_PULL``. Furrows run straight into
     their junction, while the meeting points of grown cells spread around it (and a cluster may
-    hold two junctions joined by a short edge): the chains' lines say where they meet. One row
-    per chain end: its ``junction`` (0: none), its chain's centre, direction and length."""
+    hold two junctions joined by a short edge): the chains' lines say where they meet.
+    ``junction``: the junction of every chain end, first ends then second ends (0: none; its
+    row is not read)."""
     count = len(centres)
-    weight = (junction > 0) * np.minimum(length, MEETING_WEIGHT_CAP_PX)
+    weight = np.minimum(chain_px, MEETING_WEIGHT_CAP_PX)
     # normal projector of each line, I - d d^T, summed per junction; plus the pull
+    cos, sin, x, y = chains.cos, chains.sin, chains.mean_x, chains.mean_y
     nxx, nyy, nxy = 1.0 - cos * cos, 1.0 - sin * sin, -cos * sin
-    axx = np.bincount(junction, weight * nxx, count) + MEETING_PULL
-    ayy = np.bincount(junction, weight * nyy, count) + MEETING_PULL
-    axy = np.bincount(junction, weight * nxy, count)
-    bx = np.bincount(junction, weight * (nxx * x + nxy * y), count) + MEETING_PULL * centres[:, 0]
-    by = np.bincount(junction, weight * (nxy * x + nyy * y), count) + MEETING_PULL * centres[:, 1]
+    terms = (weight * nxx, weight * nyy, weight * nxy, weight * (nxx * x + nxy * y),
+             weight * (nxy * x + nyy * y))  # both ends of a chain on its line
+    axx, ayy, axy, bx, by = (np.bincount(junction, np.concatenate([term, term]), count)
+                             for term in terms)
+    axx += MEETING_PULL
+    ayy += MEETING_PULL
+    bx += MEETING_PULL * centres[:, 0]
+    by += MEETING_PULL * centres[:, 1]
     det = axx * ayy - axy * axy  # >= MEETING_PULL**2 > 0
     return np.stack([(ayy * bx - axy * by) / det, (axx * by - axy * bx) / det], axis=1)
 
