@@ -460,12 +460,10 @@ def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, chains: _Cha
     nxx, nyy, nxy = 1.0 - cos * cos, 1.0 - sin * sin, -cos * sin
     terms = (weight * nxx, weight * nyy, weight * nxy, weight * (nxx * x + nxy * y),
              weight * (nxy * x + nyy * y))  # both ends of a chain on its line
-    axx, ayy, axy, bx, by = (np.bincount(junction, np.concatenate([term, term]), count)
+    sxx, syy, axy, sx, sy = (np.bincount(junction, np.concatenate([term, term]), count)
                              for term in terms)
-    axx += MEETING_PULL
-    ayy += MEETING_PULL
-    bx += MEETING_PULL * centres[:, 0]
-    by += MEETING_PULL * centres[:, 1]
+    axx, ayy = sxx + MEETING_PULL, syy + MEETING_PULL
+    bx, by = sx + MEETING_PULL * centres[:, 0], sy + MEETING_PULL * centres[:, 1]
     det = axx * ayy - axy * axy  # >= MEETING_PULL**2 > 0
     return np.stack([(ayy * bx - axy * by) / det, (axx * by - axy * bx) / det], axis=1)
 
