@@ -259,25 +259,26 @@ def _block_cracks(labels: np.ndarray, blocks: _MeetingBlocks, chains: _Chains,
     """The cracks of the meeting blocks: in block (r, c), between (r, c) and (r, c+1) and
     between (r+1, c) and (r+1, c+1) (across), between (r, c) and (r+1, c) and between
     (r, c+1) and (r+1, c+1)."""
-    size, width = labels.size, labels.shape[1]
+    width, pixel_bits = labels.shape[1], labels.size.bit_length()
     flat = labels.ravel()
     at, count = blocks.at, len(blocks.at)
     # the pixel left of or above each crack; per block the crack below or right of the block's
     # first pixel (its block above or left of the crack), then the one at it
     pixel = np.concatenate([at + width, at, at + 1, at])
-    step = np.repeat(np.array([1, 1, width, width]), count)
-    first, second = flat[pixel], flat[pixel + step]
+    first = flat[pixel]
+    second = flat[np.concatenate([at + (width + 1), at + 1, at + (width + 1), at + width])]
     present = np.flatnonzero(first != second)
     first, second = first[present].astype(np.int64), second[present].astype(np.int64)
     keys = np.minimum(first, second) * span + np.maximum(first, second)
     kind = present // count  # bit 1: between upper and lower neighbours; bit 0: second block
     # the sorted crack list's order (pair, direction, raster), then the blocks' order, packed
-    # into one number (below 4 span² size: 2^63 for up to 10^6 cells of 10^6 pixels)
-    record = np.sort(((keys * 2 + (kind >> 1)) * size + pixel[present]) * 2 + (kind & 1))
+    # into one number (below span² 2^(pixel_bits + 2): 2^63 for 10^6 cells of 10^6 pixels)
+    record = ((keys << 1) | (kind >> 1)) << pixel_bits | pixel[present]
+    record = np.sort((record << 1) | (kind & 1))
     second_block = (record & 1) == 1
     record >>= 1
-    pixel = record % size
-    record //= size
+    pixel = (record & ((1 << pixel_bits) - 1)).astype(np.int32 if labels.size < 2**31 else np.int64)
+    record >>= pixel_bits
     across = (record & 1) == 0
     chain = np.searchsorted(chains.keys, record >> 1)
     block = pixel - np.where(second_block, 0, np.where(across, width, 1))
