@@ -301,19 +301,22 @@ def band_through(rays: Profiles, floor: np.ndarray, length_px: np.ndarray) -> np
     the furrows alone would give there. A segment reaching ``behind`` samples back along the
     opposite ray and the rest forward keeps the shallower of the two sides' shallowest depths."""
     half = RAY_COUNT // 2
-    with_floor = np.concatenate([np.repeat(floor[:, None, None], RAY_COUNT, axis=2),
-                                 rays.depth], axis=1)
-    shallowest = np.minimum.accumulate(with_floor, axis=1)  # (P, radii + 1, rays) from the centre
     reach = len(rays.radii_px)  # samples along one ray
     length = np.clip(np.rint(length_px / RAY_STEP_PX).astype(np.intp), 1, 2 * reach)
-    first = np.maximum(length - reach, 0)  # the fewest samples behind the centre
-    behind = first[:, None] + np.arange(reach + 1)[None, :]
-    fits = behind <= np.minimum(length, reach)[:, None]
-    behind = np.minimum(behind, reach)
-    ahead = np.clip(length[:, None] - behind, 0, reach)
+    side = min(int(length.max(initial=1)), reach)  # the farthest a segment reaches on one side
+    with_floor = np.empty((len(floor), side + 1, RAY_COUNT), dtype=np.float32)
+    with_floor[:, 0] = floor[:, None]
+    with_floor[:, 1:] = rays.depth[:, :side]
+    shallowest = np.minimum.accumulate(with_floor, axis=1)  # from the centre outwards
+    first = np.maximum(length - side, 0)  # the fewest samples behind the centre
+    behind = first[:, None] + np.arange(side + 1)[None, :]
+    fits = behind <= np.minimum(length, side)[:, None]
+    behind = np.minimum(behind, side)
+    ahead = np.clip(length[:, None] - behind, 0, side)
     rows = np.arange(len(floor))[:, None]
     segment = np.minimum(shallowest[rows, behind, half:], shallowest[rows, ahead, :half])
-    result: np.ndarray = np.where(fits[:, :, None], segment, -np.inf).max(axis=(1, 2))
+    segment[~fits] = -np.inf
+    result: np.ndarray = segment.max(axis=(1, 2)).astype(np.float64)
     return result
 
 
