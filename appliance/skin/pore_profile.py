@@ -42,7 +42,8 @@ OUTER_RIM = 3 * RAY_COUNT // 4
 # radii long stays while it covers the pit's centre (a line opening of the depth, read on the
 # rays). Along a furrow or an arm of a junction that is the furrow's own depth; a pore beside a
 # furrow has no straight deep line through its centre, only the skin. Chosen on seeds 11/12 of
-# the own generator only (2, 2.5, 3 and 4 radii tried; docs/experiments/README.md "pore-band").
+# the own generator only (2, 2.5, 3 and 4 radii tried; docs/experiments/README.md
+# "pore-band-excess").
 BAND_LENGTH = 3.0
 END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
 SHAPE_CHUNK = 128  # candidates profiled at a time (speed only: the arrays stay in the cache)

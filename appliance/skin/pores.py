@@ -144,7 +144,7 @@ class PoreRule:
     # deeper than the furrows and returns at most 1 / this of the light that the straight
     # furrows through it would (``pore_profile.band_through``: along a furrow or a junction's
     # arm that is the furrow's own depth; beside a furrow, the skin). Fitted alone on seeds
-    # 11/12 and the scenes, own generator only (docs/experiments/README.md "pore-band").
+    # 11/12 and the scenes, own generator only (docs/experiments/README.md "pore-band-excess").
     beside_furrow_light: float = 1.8
 
 
