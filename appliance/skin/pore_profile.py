@@ -38,6 +38,13 @@ ARM_LEVEL = 0.5
 # only (the median, median + 20 µm, each ray's own rim and the 75th percentile + 20 / 40 µm
 # were tried; docs/experiments/README.md "pore-outer-rim").
 OUTER_RIM = 3 * RAY_COUNT // 4
+# The furrows through a pit, without the pit: the deepest a straight segment BAND_LENGTH rim
+# radii long stays while it covers the pit's centre (a line opening of the depth, read on the
+# rays). Along a furrow or an arm of a junction that is the furrow's own depth; a pore beside a
+# furrow has no straight deep line through its centre, only the skin. Chosen on seeds 11/12 of
+# the own generator only (2, 2.5, 3 and 4 radii tried; docs/experiments/README.md
+# "pore-band-excess").
+BAND_LENGTH = 3.0
 END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
 SHAPE_CHUNK = 128  # candidates profiled at a time (speed only: the arrays stay in the cache)
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
@@ -173,6 +180,7 @@ class Shape:
     arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
     ends: np.ndarray  # depth just beyond the rim at the ends of the longest diameter
     arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
+    band: np.ndarray  # depth the straight furrows through the centre give it (``band_through``)
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -283,8 +291,34 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
+    band = band_through(rays, floor, BAND_LENGTH * radius)
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor)
+                 elongation, count, ends, arm_floor, band)
+
+
+def band_through(rays: Profiles, floor: np.ndarray, length_px: np.ndarray) -> np.ndarray:
+    """Per pit, the deepest a straight segment ``length_px`` long stays while it covers the
+    centre (a line opening of the depth at the centre, the best of the rays' directions): what
+    the furrows alone would give there. A segment reaching ``behind`` samples back along the
+    opposite ray and the rest forward keeps the shallower of the two sides' shallowest depths."""
+    half = RAY_COUNT // 2
+    reach = len(rays.radii_px)  # samples along one ray
+    length = np.clip(np.rint(length_px / RAY_STEP_PX).astype(np.intp), 1, 2 * reach)
+    side = min(int(length.max(initial=1)), reach)  # the farthest a segment reaches on one side
+    with_floor = np.empty((len(floor), side + 1, RAY_COUNT), dtype=np.float32)
+    with_floor[:, 0] = floor[:, None]
+    with_floor[:, 1:] = rays.depth[:, :side]
+    shallowest = np.minimum.accumulate(with_floor, axis=1)  # from the centre outwards
+    first = np.maximum(length - side, 0)  # the fewest samples behind the centre
+    behind = first[:, None] + np.arange(side + 1)[None, :]
+    fits = behind <= np.minimum(length, side)[:, None]
+    behind = np.minimum(behind, side)
+    ahead = np.clip(length[:, None] - behind, 0, side)
+    rows = np.arange(len(floor))[:, None]
+    segment = np.minimum(shallowest[rows, behind, half:], shallowest[rows, ahead, :half])
+    segment[~fits] = -np.inf
+    result: np.ndarray = segment.max(axis=(1, 2)).astype(np.float64)
+    return result
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,14 @@ class PoreRule:
     # scenes, own generator only: objective 0.5165 -> 0.5061; 1.7 scores 0.4976 but profiles
     # 4x the pits of a mixed frame.
     hill_max_arms: float = 0.75
+    # A pore beside a furrow as deep as itself fails the junction and pit tests (its arms, the
+    # junctions around it and its skin on the furrow's side are as deep as it is). It is still
+    # a pore, when it passes the tests every pore passes but the hair's end, is not a dash, is
+    # deeper than the furrows and returns at most 1 / this of the light that the straight
+    # furrows through it would (``pore_profile.band_through``: along a furrow or a junction's
+    # arm that is the furrow's own depth; beside a furrow, the skin). Fitted alone on seeds
+    # 11/12 and the scenes, own generator only (docs/experiments/README.md "pore-band-excess").
+    beside_furrow_light: float = 1.8
 
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
@@ -261,8 +269,31 @@ def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray
     as_pit = pit_tests(found, rule)
     retry = (found.shape.arm_count <= PIT_MAX_ARMS) & ~np.logical_and.reduce(
         list(as_junction.values()))
-    return {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
-            for name, verdict in as_junction.items()}
+    verdicts = {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
+                for name, verdict in as_junction.items()}
+    beside = beside_a_furrow(found, verdicts, rule)
+    return {name: verdict | beside if name in BESIDE_FURROW_WAIVES else verdict
+            for name, verdict in verdicts.items()}
+
+
+# What a pore beside a furrow as deep as itself fails: the furrow deepens its arms, its
+# junctions and its skin on that side, and cuts into its rim
+BESIDE_FURROW_WAIVES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than_arms",
+                        "round", "deeper_than_strand")
+
+
+def beside_a_furrow(found: Candidates, verdicts: dict[str, np.ndarray],
+                    rule: PoreRule = RULE) -> np.ndarray:
+    """Pits that are pores beside a furrow: deeper than the furrows, much darker than the
+    straight furrows through them would make them (``rule.beside_furrow_light``, as a ratio of
+    light: 1 - depth), and passing every test but those the furrow spoils."""
+    shape = found.shape
+    darker = (1.0 - np.minimum(shape.band, 1.0)) >= rule.beside_furrow_light * (
+        1.0 - np.minimum(shape.floor, 1.0))
+    kept = [verdict for name, verdict in verdicts.items() if name not in BESIDE_FURROW_WAIVES]
+    result: np.ndarray = darker & (shape.floor >= rule.depth_over_furrow * found.furrow_floor) & (
+        np.logical_and.reduce(kept))
+    return result
 
 
 def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ from appliance.skin.pore_profile import (
     second_furrow,
     shape_of,
 )
-from appliance.skin.pores import HILL_RING_UM, Candidates, pore_tests
+from appliance.skin.pores import HILL_RING_UM, Candidates, beside_a_furrow, pore_tests
 from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_scenes import (
@@ -281,6 +281,41 @@ def test_a_pit_that_runs_on_down_a_deeper_segment_is_not_a_pore() -> None:
     for segment, pit in ((0.4, 0.75), (0.3, 0.48)):
         tests = pore_tests(_candidates_at_centre(_junction_with_segment(segment, pit)))
         assert all(bool(verdict[0]) for verdict in tests.values()), (segment, pit, tests)
+
+
+def _pore_beside_furrow(radius_px: int, width_px: int, overlap_px: int) -> np.ndarray:
+    """A fine depth image: a straight furrow ``width_px`` wide along x and a round pore of
+    ``radius_px`` touching it (overlapping it by ``overlap_px``), both 0.6 deep."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    furrow_y = 60 + radius_px + width_px // 2 - overlap_px
+    cv2.line(depth, (0, furrow_y), (120, furrow_y), 0.6, width_px)
+    cv2.circle(depth, (60, 60), radius_px, 0.6, -1)
+    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
+    return result
+
+
+@pytest.mark.parametrize(("radius_px", "width_px", "overlap_px"), [(8, 3, 0), (10, 5, 1)])
+def test_a_pore_touching_a_furrow_as_deep_as_itself_is_a_pore(
+    radius_px: int, width_px: int, overlap_px: int
+) -> None:
+    """The furrow makes the pore's second-deepest ray as deep as its floor (main: not deeper
+    than its arms), but no straight line through its centre stays deep: it is far darker than
+    the furrows through it would make it, and a pore."""
+    tests = pore_tests(_candidates_at_centre(_pore_beside_furrow(radius_px, width_px,
+                                                                 overlap_px)))
+    assert all(bool(verdict[0]) for verdict in tests.values()), tests
+
+
+@pytest.mark.parametrize("width_px", [3, 5])
+def test_a_junction_of_furrows_as_deep_as_a_pore_is_not_a_pore(width_px: int) -> None:
+    """Three furrows 0.6 deep meet: the straight furrows through the junction are as deep as
+    its floor, so it is not taken for a pore beside a furrow."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    for start, end in [((60, 60), (0, 60)), ((60, 60), (110, 0)), ((60, 60), (110, 120))]:
+        cv2.line(depth, start, end, 0.6, width_px)
+    found = _candidates_at_centre(cv2.GaussianBlur(depth, (0, 0), 1.0))
+    assert not beside_a_furrow(found, pore_tests(found))[0]
+    assert not all(bool(verdict[0]) for verdict in pore_tests(found).values())
 
 
 def test_sampling_a_float32_depth_matches_exact_bilinear_within_a_64th_px_of_its_slope() -> None:
