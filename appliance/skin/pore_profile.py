@@ -454,3 +454,53 @@ def second_furrow(ring: np.ndarray) -> np.ndarray:
     near = (np.arange(8)[None, :] - deepest[:, None]) % 8
     result: np.ndarray = np.where((near <= 1) | (near == 7), -np.inf, ring).max(axis=1)
     return result
+
+
+def furrows_alone(depth: np.ndarray, length_px: float) -> np.ndarray:
+    """The depth the straight furrows alone give each pixel of ``depth``: its opening by a line
+    ``length_px`` long, the best of the rays' ``RAY_COUNT // 2`` directions. A furrow longer than
+    the line keeps its depth; a pit shorter than it every way opens to the skin around it."""
+    half = max(1, round(length_px / 2.0))
+    best = np.full(depth.shape, -np.inf, dtype=np.float32)
+    for step in range(RAY_COUNT // 2):
+        angle = step * np.pi / (RAY_COUNT // 2)
+        dx, dy = round(half * np.cos(angle)), round(half * np.sin(angle))
+        kernel = np.zeros((2 * half + 1, 2 * half + 1), np.uint8)
+        cv2.line(kernel, (half - dx, half - dy), (half + dx, half + dy), 1, 1)
+        opened = cv2.morphologyEx(depth, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
+        best = np.maximum(best, opened)
+    return best
+
+
+def own_rim_radius(depth: np.ndarray, centre: np.ndarray, floor: float, skin: float,
+                   radius_px: float) -> float:
+    """The equivalent rim radius of one pit touching a furrow, from its own edge: the rays that
+    run into a furrow (the pit's depth beyond the furrows alone, ``furrows_alone`` with a line
+    ``BAND_LENGTH`` rims long, falls to a quarter of its value at the centre while the ray is
+    still deeper than halfway to the skin) are left out; the rest are read as ``_shape_rows``
+    reads them (halfway between floor and skin, cut at ``ARM_CUT`` times their median)."""
+    length = BAND_LENGTH * radius_px
+    reach = int(np.ceil(RAY_REACH_UM / FINE_UM_PER_PX + length))
+    x, y = round(float(centre[0])), round(float(centre[1]))
+    height, width = depth.shape
+    x0, y0 = max(0, x - reach), max(0, y - reach)
+    patch = np.ascontiguousarray(depth[y0:min(height, y + reach + 1),
+                                       x0:min(width, x + reach + 1)], dtype=np.float32)
+    excess = np.ascontiguousarray(patch - furrows_alone(patch, length))
+    local = centre[None, :] - np.array([[x0, y0]], dtype=np.float64)
+    radii = np.r_[0.0, RAY_STEP_PX * np.arange(1, int(RAY_REACH_UM / FINE_UM_PER_PX) + 1)]
+    rims = []
+    for image, start, level in ((patch, floor, (floor + skin) / 2.0),
+                                (excess, float(bilinear(excess, local[:, 0], local[:, 1])[0]),
+                                 None)):
+        rays = profile(image, local)
+        per_ray = np.moveaxis(rays.depth, 2, 1).reshape(-1, len(rays.radii_px))
+        with_centre = np.concatenate([np.full((RAY_COUNT, 1), start), per_ray], axis=1)
+        at = np.full(RAY_COUNT, start / 4.0 if level is None else level)
+        rims.append(crossing(with_centre, at, radii))
+    rim, into_furrow = rims
+    own = rim[into_furrow >= rim - FINE]  # rays that reach the skin before a furrow
+    if len(own) < RAY_COUNT // 4:
+        own = rim
+    own = np.minimum(own, ARM_CUT * np.median(own))
+    return float(np.sqrt(np.mean(own**2)))

@@ -56,6 +56,7 @@ from appliance.skin.pore_profile import (
     candidates,
     junction_sample,
     local_junction_floor,
+    own_rim_radius,
     ring_of,
     second_furrow,
     shape_of,
@@ -183,6 +184,7 @@ class Candidates:
     um_per_fine_px: float
     um_per_work_px: float
     shallow_work_px: np.ndarray  # (M, 2) candidates not profiled: too shallow to be a pore
+    depth_fine: np.ndarray | None = None  # the fine depth the profiles were read on
 
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
@@ -220,7 +222,7 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
             if colour else np.zeros(len(shape.floor)))
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
-                      prepared.um_per_work_px, centres_work[~deep])
+                      prepared.um_per_work_px, centres_work[~deep], fine)
 
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
@@ -250,15 +252,40 @@ def own_diameters_um(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
     Shading of the pit's walls, defocus and JPEG spread every pit's darkness by about the same
     width, so the rim of a small pit sits relatively further out than a large one's.
     """
-    measured = found.shape.radius_px
+    return _without_halo_um(found.shape.radius_px, found, rule)
+
+
+def _without_halo_um(measured: np.ndarray, found: Candidates, rule: PoreRule) -> np.ndarray:
     halo_px = rule.halo_um / 2.0 / found.um_per_fine_px
     squared = np.maximum(measured**2 - halo_px**2, (measured / 2.0) ** 2)
     diameters: np.ndarray = 2.0 * np.sqrt(squared) * found.um_per_fine_px
     return diameters
 
 
+def diameters_from_own_edge_um(found: Candidates, index: np.ndarray,
+                               rule: PoreRule = RULE) -> np.ndarray:
+    """``own_diameters_um`` of the pits ``index``, pores beside a furrow, from their own edge
+    (``pore_profile.own_rim_radius``: the rays that run into the furrow left out)."""
+    if found.depth_fine is None or not len(index):
+        plain: np.ndarray = own_diameters_um(found, rule)[index]
+        return plain
+    ratio = found.um_per_work_px / found.um_per_fine_px
+    centres = (found.centres_work_px[index] + 0.5) * ratio - 0.5
+    shape = found.shape
+    radii = np.array([own_rim_radius(found.depth_fine, centre, float(shape.floor[i]),
+                                     float(shape.skin[i]), float(shape.radius_px[i]))
+                      for centre, i in zip(centres, index, strict=True)])
+    return _without_halo_um(radii, found, rule)
+
+
 def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
-    """Each test's verdict per candidate (a pore passes them all).
+    """Each test's verdict per candidate (a pore passes them all): ``judged``'s verdicts."""
+    return judged(found, rule)[0]
+
+
+def judged(found: Candidates, rule: PoreRule = RULE) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each test's verdict per candidate (a pore passes them all), and which candidates pass
+    only as pores beside a furrow (``beside_a_furrow``).
 
     Every pit is judged as what could be a junction (``junction_tests``); a pit with at most
     ``PIT_MAX_ARMS`` furrow arms that fails those is judged again against its own surround
@@ -272,8 +299,9 @@ def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray
     verdicts = {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
                 for name, verdict in as_junction.items()}
     beside = beside_a_furrow(found, verdicts, rule)
+    only_beside = beside & ~np.logical_and.reduce(list(verdicts.values()))
     return {name: verdict | beside if name in BESIDE_FURROW_WAIVES else verdict
-            for name, verdict in verdicts.items()}
+            for name, verdict in verdicts.items()}, only_beside
 
 
 # What a pore beside a furrow as deep as itself fails: the furrow deepens its arms, its
@@ -398,7 +426,7 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     found = measure_candidates(prepared, furrows, rule, colour=False)
     # the colour decides only between pits that pass every other test: read it for those
     # alone (speed only; the others fail whatever their colour)
-    tests = pore_tests(found, rule)
+    tests, only_beside = judged(found, rule)
     grey_decides = np.flatnonzero(np.logical_and.reduce(
         [verdict for name, verdict in tests.items() if name != "grey"]))
     blue = np.full(len(found.shape.floor), np.inf)
@@ -408,8 +436,10 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     found = replace(found, blue=blue)
     tests["grey"] = blue <= rule.max_blue_excess  # the only test the colour enters
     chosen = choose_pores(found, rule, tests)
-    return _pore_result(found.centres_work_px[chosen], own_diameters_um(found, rule)[chosen],
-                        prepared, found.contrast)
+    diameters = own_diameters_um(found, rule)[chosen]
+    beside = only_beside[chosen]  # their rims run into the furrow they touch
+    diameters[beside] = diameters_from_own_edge_um(found, chosen[beside], rule)
+    return _pore_result(found.centres_work_px[chosen], diameters, prepared, found.contrast)
 
 
 def _deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
