@@ -20,7 +20,14 @@ from appliance.skin.pore_profile import (
     second_furrow,
     shape_of,
 )
-from appliance.skin.pores import HILL_RING_UM, Candidates, beside_a_furrow, pore_tests
+from appliance.skin.pores import (
+    HILL_RING_UM,
+    Candidates,
+    beside_a_furrow,
+    diameters_from_own_edge_um,
+    own_diameters_um,
+    pore_tests,
+)
 from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_scenes import (
@@ -234,10 +241,10 @@ def _candidates_at_centre(depth: np.ndarray) -> Candidates:
     fine_centre = np.array([[60.0, 60.0]])
     shape = shape_of(depth, fine_centre, ARM_LEVEL * 0.3)
     nearby = second_furrow(ring_of(depth, fine_centre, HILL_RING_UM / 10.0))
-    centre = np.array([[30.0, 30.0]])
+    centre = np.array([[29.75, 29.75]])  # fine (60, 60): (work + 0.5) * 2 - 0.5
     return Candidates(centre, shape, np.array([0.3]), np.array([0.0]), nearby,
                       Junctions(0.3, 2.0), np.array([0.0]), 0.3, 0.3, 10.0, 20.0,
-                      np.zeros((0, 2)))
+                      np.zeros((0, 2)), depth)
 
 
 def test_a_junction_where_a_deeper_furrow_segment_ends_is_not_a_pore() -> None:
@@ -304,6 +311,24 @@ def test_a_pore_touching_a_furrow_as_deep_as_itself_is_a_pore(
     tests = pore_tests(_candidates_at_centre(_pore_beside_furrow(radius_px, width_px,
                                                                  overlap_px)))
     assert all(bool(verdict[0]) for verdict in tests.values()), tests
+
+
+@pytest.mark.parametrize(("radius_px", "width_px", "overlap_px"),
+                         [(5, 3, 0), (7, 3, 0), (8, 8, 0), (10, 5, 1), (14, 5, 1)])
+def test_a_pore_touching_a_furrow_is_sized_from_its_own_edge(
+    radius_px: int, width_px: int, overlap_px: int
+) -> None:
+    """A pore 80-270 µm across touching a furrow as deep as itself reads the diameter of the
+    same pore alone within 2 %: the rays that run into the furrow do not widen its rim (read
+    on all rays, the furrow makes it 3-8 % wider)."""
+    alone = np.zeros((121, 121), dtype=np.float32)
+    cv2.circle(alone, (60, 60), radius_px, 0.6, -1)
+    alone = cv2.GaussianBlur(alone, (0, 0), 1.0)
+    truth = own_diameters_um(_candidates_at_centre(alone))[0]
+    touching = _candidates_at_centre(_pore_beside_furrow(radius_px, width_px, overlap_px))
+    measured = diameters_from_own_edge_um(touching, np.array([0]))[0]
+    assert measured == pytest.approx(truth, rel=0.02), (measured, truth)
+    assert own_diameters_um(touching)[0] > 1.03 * truth  # the rim that runs into the furrow
 
 
 @pytest.mark.parametrize("width_px", [3, 5])
