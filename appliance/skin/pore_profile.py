@@ -474,11 +474,14 @@ def furrows_alone(depth: np.ndarray, length_px: float) -> np.ndarray:
 
 def own_rim_radius(depth: np.ndarray, centre: np.ndarray, floor: float, skin: float,
                    radius_px: float) -> float:
-    """The equivalent rim radius of one pit touching a furrow, from its own edge: the rays that
-    run into a furrow (the pit's depth beyond the furrows alone, ``furrows_alone`` with a line
-    ``BAND_LENGTH`` rims long, falls to a quarter of its value at the centre while the ray is
-    still deeper than halfway to the skin) are left out; the rest are read as ``_shape_rows``
-    reads them (halfway between floor and skin, cut at ``ARM_CUT`` times their median)."""
+    """The equivalent rim radius of one pit touching a furrow, from its own edge.
+
+    Each ray's rim is read as ``_shape_rows`` reads it (halfway between ``floor`` and
+    ``skin``). A ray that runs into a furrow reaches that level only beyond the furrow; it is
+    left out: a ray longer than ``ARM_CUT`` times the median along which the pit's depth beyond
+    the furrows alone (``furrows_alone``, a line ``BAND_LENGTH`` rims of ``radius_px`` long)
+    falls to a quarter of its value at the centre more than 2 fine px before its rim. The rest
+    give the radius as in ``_shape_rows`` (all of them where fewer than a quarter are left)."""
     length = BAND_LENGTH * radius_px
     reach = int(np.ceil(RAY_REACH_UM / FINE_UM_PER_PX + length))
     x, y = round(float(centre[0])), round(float(centre[1]))
@@ -499,7 +502,8 @@ def own_rim_radius(depth: np.ndarray, centre: np.ndarray, floor: float, skin: fl
         at = np.full(RAY_COUNT, start / 4.0 if level is None else level)
         rims.append(crossing(with_centre, at, radii))
     rim, into_furrow = rims
-    own = rim[into_furrow >= rim - FINE]  # rays that reach the skin before a furrow
+    long = rim > ARM_CUT * np.median(rim)  # as _shape_rows cuts a ray down a furrow arm
+    own = rim[~long | (into_furrow >= rim - FINE)]  # rays that reach the skin before a furrow
     if len(own) < RAY_COUNT // 4:
         own = rim
     own = np.minimum(own, ARM_CUT * np.median(own))
