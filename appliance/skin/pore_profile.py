@@ -503,8 +503,8 @@ def own_rim_radius(depth: np.ndarray, centre: np.ndarray, floor: float, skin: fl
         rims.append(crossing(with_centre, at, radii))
     rim, into_furrow = rims
     long = rim > ARM_CUT * np.median(rim)  # as _shape_rows cuts a ray down a furrow arm
-    own = rim[~long | (into_furrow >= rim - FINE)]  # rays that reach the skin before a furrow
-    if len(own) < RAY_COUNT // 4:
-        own = rim
-    own = np.minimum(own, ARM_CUT * np.median(own))
+    kept = rim[~long | (into_furrow >= rim - FINE)]  # rays that reach the skin before a furrow
+    if len(kept) < RAY_COUNT // 4:
+        kept = rim
+    own = np.minimum(kept, ARM_CUT * np.median(kept))
     return float(np.sqrt(np.mean(own**2)))
