@@ -68,7 +68,6 @@ GRID: dict[str, tuple[float, ...]] = {
     "junction_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),  # 0: not tested
     "pit_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),
     "hill_max_arms": (0.0, 0.5, 0.75, 1.0, 1.2, 1.7, 99.0),  # 0: no pit is in a hill
-    "beside_furrow_light": (1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.2, 99.0),  # 99: none beside furrows
 }
 
 

@@ -38,13 +38,6 @@ ARM_LEVEL = 0.5
 # only (the median, median + 20 µm, each ray's own rim and the 75th percentile + 20 / 40 µm
 # were tried; docs/experiments/README.md "pore-outer-rim").
 OUTER_RIM = 3 * RAY_COUNT // 4
-# The furrows through a pit, without the pit: the deepest a straight segment BAND_LENGTH rim
-# radii long stays while it covers the pit's centre (a line opening of the depth, read on the
-# rays). Along a furrow or an arm of a junction that is the furrow's own depth; a pore beside a
-# furrow has no straight deep line through its centre, only the skin. Chosen on seeds 11/12 of
-# the own generator only (2, 2.5, 3 and 4 radii tried; docs/experiments/README.md
-# "pore-band-excess").
-BAND_LENGTH = 3.0
 END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
 SHAPE_CHUNK = 128  # candidates profiled at a time (speed only: the arrays stay in the cache)
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
@@ -180,7 +173,6 @@ class Shape:
     arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
     ends: np.ndarray  # depth just beyond the rim at the ends of the longest diameter
     arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
-    band: np.ndarray  # depth the straight furrows through the centre give it (``band_through``)
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -291,34 +283,8 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
-    band = band_through(rays, floor, BAND_LENGTH * radius)
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor, band)
-
-
-def band_through(rays: Profiles, floor: np.ndarray, length_px: np.ndarray) -> np.ndarray:
-    """Per pit, the deepest a straight segment ``length_px`` long stays while it covers the
-    centre (a line opening of the depth at the centre, the best of the rays' directions): what
-    the furrows alone would give there. A segment reaching ``behind`` samples back along the
-    opposite ray and the rest forward keeps the shallower of the two sides' shallowest depths."""
-    half = RAY_COUNT // 2
-    reach = len(rays.radii_px)  # samples along one ray
-    length = np.clip(np.rint(length_px / RAY_STEP_PX).astype(np.intp), 1, 2 * reach)
-    side = min(int(length.max(initial=1)), reach)  # the farthest a segment reaches on one side
-    with_floor = np.empty((len(floor), side + 1, RAY_COUNT), dtype=np.float32)
-    with_floor[:, 0] = floor[:, None]
-    with_floor[:, 1:] = rays.depth[:, :side]
-    shallowest = np.minimum.accumulate(with_floor, axis=1)  # from the centre outwards
-    first = np.maximum(length - side, 0)  # the fewest samples behind the centre
-    behind = first[:, None] + np.arange(side + 1)[None, :]
-    fits = behind <= np.minimum(length, side)[:, None]
-    behind = np.minimum(behind, side)
-    ahead = np.clip(length[:, None] - behind, 0, side)
-    rows = np.arange(len(floor))[:, None]
-    segment = np.minimum(shallowest[rows, behind, half:], shallowest[rows, ahead, :half])
-    segment[~fits] = -np.inf
-    result: np.ndarray = segment.max(axis=(1, 2)).astype(np.float64)
-    return result
+                 elongation, count, ends, arm_floor)
 
 
 @dataclass(frozen=True)
@@ -454,57 +420,3 @@ def second_furrow(ring: np.ndarray) -> np.ndarray:
     near = (np.arange(8)[None, :] - deepest[:, None]) % 8
     result: np.ndarray = np.where((near <= 1) | (near == 7), -np.inf, ring).max(axis=1)
     return result
-
-
-def furrows_alone(depth: np.ndarray, length_px: float) -> np.ndarray:
-    """The depth the straight furrows alone give each pixel of ``depth``: its opening by a line
-    ``length_px`` long, the best of the rays' ``RAY_COUNT // 2`` directions. A furrow longer than
-    the line keeps its depth; a pit shorter than it every way opens to the skin around it."""
-    half = max(1, round(length_px / 2.0))
-    best = np.full(depth.shape, -np.inf, dtype=np.float32)
-    for step in range(RAY_COUNT // 2):
-        angle = step * np.pi / (RAY_COUNT // 2)
-        dx, dy = round(half * np.cos(angle)), round(half * np.sin(angle))
-        kernel = np.zeros((2 * half + 1, 2 * half + 1), np.uint8)
-        cv2.line(kernel, (half - dx, half - dy), (half + dx, half + dy), 1, 1)
-        opened = cv2.morphologyEx(depth, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
-        best = np.maximum(best, opened)
-    return best
-
-
-def own_rim_radius(depth: np.ndarray, centre: np.ndarray, floor: float, skin: float,
-                   radius_px: float) -> float:
-    """The equivalent rim radius of one pit touching a furrow, from its own edge.
-
-    Each ray's rim is read as ``_shape_rows`` reads it (halfway between ``floor`` and
-    ``skin``). A ray that runs into a furrow reaches that level only beyond the furrow; it is
-    left out: a ray longer than ``ARM_CUT`` times the median along which the pit's depth beyond
-    the furrows alone (``furrows_alone``, a line ``BAND_LENGTH`` rims of ``radius_px`` long)
-    falls to a quarter of its value at the centre more than 2 fine px before its rim. The rest
-    give the radius as in ``_shape_rows`` (all of them where fewer than a quarter are left)."""
-    length = BAND_LENGTH * radius_px
-    reach = int(np.ceil(RAY_REACH_UM / FINE_UM_PER_PX + length))
-    x, y = round(float(centre[0])), round(float(centre[1]))
-    height, width = depth.shape
-    x0, y0 = max(0, x - reach), max(0, y - reach)
-    patch = np.ascontiguousarray(depth[y0:min(height, y + reach + 1),
-                                       x0:min(width, x + reach + 1)], dtype=np.float32)
-    excess = np.ascontiguousarray(patch - furrows_alone(patch, length))
-    local = centre[None, :] - np.array([[x0, y0]], dtype=np.float64)
-    radii = np.r_[0.0, RAY_STEP_PX * np.arange(1, int(RAY_REACH_UM / FINE_UM_PER_PX) + 1)]
-    rims = []
-    for image, start, level in ((patch, floor, (floor + skin) / 2.0),
-                                (excess, float(bilinear(excess, local[:, 0], local[:, 1])[0]),
-                                 None)):
-        rays = profile(image, local)
-        per_ray = np.moveaxis(rays.depth, 2, 1).reshape(-1, len(rays.radii_px))
-        with_centre = np.concatenate([np.full((RAY_COUNT, 1), start), per_ray], axis=1)
-        at = np.full(RAY_COUNT, start / 4.0 if level is None else level)
-        rims.append(crossing(with_centre, at, radii))
-    rim, into_furrow = rims
-    long = rim > ARM_CUT * np.median(rim)  # as _shape_rows cuts a ray down a furrow arm
-    kept = rim[~long | (into_furrow >= rim - FINE)]  # rays that reach the skin before a furrow
-    if len(kept) < RAY_COUNT // 4:
-        kept = rim
-    own = np.minimum(kept, ARM_CUT * np.median(kept))
-    return float(np.sqrt(np.mean(own**2)))

@@ -56,7 +56,6 @@ from appliance.skin.pore_profile import (
     candidates,
     junction_sample,
     local_junction_floor,
-    own_rim_radius,
     ring_of,
     second_furrow,
     shape_of,
@@ -139,14 +138,6 @@ class PoreRule:
     # scenes, own generator only: objective 0.5165 -> 0.5061; 1.7 scores 0.4976 but profiles
     # 4x the pits of a mixed frame.
     hill_max_arms: float = 0.75
-    # A pore beside a furrow as deep as itself fails the junction and pit tests (its arms, the
-    # junctions around it and its skin on the furrow's side are as deep as it is). It is still
-    # a pore, when it passes the tests every pore passes but the hair's end, is not a dash, is
-    # deeper than the furrows and returns at most 1 / this of the light that the straight
-    # furrows through it would (``pore_profile.band_through``: along a furrow or a junction's
-    # arm that is the furrow's own depth; beside a furrow, the skin). Fitted alone on seeds
-    # 11/12 and the scenes, own generator only (docs/experiments/README.md "pore-band-excess").
-    beside_furrow_light: float = 1.8
 
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
@@ -184,7 +175,6 @@ class Candidates:
     um_per_fine_px: float
     um_per_work_px: float
     shallow_work_px: np.ndarray  # (M, 2) candidates not profiled: too shallow to be a pore
-    depth_fine: np.ndarray | None = None  # the fine depth the profiles were read on
 
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
@@ -222,7 +212,7 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
             if colour else np.zeros(len(shape.floor)))
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
-                      prepared.um_per_work_px, centres_work[~deep], fine)
+                      prepared.um_per_work_px, centres_work[~deep])
 
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
@@ -252,40 +242,15 @@ def own_diameters_um(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
     Shading of the pit's walls, defocus and JPEG spread every pit's darkness by about the same
     width, so the rim of a small pit sits relatively further out than a large one's.
     """
-    return _without_halo_um(found.shape.radius_px, found, rule)
-
-
-def _without_halo_um(measured: np.ndarray, found: Candidates, rule: PoreRule) -> np.ndarray:
+    measured = found.shape.radius_px
     halo_px = rule.halo_um / 2.0 / found.um_per_fine_px
     squared = np.maximum(measured**2 - halo_px**2, (measured / 2.0) ** 2)
     diameters: np.ndarray = 2.0 * np.sqrt(squared) * found.um_per_fine_px
     return diameters
 
 
-def diameters_from_own_edge_um(found: Candidates, index: np.ndarray,
-                               rule: PoreRule = RULE) -> np.ndarray:
-    """``own_diameters_um`` of the pits ``index``, pores beside a furrow, from their own edge
-    (``pore_profile.own_rim_radius``: the rays that run into the furrow left out)."""
-    if found.depth_fine is None or not len(index):
-        plain: np.ndarray = own_diameters_um(found, rule)[index]
-        return plain
-    ratio = found.um_per_work_px / found.um_per_fine_px
-    centres = (found.centres_work_px[index] + 0.5) * ratio - 0.5
-    shape = found.shape
-    radii = np.array([own_rim_radius(found.depth_fine, centre, float(shape.floor[i]),
-                                     float(shape.skin[i]), float(shape.radius_px[i]))
-                      for centre, i in zip(centres, index, strict=True)])
-    return _without_halo_um(radii, found, rule)
-
-
 def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
-    """Each test's verdict per candidate (a pore passes them all): ``judged``'s verdicts."""
-    return judged(found, rule)[0]
-
-
-def judged(found: Candidates, rule: PoreRule = RULE) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Each test's verdict per candidate (a pore passes them all), and which candidates pass
-    only as pores beside a furrow (``beside_a_furrow``).
+    """Each test's verdict per candidate (a pore passes them all).
 
     Every pit is judged as what could be a junction (``junction_tests``); a pit with at most
     ``PIT_MAX_ARMS`` furrow arms that fails those is judged again against its own surround
@@ -296,32 +261,8 @@ def judged(found: Candidates, rule: PoreRule = RULE) -> tuple[dict[str, np.ndarr
     as_pit = pit_tests(found, rule)
     retry = (found.shape.arm_count <= PIT_MAX_ARMS) & ~np.logical_and.reduce(
         list(as_junction.values()))
-    verdicts = {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
-                for name, verdict in as_junction.items()}
-    beside = beside_a_furrow(found, verdicts, rule)
-    only_beside = beside & ~np.logical_and.reduce(list(verdicts.values()))
-    return {name: verdict | beside if name in BESIDE_FURROW_WAIVES else verdict
-            for name, verdict in verdicts.items()}, only_beside
-
-
-# What a pore beside a furrow as deep as itself fails: the furrow deepens its arms, its
-# junctions and its skin on that side, and cuts into its rim
-BESIDE_FURROW_WAIVES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than_arms",
-                        "round", "deeper_than_strand")
-
-
-def beside_a_furrow(found: Candidates, verdicts: dict[str, np.ndarray],
-                    rule: PoreRule = RULE) -> np.ndarray:
-    """Pits that are pores beside a furrow: deeper than the furrows, much darker than the
-    straight furrows through them would make them (``rule.beside_furrow_light``, as a ratio of
-    light: 1 - depth), and passing every test but those the furrow spoils."""
-    shape = found.shape
-    darker = (1.0 - np.minimum(shape.band, 1.0)) >= rule.beside_furrow_light * (
-        1.0 - np.minimum(shape.floor, 1.0))
-    kept = [verdict for name, verdict in verdicts.items() if name not in BESIDE_FURROW_WAIVES]
-    result: np.ndarray = darker & (shape.floor >= rule.depth_over_furrow * found.furrow_floor) & (
-        np.logical_and.reduce(kept))
-    return result
+    return {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
+            for name, verdict in as_junction.items()}
 
 
 def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
@@ -426,7 +367,7 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     found = measure_candidates(prepared, furrows, rule, colour=False)
     # the colour decides only between pits that pass every other test: read it for those
     # alone (speed only; the others fail whatever their colour)
-    tests, only_beside = judged(found, rule)
+    tests = pore_tests(found, rule)
     grey_decides = np.flatnonzero(np.logical_and.reduce(
         [verdict for name, verdict in tests.items() if name != "grey"]))
     blue = np.full(len(found.shape.floor), np.inf)
@@ -436,10 +377,8 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     found = replace(found, blue=blue)
     tests["grey"] = blue <= rule.max_blue_excess  # the only test the colour enters
     chosen = choose_pores(found, rule, tests)
-    diameters = own_diameters_um(found, rule)[chosen]
-    beside = only_beside[chosen]  # their rims run into the furrow they touch
-    diameters[beside] = diameters_from_own_edge_um(found, chosen[beside], rule)
-    return _pore_result(found.centres_work_px[chosen], diameters, prepared, found.contrast)
+    return _pore_result(found.centres_work_px[chosen], own_diameters_um(found, rule)[chosen],
+                        prepared, found.contrast)
 
 
 def _deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
