@@ -127,10 +127,9 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     region_seed[whole] = np.arange(1, wholes + 1)
     core_seed = np.zeros(core_count, dtype=dtype)
     core_seed[seeding_core] = np.arange(wholes + 1, wholes + 1 + np.count_nonzero(seeding_core))
-    labels = np.take(region_seed, regions)  # 0 in the regions that split
-    seed_of_pixel = core_seed[core_of_pixel]
-    on_seed = seed_of_pixel > 0
-    labels.ravel()[core_pixels[on_seed]] = seed_of_pixel[on_seed]
+    # a seeding core lies in a region that splits, whose pixels the region seeds leave 0: the
+    # two label images add up by bitwise or
+    labels = cv2.bitwise_or(np.take(region_seed, regions), np.take(core_seed, cores))
     region = np.concatenate([[0], np.flatnonzero(whole), region_of_core[seeding_core]])
     return Seeds(labels, region, wholes + 1)
 
