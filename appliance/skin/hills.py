@@ -153,7 +153,7 @@ def grow_cells(seeds: np.ndarray, response: np.ndarray | None = None) -> np.ndar
     nothing = np.zeros_like(cells)
     if response is not None:
         for level in GROWTH_LEVELS:
-            _grow_over(cells, nothing, np.less_equal(response, level).view(np.uint8))
+            _grow_over(cells, np.less_equal(response, level).astype(cells.dtype))
     step = 0
     while True:
         empty = cv2.compare(cells, nothing, cv2.CMP_EQ)
@@ -164,12 +164,13 @@ def grow_cells(seeds: np.ndarray, response: np.ndarray | None = None) -> np.ndar
         step += 1
 
 
-def _grow_over(cells: np.ndarray, nothing: np.ndarray, allowed: np.ndarray) -> None:
-    """Grow ``cells`` in place over the empty ``allowed`` pixels (1): ``GROWTH_STEPS_PER_LEVEL``
-    one-pixel steps (a level's band on a furrow's flank is a few pixels wide; what is left
-    grows at the next level)."""
+def _grow_over(cells: np.ndarray, allowed: np.ndarray) -> None:
+    """Grow ``cells`` in place over the empty ``allowed`` pixels (1, 0 elsewhere, the type of
+    ``cells``): ``GROWTH_STEPS_PER_LEVEL`` one-pixel steps (a level's band on a furrow's flank
+    is a few pixels wide; what is left grows at the next level)."""
     for step in range(GROWTH_STEPS_PER_LEVEL):
-        open_ = cv2.bitwise_and(cv2.compare(cells, nothing, cv2.CMP_EQ), allowed)
+        # labels are whole numbers >= 0: below ``allowed`` is empty and allowed, in one compare
+        open_ = cv2.compare(cells, allowed, cv2.CMP_LT)
         grown = cv2.dilate(cells, _CROSS if step % 2 == 0 else _SQUARE)
         cv2.copyTo(grown, open_, cells)  # an unlabelled neighbour copies 0: nothing changes
 
