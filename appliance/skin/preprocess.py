@@ -33,12 +33,10 @@ class Prepared:
     """The working images of one frame at the canonical scale, and that scale exactly."""
 
     rgb_work: np.ndarray  # uint8 RGB at ~WORK_UM_PER_PX
-    gray_work: np.ndarray  # float32, 0..255
     flat_work: np.ndarray  # float32, 1.0 = hill level, lower = darker (furrows, pores)
     um_per_work_px: float  # exact scale of the work images (close to WORK_UM_PER_PX)
     frame_px_per_work_px: float  # frame pixels per work pixel (for drawing on the frame)
     frame_area_mm2: float  # the whole frame's area at its calibrated scale
-    shine_fraction: float
     depth_work: np.ndarray  # float32, 1 - flat_work clipped at 0: how far below the hill level
     depth_fine: np.ndarray  # the same depth at ~FINE_UM_PER_PX (small pores are 5 px across)
     um_per_fine_px: float  # exact scale of depth_fine
@@ -68,16 +66,14 @@ def prepare(rgb: np.ndarray, um_per_px: float) -> Prepared:
     work = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     gray_u8 = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
     background = hill_background(gray_u8)
-    gray = gray_u8.astype(np.float32)
-    flat = np.divide(gray, background)
-    shine_fraction = float(np.count_nonzero(flat > SHINE_CLIP)) / flat.size
+    flat = cv2.divide(gray_u8, background, dtype=cv2.CV_32F)  # as float32 / float32, one pass
     depth = _depth(flat)
     fine = work_size(width, height, um_per_px * WORK_UM_PER_PX / FINE_UM_PER_PX)
     depth_fine = _fine_depth(rgb, background, fine)
     area_mm2 = width * height * um_per_px * um_per_px / 1e6
     um_work = um_per_px * width / size[0]
-    return Prepared(work, gray, flat, um_work, width / size[0], area_mm2, shine_fraction, depth,
-                    depth_fine, um_per_px * width / fine[0])
+    return Prepared(work, flat, um_work, width / size[0], area_mm2, depth, depth_fine,
+                    um_per_px * width / fine[0])
 
 
 def _resampled(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
