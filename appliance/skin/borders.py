@@ -452,14 +452,10 @@ def _lines_meeting_point(junction: np.ndarray, centres: np.ndarray, chains: _Cha
     ``junction``: the junction of every chain end, first ends then second ends (0: none; its
     row is not read)."""
     count = len(centres)
-    weight = np.minimum(chain_px, MEETING_WEIGHT_CAP_PX)
-    # normal projector of each line, I - d d^T, summed per junction; plus the pull
-    cos, sin, x, y = chains.cos, chains.sin, chains.mean_x, chains.mean_y
-    nxx, nyy, nxy = 1.0 - cos * cos, 1.0 - sin * sin, -cos * sin
-    terms = (weight * nxx, weight * nyy, weight * nxy, weight * (nxx * x + nxy * y),
-             weight * (nxy * x + nyy * y))  # both ends of a chain on its line
-    sxx, syy, axy, sx, sy = (np.bincount(junction, np.concatenate([term, term]), count)
-                             for term in terms)
+    # normal projector of each line, I - d d^T, summed per junction (both ends of a chain on
+    # its line); plus the pull
+    terms = _line_terms(chains, chain_px, np.arange(len(chain_px)))[:5]
+    sxx, syy, axy, sx, sy = _column_sums(np.concatenate([terms, terms], axis=1), junction, count)
     axx, ayy = sxx + MEETING_PULL, syy + MEETING_PULL
     bx, by = sx + MEETING_PULL * centres[:, 0], sy + MEETING_PULL * centres[:, 1]
     det = axx * ayy - axy * axy  # >= MEETING_PULL**2 > 0
