@@ -49,6 +49,7 @@ __all__ = [
     "frame_name",
     "synthetic_frame",
     "synthetic_geometry",
+    "synthetic_scene",
     "write_frame",
 ]
 
@@ -120,10 +121,18 @@ def synthetic_geometry(
     return _params_and_geometry(_rng(seed, index, check_preset(preset)), preset)
 
 
-def synthetic_frame(seed: int, index: int, preset: str = "mixed") -> SyntheticSkin:
-    """Frame ``index`` of the synthetic series ``seed`` (deterministic per seed, index, preset)."""
+def synthetic_scene(
+    seed: int, index: int, preset: str = "mixed"
+) -> tuple[np.random.Generator, SkinParams, SkinGeometry]:
+    """The frame's parameters and geometry, and its generator where the rendering starts."""
     rng = _rng(seed, index, check_preset(preset))
     params, geometry = _params_and_geometry(rng, preset)
+    return rng, params, geometry
+
+
+def synthetic_frame(seed: int, index: int, preset: str = "mixed") -> SyntheticSkin:
+    """Frame ``index`` of the synthetic series ``seed`` (deterministic per seed, index, preset)."""
+    rng, params, geometry = synthetic_scene(seed, index, preset)
     jpeg = encode_jpeg(render_rgb(rng, geometry, params), params.jpeg_quality)
     return SyntheticSkin(
         image_rgb=decode_jpeg(jpeg),

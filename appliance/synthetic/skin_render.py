@@ -245,10 +245,14 @@ def _add_extras(rng: np.random.Generator, params: SkinParams, rgb: Image) -> Non
     skin_extras.colour_cast(rgb, params)
 
 
-def render_rgb(
+def render_linear(
     rng: np.random.Generator, geometry: SkinGeometry, params: SkinParams
-) -> npt.NDArray[np.uint8]:
-    """The frame as 8-bit RGB, before JPEG compression."""
+) -> tuple[Image, Image]:
+    """The frame's linear RGB (1.0 is 8-bit white) and its luminance, before sensor noise.
+
+    The random draws do not depend on the pores, so the same generator state renders the same
+    frame with some pores left out of ``geometry`` (how a pore's own visibility is measured).
+    """
     furrow, hill, pore, height = _height_fields(geometry, params)
     shape = (geometry.height_px, geometry.width_px)
     junction = skin_extras.junction_darkening(geometry, params)
@@ -263,6 +267,13 @@ def render_rgb(
     rgb = _albedo(rng, params, shape) * luminance[..., None]
     rgb += _specular(rng, params, hill)[..., None]
     _add_extras(rng, params, rgb)
-    rgb = _blur(rgb, params.defocus_sigma_px)
+    return _blur(rgb, params.defocus_sigma_px), luminance
+
+
+def render_rgb(
+    rng: np.random.Generator, geometry: SkinGeometry, params: SkinParams
+) -> npt.NDArray[np.uint8]:
+    """The frame as 8-bit RGB, before JPEG compression."""
+    rgb, luminance = render_linear(rng, geometry, params)
     _sensor_noise(rng, params, rgb, luminance)
     return np.asarray(cv2.convertScaleAbs(rgb, alpha=255.0), dtype=np.uint8)
