@@ -14,6 +14,14 @@ pore alone). Per true pore, from the renderer's own pixels, never from the measu
 - ``darker_share``: share of the disc darker, by 3 x ``noise_grey``, than the darkest 2 % of
   what the furrows and junctions already show within two radii of the centre (without the pore):
   the part of the pore that is more than a darker stretch of furrow;
+- ``outline_share``: share of 32 directions around the pore's own (elliptical) outline in
+  which the noiseless frame is darker at 0.6 of the way to the outline than at 1.5 x by
+  3 x ``noise_grey``: how much of the pore's round edge one sees (a pore centred on a
+  furrow as wide as itself shows its edge only across the furrow, one beside a furrow only on
+  its hill side);
+- ``shine_share``: median share of the disc's grey that is specular shine (the render with
+  the frame's shine against the same render without it; the shine is added to the diffuse
+  light, so a pore halves only the rest);
 - ``on_furrow_share``: share of the disc inside a furrow (within half its width of a centre line);
 - ``furrow_width_um``, ``furrow_depth``, ``edge_gap_um``: the nearest furrow's width, depth
   factor (wide preset) and the gap from the pore's edge to that furrow's edge (negative: they
@@ -46,15 +54,19 @@ from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_render import furrow_fields, pore_field, render_linear, render_rgb
 
 Grey = npt.NDArray[np.float32]
+OUTLINE_DIRECTIONS = 32
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 FIGURES = ("diameter_um", "drop_grey", "drop_rel", "noise_grey", "trace_share", "darker_share",
-           "on_furrow_share", "furrow_width_um", "furrow_depth", "edge_gap_um", "junction_dark")
+           "outline_share", "shine_share", "on_furrow_share", "furrow_width_um", "furrow_depth",
+           "edge_gap_um", "junction_dark")
 
 
 def _grey(rgb: npt.NDArray[Any]) -> Grey:
-    """Grey levels (0..255) of an RGB image, 8-bit or linear (1.0 = 255)."""
-    scale = 1.0 if rgb.dtype == np.uint8 else 255.0
-    return np.asarray(rgb.astype(np.float32) @ GREY_WEIGHTS * np.float32(scale), np.float32)
+    """Grey levels (0..255) of an RGB image, 8-bit or linear (1.0 = 255; clipped as the
+    8-bit conversion clips, so a pore in saturated shine shows nothing)."""
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(rgb * np.float32(255.0), 0.0, 255.0)
+    return np.asarray(rgb.astype(np.float32) @ GREY_WEIGHTS, np.float32)
 
 
 def _without_pores(geometry: SkinGeometry, keep: npt.NDArray[np.bool_]) -> SkinGeometry:
@@ -82,6 +94,8 @@ class _Scene:
         rng.bit_generator.state = state
         no_pores = _without_pores(self.geometry, np.zeros(len(self.geometry.pore_radii_px), bool))
         self.bare = _grey(render_linear(rng, no_pores, self.params)[0])
+        rng.bit_generator.state = state  # the shine's draws happen whatever its strength
+        self.matt = _grey(render_linear(rng, self.geometry, replace(self.params, shine=0.0))[0])
         self.residual = _grey(self.rgb) - self.clean
         self.distance, self.width = furrow_fields(self.geometry)
         self.junction = junction_darkening(self.geometry, self.params)
@@ -99,6 +113,26 @@ def _nearest_segment(geometry: SkinGeometry, centre: npt.NDArray[Any]) -> int:
     share = np.clip(np.sum((centre - starts) * along, axis=1)
                     / np.maximum(np.sum(along * along, axis=1), 1e-9), 0.0, 1.0)
     return int(np.argmin(np.hypot(*(starts + share[:, None] * along - centre).T)))
+
+
+def _outline_share(scene: _Scene, pore: int, noise_grey: float) -> float:
+    """Share of directions in which the pore's edge shows (see the module docstring)."""
+    geometry = scene.geometry
+    (cx, cy), radius = geometry.pore_centres_px[pore], float(geometry.pore_radii_px[pore])
+    ratio = float(geometry.pore_axis_ratio[pore]) if geometry.pore_axis_ratio is not None else 1.0
+    angle = float(geometry.pore_angle_rad[pore]) if geometry.pore_angle_rad is not None else 0.0
+    t = np.linspace(0.0, 2.0 * np.pi, OUTLINE_DIRECTIONS, endpoint=False)
+    along, across = radius / np.sqrt(ratio) * np.cos(t), radius * np.sqrt(ratio) * np.sin(t)
+    dx = along * np.cos(angle) - across * np.sin(angle)
+    dy = along * np.sin(angle) + across * np.cos(angle)
+
+    def grey_at(scale: float) -> npt.NDArray[np.float32]:
+        map_x = np.asarray(cx + scale * dx - 0.5, np.float32).reshape(1, -1)
+        map_y = np.asarray(cy + scale * dy - 0.5, np.float32).reshape(1, -1)
+        return np.asarray(cv2.remap(scene.clean, map_x, map_y, cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)[0], np.float32)
+
+    return float(np.mean(grey_at(1.5) - grey_at(0.6) > 3.0 * noise_grey))
 
 
 def _pore_record(scene: _Scene, pore: int) -> dict[str, float]:
@@ -128,6 +162,9 @@ def _pore_record(scene: _Scene, pore: int) -> dict[str, float]:
         "noise_grey": noise,
         "trace_share": float(np.mean(drop > 3.0 * noise)),
         "darker_share": float(np.mean(clean[inside] < darkest_before - 3.0 * noise)),
+        "outline_share": _outline_share(scene, pore, noise),
+        "shine_share": float(np.median(
+            ((clean - scene.matt[window]) / np.maximum(clean, 1.0))[inside])),
         "on_furrow_share": float(np.mean(
             (scene.distance[window] < 0.5 * scene.width[window])[inside])),
         "furrow_width_um": float(geometry.edge_width_px[segment]) * um,

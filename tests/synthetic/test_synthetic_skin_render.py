@@ -78,3 +78,43 @@ def test_disc_area_in_frame_matches_a_fine_grid(cx: float, cy: float, radius: fl
     grid_area = float(inside.sum()) * step**2
     exact = disc_area_in_frame_px2(cx, cy, radius, 100.0, 80.0)
     assert abs(exact - grid_area) <= 2 * math.pi * radius * step  # grid error: perimeter x step
+
+
+def test_a_pore_left_out_of_a_frame_changes_it_only_where_that_pore_was() -> None:
+    # benchmarks/skin_pore_visibility.py reads each pore's own contrast this way: the render's
+    # random draws must not depend on the pores
+    from dataclasses import replace
+
+    from appliance.synthetic.skin import synthetic_scene
+    from appliance.synthetic.skin_render import render_linear
+
+    rng, params, geometry = synthetic_scene(11, 3, "wide")
+    state = rng.bit_generator.state
+    with_all = render_linear(rng, geometry, params)[0].mean(axis=2)
+    keep = np.arange(len(geometry.pore_radii_px)) != 0
+    rng.bit_generator.state = state
+    ratio, angle = geometry.pore_axis_ratio, geometry.pore_angle_rad
+    without = render_linear(rng, replace(
+        geometry, pore_centres_px=geometry.pore_centres_px[keep],
+        pore_radii_px=geometry.pore_radii_px[keep],
+        pore_at_junction=geometry.pore_at_junction[keep],
+        pore_axis_ratio=None if ratio is None else ratio[keep],
+        pore_angle_rad=None if angle is None else angle[keep],
+    ), params)[0].mean(axis=2)
+    (cx, cy), radius = geometry.pore_centres_px[0], geometry.pore_radii_px[0]
+    ys, xs = np.mgrid[0:geometry.height_px, 0:geometry.width_px] + 0.5
+    rho = np.hypot(xs - cx, ys - cy)
+    inside = rho < 0.5 * radius
+    assert np.median(1.0 - with_all[inside] / without[inside]) > 0.3  # the pore darkens there
+    far = rho > 2.0 * radius / np.sqrt(0.5) + 16  # beyond its reach and every blur
+    # (the render itself repeats to ~1e-8 only: OpenCV's threads)
+    assert np.abs(with_all[far] - without[far]).max() < 1e-6
+
+
+def test_the_frame_renders_from_its_scene_as_synthetic_frame_delivers_it() -> None:
+    from appliance.synthetic.skin import encode_jpeg, synthetic_frame, synthetic_scene
+    from appliance.synthetic.skin_render import render_rgb
+
+    rng, params, geometry = synthetic_scene(12, 5, "wide")
+    jpeg = encode_jpeg(render_rgb(rng, geometry, params), params.jpeg_quality)
+    assert jpeg == synthetic_frame(12, 5, "wide").jpeg
