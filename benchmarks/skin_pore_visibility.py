@@ -218,6 +218,36 @@ def _quantiles(values: list[float]) -> list[float]:
     return [round(float(q), 3) for q in np.percentile(values, (10, 50, 90))]
 
 
+def _count_errors(frames: list[dict[str, Any]], records: list[dict[str, float]],
+                  counts: Any) -> dict[str, float]:
+    """Median, p90 and signed median of the frames' relative count error against the true
+    pores for which ``counts`` is true (frames without such pores left out)."""
+    true_per_frame = {(f["seed"], f["index"]): 0 for f in frames}
+    for record in records:
+        true_per_frame[(record["seed"], record["index"])] += int(counts(record))
+    signed = [(f["counted"] - true_per_frame[(f["seed"], f["index"])])
+              / true_per_frame[(f["seed"], f["index"])]
+              for f in frames if true_per_frame[(f["seed"], f["index"])]]
+    if not signed:
+        return {}
+    return {"median": round(float(np.median(np.abs(signed))), 4),
+            "p90": round(float(np.percentile(np.abs(signed), 90)), 4),
+            "signed_median": round(float(np.median(signed)), 4)}
+
+
+def _visibility_counts(records: list[dict[str, float]]) -> dict[str, int]:
+    """How many missed (and found) pores show little of themselves."""
+    def tally(name: str, below: float, found: float) -> int:
+        return sum(r[name] < below and r["found"] == found for r in records)
+
+    return {"missed_trace_under_half": tally("trace_share", 0.5, 0.0),
+            "found_trace_under_half": tally("trace_share", 0.5, 1.0),
+            "missed_outline_under_half": tally("outline_share", 0.5, 0.0),
+            "found_outline_under_half": tally("outline_share", 0.5, 1.0),
+            "missed_outline_under_three_quarters": tally("outline_share", 0.75, 0.0),
+            "found_outline_under_three_quarters": tally("outline_share", 0.75, 1.0)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="wide", help="the generator's preset")
@@ -250,9 +280,12 @@ def main() -> None:
                   for name in FIGURES}}
         for kind, want in (("found", 1.0), ("missed", 0.0))
     }
+    errors = {"drawn": _count_errors(frames, records, lambda r: True),
+              "with_a_trace": _count_errors(frames, records, lambda r: r["trace_share"] >= 0.5)}
     print(json.dumps({"benchmark": "skin_pore_visibility", "preset": args.preset,
                       "seeds": args.seeds, "frames": [args.first, args.last],
-                      **summary, "load_average": load_average()}))
+                      **summary, **_visibility_counts(records), "pore_count_error": errors,
+                      "load_average": load_average()}))
 
 
 if __name__ == "__main__":
