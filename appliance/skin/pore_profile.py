@@ -38,6 +38,7 @@ ARM_LEVEL = 0.5
 # only (the median, median + 20 µm, each ray's own rim and the 75th percentile + 20 / 40 µm
 # were tried; docs/experiments/README.md "pore-outer-rim").
 OUTER_RIM = 3 * RAY_COUNT // 4
+OUTLINE_INSIDE, OUTLINE_OUTSIDE = 0.6, 1.5  # where a pit's outline is read, in rim radii
 END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
 SHAPE_CHUNK = 128  # candidates profiled at a time (speed only: the arrays stay in the cache)
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
@@ -173,6 +174,7 @@ class Shape:
     arm_count: np.ndarray  # furrow arms leaving the pit (``arm_count``): a junction has >= 3
     ends: np.ndarray  # depth just beyond the rim at the ends of the longest diameter
     arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
+    outline: np.ndarray  # light just inside the rim over just outside it (``outline_of``)
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -225,6 +227,30 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     start = np.minimum(outer, rays.radii_px[-1] - reach)  # the rays end at RAY_REACH_UM
     floor: np.ndarray = _window_min(rays, start, reach).max(axis=1)
     return count, floor
+
+
+def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
+    """How closed each pit's dark outline is, in light (1 - depth): per ray the light at
+    ``OUTLINE_INSIDE`` of the rim radius over the light at ``OUTLINE_OUTSIDE`` rims, the
+    second-highest of the rays (one ray may meet something darker: a hair, another pit).
+
+    A pore multiplies the light of whatever it lies on, so the light rises beyond its rim in
+    every direction, towards a furrow it touches too; along a junction's arms or a furrow it
+    stays (about 1)."""
+    radii, rows = rays.radii_px, np.arange(len(radius))
+
+    def light_at(scale: float) -> np.ndarray:
+        at = np.clip(scale * radius, radii[0], radii[-1])
+        inner = np.clip(np.searchsorted(radii, at) - 1, 0, len(radii) - 2)
+        share = ((at - radii[inner]) / (radii[inner + 1] - radii[inner]))[:, None]
+        depth = rays.depth[rows, inner] * (1.0 - share) + rays.depth[rows, inner + 1] * share
+        result: np.ndarray = 1.0 - depth
+        return result
+
+    ratios = np.sort(light_at(OUTLINE_INSIDE) / np.maximum(light_at(OUTLINE_OUTSIDE), 1e-3),
+                     axis=1)
+    result: np.ndarray = ratios[:, -2]
+    return result
 
 
 def _window_min(rays: Profiles, start: np.ndarray, reach: float) -> np.ndarray:
@@ -284,7 +310,7 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor)
+                 elongation, count, ends, arm_floor, outline_of(rays, radius))
 
 
 @dataclass(frozen=True)

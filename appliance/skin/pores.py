@@ -138,9 +138,20 @@ class PoreRule:
     # scenes, own generator only: objective 0.5165 -> 0.5061; 1.7 scores 0.4976 but profiles
     # 4x the pits of a mixed frame.
     hill_max_arms: float = 0.75
+    # A pit whose dark outline is closed in light (pore_profile.outline_of at most this: the
+    # light rises beyond its rim by a fifth in every direction but one) is a pore even where
+    # the junction or pit tests, which compare depths, fail: a pore multiplies the light of
+    # whatever lies under it, so one touching a furrow as dark as itself still closes. It
+    # must pass the tests every pore passes and not be a dash (a short deeper stretch of
+    # furrow closes too). Chosen on seeds 11/12 (own generator only) among 0.70-0.85, read
+    # at 0.6 / 1.5 or 2 rims, with the worst or second-worst ray; docs/measurement.md "Pores".
+    outline_max_ratio: float = 0.8
 
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
+# the depth comparisons a pit with a closed outline passes (not the dash test, nor those every
+# pore passes: strand, closed, size, colour)
+OUTLINE_PASSES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than_arms", "round")
 
 
 HILL_RING_UM = 80.0  # where a pit's neighbouring furrows are looked for before profiling
@@ -254,15 +265,19 @@ def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray
 
     Every pit is judged as what could be a junction (``junction_tests``); a pit with at most
     ``PIT_MAX_ARMS`` furrow arms that fails those is judged again against its own surround
-    (``pit_tests``), and those are the verdicts reported for it.
+    (``pit_tests``), and those are the verdicts reported for it. A pit whose dark outline is
+    closed in light (``rule.outline_max_ratio``) passes the depth comparisons either way.
     """
     common = _common_tests(found, rule)  # the same verdicts either way
     as_junction = {**junction_tests(found, rule), **common}
     as_pit = pit_tests(found, rule)
     retry = (found.shape.arm_count <= PIT_MAX_ARMS) & ~np.logical_and.reduce(
         list(as_junction.values()))
-    return {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
-            for name, verdict in as_junction.items()}
+    verdicts = {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
+                for name, verdict in as_junction.items()}
+    closed_outline = found.shape.outline <= rule.outline_max_ratio
+    return {name: verdict | closed_outline if name in OUTLINE_PASSES else verdict
+            for name, verdict in verdicts.items()}
 
 
 def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
