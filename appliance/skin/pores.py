@@ -186,7 +186,7 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     depth = cv2.GaussianBlur(prepared.depth_work, (0, 0), SMOOTH_PX)
     every_4th = np.ascontiguousarray(depth[::2, ::2]).ravel()  # every 4th pixel: same median
     on_furrows = np.compress(np.ascontiguousarray(furrows[::2, ::2]).ravel(), every_4th)
-    contrast = float(np.median(on_furrows)) if on_furrows.size else 0.0
+    contrast = median_of(on_furrows) if on_furrows.size else 0.0
     furrow_floor = max(contrast, 0.05)
     fine = cv2.GaussianBlur(prepared.depth_fine, (5, 5), FINE_SMOOTH_PX)
     found = candidates(depth, furrow_floor)
@@ -213,6 +213,19 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
                       prepared.um_per_work_px, centres_work[~deep])
+
+
+def median_of(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D array, the same value: the array is partitioned about its upper
+    middle element alone, and the lower middle (even counts) is the largest element below it
+    (numpy partitions about both middles at once, which takes several times longer)."""
+    middle = len(values) // 2
+    part = np.partition(values, middle)
+    if np.isnan(part[-1]):  # a partition places NaN last; np.median then reads NaN
+        return float("nan")
+    if len(values) % 2:
+        return float(part[middle])
+    return float(np.mean([part[:middle].max(), part[middle]]))
 
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,

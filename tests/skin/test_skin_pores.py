@@ -309,3 +309,15 @@ def test_the_arm_windows_gather_exactly_the_radii_a_mask_would_keep() -> None:
     inside = (radii[None, :] >= start[:, None]) & (radii[None, :] <= start[:, None] + 8.0)
     masked = np.where(inside[:, :, None], rays.depth, np.inf).min(axis=1)
     assert np.array_equal(_window_min(rays, start, 8.0), masked)
+
+
+def test_the_furrow_contrast_median_is_numpys_to_the_bit() -> None:
+    from appliance.skin.pores import median_of
+
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 3, 4, 51604, 48979):  # even and odd counts, as furrow samples come
+        for values in (rng.random(size).astype(np.float32), np.round(rng.random(size) * 4)):
+            assert median_of(values) == float(np.median(values))
+    with_nan = rng.random(1000)
+    with_nan[17] = np.nan
+    assert np.isnan(median_of(with_nan))
