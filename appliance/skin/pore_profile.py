@@ -148,10 +148,11 @@ def candidates(depth: np.ndarray, furrow_floor: float) -> np.ndarray:
 def crossing(values: np.ndarray, level: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """Per row, the radius where ``values`` first falls below ``level`` (linear, px)."""
     below = values < level[:, None]
-    first = np.where(below.any(axis=1), below.argmax(axis=1), values.shape[1] - 1)
+    first = below.argmax(axis=1)  # 0 where none is below, as where the first one is
+    starts = np.arange(0, values.size, values.shape[1])  # each row's flat index
+    first[~np.take(below, starts + first)] = values.shape[1] - 1  # none below: the last
     inner = np.maximum(first - 1, 0)
-    rows = np.arange(len(values))
-    v0, v1 = values[rows, inner], values[rows, first]
+    v0, v1 = np.take(values, starts + inner), np.take(values, starts + first)
     r0 = np.where(first > 0, radii[inner], 0.0)
     span = np.where(np.abs(v0 - v1) > 1e-9, (v0 - level) / (v0 - v1 + 1e-12), 0.0)
     crossed: np.ndarray = r0 + np.clip(span, 0.0, 1.0) * (radii[first] - r0)

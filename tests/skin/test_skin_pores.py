@@ -321,3 +321,17 @@ def test_the_furrow_contrast_median_is_numpys_to_the_bit() -> None:
     with_nan = rng.random(1000)
     with_nan[17] = np.nan
     assert np.isnan(median_of(with_nan))
+
+
+def test_a_ray_crosses_the_level_where_it_first_falls_below_it() -> None:
+    from appliance.skin.pore_profile import crossing
+
+    radii = np.array([0.0, 1.0, 2.0, 3.0])
+    values = np.array([
+        [1.0, 0.8, 0.4, 0.2],  # falls below 0.6 between radius 1 and 2: halfway
+        [0.5, 0.9, 0.1, 0.0],  # below at the centre already: radius 0
+        [1.0, 0.9, 0.8, 0.7],  # never below: the last radius
+        [1.0, 0.2, 0.9, 0.1],  # the first fall counts, not a later one
+    ])
+    level = np.array([0.6, 0.6, 0.6, 0.6])
+    assert np.allclose(crossing(values, level, radii), [1.5, 0.0, 3.0, 0.5], atol=1e-9)
