@@ -232,13 +232,16 @@ def _window_min(rays: Profiles, start: np.ndarray, reach: float) -> np.ndarray:
     """Per candidate and ray, the shallowest depth at the radii from ``start`` to ``start +
     reach`` (inf where none): only the few samples of each window are gathered, not every
     radius masked."""
-    radii = rays.radii_px
+    radii, (count, length, rays_per_pit) = rays.radii_px, rays.depth.shape
     first = np.searchsorted(radii, start, side="left")  # radii >= start
     stop = np.searchsorted(radii, start + reach, side="right")  # radii <= start + reach
     index = first[:, None] + np.arange(int(reach / RAY_STEP_PX) + 2)[None, :]
     inside = index < stop[:, None]
-    taken = np.take_along_axis(rays.depth, np.minimum(index, len(radii) - 1)[:, :, None], axis=1)
-    result: np.ndarray = np.where(inside[:, :, None], taken, np.inf).min(axis=1)
+    # the window's radii, each a row of all the rays: rows of (candidates * radii, rays)
+    row = np.arange(count)[:, None] * length + np.minimum(index, length - 1)
+    taken = np.take(rays.depth.reshape(count * length, rays_per_pit), row, axis=0)
+    taken[~inside] = np.inf
+    result: np.ndarray = taken.min(axis=1)
     return result
 
 
