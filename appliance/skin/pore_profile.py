@@ -371,22 +371,41 @@ def blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> 
     around reads within ``RED_CLIP_BAND`` of 255 green takes over, blended, so the score moves
     smoothly with the frame's brightness.
     """
-    planes = list(cv2.split(rgb))  # contiguous R, G, B planes, once per frame
-    pit = [bilinear(plane, centres[:, 0], centres[:, 1]) for plane in planes]
-    shares = [_melanin_share(planes, pit, centres, radius_px + reach)
+    pit = _planes(colour_at(rgb, centres[:, 0], centres[:, 1]))
+    shares = [_melanin_share(rgb, pit, centres, radius_px + reach)
               for reach in PIGMENT_RINGS_PX]
     share: np.ndarray = np.maximum(*shares)
     return share
 
 
-def _melanin_share(planes: list[np.ndarray], pit: list[np.ndarray], centres: np.ndarray,
+def colour_at(rgb: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """``bilinear`` of each plane of an RGB uint8 image, the three at once: (*xs.shape, 3)."""
+    height, width = rgb.shape[:2]
+    xs = np.clip(xs, 0.0, width - 1.001)
+    ys = np.clip(ys, 0.0, height - 1.001)
+    x0, y0 = xs.astype(np.intp), ys.astype(np.intp)
+    fx, fy = (xs - x0)[..., None], (ys - y0)[..., None]
+    pixels = rgb.reshape(-1, 3)
+    index = y0 * width + x0
+    top = pixels[index] * (1 - fx) + pixels[index + 1] * fx
+    bottom = pixels[index + width] * (1 - fx) + pixels[index + width + 1] * fx
+    result: np.ndarray = top * (1 - fy) + bottom * fy
+    return result
+
+
+def _planes(colours: np.ndarray) -> list[np.ndarray]:
+    """The R, G and B columns of (N, 3) colours, each a contiguous (N,) array."""
+    return list(np.ascontiguousarray(colours.T))
+
+
+def _melanin_share(rgb: np.ndarray, pit: list[np.ndarray], centres: np.ndarray,
                    ring_px: np.ndarray) -> np.ndarray:
     """``blue_excess`` of pits whose R, G, B values are ``pit``, against the skin on one ring of
-    radius ``ring_px`` (work px) in the colour ``planes``."""
+    radius ``ring_px`` (work px) in the colour image ``rgb``."""
     angles = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
     out = ring_px[:, None]
     xs, ys = centres[:, :1] + out * np.cos(angles), centres[:, 1:] + out * np.sin(angles)
-    skin = [np.median(bilinear(plane, xs, ys), axis=1) for plane in planes]
+    skin = _planes(_ray_median(colour_at(rgb, xs, ys)))
     red_drop, green_drop, blue_drop = (np.log(s + 1.0) - np.log(p + 1.0)
                                        for s, p in zip(skin, pit, strict=True))
     by_red = np.maximum(
@@ -397,6 +416,17 @@ def _melanin_share(planes: list[np.ndarray], pit: list[np.ndarray], centres: np.
     red_ok = np.clip((255.0 - skin[0]) / RED_CLIP_BAND - 1.0, 0.0, 1.0)
     share: np.ndarray = red_ok * by_red + (1.0 - red_ok) * by_green
     return share
+
+
+def _ray_median(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=1)`` of finite values: the middle of the sorted rays, or the
+    mean of the two middle ones (as np.median takes it: their sum halved)."""
+    ordered = np.sort(values, axis=1)
+    middle = values.shape[1] // 2
+    if values.shape[1] % 2:
+        return ordered[:, middle]
+    result: np.ndarray = (ordered[:, middle - 1] + ordered[:, middle]) / 2.0
+    return result
 
 
 def ring_of(depth: np.ndarray, centres: np.ndarray, radius_px: float) -> np.ndarray:

@@ -335,3 +335,16 @@ def test_a_ray_crosses_the_level_where_it_first_falls_below_it() -> None:
     ])
     level = np.array([0.6, 0.6, 0.6, 0.6])
     assert np.allclose(crossing(values, level, radii), [1.5, 0.0, 3.0, 0.5], atol=1e-9)
+
+
+def test_the_colour_of_a_point_is_each_planes_own_reading() -> None:
+    from appliance.skin.pore_profile import bilinear, colour_at
+
+    rng = np.random.default_rng(9)
+    rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    xs, ys = rng.uniform(-3.0, 53.0, (7, 16)), rng.uniform(-3.0, 43.0, (7, 16))
+    colours = colour_at(rgb, xs, ys)
+    assert colours.shape == (7, 16, 3)
+    for plane in range(3):
+        assert np.array_equal(colours[..., plane],
+                              bilinear(np.ascontiguousarray(rgb[..., plane]), xs, ys))
