@@ -56,6 +56,7 @@ from appliance.skin.pore_profile import (
     candidates,
     junction_sample,
     local_junction_floor,
+    median_of,
     ring_of,
     second_furrow,
     shape_of,
@@ -213,19 +214,6 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
                       prepared.um_per_work_px, centres_work[~deep])
-
-
-def median_of(values: np.ndarray) -> float:
-    """``np.median`` of a 1-D array, the same value: the array is partitioned about its upper
-    middle element alone, and the lower middle (even counts) is the largest element below it
-    (numpy partitions about both middles at once, which takes several times longer)."""
-    middle = len(values) // 2
-    part = np.partition(values, middle)
-    if np.isnan(part[-1]):  # a partition places NaN last; np.median then reads NaN
-        return float("nan")
-    if len(values) % 2:
-        return float(part[middle])
-    return float(np.mean([part[:middle].max(), part[middle]]))
 
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,

@@ -312,7 +312,7 @@ def test_the_arm_windows_gather_exactly_the_radii_a_mask_would_keep() -> None:
 
 
 def test_the_furrow_contrast_median_is_numpys_to_the_bit() -> None:
-    from appliance.skin.pores import median_of
+    from appliance.skin.pore_profile import median_of
 
     rng = np.random.default_rng(5)
     for size in (1, 2, 3, 4, 51604, 48979):  # even and odd counts, as furrow samples come
