@@ -300,7 +300,7 @@ class Junctions:
 
 
 def median_of(values: np.ndarray) -> float:
-    """``np.median`` of a 1-D array, the same value: the array is partitioned about its upper
+    """``np.median`` of a non-empty 1-D array, the same value: it is partitioned about its upper
     middle element alone, and the lower middle (even counts) is the largest element below it
     (numpy partitions about both middles at once, which takes several times longer)."""
     middle = len(values) // 2
