@@ -114,11 +114,11 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
         keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
-    all_keys, order = _sort_order(np.concatenate(keys), span * span)
+    all_keys, order = sort_order(np.concatenate(keys), span * span)
     return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order])
 
 
-def _sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
+def sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
     """The keys sorted, and the order that sorts them.
 
     Key and index packed into one int64 and sorted by value is twice as fast as argsort.

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.skin.borders import CrackMasks
+from appliance.skin.borders import CrackMasks, sort_order
 
 HILL_LEVEL = 0.02  # valley response, in units of the hill level: below a faint furrow
 # A hill's core: no valley at all. Fitted on the project's generator only (seeds 11 and 12,
@@ -208,8 +208,7 @@ def _sibling_borders(
     all_keys = np.concatenate(keys)
     if len(all_keys) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
-    order = np.argsort(all_keys)
-    sorted_keys = all_keys[order]
+    sorted_keys, order = sort_order(all_keys, span * span)
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     on_furrow = (np.concatenate(deepest)[order] > FURROW_LEVEL).view(np.uint8)
     share = np.add.reduceat(on_furrow, starts, dtype=np.int64) / np.diff(
@@ -323,8 +322,7 @@ def _hair_borders(
     all_keys = np.concatenate(keys)
     if len(all_keys) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    order = np.argsort(all_keys)
-    sorted_keys = all_keys[order]
+    sorted_keys, order = sort_order(all_keys, span * span)
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     under = np.add.reduceat(np.concatenate(covered)[order].view(np.uint8), starts, dtype=np.int64)
     total = np.diff(np.r_[starts, len(sorted_keys)])

@@ -149,10 +149,11 @@ def candidates(depth: np.ndarray, furrow_floor: float) -> np.ndarray:
 def crossing(values: np.ndarray, level: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """Per row, the radius where ``values`` first falls below ``level`` (linear, px)."""
     below = values < level[:, None]
-    first = np.where(below.any(axis=1), below.argmax(axis=1), values.shape[1] - 1)
+    first = below.argmax(axis=1)  # 0 where none is below, as where the first one is
+    starts = np.arange(0, values.size, values.shape[1])  # each row's flat index
+    first[~np.take(below, starts + first)] = values.shape[1] - 1  # none below: the last
     inner = np.maximum(first - 1, 0)
-    rows = np.arange(len(values))
-    v0, v1 = values[rows, inner], values[rows, first]
+    v0, v1 = np.take(values, starts + inner), np.take(values, starts + first)
     r0 = np.where(first > 0, radii[inner], 0.0)
     span = np.where(np.abs(v0 - v1) > 1e-9, (v0 - level) / (v0 - v1 + 1e-12), 0.0)
     crossed: np.ndarray = r0 + np.clip(span, 0.0, 1.0) * (radii[first] - r0)
@@ -257,13 +258,16 @@ def _window_min(rays: Profiles, start: np.ndarray, reach: float) -> np.ndarray:
     """Per candidate and ray, the shallowest depth at the radii from ``start`` to ``start +
     reach`` (inf where none): only the few samples of each window are gathered, not every
     radius masked."""
-    radii = rays.radii_px
+    radii, (count, length, rays_per_pit) = rays.radii_px, rays.depth.shape
     first = np.searchsorted(radii, start, side="left")  # radii >= start
     stop = np.searchsorted(radii, start + reach, side="right")  # radii <= start + reach
     index = first[:, None] + np.arange(int(reach / RAY_STEP_PX) + 2)[None, :]
     inside = index < stop[:, None]
-    taken = np.take_along_axis(rays.depth, np.minimum(index, len(radii) - 1)[:, :, None], axis=1)
-    result: np.ndarray = np.where(inside[:, :, None], taken, np.inf).min(axis=1)
+    # the window's radii, each a row of all the rays: rows of (candidates * radii, rays)
+    row = np.arange(count)[:, None] * length + np.minimum(index, length - 1)
+    taken = np.take(rays.depth.reshape(count * length, rays_per_pit), row, axis=0)
+    taken[~inside] = np.inf
+    result: np.ndarray = taken.min(axis=1)
     return result
 
 
@@ -321,6 +325,19 @@ class Junctions:
     gap_px: float  # as measured (blurred), to compare with candidates measured alike
 
 
+def median_of(values: np.ndarray) -> float:
+    """``np.median`` of a non-empty 1-D array, the same value: it is partitioned about its upper
+    middle element alone, and the lower middle (even counts) is the largest element below it
+    (numpy partitions about both middles at once, which takes several times longer)."""
+    middle = len(values) // 2
+    part = np.partition(values, middle)
+    if np.isnan(part[-1]):  # a partition places NaN last; np.median then reads NaN
+        return float("nan")
+    if len(values) % 2:
+        return float(part[middle])
+    return float(np.mean([part[:middle].max(), part[middle]]))
+
+
 def junction_sample(count: int) -> np.ndarray:
     """Indices of an evenly spread sample of ``count`` candidates (about ``JUNCTION_SAMPLE``)."""
     return np.arange(0, count, max(1, count // JUNCTION_SAMPLE))
@@ -331,7 +348,7 @@ def typical_junction(sample: Shape) -> Junctions:
     the great majority of candidates are junctions)."""
     if len(sample.floor) == 0:
         return Junctions(1.0, 1.0)
-    return Junctions(float(np.median(sample.floor)), float(np.median(sample.gap_px)))
+    return Junctions(median_of(sample.floor), median_of(sample.gap_px))
 
 
 def to_fine(prepared: Prepared, centres_work: np.ndarray, depth_fine: np.ndarray) -> np.ndarray:
@@ -367,14 +384,12 @@ def local_junction_floor(shape: tuple[int, int], centres: np.ndarray,
     step_y, step_x = shape[0] / grid[0], shape[1] / grid[1]
     rows = np.clip((centres[:, 1] / step_y).astype(np.intp), 0, grid[0] - 1)
     cols = np.clip((centres[:, 0] / step_x).astype(np.intp), 0, grid[1] - 1)
-    medians = np.full(grid, float(np.median(floor)))
+    medians = np.full(grid, median_of(floor))
     cell = rows * grid[1] + cols
     order = np.argsort(cell, kind="stable")
     bounds = np.searchsorted(cell[order], np.arange(grid[0] * grid[1] + 1))
-    for index in range(grid[0] * grid[1]):
-        members = order[bounds[index]:bounds[index + 1]]
-        if len(members) >= LOCAL_MIN_CANDIDATES:
-            medians.flat[index] = np.median(floor[members])
+    for index in np.flatnonzero(np.diff(bounds) >= LOCAL_MIN_CANDIDATES):
+        medians.flat[index] = median_of(floor[order[bounds[index]:bounds[index + 1]]])
     padded = np.pad(medians, 1, mode="edge")  # tile i's centre is padded index i + 1
     local: np.ndarray = bilinear(padded, centres[:, 0] / step_x + 0.5,
                                  centres[:, 1] / step_y + 0.5)
@@ -393,22 +408,41 @@ def blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> 
     around reads within ``RED_CLIP_BAND`` of 255 green takes over, blended, so the score moves
     smoothly with the frame's brightness.
     """
-    planes = list(cv2.split(rgb))  # contiguous R, G, B planes, once per frame
-    pit = [bilinear(plane, centres[:, 0], centres[:, 1]) for plane in planes]
-    shares = [_melanin_share(planes, pit, centres, radius_px + reach)
+    pit = _planes(colour_at(rgb, centres[:, 0], centres[:, 1]))
+    shares = [_melanin_share(rgb, pit, centres, radius_px + reach)
               for reach in PIGMENT_RINGS_PX]
     share: np.ndarray = np.maximum(*shares)
     return share
 
 
-def _melanin_share(planes: list[np.ndarray], pit: list[np.ndarray], centres: np.ndarray,
+def colour_at(rgb: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """``bilinear`` of each plane of an RGB uint8 image, the three at once: (*xs.shape, 3)."""
+    height, width = rgb.shape[:2]
+    xs = np.clip(xs, 0.0, width - 1.001)
+    ys = np.clip(ys, 0.0, height - 1.001)
+    x0, y0 = xs.astype(np.intp), ys.astype(np.intp)
+    fx, fy = (xs - x0)[..., None], (ys - y0)[..., None]
+    pixels = rgb.reshape(-1, 3)
+    index = y0 * width + x0
+    top = pixels[index] * (1 - fx) + pixels[index + 1] * fx
+    bottom = pixels[index + width] * (1 - fx) + pixels[index + width + 1] * fx
+    result: np.ndarray = top * (1 - fy) + bottom * fy
+    return result
+
+
+def _planes(colours: np.ndarray) -> list[np.ndarray]:
+    """The R, G and B columns of (N, 3) colours, each a contiguous (N,) array."""
+    return list(np.ascontiguousarray(colours.T))
+
+
+def _melanin_share(rgb: np.ndarray, pit: list[np.ndarray], centres: np.ndarray,
                    ring_px: np.ndarray) -> np.ndarray:
     """``blue_excess`` of pits whose R, G, B values are ``pit``, against the skin on one ring of
-    radius ``ring_px`` (work px) in the colour ``planes``."""
+    radius ``ring_px`` (work px) in the colour image ``rgb``."""
     angles = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
     out = ring_px[:, None]
     xs, ys = centres[:, :1] + out * np.cos(angles), centres[:, 1:] + out * np.sin(angles)
-    skin = [np.median(bilinear(plane, xs, ys), axis=1) for plane in planes]
+    skin = _planes(_ray_median(colour_at(rgb, xs, ys)))
     red_drop, green_drop, blue_drop = (np.log(s + 1.0) - np.log(p + 1.0)
                                        for s, p in zip(skin, pit, strict=True))
     by_red = np.maximum(
@@ -419,6 +453,17 @@ def _melanin_share(planes: list[np.ndarray], pit: list[np.ndarray], centres: np.
     red_ok = np.clip((255.0 - skin[0]) / RED_CLIP_BAND - 1.0, 0.0, 1.0)
     share: np.ndarray = red_ok * by_red + (1.0 - red_ok) * by_green
     return share
+
+
+def _ray_median(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=1)`` of finite values: the middle of the sorted rays, or the
+    mean of the two middle ones (as np.median takes it: their sum halved)."""
+    ordered = np.sort(values, axis=1)
+    middle = values.shape[1] // 2
+    if values.shape[1] % 2:
+        return ordered[:, middle]
+    result: np.ndarray = (ordered[:, middle - 1] + ordered[:, middle]) / 2.0
+    return result
 
 
 def ring_of(depth: np.ndarray, centres: np.ndarray, radius_px: float) -> np.ndarray:

@@ -56,6 +56,7 @@ from appliance.skin.pore_profile import (
     candidates,
     junction_sample,
     local_junction_floor,
+    median_of,
     ring_of,
     second_furrow,
     shape_of,
@@ -197,7 +198,7 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     depth = cv2.GaussianBlur(prepared.depth_work, (0, 0), SMOOTH_PX)
     every_4th = np.ascontiguousarray(depth[::2, ::2]).ravel()  # every 4th pixel: same median
     on_furrows = np.compress(np.ascontiguousarray(furrows[::2, ::2]).ravel(), every_4th)
-    contrast = float(np.median(on_furrows)) if on_furrows.size else 0.0
+    contrast = median_of(on_furrows) if on_furrows.size else 0.0
     furrow_floor = max(contrast, 0.05)
     fine = cv2.GaussianBlur(prepared.depth_fine, (5, 5), FINE_SMOOTH_PX)
     found = candidates(depth, furrow_floor)

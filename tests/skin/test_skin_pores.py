@@ -328,3 +328,42 @@ def test_pores_touching_furrows_as_dark_as_themselves_are_counted() -> None:
                     if not at_junction]
     assert sum(off_junction) >= 25  # of 37
     assert analysis.features.pore_count == pytest.approx(frame.truth["pore_count"], rel=0.15)
+
+
+def test_the_furrow_contrast_median_is_numpys_to_the_bit() -> None:
+    from appliance.skin.pore_profile import median_of
+
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 3, 4, 51604, 48979):  # even and odd counts, as furrow samples come
+        for values in (rng.random(size).astype(np.float32), np.round(rng.random(size) * 4)):
+            assert median_of(values) == float(np.median(values))
+    with_nan = rng.random(1000)
+    with_nan[17] = np.nan
+    assert np.isnan(median_of(with_nan))
+
+
+def test_a_ray_crosses_the_level_where_it_first_falls_below_it() -> None:
+    from appliance.skin.pore_profile import crossing
+
+    radii = np.array([0.0, 1.0, 2.0, 3.0])
+    values = np.array([
+        [1.0, 0.8, 0.4, 0.2],  # falls below 0.6 between radius 1 and 2: halfway
+        [0.5, 0.9, 0.1, 0.0],  # below at the centre already: radius 0
+        [1.0, 0.9, 0.8, 0.7],  # never below: the last radius
+        [1.0, 0.2, 0.9, 0.1],  # the first fall counts, not a later one
+    ])
+    level = np.array([0.6, 0.6, 0.6, 0.6])
+    assert np.allclose(crossing(values, level, radii), [1.5, 0.0, 3.0, 0.5], atol=1e-9)
+
+
+def test_the_colour_of_a_point_is_each_planes_own_reading() -> None:
+    from appliance.skin.pore_profile import bilinear, colour_at
+
+    rng = np.random.default_rng(9)
+    rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    xs, ys = rng.uniform(-3.0, 53.0, (7, 16)), rng.uniform(-3.0, 43.0, (7, 16))
+    colours = colour_at(rgb, xs, ys)
+    assert colours.shape == (7, 16, 3)
+    for plane in range(3):
+        assert np.array_equal(colours[..., plane],
+                              bilinear(np.ascontiguousarray(rgb[..., plane]), xs, ys))
