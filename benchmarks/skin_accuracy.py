@@ -181,7 +181,7 @@ def _pores_in_skin_window(rgb: np.ndarray, back: np.ndarray) -> float:
     Moving the camera changes which pores the frame holds; this count follows the same skin.
     """
     analysis = analyze(rgb, 10.0)
-    centres = (analysis.pores.centres_work_px + 0.5) * analysis.frame_px_per_work_px - 0.5
+    centres = analysis.pore_centres_frame_px()
     original = centres @ back[:, :2].T + back[:, 2]
     inside = (np.abs(original[:, 0] - 640.0) < WINDOW_W / 2) & (
         np.abs(original[:, 1] - 480.0) < WINDOW_H / 2

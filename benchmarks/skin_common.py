@@ -93,3 +93,11 @@ def error_summary(
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages (the machine is shared; read figures with them)."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def nearest_segment(starts: np.ndarray, ends: np.ndarray, point: np.ndarray) -> int:
+    """Index of the segment (``starts[i]`` to ``ends[i]``, (E, 2) each) nearest to a point."""
+    along = ends - starts
+    share = np.clip(np.sum((point - starts) * along, axis=1)
+                    / np.maximum(np.sum(along * along, axis=1), 1e-9), 0.0, 1.0)
+    return int(np.argmin(np.hypot(*(starts + share[:, None] * along - point).T)))

@@ -26,7 +26,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from skin_common import int_at_least, load_average
+from skin_common import int_at_least, load_average, nearest_segment
 
 from appliance.skin.analysis import analyze
 from appliance.skin.pores import measure_candidates, pore_tests
@@ -60,11 +60,7 @@ def _segment_kind(frame: _Frame, centre: np.ndarray) -> str | None:
     typical one (None where the renderer does not say)."""
     if frame.segments_px is None or frame.segment_depth is None or frame.segment_width is None:
         return None
-    starts, ends = frame.segments_px[:, 0], frame.segments_px[:, 1]
-    along = ends - starts
-    share = np.clip(np.sum((centre - starts) * along, axis=1)
-                    / np.maximum(np.sum(along * along, axis=1), 1e-9), 0.0, 1.0)
-    nearest = int(np.argmin(np.hypot(*(starts + share[:, None] * along - centre).T)))
+    nearest = nearest_segment(frame.segments_px[:, 0], frame.segments_px[:, 1], centre)
     deeper = frame.segment_depth[nearest] > DEEPER_SEGMENT
     wider = frame.segment_width[nearest] > WIDER_SEGMENT
     return {(True, True): "deeper_and_wider", (True, False): "deeper",

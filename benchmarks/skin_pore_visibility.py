@@ -45,7 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from skin_common import int_at_least, load_average
+from skin_common import int_at_least, load_average, nearest_segment
 
 from appliance.skin.analysis import analyze
 from appliance.synthetic.skin import decode_jpeg, encode_jpeg, synthetic_scene
@@ -106,15 +106,6 @@ class _Scene:
         return pore_field(_without_pores(self.geometry, keep)) >= 0.5
 
 
-def _nearest_segment(geometry: SkinGeometry, centre: npt.NDArray[Any]) -> int:
-    """Index of the furrow centre line nearest to a point."""
-    starts = geometry.vertices_px[geometry.edges[:, 0]]
-    along = geometry.vertices_px[geometry.edges[:, 1]] - starts
-    share = np.clip(np.sum((centre - starts) * along, axis=1)
-                    / np.maximum(np.sum(along * along, axis=1), 1e-9), 0.0, 1.0)
-    return int(np.argmin(np.hypot(*(starts + share[:, None] * along - centre).T)))
-
-
 def _outline_share(scene: _Scene, pore: int, noise_grey: float) -> float:
     """Share of directions in which the pore's edge shows (see the module docstring)."""
     geometry = scene.geometry
@@ -152,7 +143,8 @@ def _pore_record(scene: _Scene, pore: int) -> dict[str, float]:
     clean, bare, inside = scene.clean[window], scene.bare[window], disc[window]
     drop = (bare - clean)[inside]
     darkest_before = float(np.percentile(bare[around], 2))
-    segment = _nearest_segment(geometry, np.array([cx, cy]))
+    segment = nearest_segment(geometry.vertices_px[geometry.edges[:, 0]],
+                              geometry.vertices_px[geometry.edges[:, 1]], np.array([cx, cy]))
     depth = geometry.edge_depth[segment] if geometry.edge_depth is not None else 1.0
     row, col = min(int(cy), geometry.height_px - 1), min(int(cx), geometry.width_px - 1)
     return {
@@ -180,7 +172,7 @@ def _found(scene: _Scene) -> tuple[npt.NDArray[np.bool_], int]:
     """Which true pores ``analyze`` counts (a counted pore within the radius or 40 µm), and
     how many it counts."""
     result = analyze(scene.rgb, scene.params.um_per_px)
-    counted = (result.pores.centres_work_px + 0.5) * result.frame_px_per_work_px - 0.5
+    counted = result.pore_centres_frame_px()
     centres, radii = scene.geometry.pore_centres_px, scene.geometry.pore_radii_px
     if not len(counted) or not len(centres):
         return np.zeros(len(centres), dtype=np.bool_), len(counted)

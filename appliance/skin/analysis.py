@@ -39,6 +39,12 @@ class SkinAnalysis:
     frame_px_per_work_px: float  # to draw work-scale geometry on the frame
     validity: Validity  # what lies outside the validated range (docs/measurement.md)
 
+    def pore_centres_frame_px(self) -> np.ndarray:
+        """The counted pores' centres in frame pixels (x, y; pixel centres at integers), from
+        their work-scale centres."""
+        centres: np.ndarray = (self.pores.centres_work_px + 0.5) * self.frame_px_per_work_px - 0.5
+        return centres
+
 
 def kime_score(hill_density_per_mm2: float, furrow_mean_width_um: float) -> float:
     """Texture fineness 0-100 (higher = finer) from hill density and furrow width.

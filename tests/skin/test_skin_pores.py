@@ -55,7 +55,7 @@ def test_a_pore_on_a_junction_is_one_pore_measured_by_its_own_rim(seed: int) -> 
     analysis, geometry = _scene(seed, (150.0,))
     assert analysis.features.pore_count == 1
     assert analysis.features.pore_mean_diameter_um == pytest.approx(150.0, rel=0.12)
-    found = (analysis.pores.centres_work_px[0] + 0.5) * analysis.frame_px_per_work_px - 0.5
+    found = analysis.pore_centres_frame_px()[0]
     assert np.hypot(*(found - geometry.pore_centres_px[0])) < 6.0  # px
 
 
@@ -138,7 +138,7 @@ def _hill_pores_found(diameter_um: float, extras: dict[str, float]) -> int:
     for seed in SEEDS:
         scene = hill_scene(seed, (diameter_um,) * 4, **extras)
         analysis = analyze(scene.rgb, scene.um_per_px)
-        centres = (analysis.pores.centres_work_px + 0.5) * analysis.frame_px_per_work_px - 0.5
+        centres = analysis.pore_centres_frame_px()
         for centre in scene.geometry.pore_centres_px:
             found += int(bool(len(centres)) and np.min(np.hypot(*(centres - centre).T)) < 4.0)
         assert analysis.features.pore_count <= 5  # the 4 pores, at most one junction more
@@ -193,7 +193,7 @@ def test_oval_pores_along_a_furrow_are_counted() -> None:
         for seed in SEEDS:
             scene = oval_scene(seed, (diameter_um,) * 4)
             analysis = analyze(scene.rgb, scene.um_per_px)
-            centres = (analysis.pores.centres_work_px + 0.5) * analysis.frame_px_per_work_px - 0.5
+            centres = analysis.pore_centres_frame_px()
             for centre in scene.geometry.pore_centres_px:
                 found += int(bool(len(centres))
                              and np.min(np.hypot(*(centres - centre).T)) < 4.0)
@@ -319,7 +319,7 @@ def test_pores_touching_furrows_as_dark_as_themselves_are_counted() -> None:
     and counted 42 pores."""
     frame = synthetic_frame(11, 15, "wide")
     analysis = analyze(frame.image_rgb, frame.um_per_px)
-    counted = (analysis.pores.centres_work_px + 0.5) * analysis.frame_px_per_work_px - 0.5
+    counted = analysis.pore_centres_frame_px()
     geometry = frame.geometry
     reach = np.maximum(geometry.pore_radii_px, 40.0 / frame.um_per_px)
     off_junction = [bool(np.min(np.hypot(*(counted - centre).T)) < radius)
