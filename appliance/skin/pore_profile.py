@@ -103,15 +103,41 @@ def _remapped(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return result
 
 
+_RADII = np.arange(1, int(RAY_REACH_UM / FINE_UM_PER_PX / RAY_STEP_PX) + 1) * RAY_STEP_PX
+_ANGLES = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
+_RAY_DX = _RADII[:, None] * np.cos(_ANGLES)[None, :]  # (radii, rays) offsets from a centre
+_RAY_DY = _RADII[:, None] * np.sin(_ANGLES)[None, :]
+
+
 def profile(depth: np.ndarray, centres: np.ndarray) -> Profiles:
     """Depth on ``RAY_COUNT`` rays around each centre, every ``RAY_STEP_PX`` out to the reach."""
-    radii = np.arange(1, int(RAY_REACH_UM / FINE_UM_PER_PX / RAY_STEP_PX) + 1) * RAY_STEP_PX
-    angles = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
-    dx = radii[:, None] * np.cos(angles)[None, :]
-    dy = radii[:, None] * np.sin(angles)[None, :]
-    xs = centres[:, 0, None, None] + dx[None]
-    ys = centres[:, 1, None, None] + dy[None]
-    return Profiles(bilinear(depth, xs, ys), radii)
+    if depth.dtype != np.float32 or not len(centres):
+        xs = centres[:, 0, None, None] + _RAY_DX[None]
+        ys = centres[:, 1, None, None] + _RAY_DY[None]
+        return Profiles(bilinear(depth, xs, ys), _RADII)
+    return Profiles(_remapped_around(depth, centres), _RADII)
+
+
+def _remapped_around(image: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """``bilinear`` of a float32 image on the rays around each centre, the same values: the
+    sample positions are written straight into the float32 remap maps and clipped there (no
+    float64 position arrays; clipping after the cast gives the same float32 positions, as the
+    cast keeps order)."""
+    height, width = image.shape
+    shape = (len(centres), *_RAY_DX.shape)
+    count = int(np.prod(shape))
+    rows = -(-count // REMAP_COLUMNS)
+    maps = np.empty((2, rows * REMAP_COLUMNS), dtype=np.float32)
+    maps[:, count:] = 0.0
+    for axis, offsets, bound in ((0, _RAY_DX, width - 1.001), (1, _RAY_DY, height - 1.001)):
+        np.add(centres[:, axis, None, None], offsets[None], out=maps[axis, :count].reshape(shape),
+               casting="same_kind")
+        np.clip(maps[axis], 0.0, bound, out=maps[axis])
+    sampled = cv2.remap(image, maps[0].reshape(rows, REMAP_COLUMNS),
+                        maps[1].reshape(rows, REMAP_COLUMNS), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+    result: np.ndarray = sampled.ravel()[:count].reshape(shape).astype(np.float64)
+    return result
 
 
 def _weaker_curvature(depth: np.ndarray, sigma: float) -> np.ndarray:

@@ -214,12 +214,15 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     deep = (_deep_enough(floor, around, spread, furrow_floor, rule)
             | (floor >= rule.pit_min_contrast * furrow_floor) | profile_all
             | (nearby < rule.hill_max_arms * furrow_floor))
-    # the junction sample and the deep pits are profiled in one pass (each row on its own)
+    # the junction sample and the deep pits are profiled in one pass (each row on its own),
+    # a pit in both once (speed only: a third to half of the sample is deep)
     sample = junction_sample(len(centres))
-    both = shape_of(fine, np.concatenate([centres[sample], centres[deep]]),
-                    ARM_LEVEL * furrow_floor)
-    junction = typical_junction(both.rows(slice(0, len(sample))))
-    shape = both.rows(slice(len(sample), None))
+    profiled = deep.copy()
+    profiled[sample] = True
+    row = np.cumsum(profiled) - 1  # each profiled candidate's row
+    both = shape_of(fine, centres[profiled], ARM_LEVEL * furrow_floor)
+    junction = typical_junction(both.rows(row[sample]))
+    shape = both.rows(row[deep])
     blue = (blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
             if colour else np.zeros(len(shape.floor)))
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
