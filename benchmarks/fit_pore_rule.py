@@ -96,7 +96,7 @@ def _scene(job: tuple[str, int, int]) -> _Frame:
     else:
         scene = junction_scene(seed, **extras[kind])
     prepared = prepare(scene.rgb, scene.um_per_px)
-    found = measure_candidates(prepared, measure_texture(prepared).furrow_mask,
+    found = measure_candidates(prepared, measure_texture(prepared).furrow_sample,
                                profile_all=True)
     radii = scene.geometry.pore_radii_px
     mean = float(2.0 * radii.mean() * scene.um_per_px) if len(radii) else 0.0
@@ -111,7 +111,7 @@ def _profiled(job: tuple[str, int, int]) -> _Frame:
         return _scene(job)
     frame = synthetic_frame(seed, index, preset)
     prepared = prepare(frame.image_rgb, frame.um_per_px)
-    found = measure_candidates(prepared, measure_texture(prepared).furrow_mask,
+    found = measure_candidates(prepared, measure_texture(prepared).furrow_sample,
                                profile_all=True)
     radii = frame.geometry.pore_radii_px
     mean = float(2.0 * radii.mean() * frame.um_per_px) if len(radii) else 0.0

@@ -97,7 +97,7 @@ def _frame(renderer: str, seed: int, index: int, preset: str) -> _Frame:
 def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
     """Add one frame's misses to ``tally``; return (true count, measured count)."""
     prepared = prepare(frame.rgb, frame.um_per_px)
-    seen = measure_candidates(prepared, measure_texture(prepared).furrow_mask)
+    seen = measure_candidates(prepared, measure_texture(prepared).furrow_sample)
     tests = pore_tests(seen)
     scale = prepared.frame_px_per_work_px
     centres = (seen.centres_work_px + 0.5) * scale - 0.5

@@ -117,7 +117,7 @@ def stage_times_ms(frames: list[np.ndarray]) -> dict[str, float]:
         marks.append(time.thread_time())
         texture = measure_texture(prepared)
         marks.append(time.thread_time())
-        measure_pores(prepared, texture.furrow_mask)
+        measure_pores(prepared, texture.furrow_sample)
         marks.append(time.thread_time())
         colour_features(prepared.rgb_work)
         marks.append(time.thread_time())

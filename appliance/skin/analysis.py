@@ -81,7 +81,7 @@ def analyze(
         raise ValueError(f"analyze needs an RGB uint8 image (H, W, 3), got {rgb.dtype} {rgb.shape}")
     prepared = prepare(rgb, um_per_px)
     texture = measure_texture(prepared)
-    pores = measure_pores(prepared, texture.furrow_mask)
+    pores = measure_pores(prepared, texture.furrow_sample)
     colour = colour_features(prepared.rgb_work, white_reference)
     values: dict[str, float] = {**texture.metrics, **pores.metrics, **colour}
     values["kime_score"] = kime_score(

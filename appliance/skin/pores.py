@@ -194,10 +194,13 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     """Find the pits of a frame and profile those deep enough (every one with ``profile_all``,
     for fitting and diagnosis; ``pore_tests`` then applies the depth tests itself). Without
     ``colour`` the pits' colour is left unread (``blue`` all 0): ``measure_pores`` reads it
-    only for the pits that pass every other test."""
+    only for the pits that pass every other test. ``furrows``: the furrow pixels on every 2nd
+    row and column (``texture.Texture.furrow_sample``), or on every pixel."""
     depth = cv2.GaussianBlur(prepared.depth_work, (0, 0), SMOOTH_PX)
     every_4th = np.ascontiguousarray(depth[::2, ::2]).ravel()  # every 4th pixel: same median
-    on_furrows = np.compress(np.ascontiguousarray(furrows[::2, ::2]).ravel(), every_4th)
+    if furrows.shape == depth.shape:
+        furrows = furrows[::2, ::2]
+    on_furrows = np.compress(np.ascontiguousarray(furrows).ravel(), every_4th)
     contrast = median_of(on_furrows) if on_furrows.size else 0.0
     furrow_floor = max(contrast, 0.05)
     fine = cv2.GaussianBlur(prepared.depth_fine, (5, 5), FINE_SMOOTH_PX)

@@ -6,8 +6,10 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
    so illumination gradients, the bright/dark sides of an obliquely lit furrow wall and the
    edges of (already clipped) shine do not read as furrows, unlike one-sided second
    derivatives. The disk (140 µm) also sets the widest furrow the method can see.
-2. Furrow mask (drawn on the overlay; the pores read the furrow floor from it): strong valley
-   pixels seed the furrows, weaker ones connected to them extend them (hysteresis).
+2. Furrow mask (the pores read the furrow floor from it): strong valley pixels seed the
+   furrows, weaker ones connected to them extend them (hysteresis). The pores read it on every
+   2nd row and column only, so ``measure_texture`` keeps it on that grid alone
+   (``furrow_sample``); ``furrow_mask`` draws it on every pixel.
 3. Hill cells (``hills``): hill regions and, where a faint furrow fades out and merges two
    hills, the hills' own cores as seeds; every pixel given to the nearest seed, so the borders
    between cells are the furrow centre lines and each cell includes half of every furrow
@@ -62,16 +64,16 @@ INSET_UM = 200.0  # hills are counted by their centres in the frame inset by thi
 class Texture:
     """Furrow and hill geometry of one frame (work-scale arrays) and the texture metrics."""
 
-    furrow_mask: np.ndarray  # bool: furrow pixels
+    furrow_sample: np.ndarray  # bool: furrow pixels on every 2nd row and column (``furrow_sample``)
     hill_labels: np.ndarray  # uint16 (int32 past 65,535 labels): every pixel's hill cell (1..n)
     centre_lines: np.ndarray  # bool: pixels on a border between two hill cells or on a spur
     segments: BorderSegments
     metrics: dict[str, float]
 
 
-def furrow_mask(response: np.ndarray) -> np.ndarray:
+def furrow_mask(response: np.ndarray, connectivity: int = 8) -> np.ndarray:
     """Hysteresis threshold of the valley response: weak furrow pixels joined to strong ones."""
-    count, labels = label_components(response > WEAK_VALLEY, connectivity=8)
+    count, labels = label_components(response > WEAK_VALLEY, connectivity=connectivity)
     # the labels of the strong pixels (0 elsewhere), counted per label (``label_areas``: by
     # calcHist for uint16 labels, 2x faster than indexing the strong pixels and bincount)
     strong_labels = np.zeros_like(labels)
@@ -80,6 +82,18 @@ def furrow_mask(response: np.ndarray) -> np.ndarray:
     keep[0] = False
     mask: np.ndarray = np.take(keep, np.asarray(labels))  # np.take: 2x faster than keep[labels]
     return mask
+
+
+def furrow_sample(response: np.ndarray) -> np.ndarray:
+    """``furrow_mask`` on every 2nd row and column (rows and columns 0, 2, 4, ...), the pixels the
+    pores read the furrow floor on, drawn on that grid: a quarter of the pixels to label.
+
+    Joined 4-connected there: a step of the grid spans 2 px, a diagonal one 2.8 px, which would
+    bridge gaps that the full image's 8-connectivity keeps apart. The pores' furrow floor (the
+    median depth of these pixels) then reads within 0.07 % of the full mask's (median; at most
+    0.75 %) on seed 11 frames (mixed 150-164, wide 290-304); with 8-connectivity 0.26 % low.
+    """
+    return furrow_mask(np.ascontiguousarray(response[::2, ::2]), connectivity=4)
 
 
 def furrow_width_um(
@@ -137,7 +151,7 @@ def measure_texture(prepared: Prepared) -> Texture:
         "furrow_anisotropy": anisotropy(np.r_[segments.lengths_px, spurs.lengths_px],
                                         np.r_[segments.angles_rad, spurs.angles_rad]),
     }
-    return Texture(furrow_mask(response), cells, lines, segments, metrics)
+    return Texture(furrow_sample(response), cells, lines, segments, metrics)
 
 
 def _hill_metrics(

@@ -20,7 +20,9 @@ from appliance.skin.pore_profile import (
     second_furrow,
     shape_of,
 )
-from appliance.skin.pores import HILL_RING_UM, Candidates, pore_tests
+from appliance.skin.pores import HILL_RING_UM, Candidates, measure_candidates, pore_tests
+from appliance.skin.preprocess import prepare
+from appliance.skin.texture import furrow_mask, tophat_response
 from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_scenes import (
@@ -367,3 +369,15 @@ def test_the_colour_of_a_point_is_each_planes_own_reading() -> None:
     for plane in range(3):
         assert np.array_equal(colours[..., plane],
                               bilinear(np.ascontiguousarray(rgb[..., plane]), xs, ys))
+
+
+def test_the_furrow_floor_reads_the_same_from_the_full_mask_and_its_sample() -> None:
+    """``measure_candidates`` takes the furrow mask on every pixel or on every 2nd row and
+    column (``Texture.furrow_sample``), and reads the same furrow floor from both."""
+    scene = junction_scene(0, (120.0,))
+    prepared = prepare(scene.rgb, scene.um_per_px)
+    furrows = furrow_mask(tophat_response(prepared.flat_work))
+    whole = measure_candidates(prepared, furrows)
+    sampled = measure_candidates(prepared, furrows[::2, ::2])
+    assert whole.contrast == sampled.contrast > 0.05
+    assert np.array_equal(whole.centres_work_px, sampled.centres_work_px)

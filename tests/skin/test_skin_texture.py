@@ -11,7 +11,13 @@ from scipy.spatial import Voronoi
 
 from appliance.skin.borders import CrackMasks
 from appliance.skin.preprocess import prepare
-from appliance.skin.texture import Texture, measure_texture
+from appliance.skin.texture import (
+    Texture,
+    furrow_mask,
+    furrow_sample,
+    measure_texture,
+    tophat_response,
+)
 
 UM_PER_PX = 10.0
 SIZE = (960, 1280)  # rows, columns: one camera frame
@@ -399,3 +405,27 @@ def test_a_random_network_without_dead_ends_gets_no_spur_but_its_one_dead_end(se
     without = _measure(_random_network(hills, []))
     with_end = _measure(_random_network(hills, [(start, end, 3.0, 0.3)]))
     _assert_only_the_dead_end(without, with_end, (start, end))
+
+
+def test_the_furrow_sample_is_the_hysteresis_on_every_second_row_and_column() -> None:
+    """A weak branch joined to a strong furrow stays, a weak blob alone goes, also on the
+    grid of every 2nd pixel the pores read; the mask has that grid's size."""
+    response = np.zeros((41, 61), np.float32)
+    response[20, 2:58] = 0.1  # a clear furrow, 3 px wide
+    response[19, 2:58] = response[21, 2:58] = 0.1
+    response[4:20, 30:33] = 0.03  # a faint branch leaving it
+    response[30:36, 8:14] = 0.03  # a faint blot on its own
+    sample = furrow_sample(response)
+    assert sample.shape == (21, 31)
+    assert sample[10, 5]  # the furrow
+    assert sample[5, 15]  # its branch
+    assert not sample[16, 5]  # the blot
+    assert np.array_equal(sample, furrow_mask(response)[::2, ::2])
+
+
+def test_the_texture_keeps_the_furrow_mask_on_the_pores_grid(plain: Texture) -> None:
+    response = tophat_response(prepare(_scene(), UM_PER_PX).flat_work)
+    full = furrow_mask(response)[::2, ::2]
+    assert plain.furrow_sample.shape == full.shape
+    assert np.count_nonzero(full) > 0.1 * full.size
+    assert np.mean(plain.furrow_sample == full) > 0.995
