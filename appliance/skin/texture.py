@@ -57,6 +57,7 @@ from appliance.skin.spurs import dead_end_furrows
 
 WEAK_VALLEY = 0.01  # a faint furrow, kept where it touches a clear one
 TOPHAT_DIAMETER_UM = 140.0  # wider than the widest furrow (~120 µm), narrower than hills
+TOPHAT_LEVELS = 60000.0  # steps per hill level of the top-hat's closing (speed only)
 INSET_UM = 200.0  # hills are counted by their centres in the frame inset by this much at least
 
 
@@ -114,11 +115,19 @@ def furrow_width_um(
 
 
 def tophat_response(flat: np.ndarray) -> np.ndarray:
-    """Black top-hat: how much darker a pixel is than the closing that fills narrow valleys."""
+    """Black top-hat: how much darker a pixel is than the closing that fills narrow valleys.
+
+    The closing runs on the smoothed level in steps of 1/``TOPHAT_LEVELS`` as uint16 (OpenCV's
+    disk closing takes half the time of float32's; the flattened level is at most
+    ``preprocess.SHINE_CLIP``, 64,800 steps): the response moves by at most one step, far
+    below every level read from it (the lowest, ``hills.CORE_LEVEL``, is 75 steps)."""
     smooth = cv2.GaussianBlur(flat, (0, 0), 0.7)
     size = int(TOPHAT_DIAMETER_UM / WORK_UM_PER_PX) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    response: np.ndarray = cv2.morphologyEx(smooth, cv2.MORPH_BLACKHAT, kernel)
+    # numpy's multiply and cast: 3x faster than cv2.multiply with a dtype; whole steps down
+    steps = np.multiply(smooth, np.float32(TOPHAT_LEVELS)).astype(np.uint16)
+    closed = cv2.morphologyEx(steps, cv2.MORPH_BLACKHAT, kernel)
+    response: np.ndarray = np.multiply(closed, np.float32(1.0 / TOPHAT_LEVELS), dtype=np.float32)
     return response
 
 
