@@ -127,9 +127,12 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     region_seed[whole] = np.arange(1, wholes + 1)
     core_seed = np.zeros(core_count, dtype=dtype)
     core_seed[seeding_core] = np.arange(wholes + 1, wholes + 1 + np.count_nonzero(seeding_core))
-    # a seeding core lies in a region that splits, whose pixels the region seeds leave 0: the
-    # two label images add up by bitwise or
-    labels = cv2.bitwise_or(np.take(region_seed, regions), np.take(core_seed, cores))
+    # a seeding core lies in a region that splits, whose pixels the region seeds leave 0: its
+    # pixels take its own label (only those: a few cores, not a second pass over the image)
+    labels = np.take(region_seed, regions)
+    seeding_pixels = np.flatnonzero(np.take(seeding_core, core_of_pixel))
+    labels.ravel()[np.take(core_pixels, seeding_pixels)] = np.take(
+        core_seed, np.take(core_of_pixel, seeding_pixels))
     region = np.concatenate([[0], np.flatnonzero(whole), region_of_core[seeding_core]])
     return Seeds(labels, region, wholes + 1)
 
