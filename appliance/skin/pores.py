@@ -147,19 +147,6 @@ class PoreRule:
     # furrow closes too). Chosen on seeds 11/12 (own generator only) among 0.70-0.85, read
     # at 0.6 / 1.5 or 2 rims, with the worst or second-worst ray; docs/measurement.md "Pores".
     outline_max_ratio: float = 0.8
-    # Where a frame's junctions are drawn dark, they close in light as a pore does (the
-    # junction sample's median outline, ``Candidates.junction_outline``, falls under 1) and
-    # the darkest pass the depth tests or the outline's rescue. A pit with 3 or more arms is
-    # no such junction only while its outline times its arms' depth over its floor
-    # (``dark_junction``: as closed as a junction and as deep as its arms) is at most
-    # ``dark_junction_max`` times the median outline to the power ``dark_junction_power``.
-    # Smooth in every reading; where junctions are open (median about 1 or more) it hardly
-    # acts. Chosen on seed 11 wide 0-129 and mixed 0-59 (own generator only) among 0.75-0.95
-    # and powers 0-12; 0.75 removed more false pores but also 3 true ones of wide frame 15
-    # (test_pores_touching_furrows_as_dark_as_themselves_are_counted); docs/experiments/
-    # README.md "wide-false".
-    dark_junction_max: float = 0.8
-    dark_junction_power: float = 4.0
 
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
@@ -200,9 +187,6 @@ class Candidates:
     um_per_fine_px: float
     um_per_work_px: float
     shallow_work_px: np.ndarray  # (M, 2) candidates not profiled: too shallow to be a pore
-    # the median outline (``Shape.outline``) of the junction sample: about 1 where junctions
-    # are open along their arms, under 1 where the frame's junctions are drawn dark
-    junction_outline: float = 1.0
 
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
@@ -240,15 +224,13 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     profiled[sample] = True
     row = np.cumsum(profiled) - 1  # each profiled candidate's row
     both = shape_of(fine, centres[profiled], ARM_LEVEL * furrow_floor)
-    sampled = both.rows(row[sample])
-    junction = typical_junction(sampled)
-    junction_outline = median_of(sampled.outline) if len(sampled.outline) else 1.0
+    junction = typical_junction(both.rows(row[sample]))
     shape = both.rows(row[deep])
     blue = (blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
             if colour else np.zeros(len(shape.floor)))
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
-                      prepared.um_per_work_px, centres_work[~deep], junction_outline)
+                      prepared.um_per_work_px, centres_work[~deep])
 
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
@@ -384,21 +366,9 @@ def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
     return {
         "deeper_than_strand": strand,
         "closed": closed,
-        "not_a_dark_junction": ~many | (dark_junction(found, rule) <= rule.dark_junction_max),
         "pore_sized": (diameters >= rule.min_diameter_um) & (diameters <= rule.max_diameter_um),
         "grey": found.blue <= rule.max_blue_excess,
     }
-
-
-def dark_junction(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
-    """How like a junction drawn dark each pit is: its outline (``Shape.outline``: about 1
-    open along furrow arms, under 1 closed in light) times its arms' depth over its floor,
-    over the frame's junction outline to the power ``rule.dark_junction_power``. A pore is
-    more closed in light than the junctions around it or clearly deeper than its arms."""
-    shape = found.shape
-    scale = max(found.junction_outline, 1e-3) ** rule.dark_junction_power
-    result: np.ndarray = shape.outline * shape.arms / np.maximum(shape.floor, 1e-6) / scale
-    return result
 
 
 def choose_pores(found: Candidates, rule: PoreRule = RULE,
