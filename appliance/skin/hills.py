@@ -114,10 +114,15 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     core_count, cores = label_components(cores_mask, connectivity=4)
     core_pixels = np.flatnonzero(cores_mask)
     core_of_pixel = cores.ravel()[core_pixels]
-    big = np.bincount(core_of_pixel, minlength=core_count) >= MIN_CORE_AREA_UM2 / um_per_px**2
+    # the core pixels in runs of one core each (a core lies in one region: a run's first pixel
+    # says which); the runs' lengths summed per core, exact in float64, are its area
+    runs = run_starts(core_of_pixel)
+    run_core = np.take(core_of_pixel, runs)
+    areas = np.bincount(run_core, np.diff(np.r_[runs, len(core_pixels)]), minlength=core_count)
+    big = areas >= MIN_CORE_AREA_UM2 / um_per_px**2
     big[0] = False
     region_of_core = np.zeros(core_count, dtype=np.int64)
-    region_of_core[core_of_pixel] = regions.ravel()[core_pixels]
+    region_of_core[run_core] = np.take(regions.ravel(), np.take(core_pixels, runs))
     split = np.bincount(region_of_core[big], minlength=count) >= 2
     whole = kept & ~split
     seeding_core = big & split[region_of_core]
@@ -135,6 +140,13 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
         core_seed, np.take(core_of_pixel, seeding_pixels))
     region = np.concatenate([[0], np.flatnonzero(whole), region_of_core[seeding_core]])
     return Seeds(labels, region, wholes + 1)
+
+
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values in a 1-D array starts (the first index, then every
+    index whose value differs from the one before)."""
+    starts: np.ndarray = np.flatnonzero(np.not_equal(values[1:], values[:-1])) + 1
+    return np.r_[0, starts] if len(values) else starts
 
 
 def grow_cells(seeds: np.ndarray, response: np.ndarray | None = None) -> np.ndarray:

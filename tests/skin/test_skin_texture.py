@@ -429,3 +429,38 @@ def test_the_texture_keeps_the_furrow_mask_on_the_pores_grid(plain: Texture) -> 
     assert plain.furrow_sample.shape == full.shape
     assert np.count_nonzero(full) > 0.1 * full.size
     assert np.mean(plain.furrow_sample == full) > 0.995
+
+
+def test_run_starts_finds_the_first_index_of_every_run() -> None:
+    from appliance.skin.hills import run_starts  # the helper hill_seeds reads the cores by
+
+    assert run_starts(np.array([], dtype=np.uint16)).tolist() == []
+    assert run_starts(np.array([7], dtype=np.uint16)).tolist() == [0]
+    # a value coming back after another run starts a new run
+    values = np.array([3, 3, 1, 1, 1, 3, 0, 0, 2], dtype=np.uint16)
+    assert run_starts(values).tolist() == [0, 2, 5, 6, 8]
+
+
+def test_hill_seeds_give_each_core_of_a_split_region_its_own_seed() -> None:
+    from appliance.skin.hills import CORE_LEVEL, HILL_LEVEL, hill_seeds
+
+    # one hill region (response below HILL_LEVEL) holding two cores, a U and a bar; the U's
+    # rows hold two runs each, and a region of one core
+    response = np.full((60, 80), 2.0 * HILL_LEVEL, dtype=np.float32)
+    response[5:55, 5:45] = 0.5 * (HILL_LEVEL + CORE_LEVEL)
+    core = 0.5 * CORE_LEVEL
+    response[10:40, 10:15] = core  # the U: two arms and a foot
+    response[10:40, 25:30] = core
+    response[35:40, 10:30] = core
+    response[45:52, 10:40] = core  # the bar
+    response[5:55, 55:75] = 0.5 * (HILL_LEVEL + CORE_LEVEL)
+    response[20:40, 60:70] = core
+    seeds = hill_seeds(response, UM_PER_PX)
+    u_label, bar_label = seeds.labels[12, 12], seeds.labels[48, 20]
+    assert u_label != bar_label
+    assert min(u_label, bar_label) >= seeds.first_core
+    assert np.all(seeds.labels[10:40, 25:30] == u_label)  # the U's other arm: the same core
+    assert seeds.region[u_label] == seeds.region[bar_label]
+    # the region that does not split is seeded whole, below the cores' labels
+    assert 0 < seeds.labels[10, 60] < seeds.first_core
+    assert np.all(seeds.labels[5:55, 55:75] == seeds.labels[10, 60])
