@@ -215,11 +215,14 @@ def _sibling_borders(
     core = np.greater_equal(cells, seeds.first_core).view(np.uint8)  # 1 on the cores' cells
     flat_cells, flat_response = cells.ravel(), response.ravel()
     keys, deepest = [], []
-    for step, at in _cracks_within(masks, core, width):
-        first, second = flat_cells[at].astype(np.int64), flat_cells[at + step].astype(np.int64)
-        siblings = seeds.region[first] == seeds.region[second]
-        keys.append((np.minimum(first, second) * span + np.maximum(first, second))[siblings])
-        deepest.append(np.maximum(flat_response[at], flat_response[at + step])[siblings])
+    for step, cracks in _cracks_within(masks, core, width):
+        first = flat_cells[cracks].astype(np.int64)
+        second = flat_cells[cracks + step].astype(np.int64)
+        # the sibling cracks taken out first: the keys and depths of those alone
+        siblings = np.flatnonzero(seeds.region[first] == seeds.region[second])
+        first, second, at = first[siblings], second[siblings], cracks[siblings]
+        keys.append(np.minimum(first, second) * span + np.maximum(first, second))
+        deepest.append(np.maximum(flat_response[at], flat_response[at + step]))
     all_keys = np.concatenate(keys)
     if len(all_keys) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
