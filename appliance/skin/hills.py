@@ -243,8 +243,9 @@ def _cracks_within(masks: CrackMasks, inside: np.ndarray,
     for step, differs in ((1, masks.right), (width, masks.below)):
         here, there = (inside[:, :-1], inside[:, 1:]) if step == 1 else (inside[:-1], inside[1:])
         between = cv2.bitwise_and(cv2.bitwise_and(differs.view(np.uint8), here), there)
-        rows, cols = np.divmod(np.flatnonzero(between.view(bool)), differs.shape[1])
-        found.append((step, rows * width + cols))
+        flat = np.flatnonzero(between.view(bool))
+        # below: the masks' rows are the image's; right: one column short, a row's worth on
+        found.append((step, flat if step == width else flat + flat // (width - 1)))
     return found
 
 
