@@ -30,7 +30,7 @@ from skin_common import int_at_least, load_average, nearest_segment
 
 from appliance.skin.analysis import analyze
 from appliance.skin.pores import measure_candidates, pore_tests
-from appliance.skin.preprocess import prepare
+from appliance.skin.preprocess import on_grid, prepare
 from appliance.skin.texture import measure_texture
 from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_presets import PRESETS
@@ -100,9 +100,9 @@ def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
     seen = measure_candidates(prepared, measure_texture(prepared).furrow_sample)
     tests = pore_tests(seen)
     scale = prepared.frame_px_per_work_px
-    centres = (seen.centres_work_px + 0.5) * scale - 0.5
+    centres = on_grid(seen.centres_work_px, scale)
     passed = np.logical_and.reduce(list(tests.values())) if len(centres) else np.zeros(0)
-    counted = (analyze(frame.rgb, frame.um_per_px).pores.centres_work_px + 0.5) * scale - 0.5
+    counted = analyze(frame.rgb, frame.um_per_px).pore_centres_frame_px()
     for centre, radius in zip(frame.centres_px, frame.radii_px, strict=True):
         size = 2.0 * radius * frame.um_per_px
         label = next(f"{lo:.0f}-{hi:.0f}" for lo, hi in itertools.pairwise(SIZE_BINS_UM)
@@ -118,7 +118,7 @@ def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
             continue
         gaps = np.hypot(*(centres - centre).T) if len(centres) else np.zeros(0)
         if not len(gaps) or gaps.min() >= reach:
-            shallow = (seen.shallow_work_px + 0.5) * scale - 0.5
+            shallow = on_grid(seen.shallow_work_px, scale)
             near = len(shallow) and np.min(np.hypot(*(shallow - centre).T)) < reach
             tally["too_shallow" if near else "unseen"][label] += 1
             continue

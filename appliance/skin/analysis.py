@@ -14,7 +14,7 @@ import numpy as np
 from appliance.skin.colour import WhiteReference, colour_features
 from appliance.skin.features import SkinFeatures
 from appliance.skin.pores import Pores, measure_pores
-from appliance.skin.preprocess import prepare
+from appliance.skin.preprocess import on_grid, prepare
 from appliance.skin.texture import Texture, measure_texture
 from appliance.skin.validity import Validity, assess
 
@@ -42,8 +42,7 @@ class SkinAnalysis:
     def pore_centres_frame_px(self) -> np.ndarray:
         """The counted pores' centres in frame pixels (x, y; pixel centres at integers), from
         their work-scale centres."""
-        centres: np.ndarray = (self.pores.centres_work_px + 0.5) * self.frame_px_per_work_px - 0.5
-        return centres
+        return on_grid(self.pores.centres_work_px, self.frame_px_per_work_px)
 
 
 def kime_score(hill_density_per_mm2: float, furrow_mean_width_um: float) -> float:

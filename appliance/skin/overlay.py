@@ -40,11 +40,10 @@ def _trace_furrows(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
 
 
 def _circle_pores(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
-    scale = analysis.frame_px_per_work_px
     for (x, y), diameter_um in zip(
-        analysis.pores.centres_work_px, analysis.pores.diameters_um, strict=True
+        analysis.pore_centres_frame_px(), analysis.pores.diameters_um, strict=True
     ):
-        centre = (round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5))
+        centre = (round(x), round(y))
         radius = max(3, round(diameter_um / analysis.um_per_px / 2.0) + 2)
         cv2.circle(canvas, centre, radius, PORE_RGB, 2, cv2.LINE_AA)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
-from appliance.skin.preprocess import FINE_UM_PER_PX, WORK_UM_PER_PX, Prepared
+from appliance.skin.preprocess import FINE_UM_PER_PX, WORK_UM_PER_PX, Prepared, on_grid
 
 SMOOTH_PX = 0.7  # light smoothing of the work depth before the candidate search (work px)
 FINE_SMOOTH_PX = 1.0  # light smoothing of the fine depth the profiles are read on
@@ -380,7 +380,7 @@ def typical_junction(sample: Shape) -> Junctions:
 def to_fine(prepared: Prepared, centres_work: np.ndarray, depth_fine: np.ndarray) -> np.ndarray:
     """Work-pixel centres on the fine depth, each moved to the deepest of its 3 x 3 pixels."""
     ratio = prepared.um_per_work_px / prepared.um_per_fine_px
-    rounded = np.rint((centres_work + 0.5) * ratio - 0.5).astype(np.intp)
+    rounded = np.rint(on_grid(centres_work, ratio)).astype(np.intp)
     height, width = depth_fine.shape
     offsets = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
     around = rounded[:, None, :] + offsets[None]

@@ -49,6 +49,13 @@ def disk(diameter_px: float) -> np.ndarray:
     return kernel
 
 
+def on_grid(points_px: np.ndarray, scale: float) -> np.ndarray:
+    """Pixel positions (x, y; pixel centres at integers) on a grid ``scale`` times as fine:
+    the pixels' edges, not their centres, line up between the two."""
+    moved: np.ndarray = (points_px + 0.5) * scale - 0.5
+    return moved
+
+
 def work_size(width_px: int, height_px: int, um_per_px: float) -> tuple[int, int]:
     """The frame's size in work pixels (at least 16 x 16)."""
     factor = um_per_px / WORK_UM_PER_PX
