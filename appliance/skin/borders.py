@@ -325,6 +325,12 @@ def _line_terms(chains: _Chains, chain_px: np.ndarray, chosen: np.ndarray) -> np
                      weight * (x * bx + y * by), weight, np.ones_like(weight)])
 
 
+def _columns(array: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The columns ``at`` of a 2-D array (``np.take``: 2x faster than ``array[:, at]``)."""
+    taken: np.ndarray = np.take(array, at, axis=1)
+    return taken
+
+
 def _column_sums(columns: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
     """The columns of ``columns`` (k, n) summed per ``owner`` (0..count-1): (k, count)."""
     return np.stack([np.bincount(owner, row, count) for row in columns])
@@ -385,15 +391,16 @@ def _grouped_junctions(ends: np.ndarray, chains: _Chains, chain_px: np.ndarray,
         between = np.flatnonzero(apart & in_pair[first] & in_pair[second])
         pair_of = np.minimum(np.searchsorted(pairs, pair_keys[between]), len(pairs) - 1)
         of_a_pair = pairs[pair_of] == pair_keys[between]  # every border of a pair
-        shared = _column_sums(both_ends[:, between[of_a_pair]], pair_of[of_a_pair], len(pairs))
+        shared = _column_sums(_columns(both_ends, between[of_a_pair]), pair_of[of_a_pair],
+                              len(pairs))
         # the arms of the groups in a pair (a border inside a group is no arm)
         arm = np.flatnonzero(in_pair[end_group] & np.concatenate([differ, differ]))
         arm_chain = np.where(arm < chain_count, arm, arm - chain_count)  # both ends on its line
-        group_lines = _column_sums(terms[:, arm_chain], end_group[arm], count)
-        x, y, miss = _solved(group_lines[:, low] + group_lines[:, high] - shared)
+        group_lines = _column_sums(_columns(terms, arm_chain), end_group[arm], count)
+        x, y, miss = _solved(_columns(group_lines, low) + _columns(group_lines, high) - shared)
         member = np.flatnonzero(in_pair[group])
-        spread = _column_sums(points.sums[:, member], group[member], count)
-        union = spread[:, low] + spread[:, high]
+        spread = _column_sums(_columns(points.sums, member), group[member], count)
+        union = _columns(spread, low) + _columns(spread, high)
         scatter = (union[3] - 2.0 * (x * union[1] + y * union[2])) / np.maximum(
             union[0], 1.0) + x * x + y * y
         joins = np.flatnonzero((miss <= JUNCTION_MISS_PX) & (scatter <= JUNCTION_SPREAD_PX**2))
