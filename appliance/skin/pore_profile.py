@@ -260,10 +260,14 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     count: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
     start = np.minimum(outer, rays.radii_px[-1] - reach)  # the rays end at RAY_REACH_UM
     floor: np.ndarray = _window_min(rays, start, reach).max(axis=1)
-    turn = (np.arange(RAY_COUNT)[None, :] - shallowest.argmax(axis=1)[:, None]) % RAY_COUNT
-    far = np.minimum(turn, RAY_COUNT - turn) > RAY_COUNT // 4
-    far_side: np.ndarray = np.where(far, shallowest, -np.inf).max(axis=1)
+    far = _FAR[shallowest.argmax(axis=1)]
+    far_side: np.ndarray = np.max(shallowest, axis=1, where=far, initial=-np.inf)
     return count, floor, far_side
+
+
+_TURN = (np.arange(RAY_COUNT)[None, :] - np.arange(RAY_COUNT)[:, None]) % RAY_COUNT
+# per ray, the rays more than a right angle from it (``arm_count``'s far side)
+_FAR = np.minimum(_TURN, RAY_COUNT - _TURN) > RAY_COUNT // 4
 
 
 def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:

@@ -146,7 +146,7 @@ class PoreRule:
     # in a hill when, with at most 2 arms, its outline closes in light at least this much (a
     # bend of a furrow, its two arms less than a right angle apart, reads one-sided too, but
     # stays open along its arms). Chosen on seed 11 wide 0-129 and mixed 0-59, own generator
-    # only (0.85 / 0.9 / 0.92 / none: true / false pores added +15 / +3, +17 / +4, +19 / +8,
+    # only (0.85 / 0.9 / 0.92 / none: true / false pores added on wide +8 / +2, +17 / +4, +19 / +8,
     # +22 / +35; docs/measurement.md "Pores").
     beside_max_outline: float = 0.9
     # A pit whose dark outline is closed in light (pore_profile.outline_of at most this: the
