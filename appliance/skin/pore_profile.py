@@ -203,7 +203,6 @@ class Shape:
     arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
     outline: np.ndarray  # light just inside the rim over just outside it (``outline_of``)
     far_side: np.ndarray  # deepest arm window more than a right angle from the deepest one
-    far_outline: np.ndarray  # ``outline`` of those far rays alone
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -237,7 +236,7 @@ def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
 
 
 def arm_count(rays: Profiles, median: np.ndarray, level: float,
-              outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """How many furrow arms leave each pit: runs of neighbouring rays that stay at least
     ``level`` deep from the median rim out to ``ARM_REACH_UM`` beyond it. A junction has 3 or
     more, a pit along one furrow 2, a pit in a hill none (one, where it touches a furrow). A pit
@@ -249,8 +248,8 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     the rays. A pore is a closed pit, deeper than all its arms; where a deeper furrow segment
     ends at a pit, the pit's floor runs on down that segment nearly as deep.
 
-    And the far side: the rays more than a right angle from the deepest one (a mask), and the
-    deepest of their windows. A pit beside one furrow has its arm rays (one to three runs, where
+    And the far side: the deepest of those windows among the rays more than a right angle
+    from the deepest one. A pit beside one furrow has its arm rays (one to three runs, where
     the blurred furrow covers some rays and is crossed by others) all on the furrow's side,
     and skin on the far side; a pit along a furrow, at a bend or at a junction has an arm
     there."""
@@ -263,7 +262,7 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     floor: np.ndarray = _window_min(rays, start, reach).max(axis=1)
     far = _FAR[shallowest.argmax(axis=1)]
     far_side: np.ndarray = np.max(shallowest, axis=1, where=far, initial=-np.inf)
-    return count, floor, far, far_side
+    return count, floor, far_side
 
 
 _TURN = (np.arange(RAY_COUNT)[None, :] - np.arange(RAY_COUNT)[:, None]) % RAY_COUNT
@@ -271,17 +270,14 @@ _TURN = (np.arange(RAY_COUNT)[None, :] - np.arange(RAY_COUNT)[:, None]) % RAY_CO
 _FAR = np.minimum(_TURN, RAY_COUNT - _TURN) > RAY_COUNT // 4
 
 
-def outline_of(rays: Profiles, radius: np.ndarray,
-               far: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
     """How closed each pit's dark outline is, in light (1 - depth): per ray the light at
     ``OUTLINE_INSIDE`` of the rim radius over the light at ``OUTLINE_OUTSIDE`` rims, the
-    second-highest of the rays (one ray may meet something darker: a hair, another pit). With
-    it, the same of the ``far`` rays alone (``arm_count``'s far side).
+    second-highest of the rays (one ray may meet something darker: a hair, another pit).
 
     A pore multiplies the light of whatever it lies on, so the light rises beyond its rim in
     every direction, towards a furrow it touches too; along a junction's arms or a furrow it
-    stays (about 1). Beside a wide furrow, the rays into it can meet the furrow's floor at 1.5
-    rims, darker than the pore's own edge: on the far side the light rises."""
+    stays (about 1)."""
     radii, rows = rays.radii_px, np.arange(len(radius))
 
     def light_at(scale: float) -> np.ndarray:
@@ -292,10 +288,10 @@ def outline_of(rays: Profiles, radius: np.ndarray,
         result: np.ndarray = 1.0 - depth
         return result
 
-    ratios = light_at(OUTLINE_INSIDE) / np.maximum(light_at(OUTLINE_OUTSIDE), 1e-3)
-    outline: np.ndarray = np.sort(ratios, axis=1)[:, -2]
-    far_outline: np.ndarray = np.sort(np.where(far, ratios, -np.inf), axis=1)[:, -2]
-    return outline, far_outline
+    ratios = np.sort(light_at(OUTLINE_INSIDE) / np.maximum(light_at(OUTLINE_OUTSIDE), 1e-3),
+                     axis=1)
+    result: np.ndarray = ratios[:, -2]
+    return result
 
 
 def _window_min(rays: Profiles, start: np.ndarray, reach: float) -> np.ndarray:
@@ -356,10 +352,9 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
-    count, arm_floor, far, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
-    outline, far_outline = outline_of(rays, radius, far)
+    count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor, outline, far_side, far_outline)
+                 elongation, count, ends, arm_floor, outline_of(rays, radius), far_side)
 
 
 @dataclass(frozen=True)

@@ -227,18 +227,6 @@ def test_the_far_side_of_a_pit_beside_one_furrow_is_skin(
     assert one_sided or shape.far_side[0] > 0.25
 
 
-def test_the_outline_of_a_pit_beside_a_furrow_as_deep_as_itself_closes_on_its_far_side() -> None:
-    """A pit 0.6 deep touching a furrow as deep: the rays into the furrow meet its floor at 1.5
-    rims, so the outline of all the rays reads open (1.0); on the far side the light rises."""
-    depth = np.zeros((121, 121), dtype=np.float32)
-    cv2.line(depth, (0, 68), (120, 68), 0.6, 5)
-    cv2.circle(depth, (60, 60), 5, 0.6, -1)
-    shape = shape_of(cv2.GaussianBlur(depth, (0, 0), 1.0), np.array([[60.0, 60.0]]),
-                     ARM_LEVEL * 0.3)
-    assert shape.outline[0] > 0.9
-    assert shape.far_outline[0] < 0.6
-
-
 def test_oval_pores_along_a_furrow_are_counted() -> None:
     """Oval pores (1.8 times as long as wide) in the middle of furrow segments, along them: they
     read drawn out above their arms like a dash, but their rim closes (before: 9 of 24)."""
