@@ -202,6 +202,7 @@ class Shape:
     ends: np.ndarray  # depth just beyond the rim at the ends of the longest diameter
     arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
     outline: np.ndarray  # light just inside the rim over just outside it (``outline_of``)
+    far_side: np.ndarray  # deepest arm window more than a right angle from the deepest one
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -235,7 +236,7 @@ def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
 
 
 def arm_count(rays: Profiles, median: np.ndarray, level: float,
-              outer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """How many furrow arms leave each pit: runs of neighbouring rays that stay at least
     ``level`` deep from the median rim out to ``ARM_REACH_UM`` beyond it. A junction has 3 or
     more, a pit along one furrow 2, a pit in a hill none (one, where it touches a furrow). A pit
@@ -245,7 +246,13 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     rim (``OUTER_RIM`` of the rays' rim crossings, so that the pit's own walls, where a furrow
     cuts into them, do not count as an arm) out to ``ARM_REACH_UM`` beyond it, the deepest of
     the rays. A pore is a closed pit, deeper than all its arms; where a deeper furrow segment
-    ends at a pit, the pit's floor runs on down that segment nearly as deep."""
+    ends at a pit, the pit's floor runs on down that segment nearly as deep.
+
+    And the far side: the deepest of those windows among the rays more than a right angle
+    from the deepest one. A pit beside one furrow has its arm rays (one to three runs, where
+    the blurred furrow covers some rays and is crossed by others) all on the furrow's side,
+    and skin on the far side; a pit along a furrow, at a bend or at a junction has an arm
+    there."""
     reach = ARM_REACH_UM / FINE_UM_PER_PX
     shallowest = _window_min(rays, median, reach)  # (P, rays)
     deep = shallowest >= level
@@ -253,7 +260,14 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     count: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
     start = np.minimum(outer, rays.radii_px[-1] - reach)  # the rays end at RAY_REACH_UM
     floor: np.ndarray = _window_min(rays, start, reach).max(axis=1)
-    return count, floor
+    far = _FAR[shallowest.argmax(axis=1)]
+    far_side: np.ndarray = np.max(shallowest, axis=1, where=far, initial=-np.inf)
+    return count, floor, far_side
+
+
+_TURN = (np.arange(RAY_COUNT)[None, :] - np.arange(RAY_COUNT)[:, None]) % RAY_COUNT
+# per ray, the rays more than a right angle from it (``arm_count``'s far side)
+_FAR = np.minimum(_TURN, RAY_COUNT - _TURN) > RAY_COUNT // 4
 
 
 def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
@@ -338,9 +352,9 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
-    count, arm_floor = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
+    count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor, outline_of(rays, radius))
+                 elongation, count, ends, arm_floor, outline_of(rays, radius), far_side)
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,16 @@ class PoreRule:
     # scenes, own generator only: objective 0.5165 -> 0.5061; 1.7 scores 0.4976 but profiles
     # 4x the pits of a mixed frame.
     hill_max_arms: float = 0.75
+    # A pit beside one furrow, its edge within a few fine pixels of the furrow's, reads one to
+    # three arms, all on the furrow's side (pore_profile.arm_count's far side under
+    # hill_max_arms of the furrow floor), and a second furrow in the hill ring (the one
+    # furrow covers more of it than the deepest ray and its neighbours). It is judged as a pit
+    # in a hill when, with at most 2 arms, its outline closes in light at least this much (a
+    # bend of a furrow, its two arms less than a right angle apart, reads one-sided too, but
+    # stays open along its arms). Chosen on seed 11 wide 0-129 and mixed 0-59, own generator
+    # only (0.85 / 0.9 / 0.92 / none: true / false pores added on wide +8 / +2, +17 / +4, +19 / +8,
+    # +22 / +35; docs/measurement.md "Pores").
+    beside_max_outline: float = 0.9
     # A pit whose dark outline is closed in light (pore_profile.outline_of at most this: the
     # light rises beyond its rim by a fifth in every direction but one) is a pore even where
     # the junction or pit tests, which compare depths, fail: a pore multiplies the light of
@@ -328,13 +338,17 @@ def pit_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]
 
 def in_a_hill(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
     """Pits in a hill: at most one furrow arm, and no second furrow near them
-    (``rule.hill_max_arms``). A pore there is darkened by itself alone (at a junction its
-    darkness adds to the junction's), so on skin with wide, deep furrows it reads shallower
-    than the contrast asked of a pit along a furrow; and nothing else in a hill is a round
-    pit deeper than the furrows (pigment spots, hair ends and dust are told by the tests every
-    pore passes)."""
-    result: np.ndarray = (found.shape.arm_count <= 1) & (
-        found.nearby < rule.hill_max_arms * found.furrow_floor)
+    (``rule.hill_max_arms``), or beside one furrow: at most 2 arms, all on one side (no arm
+    more than a right angle from the deepest: ``Shape.far_side``), and an outline that closes
+    in light (``rule.beside_max_outline``). A pore there is darkened by itself alone (at a
+    junction its darkness adds to the junction's), so on skin with wide, deep furrows it reads
+    shallower than the contrast asked of a pit along a furrow, and beside a furrow no deeper
+    than that furrow's rays; and nothing else in a hill is a round pit deeper than the furrows
+    (pigment spots, hair ends and dust are told by the tests every pore passes)."""
+    shape, most = found.shape, rule.hill_max_arms * found.furrow_floor
+    beside = (shape.arm_count <= PIT_MAX_ARMS) & (shape.far_side < most) & (
+        shape.outline <= rule.beside_max_outline)
+    result: np.ndarray = ((shape.arm_count <= 1) & (found.nearby < most)) | beside
     return result
 
 

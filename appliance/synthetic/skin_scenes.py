@@ -138,3 +138,32 @@ def oval_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), aspect: flo
         )
 
     return _normal_scene(seed, place, **extras)
+
+
+def beside_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), gap_um: float = 5.0,
+                 **extras: Any) -> Scene:
+    """Skin of the "normal" preset without pores but round pores beside the middle of long
+    furrow segments well inside the scene, on one side, their edge ``gap_um`` clear of the
+    furrow's edge; ``extras`` set any other parameter (wide, deep furrows: the pore reads no
+    deeper than the furrow beside it)."""
+
+    def place(geometry: SkinGeometry, params: SkinParams) -> SkinGeometry:
+        starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
+        middle = (starts + ends) / 2.0
+        along = ends - starts
+        length = np.hypot(*along.T)
+        inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
+        radii = np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px
+        chosen = np.flatnonzero(inside & (length > 4.0 * float(radii.max(initial=0.0)) + 10.0))
+        count = len(pore_diameters_um)
+        picks = np.asarray([chosen[k * 5 % len(chosen)] for k in range(count)], dtype=np.intp)
+        normal = np.stack([-along[picks, 1], along[picks, 0]], axis=1) / length[picks, None]
+        out = (params.furrow_width_um / 2.0 + gap_um) / params.um_per_px + radii
+        return replace(
+            geometry,
+            pore_centres_px=(middle[picks] + normal * out[:, None]).reshape(-1, 2),
+            pore_radii_px=radii,
+            pore_at_junction=np.zeros(count, dtype=bool),
+        )
+
+    return _normal_scene(seed, place, **extras)
