@@ -167,7 +167,8 @@ def _variant(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     height, width = rgb.shape[:2]
     angle = rng.uniform(-10.0, 10.0)
     shift = rng.uniform(-40.0, 40.0, size=2)
-    matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, 1.0)
+    matrix = np.asarray(cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, 1.0),
+                        dtype=np.float64)  # float64 already; OpenCV's stubs do not say so
     matrix[:, 2] += shift
     moved = cv2.warpAffine(rgb, matrix, (width, height), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT)
