@@ -235,6 +235,11 @@ def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
     return elongation, ends
 
 
+_TURN = (np.arange(RAY_COUNT)[None, :] - np.arange(RAY_COUNT)[:, None]) % RAY_COUNT
+# per ray, the rays more than a right angle from it (``arm_count``'s far side)
+_FAR = np.minimum(_TURN, RAY_COUNT - _TURN) > RAY_COUNT // 4
+
+
 def arm_count(rays: Profiles, median: np.ndarray, level: float,
               outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """How many furrow arms leave each pit: runs of neighbouring rays that stay at least
@@ -263,11 +268,6 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     far = _FAR[shallowest.argmax(axis=1)]
     far_side: np.ndarray = np.max(shallowest, axis=1, where=far, initial=-np.inf)
     return count, floor, far_side
-
-
-_TURN = (np.arange(RAY_COUNT)[None, :] - np.arange(RAY_COUNT)[:, None]) % RAY_COUNT
-# per ray, the rays more than a right angle from it (``arm_count``'s far side)
-_FAR = np.minimum(_TURN, RAY_COUNT - _TURN) > RAY_COUNT // 4
 
 
 def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
