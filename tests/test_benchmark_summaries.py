@@ -1,4 +1,5 @@
-"""benchmarks/skin_accuracy.py: the pore count's error apart for frames with few and many pores."""
+"""benchmarks/skin_accuracy.py: the pore count's error apart for frames with few and many pores,
+and on the frames where it is validated."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from skin_accuracy import pore_count_by_truth  # noqa: E402
+from skin_accuracy import pore_count_by_truth, pore_count_where_validated  # noqa: E402
 
 
 def _rows(pairs: list[tuple[float, float]]) -> tuple[list[dict[str, float]],
@@ -33,3 +34,13 @@ def test_a_set_without_few_pore_frames_reports_only_the_relative_errors() -> Non
     assert summary["frames_with_few"] == 0
     assert "few_median_abs_error_pores" not in summary
     assert summary["many_p90_abs_rel_error"] == 0.09
+
+
+def test_the_pore_count_is_also_read_on_the_frames_where_it_is_validated() -> None:
+    measured, truths = _rows([(30, 20), (11, 10), (8, 10), (3, 0), (20, 20)])
+    summary = pore_count_where_validated(measured, truths, [False, True, True, True, False])
+    assert summary["frames_not_validated"] == 2
+    assert summary["share_not_validated"] == 0.4
+    assert summary["frames_validated"] == 3
+    assert summary["median_abs_rel_error"] == 0.15  # 0.1 and 0.2; the frame without pores left out
+    assert summary["median_signed_rel_error"] == -0.05

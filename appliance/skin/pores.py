@@ -32,6 +32,10 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    arm test, and is profiled whatever its depth. Overlapping candidates keep the deepest.
 6. Diameter: the equivalent diameter of the rim, with the imaging halo of a pit's darkness
    taken off in quadrature.
+7. How borderline the count is (``borderline_share``): the share of the counted pores that a
+   rule ``BORDERLINE_MARGIN`` stricter in every threshold would not count. Where pores and
+   junctions read alike (junctions drawn as dark as pores) many pass by a narrow margin, and the
+   count is off far more often (appliance/skin/validity.py says when it is not validated).
 Every threshold is a ratio, a fixed number of pixels at a canonical scale or µm, and every
 radius is interpolated, so counts and diameters move smoothly with the calibration. The
 thresholds are fitted by benchmarks/fit_pore_rule.py on the project's own generator only;
@@ -40,7 +44,7 @@ benchmarks/skin_pore_diagnosis.py shows what each test costs on any frame set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import cv2
 import numpy as np
@@ -166,6 +170,16 @@ OUTLINE_PASSES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than
 
 
 HILL_RING_UM = 80.0  # where a pit's neighbouring furrows are looked for before profiling
+# How much stricter the rule is that tells a borderline count (``borderline_share``): each lower
+# limit times this, each upper limit over it. 5 % is about the step between neighbouring fitted
+# values of the thresholds (docs/measurement.md "Validated range").
+BORDERLINE_MARGIN = 1.05
+# The thresholds of PoreRule that are upper limits (a pore reads at most this); halo_um is a
+# size, not a threshold, and stays.
+UPPER_LIMITS = ("max_blue_excess", "max_elongation", "max_diameter_um", "pit_max_elongation",
+                "oval_max_elongation", "oval_end_max_elongation", "hill_max_arms",
+                "beside_max_outline", "outline_max_ratio")
+NOT_A_LIMIT = ("halo_um",)
 
 
 RULE = PoreRule()
@@ -179,6 +193,7 @@ class Pores:
     diameters_um: np.ndarray  # (P,)
     metrics: dict[str, float]
     furrow_floor: float  # median depth of furrow pixels below the hill level (the contrast)
+    borderline: float  # share of the counted pores a stricter rule drops (``borderline_share``)
 
 
 @dataclass(frozen=True)
@@ -415,7 +430,30 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     tests["grey"] = blue <= rule.max_blue_excess  # the only test the colour enters
     chosen = choose_pores(found, rule, tests)
     return _pore_result(found.centres_work_px[chosen], own_diameters_um(found, rule)[chosen],
-                        prepared, found.contrast)
+                        prepared, found.contrast, borderline_share(found, chosen, rule))
+
+
+def stricter(rule: PoreRule, factor: float) -> PoreRule:
+    """The rule with every threshold moved against the pits: lower limits times ``factor``,
+    upper limits (``UPPER_LIMITS``) over it."""
+    moved = {item.name: getattr(rule, item.name) / factor if item.name in UPPER_LIMITS
+             else getattr(rule, item.name) * factor
+             for item in fields(rule) if item.name not in NOT_A_LIMIT}
+    return replace(rule, **moved)
+
+
+def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RULE) -> float:
+    """The share of the counted pores (``chosen``) that a rule ``BORDERLINE_MARGIN`` stricter
+    in every threshold does not count: those that pass some test by under that margin.
+
+    ``found.blue`` need only be read for the pits that pass every other test of ``rule``: each
+    test of the stricter rule is stricter, so it passes no pit that ``rule``'s do not.
+    """
+    if not len(chosen):
+        return 0.0
+    strict = stricter(rule, BORDERLINE_MARGIN)
+    kept = choose_pores(found, strict)
+    return float(np.count_nonzero(~np.isin(chosen, kept))) / len(chosen)
 
 
 def _deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
@@ -435,7 +473,8 @@ def _deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray
 
 
 def _pore_result(
-    centres: np.ndarray, diameters_um: np.ndarray, prepared: Prepared, furrow_floor: float
+    centres: np.ndarray, diameters_um: np.ndarray, prepared: Prepared, furrow_floor: float,
+    borderline: float,
 ) -> Pores:
     count = len(diameters_um)
     area_mm2 = float(np.sum(np.pi * (diameters_um / 2000.0) ** 2))
@@ -445,4 +484,4 @@ def _pore_result(
         "pore_mean_diameter_um": float(diameters_um.mean()) if count else 0.0,
         "pore_area_ratio": min(area_mm2 / prepared.frame_area_mm2, 1.0),
     }
-    return Pores(centres.reshape(-1, 2), diameters_um, metrics, furrow_floor)
+    return Pores(centres.reshape(-1, 2), diameters_um, metrics, furrow_floor, borderline)

@@ -14,8 +14,10 @@ from appliance.capture.quality import QualityGate
 from appliance.edge.measure import measure_frame, skin_measurement
 from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.skin.analysis import SkinAnalysis, analyze
-from appliance.skin.validity import PORE_KEYS, TEXTURE_KEYS
+from appliance.skin.pores import BORDERLINE_MARGIN, RULE, stricter
+from appliance.skin.validity import MAX_BORDERLINE_SHARE, PORE_KEYS, TEXTURE_KEYS, assess
 from appliance.synthetic.skin import synthetic_frame
+from appliance.synthetic.skin_scenes import junction_scene
 from appliance.transport import payloads
 from appliance.transport.payloads import FEATURE_KEYS
 
@@ -60,7 +62,47 @@ def test_hills_larger_than_validated_flag_the_texture_features() -> None:
     assert not validity.frame_outside
     assert any(reason.startswith("hill size") for reason in validity.reasons)
     assert set(TEXTURE_KEYS) <= set(validity.not_validated)
-    assert "pore_count" not in validity.not_validated  # a count needs no size calibration
+    # a count needs no size calibration: the hill size alone does not flag it (on this frame,
+    # 1.8x enlarged, 12 pores are counted where 19 lie, 42 % of them borderline: that does)
+    hills_alone = assess(analysis.features, 12.0, analysis.pores.furrow_floor, 0.0)
+    assert "pore_count" not in hills_alone.not_validated
+
+
+SCENE_PORES_UM = (90.0, 110.0, 130.0, 150.0, 100.0, 120.0)  # six pores on junctions
+
+
+@lru_cache(maxsize=2)
+def _junction_scene(darkness: float) -> SkinAnalysis:
+    scene = junction_scene(5, SCENE_PORES_UM, junction_darkness=darkness, junction_size=0.7)
+    return analyze(scene.rgb, scene.um_per_px)
+
+
+def test_a_count_that_hangs_on_narrow_margins_is_not_validated() -> None:
+    analysis = _junction_scene(0.35)  # junctions drawn as dark as the pores on them
+    assert analysis.pores.borderline > MAX_BORDERLINE_SHARE
+    validity = analysis.validity
+    assert set(PORE_KEYS) <= set(validity.not_validated)
+    assert not validity.frame_outside  # the texture and colour still stand
+    assert "hill_density_per_mm2" not in validity.not_validated
+    assert any(reason.startswith("pore count borderline: ") and "pass by under 5%" in reason
+               for reason in validity.reasons)
+
+
+def test_the_same_pores_on_ordinary_junctions_are_counted_with_margin() -> None:
+    analysis = _junction_scene(0.0)
+    assert analysis.features.pore_count == len(SCENE_PORES_UM)
+    assert analysis.pores.borderline == 0.0
+    assert "pore_count" not in analysis.validity.not_validated
+
+
+def test_the_stricter_rule_moves_every_threshold_against_the_pits() -> None:
+    strict = stricter(RULE, BORDERLINE_MARGIN)
+    assert strict.depth_over_junction == pytest.approx(RULE.depth_over_junction * 1.05)
+    assert strict.min_diameter_um == pytest.approx(RULE.min_diameter_um * 1.05)
+    assert strict.outline_max_ratio == pytest.approx(RULE.outline_max_ratio / 1.05)
+    assert strict.max_blue_excess == pytest.approx(RULE.max_blue_excess / 1.05)
+    assert strict.hill_max_arms == pytest.approx(RULE.hill_max_arms / 1.05)
+    assert strict.halo_um == RULE.halo_um  # a size, not a threshold
 
 
 def test_the_quality_verdict_gains_a_reason_and_the_result_names_the_features() -> None:
