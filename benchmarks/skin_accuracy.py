@@ -9,7 +9,8 @@ drawn by other means and never used to set anything in the measurement). Targets
 <= 5 % and p90 <= 15 %, texture median <= 2 %. Beside these all-frames figures (the headline),
 ``pore_count_where_validated`` gives the pore count's error on the frames whose result does not
 name pore_count in ``not_validated`` (skin/validity.py: e.g. a count that hangs on narrow
-margins), and the share of frames where it does.
+margins), and the share of frames where it does; ``pore_mean_diameter_where_validated`` the same
+for the mean pore diameter (flagged with the count, and on its own when out of the size range).
 calibration_sweep: the same ``--sweep-frames`` frames measured at 7.00 µm/px and every 5 %
 more up to 12.57 µm/px; the largest change of pore_count between neighbouring calibrations
 (relative to the smaller count; target <= 15 %), and for the texture features (furrow density,
@@ -117,19 +118,18 @@ def pore_count_by_truth(measured: list[dict[str, float]],
     return result
 
 
-def pore_count_where_validated(measured: list[dict[str, float]], truths: list[dict[str, float]],
-                               validated: list[bool]) -> dict[str, Any]:
-    """The pore count's error on the frames whose pore_count is validated (the result does not
-    name it in ``not_validated``; docs/measurement.md "Validated range"), and the share of
-    frames where it is not: what the kiosk shows as a number, and how often it says "not
-    measured" instead. Frames without a true pore are left out of the errors, as in
-    ``error_summary``."""
+def where_validated(measured: list[dict[str, float]], truths: list[dict[str, float]],
+                               validated: list[bool], key: str = "pore_count") -> dict[str, Any]:
+    """The error of ``key`` (the pore count, or the mean pore diameter) on the frames where it is
+    validated (the result does not name it in ``not_validated``; docs/measurement.md "Validated
+    range"), and the share of frames where it is not: what the kiosk shows as a number, and how
+    often it says "not measured" instead. Frames without a true pore are left out of the errors,
+    as in ``error_summary``."""
     result: dict[str, Any] = {"frames_not_validated": validated.count(False),
                               "share_not_validated": round(validated.count(False)
                                                            / max(len(validated), 1), 4)}
     kept = [(m, t) for m, t, ok in zip(measured, truths, validated, strict=True) if ok]
-    signed = np.array([(m["pore_count"] - t["pore_count"]) / t["pore_count"]
-                       for m, t in kept if t["pore_count"] > 0])
+    signed = np.array([(m[key] - t[key]) / t[key] for m, t in kept if t[key] > 0])
     result["frames_validated"] = len(kept)
     if len(signed):
         result["median_abs_rel_error"] = round(float(np.median(np.abs(signed))), 4)
@@ -140,11 +140,13 @@ def pore_count_where_validated(measured: list[dict[str, float]], truths: list[di
 
 def _report(analyses: list[SkinAnalysis], truths: list[dict[str, float]]) -> dict[str, Any]:
     measured = [_readings(analysis) for analysis in analyses]
-    validated = ["pore_count" not in analysis.validity.not_validated for analysis in analyses]
+    validated_figures = {
+        f"{key}_where_validated": where_validated(
+            measured, truths, [key not in analysis.validity.not_validated
+                               for analysis in analyses], key)
+        for key in PORE_KEYS}
     return {**_verdict(len(measured), error_summary(measured, truths)),
-            "pore_count_by_truth": pore_count_by_truth(measured, truths),
-            "pore_count_where_validated": pore_count_where_validated(measured, truths,
-                                                                     validated)}
+            "pore_count_by_truth": pore_count_by_truth(measured, truths), **validated_figures}
 
 
 def accuracy(images: list[Path]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from skin_accuracy import pore_count_by_truth, pore_count_where_validated  # noqa: E402
+from skin_accuracy import pore_count_by_truth, where_validated  # noqa: E402
 
 
 def _rows(pairs: list[tuple[float, float]]) -> tuple[list[dict[str, float]],
@@ -38,9 +38,19 @@ def test_a_set_without_few_pore_frames_reports_only_the_relative_errors() -> Non
 
 def test_the_pore_count_is_also_read_on_the_frames_where_it_is_validated() -> None:
     measured, truths = _rows([(30, 20), (11, 10), (8, 10), (3, 0), (20, 20)])
-    summary = pore_count_where_validated(measured, truths, [False, True, True, True, False])
+    summary = where_validated(measured, truths, [False, True, True, True, False])
     assert summary["frames_not_validated"] == 2
     assert summary["share_not_validated"] == 0.4
     assert summary["frames_validated"] == 3
     assert summary["median_abs_rel_error"] == 0.15  # 0.1 and 0.2; the frame without pores left out
     assert summary["median_signed_rel_error"] == -0.05
+
+
+def test_the_mean_pore_diameter_is_read_on_the_frames_where_it_is_validated() -> None:
+    measured = [{"pore_mean_diameter_um": d} for d in (200.0, 110.0, 0.0)]
+    truths = [{"pore_mean_diameter_um": d} for d in (100.0, 100.0, 100.0)]
+    summary = where_validated(measured, truths, [False, True, True], "pore_mean_diameter_um")
+    assert summary["frames_not_validated"] == 1
+    assert summary["frames_validated"] == 2
+    assert summary["median_abs_rel_error"] == 0.55  # 0.1 and 1.0 (nothing counted there)
+    assert summary["median_signed_rel_error"] == -0.45
