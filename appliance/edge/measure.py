@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from appliance.capture.quality import FrameQuality
-from appliance.edge.reasons import frame_outside_reason, not_graded_reason
+from appliance.edge.reasons import frame_outside_reason, not_graded_reason, not_measured_reason
 from appliance.transport import payloads
 
 if TYPE_CHECKING:
@@ -44,13 +44,16 @@ class Measurement:
     the grade (None: none) and, when the grade was withheld, the model's inputs that were not
     measured (None: not withheld; empty: the frame as a whole is outside the range).
     ``frame_outside`` says why the frame as a whole lies outside the method's validated range
-    (empty: it does not); ``not_validated`` names the features outside it.
+    (empty: it does not); ``not_validated`` names the features outside it, and
+    ``feature_reasons`` why, where it is not the frame as a whole (pore size, hill size, a
+    borderline pore count).
     """
 
     features: payloads.Features
     overlay: OverlayDrawer | None = None
     frame_outside: tuple[str, ...] = ()
     not_validated: tuple[payloads.FeatureKey, ...] = ()
+    feature_reasons: tuple[str, ...] = ()
 
 
 Analyzer = Callable[[np.ndarray, float], Measurement]
@@ -115,7 +118,7 @@ def measure_frame(
     model = serving_now(classifier)
     withheld_for = grade_withheld_for(model, measurement)
     classification = None if withheld_for is not None else classify(model, measurement.features)
-    block = _quality_block(quality, measurement.frame_outside, withheld_for)
+    block = _quality_block(quality, measurement, withheld_for)
     draw = None
     if measurement.overlay is not None:
         label = classification.label if classification else None
@@ -137,13 +140,15 @@ def grade_withheld_for(
 
 
 def _quality_block(
-    quality: FrameQuality, frame_outside: tuple[str, ...], withheld_for: tuple[str, ...] | None
+    quality: FrameQuality, measurement: Measurement, withheld_for: tuple[str, ...] | None
 ) -> payloads.Quality:
-    """The gate's verdict, with why the frame or its grade lies outside the validated range."""
+    """The gate's verdict, with why the frame, some features or the grade lie outside the
+    validated range."""
     block = quality.to_payload()
     reasons = list(block.reasons)
-    if frame_outside:
-        reasons.append(frame_outside_reason(frame_outside))
+    if measurement.frame_outside:
+        reasons.append(frame_outside_reason(measurement.frame_outside))
+    reasons.extend(not_measured_reason(reason) for reason in measurement.feature_reasons)
     if withheld_for is not None:
         reasons.append(not_graded_reason(withheld_for))
     if len(reasons) == len(block.reasons):
@@ -191,4 +196,5 @@ def skin_measurement(
         lambda grade, withheld_for: draw_overlay(rgb, analysis, grade, withheld_for),
         validity.frame_reasons,
         not_validated,  # type: ignore[arg-type]  # FEATURE_KEYS are FeatureKey values
+        validity.feature_reasons,
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from appliance.skin.features import FEATURE_KEYS
 
 FRAME_OUTSIDE = "outside validated range: "
+NOT_MEASURED = "not measured: "  # why some features were not measured (the frame was)
 NOT_GRADED = "not graded: the model reads features outside the validated range"
 NOT_GRADED_FRAME = "not graded: the frame is outside the validated range"
 _KEYS = frozenset(FEATURE_KEYS)
@@ -39,6 +40,13 @@ class Withheld:
 def frame_outside_reason(conditions: Sequence[str]) -> str:
     """The reason of a frame outside the validated range, naming each broken condition."""
     return FRAME_OUTSIDE + "; ".join(conditions)
+
+
+def not_measured_reason(condition: str) -> str:
+    """The reason some features were not measured: the condition of theirs that was broken
+    (e.g. ``pore count borderline: ...``); the features themselves are the result's
+    ``not_validated``."""
+    return NOT_MEASURED + condition
 
 
 def not_graded_reason(features: Sequence[str]) -> str:

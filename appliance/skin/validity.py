@@ -50,6 +50,12 @@ class Validity:
         """True when the frame as a whole lies outside the validated range."""
         return bool(self.frame_reasons)
 
+    @property
+    def feature_reasons(self) -> tuple[str, ...]:
+        """The broken conditions that concern some features only (pore size, hill size, a
+        borderline pore count): why those in ``not_validated`` were not measured."""
+        return tuple(reason for reason in self.reasons if reason not in self.frame_reasons)
+
 
 def _outside(value: float, low: float, high: float) -> bool:
     return not low <= value <= high

@@ -88,6 +88,20 @@ def test_a_count_that_hangs_on_narrow_margins_is_not_validated() -> None:
                for reason in validity.reasons)
 
 
+def test_the_result_says_why_its_pore_features_were_not_measured() -> None:
+    scene = junction_scene(5, SCENE_PORES_UM, junction_darkness=0.35, junction_size=0.7)
+    gated = QualityGate().assess(scene.rgb)
+    measured = measure_frame(scene.rgb, scene.um_per_px, gated, skin_measurement,
+                             _AlwaysFine(("lab_l",)))
+    assert set(PORE_KEYS) <= set(measured.not_validated)
+    why = [r for r in measured.quality.reasons if r.startswith("not measured: ")]
+    assert len(why) == 1
+    assert why[0].startswith("not measured: pore count borderline: ")
+    assert not any(r.startswith("outside validated range") for r in measured.quality.reasons)
+    assert measured.classification is not None  # a model reading colour alone still grades
+    measured.quality.model_validate(measured.quality.model_dump())  # the payload takes it
+
+
 def test_the_same_pores_on_ordinary_junctions_are_counted_with_margin() -> None:
     analysis = _junction_scene(0.0)
     assert analysis.features.pore_count == len(SCENE_PORES_UM)
@@ -113,6 +127,7 @@ def test_the_quality_verdict_gains_a_reason_and_the_result_names_the_features() 
     assert measured.quality.verdict == gated.verdict
     assert any("outside validated range: scale 14.50" in r for r in measured.quality.reasons)
     assert any(r.startswith("not graded: the model reads") for r in measured.quality.reasons)
+    assert not any(r.startswith("not measured: ") for r in measured.quality.reasons)  # the frame's
     assert "hill_density_per_mm2" in measured.not_validated
     inside = measure_frame(rgb, 10.0, gated, skin_measurement, _AlwaysFine())
     assert inside.classification is not None
@@ -162,6 +177,7 @@ def test_no_grade_when_a_feature_the_model_reads_is_not_validated() -> None:
     why = [r for r in measured.quality.reasons if r.startswith("not graded")]
     assert why == ["not graded: the model reads features outside the validated range ("
                    + ", ".join(k for k in measured.not_validated) + ")"]
+    assert any(r.startswith("not measured: hill size ") for r in measured.quality.reasons)
     assert "kime_score" in why[0]
     assert measured.quality.verdict == gated.verdict
 
