@@ -240,8 +240,8 @@ class _Chains:
 
 
 def _chains(cracks: _Cracks) -> _Chains:
-    starts = np.flatnonzero(np.r_[True, cracks.keys[1:] != cracks.keys[:-1]])
-    count = np.diff(np.r_[starts, len(cracks.keys)]).astype(np.float64)
+    starts = np.flatnonzero(np.concatenate([[True], cracks.keys[1:] != cracks.keys[:-1]]))
+    count = np.diff(starts, append=len(cracks.keys)).astype(np.float64)
     mean_x = np.add.reduceat(cracks.xs, starts) / count
     mean_y = np.add.reduceat(cracks.ys, starts) / count
     cxx = np.add.reduceat(cracks.xs * cracks.xs, starts) / count - mean_x**2
@@ -454,7 +454,7 @@ def _junction_ends(chains: _Chains, ends: np.ndarray, centres: np.ndarray,
     cos, sin, mean_x, mean_y, length = (np.concatenate([v, v]) for v in (
         chains.cos, chains.sin, chains.mean_x, chains.mean_y, chain_px))
     points = _lines_meeting_point(junction, centres, chains, chain_px)
-    outward = np.r_[-np.ones(count), np.ones(count)]
+    outward = np.concatenate([-np.ones(count), np.ones(count)])
     reach_x = mean_x + outward * length / 2.0 * cos
     reach_y = mean_y + outward * length / 2.0 * sin
     gap = outward * ((points[:, 0][junction] - reach_x) * cos

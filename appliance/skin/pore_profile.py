@@ -107,6 +107,7 @@ _RADII = np.arange(1, int(RAY_REACH_UM / FINE_UM_PER_PX / RAY_STEP_PX) + 1) * RA
 _ANGLES = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
 _RAY_DX = _RADII[:, None] * np.cos(_ANGLES)[None, :]  # (radii, rays) offsets from a centre
 _RAY_DY = _RADII[:, None] * np.sin(_ANGLES)[None, :]
+_RADII_FROM_CENTRE = np.concatenate([[0.0], _RADII])  # the centre (the floor), then the radii
 
 
 def profile(depth: np.ndarray, centres: np.ndarray) -> Profiles:
@@ -227,7 +228,7 @@ def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
     ends = np.zeros(len(floor))
     for ray in (longest, longest + RAY_COUNT // 2):
         out = (rim[rows, ray] + END_REACH_PX) / RAY_STEP_PX  # index into ``radii``
-        inner = np.clip(out.astype(np.intp), 0, len(radii) - 2)
+        inner = np.minimum(out.astype(np.intp), len(radii) - 2)  # rims >= 0
         share = np.clip(out - inner, 0.0, 1.0)
         depth = (per_ray[rows, ray, inner] * (1.0 - share)
                  + per_ray[rows, ray, inner + 1] * share)
@@ -282,7 +283,7 @@ def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
 
     def light_at(scale: float) -> np.ndarray:
         at = np.clip(scale * radius, radii[0], radii[-1])
-        inner = np.clip(np.searchsorted(radii, at) - 1, 0, len(radii) - 2)
+        inner = np.minimum(np.maximum(np.searchsorted(radii, at) - 1, 0), len(radii) - 2)
         share = ((at - radii[inner]) / (radii[inner + 1] - radii[inner]))[:, None]
         depth = rays.depth[rows, inner] * (1.0 - share) + rays.depth[rows, inner + 1] * share
         result: np.ndarray = 1.0 - depth
@@ -332,7 +333,7 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     ordered = np.sort(rays.depth, axis=2)
     lower = ordered[:, :, RAY_COUNT // 4]  # the skin between the arms, at each radius
     skin = lower.min(axis=1)
-    radii = np.r_[0.0, rays.radii_px]
+    radii = _RADII_FROM_CENTRE if rays.radii_px is _RADII else np.r_[0.0, rays.radii_px]
     per_ray = np.moveaxis(rays.depth, 2, 1).reshape(-1, len(rays.radii_px))
     with_floor = np.concatenate([np.repeat(floor, RAY_COUNT)[:, None], per_ray], axis=1)
     for _ in range(SKIN_ITERATIONS):  # the skin right outside the rim, not a far hill top
@@ -346,8 +347,9 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     own = np.minimum(rim, ARM_CUT * median[:, None])  # rays down a furrow arm stop at the rim
     radius = np.sqrt(np.mean(own**2, axis=1))  # area of the star-shaped rim = pi * radius**2
     gap = rim[:, 1]
-    ring = np.clip(np.searchsorted(rays.radii_px, median + 2.0 * FINE), 0,
-                   len(rays.radii_px) - 2)
+    # np.minimum, not np.clip: the index is never negative (np.clip of integers checks its
+    # bounds' type each call, longer than the clipping itself)
+    ring = np.minimum(np.searchsorted(rays.radii_px, median + 2.0 * FINE), len(rays.radii_px) - 2)
     rows = np.arange(len(centres))
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
