@@ -39,7 +39,7 @@ MEETING_PULL = 2.0  # weight of the junction cluster's centre against the chains
 JUNCTION_LINK_PX = 8.0  # junctions joined by a border at most this long
 JUNCTION_MISS_PX = 2.0  # when the lines of their chains miss one point by at most this (RMS)
 JUNCTION_SPREAD_PX = 6.0  # and their meeting points lie within this of it (RMS)
-JUNCTION_ROUNDS = 3  # a fourth joins nothing on the fit frames
+JUNCTION_ROUNDS = 2  # a third joins few (speed: furrow density p90 +0.02 points, fit seed 12)
 # ``sort_order`` sorts keys below this as two 16-bit digits (numpy's stable sort of uint16 is a
 # radix sort); larger keys as packed int64
 RADIX_DIGIT = 2**16
