@@ -54,7 +54,7 @@ MIN_CORE_AREA_UM2 = 3000.0  # a smaller core is a dome's facet, not a hill of it
 # HILL_LEVEL and FURROW_LEVEL, so the cores of one region share it by distance as step 4 expects),
 # then a faint furrow's flank, a furrow's, a deep furrow's (centre lines read 0.15-0.45).
 GROWTH_LEVELS = (0.025, 0.05, 0.1, 0.2)
-GROWTH_STEPS_PER_LEVEL = 4  # growing each level to a standstill (5-13 steps) reads the same
+GROWTH_STEPS_PER_LEVEL = 3  # 4 read as a standstill does (5-13); 3: speed (docs/measurement.md)
 FURROW_LEVEL = 0.03  # a border pixel lies on a furrow when its valley response is above this
 STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
 MIN_FURROW_SHARE = 0.77  # share of a split border that must lie on a furrow for it to stay
