@@ -39,7 +39,11 @@ MEETING_PULL = 2.0  # weight of the junction cluster's centre against the chains
 JUNCTION_LINK_PX = 8.0  # junctions joined by a border at most this long
 JUNCTION_MISS_PX = 2.0  # when the lines of their chains miss one point by at most this (RMS)
 JUNCTION_SPREAD_PX = 6.0  # and their meeting points lie within this of it (RMS)
-JUNCTION_ROUNDS = 3  # a fourth joins nothing on the fit frames
+JUNCTION_ROUNDS = 2  # a third joins few (speed: furrow density p90 +0.02 points, fit seed 12)
+# ``sort_order`` sorts keys below this as two 16-bit digits (numpy's stable sort of uint16 is a
+# radix sort); larger keys as packed int64
+RADIX_DIGIT = 2**16
+RADIX_KEY_BOUND = RADIX_DIGIT * RADIX_DIGIT
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,21 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
 
 
 def sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
-    """The keys sorted, and the order that sorts them.
+    """The keys (whole numbers >= 0, below ``key_bound``) sorted, and the order that sorts them
+    (equal keys in their first order: the order is the same whichever way it is found); the
+    sorted keys as int64.
 
-    Key and index packed into one int64 and sorted by value is twice as fast as argsort.
+    Keys below 2^32 (two cell labels of up to 65,536 cells) are sorted as two 16-bit digits,
+    the low one first, by numpy's stable sort, which is a radix sort for 16-bit values: 3-4x
+    faster than sorting key and index packed into one int64 (70k cracks: 0.7 against 2.6 ms),
+    which remains for larger keys (it is itself twice as fast as argsort).
     """
+    if key_bound <= RADIX_KEY_BOUND:
+        order: np.ndarray = np.argsort(keys.astype(np.uint16), kind="stable")  # the low digit
+        if key_bound > RADIX_DIGIT:
+            high = (keys >> 16).astype(np.uint16)
+            order = order[np.argsort(high[order], kind="stable")]
+        return keys[order].astype(np.int64, copy=False), order
     index_bits = max(len(keys).bit_length(), 1)
     if key_bound >= 2 ** (63 - index_bits):
         order = np.argsort(keys)
@@ -225,8 +240,8 @@ class _Chains:
 
 
 def _chains(cracks: _Cracks) -> _Chains:
-    starts = np.flatnonzero(np.r_[True, cracks.keys[1:] != cracks.keys[:-1]])
-    count = np.diff(np.r_[starts, len(cracks.keys)]).astype(np.float64)
+    starts = np.flatnonzero(np.concatenate([[True], cracks.keys[1:] != cracks.keys[:-1]]))
+    count = np.diff(starts, append=len(cracks.keys)).astype(np.float64)
     mean_x = np.add.reduceat(cracks.xs, starts) / count
     mean_y = np.add.reduceat(cracks.ys, starts) / count
     cxx = np.add.reduceat(cracks.xs * cracks.xs, starts) / count - mean_x**2
@@ -439,7 +454,7 @@ def _junction_ends(chains: _Chains, ends: np.ndarray, centres: np.ndarray,
     cos, sin, mean_x, mean_y, length = (np.concatenate([v, v]) for v in (
         chains.cos, chains.sin, chains.mean_x, chains.mean_y, chain_px))
     points = _lines_meeting_point(junction, centres, chains, chain_px)
-    outward = np.r_[-np.ones(count), np.ones(count)]
+    outward = np.concatenate([-np.ones(count), np.ones(count)])
     reach_x = mean_x + outward * length / 2.0 * cos
     reach_y = mean_y + outward * length / 2.0 * sin
     gap = outward * ((points[:, 0][junction] - reach_x) * cos

@@ -54,7 +54,7 @@ MIN_CORE_AREA_UM2 = 3000.0  # a smaller core is a dome's facet, not a hill of it
 # HILL_LEVEL and FURROW_LEVEL, so the cores of one region share it by distance as step 4 expects),
 # then a faint furrow's flank, a furrow's, a deep furrow's (centre lines read 0.15-0.45).
 GROWTH_LEVELS = (0.025, 0.05, 0.1, 0.2)
-GROWTH_STEPS_PER_LEVEL = 4  # growing each level to a standstill (5-13 steps) reads the same
+GROWTH_STEPS_PER_LEVEL = 3  # 4 read as a standstill does (5-13); 3: speed (docs/measurement.md)
 FURROW_LEVEL = 0.03  # a border pixel lies on a furrow when its valley response is above this
 STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
 MIN_FURROW_SHARE = 0.77  # share of a split border that must lie on a furrow for it to stay
@@ -118,7 +118,7 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     # says which); the runs' lengths summed per core, exact in float64, are its area
     runs = run_starts(core_of_pixel)
     run_core = np.take(core_of_pixel, runs)
-    areas = np.bincount(run_core, np.diff(np.r_[runs, len(core_pixels)]), minlength=core_count)
+    areas = np.bincount(run_core, np.diff(runs, append=len(core_pixels)), minlength=core_count)
     big = areas >= MIN_CORE_AREA_UM2 / um_per_px**2
     big[0] = False
     region_of_core = np.zeros(core_count, dtype=np.int64)
@@ -146,7 +146,7 @@ def run_starts(values: np.ndarray) -> np.ndarray:
     """Where each run of equal values in a 1-D array starts (the first index, then every
     index whose value differs from the one before)."""
     starts: np.ndarray = np.flatnonzero(np.not_equal(values[1:], values[:-1])) + 1
-    return np.r_[0, starts] if len(values) else starts
+    return np.concatenate([[0], starts]) if len(values) else starts
 
 
 def grow_cells(seeds: np.ndarray, response: np.ndarray | None = None) -> np.ndarray:
@@ -227,10 +227,10 @@ def _sibling_borders(
     if len(all_keys) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
     sorted_keys, order = sort_order(all_keys, span * span)
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
     on_furrow = (np.concatenate(deepest)[order] > FURROW_LEVEL).view(np.uint8)
     share = np.add.reduceat(on_furrow, starts, dtype=np.int64) / np.diff(
-        np.r_[starts, len(sorted_keys)])
+        np.concatenate([starts, [len(sorted_keys)]]))
     pair_keys = sorted_keys[starts]
     return np.stack([pair_keys // span, pair_keys % span], axis=1), share
 
@@ -314,7 +314,7 @@ def hair_halves(
     ends = np.concatenate([pairs[:, 0], pairs[:, 1]])
     others = np.concatenate([pairs[:, 1], pairs[:, 0]])
     order = np.lexsort((-np.concatenate([weight, weight]), ends))
-    first = np.r_[True, ends[order][1:] != ends[order][:-1]]
+    first = np.concatenate([[True], ends[order][1:] != ends[order][:-1]])
     partner = np.zeros(len(areas), dtype=np.int64)
     partner[ends[order][first]] = others[order][first]
     mutual = (partner[pairs[:, 0]] == pairs[:, 1]) & (partner[pairs[:, 1]] == pairs[:, 0])
@@ -342,8 +342,8 @@ def _hair_borders(
     if len(all_keys) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     sorted_keys, order = sort_order(all_keys, span * span)
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
     under = np.add.reduceat(np.concatenate(covered)[order].view(np.uint8), starts, dtype=np.int64)
-    total = np.diff(np.r_[starts, len(sorted_keys)])
+    total = np.diff(np.concatenate([starts, [len(sorted_keys)]]))
     pair_keys = sorted_keys[starts]
     return np.stack([pair_keys // span, pair_keys % span], axis=1), under, total

@@ -462,13 +462,17 @@ def _deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray
     xs, ys, rims = centres[order, 0], centres[order, 1], radius_px[order]
     gaps = np.hypot(xs[:, None] - xs[None, :], ys[:, None] - ys[None, :])
     overlaps = gaps < np.maximum(rims[:, None], rims[None, :])  # symmetric
-    blocked = np.zeros(len(order), dtype=bool)
-    kept: list[int] = []
-    for rank in range(len(order)):
+    # a candidate that overlaps no other is kept and blocks none: only the others are walked
+    # through in turn (speed only: most counted pits overlap none)
+    np.fill_diagonal(overlaps, True)
+    alone = np.count_nonzero(overlaps, axis=1) == 1  # itself only
+    blocked = alone.copy()
+    kept = alone.copy()
+    for rank in np.flatnonzero(~alone):
         if not blocked[rank]:
-            kept.append(rank)
+            kept[rank] = True
             blocked |= overlaps[rank]
-    result: np.ndarray = order[np.asarray(kept, dtype=np.intp)]
+    result: np.ndarray = order[np.flatnonzero(kept)]
     return result
 
 

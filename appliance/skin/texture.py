@@ -157,8 +157,8 @@ def measure_texture(prepared: Prepared) -> Texture:
         **_hill_metrics(cells, segments, um, hair),
         "furrow_density_mm_per_mm2": length_px * um / 1000.0 / prepared.frame_area_mm2,
         "furrow_mean_width_um": furrow_width_um(prepared.depth_work, lines, length_px, um),
-        "furrow_anisotropy": anisotropy(np.r_[segments.lengths_px, spurs.lengths_px],
-                                        np.r_[segments.angles_rad, spurs.angles_rad]),
+        "furrow_anisotropy": anisotropy(np.concatenate([segments.lengths_px, spurs.lengths_px]),
+                                        np.concatenate([segments.angles_rad, spurs.angles_rad])),
     }
     return Texture(furrow_sample(response), cells, lines, segments, metrics)
 

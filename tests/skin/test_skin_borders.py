@@ -113,3 +113,20 @@ def test_grown_cells_read_their_many_arm_junctions_whole(spacing_px: float) -> N
     labels, true_length = _polygon_network("delaunay", spacing_px, seed=5)
     measured = border_segments(_regrown(labels, 2)).total_length_px
     assert measured == pytest.approx(true_length, rel=0.03)
+
+
+@pytest.mark.parametrize("key_bound", [2**12, 2**16, 2**16 + 1, 2**31, 2**32, 2**40])
+def test_sort_order_sorts_keys_stably_in_any_range(key_bound: int) -> None:
+    # a guard for the 16-bit radix digits (keys below 2^32) and the packed sort beyond: ties
+    # keep their first order, the sorted keys come back as int64 whatever the keys' type
+    from appliance.skin.borders import sort_order
+
+    rng = np.random.default_rng(key_bound % 1000)
+    keys = rng.integers(0, key_bound, 5000, dtype=np.int64)
+    keys[::7] = keys[0]  # many ties
+    keys[1] = key_bound - 1
+    for typed in {keys.dtype, np.dtype(np.int32) if key_bound <= 2**31 else keys.dtype}:
+        sorted_keys, order = sort_order(keys.astype(typed), key_bound)
+        assert sorted_keys.dtype == np.int64
+        assert order.tolist() == np.argsort(keys, kind="stable").tolist()
+        assert sorted_keys.tolist() == np.sort(keys).tolist()
