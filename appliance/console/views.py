@@ -41,8 +41,10 @@ CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_i
 # all (256 KiB, 16 reasons): one reason could fill it. The longest a kiosk writes, a withheld
 # grade naming every feature key, has 326 characters.
 SHOWN_REASON_CHARS = 600
-SHOWN_SCORES = 16  # of a result's quality scores on its page (the quality gate writes 5 or 6)
-SHOWN_NAME_CHARS = 64  # of a score's name there (as long as an identifier of the contract)
+# of a result's quality scores or grade probabilities on its page (the quality gate writes 5
+# or 6 scores, the grader 3 probabilities)
+SHOWN_SCORES = 16
+SHOWN_NAME_CHARS = 64  # of a score's or label's name there (as long as a contract identifier)
 
 
 def fleet(store: Store) -> list[dict[str, Any]]:
@@ -111,14 +113,21 @@ def shown_quality(quality: dict[str, Any]) -> dict[str, Any]:
     bidirectional-text characters escaped (they could show it in another order than it has)
     and cut to SHOWN_REASON_CHARS, the first SHOWN_SCORES scores with their names escaped and
     cut, and how many scores were left off. The API gives the block as the kiosk sent it."""
-    reasons = quality.get("reasons") or []
-    scores = list((quality.get("scores") or {}).items())
+    scores, left_off = shown_numbers(quality.get("scores") or {})
     return {
         "verdict": quality.get("verdict"),
-        "reasons": [shorten(reason, SHOWN_REASON_CHARS) for reason in reasons],
-        "scores": [(shorten(name, SHOWN_NAME_CHARS), v) for name, v in scores[:SHOWN_SCORES]],
-        "scores_left_off": max(len(scores) - SHOWN_SCORES, 0),
+        "reasons": [shorten(reason, SHOWN_REASON_CHARS) for reason in quality.get("reasons") or []],
+        "scores": scores,
+        "scores_left_off": left_off,
     }
+
+
+def shown_numbers(named: dict[str, float]) -> tuple[list[tuple[str, float]], int]:
+    """The first SHOWN_SCORES of a kiosk's named numbers (quality scores, a grade's
+    probabilities), names escaped and cut to SHOWN_NAME_CHARS, and how many were left off."""
+    items = list(named.items())
+    shown = [(shorten(name, SHOWN_NAME_CHARS), value) for name, value in items[:SHOWN_SCORES]]
+    return shown, max(len(items) - SHOWN_SCORES, 0)
 
 
 def _set_aside(values: dict[str, Any], not_validated: list[str]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The console reads a hostile kiosk's reasons bounded: the withheld grade's on the page and the
-API, every quality reason and score on a result's page (escaped, cut)."""
+"""The console reads a hostile kiosk's text bounded and escaped: the withheld grade's reason on
+the page and the API; every quality reason, score and grade probability on a result's page (cut
+to length); every free text on the pages (control characters as visible escapes)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,27 @@ def test_a_hostile_reason_does_not_widen_the_result_page(console: Console,
     expect(browser_page.locator("#reasons")).to_contain_text("more characters")
     width_px = browser_page.viewport_size["width"]
     assert browser_page.evaluate("document.documentElement.scrollWidth") <= width_px
+
+
+def test_a_hostile_kiosk_s_free_text_is_shown_escaped_on_every_page(console: Console) -> None:
+    # the contract bounds these in length but not in content; 3,000 labels' probabilities
+    flip = "\u202e txt.exe\x1b[2J"
+    grade = payloads.Classification(model="grader" + flip, version="1" + flip,
+                                    label="fine" + flip,
+                                    probabilities={f"label-{i}": 0.5 for i in range(3_000)})
+    hostile = make_result(3, "lab", "k-evil", "30-39").model_copy(update={
+        "software_version": "0.1" + flip, "classification": grade,
+        "subject": payloads.Subject(subject_id="s" + flip, age_band="30-39")})
+    _stored(console.store_url, hostile)
+    cookie, _ = login_cookie(console)
+    for path in ("/results?device=k-evil", f"/results/{hostile.measurement_id}"):
+        status, _, body = get_with(console, path, cookie)
+        page = body.decode()
+        assert status == 200
+        assert "fine\\u202e txt.exe\\x1b[2J" in page
+        assert "\u202e" not in page
+        assert "\x1b" not in page
+    assert len(body) < 40_000
+    assert f"label-{SHOWN_SCORES - 1}<" in page
+    assert f"label-{SHOWN_SCORES}<" not in page
+    assert f"and {3_000 - SHOWN_SCORES} more labels" in page
