@@ -11,6 +11,7 @@ Ctrl-C, SIGTERM), the edges and the broker are stopped and the temporary folder 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -198,16 +199,30 @@ def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
     )
 
 
-def _next_steps(store_url: str | None) -> str:
-    """What to try next: the README's tour, on the store the demo just filled."""
+def next_steps(store_url: str | None) -> str:
+    """What to run next, as the user's shell calls this program; a throw-away run has none."""
     if store_url is None:
         return "demo: throw-away run; its store was deleted"
+    run = shell_command()
     return (
         f"demo: results kept in {store_url}; explore them with\n"
-        "  appliance fleet\n  appliance results query\n"
-        "  appliance results export --format csv --out results.csv\n"
-        "  appliance report cohort --out report"
+        f"  {run} fleet\n  {run} results query\n"
+        f"  {run} results export --format csv --out results.csv\n"
+        f"  {run} report cohort --out report\n"
+        f"  {run} console user add NAME --role operator, then {run} console (the web console; "
+        "it prints its address)"
     )
+
+
+def shell_command() -> str:
+    """How the user's shell calls this program: ``appliance`` where that finds this very one,
+    else its path (after ``./dev demo`` it is ``.venv/bin/appliance``, which no shell's PATH
+    holds), relative to the working folder when inside it."""
+    mine = Path(sys.executable).parent / "appliance"  # the venv's python, not where it links
+    found = shutil.which("appliance")
+    if not mine.exists() or (found is not None and Path(found).resolve() == mine.resolve()):
+        return "appliance"
+    return os.path.relpath(mine) if mine.is_relative_to(Path.cwd()) else str(mine)
 
 
 def _backoffice(
@@ -282,7 +297,7 @@ def run_demo(
             stop_edges(edges)
             worker.stop()
             print(_summary(store, printer, time.monotonic() - started_s), flush=True)
-            print(_next_steps(store_url), flush=True)
+            print(next_steps(store_url), flush=True)
             return 0
         except DemoError as exc:
             print(f"demo failed: {exc}", file=sys.stderr, flush=True)

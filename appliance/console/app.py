@@ -26,6 +26,7 @@ from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError
 from appliance.console.views import CohortCache
+from appliance.logsafe import escape_controls
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.templates = Environment(
         loader=PackageLoader("appliance.console", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
+        finalize=visible,
     )
     app.state.templates.filters["code_spans"] = code_spans
     app.include_router(pages.router)
@@ -71,6 +73,15 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
 
 
 _CODE_SPAN = re.compile(r"(`{1,2})([^`\n]+)\1")
+
+
+def visible(value: object) -> object:
+    """Every text a page prints, with its control characters as visible escapes: a kiosk's
+    free text (a label, a version, a reason) may hold bidirectional-text controls that show it
+    in another order than it has, or terminal escapes; markup the console built is left as is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return escape_controls(value)
+    return value
 
 
 def code_spans(text: object) -> Markup:

@@ -35,7 +35,14 @@ from appliance.console.guard import (
     read_form,
     safe_next,
 )
-from appliance.console.views import csv_lines, fleet, result_detail, results_page
+from appliance.console.views import (
+    csv_lines,
+    fleet,
+    result_detail,
+    results_page,
+    shown_numbers,
+    shown_quality,
+)
 from appliance.logsafe import shorten
 
 router = APIRouter(include_in_schema=False)
@@ -165,7 +172,10 @@ def result_page(request: Request, measurement_id: str, login: PageLogin) -> HTML
     if detail is None:
         return render(request, "error.html", status=404, login=login,
                       message=f"no stored result {measurement_id}")
-    return render(request, "result.html", login=login, d=detail)
+    grade = detail["classification"] or {}
+    return render(request, "result.html", login=login, d=detail,
+                  quality=shown_quality(detail["quality"]),
+                  probabilities=shown_numbers(grade.get("probabilities") or {}))
 
 
 @router.get("/cohort")

@@ -27,6 +27,7 @@ from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
 from appliance.console.filters import ResultQuery, cursor_of
 from appliance.edge.reasons import grade_withheld
+from appliance.logsafe import shorten
 from appliance.transport.payloads import FEATURE_KEYS
 
 LIST_COLUMNS = ("measurement_id", "captured_at", "site", "device_id", "label", "age_band",
@@ -36,6 +37,14 @@ log = logging.getLogger(__name__)
 CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_id",
                "software_version", "quality_verdict", "model_name", "model_version", "label",
                "age_band", *FEATURE_KEYS, "not_validated")  # not_validated: "a,b" or empty
+# A result's page shows its quality block as a kiosk sent it, which the contract bounds only in
+# all (256 KiB, 16 reasons): one reason could fill it. The longest a kiosk writes, a withheld
+# grade naming every feature key, has 326 characters.
+SHOWN_REASON_CHARS = 600
+# of a result's quality scores or grade probabilities on its page (the quality gate writes 5
+# or 6 scores, the grader 3 probabilities)
+SHOWN_SCORES = 16
+SHOWN_NAME_CHARS = 64  # of a score's or label's name there (as long as a contract identifier)
 
 
 def fleet(store: Store) -> list[dict[str, Any]]:
@@ -97,6 +106,28 @@ def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:
         "not_validated": not_validated,
         "not_validated_raw": raw,
     }
+
+
+def shown_quality(quality: dict[str, Any]) -> dict[str, Any]:
+    """A result's quality block as its page shows it: each reason with its control and
+    bidirectional-text characters escaped (they could show it in another order than it has)
+    and cut to SHOWN_REASON_CHARS, the first SHOWN_SCORES scores with their names escaped and
+    cut, and how many scores were left off. The API gives the block as the kiosk sent it."""
+    scores, left_off = shown_numbers(quality.get("scores") or {})
+    return {
+        "verdict": quality.get("verdict"),
+        "reasons": [shorten(reason, SHOWN_REASON_CHARS) for reason in quality.get("reasons") or []],
+        "scores": scores,
+        "scores_left_off": left_off,
+    }
+
+
+def shown_numbers(named: dict[str, float]) -> tuple[list[tuple[str, float]], int]:
+    """The first SHOWN_SCORES of a kiosk's named numbers (quality scores, a grade's
+    probabilities), names escaped and cut to SHOWN_NAME_CHARS, and how many were left off."""
+    items = list(named.items())
+    shown = [(shorten(name, SHOWN_NAME_CHARS), value) for name, value in items[:SHOWN_SCORES]]
+    return shown, max(len(items) - SHOWN_SCORES, 0)
 
 
 def _set_aside(values: dict[str, Any], not_validated: list[str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from appliance.logsafe import escape_controls
 
@@ -25,7 +25,8 @@ MAX_DECODE_PIXELS = 48_000_000
 _JPEG_MAGIC = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
 _PNG_MAGIC = b"\x89PNG"
-_KNOWN_MAGIC = (_JPEG_MAGIC, _PNG_MAGIC, b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+_BMP_MAGIC = b"BM"
+_KNOWN_MAGIC = (_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC, b"II*\x00", b"MM\x00*", b"RIFF")
 _PILLOW_GREY16_MODES = ("I;16", "I;16B", "I")  # a 16-bit grey PNG, as Pillow opens it
 _NOT_REGULAR = (  # what a path names when it is no file to read, as `ls -l` would say
     (stat.S_ISDIR, "a folder"),
@@ -129,7 +130,7 @@ def decode_frame(
         )
     if data.startswith(_JPEG_MAGIC):
         _check_jpeg(data, name)
-    if data.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
+    if data.startswith((_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC)):
         return _decode_with_pillow(data, name)
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
@@ -159,14 +160,16 @@ def _one_line(text: str) -> str:
 
 
 def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
-    """Decode a JPEG or PNG with Pillow, turned upright by its EXIF orientation as OpenCV would.
+    """Decode a JPEG, PNG or BMP with Pillow, turned upright by its EXIF orientation as OpenCV
+    would.
 
     Why Pillow: OpenCV's libjpeg and libpng print damage straight to the process's stderr
-    ("Corrupt JPEG data: ...", "libpng error: IDAT: CRC error"), past any log level; Pillow
-    raises instead (its PNG reader checks the chunk CRCs itself), so a damaged frame is judged
-    by its pixels or refused, and reported once, by the command. The pixels are OpenCV's:
-    the same libjpeg-turbo with the same defaults, and PNG samples of 16 bits cut to their
-    high byte as ``IMREAD_COLOR`` does.
+    ("Corrupt JPEG data: ...", "libpng error: IDAT: CRC error"), past any log level, and so does
+    its BMP reader on a cut file ("[ERROR:0@0.1] global loadsave.cpp ... Unexpected end of
+    input stream"); Pillow raises instead (its PNG reader checks the chunk CRCs itself), so a
+    damaged frame is judged by its pixels or refused, and reported once, by the command. The
+    pixels are OpenCV's: the same libjpeg-turbo with the same defaults, PNG samples of 16 bits
+    cut to their high byte as ``IMREAD_COLOR`` does, a BMP's pixels as stored.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -195,11 +198,15 @@ def header_size(data: bytes, name: str = "frame") -> tuple[int, int]:
         return _jpeg_size(data, name)
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a cut TIFF's "Corrupt EXIF data": its error says it
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise FrameError(f"{name}: image too large ({exc}); refused before decoding") from exc
+    except UnidentifiedImageError as exc:  # its text names the in-memory file object
+        raise FrameError(f"{name}: corrupt image data (header unreadable); copy the file "
+                         "again") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for a bad header
         reason = f"corrupt image data (header: {exc}); copy the file again"
         raise FrameError(f"{name}: {reason}") from exc

@@ -90,7 +90,13 @@ class Quality(_Payload):
     """The frame quality gate's verdict on the measured frame."""
 
     verdict: Literal["ok", "blurred", "overexposed", "underexposed", "no_contact", "moving"]
-    reasons: list[str] = Field(default_factory=list, max_length=16, description="Why not ok.")
+    reasons: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Why not ok; on an ok frame, why some features were not measured "
+        "('not measured: ...') or the grade was withheld ('not graded: ...'), "
+        "docs/measurement.md 'Validated range'.",
+    )
     scores: dict[str, float] = Field(default_factory=dict, description="Focus, exposure, ...")
 
 

@@ -139,3 +139,19 @@ def test_the_demo_prints_no_number_that_was_not_measured(
                      "age band -"
     assert printer.kime_scores == [61.0]  # the mean leaves out what was not measured
     assert printer.not_measured == 1
+
+
+def test_the_demo_s_next_steps_call_this_program_as_the_shell_finds_it_and_name_the_console(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = Path(sys.executable).parent / "appliance"  # ./dev demo runs .venv/bin/appliance
+    assert script.exists()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a fresh shell: the venv is not on it
+    monkeypatch.chdir(script.parent.parent.parent)
+    shown = os.path.relpath(script)
+    steps = demo.next_steps("sqlite:///state/backoffice.sqlite3").splitlines()[1:]
+    assert steps
+    assert all(step.startswith(f"  {shown} ") for step in steps), steps
+    assert f"  {shown} console user add NAME --role operator, then {shown} console" in steps[-1]
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert demo.next_steps("sqlite:///s").splitlines()[1].startswith("  appliance fleet")

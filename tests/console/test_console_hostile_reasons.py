@@ -1,17 +1,22 @@
-"""The console reads a hostile kiosk's withheld-grade reason bounded, on the page and the API."""
+"""The console reads a hostile kiosk's text bounded and escaped: the withheld grade's reason on
+the page and the API; every quality reason, score and grade probability on a result's page (cut
+to length); every free text on the pages (control characters as visible escapes)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from console_helpers import make_result
+from console_helpers import PASSWORD, Console, get_with, login_cookie, make_result
+from playwright.sync_api import expect
 
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.console.filters import parse_query
-from appliance.console.views import result_detail, results_page
-from appliance.edge.reasons import NOT_GRADED
+from appliance.console.views import SHOWN_REASON_CHARS, SHOWN_SCORES, result_detail, results_page
+from appliance.edge.reasons import NOT_GRADED, NOT_MEASURED
 from appliance.transport import payloads
 
 
@@ -33,3 +38,82 @@ def test_a_made_up_withheld_reason_names_only_known_features(tmp_path: Path) -> 
     assert item["grade_withheld"] == expected
     assert detail is not None
     assert detail["grade_withheld"] == expected
+
+
+def _stored(store_url: str, result: payloads.Result) -> None:
+    store = open_store(store_url)
+    try:
+        row = result_row(result, iso_utc(datetime.now(UTC)), result.to_json().decode())
+        store.write_batch(Batch(results=[row]), 100)
+    finally:
+        store.close()
+
+
+def test_a_result_page_shows_hostile_reasons_escaped_and_bounded(console: Console) -> None:
+    # what the contract lets through: 16 reasons, one of 200,000 characters, a right-to-left
+    # override that would show "evil txt.exe" as "exe.txt live", terminal escapes; 4,000 scores
+    spoof = f"{NOT_MEASURED}report \u202eevil txt.exe \x1b[31mred\x07"
+    reasons = [spoof, NOT_MEASURED + "A" * 200_000,
+               *(f"{NOT_MEASURED}<script>alert({i})</script>" for i in range(14))]
+    hostile = make_result(1, "lab", "k-evil", "30-39").model_copy(update={
+        "quality": payloads.Quality(verdict="ok", reasons=reasons,
+                                    scores={f"score-{i}": float(i) for i in range(4_000)})})
+    _stored(console.store_url, hostile)
+    cookie, _ = login_cookie(console)
+    status, _, body = get_with(console, f"/results/{hostile.measurement_id}", cookie)
+    page = body.decode()
+    assert status == 200
+    assert len(body) < 40_000  # the page of a plain result is about 5 KB
+    assert "<script>alert(" not in page
+    assert page.count("&lt;script&gt;alert(") == 14
+    assert "\u202e" not in page
+    assert "\x1b" not in page
+    assert "\x07" not in page
+    assert "report \\u202eevil txt.exe \\x1b[31mred\\u0007" in page  # shown, as escapes
+    assert f"({200_000 + len(NOT_MEASURED) - SHOWN_REASON_CHARS} more characters)" in page
+    assert f"score-{SHOWN_SCORES - 1}<" in page
+    assert f"score-{SHOWN_SCORES}<" not in page
+    assert f"and {4_000 - SHOWN_SCORES} more scores" in page
+    # the API keeps what the kiosk sent, for audit (JSON escapes it; the contract bounds it)
+    _, _, answer = console.get(f"/api/v1/results/{hostile.measurement_id}", console.token)
+    assert json.loads(answer)["quality"]["reasons"] == reasons
+
+
+def test_a_hostile_reason_does_not_widen_the_result_page(console: Console,
+                                                         browser_page: Any) -> None:
+    hostile = make_result(2, "lab", "k-evil", "30-39").model_copy(update={
+        "quality": payloads.Quality(verdict="ok", reasons=[NOT_MEASURED + "A" * 5_000])})
+    _stored(console.store_url, hostile)
+    browser_page.goto(console.url + "/login?next=/fleet")
+    browser_page.fill("input[name=user]", "alice")
+    browser_page.fill("input[name=password]", PASSWORD)
+    browser_page.click("button[type=submit]")
+    expect(browser_page).to_have_url(console.url + "/fleet")
+    browser_page.goto(console.url + f"/results/{hostile.measurement_id}")
+    expect(browser_page.locator("#reasons")).to_contain_text("more characters")
+    width_px = browser_page.viewport_size["width"]
+    assert browser_page.evaluate("document.documentElement.scrollWidth") <= width_px
+
+
+def test_a_hostile_kiosk_s_free_text_is_shown_escaped_on_every_page(console: Console) -> None:
+    # the contract bounds these in length but not in content; 3,000 labels' probabilities
+    flip = "\u202e txt.exe\x1b[2J"
+    grade = payloads.Classification(model="grader" + flip, version="1" + flip,
+                                    label="fine" + flip,
+                                    probabilities={f"label-{i}": 0.5 for i in range(3_000)})
+    hostile = make_result(3, "lab", "k-evil", "30-39").model_copy(update={
+        "software_version": "0.1" + flip, "classification": grade,
+        "subject": payloads.Subject(subject_id="s" + flip, age_band="30-39")})
+    _stored(console.store_url, hostile)
+    cookie, _ = login_cookie(console)
+    for path in ("/results?device=k-evil", f"/results/{hostile.measurement_id}"):
+        status, _, body = get_with(console, path, cookie)
+        page = body.decode()
+        assert status == 200
+        assert "fine\\u202e txt.exe\\x1b[2J" in page
+        assert "\u202e" not in page
+        assert "\x1b" not in page
+    assert len(body) < 40_000
+    assert f"label-{SHOWN_SCORES - 1}<" in page
+    assert f"label-{SHOWN_SCORES}<" not in page
+    assert f"and {3_000 - SHOWN_SCORES} more labels" in page

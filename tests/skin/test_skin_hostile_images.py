@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -12,7 +15,7 @@ from appliance.config import Config, SkinConfig
 from appliance.hostile import huge_png, lying_jpeg
 from appliance.skin.analysis import analyze
 from appliance.skin.analyze_run import AnalyzeRun
-from appliance.skin.frames import FrameError, header_size, load_frame
+from appliance.skin.frames import FrameError, decode_frame, header_size, load_frame
 from appliance.synthetic.skin import synthetic_frame
 
 
@@ -72,3 +75,22 @@ def test_a_frame_of_more_than_65535_tiny_cells_is_measured() -> None:
     analysis = analyze(rgb, 30.0)
     cell_mm2 = (4 * 30.0 / 1000.0) ** 2
     assert analysis.features.hill_density_per_mm2 == pytest.approx(1.0 / cell_mm2, rel=0.05)
+
+
+def test_a_damaged_bmp_or_tiff_is_reported_once_in_the_command_s_words(tmp_path: Path) -> None:
+    """OpenCV's BMP reader prints its own error line on a cut file, and Pillow's TIFF header
+    reader a warning and a message naming a Python object; the command should say it once."""
+    bgr = cv2.cvtColor(synthetic_frame(3, 0, "normal").image_rgb, cv2.COLOR_RGB2BGR)
+    for name in ("cut.bmp", "cut.tif"):
+        whole = bytes(cv2.imencode(Path(name).suffix, bgr)[1])
+        assert decode_frame(whole).tolist() == bgr[:, :, ::-1].tolist()  # intact: its pixels
+        (tmp_path / name).write_bytes(whole[: len(whole) // 2])
+    frames = [str(tmp_path / "cut.bmp"), str(tmp_path / "cut.tif")]
+    done = subprocess.run([sys.executable, "-m", "appliance", "analyze", *frames],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    for frame in frames:
+        assert done.stderr.count(f"analyze: {frame}: corrupt image data") == 1
+    for line in done.stderr.splitlines():  # log lines and the command's own verdicts only
+        assert " INFO " in line or line.startswith("analyze: "), line
+    assert "BytesIO" not in done.stderr
