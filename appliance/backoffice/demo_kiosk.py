@@ -111,5 +111,5 @@ def _cohort_text(views: dict[str, Any]) -> list[str]:
         interval = (f"[{pearson.low:+.2f}, {pearson.high:+.2f}] (n={pearson.n})"
                     if math.isfinite(pearson.low) else f"(n={pearson.n}, too few for a 95 % CI)")
         lines.append(f"cohort: kime score vs age, Pearson r {pearson.r:+.2f} {interval}; "
-                     "full report: appliance report cohort --out DIR, or the console")
+                     "full report: the report cohort command, or the console")
     return lines
