@@ -23,6 +23,8 @@ def check_preset(preset: str) -> str:
 
 
 def preset_help() -> str:
-    """One line describing every preset's age range, for command-line help."""
+    """One line describing every preset's age range (and what ``wide`` varies), for help."""
     ranges = (f"{name} {low:.0f}-{high:.0f}" for name, (low, high) in PRESET_AGES_YEARS.items())
-    return "age range in years: " + ", ".join(ranges) + " (default mixed)"
+    return ("age range in years: " + ", ".join(ranges) + " (default mixed); wide also varies the "
+            "scale (7-13 um/px, in each frame's NAME.json: measure with --um-per-px), pores, "
+            "junctions, furrow depth, pigment, hairs, dust, JPEG quality and lighting")
