@@ -37,8 +37,9 @@ TABLE_COLUMNS = (
     ("L*", "lab_l", 5, ".1f"),
     ("class", "classification", 10, ""),
 )
-TABLE_LEGEND = ("n/m: not measured (outside the validated range, docs/measurement.md); "
-                "not given: the grade needs a feature that was not measured (--json says which)")
+TABLE_LEGEND = ("n/m: not measured (outside the validated range, docs/measurement.md; --json's "
+                "quality reasons say why); not given: the grade needs a feature that was not "
+                "measured (--json says which)")
 
 
 class AnalyzeRun:
