@@ -115,10 +115,12 @@ def test_grown_cells_read_their_many_arm_junctions_whole(spacing_px: float) -> N
     assert measured == pytest.approx(true_length, rel=0.03)
 
 
-@pytest.mark.parametrize("key_bound", [2**12, 2**16, 2**16 + 1, 2**31, 2**32, 2**40])
+@pytest.mark.parametrize(
+    "key_bound", [2**12, 2**16, 2**16 + 1, 2**31, 2**32, 2**33, 2**40, 2**48, 2**48 + 1])
 def test_sort_order_sorts_keys_stably_in_any_range(key_bound: int) -> None:
-    # a guard for the 16-bit radix digits (keys below 2^32) and the packed sort beyond: ties
-    # keep their first order, the sorted keys come back as int64 whatever the keys' type
+    # a guard for the 16-bit radix digits (two below 2^32, three up to 2^48) and the packed
+    # sort beyond: ties keep their first order, the sorted keys come back as int64 whatever
+    # the keys' type
     from appliance.skin.borders import sort_order
 
     rng = np.random.default_rng(key_bound % 1000)
