@@ -24,6 +24,7 @@ from appliance.backoffice.schema import (
     not_validated_keys,
 )
 from appliance.backoffice.store import Store
+from appliance.edge.reasons import grade_withheld
 from appliance.logsafe import escape_controls, shorten
 
 EXPORT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c != "payload")
@@ -33,6 +34,9 @@ QUERY_COLUMNS = ("captured_at", "site", "device_id", "measurement_id", "kime_sco
 _PARQUET_CHUNK_ROWS = 10_000
 _NOT_VALIDATED_AT = EXPORT_COLUMNS.index(NOT_VALIDATED_COLUMN)
 NOT_MEASURED_NOTE = "n/m: not measured (outside the validated range, docs/measurement.md)"
+NOT_GIVEN_NOTE = ("not given: the kiosk withheld the grade (the model reads features not "
+                  "measured, or the frame is outside the validated range)")
+_LABEL_AT = QUERY_COLUMNS.index("label")
 
 
 def parse_since(text: str) -> str:
@@ -50,27 +54,42 @@ def parse_since(text: str) -> str:
 def query_table(store: Store, device: str | None, since: str | None, limit: int) -> str:
     """A plain-text table of the newest ``limit`` matching results, newest first, and how many
     match in all."""
-    rows = list(store.select_results((*QUERY_COLUMNS, NOT_VALIDATED_COLUMN), device, since,
-                                     limit, newest_first=True))
+    rows = list(store.select_results((*QUERY_COLUMNS, NOT_VALIDATED_COLUMN, "payload"), device,
+                                     since, limit, newest_first=True))
     if not rows:
         return "no results match"
     total = store.count_matching(device, since)
-    cells = [_query_cells(row) for row in rows]
+    cells = [_query_cells(row[:-1], row[-1]) for row in rows]
     header = [c.upper() for c in QUERY_COLUMNS]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *cells, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     shown = f"the newest {len(rows)} of {total} result(s)" if total > len(rows) else (
         f"{total} result(s)")
-    note = [NOT_MEASURED_NOTE] if any(row[-1] for row in rows) else []
-    return "\n".join([*lines, f"{shown}, newest first", *note])
+    notes = [NOT_MEASURED_NOTE] if any(row[-2] for row in rows) else []
+    notes += [NOT_GIVEN_NOTE] if any(row[_LABEL_AT] == "not given" for row in cells) else []
+    return "\n".join([*lines, f"{shown}, newest first", *notes])
 
 
-def _query_cells(row: tuple[Any, ...]) -> list[str]:
-    """A query row's cells, ``n/m`` where the result names the feature as not validated."""
+def _query_cells(row: tuple[Any, ...], payload: str) -> list[str]:
+    """A query row's cells, ``n/m`` where the result names the feature as not validated and
+    ``not given`` for a grade withheld."""
     outside = not_validated_keys(row[-1])
-    return ["n/m" if column in outside else _cell(value)
-            for column, value in zip(QUERY_COLUMNS, row[:-1], strict=True)]
+    cells = ["n/m" if column in outside else _cell(value)
+             for column, value in zip(QUERY_COLUMNS, row[:-1], strict=True)]
+    if row[_LABEL_AT] is None and grade_withheld(_stored_reasons(payload)) is not None:
+        cells[_LABEL_AT] = "not given"
+    return cells
+
+
+def _stored_reasons(payload: str) -> list[str]:
+    """The quality reasons of a stored payload (it was validated on the way in; anything
+    unreadable reads as none)."""
+    try:
+        reasons = json.loads(payload)["quality"]["reasons"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [r for r in reasons if isinstance(r, str)] if isinstance(reasons, list) else []
 
 
 def _cell(value: Any) -> str:

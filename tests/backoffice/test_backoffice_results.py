@@ -13,6 +13,7 @@ from appliance.backoffice.export import EXPORT_COLUMNS
 from appliance.backoffice.schema import DeadLetter, device_row, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
+from appliance.edge.reasons import not_graded_reason
 from appliance.synthetic import fleet
 
 OUTSIDE = ["pore_count", "kime_score"]  # one result's features outside the validated range
@@ -26,6 +27,10 @@ def store_url(tmp_path: Path) -> str:
     rng = random.Random(9)
     results = [fleet.sample_result(rng, "lab", f"k{i % 3}", i) for i in range(12)]
     results[10] = results[10].model_copy(update={"not_validated": OUTSIDE})  # k1, 2nd newest
+    withheld = results[7].quality.model_copy(
+        update={"reasons": [not_graded_reason(["pore_count"])]})
+    results[7] = results[7].model_copy(update={"classification": None, "quality": withheld})
+    results[4] = results[4].model_copy(update={"classification": None})  # k1: no model ran
     rows = [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode()) for r in results]
     birth = device_row(fleet.online_status("lab", "k1", 4), "2026-11-26T00:00:01.000000Z")
     junk = DeadLetter("2026-11-26T00:00:02.000000Z", "appliance/lab/k1/result",
@@ -129,9 +134,25 @@ def test_query_marks_the_cells_not_measured(store_url: str,
     marked = next(row for row in rows if row[kime] == "n/m")
     assert marked[pores] == "n/m"
     assert all(row[pores].isdigit() for row in rows if row is not marked)
-    assert lines[-1] == "n/m: not measured (outside the validated range, docs/measurement.md)"
+    assert "n/m: not measured (outside the validated range, docs/measurement.md)" in lines[-2:]
     assert _cli("results", "query", "--store", store_url, "--device", "k0") == 0
     assert "n/m" not in capsys.readouterr().out  # no flagged result: no marks, no note
+
+
+def test_query_tells_a_withheld_grade_from_no_model(store_url: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli("results", "query", "--store", store_url, "--device", "k1") == 0
+    lines = capsys.readouterr().out.splitlines()
+    label_at = lines[0].index("LABEL")
+    # newest first: the results made 10th, 7th, 4th and 1st of k1
+    labels = [line[label_at:].split("  ")[0] for line in lines[1:5]]
+    assert labels[1] == "not given"  # its reasons say the grade was withheld
+    assert labels[2] == "-"  # no classification and no reason: no model ran
+    assert labels[0] not in ("-", "not given")
+    assert labels[3] not in ("-", "not given")
+    assert lines[-1].startswith("not given: the kiosk withheld the grade")
+    assert _cli("results", "query", "--store", store_url, "--device", "k0") == 0
+    assert "not given" not in capsys.readouterr().out
 
 
 def test_dead_letters_show_a_long_topic_and_reason_cut_to_one_line(
