@@ -85,8 +85,10 @@ def own_edge(depth: np.ndarray, centres: np.ndarray, floor: np.ndarray, rim: np.
         before = _falls_before_rim(depth, centres, floor, half, (pits, which),
                                    rim=rim, median=median)
         into[pits, which] = np.clip(1.0 + before / INTO_FURROW_RAMP_PX, 0.0, 1.0)
-    into[np.sum(1.0 - into, axis=1) < MIN_KEPT_RAYS] = 0.0  # too few left: every ray
-    fitted, radius = _circle(rim, 1.0 - into)
+    few = np.sum(1.0 - into, axis=1) < MIN_KEPT_RAYS  # too few left: every ray, cut back at
+    into[few] = 0.0  # ARM_CUT times the median as pore_profile's rim
+    fitted, radius = _circle(np.where(few[:, None], np.minimum(rim, ARM_CUT * median[:, None]),
+                                      rim), 1.0 - into)
     return OwnEdge(radius, centres + fitted, into.max(axis=1))
 
 
