@@ -214,7 +214,6 @@ class Shape:
     arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
     outline: np.ndarray  # light just inside the rim over just outside it (``outline_of``)
     far_side: np.ndarray  # deepest arm window more than a right angle from the deepest one
-    rim_px: np.ndarray  # (P, RAY_COUNT) each ray's rim radius, rays in angle order (fine px)
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -349,8 +348,8 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     with_floor = np.concatenate([np.repeat(floor, RAY_COUNT)[:, None], per_ray], axis=1)
     for _ in range(SKIN_ITERATIONS):  # the skin right outside the rim, not a far hill top
         half = (floor + skin) / 2.0
-        crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii).reshape(-1, RAY_COUNT)
-        rim = np.sort(crossed)
+        crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii)
+        rim = np.sort(crossed.reshape(-1, RAY_COUNT))
         median = rim[:, RAY_COUNT // 2]
         beyond = (rays.radii_px[None, :] >= median[:, None]) & (
             rays.radii_px[None, :] <= SKIN_RING * median[:, None] + 1.5 * FINE)
@@ -367,8 +366,7 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor, outline_of(rays, radius), far_side,
-                 crossed)
+                 elongation, count, ends, arm_floor, outline_of(rays, radius), far_side)
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,7 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    hill (at most one arm, no second furrow within 80 µm) needs neither the contrast nor the
    arm test, and is profiled whatever its depth. Overlapping candidates keep the deepest.
 6. Diameter: the equivalent diameter of the rim, with the imaging halo of a pit's darkness
-   taken off in quadrature. A counted pore with a ray that runs into a furrow is sized from
-   its own edge (appliance/skin/pore_rim.py): the rays that run into a furrow are left out
-   and a circle is fitted to the rest.
+   taken off in quadrature.
 7. How borderline the count is (``borderline_share``): the share of the counted pores that a
    rule ``BORDERLINE_MARGIN`` stricter in every threshold would not count. Where pores and
    junctions read alike (junctions drawn as dark as pores) many pass by a narrow margin, and the
@@ -70,8 +68,7 @@ from appliance.skin.pore_profile import (
     to_fine,
     typical_junction,
 )
-from appliance.skin.pore_rim import own_edge
-from appliance.skin.preprocess import Prepared, on_grid
+from appliance.skin.preprocess import Prepared
 
 
 @dataclass(frozen=True)
@@ -173,12 +170,6 @@ OUTLINE_PASSES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than
 
 
 HILL_RING_UM = 80.0  # where a pit's neighbouring furrows are looked for before profiling
-# The imaging halo taken off a counted pore's own-edge diameter (``pore_diameters_um``): its
-# rim read on every ray that does not run into a furrow, an oval's long axis included, reads
-# wider than the rim pore_profile cuts at ARM_CUT, which ``PoreRule.halo_um`` (the size test,
-# the overlaps) was fitted on. Chosen on seeds 11/12 of the own generator only
-# (docs/experiments/README.md "owndiam").
-OWN_EDGE_HALO_UM = 57.5
 # How much stricter the rule is that tells a borderline count (``borderline_share``): each lower
 # limit times this, each upper limit over it. 5 % is about the step between neighbouring fitted
 # values of the thresholds (docs/measurement.md "Validated range").
@@ -221,7 +212,6 @@ class Candidates:
     um_per_fine_px: float
     um_per_work_px: float
     shallow_work_px: np.ndarray  # (M, 2) candidates not profiled: too shallow to be a pore
-    depth_fine: np.ndarray | None = None  # the fine depth the profiles were read on
 
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
@@ -266,7 +256,7 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
             if colour else np.zeros(len(shape.floor)))
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
-                      prepared.um_per_work_px, centres_work[~deep], fine)
+                      prepared.um_per_work_px, centres_work[~deep])
 
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
@@ -296,32 +286,11 @@ def own_diameters_um(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
     Shading of the pit's walls, defocus and JPEG spread every pit's darkness by about the same
     width, so the rim of a small pit sits relatively further out than a large one's.
     """
-    return _without_halo_um(found.shape.radius_px, found, rule)
-
-
-def _without_halo_um(measured: np.ndarray, found: Candidates, rule: PoreRule) -> np.ndarray:
-    """Diameters (µm) of rims of ``measured`` fine px with the imaging halo taken off in
-    quadrature (at most halving them)."""
+    measured = found.shape.radius_px
     halo_px = rule.halo_um / 2.0 / found.um_per_fine_px
     squared = np.maximum(measured**2 - halo_px**2, (measured / 2.0) ** 2)
     diameters: np.ndarray = 2.0 * np.sqrt(squared) * found.um_per_fine_px
     return diameters
-
-
-def pore_diameters_um(found: Candidates, index: np.ndarray, rule: PoreRule = RULE) -> np.ndarray:
-    """The diameters of the pits ``index`` (the pores counted), each from its own edge
-    (``pore_rim.own_edge``: the rays that run into a furrow left out, a circle fitted to the
-    rest; every ray where none does, so an oval pore's long axis counts in full), with the
-    imaging halo ``OWN_EDGE_HALO_UM`` taken off in quadrature. Without the fine depth, the
-    rim (``own_diameters_um``)."""
-    if found.depth_fine is None or not len(index):
-        plain: np.ndarray = own_diameters_um(found, rule)[index]
-        return plain
-    shape = found.shape
-    centres = on_grid(found.centres_work_px[index], found.um_per_work_px / found.um_per_fine_px)
-    edge = own_edge(found.depth_fine, centres, shape.floor[index], shape.rim_px[index],
-                    shape.radius_px[index])
-    return _without_halo_um(edge.radius_px, found, replace(rule, halo_um=OWN_EDGE_HALO_UM))
 
 
 def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
@@ -460,7 +429,7 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     found = replace(found, blue=blue)
     tests["grey"] = blue <= rule.max_blue_excess  # the only test the colour enters
     chosen = choose_pores(found, rule, tests)
-    return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen, rule),
+    return _pore_result(found.centres_work_px[chosen], own_diameters_um(found, rule)[chosen],
                         prepared, found.contrast, borderline_share(found, chosen, rule))
 
 
