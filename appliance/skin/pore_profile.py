@@ -61,7 +61,7 @@ PIGMENT_RINGS_PX = (3.0, 15.0)
 # The straightest dark line through a pit (``line_rest``): windows of this many samples (320
 # µm at RAY_STEP_PX fine px) along the 8 lines that two opposite rays make through the pit.
 LINE_SPAN_UM = 320.0
-LINE_SAMPLES = int(round(LINE_SPAN_UM / FINE_UM_PER_PX / RAY_STEP_PX)) + 1
+LINE_SAMPLES = round(LINE_SPAN_UM / FINE_UM_PER_PX / RAY_STEP_PX) + 1
 LIGHT_FLOOR = 0.02  # light (1 - depth) is read at least this: a log of it stays finite
 
 

@@ -161,15 +161,19 @@ class PoreRule:
     # furrow closes too). Chosen on seeds 11/12 (own generator only) among 0.70-0.85, read
     # at 0.6 / 1.5 or 2 rims, with the worst or second-worst ray; docs/measurement.md "Pores".
     outline_max_ratio: float = 0.8
-    # The tests' verdicts are then weighed together with the pit's readings (``PoreModel``): a
-    # pit that passes every test is kept unless it scores under ``model_keep``; a pit that
-    # fails some is counted where it scores at least ``model_admit``, if it passes the fixed
-    # tests (``pore_verdict``). Chosen on seed 11 wide 0-129 and mixed 0-59 (own generator
-    # only; keep -1.5 to -0.5, admit -0.5 to 1 searched, the count objective median + p90 / 4
-    # of both presets; docs/experiments/README.md "combo"), then checked on unused frames of
-    # seeds 11 and 12.
+    # The tests' verdicts are then weighed together with the pit's readings (``PoreModel``,
+    # ``pore_verdict``): a pit with 3 or more arms that passes every test is dropped where it
+    # scores under ``model_keep`` (a dark junction passing each test by a little); a pit that
+    # fails some test is counted where it passes the fixed tests, scores at least
+    # ``model_admit`` and is darker in light than any straight line through it by at least
+    # ``admit_min_line_rest`` (pore_profile.line_rest: a pigment spot or a dark knot of furrows
+    # is not). Chosen on seed 11 wide 0-129 and mixed 0-59 (own generator only): keep -3 to
+    # -1.5 (for every pit, or 3+ arms only), admit -0.5 to 0.5, the line 0 to 0.3 (a plateau
+    # from 0.15) searched on the count objective median + p90 / 4 of both presets, then
+    # checked on unused frames of seeds 11 and 12 (docs/experiments/README.md "combo").
     model_keep: float = -2.0
     model_admit: float = 0.0
+    admit_min_line_rest: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,8 @@ HILL_RING_UM = 80.0  # where a pit's neighbouring furrows are looked for before 
 # values of the thresholds (docs/measurement.md "Validated range").
 BORDERLINE_MARGIN = 1.05
 # The thresholds of PoreRule that are upper limits (a pore reads at most this); halo_um is a
-# size, not a threshold, and stays.
+# size, not a threshold, and stays; the score's limits move by a margin of the score
+# (``stricter``).
 UPPER_LIMITS = ("max_blue_excess", "max_elongation", "max_diameter_um", "pit_max_elongation",
                 "oval_max_elongation", "oval_end_max_elongation", "hill_max_arms",
                 "beside_max_outline", "outline_max_ratio")
@@ -485,17 +490,20 @@ def pore_verdict(found: Candidates, tests: dict[str, np.ndarray], rule: PoreRule
     """Which candidates are pores, before overlaps. The fixed tests: grey, pore-sized,
     ``depth_over_furrow`` deep, ``not_a_dash`` (a short deep stretch of furrow) and, with 3
     or more arms, ``closed`` and ``deeper_than_strand`` (a junction where a deeper furrow
-    segment ends is not a pore, however the rest reads).
-    Then either every test passed and a score (``pore_score``) of at least
-    ``rule.model_keep``, or a score of at least ``rule.model_admit``."""
+    segment ends is not a pore, however the rest reads). Then either every test passed (with
+    3 or more arms, and a score (``pore_score``) of at least ``rule.model_keep``), or a score
+    of at least ``rule.model_admit`` and a pit darker than any straight line through it
+    (``rule.admit_min_line_rest``)."""
     score = pore_score(found, tests, model)
     every = np.logical_and.reduce(list(tests.values()))
-    fixed = tests["grey"] & tests["pore_sized"] & (
+    few = found.shape.arm_count <= PIT_MAX_ARMS
+    fixed = tests["grey"] & tests["pore_sized"] & tests["not_a_dash"] & (
         found.shape.floor >= rule.depth_over_furrow * found.furrow_floor) & (
-        (found.shape.arm_count <= PIT_MAX_ARMS)
-        | (tests["closed"] & tests["deeper_than_strand"])) & tests["not_a_dash"]
-    result: np.ndarray = fixed & ((every & (score >= rule.model_keep))
-                                  | (score >= rule.model_admit))
+        few | (tests["closed"] & tests["deeper_than_strand"]))
+    kept = every & (few | (score >= rule.model_keep))
+    admitted = (score >= rule.model_admit) & (
+        found.shape.line_rest >= rule.admit_min_line_rest)
+    result: np.ndarray = fixed & (kept | admitted)
     return result
 
 
@@ -537,7 +545,17 @@ def stricter(rule: PoreRule, factor: float) -> PoreRule:
     moved = {item.name: getattr(rule, item.name) / factor if item.name in UPPER_LIMITS
              else getattr(rule, item.name) * factor
              for item in fields(rule) if item.name not in NOT_A_LIMIT}
-    return replace(rule, **moved)
+    # the score's limits: raised by what a pit ``factor`` shallower loses (``floor_weight``)
+    shift = floor_weight() * float(np.log(factor))
+    return replace(rule, **moved, model_keep=rule.model_keep + shift,
+                   model_admit=rule.model_admit + shift)
+
+
+def floor_weight(model: PoreModel = MODEL) -> float:
+    """How much ``pore_score`` changes per unit of log floor, the rest held: the sum of the
+    coefficients of the readings that are log ratios of the floor."""
+    return (model.floor_over_around + model.floor_over_arms + model.floor_over_arm_floor
+            + model.floor_over_furrow + model.floor_over_strand + model.floor_over_ends)
 
 
 def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RULE) -> float:
