@@ -310,11 +310,11 @@ def line_rest(rays: np.ndarray, floor: np.ndarray) -> np.ndarray:
     of the two rays' running minima out from the floor there: one running minimum per ray
     (van Herk's opening, at the one place it is read), not a minimum per window."""
     half, span = RAY_COUNT // 2, LINE_SAMPLES - 1
-    running = np.empty((len(floor), span + 1, RAY_COUNT))
-    running[:, 0] = floor[:, None]
-    np.minimum.accumulate(np.concatenate([running[:, :1], rays[:, :span]], axis=1), axis=1,
-                          out=running)
-    opening = np.minimum(running[:, :, :half], running[:, ::-1, half:]).max(axis=1).max(axis=1)
+    running = np.empty((span + 1, len(floor), RAY_COUNT))  # radius first: each step contiguous
+    running[0] = floor[:, None]
+    for step in range(span):
+        np.minimum(running[step], rays[:, step], out=running[step + 1])
+    opening = np.minimum(running[:, :, :half], running[::-1, :, half:]).max(axis=0).max(axis=1)
     result: np.ndarray = log_light(floor) - log_light(opening)
     return result
 

@@ -456,13 +456,22 @@ def _log_ratio(top: np.ndarray, bottom: np.ndarray | float) -> np.ndarray:
     return result
 
 
-def pore_score(found: Candidates, tests: dict[str, np.ndarray],
-               model: PoreModel = MODEL) -> np.ndarray:
+def pore_score(found: Candidates, tests: dict[str, np.ndarray], model: PoreModel = MODEL,
+               readings: np.ndarray | None = None) -> np.ndarray:
     """``PoreModel``'s score of each candidate (``tests``: its ``pore_tests``; the colour and
-    size tests do not enter the score, so it can be read before the colour)."""
-    shape = found.shape
+    size tests do not enter the score, so it can be read before the colour). ``readings``:
+    ``reading_score``, when already known (the tests alone differ between rules)."""
     failed = sum(((~verdict).astype(np.float64) for name, verdict in tests.items()
-                  if name not in ("grey", "pore_sized")), np.zeros(len(shape.floor)))
+                  if name not in ("grey", "pore_sized")), np.zeros(len(found.shape.floor)))
+    base = reading_score(found, model) if readings is None else readings
+    result: np.ndarray = base + model.failed_tests * failed
+    return result
+
+
+def reading_score(found: Candidates, model: PoreModel = MODEL) -> np.ndarray:
+    """The part of ``pore_score`` that the readings make (the intercept with them; not the
+    failed tests)."""
+    shape = found.shape
     readings = {
         "line_rest": shape.line_rest,
         "floor_over_around": _log_ratio(shape.floor, found.around),
@@ -476,7 +485,6 @@ def pore_score(found: Candidates, tests: dict[str, np.ndarray],
         "floor_over_furrow": _log_ratio(shape.floor, found.furrow_floor),
         "floor_over_strand": _log_ratio(shape.floor, shape.strand),
         "floor_over_ends": _log_ratio(shape.floor, shape.ends),
-        "failed_tests": failed,
     }
     score = np.full(len(shape.floor), model.intercept)
     for name, reading in readings.items():
@@ -486,15 +494,15 @@ def pore_score(found: Candidates, tests: dict[str, np.ndarray],
 
 
 def pore_verdict(found: Candidates, tests: dict[str, np.ndarray], rule: PoreRule = RULE,
-                 model: PoreModel = MODEL) -> np.ndarray:
+                 model: PoreModel = MODEL, readings: np.ndarray | None = None) -> np.ndarray:
     """Which candidates are pores, before overlaps. The fixed tests: grey, pore-sized,
     ``depth_over_furrow`` deep, ``not_a_dash`` (a short deep stretch of furrow) and, with 3
     or more arms, ``closed`` and ``deeper_than_strand`` (a junction where a deeper furrow
     segment ends is not a pore, however the rest reads). Then either every test passed (with
     3 or more arms, and a score (``pore_score``) of at least ``rule.model_keep``), or a score
     of at least ``rule.model_admit`` and a pit darker than any straight line through it
-    (``rule.admit_min_line_rest``)."""
-    score = pore_score(found, tests, model)
+    (``rule.admit_min_line_rest``). ``readings``: ``reading_score``, when already known."""
+    score = pore_score(found, tests, model, readings)
     every = np.logical_and.reduce(list(tests.values()))
     few = found.shape.arm_count <= PIT_MAX_ARMS
     fixed = tests["grey"] & tests["pore_sized"] & tests["not_a_dash"] & (
@@ -508,10 +516,11 @@ def pore_verdict(found: Candidates, tests: dict[str, np.ndarray], rule: PoreRule
 
 
 def choose_pores(found: Candidates, rule: PoreRule = RULE,
-                 tests: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                 tests: dict[str, np.ndarray] | None = None,
+                 readings: np.ndarray | None = None) -> np.ndarray:
     """Indices of the candidates counted as pores (``pore_verdict``; ``tests``, when already
-    known, are ``pore_tests``), deepest of overlaps."""
-    passed = pore_verdict(found, tests or pore_tests(found, rule), rule)
+    known, are ``pore_tests``, ``readings`` ``reading_score``), deepest of overlaps."""
+    passed = pore_verdict(found, tests or pore_tests(found, rule), rule, readings=readings)
     index = np.flatnonzero(passed)
     radius_work_px = own_diameters_um(found, rule)[index] / 2.0 / found.um_per_work_px
     chosen = _deepest_apart(found.centres_work_px[index], found.shape.floor[index],
@@ -526,17 +535,19 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     # the colour decides only between pits that pass every other test: read it for those
     # alone (speed only; the others fail whatever their colour)
     tests = pore_tests(found, rule)
+    readings = reading_score(found)
     grey_decides = np.flatnonzero(pore_verdict(
-        found, {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}, rule))
+        found, {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}, rule,
+        readings=readings))
     blue = np.full(len(found.shape.floor), np.inf)
     ratio = prepared.um_per_work_px / prepared.um_per_fine_px
     blue[grey_decides] = blue_excess(prepared.rgb_work, found.centres_work_px[grey_decides],
                                      found.shape.radius_px[grey_decides] / ratio)
     found = replace(found, blue=blue)
     tests["grey"] = blue <= rule.max_blue_excess  # the only test the colour enters
-    chosen = choose_pores(found, rule, tests)
+    chosen = choose_pores(found, rule, tests, readings)
     return _pore_result(found.centres_work_px[chosen], own_diameters_um(found, rule)[chosen],
-                        prepared, found.contrast, borderline_share(found, chosen, rule))
+                        prepared, found.contrast, borderline_share(found, chosen, rule, readings))
 
 
 def stricter(rule: PoreRule, factor: float) -> PoreRule:
@@ -558,7 +569,8 @@ def floor_weight(model: PoreModel = MODEL) -> float:
             + model.floor_over_furrow + model.floor_over_strand + model.floor_over_ends)
 
 
-def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RULE) -> float:
+def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RULE,
+                     readings: np.ndarray | None = None) -> float:
     """The share of the counted pores (``chosen``) that a rule ``BORDERLINE_MARGIN`` stricter
     in every threshold does not count: those that pass some test by under that margin.
 
@@ -568,7 +580,7 @@ def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RUL
     if not len(chosen):
         return 0.0
     strict = stricter(rule, BORDERLINE_MARGIN)
-    kept = choose_pores(found, strict)
+    kept = choose_pores(found, strict, readings=readings)
     return float(np.count_nonzero(~np.isin(chosen, kept))) / len(chosen)
 
 
