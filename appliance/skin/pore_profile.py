@@ -58,6 +58,11 @@ RED_CLIP_BAND = 8.0  # red within 8 levels of 255 is taken as clipped; within 16
 # The skin a pit's colour is compared with: just outside its rim, and 240 µm further out (a
 # pigment spot is 150-600 µm across: the near ring can lie on the spot itself).
 PIGMENT_RINGS_PX = (3.0, 15.0)
+# The straightest dark line through a pit (``line_rest``): windows of this many samples (320
+# µm at RAY_STEP_PX fine px) along the 8 lines that two opposite rays make through the pit.
+LINE_SPAN_UM = 320.0
+LINE_SAMPLES = round(LINE_SPAN_UM / FINE_UM_PER_PX / RAY_STEP_PX) + 1
+LIGHT_FLOOR = 0.02  # light (1 - depth) is read at least this: a log of it stays finite
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,7 @@ class Shape:
     arm_floor: np.ndarray  # depth of the deepest arm's shallowest point within ARM_REACH_UM
     outline: np.ndarray  # light just inside the rim over just outside it (``outline_of``)
     far_side: np.ndarray  # deepest arm window more than a right angle from the deepest one
+    line_rest: np.ndarray  # the floor in log light below the straightest dark line through it
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -279,6 +285,38 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     far = _FAR[shallowest.argmax(axis=1)]
     far_side: np.ndarray = np.max(shallowest, axis=1, where=far, initial=-np.inf)
     return count, floor, far_side
+
+
+def log_light(depth: np.ndarray) -> np.ndarray:
+    """-log of the light (1 - depth), the light read at least ``LIGHT_FLOOR``: a pit multiplies
+    the light of what lies under it, so in log light its darkness adds to a furrow's."""
+    result: np.ndarray = -np.log(np.maximum(1.0 - depth, LIGHT_FLOOR))
+    return result
+
+
+def line_rest(rays: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """How much darker each pit is, in log light, than the straightest dark line through it.
+
+    Two opposite rays of the 16 make a line through the pit. Its linear opening at the pit is
+    the largest, over windows of ``LINE_SAMPLES`` samples that contain the pit's centre, of the
+    window's shallowest depth: how dark a straight structure through the pit stays over 320
+    µm. A furrow or a junction's arm keeps it near the pit's floor; a pore beside or on a furrow
+    does not (no straight window through its centre stays as dark as its floor). The reading
+    is log light at the floor minus log light at the largest opening of the 8 lines.
+
+    ``rays``: (P, radii, RAY_COUNT) depth every RAY_STEP_PX out from the centre (the first
+    radius one step out), at least LINE_SAMPLES - 1 radii. A window reaching j samples out on
+    one ray reaches LINE_SAMPLES - 1 - j on the opposite one, and its minimum is the smaller
+    of the two rays' running minima out from the floor there: one running minimum per ray
+    (van Herk's opening, at the one place it is read), not a minimum per window."""
+    half, span = RAY_COUNT // 2, LINE_SAMPLES - 1
+    running = np.empty((span + 1, len(floor), RAY_COUNT))  # radius first: each step contiguous
+    running[0] = floor[:, None]
+    for step in range(span):
+        np.minimum(running[step], rays[:, step], out=running[step + 1])
+    opening = np.minimum(running[:, :, :half], running[::-1, :, half:]).max(axis=0).max(axis=1)
+    result: np.ndarray = log_light(floor) - log_light(opening)
+    return result
 
 
 def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
@@ -366,7 +404,8 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor, outline_of(rays, radius), far_side)
+                 elongation, count, ends, arm_floor, outline_of(rays, radius), far_side,
+                 line_rest(rays.depth, floor))
 
 
 @dataclass(frozen=True)

@@ -421,3 +421,79 @@ def test_the_furrow_floor_reads_the_same_from_the_full_mask_and_its_sample() -> 
     sampled = measure_candidates(prepared, furrows[::2, ::2])
     assert whole.contrast == sampled.contrast > 0.05
     assert np.array_equal(whole.centres_work_px, sampled.centres_work_px)
+
+
+def _pit_by_a_furrow(furrow_y: int, pit: float = 0.5, furrow: float = 0.5) -> np.ndarray:
+    """A fine depth image: a straight furrow ``furrow`` deep, 5 px wide, along row
+    ``furrow_y``, and a round pit ``pit`` deep, 6 px in radius, at the centre (60, 60)."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    cv2.line(depth, (0, furrow_y), (120, furrow_y), furrow, 5)
+    cv2.circle(depth, (60, 60), 6, pit, -1)
+    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
+    return result
+
+
+def test_the_straight_line_reading_is_the_opening_of_every_window_through_the_pit() -> None:
+    """``line_rest`` (running minima along the rays) equals the linear opening read window by
+    window: over every window of LINE_SAMPLES samples of a line through the pit that contains
+    its centre, the window's minimum; the largest of those over the 8 lines, in log light."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from appliance.skin.pore_profile import LINE_SAMPLES, RAY_COUNT, line_rest, log_light
+
+    rng = np.random.default_rng(3)
+    rays, floor = rng.random((40, 32, RAY_COUNT)), rng.random(40)
+    half, radii = RAY_COUNT // 2, rays.shape[1]
+    lines = np.concatenate([rays[:, ::-1, half:], np.repeat(floor[:, None, None], half, axis=2),
+                            rays[:, :, :half]], axis=1)  # (pits, 2 * radii + 1, 8)
+    minima = sliding_window_view(lines, LINE_SAMPLES, axis=1).min(axis=-1)
+    through = minima[:, radii - LINE_SAMPLES + 1:radii + 1]  # the windows holding the centre
+    expected = log_light(floor) - log_light(through.max(axis=1).max(axis=1))
+    assert np.array_equal(line_rest(rays, floor), expected)
+
+
+def test_a_pore_beside_a_furrow_is_darker_than_any_straight_line_through_it() -> None:
+    """A pit 0.5 deep whose rim touches a straight furrow 0.45 deep: every straight window of
+    320 µm through its centre leaves it for the skin (the reading is its whole log-light floor,
+    about 0.7). The same pit centred on that furrow, or on a junction of three such furrows:
+    a window along the furrow or an arm stays 0.45 deep (about 0.1)."""
+    centre = np.array([[60.0, 60.0]])
+    beside = shape_of(_pit_by_a_furrow(64, furrow=0.45), centre, ARM_LEVEL * 0.3)
+    on_it = shape_of(_pit_by_a_furrow(60, furrow=0.45), centre, ARM_LEVEL * 0.3)
+    junction = np.zeros((121, 121), dtype=np.float32)
+    for end in ((0, 60), (110, 0), (110, 120)):
+        cv2.line(junction, (60, 60), end, 0.45, 5)
+    cv2.circle(junction, (60, 60), 6, 0.5, -1)
+    at_junction = shape_of(cv2.GaussianBlur(junction, (0, 0), 1.0), centre, ARM_LEVEL * 0.3)
+    assert beside.line_rest[0] > 0.4
+    assert on_it.line_rest[0] < 0.15
+    assert at_junction.line_rest[0] < 0.15
+
+
+def test_a_pore_beside_a_furrow_as_dark_as_itself_is_counted_by_its_score() -> None:
+    """A pit 0.5 deep touching a furrow 0.5 deep fails the depth comparisons (no deeper than
+    its arms: before, not counted); its readings weighed together (``pore_score``) and its
+    floor well below any straight line through it count it. The same readings with a line
+    through it nearly as dark, or the pit lying on the furrow, are not a pore."""
+    from dataclasses import replace
+
+    from appliance.skin.pores import pore_verdict
+
+    found = _candidates_at_centre(_pit_by_a_furrow(64))
+    tests = pore_tests(found)
+    assert not tests["deeper_than_arms"][0]
+    assert pore_verdict(found, tests)[0]
+    along = replace(found, shape=replace(found.shape, line_rest=np.array([0.1])))
+    assert not pore_verdict(along, tests)[0]
+    on_it = _candidates_at_centre(_pit_by_a_furrow(60))
+    assert not pore_verdict(on_it, pore_tests(on_it))[0]
+
+
+def test_junctions_drawn_as_dark_as_the_pores_on_them_are_not_counted() -> None:
+    """Six pores on junctions drawn as dark as they are (darkness 0.35, the validity tests'
+    scene): the depth tests passed five of the junctions by a little (11 counted); the score
+    drops a junction with 3 or more arms that passes every test but reads unlike a pore."""
+    diameters = (90.0, 110.0, 130.0, 150.0, 100.0, 120.0)
+    scene = junction_scene(5, diameters, junction_darkness=0.35, junction_size=0.7)
+    count = analyze(scene.rgb, scene.um_per_px).features.pore_count
+    assert abs(count - len(diameters)) <= 1

@@ -78,7 +78,9 @@ def _junction_scene(darkness: float) -> SkinAnalysis:
 
 
 def test_a_count_that_hangs_on_narrow_margins_is_not_validated() -> None:
-    analysis = _junction_scene(0.35)  # junctions drawn as dark as the pores on them
+    # junctions drawn darker than the pores on them (at 0.35, as dark, main counted 11 for 6,
+    # 45 % borderline; with the pore score 7, 1 of them borderline: docs/measurement.md "Pores")
+    analysis = _junction_scene(0.4)
     assert analysis.pores.borderline > MAX_BORDERLINE_SHARE
     validity = analysis.validity
     assert set(PORE_KEYS) <= set(validity.not_validated)
@@ -89,7 +91,7 @@ def test_a_count_that_hangs_on_narrow_margins_is_not_validated() -> None:
 
 
 def test_the_result_says_why_its_pore_features_were_not_measured() -> None:
-    scene = junction_scene(5, SCENE_PORES_UM, junction_darkness=0.35, junction_size=0.7)
+    scene = junction_scene(5, SCENE_PORES_UM, junction_darkness=0.4, junction_size=0.7)
     gated = QualityGate().assess(scene.rgb)
     measured = measure_frame(scene.rgb, scene.um_per_px, gated, skin_measurement,
                              _AlwaysFine(("lab_l",)))
