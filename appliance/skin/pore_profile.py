@@ -220,6 +220,7 @@ class Shape:
     outline: np.ndarray  # light just inside the rim over just outside it (``outline_of``)
     far_side: np.ndarray  # deepest arm window more than a right angle from the deepest one
     line_rest: np.ndarray  # the floor in log light below the straightest dark line through it
+    rim_px: np.ndarray  # (P, RAY_COUNT) each ray's rim radius, rays in angle order (fine px)
 
     def rows(self, index: np.ndarray | slice) -> Shape:
         """The profiles of some candidates only."""
@@ -386,8 +387,8 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     with_floor = np.concatenate([np.repeat(floor, RAY_COUNT)[:, None], per_ray], axis=1)
     for _ in range(SKIN_ITERATIONS):  # the skin right outside the rim, not a far hill top
         half = (floor + skin) / 2.0
-        crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii)
-        rim = np.sort(crossed.reshape(-1, RAY_COUNT))
+        crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii).reshape(-1, RAY_COUNT)
+        rim = np.sort(crossed)
         median = rim[:, RAY_COUNT // 2]
         beyond = (rays.radii_px[None, :] >= median[:, None]) & (
             rays.radii_px[None, :] <= SKIN_RING * median[:, None] + 1.5 * FINE)
@@ -405,7 +406,7 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
                  elongation, count, ends, arm_floor, outline_of(rays, radius), far_side,
-                 line_rest(rays.depth, floor))
+                 line_rest(rays.depth, floor), crossed)
 
 
 @dataclass(frozen=True)

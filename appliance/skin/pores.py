@@ -31,7 +31,9 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    hill (at most one arm, no second furrow within 80 µm) needs neither the contrast nor the
    arm test, and is profiled whatever its depth. Overlapping candidates keep the deepest.
 6. Diameter: the equivalent diameter of the rim, with the imaging halo of a pit's darkness
-   taken off in quadrature.
+   taken off in quadrature. A counted pore with a ray that runs into a furrow is sized from
+   its own edge (appliance/skin/pore_rim.py): the rays that run into a furrow are left out
+   and a circle is fitted to the rest.
 7. How borderline the count is (``borderline_share``): the share of the counted pores that a
    rule ``BORDERLINE_MARGIN`` stricter in every threshold would not count. Where pores and
    junctions read alike (junctions drawn as dark as pores) many pass by a narrow margin, and the
@@ -68,7 +70,8 @@ from appliance.skin.pore_profile import (
     to_fine,
     typical_junction,
 )
-from appliance.skin.preprocess import Prepared
+from appliance.skin.pore_rim import own_edge
+from appliance.skin.preprocess import Prepared, on_grid
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,7 @@ class Candidates:
     um_per_fine_px: float
     um_per_work_px: float
     shallow_work_px: np.ndarray  # (M, 2) candidates not profiled: too shallow to be a pore
+    depth_fine: np.ndarray | None = None  # the fine depth the profiles were read on
 
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
@@ -306,7 +310,7 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
             if colour else np.zeros(len(shape.floor)))
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
-                      prepared.um_per_work_px, centres_work[~deep])
+                      prepared.um_per_work_px, centres_work[~deep], fine)
 
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
@@ -336,11 +340,33 @@ def own_diameters_um(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
     Shading of the pit's walls, defocus and JPEG spread every pit's darkness by about the same
     width, so the rim of a small pit sits relatively further out than a large one's.
     """
-    measured = found.shape.radius_px
+    return _without_halo_um(found.shape.radius_px, found, rule)
+
+
+def _without_halo_um(measured: np.ndarray, found: Candidates, rule: PoreRule) -> np.ndarray:
+    """Diameters (µm) of rims of ``measured`` fine px with the imaging halo taken off in
+    quadrature (at most halving them)."""
     halo_px = rule.halo_um / 2.0 / found.um_per_fine_px
     squared = np.maximum(measured**2 - halo_px**2, (measured / 2.0) ** 2)
     diameters: np.ndarray = 2.0 * np.sqrt(squared) * found.um_per_fine_px
     return diameters
+
+
+def pore_diameters_um(found: Candidates, index: np.ndarray, rule: PoreRule = RULE) -> np.ndarray:
+    """The diameters of the pits ``index`` (the pores counted): from their own edge where a ray
+    runs into a furrow (``pore_rim.own_edge``: the rays left, a circle fitted to them), else
+    from the rim (``own_diameters_um``), in between where the deepest-reaching ray runs into
+    one only in part; the imaging halo taken off either way."""
+    plain: np.ndarray = own_diameters_um(found, rule)[index]
+    if found.depth_fine is None or not len(index):
+        return plain
+    shape = found.shape
+    centres = on_grid(found.centres_work_px[index], found.um_per_work_px / found.um_per_fine_px)
+    edge = own_edge(found.depth_fine, centres, shape.floor[index], shape.rim_px[index],
+                    shape.radius_px[index])
+    own = _without_halo_um(edge.radius_px, found, rule)
+    result: np.ndarray = plain + edge.into_furrow * (own - plain)
+    return result
 
 
 def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
@@ -546,7 +572,7 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     found = replace(found, blue=blue)
     tests["grey"] = blue <= rule.max_blue_excess  # the only test the colour enters
     chosen = choose_pores(found, rule, tests, readings)
-    return _pore_result(found.centres_work_px[chosen], own_diameters_um(found, rule)[chosen],
+    return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen, rule),
                         prepared, found.contrast, borderline_share(found, chosen, rule, readings))
 
 
