@@ -65,7 +65,8 @@ def test_pore_rule_fit_refuses_bad_arguments(arguments: tuple[str, ...], complai
     assert "objective" not in done.stdout
 
 
-@pytest.mark.parametrize("script", ["fit_pore_rule.py", "skin_pore_diagnosis.py"])
+@pytest.mark.parametrize("script",
+                         ["fit_pore_rule.py", "fit_pore_score.py", "skin_pore_diagnosis.py"])
 def test_help_opens_with_a_whole_sentence(script: str) -> None:
     done = _run(script, "--help")
     assert done.returncode == 0

@@ -487,16 +487,23 @@ def pore_score(found: Candidates, tests: dict[str, np.ndarray], model: PoreModel
     """``PoreModel``'s score of each candidate (``tests``: its ``pore_tests``; the colour and
     size tests do not enter the score, so it can be read before the colour). ``readings``:
     ``reading_score``, when already known (the tests alone differ between rules)."""
-    failed = sum(((~verdict).astype(np.float64) for name, verdict in tests.items()
-                  if name not in ("grey", "pore_sized")), np.zeros(len(found.shape.floor)))
     base = reading_score(found, model) if readings is None else readings
-    result: np.ndarray = base + model.failed_tests * failed
+    result: np.ndarray = base + model.failed_tests * failed_tests(tests, len(found.shape.floor))
     return result
 
 
-def reading_score(found: Candidates, model: PoreModel = MODEL) -> np.ndarray:
-    """The part of ``pore_score`` that the readings make (the intercept with them; not the
-    failed tests)."""
+def failed_tests(tests: dict[str, np.ndarray], count: int) -> np.ndarray:
+    """How many of ``tests`` (``pore_tests``) each of ``count`` candidates fails, the colour
+    and size tests not counted: ``PoreModel.failed_tests``'s reading."""
+    failed: np.ndarray = sum(((~verdict).astype(np.float64) for name, verdict in tests.items()
+                              if name not in ("grey", "pore_sized")), np.zeros(count))
+    return failed
+
+
+def pore_readings(found: Candidates) -> dict[str, np.ndarray]:
+    """Each candidate's readings that ``PoreModel`` weighs, by its coefficients' names (all
+    but ``intercept`` and ``failed_tests``), each clipped to +- ``MODEL_READING_LIMIT``
+    (benchmarks/fit_pore_score.py fits the model on these same columns)."""
     shape = found.shape
     readings = {
         "line_rest": shape.line_rest,
@@ -512,10 +519,16 @@ def reading_score(found: Candidates, model: PoreModel = MODEL) -> np.ndarray:
         "floor_over_strand": _log_ratio(shape.floor, shape.strand),
         "floor_over_ends": _log_ratio(shape.floor, shape.ends),
     }
-    score = np.full(len(shape.floor), model.intercept)
-    for name, reading in readings.items():
-        clipped = np.clip(np.nan_to_num(reading), -MODEL_READING_LIMIT, MODEL_READING_LIMIT)
-        score += getattr(model, name) * clipped
+    return {name: np.clip(np.nan_to_num(reading), -MODEL_READING_LIMIT, MODEL_READING_LIMIT)
+            for name, reading in readings.items()}
+
+
+def reading_score(found: Candidates, model: PoreModel = MODEL) -> np.ndarray:
+    """The part of ``pore_score`` that the readings make (the intercept with them; not the
+    failed tests)."""
+    score = np.full(len(found.shape.floor), model.intercept)
+    for name, reading in pore_readings(found).items():
+        score += getattr(model, name) * reading
     return score
 
 
