@@ -32,9 +32,9 @@ from skin_common import int_at_least, load_average
 
 from appliance.skin.pores import (
     MODEL,
-    RULE,
     PoreModel,
     failed_tests,
+    fixed_tests,
     measure_candidates,
     pore_readings,
     pore_tests,
@@ -83,11 +83,7 @@ def _frame_pits(job: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray, int]
     reach = np.maximum(geometry.pore_radii_px, LABEL_REACH_UM / frame.um_per_px)
     label = labels(geometry.pore_centres_px, reach,
                    on_grid(found.centres_work_px, prepared.frame_px_per_work_px))
-    shape = found.shape
-    fixed = (tests["grey"] & tests["pore_sized"] & tests["not_a_dash"]
-             & (shape.floor >= RULE.depth_over_furrow * found.furrow_floor)
-             & ((shape.arm_count <= 2) | (tests["closed"] & tests["deeper_than_strand"])))
-    kept = fixed & (label != LEFT_OUT)
+    kept = fixed_tests(found, tests) & (label != LEFT_OUT)
     return columns[kept], label[kept] == PORE, count
 
 

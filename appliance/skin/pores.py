@@ -545,13 +545,21 @@ def pore_verdict(found: Candidates, tests: dict[str, np.ndarray], rule: PoreRule
     score = pore_score(found, tests, model, readings)
     every = np.logical_and.reduce(list(tests.values()))
     few = found.shape.arm_count <= PIT_MAX_ARMS
-    fixed = tests["grey"] & tests["pore_sized"] & tests["not_a_dash"] & (
-        found.shape.floor >= rule.depth_over_furrow * found.furrow_floor) & (
-        few | (tests["closed"] & tests["deeper_than_strand"]))
     kept = every & (few | (score >= rule.model_keep))
     admitted = (score >= rule.model_admit) & (
         found.shape.line_rest >= rule.admit_min_line_rest)
-    result: np.ndarray = fixed & (kept | admitted)
+    result: np.ndarray = fixed_tests(found, tests, rule) & (kept | admitted)
+    return result
+
+
+def fixed_tests(found: Candidates, tests: dict[str, np.ndarray],
+                rule: PoreRule = RULE) -> np.ndarray:
+    """The tests no score outweighs (``pore_verdict``): grey, pore-sized, ``depth_over_furrow``
+    deep, ``not_a_dash`` and, with 3 or more arms, ``closed`` and ``deeper_than_strand``."""
+    few = found.shape.arm_count <= PIT_MAX_ARMS
+    result: np.ndarray = tests["grey"] & tests["pore_sized"] & tests["not_a_dash"] & (
+        found.shape.floor >= rule.depth_over_furrow * found.furrow_floor) & (
+        few | (tests["closed"] & tests["deeper_than_strand"]))
     return result
 
 
