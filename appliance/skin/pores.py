@@ -34,7 +34,12 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    taken off in quadrature. A counted pore with a ray that runs into a furrow is sized from
    its own edge (appliance/skin/pore_rim.py): the rays that run into a furrow are left out
    and a circle is fitted to the rest.
-7. How borderline the count is (``borderline_share``): the share of the counted pores that a
+7. The frame's own share of pores (``prior_shift``): the score is fitted on pits pooled
+   from frames with few and many pores; where a frame's pits, scored, imply fewer (or more)
+   pores than that pooled share, every score of the frame is shifted by the log odds between
+   the two (an EM over its pits' scores: Saerens, Latinne & Decaestecker 2002), damped and
+   bounded, before the verdict.
+8. How borderline the count is (``borderline_share``): the share of the counted pores that a
    rule ``BORDERLINE_MARGIN`` stricter in every threshold would not count. Where pores and
    junctions read alike (junctions drawn as dark as pores) many pass by a narrow margin, and the
    count is off far more often (appliance/skin/validity.py says when it is not validated).
@@ -220,6 +225,25 @@ PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count
 # the depth comparisons a pit with a closed outline passes (not the dash test, nor those every
 # pore passes: strand, closed, size, colour)
 OUTLINE_PASSES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than_arms", "round")
+
+
+# The frame's prior shift (``prior_shift``): an EM over the scores of the pits that pass the
+# fixed tests and score at least PRIOR_SCORE_FLOOR (the pits under it are no pore on any frame
+# and only dilute the share) finds the log odds by which the frame's share of pores differs
+# from PRIOR_FIT_SHARE; PRIOR_DAMPING of it, at most PRIOR_MAX_SHIFT, is added to every score.
+# Below PRIOR_MIN_PITS such pits there is no shift (too few to read a share from: crops, the
+# hand-drawn scenes); it grows linearly to the full shift at PRIOR_FULL_PITS. Chosen on seed 11
+# wide 0-129 and mixed 0-59 and seed 12 wide 0-39 and mixed 0-29 (own generator only) on the
+# count objective median + p90 / 4 of both presets among floors -99 (none) / -8 / -7 / -6 / -5,
+# damping 0.4-0.75 and caps 2-4 (docs/experiments/README.md "prior").
+PRIOR_SCORE_FLOOR = -6.0
+PRIOR_FIT_SHARE = 0.5177  # mean posterior of the fit's pits (PoreModel) at or above the floor
+PRIOR_DAMPING = 0.5
+PRIOR_MAX_SHIFT = 3.0  # log odds
+PRIOR_MIN_PITS = 10
+PRIOR_FULL_PITS = 30
+PRIOR_ITERATIONS = 30  # EM steps at most (bounded time) ...
+PRIOR_TOLERANCE = 1e-4  # ... or until a step moves the log odds by less than this
 
 
 HILL_RING_UM = 80.0  # where a pit's neighbouring furrows are looked for before profiling
@@ -534,15 +558,17 @@ def reading_score(found: Candidates, model: PoreModel = MODEL) -> np.ndarray:
 
 
 def pore_verdict(found: Candidates, tests: dict[str, np.ndarray], rule: PoreRule = RULE,
-                 model: PoreModel = MODEL, readings: np.ndarray | None = None) -> np.ndarray:
+                 model: PoreModel = MODEL, readings: np.ndarray | None = None,
+                 *, shift: float = 0.0) -> np.ndarray:
     """Which candidates are pores, before overlaps. The fixed tests: grey, pore-sized,
     ``depth_over_furrow`` deep, ``not_a_dash`` (a short deep stretch of furrow) and, with 3
     or more arms, ``closed`` and ``deeper_than_strand`` (a junction where a deeper furrow
     segment ends is not a pore, however the rest reads). Then either every test passed (with
     3 or more arms, and a score (``pore_score``) of at least ``rule.model_keep``), or a score
     of at least ``rule.model_admit`` and a pit darker than any straight line through it
-    (``rule.admit_min_line_rest``). ``readings``: ``reading_score``, when already known."""
-    score = pore_score(found, tests, model, readings)
+    (``rule.admit_min_line_rest``). ``readings``: ``reading_score``, when already known;
+    ``shift``: the frame's ``prior_shift``, added to every score."""
+    score = pore_score(found, tests, model, readings) + shift
     every = np.logical_and.reduce(list(tests.values()))
     few = found.shape.arm_count <= PIT_MAX_ARMS
     kept = every & (few | (score >= rule.model_keep))
@@ -565,10 +591,12 @@ def fixed_tests(found: Candidates, tests: dict[str, np.ndarray],
 
 def choose_pores(found: Candidates, rule: PoreRule = RULE,
                  tests: dict[str, np.ndarray] | None = None,
-                 readings: np.ndarray | None = None) -> np.ndarray:
+                 readings: np.ndarray | None = None, shift: float = 0.0) -> np.ndarray:
     """Indices of the candidates counted as pores (``pore_verdict``; ``tests``, when already
-    known, are ``pore_tests``, ``readings`` ``reading_score``), deepest of overlaps."""
-    passed = pore_verdict(found, tests or pore_tests(found, rule), rule, readings=readings)
+    known, are ``pore_tests``, ``readings`` ``reading_score``; ``shift`` the frame's
+    ``prior_shift``), deepest of overlaps."""
+    passed = pore_verdict(found, tests or pore_tests(found, rule), rule, readings=readings,
+                          shift=shift)
     index = np.flatnonzero(passed)
     radius_work_px = own_diameters_um(found, rule)[index] / 2.0 / found.um_per_work_px
     chosen = _deepest_apart(found.centres_work_px[index], found.shape.floor[index],
@@ -584,18 +612,52 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     # alone (speed only; the others fail whatever their colour)
     tests = pore_tests(found, rule)
     readings = reading_score(found)
-    grey_decides = np.flatnonzero(pore_verdict(
-        found, {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}, rule,
-        readings=readings))
+    uncoloured = {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}
+    shift = prior_shift(pore_score(found, uncoloured, readings=readings)[
+        fixed_tests(found, uncoloured, rule)])
+    grey_decides = np.flatnonzero(pore_verdict(found, uncoloured, rule, readings=readings,
+                                               shift=shift))
     blue = np.full(len(found.shape.floor), np.inf)
     ratio = prepared.um_per_work_px / prepared.um_per_fine_px
     blue[grey_decides] = blue_excess(prepared.rgb_work, found.centres_work_px[grey_decides],
                                      found.shape.radius_px[grey_decides] / ratio)
     found = replace(found, blue=blue)
     tests["grey"] = blue <= rule.max_blue_excess  # the only test the colour enters
-    chosen = choose_pores(found, rule, tests, readings)
+    chosen = choose_pores(found, rule, tests, readings, shift=shift)
     return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen, rule),
-                        prepared, found.contrast, borderline_share(found, chosen, rule, readings))
+                        prepared, found.contrast,
+                        borderline_share(found, chosen, rule, readings, shift))
+
+
+def prior_shift(scores: np.ndarray, fit_share: float = PRIOR_FIT_SHARE) -> float:
+    """How much to add to every ``pore_score`` of a frame whose pits (``scores``: those that
+    pass ``fixed_tests``) imply another share of pores than the fit's pooled one.
+
+    The score's posterior assumes the fit's share of pores among the pits (``fit_share``, of
+    those scoring at least ``PRIOR_SCORE_FLOOR``); a frame with one pore among many junctions
+    has far fewer, one crowded with pores far more. An EM finds the frame's own share: the mean
+    posterior of its pits once their log odds are shifted by the difference of the two shares'
+    log odds (Saerens, Latinne & Decaestecker, Neural Computation 14(1), 2002). The shift is
+    damped (``PRIOR_DAMPING``), bounded (``PRIOR_MAX_SHIFT``) and phased in from
+    ``PRIOR_MIN_PITS`` to ``PRIOR_FULL_PITS`` pits, so it is continuous in the scores.
+    """
+    plausible = scores[scores >= PRIOR_SCORE_FLOOR]
+    weight = min(max((len(plausible) - PRIOR_MIN_PITS) / (PRIOR_FULL_PITS - PRIOR_MIN_PITS),
+                     0.0), 1.0)
+    if weight == 0.0:
+        return 0.0
+    fit_log_odds = float(np.log(fit_share / (1.0 - fit_share)))
+    most = PRIOR_MAX_SHIFT / PRIOR_DAMPING
+    odds_against = np.exp(-plausible)
+    shift = 0.0
+    for _ in range(PRIOR_ITERATIONS):
+        share = float(np.mean(1.0 / (1.0 + odds_against * np.exp(-shift))))
+        share = min(max(share, 1e-6), 1.0 - 1e-6)
+        step = min(max(np.log(share / (1.0 - share)) - fit_log_odds, -most), most) - shift
+        shift += step
+        if abs(step) < PRIOR_TOLERANCE:
+            break
+    return PRIOR_DAMPING * shift * weight
 
 
 def stricter(rule: PoreRule, factor: float) -> PoreRule:
@@ -618,17 +680,18 @@ def floor_weight(model: PoreModel = MODEL) -> float:
 
 
 def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RULE,
-                     readings: np.ndarray | None = None) -> float:
+                     readings: np.ndarray | None = None, shift: float = 0.0) -> float:
     """The share of the counted pores (``chosen``) that a rule ``BORDERLINE_MARGIN`` stricter
     in every threshold does not count: those that pass some test by under that margin.
 
     ``found.blue`` need only be read for the pits that pass every other test of ``rule``: each
-    test of the stricter rule is stricter, so it passes no pit that ``rule``'s do not.
+    test of the stricter rule is stricter, so it passes no pit that ``rule``'s do not. The
+    frame's ``prior_shift`` (``shift``) is the same for both rules.
     """
     if not len(chosen):
         return 0.0
     strict = stricter(rule, BORDERLINE_MARGIN)
-    kept = choose_pores(found, strict, readings=readings)
+    kept = choose_pores(found, strict, readings=readings, shift=shift)
     return float(np.count_nonzero(~np.isin(chosen, kept))) / len(chosen)
 
 
