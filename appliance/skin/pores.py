@@ -39,8 +39,9 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    pores than that pooled share, every score of the frame is shifted by the log odds between
    the two (an EM over its pits' scores: Saerens, Latinne & Decaestecker 2002), damped and
    bounded, before the verdict.
-8. How borderline the count is (``borderline_share``): the share of the counted pores that a
-   rule ``BORDERLINE_MARGIN`` stricter in every threshold would not count. Where pores and
+8. How borderline the count is (``borderline_share``): the share of the pores counted with
+   the pooled prior (no shift) that a rule ``BORDERLINE_MARGIN`` stricter in every threshold
+   would not count. Where pores and
    junctions read alike (junctions drawn as dark as pores) many pass by a narrow margin, and the
    count is off far more often (appliance/skin/validity.py says when it is not validated).
 Every threshold is a ratio, a fixed number of pixels at a canonical scale or µm, and every
@@ -271,7 +272,8 @@ class Pores:
     diameters_um: np.ndarray  # (P,)
     metrics: dict[str, float]
     furrow_floor: float  # median depth of furrow pixels below the hill level (the contrast)
-    borderline: float  # share of the counted pores a stricter rule drops (``borderline_share``)
+    # share of the pores the pooled rule counts that a stricter rule drops (``borderline_share``)
+    borderline: float
 
 
 @dataclass(frozen=True)
@@ -615,8 +617,9 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     uncoloured = {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}
     shift = prior_shift(pore_score(found, uncoloured, readings=readings)[
         fixed_tests(found, uncoloured, rule)])
-    grey_decides = np.flatnonzero(pore_verdict(found, uncoloured, rule, readings=readings,
-                                               shift=shift))
+    grey_decides = np.flatnonzero(
+        pore_verdict(found, uncoloured, rule, readings=readings, shift=shift)
+        | pore_verdict(found, uncoloured, rule, readings=readings))  # the pooled rule's too
     blue = np.full(len(found.shape.floor), np.inf)
     ratio = prepared.um_per_work_px / prepared.um_per_fine_px
     blue[grey_decides] = blue_excess(prepared.rgb_work, found.centres_work_px[grey_decides],
@@ -624,9 +627,12 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     found = replace(found, blue=blue)
     tests["grey"] = blue <= rule.max_blue_excess  # the only test the colour enters
     chosen = choose_pores(found, rule, tests, readings, shift=shift)
+    # how borderline the count is, read on the pooled prior: the shift moves every score of
+    # the frame alike, and junctions that read like pores pass that rule by a little whatever
+    # the frame's share of pores (after the shift the few left pass by a wide margin)
+    pooled = choose_pores(found, rule, tests, readings) if shift else chosen
     return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen, rule),
-                        prepared, found.contrast,
-                        borderline_share(found, chosen, rule, readings, shift))
+                        prepared, found.contrast, borderline_share(found, pooled, rule, readings))
 
 
 def prior_shift(scores: np.ndarray, fit_share: float = PRIOR_FIT_SHARE) -> float:
@@ -680,18 +686,18 @@ def floor_weight(model: PoreModel = MODEL) -> float:
 
 
 def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RULE,
-                     readings: np.ndarray | None = None, shift: float = 0.0) -> float:
+                     readings: np.ndarray | None = None) -> float:
     """The share of the counted pores (``chosen``) that a rule ``BORDERLINE_MARGIN`` stricter
     in every threshold does not count: those that pass some test by under that margin.
 
     ``found.blue`` need only be read for the pits that pass every other test of ``rule``: each
-    test of the stricter rule is stricter, so it passes no pit that ``rule``'s do not. The
-    frame's ``prior_shift`` (``shift``) is the same for both rules.
+    test of the stricter rule is stricter, so it passes no pit that ``rule``'s do not.
+    ``measure_pores`` reads it on the pooled prior (no ``prior_shift``).
     """
     if not len(chosen):
         return 0.0
     strict = stricter(rule, BORDERLINE_MARGIN)
-    kept = choose_pores(found, strict, readings=readings, shift=shift)
+    kept = choose_pores(found, strict, readings=readings)
     return float(np.count_nonzero(~np.isin(chosen, kept))) / len(chosen)
 
 
