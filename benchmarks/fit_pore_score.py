@@ -14,6 +14,12 @@ columns ``reading_score`` weighs) and ``pores.failed_tests``. An L2 logistic reg
 Newton steps and turned back into a coefficient per unit of each reading and an intercept,
 printed beside the shipped ``MODEL``'s.
 
+The fit sees no frame's prior shift (``pores.prior_shift``): it fits the posterior pooled over
+its frames, which the shift corrects per frame. It prints that pooled share as the shift reads
+it (``prior_fit_share``: the mean posterior, by the shipped ``MODEL``, of every pit that passes
+the fixed tests and scores at least ``PRIOR_SCORE_FLOOR``, left-out pits included, as
+``measure_pores`` sees them) beside the shipped ``PRIOR_FIT_SHARE``.
+
 The second renderer (``synthetic.skin_voronoi``) and the benchmark's seed 1 are never used
 here: benchmarks/skin_accuracy.py evaluates on them.
 """
@@ -32,11 +38,14 @@ from skin_common import int_at_least, load_average
 
 from appliance.skin.pores import (
     MODEL,
+    PRIOR_FIT_SHARE,
+    PRIOR_SCORE_FLOOR,
     PoreModel,
     failed_tests,
     fixed_tests,
     measure_candidates,
     pore_readings,
+    pore_score,
     pore_tests,
 )
 from appliance.skin.preprocess import on_grid, prepare
@@ -66,8 +75,9 @@ def labels(true_centres_px: np.ndarray, reach_px: np.ndarray, pits_px: np.ndarra
     return label
 
 
-def _frame_pits(job: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray, int]:
-    """One frame's kept pits: readings (pits x ``NAMES``), labels, and all profiled pits."""
+def _frame_pits(job: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """One frame's kept pits: readings (pits x ``NAMES``), labels, all profiled pits, and the
+    shipped scores of the pits that pass the fixed tests (left-out ones too)."""
     preset, seed, index = job
     cv2.setNumThreads(1)
     frame = synthetic_frame(seed, index, preset)
@@ -83,8 +93,9 @@ def _frame_pits(job: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray, int]
     reach = np.maximum(geometry.pore_radii_px, LABEL_REACH_UM / frame.um_per_px)
     label = labels(geometry.pore_centres_px, reach,
                    on_grid(found.centres_work_px, prepared.frame_px_per_work_px))
-    kept = fixed_tests(found, tests) & (label != LEFT_OUT)
-    return columns[kept], label[kept] == PORE, count
+    fixed = fixed_tests(found, tests)
+    kept = fixed & (label != LEFT_OUT)
+    return columns[kept], label[kept] == PORE, count, pore_score(found, tests)[fixed]
 
 
 def fit_logistic(readings: np.ndarray, is_pore: np.ndarray, penalty: float = LAMBDA,
@@ -129,6 +140,8 @@ def main() -> None:
         parser.error(f"the {len(jobs)} frames give {len(is_pore)} pits of one label only: "
                      "no score can be fitted")
     intercept, coefficients = fit_logistic(readings, is_pore)
+    scores = np.concatenate([frame[3] for frame in frames])
+    plausible = scores[scores >= PRIOR_SCORE_FLOOR]
     fitted = {"intercept": round(intercept, 4),
               **{name: round(float(value), 4)
                  for name, value in zip(NAMES, coefficients, strict=True)}}
@@ -144,6 +157,9 @@ def main() -> None:
         "penalty": LAMBDA,
         "fitted_model": fitted,
         "shipped_model": dataclasses.asdict(MODEL),
+        "prior_fit_share": round(float(np.mean(1.0 / (1.0 + np.exp(-plausible)))), 4)
+        if len(plausible) else None,
+        "shipped_prior_fit_share": PRIOR_FIT_SHARE,
         "wall_s": round(time.monotonic() - start, 1),
         "load_average": load_average(),
     }
