@@ -40,6 +40,12 @@ ARM_LEVEL = 0.5
 OUTER_RIM = 3 * RAY_COUNT // 4
 OUTLINE_INSIDE, OUTLINE_OUTSIDE = 0.6, 1.5  # where a pit's outline is read, in rim radii
 END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
+# Where the deepest straight path from a pit's centre is read (``along_of``), in equivalent
+# rim radii: a pore closes within about its rim on every side, a stretch of a deeper furrow
+# segment runs on nearly as deep along the segment. The reach (1.5) chosen on seeds 11/12 of
+# the own generator only (1.5 / 2 / 2.5 / 3 times the equivalent, median, shortest and
+# second-shortest rim ray; docs/experiments/README.md "conf").
+ALONG_RIMS = (0.5, 1.0, 1.5)
 # Candidates profiled at a time (speed only): each chunk costs ~150 numpy calls, and a chunk's
 # arrays stay in the cache. 512 against 128: a mixed frame's 140-310 pits -0.4 ms, a wide
 # frame's 190-1,230 -1.4 ms (12 frames each, speed7). The chunk is part of the readings in their
@@ -220,6 +226,7 @@ class Shape:
     outline: np.ndarray  # light just inside the rim over just outside it (``outline_of``)
     far_side: np.ndarray  # deepest arm window more than a right angle from the deepest one
     line_rest: np.ndarray  # the floor in log light below the straightest dark line through it
+    along: np.ndarray  # depth the deepest straight path out keeps to 1.5 rims (``along_of``)
     rim_px: np.ndarray  # (P, RAY_COUNT) each ray's rim radius, rays in angle order (fine px)
 
     def rows(self, index: np.ndarray | slice) -> Shape:
@@ -344,6 +351,31 @@ def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
     return result
 
 
+def along_of(rays: np.ndarray, floor: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """How deep the deepest straight path out of each pit stays: per ray, the shallowest of
+    the depths at ``ALONG_RIMS`` equivalent rim radii (``radius``, fine px; interpolated
+    between the samples) and the floor, the deepest of the rays.
+
+    A pore closes on every side, along the furrow it lies on too: 1.5 rims out each ray has
+    climbed out of it, at most onto that furrow's floor. A short dark stretch of a deeper, wider
+    furrow segment (often where it ends at a junction) runs on nearly as deep along the
+    segment for more than its own width. ``rays``: (P, radii, RAY_COUNT) depth every
+    ``RAY_STEP_PX`` out from the centre (the first radius one step out). Three points along
+    each ray, not its every sample (speed: a wide frame's 1,000 pits read each ray's running
+    minimum over 8-15 samples in about 5 ms, the points in under 1)."""
+    count, length, _ = rays.shape
+    rows = np.arange(count)[:, None]
+    result = np.repeat(floor[:, None], rays.shape[2], axis=1)
+    for rims in ALONG_RIMS:
+        at = np.minimum(rims * radius, RAY_REACH_UM / FINE_UM_PER_PX) / RAY_STEP_PX
+        inner = np.minimum(at.astype(np.intp), length - 1)[:, None]  # 0: the floor
+        share = (at[:, None] - inner)
+        before = np.where(inner > 0, rays[rows, np.maximum(inner - 1, 0)][:, 0], floor[:, None])
+        np.minimum(result, before + (rays[rows, inner][:, 0] - before) * share, out=result)
+    along: np.ndarray = result.max(axis=1, initial=-np.inf)
+    return along
+
+
 def _window_min(rays: Profiles, start: np.ndarray, reach: float) -> np.ndarray:
     """Per candidate and ray, the shallowest depth at the radii from ``start`` to ``start +
     reach`` (inf where none): only the few samples of each window are gathered, not every
@@ -406,7 +438,7 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
                  elongation, count, ends, arm_floor, outline_of(rays, radius), far_side,
-                 line_rest(rays.depth, floor), crossed)
+                 line_rest(rays.depth, floor), along_of(rays.depth, floor, radius), crossed)
 
 
 @dataclass(frozen=True)

@@ -201,24 +201,30 @@ class PoreModel:
     little in each.
     """
 
-    intercept: float = -2.59
-    line_rest: float = 4.8458  # Shape.line_rest: floor below the straightest line, log light
-    floor_over_around: float = 14.0313  # log(floor / the junctions' floor around it)
-    floor_over_arms: float = 2.5794  # log(floor / second-deepest ray just outside the rim)
-    floor_over_arm_floor: float = 2.4018  # log(floor / the deepest arm's floor): closed
-    gap_over_junction: float = 3.7958  # log(shortest rim rays / the frame's typical junction's)
-    outline: float = 0.1638  # Shape.outline (light inside the rim over outside it)
-    arm_count: float = -0.5731  # furrow arms leaving it, at most MODEL_MAX_ARMS
-    elongation: float = -0.1973  # log(longest over shortest rim diameter above the arms)
-    roundness: float = 2.124  # shortest over median rim ray
-    floor_over_furrow: float = -7.7765  # log(floor / the frame's furrow floor)
-    floor_over_strand: float = 0.6016  # log(floor / the deepest ray just outside the rim)
-    floor_over_ends: float = 1.0796  # log(floor / the deeper end beyond its longest diameter)
-    failed_tests: float = -0.917  # how many of ``pore_tests`` it fails (grey, size: none)
+    intercept: float = -6.1771
+    line_rest: float = 4.6154  # Shape.line_rest: floor below the straightest line, log light
+    floor_over_around: float = 14.4772  # log(floor / the junctions' floor around it)
+    floor_over_arms: float = 2.4552  # log(floor / second-deepest ray just outside the rim)
+    floor_over_arm_floor: float = 2.5099  # log(floor / the deepest arm's floor): closed
+    gap_over_junction: float = 3.9464  # log(shortest rim rays / the frame's typical junction's)
+    outline: float = -0.0223  # Shape.outline (light inside the rim over outside it)
+    arm_count: float = -0.6862  # furrow arms leaving it, at most MODEL_MAX_ARMS
+    elongation: float = -0.2551  # log(longest over shortest rim diameter above the arms)
+    roundness: float = 2.6435  # shortest over median rim ray
+    floor_over_furrow: float = -6.953  # log(floor / the frame's furrow floor)
+    floor_over_strand: float = -2.1664  # log(floor / the deepest ray just outside the rim)
+    floor_over_ends: float = 0.9885  # log(floor / the deeper end beyond its longest diameter)
+    floor_over_along: float = 15.0331  # log(floor / the deepest straight path out to 1.5 rims)
+    failed_tests: float = -0.8069  # how many of ``pore_tests`` it fails (grey, size: none)
 
 
 MODEL = PoreModel()
 MODEL_MAX_ARMS = 6
+# ``floor_over_along`` is read at most this (the floor 1.35 x the deepest straight path out):
+# a pit whose every path out has fallen that far is closed, and a deeper fall says nothing
+# more (a junction drawn dark closes as a pore does). Chosen on seeds 11/12 of the own
+# generator only (0.1 / 0.2 / 0.3 / 0.4 / 0.6 / none; docs/experiments/README.md "conf").
+ALONG_MAX_LOG = 0.3
 MODEL_READING_LIMIT = 20.0  # each reading is clipped to +- this (a log of a near-0 ratio)
 
 
@@ -547,6 +553,7 @@ def pore_readings(found: Candidates) -> dict[str, np.ndarray]:
         "floor_over_furrow": _log_ratio(shape.floor, found.furrow_floor),
         "floor_over_strand": _log_ratio(shape.floor, shape.strand),
         "floor_over_ends": _log_ratio(shape.floor, shape.ends),
+        "floor_over_along": np.minimum(_log_ratio(shape.floor, shape.along), ALONG_MAX_LOG),
     }
     return {name: np.clip(np.nan_to_num(reading), -MODEL_READING_LIMIT, MODEL_READING_LIMIT)
             for name, reading in readings.items()}
@@ -684,7 +691,8 @@ def floor_weight(model: PoreModel = MODEL) -> float:
     """How much ``pore_score`` changes per unit of log floor, the rest held: the sum of the
     coefficients of the readings that are log ratios of the floor."""
     return (model.floor_over_around + model.floor_over_arms + model.floor_over_arm_floor
-            + model.floor_over_furrow + model.floor_over_strand + model.floor_over_ends)
+            + model.floor_over_furrow + model.floor_over_strand + model.floor_over_ends
+            + model.floor_over_along)
 
 
 def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RULE,

@@ -277,15 +277,16 @@ def test_the_rim_of_an_oval_pit_closes_at_its_long_ends() -> None:
     assert dash.floor[0] / dash.ends[0] < 1.4
 
 
-def _candidates_at_centre(depth: np.ndarray) -> Candidates:
+def _candidates_at_centre(depth: np.ndarray, junctions: float = 0.3) -> Candidates:
     """The pit at the centre of a fine depth image as the pore tests see it (a frame at 10 µm
-    per fine px whose furrows are 0.3 deep, the junctions around 0.3 deep, 2 px gap)."""
+    per fine px whose furrows are 0.3 deep, the junctions around ``junctions`` deep, 2 px
+    gap)."""
     fine_centre = np.array([[60.0, 60.0]])
     shape = shape_of(depth, fine_centre, ARM_LEVEL * 0.3)
     nearby = second_furrow(ring_of(depth, fine_centre, HILL_RING_UM / 10.0))
     centre = np.array([[29.75, 29.75]])  # fine (60, 60): (work + 0.5) * 2 - 0.5
-    return Candidates(centre, shape, np.array([0.3]), np.array([0.0]), nearby,
-                      Junctions(0.3, 2.0), np.array([0.0]), 0.3, 0.3, 10.0, 20.0,
+    return Candidates(centre, shape, np.array([junctions]), np.array([0.0]), nearby,
+                      Junctions(junctions, 2.0), np.array([0.0]), 0.3, 0.3, 10.0, 20.0,
                       np.zeros((0, 2)), depth)
 
 
@@ -330,6 +331,52 @@ def test_a_pit_that_runs_on_down_a_deeper_segment_is_not_a_pore() -> None:
     for segment, pit in ((0.4, 0.75), (0.3, 0.48)):
         tests = pore_tests(_candidates_at_centre(_junction_with_segment(segment, pit)))
         assert all(bool(verdict[0]) for verdict in tests.values()), (segment, pit, tests)
+
+
+def _deeper_segment(junction_x: int, stretch: tuple[int, int] | None = None,
+                    pore_px: int = 0) -> np.ndarray:
+    """Two furrows 0.3 deep leave a junction at (``junction_x``, 60) to the right; a deeper,
+    wider furrow segment (0.4, 7 px) runs from it to the left, through the centre. On it, at
+    the centre, a short dark stretch 0.55 deep (an ellipse of half-axes ``stretch`` along and
+    across the segment) or a round pore 0.75 deep of radius ``pore_px``."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    for end in ((120, 0), (120, 120)):
+        cv2.line(depth, (junction_x, 60), end, 0.3, 5)
+    cv2.line(depth, (junction_x, 60), (0, 60), 0.4, 7)
+    if stretch is not None:
+        cv2.ellipse(depth, (60, 60), stretch, 0, 0, 360, 0.55, -1)
+    if pore_px:
+        cv2.circle(depth, (60, 60), pore_px, 0.75, -1)
+    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
+    return result
+
+
+def test_the_deepest_path_out_of_a_stretch_of_deeper_furrow_stays_nearly_as_deep() -> None:
+    """``Shape.along``: 1.5 rims out along the deeper segment, a dark stretch of it is still
+    nearly as deep as its floor; a round pore on the same segment has climbed out onto the
+    segment's floor (0.4 of 0.75)."""
+    stretch = _candidates_at_centre(_deeper_segment(66, stretch=(12, 5)), 0.45).shape
+    pore = _candidates_at_centre(_deeper_segment(66, pore_px=6), 0.45).shape
+    assert stretch.floor[0] < 1.1 * stretch.along[0]
+    assert pore.floor[0] > 1.6 * pore.along[0]
+    assert pore.along[0] > 0.35  # the segment's floor, not the skin beside it
+
+
+@pytest.mark.parametrize("junction_x", [66, 70])
+def test_a_dark_stretch_of_a_deeper_segment_by_a_junction_is_not_a_pore(junction_x: int) -> None:
+    """A dark stretch (0.55 deep, 240 x 100 µm) of a deeper, wider segment by a junction, in
+    skin whose junctions are 0.45 deep: it fails one depth test (not deep enough against the
+    junctions at 3 arms; not clearly deeper than its arms at 2) and was counted by its score
+    (before: 2.06 and 1.94); it runs on nearly as deep along the segment (``floor_over_along``)
+    and is not. A round pore 120 µm across on the same segment is counted."""
+    from appliance.skin.pores import pore_verdict
+
+    stretch = _candidates_at_centre(_deeper_segment(junction_x, stretch=(12, 5)), 0.45)
+    tests = pore_tests(stretch)
+    assert sum(not verdict[0] for verdict in tests.values()) == 1
+    assert not pore_verdict(stretch, tests)[0]
+    pore = _candidates_at_centre(_deeper_segment(junction_x, pore_px=6), 0.45)
+    assert pore_verdict(pore, pore_tests(pore))[0]
 
 
 def _pore_beside_furrow(radius_px: int, width_px: int, overlap_px: int) -> np.ndarray:
