@@ -246,7 +246,7 @@ OUTLINE_PASSES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than
 # (docs/measurement.md "Pores"). The fit of the score (benchmarks/fit_pore_score.py) does not
 # see the shift: it is the pooled posterior the shift corrects.
 PRIOR_SCORE_FLOOR = -6.0
-PRIOR_FIT_SHARE = 0.5177  # mean posterior of the fit's pits (PoreModel) at or above the floor
+PRIOR_FIT_SHARE = 0.5312  # mean posterior of the fit's pits (PoreModel) at or above the floor
 PRIOR_DAMPING = 0.5
 PRIOR_MAX_SHIFT = 3.0  # log odds
 PRIOR_MIN_PITS = 10
