@@ -172,22 +172,65 @@ def texture_steps(readings: list[dict[str, float]], ums: tuple[float, ...]) -> d
     return steps
 
 
-def calibration_sweep(images: list[Path]) -> dict[str, Any]:
-    """Largest pore-count and texture steps between calibrations 5 % apart, same frames."""
-    steps: list[float] = []
+def sweep_grids(offsets: int) -> list[tuple[float, ...]]:
+    """``offsets`` grids of calibrations 5 % apart over 7-13 µm/px, each started 5 % /
+    ``offsets`` above the one before (1: ``SWEEP_UM_PER_PX`` alone; 5: every 1 %)."""
+    return [tuple(um * 1.05 ** (k / offsets) for um in SWEEP_UM_PER_PX
+                  if um * 1.05 ** (k / offsets) <= SWEEP_UM_PER_PX[-1] * 1.0001)
+            for k in range(offsets)]
+
+
+def count_steps(counts: list[float]) -> tuple[list[float], list[float]]:
+    """The pore-count steps between neighbouring calibrations: relative to the smaller count
+    where both are at least ``FEW_PORES``, and in pores where one is under it."""
+    values = np.asarray(counts, dtype=np.float64)
+    smaller = np.minimum(values[:-1], values[1:])
+    change = np.abs(np.diff(values))
+    relative = (change / np.maximum(smaller, 1.0))[smaller >= FEW_PORES]
+    return relative.tolist(), change[smaller < FEW_PORES].tolist()
+
+
+def calibration_sweep(images: list[Path], offsets: int = 1) -> dict[str, Any]:
+    """Largest pore-count and texture steps between calibrations 5 % apart, same frames (on
+    ``offsets`` interleaved grids: ``sweep_grids``). A pore-count step is relative (to the
+    smaller count) where both counts are at least ``FEW_PORES``, and in pores where one is
+    under it (one pore more of 3 is 33 %: ``pore_count_by_truth``)."""
+    steps: list[float] = []  # per frame, its largest relative step
+    few_steps: list[float] = []  # per frame with few pores somewhere, its largest step in pores
+    all_steps: list[float] = []
     texture: dict[str, list[float]] = {key: [] for key in TEXTURE_SCALE_POWER}
+    grids = sweep_grids(offsets)
     for path in images:
         rgb = load_frame(path)
-        readings = [_features(rgb, um) for um in SWEEP_UM_PER_PX]
-        counts = np.array([r["pore_count"] for r in readings])
-        smaller = np.maximum(np.minimum(counts[:-1], counts[1:]), 1.0)
-        steps.append(float(np.max(np.abs(np.diff(counts)) / smaller)))
-        for key, step in texture_steps(readings, SWEEP_UM_PER_PX).items():
-            texture[key].append(step)
-    return {"frames": len(images), "um_per_px": [round(um, 3) for um in SWEEP_UM_PER_PX],
+        relative: list[float] = []  # steps between counts of at least FEW_PORES
+        in_pores: list[float] = []  # steps where the smaller count is under FEW_PORES
+        for grid in grids:
+            readings = [_features(rgb, um) for um in grid]
+            grid_relative, grid_in_pores = count_steps([r["pore_count"] for r in readings])
+            relative += grid_relative
+            in_pores += grid_in_pores
+            for key, step in texture_steps(readings, grid).items():
+                texture[key].append(step)
+        all_steps += relative
+        if relative:
+            steps.append(max(relative))
+        if in_pores:
+            few_steps.append(max(in_pores))
+    result: dict[str, Any] = {
+        "frames": len(images), "offsets": offsets,
+        "um_per_px": [[round(um, 3) for um in grid] for grid in grids]
+        if offsets > 1 else [round(um, 3) for um in SWEEP_UM_PER_PX],
+        "frames_with_many": len(steps), "few_pores_below": FEW_PORES}
+    if steps:
+        result.update({
             "largest_pore_count_step": round(max(steps), 4),
             "median_of_largest_steps": round(float(np.median(steps)), 4),
-            "target_met": max(steps) <= 0.15,
+            "frames_over_target": sum(step > 0.15 for step in steps),
+            "steps_over_target_share": round(float(np.mean(np.array(all_steps) > 0.15)), 4),
+            "target_met": max(steps) <= 0.15})
+    if few_steps:
+        result["few_pores_largest_step_pores"] = float(max(few_steps))
+    return {**result,
             "texture_largest_step": {k: round(max(v), 4) for k, v in texture.items()},
             "texture_median_of_largest_steps": {k: round(float(np.median(v)), 4)
                                                 for k, v in texture.items()}}
@@ -291,6 +334,8 @@ def main() -> None:
     parser.add_argument("--wide-count", type=int, default=60)
     parser.add_argument("--second-count", type=int, default=40)
     parser.add_argument("--sweep-frames", type=int, default=10)
+    parser.add_argument("--sweep-offsets", type=int, default=1,
+                        help="interleaved grids 5 %% apart (5: a calibration every 1 %%)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     keep_frame_buffers()
@@ -303,7 +348,9 @@ def main() -> None:
         "benchmark": "skin_accuracy",
         "seed": args.seed,
         "accuracy": sets,
-        "calibration_sweep": calibration_sweep(images[: args.sweep_frames]),
+        "calibration_sweep": calibration_sweep(images[: args.sweep_frames], args.sweep_offsets),
+        "calibration_sweep_wide": calibration_sweep(wide[: args.sweep_frames],
+                                                    args.sweep_offsets),
         "repeatability": repeatability(images[: args.repeat_frames], args.variants),
         "load_average": load_average(),
     }

@@ -3,13 +3,20 @@ and on the frames where it is validated."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from skin_accuracy import pore_count_by_truth, where_validated  # noqa: E402
+from skin_accuracy import (  # noqa: E402
+    SWEEP_UM_PER_PX,
+    count_steps,
+    pore_count_by_truth,
+    sweep_grids,
+    where_validated,
+)
 
 
 def _rows(pairs: list[tuple[float, float]]) -> tuple[list[dict[str, float]],
@@ -54,3 +61,20 @@ def test_the_mean_pore_diameter_is_read_on_the_frames_where_it_is_validated() ->
     assert summary["frames_validated"] == 2
     assert summary["median_abs_rel_error"] == 0.55  # 0.1 and 1.0 (nothing counted there)
     assert summary["median_signed_rel_error"] == -0.45
+
+
+def test_calibration_steps_are_relative_between_many_pores_and_in_pores_below() -> None:
+    relative, in_pores = count_steps([20, 25, 25, 9, 3, 7])
+    assert relative == [0.25, 0.0]  # 20 -> 25, 25 -> 25
+    assert in_pores == [16.0, 6.0, 4.0]  # 25 -> 9, 9 -> 3, 3 -> 7
+
+
+def test_sweep_grids_interleave_calibrations_5_percent_apart() -> None:
+    grids = sweep_grids(5)
+    assert grids[0] == SWEEP_UM_PER_PX
+    every = sorted(um for grid in grids for um in grid)
+    assert every[0] == 7.0
+    assert every[-1] <= SWEEP_UM_PER_PX[-1] * 1.0001
+    assert all(abs(b / a - 1.05 ** 0.2) < 1e-9 for a, b in itertools.pairwise(every))  # 1 %
+    for grid in grids:
+        assert all(abs(b / a - 1.05) < 1e-9 for a, b in itertools.pairwise(grid))
