@@ -5,7 +5,8 @@ range") on frames at 7-13 µm/px, with furrows at least ``MIN_FURROW_CONTRAST`` 
 hills, pores of 50-320 µm and hills of 0.03-0.25 mm², and on counts that do not hang on narrow
 margins: at most ``MAX_BORDERLINE_SHARE`` of the counted pores pass some test by under 5 %
 (``pores.borderline_share``, ``pores.BORDERLINE_MARGIN``). A feature that depends on something
-outside that range is named in ``Validity.not_validated``; a scale or a contrast outside it
+outside that range is named in ``Validity.not_validated`` (and the mean pore size where no
+pore is counted: it has none); a scale or a contrast outside it
 makes the whole frame unvalidated (``Validity.frame_reasons``), which the quality verdict
 reports. The kiosk and the back office can then show "not measured" instead of a number.
 """
@@ -80,7 +81,10 @@ def assess(features: SkinFeatures, um_per_px: float, furrow_contrast: float,
         reasons.append(f"pore count borderline: {pore_borderline:.0%} of the pores pass by under "
                        f"{BORDERLINE_MARGIN - 1:.0%} (at most {MAX_BORDERLINE_SHARE:.0%})")
     diameter = features.pore_mean_diameter_um
-    if features.pore_count > 0 and _outside(diameter, *PORE_DIAMETER_UM):
+    if features.pore_count == 0:  # a mean of no pores: 0 is no size (the count, area are 0)
+        flagged.add("pore_mean_diameter_um")
+        reasons.append("no pores counted: no mean pore size")
+    elif _outside(diameter, *PORE_DIAMETER_UM):
         flagged.update(PORE_SIZE_KEYS)
         reasons.append(f"pore size {diameter:.0f} um outside {PORE_DIAMETER_UM[0]:g}-"
                        f"{PORE_DIAMETER_UM[1]:g}")

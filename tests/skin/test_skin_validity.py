@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from functools import lru_cache
 
@@ -203,3 +204,16 @@ def test_a_model_that_reads_only_measured_features_still_grades() -> None:
 def _features() -> dict[str, float | int]:
     features = _analysis("normal", 10.0).features.as_dict()
     return features
+
+
+def test_no_pores_counted_means_no_mean_pore_size() -> None:
+    """A frame without a counted pore has no mean pore size: its 0 is named not measured (the
+    count, density and area, 0, are measurements), and the reason says why."""
+    features = _analysis("normal", 10.0).features
+    empty = dataclasses.replace(features, pore_count=0.0, pore_density_per_cm2=0.0,
+                                pore_mean_diameter_um=0.0, pore_area_ratio=0.0)
+    validity = assess(empty, 10.0, 0.3, 0.0)
+    assert validity.not_validated == ("pore_mean_diameter_um",)
+    assert "no pores counted: no mean pore size" in validity.feature_reasons
+    assert not validity.frame_outside
+    assert assess(features, 10.0, 0.3, 0.0).not_validated == ()
