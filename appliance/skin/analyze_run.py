@@ -5,7 +5,6 @@ Each file is measured as the kiosk measures its best frame (``edge.measure.measu
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from appliance import safejson
 from appliance.capture.quality import QualityGate
 from appliance.config import Config, SkinConfig, load_config_or_defaults
 from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
@@ -207,7 +207,7 @@ def sidecar_um_per_px(image: Path) -> float | None:
     try:
         if not sidecar.is_file() or sidecar.stat().st_size > MAX_SIDECAR_BYTES:
             return None
-        scale = json.loads(sidecar.read_bytes()).get("um_per_px")
+        scale = safejson.loads(sidecar.read_bytes()).get("um_per_px")
     except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
         return None
     usable = isinstance(scale, int | float) and not isinstance(scale, bool) and math.isfinite(scale)

@@ -67,6 +67,20 @@ def test_a_sidecar_scale_is_named_once_per_batch_never_used(
     assert "sidecar" not in capsys.readouterr().err
 
 
+def test_a_sidecar_nested_too_deeply_is_ignored_and_every_frame_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config.yaml: the built-in 10 um/px
+    first, second = _frame(tmp_path, "a.jpg"), _frame(tmp_path, "b.jpg")
+    (tmp_path / "a.json").write_text("[" * 1000 + "]" * 1000)  # past the decoder's recursion
+    assert main(["analyze", "--json", str(first), str(second)]) == 0
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [Path(record["image"]).name for record in records] == ["a.jpg", "b.jpg"]
+    assert all("features" in record for record in records)
+    assert "sidecar" not in err
+
+
 def test_a_minimal_config_still_grades_with_the_shipped_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
