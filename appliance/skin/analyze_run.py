@@ -57,6 +57,7 @@ class AnalyzeRun:
         self.classifier = classifier
         self.white_reference = white_reference
         self.gate = QualityGate()
+        self.overlay_names: dict[Path, str] = {}  # from overlay_names() for the run's inputs
 
     def _analyzer(self, rgb: np.ndarray, um_per_px: float) -> Measurement:
         return skin_measurement(rgb, um_per_px, self.white_reference)
@@ -131,7 +132,8 @@ class AnalyzeRun:
         if measured.classification is not None:
             record["classification"] = measured.classification.model_dump()
         if self.overlay_dir is not None and measured.draw_overlay is not None:
-            target = self.overlay_dir / f"{image.stem}.overlay.jpg"
+            name = self.overlay_names.get(image) or overlay_names([image])[image]
+            target = self.overlay_dir / name
             overlay = cv2.cvtColor(measured.draw_overlay(), cv2.COLOR_RGB2BGR)
             try:
                 write_image(target, overlay, [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -199,6 +201,24 @@ class AnalyzeRun:
         more = f" (and {others} more frame{'s' if others > 1 else ''})" if others else ""
         return (f"{shown_name(image.name)}: sidecar says {scale:.2f} um/px{more}, measuring at "
                 f"{measured_at:.2f} (config); use --um-per-px to measure at another scale")
+
+
+def overlay_names(images: Sequence[Path]) -> dict[Path, str]:
+    """Each input's overlay file name: ``STEM.overlay.jpg``, or ``STEM-N.overlay.jpg`` (N its
+    place among the inputs of that stem) where stems collide (a/x.jpg and b/x.jpg, x.jpg and
+    x.png), compared without case as a case-insensitive disk would; ValueError naming both
+    inputs when a name is still taken twice (x-2.jpg beside two x.jpg)."""
+    by_stem: dict[str, list[Path]] = {}
+    for image in dict.fromkeys(images):  # the same path twice is one input
+        by_stem.setdefault(image.stem.casefold(), []).append(image)
+    names = {image: f"{image.stem}-{place}" if len(group) > 1 else image.stem
+             for group in by_stem.values() for place, image in enumerate(group, 1)}
+    taken: dict[str, Path] = {}
+    for image, name in names.items():
+        if (other := taken.setdefault(name.casefold(), image)) != image:
+            raise ValueError(f"--overlay: {shown_name(other)} and {shown_name(image)} would both "
+                             f"write {shown_name(name)}.overlay.jpg; rename one of them")
+    return {image: f"{name}.overlay.jpg" for image, name in names.items()}
 
 
 def sidecar_um_per_px(image: Path) -> float | None:
