@@ -102,8 +102,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: a directory, not a config file; name the file (e.g. "
                           f"{path / DEFAULT_CONFIG_FILE})")
-    if not path.is_file():
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{path}: a symbolic link to {os.readlink(path)}, which does not "
+                          "exist; point it at the config file or remove it")
+    if not path.exists():
         raise ConfigError(f"{path}: config file not found (pass --config FILE or create it)")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise ConfigError(f"{path}: not a regular file; name the config file")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
     try:
@@ -151,10 +156,12 @@ def load_config_or_defaults(
     path: str | Path | None, environ: Mapping[str, str] | None = None
 ) -> Config:
     """The config file ``path``; without one ./config.yaml when present, else built-in defaults
-    (state in ./state, the shipped skin model), always with the APPLIANCE__ overrides."""
+    (state in ./state, the shipped skin model), always with the APPLIANCE__ overrides. A
+    ./config.yaml that is there but no file (a folder, a broken link) is an error naming it, as
+    ``appliance config check`` says, never silently the defaults."""
     if path is not None:
         return load_config(path, environ)
-    if Path(DEFAULT_CONFIG_FILE).is_file():
+    if os.path.lexists(DEFAULT_CONFIG_FILE):
         return load_config(DEFAULT_CONFIG_FILE, environ)
     config = config_from_mapping({}, "built-in defaults (no ./config.yaml)", environ)
     return resolve_paths(config, Path.cwd())
