@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from appliance.config.tree import Config
 from appliance.safeyaml import YamlLimitError, safe_load_limited
@@ -165,6 +165,22 @@ def load_config_or_defaults(
         return load_config(DEFAULT_CONFIG_FILE, environ)
     config = config_from_mapping({}, "built-in defaults (no ./config.yaml)", environ)
     return resolve_paths(config, Path.cwd())
+
+
+def value_origin(config: Config, key_path: str, path: str | Path | None,
+                 environ: Mapping[str, str] | None = None) -> str:
+    """Where the value at ``key_path`` (``skin.um_per_px``) of ``load_config_or_defaults(path)``
+    came from: the APPLIANCE__ variable that set it, the config file, or the built-in default."""
+    environ = os.environ if environ is None else environ
+    if variable := _env_names(environ).get(key_path):
+        return variable
+    *sections, key = key_path.split(".")
+    node: BaseModel = config
+    for section in sections:
+        node = getattr(node, section)
+    if key in node.model_fields_set:  # given in the file (the environment is ruled out above)
+        return str(path if path is not None else DEFAULT_CONFIG_FILE)
+    return "built-in default"
 
 
 def missing_files(config: Config) -> list[str]:

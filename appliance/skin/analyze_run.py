@@ -15,7 +15,7 @@ import numpy as np
 
 from appliance import safejson
 from appliance.capture.quality import QualityGate
-from appliance.config import Config, SkinConfig, load_config_or_defaults
+from appliance.config import Config, SkinConfig, load_config_or_defaults, value_origin
 from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
 from appliance.edge.reasons import grade_withheld
 from appliance.imagefile import write_image
@@ -51,8 +51,10 @@ class AnalyzeRun:
         overlay_dir: Path | None,
         classifier: Classifier | None = None,
         white_reference: WhiteReference | None = None,
+        um_per_px_from: str = "config",
     ) -> None:
         self.config = config
+        self.um_per_px_from = um_per_px_from  # --um-per-px, the variable, the file or default
         self.overlay_dir = overlay_dir
         self.classifier = classifier
         self.white_reference = white_reference
@@ -71,6 +73,8 @@ class AnalyzeRun:
         model if configured, the white reference if given, and make the overlay folder;
         ``um_per_px`` (``--um-per-px``) replaces the config's scale for this run."""
         config = load_config_or_defaults(path)
+        origin = "--um-per-px" if um_per_px is not None else value_origin(
+            config, "skin.um_per_px", path)
         if um_per_px is not None:
             skin = SkinConfig.model_validate({"um_per_px": um_per_px})
             config = config.model_copy(update={"skin": skin})
@@ -97,7 +101,7 @@ class AnalyzeRun:
                 raise ValueError(f"--white {exc}") from exc
             except ValueError as exc:  # a tile too dark, coloured or textured
                 raise ValueError(f"--white {shown_name(white_frame)}: {exc}") from exc
-        return cls(config, folder, classifier, white)
+        return cls(config, folder, classifier, white, origin)
 
     def measure(self, image: Path) -> dict[str, Any]:
         """One result record, or ``{"image", "error"}`` naming the file and what is wrong."""
@@ -128,6 +132,8 @@ class AnalyzeRun:
             "quality": measured.quality.model_dump(),
             "features": measured.features.model_dump(),
             "not_validated": list(measured.not_validated),
+            "um_per_px": self.config.skin.um_per_px,
+            "um_per_px_from": self.um_per_px_from,
         }
         if measured.classification is not None:
             record["classification"] = measured.classification.model_dump()
@@ -200,7 +206,8 @@ class AnalyzeRun:
         others = len(differing) - 1
         more = f" (and {others} more frame{'s' if others > 1 else ''})" if others else ""
         return (f"{shown_name(image.name)}: sidecar says {scale:.2f} um/px{more}, measuring at "
-                f"{measured_at:.2f} (config); use --um-per-px to measure at another scale")
+                f"{measured_at:.2f} ({self.um_per_px_from}); use --um-per-px to measure at "
+                "another scale")
 
 
 def overlay_names(images: Sequence[Path]) -> dict[Path, str]:
