@@ -3,6 +3,7 @@ APPLIANCE__ variable, and `config check` refusing what the daemon would refuse."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from appliance.cli import main
 from appliance.config import ConfigError, config_from_mapping, load_config_or_defaults
 from appliance.shipped import SKIN_MODEL, shipped_path
+from appliance.synthetic.skin import synthetic_frame
 
 
 def test_an_environment_error_names_the_variable() -> None:
@@ -49,6 +51,25 @@ def test_without_a_config_file_the_defaults_use_the_shipped_model_and_the_enviro
     assert Path(config.model.path).is_file()
     assert config.skin.um_per_px == 8.5
     assert config.state_dir == str(tmp_path / "state")
+
+
+@pytest.mark.parametrize(("make", "said"), [
+    (lambda path: path.mkdir(), "config.yaml: a directory, not a config file"),
+    (lambda path: path.symlink_to("gone.yaml"),
+     "config.yaml: a symbolic link to gone.yaml, which does not exist"),
+])
+def test_a_config_yaml_here_that_is_no_file_is_an_error_not_the_defaults(
+    make: Callable[[Path], None], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    make(tmp_path / "config.yaml")
+    frame = tmp_path / "frame.jpg"
+    frame.write_bytes(synthetic_frame(21, 0, "normal").jpeg)
+    assert main(["analyze", str(frame)]) == 2
+    assert capsys.readouterr().err.startswith(f"analyze: {said}")
+    assert main(["config", "check"]) == 2
+    assert said in capsys.readouterr().err
 
 
 def test_config_check_refuses_a_model_file_the_daemon_cannot_load(

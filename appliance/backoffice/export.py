@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from appliance import safejson
 from appliance.backoffice.schema import (
     NOT_VALIDATED_COLUMN,
     RESULT_COLUMNS,
@@ -86,7 +87,7 @@ def _stored_reasons(payload: str) -> list[str]:
     """The quality reasons of a stored payload (it was validated on the way in; anything
     unreadable reads as none)."""
     try:
-        reasons = json.loads(payload)["quality"]["reasons"]
+        reasons = safejson.loads(payload)["quality"]["reasons"]
     except (ValueError, KeyError, TypeError):
         return []
     return [r for r in reasons if isinstance(r, str)] if isinstance(reasons, list) else []

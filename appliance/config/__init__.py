@@ -32,6 +32,7 @@ from appliance.config.loader import (
     missing_files,
     read_yaml,
     resolve_paths,
+    value_origin,
 )
 from appliance.config.mqtt import PASSWORD_CREDENTIAL, PASSWORD_ENV, MqttConfig, TlsConfig
 from appliance.config.pathology import PathologyConfig
@@ -66,4 +67,5 @@ __all__ = [
     "missing_files",
     "read_yaml",
     "resolve_paths",
+    "value_origin",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from appliance.config.tree import Config
 from appliance.safeyaml import YamlLimitError, safe_load_limited
@@ -102,8 +102,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: a directory, not a config file; name the file (e.g. "
                           f"{path / DEFAULT_CONFIG_FILE})")
-    if not path.is_file():
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{path}: a symbolic link to {os.readlink(path)}, which does not "
+                          "exist; point it at the config file or remove it")
+    if not path.exists():
         raise ConfigError(f"{path}: config file not found (pass --config FILE or create it)")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise ConfigError(f"{path}: not a regular file; name the config file")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
     try:
@@ -151,13 +156,31 @@ def load_config_or_defaults(
     path: str | Path | None, environ: Mapping[str, str] | None = None
 ) -> Config:
     """The config file ``path``; without one ./config.yaml when present, else built-in defaults
-    (state in ./state, the shipped skin model), always with the APPLIANCE__ overrides."""
+    (state in ./state, the shipped skin model), always with the APPLIANCE__ overrides. A
+    ./config.yaml that is there but no file (a folder, a broken link) is an error naming it, as
+    ``appliance config check`` says, never silently the defaults."""
     if path is not None:
         return load_config(path, environ)
-    if Path(DEFAULT_CONFIG_FILE).is_file():
+    if os.path.lexists(DEFAULT_CONFIG_FILE):
         return load_config(DEFAULT_CONFIG_FILE, environ)
     config = config_from_mapping({}, "built-in defaults (no ./config.yaml)", environ)
     return resolve_paths(config, Path.cwd())
+
+
+def value_origin(config: Config, key_path: str, path: str | Path | None,
+                 environ: Mapping[str, str] | None = None) -> str:
+    """Where the value at ``key_path`` (``skin.um_per_px``) of ``load_config_or_defaults(path)``
+    came from: the APPLIANCE__ variable that set it, the config file, or the built-in default."""
+    environ = os.environ if environ is None else environ
+    if variable := _env_names(environ).get(key_path):
+        return variable
+    *sections, key = key_path.split(".")
+    node: BaseModel = config
+    for section in sections:
+        node = getattr(node, section)
+    if key in node.model_fields_set:  # given in the file (the environment is ruled out above)
+        return str(path if path is not None else DEFAULT_CONFIG_FILE)
+    return "built-in default"
 
 
 def missing_files(config: Config) -> list[str]:

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from appliance import safejson
 from appliance.edge.screen_preview import PreviewFeed
 from appliance.edge.screen_state import AGE_BANDS, ScreenState
 
@@ -175,7 +176,7 @@ class ScreenHandler(BaseHTTPRequestHandler):
         if not self.headers.get("Content-Type", "").startswith("application/json"):
             raise ValueError("Content-Type must be application/json")
         try:
-            body = json.loads(self.rfile.read(int(length)) or b"null")
+            body = safejson.loads(self.rfile.read(int(length)) or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"not JSON: {exc}") from exc
         if not isinstance(body, dict):

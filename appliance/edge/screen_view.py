@@ -12,11 +12,11 @@ for every key lives in the screen's message catalogues, not here.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from appliance import safejson
 from appliance.edge.reasons import grade_withheld
 from appliance.transport.payloads import Result
 
@@ -45,7 +45,7 @@ def load_references(path: Path | None) -> dict[str, dict[str, dict[str, float]]]
     if path.stat().st_size > MAX_REFERENCE_BYTES:
         raise ReferenceFileError(f"{path}: larger than {MAX_REFERENCE_BYTES} bytes")
     try:
-        bands = json.loads(path.read_text(encoding="utf-8"))["bands"]
+        bands = safejson.loads(path.read_text(encoding="utf-8"))["bands"]
         return {str(band): {str(k): {"mean": float(v["mean"]), "sd": float(v["sd"]),
                                      "n": float(v["n"])} for k, v in features.items()}
                 for band, features in bands.items()}

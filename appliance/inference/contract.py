@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import safejson
 from appliance.transport.payloads import FEATURE_KEYS
 
 REQUIRED_KEYS = ("feature_names", "labels", "version", "trained_on", "created_at")
@@ -56,8 +57,8 @@ class ModelContract:
 
 def _json_string_list(path: Path, key: str, raw: str) -> tuple[str, ...]:
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
+        value = safejson.loads(raw)
+    except ValueError as exc:  # not JSON, or nested too deeply
         raise ModelError(
             f"{path}: metadata {key!r} is not JSON ({exc}); the model says {raw[:80]!r}, "
             f"we expect a JSON list of names; rebuild the model with `appliance models build-skin`"
@@ -78,8 +79,8 @@ def _figures(path: Path, metadata: Mapping[str, str]) -> dict[str, Any]:
         if key not in metadata:
             continue
         try:
-            figures[key] = json.loads(metadata[key])
-        except json.JSONDecodeError as exc:
+            figures[key] = safejson.loads(metadata[key])
+        except ValueError as exc:  # not JSON, or nested too deeply
             raise ModelError(f"{path}: metadata {key!r} is not JSON ({exc})") from exc
     return figures
 

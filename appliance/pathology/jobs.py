@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from appliance import safejson
 from appliance.pathology.resolution import resolution_problem
 
 JOB_SCHEMA = "appliance.pathology.job/1"
@@ -120,7 +121,7 @@ def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int
     if len(payload) > max_bytes:
         raise JobRefusedError(f"job payload of {len(payload)} bytes; at most {max_bytes}")
     try:
-        data = json.loads(payload)
+        data = safejson.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise JobRefusedError(f"job payload is not JSON ({exc})") from exc
     if not isinstance(data, dict):
@@ -214,7 +215,7 @@ def read_presence(payload: bytes) -> dict[str, Any] | None:
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:
     try:
-        data = json.loads(payload)
+        data = safejson.loads(payload)
     except ValueError:  # not UTF-8 (UnicodeDecodeError), or not JSON
         return None
     return data if isinstance(data, dict) else None
@@ -222,7 +223,7 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
 
 def parse_stored(text: str) -> JobRequest:
     """A request as the store keeps it (already checked when it was accepted)."""
-    data = json.loads(text)
+    data = safejson.loads(text)
     slides = tuple(SlideRequest(s["path"], float(s["um_per_px"]), s["name"])
                    for s in data["slides"])
     return JobRequest(data["job_id"], slides, data.get("submitted_at", ""))

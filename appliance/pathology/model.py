@@ -11,7 +11,6 @@ threshold, the version and the out-of-distribution guard (``ood``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +18,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
+from appliance import safejson
 from appliance.inference.loader import ModelError, open_session
 from appliance.pathology.ood import (
     METADATA_KEY,
@@ -153,8 +153,8 @@ def _read_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
             "models/pathology/export.py, which records them"
         )
     try:
-        labels = json.loads(metadata["labels"])
-        reference = json.loads(metadata.get("stain_reference", "null"))
+        labels = safejson.loads(metadata["labels"])
+        reference = safejson.loads(metadata.get("stain_reference", "null"))
         info = ModelInfo(
             name=metadata.get("name", path.stem),
             version=metadata["version"],

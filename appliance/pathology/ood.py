@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from appliance import safejson
 from appliance.pathology.ood_stats import tile_statistics
 
 METADATA_KEY = "ood"
@@ -109,7 +110,7 @@ def guard_inputs_from_statistics(statistics: np.ndarray, features: np.ndarray) -
 def guard_from_metadata(text: str) -> DistributionGuard:
     """Read the guard back from its metadata JSON; GuardError when malformed."""
     try:
-        data = json.loads(text)
+        data = safejson.loads(text)
         if data.get("kind") != KIND:
             raise GuardError(f"guard kind {data.get('kind')!r}; this version reads {KIND!r}")
         guard = DistributionGuard(

@@ -11,12 +11,12 @@ model, ``<name>.splits.csv``) puts in ``test`` are held out and never count as o
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import safejson
 from appliance.pathology.run import RESULTS_JSON
 from appliance.synthetic.he import cohort_specs
 
@@ -69,7 +69,7 @@ def _model_of(run_folder: Path) -> Path | None:
     """The model file a ``pathology run`` used, from its run.json."""
     summary = run_folder / RESULTS_JSON
     try:
-        model = json.loads(summary.read_text()).get("model")
+        model = safejson.loads(summary.read_text()).get("model")
     except (OSError, ValueError, AttributeError):
         return None
     return Path(model) if isinstance(model, str) and Path(model).is_file() else None

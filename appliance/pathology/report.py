@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance import safejson
 from appliance.pathology.labels import LabelRow, LabelsError, read_labels
 from appliance.pathology.metrics import (
     METRIC_NAMES,
@@ -59,7 +60,10 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
     if not results.is_file():
         raise LabelsError(f"{results}: not found; pass the --out folder of `pathology run`")
     summary = folder / RESULTS_JSON
-    meta = json.loads(summary.read_text()) if summary.is_file() else {}
+    try:
+        meta = safejson.loads(summary.read_text()) if summary.is_file() else {}
+    except ValueError as exc:
+        raise LabelsError(f"{summary}: not the JSON `pathology run` writes ({exc})") from exc
     with results.open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["slide"] in labels]
     rows = [row for row in rows if patients is None or labels[row["slide"]].patient in patients]

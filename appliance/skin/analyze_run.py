@@ -5,7 +5,6 @@ Each file is measured as the kiosk measures its best frame (``edge.measure.measu
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,8 +13,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from appliance import safejson
 from appliance.capture.quality import QualityGate
-from appliance.config import Config, SkinConfig, load_config_or_defaults
+from appliance.config import Config, SkinConfig, load_config_or_defaults, value_origin
 from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
 from appliance.edge.reasons import grade_withheld
 from appliance.imagefile import write_image
@@ -51,12 +51,15 @@ class AnalyzeRun:
         overlay_dir: Path | None,
         classifier: Classifier | None = None,
         white_reference: WhiteReference | None = None,
+        um_per_px_from: str = "config",
     ) -> None:
         self.config = config
+        self.um_per_px_from = um_per_px_from  # --um-per-px, the variable, the file or default
         self.overlay_dir = overlay_dir
         self.classifier = classifier
         self.white_reference = white_reference
         self.gate = QualityGate()
+        self.overlay_names: dict[Path, str] = {}  # from overlay_names() for the run's inputs
 
     def _analyzer(self, rgb: np.ndarray, um_per_px: float) -> Measurement:
         return skin_measurement(rgb, um_per_px, self.white_reference)
@@ -70,6 +73,8 @@ class AnalyzeRun:
         model if configured, the white reference if given, and make the overlay folder;
         ``um_per_px`` (``--um-per-px``) replaces the config's scale for this run."""
         config = load_config_or_defaults(path)
+        origin = "--um-per-px" if um_per_px is not None else value_origin(
+            config, "skin.um_per_px", path)
         if um_per_px is not None:
             skin = SkinConfig.model_validate({"um_per_px": um_per_px})
             config = config.model_copy(update={"skin": skin})
@@ -96,7 +101,7 @@ class AnalyzeRun:
                 raise ValueError(f"--white {exc}") from exc
             except ValueError as exc:  # a tile too dark, coloured or textured
                 raise ValueError(f"--white {shown_name(white_frame)}: {exc}") from exc
-        return cls(config, folder, classifier, white)
+        return cls(config, folder, classifier, white, origin)
 
     def measure(self, image: Path) -> dict[str, Any]:
         """One result record, or ``{"image", "error"}`` naming the file and what is wrong."""
@@ -127,11 +132,14 @@ class AnalyzeRun:
             "quality": measured.quality.model_dump(),
             "features": measured.features.model_dump(),
             "not_validated": list(measured.not_validated),
+            "um_per_px": self.config.skin.um_per_px,
+            "um_per_px_from": self.um_per_px_from,
         }
         if measured.classification is not None:
             record["classification"] = measured.classification.model_dump()
         if self.overlay_dir is not None and measured.draw_overlay is not None:
-            target = self.overlay_dir / f"{image.stem}.overlay.jpg"
+            name = self.overlay_names.get(image) or overlay_names([image])[image]
+            target = self.overlay_dir / name
             overlay = cv2.cvtColor(measured.draw_overlay(), cv2.COLOR_RGB2BGR)
             try:
                 write_image(target, overlay, [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -198,7 +206,26 @@ class AnalyzeRun:
         others = len(differing) - 1
         more = f" (and {others} more frame{'s' if others > 1 else ''})" if others else ""
         return (f"{shown_name(image.name)}: sidecar says {scale:.2f} um/px{more}, measuring at "
-                f"{measured_at:.2f} (config); use --um-per-px to measure at another scale")
+                f"{measured_at:.2f} ({self.um_per_px_from}); use --um-per-px to measure at "
+                "another scale")
+
+
+def overlay_names(images: Sequence[Path]) -> dict[Path, str]:
+    """Each input's overlay file name: ``STEM.overlay.jpg``, or ``STEM-N.overlay.jpg`` (N its
+    place among the inputs of that stem) where stems collide (a/x.jpg and b/x.jpg, x.jpg and
+    x.png), compared without case as a case-insensitive disk would; ValueError naming both
+    inputs when a name is still taken twice (x-2.jpg beside two x.jpg)."""
+    by_stem: dict[str, list[Path]] = {}
+    for image in dict.fromkeys(images):  # the same path twice is one input
+        by_stem.setdefault(image.stem.casefold(), []).append(image)
+    names = {image: f"{image.stem}-{place}" if len(group) > 1 else image.stem
+             for group in by_stem.values() for place, image in enumerate(group, 1)}
+    taken: dict[str, Path] = {}
+    for image, name in names.items():
+        if (other := taken.setdefault(name.casefold(), image)) != image:
+            raise ValueError(f"--overlay: {shown_name(other)} and {shown_name(image)} would both "
+                             f"write {shown_name(name)}.overlay.jpg; rename one of them")
+    return {image: f"{name}.overlay.jpg" for image, name in names.items()}
 
 
 def sidecar_um_per_px(image: Path) -> float | None:
@@ -207,7 +234,7 @@ def sidecar_um_per_px(image: Path) -> float | None:
     try:
         if not sidecar.is_file() or sidecar.stat().st_size > MAX_SIDECAR_BYTES:
             return None
-        scale = json.loads(sidecar.read_bytes()).get("um_per_px")
+        scale = safejson.loads(sidecar.read_bytes()).get("um_per_px")
     except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
         return None
     usable = isinstance(scale, int | float) and not isinstance(scale, bool) and math.isfinite(scale)

@@ -80,17 +80,23 @@ def _analyze(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError  # noqa: PLC0415 - keep --help fast
     from appliance.edge.heap import keep_frame_buffers  # noqa: PLC0415
     from appliance.inference.contract import ModelError  # noqa: PLC0415
-    from appliance.skin.analyze_run import TABLE_LEGEND, AnalyzeRun  # noqa: PLC0415
+    from appliance.skin.analyze_run import (  # noqa: PLC0415
+        TABLE_LEGEND,
+        AnalyzeRun,
+        overlay_names,
+    )
     from appliance.skin.frames import shown_name  # noqa: PLC0415
 
     keep_frame_buffers()  # many frames in one process: reuse the frame-sized buffers
 
-    try:
+    images = [Path(image) for image in args.images]
+    try:  # overlay names first: a clash is refused before anything is written
+        overlays = overlay_names(images) if args.overlay else {}
         run = AnalyzeRun.from_config(args.config, args.overlay, args.white, args.um_per_px)
     except (ConfigError, ModelError, OSError, ValueError) as exc:
         print(f"analyze: {exc}", file=sys.stderr)
         return 2
-    images = [Path(image) for image in args.images]
+    run.overlay_names = overlays
     if args.um_per_px is None and (note := run.sidecar_note(images)):
         print(f"analyze: {note}", file=sys.stderr)
     failures, legend = 0, False

@@ -17,6 +17,8 @@ from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appliance import safejson
+
 MAX_PAYLOAD_BYTES = 256 * 1024
 RESULT_SCHEMA: Final = "appliance.result/1"
 STATUS_SCHEMA: Final = "appliance.status/1"
@@ -254,11 +256,11 @@ def check_json(raw: bytes) -> None:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"not UTF-8: {exc}") from exc
     try:
-        data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        data = safejson.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except safejson.JsonNestingError as exc:  # hostile [[[[...]]]] must not crash a worker
+        raise PayloadError("JSON nested too deeply") from exc
     except json.JSONDecodeError as exc:
         raise PayloadError(f"not JSON, though valid UTF-8: {exc}") from exc
-    except RecursionError as exc:  # hostile nesting ([[[[...]]]]) must not crash a worker
-        raise PayloadError("JSON nested too deeply") from exc
     if not isinstance(data, dict):
         raise PayloadError(f"top level must be a JSON object, got {type(data).__name__}")
 

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import safejson
 from appliance.updates.repository import write_atomically
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ModelStore:
         """The pointer as stored (an unreadable pointer reads as nothing installed)."""
         path = self.dir / POINTER
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = safejson.loads(path.read_text(encoding="utf-8"))
             current, previous = data.get("current"), data.get("previous")
         except FileNotFoundError:
             return Installed(None, None)

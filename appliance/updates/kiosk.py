@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tuf.ngclient import Updater
 
+from appliance import safejson
 from appliance.config import Config
 from appliance.inference.classifier import SkinClassifier
 from appliance.inference.contract import ModelError
@@ -357,7 +358,7 @@ class ModelUpdater(threading.Thread):
     def _load_rejected(self) -> set[str]:
         path = self.store.dir / REJECTED_FILE
         try:
-            return set(json.loads(path.read_text(encoding="utf-8")))
+            return set(safejson.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             return set()
 

@@ -346,6 +346,8 @@ def test_screen_server_is_loopback_only_and_refuses_bad_input(kiosk: Running) ->
         "Content-Type": "application/x-www-form-urlencoded"})[0] == 400
     assert request("POST", "/language", b'{"language": "' + b"x" * 2000 + b'"}',
                    **json_type)[0] == 400
+    status, body = request("POST", "/subject", b"[" * 1024, **json_type)  # within 1024 bytes
+    assert (status, json.loads(body)["error"][:27]) == (400, "not JSON: JSON nested too d")
     assert kiosk.daemon.display.state.snapshot()["subject"] is None  # nothing changed
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from inference_helpers import make_table
 
@@ -98,6 +99,22 @@ def test_show_prints_the_contract_and_refuses_a_bad_file(
     bad.write_bytes(b"not a model")
     assert main(["models", "show", str(bad)]) == 2
     assert "refused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["feature_names", "validation"])
+def test_show_refuses_metadata_nested_too_deeply_naming_the_file(
+    key: str, built: BuiltModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proto = onnx.load(str(built.int8_path))
+    for entry in proto.metadata_props:
+        if entry.key == key:
+            entry.value = "[" * 2000  # past the JSON decoder's recursion limit
+    nested = tmp_path / "nested.onnx"
+    onnx.save(proto, str(nested))
+    assert main(["models", "show", str(nested)]) == 2
+    err = capsys.readouterr().err
+    assert f"{nested}: metadata {key!r} is not JSON (JSON nested too deeply" in err
+    assert "Traceback" not in err
 
 
 def test_build_command_trains_from_a_csv_table(tmp_path: Path) -> None:

@@ -107,3 +107,14 @@ def test_json_is_valid_and_counts_unsupported_apart(
     main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
           "--bootstrap", "20"])
     assert "1 slide(s) unsupported" in capsys.readouterr().out
+
+
+def test_a_run_json_nested_too_deeply_is_exit_2_naming_it(
+    labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _write(tmp_path / "run1", {"s1": 0.9, "s4": 0.2})
+    (run / "run.json").write_text("[" * 1000 + "]" * 1000)
+    assert main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"pathology evaluate: {run / 'run.json'}: not the JSON `pathology run` writes (JSON "
+        "nested too deeply")

@@ -41,7 +41,7 @@ def config(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Any:
                                              "topic_prefix": topic_prefix}}))
     yield file
     _retain(mqtt_broker, {state_topic(topic_prefix, name): b"" for name in
-                          ("a", "b", "c", "d", "ok", "evil")} |
+                          ("a", "b", "c", "d", "n", "ok", "evil")} |
             {server_topic(topic_prefix, "s1"): b""})  # retained messages outlive the test
 
 
@@ -53,6 +53,8 @@ def test_job_list_skips_malformed_states_and_escapes_the_rest(
         state_topic(topic_prefix, "b"): b'{"x": 1}',
         state_topic(topic_prefix, "c"): b"[1, 2]",
         state_topic(topic_prefix, "d"): b'{"job_id": "d", "state": "done", "results": [1]}',
+        state_topic(topic_prefix, "n"): b'{"job_id": "n", "state": "done", "results": ' +
+        b"[" * 1000 + b"]" * 1000 + b"}",  # nested past the JSON decoder's recursion limit
         state_topic(topic_prefix, "ok"): b'{"job_id": "ok", "state": "queued"}',
         state_topic(topic_prefix, "evil"): json.dumps(HOSTILE).encode(),
         server_topic(topic_prefix, "s1"): b'{"server": "s1"}',
@@ -63,7 +65,7 @@ def test_job_list_skips_malformed_states_and_escapes_the_rest(
     assert "ok queued" in captured.out
     assert "j\\x1b[2J\\x1b[31m1 running (\\x1b]0;title\\u0007\\u202etxt.exe)" in captured.out
     assert "2 job(s)" in captured.out
-    assert "5 retained message(s) that are no job state or server presence ignored" in \
+    assert "6 retained message(s) that are no job state or server presence ignored" in \
         captured.err
     assert f"{state_topic(topic_prefix, 'a')}" in captured.err
 

@@ -16,6 +16,8 @@ from appliance.pathology.jobs import (
     make_request,
     parse_job,
     parse_stored,
+    read_presence,
+    read_state,
 )
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 
@@ -47,6 +49,7 @@ def test_slides_must_resolve_inside_a_root(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("payload", "reason", "job_id"), [
     (b"\xff\xfe", "not JSON", None),
     (b"[1, 2]", "JSON object", None),
+    (b"[" * 1000 + b"]" * 1000, "nested too deeply", None),
     (json.dumps({"job_id": "../x"}).encode(), "job_id", None),
     (json.dumps({"job_id": "a", "schema": "other/1"}).encode(), "expected appliance", "a"),
     (json.dumps({"job_id": "a", "schema": JOB_SCHEMA, "slides": []}).encode(), "non-empty", "a"),
@@ -58,6 +61,14 @@ def test_malformed_requests_are_refused_with_a_reason(
     with pytest.raises(JobRefusedError, match=reason) as caught:
         parse_job(payload, [tmp_path], 10_000, 10)
     assert caught.value.job_id == job_id
+
+
+def test_retained_states_and_presences_nested_too_deeply_read_as_none() -> None:
+    nested = b'{"job_id": "a", "state": "done", "results": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    assert read_state(nested) is None
+    assert read_presence(nested.replace(b'"job_id"', b'"server"')) is None
+    assert read_state(b"[" * 1000 + b"]" * 1000) is None
+    assert read_state(b'{"job_id": "a", "state": "done"}') == {"job_id": "a", "state": "done"}
 
 
 def test_size_and_count_limits(tmp_path: Path) -> None:

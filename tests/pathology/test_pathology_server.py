@@ -365,6 +365,8 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     serve(config)
     watcher.submit(b"{not json")
     watcher.wait_refusal("not JSON")
+    watcher.submit(b"[" * 1000 + b"]" * 1000)  # refused and acknowledged, not a crash
+    watcher.wait_refusal("nested too deeply")
     watcher.submit(b"[" + b"1," * 3000 + b"1]")
     watcher.wait_refusal("at most 4096")
     watcher.submit(_job("escape", [slides / ".." / ".." / "etc" / "passwd"]))

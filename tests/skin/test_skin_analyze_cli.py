@@ -91,6 +91,39 @@ def test_overlay_files_are_written(
     assert overlay.shape[0] > 960  # the frame whole, the caption band below it
 
 
+def test_inputs_of_one_stem_get_an_overlay_each_named_in_their_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame = cv2.imdecode(np.frombuffer(_jpeg(), np.uint8), cv2.IMREAD_COLOR)
+    inputs = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "c" / "X.png",
+              tmp_path / "other.jpg"]
+    for path, picture in zip(inputs, [frame, cv2.flip(frame, 1), frame, frame], strict=True):
+        path.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(path), picture)
+    folder = tmp_path / "overlays"
+    assert main(["analyze", "--json", "--overlay", str(folder), *map(str, inputs)]) == 0
+    written = [Path(json.loads(line)["overlay"]) for line in capsys.readouterr().out.splitlines()]
+    assert [path.name for path in written] == [
+        "x-1.overlay.jpg", "x-2.overlay.jpg", "X-3.overlay.jpg", "other.overlay.jpg"]
+    assert sorted(folder.iterdir()) == sorted(written)
+    assert written[0].read_bytes() != written[1].read_bytes()  # each input's own overlay
+
+
+def test_overlay_names_still_clashing_are_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "x-2.jpg"]
+    for path in inputs:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(_jpeg())
+    folder = tmp_path / "overlays"
+    assert main(["analyze", "--overlay", str(folder), *map(str, inputs)]) == 2
+    assert capsys.readouterr().err == (
+        f"analyze: --overlay: {inputs[1]} and {inputs[2]} would both write x-2.overlay.jpg; "
+        "rename one of them\n")
+    assert not folder.exists()
+
+
 def test_an_overlay_path_that_is_a_file_is_refused_naming_the_option(
     images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

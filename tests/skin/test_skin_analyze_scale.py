@@ -37,6 +37,27 @@ def test_um_per_px_overrides_the_config_for_the_run(
     assert finer["hill_density_per_mm2"] > 1.1 * plain["hill_density_per_mm2"]
 
 
+def test_each_record_names_the_scale_it_was_measured_at_and_where_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("APPLIANCE__SKIN__UM_PER_PX", raising=False)
+    frame = str(_frame(tmp_path))
+
+    def scale(*options: str) -> tuple[float, str]:
+        assert main(["analyze", "--json", *options, frame]) == 0
+        record = json.loads(capsys.readouterr().out)
+        return record["um_per_px"], record["um_per_px_from"]
+
+    assert scale() == (10.0, "built-in default")  # no ./config.yaml
+    config = tmp_path / "site.yaml"
+    config.write_text("skin:\n  um_per_px: 9.5\n")
+    assert scale("--config", str(config)) == (9.5, str(config))
+    monkeypatch.setenv("APPLIANCE__SKIN__UM_PER_PX", "11")
+    assert scale("--config", str(config)) == (11.0, "APPLIANCE__SKIN__UM_PER_PX")
+    assert scale("--config", str(config), "--um-per-px", "8") == (8.0, "--um-per-px")
+
+
 @pytest.mark.parametrize("bad", ["0.5", "30.5", "nan", "inf", "-3", "ten"])
 def test_a_bad_um_per_px_is_exit_2_naming_the_option(
     bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -61,10 +82,24 @@ def test_a_sidecar_scale_is_named_once_per_batch_never_used(
     notes = [line for line in err.splitlines() if "sidecar says" in line]
     assert notes == [
         f"analyze: {paths[0].name}: sidecar says {frames[0].um_per_px:.2f} um/px (and 1 more "
-        "frame), measuring at 10.00 (config); use --um-per-px to measure at another scale"
+        "frame), measuring at 10.00 (built-in default); use --um-per-px to measure at another scale"
     ]
     main(["analyze", "--json", "--um-per-px", "10", *map(str, paths)])
     assert "sidecar" not in capsys.readouterr().err
+
+
+def test_a_sidecar_nested_too_deeply_is_ignored_and_every_frame_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config.yaml: the built-in 10 um/px
+    first, second = _frame(tmp_path, "a.jpg"), _frame(tmp_path, "b.jpg")
+    (tmp_path / "a.json").write_text("[" * 1000 + "]" * 1000)  # past the decoder's recursion
+    assert main(["analyze", "--json", str(first), str(second)]) == 0
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [Path(record["image"]).name for record in records] == ["a.jpg", "b.jpg"]
+    assert all("features" in record for record in records)
+    assert "sidecar" not in err
 
 
 def test_a_minimal_config_still_grades_with_the_shipped_model(

@@ -53,6 +53,8 @@ def test_a_missing_or_broken_pointer_falls_back_to_the_config_model(tmp_path: Pa
     fallback = _model(tmp_path / "config.onnx", b"cfg")
     (store.dir / "installed.json").write_text("{not json")
     assert store.serving_path(str(fallback)) == fallback
+    (store.dir / "installed.json").write_text("[" * 1000 + "]" * 1000)  # too deep to decode
+    assert store.serving_path(str(fallback)) == fallback
     (store.dir / "installed.json").write_text(json.dumps(
         {"current": str(tmp_path / "gone.onnx"), "previous": str(fallback)}))
     assert store.serving_path(None) == fallback  # the current file vanished: previous serves
