@@ -49,7 +49,7 @@ def _circle_pores(canvas: np.ndarray, analysis: SkinAnalysis) -> None:
 
 
 NOT_MEASURED = "n/m"
-NOT_MEASURED_LEGEND = "n/m = not measured: outside the range this kiosk is validated for"
+NOT_MEASURED_LEGEND = "n/m = not measured"  # then why (``not_measured_legend``)
 # what the caption calls each feature when it says which ones a withheld grade needed
 PLAIN_NAMES = {
     "kime_score": "kime score", "hill_density_per_mm2": "hills",
@@ -65,6 +65,14 @@ def _shown(analysis: SkinAnalysis, key: str, spec: str, unit: str = "") -> str:
     if key in analysis.validity.not_validated:
         return NOT_MEASURED
     return format(getattr(analysis.features, key), spec) + unit
+
+
+def not_measured_legend(analysis: SkinAnalysis) -> str:
+    """What ``n/m`` means on this picture: not measured, and why (the validity's reasons: the
+    range this kiosk is validated for, or a pore count that hangs on narrow margins)."""
+    validity = analysis.validity  # a frame outside the range: that alone (the rest follows)
+    reasons = validity.frame_reasons if validity.frame_outside else validity.reasons
+    return f"{NOT_MEASURED_LEGEND}: {'; '.join(reasons)}" if reasons else NOT_MEASURED_LEGEND
 
 
 def _grade_words(grade: str | None, withheld_for: tuple[str, ...] | None) -> str:
@@ -104,7 +112,7 @@ def caption_lines(
     if grade is None and withheld_for is not None:
         lines = (*lines, why_not_graded(analysis, withheld_for))
     shortened = any(NOT_MEASURED in line for line in lines[1:3])
-    return (*lines, NOT_MEASURED_LEGEND) if shortened else lines
+    return (*lines, not_measured_legend(analysis)) if shortened else lines
 
 
 def _wrapped(text: str, width_px: int) -> list[str]:

@@ -35,8 +35,8 @@ def test_a_frame_at_30_um_per_px_shows_no_texture_or_pore_number() -> None:
     assert lines[0] == "grade - (not classified)   kime score not measured"
     assert lines[1] == "hills n/m, mean n/m;  furrows n/m, width n/m"
     assert lines[2] == "pores n/m (n/m), mean n/m"
-    assert lines[3] == NOT_MEASURED_LEGEND  # what n/m means is on the picture itself
-    assert "not measured" in NOT_MEASURED_LEGEND
+    # what n/m means, and why, is on the picture itself
+    assert lines[3] == "n/m = not measured: scale 30.00 um/px outside 7-13"
     assert not any(re.search(r"\d", line) for line in lines[:3])
 
 
@@ -53,12 +53,26 @@ def test_a_frame_inside_the_range_shows_its_numbers_and_no_legend() -> None:
 def test_only_the_flagged_features_read_n_m() -> None:
     inside = _analysis(10.0)
     pores_unsure = dataclasses.replace(inside, validity=dataclasses.replace(
-        inside.validity, not_validated=("pore_mean_diameter_um", "pore_area_ratio")))
+        inside.validity, not_validated=("pore_mean_diameter_um", "pore_area_ratio"),
+        reasons=("pore size 12 um outside 50-320",)))
     lines = caption_lines(pores_unsure)
     assert lines[2] == (f"pores {inside.features.pore_count} "
                         f"({inside.features.pore_density_per_cm2:.0f}/cm2), mean n/m")
     assert "n/m" not in lines[0] + lines[1]
-    assert lines[-1] == NOT_MEASURED_LEGEND
+    assert lines[-1] == "n/m = not measured: pore size 12 um outside 50-320"
+
+
+def test_a_borderline_count_is_not_called_outside_the_validated_range() -> None:
+    """The legend gives the result's own reason: a count on narrow margins is not a frame
+    outside the range the kiosk is validated for."""
+    inside = _analysis(10.0)
+    reason = "pore count borderline: 40% of the pores pass by under 5% (at most 20%)"
+    borderline = dataclasses.replace(inside, validity=dataclasses.replace(
+        inside.validity, not_validated=("pore_count", "pore_density_per_cm2"),
+        reasons=(reason,)))
+    legend = caption_lines(borderline)[-1]
+    assert legend == f"{NOT_MEASURED_LEGEND}: {reason}"
+    assert "validated for" not in legend
 
 
 def test_the_band_below_the_frame_has_room_for_the_legend() -> None:
@@ -85,7 +99,7 @@ def test_a_withheld_grade_names_the_features_it_needed_in_plain_words() -> None:
     assert lines[0] == "grade not given   kime score not measured"
     assert lines[3] == ("grade not given: furrows, hills, hill size, furrow width, "
                         "furrow direction, kime score not measured")
-    assert lines[4] == NOT_MEASURED_LEGEND
+    assert lines[4] == "n/m = not measured: hill size 0.300 mm2 outside 0.03-0.25"
     assert not any("_" in line for line in lines)  # no feature keys, only words
 
 
