@@ -73,6 +73,17 @@ def test_a_scale_that_is_not_a_finite_number_is_refused_naming_the_variable(raw:
     assert "less than or equal" not in message
 
 
+def test_a_scale_in_exponent_form_is_read_and_a_bad_one_names_the_range() -> None:
+    """YAML 1.1 reads ``1e1`` (no dot) as a string: it is still the number 10; the refusal of
+    a scale that is no number says which ones would do."""
+    config = config_from_mapping({}, "config.yaml", environ={"APPLIANCE__SKIN__UM_PER_PX": "1e1"})
+    assert config.skin.um_per_px == 10.0
+    with pytest.raises(ConfigError, match=r"over 0\.5, at most 30\), got 'ten'"):
+        config_from_mapping({}, "config.yaml", environ={"APPLIANCE__SKIN__UM_PER_PX": "ten"})
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        config_from_mapping({}, "config.yaml", environ={"APPLIANCE__SKIN__UM_PER_PX": "inf"})
+
+
 def test_a_scale_written_as_a_yaml_boolean_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("skin:\n  um_per_px: yes\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from pydantic import Field, field_validator
@@ -24,9 +25,14 @@ class SkinConfig(Section):
     @classmethod
     def _finite_number(cls, value: object) -> object:
         """A real number only: YAML's ``true`` or ``.nan`` is no scale, whatever pydantic makes
-        of it (``true`` would pass as 1.0, NaN as "not <= 30")."""
+        of it (``true`` would pass as 1.0, NaN as "not <= 30"). A number in exponent form
+        without a dot (``1e1``) is a string to YAML 1.1: read as the number it spells."""
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # not a number: refused below, as it is
+                value = float(value.strip())
         real = isinstance(value, int | float) and not isinstance(value, bool)
         if not real or not math.isfinite(value):  # type: ignore[arg-type]
             shown = repr(value)[:40]
-            raise ValueError(f"must be a finite number of micrometres per pixel, got {shown}")
+            raise ValueError(f"must be a finite number of micrometres per pixel (over "
+                             f"{MIN_UM_PER_PX:g}, at most {MAX_UM_PER_PX:g}), got {shown}")
         return value
