@@ -626,9 +626,10 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     uncoloured = {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}
     shift = prior_shift(pore_score(found, uncoloured, readings=readings)[
         fixed_tests(found, uncoloured, rule)])
-    grey_decides = np.flatnonzero(
-        pore_verdict(found, uncoloured, rule, readings=readings, shift=shift)
-        | pore_verdict(found, uncoloured, rule, readings=readings))  # the pooled rule's too
+    # the pits the shifted rule or the pooled one (``pooled`` below) may count: the verdict
+    # only gains pits as the score rises, so both are those of the higher of the two
+    grey_decides = np.flatnonzero(pore_verdict(found, uncoloured, rule, readings=readings,
+                                               shift=max(shift, 0.0)))
     blue = np.full(len(found.shape.floor), np.inf)
     ratio = prepared.um_per_work_px / prepared.um_per_fine_px
     blue[grey_decides] = blue_excess(prepared.rgb_work, found.centres_work_px[grey_decides],
