@@ -247,6 +247,22 @@ def test_a_rejected_frame_is_shown_with_its_verdict_never_measured(
     assert "not measured" in rows[2]
 
 
+def test_a_greyscale_jpeg_is_said_to_carry_no_colour_not_to_lack_contact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A grey picture of skin: the operator is told to check the image, not to press on."""
+    grey = tmp_path / "grey.jpg"
+    cv2.imwrite(str(grey), cv2.cvtColor(synthetic_frame(21, 0, "normal").image_rgb,
+                                        cv2.COLOR_RGB2GRAY))
+    assert main(["analyze", "--json", str(grey)]) == 1
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["quality"]["verdict"] == "no_contact"
+    assert "the frame carries no colour" in record["rejected"]
+    assert "press the scope onto the skin" not in captured.out + captured.err
+    assert "the frame carries no colour" in captured.err
+
+
 def test_white_reference_must_be_a_white_tile(
     images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
