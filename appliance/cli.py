@@ -21,7 +21,7 @@ from typing import Any
 
 from appliance import __version__, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help
-from appliance.config import ConfigError, load_config, missing_files
+from appliance.config import ENV_PREFIX, ConfigError, load_config_or_defaults, missing_files
 
 AREAS = (
     "capture", "skin", "synthetic", "inference", "modelbuild", "transport", "updates", "edge",
@@ -37,17 +37,33 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    named: str | None = args.file or args.config
     try:
-        config = load_config(args.file)
+        config = load_config_or_defaults(named)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    source = _checked_source(named)
     if refused := missing_files(config) or _unloadable_model(config.model.path):
-        print(f"config error: {args.file}: the daemon would refuse it:\n  " + "\n  ".join(refused),
+        print(f"config error: {source}: the daemon would refuse it:\n  " + "\n  ".join(refused),
               file=sys.stderr)
         return 2
-    print(f"{args.file}: ok: {config.summary()}")
+    print(f"{source}: ok: {config.summary()}")
     return 0
+
+
+def _checked_source(named: str | None) -> str:
+    """What ``config check`` validates: the file named or found here, else the built-in
+    defaults with the environment's overrides, as every other command without one uses them
+    (said on stdout; the daemons ``edge`` and ``pathology serve`` need a file)."""
+    if named is not None or os.path.lexists(DEFAULT_CONFIG):
+        return named or DEFAULT_CONFIG
+    variables = sorted(name for name in os.environ if name.upper().startswith(ENV_PREFIX))
+    overrides = f"with {', '.join(variables)}" if variables else f"(no {ENV_PREFIX} variables)"
+    print(f"no ./{DEFAULT_CONFIG} here: checking the built-in defaults {overrides}, as every "
+          "command without --config uses them (`appliance edge` and `appliance pathology "
+          "serve` need a config file)")
+    return "built-in defaults"
 
 
 def _unloadable_model(path: str | None) -> list[str]:
@@ -67,7 +83,10 @@ def _register_config(root: Any) -> None:
     config = root.add_parser("config", help="validate configuration")
     sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     check = sub.add_parser("check", help="validate a config file; exit 2 naming the bad key")
-    check.add_argument("file", nargs="?", default=DEFAULT_CONFIG, help="config file (config.yaml)")
+    named = check.add_mutually_exclusive_group()
+    named.add_argument("file", nargs="?", help="config file (default: ./config.yaml when "
+                       "present, else the built-in defaults)")
+    named.add_argument("--config", help="the same, as the other commands name it")
     check.set_defaults(handler=_config_check)
 
 

@@ -110,8 +110,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "config check": (
         "Validate a config file (and the APPLIANCE__ environment overrides) as the daemon will: "
-        "exit 2 naming the key path, the bad value and what was expected, or a missing file.",
-        ("appliance config check", "appliance config check /etc/appliance/config.yaml"),
+        "exit 2 naming the key path, the bad value and what was expected, or a missing file. "
+        "Without a file named and no ./config.yaml it checks the built-in defaults with the "
+        "overrides, as the other commands then use them, and says so; a file named that does "
+        "not exist is an error.",
+        ("appliance config check", "appliance config check /etc/appliance/config.yaml",
+         "APPLIANCE__MQTT__PORT=1884 appliance config check --config config.yaml"),
     ),
     "synth": (
         "Make synthetic data with known ground truth: microscope skin frames with their true "

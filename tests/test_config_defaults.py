@@ -3,6 +3,7 @@ APPLIANCE__ variable, and `config check` refusing what the daemon would refuse."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +52,43 @@ def test_without_a_config_file_the_defaults_use_the_shipped_model_and_the_enviro
     assert Path(config.model.path).is_file()
     assert config.skin.um_per_px == 8.5
     assert config.state_dir == str(tmp_path / "state")
+
+
+def _without_appliance_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("APPLIANCE"):
+            monkeypatch.delenv(name)
+
+
+def test_config_check_without_a_file_checks_the_defaults_the_other_commands_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _without_appliance_variables(monkeypatch)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", "1884")
+    assert main(["config", "check"]) == 0
+    said, summary = capsys.readouterr().out.splitlines()
+    assert said.startswith("no ./config.yaml here: checking the built-in defaults with "
+                           "APPLIANCE__MQTT__PORT")
+    assert summary.startswith("built-in defaults: ok: ")
+    assert "broker 127.0.0.1:1884" in summary
+    assert f"model {shipped_path(SKIN_MODEL)}" in summary
+    assert f"state {tmp_path / 'state'}" in summary
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", "eighteen")  # what analyze would refuse too
+    assert main(["config", "check"]) == 2
+    assert "APPLIANCE__MQTT__PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("named", [["gone.yaml"], ["--config", "gone.yaml"]])
+def test_config_check_of_a_named_file_that_is_not_there_is_an_error(
+    named: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "check", *named]) == 2
+    captured = capsys.readouterr()
+    assert "gone.yaml: config file not found" in captured.err
+    assert "built-in defaults" not in captured.out + captured.err
 
 
 @pytest.mark.parametrize(("make", "said"), [

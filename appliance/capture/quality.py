@@ -2,6 +2,12 @@
 
 It runs on every frame at 30 fps, so it works on a 4x downscaled copy (two exact 2x area
 halvings, which OpenCV does fast) and uses only a few whole-image passes.
+
+Skin is found by its colour, so a frame with no colour at all (every pixel grey: a camera in a
+mono mode, a greyscale file) can never be on skin; the gate says so instead of asking the
+operator to press the scope on, which would send them the wrong way. On a colour camera a
+lit frame has some colour (noise alone puts some in); a dark or clipped white field is grey on
+any camera and keeps the usual reasons.
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ Verdict = Literal["ok", "blurred", "overexposed", "underexposed", "no_contact", 
 # When several checks fail the verdict names the most basic one: no skin before exposure,
 # exposure before motion, motion before focus (motion blur also lowers the focus score).
 _PRIORITY: tuple[Verdict, ...] = ("no_contact", "overexposed", "underexposed", "moving", "blurred")
+# the largest chroma (distance of Cr or Cb from neutral 128, in the 4x smaller frame) that still
+# counts as no colour: a grey frame shows 0, a converter's rounding 1
+COLOURLESS_MAX_CHROMA = 1.0
+# below this mean grey level the field is dark: no contact, whatever its colour
+DARK_FIELD_MEAN_LEVEL = 12.0
 
 
 @dataclass(frozen=True)
@@ -57,9 +68,18 @@ def clipped_fraction(small_rgb: np.ndarray) -> float:
 
 def skin_fraction(small_rgb: np.ndarray) -> float:
     """Share of pixels whose chroma is skin-like (YCrCb box of Chai & Ngan 1999, widened)."""
-    ycrcb = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2YCrCb)
+    return _skin_fraction(cv2.cvtColor(small_rgb, cv2.COLOR_RGB2YCrCb))
+
+
+def _skin_fraction(ycrcb: np.ndarray) -> float:
     mask = cv2.inRange(ycrcb, (20, 133, 70), (255, 185, 130))
     return float(np.count_nonzero(mask)) / mask.size
+
+
+def chroma_max(ycrcb: np.ndarray) -> float:
+    """The largest distance of any pixel's Cr or Cb from neutral grey (128); 0 when R=G=B."""
+    extremes = [cv2.minMaxLoc(ycrcb[:, :, channel])[:2] for channel in (1, 2)]
+    return float(max(max(128.0 - low, high - 128.0) for low, high in extremes))
 
 
 def focus_score(gray: np.ndarray) -> float:
@@ -97,12 +117,14 @@ class QualityGate:
         """The raw scores of a frame (and motion against the previous frame when given)."""
         small, gray = downscale_gray_rgb(rgb)
         hist = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel() / gray.size
+        ycrcb = cv2.cvtColor(small, cv2.COLOR_RGB2YCrCb)
         scores = {
             "focus": focus_score(gray),
             "mean_level": float(cv2.mean(gray)[0]),
             "highlight_fraction": clipped_fraction(small),
             "shadow_fraction": float(hist[:16].sum()),
-            "skin_fraction": skin_fraction(small),
+            "skin_fraction": _skin_fraction(ycrcb),
+            "chroma_max": chroma_max(ycrcb),
         }
         if previous is not None:
             scores["motion"] = motion_score(gray, self._small_gray(previous))
@@ -123,11 +145,8 @@ class QualityGate:
 
     def _failed_checks(self, s: dict[str, float]) -> dict[Verdict, str]:
         failed: dict[Verdict, str] = {}
-        if s["mean_level"] < 12.0 or s["skin_fraction"] < self.min_skin_fraction:
-            failed["no_contact"] = (
-                f"skin fraction {s['skin_fraction']:.2f} < {self.min_skin_fraction} or dark "
-                f"field (mean {s['mean_level']:.0f}): press the scope onto the skin"
-            )
+        if s["mean_level"] < DARK_FIELD_MEAN_LEVEL or s["skin_fraction"] < self.min_skin_fraction:
+            failed["no_contact"] = self._no_contact_reason(s)
         if s["highlight_fraction"] > self.max_highlight_fraction:
             failed["overexposed"] = (
                 f"{s['highlight_fraction']:.0%} of pixels clipped white "
@@ -146,6 +165,22 @@ class QualityGate:
         if s["focus"] < self.min_focus:
             failed["blurred"] = f"focus {s['focus']:.2f} < {self.min_focus}: press gently to focus"
         return failed
+
+    def _no_contact_reason(self, s: dict[str, float]) -> str:
+        """Why no skin is seen: a frame without colour (the camera's format, not the scope's
+        place; a dark or clipped white field is grey on any camera), else too little skin."""
+        lit = s["mean_level"] >= DARK_FIELD_MEAN_LEVEL
+        clipped = s["highlight_fraction"] > self.max_highlight_fraction
+        if lit and not clipped and s["chroma_max"] <= COLOURLESS_MAX_CHROMA:
+            return (
+                "the frame carries no colour (every pixel grey), so no skin can be seen: check "
+                "the camera's format (a mono mode?) or that the file is a colour image; if the "
+                "scope rests on something grey, press it onto the skin"
+            )
+        return (
+            f"skin fraction {s['skin_fraction']:.2f} < {self.min_skin_fraction} or dark "
+            f"field (mean {s['mean_level']:.0f}): press the scope onto the skin"
+        )
 
 
 def motion_score(gray: np.ndarray, previous_gray: np.ndarray) -> float:

@@ -23,17 +23,23 @@ EXIT_RETRY = 1
 
 
 def load_model(config: Config) -> Classifier | None:
-    """The configured classifier (or the installed update), None when there is neither."""
+    """The configured classifier (or the installed update), None when there is neither; the
+    journal says which model serves."""
     if config.updates.url:
         from appliance.updates.wiring import startup_model  # noqa: PLC0415 - tuf, ORT
 
-        return startup_model(config)
-    if config.model.path is None:
+        classifier = startup_model(config)
+    elif config.model.path is None:
         log.info("no model.path: results are sent without classification")
         return None
-    from appliance.inference.classifier import SkinClassifier  # noqa: PLC0415 - loads ORT
+    else:
+        from appliance.inference.classifier import SkinClassifier  # noqa: PLC0415 - loads ORT
 
-    return SkinClassifier.load(config.model.path)
+        classifier = SkinClassifier.load(config.model.path)
+    if classifier is not None:
+        log.info("model %s %s serving, from %s", classifier.name, classifier.version,
+                 classifier.path)
+    return classifier
 
 
 def build_daemon(config: Config) -> EdgeDaemon:

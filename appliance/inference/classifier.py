@@ -41,7 +41,10 @@ class SkinClassifier:
     def load(cls, path: str | Path) -> SkinClassifier:
         """Load, check and warm up the model at ``path``; ModelError says what is wrong."""
         runner = OnnxRunner(path)
-        log.info("model %s %s loaded from %s", runner.contract.name, runner.contract.version, path)
+        # debug: a one-shot command (analyze, config check) prints no line per run for it;
+        # the edge daemon says in its journal which model it serves (edge/service.py)
+        log.debug("model %s %s loaded from %s", runner.contract.name, runner.contract.version,
+                  path)
         return cls(runner)
 
     @property

@@ -110,7 +110,9 @@ class ServingModel:
 
     def reload(self, path: str | Path) -> None:
         """SIGHUP with a new ``model.path``: serve that file (ModelError keeps the old one)."""
-        self.swap(SkinClassifier.load(path), None)
+        classifier = SkinClassifier.load(path)
+        self.swap(classifier, None)
+        log.info("model %s %s now serving (from %s)", classifier.name, classifier.version, path)
 
     def pinned(self) -> PinnedModel | None:
         """The model serving now with its health check, fixed for one measurement (None: no

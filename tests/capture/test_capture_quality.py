@@ -47,16 +47,33 @@ def test_too_little_light_is_underexposed() -> None:
     assert quality.verdict == "underexposed"
 
 
+def _field(red: int, green: int, blue: int) -> np.ndarray:
+    return np.dstack([np.full((960, 1280), v, np.uint8) for v in (red, green, blue)])
+
+
 @pytest.mark.parametrize(
     "field",
-    [np.full((960, 1280, 3), 128, np.uint8), np.zeros((960, 1280, 3), np.uint8),
-     np.dstack([np.full((960, 1280), v, np.uint8) for v in (60, 90, 200)])],
-    ids=["grey-field", "dark-field", "blue-table"],
+    [_field(124, 128, 133), _field(0, 0, 0), _field(255, 255, 255), _field(60, 90, 200)],
+    ids=["grey-table", "dark-field", "white-field", "blue-table"],
 )
 def test_scope_not_on_skin_is_no_contact(field: np.ndarray) -> None:
     quality = QualityGate().assess(field)
     assert quality.verdict == "no_contact"
     assert "press the scope onto the skin" in quality.reasons[0]
+
+
+@pytest.mark.parametrize("mono", ["skin", "grey-field"])
+def test_a_frame_without_colour_says_so_not_press_the_scope(mono: str) -> None:
+    """A camera in a mono mode (or a greyscale file) on skin: asking to press the scope on
+    would send the operator the wrong way; the reason names the colour and the format."""
+    grey = (cv2.cvtColor(_skin(), cv2.COLOR_RGB2GRAY) if mono == "skin"
+            else np.full((960, 1280), 128, np.uint8))
+    quality = QualityGate().assess(cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB))
+    assert quality.verdict == "no_contact"
+    assert quality.scores["chroma_max"] == 0.0
+    assert "the frame carries no colour" in quality.reasons[0]
+    assert "camera's format" in quality.reasons[0]
+    assert not any("skin fraction" in reason for reason in quality.reasons)
 
 
 def test_shifted_frame_after_previous_is_moving() -> None:

@@ -7,13 +7,17 @@ these tests swap right after the feature list is read, the moment the two steps 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import numpy as np
+import pytest
 
 from appliance.capture.quality import FrameQuality
+from appliance.config import config_from_mapping
 from appliance.edge.measure import Measurement, measure_frame
+from appliance.edge.service import load_model
 from appliance.edge.testing import FIXED_FEATURES
 from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.shipped import shipped_path
@@ -111,3 +115,18 @@ def test_a_pinned_skin_classifier_is_not_changed_by_a_reload() -> None:
     assert pinned.contract.extra["precision"] == "int8"  # still the model it was pinned to
     assert pinned.path == DEFAULT_MODEL
     assert pinned.classify(features) == int8_answer
+
+
+def test_the_daemon_journal_names_the_model_it_serves_and_loading_alone_says_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Loading a model is a debug line (one-shot commands print none per run); the daemon
+    says at INFO, in its own words, which model serves."""
+    caplog.set_level(logging.INFO)
+    SkinClassifier.load(DEFAULT_MODEL)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
+    serving = load_model(config_from_mapping({}, environ={}))
+    assert serving is not None
+    said = [(r.name, r.getMessage()) for r in caplog.records if r.levelno == logging.INFO]
+    assert said == [("appliance.edge.service",
+                     f"model skin-texture-grade {serving.version} serving, from {DEFAULT_MODEL}")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from functools import lru_cache
@@ -247,6 +248,22 @@ def test_a_rejected_frame_is_shown_with_its_verdict_never_measured(
     assert "not measured" in rows[2]
 
 
+def test_a_greyscale_jpeg_is_said_to_carry_no_colour_not_to_lack_contact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A grey picture of skin: the operator is told to check the image, not to press on."""
+    grey = tmp_path / "grey.jpg"
+    cv2.imwrite(str(grey), cv2.cvtColor(synthetic_frame(21, 0, "normal").image_rgb,
+                                        cv2.COLOR_RGB2GRAY))
+    assert main(["analyze", "--json", str(grey)]) == 1
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["quality"]["verdict"] == "no_contact"
+    assert "the frame carries no colour" in record["rejected"]
+    assert "press the scope onto the skin" not in captured.out + captured.err
+    assert "the frame carries no colour" in captured.err
+
+
 def test_white_reference_must_be_a_white_tile(
     images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -307,5 +324,24 @@ def test_a_bit_flipped_jpeg_is_refused_by_name_without_libjpeg_s_raw_warning(
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1, done.stderr
     assert f"analyze: {frame}: corrupt JPEG data (Corrupt JPEG data: " in done.stderr
-    for line in done.stderr.splitlines():  # log lines and the command's own verdict only
-        assert " INFO " in line or line.startswith(f"analyze: {frame}: "), line
+    for line in done.stderr.splitlines():  # the command's own verdict only
+        assert line.startswith(f"analyze: {frame}: "), line
+
+
+def test_a_good_frame_leaves_stderr_empty_and_v_shows_which_model_loaded(
+    tmp_path: Path,
+) -> None:
+    """No log line per run ("model loaded") unless asked for with -v."""
+    frame = tmp_path / "good.jpg"
+    frame.write_bytes(_jpeg())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    runs = {flags: subprocess.run(
+        [sys.executable, "-m", "appliance", *flags, "analyze", str(frame)], cwd=tmp_path,
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    ) for flags in ((), ("-v",))}
+    plain, verbose = runs[()], runs[("-v",)]
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stderr == ""
+    assert plain.stdout.splitlines()[1].startswith("good.jpg")
+    assert f"loaded from {DEFAULT_MODEL}" in verbose.stderr
