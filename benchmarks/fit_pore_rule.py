@@ -9,7 +9,10 @@ percentile of the relative pore-count error per frame, plus half the median rela
 the mean pore diameter; plus, for the hand-set scenes of ``synthetic.skin_scenes`` (junctions,
 pigment, hairs, dust, dark junctions and dashes without pores; pores of 80-320 µm on
 junctions; seeds 100 and up, the tests use 0-2), ``SCENE_WEIGHT`` times the mean number of
-pores miscounted per scene. The result is what ``PoreRule``'s defaults should be.
+pores miscounted per scene. The result is what ``PoreRule``'s defaults should be. A rule's
+pores are counted and sized as ``pores.measure_pores`` does (``counted``: the score shifted
+by the frame's share of pores, ``pores.frame_shift``; the diameters
+``pores.pore_diameters_um``, own edge included), so a fit sees what the kiosk reports.
 
 The second renderer (``synthetic.skin_voronoi``) and the benchmark's seed 1 are never used
 here: benchmarks/skin_accuracy.py evaluates on them.
@@ -32,8 +35,11 @@ from appliance.skin.pores import (
     Candidates,
     PoreRule,
     choose_pores,
+    frame_shift,
     measure_candidates,
-    own_diameters_um,
+    pore_diameters_um,
+    pore_tests,
+    reading_score,
 )
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import measure_texture
@@ -118,15 +124,24 @@ def _profiled(job: tuple[str, int, int]) -> _Frame:
     return _Frame(preset, found, len(radii), mean)
 
 
+def counted(found: Candidates, rule: PoreRule) -> np.ndarray:
+    """Indices of the pits counted as pores with ``rule``, as ``pores.measure_pores`` counts
+    them: the score shifted by the frame's share of pores (``pores.frame_shift``)."""
+    tests = pore_tests(found, rule)
+    readings = reading_score(found)
+    return choose_pores(found, rule, tests, readings,
+                        shift=frame_shift(found, tests, readings, rule))
+
+
 def errors(frames: list[_Frame], rule: PoreRule) -> dict[str, np.ndarray]:
     """Per preset, (count error, diameter error) of every frame that has pores."""
     out: dict[str, list[tuple[float, float]]] = {}
     for frame in frames:
         if frame.true_count == 0 or frame.preset == "scene":
             continue
-        chosen = choose_pores(frame.found, rule)
+        chosen = counted(frame.found, rule)
         count_error = abs(len(chosen) - frame.true_count) / frame.true_count
-        measured = own_diameters_um(frame.found, rule)[chosen]
+        measured = pore_diameters_um(frame.found, chosen, rule)
         diameter_error = (abs(float(measured.mean()) - frame.true_mean_diameter_um)
                           / frame.true_mean_diameter_um) if len(chosen) else 1.0
         out.setdefault(frame.preset, []).append((count_error, diameter_error))
@@ -135,7 +150,7 @@ def errors(frames: list[_Frame], rule: PoreRule) -> dict[str, np.ndarray]:
 
 def scene_miscount(frames: list[_Frame], rule: PoreRule) -> float:
     """Mean number of pores miscounted per hand-set scene."""
-    misses = [abs(len(choose_pores(f.found, rule)) - f.true_count) for f in frames
+    misses = [abs(len(counted(f.found, rule)) - f.true_count) for f in frames
               if f.preset == "scene"]
     return float(np.mean(misses)) if misses else 0.0
 

@@ -624,8 +624,7 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     tests = pore_tests(found, rule)
     readings = reading_score(found)
     uncoloured = {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}
-    shift = prior_shift(pore_score(found, uncoloured, readings=readings)[
-        fixed_tests(found, uncoloured, rule)])
+    shift = frame_shift(found, tests, readings, rule)
     # the pits the shifted rule or the pooled one (``pooled`` below) may count: the verdict
     # only gains pits as the score rises, so both are those of the higher of the two
     grey_decides = np.flatnonzero(pore_verdict(found, uncoloured, rule, readings=readings,
@@ -643,6 +642,17 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     pooled = choose_pores(found, rule, tests, readings) if shift else chosen
     return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen, rule),
                         prepared, found.contrast, borderline_share(found, pooled, rule, readings))
+
+
+def frame_shift(found: Candidates, tests: dict[str, np.ndarray], readings: np.ndarray,
+                rule: PoreRule = RULE) -> float:
+    """The frame's ``prior_shift`` as ``measure_pores`` reads it, before the colour: on the
+    scores of the pits that pass ``fixed_tests`` whatever their colour (``tests``:
+    ``pore_tests``; ``readings``: ``reading_score``). benchmarks/fit_pore_rule.py reads it
+    alike, so a rule is fitted on what the product counts."""
+    uncoloured = {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}
+    return prior_shift(pore_score(found, uncoloured, readings=readings)[
+        fixed_tests(found, uncoloured, rule)])
 
 
 def prior_shift(scores: np.ndarray, fit_share: float = PRIOR_FIT_SHARE) -> float:

@@ -1,0 +1,30 @@
+"""benchmarks/fit_pore_rule.py: a rule is fitted on what the product counts and sizes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.skin.analysis import analyze
+from appliance.skin.pores import RULE, frame_shift, pore_tests, reading_score
+from appliance.synthetic.skin import synthetic_frame
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from fit_pore_rule import _profiled, counted  # noqa: E402
+
+
+@pytest.mark.parametrize("index", [974, 979])
+def test_the_fit_counts_what_analyze_counts_with_the_frames_prior_shift(index: int) -> None:
+    # wide frames whose share of pores shifts the score (pores.prior_shift): counting without
+    # the shift, as the fit once did, scores a rule on other pores than the kiosk reports
+    frame = synthetic_frame(11, index, "wide")
+    fitted = _profiled(("wide", 11, index))
+    found = fitted.found
+    tests = pore_tests(found, RULE)
+    assert abs(frame_shift(found, tests, reading_score(found), RULE)) > 0.1
+    analysis = analyze(frame.image_rgb, frame.um_per_px)
+    assert len(counted(found, RULE)) == analysis.features.pore_count
