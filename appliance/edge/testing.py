@@ -97,7 +97,7 @@ def fast_source(
 def fast_daemon(config: Config, source: FrameSource | None = None) -> EdgeDaemon:
     """The daemon with the real gate, sessions, outbox and MQTT link, but fake measuring; a
     configured folder of saved files is read as configured (it is cheap already)."""
-    stall_s = config.edge.camera_stall_s
+    stall_s: float | None = config.edge.camera_stall_s
     if source is None and config.camera.source == "directory":
         source, stall_s = source_from_config(config)
     return EdgeDaemon(
