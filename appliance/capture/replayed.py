@@ -10,7 +10,9 @@ commit and this record's commit, also measures it again, but under the same meas
 keeps one result per id, keeps one.
 
 One row per file name with its size and modification time, so the record never holds more rows
-than the folder holds files: rows whose file is gone are pruned when the folder is opened.
+than the folder holds files (rows whose file is gone are pruned when the folder is opened), and
+a file counts as measured only while it still has that size and time: a file of the same name
+in another folder (``camera.path`` changed) or saved over the old one is a new capture.
 """
 
 from __future__ import annotations
@@ -60,10 +62,11 @@ class ReplayRecord:
             self.path.replace(aside)
             return _open_db(self.path)
 
-    def measured_names(self) -> set[str]:
-        """The names of every file whose result is committed."""
+    def measured(self) -> dict[str, FileStamp]:
+        """Every file whose result is committed, by name, as it was when it was read."""
         with self._lock:
-            return {row[0] for row in self._db.execute("SELECT name FROM measured")}
+            rows = self._db.execute("SELECT name, size_bytes, mtime_ns FROM measured").fetchall()
+        return {name: FileStamp(name, size, mtime) for name, size, mtime in rows}
 
     def record(self, stamps: Iterable[FileStamp]) -> None:
         """Mark files measured (their results are committed); a failed write is logged, not

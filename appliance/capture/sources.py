@@ -162,10 +162,11 @@ class DirectorySource:
             raise SourceError(f"{self.folder}: folder of frames not found; check camera.path")
         if self.record_path is not None and self._record is None:
             self._record = ReplayRecord(self.record_path)
-            names = set(self._names())
+            names = self._names()
             if names:  # an empty listing may be an unmounted share: forget nothing then
-                self._record.prune(names)
-            self._offered |= self._record.measured_names()
+                self._record.prune(set(names))
+            measured = self._record.measured()
+            self._offered |= {n for n in names if n in measured and self._stamp(n) == measured[n]}
 
     def read(self) -> Frame | None:
         """The next unmeasured JPEG in name order, or None (after a short wait) when none is

@@ -54,7 +54,24 @@ def test_a_restarted_source_skips_files_whose_results_were_committed(tmp_path: P
     assert again is not None
     assert again.name == "0003.jpg"  # read again: its result was never committed
     assert _read_until_frame(restarted, 3) is None
-    assert ReplayRecord(record).measured_names() == {"0002.jpg"}
+    assert set(ReplayRecord(record).measured()) == {"0002.jpg"}
+
+
+def test_a_file_saved_over_a_measured_one_is_read_again_after_a_restart(tmp_path: Path) -> None:
+    folder, record = tmp_path / "frames", tmp_path / "replayed.sqlite3"
+    folder.mkdir()
+    (folder / "0001.jpg").write_bytes(_jpeg_bytes(1))
+    first = _opened(folder, record)
+    frame = first.read()
+    assert frame is not None
+    assert frame.stamp is not None
+    first.record_measured([frame.stamp])
+    (folder / "0001.jpg").write_bytes(_jpeg_bytes(2))  # another capture under the same name
+    restarted = _opened(folder, record)
+    again = _read_until_frame(restarted, 3)
+    assert again is not None
+    assert again.stamp is not None
+    assert again.stamp != frame.stamp
 
 
 def test_a_half_written_file_is_read_once_it_is_complete(tmp_path: Path) -> None:
