@@ -172,8 +172,8 @@ class DirectorySource:
         """The next unmeasured JPEG in name order, or None (after a short wait) when none is
         ready."""
         names = self._names()
-        if len(self._offered) > 2 * len(names) + 64:  # forget files deleted from the folder
-            self._offered &= set(names)
+        if len(self._offered) + len(self._failures) > 2 * len(names) + 64:
+            self._forget_deleted(set(names))
         now_s = time.monotonic()
         for name in names:
             if name in self._offered:
@@ -185,6 +185,11 @@ class DirectorySource:
             return self._load(stamp, now_s)
         time.sleep(DIRECTORY_POLL_S)
         return None
+
+    def _forget_deleted(self, names: set[str]) -> None:
+        """Drop files no longer in the folder, so a kiosk running for years stays small."""
+        self._offered &= names
+        self._failures = {n: f for n, f in self._failures.items() if n in names}
 
     def _names(self) -> list[str]:
         try:
@@ -206,6 +211,9 @@ class DirectorySource:
             rgb = load_frame(self.folder / stamp.name)
         except FrameError as exc:
             self._failed(stamp, now_s, exc)
+            return None
+        if self._stamp(stamp.name) != stamp:  # it changed while read: read it again once it rests
+            self._failures[stamp.name] = _LoadFailure(stamp, now_s)
             return None
         self._failures.pop(stamp.name, None)
         self._offered.add(stamp.name)

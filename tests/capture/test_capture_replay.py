@@ -112,3 +112,29 @@ def test_a_broken_file_is_tried_once_more_reported_once_and_read_when_replaced(
     frame = _read_until_frame(source, 5)
     assert frame is not None
     assert frame.name == "0001.jpg"
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_again_as_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _jpeg_bytes(6)
+    path = tmp_path / "0001.jpg"
+    path.write_bytes(data)
+    real_load = frames.load_frame
+    calls: list[Path] = []
+
+    def load_while_the_camera_writes(file: Path) -> object:
+        calls.append(file)
+        rgb = real_load(file)
+        if len(calls) == 1:
+            with path.open("ab") as out:  # the camera's writer adds its last bytes meanwhile
+                out.write(b"\0" * 16)
+        return rgb
+
+    monkeypatch.setattr(frames, "load_frame", load_while_the_camera_writes)
+    source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
+    assert source.read() is None  # its stamp would not be the file's final one
+    frame = _read_until_frame(source, 5)
+    assert frame is not None
+    assert frame.stamp is not None
+    assert frame.stamp.size_bytes == len(data) + 16  # the id derives from the finished file
