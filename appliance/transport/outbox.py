@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance.diskspace import full_disk_hint
+
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
 
 _SCHEMA = (
@@ -97,10 +99,16 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(AttributeError, sqlite3.Error):  # connect itself may fail
                 self._db.close()
+            if full := full_disk_hint(path):  # SQLite says "disk I/O error"
+                raise OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; its unsent "
+                                  "results stay in it") from exc
             if getattr(exc, "sqlite_errorname", "") not in _CORRUPT_CODES:
                 raise OutboxError(f"{path}: cannot open the outbox ({exc})") from exc
             raise OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})") from exc
         except (sqlite3.Error, OSError) as exc:
+            if full := full_disk_hint(path):
+                raise OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; its unsent "
+                                  "results stay in it") from exc
             raise OutboxError(
                 f"{path}: cannot open the outbox ({exc}); if the file is corrupt, move it aside "
                 "(its unsent results are in it) and restart"

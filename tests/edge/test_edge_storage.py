@@ -7,12 +7,9 @@ is moved aside, its readable rows recovered, and the daemon carries on.
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import random
 import sqlite3
-import subprocess
 import threading
 import time
 import urllib.request
@@ -23,12 +20,14 @@ from typing import Any
 import pytest
 
 from appliance.config import Config, config_from_mapping
+from appliance.diskspace import full_disk_hint
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port
-from appliance.transport.outbox import Outbox
+from appliance.transport.outbox import Outbox, OutboxError
 from appliance.transport.outbox_repair import open_outbox
+from tests.disk_helpers import fill, small_tmpfs
 
 PAGE_BYTES = 4096
 
@@ -42,34 +41,9 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 30.0) -> bool:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs (root can mount one; the kiosk's small SD card, in miniature)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    assert done.returncode == 0, f"cannot mount a tmpfs (needs root): {done.stderr!r}"
-    try:
+    """A 4 MiB tmpfs (the kiosk's small SD card, in miniature)."""
+    with small_tmpfs(tmp_path / "disk") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a filler file until the disk says ENOSPC."""
-    filler = disk / "filler"
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:  # a full disk is the point; anything else is a fault
-                raise
-    return filler
 
 
 def edge_config(state: Path, broker: Any, prefix: str, **edge: Any) -> Config:
@@ -190,3 +164,26 @@ def test_outbox_that_is_not_a_database_is_replaced_and_the_daemon_runs(
     assert list(state.glob("outbox.sqlite3.corrupt-*"))
     assert "moving it aside" in caplog.text
     daemon.outbox.close()
+
+
+def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
+    small_disk: Path,
+) -> None:
+    # SQLite says "disk I/O error" when it cannot make its journal on a full disk: the error
+    # must say the disk is full, and the unsent results must be there once space returns
+    path = small_disk / "state" / "outbox.sqlite3"
+    stored_results(path, 6).close()
+    filler = fill(small_disk)
+    with pytest.raises(OutboxError) as refused:
+        Outbox(path)
+    message = str(refused.value)
+    assert str(path) in message
+    assert f"the disk holding {path} is full" in message
+    filler.unlink()
+    outbox = Outbox(path)
+    assert outbox.depth() == 6
+    outbox.close()
+
+
+def test_a_full_disk_hint_is_empty_where_there_is_room(tmp_path: Path) -> None:
+    assert full_disk_hint(tmp_path / "outbox.sqlite3") == ""
