@@ -65,6 +65,17 @@ def shown_name(path: str | Path) -> str:
     return escape_controls(str(path))
 
 
+def record_name(path: str | Path) -> str:
+    """A file name fit for a JSON record: as given, but with bytes that are not UTF-8 (Python
+    holds them as lone surrogates, which strict JSON readers refuse) written as ``\\xNN``."""
+    text = str(path)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file system byte made
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _read_bytes(file: Path) -> bytes:
     name = shown_name(file)
     info = _stat(file, name)
