@@ -93,13 +93,23 @@ def _backoffice(args: argparse.Namespace) -> int:
 
 
 def _retire(config: Config) -> int:
-    from appliance.backoffice.ingest import IngestError, retire_session
+    from appliance.backoffice.ingest import IngestError, default_client_id, retire_session
+    from appliance.statelock import StateLock, StateLockError
 
+    client_id = config.backoffice.client_id or default_client_id()
+    try:  # a worker still running here with this client id would be knocked off the broker
+        lock = StateLock(Path(config.state_dir) / f"backoffice-{client_id}.lock",
+                         f"back office {client_id}")
+    except StateLockError as exc:
+        print(f"retire failed: {exc}", file=sys.stderr)
+        return 1
     try:
-        client_id = retire_session(config)
+        retire_session(config)
     except IngestError as exc:
         print(f"retire failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     print(f"ended the broker session of {client_id} at {config.mqtt.host}:{config.mqtt.port}: "
           "the broker no longer queues results for it (what it had queued, the kiosks send "
           "again, as no worker confirmed it); start it again only to rejoin the group")
