@@ -8,6 +8,7 @@ pixels across. Sizes here are in fine pixels unless named otherwise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import cv2
@@ -141,7 +142,7 @@ def _remapped_around(image: np.ndarray, centres: np.ndarray) -> np.ndarray:
     cast keeps order)."""
     height, width = image.shape
     shape = (len(centres), *_RAY_DX.shape)
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     rows = -(-count // REMAP_COLUMNS)
     maps = np.empty((2, rows * REMAP_COLUMNS), dtype=np.float32)
     maps[:, count:] = 0.0
@@ -415,8 +416,10 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     lower = ordered[:, :, RAY_COUNT // 4]  # the skin between the arms, at each radius
     skin = lower.min(axis=1)
     radii = _RADII_FROM_CENTRE if rays.radii_px is _RADII else np.r_[0.0, rays.radii_px]
-    per_ray = np.moveaxis(rays.depth, 2, 1).reshape(-1, len(rays.radii_px))
-    with_floor = np.concatenate([np.repeat(floor, RAY_COUNT)[:, None], per_ray], axis=1)
+    # each ray's samples in a row, after the floor: (P * RAY_COUNT, 1 + radii), written in place
+    with_floor = np.empty((len(centres) * RAY_COUNT, 1 + len(rays.radii_px)))
+    with_floor[:, 0] = np.repeat(floor, RAY_COUNT)
+    with_floor[:, 1:].reshape(len(centres), RAY_COUNT, -1)[...] = np.moveaxis(rays.depth, 2, 1)
     for _ in range(SKIN_ITERATIONS):  # the skin right outside the rim, not a far hill top
         half = (floor + skin) / 2.0
         crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii).reshape(-1, RAY_COUNT)
