@@ -535,10 +535,13 @@ def blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> 
     around reads within ``RED_CLIP_BAND`` of 255 green takes over, blended, so the score moves
     smoothly with the frame's brightness.
     """
-    pit = _planes(colour_at(rgb, centres[:, 0], centres[:, 1]))
-    shares = [_melanin_share(rgb, pit, centres, radius_px + reach)
-              for reach in PIGMENT_RINGS_PX]
-    share: np.ndarray = np.maximum(*shares)
+    # the rings one after the other in one pass (each pit once per ring), then per pit the
+    # more melanin-like of its rings
+    rings = len(PIGMENT_RINGS_PX)
+    pit = _planes(np.tile(colour_at(rgb, centres[:, 0], centres[:, 1]), (rings, 1)))
+    ring_px = np.concatenate([radius_px + reach for reach in PIGMENT_RINGS_PX])
+    shares = _melanin_share(rgb, pit, np.tile(centres, (rings, 1)), ring_px)
+    share: np.ndarray = np.maximum(*shares.reshape(rings, -1))
     return share
 
 
