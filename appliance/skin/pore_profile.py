@@ -478,16 +478,19 @@ def typical_junction(sample: Shape) -> Junctions:
     return Junctions(median_of(sample.floor), median_of(sample.gap_px))
 
 
+_NEIGHBOURS = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])  # 3 x 3, raster
+
+
 def to_fine(prepared: Prepared, centres_work: np.ndarray, depth_fine: np.ndarray) -> np.ndarray:
     """Work-pixel centres on the fine depth, each moved to the deepest of its 3 x 3 pixels."""
     ratio = prepared.um_per_work_px / prepared.um_per_fine_px
     rounded = np.rint(on_grid(centres_work, ratio)).astype(np.intp)
     height, width = depth_fine.shape
-    offsets = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
-    around = rounded[:, None, :] + offsets[None]
-    xs = np.clip(around[..., 0], 0, width - 1)
-    ys = np.clip(around[..., 1], 0, height - 1)
-    deepest = np.argmax(depth_fine[ys, xs], axis=1)
+    around = rounded[:, None, :] + _NEIGHBOURS[None]
+    # np.minimum / np.maximum, not np.clip (integers: see _shape_rows); a flat np.take
+    xs = np.minimum(np.maximum(around[..., 0], 0), width - 1)
+    ys = np.minimum(np.maximum(around[..., 1], 0), height - 1)
+    deepest = np.argmax(np.take(depth_fine, ys * width + xs), axis=1)
     rows = np.arange(len(rounded))
     return np.stack([xs[rows, deepest], ys[rows, deepest]], axis=1).astype(np.float64)
 
