@@ -287,7 +287,8 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     reach = ARM_REACH_UM / FINE_UM_PER_PX
     shallowest = _window_min(rays, median, reach)  # (P, rays)
     deep = shallowest >= level
-    runs = np.count_nonzero(deep & ~np.roll(deep, 1, axis=1), axis=1)
+    before = np.concatenate([deep[:, -1:], deep[:, :-1]], axis=1)  # np.roll's, 1 ray on
+    runs = np.count_nonzero(deep & ~before, axis=1)
     count: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
     start = np.minimum(outer, rays.radii_px[-1] - reach)  # the rays end at RAY_REACH_UM
     floor: np.ndarray = _window_min(rays, start, reach).max(axis=1)
@@ -512,8 +513,9 @@ def local_junction_floor(shape: tuple[int, int], centres: np.ndarray,
     tile = LOCAL_TILE_UM / WORK_UM_PER_PX
     grid = (max(1, round(shape[0] / tile)), max(1, round(shape[1] / tile)))
     step_y, step_x = shape[0] / grid[0], shape[1] / grid[1]
-    rows = np.clip((centres[:, 1] / step_y).astype(np.intp), 0, grid[0] - 1)
-    cols = np.clip((centres[:, 0] / step_x).astype(np.intp), 0, grid[1] - 1)
+    # np.minimum / np.maximum, not np.clip (integers: see _shape_rows)
+    rows = np.minimum(np.maximum((centres[:, 1] / step_y).astype(np.intp), 0), grid[0] - 1)
+    cols = np.minimum(np.maximum((centres[:, 0] / step_x).astype(np.intp), 0), grid[1] - 1)
     medians = np.full(grid, median_of(floor))
     cell = rows * grid[1] + cols
     order = np.argsort(cell, kind="stable")
