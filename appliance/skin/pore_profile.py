@@ -420,7 +420,8 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     # each ray's samples in a row, after the floor: (P * RAY_COUNT, 1 + radii), written in place
     with_floor = np.empty((len(centres) * RAY_COUNT, 1 + len(rays.radii_px)))
     with_floor[:, 0] = np.repeat(floor, RAY_COUNT)
-    with_floor[:, 1:].reshape(len(centres), RAY_COUNT, -1)[...] = np.moveaxis(rays.depth, 2, 1)
+    with_floor[:, 1:].reshape(len(centres), RAY_COUNT, len(rays.radii_px))[...] = np.moveaxis(
+        rays.depth, 2, 1)
     for _ in range(SKIN_ITERATIONS):  # the skin right outside the rim, not a far hill top
         half = (floor + skin) / 2.0
         crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii).reshape(-1, RAY_COUNT)
