@@ -272,7 +272,8 @@ def hair_mask(rgb: np.ndarray) -> np.ndarray:
     Furrows and pores darken like shadows, all colours alike, and pigment spots are wider than
     the closing; components shorter than ``HAIR_MIN_EXTENT_PX`` (freckles, dust) are dropped.
     """
-    ratio = cv2.divide(rgb[..., 2], rgb[..., 0], scale=128)
+    red, _, blue = cv2.split(rgb)  # contiguous planes: a faster divide than of strided views
+    ratio = cv2.divide(blue, red, scale=128)
     kernel = np.ones((HAIR_CLOSING_PX, HAIR_CLOSING_PX), np.uint8)  # square: 3x faster than a disk
     strands: np.ndarray = np.greater(cv2.morphologyEx(ratio, cv2.MORPH_BLACKHAT, kernel),
                                      HAIR_CONTRAST)
