@@ -189,10 +189,9 @@ def candidates(depth: np.ndarray, furrow_floor: float) -> np.ndarray:
     pits = blobness(depth)
     peaks = pits >= cv2.dilate(pits, np.ones((5, 5), np.uint8))
     peaks &= (pits > MIN_BLOBNESS) & (depth > max(MIN_CANDIDATE_DEPTH, furrow_floor))
-    found = cv2.findNonZero(peaks.view(np.uint8))  # x, y in raster order, as np.nonzero
-    if found is None:
-        return np.zeros((0, 2))
-    return found.reshape(-1, 2).astype(np.float64)
+    # x, y in raster order (np.flatnonzero of a bool mask: cv2.findNonZero's points, faster)
+    ys, xs = np.divmod(np.flatnonzero(peaks), peaks.shape[1])
+    return np.stack([xs, ys], axis=1).astype(np.float64)
 
 
 def crossing(values: np.ndarray, level: np.ndarray, radii: np.ndarray) -> np.ndarray:
