@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import struct
 import threading
 import time
 import urllib.request
@@ -25,7 +26,7 @@ from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port
-from appliance.transport.outbox import Outbox, OutboxError
+from appliance.transport.outbox import Outbox, OutboxError, OutboxWriteError
 from appliance.transport.outbox_repair import open_outbox
 from tests.disk_helpers import fill, small_tmpfs
 
@@ -116,7 +117,10 @@ def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
     assert daemon.analysis.measurements == daemon.committer.committed + daemon.committer.refused
     with sqlite3.connect(small_disk / "state" / "outbox.sqlite3") as db:
         saved = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0]
-    assert saved == daemon.committer.refused  # the lost count reached the disk once it could
+    # the loss is on disk: counted in place in the tally beside the outbox (or, had that
+    # refused too, folded into the outbox's counter with the next commit)
+    tallied = struct.unpack("<q", (small_disk / "state" / "outbox.sqlite3.lost").read_bytes())[0]
+    assert saved + tallied == daemon.committer.refused
     journal = [r.getMessage() for r in caplog.records if "dropped:" in r.getMessage()]
     assert len(journal) == daemon.committer.refused  # one line per lost measurement id
 
@@ -187,3 +191,25 @@ def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
 
 def test_a_full_disk_hint_is_empty_where_there_is_room(tmp_path: Path) -> None:
     assert full_disk_hint(tmp_path / "outbox.sqlite3") == ""
+
+
+def test_results_lost_on_a_full_disk_stay_counted_across_a_restart_before_space_returns(
+    small_disk: Path,
+) -> None:
+    # a refused commit's loss was counted in memory only: a daemon stopped while the disk was
+    # still full forgot it, so `dropped` under-reported after the restart
+    path = small_disk / "outbox.sqlite3"
+    outbox = stored_results(path, 2)
+    filler = fill(small_disk)
+    with pytest.raises(OutboxWriteError):
+        outbox.add_many([("lost-1", "t/lab/k/result", b"x" * 20_000)])
+    outbox.count_lost(1)  # as the committer does with a refused group
+    assert outbox.dropped() == 1
+    outbox.close()  # the daemon stops; the disk is still full
+    filler.unlink()
+    reopened = Outbox(path)
+    assert reopened.dropped() == 1
+    reopened.count_lost(2)
+    assert reopened.dropped() == 3
+    reopened.close()
+    assert Outbox(path).dropped() == 3
