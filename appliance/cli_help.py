@@ -32,12 +32,14 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "backoffice": (
         "The back-office ingest worker: stores results and fleet status from the broker. Run "
-        "several with the same share group to split the load.",
-        ("appliance backoffice", "appliance backoffice --config backoffice.yaml"),
+        "several with the same share group to split the load; --retire takes one out of "
+        "service for good (docs/delivery.md).",
+        ("appliance backoffice", "appliance backoffice --config backoffice.yaml",
+         "appliance backoffice --config backoffice-2.yaml --retire"),
     ),
     "fleet": (
         "The kiosks the back office has heard from: online/offline, last seen, model and "
-        "software versions, outbox depth.",
+        "software versions, outbox depth, the oldest un-sent result's wait, dropped results.",
         ("appliance fleet", "appliance fleet --json | head",
          "appliance fleet --store sqlite:///state/backoffice.sqlite3"),
     ),

@@ -85,9 +85,35 @@ def _backoffice(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return 2
+    if args.retire:
+        return _retire(config)
     stop = threading.Event()
     install_stop_signals(stop)
     return run_backoffice(config, stop)
+
+
+def _retire(config: Config) -> int:
+    from appliance.backoffice.ingest import IngestError, default_client_id, retire_session
+    from appliance.statelock import StateLock, StateLockError
+
+    client_id = config.backoffice.client_id or default_client_id()
+    try:  # a worker still running here with this client id would be knocked off the broker
+        lock = StateLock(Path(config.state_dir) / f"backoffice-{client_id}.lock",
+                         f"back office {client_id}")
+    except StateLockError as exc:
+        print(f"retire failed: {exc}", file=sys.stderr)
+        return 1
+    try:
+        retire_session(config)
+    except IngestError as exc:
+        print(f"retire failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
+    print(f"ended the broker session of {client_id} at {config.mqtt.host}:{config.mqtt.port}: "
+          "the broker no longer queues results for it (what it had queued, the kiosks send "
+          "again, as no worker confirmed it); start it again only to rejoin the group")
+    return 0
 
 
 def _fleet(args: argparse.Namespace) -> int:
@@ -195,6 +221,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``backoffice``, ``fleet`` and ``results`` to the command line."""
     backoffice = root.add_parser("backoffice", help="ingest results and fleet status to the store")
     backoffice.add_argument("--config", help=CONFIG_HELP)
+    backoffice.add_argument(
+        "--retire", action="store_true",
+        help="take this worker out of service: end its broker session (its client id), so "
+        "the broker stops queuing a share of the results for it; then exit")
     backoffice.set_defaults(handler=_backoffice)
     fleet = root.add_parser("fleet", help="list the kiosks: online/offline, last seen, versions")
     add_store_options(fleet)

@@ -28,8 +28,9 @@ from appliance.backoffice.demo_kiosk import Kiosk, KioskCustomers, cohort_lines
 from appliance.backoffice.export import NOT_MEASURED_NOTE
 from appliance.backoffice.fleet import fleet_table
 from appliance.backoffice.ingest import IngestWorker
-from appliance.backoffice.store import Store, open_store
+from appliance.backoffice.store import Store, StoreError, open_store
 from appliance.config import config_from_mapping
+from appliance.diskspace import full_disk_hint
 from appliance.edge.reasons import grade_withheld
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.transport.broker import PrivateBroker, free_port
@@ -163,12 +164,19 @@ def stop_edges(edges: list[Edge]) -> None:
 
 def wait_for_results(
     edges: list[Edge], printer: ResultPrinter, expected: int, stop: threading.Event,
-    timeout_s: float,
+    timeout_s: float, *, disks: Sequence[Path] = (),
 ) -> None:
-    """Return once every edge exited 0 and all ``expected`` results are stored; else DemoError."""
+    """Return once every edge exited 0 and all ``expected`` results are stored; else DemoError.
+
+    ``disks``: files whose disk must have room (the store, the edges' outboxes): on a full one
+    the back office retries its commits for ever, so the demo stops at once and says so rather
+    than waiting out ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     finished_at: float | None = None
     while not stop.wait(0.2):
+        if full := next(filter(None, map(full_disk_hint, disks)), ""):
+            raise DemoError(f"{full}; the demo cannot store its results "
+                            f"({printer.stored} of {expected} stored)")
         failed = [e for e in edges if e.process.poll() not in (None, 0)]
         if failed:
             edge = failed[0]
@@ -245,7 +253,7 @@ def _backoffice(
 def _run(
     workdir: Path, port: int, worker: IngestWorker, printer: ResultPrinter, *,
     devices: int, count: int, timeout_s: float, edge_command: Sequence[str],
-    stop: threading.Event,
+    stop: threading.Event, disks: Sequence[Path] = (),
 ) -> list[Edge]:
     if not worker.subscribed.wait(15):
         raise DemoError(f"the back office could not subscribe on port {port}: "
@@ -261,7 +269,7 @@ def _run(
     )
     customers.start()  # the simulated people choose age band and consent on each screen
     try:
-        wait_for_results(edges, printer, devices * count, stop, timeout_s)
+        wait_for_results(edges, printer, devices * count, stop, timeout_s, disks=disks)
     except BaseException:
         stop_edges(edges)
         raise
@@ -288,11 +296,18 @@ def run_demo(
         workdir=Path(tmp) / "broker"
     ) as broker:
         printer = ResultPrinter()
-        worker, store = _backoffice(Path(tmp), broker.port, printer, store_url)
+        try:
+            worker, store = _backoffice(Path(tmp), broker.port, printer, store_url)
+        except StoreError as exc:
+            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+            return 1
+        disks = [Path(tmp)]  # the edges' outboxes; and a SQLite store's own disk
+        if not store.postgres:
+            disks.append(Path(store.url.removeprefix("sqlite:///")))
         try:
             edges = _run(
                 Path(tmp), broker.port, worker, printer, devices=devices, count=count,
-                timeout_s=timeout_s, edge_command=edge_command, stop=stop,
+                timeout_s=timeout_s, edge_command=edge_command, stop=stop, disks=disks,
             )
             stop_edges(edges)
             worker.stop()

@@ -10,7 +10,9 @@ from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
 
 FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "software_version", "model",
-                 "camera", "outbox_depth")
+                 "camera", "outbox_depth", "outbox_oldest_age_s", "dropped")
+# the table's headers where the column name would mislead (the cell is a duration, not seconds)
+HEADERS = {"outbox_oldest_age_s": "OLDEST_UNSENT"}
 
 
 def fleet_rows(store: Store) -> list[dict[str, Any]]:
@@ -63,6 +65,8 @@ def _cell(column: str, row: dict[str, Any], now: datetime) -> str:
         return "-"
     if column == "last_seen":
         return f"{value[:19]}Z ({seen_ago(value, now)})"
+    if column == "outbox_oldest_age_s":
+        return duration(float(value))
     return escape_controls(str(value))
 
 
@@ -79,7 +83,7 @@ def fleet_table(store: Store, now: datetime | None = None) -> str:
         ]
         for row in rows
     ]
-    header = [c.upper() for c in FLEET_COLUMNS]
+    header = [HEADERS.get(c, c.upper()) for c in FLEET_COLUMNS]
     widths = [max(len(x) for x in column) for column in zip(header, *cells, strict=True)]
     lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
              for line in [header, *cells]]

@@ -29,6 +29,7 @@ from appliance.transport.client import (
     connack_refusal,
     connect_properties,
     is_fatal_connack,
+    new_client,
     new_ingest_client,
     publish_properties,
     settings_from_config,
@@ -49,6 +50,51 @@ def default_client_id() -> str:
     """``backoffice-HOSTNAME``, cut to what a client id may hold."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
     return f"backoffice-{host or 'host'}"
+
+
+def retire_session(config: Config, timeout_s: float = 15.0) -> str:
+    """End this worker's broker session for good; returns the client id it ended.
+
+    A stopped worker's persistent session stays subscribed to the shared results, so the broker
+    goes on handing it a share of them (queued for it, up to ``backoffice.session_expiry_s``) while
+    the live workers get the rest: those results wait for the kiosks' resends. A worker taken out
+    of service therefore connects once more with its client id, a clean start (the broker
+    discards the old session and its queue, MQTT 5 spec 3.1.2.4) and a session that ends with
+    the connection (expiry 0, spec 3.1.2.11.2). Nothing is lost: each kiosk keeps a result until a
+    worker has committed and confirmed it, and sends it again. IngestError names the broker's
+    refusal or the timeout."""
+    settings = config.backoffice
+    client_id = settings.client_id or default_client_id()
+    link = settings_from_config(config.mqtt, client_id, session_expiry_s=0)
+    client = new_client(link)
+    answered = threading.Event()
+    refusal: list[str] = []
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                   props: Any) -> None:
+        if reason.is_failure:
+            refusal.append(connack_refusal(link, reason))
+        answered.set()
+
+    client.on_connect = on_connect
+    properties = connect_properties(link)
+    properties.SessionExpiryInterval = 0
+    where = f"{config.mqtt.host}:{config.mqtt.port}"
+    try:
+        client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive_s,
+                       clean_start=True, properties=properties)
+    except (OSError, ValueError) as exc:
+        raise IngestError(f"cannot reach the broker at {where}: {exc}") from exc
+    client.loop_start()
+    try:
+        if not answered.wait(timeout_s):
+            raise IngestError(f"no answer from the broker at {where} in {timeout_s:.0f} s")
+        if refusal:
+            raise IngestError(refusal[0])
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return client_id
 
 
 class IngestWorker:

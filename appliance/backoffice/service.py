@@ -6,11 +6,13 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
-from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.ingest import IngestWorker, default_client_id
 from appliance.backoffice.store import StoreError, open_store, store_url_for
 from appliance.config import Config
+from appliance.statelock import StateLock, StateLockError
 
 log = logging.getLogger(__name__)
 STATS_EVERY_S = 30.0
@@ -32,10 +34,18 @@ def run_backoffice(config: Config, stop: threading.Event) -> int:
     """Ingest until ``stop`` is set or the broker refuses us; returns the exit code
     (1: the store cannot be opened, worth a retry; 3: the broker refused us)."""
     url = store_url_for(config.store.url, config.state_dir)
+    client_id = config.backoffice.client_id or default_client_id()
+    try:  # two workers with one client id would knock each other off the broker
+        lock = StateLock(Path(config.state_dir) / f"backoffice-{client_id}.lock",
+                         f"back office {client_id}")
+    except StateLockError as exc:
+        log.error("%s", exc)
+        return 1
     try:
         store = open_store(url)
     except StoreError as exc:
         log.error("%s", exc)
+        lock.release()
         return 1
     worker = IngestWorker(config, store)
     log.info("back office %s storing to %s", worker.client_id, url)
@@ -52,5 +62,6 @@ def run_backoffice(config: Config, stop: threading.Event) -> int:
     finally:
         worker.stop()
         store.close()
+        lock.release()
         log.info("stopped; ingest: %s", worker.stats)
     return 0

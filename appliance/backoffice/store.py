@@ -32,6 +32,7 @@ from appliance.backoffice.schema import (
     iso_utc,
 )
 from appliance.backoffice.store_writes import Batch, IngestWrites
+from appliance.diskspace import full_disk_hint
 from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch lives in store_writes.py; writers import it from here with the Store
@@ -312,6 +313,8 @@ def _read_mode(path: Path) -> str:
 
 def _folder_hint(path: Path) -> str:
     """What to check when a SQLite file could not be opened."""
+    if full := full_disk_hint(path):  # SQLite says "disk I/O error"
+        return full
     if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
         return (f"its folder {path.parent} cannot be written here (a read-only file system, or "
                 "another user's folder): run as the user that writes the store")

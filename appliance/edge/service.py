@@ -14,6 +14,7 @@ from appliance.edge.heap import keep_frame_buffers
 from appliance.edge.measure import Classifier, skin_measurement
 from appliance.edge.plugins import default_gate, source_from_config
 from appliance.edge.systemd import setup_logging
+from appliance.statelock import StateLock, StateLockError
 from appliance.transport.outbox import OutboxError
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,18 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
         return EXIT_CONFIG
     setup_logging(verbose, config.device.id)
     keep_frame_buffers()  # the analysis thread reuses its frame-sized buffers
+    try:  # held while the daemon runs (the kernel drops it if the process dies)
+        lock = StateLock(Path(config.state_dir) / "edge.lock", "appliance edge")
+    except StateLockError as exc:  # systemd retries (exit 1): the other one may be stopping
+        log.error("cannot start: %s", exc)
+        return EXIT_RETRY
+    try:
+        return _run_locked(config, config_path)
+    finally:
+        lock.release()
+
+
+def _run_locked(config: Config, config_path: str) -> int:
     try:
         daemon = build_daemon(config)
     except OutboxError as exc:  # e.g. a full disk at start: systemd retries (exit 1 restarts)

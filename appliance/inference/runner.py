@@ -41,22 +41,29 @@ def session_options() -> Any:
     return options
 
 
-def _open_session(path: Path) -> Any:
+CONFIGURED_MODEL_HINT = ("check model.path in the config, or rebuild with `appliance models "
+                         "build-skin`")
+NAMED_MODEL_HINT = "check the file named, or rebuild it with `appliance models build-skin`"
+
+
+def _open_session(path: Path, fix_hint: str) -> Any:
     return open_session(
         path,
         max_bytes=MAX_MODEL_BYTES,
         providers=["CPUExecutionProvider"],
         options=session_options(),
-        fix_hint="check model.path in the config, or rebuild with `appliance models build-skin`",
+        fix_hint=fix_hint,
     )
 
 
 class OnnxRunner:
     """One loaded, checked and warmed-up model; ``probabilities(matrix)`` runs it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, fix_hint: str = CONFIGURED_MODEL_HINT) -> None:
+        """``fix_hint``: what a refusal tells the user to do (the config's ``model.path`` by
+        default; ``NAMED_MODEL_HINT`` where a command was given the file)."""
         self.path = Path(path)
-        self._session = _open_session(self.path)
+        self._session = _open_session(self.path, fix_hint)
         metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self.contract: ModelContract = parse_contract(self.path, metadata)
         check_features(self.path, self.contract)

@@ -110,10 +110,10 @@ def _describe(runner: Any) -> dict[str, Any]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from appliance.inference.runner import OnnxRunner  # noqa: PLC0415  (onnxruntime)
+    from appliance.inference.runner import NAMED_MODEL_HINT, OnnxRunner  # noqa: PLC0415
 
     try:
-        runner = OnnxRunner(args.model)
+        runner = OnnxRunner(args.model, NAMED_MODEL_HINT)
     except ModelError as exc:
         print(f"show: refused: {exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from appliance.edge.reasons import grade_withheld
 from appliance.imagefile import write_image
 from appliance.logsafe import escape_controls
 from appliance.skin.colour import WhiteReference
-from appliance.skin.frames import FrameError, load_frame, shown_name
+from appliance.skin.frames import FrameError, load_frame, record_name, shown_name
 
 MAX_SIDECAR_BYTES = 1_000_000  # `appliance synth skin` writes a few kB
 
@@ -108,13 +108,13 @@ class AnalyzeRun:
         try:
             return self._measure(image)
         except FrameError as exc:
-            return {"image": str(image), "error": str(exc)}
+            return {"image": record_name(image), "error": str(exc)}
         except OSError as exc:  # its text would name the file again
             reason = exc.strerror or type(exc).__name__
-            return {"image": str(image), "error": f"{shown_name(image)}: {reason}"}
+            return {"image": record_name(image), "error": f"{shown_name(image)}: {reason}"}
         except (ValueError, MemoryError, cv2.error) as exc:  # one file never ends a run
             error = f"{shown_name(image)}: {type(exc).__name__}: {escape_controls(str(exc))}"
-            return {"image": str(image), "error": error}
+            return {"image": record_name(image), "error": error}
 
     def _measure(self, image: Path) -> dict[str, Any]:
         rgb = load_frame(image)
@@ -122,13 +122,13 @@ class AnalyzeRun:
         if gated.verdict != "ok":  # a blurred or lifted frame's numbers would mislead
             quality = gated.to_payload()
             reasons = "; ".join(quality.reasons) or "no reason given"
-            return {"image": str(image), "quality": quality.model_dump(),
+            return {"image": record_name(image), "quality": quality.model_dump(),
                     "rejected": f"frame {quality.verdict} ({reasons}): not measured"}
         measured = measure_frame(
             rgb, self.config.skin.um_per_px, gated, self._analyzer, self.classifier
         )
         record: dict[str, Any] = {
-            "image": str(image),
+            "image": record_name(image),
             "quality": measured.quality.model_dump(),
             "features": measured.features.model_dump(),
             "not_validated": list(measured.not_validated),
@@ -147,7 +147,7 @@ class AnalyzeRun:
                 reason = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
                 error = (f"{shown_name(target)}: could not write the overlay: "
                          f"{getattr(reason, 'strerror', None) or reason}")
-                return {"image": str(image), "error": error}
+                return {"image": record_name(image), "error": error}
             record["overlay"] = str(target)
         return record
 

@@ -26,7 +26,11 @@ _JPEG_MAGIC = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
 _PNG_MAGIC = b"\x89PNG"
 _BMP_MAGIC = b"BM"
-_KNOWN_MAGIC = (_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC, b"II*\x00", b"MM\x00*", b"RIFF")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_KNOWN_MAGIC = (_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC, *_TIFF_MAGIC, b"RIFF")
+# a TIFF that decodes to nothing is usually well formed, with samples no reader here takes
+UNREADABLE_TIFF = ("a TIFF of {kind} samples, which cannot be read here; save the frame as JPEG, "
+                   "or as 8- or 16-bit PNG or TIFF")
 _PILLOW_GREY16_MODES = ("I;16", "I;16B", "I")  # a 16-bit grey PNG, as Pillow opens it
 _NOT_REGULAR = (  # what a path names when it is no file to read, as `ls -l` would say
     (stat.S_ISDIR, "a folder"),
@@ -63,6 +67,17 @@ def shown_name(path: str | Path) -> str:
     """A file name fit to print: control characters (a terminal's escape codes) and undecodable
     bytes written as visible escapes."""
     return escape_controls(str(path))
+
+
+def record_name(path: str | Path) -> str:
+    """A file name fit for a JSON record: as given, but with bytes that are not UTF-8 (Python
+    holds them as lone surrogates, which strict JSON readers refuse) written as ``\\xNN``."""
+    text = str(path)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file system byte made
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _read_bytes(file: Path) -> bytes:
@@ -132,7 +147,14 @@ def decode_frame(
         _check_jpeg(data, name)
     if data.startswith((_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC)):
         return _decode_with_pillow(data, name)
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # libtiff's "Sorry, ..."
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if (bgr is None or bgr.size == 0) and (kind := tiff_sample_kind(data)):
+        raise FrameError(f"{name}: {UNREADABLE_TIFF.format(kind=kind)}")
     if bgr is None or bgr.size == 0:
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -205,12 +227,44 @@ def header_size(data: bytes, name: str = "frame") -> tuple[int, int]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise FrameError(f"{name}: image too large ({exc}); refused before decoding") from exc
     except UnidentifiedImageError as exc:  # its text names the in-memory file object
+        if kind := tiff_sample_kind(data):  # Pillow reads no floating-point RGB
+            raise FrameError(f"{name}: {UNREADABLE_TIFF.format(kind=kind)}") from exc
         raise FrameError(f"{name}: corrupt image data (header unreadable); copy the file "
                          "again") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for a bad header
         reason = f"corrupt image data (header: {exc}); copy the file again"
         raise FrameError(f"{name}: {reason}") from exc
     return int(width), int(height)
+
+
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT = 258, 339  # TIFF 6.0 tags
+_TIFF_FLOAT = 3  # SampleFormat: IEEE floating point
+
+
+def tiff_sample_kind(data: bytes) -> str | None:
+    """"floating-point" or "32-bit" when a TIFF's first image has samples no reader here takes
+    (its first directory's SampleFormat and BitsPerSample, TIFF 6.0 section 2), else None (an
+    8- or 16-bit TIFF, or one too damaged to say: that is then called corrupt)."""
+    if not data.startswith(_TIFF_MAGIC):
+        return None
+    order = "<" if data.startswith(b"II") else ">"
+    try:
+        (first,) = struct.unpack_from(f"{order}I", data, 4)
+        (entries,) = struct.unpack_from(f"{order}H", data, first)
+        tags: dict[int, int] = {}
+        for index in range(min(entries, 4096)):
+            tag, kind, count, value = struct.unpack_from(f"{order}HHII", data,
+                                                         first + 2 + 12 * index)
+            if tag in (_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT) and kind == 3:  # SHORT
+                at = first + 2 + 12 * index + 8 if count <= 2 else value  # inline, or there
+                (tags[tag],) = struct.unpack_from(f"{order}H", data, at)
+    except struct.error:  # cut short: damage
+        return None
+    if tags.get(_TIFF_SAMPLE_FORMAT) == _TIFF_FLOAT:
+        return "floating-point"
+    if tags.get(_TIFF_BITS_PER_SAMPLE, 8) > 16:
+        return f"{tags[_TIFF_BITS_PER_SAMPLE]}-bit"
+    return None
 
 
 def _jpeg_size(data: bytes, name: str) -> tuple[int, int]:

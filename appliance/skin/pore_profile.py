@@ -8,6 +8,7 @@ pixels across. Sizes here are in fine pixels unless named otherwise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import cv2
@@ -141,7 +142,7 @@ def _remapped_around(image: np.ndarray, centres: np.ndarray) -> np.ndarray:
     cast keeps order)."""
     height, width = image.shape
     shape = (len(centres), *_RAY_DX.shape)
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     rows = -(-count // REMAP_COLUMNS)
     maps = np.empty((2, rows * REMAP_COLUMNS), dtype=np.float32)
     maps[:, count:] = 0.0
@@ -188,10 +189,9 @@ def candidates(depth: np.ndarray, furrow_floor: float) -> np.ndarray:
     pits = blobness(depth)
     peaks = pits >= cv2.dilate(pits, np.ones((5, 5), np.uint8))
     peaks &= (pits > MIN_BLOBNESS) & (depth > max(MIN_CANDIDATE_DEPTH, furrow_floor))
-    found = cv2.findNonZero(peaks.view(np.uint8))  # x, y in raster order, as np.nonzero
-    if found is None:
-        return np.zeros((0, 2))
-    return found.reshape(-1, 2).astype(np.float64)
+    # x, y in raster order (np.flatnonzero of a bool mask: cv2.findNonZero's points, faster)
+    ys, xs = np.divmod(np.flatnonzero(peaks), peaks.shape[1])
+    return np.stack([xs, ys], axis=1).astype(np.float64)
 
 
 def crossing(values: np.ndarray, level: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -286,7 +286,8 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     reach = ARM_REACH_UM / FINE_UM_PER_PX
     shallowest = _window_min(rays, median, reach)  # (P, rays)
     deep = shallowest >= level
-    runs = np.count_nonzero(deep & ~np.roll(deep, 1, axis=1), axis=1)
+    before = np.concatenate([deep[:, -1:], deep[:, :-1]], axis=1)  # np.roll's, 1 ray on
+    runs = np.count_nonzero(deep & ~before, axis=1)
     count: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
     start = np.minimum(outer, rays.radii_px[-1] - reach)  # the rays end at RAY_REACH_UM
     floor: np.ndarray = _window_min(rays, start, reach).max(axis=1)
@@ -415,8 +416,11 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
     lower = ordered[:, :, RAY_COUNT // 4]  # the skin between the arms, at each radius
     skin = lower.min(axis=1)
     radii = _RADII_FROM_CENTRE if rays.radii_px is _RADII else np.r_[0.0, rays.radii_px]
-    per_ray = np.moveaxis(rays.depth, 2, 1).reshape(-1, len(rays.radii_px))
-    with_floor = np.concatenate([np.repeat(floor, RAY_COUNT)[:, None], per_ray], axis=1)
+    # each ray's samples in a row, after the floor: (P * RAY_COUNT, 1 + radii), written in place
+    with_floor = np.empty((len(centres) * RAY_COUNT, 1 + len(rays.radii_px)))
+    with_floor[:, 0] = np.repeat(floor, RAY_COUNT)
+    with_floor[:, 1:].reshape(len(centres), RAY_COUNT, len(rays.radii_px))[...] = np.moveaxis(
+        rays.depth, 2, 1)
     for _ in range(SKIN_ITERATIONS):  # the skin right outside the rim, not a far hill top
         half = (floor + skin) / 2.0
         crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii).reshape(-1, RAY_COUNT)
@@ -475,16 +479,19 @@ def typical_junction(sample: Shape) -> Junctions:
     return Junctions(median_of(sample.floor), median_of(sample.gap_px))
 
 
+_NEIGHBOURS = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])  # 3 x 3, raster
+
+
 def to_fine(prepared: Prepared, centres_work: np.ndarray, depth_fine: np.ndarray) -> np.ndarray:
     """Work-pixel centres on the fine depth, each moved to the deepest of its 3 x 3 pixels."""
     ratio = prepared.um_per_work_px / prepared.um_per_fine_px
     rounded = np.rint(on_grid(centres_work, ratio)).astype(np.intp)
     height, width = depth_fine.shape
-    offsets = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
-    around = rounded[:, None, :] + offsets[None]
-    xs = np.clip(around[..., 0], 0, width - 1)
-    ys = np.clip(around[..., 1], 0, height - 1)
-    deepest = np.argmax(depth_fine[ys, xs], axis=1)
+    around = rounded[:, None, :] + _NEIGHBOURS[None]
+    # np.minimum / np.maximum, not np.clip (integers: see _shape_rows); a flat np.take
+    xs = np.minimum(np.maximum(around[..., 0], 0), width - 1)
+    ys = np.minimum(np.maximum(around[..., 1], 0), height - 1)
+    deepest = np.argmax(np.take(depth_fine, ys * width + xs), axis=1)
     rows = np.arange(len(rounded))
     return np.stack([xs[rows, deepest], ys[rows, deepest]], axis=1).astype(np.float64)
 
@@ -506,8 +513,9 @@ def local_junction_floor(shape: tuple[int, int], centres: np.ndarray,
     tile = LOCAL_TILE_UM / WORK_UM_PER_PX
     grid = (max(1, round(shape[0] / tile)), max(1, round(shape[1] / tile)))
     step_y, step_x = shape[0] / grid[0], shape[1] / grid[1]
-    rows = np.clip((centres[:, 1] / step_y).astype(np.intp), 0, grid[0] - 1)
-    cols = np.clip((centres[:, 0] / step_x).astype(np.intp), 0, grid[1] - 1)
+    # np.minimum / np.maximum, not np.clip (integers: see _shape_rows)
+    rows = np.minimum(np.maximum((centres[:, 1] / step_y).astype(np.intp), 0), grid[0] - 1)
+    cols = np.minimum(np.maximum((centres[:, 0] / step_x).astype(np.intp), 0), grid[1] - 1)
     medians = np.full(grid, median_of(floor))
     cell = rows * grid[1] + cols
     order = np.argsort(cell, kind="stable")
@@ -532,10 +540,13 @@ def blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> 
     around reads within ``RED_CLIP_BAND`` of 255 green takes over, blended, so the score moves
     smoothly with the frame's brightness.
     """
-    pit = _planes(colour_at(rgb, centres[:, 0], centres[:, 1]))
-    shares = [_melanin_share(rgb, pit, centres, radius_px + reach)
-              for reach in PIGMENT_RINGS_PX]
-    share: np.ndarray = np.maximum(*shares)
+    # the rings one after the other in one pass (each pit once per ring), then per pit the
+    # more melanin-like of its rings
+    rings = len(PIGMENT_RINGS_PX)
+    pit = _planes(np.tile(colour_at(rgb, centres[:, 0], centres[:, 1]), (rings, 1)))
+    ring_px = np.concatenate([radius_px + reach for reach in PIGMENT_RINGS_PX])
+    shares = _melanin_share(rgb, pit, np.tile(centres, (rings, 1)), ring_px)
+    share: np.ndarray = np.maximum(*shares.reshape(rings, -1))
     return share
 
 

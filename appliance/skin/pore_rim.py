@@ -99,7 +99,7 @@ def _falls_before_rim(depth: np.ndarray, centres: np.ndarray, floor: np.ndarray,
     Read on the ray's samples between the median rim (inside it, the pit's own body) and
     there."""
     pits, which = long_rays  # pits in ascending order
-    new_pit = np.r_[True, pits[1:] != pits[:-1]]
+    new_pit = np.concatenate([[True], pits[1:] != pits[:-1]])
     own_pits = pits[new_pit]
     back = np.cumsum(new_pit) - 1  # each long ray's pit among own_pits
     reach = rim[pits, which] - INTO_FURROW_MARGIN_PX
@@ -125,7 +125,7 @@ def _falls_before_rim(depth: np.ndarray, centres: np.ndarray, floor: np.ndarray,
         halves = half_of[rays]
         if not start:  # the centres too
             points = np.concatenate([centres[own_pits], points])
-            halves = np.r_[half[own_pits], halves]
+            halves = np.concatenate([half[own_pits], halves])
         alone, at_point = furrows_alone_at(depth, points, halves)
         if not start:
             excess[:, 0] = floor[pits] - alone[back]
@@ -136,7 +136,8 @@ def _falls_before_rim(depth: np.ndarray, centres: np.ndarray, floor: np.ndarray,
         fallen[rays[read < level[rays]]] = True
         start = end
     result = np.full(len(pits), -np.inf)  # never falls: -inf
-    result[fallen] = reach[fallen] - crossing(excess[fallen], level[fallen], np.r_[0.0, radii])
+    result[fallen] = reach[fallen] - crossing(excess[fallen], level[fallen],
+                                              np.concatenate([[0.0], radii]))
     return result
 
 

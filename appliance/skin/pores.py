@@ -555,8 +555,11 @@ def pore_readings(found: Candidates) -> dict[str, np.ndarray]:
         "floor_over_ends": _log_ratio(shape.floor, shape.ends),
         "floor_over_along": np.minimum(_log_ratio(shape.floor, shape.along), ALONG_MAX_LOG),
     }
-    return {name: np.clip(np.nan_to_num(reading), -MODEL_READING_LIMIT, MODEL_READING_LIMIT)
-            for name, reading in readings.items()}
+    # one row a reading: NaN to 0 and clipped in one pass each (speed only)
+    stacked = np.stack(list(readings.values()))
+    np.nan_to_num(stacked, copy=False)
+    np.clip(stacked, -MODEL_READING_LIMIT, MODEL_READING_LIMIT, out=stacked)
+    return dict(zip(readings, stacked, strict=True))
 
 
 def reading_score(found: Candidates, model: PoreModel = MODEL) -> np.ndarray:

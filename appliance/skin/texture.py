@@ -222,11 +222,19 @@ def _outline_centres(
     edge_y = np.concatenate([np.full(width, -0.5), np.full(width, height - 0.5), along_y, along_y])
     owners = np.concatenate([segments.cell_pairs[:, 0], segments.cell_pairs[:, 1], edge_labels])
     sums = segments.crack_sums
-    weight = np.bincount(owners, np.r_[sums[:, 0], sums[:, 0], np.ones(len(edge_labels))], count)
+
+    def per_owner(column: int, edge: np.ndarray) -> np.ndarray:
+        """A column of the crack sums for both cells of each border, then the edge's values,
+        summed per owning cell."""
+        values = np.concatenate([sums[:, column], sums[:, column], edge])
+        summed: np.ndarray = np.bincount(owners, values, count)
+        return summed
+
+    weight = per_owner(0, np.ones(len(edge_labels)))
     np.maximum(weight, 1.0, out=weight)
     # pixel indices to frame coordinates: + 0.5
-    centre_x = np.bincount(owners, np.r_[sums[:, 1], sums[:, 1], edge_x], count) / weight + 0.5
-    centre_y = np.bincount(owners, np.r_[sums[:, 2], sums[:, 2], edge_y], count) / weight + 0.5
+    centre_x = per_owner(1, edge_x) / weight + 0.5
+    centre_y = per_owner(2, edge_y) / weight + 0.5
     return centre_x, centre_y
 
 

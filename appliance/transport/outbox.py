@@ -7,15 +7,20 @@ enough); deletes commit with ``synchronous=NORMAL``, because losing a delete to 
 only means a duplicate later (the back office de-duplicates on ``measurement_id``), never a loss.
 The outbox is bounded by a row count and an age; what the policy drops is counted, persisted
 and reported in the device status. When a commit is refused (disk full, I/O error) the
-results it held are counted as lost in memory and the count is written with the next commit
-that succeeds, so ``dropped()`` never under-reports. Every write raises ``OutboxError``
-(never a bare sqlite3 error), so a full disk cannot kill the thread that writes.
+results it held are counted as lost in ``LostTally``, a file of 8 bytes beside the outbox that
+is overwritten in place (no new block, so it takes the count on a full disk too, and the count
+survives a restart before the disk has room again); where even that fails the count is kept in
+memory and written with the next commit that succeeds, so ``dropped()`` never under-reports.
+Every write raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot kill the
+thread that writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +28,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance.diskspace import full_disk_hint
+
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
+
+
+class LostTally:
+    """Results lost to refused commits, counted in place in a small file (``path``).
+
+    The file (8 bytes, a little-endian count) is made while the disk has room, when the outbox
+    opens; a count then overwrites those bytes (``pwrite`` and ``fsync``), which needs no new
+    block, so it is kept on a full disk and across a restart. OSError when the file cannot be
+    made or read."""
+
+    SIZE = 8
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            data = os.pread(self._fd, self.SIZE, 0)
+            if len(data) < self.SIZE:  # new (or cut by a crash while it was made)
+                data = bytes(self.SIZE)
+                os.pwrite(self._fd, data, 0)
+                os.fsync(self._fd)
+        except OSError:
+            os.close(self._fd)
+            raise
+        self.value = max(0, struct.unpack("<q", data)[0])
+
+    def add(self, count: int) -> bool:
+        """Count ``count`` more in place; False (nothing changed) when the file refuses."""
+        total = self.value + count
+        try:
+            os.pwrite(self._fd, struct.pack("<q", total), 0)
+            os.fsync(self._fd)
+        except OSError:
+            return False
+        self.value = total
+        return True
+
+    def close(self) -> None:
+        """Close the file (the count stays in it)."""
+        os.close(self._fd)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -80,7 +127,8 @@ class Outbox:
         self.max_age_s = max_age_s
         self.policy: OutboxPolicy = policy
         self._lock = threading.Lock()
-        self._unsaved_dropped = 0  # lost while the file could not take a write
+        self._unsaved_dropped = 0  # lost while neither file could take a write
+        self._tally: LostTally | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -91,16 +139,24 @@ class Outbox:
             if check != "ok":
                 raise OutboxCorruptError(f"{path}: the outbox file is damaged ({check[:200]})")
             self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            with contextlib.suppress(OSError):  # none: refused commits are counted in memory
+                self._tally = LostTally(path.with_name(path.name + ".lost"))
         except OutboxCorruptError:
             self._db.close()
             raise
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(AttributeError, sqlite3.Error):  # connect itself may fail
                 self._db.close()
+            if full := full_disk_hint(path):  # SQLite says "disk I/O error"
+                raise OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; its unsent "
+                                  "results stay in it") from exc
             if getattr(exc, "sqlite_errorname", "") not in _CORRUPT_CODES:
                 raise OutboxError(f"{path}: cannot open the outbox ({exc})") from exc
             raise OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})") from exc
         except (sqlite3.Error, OSError) as exc:
+            if full := full_disk_hint(path):
+                raise OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; its unsent "
+                                  "results stay in it") from exc
             raise OutboxError(
                 f"{path}: cannot open the outbox ({exc}); if the file is corrupt, move it aside "
                 "(its unsent results are in it) and restart"
@@ -154,7 +210,8 @@ class Outbox:
     def count_lost(self, count: int) -> None:
         """Count results that never reached the file (a refused commit) as dropped."""
         with self._lock:
-            self._unsaved_dropped += count
+            if self._tally is None or not self._tally.add(count):
+                self._unsaved_dropped += count
 
     def writable(self) -> bool:
         """Whether a write commits now (and saves the lost count); for recovery probes."""
@@ -297,12 +354,16 @@ class Outbox:
         """How many results were lost, ever: size/age policy (persisted) and refused commits."""
         with self._lock:
             row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
-            return int(row[0]) + self._unsaved_dropped
+            tallied = self._tally.value if self._tally is not None else 0
+            return int(row[0]) + tallied + self._unsaved_dropped
 
     def close(self) -> None:
         """Close the database (committed messages stay on disk)."""
         with self._lock:
             self._db.close()
+            if self._tally is not None:
+                self._tally.close()
+                self._tally = None
 
 
 def _message(row: tuple[Any, ...]) -> OutboxMessage:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from appliance.inference.runner import OnnxRunner
+from appliance.inference.runner import NAMED_MODEL_HINT, OnnxRunner
 from appliance.updates.manifest import FEATURE_SCHEMA, ManifestError, ModelManifest, semver_key
 from appliance.updates.selftest import record_self_test
 
@@ -34,7 +34,7 @@ def manifest_for(
 ) -> ModelManifest:
     """The manifest of ``model`` released as ``version``, self-test recorded on ``inputs``."""
     semver_key(version)
-    runner = OnnxRunner(model)
+    runner = OnnxRunner(model, NAMED_MODEL_HINT)
     contract = runner.contract
     if contract.version != version:
         raise ManifestError(

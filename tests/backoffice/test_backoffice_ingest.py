@@ -19,9 +19,10 @@ import yaml
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store, open_store
+from appliance.cli import main
 from appliance.config import Config, config_from_mapping, load_config
 from appliance.synthetic import fleet
-from appliance.transport.broker import PrivateBroker
+from appliance.transport.broker import PrivateBroker, free_port
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
@@ -213,3 +214,58 @@ def test_ingest_into_postgresql_stores_each_result_once(
         store.close()
         reader.drop_postgres_schema(schema)
         reader.close()
+
+
+def test_a_retired_worker_s_session_stops_taking_a_share_of_the_results(
+    private_broker: PrivateBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a stopped worker's session stays in the share group: the broker queues a share of the
+    # results for it; --retire ends that session, so a worker taken out of service holds none
+    def config(client: str) -> Path:
+        path = tmp_path / f"{client}.yaml"
+        path.write_text(yaml.safe_dump({
+            "mqtt": {"port": private_broker.port, "topic_prefix": "fleet"},
+            "state_dir": str(tmp_path / client),
+            "backoffice": {"client_id": client, "session_expiry_s": 600}}))
+        return path
+
+    old_path, live_path = config("office-old"), config("office-live")
+    old, old_store = _start(load_config(old_path), f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    old.stop()
+    old_store.close()
+    url = f"sqlite:///{tmp_path / 'live.sqlite3'}"
+    live, live_store = _start(load_config(live_path), url)
+    try:
+        fleet.publish_messages("127.0.0.1", private_broker.port,
+                               _results("fleet", 200, seed=8))
+        reader = open_store(url)
+        assert _wait_for(lambda: reader.count_results() > 0)
+        assert _wait_for(lambda: live.stats.received == reader.count_results())
+        queued_for_old = 200 - reader.count_results()
+        assert queued_for_old > 20, "the stopped session took no share: nothing to test"
+        assert main(["backoffice", "--config", str(old_path), "--retire"]) == 0
+        assert "ended the broker session of office-old" in capsys.readouterr().out
+        back, back_store = _start(load_config(old_path), f"sqlite:///{tmp_path / 'old.sqlite3'}")
+        try:
+            assert back.session_present is False
+            fleet.publish_messages("127.0.0.1", private_broker.port,
+                                   _results("fleet", 40, seed=9))
+            # what was queued for the old session would come first, before any new result
+            assert _wait_for(lambda: back.stats.received + live.stats.received
+                             == 200 - queued_for_old + 40)
+            assert back.stats.received < 40
+        finally:
+            back.stop()
+            back_store.close()
+    finally:
+        live.stop()
+        live_store.close()
+
+
+def test_retire_names_a_broker_that_does_not_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "office.yaml"
+    path.write_text(yaml.safe_dump({"mqtt": {"port": free_port()}, "state_dir": str(tmp_path)}))
+    assert main(["backoffice", "--config", str(path), "--retire"]) == 1
+    assert "retire failed: cannot reach the broker at 127.0.0.1:" in capsys.readouterr().err

@@ -3,6 +3,7 @@ with the total, refuse a negative --limit, and keep an existing export file unle
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,3 +99,23 @@ def test_fleet_says_an_offline_kiosk_s_camera_is_what_it_last_reported(
     row = capsys.readouterr().out.splitlines()[1]
     assert "offline" in row
     assert "online, 2h ago" in row  # as the console says it, not a plain "online"
+
+
+def test_fleet_shows_how_long_results_wait_and_how_many_were_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # what the console's fleet page and the README promise: the oldest un-sent result's age
+    # and the dropped results, in the table and in --json
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store = open_store(url)
+    status = fleetsim.online_status("lab", "k1", outbox_depth=12).model_copy(
+        update={"dropped": 3, "outbox_oldest_age_s": 7260.0})
+    store.write_batch(Batch(statuses=[device_row(status, iso_utc(status.at))]), 10)
+    store.close()
+    assert main(["fleet", "--store", url]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.split()[-2:] == ["OLDEST_UNSENT", "DROPPED"]
+    assert row.split()[-2:] == ["2h", "3"]
+    assert main(["fleet", "--store", url, "--json"]) == 0
+    device = json.loads(capsys.readouterr().out)[0]
+    assert (device["dropped"], device["outbox_oldest_age_s"]) == (3, 7260.0)

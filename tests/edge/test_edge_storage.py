@@ -7,12 +7,10 @@ is moved aside, its readable rows recovered, and the daemon carries on.
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import random
 import sqlite3
-import subprocess
+import struct
 import threading
 import time
 import urllib.request
@@ -23,12 +21,14 @@ from typing import Any
 import pytest
 
 from appliance.config import Config, config_from_mapping
+from appliance.diskspace import full_disk_hint
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port
-from appliance.transport.outbox import Outbox
+from appliance.transport.outbox import Outbox, OutboxError, OutboxWriteError
 from appliance.transport.outbox_repair import open_outbox
+from tests.disk_helpers import fill, small_tmpfs
 
 PAGE_BYTES = 4096
 
@@ -42,34 +42,9 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 30.0) -> bool:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs (root can mount one; the kiosk's small SD card, in miniature)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    assert done.returncode == 0, f"cannot mount a tmpfs (needs root): {done.stderr!r}"
-    try:
+    """A 4 MiB tmpfs (the kiosk's small SD card, in miniature)."""
+    with small_tmpfs(tmp_path / "disk") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a filler file until the disk says ENOSPC."""
-    filler = disk / "filler"
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:  # a full disk is the point; anything else is a fault
-                raise
-    return filler
 
 
 def edge_config(state: Path, broker: Any, prefix: str, **edge: Any) -> Config:
@@ -142,7 +117,10 @@ def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
     assert daemon.analysis.measurements == daemon.committer.committed + daemon.committer.refused
     with sqlite3.connect(small_disk / "state" / "outbox.sqlite3") as db:
         saved = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0]
-    assert saved == daemon.committer.refused  # the lost count reached the disk once it could
+    # the loss is on disk: counted in place in the tally beside the outbox (or, had that
+    # refused too, folded into the outbox's counter with the next commit)
+    tallied = struct.unpack("<q", (small_disk / "state" / "outbox.sqlite3.lost").read_bytes())[0]
+    assert saved + tallied == daemon.committer.refused
     journal = [r.getMessage() for r in caplog.records if "dropped:" in r.getMessage()]
     assert len(journal) == daemon.committer.refused  # one line per lost measurement id
 
@@ -190,3 +168,48 @@ def test_outbox_that_is_not_a_database_is_replaced_and_the_daemon_runs(
     assert list(state.glob("outbox.sqlite3.corrupt-*"))
     assert "moving it aside" in caplog.text
     daemon.outbox.close()
+
+
+def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
+    small_disk: Path,
+) -> None:
+    # SQLite says "disk I/O error" when it cannot make its journal on a full disk: the error
+    # must say the disk is full, and the unsent results must be there once space returns
+    path = small_disk / "state" / "outbox.sqlite3"
+    stored_results(path, 6).close()
+    filler = fill(small_disk)
+    with pytest.raises(OutboxError) as refused:
+        Outbox(path)
+    message = str(refused.value)
+    assert str(path) in message
+    assert f"the disk holding {path} is full" in message
+    filler.unlink()
+    outbox = Outbox(path)
+    assert outbox.depth() == 6
+    outbox.close()
+
+
+def test_a_full_disk_hint_is_empty_where_there_is_room(tmp_path: Path) -> None:
+    assert full_disk_hint(tmp_path / "outbox.sqlite3") == ""
+
+
+def test_results_lost_on_a_full_disk_stay_counted_across_a_restart_before_space_returns(
+    small_disk: Path,
+) -> None:
+    # a refused commit's loss was counted in memory only: a daemon stopped while the disk was
+    # still full forgot it, so `dropped` under-reported after the restart
+    path = small_disk / "outbox.sqlite3"
+    outbox = stored_results(path, 2)
+    filler = fill(small_disk)
+    with pytest.raises(OutboxWriteError):
+        outbox.add_many([("lost-1", "t/lab/k/result", b"x" * 20_000)])
+    outbox.count_lost(1)  # as the committer does with a refused group
+    assert outbox.dropped() == 1
+    outbox.close()  # the daemon stops; the disk is still full
+    filler.unlink()
+    reopened = Outbox(path)
+    assert reopened.dropped() == 1
+    reopened.count_lost(2)
+    assert reopened.dropped() == 3
+    reopened.close()
+    assert Outbox(path).dropped() == 3

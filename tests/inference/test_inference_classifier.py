@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -151,6 +152,17 @@ def test_bad_reload_keeps_the_old_model_serving(models: Models, tmp_path: Path, 
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found"):
         SkinClassifier.load(tmp_path / "absent.onnx")
+
+
+def test_a_folder_or_a_pipe_at_the_model_path_is_named_for_what_it_is(tmp_path: Path) -> None:
+    folder = tmp_path / "model.onnx"
+    folder.mkdir()
+    with pytest.raises(ModelError, match="a folder, not a model file"):
+        SkinClassifier.load(folder)
+    pipe = tmp_path / "pipe.onnx"
+    os.mkfifo(pipe)
+    with pytest.raises(ModelError, match=r"not a regular file .*, not a model file"):
+        SkinClassifier.load(pipe)
 
 
 def test_good_reload_swaps_to_the_new_version(models: Models, tmp_path: Path) -> None:

@@ -98,7 +98,11 @@ def test_show_prints_the_contract_and_refuses_a_bad_file(
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     assert main(["models", "show", str(bad)]) == 2
-    assert "refused" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "refused" in err
+    # the file was named on the command line: no config is involved
+    assert "check the file named" in err
+    assert "model.path" not in err
 
 
 @pytest.mark.parametrize("key", ["feature_names", "validation"])

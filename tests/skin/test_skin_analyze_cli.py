@@ -345,3 +345,22 @@ def test_a_good_frame_leaves_stderr_empty_and_v_shows_which_model_loaded(
     assert plain.stderr == ""
     assert plain.stdout.splitlines()[1].startswith("good.jpg")
     assert f"loaded from {DEFAULT_MODEL}" in verbose.stderr
+
+
+def test_a_file_name_that_is_not_utf8_is_written_as_escapes_strict_json_readers_accept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Python holds the name's undecodable bytes as lone surrogates; written raw, json.dumps
+    # gives "\udcff", which strict readers (and any UTF-8 encoder) refuse
+    folder = os.fsencode(tmp_path)
+    good = Path(os.fsdecode(folder + b"/bad\xff\xfe.jpg"))
+    good.write_bytes(_jpeg())
+    missing = Path(os.fsdecode(folder + b"/gone\xff.jpg"))
+    assert main(["analyze", "--json", str(good), str(missing)]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    names = [record["image"] for record in records]
+    for name in names:
+        name.encode("utf-8")  # strict: a lone surrogate raises
+    assert names == [f"{tmp_path}/bad\\xff\\xfe.jpg", f"{tmp_path}/gone\\xff.jpg"]
+    assert "features" in records[0]
+    assert "error" in records[1]

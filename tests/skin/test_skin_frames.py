@@ -77,3 +77,19 @@ def test_jpeg_pixels_and_exif_turn_are_those_opencv_gives(tmp_path: Path) -> Non
     opencv = cv2.cvtColor(cv2.imread(str(tmp_path / "turned.jpg")), cv2.COLOR_BGR2RGB)
     assert rgb.shape == (80, 60, 3)
     assert np.array_equal(rgb, opencv)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_float_tiff_is_named_for_its_samples_not_called_corrupt(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], channels: int
+) -> None:
+    # a well-formed TIFF of 32-bit float samples (as scientific tools save them): the user
+    # needs to save it otherwise, not to copy it again; and libtiff's own "Sorry, can not
+    # handle images with 32-bit samples" must not reach stderr past the command's message
+    shape = (960, 1280, channels) if channels == 3 else (960, 1280)
+    path = tmp_path / "frame.tiff"
+    assert cv2.imwrite(str(path), np.random.default_rng(0).random(shape, np.float32))
+    with pytest.raises(FrameError, match=r"frame\.tiff: a TIFF of floating-point samples, "
+                       r"which cannot be read here; save the frame as JPEG"):
+        load_frame(path)
+    assert "Sorry" not in capfd.readouterr().err

@@ -147,6 +147,14 @@ def test_cli_init_and_release_print_where_things_are(
     out = capsys.readouterr().out
     assert f"root keys: {repo_dir / 'keys' / 'root'} -- move them offline" in out
     assert json.loads(out[: out.index("\n\nroot keys")])["roles"]["root"]["threshold"] == 2
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(linear_model(tmp_path / "whole.onnx", "1.1.0").read_bytes()[:200])
+    assert main(["models", "release", str(cut), "--repo", str(repo_dir), "--version",
+                 "1.1.0"]) == 2
+    err = capsys.readouterr().err
+    assert str(cut) in err
+    assert "check the file named" in err  # not the config's model.path: none is involved
+    assert "model.path" not in err
     model = linear_model(tmp_path / "m.onnx", "1.1.0")
     table = tmp_path / "vectors.csv"
     header = "label," + ",".join(f"f{i}" for i in range(16))

@@ -1,0 +1,59 @@
+"""One process per state folder: a second daemon on the same config is refused at start.
+
+Two ``appliance edge`` on one config would both measure and write one outbox, and their MQTT
+client ids (the same) would knock each other off the broker every second; two back-office
+workers with one client id likewise. Each daemon therefore holds an exclusive ``flock`` on a
+file in its ``state_dir`` for as long as it runs. The kernel drops the lock when the process
+ends, kill -9 and power loss included, so a stale lock file never blocks a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+
+class StateLockError(RuntimeError):
+    """Another process holds the lock: the message names it and the folder."""
+
+
+class StateLock:
+    """An exclusive lock on ``path`` held until ``release`` (or the process ends)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateLockError(f"{path}: cannot create the lock file of {what} "
+                                 f"({exc.strerror or exc})") from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = self._holder()
+            os.close(self._fd)
+            self._fd = None
+            raise StateLockError(
+                f"another {what}{holder} already runs with {path.parent} as its state folder "
+                f"(it holds {path}): stop it first, or give this one its own state_dir"
+                + (" and client id" if "back office" in what else "")
+            ) from exc
+        with contextlib.suppress(OSError):  # the pid is for the message only
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def _holder(self) -> str:
+        try:
+            text = self.path.read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            return ""
+        return f" (pid {text})" if text.isdigit() else ""
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: removing it could race a starting process)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,57 @@
+"""The back office's SQLite store on a full disk: the error says the disk is full (SQLite's own
+words are "disk I/O error"), and the store opens with every row once space returns."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice import demo
+from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.store import Batch, Store, StoreError, open_store
+from appliance.synthetic import fleet as fleetsim
+from tests.disk_helpers import fill, small_tmpfs
+
+
+def test_a_store_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk") as disk:
+        path = disk / "results.sqlite3"
+        url = f"sqlite:///{path}"
+        store = open_store(url)
+        rng = random.Random(5)
+        results = [fleetsim.sample_result(rng, "lab", "kiosk-f", i) for i in range(4)]
+        store.write_batch(Batch(results=[
+            result_row(r, iso_utc(r.captured_at), r.to_json().decode()) for r in results]), 100)
+        store.close()
+        filler = fill(disk)
+        with pytest.raises(StoreError) as refused:
+            Store(url)
+        assert f"the disk holding {path} is full" in str(refused.value)
+        filler.unlink()
+        reopened = Store(url)
+        assert reopened.count_results() == 4
+        reopened.close()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("room_bytes", [0, 60_000])
+def test_the_demo_on_a_full_disk_stops_and_says_so_instead_of_waiting_out_its_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], room_bytes: int,
+) -> None:
+    # 0: the store cannot even open; 60 kB: it opens, and every commit fails
+    with small_tmpfs(tmp_path / "disk") as disk:
+        url = f"sqlite:///{disk / 'backoffice.sqlite3'}"
+        open_store(url).close()
+        filler = fill(disk)
+        os.truncate(filler, max(0, filler.stat().st_size - room_bytes))
+        fast_edge = (sys.executable, "-m", "appliance.edge.testing")
+        assert demo.run_demo(devices=1, count=2, timeout_s=120, edge_command=fast_edge,
+                             store_url=url) == 1
+    err = capsys.readouterr().err
+    assert f"the disk holding {disk / 'backoffice.sqlite3'} is full" in err
+    assert "timed out" not in err
+    assert "Traceback" not in err

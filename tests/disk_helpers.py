@@ -1,0 +1,39 @@
+"""A small real disk for storage-fault tests: a tmpfs (root can mount one; a kiosk's small SD
+card in miniature), and a filler that takes it to ENOSPC."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def small_tmpfs(mount: Path, size: str = "4m") -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` on the new folder ``mount``, unmounted after."""
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    assert done.returncode == 0, f"cannot mount a tmpfs (needs root): {done.stderr!r}"
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a filler file until the disk says ENOSPC."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:  # a full disk is the point; anything else is a fault
+                raise
+    return filler

@@ -1,0 +1,84 @@
+"""One daemon per state folder (appliance/statelock.py): a second one is refused at start, and
+the lock goes with its process, kill -9 included."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from appliance.statelock import StateLock, StateLockError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_a_second_lock_on_one_state_folder_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "edge.lock"
+    first = StateLock(path, "appliance edge")
+    with pytest.raises(StateLockError) as refused:
+        StateLock(path, "appliance edge")
+    assert f"another appliance edge (pid {os.getpid()}) already runs" in str(refused.value)
+    assert str(tmp_path / "state") in str(refused.value)
+    first.release()
+    StateLock(path, "appliance edge").release()
+
+
+def test_the_lock_goes_with_a_process_killed_with_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "edge.lock"
+    ready = tmp_path / "ready"
+    code = ("import sys, time; from pathlib import Path; from appliance.statelock import "
+            f"StateLock; lock = StateLock(Path({str(path)!r}), 'x'); "
+            f"Path({str(ready)!r}).touch(); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    try:
+        for _ in range(400):
+            if ready.exists():
+                break
+            time.sleep(0.05)
+        assert ready.exists(), "the holder never took the lock"
+        with pytest.raises(StateLockError, match=f"pid {holder.pid}"):
+            StateLock(path, "x")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+    StateLock(path, "x").release()  # no stale lock after kill -9
+
+
+def test_a_second_edge_daemon_on_one_config_exits_1_and_says_why(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    state = tmp_path / "state"
+    config.write_text(yaml.safe_dump({"state_dir": str(state), "mqtt": {"port": 1},
+                                      "screen": {"port": None}}))
+    lock = StateLock(state / "edge.lock", "appliance edge")  # as a running daemon holds it
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE__")}
+        done = subprocess.run([sys.executable, "-m", "appliance", "edge", "--config",
+                               str(config)], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+    finally:
+        lock.release()
+    assert done.returncode == 1
+    assert f"another appliance edge (pid {os.getpid()}) already runs with {state}" in done.stderr
+    assert not (state / "outbox.sqlite3").exists()  # refused before it touched anything
+
+
+def test_a_back_office_worker_is_not_retired_while_it_runs_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from appliance.cli import main
+
+    config = tmp_path / "office.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path), "mqtt": {"port": 1},
+                                      "backoffice": {"client_id": "office-9"}}))
+    lock = StateLock(tmp_path / "backoffice-office-9.lock", "back office office-9")
+    try:
+        assert main(["backoffice", "--config", str(config), "--retire"]) == 1
+    finally:
+        lock.release()
+    assert "another back office office-9" in capsys.readouterr().err
