@@ -26,6 +26,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # what the outbox also treats as damage
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS measured (name TEXT PRIMARY KEY, size_bytes INTEGER NOT NULL, "
     "mtime_ns INTEGER NOT NULL)"
@@ -56,6 +57,8 @@ class ReplayRecord:
         try:
             return _open_db(self.path)
         except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorname", "") not in _DAMAGED:
+                raise  # not damage (permissions, a full disk): the caller names it
             aside = self.path.with_name(self.path.name + ".damaged")
             log.error("%s: the record of measured files is damaged (%s); moved to %s and "
                       "started afresh", self.path, exc, aside)

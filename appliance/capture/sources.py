@@ -1,12 +1,14 @@
 """Frame sources: the UVC microscope through OpenCV V4L2, and a folder of saved JPEGs.
 
-A source is opened, read frame by frame and closed; a failure (unplugged, read error,
-unreadable file) raises ``SourceError`` and the supervisor reopens the source with backoff.
+A source is opened, read frame by frame and closed; a failure (unplugged, read error, an
+unlistable folder) raises ``SourceError`` and the supervisor reopens the source with backoff.
+A saved file that cannot be loaded is no failure of the folder: it is tried again later.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -161,12 +163,23 @@ class DirectorySource:
         if not self.folder.is_dir():
             raise SourceError(f"{self.folder}: folder of frames not found; check camera.path")
         if self.record_path is not None and self._record is None:
-            self._record = ReplayRecord(self.record_path)
-            names = self._names()
-            if names:  # an empty listing may be an unmounted share: forget nothing then
-                self._record.prune(set(names))
-            measured = self._record.measured()
-            self._offered |= {n for n in names if n in measured and self._stamp(n) == measured[n]}
+            try:
+                self._load_record(self.record_path)
+            except (sqlite3.Error, OSError) as exc:
+                raise SourceError(
+                    f"{self.record_path}: cannot open the record of measured files ({exc}); "
+                    "check that state_dir is writable and has room"
+                ) from exc
+
+    def _load_record(self, record_path: Path) -> None:
+        """Skip the files whose results an earlier run committed; forget files gone."""
+        record = ReplayRecord(record_path)
+        names = self._names()
+        if names:  # an empty listing may be an unmounted share: forget nothing then
+            record.prune(set(names))
+        measured = record.measured()
+        self._offered |= {n for n in names if n in measured and self._stamp(n) == measured[n]}
+        self._record = record
 
     def read(self) -> Frame | None:
         """The next unmeasured JPEG in name order, or None (after a short wait) when none is

@@ -10,7 +10,7 @@ import pytest
 
 from appliance.capture import sources
 from appliance.capture.replayed import ReplayRecord
-from appliance.capture.sources import DirectorySource, Frame
+from appliance.capture.sources import DirectorySource, Frame, SourceError
 from appliance.skin import frames  # load_frame is patched here: the source imports it on use
 from appliance.synthetic.camera import textured_skin
 
@@ -138,3 +138,18 @@ def test_a_file_that_grows_while_it_is_read_is_read_again_as_it_ends(
     assert frame is not None
     assert frame.stamp is not None
     assert frame.stamp.size_bytes == len(data) + 16  # the id derives from the finished file
+
+
+def test_a_damaged_record_is_moved_aside_and_one_that_cannot_be_made_is_named(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "0001.jpg").write_bytes(_jpeg_bytes(7))
+    record = tmp_path / "state" / "replayed.sqlite3"
+    record.parent.mkdir()
+    record.write_bytes(b"not a database, a power cut's leftovers" * 200)
+    source = _opened(tmp_path, record)
+    assert record.with_name("replayed.sqlite3.damaged").exists()
+    assert _read_until_frame(source, 3) is not None  # read again: the back office dedupes it
+    blocked = tmp_path / "0001.jpg" / "replayed.sqlite3"  # its folder would be a file
+    with pytest.raises(SourceError, match=r"0001\.jpg/replayed\.sqlite3.*state_dir"):
+        DirectorySource(str(tmp_path), blocked).open()
