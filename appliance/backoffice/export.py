@@ -27,6 +27,7 @@ from appliance.backoffice.schema import (
 from appliance.backoffice.store import Store
 from appliance.edge.reasons import grade_withheld
 from appliance.logsafe import escape_controls, shorten
+from appliance.outfile import replaced_when_complete
 
 EXPORT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c != "payload")
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
@@ -117,14 +118,15 @@ def export_results(
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
     rows = store.select_results(EXPORT_COLUMNS, device, since)
-    if fmt == "parquet":
-        if out == "-":
-            raise ValueError("parquet is binary: give --out FILE")
-        return _write_parquet(rows, Path(out))
+    if fmt == "parquet" and out == "-":
+        raise ValueError("parquet is binary: give --out FILE")
     if out == "-":
         return _write_text(rows, fmt, sys.stdout)
-    with Path(out).open("w", encoding="utf-8", newline="") as stream:
-        return _write_text(rows, fmt, stream)
+    with replaced_when_complete(Path(out)) as temp:  # a full disk keeps the old export whole
+        if fmt == "parquet":
+            return _write_parquet(rows, temp)
+        with temp.open("w", encoding="utf-8", newline="") as stream:
+            return _write_text(rows, fmt, stream)
 
 
 def _write_text(rows: Iterator[tuple[Any, ...]], fmt: str, stream: TextIO) -> int:

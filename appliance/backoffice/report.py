@@ -19,6 +19,7 @@ from appliance.backoffice.cohort import (
     summary,
 )
 from appliance.backoffice.store import Store
+from appliance.outfile import replaced_when_complete
 
 REPEAT_COLUMNS = ("kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2",
                   "pore_count")
@@ -49,8 +50,11 @@ def draw_feature(cohort: Cohort, key: str, corr: dict[str, Correlation], out: Pa
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        with replaced_when_complete(out) as temp:  # a full disk leaves no empty PNG behind
+            fig.savefig(temp)
+    finally:
+        plt.close(fig)
 
 
 def write_cohort_report(store: Store, out_dir: Path) -> Path:
@@ -63,11 +67,16 @@ def write_cohort_report(store: Store, out_dir: Path) -> Path:
     for key in REPORT_FEATURES:
         draw_feature(cohort, key, table[key], out_dir / f"{key}.png")
     repeated = repeats(cohort)
-    (out_dir / "summary.json").write_text(json.dumps(_json_summary(cohort, table, repeated),
-                                                     indent=2))
+    _write_whole(out_dir / "summary.json", json.dumps(_json_summary(cohort, table, repeated),
+                                                      indent=2))
     page = out_dir / "index.html"
-    page.write_text(_html(cohort, table, repeated), encoding="utf-8")
+    _write_whole(page, _html(cohort, table, repeated))
     return page
+
+
+def _write_whole(path: Path, text: str) -> None:
+    with replaced_when_complete(path) as temp:
+        temp.write_text(text, encoding="utf-8")
 
 
 def _corr_json(corr: Correlation) -> dict[str, Any]:

@@ -112,7 +112,14 @@ def _reference(args: argparse.Namespace) -> int:
     document = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "what": "per age band: n, mean and SD of each feature (appliance cohort)",
                 "bands": table}
-    Path(args.out).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    from appliance.outfile import replaced_when_complete
+
+    try:
+        with replaced_when_complete(Path(args.out)) as temp:  # a full disk keeps the old file
+            temp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        print(f"console reference: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote reference ranges of {len(table) - 1} age band(s) to {args.out}")
     return 0
 

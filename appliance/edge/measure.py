@@ -17,6 +17,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -84,6 +85,14 @@ class Swappable(Protocol):
 
     def pinned(self) -> Classifier | None:
         """The model serving now, fixed: a swap after this call does not change it."""
+
+
+@runtime_checkable
+class Reloadable(Protocol):
+    """A classifier that SIGHUP can point at a model file (``edge/service.py``)."""
+
+    def reload(self, path: str | Path) -> None:
+        """Load and check ``path`` whole, then serve it; on ModelError the old model serves."""
 
 
 def serving_now(classifier: Classifier | None) -> Classifier | None:

@@ -11,7 +11,7 @@ from types import FrameType
 from appliance.config import Config, ConfigError, load_config
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.heap import keep_frame_buffers
-from appliance.edge.measure import Classifier, skin_measurement
+from appliance.edge.measure import Classifier, Reloadable, skin_measurement
 from appliance.edge.plugins import default_gate, source_from_config
 from appliance.edge.systemd import setup_logging
 from appliance.statelock import StateLock, StateLockError
@@ -108,7 +108,8 @@ def install_signal_handlers(daemon: EdgeDaemon) -> None:
 
 
 def reload_config(daemon: EdgeDaemon, config_path: Path) -> None:
-    """SIGHUP: re-read the config; swap the model live, report what needs a restart."""
+    """SIGHUP: re-read the config and the model file; swap the model live, report what needs
+    a restart."""
     try:
         new = load_config(config_path)
     except ConfigError as exc:
@@ -116,23 +117,65 @@ def reload_config(daemon: EdgeDaemon, config_path: Path) -> None:
         return
     old = daemon.config
     changed = [name for name in type(old).model_fields if getattr(old, name) != getattr(new, name)]
-    if "model" in changed:
-        _swap_model(daemon, new)
+    reload_model(daemon, new, model_changed="model" in changed)
     needs_restart = [name for name in changed if name != "model"]
     if needs_restart:
         log.warning("config changes in %s take effect after a restart", ", ".join(needs_restart))
     log.info("config reloaded from %s", config_path)
 
 
-def _swap_model(daemon: EdgeDaemon, new: Config) -> None:
-    try:
-        current = daemon.classifier
-        if new.model.path is not None and current is not None and hasattr(current, "reload"):
-            current.reload(new.model.path)
-        else:
-            daemon.classifier = load_model(new)
-    except Exception as exc:  # the old model keeps serving; the message names the file
-        log.error("model reload failed, still serving the old model: %s", exc)
+def reload_model(daemon: EdgeDaemon, new: Config, model_changed: bool) -> None:
+    """SIGHUP: serve ``model.path`` as it is on disk now, checked first; a file that does not
+    load leaves the serving model serving, and the journal says which serves and why.
+
+    The file is re-read on every SIGHUP, not only when the config's text changed: a model
+    copied over the same path is the usual way to replace it. An installed update (updates.url)
+    is the updater's to change, so it keeps serving unless the model section changed.
+    """
+    current = daemon.classifier
+    path = new.model.path
+    if path is None:
+        if model_changed:  # model.path removed: load_model says what serves now
+            _swap_in(daemon, new, None)
         return
+    if new.updates.url and not model_changed and not _serves_from(current, Path(path)):
+        log.info("model reload: the installed update %s keeps serving; model.path %s is only "
+                 "its fallback", _serving(current), path)
+        return
+    try:
+        _swap_in(daemon, new, path)
+    except Exception as exc:  # ModelError and friends: the old model keeps serving
+        why = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        restart = "" if new.updates.url else "; until it loads, a restart exits 2 (config error)"
+        log.error("model reload refused, still serving %s: %s%s", _serving(current), why, restart)
+        return
+    log.info("model reload: now serving %s (from %s)", _serving(daemon.classifier), path)
+
+
+def _swap_in(daemon: EdgeDaemon, new: Config, path: str | None) -> None:
+    """Load and check ``path`` (None: what ``load_model`` picks), then serve it."""
+    current = daemon.classifier
+    if path is None:
+        daemon.classifier = load_model(new)
+    elif isinstance(current, Reloadable):
+        current.reload(path)  # checks the whole file before it swaps
+    else:
+        from appliance.inference.classifier import SkinClassifier  # noqa: PLC0415 - loads ORT
+
+        daemon.classifier = SkinClassifier.load(path)
     daemon.config = daemon.config.model_copy(update={"model": new.model})
     daemon.link.send_status()
+
+
+def _serves_from(classifier: Classifier | None, path: Path) -> bool:
+    """Whether the serving model came from ``path`` (for a ServingModel: its classifier)."""
+    inner = getattr(classifier, "classifier", classifier)
+    source = getattr(inner, "path", None)
+    return isinstance(source, Path) and source.resolve() == path.resolve()
+
+
+def _serving(classifier: Classifier | None) -> str:
+    """"NAME VERSION" of the serving model, or "no model"."""
+    if classifier is None or not classifier.name:
+        return "no model"
+    return f"{classifier.name} {classifier.version}"

@@ -73,15 +73,10 @@ class SkinClassifier:
         return self._runner.path
 
     def reload(self, path: str | Path) -> None:
-        """Swap in the model at ``path``; on ModelError the old model keeps serving."""
+        """Swap in the model at ``path``; on ModelError the old model keeps serving (the
+        caller logs which model serves: ``edge/service.py`` ``reload_model``)."""
         with self._swap_lock:
-            try:
-                runner = OnnxRunner(path)
-            except ModelError:
-                log.warning("model %s refused; still serving %s %s", path, self.name, self.version)
-                raise
-            self._runner = runner
-        log.info("model %s %s now serving (from %s)", self.name, self.version, path)
+            self._runner = OnnxRunner(path)
 
     def pinned(self) -> SkinClassifier:
         """The model serving now, fixed: a later ``reload`` does not change what this one

@@ -229,7 +229,13 @@ def overlay_names(images: Sequence[Path]) -> dict[Path, str]:
 
 
 def sidecar_um_per_px(image: Path) -> float | None:
-    """``um_per_px`` from the frame's ``NAME.json`` sidecar; None without a usable one."""
+    """``um_per_px`` from the frame's ``NAME.json`` sidecar; None without a usable one.
+
+    A path without a name (``.``, ``/``) has none (``with_suffix`` would raise ValueError):
+    the frame reader then refuses it as a folder, and the other inputs are still measured.
+    """
+    if not image.name:
+        return None
     sidecar = image.with_suffix(".json")
     try:
         if not sidecar.is_file() or sidecar.stat().st_size > MAX_SIDECAR_BYTES:

@@ -109,10 +109,9 @@ class ServingModel:
         self._active = (classifier, health)
 
     def reload(self, path: str | Path) -> None:
-        """SIGHUP with a new ``model.path``: serve that file (ModelError keeps the old one)."""
-        classifier = SkinClassifier.load(path)
-        self.swap(classifier, None)
-        log.info("model %s %s now serving (from %s)", classifier.name, classifier.version, path)
+        """SIGHUP: serve the file at ``path`` as it is now, checked whole first (ModelError
+        keeps the old one serving); the caller logs which serves (``edge/service.py``)."""
+        self.swap(SkinClassifier.load(path), None)
 
     def pinned(self) -> PinnedModel | None:
         """The model serving now with its health check, fixed for one measurement (None: no

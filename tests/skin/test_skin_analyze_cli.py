@@ -71,6 +71,18 @@ def test_bad_files_get_errors_and_the_good_one_is_still_measured(
         assert problem in captured.err
 
 
+@pytest.mark.parametrize("folder", [".", "/"])
+def test_a_folder_without_a_name_is_refused_and_the_other_files_measured(
+    folder: str, images: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", "--json", folder, str(images["good"])]) == 1
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.strip().splitlines()]
+    assert [("error" in r) for r in records] == [True, False]
+    assert records[1]["features"]["pore_count"] > 0
+    assert f"analyze: {folder}: a folder, not an image file" in captured.err
+
+
 def test_readable_table(images: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(images["good"])]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()

@@ -1,0 +1,70 @@
+"""Writing a file the user named so that a full disk never leaves part of it under that name.
+
+An export or a report figure is written to a hidden temporary file beside the target (same
+folder, so the rename cannot cross filesystems), flushed to disk (fsync) and only then renamed
+over the target: the name holds the old file or the whole new one. When the write fails, the
+temporary file is removed and the OSError names the target and says that it was left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class OutputError(OSError):
+    """A user-named output that could not be written; ``filename`` is it, ``strerror`` says why
+    and whether the old file is still there."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+@contextmanager
+def replaced_when_complete(path: Path) -> Iterator[Path]:
+    """A temporary path to write to; renamed over ``path`` once the block ends without error.
+
+    The temporary keeps the target's suffix, so writers that pick a format by suffix (matplotlib)
+    write the target's format. OSError (a full disk, an unwritable folder) comes back naming
+    ``path``; any error removes the temporary file.
+    """
+    temp: Path | None = None
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                    suffix=f".tmp{path.suffix}")
+        os.close(fd)
+        temp = Path(name)
+        os.chmod(temp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
+        yield temp
+        _fsync(temp)
+        os.replace(temp, path)
+    except OSError as exc:
+        _remove(temp)
+        kept = "left as it was" if path.exists() else "not written"
+        reason = f"could not write it ({exc.strerror or exc}); {kept}"
+        raise OutputError(exc.errno, reason, str(path)) from exc
+    except BaseException:
+        _remove(temp)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(temp: Path | None) -> None:
+    if temp is not None:
+        temp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
