@@ -1,20 +1,23 @@
 """Frame sources: the UVC microscope through OpenCV V4L2, and a folder of saved JPEGs.
 
-A source is opened, read frame by frame and closed; a failure (unplugged, read error,
-unreadable file) raises ``SourceError`` and the supervisor reopens the source with backoff.
+A source is opened, read frame by frame and closed; a failure (unplugged, read error, an
+unlistable folder) raises ``SourceError`` and the supervisor reopens the source with backoff.
+A saved file that cannot be loaded is no failure of the folder: it is tried again later.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from appliance.capture.replayed import FileStamp, ReplayRecord
 from appliance.transport.payloads import utc_now
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ class Frame:
     still: bool = False  # a saved single image: its own session, no burst or motion check
     name: str = ""
     age_band: str | None = None  # what the customer stated (e.g. "40-49"), when asked
+    stamp: FileStamp | None = None  # the saved file it was read from (a folder source)
 
 
 class FrameSource(Protocol):
@@ -127,43 +131,152 @@ class DirectorySource:
     """Replays the JPEGs in a folder in name order, then picks up files saved later.
 
     The Scalar software saves one JPEG per capture with a time-ordered name, so name order is
-    capture order. Each file is a still: measured on its own when it passes the quality gate.
+    capture order. Each file is a still: measured on its own when it passes the quality gate,
+    stamped with the file's modification time as its capture time.
+
+    Each file gives one result whatever restarts: with ``record_path`` (the daemon passes
+    ``state_dir/replayed.sqlite3``), the files whose results are committed are remembered
+    durably (``ReplayRecord``, recorded by the commit thread through ``record_measured``) and
+    skipped after a restart, and a file measured twice because a kill fell between the outbox
+    commit and that record gets the same measurement id both times (``Frame.stamp``), so the
+    back office keeps one result. A record on disk rather than ids alone, because re-measuring
+    a years-old folder at every start would cost minutes of CPU and fill the outbox with copies.
+
+    A file that cannot be loaded may still be being written: it is tried again once its size
+    or modification time changes, or once after it has stayed unchanged for ``SETTLE_S``; a
+    file still broken then is reported once and left alone until it changes.
     """
 
-    def __init__(self, folder: str) -> None:
+    SETTLE_S = 2.0
+
+    def __init__(self, folder: str, record_path: Path | None = None) -> None:
         self.folder = Path(folder)
         self.description = f"folder {folder}"
-        self._seen: set[str] = set()
+        self.record_path = record_path
+        self._record: ReplayRecord | None = None
+        self._offered: set[str] = set()  # read this run, or measured in an earlier run
+        self._failures: dict[str, _LoadFailure] = {}
         self._count = 0
 
     def open(self) -> None:
-        """Check the folder is there."""
+        """Check the folder is there; load (and prune) the record of measured files."""
         if not self.folder.is_dir():
             raise SourceError(f"{self.folder}: folder of frames not found; check camera.path")
+        if self.record_path is not None and self._record is None:
+            try:
+                self._load_record(self.record_path)
+            except (sqlite3.Error, OSError) as exc:
+                raise SourceError(
+                    f"{self.record_path}: cannot open the record of measured files ({exc}); "
+                    "check that state_dir is writable and has room"
+                ) from exc
+
+    def _load_record(self, record_path: Path) -> None:
+        """Skip the files whose results an earlier run committed; forget files gone."""
+        record = ReplayRecord(record_path)
+        names = self._names()
+        if names:  # an empty listing may be an unmounted share: forget nothing then
+            record.prune(set(names))
+        measured = record.measured()
+        self._offered |= {n for n in names if n in measured and self._stamp(n) == measured[n]}
+        self._record = record
 
     def read(self) -> Frame | None:
-        """The next unseen JPEG in name order, or None (after a short wait) when none is new."""
+        """The next unmeasured JPEG in name order, or None (after a short wait) when none is
+        ready."""
+        names = self._names()
+        if len(self._offered) + len(self._failures) > 2 * len(names) + 64:
+            self._forget_deleted(set(names))
+        now_s = time.monotonic()
+        for name in names:
+            if name in self._offered:
+                continue
+            stamp = self._stamp(name)
+            failure = self._failures.get(name)
+            if stamp is None or (failure is not None and not failure.due(stamp, now_s)):
+                continue
+            return self._load(stamp, now_s)
+        time.sleep(DIRECTORY_POLL_S)
+        return None
+
+    def _forget_deleted(self, names: set[str]) -> None:
+        """Drop files no longer in the folder, so a kiosk running for years stays small."""
+        self._offered &= names
+        self._failures = {n: f for n, f in self._failures.items() if n in names}
+
+    def _names(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.folder.iterdir() if self._wanted(p))
+        except OSError as exc:
+            raise SourceError(f"{self.folder}: cannot list the folder ({exc})") from exc
+
+    def _stamp(self, name: str) -> FileStamp | None:
+        try:
+            info = (self.folder / name).stat()
+        except OSError:
+            return None  # gone between listing and now
+        return FileStamp(name, info.st_size, info.st_mtime_ns)
+
+    def _load(self, stamp: FileStamp, now_s: float) -> Frame | None:
         from appliance.skin.frames import FrameError, load_frame  # noqa: PLC0415
 
         try:
-            names = sorted(p.name for p in self.folder.iterdir() if self._wanted(p))
-        except OSError as exc:
-            raise SourceError(f"{self.folder}: cannot list the folder ({exc})") from exc
-        if not names:
-            time.sleep(DIRECTORY_POLL_S)
-            return None
-        name = names[0]
-        self._seen.add(name)
-        try:
-            rgb = load_frame(self.folder / name)
+            rgb = load_frame(self.folder / stamp.name)
         except FrameError as exc:
-            log.warning("skipped %s", exc)
+            self._failed(stamp, now_s, exc)
             return None
+        if self._stamp(stamp.name) != stamp:  # it changed while read: read it again once it rests
+            self._failures[stamp.name] = _LoadFailure(stamp, now_s)
+            return None
+        self._failures.pop(stamp.name, None)
+        self._offered.add(stamp.name)
         self._count += 1
-        return Frame(rgb, self._count, still=True, name=name)
+        saved_at = datetime.fromtimestamp(stamp.mtime_ns / 1e9, UTC)
+        return Frame(rgb, self._count, saved_at, still=True, name=stamp.name, stamp=stamp)
+
+    def _failed(self, stamp: FileStamp, now_s: float, error: Exception) -> None:
+        previous = self._failures.get(stamp.name)
+        if previous is not None and previous.stamp == stamp:  # unchanged since: it is broken
+            previous.reported = True
+            log.warning("skipped %s; tried again only if the file changes", error)
+            return
+        self._failures[stamp.name] = _LoadFailure(stamp, now_s)
+        log.info("%s (still being written?); tried again when it changes or in %.0f s",
+                 error, self.SETTLE_S)
+
+    def record_measured(self, stamps: list[FileStamp]) -> None:
+        """Remember files whose results the outbox has committed (called by the commit thread)."""
+        if self._record is not None:
+            self._record.record(stamps)
 
     def _wanted(self, path: Path) -> bool:
-        return path.suffix.lower() in IMAGE_SUFFIXES and path.name not in self._seen
+        return path.suffix.lower() in IMAGE_SUFFIXES
 
     def close(self) -> None:
-        """Nothing to release; files already replayed stay replayed."""
+        """Nothing to release; files already read stay read, measured ones stay recorded."""
+
+
+@dataclass
+class _LoadFailure:
+    """A file that could not be loaded, as it was then."""
+
+    stamp: FileStamp
+    failed_mono_s: float
+    reported: bool = False
+
+    def due(self, stamp: FileStamp, now_s: float) -> bool:
+        """Try again: at most once a poll, when the file changed or has settled unchanged."""
+        waited_s = now_s - self.failed_mono_s
+        if waited_s < DIRECTORY_POLL_S:
+            return False
+        if stamp != self.stamp:
+            return True
+        return not self.reported and waited_s >= DirectorySource.SETTLE_S
+
+
+@runtime_checkable
+class RecordsMeasured(Protocol):
+    """A source that remembers which of its frames' results are committed (a folder)."""
+
+    def record_measured(self, stamps: list[FileStamp]) -> None:
+        """Remember these files as measured."""

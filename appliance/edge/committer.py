@@ -2,8 +2,9 @@
 
 Group commit: results that arrive together are committed in one transaction (each is still
 durable before it is published), so delivery keeps up with bursts without one fsync per
-result. Only after the commit does anything else see a result: the MQTT link, the kiosk
-screen and the journal line that names its measurement id.
+result. Only after the commit does anything else see a result: the record of measured files
+(a folder source), the MQTT link, the kiosk screen and the journal line that names its
+measurement id.
 
 A refused commit (disk full, I/O error) is counted as dropped (status, metrics, one journal
 line per measurement id) and sets ``paused``: the analysis thread then measures nothing, so
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from appliance.capture.replayed import FileStamp
 from appliance.edge.pipeline import Accepted
 from appliance.edge.screen import KioskScreen
 from appliance.transport.outbox import Outbox, OutboxError, OutboxFullError
@@ -42,6 +44,7 @@ class ResultCommitter(threading.Thread):
         screen: KioskScreen | None = None,
         group_max: int = 256,
         paused: threading.Event | None = None,
+        on_committed: Callable[[list[FileStamp]], None] | None = None,
     ) -> None:
         super().__init__(name="ResultCommitter", daemon=True)
         self.results, self.outbox, self.stop_event = results, outbox, stop
@@ -51,6 +54,7 @@ class ResultCommitter(threading.Thread):
         self.committed = 0
         self.refused = 0
         self.paused = paused or threading.Event()
+        self._on_committed = on_committed  # a folder source remembers its measured files
         self._next_probe_s = 0.0
         self.last_beat_s = time.monotonic()
 
@@ -91,6 +95,9 @@ class ResultCommitter(threading.Thread):
             self._lost(group, exc)
             return
         self.committed += len(group)
+        stamps = [a.stamp for a in group if a.stamp is not None]
+        if stamps and self._on_committed is not None:
+            self._on_committed(stamps)
         self._wake_link()
         self._announce(group)
 

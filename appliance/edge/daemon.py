@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.capture.quality import QualityGate
-from appliance.capture.sources import Frame, FrameSource
+from appliance.capture.sources import Frame, FrameSource, RecordsMeasured
 from appliance.capture.supervisor import CaptureRunner
 from appliance.config import Config
 from appliance.edge.committer import ResultCommitter
@@ -162,6 +162,7 @@ class EdgeDaemon:
         self.committer = ResultCommitter(
             results, self.outbox, self.pipeline_stop, wake_link=self.link.wake,
             screen=self.screen, group_max=edge.group_commit_max, paused=self.measuring_paused,
+            on_committed=source.record_measured if isinstance(source, RecordsMeasured) else None,
         )
 
     def _build_screen(self) -> None:

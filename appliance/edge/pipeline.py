@@ -18,6 +18,7 @@ import numpy as np
 
 from appliance import __version__
 from appliance.capture.quality import FrameQuality, QualityGate, best_frame
+from appliance.capture.replayed import FileStamp
 from appliance.capture.sources import Frame
 from appliance.edge.measure import Analyzer, Classifier, measure_frame
 from appliance.edge.session import Burst, SessionTracker
@@ -48,6 +49,17 @@ class Accepted:
     result: payloads.Result
     draw_overlay: Callable[[], np.ndarray] | None
     topic: str
+    stamp: FileStamp | None = None  # the saved file measured, recorded once committed
+
+
+def measurement_id_for(device_id: str, frame: Frame) -> str:
+    """A fresh UUIDv7, or for a saved file one derived from the device and the file (name, size,
+    modification time): measuring the same file again gives the same id (capture/replayed.py)."""
+    if frame.stamp is None:
+        return payloads.new_measurement_id()
+    stamp = frame.stamp
+    seed = f"{device_id}\0{stamp.name}\0{stamp.size_bytes}\0{stamp.mtime_ns}".encode()
+    return payloads.new_measurement_id(stamp.mtime_ns // 1_000_000, seed)
 
 
 class AnalysisRunner(threading.Thread):
@@ -130,7 +142,7 @@ class AnalysisRunner(threading.Thread):
             frame.rgb, self.um_per_px, quality, self.analyzer, self._classifier()
         )
         result = payloads.Result(
-            measurement_id=payloads.new_measurement_id(),
+            measurement_id=measurement_id_for(self.identity.device_id, frame),
             device_id=self.identity.device_id,
             site=self.identity.site,
             captured_at=frame.captured_at,
@@ -141,7 +153,7 @@ class AnalysisRunner(threading.Thread):
             subject=self._subject_for(frame),
             not_validated=list(measured.not_validated),
         )
-        return Accepted(result, measured.draw_overlay, self.identity.result_topic)
+        return Accepted(result, measured.draw_overlay, self.identity.result_topic, frame.stamp)
 
     def _subject_for(self, frame: Frame) -> payloads.Subject | None:
         """The kiosk screen's choice where one was made; else what a replayed customer stated."""

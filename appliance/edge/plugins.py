@@ -5,11 +5,15 @@ The real analyser is ``edge.measure.skin_measurement``; the model loads in ``edg
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from appliance.capture.quality import QualityGate
 from appliance.capture.sources import DirectorySource, FrameSource, UvcSource
 from appliance.capture.synthetic import SyntheticSource
 from appliance.config import Config
 from appliance.synthetic.camera import generated_skin, stated_age_band
+
+REPLAYED_FILE = "replayed.sqlite3"  # the folder source's measured files, beside the outbox
 
 
 def source_from_config(config: Config) -> tuple[FrameSource, float | None]:
@@ -20,7 +24,7 @@ def source_from_config(config: Config) -> tuple[FrameSource, float | None]:
         return UvcSource(camera.path), config.edge.camera_stall_s
     if camera.source == "directory":
         assert camera.path is not None
-        return DirectorySource(camera.path), None
+        return DirectorySource(camera.path, Path(config.state_dir) / REPLAYED_FILE), None
     skin, age_band = generated_skin(camera.seed), stated_age_band(camera.seed)
     source = SyntheticSource(skin, fps=config.edge.synthetic_fps, age_band=age_band)
     return source, config.edge.camera_stall_s

@@ -24,6 +24,7 @@ from appliance.capture.synthetic import CustomerScript, SyntheticSource
 from appliance.config import Config, load_config
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.measure import Measurement
+from appliance.edge.plugins import source_from_config
 from appliance.edge.service import install_signal_handlers
 from appliance.edge.systemd import setup_logging
 from appliance.synthetic.camera import textured_skin
@@ -94,12 +95,16 @@ def fast_source(
 
 
 def fast_daemon(config: Config, source: FrameSource | None = None) -> EdgeDaemon:
-    """The daemon with the real gate, sessions, outbox and MQTT link, but fake measuring."""
+    """The daemon with the real gate, sessions, outbox and MQTT link, but fake measuring; a
+    configured folder of saved files is read as configured (it is cheap already)."""
+    stall_s: float | None = config.edge.camera_stall_s
+    if source is None and config.camera.source == "directory":
+        source, stall_s = source_from_config(config)
     return EdgeDaemon(
         config,
         source=source or fast_source(config),
         analyzer=fixed_analyzer,
-        stall_s=config.edge.camera_stall_s,
+        stall_s=stall_s,
     )
 
 

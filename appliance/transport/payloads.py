@@ -7,6 +7,7 @@ programs we do not write consume them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -277,10 +278,16 @@ def _no_constant(name: str) -> object:
     raise PayloadError(f"{name} is not JSON (numbers must be finite)")
 
 
-def new_measurement_id(now_ms: int | None = None) -> str:
-    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits; sorts by time."""
+def new_measurement_id(now_ms: int | None = None, seed: bytes | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits; sorts by time.
+
+    With ``seed`` the "random" bits are its SHA-256 instead, so the same seed and time give the
+    same id: a saved file measured again (after a kill) is the same measurement to the back
+    office, which keeps one result per id.
+    """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    random_bytes = os.urandom(10) if seed is None else hashlib.sha256(seed).digest()[:10]
+    rand = int.from_bytes(random_bytes, "big")
     value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
     value |= 0b10 << 62 | (rand & (2**62 - 1))
     return str(uuid.UUID(int=value))

@@ -1,0 +1,109 @@
+"""The record of which saved capture files have been measured, kept in ``state_dir``.
+
+A folder source replays every JPEG it has not measured yet; this record is what lets it skip,
+after a restart (SIGTERM, kill -9, a power cut), the files whose results are already in the
+outbox. A file is recorded only once its result is committed to the outbox (the commit thread
+calls ``record``), never when it is read: a kill between measuring and committing measures the
+file again after the restart rather than never. The other window, a kill between the outbox
+commit and this record's commit, also measures it again, but under the same measurement id
+(``FileStamp`` feeds ``payloads.derived_measurement_id``), so the back office's store, which
+keeps one result per id, keeps one.
+
+One row per file name with its size and modification time, so the record never holds more rows
+than the folder holds files (rows whose file is gone are pruned when the folder is opened), and
+a file counts as measured only while it still has that size and time: a file of the same name
+in another folder (``camera.path`` changed) or saved over the old one is a new capture.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # what the outbox also treats as damage
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS measured (name TEXT PRIMARY KEY, size_bytes INTEGER NOT NULL, "
+    "mtime_ns INTEGER NOT NULL)"
+)
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A saved capture file as it was read: its name in the folder, size and modification time."""
+
+    name: str
+    size_bytes: int
+    mtime_ns: int
+
+
+class ReplayRecord:
+    """The measured files of one folder, in a small SQLite file committed with fsync."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open the record; a damaged one is moved aside (its files are then measured again,
+        under the same ids, so the back office keeps one result each)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return _open_db(self.path)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorname", "") not in _DAMAGED:
+                raise  # not damage (permissions, a full disk): the caller names it
+            aside = self.path.with_name(self.path.name + ".damaged")
+            log.error("%s: the record of measured files is damaged (%s); moved to %s and "
+                      "started afresh", self.path, exc, aside)
+            self.path.replace(aside)
+            return _open_db(self.path)
+
+    def measured(self) -> dict[str, FileStamp]:
+        """Every file whose result is committed, by name, as it was when it was read."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, size_bytes, mtime_ns FROM measured").fetchall()
+        return {name: FileStamp(name, size, mtime) for name, size, mtime in rows}
+
+    def record(self, stamps: Iterable[FileStamp]) -> None:
+        """Mark files measured (their results are committed); a failed write is logged, not
+        raised: the files are then measured again after a restart, under the same ids."""
+        rows = [(s.name, s.size_bytes, s.mtime_ns) for s in stamps]
+        try:
+            with self._lock, self._db:
+                self._db.executemany("INSERT OR REPLACE INTO measured VALUES (?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            log.error("%s: cannot record %d measured file(s) (%s); they will be measured "
+                      "again after a restart", self.path, len(rows), exc)
+
+    def prune(self, present_names: set[str]) -> int:
+        """Forget files no longer in the folder (the record stays as small as the folder)."""
+        with self._lock:
+            gone = [(name,) for name in self._all_names() if name not in present_names]
+            with self._db:
+                self._db.executemany("DELETE FROM measured WHERE name = ?", gone)
+        return len(gone)
+
+    def _all_names(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM measured")]
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+
+def _open_db(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(_SCHEMA)
+    db.execute("SELECT COUNT(*) FROM measured").fetchone()  # reads the pages: damage shows here
+    db.commit()
+    return db

@@ -1,0 +1,155 @@
+"""A folder of saved captures across restarts and half-written files: each file read once."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import pytest
+
+from appliance.capture import sources
+from appliance.capture.replayed import ReplayRecord
+from appliance.capture.sources import DirectorySource, Frame, SourceError
+from appliance.skin import frames  # load_frame is patched here: the source imports it on use
+from appliance.synthetic.camera import textured_skin
+
+
+def _jpeg_bytes(seed: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", textured_skin(seed)(0))
+    assert ok
+    return data.tobytes()
+
+
+def _read_until_frame(source: DirectorySource, reads: int) -> Frame | None:
+    """Read up to ``reads`` times (each empty read waits one poll); the first frame, if any."""
+    for _ in range(reads):
+        frame = source.read()
+        if frame is not None:
+            return frame
+    return None
+
+
+def _opened(folder: Path, record: Path) -> DirectorySource:
+    source = DirectorySource(str(folder), record)
+    source.open()
+    return source
+
+
+def test_a_restarted_source_skips_files_whose_results_were_committed(tmp_path: Path) -> None:
+    folder, record = tmp_path / "frames", tmp_path / "state" / "replayed.sqlite3"
+    folder.mkdir()
+    for seed, name in enumerate(("0001.jpg", "0002.jpg", "0003.jpg")):
+        (folder / name).write_bytes(_jpeg_bytes(seed))
+    first = _opened(folder, record)
+    frames = [first.read() for _ in range(3)]
+    stamps = [f.stamp for f in frames if f is not None and f.stamp is not None]
+    assert [s.name for s in stamps] == ["0001.jpg", "0002.jpg", "0003.jpg"]
+    first.record_measured(stamps[:2])  # killed before the third result was committed
+    first.close()
+
+    (folder / "0001.jpg").unlink()  # gone from the folder: its row is forgotten
+    restarted = _opened(folder, record)
+    again = _read_until_frame(restarted, 3)
+    assert again is not None
+    assert again.name == "0003.jpg"  # read again: its result was never committed
+    assert _read_until_frame(restarted, 3) is None
+    assert set(ReplayRecord(record).measured()) == {"0002.jpg"}
+
+
+def test_a_file_saved_over_a_measured_one_is_read_again_after_a_restart(tmp_path: Path) -> None:
+    folder, record = tmp_path / "frames", tmp_path / "replayed.sqlite3"
+    folder.mkdir()
+    (folder / "0001.jpg").write_bytes(_jpeg_bytes(1))
+    first = _opened(folder, record)
+    frame = first.read()
+    assert frame is not None
+    assert frame.stamp is not None
+    first.record_measured([frame.stamp])
+    (folder / "0001.jpg").write_bytes(_jpeg_bytes(2))  # another capture under the same name
+    restarted = _opened(folder, record)
+    again = _read_until_frame(restarted, 3)
+    assert again is not None
+    assert again.stamp is not None
+    assert again.stamp != frame.stamp
+
+
+def test_a_half_written_file_is_read_once_it_is_complete(tmp_path: Path) -> None:
+    data = _jpeg_bytes(4)
+    (tmp_path / "0001.jpg").write_bytes(data[: len(data) // 2])  # the camera is still writing
+    source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
+    assert source.read() is None
+    (tmp_path / "0001.jpg").write_bytes(data)
+    frame = _read_until_frame(source, 5)
+    assert frame is not None
+    assert frame.name == "0001.jpg"
+    assert frame.stamp is not None
+    assert frame.stamp.size_bytes == len(data)
+    assert _read_until_frame(source, 3) is None  # read once only
+
+
+def test_a_broken_file_is_tried_once_more_reported_once_and_read_when_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(DirectorySource, "SETTLE_S", 0.3)
+    attempts: list[Path] = []
+    real_load = frames.load_frame
+
+    def counting_load(path: Path) -> object:
+        attempts.append(path)
+        return real_load(path)
+
+    monkeypatch.setattr(frames, "load_frame", counting_load)
+    (tmp_path / "0001.jpg").write_bytes(b"\xff\xd8 truncated for good")
+    source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
+    with caplog.at_level(logging.INFO, logger=sources.__name__):
+        assert _read_until_frame(source, 10) is None  # ~2 s of polls, settle is 0.3 s
+    assert len(attempts) == 2  # the first read, then once after it stayed unchanged
+    reported = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(reported) == 1
+    assert "0001.jpg" in reported[0].getMessage()
+    (tmp_path / "0001.jpg").write_bytes(_jpeg_bytes(5))
+    frame = _read_until_frame(source, 5)
+    assert frame is not None
+    assert frame.name == "0001.jpg"
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_again_as_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _jpeg_bytes(6)
+    path = tmp_path / "0001.jpg"
+    path.write_bytes(data)
+    real_load = frames.load_frame
+    calls: list[Path] = []
+
+    def load_while_the_camera_writes(file: Path) -> object:
+        calls.append(file)
+        rgb = real_load(file)
+        if len(calls) == 1:
+            with path.open("ab") as out:  # the camera's writer adds its last bytes meanwhile
+                out.write(b"\0" * 16)
+        return rgb
+
+    monkeypatch.setattr(frames, "load_frame", load_while_the_camera_writes)
+    source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
+    assert source.read() is None  # its stamp would not be the file's final one
+    frame = _read_until_frame(source, 5)
+    assert frame is not None
+    assert frame.stamp is not None
+    assert frame.stamp.size_bytes == len(data) + 16  # the id derives from the finished file
+
+
+def test_a_damaged_record_is_moved_aside_and_one_that_cannot_be_made_is_named(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "0001.jpg").write_bytes(_jpeg_bytes(7))
+    record = tmp_path / "state" / "replayed.sqlite3"
+    record.parent.mkdir()
+    record.write_bytes(b"not a database, a power cut's leftovers" * 200)
+    source = _opened(tmp_path, record)
+    assert record.with_name("replayed.sqlite3.damaged").exists()
+    assert _read_until_frame(source, 3) is not None  # read again: the back office dedupes it
+    blocked = tmp_path / "0001.jpg" / "replayed.sqlite3"  # its folder would be a file
+    with pytest.raises(SourceError, match=r"0001\.jpg/replayed\.sqlite3.*state_dir"):
+        DirectorySource(str(tmp_path), blocked).open()
