@@ -143,7 +143,9 @@ def test_sigkill_while_replaying_then_restart_gives_each_file_one_result(
     after = _committed_ids(second_log.read_text())
     expected = _expected_ids("kiosk-kill", folder)
     assert received.ids() == expected  # every file's result, under the file's own id
-    assert set(before) | set(after) == expected
+    # the logs name no other id (the kill may fall between a commit and its log line, so the
+    # first run's log can miss one the collector got; that file is then not measured again)
+    assert set(before) | set(after) <= expected
     assert len(before) == len(set(before))  # nothing measured twice within a run
     assert len(after) == len(set(after))
     # a file is recorded before its "committed" line is logged: no file the first run logged
