@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config import ConfigError, config_from_mapping, load_config, load_config_or_defaults
+from tests.transport.test_transport_mqtt_tls import make_pki
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +172,11 @@ def test_config_check_finds_a_ca_file_next_to_the_config_from_any_folder(tmp_pat
     missing = run_check(config)  # run from the repository, not from tmp_path
     assert missing.returncode == 2
     assert f"mqtt.tls.ca_file: file not found: {tmp_path / 'ca.crt'}" in missing.stderr
-    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")  # there, but no CA
+    broken = run_check(config)
+    assert broken.returncode == 2
+    assert f"mqtt.tls.ca_file {tmp_path / 'ca.crt'}: not a usable CA certificate" in broken.stderr
+    make_pki(tmp_path)  # writes a real ca.crt
     found = run_check(config)
     assert found.returncode == 0, found.stderr
 

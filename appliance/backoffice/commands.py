@@ -93,7 +93,12 @@ def _backoffice(args: argparse.Namespace) -> int:
 
 
 def _retire(config: Config) -> int:
-    from appliance.backoffice.ingest import IngestError, default_client_id, retire_session
+    from appliance.backoffice.ingest import (
+        BrokerRefusedError,
+        IngestError,
+        default_client_id,
+        retire_session,
+    )
     from appliance.statelock import StateLock, StateLockError
 
     client_id = config.backoffice.client_id or default_client_id()
@@ -105,14 +110,22 @@ def _retire(config: Config) -> int:
         return 1
     try:
         retire_session(config)
+    except BrokerRefusedError as exc:  # as the worker itself exits (EXIT_BROKER_REFUSED)
+        print(f"retire failed: {exc}", file=sys.stderr)
+        return 3
     except IngestError as exc:
         print(f"retire failed: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # a TLS file that cannot be used: the message names it
+        print(f"retire failed: {exc}", file=sys.stderr)
+        return 2
     finally:
         lock.release()
     print(f"ended the broker session of {client_id} at {config.mqtt.host}:{config.mqtt.port}: "
           "the broker no longer queues results for it (what it had queued, the kiosks send "
-          "again, as no worker confirmed it); start it again only to rejoin the group")
+          "again, as no worker confirmed it); start it again only to rejoin the group. A client "
+          f"still connected as {client_id} elsewhere was disconnected and reconnects with a "
+          "new session: retire only a stopped worker's id")
     return 0
 
 

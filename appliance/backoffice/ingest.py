@@ -90,11 +90,15 @@ def retire_session(config: Config, timeout_s: float = 15.0) -> str:
         if not answered.wait(timeout_s):
             raise IngestError(f"no answer from the broker at {where} in {timeout_s:.0f} s")
         if refusal:
-            raise IngestError(refusal[0])
+            raise BrokerRefusedError(refusal[0])
     finally:
         client.disconnect()
         client.loop_stop()
     return client_id
+
+
+class BrokerRefusedError(IngestError):
+    """The broker refused this worker's connection (credentials, client id, ACL)."""
 
 
 class IngestWorker:

@@ -47,7 +47,13 @@ def run_backoffice(config: Config, stop: threading.Event) -> int:
         log.error("%s", exc)
         lock.release()
         return 1
-    worker = IngestWorker(config, store)
+    try:
+        worker = IngestWorker(config, store)
+    except ValueError as exc:  # a TLS file that cannot be used: the message names it
+        log.error("cannot start: %s", exc)
+        store.close()
+        lock.release()
+        return 2
     log.info("back office %s storing to %s", worker.client_id, url)
     worker.start()
     next_stats = time.monotonic() + STATS_EVERY_S

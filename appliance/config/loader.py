@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from appliance.config.tree import Config
 from appliance.safeyaml import YamlLimitError, safe_load_limited
+from appliance.tlsfiles import TlsFileError, client_tls_context
 
 ENV_PREFIX = "APPLIANCE__"
 MAX_CONFIG_BYTES = 1_000_000
@@ -184,14 +185,21 @@ def value_origin(config: Config, key_path: str, path: str | Path | None,
 
 
 def missing_files(config: Config) -> list[str]:
-    """Files the config names that do not exist (the daemon would refuse to start)."""
+    """Files the config names that do not exist, and TLS files that hold no usable
+    certificate or key (the daemon would refuse to start)."""
     tls = config.mqtt.tls
     named = {"model.path": config.model.path}
     if tls.enabled:
         named |= {"mqtt.tls.ca_file": tls.ca_file, "mqtt.tls.cert_file": tls.cert_file,
                   "mqtt.tls.key_file": tls.key_file}
-    return [f"{key}: file not found: {value}" for key, value in named.items()
-            if value is not None and not Path(value).is_file()]
+    missing = [f"{key}: file not found: {value}" for key, value in named.items()
+               if value is not None and not Path(value).is_file()]
+    if tls.enabled and not any(line.startswith("mqtt.tls.") for line in missing):
+        try:  # the files are there: can a TLS context be made of them?
+            client_tls_context(tls.ca_file, tls.cert_file, tls.key_file)
+        except TlsFileError as exc:
+            missing.append(str(exc))
+    return missing
 
 
 def resolve_paths(config: Config, base: Path) -> Config:

@@ -17,6 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from appliance.tlsfiles import client_tls_context
 from appliance.transport.pahofence import BufferedReadClient
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ CONTENT_TYPE_JSON = "application/json"
 # valid, 0x86 bad user name or password, 0x87 not authorized, 0x8A banned, 0x8C bad
 # authentication method. Anything else (0x88 server unavailable, 0x89 busy, ...) may pass.
 FATAL_CONNACK_CODES = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
-MIN_TLS = ssl.TLSVersion.TLSv1_2
 ClientT = TypeVar("ClientT", bound=mqtt.Client)
 
 
@@ -145,14 +145,9 @@ def _configure(client: ClientT, settings: LinkSettings, will: tuple[str, bytes] 
 
 
 def tls_context(settings: LinkSettings) -> ssl.SSLContext:
-    """TLS 1.2+ that verifies the broker's certificate and host name against ``ca_file``."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ca_file)
-    context.minimum_version = MIN_TLS
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.check_hostname = True
-    if settings.cert_file:
-        context.load_cert_chain(settings.cert_file, settings.key_file)
-    return context
+    """TLS 1.2+ that verifies the broker's certificate and host name against ``ca_file``
+    (``tlsfiles.TlsFileError``, a ValueError, names a file that cannot be used)."""
+    return client_tls_context(settings.ca_file, settings.cert_file, settings.key_file)
 
 
 def connect_properties(settings: LinkSettings) -> Properties:
