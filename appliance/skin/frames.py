@@ -65,8 +65,8 @@ def load_frame(
 
 def shown_name(path: str | Path) -> str:
     """A file name fit to print: control characters (a terminal's escape codes) and undecodable
-    bytes written as visible escapes."""
-    return escape_controls(str(path))
+    bytes written as visible escapes (``\\xNN``, as ``record_name`` writes them)."""
+    return escape_controls(record_name(path))
 
 
 def record_name(path: str | Path) -> str:

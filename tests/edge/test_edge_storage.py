@@ -213,3 +213,16 @@ def test_results_lost_on_a_full_disk_stay_counted_across_a_restart_before_space_
     assert reopened.dropped() == 3
     reopened.close()
     assert Outbox(path).dropped() == 3
+
+
+def test_the_outbox_is_not_writable_again_while_its_disk_is_still_full(small_disk: Path) -> None:
+    # the probe's one-row commit can fit in pages the outbox already holds: on a disk with no
+    # room, measuring resumed, and the next result was measured only to be dropped
+    path = small_disk / "outbox.sqlite3"
+    outbox = stored_results(path, 40)
+    outbox.remove([message.seq for message in outbox.pending()])  # confirmed: free pages
+    filler = fill(small_disk)
+    assert not outbox.writable()
+    filler.unlink()
+    assert outbox.writable()
+    outbox.close()

@@ -369,10 +369,13 @@ def test_a_file_name_that_is_not_utf8_is_written_as_escapes_strict_json_readers_
     good.write_bytes(_jpeg())
     missing = Path(os.fsdecode(folder + b"/gone\xff.jpg"))
     assert main(["analyze", "--json", str(good), str(missing)]) == 1
-    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.strip().splitlines()]
     names = [record["image"] for record in records]
     for name in names:
         name.encode("utf-8")  # strict: a lone surrogate raises
     assert names == [f"{tmp_path}/bad\\xff\\xfe.jpg", f"{tmp_path}/gone\\xff.jpg"]
     assert "features" in records[0]
     assert "error" in records[1]
+    assert f"{tmp_path}/gone\\xff.jpg: " in captured.err  # the error line names it alike
+    assert "udcff" not in captured.err
