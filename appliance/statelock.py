@@ -22,7 +22,9 @@ class StateLockError(RuntimeError):
 class StateLock:
     """An exclusive lock on ``path`` held until ``release`` (or the process ends)."""
 
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path, what: str,
+                 remedy: str = "give this one its own state_dir") -> None:
+        """``what`` names the daemon in the refusal, ``remedy`` says how to run a second one."""
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,8 +40,7 @@ class StateLock:
             self._fd = None
             raise StateLockError(
                 f"another {what}{holder} already runs with {path.parent} as its state folder "
-                f"(it holds {path}): stop it first, or give this one its own state_dir"
-                + (" and client id" if "back office" in what else "")
+                f"(it holds {path}): stop it first, or {remedy}"
             ) from exc
         with contextlib.suppress(OSError):  # the pid is for the message only
             os.ftruncate(self._fd, 0)

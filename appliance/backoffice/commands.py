@@ -104,7 +104,8 @@ def _retire(config: Config) -> int:
     client_id = config.backoffice.client_id or default_client_id()
     try:  # a worker still running here with this client id would be knocked off the broker
         lock = StateLock(Path(config.state_dir) / f"backoffice-{client_id}.lock",
-                         f"back office {client_id}")
+                         f"back office {client_id}",
+                         "give this one its own backoffice.client_id")
     except StateLockError as exc:
         print(f"retire failed: {exc}", file=sys.stderr)
         return 1

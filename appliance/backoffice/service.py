@@ -37,7 +37,8 @@ def run_backoffice(config: Config, stop: threading.Event) -> int:
     client_id = config.backoffice.client_id or default_client_id()
     try:  # two workers with one client id would knock each other off the broker
         lock = StateLock(Path(config.state_dir) / f"backoffice-{client_id}.lock",
-                         f"back office {client_id}")
+                         f"back office {client_id}",
+                         "give this one its own backoffice.client_id")
     except StateLockError as exc:
         log.error("%s", exc)
         return 1
