@@ -32,8 +32,8 @@ def install_stop_signals(stop: threading.Event) -> None:
 
 def run_backoffice(config: Config, stop: threading.Event) -> int:
     """Ingest until ``stop`` is set or the broker refuses us; returns the exit code
-    (1: the store cannot be opened, worth a retry; 3: the broker refused us)."""
-    url = store_url_for(config.store.url, config.state_dir)
+    (1: the store cannot be opened, or this worker runs already; 2: a TLS file that cannot be
+    used; 3: the broker refused us)."""
     client_id = config.backoffice.client_id or default_client_id()
     try:  # two workers with one client id would knock each other off the broker
         lock = StateLock(Path(config.state_dir) / f"backoffice-{client_id}.lock",
@@ -43,17 +43,23 @@ def run_backoffice(config: Config, stop: threading.Event) -> int:
         log.error("%s", exc)
         return 1
     try:
+        return _ingest(config, stop)
+    finally:
+        lock.release()
+
+
+def _ingest(config: Config, stop: threading.Event) -> int:
+    url = store_url_for(config.store.url, config.state_dir)
+    try:
         store = open_store(url)
     except StoreError as exc:
         log.error("%s", exc)
-        lock.release()
         return 1
     try:
         worker = IngestWorker(config, store)
     except ValueError as exc:  # a TLS file that cannot be used: the message names it
         log.error("cannot start: %s", exc)
         store.close()
-        lock.release()
         return 2
     log.info("back office %s storing to %s", worker.client_id, url)
     worker.start()
@@ -69,6 +75,5 @@ def run_backoffice(config: Config, stop: threading.Event) -> int:
     finally:
         worker.stop()
         store.close()
-        lock.release()
         log.info("stopped; ingest: %s", worker.stats)
     return 0

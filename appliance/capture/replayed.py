@@ -6,8 +6,8 @@ outbox. A file is recorded only once its result is committed to the outbox (the 
 calls ``record``), never when it is read: a kill between measuring and committing measures the
 file again after the restart rather than never. The other window, a kill between the outbox
 commit and this record's commit, also measures it again, but under the same measurement id
-(``FileStamp`` feeds ``payloads.derived_measurement_id``), so the back office's store, which
-keeps one result per id, keeps one.
+(``edge.pipeline.measurement_id_for`` derives it from the ``FileStamp``), so the back
+office's store, which keeps one result per id, keeps one.
 
 One row per file name with its size and modification time, so the record never holds more rows
 than the folder holds files (rows whose file is gone are pruned when the folder is opened), and

@@ -21,11 +21,13 @@ __all__ = ["ModelError", "open_session"]
 def check_model_file(path: Path, max_bytes: int, fix_hint: str) -> None:
     """Refuse a model file that is missing, empty or larger than ``max_bytes``."""
     if not path.is_file():
-        kind = ("a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
-                if path.exists() else "model file not found")
-        if path.exists():
-            kind = f"{kind}, not a model file"
-        raise ModelError(f"{path}: {kind}; {fix_hint}")
+        if path.is_dir():
+            what = "a folder, not a model file"
+        elif path.exists():
+            what = "not a regular file (a pipe, socket or device), not a model file"
+        else:
+            what = "model file not found"
+        raise ModelError(f"{path}: {what}; {fix_hint}")
     size = path.stat().st_size
     if size == 0 or size > max_bytes:
         raise ModelError(

@@ -28,7 +28,7 @@ _PNG_MAGIC = b"\x89PNG"
 _BMP_MAGIC = b"BM"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 _KNOWN_MAGIC = (_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC, *_TIFF_MAGIC, b"RIFF")
-# a TIFF that decodes to nothing is usually well formed, with samples no reader here takes
+# a well-formed TIFF whose samples no reader here takes (``tiff_sample_kind`` tells which)
 UNREADABLE_TIFF = ("a TIFF of {kind} samples, which cannot be read here; save the frame as JPEG, "
                    "or as 8- or 16-bit PNG or TIFF")
 _PILLOW_GREY16_MODES = ("I;16", "I;16B", "I")  # a 16-bit grey PNG, as Pillow opens it
