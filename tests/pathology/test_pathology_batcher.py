@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from appliance.config import PathologyConfig
+from appliance.pathology import model
 from appliance.pathology.backends import OnnxBackend, TorchBackend, open_backend
 from appliance.pathology.batcher import FairBatcher, TileChunk
 from appliance.pathology.service_metrics import ServiceMetrics
@@ -91,9 +92,13 @@ def test_torch_backend_runs_the_same_weights_as_onnx_runtime() -> None:
     assert np.allclose(reduced.probability, reference.probability, atol=0.05)
 
 
-def test_backends_fall_back_in_configured_order() -> None:
+def test_backends_fall_back_in_configured_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    # no GPU, as on a kiosk or in CI, also where the tests run on a GPU machine
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(model.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     config = PathologyConfig(backends=["torch-cuda", "onnx-cuda", "onnx-cpu"])
-    backend = open_backend(config)  # no GPU here: both CUDA backends refuse, CPU serves
+    backend = open_backend(config)  # both CUDA backends refuse, the CPU serves
     assert backend.settings["backend"] == "onnx-cpu"
     int8 = str(DEMO.with_suffix("")) + ".int8.onnx"
     quantized = open_backend(PathologyConfig(backends=["onnx-cpu"], int8_model=int8))

@@ -42,6 +42,7 @@ from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
 from appliance.synthetic.he import SlideSpec, render_slide
 from appliance.transport.broker import PrivateBroker, free_port
+from tests.gpu import needs_cuda
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
@@ -269,6 +270,27 @@ def test_two_jobs_submitted_together_share_batches(
     assert [r["slide_index"] for r in store.slide_results("job-a")] == [0]
     assert store.job("job-b")["state"] == "done"  # type: ignore[index]
     store.close()
+
+
+@needs_cuda
+def test_a_job_on_torch_cuda_scores_slides_as_onnx_cpu_does(env: Env, serve: Servers) -> None:
+    slides, watcher = env.slides, env.watcher
+    states = {}
+    for backend in ("onnx-cpu", "torch-cuda"):
+        server = serve(env.config(backends=[backend], max_batch=512, prepare_workers=2))
+        watcher.submit(_job(f"job-{backend}", [slides / "b11.jpg", slides / "b12.jpg"]))
+        states[backend] = watcher.wait(f"job-{backend}", {"done", "failed"}, timeout_s=120)
+        serve.stop(server)
+    cpu, gpu = states["onnx-cpu"], states["torch-cuda"]
+    assert (cpu["state"], gpu["state"]) == ("done", "done")
+    assert gpu["backend"]["backend"] == "torch-cuda"
+    assert gpu["backend"]["device_name"] not in ("", "cpu")
+    for ours, theirs in zip(gpu["results"], cpu["results"], strict=True):
+        assert ours["tile_count"] == theirs["tile_count"] > 0
+        assert ours["label"] == theirs["label"]
+        assert abs(ours["score"] - theirs["score"]) <= 0.02
+        assert abs(ours["in_distribution_share"] - theirs["in_distribution_share"]) <= 0.05
+        assert Path(ours["heatmap_path"]).is_file()
 
 
 def test_cancelled_job_stops_midway_and_frees_its_tiles(
