@@ -61,8 +61,9 @@ def make_slides(folder: Path) -> list[Path]:
     return paths
 
 
-def random_model(folder: Path, width: float, tile_px: int) -> Path:
-    """A random VGG19 (GAP head) with features, a guard and an INT8 twin, for speed only."""
+def random_model(folder: Path, width: float, tile_px: int, *, int8: bool) -> Path:
+    """A random VGG19 (GAP head) with features and a guard, for speed only; with an INT8 twin
+    when an INT8 backend is measured (quantizing takes the CPU a minute at full width)."""
     import torch
     from export import export_onnx, quantize_int8, read_metadata, set_metadata
     from fit_ood import add_features_output, model_features
@@ -77,9 +78,10 @@ def random_model(folder: Path, width: float, tile_px: int) -> Path:
                 "tile_px": str(tile_px), "tile_um": "256", "threshold": "0.5"}
     export_onnx(VGG19(width=width, head="gap").eval(), path, tile_px, metadata)
     rng = np.random.default_rng(0)
-    quantize_int8(path, path.with_suffix(".int8.onnx"), rng.uniform(
-        0, 255, (16, 3, tile_px, tile_px)).astype(np.float32))
-    for model_path in (path, path.with_suffix(".int8.onnx")):
+    if int8:
+        quantize_int8(path, path.with_suffix(".int8.onnx"), rng.uniform(
+            0, 255, (16, 3, tile_px, tile_px)).astype(np.float32))
+    for model_path in (path, path.with_suffix(".int8.onnx"))[: 2 if int8 else 1]:
         add_features_output(model_path)
         model = TileModel(model_path, provider="auto", require_guard=False)  # CUDA if any
         probe = rng.integers(0, 255, (1, tile_px, tile_px, 3), dtype=np.uint8)
@@ -211,9 +213,10 @@ def measure(args: argparse.Namespace, width: float | None, gpu: str | None) -> d
         folder = Path(tmp)
         (folder / "slides").mkdir()
         slides = make_slides(folder / "slides")
-        model = (random_model(folder, width, args.tile_px) if width
-                 else REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx")
         chosen = [name for name in args.backends if not name.startswith("torch-cuda") or gpu]
+        int8 = any(BACKENDS[name][1] for name in chosen)
+        model = (random_model(folder, width, args.tile_px, int8=int8) if width
+                 else REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx")
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
         for round_index in range(args.rounds):
             for name in chosen:

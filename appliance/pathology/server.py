@@ -128,7 +128,7 @@ class PathologyServer:
                     self.failed = refusal
                     client.disconnect()
                 return
-            shared = f"$share/{self.settings.share_group}/{jobs_topic(self.prefix)}"
+            shared = self._shared_jobs()
             client.subscribe([(shared, SubscribeOptions(qos=1)),
                               (cancel_topic(self.prefix, "+"), SubscribeOptions(qos=1))])
             client.publish(server_topic(self.prefix, self.server_id), self._presence("online"),
@@ -137,6 +137,29 @@ class PathologyServer:
             log.info("%s connected; jobs from %s", self.server_id, shared)
         except Exception:  # never let an exception kill paho's network thread
             log.exception("on_connect failed")
+
+    def _shared_jobs(self) -> str:
+        return f"$share/{self.settings.share_group}/{jobs_topic(self.prefix)}"
+
+    def _leave_share(self, timeout_s: float = 5.0) -> None:
+        """Unsubscribe the shared jobs filter before a clean stop, and wait for the UNSUBACK.
+
+        The session itself stays (clean_start false, ``session_expiry_s``): a job delivered but
+        not yet stored comes back when the server restarts. But a session still subscribed to
+        the share goes on receiving a share of the new jobs while its server is away: mosquitto
+        queues them for it, and they wait for its return, or are dropped with the session, while
+        the servers still running sit idle. Unsubscribed, every new job goes to them. A killed
+        server cannot do this; its share waits for its restart (systemd restarts it)."""
+        answered = threading.Event()  # this client unsubscribes only here, once
+        self.client.on_unsubscribe = lambda *args: answered.set()
+        result = self.client.unsubscribe(self._shared_jobs())[0] \
+            if self.connected.is_set() else mqtt.MQTT_ERR_NO_CONN
+        if result == mqtt.MQTT_ERR_SUCCESS and answered.wait(timeout_s):
+            log.info("%s left the share group %s", self.server_id, self.settings.share_group)
+            return
+        log.warning("%s stops still subscribed to %s (not connected or no answer): the broker "
+                    "queues a share of new jobs for it until it restarts", self.server_id,
+                    self._shared_jobs())
 
     def _presence(self, state: str) -> bytes:
         return json.dumps({"server": self.server_id, "state": state, "at": utc_text(),
@@ -179,6 +202,7 @@ class PathologyServer:
                 runner.stop_event.set()
                 finisher.stop_event.set()
                 self.metrics.close()
+                self._leave_share()
                 self.client.publish(server_topic(self.prefix, self.server_id),
                                     self._presence("offline"), qos=1, retain=True)
                 self.client.disconnect()

@@ -272,6 +272,20 @@ def test_two_jobs_submitted_together_share_batches(
     store.close()
 
 
+def test_a_cleanly_stopped_server_leaves_the_share_so_new_jobs_reach_the_running_one(
+    env: Env, serve: Servers,
+) -> None:
+    # a stopped server keeps its session (for jobs delivered but not yet stored); still
+    # subscribed to the share, it would be handed new jobs, queued until it came back
+    stopped = serve(env.config())
+    serve.stop(stopped)
+    serve(env.config())
+    for index in range(3):
+        env.watcher.submit(_job(f"job-{index}", [env.slides / "b11.jpg"]))
+    for index in range(3):
+        assert env.watcher.wait(f"job-{index}", {"done", "failed"}, timeout_s=30)["state"] == "done"
+
+
 @needs_cuda
 def test_a_job_on_torch_cuda_scores_slides_as_onnx_cpu_does(env: Env, serve: Servers) -> None:
     slides, watcher = env.slides, env.watcher
