@@ -238,7 +238,7 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance pathology evaluate --labels cohort/labels.csv --results r1 r2 --json"),
     ),
     "pathology serve": (
-        "The pathology server: jobs from MQTT (shared among servers), slides prepared in worker "
+        "The pathology server: jobs from MQTT (each run by one server), slides prepared in worker "
         "processes, tiles of all jobs batched for one backend, results in the back-office store. "
         "systemd runs it (deploy/appliance-pathology@.service).",
         ("appliance pathology serve --config /etc/appliance/config.yaml",),

@@ -163,14 +163,15 @@ def submit_and_wait(port: int, jobs: list[dict[str, Any]], store: Any) -> tuple[
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from appliance.pathology.jobs import jobs_topic
+    from appliance.pathology.jobs import request_topic
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.connect("127.0.0.1", port)
     client.loop_start()
     started = time.monotonic()
     for job in jobs:
-        client.publish(jobs_topic("bench"), json.dumps(job).encode(), qos=1)
+        client.publish(request_topic("bench", job["job_id"]), json.dumps(job).encode(), qos=1,
+                       retain=True)
     pending = {job["job_id"] for job in jobs}
     while pending:
         time.sleep(0.05)

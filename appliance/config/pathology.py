@@ -14,11 +14,8 @@ Precision = Literal["fp16", "bf16", "fp32"]
 
 
 class PathologyConfig(Section):
-    """Settings of ``appliance pathology serve`` (and of ``job`` commands: topics, group)."""
+    """Settings of ``appliance pathology serve`` (and of the ``job`` commands' topics)."""
 
-    share_group: str = Field(
-        "pathology", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="MQTT v5 shared-subscription group; servers in one group split the jobs.")
     client_id: str | None = Field(
         None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="MQTT client id, stable across restarts so unacked jobs come back "

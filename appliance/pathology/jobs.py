@@ -1,8 +1,9 @@
 """Pathology jobs over MQTT: topics, the job payload and its checks, the retained job state.
 
 Topics (docs/pathology-server.md):
-- ``{prefix}/pathology/jobs``: job requests (QoS 1), read by servers through the shared
-  subscription ``$share/{group}/{prefix}/pathology/jobs`` so each job goes to one server;
+- ``{prefix}/pathology/jobs/{id}/request``: a job request (QoS 1), retained until the job
+  ends, so a server that starts later still sees it; every server reads every request and the
+  store decides which one runs it (the first to store it; docs/pathology-server.md);
 - ``{prefix}/pathology/jobs/{id}/state``: the job's state, retained (queued, running with
   progress, done, failed with a reason, cancelled);
 - ``{prefix}/pathology/jobs/{id}/cancel``: a cancel request (retained, so a server that takes
@@ -75,9 +76,9 @@ class JobRequest:
         })
 
 
-def jobs_topic(prefix: str) -> str:
-    """Where job requests are published."""
-    return f"{prefix}/pathology/jobs"
+def request_topic(prefix: str, job_id: str) -> str:
+    """The retained request of one job (cleared once the job has ended)."""
+    return f"{prefix}/pathology/jobs/{job_id}/request"
 
 
 def state_topic(prefix: str, job_id: str) -> str:
@@ -116,19 +117,27 @@ def make_request(paths: list[Path], um_per_px: float) -> JobRequest:
     return JobRequest(new_job_id(), slides, utc_text())
 
 
-def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int) -> JobRequest:
-    """Check a job request; JobRefusedError names what is wrong (and the job id when known)."""
+def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int,
+              topic_job_id: str | None = None) -> JobRequest:
+    """Check a job request; JobRefusedError names what is wrong (and the job id when known).
+    ``topic_job_id``: the id its request topic names (a usable one), which the payload must
+    repeat; a refusal is then that job's."""
     if len(payload) > max_bytes:
-        raise JobRefusedError(f"job payload of {len(payload)} bytes; at most {max_bytes}")
+        raise JobRefusedError(f"job payload of {len(payload)} bytes; at most {max_bytes}",
+                              topic_job_id)
     try:
         data = safejson.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise JobRefusedError(f"job payload is not JSON ({exc})") from exc
+        raise JobRefusedError(f"job payload is not JSON ({exc})", topic_job_id) from exc
     if not isinstance(data, dict):
-        raise JobRefusedError("job payload must be a JSON object")
+        raise JobRefusedError("job payload must be a JSON object", topic_job_id)
     job_id = data.get("job_id")
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-        raise JobRefusedError(f"job_id {str(job_id)[:80]!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+        raise JobRefusedError(f"job_id {str(job_id)[:80]!r}: use 1-64 of A-Z a-z 0-9 _ . -",
+                              topic_job_id)
+    if topic_job_id is not None and job_id != topic_job_id:
+        raise JobRefusedError(f"job_id {job_id!r} in the request published for job "
+                              f"{topic_job_id!r}", topic_job_id)
     if data.get("schema") != JOB_SCHEMA:
         raise JobRefusedError(f"schema {str(data.get('schema'))[:80]!r}; expected {JOB_SCHEMA}",
                           job_id)

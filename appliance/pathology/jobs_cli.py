@@ -33,10 +33,10 @@ from appliance.pathology.jobs import (
     FINAL_STATES,
     JOB_ID,
     cancel_topic,
-    jobs_topic,
     make_request,
     read_presence,
     read_state,
+    request_topic,
     server_topic,
     state_topic,
 )
@@ -169,7 +169,9 @@ def _submit(args: argparse.Namespace) -> int:
     prefix = config.mqtt.topic_prefix
 
     def send(link: _Link) -> int:
-        link.publish(jobs_topic(prefix), request.to_json().encode())
+        # retained: a server that starts later still finds it; the one that ends it clears it
+        link.publish(request_topic(prefix, request.job_id), request.to_json().encode(),
+                     retain=True)
         print(request.job_id, flush=True)
         return _follow(link, request.job_id, args.timeout) if args.wait else EXIT_OK
 
@@ -240,18 +242,24 @@ def _list(args: argparse.Namespace) -> int:
         _print_list(link)
         return EXIT_OK
 
-    return _linked("list", config, [state_topic(prefix, "+"), server_topic(prefix, "+")], read)
+    return _linked("list", config, [state_topic(prefix, "+"), server_topic(prefix, "+"),
+                                    request_topic(prefix, "+")], read)
 
 
 def _print_list(link: _Link) -> None:
-    """The servers' presence and every job's state, from the retained messages collected; a
-    message that is neither (anyone allowed to publish there may have put it) is named."""
+    """The servers' presence, every job's state and the requests no server has taken yet,
+    from the retained messages collected; a message that is none of these (anyone allowed to
+    publish there may have put it) is named."""
     states: list[dict[str, Any]] = []
     servers: list[dict[str, Any]] = []
     unreadable: list[str] = []
+    requested: set[str] = set()
     while not link.messages.empty():
         topic, payload = link.messages.get()
         if not payload:
+            continue
+        if topic.endswith("/request"):
+            requested.add(topic.split("/")[-2])
             continue
         presence = "/servers/" in topic
         read = (read_presence if presence else read_state)(payload)
@@ -265,6 +273,11 @@ def _print_list(link: _Link) -> None:
     for state in sorted(states, key=lambda s: s["job_id"]):
         print(_describe({**state, "results": []}))
     print(f"{len(states)} job(s)")
+    waiting = sorted(requested - {state["job_id"] for state in states})
+    for job_id in waiting:
+        print(escape_controls(f"{job_id} waiting: no server has taken it yet"))
+    if waiting:
+        print(f"{len(waiting)} request(s) waiting for a server")
     if unreadable:
         named = ", ".join(escape_controls(topic[:200]) for topic in sorted(unreadable)[:5])
         print(f"job list: {len(unreadable)} retained message(s) that are no job state or server "

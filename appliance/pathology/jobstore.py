@@ -102,8 +102,9 @@ class PathologyStore(Store):
                  request.submitted_at, now, now))
             return bool(cur.rowcount == 1)
 
-    def record_refusal(self, job_id: str, owner: str, reason: str) -> None:
-        """Keep a refused job (named by a usable id) as failed, with the reason."""
+    def record_refusal(self, job_id: str, owner: str, reason: str) -> bool:
+        """Keep a refused job (named by a usable id) as failed, with the reason; False when
+        the id is already stored (that job is left as it is)."""
         now = utc_text()
         with self._transaction() as cur:
             cur.execute(self._sql(
@@ -111,6 +112,7 @@ class PathologyStore(Store):
                 "submitted_at, accepted_at, updated_at, reason) "
                 "VALUES (?, 'failed', ?, 0, '{}', '', ?, ?, ?) ON CONFLICT (job_id) DO NOTHING"),
                 (job_id, owner, now, now, reason[:2000]))
+            return bool(cur.rowcount == 1)
 
     def claim_expired(self, owner: str, lease_s: float, limit: int = 10) -> list[JobRequest]:
         """Take over unfinished jobs whose lease ran out; returns their requests."""

@@ -34,13 +34,14 @@ from appliance.pathology.batcher import FairBatcher, TileChunk
 from appliance.pathology.finisher import SlideFinisher, SlideWork
 from appliance.pathology.jobrun import RESULT_FIELDS, InferenceRunner, JobRun
 from appliance.pathology.jobs import (
+    FINAL_STATES,
     JOB_ID,
     JobRefusedError,
     JobRequest,
     cancel_topic,
     errors_topic,
-    jobs_topic,
     parse_job,
+    request_topic,
     server_topic,
     state_payload,
     state_topic,
@@ -62,7 +63,9 @@ from appliance.transport.client import (
 log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 0.5
 STORE_RETRY_S = 1.0
-SHOWN_ID_CHARS = 64  # of a cancel topic that names no job id, in the answer and the log
+SHOWN_ID_CHARS = 64  # of a topic level that names no job id, in the answer and the log
+CLAIM_DELAY_PER_JOB_S = 0.2  # a busy server tries to take a new job this much later per job
+MAX_CLAIM_DELAY_S = 1.0
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -128,38 +131,15 @@ class PathologyServer:
                     self.failed = refusal
                     client.disconnect()
                 return
-            shared = self._shared_jobs()
-            client.subscribe([(shared, SubscribeOptions(qos=1)),
+            requests = request_topic(self.prefix, "+")
+            client.subscribe([(requests, SubscribeOptions(qos=1)),
                               (cancel_topic(self.prefix, "+"), SubscribeOptions(qos=1))])
             client.publish(server_topic(self.prefix, self.server_id), self._presence("online"),
                            qos=1, retain=True)
             self.connected.set()
-            log.info("%s connected; jobs from %s", self.server_id, shared)
+            log.info("%s connected; jobs from %s", self.server_id, requests)
         except Exception:  # never let an exception kill paho's network thread
             log.exception("on_connect failed")
-
-    def _shared_jobs(self) -> str:
-        return f"$share/{self.settings.share_group}/{jobs_topic(self.prefix)}"
-
-    def _leave_share(self, timeout_s: float = 5.0) -> None:
-        """Unsubscribe the shared jobs filter before a clean stop, and wait for the UNSUBACK.
-
-        The session itself stays (clean_start false, ``session_expiry_s``): a job delivered but
-        not yet stored comes back when the server restarts. But a session still subscribed to
-        the share goes on receiving a share of the new jobs while its server is away: mosquitto
-        queues them for it, and they wait for its return, or are dropped with the session, while
-        the servers still running sit idle. Unsubscribed, every new job goes to them. A killed
-        server cannot do this; its share waits for its restart (systemd restarts it)."""
-        answered = threading.Event()  # this client unsubscribes only here, once
-        self.client.on_unsubscribe = lambda *args: answered.set()
-        result = self.client.unsubscribe(self._shared_jobs())[0] \
-            if self.connected.is_set() else mqtt.MQTT_ERR_NO_CONN
-        if result == mqtt.MQTT_ERR_SUCCESS and answered.wait(timeout_s):
-            log.info("%s left the share group %s", self.server_id, self.settings.share_group)
-            return
-        log.warning("%s stops still subscribed to %s (not connected or no answer): the broker "
-                    "queues a share of new jobs for it until it restarts", self.server_id,
-                    self._shared_jobs())
 
     def _presence(self, state: str) -> bytes:
         return json.dumps({"server": self.server_id, "state": state, "at": utc_text(),
@@ -173,8 +153,9 @@ class PathologyServer:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            if message.topic == jobs_topic(self.prefix):
-                self.events.put(("job", (bytes(message.payload), message.mid, message.qos)))
+            if message.topic.endswith("/request"):
+                self.events.put(("job", (message.topic.split("/")[-2], bytes(message.payload),
+                                         message.mid, message.qos)))
             else:
                 self.events.put(("cancel", (message.topic.split("/")[-2], message.mid,
                                             message.qos, bool(message.payload))))
@@ -202,7 +183,6 @@ class PathologyServer:
                 runner.stop_event.set()
                 finisher.stop_event.set()
                 self.metrics.close()
-                self._leave_share()
                 self.client.publish(server_topic(self.prefix, self.server_id),
                                     self._presence("offline"), qos=1, retain=True)
                 self.client.disconnect()
@@ -261,30 +241,66 @@ class PathologyServer:
         except STORE_ERRORS as exc:
             log.error("store reconnect failed: %s", exc)
 
-    def _event_job(self, payload: bytes, mid: int, qos: int) -> None:
-        """Check, store, then acknowledge a job request."""
+    def _event_job(self, topic_id: str, payload: bytes, mid: int, qos: int,
+                   deferred: bool = False) -> None:
+        """Check, store, then acknowledge a job request (retained on its request topic).
+
+        Every server reads every request; the first to store it runs it (``store.accept``),
+        the others find it stored and leave it. A server with jobs running waits
+        ``claim_delay_s`` before it tries, so an idle one gets the job first."""
+        delay = 0.0 if deferred or not payload else self._claim_delay_s()
+        if delay:
+            self._retry.append((time.monotonic() + delay, "job",
+                                (topic_id, payload, mid, 0, True)))
+        elif not payload:
+            pass  # a request cleared by the server that ended the job
+        elif not JOB_ID.match(topic_id):
+            self._not_a_request(topic_id)
+        else:
+            self._take(topic_id, payload)
+        if qos:
+            self.client.ack(mid, qos)
+
+    def _claim_delay_s(self) -> float:
+        return min(MAX_CLAIM_DELAY_S, CLAIM_DELAY_PER_JOB_S * len(self.runs))
+
+    def _take(self, topic_id: str, payload: bytes) -> None:
         try:
             request = parse_job(payload, self.roots, self.settings.max_job_bytes,
-                                self.settings.max_slides_per_job)
+                                self.settings.max_slides_per_job, topic_id)
         except JobRefusedError as exc:
             self._refuse(exc)
+            self._clear_request(topic_id)
         else:
             if self.store.accept(request, self.server_id, self.settings.lease_s):
                 self._start(request, set())
             else:
                 self._redelivered(request)
-        if qos:
-            self.client.ack(mid, qos)
+
+    def _clear_request(self, job_id: str) -> None:
+        """Clear a job's retained request: the job ended, or it was refused."""
+        self.client.publish(request_topic(self.prefix, job_id), b"", qos=1, retain=True)
+
+    def _not_a_request(self, name: str) -> None:
+        """A request on a topic that names no job id: cleared, refused on the errors topic."""
+        self._clear_request(name)
+        shown = name if len(name) <= SHOWN_ID_CHARS else name[:SHOWN_ID_CHARS] + "..."
+        self._refuse(JobRefusedError(f"job request on a topic naming {shown!r} ({len(name)} "
+                                     "characters), not a job id: a job id is 1-64 of A-Z a-z "
+                                     "0-9 _ . -"))
 
     def _redelivered(self, request: JobRequest) -> None:
-        """A job already stored: resume it if it is ours and not running here, else ignore."""
+        """A job already stored: resume it if it is ours and not running here; clear its
+        request if it has ended (its server stopped before it could); else leave it."""
         job = self.store.job(request.job_id)
         ours = job is not None and job["owner"] == self.server_id
         if ours and job is not None and job["state"] in ("queued", "running") and \
                 request.job_id not in self.runs:
             self._start(request, self.store.stored_slides(request.job_id))
+        elif job is not None and job["state"] in FINAL_STATES:
+            self._clear_request(request.job_id)
         else:
-            log.info("job %s is already stored; redelivery ignored", request.job_id)
+            log.debug("job %s is stored, run by %s", request.job_id, job and job["owner"])
 
     def _refuse(self, exc: JobRefusedError) -> None:
         log.warning("job refused: %s", exc)
@@ -292,8 +308,10 @@ class PathologyServer:
             self.client.publish(errors_topic(self.prefix), state_payload(
                 "", "failed", reason=str(exc), server=self.server_id), qos=1)
             return
-        self.store.record_refusal(exc.job_id, self.server_id, str(exc))
-        self._publish(exc.job_id, "failed", reason=str(exc))
+        if self.store.record_refusal(exc.job_id, self.server_id, str(exc)):
+            self._publish(exc.job_id, "failed", reason=str(exc))
+        else:  # refused already (by another server), or a stored job: its state stays
+            log.info("job %s is already stored; the refusal does not change it", exc.job_id)
 
     def _start(self, request: JobRequest, stored: set[int]) -> None:
         run = JobRun(request, stored)
@@ -383,6 +401,7 @@ class PathologyServer:
         self.runs.pop(job_id, None)  # after the store calls: a failed one is retried whole
         if ended:
             self._publish(job_id, state, reason=reason, **run.summary(), results=results)
+        self._clear_request(job_id)
         if state == "cancelled":
             self.client.publish(cancel_topic(self.prefix, job_id), b"", qos=1, retain=True)
 

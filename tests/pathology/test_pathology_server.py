@@ -31,10 +31,11 @@ from appliance.cli import main
 from appliance.config import PASSWORD_ENV, Config, config_from_mapping
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import (
+    JOB_ID,
     JOB_SCHEMA,
     cancel_topic,
     errors_topic,
-    jobs_topic,
+    request_topic,
     server_topic,
     state_topic,
 )
@@ -89,9 +90,20 @@ class Watcher:
         self.prefix = prefix
         time.sleep(0.3)
 
-    def submit(self, payload: bytes | dict[str, Any]) -> None:
+    def submit(self, payload: bytes | dict[str, Any], job_id: str | None = None) -> str:
+        """Publish a request, retained, on the request topic of job_id (default: the payload's
+        job id when it is a usable one, else a fresh one); returns that id."""
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.client.publish(jobs_topic(self.prefix), raw, qos=1).wait_for_publish(5)
+        if job_id is None:
+            try:
+                named = json.loads(raw)["job_id"]
+            except Exception:
+                named = None
+            job_id = named if isinstance(named, str) and JOB_ID.match(named) else \
+                f"raw-{uuid.uuid4().hex[:10]}"
+        self.client.publish(request_topic(self.prefix, job_id), raw, qos=1,
+                            retain=True).wait_for_publish(5)
+        return job_id
 
     def wait(self, job_id: str, states: set[str], timeout_s: float = 60.0,
              min_done: int = 0) -> dict[str, Any]:
@@ -286,6 +298,45 @@ def test_a_cleanly_stopped_server_leaves_the_share_so_new_jobs_reach_the_running
         assert env.watcher.wait(f"job-{index}", {"done", "failed"}, timeout_s=30)["state"] == "done"
 
 
+def test_a_job_submitted_while_no_server_runs_waits_and_is_done_once_one_starts(
+    env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = ["--config", str(env.tmp_path / "config.yaml")]
+    config = env.config()
+    assert main(["pathology", "job", "submit", str(env.slides / "b11.jpg"), "--um-per-px", "1",
+                 *cfg]) == 0
+    job_id = capsys.readouterr().out.split()[0]
+    assert main(["pathology", "job", "list", *cfg]) == 0
+    listed = capsys.readouterr().out
+    assert f"{job_id} waiting: no server has taken it yet" in listed
+    assert "1 request(s) waiting for a server" in listed
+    serve(config)
+    assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=60)["state"] == "done"
+    time.sleep(0.5)  # the request is cleared after the final state goes out
+    assert main(["pathology", "job", "list", *cfg]) == 0
+    assert "waiting" not in capsys.readouterr().out
+
+
+def test_every_server_reads_every_request_and_each_job_runs_once(
+    env: Env, serve: Servers,
+) -> None:
+    first, second = serve(env.config()), serve(env.config())
+    jobs = [env.watcher.submit(_job(f"both-{index}", [env.slides / "b12.jpg"]))
+            for index in range(4)]
+    for job_id in jobs:
+        assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=90)["state"] == "done"
+    time.sleep(1.0)  # a second run would publish a second final state
+    while not env.watcher.states.empty():
+        env.watcher.seen.append(env.watcher.states.get())
+    finals = [state for state in env.watcher.seen if state["state"] in ("done", "failed")]
+    assert sorted(state["job_id"] for state in finals) == jobs
+    store = _store(env.tmp_path)
+    owners = {job_id: store.job(job_id)["owner"] for job_id in jobs}  # type: ignore[index]
+    assert len(store.slide_results(jobs[0])) == 1
+    store.close()
+    assert set(owners.values()) <= {first.server_id, second.server_id}
+
+
 @needs_cuda
 def test_a_job_on_torch_cuda_scores_slides_as_onnx_cpu_does(env: Env, serve: Servers) -> None:
     slides, watcher = env.slides, env.watcher
@@ -399,12 +450,16 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
     config = env.config(max_slides_per_job=5, max_job_bytes=4096)
     serve(config)
-    watcher.submit(b"{not json")
-    watcher.wait_refusal("not JSON")
-    watcher.submit(b"[" * 1000 + b"]" * 1000)  # refused and acknowledged, not a crash
-    watcher.wait_refusal("nested too deeply")
-    watcher.submit(b"[" + b"1," * 3000 + b"1]")
-    watcher.wait_refusal("at most 4096")
+    not_json = watcher.submit(b"{not json")
+    assert "not JSON" in watcher.wait(not_json, {"failed"})["reason"]
+    deep = watcher.submit(b"[" * 1000 + b"]" * 1000)  # refused and acknowledged, not a crash
+    assert "nested too deeply" in watcher.wait(deep, {"failed"})["reason"]
+    large = watcher.submit(b"[" + b"1," * 3000 + b"1]")
+    assert "at most 4096" in watcher.wait(large, {"failed"})["reason"]
+    watcher.submit(_job("inside", [slides / "b11.jpg"]), job_id="outside")
+    assert "published for job 'outside'" in watcher.wait("outside", {"failed"})["reason"]
+    watcher.submit(_job("named", [slides / "b11.jpg"]), job_id="no job id!")
+    watcher.wait_refusal("'no job id!' (10 characters), not a job id")
     watcher.submit(_job("escape", [slides / ".." / ".." / "etc" / "passwd"]))
     assert "outside the slide roots" in watcher.wait("escape", {"failed"})["reason"]
     watcher.submit(_job("many", [slides / "b11.jpg"] * 6))
@@ -431,7 +486,12 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     listed = capsys.readouterr().out
     assert "escape failed" in listed
     assert ": online since " in listed  # the server's presence
-    assert "9 job(s)" in listed  # escape, many, badres, 4 implausible, broken, the submitted one
+    # 3 unreadable, outside, escape, many, badres, 4 implausible, broken, the submitted one
+    assert "13 job(s)" in listed
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, "+")])
+    listener.disconnect()
+    listener.loop_stop()
+    assert heard == []  # every request, refused or run, was cleared
     store = _store(tmp_path)
     assert store.job("escape")["state"] == "failed"  # type: ignore[index]
     for job_id in implausible:
@@ -456,7 +516,7 @@ def test_an_implausible_um_per_px_is_refused_at_the_command_line_and_nothing_is_
     env: Env, capsys: pytest.CaptureFixture[str],
 ) -> None:
     env.config()
-    listener, heard = _listen(env.broker, [jobs_topic(env.prefix)])
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, "+")])
     slide = str(env.slides / "b11.jpg")
     try:
         for value in ("nan", "inf", "-inf", "0", "-1", "50", "fast"):
