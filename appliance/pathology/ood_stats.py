@@ -11,6 +11,8 @@ All 24 values go through log1p so that the shared covariance fits them better.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -18,14 +20,38 @@ TEXTURE_SIGMAS_PX = (0.0, 1.5, 3.0)
 STATISTIC_COUNT = 3 + 3 + 9 + 3 * len(TEXTURE_SIGMAS_PX)
 
 
+# the optical density of each of the 256 levels, in float32 as the statistics were fitted
+LEVEL_DENSITY = -np.log((np.arange(256, dtype=np.float32) + 1.0) / 256.0)
+QUANTILES = (0.1, 0.5, 0.9)
+
+
 def optical_density_statistics(tiles_rgb: np.ndarray) -> np.ndarray:
-    """Mean, sd and 10/50/90th percentiles of optical density per channel (N x 15)."""
-    density = -np.log((tiles_rgb.astype(np.float32) + 1.0) / 256.0)
-    flat = density.reshape(len(tiles_rgb), -1, 3)
-    percentiles = np.quantile(flat, [0.1, 0.5, 0.9], axis=1).transpose(1, 0, 2)
-    return np.concatenate(
-        [flat.mean(axis=1), flat.std(axis=1), percentiles.reshape(len(tiles_rgb), 9)], axis=1
-    )
+    """Mean, sd and 10/50/90th percentiles of optical density per channel (N x 15).
+
+    A channel has 256 levels, so each statistic is read off the tile's histogram of levels:
+    the percentiles are numpy's (linear interpolation between the two pixels nearest in rank)
+    without sorting a pixel, a quarter of the preparation's time before."""
+    count, channels = len(tiles_rgb), 3
+    flat = tiles_rgb.reshape(count, -1, channels)
+    pixels = flat.shape[1]
+    offsets = (np.arange(count, dtype=np.int64) * 256)[:, None]
+    # histograms in order of rising density: level 255 first
+    histograms = np.stack([np.bincount((flat[:, :, c] + offsets).ravel(), minlength=count * 256)
+                           .reshape(count, 256)[:, ::-1] for c in range(channels)], axis=1)
+    density = LEVEL_DENSITY[::-1].astype(np.float64)
+    mean = histograms @ density / pixels
+    spread = np.sqrt(np.einsum("ncl,ncl->nc", histograms,
+                               (density[None, None, :] - mean[:, :, None]) ** 2) / pixels)
+    ranks = np.cumsum(histograms, axis=2)  # pixels at or below each level, per tile and channel
+    percentiles = []
+    for q in QUANTILES:
+        position = (pixels - 1) * q
+        below = math.floor(position)
+        low = density[(ranks <= below).sum(axis=2)]
+        high = density[(ranks <= min(below + 1, pixels - 1)).sum(axis=2)]
+        percentiles.append(low + (position - below) * (high - low))
+    return np.concatenate([mean, spread, np.stack(percentiles, axis=1).reshape(count, 9)],
+                          axis=1)
 
 
 def texture_statistics(tile_rgb: np.ndarray) -> np.ndarray:

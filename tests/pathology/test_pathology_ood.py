@@ -18,6 +18,7 @@ from appliance.pathology.ood import (
     fit_guard,
     guard_from_metadata,
 )
+from appliance.pathology.ood_stats import optical_density_statistics
 from appliance.synthetic.he import SlideSpec, render_slide
 from tests.shared_data import SHARED_DATA
 
@@ -41,6 +42,31 @@ def test_guard_scores_typical_rows_high_and_far_rows_zero() -> None:
     assert guard.scores(np.full((3, 6), 40.0)).tolist() == [0.0, 0.0, 0.0]
     again = guard_from_metadata(guard.to_metadata())
     assert np.allclose(again.scores(fresh), guard.scores(fresh), atol=1e-4)
+
+
+def test_guard_distance_is_the_mahalanobis_distance_to_the_nearest_class_mean() -> None:
+    rng = np.random.default_rng(1)
+    guard = fit_guard(rng.normal(size=(300, 40)), np.repeat([0, 1], 150))
+    rows = rng.normal(size=(25, 40)) * 2.0
+    expected = np.sqrt(np.min([[(row - mean) @ guard.precision @ (row - mean)
+                                for mean in guard.class_means] for row in rows], axis=1))
+    assert np.allclose(guard.distances(rows), expected, rtol=1e-12)
+    assert guard.distances(np.zeros((0, 40))).shape == (0,)
+
+
+@pytest.mark.parametrize("shape", [(9, 224, 224, 3), (4, 5, 7, 3), (1, 1, 1, 3)])
+def test_density_statistics_are_the_float64_mean_sd_and_numpy_percentiles(
+    shape: tuple[int, ...],
+) -> None:
+    rng = np.random.default_rng(2)
+    tiles = rng.integers(0, 256, shape, dtype=np.uint8)
+    tiles[0, : shape[1] // 2 + 1] = (200, 17, 255)  # many ties, and the end levels
+    density = (-np.log((tiles.astype(np.float32) + 1.0) / 256.0)).astype(np.float64)
+    flat = density.reshape(len(tiles), -1, 3)
+    percentiles = np.quantile(flat, [0.1, 0.5, 0.9], axis=1).transpose(1, 0, 2)
+    expected = np.concatenate([flat.mean(axis=1), flat.std(axis=1),
+                               percentiles.reshape(len(tiles), 9)], axis=1)
+    assert np.allclose(optical_density_statistics(tiles), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_slide_threshold_lets_95_percent_of_held_out_slides_pass() -> None:
