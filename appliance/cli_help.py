@@ -262,14 +262,16 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance pathology job submit /srv/slides/*.jpg --um-per-px 1 --wait"),
     ),
     "pathology job list": (
-        "Every job's retained state (queued, running, done, failed, cancelled) and which "
-        "pathology servers are online. Exit 0: listed; 1: the broker was unreachable; 2: a bad "
+        "Every job's retained state (queued, running, done, failed, cancelled), the requests "
+        "no server has taken yet, and which pathology servers are online. Exit 0: listed; 1: "
+        "the broker was unreachable; 2: a bad "
         "config, or the broker refused the login or subscription (credentials, ACL).",
         ("appliance pathology job list", "appliance pathology job list --config office.yaml"),
     ),
     "pathology job cancel": (
-        "Cancel a queued or running job: its server stops it and frees its waiting tiles. "
-        "Exit 0: cancel requested; 1: the job is unknown or already ended (nothing sent), or "
+        "Cancel a queued or running job: its server stops it and frees its waiting tiles; a "
+        "job no server has taken yet is withdrawn. Exit 0: cancel requested or withdrawn; 1: "
+        "the job is unknown or already ended (nothing sent), or "
         "the broker was unreachable; 2: a bad job id or config, or the broker refused the login "
         "or subscription (credentials, ACL).",
         ("appliance pathology job cancel 20261202T070950-34fe850d3ceb",),

@@ -292,11 +292,17 @@ def _cancel(args: argparse.Namespace) -> int:
     prefix, job_id = config.mqtt.topic_prefix, args.job_id
 
     def cancel(link: _Link) -> int:
-        state = _retained_state(link)
+        state, waiting = _retained_state(link)
+        if state is None and waiting:
+            # withdraw the request, then ask for the cancel, in case a server took it just now
+            link.publish(request_topic(prefix, job_id), b"", retain=True)
+            link.publish(cancel_topic(prefix, job_id), json.dumps(
+                {"job_id": job_id, "requested_at": time.time()}).encode(), retain=True)
+            print(f"job {job_id} withdrawn: no server had taken it")
+            return EXIT_OK
         if state is None:
             print(f"job cancel: {job_id} is unknown: no server has published a state for it "
-                  "(a mistyped id, or a job no server has taken yet; see `appliance pathology "
-                  "job list`); nothing sent", file=sys.stderr)
+                  "and no request waits (a mistyped id?); nothing sent", file=sys.stderr)
             return EXIT_FAILED
         if state["state"] in FINAL_STATES:
             reason = f" ({state['reason']})" if state.get("reason") else ""
@@ -309,17 +315,22 @@ def _cancel(args: argparse.Namespace) -> int:
                               f"{state.get('server', '?')})"))
         return EXIT_OK
 
-    return _linked("cancel", config, [state_topic(prefix, job_id)], cancel)
+    return _linked("cancel", config, [state_topic(prefix, job_id),
+                                      request_topic(prefix, job_id)], cancel)
 
 
-def _retained_state(link: _Link) -> dict[str, Any] | None:
-    """The job state retained on the link's topic, or None when the broker holds none."""
-    deadline = time.monotonic() + LIST_WAIT_S  # a retained state follows the SUBACK at once
+def _retained_state(link: _Link) -> tuple[dict[str, Any] | None, bool]:
+    """The job state retained on the link's state topic (None when the broker holds none),
+    and whether a request is retained on its request topic (it waits for a server)."""
+    state, waiting = None, False
+    deadline = time.monotonic() + LIST_WAIT_S  # retained messages follow the SUBACK at once
     while (left := deadline - time.monotonic()) > 0:
         try:
-            _, payload = link.messages.get(timeout=left)
+            topic, payload = link.messages.get(timeout=left)
         except queue.Empty:
             break
-        if payload and (state := read_state(payload)) is not None:
-            return state
-    return None
+        if topic.endswith("/request"):
+            waiting = waiting or bool(payload)
+        elif payload and (read := read_state(payload)) is not None:
+            state = read
+    return state, waiting

@@ -66,6 +66,7 @@ STORE_RETRY_S = 1.0
 SHOWN_ID_CHARS = 64  # of a topic level that names no job id, in the answer and the log
 CLAIM_DELAY_PER_JOB_S = 0.2  # a busy server tries to take a new job this much later per job
 MAX_CLAIM_DELAY_S = 1.0
+MAX_WITHDRAWN = 10_000  # cleared requests remembered, so a put-off one is not run after all
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -105,6 +106,7 @@ class PathologyServer:
         self.metrics = ServiceMetrics(self.settings.max_batch)
         self.runs: dict[str, JobRun] = {}
         self._retry: list[tuple[float, str, Any]] = []
+        self._withdrawn: dict[str, None] = {}  # requests cleared lately, oldest first
         self.connected = threading.Event()
         self.failed: str | None = None
         self.client = self._make_client()
@@ -249,11 +251,16 @@ class PathologyServer:
         the others find it stored and leave it. A server with jobs running waits
         ``claim_delay_s`` before it tries, so an idle one gets the job first."""
         delay = 0.0 if deferred or not payload else self._claim_delay_s()
-        if delay:
+        if not payload:  # cleared: the job ended, or `job cancel` withdrew it while waiting
+            self._withdrawn[topic_id] = None
+            while len(self._withdrawn) > MAX_WITHDRAWN:
+                self._withdrawn.pop(next(iter(self._withdrawn)))
+        elif delay:
+            self._withdrawn.pop(topic_id, None)
             self._retry.append((time.monotonic() + delay, "job",
                                 (topic_id, payload, mid, 0, True)))
-        elif not payload:
-            pass  # a request cleared by the server that ended the job
+        elif deferred and topic_id in self._withdrawn:
+            log.info("job %s was withdrawn while this server put it off", topic_id)
         elif not JOB_ID.match(topic_id):
             self._not_a_request(topic_id)
         else:

@@ -317,6 +317,50 @@ def test_a_job_submitted_while_no_server_runs_waits_and_is_done_once_one_starts(
     assert "waiting" not in capsys.readouterr().out
 
 
+def test_a_waiting_job_is_withdrawn_by_cancel_and_never_runs(
+    env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = ["--config", str(env.tmp_path / "config.yaml")]
+    config = env.config()
+    assert main(["pathology", "job", "submit", str(env.slides / "b11.jpg"), "--um-per-px", "1",
+                 *cfg]) == 0
+    job_id = capsys.readouterr().out.split()[0]
+    assert main(["pathology", "job", "cancel", job_id, *cfg]) == 0
+    assert f"job {job_id} withdrawn: no server had taken it" in capsys.readouterr().out
+    serve(config)
+    kept = env.watcher.submit(_job("kept", [env.slides / "b12.jpg"]))  # after the withdrawn one
+    assert env.watcher.wait(kept, {"done", "failed"}, timeout_s=60)["state"] == "done"
+    answer = env.watcher.wait_cancel_answer(job_id)  # the server cleared the cancel request
+    assert answer["state"] == "unknown"
+    assert all(state["job_id"] != job_id for state in env.watcher.seen if "request" not in state)
+    store = _store(env.tmp_path)
+    assert store.job(job_id) is None
+    store.close()
+
+
+def test_a_busy_server_puts_a_request_off_and_drops_it_if_withdrawn_meanwhile(
+    env: Env,
+) -> None:
+    store = _store(env.tmp_path)
+    server = PathologyServer(env.config(), store)  # never connected: events are fed by hand
+    server.runs = {"one": None, "two": None}  # type: ignore[dict-item]  # two jobs running
+    feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
+    retries = server._retry  # noqa: SLF001 - the events it put off
+    for job_id, withdrawn in (("put-off", True), ("taken", False)):
+        payload = json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode()
+        feed(job_id, payload, 1, 0)
+        assert store.job(job_id) is None  # 0.4 s later, so an idle server gets it first
+        (due, kind, event), = retries
+        assert kind == "job"
+        assert 0.3 < due - time.monotonic() <= 0.4
+        retries.clear()
+        if withdrawn:
+            feed(job_id, b"", 2, 0)  # `job cancel` cleared the request
+        feed(*event)
+        assert (store.job(job_id) is None) == withdrawn
+    store.close()
+
+
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:
