@@ -27,7 +27,7 @@ def small_tmpfs(mount: Path, size: str = "4m") -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Write a filler file until the disk says ENOSPC."""
     filler = disk / "filler"
-    with filler.open("wb") as out:
+    with filler.open("wb", buffering=0) as out:  # unbuffered: nothing left over to flush at close
         try:
             while True:
                 out.write(b"\0" * 65536)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from appliance.outfile import replaced_when_complete
 from appliance.pathology.aggregate import SlideScore, aggregate, decisive_tiles, slide_label
 from appliance.pathology.heatmap import cam_panel, heatmap_scale, tile_heatmap, write_png
 from appliance.pathology.model import ModelError, TileModel
@@ -202,7 +203,7 @@ def write_tile_scores(
 ) -> None:
     """One row per tile: grid position, box, MSI probability and in_distribution score."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    with replaced_when_complete(path) as temp, temp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "col", "x_px", "y_px", "size_px", "probability",
                          "in_distribution"])
@@ -225,16 +226,18 @@ def run_jobs(runner: SlideRunner, jobs: list[SlideJob], progress: bool = True) -
 def write_results(
     out_dir: Path, results: Iterable[SlideResult], summary: dict[str, object]
 ) -> Path:
-    """results.csv (one row per slide) and run.json (model, settings, counts); returns the CSV."""
+    """results.csv (one row per slide) and run.json (model, settings, counts); returns the CSV.
+    Each is whole or as it was (appliance/outfile.py): a full disk leaves no cut table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [asdict(result) for result in results]
     path = out_dir / RESULTS_CSV
-    with path.open("w", newline="") as handle:
+    with replaced_when_complete(path) as temp, temp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(SlideResult.__dataclass_fields__))
         writer.writeheader()
         writer.writerows(rows)
     failed = sum(1 for row in rows if row["error"])
     unsupported = sum(1 for row in rows if row["label"] == UNSUPPORTED)
     summary = {**summary, "slides": len(rows), "failed": failed, "unsupported": unsupported}
-    (out_dir / RESULTS_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    with replaced_when_complete(out_dir / RESULTS_JSON) as temp:
+        temp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return path

@@ -33,7 +33,12 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
     settings = _settings(args, model)
     runner = SlideRunner(model, settings, args.out, _options(args))
     started = time.monotonic()
-    results = run_jobs(runner, jobs)
+    try:
+        results = run_jobs(runner, jobs)
+    except OSError as exc:  # the results folder, not a slide: a full disk, no permission
+        print(f"pathology: cannot write to {args.out}: {exc}; stopped, results.csv not written",
+              file=sys.stderr)
+        return 1
     summary = {
         "model": str(args.model), "model_name": info.name, "model_version": info.version,
         "providers": model.session.get_providers(), "threshold": runner.threshold,
@@ -43,7 +48,11 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
             "tile_min_score": info.guard.tile_min_score,
             "slide_min_share": info.guard.slide_min_share},
     }
-    path = write_results(args.out, results, summary)
+    try:
+        path = write_results(args.out, results, summary)
+    except OSError as exc:
+        print(f"pathology: {exc}", file=sys.stderr)
+        return 1
     _print_summary(results, path)
     return 1 if any(result.error for result in results) else 0
 

@@ -16,6 +16,7 @@ from appliance.cli import main
 from appliance.pathology.model import ModelError, TileModel
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.synthetic.he import SlideSpec, render_slide
+from tests.disk_helpers import fill, small_tmpfs
 from tests.shared_data import SHARED_DATA
 
 DEMO = shipped_path(PATHOLOGY_MODEL)
@@ -172,3 +173,26 @@ def test_an_option_outside_its_range_is_refused_before_any_slide(
         assert refused.value.code == 2
         assert f"argument {option}: must be a finite number" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("pictures", [True, False])
+def test_a_full_disk_stops_the_run_naming_it_and_keeps_the_last_results_whole(
+    tmp_path: Path, cohort: Path, capsys: pytest.CaptureFixture[str], pictures: bool,
+) -> None:
+    with small_tmpfs(tmp_path / "disk", size="64k") as disk:
+        out = disk / "out"
+        out.mkdir()
+        last = "slide,label\nyesterday,MSS\n"
+        (out / "results.csv").write_text(last)
+        filler = fill(disk)  # the disk is full before the run starts writing
+        capsys.readouterr()
+        code = main(["pathology", "submit", str(cohort / "good.jpg"), "--um-per-px", "1.0",
+                     "--out", str(out), *([] if pictures else ["--no-pictures"])])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert "No space left on device" in err
+        assert str(out) in err
+        assert "Traceback" not in err
+        assert (out / "results.csv").read_text() == last
+        assert not [p.name for p in out.rglob("*") if p.name.startswith(".")]  # no temporaries
+        filler.unlink()
