@@ -150,7 +150,12 @@ class SlideFinisher(threading.Thread):
             result = slide_result(base, work.probability, work.in_distribution,
                                   guard=self.info.guard, method="mean",
                                   threshold=self.info.threshold, labels=self.info.labels)
-            files = self._pictures(work, result)
+            try:
+                files = self._pictures(work, result)
+            except OSError as exc:  # a full disk: the slide's score stands, without pictures
+                log.error("slide %s of job %s: pictures not written (%s); stored without them",
+                          index, job_id, exc)
+                files = {"heatmap_path": "", "cam_path": "", "tiles_path": ""}
         row = {**asdict(result), **files, "job_id": job_id, "slide_index": index,
                "backend": self.backend, "server": self.server_id, "stored_at": utc_text()}
         if self._write(row):

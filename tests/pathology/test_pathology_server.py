@@ -43,6 +43,7 @@ from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
 from appliance.synthetic.he import SlideSpec, render_slide
 from appliance.transport.broker import PrivateBroker, free_port
+from tests.disk_helpers import fill, small_tmpfs
 from tests.gpu import needs_cuda
 
 pytestmark = pytest.mark.broker
@@ -359,6 +360,21 @@ def test_a_busy_server_puts_a_request_off_and_drops_it_if_withdrawn_meanwhile(
         feed(*event)
         assert (store.job(job_id) is None) == withdrawn
     store.close()
+
+
+def test_a_full_results_disk_stores_the_scores_without_pictures_and_ends_the_job(
+    env: Env, serve: Servers,
+) -> None:
+    with small_tmpfs(env.tmp_path / "disk", size="64k") as disk:
+        filler = fill(disk)
+        serve(env.config(results_dir=str(disk)))
+        job_id = env.watcher.submit(_job("full", [env.slides / "b11.jpg"]))
+        final = env.watcher.wait(job_id, {"done", "failed"}, timeout_s=60)
+        filler.unlink()
+    assert final["state"] == "done"
+    (row,) = final["results"]
+    assert row["label"] in ("MSI", "MSS")
+    assert (row["heatmap_path"], row["cam_path"], row["tiles_path"]) == ("", "", "")
 
 
 def test_every_server_reads_every_request_and_each_job_runs_once(
