@@ -299,14 +299,19 @@ def test_a_cleanly_stopped_server_leaves_the_share_so_new_jobs_reach_the_running
         assert env.watcher.wait(f"job-{index}", {"done", "failed"}, timeout_s=30)["state"] == "done"
 
 
+def _submitted_by_the_cli(env: Env, capsys: pytest.CaptureFixture[str]) -> tuple[list[str], str]:
+    """``job submit`` of one slide with this test's config file; its --config and job id."""
+    cfg = ["--config", str(env.tmp_path / "config.yaml")]
+    assert main(["pathology", "job", "submit", str(env.slides / "b11.jpg"), "--um-per-px", "1",
+                 *cfg]) == 0
+    return cfg, capsys.readouterr().out.split()[0]
+
+
 def test_a_job_submitted_while_no_server_runs_waits_and_is_done_once_one_starts(
     env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    cfg = ["--config", str(env.tmp_path / "config.yaml")]
     config = env.config()
-    assert main(["pathology", "job", "submit", str(env.slides / "b11.jpg"), "--um-per-px", "1",
-                 *cfg]) == 0
-    job_id = capsys.readouterr().out.split()[0]
+    cfg, job_id = _submitted_by_the_cli(env, capsys)
     assert main(["pathology", "job", "list", *cfg]) == 0
     listed = capsys.readouterr().out
     assert f"{job_id} waiting: no server has taken it yet" in listed
@@ -321,11 +326,8 @@ def test_a_job_submitted_while_no_server_runs_waits_and_is_done_once_one_starts(
 def test_a_waiting_job_is_withdrawn_by_cancel_and_never_runs(
     env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    cfg = ["--config", str(env.tmp_path / "config.yaml")]
     config = env.config()
-    assert main(["pathology", "job", "submit", str(env.slides / "b11.jpg"), "--um-per-px", "1",
-                 *cfg]) == 0
-    job_id = capsys.readouterr().out.split()[0]
+    cfg, job_id = _submitted_by_the_cli(env, capsys)
     assert main(["pathology", "job", "cancel", job_id, *cfg]) == 0
     assert f"job {job_id} withdrawn: no server had taken it" in capsys.readouterr().out
     serve(config)
