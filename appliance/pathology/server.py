@@ -248,8 +248,9 @@ class PathologyServer:
         """Check, store, then acknowledge a job request (retained on its request topic).
 
         Every server reads every request; the first to store it runs it (``store.accept``),
-        the others find it stored and leave it. A server with jobs running waits
-        ``claim_delay_s`` before it tries, so an idle one gets the job first."""
+        the others find it stored and leave it. A server with jobs running puts its try off
+        (``CLAIM_DELAY_PER_JOB_S`` a job, at most ``MAX_CLAIM_DELAY_S``), so an idle one gets
+        the job first; a request withdrawn meanwhile (cleared) is then dropped."""
         delay = 0.0 if deferred or not payload else self._claim_delay_s()
         if not payload:  # cleared: the job ended, or `job cancel` withdrew it while waiting
             self._withdrawn[topic_id] = None
