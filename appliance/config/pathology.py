@@ -18,10 +18,8 @@ class PathologyConfig(Section):
 
     client_id: str | None = Field(
         None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="MQTT client id, stable across restarts so unacked jobs come back "
+        description="MQTT client id and server name, in job states, leases and presence "
         "(unset: pathology-HOSTNAME); unique per server.")
-    session_expiry_s: int = Field(86400, ge=60, description="Broker keeps a stopped server's "
-                                  "session (and its unacknowledged jobs) this long (s).")
     slide_roots: list[str] = Field(
         default_factory=list, description="Folders a job's slides must lie in (after resolving "
         "links); a slide elsewhere is refused. Empty: every job is refused. Relative folders "

@@ -131,6 +131,11 @@ def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int
         raise JobRefusedError(f"job payload is not JSON ({exc})", topic_job_id) from exc
     if not isinstance(data, dict):
         raise JobRefusedError("job payload must be a JSON object", topic_job_id)
+    try:  # JSON's \ud800 escapes make strings no file system, database or log can take
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise JobRefusedError("job payload holds text that is not Unicode (an unpaired "
+                              "surrogate escape such as \\ud800)", topic_job_id) from exc
     job_id = data.get("job_id")
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
         raise JobRefusedError(f"job_id {str(job_id)[:80]!r}: use 1-64 of A-Z a-z 0-9 _ . -",
@@ -232,7 +237,11 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
 
 def parse_stored(text: str) -> JobRequest:
     """A request as the store keeps it (already checked when it was accepted)."""
-    data = safejson.loads(text)
+    return stored_request(safejson.loads(text))
+
+
+def stored_request(data: dict[str, Any]) -> JobRequest:
+    """A request from the store's decoded row (``PathologyStore.job``'s ``request``)."""
     slides = tuple(SlideRequest(s["path"], float(s["um_per_px"]), s["name"])
                    for s in data["slides"])
     return JobRequest(data["job_id"], slides, data.get("submitted_at", ""))

@@ -1,9 +1,10 @@
 """``appliance pathology serve``: jobs from MQTT, slides prepared in worker processes, one
 dynamic batcher feeding one backend, results into the back-office store.
 
-Flow (docs/pathology-server.md): a job request arrives on the shared subscription; it is checked
-and written to the store, and only then acknowledged (manual PUBACK, MQTT 5 spec 4.3.2), so a
-server that dies first gets it again from its persistent session. Once stored, the job belongs
+Flow (docs/pathology-server.md): a job request is retained on its own topic and every server
+reads it; it is checked and written to the store (the first server to store it owns it), and
+only then acknowledged; a server that dies first reads it again, retained, at its restart, and
+the server that ends or refuses a job clears it. Once stored, the job belongs
 to this server while its lease is renewed; if the server dies, another server claims the job
 when the lease runs out and scores only the slides not yet stored. Paho callbacks only queue
 events; the main loop owns the store connection, the process pool and the job table.
@@ -21,6 +22,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from appliance.pathology.jobs import (
     server_topic,
     state_payload,
     state_topic,
+    stored_request,
     utc_text,
 )
 from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
@@ -67,6 +70,7 @@ SHOWN_ID_CHARS = 64  # of a topic level that names no job id, in the answer and 
 CLAIM_DELAY_PER_JOB_S = 0.2  # a busy server tries to take a new job this much later per job
 MAX_CLAIM_DELAY_S = 1.0
 MAX_WITHDRAWN = 10_000  # cleared requests remembered, so a put-off one is not run after all
+RESCAN_S = 60.0  # how often the retained requests are read again
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -107,13 +111,14 @@ class PathologyServer:
         self.runs: dict[str, JobRun] = {}
         self._retry: list[tuple[float, str, Any]] = []
         self._withdrawn: dict[str, None] = {}  # requests cleared lately, oldest first
+        self._rescanned_at = time.monotonic()
         self.connected = threading.Event()
         self.failed: str | None = None
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
         self.link_settings = settings_from_config(
-            self.config.mqtt, self.server_id, session_expiry_s=self.settings.session_expiry_s,
+            self.config.mqtt, self.server_id, session_expiry_s=0,
             reconnect_initial_s=1.0, reconnect_cap_s=30.0)
         will = (server_topic(self.prefix, self.server_id), self._presence("offline"))
         client = new_client(self.link_settings, will, reconnect=True)
@@ -202,8 +207,10 @@ class PathologyServer:
 
     def _connect(self) -> None:
         mqtt_config = self.config.mqtt
+        # a clean session, ended with the connection: every request and cancel is retained, so
+        # a queue kept for a stopped server would only hand it stale copies
         self.client.connect_async(mqtt_config.host, mqtt_config.port,
-                                  keepalive=mqtt_config.keepalive_s, clean_start=False,
+                                  keepalive=mqtt_config.keepalive_s, clean_start=True,
                                   properties=connect_properties(self.link_settings))
         self.client.loop_start()
 
@@ -236,6 +243,20 @@ class PathologyServer:
             self._reconnect_store()
             if kind != "housekeeping":
                 self._retry.append((time.monotonic() + STORE_RETRY_S, kind, event))
+        except Exception:  # one message must never stop the server, nor come back to do so
+            log.exception("could not handle %s; dropped", kind)
+            if kind in ("job", "cancel"):
+                self._drop_message(kind, event)
+
+    def _drop_message(self, kind: str, event: Any) -> None:
+        """Acknowledge a message its handler failed on and clear it when retained, so neither
+        the broker's redelivery nor the next start brings it back."""
+        name, mid, qos = (event[0], event[2], event[3]) if kind == "job" else event[:3]
+        with suppress(Exception):
+            topic = (request_topic if kind == "job" else cancel_topic)(self.prefix, name)
+            self.client.publish(topic, b"", qos=1, retain=True)
+            if qos:
+                self.client.ack(mid, qos)
 
     def _reconnect_store(self) -> None:
         try:
@@ -253,7 +274,8 @@ class PathologyServer:
         the job first; a request withdrawn meanwhile (cleared) is then dropped."""
         delay = 0.0 if deferred or not payload else self._claim_delay_s()
         if not payload:  # cleared: the job ended, or `job cancel` withdrew it while waiting
-            self._withdrawn[topic_id] = None
+            if JOB_ID.match(topic_id):
+                self._withdrawn[topic_id] = None
             while len(self._withdrawn) > MAX_WITHDRAWN:
                 self._withdrawn.pop(next(iter(self._withdrawn)))
         elif delay:
@@ -298,13 +320,15 @@ class PathologyServer:
                                      "0-9 _ . -"))
 
     def _redelivered(self, request: JobRequest) -> None:
-        """A job already stored: resume it if it is ours and not running here; clear its
+        """A job already stored: resume it if it is ours and not running here (from the
+        stored request: the one published now may have been rewritten since); clear its
         request if it has ended (its server stopped before it could); else leave it."""
         job = self.store.job(request.job_id)
         ours = job is not None and job["owner"] == self.server_id
         if ours and job is not None and job["state"] in ("queued", "running") and \
                 request.job_id not in self.runs:
-            self._start(request, self.store.stored_slides(request.job_id))
+            self._start(stored_request(job["request"]),
+                        self.store.stored_slides(request.job_id))
         elif job is not None and job["state"] in FINAL_STATES:
             self._clear_request(request.job_id)
         else:
@@ -426,7 +450,15 @@ class PathologyServer:
         self.client.publish(state_topic(self.prefix, job_id), payload, qos=1, retain=True)
 
     def _event_housekeeping(self) -> None:
-        """Renew leases, notice cancels and lost jobs, claim jobs of dead servers."""
+        """Renew leases, notice cancels and lost jobs, claim jobs of dead servers, and now and
+        then read the retained requests again."""
+        if self.connected.is_set() and time.monotonic() - self._rescanned_at >= RESCAN_S:
+            self._rescanned_at = time.monotonic()
+            # subscribing again sends every retained request again (retain handling 0, MQTT 5
+            # spec 3.3.1.3): a broker drops what exceeds a client's queue
+            # (mosquitto's max_queued_messages, 1000 by default), so a request it dropped at
+            # the first subscribe comes in a later round, as ended jobs are cleared
+            self.client.subscribe(request_topic(self.prefix, "+"), options=SubscribeOptions(qos=1))
         owned = self.store.renew(self.server_id, list(self.runs), self.settings.lease_s)
         for job_id in list(self.runs):
             run = self.runs[job_id]

@@ -29,6 +29,7 @@ from PIL import Image
 
 from appliance.cli import main
 from appliance.config import PASSWORD_ENV, Config, config_from_mapping
+from appliance.pathology import server as server_module
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import (
     JOB_ID,
@@ -379,6 +380,43 @@ def test_a_full_results_disk_stores_the_scores_without_pictures_and_ends_the_job
     assert (row["heatmap_path"], row["cam_path"], row["tiles_path"]) == ("", "", "")
 
 
+def test_a_request_rewritten_while_its_job_runs_does_not_change_the_job(env: Env) -> None:
+    store = _store(env.tmp_path)
+    server = PathologyServer(env.config(), store)  # never connected: events are fed by hand
+    feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
+    first = json.dumps(_job("rewritten", [env.slides / "b11.jpg"] * 3)).encode()
+    feed("rewritten", first, 1, 0)
+    assert len(server.runs["rewritten"].request.slides) == 3
+    server.runs.clear()  # as after a restart: the job is stored, ours, and runs nowhere
+    feed("rewritten", json.dumps(_job("rewritten", [env.slides / "b12.jpg"])).encode(), 2, 0)
+    resumed = server.runs["rewritten"].request
+    assert [Path(slide.path).name for slide in resumed.slides] == ["b11.jpg"] * 3  # the stored
+    store.close()
+
+
+def test_a_request_the_broker_dropped_comes_in_a_later_round(
+    env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a broker drops what exceeds a client's queue (mosquitto's max_queued_messages): here
+    # the first delivery of every request is lost on the way in, as such a drop would lose it
+    monkeypatch.setattr(server_module, "RESCAN_S", 1.0)
+    delivered = PathologyServer._on_message  # noqa: SLF001 - paho's callback, wrapped
+    seen: set[str] = set()
+
+    def lossy(self: PathologyServer, client: Any, userdata: Any, message: Any) -> None:
+        if message.topic.endswith("/request") and message.topic not in seen:
+            seen.add(message.topic)
+            return
+        delivered(self, client, userdata, message)
+
+    monkeypatch.setattr(PathologyServer, "_on_message", lossy)
+    jobs = [env.watcher.submit(_job(f"dropped-{index}", [env.slides / "b11.jpg"]))
+            for index in range(3)]
+    serve(env.config())
+    for job_id in jobs:
+        assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=60)["state"] == "done"
+
+
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:
@@ -522,6 +560,12 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     assert "published for job 'outside'" in watcher.wait("outside", {"failed"})["reason"]
     watcher.submit(_job("named", [slides / "b11.jpg"]), job_id="no job id!")
     watcher.wait_refusal("'no job id!' (10 characters), not a job id")
+    for job_id, field in (("surrogate-path", "path"), ("surrogate-time", "submitted_at")):
+        raw = json.dumps(_job(job_id, [slides / "b11.jpg"]))  # a JSON escape no text can hold
+        raw = raw.replace('"submitted_at": ""', '"submitted_at": "\\ud800"') if \
+            field == "submitted_at" else raw.replace("b11.jpg", "\\udcff.jpg")
+        watcher.submit(raw.encode(), job_id=job_id)
+        assert "not Unicode" in watcher.wait(job_id, {"failed"})["reason"]  # and not a crash
     watcher.submit(_job("escape", [slides / ".." / ".." / "etc" / "passwd"]))
     assert "outside the slide roots" in watcher.wait("escape", {"failed"})["reason"]
     watcher.submit(_job("many", [slides / "b11.jpg"] * 6))
@@ -548,8 +592,9 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     listed = capsys.readouterr().out
     assert "escape failed" in listed
     assert ": online since " in listed  # the server's presence
-    # 3 unreadable, outside, escape, many, badres, 4 implausible, broken, the submitted one
-    assert "13 job(s)" in listed
+    # 3 unreadable, outside, 2 surrogates, escape, many, badres, 4 implausible, broken, the
+    # submitted one
+    assert "15 job(s)" in listed
     listener, heard = _listen(env.broker, [request_topic(env.prefix, "+")])
     listener.disconnect()
     listener.loop_stop()
