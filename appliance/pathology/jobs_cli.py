@@ -45,7 +45,9 @@ from appliance.synthetic.arguments import finite_number
 from appliance.transport.client import BrokerRefusedError, settings_from_config
 from appliance.transport.subscriber import Subscriber
 
-LIST_WAIT_S = 1.0
+LIST_WAIT_S = 1.0  # for the first retained message after the SUBACK
+LIST_QUIET_S = 0.3  # retained messages come back to back: this long without one ends them
+LIST_MAX_S = 30.0
 MAX_WAIT_S = 7 * 86400
 CONNECT_TIMEOUT_S = 10.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_END = 0, 1, 2, 3
@@ -238,24 +240,38 @@ def _list(args: argparse.Namespace) -> int:
     prefix = config.mqtt.topic_prefix
 
     def read(link: _Link) -> int:
-        time.sleep(LIST_WAIT_S)  # retained states arrive right after the SUBACK
-        _print_list(link)
+        print_job_list(latest_by_topic(link))
         return EXIT_OK
 
     return _linked("list", config, [state_topic(prefix, "+"), server_topic(prefix, "+"),
                                     request_topic(prefix, "+")], read)
 
 
-def _print_list(link: _Link) -> None:
+def latest_by_topic(link: _Link) -> dict[str, bytes]:
+    """The last message of each topic: the retained ones the broker sends after the SUBACK,
+    read until none has come for ``LIST_QUIET_S`` (at most ``LIST_MAX_S``), and any update
+    of the same topics meanwhile (a running job's progress replaces its earlier state)."""
+    latest: dict[str, bytes] = {}
+    deadline, wait = time.monotonic() + LIST_MAX_S, LIST_WAIT_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            topic, payload = link.messages.get(timeout=min(wait, left))
+        except queue.Empty:
+            break
+        latest[topic] = payload
+        wait = LIST_QUIET_S
+    return latest
+
+
+def print_job_list(latest: dict[str, bytes]) -> None:
     """The servers' presence, every job's state and the requests no server has taken yet,
-    from the retained messages collected; a message that is none of these (anyone allowed to
-    publish there may have put it) is named."""
+    from the messages collected; a message that is none of these, or a state on another job's
+    topic (anyone allowed to publish there may have put it), is named."""
     states: list[dict[str, Any]] = []
     servers: list[dict[str, Any]] = []
     unreadable: list[str] = []
     requested: set[str] = set()
-    while not link.messages.empty():
-        topic, payload = link.messages.get()
+    for topic, payload in latest.items():
         if not payload:
             continue
         if topic.endswith("/request"):
@@ -263,7 +279,7 @@ def _print_list(link: _Link) -> None:
             continue
         presence = "/servers/" in topic
         read = (read_presence if presence else read_state)(payload)
-        if read is None:
+        if read is None or (not presence and read["job_id"] != topic.split("/")[-2]):
             unreadable.append(topic)
         else:
             (servers if presence else states).append(read)
@@ -280,7 +296,8 @@ def _print_list(link: _Link) -> None:
         print(f"{len(waiting)} request(s) waiting for a server")
     if unreadable:
         named = ", ".join(escape_controls(topic[:200]) for topic in sorted(unreadable)[:5])
-        print(f"job list: {len(unreadable)} retained message(s) that are no job state or server "
+        print(f"job list: {len(unreadable)} retained message(s) that are no job state of their "
+              "topic or server "
               f"presence ignored: {named}{' ...' if len(unreadable) > 5 else ''}",
               file=sys.stderr)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -14,13 +16,15 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.cli import main
+from appliance.pathology import jobs_cli
 from appliance.pathology.jobs import server_topic, state_topic
 from appliance.transport.broker import free_port
 
 pytestmark = pytest.mark.broker
 
-HOSTILE = {"job_id": "j\x1b[2J\x1b[31m1", "state": "running",
-           "reason": "\x1b]0;title\x07\u202etxt.exe"}
+HOSTILE = {"job_id": "evil", "state": "running", "reason": "\x1b]0;title\x07\u202etxt.exe"}
+# a job id with terminal controls, on a topic mosquitto takes (it refuses controls in topics)
+CONTROLS = {"job_id": "j\x1b[2J\x1b[31m1", "state": "running"}
 
 
 def _retain(broker: Any, messages: dict[str, bytes]) -> None:
@@ -41,7 +45,7 @@ def config(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Any:
                                              "topic_prefix": topic_prefix}}))
     yield file
     _retain(mqtt_broker, {state_topic(topic_prefix, name): b"" for name in
-                          ("a", "b", "c", "d", "n", "ok", "evil")} |
+                          ("a", "b", "c", "d", "n", "ok", "spoof", "evil", "ctrl")} |
             {server_topic(topic_prefix, "s1"): b""})  # retained messages outlive the test
 
 
@@ -57,16 +61,19 @@ def test_job_list_skips_malformed_states_and_escapes_the_rest(
         b"[" * 1000 + b"]" * 1000 + b"}",  # nested past the JSON decoder's recursion limit
         state_topic(topic_prefix, "ok"): b'{"job_id": "ok", "state": "queued"}',
         state_topic(topic_prefix, "evil"): json.dumps(HOSTILE).encode(),
+        state_topic(topic_prefix, "ctrl"): json.dumps(CONTROLS).encode(),
+        # a state on another job's topic would stand for a job that is not there
+        state_topic(topic_prefix, "spoof"): b'{"job_id": "ok", "state": "done"}',
         server_topic(topic_prefix, "s1"): b'{"server": "s1"}',
     })
     assert main(["pathology", "job", "list", "--config", str(config)]) == 0
     captured = capsys.readouterr()
     assert not set(captured.out + captured.err) & {"\x1b", "\x07", "\u202e"}
     assert "ok queued" in captured.out
-    assert "j\\x1b[2J\\x1b[31m1 running (\\x1b]0;title\\u0007\\u202etxt.exe)" in captured.out
+    assert "evil running (\\x1b]0;title\\u0007\\u202etxt.exe)" in captured.out
     assert "2 job(s)" in captured.out
-    assert "6 retained message(s) that are no job state or server presence ignored" in \
-        captured.err
+    assert "8 retained message(s) that are no job state of their topic or server presence " \
+        "ignored" in captured.err
     assert f"{state_topic(topic_prefix, 'a')}" in captured.err
 
 
@@ -106,3 +113,20 @@ def test_a_wait_limit_outside_its_range_is_refused_before_anything_is_sent(
               "--wait", f"--timeout={value}", "--config", str(config)])
     assert refused.value.code == 2
     assert "argument --timeout: must be a finite number" in capsys.readouterr().err
+
+
+def test_job_list_shows_each_job_once_with_its_latest_state(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # a running job publishes its progress while `job list` reads: the last one counts
+    link = SimpleNamespace(messages=queue.Queue())
+    for done in (11, 12):
+        state = {"job_id": "j1", "state": "running", "slides_total": 60, "slides_done": done}
+        link.messages.put(("p/pathology/jobs/j1/state", json.dumps(state).encode()))
+    link.messages.put(("p/pathology/jobs/j2/request", b'{"job_id": "j2"}'))
+    jobs_cli.print_job_list(jobs_cli.latest_by_topic(link))  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert out.count("j1 running") == 1
+    assert "j1 running 12/60 slides" in out
+    assert "1 job(s)" in out
+    assert "j2 waiting: no server has taken it yet" in out
