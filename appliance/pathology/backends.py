@@ -24,6 +24,8 @@ from appliance.config import PathologyConfig
 from appliance.pathology.model import ModelError, ModelInfo, TileModel
 
 log = logging.getLogger(__name__)
+CONFIG_HINT = ("check pathology.model and pathology.int8_model (a relative path is the config "
+               "file's folder's)")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class OnnxBackend:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.model = TileModel(self.path, provider=self.provider, threads=self.threads)  # type: ignore[arg-type]
+        self.model = TileModel(self.path, provider=self.provider,  # type: ignore[arg-type]
+                               threads=self.threads, fix_hint=CONFIG_HINT)
         providers = self.model.session.get_providers()
         if self.provider == "cuda" and "CUDAExecutionProvider" not in providers:
             raise ModelError(f"{self.path}: onnx-cuda asked for but providers are {providers}")
@@ -84,7 +87,7 @@ class TorchBackend:
 
         if device == "cuda" and not torch.cuda.is_available():
             raise ModelError("torch-cuda: no CUDA device visible to PyTorch")
-        self.info = TileModel(path, provider="cpu").info
+        self.info = TileModel(path, provider="cpu", fix_hint=CONFIG_HINT).info
         self.torch = torch
         self.device = torch.device(device)
         self.dtype = _torch_dtype(torch, config.precision, device)

@@ -81,7 +81,8 @@ class TileModel:
     """A loaded tile classifier; ``predict`` takes uint8 RGB tiles in batches of any size."""
 
     def __init__(
-        self, path: Path, provider: Provider = "auto", threads: int = 0, require_guard: bool = True
+        self, path: Path, provider: Provider = "auto", threads: int = 0, require_guard: bool = True,
+        fix_hint: str = "pass --model FILE, or rebuild it with models/pathology/export.py",
     ) -> None:
         self.path = path
         options = ort.SessionOptions()
@@ -91,7 +92,7 @@ class TileModel:
             max_bytes=MAX_MODEL_BYTES,
             providers=choose_providers(provider),
             options=options,
-            fix_hint="pass --model FILE, or rebuild it with models/pathology/export.py",
+            fix_hint=fix_hint,
         )
         self.info = _read_info(path, self.session.get_modelmeta().custom_metadata_map)
         self._check_input()
