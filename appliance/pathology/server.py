@@ -243,15 +243,20 @@ class PathologyServer:
             self._reconnect_store()
             if kind != "housekeeping":
                 self._retry.append((time.monotonic() + STORE_RETRY_S, kind, event))
-        except Exception:  # one message must never stop the server, nor come back to do so
+        except Exception as exc:  # one message must never stop the server, nor come back
             log.exception("could not handle %s; dropped", kind)
             if kind in ("job", "cancel"):
-                self._drop_message(kind, event)
+                self._drop_message(kind, event, exc)
 
-    def _drop_message(self, kind: str, event: Any) -> None:
+    def _drop_message(self, kind: str, event: Any, exc: Exception) -> None:
         """Acknowledge a message its handler failed on and clear it when retained, so neither
-        the broker's redelivery nor the next start brings it back."""
+        the broker's redelivery nor the next start brings it back; a job request is refused
+        with the reason, so its submitter learns of it."""
         name, mid, qos = (event[0], event[2], event[3]) if kind == "job" else event[:3]
+        if kind == "job" and event[1] and JOB_ID.match(name):
+            with suppress(Exception):
+                self._refuse(JobRefusedError(f"the server could not handle this request "
+                                             f"({type(exc).__name__}); see its log", name))
         with suppress(Exception):
             topic = (request_topic if kind == "job" else cancel_topic)(self.prefix, name)
             self.client.publish(topic, b"", qos=1, retain=True)

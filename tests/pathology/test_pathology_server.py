@@ -417,6 +417,29 @@ def test_a_request_the_broker_dropped_comes_in_a_later_round(
         assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=60)["state"] == "done"
 
 
+def test_a_request_the_server_fails_on_is_refused_cleared_and_the_server_goes_on(
+    env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked = server_module.parse_job
+
+    def failing(payload: bytes, *args: Any) -> Any:
+        if b'"bug"' in payload:
+            raise RuntimeError("a bug met by one request")
+        return checked(payload, *args)
+
+    monkeypatch.setattr(server_module, "parse_job", failing)
+    serve(env.config())
+    env.watcher.submit(_job("bug", [env.slides / "b11.jpg"]))
+    reason = env.watcher.wait("bug", {"failed"}, timeout_s=30)["reason"]
+    assert "could not handle this request (RuntimeError)" in reason
+    good = env.watcher.submit(_job("after", [env.slides / "b12.jpg"]))
+    assert env.watcher.wait(good, {"done", "failed"}, timeout_s=60)["state"] == "done"
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, "bug")])
+    listener.disconnect()
+    listener.loop_stop()
+    assert heard == []  # cleared: no restart meets it again
+
+
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:
