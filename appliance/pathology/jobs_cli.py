@@ -178,20 +178,35 @@ def _submit(args: argparse.Namespace) -> int:
         return _follow(link, request.job_id, args.timeout) if args.wait else EXIT_OK
 
     # the job's state is subscribed (SUBACK) before the job goes out: --wait misses none
-    return _linked("submit", config, [state_topic(prefix, request.job_id)], send)
+    filters = [state_topic(prefix, request.job_id)]
+    return _linked("submit", config, [*filters, server_topic(prefix, "+")] if args.wait
+                   else filters, send)
 
 
 def _follow(link: _Link, job_id: str, timeout_s: float) -> int:
-    """Print each state until a final one; the exit code says how the job ended."""
-    deadline = time.monotonic() + timeout_s
+    """Print each state until a final one; the exit code says how the job ended. When no
+    server has said it is online (retained presence) and none has taken the job within
+    ``LIST_WAIT_S``, say so once: the request waits, retained, until one starts."""
+    started = time.monotonic()
+    deadline, told, heard = started + timeout_s, False, False
+    online: set[str] = set()
     while time.monotonic() < deadline:
         try:
-            _, payload = link.messages.get(timeout=1.0)
+            topic, payload = link.messages.get(timeout=0.25)
         except queue.Empty:
+            topic, payload = "", b""
+        if "/servers/" in topic:
+            presence = read_presence(payload) if payload else None
+            (online.add if presence and presence["state"] == "online" else online.discard)(topic)
             continue
+        if not (told or online or heard) and time.monotonic() - started >= LIST_WAIT_S:
+            told = True
+            print(f"job {job_id}: no pathology server is online; the request waits, retained, "
+                  "until one starts (appliance pathology serve)", file=sys.stderr, flush=True)
         state = read_state(payload) if payload else None
         if state is None:  # cleared, or not a state a server wrote
             continue
+        heard = True
         print(_describe(state), flush=True)
         if state["state"] in FINAL_STATES:
             return _outcome(state)
