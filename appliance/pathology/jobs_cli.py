@@ -312,8 +312,7 @@ def print_job_list(latest: dict[str, bytes]) -> None:
     if unreadable:
         named = ", ".join(escape_controls(topic[:200]) for topic in sorted(unreadable)[:5])
         print(f"job list: {len(unreadable)} retained message(s) that are no job state of their "
-              "topic or server "
-              f"presence ignored: {named}{' ...' if len(unreadable) > 5 else ''}",
+              f"topic or server presence ignored: {named}{' ...' if len(unreadable) > 5 else ''}",
               file=sys.stderr)
 
 
@@ -324,12 +323,14 @@ def _cancel(args: argparse.Namespace) -> int:
     prefix, job_id = config.mqtt.topic_prefix, args.job_id
 
     def cancel(link: _Link) -> int:
-        state, waiting = _retained_state(link)
-        if state is None and waiting:
+        latest = latest_by_topic(link)
+        payload = latest.get(state_topic(prefix, job_id))
+        state = read_state(payload) if payload else None
+        request = json.dumps({"job_id": job_id, "requested_at": time.time()}).encode()
+        if state is None and latest.get(request_topic(prefix, job_id)):
             # withdraw the request, then ask for the cancel, in case a server took it just now
             link.publish(request_topic(prefix, job_id), b"", retain=True)
-            link.publish(cancel_topic(prefix, job_id), json.dumps(
-                {"job_id": job_id, "requested_at": time.time()}).encode(), retain=True)
+            link.publish(cancel_topic(prefix, job_id), request, retain=True)
             print(f"job {job_id} withdrawn: no server had taken it")
             return EXIT_OK
         if state is None:
@@ -341,28 +342,10 @@ def _cancel(args: argparse.Namespace) -> int:
             print(escape_controls(f"job cancel: {job_id} already ended: {state['state']}{reason}; "
                                   "nothing sent"), file=sys.stderr)
             return EXIT_FAILED
-        payload = json.dumps({"job_id": job_id, "requested_at": time.time()}).encode()
-        link.publish(cancel_topic(prefix, job_id), payload, retain=True)
+        link.publish(cancel_topic(prefix, job_id), request, retain=True)
         print(escape_controls(f"cancel requested for {job_id} ({state['state']} on "
                               f"{state.get('server', '?')})"))
         return EXIT_OK
 
     return _linked("cancel", config, [state_topic(prefix, job_id),
                                       request_topic(prefix, job_id)], cancel)
-
-
-def _retained_state(link: _Link) -> tuple[dict[str, Any] | None, bool]:
-    """The job state retained on the link's state topic (None when the broker holds none),
-    and whether a request is retained on its request topic (it waits for a server)."""
-    state, waiting = None, False
-    deadline = time.monotonic() + LIST_WAIT_S  # retained messages follow the SUBACK at once
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            topic, payload = link.messages.get(timeout=left)
-        except queue.Empty:
-            break
-        if topic.endswith("/request"):
-            waiting = waiting or bool(payload)
-        elif payload and (read := read_state(payload)) is not None:
-            state = read
-    return state, waiting
