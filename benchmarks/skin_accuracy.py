@@ -17,6 +17,12 @@ more up to 12.57 µm/px; the largest change of pore_count between neighbouring c
 hill density, hill area) the largest relative change with their scaling divided out (the same
 pixels read at another calibration: furrow density x scale, hill density x scale², hill area /
 scale²), which should not move at all (texture_largest_step; docs/measurement.md).
+calibration_sweep_wide: the first ``--sweep-frames`` wide frames on the same grid, whatever
+their own scale (a frame drawn at 12.6 µm/px is measured down to 0.56 of it: its small pores
+fall under the candidate search and the size test, a trend that steps by about 17 % every 5 %
+however smooth the count); calibration_sweep_wide_around_own_scale: the same frames each
+measured from 0.70 to 1.26 times its own scale, 5 % apart, the miscalibrations the mixed
+frames see on the plain grid.
 repeatability: for ``--repeat-frames`` frames, ``--variants`` copies each shifted
 by up to 40 px, rotated by up to 10 degrees, brightness +-15 % and fresh sensor noise, measured
 on the central 944x704 crop; coefficient of variation per feature (target <= 2 %), median and
@@ -76,6 +82,7 @@ PORE_KEYS = ("pore_count", "pore_mean_diameter_um")
 TEXTURE_SCALE_POWER = {"furrow_density_mm_per_mm2": 1, "hill_density_per_mm2": 2,
                        "hill_mean_area_mm2": -2}
 SWEEP_UM_PER_PX = tuple(7.0 * 1.05**k for k in range(13))  # 7.00 ... 12.57, 5 % apart
+MIXED_UM_PER_PX = 10.0  # the scale the mixed frames are drawn at
 
 
 def _verdict(frames: int, summary: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +187,12 @@ def sweep_grids(offsets: int) -> list[tuple[float, ...]]:
             for k in range(offsets)]
 
 
+def around(grid: tuple[float, ...], own_um_per_px: float) -> tuple[float, ...]:
+    """``grid`` moved to a frame drawn at ``own_um_per_px``: the same miscalibrations (ratios
+    to its own scale) that ``grid`` makes of a mixed frame, drawn at ``MIXED_UM_PER_PX``."""
+    return tuple(um * own_um_per_px / MIXED_UM_PER_PX for um in grid)
+
+
 def count_steps(counts: list[float]) -> tuple[list[float], list[float]]:
     """The pore-count steps between neighbouring calibrations: relative to the smaller count
     where both are at least ``FEW_PORES``, and in pores where one is under it."""
@@ -190,11 +203,15 @@ def count_steps(counts: list[float]) -> tuple[list[float], list[float]]:
     return relative.tolist(), change[smaller < FEW_PORES].tolist()
 
 
-def calibration_sweep(images: list[Path], offsets: int = 1) -> dict[str, Any]:
+def calibration_sweep(images: list[Path], offsets: int = 1,
+                      around_own: bool = False) -> dict[str, Any]:
     """Largest pore-count and texture steps between calibrations 5 % apart, same frames (on
     ``offsets`` interleaved grids: ``sweep_grids``). A pore-count step is relative (to the
     smaller count) where both counts are at least ``FEW_PORES``, and in pores where one is
-    under it (one pore more of 3 is 33 %: ``pore_count_by_truth``)."""
+    under it (one pore more of 3 is 33 %: ``pore_count_by_truth``). ``around_own``: each
+    frame's grid is scaled by its own scale over ``MIXED_UM_PER_PX``, so every frame is
+    measured from 0.70 to 1.26 times its own scale, as the mixed frames (drawn at 10 µm/px)
+    are on the plain grid."""
     steps: list[float] = []  # per frame, its largest relative step
     few_steps: list[float] = []  # per frame with few pores somewhere, its largest step in pores
     all_steps: list[float] = []
@@ -204,7 +221,8 @@ def calibration_sweep(images: list[Path], offsets: int = 1) -> dict[str, Any]:
         rgb = load_frame(path)
         relative: list[float] = []  # steps between counts of at least FEW_PORES
         in_pores: list[float] = []  # steps where the smaller count is under FEW_PORES
-        for grid in grids:
+        for plain in grids:
+            grid = around(plain, um_per_px_of(path)) if around_own else plain
             readings = [_features(rgb, um) for um in grid]
             grid_relative, grid_in_pores = count_steps([r["pore_count"] for r in readings])
             relative += grid_relative
@@ -218,7 +236,8 @@ def calibration_sweep(images: list[Path], offsets: int = 1) -> dict[str, Any]:
             few_steps.append(max(in_pores))
     result: dict[str, Any] = {
         "frames": len(images), "offsets": offsets,
-        "um_per_px": [[round(um, 3) for um in grid] for grid in grids]
+        "um_per_px": "0.700-1.257 x each frame's own scale" if around_own
+        else [[round(um, 3) for um in grid] for grid in grids]
         if offsets > 1 else [round(um, 3) for um in SWEEP_UM_PER_PX],
         "frames_with_many": len(steps), "few_pores_below": FEW_PORES}
     if steps:
@@ -351,6 +370,8 @@ def main() -> None:
         "calibration_sweep": calibration_sweep(images[: args.sweep_frames], args.sweep_offsets),
         "calibration_sweep_wide": calibration_sweep(wide[: args.sweep_frames],
                                                     args.sweep_offsets),
+        "calibration_sweep_wide_around_own_scale": calibration_sweep(
+            wide[: args.sweep_frames], args.sweep_offsets, around_own=True),
         "repeatability": repeatability(images[: args.repeat_frames], args.variants),
         "load_average": load_average(),
     }

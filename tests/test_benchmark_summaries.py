@@ -12,6 +12,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from skin_accuracy import (  # noqa: E402
     SWEEP_UM_PER_PX,
+    around,
     count_steps,
     pore_count_by_truth,
     sweep_grids,
@@ -78,3 +79,12 @@ def test_sweep_grids_interleave_calibrations_5_percent_apart() -> None:
     assert all(abs(b / a - 1.05 ** 0.2) < 1e-9 for a, b in itertools.pairwise(every))  # 1 %
     for grid in grids:
         assert all(abs(b / a - 1.05) < 1e-9 for a, b in itertools.pairwise(grid))
+
+
+def test_a_frame_is_swept_around_its_own_scale_as_a_mixed_frame_is_around_10() -> None:
+    grid = around(SWEEP_UM_PER_PX, 12.6)
+    assert abs(grid[0] - 0.7 * 12.6) < 1e-9
+    assert abs(grid[-1] / 12.6 - SWEEP_UM_PER_PX[-1] / 10.0) < 1e-9
+    assert all(abs(b / a - 1.05) < 1e-9 for a, b in itertools.pairwise(grid))
+    assert all(abs(a - b) < 1e-12 for a, b in zip(around(SWEEP_UM_PER_PX, 10.0),
+                                                   SWEEP_UM_PER_PX, strict=True))
