@@ -3,6 +3,7 @@
 
     provision.py --out DIR --device shop-1/kiosk-1 --device shop-2/kiosk-7 [--devices FILE]
                  [--worker backoffice-1 ...] [--prefix appliance] [--host broker.example]
+                 [--pathology-server pathology-lab1-0 ...] [--pathology-client lab-user ...]
 
 FILE holds one ``site/device`` per line. Writes into DIR (re-running keeps the CA, the keys
 and every password already made, and adds what is new):
@@ -18,6 +19,12 @@ client id ``edge-SITE-DEVICE`` (the broker refuses any other), may publish only 
 ``result``, ``status`` and ``model/state`` topics under the site it was provisioned for, and
 may subscribe only to its own ``cmd/#``, ``model/update`` and ``ack``; nothing else, no
 ``$share``. Back-office workers log in as their own name with that name as client id.
+Pathology servers likewise (``pathology.client_id``, their server id): each may read the job
+requests and cancels, publish job states, clear requests and cancels, answer on the errors
+topic, and publish only its own presence. Pathology clients (``appliance pathology job``
+submit, list, cancel; any client id) may publish requests and cancels and read the states,
+requests, presences and errors. Nothing else reaches the pathology topics: not a device, not
+a worker (docs/pathology-server.md).
 """
 
 from __future__ import annotations
@@ -116,13 +123,16 @@ def password_for(out: Path, login: str) -> str:
     return password
 
 
-def dynsec_client(login: str, password: str, client_id: str, role: str) -> dict[str, Any]:
-    """A dynamic-security client: PBKDF2-SHA512 hash as mosquitto_ctrl writes it, bound id."""
+def dynsec_client(login: str, password: str, client_id: str | None,
+                  role: str) -> dict[str, Any]:
+    """A dynamic-security client: PBKDF2-SHA512 hash as mosquitto_ctrl writes it, bound id
+    (``None``: any client id, for the short-lived pathology job commands)."""
     salt = secrets.token_bytes(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
+    bound = {} if client_id is None else {"clientid": client_id}
     return {
         "username": login,
-        "clientid": client_id,
+        **bound,
         "password": base64.b64encode(digest).decode(),
         "salt": base64.b64encode(salt).decode(),
         "iterations": PBKDF2_ITERATIONS,
@@ -166,8 +176,33 @@ def rollout_role(prefix: str) -> dict[str, Any]:
     }
 
 
+def pathology_server_role(prefix: str, login: str) -> dict[str, Any]:
+    """A pathology server: reads every job request and cancel, publishes job states, clears
+    the requests and cancels it has dealt with (an empty retained message), answers on the
+    errors topic and publishes its own presence only."""
+    jobs = f"{prefix}/pathology/jobs/+"
+    acls = [_acl("subscribePattern", f"{jobs}/{leaf}") for leaf in ("request", "cancel")]
+    acls += [_acl("publishClientSend", f"{jobs}/{leaf}") for leaf in ("request", "state",
+                                                                       "cancel")]
+    acls += [_acl("publishClientSend", f"{prefix}/pathology/errors"),
+             _acl("publishClientSend", f"{prefix}/pathology/servers/{login}")]
+    return {"rolename": f"pathology-server-{login}", "acls": acls}
+
+
+def pathology_client_role(prefix: str) -> dict[str, Any]:
+    """Whoever submits, lists and cancels pathology jobs: publishes requests and cancels,
+    reads the jobs' states and waiting requests, the servers' presence and the errors."""
+    jobs = f"{prefix}/pathology/jobs/+"
+    acls = [_acl("publishClientSend", f"{jobs}/{leaf}") for leaf in ("request", "cancel")]
+    acls += [_acl("subscribePattern", f"{jobs}/{leaf}") for leaf in ("request", "state")]
+    acls += [_acl("subscribePattern", f"{prefix}/pathology/{leaf}")
+             for leaf in ("servers/+", "errors")]
+    return {"rolename": "pathology-client", "acls": acls}
+
+
 def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
-                 prefix: str, group: str) -> dict[str, Any]:
+                 prefix: str, group: str, *, pathology_servers: tuple[str, ...] = (),
+                 pathology_clients: tuple[str, ...] = ()) -> dict[str, Any]:
     """The plugin's JSON: every client with its bound client id and its role."""
     clients = [
         dynsec_client(dev, password_for(out, dev), f"edge-{site}-{dev}", f"device-{dev}")
@@ -175,8 +210,15 @@ def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
     ]
     clients += [dynsec_client(w, password_for(out, w), w, "backoffice") for w in workers]
     clients.append(dynsec_client("rollout", password_for(out, "rollout"), "rollout", "rollout"))
+    clients += [dynsec_client(s, password_for(out, s), s, f"pathology-server-{s}")
+                for s in pathology_servers]
+    clients += [dynsec_client(c, password_for(out, c), None, "pathology-client")
+                for c in pathology_clients]
     roles = [device_role(prefix, site, dev) for site, dev in devices]
     roles += [backoffice_role(prefix, group), rollout_role(prefix)]
+    roles += [pathology_server_role(prefix, s) for s in pathology_servers]
+    if pathology_clients:
+        roles.append(pathology_client_role(prefix))
     return {
         "defaultACLAccess": {
             "publishClientSend": False,
@@ -200,6 +242,8 @@ def read_devices(args: argparse.Namespace) -> list[tuple[str, str]]:
         site, _, device = line.partition("/")
         if not (NAME.match(site) and NAME.match(device)):
             raise SystemExit(f"device {line!r}: expected SITE/DEVICE (letters, digits, _ . -)")
+        if site == "pathology":  # {prefix}/pathology/... are the pathology server's topics
+            raise SystemExit(f"device {line!r}: the site name 'pathology' is reserved")
         if pairs.setdefault(device, site) != site:
             raise SystemExit(f"device {device!r} listed under two sites; device ids are unique")
     return [(site, device) for device, site in pairs.items()]
@@ -215,15 +259,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--prefix", default="appliance")
     parser.add_argument("--share-group", default="backoffice")
     parser.add_argument("--host", action="append", default=[], help="broker host name(s)")
+    parser.add_argument("--pathology-server", action="append", default=[],
+                        help="pathology server login, also its client id (pathology.client_id)")
+    parser.add_argument("--pathology-client", action="append", default=[],
+                        help="login of whoever submits, lists and cancels pathology jobs")
     args = parser.parse_args(argv)
     devices = read_devices(args)
     workers = args.worker or ["backoffice-1"]
-    if any(not NAME.match(w) for w in workers) or {d for _, d in devices} & {*workers, "rollout"}:
-        raise SystemExit("worker logins: letters, digits, _ . -, and not a device id")
+    servers, users = tuple(args.pathology_server), tuple(args.pathology_client)
+    logins = [*(d for _, d in devices), *workers, "rollout", *servers, *users]
+    if any(not NAME.match(login) for login in logins) or len(set(logins)) != len(logins):
+        raise SystemExit("logins (devices, workers, rollout, pathology servers and clients): "
+                         "letters, digits, _ . -, each used once")
     make_certificates(args.out, [*args.host, "localhost", "127.0.0.1"])
-    state = dynsec_state(args.out, devices, workers, args.prefix, args.share_group)
+    state = dynsec_state(args.out, devices, workers, args.prefix, args.share_group,
+                         pathology_servers=servers, pathology_clients=users)
     _write_private(args.out / "dynamic-security.json", json.dumps(state, indent=1).encode())
-    print(f"{args.out}: {len(devices)} device(s), {len(workers)} worker(s), rollout")
+    print(f"{args.out}: {len(devices)} device(s), {len(workers)} worker(s), rollout, "
+          f"{len(servers)} pathology server(s), {len(users)} pathology client(s)")
     return 0
 
 

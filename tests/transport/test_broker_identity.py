@@ -6,16 +6,9 @@ id or publish under another site; while one tries, the other kiosks' results all
 
 from __future__ import annotations
 
-import pwd
 import random
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,128 +17,21 @@ from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.config import config_from_mapping
 from appliance.synthetic import fleet as fleetsim
-from appliance.transport.broker import free_port, port_open
-from appliance.transport.client import LinkSettings, new_client
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
+from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
 
 pytestmark = pytest.mark.broker
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 KIOSKS = [("shop-1", "kiosk-b"), ("shop-1", "kiosk-c"), ("shop-2", "kiosk-d")]
 ATTACKER = ("shop-1", "kiosk-a")
 PER_KIOSK = 100
 
 
-@dataclass(frozen=True)
-class FleetBroker:
-    port: int
-    folder: Path
-
-    def password(self, login: str) -> str:
-        return (self.folder / "credentials" / f"{login}.password").read_text().strip()
-
-    def settings(self, login: str, client_id: str) -> LinkSettings:
-        return LinkSettings(
-            "127.0.0.1", self.port, client_id, username=login, password=self.password(login),
-            tls_enabled=True, ca_file=str(self.folder / "certs" / "ca.crt"),
-            reconnect_initial_s=0.2, reconnect_cap_s=1.0,
-            ack_resend_initial_s=2.0, ack_resend_cap_s=4.0,
-        )
-
-
-def render_config(folder: Path, port: int) -> Path:
-    """The shipped appliance.conf with this test's port and folders in place of /etc, /var."""
-    text = (DEPLOY / "appliance.conf").read_text()
-    text = text.replace("listener 8883", f"listener {port} 127.0.0.1")
-    text = text.replace("/etc/mosquitto/appliance", str(folder))
-    text = text.replace("/var/lib/mosquitto/", f"{folder}/")
-    settings = [line for line in text.splitlines() if not line.startswith("#")]
-    assert not [line for line in settings if "/etc/" in line or "/var/" in line]
-    path = folder / "mosquitto.conf"
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture
 def fleet_broker() -> Iterator[FleetBroker]:
-    # mosquitto started as root runs as user "mosquitto": the folder must be its own.
-    folder = Path(tempfile.mkdtemp(prefix="appliance-identity-"))
     devices = [f"--device={site}/{device}" for site, device in [*KIOSKS, ATTACKER]]
-    subprocess.run(
-        [sys.executable, str(DEPLOY / "provision.py"), "--out", str(folder), *devices,
-         "--worker", "backoffice-1"],
-        check=True, capture_output=True,
-    )
-    port = free_port()
-    conf = render_config(folder, port)
-    owner = pwd.getpwnam("mosquitto") if _has_user("mosquitto") else None
-    for path in [folder, *folder.rglob("*")]:
-        if owner is not None:
-            shutil.chown(path, owner.pw_uid, owner.pw_gid)
-    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.PIPE)
-    deadline_s = time.monotonic() + 5
-    while not port_open("127.0.0.1", port) and time.monotonic() < deadline_s:
-        time.sleep(0.05)
-    try:
-        assert broker.poll() is None, broker.stderr.read() if broker.stderr else ""
-        yield FleetBroker(port, folder)
-    finally:
-        broker.terminate()
-        broker.wait(5)
-        shutil.rmtree(folder)
-
-
-def _has_user(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-class Probe:
-    """One client with a given login and client id that records every reason code."""
-
-    def __init__(self, fleet: FleetBroker, login: str, client_id: str) -> None:
-        self.connack: int | None = None
-        self.suback: list[int] = []
-        self.puback: list[int] = []
-        self.disconnects: list[int] = []
-        self._event = threading.Event()
-        self.client = new_client(fleet.settings(login, client_id))
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self._record(
-            self.suback, codes[0].value
-        )
-        self.client.on_publish = lambda _c, _u, _m, code, _p: self._record(self.puback, code.value)
-        self.client.on_disconnect = lambda _c, _u, _f, code, _p: self.disconnects.append(code.value)
-        self.client.connect("127.0.0.1", fleet.port)
-        self.client.loop_start()
-        self._event.wait(5)
-
-    def _on_connect(self, _c: object, _u: object, _f: object, code: object, _p: object) -> None:
-        self.connack = getattr(code, "value", -1)
-        self._event.set()
-
-    def _record(self, into: list[int], code: int) -> None:
-        into.append(code)
-        self._event.set()
-
-    def subscribe(self, topic: str) -> int:
-        self._event.clear()
-        self.client.subscribe(topic, qos=1)
-        assert self._event.wait(5)
-        return self.suback[-1]
-
-    def publish(self, topic: str) -> int:
-        self._event.clear()
-        self.client.publish(topic, b"{}", qos=1)
-        assert self._event.wait(5)
-        return self.puback[-1]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    with provisioned_broker([*devices, "--worker", "backoffice-1"]) as broker:
+        yield broker
 
 
 def kiosk_link(fleet: FleetBroker, tmp_path: Path, site: str, device: str) -> MqttLink:

@@ -1,0 +1,144 @@
+"""Pathology over the provisioned broker (deploy/mosquitto: TLS, dynamic security): a server and
+a job client provisioned with ``--pathology-server`` / ``--pathology-client`` serve a job end
+to end; a kiosk, a back-office worker or a job client cannot touch what is not theirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from appliance.cli import main
+from appliance.config import PASSWORD_ENV
+from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.transport.client import new_client
+from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
+
+pytestmark = pytest.mark.broker
+SERVER, USER, KIOSK, WORKER = "pathology-lab-0", "lab-user", ("shop-1", "kiosk-a"), "backoffice-1"
+JOBS = "appliance/pathology/jobs"
+SENT = (0x00, 0x10)  # PUBACK success, or success with no matching subscribers
+
+
+@pytest.fixture
+def lab_broker() -> Iterator[FleetBroker]:
+    with provisioned_broker([f"--device={KIOSK[0]}/{KIOSK[1]}", "--worker", WORKER,
+                             "--pathology-server", SERVER, "--pathology-client", USER]) as broker:
+        yield broker
+
+
+def _config_file(path: Path, broker: FleetBroker, login: str, **extra: object) -> Path:
+    data = {"mqtt": {"host": "127.0.0.1", "port": broker.port, "username": login,
+                     "tls": {"enabled": True, "ca_file": str(broker.folder / "certs" / "ca.crt")}},
+            **extra}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _retained(broker: FleetBroker, topic: str) -> list[bytes]:
+    """The retained message on ``topic``, read as the job client (empty: none)."""
+    seen: list[bytes] = []
+    client = new_client(broker.settings(USER, "retained-check"))
+    client.on_message = lambda _c, _u, message: seen.append(bytes(message.payload))
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        time.sleep(0.5)
+        client.subscribe(topic, qos=1)
+        time.sleep(1.0)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return [payload for payload in seen if payload]
+
+
+def test_no_one_but_the_pathology_roles_reaches_the_job_topics(lab_broker: FleetBroker) -> None:
+    kiosk = Probe(lab_broker, KIOSK[1], f"edge-{KIOSK[0]}-{KIOSK[1]}")
+    worker = Probe(lab_broker, WORKER, WORKER)
+    user = Probe(lab_broker, USER, "any-id-the-cli-picks")
+    server = Probe(lab_broker, SERVER, SERVER)
+    hijack = Probe(lab_broker, SERVER, "another-id")
+    try:
+        assert (kiosk.connack, worker.connack, user.connack, server.connack) == (0, 0, 0, 0)
+        assert hijack.connack in (0x85, 0x87)  # a server login is bound to its client id
+        for probe in (kiosk, worker):  # neither may send, see or answer a job
+            assert probe.publish(f"{JOBS}/j1/request") == 0x87
+            assert probe.publish(f"{JOBS}/j1/state") == 0x87
+            assert probe.subscribe(f"{JOBS}/+/request") == 0x87
+            assert probe.subscribe(f"{JOBS}/+/state") == 0x87
+        # a job client sends requests and cancels and reads states; it cannot forge a state,
+        # a server's presence or a refusal
+        assert user.publish(f"{JOBS}/j1/request", b"") in SENT
+        assert user.publish(f"{JOBS}/j1/cancel", b"", retain=True) in SENT
+        assert user.subscribe(f"{JOBS}/+/state") == 1
+        assert user.subscribe("appliance/pathology/servers/+") == 1
+        assert user.publish(f"{JOBS}/j1/state") == 0x87
+        assert user.publish(f"appliance/pathology/servers/{SERVER}") == 0x87
+        assert user.publish("appliance/pathology/errors") == 0x87
+        assert user.subscribe("appliance/#") == 0x87
+        # a server publishes states and only its own presence
+        assert server.publish(f"{JOBS}/j1/state", b"", retain=True) in SENT
+        assert server.publish(f"appliance/pathology/servers/{SERVER}", b"", retain=True) in SENT
+        assert server.publish("appliance/pathology/servers/pathology-lab-9") == 0x87
+        assert server.publish(f"appliance/{KIOSK[0]}/{KIOSK[1]}/ack") == 0x87
+        assert server.subscribe("appliance/+/+/result") == 0x87
+    finally:
+        for probe in (kiosk, worker, user, server, hijack):
+            probe.close()
+
+
+def test_a_provisioned_server_and_job_client_serve_a_job_end_to_end(
+    lab_broker: FleetBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    spec = SlideSpec("b11", "P11", "MSI", "biopsy", 1, 0.5, seed=11)
+    Image.fromarray(render_slide(spec)).save(slides / "b11.jpg", quality=88)
+    server_config = _config_file(
+        tmp_path / "server.yaml", lab_broker, SERVER, state_dir=str(tmp_path / "state"),
+        pathology={"client_id": SERVER, "slide_roots": [str(slides)],
+                   "results_dir": str(tmp_path / "out"), "backends": ["onnx-cpu"],
+                   "prepare_workers": 1})
+    env = {**os.environ, PASSWORD_ENV: lab_broker.password(SERVER)}
+    server = subprocess.Popen([sys.executable, "-m", "appliance", "pathology", "serve",
+                               "--config", str(server_config)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cli = ["--config", str(_config_file(tmp_path / "user.yaml", lab_broker, USER))]
+    monkeypatch.setenv(PASSWORD_ENV, lab_broker.password(USER))
+    try:
+        assert main(["pathology", "job", "submit", str(slides / "b11.jpg"), "--um-per-px", "0.5",
+                     "--wait", "--timeout", "120", *cli]) == 0, capsys.readouterr()
+        job_id = capsys.readouterr().out.split()[0]
+        assert main(["pathology", "job", "list", *cli]) == 0
+        listed = capsys.readouterr().out
+        assert f"{job_id} done" in listed, listed
+        assert "waiting" not in listed
+        assert SERVER in listed
+        # the server cleared the request it ended (its role may publish the empty retained)
+        assert _retained(lab_broker, f"{JOBS}/{job_id}/request") == []
+        assert _retained(lab_broker, f"{JOBS}/{job_id}/state")  # the final state stays
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert "not author" not in output.lower(), output[-2000:]  # no refused publish or subscribe
+    assert "0x87" not in output, output[-2000:]
+
+
+def test_provisioning_refuses_a_device_site_named_pathology(tmp_path: Path) -> None:
+    """{prefix}/pathology/servers/X is a server's presence: a device at site "pathology" named
+    "servers" would publish there (its result, status) and be read as one."""
+    done = subprocess.run(
+        [sys.executable, "deploy/mosquitto/provision.py", "--out", str(tmp_path / "ids"),
+         "--device", "pathology/servers"], capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parents[2], check=False)
+    assert done.returncode != 0
+    assert "reserved" in done.stderr
+    assert not (tmp_path / "ids" / "dynamic-security.json").exists()
