@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install or remove the appliance on a Debian host: a kiosk (edge) or the back office.
+# Install or remove the appliance on a Debian host: a kiosk (edge), the back office or a
+# pathology server.
 #
 #   deploy/install.sh edge       [--config F] [--password-file F] [--ca F]
 #   deploy/install.sh backoffice --worker NAME [--config F] [--password-file F] [--ca F]
-#   deploy/install.sh edge|backoffice --uninstall [--purge]
+#   deploy/install.sh pathology  --instance I [--config F] [--password-file F] [--ca F]
+#   deploy/install.sh edge|backoffice|pathology --uninstall [--purge]
 #
 # What it does (each step is skipped when already done, so running it again changes nothing):
 #   system user "appliance" (edge: also in group video), a venv in /opt/appliance/venv with
@@ -18,10 +20,10 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
-usage() { sed -n '2,9p' "$0" >&2; exit 2; }
+usage() { sed -n '2,11p' "$0" >&2; exit 2; }
 role=${1:-}; shift || true
-[[ "$role" == edge || "$role" == backoffice ]] || usage
-ROOT=/ CONFIG= PASSWORD_FILE= CA= WORKER= UNINSTALL=0 PURGE=0 SKIP_PIP=0
+[[ "$role" == edge || "$role" == backoffice || "$role" == pathology ]] || usage
+ROOT=/ CONFIG= PASSWORD_FILE= CA= WORKER= INSTANCE= UNINSTALL=0 PURGE=0 SKIP_PIP=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --root) ROOT=$(realpath -m "$2"); shift 2 ;;
@@ -29,6 +31,7 @@ while [[ $# -gt 0 ]]; do
     --password-file) PASSWORD_FILE=$2; shift 2 ;;
     --ca) CA=$2; shift 2 ;;
     --worker) WORKER=$2; shift 2 ;;
+    --instance) INSTANCE=$2; shift 2 ;;
     --uninstall) UNINSTALL=1; shift ;;
     --purge) PURGE=1; shift ;;
     --skip-pip) SKIP_PIP=1; shift ;;
@@ -44,10 +47,15 @@ if [[ "$ROOT" == / && $(id -u) -ne 0 ]]; then say "run as root"; exit 1; fi
 if [[ "$role" == backoffice && $UNINSTALL -eq 0 && ! "$WORKER" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
   say "backoffice needs --worker NAME (its broker login, see deploy/mosquitto/provision.py)"; exit 2
 fi
+if [[ "$role" == pathology && $UNINSTALL -eq 0 && ! "$INSTANCE" =~ ^[A-Za-z0-9_.-]+$ ]]; then
+  say "pathology needs --instance I (0, 1, ...: one per accelerator; its broker login is pathology-HOST-I)"; exit 2
+fi
 if [[ "$role" == edge ]]; then
   unit_files=(appliance-edge.service); enabled=(appliance-edge.service)
-else
+elif [[ "$role" == backoffice ]]; then
   unit_files=(appliance-backoffice@.service); enabled=("appliance-backoffice@${WORKER:-*}.service")
+else
+  unit_files=(appliance-pathology@.service); enabled=("appliance-pathology@${INSTANCE:-*}.service")
 fi
 
 systemctl_do() {  # systemctl on the running system, or offline on the files under --root
@@ -56,8 +64,8 @@ systemctl_do() {  # systemctl on the running system, or offline on the files und
 
 uninstall() {
   local names=()
-  if [[ "$role" == backoffice ]]; then
-    for link in "$UNITS"/multi-user.target.wants/appliance-backoffice@*.service; do
+  if [[ "$role" != edge ]]; then
+    for link in "$UNITS"/multi-user.target.wants/appliance-"$role"@*.service; do
       [[ -e "$link" || -L "$link" ]] && names+=("$(basename "$link")")
     done
   else
@@ -95,7 +103,7 @@ ensure_venv() {
   fi
   [[ $SKIP_PIP -eq 1 ]] && return 0
   local extras=systemd
-  [[ "$role" == backoffice ]] && extras=backoffice,systemd
+  [[ "$role" != edge ]] && extras=backoffice,systemd
   "$OPT/venv/bin/python" -m pip install --quiet "$REPO[$extras]"
 }
 
@@ -107,7 +115,7 @@ install_file() {  # install_file MODE SOURCE TARGET: copy only when the content 
 
 ensure_config() {
   local name=config.yaml template=$REPO/deploy/config.edge.yaml
-  if [[ "$role" == backoffice ]]; then name=backoffice.yaml template=$REPO/deploy/config.backoffice.yaml; fi
+  if [[ "$role" != edge ]]; then name=$role.yaml template=$REPO/deploy/config.$role.yaml; fi
   install -d -m 0755 "$ETC"
   install -d -m 0700 "$ETC/credentials"
   if [[ -n "$CONFIG" ]]; then install_file 0640 "$CONFIG" "$ETC/$name"
@@ -116,6 +124,7 @@ ensure_config() {
   [[ -n "$CA" ]] && install_file 0644 "$CA" "$ETC/ca.crt"
   local credential=mqtt-password
   [[ "$role" == backoffice ]] && credential=$WORKER.password
+  [[ "$role" == pathology ]] && credential=pathology-$(hostname -s)-$INSTANCE.password
   if [[ -n "$PASSWORD_FILE" ]]; then install_file 0600 "$PASSWORD_FILE" "$ETC/credentials/$credential"
   elif [[ ! -e "$ETC/credentials/$credential" ]]; then say "no password yet: put it in $ETC/credentials/$credential (0600)"; fi
   if [[ "$ROOT" == / ]]; then chgrp appliance "$ETC/$name"; fi

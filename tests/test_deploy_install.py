@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,48 @@ def test_backoffice_install_enables_one_worker_instance_with_its_credential(
     assert install(root, "backoffice", "--uninstall").returncode == 0
     assert not (root / wants).exists()
     assert not (root / "etc/systemd/system/appliance-backoffice@.service").exists()
+
+
+def test_pathology_install_enables_one_server_instance_with_its_host_s_credential(
+    tmp_path: Path, secrets: tuple[Path, Path]
+) -> None:
+    root = tmp_path / "root"
+    password, ca = secrets
+    assert install(root, "pathology").returncode == 2  # the instance is required
+    done = install(root, "pathology", "--instance", "0", "--password-file", str(password),
+                   "--ca", str(ca))
+    assert done.returncode == 0, done.stderr
+    files = snapshot(root)
+    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    # the unit logs in as pathology-%l-%i and loads that login's password (%l: hostname -s)
+    assert files[f"etc/appliance/credentials/pathology-{host}-0.password"][0] == 0o600
+    unit = (root / "etc/systemd/system/appliance-pathology@.service").read_text()
+    credential = "mqtt-password:/etc/appliance/credentials/pathology-%l-%i.password"
+    assert f"LoadCredential={credential}" in unit
+    assert "APPLIANCE__MQTT__USERNAME=pathology-%l-%i" in unit
+    assert "--config /etc/appliance/pathology.yaml" in unit
+    assert files["etc/appliance/pathology.yaml"][0] == 0o640
+    wants = "etc/systemd/system/multi-user.target.wants/appliance-pathology@0.service"
+    assert files[wants] == (0, "/etc/systemd/system/appliance-pathology@.service")
+    assert install(root, "pathology", "--instance", "0").returncode == 0
+    assert snapshot(root) == files  # again: nothing changes
+    assert install(root, "pathology", "--uninstall").returncode == 0
+    assert not (root / wants).exists()
+    assert not (root / "etc/systemd/system/appliance-pathology@.service").exists()
+
+
+def test_the_pathology_config_template_is_a_valid_server_config(tmp_path: Path) -> None:
+    template = INSTALL.parent / "config.pathology.yaml"
+    subprocess.run([sys.executable, str(INSTALL.parent / "mosquitto" / "provision.py"), "--out",
+                    str(tmp_path / "ids")], check=True, capture_output=True)
+    ca = tmp_path / "ids" / "certs" / "ca.crt"
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    text = template.read_text().replace("/etc/appliance/ca.crt", str(ca))
+    config = tmp_path / "pathology.yaml"
+    config.write_text(text.replace("/srv/slides", str(slides)))
+    checked = subprocess.run([sys.executable, "-m", "appliance", "config", "check", str(config)],
+                             capture_output=True, text=True, check=False,
+                             cwd=INSTALL.parents[1])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
