@@ -185,7 +185,8 @@ class DirectorySource:
         """The next unmeasured JPEG in name order, or None (after a short wait) when none is
         ready."""
         names = self._names()
-        if len(self._offered) + len(self._failures) > 2 * len(names) + 64:
+        # an empty listing may be an unmounted share: forget nothing then (as _load_record)
+        if names and len(self._offered) + len(self._failures) > 2 * len(names) + 64:
             self._forget_deleted(set(names))
         now_s = time.monotonic()
         for name in names:

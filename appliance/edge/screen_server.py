@@ -173,10 +173,12 @@ class ScreenHandler(BaseHTTPRequestHandler):
         if not length.isdigit() or int(length) > MAX_POST_BYTES:
             self.close_connection = True
             raise ValueError(f"body of {length or 'unknown'} bytes: at most {MAX_POST_BYTES}")
+        # read even a body refused below: left unread, it would be taken for the next request
+        raw = self.rfile.read(int(length))
         if not self.headers.get("Content-Type", "").startswith("application/json"):
             raise ValueError("Content-Type must be application/json")
         try:
-            body = safejson.loads(self.rfile.read(int(length)) or b"null")
+            body = safejson.loads(raw or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"not JSON: {exc}") from exc
         if not isinstance(body, dict):

@@ -63,9 +63,26 @@ def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:
         with contextlib.suppress(sqlite3.Error):
             rows = db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
             return [_message(row) for row in rows], 0
-        return _row_by_row(db)
+        found, unreadable = _row_by_row(db)
+        return found, max(unreadable, _known_rows(db) - len(found))
     finally:
         db.close()
+
+
+def _known_rows(db: sqlite3.Connection) -> int:
+    """How many rows the damaged table, or its index, still says it holds (0: neither can).
+
+    A page whose cells are garbled may answer a lookup by seq with nothing rather than an
+    error, so the rows on it are missed without a failed probe; the counts still show them.
+    """
+    counts = [0]
+    for sql in (
+        "SELECT COUNT(*) FROM outbox NOT INDEXED",
+        "SELECT COUNT(*) FROM outbox INDEXED BY outbox_measurement_id",
+    ):
+        with contextlib.suppress(sqlite3.Error, TypeError):
+            counts.append(int(db.execute(sql).fetchone()[0]))
+    return max(counts)
 
 
 def _row_by_row(db: sqlite3.Connection) -> tuple[list[OutboxMessage], int]:

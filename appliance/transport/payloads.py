@@ -52,6 +52,9 @@ FeatureKey = Literal[
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+# A count as the stores keep it (SQLite INTEGER, PostgreSQL BIGINT: signed 64 bits). A larger
+# one is valid JSON, but the store would refuse it after validation, and its whole batch with it.
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class PayloadError(ValueError):
@@ -71,7 +74,7 @@ class _Payload(BaseModel):
 class Features(_Payload):
     """Skin measurements of one frame; units are in the names (docs/measurement.md)."""
 
-    pore_count: int = Field(ge=0, description="Pores whose centre lies in the frame.")
+    pore_count: Count = Field(description="Pores whose centre lies in the frame.")
     pore_density_per_cm2: NonNegative = Field(description="pore_count per cm² of frame.")
     pore_mean_diameter_um: NonNegative = Field(description="Mean equivalent circular diameter.")
     pore_area_ratio: float = Field(ge=0.0, le=1.0, description="Total pore area / frame area.")
@@ -175,11 +178,11 @@ class Status(_Payload):
     software_version: str | None = Field(None, max_length=64)
     model: ModelInfo | None = None
     camera: Literal["online", "offline"] | None = None
-    outbox_depth: int | None = Field(None, ge=0, description="Results not yet acknowledged.")
+    outbox_depth: Count | None = Field(None, description="Results not yet acknowledged.")
     outbox_oldest_age_s: float | None = Field(
         None, ge=0, allow_inf_nan=False, description="Age of the oldest unacknowledged result."
     )
-    dropped: int | None = Field(None, ge=0, description="Results lost (full disk, age, size).")
+    dropped: Count | None = Field(None, description="Results lost (full disk, age, size).")
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
 

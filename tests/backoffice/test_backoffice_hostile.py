@@ -131,3 +131,23 @@ def test_a_kiosk_s_status_text_cannot_drive_the_operator_s_terminal(store: Store
     assert not set(table) & {"\x1b", "\x07", "\u202e"}
     assert "\\x1b[2J\\x1b[1;31mgrader\\x1b]0;title\\u0007 1\\x1b[8m" in table
     assert "0.1\\u202e0.9" in table
+
+
+def test_a_count_larger_than_any_store_holds_is_a_dead_letter_its_device_may_drop(
+    store: Store,
+) -> None:
+    good, huge = result(3), json.loads(result(4).to_json())
+    huge["features"]["pore_count"] = 10**30  # valid JSON; no 64-bit column holds it
+    status = json.loads(fleetsim.online_status("lab", "k1").to_json())
+    status["dropped"] = 10**30
+    triage = Triage("p", 65536)
+    batch, _results = triage.sort([
+        Inbound("p/lab/k1/result", good.to_json(), 1, 1),
+        Inbound("p/lab/k1/result", json.dumps(huge).encode(), 2, 1),
+        Inbound("p/lab/k1/status", json.dumps(status).encode(), 3, 1),
+    ])
+    assert [letter.reason.split(":")[0] for letter in batch.dead_letters] == [
+        "features.pore_count", "dropped"]
+    assert store.write_batch(batch, 100) == [good.measurement_id]  # the batch commits whole
+    assert triage.refused_results(batch.dead_letters) == [
+        ("lab", "k1", huge["measurement_id"])]  # kept in full: the kiosk stops sending it

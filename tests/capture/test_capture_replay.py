@@ -153,3 +153,25 @@ def test_a_damaged_record_is_moved_aside_and_one_that_cannot_be_made_is_named(
     blocked = tmp_path / "0001.jpg" / "replayed.sqlite3"  # its folder would be a file
     with pytest.raises(SourceError, match=r"0001\.jpg/replayed\.sqlite3.*state_dir"):
         DirectorySource(str(tmp_path), blocked).open()
+
+
+def test_a_folder_that_lists_empty_for_a_while_is_not_read_again_when_its_files_return(
+    tmp_path: Path,
+) -> None:
+    """An unmounted share lists empty: the files read before it went are not read again."""
+    folder, share_away = tmp_path / "frames", tmp_path / "away"
+    folder.mkdir()
+    share_away.mkdir()
+    data = _jpeg_bytes(7)
+    names = [f"{number:04d}.jpg" for number in range(70)]  # more than the record's slack of 64
+    for name in names:
+        (folder / name).write_bytes(data)
+    source = _opened(folder, tmp_path / "replayed.sqlite3")
+    read = [source.read() for _ in names]
+    assert [f.name for f in read if f is not None] == names
+    for name in names:  # the share is unmounted: its mount point lists empty
+        (folder / name).rename(share_away / name)
+    assert source.read() is None
+    for name in names:  # mounted again: the same files, the same sizes and times
+        (share_away / name).rename(folder / name)
+    assert _read_until_frame(source, 3) is None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -348,6 +350,27 @@ def test_screen_server_is_loopback_only_and_refuses_bad_input(kiosk: Running) ->
                    **json_type)[0] == 400
     status, body = request("POST", "/subject", b"[" * 1024, **json_type)  # within 1024 bytes
     assert (status, json.loads(body)["error"][:27]) == (400, "not JSON: JSON nested too d")
+    assert kiosk.daemon.display.state.snapshot()["subject"] is None  # nothing changed
+
+
+def test_a_refused_post_body_is_never_read_as_a_request_of_its_own(kiosk: Running) -> None:
+    port = kiosk.daemon.config.screen.port
+    choice = b'{"age_band": "40-49", "consent": true}'
+    inner = (f"POST /subject HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+             f"Content-Type: application/json\r\nContent-Length: {len(choice)}\r\n\r\n"
+             ).encode() + choice
+    outer = (f"POST /subject HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+             f"Content-Type: text/plain\r\nContent-Length: {len(inner)}\r\n\r\n"
+             ).encode() + inner
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(outer)  # a body refused for its type holds a whole request
+        answer = b""
+        with contextlib.suppress(TimeoutError):
+            conn.settimeout(1.0)
+            while chunk := conn.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert answer.count(b"HTTP/1.1 ") == 1  # one request, one answer
     assert kiosk.daemon.display.state.snapshot()["subject"] is None  # nothing changed
 
 
