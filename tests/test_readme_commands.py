@@ -1,4 +1,5 @@
-"""README.md's "What works today" table names every command the CLI registers."""
+"""README.md: its "What works today" table names every command the CLI registers, and its
+threat model is docs/threat-model.md's."""
 
 from __future__ import annotations
 
@@ -28,3 +29,15 @@ def test_the_readme_table_names_every_command_and_subcommand() -> None:
     registered = {tuple(path.split()[:2]) for path in leaf_commands(build_parser())}
     missing = sorted(" ".join(path) for path in registered - _documented())
     assert not missing, f"README.md 'What works today' does not name: {missing}"
+
+
+def _table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ")]
+
+
+def test_docs_threat_model_is_the_readme_s_threat_model() -> None:
+    """docs/threat-model.md (which code cites) keeps README.md's table row for row."""
+    section = README.read_text().split("### Threat model", 1)[1].split("\n## ", 1)[0]
+    docs = (README.parent / "docs" / "threat-model.md").read_text()
+    assert _table_rows(section)
+    assert _table_rows(docs) == _table_rows(section)
