@@ -115,19 +115,32 @@ class Rollout:
         """("installed" | a failed state, reason) once the device reported on this release."""
         state = self.watcher.devices().get(device)
         report = state.state if state is not None else None
-        if report is None or report.at < self._started:
+        if report is None:
             return None
-        if report.rollout is not None and report.rollout != self.rollout_id:
-            return None  # about another rollout's assignment
+        if self._already_serves(report):  # a kiosk that has it reports nothing new
+            return "installed", "already serving it, healthy"
+        if report.at < self._started or report.rollout not in (None, self.rollout_id):
+            return None  # from before this rollout, or about another rollout's assignment
         about = report.model
-        ours = about is not None and (about.name, about.version) == (
-            self.plan.manifest.name, self.plan.manifest.version
-        )
+        ours = about is not None and (about.name, about.version) == self._release()
         if report.state in FAILED_STATES and (ours or about is None):
             return report.state, report.reason or report.state
         if ours and report.state == "installed" and report.healthy:
             return "installed", report.reason or "healthy"
         return None
+
+    def _release(self) -> tuple[str, str]:
+        return self.plan.manifest.name, self.plan.manifest.version
+
+    def _already_serves(self, report: payloads.ModelState) -> bool:
+        """The device's newest report: this release installed, healthy and serving (by an
+        earlier rollout of it, as when a deploy is run again after it was killed)."""
+        about, running = report.model, report.running
+        return (
+            report.state == "installed" and report.healthy is True
+            and about is not None and (about.name, about.version) == self._release()
+            and running is not None and (running.name, running.version) == self._release()
+        )
 
     def _running(self, device: Device) -> str | None:
         view = self.watcher.devices().get(device)

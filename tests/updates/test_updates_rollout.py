@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,24 @@ def test_cli_deploy_then_signed_rollback_of_every_assigned_kiosk_with_no_config_
     assert len(table) == 4
     assert all("1.0.5" in line and "installed" in line for line in table[1:])
     assert list(elsewhere.iterdir()) == []  # the store is where --store said, nothing here
+
+
+def test_deploying_again_what_kiosks_already_run_completes(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    # A deploy killed after its first wave installed, run again: those kiosks already run the
+    # release healthy under the first rollout's id and have nothing new to report.
+    fleet.kiosk("k0")
+    _all_online(fleet, events, 1)
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "k0")], canaries=1,
+                           timeout_s=30)
+        assert Rollout(fleet.repo, watcher, store, plan).run().state == "complete"
+        again = Rollout(fleet.repo, watcher, store, replace(plan, timeout_s=5)).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert again.state == "complete", again.reason
+    assert [*assignments(fleet.repo)] == [(fleet.site, "k0")]  # still assigned, not withdrawn
+    assert fleet.daemons["k0"].classifier.version == "1.1.0"
