@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
@@ -185,10 +186,38 @@ def assignments(repo: FileRepository) -> dict[tuple[str, str], Assignment]:
 
 
 def refresh_timestamp(repo: FileRepository) -> int:
-    """Re-sign the timestamp (for a timer: it expires quickly); returns its new version."""
+    """Re-sign the timestamp (for a timer: it expires quickly), and the fleet role and snapshot
+    once half their validity is gone: their keys are online too, and without a release or a
+    rollout nothing else would renew them before kiosks refuse them as expired. Returns the
+    timestamp's new version. A renewal that cannot be signed (a key not at hand) is raised
+    as RepositoryError only after the timestamp was signed, so kiosks keep a fresh one."""
     with repo.locked():
+        problems = []
+        for renew in (_renew_fleet, _renew_snapshot):
+            try:
+                renew(repo)
+            except RepositoryError as exc:
+                problems.append(str(exc))
         repo.do_timestamp(force=True)
+        if problems:
+            raise RepositoryError(f"timestamp signed, but: {'; '.join(problems)}")
         return repo.latest_version(Timestamp.type)
+
+
+def _renew_fleet(repo: FileRepository) -> None:
+    if _past_half_life(repo, FLEET):
+        with repo.edit_targets(FLEET):
+            pass  # the same assignments, signed again (a new version)
+
+
+def _renew_snapshot(repo: FileRepository) -> None:
+    repo.do_snapshot(force=_past_half_life(repo, Snapshot.type))
+
+
+def _past_half_life(repo: FileRepository, role: str) -> bool:
+    """Whether less than half of ``role``'s validity period is left."""
+    expires: datetime = repo.open(role).signed.expires
+    return expires - datetime.now(UTC) < timedelta(seconds=repo.expiry_s[role] / 2)
 
 
 def describe(repo: FileRepository) -> dict[str, object]:

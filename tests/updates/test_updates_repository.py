@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,6 +94,33 @@ def test_timestamp_refresh_signs_a_new_version_that_expires_soon(tmp_path: Path)
     assert 500 < valid_s <= 600  # the configured short expiry, from now
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
     assert repo.timestamp().version == before.version + 2
+
+
+def test_the_refresh_timer_alone_keeps_a_quiet_repository_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No release or deploy for longer than snapshot and fleet stay valid (7 and 30 days by
+    # default, 4 s here): the timer's refresh must keep what a kiosk checks signed.
+    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": 4, FLEET: 4})
+    assign(repo, [("s1", "k1")], manifest_for(linear_model(tmp_path / "m.onnx", "1.1.0"),
+                                              "1.1.0", inputs()))
+    time.sleep(2.5)  # past half their validity
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
+    time.sleep(2.0)  # past the first versions' expiry
+    server = RepositoryServer(repo.dir / "public").start()
+    try:
+        client = Updater(str(_dir(tmp_path / "client")), f"{server.url}/metadata/",
+                         bootstrap=(repo.metadata_dir / "1.root.json").read_bytes())
+        assert client.get_targetinfo("devices/s1/k1.json") is not None
+    finally:
+        server.close()
+    assert [*assignments(repo)] == [("s1", "k1")]  # re-signed as it was
+    (repo.keys_dir / FLEET).rename(tmp_path / "offline")  # kept offline against the docs
+    time.sleep(2.5)
+    before = repo.latest_version("timestamp")
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    assert "timestamp signed, but: " in capsys.readouterr().err  # the timer's alarm
+    assert repo.latest_version("timestamp") == before + 1  # kiosks keep a fresh timestamp
 
 
 def test_the_fleet_role_cannot_add_a_model(tmp_path: Path) -> None:
