@@ -101,7 +101,10 @@ def _pairs(items: list[str], kind: type, what: str) -> dict[str, Any]:
         role, _, value = item.partition("=")
         if role not in ROLES or not value:
             raise ValueError(f"{what} {item!r}: use ROLE=VALUE with ROLE one of {', '.join(ROLES)}")
-        found[role] = kind(value)
+        try:
+            found[role] = kind(value)
+        except ValueError:
+            raise ValueError(f"{what} {item}: ROLE=VALUE needs a whole number as VALUE") from None
     return found
 
 

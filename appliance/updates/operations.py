@@ -40,6 +40,7 @@ from appliance.updates.repository import (
 )
 
 MAX_KEYS_PER_ROLE = 32  # a role of more keys is a typo (each key is a file and a signature)
+MAX_EXPIRY_S = 10 * 365 * 86400  # longer is a typo, and soon past the last date Python holds
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ def _check_plan(plan: Mapping[str, RoleKeys], expiry_s: Mapping[str, int]) -> No
         if seconds <= 0:
             raise RepositoryError(f"--expiry-s {role}={seconds}: metadata would be born "
                                   f"expired; give more than 0 s")
+        if seconds > MAX_EXPIRY_S:
+            raise RepositoryError(f"--expiry-s {role}={seconds}: at most {MAX_EXPIRY_S} s "
+                                  f"(10 years)")
 
 
 def _sign_first_versions(repo: FileRepository, plan: Mapping[str, RoleKeys]) -> None:

@@ -221,6 +221,18 @@ def test_init_refuses_expired_metadata_and_a_runaway_key_count(tmp_path: Path) -
     assert not (tmp_path / "many").exists()
 
 
+def test_init_refuses_an_expiry_past_what_a_date_can_hold_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "far"
+    assert main(["models", "repo", "init", str(folder), "--expiry-s",
+                 "timestamp=99999999999999"]) == 2
+    assert "--expiry-s timestamp=99999999999999: at most" in capsys.readouterr().err
+    assert not folder.exists()  # a second init is not refused as "already here"
+    assert main(["models", "repo", "init", str(folder), "--keys", "root=two"]) == 2
+    assert "--keys root=two: ROLE=VALUE needs a whole number" in capsys.readouterr().err
+
+
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
