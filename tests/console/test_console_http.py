@@ -78,6 +78,18 @@ def test_api_filters_by_device_date_and_grade(console: Console) -> None:
     assert len(json.loads(body)["results"]) == 60
 
 
+def test_the_last_day_a_date_can_name_is_a_filter_not_a_server_error(console: Console) -> None:
+    # the day after 9999-12-31 (where "to" ends) is no date: every page and the CSV answered 500
+    _, _, body = console.get("/api/v1/results?to=9999-12-31&limit=200", console.token)
+    assert len(json.loads(body)["results"]) == 60
+    _, _, body = console.get("/api/v1/results?from=9999-12-31&to=9999-12-31", console.token)
+    assert json.loads(body)["results"] == []
+    cookie, _ = login_cookie(console)
+    for page in ("/results?to=9999-12-31", "/results.csv?to=9999-12-31"):
+        status, _, _ = get_with(console, page, cookie)
+        assert status == 200, page
+
+
 @pytest.mark.parametrize(("query", "field"), [
     ("site=%27%3B+DROP+TABLE+results%3B--", "site"),
     ("from=2026-13-45", "from"),
