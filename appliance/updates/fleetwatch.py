@@ -83,6 +83,11 @@ class FleetWatcher:
         except payloads.PayloadError as exc:
             log.warning("ignored a bad payload on %s: %s", topic, exc)
             return
+        said = status or state
+        if said is not None and (said.site, said.device_id) != (site, device_id):
+            log.warning("ignored a payload on %s: it says device %s/%s", topic, said.site,
+                        said.device_id)  # identifiers: validated, nothing to escape
+            return
         with self._lock:
             view = self._devices.get((site, device_id), DeviceView(site, device_id))
             self._devices[(site, device_id)] = replace(
