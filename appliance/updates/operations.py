@@ -58,14 +58,17 @@ def init_repository(
 ) -> FileRepository:
     """Create a repository with Ed25519 keys for root, targets, snapshot, timestamp and fleet."""
     if (directory / "settings.json").exists():
-        raise RepositoryError(f"{directory}: a model repository is already here; not touched")
+        unfinished = FileRepository(directory).unfinished()
+        raise unfinished or RepositoryError(
+            f"{directory}: a model repository is already here; not touched"
+        )
     plan = {role: (keys or {}).get(role, RoleKeys()) for role in ROLES}
     _check_plan(plan, expiry_s or {})
     expiries = {**DEFAULT_EXPIRY_S, **(expiry_s or {})}
     directory.mkdir(parents=True, exist_ok=True)
     write_atomically(directory / "settings.json", json.dumps({"expiry_s": expiries}).encode())
     repo = FileRepository(directory)
-    with repo.locked():
+    with repo.locked(creating=True):
         _sign_first_versions(repo, plan)
     return repo
 

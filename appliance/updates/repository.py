@@ -195,14 +195,29 @@ class FileRepository(Repository):
         self.do_snapshot()
         self.do_timestamp()
 
+    def unfinished(self) -> RepositoryError | None:
+        """The error for a folder whose ``repo init`` stopped before it signed the timestamp
+        (killed, disk full): nothing of it was published, and its keys sign for nobody."""
+        if (self.metadata_dir / "timestamp.json").is_file():
+            return None
+        return RepositoryError(
+            f"{self.dir}: an unfinished model repository (its init stopped before it signed "
+            f"{self.metadata_dir / 'timestamp.json'}; nothing of it was published): remove "
+            f"{self.dir} and run `appliance models repo init {self.dir}` again"
+        )
+
     @contextlib.contextmanager
-    def locked(self) -> Iterator[FileRepository]:
-        """Hold the repository's write lock (one writer at a time: CLI, timer, rollout)."""
+    def locked(self, *, creating: bool = False) -> Iterator[FileRepository]:
+        """Hold the repository's write lock (one writer at a time: CLI, timer, rollout);
+        ``creating``: for ``repo init``, which may hold it before the repository is whole."""
         if not (self.dir / "settings.json").is_file():
             raise RepositoryError(
                 f"{self.dir}: not a model repository (no settings.json); run "
                 f"`appliance models repo init {self.dir}` first"
             )
+        unfinished = None if creating else self.unfinished()
+        if unfinished is not None:
+            raise unfinished
         with (self.dir / ".lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield self

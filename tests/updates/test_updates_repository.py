@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -231,6 +232,30 @@ def test_init_refuses_an_expiry_past_what_a_date_can_hold_and_writes_nothing(
     assert not folder.exists()  # a second init is not refused as "already here"
     assert main(["models", "repo", "init", str(folder), "--keys", "root=two"]) == 2
     assert "--keys root=two: ROLE=VALUE needs a whole number" in capsys.readouterr().err
+
+
+def test_an_init_that_stopped_halfway_is_named_with_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "repo"
+
+    def disk_full(self: FileRepository, force: bool = False) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:  # keys and settings written, no timestamp signed
+        patched.setattr(FileRepository, "do_timestamp", disk_full)
+        assert main(["models", "repo", "init", str(folder)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    for command in (["models", "repo", "init", str(folder)],
+                    ["models", "release", str(model), "--repo", str(folder), "--version", "1.1.0"],
+                    ["models", "repo", "refresh", str(folder)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{folder}: an unfinished model repository" in err, command
+        assert f"remove {folder} and run `appliance models repo init" in err, command
+    shutil.rmtree(folder)
+    assert main(["models", "repo", "init", str(folder)]) == 0
 
 
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
