@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -181,11 +180,8 @@ class FileRepository(Repository):
             info.unrecognized_fields["custom"] = custom
         directory, _, name = target_path.rpartition("/")
         stored = self.targets_dir / directory / f"{info.hashes['sha256']}.{name}"
-        if not stored.is_file():
-            stored.parent.mkdir(parents=True, exist_ok=True)
-            temp = stored.with_name(f".{stored.name}.part")
-            shutil.copyfile(local, temp)
-            os.replace(temp, stored)
+        if not stored.is_file():  # whole on disk before the metadata that names it
+            write_atomically(stored, local.read_bytes())  # at most a model's 50 MB
         with self.edit_targets(role) as targets:
             targets.targets[target_path] = info
         return info

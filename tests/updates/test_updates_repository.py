@@ -28,6 +28,7 @@ from appliance.updates.release import manifest_for
 from appliance.updates.repository import FLEET, FileRepository, RepositoryError
 from appliance.updates.serve import RepositoryServer
 from appliance.updates.testing import linear_model
+from tests.disk_helpers import fill, small_tmpfs
 
 MODEL_PATH = "models/skin-texture-grade/1.1.0/skin-texture-grade-1.1.0.onnx"
 
@@ -256,6 +257,23 @@ def test_an_init_that_stopped_halfway_is_named_with_what_to_do(
         assert f"remove {folder} and run `appliance models repo init" in err, command
     shutil.rmtree(folder)
     assert main(["models", "repo", "init", str(folder)]) == 0
+
+
+def test_a_release_refused_for_a_full_disk_leaves_no_partial_model_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    with small_tmpfs(tmp_path / "disk", size="1m") as disk:
+        repo = init_repository(disk / "repo")
+        filler = fill(disk)
+        release = ["models", "release", str(model), "--repo", str(repo.dir), "--version", "1.1.0"]
+        assert main(release) == 2
+        assert "No space left on device" in capsys.readouterr().err
+        assert [p.name for p in repo.targets_dir.rglob("*") if p.is_file()] == []
+        filler.unlink()
+        assert main(release) == 0
+        stored = [p for p in repo.targets_dir.rglob("*") if p.is_file()]
+        assert [p.read_bytes() for p in stored] == [model.read_bytes()]
 
 
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
