@@ -43,7 +43,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     serve = sub.add_parser("serve", help="serve the repository's public/ folder over HTTP")
     serve.add_argument("dir", type=Path, help="repository folder")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8470, help="TCP port to listen on")
+    serve.add_argument("--port", type=whole_number(0, 65535), default=8470,
+                       help="TCP port to listen on (0: any free one)")
     serve.set_defaults(handler=_repo_serve)
     _register_release(models)
     _register_fleet(models)
@@ -143,7 +144,12 @@ def _repo_refresh(args: argparse.Namespace) -> int:
 def _repo_serve(args: argparse.Namespace) -> int:
     from appliance.updates.serve import RepositoryServer  # noqa: PLC0415
 
-    server = RepositoryServer(args.dir / "public", args.host, args.port)
+    try:
+        server = RepositoryServer(args.dir / "public", args.host, args.port)
+    except OSError as exc:  # no repository there, the address taken or unknown
+        where = "" if isinstance(exc, FileNotFoundError) else f"{args.host}:{args.port}: "
+        print(f"repo serve: {where}{exc}", file=sys.stderr)
+        return EXIT_ERROR
     print(f"serving {args.dir / 'public'} on {server.url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -276,6 +276,27 @@ def test_a_release_refused_for_a_full_disk_leaves_no_partial_model_behind(
         assert [p.read_bytes() for p in stored] == [model.read_bytes()]
 
 
+def test_serve_refuses_what_it_cannot_serve_with_a_message_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    with pytest.raises(SystemExit) as usage:
+        main(["models", "repo", "serve", str(repo.dir), "--port", "99999"])
+    assert usage.value.code == 2
+    assert "--port: must be a whole number from 0 to 65535" in capsys.readouterr().err
+    taken = RepositoryServer(repo.dir / "public")  # holds a port, not started
+    try:
+        port = str(taken.httpd.server_address[1])
+        for args, said in ((["--port", port], f"127.0.0.1:{port}: [Errno 98]"),
+                           (["--host", "no-such-host.invalid"], "no-such-host.invalid")):
+            assert main(["models", "repo", "serve", str(repo.dir), *args]) == 2
+            assert said in capsys.readouterr().err
+    finally:
+        taken.httpd.server_close()
+    assert main(["models", "repo", "serve", str(tmp_path / "typo")]) == 2
+    assert f"repo serve: {tmp_path / 'typo' / 'public'}: no metadata/" in capsys.readouterr().err
+
+
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
