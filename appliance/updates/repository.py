@@ -28,6 +28,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
@@ -39,6 +40,7 @@ from tuf.api.metadata import (
     Targets,
     Timestamp,
 )
+from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
@@ -95,7 +97,23 @@ class FileRepository(Repository):
         version = self.latest_version(role)
         if version == 0:
             return Metadata(_new_signed(role))
-        return Metadata.from_file(str(self._metadata_path(role, version)))
+        path = self._metadata_path(role, version)
+        md = _read(path)
+        try:  # never edit and re-sign what was changed outside this class: it would launder it
+            self._delegator(role, md).verify_delegate(role, md.signed_bytes, md.signatures)
+        except UnsignedMetadataError as exc:
+            raise RepositoryError(
+                f"{path}: its signatures do not verify ({exc}): it was changed outside "
+                f"`appliance models`; nothing was signed. Put back the file this repository "
+                f"signed (a backup) before anything signs again"
+            ) from exc
+        return md
+
+    def _delegator(self, role: str, md: Metadata[Any]) -> Root | Targets:
+        """The metadata whose keys and threshold ``role`` is checked against."""
+        if role == Root.type:
+            return md.signed  # type: ignore[no-any-return]
+        return self.targets() if role == FLEET else self.root()
 
     def close(self, role: str, md: Metadata[Any]) -> None:
         """Sign a new version of ``role`` with every key we hold and store it."""
@@ -135,7 +153,7 @@ class FileRepository(Repository):
         """The newest stored version of ``role`` (0 when none)."""
         if role == Timestamp.type:
             path = self.metadata_dir / "timestamp.json"
-            return Metadata.from_file(str(path)).signed.version if path.is_file() else 0
+            return _read(path).signed.version if path.is_file() else 0
         versions = [
             int(p.name.split(".", 1)[0])
             for p in self.metadata_dir.glob(f"*.{role}.json")
@@ -217,6 +235,17 @@ class FileRepository(Repository):
         with (self.dir / ".lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield self
+
+
+def _read(path: Path) -> Metadata[Any]:
+    """Stored metadata; RepositoryError naming the file when it is no TUF metadata."""
+    try:
+        return Metadata.from_file(str(path))
+    except DeserializationError as exc:
+        raise RepositoryError(
+            f"{path}: not readable TUF metadata ({exc}): it was changed outside `appliance "
+            f"models`; put back the file this repository signed (a backup)"
+        ) from exc
 
 
 def _sslib(key: Any) -> SSlibKey:

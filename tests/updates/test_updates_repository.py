@@ -297,6 +297,35 @@ def test_serve_refuses_what_it_cannot_serve_with_a_message_not_a_traceback(
     assert f"repo serve: {tmp_path / 'typo' / 'public'}: no metadata/" in capsys.readouterr().err
 
 
+def test_a_release_does_not_sign_metadata_that_was_changed_behind_its_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Someone who can write the served folder but holds no key points a released model at a
+    # file of their own; the next release must refuse that, not sign it as its own.
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    release_model(repo, model, manifest_for(model, "1.1.0", inputs()))
+    path = repo.metadata_dir / f"{repo.latest_version('targets')}.targets.json"
+    signed = path.read_bytes()
+    tampered = json.loads(signed)
+    tampered["signed"]["targets"][MODEL_PATH]["hashes"]["sha256"] = "0" * 64
+    path.write_text(json.dumps(tampered))
+    newer = linear_model(tmp_path / "m2.onnx", "1.2.0")
+    assert main(["models", "release", str(newer), "--repo", str(repo.dir), "--version",
+                 "1.2.0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: its signatures do not verify" in err
+    assert path == repo.metadata_dir / f"{repo.latest_version('targets')}.targets.json"
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2  # the timer's alarm
+    assert f"{path}: its signatures do not verify" in capsys.readouterr().err
+    path.write_bytes(signed)  # put back
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
+    timestamp = repo.metadata_dir / "timestamp.json"
+    timestamp.write_bytes(timestamp.read_bytes()[:50])  # cut short: was a traceback
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    assert f"{timestamp}: not readable TUF metadata" in capsys.readouterr().err
+
+
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
