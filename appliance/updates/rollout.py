@@ -119,8 +119,8 @@ class Rollout:
             return None
         if self._already_serves(report):  # a kiosk that has it reports nothing new
             return "installed", "already serving it, healthy"
-        if report.at < self._started or report.rollout not in (None, self.rollout_id):
-            return None  # from before this rollout, or about another rollout's assignment
+        if not self._about_this_rollout(report):
+            return None
         about = report.model
         ours = about is not None and (about.name, about.version) == self._release()
         if report.state in FAILED_STATES and (ours or about is None):
@@ -128,6 +128,13 @@ class Rollout:
         if ours and report.state == "installed" and report.healthy:
             return "installed", report.reason or "healthy"
         return None
+
+    def _about_this_rollout(self, report: payloads.ModelState) -> bool:
+        """A report naming this rollout's assignment, whatever the kiosk's clock says; one
+        naming none (refused before the assignment was read) only when sent since the start."""
+        if report.rollout is not None:
+            return report.rollout == self.rollout_id
+        return report.at >= self._started
 
     def _release(self) -> tuple[str, str]:
         return self.plan.manifest.name, self.plan.manifest.version

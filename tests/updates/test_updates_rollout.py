@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -13,6 +15,8 @@ from updates_helpers import Fleet
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.config import config_from_mapping
+from appliance.transport import payloads
+from appliance.updates import rollout as rollout_module
 from appliance.updates.fleetops import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
 from appliance.updates.operations import assignments
@@ -161,3 +165,28 @@ def test_deploying_again_what_kiosks_already_run_completes(
     assert again.state == "complete", again.reason
     assert [*assignments(fleet.repo)] == [(fleet.site, "k0")]  # still assigned, not withdrawn
     assert fleet.daemons["k0"].classifier.version == "1.1.0"
+
+
+def test_a_kiosk_whose_clock_is_behind_the_back_office_s_is_heard(
+    fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a kiosk without NTP, 10 minutes behind: its reports on this rollout carry this rollout's
+    # id, but their times are before the back office started it
+    fleet.kiosk("k0")
+    fleet.kiosk("k1")
+    _all_online(fleet, events, 2)
+    ahead = SimpleNamespace(utc_now=lambda: payloads.utc_now() + timedelta(minutes=10))
+    monkeypatch.setattr(rollout_module, "payloads", ahead)
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        good = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "k0")], timeout_s=20)
+        installed = Rollout(fleet.repo, watcher, store, good).run()
+        bad = RolloutPlan(fleet.release_failing_self_test("1.2.0"), [(fleet.site, "k1")],
+                          timeout_s=20)
+        refused = Rollout(fleet.repo, watcher, store, bad).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert installed.state == "complete", installed.reason
+    assert refused.state == "halted"
+    assert "k1 rejected: self-test failed" in refused.reason  # its words, not a timeout
