@@ -33,7 +33,13 @@ from appliance.updates.manifest import ManifestError, semver_key
 from appliance.updates.operations import assignments, release_model, released, releases
 from appliance.updates.release import manifest_for, table_inputs
 from appliance.updates.repository import FileRepository, RepositoryError
-from appliance.updates.rollout import Device, Rollout, RolloutPlan, latest_rollouts
+from appliance.updates.rollout import (
+    Device,
+    Rollout,
+    RolloutPlan,
+    latest_rollouts,
+    mark_interrupted,
+)
 
 EXIT_ERROR = 2
 EXIT_HALTED = 1
@@ -131,8 +137,10 @@ def run_deploy(args: argparse.Namespace) -> int:
         repo = FileRepository(args.repo)
         manifest = released(repo, args.name, args.version)  # before anything is created
         with ExitStack() as opened:
+            opened.enter_context(repo.rolling_out())
             watcher = opened.enter_context(closing(_watch(config, args.config)))
             store = opened.enter_context(closing(open_store(url)))  # records the rollout
+            mark_interrupted(store)
             plan = RolloutPlan(
                 manifest=manifest,
                 devices=choose_devices(args, _known_devices(watcher, store), repo),

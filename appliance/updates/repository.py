@@ -221,6 +221,15 @@ class FileRepository(Repository):
         )
 
     @contextlib.contextmanager
+    def rolling_out(self) -> Iterator[None]:
+        """Hold the repository's rollout lock for a whole deploy or rollback: two at once would
+        overwrite each other's device assignments, and one that halts withdraws them."""
+        busy = (f"{self.dir}: another `appliance models deploy` or `rollback` is running on "
+                f"this repository; wait until it ends")
+        with _held_alone(self.dir / ".rollout.lock", busy):
+            yield
+
+    @contextlib.contextmanager
     def locked(self, *, creating: bool = False) -> Iterator[FileRepository]:
         """Hold the repository's write lock (one writer at a time: CLI, timer, rollout);
         ``creating``: for ``repo init``, which may hold it before the repository is whole."""
@@ -235,6 +244,22 @@ class FileRepository(Repository):
         with (self.dir / ".lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield self
+
+
+@contextlib.contextmanager
+def _held_alone(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (released by the kernel when the process ends, kill
+    -9 included); RepositoryError ``busy`` with the holder's pid when another process has it."""
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise RepositoryError(f"{busy} (pid {lock.read().strip() or '?'})") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 def _read(path: Path) -> Metadata[Any]:

@@ -199,6 +199,17 @@ class Rollout:
         )
 
 
+def mark_interrupted(store: Store) -> int:
+    """Rollouts still ``running`` in the store while no deploy holds the repository's rollout
+    lock ended without finishing (their deploy was killed): say so; returns how many."""
+    stale = store.query("SELECT rollout_id FROM rollouts WHERE state = 'running'")
+    reason = "its deploy or rollback ended before the rollout did (killed?)"
+    store.write("UPDATE rollouts SET state = 'interrupted', reason = ?, updated_at = ? "
+                "WHERE rollout_id = ?",
+                [(reason, iso_utc(payloads.utc_now()), row[0]) for row in stale])
+    return len(stale)
+
+
 def latest_rollouts(store: Store) -> dict[Device, tuple[str, str, str, str | None]]:
     """Per device: (rollout id, rollout state, device state, reason) of its newest rollout."""
     rows = store.query(

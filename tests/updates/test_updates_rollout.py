@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -190,3 +191,35 @@ def test_a_kiosk_whose_clock_is_behind_the_back_office_s_is_heard(
     assert installed.state == "complete", installed.reason
     assert refused.state == "halted"
     assert "k1 rejected: self-test failed" in refused.reason  # its words, not a timeout
+
+
+def test_one_rollout_at_a_time_and_a_killed_one_is_marked_interrupted(
+    fleet: Fleet, events: ModelEvents, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(fleet.tmp)  # no config.yaml: the broker from APPLIANCE__
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", fleet.broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(fleet.broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", fleet.prefix)
+    fleet.kiosk("k0")
+    _all_online(fleet, events, 1)
+    fleet.release("1.1.0")
+    store_url = f"sqlite:///{fleet.tmp / 'rollouts.sqlite3'}"
+    with closing(open_store(store_url)) as store:  # what a deploy killed mid-wave leaves
+        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("killed000001", "skin-texture-grade", "1.1.0", "deploy", "all", 1,
+                      "running", None, "2026-12-01T00:00:00.000000Z",
+                      "2026-12-01T00:00:00.000000Z")])
+    deploy = ["models", "deploy", "skin-texture-grade", "1.1.0", "--all", "--timeout-s", "30",
+              "--repo", str(fleet.repo.dir), "--store", store_url]
+    assert main(deploy) == 0
+    with closing(open_store(store_url)) as store:
+        states = dict(store.query("SELECT rollout_id, state FROM rollouts"))
+    assert states.pop("killed000001") == "interrupted"  # it said "running" for ever
+    assert list(states.values()) == ["complete"]
+    capsys.readouterr()
+    with fleet.repo.rolling_out():  # another deploy is at work: two would undo each other
+        assert main(deploy) == 2
+    assert "another `appliance models deploy` or `rollback` is running" in capsys.readouterr().err
+    with closing(open_store(store_url)) as store:
+        assert len(store.query("SELECT state FROM rollouts")) == 2  # nothing started
