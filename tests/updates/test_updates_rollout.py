@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from updates_helpers import Fleet
+from updates_helpers import Fleet, coarse_on_high_kime
 
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
@@ -223,3 +223,23 @@ def test_one_rollout_at_a_time_and_a_killed_one_is_marked_interrupted(
     assert "another `appliance models deploy` or `rollback` is running" in capsys.readouterr().err
     with closing(open_store(store_url)) as store:
         assert len(store.query("SELECT state FROM rollouts")) == 2  # nothing started
+
+
+def test_deploying_a_release_a_kiosk_rolled_back_halts_with_why_not_a_timeout(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    fleet.kiosk("k0", health_measurements=3)
+    _all_online(fleet, events, 1)
+    # self-test inputs say "fine"; this kiosk's measurements make the release say "coarse"
+    unhealthy = fleet.release("1.1.0", weights=coarse_on_high_kime(), bias=(0, 0, -50))
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        plan = RolloutPlan(unhealthy, [(fleet.site, "k0")], timeout_s=30)
+        first = Rollout(fleet.repo, watcher, store, plan).run()
+        again = Rollout(fleet.repo, watcher, store, replace(plan, timeout_s=20)).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert "k0 rolled_back" in first.reason
+    assert again.state == "halted"
+    assert "k0 rejected: rejected on this kiosk before" in again.reason  # at once, not in 20 s
