@@ -114,6 +114,9 @@ def choose_devices(
     the model is assigned to now), in a stable order."""
     if not (args.all or args.site or args.devices):
         chosen = sorted(d for d, a in assignments(repo).items() if a.model == args.name)
+        if not chosen:
+            raise ValueError(f"no device is assigned {args.name} now; name the devices with "
+                             f"--devices, --site or --all")
     elif args.all:
         chosen = sorted(known)
     elif args.site:

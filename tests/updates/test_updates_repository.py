@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import time
@@ -14,6 +15,7 @@ from tuf.ngclient import Updater
 from updates_helpers import inputs
 
 from appliance.cli import main
+from appliance.updates.fleetops import choose_devices
 from appliance.updates.manifest import ManifestError, check_target_path, semver_key
 from appliance.updates.operations import (
     RoleKeys,
@@ -324,6 +326,15 @@ def test_a_release_does_not_sign_metadata_that_was_changed_behind_its_back(
     timestamp.write_bytes(timestamp.read_bytes()[:50])  # cut short: was a traceback
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
     assert f"{timestamp}: not readable TUF metadata" in capsys.readouterr().err
+
+
+def test_a_rollback_of_a_model_assigned_to_nobody_says_so(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo")
+    every_device = argparse.Namespace(name="skin-texture-grade", all=False, site=None,
+                                      devices=None)
+    with pytest.raises(ValueError, match="no device is assigned skin-texture-grade now; name "
+                                         "the devices with --devices, --site or --all"):
+        choose_devices(every_device, {("lab", "k1")}, repo)
 
 
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
