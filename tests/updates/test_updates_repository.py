@@ -337,6 +337,24 @@ def test_a_rollback_of_a_model_assigned_to_nobody_says_so(tmp_path: Path) -> Non
         choose_devices(every_device, {("lab", "k1")}, repo)
 
 
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--device-types", "skin kiosk", "--device-types 'skin kiosk': "),
+    ("--device-types", ",,", "--device-types: at least one device type"),
+    ("--feature-schema", "x" * 65, "--feature-schema 'xxxx"),
+])
+def test_release_options_a_manifest_cannot_hold_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, said: str
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version", "1.1.0",
+                 option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"release: {said}"), err
+    assert "pydantic" not in err
+    assert len(err.splitlines()) == 1
+
+
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
