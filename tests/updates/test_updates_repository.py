@@ -15,6 +15,8 @@ from tuf.ngclient import Updater
 from updates_helpers import inputs
 
 from appliance.cli import main
+from appliance.config import load_config
+from appliance.updates.fetch import RepositoryClient
 from appliance.updates.fleetops import choose_devices
 from appliance.updates.manifest import ManifestError, check_target_path, semver_key
 from appliance.updates.operations import (
@@ -353,6 +355,27 @@ def test_release_options_a_manifest_cannot_hold_are_named(
     assert err.startswith(f"release: {said}"), err
     assert "pydantic" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_config_check_refuses_a_trusted_root_the_kiosk_could_not_start_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    (tmp_path / "not-root.json").write_text('{"signed": 1}')
+    config = tmp_path / "kiosk.yaml"
+    for root, said in (("missing.json", "No such file"),
+                       ("not-root.json", "not TUF root metadata"),
+                       (str(repo.metadata_dir / "1.targets.json"), "holds targets metadata")):
+        config.write_text(f"updates: {{url: 'http://127.0.0.1:8470', trusted_root: '{root}'}}\n")
+        assert main(["config", "check", str(config)]) == 2, root
+        err = capsys.readouterr().err
+        assert "updates.trusted_root: " in err
+        assert said in err
+        with pytest.raises(ValueError, match=f"updates.trusted_root: .*{said}"):
+            RepositoryClient(load_config(config).updates, "lab", "k1", tmp_path / "state")
+    config.write_text("updates: {url: 'http://127.0.0.1:8470', trusted_root: "
+                      f"'{repo.metadata_dir / '1.root.json'}'}}\n")
+    assert main(["config", "check", str(config)]) == 0
 
 
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
