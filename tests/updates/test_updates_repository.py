@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -376,6 +377,21 @@ def test_config_check_refuses_a_trusted_root_the_kiosk_could_not_start_from(
     config.write_text("updates: {url: 'http://127.0.0.1:8470', trusted_root: "
                       f"'{repo.metadata_dir / '1.root.json'}'}}\n")
     assert main(["config", "check", str(config)]) == 0
+
+
+def test_the_repository_server_hangs_up_on_a_connection_that_sends_nothing(
+    tmp_path: Path
+) -> None:
+    # each connection holds a thread; idle ones (a slow or hostile client) must not pile up
+    repo = init_repository(tmp_path / "repo")
+    server = RepositoryServer(repo.dir / "public", idle_timeout_s=0.5).start()
+    try:
+        host, port = server.httpd.server_address[:2]
+        with socket.create_connection((str(host), int(port))) as idle:
+            idle.settimeout(10)
+            assert idle.recv(1) == b""  # closed by the server, not still waiting
+    finally:
+        server.close()
 
 
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
