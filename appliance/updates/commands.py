@@ -76,7 +76,8 @@ def _register_fleet(models: Any) -> None:
             command.add_argument("--to", dest="version", required=True, help="released version")
         command.add_argument("--repo", type=Path, required=True, help="repository folder")
         target = command.add_mutually_exclusive_group(required=name == "deploy")
-        target.add_argument("--devices", help="comma-separated device ids")
+        target.add_argument("--devices", help="comma-separated device ids (SITE/ID where "
+                            "two sites have a device of that id)")
         target.add_argument("--site", help="every known device of a site")
         target.add_argument("--all", action="store_true", help="every known device")
         command.add_argument("--wave", type=whole_number(1, MAX_DEVICES), default=10,

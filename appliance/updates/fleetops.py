@@ -122,15 +122,27 @@ def choose_devices(
     elif args.site:
         chosen = sorted(d for d in known if d[0] == args.site)
     else:
-        wanted = [d.strip() for d in args.devices.split(",") if d.strip()]
-        by_id = {device_id: (site, device_id) for site, device_id in known}
-        unknown = [d for d in wanted if d not in by_id]
-        if unknown:
-            raise ValueError(f"unknown device(s) {', '.join(unknown)}: no status from them yet")
-        chosen = [by_id[d] for d in wanted]
+        chosen = named_devices([d.strip() for d in args.devices.split(",") if d.strip()], known)
     if not chosen:
         raise ValueError("no device matches; kiosks appear once they publish a status")
     return chosen
+
+
+def named_devices(names: list[str], known: set[Device]) -> list[Device]:
+    """The devices ``--devices`` names, each as DEVICE or SITE/DEVICE (needed where two sites
+    have a device of that id)."""
+    by_name: dict[str, list[Device]] = {}
+    for site, device_id in sorted(known):
+        by_name.setdefault(device_id, []).append((site, device_id))
+        by_name[f"{site}/{device_id}"] = [(site, device_id)]
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise ValueError(f"unknown device(s) {', '.join(unknown)}: no status from them yet")
+    for name in names:
+        if len(by_name[name]) > 1:
+            sites = ", ".join(site for site, _ in by_name[name])
+            raise ValueError(f"{name} is a device of sites {sites}; name it as SITE/DEVICE")
+    return [by_name[name][0] for name in names]
 
 
 def run_deploy(args: argparse.Namespace) -> int:

@@ -394,6 +394,23 @@ def test_the_repository_server_hangs_up_on_a_connection_that_sends_nothing(
         server.close()
 
 
+def test_devices_named_by_an_id_two_sites_use_are_not_picked_at_random(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo")
+    known = {("shop-1", "kiosk-1"), ("shop-2", "kiosk-1"), ("shop-2", "kiosk-2")}
+
+    def chosen(devices: str) -> list[tuple[str, str]]:
+        named = argparse.Namespace(name="skin-texture-grade", all=False, site=None,
+                                   devices=devices)
+        return choose_devices(named, known, repo)
+
+    with pytest.raises(ValueError, match="kiosk-1 is a device of sites shop-1, shop-2; name "
+                                         "it as SITE/DEVICE"):
+        chosen("kiosk-1")
+    assert chosen("shop-2/kiosk-1,kiosk-2") == [("shop-2", "kiosk-1"), ("shop-2", "kiosk-2")]
+    with pytest.raises(ValueError, match="unknown device"):
+        chosen("shop-3/kiosk-1")
+
+
 def test_status_of_a_folder_that_is_no_repository_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
