@@ -153,3 +153,21 @@ def test_a_state_naming_another_device_than_its_topic_is_ignored(
             publisher.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
         publisher.disconnect()
         publisher.loop_stop()
+
+
+def test_a_notice_the_broker_cannot_take_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a notice only says "refresh now" (kiosks also check on their interval): a broker restart
+    # while a rollout notifies must not end the deploy with a traceback, its rollout "running"
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    broker.start()
+    watcher = FleetWatcher(MqttConfig(host=broker.host, port=broker.port,
+                                      topic_prefix="notice-test"), "watcher-notice")
+    try:
+        broker.stop(kill=True)
+        watcher.notify("lab", "k1", "r0llout1")
+    finally:
+        watcher.close()
+        broker.close()
+    assert "notice to lab/k1 not sent" in caplog.text
