@@ -21,7 +21,13 @@ from typing import Any
 
 from appliance import __version__, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help
-from appliance.config import ENV_PREFIX, ConfigError, load_config_or_defaults, missing_files
+from appliance.config import (
+    ENV_PREFIX,
+    ConfigError,
+    UpdatesConfig,
+    load_config_or_defaults,
+    missing_files,
+)
 
 AREAS = (
     "capture", "skin", "synthetic", "inference", "modelbuild", "transport", "updates", "edge",
@@ -44,7 +50,8 @@ def _config_check(args: argparse.Namespace) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     source = _checked_source(named)
-    if refused := missing_files(config) or _unloadable_model(config.model.path):
+    refused = missing_files(config) or _unloadable_model(config.model.path)
+    if refused := refused or _unusable_trusted_root(config.updates):
         print(f"config error: {source}: the daemon would refuse it:\n  " + "\n  ".join(refused),
               file=sys.stderr)
         return 2
@@ -76,6 +83,20 @@ def _unloadable_model(path: str | None) -> list[str]:
         SkinClassifier.load(path)
     except ModelError as exc:
         return [f"model.path: {exc}"]
+    return []
+
+
+def _unusable_trusted_root(updates: UpdatesConfig) -> list[str]:
+    """Why the kiosk's model updater could not start from ``updates.trusted_root`` (empty
+    when it can, or updates are off)."""
+    if updates.url is None or updates.trusted_root is None:
+        return []
+    from appliance.updates.fetch import read_trusted_root  # noqa: PLC0415 - tuf
+
+    try:
+        read_trusted_root(updates.trusted_root)
+    except ValueError as exc:
+        return [str(exc)]
     return []
 
 

@@ -78,7 +78,17 @@ def create_token(store: Store, name: str) -> str:
 
 def verify_password(store: Store, name: str, password: str) -> Login | None:
     """The user's login when the password is right, else None (same cost either way)."""
-    found = store.user(name) if USER_NAME.match(name) else None
+    return check_password(known_user(store, name), name, password)
+
+
+def known_user(store: Store, name: str) -> tuple[str, str] | None:
+    """The stored password hash and role of ``name`` (None: no such user)."""
+    return store.user(name) if USER_NAME.match(name) else None
+
+
+def check_password(found: tuple[str, str] | None, name: str, password: str) -> Login | None:
+    """``verify_password`` on a user already looked up: the slow hash needs no store (anyone
+    can start one, so it must not hold a connection the console's pages need)."""
     stored_hash, role = found if found else (_DUMMY_HASH, "")
     try:
         _HASHER.verify(stored_hash, password)

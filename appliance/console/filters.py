@@ -84,6 +84,11 @@ def _day_start(day: date) -> str:
     return iso_utc(datetime(day.year, day.month, day.day, tzinfo=UTC))
 
 
+def _day_after(day: date) -> str | None:
+    """Where a filter ending on ``day`` stops; None (no end) after the last day a date holds."""
+    return None if day == date.max else _day_start(day + timedelta(days=1))
+
+
 def parse_filter(params: Mapping[str, str]) -> tuple[ResultFilter, dict[str, str]]:
     """The result filter from query parameters (site, device, from, to, grade)."""
     first = parse_day("from", _field(params, "from"))
@@ -94,7 +99,7 @@ def parse_filter(params: Mapping[str, str]) -> tuple[ResultFilter, dict[str, str
         site=_identifier(params, "site"),
         device_id=_identifier(params, "device"),
         captured_from=_day_start(first) if first else None,
-        captured_before=_day_start(last + timedelta(days=1)) if last else None,
+        captured_before=_day_after(last) if last else None,
         label=_identifier(params, "grade"),
     )
     echo = {name: params[name].strip() for name in FILTER_FIELDS if params.get(name, "").strip()}

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.export import SHOWN_CHARS
 from appliance.backoffice.queries import Login
-from appliance.console.auth import digest, open_session, verify_password
+from appliance.console.auth import check_password, digest, known_user, open_session
 from appliance.console.cohortview import svg_plot
 from appliance.console.filters import check_measurement_id, once_each, parse_query
 from appliance.console.guard import (
@@ -74,9 +74,14 @@ async def login_submit(request: Request) -> RedirectResponse:
     pool, hours = pool_of(request), request.app.state.settings.session_hours
 
     def attempt() -> Any:
+        name = form.get("user", "")
         with pool.store() as store:
-            login = verify_password(store, form.get("user", ""), form.get("password", ""))
-            return open_session(store, login, hours) if login else None
+            found = known_user(store, name)
+        login = check_password(found, name, form.get("password", ""))  # no store held
+        if login is None:
+            return None
+        with pool.store() as store:
+            return open_session(store, login, hours)
 
     session = await run_in_threadpool(attempt)
     target = safe_next(form.get("next"))

@@ -43,7 +43,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     serve = sub.add_parser("serve", help="serve the repository's public/ folder over HTTP")
     serve.add_argument("dir", type=Path, help="repository folder")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8470, help="TCP port to listen on")
+    serve.add_argument("--port", type=whole_number(0, 65535), default=8470,
+                       help="TCP port to listen on (0: any free one)")
     serve.set_defaults(handler=_repo_serve)
     _register_release(models)
     _register_fleet(models)
@@ -75,7 +76,8 @@ def _register_fleet(models: Any) -> None:
             command.add_argument("--to", dest="version", required=True, help="released version")
         command.add_argument("--repo", type=Path, required=True, help="repository folder")
         target = command.add_mutually_exclusive_group(required=name == "deploy")
-        target.add_argument("--devices", help="comma-separated device ids")
+        target.add_argument("--devices", help="comma-separated device ids (SITE/ID where "
+                            "two sites have a device of that id)")
         target.add_argument("--site", help="every known device of a site")
         target.add_argument("--all", action="store_true", help="every known device")
         command.add_argument("--wave", type=whole_number(1, MAX_DEVICES), default=10,
@@ -101,7 +103,10 @@ def _pairs(items: list[str], kind: type, what: str) -> dict[str, Any]:
         role, _, value = item.partition("=")
         if role not in ROLES or not value:
             raise ValueError(f"{what} {item!r}: use ROLE=VALUE with ROLE one of {', '.join(ROLES)}")
-        found[role] = kind(value)
+        try:
+            found[role] = kind(value)
+        except ValueError:
+            raise ValueError(f"{what} {item}: ROLE=VALUE needs a whole number as VALUE") from None
     return found
 
 
@@ -140,7 +145,12 @@ def _repo_refresh(args: argparse.Namespace) -> int:
 def _repo_serve(args: argparse.Namespace) -> int:
     from appliance.updates.serve import RepositoryServer  # noqa: PLC0415
 
-    server = RepositoryServer(args.dir / "public", args.host, args.port)
+    try:
+        server = RepositoryServer(args.dir / "public", args.host, args.port)
+    except OSError as exc:  # no repository there, the address taken or unknown
+        where = "" if isinstance(exc, FileNotFoundError) else f"{args.host}:{args.port}: "
+        print(f"repo serve: {where}{exc}", file=sys.stderr)
+        return EXIT_ERROR
     print(f"serving {args.dir / 'public'} on {server.url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -10,13 +10,15 @@ turns tuf's exceptions into reasons a person can act on.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import urllib3
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import Metadata, Root, TargetFile
+from tuf.api.serialization import DeserializationError
 from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
@@ -47,6 +49,28 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (tuf_errors.DownloadError, "download failed"),
     (tuf_errors.RepositoryError, "repository metadata refused"),
 )
+
+
+MAX_ROOT_BYTES = 1024 * 1024  # a root of 32 keys per role is a few KiB
+
+
+def read_trusted_root(path: str) -> bytes:
+    """The root metadata file a kiosk starts trusting from (``updates.trusted_root``);
+    ValueError naming the key when the kiosk could not start from it."""
+    try:
+        if os.path.getsize(path) > MAX_ROOT_BYTES:
+            raise ValueError(f"{MAX_ROOT_BYTES} bytes at most")
+        raw = Path(path).read_bytes()
+        signed = Metadata.from_bytes(raw).signed
+    except OSError as exc:
+        raise ValueError(f"updates.trusted_root: {path}: {exc.strerror or exc}") from exc
+    except (ValueError, DeserializationError) as exc:
+        raise ValueError(f"updates.trusted_root: {path}: not TUF root metadata ({exc}); copy "
+                         f"the repository's public/metadata/1.root.json") from exc
+    if not isinstance(signed, Root):
+        raise ValueError(f"updates.trusted_root: {path}: holds {signed.type} metadata, not "
+                         f"root; copy the repository's public/metadata/1.root.json")
+    return raw
 
 
 class UpdateRefusedError(Exception):
@@ -95,7 +119,7 @@ class RepositoryClient:
         self.metadata_dir = state_dir / "updates" / "metadata"
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         self.base_url = config.url.rstrip("/")
-        self._trusted_root = Path(config.trusted_root).read_bytes()
+        self._trusted_root = read_trusted_root(config.trusted_root)
 
     def _updater(self) -> Updater:
         return Updater(

@@ -33,7 +33,13 @@ from appliance.updates.manifest import ManifestError, semver_key
 from appliance.updates.operations import assignments, release_model, released, releases
 from appliance.updates.release import manifest_for, table_inputs
 from appliance.updates.repository import FileRepository, RepositoryError
-from appliance.updates.rollout import Device, Rollout, RolloutPlan, latest_rollouts
+from appliance.updates.rollout import (
+    Device,
+    Rollout,
+    RolloutPlan,
+    latest_rollouts,
+    mark_interrupted,
+)
 
 EXIT_ERROR = 2
 EXIT_HALTED = 1
@@ -108,20 +114,35 @@ def choose_devices(
     the model is assigned to now), in a stable order."""
     if not (args.all or args.site or args.devices):
         chosen = sorted(d for d, a in assignments(repo).items() if a.model == args.name)
+        if not chosen:
+            raise ValueError(f"no device is assigned {args.name} now; name the devices with "
+                             f"--devices, --site or --all")
     elif args.all:
         chosen = sorted(known)
     elif args.site:
         chosen = sorted(d for d in known if d[0] == args.site)
     else:
-        wanted = [d.strip() for d in args.devices.split(",") if d.strip()]
-        by_id = {device_id: (site, device_id) for site, device_id in known}
-        unknown = [d for d in wanted if d not in by_id]
-        if unknown:
-            raise ValueError(f"unknown device(s) {', '.join(unknown)}: no status from them yet")
-        chosen = [by_id[d] for d in wanted]
+        chosen = named_devices([d.strip() for d in args.devices.split(",") if d.strip()], known)
     if not chosen:
         raise ValueError("no device matches; kiosks appear once they publish a status")
     return chosen
+
+
+def named_devices(names: list[str], known: set[Device]) -> list[Device]:
+    """The devices ``--devices`` names, each as DEVICE or SITE/DEVICE (needed where two sites
+    have a device of that id)."""
+    by_name: dict[str, list[Device]] = {}
+    for site, device_id in sorted(known):
+        by_name.setdefault(device_id, []).append((site, device_id))
+        by_name[f"{site}/{device_id}"] = [(site, device_id)]
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise ValueError(f"unknown device(s) {', '.join(unknown)}: no status from them yet")
+    for name in names:
+        if len(by_name[name]) > 1:
+            sites = ", ".join(site for site, _ in by_name[name])
+            raise ValueError(f"{name} is a device of sites {sites}; name it as SITE/DEVICE")
+    return [by_name[name][0] for name in names]
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -131,8 +152,10 @@ def run_deploy(args: argparse.Namespace) -> int:
         repo = FileRepository(args.repo)
         manifest = released(repo, args.name, args.version)  # before anything is created
         with ExitStack() as opened:
+            opened.enter_context(repo.rolling_out())
             watcher = opened.enter_context(closing(_watch(config, args.config)))
             store = opened.enter_context(closing(open_store(url)))  # records the rollout
+            mark_interrupted(store)
             plan = RolloutPlan(
                 manifest=manifest,
                 devices=choose_devices(args, _known_devices(watcher, store), repo),

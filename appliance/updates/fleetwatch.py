@@ -83,6 +83,11 @@ class FleetWatcher:
         except payloads.PayloadError as exc:
             log.warning("ignored a bad payload on %s: %s", topic, exc)
             return
+        said = status or state
+        if said is not None and (said.site, said.device_id) != (site, device_id):
+            log.warning("ignored a payload on %s: it says device %s/%s", topic, said.site,
+                        said.device_id)  # identifiers: validated, nothing to escape
+            return
         with self._lock:
             view = self._devices.get((site, device_id), DeviceView(site, device_id))
             self._devices[(site, device_id)] = replace(
@@ -95,10 +100,15 @@ class FleetWatcher:
             return dict(self._devices)
 
     def notify(self, site: str, device_id: str, rollout_id: str) -> None:
-        """Publish the "refresh now" notice to one device."""
+        """Publish the "refresh now" notice to one device (one the broker cannot take is
+        logged: the device still checks on its interval)."""
         body = json.dumps({"refresh": True, "rollout": rollout_id}).encode()
         topic = device_topic(self.prefix, site, device_id, UPDATE_LEAF)
-        self._link.client.publish(topic, body, qos=1).wait_for_publish(10)
+        try:
+            self._link.client.publish(topic, body, qos=1).wait_for_publish(10)
+        except (RuntimeError, ValueError) as exc:  # paho: not connected, queue full
+            log.warning("notice to %s/%s not sent (%s); it installs at its next check "
+                        "(updates.check_interval_s)", site, device_id, exc)
 
     def close(self) -> None:
         """Disconnect."""

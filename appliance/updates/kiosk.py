@@ -209,6 +209,10 @@ class ModelUpdater(threading.Thread):
                 self._report("installed", offer, "serving the assigned model since start")
             return
         if offer.sha256 in self._rejected:
+            if offer.assignment.rollout != self._rollout:  # assigned anew: say why, once
+                self._report("rejected", offer, "rejected on this kiosk before (it failed its "
+                             "self-test or its health check here); not tried again: release "
+                             "a new version")
             return
         try:
             self._install(updater, offer)

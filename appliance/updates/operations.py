@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
@@ -39,6 +40,7 @@ from appliance.updates.repository import (
 )
 
 MAX_KEYS_PER_ROLE = 32  # a role of more keys is a typo (each key is a file and a signature)
+MAX_EXPIRY_S = 10 * 365 * 86400  # longer is a typo, and soon past the last date Python holds
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,17 @@ def init_repository(
 ) -> FileRepository:
     """Create a repository with Ed25519 keys for root, targets, snapshot, timestamp and fleet."""
     if (directory / "settings.json").exists():
-        raise RepositoryError(f"{directory}: a model repository is already here; not touched")
+        unfinished = FileRepository(directory).unfinished()
+        raise unfinished or RepositoryError(
+            f"{directory}: a model repository is already here; not touched"
+        )
     plan = {role: (keys or {}).get(role, RoleKeys()) for role in ROLES}
     _check_plan(plan, expiry_s or {})
     expiries = {**DEFAULT_EXPIRY_S, **(expiry_s or {})}
     directory.mkdir(parents=True, exist_ok=True)
     write_atomically(directory / "settings.json", json.dumps({"expiry_s": expiries}).encode())
     repo = FileRepository(directory)
-    with repo.locked():
+    with repo.locked(creating=True):
         _sign_first_versions(repo, plan)
     return repo
 
@@ -82,6 +87,9 @@ def _check_plan(plan: Mapping[str, RoleKeys], expiry_s: Mapping[str, int]) -> No
         if seconds <= 0:
             raise RepositoryError(f"--expiry-s {role}={seconds}: metadata would be born "
                                   f"expired; give more than 0 s")
+        if seconds > MAX_EXPIRY_S:
+            raise RepositoryError(f"--expiry-s {role}={seconds}: at most {MAX_EXPIRY_S} s "
+                                  f"(10 years)")
 
 
 def _sign_first_versions(repo: FileRepository, plan: Mapping[str, RoleKeys]) -> None:
@@ -185,10 +193,38 @@ def assignments(repo: FileRepository) -> dict[tuple[str, str], Assignment]:
 
 
 def refresh_timestamp(repo: FileRepository) -> int:
-    """Re-sign the timestamp (for a timer: it expires quickly); returns its new version."""
+    """Re-sign the timestamp (for a timer: it expires quickly), and the fleet role and snapshot
+    once half their validity is gone: their keys are online too, and without a release or a
+    rollout nothing else would renew them before kiosks refuse them as expired. Returns the
+    timestamp's new version. A renewal that cannot be signed (a key not at hand) is raised
+    as RepositoryError only after the timestamp was signed, so kiosks keep a fresh one."""
     with repo.locked():
+        problems = []
+        for renew in (_renew_fleet, _renew_snapshot):
+            try:
+                renew(repo)
+            except RepositoryError as exc:
+                problems.append(str(exc))
         repo.do_timestamp(force=True)
+        if problems:
+            raise RepositoryError(f"timestamp signed, but: {'; '.join(problems)}")
         return repo.latest_version(Timestamp.type)
+
+
+def _renew_fleet(repo: FileRepository) -> None:
+    if _past_half_life(repo, FLEET):
+        with repo.edit_targets(FLEET):
+            pass  # the same assignments, signed again (a new version)
+
+
+def _renew_snapshot(repo: FileRepository) -> None:
+    repo.do_snapshot(force=_past_half_life(repo, Snapshot.type))
+
+
+def _past_half_life(repo: FileRepository, role: str) -> bool:
+    """Whether less than half of ``role``'s validity period is left."""
+    expires: datetime = repo.open(role).signed.expires
+    return expires - datetime.now(UTC) < timedelta(seconds=repo.expiry_s[role] / 2)
 
 
 def describe(repo: FileRepository) -> dict[str, object]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import ValidationError
 
 from appliance.inference.runner import NAMED_MODEL_HINT, OnnxRunner
 from appliance.updates.manifest import FEATURE_SCHEMA, ManifestError, ModelManifest, semver_key
@@ -41,13 +42,31 @@ def manifest_for(
             f"{model}: the model's metadata says version {contract.version}, the release says "
             f"{version}; release it as {contract.version} or rebuild it with the new version"
         )
-    return ModelManifest(
-        name=contract.name,
-        version=version,
-        feature_schema=feature_schema,
-        device_types=list(device_types),
-        self_test=record_self_test(runner, inputs),
-    )
+    try:
+        return ModelManifest(
+            name=contract.name,
+            version=version,
+            feature_schema=feature_schema,
+            device_types=list(device_types),
+            self_test=record_self_test(runner, inputs),
+        )
+    except ValidationError as exc:
+        raise _refusal(exc) from exc
+
+
+_OPTION_OF = {"device_types": "--device-types", "feature_schema": "--feature-schema"}
+
+
+def _refusal(exc: ValidationError) -> ManifestError:
+    """The first thing the manifest could not hold, named as the release option that gave it."""
+    first = exc.errors()[0]
+    field = str(first["loc"][0])
+    option = _OPTION_OF.get(field, field)
+    if field == "device_types" and first["type"] == "too_short":
+        return ManifestError(f"{option}: at least one device type (comma-separated)")
+    given = repr(first["input"])
+    shown = given if len(given) <= 80 else given[:80] + "..."
+    return ManifestError(f"{option} {shown}: {first['msg']}")
 
 
 def self_test_rows(table_path: Path, rows: int = DEFAULT_SELF_TEST_ROWS) -> LabelledTable:

@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
@@ -40,6 +40,7 @@ from tuf.api.metadata import (
     Targets,
     Timestamp,
 )
+from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
@@ -96,7 +97,23 @@ class FileRepository(Repository):
         version = self.latest_version(role)
         if version == 0:
             return Metadata(_new_signed(role))
-        return Metadata.from_file(str(self._metadata_path(role, version)))
+        path = self._metadata_path(role, version)
+        md = _read(path)
+        try:  # never edit and re-sign what was changed outside this class: it would launder it
+            self._delegator(role, md).verify_delegate(role, md.signed_bytes, md.signatures)
+        except UnsignedMetadataError as exc:
+            raise RepositoryError(
+                f"{path}: its signatures do not verify ({exc}): it was changed outside "
+                f"`appliance models`; nothing was signed. Put back the file this repository "
+                f"signed (a backup) before anything signs again"
+            ) from exc
+        return md
+
+    def _delegator(self, role: str, md: Metadata[Any]) -> Root | Targets:
+        """The metadata whose keys and threshold ``role`` is checked against."""
+        if role == Root.type:
+            return md.signed  # type: ignore[no-any-return]
+        return self.targets() if role == FLEET else self.root()
 
     def close(self, role: str, md: Metadata[Any]) -> None:
         """Sign a new version of ``role`` with every key we hold and store it."""
@@ -136,7 +153,7 @@ class FileRepository(Repository):
         """The newest stored version of ``role`` (0 when none)."""
         if role == Timestamp.type:
             path = self.metadata_dir / "timestamp.json"
-            return Metadata.from_file(str(path)).signed.version if path.is_file() else 0
+            return _read(path).signed.version if path.is_file() else 0
         versions = [
             int(p.name.split(".", 1)[0])
             for p in self.metadata_dir.glob(f"*.{role}.json")
@@ -181,11 +198,8 @@ class FileRepository(Repository):
             info.unrecognized_fields["custom"] = custom
         directory, _, name = target_path.rpartition("/")
         stored = self.targets_dir / directory / f"{info.hashes['sha256']}.{name}"
-        if not stored.is_file():
-            stored.parent.mkdir(parents=True, exist_ok=True)
-            temp = stored.with_name(f".{stored.name}.part")
-            shutil.copyfile(local, temp)
-            os.replace(temp, stored)
+        if not stored.is_file():  # whole on disk before the metadata that names it
+            write_atomically(stored, local.read_bytes())  # at most a model's 50 MB
         with self.edit_targets(role) as targets:
             targets.targets[target_path] = info
         return info
@@ -195,17 +209,68 @@ class FileRepository(Repository):
         self.do_snapshot()
         self.do_timestamp()
 
+    def unfinished(self) -> RepositoryError | None:
+        """The error for a folder whose ``repo init`` stopped before it signed the timestamp
+        (killed, disk full): nothing of it was published, and its keys sign for nobody."""
+        if (self.metadata_dir / "timestamp.json").is_file():
+            return None
+        return RepositoryError(
+            f"{self.dir}: an unfinished model repository (its init stopped before it signed "
+            f"{self.metadata_dir / 'timestamp.json'}; nothing of it was published): remove "
+            f"{self.dir} and run `appliance models repo init {self.dir}` again"
+        )
+
     @contextlib.contextmanager
-    def locked(self) -> Iterator[FileRepository]:
-        """Hold the repository's write lock (one writer at a time: CLI, timer, rollout)."""
+    def rolling_out(self) -> Iterator[None]:
+        """Hold the repository's rollout lock for a whole deploy or rollback: two at once would
+        overwrite each other's device assignments, and one that halts withdraws them."""
+        busy = (f"{self.dir}: another `appliance models deploy` or `rollback` is running on "
+                f"this repository; wait until it ends")
+        with _held_alone(self.dir / ".rollout.lock", busy):
+            yield
+
+    @contextlib.contextmanager
+    def locked(self, *, creating: bool = False) -> Iterator[FileRepository]:
+        """Hold the repository's write lock (one writer at a time: CLI, timer, rollout);
+        ``creating``: for ``repo init``, which may hold it before the repository is whole."""
         if not (self.dir / "settings.json").is_file():
             raise RepositoryError(
                 f"{self.dir}: not a model repository (no settings.json); run "
                 f"`appliance models repo init {self.dir}` first"
             )
+        unfinished = None if creating else self.unfinished()
+        if unfinished is not None:
+            raise unfinished
         with (self.dir / ".lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield self
+
+
+@contextlib.contextmanager
+def _held_alone(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (released by the kernel when the process ends, kill
+    -9 included); RepositoryError ``busy`` with the holder's pid when another process has it."""
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise RepositoryError(f"{busy} (pid {lock.read().strip() or '?'})") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+def _read(path: Path) -> Metadata[Any]:
+    """Stored metadata; RepositoryError naming the file when it is no TUF metadata."""
+    try:
+        return Metadata.from_file(str(path))
+    except DeserializationError as exc:
+        raise RepositoryError(
+            f"{path}: not readable TUF metadata ({exc}): it was changed outside `appliance "
+            f"models`; put back the file this repository signed (a backup)"
+        ) from exc
 
 
 def _sslib(key: Any) -> SSlibKey:

@@ -115,19 +115,39 @@ class Rollout:
         """("installed" | a failed state, reason) once the device reported on this release."""
         state = self.watcher.devices().get(device)
         report = state.state if state is not None else None
-        if report is None or report.at < self._started:
+        if report is None:
             return None
-        if report.rollout is not None and report.rollout != self.rollout_id:
-            return None  # about another rollout's assignment
+        if self._already_serves(report):  # a kiosk that has it reports nothing new
+            return "installed", "already serving it, healthy"
+        if not self._about_this_rollout(report):
+            return None
         about = report.model
-        ours = about is not None and (about.name, about.version) == (
-            self.plan.manifest.name, self.plan.manifest.version
-        )
+        ours = about is not None and (about.name, about.version) == self._release()
         if report.state in FAILED_STATES and (ours or about is None):
             return report.state, report.reason or report.state
         if ours and report.state == "installed" and report.healthy:
             return "installed", report.reason or "healthy"
         return None
+
+    def _about_this_rollout(self, report: payloads.ModelState) -> bool:
+        """A report naming this rollout's assignment, whatever the kiosk's clock says; one
+        naming none (refused before the assignment was read) only when sent since the start."""
+        if report.rollout is not None:
+            return report.rollout == self.rollout_id
+        return report.at >= self._started
+
+    def _release(self) -> tuple[str, str]:
+        return self.plan.manifest.name, self.plan.manifest.version
+
+    def _already_serves(self, report: payloads.ModelState) -> bool:
+        """The device's newest report: this release installed, healthy and serving (by an
+        earlier rollout of it, as when a deploy is run again after it was killed)."""
+        about, running = report.model, report.running
+        return (
+            report.state == "installed" and report.healthy is True
+            and about is not None and (about.name, about.version) == self._release()
+            and running is not None and (running.name, running.version) == self._release()
+        )
 
     def _running(self, device: Device) -> str | None:
         view = self.watcher.devices().get(device)
@@ -177,6 +197,17 @@ class Rollout:
             [(self.rollout_id, *device, phase, state, reason, running,
               iso_utc(payloads.utc_now()))],
         )
+
+
+def mark_interrupted(store: Store) -> int:
+    """Rollouts still ``running`` in the store while no deploy holds the repository's rollout
+    lock ended without finishing (their deploy was killed): say so; returns how many."""
+    stale = store.query("SELECT rollout_id FROM rollouts WHERE state = 'running'")
+    reason = "its deploy or rollback ended before the rollout did (killed?)"
+    store.write("UPDATE rollouts SET state = 'interrupted', reason = ?, updated_at = ? "
+                "WHERE rollout_id = ?",
+                [(reason, iso_utc(payloads.utc_now()), row[0]) for row in stale])
+    return len(stale)
 
 
 def latest_rollouts(store: Store) -> dict[Device, tuple[str, str, str, str | None]]:

@@ -16,6 +16,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+IDLE_TIMEOUT_S = 60.0
+
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
@@ -26,7 +28,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 class RepositoryServer:
-    """Serves ``public_dir`` on ``host:port`` (port 0: a free one) in a background thread."""
+    """Serves ``public_dir`` on ``host:port`` (port 0: a free one) in a background thread.
+
+    Each connection has a thread; one that sends nothing for ``idle_timeout_s`` is closed, so
+    slow or hostile clients cannot pile threads up (a kiosk's download never idles that long).
+    """
 
     def __init__(
         self,
@@ -34,13 +40,15 @@ class RepositoryServer:
         host: str = "127.0.0.1",
         port: int = 0,
         handler: type[http.server.SimpleHTTPRequestHandler] = _QuietHandler,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.public_dir = Path(public_dir)
         if not (self.public_dir / "metadata").is_dir():
             raise FileNotFoundError(
                 f"{self.public_dir}: no metadata/ folder; serve a repository's public/ folder"
             )
-        bound = functools.partial(handler, directory=str(self.public_dir))
+        timed = type(handler.__name__, (handler,), {"timeout": idle_timeout_s})
+        bound = functools.partial(timed, directory=str(self.public_dir))
         self.httpd = http.server.ThreadingHTTPServer((host, port), bound)
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

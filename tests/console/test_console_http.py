@@ -6,10 +6,12 @@ import csv
 import io
 import json
 import re
+import threading
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from argon2 import PasswordHasher
 from console_helpers import (
     NOT_VALIDATED_IN_SEED,
     PASSWORD,
@@ -76,6 +78,18 @@ def test_api_filters_by_device_date_and_grade(console: Console) -> None:
     _, _, body = console.get("/api/v1/results?from=2026-11-01&to=2026-11-01&limit=200",
                              console.token)
     assert len(json.loads(body)["results"]) == 60
+
+
+def test_the_last_day_a_date_can_name_is_a_filter_not_a_server_error(console: Console) -> None:
+    # the day after 9999-12-31 (where "to" ends) is no date: every page and the CSV answered 500
+    _, _, body = console.get("/api/v1/results?to=9999-12-31&limit=200", console.token)
+    assert len(json.loads(body)["results"]) == 60
+    _, _, body = console.get("/api/v1/results?from=9999-12-31&to=9999-12-31", console.token)
+    assert json.loads(body)["results"] == []
+    cookie, _ = login_cookie(console)
+    for page in ("/results?to=9999-12-31", "/results.csv?to=9999-12-31"):
+        status, _, _ = get_with(console, page, cookie)
+        assert status == 200, page
 
 
 @pytest.mark.parametrize(("query", "field"), [
@@ -150,6 +164,40 @@ def test_login_refuses_a_forged_csrf_token_and_a_wrong_password(console: Console
         "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
     assert status == 413
     assert b"at most 4096" in body
+
+
+def test_password_checks_in_progress_leave_store_connections_to_other_requests(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checking a password (argon2id) is slow on purpose; anyone can start one. Hold as many
+    # checks as the pool has connections, each stopped inside the hash: the API still answers.
+    release, inside = threading.Event(), threading.Semaphore(0)
+    real_verify = PasswordHasher.verify
+
+    def slow_verify(hasher: PasswordHasher, stored: str, password: str) -> bool:
+        inside.release()
+        release.wait(30)
+        return bool(real_verify(hasher, stored, password))
+
+    monkeypatch.setattr(PasswordHasher, "verify", slow_verify)
+    status, headers, _ = console.get("/login")
+    cookie = headers["set-cookie"].split(";")[0]
+    form = urlencode({"csrf": cookie.split("=", 1)[1], "user": "alice",
+                      "password": "wrong password!"}).encode()
+    logins = [threading.Thread(target=post, args=(console.url + "/login", form, {
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}))
+        for _ in range(4)]  # the console's pool holds 4 connections
+    for login in logins:
+        login.start()
+    try:
+        for _ in logins:
+            assert inside.acquire(timeout=10)
+        status, _, _ = console.get("/api/v1/fleet", console.token)
+        assert status == 200  # was 503: no free store connection within 10 s
+    finally:
+        release.set()
+        for login in logins:
+            login.join(30)
 
 
 def test_logout_needs_the_session_csrf_token(console: Console) -> None:

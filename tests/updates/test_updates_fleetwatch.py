@@ -121,3 +121,53 @@ def test_model_events_is_refused_like_every_client_of_the_factory(
         ModelEvents(locked_broker.host, locked_broker.port, topic_prefix, "events-refused")
     assert f"broker 127.0.0.1:{locked_broker.port} refused events-refused" in str(refused.value)
     assert subscribes == []
+
+
+def test_a_state_naming_another_device_than_its_topic_is_ignored(
+    mqtt_broker: Any, topic_prefix: str
+) -> None:
+    # k1 may publish only on its own topics; a state in which it claims to be k2 (or any other
+    # device) says nothing true about k1 and is dropped, as the back office drops such results
+    from appliance.synthetic import fleet as fleetsim
+
+    state = ('{"schema": "appliance.model_state/1", "device_id": "%s", "site": "lab", '
+             '"state": "installed", "at": "2026-12-04T13:00:00Z", "healthy": true, '
+             '"running": {"name": "skin-texture-grade", "version": "9.9.9"}}')
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(mqtt_broker.host, mqtt_broker.port)
+    publisher.loop_start()
+    for device, claims in (("k1", "k2"), ("k3", "k3")):
+        topic = device_topic(topic_prefix, "lab", device, "model/state")
+        publisher.publish(topic, state % claims, qos=1, retain=True).wait_for_publish(5)
+    status = fleetsim.online_status("elsewhere", "k4", outbox_depth=0)
+    publisher.publish(device_topic(topic_prefix, "lab", "k4", "status"), status.to_json(),
+                      qos=1, retain=True).wait_for_publish(5)
+    config = MqttConfig(host=mqtt_broker.host, port=mqtt_broker.port, topic_prefix=topic_prefix)
+    watcher = FleetWatcher(config, f"watcher-{topic_prefix[-20:]}")
+    try:
+        assert list(watcher.devices()) == [("lab", "k3")]
+    finally:
+        watcher.close()
+        for device, leaf in (("k1", "model/state"), ("k3", "model/state"), ("k4", "status")):
+            topic = device_topic(topic_prefix, "lab", device, leaf)
+            publisher.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
+def test_a_notice_the_broker_cannot_take_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a notice only says "refresh now" (kiosks also check on their interval): a broker restart
+    # while a rollout notifies must not end the deploy with a traceback, its rollout "running"
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    broker.start()
+    watcher = FleetWatcher(MqttConfig(host=broker.host, port=broker.port,
+                                      topic_prefix="notice-test"), "watcher-notice")
+    try:
+        broker.stop(kill=True)
+        watcher.notify("lab", "k1", "r0llout1")
+    finally:
+        watcher.close()
+        broker.close()
+    assert "notice to lab/k1 not sent" in caplog.text

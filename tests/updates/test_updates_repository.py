@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
+import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +16,9 @@ from tuf.ngclient import Updater
 from updates_helpers import inputs
 
 from appliance.cli import main
+from appliance.config import load_config
+from appliance.updates.fetch import RepositoryClient
+from appliance.updates.fleetops import choose_devices
 from appliance.updates.manifest import ManifestError, check_target_path, semver_key
 from appliance.updates.operations import (
     RoleKeys,
@@ -26,6 +33,7 @@ from appliance.updates.release import manifest_for
 from appliance.updates.repository import FLEET, FileRepository, RepositoryError
 from appliance.updates.serve import RepositoryServer
 from appliance.updates.testing import linear_model
+from tests.disk_helpers import fill, small_tmpfs
 
 MODEL_PATH = "models/skin-texture-grade/1.1.0/skin-texture-grade-1.1.0.onnx"
 
@@ -93,6 +101,33 @@ def test_timestamp_refresh_signs_a_new_version_that_expires_soon(tmp_path: Path)
     assert 500 < valid_s <= 600  # the configured short expiry, from now
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
     assert repo.timestamp().version == before.version + 2
+
+
+def test_the_refresh_timer_alone_keeps_a_quiet_repository_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No release or deploy for longer than snapshot and fleet stay valid (7 and 30 days by
+    # default, 4 s here): the timer's refresh must keep what a kiosk checks signed.
+    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": 4, FLEET: 4})
+    assign(repo, [("s1", "k1")], manifest_for(linear_model(tmp_path / "m.onnx", "1.1.0"),
+                                              "1.1.0", inputs()))
+    time.sleep(2.5)  # past half their validity
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
+    time.sleep(2.0)  # past the first versions' expiry
+    server = RepositoryServer(repo.dir / "public").start()
+    try:
+        client = Updater(str(_dir(tmp_path / "client")), f"{server.url}/metadata/",
+                         bootstrap=(repo.metadata_dir / "1.root.json").read_bytes())
+        assert client.get_targetinfo("devices/s1/k1.json") is not None
+    finally:
+        server.close()
+    assert [*assignments(repo)] == [("s1", "k1")]  # re-signed as it was
+    (repo.keys_dir / FLEET).rename(tmp_path / "offline")  # kept offline against the docs
+    time.sleep(2.5)
+    before = repo.latest_version("timestamp")
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    assert "timestamp signed, but: " in capsys.readouterr().err  # the timer's alarm
+    assert repo.latest_version("timestamp") == before + 1  # kiosks keep a fresh timestamp
 
 
 def test_the_fleet_role_cannot_add_a_model(tmp_path: Path) -> None:
@@ -191,6 +226,189 @@ def test_init_refuses_expired_metadata_and_a_runaway_key_count(tmp_path: Path) -
         init_repository(tmp_path / "many", {"root": RoleKeys(100_000, 1)})
     assert not (tmp_path / "past").exists()  # nothing written
     assert not (tmp_path / "many").exists()
+
+
+def test_init_refuses_an_expiry_past_what_a_date_can_hold_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "far"
+    assert main(["models", "repo", "init", str(folder), "--expiry-s",
+                 "timestamp=99999999999999"]) == 2
+    assert "--expiry-s timestamp=99999999999999: at most" in capsys.readouterr().err
+    assert not folder.exists()  # a second init is not refused as "already here"
+    assert main(["models", "repo", "init", str(folder), "--keys", "root=two"]) == 2
+    assert "--keys root=two: ROLE=VALUE needs a whole number" in capsys.readouterr().err
+
+
+def test_an_init_that_stopped_halfway_is_named_with_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "repo"
+
+    def disk_full(self: FileRepository, force: bool = False) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:  # keys and settings written, no timestamp signed
+        patched.setattr(FileRepository, "do_timestamp", disk_full)
+        assert main(["models", "repo", "init", str(folder)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    for command in (["models", "repo", "init", str(folder)],
+                    ["models", "release", str(model), "--repo", str(folder), "--version", "1.1.0"],
+                    ["models", "repo", "refresh", str(folder)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{folder}: an unfinished model repository" in err, command
+        assert f"remove {folder} and run `appliance models repo init" in err, command
+    shutil.rmtree(folder)
+    assert main(["models", "repo", "init", str(folder)]) == 0
+
+
+def test_a_release_refused_for_a_full_disk_leaves_no_partial_model_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    with small_tmpfs(tmp_path / "disk", size="1m") as disk:
+        repo = init_repository(disk / "repo")
+        filler = fill(disk)
+        release = ["models", "release", str(model), "--repo", str(repo.dir), "--version", "1.1.0"]
+        assert main(release) == 2
+        assert "No space left on device" in capsys.readouterr().err
+        assert [p.name for p in repo.targets_dir.rglob("*") if p.is_file()] == []
+        filler.unlink()
+        assert main(release) == 0
+        stored = [p for p in repo.targets_dir.rglob("*") if p.is_file()]
+        assert [p.read_bytes() for p in stored] == [model.read_bytes()]
+
+
+def test_serve_refuses_what_it_cannot_serve_with_a_message_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    with pytest.raises(SystemExit) as usage:
+        main(["models", "repo", "serve", str(repo.dir), "--port", "99999"])
+    assert usage.value.code == 2
+    assert "--port: must be a whole number from 0 to 65535" in capsys.readouterr().err
+    taken = RepositoryServer(repo.dir / "public")  # holds a port, not started
+    try:
+        port = str(taken.httpd.server_address[1])
+        for args, said in ((["--port", port], f"127.0.0.1:{port}: [Errno 98]"),
+                           (["--host", "no-such-host.invalid"], "no-such-host.invalid")):
+            assert main(["models", "repo", "serve", str(repo.dir), *args]) == 2
+            assert said in capsys.readouterr().err
+    finally:
+        taken.httpd.server_close()
+    assert main(["models", "repo", "serve", str(tmp_path / "typo")]) == 2
+    assert f"repo serve: {tmp_path / 'typo' / 'public'}: no metadata/" in capsys.readouterr().err
+
+
+def test_a_release_does_not_sign_metadata_that_was_changed_behind_its_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Someone who can write the served folder but holds no key points a released model at a
+    # file of their own; the next release must refuse that, not sign it as its own.
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    release_model(repo, model, manifest_for(model, "1.1.0", inputs()))
+    path = repo.metadata_dir / f"{repo.latest_version('targets')}.targets.json"
+    signed = path.read_bytes()
+    tampered = json.loads(signed)
+    tampered["signed"]["targets"][MODEL_PATH]["hashes"]["sha256"] = "0" * 64
+    path.write_text(json.dumps(tampered))
+    newer = linear_model(tmp_path / "m2.onnx", "1.2.0")
+    assert main(["models", "release", str(newer), "--repo", str(repo.dir), "--version",
+                 "1.2.0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: its signatures do not verify" in err
+    assert path == repo.metadata_dir / f"{repo.latest_version('targets')}.targets.json"
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2  # the timer's alarm
+    assert f"{path}: its signatures do not verify" in capsys.readouterr().err
+    path.write_bytes(signed)  # put back
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
+    timestamp = repo.metadata_dir / "timestamp.json"
+    timestamp.write_bytes(timestamp.read_bytes()[:50])  # cut short: was a traceback
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    assert f"{timestamp}: not readable TUF metadata" in capsys.readouterr().err
+
+
+def test_a_rollback_of_a_model_assigned_to_nobody_says_so(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo")
+    every_device = argparse.Namespace(name="skin-texture-grade", all=False, site=None,
+                                      devices=None)
+    with pytest.raises(ValueError, match="no device is assigned skin-texture-grade now; name "
+                                         "the devices with --devices, --site or --all"):
+        choose_devices(every_device, {("lab", "k1")}, repo)
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--device-types", "skin kiosk", "--device-types 'skin kiosk': "),
+    ("--device-types", ",,", "--device-types: at least one device type"),
+    ("--feature-schema", "x" * 65, "--feature-schema 'xxxx"),
+])
+def test_release_options_a_manifest_cannot_hold_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, said: str
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version", "1.1.0",
+                 option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"release: {said}"), err
+    assert "pydantic" not in err
+    assert len(err.splitlines()) == 1
+
+
+def test_config_check_refuses_a_trusted_root_the_kiosk_could_not_start_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    (tmp_path / "not-root.json").write_text('{"signed": 1}')
+    config = tmp_path / "kiosk.yaml"
+    for root, said in (("missing.json", "No such file"),
+                       ("not-root.json", "not TUF root metadata"),
+                       (str(repo.metadata_dir / "1.targets.json"), "holds targets metadata")):
+        config.write_text(f"updates: {{url: 'http://127.0.0.1:8470', trusted_root: '{root}'}}\n")
+        assert main(["config", "check", str(config)]) == 2, root
+        err = capsys.readouterr().err
+        assert "updates.trusted_root: " in err
+        assert said in err
+        with pytest.raises(ValueError, match=f"updates.trusted_root: .*{said}"):
+            RepositoryClient(load_config(config).updates, "lab", "k1", tmp_path / "state")
+    config.write_text("updates: {url: 'http://127.0.0.1:8470', trusted_root: "
+                      f"'{repo.metadata_dir / '1.root.json'}'}}\n")
+    assert main(["config", "check", str(config)]) == 0
+
+
+def test_the_repository_server_hangs_up_on_a_connection_that_sends_nothing(
+    tmp_path: Path
+) -> None:
+    # each connection holds a thread; idle ones (a slow or hostile client) must not pile up
+    repo = init_repository(tmp_path / "repo")
+    server = RepositoryServer(repo.dir / "public", idle_timeout_s=0.5).start()
+    try:
+        host, port = server.httpd.server_address[:2]
+        with socket.create_connection((str(host), int(port))) as idle:
+            idle.settimeout(10)
+            assert idle.recv(1) == b""  # closed by the server, not still waiting
+    finally:
+        server.close()
+
+
+def test_devices_named_by_an_id_two_sites_use_are_not_picked_at_random(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo")
+    known = {("shop-1", "kiosk-1"), ("shop-2", "kiosk-1"), ("shop-2", "kiosk-2")}
+
+    def chosen(devices: str) -> list[tuple[str, str]]:
+        named = argparse.Namespace(name="skin-texture-grade", all=False, site=None,
+                                   devices=devices)
+        return choose_devices(named, known, repo)
+
+    with pytest.raises(ValueError, match="kiosk-1 is a device of sites shop-1, shop-2; name "
+                                         "it as SITE/DEVICE"):
+        chosen("kiosk-1")
+    assert chosen("shop-2/kiosk-1,kiosk-2") == [("shop-2", "kiosk-1"), ("shop-2", "kiosk-2")]
+    with pytest.raises(ValueError, match="unknown device"):
+        chosen("shop-3/kiosk-1")
 
 
 def test_status_of_a_folder_that_is_no_repository_is_an_error(

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
-from updates_helpers import Fleet
+from updates_helpers import Fleet, coarse_on_high_kime
 
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.config import config_from_mapping
+from appliance.transport import payloads
+from appliance.updates import rollout as rollout_module
 from appliance.updates.fleetops import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
 from appliance.updates.operations import assignments
@@ -139,3 +145,101 @@ def test_cli_deploy_then_signed_rollback_of_every_assigned_kiosk_with_no_config_
     assert len(table) == 4
     assert all("1.0.5" in line and "installed" in line for line in table[1:])
     assert list(elsewhere.iterdir()) == []  # the store is where --store said, nothing here
+
+
+def test_deploying_again_what_kiosks_already_run_completes(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    # A deploy killed after its first wave installed, run again: those kiosks already run the
+    # release healthy under the first rollout's id and have nothing new to report.
+    fleet.kiosk("k0")
+    _all_online(fleet, events, 1)
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "k0")], canaries=1,
+                           timeout_s=30)
+        assert Rollout(fleet.repo, watcher, store, plan).run().state == "complete"
+        again = Rollout(fleet.repo, watcher, store, replace(plan, timeout_s=5)).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert again.state == "complete", again.reason
+    assert [*assignments(fleet.repo)] == [(fleet.site, "k0")]  # still assigned, not withdrawn
+    assert fleet.daemons["k0"].classifier.version == "1.1.0"
+
+
+def test_a_kiosk_whose_clock_is_behind_the_back_office_s_is_heard(
+    fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a kiosk without NTP, 10 minutes behind: its reports on this rollout carry this rollout's
+    # id, but their times are before the back office started it
+    fleet.kiosk("k0")
+    fleet.kiosk("k1")
+    _all_online(fleet, events, 2)
+    ahead = SimpleNamespace(utc_now=lambda: payloads.utc_now() + timedelta(minutes=10))
+    monkeypatch.setattr(rollout_module, "payloads", ahead)
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        good = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "k0")], timeout_s=20)
+        installed = Rollout(fleet.repo, watcher, store, good).run()
+        bad = RolloutPlan(fleet.release_failing_self_test("1.2.0"), [(fleet.site, "k1")],
+                          timeout_s=20)
+        refused = Rollout(fleet.repo, watcher, store, bad).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert installed.state == "complete", installed.reason
+    assert refused.state == "halted"
+    assert "k1 rejected: self-test failed" in refused.reason  # its words, not a timeout
+
+
+def test_one_rollout_at_a_time_and_a_killed_one_is_marked_interrupted(
+    fleet: Fleet, events: ModelEvents, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(fleet.tmp)  # no config.yaml: the broker from APPLIANCE__
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", fleet.broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(fleet.broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", fleet.prefix)
+    fleet.kiosk("k0")
+    _all_online(fleet, events, 1)
+    fleet.release("1.1.0")
+    store_url = f"sqlite:///{fleet.tmp / 'rollouts.sqlite3'}"
+    with closing(open_store(store_url)) as store:  # what a deploy killed mid-wave leaves
+        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("killed000001", "skin-texture-grade", "1.1.0", "deploy", "all", 1,
+                      "running", None, "2026-12-01T00:00:00.000000Z",
+                      "2026-12-01T00:00:00.000000Z")])
+    deploy = ["models", "deploy", "skin-texture-grade", "1.1.0", "--all", "--timeout-s", "30",
+              "--repo", str(fleet.repo.dir), "--store", store_url]
+    assert main(deploy) == 0
+    with closing(open_store(store_url)) as store:
+        states = dict(store.query("SELECT rollout_id, state FROM rollouts"))
+    assert states.pop("killed000001") == "interrupted"  # it said "running" for ever
+    assert list(states.values()) == ["complete"]
+    capsys.readouterr()
+    with fleet.repo.rolling_out():  # another deploy is at work: two would undo each other
+        assert main(deploy) == 2
+    assert "another `appliance models deploy` or `rollback` is running" in capsys.readouterr().err
+    with closing(open_store(store_url)) as store:
+        assert len(store.query("SELECT state FROM rollouts")) == 2  # nothing started
+
+
+def test_deploying_a_release_a_kiosk_rolled_back_halts_with_why_not_a_timeout(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    fleet.kiosk("k0", health_measurements=3)
+    _all_online(fleet, events, 1)
+    # self-test inputs say "fine"; this kiosk's measurements make the release say "coarse"
+    unhealthy = fleet.release("1.1.0", weights=coarse_on_high_kime(), bias=(0, 0, -50))
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        plan = RolloutPlan(unhealthy, [(fleet.site, "k0")], timeout_s=30)
+        first = Rollout(fleet.repo, watcher, store, plan).run()
+        again = Rollout(fleet.repo, watcher, store, replace(plan, timeout_s=20)).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert "k0 rolled_back" in first.reason
+    assert again.state == "halted"
+    assert "k0 rejected: rejected on this kiosk before" in again.reason  # at once, not in 20 s
