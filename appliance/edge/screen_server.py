@@ -33,6 +33,9 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/messages.json": ("messages.json", "application/json; charset=utf-8")}
 MAX_POST_BYTES = 1024
 KEEPALIVE_S = 10.0
+# A connection that sends nothing (a request left half-written) or takes nothing (a stream
+# nobody reads) for this long is closed, so idle connections do not each hold a thread for good.
+IDLE_TIMEOUT_S = 30.0
 BOUNDARY = "kioskframe"
 
 
@@ -59,6 +62,7 @@ class ScreenHandler(BaseHTTPRequestHandler):
 
     server: ScreenServer
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT_S  # the socket's, for every read and write (socketserver applies it)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the page polls nothing, but streams reconnect; errors are logged elsewhere."""
@@ -129,7 +133,7 @@ class ScreenHandler(BaseHTTPRequestHandler):
                     self.wfile.write(b"data: " + json.dumps(snapshot).encode() + b"\n\n")
                 self.wfile.flush()
                 snapshot = state.wait_change(version, KEEPALIVE_S)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             return
 
     def _preview(self) -> None:
@@ -145,7 +149,7 @@ class ScreenHandler(BaseHTTPRequestHandler):
                 self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                                  f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             return
 
     def do_POST(self) -> None:

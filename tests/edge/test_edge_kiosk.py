@@ -22,6 +22,7 @@ from playwright.sync_api import expect
 from appliance.browser import chromium_page
 from appliance.capture.sources import Frame
 from appliance.config import config_from_mapping
+from appliance.edge import screen_server
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.measure import Measurement
 from appliance.edge.testing import FIXED_FEATURES, fast_daemon, fixed_analyzer
@@ -372,6 +373,24 @@ def test_a_refused_post_body_is_never_read_as_a_request_of_its_own(kiosk: Runnin
     assert answer.startswith(b"HTTP/1.1 400")
     assert answer.count(b"HTTP/1.1 ") == 1  # one request, one answer
     assert kiosk.daemon.display.state.snapshot()["subject"] is None  # nothing changed
+
+
+def test_a_connection_left_silent_is_closed(
+    mqtt_broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request never finished (or a stream never read) does not hold its thread for good."""
+    assert 0 < screen_server.ScreenHandler.timeout <= 60  # by default (None: held for ever)
+    monkeypatch.setattr(screen_server.ScreenHandler, "timeout", 0.5)
+    running = Running(fast_daemon(kiosk_config(tmp_path, mqtt_broker)))
+    try:
+        with socket.create_connection(("127.0.0.1", running.daemon.config.screen.port),
+                                      timeout=5) as conn:
+            conn.sendall(b"GET /state HTTP/1.1\r\nHost: 127.0.0.1")  # and then nothing
+            started = time.monotonic()
+            assert conn.recv(65536) == b""  # closed by the server (a timeout here: held)
+            assert time.monotonic() - started < 4
+    finally:
+        running.stop()
 
 
 def test_preview_streams_jpeg_frames(kiosk: Running) -> None:
