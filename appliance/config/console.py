@@ -21,3 +21,10 @@ class ConsoleConfig(Section):
     cohort_cache_s: float = Field(
         60.0, ge=0, le=3600, description="How long the cohort figures are reused (s)."
     )
+    login_max_failures: int = Field(
+        5, ge=1, le=1000, description="Failed logins a user name may have within "
+        "login_window_s before its next attempts are refused (an address: 4 times as many)."
+    )
+    login_window_s: float = Field(
+        900.0, ge=1, le=86_400, description="The window failed logins are counted over (s)."
+    )

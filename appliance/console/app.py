@@ -25,6 +25,7 @@ from appliance.console import api, jobs, pages, rollouts
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError
+from appliance.console.throttle import LoginGuard
 from appliance.console.views import CohortCache
 from appliance.logsafe import escape_controls
 
@@ -52,6 +53,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     )
     app.state.pool = pool
     app.state.settings = settings
+    app.state.logins = LoginGuard(settings.login_max_failures, settings.login_window_s)
     app.state.pathology_results = pathology_results
     app.state.cohort = CohortCache(settings.cohort_cache_s)
     app.state.cohort.warm(pool)

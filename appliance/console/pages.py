@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import secrets
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from appliance.console.guard import (
     read_form,
     safe_next,
 )
+from appliance.console.throttle import LoginGuard, retry_after
 from appliance.console.views import (
     csv_lines,
     fleet,
@@ -45,6 +47,7 @@ from appliance.console.views import (
 )
 from appliance.logsafe import shorten
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 PageLogin = Annotated[Login, Depends(page_login)]
 _FORMULA_START = ("=", "+", "@", "\t", "\r")
@@ -59,22 +62,37 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 @router.get("/login")
 def login_form(request: Request, next: str | None = None, failed: bool = False) -> HTMLResponse:
     """The login page; its form carries a CSRF token that is also set as a cookie."""
+    return _login_page(request, next, 401 if failed else 200, failed=failed)
+
+
+def _login_page(request: Request, next: str | None, status: int, *, failed: bool = False,
+                wait_s: float = 0.0) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
-    page = render(request, "login.html", status=401 if failed else 200, csrf=token,
-                  next=safe_next(next), failed=failed, login=None)
+    page = render(request, "login.html", status=status, csrf=token, next=safe_next(next),
+                  failed=failed, wait_min=math.ceil(wait_s / 60.0) if wait_s else 0, login=None)
     page.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    if wait_s:
+        page.headers["Retry-After"] = retry_after(wait_s)
     return page
 
 
-@router.post("/login")
-async def login_submit(request: Request) -> RedirectResponse:
-    """Check the password; on success open a session and go where the user was going."""
+@router.post("/login", response_model=None)
+async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
+    """Check the password; on success open a session and go where the user was going. A user
+    name or address with too many failed logins lately is refused before any check (429,
+    ``console/throttle.py``)."""
     form = await read_form(request)
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form)
     pool, hours = pool_of(request), request.app.state.settings.session_hours
+    guard: LoginGuard = request.app.state.logins
+    name, address = form.get("user", ""), request.client.host if request.client else "?"
+    wait_s = guard.wait_s(name, address)
+    if wait_s:
+        log.warning("console login for %s from %s refused: too many failed logins",
+                    shorten(name, 64), shorten(address, 64))
+        return _login_page(request, form.get("next"), 429, wait_s=wait_s)
 
     def attempt() -> Any:
-        name = form.get("user", "")
         with pool.store() as store:
             found = known_user(store, name)
         login = check_password(found, name, form.get("password", ""))  # no store held
@@ -86,7 +104,9 @@ async def login_submit(request: Request) -> RedirectResponse:
     session = await run_in_threadpool(attempt)
     target = safe_next(form.get("next"))
     if session is None:
+        guard.failed(name, address)
         return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
+    guard.succeeded(name, address)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, session.cookie, max_age=int(hours * 3600), httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")

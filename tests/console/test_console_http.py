@@ -182,8 +182,8 @@ def test_password_checks_in_progress_leave_store_connections_to_other_requests(
     monkeypatch.setattr(PasswordHasher, "verify", slow_verify)
     status, headers, _ = console.get("/login")
     cookie = headers["set-cookie"].split(";")[0]
-    form = urlencode({"csrf": cookie.split("=", 1)[1], "user": "alice",
-                      "password": "wrong password!"}).encode()
+    form = urlencode({"csrf": cookie.split("=", 1)[1], "user": "mallory",
+                      "password": "wrong password!"}).encode()  # no such user: hashed alike
     logins = [threading.Thread(target=post, args=(console.url + "/login", form, {
         "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}))
         for _ in range(4)]  # the console's pool holds 4 connections
@@ -198,6 +198,39 @@ def test_password_checks_in_progress_leave_store_connections_to_other_requests(
         release.set()
         for login in logins:
             login.join(30)
+
+
+def test_a_user_name_with_too_many_failed_logins_is_refused_before_any_hash(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashes = []
+    real_verify = PasswordHasher.verify
+
+    def counted(hasher: PasswordHasher, stored: str, password: str) -> bool:
+        hashes.append(password)
+        return bool(real_verify(hasher, stored, password))
+
+    monkeypatch.setattr(PasswordHasher, "verify", counted)
+    status, headers, _ = console.get("/login")
+    cookie = headers["set-cookie"].split(";")[0]
+    form_headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+
+    def attempt(user: str, password: str) -> tuple[int, dict[str, str], bytes]:
+        form = {"csrf": cookie.split("=", 1)[1], "user": user, "password": password}
+        return post(console.url + "/login", urlencode(form).encode(), form_headers)
+
+    for guess in range(5):  # console.login_max_failures
+        status, headers, _ = attempt("eve", f"guess {guess}")
+        assert (status, "failed=1" in headers["location"]) == (303, True)
+    assert len(hashes) == 5
+    status, headers, body = attempt("eve", "guess 5")
+    assert status == 429
+    assert 800 <= int(headers["retry-after"]) <= 900  # the oldest failure leaves the window
+    assert b"Too many failed logins: try again in 15 min." in body
+    assert len(hashes) == 5  # refused before the hash: guessing costs the console nothing
+    assert "appliance_session" not in headers.get("set-cookie", "")
+    cookie_alice, _ = login_cookie(console)  # another name from the same address still may
+    assert cookie_alice.startswith("appliance_session=")
 
 
 def test_logout_needs_the_session_csrf_token(console: Console) -> None:

@@ -1,0 +1,61 @@
+"""console/throttle.py: failed logins counted per key in a sliding window, bounded."""
+
+from __future__ import annotations
+
+from appliance.console.throttle import LoginGuard, LoginThrottle
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_key_is_held_until_its_oldest_failure_leaves_the_window() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(3, 60.0, clock=clock)
+    for step in range(3):
+        assert throttle.wait_s(("eve",)) == 0.0
+        throttle.failed(("eve",))
+        clock.now += 10.0 * (step < 2)
+    assert throttle.wait_s(("eve",)) == 40.0  # failures at 1000, 1010, 1020; now 1020
+    assert throttle.wait_s(("alice",)) == 0.0
+    clock.now = 1059.9
+    assert throttle.wait_s(("eve",)) > 0.0
+    clock.now = 1060.0
+    assert throttle.wait_s(("eve",)) == 0.0  # the first failure left: one more attempt
+    throttle.failed(("eve",))
+    assert throttle.wait_s(("eve",)) == 10.0  # until 1010's leaves
+
+
+def test_a_correct_password_clears_the_user_s_and_the_address_s_failures() -> None:
+    clock = Clock()
+    guard = LoginGuard(2, 60.0, clock=clock)
+    guard.failed("eve", "10.0.0.1")
+    guard.succeeded("eve", "10.0.0.1")
+    guard.failed("eve", "10.0.0.1")
+    assert guard.wait_s("eve", "10.0.0.1") == 0.0  # one failure since the success
+    guard.failed("eve", "10.0.0.1")
+    assert guard.wait_s("eve", "10.0.0.2") == 60.0  # the name is held from anywhere
+
+
+def test_an_address_is_held_after_four_times_the_failures_spread_over_names() -> None:
+    clock = Clock()
+    guard = LoginGuard(2, 60.0, clock=clock)
+    for name in range(7):
+        guard.failed(f"user-{name}", "10.0.0.9")
+    assert guard.wait_s("someone-new", "10.0.0.9") == 0.0  # 7 of 8
+    guard.failed("user-7", "10.0.0.9")
+    assert guard.wait_s("someone-new", "10.0.0.9") == 60.0
+    assert guard.wait_s("someone-new", "10.0.0.10") == 0.0
+
+
+def test_a_spray_of_names_keeps_at_most_max_keys() -> None:
+    throttle = LoginThrottle(1, 60.0, max_keys=100, clock=Clock())
+    for name in range(10_000):
+        throttle.failed((f"made-up-{name}",))
+    assert len(throttle._failures) == 100  # noqa: SLF001 (its bound is what is tested)
+    assert throttle.wait_s(("made-up-9999",)) == 60.0  # the latest kept
+    assert throttle.wait_s(("made-up-0",)) == 0.0  # the longest idle forgotten
