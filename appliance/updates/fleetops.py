@@ -54,7 +54,8 @@ def run_release(args: argparse.Namespace) -> int:
     repo = FileRepository(args.repo)
     vectors = args.vectors or shipped_path(SKIN_SELF_TEST)
     try:
-        extra = {"feature_schema": args.feature_schema} if args.feature_schema else {}
+        given = args.feature_schema is not None  # "" is refused by the manifest, not defaulted
+        extra = {"feature_schema": args.feature_schema} if given else {}
         manifest = manifest_for(
             args.model, args.version, table_inputs(vectors),
             device_types=[t.strip() for t in args.device_types.split(",") if t.strip()], **extra,

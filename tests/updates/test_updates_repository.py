@@ -344,6 +344,7 @@ def test_a_rollback_of_a_model_assigned_to_nobody_says_so(tmp_path: Path) -> Non
     ("--device-types", "skin kiosk", "--device-types 'skin kiosk': "),
     ("--device-types", ",,", "--device-types: at least one device type"),
     ("--feature-schema", "x" * 65, "--feature-schema 'xxxx"),
+    ("--feature-schema", "", "--feature-schema '': "),  # was the default, silently
 ])
 def test_release_options_a_manifest_cannot_hold_are_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, said: str
