@@ -104,7 +104,12 @@ def _sign_first_versions(repo: FileRepository, plan: Mapping[str, RoleKeys]) -> 
     with repo.edit_targets() as targets:
         targets.delegations = fleet_delegation(fleet_keys, plan[FLEET].threshold)
     repo.close(FLEET, Metadata(Targets()))  # version 1 of the fleet role: nothing assigned
-    repo.publish()
+    # The first snapshot and timestamp are written directly: tuf's do_snapshot/do_timestamp
+    # would first check the blank ones' signatures and log "No signature for keyid" per key.
+    with repo.edit_snapshot() as snapshot:
+        snapshot.meta = repo.targets_infos
+    with repo.edit_timestamp() as timestamp:
+        timestamp.snapshot_meta = repo.snapshot_info
 
 
 def release_model(repo: FileRepository, model: Path, manifest: ModelManifest) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tuf.api.metadata import Metadata
@@ -203,6 +205,15 @@ def test_cli_init_and_release_print_where_things_are(
     assert released(FileRepository(repo_dir), "skin-texture-grade", "1.1.0").self_test
 
 
+def test_init_logs_nothing_that_reads_as_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    assert main(["models", "repo", "init", str(tmp_path / "repo"), "--keys", "root=2"]) == 0
+    said = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records]
+    assert said == []  # was tuf's "No signature for keyid ..." for the first snapshot, timestamp
+
+
 def _table(tmp_path: Path) -> Path:
     import numpy as np
 
@@ -245,11 +256,15 @@ def test_an_init_that_stopped_halfway_is_named_with_what_to_do(
 ) -> None:
     folder = tmp_path / "repo"
 
-    def disk_full(self: FileRepository, force: bool = False) -> None:
-        raise OSError(28, "No space left on device")
+    close = FileRepository.close
+
+    def disk_full(self: FileRepository, role: str, md: Metadata[Any]) -> None:
+        if role == "timestamp":
+            raise OSError(28, "No space left on device")
+        close(self, role, md)
 
     with monkeypatch.context() as patched:  # keys and settings written, no timestamp signed
-        patched.setattr(FileRepository, "do_timestamp", disk_full)
+        patched.setattr(FileRepository, "close", disk_full)
         assert main(["models", "repo", "init", str(folder)]) == 2
     assert "No space left on device" in capsys.readouterr().err
     model = linear_model(tmp_path / "m.onnx", "1.1.0")
