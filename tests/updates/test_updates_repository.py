@@ -132,6 +132,42 @@ def test_the_refresh_timer_alone_keeps_a_quiet_repository_valid(
     assert repo.latest_version("timestamp") == before + 1  # kiosks keep a fresh timestamp
 
 
+def test_refresh_warns_before_an_offline_role_expires_and_renews_it_with_its_keys_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # targets and root (180 and 365 days by default, 4 s here) keep their keys offline, so the
+    # timer cannot renew them: it must say so while there is time, in a way a timer's
+    # OnFailure= or a monitoring check sees, and renew them once the keys are back.
+    repo = init_repository(tmp_path / "repo", expiry_s={"targets": 4, "root": 4})
+    for role in ("targets", "root"):
+        (repo.keys_dir / role).rename(tmp_path / f"offline-{role}")
+    refresh = ["models", "repo", "refresh", str(repo.dir)]
+    assert main(refresh) == 0  # fresh: nothing to say
+    assert capsys.readouterr().err == ""
+    time.sleep(2.5)  # past half their validity
+    before = repo.latest_version("timestamp")
+    assert main(refresh) == 3
+    err = capsys.readouterr().err
+    for role in ("targets", "root"):
+        expires = repo.open(role).signed.expires.isoformat()
+        assert f"{role} metadata expires {expires}" in err, err
+        assert f"bring the {role} keys back to {repo.keys_dir / role}" in err
+    assert f"run `appliance models repo refresh {repo.dir}`" in err
+    assert repo.latest_version("timestamp") == before + 1  # kiosks keep a fresh timestamp
+    for role in ("targets", "root"):
+        (tmp_path / f"offline-{role}").rename(repo.keys_dir / role)
+    assert main(refresh) == 0
+    assert (repo.latest_version("targets"), repo.latest_version("root")) == (2, 2)
+    time.sleep(2.0)  # past the first versions' expiry
+    server = RepositoryServer(repo.dir / "public").start()
+    try:
+        client = Updater(str(_dir(tmp_path / "client")), f"{server.url}/metadata/",
+                         bootstrap=(repo.metadata_dir / "1.root.json").read_bytes())
+        client.refresh()  # root 2 and targets 2 are valid: the kiosk is not frozen
+    finally:
+        server.close()
+
+
 def test_the_fleet_role_cannot_add_a_model(tmp_path: Path) -> None:
     repo = init_repository(tmp_path / "repo")
     model = linear_model(tmp_path / "m.onnx", "1.1.0")
