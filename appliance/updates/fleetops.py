@@ -156,7 +156,7 @@ def run_deploy(args: argparse.Namespace) -> int:
             opened.enter_context(repo.rolling_out())
             watcher = opened.enter_context(closing(_watch(config, args.config)))
             store = opened.enter_context(closing(open_store(url)))  # records the rollout
-            mark_interrupted(store)
+            mark_interrupted(store, repo)
             plan = RolloutPlan(
                 manifest=manifest,
                 devices=choose_devices(args, _known_devices(watcher, store), repo),
@@ -181,7 +181,7 @@ def fleet_status(
     without a store: no rollout was ever recorded)."""
     views = watcher.devices()
     targeted = assignments(repo)
-    rollouts = latest_rollouts(store) if store is not None else {}
+    rollouts = latest_rollouts(store, repo) if store is not None else {}
     devices = sorted(set(views) | set(targeted) | set(rollouts))
     return [_row(d, views.get(d), targeted, rollouts) for d in devices]
 
