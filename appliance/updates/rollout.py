@@ -132,10 +132,11 @@ class Rollout:
 
     def _about_this_rollout(self, report: payloads.ModelState) -> bool:
         """A report naming this rollout's assignment, whatever the kiosk's clock says; one
-        naming none (refused before the assignment was read) only when sent since the start."""
+        naming none (refused before the assignment was read) only when sent since the start
+        (a time without a zone says nothing about when: the kiosks send UTC)."""
         if report.rollout is not None:
             return report.rollout == self.rollout_id
-        return report.at >= self._started
+        return report.at.tzinfo is not None and report.at >= self._started
 
     def _release(self) -> tuple[str, str]:
         return self.plan.manifest.name, self.plan.manifest.version

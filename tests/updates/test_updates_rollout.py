@@ -6,7 +6,7 @@ import json
 import threading
 from contextlib import closing
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -267,6 +267,26 @@ def test_a_deploy_marks_interrupted_only_the_rollouts_of_its_own_repository(
         store.close()
         reader.close()
     assert not running.is_alive()
+
+
+def test_a_model_state_without_a_time_zone_does_not_end_the_deploy_with_a_traceback(
+    fleet: Fleet,
+) -> None:
+    # The payload schema takes "at" without a zone; compared with the rollout's start (UTC)
+    # it raised TypeError out of the deploy, leaving the rollout "running".
+    release = fleet.release("1.1.0")
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        _say(fleet, payloads.ModelState(device_id="k0", site=fleet.site, state="rejected",
+                                        at=datetime.now(UTC).replace(tzinfo=None) + timedelta(
+                                            seconds=5), reason="zone-less"))
+        plan = RolloutPlan(release, [(fleet.site, "k0")], timeout_s=2)
+        outcome = Rollout(fleet.repo, watcher, store, plan).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert outcome.state == "halted"
+    assert "timeout" in outcome.reason  # the zone-less report proves nothing about this rollout
 
 
 def _say(fleet: Fleet, state: payloads.ModelState) -> None:
