@@ -250,6 +250,20 @@ def test_init_logs_nothing_that_reads_as_an_error(
     assert said == []  # was tuf's "No signature for keyid ..." for the first snapshot, timestamp
 
 
+def test_a_role_key_kept_offline_under_a_met_threshold_logs_nothing_that_reads_as_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = init_repository(tmp_path / "repo", {"targets": RoleKeys(2, 1)})
+    next((repo.keys_dir / "targets").glob("*.pem")).rename(tmp_path / "in-the-safe.pem")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    caplog.set_level(logging.INFO)
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.1.0"]) == 0
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
+    said = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records]
+    assert said == []  # was tuf's "No signature for keyid ..." on every open of targets
+
+
 def _table(tmp_path: Path) -> Path:
     import numpy as np
 
