@@ -157,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # python-tuf logs at INFO each key that did not sign metadata whose threshold still holds
+    # (a role's key kept offline, as docs/model-updates.md advises): no news, and it reads as
+    # an error; a threshold not met is an error of its own. -v shows them.
+    logging.getLogger("tuf").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     handler: Handler = args.handler
     try:
         code = handler(args)

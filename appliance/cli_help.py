@@ -184,7 +184,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "models repo refresh": (
         "Re-sign the repository's timestamp, which expires quickly on purpose (run it from a "
-        "timer well within the timestamp expiry).",
+        "timer well within the timestamp expiry), and any other role past half its validity "
+        "whose keys are here. Exit 3: signed, but root or targets is past half its validity "
+        "and its keys are offline (the warning says what to do); 2: an error.",
         ("appliance models repo refresh /srv/models",),
     ),
     "models repo serve": (

@@ -183,6 +183,13 @@ UPDATE results SET not_validated = {payload_not_validated}
     WHERE payload LIKE '%"not_validated"%'
 """,
     ),
+    (
+        7,
+        "rollouts: the model repository each was run on (its identity; null: recorded before)",
+        """
+ALTER TABLE rollouts ADD COLUMN repository TEXT;
+""",
+    ),
 )
 
 

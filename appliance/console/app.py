@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
@@ -24,7 +24,7 @@ from appliance.config import ConsoleConfig
 from appliance.console import api, jobs, pages, rollouts
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
-from appliance.console.guard import CsrfError, LoginRequiredError, RoleError
+from appliance.console.guard import CsrfError, LoginRequiredError, RoleError, known_parameters
 from appliance.console.throttle import LoginGuard
 from appliance.console.views import CohortCache
 from appliance.logsafe import escape_controls
@@ -50,6 +50,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
         description="Fleet, results and cohort figures of the appliance back office. "
         "Every call needs `Authorization: Bearer TOKEN` (appliance console token create NAME).",
         docs_url=None, redoc_url=None, openapi_url=None,
+        dependencies=[Depends(known_parameters)],
     )
     app.state.pool = pool
     app.state.settings = settings

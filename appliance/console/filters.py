@@ -29,6 +29,7 @@ MEASUREMENT_ID = re.compile(
 )
 _CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)~([0-9a-f-]{36})$")
 FILTER_FIELDS = ("site", "device", "from", "to", "grade")
+RESULT_PARAMETERS = (*FILTER_FIELDS, "before", "limit")
 
 
 class InputError(ValueError):
@@ -141,14 +142,19 @@ def once_each(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return params
 
 
+def refuse_unknown(params: Mapping[str, str], known: Sequence[str]) -> None:
+    """Refuse the first parameter not in ``known``, naming those that are."""
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        expected = f"use {', '.join(known)}" if known else "this address takes none"
+        raise InputError(unknown[0], params[unknown[0]], f"unknown parameter; {expected}")
+
+
 def parse_query(params: Mapping[str, str], sizes: Sequence[int] | None = PAGE_SIZES
                 ) -> ResultQuery:
     """A checked results query from the page's or the API's query parameters (``sizes``: the
     page sizes allowed; None for any 1-MAX_LIMIT)."""
-    unknown = sorted(set(params) - {*FILTER_FIELDS, "before", "limit"})
-    if unknown:
-        raise InputError(unknown[0], params[unknown[0]], f"unknown parameter; use "
-                         f"{', '.join((*FILTER_FIELDS, 'before', 'limit'))}")
+    refuse_unknown(params, RESULT_PARAMETERS)
     where, echo = parse_filter(params)
     return ResultQuery(where, parse_cursor(params.get("before")),
                        parse_limit(params.get("limit"), sizes), echo)

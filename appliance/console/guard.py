@@ -12,16 +12,26 @@ from typing import Annotated
 from urllib.parse import parse_qsl, quote
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from appliance.backoffice.queries import Login
 from appliance.console.auth import bearer_login, same_token, session_login
 from appliance.console.db import StorePool
-from appliance.console.filters import MAX_FIELD_CHARS, MAX_FORM_BYTES, InputError
+from appliance.console.filters import (
+    MAX_FIELD_CHARS,
+    MAX_FORM_BYTES,
+    RESULT_PARAMETERS,
+    InputError,
+    once_each,
+    refuse_unknown,
+)
 
 SESSION_COOKIE = "appliance_session"
 LOGIN_CSRF_COOKIE = "appliance_login_csrf"
 _LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}$")
+_READ_BY_HAND = {"/results": RESULT_PARAMETERS, "/results.csv": RESULT_PARAMETERS}
 _BEARER = HTTPBearer(auto_error=False, description="a token from `appliance console token create`")
 
 
@@ -51,6 +61,22 @@ def pool_of(request: Request) -> StorePool:
     """The app's store pool."""
     pool: StorePool = request.app.state.pool
     return pool
+
+
+def known_parameters(request: Request) -> None:
+    """Refuse a query parameter the page or API call does not take, or one given twice, before
+    anything runs: ``/api/v1/rollouts?limit=5`` must not answer as if the limit held."""
+    params = once_each(request.query_params.multi_items())
+    route = request.scope.get("route")
+    if params and isinstance(route, APIRoute):
+        known = _READ_BY_HAND.get(route.path) or tuple(sorted(_declared(route.dependant)))
+        refuse_unknown(params, known)
+
+
+def _declared(dependant: Dependant) -> set[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    names = {field.alias for field in dependant.query_params}
+    return names.union(*(_declared(sub) for sub in dependant.dependencies))
 
 
 def page_login(request: Request) -> Login:

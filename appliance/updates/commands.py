@@ -21,6 +21,7 @@ MAX_DEVICES = 1_000_000
 MAX_WAVE_WAIT_S = 7 * 86400
 
 EXIT_ERROR = 2
+EXIT_OFFLINE_KEYS_NEEDED = 3  # refresh: signed, but root or targets is past half its validity
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -130,16 +131,24 @@ def _repo_init(args: argparse.Namespace) -> int:
 
 
 def _repo_refresh(args: argparse.Namespace) -> int:
-    from appliance.updates.operations import refresh_timestamp  # noqa: PLC0415
+    """Exit 0 signed; 3 signed, but root or targets needs its offline keys soon; 2 an error."""
+    from appliance.updates.operations import (  # noqa: PLC0415
+        offline_roles_expiring,
+        refresh_timestamp,
+    )
     from appliance.updates.repository import FileRepository  # noqa: PLC0415
 
+    repo = FileRepository(args.dir)
     try:
-        version = refresh_timestamp(FileRepository(args.dir))
+        version = refresh_timestamp(repo)
+        expiring = offline_roles_expiring(repo)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"repo refresh: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(f"{args.dir}: timestamp version {version} signed")
-    return 0
+    for warning in expiring:
+        print(f"repo refresh: warning: {warning}", file=sys.stderr)
+    return EXIT_OFFLINE_KEYS_NEEDED if expiring else 0
 
 
 def _repo_serve(args: argparse.Namespace) -> int:

@@ -54,7 +54,8 @@ def run_release(args: argparse.Namespace) -> int:
     repo = FileRepository(args.repo)
     vectors = args.vectors or shipped_path(SKIN_SELF_TEST)
     try:
-        extra = {"feature_schema": args.feature_schema} if args.feature_schema else {}
+        given = args.feature_schema is not None  # "" is refused by the manifest, not defaulted
+        extra = {"feature_schema": args.feature_schema} if given else {}
         manifest = manifest_for(
             args.model, args.version, table_inputs(vectors),
             device_types=[t.strip() for t in args.device_types.split(",") if t.strip()], **extra,
@@ -155,7 +156,7 @@ def run_deploy(args: argparse.Namespace) -> int:
             opened.enter_context(repo.rolling_out())
             watcher = opened.enter_context(closing(_watch(config, args.config)))
             store = opened.enter_context(closing(open_store(url)))  # records the rollout
-            mark_interrupted(store)
+            mark_interrupted(store, repo)
             plan = RolloutPlan(
                 manifest=manifest,
                 devices=choose_devices(args, _known_devices(watcher, store), repo),
@@ -180,7 +181,7 @@ def fleet_status(
     without a store: no rollout was ever recorded)."""
     views = watcher.devices()
     targeted = assignments(repo)
-    rollouts = latest_rollouts(store) if store is not None else {}
+    rollouts = latest_rollouts(store, repo) if store is not None else {}
     devices = sorted(set(views) | set(targeted) | set(rollouts))
     return [_row(d, views.get(d), targeted, rollouts) for d in devices]
 

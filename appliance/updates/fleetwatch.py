@@ -12,9 +12,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
+from appliance.backoffice.batcher import MAX_CLOCK_AHEAD
 from appliance.config import MqttConfig
 from appliance.transport import payloads
 from appliance.transport.client import settings_from_config
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 SETTLE_S = 1.0  # retained messages arrive right after SUBACK; this covers a busy broker
 UPDATE_LEAF = "model/update"
 STATE_LEAF = "model/state"
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,19 @@ class DeviceView:
     def running(self) -> str | None:
         """The model version it runs, by its newest report."""
         state, status = self.state, self.status
-        newer_state = state is not None and (status is None or status.at <= state.at)
+        newer_state = state is not None and (status is None or _rank(status.at) <= _rank(state.at))
         model = state.running if newer_state and state is not None else None
         if model is None and status is not None:
             model = status.model
         return model.version if model is not None else None
+
+
+def _rank(at: datetime) -> datetime:
+    """A report's time for ordering. One further ahead of this clock than the ingest accepts
+    (a kiosk clock that ran ahead) outranks nothing, or its retained report would hide every
+    later one until that time came; so does one without a time zone (the ingest refuses it)."""
+    believed = at.tzinfo is not None and at <= datetime.now(UTC) + MAX_CLOCK_AHEAD
+    return at if believed else _NEVER
 
 
 class FleetWatcher:

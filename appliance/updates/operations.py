@@ -41,6 +41,7 @@ from appliance.updates.repository import (
 
 MAX_KEYS_PER_ROLE = 32  # a role of more keys is a typo (each key is a file and a signature)
 MAX_EXPIRY_S = 10 * 365 * 86400  # longer is a typo, and soon past the last date Python holds
+OFFLINE_ROLES = (Root.type, Targets.type)  # their keys live offline: `repo refresh` warns
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,12 @@ def _sign_first_versions(repo: FileRepository, plan: Mapping[str, RoleKeys]) -> 
     with repo.edit_targets() as targets:
         targets.delegations = fleet_delegation(fleet_keys, plan[FLEET].threshold)
     repo.close(FLEET, Metadata(Targets()))  # version 1 of the fleet role: nothing assigned
-    repo.publish()
+    # The first snapshot and timestamp are written directly: tuf's do_snapshot/do_timestamp
+    # would first check the blank ones' signatures and log "No signature for keyid" per key.
+    with repo.edit_snapshot() as snapshot:
+        snapshot.meta = repo.targets_infos
+    with repo.edit_timestamp() as timestamp:
+        timestamp.snapshot_meta = repo.snapshot_info
 
 
 def release_model(repo: FileRepository, model: Path, manifest: ModelManifest) -> str:
@@ -195,10 +201,16 @@ def assignments(repo: FileRepository) -> dict[tuple[str, str], Assignment]:
 def refresh_timestamp(repo: FileRepository) -> int:
     """Re-sign the timestamp (for a timer: it expires quickly), and the fleet role and snapshot
     once half their validity is gone: their keys are online too, and without a release or a
-    rollout nothing else would renew them before kiosks refuse them as expired. Returns the
-    timestamp's new version. A renewal that cannot be signed (a key not at hand) is raised
-    as RepositoryError only after the timestamp was signed, so kiosks keep a fresh one."""
+    rollout nothing else would renew them before kiosks refuse them as expired. Root and
+    targets, whose keys live offline, are renewed the same way when their keys are at hand
+    (``offline_roles_expiring`` says when they are needed). Returns the timestamp's new
+    version. A renewal that cannot be signed (a key not at hand) is raised as RepositoryError
+    only after the timestamp was signed, so kiosks keep a fresh one."""
     with repo.locked():
+        for role in OFFLINE_ROLES:
+            if _past_half_life(repo, role) and _keys_at_hand(repo, role):
+                with repo.edit(role):
+                    pass  # the same content, signed again (a new version)
         problems = []
         for renew in (_renew_fleet, _renew_snapshot):
             try:
@@ -219,6 +231,30 @@ def _renew_fleet(repo: FileRepository) -> None:
 
 def _renew_snapshot(repo: FileRepository) -> None:
     repo.do_snapshot(force=_past_half_life(repo, Snapshot.type))
+
+
+def offline_roles_expiring(repo: FileRepository) -> list[str]:
+    """What to do about each offline-keyed role (root, targets) past half its validity: the
+    timer cannot renew them, and once one expires every kiosk refuses every update."""
+    found = []
+    for role in (r for r in OFFLINE_ROLES if _past_half_life(repo, r)):
+        expires: datetime = repo.open(role).signed.expires
+        when = "expired" if expires <= datetime.now(UTC) else "expires"
+        found.append(
+            f"{role} metadata {when} {expires.isoformat()} (less than half its validity left) "
+            f"and its keys are offline: bring the {role} keys back to {repo.keys_dir / role} "
+            f"and run `appliance models repo refresh {repo.dir}` (it renews {role}), then move "
+            f"them away again"
+        )
+    return found
+
+
+def _keys_at_hand(repo: FileRepository, role: str) -> bool:
+    try:
+        repo.signers(role)
+    except RepositoryError:
+        return False
+    return True
 
 
 def _past_half_life(repo: FileRepository, role: str) -> bool:

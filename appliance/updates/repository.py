@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -143,6 +144,11 @@ class FileRepository(Repository):
         return MetaFile(self.latest_version(Snapshot.type))
 
     # -- files and keys --------------------------------------------------------------------
+
+    def identity(self) -> str:
+        """What names this repository wherever its folder is mounted: the SHA-256 of its first
+        root metadata (what its kiosks trust as ``updates.trusted_root``; it never changes)."""
+        return hashlib.sha256((self.metadata_dir / "1.root.json").read_bytes()).hexdigest()
 
     def _metadata_path(self, role: str, version: int) -> Path:
         if role == Timestamp.type:

@@ -66,6 +66,7 @@ class Rollout:
         self.rollout_id = uuid.uuid4().hex[:12]
         self.outcomes: dict[Device, tuple[str, str]] = {}
         self._started = payloads.utc_now()
+        self._repository = repo.identity()
 
     def run(self) -> RolloutOutcome:
         """Canaries, then waves; returns how it ended (recorded in the store too)."""
@@ -131,10 +132,11 @@ class Rollout:
 
     def _about_this_rollout(self, report: payloads.ModelState) -> bool:
         """A report naming this rollout's assignment, whatever the kiosk's clock says; one
-        naming none (refused before the assignment was read) only when sent since the start."""
+        naming none (refused before the assignment was read) only when sent since the start
+        (a time without a zone says nothing about when: the kiosks send UTC)."""
         if report.rollout is not None:
             return report.rollout == self.rollout_id
-        return report.at >= self._started
+        return report.at.tzinfo is not None and report.at >= self._started
 
     def _release(self) -> tuple[str, str]:
         return self.plan.manifest.name, self.plan.manifest.version
@@ -179,11 +181,13 @@ class Rollout:
     def _record_rollout(self, state: str, reason: str | None) -> None:
         plan, now = self.plan, iso_utc(payloads.utc_now())
         self.store.write(
-            "INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO rollouts (rollout_id, model_name, model_version, decision, scope, "
+            "canaries, state, reason, created_at, updated_at, repository) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (rollout_id) DO UPDATE SET state = excluded.state, "
             "reason = excluded.reason, updated_at = excluded.updated_at",
             [(self.rollout_id, plan.manifest.name, plan.manifest.version, plan.decision,
-              plan.scope, plan.canaries, state, reason, now, now)],
+              plan.scope, plan.canaries, state, reason, now, now, self._repository)],
         )
 
     def _record_device(
@@ -199,10 +203,16 @@ class Rollout:
         )
 
 
-def mark_interrupted(store: Store) -> int:
-    """Rollouts still ``running`` in the store while no deploy holds the repository's rollout
-    lock ended without finishing (their deploy was killed): say so; returns how many."""
-    stale = store.query("SELECT rollout_id FROM rollouts WHERE state = 'running'")
+# A rollout recorded before rollouts named their repository (NULL) counts as every one's.
+_OF_REPOSITORY = "(r.repository = ? OR r.repository IS NULL)"
+
+
+def mark_interrupted(store: Store, repo: FileRepository) -> int:
+    """Rollouts of ``repo`` still ``running`` in the store while no deploy holds its rollout
+    lock ended without finishing (their deploy was killed): say so; returns how many. Another
+    repository's rollouts in the same store are not ours to judge (their lock is elsewhere)."""
+    stale = store.query(f"SELECT rollout_id FROM rollouts r WHERE state = 'running' AND "
+                        f"{_OF_REPOSITORY}", [repo.identity()])
     reason = "its deploy or rollback ended before the rollout did (killed?)"
     store.write("UPDATE rollouts SET state = 'interrupted', reason = ?, updated_at = ? "
                 "WHERE rollout_id = ?",
@@ -210,11 +220,15 @@ def mark_interrupted(store: Store) -> int:
     return len(stale)
 
 
-def latest_rollouts(store: Store) -> dict[Device, tuple[str, str, str, str | None]]:
-    """Per device: (rollout id, rollout state, device state, reason) of its newest rollout."""
+def latest_rollouts(
+    store: Store, repo: FileRepository
+) -> dict[Device, tuple[str, str, str, str | None]]:
+    """Per device: (rollout id, rollout state, device state, reason) of its newest rollout
+    of ``repo``."""
     rows = store.query(
         "SELECT d.site, d.device_id, d.rollout_id, r.state, d.state, "
         "COALESCE(d.reason, r.reason) FROM rollout_devices d "
-        "JOIN rollouts r ON r.rollout_id = d.rollout_id ORDER BY d.updated_at"
+        f"JOIN rollouts r ON r.rollout_id = d.rollout_id WHERE {_OF_REPOSITORY} "
+        "ORDER BY d.updated_at", [repo.identity()]
     )
     return {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}

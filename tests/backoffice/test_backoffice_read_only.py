@@ -103,7 +103,7 @@ def test_an_older_postgres_schema_is_refused_until_store_migrate_runs(
     assert store.schema_version() == 5
     store.close()
     assert main(["store", "migrate", "--store", pg_database]) == 0
-    assert f"applied migration(s) 6; schema version {LATEST_VERSION}" in capsys.readouterr().out
+    assert f"applied migration(s) 6, 7; schema version {LATEST_VERSION}" in capsys.readouterr().out
     assert "public.pathology_jobs" in _pg_tables(pg_database)  # the pathology server's too
     assert main(["results", "query", "--store", pg_database]) == 0
     assert capsys.readouterr().out == "no results match\n"
@@ -148,7 +148,7 @@ def test_an_older_sqlite_schema_is_refused_unchanged_then_migrated(
         assert "is at schema version 5" in capsys.readouterr().err
     assert _files(folder) == before  # not a byte changed, no WAL files left behind
     assert main(["store", "migrate", "--store", url]) == 0
-    assert "applied migration(s) 6" in capsys.readouterr().out
+    assert "applied migration(s) 6, 7" in capsys.readouterr().out
     assert main(["fleet", "--store", url]) == 0
 
 

@@ -200,9 +200,9 @@ def seed_pathology(url: str, results: Path) -> None:
 
 def seed_rollout(store: Store, now: str) -> None:
     """One halted model rollout as appliance/updates/rollout.py records it."""
-    store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [("r0llout1", "skin-texture-grade", "1.1.0", "update", "site tokyo", 1,
-                  "halted", "canary kiosk-1 refused: self-test failed", now, now)])
+                  "halted", "canary kiosk-1 refused: self-test failed", now, now, "0" * 64)])
     store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [("r0llout1", "tokyo", "kiosk-1", "canary", "refused", "self-test failed",
                   "1.0.0", now),

@@ -462,3 +462,34 @@ def test_pathology_jobs_show_state_and_slide_results(console: Console) -> None:
     assert status == 200
     assert b"tiles unlike the training data" in page
     assert get_with(console, "/pathology", cookie)[0] == 200
+
+
+ONE_RESULT = "0190e8a2-0000-7000-8000-000000000000"
+API_WITHOUT_PARAMETERS = ("/api/v1/fleet", "/api/v1/cohort", "/api/v1/rollouts",
+                          "/api/v1/rollouts/r0llout1", "/api/v1/pathology/jobs",
+                          "/api/v1/pathology/jobs/job-1",
+                          "/api/v1/pathology/jobs/job-1/slides/0/heatmap",
+                          f"/api/v1/results/{ONE_RESULT}")
+PAGES_WITHOUT_PARAMETERS = ("/", "/fleet", "/cohort", "/dead-letters", "/docs", "/openapi.json",
+                            "/rollouts", "/rollouts/r0llout1", "/pathology", "/pathology/job-1",
+                            "/pathology/job-1/slides/0/heatmap", f"/results/{ONE_RESULT}")
+
+
+def test_every_page_and_api_call_refuses_a_parameter_it_does_not_take(console: Console) -> None:
+    for path in API_WITHOUT_PARAMETERS:  # each answered as if there were no limit
+        status, _, body = console.get(f"{path}?limit=5", console.token)
+        assert status == 400, path
+        assert json.loads(body)["error"] == ("limit: '5' refused: unknown parameter; this "
+                                             "address takes none"), path
+    cookie, _ = login_cookie(console)
+    for path in PAGES_WITHOUT_PARAMETERS:
+        status, _, body = get_with(console, f"{path}?site=%3Cb%3E", cookie)
+        assert status == 400, path
+        assert b"site: &#39;&lt;b&gt;&#39; refused: unknown parameter" in body, path
+    status, _, body = console.get("/login?next=/fleet&colour=red")
+    assert (status, b"colour: &#39;red&#39; refused: unknown parameter; use failed, next"
+            in body) == (400, True)
+    assert console.get("/login?next=/fleet&next=/cohort")[0] == 400  # which one?
+    assert console.get("/login?next=/cohort")[0] == 200
+    status, _, body = get_with(console, "/results.csv?site=lab&limit=10&colour=red", cookie)
+    assert (status, b"colour: &#39;red&#39; refused" in body) == (400, True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from appliance.cli import main
 from appliance.config import PASSWORD_ENV, MqttConfig
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import BrokerRefusedError
+from appliance.transport.payloads import ModelInfo, ModelState
 from appliance.transport.topics import device_topic
-from appliance.updates.fleetwatch import FleetWatcher
+from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.operations import init_repository
 from appliance.updates.testing import ModelEvents
 
@@ -171,3 +173,21 @@ def test_a_notice_the_broker_cannot_take_is_logged_not_raised(
         watcher.close()
         broker.close()
     assert "notice to lab/k1 not sent" in caplog.text
+
+
+def test_a_model_state_from_a_clock_far_ahead_does_not_outrank_later_statuses() -> None:
+    # A kiosk whose clock ran a day ahead retained a state "running 1.1.0"; its clock fixed, it
+    # now reports 1.0.0 in every status: those, not the state's future time, say what it runs.
+    from appliance.synthetic import fleet as fleetsim
+
+    status = fleetsim.online_status("lab", "k1")  # running 1.0.0, at the receiver's now
+    ahead = datetime.now(UTC) + timedelta(days=1)
+    state = ModelState(device_id="k1", site="lab", state="installed", at=ahead,
+                       running=ModelInfo(name="skin-texture-grade", version="1.1.0"))
+    assert DeviceView("lab", "k1", status, state).running == "1.0.0"
+    slightly = ahead - timedelta(days=1) + timedelta(minutes=1)  # within what ingest allows
+    assert DeviceView("lab", "k1", status,
+                      state.model_copy(update={"at": slightly})).running == "1.1.0"
+    assert DeviceView("lab", "k1", None, state).running == "1.1.0"  # its only report
+    naive = state.model_copy(update={"at": slightly.replace(tzinfo=None)})  # was a TypeError
+    assert DeviceView("lab", "k1", status, naive).running == "1.0.0"

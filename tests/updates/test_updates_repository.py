@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tuf.api.metadata import Metadata
@@ -130,6 +132,42 @@ def test_the_refresh_timer_alone_keeps_a_quiet_repository_valid(
     assert repo.latest_version("timestamp") == before + 1  # kiosks keep a fresh timestamp
 
 
+def test_refresh_warns_before_an_offline_role_expires_and_renews_it_with_its_keys_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # targets and root (180 and 365 days by default, 4 s here) keep their keys offline, so the
+    # timer cannot renew them: it must say so while there is time, in a way a timer's
+    # OnFailure= or a monitoring check sees, and renew them once the keys are back.
+    repo = init_repository(tmp_path / "repo", expiry_s={"targets": 4, "root": 4})
+    for role in ("targets", "root"):
+        (repo.keys_dir / role).rename(tmp_path / f"offline-{role}")
+    refresh = ["models", "repo", "refresh", str(repo.dir)]
+    assert main(refresh) == 0  # fresh: nothing to say
+    assert capsys.readouterr().err == ""
+    time.sleep(2.5)  # past half their validity
+    before = repo.latest_version("timestamp")
+    assert main(refresh) == 3
+    err = capsys.readouterr().err
+    for role in ("targets", "root"):
+        expires = repo.open(role).signed.expires.isoformat()
+        assert f"{role} metadata expires {expires}" in err, err
+        assert f"bring the {role} keys back to {repo.keys_dir / role}" in err
+    assert f"run `appliance models repo refresh {repo.dir}`" in err
+    assert repo.latest_version("timestamp") == before + 1  # kiosks keep a fresh timestamp
+    for role in ("targets", "root"):
+        (tmp_path / f"offline-{role}").rename(repo.keys_dir / role)
+    assert main(refresh) == 0
+    assert (repo.latest_version("targets"), repo.latest_version("root")) == (2, 2)
+    time.sleep(2.0)  # past the first versions' expiry
+    server = RepositoryServer(repo.dir / "public").start()
+    try:
+        client = Updater(str(_dir(tmp_path / "client")), f"{server.url}/metadata/",
+                         bootstrap=(repo.metadata_dir / "1.root.json").read_bytes())
+        client.refresh()  # root 2 and targets 2 are valid: the kiosk is not frozen
+    finally:
+        server.close()
+
+
 def test_the_fleet_role_cannot_add_a_model(tmp_path: Path) -> None:
     repo = init_repository(tmp_path / "repo")
     model = linear_model(tmp_path / "m.onnx", "1.1.0")
@@ -203,6 +241,29 @@ def test_cli_init_and_release_print_where_things_are(
     assert released(FileRepository(repo_dir), "skin-texture-grade", "1.1.0").self_test
 
 
+def test_init_logs_nothing_that_reads_as_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    assert main(["models", "repo", "init", str(tmp_path / "repo"), "--keys", "root=2"]) == 0
+    said = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records]
+    assert said == []  # was tuf's "No signature for keyid ..." for the first snapshot, timestamp
+
+
+def test_a_role_key_kept_offline_under_a_met_threshold_logs_nothing_that_reads_as_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = init_repository(tmp_path / "repo", {"targets": RoleKeys(2, 1)})
+    next((repo.keys_dir / "targets").glob("*.pem")).rename(tmp_path / "in-the-safe.pem")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    caplog.set_level(logging.INFO)
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.1.0"]) == 0
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
+    said = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records]
+    assert said == []  # was tuf's "No signature for keyid ..." on every open of targets
+
+
 def _table(tmp_path: Path) -> Path:
     import numpy as np
 
@@ -245,11 +306,15 @@ def test_an_init_that_stopped_halfway_is_named_with_what_to_do(
 ) -> None:
     folder = tmp_path / "repo"
 
-    def disk_full(self: FileRepository, force: bool = False) -> None:
-        raise OSError(28, "No space left on device")
+    close = FileRepository.close
+
+    def disk_full(self: FileRepository, role: str, md: Metadata[Any]) -> None:
+        if role == "timestamp":
+            raise OSError(28, "No space left on device")
+        close(self, role, md)
 
     with monkeypatch.context() as patched:  # keys and settings written, no timestamp signed
-        patched.setattr(FileRepository, "do_timestamp", disk_full)
+        patched.setattr(FileRepository, "close", disk_full)
         assert main(["models", "repo", "init", str(folder)]) == 2
     assert "No space left on device" in capsys.readouterr().err
     model = linear_model(tmp_path / "m.onnx", "1.1.0")
@@ -344,6 +409,7 @@ def test_a_rollback_of_a_model_assigned_to_nobody_says_so(tmp_path: Path) -> Non
     ("--device-types", "skin kiosk", "--device-types 'skin kiosk': "),
     ("--device-types", ",,", "--device-types: at least one device type"),
     ("--feature-schema", "x" * 65, "--feature-schema 'xxxx"),
+    ("--feature-schema", "", "--feature-schema '': "),  # was the default, silently
 ])
 def test_release_options_a_manifest_cannot_hold_are_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, said: str

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from contextlib import closing
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from updates_helpers import Fleet, coarse_on_high_kime
@@ -17,11 +19,12 @@ from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.config import config_from_mapping
 from appliance.transport import payloads
+from appliance.transport.topics import device_topic
 from appliance.updates import rollout as rollout_module
 from appliance.updates.fleetops import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
-from appliance.updates.operations import assignments
-from appliance.updates.rollout import Rollout, RolloutPlan
+from appliance.updates.operations import assignments, init_repository, release_model
+from appliance.updates.rollout import Rollout, RolloutPlan, latest_rollouts
 from appliance.updates.testing import ModelEvents
 
 pytestmark = pytest.mark.broker
@@ -206,10 +209,10 @@ def test_one_rollout_at_a_time_and_a_killed_one_is_marked_interrupted(
     fleet.release("1.1.0")
     store_url = f"sqlite:///{fleet.tmp / 'rollouts.sqlite3'}"
     with closing(open_store(store_url)) as store:  # what a deploy killed mid-wave leaves
-        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [("killed000001", "skin-texture-grade", "1.1.0", "deploy", "all", 1,
                       "running", None, "2026-12-01T00:00:00.000000Z",
-                      "2026-12-01T00:00:00.000000Z")])
+                      "2026-12-01T00:00:00.000000Z", fleet.repo.identity())])
     deploy = ["models", "deploy", "skin-texture-grade", "1.1.0", "--all", "--timeout-s", "30",
               "--repo", str(fleet.repo.dir), "--store", store_url]
     assert main(deploy) == 0
@@ -223,6 +226,80 @@ def test_one_rollout_at_a_time_and_a_killed_one_is_marked_interrupted(
     assert "another `appliance models deploy` or `rollback` is running" in capsys.readouterr().err
     with closing(open_store(store_url)) as store:
         assert len(store.query("SELECT state FROM rollouts")) == 2  # nothing started
+
+
+def test_a_deploy_marks_interrupted_only_the_rollouts_of_its_own_repository(
+    fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two repositories (two fleets, or staging and production) record in one store: a deploy
+    # on one must not call the other's rollout, running under the other's lock, interrupted.
+    monkeypatch.chdir(fleet.tmp)
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", fleet.broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(fleet.broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", fleet.prefix)
+    fleet.kiosk("k0")
+    _all_online(fleet, events, 1)
+    release = fleet.release("1.1.0")
+    other = init_repository(fleet.tmp / "other-repo")
+    release_model(other, fleet.tmp / "model-1.1.0.onnx", release)
+    store_url = f"sqlite:///{fleet.tmp / 'shared.sqlite3'}"
+    watcher, store, reader = _watcher(fleet), open_store(store_url), open_store(store_url)
+    elsewhere = Rollout(other, watcher, store,  # waits for a kiosk that has not answered yet
+                        RolloutPlan(release, [(fleet.site, "quiet")], timeout_s=120))
+    running = threading.Thread(target=elsewhere.run)
+    running.start()
+    try:
+        assert events.wait_until(lambda: reader.rollout_rows(1, elsewhere.rollout_id), 10)
+        assert main(["models", "deploy", "skin-texture-grade", "1.1.0", "--devices", "k0",
+                     "--timeout-s", "30", "--repo", str(fleet.repo.dir), "--store",
+                     store_url]) == 0
+        states = dict(reader.query("SELECT rollout_id, state FROM rollouts"))
+        assert states.pop(elsewhere.rollout_id) == "running"  # was "interrupted"
+        assert list(states.values()) == ["complete"]
+        for repo, device in ((fleet.repo, "k0"), (other, "quiet")):  # `models status` of each
+            assert list(latest_rollouts(reader, repo)) == [(fleet.site, device)]
+    finally:  # the quiet kiosk refuses: the other rollout halts and its thread ends
+        _say(fleet, payloads.ModelState(device_id="quiet", site=fleet.site, state="rejected",
+                                        at=payloads.utc_now(), rollout=elsewhere.rollout_id,
+                                        reason="test over"))
+        running.join(30)
+        watcher.close()
+        store.close()
+        reader.close()
+    assert not running.is_alive()
+
+
+def test_a_model_state_without_a_time_zone_does_not_end_the_deploy_with_a_traceback(
+    fleet: Fleet,
+) -> None:
+    # The payload schema takes "at" without a zone; compared with the rollout's start (UTC)
+    # it raised TypeError out of the deploy, leaving the rollout "running".
+    release = fleet.release("1.1.0")
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        _say(fleet, payloads.ModelState(device_id="k0", site=fleet.site, state="rejected",
+                                        at=datetime.now(UTC).replace(tzinfo=None) + timedelta(
+                                            seconds=5), reason="zone-less"))
+        plan = RolloutPlan(release, [(fleet.site, "k0")], timeout_s=2)
+        outcome = Rollout(fleet.repo, watcher, store, plan).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert outcome.state == "halted"
+    assert "timeout" in outcome.reason  # the zone-less report proves nothing about this rollout
+
+
+def _say(fleet: Fleet, state: payloads.ModelState) -> None:
+    """Publish a model state as its kiosk would (not retained)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(fleet.broker.host, fleet.broker.port)
+    client.loop_start()
+    try:
+        topic = device_topic(fleet.prefix, state.site, state.device_id, "model/state")
+        client.publish(topic, state.to_json(), qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def test_deploying_a_release_a_kiosk_rolled_back_halts_with_why_not_a_timeout(
