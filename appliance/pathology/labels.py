@@ -36,7 +36,9 @@ def read_labels(path: Path) -> list[LabelRow]:
     """Rows of a labels CSV; LabelsError naming the line when a column is missing or bad."""
     if not path.is_file():
         raise LabelsError(f"{path}: labels file not found; pass --labels CSV")
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte order mark, which would
+    # otherwise become part of the first column's name
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
