@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -36,20 +38,30 @@ def read_labels(path: Path) -> list[LabelRow]:
     """Rows of a labels CSV; LabelsError naming the line when a column is missing or bad."""
     if not path.is_file():
         raise LabelsError(f"{path}: labels file not found; pass --labels CSV")
-    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte order mark, which would
-    # otherwise become part of the first column's name
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise LabelsError(
-                f"{path}: missing column(s) {', '.join(missing)}; the header must hold "
-                f"{', '.join(REQUIRED_COLUMNS)} (um_per_px optional)"
-            )
-        rows = [_row(path, number, raw) for number, raw in enumerate(reader, start=2)]
+    reader = csv.DictReader(io.StringIO(_labels_text(path), newline=""))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise LabelsError(
+            f"{path}: missing column(s) {', '.join(missing)}; the header must hold "
+            f"{', '.join(REQUIRED_COLUMNS)} (um_per_px optional)"
+        )
+    rows = [_row(path, number, raw) for number, raw in enumerate(reader, start=2)]
     if len(rows) > MAX_LABEL_ROWS:
         raise LabelsError(f"{path}: more than {MAX_LABEL_ROWS} rows; split the cohort")
     return rows
+
+
+def _labels_text(path: Path) -> str:
+    """The file's text, UTF-8; a leading byte order mark (a spreadsheet's "CSV UTF-8"), which
+    would otherwise become part of the first column's name, is dropped."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a spreadsheet's plain "CSV" is its local code page
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LabelsError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as CSV UTF-8"
+        ) from exc
 
 
 def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:

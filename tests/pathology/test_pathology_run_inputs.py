@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from appliance.cli import main
 from appliance.pathology.labels import read_labels
 
 HEADER = "slide,patient,label,material,um_per_px\n"
@@ -16,3 +19,18 @@ def test_labels_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
     labels.write_bytes(b"\xef\xbb\xbf" + (HEADER + "S1,P1,MSI,biopsy,1.0\n").encode())
     rows = read_labels(labels)
     assert [(row.slide, row.patient, row.um_per_px) for row in rows] == [("S1", "P1", 1.0)]
+
+
+def test_labels_not_in_utf8_are_exit_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A labels.csv saved in Latin-1 (a spreadsheet's plain "CSV") is refused by name, no
+    traceback."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "labels.csv").write_bytes((HEADER + "S1,Pé,MSI,biopsy,1.0\n").encode("latin-1"))
+    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'labels.csv'}:2: not UTF-8 text" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
