@@ -39,13 +39,17 @@ def read_labels(path: Path) -> list[LabelRow]:
     if not path.is_file():
         raise LabelsError(f"{path}: labels file not found; pass --labels CSV")
     reader = csv.DictReader(io.StringIO(_labels_text(path), newline=""))
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise LabelsError(
-            f"{path}: missing column(s) {', '.join(missing)}; the header must hold "
-            f"{', '.join(REQUIRED_COLUMNS)} (um_per_px optional)"
-        )
-    rows = [_row(path, number, raw) for number, raw in enumerate(reader, start=2)]
+    try:
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LabelsError(
+                f"{path}: missing column(s) {', '.join(missing)}; the header must hold "
+                f"{', '.join(REQUIRED_COLUMNS)} (um_per_px optional)"
+            )
+        rows = [_row(path, number, raw) for number, raw in enumerate(reader, start=2)]
+    except csv.Error as exc:  # a field over the csv module's limit (128 KiB)
+        line = reader.line_num + 1  # the reader counts the lines it finished
+        raise LabelsError(f"{path}:{line}: not readable as CSV ({exc})") from exc
     if len(rows) > MAX_LABEL_ROWS:
         raise LabelsError(f"{path}: more than {MAX_LABEL_ROWS} rows; split the cohort")
     return rows

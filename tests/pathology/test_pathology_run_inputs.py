@@ -34,3 +34,18 @@ def test_labels_not_in_utf8_are_exit_2_naming_the_file(
     assert f"{folder / 'labels.csv'}:2: not UTF-8 text" in err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_labels_with_a_huge_field_are_exit_2_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A field over the csv module's limit (128 KiB) is refused by file and line, no
+    traceback."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\n"
+                                       + "S2,P2,MSS," + "x" * 200_000 + ",1.0\n")
+    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'labels.csv'}:3: not readable as CSV (field larger than field limit" in err
+    assert "Traceback" not in err
