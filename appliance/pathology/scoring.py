@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import asdict
 
+from appliance.logsafe import escape_controls
 from appliance.pathology.model import ModelError, TileModel
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.run import (
@@ -78,18 +79,22 @@ def _options(args: argparse.Namespace) -> RunOptions:
 
 
 def _print_summary(results: list[SlideResult], path: object) -> None:
+    """One line per slide, then the counts; names from files escaped (a terminal's codes)."""
     for result in results:
-        if result.error:
-            print(f"{result.slide}: ERROR {result.error}")
-        elif result.reason:
-            print(f"{result.slide}: {result.label} ({result.reason}: "
-                  f"{result.in_distribution_share:.0%} of {result.tile_count} tiles in "
-                  "distribution)")
-        else:
-            print(f"{result.slide}: {result.label} score {result.score:.3f} "
-                  f"(mean p {result.mean_probability:.3f}, MSI tiles "
-                  f"{result.msi_tile_share:.0%}, {result.tile_count} tiles)")
+        print(escape_controls(_summary_line(result)))
     failed = sum(1 for result in results if result.error)
     unsupported = sum(1 for result in results if result.reason)
-    print(f"{len(results) - failed} of {len(results)} slides scored ({unsupported} unsupported); "
-          f"results in {path}")
+    print(escape_controls(f"{len(results) - failed} of {len(results)} slides scored "
+                          f"({unsupported} unsupported); results in {path}"))
+
+
+def _summary_line(result: SlideResult) -> str:
+    if result.error:
+        return f"{result.slide}: ERROR {result.error}"
+    if result.reason:
+        return (f"{result.slide}: {result.label} ({result.reason}: "
+                f"{result.in_distribution_share:.0%} of {result.tile_count} tiles in "
+                "distribution)")
+    return (f"{result.slide}: {result.label} score {result.score:.3f} "
+            f"(mean p {result.mean_probability:.3f}, MSI tiles "
+            f"{result.msi_tile_share:.0%}, {result.tile_count} tiles)")

@@ -49,3 +49,18 @@ def test_labels_with_a_huge_field_are_exit_2_naming_the_line(
     err = capsys.readouterr().err
     assert f"{folder / 'labels.csv'}:3: not readable as CSV (field larger than field limit" in err
     assert "Traceback" not in err
+
+
+def test_slide_names_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A slide file whose name holds an escape sequence is printed with it escaped, as the
+    other commands' tables and the log print such names."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "a\x1b[2J\x1b[31mMSI.jpg").write_bytes(b"")  # clear screen, red
+    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out"),
+                 "--um-per-px", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "a\\x1b[2J\\x1b[31mMSI: ERROR" in out
