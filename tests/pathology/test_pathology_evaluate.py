@@ -118,3 +118,20 @@ def test_a_run_json_nested_too_deeply_is_exit_2_naming_it(
     assert capsys.readouterr().err.startswith(
         f"pathology evaluate: {run / 'run.json'}: not the JSON `pathology run` writes (JSON "
         "nested too deeply")
+
+
+def test_a_material_name_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """labels.csv's material heads a table; an escape sequence in it is printed as text."""
+    path = tmp_path / "labels.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slide", "patient", "label", "material"])
+        writer.writerows((slide, patient, label, "bi\x1b[2Jopsy")
+                         for slide, patient, label, _ in LABELS)
+    run = _write(tmp_path / "r1", {f"s{i}": i / 10 for i in range(1, 9)})
+    assert main(["pathology", "evaluate", "--labels", str(path), "--results", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "bi\\x1b[2Jopsy: 8 slides" in out
