@@ -3,12 +3,15 @@ spreadsheets save it, slide names that clash, images in less common modes, hosti
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from appliance.cli import main
 from appliance.pathology.labels import read_labels
+from appliance.synthetic.he import SlideSpec, render_slide
 
 HEADER = "slide,patient,label,material,um_per_px\n"
 
@@ -64,3 +67,26 @@ def test_slide_names_cannot_drive_the_terminal(
     out = capsys.readouterr().out
     assert "\x1b" not in out
     assert "a\\x1b[2J\\x1b[31mMSI: ERROR" in out
+
+
+def _rows(folder: Path) -> dict[str, dict[str, str]]:
+    with (folder / "results.csv").open(newline="") as handle:
+        return {row["slide"]: row for row in csv.DictReader(handle)}
+
+
+def test_a_palette_png_slide_is_scored_like_its_rgb_original(tmp_path: Path) -> None:
+    """An indexed-colour PNG (256 colours, as some tools save to cut the size) is a slide
+    like any other; its palette indices must not be averaged as if they were intensities."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(rgb).quantize(256).save(folder / "indexed.png")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
+                 "--no-pictures"]) == 0
+    rows = _rows(out)
+    assert rows["indexed"]["error"] == ""
+    assert rows["indexed"]["tile_count"] == rows["rgb"]["tile_count"]
+    assert float(rows["indexed"]["mean_probability"]) == pytest.approx(
+        float(rows["rgb"]["mean_probability"]), abs=0.1)
