@@ -25,6 +25,9 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
     if not jobs:
         print("pathology: no slides found (JPEG, PNG or TIFF files)", file=sys.stderr)
         return 2
+    if clash := name_clash(jobs):
+        print(escape_controls(f"pathology: {clash}"), file=sys.stderr)
+        return 2
     try:
         model = TileModel(args.model, provider=args.provider)
     except ModelError as exc:
@@ -56,6 +59,24 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
         return 1
     _print_summary(results, path)
     return 1 if any(result.error for result in results) else 0
+
+
+def name_clash(jobs: list[SlideJob]) -> str | None:
+    """Why two jobs would write the same rows and files (a slide's name names its heatmap,
+    CAMs and tile table), or None when every slide's name is its own."""
+    seen: dict[str, SlideJob] = {}
+    for job in jobs:
+        if job.refused:  # never read, nothing written for it
+            continue
+        first = seen.setdefault(job.slide, job)
+        if first is job:
+            continue
+        if first.path == job.path:
+            return f"{job.path} is listed twice (slide {job.slide!r}); list each slide once"
+        return (f"{first.path} and {job.path} would both be slide {job.slide!r} (one "
+                f"heatmaps/{job.slide}.png, one tiles/{job.slide}.csv); rename one, or score "
+                "them apart")
+    return None
 
 
 def _settings(args: argparse.Namespace, model: TileModel) -> TileSettings:

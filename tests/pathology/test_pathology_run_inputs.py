@@ -90,3 +90,36 @@ def test_a_palette_png_slide_is_scored_like_its_rgb_original(tmp_path: Path) -> 
     assert rows["indexed"]["tile_count"] == rows["rgb"]["tile_count"]
     assert float(rows["indexed"]["mean_probability"]) == pytest.approx(
         float(rows["rgb"]["mean_probability"]), abs=0.1)
+
+
+def test_slides_that_would_share_a_name_are_refused_before_any_is_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """x.jpg, x.png and sub/x.jpg would all be slide "x": one heatmaps/x.png, one tiles/x.csv,
+    three rows no one could tell apart. Refused (exit 2) naming the files, nothing written."""
+    folder = tmp_path / "slides"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("x.jpg", "x.png", "sub/x.jpg"):
+        (folder / name).write_bytes(b"\xff\xd8")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'sub' / 'x.jpg'} and {folder / 'x.jpg'} would both be slide 'x'" in err
+    assert not out.exists()
+    assert main(["pathology", "submit", str(folder / "x.jpg"), str(folder / "sub" / "x.jpg"),
+                 "--um-per-px", "1", "--out", str(out)]) == 2
+    assert "would both be slide 'x'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_slide_listed_twice_in_labels_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
+    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\nS1,P1,MSS,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out)]) == 2
+    assert f"{folder / 'S1.jpg'} is listed twice (slide 'S1')" in capsys.readouterr().err
+    assert not out.exists()
