@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"pathology run: {args.folder} is not a folder of slides", file=sys.stderr)
         return 2
     try:
-        jobs = jobs_from_folder(args.folder, args.um_per_px)
+        jobs = jobs_from_folder(args.folder, args.um_per_px, args.out)
     except LabelsError as exc:
         print(f"pathology run: {exc}", file=sys.stderr)
         return 2

@@ -114,12 +114,16 @@ def _job(folder: Path, row: LabelRow, um_per_px: float | None) -> SlideJob:
     return SlideJob(slide, resolution, row.slide, row.patient, row.material)
 
 
-def jobs_from_folder(folder: Path, um_per_px: float | None) -> list[SlideJob]:
-    """Slide jobs from folder/labels.csv, or every image in the folder when there is none."""
+def jobs_from_folder(
+    folder: Path, um_per_px: float | None, results: Path | None = None
+) -> list[SlideJob]:
+    """Slide jobs from folder/labels.csv, or every image in the folder when there is none (but
+    those inside ``results``, the run's --out)."""
     labels = folder / LABELS_FILE
     if labels.is_file():
         return [_job(folder, row, um_per_px) for row in read_labels(labels)]
-    return [SlideJob(path, _resolution(None, um_per_px), path.stem) for path in slide_files(folder)]
+    return [SlideJob(path, _resolution(None, um_per_px), path.stem)
+            for path in slide_files(folder, results)]
 
 
 def _resolution(from_labels: float | None, from_option: float | None) -> float:

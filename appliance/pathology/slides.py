@@ -145,9 +145,12 @@ def _replace(old: Image.Image, new: Image.Image) -> Image.Image:
     return new
 
 
-def slide_files(folder: Path) -> list[Path]:
-    """Slide images in a folder and its subfolders, sorted by path."""
+def slide_files(folder: Path, results: Path | None = None) -> list[Path]:
+    """Slide images in a folder and its subfolders, sorted by path; none from inside
+    ``results`` (a run's --out may lie in the slide folder: its heatmaps are no slides)."""
+    skipped = results.resolve() if results is not None else None
     return sorted(
         path for path in folder.rglob("*")
         if path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES
+        and (skipped is None or not path.resolve().is_relative_to(skipped))
     )

@@ -123,3 +123,19 @@ def test_a_slide_listed_twice_in_labels_is_refused(
     assert main(["pathology", "run", str(folder), "--out", str(out)]) == 2
     assert f"{folder / 'S1.jpg'} is listed twice (slide 'S1')" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_results_folder_inside_the_slide_folder_is_not_read_as_slides(tmp_path: Path) -> None:
+    """`pathology run slides --out slides/results`, twice: the second run scores the same one
+    slide, not the first run's heatmaps and CAMs."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "s.jpg", quality=88)
+    out = folder / "results"
+    command = ["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]
+    assert main(command) == 0
+    assert (out / "heatmaps" / "s.png").is_file()
+    assert main(command) == 0
+    with (out / "results.csv").open(newline="") as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == [str(folder / "s.jpg")]
