@@ -139,3 +139,16 @@ def test_a_results_folder_inside_the_slide_folder_is_not_read_as_slides(tmp_path
     assert main(command) == 0
     with (out / "results.csv").open(newline="") as handle:
         assert [row["path"] for row in csv.DictReader(handle)] == [str(folder / "s.jpg")]
+
+
+def test_a_slide_smaller_than_a_tile_is_described_as_the_file_is(tmp_path: Path) -> None:
+    """A real 224 px tile at 0.5 µm/px is 112 µm across: the error says so, in the file's
+    pixels and scale, not in the reduced working image's (28 px at 4 µm/px)."""
+    slide = tmp_path / "tile.png"
+    Image.new("RGB", (224, 224), (180, 90, 160)).save(slide)
+    out = tmp_path / "out"
+    assert main(["pathology", "submit", str(slide), "--um-per-px", "0.5", "--out", str(out),
+                 "--no-pictures"]) == 1
+    error = _rows(out)["tile"]["error"]
+    assert error == (f"{slide}: the slide is 112x112 µm (224x224 px at 0.5 µm/px), smaller than "
+                     "one 256 µm tile; check the slide's µm/px or --tile-um")
