@@ -197,6 +197,9 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             upright = ImageOps.exif_transpose(image)
             rgb = _rgb8(upright)
+    except UnidentifiedImageError as exc:  # its text names the in-memory file object
+        raise FrameError(f"{name}: corrupt image data (header unreadable); copy the file "
+                         "again") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for undecodable data
         raise FrameError(f"{name}: corrupt image data (could not decode: {exc}); copy the file "
                          "again") from exc
