@@ -109,3 +109,14 @@ def test_unknown_or_bad_arguments_are_refused_before_anything_runs(
     assert done.returncode == 2
     assert complaint in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("script", ["calibration.py", "classifier.py", "console.py",
+                                    "skin_furrow_oracle.py", "skin_texture.py"])
+def test_help_describes_in_whole_sentences(script: str) -> None:
+    """The description is the docstring's first paragraph, not its first line (which stopped
+    mid-sentence: "... on synthetic stage micrometers over")."""
+    done = _run(script, "--help")
+    assert done.returncode == 0
+    description = " ".join(done.stdout.split("\n\n")[1].split())
+    assert description.endswith(".")
