@@ -88,7 +88,9 @@ def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
         return columns, description
     if path.suffix != ".csv":
         raise TableError(f"{path}: unknown table format; use .csv or .parquet")
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte order mark, which would
+    # otherwise become part of the first column's name
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         records = list(reader)
         names = reader.fieldnames or []

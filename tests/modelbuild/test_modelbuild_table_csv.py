@@ -1,0 +1,24 @@
+"""A labelled table as an expert's spreadsheet saves it: `appliance models evaluate|build-skin
+--data grades.csv` reads "CSV UTF-8" (with its byte order mark) and refuses other encodings by
+name and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from appliance.modelbuild.table import read_table
+from appliance.transport.payloads import FEATURE_KEYS
+
+
+def _text(label: str = "fine") -> str:
+    header = ",".join((*FEATURE_KEYS, "label"))
+    row = ",".join(["1.5"] * len(FEATURE_KEYS) + [label])
+    return f"{header}\n{row}\n"
+
+
+def test_a_table_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    table = tmp_path / "grades.csv"
+    table.write_bytes(b"\xef\xbb\xbf" + _text().encode())
+    read = read_table(table)
+    assert read.feature_names[0] == "pore_count"
+    assert read.labels == ("fine",)
