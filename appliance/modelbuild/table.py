@@ -92,8 +92,12 @@ def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
     # otherwise become part of the first column's name
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        records = list(reader)
-        names = reader.fieldnames or []
+        try:
+            records = list(reader)
+            names = reader.fieldnames or []
+        except UnicodeDecodeError as exc:  # a spreadsheet's plain "CSV": its local code page
+            raise TableError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                             "save it as CSV UTF-8") from exc
     return {name: [r.get(name) or "" for r in records] for name in names}, ""
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.modelbuild.table import read_table
+import pytest
+
+from appliance.modelbuild.table import TableError, read_table
 from appliance.transport.payloads import FEATURE_KEYS
 
 
@@ -22,3 +24,13 @@ def test_a_table_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     read = read_table(table)
     assert read.feature_names[0] == "pore_count"
     assert read.labels == ("fine",)
+
+
+def test_a_table_not_in_utf8_is_refused_by_name(tmp_path: Path) -> None:
+    """A spreadsheet's plain "CSV" (Latin-1 here): TableError, which the commands print with
+    exit 2, not a UnicodeDecodeError traceback."""
+    table = tmp_path / "grades.csv"
+    table.write_bytes(_text(label="fïne").encode("latin-1"))
+    with pytest.raises(TableError, match=r"grades\.csv: not UTF-8 text \(byte 0xef\)"):
+        read_table(table)
+
