@@ -98,6 +98,9 @@ def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
         except UnicodeDecodeError as exc:  # a spreadsheet's plain "CSV": its local code page
             raise TableError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
                              "save it as CSV UTF-8") from exc
+        except csv.Error as exc:  # a field over the csv module's limit (128 KiB)
+            line = reader.line_num + 1  # the reader counts the lines it finished
+            raise TableError(f"{path}:{line}: not readable as CSV ({exc})") from exc
     return {name: [r.get(name) or "" for r in records] for name in names}, ""
 
 

@@ -34,3 +34,9 @@ def test_a_table_not_in_utf8_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(TableError, match=r"grades\.csv: not UTF-8 text \(byte 0xef\)"):
         read_table(table)
 
+
+def test_a_table_with_a_huge_cell_is_refused_by_name_and_line(tmp_path: Path) -> None:
+    table = tmp_path / "grades.csv"
+    table.write_text(_text() + _text().splitlines()[1] + "x" * 200_000 + "\n")
+    with pytest.raises(TableError, match=r"grades\.csv:3: not readable as CSV \(field larger"):
+        read_table(table)
