@@ -20,9 +20,10 @@ from appliance.pathology.resolution import resolution_problem
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MAX_SLIDE_PIXELS = 1_000_000_000
 _SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"II*\x00", b"MM\x00*")
-# Pixels that are palette indices or single bits: reducing would average them as intensities
-# (Pillow refuses "P" and "1", and averages a "PA" image's indices into other colours).
-_NOT_AVERAGED = ("1", "P", "PA")
+# Pixels that are palette indices or single bits, and the mode they are averaged in when the
+# slide is reduced (Pillow refuses "P" and "1", and averages a "PA" image's indices into other
+# colours); single bits become grey, a byte a pixel, not RGB's three.
+_AVERAGED_AS = {"1": "L", "P": "RGB", "PA": "RGBA"}
 
 
 class SlideError(ValueError):
@@ -122,8 +123,8 @@ def _decode(path: Path, reduction: int) -> Image.Image:
         if isinstance(image, JpegImagePlugin.JpegImageFile) and reduction > 1:
             image.draft("RGB", (width // reduction, height // reduction))
         image.load()
-        if image.mode in _NOT_AVERAGED:
-            image = _replace(image, image.convert("RGB"))
+        if image.mode in _AVERAGED_AS:
+            image = _replace(image, image.convert(_AVERAGED_AS[image.mode]))
         if reduction > 1 and image.size[0] == width:
             image = _replace(image, image.reduce(reduction))
         if image.mode != "RGB":

@@ -152,3 +152,15 @@ def test_a_slide_smaller_than_a_tile_is_described_as_the_file_is(tmp_path: Path)
     error = _rows(out)["tile"]["error"]
     assert error == (f"{slide}: the slide is 112x112 µm (224x224 px at 0.5 µm/px), smaller than "
                      "one 256 µm tile; check the slide's µm/px or --tile-um")
+
+
+def test_a_one_bit_slide_is_read_and_judged_by_its_pixels(tmp_path: Path) -> None:
+    """A 1-bit PNG (a scanner's line-art mode) is read, and refused for what it shows (no
+    tissue), not called corrupt."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    Image.new("1", (2000, 2000), 1).save(folder / "bits.png")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
+                 "--no-pictures"]) == 1
+    assert "no tissue tile" in _rows(out)["bits"]["error"]
