@@ -15,6 +15,7 @@ from appliance.pathology.slides import slide_files
 LABELS_FILE = "labels.csv"
 REQUIRED_COLUMNS = ("slide", "patient", "label", "material")
 MAX_LABEL_ROWS = 1_000_000
+MAX_LABELS_BYTES = 100 * 1024 * 1024  # a million rows of 100 bytes; read whole, so bounded
 # A slide is named by a plain file name inside the slide folder: no folders, no "..", no glob.
 _NAME_CHARS = re.compile(r"^[^/\\*?\[\]\x00-\x1f\x7f]+$")
 
@@ -58,6 +59,10 @@ def read_labels(path: Path) -> list[LabelRow]:
 def _labels_text(path: Path) -> str:
     """The file's text, UTF-8; a leading byte order mark (a spreadsheet's "CSV UTF-8"), which
     would otherwise become part of the first column's name, is dropped."""
+    size = path.stat().st_size
+    if size > MAX_LABELS_BYTES:
+        raise LabelsError(f"{path}: {size} bytes, more than {MAX_LABELS_BYTES} for a labels "
+                          "file; split the cohort")
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         return data.decode("utf-8")

@@ -164,3 +164,16 @@ def test_a_one_bit_slide_is_read_and_judged_by_its_pixels(tmp_path: Path) -> Non
     assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
                  "--no-pictures"]) == 1
     assert "no tissue tile" in _rows(out)["bits"]["error"]
+
+
+def test_a_labels_file_too_large_to_be_one_is_refused_before_it_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1 GB labels.csv (sparse here: no disk used) is refused by its size, not read whole."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    with (folder / "labels.csv").open("wb") as handle:
+        handle.truncate(1 << 30)
+    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'labels.csv'}: 1073741824 bytes, more than 104857600" in err
