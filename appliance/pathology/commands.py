@@ -71,12 +71,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from appliance.pathology.labels import LabelsError, jobs_from_folder  # noqa: PLC0415 - heavy deps load on use
+    from appliance.pathology.run import PICTURE_FOLDERS  # noqa: PLC0415
 
     if not args.folder.is_dir():
         print(f"pathology run: {args.folder} is not a folder of slides", file=sys.stderr)
         return 2
     try:
-        jobs = jobs_from_folder(args.folder, args.um_per_px, args.out)
+        # a run's pictures are no slides, also where --out lies in (or is) the slide folder
+        pictures = [args.out / name for name in PICTURE_FOLDERS]
+        jobs = jobs_from_folder(args.folder, args.um_per_px, pictures)
     except LabelsError as exc:
         print(f"pathology run: {exc}", file=sys.stderr)
         return 2

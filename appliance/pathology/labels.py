@@ -6,6 +6,7 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -120,15 +121,15 @@ def _job(folder: Path, row: LabelRow, um_per_px: float | None) -> SlideJob:
 
 
 def jobs_from_folder(
-    folder: Path, um_per_px: float | None, results: Path | None = None
+    folder: Path, um_per_px: float | None, skipped: Sequence[Path] = ()
 ) -> list[SlideJob]:
     """Slide jobs from folder/labels.csv, or every image in the folder when there is none (but
-    those inside ``results``, the run's --out)."""
+    those inside the ``skipped`` folders: a run's pictures)."""
     labels = folder / LABELS_FILE
     if labels.is_file():
         return [_job(folder, row, um_per_px) for row in read_labels(labels)]
     return [SlideJob(path, _resolution(None, um_per_px), path.stem)
-            for path in slide_files(folder, results)]
+            for path in slide_files(folder, skipped)]
 
 
 def _resolution(from_labels: float | None, from_option: float | None) -> float:

@@ -9,6 +9,7 @@ dropped before tiling starts.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,12 +147,12 @@ def _replace(old: Image.Image, new: Image.Image) -> Image.Image:
     return new
 
 
-def slide_files(folder: Path, results: Path | None = None) -> list[Path]:
-    """Slide images in a folder and its subfolders, sorted by path; none from inside
-    ``results`` (a run's --out may lie in the slide folder: its heatmaps are no slides)."""
-    skipped = results.resolve() if results is not None else None
+def slide_files(folder: Path, skipped: Sequence[Path] = ()) -> list[Path]:
+    """Slide images in a folder and its subfolders, sorted by path; none from inside the
+    ``skipped`` folders (a run's pictures, when its --out lies in the slide folder)."""
+    away = [path.resolve() for path in skipped]
     return sorted(
         path for path in folder.rglob("*")
         if path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES
-        and (skipped is None or not path.resolve().is_relative_to(skipped))
+        and not any(path.resolve().is_relative_to(pictures) for pictures in away)
     )

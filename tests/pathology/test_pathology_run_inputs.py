@@ -141,6 +141,21 @@ def test_a_results_folder_inside_the_slide_folder_is_not_read_as_slides(tmp_path
         assert [row["path"] for row in csv.DictReader(handle)] == [str(folder / "s.jpg")]
 
 
+def test_results_written_into_the_slide_folder_itself_leave_its_slides_found(
+    tmp_path: Path,
+) -> None:
+    """--out the slide folder itself: its slides are still scored, its pictures never."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "s.jpg", quality=88)
+    command = ["pathology", "run", str(folder), "--out", str(folder), "--um-per-px", "1"]
+    assert main(command) == 0
+    assert main(command) == 0
+    with (folder / "results.csv").open(newline="") as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == [str(folder / "s.jpg")]
+
+
 def test_a_slide_smaller_than_a_tile_is_described_as_the_file_is(tmp_path: Path) -> None:
     """A real 224 px tile at 0.5 µm/px is 112 µm across: the error says so, in the file's
     pixels and scale, not in the reduced working image's (28 px at 4 µm/px)."""
