@@ -99,6 +99,12 @@ def _reduction(um_per_px: float, target_um_per_px: float) -> int:
 
 
 def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise SlideError(f"{path}: a folder, not a slide image; pass slide files, or score a "
+                         "folder with `appliance pathology run`")
+    if path.exists() and not path.is_file():  # reading a pipe would wait for a writer
+        raise SlideError(f"{path}: not a regular file (a pipe, socket or device); pass slide "
+                         "image files")
     if not path.is_file():
         raise SlideError(f"{path}: slide file not found; check the folder and labels.csv")
     if path.stat().st_size == 0:

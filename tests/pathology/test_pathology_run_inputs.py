@@ -4,6 +4,7 @@ spreadsheets save it, slide names that clash, images in less common modes, hosti
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,19 @@ def test_a_labels_file_too_large_to_be_one_is_refused_before_it_is_read(
     assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"{folder / 'labels.csv'}: 1073741824 bytes, more than 104857600" in err
+
+
+def test_a_folder_or_a_pipe_given_as_a_slide_is_called_what_it_is(tmp_path: Path) -> None:
+    """Both exist, so "slide file not found" sent the user looking for a file that is there."""
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    out = tmp_path / "out"
+    assert main(["pathology", "submit", str(folder), str(pipe), "--um-per-px", "1",
+                 "--out", str(out), "--no-pictures"]) == 1
+    rows = _rows(out)
+    assert rows["cohort"]["error"] == (f"{folder}: a folder, not a slide image; pass slide files, "
+                                       "or score a folder with `appliance pathology run`")
+    assert rows["pipe"]["error"] == (f"{pipe}: not a regular file (a pipe, socket or device); "
+                                     "pass slide image files")
