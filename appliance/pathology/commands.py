@@ -34,8 +34,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                           help="results folder(s) of `pathology run`; several = repeated runs")
     evaluate.add_argument("--splits", type=Path, help="patient,split CSV (from training)")
     evaluate.add_argument("--split", default="test", help="which split to evaluate (test)")
-    evaluate.add_argument("--bootstrap", type=whole_number(1, 100_000), default=1000,
-                          help="bootstrap resamples, 1-100000")
+    evaluate.add_argument("--bootstrap", type=whole_number(10, 100_000), default=1000,
+                          help="bootstrap resamples, 10-100000 (1000)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
     evaluate.set_defaults(handler=_evaluate)
     from appliance.pathology.jobs_cli import register as register_jobs  # noqa: PLC0415 - keeps this module's imports light

@@ -226,7 +226,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
                   "appliance/shipped/msi-vgg19-w16.splits.csv) to score its held-out patients, "
                   "or evaluate a cohort of another seed", file=sys.stderr)
             return 2
-    report = evaluate_runs(runs, max(10, args.bootstrap))
+    report = evaluate_runs(runs, args.bootstrap)
     if args.json:
         out = {name: asdict(group) for name, group in report.items()}
         apart = [{"run": r.name, "unsupported": r.unsupported, "failed": r.failed} for r in runs]

@@ -135,3 +135,16 @@ def test_a_material_name_cannot_drive_the_terminal(
     out = capsys.readouterr().out
     assert "\x1b" not in out
     assert "bi\\x1b[2Jopsy: 8 slides" in out
+
+
+def test_fewer_bootstrap_resamples_than_are_used_are_refused(
+    labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--bootstrap 5 ran 10 resamples without a word; the option names the range it keeps."""
+    run = _write(tmp_path / "r1", {f"s{i}": i / 10 for i in range(1, 9)})
+    with pytest.raises(SystemExit) as stopped:
+        main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+              "--bootstrap", "5"])
+    assert stopped.value.code == 2
+    assert ("argument --bootstrap: must be a whole number from 10 to 100000, got '5'"
+            in capsys.readouterr().err)
