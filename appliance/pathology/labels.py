@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from appliance.pathology.run import SlideJob
-from appliance.pathology.slides import slide_files
+from appliance.pathology.slides import SLIDE_SUFFIXES, slide_files
 
 LABELS_FILE = "labels.csv"
 REQUIRED_COLUMNS = ("slide", "patient", "label", "material")
@@ -88,11 +88,13 @@ def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
 
 
 def _find_slide(folder: Path, slide: str) -> Path:
-    """The slide's file: NAME itself if it has a suffix, else the first NAME.<image suffix>."""
+    """The slide's file: NAME itself if it has a suffix, else the first NAME.<image suffix>
+    (not NAME.geojson or NAME.xml, annotations that often lie beside it)."""
     direct = folder / slide
     if direct.suffix:
         return direct
-    matches = sorted(folder.glob(f"{slide}.*"))
+    matches = sorted(path for path in folder.glob(f"{slide}.*")
+                     if path.suffix.lower() in SLIDE_SUFFIXES)
     return matches[0] if matches else folder / f"{slide}.jpg"
 
 

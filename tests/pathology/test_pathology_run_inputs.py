@@ -209,3 +209,16 @@ def test_a_folder_or_a_pipe_given_as_a_slide_is_called_what_it_is(tmp_path: Path
                                        "or score a folder with `appliance pathology run`")
     assert rows["pipe"]["error"] == (f"{pipe}: not a regular file (a pipe, socket or device); "
                                      "pass slide image files")
+
+
+def test_a_labels_row_finds_its_image_beside_files_of_the_same_name(tmp_path: Path) -> None:
+    """S1.geojson (a QuPath annotation export) sorts before S1.jpg: the row "S1" is the image."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "S1.jpg", quality=88)
+    (folder / "S1.geojson").write_text("{}")
+    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
+    assert _rows(out)["S1"]["path"] == str(folder / "S1.jpg")
