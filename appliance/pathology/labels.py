@@ -88,10 +88,11 @@ def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
 
 
 def _find_slide(folder: Path, slide: str) -> Path:
-    """The slide's file: NAME itself if it has a suffix, else the first NAME.<image suffix>
-    (not NAME.geojson or NAME.xml, annotations that often lie beside it)."""
+    """The slide's file: NAME itself if it has an image suffix or is a file, else the first
+    NAME.<image suffix> (not NAME.geojson or NAME.xml, annotations that often lie beside it;
+    a NAME with dots, as TCGA's "...-DX1.8923A151-...", is no file name with a suffix)."""
     direct = folder / slide
-    if direct.suffix:
+    if direct.suffix.lower() in SLIDE_SUFFIXES or direct.is_file():
         return direct
     matches = sorted(path for path in folder.glob(f"{slide}.*")
                      if path.suffix.lower() in SLIDE_SUFFIXES)

@@ -222,3 +222,17 @@ def test_a_labels_row_finds_its_image_beside_files_of_the_same_name(tmp_path: Pa
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
     assert _rows(out)["S1"]["path"] == str(folder / "S1.jpg")
+
+
+def test_a_slide_name_with_dots_finds_its_image(tmp_path: Path) -> None:
+    """TCGA slide names hold dots ("...-DX1.8923A151-..."): the part after the last dot is
+    no file suffix, so the row still finds NAME.jpg."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    name = "TCGA-3L-AA1B-01Z-00-DX1.8923A151-A690-40B7-9E5A-FCBEDFC2394F"
+    rgb = render_slide(SlideSpec(name, "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / f"{name}.jpg", quality=88)
+    (folder / "labels.csv").write_text(HEADER + f"{name},P1,MSI,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
+    assert _rows(out)[name]["path"] == str(folder / f"{name}.jpg")
