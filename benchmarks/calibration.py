@@ -80,7 +80,7 @@ def skin_refusals(count: int) -> dict[str, Any]:
 
 def main() -> None:
     """Measure and print the figures and whether each target is met."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skin-frames", type=int, default=20)
     args = parser.parse_args()
     micrometers = micrometer_errors()

@@ -142,7 +142,7 @@ def _met(
 
 def main() -> None:
     """Measure and print the figures and whether each target is met."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", type=Path,
                         default=REPO / "appliance" / "shipped" / "skin-texture-grade.int8.onnx")
     parser.add_argument("table", nargs="?", type=Path,

@@ -284,7 +284,7 @@ def _read_mjpeg(port: int, seconds: float, offered: dict[int, float]) -> list[fl
 
 def main() -> None:
     """Run both parts and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--screen-seconds", type=float, default=5.0)

@@ -12,6 +12,7 @@ Usage: .venv/bin/python benchmarks/edge_delivery.py [--quick] [PART...] (parts: 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -232,6 +233,24 @@ def bench_rss(broker: PrivateBroker, workdir: Path, total: int) -> dict[str, Any
     }
 
 
+PARTS = ("throughput_group_commit", "throughput_fsync_per_result", "latency", "latency_real",
+         "backlog", "rss")
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer results per part (2,000 instead of 10,000)")
+    parser.add_argument("parts", nargs="*", metavar="PART",
+                        help=f"parts to run (default: all): {', '.join(PARTS)}")
+    arguments = parser.parse_args()
+    unknown = [part for part in arguments.parts if part not in PARTS]
+    if unknown:
+        parser.error(f"argument PART: invalid choice: {unknown[0]!r} (choose from "
+                     f"{', '.join(PARTS)})")
+    return arguments
+
+
 def main(quick: bool, only: list[str]) -> dict[str, Any]:
     logging.basicConfig(level=logging.ERROR)
     figures: dict[str, Any] = {"benchmark": "edge_delivery", "load_before": load_average()}
@@ -260,5 +279,5 @@ def main(quick: bool, only: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    selected = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
-    print(json.dumps(main("--quick" in sys.argv, selected)))
+    chosen = _arguments()
+    print(json.dumps(main(chosen.quick, chosen.parts)))

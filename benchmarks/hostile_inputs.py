@@ -11,6 +11,7 @@ slide folder, and MQTT payloads nested 100,000 deep, with duplicate keys, or fro
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -148,4 +149,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help only
     main()

@@ -13,6 +13,7 @@ Usage: .venv/bin/python benchmarks/model_rollout.py [--kiosks N]
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import numpy as np
 
 from appliance.backoffice.store import open_store
 from appliance.config import Config, config_from_mapping
+from appliance.synthetic.arguments import whole_number
 from appliance.transport.broker import PrivateBroker
 from appliance.updates.fetch import RepositoryClient
 from appliance.updates.fleetwatch import FleetWatcher
@@ -140,8 +142,11 @@ def download_figures(work: Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """Run both parts and print one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kiosks", type=whole_number(1, 1000), default=20,
+                        help="simulated kiosks in the rollout, 1-1000 (20)")
+    kiosks = parser.parse_args(argv).kiosks
     logging.basicConfig(level=logging.WARNING)
-    kiosks = int(argv[argv.index("--kiosks") + 1]) if "--kiosks" in argv else 20
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         download = download_figures(work)  # first: peak RSS growth is only visible on a new peak

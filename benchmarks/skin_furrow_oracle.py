@@ -93,7 +93,7 @@ def _frame_errors(seed: int, index: int, preset: str) -> tuple[float, ...]:
 
 def main() -> None:
     """Measure every frame, print the errors by hill density."""
-    args = frame_set_parser(__doc__.splitlines()[0]).parse_args()
+    args = frame_set_parser(__doc__.split("\n\n")[0]).parse_args()
     cv2.setNumThreads(1)
     rows = np.array([_frame_errors(args.seed, index, preset)
                      for preset in ("mixed", "wide") for index in range(args.count)])

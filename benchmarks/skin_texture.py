@@ -106,7 +106,7 @@ def texture_time_ms(images: list[Path]) -> dict[str, float]:
 
 def main() -> None:
     """Run every check and print one JSON object."""
-    parser = frame_set_parser(__doc__.splitlines()[0])
+    parser = frame_set_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--wide-count", type=int, default=60)
     parser.add_argument("--second-count", type=int, default=40)
     parser.add_argument("--sweep-frames", type=int, default=10)

@@ -9,6 +9,7 @@ byte_identical: a second run writes byte-identical JPEGs and sidecars.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -94,4 +95,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help only
     main()

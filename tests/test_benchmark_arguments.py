@@ -78,3 +78,45 @@ def test_pore_rule_fit_help_explains_sweeps_and_workers() -> None:
     help_text = " ".join(_run("fit_pore_rule.py", "--help").stdout.split())
     assert "--sweeps SWEEPS most passes of the coordinate search" in help_text
     assert "--workers WORKERS processes profiling the frames" in help_text
+
+
+@pytest.mark.parametrize("script", ["synth_speed.py", "hostile_inputs.py", "edge_delivery.py",
+                                    "model_rollout.py"])
+def test_help_is_help_not_a_run(script: str) -> None:
+    """`--help` prints usage and exits, as on every other benchmark (these ran in full)."""
+    done = _run(script, "--help")
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: ")
+    assert "{" not in done.stdout  # no JSON figures: nothing was measured
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "complaint"),
+    [
+        ("edge_delivery.py", ("--quik",), "unrecognized arguments: --quik"),
+        ("edge_delivery.py", ("latncy",), "argument PART: invalid choice: 'latncy'"),
+        ("model_rollout.py", ("--kiosks",), "argument --kiosks: expected one argument"),
+        ("model_rollout.py", ("--kiosks", "x"), "argument --kiosks: expected a whole number"),
+        ("synth_speed.py", ("--count", "5"), "unrecognized arguments: --count 5"),
+    ],
+)
+def test_unknown_or_bad_arguments_are_refused_before_anything_runs(
+    script: str, arguments: tuple[str, ...], complaint: str
+) -> None:
+    """A typo was ignored (`--quik` ran the full benchmark, an unknown part name measured
+    nothing) or a traceback (`--kiosks x`)."""
+    done = _run(script, *arguments)
+    assert done.returncode == 2
+    assert complaint in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("script", ["calibration.py", "classifier.py", "console.py",
+                                    "skin_furrow_oracle.py", "skin_texture.py"])
+def test_help_describes_in_whole_sentences(script: str) -> None:
+    """The description is the docstring's first paragraph, not its first line (which stopped
+    mid-sentence: "... on synthetic stage micrometers over")."""
+    done = _run(script, "--help")
+    assert done.returncode == 0
+    description = " ".join(done.stdout.split("\n\n")[1].split())
+    assert description.endswith(".")

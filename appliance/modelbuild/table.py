@@ -88,10 +88,19 @@ def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
         return columns, description
     if path.suffix != ".csv":
         raise TableError(f"{path}: unknown table format; use .csv or .parquet")
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte order mark, which would
+    # otherwise become part of the first column's name
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        records = list(reader)
-        names = reader.fieldnames or []
+        try:
+            records = list(reader)
+            names = reader.fieldnames or []
+        except UnicodeDecodeError as exc:  # a spreadsheet's plain "CSV": its local code page
+            raise TableError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                             "save it as CSV UTF-8") from exc
+        except csv.Error as exc:  # a field over the csv module's limit (128 KiB)
+            line = reader.line_num + 1  # the reader counts the lines it finished
+            raise TableError(f"{path}:{line}: not readable as CSV ({exc})") from exc
     return {name: [r.get(name) or "" for r in records] for name in names}, ""
 
 

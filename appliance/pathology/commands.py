@@ -34,8 +34,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                           help="results folder(s) of `pathology run`; several = repeated runs")
     evaluate.add_argument("--splits", type=Path, help="patient,split CSV (from training)")
     evaluate.add_argument("--split", default="test", help="which split to evaluate (test)")
-    evaluate.add_argument("--bootstrap", type=whole_number(1, 100_000), default=1000,
-                          help="bootstrap resamples, 1-100000")
+    evaluate.add_argument("--bootstrap", type=whole_number(10, 100_000), default=1000,
+                          help="bootstrap resamples, 10-100000 (1000)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
     evaluate.set_defaults(handler=_evaluate)
     from appliance.pathology.jobs_cli import register as register_jobs  # noqa: PLC0415 - keeps this module's imports light
@@ -71,12 +71,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from appliance.pathology.labels import LabelsError, jobs_from_folder  # noqa: PLC0415 - heavy deps load on use
+    from appliance.pathology.run import PICTURE_FOLDERS  # noqa: PLC0415
 
     if not args.folder.is_dir():
         print(f"pathology run: {args.folder} is not a folder of slides", file=sys.stderr)
         return 2
     try:
-        jobs = jobs_from_folder(args.folder, args.um_per_px)
+        # a run's pictures are no slides, also where --out lies in (or is) the slide folder
+        pictures = [args.out / name for name in PICTURE_FOLDERS]
+        jobs = jobs_from_folder(args.folder, args.um_per_px, pictures)
     except LabelsError as exc:
         print(f"pathology run: {exc}", file=sys.stderr)
         return 2

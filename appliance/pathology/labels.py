@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from appliance.pathology.run import SlideJob
-from appliance.pathology.slides import slide_files
+from appliance.pathology.slides import SLIDE_SUFFIXES, slide_files
 
 LABELS_FILE = "labels.csv"
 REQUIRED_COLUMNS = ("slide", "patient", "label", "material")
 MAX_LABEL_ROWS = 1_000_000
+MAX_LABELS_BYTES = 100 * 1024 * 1024  # a million rows of 100 bytes; read whole, so bounded
 # A slide is named by a plain file name inside the slide folder: no folders, no "..", no glob.
 _NAME_CHARS = re.compile(r"^[^/\\*?\[\]\x00-\x1f\x7f]+$")
 
@@ -36,8 +40,8 @@ def read_labels(path: Path) -> list[LabelRow]:
     """Rows of a labels CSV; LabelsError naming the line when a column is missing or bad."""
     if not path.is_file():
         raise LabelsError(f"{path}: labels file not found; pass --labels CSV")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(io.StringIO(_labels_text(path), newline=""))
+    try:
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise LabelsError(
@@ -45,9 +49,29 @@ def read_labels(path: Path) -> list[LabelRow]:
                 f"{', '.join(REQUIRED_COLUMNS)} (um_per_px optional)"
             )
         rows = [_row(path, number, raw) for number, raw in enumerate(reader, start=2)]
+    except csv.Error as exc:  # a field over the csv module's limit (128 KiB)
+        line = reader.line_num + 1  # the reader counts the lines it finished
+        raise LabelsError(f"{path}:{line}: not readable as CSV ({exc})") from exc
     if len(rows) > MAX_LABEL_ROWS:
         raise LabelsError(f"{path}: more than {MAX_LABEL_ROWS} rows; split the cohort")
     return rows
+
+
+def _labels_text(path: Path) -> str:
+    """The file's text, UTF-8; a leading byte order mark (a spreadsheet's "CSV UTF-8"), which
+    would otherwise become part of the first column's name, is dropped."""
+    size = path.stat().st_size
+    if size > MAX_LABELS_BYTES:
+        raise LabelsError(f"{path}: {size} bytes, more than {MAX_LABELS_BYTES} for a labels "
+                          "file; split the cohort")
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a spreadsheet's plain "CSV" is its local code page
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LabelsError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as CSV UTF-8"
+        ) from exc
 
 
 def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
@@ -64,11 +88,14 @@ def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
 
 
 def _find_slide(folder: Path, slide: str) -> Path:
-    """The slide's file: NAME itself if it has a suffix, else the first NAME.<image suffix>."""
+    """The slide's file: NAME itself if it has an image suffix or is a file, else the first
+    NAME.<image suffix> (not NAME.geojson or NAME.xml, annotations that often lie beside it;
+    a NAME with dots, as TCGA's "...-DX1.8923A151-...", is no file name with a suffix)."""
     direct = folder / slide
-    if direct.suffix:
+    if direct.suffix.lower() in SLIDE_SUFFIXES or direct.is_file():
         return direct
-    matches = sorted(folder.glob(f"{slide}.*"))
+    matches = sorted(path for path in folder.glob(f"{slide}.*")
+                     if path.suffix.lower() in SLIDE_SUFFIXES)
     return matches[0] if matches else folder / f"{slide}.jpg"
 
 
@@ -96,12 +123,16 @@ def _job(folder: Path, row: LabelRow, um_per_px: float | None) -> SlideJob:
     return SlideJob(slide, resolution, row.slide, row.patient, row.material)
 
 
-def jobs_from_folder(folder: Path, um_per_px: float | None) -> list[SlideJob]:
-    """Slide jobs from folder/labels.csv, or every image in the folder when there is none."""
+def jobs_from_folder(
+    folder: Path, um_per_px: float | None, skipped: Sequence[Path] = ()
+) -> list[SlideJob]:
+    """Slide jobs from folder/labels.csv, or every image in the folder when there is none (but
+    those inside the ``skipped`` folders: a run's pictures)."""
     labels = folder / LABELS_FILE
     if labels.is_file():
         return [_job(folder, row, um_per_px) for row in read_labels(labels)]
-    return [SlideJob(path, _resolution(None, um_per_px), path.stem) for path in slide_files(folder)]
+    return [SlideJob(path, _resolution(None, um_per_px), path.stem)
+            for path in slide_files(folder, skipped)]
 
 
 def _resolution(from_labels: float | None, from_option: float | None) -> float:

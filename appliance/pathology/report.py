@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance import safejson
+from appliance.logsafe import escape_controls
 from appliance.pathology.labels import LabelRow, LabelsError, read_labels
 from appliance.pathology.metrics import (
     METRIC_NAMES,
@@ -225,7 +226,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
                   "appliance/shipped/msi-vgg19-w16.splits.csv) to score its held-out patients, "
                   "or evaluate a cohort of another seed", file=sys.stderr)
             return 2
-    report = evaluate_runs(runs, max(10, args.bootstrap))
+    report = evaluate_runs(runs, args.bootstrap)
     if args.json:
         out = {name: asdict(group) for name, group in report.items()}
         apart = [{"run": r.name, "unsupported": r.unsupported, "failed": r.failed} for r in runs]
@@ -238,7 +239,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     for run in runs:
         print(f"{run.name}: {run.unsupported} slide(s) {UNSUPPORTED} ({UNSUPPORTED_REASON}) and "
               f"{run.failed} failed, counted apart (not in the metrics)")
-    for name, group in report.items():
+    for name, group in report.items():  # a material's name comes from labels.csv: escaped
         print()
-        print(format_group(name, group, runs))
+        print(format_group(escape_controls(name), group, runs))
     return 0

@@ -32,6 +32,8 @@ from appliance.pathology.tiles import Tile
 log = logging.getLogger(__name__)
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "run.json"
+HEATMAPS, CAMS = "heatmaps", "cams"  # folders of --out with a picture per slide
+PICTURE_FOLDERS = (HEATMAPS, CAMS)
 
 
 @dataclass(frozen=True)
@@ -158,12 +160,12 @@ class SlideRunner:
         factor = math.ceil(1 / heatmap_scale(slide.size_px))
         thumb = slide.thumbnail(slide.um_per_px * factor)
         scale = thumb.shape[1] / slide.size_px[0]
-        write_png(inside(self.out_dir, "heatmaps", f"{name}.png"),
+        write_png(inside(self.out_dir, HEATMAPS, f"{name}.png"),
                   tile_heatmap(thumb, scale, tiles, probability, title))
         if decisive.pixels:
             panel = cam_panel(np.stack(decisive.pixels), np.stack(decisive.cams),
                               np.array(decisive.probability), f"{name}: the most decisive tiles")
-            write_png(inside(self.out_dir, "cams", f"{name}.png"), panel)
+            write_png(inside(self.out_dir, CAMS, f"{name}.png"), panel)
 
 
 def inside(out_dir: Path, *parts: str) -> Path:

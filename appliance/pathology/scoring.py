@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import asdict
 
+from appliance.logsafe import escape_controls
 from appliance.pathology.model import ModelError, TileModel
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.run import (
@@ -23,6 +24,9 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
     """Score jobs; exit 0 when all slides scored, 1 when some failed, 2 on a bad model/options."""
     if not jobs:
         print("pathology: no slides found (JPEG, PNG or TIFF files)", file=sys.stderr)
+        return 2
+    if clash := name_clash(jobs):
+        print(escape_controls(f"pathology: {clash}"), file=sys.stderr)
         return 2
     try:
         model = TileModel(args.model, provider=args.provider)
@@ -57,6 +61,24 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
     return 1 if any(result.error for result in results) else 0
 
 
+def name_clash(jobs: list[SlideJob]) -> str | None:
+    """Why two jobs would write the same rows and files (a slide's name names its heatmap,
+    CAMs and tile table), or None when every slide's name is its own."""
+    seen: dict[str, SlideJob] = {}
+    for job in jobs:
+        if job.refused:  # never read, nothing written for it
+            continue
+        first = seen.setdefault(job.slide, job)
+        if first is job:
+            continue
+        if first.path == job.path:
+            return f"{job.path} is listed twice (slide {job.slide!r}); list each slide once"
+        return (f"{first.path} and {job.path} would both be slide {job.slide!r} (one "
+                f"heatmaps/{job.slide}.png, one tiles/{job.slide}.csv); rename one, or score "
+                "them apart")
+    return None
+
+
 def _settings(args: argparse.Namespace, model: TileModel) -> TileSettings:
     """Tile settings from the model's metadata, with the command line's overrides."""
     return TileSettings(
@@ -78,18 +100,22 @@ def _options(args: argparse.Namespace) -> RunOptions:
 
 
 def _print_summary(results: list[SlideResult], path: object) -> None:
+    """One line per slide, then the counts; names from files escaped (a terminal's codes)."""
     for result in results:
-        if result.error:
-            print(f"{result.slide}: ERROR {result.error}")
-        elif result.reason:
-            print(f"{result.slide}: {result.label} ({result.reason}: "
-                  f"{result.in_distribution_share:.0%} of {result.tile_count} tiles in "
-                  "distribution)")
-        else:
-            print(f"{result.slide}: {result.label} score {result.score:.3f} "
-                  f"(mean p {result.mean_probability:.3f}, MSI tiles "
-                  f"{result.msi_tile_share:.0%}, {result.tile_count} tiles)")
+        print(escape_controls(_summary_line(result)))
     failed = sum(1 for result in results if result.error)
     unsupported = sum(1 for result in results if result.reason)
-    print(f"{len(results) - failed} of {len(results)} slides scored ({unsupported} unsupported); "
-          f"results in {path}")
+    print(escape_controls(f"{len(results) - failed} of {len(results)} slides scored "
+                          f"({unsupported} unsupported); results in {path}"))
+
+
+def _summary_line(result: SlideResult) -> str:
+    if result.error:
+        return f"{result.slide}: ERROR {result.error}"
+    if result.reason:
+        return (f"{result.slide}: {result.label} ({result.reason}: "
+                f"{result.in_distribution_share:.0%} of {result.tile_count} tiles in "
+                "distribution)")
+    return (f"{result.slide}: {result.label} score {result.score:.3f} "
+            f"(mean p {result.mean_probability:.3f}, MSI tiles "
+            f"{result.msi_tile_share:.0%}, {result.tile_count} tiles)")

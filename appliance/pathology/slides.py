@@ -9,6 +9,7 @@ dropped before tiling starts.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from appliance.pathology.resolution import resolution_problem
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MAX_SLIDE_PIXELS = 1_000_000_000
 _SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"II*\x00", b"MM\x00*")
+# Pixels that are palette indices or single bits, and the mode they are averaged in when the
+# slide is reduced (Pillow refuses "P" and "1", and averages a "PA" image's indices into other
+# colours); single bits become grey, a byte a pixel, not RGB's three.
+_AVERAGED_AS = {"1": "L", "P": "RGB", "PA": "RGBA"}
 
 
 class SlideError(ValueError):
@@ -94,6 +99,12 @@ def _reduction(um_per_px: float, target_um_per_px: float) -> int:
 
 
 def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise SlideError(f"{path}: a folder, not a slide image; pass slide files, or score a "
+                         "folder with `appliance pathology run`")
+    if path.exists() and not path.is_file():  # reading a pipe would wait for a writer
+        raise SlideError(f"{path}: not a regular file (a pipe, socket or device); pass slide "
+                         "image files")
     if not path.is_file():
         raise SlideError(f"{path}: slide file not found; check the folder and labels.csv")
     if path.stat().st_size == 0:
@@ -119,6 +130,8 @@ def _decode(path: Path, reduction: int) -> Image.Image:
         if isinstance(image, JpegImagePlugin.JpegImageFile) and reduction > 1:
             image.draft("RGB", (width // reduction, height // reduction))
         image.load()
+        if image.mode in _AVERAGED_AS:
+            image = _replace(image, image.convert(_AVERAGED_AS[image.mode]))
         if reduction > 1 and image.size[0] == width:
             image = _replace(image, image.reduce(reduction))
         if image.mode != "RGB":
@@ -140,9 +153,12 @@ def _replace(old: Image.Image, new: Image.Image) -> Image.Image:
     return new
 
 
-def slide_files(folder: Path) -> list[Path]:
-    """Slide images in a folder and its subfolders, sorted by path."""
+def slide_files(folder: Path, skipped: Sequence[Path] = ()) -> list[Path]:
+    """Slide images in a folder and its subfolders, sorted by path; none from inside the
+    ``skipped`` folders (a run's pictures, when its --out lies in the slide folder)."""
+    away = [path.resolve() for path in skipped]
     return sorted(
         path for path in folder.rglob("*")
         if path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES
+        and not any(path.resolve().is_relative_to(pictures) for pictures in away)
     )

@@ -99,10 +99,18 @@ def tile_grid(
     """Non-overlapping tiles of tile_um µm whose tissue share is at least min_tissue_fraction."""
     size_px = round(tile_um / slide.um_per_px)
     width, height = slide.size_px
-    if size_px < 8 or size_px > min(width, height):
+    if size_px > min(width, height):  # told in the file's pixels, not the reduced image's
+        source_width, source_height = slide.source_size_px
+        um = slide.source_um_per_px
+        raise SlideError(
+            f"{slide.path}: the slide is {source_width * um:.0f}x{source_height * um:.0f} µm "
+            f"({source_width}x{source_height} px at {um:g} µm/px), smaller than one "
+            f"{tile_um:g} µm tile; check the slide's µm/px or --tile-um"
+        )
+    if size_px < 8:
         raise SlideError(
             f"{slide.path}: a {tile_um:g} µm tile is {size_px} px at {slide.um_per_px:.3g} µm/px "
-            f"but the slide is {width}x{height} px; check the slide's µm/px or --tile-um"
+            "(under 8 px); check the slide's µm/px or --tile-um"
         )
     scale = slide.um_per_px / mask.um_per_px
     tiles = []

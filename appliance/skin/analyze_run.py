@@ -85,7 +85,9 @@ class AnalyzeRun:
             )
 
             classifier = SkinClassifier.load(config.model.path)
-        folder = Path(overlay_dir) if overlay_dir else None
+        if overlay_dir == "":  # `--overlay "$DIR"` with DIR unset: not "no overlays"
+            raise ValueError("--overlay: empty folder name; name a folder")
+        folder = Path(overlay_dir) if overlay_dir is not None else None
         if folder is not None:
             try:
                 folder.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,12 @@ def load_frame(
     if expected_shape is None:
         return rgb
     height, width = expected_shape
+    if rgb.shape[:2] == (width, height):  # the header's size was right: EXIF turned it
+        raise FrameError(
+            f"{shown_name(file)}: stored {width}x{height} px, but its EXIF orientation turns it "
+            f"to {height}x{width} px; the microscope delivers {width}x{height} px frames "
+            "upright (save it without the orientation tag)"
+        )
     if rgb.shape[:2] != (height, width):
         raise FrameError(
             f"{shown_name(file)}: wrong size {rgb.shape[1]}x{rgb.shape[0]} px; the microscope "
@@ -197,6 +203,9 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             upright = ImageOps.exif_transpose(image)
             rgb = _rgb8(upright)
+    except UnidentifiedImageError as exc:  # its text names the in-memory file object
+        raise FrameError(f"{name}: corrupt image data (header unreadable); copy the file "
+                         "again") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for undecodable data
         raise FrameError(f"{name}: corrupt image data (could not decode: {exc}); copy the file "
                          "again") from exc

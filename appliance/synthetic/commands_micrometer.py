@@ -12,6 +12,7 @@ from appliance.synthetic.arguments import SEED, finite_number, whole_number
 
 MIN_PITCH_MM, MAX_PITCH_MM = 0.001, 10.0  # stage micrometers: 0.01 mm and 0.1 mm are usual
 MAX_LINES = 10_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # formats calibrate reads
 MIN_PITCH_PX = 2.0  # closer lines than this cannot be told apart in the photo (Nyquist)
 
 
@@ -48,12 +49,25 @@ def _unphotographable(spec: Any) -> str:
     return ""
 
 
+def _not_an_image_file(out: Path) -> str:
+    """Why ``out`` cannot take the photo, or "" when it can."""
+    if out.is_dir():
+        return "a folder"
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file name"
+    return ""
+
+
 def _micrometer(args: argparse.Namespace) -> int:
     import cv2  # noqa: PLC0415 - keep --help fast
 
     from appliance.imagefile import write_image  # noqa: PLC0415
     from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame  # noqa: PLC0415
 
+    if problem := _not_an_image_file(args.out):
+        print(f"synth micrometer: --out {args.out}: {problem}; name the PNG file to write "
+              "(e.g. micrometer.png)", file=sys.stderr)
+        return 2
     spec = MicrometerSpec(um_per_px=args.um_per_px, pitch_mm=args.mm, lines=args.lines,
                           angle_deg=args.angle_deg, seed=args.seed)
     problem = _unphotographable(spec)

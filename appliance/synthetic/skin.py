@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from appliance.outfile import replaced_when_complete
 from appliance.synthetic.skin_geometry import SkinGeometry, build_geometry
 from appliance.synthetic.skin_params import (
     FRAME_HEIGHT_PX,
@@ -153,11 +154,17 @@ def frame_name(seed: int, index: int) -> str:
 
 
 def write_frame(frame: SyntheticSkin, out_dir: Path) -> tuple[Path, Path]:
-    """Save ``NAME.jpg`` and its ``NAME.json`` sidecar in ``out_dir``; return both paths."""
+    """Save ``NAME.jpg`` and its ``NAME.json`` sidecar in ``out_dir``; return both paths.
+
+    Each is written whole or not at all (a full disk leaves no cut frame under its name), and
+    an OSError names the file.
+    """
     stem = frame_name(frame.seed, frame.index)
     image_path, sidecar_path = out_dir / f"{stem}.jpg", out_dir / f"{stem}.json"
-    image_path.write_bytes(frame.jpeg)
-    sidecar_path.write_text(
-        json.dumps(frame.sidecar(image_path.name), indent=2) + "\n", encoding="utf-8"
-    )
+    with replaced_when_complete(image_path) as temp:
+        temp.write_bytes(frame.jpeg)
+    with replaced_when_complete(sidecar_path) as temp:
+        temp.write_text(
+            json.dumps(frame.sidecar(image_path.name), indent=2) + "\n", encoding="utf-8"
+        )
     return image_path, sidecar_path

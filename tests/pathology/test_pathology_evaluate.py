@@ -118,3 +118,33 @@ def test_a_run_json_nested_too_deeply_is_exit_2_naming_it(
     assert capsys.readouterr().err.startswith(
         f"pathology evaluate: {run / 'run.json'}: not the JSON `pathology run` writes (JSON "
         "nested too deeply")
+
+
+def test_a_material_name_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """labels.csv's material heads a table; an escape sequence in it is printed as text."""
+    path = tmp_path / "labels.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slide", "patient", "label", "material"])
+        writer.writerows((slide, patient, label, "bi\x1b[2Jopsy")
+                         for slide, patient, label, _ in LABELS)
+    run = _write(tmp_path / "r1", {f"s{i}": i / 10 for i in range(1, 9)})
+    assert main(["pathology", "evaluate", "--labels", str(path), "--results", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "bi\\x1b[2Jopsy: 8 slides" in out
+
+
+def test_fewer_bootstrap_resamples_than_are_used_are_refused(
+    labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--bootstrap 5 ran 10 resamples without a word; the option names the range it keeps."""
+    run = _write(tmp_path / "r1", {f"s{i}": i / 10 for i in range(1, 9)})
+    with pytest.raises(SystemExit) as stopped:
+        main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+              "--bootstrap", "5"])
+    assert stopped.value.code == 2
+    assert ("argument --bootstrap: must be a whole number from 10 to 100000, got '5'"
+            in capsys.readouterr().err)

@@ -148,6 +148,17 @@ def test_an_overlay_path_that_is_a_file_is_refused_naming_the_option(
     assert taken.read_text() == "a file, not a folder"  # nothing changed
 
 
+def test_an_empty_overlay_folder_name_is_refused_not_ignored(
+    images: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--overlay "$DIR"` with DIR unset: overlays were asked for, so none written and exit 0
+    would pass for success."""
+    assert main(["analyze", "--json", "--overlay", "", str(images["good"])]) == 2
+    captured = capsys.readouterr()
+    assert "--overlay: empty folder name; name a folder" in captured.err
+    assert captured.out == ""
+
+
 def test_an_overlay_that_cannot_be_written_is_that_image_s_error(
     images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

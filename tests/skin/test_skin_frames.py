@@ -79,6 +79,21 @@ def test_jpeg_pixels_and_exif_turn_are_those_opencv_gives(tmp_path: Path) -> Non
     assert np.array_equal(rgb, opencv)
 
 
+def test_a_frame_an_exif_orientation_turns_sideways_is_refused_saying_so(tmp_path: Path) -> None:
+    """Stored 1280x960 (as every file tool shows it), tagged "turn 90 degrees": the message
+    names the tag, not a size the file does not have."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF Orientation: turn 90 degrees clockwise to show
+    frame = Image.new("RGB", (1280, 960), (180, 120, 90))
+    frame.save(tmp_path / "turned.jpg", quality=90, exif=exif)
+    with pytest.raises(FrameError) as refused:
+        load_frame(tmp_path / "turned.jpg")
+    assert str(refused.value) == (
+        f"{tmp_path / 'turned.jpg'}: stored 1280x960 px, but its EXIF orientation turns it to "
+        "960x1280 px; the microscope delivers 1280x960 px frames upright (save it without the "
+        "orientation tag)")
+
+
 @pytest.mark.parametrize("channels", [3, 1])
 def test_a_float_tiff_is_named_for_its_samples_not_called_corrupt(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], channels: int

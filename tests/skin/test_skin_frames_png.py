@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appliance.skin.frames import decode_frame
+from appliance.skin.frames import FrameError, decode_frame
 from appliance.synthetic.skin import synthetic_frame
 
 
@@ -97,3 +97,14 @@ def test_png_pixels_are_those_opencv_gives(kind: str) -> None:
     assert rgb.flags.writeable
     assert rgb.shape == opencv.shape
     assert np.array_equal(rgb, opencv)
+
+
+def test_a_png_whose_header_is_damaged_is_refused_without_a_memory_address() -> None:
+    """A flipped bit in the IHDR chunk (its CRC no longer matches): Pillow's own text names
+    the in-memory buffer ("<_io.BytesIO object at 0x7f...>"), which means nothing to a user."""
+    damaged = bytearray(_png())
+    damaged[29] ^= 0x01  # a byte of the IHDR chunk's CRC (PNG spec 5.3): the size still reads
+    with pytest.raises(FrameError) as refused:
+        decode_frame(bytes(damaged), "frame.png", (960, 1280))
+    assert str(refused.value) == ("frame.png: corrupt image data (header unreadable); copy the "
+                                  "file again")

@@ -96,3 +96,18 @@ def test_a_photo_that_cannot_be_written_exits_1_naming_the_file(
     assert main(["synth", "micrometer", "--out", str(out)]) == 1
     assert (f"synth micrometer: {out}: could not write the image: No such file or directory"
             in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("name", "why"), [("frames", "a folder"),
+                                           ("scale.txt", "not an image file name")])
+def test_an_out_that_names_no_image_file_is_refused_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, why: str
+) -> None:
+    """A folder or a .txt: refused as an option, exit 2, not OpenCV's encoder message (with
+    its source path) nor "cannot encode an image as 'no suffix'"."""
+    (tmp_path / "frames").mkdir()
+    out = tmp_path / name
+    assert main(["synth", "micrometer", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"synth micrometer: --out {out}: {why}; name the PNG file to write" in err
+    assert "OpenCV" not in err

@@ -1,0 +1,42 @@
+"""A labelled table as an expert's spreadsheet saves it: `appliance models evaluate|build-skin
+--data grades.csv` reads "CSV UTF-8" (with its byte order mark) and refuses other encodings by
+name and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.modelbuild.table import TableError, read_table
+from appliance.transport.payloads import FEATURE_KEYS
+
+
+def _text(label: str = "fine") -> str:
+    header = ",".join((*FEATURE_KEYS, "label"))
+    row = ",".join(["1.5"] * len(FEATURE_KEYS) + [label])
+    return f"{header}\n{row}\n"
+
+
+def test_a_table_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    table = tmp_path / "grades.csv"
+    table.write_bytes(b"\xef\xbb\xbf" + _text().encode())
+    read = read_table(table)
+    assert read.feature_names[0] == "pore_count"
+    assert read.labels == ("fine",)
+
+
+def test_a_table_not_in_utf8_is_refused_by_name(tmp_path: Path) -> None:
+    """A spreadsheet's plain "CSV" (Latin-1 here): TableError, which the commands print with
+    exit 2, not a UnicodeDecodeError traceback."""
+    table = tmp_path / "grades.csv"
+    table.write_bytes(_text(label="fïne").encode("latin-1"))
+    with pytest.raises(TableError, match=r"grades\.csv: not UTF-8 text \(byte 0xef\)"):
+        read_table(table)
+
+
+def test_a_table_with_a_huge_cell_is_refused_by_name_and_line(tmp_path: Path) -> None:
+    table = tmp_path / "grades.csv"
+    table.write_text(_text() + _text().splitlines()[1] + "x" * 200_000 + "\n")
+    with pytest.raises(TableError, match=r"grades\.csv:3: not readable as CSV \(field larger"):
+        read_table(table)

@@ -1,0 +1,238 @@
+"""`appliance pathology run/submit` on the inputs a newcomer's files bring: labels.csv as
+spreadsheets save it, slide names that clash, images in less common modes, hostile names."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from appliance.cli import main
+from appliance.pathology.labels import read_labels
+from appliance.synthetic.he import SlideSpec, render_slide
+
+HEADER = "slide,patient,label,material,um_per_px\n"
+
+
+def test_labels_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts the file with a byte order mark; the header is still read."""
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"\xef\xbb\xbf" + (HEADER + "S1,P1,MSI,biopsy,1.0\n").encode())
+    rows = read_labels(labels)
+    assert [(row.slide, row.patient, row.um_per_px) for row in rows] == [("S1", "P1", 1.0)]
+
+
+def test_labels_not_in_utf8_are_exit_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A labels.csv saved in Latin-1 (a spreadsheet's plain "CSV") is refused by name, no
+    traceback."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "labels.csv").write_bytes((HEADER + "S1,Pé,MSI,biopsy,1.0\n").encode("latin-1"))
+    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'labels.csv'}:2: not UTF-8 text" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_labels_with_a_huge_field_are_exit_2_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A field over the csv module's limit (128 KiB) is refused by file and line, no
+    traceback."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\n"
+                                       + "S2,P2,MSS," + "x" * 200_000 + ",1.0\n")
+    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'labels.csv'}:3: not readable as CSV (field larger than field limit" in err
+    assert "Traceback" not in err
+
+
+def test_slide_names_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A slide file whose name holds an escape sequence is printed with it escaped, as the
+    other commands' tables and the log print such names."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "a\x1b[2J\x1b[31mMSI.jpg").write_bytes(b"")  # clear screen, red
+    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out"),
+                 "--um-per-px", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "a\\x1b[2J\\x1b[31mMSI: ERROR" in out
+
+
+def _rows(folder: Path) -> dict[str, dict[str, str]]:
+    with (folder / "results.csv").open(newline="") as handle:
+        return {row["slide"]: row for row in csv.DictReader(handle)}
+
+
+def test_a_palette_png_slide_is_scored_like_its_rgb_original(tmp_path: Path) -> None:
+    """An indexed-colour PNG (256 colours, as some tools save to cut the size) is a slide
+    like any other; its palette indices must not be averaged as if they were intensities."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(rgb).quantize(256).save(folder / "indexed.png")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
+                 "--no-pictures"]) == 0
+    rows = _rows(out)
+    assert rows["indexed"]["error"] == ""
+    assert rows["indexed"]["tile_count"] == rows["rgb"]["tile_count"]
+    assert float(rows["indexed"]["mean_probability"]) == pytest.approx(
+        float(rows["rgb"]["mean_probability"]), abs=0.1)
+
+
+def test_slides_that_would_share_a_name_are_refused_before_any_is_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """x.jpg, x.png and sub/x.jpg would all be slide "x": one heatmaps/x.png, one tiles/x.csv,
+    three rows no one could tell apart. Refused (exit 2) naming the files, nothing written."""
+    folder = tmp_path / "slides"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("x.jpg", "x.png", "sub/x.jpg"):
+        (folder / name).write_bytes(b"\xff\xd8")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'sub' / 'x.jpg'} and {folder / 'x.jpg'} would both be slide 'x'" in err
+    assert not out.exists()
+    assert main(["pathology", "submit", str(folder / "x.jpg"), str(folder / "sub" / "x.jpg"),
+                 "--um-per-px", "1", "--out", str(out)]) == 2
+    assert "would both be slide 'x'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_slide_listed_twice_in_labels_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
+    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\nS1,P1,MSS,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out)]) == 2
+    assert f"{folder / 'S1.jpg'} is listed twice (slide 'S1')" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_results_folder_inside_the_slide_folder_is_not_read_as_slides(tmp_path: Path) -> None:
+    """`pathology run slides --out slides/results`, twice: the second run scores the same one
+    slide, not the first run's heatmaps and CAMs."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "s.jpg", quality=88)
+    out = folder / "results"
+    command = ["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]
+    assert main(command) == 0
+    assert (out / "heatmaps" / "s.png").is_file()
+    assert main(command) == 0
+    with (out / "results.csv").open(newline="") as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == [str(folder / "s.jpg")]
+
+
+def test_results_written_into_the_slide_folder_itself_leave_its_slides_found(
+    tmp_path: Path,
+) -> None:
+    """--out the slide folder itself: its slides are still scored, its pictures never."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "s.jpg", quality=88)
+    command = ["pathology", "run", str(folder), "--out", str(folder), "--um-per-px", "1"]
+    assert main(command) == 0
+    assert main(command) == 0
+    with (folder / "results.csv").open(newline="") as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == [str(folder / "s.jpg")]
+
+
+def test_a_slide_smaller_than_a_tile_is_described_as_the_file_is(tmp_path: Path) -> None:
+    """A real 224 px tile at 0.5 µm/px is 112 µm across: the error says so, in the file's
+    pixels and scale, not in the reduced working image's (28 px at 4 µm/px)."""
+    slide = tmp_path / "tile.png"
+    Image.new("RGB", (224, 224), (180, 90, 160)).save(slide)
+    out = tmp_path / "out"
+    assert main(["pathology", "submit", str(slide), "--um-per-px", "0.5", "--out", str(out),
+                 "--no-pictures"]) == 1
+    error = _rows(out)["tile"]["error"]
+    assert error == (f"{slide}: the slide is 112x112 µm (224x224 px at 0.5 µm/px), smaller than "
+                     "one 256 µm tile; check the slide's µm/px or --tile-um")
+
+
+def test_a_one_bit_slide_is_read_and_judged_by_its_pixels(tmp_path: Path) -> None:
+    """A 1-bit PNG (a scanner's line-art mode) is read, and refused for what it shows (no
+    tissue), not called corrupt."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    Image.new("1", (2000, 2000), 1).save(folder / "bits.png")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
+                 "--no-pictures"]) == 1
+    assert "no tissue tile" in _rows(out)["bits"]["error"]
+
+
+def test_a_labels_file_too_large_to_be_one_is_refused_before_it_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1 GB labels.csv (sparse here: no disk used) is refused by its size, not read whole."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    with (folder / "labels.csv").open("wb") as handle:
+        handle.truncate(1 << 30)
+    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'labels.csv'}: 1073741824 bytes, more than 104857600" in err
+
+
+def test_a_folder_or_a_pipe_given_as_a_slide_is_called_what_it_is(tmp_path: Path) -> None:
+    """Both exist, so "slide file not found" sent the user looking for a file that is there."""
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    out = tmp_path / "out"
+    assert main(["pathology", "submit", str(folder), str(pipe), "--um-per-px", "1",
+                 "--out", str(out), "--no-pictures"]) == 1
+    rows = _rows(out)
+    assert rows["cohort"]["error"] == (f"{folder}: a folder, not a slide image; pass slide files, "
+                                       "or score a folder with `appliance pathology run`")
+    assert rows["pipe"]["error"] == (f"{pipe}: not a regular file (a pipe, socket or device); "
+                                     "pass slide image files")
+
+
+def test_a_labels_row_finds_its_image_beside_files_of_the_same_name(tmp_path: Path) -> None:
+    """S1.geojson (a QuPath annotation export) sorts before S1.jpg: the row "S1" is the image."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "S1.jpg", quality=88)
+    (folder / "S1.geojson").write_text("{}")
+    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
+    assert _rows(out)["S1"]["path"] == str(folder / "S1.jpg")
+
+
+def test_a_slide_name_with_dots_finds_its_image(tmp_path: Path) -> None:
+    """TCGA slide names hold dots ("...-DX1.8923A151-..."): the part after the last dot is
+    no file suffix, so the row still finds NAME.jpg."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    name = "TCGA-3L-AA1B-01Z-00-DX1.8923A151-A690-40B7-9E5A-FCBEDFC2394F"
+    rgb = render_slide(SlideSpec(name, "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / f"{name}.jpg", quality=88)
+    (folder / "labels.csv").write_text(HEADER + f"{name},P1,MSI,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
+    assert _rows(out)[name]["path"] == str(folder / f"{name}.jpg")
