@@ -89,7 +89,7 @@ def test_job_commands_document_their_exit_codes(
         (("pathology", "run"), "auto = CUDA when present"),  # --provider
         (("synth", "he"), "0 to 1 (0.35)"),  # --msi-fraction
         (("models", "build-skin"), "the shipped model is never overwritten"),  # --out
-        (("pathology", "evaluate"), "(default: 1000)"),  # --bootstrap, by the formatter
+        (("pathology", "evaluate"), "resamples, 10-100000 (1000)"),  # --bootstrap
     ],
 )
 def test_options_show_their_default_or_format(
