@@ -13,6 +13,7 @@ from appliance.synthetic.arguments import finite_number, whole_number
 
 DEFAULT_MODEL = shipped_path(PATHOLOGY_MODEL)
 MAX_TILE_UM = 10_000  # 10 mm: a tile larger than any biopsy
+MIN_TILE_UM = 10.0  # about one nucleus: a smaller tile shows no tissue pattern to score
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -33,7 +34,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     evaluate.add_argument("--results", type=Path, nargs="+", required=True,
                           help="results folder(s) of `pathology run`; several = repeated runs")
     evaluate.add_argument("--splits", type=Path, help="patient,split CSV (from training)")
-    evaluate.add_argument("--split", default="test", help="which split to evaluate (test)")
+    evaluate.add_argument("--split", help="which split of --splits to evaluate (test)")
     evaluate.add_argument("--bootstrap", type=whole_number(10, 100_000), default=1000,
                           help="bootstrap resamples, 10-100000 (1000)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -48,8 +49,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="tile model (ONNX)")
     parser.add_argument("--um-per-px", type=um_per_px_option,
                         help="slide resolution in µm per pixel (0.1-4) when labels lack it")
-    parser.add_argument("--tile-um", type=finite_number(0, MAX_TILE_UM, "µm", above_low=True),
-                        help=f"tile size in µm, over 0 and at most {MAX_TILE_UM} "
+    parser.add_argument("--tile-um", type=finite_number(MIN_TILE_UM, MAX_TILE_UM, "µm"),
+                        help=f"tile size in µm, {MIN_TILE_UM:g} to {MAX_TILE_UM} "
                         "(model's default)")
     parser.add_argument("--min-tissue", type=finite_number(0, 1, "a share"), default=0.5,
                         help="tissue share of a tile, 0-1 (0.5)")
@@ -96,10 +97,19 @@ def _submit(args: argparse.Namespace) -> int:
 def _score_jobs(args: argparse.Namespace, jobs: list[Any]) -> int:
     from appliance.pathology.scoring import score_jobs  # noqa: PLC0415 - heavy deps load on use
 
+    if args.out.exists() and not args.out.is_dir():  # before the model loads and slides score
+        print(f"pathology {args.pathology_command}: --out {args.out} is a file, not a folder; "
+              "name the folder for results", file=sys.stderr)
+        return 2
     return score_jobs(args, jobs)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from appliance.pathology.report import evaluate_command  # noqa: PLC0415 - heavy deps load on use
 
+    if args.split is not None and args.splits is None:
+        print("pathology evaluate: --split names a split of --splits, which is not given",
+              file=sys.stderr)
+        return 2
+    args.split = args.split or "test"
     return evaluate_command(args)

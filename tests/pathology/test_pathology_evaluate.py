@@ -148,3 +148,13 @@ def test_fewer_bootstrap_resamples_than_are_used_are_refused(
     assert stopped.value.code == 2
     assert ("argument --bootstrap: must be a whole number from 10 to 100000, got '5'"
             in capsys.readouterr().err)
+
+
+def test_a_split_without_the_splits_file_is_refused_not_ignored(
+    labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = _write(tmp_path / "a", {"s1": 0.9, "s2": 0.8, "s3": 0.3, "s4": 0.6, "s8": 0.7})
+    code = main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+                 "--split", "validation"])
+    assert code == 2  # it evaluated every slide, as if no split had been asked for
+    assert "--split names a split of --splits, which is not given" in capsys.readouterr().err

@@ -158,7 +158,7 @@ def test_cuda_without_a_cuda_runtime_says_so(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize(("option", "value"), [
     ("--threshold", "nan"), ("--threshold", "-1"), ("--threshold", "1.5"),
-    ("--tile-um", "nan"), ("--tile-um", "0"), ("--tile-um", "-5"),
+    ("--tile-um", "nan"), ("--tile-um", "0"), ("--tile-um", "-5"), ("--tile-um", "0.001"),
     ("--min-tissue", "nan"), ("--min-tissue", "5"),
 ])
 def test_an_option_outside_its_range_is_refused_before_any_slide(
@@ -173,6 +173,25 @@ def test_an_option_outside_its_range_is_refused_before_any_slide(
         assert refused.value.code == 2
         assert f"argument {option}: must be a finite number" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_model_loads(
+    cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from appliance.pathology import scoring
+
+    def never(*_args: object) -> int:
+        raise AssertionError("scored slides with --out a file")
+
+    monkeypatch.setattr(scoring, "score_jobs", never)
+    out = tmp_path / "results.txt"
+    out.write_text("keep me\n")
+    for command in (["run", str(cohort)], ["submit", str(cohort / "good.jpg"), "--um-per-px",
+                                           "1"]):
+        assert main(["pathology", *command, "--out", str(out)]) == 2
+        assert f"--out {out} is a file, not a folder" in capsys.readouterr().err
+    assert out.read_text() == "keep me\n"
 
 
 @pytest.mark.parametrize("pictures", [True, False])
