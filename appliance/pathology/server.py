@@ -53,7 +53,7 @@ from appliance.pathology.jobs import (
 from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.service_metrics import ServiceMetrics
-from appliance.pathology.slideworker import prepare_for_model
+from appliance.pathology.slideworker import PreparedTiles, prepare_for_model
 from appliance.transport.client import (
     connack_refusal,
     connect_properties,
@@ -506,8 +506,14 @@ class PathologyServer:
                     self._prepared(run, index, future)
 
     def _prepared(self, run: JobRun, index: int, future: Future[Any]) -> None:
-        prepared = future.result()
         slide = run.request.slides[index]
+        try:
+            prepared = future.result()
+        except Exception as exc:  # one slide must never stop the server
+            log.exception("job %s: preparing slide %d failed", run.request.job_id, index)
+            prepared = PreparedTiles(run.request.job_id, index,
+                                     error=f"{slide.path}: could not be prepared "
+                                     f"({type(exc).__name__}: {exc})")
         self.finisher.inbox.put(("slide", SlideWork(prepared, slide.name, slide.path)))
         if not prepared.error:
             run.tiles_total += len(prepared.tiles)

@@ -440,6 +440,37 @@ def test_a_request_the_server_fails_on_is_refused_cleared_and_the_server_goes_on
     assert heard == []  # cleared: no restart meets it again
 
 
+def _unreadable_slide(tmp_path: Path) -> tuple[Path, Path]:
+    """A slide root and a file in it this process may not read (a slide copied with the wrong
+    owner): mode 000 when not root; as root, a write-only kernel attribute (open says EACCES)."""
+    if os.geteuid() != 0:
+        root = tmp_path / "locked"
+        root.mkdir()
+        path = root / "locked.jpg"
+        path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+        path.chmod(0)
+        return root, path
+    path = Path("/sys/bus/pci/rescan")
+    if not path.is_file():
+        pytest.skip("no write-only file to stand for an unreadable slide")
+    return path.parent, path
+
+
+def test_a_slide_the_server_may_not_read_fails_alone_and_the_server_goes_on(
+    env: Env, serve: Servers,
+) -> None:
+    root, locked = _unreadable_slide(env.tmp_path)
+    serve(env.config(slide_roots=[str(env.slides), str(root)]))
+    env.watcher.submit(_job("locked", [locked, env.slides / "b12.jpg"]))
+    state = env.watcher.wait("locked", {"done", "failed"}, timeout_s=60)
+    assert state["state"] == "done", state
+    errors = {row["slide"]: row["error"] for row in state["results"]}
+    assert "cannot be read" in errors[locked.stem], errors
+    assert errors["b12"] == ""
+    after = env.watcher.submit(_job("after-locked", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
+
+
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:
