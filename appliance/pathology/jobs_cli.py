@@ -115,7 +115,10 @@ class _Link:
     def __init__(self, config: Config, filters: Sequence[str]) -> None:
         self.config = config
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        settings = settings_from_config(config.mqtt, f"pathology-cli-{uuid.uuid4().hex[:12]}")
+        # a login connects under its own name: the fleet's broker binds each login to one client
+        # id (docs/broker-identity.md), so one command at a time per login
+        client_id = config.mqtt.username or f"pathology-cli-{uuid.uuid4().hex[:12]}"
+        settings = settings_from_config(config.mqtt, client_id)
         self._link = Subscriber(settings, [(topic, 1) for topic in filters],
                                 lambda m: self.messages.put((m.topic, bytes(m.payload))))
 

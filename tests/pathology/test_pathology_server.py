@@ -854,7 +854,7 @@ def test_job_commands_name_a_refused_login_at_once_with_exit_2(
             assert main(["pathology", "job", *command, "--config", str(config)]) == 2, command
             captured = capsys.readouterr()
             assert re.search(rf"^job {command[0]}: broker 127.0.0.1:{broker.port} refused "
-                             r"pathology-cli-\w+ \(reason code 0x8[67]: .*\): check "
+                             r"office \(reason code 0x8[67]: .*\): check "
                              r"mqtt.username and the password", captured.err), captured.err
             assert captured.out == ""  # no job id: nothing was sent
         monkeypatch.setenv(PASSWORD_ENV, "right")  # the same config with the right password
