@@ -171,12 +171,17 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"job submit: not found on this machine (the servers must see them): "
               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
     request = make_request(args.slides, args.um_per_px)
+    payload, limit = request.to_json().encode(), config.pathology.max_job_bytes
+    if len(payload) > limit:  # a server refuses it; the fleet's broker (256 KiB) drops it
+        print(f"job submit: the request of {len(request.slides)} slides is {len(payload)} "
+              f"bytes; at most {limit} (pathology.max_job_bytes, and the broker's "
+              "message_size_limit): split the slides into several jobs", file=sys.stderr)
+        return EXIT_USAGE
     prefix = config.mqtt.topic_prefix
 
     def send(link: _Link) -> int:
         # retained: a server that starts later still finds it; the one that ends it clears it
-        link.publish(request_topic(prefix, request.job_id), request.to_json().encode(),
-                     retain=True)
+        link.publish(request_topic(prefix, request.job_id), payload, retain=True)
         print(request.job_id, flush=True)
         return _follow(link, request.job_id, args.timeout) if args.wait else EXIT_OK
 

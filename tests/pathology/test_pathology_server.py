@@ -698,6 +698,28 @@ def test_an_implausible_um_per_px_is_refused_at_the_command_line_and_nothing_is_
         listener.loop_stop()
 
 
+def test_a_request_larger_than_a_server_takes_is_refused_at_the_command_line(
+    env: Env, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The fleet's broker drops a message over its message_size_limit (256 KiB, as
+    pathology.max_job_bytes) and closes the link: the job was lost while submit said its id."""
+    env.config(max_job_bytes=4096)
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, "+")])
+    try:
+        many = [str(env.slides / "b11.jpg")] * 60
+        assert main(["pathology", "job", "submit", *many, "--um-per-px", "1", "--config",
+                     str(env.tmp_path / "config.yaml")]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""  # no job id: nothing was sent
+        assert re.search(r"job submit: the request of 60 slides is \d+ bytes; at most 4096 "
+                         r"\(pathology.max_job_bytes", err), err
+        time.sleep(0.5)
+        assert heard == []
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+
+
 def test_wait_exits_1_naming_each_failed_slide_and_an_ended_job_cannot_be_cancelled(
     env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
 ) -> None:
