@@ -155,10 +155,19 @@ def device_role(prefix: str, site: str, device: str) -> dict[str, Any]:
     return {"rolename": f"device-{device}", "acls": acls}
 
 
+def _not_pathology(prefix: str) -> list[dict[str, Any]]:
+    """Denials that come first (priority 1) for the fleet's roles: their ``{p}/+/+/...``
+    patterns also match the pathology topics (site "pathology", device "jobs" or "servers":
+    ``{p}/pathology/jobs/cmd/request`` is a job named "cmd", ``{p}/pathology/servers/ack`` a
+    server named "ack")."""
+    return [{"acltype": kind, "topic": f"{prefix}/pathology/#", "priority": 1, "allow": False}
+            for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]
+
+
 def backoffice_role(prefix: str, group: str) -> dict[str, Any]:
     """Back-office workers: read the fleet (shared for results), send acks and commands."""
     fleet = f"{prefix}/+/+"
-    acls = [_acl("subscribeLiteral", f"$share/{group}/{fleet}/result")]
+    acls = [*_not_pathology(prefix), _acl("subscribeLiteral", f"$share/{group}/{fleet}/result")]
     acls += [_acl("subscribePattern", f"{fleet}/{leaf}") for leaf in ("status", "model/state")]
     acls += [_acl("publishClientSend", f"{fleet}/{leaf}") for leaf in ("ack", "cmd/#")]
     return {"rolename": "backoffice", "acls": acls}
@@ -170,6 +179,7 @@ def rollout_role(prefix: str) -> dict[str, Any]:
     return {
         "rolename": "rollout",
         "acls": [
+            *_not_pathology(prefix),
             _acl("publishClientSend", f"{fleet}/model/update"),
             _acl("subscribePattern", f"{fleet}/model/state"),
             _acl("subscribePattern", f"{fleet}/status"),  # which devices exist (deploy --all)

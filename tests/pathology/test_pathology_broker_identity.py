@@ -94,6 +94,26 @@ def test_no_one_but_the_pathology_roles_reaches_the_job_topics(lab_broker: Fleet
             probe.close()
 
 
+def test_the_fleet_roles_wildcards_reach_no_pathology_topic(lab_broker: FleetBroker) -> None:
+    """A worker's {p}/+/+/cmd/# and {p}/+/+/ack, and the rollout's {p}/+/+/model/update, also
+    match pathology/jobs/cmd/request (a job named "cmd"), its cancel and state, and
+    pathology/servers/ack (a server named "ack"); {p}/+/+/status a server named "status"."""
+    worker = Probe(lab_broker, WORKER, WORKER)
+    rollout = Probe(lab_broker, "rollout", "rollout")
+    try:
+        for topic in (f"{JOBS}/cmd/request", f"{JOBS}/cmd/cancel", f"{JOBS}/cmd/state",
+                      "appliance/pathology/servers/ack"):
+            assert worker.publish(topic) == 0x87, topic
+        assert rollout.publish(f"{JOBS}/model/update") == 0x87
+        for probe in (worker, rollout):
+            assert probe.subscribe("appliance/pathology/servers/status") == 0x87
+            assert probe.subscribe("appliance/+/+/status") == 1  # the fleet's own stays
+        assert worker.publish(f"appliance/{KIOSK[0]}/{KIOSK[1]}/ack") in SENT
+    finally:
+        worker.close()
+        rollout.close()
+
+
 def test_a_job_client_cannot_take_another_login_s_client_id(lab_broker: FleetBroker) -> None:
     """A login that could pick any client id would take the connection, and a persistent
     session with its queued results, of whichever login that id belongs to: a kiosk, a
