@@ -123,13 +123,15 @@ install_file() {  # install_file MODE SOURCE TARGET: copy only when the content 
 }
 
 ensure_config() {
-  local name=config.yaml template=$REPO/deploy/config.edge.yaml
+  local name=config.yaml template=$REPO/deploy/config.edge.yaml edit="broker host; the kiosk's device and site"
+  [[ "$role" == backoffice ]] && edit="broker host, store.url"
+  [[ "$role" == pathology ]] && edit="broker host, store.url, pathology.slide_roots, model"
   if [[ "$role" != edge ]]; then name=$role.yaml template=$REPO/deploy/config.$role.yaml; fi
   install -d -m 0755 "$ETC"
   install -d -m 0700 "$ETC/credentials"
   if [[ -n "$CONFIG" ]]; then install_file 0640 "$CONFIG" "$ETC/$name"
   elif [[ ! -e "$ETC/$name" ]]; then install_file 0640 "$template" "$ETC/$name"
-    say "wrote the template $ETC/$name: edit it (broker host; a kiosk's device and site) before starting"; fi
+    say "wrote the template $ETC/$name: edit it ($edit) before starting"; fi
   [[ -n "$CA" ]] && install_file 0644 "$CA" "$ETC/ca.crt"
   local credential=mqtt-password
   [[ "$role" == backoffice ]] && credential=$WORKER.password

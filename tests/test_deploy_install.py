@@ -104,6 +104,7 @@ def test_pathology_install_enables_one_server_instance_with_its_host_s_credentia
     done = install(root, "pathology", "--instance", "0", "--password-file", str(password),
                    "--ca", str(ca))
     assert done.returncode == 0, done.stderr
+    assert "edit it (broker host, store.url, pathology.slide_roots, model)" in done.stderr
     files = snapshot(root)
     host = subprocess.run(["hostname", "-s"], capture_output=True, text=True,
                           check=True).stdout.strip()
