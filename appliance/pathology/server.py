@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,7 @@ class PathologyServer:
         runner = InferenceRunner(self.batcher, self.backend, finisher, self.metrics, self.events)
         self.finisher = finisher
         self.metrics.serve(self.settings.metrics_port or 0)
-        with ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context()) \
-                as pool:
+        with self._new_pool() as pool:
             self.pool = pool
             finisher.start()
             runner.start()
@@ -196,6 +196,11 @@ class PathologyServer:
                 self.client.loop_stop()
                 for run in self.runs.values():
                     run.cancel_futures()
+                if self.pool is not pool:  # replaced after a worker died
+                    self.pool.shutdown(cancel_futures=True)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context())
 
     def _stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
         """Finisher thread: a slide result is in the store (handled by the main loop)."""
@@ -493,9 +498,17 @@ class PathologyServer:
             if index is None:
                 continue
             slide = run.request.slides[index]
-            run.futures[index] = self.pool.submit(
-                prepare_for_model, run.request.job_id, index, slide.path, slide.um_per_px,
-                self.tile_settings)
+            try:
+                future = self.pool.submit(prepare_for_model, run.request.job_id, index,
+                                          slide.path, slide.um_per_px, self.tile_settings)
+            except BrokenProcessPool:  # a worker died (killed: out of memory on a huge slide)
+                log.error("a preparation worker died; the slides it held fail, new workers "
+                          "start")
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = self._new_pool()
+                future = self.pool.submit(prepare_for_model, run.request.job_id, index,
+                                          slide.path, slide.um_per_px, self.tile_settings)
+            run.futures[index] = future
             in_flight += 1
 
     def _collect_prepared(self) -> None:

@@ -471,6 +471,27 @@ def test_a_slide_the_server_may_not_read_fails_alone_and_the_server_goes_on(
     assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
 
 
+def test_a_killed_preparation_worker_fails_its_slides_and_the_server_goes_on(
+    env: Env, serve: Servers,
+) -> None:
+    """A worker the kernel kills (out of memory on a huge slide) breaks the whole process
+    pool: every later submit raised BrokenProcessPool in the main loop and stopped the server,
+    and under systemd the restart met the same slide again."""
+    server = serve(env.config(prepare_workers=2))
+    env.watcher.submit(_job("killed", [env.slides / "b11.jpg", env.slides / "b12.jpg"] * 6))
+    env.watcher.wait("killed", {"running"}, timeout_s=60)
+    time.sleep(0.3)
+    workers = server.pool._processes  # type: ignore[attr-defined]  # noqa: SLF001 - their pids
+    os.kill(next(iter(workers)), signal.SIGKILL)
+    final = env.watcher.wait("killed", {"done", "failed", "cancelled"}, timeout_s=90)
+    assert final["state"] == "done", final
+    assert len(final["results"]) == 12
+    assert any("could not be prepared" in row["error"] for row in final["results"]), final
+    assert sum(not row["error"] for row in final["results"]) >= 6  # the rest were scored
+    after = env.watcher.submit(_job("after-killed", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
+
+
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:
