@@ -257,7 +257,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "prints the job id, and with --wait follows it to its end, naming each slide that "
         "failed and why. Exit 0: sent (with --wait: every slide scored); 1: with --wait, a "
         "slide or the job failed or it was cancelled, or the broker was unreachable; 2: a bad "
-        "option (--um-per-px outside 0.1-4 µm/px, NaN, inf) or config, or the broker refused "
+        "option (--um-per-px outside 0.1-4 µm/px, NaN, inf; a request over "
+        "pathology.max_job_bytes) or config, or the broker refused "
         "the login or subscription (credentials, ACL), nothing sent; 3: no final state within "
         "--timeout.",
         ("appliance pathology job submit /srv/slides/a.jpg /srv/slides/b.jpg --um-per-px 0.5",

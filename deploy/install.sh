@@ -14,7 +14,9 @@
 #   --config is given), the broker CA and password as systemd credentials in
 #   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule), enabled.
 # --uninstall stops and removes units, udev rule and /opt/appliance; it keeps /etc/appliance
-# and /var/lib/appliance (unsent results, the store) unless --purge is given as well.
+# and /var/lib/appliance (unsent results, the store) unless --purge is given as well. While
+# another role's units remain on the host (a back office beside a pathology server), it removes
+# only this role's units: the others run from the same venv, config folder and state.
 # For packaging and tests: --root DIR installs under DIR (no user, no service start) and
 # --skip-pip creates the venv without installing into it.
 set -euo pipefail
@@ -76,7 +78,14 @@ uninstall() {
     rm -f "$UNITS/multi-user.target.wants/$name"
   done
   for unit in "${unit_files[@]}"; do rm -f "$UNITS/$unit"; done
-  rm -f "$R/etc/udev/rules.d/99-scalar-microscope.rules"
+  [[ "$role" == edge ]] && rm -f "$R/etc/udev/rules.d/99-scalar-microscope.rules"
+  local others=()  # another role on this host runs from the same venv, config and state
+  for unit in "$UNITS"/appliance-*.service; do [[ -e "$unit" ]] && others+=("$(basename "$unit")"); done
+  if [[ ${#others[@]} -gt 0 ]]; then
+    if live; then systemctl daemon-reload; fi
+    say "removed the $role units; kept /opt/appliance, /etc/appliance and /var/lib/appliance: ${others[*]} still run from them"
+    return 0
+  fi
   rm -rf "$OPT"
   if live; then systemctl daemon-reload; fi
   if [[ $PURGE -eq 1 ]]; then
@@ -114,13 +123,15 @@ install_file() {  # install_file MODE SOURCE TARGET: copy only when the content 
 }
 
 ensure_config() {
-  local name=config.yaml template=$REPO/deploy/config.edge.yaml
+  local name=config.yaml template=$REPO/deploy/config.edge.yaml edit="broker host; the kiosk's device and site"
+  [[ "$role" == backoffice ]] && edit="broker host, store.url"
+  [[ "$role" == pathology ]] && edit="broker host, store.url, pathology.slide_roots, model"
   if [[ "$role" != edge ]]; then name=$role.yaml template=$REPO/deploy/config.$role.yaml; fi
   install -d -m 0755 "$ETC"
   install -d -m 0700 "$ETC/credentials"
   if [[ -n "$CONFIG" ]]; then install_file 0640 "$CONFIG" "$ETC/$name"
   elif [[ ! -e "$ETC/$name" ]]; then install_file 0640 "$template" "$ETC/$name"
-    say "wrote the template $ETC/$name: edit it (broker host; a kiosk's device and site) before starting"; fi
+    say "wrote the template $ETC/$name: edit it ($edit) before starting"; fi
   [[ -n "$CA" ]] && install_file 0644 "$CA" "$ETC/ca.crt"
   local credential=mqtt-password
   [[ "$role" == backoffice ]] && credential=$WORKER.password

@@ -104,6 +104,7 @@ def test_pathology_install_enables_one_server_instance_with_its_host_s_credentia
     done = install(root, "pathology", "--instance", "0", "--password-file", str(password),
                    "--ca", str(ca))
     assert done.returncode == 0, done.stderr
+    assert "edit it (broker host, store.url, pathology.slide_roots, model)" in done.stderr
     files = snapshot(root)
     host = subprocess.run(["hostname", "-s"], capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -138,3 +139,29 @@ def test_the_pathology_config_template_is_a_valid_server_config(tmp_path: Path) 
                              capture_output=True, text=True, check=False,
                              cwd=INSTALL.parents[1])
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_removing_one_role_keeps_what_another_role_on_the_host_still_runs_from(
+    tmp_path: Path, secrets: tuple[Path, Path]
+) -> None:
+    """A back office and a pathology server on one host (the console reads the pictures where
+    the server writes them) share /opt/appliance/venv, /etc/appliance and /var/lib/appliance."""
+    root = tmp_path / "root"
+    password, _ = secrets
+    assert install(root, "backoffice", "--worker", "backoffice-1", "--password-file",
+                   str(password)).returncode == 0
+    assert install(root, "pathology", "--instance", "0").returncode == 0
+    (root / "var/lib/appliance").mkdir(parents=True)
+    (root / "var/lib/appliance/store.sqlite3").write_text("the back office's results")
+    for args in (["--uninstall"], ["--uninstall", "--purge"]):
+        gone = install(root, "pathology", *args)
+        assert gone.returncode == 0, gone.stderr
+        assert "appliance-backoffice@.service" in gone.stderr  # says why it kept them
+        assert not (root / "etc/systemd/system/appliance-pathology@.service").exists()
+        assert (root / "opt/appliance/venv").is_dir()  # the back office still runs from it
+        assert (root / "etc/appliance/backoffice.yaml").exists()
+        assert (root / "etc/appliance/credentials/backoffice-1.password").exists()
+        assert (root / "var/lib/appliance/store.sqlite3").exists()
+    assert install(root, "backoffice", "--uninstall", "--purge").returncode == 0
+    assert not (root / "opt/appliance").exists()
+    assert snapshot(root) == {}

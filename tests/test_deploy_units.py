@@ -19,6 +19,8 @@ INSTALLED = "/opt/appliance/venv/bin/appliance"
 UNITS = {  # file in deploy/ -> (name to verify it under, highest exposure allowed)
     "appliance-edge.service": ("appliance-edge.service", 2.0),
     "appliance-backoffice@.service": ("appliance-backoffice@backoffice-1.service", 2.0),
+    # the GPU needs its device nodes and JIT compilers writable executable memory
+    "appliance-pathology@.service": ("appliance-pathology@0.service", 3.5),
 }
 
 

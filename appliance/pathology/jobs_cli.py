@@ -115,7 +115,10 @@ class _Link:
     def __init__(self, config: Config, filters: Sequence[str]) -> None:
         self.config = config
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        settings = settings_from_config(config.mqtt, f"pathology-cli-{uuid.uuid4().hex[:12]}")
+        # a login connects under its own name: the fleet's broker binds each login to one client
+        # id (docs/broker-identity.md), so one command at a time per login
+        client_id = config.mqtt.username or f"pathology-cli-{uuid.uuid4().hex[:12]}"
+        settings = settings_from_config(config.mqtt, client_id)
         self._link = Subscriber(settings, [(topic, 1) for topic in filters],
                                 lambda m: self.messages.put((m.topic, bytes(m.payload))))
 
@@ -168,12 +171,17 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"job submit: not found on this machine (the servers must see them): "
               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
     request = make_request(args.slides, args.um_per_px)
+    payload, limit = request.to_json().encode(), config.pathology.max_job_bytes
+    if len(payload) > limit:  # a server refuses it; the fleet's broker (256 KiB) drops it
+        print(f"job submit: the request of {len(request.slides)} slides is {len(payload)} "
+              f"bytes; at most {limit} (pathology.max_job_bytes, and the broker's "
+              "message_size_limit): split the slides into several jobs", file=sys.stderr)
+        return EXIT_USAGE
     prefix = config.mqtt.topic_prefix
 
     def send(link: _Link) -> int:
         # retained: a server that starts later still finds it; the one that ends it clears it
-        link.publish(request_topic(prefix, request.job_id), request.to_json().encode(),
-                     retain=True)
+        link.publish(request_topic(prefix, request.job_id), payload, retain=True)
         print(request.job_id, flush=True)
         return _follow(link, request.job_id, args.timeout) if args.wait else EXIT_OK
 

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from appliance.pathology.jobs import (
 from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.service_metrics import ServiceMetrics
-from appliance.pathology.slideworker import prepare_for_model
+from appliance.pathology.slideworker import PreparedTiles, prepare_for_model
 from appliance.transport.client import (
     connack_refusal,
     connect_properties,
@@ -178,8 +179,7 @@ class PathologyServer:
         runner = InferenceRunner(self.batcher, self.backend, finisher, self.metrics, self.events)
         self.finisher = finisher
         self.metrics.serve(self.settings.metrics_port or 0)
-        with ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context()) \
-                as pool:
+        with self._new_pool() as pool:
             self.pool = pool
             finisher.start()
             runner.start()
@@ -196,6 +196,11 @@ class PathologyServer:
                 self.client.loop_stop()
                 for run in self.runs.values():
                     run.cancel_futures()
+                if self.pool is not pool:  # replaced after a worker died
+                    self.pool.shutdown(cancel_futures=True)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context())
 
     def _stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
         """Finisher thread: a slide result is in the store (handled by the main loop)."""
@@ -493,9 +498,17 @@ class PathologyServer:
             if index is None:
                 continue
             slide = run.request.slides[index]
-            run.futures[index] = self.pool.submit(
-                prepare_for_model, run.request.job_id, index, slide.path, slide.um_per_px,
-                self.tile_settings)
+            try:
+                future = self.pool.submit(prepare_for_model, run.request.job_id, index,
+                                          slide.path, slide.um_per_px, self.tile_settings)
+            except BrokenProcessPool:  # a worker died (killed: out of memory on a huge slide)
+                log.error("a preparation worker died; the slides it held fail, new workers "
+                          "start")
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = self._new_pool()
+                future = self.pool.submit(prepare_for_model, run.request.job_id, index,
+                                          slide.path, slide.um_per_px, self.tile_settings)
+            run.futures[index] = future
             in_flight += 1
 
     def _collect_prepared(self) -> None:
@@ -506,8 +519,14 @@ class PathologyServer:
                     self._prepared(run, index, future)
 
     def _prepared(self, run: JobRun, index: int, future: Future[Any]) -> None:
-        prepared = future.result()
         slide = run.request.slides[index]
+        try:
+            prepared = future.result()
+        except Exception as exc:  # one slide must never stop the server
+            log.exception("job %s: preparing slide %d failed", run.request.job_id, index)
+            prepared = PreparedTiles(run.request.job_id, index,
+                                     error=f"{slide.path}: could not be prepared "
+                                     f"({type(exc).__name__}: {exc})")
         self.finisher.inbox.put(("slide", SlideWork(prepared, slide.name, slide.path)))
         if not prepared.error:
             run.tiles_total += len(prepared.tiles)

@@ -107,10 +107,14 @@ def _check_file(path: Path) -> None:
                          "image files")
     if not path.is_file():
         raise SlideError(f"{path}: slide file not found; check the folder and labels.csv")
-    if path.stat().st_size == 0:
-        raise SlideError(f"{path}: empty file (0 bytes); copy the slide again")
-    with path.open("rb") as handle:
-        head = handle.read(8)
+    try:
+        if path.stat().st_size == 0:
+            raise SlideError(f"{path}: empty file (0 bytes); copy the slide again")
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:  # its owner or mode keeps us out, or it went away meanwhile
+        raise SlideError(f"{path}: slide file cannot be read ({exc.strerror or exc}); check its "
+                         "owner and mode") from exc
     if not head.startswith(_SIGNATURES):
         raise SlideError(f"{path}: not a JPEG, PNG or TIFF image; pass slide images only")
 

@@ -22,9 +22,9 @@ may subscribe only to its own ``cmd/#``, ``model/update`` and ``ack``; nothing e
 Pathology servers likewise (``pathology.client_id``, their server id): each may read the job
 requests and cancels, publish job states, clear requests and cancels, answer on the errors
 topic, and publish only its own presence. Pathology clients (``appliance pathology job``
-submit, list, cancel; any client id) may publish requests and cancels and read the states,
-requests, presences and errors. Nothing else reaches the pathology topics: not a device, not
-a worker (docs/pathology-server.md).
+submit, list, cancel; their login is their client id) may publish requests and cancels and
+read the states, requests, presences and errors. Nothing else reaches the pathology topics:
+not a device, not a worker (docs/pathology-server.md).
 """
 
 from __future__ import annotations
@@ -123,16 +123,17 @@ def password_for(out: Path, login: str) -> str:
     return password
 
 
-def dynsec_client(login: str, password: str, client_id: str | None,
-                  role: str) -> dict[str, Any]:
-    """A dynamic-security client: PBKDF2-SHA512 hash as mosquitto_ctrl writes it, bound id
-    (``None``: any client id, for the short-lived pathology job commands)."""
+def dynsec_client(login: str, password: str, client_id: str, role: str) -> dict[str, Any]:
+    """A dynamic-security client: PBKDF2-SHA512 hash as mosquitto_ctrl writes it, bound id.
+
+    Every login is bound to one client id: the plugin does not reserve a bound id for its
+    login, so a login free to pick any id could take over a kiosk's, a worker's or a server's
+    connection, and its persistent session with the results queued for it."""
     salt = secrets.token_bytes(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
-    bound = {} if client_id is None else {"clientid": client_id}
     return {
         "username": login,
-        **bound,
+        "clientid": client_id,
         "password": base64.b64encode(digest).decode(),
         "salt": base64.b64encode(salt).decode(),
         "iterations": PBKDF2_ITERATIONS,
@@ -154,10 +155,19 @@ def device_role(prefix: str, site: str, device: str) -> dict[str, Any]:
     return {"rolename": f"device-{device}", "acls": acls}
 
 
+def _not_pathology(prefix: str) -> list[dict[str, Any]]:
+    """Denials that come first (priority 1) for the fleet's roles: their ``{p}/+/+/...``
+    patterns also match the pathology topics (site "pathology", device "jobs" or "servers":
+    ``{p}/pathology/jobs/cmd/request`` is a job named "cmd", ``{p}/pathology/servers/ack`` a
+    server named "ack")."""
+    return [{"acltype": kind, "topic": f"{prefix}/pathology/#", "priority": 1, "allow": False}
+            for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]
+
+
 def backoffice_role(prefix: str, group: str) -> dict[str, Any]:
     """Back-office workers: read the fleet (shared for results), send acks and commands."""
     fleet = f"{prefix}/+/+"
-    acls = [_acl("subscribeLiteral", f"$share/{group}/{fleet}/result")]
+    acls = [*_not_pathology(prefix), _acl("subscribeLiteral", f"$share/{group}/{fleet}/result")]
     acls += [_acl("subscribePattern", f"{fleet}/{leaf}") for leaf in ("status", "model/state")]
     acls += [_acl("publishClientSend", f"{fleet}/{leaf}") for leaf in ("ack", "cmd/#")]
     return {"rolename": "backoffice", "acls": acls}
@@ -169,6 +179,7 @@ def rollout_role(prefix: str) -> dict[str, Any]:
     return {
         "rolename": "rollout",
         "acls": [
+            *_not_pathology(prefix),
             _acl("publishClientSend", f"{fleet}/model/update"),
             _acl("subscribePattern", f"{fleet}/model/state"),
             _acl("subscribePattern", f"{fleet}/status"),  # which devices exist (deploy --all)
@@ -212,7 +223,7 @@ def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
     clients.append(dynsec_client("rollout", password_for(out, "rollout"), "rollout", "rollout"))
     clients += [dynsec_client(s, password_for(out, s), s, f"pathology-server-{s}")
                 for s in pathology_servers]
-    clients += [dynsec_client(c, password_for(out, c), None, "pathology-client")
+    clients += [dynsec_client(c, password_for(out, c), c, "pathology-client")
                 for c in pathology_clients]
     roles = [device_role(prefix, site, dev) for site, dev in devices]
     roles += [backoffice_role(prefix, group), rollout_role(prefix)]

@@ -45,7 +45,7 @@ def _config_file(path: Path, broker: FleetBroker, login: str, **extra: object) -
 def _retained(broker: FleetBroker, topic: str) -> list[bytes]:
     """The retained message on ``topic``, read as the job client (empty: none)."""
     seen: list[bytes] = []
-    client = new_client(broker.settings(USER, "retained-check"))
+    client = new_client(broker.settings(USER, USER))
     client.on_message = lambda _c, _u, message: seen.append(bytes(message.payload))
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
@@ -62,7 +62,7 @@ def _retained(broker: FleetBroker, topic: str) -> list[bytes]:
 def test_no_one_but_the_pathology_roles_reaches_the_job_topics(lab_broker: FleetBroker) -> None:
     kiosk = Probe(lab_broker, KIOSK[1], f"edge-{KIOSK[0]}-{KIOSK[1]}")
     worker = Probe(lab_broker, WORKER, WORKER)
-    user = Probe(lab_broker, USER, "any-id-the-cli-picks")
+    user = Probe(lab_broker, USER, USER)  # the job commands connect as their login
     server = Probe(lab_broker, SERVER, SERVER)
     hijack = Probe(lab_broker, SERVER, "another-id")
     try:
@@ -91,6 +91,44 @@ def test_no_one_but_the_pathology_roles_reaches_the_job_topics(lab_broker: Fleet
         assert server.subscribe("appliance/+/+/result") == 0x87
     finally:
         for probe in (kiosk, worker, user, server, hijack):
+            probe.close()
+
+
+def test_the_fleet_roles_wildcards_reach_no_pathology_topic(lab_broker: FleetBroker) -> None:
+    """A worker's {p}/+/+/cmd/# and {p}/+/+/ack, and the rollout's {p}/+/+/model/update, also
+    match pathology/jobs/cmd/request (a job named "cmd"), its cancel and state, and
+    pathology/servers/ack (a server named "ack"); {p}/+/+/status a server named "status"."""
+    worker = Probe(lab_broker, WORKER, WORKER)
+    rollout = Probe(lab_broker, "rollout", "rollout")
+    try:
+        for topic in (f"{JOBS}/cmd/request", f"{JOBS}/cmd/cancel", f"{JOBS}/cmd/state",
+                      "appliance/pathology/servers/ack"):
+            assert worker.publish(topic) == 0x87, topic
+        assert rollout.publish(f"{JOBS}/model/update") == 0x87
+        for probe in (worker, rollout):
+            assert probe.subscribe("appliance/pathology/servers/status") == 0x87
+            assert probe.subscribe("appliance/+/+/status") == 1  # the fleet's own stays
+        assert worker.publish(f"appliance/{KIOSK[0]}/{KIOSK[1]}/ack") in SENT
+    finally:
+        worker.close()
+        rollout.close()
+
+
+def test_a_job_client_cannot_take_another_login_s_client_id(lab_broker: FleetBroker) -> None:
+    """A login that could pick any client id would take the connection, and a persistent
+    session with its queued results, of whichever login that id belongs to: a kiosk, a
+    back-office worker or a pathology server."""
+    owners = {f"edge-{KIOSK[0]}-{KIOSK[1]}": KIOSK[1], WORKER: WORKER, SERVER: SERVER}
+    held = [Probe(lab_broker, login, client_id) for client_id, login in owners.items()]
+    thieves = [Probe(lab_broker, USER, client_id) for client_id in owners]
+    try:
+        assert [probe.connack for probe in held] == [0, 0, 0]
+        for thief in thieves:
+            assert thief.connack in (0x85, 0x87), thief.connack  # bound to its own id
+        time.sleep(0.5)
+        assert [probe.disconnects for probe in held] == [[], [], []]  # none was taken over
+    finally:
+        for probe in (*held, *thieves):
             probe.close()
 
 

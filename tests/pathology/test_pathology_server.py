@@ -440,6 +440,58 @@ def test_a_request_the_server_fails_on_is_refused_cleared_and_the_server_goes_on
     assert heard == []  # cleared: no restart meets it again
 
 
+def _unreadable_slide(tmp_path: Path) -> tuple[Path, Path]:
+    """A slide root and a file in it this process may not read (a slide copied with the wrong
+    owner): mode 000 when not root; as root, a write-only kernel attribute (open says EACCES)."""
+    if os.geteuid() != 0:
+        root = tmp_path / "locked"
+        root.mkdir()
+        path = root / "locked.jpg"
+        path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+        path.chmod(0)
+        return root, path
+    path = Path("/sys/bus/pci/rescan")
+    if not path.is_file():
+        pytest.skip("no write-only file to stand for an unreadable slide")
+    return path.parent, path
+
+
+def test_a_slide_the_server_may_not_read_fails_alone_and_the_server_goes_on(
+    env: Env, serve: Servers,
+) -> None:
+    root, locked = _unreadable_slide(env.tmp_path)
+    serve(env.config(slide_roots=[str(env.slides), str(root)]))
+    env.watcher.submit(_job("locked", [locked, env.slides / "b12.jpg"]))
+    state = env.watcher.wait("locked", {"done", "failed"}, timeout_s=60)
+    assert state["state"] == "done", state
+    errors = {row["slide"]: row["error"] for row in state["results"]}
+    assert "cannot be read" in errors[locked.stem], errors
+    assert errors["b12"] == ""
+    after = env.watcher.submit(_job("after-locked", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
+
+
+def test_a_killed_preparation_worker_fails_its_slides_and_the_server_goes_on(
+    env: Env, serve: Servers,
+) -> None:
+    """A worker the kernel kills (out of memory on a huge slide) breaks the whole process
+    pool: every later submit raised BrokenProcessPool in the main loop and stopped the server,
+    and under systemd the restart met the same slide again."""
+    server = serve(env.config(prepare_workers=2))
+    env.watcher.submit(_job("killed", [env.slides / "b11.jpg", env.slides / "b12.jpg"] * 6))
+    env.watcher.wait("killed", {"running"}, timeout_s=60)
+    time.sleep(0.3)
+    workers = server.pool._processes  # type: ignore[attr-defined]  # noqa: SLF001 - their pids
+    os.kill(next(iter(workers)), signal.SIGKILL)
+    final = env.watcher.wait("killed", {"done", "failed", "cancelled"}, timeout_s=90)
+    assert final["state"] == "done", final
+    assert len(final["results"]) == 12
+    assert any("could not be prepared" in row["error"] for row in final["results"]), final
+    assert sum(not row["error"] for row in final["results"]) >= 6  # the rest were scored
+    after = env.watcher.submit(_job("after-killed", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
+
+
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:
@@ -667,6 +719,28 @@ def test_an_implausible_um_per_px_is_refused_at_the_command_line_and_nothing_is_
         listener.loop_stop()
 
 
+def test_a_request_larger_than_a_server_takes_is_refused_at_the_command_line(
+    env: Env, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The fleet's broker drops a message over its message_size_limit (256 KiB, as
+    pathology.max_job_bytes) and closes the link: the job was lost while submit said its id."""
+    env.config(max_job_bytes=4096)
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, "+")])
+    try:
+        many = [str(env.slides / "b11.jpg")] * 60
+        assert main(["pathology", "job", "submit", *many, "--um-per-px", "1", "--config",
+                     str(env.tmp_path / "config.yaml")]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""  # no job id: nothing was sent
+        assert re.search(r"job submit: the request of 60 slides is \d+ bytes; at most 4096 "
+                         r"\(pathology.max_job_bytes", err), err
+        time.sleep(0.5)
+        assert heard == []
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+
+
 def test_wait_exits_1_naming_each_failed_slide_and_an_ended_job_cannot_be_cancelled(
     env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -823,7 +897,7 @@ def test_job_commands_name_a_refused_login_at_once_with_exit_2(
             assert main(["pathology", "job", *command, "--config", str(config)]) == 2, command
             captured = capsys.readouterr()
             assert re.search(rf"^job {command[0]}: broker 127.0.0.1:{broker.port} refused "
-                             r"pathology-cli-\w+ \(reason code 0x8[67]: .*\): check "
+                             r"office \(reason code 0x8[67]: .*\): check "
                              r"mqtt.username and the password", captured.err), captured.err
             assert captured.out == ""  # no job id: nothing was sent
         monkeypatch.setenv(PASSWORD_ENV, "right")  # the same config with the right password
