@@ -51,12 +51,38 @@ def _config_check(args: argparse.Namespace) -> int:
         return 2
     source = _checked_source(named)
     refused = missing_files(config) or _unloadable_model(config.model.path)
-    if refused := refused or _unusable_trusted_root(config.updates):
+    refused = refused or _unusable_trusted_root(config.updates) or _pathology_missing(config)
+    if refused:
         print(f"config error: {source}: the daemon would refuse it:\n  " + "\n  ".join(refused),
               file=sys.stderr)
         return 2
-    print(f"{source}: ok: {config.summary()}")
+    print(f"{source}: ok: {config.summary()}{_pathology_summary(config)}")
     return 0
+
+
+def _pathology_missing(config: Any) -> list[str]:
+    """What ``pathology serve`` could not use, where the config gives it slide roots (a
+    kiosk's config has none): a slide root that is no folder, a model file that is not there."""
+    settings = config.pathology
+    if not settings.slide_roots:
+        return []
+    refused = [f"pathology.slide_roots: {root}: not a folder"
+               for root in settings.slide_roots if not os.path.isdir(root)]
+    for key in ("model", "int8_model"):
+        value = getattr(settings, key)
+        if value is not None and not os.path.isfile(value):
+            refused.append(f"pathology.{key}: file not found: {value}")
+    return refused
+
+
+def _pathology_summary(config: Any) -> str:
+    """The pathology server's part of ``config check``'s line, where the config has one."""
+    settings = config.pathology
+    if not settings.slide_roots:
+        return ""
+    return (f"; pathology server {settings.client_id or '(host name)'}: "
+            f"{len(settings.slide_roots)} slide root(s), backends {', '.join(settings.backends)}, "
+            f"model {settings.model}")
 
 
 def _checked_source(named: str | None) -> str:

@@ -141,3 +141,20 @@ def test_model_path_null_turns_classification_off(
     config.write_text("model:\n  path: null\n")
     assert main(["config", "check", str(config)]) == 0
     assert "model none" in capsys.readouterr().out
+
+
+def test_config_check_reads_a_pathology_server_s_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slides = tmp_path / "slides"
+    config = tmp_path / "pathology.yaml"
+    config.write_text("pathology:\n  slide_roots: [slides]\n  int8_model: models/gone.onnx\n")
+    assert main(["config", "check", str(config)]) == 2  # serve could use neither
+    refused = capsys.readouterr().err
+    assert f"pathology.slide_roots: {slides}: not a folder" in refused
+    assert f"pathology.int8_model: file not found: {tmp_path / 'models' / 'gone.onnx'}" in refused
+    slides.mkdir()
+    config.write_text("pathology:\n  slide_roots: [slides]\n  client_id: lab-0\n")
+    assert main(["config", "check", str(config)]) == 0
+    said = capsys.readouterr().out
+    assert "; pathology server lab-0: 1 slide root(s), backends " in said
