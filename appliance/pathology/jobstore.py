@@ -6,6 +6,11 @@ whose lease ran out (killed, cut off) loses the job to the next server that clai
 result is keyed by (job, slide index) and written once: the server that takes a job over skips
 the slides already stored, so a job completes exactly once in the store. Pictures and tile
 tables are files under the server's results folder; the rows hold their paths.
+
+Leases (``lease_until``, seconds since the epoch) are written and compared on the store's
+clock: PostgreSQL's, which every server sharing it reads, so a server whose own clock is ahead
+cannot take over live jobs and one behind still takes over a dead server's. SQLite serves
+servers on one host, one clock: there the lease is that host's ``time.time()``.
 """
 
 from __future__ import annotations
@@ -90,15 +95,24 @@ class PathologyStore(Store):
                 if statement.strip():
                     cur.execute(statement)
 
+    def _lease_clock(self, cur: Any) -> float:
+        """Now in seconds since the epoch on the clock leases run on: the PostgreSQL
+        server's (shared by every server's host), or this host's for SQLite (one host)."""
+        if not self.postgres:
+            return time.time()
+        cur.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
+        return float(cur.fetchone()[0])
+
     def accept(self, request: JobRequest, owner: str, lease_s: float) -> bool:
         """Store a new job as queued and owned; False when the job id is already stored."""
         now = utc_text()
         with self._transaction() as cur:
+            lease_until = self._lease_clock(cur) + lease_s
             cur.execute(self._sql(
                 "INSERT INTO pathology_jobs (job_id, state, owner, lease_until, request, "
                 "submitted_at, accepted_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (job_id) DO NOTHING"),
-                (request.job_id, owner, time.time() + lease_s, request.to_json(),
+                (request.job_id, owner, lease_until, request.to_json(),
                  request.submitted_at, now, now))
             return bool(cur.rowcount == 1)
 
@@ -118,9 +132,9 @@ class PathologyStore(Store):
         """Take over unfinished jobs whose lease ran out; returns their requests."""
         from appliance.pathology.jobs import parse_stored  # noqa: PLC0415 - avoids a cycle
 
-        now = time.time()
         claimed = []
         with self._transaction() as cur:
+            now = self._lease_clock(cur)
             cur.execute(self._sql(
                 f"SELECT job_id, request FROM pathology_jobs WHERE {_NOT_FINAL} "
                 f"AND lease_until < ? ORDER BY accepted_at LIMIT {int(limit)}"), (now,))
@@ -137,10 +151,11 @@ class PathologyStore(Store):
         """Extend the leases of this owner's unfinished jobs; returns the ids still owned."""
         kept = set()
         with self._transaction() as cur:
+            lease_until = self._lease_clock(cur) + lease_s
             for job_id in job_ids:
                 cur.execute(self._sql(
                     f"UPDATE pathology_jobs SET lease_until = ? WHERE job_id = ? AND owner = ? "
-                    f"AND {_NOT_FINAL}"), (time.time() + lease_s, job_id, owner))
+                    f"AND {_NOT_FINAL}"), (lease_until, job_id, owner))
                 if cur.rowcount == 1:
                     kept.add(job_id)
         return kept
