@@ -36,6 +36,7 @@ from appliance.pathology.jobs import (
     JOB_SCHEMA,
     cancel_topic,
     errors_topic,
+    parse_job,
     request_topic,
     server_topic,
     state_topic,
@@ -377,6 +378,26 @@ def test_a_server_at_its_limit_keeps_no_more_requests_than_it_could_take(env: En
     assert list(server._waiting) == ["many-0", "many-1"]  # noqa: SLF001 - what it kept
     assert server._missed  # noqa: SLF001 - it left the others retained
     assert all(store.job(f"many-{index}") is None for index in range(50))
+    store.close()
+
+
+def test_a_server_at_its_limit_leaves_a_dead_server_s_job_to_one_with_room(env: Env) -> None:
+    store = _store(env.tmp_path)
+    server = PathologyServer(env.config(max_running_jobs=2), store)  # never connected
+    settings = server.settings
+    for job_id in ("one", "two"):
+        server._take(  # noqa: SLF001 - the server's events, fed by hand
+            job_id, json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode())
+    orphan = parse_job(json.dumps(_job("orphan", [env.slides / "b12.jpg"])).encode(),
+                       server.roots, settings.max_job_bytes, settings.max_slides_per_job)
+    assert store.accept(orphan, "dead", 0.01)
+    time.sleep(0.05)  # its lease ran out
+    server._event_housekeeping()  # noqa: SLF001 - the main loop's turn
+    assert sorted(server.runs) == ["one", "two"]
+    assert store.job("orphan")["owner"] == "dead"  # type: ignore[index]
+    del server.runs["one"]  # a job of its own ended
+    server._event_housekeeping()  # noqa: SLF001 - the main loop's turn
+    assert sorted(server.runs) == ["orphan", "two"]
     store.close()
 
 
