@@ -325,8 +325,9 @@ class PathologyServer:
             self._missed = True
             return
         job = self.store.job(job_id)
-        if job is None:
-            self._waiting[job_id] = (time.monotonic() + self._claim_delay_s(), payload)
+        if job is None:  # read again, it keeps its turn (and takes the payload as it is now)
+            due, _ = self._waiting.get(job_id, (time.monotonic() + self._claim_delay_s(), b""))
+            self._waiting[job_id] = (due, payload)
         else:
             self._waiting.pop(job_id, None)
             if job["state"] in FINAL_STATES:
@@ -335,13 +336,14 @@ class PathologyServer:
     def _take_waiting(self) -> None:
         """Try the kept requests that are due while there is room; with none kept but some
         left out, subscribe again, which sends every retained request again (MQTT 5 spec
-        3.3.1.3, retain handling 0)."""
+        3.3.1.3, retain handling 0), at most every HOUSEKEEPING_S so resends do not pile up."""
         now = time.monotonic()
         due = [job_id for job_id, (at, _) in self._waiting.items() if at <= now]
         for job_id in due[:self._room()]:
             _, payload = self._waiting.pop(job_id)
             self._handle("job", (job_id, payload, 0, 0, True))
-        if self._missed and not self._waiting and self._room() and self.connected.is_set():
+        if self._missed and not self._waiting and self._room() and self.connected.is_set() \
+                and time.monotonic() - self._rescanned_at >= HOUSEKEEPING_S:
             self._missed = False
             self._rescanned_at = time.monotonic()
             self.client.subscribe(request_topic(self.prefix, "+"), options=SubscribeOptions(qos=1))

@@ -375,8 +375,15 @@ def test_a_server_at_its_limit_keeps_no_more_requests_than_it_could_take(env: En
         job_id = f"many-{index}"
         server._event_job(  # noqa: SLF001 - the server's events, fed by hand
             job_id, json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode(), index, 0)
-    assert list(server._waiting) == ["many-0", "many-1"]  # noqa: SLF001 - what it kept
+    waiting = server._waiting  # noqa: SLF001 - what it kept
+    assert list(waiting) == ["many-0", "many-1"]
     assert server._missed  # noqa: SLF001 - it left the others retained
+    due = waiting["many-0"][0]
+    time.sleep(0.05)  # read again (every job end may send them all again): it keeps its turn
+    server._event_job(  # noqa: SLF001 - the server's events, fed by hand
+        "many-0", json.dumps(_job("many-0", [env.slides / "b12.jpg"])).encode(), 99, 0)
+    assert waiting["many-0"][0] == due
+    assert b"b12.jpg" in waiting["many-0"][1]  # the request as it is now
     assert all(store.job(f"many-{index}") is None for index in range(50))
     store.close()
 
