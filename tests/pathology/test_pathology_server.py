@@ -450,6 +450,27 @@ def test_a_server_at_its_limit_leaves_requests_to_a_server_started_later(
     assert owners.count(second.server_id) >= 2, owners
 
 
+def test_a_request_withdrawn_while_a_server_at_its_limit_left_it_never_runs(
+    env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = env.config(max_running_jobs=1, max_batch=8, max_wait_ms=0)
+    server = serve(config, SlowBackend(delay_s=0.15))
+    busy = env.watcher.submit(_job("busy", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+    env.watcher.wait(busy, {"running"})
+    cfg, job_id = _submitted_by_the_cli(env, capsys)
+    time.sleep(1.5)  # longer than the most a busy server puts a request off
+    assert server._waiting  # noqa: SLF001 - it kept the request for when it has room
+    assert main(["pathology", "job", "cancel", job_id, *cfg]) == 0
+    assert f"job {job_id} withdrawn: no server had taken it" in capsys.readouterr().out
+    assert env.watcher.wait(busy, {"done", "failed"}, timeout_s=60)["state"] == "done"
+    kept = env.watcher.submit(_job("kept", [env.slides / "b12.jpg"]))  # room again
+    assert env.watcher.wait(kept, {"done", "failed"}, timeout_s=60)["state"] == "done"
+    store = _store(env.tmp_path)
+    assert store.job(job_id) is None
+    store.close()
+    assert all(state["job_id"] != job_id for state in env.watcher.seen if "request" not in state)
+
+
 def test_a_server_at_its_limit_takes_the_next_request_as_a_job_ends_without_a_rescan(
     env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
