@@ -316,16 +316,19 @@ class PathologyServer:
         return max(0, self.settings.running_jobs_limit - len(self.runs))
 
     def _put_off(self, job_id: str, payload: bytes) -> None:
-        """Keep a request to try later, unless it is stored already (its request is cleared if
-        the job ended; a job of this server's not running here is left to its lease running
-        out, so one with room takes it over); beyond running_jobs_limit kept, only note that
-        the retained requests must be read again."""
+        """Keep a request to try later (a job not stored yet, or one of this server's own to
+        resume after a restart) unless it is stored for another server, or ended (then its
+        request is cleared); beyond running_jobs_limit kept, only note that the retained
+        requests must be read again (an own job left out meanwhile may go to a server with
+        room once its lease runs out)."""
         if job_id not in self._waiting and \
                 len(self._waiting) >= self.settings.running_jobs_limit:
             self._missed = True
             return
         job = self.store.job(job_id)
-        if job is None:  # read again, it keeps its turn (and takes the payload as it is now)
+        if job is None or (job["owner"] == self.server_id and
+                           job["state"] not in FINAL_STATES):
+            # read again, it keeps its turn (and takes the payload as it is now)
             due, _ = self._waiting.get(job_id, (time.monotonic() + self._claim_delay_s(), b""))
             self._waiting[job_id] = (due, payload)
         else:

@@ -408,6 +408,24 @@ def test_a_server_at_its_limit_leaves_a_dead_server_s_job_to_one_with_room(env: 
     store.close()
 
 
+def test_a_restarted_server_resumes_its_own_jobs_one_after_another(env: Env) -> None:
+    config = env.config(max_running_jobs=3)
+    store = _store(env.tmp_path)
+    before = PathologyServer(config, store)  # its jobs stored, then it stopped
+    payloads = {job_id: json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode()
+                for job_id in ("mine-0", "mine-1")}
+    for job_id, payload in payloads.items():
+        before._take(job_id, payload)  # noqa: SLF001 - the server's events, fed by hand
+    server = PathologyServer(config, store)  # the same client id, restarted: nothing runs
+    for mid, (job_id, payload) in enumerate(payloads.items()):
+        server._event_job(job_id, payload, mid, 0)  # noqa: SLF001 - the retained requests
+    assert list(server.runs) == ["mine-0"]  # the second is put off: it is busy
+    time.sleep(0.3)
+    server._take_waiting()  # noqa: SLF001 - the main loop's turn
+    assert sorted(server.runs) == ["mine-0", "mine-1"]
+    store.close()
+
+
 class PeakRuns:
     """The most jobs a server ran at once, sampled every 10 ms in a thread of this test."""
 
