@@ -1,11 +1,13 @@
 """Pathology servers sharing a backlog: how many of N waiting jobs each of two servers runs.
 
     .venv/bin/python benchmarks/pathology_spread.py [--jobs 40] [--second-after 2]
-        [--limits 0 10000]
+        [--limits 0 10000] [--store-url postgresql://...]
 
 Prints ONE JSON object. For each ``pathology.max_running_jobs`` in ``--limits`` (0: unset,
 twice ``prepare_workers``; 10000: no limit, as the server was before the key) a private
-mosquitto and a fresh SQLite store are started, N one-slide jobs (a small synthetic biopsy)
+mosquitto and a fresh SQLite store (or the
+``--store-url`` database, as servers on several hosts share; each run's job ids are its own) are
+started, N one-slide jobs (a small synthetic biopsy)
 are published retained, one server starts, and a second one ``--second-after`` seconds later
 (both in this process, onnx-cpu, one preparation worker and one ONNX thread each). The
 figures: jobs each server ran (the store's owner), seconds until all were done, and the most
@@ -66,7 +68,7 @@ def start_server(config: Any, store_url: str) -> tuple[Any, threading.Event, thr
     return server, stop, thread
 
 
-def publish_jobs(port: int, slide: Path, count: int) -> list[str]:
+def publish_jobs(port: int, slide: Path, count: int, run: str) -> list[str]:
     """Publish count one-slide jobs, retained; their ids."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -76,7 +78,7 @@ def publish_jobs(port: int, slide: Path, count: int) -> list[str]:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    ids = [f"spread-{index}" for index in range(count)]
+    ids = [f"spread-{run}-{index}" for index in range(count)]
     for job_id in ids:
         job = {"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
                "slides": [{"path": str(slide), "um_per_px": 1.0}]}
@@ -92,12 +94,12 @@ def run_limit(limit: int, slide: Path, args: argparse.Namespace, folder: Path) -
     from appliance.pathology.jobstore import open_pathology_store
     from appliance.transport.broker import PrivateBroker
 
-    store_url = f"sqlite:///{folder / 'store.sqlite3'}"
+    store_url = args.store_url or f"sqlite:///{folder / 'store.sqlite3'}"
     with PrivateBroker(workdir=folder / "broker") as broker:
         first = start_server(server_config("first", broker.port, slide, limit, folder),
                              store_url)
         started = time.monotonic()
-        ids = publish_jobs(broker.port, slide, args.jobs)
+        ids = publish_jobs(broker.port, slide, args.jobs, folder.name)
         peak = 0
         while time.monotonic() - started < args.second_after:
             peak = max(peak, len(first[0].runs))
@@ -128,16 +130,18 @@ def main() -> int:
                         help="seconds between the first server's start and the second's")
     parser.add_argument("--limits", type=int, nargs="+", default=[0, 10_000],
                         help="pathology.max_running_jobs values (0: unset)")
+    parser.add_argument("--store-url", help="store both servers share (default: fresh SQLite)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         slide = make_slide(Path(tmp))
         for index, limit in enumerate(args.limits):
-            folder = Path(tmp) / f"run{index}"
+            folder = Path(tmp) / f"run{index}-{os.getpid()}"
             folder.mkdir()
             results.append(run_limit(limit, slide, args, folder))
     print(json.dumps({"benchmark": "pathology_spread", "jobs": args.jobs,
                       "second_server_after_s": args.second_after,
+                      "store": (args.store_url or "sqlite").split("://")[0],
                       "machine": {"cpus": os.cpu_count(),
                                   "load_average": [round(v, 2) for v in os.getloadavg()]},
                       "results": results}, indent=1))
