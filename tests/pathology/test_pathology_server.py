@@ -463,6 +463,11 @@ def test_a_server_at_its_limit_leaves_requests_to_a_server_started_later(
         assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=90)["state"] == "done"
     owners = [store.job(job_id)["owner"] for job_id in jobs]  # type: ignore[index]
     store.close()
+    time.sleep(1.0)  # a second run would publish a second final state
+    while not env.watcher.states.empty():
+        env.watcher.seen.append(env.watcher.states.get())
+    finals = [state["job_id"] for state in env.watcher.seen if state["state"] == "done"]
+    assert sorted(finals) == jobs  # each job ran once
     assert peak.close() == 1
     assert owners.count(first.server_id) >= 2  # it took more as its jobs ended
     assert owners.count(second.server_id) >= 2, owners
