@@ -48,6 +48,11 @@ class PathologyConfig(Section):
     max_pending_tiles: int = Field(
         4096, ge=1, description="Prepared tiles waiting for the model; slide preparation "
         "pauses above this (back-pressure when the model is the bottleneck).")
+    max_running_jobs: int | None = Field(
+        None, ge=1, le=10_000,
+        description="Most jobs this server runs at once; it leaves further requests retained "
+        "for other servers and takes them as its jobs end (unset: twice prepare_workers, "
+        "enough one-slide jobs to keep every worker busy while others finish on the model).")
     max_slides_per_job: int = Field(1000, ge=1, le=100_000,
                                     description="A job naming more slides is refused.")
     max_job_bytes: int = Field(262_144, ge=1024, description="A larger job payload is refused.")
@@ -56,6 +61,11 @@ class PathologyConfig(Section):
                            "taken over by another server.")
     metrics_port: int | None = Field(None, ge=0, le=65535,
                                      description="Prometheus metrics on this port (unset: off).")
+
+    @property
+    def running_jobs_limit(self) -> int:
+        """max_running_jobs, or twice prepare_workers when unset."""
+        return self.max_running_jobs or 2 * self.prepare_workers
 
     @model_validator(mode="after")
     def _check(self) -> PathologyConfig:

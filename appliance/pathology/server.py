@@ -112,6 +112,10 @@ class PathologyServer:
         self.runs: dict[str, JobRun] = {}
         self._retry: list[tuple[float, str, Any]] = []
         self._withdrawn: dict[str, None] = {}  # requests cleared lately, oldest first
+        # requests put off (busy) or left (at max_running_jobs), oldest first: id -> (due,
+        # payload); at most running_jobs_limit, the rest are read again once there is room
+        self._waiting: dict[str, tuple[float, bytes]] = {}
+        self._missed = False  # a request was left out of _waiting: read them all again
         self._rescanned_at = time.monotonic()
         self.connected = threading.Event()
         self.failed: str | None = None
@@ -232,6 +236,7 @@ class PathologyServer:
             self._retry = [item for item in self._retry if item[0] > now]
             for _, kind, event in due:
                 self._handle(kind, event)
+            self._take_waiting()
             if now >= next_housekeeping:
                 self._handle("housekeeping", ())
                 next_housekeeping = now + HOUSEKEEPING_S
@@ -281,28 +286,70 @@ class PathologyServer:
         Every server reads every request; the first to store it runs it (``store.accept``),
         the others find it stored and leave it. A server with jobs running puts its try off
         (``CLAIM_DELAY_PER_JOB_S`` a job, at most ``MAX_CLAIM_DELAY_S``), so an idle one gets
-        the job first; a request withdrawn meanwhile (cleared) is then dropped."""
-        delay = 0.0 if deferred or not payload else self._claim_delay_s()
+        the job first, and one running ``max_running_jobs`` leaves it retained for the others
+        until a job of its own ends; a request withdrawn meanwhile (cleared) is then dropped."""
         if not payload:  # cleared: the job ended, or `job cancel` withdrew it while waiting
+            self._waiting.pop(topic_id, None)
             if JOB_ID.match(topic_id):
                 self._withdrawn[topic_id] = None
             while len(self._withdrawn) > MAX_WITHDRAWN:
                 self._withdrawn.pop(next(iter(self._withdrawn)))
-        elif delay:
-            self._withdrawn.pop(topic_id, None)
-            self._retry.append((time.monotonic() + delay, "job",
-                                (topic_id, payload, mid, 0, True)))
         elif deferred and topic_id in self._withdrawn:
             log.info("job %s was withdrawn while this server put it off", topic_id)
         elif not JOB_ID.match(topic_id):
             self._not_a_request(topic_id)
-        else:
+        elif topic_id in self.runs:
+            log.debug("job %s runs here already", topic_id)
+        elif self._room() and (deferred or not self._claim_delay_s()):
             self._take(topic_id, payload)
+        else:
+            self._withdrawn.pop(topic_id, None)
+            self._put_off(topic_id, payload)
         if qos:
             self.client.ack(mid, qos)
 
     def _claim_delay_s(self) -> float:
         return min(MAX_CLAIM_DELAY_S, CLAIM_DELAY_PER_JOB_S * len(self.runs))
+
+    def _room(self) -> int:
+        """How many more jobs this server may run (``pathology.max_running_jobs``)."""
+        return max(0, self.settings.running_jobs_limit - len(self.runs))
+
+    def _put_off(self, job_id: str, payload: bytes) -> None:
+        """Keep a request to try later (a job not stored yet, or one of this server's own to
+        resume after a restart) unless it is stored for another server, or ended (then its
+        request is cleared); beyond running_jobs_limit kept, only note that the retained
+        requests must be read again (an own job left out meanwhile may go to a server with
+        room once its lease runs out)."""
+        if job_id not in self._waiting and \
+                len(self._waiting) >= self.settings.running_jobs_limit:
+            self._missed = True
+            return
+        job = self.store.job(job_id)
+        if job is None or (job["owner"] == self.server_id and
+                           job["state"] not in FINAL_STATES):
+            # read again, it keeps its turn (and takes the payload as it is now)
+            due, _ = self._waiting.get(job_id, (time.monotonic() + self._claim_delay_s(), b""))
+            self._waiting[job_id] = (due, payload)
+        else:
+            self._waiting.pop(job_id, None)
+            if job["state"] in FINAL_STATES:
+                self._clear_request(job_id)
+
+    def _take_waiting(self) -> None:
+        """Try the kept requests that are due while there is room; with none kept but some
+        left out, subscribe again, which sends every retained request again (MQTT 5 spec
+        3.3.1.3, retain handling 0), at most every HOUSEKEEPING_S so resends do not pile up."""
+        now = time.monotonic()
+        due = [job_id for job_id, (at, _) in self._waiting.items() if at <= now]
+        for job_id in due[:self._room()]:
+            _, payload = self._waiting.pop(job_id)
+            self._handle("job", (job_id, payload, 0, 0, True))
+        if self._missed and not self._waiting and self._room() and self.connected.is_set() \
+                and time.monotonic() - self._rescanned_at >= HOUSEKEEPING_S:
+            self._missed = False
+            self._rescanned_at = time.monotonic()
+            self.client.subscribe(request_topic(self.prefix, "+"), options=SubscribeOptions(qos=1))
 
     def _take(self, topic_id: str, payload: bytes) -> None:
         try:
@@ -315,7 +362,7 @@ class PathologyServer:
             if self.store.accept(request, self.server_id, self.settings.lease_s):
                 self._start(request, set())
             else:
-                self._redelivered(request)
+                self._redelivered(request.job_id)
 
     def _clear_request(self, job_id: str) -> None:
         """Clear a job's retained request: the job ended, or it was refused."""
@@ -329,20 +376,19 @@ class PathologyServer:
                                      "characters), not a job id: a job id is 1-64 of A-Z a-z "
                                      "0-9 _ . -"))
 
-    def _redelivered(self, request: JobRequest) -> None:
+    def _redelivered(self, job_id: str) -> None:
         """A job already stored: resume it if it is ours and not running here (from the
         stored request: the one published now may have been rewritten since); clear its
         request if it has ended (its server stopped before it could); else leave it."""
-        job = self.store.job(request.job_id)
+        job = self.store.job(job_id)
         ours = job is not None and job["owner"] == self.server_id
         if ours and job is not None and job["state"] in ("queued", "running") and \
-                request.job_id not in self.runs:
-            self._start(stored_request(job["request"]),
-                        self.store.stored_slides(request.job_id))
+                job_id not in self.runs:
+            self._start(stored_request(job["request"]), self.store.stored_slides(job_id))
         elif job is not None and job["state"] in FINAL_STATES:
-            self._clear_request(request.job_id)
+            self._clear_request(job_id)
         else:
-            log.debug("job %s is stored, run by %s", request.job_id, job and job["owner"])
+            log.debug("job %s is stored, run by %s", job_id, job and job["owner"])
 
     def _refuse(self, exc: JobRefusedError) -> None:
         log.warning("job refused: %s", exc)
@@ -482,7 +528,9 @@ class PathologyServer:
                 self._cancel(run)
             elif time.monotonic() - run.published_at >= 1.0:
                 self._progress(run)
-        for request in self.store.claim_expired(self.server_id, self.settings.lease_s):
+        room = self._room()  # a server at max_running_jobs leaves them to the others
+        for request in self.store.claim_expired(self.server_id, self.settings.lease_s,
+                                                limit=min(room, 10)) if room else []:
             log.warning("job %s: its server went silent; taking it over", request.job_id)
             self._start(request, self.store.stored_slides(request.job_id))
         self.metrics.jobs_running.set(len(self.runs))

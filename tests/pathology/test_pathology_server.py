@@ -36,6 +36,7 @@ from appliance.pathology.jobs import (
     JOB_SCHEMA,
     cancel_topic,
     errors_topic,
+    parse_job,
     request_topic,
     server_topic,
     state_topic,
@@ -346,22 +347,171 @@ def test_a_busy_server_puts_a_request_off_and_drops_it_if_withdrawn_meanwhile(
     env: Env,
 ) -> None:
     store = _store(env.tmp_path)
-    server = PathologyServer(env.config(), store)  # never connected: events are fed by hand
+    server = PathologyServer(env.config(max_running_jobs=3), store)  # never connected
     server.runs = {"one": None, "two": None}  # type: ignore[dict-item]  # two jobs running
     feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
-    retries = server._retry  # noqa: SLF001 - the events it put off
+    waiting = server._waiting  # noqa: SLF001 - the requests it put off
     for job_id, withdrawn in (("put-off", True), ("taken", False)):
         payload = json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode()
         feed(job_id, payload, 1, 0)
         assert store.job(job_id) is None  # 0.4 s later, so an idle server gets it first
-        (due, kind, event), = retries
-        assert kind == "job"
-        assert 0.3 < due - time.monotonic() <= 0.4
-        retries.clear()
+        assert 0.3 < waiting[job_id][0] - time.monotonic() <= 0.4
         if withdrawn:
             feed(job_id, b"", 2, 0)  # `job cancel` cleared the request
-        feed(*event)
+        time.sleep(0.4)
+        server._take_waiting()  # noqa: SLF001 - the main loop's turn
         assert (store.job(job_id) is None) == withdrawn
+    assert not waiting
+    store.close()
+
+
+def test_a_server_at_its_limit_keeps_no_more_requests_than_it_could_take(env: Env) -> None:
+    # thousands of retained requests must not all wait in its memory: it keeps as many as it
+    # may run, notes that it left some, and reads them all again once it has room
+    store = _store(env.tmp_path)
+    server = PathologyServer(env.config(max_running_jobs=2), store)  # never connected
+    server.runs = {"one": None, "two": None}  # type: ignore[dict-item]  # at its limit
+    for index in range(50):
+        job_id = f"many-{index}"
+        server._event_job(  # noqa: SLF001 - the server's events, fed by hand
+            job_id, json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode(), index, 0)
+    waiting = server._waiting  # noqa: SLF001 - what it kept
+    assert list(waiting) == ["many-0", "many-1"]
+    assert server._missed  # noqa: SLF001 - it left the others retained
+    due = waiting["many-0"][0]
+    time.sleep(0.05)  # read again (every job end may send them all again): it keeps its turn
+    server._event_job(  # noqa: SLF001 - the server's events, fed by hand
+        "many-0", json.dumps(_job("many-0", [env.slides / "b12.jpg"])).encode(), 99, 0)
+    assert waiting["many-0"][0] == due
+    assert b"b12.jpg" in waiting["many-0"][1]  # the request as it is now
+    assert all(store.job(f"many-{index}") is None for index in range(50))
+    store.close()
+
+
+def test_a_server_at_its_limit_leaves_a_dead_server_s_job_to_one_with_room(env: Env) -> None:
+    store = _store(env.tmp_path)
+    server = PathologyServer(env.config(max_running_jobs=2), store)  # never connected
+    settings = server.settings
+    for job_id in ("one", "two"):
+        server._take(  # noqa: SLF001 - the server's events, fed by hand
+            job_id, json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode())
+    orphan = parse_job(json.dumps(_job("orphan", [env.slides / "b12.jpg"])).encode(),
+                       server.roots, settings.max_job_bytes, settings.max_slides_per_job)
+    assert store.accept(orphan, "dead", 0.01)
+    time.sleep(0.05)  # its lease ran out
+    server._event_housekeeping()  # noqa: SLF001 - the main loop's turn
+    assert sorted(server.runs) == ["one", "two"]
+    assert store.job("orphan")["owner"] == "dead"  # type: ignore[index]
+    del server.runs["one"]  # a job of its own ended
+    server._event_housekeeping()  # noqa: SLF001 - the main loop's turn
+    assert sorted(server.runs) == ["orphan", "two"]
+    store.close()
+
+
+def test_a_restarted_server_resumes_its_own_jobs_one_after_another(env: Env) -> None:
+    config = env.config(max_running_jobs=3)
+    store = _store(env.tmp_path)
+    before = PathologyServer(config, store)  # its jobs stored, then it stopped
+    payloads = {job_id: json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode()
+                for job_id in ("mine-0", "mine-1")}
+    for job_id, payload in payloads.items():
+        before._take(job_id, payload)  # noqa: SLF001 - the server's events, fed by hand
+    server = PathologyServer(config, store)  # the same client id, restarted: nothing runs
+    for mid, (job_id, payload) in enumerate(payloads.items()):
+        server._event_job(job_id, payload, mid, 0)  # noqa: SLF001 - the retained requests
+    assert list(server.runs) == ["mine-0"]  # the second is put off: it is busy
+    time.sleep(0.3)
+    server._take_waiting()  # noqa: SLF001 - the main loop's turn
+    assert sorted(server.runs) == ["mine-0", "mine-1"]
+    store.close()
+
+
+class PeakRuns:
+    """The most jobs a server ran at once, sampled every 10 ms in a thread of this test."""
+
+    def __init__(self, server: PathologyServer) -> None:
+        self.server, self.peak, self.stop = server, 0, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.01):
+            self.peak = max(self.peak, len(self.server.runs))
+
+    def close(self) -> int:
+        """Stop sampling; the peak."""
+        self.stop.set()
+        self.thread.join(5)
+        return self.peak
+
+
+def test_a_server_at_its_limit_leaves_requests_to_a_server_started_later(
+    env: Env, serve: Servers,
+) -> None:
+    slow = {"max_running_jobs": 1, "max_batch": 8, "max_wait_ms": 0}
+    first = serve(env.config(**slow), SlowBackend(delay_s=0.15))
+    peak = PeakRuns(first)
+    two = [env.slides / "b11.jpg", env.slides / "b12.jpg"]
+    jobs = [env.watcher.submit(_job(f"spread-{index}", two)) for index in range(6)]
+    env.watcher.wait(jobs[0], {"running"}, min_done=0)
+    time.sleep(1.5)  # longer than the most a busy server puts a request off
+    store = _store(env.tmp_path)
+    assert store.job(jobs[0])["state"] == "running"  # type: ignore[index]
+    assert [job_id for job_id in jobs if store.job(job_id)] == [jobs[0]]  # the rest wait
+    second = serve(env.config(**slow), SlowBackend(delay_s=0.15))
+    for job_id in jobs:
+        assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=90)["state"] == "done"
+    owners = [store.job(job_id)["owner"] for job_id in jobs]  # type: ignore[index]
+    store.close()
+    time.sleep(1.0)  # a second run would publish a second final state
+    while not env.watcher.states.empty():
+        env.watcher.seen.append(env.watcher.states.get())
+    finals = [state["job_id"] for state in env.watcher.seen if state["state"] == "done"]
+    assert sorted(finals) == jobs  # each job ran once
+    assert peak.close() == 1
+    assert owners.count(first.server_id) >= 2  # it took more as its jobs ended
+    assert owners.count(second.server_id) >= 2, owners
+
+
+def test_a_request_withdrawn_while_a_server_at_its_limit_left_it_never_runs(
+    env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = env.config(max_running_jobs=1, max_batch=8, max_wait_ms=0)
+    server = serve(config, SlowBackend(delay_s=0.15))
+    busy = env.watcher.submit(_job("busy", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+    env.watcher.wait(busy, {"running"})
+    cfg, job_id = _submitted_by_the_cli(env, capsys)
+    time.sleep(1.5)  # longer than the most a busy server puts a request off
+    assert server._waiting  # noqa: SLF001 - it kept the request for when it has room
+    assert main(["pathology", "job", "cancel", job_id, *cfg]) == 0
+    assert f"job {job_id} withdrawn: no server had taken it" in capsys.readouterr().out
+    assert env.watcher.wait(busy, {"done", "failed"}, timeout_s=60)["state"] == "done"
+    kept = env.watcher.submit(_job("kept", [env.slides / "b12.jpg"]))  # room again
+    assert env.watcher.wait(kept, {"done", "failed"}, timeout_s=60)["state"] == "done"
+    store = _store(env.tmp_path)
+    assert store.job(job_id) is None
+    store.close()
+    assert all(state["job_id"] != job_id for state in env.watcher.seen if "request" not in state)
+
+
+def test_a_server_at_its_limit_takes_the_next_request_as_a_job_ends_without_a_rescan(
+    env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "RESCAN_S", 3600.0)
+    server = serve(env.config(max_running_jobs=2))
+    peak = PeakRuns(server)
+    jobs = [env.watcher.submit(_job(f"next-{index}", [env.slides / "b11.jpg"]))
+            for index in range(7)]
+    started = time.monotonic()
+    for job_id in jobs:
+        assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=60)["state"] == "done"
+    assert peak.close() <= 2
+    assert time.monotonic() - started < 60
+    time.sleep(0.5)
+    assert not server._waiting  # noqa: SLF001 - nothing left behind
+    store = _store(env.tmp_path)
+    assert {store.job(job_id)["owner"] for job_id in jobs} == {  # type: ignore[index]
+        server.server_id}
     store.close()
 
 
