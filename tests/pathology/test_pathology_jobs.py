@@ -145,25 +145,8 @@ def test_a_lapsed_lease_moves_the_job_and_slides_are_stored_once(
     assert rows[0]["in_distribution_share"] is None  # NaN is stored as NULL
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def clock_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PathologyStore]:
-    """Like ``store``, in a ``leaseclock_`` schema on PostgreSQL."""
-    if request.param == "sqlite":
-        opened = open_pathology_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-        yield opened
-        opened.close()
-        return
-    schema = f"leaseclock_{uuid.uuid4().hex[:12]}"
-    opened = open_pathology_store(PG_URL, pg_schema=schema)
-    try:
-        yield opened
-    finally:
-        opened.drop_postgres_schema(schema)
-        opened.close()
-
-
 def test_leases_run_on_the_stores_clock_not_a_skewed_hosts(
-    clock_store: PathologyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: PathologyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Servers on several hosts share a PostgreSQL store: a server whose clock runs an hour
     ahead must not take over a live job, and one an hour behind must neither renew a lease
@@ -174,26 +157,26 @@ def test_leases_run_on_the_stores_clock_not_a_skewed_hosts(
     def skewed(offset_s: float) -> None:
         monkeypatch.setattr(time, "time", lambda: real_time() + offset_s)
 
-    postgres = clock_store.postgres
+    postgres = store.postgres
     live = make_request([tmp_path / "a.jpg"], 0.5)
-    assert clock_store.accept(live, "first", lease_s=30)
+    assert store.accept(live, "first", lease_s=30)
     skewed(3600)  # the second server's clock runs an hour ahead
-    taken = [job.job_id for job in clock_store.claim_expired("ahead", lease_s=30)]
+    taken = [job.job_id for job in store.claim_expired("ahead", lease_s=30)]
     assert taken == ([] if postgres else [live.job_id])
     if not postgres:
         return  # one host, one clock: the behaviour SQLite always had
     skewed(-3600)  # the owner's clock runs an hour behind: its renewal still holds
-    assert clock_store.renew("first", [live.job_id], 30) == {live.job_id}
+    assert store.renew("first", [live.job_id], 30) == {live.job_id}
     monkeypatch.setattr(time, "time", real_time)
-    assert clock_store.claim_expired("second", lease_s=30) == []
+    assert store.claim_expired("second", lease_s=30) == []
     lapsing = make_request([tmp_path / "b.jpg"], 0.5)
-    assert clock_store.accept(lapsing, "first", lease_s=0.2)
+    assert store.accept(lapsing, "first", lease_s=0.2)
     time.sleep(0.3)
     skewed(-3600)  # a server an hour behind still sees the lease ran out
-    assert [job.job_id for job in clock_store.claim_expired("behind", lease_s=30)] == [
+    assert [job.job_id for job in store.claim_expired("behind", lease_s=30)] == [
         lapsing.job_id]
     skewed(3600)  # and its new lease holds against one an hour ahead
-    assert clock_store.claim_expired("ahead", lease_s=30) == []
-    job = clock_store.job(lapsing.job_id)
+    assert store.claim_expired("ahead", lease_s=30) == []
+    job = store.job(lapsing.job_id)
     assert job is not None
     assert (job["owner"], job["takeovers"]) == ("behind", 1)
