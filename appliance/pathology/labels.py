@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
         raise LabelsError(
             f"{path}:{line}: um_per_px {values['um_per_px']!r} is not a number"
         ) from exc
+    if um is not None and not math.isfinite(um):  # "nan", "inf": float() takes them
+        raise LabelsError(f"{path}:{line}: um_per_px {values['um_per_px']!r} is not a number")
     return LabelRow(values["slide"], values["patient"], values["label"], values["material"], um)
 
 

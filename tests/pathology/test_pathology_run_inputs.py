@@ -40,6 +40,21 @@ def test_labels_not_in_utf8_are_exit_2_naming_the_file(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_a_resolution_cell_that_is_no_number_is_exit_2_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str,
+) -> None:
+    """float() takes "nan" and "inf"; the row names no resolution all the same (a NaN was
+    'resolution unknown; give an um_per_px column', of a file that has one)."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "labels.csv").write_text(HEADER + f"S1,P1,MSI,biopsy,{value}\n")
+    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
+    assert f"{folder / 'labels.csv'}:2: um_per_px {value!r} is not a number" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_labels_with_a_huge_field_are_exit_2_naming_the_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
