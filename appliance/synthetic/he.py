@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from appliance.imagefile import write_image
+from appliance.outfile import replaced_when_complete
 from appliance.pathology.stain import REFERENCE_STAIN_OD
 
 LABELS_FILE = "labels.csv"
@@ -95,8 +96,8 @@ def write_cohort(
         for job in tqdm(jobs, **bar):
             _write_slide(job)
     labels = out_dir / LABELS_FILE
-    with labels.open("w", newline="") as handle:
-        writer = csv.writer(handle)
+    with replaced_when_complete(labels) as temp, temp.open("w", newline="") as handle:
+        writer = csv.writer(handle)  # whole or not at all: a cut labels.csv names fewer slides
         writer.writerow(LABEL_COLUMNS)
         for spec in specs:
             writer.writerow(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,3 +84,33 @@ def test_bad_he_arguments_exit_2_naming_the_option_and_its_range(
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_labels_are_written_whole_or_the_old_ones_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails halfway (a full disk) leaves the labels.csv that was there, not one
+    cut short that names only some of the slides."""
+    from appliance.synthetic import he
+
+    specs = [SlideSpec(f"s{i}", f"P{i}", "MSI", "biopsy", stain_batch=1, msi_propensity=0.5,
+                       seed=i) for i in range(3)]
+    monkeypatch.setattr(he, "_write_slide", lambda job: None)  # the slides are not the point
+    (tmp_path / "labels.csv").write_text("the labels of the last cohort\n")
+    real_writer = csv.writer
+
+    class FailingOnTheThirdRow:
+        def __init__(self, handle: Any) -> None:
+            self.inner, self.rows = real_writer(handle), 0
+
+        def writerow(self, row: list[Any]) -> None:
+            self.rows += 1
+            if self.rows == 3:
+                raise OSError(28, "No space left on device")
+            self.inner.writerow(row)
+
+    monkeypatch.setattr(he.csv, "writer", FailingOnTheThirdRow)
+    with pytest.raises(OSError, match="No space left"):
+        he.write_cohort(tmp_path, specs)
+    assert (tmp_path / "labels.csv").read_text() == "the labels of the last cohort\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]  # no temp left
