@@ -25,17 +25,26 @@ def test_labels_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
     assert [(row.slide, row.patient, row.um_per_px) for row in rows] == [("S1", "P1", 1.0)]
 
 
+def _run_on_labels(tmp_path: Path, data: bytes) -> tuple[int, Path]:
+    """``pathology run`` of a slide folder holding only a labels.csv of ``data``; its exit
+    code and the labels file."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "labels.csv").write_bytes(data)
+    return main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]), \
+        folder / "labels.csv"
+
+
 def test_labels_not_in_utf8_are_exit_2_naming_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A labels.csv saved in Latin-1 (a spreadsheet's plain "CSV") is refused by name, no
     traceback."""
-    folder = tmp_path / "slides"
-    folder.mkdir()
-    (folder / "labels.csv").write_bytes((HEADER + "S1,Pé,MSI,biopsy,1.0\n").encode("latin-1"))
-    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
+    code, labels = _run_on_labels(
+        tmp_path, (HEADER + "S1,Pé,MSI,biopsy,1.0\n").encode("latin-1"))
+    assert code == 2
     err = capsys.readouterr().err
-    assert f"{folder / 'labels.csv'}:2: not UTF-8 text" in err
+    assert f"{labels}:2: not UTF-8 text" in err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
@@ -46,12 +55,9 @@ def test_a_resolution_cell_that_is_no_number_is_exit_2_naming_the_line(
 ) -> None:
     """float() takes "nan" and "inf"; the row names no resolution all the same (a NaN was
     'resolution unknown; give an um_per_px column', of a file that has one)."""
-    folder = tmp_path / "slides"
-    folder.mkdir()
-    (folder / "labels.csv").write_text(HEADER + f"S1,P1,MSI,biopsy,{value}\n")
-    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
-    assert f"{folder / 'labels.csv'}:2: um_per_px {value!r} is not a number" in \
-        capsys.readouterr().err
+    code, labels = _run_on_labels(tmp_path, (HEADER + f"S1,P1,MSI,biopsy,{value}\n").encode())
+    assert code == 2
+    assert f"{labels}:2: um_per_px {value!r} is not a number" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -60,13 +66,11 @@ def test_labels_with_a_huge_field_are_exit_2_naming_the_line(
 ) -> None:
     """A field over the csv module's limit (128 KiB) is refused by file and line, no
     traceback."""
-    folder = tmp_path / "slides"
-    folder.mkdir()
-    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\n"
-                                       + "S2,P2,MSS," + "x" * 200_000 + ",1.0\n")
-    assert main(["pathology", "run", str(folder), "--out", str(tmp_path / "out")]) == 2
+    code, labels = _run_on_labels(tmp_path, (HEADER + "S1,P1,MSI,biopsy,1.0\n" + "S2,P2,MSS,"
+                                             + "x" * 200_000 + ",1.0\n").encode())
+    assert code == 2
     err = capsys.readouterr().err
-    assert f"{folder / 'labels.csv'}:3: not readable as CSV (field larger than field limit" in err
+    assert f"{labels}:3: not readable as CSV (field larger than field limit" in err
     assert "Traceback" not in err
 
 
