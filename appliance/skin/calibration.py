@@ -38,6 +38,7 @@ FUNDAMENTAL_SHARE = 0.3  # a spectral peak at half the top one's frequency this 
 # do not show; the uncertainty allows this much at each end of the scale
 # (benchmarks/calibration.py measures how often the printed interval covers the truth).
 CENTRE_BIAS_PX = 0.15
+SPECTRUM_BLOCK = 256  # rows, then columns, a spectrum pass takes at a time (bounds its scratch)
 BAND_LEVEL = 0.3  # rows whose grating strength is at least this share of the strongest row
 
 
@@ -64,8 +65,10 @@ def calibrate_from_micrometer(gray: np.ndarray, pitch_mm: float) -> Calibration:
         raise CalibrationError(
             f"--mm must be a finite positive number (got {pitch_mm}): the line spacing in mm"
         )
-    angle_deg, rough_pitch_px = _dominant_grating(gray.astype(np.float32))
-    upright = _rotate(gray.astype(np.float32), angle_deg)
+    grey = gray.astype(np.float32)
+    angle_deg, rough_pitch_px = _dominant_grating(grey)
+    upright = _rotate(grey, angle_deg)
+    del grey
     profile = _band_profile(upright, rough_pitch_px)
     centres = _line_centres(profile, rough_pitch_px)
     if len(centres) < MIN_LINES:
@@ -88,27 +91,63 @@ def calibrate_from_micrometer(gray: np.ndarray, pitch_mm: float) -> Calibration:
 
 
 def _dominant_grating(gray: np.ndarray) -> tuple[float, float]:
-    """Direction (deg, of the lines' normal) and pitch (px) from the spectrum's top peak."""
+    """Direction (deg, of the lines' normal) and pitch (px) from the spectrum's top peak.
+
+    The spectrum of a real image is symmetric, so only its half with non-negative horizontal
+    frequencies is computed, in single precision and in blocks (``_windowed_half_spectrum``).
+    """
     height, width = gray.shape
-    window = np.outer(np.hanning(height), np.hanning(width)).astype(np.float32)
-    spectrum = np.abs(np.fft.fftshift(np.fft.fft2((gray - gray.mean()) * window)))
-    cy, cx = height // 2, width // 2
-    fy_grid, fx_grid = np.ogrid[-cy : height - cy, -cx : width - cx]
-    spectrum[np.hypot(fy_grid / height, fx_grid / width) < 1.0 / MAX_PITCH_PX] = 0.0
-    spectrum[:cy, :] = 0.0  # the spectrum is symmetric: search one half
+    transform = _windowed_half_spectrum(gray)
+    spectrum = np.abs(transform)
+    del transform
+    spectrum = np.fft.fftshift(spectrum, axes=0)  # rows: vertical frequency, zero at cy
+    cy = height // 2
+    _clear_low_frequencies(spectrum, cy, height, width)
     py, px = np.unravel_index(int(np.argmax(spectrum)), spectrum.shape)
-    prominence = float(spectrum[py, px]) / max(float(np.median(spectrum[cy:, :])), 1e-9)
+    prominence = float(spectrum[py, px]) / max(float(np.median(spectrum)), 1e-9)
     if prominence < MIN_PEAK_PROMINENCE:
         raise CalibrationError(
             f"no line grating (spectral peak only {prominence:.0f}x the background, need "
             f"{MIN_PEAK_PROMINENCE:.0f}x): photograph the micrometer scale in focus"
         )
-    fy, fx = (py - cy) / height, (px - cx) / width
-    half = spectrum[cy + round((py - cy) / 2), cx + round((px - cx) / 2)]
+    fy, fx = (py - cy) / height, px / width
+    half = spectrum[cy + round((py - cy) / 2), round(px / 2)]
     if half >= FUNDAMENTAL_SHARE * spectrum[py, px]:  # the peak was the 2nd harmonic
         fy, fx = fy / 2.0, fx / 2.0
     angle_deg = (float(np.degrees(np.arctan2(fy, fx))) + 90.0) % 180.0 - 90.0
     return angle_deg, 1.0 / float(np.hypot(fx, fy))
+
+
+def _windowed_half_spectrum(gray: np.ndarray) -> np.ndarray:
+    """``np.fft.rfft2`` of the float32 image less its mean, under a Hann window, as complex64.
+
+    Computed in blocks of rows (windowed as they go), then of columns, so that nothing
+    image-sized but the result is allocated: numpy's own passes over a whole 48 Mpx photo take
+    0.5 GB of scratch each.
+    """
+    height, width = gray.shape
+    mean = np.float32(gray.mean())
+    down = np.hanning(height).astype(np.float32)[:, None]
+    across = np.hanning(width).astype(np.float32)
+    spectrum = np.empty((height, width // 2 + 1), dtype=np.complex64)
+    for top in range(0, height, SPECTRUM_BLOCK):
+        rows = slice(top, top + SPECTRUM_BLOCK)
+        spectrum[rows] = np.fft.rfft((gray[rows] - mean) * down[rows] * across, axis=1)
+    for left in range(0, spectrum.shape[1], SPECTRUM_BLOCK):
+        block = spectrum[:, left : left + SPECTRUM_BLOCK]
+        block[...] = np.fft.fft(block, axis=0)
+    return spectrum
+
+
+def _clear_low_frequencies(spectrum: np.ndarray, cy: int, height: int, width: int) -> None:
+    """Zero the frequencies under 1 / MAX_PITCH_PX cycles per px (in place): outlines and
+    shading, not a grating. Only the small box around zero frequency is looked at."""
+    rows = min(cy, int(height / MAX_PITCH_PX) + 1)
+    cols = min(spectrum.shape[1], int(width / MAX_PITCH_PX) + 2)
+    fy = np.arange(cy - rows, min(height, cy + rows + 1))
+    fx = np.arange(cols)
+    box = np.hypot(((fy - cy) / height)[:, None], (fx / width)[None, :]) < 1.0 / MAX_PITCH_PX
+    spectrum[fy[0] : fy[-1] + 1, :cols][box] = 0.0
 
 
 def _rotate(gray: np.ndarray, angle_deg: float) -> np.ndarray:
@@ -121,17 +160,28 @@ def _rotate(gray: np.ndarray, angle_deg: float) -> np.ndarray:
 
 
 def _band_profile(upright: np.ndarray, pitch_px: float) -> np.ndarray:
-    """Column means over the rows where the grating is (its strength at ``pitch_px``)."""
+    """Column means over the rows where the grating is (its strength at ``pitch_px``).
+
+    Outside the turned photo ``upright`` is NaN. The strength is the row's swing around its
+    mean projected on a cosine and a sine of the pitch, in single precision (a complex
+    double-precision product would copy a 48 Mpx photo at 16 bytes a pixel).
+    """
     known = ~np.isnan(upright)
-    row_means = np.sum(np.where(known, upright, 0.0), axis=1, keepdims=True) / np.maximum(
-        np.count_nonzero(known, axis=1, keepdims=True), 1
-    )
-    swing = np.where(known, upright - row_means, 0.0)
-    wave = np.exp(-2j * np.pi * np.arange(upright.shape[1]) / pitch_px)
-    strength = np.abs(swing @ wave)
-    band = strength >= BAND_LEVEL * float(strength.max())
-    counts = np.count_nonzero(~np.isnan(upright[band]), axis=0)
-    sums = np.nansum(upright[band], axis=0, dtype=np.float64)
+    swing = np.where(known, upright, np.float32(0.0))
+    counts_per_row = np.maximum(np.count_nonzero(known, axis=1), 1)
+    row_means = (swing.sum(axis=1, dtype=np.float64) / counts_per_row).astype(np.float32)
+    swing -= row_means[:, None]
+    swing[~known] = 0.0
+    phase = 2.0 * np.pi * np.arange(upright.shape[1]) / pitch_px
+    strength = np.hypot(swing @ np.cos(phase).astype(np.float32),
+                        swing @ np.sin(phase).astype(np.float32))
+    del swing
+    band = np.flatnonzero(strength >= BAND_LEVEL * float(strength.max()))
+    counts = np.count_nonzero(known[band], axis=0)
+    del known
+    sums = np.zeros(upright.shape[1])
+    for row in band:  # the band's rows one at a time: no copy of the band
+        sums += np.nan_to_num(upright[row], nan=0.0)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 

@@ -129,8 +129,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     name = shown_name(args.image)
     try:
-        rgb = load_frame(args.image, expected_shape=None)
-        result = calibrate_from_micrometer(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), args.mm)
+        gray = cv2.cvtColor(load_frame(args.image, expected_shape=None), cv2.COLOR_RGB2GRAY)
+        result = calibrate_from_micrometer(gray, args.mm)
     except FrameError as exc:  # names the file already
         print(f"calibrate: {exc}", file=sys.stderr)
         return 1
