@@ -94,6 +94,9 @@ def _register_fleet(models: Any) -> None:
     status = models.add_parser("status", help="per device: running, targeted, state")
     status.add_argument("--repo", type=Path, required=True, help="repository folder")
     status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument("--all-devices", action="store_true",
+                        help="also the kiosks on the broker prefix that run models this "
+                        "repository never released (another repository's fleet)")
     add_store_options(status)
     status.set_defaults(handler=_status)
 

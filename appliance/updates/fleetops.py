@@ -178,12 +178,35 @@ def fleet_status(
     repo: FileRepository, watcher: FleetWatcher, store: Store | None
 ) -> list[dict[str, Any]]:
     """Per device: running version, targeted version, last model state and rollout (none
-    without a store: no rollout was ever recorded)."""
+    without a store: no rollout was ever recorded), and ``elsewhere``: another repository
+    serves it.
+
+    That is a kiosk this repository never targeted nor rolled out to, whose reported model is
+    none this repository released (several repositories' kiosks can share a broker prefix). A
+    kiosk that reports no model yet is not: it may be waiting for its first deploy from here.
+    """
     views = watcher.devices()
     targeted = assignments(repo)
     rollouts = latest_rollouts(store, repo) if store is not None else {}
+    names = {manifest.name for manifest in releases(repo)}
     devices = sorted(set(views) | set(targeted) | set(rollouts))
-    return [_row(d, views.get(d), targeted, rollouts) for d in devices]
+    return [{**_row(d, views.get(d), targeted, rollouts),
+             "elsewhere": d not in targeted and d not in rollouts and _served_elsewhere(
+                 views[d], names)} for d in devices]
+
+
+def _served_elsewhere(view: DeviceView, names: set[str]) -> bool:
+    """The device reports a model, and no model of that name is released here."""
+    reported = {model.name for model in _reported_models(view)}
+    return bool(reported) and not reported & names
+
+
+def _reported_models(view: DeviceView) -> list[Any]:
+    state, status = view.state, view.status
+    models = [status.model] if status is not None else []
+    if state is not None:
+        models += [state.running, state.model]
+    return [model for model in models if model is not None]
 
 
 def _row(device: Device, view: DeviceView | None, targeted: Any, rollouts: Any) -> dict[str, Any]:
@@ -227,11 +250,13 @@ def _status_report(args: argparse.Namespace) -> dict[str, Any]:
         never_made = missing_sqlite_file(url) is not None
         store = None if never_made else opened.enter_context(closing(open_existing_store(url)))
         watcher = opened.enter_context(closing(_watch(config, args.config)))
+        rows = fleet_status(repo, watcher, store)
         return {
             "releases": [{"name": m.name, "version": m.version} for m in sorted(
                 releases(repo), key=lambda m: (m.name, semver_key(m.version)))],
             "store": {"url": url, "exists": not never_made},
-            "devices": fleet_status(repo, watcher, store),
+            "devices": [row for row in rows if args.all_devices or not row["elsewhere"]],
+            "other_devices": 0 if args.all_devices else sum(row["elsewhere"] for row in rows),
         }
 
 
@@ -244,8 +269,12 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
     if not report["store"]["exists"]:
         lines.append(f"no rollouts yet: no store at {report['store']['url']} (appliance models "
                      f"deploy creates it)")
+    if report["other_devices"]:
+        lines.append(f"{report['other_devices']} other device(s) on this broker prefix run models "
+                     "this repository never released (--all-devices lists them too)")
     if not report["devices"]:
-        lines.append("no device has reported a model or been assigned one yet")
+        if not report["other_devices"]:
+            lines.append("no device has reported a model or been assigned one yet")
         return "\n".join(lines)
     lines.append(f"{'device':24} {'running':10} {'targeted':28} {'state':12} why")
     for row in report["devices"]:  # a kiosk's own words: escaped, they reach a terminal

@@ -98,31 +98,89 @@ def test_a_config_file_named_but_missing_is_an_error_naming_it(
     assert list(elsewhere.iterdir()) == []
 
 
+class _Retained:
+    """Retained reports published on the test's prefix, cleared again on exit."""
+
+    def __init__(self, mqtt_broker: Any) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.connect(mqtt_broker.host, mqtt_broker.port)
+        self.client.loop_start()
+        self.topics: list[str] = []
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+        self.topics.append(topic)
+
+    def close(self) -> None:
+        for topic in self.topics:
+            self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 @pytest.mark.usefixtures("elsewhere", "broker_env")
 def test_status_shows_a_kiosk_s_own_words_with_control_characters_escaped(
     repo: FileRepository, mqtt_broker: Any, topic_prefix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from appliance.transport import payloads
 
     state = payloads.ModelState(
         device_id="k1", site="lab", state="rejected", at=payloads.utc_now(),
         running=payloads.ModelInfo(name="grader\x1b[8m", version="1\u202e0"),
         reason="\x1b[2J\x1b]0;title\x07self-test failed")
-    topic = f"{topic_prefix}/lab/k1/model/state"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect(mqtt_broker.host, mqtt_broker.port)
-    client.loop_start()
+    retained = _Retained(mqtt_broker)
     try:
-        client.publish(topic, state.to_json(), qos=1, retain=True).wait_for_publish(5)
-        assert main(["models", "status", "--repo", str(repo.dir)]) == 0
+        retained.publish(f"{topic_prefix}/lab/k1/model/state", state.to_json())
+        assert main(["models", "status", "--repo", str(repo.dir), "--all-devices"]) == 0
     finally:
-        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
-        client.disconnect()
-        client.loop_stop()
+        retained.close()
     out = capsys.readouterr().out
     assert not set(out) & {"\x1b", "\x07", "\u202e"}
     assert "\\x1b[2J\\x1b]0;title\\u0007self-test failed" in out
+
+
+@pytest.mark.usefixtures("elsewhere", "broker_env")
+def test_status_leaves_out_kiosks_another_repository_serves_unless_asked(
+    repo: FileRepository, mqtt_broker: Any, topic_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Kiosks of two repositories share the prefix: this repository's status shows its own
+    (and a kiosk with no model yet), counts the other's, and lists them with --all-devices."""
+    from appliance.transport import payloads
+
+    model = linear_model(repo.dir.parent / "m.onnx", "1.0.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.0.0"]) == 0
+    now = payloads.utc_now()
+    reports = {
+        "ours": payloads.ModelInfo(name="skin-texture-grade", version="1.0.0"),
+        "theirs": payloads.ModelInfo(name="lesion-grade", version="3.1.0"),
+        "fresh": None,
+    }
+    retained = _Retained(mqtt_broker)
+    try:
+        for device, running in reports.items():
+            status = payloads.Status(device_id=device, site="lab", state="online", at=now,
+                                     model=running)
+            retained.publish(f"{topic_prefix}/lab/{device}/status", status.to_json())
+        capsys.readouterr()
+        assert main(["models", "status", "--repo", str(repo.dir), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert main(["models", "status", "--repo", str(repo.dir)]) == 0
+        table = capsys.readouterr().out
+        assert main(["models", "status", "--repo", str(repo.dir), "--json", "--all-devices"]) == 0
+        every = json.loads(capsys.readouterr().out)
+    finally:
+        retained.close()
+    assert [row["device_id"] for row in shown["devices"]] == ["fresh", "ours"]
+    assert shown["other_devices"] == 1
+    assert "1 other device(s) on this broker prefix run models this repository never " \
+           "released (--all-devices lists them too)" in table
+    assert "lab/theirs" not in table
+    assert [(row["device_id"], row["elsewhere"]) for row in every["devices"]] == [
+        ("fresh", False), ("ours", False), ("theirs", True)]
+    assert every["other_devices"] == 0
