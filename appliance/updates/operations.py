@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
+from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
 from appliance.updates.manifest import (
     Assignment,
@@ -114,18 +114,33 @@ def _sign_first_versions(repo: FileRepository, plan: Mapping[str, RoleKeys]) -> 
 
 
 def release_model(repo: FileRepository, model: Path, manifest: ModelManifest) -> str:
-    """Add ``model`` as the target of ``manifest``'s name and version; returns the target path."""
+    """Add ``model`` as the target of ``manifest``'s name and version; returns the target path.
+
+    Releasing the same model file and manifest again completes a release that was stopped
+    (killed, power lost) after it signed the targets and before the snapshot and timestamp
+    that publish them; once published, a version is immutable.
+    """
     target = model_target(manifest.name, manifest.version)
     check_target_path(target)
     with repo.locked():
-        if target in repo.targets().targets:
-            raise RepositoryError(
-                f"{manifest.name} {manifest.version} is already released; versions are "
-                f"immutable, release a new version"
-            )
-        repo.add_target(Targets.type, model, target, manifest.model_dump(mode="json"))
-        repo.publish()
-    return target
+        listed = repo.targets().targets.get(target)
+        if listed is None:
+            repo.add_target(Targets.type, model, target, manifest.model_dump(mode="json"))
+            repo.publish()
+            return target
+        if _same_release(listed, model, manifest) and repo.publish():
+            return target
+        raise RepositoryError(
+            f"{manifest.name} {manifest.version} is already released; versions are "
+            f"immutable, release a new version"
+        )
+
+
+def _same_release(listed: TargetFile, model: Path, manifest: ModelManifest) -> bool:
+    """``model`` and ``manifest`` are what the repository lists for their version."""
+    given = TargetFile.from_file(listed.path, str(model), ["sha256"])
+    return (given.length == listed.length and given.hashes == listed.hashes
+            and listed.unrecognized_fields.get("custom") == manifest.model_dump(mode="json"))
 
 
 def released(repo: FileRepository, name: str, version: str) -> ModelManifest:

@@ -210,10 +210,12 @@ class FileRepository(Repository):
             targets.targets[target_path] = info
         return info
 
-    def publish(self) -> None:
-        """New snapshot and timestamp versions for what changed (python-tuf's bookkeeping)."""
-        self.do_snapshot()
-        self.do_timestamp()
+    def publish(self) -> bool:
+        """New snapshot and timestamp versions for what changed (python-tuf's bookkeeping);
+        False when both were current already."""
+        snapshot_changed, _ = self.do_snapshot()
+        timestamp_changed, _ = self.do_timestamp()
+        return snapshot_changed or timestamp_changed
 
     def unfinished(self) -> RepositoryError | None:
         """The error for a folder whose ``repo init`` stopped before it signed the timestamp

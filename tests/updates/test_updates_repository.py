@@ -21,7 +21,7 @@ from appliance.cli import main
 from appliance.config import load_config
 from appliance.updates.fetch import RepositoryClient
 from appliance.updates.fleetops import choose_devices
-from appliance.updates.manifest import ManifestError, check_target_path, semver_key
+from appliance.updates.manifest import ManifestError, check_target_path, model_target, semver_key
 from appliance.updates.operations import (
     RoleKeys,
     assign,
@@ -495,3 +495,35 @@ def test_release_without_vectors_uses_the_shipped_self_test_rows_in_any_folder(
     assert "32 self-test vectors" in capsys.readouterr().out
     manifest = released(FileRepository(Path("repo")), "skin-texture-grade", "1.1.0")
     assert len(manifest.self_test) == 32
+
+
+def test_a_release_killed_before_its_snapshot_is_completed_by_releasing_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after signing the targets, before the snapshot that publishes them: kiosks cannot
+    see the release. The same release again publishes it; another file of that version, or a
+    third release, is refused as before."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+
+    def killed(self: FileRepository) -> bool:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FileRepository, "publish", killed)
+        with pytest.raises(KeyboardInterrupt):
+            release_model(repo, model, manifest)
+    snapshot_before = repo.latest_version("snapshot")
+    assert repo.open("snapshot").signed.meta["targets.json"].version < repo.latest_version(
+        "targets")  # signed, not published
+    other = linear_model(tmp_path / "other.onnx", "1.1.0", bias=(0.0, 2.0, 0.0))
+    with pytest.raises(RepositoryError, match="already released"):
+        release_model(repo, other, manifest_for(other, "1.1.0", inputs()))
+    assert release_model(repo, model, manifest) == model_target("skin-texture-grade", "1.1.0")
+    assert repo.latest_version("snapshot") == snapshot_before + 1
+    assert repo.open("snapshot").signed.meta["targets.json"].version == repo.latest_version(
+        "targets")
+    assert repo.open("timestamp").signed.snapshot_meta.version == snapshot_before + 1
+    with pytest.raises(RepositoryError, match="already released"):
+        release_model(repo, model, manifest)
