@@ -8,10 +8,13 @@ dropped before tiling starts.
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, JpegImagePlugin
@@ -72,20 +75,18 @@ def check_um_per_px(um_per_px: float, name: str) -> None:
 
 def read_slide(path: Path, um_per_px: float, target_um_per_px: float) -> Slide:
     """Open a slide and decode it at the coarsest power-of-two scale still finer than target."""
-    name = path.name
-    check_um_per_px(um_per_px, name)
-    _check_file(path)
+    check_um_per_px(um_per_px, path.name)
     reduction = _reduction(um_per_px, target_um_per_px)
-    with warnings.catch_warnings():
+    with _open_slide(path) as handle, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = _decode(path, reduction)
-    scale = image.size[0] / _source_size(path)[0]
+        image, source_size = _decode(handle, path, reduction)
+    scale = image.size[0] / source_size[0]
     return Slide(
         name=path.stem,
         path=path,
         image=image,
         um_per_px=um_per_px / scale,
-        source_size_px=_source_size(path),
+        source_size_px=source_size,
         source_um_per_px=um_per_px,
     )
 
@@ -98,38 +99,61 @@ def _reduction(um_per_px: float, target_um_per_px: float) -> int:
     return reduction
 
 
-def _check_file(path: Path) -> None:
-    if path.is_dir():
-        raise SlideError(f"{path}: a folder, not a slide image; pass slide files, or score a "
-                         "folder with `appliance pathology run`")
-    if path.exists() and not path.is_file():  # reading a pipe would wait for a writer
-        raise SlideError(f"{path}: not a regular file (a pipe, socket or device); pass slide "
-                         "image files")
-    if not path.is_file():
-        raise SlideError(f"{path}: slide file not found; check the folder and labels.csv")
+def _open_slide(path: Path) -> BinaryIO:
+    """The slide file opened for reading, checked on the opened descriptor: a path swapped for
+    a pipe or a device after any earlier look is refused, never read (O_NONBLOCK: opening a
+    pipe does not wait for a writer)."""
     try:
-        if path.stat().st_size == 0:
-            raise SlideError(f"{path}: empty file (0 bytes); copy the slide again")
-        with path.open("rb") as handle:
-            head = handle.read(8)
-    except OSError as exc:  # its owner or mode keeps us out, or it went away meanwhile
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise SlideError(f"{path}: slide file not found; check the folder and labels.csv") \
+            from exc
+    except OSError as exc:  # its owner or mode keeps us out
         raise SlideError(f"{path}: slide file cannot be read ({exc.strerror or exc}); check its "
                          "owner and mode") from exc
+    try:
+        _check_kind(os.fstat(descriptor).st_mode, path)
+        handle = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    try:
+        _check_start(handle, path)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _check_kind(mode: int, path: Path) -> None:
+    """Refuse a folder, a pipe, a socket or a device (what the opened descriptor is)."""
+    if stat.S_ISDIR(mode):
+        raise SlideError(f"{path}: a folder, not a slide image; pass slide files, or score a "
+                         "folder with `appliance pathology run`")
+    if not stat.S_ISREG(mode):  # reading a pipe would wait for a writer
+        raise SlideError(f"{path}: not a regular file (a pipe, socket or device); pass slide "
+                         "image files")
+
+
+def _check_start(handle: BinaryIO, path: Path) -> None:
+    """Refuse an empty file, or one that starts like no JPEG, PNG or TIFF."""
+    try:
+        head = handle.read(8)
+        handle.seek(0)
+    except OSError as exc:
+        raise SlideError(f"{path}: slide file cannot be read ({exc.strerror or exc})") from exc
+    if not head:
+        raise SlideError(f"{path}: empty file (0 bytes); copy the slide again")
     if not head.startswith(_SIGNATURES):
         raise SlideError(f"{path}: not a JPEG, PNG or TIFF image; pass slide images only")
 
 
-def _source_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:
-        size: tuple[int, int] = image.size
-    return size
-
-
-def _decode(path: Path, reduction: int) -> Image.Image:
-    """Decode once at 1/reduction scale (draft for JPEG, reduce after load otherwise)."""
+def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode once at 1/reduction scale (draft for JPEG, reduce after load otherwise); the
+    image and the slide's full size."""
     Image.MAX_IMAGE_PIXELS = MAX_SLIDE_PIXELS
     try:
-        image: Image.Image = Image.open(path)
+        image: Image.Image = Image.open(handle)
         width, height = image.size
         if isinstance(image, JpegImagePlugin.JpegImageFile) and reduction > 1:
             image.draft("RGB", (width // reduction, height // reduction))
@@ -148,7 +172,7 @@ def _decode(path: Path, reduction: int) -> Image.Image:
         raise SlideError(
             f"{path}: corrupt or truncated image ({exc}); copy or export the slide again"
         ) from exc
-    return image
+    return image, (width, height)
 
 
 def _replace(old: Image.Image, new: Image.Image) -> Image.Image:

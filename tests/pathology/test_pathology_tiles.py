@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from appliance.pathology.prepare import TileSettings, prepare_slide, tumour_tiles
-from appliance.pathology.slides import SlideError, read_slide, slide_files
+from appliance.pathology.slides import Slide, SlideError, read_slide, slide_files
 from appliance.pathology.tiles import read_tiles, slide_tissue_mask, tile_grid, tissue_mask
 from tests.shared_data import SHARED_DATA
 
@@ -108,3 +112,40 @@ def test_tumour_filter_keeps_tumour_and_drops_fat() -> None:
 
     assert tumour_tiles(class_tiles("TUM")).all()
     assert not tumour_tiles(class_tiles("ADI")).any()
+
+
+def test_a_slide_swapped_for_a_pipe_as_it_is_decoded_is_read_as_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is replaced by a FIFO just as the decoder opens it: the slide is read from
+    the descriptor opened and checked first, never from the FIFO (which waits for a writer,
+    so a worker hung there for good)."""
+    path = _save(tmp_path, _half_tissue())
+    decoder_open = Image.open
+
+    def swap_then_open(source: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        if path.is_file():  # the first open: the check has passed, now the swap
+            path.unlink()
+            os.mkfifo(path)
+        return decoder_open(source, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", swap_then_open)
+    read: list[Slide] = []
+    reader = threading.Thread(target=lambda: read.append(read_slide(path, 1.0, 1.0)),
+                              daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():
+        with path.open("wb"):  # a writer that closes at once: the waiting read ends
+            pass
+        reader.join(10)
+        pytest.fail("reading the slide waited on the pipe put in its place")
+    assert read[0].size_px == (1024, 512)
+    assert not stat.S_ISREG(path.stat().st_mode)  # the swap did happen
+
+
+def test_a_pipe_named_as_a_slide_is_refused_without_waiting(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe.tif"
+    os.mkfifo(pipe)
+    with pytest.raises(SlideError, match=r"pipe\.tif: not a regular file \(a pipe"):
+        read_slide(pipe, 1.0, 1.0)
