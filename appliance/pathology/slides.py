@@ -3,7 +3,10 @@
 A JPEG is decoded straight to a reduced scale (libjpeg's DCT scaling via PIL ``draft``), so a
 20,000 px slide scanned at 0.5 µm/px never exists at full size when tiles want 1-2 µm/px. Other
 formats are decoded once at full size and reduced with ``Image.reduce``; the full image is
-dropped before tiling starts.
+dropped before tiling starts. A TIFF of 16-bit, 32-bit or float samples is brought to 8 bits
+as a slide viewer shows it (appliance/pathology/bitdepth.py); one Pillow cannot read (float
+RGB) is decoded by tifffile. Either is refused when its decoded samples would take more than
+an 8-bit RGB slide of MAX_SLIDE_PIXELS does.
 """
 
 from __future__ import annotations
@@ -14,20 +17,26 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, JpegImagePlugin
+import tifffile
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
+from appliance.pathology.bitdepth import eight_bit
 from appliance.pathology.resolution import resolution_problem
 
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MAX_SLIDE_PIXELS = 1_000_000_000
+MAX_DECODED_BYTES = 3 * MAX_SLIDE_PIXELS  # what an 8-bit RGB slide of MAX_SLIDE_PIXELS takes
 _SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"II*\x00", b"MM\x00*")
 # Pixels that are palette indices or single bits, and the mode they are averaged in when the
 # slide is reduced (Pillow refuses "P" and "1", and averages a "PA" image's indices into other
 # colours); single bits become grey, a byte a pixel, not RGB's three.
 _AVERAGED_AS = {"1": "L", "P": "RGB", "PA": "RGBA"}
+# Pillow's modes of samples wider than a byte (16-bit, 32-bit, float grey), bytes a pixel
+_DEEP_MODES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I;16S": 2, "I": 4, "F": 4}
+_MAX_SAMPLE_VALUE, _PHOTOMETRIC, _MIN_IS_WHITE = 281, 262, 0  # TIFF tags and value
 
 
 class SlideError(ValueError):
@@ -153,17 +162,22 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
     image and the slide's full size."""
     Image.MAX_IMAGE_PIXELS = MAX_SLIDE_PIXELS
     try:
-        image: Image.Image = Image.open(handle)
+        image = _open_image(handle, path)
         width, height = image.size
         if isinstance(image, JpegImagePlugin.JpegImageFile) and reduction > 1:
             image.draft("RGB", (width // reduction, height // reduction))
+        _check_decoded_size(path, width * height, width * height * _DEEP_MODES.get(image.mode, 3))
         image.load()
+        if image.mode in _DEEP_MODES:
+            image = _replace(image, _eight_bit_image(image))
         if image.mode in _AVERAGED_AS:
             image = _replace(image, image.convert(_AVERAGED_AS[image.mode]))
         if reduction > 1 and image.size[0] == width:
             image = _replace(image, image.reduce(reduction))
         if image.mode != "RGB":
             image = _replace(image, image.convert("RGB"))
+    except SlideError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise SlideError(
             f"{path}: larger than {MAX_SLIDE_PIXELS} pixels; split or downsample the slide"
@@ -173,6 +187,69 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
             f"{path}: corrupt or truncated image ({exc}); copy or export the slide again"
         ) from exc
     return image, (width, height)
+
+
+def _open_image(handle: BinaryIO, path: Path) -> Image.Image:
+    """The slide as Pillow opens it, or for a TIFF Pillow cannot identify (float RGB, 64-bit
+    float) as tifffile decodes it, already brought to 8 bits."""
+    try:
+        return Image.open(handle)
+    except UnidentifiedImageError:
+        handle.seek(0)
+        if handle.read(4) not in _SIGNATURES[2:]:
+            raise
+    return _tifffile_image(handle, path)
+
+
+def _check_decoded_size(path: Path, pixels: int, decoded_bytes: int) -> None:
+    """Refuse a slide whose decoded samples would not fit the memory bound (before decoding)."""
+    if pixels > MAX_SLIDE_PIXELS:
+        raise SlideError(
+            f"{path}: larger than {MAX_SLIDE_PIXELS} pixels; split or downsample the slide")
+    if decoded_bytes > MAX_DECODED_BYTES:
+        raise SlideError(
+            f"{path}: {pixels} pixels of {decoded_bytes // pixels} bytes each decode to "
+            f"{decoded_bytes} bytes, more than {MAX_DECODED_BYTES}; split the slide or export "
+            "it with 8 bits a sample")
+
+
+def _eight_bit_image(image: Image.Image) -> Image.Image:
+    """8-bit grey of a Pillow image of 16-bit, 32-bit or float samples (bitdepth.py's rules)."""
+    tags = getattr(image, "tag_v2", {})
+    return Image.fromarray(eight_bit(np.asarray(image), _tag_number(tags, _MAX_SAMPLE_VALUE),
+                                     _tag_number(tags, _PHOTOMETRIC) == _MIN_IS_WHITE))
+
+
+def _tag_number(tags: Any, tag: int) -> int | None:
+    """A TIFF tag's (first) whole number, or None when absent or no number."""
+    value = tags.get(tag)
+    value = value[0] if isinstance(value, tuple) and value else value
+    return value if isinstance(value, int) else None
+
+
+def _tifffile_image(handle: BinaryIO, path: Path) -> Image.Image:
+    """The first page of a TIFF Pillow cannot read, decoded by tifffile and brought to 8 bits;
+    the pixel and byte bounds are checked before the samples are decoded."""
+    handle.seek(0)
+    try:
+        with tifffile.TiffFile(handle, name=path.name) as tiff:
+            page = tiff.pages[0]
+            if not isinstance(page, tifffile.TiffPage) or page.dtype is None:
+                raise ValueError("no image in its first page")
+            pixels = page.imagewidth * page.imagelength
+            _check_decoded_size(path, pixels, page.size * page.dtype.itemsize)
+            samples = page.asarray()
+            if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and samples.ndim == 3:
+                samples = np.moveaxis(samples, 0, -1)
+            tags = {tag.code: tag.value for tag in page.tags.values()}
+        return Image.fromarray(eight_bit(samples, _tag_number(tags, _MAX_SAMPLE_VALUE),
+                                         page.photometric == _MIN_IS_WHITE))
+    except SlideError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds on a damaged file
+        raise SlideError(f"{path}: corrupt or truncated image, or a TIFF compression this "
+                         f"reader lacks ({type(exc).__name__}: {exc}); export the slide again "
+                         "(uncompressed or deflate TIFF, or JPEG/PNG)") from exc
 
 
 def _replace(old: Image.Image, new: Image.Image) -> Image.Image:
