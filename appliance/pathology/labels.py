@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from appliance.pathology.run import SlideJob
-from appliance.pathology.slides import SLIDE_SUFFIXES, slide_files
+from appliance.pathology.slides import SLIDE_SUFFIXES, find_slides
 
+log = logging.getLogger(__name__)
 LABELS_FILE = "labels.csv"
 REQUIRED_COLUMNS = ("slide", "patient", "label", "material")
 MAX_LABEL_ROWS = 1_000_000
@@ -134,8 +136,14 @@ def jobs_from_folder(
     labels = folder / LABELS_FILE
     if labels.is_file():
         return [_job(folder, row, um_per_px) for row in read_labels(labels)]
-    return [SlideJob(path, _resolution(None, um_per_px), path.stem)
-            for path in slide_files(folder, skipped)]
+    listing = find_slides(folder, skipped)
+    resolution = _resolution(None, um_per_px)
+    jobs = [SlideJob(path, resolution, path.stem) for path in listing.files]
+    for path, problem in listing.unusable:  # reported as a failed slide, never opened
+        log.warning("%s: %s; skipped", path, problem)
+        jobs.append(SlideJob(path, resolution, path.stem,
+                             refused=f"{path}: {problem}; skipped, not opened"))
+    return jobs
 
 
 def _resolution(from_labels: float | None, from_option: float | None) -> float:

@@ -261,9 +261,52 @@ def _replace(old: Image.Image, new: Image.Image) -> Image.Image:
 def slide_files(folder: Path, skipped: Sequence[Path] = ()) -> list[Path]:
     """Slide images in a folder and its subfolders, sorted by path; none from inside the
     ``skipped`` folders (a run's pictures, when its --out lies in the slide folder)."""
+    return find_slides(folder, skipped).files
+
+
+@dataclass(frozen=True)
+class SlideListing:
+    """What a folder holds under slide image names: the regular files, sorted by path, and
+    the entries that are none (path, why), which are never opened."""
+
+    files: list[Path]
+    unusable: list[tuple[Path, str]]
+
+
+def find_slides(folder: Path, skipped: Sequence[Path] = ()) -> SlideListing:
+    """Slide images in a folder and its subfolders (none from inside the ``skipped`` folders),
+    and the entries named like slides that are no regular file: a pipe, socket or device
+    (opening a pipe waits for a writer), a link to nothing, one that cannot be looked at."""
     away = [path.resolve() for path in skipped]
-    return sorted(
-        path for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES
-        and not any(path.resolve().is_relative_to(pictures) for pictures in away)
-    )
+    files, unusable = [], []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in SLIDE_SUFFIXES or any(
+                Path(os.path.realpath(path)).is_relative_to(pictures) for pictures in away):
+            continue
+        problem = _not_a_file(path)
+        if problem == "":
+            files.append(path)
+        elif problem is not None:
+            unusable.append((path, problem))
+    return SlideListing(files, unusable)
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a path named like a slide is no slide file ("" for a regular file, None for a
+    folder, whose files the walk finds), looked at without opening it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a link to a file that does not exist"
+    except OSError as exc:  # a link loop, a folder we may not enter
+        return f"cannot be looked at ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return f"{kind}, not a slide image file"

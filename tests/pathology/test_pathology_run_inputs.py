@@ -255,3 +255,30 @@ def test_a_slide_name_with_dots_finds_its_image(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
     assert _rows(out)[name]["path"] == str(folder / f"{name}.jpg")
+
+
+def test_a_pipe_device_or_dangling_link_among_the_slides_is_reported_not_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without labels.csv every image in the folder is a slide: one named like a slide that
+    is no file was left out without a word, so a cohort came out a slide short unnoticed."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "S1.jpg", quality=88)
+    os.mkfifo(folder / "pipe.jpg")  # opening it would wait for a writer
+    (folder / "null.tif").symlink_to("/dev/null")
+    (folder / "gone.png").symlink_to(folder / "moved-away.png")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
+                 "--no-pictures"]) == 1
+    rows = _rows(out)
+    assert rows["S1"]["error"] == ""
+    expected = {"pipe": "a named pipe (FIFO)", "null": "a character device",
+                "gone": "a link to a file that does not exist"}
+    for name, problem in expected.items():
+        path = next(folder.glob(f"{name}.*"))
+        assert rows[name]["error"].startswith(f"{path}: {problem}"), rows[name]
+        assert rows[name]["error"].endswith("; skipped, not opened")
+        assert f"{path}: {problem}" in caplog.text
+    assert "1 of 4 slides scored" in capsys.readouterr().out
