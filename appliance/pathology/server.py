@@ -101,6 +101,7 @@ class PathologyServer:
         self.server_id = self.settings.client_id or default_server_id()
         self.prefix = config.mqtt.topic_prefix
         self.roots = [Path(root) for root in self.settings.slide_roots]
+        self.slide_roots = tuple(str(root) for root in self.roots)  # as the workers take them
         self.backend = backend or open_backend(self.settings)
         info = self.backend.info
         self.tile_settings = TileSettings(info.tile_px, info.tile_um,
@@ -555,19 +556,22 @@ class PathologyServer:
             index = run.next_slide()
             if index is None:
                 continue
-            slide = run.request.slides[index]
             try:
-                future = self.pool.submit(prepare_for_model, run.request.job_id, index,
-                                          slide.path, slide.um_per_px, self.tile_settings)
+                future = self._prepare(run, index)
             except BrokenProcessPool:  # a worker died (killed: out of memory on a huge slide)
                 log.error("a preparation worker died; the slides it held fail, new workers "
                           "start")
                 self.pool.shutdown(wait=False, cancel_futures=True)
                 self.pool = self._new_pool()
-                future = self.pool.submit(prepare_for_model, run.request.job_id, index,
-                                          slide.path, slide.um_per_px, self.tile_settings)
+                future = self._prepare(run, index)
             run.futures[index] = future
             in_flight += 1
+
+    def _prepare(self, run: JobRun, index: int) -> Future[PreparedTiles]:
+        """Hand one slide to a preparation worker (which reads it only inside the roots)."""
+        slide = run.request.slides[index]
+        return self.pool.submit(prepare_for_model, run.request.job_id, index, slide.path,
+                                slide.um_per_px, self.tile_settings, roots=self.slide_roots)
 
     def _collect_prepared(self) -> None:
         for run in list(self.runs.values()):

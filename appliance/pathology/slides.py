@@ -82,11 +82,15 @@ def check_um_per_px(um_per_px: float, name: str) -> None:
             f"{name}: {problem}; fix the um_per_px column of labels.csv or --um-per-px")
 
 
-def read_slide(path: Path, um_per_px: float, target_um_per_px: float) -> Slide:
-    """Open a slide and decode it at the coarsest power-of-two scale still finer than target."""
+def read_slide(path: Path, um_per_px: float, target_um_per_px: float,
+               roots: Sequence[Path] = ()) -> Slide:
+    """Open a slide and decode it at the coarsest power-of-two scale still finer than target;
+    with ``roots``, only a file that, as opened, lies inside one of them (links resolved)."""
     check_um_per_px(um_per_px, path.name)
     reduction = _reduction(um_per_px, target_um_per_px)
     with _open_slide(path) as handle, warnings.catch_warnings():
+        if roots:
+            _check_inside(handle, path, roots)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image, source_size = _decode(handle, path, reduction)
     scale = image.size[0] / source_size[0]
@@ -132,6 +136,15 @@ def _open_slide(path: Path) -> BinaryIO:
         handle.close()
         raise
     return handle
+
+
+def _check_inside(handle: BinaryIO, path: Path, roots: Sequence[Path]) -> None:
+    """Refuse a slide whose opened file lies outside the roots: a job's paths are checked when
+    it comes in, and a slide replaced by a link (or a folder on its way) since then leads
+    elsewhere. Linux names an open descriptor's file in /proc/self/fd."""
+    opened = Path(os.readlink(f"/proc/self/fd/{handle.fileno()}"))
+    if not any(opened.is_relative_to(root.resolve()) for root in roots):
+        raise SlideError(f"{path}: leads outside the slide roots now (to {opened}); refused")
 
 
 def _check_kind(mode: int, path: Path) -> None:
