@@ -289,19 +289,26 @@ class SlideListing:
 def find_slides(folder: Path, skipped: Sequence[Path] = ()) -> SlideListing:
     """Slide images in a folder and its subfolders (none from inside the ``skipped`` folders),
     and the entries named like slides that are no regular file: a pipe, socket or device
-    (opening a pipe waits for a writer), a link to nothing, one that cannot be looked at."""
+    (opening a pipe waits for a writer), a link to nothing, one that cannot be looked at; and
+    each subfolder that cannot be read (its slides, if any, would be missing unsaid)."""
     away = [path.resolve() for path in skipped]
     files, unusable = [], []
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() not in SLIDE_SUFFIXES or any(
-                Path(os.path.realpath(path)).is_relative_to(pictures) for pictures in away):
-            continue
-        problem = _not_a_file(path)
-        if problem == "":
-            files.append(path)
-        elif problem is not None:
-            unusable.append((path, problem))
-    return SlideListing(files, unusable)
+    unreadable: list[OSError] = []
+    for top, _, names in os.walk(folder, onerror=unreadable.append):
+        for name in names:
+            path = Path(top) / name
+            if path.suffix.lower() not in SLIDE_SUFFIXES or any(
+                    Path(os.path.realpath(path)).is_relative_to(pictures) for pictures in away):
+                continue
+            problem = _not_a_file(path)
+            if problem == "":
+                files.append(path)
+            elif problem is not None:
+                unusable.append((path, problem))
+    unusable += [(Path(error.filename), f"a folder that cannot be read "
+                  f"({error.strerror or error}); slides in it, if any, are not scored")
+                 for error in unreadable]
+    return SlideListing(sorted(files), sorted(unusable))
 
 
 _KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),

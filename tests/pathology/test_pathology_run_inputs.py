@@ -6,15 +6,17 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from appliance.cli import main
-from appliance.pathology.labels import read_labels
+from appliance.pathology.labels import jobs_from_folder, read_labels
 from appliance.synthetic.he import SlideSpec, render_slide
 
 HEADER = "slide,patient,label,material,um_per_px\n"
+PINK = (200, 120, 170)
 
 
 def test_labels_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
@@ -282,3 +284,28 @@ def test_a_pipe_device_or_dangling_link_among_the_slides_is_reported_not_opened(
         assert rows[name]["error"].endswith("; skipped, not opened")
         assert f"{path}: {problem}" in caplog.text
     assert "1 of 4 slides scored" in capsys.readouterr().out
+
+
+def test_a_subfolder_that_cannot_be_read_is_reported_and_the_rest_still_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subfolder the user may not list (here: its listing refused as for mode 000, which
+    root would not feel) was left out without a word, its slides missing from the cohort."""
+    folder = tmp_path / "slides"
+    for place in ("a.jpg", "locked/b.jpg", "zz/c.jpg"):
+        (folder / place).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), PINK).save(folder / place)
+    listing = os.scandir
+
+    def refusing(path: Any) -> Any:
+        if Path(path) == folder / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    jobs = {job.path: job for job in jobs_from_folder(folder, 1.0)}
+    assert sorted(jobs) == [folder / "a.jpg", folder / "locked", folder / "zz" / "c.jpg"]
+    assert jobs[folder / "locked"].refused == (
+        f"{folder / 'locked'}: a folder that cannot be read (Permission denied); slides in it, "
+        "if any, are not scored; skipped, not opened")
+    assert not jobs[folder / "a.jpg"].refused
