@@ -3,7 +3,7 @@
 
 1. Unsigned integers: divided by the file's MaxSampleValue (TIFF tag 281) where it gives one
    below the type's full range (12-bit data kept in 16 bits says 4095), else shifted to their
-   top 8 bits (16-bit: ``>> 8``).
+   top 8 bits (16-bit: ``>> 8``, what Pillow does itself with 16-bit RGB).
 2. Floats: kept as they are where every finite sample lies in [0, 1] (times 255), else
    stretched from the smallest to the largest finite sample (min-max). NaN becomes 0; an
    infinity takes the end of the range it points to.

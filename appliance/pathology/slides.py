@@ -15,6 +15,7 @@ import os
 import stat
 import warnings
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,7 +37,7 @@ _SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"II*\x00", b"MM\x00*")
 _AVERAGED_AS = {"1": "L", "P": "RGB", "PA": "RGBA"}
 # Pillow's modes of samples wider than a byte (16-bit, 32-bit, float grey), bytes a pixel
 _DEEP_MODES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I;16S": 2, "I": 4, "F": 4}
-_MAX_SAMPLE_VALUE, _PHOTOMETRIC, _MIN_IS_WHITE = 281, 262, 0  # TIFF tags and value
+_BITS_PER_SAMPLE, _MAX_SAMPLE_VALUE, _PHOTOMETRIC, _MIN_IS_WHITE = 258, 281, 262, 0  # TIFF
 
 
 class SlideError(ValueError):
@@ -203,15 +204,31 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
 
 
 def _open_image(handle: BinaryIO, path: Path) -> Image.Image:
-    """The slide as Pillow opens it, or for a TIFF Pillow cannot identify (float RGB, 64-bit
-    float) as tifffile decodes it, already brought to 8 bits."""
+    """The slide as Pillow opens it; as tifffile decodes it, already brought to 8 bits, for a
+    TIFF Pillow cannot identify (float RGB, 64-bit float) or one of 16-bit colour samples
+    whose MaxSampleValue is below 65535 (Pillow keeps their top byte: 12-bit data came out
+    sixteen times too dark)."""
     try:
-        return Image.open(handle)
+        image = Image.open(handle)
     except UnidentifiedImageError:
         handle.seek(0)
         if handle.read(4) not in _SIGNATURES[2:]:
             raise
-    return _tifffile_image(handle, path)
+        return _tifffile_image(handle, path)
+    if _colour_below_sixteen_bits(image):
+        with suppress(SlideError):  # a compression tifffile lacks: Pillow's top bytes, then
+            return _tifffile_image(handle, path)
+    return image
+
+
+def _colour_below_sixteen_bits(image: Image.Image) -> bool:
+    """Whether Pillow cut 16-bit colour samples to their top byte though the file says they
+    reach less than 65535."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or image.mode not in ("RGB", "RGBA"):
+        return False
+    bits, top = _tag_number(tags, _BITS_PER_SAMPLE), _tag_number(tags, _MAX_SAMPLE_VALUE)
+    return bits == 16 and top is not None and 0 < top < 65535
 
 
 def _check_decoded_size(path: Path, pixels: int, decoded_bytes: int) -> None:

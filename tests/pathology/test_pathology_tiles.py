@@ -167,6 +167,8 @@ def _deep_tiffs(tmp_path: Path, rgb: np.ndarray) -> dict[str, tuple[Path, np.nda
     write("grey16.tif", (grey * 257).astype(np.uint16), grey_rgb)  # top byte: >> 8
     write("grey12.tif", ((grey * 4095 + 127) // 255).astype(np.uint16), grey_rgb,  # 12 bits
           extratags=[(281, "H", 1, 4095, False)])  # MaxSampleValue
+    write("rgb12.tif", ((rgb.astype(np.int64) * 4095 + 127) // 255).astype(np.uint16), rgb,
+          photometric="rgb", extratags=[(281, "H", 1, 4095, False)])  # not its top byte
     write("grey_float.tif", grey.astype(np.float32) / 255, grey_rgb)  # within [0, 1]
     write("rgb_float.tif", rgb.astype(np.float32) / 255, rgb, photometric="rgb")
     stretched = rgb.astype(np.float64) * 40 - 1000  # outside [0, 1]: min-max
