@@ -309,3 +309,25 @@ def test_a_subfolder_that_cannot_be_read_is_reported_and_the_rest_still_found(
         f"{folder / 'locked'}: a folder that cannot be read (Permission denied); slides in it, "
         "if any, are not scored; skipped, not opened")
     assert not jobs[folder / "a.jpg"].refused
+
+
+def test_one_file_listed_under_two_names_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """labels.csv rows "S1" and "S1.jpg" both find S1.jpg: it was scored twice, as two
+    slides of two patients with two labels, and counted twice by evaluate."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
+    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\nS1.jpg,P2,MSS,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out)]) == 2
+    assert (f"{folder / 'S1.jpg'} is listed twice, as slides 'S1' and 'S1.jpg'; list each "
+            "slide once") in capsys.readouterr().err
+    assert not out.exists()
+    (folder / "labels.csv").unlink()
+    (folder / "S2.jpg").symlink_to(folder / "S1.jpg")  # a link beside its target
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]) == 2
+    assert (f"{folder / 'S1.jpg'} and {folder / 'S2.jpg'} (one file) is listed twice, as "
+            "slides 'S1' and 'S2'") in capsys.readouterr().err
+    assert not out.exists()
