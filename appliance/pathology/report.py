@@ -15,7 +15,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,7 @@ PAPER = {"accuracy": 0.744, "precision": 0.761, "specificity": 0.542, "f_measure
 PAPER_NAME = ("source paper, Table 2: VGG19 transfer learning on real H&E colorectal slides, "
               "mean of 3 runs (not comparable with a synthetic cohort)")
 MIN_CI_PATIENTS = 10  # a bootstrap over fewer patients gives intervals that mean nothing
+T = TypeVar("T", LabelRow, dict[str, str])  # a labels.csv or a results.csv row
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,9 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
     if not results.is_file():
         raise LabelsError(f"{results}: not found; pass {RESULTS_HINT}")
     meta = run_summary(folder)
-    rows = [(line, r) for line, r in table_rows(results, RESULT_COLUMNS, RESULTS_HINT)
-            if r["slide"] in labels]
+    rows = once_per_slide(results, table_rows(results, RESULT_COLUMNS, RESULTS_HINT),
+                          "each run's results go in a --results folder of their own")
+    rows = [(line, r) for line, r in rows if r["slide"] in labels]
     rows = [(line, r) for line, r in rows
             if patients is None or labels[r["slide"]].patient in patients]
     failed = sum(1 for _, row in rows if row["error"])
@@ -85,6 +87,19 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
         unsupported=unsupported,
         failed=failed,
     )
+
+
+def once_per_slide(path: Path, rows: list[tuple[int, T]], fix: str) -> list[tuple[int, T]]:
+    """The rows, refused naming the line when a slide comes again (its last row used to win
+    in labels, and a repeated result counted twice in the metrics)."""
+    first: dict[str, int] = {}
+    for line, row in rows:
+        slide = row.slide if isinstance(row, LabelRow) else row["slide"]
+        seen = first.setdefault(slide, line)
+        if seen != line:
+            raise LabelsError(f"{path}:{line}: slide {slide[:80]!r} again (first on line "
+                              f"{seen}); one row per slide: {fix}")
+    return rows
 
 
 def run_summary(folder: Path) -> dict[str, Any]:
@@ -239,7 +254,9 @@ def json_safe(value: object) -> object:
 def evaluate_command(args: argparse.Namespace) -> int:
     """The body of ``pathology evaluate``; 2 with a message when inputs are unusable."""
     try:
-        labels = {row.slide: row for row in read_labels(args.labels)}
+        rows = list(enumerate(read_labels(args.labels), start=2))
+        labels = {row.slide: row for _, row in once_per_slide(
+            args.labels, rows, "give each slide one label")}
         patients = read_split(args.splits, args.split) if args.splits else None
         runs = [load_run(folder, labels, patients) for folder in args.results]
         overlap = find_overlap(args.labels, args.results, patients)

@@ -138,3 +138,27 @@ def test_a_results_file_without_the_columns_evaluate_reads_is_named(
     assert main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run)]) == 2
     assert (f"{run / 'results.csv'}: missing column(s) label, score, error; pass the --out "
             "folder of `pathology run`") in capsys.readouterr().err
+
+
+def test_a_slide_given_twice_to_evaluate_is_refused_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """labels.csv's second label of a slide silently won; a results row given twice (two
+    runs' results.csv pasted together) was counted twice in every metric."""
+    labels, run = _cohort_and_run(tmp_path, seed=11, patients=12)
+    args = ["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+            "--bootstrap", "20"]
+    results = (run / "results.csv").read_text().splitlines()
+    (run / "results.csv").write_text("\n".join([*results, results[1]]) + "\n")
+    assert main(args) == 2
+    slide = results[1].split(",")[0]
+    assert (f"{run / 'results.csv'}:{len(results) + 1}: slide {slide!r} again (first on line "
+            "2); one row per slide") in capsys.readouterr().err
+    (run / "results.csv").write_text("\n".join(results) + "\n")
+    rows = labels.read_text().splitlines()
+    first = rows[1].split(",")
+    first[2] = "MSS" if first[2] == "MSI" else "MSI"  # the same slide, the other label
+    labels.write_text("\n".join([*rows, ",".join(first)]) + "\n")
+    assert main(args) == 2
+    assert (f"{labels}:{len(rows) + 1}: slide {first[0]!r} again (first on line 2); one row "
+            "per slide: give each slide one label") in capsys.readouterr().err
