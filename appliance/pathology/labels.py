@@ -43,7 +43,7 @@ class LabelRow:
 
 def read_labels(path: Path) -> list[LabelRow]:
     """Rows of a labels CSV; LabelsError naming the line when a column is missing or bad."""
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise LabelsError(f"{path}: labels file not found; pass --labels CSV")
     reader = csv.DictReader(io.StringIO(_labels_text(path), newline=""))
     try:
@@ -169,7 +169,7 @@ def jobs_from_folder(
     """Slide jobs from folder/labels.csv, or every image in the folder when there is none (but
     those inside the ``skipped`` folders: a run's pictures)."""
     labels = folder / LABELS_FILE
-    if labels.is_file():
+    if labels.exists() or labels.is_symlink():  # one that is no file is refused, not passed over
         return [_job(folder, row, um_per_px) for row in read_labels(labels)]
     listing = find_slides(folder, skipped)
     resolution = _resolution(None, um_per_px)

@@ -331,3 +331,24 @@ def test_one_file_listed_under_two_names_is_refused(
     assert (f"{folder / 'S1.jpg'} and {folder / 'S2.jpg'} (one file) is listed twice, as "
             "slides 'S1' and 'S2'") in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "pipe", "dangling link"])
+def test_a_labels_csv_that_is_no_file_is_refused_not_passed_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """labels.csv made a folder, a pipe or a link to nothing was taken for no labels at all:
+    every image was scored as unlabelled, µm/px from --um-per-px, without a word."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
+    labels = folder / "labels.csv"
+    {"folder": labels.mkdir, "pipe": lambda: os.mkfifo(labels),
+     "dangling link": lambda: labels.symlink_to(tmp_path / "gone.csv")}[kind]()
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"pathology run: {labels}: " in err
+    assert ("not a regular file" in err) if kind != "dangling link" else (
+        "No such file or directory" in err)
+    assert not out.exists()
