@@ -211,3 +211,13 @@ def test_leases_run_on_the_stores_clock_not_a_skewed_hosts(
     job = store.job(lapsing.job_id)
     assert job is not None
     assert (job["owner"], job["takeovers"]) == ("behind", 1)
+
+
+def test_a_slide_path_that_is_a_link_loop_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """Resolving it raised RuntimeError out of the request check: the server refused the job
+    only as "could not handle this request (RuntimeError)" with a traceback in its log."""
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    with pytest.raises(JobRefusedError, match=r"slides\[0\]\.path '.*loop\.jpg' cannot be "
+                       r"resolved \(.*loop.*\); name a slide file") as caught:
+        parse_job(_payload([str(tmp_path / "loop.jpg")]), [tmp_path], 10_000, 3)
+    assert caught.value.job_id == "j1"
