@@ -352,3 +352,21 @@ def test_a_labels_csv_that_is_no_file_is_refused_not_passed_over(
     assert ("not a regular file" in err) if kind != "dangling link" else (
         "No such file or directory" in err)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "submit"])
+def test_an_out_that_is_a_link_loop_or_to_nothing_is_refused_before_scoring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """run ended in a RuntimeError traceback (resolving its pictures' folder); submit scored
+    every slide, then said only "[Errno 17] File exists" and wrote nothing."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
+    target = str(folder) if command == "run" else str(folder / "S1.jpg")
+    for name, points_to in (("loop", "loop"), ("gone", "nowhere")):
+        out = tmp_path / name
+        out.symlink_to(tmp_path / points_to)
+        assert main(["pathology", command, target, "--out", str(out), "--um-per-px", "1"]) == 2
+        assert (f"pathology {command}: --out {out} is a link to nothing, or a link loop; name "
+                "the folder for results") in capsys.readouterr().err
