@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoffice.schema import RESULT_COLUMNS
+from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc
+from appliance.transport.payloads import utc_now
 
 ROLLOUT_COLUMNS = ("rollout_id", "model_name", "model_version", "decision", "scope", "canaries",
                    "state", "reason", "created_at", "updated_at")
@@ -24,6 +26,9 @@ PATHOLOGY_SLIDE_COLUMNS = ("slide_index", "slide", "label", "score", "mean_proba
                            "error", "backend", "server", "stored_at", "heatmap_path", "cam_path")
 ROLLOUT_DEVICE_COLUMNS = ("site", "device_id", "phase", "state", "reason", "running_version",
                           "updated_at")
+# PostgreSQL's clock as the fixed-width UTC text sessions keep (schema.iso_utc's format)
+_PG_NOW_TEXT = ("to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
 
 
 @dataclass(frozen=True)
@@ -271,26 +276,38 @@ class ConsoleQueries:
         )
         return Login(rows[0][0], rows[0][1]) if rows else None
 
-    def add_session(
-        self, session_sha256: str, name: str, csrf: str, expires_at: str, now: str
-    ) -> None:
-        """Keep a new login session (and forget expired ones)."""
+    def add_session(self, session_sha256: str, name: str, csrf: str, lifetime_s: float) -> None:
+        """Keep a new login session of ``lifetime_s`` (and forget expired ones), both timed on
+        the store's clock."""
         with self._transaction() as cur:
-            cur.execute(self._sql("DELETE FROM console_sessions WHERE expires_at < ?"), (now,))
+            now = self._session_clock(cur)
+            cur.execute(self._sql("DELETE FROM console_sessions WHERE expires_at < ?"),
+                        (iso_utc(now),))
             cur.execute(
                 self._sql("INSERT INTO console_sessions (session_sha256, name, csrf, expires_at) "
                           "VALUES (?, ?, ?, ?)"),
-                (session_sha256, name, csrf, expires_at),
+                (session_sha256, name, csrf, iso_utc(now + timedelta(seconds=lifetime_s))),
             )
 
-    def session_login(self, session_sha256: str, now: str) -> Login | None:
-        """Whose unexpired session this is (with its CSRF token), or None."""
+    def session_login(self, session_sha256: str) -> Login | None:
+        """Whose unexpired session this is (with its CSRF token), or None; expiry is judged
+        on the store's clock."""
+        now = _PG_NOW_TEXT if self.postgres else "?"
+        params = (session_sha256,) if self.postgres else (session_sha256, iso_utc(utc_now()))
         rows = self._fetch(
             "SELECT u.name, u.role, s.csrf FROM console_sessions s JOIN console_users u "
-            "ON u.name = s.name WHERE s.session_sha256 = ? AND s.expires_at > ?",
-            (session_sha256, now),
-        )
+            f"ON u.name = s.name WHERE s.session_sha256 = ? AND s.expires_at > {now}", params)
         return Login(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def _session_clock(self, cur: Any) -> datetime:
+        """Now on the clock sessions run on: the PostgreSQL server's, shared by every console
+        host (a host whose clock runs ahead or behind would end sessions early or keep them
+        late), or this host's for SQLite (one host)."""
+        if not self.postgres:
+            return utc_now()
+        cur.execute("SELECT clock_timestamp()")
+        moment: datetime = cur.fetchone()[0]
+        return moment
 
     def end_session(self, session_sha256: str) -> None:
         """Forget a login session (logout)."""

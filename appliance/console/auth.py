@@ -12,7 +12,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -100,9 +100,7 @@ def check_password(found: tuple[str, str] | None, name: str, password: str) -> L
 def open_session(store: Store, login: Login, hours: float) -> NewSession:
     """Start a login session; the cookie value is returned once and kept only as a hash."""
     cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    now = datetime.now(UTC)
-    store.add_session(digest(cookie), login.name, csrf, iso_utc(now + timedelta(hours=hours)),
-                      iso_utc(now))
+    store.add_session(digest(cookie), login.name, csrf, hours * 3600)  # on the store's clock
     return NewSession(cookie, csrf, Login(login.name, login.role, csrf))
 
 
@@ -110,7 +108,7 @@ def session_login(store: Store, cookie: str | None) -> Login | None:
     """Who holds this session cookie, or None (unknown, expired or malformed)."""
     if not cookie or len(cookie) > 128:
         return None
-    return store.session_login(digest(cookie), iso_utc(datetime.now(UTC)))
+    return store.session_login(digest(cookie))
 
 
 def bearer_login(store: Store, authorization: str | None) -> Login | None:

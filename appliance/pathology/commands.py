@@ -77,6 +77,9 @@ def _run(args: argparse.Namespace) -> int:
     if not args.folder.is_dir():
         print(f"pathology run: {args.folder} is not a folder of slides", file=sys.stderr)
         return 2
+    if refused := _out_refusal(args):
+        print(refused, file=sys.stderr)
+        return 2
     try:
         # a run's pictures are no slides, also where --out lies in (or is) the slide folder
         pictures = [args.out / name for name in PICTURE_FOLDERS]
@@ -97,11 +100,22 @@ def _submit(args: argparse.Namespace) -> int:
 def _score_jobs(args: argparse.Namespace, jobs: list[Any]) -> int:
     from appliance.pathology.scoring import score_jobs  # noqa: PLC0415 - heavy deps load on use
 
-    if args.out.exists() and not args.out.is_dir():  # before the model loads and slides score
-        print(f"pathology {args.pathology_command}: --out {args.out} is a file, not a folder; "
-              "name the folder for results", file=sys.stderr)
+    if refused := _out_refusal(args):  # before the model loads and slides score
+        print(refused, file=sys.stderr)
         return 2
     return score_jobs(args, jobs)
+
+
+def _out_refusal(args: argparse.Namespace) -> str | None:
+    """Why --out cannot hold the results: a file, or a link to nothing (or a link loop, on
+    which a run's results folder could neither be resolved nor made)."""
+    out, command = args.out, f"pathology {args.pathology_command}"
+    if out.exists() and not out.is_dir():
+        return f"{command}: --out {out} is a file, not a folder; name the folder for results"
+    if out.is_symlink() and not out.exists():
+        return (f"{command}: --out {out} is a link to nothing, or a link loop; name the folder "
+                "for results")
+    return None
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -165,7 +165,11 @@ def _slide(item: Any, index: int, roots: list[Path], job_id: str) -> SlideReques
         raise JobRefusedError(
             f"{where}.path must be a file path of 1-{MAX_PATH_CHARS} chars", job_id)
     um_per_px = _um_per_px(um, where, job_id)
-    confined = confine(Path(path), roots)
+    try:
+        confined = confine(Path(path), roots)
+    except (RuntimeError, OSError) as exc:  # a link loop (RuntimeError before Python 3.13)
+        raise JobRefusedError(f"{where}.path {path[:200]!r} cannot be resolved ({exc}); name a "
+                              "slide file", job_id) from exc
     if confined is None:
         raise JobRefusedError(f"{where}.path {path[:200]!r} is outside the slide roots", job_id)
     given = item.get("name")

@@ -5,15 +5,19 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import logging
 import math
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from appliance.pathology.run import SlideJob
-from appliance.pathology.slides import SLIDE_SUFFIXES, slide_files
+from appliance.pathology.slides import SLIDE_SUFFIXES, find_slides
 
+log = logging.getLogger(__name__)
 LABELS_FILE = "labels.csv"
 REQUIRED_COLUMNS = ("slide", "patient", "label", "material")
 MAX_LABEL_ROWS = 1_000_000
@@ -39,7 +43,7 @@ class LabelRow:
 
 def read_labels(path: Path) -> list[LabelRow]:
     """Rows of a labels CSV; LabelsError naming the line when a column is missing or bad."""
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise LabelsError(f"{path}: labels file not found; pass --labels CSV")
     reader = csv.DictReader(io.StringIO(_labels_text(path), newline=""))
     try:
@@ -59,13 +63,33 @@ def read_labels(path: Path) -> list[LabelRow]:
 
 
 def _labels_text(path: Path) -> str:
-    """The file's text, UTF-8; a leading byte order mark (a spreadsheet's "CSV UTF-8"), which
-    would otherwise become part of the first column's name, is dropped."""
-    size = path.stat().st_size
-    if size > MAX_LABELS_BYTES:
-        raise LabelsError(f"{path}: {size} bytes, more than {MAX_LABELS_BYTES} for a labels "
-                          "file; split the cohort")
-    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    """labels.csv's text (``table_text``; too large: split the cohort)."""
+    return table_text(path, "split the cohort")
+
+
+def table_text(path: Path, fix: str) -> str:
+    """The UTF-8 text of a small file the pathology commands read whole (labels.csv, a run's
+    results.csv and run.json, a splits file): a regular file of at most MAX_LABELS_BYTES,
+    opened without waiting (a pipe would wait for a writer for good) and checked on the
+    descriptor. A leading byte order mark (a spreadsheet's "CSV UTF-8"), which would
+    otherwise become part of the first column's name, is dropped."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LabelsError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise LabelsError(f"{path}: not a regular file (a folder, pipe, socket or device)")
+        if info.st_size > MAX_LABELS_BYTES:
+            raise LabelsError(f"{path}: {info.st_size} bytes, more than {MAX_LABELS_BYTES} for "
+                              f"a table; {fix}")
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            data = handle.read(MAX_LABELS_BYTES + 1).removeprefix(codecs.BOM_UTF8)
+    except OSError as exc:
+        raise LabelsError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    finally:
+        os.close(descriptor)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:  # a spreadsheet's plain "CSV" is its local code page
@@ -73,6 +97,19 @@ def _labels_text(path: Path) -> str:
         raise LabelsError(
             f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as CSV UTF-8"
         ) from exc
+
+
+def table_rows(path: Path, columns: Sequence[str], what: str) -> list[tuple[int, dict[str, str]]]:
+    """(line, row) of a CSV file (``table_text``) that must hold ``columns``; ``what`` says
+    which file it should be, in the errors."""
+    reader = csv.DictReader(io.StringIO(table_text(path, f"pass {what}"), newline=""))
+    try:
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LabelsError(f"{path}: missing column(s) {', '.join(missing)}; pass {what}")
+        return list(enumerate(reader, start=2))
+    except csv.Error as exc:  # a field over the csv module's limit (128 KiB)
+        raise LabelsError(f"{path}:{reader.line_num + 1}: not readable as CSV ({exc})") from exc
 
 
 def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
@@ -132,10 +169,16 @@ def jobs_from_folder(
     """Slide jobs from folder/labels.csv, or every image in the folder when there is none (but
     those inside the ``skipped`` folders: a run's pictures)."""
     labels = folder / LABELS_FILE
-    if labels.is_file():
+    if labels.exists() or labels.is_symlink():  # one that is no file is refused, not passed over
         return [_job(folder, row, um_per_px) for row in read_labels(labels)]
-    return [SlideJob(path, _resolution(None, um_per_px), path.stem)
-            for path in slide_files(folder, skipped)]
+    listing = find_slides(folder, skipped)
+    resolution = _resolution(None, um_per_px)
+    jobs = [SlideJob(path, resolution, path.stem) for path in listing.files]
+    for path, problem in listing.unusable:  # reported as a failed slide, never opened
+        log.warning("%s: %s; skipped", path, problem)
+        jobs.append(SlideJob(path, resolution, path.stem,
+                             refused=f"{path}: {problem}; skipped, not opened"))
+    return jobs
 
 
 def _resolution(from_labels: float | None, from_option: float | None) -> float:

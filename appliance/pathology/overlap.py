@@ -11,12 +11,14 @@ model, ``<name>.splits.csv``) puts in ``test`` are held out and never count as o
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import safejson
+from appliance.pathology.labels import table_text
 from appliance.pathology.run import RESULTS_JSON
 from appliance.synthetic.he import cohort_specs
 
@@ -58,8 +60,8 @@ def find_overlap(
 
 def _labelled(labels_csv: Path) -> set[Fingerprint]:
     """Fingerprints of the labelled slides (empty without a stain_batch column: not synthetic)."""
-    with labels_csv.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = list(csv.DictReader(io.StringIO(table_text(labels_csv, "split the cohort"),
+                                           newline="")))
     if not rows or "stain_batch" not in rows[0]:
         return set()
     return {(r["slide"], r["patient"], r["label"], r["material"], r["stain_batch"]) for r in rows}
@@ -69,8 +71,8 @@ def _model_of(run_folder: Path) -> Path | None:
     """The model file a ``pathology run`` used, from its run.json."""
     summary = run_folder / RESULTS_JSON
     try:
-        model = safejson.loads(summary.read_text()).get("model")
-    except (OSError, ValueError, AttributeError):
+        model = safejson.loads(table_text(summary, "")).get("model")
+    except (ValueError, AttributeError):  # none, or not run.json (LabelsError: a ValueError)
         return None
     return Path(model) if isinstance(model, str) and Path(model).is_file() else None
 
@@ -94,5 +96,6 @@ def _training_slides(model: Path) -> tuple[str, set[Fingerprint]]:
 def _test_patients(splits_csv: Path) -> set[str]:
     if not splits_csv.is_file():
         return set()
-    with splits_csv.open(newline="") as handle:
-        return {row["patient"] for row in csv.DictReader(handle) if row.get("split") == "test"}
+    text = table_text(splits_csv, "rebuild the model's split file")
+    return {row["patient"] for row in csv.DictReader(io.StringIO(text, newline=""))
+            if row.get("split") == "test"}

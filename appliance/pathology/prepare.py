@@ -6,7 +6,7 @@ here, so the model sees tiles prepared exactly as they were in training.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,9 +63,11 @@ class PreparedSlide:
         self.slide.close()
 
 
-def prepare_slide(path: Path, um_per_px: float, settings: TileSettings) -> PreparedSlide:
-    """Read a slide, find its tissue tiles and fit its stains; SlideError when unusable."""
-    slide = read_slide(path, um_per_px, settings.um_per_px)
+def prepare_slide(path: Path, um_per_px: float, settings: TileSettings,
+                  roots: Sequence[Path] = ()) -> PreparedSlide:
+    """Read a slide (inside ``roots``, when given), find its tissue tiles and fit its stains;
+    SlideError when unusable."""
+    slide = read_slide(path, um_per_px, settings.um_per_px, roots)
     try:
         mask = slide_tissue_mask(slide)
         tiles = tile_grid(slide, mask, settings.tile_um, settings.min_tissue_fraction)

@@ -10,18 +10,18 @@ never in the metrics and never silently. JSON output has no NaN: a missing numbe
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from appliance import safejson
 from appliance.logsafe import escape_controls
-from appliance.pathology.labels import LabelRow, LabelsError, read_labels
+from appliance.pathology.labels import LabelRow, LabelsError, read_labels, table_rows, table_text
 from appliance.pathology.metrics import (
     METRIC_NAMES,
     Confusion,
@@ -39,6 +39,7 @@ PAPER = {"accuracy": 0.744, "precision": 0.761, "specificity": 0.542, "f_measure
 PAPER_NAME = ("source paper, Table 2: VGG19 transfer learning on real H&E colorectal slides, "
               "mean of 3 runs (not comparable with a synthetic cohort)")
 MIN_CI_PATIENTS = 10  # a bootstrap over fewer patients gives intervals that mean nothing
+T = TypeVar("T", LabelRow, dict[str, str])  # a labels.csv or a results.csv row
 
 
 @dataclass(frozen=True)
@@ -55,30 +56,32 @@ class RunData:
     failed: int = 0
 
 
+RESULT_COLUMNS = ("slide", "label", "score", "error")  # of results.csv, that evaluate reads
+RESULTS_HINT = "the --out folder of `pathology run`"
+
+
 def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | None) -> RunData:
     """Read one results folder and keep the labelled, scored slides (of the chosen patients)."""
     results = folder / RESULTS_CSV
     if not results.is_file():
-        raise LabelsError(f"{results}: not found; pass the --out folder of `pathology run`")
-    summary = folder / RESULTS_JSON
-    try:
-        meta = safejson.loads(summary.read_text()) if summary.is_file() else {}
-    except ValueError as exc:
-        raise LabelsError(f"{summary}: not the JSON `pathology run` writes ({exc})") from exc
-    with results.open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["slide"] in labels]
-    rows = [row for row in rows if patients is None or labels[row["slide"]].patient in patients]
-    failed = sum(1 for row in rows if row["error"])
-    unsupported = sum(1 for row in rows if not row["error"] and row["label"] == UNSUPPORTED)
-    rows = [row for row in rows if not row["error"] and row["label"] != UNSUPPORTED]
+        raise LabelsError(f"{results}: not found; pass {RESULTS_HINT}")
+    meta = run_summary(folder)
+    rows = once_per_slide(results, table_rows(results, RESULT_COLUMNS, RESULTS_HINT),
+                          "each run's results go in a --results folder of their own")
+    rows = [(line, r) for line, r in rows if r["slide"] in labels]
+    rows = [(line, r) for line, r in rows
+            if patients is None or labels[r["slide"]].patient in patients]
+    failed = sum(1 for _, row in rows if row["error"])
+    unsupported = sum(1 for _, row in rows if not row["error"] and row["label"] == UNSUPPORTED)
+    rows = [(line, r) for line, r in rows if not r["error"] and r["label"] != UNSUPPORTED]
     if not rows:
         raise LabelsError(f"{results}: no scored slide matches the labels (and split)")
-    chosen = [labels[row["slide"]] for row in rows]
+    chosen = [labels[row["slide"]] for _, row in rows]
     return RunData(
         name=folder.name,
         threshold=float(meta.get("threshold", 0.5)),
         truth=np.array([row.label == POSITIVE for row in chosen]),
-        scores=np.array([float(row["score"]) for row in rows]),
+        scores=np.array([_score(results, line, row["score"]) for line, row in rows]),
         patients=np.array([row.patient for row in chosen]),
         materials=np.array([row.material or "unknown" for row in chosen]),
         unsupported=unsupported,
@@ -86,10 +89,49 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
     )
 
 
+def once_per_slide(path: Path, rows: list[tuple[int, T]], fix: str) -> list[tuple[int, T]]:
+    """The rows, refused naming the line when a slide comes again (its last row used to win
+    in labels, and a repeated result counted twice in the metrics)."""
+    first: dict[str, int] = {}
+    for line, row in rows:
+        slide = row.slide if isinstance(row, LabelRow) else row["slide"]
+        seen = first.setdefault(slide, line)
+        if seen != line:
+            raise LabelsError(f"{path}:{line}: slide {slide[:80]!r} again (first on line "
+                              f"{seen}); one row per slide: {fix}")
+    return rows
+
+
+def run_summary(folder: Path) -> dict[str, Any]:
+    """A run's run.json ({} when it has none)."""
+    summary = folder / RESULTS_JSON
+    if not summary.is_file():
+        return {}
+    try:
+        meta = safejson.loads(table_text(summary, f"pass {RESULTS_HINT}"))
+    except ValueError as exc:
+        raise LabelsError(f"{summary}: not the JSON `pathology run` writes ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise LabelsError(f"{summary}: not the JSON `pathology run` writes (no object)")
+    return meta
+
+
+def _score(results: Path, line: int, text: str) -> float:
+    """A scored slide's score, refused naming the file and line unless a finite number."""
+    try:
+        score = float(text)
+    except ValueError:
+        score = math.nan
+    if not math.isfinite(score):
+        raise LabelsError(f"{results}:{line}: score {text[:40]!r} of a scored slide is no "
+                          "finite number; pass the results.csv `pathology run` wrote")
+    return score
+
+
 def read_split(path: Path, split: str) -> set[str]:
     """Patients of one split in a patient,split CSV."""
-    with path.open(newline="") as handle:
-        chosen = {row["patient"] for row in csv.DictReader(handle) if row["split"] == split}
+    rows = table_rows(path, ("patient", "split"), "the patient,split CSV of the training")
+    chosen = {row["patient"] for _, row in rows if row["split"] == split}
     if not chosen:
         raise LabelsError(f"{path}: no patient in split {split!r}")
     return chosen
@@ -212,7 +254,9 @@ def json_safe(value: object) -> object:
 def evaluate_command(args: argparse.Namespace) -> int:
     """The body of ``pathology evaluate``; 2 with a message when inputs are unusable."""
     try:
-        labels = {row.slide: row for row in read_labels(args.labels)}
+        rows = list(enumerate(read_labels(args.labels), start=2))
+        labels = {row.slide: row for _, row in once_per_slide(
+            args.labels, rows, "give each slide one label")}
         patients = read_split(args.splits, args.split) if args.splits else None
         runs = [load_run(folder, labels, patients) for folder in args.results]
         overlap = find_overlap(args.labels, args.results, patients)

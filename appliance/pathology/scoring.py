@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -63,19 +64,26 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
 
 def name_clash(jobs: list[SlideJob]) -> str | None:
     """Why two jobs would write the same rows and files (a slide's name names its heatmap,
-    CAMs and tile table), or None when every slide's name is its own."""
+    CAMs and tile table), or score one file twice under two names (``S1`` and ``S1.jpg`` in
+    labels.csv, or a link beside its target: one image counted as two slides, of two
+    patients perhaps), or None when every slide and every file is its own."""
     seen: dict[str, SlideJob] = {}
+    files: dict[str, SlideJob] = {}
     for job in jobs:
         if job.refused:  # never read, nothing written for it
             continue
         first = seen.setdefault(job.slide, job)
-        if first is job:
-            continue
-        if first.path == job.path:
+        if first is not job and first.path == job.path:
             return f"{job.path} is listed twice (slide {job.slide!r}); list each slide once"
-        return (f"{first.path} and {job.path} would both be slide {job.slide!r} (one "
-                f"heatmaps/{job.slide}.png, one tiles/{job.slide}.csv); rename one, or score "
-                "them apart")
+        if first is not job:
+            return (f"{first.path} and {job.path} would both be slide {job.slide!r} (one "
+                    f"heatmaps/{job.slide}.png, one tiles/{job.slide}.csv); rename one, or "
+                    "score them apart")
+        same = files.setdefault(os.path.realpath(job.path), job)
+        if same is not job:
+            what = job.path if same.path == job.path else f"{same.path} and {job.path} (one file)"
+            return (f"{what} is listed twice, as slides {same.slide!r} and {job.slide!r}; list "
+                    "each slide once")
     return None
 
 

@@ -101,6 +101,7 @@ class PathologyServer:
         self.server_id = self.settings.client_id or default_server_id()
         self.prefix = config.mqtt.topic_prefix
         self.roots = [Path(root) for root in self.settings.slide_roots]
+        self.slide_roots = tuple(str(root) for root in self.roots)  # as the workers take them
         self.backend = backend or open_backend(self.settings)
         info = self.backend.info
         self.tile_settings = TileSettings(info.tile_px, info.tile_um,
@@ -300,13 +301,19 @@ class PathologyServer:
             self._not_a_request(topic_id)
         elif topic_id in self.runs:
             log.debug("job %s runs here already", topic_id)
-        elif self._room() and (deferred or not self._claim_delay_s()):
+        elif self._room() and (deferred or not self._older_waiting()):
             self._take(topic_id, payload)
         else:
             self._withdrawn.pop(topic_id, None)
             self._put_off(topic_id, payload)
         if qos:
             self.client.ack(mid, qos)
+
+    def _older_waiting(self) -> bool:
+        """Whether a request that came in now must queue: this server is busy (it puts its try
+        off), or older requests wait, kept or left out for the next read (first come, first
+        taken)."""
+        return bool(self._claim_delay_s() or self._waiting or self._missed)
 
     def _claim_delay_s(self) -> float:
         return min(MAX_CLAIM_DELAY_S, CLAIM_DELAY_PER_JOB_S * len(self.runs))
@@ -321,9 +328,9 @@ class PathologyServer:
         request is cleared); beyond running_jobs_limit kept, only note that the retained
         requests must be read again (an own job left out meanwhile may go to a server with
         room once its lease runs out)."""
-        if job_id not in self._waiting and \
-                len(self._waiting) >= self.settings.running_jobs_limit:
-            self._missed = True
+        if job_id not in self._waiting and (
+                self._missed or len(self._waiting) >= self.settings.running_jobs_limit):
+            self._missed = True  # older ones were left out: this one queues behind them
             return
         job = self.store.job(job_id)
         if job is None or (job["owner"] == self.server_id and
@@ -337,13 +344,17 @@ class PathologyServer:
                 self._clear_request(job_id)
 
     def _take_waiting(self) -> None:
-        """Try the kept requests that are due while there is room; with none kept but some
-        left out, subscribe again, which sends every retained request again (MQTT 5 spec
-        3.3.1.3, retain handling 0), at most every HOUSEKEEPING_S so resends do not pile up."""
+        """Try the kept requests oldest first while there is room, up to the first not due yet
+        (a younger one put off for less time waits behind it); with none kept but some left
+        out, subscribe again, which sends every retained request again in the order they were
+        first published (MQTT 5 spec 3.3.1.3, retain handling 0; mosquitto keeps that order),
+        at most every HOUSEKEEPING_S so resends do not pile up."""
         now = time.monotonic()
-        due = [job_id for job_id, (at, _) in self._waiting.items() if at <= now]
-        for job_id in due[:self._room()]:
-            _, payload = self._waiting.pop(job_id)
+        while self._waiting and self._room():
+            job_id, (due, payload) = next(iter(self._waiting.items()))
+            if due > now:
+                break
+            del self._waiting[job_id]
             self._handle("job", (job_id, payload, 0, 0, True))
         if self._missed and not self._waiting and self._room() and self.connected.is_set() \
                 and time.monotonic() - self._rescanned_at >= HOUSEKEEPING_S:
@@ -545,19 +556,22 @@ class PathologyServer:
             index = run.next_slide()
             if index is None:
                 continue
-            slide = run.request.slides[index]
             try:
-                future = self.pool.submit(prepare_for_model, run.request.job_id, index,
-                                          slide.path, slide.um_per_px, self.tile_settings)
+                future = self._prepare(run, index)
             except BrokenProcessPool:  # a worker died (killed: out of memory on a huge slide)
                 log.error("a preparation worker died; the slides it held fail, new workers "
                           "start")
                 self.pool.shutdown(wait=False, cancel_futures=True)
                 self.pool = self._new_pool()
-                future = self.pool.submit(prepare_for_model, run.request.job_id, index,
-                                          slide.path, slide.um_per_px, self.tile_settings)
+                future = self._prepare(run, index)
             run.futures[index] = future
             in_flight += 1
+
+    def _prepare(self, run: JobRun, index: int) -> Future[PreparedTiles]:
+        """Hand one slide to a preparation worker (which reads it only inside the roots)."""
+        slide = run.request.slides[index]
+        return self.pool.submit(prepare_for_model, run.request.job_id, index, slide.path,
+                                slide.um_per_px, self.tile_settings, roots=self.slide_roots)
 
     def _collect_prepared(self) -> None:
         for run in list(self.runs.values()):

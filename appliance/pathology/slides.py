@@ -3,28 +3,41 @@
 A JPEG is decoded straight to a reduced scale (libjpeg's DCT scaling via PIL ``draft``), so a
 20,000 px slide scanned at 0.5 µm/px never exists at full size when tiles want 1-2 µm/px. Other
 formats are decoded once at full size and reduced with ``Image.reduce``; the full image is
-dropped before tiling starts.
+dropped before tiling starts. A TIFF of 16-bit, 32-bit or float samples is brought to 8 bits
+as a slide viewer shows it (appliance/pathology/bitdepth.py); one Pillow cannot read (float
+RGB) is decoded by tifffile. Either is refused when its decoded samples would take more than
+an 8-bit RGB slide of MAX_SLIDE_PIXELS does.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, JpegImagePlugin
+import tifffile
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
+from appliance.pathology.bitdepth import eight_bit
 from appliance.pathology.resolution import resolution_problem
 
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MAX_SLIDE_PIXELS = 1_000_000_000
+MAX_DECODED_BYTES = 3 * MAX_SLIDE_PIXELS  # what an 8-bit RGB slide of MAX_SLIDE_PIXELS takes
 _SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"II*\x00", b"MM\x00*")
 # Pixels that are palette indices or single bits, and the mode they are averaged in when the
 # slide is reduced (Pillow refuses "P" and "1", and averages a "PA" image's indices into other
 # colours); single bits become grey, a byte a pixel, not RGB's three.
 _AVERAGED_AS = {"1": "L", "P": "RGB", "PA": "RGBA"}
+# Pillow's modes of samples wider than a byte (16-bit, 32-bit, float grey), bytes a pixel
+_DEEP_MODES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I;16S": 2, "I": 4, "F": 4}
+_BITS_PER_SAMPLE, _MAX_SAMPLE_VALUE, _PHOTOMETRIC, _MIN_IS_WHITE = 258, 281, 262, 0  # TIFF
 
 
 class SlideError(ValueError):
@@ -70,22 +83,24 @@ def check_um_per_px(um_per_px: float, name: str) -> None:
             f"{name}: {problem}; fix the um_per_px column of labels.csv or --um-per-px")
 
 
-def read_slide(path: Path, um_per_px: float, target_um_per_px: float) -> Slide:
-    """Open a slide and decode it at the coarsest power-of-two scale still finer than target."""
-    name = path.name
-    check_um_per_px(um_per_px, name)
-    _check_file(path)
+def read_slide(path: Path, um_per_px: float, target_um_per_px: float,
+               roots: Sequence[Path] = ()) -> Slide:
+    """Open a slide and decode it at the coarsest power-of-two scale still finer than target;
+    with ``roots``, only a file that, as opened, lies inside one of them (links resolved)."""
+    check_um_per_px(um_per_px, path.name)
     reduction = _reduction(um_per_px, target_um_per_px)
-    with warnings.catch_warnings():
+    with _open_slide(path) as handle, warnings.catch_warnings():
+        if roots:
+            _check_inside(handle, path, roots)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = _decode(path, reduction)
-    scale = image.size[0] / _source_size(path)[0]
+        image, source_size = _decode(handle, path, reduction)
+    scale = image.size[0] / source_size[0]
     return Slide(
         name=path.stem,
         path=path,
         image=image,
         um_per_px=um_per_px / scale,
-        source_size_px=_source_size(path),
+        source_size_px=source_size,
         source_um_per_px=um_per_px,
     )
 
@@ -98,48 +113,85 @@ def _reduction(um_per_px: float, target_um_per_px: float) -> int:
     return reduction
 
 
-def _check_file(path: Path) -> None:
-    if path.is_dir():
-        raise SlideError(f"{path}: a folder, not a slide image; pass slide files, or score a "
-                         "folder with `appliance pathology run`")
-    if path.exists() and not path.is_file():  # reading a pipe would wait for a writer
-        raise SlideError(f"{path}: not a regular file (a pipe, socket or device); pass slide "
-                         "image files")
-    if not path.is_file():
-        raise SlideError(f"{path}: slide file not found; check the folder and labels.csv")
+def _open_slide(path: Path) -> BinaryIO:
+    """The slide file opened for reading, checked on the opened descriptor: a path swapped for
+    a pipe or a device after any earlier look is refused, never read (O_NONBLOCK: opening a
+    pipe does not wait for a writer)."""
     try:
-        if path.stat().st_size == 0:
-            raise SlideError(f"{path}: empty file (0 bytes); copy the slide again")
-        with path.open("rb") as handle:
-            head = handle.read(8)
-    except OSError as exc:  # its owner or mode keeps us out, or it went away meanwhile
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise SlideError(f"{path}: slide file not found; check the folder and labels.csv") \
+            from exc
+    except OSError as exc:  # its owner or mode keeps us out
         raise SlideError(f"{path}: slide file cannot be read ({exc.strerror or exc}); check its "
                          "owner and mode") from exc
+    try:
+        _check_kind(os.fstat(descriptor).st_mode, path)
+        handle = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    try:
+        _check_start(handle, path)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _check_inside(handle: BinaryIO, path: Path, roots: Sequence[Path]) -> None:
+    """Refuse a slide whose opened file lies outside the roots: a job's paths are checked when
+    it comes in, and a slide replaced by a link (or a folder on its way) since then leads
+    elsewhere. Linux names an open descriptor's file in /proc/self/fd."""
+    opened = Path(os.readlink(f"/proc/self/fd/{handle.fileno()}"))
+    if not any(opened.is_relative_to(root.resolve()) for root in roots):
+        raise SlideError(f"{path}: leads outside the slide roots now (to {opened}); refused")
+
+
+def _check_kind(mode: int, path: Path) -> None:
+    """Refuse a folder, a pipe, a socket or a device (what the opened descriptor is)."""
+    if stat.S_ISDIR(mode):
+        raise SlideError(f"{path}: a folder, not a slide image; pass slide files, or score a "
+                         "folder with `appliance pathology run`")
+    if not stat.S_ISREG(mode):  # reading a pipe would wait for a writer
+        raise SlideError(f"{path}: not a regular file (a pipe, socket or device); pass slide "
+                         "image files")
+
+
+def _check_start(handle: BinaryIO, path: Path) -> None:
+    """Refuse an empty file, or one that starts like no JPEG, PNG or TIFF."""
+    try:
+        head = handle.read(8)
+        handle.seek(0)
+    except OSError as exc:
+        raise SlideError(f"{path}: slide file cannot be read ({exc.strerror or exc})") from exc
+    if not head:
+        raise SlideError(f"{path}: empty file (0 bytes); copy the slide again")
     if not head.startswith(_SIGNATURES):
         raise SlideError(f"{path}: not a JPEG, PNG or TIFF image; pass slide images only")
 
 
-def _source_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:
-        size: tuple[int, int] = image.size
-    return size
-
-
-def _decode(path: Path, reduction: int) -> Image.Image:
-    """Decode once at 1/reduction scale (draft for JPEG, reduce after load otherwise)."""
+def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode once at 1/reduction scale (draft for JPEG, reduce after load otherwise); the
+    image and the slide's full size."""
     Image.MAX_IMAGE_PIXELS = MAX_SLIDE_PIXELS
     try:
-        image: Image.Image = Image.open(path)
+        image = _open_image(handle, path)
         width, height = image.size
         if isinstance(image, JpegImagePlugin.JpegImageFile) and reduction > 1:
             image.draft("RGB", (width // reduction, height // reduction))
+        _check_decoded_size(path, width * height, width * height * _DEEP_MODES.get(image.mode, 3))
         image.load()
+        if image.mode in _DEEP_MODES:
+            image = _replace(image, _eight_bit_image(image))
         if image.mode in _AVERAGED_AS:
             image = _replace(image, image.convert(_AVERAGED_AS[image.mode]))
         if reduction > 1 and image.size[0] == width:
             image = _replace(image, image.reduce(reduction))
         if image.mode != "RGB":
             image = _replace(image, image.convert("RGB"))
+    except SlideError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise SlideError(
             f"{path}: larger than {MAX_SLIDE_PIXELS} pixels; split or downsample the slide"
@@ -148,7 +200,86 @@ def _decode(path: Path, reduction: int) -> Image.Image:
         raise SlideError(
             f"{path}: corrupt or truncated image ({exc}); copy or export the slide again"
         ) from exc
+    return image, (width, height)
+
+
+def _open_image(handle: BinaryIO, path: Path) -> Image.Image:
+    """The slide as Pillow opens it; as tifffile decodes it, already brought to 8 bits, for a
+    TIFF Pillow cannot identify (float RGB, 64-bit float) or one of 16-bit colour samples
+    whose MaxSampleValue is below 65535 (Pillow keeps their top byte: 12-bit data came out
+    sixteen times too dark)."""
+    try:
+        image = Image.open(handle)
+    except UnidentifiedImageError:
+        handle.seek(0)
+        if handle.read(4) not in _SIGNATURES[2:]:
+            raise
+        return _tifffile_image(handle, path)
+    if _colour_below_sixteen_bits(image):
+        with suppress(SlideError):  # a compression tifffile lacks: Pillow's top bytes, then
+            return _tifffile_image(handle, path)
     return image
+
+
+def _colour_below_sixteen_bits(image: Image.Image) -> bool:
+    """Whether Pillow cut 16-bit colour samples to their top byte though the file says they
+    reach less than 65535."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or image.mode not in ("RGB", "RGBA"):
+        return False
+    bits, top = _tag_number(tags, _BITS_PER_SAMPLE), _tag_number(tags, _MAX_SAMPLE_VALUE)
+    return bits == 16 and top is not None and 0 < top < 65535
+
+
+def _check_decoded_size(path: Path, pixels: int, decoded_bytes: int) -> None:
+    """Refuse a slide whose decoded samples would not fit the memory bound (before decoding)."""
+    if pixels > MAX_SLIDE_PIXELS:
+        raise SlideError(
+            f"{path}: larger than {MAX_SLIDE_PIXELS} pixels; split or downsample the slide")
+    if decoded_bytes > MAX_DECODED_BYTES:
+        raise SlideError(
+            f"{path}: {pixels} pixels of {decoded_bytes // pixels} bytes each decode to "
+            f"{decoded_bytes} bytes, more than {MAX_DECODED_BYTES}; split the slide or export "
+            "it with 8 bits a sample")
+
+
+def _eight_bit_image(image: Image.Image) -> Image.Image:
+    """8-bit grey of a Pillow image of 16-bit, 32-bit or float samples (bitdepth.py's rules)."""
+    tags = getattr(image, "tag_v2", {})
+    return Image.fromarray(eight_bit(np.asarray(image), _tag_number(tags, _MAX_SAMPLE_VALUE),
+                                     _tag_number(tags, _PHOTOMETRIC) == _MIN_IS_WHITE))
+
+
+def _tag_number(tags: Any, tag: int) -> int | None:
+    """A TIFF tag's (first) whole number, or None when absent or no number."""
+    value = tags.get(tag)
+    value = value[0] if isinstance(value, tuple) and value else value
+    return value if isinstance(value, int) else None
+
+
+def _tifffile_image(handle: BinaryIO, path: Path) -> Image.Image:
+    """The first page of a TIFF Pillow cannot read, decoded by tifffile and brought to 8 bits;
+    the pixel and byte bounds are checked before the samples are decoded."""
+    handle.seek(0)
+    try:
+        with tifffile.TiffFile(handle, name=path.name) as tiff:
+            page = tiff.pages[0]
+            if not isinstance(page, tifffile.TiffPage) or page.dtype is None:
+                raise ValueError("no image in its first page")
+            pixels = page.imagewidth * page.imagelength
+            _check_decoded_size(path, pixels, page.size * page.dtype.itemsize)
+            samples = page.asarray()
+            if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and samples.ndim == 3:
+                samples = np.moveaxis(samples, 0, -1)
+            tags = {tag.code: tag.value for tag in page.tags.values()}
+        return Image.fromarray(eight_bit(samples, _tag_number(tags, _MAX_SAMPLE_VALUE),
+                                         page.photometric == _MIN_IS_WHITE))
+    except SlideError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds on a damaged file
+        raise SlideError(f"{path}: corrupt or truncated image, or a TIFF compression this "
+                         f"reader lacks ({type(exc).__name__}: {exc}); export the slide again "
+                         "(uncompressed or deflate TIFF, or JPEG/PNG)") from exc
 
 
 def _replace(old: Image.Image, new: Image.Image) -> Image.Image:
@@ -160,9 +291,59 @@ def _replace(old: Image.Image, new: Image.Image) -> Image.Image:
 def slide_files(folder: Path, skipped: Sequence[Path] = ()) -> list[Path]:
     """Slide images in a folder and its subfolders, sorted by path; none from inside the
     ``skipped`` folders (a run's pictures, when its --out lies in the slide folder)."""
+    return find_slides(folder, skipped).files
+
+
+@dataclass(frozen=True)
+class SlideListing:
+    """What a folder holds under slide image names: the regular files, sorted by path, and
+    the entries that are none (path, why), which are never opened."""
+
+    files: list[Path]
+    unusable: list[tuple[Path, str]]
+
+
+def find_slides(folder: Path, skipped: Sequence[Path] = ()) -> SlideListing:
+    """Slide images in a folder and its subfolders (none from inside the ``skipped`` folders),
+    and the entries named like slides that are no regular file: a pipe, socket or device
+    (opening a pipe waits for a writer), a link to nothing, one that cannot be looked at; and
+    each subfolder that cannot be read (its slides, if any, would be missing unsaid)."""
     away = [path.resolve() for path in skipped]
-    return sorted(
-        path for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES
-        and not any(path.resolve().is_relative_to(pictures) for pictures in away)
-    )
+    files, unusable = [], []
+    unreadable: list[OSError] = []
+    for top, _, names in os.walk(folder, onerror=unreadable.append):
+        for name in names:
+            path = Path(top) / name
+            if path.suffix.lower() not in SLIDE_SUFFIXES or any(
+                    Path(os.path.realpath(path)).is_relative_to(pictures) for pictures in away):
+                continue
+            problem = _not_a_file(path)
+            if problem == "":
+                files.append(path)
+            elif problem is not None:
+                unusable.append((path, problem))
+    unusable += [(Path(error.filename), f"a folder that cannot be read "
+                  f"({error.strerror or error}); slides in it, if any, are not scored")
+                 for error in unreadable]
+    return SlideListing(sorted(files), sorted(unusable))
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a path named like a slide is no slide file ("" for a regular file, None for a
+    folder, whose files the walk finds), looked at without opening it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a link to a file that does not exist"
+    except OSError as exc:  # a link loop, a folder we may not enter
+        return f"cannot be looked at ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return f"{kind}, not a slide image file"

@@ -10,6 +10,7 @@ prepared comes back with its error instead.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +40,13 @@ class PreparedTiles:
 
 
 def prepare_for_model(
-    job_id: str, slide_index: int, path: str, um_per_px: float, settings: TileSettings
+    job_id: str, slide_index: int, path: str, um_per_px: float, settings: TileSettings, *,
+    roots: Sequence[str] = (),
 ) -> PreparedTiles:
-    """Everything the server needs of one slide before the model sees it."""
+    """Everything the server needs of one slide before the model sees it; the file read must
+    lie inside ``roots`` (the server's slide roots) as it is opened."""
     try:
-        prepared = prepare_slide(Path(path), um_per_px, settings)
+        prepared = prepare_slide(Path(path), um_per_px, settings, [Path(r) for r in roots])
     except SlideError as exc:
         return PreparedTiles(job_id, slide_index, error=str(exc))
     try:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
 import pytest
 
+from appliance.backoffice.queries import Login
 from appliance.backoffice.schema import (
     MIGRATIONS,
     RESULT_COLUMNS,
@@ -20,6 +22,7 @@ from appliance.backoffice.schema import (
     result_row,
 )
 from appliance.backoffice.store import Batch, Store, StoreError, open_store
+from appliance.console import auth
 from appliance.synthetic import fleet
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -195,3 +198,38 @@ def test_migration_6_fills_not_validated_in_from_stored_payloads(
         if schema is not None:
             old.drop_postgres_schema(schema)
         old.close()
+
+
+def _host_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None:
+    """This console host's clock runs ``offset`` off the true time."""
+
+    class Skewed(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Skewed:
+            moment = datetime.now(tz) + offset
+            return cls.fromtimestamp(moment.timestamp(), tz)
+
+    monkeypatch.setattr(auth, "datetime", Skewed)
+
+
+@pytest.mark.parametrize(
+    "store", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_console_sessions_run_on_the_stores_clock_not_a_skewed_hosts(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Consoles on several hosts share one PostgreSQL store: a session opened on a host whose
+    clock ran two hours behind was over at once for every other host, a host two hours ahead
+    turned every fresh session away, and one behind kept a lapsed session open."""
+    auth.add_user(store, "alice", "viewer", "a long enough password")
+    alice = Login("alice", "viewer")
+    _host_clock(monkeypatch, timedelta(hours=-2))
+    opened = auth.open_session(store, alice, hours=1)
+    _host_clock(monkeypatch, timedelta(0))
+    assert auth.session_login(store, opened.cookie) == Login("alice", "viewer", opened.csrf)
+    _host_clock(monkeypatch, timedelta(hours=2))
+    assert auth.session_login(store, opened.cookie) == Login("alice", "viewer", opened.csrf)
+    lapsing = auth.open_session(store, alice, hours=0.2 / 3600)  # 0.2 s
+    time.sleep(0.4)
+    _host_clock(monkeypatch, timedelta(hours=-2))
+    assert auth.session_login(store, lapsing.cookie) is None
+    assert auth.session_login(store, opened.cookie) is not None

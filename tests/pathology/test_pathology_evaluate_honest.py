@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import threading
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -73,3 +77,88 @@ def test_few_patients_get_no_confidence_interval_and_the_paper_is_named(
     assert "[1.000-1.000]" not in out
     assert "no CIs: 6 patients (fewer than 10)" in out
     assert "* source paper, Table 2: VGG19 transfer learning on real H&E" in out
+
+
+def _evaluate_in_time(args: list[str], pipes: list[Path]) -> int:
+    """``main(args)`` in a thread; fails the test when it waits on one of the pipes (after
+    giving each a writer that closes at once, so the thread ends)."""
+    outcome: list[int] = []
+    thread = threading.Thread(target=lambda: outcome.append(main(args)), daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        for pipe in pipes:  # a writer that closes at once: a read waiting on it ends
+            with suppress(OSError):  # ENXIO: nobody waits on this one
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"pathology evaluate waited on a pipe: {args}")
+    return outcome[0]
+
+
+def test_a_pipe_for_the_splits_file_or_run_json_does_not_hang_evaluate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels, run = _cohort_and_run(tmp_path, seed=11, patients=12)
+    args = ["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+            "--bootstrap", "20"]
+    splits = tmp_path / "splits.csv"
+    os.mkfifo(splits)
+    assert _evaluate_in_time([*args, "--splits", str(splits)], [splits]) == 2
+    assert f"{splits}: not a regular file" in capsys.readouterr().err
+    (run / "run.json").unlink()
+    os.mkfifo(run / "run.json")  # read for the model it names
+    assert _evaluate_in_time(args, [run / "run.json"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("score", "error", "message"),
+    [("abc", "", r"results\.csv:2: score 'abc' of a scored slide is no finite number"),
+     ("nan", "", r"results\.csv:2: score 'nan' of a scored slide is no finite number"),
+     ("0.9", "x" * 200_000, r"results\.csv:2: not readable as CSV \(field larger")],
+)
+def test_a_results_row_evaluate_cannot_use_is_named_by_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], score: str, error: str, message: str
+) -> None:
+    labels, run = _cohort_and_run(tmp_path, seed=11, patients=12)
+    rows = (run / "results.csv").read_text().splitlines()
+    first = rows[1].split(",")
+    first[7], first[9] = score, error
+    rows[1] = ",".join(first)
+    (run / "results.csv").write_text("\n".join(rows) + "\n")
+    assert main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+                 "--bootstrap", "20"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_results_file_without_the_columns_evaluate_reads_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels, run = _cohort_and_run(tmp_path, seed=11, patients=12)
+    (run / "results.csv").write_text("slide,patient\nS1,P1\n")
+    assert main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run)]) == 2
+    assert (f"{run / 'results.csv'}: missing column(s) label, score, error; pass the --out "
+            "folder of `pathology run`") in capsys.readouterr().err
+
+
+def test_a_slide_given_twice_to_evaluate_is_refused_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """labels.csv's second label of a slide silently won; a results row given twice (two
+    runs' results.csv pasted together) was counted twice in every metric."""
+    labels, run = _cohort_and_run(tmp_path, seed=11, patients=12)
+    args = ["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+            "--bootstrap", "20"]
+    results = (run / "results.csv").read_text().splitlines()
+    (run / "results.csv").write_text("\n".join([*results, results[1]]) + "\n")
+    assert main(args) == 2
+    slide = results[1].split(",")[0]
+    assert (f"{run / 'results.csv'}:{len(results) + 1}: slide {slide!r} again (first on line "
+            "2); one row per slide") in capsys.readouterr().err
+    (run / "results.csv").write_text("\n".join(results) + "\n")
+    rows = labels.read_text().splitlines()
+    first = rows[1].split(",")
+    first[2] = "MSS" if first[2] == "MSI" else "MSI"  # the same slide, the other label
+    labels.write_text("\n".join([*rows, ",".join(first)]) + "\n")
+    assert main(args) == 2
+    assert (f"{labels}:{len(rows) + 1}: slide {first[0]!r} again (first on line 2); one row "
+            "per slide: give each slide one label") in capsys.readouterr().err

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from appliance.pathology.jobs import (
     JOB_SCHEMA,
@@ -20,6 +21,9 @@ from appliance.pathology.jobs import (
     read_state,
 )
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
+from appliance.pathology.prepare import TileSettings
+from appliance.pathology.slideworker import prepare_for_model
+from appliance.synthetic.he import SlideSpec, render_slide
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -91,6 +95,33 @@ def test_an_implausible_resolution_is_refused_before_the_job_is_stored(
         parse_job(payload, [tmp_path], 10_000, 3)
     assert caught.value.job_id == "j1"
     assert parse_job(_payload([str(tmp_path / "a.jpg")], um=4), [tmp_path], 10_000, 3)
+
+
+def test_a_slide_that_leads_out_of_the_roots_when_read_is_refused(tmp_path: Path) -> None:
+    """A job's paths are checked when it comes in; a slide replaced since then by a link out
+    of the roots (or a folder on its way replaced by one) was read, and its picture drawn."""
+    root, outside = tmp_path / "slides", tmp_path / "private"
+    (root / "case").mkdir(parents=True)
+    outside.mkdir()
+    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 1, 0.5, seed=3))
+    for place in (root / "case" / "a.jpg", root / "case" / "b.jpg", outside / "a.jpg",
+                  outside / "b.jpg"):
+        Image.fromarray(rgb).save(place, quality=88)
+    job = parse_job(_payload([str(root / "case" / "a.jpg"), str(root / "case" / "b.jpg")]),
+                    [root], 10_000, 3)
+    settings = TileSettings(tile_px=64, tile_um=128.0)
+    first, second = (slide.path for slide in job.slides)
+    assert prepare_for_model("j1", 1, second, 1.0, settings, roots=[str(root)]).error == ""
+    (root / "case" / "a.jpg").unlink()
+    (root / "case" / "a.jpg").symlink_to(outside / "a.jpg")
+    prepared = prepare_for_model("j1", 0, first, 1.0, settings, roots=[str(root)])
+    assert prepared.error == (f"{first}: leads outside the slide roots now (to "
+                              f"{outside / 'a.jpg'}); refused")
+    (root / "case").rename(root / "case-moved")
+    (root / "case").symlink_to(outside)  # a folder on the way
+    prepared = prepare_for_model("j1", 1, second, 1.0, settings, roots=[str(root)])
+    assert prepared.error == (f"{second}: leads outside the slide roots now (to "
+                              f"{outside / 'b.jpg'}); refused")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -180,3 +211,13 @@ def test_leases_run_on_the_stores_clock_not_a_skewed_hosts(
     job = store.job(lapsing.job_id)
     assert job is not None
     assert (job["owner"], job["takeovers"]) == ("behind", 1)
+
+
+def test_a_slide_path_that_is_a_link_loop_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """Resolving it raised RuntimeError out of the request check: the server refused the job
+    only as "could not handle this request (RuntimeError)" with a traceback in its log."""
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    with pytest.raises(JobRefusedError, match=r"slides\[0\]\.path '.*loop\.jpg' cannot be "
+                       r"resolved \(.*loop.*\); name a slide file") as caught:
+        parse_job(_payload([str(tmp_path / "loop.jpg")]), [tmp_path], 10_000, 3)
+    assert caught.value.job_id == "j1"

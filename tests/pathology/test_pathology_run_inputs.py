@@ -6,15 +6,17 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from appliance.cli import main
-from appliance.pathology.labels import read_labels
+from appliance.pathology.labels import jobs_from_folder, read_labels
 from appliance.synthetic.he import SlideSpec, render_slide
 
 HEADER = "slide,patient,label,material,um_per_px\n"
+PINK = (200, 120, 170)
 
 
 def test_labels_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
@@ -255,3 +257,116 @@ def test_a_slide_name_with_dots_finds_its_image(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
     assert _rows(out)[name]["path"] == str(folder / f"{name}.jpg")
+
+
+def test_a_pipe_device_or_dangling_link_among_the_slides_is_reported_not_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without labels.csv every image in the folder is a slide: one named like a slide that
+    is no file was left out without a word, so a cohort came out a slide short unnoticed."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "S1.jpg", quality=88)
+    os.mkfifo(folder / "pipe.jpg")  # opening it would wait for a writer
+    (folder / "null.tif").symlink_to("/dev/null")
+    (folder / "gone.png").symlink_to(folder / "moved-away.png")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
+                 "--no-pictures"]) == 1
+    rows = _rows(out)
+    assert rows["S1"]["error"] == ""
+    expected = {"pipe": "a named pipe (FIFO)", "null": "a character device",
+                "gone": "a link to a file that does not exist"}
+    for name, problem in expected.items():
+        path = next(folder.glob(f"{name}.*"))
+        assert rows[name]["error"].startswith(f"{path}: {problem}"), rows[name]
+        assert rows[name]["error"].endswith("; skipped, not opened")
+        assert f"{path}: {problem}" in caplog.text
+    assert "1 of 4 slides scored" in capsys.readouterr().out
+
+
+def test_a_subfolder_that_cannot_be_read_is_reported_and_the_rest_still_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subfolder the user may not list (here: its listing refused as for mode 000, which
+    root would not feel) was left out without a word, its slides missing from the cohort."""
+    folder = tmp_path / "slides"
+    for place in ("a.jpg", "locked/b.jpg", "zz/c.jpg"):
+        (folder / place).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), PINK).save(folder / place)
+    listing = os.scandir
+
+    def refusing(path: Any) -> Any:
+        if Path(path) == folder / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    jobs = {job.path: job for job in jobs_from_folder(folder, 1.0)}
+    assert sorted(jobs) == [folder / "a.jpg", folder / "locked", folder / "zz" / "c.jpg"]
+    assert jobs[folder / "locked"].refused == (
+        f"{folder / 'locked'}: a folder that cannot be read (Permission denied); slides in it, "
+        "if any, are not scored; skipped, not opened")
+    assert not jobs[folder / "a.jpg"].refused
+
+
+def test_one_file_listed_under_two_names_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """labels.csv rows "S1" and "S1.jpg" both find S1.jpg: it was scored twice, as two
+    slides of two patients with two labels, and counted twice by evaluate."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
+    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\nS1.jpg,P2,MSS,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out)]) == 2
+    assert (f"{folder / 'S1.jpg'} is listed twice, as slides 'S1' and 'S1.jpg'; list each "
+            "slide once") in capsys.readouterr().err
+    assert not out.exists()
+    (folder / "labels.csv").unlink()
+    (folder / "S2.jpg").symlink_to(folder / "S1.jpg")  # a link beside its target
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]) == 2
+    assert (f"{folder / 'S1.jpg'} and {folder / 'S2.jpg'} (one file) is listed twice, as "
+            "slides 'S1' and 'S2'") in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "pipe", "dangling link"])
+def test_a_labels_csv_that_is_no_file_is_refused_not_passed_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """labels.csv made a folder, a pipe or a link to nothing was taken for no labels at all:
+    every image was scored as unlabelled, µm/px from --um-per-px, without a word."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
+    labels = folder / "labels.csv"
+    {"folder": labels.mkdir, "pipe": lambda: os.mkfifo(labels),
+     "dangling link": lambda: labels.symlink_to(tmp_path / "gone.csv")}[kind]()
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"pathology run: {labels}: " in err
+    assert ("not a regular file" in err) if kind != "dangling link" else (
+        "No such file or directory" in err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "submit"])
+def test_an_out_that_is_a_link_loop_or_to_nothing_is_refused_before_scoring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """run ended in a RuntimeError traceback (resolving its pictures' folder); submit scored
+    every slide, then said only "[Errno 17] File exists" and wrote nothing."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
+    target = str(folder) if command == "run" else str(folder / "S1.jpg")
+    for name, points_to in (("loop", "loop"), ("gone", "nowhere")):
+        out = tmp_path / name
+        out.symlink_to(tmp_path / points_to)
+        assert main(["pathology", command, target, "--out", str(out), "--um-per-px", "1"]) == 2
+        assert (f"pathology {command}: --out {out} is a link to nothing, or a link loop; name "
+                "the folder for results") in capsys.readouterr().err

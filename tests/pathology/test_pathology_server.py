@@ -426,6 +426,91 @@ def test_a_restarted_server_resumes_its_own_jobs_one_after_another(env: Env) -> 
     store.close()
 
 
+class SteppedClock:
+    """time.monotonic that moves only when the test says (the server's put-off times)."""
+
+    def __init__(self) -> None:
+        self.now_s = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def _queue_server(env: Env, monkeypatch: pytest.MonkeyPatch,
+                  limit: int) -> tuple[PathologyServer, SteppedClock, PathologyStore]:
+    """A server never connected, fed by hand, on a clock the test moves."""
+    clock = SteppedClock()
+    monkeypatch.setattr(server_module.time, "monotonic", clock)
+    store = _store(env.tmp_path)
+    return PathologyServer(env.config(max_running_jobs=limit), store), clock, store
+
+
+def _request(env: Env, job_id: str) -> bytes:
+    return json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode()
+
+
+def test_a_server_takes_waiting_requests_oldest_first(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that came while jobs ran was put off; one that came after they ended was
+    taken at once, ahead of it, and one put off for less time (fewer jobs running) was due,
+    and taken, first."""
+    server, clock, store = _queue_server(env, monkeypatch, limit=1)
+    feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
+    server.runs = {"one": None}  # type: ignore[dict-item]  # at its limit
+    feed("older", _request(env, "older"), 1, 0)
+    del server.runs["one"]  # that job ended: nothing runs
+    feed("newer", _request(env, "newer"), 2, 0)
+    assert list(server.runs) == []  # it queues behind the older one
+    clock.now_s += 0.3
+    server._take_waiting()  # noqa: SLF001 - the main loop's turn
+    assert list(server.runs) == ["older"]
+    assert server._missed  # noqa: SLF001 - "newer" is read again once there is room
+    store.close()
+    server, clock, store = _queue_server(env, monkeypatch, limit=2)
+    feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
+    server.runs = {"one": None, "two": None}  # type: ignore[dict-item]  # at its limit
+    feed("first", _request(env, "first"), 1, 0)  # tried 0.4 s later (two jobs running)
+    del server.runs["two"]
+    clock.now_s += 0.05
+    feed("second", _request(env, "second"), 2, 0)  # tried 0.2 s later: due before "first"
+    clock.now_s += 0.25
+    server._take_waiting()  # noqa: SLF001 - the main loop's turn
+    assert sorted(server.runs) == ["one"]  # "second" waits for "first"
+    clock.now_s += 0.15
+    server._take_waiting()  # noqa: SLF001 - the main loop's turn
+    assert sorted(server.runs) == ["first", "one"]
+    store.close()
+
+
+def test_a_request_after_some_were_left_out_waits_for_them(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At its limit a server keeps as many requests as it may run and leaves the rest for the
+    next read; one that came later was kept as soon as there was space, ahead of them."""
+    server, clock, store = _queue_server(env, monkeypatch, limit=1)
+    feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
+    server.runs = {"one": None}  # type: ignore[dict-item]  # at its limit
+    feed("kept", _request(env, "kept"), 1, 0)
+    feed("left", _request(env, "left"), 2, 0)  # left for the next read
+    del server.runs["one"]
+    clock.now_s += 0.3
+    server._take_waiting()  # noqa: SLF001 - the main loop's turn
+    assert list(server.runs) == ["kept"]
+    feed("later", _request(env, "later"), 3, 0)
+    assert "later" not in server._waiting  # noqa: SLF001 - it queues behind "left"
+    del server.runs["kept"]
+    server.connected.set()
+    clock.now_s += 0.5
+    server._take_waiting()  # noqa: SLF001 - with room, it subscribes again: all are read again
+    assert not server._missed  # noqa: SLF001
+    for mid, job_id in enumerate(("left", "later")):  # what the broker sends again ("kept"
+        # ended, its request cleared), in the order they were first published
+        feed(job_id, _request(env, job_id), mid, 0)
+    assert list(server.runs) == ["left"]
+    store.close()
+
+
 class PeakRuns:
     """The most jobs a server ran at once, sampled every 10 ms in a thread of this test."""
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import struct
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from appliance.pathology.prepare import TileSettings, prepare_slide, tumour_tiles
-from appliance.pathology.slides import SlideError, read_slide, slide_files
+from appliance.pathology.slides import Slide, SlideError, read_slide, slide_files
 from appliance.pathology.tiles import read_tiles, slide_tissue_mask, tile_grid, tissue_mask
 from tests.shared_data import SHARED_DATA
 
@@ -108,3 +114,102 @@ def test_tumour_filter_keeps_tumour_and_drops_fat() -> None:
 
     assert tumour_tiles(class_tiles("TUM")).all()
     assert not tumour_tiles(class_tiles("ADI")).any()
+
+
+def test_a_slide_swapped_for_a_pipe_as_it_is_decoded_is_read_as_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is replaced by a FIFO just as the decoder opens it: the slide is read from
+    the descriptor opened and checked first, never from the FIFO (which waits for a writer,
+    so a worker hung there for good)."""
+    path = _save(tmp_path, _half_tissue())
+    decoder_open = Image.open
+
+    def swap_then_open(source: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        if path.is_file():  # the first open: the check has passed, now the swap
+            path.unlink()
+            os.mkfifo(path)
+        return decoder_open(source, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", swap_then_open)
+    read: list[Slide] = []
+    reader = threading.Thread(target=lambda: read.append(read_slide(path, 1.0, 1.0)),
+                              daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():
+        with path.open("wb"):  # a writer that closes at once: the waiting read ends
+            pass
+        reader.join(10)
+        pytest.fail("reading the slide waited on the pipe put in its place")
+    assert read[0].size_px == (1024, 512)
+    assert not stat.S_ISREG(path.stat().st_mode)  # the swap did happen
+
+
+def test_a_pipe_named_as_a_slide_is_refused_without_waiting(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe.tif"
+    os.mkfifo(pipe)
+    with pytest.raises(SlideError, match=r"pipe\.tif: not a regular file \(a pipe"):
+        read_slide(pipe, 1.0, 1.0)
+
+
+def _deep_tiffs(tmp_path: Path, rgb: np.ndarray) -> dict[str, tuple[Path, np.ndarray]]:
+    """The same slide written as a scanner or a converter writes 16-bit and float TIFF, each
+    with the 8-bit RGB a slide viewer shows for it."""
+    grey = np.asarray(Image.fromarray(rgb).convert("L")).astype(np.int64)
+    grey_rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.uint8)
+    written: dict[str, tuple[Path, np.ndarray]] = {}
+
+    def write(name: str, samples: np.ndarray, shown: np.ndarray, **options: Any) -> None:
+        tifffile.imwrite(tmp_path / name, samples, **options)
+        written[name] = (tmp_path / name, shown)
+
+    write("grey16.tif", (grey * 257).astype(np.uint16), grey_rgb)  # top byte: >> 8
+    write("grey12.tif", ((grey * 4095 + 127) // 255).astype(np.uint16), grey_rgb,  # 12 bits
+          extratags=[(281, "H", 1, 4095, False)])  # MaxSampleValue
+    write("rgb12.tif", ((rgb.astype(np.int64) * 4095 + 127) // 255).astype(np.uint16), rgb,
+          photometric="rgb", extratags=[(281, "H", 1, 4095, False)])  # not its top byte
+    write("grey_float.tif", grey.astype(np.float32) / 255, grey_rgb)  # within [0, 1]
+    write("rgb_float.tif", rgb.astype(np.float32) / 255, rgb, photometric="rgb")
+    stretched = rgb.astype(np.float64) * 40 - 1000  # outside [0, 1]: min-max
+    shown = np.round((stretched - stretched.min()) / np.ptp(stretched) * 255).astype(np.uint8)
+    write("rgb_float_planes.tif", np.moveaxis(stretched, 2, 0), shown, photometric="rgb",
+          planarconfig="separate")
+    return written
+
+
+def test_sixteen_bit_and_float_tiffs_are_read_as_a_viewer_shows_them(tmp_path: Path) -> None:
+    """16-bit grey came out white (Pillow clips it to 255), float grey black, float RGB was
+    called corrupt."""
+    rgb = _half_tissue(256, 128)
+    rgb[0, 0], rgb[0, 1] = (0, 0, 0), (255, 255, 255)  # the full range, for min-max
+    for name, (path, shown) in _deep_tiffs(tmp_path, rgb).items():
+        slide = read_slide(path, um_per_px=1.0, target_um_per_px=1.0)
+        got = np.asarray(slide.image).astype(int)
+        assert got.shape == shown.shape, name
+        assert np.abs(got - shown).max() <= 1, name
+
+
+def test_a_cut_float_tiff_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, np.random.default_rng(1).random((400, 300, 3), np.float32),
+                     photometric="rgb")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(SlideError, match=r"cut\.tif: corrupt or truncated"):
+        read_slide(path, 1.0, 1.0)
+
+
+def test_a_float_tiff_too_large_to_decode_is_refused_before_decoding(tmp_path: Path) -> None:
+    """Its header claims 30,000 x 30,000 float samples: 3.6 GB decoded, more than the 3 GB an
+    8-bit RGB slide of the pixel limit takes (the file itself is a few hundred bytes)."""
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(path, np.zeros((8, 8), np.float32))
+    header = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tiff:
+        sizes = [tiff.pages[0].tags[code] for code in (256, 257)]  # ImageWidth, ImageLength
+    for tag in sizes:  # an IFD entry: code, type, count, then the value
+        struct.pack_into("<H" if tag.dtype == 3 else "<I", header, tag.offset + 8, 30_000)
+    path.write_bytes(bytes(header))
+    with pytest.raises(SlideError, match=r"huge\.tif: 900000000 pixels of 4 bytes each decode "
+                       r"to 3600000000 bytes, more than 3000000000"):
+        read_slide(path, 1.0, 1.0)
