@@ -106,9 +106,10 @@ def new_job_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
 
 
-def utc_text() -> str:
-    """Now as UTC ISO 8601 text."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def utc_text(at: datetime | None = None) -> str:
+    """``at`` (default: now) as UTC ISO 8601 text."""
+    when = datetime.now(UTC) if at is None else at
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def make_request(paths: list[Path], um_per_px: float) -> JobRequest:

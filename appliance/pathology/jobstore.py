@@ -19,6 +19,7 @@ import json
 import math
 import sqlite3
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from appliance.backoffice.store import Store, StoreError
@@ -103,10 +104,17 @@ class PathologyStore(Store):
         cur.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
         return float(cur.fetchone()[0])
 
+    def _clock_text(self, cur: Any) -> str:
+        """Now as UTC ISO 8601 text on the lease clock: jobs taken over oldest accepted first
+        are in true order across hosts whose clocks differ."""
+        if not self.postgres:
+            return utc_text()
+        return utc_text(datetime.fromtimestamp(self._lease_clock(cur), UTC))
+
     def accept(self, request: JobRequest, owner: str, lease_s: float) -> bool:
         """Store a new job as queued and owned; False when the job id is already stored."""
-        now = utc_text()
         with self._transaction() as cur:
+            now = self._clock_text(cur)
             lease_until = self._lease_clock(cur) + lease_s
             cur.execute(self._sql(
                 "INSERT INTO pathology_jobs (job_id, state, owner, lease_until, request, "
@@ -119,8 +127,8 @@ class PathologyStore(Store):
     def record_refusal(self, job_id: str, owner: str, reason: str) -> bool:
         """Keep a refused job (named by a usable id) as failed, with the reason; False when
         the id is already stored (that job is left as it is)."""
-        now = utc_text()
         with self._transaction() as cur:
+            now = self._clock_text(cur)
             cur.execute(self._sql(
                 "INSERT INTO pathology_jobs (job_id, state, owner, lease_until, request, "
                 "submitted_at, accepted_at, updated_at, reason) "
@@ -175,7 +183,7 @@ class PathologyStore(Store):
             cur.execute(self._sql(
                 f"UPDATE pathology_jobs SET state = ?, reason = ?, updated_at = ? "
                 f"WHERE job_id = ? AND owner = ? AND {_NOT_FINAL}"),
-                (state, reason[:2000], utc_text(), job_id, owner))
+                (state, reason[:2000], self._clock_text(cur), job_id, owner))
             return bool(cur.rowcount == 1)
 
     def request_cancel(self, job_id: str) -> bool:

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,37 @@ def test_a_lapsed_lease_moves_the_job_and_slides_are_stored_once(
     rows = store.slide_results(request.job_id)
     assert [(r["slide_index"], r["server"]) for r in rows] == [(0, "first"), (1, "second")]
     assert rows[0]["in_distribution_share"] is None  # NaN is stored as NULL
+
+
+@pytest.mark.postgres
+def test_jobs_are_taken_over_in_the_order_the_store_accepted_them_whatever_the_hosts_clocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Servers on hosts with skewed clocks share a PostgreSQL store: a job accepted first on a
+    host two hours ahead is still taken over before one accepted later on a host on time
+    (accepted_at was each host's clock: the later job came first)."""
+    from appliance.pathology import jobstore
+
+    real_text = jobstore.utc_text
+
+    def two_hours_ahead(at: datetime | None = None) -> str:
+        return real_text(at if at is not None else datetime.now(UTC) + timedelta(hours=2))
+
+    schema = f"test_pathology_{uuid.uuid4().hex[:12]}"
+    store = open_pathology_store(PG_URL, pg_schema=schema)
+    try:
+        first, second = (make_request([tmp_path / f"{n}.jpg"], 0.5) for n in "ab")
+        with monkeypatch.context() as host:
+            host.setattr(jobstore, "utc_text", two_hours_ahead)
+            host.setattr(time, "time", lambda: datetime.now(UTC).timestamp() + 7200)
+            assert store.accept(first, "ahead", lease_s=0.2)
+        assert store.accept(second, "on-time", lease_s=0.2)
+        time.sleep(0.3)
+        taken = [job.job_id for job in store.claim_expired("third", lease_s=30)]
+        assert taken == [first.job_id, second.job_id]
+    finally:
+        store.drop_postgres_schema(schema)
+        store.close()
 
 
 def test_leases_run_on_the_stores_clock_not_a_skewed_hosts(
