@@ -75,6 +75,9 @@ def name_clash(jobs: list[SlideJob]) -> str | None:
         first = seen.setdefault(job.slide, job)
         if first is not job and first.path == job.path:
             return f"{job.path} is listed twice (slide {job.slide!r}); list each slide once"
+        if first is not job and os.path.realpath(first.path) == os.path.realpath(job.path):
+            return (f"{first.path} and {job.path} (one file) are listed twice as slide "
+                    f"{job.slide!r}; list each slide once")
         if first is not job:
             return (f"{first.path} and {job.path} would both be slide {job.slide!r} (one "
                     f"heatmaps/{job.slide}.png, one tiles/{job.slide}.csv); rename one, or "

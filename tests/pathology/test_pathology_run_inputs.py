@@ -132,6 +132,11 @@ def test_slides_that_would_share_a_name_are_refused_before_any_is_scored(
                  "--um-per-px", "1", "--out", str(out)]) == 2
     assert "would both be slide 'x'" in capsys.readouterr().err
     assert not out.exists()
+    assert main(["pathology", "submit", str(folder / "x.jpg"), str(folder / "sub" / ".." /
+                 "x.jpg"), "--um-per-px", "1", "--out", str(out)]) == 2
+    assert (f"{folder / 'x.jpg'} and {folder / 'sub' / '..' / 'x.jpg'} (one file) are listed "
+            "twice as slide 'x'; list each slide once") in capsys.readouterr().err  # no rename
+    assert not out.exists()
 
 
 def test_a_slide_listed_twice_in_labels_is_refused(
