@@ -72,7 +72,7 @@ class LostTally:
         """Close the file (the count stays in it)."""
         os.close(self._fd)
 
-_SCHEMA = (
+OUTBOX_SCHEMA = (  # the tables in creation order: their root pages follow it
     "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "measurement_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, "
     "created_at_s REAL NOT NULL)",
@@ -133,7 +133,7 @@ class Outbox:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA:
+            for statement in OUTBOX_SCHEMA:
                 self._db.execute(statement)
             check = str(self._db.execute("PRAGMA quick_check").fetchone()[0])
             if check != "ok":

@@ -5,6 +5,11 @@ its WAL, a fresh outbox is created in its place, and every row that can still be
 the damaged copy is committed into the fresh one with its measurement id and age, so it is
 sent again. Rows that cannot be read are counted as dropped. The daemon carries on either way;
 the damaged copy stays next to it (``outbox.sqlite3.corrupt-<unix time>``) for inspection.
+
+A damaged first page (the file header, or the schema that says where each table starts) hides
+every row, although the pages holding them are intact: the rows are then read from a copy whose
+first page is rebuilt from a fresh outbox of the same page size (appliance/transport/
+outbox_header.py), since an outbox's tables always start on the same pages.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxMessage
+from appliance.transport.outbox_header import with_rebuilt_first_page
 
 log = logging.getLogger(__name__)
 MAX_PROBED_SEQS = 1_000_000  # row-by-row salvage never walks more seqs than this
@@ -43,6 +49,20 @@ def open_outbox(path: Path, **bounds: Any) -> Outbox:
     return outbox
 
 
+def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:
+    """Readable rows of a damaged outbox, and how many known rows could not be read."""
+    found = _salvage_file(damaged)
+    if found is None:  # no outbox table to be found: the first page is what is damaged
+        found = with_rebuilt_first_page(damaged, _salvage_file)
+    if found is None:
+        log.error(
+            "%s: no outbox table can be found in it, even with its first page rebuilt; how many "
+            "results it held is unknown (the file is kept for inspection)", damaged,
+        )
+        return [], 0
+    return found
+
+
 def move_aside(path: Path) -> Path:
     """Rename the damaged file (and its WAL and shared-memory files) out of the way."""
     aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
@@ -53,36 +73,49 @@ def move_aside(path: Path) -> Path:
     return aside
 
 
-def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:
-    """Readable rows of a damaged outbox, and how many known rows could not be read."""
+def _salvage_file(damaged: Path) -> tuple[list[OutboxMessage], int] | None:
+    """Rows and unreadable count of the file, or None when it shows no outbox table at all."""
     try:
         db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
     except sqlite3.Error:
-        return [], 0
+        return None
     try:
+        if not _has_outbox_table(db):
+            return None
         with contextlib.suppress(sqlite3.Error):
             rows = db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
             return [_message(row) for row in rows], 0
         found, unreadable = _row_by_row(db)
-        return found, max(unreadable, _known_rows(db) - len(found))
+        known = _known_rows(db)
+        if known is None and not found and not unreadable:
+            return None  # the table is named but none of it can be read: not an outbox's page
+        return found, max(unreadable, (known or 0) - len(found))
     finally:
         db.close()
 
 
-def _known_rows(db: sqlite3.Connection) -> int:
-    """How many rows the damaged table, or its index, still says it holds (0: neither can).
+def _has_outbox_table(db: sqlite3.Connection) -> bool:
+    try:
+        named = db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'outbox'").fetchone()
+    except sqlite3.Error:
+        return False
+    return named is not None
+
+
+def _known_rows(db: sqlite3.Connection) -> int | None:
+    """How many rows the damaged table, or its index, still says it holds (None: neither can).
 
     A page whose cells are garbled may answer a lookup by seq with nothing rather than an
     error, so the rows on it are missed without a failed probe; the counts still show them.
     """
-    counts = [0]
+    counts: list[int] = []
     for sql in (
         "SELECT COUNT(*) FROM outbox NOT INDEXED",
         "SELECT COUNT(*) FROM outbox INDEXED BY outbox_measurement_id",
     ):
         with contextlib.suppress(sqlite3.Error, TypeError):
             counts.append(int(db.execute(sql).fetchone()[0]))
-    return max(counts)
+    return max(counts, default=None)
 
 
 def _row_by_row(db: sqlite3.Connection) -> tuple[list[OutboxMessage], int]:

@@ -171,6 +171,41 @@ def test_rows_lost_on_a_page_whose_cells_are_garbled_are_counted(tmp_path: Path)
     outbox.close()
 
 
+@pytest.mark.parametrize("garbage_bytes", [16, 100, PAGE_BYTES])
+def test_garbage_over_the_header_or_first_page_loses_no_row(
+    tmp_path: Path, garbage_bytes: int
+) -> None:
+    # the first page (header and schema) was garbled: SQLite calls the file "not a database",
+    # and every row on the intact pages behind it was lost without being counted
+    path = tmp_path / "outbox.sqlite3"
+    stored = stored_results(path, 400)
+    ids = [message.measurement_id for message in stored.pending(limit=1000)]
+    stored.close()
+    with path.open("r+b") as db:
+        db.write(random.Random(1).randbytes(garbage_bytes))
+    outbox = open_outbox(path)
+    assert [message.measurement_id for message in outbox.pending(limit=1000)] == ids
+    assert outbox.dropped() == 0
+    aside = tmp_path.glob("outbox.sqlite3.corrupt-*")
+    aside = [p for p in aside if not p.name.endswith(("-wal", "-shm"))]
+    assert len(aside) == 1  # the damaged file is kept as it was, not deleted
+    assert aside[0].read_bytes()[:garbage_bytes] == random.Random(1).randbytes(garbage_bytes)
+    assert not list(tmp_path.glob(".outbox-rebuild-*"))  # the working copy is gone
+    outbox.close()
+
+
+def test_a_file_with_no_outbox_to_be_found_says_how_much_is_unknown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(random.Random(2).randbytes(4 * PAGE_BYTES))
+    outbox = open_outbox(path)
+    assert outbox.depth() == 0
+    assert "how many results it held is unknown" in caplog.text
+    assert "outbox.sqlite3.corrupt-" in caplog.text  # naming the file kept aside
+    outbox.close()
+
+
 def test_outbox_that_is_not_a_database_is_replaced_and_the_daemon_runs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
