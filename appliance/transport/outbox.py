@@ -11,8 +11,12 @@ results it held are counted as lost in ``LostTally``, a file of 8 bytes beside t
 is overwritten in place (no new block, so it takes the count on a full disk too, and the count
 survives a restart before the disk has room again); where even that fails the count is kept in
 memory and written with the next commit that succeeds, so ``dropped()`` never under-reports.
-Every write raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot kill the
-thread that writes.
+Every write and read raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot
+kill the thread that writes. A file found damaged while in use (SQLite says "malformed" or "not
+a database") raises ``OutboxCorruptError`` and sets ``damaged``: the daemon then holds what it
+could not commit and restarts to repair the file (appliance/transport/outbox_repair.py), since a
+repair renumbers the rows under the link; the counters (``dropped()``, ``depth()``) keep
+answering from what was last read.
 """
 
 from __future__ import annotations
@@ -101,6 +105,11 @@ class OutboxCorruptError(OutboxError):
 _CORRUPT_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file itself is damaged (not a full disk or a busy lock)."""
+    return getattr(exc, "sqlite_errorname", "") in _CORRUPT_CODES
+
+
 @dataclass(frozen=True)
 class OutboxMessage:
     """One stored message, in commit order (``seq``)."""
@@ -128,6 +137,8 @@ class Outbox:
         self.policy: OutboxPolicy = policy
         self._lock = threading.Lock()
         self._unsaved_dropped = 0  # lost while neither file could take a write
+        self._saved_dropped = 0  # the persisted counter, as last read
+        self.damaged: str | None = None  # why the file was found damaged while in use
         self._tally: LostTally | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +161,7 @@ class Outbox:
             if full := full_disk_hint(path):  # SQLite says "disk I/O error"
                 raise OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; its unsent "
                                   "results stay in it") from exc
-            if getattr(exc, "sqlite_errorname", "") not in _CORRUPT_CODES:
+            if not is_corrupt(exc):
                 raise OutboxError(f"{path}: cannot open the outbox ({exc})") from exc
             raise OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})") from exc
         except (sqlite3.Error, OSError) as exc:
@@ -196,7 +207,7 @@ class Outbox:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback_locked()
-            raise OutboxWriteError(f"{self.path}: could not commit results ({exc})") from exc
+            raise self._failed_locked(exc, "commit results") from exc
         self._unsaved_dropped -= unsaved
         self._depth += len(messages) - dropped
         return seqs
@@ -224,8 +235,9 @@ class Outbox:
                     "INSERT OR REPLACE INTO counters (name, value) VALUES ('probe', 0)"
                 )
                 self._db.execute("COMMIT")
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
                 self._rollback_locked()
+                self._failed_locked(exc, "probe")  # marks a damaged file
                 return False
             self._unsaved_dropped -= unsaved
             return True
@@ -243,7 +255,7 @@ class Outbox:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback_locked()
-                raise OutboxWriteError(f"{self.path}: could not keep salvaged rows: {exc}") from exc
+                raise self._failed_locked(exc, "keep salvaged rows") from exc
             self._depth += len(messages)
         return len(messages)
 
@@ -265,7 +277,22 @@ class Outbox:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback_locked()
-            raise OutboxWriteError(f"{self.path}: could not {what} ({exc})") from exc
+            raise self._failed_locked(exc, what) from exc
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """One read (lock held); any sqlite error is an OutboxError."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._failed_locked(exc, what) from exc
+
+    def _failed_locked(self, exc: sqlite3.Error, what: str) -> OutboxError:
+        """The error to raise for a failed statement; a damaged file is marked ``damaged``."""
+        if is_corrupt(exc):
+            self.damaged = f"{self.path}: the outbox file is damaged ({exc})"
+            return OutboxCorruptError(f"{self.damaged}; could not {what}")
+        return OutboxWriteError(f"{self.path}: could not {what} ({exc})")
 
     def _rollback_locked(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # no transaction open: nothing to undo
@@ -276,7 +303,7 @@ class Outbox:
 
     def pending(self, after_seq: int = 0, limit: int = 1000) -> list[OutboxMessage]:
         """Messages with ``seq > after_seq``, oldest first."""
-        with self._lock:
+        with self._lock, self._reading("read waiting results"):
             rows = self._db.execute(
                 "SELECT seq, measurement_id, topic, payload, created_at_s FROM outbox "
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -317,7 +344,7 @@ class Outbox:
         for start in range(0, len(seqs), 500):
             chunk = list(seqs[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            with self._lock:
+            with self._lock, self._reading("read results to send again"):
                 rows = self._db.execute(
                     "SELECT seq, measurement_id, topic, payload, created_at_s FROM outbox "
                     f"WHERE seq IN ({marks})",
@@ -327,9 +354,12 @@ class Outbox:
         return sorted(found, key=lambda message: message.seq)
 
     def oldest_age_s(self, now_s: float | None = None) -> float | None:
-        """Seconds since the oldest waiting message was committed (None when empty)."""
-        with self._lock:
-            row = self._db.execute("SELECT MIN(created_at_s) FROM outbox").fetchone()
+        """Seconds since the oldest waiting message was committed (None: empty or unreadable)."""
+        try:
+            with self._lock, self._reading("read the oldest result's age"):
+                row = self._db.execute("SELECT MIN(created_at_s) FROM outbox").fetchone()
+        except OutboxError:
+            return None
         if row is None or row[0] is None:
             return None
         return max(0.0, (time.time() if now_s is None else now_s) - float(row[0]))
@@ -353,14 +383,19 @@ class Outbox:
     def dropped(self) -> int:
         """How many results were lost, ever: size/age policy (persisted) and refused commits."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+            with contextlib.suppress(OutboxError), self._reading("read the dropped count"):
+                row = self._db.execute(
+                    "SELECT value FROM counters WHERE name = 'dropped'"
+                ).fetchone()
+                self._saved_dropped = int(row[0])  # unreadable: the last value read stands
             tallied = self._tally.value if self._tally is not None else 0
-            return int(row[0]) + tallied + self._unsaved_dropped
+            return self._saved_dropped + tallied + self._unsaved_dropped
 
     def close(self) -> None:
         """Close the database (committed messages stay on disk)."""
         with self._lock:
-            self._db.close()
+            with contextlib.suppress(sqlite3.Error):  # a damaged file: nothing more to keep
+                self._db.close()
             if self._tally is not None:
                 self._tally.close()
                 self._tally = None

@@ -26,7 +26,12 @@ from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port
-from appliance.transport.outbox import Outbox, OutboxError, OutboxWriteError
+from appliance.transport.outbox import (
+    Outbox,
+    OutboxCorruptError,
+    OutboxError,
+    OutboxWriteError,
+)
 from appliance.transport.outbox_repair import open_outbox
 from tests.disk_helpers import fill, small_tmpfs
 
@@ -218,6 +223,51 @@ def test_outbox_that_is_not_a_database_is_replaced_and_the_daemon_runs(
     assert list(state.glob("outbox.sqlite3.corrupt-*"))
     assert "moving it aside" in caplog.text
     daemon.outbox.close()
+
+
+def checkpoint_and_damage_first_page(path: Path) -> None:
+    """Move every committed page into the file, then garble its first page (header, schema)."""
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    damage(path, 0)
+
+
+def test_an_outbox_damaged_in_use_says_so_and_still_answers_its_counters(tmp_path: Path) -> None:
+    # a damaged file raised bare sqlite3 errors from every read: the status line's dropped()
+    # killed the daemon's main thread
+    path = tmp_path / "outbox.sqlite3"
+    outbox = stored_results(path, 10)
+    checkpoint_and_damage_first_page(path)
+    with pytest.raises(OutboxCorruptError, match=r"outbox\.sqlite3: the outbox file is damaged"):
+        outbox.add_many([("new-1", "t", b"{}")])
+    assert outbox.damaged is not None
+    assert outbox.dropped() == 0
+    assert outbox.oldest_age_s() is None
+    with pytest.raises(OutboxCorruptError):
+        outbox.pending()
+    outbox.close()
+
+
+def test_results_measured_after_the_outbox_is_damaged_in_use_are_kept_not_dropped(
+    tmp_path: Path,
+) -> None:
+    # commits failed on the damaged file and were counted as dropped, the probe's write could
+    # still succeed, and the link crashed on pending(): the results in between were lost
+    state = tmp_path / "state"
+    nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})  # only the committer
+    daemon = fast_daemon(edge_config(state, nobody, "damaged"))  # reads the outbox
+    thread, codes = run_in_thread(daemon)
+    assert wait_until(lambda: daemon.committer.committed >= 20)
+    path = state / "outbox.sqlite3"
+    checkpoint_and_damage_first_page(path)
+    thread.join(30)
+    assert codes == [1]  # systemd starts it again, on the repaired outbox
+    assert daemon.committer.refused == 0  # nothing counted as dropped
+    repaired = Outbox(path)  # repaired on the way out: opens as it is
+    assert repaired.depth() == daemon.analysis.measurements  # every measured result kept
+    assert repaired.dropped() == 0
+    repaired.close()
+    assert list(state.glob("outbox.sqlite3.corrupt-*"))  # the damaged file kept aside
 
 
 def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
