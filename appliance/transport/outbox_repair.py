@@ -3,7 +3,9 @@
 A corrupt outbox (power cut on a bad SD card, a file truncated by hand) is moved aside with
 its WAL, a fresh outbox is created in its place, and every row that can still be read from
 the damaged copy is committed into the fresh one with its measurement id and age, so it is
-sent again. Rows that cannot be read are counted as dropped. The daemon carries on either way;
+sent again. Rows that cannot be read are counted as dropped, and so are the ones the damaged
+outbox had already counted (its ``dropped`` counter, where it can be read), so the device's
+``dropped`` never goes down with a repair. The daemon carries on either way;
 the damaged copy stays next to it (``outbox.sqlite3.corrupt-<unix time>``) for inspection.
 
 A damaged first page (the file header, or the schema that says where each table starts) hides
@@ -39,14 +41,37 @@ def open_outbox(path: Path, **bounds: Any) -> Outbox:
     outbox = Outbox(path, **bounds)
     rows, lost = salvage(aside)
     outbox.add_recovered(rows)
-    if lost:
-        outbox.count_lost(lost)
+    earlier = dropped_before(aside)
+    if lost + earlier:
+        outbox.count_lost(lost + earlier)
         outbox.writable()  # save the lost count now
     log.error(
-        "outbox %s recreated: %d result(s) recovered from %s, %d unreadable (counted dropped)",
-        path, len(rows), aside, lost,
+        "outbox %s recreated: %d result(s) recovered from %s, %d unreadable (counted dropped, "
+        "with the %d it had counted before)", path, len(rows), aside, lost, earlier,
     )
     return outbox
+
+
+def dropped_before(damaged: Path) -> int:
+    """The damaged outbox's own ``dropped`` counter (0 where it cannot be read)."""
+    counted = _dropped_in_file(damaged)
+    if counted is None:
+        counted = with_rebuilt_first_page(damaged, _dropped_in_file)
+    return counted or 0
+
+
+def _dropped_in_file(damaged: Path) -> int | None:
+    try:
+        db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+        return max(0, int(row[0]))
+    except (sqlite3.Error, TypeError, ValueError):
+        return None
+    finally:
+        db.close()
 
 
 def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:

@@ -161,6 +161,24 @@ def test_corrupt_middle_page_is_moved_aside_and_readable_rows_recovered(tmp_path
     assert outbox.depth() == recovered + 1
 
 
+@pytest.mark.parametrize("offset_pages", [0, 8])
+def test_a_repair_keeps_what_the_damaged_outbox_had_counted_as_dropped(
+    tmp_path: Path, offset_pages: int
+) -> None:
+    # the fresh outbox started its dropped counter at 0: the device's status said fewer
+    # results were ever lost after a repair than before it
+    path = tmp_path / "outbox.sqlite3"
+    outbox = stored_results(path, 400)
+    outbox.max_rows = 395
+    outbox.add_many([(f"new-{i}", "t", b"{}") for i in range(5)])  # 10 oldest dropped
+    assert outbox.dropped() == 10
+    outbox.close()
+    damage(path, PAGE_BYTES * offset_pages)
+    repaired = open_outbox(path)
+    assert repaired.dropped() == 10 + (395 - repaired.depth())
+    repaired.close()
+
+
 def test_rows_lost_on_a_page_whose_cells_are_garbled_are_counted(tmp_path: Path) -> None:
     # a few garbled bytes in a page's cell pointers: looking a row up by its seq then finds
     # nothing rather than an error, so only the table's own row count shows the loss
