@@ -89,8 +89,15 @@ def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:
 
 
 def move_aside(path: Path) -> Path:
-    """Rename the damaged file (and its WAL and shared-memory files) out of the way."""
-    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    """Rename the damaged file (and its WAL and shared-memory files) out of the way.
+
+    The name is one no earlier damaged copy has: a rename replaces what it lands on, and two
+    repairs within a second (on the way out, then at the restart) must both be kept."""
+    stem = f"{path.name}.corrupt-{int(time.time())}"
+    aside, tries = path.with_name(stem), 1
+    while any(aside.with_name(aside.name + s).exists() for s in ("", "-wal", "-shm")):
+        tries += 1
+        aside = path.with_name(f"{stem}.{tries}")
     for suffix in ("", "-wal", "-shm"):
         source = path.with_name(path.name + suffix)
         if source.exists():

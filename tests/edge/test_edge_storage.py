@@ -217,6 +217,20 @@ def test_garbage_over_the_header_or_first_page_loses_no_row(
     outbox.close()
 
 
+def test_two_repairs_in_one_second_keep_both_damaged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # both were renamed to outbox.sqlite3.corrupt-<the same second>: the second rename
+    # replaced the first damaged file, deleting the rows it still held
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    path = tmp_path / "outbox.sqlite3"
+    for garbage in (b"first " * 700, b"second " * 700):
+        path.write_bytes(garbage)
+        open_outbox(path).close()
+    kept = sorted(p.read_bytes()[:6] for p in tmp_path.glob("outbox.sqlite3.corrupt-*"))
+    assert kept == [b"first ", b"second"]
+
+
 def test_a_file_with_no_outbox_to_be_found_says_how_much_is_unknown(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
