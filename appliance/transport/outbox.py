@@ -16,12 +16,15 @@ kill the thread that writes. A file found damaged while in use (SQLite says "mal
 a database") raises ``OutboxCorruptError`` and sets ``damaged``: the daemon then holds what it
 could not commit and restarts to repair the file (appliance/transport/outbox_repair.py), since a
 repair renumbers the rows under the link; the counters (``dropped()``, ``depth()``) keep
-answering from what was last read.
+answering from what was last read. A jump of the wall clock (NTP's first sync on a kiosk
+without a battery-backed clock) moves the commit times of the waiting results with it, so the
+age limit counts the time that really passed (appliance/transport/wallclock.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import struct
@@ -33,6 +36,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.diskspace import full_disk_hint
+from appliance.transport import wallclock
+
+log = logging.getLogger(__name__)
 
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
 
@@ -139,6 +145,7 @@ class Outbox:
         self._unsaved_dropped = 0  # lost while neither file could take a write
         self._saved_dropped = 0  # the persisted counter, as last read
         self.damaged: str | None = None  # why the file was found damaged while in use
+        self._clock = wallclock.JumpWatch()
         self._tally: LostTally | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +184,7 @@ class Outbox:
         """Commit (measurement_id, topic, payload) messages in one fsync'd transaction."""
         if not messages:
             return []
-        now_s = time.time()
+        now = wallclock.clock_now()
         with self._lock:
             overflow = self._depth + len(messages) - self.max_rows
             if overflow > 0 and self.policy == "refuse_new":
@@ -186,14 +193,17 @@ class Outbox:
                     f"{self.path}: outbox holds {self._depth} of {self.max_rows} results and its "
                     f"policy is refuse_new; {len(messages)} new result(s) dropped"
                 )
-            return self._insert_locked(messages, now_s, max(0, overflow))
+            return self._insert_locked(messages, now, max(0, overflow))
 
     def _insert_locked(
-        self, messages: Sequence[tuple[str, str, bytes]], now_s: float, overflow: int
+        self, messages: Sequence[tuple[str, str, bytes]], now: wallclock.ClockReading,
+        overflow: int,
     ) -> list[int]:
+        now_s = now[0]
         try:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("BEGIN IMMEDIATE")
+            self._follow_clock_jump_locked(now)
             seqs = []
             for measurement_id, topic, payload in messages:
                 cursor = self._db.execute(
@@ -210,7 +220,18 @@ class Outbox:
             raise self._failed_locked(exc, "commit results") from exc
         self._unsaved_dropped -= unsaved
         self._depth += len(messages) - dropped
+        self._clock.seen(now)
         return seqs
+
+    def _follow_clock_jump_locked(self, now: wallclock.ClockReading) -> None:
+        """Move the waiting results' commit times by a jump of the wall clock (in a write)."""
+        jump_s = self._clock.jump_s(now)
+        if jump_s:
+            moved = self._db.execute(
+                "UPDATE outbox SET created_at_s = created_at_s + ?", (jump_s,)
+            ).rowcount
+            log.warning("%s: the wall clock jumped by %+.0f s; the ages of %d waiting result(s) "
+                        "follow it", self.path, jump_s, moved)
 
     def _fold_unsaved_locked(self) -> int:
         unsaved = self._unsaved_dropped
@@ -366,14 +387,18 @@ class Outbox:
 
     def expire(self, now_s: float | None = None) -> int:
         """Drop messages older than ``max_age_s`` (counted as dropped); returns how many."""
-        cutoff_s = (time.time() if now_s is None else now_s) - self.max_age_s
-        with self._lock, self._writing("FULL", "expire old results"):
-            removed = self._db.execute(
-                "DELETE FROM outbox WHERE created_at_s < ?", (cutoff_s,)
-            ).rowcount
-            if removed:
-                self._count_dropped_locked(removed)
-        self._depth -= removed
+        now = wallclock.clock_now()
+        cutoff_s = (now[0] if now_s is None else now_s) - self.max_age_s
+        with self._lock:
+            with self._writing("FULL", "expire old results"):
+                self._follow_clock_jump_locked(now)
+                removed = self._db.execute(
+                    "DELETE FROM outbox WHERE created_at_s < ?", (cutoff_s,)
+                ).rowcount
+                if removed:
+                    self._count_dropped_locked(removed)
+            self._depth -= removed
+            self._clock.seen(now)
         return int(removed)
 
     def depth(self) -> int:
