@@ -7,6 +7,9 @@ sent again. Rows that cannot be read are counted as dropped, and so are the ones
 outbox had already counted (its ``dropped`` counter, where it can be read), so the device's
 ``dropped`` never goes down with a repair. The daemon carries on either way;
 the damaged copy stays next to it (``outbox.sqlite3.corrupt-<unix time>``) for inspection.
+A repair that cannot finish (no room for the recovered rows) is undone: the fresh outbox, which
+holds nothing yet, is removed and the damaged file put back, so the next start tries again
+rather than opening an empty outbox and leaving the rows behind.
 
 A damaged first page (the file header, or the schema that says where each table starts) hides
 every row, although the pages holding them are intact: the rows are then read from a copy whose
@@ -23,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxMessage
+from appliance.diskspace import full_disk_hint
+from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxError, OutboxMessage
 from appliance.transport.outbox_header import with_rebuilt_first_page
 
 log = logging.getLogger(__name__)
@@ -38,9 +42,20 @@ def open_outbox(path: Path, **bounds: Any) -> Outbox:
     except OutboxCorruptError as exc:
         log.error("%s; moving it aside and recovering what can be read", exc)
     aside = move_aside(path)
-    outbox = Outbox(path, **bounds)
+    try:
+        outbox = Outbox(path, **bounds)
+    except OutboxError:
+        put_back(aside, path)
+        raise
     rows, lost = salvage(aside)
-    outbox.add_recovered(rows)
+    try:
+        outbox.add_recovered(rows)
+    except OutboxError as exc:
+        outbox.close()
+        put_back(aside, path)
+        raise OutboxError(f"{exc}; the damaged outbox is back in place with its {len(rows)} "
+                          f"readable result(s), and the repair is tried again at the next start"
+                          f"{': ' + full if (full := full_disk_hint(path)) else ''}") from exc
     earlier = dropped_before(aside)
     if lost + earlier:
         outbox.count_lost(lost + earlier)
@@ -86,6 +101,17 @@ def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:
         )
         return [], 0
     return found
+
+
+def put_back(aside: Path, path: Path) -> None:
+    """Undo ``move_aside``: the fresh outbox at ``path`` holds nothing and gives way."""
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        moved = aside.with_name(aside.name + suffix)
+        if moved.exists():
+            moved.rename(path.with_name(path.name + suffix))
+    log.error("%s: the repair could not finish; the damaged outbox is back in place", path)
 
 
 def move_aside(path: Path) -> Path:

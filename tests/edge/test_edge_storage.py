@@ -8,6 +8,7 @@ is moved aside, its readable rows recovered, and the daemon carries on.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
 import struct
@@ -319,6 +320,30 @@ def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
     outbox = Outbox(path)
     assert outbox.depth() == 6
     outbox.close()
+
+
+def test_a_repair_with_no_room_for_the_recovered_rows_is_undone_and_tried_again(
+    tmp_path: Path,
+) -> None:
+    # the fresh outbox was made, the recovered rows did not fit, and the next start opened the
+    # fresh, empty outbox: 1,500 results left behind in the damaged copy, none counted
+    with small_tmpfs(tmp_path / "disk", size="8m") as disk:
+        path = disk / "outbox.sqlite3"
+        stored_results(path, 1500).close()
+        damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+        damaged = path.read_bytes()
+        filler = fill(disk)
+        os.truncate(filler, filler.stat().st_size - 1300 * 1024)  # room, but not for 3 MB
+        for _start in range(2):
+            with pytest.raises(OutboxError, match="repair is tried again at the next start"):
+                open_outbox(path)
+            assert path.read_bytes() == damaged  # back in place, as it was
+            assert not list(disk.glob("outbox.sqlite3.corrupt-*"))
+        filler.unlink()
+        outbox = open_outbox(path)
+        assert outbox.depth() > 1450
+        assert outbox.depth() + outbox.dropped() == 1500
+        outbox.close()
 
 
 def test_a_full_disk_hint_is_empty_where_there_is_room(tmp_path: Path) -> None:
