@@ -136,6 +136,8 @@ class Outbox:
         max_rows: int = 100_000,
         max_age_s: float = 30 * 86400.0,
         policy: OutboxPolicy = "drop_oldest",
+        *,
+        lost_tally: bool = True,  # False: a copy being built by a repair, not the outbox yet
     ) -> None:
         self.path = path
         self.max_rows = max_rows
@@ -157,8 +159,9 @@ class Outbox:
             if check != "ok":
                 raise OutboxCorruptError(f"{path}: the outbox file is damaged ({check[:200]})")
             self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-            with contextlib.suppress(OSError):  # none: refused commits are counted in memory
-                self._tally = LostTally(path.with_name(path.name + ".lost"))
+            if lost_tally:
+                with contextlib.suppress(OSError):  # none: refused commits counted in memory
+                    self._tally = LostTally(path.with_name(path.name + ".lost"))
         except OutboxCorruptError:
             self._db.close()
             raise
@@ -263,16 +266,19 @@ class Outbox:
             self._unsaved_dropped -= unsaved
             return True
 
-    def add_recovered(self, messages: Sequence[OutboxMessage]) -> int:
-        """Commit messages salvaged from a damaged outbox, keeping their ids and ages."""
+    def add_recovered(self, messages: Sequence[OutboxMessage], dropped: int = 0) -> int:
+        """Commit messages salvaged from a damaged outbox, keeping their ids and ages, and
+        count ``dropped`` (its unreadable rows and earlier count) in the same transaction."""
         with self._lock:
             try:
+                self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
                     "INSERT INTO outbox (measurement_id, topic, payload, created_at_s) "
                     "VALUES (?, ?, ?, ?)",
                     [(m.measurement_id, m.topic, m.payload, m.created_at_s) for m in messages],
                 )
+                self._count_dropped_locked(dropped)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback_locked()

@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import sqlite3
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -327,7 +330,7 @@ def test_a_repair_with_no_room_for_the_recovered_rows_is_undone_and_tried_again(
 ) -> None:
     # the fresh outbox was made, the recovered rows did not fit, and the next start opened the
     # fresh, empty outbox: 1,500 results left behind in the damaged copy, none counted
-    with small_tmpfs(tmp_path / "disk", size="8m") as disk:
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
         path = disk / "outbox.sqlite3"
         stored_results(path, 1500).close()
         damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
@@ -344,6 +347,49 @@ def test_a_repair_with_no_room_for_the_recovered_rows_is_undone_and_tried_again(
         assert outbox.depth() > 1450
         assert outbox.depth() + outbox.dropped() == 1500
         outbox.close()
+        assert not list(disk.glob("outbox.sqlite3.repair*"))
+
+
+KILLED_REPAIR = """
+import os, pathlib, signal, sys
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_repair import open_outbox
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if sys.argv[2] == "building":
+    Outbox.add_recovered = killed
+else:  # the damaged file moved aside, the repaired copy not yet in its place
+    rename = pathlib.Path.rename
+    def rename_or_die(self, target):
+        if self.name.endswith(".repaired"):
+            killed()
+        return rename(self, target)
+    pathlib.Path.rename = rename_or_die
+open_outbox(pathlib.Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("when", ["building", "swapping"])
+def test_a_repair_killed_midway_is_finished_at_the_next_start(tmp_path: Path, when: str) -> None:
+    # the damaged file was moved aside before the fresh outbox was filled: a kill -9 (or the
+    # power cut that caused the damage, again) then left an empty outbox in its place, and the
+    # next start used it; every result in the damaged copy was left behind, counted nowhere
+    path = tmp_path / "outbox.sqlite3"
+    stored_results(path, 400).close()
+    damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+    repo = Path(__file__).resolve().parents[2]
+    killed = subprocess.run([sys.executable, "-c", KILLED_REPAIR, str(path), when],
+                            env={**os.environ, "PYTHONPATH": str(repo)}, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    outbox = open_outbox(path)
+    assert outbox.depth() > 300
+    assert outbox.depth() + outbox.dropped() == 400
+    outbox.add_many([("new-1", "t", b"{}")])  # a sound outbox, no stale WAL under it
+    outbox.close()
+    assert Outbox(path).depth() > 300
+    assert not list(tmp_path.glob("outbox.sqlite3.repair*"))
 
 
 def test_a_full_disk_hint_is_empty_where_there_is_room(tmp_path: Path) -> None:

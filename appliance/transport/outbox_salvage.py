@@ -1,0 +1,137 @@
+"""Reading what a damaged outbox still holds: its rows, how many are unreadable, its count.
+
+Rows are read all at once where SQLite can, else one seq at a time, so one bad page loses only
+the rows on it; rows that cannot be read are counted from the table's or its index's own
+counts. A damaged first page (the file header, or the schema that says where each table starts)
+hides every row although the pages holding them are intact: the rows are then read from a copy
+whose first page is rebuilt from a fresh outbox of the same page size (appliance/transport/
+outbox_header.py), since an outbox's tables always start on the same pages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from appliance.transport.outbox import OutboxMessage
+from appliance.transport.outbox_header import with_rebuilt_first_page
+
+log = logging.getLogger(__name__)
+MAX_PROBED_SEQS = 1_000_000  # row-by-row salvage never walks more seqs than this
+_COLUMNS = "seq, measurement_id, topic, payload, created_at_s"
+
+
+def dropped_before(damaged: Path) -> int:
+    """The damaged outbox's own ``dropped`` counter (0 where it cannot be read)."""
+    counted = _dropped_in_file(damaged)
+    if counted is None:
+        counted = with_rebuilt_first_page(damaged, _dropped_in_file)
+    return counted or 0
+
+
+def _dropped_in_file(damaged: Path) -> int | None:
+    try:
+        db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+        return max(0, int(row[0]))
+    except (sqlite3.Error, TypeError, ValueError):
+        return None
+    finally:
+        db.close()
+
+
+def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:
+    """Readable rows of a damaged outbox, and how many known rows could not be read."""
+    found = _salvage_file(damaged)
+    if found is None:  # no outbox table to be found: the first page is what is damaged
+        found = with_rebuilt_first_page(damaged, _salvage_file)
+    if found is None:
+        log.error(
+            "%s: no outbox table can be found in it, even with its first page rebuilt; how many "
+            "results it held is unknown (the file is kept for inspection)", damaged,
+        )
+        return [], 0
+    return found
+
+
+def _salvage_file(damaged: Path) -> tuple[list[OutboxMessage], int] | None:
+    """Rows and unreadable count of the file, or None when it shows no outbox table at all."""
+    try:
+        db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        if not _has_outbox_table(db):
+            return None
+        with contextlib.suppress(sqlite3.Error):
+            rows = db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
+            return [_message(row) for row in rows], 0
+        found, unreadable = _row_by_row(db)
+        known = _known_rows(db)
+        if known is None and not found and not unreadable:
+            return None  # the table is named but none of it can be read: not an outbox's page
+        return found, max(unreadable, (known or 0) - len(found))
+    finally:
+        db.close()
+
+
+def _has_outbox_table(db: sqlite3.Connection) -> bool:
+    try:
+        named = db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'outbox'").fetchone()
+    except sqlite3.Error:
+        return False
+    return named is not None
+
+
+def _known_rows(db: sqlite3.Connection) -> int | None:
+    """How many rows the damaged table, or its index, still says it holds (None: neither can).
+
+    A page whose cells are garbled may answer a lookup by seq with nothing rather than an
+    error, so the rows on it are missed without a failed probe; the counts still show them.
+    """
+    counts: list[int] = []
+    for sql in (
+        "SELECT COUNT(*) FROM outbox NOT INDEXED",
+        "SELECT COUNT(*) FROM outbox INDEXED BY outbox_measurement_id",
+    ):
+        with contextlib.suppress(sqlite3.Error, TypeError):
+            counts.append(int(db.execute(sql).fetchone()[0]))
+    return max(counts, default=None)
+
+
+def _row_by_row(db: sqlite3.Connection) -> tuple[list[OutboxMessage], int]:
+    """Probe each seq on its own, so one bad page loses only the rows on it."""
+    low, high = _seq_range(db)
+    found: list[OutboxMessage] = []
+    unreadable = 0
+    for seq in range(low, min(high, low + MAX_PROBED_SEQS - 1) + 1):
+        try:
+            row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        except sqlite3.Error:
+            unreadable += 1
+            continue
+        if row is not None:
+            found.append(_message(row))
+    return found, unreadable
+
+
+def _seq_range(db: sqlite3.Connection) -> tuple[int, int]:
+    for sql in (
+        "SELECT MIN(seq), MAX(seq) FROM outbox",
+        "SELECT 1, seq FROM sqlite_sequence WHERE name = 'outbox'",
+    ):
+        with contextlib.suppress(sqlite3.Error, TypeError):
+            low, high = db.execute(sql).fetchone()
+            return int(low), int(high)
+    return 1, 0
+
+
+def _message(row: tuple[Any, ...]) -> OutboxMessage:
+    seq, measurement_id, topic, payload, created_at_s = row
+    return OutboxMessage(int(seq), str(measurement_id), str(topic), bytes(payload), created_at_s)
