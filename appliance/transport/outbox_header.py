@@ -7,6 +7,8 @@ the same statements in the same order (``OUTBOX_SCHEMA``), so they start on the 
 every outbox of one page size: a fresh outbox's first page stands in for the damaged one. The
 copy is tried with the damaged file's own schema first (only the header rebuilt), then with the
 fresh schema too, for each page size the file could have (the one its header names first).
+The copy lives in a ``.outbox-rebuild-*`` folder beside the file, removed after; one left by a
+run that was killed is removed by the next (one daemon per state folder: no one else uses it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from appliance.transport.outbox import OUTBOX_SCHEMA
 
 Found = TypeVar("Found")
 HEADER_BYTES = 100
+WORK_PREFIX = ".outbox-rebuild-"
 PAGE_COUNT_AT = 28  # the header's "database size in pages" (big-endian, 4 bytes)
 PAGE_SIZES = (4096, 1024, 2048, 8192, 16384, 32768, 65536, 512)
 
@@ -32,7 +35,9 @@ def with_rebuilt_first_page(
 ) -> Found | None:
     """``read`` of a copy of ``damaged`` with its first page rebuilt; None when no try reads."""
     size = damaged.stat().st_size
-    with tempfile.TemporaryDirectory(prefix=".outbox-rebuild-", dir=damaged.parent) as work:
+    for stale in damaged.parent.glob(f"{WORK_PREFIX}*"):  # a copy left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=damaged.parent) as work:
         copy = Path(work) / damaged.name
         try:
             shutil.copyfile(damaged, copy)

@@ -235,6 +235,22 @@ def test_two_repairs_in_one_second_keep_both_damaged_files(
     assert kept == [b"first ", b"second"]
 
 
+def test_a_copy_left_by_a_repair_that_was_killed_is_removed_by_the_next(tmp_path: Path) -> None:
+    # a kill while a damaged first page was being rebuilt left a full copy of the outbox in
+    # .outbox-rebuild-*, one more with every such kill, on the kiosk's small disk
+    path = tmp_path / "outbox.sqlite3"
+    stored_results(path, 40).close()
+    stale = tmp_path / ".outbox-rebuild-killed"
+    stale.mkdir()
+    (stale / "outbox.sqlite3.repairing").write_bytes(path.read_bytes())
+    with path.open("r+b") as db:
+        db.write(random.Random(1).randbytes(100))
+    outbox = open_outbox(path)
+    assert outbox.depth() == 40
+    assert not list(tmp_path.glob(".outbox-rebuild-*"))
+    outbox.close()
+
+
 def test_a_file_with_no_outbox_to_be_found_says_how_much_is_unknown(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
