@@ -44,7 +44,8 @@ def with_rebuilt_first_page(
             wal = damaged.with_name(damaged.name + "-wal")
             if wal.exists():
                 shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
-            original = damaged.read_bytes()[: max(PAGE_SIZES)]
+            with damaged.open("rb") as handle:
+                original = handle.read(max(PAGE_SIZES))  # the first page, whatever its size
         except OSError:  # e.g. no room for the copy: nothing more can be read
             return None
         for page_bytes in page_sizes(original, size):

@@ -57,12 +57,12 @@ def build_repaired(path: Path, built: Path) -> tuple[int, int, int]:
     (recovered, unreadable, counted before). OutboxError, nothing changed, when it cannot."""
     building = path.with_name(path.name + ".repairing")
     _remove(building)  # an earlier build cut short: it holds only copies
-    rows, lost = salvage(path)
     earlier = dropped_before(path)
     try:
         fresh = Outbox(building, lost_tally=False)
         try:
-            fresh.add_recovered(rows, dropped=lost + earlier)
+            recovered, lost = salvage(path, fresh.add_recovered)
+            fresh.add_recovered([], dropped=lost + earlier)
         finally:
             fresh.close()
     except OutboxError as exc:
@@ -70,12 +70,12 @@ def build_repaired(path: Path, built: Path) -> tuple[int, int, int]:
         full = full_disk_hint(path)
         raise OutboxError(
             f"{path}: the outbox is damaged and its repair could not finish ({exc}); it stays as "
-            f"it is, with its {len(rows)} readable result(s), and the repair is tried again at "
-            f"the next start{': ' + full if full else ''}"
+            f"it is, its readable results in it, and the repair is tried again at the next start"
+            f"{': ' + full if full else ''}"
         ) from exc
     building.rename(built)
     _sync_folder(path.parent)
-    return len(rows), lost, earlier
+    return recovered, lost, earlier
 
 
 def swap_in(path: Path, built: Path) -> Path | None:

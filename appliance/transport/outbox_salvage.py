@@ -1,7 +1,9 @@
 """Reading what a damaged outbox still holds: its rows, how many are unreadable, its count.
 
-Rows are read all at once where SQLite can, else one seq at a time, so one bad page loses only
-the rows on it; rows that cannot be read are counted from the table's or its index's own
+Rows are read a window of seqs at a time and handed on (``keep``) window by window, so a repair
+holds at most one window in memory whatever the outbox holds (100,000 results with thumbnails
+are gigabytes); a window that cannot be read is read one seq at a time, so one bad page loses
+only the rows on it. Rows that cannot be read are counted from the table's or its index's own
 counts. A damaged first page (the file header, or the schema that says where each table starts)
 hides every row although the pages holding them are intact: the rows are then read from a copy
 whose first page is rebuilt from a fresh outbox of the same page size (appliance/transport/
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from appliance.transport.outbox_header import with_rebuilt_first_page
 
 log = logging.getLogger(__name__)
 MAX_PROBED_SEQS = 1_000_000  # row-by-row salvage never walks more seqs than this
+WINDOW_SEQS = 200  # seqs read (and held in memory) at once
+Keep = Callable[[Sequence[OutboxMessage]], object]
 _COLUMNS = "seq, measurement_id, topic, payload, created_at_s"
 
 
@@ -46,22 +51,23 @@ def _dropped_in_file(damaged: Path) -> int | None:
         db.close()
 
 
-def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:
-    """Readable rows of a damaged outbox, and how many known rows could not be read."""
-    found = _salvage_file(damaged)
+def salvage(damaged: Path, keep: Keep) -> tuple[int, int]:
+    """Hand the readable rows of a damaged outbox to ``keep``, oldest first, a window at a
+    time; returns (rows handed on, known rows that could not be read)."""
+    found = _salvage_file(damaged, keep)
     if found is None:  # no outbox table to be found: the first page is what is damaged
-        found = with_rebuilt_first_page(damaged, _salvage_file)
+        found = with_rebuilt_first_page(damaged, lambda copy: _salvage_file(copy, keep))
     if found is None:
         log.error(
             "%s: no outbox table can be found in it, even with its first page rebuilt; how many "
             "results it held is unknown (the file is kept for inspection)", damaged,
         )
-        return [], 0
+        return 0, 0
     return found
 
 
-def _salvage_file(damaged: Path) -> tuple[list[OutboxMessage], int] | None:
-    """Rows and unreadable count of the file, or None when it shows no outbox table at all."""
+def _salvage_file(damaged: Path, keep: Keep) -> tuple[int, int] | None:
+    """Rows kept and unreadable count of the file, or None when it shows no outbox table."""
     try:
         db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
     except sqlite3.Error:
@@ -69,16 +75,47 @@ def _salvage_file(damaged: Path) -> tuple[list[OutboxMessage], int] | None:
     try:
         if not _has_outbox_table(db):
             return None
-        with contextlib.suppress(sqlite3.Error):
-            rows = db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
-            return [_message(row) for row in rows], 0
-        found, unreadable = _row_by_row(db)
+        low, high = _seq_range(db)
+        kept = unreadable = 0
+        probes = [MAX_PROBED_SEQS]  # per-seq reads left
+        for start in range(low, high + 1, WINDOW_SEQS):
+            rows, failed = _window(db, start, min(high, start + WINDOW_SEQS - 1), probes)
+            if rows:
+                keep(rows)
+            kept, unreadable = kept + len(rows), unreadable + failed
+            del rows  # one window in memory at a time, not this one and the next
         known = _known_rows(db)
-        if known is None and not found and not unreadable:
+        if known is None and not kept and not unreadable:
             return None  # the table is named but none of it can be read: not an outbox's page
-        return found, max(unreadable, (known or 0) - len(found))
+        return kept, max(unreadable, (known or 0) - kept)
     finally:
         db.close()
+
+
+def _window(
+    db: sqlite3.Connection, first: int, last: int, probes: list[int]
+) -> tuple[list[OutboxMessage], int]:
+    """The rows with seqs ``first``..``last``, and how many seqs failed; one seq at a time
+    (while ``probes`` lasts) when the window cannot be read at once."""
+    with contextlib.suppress(sqlite3.Error):
+        rows = db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+        ).fetchall()
+        return [_message(row) for row in rows], 0
+    found: list[OutboxMessage] = []
+    failed = 0
+    for seq in range(first, last + 1):
+        if probes[0] <= 0:
+            break
+        probes[0] -= 1
+        try:
+            row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        except sqlite3.Error:
+            failed += 1
+            continue
+        if row is not None:
+            found.append(_message(row))
+    return found, failed
 
 
 def _has_outbox_table(db: sqlite3.Connection) -> bool:
@@ -103,22 +140,6 @@ def _known_rows(db: sqlite3.Connection) -> int | None:
         with contextlib.suppress(sqlite3.Error, TypeError):
             counts.append(int(db.execute(sql).fetchone()[0]))
     return max(counts, default=None)
-
-
-def _row_by_row(db: sqlite3.Connection) -> tuple[list[OutboxMessage], int]:
-    """Probe each seq on its own, so one bad page loses only the rows on it."""
-    low, high = _seq_range(db)
-    found: list[OutboxMessage] = []
-    unreadable = 0
-    for seq in range(low, min(high, low + MAX_PROBED_SEQS - 1) + 1):
-        try:
-            row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE seq = ?", (seq,)).fetchone()
-        except sqlite3.Error:
-            unreadable += 1
-            continue
-        if row is not None:
-            found.append(_message(row))
-    return found, unreadable
 
 
 def _seq_range(db: sqlite3.Connection) -> tuple[int, int]:

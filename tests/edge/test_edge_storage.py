@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -180,6 +181,27 @@ def test_a_repair_keeps_what_the_damaged_outbox_had_counted_as_dropped(
     damage(path, PAGE_BYTES * offset_pages)
     repaired = open_outbox(path)
     assert repaired.dropped() == 10 + (395 - repaired.depth())
+    repaired.close()
+
+
+def test_a_repair_holds_a_window_of_rows_in_memory_not_the_whole_outbox(tmp_path: Path) -> None:
+    # salvage read every row into one list: an outbox of 100,000 results with thumbnails is
+    # gigabytes, so the repair ran out of memory at every start and the kiosk never came up
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    thumbnail = b"t" * 64 * 1024
+    outbox.add_many([(f"big-{i}", "t", thumbnail) for i in range(640)])  # 40 MiB of rows
+    outbox.close()
+    damage(path, PAGE_BYTES * 3)
+    tracemalloc.start()
+    try:
+        repaired = open_outbox(path)
+        _now, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert repaired.depth() + repaired.dropped() == 640
+    assert repaired.depth() > 600
+    assert peak_bytes < 20 * 2**20  # about one window of rows (200 x 64 KiB), not all of them
     repaired.close()
 
 
