@@ -166,6 +166,16 @@ class ResultCommitter(threading.Thread):
             self._on_committed(stamps)
         return len(group)
 
+    def drop_held(self, error: Exception) -> int:
+        """Give up the held results (no outbox could take them): one journal line each, counted
+        in ``refused``; returns how many (the caller counts them where the outbox can)."""
+        group, self.held = self.held, []
+        self.refused += len(group)
+        for accepted in group:
+            log.error("measurement %s dropped: %s", accepted.result.measurement_id, error,
+                      extra={"MEASUREMENT_ID": accepted.result.measurement_id})
+        return len(group)
+
     def _probe_when_due(self) -> None:
         now_s = time.monotonic()
         if now_s < self._next_probe_s or self.outbox.damaged:  # only a repair helps

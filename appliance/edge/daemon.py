@@ -35,7 +35,7 @@ from appliance.edge.systemd import Notifier, watchdog_interval_s
 from appliance.transport.acks import ACK_LEAF
 from appliance.transport.client import LinkSettings, settings_from_config
 from appliance.transport.mqtt import MqttLink
-from appliance.transport.outbox import Outbox, OutboxError
+from appliance.transport.outbox import Outbox, OutboxError, count_lost_beside
 from appliance.transport.outbox_repair import open_outbox
 from appliance.transport.topics import device_topic
 
@@ -256,9 +256,10 @@ class EdgeDaemon:
         try:
             self.outbox = new_outbox(self.config)
         except OutboxError as exc:
-            held = [accepted.result.measurement_id for accepted in self.committer.held]
-            log.error("could not repair the outbox (%s); %d held result(s) lost: %s",
-                      exc, len(held), ", ".join(held))
+            lost = self.committer.drop_held(exc)
+            counted = count_lost_beside(self.outbox.path, lost)
+            log.error("could not repair the outbox (%s); %d held result(s) lost%s", exc, lost,
+                      "" if counted else ", and the tally beside it refuses the count too")
             return
         try:
             kept = self.committer.keep_held(self.outbox)  # or counted dropped, each logged

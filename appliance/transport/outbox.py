@@ -82,6 +82,19 @@ class LostTally:
         """Close the file (the count stays in it)."""
         os.close(self._fd)
 
+def count_lost_beside(path: Path, count: int) -> bool:
+    """Count ``count`` lost results in the tally beside the outbox at ``path``, without opening
+    the outbox (one that cannot be opened or repaired now); False when the tally refuses too."""
+    try:
+        tally = LostTally(path.with_name(path.name + ".lost"))
+    except OSError:
+        return False
+    try:
+        return tally.add(count)
+    finally:
+        tally.close()
+
+
 OUTBOX_SCHEMA = (  # the tables in creation order: their root pages follow it
     "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "measurement_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, "

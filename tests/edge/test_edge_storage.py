@@ -27,6 +27,7 @@ import pytest
 
 from appliance.config import Config, config_from_mapping
 from appliance.diskspace import full_disk_hint
+from appliance.edge import daemon as daemon_module
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon
 from appliance.synthetic import fleet as fleetsim
@@ -342,6 +343,33 @@ def test_results_measured_after_the_outbox_is_damaged_in_use_are_kept_not_droppe
     assert repaired.dropped() == 0
     repaired.close()
     assert list(state.glob("outbox.sqlite3.corrupt-*"))  # the damaged file kept aside
+
+
+def test_held_results_a_failed_repair_cannot_keep_are_counted_as_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # when the repair on the way out failed (no room), the held results were only named in the
+    # journal: the device's dropped count never showed them
+    state = tmp_path / "state"
+    nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})
+    daemon = fast_daemon(edge_config(state, nobody, "damaged"))
+
+    def no_room(config: Config) -> Outbox:
+        raise OutboxError("no room for the repaired outbox (as on a full disk)")
+
+    monkeypatch.setattr(daemon_module, "new_outbox", no_room)
+    thread, codes = run_in_thread(daemon)
+    assert wait_until(lambda: daemon.committer.committed >= 20)
+    path = state / "outbox.sqlite3"
+    checkpoint_and_damage_first_page(path)
+    thread.join(30)
+    assert codes == [1]
+    monkeypatch.undo()
+    repaired = open_outbox(path)  # the next start, with room again
+    assert repaired.depth() == daemon.committer.committed  # every committed result kept
+    assert repaired.dropped() == daemon.committer.refused  # and every held one counted
+    assert repaired.depth() + repaired.dropped() == daemon.analysis.measurements
+    repaired.close()
 
 
 def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
