@@ -3,10 +3,14 @@
 Rows are read a window of seqs at a time and handed on (``keep``) window by window, so a repair
 holds at most one window in memory whatever the outbox holds (100,000 results with thumbnails
 are gigabytes); a window that cannot be read is read one seq at a time, so one bad page loses
-only the rows on it. Rows that cannot be read are counted from the table's or its index's own
-counts. A damaged first page (the file header, or the schema that says where each table starts)
-hides every row although the pages holding them are intact: the rows are then read from a copy
-whose first page is rebuilt from a fresh outbox of the same page size (appliance/transport/
+only the rows on it. A row that reads but holds what no outbox row can (a NULL or a number
+where the id, topic or payload belongs: a garbled record) is unreadable too; one whose commit
+time alone is garbled is kept, aged from the repair. Rows that cannot be read are counted, also
+from the table's or its index's own counts.
+
+A damaged first page (the file header, or the schema that says where each table starts) hides
+every row although the pages holding them are intact: the rows are then read from a copy whose
+first page is rebuilt from a fresh outbox of the same page size (appliance/transport/
 outbox_header.py), since an outbox's tables always start on the same pages.
 """
 
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,7 +107,8 @@ def _window(
         rows = db.execute(
             f"SELECT {_COLUMNS} FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
         ).fetchall()
-        return [_message(row) for row in rows], 0
+        messages = [m for m in map(_message, rows) if m is not None]
+        return messages, len(rows) - len(messages)
     found: list[OutboxMessage] = []
     failed = 0
     for seq in range(first, last + 1):
@@ -114,7 +121,11 @@ def _window(
             failed += 1
             continue
         if row is not None:
-            found.append(_message(row))
+            message = _message(row)
+            if message is None:
+                failed += 1
+            else:
+                found.append(message)
     return found, failed
 
 
@@ -153,6 +164,12 @@ def _seq_range(db: sqlite3.Connection) -> tuple[int, int]:
     return 1, 0
 
 
-def _message(row: tuple[Any, ...]) -> OutboxMessage:
+def _message(row: tuple[Any, ...]) -> OutboxMessage | None:
+    """The row as a message, or None when its record is garbled past use."""
     seq, measurement_id, topic, payload, created_at_s = row
-    return OutboxMessage(int(seq), str(measurement_id), str(topic), bytes(payload), created_at_s)
+    texts = (measurement_id, topic)
+    if not all(isinstance(text, str) and text for text in texts) or not isinstance(payload, bytes):
+        return None
+    if not isinstance(created_at_s, int | float) or not math.isfinite(created_at_s):
+        created_at_s = time.time()  # the result is sound; only its age is lost
+    return OutboxMessage(int(seq), measurement_id, topic, payload, float(created_at_s))

@@ -33,6 +33,7 @@ from appliance.edge.testing import ResultCollector, fast_daemon
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port
 from appliance.transport.outbox import (
+    OUTBOX_SCHEMA,
     Outbox,
     OutboxCorruptError,
     OutboxError,
@@ -204,6 +205,30 @@ def test_a_repair_holds_a_window_of_rows_in_memory_not_the_whole_outbox(tmp_path
     assert repaired.depth() > 600
     assert peak_bytes < 20 * 2**20  # about one window of rows (200 x 64 KiB), not all of them
     repaired.close()
+
+
+def test_rows_whose_records_are_garbled_are_counted_and_the_rest_recovered(tmp_path: Path) -> None:
+    # a garbled record can read as a NULL or a number where the payload belongs: bytes(None)
+    # raised, so the repair failed at every start and the kiosk never came up
+    path = tmp_path / "outbox.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for statement in OUTBOX_SCHEMA:  # without NOT NULL, to write what a garbled record reads as
+        db.execute(statement.replace(" NOT NULL", ""))
+    db.executemany(
+        "INSERT INTO outbox (measurement_id, topic, payload, created_at_s) VALUES (?, ?, ?, ?)",
+        [("good-1", "t", b"{}", 1.7e9), ("null-payload", "t", None, 1.7e9),
+         ("number-payload", "t", 5, 1.7e9), (None, "t", b"{}", 1.7e9),
+         ("blob-topic", b"t", b"{}", 1.7e9), ("garbled-time", "t", b"{}", None),
+         ("good-2", "t", b"{}", 1.7e9)],
+    )
+    db.close()
+    with path.open("r+b") as damaged:
+        damaged.write(b"garbage garbage!")  # the file must be repaired
+    outbox = open_outbox(path)
+    assert [m.measurement_id for m in outbox.pending()] == ["good-1", "garbled-time", "good-2"]
+    assert outbox.dropped() == 4
+    outbox.close()
 
 
 def test_rows_lost_on_a_page_whose_cells_are_garbled_are_counted(tmp_path: Path) -> None:
