@@ -7,6 +7,8 @@ the same statements in the same order (``OUTBOX_SCHEMA``), so they start on the 
 every outbox of one page size: a fresh outbox's first page stands in for the damaged one. The
 copy is tried with the damaged file's own schema first (only the header rebuilt), then with the
 fresh schema too, for each page size the file could have (the one its header names first).
+The rebuilt header counts the whole pages the file holds, so a file cut short (its header
+still counting the pages it lost, which makes every read fail) gives up only the rows it lost.
 The copy lives in a ``.outbox-rebuild-*`` folder beside the file, removed after; one left by a
 run that was killed is removed by the next (one daemon per state folder: no one else uses it).
 """
@@ -61,11 +63,14 @@ def with_rebuilt_first_page(
 
 
 def page_sizes(original: bytes, file_bytes: int) -> list[int]:
-    """The page sizes a file of ``file_bytes`` can have, the one its header names first."""
+    """The page sizes a file of ``file_bytes`` can have: the one its header names first (a
+    file cut short, by a power cut or by hand, need not end on a page), then those that
+    divide its size."""
     named = int.from_bytes(original[16:18], "big") if len(original) >= 18 else 0
     named = 65536 if named == 1 else named
-    ordered = ([named] if named in PAGE_SIZES else []) + list(PAGE_SIZES)
-    return [size for size in dict.fromkeys(ordered) if file_bytes and file_bytes % size == 0]
+    dividing = [size for size in PAGE_SIZES if file_bytes and file_bytes % size == 0]
+    ordered = ([named] if named in PAGE_SIZES and file_bytes >= 2 * named else []) + dividing
+    return list(dict.fromkeys(ordered))
 
 
 def fresh_first_page(work: Path, page_bytes: int, page_count: int) -> bytes:

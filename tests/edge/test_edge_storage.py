@@ -299,6 +299,22 @@ def test_a_copy_left_by_a_repair_that_was_killed_is_removed_by_the_next(tmp_path
     outbox.close()
 
 
+@pytest.mark.parametrize("tail_bytes", [0, 1000])
+def test_an_outbox_cut_short_keeps_the_rows_before_the_cut_and_counts_the_rest(
+    tmp_path: Path, tail_bytes: int
+) -> None:
+    # a file cut short (a power cut on a file system that lost its tail, a copy by hand) still
+    # says in its header how many pages it had, so every read failed: all 400 rows were gone,
+    # none counted
+    path = tmp_path / "outbox.sqlite3"
+    stored_results(path, 400).close()
+    os.truncate(path, path.stat().st_size // 2 // PAGE_BYTES * PAGE_BYTES + tail_bytes)
+    outbox = open_outbox(path)
+    assert outbox.depth() > 150
+    assert outbox.depth() + outbox.dropped() == 400
+    outbox.close()
+
+
 def test_a_file_with_no_outbox_to_be_found_says_how_much_is_unknown(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
