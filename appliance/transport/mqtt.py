@@ -309,8 +309,10 @@ class MqttLink(threading.Thread):
             return
         try:
             messages = self.outbox.get(due)
-        except OutboxError as exc:  # the daemon restarts to repair a damaged one
+        except OutboxError as exc:  # e.g. an I/O error; the daemon restarts for a damaged one
             self._outbox_failed(exc)
+            for seq in due:  # still unconfirmed: due again after the next wait
+                self._unconfirmed.broker_took(seq)
             return
         for message in messages:
             self._publish_result(message.seq, message.topic, message.payload)
