@@ -64,11 +64,13 @@ def link_settings(config: Config) -> LinkSettings:
     )
 
 
-def new_outbox(config: Config) -> Outbox:
-    """The outbox in ``state_dir`` with its bounds and policy (a damaged one is repaired)."""
+def new_outbox(config: Config, *, rebuild: bool = False) -> Outbox:
+    """The outbox in ``state_dir`` with its bounds and policy (a damaged one is repaired;
+    ``rebuild``: one found damaged while in use, even where it opens)."""
     edge = config.edge
     return open_outbox(
         Path(config.state_dir) / OUTBOX_FILE,
+        rebuild=rebuild,
         max_rows=edge.outbox_max_rows,
         max_age_s=edge.outbox_max_age_h * 3600.0,
         policy=edge.outbox_policy,
@@ -254,7 +256,7 @@ class EdgeDaemon:
     def _repair_outbox(self) -> None:
         """Repair the damaged outbox (every thread has ended) and keep the held results in it."""
         try:
-            self.outbox = new_outbox(self.config)
+            self.outbox = new_outbox(self.config, rebuild=True)
         except OutboxError as exc:
             lost = self.committer.drop_held(exc)
             counted = count_lost_beside(self.outbox.path, lost)

@@ -334,6 +334,17 @@ class Outbox:
             return OutboxCorruptError(f"{self.damaged}; could not {what}")
         return OutboxWriteError(f"{self.path}: could not {what} ({exc})")
 
+    def _messages(self, rows: list[tuple[Any, ...]]) -> list[OutboxMessage]:
+        """The rows as messages; a garbled one marks the file damaged (OutboxCorruptError):
+        sent as it reads, it would be bytes no back office can take, resent until its age
+        limit."""
+        messages = [_message(row) for row in rows]
+        good = [message for message in messages if message is not None]
+        if len(good) < len(messages):
+            self.damaged = f"{self.path}: the outbox file is damaged (a garbled row)"
+            raise OutboxCorruptError(f"{self.damaged}; could not read waiting results")
+        return good
+
     def _rollback_locked(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # no transaction open: nothing to undo
             self._db.execute("ROLLBACK")
@@ -349,7 +360,7 @@ class Outbox:
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [_message(row) for row in rows]
+        return self._messages(rows)
 
     def remove(self, seqs: Iterable[int]) -> int:
         """Delete acknowledged messages; returns how many were still there."""
@@ -390,7 +401,7 @@ class Outbox:
                     f"WHERE seq IN ({marks})",
                     chunk,
                 ).fetchall()
-            found += [_message(row) for row in rows]
+            found += self._messages(rows)
         return sorted(found, key=lambda message: message.seq)
 
     def oldest_age_s(self, now_s: float | None = None) -> float | None:
@@ -445,6 +456,11 @@ class Outbox:
                 self._tally = None
 
 
-def _message(row: tuple[Any, ...]) -> OutboxMessage:
+def _message(row: tuple[Any, ...]) -> OutboxMessage | None:
+    """The row as a message; None when its record is garbled (a NULL or a number where the
+    id, topic or payload belongs, which no outbox row holds and a quick check lets pass)."""
     seq, measurement_id, topic, payload, created_at_s = row
-    return OutboxMessage(int(seq), str(measurement_id), str(topic), bytes(payload), created_at_s)
+    texts_ok = all(isinstance(text, str) and text for text in (measurement_id, topic))
+    if not texts_ok or not isinstance(payload, bytes) or not isinstance(created_at_s, int | float):
+        return None
+    return OutboxMessage(int(seq), measurement_id, topic, payload, float(created_at_s))

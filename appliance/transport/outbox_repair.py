@@ -33,16 +33,23 @@ log = logging.getLogger(__name__)
 _SIDE_FILES = ("", "-wal", "-shm")
 
 
-def open_outbox(path: Path, **bounds: Any) -> Outbox:
-    """The outbox at ``path``; a damaged one is replaced by a copy holding its readable rows."""
+def open_outbox(path: Path, *, rebuild: bool = False, **bounds: Any) -> Outbox:
+    """The outbox at ``path``; a damaged one is replaced by a copy holding its readable rows.
+
+    ``rebuild``: replace it even when it opens, as one found damaged while in use (a garbled
+    row, a bad page) may: SQLite's quick check at opening does not read every record."""
     built = path.with_name(path.name + ".repaired")
     if built.exists():  # a repair cut short once its copy was complete: finish it
         log.warning("%s: finishing a repair cut short", path)
         swap_in(path, built)
-    try:
-        return Outbox(path, **bounds)
-    except OutboxCorruptError as exc:
-        log.error("%s; moving it aside and recovering what can be read", exc)
+    if rebuild and path.exists():
+        log.error("%s: found damaged while in use; moving it aside and recovering what can be "
+                  "read", path)
+    else:
+        try:
+            return Outbox(path, **bounds)
+        except OutboxCorruptError as exc:
+            log.error("%s; moving it aside and recovering what can be read", exc)
     recovered, lost, earlier = build_repaired(path, built)
     aside = swap_in(path, built)
     log.error(

@@ -395,7 +395,7 @@ def test_held_results_a_failed_repair_cannot_keep_are_counted_as_dropped(
     nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})
     daemon = fast_daemon(edge_config(state, nobody, "damaged"))
 
-    def no_room(config: Config) -> Outbox:
+    def no_room(config: Config, **_how: Any) -> Outbox:
         raise OutboxError("no room for the repaired outbox (as on a full disk)")
 
     monkeypatch.setattr(daemon_module, "new_outbox", no_room)
@@ -410,6 +410,29 @@ def test_held_results_a_failed_repair_cannot_keep_are_counted_as_dropped(
     assert repaired.depth() == daemon.committer.committed  # every committed result kept
     assert repaired.dropped() == daemon.committer.refused  # and every held one counted
     assert repaired.depth() + repaired.dropped() == daemon.analysis.measurements
+    repaired.close()
+
+
+@pytest.mark.broker
+def test_a_garbled_row_found_while_sending_is_repaired_away_and_counted(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str
+) -> None:
+    # a record garbled to a number where the payload belongs passes SQLite's quick check: the
+    # link sent it as b"\\x00" * 5, which the back office cannot take, again and again until
+    # its age limit
+    state = tmp_path / "state"
+    path = state / "outbox.sqlite3"
+    stored_results(path, 5).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE outbox SET payload = 5 WHERE seq = 3")
+    daemon = fast_daemon(edge_config(state, mqtt_broker, topic_prefix))
+    thread, codes = run_in_thread(daemon)
+    thread.join(30)
+    assert codes == [1]  # found on reading it to send, repaired on the way out
+    repaired = Outbox(path)
+    assert repaired.dropped() == 1
+    assert repaired.depth() == 4 + daemon.committer.committed  # the rest, and the new results
+    assert all(m.payload.startswith(b"{") for m in repaired.pending(limit=1000))
     repaired.close()
 
 
