@@ -34,8 +34,9 @@ from appliance.edge.status import DeviceStatus
 from appliance.edge.systemd import Notifier, watchdog_interval_s
 from appliance.transport.acks import ACK_LEAF
 from appliance.transport.client import LinkSettings, settings_from_config
+from appliance.transport.losttally import count_lost_beside
 from appliance.transport.mqtt import MqttLink
-from appliance.transport.outbox import Outbox, OutboxError, count_lost_beside
+from appliance.transport.outbox import Outbox, OutboxError
 from appliance.transport.outbox_repair import open_outbox
 from appliance.transport.topics import device_topic
 

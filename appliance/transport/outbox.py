@@ -7,10 +7,11 @@ enough); deletes commit with ``synchronous=NORMAL``, because losing a delete to 
 only means a duplicate later (the back office de-duplicates on ``measurement_id``), never a loss.
 The outbox is bounded by a row count and an age; what the policy drops is counted, persisted
 and reported in the device status. When a commit is refused (disk full, I/O error) the
-results it held are counted as lost in ``LostTally``, a file of 8 bytes beside the outbox that
-is overwritten in place (no new block, so it takes the count on a full disk too, and the count
-survives a restart before the disk has room again); where even that fails the count is kept in
-memory and written with the next commit that succeeds, so ``dropped()`` never under-reports.
+results it held are counted as lost in ``LostTally`` (appliance/transport/losttally.py), a
+file of 8 bytes beside the outbox that is overwritten in place (no new block, so it takes the
+count on a full disk too, and the count survives a restart before the disk has room again);
+where even that fails the count is kept in memory and written with the next commit that
+succeeds, so ``dropped()`` never under-reports.
 Every write and read raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot
 kill the thread that writes. A file found damaged while in use (SQLite says "malformed" or "not
 a database") raises ``OutboxCorruptError`` and sets ``damaged``: the daemon then holds what it
@@ -25,9 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,62 +36,11 @@ from typing import Any, Literal
 
 from appliance.diskspace import full_disk_hint
 from appliance.transport import wallclock
+from appliance.transport.losttally import LostTally
 
 log = logging.getLogger(__name__)
 
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
-
-
-class LostTally:
-    """Results lost to refused commits, counted in place in a small file (``path``).
-
-    The file (8 bytes, a little-endian count) is made while the disk has room, when the outbox
-    opens; a count then overwrites those bytes (``pwrite`` and ``fsync``), which needs no new
-    block, so it is kept on a full disk and across a restart. OSError when the file cannot be
-    made or read."""
-
-    SIZE = 8
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            data = os.pread(self._fd, self.SIZE, 0)
-            if len(data) < self.SIZE:  # new (or cut by a crash while it was made)
-                data = bytes(self.SIZE)
-                os.pwrite(self._fd, data, 0)
-                os.fsync(self._fd)
-        except OSError:
-            os.close(self._fd)
-            raise
-        self.value = max(0, struct.unpack("<q", data)[0])
-
-    def add(self, count: int) -> bool:
-        """Count ``count`` more in place; False (nothing changed) when the file refuses."""
-        total = self.value + count
-        try:
-            os.pwrite(self._fd, struct.pack("<q", total), 0)
-            os.fsync(self._fd)
-        except OSError:
-            return False
-        self.value = total
-        return True
-
-    def close(self) -> None:
-        """Close the file (the count stays in it)."""
-        os.close(self._fd)
-
-def count_lost_beside(path: Path, count: int) -> bool:
-    """Count ``count`` lost results in the tally beside the outbox at ``path``, without opening
-    the outbox (one that cannot be opened or repaired now); False when the tally refuses too."""
-    try:
-        tally = LostTally(path.with_name(path.name + ".lost"))
-    except OSError:
-        return False
-    try:
-        return tally.add(count)
-    finally:
-        tally.close()
 
 
 OUTBOX_SCHEMA = (  # the tables in creation order: their root pages follow it
