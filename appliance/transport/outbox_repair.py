@@ -12,8 +12,10 @@ had already counted (its ``dropped`` counter, where it can be read), so the devi
 Each step leaves a state the next start finishes: a kill or power cut while building leaves
 the damaged file in place (the build starts again); one after the copy is complete leaves
 ``.repaired``, which the next start puts in place first. A repair that cannot finish (no room
-for the recovered rows) changes nothing. So the outbox path never holds an empty outbox while
-the rows are elsewhere, and a stale WAL never meets the new file.
+for the recovered rows) changes nothing; one that plainly cannot (less room than the damaged
+file takes) is not begun, so a kiosk that systemd restarts every few seconds does not read and
+write its whole outbox each time for nothing. So the outbox path never holds an empty outbox
+while the rows are elsewhere, and a stale WAL never meets the new file.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.diskspace import full_disk_hint
+from appliance.diskspace import free_bytes, full_disk_hint
 from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxError
 from appliance.transport.outbox_salvage import dropped_before, salvage
 
@@ -64,6 +66,7 @@ def build_repaired(path: Path, built: Path) -> tuple[int, int, int]:
     (recovered, unreadable, counted before). OutboxError, nothing changed, when it cannot."""
     building = path.with_name(path.name + ".repairing")
     _remove(building)  # an earlier build cut short: it holds only copies
+    _check_room(path)
     earlier = dropped_before(path)
     try:
         fresh = Outbox(building, lost_tally=False)
@@ -83,6 +86,24 @@ def build_repaired(path: Path, built: Path) -> tuple[int, int, int]:
     building.rename(built)
     _sync_folder(path.parent)
     return recovered, lost, earlier
+
+
+def _check_room(path: Path) -> None:
+    """OutboxError when the disk has less room than the damaged file takes: the copy of its
+    rows would not fit (it takes at most as much), and the repair waits for room."""
+    needed = sum(
+        path.with_name(path.name + suffix).stat().st_size
+        for suffix in ("", "-wal")
+        if path.with_name(path.name + suffix).exists()
+    )
+    free = free_bytes(path)
+    if free is not None and free < needed:
+        raise OutboxError(
+            f"{path}: the outbox is damaged and its repair needs about {needed // 1024} KiB free "
+            f"for the copy of its rows; the disk has {free // 1024} KiB: free some space; it "
+            "stays as it is, its readable results in it, and the repair is tried again at the "
+            "next start"
+        )
 
 
 def swap_in(path: Path, built: Path) -> Path | None:

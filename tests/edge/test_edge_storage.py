@@ -466,9 +466,10 @@ def test_a_repair_with_no_room_for_the_recovered_rows_is_undone_and_tried_again(
         damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
         damaged = path.read_bytes()
         filler = fill(disk)
-        os.truncate(filler, filler.stat().st_size - 1300 * 1024)  # room, but not for 3 MB
+        room = path.stat().st_size + 100 * 1024  # the copy's rows fit; with its WAL they do not
+        os.truncate(filler, filler.stat().st_size - room)
         for _start in range(2):
-            with pytest.raises(OutboxError, match="repair is tried again at the next start"):
+            with pytest.raises(OutboxError, match=r"repair could not finish.*tried again"):
                 open_outbox(path)
             assert path.read_bytes() == damaged  # back in place, as it was
             assert not list(disk.glob("outbox.sqlite3.corrupt-*"))
@@ -478,6 +479,28 @@ def test_a_repair_with_no_room_for_the_recovered_rows_is_undone_and_tried_again(
         assert outbox.depth() + outbox.dropped() == 1500
         outbox.close()
         assert not list(disk.glob("outbox.sqlite3.repair*"))
+
+
+def test_a_repair_with_plainly_too_little_room_is_not_begun_and_says_what_it_needs(
+    tmp_path: Path,
+) -> None:
+    # with less room than the damaged file takes, each start (systemd: every 5 s) read the
+    # whole outbox and wrote until the disk was full, then said only "database or disk is full"
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        path = disk / "outbox.sqlite3"
+        stored_results(path, 1500).close()
+        damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+        needed_kib = path.stat().st_size // 1024
+        filler = fill(disk)
+        os.truncate(filler, filler.stat().st_size - 1300 * 1024)
+        with pytest.raises(OutboxError) as refused:
+            open_outbox(path)
+        assert f"its repair needs about {needed_kib} KiB free" in str(refused.value)
+        assert "the disk has 1" in str(refused.value)  # about 1300 KiB
+        filler.unlink()
+        outbox = open_outbox(path)
+        assert outbox.depth() + outbox.dropped() == 1500
+        outbox.close()
 
 
 KILLED_REPAIR = """
