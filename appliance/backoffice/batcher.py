@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from appliance import safejson
 from appliance.backoffice.schema import DeadLetter, device_row, iso_utc, result_row
 from appliance.backoffice.store import Batch, Store
 from appliance.config import BackofficeConfig
@@ -170,12 +171,28 @@ class Triage:
             where = parse_device_topic(self.topic_prefix, letter.topic)
             if where is None or where[2] != "result" or letter.payload_bytes > len(letter.payload):
                 continue
-            try:
-                named = _NamedResult.model_validate_json(letter.payload, strict=True)
-            except ValidationError:
+            measurement_id = _named_id(letter.payload)
+            if measurement_id is None:
                 continue  # no id a kiosk could hold (not JSON, no or a bad measurement_id)
-            confirmed.append((where[0], where[1], named.measurement_id))
+            confirmed.append((where[0], where[1], measurement_id))
         return confirmed
+
+
+def _named_id(payload: bytes) -> str | None:
+    """The measurement id a refused result names, if it names a valid one.
+
+    Read by Python's JSON decoder when pydantic's refuses the text: a lone surrogate escape
+    (``"\\ud800"``) is JSON to one and not to the other, and a result refused for it must
+    still be confirmed, or its kiosk sends it again until it ages out."""
+    try:
+        return _NamedResult.model_validate_json(payload, strict=True).measurement_id
+    except ValidationError:
+        pass
+    try:
+        data = safejson.loads(payload.decode("utf-8"))
+        return _NamedResult.model_validate(data, strict=True).measurement_id
+    except ValueError:  # not UTF-8 or not JSON (ValidationError is a ValueError too)
+        return None
 
 
 def _check_time(field: str, moment: datetime, now: datetime) -> None:

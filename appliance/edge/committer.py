@@ -10,6 +10,11 @@ A refused commit (disk full, I/O error) is counted as dropped (status, metrics, 
 line per measurement id) and sets ``paused``: the analysis thread then measures nothing, so
 no result is measured only to be dropped. The committer probes the outbox every
 ``PROBE_EVERY_S`` and clears ``paused`` once a write commits again.
+
+A commit refused because the outbox file is damaged is not a loss: the group is held in
+``held`` (measuring paused), and the daemon, seeing ``outbox.damaged``, exits so that the file
+is repaired and commits what is held into the repaired outbox on its way out (appliance/edge/
+daemon.py).
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ from collections.abc import Callable
 from appliance.capture.replayed import FileStamp
 from appliance.edge.pipeline import Accepted
 from appliance.edge.screen import KioskScreen
-from appliance.transport.outbox import Outbox, OutboxError, OutboxFullError
+from appliance.transport.outbox import (
+    Outbox,
+    OutboxCorruptError,
+    OutboxError,
+    OutboxFullError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,7 @@ class ResultCommitter(threading.Thread):
         self.group_max = group_max
         self.committed = 0
         self.refused = 0
+        self.held: list[Accepted] = []  # refused by a damaged outbox: kept for its repair
         self.paused = paused or threading.Event()
         self._on_committed = on_committed  # a folder source remembers its measured files
         self._next_probe_s = 0.0
@@ -91,6 +102,9 @@ class ResultCommitter(threading.Thread):
             self.refused += len(group)
             log.error("%s", exc)
             return
+        except OutboxCorruptError as exc:
+            self._hold(group, exc)
+            return
         except OutboxError as exc:
             self._lost(group, exc)
             return
@@ -118,9 +132,53 @@ class ResultCommitter(threading.Thread):
             self.paused.set()
             self._next_probe_s = time.monotonic() + PROBE_EVERY_S
 
+    def _hold(self, group: list[Accepted], error: OutboxCorruptError) -> None:
+        """Keep a group the damaged outbox refused, for the repaired one; pause measuring."""
+        self.held += group
+        for accepted in group:
+            log.error(
+                "measurement %s held in memory: %s; the daemon restarts to repair the outbox "
+                "and keeps it there",
+                accepted.result.measurement_id,
+                error,
+                extra={"MEASUREMENT_ID": accepted.result.measurement_id},
+            )
+        self.paused.set()
+
+    def keep_held(self, repaired: Outbox) -> int:
+        """Commit the held results into the repaired outbox (the thread has ended); how many.
+
+        OutboxError when it refuses them too: they are then counted as dropped, one journal
+        line each, in ``repaired`` where it can count."""
+        group, self.held = self.held, []
+        if not group:
+            return 0
+        self.outbox = repaired
+        rows = [(a.result.measurement_id, a.topic, a.result.to_json()) for a in group]
+        try:
+            repaired.add_many(rows)
+        except OutboxError as exc:
+            self._lost(group, exc)
+            raise
+        self.committed += len(group)
+        stamps = [a.stamp for a in group if a.stamp is not None]
+        if stamps and self._on_committed is not None:
+            self._on_committed(stamps)
+        return len(group)
+
+    def drop_held(self, error: Exception) -> int:
+        """Give up the held results (no outbox could take them): one journal line each, counted
+        in ``refused``; returns how many (the caller counts them where the outbox can)."""
+        group, self.held = self.held, []
+        self.refused += len(group)
+        for accepted in group:
+            log.error("measurement %s dropped: %s", accepted.result.measurement_id, error,
+                      extra={"MEASUREMENT_ID": accepted.result.measurement_id})
+        return len(group)
+
     def _probe_when_due(self) -> None:
         now_s = time.monotonic()
-        if now_s < self._next_probe_s:
+        if now_s < self._next_probe_s or self.outbox.damaged:  # only a repair helps
             return
         self._next_probe_s = now_s + PROBE_EVERY_S
         if self.outbox.writable():

@@ -3,6 +3,11 @@
 Threads: capture, analysis, commit and the MQTT link, joined by small bounded queues. The
 main thread only supervises: signals, commands, config reload, systemd watchdog and status,
 and the ``camera.limit`` exit (after the back office has confirmed the last result).
+
+An outbox found damaged while running is repaired on the way out, not in place: a repair
+renumbers its rows, and the link's record of what it sent is kept by seq. The daemon stops,
+repairs the file (moved aside, its readable rows recovered), commits the results the
+committer held meanwhile into the repaired outbox, and exits 1 so that systemd starts it afresh.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from appliance.edge.status import DeviceStatus
 from appliance.edge.systemd import Notifier, watchdog_interval_s
 from appliance.transport.acks import ACK_LEAF
 from appliance.transport.client import LinkSettings, settings_from_config
+from appliance.transport.losttally import count_lost_beside
 from appliance.transport.mqtt import MqttLink
-from appliance.transport.outbox import Outbox
+from appliance.transport.outbox import Outbox, OutboxError
 from appliance.transport.outbox_repair import open_outbox
 from appliance.transport.topics import device_topic
 
@@ -59,11 +65,13 @@ def link_settings(config: Config) -> LinkSettings:
     )
 
 
-def new_outbox(config: Config) -> Outbox:
-    """The outbox in ``state_dir`` with its bounds and policy (a damaged one is repaired)."""
+def new_outbox(config: Config, *, rebuild: bool = False) -> Outbox:
+    """The outbox in ``state_dir`` with its bounds and policy (a damaged one is repaired;
+    ``rebuild``: one found damaged while in use, even where it opens)."""
     edge = config.edge
     return open_outbox(
         Path(config.state_dir) / OUTBOX_FILE,
+        rebuild=rebuild,
         max_rows=edge.outbox_max_rows,
         max_age_s=edge.outbox_max_age_h * 3600.0,
         policy=edge.outbox_policy,
@@ -200,6 +208,10 @@ class EdgeDaemon:
         while not self.stop_requested.wait(TICK_S):
             if self.link.fatal_error is not None:
                 return EXIT_BROKER_REFUSED if self.link.refused else EXIT_FAILURE
+            if self.outbox.damaged:
+                log.error("%s; exiting to repair it (results not yet committed are kept)",
+                          self.outbox.damaged)
+                return EXIT_FAILURE
             dead = self.dead_threads()
             if dead:
                 log.error("%s ended unexpectedly; exiting so systemd restarts", ", ".join(dead))
@@ -237,8 +249,28 @@ class EdgeDaemon:
         self.display.stop()
         if not self.committer.is_alive():
             self.outbox.close()
+            if self.outbox.damaged:
+                self._repair_outbox()
         self.status.close()
         log.info("edge daemon stopped; %d result(s) wait in the outbox", self.outbox.depth())
+
+    def _repair_outbox(self) -> None:
+        """Repair the damaged outbox (every thread has ended) and keep the held results in it."""
+        try:
+            self.outbox = new_outbox(self.config, rebuild=True)
+        except OutboxError as exc:
+            lost = self.committer.drop_held(exc)
+            counted = count_lost_beside(self.outbox.path, lost)
+            log.error("could not repair the outbox (%s); %d held result(s) lost%s", exc, lost,
+                      "" if counted else ", and the tally beside it refuses the count too")
+            return
+        try:
+            kept = self.committer.keep_held(self.outbox)  # or counted dropped, each logged
+        except OutboxError:
+            return
+        finally:
+            self.outbox.close()
+        log.warning("outbox repaired; %d held result(s) committed to it", kept)
 
     # -- supervision -------------------------------------------------------------------------
 

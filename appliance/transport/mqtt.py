@@ -101,6 +101,7 @@ class MqttLink(threading.Thread):
         self._inflight: dict[int, int] = {}
         self._unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
         self._sent_seq = 0
+        self._read_failed = False  # the outbox refused a read (said once)
         self._window = settings.max_inflight
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
         self._connect_started_s = 0.0
@@ -306,7 +307,13 @@ class MqttLink(threading.Thread):
         due = self._unconfirmed.due(self._window - len(self._inflight))
         if not due:
             return
-        messages = self.outbox.get(due)
+        try:
+            messages = self.outbox.get(due)
+        except OutboxError as exc:  # e.g. an I/O error; the daemon restarts for a damaged one
+            self._outbox_failed(exc)
+            for seq in due:  # still unconfirmed: due again after the next wait
+                self._unconfirmed.broker_took(seq)
+            return
         for message in messages:
             self._publish_result(message.seq, message.topic, message.payload)
         self.stats.resent += len(messages)
@@ -347,10 +354,22 @@ class MqttLink(threading.Thread):
         room = self._window - len(self._inflight)
         if room <= 0:
             return
-        for message in self.outbox.pending(after_seq=self._sent_seq, limit=room):
+        try:
+            messages = self.outbox.pending(after_seq=self._sent_seq, limit=room)
+        except OutboxError as exc:  # the daemon restarts to repair a damaged one
+            self._outbox_failed(exc)
+            return
+        self._read_failed = False
+        for message in messages:
             self._sent_seq = message.seq
             if not self._publish_result(message.seq, message.topic, message.payload):
                 break
+
+    def _outbox_failed(self, error: OutboxError) -> None:
+        """Say once that the outbox cannot be read; what waits in it stays there."""
+        if not self._read_failed:
+            log.error("cannot read the outbox; waiting results are not sent meanwhile: %s", error)
+        self._read_failed = True
 
     def _publish_result(self, seq: int, topic: str, payload: bytes) -> bool:
         """Publish one outbox message at QoS 1; False when the socket just failed."""

@@ -7,20 +7,26 @@ enough); deletes commit with ``synchronous=NORMAL``, because losing a delete to 
 only means a duplicate later (the back office de-duplicates on ``measurement_id``), never a loss.
 The outbox is bounded by a row count and an age; what the policy drops is counted, persisted
 and reported in the device status. When a commit is refused (disk full, I/O error) the
-results it held are counted as lost in ``LostTally``, a file of 8 bytes beside the outbox that
-is overwritten in place (no new block, so it takes the count on a full disk too, and the count
-survives a restart before the disk has room again); where even that fails the count is kept in
-memory and written with the next commit that succeeds, so ``dropped()`` never under-reports.
-Every write raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot kill the
-thread that writes.
+results it held are counted as lost in ``LostTally`` (appliance/transport/losttally.py), a
+file of 8 bytes beside the outbox that is overwritten in place (no new block, so it takes the
+count on a full disk too, and the count survives a restart before the disk has room again);
+where even that fails the count is kept in memory and written with the next commit that
+succeeds, so ``dropped()`` never under-reports.
+Every write and read raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot
+kill the thread that writes. A file found damaged while in use (SQLite says "malformed" or "not
+a database") raises ``OutboxCorruptError`` and sets ``damaged``: the daemon then holds what it
+could not commit and restarts to repair the file (appliance/transport/outbox_repair.py), since a
+repair renumbers the rows under the link; the counters (``dropped()``, ``depth()``) keep
+answering from what was last read. A jump of the wall clock (NTP's first sync on a kiosk
+without a battery-backed clock) moves the commit times of the waiting results with it, so the
+age limit counts the time that really passed (appliance/transport/wallclock.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import logging
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,50 +35,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.diskspace import full_disk_hint
+from appliance.transport import wallclock
+from appliance.transport.losttally import LostTally
+
+log = logging.getLogger(__name__)
 
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
 
 
-class LostTally:
-    """Results lost to refused commits, counted in place in a small file (``path``).
-
-    The file (8 bytes, a little-endian count) is made while the disk has room, when the outbox
-    opens; a count then overwrites those bytes (``pwrite`` and ``fsync``), which needs no new
-    block, so it is kept on a full disk and across a restart. OSError when the file cannot be
-    made or read."""
-
-    SIZE = 8
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            data = os.pread(self._fd, self.SIZE, 0)
-            if len(data) < self.SIZE:  # new (or cut by a crash while it was made)
-                data = bytes(self.SIZE)
-                os.pwrite(self._fd, data, 0)
-                os.fsync(self._fd)
-        except OSError:
-            os.close(self._fd)
-            raise
-        self.value = max(0, struct.unpack("<q", data)[0])
-
-    def add(self, count: int) -> bool:
-        """Count ``count`` more in place; False (nothing changed) when the file refuses."""
-        total = self.value + count
-        try:
-            os.pwrite(self._fd, struct.pack("<q", total), 0)
-            os.fsync(self._fd)
-        except OSError:
-            return False
-        self.value = total
-        return True
-
-    def close(self) -> None:
-        """Close the file (the count stays in it)."""
-        os.close(self._fd)
-
-_SCHEMA = (
+OUTBOX_SCHEMA = (  # the tables in creation order: their root pages follow it
     "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "measurement_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, "
     "created_at_s REAL NOT NULL)",
@@ -101,6 +72,11 @@ class OutboxCorruptError(OutboxError):
 _CORRUPT_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file itself is damaged (not a full disk or a busy lock)."""
+    return getattr(exc, "sqlite_errorname", "") in _CORRUPT_CODES
+
+
 @dataclass(frozen=True)
 class OutboxMessage:
     """One stored message, in commit order (``seq``)."""
@@ -121,6 +97,8 @@ class Outbox:
         max_rows: int = 100_000,
         max_age_s: float = 30 * 86400.0,
         policy: OutboxPolicy = "drop_oldest",
+        *,
+        lost_tally: bool = True,  # False: a copy being built by a repair, not the outbox yet
     ) -> None:
         self.path = path
         self.max_rows = max_rows
@@ -128,19 +106,23 @@ class Outbox:
         self.policy: OutboxPolicy = policy
         self._lock = threading.Lock()
         self._unsaved_dropped = 0  # lost while neither file could take a write
+        self._saved_dropped = 0  # the persisted counter, as last read
+        self.damaged: str | None = None  # why the file was found damaged while in use
+        self._clock = wallclock.JumpWatch()
         self._tally: LostTally | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA:
+            for statement in OUTBOX_SCHEMA:
                 self._db.execute(statement)
             check = str(self._db.execute("PRAGMA quick_check").fetchone()[0])
             if check != "ok":
                 raise OutboxCorruptError(f"{path}: the outbox file is damaged ({check[:200]})")
             self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-            with contextlib.suppress(OSError):  # none: refused commits are counted in memory
-                self._tally = LostTally(path.with_name(path.name + ".lost"))
+            if lost_tally:
+                with contextlib.suppress(OSError):  # none: refused commits counted in memory
+                    self._tally = LostTally(path.with_name(path.name + ".lost"))
         except OutboxCorruptError:
             self._db.close()
             raise
@@ -150,7 +132,7 @@ class Outbox:
             if full := full_disk_hint(path):  # SQLite says "disk I/O error"
                 raise OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; its unsent "
                                   "results stay in it") from exc
-            if getattr(exc, "sqlite_errorname", "") not in _CORRUPT_CODES:
+            if not is_corrupt(exc):
                 raise OutboxError(f"{path}: cannot open the outbox ({exc})") from exc
             raise OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})") from exc
         except (sqlite3.Error, OSError) as exc:
@@ -166,7 +148,7 @@ class Outbox:
         """Commit (measurement_id, topic, payload) messages in one fsync'd transaction."""
         if not messages:
             return []
-        now_s = time.time()
+        now = wallclock.clock_now()
         with self._lock:
             overflow = self._depth + len(messages) - self.max_rows
             if overflow > 0 and self.policy == "refuse_new":
@@ -175,14 +157,17 @@ class Outbox:
                     f"{self.path}: outbox holds {self._depth} of {self.max_rows} results and its "
                     f"policy is refuse_new; {len(messages)} new result(s) dropped"
                 )
-            return self._insert_locked(messages, now_s, max(0, overflow))
+            return self._insert_locked(messages, now, max(0, overflow))
 
     def _insert_locked(
-        self, messages: Sequence[tuple[str, str, bytes]], now_s: float, overflow: int
+        self, messages: Sequence[tuple[str, str, bytes]], now: wallclock.ClockReading,
+        overflow: int,
     ) -> list[int]:
+        now_s = now[0]
         try:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("BEGIN IMMEDIATE")
+            self._follow_clock_jump_locked(now)
             seqs = []
             for measurement_id, topic, payload in messages:
                 cursor = self._db.execute(
@@ -196,10 +181,21 @@ class Outbox:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback_locked()
-            raise OutboxWriteError(f"{self.path}: could not commit results ({exc})") from exc
+            raise self._failed_locked(exc, "commit results") from exc
         self._unsaved_dropped -= unsaved
         self._depth += len(messages) - dropped
+        self._clock.seen(now)
         return seqs
+
+    def _follow_clock_jump_locked(self, now: wallclock.ClockReading) -> None:
+        """Move the waiting results' commit times by a jump of the wall clock (in a write)."""
+        jump_s = self._clock.jump_s(now)
+        if jump_s:
+            moved = self._db.execute(
+                "UPDATE outbox SET created_at_s = created_at_s + ?", (jump_s,)
+            ).rowcount
+            log.warning("%s: the wall clock jumped by %+.0f s; the ages of %d waiting result(s) "
+                        "follow it", self.path, jump_s, moved)
 
     def _fold_unsaved_locked(self) -> int:
         unsaved = self._unsaved_dropped
@@ -224,26 +220,30 @@ class Outbox:
                     "INSERT OR REPLACE INTO counters (name, value) VALUES ('probe', 0)"
                 )
                 self._db.execute("COMMIT")
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
                 self._rollback_locked()
+                self._failed_locked(exc, "probe")  # marks a damaged file
                 return False
             self._unsaved_dropped -= unsaved
             return True
 
-    def add_recovered(self, messages: Sequence[OutboxMessage]) -> int:
-        """Commit messages salvaged from a damaged outbox, keeping their ids and ages."""
+    def add_recovered(self, messages: Sequence[OutboxMessage], dropped: int = 0) -> int:
+        """Commit messages salvaged from a damaged outbox, keeping their ids and ages, and
+        count ``dropped`` (its unreadable rows and earlier count) in the same transaction."""
         with self._lock:
             try:
+                self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
                     "INSERT INTO outbox (measurement_id, topic, payload, created_at_s) "
                     "VALUES (?, ?, ?, ?)",
                     [(m.measurement_id, m.topic, m.payload, m.created_at_s) for m in messages],
                 )
+                self._count_dropped_locked(dropped)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback_locked()
-                raise OutboxWriteError(f"{self.path}: could not keep salvaged rows: {exc}") from exc
+                raise self._failed_locked(exc, "keep salvaged rows") from exc
             self._depth += len(messages)
         return len(messages)
 
@@ -265,7 +265,33 @@ class Outbox:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback_locked()
-            raise OutboxWriteError(f"{self.path}: could not {what} ({exc})") from exc
+            raise self._failed_locked(exc, what) from exc
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """One read (lock held); any sqlite error is an OutboxError."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._failed_locked(exc, what) from exc
+
+    def _failed_locked(self, exc: sqlite3.Error, what: str) -> OutboxError:
+        """The error to raise for a failed statement; a damaged file is marked ``damaged``."""
+        if is_corrupt(exc):
+            self.damaged = f"{self.path}: the outbox file is damaged ({exc})"
+            return OutboxCorruptError(f"{self.damaged}; could not {what}")
+        return OutboxWriteError(f"{self.path}: could not {what} ({exc})")
+
+    def _messages(self, rows: list[tuple[Any, ...]]) -> list[OutboxMessage]:
+        """The rows as messages; a garbled one marks the file damaged (OutboxCorruptError):
+        sent as it reads, it would be bytes no back office can take, resent until its age
+        limit."""
+        messages = [_message(row) for row in rows]
+        good = [message for message in messages if message is not None]
+        if len(good) < len(messages):
+            self.damaged = f"{self.path}: the outbox file is damaged (a garbled row)"
+            raise OutboxCorruptError(f"{self.damaged}; could not read waiting results")
+        return good
 
     def _rollback_locked(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # no transaction open: nothing to undo
@@ -276,13 +302,13 @@ class Outbox:
 
     def pending(self, after_seq: int = 0, limit: int = 1000) -> list[OutboxMessage]:
         """Messages with ``seq > after_seq``, oldest first."""
-        with self._lock:
+        with self._lock, self._reading("read waiting results"):
             rows = self._db.execute(
                 "SELECT seq, measurement_id, topic, payload, created_at_s FROM outbox "
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [_message(row) for row in rows]
+        return self._messages(rows)
 
     def remove(self, seqs: Iterable[int]) -> int:
         """Delete acknowledged messages; returns how many were still there."""
@@ -317,33 +343,40 @@ class Outbox:
         for start in range(0, len(seqs), 500):
             chunk = list(seqs[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            with self._lock:
+            with self._lock, self._reading("read results to send again"):
                 rows = self._db.execute(
                     "SELECT seq, measurement_id, topic, payload, created_at_s FROM outbox "
                     f"WHERE seq IN ({marks})",
                     chunk,
                 ).fetchall()
-            found += [_message(row) for row in rows]
+            found += self._messages(rows)
         return sorted(found, key=lambda message: message.seq)
 
     def oldest_age_s(self, now_s: float | None = None) -> float | None:
-        """Seconds since the oldest waiting message was committed (None when empty)."""
-        with self._lock:
-            row = self._db.execute("SELECT MIN(created_at_s) FROM outbox").fetchone()
+        """Seconds since the oldest waiting message was committed (None: empty or unreadable)."""
+        try:
+            with self._lock, self._reading("read the oldest result's age"):
+                row = self._db.execute("SELECT MIN(created_at_s) FROM outbox").fetchone()
+        except OutboxError:
+            return None
         if row is None or row[0] is None:
             return None
         return max(0.0, (time.time() if now_s is None else now_s) - float(row[0]))
 
     def expire(self, now_s: float | None = None) -> int:
         """Drop messages older than ``max_age_s`` (counted as dropped); returns how many."""
-        cutoff_s = (time.time() if now_s is None else now_s) - self.max_age_s
-        with self._lock, self._writing("FULL", "expire old results"):
-            removed = self._db.execute(
-                "DELETE FROM outbox WHERE created_at_s < ?", (cutoff_s,)
-            ).rowcount
-            if removed:
-                self._count_dropped_locked(removed)
-        self._depth -= removed
+        now = wallclock.clock_now()
+        cutoff_s = (now[0] if now_s is None else now_s) - self.max_age_s
+        with self._lock:
+            with self._writing("FULL", "expire old results"):
+                self._follow_clock_jump_locked(now)
+                removed = self._db.execute(
+                    "DELETE FROM outbox WHERE created_at_s < ?", (cutoff_s,)
+                ).rowcount
+                if removed:
+                    self._count_dropped_locked(removed)
+            self._depth -= removed
+            self._clock.seen(now)
         return int(removed)
 
     def depth(self) -> int:
@@ -353,19 +386,29 @@ class Outbox:
     def dropped(self) -> int:
         """How many results were lost, ever: size/age policy (persisted) and refused commits."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+            with contextlib.suppress(OutboxError), self._reading("read the dropped count"):
+                row = self._db.execute(
+                    "SELECT value FROM counters WHERE name = 'dropped'"
+                ).fetchone()
+                self._saved_dropped = int(row[0])  # unreadable: the last value read stands
             tallied = self._tally.value if self._tally is not None else 0
-            return int(row[0]) + tallied + self._unsaved_dropped
+            return self._saved_dropped + tallied + self._unsaved_dropped
 
     def close(self) -> None:
         """Close the database (committed messages stay on disk)."""
         with self._lock:
-            self._db.close()
+            with contextlib.suppress(sqlite3.Error):  # a damaged file: nothing more to keep
+                self._db.close()
             if self._tally is not None:
                 self._tally.close()
                 self._tally = None
 
 
-def _message(row: tuple[Any, ...]) -> OutboxMessage:
+def _message(row: tuple[Any, ...]) -> OutboxMessage | None:
+    """The row as a message; None when its record is garbled (a NULL or a number where the
+    id, topic or payload belongs, which no outbox row holds and a quick check lets pass)."""
     seq, measurement_id, topic, payload, created_at_s = row
-    return OutboxMessage(int(seq), str(measurement_id), str(topic), bytes(payload), created_at_s)
+    texts_ok = all(isinstance(text, str) and text for text in (measurement_id, topic))
+    if not texts_ok or not isinstance(payload, bytes) or not isinstance(created_at_s, int | float):
+        return None
+    return OutboxMessage(int(seq), measurement_id, topic, payload, float(created_at_s))

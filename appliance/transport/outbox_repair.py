@@ -1,117 +1,147 @@
-"""Opening the outbox so that a damaged file never keeps a kiosk down.
+"""Opening the outbox so that a damaged file never keeps a kiosk down, nor loses its rows.
 
-A corrupt outbox (power cut on a bad SD card, a file truncated by hand) is moved aside with
-its WAL, a fresh outbox is created in its place, and every row that can still be read from
-the damaged copy is committed into the fresh one with its measurement id and age, so it is
-sent again. Rows that cannot be read are counted as dropped. The daemon carries on either way;
-the damaged copy stays next to it (``outbox.sqlite3.corrupt-<unix time>``) for inspection.
+A corrupt outbox (power cut on a bad SD card, a file truncated by hand) is repaired beside
+itself: every row that can still be read (appliance/transport/outbox_salvage.py) is committed,
+with its measurement id and age, into a fresh outbox built as ``outbox.sqlite3.repairing``.
+Rows that cannot be read are counted as dropped in it, and so are the ones the damaged outbox
+had already counted (its ``dropped`` counter, where it can be read), so the device's
+``dropped`` never goes down with a repair. Once complete the copy is renamed
+``outbox.sqlite3.repaired``; then the damaged file (with its WAL) is moved aside
+(``outbox.sqlite3.corrupt-<unix time>``, kept for inspection) and the copy takes its place.
+
+Each step leaves a state the next start finishes: a kill or power cut while building leaves
+the damaged file in place (the build starts again); one after the copy is complete leaves
+``.repaired``, which the next start puts in place first. A repair that cannot finish (no room
+for the recovered rows) changes nothing; one that plainly cannot (less room than the damaged
+file takes) is not begun, so a kiosk that systemd restarts every few seconds does not read and
+write its whole outbox each time for nothing. So the outbox path never holds an empty outbox
+while the rows are elsewhere, and a stale WAL never meets the new file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxMessage
+from appliance.diskspace import free_bytes, full_disk_hint
+from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxError
+from appliance.transport.outbox_salvage import dropped_before, salvage
 
 log = logging.getLogger(__name__)
-MAX_PROBED_SEQS = 1_000_000  # row-by-row salvage never walks more seqs than this
-_COLUMNS = "seq, measurement_id, topic, payload, created_at_s"
+_SIDE_FILES = ("", "-wal", "-shm")
 
 
-def open_outbox(path: Path, **bounds: Any) -> Outbox:
-    """The outbox at ``path``; a damaged one is moved aside and its readable rows recovered."""
-    try:
-        return Outbox(path, **bounds)
-    except OutboxCorruptError as exc:
-        log.error("%s; moving it aside and recovering what can be read", exc)
-    aside = move_aside(path)
-    outbox = Outbox(path, **bounds)
-    rows, lost = salvage(aside)
-    outbox.add_recovered(rows)
-    if lost:
-        outbox.count_lost(lost)
-        outbox.writable()  # save the lost count now
+def open_outbox(path: Path, *, rebuild: bool = False, **bounds: Any) -> Outbox:
+    """The outbox at ``path``; a damaged one is replaced by a copy holding its readable rows.
+
+    ``rebuild``: replace it even when it opens, as one found damaged while in use (a garbled
+    row, a bad page) may: SQLite's quick check at opening does not read every record."""
+    built = path.with_name(path.name + ".repaired")
+    if built.exists():  # a repair cut short once its copy was complete: finish it
+        log.warning("%s: finishing a repair cut short", path)
+        swap_in(path, built)
+    if rebuild and path.exists():
+        log.error("%s: found damaged while in use; moving it aside and recovering what can be "
+                  "read", path)
+    else:
+        try:
+            return Outbox(path, **bounds)
+        except OutboxCorruptError as exc:
+            log.error("%s; moving it aside and recovering what can be read", exc)
+    recovered, lost, earlier = build_repaired(path, built)
+    aside = swap_in(path, built)
     log.error(
-        "outbox %s recreated: %d result(s) recovered from %s, %d unreadable (counted dropped)",
-        path, len(rows), aside, lost,
+        "outbox %s recreated: %d result(s) recovered from %s, %d unreadable (counted dropped, "
+        "with the %d it had counted before)", path, recovered, aside, lost, earlier,
     )
-    return outbox
+    return Outbox(path, **bounds)
 
 
-def move_aside(path: Path) -> Path:
-    """Rename the damaged file (and its WAL and shared-memory files) out of the way."""
-    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-    for suffix in ("", "-wal", "-shm"):
+def build_repaired(path: Path, built: Path) -> tuple[int, int, int]:
+    """Write the readable rows of ``path`` into a fresh outbox at ``built``; counts of
+    (recovered, unreadable, counted before). OutboxError, nothing changed, when it cannot."""
+    building = path.with_name(path.name + ".repairing")
+    _remove(building)  # an earlier build cut short: it holds only copies
+    _check_room(path)
+    earlier = dropped_before(path)
+    try:
+        fresh = Outbox(building, lost_tally=False)
+        try:
+            recovered, lost = salvage(path, fresh.add_recovered)
+            fresh.add_recovered([], dropped=lost + earlier)
+        finally:
+            fresh.close()
+    except OutboxError as exc:
+        _remove(building)
+        full = full_disk_hint(path)
+        raise OutboxError(
+            f"{path}: the outbox is damaged and its repair could not finish ({exc}); it stays as "
+            f"it is, its readable results in it, and the repair is tried again at the next start"
+            f"{': ' + full if full else ''}"
+        ) from exc
+    building.rename(built)
+    _sync_folder(path.parent)
+    return recovered, lost, earlier
+
+
+def _check_room(path: Path) -> None:
+    """OutboxError when the disk has less room than the damaged file takes: the copy of its
+    rows would not fit (it takes at most as much), and the repair waits for room."""
+    needed = sum(
+        path.with_name(path.name + suffix).stat().st_size
+        for suffix in ("", "-wal")
+        if path.with_name(path.name + suffix).exists()
+    )
+    free = free_bytes(path)
+    if free is not None and free < needed:
+        raise OutboxError(
+            f"{path}: the outbox is damaged and its repair needs about {needed // 1024} KiB free "
+            f"for the copy of its rows; the disk has {free // 1024} KiB: free some space; it "
+            "stays as it is, its readable results in it, and the repair is tried again at the "
+            "next start"
+        )
+
+
+def swap_in(path: Path, built: Path) -> Path | None:
+    """Move the damaged outbox aside (WAL first) and put ``built`` in its place; the aside
+    name (None when there was nothing at ``path``)."""
+    aside = _unique_aside(path)
+    moved = False
+    for suffix in ("-wal", "-shm", ""):  # the WAL must never stay with the new file
         source = path.with_name(path.name + suffix)
         if source.exists():
             source.rename(aside.with_name(aside.name + suffix))
+            moved = True
+    built.rename(path)
+    _sync_folder(path.parent)
+    return aside if moved else None
+
+
+def _unique_aside(path: Path) -> Path:
+    """``outbox.sqlite3.corrupt-<unix time>``, with ``.2``, ``.3``... when that name is taken:
+    a rename replaces what it lands on, and every damaged copy is kept."""
+    stem = f"{path.name}.corrupt-{int(time.time())}"
+    aside, tries = path.with_name(stem), 1
+    while any(aside.with_name(aside.name + suffix).exists() for suffix in _SIDE_FILES):
+        tries += 1
+        aside = path.with_name(f"{stem}.{tries}")
     return aside
 
 
-def salvage(damaged: Path) -> tuple[list[OutboxMessage], int]:
-    """Readable rows of a damaged outbox, and how many known rows could not be read."""
-    try:
-        db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return [], 0
-    try:
-        with contextlib.suppress(sqlite3.Error):
-            rows = db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
-            return [_message(row) for row in rows], 0
-        found, unreadable = _row_by_row(db)
-        return found, max(unreadable, _known_rows(db) - len(found))
-    finally:
-        db.close()
+def _remove(path: Path) -> None:
+    for suffix in _SIDE_FILES:
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
-def _known_rows(db: sqlite3.Connection) -> int:
-    """How many rows the damaged table, or its index, still says it holds (0: neither can).
-
-    A page whose cells are garbled may answer a lookup by seq with nothing rather than an
-    error, so the rows on it are missed without a failed probe; the counts still show them.
-    """
-    counts = [0]
-    for sql in (
-        "SELECT COUNT(*) FROM outbox NOT INDEXED",
-        "SELECT COUNT(*) FROM outbox INDEXED BY outbox_measurement_id",
-    ):
-        with contextlib.suppress(sqlite3.Error, TypeError):
-            counts.append(int(db.execute(sql).fetchone()[0]))
-    return max(counts)
-
-
-def _row_by_row(db: sqlite3.Connection) -> tuple[list[OutboxMessage], int]:
-    """Probe each seq on its own, so one bad page loses only the rows on it."""
-    low, high = _seq_range(db)
-    found: list[OutboxMessage] = []
-    unreadable = 0
-    for seq in range(low, min(high, low + MAX_PROBED_SEQS - 1) + 1):
+def _sync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (a power cut must not undo them)."""
+    with contextlib.suppress(OSError):  # a folder that cannot be synced: the rename stands
+        fd = os.open(folder, os.O_RDONLY)
         try:
-            row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE seq = ?", (seq,)).fetchone()
-        except sqlite3.Error:
-            unreadable += 1
-            continue
-        if row is not None:
-            found.append(_message(row))
-    return found, unreadable
-
-
-def _seq_range(db: sqlite3.Connection) -> tuple[int, int]:
-    for sql in (
-        "SELECT MIN(seq), MAX(seq) FROM outbox",
-        "SELECT 1, seq FROM sqlite_sequence WHERE name = 'outbox'",
-    ):
-        with contextlib.suppress(sqlite3.Error, TypeError):
-            low, high = db.execute(sql).fetchone()
-            return int(low), int(high)
-    return 1, 0
-
-
-def _message(row: tuple[Any, ...]) -> OutboxMessage:
-    seq, measurement_id, topic, payload, created_at_s = row
-    return OutboxMessage(int(seq), str(measurement_id), str(topic), bytes(payload), created_at_s)
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from appliance import safejson
 
@@ -246,7 +247,14 @@ def parse_payload(raw: bytes, model: type[PayloadT]) -> PayloadT:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise PayloadError(f"{where}: {first['msg']}{more}") from exc
+        raise PayloadError(f"{where}: {first['msg']}{_why(first)}{more}") from exc
+
+
+def _why(error: ErrorDetails) -> str:
+    """What pydantic's terse JSON error means where Python's decoder took the text."""
+    if error["type"] == "json_invalid" and "hex escape" in error["msg"]:
+        return " (a string holds a lone UTF-16 surrogate escape, \\ud800-\\udfff unpaired)"
+    return ""
 
 
 def check_json(raw: bytes) -> None:

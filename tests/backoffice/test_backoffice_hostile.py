@@ -151,3 +151,37 @@ def test_a_count_larger_than_any_store_holds_is_a_dead_letter_its_device_may_dro
     assert store.write_batch(batch, 100) == [good.measurement_id]  # the batch commits whole
     assert triage.refused_results(batch.dead_letters) == [
         ("lab", "k1", huge["measurement_id"])]  # kept in full: the kiosk stops sending it
+
+
+@pytest.mark.parametrize("where", ["software_version", "label", "probability key"])
+def test_a_result_holding_a_lone_surrogate_is_dead_lettered_and_confirmed(
+    store: Store, where: str
+) -> None:
+    # valid JSON to Python, refused by pydantic's parser ("unexpected end of hex escape"): the
+    # dead letter was kept but never confirmed, so the kiosk sent it again until it aged out
+    sent = json.loads(result(5).to_json())
+    if where == "software_version":
+        sent["software_version"] = "1.0\ud800"
+    elif where == "label":
+        sent["classification"]["label"] = "fine\udfff"
+    else:
+        sent["classification"]["probabilities"]["x\ud800"] = 0.0
+    raw = json.dumps(sent).encode()
+    assert b"\\ud" in raw  # the escape itself travels: json.dumps writes ASCII
+    triage = Triage("p", 65536)
+    batch, _results = triage.sort([Inbound("p/lab/k1/result", raw, 1, 1)])
+    assert batch.results == []
+    (letter,) = batch.dead_letters
+    assert "a string holds a lone UTF-16 surrogate escape" in letter.reason
+    assert store.write_batch(batch, 100) == []
+    assert store.dead_letters()[0].payload == raw  # kept whole, as sent
+    assert triage.refused_results(batch.dead_letters) == [
+        ("lab", "k1", sent["measurement_id"])]  # confirmed: the kiosk drops it
+
+
+def test_a_dead_letter_naming_no_valid_id_is_not_confirmed() -> None:
+    triage = Triage("p", 65536)
+    for raw in (b'{"measurement_id": "bad id\\ud800"}', b'{"measurement_id": 7}', b"[1]",
+                b"\xff\xfe", b'{"x": "\\ud800"}'):
+        batch, _results = triage.sort([Inbound("p/lab/k1/result", raw, 1, 1)])
+        assert triage.refused_results(batch.dead_letters) == [], raw

@@ -24,6 +24,7 @@ from appliance.config import Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon, new_outbox
 from appliance.edge.testing import FlakySource, fast_daemon, fast_source
 from appliance.synthetic import fleet
+from appliance.transport.outbox import OutboxWriteError
 
 pytestmark = pytest.mark.broker
 MEASUREMENTS = 50
@@ -176,3 +177,33 @@ def test_a_result_the_back_office_dead_letters_is_acked_once_and_leaves_the_outb
     assert [row[0] for row in reader.select_results(["measurement_id"])] == [
         valid.measurement_id]
     reader.close()
+
+
+def test_results_due_again_when_a_read_of_the_outbox_fails_are_sent_later(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    # the results due for a re-send left the resend list before the outbox was read; when that
+    # read failed (an I/O error on the SD card), they were never sent again by this daemon: with
+    # camera.limit it never exited, else they waited for a restart or their age limit
+    kiosk = fast_daemon(kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=MEASUREMENTS))
+    read = kiosk.outbox.get
+    failures: list[int] = []
+
+    def failing_once(seqs: Any) -> Any:
+        if not failures:
+            failures.append(len(seqs))
+            raise OutboxWriteError("disk I/O error (as from a failing SD card)")
+        return read(seqs)
+
+    kiosk.outbox.get = failing_once  # type: ignore[method-assign]
+    thread, codes = run_in_thread(kiosk)
+    assert wait_until(lambda: kiosk.committer.committed == MEASUREMENTS)
+    assert wait_until(lambda: bool(failures))  # the first re-send round found the read failing
+    worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
+    try:
+        thread.join(60)  # exits once every result is confirmed
+        assert codes == [0]
+        assert store.count_results() == MEASUREMENTS
+    finally:
+        worker.stop()
+        store.close()

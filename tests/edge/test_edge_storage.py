@@ -8,11 +8,16 @@ is moved aside, its readable rows recovered, and the daemon carries on.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
 import sqlite3
 import struct
+import subprocess
+import sys
 import threading
 import time
+import tracemalloc
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,11 +27,18 @@ import pytest
 
 from appliance.config import Config, config_from_mapping
 from appliance.diskspace import full_disk_hint
+from appliance.edge import daemon as daemon_module
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port
-from appliance.transport.outbox import Outbox, OutboxError, OutboxWriteError
+from appliance.transport.outbox import (
+    OUTBOX_SCHEMA,
+    Outbox,
+    OutboxCorruptError,
+    OutboxError,
+    OutboxWriteError,
+)
 from appliance.transport.outbox_repair import open_outbox
 from tests.disk_helpers import fill, small_tmpfs
 
@@ -156,6 +168,69 @@ def test_corrupt_middle_page_is_moved_aside_and_readable_rows_recovered(tmp_path
     assert outbox.depth() == recovered + 1
 
 
+@pytest.mark.parametrize("offset_pages", [0, 8])
+def test_a_repair_keeps_what_the_damaged_outbox_had_counted_as_dropped(
+    tmp_path: Path, offset_pages: int
+) -> None:
+    # the fresh outbox started its dropped counter at 0: the device's status said fewer
+    # results were ever lost after a repair than before it
+    path = tmp_path / "outbox.sqlite3"
+    outbox = stored_results(path, 400)
+    outbox.max_rows = 395
+    outbox.add_many([(f"new-{i}", "t", b"{}") for i in range(5)])  # 10 oldest dropped
+    assert outbox.dropped() == 10
+    outbox.close()
+    damage(path, PAGE_BYTES * offset_pages)
+    repaired = open_outbox(path)
+    assert repaired.dropped() == 10 + (395 - repaired.depth())
+    repaired.close()
+
+
+def test_a_repair_holds_a_window_of_rows_in_memory_not_the_whole_outbox(tmp_path: Path) -> None:
+    # salvage read every row into one list: an outbox of 100,000 results with thumbnails is
+    # gigabytes, so the repair ran out of memory at every start and the kiosk never came up
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    thumbnail = b"t" * 64 * 1024
+    outbox.add_many([(f"big-{i}", "t", thumbnail) for i in range(640)])  # 40 MiB of rows
+    outbox.close()
+    damage(path, PAGE_BYTES * 3)
+    tracemalloc.start()
+    try:
+        repaired = open_outbox(path)
+        _now, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert repaired.depth() + repaired.dropped() == 640
+    assert repaired.depth() > 600
+    assert peak_bytes < 20 * 2**20  # about one window of rows (200 x 64 KiB), not all of them
+    repaired.close()
+
+
+def test_rows_whose_records_are_garbled_are_counted_and_the_rest_recovered(tmp_path: Path) -> None:
+    # a garbled record can read as a NULL or a number where the payload belongs: bytes(None)
+    # raised, so the repair failed at every start and the kiosk never came up
+    path = tmp_path / "outbox.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for statement in OUTBOX_SCHEMA:  # without NOT NULL, to write what a garbled record reads as
+        db.execute(statement.replace(" NOT NULL", ""))
+    db.executemany(
+        "INSERT INTO outbox (measurement_id, topic, payload, created_at_s) VALUES (?, ?, ?, ?)",
+        [("good-1", "t", b"{}", 1.7e9), ("null-payload", "t", None, 1.7e9),
+         ("number-payload", "t", 5, 1.7e9), (None, "t", b"{}", 1.7e9),
+         ("blob-topic", b"t", b"{}", 1.7e9), ("garbled-time", "t", b"{}", None),
+         ("good-2", "t", b"{}", 1.7e9)],
+    )
+    db.close()
+    with path.open("r+b") as damaged:
+        damaged.write(b"garbage garbage!")  # the file must be repaired
+    outbox = open_outbox(path)
+    assert [m.measurement_id for m in outbox.pending()] == ["good-1", "garbled-time", "good-2"]
+    assert outbox.dropped() == 4
+    outbox.close()
+
+
 def test_rows_lost_on_a_page_whose_cells_are_garbled_are_counted(tmp_path: Path) -> None:
     # a few garbled bytes in a page's cell pointers: looking a row up by its seq then finds
     # nothing rather than an error, so only the table's own row count shows the loss
@@ -171,6 +246,87 @@ def test_rows_lost_on_a_page_whose_cells_are_garbled_are_counted(tmp_path: Path)
     outbox.close()
 
 
+@pytest.mark.parametrize("garbage_bytes", [16, 100, PAGE_BYTES])
+def test_garbage_over_the_header_or_first_page_loses_no_row(
+    tmp_path: Path, garbage_bytes: int
+) -> None:
+    # the first page (header and schema) was garbled: SQLite calls the file "not a database",
+    # and every row on the intact pages behind it was lost without being counted
+    path = tmp_path / "outbox.sqlite3"
+    stored = stored_results(path, 400)
+    ids = [message.measurement_id for message in stored.pending(limit=1000)]
+    stored.close()
+    with path.open("r+b") as db:
+        db.write(random.Random(1).randbytes(garbage_bytes))
+    outbox = open_outbox(path)
+    assert [message.measurement_id for message in outbox.pending(limit=1000)] == ids
+    assert outbox.dropped() == 0
+    aside = tmp_path.glob("outbox.sqlite3.corrupt-*")
+    aside = [p for p in aside if not p.name.endswith(("-wal", "-shm"))]
+    assert len(aside) == 1  # the damaged file is kept as it was, not deleted
+    assert aside[0].read_bytes()[:garbage_bytes] == random.Random(1).randbytes(garbage_bytes)
+    assert not list(tmp_path.glob(".outbox-rebuild-*"))  # the working copy is gone
+    outbox.close()
+
+
+def test_two_repairs_in_one_second_keep_both_damaged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # both were renamed to outbox.sqlite3.corrupt-<the same second>: the second rename
+    # replaced the first damaged file, deleting the rows it still held
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    path = tmp_path / "outbox.sqlite3"
+    for garbage in (b"first " * 700, b"second " * 700):
+        path.write_bytes(garbage)
+        open_outbox(path).close()
+    kept = sorted(p.read_bytes()[:6] for p in tmp_path.glob("outbox.sqlite3.corrupt-*"))
+    assert kept == [b"first ", b"second"]
+
+
+def test_a_copy_left_by_a_repair_that_was_killed_is_removed_by_the_next(tmp_path: Path) -> None:
+    # a kill while a damaged first page was being rebuilt left a full copy of the outbox in
+    # .outbox-rebuild-*, one more with every such kill, on the kiosk's small disk
+    path = tmp_path / "outbox.sqlite3"
+    stored_results(path, 40).close()
+    stale = tmp_path / ".outbox-rebuild-killed"
+    stale.mkdir()
+    (stale / "outbox.sqlite3.repairing").write_bytes(path.read_bytes())
+    with path.open("r+b") as db:
+        db.write(random.Random(1).randbytes(100))
+    outbox = open_outbox(path)
+    assert outbox.depth() == 40
+    assert not list(tmp_path.glob(".outbox-rebuild-*"))
+    outbox.close()
+
+
+@pytest.mark.parametrize("tail_bytes", [0, 1000])
+def test_an_outbox_cut_short_keeps_the_rows_before_the_cut_and_counts_the_rest(
+    tmp_path: Path, tail_bytes: int
+) -> None:
+    # a file cut short (a power cut on a file system that lost its tail, a copy by hand) still
+    # says in its header how many pages it had, so every read failed: all 400 rows were gone,
+    # none counted
+    path = tmp_path / "outbox.sqlite3"
+    stored_results(path, 400).close()
+    os.truncate(path, path.stat().st_size // 2 // PAGE_BYTES * PAGE_BYTES + tail_bytes)
+    outbox = open_outbox(path)
+    assert outbox.depth() > 150
+    assert outbox.depth() + outbox.dropped() == 400
+    outbox.close()
+
+
+def test_a_file_with_no_outbox_to_be_found_says_how_much_is_unknown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(random.Random(2).randbytes(4 * PAGE_BYTES))
+    outbox = open_outbox(path)
+    assert outbox.depth() == 0
+    assert "how many results it held is unknown" in caplog.text
+    assert "outbox.sqlite3.corrupt-" in caplog.text  # naming the file kept aside
+    outbox.close()
+
+
 def test_outbox_that_is_not_a_database_is_replaced_and_the_daemon_runs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,6 +339,101 @@ def test_outbox_that_is_not_a_database_is_replaced_and_the_daemon_runs(
     assert list(state.glob("outbox.sqlite3.corrupt-*"))
     assert "moving it aside" in caplog.text
     daemon.outbox.close()
+
+
+def checkpoint_and_damage_first_page(path: Path) -> None:
+    """Move every committed page into the file, then garble its first page (header, schema)."""
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    damage(path, 0)
+
+
+def test_an_outbox_damaged_in_use_says_so_and_still_answers_its_counters(tmp_path: Path) -> None:
+    # a damaged file raised bare sqlite3 errors from every read: the status line's dropped()
+    # killed the daemon's main thread
+    path = tmp_path / "outbox.sqlite3"
+    outbox = stored_results(path, 10)
+    checkpoint_and_damage_first_page(path)
+    with pytest.raises(OutboxCorruptError, match=r"outbox\.sqlite3: the outbox file is damaged"):
+        outbox.add_many([("new-1", "t", b"{}")])
+    assert outbox.damaged is not None
+    assert outbox.dropped() == 0
+    assert outbox.oldest_age_s() is None
+    with pytest.raises(OutboxCorruptError):
+        outbox.pending()
+    outbox.close()
+
+
+def test_results_measured_after_the_outbox_is_damaged_in_use_are_kept_not_dropped(
+    tmp_path: Path,
+) -> None:
+    # commits failed on the damaged file and were counted as dropped, the probe's write could
+    # still succeed, and the link crashed on pending(): the results in between were lost
+    state = tmp_path / "state"
+    nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})  # only the committer
+    daemon = fast_daemon(edge_config(state, nobody, "damaged"))  # reads the outbox
+    thread, codes = run_in_thread(daemon)
+    assert wait_until(lambda: daemon.committer.committed >= 20)
+    path = state / "outbox.sqlite3"
+    checkpoint_and_damage_first_page(path)
+    thread.join(30)
+    assert codes == [1]  # systemd starts it again, on the repaired outbox
+    assert daemon.committer.refused == 0  # nothing counted as dropped
+    repaired = Outbox(path)  # repaired on the way out: opens as it is
+    assert repaired.depth() == daemon.analysis.measurements  # every measured result kept
+    assert repaired.dropped() == 0
+    repaired.close()
+    assert list(state.glob("outbox.sqlite3.corrupt-*"))  # the damaged file kept aside
+
+
+def test_held_results_a_failed_repair_cannot_keep_are_counted_as_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # when the repair on the way out failed (no room), the held results were only named in the
+    # journal: the device's dropped count never showed them
+    state = tmp_path / "state"
+    nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})
+    daemon = fast_daemon(edge_config(state, nobody, "damaged"))
+
+    def no_room(config: Config, **_how: Any) -> Outbox:
+        raise OutboxError("no room for the repaired outbox (as on a full disk)")
+
+    monkeypatch.setattr(daemon_module, "new_outbox", no_room)
+    thread, codes = run_in_thread(daemon)
+    assert wait_until(lambda: daemon.committer.committed >= 20)
+    path = state / "outbox.sqlite3"
+    checkpoint_and_damage_first_page(path)
+    thread.join(30)
+    assert codes == [1]
+    monkeypatch.undo()
+    repaired = open_outbox(path)  # the next start, with room again
+    assert repaired.depth() == daemon.committer.committed  # every committed result kept
+    assert repaired.dropped() == daemon.committer.refused  # and every held one counted
+    assert repaired.depth() + repaired.dropped() == daemon.analysis.measurements
+    repaired.close()
+
+
+@pytest.mark.broker
+def test_a_garbled_row_found_while_sending_is_repaired_away_and_counted(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str
+) -> None:
+    # a record garbled to a number where the payload belongs passes SQLite's quick check: the
+    # link sent it as b"\\x00" * 5, which the back office cannot take, again and again until
+    # its age limit
+    state = tmp_path / "state"
+    path = state / "outbox.sqlite3"
+    stored_results(path, 5).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE outbox SET payload = 5 WHERE seq = 3")
+    daemon = fast_daemon(edge_config(state, mqtt_broker, topic_prefix))
+    thread, codes = run_in_thread(daemon)
+    thread.join(30)
+    assert codes == [1]  # found on reading it to send, repaired on the way out
+    repaired = Outbox(path)
+    assert repaired.dropped() == 1
+    assert repaired.depth() == 4 + daemon.committer.committed  # the rest, and the new results
+    assert all(m.payload.startswith(b"{") for m in repaired.pending(limit=1000))
+    repaired.close()
 
 
 def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
@@ -202,6 +453,96 @@ def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
     outbox = Outbox(path)
     assert outbox.depth() == 6
     outbox.close()
+
+
+def test_a_repair_with_no_room_for_the_recovered_rows_is_undone_and_tried_again(
+    tmp_path: Path,
+) -> None:
+    # the fresh outbox was made, the recovered rows did not fit, and the next start opened the
+    # fresh, empty outbox: 1,500 results left behind in the damaged copy, none counted
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        path = disk / "outbox.sqlite3"
+        stored_results(path, 1500).close()
+        damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+        damaged = path.read_bytes()
+        filler = fill(disk)
+        room = path.stat().st_size + 100 * 1024  # the copy's rows fit; with its WAL they do not
+        os.truncate(filler, filler.stat().st_size - room)
+        for _start in range(2):
+            with pytest.raises(OutboxError, match=r"repair could not finish.*tried again"):
+                open_outbox(path)
+            assert path.read_bytes() == damaged  # back in place, as it was
+            assert not list(disk.glob("outbox.sqlite3.corrupt-*"))
+        filler.unlink()
+        outbox = open_outbox(path)
+        assert outbox.depth() > 1450
+        assert outbox.depth() + outbox.dropped() == 1500
+        outbox.close()
+        assert not list(disk.glob("outbox.sqlite3.repair*"))
+
+
+def test_a_repair_with_plainly_too_little_room_is_not_begun_and_says_what_it_needs(
+    tmp_path: Path,
+) -> None:
+    # with less room than the damaged file takes, each start (systemd: every 5 s) read the
+    # whole outbox and wrote until the disk was full, then said only "database or disk is full"
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        path = disk / "outbox.sqlite3"
+        stored_results(path, 1500).close()
+        damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+        needed_kib = path.stat().st_size // 1024
+        filler = fill(disk)
+        os.truncate(filler, filler.stat().st_size - 1300 * 1024)
+        with pytest.raises(OutboxError) as refused:
+            open_outbox(path)
+        assert f"its repair needs about {needed_kib} KiB free" in str(refused.value)
+        assert "the disk has 1" in str(refused.value)  # about 1300 KiB
+        filler.unlink()
+        outbox = open_outbox(path)
+        assert outbox.depth() + outbox.dropped() == 1500
+        outbox.close()
+
+
+KILLED_REPAIR = """
+import os, pathlib, signal, sys
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_repair import open_outbox
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if sys.argv[2] == "building":
+    Outbox.add_recovered = killed
+else:  # the damaged file moved aside, the repaired copy not yet in its place
+    rename = pathlib.Path.rename
+    def rename_or_die(self, target):
+        if self.name.endswith(".repaired"):
+            killed()
+        return rename(self, target)
+    pathlib.Path.rename = rename_or_die
+open_outbox(pathlib.Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("when", ["building", "swapping"])
+def test_a_repair_killed_midway_is_finished_at_the_next_start(tmp_path: Path, when: str) -> None:
+    # the damaged file was moved aside before the fresh outbox was filled: a kill -9 (or the
+    # power cut that caused the damage, again) then left an empty outbox in its place, and the
+    # next start used it; every result in the damaged copy was left behind, counted nowhere
+    path = tmp_path / "outbox.sqlite3"
+    stored_results(path, 400).close()
+    damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+    repo = Path(__file__).resolve().parents[2]
+    killed = subprocess.run([sys.executable, "-c", KILLED_REPAIR, str(path), when],
+                            env={**os.environ, "PYTHONPATH": str(repo)}, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    outbox = open_outbox(path)
+    assert outbox.depth() > 300
+    assert outbox.depth() + outbox.dropped() == 400
+    outbox.add_many([("new-1", "t", b"{}")])  # a sound outbox, no stale WAL under it
+    outbox.close()
+    assert Outbox(path).depth() > 300
+    assert not list(tmp_path.glob("outbox.sqlite3.repair*"))
 
 
 def test_a_full_disk_hint_is_empty_where_there_is_room(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.transport import wallclock
 from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxFullError
 
 
@@ -98,3 +99,54 @@ def test_every_commit_survives_sigkill(tmp_path: Path) -> None:
     writer.wait(10)
     stored = {m.measurement_id for m in Outbox(path).pending(limit=1_000_000)}
     assert {f"m{i}" for i in range(confirmed + 1)} <= stored
+
+
+class FakeClock:
+    """The wall clock and the time since boot, moved by hand."""
+
+    def __init__(self) -> None:
+        self.wall_s, self.since_boot_s = 1_700_000_000.0, 100.0
+
+    def now(self) -> tuple[float, float]:
+        return self.wall_s, self.since_boot_s
+
+    def wait(self, seconds: float) -> None:
+        self.wall_s += seconds
+        self.since_boot_s += seconds
+
+
+def test_a_jump_of_the_wall_clock_does_not_age_waiting_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a kiosk with no battery-backed clock measured with an old date until NTP's first sync
+    # moved the clock 90 days ahead: every waiting result looked 90 days old and expired
+    clock = FakeClock()
+    monkeypatch.setattr(wallclock, "clock_now", clock.now)
+    outbox = Outbox(tmp_path / "o.db", max_age_s=30 * 86400.0)
+    outbox.add_many(rows(3))
+    clock.wait(3600.0)
+    clock.wall_s += 90 * 86400.0  # the jump
+    assert outbox.expire() == 0
+    assert outbox.depth() == 3
+    clock.wait(10 * 86400.0)
+    outbox.add_many(rows(1, start=3))
+    clock.wait(19 * 86400.0)
+    assert outbox.expire() == 0  # 29 days and an hour have really passed
+    clock.wait(86400.0)
+    assert outbox.expire() == 3  # now the first three are past 30 days; the fourth is not
+    assert [m.measurement_id for m in outbox.pending()] == ["m3"]
+
+
+def test_a_jump_back_of_the_wall_clock_does_not_keep_results_past_their_age(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(wallclock, "clock_now", clock.now)
+    outbox = Outbox(tmp_path / "o.db", max_age_s=86400.0)
+    outbox.add_many(rows(2))
+    clock.wall_s -= 365 * 86400.0  # set back a year by hand
+    clock.wait(600.0)
+    outbox.add_many(rows(1, start=2))  # the jump is noticed with this write
+    clock.wait(86400.0 - 300.0)
+    assert outbox.expire() == 2  # the first two are a day old, whatever the date says
+    assert outbox.depth() == 1

@@ -1,0 +1,64 @@
+"""Results lost to refused commits, counted in a small file beside the outbox.
+
+A refused commit (full disk, I/O error) cannot count its loss in the outbox it could not write;
+``LostTally`` counts it in place in 8 bytes beside the outbox (appliance/transport/outbox.py),
+which needs no new block, so a full disk takes the count too and it survives a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+
+class LostTally:
+    """Results lost to refused commits, counted in place in a small file (``path``).
+
+    The file (8 bytes, a little-endian count) is made while the disk has room, when the outbox
+    opens; a count then overwrites those bytes (``pwrite`` and ``fsync``), which needs no new
+    block, so it is kept on a full disk and across a restart. OSError when the file cannot be
+    made or read."""
+
+    SIZE = 8
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            data = os.pread(self._fd, self.SIZE, 0)
+            if len(data) < self.SIZE:  # new (or cut by a crash while it was made)
+                data = bytes(self.SIZE)
+                os.pwrite(self._fd, data, 0)
+                os.fsync(self._fd)
+        except OSError:
+            os.close(self._fd)
+            raise
+        self.value = max(0, struct.unpack("<q", data)[0])
+
+    def add(self, count: int) -> bool:
+        """Count ``count`` more in place; False (nothing changed) when the file refuses."""
+        total = self.value + count
+        try:
+            os.pwrite(self._fd, struct.pack("<q", total), 0)
+            os.fsync(self._fd)
+        except OSError:
+            return False
+        self.value = total
+        return True
+
+    def close(self) -> None:
+        """Close the file (the count stays in it)."""
+        os.close(self._fd)
+
+def count_lost_beside(path: Path, count: int) -> bool:
+    """Count ``count`` lost results in the tally beside the outbox at ``path``, without opening
+    the outbox (one that cannot be opened or repaired now); False when the tally refuses too."""
+    try:
+        tally = LostTally(path.with_name(path.name + ".lost"))
+    except OSError:
+        return False
+    try:
+        return tally.add(count)
+    finally:
+        tally.close()

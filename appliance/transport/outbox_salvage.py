@@ -1,0 +1,175 @@
+"""Reading what a damaged outbox still holds: its rows, how many are unreadable, its count.
+
+Rows are read a window of seqs at a time and handed on (``keep``) window by window, so a repair
+holds at most one window in memory whatever the outbox holds (100,000 results with thumbnails
+are gigabytes); a window that cannot be read is read one seq at a time, so one bad page loses
+only the rows on it. A row that reads but holds what no outbox row can (a NULL or a number
+where the id, topic or payload belongs: a garbled record) is unreadable too; one whose commit
+time alone is garbled is kept, aged from the repair. Rows that cannot be read are counted, also
+from the table's or its index's own counts.
+
+A damaged first page (the file header, or the schema that says where each table starts) hides
+every row although the pages holding them are intact: the rows are then read from a copy whose
+first page is rebuilt from a fresh outbox of the same page size (appliance/transport/
+outbox_header.py), since an outbox's tables always start on the same pages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from appliance.transport.outbox import OutboxMessage
+from appliance.transport.outbox_header import with_rebuilt_first_page
+
+log = logging.getLogger(__name__)
+MAX_PROBED_SEQS = 1_000_000  # row-by-row salvage never walks more seqs than this
+WINDOW_SEQS = 200  # seqs read (and held in memory) at once
+Keep = Callable[[Sequence[OutboxMessage]], object]
+_COLUMNS = "seq, measurement_id, topic, payload, created_at_s"
+
+
+def dropped_before(damaged: Path) -> int:
+    """The damaged outbox's own ``dropped`` counter (0 where it cannot be read)."""
+    counted = _dropped_in_file(damaged)
+    if counted is None:
+        counted = with_rebuilt_first_page(damaged, _dropped_in_file)
+    return counted or 0
+
+
+def _dropped_in_file(damaged: Path) -> int | None:
+    try:
+        db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+        return max(0, int(row[0]))
+    except (sqlite3.Error, TypeError, ValueError):
+        return None
+    finally:
+        db.close()
+
+
+def salvage(damaged: Path, keep: Keep) -> tuple[int, int]:
+    """Hand the readable rows of a damaged outbox to ``keep``, oldest first, a window at a
+    time; returns (rows handed on, known rows that could not be read)."""
+    found = _salvage_file(damaged, keep)
+    if found is None:  # no outbox table to be found: the first page is what is damaged
+        found = with_rebuilt_first_page(damaged, lambda copy: _salvage_file(copy, keep))
+    if found is None:
+        log.error(
+            "%s: no outbox table can be found in it, even with its first page rebuilt; how many "
+            "results it held is unknown (the file is kept for inspection)", damaged,
+        )
+        return 0, 0
+    return found
+
+
+def _salvage_file(damaged: Path, keep: Keep) -> tuple[int, int] | None:
+    """Rows kept and unreadable count of the file, or None when it shows no outbox table."""
+    try:
+        db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        if not _has_outbox_table(db):
+            return None
+        low, high = _seq_range(db)
+        kept = unreadable = 0
+        probes = [MAX_PROBED_SEQS]  # per-seq reads left
+        for start in range(low, high + 1, WINDOW_SEQS):
+            rows, failed = _window(db, start, min(high, start + WINDOW_SEQS - 1), probes)
+            if rows:
+                keep(rows)
+            kept, unreadable = kept + len(rows), unreadable + failed
+            del rows  # one window in memory at a time, not this one and the next
+        known = _known_rows(db)
+        if known is None and not kept and not unreadable:
+            return None  # the table is named but none of it can be read: not an outbox's page
+        return kept, max(unreadable, (known or 0) - kept)
+    finally:
+        db.close()
+
+
+def _window(
+    db: sqlite3.Connection, first: int, last: int, probes: list[int]
+) -> tuple[list[OutboxMessage], int]:
+    """The rows with seqs ``first``..``last``, and how many seqs failed; one seq at a time
+    (while ``probes`` lasts) when the window cannot be read at once."""
+    with contextlib.suppress(sqlite3.Error):
+        rows = db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+        ).fetchall()
+        messages = [m for m in map(_message, rows) if m is not None]
+        return messages, len(rows) - len(messages)
+    found: list[OutboxMessage] = []
+    failed = 0
+    for seq in range(first, last + 1):
+        if probes[0] <= 0:
+            break
+        probes[0] -= 1
+        try:
+            row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        except sqlite3.Error:
+            failed += 1
+            continue
+        if row is not None:
+            message = _message(row)
+            if message is None:
+                failed += 1
+            else:
+                found.append(message)
+    return found, failed
+
+
+def _has_outbox_table(db: sqlite3.Connection) -> bool:
+    try:
+        named = db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'outbox'").fetchone()
+    except sqlite3.Error:
+        return False
+    return named is not None
+
+
+def _known_rows(db: sqlite3.Connection) -> int | None:
+    """How many rows the damaged table, or its index, still says it holds (None: neither can).
+
+    A page whose cells are garbled may answer a lookup by seq with nothing rather than an
+    error, so the rows on it are missed without a failed probe; the counts still show them.
+    """
+    counts: list[int] = []
+    for sql in (
+        "SELECT COUNT(*) FROM outbox NOT INDEXED",
+        "SELECT COUNT(*) FROM outbox INDEXED BY outbox_measurement_id",
+    ):
+        with contextlib.suppress(sqlite3.Error, TypeError):
+            counts.append(int(db.execute(sql).fetchone()[0]))
+    return max(counts, default=None)
+
+
+def _seq_range(db: sqlite3.Connection) -> tuple[int, int]:
+    for sql in (
+        "SELECT MIN(seq), MAX(seq) FROM outbox",
+        "SELECT 1, seq FROM sqlite_sequence WHERE name = 'outbox'",
+    ):
+        with contextlib.suppress(sqlite3.Error, TypeError):
+            low, high = db.execute(sql).fetchone()
+            return int(low), int(high)
+    return 1, 0
+
+
+def _message(row: tuple[Any, ...]) -> OutboxMessage | None:
+    """The row as a message, or None when its record is garbled past use."""
+    seq, measurement_id, topic, payload, created_at_s = row
+    texts = (measurement_id, topic)
+    if not all(isinstance(text, str) and text for text in texts) or not isinstance(payload, bytes):
+        return None
+    if not isinstance(created_at_s, int | float) or not math.isfinite(created_at_s):
+        created_at_s = time.time()  # the result is sound; only its age is lost
+    return OutboxMessage(int(seq), measurement_id, topic, payload, float(created_at_s))
