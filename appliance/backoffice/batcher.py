@@ -74,6 +74,7 @@ class IngestStats:
     statuses: int = 0
     batches: int = 0
     commit_failures: int = 0
+    qos0_refused: int = 0  # QoS 0 messages dropped: MAX_QOS0_WAITING waited already
 
 
 def parse_result(raw: bytes) -> Result:
@@ -216,6 +217,9 @@ def _check_origin(site: str, device: str, topic_site: str, topic_device: str) ->
         )
 
 
+MAX_QOS0_WAITING = 256  # QoS 0 messages in the inbox at most (64 MiB of 256 KiB payloads)
+
+
 class BatchWriter(threading.Thread):
     """The one thread that commits the inbox to the store and acknowledges what it committed."""
 
@@ -236,6 +240,24 @@ class BatchWriter(threading.Thread):
         self.stop_event = threading.Event()
         self._store, self._settings, self._triage = store, settings, triage
         self._ack, self._on_stored = ack, on_stored
+        self._qos0_lock = threading.Lock()
+        self._qos0_waiting = 0
+
+    def offer(self, message: Inbound) -> bool:
+        """Queue a message for the store; False when it is dropped instead.
+
+        QoS 1 messages are bounded by the broker (at most its receive maximum unacknowledged);
+        QoS 0 ones are not flow-controlled at all, and no kiosk sends them (results and
+        statuses go at QoS 1), so a flood of them from a hostile login would grow this queue
+        without bound: beyond MAX_QOS0_WAITING waiting they are dropped and counted."""
+        if message.qos == 0:
+            with self._qos0_lock:
+                if self._qos0_waiting >= MAX_QOS0_WAITING:
+                    self.stats.qos0_refused += 1
+                    return False
+                self._qos0_waiting += 1
+        self.inbox.put(message)
+        return True
 
     def run(self) -> None:
         """Commit batches until stopped and the inbox is empty."""
@@ -278,6 +300,9 @@ class BatchWriter(threading.Thread):
                 messages.append(self.inbox.get(timeout=remaining_s))
             except queue.Empty:
                 break
+        if taken := sum(message.qos == 0 for message in messages):
+            with self._qos0_lock:
+                self._qos0_waiting -= taken
         return messages
 
     def _handle(self, messages: list[Inbound]) -> None:

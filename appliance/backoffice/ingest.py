@@ -21,9 +21,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from appliance.backoffice.batcher import BatchWriter, Confirmed, Inbound, IngestStats, Triage
+from appliance.backoffice.batcher import (
+    MAX_QOS0_WAITING,
+    BatchWriter,
+    Confirmed,
+    Inbound,
+    IngestStats,
+    Triage,
+)
 from appliance.backoffice.store import Store
 from appliance.config import Config
+from appliance.logsafe import escape_controls
 from appliance.transport.acks import publish_acks
 from appliance.transport.client import (
     connack_refusal,
@@ -220,7 +228,10 @@ class IngestWorker:
         try:
             payload = bytes(message.payload)
             inbound = Inbound(message.topic, payload, message.mid, message.qos, message.retain)
-            self.writer.inbox.put(inbound)
+            if not self.writer.offer(inbound) and self.writer.stats.qos0_refused % 1000 == 1:
+                log.warning("dropped a QoS 0 message on %s (%d so far): %d QoS 0 messages wait "
+                            "already; kiosks publish at QoS 1", escape_controls(message.topic),
+                            self.writer.stats.qos0_refused, MAX_QOS0_WAITING)
         except Exception:  # never let an exception kill paho's network thread
             log.exception("could not queue a message on %s", message.topic)
 

@@ -274,3 +274,53 @@ def test_retire_names_a_broker_that_does_not_answer(
     path.write_text(yaml.safe_dump({"mqtt": {"port": free_port()}, "state_dir": str(tmp_path)}))
     assert main(["backoffice", "--config", str(path), "--retire"]) == 1
     assert "retire failed: cannot reach the broker at 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_a_flood_of_qos0_results_is_bounded_in_memory_and_qos1_results_still_land(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """QoS 0 has no flow control: a hostile login publishing thousands of them while the
+    store is slow grew the worker's queue without bound. At most MAX_QOS0_WAITING wait; the
+    rest are dropped and counted, and results sent at QoS 1, as kiosks send them, all land."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from appliance.backoffice.batcher import MAX_QOS0_WAITING
+
+    worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
+    released = threading.Event()
+    write_batch = store.write_batch
+
+    def slow_store(*args: object, **kwargs: object) -> object:
+        released.wait(60)
+        return write_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "write_batch", slow_store)
+    flood = _results(topic_prefix, 2000, seed=5, devices=1)
+    hostile = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    hostile.connect("127.0.0.1", 1883)
+    hostile.loop_start()
+    try:
+        for topic, body in flood:
+            hostile.publish(topic, body, qos=0)
+        assert _wait_for(lambda: worker.stats.qos0_refused >= 2000 - MAX_QOS0_WAITING - 200)
+        assert worker.writer.inbox.qsize() <= MAX_QOS0_WAITING
+        kiosk = [(f"{topic_prefix}/lab/kiosk-0/result", body) for _, body in
+                 _results(topic_prefix, 5, seed=6, devices=1)]
+        fleet.publish_messages("127.0.0.1", 1883, kiosk)
+        released.set()
+        accepted = 2000 - worker.stats.qos0_refused
+        reader = open_store(store_url)
+        assert _wait_for(lambda: worker.stats.received >= accepted + 5, 60)
+        assert reader.count_results() <= accepted + 5
+        stored = {row[0] for row in reader.select_results(["measurement_id"])}
+        assert {json.loads(body)["measurement_id"] for _, body in kiosk} <= stored
+    finally:
+        released.set()
+        hostile.disconnect()
+        hostile.loop_stop()
+        worker.stop()
+        store.close()
