@@ -45,7 +45,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "results": (
         "Read the results the back office stored: the newest ones, an export to a file, and the "
-        "messages it refused (dead letters). Each takes --store or --config to pick the store.",
+        "messages it refused (dead letters), and those of them it would store now. Each takes "
+        "--store or --config to pick the store.",
         ("appliance results query --limit 10", "appliance results export --format csv "
          "--out results.csv", "appliance results dead-letters"),
     ),
@@ -64,6 +65,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "results dead-letters": (
         "Messages the back office could not store, newest first, with the reason.",
         ("appliance results dead-letters", "appliance results dead-letters --limit 5"),
+    ),
+    "results retry": (
+        "Store the results kept whole in the dead letters that the back office takes now (a "
+        "kiosk clock that ran ahead has been caught up with, a fix installed); they leave the "
+        "dead letters, the rest stay. The one results command that changes the store.",
+        ("appliance results retry --dry-run", "appliance results retry"),
     ),
     "report": (
         "Reports over the stored results, written as an HTML page with its figures.",

@@ -216,6 +216,36 @@ def _register_results(root: Any) -> None:
     add_store_options(dead)
     dead.add_argument("--limit", type=positive_int, default=20, help="at most this many (20)")
     dead.set_defaults(handler=_dead_letters)
+    retry = sub.add_parser(
+        "retry", help="store the dead-lettered results the back office would take now")
+    add_store_options(retry)
+    retry.add_argument("--dry-run", action="store_true",
+                       help="only say how many would be stored; change nothing")
+    retry.set_defaults(handler=_retry_dead_letters)
+
+
+def _retry_dead_letters(args: argparse.Namespace) -> int:
+    from appliance.backoffice.batcher import Inbound, Triage
+
+    triages: dict[str, Triage] = {}
+
+    def judge(topic: str, payload: bytes) -> list[tuple[Any, ...]]:
+        prefix = topic.rsplit("/", 3)[0]  # {prefix}/{site}/{device}/result, as received
+        triage = triages.setdefault(prefix, Triage(prefix, len(payload)))
+        batch, _ = triage.sort([Inbound(topic, payload, 0, 1, False)])
+        return [] if batch.dead_letters else batch.results
+
+    store = open_for(args, writes=not args.dry_run)
+    if store is None:
+        return 2
+    try:
+        taken, refused = store.retry_dead_letters(judge, dry_run=args.dry_run)
+    finally:
+        store.close()
+    verb = "would store" if args.dry_run else "stored"
+    print(f"{verb} {taken} result(s) from the dead letters; {refused} dead-lettered result(s) "
+          "are still refused (appliance results dead-letters shows why)")
+    return 0
 
 
 def _dead_letters(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ its batch changed is committed, so every write here happens inside one ``_transa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,7 @@ class IngestWrites:
     if TYPE_CHECKING:
 
         def _sql(self, text: str) -> str: ...
+        def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
         def _transaction(self) -> AbstractContextManager[Any]: ...
 
     def write_batch(
@@ -67,6 +68,48 @@ class IngestWrites:
                 self._insert_dead_letters(cur, letters, dead_letter_max_rows)
                 self._prune_dead_letter_bytes(cur, dead_letter_max_total_bytes)
         return fresh
+
+    def retry_dead_letters(
+        self, judge: Callable[[str, bytes], Sequence[tuple[Any, ...]]], *, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Store the dead-lettered results ``judge`` now takes, removing their letters.
+
+        ``judge(topic, payload)`` gives the result rows a message makes today (none when it is
+        still refused): a result dead-lettered for a kiosk clock that ran ahead is taken once
+        the time has caught up, one refused by a bug since fixed once the fix is in. Only
+        letters kept whole on a result topic are tried. A letter whose result is stored now,
+        or was stored already with the same content, is removed in the same transaction; one
+        that conflicts with a stored result stays. Returns (stored, still refused)."""
+        query = "SELECT id, topic, payload_bytes, payload FROM dead_letters ORDER BY id"
+        if dry_run:  # read-only: no transaction that would take the write lock
+            letters, taken = self._judged(self._fetch(query), judge)
+            would = sum(bool(found) for found in taken.values())
+            return would, len(letters) - would
+        with self._transaction() as cur:
+            cur.execute(query)
+            letters, taken = self._judged(cur.fetchall(), judge)
+            rows = [row for found in taken.values() for row in found]
+            if not rows:
+                return 0, len(letters)
+            fresh, conflicts = self._insert_results(cur, rows)
+            self._touch_devices(cur, rows)
+            kept = {row[0] for row in conflicts}
+            done = [i for i, found in taken.items() if found and found[0][0] not in kept]
+            for start in range(0, len(done), _IN_CHUNK):
+                chunk = done[start : start + _IN_CHUNK]
+                cur.execute(self._sql(
+                    f"DELETE FROM dead_letters WHERE id IN ({','.join('?' * len(chunk))})"),
+                    chunk)
+        return len(fresh), len(letters) - len(done)
+
+    @staticmethod
+    def _judged(
+        rows: Sequence[Sequence[Any]], judge: Callable[[str, bytes], Sequence[tuple[Any, ...]]]
+    ) -> tuple[list[int], dict[int, Sequence[tuple[Any, ...]]]]:
+        """The ids of the letters kept whole on a result topic, and what ``judge`` makes of each."""
+        letters = [(int(i), str(t), bytes(p)) for i, t, n, p in rows
+                   if str(t).endswith("/result") and int(n) == len(bytes(p))]
+        return [i for i, _, _ in letters], {i: judge(t, p) for i, t, p in letters}
 
     def _insert_results(
         self, cur: Any, rows: Sequence[tuple[Any, ...]]

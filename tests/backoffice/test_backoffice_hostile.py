@@ -185,3 +185,68 @@ def test_a_dead_letter_naming_no_valid_id_is_not_confirmed() -> None:
                 b"\xff\xfe", b'{"x": "\\ud800"}'):
         batch, _results = triage.sort([Inbound("p/lab/k1/result", raw, 1, 1)])
         assert triage.refused_results(batch.dead_letters) == [], raw
+
+
+def test_results_dead_lettered_for_a_clock_ahead_are_stored_by_retry_once_time_caught_up(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A kiosk whose clock ran 20 minutes ahead: its result was dead-lettered and confirmed,
+    so the dead letter is its only copy. `appliance results retry` stores it once the time
+    has caught up; garbage stays a dead letter; --dry-run changes nothing."""
+    from appliance import backoffice
+    from appliance.cli import main
+
+    ahead = result(1, captured_at=datetime.now(UTC) + timedelta(minutes=20))
+    letters = [("p/lab/k1/result", ahead.to_json()), ("p/lab/k1/result", b"{not json"),
+               ("p/lab/k1/status", b"{}")]
+    inbound = [Inbound(topic, raw, i, 1, False) for i, (topic, raw) in enumerate(letters)]
+    store.write_batch(Triage("p", 65536).sort(inbound)[0], 100)  # kept whole
+    assert store.count_dead_letters() == 3
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    assert main(["results", "retry", "--store", url]) == 0
+    assert "stored 0 result(s) from the dead letters; 2 dead-lettered result(s) are still " \
+           "refused" in capsys.readouterr().out  # still ahead of the clock
+    later = datetime.now(UTC) + timedelta(minutes=30)
+    monkeypatch.setattr(backoffice.batcher, "utc_now", lambda: later)
+    assert main(["results", "retry", "--store", url, "--dry-run"]) == 0
+    assert "would store 1 result(s)" in capsys.readouterr().out
+    assert (store.count_results(), store.count_dead_letters()) == (0, 3)
+    assert main(["results", "retry", "--store", url]) == 0
+    assert "stored 1 result(s) from the dead letters; 1 dead-lettered result(s) are still " \
+           "refused" in capsys.readouterr().out
+    assert store.count_results() == 1
+    assert sorted(d.payload for d in store.dead_letters()) == [b"{not json", b"{}"]
+    assert main(["results", "retry", "--store", url]) == 0
+    assert "stored 0 result(s)" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_retry_takes_dead_lettered_results_on_postgresql_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uuid
+
+    from appliance import backoffice
+
+    schema = f"test_retry_{uuid.uuid4().hex[:12]}"
+    store = open_store("postgresql://postgres@127.0.0.1:5432/test", pg_schema=schema)
+    try:
+        ahead = result(2, captured_at=datetime.now(UTC) + timedelta(minutes=20))
+        inbound = [Inbound("p/lab/k1/result", ahead.to_json(), 0, 1, False),
+                   Inbound("p/lab/k1/result", b"{x", 1, 1, False)]
+        store.write_batch(Triage("p", 65536).sort(inbound)[0], 100)
+        later = datetime.now(UTC) + timedelta(minutes=30)
+        monkeypatch.setattr(backoffice.batcher, "utc_now", lambda: later)
+
+        def judge(topic: str, payload: bytes) -> list[tuple[object, ...]]:
+            batch, _ = Triage("p", len(payload)).sort([Inbound(topic, payload, 0, 1, False)])
+            return [] if batch.dead_letters else batch.results
+
+        assert store.retry_dead_letters(judge, dry_run=True) == (1, 1)
+        assert store.retry_dead_letters(judge) == (1, 1)
+        assert (store.count_results(), store.count_dead_letters()) == (1, 1)
+        assert store.retry_dead_letters(judge) == (0, 1)
+    finally:
+        store.drop_postgres_schema(schema)
+        store.close()
