@@ -107,3 +107,12 @@ def test_an_unreadable_config_says_permission_denied(
     with pytest.raises(ConfigError, match=r"config\.yaml: permission denied") as refused:
         load_config(path)
     assert "Errno" not in str(refused.value)
+
+
+def test_the_pathology_site_is_reserved_for_the_pathology_server_s_topics() -> None:
+    """A kiosk at site "pathology", device "jobs", would publish where the pathology server's
+    job topics are ({prefix}/pathology/jobs/...); its config is refused naming the field."""
+    with pytest.raises(ConfigError, match=r"device\.site 'pathology' is reserved"):
+        config_from_mapping({"device": {"site": "pathology", "id": "jobs"}}, environ={})
+    assert config_from_mapping({"device": {"site": "pathology-lab"}}, environ={}).device.site \
+        == "pathology-lab"

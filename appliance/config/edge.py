@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from appliance.config.section import Section
 from appliance.shipped import SKIN_MODEL, shipped_path
+from appliance.transport.topics import PATHOLOGY_SITE
 
 
 class DeviceConfig(Section):
@@ -25,8 +26,17 @@ class DeviceConfig(Section):
         min_length=1,
         max_length=64,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="Site (shop, clinic) the kiosk stands in; part of every MQTT topic.",
+        description="Site (shop, clinic) the kiosk stands in; part of every MQTT topic "
+        f"('{PATHOLOGY_SITE}' is reserved: the pathology server's topics).",
     )
+
+    @model_validator(mode="after")
+    def _site_not_reserved(self) -> DeviceConfig:
+        if self.site == PATHOLOGY_SITE:
+            raise ValueError(f"device.site {PATHOLOGY_SITE!r} is reserved: {{prefix}}/"
+                             f"{PATHOLOGY_SITE}/... are the pathology server's topics; name the "
+                             "site after the shop or clinic")
+        return self
 
 
 class CameraConfig(Section):

@@ -250,3 +250,17 @@ def test_retry_takes_dead_lettered_results_on_postgresql_too(
     finally:
         store.drop_postgres_schema(schema)
         store.close()
+
+
+def test_the_pathology_server_s_topics_are_no_kiosk_s_even_where_the_wildcards_match() -> None:
+    """On a broker without the provisioned ACLs, {p}/+/+/result matches a pathology server
+    named "result" and {p}/+/+/model/state a job named "model": neither is a kiosk."""
+    from appliance.transport.topics import parse_device_topic
+
+    assert parse_device_topic("p", "p/pathology/jobs/model/state") is None
+    assert parse_device_topic("p", "p/pathology-lab/k1/result") == ("pathology-lab", "k1",
+                                                                     "result")
+    forged = result(3, site="pathology", device_id="servers").to_json()
+    batch = sort(("p/pathology/servers/result", forged))
+    assert batch.results == []
+    assert "not a device result or status topic" in batch.dead_letters[0].reason
