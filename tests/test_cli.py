@@ -185,3 +185,17 @@ def test_a_number_outside_its_range_is_refused_naming_the_option(
     assert refused.value.code == 2
     err = capsys.readouterr().err
     assert re.search(rf"argument {option}: must be a (finite|whole) number", err), err
+
+
+@pytest.mark.parametrize("devices", ["33", "99999"])
+def test_demo_refuses_more_simulated_kiosks_than_the_machine_can_run(
+    devices: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each is a whole edge daemon process: --devices 99999 started them until the machine
+    stalled (load average over 1,500) instead of being refused. Only parsed here: nothing runs."""
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["demo", "--devices", devices])
+    assert refused.value.code == 2
+    assert f"argument --devices: must be a whole number from 1 to 32, got '{devices}'" in (
+        capsys.readouterr().err)
+    assert build_parser().parse_args(["demo", "--devices", "32"]).devices == 32

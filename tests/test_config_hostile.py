@@ -116,3 +116,38 @@ def test_the_pathology_site_is_reserved_for_the_pathology_server_s_topics() -> N
         config_from_mapping({"device": {"site": "pathology", "id": "jobs"}}, environ={})
     assert config_from_mapping({"device": {"site": "pathology-lab"}}, environ={}).device.site \
         == "pathology-lab"
+
+
+@pytest.mark.parametrize(
+    ("environ", "refused"),
+    [
+        ({"APPLIANCE__": "1"}, "environment variable APPLIANCE__ names no config key"),
+        ({"APPLIANCE______": "1"}, "environment variable APPLIANCE______ names no config key"),
+        ({"APPLIANCE__MQTT": "5", "APPLIANCE__MQTT__PORT": "1"},
+         "environment variables APPLIANCE__MQTT and APPLIANCE__MQTT__PORT both set mqtt;"),
+        ({"APPLIANCE__MQTT__PORT": "1", "APPLIANCE__MQTT__PORT__X": "1"},
+         "environment variables APPLIANCE__MQTT__PORT and APPLIANCE__MQTT__PORT__X both set "
+         "mqtt.port;"),
+        ({"APPLIANCE__MQTT__PORT": "1884", "appliance__mqtt__port": "1885"},
+         "environment variables APPLIANCE__MQTT__PORT and appliance__mqtt__port both set "
+         "mqtt.port;"),
+    ],
+)
+def test_an_override_naming_no_key_or_clashing_with_another_is_a_config_error(
+    environ: dict[str, str], refused: str
+) -> None:
+    """These crashed every command with an IndexError or TypeError traceback, or (the same key
+    twice) let the variable that sorts last win without a word."""
+    with pytest.raises(ConfigError) as error:
+        config_from_mapping({}, "config.yaml", environ=environ)
+    assert str(error.value).startswith("config.yaml: invalid config:\n  ")
+    assert refused in str(error.value)
+
+
+def test_config_check_names_an_override_that_names_no_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./config.yaml: the built-in defaults and the variables
+    monkeypatch.setenv("APPLIANCE__", "1")
+    assert main(["config", "check"]) == 2
+    assert "APPLIANCE__ names no config key" in capsys.readouterr().err

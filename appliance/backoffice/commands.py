@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config, ConfigError, load_config_or_defaults
+from appliance.logsafe import escape_controls
 
 CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
 
@@ -173,6 +174,11 @@ def _results_query(args: argparse.Namespace) -> int:
 def _results_export(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import export_results
 
+    if args.out != "-" and Path(args.out).is_dir():  # --force would not help: refused at once
+        print(f"export: --out {escape_controls(args.out)}: a folder; name the file to write "
+              f"(e.g. {escape_controls(str(Path(args.out) / f'results.{args.format}'))})",
+              file=sys.stderr)
+        return 2
     if args.out != "-" and Path(args.out).exists() and not args.force:
         print(f"export: {args.out} exists; pass --force to replace it", file=sys.stderr)
         return 2

@@ -7,7 +7,11 @@ import sys
 import threading
 from typing import Any
 
-from appliance.synthetic.arguments import finite_number
+from appliance.synthetic.arguments import finite_number, whole_number
+
+# Each simulated kiosk is a whole edge daemon process (Python, OpenCV, ONNX Runtime: about
+# 150 MB and a busy core while it measures); more than this only starves the machine.
+MAX_DEMO_DEVICES = 32
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -56,7 +60,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         help="the whole system here: private mosquitto, back office, edge daemons on synthetic "
         "skin; prints results as they are stored",
     )
-    demo.add_argument("--devices", type=_positive, default=2, help="edge daemons to run (2)")
+    demo.add_argument("--devices", type=whole_number(1, MAX_DEMO_DEVICES), default=2,
+                      help=f"edge daemons to run, 1-{MAX_DEMO_DEVICES}, each its own process (2)")
     demo.add_argument("--count", type=_positive, default=2, help="results per edge (2)")
     demo.add_argument("--timeout-s", type=finite_number(0, 86400, "seconds", above_low=True),
                       default=900.0, help="give up after this many seconds (900)")

@@ -63,11 +63,28 @@ def _env_names_under(path: str, kind: str, env_names: Mapping[str, str]) -> str:
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The APPLIANCE__ variables as a tree of overrides; ValueError naming the variable(s) for
+    one that names no key (``APPLIANCE__``) and for two that set the same key, or a key and a
+    key under it (``APPLIANCE__MQTT`` and ``APPLIANCE__MQTT__PORT``): which one would win is
+    no choice to make silently."""
     tree: dict[str, Any] = {}
+    set_by: dict[tuple[str, ...], str] = {}  # key path -> the variable that set it
     for name, raw in sorted(environ.items()):
         if not name.upper().startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        parts = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p)
+        if not parts:
+            raise ValueError(f"environment variable {name} names no config key; write "
+                             "APPLIANCE__SECTION__KEY (e.g. APPLIANCE__MQTT__PORT=1884) or "
+                             "unset it")
+        for depth in range(1, len(parts) + 1):
+            if (other := set_by.get(parts[:depth])) is not None or (
+                depth == len(parts)
+                and (other := next((n for p, n in set_by.items() if p[:depth] == parts), None))
+            ):
+                raise ValueError(f"environment variables {other} and {name} both set "
+                                 f"{'.'.join(parts[:depth])}; unset one of them")
+        set_by[parts] = name
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -137,7 +154,11 @@ def config_from_mapping(
 ) -> Config:
     """Validate a config mapping (plus environment overrides) into a Config."""
     environ = os.environ if environ is None else environ
-    merged = _merge(dict(data), _env_overrides(environ))
+    try:
+        overrides = _env_overrides(environ)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: invalid config:\n  {exc}") from exc
+    merged = _merge(dict(data), overrides)
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.commands import add_store_options, load_or_report, open_for
+from appliance.logsafe import escape_controls
 
 MAX_PASSWORD_FILE_BYTES = 4096
 
@@ -39,16 +40,33 @@ def _serve(args: argparse.Namespace) -> int:
 def read_password(path: str | None) -> str:
     """The password from the first line of a file, or asked twice on the terminal."""
     if path is not None:
-        file = Path(path)
-        if file.stat().st_size > MAX_PASSWORD_FILE_BYTES:
-            raise ValueError(f"{path}: larger than {MAX_PASSWORD_FILE_BYTES} bytes; "
-                             "not a password file")
-        lines = file.read_text(encoding="utf-8").splitlines()
-        return lines[0] if lines else ""
+        return _password_from_file(Path(path))
     first = getpass.getpass("password: ")
     if getpass.getpass("again: ") != first:
         raise ValueError("the two passwords differ")
     return first
+
+
+def _password_from_file(file: Path) -> str:
+    """The first line of ``--password-file``; ValueError naming the option, the file, what is
+    wrong and what to do (a folder, a missing or unreadable file, one not UTF-8 text)."""
+    where = f"--password-file {escape_controls(str(file))}"
+    if file.is_dir():
+        raise ValueError(f"{where}: a folder; name the file whose first line is the password")
+    try:
+        if file.stat().st_size > MAX_PASSWORD_FILE_BYTES:
+            raise ValueError(f"{where}: larger than {MAX_PASSWORD_FILE_BYTES} bytes; "
+                             "not a password file")
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise ValueError(f"{where}: file not found; check the path") from exc
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot read it ({exc.strerror or exc}); check the file "
+                         "and its permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: not UTF-8 text (byte {exc.start}); save the password as "
+                         "UTF-8 text") from exc
+    return lines[0] if lines else ""
 
 
 def _user_add(args: argparse.Namespace) -> int:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from appliance.inference.contract import ModelError
+from appliance.logsafe import escape_controls
 from appliance.modelbuild.table import TableError
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.synthetic.arguments import SEED, WORKERS, finite_number, whole_number
@@ -125,8 +127,20 @@ def _skin_table(args: argparse.Namespace) -> int:
     from appliance.modelbuild.grades import TableSpec, build_skin_table  # noqa: PLC0415
     from appliance.modelbuild.table import write_table  # noqa: PLC0415  (pyarrow)
 
+    if args.out.is_dir():  # --force would not help: refused before any frame is drawn
+        print(f"skin-table: --out {escape_controls(str(args.out))}: a folder; name the table "
+              f"file to write (e.g. {escape_controls(str(args.out / 'grades.parquet'))})",
+              file=sys.stderr)
+        return 2
     if args.out.exists() and not args.force:
         print(f"skin-table: {args.out} exists; pass --force to replace it", file=sys.stderr)
+        return 2
+    try:  # a folder that cannot hold the table is said now, not after hours of frames
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out.parent).close()
+    except OSError as exc:
+        print(f"skin-table: --out {escape_controls(str(args.out))}: cannot write in its folder "
+              f"({exc.strerror or exc}); choose a writable folder", file=sys.stderr)
         return 2
     spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features,
                      label_noise=args.label_noise)
@@ -135,7 +149,11 @@ def _skin_table(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"skin-table: {exc}", file=sys.stderr)
         return 2
-    path = write_table(args.out, table)
+    try:
+        path = write_table(args.out, table)
+    except OSError as exc:  # names the file and whether the old one is still there
+        print(f"skin-table: {escape_controls(str(exc))}", file=sys.stderr)
+        return 1
     print(f"wrote {path} ({len(table)} rows, {path.stat().st_size} bytes): {table.description}")
     return 0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from appliance.outfile import replaced_when_complete
 from appliance.transport.payloads import FEATURE_KEYS
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,13 @@ def write_table(path: str | Path, table: LabelledTable) -> Path:
     """Write a table as Parquet (float32 features, zstd) or CSV, picked by the file suffix."""
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
-    if file.suffix == ".parquet":
+    with replaced_when_complete(file) as temp:  # a full disk leaves the old file or none
+        _write_table_to(temp, file.suffix, table)
+    return file
+
+
+def _write_table_to(file: Path, suffix: str, table: LabelledTable) -> None:
+    if suffix == ".parquet":
         import pyarrow as pa  # noqa: PLC0415  (the train extra; CSV needs none)
         import pyarrow.parquet as pq  # noqa: PLC0415
 
@@ -170,11 +177,10 @@ def write_table(path: str | Path, table: LabelledTable) -> Path:
         data.update(label=table.labels, split=table.splits, source=table.sources)
         arrow = pa.table(data).replace_schema_metadata({DESCRIPTION_KEY: table.description})
         pq.write_table(arrow, file, compression="zstd")
-        return file
+        return
     with file.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([*table.feature_names, "label", "split", "source"])
         for i in range(len(table)):
             row = [f"{v:.6g}" for v in table.features[i]]
             writer.writerow([*row, table.labels[i], table.splits[i], table.sources[i]])
-    return file

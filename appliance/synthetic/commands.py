@@ -45,6 +45,9 @@ def register(root: Any, groups: dict[str, Any]) -> None:
 
 def _prepare_out_dir(out: Path) -> str | None:
     """Create ``out`` and check it is writable; return a problem description or None."""
+    if out.exists() and not out.is_dir():  # mkdir would only say "File exists"
+        return (f"cannot write to --out {str(out)!r}: a file, not a folder; name a folder for "
+                "the output (created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".appliance-write-test"

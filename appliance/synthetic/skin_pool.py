@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import cv2
@@ -13,8 +14,11 @@ from appliance.synthetic.skin import synthetic_frame, write_frame
 
 
 def _single_threaded_opencv() -> None:
-    """Pool initializer: one OpenCV thread per worker, so workers do not oversubscribe cores."""
+    """Pool initializer: one OpenCV thread per worker, so workers do not oversubscribe cores;
+    Ctrl-C (SIGINT to the whole foreground group) is left to the parent, which stops the
+    series, instead of each worker dying with a traceback of its own."""
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def write_one(out_dir: Path, seed: int, index: int, preset: str) -> Path:
@@ -32,10 +36,16 @@ def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, 
     # "spawn": forking a process whose OpenCV thread pool is already running deadlocks the child.
     context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(indices))
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_single_threaded_opencv
-    ) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_opencv)
+    try:
         futures = [pool.submit(write_one, out_dir, seed, index, preset) for index in indices]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # all, or the first that failed
         for future in futures:
-            future.result()
+            if future in done:
+                future.result()  # raises the failure of the first frame that failed
+    finally:
+        # A frame that could not be written (a full disk) or Ctrl-C ends the series: the frames
+        # not yet started are dropped, only those being drawn are finished (whole), rather than
+        # drawing every remaining frame of a long series before the error is said.
+        pool.shutdown(wait=True, cancel_futures=True)
     return len(indices)

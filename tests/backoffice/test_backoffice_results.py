@@ -60,6 +60,21 @@ def test_export_csv_and_jsonl_hold_every_result_with_all_columns(
     assert {r["device_id"] for r in records} == {"k2"}
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_export_to_a_folder_is_refused_at_once_naming_a_file_to_write(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], force: list[str]
+) -> None:
+    """It said "exists; pass --force to replace it", and with --force exported every result
+    only to fail at the end ("Is a directory")."""
+    folder = tmp_path / "exports"
+    (folder / "kept").mkdir(parents=True)
+    assert _cli("results", "export", "--store", store_url, "--format", "jsonl", "--out",
+                str(folder), *force) == 2
+    assert capsys.readouterr().err == (f"export: --out {folder}: a folder; name the file to "
+                                       f"write (e.g. {folder / 'results.jsonl'})\n")
+    assert sorted(path.name for path in folder.iterdir()) == ["kept"]
+
+
 def test_export_parquet_keeps_types(store_url: str, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +62,26 @@ def test_the_group_store_option_reaches_the_subcommand(tmp_path: Path) -> None:
                  str(password_file)]) == 0
     assert (tmp_path / "group.sqlite3").is_file()
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda path: path.mkdir(), "a folder; name the file whose first line is the password"),
+        (lambda path: None, "file not found; check the path"),
+        (lambda path: path.write_bytes(b"\xe9t\xe9 de passe\n"),
+         "not UTF-8 text (byte 0); save the password as UTF-8 text"),
+    ],
+)
+def test_a_password_file_that_cannot_be_read_is_named_with_the_option_and_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, said: str
+) -> None:
+    """It said only Python's error text ("[Errno 21] Is a directory: ...", or for a file in
+    another encoding "'utf-8' codec can't decode byte 0xe9 ...", naming no file at all)."""
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    password_file = tmp_path / "pw"
+    make(password_file)
+    assert main(["console", "user", "add", "ops", "--password-file", str(password_file),
+                 "--store", url]) == 2
+    assert capsys.readouterr().err == f"console user add: --password-file {password_file}: {said}\n"
+    assert not (tmp_path / "bo.sqlite3").exists()  # refused before any store is made

@@ -13,6 +13,7 @@ from inference_helpers import make_table
 from appliance.cli import main
 from appliance.modelbuild.table import write_table
 from appliance.shipped import SKIN_MODEL, shipped_path
+from tests.disk_helpers import fill, small_tmpfs
 
 
 def _digest(path: Path) -> str:
@@ -69,3 +70,36 @@ def test_skin_table_needs_out_and_keeps_an_existing_file(
     assert main(["models", "skin-table", "--rows", "3", "--out", str(existing), "--quiet"]) == 2
     assert "pass --force" in capsys.readouterr().err
     assert existing.read_text() == "keep me\n"
+
+
+def test_skin_table_refuses_a_folder_before_drawing_any_frame(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--force on a folder drew every frame, then ended in an IsADirectoryError traceback."""
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    assert main(["models", "skin-table", "--rows", "6", "--features", "truth", "--out",
+                 str(folder), "--force", "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"skin-table: --out {folder}: a folder; name the table "
+                                       f"file to write (e.g. {folder / 'grades.parquet'})\n")
+    assert list(folder.iterdir()) == []
+
+
+def test_skin_table_on_a_full_disk_keeps_the_old_table_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It ended in an OSError traceback, the old table (--force) cut to what fitted."""
+    with small_tmpfs(tmp_path / "disk", size="64k") as disk:
+        old = disk / "grades.csv"
+        old.write_text("the old table\n")
+        fill(disk)
+        code = main(["models", "skin-table", "--rows", "6", "--features", "truth", "--out",
+                     str(old), "--force", "--quiet"])
+        err = capsys.readouterr().err
+        kept = old.read_text()
+        left = sorted(path.name for path in disk.iterdir())
+    assert code == 1
+    assert err == (f"skin-table: {old}: could not write it (No space left on device); "
+                   "left as it was\n")
+    assert kept == "the old table\n"
+    assert left == ["filler", "grades.csv"]  # no temporary left behind

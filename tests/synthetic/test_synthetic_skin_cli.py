@@ -76,3 +76,16 @@ def test_unwritable_out_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "cannot write to --out" in err
     assert "a-file" in err
     assert "writable directory" in err
+
+
+def test_an_out_that_is_a_file_is_called_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "cannot write to --out 'results.csv': File exists; choose a writable directory"."""
+    taken = tmp_path / "results.csv"
+    taken.write_text("kept\n")
+    assert main(["synth", "skin", "--out", str(taken), "--count", "1"]) == 2
+    assert capsys.readouterr().err == (
+        f"appliance synth skin: error: cannot write to --out {str(taken)!r}: a file, not a "
+        "folder; name a folder for the output (created if missing)\n")
+    assert taken.read_text() == "kept\n"

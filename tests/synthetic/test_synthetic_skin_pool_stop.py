@@ -1,0 +1,60 @@
+"""`appliance synth skin --workers N` stops the series at the first frame it cannot write, and
+at Ctrl-C, instead of drawing every frame left (hours for a long series) before it says so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow  # starts two worker processes (spawn) and draws a few frames
+def test_a_frame_that_cannot_be_written_ends_the_series(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / "skin-3-00001.jpg").mkdir()  # frame 1 cannot take its name; frames 2-59 could
+    code = main(["synth", "skin", "--out", str(out), "--count", "60", "--seed", "3",
+                 "--workers", "2"])
+    err = capsys.readouterr().err
+    written = sorted(path.name for path in out.glob("*.json"))
+    assert code == 1
+    assert "skin-3-00001.jpg" in err
+    # only the frames being drawn or queued when it failed are finished, not the other 50-odd
+    assert len(written) <= 20, written
+
+
+@pytest.mark.slow  # a real process group and its spawned workers
+def test_ctrl_c_stops_the_series_without_a_traceback_per_worker(tmp_path: Path) -> None:
+    out = tmp_path / "frames"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "synth", "skin", "--out", str(out), "--count",
+         "2000", "--seed", "3", "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    try:
+        while not list(out.glob("*.json")):  # the workers are drawing
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
+        _, err = process.communicate(timeout=300)  # a hang guard only, never reached
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert len(list(out.glob("*.json"))) < 2000
+    assert not list(out.glob(".*")), "a temporary file was left behind"
