@@ -3,7 +3,8 @@
 Guards that apply to every request live here: the query string and request body are bounded
 (a larger one is refused before any handler runs), refused input gets a clear 400 that
 names the field, and every response carries headers that keep pages from being framed or
-sniffed and scripts from loading from elsewhere.
+sniffed and scripts from loading from elsewhere, refusals and the 500 of a request that failed
+inside the console included (its cause goes to the log, not to the visitor).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ async def _limits(request: Request, call_next: Handler) -> Response:
 def _refusal(request: Request, status: int, message: str) -> Response:
     """A refusal as JSON for the API and as a small escaped page otherwise."""
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": message}, status_code=status)
+        return JSONResponse({"error": message}, status_code=status, headers=SECURITY_HEADERS)
     templates: Environment = request.app.state.templates
     page = templates.get_template("error.html").render(status=status, message=message,
                                                        login=None)
@@ -132,6 +133,12 @@ def _add_handlers(app: FastAPI) -> None:
         log.warning("console busy: %s", exc)
         return _refusal(request, 503, f"{exc}; try again shortly")
 
+    async def failed(request: Request, exc: Exception) -> Response:
+        # answered outside every middleware (Starlette's ServerErrorMiddleware), which logs
+        # the traceback after this answer
+        return _refusal(request, 500, "the console could not answer this request; its log "
+                        "says why")
+
     async def login_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LoginRequiredError)
         return RedirectResponse(exc.location, status_code=303)
@@ -141,3 +148,4 @@ def _add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RoleError, csrf_error)
     app.add_exception_handler(StoreBusyError, busy)
     app.add_exception_handler(LoginRequiredError, login_required)
+    app.add_exception_handler(Exception, failed)
