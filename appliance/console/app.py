@@ -3,8 +3,9 @@
 Guards that apply to every request live here: the query string and request body are bounded
 (a larger one is refused before any handler runs), refused input gets a clear 400 that
 names the field, and every response carries headers that keep pages from being framed or
-sniffed and scripts from loading from elsewhere, refusals and the 500 of a request that failed
-inside the console included (its cause goes to the log, not to the visitor).
+sniffed, scripts from loading from elsewhere and the browser from keeping a copy, refusals
+and the 500 of a request that failed inside the console included (its cause goes to the log,
+not to the visitor).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    # pages, CSV, API answers and pictures hold results and patient pictures: none is kept by
+    # the browser, so after logout its Back button and cache show nothing of them
+    "Cache-Control": "no-store",
 }
 
 

@@ -3,12 +3,15 @@ answer to a request that failed inside the console (500)."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from console_helpers import Console, get_with, login_cookie
+from console_helpers import PASSWORD, Console, get_with, login_cookie
+from playwright.sync_api import expect
 
+from appliance.browser import chromium_page
 from appliance.console.app import SECURITY_HEADERS
 
 
@@ -17,6 +20,7 @@ def _assert_guarded(headers: dict[str, str], what: str) -> None:
     for name, value in SECURITY_HEADERS.items():
         assert seen.get(name.lower()) == value, (what, name, seen)
     assert "frame-ancestors 'none'" in seen["content-security-policy"], what
+    assert seen["cache-control"] == "no-store", what  # results and patient pictures
 
 
 @contextmanager
@@ -56,3 +60,37 @@ def test_an_api_refusal_before_any_handler_keeps_its_security_headers(console: C
     assert status == 414
     _assert_guarded(headers, "414 of the API")
     assert b"query string of 3000 characters refused" in body
+
+
+def test_no_answer_holding_results_or_pictures_is_kept_by_the_browser(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    _, _, page = get_with(console, "/results", cookie)
+    result = re.search(rb'href="(/results/[0-9a-f-]{36})"', page)
+    assert result
+    for path in ("/login", "/fleet", "/results", result.group(1).decode(), "/results.csv",
+                 "/rollouts", "/pathology/job-1", "/pathology/job-1/slides/0/heatmap",
+                 "/pathology/job-1/slides/0/cam", "/results?site=<b>", "/no-such-page"):
+        status, headers, _ = get_with(console, path, cookie)
+        assert status in (200, 400, 404), path
+        _assert_guarded(headers, path)
+    for path in ("/api/v1/results", "/api/v1/pathology/jobs/job-1/slides/0/heatmap"):
+        status, headers, _ = console.get(path, console.token)
+        assert status == 200, path
+        _assert_guarded(headers, path)
+
+
+def test_after_logout_the_back_button_shows_no_result(console: Console) -> None:
+    with chromium_page(1280, 900) as page:
+        page.goto(console.url + "/results")
+        page.fill("input[name=user]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(console.url + "/results")
+        page.locator("#results td a").first.click()
+        expect(page.locator("#features")).to_be_visible()
+        page.click("header button[type=submit]")
+        expect(page).to_have_url(console.url + "/login")
+        page.go_back()
+        expect(page).to_have_url(re.compile(re.escape(console.url) + r"/login\?next=/results/"))
+        assert page.locator("#features").count() == 0
+        expect(page.locator("input[name=password]")).to_be_visible()
