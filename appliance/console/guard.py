@@ -15,6 +15,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 
 from appliance.backoffice.queries import Login
 from appliance.console.auth import bearer_login, same_token, session_login
@@ -129,11 +130,15 @@ async def read_form(request: Request) -> dict[str, str]:
     if not ctype.startswith("application/x-www-form-urlencoded"):
         raise InputError("content-type", ctype, "a form (application/x-www-form-urlencoded)")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise BodyTooLargeError("form", f"{len(body)}+ bytes",
-                                    f"at most {MAX_FORM_BYTES} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise BodyTooLargeError("form", f"{len(body)}+ bytes",
+                                        f"at most {MAX_FORM_BYTES} bytes")
+    except ClientDisconnect as exc:  # gone, or closed as too slow (console/server.py)
+        raise InputError("form", f"{len(body)} bytes", "the whole form; the connection "
+                         "closed before it arrived") from exc
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=10)
     except (UnicodeDecodeError, ValueError) as exc:
