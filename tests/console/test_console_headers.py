@@ -94,3 +94,26 @@ def test_after_logout_the_back_button_shows_no_result(console: Console) -> None:
         expect(page).to_have_url(re.compile(re.escape(console.url) + r"/login\?next=/results/"))
         assert page.locator("#features").count() == 0
         expect(page.locator("input[name=password]")).to_be_visible()
+
+
+def test_every_link_of_an_error_page_works_under_its_own_csp(console: Console) -> None:
+    with chromium_page(1280, 900) as page:
+        blocked: list[str] = []
+        page.on("console", lambda message: blocked.append(message.text)
+                if "Content Security Policy" in message.text else None)
+        page.goto(console.url + "/login")
+        page.fill("input[name=user]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(console.url + "/fleet")
+        refused = console.url + "/results?site=%3Cb%3E"
+        page.goto(refused)
+        expect(page.locator(".error")).to_contain_text("site: '<b>' refused")
+        links = page.locator("main a")
+        assert links.count() >= 1
+        for index in range(links.count()):
+            page.goto(refused)
+            with page.expect_navigation():
+                page.locator("main a").nth(index).click()
+            assert page.url != refused
+        assert not blocked
