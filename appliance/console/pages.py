@@ -21,7 +21,7 @@ from jinja2 import Environment
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
-from appliance.backoffice.export import SHOWN_CHARS
+from appliance.backoffice.export import SHOWN_CHARS, csv_safe
 from appliance.backoffice.queries import Login
 from appliance.console.auth import check_password, digest, known_user, open_session
 from appliance.console.cohortview import svg_plot
@@ -50,7 +50,6 @@ from appliance.logsafe import shorten
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 PageLogin = Annotated[Login, Depends(page_login)]
-_FORMULA_START = ("=", "+", "@", "\t", "\r")
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -159,11 +158,6 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
                   first=query.before is None)
 
 
-def _csv_cell(value: Any) -> Any:
-    """Text that a spreadsheet would run as a formula is quoted (OWASP CSV injection)."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
-
-
 @router.get("/results.csv")
 def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
     """Every result matching the filter as CSV, streamed."""
@@ -177,7 +171,7 @@ def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
         writer = csv.writer(buffer)
         with pool.store() as store:
             for index, line in enumerate(csv_lines(store, query)):
-                writer.writerow([_csv_cell(v) for v in line])
+                writer.writerow([csv_safe(v) for v in line])  # formulas quoted, as the export
                 if index % 1000 == 0:
                     yield buffer.getvalue()
                     buffer.seek(0)
