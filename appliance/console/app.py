@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
@@ -130,6 +131,16 @@ def _add_handlers(app: FastAPI) -> None:
     async def input_error(request: Request, exc: Exception) -> Response:
         return _refusal(request, getattr(exc, "status", 400), str(exc))
 
+    async def invalid(request: Request, exc: Exception) -> Response:
+        # FastAPI's own answer is a 422 JSON document, on a page too
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        field = str((first.get("loc") or ("request",))[-1])
+        value = first.get("input")
+        refused = InputError(field[:40], value if isinstance(value, str) else "",
+                             str(first.get("msg", "a valid value")))
+        return _refusal(request, 400, str(refused))
+
     async def csrf_error(request: Request, exc: Exception) -> Response:
         return _refusal(request, 403, str(exc))
 
@@ -148,6 +159,7 @@ def _add_handlers(app: FastAPI) -> None:
         return RedirectResponse(exc.location, status_code=303)
 
     app.add_exception_handler(InputError, input_error)
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(CsrfError, csrf_error)
     app.add_exception_handler(RoleError, csrf_error)
     app.add_exception_handler(StoreBusyError, busy)

@@ -117,3 +117,12 @@ def test_every_link_of_an_error_page_works_under_its_own_csp(console: Console) -
                 page.locator("main a").nth(index).click()
             assert page.url != refused
         assert not blocked
+
+
+def test_a_mistyped_parameter_is_a_400_page_naming_it(console: Console) -> None:
+    status, headers, body = console.get("/login?failed=%3Cb%3Eyes")
+    assert status == 400
+    assert headers["content-type"].startswith("text/html")
+    _assert_guarded(headers, "/login?failed=")
+    assert b"failed: &#39;&lt;b&gt;yes&#39; refused" in body
+    assert b"<b>yes" not in body
