@@ -10,6 +10,7 @@ not to the visitor).
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
@@ -25,6 +26,7 @@ from markupsafe import Markup, escape
 from appliance import __version__
 from appliance.config import ConsoleConfig
 from appliance.console import api, jobs, pages, rollouts
+from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError, known_parameters
@@ -61,6 +63,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.pool = pool
     app.state.settings = settings
     app.state.logins = LoginGuard(settings.login_max_failures, settings.login_window_s)
+    app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)  # others wait
     app.state.pathology_results = pathology_results
     app.state.cohort = CohortCache(settings.cohort_cache_s)
     app.state.cohort.warm(pool)

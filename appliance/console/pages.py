@@ -100,7 +100,8 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
         with pool.store() as store:
             return open_session(store, login, hours)
 
-    session = await run_in_threadpool(attempt)
+    async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
+        session = await run_in_threadpool(attempt)
     target = safe_next(form.get("next"))
     if session is None:
         guard.failed(name, address)
