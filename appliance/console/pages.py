@@ -85,7 +85,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     pool, hours = pool_of(request), request.app.state.settings.session_hours
     guard: LoginGuard = request.app.state.logins
     name, address = form.get("user", ""), request.client.host if request.client else "?"
-    wait_s = guard.wait_s(name, address)
+    wait_s = guard.admit(name, address)  # counted as failed until it succeeds
     if wait_s:
         log.warning("console login for %s from %s refused: too many failed logins",
                     shorten(name, 64), shorten(address, 64))
@@ -104,7 +104,6 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
         session = await run_in_threadpool(attempt)
     target = safe_next(form.get("next"))
     if session is None:
-        guard.failed(name, address)
         return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
     guard.succeeded(name, address)
     response = RedirectResponse(target, status_code=303)
