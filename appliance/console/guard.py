@@ -86,7 +86,9 @@ def page_login(request: Request) -> Login:
         login = session_login(store, request.cookies.get(SESSION_COOKIE))
     if login is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise LoginRequiredError(path if _LOCAL_PATH.match(path) else "/fleet")
+        # after the login the browser GETs ``next``: a form's address (/logout) has no page
+        back = request.method == "GET" and _LOCAL_PATH.match(path)
+        raise LoginRequiredError(path if back else "/fleet")
     return login
 
 

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from console_helpers import PASSWORD, Console, get_with, login_cookie
+from console_helpers import PASSWORD, Console, get_with, login_cookie, post
 from playwright.sync_api import expect
 
 from appliance.browser import chromium_page
@@ -126,3 +126,13 @@ def test_a_mistyped_parameter_is_a_400_page_naming_it(console: Console) -> None:
     _assert_guarded(headers, "/login?failed=")
     assert b"failed: &#39;&lt;b&gt;yes&#39; refused" in body
     assert b"<b>yes" not in body
+
+
+def test_a_form_sent_after_the_session_ended_leads_back_to_a_page(console: Console) -> None:
+    status, headers, _ = post(console.url + "/logout", b"csrf=x", {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Cookie": "appliance_session=ended-or-expired"})
+    assert status == 303
+    assert headers["location"] == "/login?next=/fleet"  # was next=/logout: a 405 after login
+    status, _, _ = get_with(console, "/logout", "")
+    assert status == 405
