@@ -3,11 +3,14 @@
 Guards that apply to every request live here: the query string and request body are bounded
 (a larger one is refused before any handler runs), refused input gets a clear 400 that
 names the field, and every response carries headers that keep pages from being framed or
-sniffed and scripts from loading from elsewhere.
+sniffed, scripts from loading from elsewhere and the browser from keeping a copy, refusals
+and the 500 of a request that failed inside the console included (its cause goes to the log,
+not to the visitor).
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
@@ -15,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
@@ -22,6 +26,7 @@ from markupsafe import Markup, escape
 from appliance import __version__
 from appliance.config import ConsoleConfig
 from appliance.console import api, jobs, pages, rollouts
+from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError, known_parameters
@@ -37,6 +42,9 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    # pages, CSV, API answers and pictures hold results and patient pictures: none is kept by
+    # the browser, so after logout its Back button and cache show nothing of them
+    "Cache-Control": "no-store",
 }
 
 
@@ -55,6 +63,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.pool = pool
     app.state.settings = settings
     app.state.logins = LoginGuard(settings.login_max_failures, settings.login_window_s)
+    app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)  # others wait
     app.state.pathology_results = pathology_results
     app.state.cohort = CohortCache(settings.cohort_cache_s)
     app.state.cohort.warm(pool)
@@ -114,7 +123,7 @@ async def _limits(request: Request, call_next: Handler) -> Response:
 def _refusal(request: Request, status: int, message: str) -> Response:
     """A refusal as JSON for the API and as a small escaped page otherwise."""
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": message}, status_code=status)
+        return JSONResponse({"error": message}, status_code=status, headers=SECURITY_HEADERS)
     templates: Environment = request.app.state.templates
     page = templates.get_template("error.html").render(status=status, message=message,
                                                        login=None)
@@ -125,6 +134,16 @@ def _add_handlers(app: FastAPI) -> None:
     async def input_error(request: Request, exc: Exception) -> Response:
         return _refusal(request, getattr(exc, "status", 400), str(exc))
 
+    async def invalid(request: Request, exc: Exception) -> Response:
+        # FastAPI's own answer is a 422 JSON document, on a page too
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        field = str((first.get("loc") or ("request",))[-1])
+        value = first.get("input")
+        refused = InputError(field[:40], value if isinstance(value, str) else "",
+                             str(first.get("msg", "a valid value")))
+        return _refusal(request, 400, str(refused))
+
     async def csrf_error(request: Request, exc: Exception) -> Response:
         return _refusal(request, 403, str(exc))
 
@@ -132,12 +151,20 @@ def _add_handlers(app: FastAPI) -> None:
         log.warning("console busy: %s", exc)
         return _refusal(request, 503, f"{exc}; try again shortly")
 
+    async def failed(request: Request, exc: Exception) -> Response:
+        # answered outside every middleware (Starlette's ServerErrorMiddleware), which logs
+        # the traceback after this answer
+        return _refusal(request, 500, "the console could not answer this request; its log "
+                        "says why")
+
     async def login_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LoginRequiredError)
         return RedirectResponse(exc.location, status_code=303)
 
     app.add_exception_handler(InputError, input_error)
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(CsrfError, csrf_error)
     app.add_exception_handler(RoleError, csrf_error)
     app.add_exception_handler(StoreBusyError, busy)
     app.add_exception_handler(LoginRequiredError, login_required)
+    app.add_exception_handler(Exception, failed)

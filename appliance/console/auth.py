@@ -26,6 +26,9 @@ USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 256
 _HASHER = PasswordHasher()
+# each check fills _HASHER.memory_cost (64 MiB by argon2-cffi's defaults) and anyone can start
+# one: without a bound, the server's 40 worker threads checking at once took 2.6 GiB
+PASSWORD_CHECKS_AT_ONCE = 4
 # verifying against a real hash keeps an unknown user as slow as a wrong password
 _DUMMY_HASH = _HASHER.hash("not a password of anyone")
 

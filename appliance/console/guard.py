@@ -15,6 +15,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 
 from appliance.backoffice.queries import Login
 from appliance.console.auth import bearer_login, same_token, session_login
@@ -85,7 +86,9 @@ def page_login(request: Request) -> Login:
         login = session_login(store, request.cookies.get(SESSION_COOKIE))
     if login is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise LoginRequiredError(path if _LOCAL_PATH.match(path) else "/fleet")
+        # after the login the browser GETs ``next``: a form's address (/logout) has no page
+        back = request.method == "GET" and _LOCAL_PATH.match(path)
+        raise LoginRequiredError(path if back else "/fleet")
     return login
 
 
@@ -129,11 +132,15 @@ async def read_form(request: Request) -> dict[str, str]:
     if not ctype.startswith("application/x-www-form-urlencoded"):
         raise InputError("content-type", ctype, "a form (application/x-www-form-urlencoded)")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise BodyTooLargeError("form", f"{len(body)}+ bytes",
-                                    f"at most {MAX_FORM_BYTES} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise BodyTooLargeError("form", f"{len(body)}+ bytes",
+                                        f"at most {MAX_FORM_BYTES} bytes")
+    except ClientDisconnect as exc:  # gone, or closed as too slow (console/server.py)
+        raise InputError("form", f"{len(body)} bytes", "the whole form; the connection "
+                         "closed before it arrived") from exc
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=10)
     except (UnicodeDecodeError, ValueError) as exc:

@@ -58,7 +58,7 @@ def _picture(request: Request, job_id: str, slide_index: str, picture: str) -> R
     if stored is None:
         raise PictureError(f"{what}: no such slide result")
     data = read_picture(request.app.state.pathology_results, stored, what)
-    return Response(data, media_type="image/png", headers={"Cache-Control": "private"})
+    return Response(data, media_type="image/png")  # not kept by the browser: app.py
 
 
 @pages.get("/pathology")

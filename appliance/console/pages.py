@@ -21,7 +21,7 @@ from jinja2 import Environment
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
-from appliance.backoffice.export import SHOWN_CHARS
+from appliance.backoffice.export import SHOWN_CHARS, csv_safe
 from appliance.backoffice.queries import Login
 from appliance.console.auth import check_password, digest, known_user, open_session
 from appliance.console.cohortview import svg_plot
@@ -50,7 +50,6 @@ from appliance.logsafe import shorten
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 PageLogin = Annotated[Login, Depends(page_login)]
-_FORMULA_START = ("=", "+", "@", "\t", "\r")
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -86,7 +85,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     pool, hours = pool_of(request), request.app.state.settings.session_hours
     guard: LoginGuard = request.app.state.logins
     name, address = form.get("user", ""), request.client.host if request.client else "?"
-    wait_s = guard.wait_s(name, address)
+    wait_s = guard.admit(name, address)  # counted as failed until it succeeds
     if wait_s:
         log.warning("console login for %s from %s refused: too many failed logins",
                     shorten(name, 64), shorten(address, 64))
@@ -101,10 +100,10 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
         with pool.store() as store:
             return open_session(store, login, hours)
 
-    session = await run_in_threadpool(attempt)
+    async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
+        session = await run_in_threadpool(attempt)
     target = safe_next(form.get("next"))
     if session is None:
-        guard.failed(name, address)
         return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
     guard.succeeded(name, address)
     response = RedirectResponse(target, status_code=303)
@@ -159,11 +158,6 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
                   first=query.before is None)
 
 
-def _csv_cell(value: Any) -> Any:
-    """Text that a spreadsheet would run as a formula is quoted (OWASP CSV injection)."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
-
-
 @router.get("/results.csv")
 def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
     """Every result matching the filter as CSV, streamed."""
@@ -177,7 +171,7 @@ def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
         writer = csv.writer(buffer)
         with pool.store() as store:
             for index, line in enumerate(csv_lines(store, query)):
-                writer.writerow([_csv_cell(v) for v in line])
+                writer.writerow([csv_safe(v) for v in line])  # formulas quoted, as the export
                 if index % 1000 == 0:
                     yield buffer.getvalue()
                     buffer.seek(0)

@@ -2,21 +2,67 @@
 
 Behind a TLS reverse proxy on the same host, uvicorn trusts ``X-Forwarded-Proto`` from
 127.0.0.1 only, so session cookies are marked Secure when the visitor used HTTPS.
+
+Each connection holds one of the server's ``limit_concurrency`` places, and uvicorn waits for
+a request's headers without end: a visitor that opens connections and sends a request slowly
+(or never) would keep every place and every other visitor would get 503. Here a request must
+arrive whole within REQUEST_DEADLINE_S of its connection (or of the previous answer on it);
+the connection of one that did not is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from pathlib import Path
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from appliance.config import ConsoleConfig
 from appliance.console.app import create_app
 from appliance.console.db import StorePool
 
 log = logging.getLogger(__name__)
+# a console request (headers, and a form of at most 4 KiB) takes well under a second to send
+REQUEST_DEADLINE_S = 10.0
+
+
+class DeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol that closes a connection whose request has not arrived whole
+    within REQUEST_DEADLINE_S (a slow or silent client)."""
+
+    deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the first request's deadline."""
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        """Start the next request's deadline on a kept-alive connection."""
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """No deadline once the connection is gone."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = self.loop.call_later(REQUEST_DEADLINE_S, self._late)
+
+    def _late(self) -> None:
+        """Close the connection when the client is still sending its request's head or form."""
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+            log.warning("console: closed a connection from %s: no whole request within %.0f s",
+                        self.client, REQUEST_DEADLINE_S)
+            self.transport.close()
 
 
 def make_server(settings: ConsoleConfig, pool: StorePool,
@@ -25,7 +71,7 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
     config = uvicorn.Config(
         create_app(pool, settings, pathology_results), host=settings.bind, port=settings.port,
         proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="warning",
-        access_log=False, limit_concurrency=64, timeout_keep_alive=5,
+        access_log=False, limit_concurrency=64, timeout_keep_alive=5, http=DeadlineProtocol,
     )
     return uvicorn.Server(config)
 

@@ -5,7 +5,9 @@ A user name that has failed ``console.login_max_failures`` times within
 ``console.login_window_s``, or an address (the request's: behind the documented reverse
 proxy, the client's) that has failed ``ADDRESS_FACTOR`` times as often (several people may
 share one), is refused until the oldest of those failures is that old, before any password
-is checked: a refused attempt costs no hash and counts no further. A correct password clears
+is checked: a refused attempt costs no hash and counts no further. An attempt let in counts as
+a failure from that moment (``admit``), so guesses sent together are held as if sent one after
+another: they cannot all pass before the first has failed. A correct password clears
 its user name's and its address's failures. Someone who knows a user name can thus keep that
 user out for a window at a time, never guess faster than the limit. The counts live in the
 console's process (several console processes each count their own) and are bounded: at most
@@ -80,6 +82,16 @@ class LoginGuard:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.users = LoginThrottle(max_failures, window_s, clock=clock)
         self.addresses = LoginThrottle(ADDRESS_FACTOR * max_failures, window_s, clock=clock)
+        self._lock = threading.Lock()
+
+    def admit(self, user: str, address: str) -> float:
+        """0 when the attempt may be checked, counted as failed until it ``succeeded``; else
+        how long until one may (s), counting nothing."""
+        with self._lock:
+            wait_s = self.wait_s(user, address)
+            if not wait_s:
+                self.failed(user, address)
+            return wait_s
 
     def wait_s(self, user: str, address: str) -> float:
         """0 when the attempt may be checked; else how long until one may (s)."""

@@ -1,0 +1,138 @@
+"""Every console answer carries its security headers: pages, the API, pictures, refusals and the
+answer to a request that failed inside the console (500)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from console_helpers import PASSWORD, Console, get_with, login_cookie, post
+from playwright.sync_api import expect
+
+from appliance.browser import chromium_page
+from appliance.console.app import SECURITY_HEADERS
+
+
+def _assert_guarded(headers: dict[str, str], what: str) -> None:
+    seen = {name.lower(): value for name, value in headers.items()}
+    for name, value in SECURITY_HEADERS.items():
+        assert seen.get(name.lower()) == value, (what, name, seen)
+    assert "frame-ancestors 'none'" in seen["content-security-policy"], what
+    assert seen["cache-control"] == "no-store", what  # results and patient pictures
+
+
+@contextmanager
+def _table_gone(console: Console, table: str) -> Iterator[None]:
+    """The store without ``table`` for a while (a store older than the console, a broken one)."""
+    path = console.store_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        db.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        yield
+    finally:
+        with sqlite3.connect(path) as db:
+            db.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+
+
+def test_a_request_that_fails_inside_the_console_keeps_its_security_headers(
+    console: Console,
+) -> None:
+    cookie, _ = login_cookie(console)
+    with _table_gone(console, "rollouts"):
+        status, headers, body = get_with(console, "/rollouts", cookie)
+        assert status == 500
+        _assert_guarded(headers, "/rollouts")
+        assert headers["content-type"].startswith("text/html")
+        assert b"Refused (500)" in body
+        assert b"no such table" not in body  # the cause goes to the log, not to the visitor
+        status, headers, body = console.get("/api/v1/rollouts", console.token)
+        assert status == 500
+        _assert_guarded(headers, "/api/v1/rollouts")
+        assert b'"error"' in body
+        assert b"no such table" not in body
+    assert get_with(console, "/rollouts", cookie)[0] == 200
+
+
+def test_an_api_refusal_before_any_handler_keeps_its_security_headers(console: Console) -> None:
+    status, headers, body = console.get("/api/v1/fleet?" + "a" * 3000, console.token)
+    assert status == 414
+    _assert_guarded(headers, "414 of the API")
+    assert b"query string of 3000 characters refused" in body
+
+
+def test_no_answer_holding_results_or_pictures_is_kept_by_the_browser(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    _, _, page = get_with(console, "/results", cookie)
+    result = re.search(rb'href="(/results/[0-9a-f-]{36})"', page)
+    assert result
+    for path in ("/login", "/fleet", "/results", result.group(1).decode(), "/results.csv",
+                 "/rollouts", "/pathology/job-1", "/pathology/job-1/slides/0/heatmap",
+                 "/pathology/job-1/slides/0/cam", "/results?site=<b>", "/no-such-page"):
+        status, headers, _ = get_with(console, path, cookie)
+        assert status in (200, 400, 404), path
+        _assert_guarded(headers, path)
+    for path in ("/api/v1/results", "/api/v1/pathology/jobs/job-1/slides/0/heatmap"):
+        status, headers, _ = console.get(path, console.token)
+        assert status == 200, path
+        _assert_guarded(headers, path)
+
+
+def test_after_logout_the_back_button_shows_no_result(console: Console) -> None:
+    with chromium_page(1280, 900) as page:
+        page.goto(console.url + "/results")
+        page.fill("input[name=user]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(console.url + "/results")
+        page.locator("#results td a").first.click()
+        expect(page.locator("#features")).to_be_visible()
+        page.click("header button[type=submit]")
+        expect(page).to_have_url(console.url + "/login")
+        page.go_back()
+        expect(page).to_have_url(re.compile(re.escape(console.url) + r"/login\?next=/results/"))
+        assert page.locator("#features").count() == 0
+        expect(page.locator("input[name=password]")).to_be_visible()
+
+
+def test_every_link_of_an_error_page_works_under_its_own_csp(console: Console) -> None:
+    with chromium_page(1280, 900) as page:
+        blocked: list[str] = []
+        page.on("console", lambda message: blocked.append(message.text)
+                if "Content Security Policy" in message.text else None)
+        page.goto(console.url + "/login")
+        page.fill("input[name=user]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(console.url + "/fleet")
+        refused = console.url + "/results?site=%3Cb%3E"
+        page.goto(refused)
+        expect(page.locator(".error")).to_contain_text("site: '<b>' refused")
+        links = page.locator("main a")
+        assert links.count() >= 1
+        for index in range(links.count()):
+            page.goto(refused)
+            with page.expect_navigation():
+                page.locator("main a").nth(index).click()
+            assert page.url != refused
+        assert not blocked
+
+
+def test_a_mistyped_parameter_is_a_400_page_naming_it(console: Console) -> None:
+    status, headers, body = console.get("/login?failed=%3Cb%3Eyes")
+    assert status == 400
+    assert headers["content-type"].startswith("text/html")
+    _assert_guarded(headers, "/login?failed=")
+    assert b"failed: &#39;&lt;b&gt;yes&#39; refused" in body
+    assert b"<b>yes" not in body
+
+
+def test_a_form_sent_after_the_session_ended_leads_back_to_a_page(console: Console) -> None:
+    status, headers, _ = post(console.url + "/logout", b"csrf=x", {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Cookie": "appliance_session=ended-or-expired"})
+    assert status == 303
+    assert headers["location"] == "/login?next=/fleet"  # was next=/logout: a 405 after login
+    status, _, _ = get_with(console, "/logout", "")
+    assert status == 405
