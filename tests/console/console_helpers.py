@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -86,6 +87,28 @@ def login_cookie(console: Console, user: str = "alice") -> tuple[str, str]:
     csrf = re.search(rb'name="csrf" value="([^"]+)"', page)
     assert csrf
     return cookie, csrf.group(1).decode()
+
+
+def logins_at_once(console: Console, user: str, password: str, count: int) -> list[int]:
+    """Send ``count`` logins of ``user`` together (one thread each, one login form); the
+    statuses they were answered with, in the order they came back."""
+    _, headers, _ = console.get("/login")
+    cookie = headers["set-cookie"].split(";")[0]
+    form = urlencode({"csrf": cookie.split("=", 1)[1], "user": user,
+                      "password": password}).encode()
+    answers: list[int] = []
+
+    def login() -> None:
+        status, _, _ = post(console.url + "/login", form, {
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+        answers.append(status)
+
+    threads = [threading.Thread(target=login) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers
 
 
 def get_with(console: Console, path: str, cookie: str) -> tuple[int, dict[str, str], bytes]:

@@ -5,11 +5,10 @@ wait their turn and are answered."""
 from __future__ import annotations
 
 import threading
-from urllib.parse import urlencode
 
 import pytest
 from argon2 import PasswordHasher
-from console_helpers import Console, post
+from console_helpers import Console, logins_at_once
 
 from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 
@@ -37,22 +36,7 @@ def test_many_logins_at_once_check_a_few_passwords_at_a_time(
                 inside[0] -= 1
 
     monkeypatch.setattr(PasswordHasher, "verify", counted_verify)
-    _, headers, _ = console.get("/login")
-    cookie = headers["set-cookie"].split(";")[0]
-    answers: list[int] = []
-    form = urlencode({"csrf": cookie.split("=", 1)[1], "user": "mallory",
-                      "password": "wrong password!"}).encode()
-
-    def login() -> None:
-        status, _, _ = post(console.url + "/login", form, {
-            "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
-        answers.append(status)
-
-    logins = [threading.Thread(target=login) for _ in range(LOGINS)]
-    for thread in logins:
-        thread.start()
-    for thread in logins:
-        thread.join(60)
+    answers = logins_at_once(console, "mallory", "wrong password!", LOGINS)
     assert most[0] <= PASSWORD_CHECKS_AT_ONCE
     assert len(answers) == LOGINS  # every login was answered (refused: wrong password)
     assert set(answers) <= {303, 429}
