@@ -455,6 +455,16 @@ def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
     outbox.close()
 
 
+def _damaged_on_a_full_disk(path: Path, room: Callable[[int], int]) -> Path:
+    """1,500 results in an outbox at ``path`` damaged halfway, then its disk filled up to
+    ``room(the outbox's size)`` bytes free; returns the file that fills it."""
+    stored_results(path, 1500).close()
+    damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+    filler = fill(path.parent)
+    os.truncate(filler, filler.stat().st_size - room(path.stat().st_size))
+    return filler
+
+
 def test_a_repair_with_no_room_for_the_recovered_rows_is_undone_and_tried_again(
     tmp_path: Path,
 ) -> None:
@@ -462,12 +472,9 @@ def test_a_repair_with_no_room_for_the_recovered_rows_is_undone_and_tried_again(
     # fresh, empty outbox: 1,500 results left behind in the damaged copy, none counted
     with small_tmpfs(tmp_path / "disk", size="16m") as disk:
         path = disk / "outbox.sqlite3"
-        stored_results(path, 1500).close()
-        damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+        # the copy's rows fit; with its WAL they do not
+        filler = _damaged_on_a_full_disk(path, lambda size: size + 100 * 1024)
         damaged = path.read_bytes()
-        filler = fill(disk)
-        room = path.stat().st_size + 100 * 1024  # the copy's rows fit; with its WAL they do not
-        os.truncate(filler, filler.stat().st_size - room)
         for _start in range(2):
             with pytest.raises(OutboxError, match=r"repair could not finish.*tried again"):
                 open_outbox(path)
@@ -488,11 +495,8 @@ def test_a_repair_with_plainly_too_little_room_is_not_begun_and_says_what_it_nee
     # whole outbox and wrote until the disk was full, then said only "database or disk is full"
     with small_tmpfs(tmp_path / "disk", size="16m") as disk:
         path = disk / "outbox.sqlite3"
-        stored_results(path, 1500).close()
-        damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+        filler = _damaged_on_a_full_disk(path, lambda size: 1300 * 1024)
         needed_kib = path.stat().st_size // 1024
-        filler = fill(disk)
-        os.truncate(filler, filler.stat().st_size - 1300 * 1024)
         with pytest.raises(OutboxError) as refused:
             open_outbox(path)
         assert f"its repair needs about {needed_kib} KiB free" in str(refused.value)
