@@ -91,6 +91,18 @@ def test_slide_names_cannot_drive_the_terminal(
     assert "a\\x1b[2J\\x1b[31mMSI: ERROR" in out
 
 
+def _refused_with_one_slide(tmp_path: Path, rows: str) -> tuple[Path, Path]:
+    """``pathology run`` on a folder of one slide, S1.jpg, with these labels.csv rows: it must
+    refuse (exit 2); returns the folder and the --out it was given."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
+    (folder / "labels.csv").write_text(HEADER + rows)
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out)]) == 2
+    return folder, out
+
+
 def _rows(folder: Path) -> dict[str, dict[str, str]]:
     with (folder / "results.csv").open(newline="") as handle:
         return {row["slide"]: row for row in csv.DictReader(handle)}
@@ -142,12 +154,7 @@ def test_slides_that_would_share_a_name_are_refused_before_any_is_scored(
 def test_a_slide_listed_twice_in_labels_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = tmp_path / "slides"
-    folder.mkdir()
-    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
-    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\nS1,P1,MSS,biopsy,1.0\n")
-    out = tmp_path / "out"
-    assert main(["pathology", "run", str(folder), "--out", str(out)]) == 2
+    folder, out = _refused_with_one_slide(tmp_path, "S1,P1,MSI,biopsy,1.0\nS1,P1,MSS,biopsy,1.0\n")
     assert f"{folder / 'S1.jpg'} is listed twice (slide 'S1')" in capsys.readouterr().err
     assert not out.exists()
 
@@ -321,12 +328,8 @@ def test_one_file_listed_under_two_names_is_refused(
 ) -> None:
     """labels.csv rows "S1" and "S1.jpg" both find S1.jpg: it was scored twice, as two
     slides of two patients with two labels, and counted twice by evaluate."""
-    folder = tmp_path / "slides"
-    folder.mkdir()
-    (folder / "S1.jpg").write_bytes(b"\xff\xd8")
-    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\nS1.jpg,P2,MSS,biopsy,1.0\n")
-    out = tmp_path / "out"
-    assert main(["pathology", "run", str(folder), "--out", str(out)]) == 2
+    folder, out = _refused_with_one_slide(tmp_path,
+                                          "S1,P1,MSI,biopsy,1.0\nS1.jpg,P2,MSS,biopsy,1.0\n")
     assert (f"{folder / 'S1.jpg'} is listed twice, as slides 'S1' and 'S1.jpg'; list each "
             "slide once") in capsys.readouterr().err
     assert not out.exists()
