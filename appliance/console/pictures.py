@@ -47,7 +47,8 @@ def read_picture(results_dir: Path | None, stored: str, what: str) -> bytes:
         # does not hang the request (it is refused as no regular file below)
         handle = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        raise PictureError(f"{what}: {stored[:300]}: {exc.strerror}") from exc
+        log.warning("%s not served: %s: %s", what, stored[:300], exc.strerror)
+        raise PictureError(f"{what}: its file cannot be opened ({exc.strerror})") from exc
     with os.fdopen(handle, "rb") as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_PICTURE_BYTES:
@@ -64,13 +65,17 @@ def _inside(results_dir: Path, stored: str, what: str) -> Path:
     try:
         target = Path(stored).resolve()
     except (OSError, ValueError) as exc:  # a link loop, a NUL byte
-        raise _refused(what, stored, f"no usable path ({exc})") from exc
+        raise _refused(what, stored, f"no usable path ({exc})", "no usable path") from exc
     root = results_dir.resolve()
     if not target.is_relative_to(root):
-        raise _refused(what, stored, f"outside the pathology results folder {root}")
+        raise _refused(what, stored, f"outside the pathology results folder {root}",
+                       "outside the pathology results folder")
     return target
 
 
-def _refused(what: str, stored: str, why: str) -> PictureRefusedError:
+def _refused(what: str, stored: str, why: str, shown: str | None = None) -> PictureRefusedError:
+    """The refusal: the stored path and ``why`` go to the log, only ``shown`` (else ``why``) to
+    the viewer, so a page never tells where this host keeps its files."""
     log.warning("%s not served: %s is %s", what, stored[:300], why)
-    return PictureRefusedError(f"{what}: {stored[:300]} is {why}; not served")
+    return PictureRefusedError(f"{what}: its stored file is {shown or why}; not served (the "
+                               "console's log names it)")

@@ -128,10 +128,15 @@ def test_a_stored_path_outside_the_results_folder_or_no_png_is_refused(
     assert SECRET not in body
     assert b"root:" not in body
     assert b"<script>alert" not in body
+    where = str(console.pathology_results.parent)  # no page tells where the host keeps files
+    assert where.encode() not in body
+    assert b"/etc/passwd" not in body
     status, _, body = console.get("/api/v1" + url.replace("/pathology/", "/pathology/jobs/"),
                                   console.token)
     assert status == 403
     assert "not served" in json.loads(body)["detail"]
+    assert where not in json.loads(body)["detail"]
+    assert "/etc" not in json.loads(body)["detail"]
 
 
 def test_missing_pictures_are_404_and_a_relative_path_inside_is_served(
@@ -141,6 +146,7 @@ def test_missing_pictures_are_404_and_a_relative_path_inside_is_served(
     status, _, body = get_with(console, missing, cookie)
     assert status == 404
     assert b"No such file" in body
+    assert str(console.pathology_results).encode() not in body
     for url in ("/pathology/job-1/slides/1/heatmap",  # the unsupported slide has no pictures
                 "/pathology/job-1/slides/7/heatmap", "/pathology/nope/slides/0/cam"):
         status, _, body = get_with(console, url, cookie)
