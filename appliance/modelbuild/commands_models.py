@@ -15,7 +15,7 @@ from typing import Any
 
 from appliance.inference.contract import ModelError
 from appliance.logsafe import escape_controls
-from appliance.modelbuild.table import TableError
+from appliance.modelbuild.table import MIN_TABLE_ROWS, TableError
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.synthetic.arguments import SEED, WORKERS, finite_number, whole_number
 
@@ -199,8 +199,8 @@ def _register_table(models: Any) -> None:
     )
     table.add_argument("--out", type=Path, required=True, help="new .parquet or .csv file")
     table.add_argument("--force", action="store_true", help="replace an existing --out file")
-    table.add_argument("--rows", type=whole_number(1, 1_000_000), default=1500,
-                       help="number of frames, 1-1000000")
+    table.add_argument("--rows", type=whole_number(MIN_TABLE_ROWS, 1_000_000), default=1500,
+                       help=f"number of frames, {MIN_TABLE_ROWS}-1000000")
     table.add_argument("--seed", type=SEED, default=0, help="synthetic generator seed")
     table.add_argument("--features", choices=("measured", "truth"), default="measured",
                        help="measured: analyze() each frame; truth: ground truth + noise")

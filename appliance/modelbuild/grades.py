@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from appliance.modelbuild.table import LabelledTable, assign_splits
+from appliance.modelbuild.table import MIN_TABLE_ROWS, LabelledTable, assign_splits
 from appliance.transport.payloads import FEATURE_KEYS
 
 if TYPE_CHECKING:
@@ -155,8 +155,9 @@ def describe(spec: TableSpec) -> str:
 
 def build_skin_table(spec: TableSpec, progress: bool = False, workers: int = 1) -> LabelledTable:
     """Make the labelled table (renders every frame: about a second per row per worker)."""
-    if spec.features not in ("measured", "truth") or spec.rows < 6:
-        raise ValueError(f"need features measured|truth and >= 6 rows, got {spec}")
+    if spec.features not in ("measured", "truth") or spec.rows < MIN_TABLE_ROWS:
+        raise ValueError(f"need features measured|truth and >= {MIN_TABLE_ROWS} rows (two of "
+                         f"each grade), got features {spec.features!r}, {spec.rows} rows")
     description = describe(spec)  # before rendering: the code that makes the rows
     rows = frame_rows(spec, workers)
     if progress:

@@ -21,6 +21,8 @@ import numpy.typing as npt
 from appliance.outfile import replaced_when_complete
 from appliance.transport.payloads import FEATURE_KEYS
 
+MIN_TABLE_ROWS = 6  # a skin table: two rows of each of the three grades (tertiles)
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "calibration", "validation", "test")

@@ -103,3 +103,18 @@ def test_skin_table_on_a_full_disk_keeps_the_old_table_and_says_so(
                    "left as it was\n")
     assert kept == "the old table\n"
     assert left == ["filler", "grades.csv"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("rows", ["1", "5"])
+def test_skin_table_with_too_few_rows_for_three_grades_is_refused_at_the_command_line(
+    tmp_path: Path, rows: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--rows 1 to 5 were taken, then refused after the start with an object's dump
+    ("got TableSpec(...)"): three grades need two rows each."""
+    with pytest.raises(SystemExit) as refused:
+        main(["models", "skin-table", "--out", str(tmp_path / "t.parquet"), "--rows", rows])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --rows: must be a whole number from 6 to 1000000, got '{rows}'" in err
+    assert "TableSpec" not in err
+    assert not (tmp_path / "t.parquet").exists()
