@@ -363,6 +363,9 @@ def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
 def _refuse_missing(url: str) -> None:
     """A StoreError when ``url`` names a SQLite file that does not exist."""
     if (path := missing_sqlite_file(url)) is not None:
+        if path.is_dir():
+            raise StoreError(f"{path} is a folder, not a store file: name the SQLite file in "
+                             f"it (sqlite:///{path / 'backoffice.sqlite3'}, say)")
         raise StoreError(
             f"no store at {path}: nothing was ever stored there (check --store or the "
             "config's store.url; `appliance store migrate`, `appliance demo` or `appliance "

@@ -38,6 +38,16 @@ def test_a_typo_in_store_creates_nothing(
     assert not typo.parent.exists()
 
 
+def test_a_store_url_naming_a_folder_says_it_is_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["fleet"], ["results", "query"], ["results", "dead-letters"]):
+        assert main([*command, "--store", f"sqlite:///{tmp_path}"]) == 2
+        assert (f"{tmp_path} is a folder, not a store file: name the SQLite file in it "
+                f"(sqlite:///{tmp_path / 'backoffice.sqlite3'}, say)") in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_store_alone_works_without_a_config_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
