@@ -63,11 +63,11 @@ def test_skin_table_needs_out_and_keeps_an_existing_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        main(["models", "skin-table", "--rows", "3"])
+        main(["models", "skin-table", "--rows", "6"])
     assert "--out" in capsys.readouterr().err
     existing = tmp_path / "table.csv"
     existing.write_text("keep me\n")
-    assert main(["models", "skin-table", "--rows", "3", "--out", str(existing), "--quiet"]) == 2
+    assert main(["models", "skin-table", "--rows", "6", "--out", str(existing), "--quiet"]) == 2
     assert "pass --force" in capsys.readouterr().err
     assert existing.read_text() == "keep me\n"
 
