@@ -38,7 +38,15 @@ def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, 
     workers = min(jobs, len(indices))
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_opencv)
     try:
-        futures = [pool.submit(write_one, out_dir, seed, index, preset) for index in indices]
+        # the first submit starts every worker; they start with SIGINT ignored (an ignored
+        # signal stays ignored across exec), so a Ctrl-C while one still imports is no
+        # traceback of its own; the parent's own Ctrl-C handling is back once they run
+        parent_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            futures = [pool.submit(write_one, out_dir, seed, indices[0], preset)]
+        finally:
+            signal.signal(signal.SIGINT, parent_handler)
+        futures += [pool.submit(write_one, out_dir, seed, index, preset) for index in indices[1:]]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # all, or the first that failed
         for future in futures:
             if future in done:
