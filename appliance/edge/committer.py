@@ -95,9 +95,8 @@ class ResultCommitter(threading.Thread):
         return group
 
     def _commit(self, group: list[Accepted]) -> None:
-        rows = [(a.result.measurement_id, a.topic, a.result.to_json()) for a in group]
         try:
-            self.outbox.add_many(rows)
+            self.outbox.add_many(_rows(group))
         except OutboxFullError as exc:  # refuse_new policy: counted by the outbox itself
             self.refused += len(group)
             log.error("%s", exc)
@@ -108,10 +107,7 @@ class ResultCommitter(threading.Thread):
         except OutboxError as exc:
             self._lost(group, exc)
             return
-        self.committed += len(group)
-        stamps = [a.stamp for a in group if a.stamp is not None]
-        if stamps and self._on_committed is not None:
-            self._on_committed(stamps)
+        self._count_committed(group)
         self._wake_link()
         self._announce(group)
 
@@ -154,17 +150,20 @@ class ResultCommitter(threading.Thread):
         if not group:
             return 0
         self.outbox = repaired
-        rows = [(a.result.measurement_id, a.topic, a.result.to_json()) for a in group]
         try:
-            repaired.add_many(rows)
+            repaired.add_many(_rows(group))
         except OutboxError as exc:
             self._lost(group, exc)
             raise
+        self._count_committed(group)
+        return len(group)
+
+    def _count_committed(self, group: list[Accepted]) -> None:
+        """The group is in the outbox: count it, and tell which replayed files it measured."""
         self.committed += len(group)
         stamps = [a.stamp for a in group if a.stamp is not None]
         if stamps and self._on_committed is not None:
             self._on_committed(stamps)
-        return len(group)
 
     def drop_held(self, error: Exception) -> int:
         """Give up the held results (no outbox could take them): one journal line each, counted
@@ -195,3 +194,8 @@ class ResultCommitter(threading.Thread):
             )
         if self.screen is not None:
             self.screen.show(group[-1].result, group[-1].draw_overlay)
+
+
+def _rows(group: list[Accepted]) -> list[tuple[str, str, bytes]]:
+    """The outbox rows of accepted results: (measurement id, topic, payload)."""
+    return [(a.result.measurement_id, a.topic, a.result.to_json()) for a in group]
