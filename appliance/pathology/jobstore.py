@@ -85,6 +85,10 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def _utc_text_of(epoch_s: float) -> str:
+    return utc_text(datetime.fromtimestamp(epoch_s, UTC))
+
+
 class PathologyStore(Store):
     """The store's pathology tables; one connection, not shared between threads."""
 
@@ -107,15 +111,13 @@ class PathologyStore(Store):
     def _clock_text(self, cur: Any) -> str:
         """Now as UTC ISO 8601 text on the lease clock: jobs taken over oldest accepted first
         are in true order across hosts whose clocks differ."""
-        if not self.postgres:
-            return utc_text()
-        return utc_text(datetime.fromtimestamp(self._lease_clock(cur), UTC))
+        return _utc_text_of(self._lease_clock(cur))
 
     def accept(self, request: JobRequest, owner: str, lease_s: float) -> bool:
         """Store a new job as queued and owned; False when the job id is already stored."""
         with self._transaction() as cur:
-            now = self._clock_text(cur)
-            lease_until = self._lease_clock(cur) + lease_s
+            clock = self._lease_clock(cur)  # read once: the accepted time and the lease agree
+            now, lease_until = _utc_text_of(clock), clock + lease_s
             cur.execute(self._sql(
                 "INSERT INTO pathology_jobs (job_id, state, owner, lease_until, request, "
                 "submitted_at, accepted_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?) "
