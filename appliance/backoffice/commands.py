@@ -237,8 +237,9 @@ def _retry_dead_letters(args: argparse.Namespace) -> int:
 
     def judge(topic: str, payload: bytes) -> list[tuple[Any, ...]]:
         prefix = topic.rsplit("/", 3)[0]  # {prefix}/{site}/{device}/result, as received
-        triage = triages.setdefault(prefix, Triage(prefix, len(payload)))
-        batch, _ = triage.sort([Inbound(topic, payload, 0, 1, False)])
+        if prefix not in triages:  # the letters it would make are not kept: no size to cut at
+            triages[prefix] = Triage(prefix, 0)
+        batch, _ = triages[prefix].sort([Inbound(topic, payload, 0, 1, False)])
         return [] if batch.dead_letters else batch.results
 
     store = open_for(args, writes=not args.dry_run)
