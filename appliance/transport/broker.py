@@ -4,6 +4,7 @@ or need one that asks for a password."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -45,7 +46,7 @@ class PrivateBroker:
 
     def __init__(
         self, port: int | None = None, workdir: Path | None = None,
-        passwords: Mapping[str, str] | None = None,
+        passwords: Mapping[str, str] | None = None, acl: str | None = None,
     ) -> None:
         binary = shutil.which("mosquitto") or next(
             (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
@@ -60,7 +61,10 @@ class PrivateBroker:
         self.workdir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.log_path = self.workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._acl_path = self.workdir / "acl" if acl is not None else None
         self._write_config(passwords)
+        if acl is not None:
+            self.set_acl(acl)
 
     def _write_config(self, passwords: Mapping[str, str] | None) -> None:
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
@@ -80,15 +84,26 @@ class PrivateBroker:
         )
 
     def _access(self, passwords: Mapping[str, str] | None) -> str:
-        """Anyone may connect, or (``passwords``: user -> password) only those users."""
+        """Anyone may connect, or (``passwords``: user -> password) only those users; with an
+        ACL, each may use only the topics it names."""
+        acl = f"acl_file {self._acl_path}\n" if self._acl_path else ""
         if passwords is None:
-            return "allow_anonymous true\n"
+            return f"allow_anonymous true\n{acl}"
         password_file = self.workdir / "passwd"
         password_file.write_text("")
         for user, password in passwords.items():
             subprocess.run(["mosquitto_passwd", "-b", str(password_file), user, password],
                            check=True, stdout=subprocess.DEVNULL)
-        return f"allow_anonymous false\npassword_file {password_file}\n"
+        return f"allow_anonymous false\npassword_file {password_file}\n{acl}"
+
+    def set_acl(self, text: str) -> None:
+        """Write the broker's ACL file (mosquitto's acl_file syntax) and, when running, make
+        mosquitto read it again (SIGHUP), as an operator mending an ACL does."""
+        if self._acl_path is None:
+            raise BrokerError("this broker was started without an ACL (PrivateBroker(acl=...))")
+        self._acl_path.write_text(text)
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGHUP)
 
     @property
     def running(self) -> bool:

@@ -102,6 +102,7 @@ class MqttLink(threading.Thread):
         self._unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
         self._sent_seq = 0
         self._read_failed = False  # the outbox refused a read (said once)
+        self._refusal_said = False  # the broker refused a result (said once until it takes one)
         self._window = settings.max_inflight
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
         self._connect_started_s = 0.0
@@ -275,14 +276,21 @@ class MqttLink(threading.Thread):
         if seq is None:
             return  # a status message, or an ack already handled
         if code >= 0x80:
+            # e.g. 0x87 from a broker ACL that does not (yet) let this device publish results:
+            # the result waits in the outbox and is sent again with the unconfirmed ones, so
+            # it arrives once the ACL is mended, without a restart (docs/delivery.md)
             self.stats.rejected += 1
-            log.error(
-                "broker refused result seq %d (reason 0x%02X); it stays in the outbox and is "
-                "sent again after a restart; check the broker ACL for this device",
-                seq,
-                code,
-            )
+            self._unconfirmed.send_later(seq)
+            if not self._refusal_said:
+                self._refusal_said = True
+                log.error(
+                    "broker refused result seq %d (reason 0x%02X); it stays in the outbox and "
+                    "is sent again with the unconfirmed results (next in %.0f s); check the "
+                    "broker ACL for this device (said once until the broker takes a result)",
+                    seq, code, self._unconfirmed.wait_s,
+                )
             return
+        self._refusal_said = False
         self.stats.broker_acked += 1
         self._unconfirmed.broker_took(seq)
 
@@ -312,7 +320,7 @@ class MqttLink(threading.Thread):
         except OutboxError as exc:  # e.g. an I/O error; the daemon restarts for a damaged one
             self._outbox_failed(exc)
             for seq in due:  # still unconfirmed: due again after the next wait
-                self._unconfirmed.broker_took(seq)
+                self._unconfirmed.send_later(seq)
             return
         for message in messages:
             self._publish_result(message.seq, message.topic, message.payload)

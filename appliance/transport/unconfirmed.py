@@ -1,6 +1,7 @@
 """Results the broker took but the back office has not confirmed yet, and when to resend them.
 
-The link marks a result here on its PUBACK and forgets it on the back office's ack. Results
+The link marks a result here on its PUBACK (or on a refusing one: it is sent again the same way)
+and forgets it on the back office's ack. Results
 waiting longer than the current wait are due again; each resend round doubles the wait (up to
 ``cap_s``), and any ack brings it back to ``initial_s`` (docs/delivery.md).
 """
@@ -25,6 +26,11 @@ class Unconfirmed:
 
     def broker_took(self, seq: int) -> None:
         """The broker PUBACKed this seq: wait for the back office from now on."""
+        self._since_s[seq] = time.monotonic()
+
+    def send_later(self, seq: int) -> None:
+        """Send this seq again once the current wait has passed: the broker refused it
+        (PUBACK 0x80 or higher), or the outbox could not read it for a resend."""
         self._since_s[seq] = time.monotonic()
 
     def confirmed(self, seqs: Iterable[int]) -> None:

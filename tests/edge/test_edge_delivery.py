@@ -20,10 +20,11 @@ import pytest
 
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
-from appliance.config import Config, config_from_mapping
+from appliance.config import PASSWORD_ENV, Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon, new_outbox
 from appliance.edge.testing import FlakySource, fast_daemon, fast_source
 from appliance.synthetic import fleet
+from appliance.transport.broker import PrivateBroker
 from appliance.transport.outbox import OutboxWriteError
 
 pytestmark = pytest.mark.broker
@@ -31,12 +32,14 @@ MEASUREMENTS = 50
 
 
 def kiosk_config(
-    tmp_path: Path, broker: Any, prefix: str, limit: int | None, resend_s: float = 0.5
+    tmp_path: Path, broker: Any, prefix: str, limit: int | None, resend_s: float = 0.5,
+    *, username: str | None = None,
 ) -> Config:
     data = {
         "device": {"id": "kiosk-early", "site": "shop-1"},
         "camera": {"source": "synthetic", "limit": limit},
-        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix,
+                 "username": username},
         "state_dir": str(tmp_path / "kiosk"),
         "edge": {"synthetic_fps": 200, "ack_resend_initial_s": resend_s,
                  "ack_resend_cap_s": max(2.0, resend_s)},
@@ -44,10 +47,13 @@ def kiosk_config(
     return config_from_mapping(data, "test", environ={})
 
 
-def backoffice(tmp_path: Path, broker: Any, prefix: str) -> tuple[IngestWorker, Any]:
+def backoffice(
+    tmp_path: Path, broker: Any, prefix: str, username: str | None = None
+) -> tuple[IngestWorker, Any]:
     config = config_from_mapping(
         {
-            "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+            "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix,
+                     "username": username},
             "state_dir": str(tmp_path / "backoffice"),
             "backoffice": {"client_id": f"bo-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60},
         },
@@ -207,3 +213,43 @@ def test_results_due_again_when_a_read_of_the_outbox_fails_are_sent_later(
     finally:
         worker.stop()
         store.close()
+
+
+def kiosk_acl(prefix: str, *, may_send_results: bool) -> str:
+    """The kiosk's ACL on a broker that asks for logins: its status, acks and commands, and its
+    results only once an operator has mended the ACL; the back office may use every topic."""
+    device = f"{prefix}/shop-1/kiosk-early"
+    lines = ["user office", "topic readwrite #", "", "user kiosk",
+             f"topic readwrite {device}/status", f"topic read {device}/ack",
+             f"topic read {device}/cmd/#"]
+    if may_send_results:
+        lines.append(f"topic write {device}/result")
+    return "\n".join(lines) + "\n"
+
+
+def test_results_the_broker_refuses_arrive_once_the_acl_is_mended_without_a_restart(
+    tmp_path: Path, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a PUBACK with a reason code of 0x80 or higher (here 0x87, not authorised) left the
+    # result out of every resend: it waited for a restart of the kiosk, or its age limit
+    monkeypatch.setenv(PASSWORD_ENV, "secret")
+    with PrivateBroker(workdir=tmp_path / "broker", passwords={"kiosk": "secret",
+                       "office": "secret"}, acl=kiosk_acl(topic_prefix,
+                                                         may_send_results=False)) as broker:
+        config = kiosk_config(tmp_path, broker, topic_prefix, limit=3, username="kiosk")
+        kiosk = fast_daemon(config)
+        worker, store = backoffice(tmp_path, broker, topic_prefix, username="office")
+        thread, codes = run_in_thread(kiosk)
+        try:
+            assert wait_until(lambda: kiosk.link.stats.rejected >= 3)
+            assert store.count_results() == 0
+            assert kiosk.outbox.depth() == 3
+            broker.set_acl(kiosk_acl(topic_prefix, may_send_results=True))
+            thread.join(30)  # exits once every result is confirmed
+            assert codes == [0]
+            assert store.count_results() == 3
+        finally:
+            kiosk.request_stop()
+            thread.join(10)
+            worker.stop()
+            store.close()
