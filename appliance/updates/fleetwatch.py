@@ -39,6 +39,9 @@ class DeviceView:
     device_id: str
     status: payloads.Status | None = None
     state: payloads.ModelState | None = None
+    # when ``state`` arrived as it was sent (time.monotonic()); None when the broker replayed
+    # it as a retained message on subscribing: then only its own time says when it was sent
+    state_heard_s: float | None = None
 
     @property
     def running(self) -> str | None:
@@ -79,9 +82,9 @@ class FleetWatcher:
         time.sleep(SETTLE_S)
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
-        self._record(message.topic, bytes(message.payload))
+        self._record(message.topic, bytes(message.payload), live=not message.retain)
 
-    def _record(self, topic: str, raw: bytes) -> None:
+    def _record(self, topic: str, raw: bytes, *, live: bool) -> None:
         parsed = parse_device_topic(self.prefix, topic)
         if parsed is None or not raw:
             return
@@ -101,8 +104,10 @@ class FleetWatcher:
             return
         with self._lock:
             view = self._devices.get((site, device_id), DeviceView(site, device_id))
+            heard_s = (time.monotonic() if live else None) if state else view.state_heard_s
             self._devices[(site, device_id)] = replace(
-                view, status=status or view.status, state=state or view.state
+                view, status=status or view.status, state=state or view.state,
+                state_heard_s=heard_s,
             )
 
     def devices(self) -> dict[tuple[str, str], DeviceView]:

@@ -66,6 +66,7 @@ class Rollout:
         self.rollout_id = uuid.uuid4().hex[:12]
         self.outcomes: dict[Device, tuple[str, str]] = {}
         self._started = payloads.utc_now()
+        self._started_s = time.monotonic()
         self._repository = repo.identity()
 
     def run(self) -> RolloutOutcome:
@@ -120,7 +121,7 @@ class Rollout:
             return None
         if self._already_serves(report):  # a kiosk that has it reports nothing new
             return "installed", "already serving it, healthy"
-        if not self._about_this_rollout(report):
+        if not self._about_this_rollout(report, state.state_heard_s if state else None):
             return None
         about = report.model
         ours = about is not None and (about.name, about.version) == self._release()
@@ -130,13 +131,15 @@ class Rollout:
             return "installed", report.reason or "healthy"
         return None
 
-    def _about_this_rollout(self, report: payloads.ModelState) -> bool:
+    def _about_this_rollout(self, report: payloads.ModelState, heard_s: float | None) -> bool:
         """A report naming this rollout's assignment, whatever the kiosk's clock says; one
-        naming none (refused before the assignment was read) only when sent since the start
-        (a time without a zone says nothing about when: the kiosks send UTC)."""
+        naming none (refused before the assignment was read) only when heard as it was sent
+        (``heard_s``: the watcher's clock) since the start. Its own time cannot say so: a
+        kiosk clock running ahead dates a refusal retained from an earlier rollout after this
+        one's start, which halted it before the kiosk could read its assignment."""
         if report.rollout is not None:
             return report.rollout == self.rollout_id
-        return report.at.tzinfo is not None and report.at >= self._started
+        return heard_s is not None and heard_s >= self._started_s
 
     def _release(self) -> tuple[str, str]:
         return self.plan.manifest.name, self.plan.manifest.version

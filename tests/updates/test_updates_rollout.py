@@ -289,14 +289,14 @@ def test_a_model_state_without_a_time_zone_does_not_end_the_deploy_with_a_traceb
     assert "timeout" in outcome.reason  # the zone-less report proves nothing about this rollout
 
 
-def _say(fleet: Fleet, state: payloads.ModelState) -> None:
-    """Publish a model state as its kiosk would (not retained)."""
+def _say(fleet: Fleet, state: payloads.ModelState, *, retain: bool = False) -> None:
+    """Publish a model state as its kiosk would (the kiosk retains its states)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.connect(fleet.broker.host, fleet.broker.port)
     client.loop_start()
     try:
         topic = device_topic(fleet.prefix, state.site, state.device_id, "model/state")
-        client.publish(topic, state.to_json(), qos=1).wait_for_publish(5)
+        client.publish(topic, state.to_json(), qos=1, retain=retain).wait_for_publish(5)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -320,3 +320,26 @@ def test_deploying_a_release_a_kiosk_rolled_back_halts_with_why_not_a_timeout(
     assert "k0 rolled_back" in first.reason
     assert again.state == "halted"
     assert "k0 rejected: rejected on this kiosk before" in again.reason  # at once, not in 20 s
+
+
+def test_a_refusal_retained_from_a_kiosk_clock_ahead_does_not_halt_the_next_rollout(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    # An earlier refusal naming no rollout (refused before the assignment was read), retained
+    # by a kiosk whose clock ran a day ahead: its time lies after the next rollout's start, so
+    # that rollout halted at once with "k0 rejected", before k0 could read its assignment.
+    fleet.kiosk("k0")
+    _all_online(fleet, events, 1)
+    _say(fleet, payloads.ModelState(device_id="k0", site=fleet.site, state="rejected",
+                                    at=payloads.utc_now() + timedelta(days=1),
+                                    reason="targets metadata expired"), retain=True)
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        assert watcher.devices()[(fleet.site, "k0")].state.reason == "targets metadata expired"
+        plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "k0")], timeout_s=30)
+        outcome = Rollout(fleet.repo, watcher, store, plan).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert outcome.state == "complete", outcome.reason
+    assert fleet.daemons["k0"].classifier.version == "1.1.0"
