@@ -136,3 +136,31 @@ def test_a_form_sent_after_the_session_ended_leads_back_to_a_page(console: Conso
     assert headers["location"] == "/login?next=/fleet"  # was next=/logout: a 405 after login
     status, _, _ = get_with(console, "/logout", "")
     assert status == 405
+
+
+def test_injected_markup_can_neither_re_point_links_nor_send_a_form_elsewhere(
+    console: Console,
+) -> None:
+    with chromium_page(1280, 900) as page:
+        page.goto(console.url + "/login")
+        page.fill("input[name=user]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(console.url + "/fleet")
+        base = page.evaluate("""() => {
+            document.head.insertAdjacentHTML('afterbegin', '<base href="http://127.0.0.1:9/">');
+            return document.querySelector('header a[href="/results"]').href; }""")
+        assert base == console.url + "/results"  # the <base> was ignored
+        refused = page.evaluate("""() => new Promise(resolve => {
+            document.addEventListener('securitypolicyviolation',
+                                      event => resolve(event.effectiveDirective));
+            const form = document.createElement('form');
+            form.method = 'post';
+            form.action = 'http://127.0.0.1:9/collect';
+            document.body.append(form);
+            form.submit(); })""")
+        assert refused == "form-action"
+        assert page.url == console.url + "/fleet"
+        page.goto(console.url + "/fleet")
+        page.click("header button[type=submit]")  # the console's own forms still work
+        expect(page).to_have_url(console.url + "/login")
