@@ -294,24 +294,48 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "console user add": (
         "Add a console user with a role (viewer reads; operator also sees dead letters), or set "
-        "an existing user's password and role. The password is stored as an argon2id hash.",
+        "an existing user's password and role. The password is stored as an argon2id hash. "
+        "Setting it again ends the user's open sessions and revokes its API tokens.",
         ("appliance console user add alice --role operator",
          "appliance console user add bob --password-file /run/secrets/bob"),
     ),
+    "console user list": (
+        "Every console user with its role, when it was added, its open sessions and API "
+        "tokens.",
+        ("appliance console user list",),
+    ),
+    "console user remove": (
+        "Remove a console user: its open sessions end and its API tokens are revoked at once, "
+        "in a running console too.",
+        ("appliance console user remove bob",),
+    ),
     "console user": (
-        "Console users: add one with a role, or set an existing user's password and role.",
+        "Console users: add one with a role, set an existing user's password and role, list "
+        "them, remove one.",
         ("appliance console user add alice --role operator",
-         "appliance console --config office.yaml user add bob --password-file /run/secrets/bob"),
+         "appliance console --config office.yaml user add bob --password-file /run/secrets/bob",
+         "appliance console user remove bob"),
     ),
     "console token create": (
         "Print a new bearer token for the HTTP API, acting as an existing user. Only its hash "
-        "is stored: keep the printed token.",
+        "is stored: keep the printed token. Its id (for list and revoke) goes to stderr.",
         ("appliance console token create alice",
          "curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/fleet"),
     ),
+    "console token list": (
+        "API tokens: the id each is revoked by (the start of its hash, not the token), its "
+        "user and when it was made.",
+        ("appliance console token list", "appliance console token list --user alice"),
+    ),
+    "console token revoke": (
+        "Revoke one API token by its id (console token list): the API refuses it at once. "
+        "Exit 2 when no token has that id.",
+        ("appliance console token revoke 82ced4c362dd3d71",),
+    ),
     "console token": (
-        "Bearer tokens for the console's HTTP API, each acting as an existing user.",
-        ("appliance console token create alice",),
+        "Bearer tokens for the console's HTTP API, each acting as an existing user: create, "
+        "list, revoke.",
+        ("appliance console token create alice", "appliance console token list"),
     ),
     "console reference": (
         "Write the age-band reference ranges (n, mean and SD per feature) that kiosk screens "

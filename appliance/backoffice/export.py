@@ -28,6 +28,7 @@ from appliance.backoffice.store import Store
 from appliance.edge.reasons import grade_withheld
 from appliance.logsafe import escape_controls, shorten
 from appliance.outfile import replaced_when_complete
+from appliance.texttable import aligned
 
 EXPORT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c != "payload")
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
@@ -63,9 +64,7 @@ def query_table(store: Store, device: str | None, since: str | None, limit: int)
     total = store.count_matching(device, since)
     cells = [_query_cells(row[:-1], row[-1]) for row in rows]
     header = [c.upper() for c in QUERY_COLUMNS]
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *cells, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines = aligned([header, *cells])
     shown = f"the newest {len(rows)} of {total} result(s)" if total > len(rows) else (
         f"{total} result(s)")
     notes = [NOT_MEASURED_NOTE] if any(row[-2] for row in rows) else []

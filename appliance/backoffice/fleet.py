@@ -8,6 +8,7 @@ from typing import Any
 
 from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
+from appliance.texttable import aligned
 
 FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "software_version", "model",
                  "camera", "outbox_depth", "outbox_oldest_age_s", "dropped")
@@ -84,9 +85,7 @@ def fleet_table(store: Store, now: datetime | None = None) -> str:
         for row in rows
     ]
     header = [HEADERS.get(c, c.upper()) for c in FLEET_COLUMNS]
-    widths = [max(len(x) for x in column) for column in zip(header, *cells, strict=True)]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
-             for line in [header, *cells]]
+    lines = aligned([header, *cells])
     online = sum(1 for row in rows if row["state"] == "online")
     return "\n".join([*lines, f"{len(rows)} device(s), {online} online"])
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from appliance.backoffice.queries import Login
+from appliance.backoffice.queries import Login, Revoked, token_id
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 
@@ -64,8 +64,9 @@ def check_user(name: str, role: str, password: str) -> None:
         )
 
 
-def add_user(store: Store, name: str, role: str, password: str) -> bool:
-    """Add or update a console user; True when the user is new."""
+def add_user(store: Store, name: str, role: str, password: str) -> Revoked | None:
+    """Add a console user (None), or set its password and role: that ends its sessions and
+    revokes its API tokens, so whoever held the old password keeps nothing (what it took)."""
     check_user(name, role, password)
     return store.put_user(name, _HASHER.hash(password), role, iso_utc(datetime.now(UTC)))
 
@@ -77,6 +78,30 @@ def create_token(store: Store, name: str) -> str:
     token = secrets.token_urlsafe(32)
     store.add_token(digest(token), name, iso_utc(datetime.now(UTC)))
     return token
+
+
+def remove_user(store: Store, name: str) -> Revoked:
+    """Remove a console user, ending its sessions and revoking its API tokens at once."""
+    revoked = store.remove_user(name)
+    if revoked is None:
+        raise AccessError(f"no console user {name!r} (console user list shows them)")
+    return revoked
+
+
+def revoke_token(store: Store, token_id_text: str) -> str:
+    """Revoke one API token by its id (console token list); whose it was."""
+    try:
+        owner = store.revoke_token(token_id_text)
+    except ValueError as exc:
+        raise AccessError(f"{exc} (console token list shows them)") from exc
+    if owner is None:
+        raise AccessError(f"no API token {token_id_text} (console token list shows them)")
+    return owner
+
+
+def token_id_of(token: str) -> str:
+    """The id ``console token list`` shows for this token."""
+    return token_id(digest(token))
 
 
 def verify_password(store: Store, name: str, password: str) -> Login | None:
@@ -100,10 +125,13 @@ def check_password(found: tuple[str, str] | None, name: str, password: str) -> L
     return Login(name, role) if found else None
 
 
-def open_session(store: Store, login: Login, hours: float) -> NewSession:
-    """Start a login session; the cookie value is returned once and kept only as a hash."""
+def open_session(store: Store, login: Login, hours: float, *,
+                 end_others: bool = False) -> NewSession:
+    """Start a login session (``end_others``: and end the user's other sessions); the cookie
+    value is returned once and kept only as a hash."""
     cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    store.add_session(digest(cookie), login.name, csrf, hours * 3600)  # on the store's clock
+    store.add_session(digest(cookie), login.name, csrf, hours * 3600,  # on the store's clock
+                      end_others=end_others)
     return NewSession(cookie, csrf, Login(login.name, login.role, csrf))
 
 

@@ -1,8 +1,11 @@
-"""``appliance console``: run the web console; ``console user add`` and ``console token create``.
+"""``appliance console``: run the web console; its users (``console user add|list|remove``)
+and API tokens (``console token create|list|revoke``).
 
 The server binds ``console.bind:console.port`` (loopback by default). Passwords come from a
 file (``--password-file``, first line) or are asked for twice on the terminal, never from the
-command line, where other users could read them.
+command line, where other users could read them. Setting a user's password again, or removing
+the user, ends its sessions and revokes its API tokens at once: a running console asks the
+store on every request, so nothing of the old access lasts.
 """
 
 # ruff: noqa: PLC0415  (handlers import FastAPI, argon2 and the store late: `--help` starts fast)
@@ -81,13 +84,59 @@ def _user_add(args: argparse.Namespace) -> int:
     if store is None:
         return 2
     try:
-        fresh = add_user(store, args.name, args.role, password)
+        revoked = add_user(store, args.name, args.role, password)
     except AccessError as exc:
         print(f"console user add: {exc}", file=sys.stderr)
         return 2
     finally:
         store.close()
-    print(f"{'added' if fresh else 'updated'} console user {args.name} ({args.role})")
+    if revoked is None:
+        print(f"added console user {args.name} ({args.role})")
+    else:
+        print(f"updated console user {args.name} ({args.role}): {_revoked_text(revoked)}")
+    return 0
+
+
+def _revoked_text(revoked: Any) -> str:
+    """What ending a user's access took away, in words."""
+    return (f"ended {revoked.sessions} open session(s), revoked {revoked.tokens} "
+            "API token(s)")
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    store = open_for(args)
+    if store is None:
+        return 2
+    try:
+        users = store.users()
+    finally:
+        store.close()
+    if not users:
+        print("no console users yet (console user add NAME)")
+        return 0
+    from appliance.texttable import aligned
+
+    header = ("USER", "ROLE", "CREATED", "SESSIONS", "API TOKENS")
+    cells = [(escape_controls(name), role, created, str(sessions), str(tokens))
+             for name, role, created, sessions, tokens in users]
+    print("\n".join(aligned([header, *cells])))
+    return 0
+
+
+def _user_remove(args: argparse.Namespace) -> int:
+    from appliance.console.auth import AccessError, remove_user
+
+    store = open_for(args, writes=True)
+    if store is None:
+        return 2
+    try:
+        revoked = remove_user(store, args.name)
+    except AccessError as exc:
+        print(f"console user remove: {escape_controls(str(exc))}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"removed console user {args.name}: {_revoked_text(revoked)}")
     return 0
 
 
@@ -104,9 +153,48 @@ def _token_create(args: argparse.Namespace) -> int:
         return 2
     finally:
         store.close()
+    from appliance.console.auth import token_id_of
+
     print(token)  # alone on stdout, for scripts; the hint goes to the person at the terminal
     print("send it as the header 'Authorization: Bearer TOKEN' (e.g. curl -H ...) to "
-          "/api/v1/...; only its hash is kept, so copy it now", file=sys.stderr)
+          "/api/v1/...; only its hash is kept, so copy it now. Its id is "
+          f"{token_id_of(token)} (console token list, console token revoke ID)",
+          file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    store = open_for(args)
+    if store is None:
+        return 2
+    try:
+        tokens = store.tokens(args.user)
+    finally:
+        store.close()
+    if not tokens:
+        print("no API tokens" + (f" of {escape_controls(args.user)}" if args.user else ""))
+        return 0
+    from appliance.texttable import aligned
+
+    cells = [(token, escape_controls(name), created) for token, name, created in tokens]
+    print("\n".join(aligned([("ID", "USER", "CREATED"), *cells])))
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from appliance.console.auth import AccessError, revoke_token
+
+    store = open_for(args, writes=True)
+    if store is None:
+        return 2
+    try:
+        owner = revoke_token(store, args.id)
+    except AccessError as exc:
+        print(f"console token revoke: {escape_controls(str(exc))}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"revoked API token {args.id} of {owner}")
     return 0
 
 
@@ -143,7 +231,7 @@ def _reference(args: argparse.Namespace) -> int:
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
-    """Add ``console``, ``console user add`` and ``console token create``."""
+    """Add ``console``, its ``user`` and ``token`` actions and ``console reference``."""
     console = root.add_parser("console", help="the back-office web console and HTTP API")
     add_store_options(console)
     console.set_defaults(handler=_serve)
@@ -158,14 +246,28 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                      "(default: ask on the terminal)")
     add_store_options(add, nested=True)
     add.set_defaults(handler=_user_add)
+    _action(user, "list", _user_list, "every user: role, open sessions, API tokens")
+    remove = _action(user, "remove", _user_remove,
+                     "remove a user: its sessions end and its API tokens are revoked at once")
+    remove.add_argument("name", help="user name")
     token = sub.add_parser("token", help="API bearer tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION")
-    create = token.add_parser("create", help="print a new API token for a user")
+    create = _action(token, "create", _token_create, "print a new API token for a user")
     create.add_argument("name", help="the user the token acts as")
-    add_store_options(create, nested=True)
-    create.set_defaults(handler=_token_create)
+    listed = _action(token, "list", _token_list, "API tokens: id, user, created")
+    listed.add_argument("--user", help="only this user's tokens")
+    revoke = _action(token, "revoke", _token_revoke, "revoke an API token at once")
+    revoke.add_argument("id", help="the token's id (console token list)")
     reference = sub.add_parser("reference", help="write the age-band reference ranges a kiosk "
                                "screen compares customers with (config screen.reference_file)")
     reference.add_argument("--out", required=True, help="JSON file to write")
     add_store_options(reference, nested=True)
     reference.set_defaults(handler=_reference)
+
+
+def _action(group: Any, name: str, handler: Any, summary: str) -> Any:
+    """A ``console user`` or ``console token`` action with the store options."""
+    action = group.add_parser(name, help=summary)
+    add_store_options(action, nested=True)
+    action.set_defaults(handler=handler)
+    return action

@@ -77,9 +77,9 @@ def _login_page(request: Request, next: str | None, status: int, *, failed: bool
 
 @router.post("/login", response_model=None)
 async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
-    """Check the password; on success open a session and go where the user was going. A user
-    name or address with too many failed logins lately is refused before any check (429,
-    ``console/throttle.py``)."""
+    """Check the password; on success open a session (ending the user's others when the form
+    asks) and go where the user was going. A user name or address with too many failed logins
+    lately is refused before any check (429, ``console/throttle.py``)."""
     form = await read_form(request)
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form)
     pool, hours = pool_of(request), request.app.state.settings.session_hours
@@ -98,7 +98,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
         if login is None:
             return None
         with pool.store() as store:
-            return open_session(store, login, hours)
+            return open_session(store, login, hours, end_others=form.get("end_others") == "1")
 
     async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
         session = await run_in_threadpool(attempt)

@@ -1,0 +1,172 @@
+"""Ending access: a new password or a removed user ends the user's sessions and API tokens in
+a running console at once, a token is revoked by its id, and a login can end the user's other
+sessions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from console_helpers import PASSWORD, Console, get_with, login_cookie
+from playwright.sync_api import expect
+
+from appliance.backoffice.queries import Login, Revoked
+from appliance.backoffice.store import Store, open_store
+from appliance.browser import chromium_page
+from appliance.cli import main
+from appliance.console import auth
+from appliance.console.auth import add_user, create_token
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store of each backend (PostgreSQL in a throw-away schema)."""
+    if request.param == "sqlite":
+        opened = open_store(f"sqlite:///{tmp_path / 'bo.sqlite3'}")
+        yield opened
+        opened.close()
+        return
+    schema = f"console_accounts_{uuid.uuid4().hex[:12]}"
+    opened = open_store(PG_URL, pg_schema=schema)
+    try:
+        yield opened
+    finally:
+        opened.drop_postgres_schema(schema)
+        opened.close()
+
+
+def test_each_store_ends_sessions_and_tokens_of_one_user_only(store: Store) -> None:
+    for name in ("ann", "bob"):
+        add_user(store, name, "viewer", PASSWORD)
+    sessions = [auth.open_session(store, Login(name, "viewer"), 1) for name in ("ann", "ann",
+                                                                                "bob")]
+    tokens = [create_token(store, name) for name in ("ann", "ann", "bob")]
+    assert [row[3:] for row in store.users()] == [(2, 2), (1, 1)]
+    fresh = auth.open_session(store, Login("ann", "viewer"), 1, end_others=True)
+    assert [auth.session_login(store, s.cookie) is None for s in (*sessions, fresh)] == [
+        True, True, False, False]
+    assert auth.revoke_token(store, auth.token_id_of(tokens[0])) == "ann"
+    assert [auth.bearer_login(store, f"Bearer {t}") is None for t in tokens] == [
+        True, False, False]
+    assert add_user(store, "ann", "operator", PASSWORD) == Revoked(sessions=1, tokens=1)
+    name, role, _, open_sessions, token_count = store.users()[0]
+    assert (name, role, open_sessions, token_count) == ("ann", "operator", 0, 0)
+    assert auth.remove_user(store, "bob") == Revoked(sessions=1, tokens=1)
+    assert [row[0] for row in store.users()] == ["ann"]
+    assert store.tokens() == []
+
+
+def _user_with_token(console: Console, name: str) -> str:
+    store = open_store(console.store_url)
+    try:
+        add_user(store, name, "viewer", PASSWORD)
+        return create_token(store, name)
+    finally:
+        store.close()
+
+
+def _password_file(tmp_path: Path, password: str) -> str:
+    path = tmp_path / "password"
+    path.write_text(password + "\n")
+    return str(path)
+
+
+def _still_in(console: Console, cookie: str, token: str) -> tuple[bool, bool]:
+    """Whether the session cookie still opens a page and the token still reads the API."""
+    page, _, _ = get_with(console, "/fleet", cookie)
+    api, _, _ = console.get("/api/v1/fleet", token)
+    return page == 200, api == 200
+
+
+def test_a_new_password_ends_the_users_sessions_and_revokes_its_tokens(
+    console: Console, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    token = _user_with_token(console, "carol")
+    cookie, _ = login_cookie(console, "carol")
+    other_token = _user_with_token(console, "dave")
+    other_cookie, _ = login_cookie(console, "dave")
+    assert _still_in(console, cookie, token) == (True, True)
+    assert main(["console", "user", "add", "carol", "--password-file",
+                 _password_file(tmp_path, "a brand new password"), "--store",
+                 console.store_url]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "updated console user carol (viewer): ended 1 open session(s), revoked 1 API token(s)")
+    assert _still_in(console, cookie, token) == (False, False)  # on main: the token still read
+    assert _still_in(console, other_cookie, other_token) == (True, True)
+
+
+def test_a_removed_user_is_out_at_once_and_gone_from_the_list(
+    console: Console, capsys: pytest.CaptureFixture[str],
+) -> None:
+    token = _user_with_token(console, "erin")
+    cookie, _ = login_cookie(console, "erin")
+    assert main(["console", "user", "list", "--store", console.store_url]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].split() == ["USER", "ROLE", "CREATED", "SESSIONS", "API", "TOKENS"]
+    erin = next(line.split() for line in listed if line.startswith("erin "))
+    assert (erin[1], erin[3], erin[4]) == ("viewer", "1", "1")
+    assert main(["console", "user", "remove", "erin", "--store", console.store_url]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "removed console user erin: ended 1 open session(s), revoked 1 API token(s)")
+    assert _still_in(console, cookie, token) == (False, False)
+    assert main(["console", "user", "list", "--store", console.store_url]) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("erin ")]
+    assert main(["console", "user", "remove", "erin", "--store", console.store_url]) == 2
+    assert "no console user 'erin'" in capsys.readouterr().err
+
+
+def test_a_token_is_listed_by_its_id_and_revoked_alone(
+    console: Console, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _user_with_token(console, "frank")
+    assert main(["console", "token", "create", "frank", "--store", console.store_url]) == 0
+    printed = capsys.readouterr()
+    second = printed.out.strip()
+    assert main(["console", "token", "list", "--user", "frank", "--store",
+                 console.store_url]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["ID", "USER", "CREATED"]
+    assert [row[1] for row in rows[1:]] == ["frank", "frank"]
+    second_id = rows[2][0]
+    assert f"Its id is {second_id}" in printed.err  # create names the id it is listed by
+    assert second not in str(rows)  # the list never shows a token itself
+    assert console.get("/api/v1/fleet", second)[0] == 200
+    assert main(["console", "token", "revoke", second_id, "--store", console.store_url]) == 0
+    assert capsys.readouterr().out.strip() == f"revoked API token {second_id} of frank"
+    assert console.get("/api/v1/fleet", second)[0] == 401
+    assert main(["console", "token", "list", "--user", "frank", "--store",
+                 console.store_url]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == [
+        rows[1][0]]  # the other token stays
+    assert main(["console", "token", "revoke", second_id, "--store", console.store_url]) == 2
+    assert f"no API token {second_id}" in capsys.readouterr().err
+    assert main(["console", "token", "revoke", "1234%", "--store", console.store_url]) == 2
+    assert "16 hex digits expected" in capsys.readouterr().err
+
+
+def test_a_login_can_log_out_the_users_other_sessions(console: Console) -> None:
+    _user_with_token(console, "grace")
+    earlier, _ = login_cookie(console, "grace")
+    kept, _ = login_cookie(console, "grace")
+    with chromium_page(1280, 900) as page:
+        page.goto(console.url + "/login")
+        page.fill("input[name=user]", "grace")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")  # without the box: the earlier sessions stay
+        expect(page).to_have_url(console.url + "/fleet")
+        assert get_with(console, "/fleet", kept)[0] == 200
+        page.click("header button[type=submit]")
+        page.fill("input[name=user]", "grace")
+        page.fill("input[name=password]", PASSWORD)
+        page.check("input[name=end_others]")
+        page.click("button[type=submit]")
+        expect(page).to_have_url(console.url + "/fleet")
+        expect(page.locator("header")).to_contain_text("grace (viewer)")
+        page.reload()  # the new session itself goes on
+        expect(page).to_have_url(console.url + "/fleet")
+    assert get_with(console, "/fleet", earlier)[0] == 303
+    assert get_with(console, "/fleet", kept)[0] == 303
