@@ -9,7 +9,7 @@ behind each filter are migration 3 in ``schema.py``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -132,19 +132,6 @@ class ConsoleQueries:
         sql += f" WHERE {' AND '.join(conditions)}" if conditions else ""
         sql += " ORDER BY captured_at DESC, measurement_id DESC LIMIT ?"
         return self._fetch(sql, [*params, int(limit)])
-
-    def iter_results(
-        self, columns: Sequence[str], where: ResultFilter
-    ) -> Iterator[tuple[Any, ...]]:
-        """Every result matching ``where``, newest first, fetched in chunks (CSV export)."""
-        conditions, params = where.where()
-        sql = f"SELECT {_checked(columns)} FROM results"
-        sql += f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql += " ORDER BY captured_at DESC, measurement_id DESC"
-        cur = self._conn.cursor()
-        cur.execute(self._sql(sql), params)
-        while rows := cur.fetchmany(1000):
-            yield from rows
 
     def result_row(self, measurement_id: str) -> dict[str, Any] | None:
         """One stored result by its measurement id, every column, or None."""

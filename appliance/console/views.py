@@ -25,6 +25,7 @@ from appliance.backoffice.fleet import camera_text, duration, fleet_rows, seen_a
 from appliance.backoffice.schema import not_validated_keys
 from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
+from appliance.console.db import StorePool
 from appliance.console.filters import ResultQuery, cursor_of
 from appliance.edge.reasons import grade_withheld
 from appliance.logsafe import shorten
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_id",
                "software_version", "quality_verdict", "model_name", "model_version", "label",
                "age_band", *FEATURE_KEYS, "not_validated")  # not_validated: "a,b" or empty
+_CSV_CAPTURED_AT, _CSV_MEASUREMENT_ID = (CSV_COLUMNS.index("captured_at"),
+                                       CSV_COLUMNS.index("measurement_id"))
+CSV_PAGE_ROWS = 1000  # results read per borrowed store connection (keyset pages)
 # A result's page shows its quality block as a kiosk sent it, which the contract bounds only in
 # all (256 KiB, 16 reasons): one reason could fill it. The longest a kiosk writes, a withheld
 # grade naming every feature key, has 326 characters.
@@ -80,11 +84,18 @@ def results_page(store: Store, query: ResultQuery) -> tuple[list[dict[str, Any]]
     return items, cursor
 
 
-def csv_lines(store: Store, query: ResultQuery) -> Iterator[list[Any]]:
-    """The CSV header, then every matching result (newest first)."""
-    yield list(CSV_COLUMNS)
-    for row in store.iter_results(CSV_COLUMNS, query.where):
-        yield list(row)
+def csv_pages(pool: StorePool, query: ResultQuery) -> Iterator[list[tuple[Any, ...]]]:
+    """Every matching result (newest first) in CSV_COLUMNS, CSV_PAGE_ROWS at a time: each page
+    borrows a store connection and gives it back before the page is sent, so a client that
+    reads slowly, or stops reading, holds none of the console's few connections."""
+    before: tuple[str, str] | None = None
+    while True:
+        with pool.store() as store:
+            rows = store.page_results(CSV_COLUMNS, query.where, before, CSV_PAGE_ROWS)
+        yield rows
+        if len(rows) < CSV_PAGE_ROWS:
+            return
+        before = (rows[-1][_CSV_CAPTURED_AT], rows[-1][_CSV_MEASUREMENT_ID])
 
 
 def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:

@@ -233,8 +233,9 @@ def seed_rollout(store: Store, now: str) -> None:
 
 
 @contextmanager
-def running_console(folder: Path) -> Iterator[Console]:
-    """The console on a seeded SQLite store, an operator 'alice' and a viewer 'victor'."""
+def running_console(folder: Path, pool_size: int = 4) -> Iterator[Console]:
+    """The console on a seeded SQLite store, an operator 'alice' and a viewer 'victor';
+    ``pool_size`` store connections (the console's default: 4)."""
     url = f"sqlite:///{folder / 'backoffice.sqlite3'}"
     results = folder / "pathology-results"
     store = open_store(url)
@@ -245,7 +246,7 @@ def running_console(folder: Path) -> Iterator[Console]:
     token, viewer_token = create_token(store, "alice"), create_token(store, "victor")
     store.close()
     settings = ConsoleConfig(port=free_port(), cohort_cache_s=0)
-    pool = StorePool(url)
+    pool = StorePool(url, size=pool_size)
     thread = ConsoleThread(settings, pool, results)
     thread.start()
     assert thread.wait_started(), "console did not start"

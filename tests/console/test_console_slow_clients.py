@@ -3,10 +3,17 @@ connection holds one of the server's places until its request has arrived whole.
 
 from __future__ import annotations
 
+import csv
+import io
 import socket
+from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from console_helpers import Console
+from console_helpers import Console, get_with, login_cookie, make_result, running_console
+
+from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, result_row
+from appliance.backoffice.store import Batch, open_store
 
 PLACES = 64  # the server's limit_concurrency (appliance/console/server.py)
 
@@ -31,3 +38,79 @@ def test_connections_that_never_finish_a_request_are_closed_and_others_get_answe
     status, _, body = console.get("/login")
     assert status == 200
     assert b'name="password"' in body
+
+
+LONG_VERSION = "v" * 4000  # so the CSV (13 MB) outgrows every socket buffer between the two
+
+
+def _add_long_results(store_url: str, count: int) -> None:
+    """``count`` more results, each with a 4000-character software version."""
+    at = RESULT_COLUMNS.index("software_version")
+    now = iso_utc(datetime.now(UTC))
+    rows = []
+    for index in range(1000, 1000 + count):
+        result = make_result(index, "lab", "kiosk-csv", None)
+        row = list(result_row(result, now, result.to_json().decode()))
+        row[at] = LONG_VERSION
+        rows.append(tuple(row))
+    store = open_store(store_url)
+    try:
+        store.write_batch(Batch(results=rows, statuses=[]), 1000)
+    finally:
+        store.close()
+
+
+def _stalled_download(console: Console, cookie: str) -> tuple[socket.socket, bytes]:
+    """A CSV download whose client reads its first bytes, then nothing more; the socket and
+    what it read."""
+    address = urlsplit(console.url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(60)
+    sock.connect((address.hostname, address.port))
+    sock.sendall(f"GET /results.csv HTTP/1.1\r\nHost: console\r\nCookie: {cookie}\r\n\r\n"
+                 .encode())
+    first = sock.recv(64)
+    assert first.startswith(b"HTTP/1.1 200")
+    return sock, first
+
+
+def _rest_of(sock: socket.socket, received: bytes) -> bytes:
+    """The whole answer: what was read, then the rest up to its chunked body's last chunk."""
+    answer = bytearray(received)
+    while not answer.endswith(b"\r\n0\r\n\r\n"):
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the console closed the download before its end"
+        answer += chunk
+    return bytes(answer)
+
+
+def test_a_stalled_csv_download_holds_no_store_connection(tmp_path: Path) -> None:
+    with running_console(tmp_path, pool_size=1) as console:  # one connection: one download
+        _add_long_results(console.store_url, 3000)
+        cookie, _ = login_cookie(console)
+        sock, first = _stalled_download(console, cookie)
+        try:
+            status, _, body = get_with(console, "/fleet", cookie)  # on main: 503, store busy
+            assert status == 200, body[:300]
+            head, _, chunked = _rest_of(sock, first).partition(b"\r\n\r\n")
+        finally:
+            sock.close()
+    assert b"transfer-encoding: chunked" in head.lower()
+    rows = list(csv.DictReader(io.StringIO(_unchunked(chunked).decode())))
+    assert len(rows) == 3060  # every result once, across the pages read apart
+    assert len({row["measurement_id"] for row in rows}) == 3060
+    assert [row["captured_at"] for row in rows] == sorted(
+        (row["captured_at"] for row in rows), reverse=True)
+
+
+def _unchunked(body: bytes) -> bytes:
+    """An HTTP/1.1 chunked body's content."""
+    out, rest = bytearray(), body
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(out)
+        out += rest[:size]
+        rest = rest[size + 2:]
