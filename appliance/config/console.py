@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+
+from pydantic import Field, field_validator
 
 from appliance.config.section import Section
 
@@ -28,3 +30,24 @@ class ConsoleConfig(Section):
     login_window_s: float = Field(
         900.0, ge=1, le=86_400, description="The window failed logins are counted over (s)."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="Addresses or networks (127.0.0.1, 10.0.0.0/24) of the reverse proxies "
+        "whose X-Forwarded-For and X-Forwarded-Proto the console believes. None by default: "
+        "a client cannot name the address its failed logins count against. A proxy on this "
+        "host: [127.0.0.1] (then any local user can name one too: see README).",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        """Each entry as a network (an address: its own /32 or /128), so uvicorn matches it;
+        uvicorn takes a host-bits network such as 10.0.0.5/24 as a name that never matches."""
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"{entry[:60]!r} is no IP address or network; write e.g. "
+                                 "127.0.0.1, ::1 or 10.0.0.0/24") from exc
+        return networks

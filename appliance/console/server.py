@@ -1,7 +1,9 @@
 """Running the console: uvicorn on ``console.bind:console.port`` with a store pool.
 
-Behind a TLS reverse proxy on the same host, uvicorn trusts ``X-Forwarded-Proto`` from
-127.0.0.1 only, so session cookies are marked Secure when the visitor used HTTPS.
+``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed only from the addresses in
+``console.trusted_proxies`` (none by default): from any other client they would let it name
+the address its failed logins count against (console/throttle.py). Behind a trusted TLS
+proxy, session cookies are marked Secure when the visitor used HTTPS.
 
 Each connection holds one of the server's ``limit_concurrency`` places, and uvicorn waits for
 a request's headers without end: a visitor that opens connections and sends a request slowly
@@ -70,7 +72,9 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
     """A uvicorn server for the console (not started); see create_app for the pictures."""
     config = uvicorn.Config(
         create_app(pool, settings, pathology_results), host=settings.bind, port=settings.port,
-        proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="warning",
+        # an explicit list: given None, uvicorn would trust FORWARDED_ALLOW_IPS or loopback
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies), log_level="warning",
         access_log=False, limit_concurrency=64, timeout_keep_alive=5, http=DeadlineProtocol,
     )
     return uvicorn.Server(config)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import cv2
@@ -233,9 +234,10 @@ def seed_rollout(store: Store, now: str) -> None:
 
 
 @contextmanager
-def running_console(folder: Path, pool_size: int = 4) -> Iterator[Console]:
+def running_console(folder: Path, pool_size: int = 4, **settings: Any) -> Iterator[Console]:
     """The console on a seeded SQLite store, an operator 'alice' and a viewer 'victor';
-    ``pool_size`` store connections (the console's default: 4)."""
+    ``pool_size`` store connections (the console's default: 4) and ``settings`` of its
+    config section."""
     url = f"sqlite:///{folder / 'backoffice.sqlite3'}"
     results = folder / "pathology-results"
     store = open_store(url)
@@ -245,13 +247,13 @@ def running_console(folder: Path, pool_size: int = 4) -> Iterator[Console]:
     add_user(store, "victor", "viewer", PASSWORD)
     token, viewer_token = create_token(store, "alice"), create_token(store, "victor")
     store.close()
-    settings = ConsoleConfig(port=free_port(), cohort_cache_s=0)
+    config = ConsoleConfig(port=free_port(), cohort_cache_s=0, **settings)
     pool = StorePool(url, size=pool_size)
-    thread = ConsoleThread(settings, pool, results)
+    thread = ConsoleThread(config, pool, results)
     thread.start()
     assert thread.wait_started(), "console did not start"
     try:
-        yield Console(f"http://127.0.0.1:{settings.port}", token, viewer_token, url, results)
+        yield Console(f"http://127.0.0.1:{config.port}", token, viewer_token, url, results)
     finally:
         thread.stop()
         pool.close()

@@ -1,0 +1,73 @@
+"""X-Forwarded-For and -Proto are believed only from the proxies in console.trusted_proxies
+(none by default): any other client, a local user on 127.0.0.1 included, cannot name the
+address its failed logins count against."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from console_helpers import PASSWORD, Console, post, running_console
+
+from appliance.config.loader import ConfigError, config_from_mapping
+
+
+def _login(console: Console, user: str, password: str, forwarded: dict[str, str]) -> tuple[
+        int, dict[str, str]]:
+    """One login through the form, the request carrying the ``forwarded`` headers."""
+    status, headers, body = console.get("/login")
+    assert status == 200
+    csrf = re.search(rb'name="csrf" value="([^"]+)"', body)
+    assert csrf
+    form = urlencode({"csrf": csrf.group(1).decode(), "user": user, "password": password})
+    status, headers, _ = post(console.url + "/login", form.encode(), {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Cookie": headers["set-cookie"].split(";")[0], **forwarded})
+    return status, headers
+
+
+def _fail_from(console: Console, addresses: list[str]) -> None:
+    """A wrong password from each of ``addresses`` (as the request says), each for another
+    user name."""
+    for attempt, address in enumerate(addresses):
+        status, _ = _login(console, f"guess{attempt}", "not the password",
+                           {"X-Forwarded-For": address})
+        assert status == 303  # back to the form, failed
+
+
+def test_by_default_no_client_names_its_own_address(tmp_path: Path) -> None:
+    with running_console(tmp_path, login_max_failures=1) as console:  # an address: 4
+        _fail_from(console, [f"10.9.0.{n}" for n in range(4)])  # a new address each, it says
+        status, headers = _login(console, "alice", PASSWORD, {"X-Forwarded-For": "10.9.1.1"})
+    assert status == 429  # on main: 303, the forged address had no failures
+    assert int(headers["retry-after"]) > 0
+
+
+def test_a_trusted_proxy_s_forwarded_address_and_scheme_are_believed(tmp_path: Path) -> None:
+    with running_console(tmp_path, login_max_failures=1,
+                         trusted_proxies=["127.0.0.0/8"]) as console:
+        _fail_from(console, ["198.51.100.7"] * 4)
+        status, _ = _login(console, "alice", PASSWORD, {"X-Forwarded-For": "198.51.100.7"})
+        assert status == 429
+        status, headers = _login(console, "alice", PASSWORD, {
+            "X-Forwarded-For": "198.51.100.8", "X-Forwarded-Proto": "https"})
+    assert status == 303
+    assert headers["location"] == "/fleet"
+    assert "secure" in headers["set-cookie"].lower()  # the visitor used HTTPS at the proxy
+
+
+@pytest.mark.parametrize("entry", ["localhost", "*", "10.0.0.300", ""])
+def test_a_trusted_proxy_must_be_an_address_or_network(entry: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping({"console": {"trusted_proxies": [entry]}}, environ={})
+    assert (f"console.trusted_proxies: {entry!r} is no IP address or network; write e.g. "
+            "127.0.0.1") in str(refused.value)
+
+
+def test_an_address_with_host_bits_is_taken_as_its_network() -> None:
+    config = config_from_mapping({}, environ={
+        "APPLIANCE__CONSOLE__TRUSTED_PROXIES": "[10.0.0.5/24, '::1', 127.0.0.1]"})
+    assert config.console.trusted_proxies == ["10.0.0.0/24", "::1/128", "127.0.0.1/32"]
+    assert config_from_mapping({}, environ={}).console.trusted_proxies == []
