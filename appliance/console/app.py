@@ -5,7 +5,8 @@ Guards that apply to every request live here: the query string and request body 
 names the field, and every response carries headers that keep pages from being framed or
 sniffed, scripts from loading from elsewhere and the browser from keeping a copy, refusals
 and the 500 of a request that failed inside the console included (its cause goes to the log,
-not to the visitor).
+not to the visitor). A URL no page answers (404, or 405 for a method it does not take) gets
+the console's error page, an API URL FastAPI's JSON; HEAD is answered as GET, head only.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import asyncio
 import html
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from appliance import __version__
 from appliance.config import ConsoleConfig
@@ -32,7 +36,7 @@ from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputErro
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError, known_parameters
 from appliance.console.throttle import LoginGuard
 from appliance.console.views import CohortCache
-from appliance.logsafe import escape_controls
+from appliance.logsafe import escape_controls, shorten
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.include_router(jobs.api)
     _add_handlers(app)
     app.middleware("http")(_limits)
+    app.add_middleware(HeadAsGet)
     return app
 
 
@@ -123,14 +128,46 @@ async def _limits(request: Request, call_next: Handler) -> Response:
     return response
 
 
-def _refusal(request: Request, status: int, message: str) -> Response:
+def _refusal(request: Request, status: int, message: str,
+             headers: Mapping[str, str] | None = None) -> Response:
     """A refusal as JSON for the API and as a small escaped page otherwise."""
-    if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": message}, status_code=status, headers=SECURITY_HEADERS)
+    headers = {**(headers or {}), **SECURITY_HEADERS}
+    if _is_api(request):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
     templates: Environment = request.app.state.templates
     page = templates.get_template("error.html").render(status=status, message=message,
                                                        login=None)
-    return HTMLResponse(page, status_code=status, headers=SECURITY_HEADERS)
+    return HTMLResponse(page, status_code=status, headers=headers)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _no_route_text(request: Request, exc: StarletteHTTPException) -> str:
+    """Starlette's 404 and 405 for a URL no page answers, said for a person."""
+    path = shorten(request.url.path, 120)
+    if exc.status_code == 404:
+        return f"no page at {path}"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"{path} does not take {request.method} requests (only {allowed})"
+    return str(exc.detail)
+
+
+class HeadAsGet:
+    """ASGI middleware that routes HEAD as GET: FastAPI routes only the methods a route
+    names, so HEAD on a page was a 405. uvicorn sends the answer's head alone (it keeps
+    the request's own method)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, a HEAD as a GET."""
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
 
 
 def _add_handlers(app: FastAPI) -> None:
@@ -160,6 +197,14 @@ def _add_handlers(app: FastAPI) -> None:
         return _refusal(request, 500, "the console could not answer this request; its log "
                         "says why")
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # the router's 404 and 405 (and the API's own HTTPExceptions): FastAPI answers each
+        # as JSON, a page URL too; the API keeps that answer, pages get the error page
+        assert isinstance(exc, StarletteHTTPException)
+        if _is_api(request):
+            return await http_exception_handler(request, exc)
+        return _refusal(request, exc.status_code, _no_route_text(request, exc), exc.headers)
+
     async def login_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LoginRequiredError)
         return RedirectResponse(exc.location, status_code=303)
@@ -170,4 +215,5 @@ def _add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RoleError, csrf_error)
     app.add_exception_handler(StoreBusyError, busy)
     app.add_exception_handler(LoginRequiredError, login_required)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, failed)

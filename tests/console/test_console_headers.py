@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from console_helpers import PASSWORD, Console, get_with, login_cookie, post
+from console_helpers import PASSWORD, Console, get_with, login_cookie, open_request, post
 from playwright.sync_api import expect
 
 from appliance.browser import chromium_page
@@ -164,3 +165,61 @@ def test_injected_markup_can_neither_re_point_links_nor_send_a_form_elsewhere(
         page.goto(console.url + "/fleet")
         page.click("header button[type=submit]")  # the console's own forms still work
         expect(page).to_have_url(console.url + "/login")
+
+
+def test_a_page_url_no_page_answers_is_an_error_page_and_the_api_keeps_json(
+    console: Console,
+) -> None:
+    cookie, _ = login_cookie(console)
+    status, headers, body = get_with(console, "/no-such-page/<b>", cookie)
+    assert status == 404
+    assert headers["content-type"].startswith("text/html")  # on main: JSON
+    _assert_guarded(headers, "404 of a page")
+    assert b"no page at /no-such-page/&lt;b&gt;" in body
+    status, headers, body = post(console.url + "/fleet", b"", {"Cookie": cookie})
+    assert status == 405
+    assert headers["content-type"].startswith("text/html")
+    assert headers["allow"] == "GET"
+    assert b"/fleet does not take POST requests (only GET)" in body
+    status, headers, body = console.get("/api/v1/no-such-call", console.token)
+    assert status == 404
+    assert headers["content-type"] == "application/json"
+    assert b'"detail"' in body
+    _assert_guarded(headers, "404 of the API")
+    status, headers, body = post(console.url + "/api/v1/fleet", b"", {
+        "Authorization": f"Bearer {console.token}"})
+    assert (status, headers["content-type"], headers["allow"]) == (405, "application/json",
+                                                                    "GET")
+
+
+def _head(console: Console, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str],
+                                                                          bytes]:
+    return open_request(urllib.request.Request(console.url + path, headers=headers,
+                                               method="HEAD"))
+
+
+def test_head_answers_as_get_without_a_body(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    for path, headers in (("/login", {}), ("/fleet", {"Cookie": cookie}),
+                          ("/results.csv?site=osaka", {"Cookie": cookie}),
+                          ("/api/v1/fleet", {"Authorization": f"Bearer {console.token}"})):
+        status, answer, body = _head(console, path, headers)
+        assert status == 200, path  # on main: 405
+        assert body == b"", path
+        _assert_guarded(answer, f"HEAD {path}")
+        _, got, _ = open_request(urllib.request.Request(console.url + path, headers=headers))
+        assert answer["content-type"] == got["content-type"], path
+    status, answer, _ = _head(console, "/fleet", {})
+    assert (status, answer["location"]) == (303, "/login?next=/fleet")  # a login, as for GET
+    assert _head(console, "/logout", {"Cookie": cookie})[0] == 405
+
+
+def test_a_missing_page_shows_the_error_page_in_the_browser(console: Console) -> None:
+    with chromium_page(1280, 900) as page:
+        answer = page.goto(console.url + "/no-such-page")
+        assert answer is not None
+        assert answer.status == 404
+        expect(page.locator("h1")).to_have_text("Not found (404)")
+        expect(page.locator(".error")).to_have_text("no page at /no-such-page")
+        page.click("main a[href='/fleet']")
+        expect(page).to_have_url(console.url + "/login?next=/fleet")
