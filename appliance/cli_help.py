@@ -233,8 +233,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "pathology run": (
         "Score a folder of H&E slides: tissue mask, tiles, stain normalisation, tile model; "
-        "writes results.csv, heatmaps and CAMs.",
-        ("appliance pathology run cohort --out results",),
+        "writes results.csv, heatmaps and CAMs. An --out holding an earlier run is refused; "
+        "--force replaces it whole.",
+        ("appliance pathology run cohort --out results",
+         "appliance pathology run cohort --out results --force"),
     ),
     "pathology submit": (
         "Score the given slide files.",

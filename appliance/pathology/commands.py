@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.logsafe import escape_controls
+from appliance.pathology.outfolder import earlier_run_refusal, skipped_when_finding_slides
 from appliance.pathology.resolution import um_per_px_option
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.synthetic.arguments import finite_number, whole_number
@@ -46,6 +48,9 @@ def register(root: Any, groups: dict[str, Any]) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results folder")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier run in --out (its results, heatmaps, CAMs and "
+                        "tile tables)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="tile model (ONNX)")
     parser.add_argument("--um-per-px", type=um_per_px_option,
                         help="slide resolution in µm per pixel (0.1-4) when labels lack it")
@@ -72,7 +77,6 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from appliance.pathology.labels import LabelsError, jobs_from_folder  # noqa: PLC0415 - heavy deps load on use
-    from appliance.pathology.run import PICTURE_FOLDERS  # noqa: PLC0415
 
     if not args.folder.is_dir():
         print(f"pathology run: {args.folder} is not a folder of slides", file=sys.stderr)
@@ -82,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         # a run's pictures are no slides, also where --out lies in (or is) the slide folder
-        pictures = [args.out / name for name in PICTURE_FOLDERS]
+        pictures = skipped_when_finding_slides(args.out)
         jobs = jobs_from_folder(args.folder, args.um_per_px, pictures)
     except LabelsError as exc:
         print(f"pathology run: {exc}", file=sys.stderr)
@@ -108,14 +112,16 @@ def _score_jobs(args: argparse.Namespace, jobs: list[Any]) -> int:
 
 def _out_refusal(args: argparse.Namespace) -> str | None:
     """Why --out cannot hold the results: a file, or a link to nothing (or a link loop, on
-    which a run's results folder could neither be resolved nor made)."""
+    which a run's results folder could neither be resolved nor made), or an earlier run
+    without --force."""
     out, command = args.out, f"pathology {args.pathology_command}"
     if out.exists() and not out.is_dir():
         return f"{command}: --out {out} is a file, not a folder; name the folder for results"
     if out.is_symlink() and not out.exists():
         return (f"{command}: --out {out} is a link to nothing, or a link loop; name the folder "
                 "for results")
-    return None
+    refusal = earlier_run_refusal(out, args.force)
+    return None if refusal is None else escape_controls(f"{command}: {refusal}")
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from appliance import safejson
 from appliance.pathology.labels import table_text
-from appliance.pathology.run import RESULTS_JSON
+from appliance.pathology.outfolder import RESULTS_JSON
 from appliance.synthetic.he import cohort_specs
 
 TRAINING_COHORT = re.compile(r"synthetic H&E cohort seed (\d+), (\d+) patients")

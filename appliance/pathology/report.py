@@ -30,8 +30,8 @@ from appliance.pathology.metrics import (
     confusion,
 )
 from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON
+from appliance.pathology.outfolder import RESULTS_CSV, RESULTS_JSON
 from appliance.pathology.overlap import find_overlap
-from appliance.pathology.run import RESULTS_CSV, RESULTS_JSON
 
 POSITIVE = "MSI"
 # The source paper's Table 2 (mean of 3 runs); it reports no sensitivity or AUROC.

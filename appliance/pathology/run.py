@@ -25,15 +25,12 @@ from appliance.pathology.aggregate import SlideScore, aggregate, decisive_tiles,
 from appliance.pathology.heatmap import cam_panel, heatmap_scale, tile_heatmap, write_png
 from appliance.pathology.model import ModelError, TileModel
 from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON, DistributionGuard
+from appliance.pathology.outfolder import CAMS, HEATMAPS, RESULTS_CSV, RESULTS_JSON, TILES
 from appliance.pathology.prepare import PreparedSlide, TileSettings, prepare_slide, tile_batches
 from appliance.pathology.slides import SlideError
 from appliance.pathology.tiles import Tile
 
 log = logging.getLogger(__name__)
-RESULTS_CSV = "results.csv"
-RESULTS_JSON = "run.json"
-HEATMAPS, CAMS = "heatmaps", "cams"  # folders of --out with a picture per slide
-PICTURE_FOLDERS = (HEATMAPS, CAMS)
 
 
 @dataclass(frozen=True)
@@ -140,7 +137,7 @@ class SlideRunner:
             raise SlideError(f"{base.path}: no tile passed the tumour filter; nothing to score")
         probability = np.concatenate(probabilities)
         typical = np.concatenate(in_distribution)
-        tiles_csv = self.out_dir / "tiles" / f"{base.slide}.csv"
+        tiles_csv = self.out_dir / TILES / f"{base.slide}.csv"
         write_tile_scores(tiles_csv, scored, probability, typical)
         slide = slide_result(base, probability, typical, guard=self.model.info.guard,
                              method=self.options.score, threshold=self.threshold,

@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from appliance.logsafe import escape_controls
 from appliance.pathology.model import ModelError, TileModel
+from appliance.pathology.outfolder import RESULTS_CSV, ResultsFolder, ResultsFolderError
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.run import (
     RunOptions,
@@ -30,36 +31,55 @@ def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
         print(escape_controls(f"pathology: {clash}"), file=sys.stderr)
         return 2
     try:
+        folder = ResultsFolder(args.out, args.force)
+    except ResultsFolderError as exc:
+        print(escape_controls(f"pathology {args.pathology_command}: {exc}"), file=sys.stderr)
+        return 2
+    with folder:
+        return _score_into(args, jobs, folder)
+
+
+def _score_into(args: argparse.Namespace, jobs: list[SlideJob], folder: ResultsFolder) -> int:
+    """Score jobs into the folder's stage, then publish them in --out."""
+    try:
         model = TileModel(args.model, provider=args.provider)
     except ModelError as exc:
         print(f"pathology: model error: {exc}", file=sys.stderr)
         return 2
-    info = model.info
     settings = _settings(args, model)
-    runner = SlideRunner(model, settings, args.out, _options(args))
+    runner = SlideRunner(model, settings, folder.stage, _options(args))
     started = time.monotonic()
     try:
         results = run_jobs(runner, jobs)
+        write_results(folder.stage, results, _summary(args, model, runner, started))
     except OSError as exc:  # the results folder, not a slide: a full disk, no permission
         print(f"pathology: cannot write to {args.out}: {exc}; stopped, results.csv not written",
               file=sys.stderr)
         return 1
-    summary = {
+    try:
+        folder.publish()
+    except OSError as exc:
+        print(f"pathology: cannot move the results into {args.out} ({exc}); it holds no "
+              "results.csv now: run again with --force", file=sys.stderr)
+        return 1
+    _print_summary(results, args.out / RESULTS_CSV)
+    return 1 if any(result.error for result in results) else 0
+
+
+def _summary(
+    args: argparse.Namespace, model: TileModel, runner: SlideRunner, started: float
+) -> dict[str, object]:
+    """run.json's account of the model and settings the run used."""
+    info = model.info
+    return {
         "model": str(args.model), "model_name": info.name, "model_version": info.version,
         "providers": model.session.get_providers(), "threshold": runner.threshold,
-        "score": args.score, "settings": {**asdict(settings), "reference": None},
+        "score": args.score, "settings": {**asdict(runner.settings), "reference": None},
         "seconds": round(time.monotonic() - started, 2),
         "ood_guard": None if info.guard is None else {
             "tile_min_score": info.guard.tile_min_score,
             "slide_min_share": info.guard.slide_min_share},
     }
-    try:
-        path = write_results(args.out, results, summary)
-    except OSError as exc:
-        print(f"pathology: {exc}", file=sys.stderr)
-        return 1
-    _print_summary(results, path)
-    return 1 if any(result.error for result in results) else 0
 
 
 def name_clash(jobs: list[SlideJob]) -> str | None:

@@ -206,7 +206,7 @@ def test_a_full_disk_stops_the_run_naming_it_and_keeps_the_last_results_whole(
         filler = fill(disk)  # the disk is full before the run starts writing
         capsys.readouterr()
         code = main(["pathology", "submit", str(cohort / "good.jpg"), "--um-per-px", "1.0",
-                     "--out", str(out), *([] if pictures else ["--no-pictures"])])
+                     "--out", str(out), "--force", *([] if pictures else ["--no-pictures"])])
         err = capsys.readouterr().err
         assert code == 1
         assert "No space left on device" in err

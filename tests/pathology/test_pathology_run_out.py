@@ -1,0 +1,152 @@
+"""The results folder of `pathology run/submit`: an earlier run is refused without --force and
+replaced whole with it; a kill -9 mid-run or mid-publish never leaves a complete-looking mix."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from appliance.cli import main
+from appliance.pathology.outfolder import ResultsFolder
+from appliance.synthetic.he import SlideSpec, render_slide
+from tests.disk_helpers import small_tmpfs
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three small synthetic biopsies, a.jpg, b.jpg and c.jpg, at 1 µm/px."""
+    folder = tmp_path_factory.mktemp("slides")
+    for seed, name in enumerate("abc"):
+        spec = SlideSpec(name, f"P{seed}", "MSI", "biopsy", 2, 0.8, seed=5 + seed)
+        Image.fromarray(render_slide(spec)).save(folder / f"{name}.jpg", quality=88)
+    return folder
+
+
+def _submit(out: Path, *slides: Path, force: bool = False) -> list[str]:
+    return ["pathology", "submit", *map(str, slides), "--um-per-px", "1", "--out", str(out),
+            *(["--force"] if force else [])]
+
+
+def _slides_in(out: Path) -> dict[str, list[str]]:
+    """Which slides each part of a results folder speaks of (hidden entries under "hidden")."""
+    with (out / "results.csv").open(newline="") as handle:
+        rows = sorted(row["slide"] for row in csv.DictReader(handle))
+    parts = {folder: sorted(p.stem for p in (out / folder).iterdir())
+             for folder in ("heatmaps", "cams", "tiles") if (out / folder).is_dir()}
+    return {"results.csv": rows, **parts,
+            "hidden": sorted(p.name for p in out.rglob(".*"))}
+
+
+def test_an_earlier_run_is_refused_without_force_naming_what_it_holds(
+    slides: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    assert main(_submit(out, slides / "a.jpg", slides / "b.jpg")) == 0
+    before = _slides_in(out)
+    capsys.readouterr()
+    for command in (_submit(out, slides / "c.jpg"),
+                    ["pathology", "run", str(slides), "--out", str(out), "--um-per-px", "1"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        held = "results.csv, run.json, heatmaps/ (2 files), cams/ (2 files), tiles/ (2 files)"
+        assert f"--out {out} holds an earlier run ({held})" in err
+        assert "pass --force" in err
+    assert _slides_in(out) == before
+
+
+def test_force_replaces_the_earlier_run_and_leaves_no_picture_of_it(
+    slides: Path, tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    assert main(_submit(out, slides / "a.jpg", slides / "b.jpg")) == 0
+    assert main(_submit(out, slides / "c.jpg", force=True)) == 0
+    assert _slides_in(out) == {"results.csv": ["c"], "heatmaps": ["c"], "cams": ["c"],
+                               "tiles": ["c"], "hidden": []}
+    assert main([*_submit(out, slides / "a.jpg", force=True), "--no-pictures"]) == 0
+    assert _slides_in(out) == {"results.csv": ["a"], "tiles": ["a"], "hidden": []}
+
+
+def _killed(command: list[str], trap: str) -> int:
+    """Run ``appliance`` with ``command`` in a child that SIGKILLs itself where ``trap`` (Python
+    run before the command, with os and signal imported) says; the child's exit status."""
+    code = ("import os, signal\n" + trap +
+            "\nfrom appliance.cli import main\nraise SystemExit(main(" + repr(command) + "))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, check=False,
+                          timeout=120).returncode
+
+
+KILL_AFTER_ONE_SLIDE = """
+from appliance.pathology.run import SlideRunner
+scored = SlideRunner.run
+def run_then_die(self, job):
+    result = scored(self, job)
+    os.kill(os.getpid(), signal.SIGKILL)
+SlideRunner.run = run_then_die
+"""
+
+
+def test_a_run_killed_mid_run_leaves_the_earlier_run_whole_and_the_next_cleans_up(
+    slides: Path, tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    assert main(_submit(out, slides / "a.jpg")) == 0
+    before = _slides_in(out)
+    command = _submit(out, slides / "b.jpg", slides / "c.jpg", force=True)
+    assert _killed(command, KILL_AFTER_ONE_SLIDE) == -9
+    assert [p.name for p in out.glob(".pathology-run-*")]  # the killed run's stage is left
+    assert {**_slides_in(out), "hidden": []} == before
+    assert main(command) == 0
+    assert _slides_in(out) == {"results.csv": ["b", "c"], "heatmaps": ["b", "c"],
+                               "cams": ["b", "c"], "tiles": ["b", "c"], "hidden": []}
+
+
+KILL_BEFORE_RESULTS_CSV_MOVES = """
+real_replace = os.replace
+def replace_or_die(source, target):
+    if str(target).endswith("results.csv") and ".pathology-run-" not in str(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(source, target)
+os.replace = replace_or_die
+"""
+
+
+def test_a_run_killed_while_publishing_leaves_no_results_csv_and_the_next_run_says_so(
+    slides: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    assert main(_submit(out, slides / "a.jpg")) == 0
+    command = _submit(out, slides / "b.jpg", force=True)
+    assert _killed(command, KILL_BEFORE_RESULTS_CSV_MOVES) == -9
+    assert not (out / "results.csv").exists()  # new pictures beside no table: not complete
+    assert sorted(p.stem for p in (out / "heatmaps").iterdir()) == ["b"]
+    capsys.readouterr()
+    assert main(_submit(out, slides / "b.jpg")) == 2
+    assert "no results.csv: a run that did not finish" in capsys.readouterr().err
+    assert main(command) == 0
+    assert _slides_in(out)["hidden"] == []
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(
+    slides: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    with ResultsFolder(out, force=False):  # as a run in another process holds it
+        assert main(_submit(out, slides / "a.jpg")) == 2
+    assert "another pathology run or submit is writing into it now" in capsys.readouterr().err
+    assert main(_submit(out, slides / "a.jpg")) == 0
+
+
+def test_a_read_only_out_is_refused_before_any_slide_is_scored(
+    slides: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with small_tmpfs(tmp_path / "disk", size="1m") as disk:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        assert main(_submit(disk / "out", slides / "a.jpg")) == 2
+        err = capsys.readouterr().err
+        assert f"--out {disk / 'out'}: cannot make or open it (Read-only file system)" in err
+        assert "Traceback" not in err
