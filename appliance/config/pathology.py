@@ -53,6 +53,11 @@ class PathologyConfig(Section):
         description="Most jobs this server runs at once; it leaves further requests retained "
         "for other servers and takes them as its jobs end (unset: twice prepare_workers, "
         "enough one-slide jobs to keep every worker busy while others finish on the model).")
+    max_retained_requests: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="Most job requests left retained on the broker at once (waiting or "
+        "running): a further one is refused and cleared as it comes, so one job client cannot "
+        "fill the broker's memory (mosquitto bounds no client's retained messages).")
     max_slides_per_job: int = Field(1000, ge=1, le=100_000,
                                     description="A job naming more slides is refused.")
     max_job_bytes: int = Field(262_144, ge=1024, description="A larger job payload is refused.")

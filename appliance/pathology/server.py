@@ -4,10 +4,12 @@ dynamic batcher feeding one backend, results into the back-office store.
 Flow (docs/pathology-server.md): a job request is retained on its own topic and every server
 reads it; it is checked and written to the store (the first server to store it owns it), and
 only then acknowledged; a server that dies first reads it again, retained, at its restart, and
-the server that ends or refuses a job clears it. Once stored, the job belongs
-to this server while its lease is renewed; if the server dies, another server claims the job
-when the lease runs out and scores only the slides not yet stored. Paho callbacks only queue
-events; the main loop owns the store connection, the process pool and the job table.
+the server that ends or refuses a job clears it; a request beyond max_retained_requests
+retained at once is cleared as it comes (a job client cannot fill the broker). Once stored,
+the job belongs to this server while its lease is renewed; if the server dies, another server
+claims the job when the lease runs out and scores only the slides not yet stored. Paho
+callbacks only queue events; the main loop owns the store connection, the process pool and
+the job table.
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ class PathologyServer:
         # payload); at most running_jobs_limit, the rest are read again once there is room
         self._waiting: dict[str, tuple[float, bytes]] = {}
         self._missed = False  # a request was left out of _waiting: read them all again
+        # job ids with a request retained on the broker (waiting or running), as this server
+        # read them since it connected: at most max_retained_requests (server docstring)
+        self._retained: dict[str, None] = {}
         self._rescanned_at = time.monotonic()
         self.connected = threading.Event()
         self.failed: str | None = None
@@ -145,6 +150,7 @@ class PathologyServer:
                     client.disconnect()
                 return
             requests = request_topic(self.prefix, "+")
+            self.events.put(("connected", ()))  # before the retained requests it brings
             client.subscribe([(requests, SubscribeOptions(qos=1)),
                               (cancel_topic(self.prefix, "+"), SubscribeOptions(qos=1))])
             client.publish(server_topic(self.prefix, self.server_id), self._presence("online"),
@@ -289,7 +295,10 @@ class PathologyServer:
         (``CLAIM_DELAY_PER_JOB_S`` a job, at most ``MAX_CLAIM_DELAY_S``), so an idle one gets
         the job first, and one running ``max_running_jobs`` leaves it retained for the others
         until a job of its own ends; a request withdrawn meanwhile (cleared) is then dropped."""
-        if not payload:  # cleared: the job ended, or `job cancel` withdrew it while waiting
+        if payload and self._beyond_retained_limit(topic_id):
+            self._refuse_beyond_limit(topic_id)
+        elif not payload:  # cleared: the job ended, or `job cancel` withdrew it while waiting
+            self._retained.pop(topic_id, None)
             self._waiting.pop(topic_id, None)
             if JOB_ID.match(topic_id):
                 self._withdrawn[topic_id] = None
@@ -308,6 +317,33 @@ class PathologyServer:
             self._put_off(topic_id, payload)
         if qos:
             self.client.ack(mid, qos)
+
+    def _event_connected(self) -> None:
+        """A new session: the subscription brings every retained request again."""
+        self._retained.clear()
+
+    def _beyond_retained_limit(self, job_id: str) -> bool:
+        """Whether a request would be one more than max_retained_requests retained on the
+        broker (counted as read; a stored job's request is never one too many)."""
+        if job_id in self._retained or not JOB_ID.match(job_id):
+            return False
+        if len(self._retained) >= self.settings.max_retained_requests and \
+                self.store.job(job_id) is None:
+            return True
+        self._retained[job_id] = None
+        return False
+
+    def _refuse_beyond_limit(self, job_id: str) -> None:
+        """Clear a request beyond max_retained_requests and tell its submitter (a state not
+        retained, which `job submit --wait` hears): nothing of it stays on the broker or in
+        the store, however many a job client sends."""
+        limit = self.settings.max_retained_requests
+        reason = (f"refused: {limit} job requests wait or run already "
+                  "(pathology.max_retained_requests); submit it again once some have ended")
+        log.warning("job %s %s", job_id, reason)
+        self._clear_request(job_id)
+        payload = state_payload(job_id, "failed", reason=reason, server=self.server_id)
+        self.client.publish(state_topic(self.prefix, job_id), payload, qos=1)
 
     def _older_waiting(self) -> bool:
         """Whether a request that came in now must queue: this server is busy (it puts its try

@@ -918,6 +918,33 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     store.close()
 
 
+def test_requests_beyond_the_retained_limit_are_refused_and_leave_nothing_behind(
+    env: Env, serve: Servers,
+) -> None:
+    """A job client that sends more requests than max_retained_requests: the further ones are
+    cleared from the broker as they come, their submitter told (a state not retained), nothing
+    stored; the ones within the limit wait and run."""
+    jobs = [f"flood-{index}" for index in range(6)]
+    for job_id in jobs:  # all retained before the server reads them, in this order
+        _publish_retained(env.broker, request_topic(env.prefix, job_id),
+                          json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode())
+    serve(env.config(max_retained_requests=3, max_running_jobs=1), SlowBackend(delay_s=0.5))
+    for job_id in jobs[3:]:
+        reason = env.watcher.wait(job_id, {"failed"})["reason"]
+        assert "3 job requests wait or run already (pathology.max_retained_requests)" in reason
+    for job_id in jobs[:3]:
+        env.watcher.wait(job_id, {"done"})
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, "+"),
+                                           state_topic(env.prefix, "+")])
+    listener.disconnect()
+    listener.loop_stop()
+    retained = sorted(topic.split("/")[-2] for topic, payload in heard if payload)
+    assert retained == jobs[:3]  # the states of the three done; no request, no refusal
+    store = _store(env.tmp_path)
+    assert [store.job(job_id) is None for job_id in jobs] == [False] * 3 + [True] * 3
+    store.close()
+
+
 def _listen(broker: Any, topics: list[str]) -> tuple[mqtt.Client, list[tuple[str, bytes]]]:
     """A client collecting every message (retained ones included) on topics."""
     heard: list[tuple[str, bytes]] = []
