@@ -6,7 +6,7 @@ Each file is measured as the kiosk measures its best frame (``edge.measure.measu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,9 @@ class AnalyzeRun:
         return cls(config, folder, classifier, white, origin)
 
     def measure(self, image: Path) -> dict[str, Any]:
-        """One result record, or ``{"image", "error"}`` naming the file and what is wrong."""
+        """One result record, or ``{"image", "error"}`` naming the file and what is wrong; a
+        measured frame whose overlay could not be written keeps its numbers and says why in
+        ``overlay_error``."""
         try:
             return self._measure(image)
         except FrameError as exc:
@@ -140,18 +142,23 @@ class AnalyzeRun:
         if measured.classification is not None:
             record["classification"] = measured.classification.model_dump()
         if self.overlay_dir is not None and measured.draw_overlay is not None:
-            name = self.overlay_names.get(image) or overlay_names([image])[image]
-            target = self.overlay_dir / name
-            overlay = cv2.cvtColor(measured.draw_overlay(), cv2.COLOR_RGB2BGR)
-            try:
-                write_image(target, overlay, [cv2.IMWRITE_JPEG_QUALITY, 85])
-            except OSError as exc:
-                reason = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
-                error = (f"{shown_name(target)}: could not write the overlay: "
-                         f"{getattr(reason, 'strerror', None) or reason}")
-                return {"image": record_name(image), "error": error}
-            record["overlay"] = str(target)
+            record.update(self._write_overlay(self.overlay_dir, image, measured.draw_overlay))
         return record
+
+    def _write_overlay(
+        self, folder: Path, image: Path, draw: Callable[[], np.ndarray]
+    ) -> dict[str, str]:
+        """``{"overlay": path}``, or ``{"overlay_error": why}`` when it cannot be written (a full
+        disk, a folder in its place): the frame's measurement stands either way."""
+        target = folder / (self.overlay_names.get(image) or overlay_names([image])[image])
+        try:
+            write_image(target, cv2.cvtColor(draw(), cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 85])
+        except OSError as exc:
+            reason = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            return {"overlay_error": f"{shown_name(target)}: could not write the overlay: "
+                                     f"{getattr(reason, 'strerror', None) or reason}"}
+        return {"overlay": str(target)}
 
     @staticmethod
     def table_header() -> str:

@@ -104,9 +104,8 @@ def _analyze(args: argparse.Namespace) -> int:
         print(run.table_header())
     for image in images:
         record = run.measure(image)
-        if "error" in record or "rejected" in record:
+        if problem := _problem(record, shown_name(image)):
             failures += 1
-            problem = record.get("error") or f"{shown_name(image)}: {record['rejected']}"
             print(f"analyze: {problem}", file=sys.stderr)
         if args.json:
             print(json.dumps(record), flush=True)
@@ -116,6 +115,14 @@ def _analyze(args: argparse.Namespace) -> int:
     if legend:
         print(TABLE_LEGEND)
     return 1 if failures else 0
+
+
+def _problem(record: dict[str, Any], shown: str) -> str | None:
+    """What went wrong with one input (a bad file, a rejected frame, an overlay not written
+    beside a measurement that stands), None when nothing did."""
+    if "rejected" in record:
+        return f"{shown}: {record['rejected']}"
+    return record.get("error") or record.get("overlay_error")
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from appliance.skin.analysis import analyze
 from appliance.skin.overlay import draw_overlay
 from appliance.synthetic.skin import synthetic_frame
 from appliance.transport.payloads import FEATURE_KEYS, Features, Quality
+from tests.disk_helpers import fill, small_tmpfs
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)
 
@@ -159,16 +160,37 @@ def test_an_empty_overlay_folder_name_is_refused_not_ignored(
     assert captured.out == ""
 
 
-def test_an_overlay_that_cannot_be_written_is_that_image_s_error(
+def test_an_overlay_that_cannot_be_written_is_said_beside_the_measurement(
     images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "overlays"
     (folder / "good.overlay.jpg").mkdir(parents=True)  # its name is taken by a folder
     assert main(["analyze", "--json", "--overlay", str(folder), str(images["good"])]) == 1
-    record = json.loads(capsys.readouterr().out)
-    assert record["error"] == (f"{folder}/good.overlay.jpg: could not write the overlay: "
-                               "Is a directory")
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["overlay_error"] == (f"{folder}/good.overlay.jpg: could not write the "
+                                       "overlay: Is a directory")
+    assert record["features"]["pore_count"] > 0  # the frame's numbers stand
+    assert "error" not in record
+    assert "overlay" not in record
+    assert f"analyze: {record['overlay_error']}" in captured.err
     assert sorted(p.name for p in folder.iterdir()) == ["good.overlay.jpg"]  # no part left
+
+
+def test_a_full_disk_keeps_each_frame_s_row_in_the_table_beside_the_overlay_error(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with small_tmpfs(tmp_path / "disk", size="64k") as disk:
+        fill(disk)
+        status = main(["analyze", "--overlay", str(disk), str(images["good"])])
+        assert not (disk / "good.overlay.jpg").exists()
+    captured = capsys.readouterr()
+    assert status == 1
+    _header, row = captured.out.strip().splitlines()
+    assert row.startswith("good.jpg")
+    assert " ok " in row
+    assert captured.err == (f"analyze: {disk}/good.overlay.jpg: could not write the overlay: "
+                            "No space left on device\n")
 
 
 def test_overlay_marks_furrows_pores_and_numbers() -> None:
