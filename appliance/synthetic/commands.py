@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.synthetic.arguments import MAX_SEED, SEED, WORKERS, finite_number, whole_number
 from appliance.synthetic.skin_presets import PRESETS, preset_help
+
+if TYPE_CHECKING:
+    from appliance.synthetic.skin_pool import SeriesIncomplete
 
 DEFAULT_WORKERS = 2
 MAX_FRAMES = 100_000  # about 8 CPU hours and 30 GB of JPEGs
@@ -61,7 +64,10 @@ def _prepare_out_dir(out: Path) -> str | None:
 
 def _synth_skin(args: argparse.Namespace) -> int:
     """Handler of ``appliance synth skin``."""
-    from appliance.synthetic.skin_pool import write_series  # noqa: PLC0415  (OpenCV loads only here)
+    from appliance.synthetic.skin_pool import (  # noqa: PLC0415  (OpenCV loads only here)
+        SeriesIncomplete,
+        write_series,
+    )
 
     problem = _prepare_out_dir(args.out)
     if problem is not None:
@@ -70,7 +76,11 @@ def _synth_skin(args: argparse.Namespace) -> int:
     indices = range(args.start, args.start + args.count)
     try:
         written = write_series(args.out, args.seed, indices, args.preset, args.workers)
-    except OSError as exc:
+    except SeriesIncomplete as stop:
+        print(f"appliance synth skin: error: writing to {str(args.out)!r} failed: {stop.reason}"
+              f"; {_what_is_left(stop, indices)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # removing a frame written after the failed one
         print(
             f"appliance synth skin: error: writing to {str(args.out)!r} failed: {exc}",
             file=sys.stderr,
@@ -78,6 +88,17 @@ def _synth_skin(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {written} frames (seed {args.seed}, preset {args.preset}) to {args.out}")
     return 0
+
+
+def _what_is_left(stop: SeriesIncomplete, indices: range) -> str:
+    """Which frames the stopped series left, and how to finish it."""
+    kept = (f"frames {stop.kept[0]}-{stop.kept[-1]} are written whole" if len(stop.kept) > 1
+            else f"frame {stop.kept[0]} is written whole" if stop.kept else "no frame is written")
+    removed = (f" ({stop.removed} written after frame {stop.failed} removed, so the series has "
+               "no gap)" if stop.removed else "")
+    first_missing = indices.start + len(stop.kept)
+    return (f"{kept}{removed}; finish with --start {first_missing} "
+            f"--count {indices.stop - first_missing}")
 
 
 def _register_he(synth_group: Any) -> None:

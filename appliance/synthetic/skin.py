@@ -156,15 +156,20 @@ def frame_name(seed: int, index: int) -> str:
 def write_frame(frame: SyntheticSkin, out_dir: Path) -> tuple[Path, Path]:
     """Save ``NAME.jpg`` and its ``NAME.json`` sidecar in ``out_dir``; return both paths.
 
-    Each is written whole or not at all (a full disk leaves no cut frame under its name), and
-    an OSError names the file.
+    Each is written whole or not at all (a full disk leaves no cut frame under its name), an
+    image whose sidecar could not be written is removed again (a frame without its truth is
+    no frame of the series), and an OSError names the file.
     """
     stem = frame_name(frame.seed, frame.index)
     image_path, sidecar_path = out_dir / f"{stem}.jpg", out_dir / f"{stem}.json"
     with replaced_when_complete(image_path) as temp:
         temp.write_bytes(frame.jpeg)
-    with replaced_when_complete(sidecar_path) as temp:
-        temp.write_text(
-            json.dumps(frame.sidecar(image_path.name), indent=2) + "\n", encoding="utf-8"
-        )
+    try:
+        with replaced_when_complete(sidecar_path) as temp:
+            temp.write_text(
+                json.dumps(frame.sidecar(image_path.name), indent=2) + "\n", encoding="utf-8"
+            )
+    except OSError:
+        image_path.unlink(missing_ok=True)
+        raise
     return image_path, sidecar_path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import cv2
@@ -27,12 +27,40 @@ def write_one(out_dir: Path, seed: int, index: int, preset: str) -> Path:
     return image_path
 
 
+class SeriesIncomplete(Exception):  # noqa: N818 - a series, not an error of the code
+    """A frame of the series could not be written (``reason`` names the file and why).
+
+    What the run leaves is the frames before it, ``kept``, and none after: frames that other
+    workers finished after the failed one were removed (``removed`` of them), so the folder never
+    holds a series with a hole in it.
+    """
+
+    def __init__(self, failed: int, reason: BaseException, kept: Sequence[int], removed: int):
+        super().__init__(failed, reason, kept, removed)
+        self.failed, self.reason, self.kept, self.removed = failed, reason, kept, removed
+
+
 def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, jobs: int) -> int:
-    """Write every frame of ``indices`` to ``out_dir`` with ``jobs`` processes; return the count."""
+    """Write every frame of ``indices`` to ``out_dir`` with ``jobs`` processes; return the count.
+
+    SeriesIncomplete when one cannot be written; the frames before it are left whole.
+    """
     if jobs == 1 or len(indices) == 1:
-        for index in indices:
-            write_one(out_dir, seed, index, preset)
+        for place, index in enumerate(indices):
+            try:
+                write_one(out_dir, seed, index, preset)
+            except OSError as exc:
+                raise SeriesIncomplete(index, exc, indices[:place], 0) from exc
         return len(indices)
+    futures = _write_in_pool(out_dir, seed, indices, preset, jobs)
+    _keep_up_to_the_first_failure(indices, futures)
+    return len(indices)
+
+
+def _write_in_pool(
+    out_dir: Path, seed: int, indices: Sequence[int], preset: str, jobs: int
+) -> list[Future[Path]]:
+    """One future per frame, each done, failed or cancelled once this returns."""
     # "spawn": forking a process whose OpenCV thread pool is already running deadlocks the child.
     context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(indices))
@@ -47,13 +75,34 @@ def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, 
         finally:
             signal.signal(signal.SIGINT, parent_handler)
         futures += [pool.submit(write_one, out_dir, seed, index, preset) for index in indices[1:]]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # all, or the first that failed
-        for future in futures:
-            if future in done:
-                future.result()  # raises the failure of the first frame that failed
+        wait(futures, return_when=FIRST_EXCEPTION)  # all, or the first that failed
     finally:
         # A frame that could not be written (a full disk) or Ctrl-C ends the series: the frames
         # not yet started are dropped, only those being drawn are finished (whole), rather than
         # drawing every remaining frame of a long series before the error is said.
         pool.shutdown(wait=True, cancel_futures=True)
-    return len(indices)
+    return futures
+
+
+def _keep_up_to_the_first_failure(indices: Sequence[int], futures: Sequence[Future[Path]]) -> None:
+    """Nothing when every frame was written; else remove the frames written after the first one
+    that was not and raise SeriesIncomplete (the error itself when it is no OSError)."""
+    settled = [None if future.cancelled() else future.exception() for future in futures]
+    gap = next((place for place, future in enumerate(futures)
+                if future.cancelled() or settled[place] is not None), None)
+    if gap is None:
+        return
+    failed, reason = next((place, error) for place, error in enumerate(settled) if error)
+    removed = [_remove_frame(future.result()) for future, error in
+               zip(futures[gap + 1:], settled[gap + 1:], strict=True)
+               if not future.cancelled() and error is None]
+    if not isinstance(reason, OSError):  # a worker that died, a bug: not the disk's doing
+        raise reason
+    raise SeriesIncomplete(indices[failed], reason, indices[:gap], len(removed)) from reason
+
+
+def _remove_frame(image_path: Path) -> Path:
+    """Remove a written frame and its sidecar; return the image's path."""
+    image_path.unlink(missing_ok=True)
+    image_path.with_suffix(".json").unlink(missing_ok=True)
+    return image_path

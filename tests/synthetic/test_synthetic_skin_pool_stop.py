@@ -4,6 +4,7 @@ at Ctrl-C, instead of drawing every frame left (hours for a long series) before 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,11 +28,16 @@ def test_a_frame_that_cannot_be_written_ends_the_series(
     code = main(["synth", "skin", "--out", str(out), "--count", "60", "--seed", "3",
                  "--workers", "2"])
     err = capsys.readouterr().err
-    written = sorted(path.name for path in out.glob("*.json"))
     assert code == 1
     assert "skin-3-00001.jpg" in err
-    # only the frames being drawn or queued when it failed are finished, not the other 50-odd
-    assert len(written) <= 20, written
+    # frame 2 and after, drawn while frame 1 failed, are removed again: no series with a gap
+    assert sorted(path.name for path in out.iterdir()) == [
+        "skin-3-00000.jpg", "skin-3-00000.json", "skin-3-00001.jpg"]  # that one, the folder
+    removed = re.search(r"frame 0 is written whole \((\d+) written after frame 1 removed", err)
+    assert removed is not None, err
+    # only the frames being drawn or queued when it failed were finished, not the other 50-odd
+    assert int(removed[1]) <= 20, err
+    assert err.endswith("so the series has no gap); finish with --start 1 --count 59\n")
 
 
 @pytest.mark.slow  # a real process group and its spawned workers
