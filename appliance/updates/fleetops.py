@@ -24,7 +24,13 @@ from appliance.backoffice.store import (
     open_store,
     store_url_for,
 )
-from appliance.config import DEFAULT_CONFIG_FILE, Config, ConfigError, load_config_or_defaults
+from appliance.config import (
+    DEFAULT_CONFIG_FILE,
+    Config,
+    ConfigError,
+    load_config_or_defaults,
+    value_origin,
+)
 from appliance.logsafe import escape_controls
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
@@ -77,13 +83,14 @@ def _settings(args: argparse.Namespace) -> tuple[Config, str]:
     return config, args.store or store_url_for(config.store.url, config.state_dir)
 
 
-def _config_origin(path: str | None) -> str:
-    """Where the broker settings came from, for an error that names them."""
-    if path is not None:
-        return f"from {path}"
-    if Path(DEFAULT_CONFIG_FILE).is_file():
-        return f"from ./{DEFAULT_CONFIG_FILE}"
-    return "from built-in defaults: no --config and no ./config.yaml"
+def _origins(config: Config, config_path: str | None, *keys: str) -> str:
+    """Where each of the mqtt ``keys`` came from (the APPLIANCE__ variable, the config file or
+    the built-in default), for an error that names them."""
+    named = ", ".join(f"mqtt.{key} from {value_origin(config, f'mqtt.{key}', config_path)}"
+                      for key in keys)
+    if config_path is None and not Path(DEFAULT_CONFIG_FILE).is_file():
+        named += "; no --config and no ./config.yaml"
+    return named
 
 
 def _watch(config: Config, config_path: str | None) -> FleetWatcher:
@@ -92,13 +99,13 @@ def _watch(config: Config, config_path: str | None) -> FleetWatcher:
     try:
         return FleetWatcher(mqtt, f"models-{os.getpid()}")
     except BrokerRefusedError as exc:  # it answered: the address is right, the identity not
-        raise BrokerRefusedError(f"{exc} (mqtt settings {_config_origin(config_path)})",
+        raise BrokerRefusedError(f"{exc} ({_origins(config, config_path, 'username')})",
                                  exc.reason_code) from exc
     except (OSError, TimeoutError) as exc:
         raise ConnectionError(
-            f"broker {mqtt.host}:{mqtt.port} (mqtt.host, mqtt.port {_config_origin(config_path)}"
-            f", with any APPLIANCE__ overrides): {exc}; name the broker with --config FILE or "
-            f"APPLIANCE__MQTT__HOST and APPLIANCE__MQTT__PORT"
+            f"broker {mqtt.host}:{mqtt.port} ({_origins(config, config_path, 'host', 'port')})"
+            f": {exc}; name the broker with --config FILE or APPLIANCE__MQTT__HOST and "
+            "APPLIANCE__MQTT__PORT"
         ) from exc
 
 

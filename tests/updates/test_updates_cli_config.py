@@ -83,10 +83,23 @@ def test_an_unreachable_broker_is_named_with_where_its_address_came_from(
                     ["rollback", "skin-texture-grade", "--to", "1.0.0"]):
         assert main(["models", *command, "--repo", str(repo.dir)]) == 2
         err = capsys.readouterr().err
-        assert f"broker 127.0.0.1:{port} (mqtt.host, mqtt.port from built-in defaults: " \
-               "no --config and no ./config.yaml" in err
+        assert f"broker 127.0.0.1:{port} (mqtt.host from built-in default, mqtt.port from " \
+               "APPLIANCE__MQTT__PORT; no --config and no ./config.yaml)" in err
         assert "APPLIANCE__MQTT__HOST and APPLIANCE__MQTT__PORT" in err
     assert list(elsewhere.iterdir()) == []  # no store was made for a deploy that never started
+
+
+def test_an_unreachable_broker_names_the_file_or_variable_each_setting_came_from(
+    elsewhere: Path, repo: FileRepository, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = _closed_port()
+    config = elsewhere / "site.yaml"
+    config.write_text(f"mqtt:\n  port: {port}\n")
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", "127.0.0.1")
+    assert main(["models", "status", "--repo", str(repo.dir), "--config", str(config)]) == 2
+    assert (f"broker 127.0.0.1:{port} (mqtt.host from APPLIANCE__MQTT__HOST, mqtt.port from "
+            f"{config}): ") in capsys.readouterr().err
 
 
 def test_a_config_file_named_but_missing_is_an_error_naming_it(

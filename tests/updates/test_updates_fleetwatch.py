@@ -112,7 +112,8 @@ def test_models_status_names_the_refusal_instead_of_showing_an_empty_fleet(
     captured = capsys.readouterr()
     assert f"status: broker 127.0.0.1:{locked_broker.port} refused models-" in captured.err
     assert "check mqtt.username and the password" in captured.err
-    assert "(mqtt settings from built-in defaults" in captured.err
+    assert "(mqtt.username from APPLIANCE__MQTT__USERNAME; no --config and no ./config.yaml)" \
+        in captured.err
     assert "no device has reported" not in captured.out
 
 
