@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import ValidationError
 
+from appliance.inference.contract import ModelContract
 from appliance.inference.runner import NAMED_MODEL_HINT, OnnxRunner
+from appliance.transport.payloads import FEATURE_KEYS
 from appliance.updates.manifest import FEATURE_SCHEMA, ManifestError, ModelManifest, semver_key
 from appliance.updates.selftest import record_self_test
 
@@ -33,7 +35,9 @@ def manifest_for(
     device_types: Sequence[str] = ("skin-kiosk",),
     feature_schema: str = FEATURE_SCHEMA,
 ) -> ModelManifest:
-    """The manifest of ``model`` released as ``version``, self-test recorded on ``inputs``."""
+    """The manifest of ``model`` released as ``version``, self-test recorded on ``inputs``:
+    measured feature vectors in FEATURE_KEYS order (a feature table's rows), of which the model
+    is given the features it reads, in its order, as the kiosk gives them."""
     semver_key(version)
     runner = OnnxRunner(model, NAMED_MODEL_HINT)
     contract = runner.contract
@@ -48,10 +52,23 @@ def manifest_for(
             version=version,
             feature_schema=feature_schema,
             device_types=list(device_types),
-            self_test=record_self_test(runner, inputs),
+            self_test=record_self_test(runner, model_inputs(runner.contract, inputs)),
         )
     except ValidationError as exc:
         raise _refusal(exc) from exc
+
+
+def model_inputs(
+    contract: ModelContract, measured: Sequence[Sequence[float]]
+) -> list[list[float]]:
+    """Measured feature vectors (FEATURE_KEYS order) cut to the model's features, in its order
+    (a model may read a subset of the features, in any order)."""
+    widths = sorted({len(row) for row in measured} - {len(FEATURE_KEYS)})
+    if widths:
+        raise ManifestError(f"self-test inputs of {widths[0]} values; each is a measured feature "
+                            f"vector of {len(FEATURE_KEYS)} ({', '.join(FEATURE_KEYS)})")
+    columns = [FEATURE_KEYS.index(name) for name in contract.feature_names]
+    return [[float(row[column]) for column in columns] for row in measured]
 
 
 _OPTION_OF = {"device_types": "--device-types", "feature_schema": "--feature-schema"}

@@ -47,12 +47,15 @@ def linear_model(
     weights: np.ndarray | None = None,
     bias: Sequence[float] = (2.0, 0.0, 0.0),
     name: str = "skin-texture-grade",
+    *,
+    feature_names: Sequence[str] = payloads.FEATURE_KEYS,
 ) -> Path:
-    """softmax(features @ weights + bias) as an ONNX model with a valid contract."""
+    """softmax(features @ weights + bias) as an ONNX model with a valid contract, reading
+    ``feature_names`` in that order."""
     import onnx  # noqa: PLC0415 - the train extra; only tests and benchmarks build models
     from onnx import helper, numpy_helper  # noqa: PLC0415
 
-    n_features = len(payloads.FEATURE_KEYS)
+    n_features = len(feature_names)
     w = np.zeros((n_features, len(LABELS)), np.float32) if weights is None else weights
     nodes = [
         helper.make_node("MatMul", ["features", "w"], ["scores"]),
@@ -70,7 +73,7 @@ def linear_model(
     proto.ir_version = 8
     metadata = {
         "name": name, "version": version, "labels": '["fine", "normal", "coarse"]',
-        "feature_names": "[" + ", ".join(f'"{k}"' for k in payloads.FEATURE_KEYS) + "]",
+        "feature_names": "[" + ", ".join(f'"{k}"' for k in feature_names) + "]",
         "trained_on": "not trained: a fixed linear test model",
         "created_at": "2026-12-02T00:00:00Z",
     }

@@ -1,0 +1,45 @@
+"""`models release` of a model that reads some of the measured features, in an order of its
+own: the self-test is recorded on the vectors the kiosk would give that model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+from appliance.inference.runner import OnnxRunner
+from appliance.shipped import SKIN_SELF_TEST, shipped_path
+from appliance.transport.payloads import FEATURE_KEYS
+from appliance.updates.manifest import ManifestError
+from appliance.updates.operations import init_repository, released
+from appliance.updates.release import manifest_for, table_inputs
+from appliance.updates.selftest import check_self_test
+from appliance.updates.testing import linear_model
+
+READS = ("kime_score", "pore_count", "lab_l", "furrow_density_mm_per_mm2", "shine_ratio")
+
+
+def test_a_model_reading_five_features_in_its_own_order_is_self_tested_on_those(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "five.onnx", "2.0.0", bias=(0.0, 1.0, 0.0),
+                         feature_names=READS)
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "2.0.0"]) == 0
+    assert "32 self-test vectors" in capsys.readouterr().out
+    manifest = released(repo, "skin-texture-grade", "2.0.0")
+    measured = table_inputs(shipped_path(SKIN_SELF_TEST))
+    expected = [[row[FEATURE_KEYS.index(name)] for name in READS] for row in measured]
+    assert [vector.features for vector in manifest.self_test] == expected  # float32s, exact
+    check_self_test(OnnxRunner(model), manifest)  # what a kiosk replays before installing
+
+
+def test_self_test_inputs_that_are_no_measured_feature_vectors_are_refused(
+    tmp_path: Path,
+) -> None:
+    model = linear_model(tmp_path / "m.onnx", "1.0.0")
+    with pytest.raises(ManifestError, match=r"self-test inputs of 5 values; each is a measured "
+                                            rf"feature vector of {len(FEATURE_KEYS)} "):
+        manifest_for(model, "1.0.0", [[1.0] * 5])
