@@ -141,8 +141,8 @@ def _repo_refresh(args: argparse.Namespace) -> int:
     )
     from appliance.updates.repository import FileRepository  # noqa: PLC0415
 
-    repo = FileRepository(args.dir)
     try:
+        repo = FileRepository(args.dir)
         version = refresh_timestamp(repo)
         expiring = offline_roles_expiring(repo)
     except (ValueError, RuntimeError, OSError) as exc:

@@ -57,9 +57,9 @@ def run_release(args: argparse.Namespace) -> int:
     from appliance.inference.contract import ModelError  # noqa: PLC0415
     from appliance.modelbuild.table import TableError  # noqa: PLC0415
 
-    repo = FileRepository(args.repo)
     vectors = args.vectors or shipped_path(SKIN_SELF_TEST)
     try:
+        repo = FileRepository(args.repo)
         given = args.feature_schema is not None  # "" is refused by the manifest, not defaulted
         extra = {"feature_schema": args.feature_schema} if given else {}
         manifest = manifest_for(

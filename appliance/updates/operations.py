@@ -30,6 +30,7 @@ from appliance.updates.manifest import (
 from appliance.updates.repository import (
     DEFAULT_EXPIRY_S,
     FLEET,
+    MAX_EXPIRY_S,
     ROLES,
     TOP_ROLES,
     FileRepository,
@@ -40,7 +41,6 @@ from appliance.updates.repository import (
 )
 
 MAX_KEYS_PER_ROLE = 32  # a role of more keys is a typo (each key is a file and a signature)
-MAX_EXPIRY_S = 10 * 365 * 86400  # longer is a typo, and soon past the last date Python holds
 OFFLINE_ROLES = (Root.type, Targets.type)  # their keys live offline: `repo refresh` warns
 
 

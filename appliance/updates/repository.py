@@ -55,6 +55,8 @@ DEFAULT_EXPIRY_S = {
     Snapshot.type: 7 * 86400,
     Timestamp.type: 86400,
 }
+MAX_EXPIRY_S = 10 * 365 * 86400  # longer is a typo, and soon past the last date Python holds
+SETTINGS_SHAPE = '{"expiry_s": {ROLE: SECONDS, ...}}'
 _SERIALIZER = JSONSerializer(compact=True)
 
 
@@ -89,7 +91,7 @@ class FileRepository(Repository):
         settings = self.dir / "settings.json"
         self.expiry_s = dict(DEFAULT_EXPIRY_S)
         if settings.is_file():
-            self.expiry_s.update(json.loads(settings.read_text(encoding="utf-8"))["expiry_s"])
+            self.expiry_s.update(_read_expiries(settings))
 
     # -- python-tuf's Repository interface -------------------------------------------------
 
@@ -279,6 +281,27 @@ def _read(path: Path) -> Metadata[Any]:
             f"{path}: not readable TUF metadata ({exc}): it was changed outside `appliance "
             f"models`; put back the file this repository signed (a backup)"
         ) from exc
+
+
+def _read_expiries(settings: Path) -> dict[str, int]:
+    """The ``expiry_s`` of a repository's settings file; RepositoryError naming the file and
+    what is wrong with it (damaged, edited by hand), before anything is signed with it."""
+    restore = f"put back the file `appliance models repo init` wrote ({SETTINGS_SHAPE})"
+    try:
+        data = json.loads(settings.read_bytes())
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise RepositoryError(f"{settings}: not readable as JSON ({exc}); {restore}") from exc
+    expiries = data.get("expiry_s") if isinstance(data, dict) else None
+    if not isinstance(expiries, dict):
+        raise RepositoryError(f"{settings}: no expiry_s object in it; {restore}")
+    for role, seconds in expiries.items():
+        usable = type(seconds) is int and 0 < seconds <= MAX_EXPIRY_S
+        if role not in ROLES or not usable:
+            raise RepositoryError(
+                f"{settings}: expiry_s {role!r}: {seconds!r}; each of {', '.join(ROLES)} takes "
+                f"whole seconds, more than 0 and at most {MAX_EXPIRY_S} (10 years)"
+            )
+    return expiries
 
 
 def _sslib(key: Any) -> SSlibKey:
