@@ -12,10 +12,12 @@ from pathlib import Path
 
 
 @contextmanager
-def small_tmpfs(mount: Path, size: str = "4m") -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` on the new folder ``mount``, unmounted after."""
+def small_tmpfs(mount: Path, size: str = "4m", inodes: int | None = None) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` (and at most ``inodes`` files and folders, its own root one
+    of them) on the new folder ``mount``, unmounted after."""
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+    options = f"size={size}" + (f",nr_inodes={inodes}" if inodes is not None else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                           capture_output=True, check=False)
     assert done.returncode == 0, f"cannot mount a tmpfs (needs root): {done.stderr!r}"
     try:

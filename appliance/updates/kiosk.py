@@ -232,9 +232,7 @@ class ModelUpdater(threading.Thread):
         before = self.serving.classifier
         previous = before.path if before is not None else None
         manifest = offer.manifest
-        final = self.store.install(
-            download, manifest.name, manifest.version, offer.sha256, previous
-        )
+        final = self._install_file(download, offer, previous)
         runner.path = final
         self.serving.swap(SkinClassifier(runner), None)
         self._current_sha = offer.sha256
@@ -242,6 +240,22 @@ class ModelUpdater(threading.Thread):
         self._on_swap(self.serving)
         log.info("model %s %s installed; health check running", manifest.name, manifest.version)
         self._report("installed", offer)
+
+    def _install_file(self, download: Path, offer: Offer, previous: Path | None) -> Path:
+        """Put the verified download in place and point at it; a full disk (or any refusal of
+        the folder) leaves the pointer as it was, clears what the pointer does not name, and
+        is refused for now (tried again at the next check)."""
+        manifest = offer.manifest
+        try:
+            return self.store.install(
+                download, manifest.name, manifest.version, offer.sha256, previous
+            )
+        except OSError as exc:
+            self.store.clean()  # the download, or the file moved in place before the pointer
+            raise UpdateRefusedError(
+                f"could not install in {self.store.dir}: {exc.strerror or exc}; the serving "
+                f"model stays"
+            ) from exc
 
     def _start_probation(self, offer: Offer, previous: Path | None) -> None:
         """Watch the serving model's next measurements; ``previous`` is the way back."""

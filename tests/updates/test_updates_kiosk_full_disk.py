@@ -1,0 +1,45 @@
+"""A kiosk whose models folder fills up between the verified download and the pointer switch:
+it reports the install refused with the reason at once, keeps serving its model and leaves no
+file the pointer does not name (room for the next try)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from updates_helpers import Fleet
+
+from appliance.inference.classifier import SkinClassifier
+from appliance.transport.payloads import ModelState
+from appliance.updates.install import ModelStore
+from appliance.updates.kiosk import ModelUpdater, ServingModel
+from tests.disk_helpers import small_tmpfs
+
+
+def test_a_full_models_folder_is_a_rejected_install_said_at_once(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str
+) -> None:
+    fleet = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
+    try:
+        fleet.assign(fleet.release("1.1.0"), ["k1"])
+        config = fleet.config("k1")
+        states: list[ModelState] = []
+        serving = ServingModel(SkinClassifier.load(tmp_path / "initial.onnx"))
+        # two inodes: the folder and the download; the pointer's new file finds none free
+        with small_tmpfs(tmp_path / "disk", inodes=2) as disk:
+            Path(config.state_dir).mkdir()
+            (Path(config.state_dir) / "models").symlink_to(disk)
+            updater = ModelUpdater(config, serving, lambda raw: states.append(
+                ModelState.model_validate_json(raw)), threading.Event())
+            updater.check_once()
+            left = sorted(path.name for path in disk.iterdir())
+    finally:
+        fleet.close()
+    assert [state.state for state in states] == ["available", "downloading", "verified",
+                                                 "rejected"]
+    assert states[-1].reason == (f"could not install in {Path(config.state_dir) / 'models'}: "
+                                 "No space left on device; the serving model stays")
+    assert serving.version == "1.0.0"
+    assert left == []  # neither the download nor the model file moved in before the pointer
+    assert ModelStore(config.state_dir).read().current is None
