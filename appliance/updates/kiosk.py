@@ -28,7 +28,7 @@ from appliance.inference.runner import OnnxRunner
 from appliance.transport import payloads
 from appliance.updates.fetch import Offer, RepositoryClient, UpdateRefusedError
 from appliance.updates.health import HealthCheck, observe_classification
-from appliance.updates.install import ModelStore
+from appliance.updates.install import POINTER, ModelStore
 from appliance.updates.manifest import FEATURE_SCHEMA, semver_key
 from appliance.updates.repository import write_atomically
 from appliance.updates.selftest import SelfTestError, check_self_test
@@ -334,14 +334,28 @@ class ModelUpdater(threading.Thread):
             self._report_state("installed", model, verdict.reason, healthy=True)
             return
         previous = self._previous
-        if serving is not None:
-            self.store.rollback(serving.path, previous)
+        unsaved = self._point_back(serving, previous)
         self.serving.swap(_load_or_none(previous), None)
         self._remember_rejected(self._current_sha)
         self._current_sha = _sha256(previous) if previous is not None and previous.is_file() else ""
         self._on_swap(self.serving)
         log.error("model %s rolled back: %s", model.name if model else "?", verdict.reason)
-        self._report_state("rolled_back", model, verdict.reason, healthy=False)
+        self._report_state("rolled_back", model, verdict.reason + unsaved, healthy=False)
+
+    def _point_back(self, serving: SkinClassifier | None, previous: Path | None) -> str:
+        """Point the store back at ``previous``; "" when done, else what a restart will do (a
+        full disk: the rollback holds in this process only)."""
+        if serving is None:
+            return ""
+        try:
+            self.store.rollback(serving.path, previous)
+        except OSError as exc:
+            log.error("%s: could not point back at the previous model (%s)", self.store.dir,
+                      exc.strerror or exc)
+            return (f"; rolled back in memory only: {self.store.dir / POINTER} could not be "
+                    f"written ({exc.strerror or exc}), a restart starts on {serving.version} "
+                    f"and checks its health again")
+        return ""
 
     # -- reporting and memory -------------------------------------------------------------
 
@@ -386,7 +400,11 @@ class ModelUpdater(threading.Thread):
             return
         self._rejected.add(sha256)
         body = json.dumps(sorted(self._rejected)[-200:]).encode()
-        write_atomically(self.store.dir / REJECTED_FILE, body)
+        try:
+            write_atomically(self.store.dir / REJECTED_FILE, body)
+        except OSError as exc:  # a full disk: remembered until this process ends
+            log.error("%s: could not write (%s); release %s stays refused until a restart",
+                      self.store.dir / REJECTED_FILE, exc.strerror or exc, sha256[:12])
 
 
 def _load_or_none(path: Path | None) -> SkinClassifier | None:

@@ -1,6 +1,7 @@
-"""A kiosk whose models folder fills up between the verified download and the pointer switch:
-it reports the install refused with the reason at once, keeps serving its model and leaves no
-file the pointer does not name (room for the next try)."""
+"""A kiosk whose models folder is full: between the verified download and the pointer switch it
+reports the install refused with the reason at once, keeps serving its model and leaves no file
+the pointer does not name (room for the next try); after a failed health check it still goes
+back to the previous model, saying the rollback holds in memory only."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from updates_helpers import Fleet
 
+from appliance.edge.testing import wait_until
 from appliance.inference.classifier import SkinClassifier
 from appliance.transport.payloads import ModelState
 from appliance.updates.install import ModelStore
@@ -43,3 +46,37 @@ def test_a_full_models_folder_is_a_rejected_install_said_at_once(
     assert serving.version == "1.0.0"
     assert left == []  # neither the download nor the model file moved in before the pointer
     assert ModelStore(config.state_dir).read().current is None
+
+
+def test_a_rollback_on_a_full_models_folder_still_goes_back_and_says_it_is_not_saved(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str
+) -> None:
+    fleet = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
+    stop = threading.Event()
+    try:
+        fleet.assign(fleet.release("1.1.0"), ["k1"])
+        config = fleet.config("k1")
+        states: list[ModelState] = []
+        serving = ServingModel(SkinClassifier.load(tmp_path / "initial.onnx"))
+        # three inodes: the folder, the model and the pointer; a new pointer finds none free
+        with small_tmpfs(tmp_path / "disk", inodes=3) as disk:
+            Path(config.state_dir).mkdir()
+            (Path(config.state_dir) / "models").symlink_to(disk)
+            updater = ModelUpdater(config, serving, lambda raw: states.append(
+                ModelState.model_validate_json(raw)), stop)
+            updater.start()
+            assert wait_until(lambda: serving.version == "1.1.0", 30)
+            with pytest.raises(ValueError, match="features lack"):
+                serving.classify({})  # an error after the swap fails the health check
+            assert wait_until(lambda: states[-1].state == "rolled_back", 30), states[-1]
+            stop.set()
+            updater.join(10)
+    finally:
+        stop.set()
+        fleet.close()
+    assert serving.version == "1.0.0"
+    reason = states[-1].reason or ""
+    assert reason.startswith("classification failed after the swap: features lack")
+    assert reason.endswith(f"; rolled back in memory only: {Path(config.state_dir) / 'models'}"
+                           "/installed.json could not be written (No space left on device), a "
+                           "restart starts on 1.1.0 and checks its health again")
