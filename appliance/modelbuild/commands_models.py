@@ -20,6 +20,7 @@ from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.synthetic.arguments import SEED, WORKERS, finite_number, whole_number
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)
+MAX_EPOCHS = 10_000  # the shipped model trains 20; more is a typo (and hours of CPU)
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -169,8 +170,9 @@ def _register_build(models: Any) -> None:
     build.add_argument("--force", action="store_true", help="replace models already in --out")
     build.add_argument("--version", default="1.0.0", help="model version for the metadata")
     build.add_argument("--hidden", type=_hidden, default=(128, 128), help="hidden layer widths")
-    build.add_argument("--epochs", type=int, default=20, help="training epochs")
-    build.add_argument("--seed", type=int, default=0, help="training seed")
+    build.add_argument("--epochs", type=whole_number(1, MAX_EPOCHS), default=20,
+                       help=f"training epochs, 1-{MAX_EPOCHS} (20)")
+    build.add_argument("--seed", type=SEED, default=0, help="training seed (0)")
     build.add_argument("--trained-on", help="data description (default: the table's own)")
     build.add_argument("--features", type=_feature_list,
                        help="comma-separated model inputs (default: all measured features)")

@@ -118,3 +118,23 @@ def test_skin_table_with_too_few_rows_for_three_grades_is_refused_at_the_command
     assert f"argument --rows: must be a whole number from 6 to 1000000, got '{rows}'" in err
     assert "TableSpec" not in err
     assert not (tmp_path / "t.parquet").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--epochs", "0", "must be a whole number from 1 to 10000, got '0'"),
+    ("--epochs", "-3", "must be a whole number from 1 to 10000, got '-3'"),
+    ("--seed", "-1", "must be a whole number from 0 to 9223372036854775807, got '-1'"),
+    ("--seed", str(2**64), f"must be a whole number from 0 to 9223372036854775807, got "
+                           f"'{2**64}'"),
+])
+def test_build_skin_refuses_an_epoch_count_or_seed_it_cannot_train_with(
+    tmp_path: Path, option: str, value: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--epochs 0 or -3 wrote an untrained model (random weights) and exited 0; --seed -1 was
+    taken, a seed past 64 bits ended in 'Overflow when unpacking long long'."""
+    with pytest.raises(SystemExit) as refused:
+        main(["models", "build-skin", "--data", str(tmp_path / "t.csv"), "--out",
+              str(tmp_path / "m"), option, value])
+    assert refused.value.code == 2
+    assert f"argument {option}: {said}" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
