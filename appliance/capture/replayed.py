@@ -18,6 +18,7 @@ in another folder (``camera.path`` changed) or saved over the old one is a new c
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -40,6 +41,12 @@ class FileStamp:
     name: str
     size_bytes: int
     mtime_ns: int
+
+    @property
+    def name_bytes(self) -> bytes:
+        """The name as the folder holds it: bytes, which need not be UTF-8 (a share written
+        by another system lists such a name with surrogate escapes, which UTF-8 cannot encode)."""
+        return os.fsencode(self.name)
 
 
 class ReplayRecord:
@@ -69,12 +76,13 @@ class ReplayRecord:
         """Every file whose result is committed, by name, as it was when it was read."""
         with self._lock:
             rows = self._db.execute("SELECT name, size_bytes, mtime_ns FROM measured").fetchall()
-        return {name: FileStamp(name, size, mtime) for name, size, mtime in rows}
+        stamps = (FileStamp(_listed_name(key), size, mtime) for key, size, mtime in rows)
+        return {stamp.name: stamp for stamp in stamps}
 
     def record(self, stamps: Iterable[FileStamp]) -> None:
         """Mark files measured (their results are committed); a failed write is logged, not
         raised: the files are then measured again after a restart, under the same ids."""
-        rows = [(s.name, s.size_bytes, s.mtime_ns) for s in stamps]
+        rows = [(_stored_name(s.name), s.size_bytes, s.mtime_ns) for s in stamps]
         try:
             with self._lock, self._db:
                 self._db.executemany("INSERT OR REPLACE INTO measured VALUES (?, ?, ?)", rows)
@@ -85,18 +93,33 @@ class ReplayRecord:
     def prune(self, present_names: set[str]) -> int:
         """Forget files no longer in the folder (the record stays as small as the folder)."""
         with self._lock:
-            gone = [(name,) for name in self._all_names() if name not in present_names]
+            gone = [(key,) for key in self._all_keys() if _listed_name(key) not in present_names]
             with self._db:
                 self._db.executemany("DELETE FROM measured WHERE name = ?", gone)
         return len(gone)
 
-    def _all_names(self) -> list[str]:
+    def _all_keys(self) -> list[str | bytes]:
         return [row[0] for row in self._db.execute("SELECT name FROM measured")]
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
+
+
+def _stored_name(name: str) -> str | bytes:
+    """A file name as the record keeps it: text, or the name's bytes where it is not UTF-8
+    (SQLite text cannot hold surrogate escapes; the column keeps such a name as a blob)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
+def _listed_name(stored: str | bytes) -> str:
+    """The name as the folder lists it, from what the record keeps."""
+    return os.fsdecode(stored) if isinstance(stored, bytes) else stored
 
 
 def _open_db(path: Path) -> sqlite3.Connection:

@@ -58,7 +58,8 @@ def measurement_id_for(device_id: str, frame: Frame) -> str:
     if frame.stamp is None:
         return payloads.new_measurement_id()
     stamp = frame.stamp
-    seed = f"{device_id}\0{stamp.name}\0{stamp.size_bytes}\0{stamp.mtime_ns}".encode()
+    seed = b"\0".join((device_id.encode(), stamp.name_bytes,
+                        f"{stamp.size_bytes}\0{stamp.mtime_ns}".encode()))
     return payloads.new_measurement_id(stamp.mtime_ns // 1_000_000, seed)
 
 

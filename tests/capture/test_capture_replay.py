@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,7 @@ import pytest
 from appliance.capture import sources
 from appliance.capture.replayed import ReplayRecord
 from appliance.capture.sources import DirectorySource, Frame, SourceError
+from appliance.edge.pipeline import measurement_id_for
 from appliance.skin import frames  # load_frame is patched here: the source imports it on use
 from appliance.synthetic.camera import textured_skin
 
@@ -175,3 +177,25 @@ def test_a_folder_that_lists_empty_for_a_while_is_not_read_again_when_its_files_
     for name in names:  # mounted again: the same files, the same sizes and times
         (share_away / name).rename(folder / name)
     assert _read_until_frame(source, 3) is None
+
+
+def test_a_file_whose_name_is_not_utf8_is_measured_once_and_skipped_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A Latin-1 name (a share written by another system) lists with surrogate escapes."""
+    folder, record = tmp_path / "frames", tmp_path / "state" / "replayed.sqlite3"
+    folder.mkdir()
+    latin1 = os.path.join(os.fsencode(folder), b"caf\xe9-0001.jpg")
+    with open(latin1, "wb") as out:
+        out.write(_jpeg_bytes(8))
+    first = _opened(folder, record)
+    frame = _read_until_frame(first, 3)
+    assert frame is not None
+    assert frame.stamp is not None
+    measured_id = measurement_id_for("kiosk-a", frame)
+    assert measured_id == measurement_id_for("kiosk-a", Frame(frame.rgb, 2, stamp=frame.stamp))
+    first.record_measured([frame.stamp])
+    first.close()
+    assert set(ReplayRecord(record).measured()) == {frame.stamp.name}
+    restarted = _opened(folder, record)
+    assert _read_until_frame(restarted, 3) is None  # measured: not read again
