@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from appliance import safejson
-from appliance.transport.payloads import FEATURE_KEYS
+from appliance.transport.payloads import FEATURE_KEYS, Classification
 
 REQUIRED_KEYS = ("feature_names", "labels", "version", "trained_on", "created_at")
 FIGURE_KEYS = ("calibration", "validation")
@@ -102,7 +104,7 @@ def parse_contract(path: Path, metadata: Mapping[str, str]) -> ModelContract:
     if len(labels) > MAX_LABELS:
         raise ModelError(f"{path}: {len(labels)} labels; at most {MAX_LABELS} are supported")
     known = set(REQUIRED_KEYS) | set(FIGURE_KEYS) | {"name"}
-    return ModelContract(
+    parsed = ModelContract(
         name=metadata.get("name") or path.name.split(".")[0],
         version=metadata["version"],
         feature_names=_json_string_list(path, "feature_names", metadata["feature_names"]),
@@ -112,6 +114,28 @@ def parse_contract(path: Path, metadata: Mapping[str, str]) -> ModelContract:
         figures=_figures(path, metadata),
         extra={k: v for k, v in metadata.items() if k not in known},
     )
+    check_carried(path, parsed)
+    return parsed
+
+
+# a Classification field -> the metadata key that fills it
+_CARRIED_FROM = {"model": "name", "version": "version", "label": "labels"}
+
+
+def check_carried(path: Path, contract: ModelContract) -> None:
+    """Refuse a name, version or label that a result's classification cannot carry: such a
+    model would load, and then no grade and no status naming it could be sent."""
+    for label in contract.labels:
+        try:
+            Classification(model=contract.name, version=contract.version, label=label,
+                           probabilities={label: 1.0})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = _CARRIED_FROM.get(str(error["loc"][0]), str(error["loc"][0]))
+            raise ModelError(
+                f"{path}: metadata {key!r} ({str(error['input'])[:80]!r}) cannot be sent in a "
+                f"result: {error['msg']}; rebuild the model with one that fits"
+            ) from exc
 
 
 def check_features(

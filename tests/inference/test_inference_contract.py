@@ -84,3 +84,18 @@ def test_shapes_must_fit_the_feature_and_label_lists(
 
 def test_dynamic_batch_with_matching_widths_is_accepted() -> None:
     check_io_shape(MODEL, contract(), ["batch", 16], [None, 3])
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [({"version": "1." + "9" * 70}, "version"), ({"name": "n" * 129}, "name"),
+     ({"labels": ("fine", "x" * 65)}, "labels"), ({"labels": ("fine", "")}, "labels")],
+)
+def test_a_name_version_or_label_a_result_cannot_carry_is_refused(
+    changes: dict[str, object], key: str
+) -> None:
+    """Such a model would load, then fail every grade and the device's status message."""
+    metadata = contract(**changes).to_metadata()
+    with pytest.raises(ModelError, match=rf"metadata '{key}'.*(at most|at least)") as err:
+        parse_contract(MODEL, metadata)
+    assert str(MODEL) in str(err.value)
