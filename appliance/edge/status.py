@@ -30,11 +30,19 @@ class DeviceStatus:
         self._published_depth: int | None = None
 
     def start(self) -> None:
-        """Serve metrics when ``edge.metrics_port`` is set."""
+        """Serve metrics when ``edge.metrics_port`` is set; a port that cannot be bound is
+        logged and the kiosk keeps measuring and delivering without its metrics."""
         port = self.daemon.config.edge.metrics_port
-        if port is not None:
-            self._metrics = MetricsServer(port, self.metrics)
-            self._metrics.start()
+        if port is None:
+            return
+        metrics = MetricsServer(port, self.metrics)
+        try:
+            metrics.start()
+        except OSError as exc:
+            log.error("metrics not served: cannot listen on 127.0.0.1:%d: %s; check "
+                      "edge.metrics_port", port, exc)
+            return
+        self._metrics = metrics
 
     def close(self) -> None:
         """Stop serving metrics."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -120,6 +121,27 @@ def test_metrics_endpoint_reports_counters_on_localhost(
     assert float(values["appliance_edge_measurements_total"]) >= 2
     assert float(values["appliance_edge_camera_online"]) == 1.0
     assert "# TYPE appliance_edge_outbox_depth gauge" in text
+
+
+def test_a_metrics_port_already_taken_is_logged_and_the_kiosk_delivers_without_metrics(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    collector = ResultCollector(  # confirms each result, as the back office does
+        mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#", f"c-{topic_prefix[-10:]}"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = edge_config(tmp_path, mqtt_broker, topic_prefix, edge={"metrics_port": port})
+        with caplog.at_level(logging.ERROR):
+            thread, codes = run_in_thread(fast_daemon(config))
+            thread.join(30)
+    collector.close()
+    assert codes == [0]  # camera.limit reached and every result confirmed
+    refusals = [r.getMessage() for r in caplog.records if "metrics" in r.getMessage()]
+    assert len(refusals) == 1
+    assert f"127.0.0.1:{port}" in refusals[0]
 
 
 def test_sigterm_stops_within_5s_and_keeps_unsent_results(tmp_path: Path) -> None:
