@@ -2,7 +2,7 @@
 
 paho runs callbacks inside its network loop; an exception there would end the loop, and work
 done there would stall it. So each callback here turns what paho reports into a small event
-for the link's own loop (connack, disconnect, puback, ack) or an incoming command for the
+for the link's own loop (connack, disconnect, puback, suback, ack) or an incoming command for the
 daemon, and logs instead of raising.
 """
 
@@ -44,6 +44,7 @@ class QueuedCallbacks:
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect
         client.on_publish = self.on_publish
+        client.on_subscribe = self.on_subscribe
         client.on_message = self.on_message
 
     def on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, properties: Any) -> None:
@@ -66,6 +67,13 @@ class QueuedCallbacks:
             self.events.put(("puback", mid, reason_value(reason)))
         except Exception:
             log.exception("on_publish failed")
+
+    def on_subscribe(self, _c: Any, _u: Any, mid: int, reasons: list[Any], _p: Any) -> None:
+        """SUBACK of one SUBSCRIBE: a granted QoS, or a refusal (0x80 and above), per filter."""
+        try:
+            self.events.put(("suback", mid, list(reasons)))
+        except Exception:
+            log.exception("on_subscribe failed")
 
     def on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         """An ack for the link, or a command for the daemon; oversized ones are ignored."""

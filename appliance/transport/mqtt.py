@@ -99,6 +99,7 @@ class MqttLink(threading.Thread):
         self._retained_latest: dict[str, bytes] = {}
         self._wake_r, self._wake_w = _wake_pair()
         self._inflight: dict[int, int] = {}
+        self._subscribing: dict[int, str] = {}  # SUBSCRIBE mid -> its topic, until its SUBACK
         self._unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
         self._sent_seq = 0
         self._read_failed = False  # the outbox refused a read (said once)
@@ -233,6 +234,8 @@ class MqttLink(threading.Thread):
                 self._handle_disconnect(first)
             elif kind == "puback":
                 self._handle_puback(first, second)
+            elif kind == "suback":
+                self._handle_suback(first, second)
             elif kind == "ack":
                 self._handle_ack(first)
 
@@ -252,8 +255,11 @@ class MqttLink(threading.Thread):
         self._backoff.reset()
         server_max = getattr(properties, "ReceiveMaximum", None)
         self._window = min(self.settings.max_inflight, int(server_max or 65535))
+        self._subscribing.clear()  # a SUBACK never comes for a connection that ended
         for topic in self.subscriptions:  # resubscribe first, then the birth message
-            self._client.subscribe(topic, options=SubscribeOptions(qos=1))
+            _rc, mid = self._client.subscribe(topic, options=SubscribeOptions(qos=1))
+            if mid is not None:  # None: the socket just closed; the next CONNACK subscribes
+                self._subscribing[mid] = topic
         self._publish_status("online")
         for topic, payload in list(self._retained_latest.items()):
             self._retained.put((topic, payload))
@@ -293,6 +299,21 @@ class MqttLink(threading.Thread):
         self._refusal_said = False
         self.stats.broker_acked += 1
         self._unconfirmed.broker_took(seq)
+
+    def _handle_suback(self, mid: int, reasons: list[Any]) -> None:
+        """Say a refused subscription, naming the topic: the broker's ACL lets the device in
+        but not read it (without its ack topic no result is ever confirmed)."""
+        topic = self._subscribing.pop(mid, None)
+        refused = [reason for reason in reasons if reason_value(reason) >= 0x80]
+        if topic is None or not refused:
+            return
+        what = (": the back office's confirmations never arrive, so results are never "
+                "confirmed and are sent again until the outbox drops them"
+                if topic == self.ack_topic else "")
+        log.error("broker %s:%d refused the subscription of %s to %s (reason code 0x%02X: %s)%s; "
+                  "check the broker's ACL for this device", self.settings.host,
+                  self.settings.port, self.settings.client_id, topic,
+                  reason_value(refused[0]), refused[0], what)
 
     def _handle_ack(self, raw: bytes) -> None:
         """The back office committed these results: they may leave the outbox now."""

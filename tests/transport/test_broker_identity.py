@@ -6,6 +6,7 @@ id or publish under another site; while one tries, the other kiosks' results all
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -112,3 +113,32 @@ def test_device_credential_is_refused_shared_and_foreign_topics_and_ids_and_300_
     assert store.count_results() == PER_KIOSK * len(KIOSKS)
     assert worker.failed is None
     store.close()
+
+
+def test_a_refused_ack_subscription_is_logged_naming_the_topic_and_the_reason(
+    fleet_broker: FleetBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kiosk configured with another topic prefix than it was provisioned for connects, but
+    may not read its ack topic: no result would ever be confirmed, and nothing said why."""
+    site, device = KIOSKS[0]
+    ack_topic = f"kiosks/{site}/{device}/ack"  # provisioned under "appliance/..."
+    link = MqttLink(
+        fleet_broker.settings(device, f"edge-{site}-{device}"),
+        Outbox(tmp_path / "outbox.sqlite3"),
+        status_topic=f"kiosks/{site}/{device}/status",
+        status_payload=lambda state: b"",
+        ack_topic=ack_topic,
+    )
+    with caplog.at_level(logging.ERROR, logger="appliance.transport.mqtt"):
+        link.start()
+        try:
+            assert wait_until(lambda: bool(caplog.records), timeout_s=10)
+            assert link.connected  # the kiosk stays up: its results still go out
+        finally:
+            link.stop_event.set()
+            link.wake()
+            link.join(5)
+    refusal = caplog.records[0].getMessage()
+    assert f"refused the subscription of edge-{site}-{device} to {ack_topic}" in refusal
+    assert "(reason code 0x87: Not authorized)" in refusal
+    assert "never confirmed" in refusal
