@@ -46,11 +46,40 @@ def load_references(path: Path | None) -> dict[str, dict[str, dict[str, float]]]
         raise ReferenceFileError(f"{path}: larger than {MAX_REFERENCE_BYTES} bytes")
     try:
         bands = safejson.loads(path.read_text(encoding="utf-8"))["bands"]
-        return {str(band): {str(k): {"mean": float(v["mean"]), "sd": float(v["sd"]),
-                                     "n": float(v["n"])} for k, v in features.items()}
+        return {str(band): {str(key): _figures(path, f"{band}.{key}", figures)
+                            for key, figures in features.items()}
                 for band, features in bands.items()}
+    except ReferenceFileError:
+        raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ReferenceFileError(f"{path}: not a reference-range file ({exc!r})") from exc
+
+
+def _figures(path: Path, where: str, figures: dict[str, object]) -> dict[str, float]:
+    """One feature's mean, SD and n, each a finite JSON number: Infinity would reach the page
+    as JSON it cannot parse, and NaN has no percentile."""
+    checked = {}
+    for name in ("mean", "sd", "n"):
+        value = figures[name]
+        number = _finite(value)
+        if number is None:
+            raise ReferenceFileError(
+                f"{path}: not a reference-range file: bands.{where}.{name} is "
+                f"{str(value)[:40]!r}, not a finite number; "
+                "write the file again with `appliance console reference --out FILE`")
+        checked[name] = number
+    return checked
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a float when it is a finite JSON number (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past the float range
+        return None
+    return number if math.isfinite(number) else None
 
 
 def standing(value: float, reference: dict[str, float] | None) -> dict[str, Any] | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from appliance.capture.quality import FrameQuality
 from appliance.edge.measure import Measurement, measure_frame
 from appliance.edge.reasons import Withheld, grade_withheld, not_graded_reason
-from appliance.edge.screen_view import result_view
+from appliance.edge.screen_view import ReferenceFileError, load_references, result_view
 from appliance.edge.testing import FIXED_FEATURES
 from appliance.transport import payloads
 from appliance.transport.payloads import FEATURE_KEYS
@@ -71,3 +74,16 @@ def test_a_hostile_reason_is_read_back_bounded_to_the_known_features() -> None:
              "\x1b[2Jwrinkles", *(f"f{i}" for i in range(5_000))]
     withheld = grade_withheld([not_graded_reason(named)])
     assert withheld == Withheld(("kime_score", "pore_count"), frame=False)
+
+
+@pytest.mark.parametrize("mean", ['"inf"', "1e400", "NaN", "true"])
+def test_a_reference_figure_that_is_no_finite_number_is_refused_naming_it(
+    tmp_path: Path, mean: str
+) -> None:
+    """Infinity would reach the page as JSON it cannot parse; NaN ended the screen's thread."""
+    reference = tmp_path / "reference.json"
+    reference.write_text(
+        f'{{"bands": {{"40-49": {{"kime_score": {{"mean": {mean}, "sd": 9.0, "n": 12}}}}}}}}'
+    )
+    with pytest.raises(ReferenceFileError, match=r"reference\.json: .*40-49.*kime_score.*mean"):
+        load_references(reference)
