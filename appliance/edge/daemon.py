@@ -33,6 +33,7 @@ from appliance.edge.session import SessionTracker
 from appliance.edge.status import DeviceStatus
 from appliance.edge.systemd import Notifier, watchdog_interval_s
 from appliance.transport.acks import ACK_LEAF
+from appliance.transport.callbacks import shown_topic
 from appliance.transport.client import LinkSettings, settings_from_config
 from appliance.transport.losttally import count_lost_beside
 from appliance.transport.mqtt import MqttLink
@@ -281,12 +282,12 @@ class EdgeDaemon:
             except queue.Empty:
                 return
             if message.topic.endswith("/cmd/measure"):
-                log.info("measurement requested over MQTT (%s)", message.topic)
+                log.info("measurement requested over MQTT (%s)", shown_topic(message.topic))
                 self.sessions.request_measurement()
             elif message.topic.endswith("/model/update") and self.updater is not None:
                 self.updater.notify()  # only "refresh now": signed metadata decides what runs
             else:
-                log.warning("unknown command topic %s ignored", message.topic)
+                log.warning("unknown command topic %s ignored", shown_topic(message.topic))
 
     def dead_threads(self) -> list[str]:
         """Names of pipeline threads that ended although nothing asked them to (a crash)."""

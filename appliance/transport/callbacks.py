@@ -15,11 +15,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from appliance.logsafe import shorten
 from appliance.transport.client import reason_value
 
 log = logging.getLogger(__name__)
 
 MAX_INCOMING_BYTES = 64 * 1024
+SHOWN_TOPIC_CHARS = 200  # of an incoming topic in a journal line (a topic may be 65,535 bytes)
 LinkEvent = tuple[str, Any, Any]
 
 
@@ -79,13 +81,19 @@ class QueuedCallbacks:
         """An ack for the link, or a command for the daemon; oversized ones are ignored."""
         try:
             if len(message.payload) > MAX_INCOMING_BYTES:
-                log.warning("ignored %d-byte message on %s", len(message.payload), message.topic)
+                log.warning("ignored %d-byte message on %s", len(message.payload),
+                            shown_topic(message.topic))
                 return
             if message.topic == self.ack_topic:
                 self.events.put(("ack", bytes(message.payload), None))
                 return
             self.inbox.put_nowait(IncomingMessage(message.topic, bytes(message.payload)))
         except queue.Full:
-            log.warning("command inbox full; dropped a message on %s", message.topic)
+            log.warning("command inbox full; dropped a message on %s", shown_topic(message.topic))
         except Exception:
             log.exception("on_message failed")
+
+
+def shown_topic(topic: str) -> str:
+    """An incoming topic fit for a log line: cut to SHOWN_TOPIC_CHARS, saying how much more."""
+    return shorten(topic, SHOWN_TOPIC_CHARS)

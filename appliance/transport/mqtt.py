@@ -27,6 +27,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from appliance.logsafe import shorten
 from appliance.transport.acks import parse_ack
 from appliance.transport.backoff import Backoff
 from appliance.transport.callbacks import QueuedCallbacks
@@ -47,6 +48,7 @@ from appliance.transport.unconfirmed import Unconfirmed
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.5
+SHOWN_REASON_CHARS = 300  # of why an ack was refused (it may quote a 64 KiB key) in the log
 EXPIRE_EVERY_S = 60.0
 
 
@@ -321,7 +323,8 @@ class MqttLink(threading.Thread):
             ids = parse_ack(raw)
         except PayloadError as exc:
             self.stats.bad_acks += 1
-            log.warning("ignored a malformed ack on %s: %s", self.ack_topic, exc)
+            log.warning("ignored a malformed ack on %s: %s", self.ack_topic,
+                        shorten(str(exc), SHOWN_REASON_CHARS))
             return
         try:
             removed = self.outbox.remove_ids(ids)

@@ -21,7 +21,7 @@ from appliance.capture.synthetic import CustomerScript
 from appliance.config import Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.service import reload_config
-from appliance.edge.testing import ResultCollector, fast_daemon, fast_source
+from appliance.edge.testing import ResultCollector, fast_daemon, fast_source, wait_until
 from appliance.transport.broker import free_port
 from appliance.transport.client import LinkSettings, new_client
 
@@ -97,6 +97,34 @@ def test_cmd_measure_measures_again_while_the_scope_rests(
     finally:
         daemon.request_stop()
         thread.join(10)
+
+
+def test_a_command_on_a_topic_of_60000_characters_is_logged_cut_short(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topic may be 65,535 bytes long: one journal line per such command would be as long."""
+    config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None})
+    daemon = fast_daemon(config)
+    with caplog.at_level(logging.WARNING, logger="appliance.edge.daemon"):
+        thread, _codes = run_in_thread(daemon)
+        try:
+            assert wait_until(lambda: daemon.link.connected, 10)
+            sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
+            sender.connect(mqtt_broker.host, mqtt_broker.port)
+            sender.loop_start()
+            topic = f"{topic_prefix}/lab/kiosk-t/cmd/" + "x" * 60_000
+            sender.publish(topic, b"{}", qos=1).wait_for_publish(5)
+            sender.disconnect()
+            sender.loop_stop()
+            assert wait_until(lambda: bool(caplog.records), 10)
+        finally:
+            daemon.request_stop()
+            thread.join(10)
+    ignored = caplog.records[0].getMessage()
+    assert "unknown command topic" in ignored
+    assert f"{topic_prefix}/lab/kiosk-t/cmd/xxx" in ignored
+    assert len(ignored) < 500
+    assert "more characters" in ignored
 
 
 def test_metrics_endpoint_reports_counters_on_localhost(

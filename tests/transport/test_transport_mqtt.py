@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -262,3 +263,31 @@ def test_bad_credentials_stop_retrying_with_a_clear_error(tmp_path: Path) -> Non
         broker.terminate()
         broker.wait(5)
         shutil.rmtree(workdir)
+
+
+def test_a_malformed_ack_is_logged_cut_short(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Why an ack was refused can quote its hostile key whole: 60,000 characters a line."""
+    link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
+    hostile = json.loads(encode_acks(["m1"])[0]) | {"k" * 60_000: 1}
+    with caplog.at_level(logging.WARNING, logger="appliance.transport.mqtt"):
+        link.start()
+        try:
+            deadline_s = time.monotonic() + 5
+            while not link.connected and time.monotonic() < deadline_s:
+                time.sleep(0.02)
+            sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
+            sender.connect(mqtt_broker.host, mqtt_broker.port)
+            sender.loop_start()
+            sender.publish(link.ack_topic, json.dumps(hostile).encode(), qos=1).wait_for_publish(5)
+            sender.disconnect()
+            sender.loop_stop()
+            while link.stats.bad_acks < 1 and time.monotonic() < deadline_s + 5:
+                time.sleep(0.02)
+        finally:
+            stop(link)
+    ignored = [r.getMessage() for r in caplog.records if "malformed ack" in r.getMessage()]
+    assert len(ignored) == 1
+    assert "kkk" in ignored[0]
+    assert len(ignored[0]) < 600
