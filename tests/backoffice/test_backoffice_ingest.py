@@ -49,6 +49,20 @@ def _wait_for(check: Callable[[], bool], timeout_s: float = 20.0) -> bool:
     return check()
 
 
+def _settled(read: Callable[[], int], quiet_s: float = 1.0, timeout_s: float = 30.0) -> bool:
+    """Whether ``read()`` stops changing for ``quiet_s`` within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return True
+    return False
+
+
 def _results(prefix: str, count: int, seed: int, devices: int = 5) -> list[tuple[str, bytes]]:
     rng = random.Random(seed)
     out = []
@@ -304,9 +318,12 @@ def test_a_flood_of_qos0_results_is_bounded_in_memory_and_qos1_results_still_lan
     hostile.connect("127.0.0.1", 1883)
     hostile.loop_start()
     try:
-        for topic, body in flood:
-            hostile.publish(topic, body, qos=0)
-        assert _wait_for(lambda: worker.stats.qos0_refused >= 2000 - MAX_QOS0_WAITING - 200)
+        sent = [hostile.publish(topic, body, qos=0) for topic, body in flood]
+        sent[-1].wait_for_publish(20)
+        # the broker may drop QoS 0 messages itself under load: wait until the flood that
+        # reaches the worker is over (no new refusal for a second), not for a fixed count
+        assert _wait_for(lambda: worker.stats.qos0_refused > 0)
+        assert _settled(lambda: worker.stats.qos0_refused)
         assert worker.writer.inbox.qsize() <= MAX_QOS0_WAITING
         kiosk = [(f"{topic_prefix}/lab/kiosk-0/result", body) for _, body in
                  _results(topic_prefix, 5, seed=6, devices=1)]
