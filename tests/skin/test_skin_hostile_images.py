@@ -52,7 +52,9 @@ def test_any_error_inside_one_file_is_that_file_s_error(tmp_path: Path) -> None:
     run = AnalyzeRun(Config(), tmp_path / "missing-folder" / "sub")  # overlays cannot be written
     record = run.measure(odd)
     assert record["image"] == str(odd)
-    assert "error" in record
+    assert "features" in record  # the measurement stands; the overlay's failure beside it
+    assert "odd" in record["overlay_error"]
+    assert "could not write the overlay" in record["overlay_error"]
 
 
 def test_a_scale_beyond_the_measurable_range_is_refused_before_any_image_is_made() -> None:
