@@ -2,11 +2,12 @@
 
 Guards that apply to every request live here: the query string and request body are bounded
 (a larger one is refused before any handler runs), refused input gets a clear 400 that
-names the field, and every response carries headers that keep pages from being framed or
-sniffed, scripts from loading from elsewhere and the browser from keeping a copy, refusals
-and the 500 of a request that failed inside the console included (its cause goes to the log,
-not to the visitor). A URL no page answers (404, or 405 for a method it does not take) gets
-the console's error page, an API URL FastAPI's JSON; HEAD is answered as GET, head only.
+names the field, and a request that failed inside the console is a 500 whose cause goes to
+the log, not to the visitor. A URL no page answers (404, or 405 for a method it does not
+take) gets the console's error page, an API URL FastAPI's JSON; HEAD is answered as GET,
+head only. SECURITY_HEADERS keep pages from being framed or sniffed, scripts from loading
+from elsewhere and the browser from keeping a copy: the server sends them with every answer
+(server.py), refusals, the 500 and uvicorn's own 503 included.
 """
 
 from __future__ import annotations
@@ -123,15 +124,12 @@ async def _limits(request: Request, call_next: Handler) -> Response:
     if not length.isdigit() or int(length) > MAX_FORM_BYTES:
         return _refusal(request, 413, f"request body of {html.escape(length)} bytes refused: "
                         f"at most {MAX_FORM_BYTES}")
-    response = await call_next(request)
-    response.headers.update(SECURITY_HEADERS)
-    return response
+    return await call_next(request)
 
 
 def _refusal(request: Request, status: int, message: str,
              headers: Mapping[str, str] | None = None) -> Response:
     """A refusal as JSON for the API and as a small escaped page otherwise."""
-    headers = {**(headers or {}), **SECURITY_HEADERS}
     if _is_api(request):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
     templates: Environment = request.app.state.templates

@@ -9,7 +9,9 @@ Each connection holds one of the server's ``limit_concurrency`` places, and uvic
 a request's headers without end: a visitor that opens connections and sends a request slowly
 (or never) would keep every place and every other visitor would get 503. Here a request must
 arrive whole within REQUEST_DEADLINE_S of its connection (or of the previous answer on it);
-the connection of one that did not is closed.
+the connection of one that did not is closed. A request beyond those places is answered 503
+by uvicorn itself, outside the app: so that answer too carries the console's security
+headers, uvicorn adds them to every answer (``headers``), and the app sets none of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from appliance.config import ConsoleConfig
-from appliance.console.app import create_app
+from appliance.console.app import SECURITY_HEADERS, create_app
 from appliance.console.db import StorePool
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies), log_level="warning",
         access_log=False, limit_concurrency=64, timeout_keep_alive=5, http=DeadlineProtocol,
+        headers=list(SECURITY_HEADERS.items()),
     )
     return uvicorn.Server(config)
 

@@ -14,6 +14,7 @@ from console_helpers import Console, get_with, login_cookie, make_result, runnin
 
 from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
+from appliance.console.app import SECURITY_HEADERS
 
 PLACES = 64  # the server's limit_concurrency (appliance/console/server.py)
 
@@ -114,3 +115,29 @@ def _unchunked(body: bytes) -> bytes:
             return bytes(out)
         out += rest[:size]
         rest = rest[size + 2:]
+
+
+def test_the_servers_own_503_for_a_request_beyond_its_places_keeps_the_security_headers(
+    console: Console,
+) -> None:
+    address = urlsplit(console.url)
+    held = [socket.create_connection((address.hostname, address.port), timeout=30)
+            for _ in range(PLACES + 8)]  # idle: each holds a place until its deadline
+    try:
+        with socket.create_connection((address.hostname, address.port), timeout=30) as late:
+            late.sendall(b"GET /login HTTP/1.1\r\nHost: console\r\n\r\n")
+            answer = bytearray()
+            while chunk := late.recv(4096):
+                answer += chunk
+    finally:
+        for sock in held:
+            sock.close()
+    head = bytes(answer).partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    assert head[0] == "HTTP/1.1 503 Service Unavailable"  # uvicorn's, not the console's
+    fields = {}
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        assert name.lower() not in fields, f"{name} sent twice"
+        fields[name.lower()] = value.strip()
+    for name, value in SECURITY_HEADERS.items():
+        assert fields.get(name.lower()) == value, (name, fields)  # on main: none of them
