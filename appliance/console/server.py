@@ -9,7 +9,9 @@ Each connection holds one of the server's ``limit_concurrency`` places, and uvic
 a request's headers without end: a visitor that opens connections and sends a request slowly
 (or never) would keep every place and every other visitor would get 503. Here a request must
 arrive whole within REQUEST_DEADLINE_S of its connection (or of the previous answer on it);
-the connection of one that did not is closed. A request beyond those places is answered 503
+the connection of one that did not is closed. The answer's side is bounded too: a client
+that reads nothing of a large answer (a CSV, a picture) for STALLED_SEND_S is cut off, or
+a few such downloads would keep every place. A request beyond those places is answered 503
 by uvicorn itself, outside the app: so that answer too carries the console's security
 headers, uvicorn adds them to every answer (``headers``), and the app sets none of its own.
 """
@@ -32,13 +34,17 @@ from appliance.console.db import StorePool
 log = logging.getLogger(__name__)
 # a console request (headers, and a form of at most 4 KiB) takes well under a second to send
 REQUEST_DEADLINE_S = 10.0
+# a client reading an answer at all drains the send buffer far more often than this
+STALLED_SEND_S = 60.0
 
 
 class DeadlineProtocol(H11Protocol):
     """uvicorn's h11 protocol that closes a connection whose request has not arrived whole
-    within REQUEST_DEADLINE_S (a slow or silent client)."""
+    within REQUEST_DEADLINE_S (a slow or silent client), or whose client has read nothing of
+    its answer for STALLED_SEND_S."""
 
     deadline: asyncio.TimerHandle | None = None
+    stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the first request's deadline."""
@@ -52,9 +58,30 @@ class DeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """No deadline once the connection is gone."""
-        if self.deadline is not None:
-            self.deadline.cancel()
+        for timer in (self.deadline, self.stalled):
+            if timer is not None:
+                timer.cancel()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The send buffer is full: the client has STALLED_SEND_S to read some of it."""
+        super().pause_writing()
+        if self.stalled is None:
+            self.stalled = self.loop.call_later(STALLED_SEND_S, self._stalled)
+
+    def resume_writing(self) -> None:
+        """The client read: no deadline until the buffer fills again."""
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
+        super().resume_writing()
+
+    def _stalled(self) -> None:
+        """Cut off a client that read nothing for STALLED_SEND_S: abort, as a close would wait
+        for the buffer it does not read; the answer's handler sees the disconnect."""
+        log.warning("console: cut off a connection from %s: it read nothing of its answer "
+                    "for %.0f s", self.client, STALLED_SEND_S)
+        self.transport.abort()
 
     def _arm(self) -> None:
         if self.deadline is not None:

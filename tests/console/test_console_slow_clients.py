@@ -3,17 +3,21 @@ connection holds one of the server's places until its request has arrived whole.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import socket
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from console_helpers import Console, get_with, login_cookie, make_result, running_console
 
 from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
+from appliance.console import server
 from appliance.console.app import SECURITY_HEADERS
 
 PLACES = 64  # the server's limit_concurrency (appliance/console/server.py)
@@ -141,3 +145,28 @@ def test_the_servers_own_503_for_a_request_beyond_its_places_keeps_the_security_
         fields[name.lower()] = value.strip()
     for name, value in SECURITY_HEADERS.items():
         assert fields.get(name.lower()) == value, (name, fields)  # on main: none of them
+
+
+def test_a_client_that_reads_nothing_of_its_answer_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(server, "STALLED_SEND_S", 0.5)
+    with running_console(tmp_path) as console:
+        _add_long_results(console.store_url, 3000)
+        cookie, _ = login_cookie(console)
+        sock, first = _stalled_download(console, cookie)
+        try:
+            pause, polls = threading.Event(), 0
+            while "it read nothing of its answer" not in caplog.text:
+                assert polls < 600, "never cut off"  # on main: it waited for good
+                pause.wait(0.05)
+                polls += 1
+            answer = bytearray(first)
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(1 << 20):
+                    answer += chunk
+        finally:
+            sock.close()
+        assert console.get("/login")[0] == 200
+    assert 64 < len(answer) < 13_000_000  # what the buffers held, then the end
+    assert not answer.endswith(b"\r\n0\r\n\r\n")  # cut off, not complete
