@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
-from appliance.backoffice.queries import Login
+from appliance.backoffice.accounts import Login
 from appliance.console.filters import check_measurement_id, once_each, parse_query
 from appliance.console.guard import api_login, pool_of
 from appliance.console.views import cohort_json, fleet, result_detail, results_page

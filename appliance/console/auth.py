@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from appliance.backoffice.queries import Login, Revoked, token_id
+from appliance.backoffice.accounts import Login, Revoked, token_id
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 

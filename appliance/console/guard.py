@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
-from appliance.backoffice.queries import Login
+from appliance.backoffice.accounts import Login
 from appliance.console.auth import bearer_login, same_token, session_login
 from appliance.console.db import StorePool
 from appliance.console.filters import (

@@ -22,8 +22,8 @@ from jinja2 import Environment
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
+from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import SHOWN_CHARS, csv_safe
-from appliance.backoffice.queries import Login
 from appliance.console.auth import check_password, digest, known_user, open_session
 from appliance.console.cohortview import svg_plot
 from appliance.console.filters import check_measurement_id, once_each, parse_query

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from appliance.backoffice.queries import Login
+from appliance.backoffice.accounts import Login
 from appliance.console.filters import InputError
 from appliance.console.guard import api_login, page_login, pool_of
 from appliance.console.pages import render

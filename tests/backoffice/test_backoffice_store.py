@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice.queries import Login
+from appliance.backoffice.accounts import Login
 from appliance.backoffice.schema import (
     MIGRATIONS,
     RESULT_COLUMNS,

@@ -12,7 +12,7 @@ import pytest
 from console_helpers import PASSWORD, Console, get_with, login_cookie
 from playwright.sync_api import expect
 
-from appliance.backoffice.queries import Login, Revoked
+from appliance.backoffice.accounts import Login, Revoked
 from appliance.backoffice.store import Store, open_store
 from appliance.browser import chromium_page
 from appliance.cli import main

@@ -1,0 +1,198 @@
+"""Console users, API tokens and login sessions in the store (the console's access).
+
+A mixin of ``Store`` through ``ConsoleQueries`` (same connection, same SQL for SQLite and
+PostgreSQL). Only hashes are kept (appliance/console/auth.py makes them). Sessions are
+timed on the store's clock: PostgreSQL's, shared by consoles on several hosts, or this host's
+for SQLite. Ending a user's access (a new password, removal) ends its sessions and revokes
+its API tokens in the same transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from appliance.backoffice.schema import iso_utc
+from appliance.transport.payloads import utc_now
+
+# an API token's id: the start of its SHA-256 (64 bits: no two tokens share one in practice)
+TOKEN_ID_CHARS = 16
+TOKEN_ID = re.compile(f"^[0-9a-f]{{{TOKEN_ID_CHARS}}}$")
+# PostgreSQL's clock as the fixed-width UTC text sessions keep (schema.iso_utc's format)
+_PG_NOW_TEXT = ("to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """What ending a console user's access took away: open sessions and API tokens."""
+
+    sessions: int
+    tokens: int
+
+
+def token_id(token_sha256: str) -> str:
+    """The id an API token is listed and revoked by: the start of its SHA-256 (not secret)."""
+    return token_sha256[:TOKEN_ID_CHARS]
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who a session or token belongs to."""
+
+    name: str
+    role: str
+    csrf: str = ""
+
+
+class ConsoleAccounts:
+    """Console users, their API tokens and login sessions, mixed into ``Store``."""
+
+    postgres: bool
+    if TYPE_CHECKING:
+
+        def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+        def _sql(self, text: str) -> str: ...
+        def _transaction(self) -> AbstractContextManager[Any]: ...
+
+    def put_user(self, name: str, password_hash: str, role: str, now: str) -> Revoked | None:
+        """Add a console user (None) or replace its password and role, which ends the user's
+        open sessions and revokes its API tokens (what was taken away)."""
+        with self._transaction() as cur:
+            cur.execute(self._sql("SELECT 1 FROM console_users WHERE name = ?"), (name,))
+            fresh = cur.fetchone() is None
+            cur.execute(
+                self._sql(
+                    "INSERT INTO console_users (name, password_hash, role, created_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "password_hash = excluded.password_hash, role = excluded.role"
+                ),
+                (name, password_hash, role, now),
+            )
+            return None if fresh else self._revoke_access(cur, name)
+
+    def remove_user(self, name: str) -> Revoked | None:
+        """Remove a console user with its sessions and API tokens; None when there is none."""
+        with self._transaction() as cur:
+            revoked = self._revoke_access(cur, name)
+            cur.execute(self._sql("DELETE FROM console_users WHERE name = ?"), (name,))
+            return revoked if cur.rowcount else None
+
+    def _revoke_access(self, cur: Any, name: str) -> Revoked:
+        """End every session of ``name`` and revoke its API tokens, inside a transaction."""
+        cur.execute(self._sql("DELETE FROM console_sessions WHERE name = ?"), (name,))
+        sessions = cur.rowcount
+        cur.execute(self._sql("DELETE FROM console_tokens WHERE name = ?"), (name,))
+        return Revoked(sessions, cur.rowcount)
+
+    def users(self) -> list[tuple[str, str, str, int, int]]:
+        """Every console user: name, role, created, open sessions and API tokens, by name."""
+        now, params = self._session_now()
+        rows = self._fetch(
+            "SELECT u.name, u.role, u.created_at, "
+            "(SELECT COUNT(*) FROM console_sessions s WHERE s.name = u.name "
+            f"AND s.expires_at > {now}), "
+            "(SELECT COUNT(*) FROM console_tokens t WHERE t.name = u.name) "
+            "FROM console_users u ORDER BY u.name", params)
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    def user(self, name: str) -> tuple[str, str] | None:
+        """The password hash and role of a console user, or None."""
+        rows = self._fetch(
+            "SELECT password_hash, role FROM console_users WHERE name = ?", (name,)
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def add_token(self, token_sha256: str, name: str, now: str) -> None:
+        """Keep the hash of a new API token of user ``name``."""
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql("INSERT INTO console_tokens (token_sha256, name, created_at) "
+                          "VALUES (?, ?, ?)"),
+                (token_sha256, name, now),
+            )
+
+    def tokens(self, name: str | None = None) -> list[tuple[str, str, str]]:
+        """API tokens (of user ``name``, else all): token id, user and created, oldest first."""
+        where, params = ("WHERE name = ? ", [name]) if name else ("", [])
+        rows = self._fetch(f"SELECT token_sha256, name, created_at FROM console_tokens {where}"
+                           "ORDER BY created_at, token_sha256", params)
+        return [(token_id(row[0]), row[1], row[2]) for row in rows]
+
+    def revoke_token(self, token_id_text: str) -> str | None:
+        """Revoke the API token with this id; its user, or None when there is no such token."""
+        if not TOKEN_ID.match(token_id_text):
+            raise ValueError(f"token id {token_id_text!r}: {TOKEN_ID_CHARS} hex digits expected")
+        with self._transaction() as cur:
+            cur.execute(self._sql("SELECT token_sha256, name FROM console_tokens "
+                                  "WHERE token_sha256 LIKE ?"), (token_id_text + "%",))
+            found = cur.fetchall()
+            for token_sha256, _ in found:
+                cur.execute(self._sql("DELETE FROM console_tokens WHERE token_sha256 = ?"),
+                            (token_sha256,))
+        return str(found[0][1]) if found else None
+
+    def token_login(self, token_sha256: str) -> Login | None:
+        """Whose API token this is, or None."""
+        rows = self._fetch(
+            "SELECT u.name, u.role FROM console_tokens t JOIN console_users u "
+            "ON u.name = t.name WHERE t.token_sha256 = ?",
+            (token_sha256,),
+        )
+        return Login(rows[0][0], rows[0][1]) if rows else None
+
+    def add_session(self, session_sha256: str, name: str, csrf: str, lifetime_s: float,
+                    *, end_others: bool = False) -> int:
+        """Keep a new login session of ``lifetime_s`` (and forget expired ones), both timed on
+        the store's clock; ``end_others`` ends the user's other sessions. How many it ended."""
+        with self._transaction() as cur:
+            now = self._session_clock(cur)
+            cur.execute(self._sql("DELETE FROM console_sessions WHERE expires_at < ?"),
+                        (iso_utc(now),))
+            ended = 0
+            if end_others:
+                cur.execute(self._sql("DELETE FROM console_sessions WHERE name = ?"), (name,))
+                ended = cur.rowcount
+            cur.execute(
+                self._sql("INSERT INTO console_sessions (session_sha256, name, csrf, expires_at) "
+                          "VALUES (?, ?, ?, ?)"),
+                (session_sha256, name, csrf, iso_utc(now + timedelta(seconds=lifetime_s))),
+            )
+        return ended
+
+    def session_login(self, session_sha256: str) -> Login | None:
+        """Whose unexpired session this is (with its CSRF token), or None; expiry is judged
+        on the store's clock."""
+        now, params = self._session_now()
+        rows = self._fetch(
+            "SELECT u.name, u.role, s.csrf FROM console_sessions s JOIN console_users u "
+            f"ON u.name = s.name WHERE s.session_sha256 = ? AND s.expires_at > {now}",
+            [session_sha256, *params])
+        return Login(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def _session_now(self) -> tuple[str, list[str]]:
+        """Now on the sessions' clock as SQL: PostgreSQL's expression, or a bound parameter
+        (this host's clock, SQLite) and its value."""
+        return (_PG_NOW_TEXT, []) if self.postgres else ("?", [iso_utc(utc_now())])
+
+    def _session_clock(self, cur: Any) -> datetime:
+        """Now on the clock sessions run on: the PostgreSQL server's, shared by every console
+        host (a host whose clock runs ahead or behind would end sessions early or keep them
+        late), or this host's for SQLite (one host)."""
+        if not self.postgres:
+            return utc_now()
+        cur.execute("SELECT clock_timestamp()")
+        moment: datetime = cur.fetchone()[0]
+        return moment
+
+    def end_session(self, session_sha256: str) -> None:
+        """Forget a login session (logout)."""
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql("DELETE FROM console_sessions WHERE session_sha256 = ?"),
+                (session_sha256,),
+            )
