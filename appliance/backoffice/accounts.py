@@ -82,9 +82,20 @@ class ConsoleAccounts:
             cur.execute(self._sql("DELETE FROM console_users WHERE name = ?"), (name,))
             return revoked if cur.rowcount else None
 
-    def _revoke_access(self, cur: Any, name: str) -> Revoked:
-        """End every session of ``name`` and revoke its API tokens, inside a transaction."""
-        cur.execute(self._sql("DELETE FROM console_sessions WHERE name = ?"), (name,))
+    def change_password(self, name: str, password_hash: str, keep_session_sha256: str
+                        ) -> Revoked:
+        """Set a user's password from its own session: its other sessions end and its API
+        tokens are revoked; the session it was changed from stays."""
+        with self._transaction() as cur:
+            cur.execute(self._sql("UPDATE console_users SET password_hash = ? WHERE name = ?"),
+                        (password_hash, name))
+            return self._revoke_access(cur, name, keep_session_sha256)
+
+    def _revoke_access(self, cur: Any, name: str, keep_session_sha256: str = "") -> Revoked:
+        """End every session of ``name`` (but the one kept) and revoke its API tokens, inside
+        a transaction."""
+        cur.execute(self._sql("DELETE FROM console_sessions WHERE name = ? "
+                              "AND session_sha256 <> ?"), (name, keep_session_sha256))
         sessions = cur.rowcount
         cur.execute(self._sql("DELETE FROM console_tokens WHERE name = ?"), (name,))
         return Revoked(sessions, cur.rowcount)

@@ -68,7 +68,12 @@ def add_user(store: Store, name: str, role: str, password: str) -> Revoked | Non
     """Add a console user (None), or set its password and role: that ends its sessions and
     revokes its API tokens, so whoever held the old password keeps nothing (what it took)."""
     check_user(name, role, password)
-    return store.put_user(name, _HASHER.hash(password), role, iso_utc(datetime.now(UTC)))
+    return store.put_user(name, password_hash(password), role, iso_utc(datetime.now(UTC)))
+
+
+def password_hash(password: str) -> str:
+    """The argon2id hash the store keeps of a password (slow and 64 MiB by design)."""
+    return _HASHER.hash(password)
 
 
 def create_token(store: Store, name: str) -> str:

@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
 from appliance.backoffice.accounts import Login
-from appliance.console.auth import bearer_login, same_token, session_login
+from appliance.console.auth import MAX_PASSWORD_CHARS, bearer_login, same_token, session_login
 from appliance.console.db import StorePool
 from appliance.console.filters import (
     MAX_FIELD_CHARS,
@@ -30,6 +30,7 @@ from appliance.console.filters import (
 )
 
 SESSION_COOKIE = "appliance_session"
+PASSWORD_FIELDS = ("password", "new_password", "new_password_again")  # up to 256 characters
 LOGIN_CSRF_COOKIE = "appliance_login_csrf"
 _LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}$")
 _READ_BY_HAND = {"/results": RESULT_PARAMETERS, "/results.csv": RESULT_PARAMETERS}
@@ -146,7 +147,7 @@ async def read_form(request: Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise InputError("form", body[:40].decode("utf-8", "replace"), str(exc)) from exc
     for name, value in pairs:
-        limit = 256 if name == "password" else MAX_FIELD_CHARS
+        limit = MAX_PASSWORD_CHARS if name in PASSWORD_FIELDS else MAX_FIELD_CHARS
         if len(value) > limit:
             raise InputError(name[:20], value, f"at most {limit} characters")
     return dict(pairs)

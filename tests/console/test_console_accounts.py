@@ -7,9 +7,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import pytest
-from console_helpers import PASSWORD, Console, get_with, login_cookie
+from console_helpers import PASSWORD, Console, get_with, login_cookie, post, running_console
 from playwright.sync_api import expect
 
 from appliance.backoffice.accounts import Login, Revoked
@@ -58,6 +60,14 @@ def test_each_store_ends_sessions_and_tokens_of_one_user_only(store: Store) -> N
     assert auth.remove_user(store, "bob") == Revoked(sessions=1, tokens=1)
     assert [row[0] for row in store.users()] == ["ann"]
     assert store.tokens() == []
+    kept, ended = (auth.open_session(store, Login("ann", "operator"), 1) for _ in range(2))
+    create_token(store, "ann")
+    changed = store.change_password("ann", auth.password_hash("another password"),
+                                    auth.digest(kept.cookie))
+    assert changed == Revoked(sessions=1, tokens=1)
+    assert auth.session_login(store, kept.cookie) is not None
+    assert auth.session_login(store, ended.cookie) is None
+    assert auth.verify_password(store, "ann", "another password") is not None
 
 
 def _user_with_token(console: Console, name: str) -> str:
@@ -170,3 +180,75 @@ def test_a_login_can_log_out_the_users_other_sessions(console: Console) -> None:
         expect(page).to_have_url(console.url + "/fleet")
     assert get_with(console, "/fleet", earlier)[0] == 303
     assert get_with(console, "/fleet", kept)[0] == 303
+
+
+def _fill_password_form(page: Any, current: str, new: str, again: str) -> None:
+    page.fill("#password input[name=password]", current)
+    page.fill("#password input[name=new_password]", new)
+    page.fill("#password input[name=new_password_again]", again)
+    page.click("#password button[type=submit]")
+
+
+def test_a_user_changes_its_password_in_the_console_and_keeps_only_this_session(
+    console: Console,
+) -> None:
+    token = _user_with_token(console, "heidi")
+    earlier, _ = login_cookie(console, "heidi")
+    new = "a new and longer secret"
+    with chromium_page(1280, 900) as page:
+        page.goto(console.url + "/login")
+        page.fill("input[name=user]", "heidi")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.click("header a[href='/account']")
+        expect(page.locator("h1")).to_have_text("Account: heidi (viewer)")
+        _fill_password_form(page, "not the password", new, new)
+        expect(page.locator(".error")).to_have_text(
+            "The current password is wrong; the password is unchanged.")
+        _fill_password_form(page, PASSWORD, new, new + "!")
+        expect(page.locator(".error")).to_have_text(
+            "The two new passwords differ; the password is unchanged.")
+        assert _still_in(console, earlier, token) == (True, True)
+        _fill_password_form(page, PASSWORD, new, new)
+        expect(page.locator(".done")).to_have_text(
+            "Password changed: 1 other session(s) ended, 1 API token(s) revoked. "
+            "This session goes on.")
+        page.click("header a[href='/fleet']")
+        expect(page).to_have_url(console.url + "/fleet")  # this session goes on
+    assert _still_in(console, earlier, token) == (False, False)
+    store = open_store(console.store_url)
+    try:
+        assert auth.verify_password(store, "heidi", new) == Login("heidi", "viewer")
+        assert auth.verify_password(store, "heidi", PASSWORD) is None
+    finally:
+        store.close()
+
+
+def test_a_password_change_needs_the_sessions_csrf_token(console: Console) -> None:
+    _user_with_token(console, "ivan")
+    cookie, _ = login_cookie(console, "ivan")
+    form = urlencode({"csrf": "forged", "password": PASSWORD, "new_password": "x" * 12,
+                      "new_password_again": "x" * 12}).encode()
+    status, _, _ = post(console.url + "/account/password", form, {
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    assert status == 403
+    store = open_store(console.store_url)
+    try:
+        assert auth.verify_password(store, "ivan", PASSWORD) is not None
+    finally:
+        store.close()
+
+
+def test_a_stolen_session_cannot_guess_the_password_faster_than_the_login_form(
+    tmp_path: Path,
+) -> None:
+    with running_console(tmp_path, login_max_failures=1) as console:
+        cookie, csrf = login_cookie(console, "victor")
+        answers = []
+        for current in ("a first guess!", PASSWORD):
+            form = urlencode({"csrf": csrf, "password": current, "new_password": "x" * 12,
+                              "new_password_again": "x" * 12}).encode()
+            status, headers, _ = post(console.url + "/account/password", form, {
+                "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+            answers.append((status, "retry-after" in headers))
+    assert answers == [(403, False), (429, True)]  # the right one too, within the window

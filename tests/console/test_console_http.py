@@ -472,7 +472,8 @@ API_WITHOUT_PARAMETERS = ("/api/v1/fleet", "/api/v1/cohort", "/api/v1/rollouts",
                           f"/api/v1/results/{ONE_RESULT}")
 PAGES_WITHOUT_PARAMETERS = ("/", "/fleet", "/cohort", "/dead-letters", "/docs", "/openapi.json",
                             "/rollouts", "/rollouts/r0llout1", "/pathology", "/pathology/job-1",
-                            "/pathology/job-1/slides/0/heatmap", f"/results/{ONE_RESULT}")
+                            "/pathology/job-1/slides/0/heatmap", f"/results/{ONE_RESULT}",
+                            "/account")
 
 
 def test_every_page_and_api_call_refuses_a_parameter_it_does_not_take(console: Console) -> None:

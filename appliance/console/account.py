@@ -1,0 +1,94 @@
+"""The account page: who is logged in, and changing one's own password.
+
+A new password needs the current one, checked as a login is: held against the user name's
+and the address's failed logins (console/throttle.py; a stolen session cannot guess the
+password faster than the login form could), and at most PASSWORD_CHECKS_AT_ONCE hashes at
+once. A changed password ends the user's other sessions and revokes its API tokens; the
+session it was changed from stays.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from appliance.backoffice.accounts import Login, Revoked
+from appliance.console.auth import (
+    AccessError,
+    check_password,
+    check_user,
+    digest,
+    known_user,
+    password_hash,
+)
+from appliance.console.guard import SESSION_COOKIE, check_csrf, page_login, pool_of, read_form
+from appliance.console.pages import render
+from appliance.console.throttle import LoginGuard, retry_after
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/account")
+def account_page(request: Request, login: Annotated[Login, Depends(page_login)]
+                 ) -> HTMLResponse:
+    """The logged-in user and the form to change its password."""
+    return render(request, "account.html", login=login)
+
+
+@router.post("/account/password")
+async def change_password(request: Request) -> HTMLResponse:
+    """Set a new password after checking the current one (the form's CSRF token first)."""
+    login = await run_in_threadpool(page_login, request)
+    form = await read_form(request)
+    check_csrf(login.csrf, form)
+    refused = _refused(login, form)
+    if refused:
+        return render(request, "account.html", 400, login=login, error=refused)
+    guard: LoginGuard = request.app.state.logins
+    address = request.client.host if request.client else "?"
+    wait_s = guard.admit(login.name, address)  # counted as failed until it succeeds
+    if wait_s:
+        page = render(request, "account.html", 429, login=login,
+                      error=f"Too many wrong passwords: try again in "
+                      f"{math.ceil(wait_s / 60.0)} min.")
+        page.headers["Retry-After"] = retry_after(wait_s)
+        return page
+    keep = digest(request.cookies.get(SESSION_COOKIE, ""))
+
+    def attempt() -> Revoked | None:
+        with pool_of(request).store() as store:
+            found = known_user(store, login.name)
+        if check_password(found, login.name, form.get("password", "")) is None:
+            return None
+        new_hash = password_hash(form["new_password"])  # slow: no store held
+        with pool_of(request).store() as store:
+            return store.change_password(login.name, new_hash, keep)
+
+    async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
+        revoked = await run_in_threadpool(attempt)
+    if revoked is None:
+        return render(request, "account.html", 403, login=login,
+                      error="The current password is wrong; the password is unchanged.")
+    guard.succeeded(login.name, address)
+    return render(request, "account.html", login=login, done=_changed_text(revoked))
+
+
+def _refused(login: Login, form: dict[str, Any]) -> str | None:
+    """Why the new password cannot be used, or None."""
+    new = form.get("new_password", "")
+    if new != form.get("new_password_again"):
+        return "The two new passwords differ; the password is unchanged."
+    try:
+        check_user(login.name, login.role, new)
+    except AccessError as exc:
+        return f"New {exc}; the password is unchanged."
+    return None
+
+
+def _changed_text(revoked: Revoked) -> str:
+    return (f"Password changed: {revoked.sessions} other session(s) ended, "
+            f"{revoked.tokens} API token(s) revoked. This session goes on.")
