@@ -55,9 +55,11 @@ PageLogin = Annotated[Login, Depends(page_login)]
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    """A page from its template."""
+    """A page from its template, which sees the answer's ``status`` too (the error page
+    shows it)."""
     templates: Environment = request.app.state.templates
-    return HTMLResponse(templates.get_template(name).render(**context), status_code=status)
+    page = templates.get_template(name).render(status=status, **context)
+    return HTMLResponse(page, status_code=status)
 
 
 @router.get("/login")

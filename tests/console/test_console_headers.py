@@ -223,3 +223,15 @@ def test_a_missing_page_shows_the_error_page_in_the_browser(console: Console) ->
         expect(page.locator(".error")).to_have_text("no page at /no-such-page")
         page.click("main a[href='/fleet']")
         expect(page).to_have_url(console.url + "/login?next=/fleet")
+
+
+def test_a_missing_result_job_rollout_or_picture_page_says_not_found_404(
+    console: Console,
+) -> None:
+    cookie, _ = login_cookie(console)
+    for path in ("/results/0190e8a2-0000-7000-8000-000000000000", "/pathology/nope",
+                 "/rollouts/nope", "/pathology/job-1/slides/99/heatmap"):
+        status, _, body = get_with(console, path, cookie)
+        assert status == 404, path
+        assert b"<title>404 - appliance console</title>" in body, path  # on main: " - ..."
+        assert b"<h1>Not found (404)</h1>" in body, path
