@@ -22,6 +22,8 @@ from appliance.transport.payloads import utc_now
 # an API token's id: the start of its SHA-256 (64 bits: no two tokens share one in practice)
 TOKEN_ID_CHARS = 16
 TOKEN_ID = re.compile(f"^[0-9a-f]{{{TOKEN_ID_CHARS}}}$")
+# open sessions a user keeps (browsers, devices); a further login ends the oldest
+MAX_SESSIONS_PER_USER = 16
 # PostgreSQL's clock as the fixed-width UTC text sessions keep (schema.iso_utc's format)
 _PG_NOW_TEXT = ("to_char(clock_timestamp() AT TIME ZONE 'UTC', "
                 "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
@@ -157,23 +159,24 @@ class ConsoleAccounts:
         return Login(rows[0][0], rows[0][1]) if rows else None
 
     def add_session(self, session_sha256: str, name: str, csrf: str, lifetime_s: float,
-                    *, end_others: bool = False) -> int:
+                    *, end_others: bool = False) -> None:
         """Keep a new login session of ``lifetime_s`` (and forget expired ones), both timed on
-        the store's clock; ``end_others`` ends the user's other sessions. How many it ended."""
+        the store's clock. The user keeps at most MAX_SESSIONS_PER_USER: its oldest end
+        (``end_others``: all the others), so logins cannot grow the table without end."""
+        keep_others = 0 if end_others else MAX_SESSIONS_PER_USER - 1
         with self._transaction() as cur:
             now = self._session_clock(cur)
             cur.execute(self._sql("DELETE FROM console_sessions WHERE expires_at < ?"),
                         (iso_utc(now),))
-            ended = 0
-            if end_others:
-                cur.execute(self._sql("DELETE FROM console_sessions WHERE name = ?"), (name,))
-                ended = cur.rowcount
+            cur.execute(self._sql(
+                "DELETE FROM console_sessions WHERE name = ? AND session_sha256 NOT IN "
+                "(SELECT session_sha256 FROM console_sessions WHERE name = ? "
+                "ORDER BY expires_at DESC, session_sha256 LIMIT ?)"), (name, name, keep_others))
             cur.execute(
                 self._sql("INSERT INTO console_sessions (session_sha256, name, csrf, expires_at) "
                           "VALUES (?, ?, ?, ?)"),
                 (session_sha256, name, csrf, iso_utc(now + timedelta(seconds=lifetime_s))),
             )
-        return ended
 
     def session_login(self, session_sha256: str) -> Login | None:
         """Whose unexpired session this is (with its CSRF token), or None; expiry is judged

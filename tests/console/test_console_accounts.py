@@ -14,7 +14,7 @@ import pytest
 from console_helpers import PASSWORD, Console, get_with, login_cookie, post, running_console
 from playwright.sync_api import expect
 
-from appliance.backoffice.accounts import Login, Revoked
+from appliance.backoffice.accounts import MAX_SESSIONS_PER_USER, Login, Revoked
 from appliance.backoffice.store import Store, open_store
 from appliance.browser import chromium_page
 from appliance.cli import main
@@ -68,6 +68,10 @@ def test_each_store_ends_sessions_and_tokens_of_one_user_only(store: Store) -> N
     assert auth.session_login(store, kept.cookie) is not None
     assert auth.session_login(store, ended.cookie) is None
     assert auth.verify_password(store, "ann", "another password") is not None
+    many = [auth.open_session(store, Login("ann", "operator"), 1)
+            for _ in range(MAX_SESSIONS_PER_USER + 2)]
+    open_now = [auth.session_login(store, s.cookie) is not None for s in (kept, *many)]
+    assert open_now == [False] * 3 + [True] * MAX_SESSIONS_PER_USER  # the oldest ended
 
 
 def _user_with_token(console: Console, name: str) -> str:
