@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.backoffice.commands import add_store_options, load_or_report, open_for
 from appliance.logsafe import escape_controls
 
 MAX_PASSWORD_FILE_BYTES = 4096
+T = TypeVar("T")
+Handler = Callable[[argparse.Namespace], int]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -72,24 +75,38 @@ def _password_from_file(file: Path) -> str:
     return lines[0] if lines else ""
 
 
+class _RefusedError(Exception):
+    """A user or token action that could not be done; what to do is already on stderr."""
+
+
+def _on_store(args: argparse.Namespace, what: str, action: Callable[[Any], T], *,
+              writes: bool = False, create: bool = False) -> T:
+    """``action`` on the store the arguments name; _RefusedError after saying why not (no
+    store, or an AccessError: an unknown user, a bad password, ...)."""
+    from appliance.console.auth import AccessError
+
+    store = open_for(args, writes=writes, create=create)
+    if store is None:
+        raise _RefusedError
+    try:
+        return action(store)
+    except AccessError as exc:
+        print(f"console {what}: {escape_controls(str(exc))}", file=sys.stderr)
+        raise _RefusedError from exc
+    finally:
+        store.close()
+
+
 def _user_add(args: argparse.Namespace) -> int:
-    from appliance.console.auth import AccessError, add_user
+    from appliance.console.auth import add_user
 
     try:
         password = read_password(args.password_file)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         print(f"console user add: {exc}", file=sys.stderr)
         return 2
-    store = open_for(args, create=True)  # users come before the first result
-    if store is None:
-        return 2
-    try:
-        revoked = add_user(store, args.name, args.role, password)
-    except AccessError as exc:
-        print(f"console user add: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        store.close()
+    revoked = _on_store(args, "user add", lambda store: add_user(
+        store, args.name, args.role, password), create=True)  # users come before any result
     if revoked is None:
         print(f"added console user {args.name} ({args.role})")
     else:
@@ -104,57 +121,31 @@ def _revoked_text(revoked: Any) -> str:
 
 
 def _user_list(args: argparse.Namespace) -> int:
-    store = open_for(args)
-    if store is None:
-        return 2
-    try:
-        users = store.users()
-    finally:
-        store.close()
+    users = _on_store(args, "user list", lambda store: store.users())
     if not users:
         print("no console users yet (console user add NAME)")
         return 0
-    from appliance.texttable import aligned
-
     header = ("USER", "ROLE", "CREATED", "SESSIONS", "API TOKENS")
     cells = [(escape_controls(name), role, created, str(sessions), str(tokens))
              for name, role, created, sessions, tokens in users]
-    print("\n".join(aligned([header, *cells])))
+    _print_table([header, *cells])
     return 0
 
 
 def _user_remove(args: argparse.Namespace) -> int:
-    from appliance.console.auth import AccessError, remove_user
+    from appliance.console.auth import remove_user
 
-    store = open_for(args, writes=True)
-    if store is None:
-        return 2
-    try:
-        revoked = remove_user(store, args.name)
-    except AccessError as exc:
-        print(f"console user remove: {escape_controls(str(exc))}", file=sys.stderr)
-        return 2
-    finally:
-        store.close()
+    revoked = _on_store(args, "user remove", lambda store: remove_user(store, args.name),
+                        writes=True)
     print(f"removed console user {args.name}: {_revoked_text(revoked)}")
     return 0
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from appliance.console.auth import AccessError, create_token
+    from appliance.console.auth import create_token, token_id_of
 
-    store = open_for(args, writes=True)  # the user must exist: no new store
-    if store is None:
-        return 2
-    try:
-        token = create_token(store, args.name)
-    except AccessError as exc:
-        print(f"console token create: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        store.close()
-    from appliance.console.auth import token_id_of
-
+    token = _on_store(args, "token create", lambda store: create_token(store, args.name),
+                      writes=True)  # the user must exist: no new store
     print(token)  # alone on stdout, for scripts; the hint goes to the person at the terminal
     print("send it as the header 'Authorization: Bearer TOKEN' (e.g. curl -H ...) to "
           "/api/v1/...; only its hash is kept, so copy it now. Its id is "
@@ -164,38 +155,28 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    store = open_for(args)
-    if store is None:
-        return 2
-    try:
-        tokens = store.tokens(args.user)
-    finally:
-        store.close()
+    tokens = _on_store(args, "token list", lambda store: store.tokens(args.user))
     if not tokens:
         print("no API tokens" + (f" of {escape_controls(args.user)}" if args.user else ""))
         return 0
-    from appliance.texttable import aligned
-
     cells = [(token, escape_controls(name), created) for token, name, created in tokens]
-    print("\n".join(aligned([("ID", "USER", "CREATED"), *cells])))
+    _print_table([("ID", "USER", "CREATED"), *cells])
     return 0
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    from appliance.console.auth import AccessError, revoke_token
+    from appliance.console.auth import revoke_token
 
-    store = open_for(args, writes=True)
-    if store is None:
-        return 2
-    try:
-        owner = revoke_token(store, args.id)
-    except AccessError as exc:
-        print(f"console token revoke: {escape_controls(str(exc))}", file=sys.stderr)
-        return 2
-    finally:
-        store.close()
+    owner = _on_store(args, "token revoke", lambda store: revoke_token(store, args.id),
+                      writes=True)
     print(f"revoked API token {args.id} of {owner}")
     return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    from appliance.texttable import aligned
+
+    print("\n".join(aligned(rows)))
 
 
 def _reference(args: argparse.Namespace) -> int:
@@ -238,14 +219,12 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     sub = console.add_subparsers(dest="console_command", metavar="COMMAND")
     user = sub.add_parser("user", help="console users").add_subparsers(
         dest="user_command", required=True, metavar="ACTION")
-    add = user.add_parser("add", help="add a user, or set its password and role")
+    add = _action(user, "add", _user_add, "add a user, or set its password and role")
     add.add_argument("name", help="user name")
     add.add_argument("--role", choices=("viewer", "operator"), default="viewer",
                      help="viewer reads; operator also sees dead letters (viewer)")
     add.add_argument("--password-file", help="read the password from this file's first line "
                      "(default: ask on the terminal)")
-    add_store_options(add, nested=True)
-    add.set_defaults(handler=_user_add)
     _action(user, "list", _user_list, "every user: role, open sessions, API tokens")
     remove = _action(user, "remove", _user_remove,
                      "remove a user: its sessions end and its API tokens are revoked at once")
@@ -265,9 +244,17 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     reference.set_defaults(handler=_reference)
 
 
-def _action(group: Any, name: str, handler: Any, summary: str) -> Any:
-    """A ``console user`` or ``console token`` action with the store options."""
+def _action(group: Any, name: str, handler: Handler, summary: str) -> Any:
+    """A ``console user`` or ``console token`` action with the store options; exit 2 when
+    it is refused."""
     action = group.add_parser(name, help=summary)
     add_store_options(action, nested=True)
-    action.set_defaults(handler=handler)
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except _RefusedError:
+            return 2
+
+    action.set_defaults(handler=run)
     return action
