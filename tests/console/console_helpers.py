@@ -257,3 +257,13 @@ def running_console(folder: Path, pool_size: int = 4, **settings: Any) -> Iterat
     finally:
         thread.stop()
         pool.close()
+
+
+def browser_login(page: Any, user: str = "alice", password: str = PASSWORD, *,
+                  end_others: bool = False) -> None:
+    """Fill in and send the login form the browser page shows."""
+    page.fill("input[name=user]", user)
+    page.fill("input[name=password]", password)
+    if end_others:
+        page.check("input[name=end_others]")
+    page.click("button[type=submit]")

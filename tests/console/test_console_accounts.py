@@ -11,7 +11,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from console_helpers import PASSWORD, Console, get_with, login_cookie, post, running_console
+from console_helpers import (
+    PASSWORD,
+    Console,
+    browser_login,
+    get_with,
+    login_cookie,
+    post,
+    running_console,
+)
 from playwright.sync_api import expect
 
 from appliance.backoffice.accounts import MAX_SESSIONS_PER_USER, Login, Revoked
@@ -168,16 +176,11 @@ def test_a_login_can_log_out_the_users_other_sessions(console: Console) -> None:
     kept, _ = login_cookie(console, "grace")
     with chromium_page(1280, 900) as page:
         page.goto(console.url + "/login")
-        page.fill("input[name=user]", "grace")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")  # without the box: the earlier sessions stay
+        browser_login(page, "grace")  # without the box: the earlier sessions stay
         expect(page).to_have_url(console.url + "/fleet")
         assert get_with(console, "/fleet", kept)[0] == 200
         page.click("header button[type=submit]")
-        page.fill("input[name=user]", "grace")
-        page.fill("input[name=password]", PASSWORD)
-        page.check("input[name=end_others]")
-        page.click("button[type=submit]")
+        browser_login(page, "grace", end_others=True)
         expect(page).to_have_url(console.url + "/fleet")
         expect(page.locator("header")).to_contain_text("grace (viewer)")
         page.reload()  # the new session itself goes on
@@ -201,9 +204,7 @@ def test_a_user_changes_its_password_in_the_console_and_keeps_only_this_session(
     new = "a new and longer secret"
     with chromium_page(1280, 900) as page:
         page.goto(console.url + "/login")
-        page.fill("input[name=user]", "heidi")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        browser_login(page, "heidi")
         page.click("header a[href='/account']")
         expect(page.locator("h1")).to_have_text("Account: heidi (viewer)")
         _fill_password_form(page, "not the password", new, new)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from console_helpers import PASSWORD, Console
+from console_helpers import Console, browser_login
 from playwright.sync_api import expect
 
 from appliance.browser import chromium_page
@@ -22,13 +22,9 @@ def page(console: Console) -> Iterator[Any]:
     with chromium_page(1280, 900) as opened:
         opened.goto(console.url + "/results")
         expect(opened).to_have_url(console.url + "/login?next=/results")
-        opened.fill("input[name=user]", "alice")
-        opened.fill("input[name=password]", "not the password")
-        opened.click("button[type=submit]")
+        browser_login(opened, "alice", "not the password")
         expect(opened.locator(".error")).to_contain_text("Wrong user name or password")
-        opened.fill("input[name=user]", "alice")
-        opened.fill("input[name=password]", PASSWORD)
-        opened.click("button[type=submit]")
+        browser_login(opened)
         expect(opened).to_have_url(console.url + "/results")
         yield opened
 

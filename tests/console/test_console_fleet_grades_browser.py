@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from console_helpers import (
     NOT_VALIDATED_IN_SEED,
-    PASSWORD,
     WITHHELD_IN_SEED,
     Console,
+    browser_login,
     make_result,
 )
 from playwright.sync_api import expect
@@ -55,9 +55,7 @@ def page(console: Console) -> Iterator[Any]:
     """A browser page logged in as the operator alice."""
     with chromium_page(1280, 900) as opened:
         opened.goto(console.url + "/login")
-        opened.fill("input[name=user]", "alice")
-        opened.fill("input[name=password]", PASSWORD)
-        opened.click("button[type=submit]")
+        browser_login(opened)
         expect(opened).to_have_url(console.url + "/fleet")
         yield opened
 

@@ -9,7 +9,14 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from console_helpers import PASSWORD, Console, get_with, login_cookie, open_request, post
+from console_helpers import (
+    Console,
+    browser_login,
+    get_with,
+    login_cookie,
+    open_request,
+    post,
+)
 from playwright.sync_api import expect
 
 from appliance.browser import chromium_page
@@ -83,9 +90,7 @@ def test_no_answer_holding_results_or_pictures_is_kept_by_the_browser(console: C
 def test_after_logout_the_back_button_shows_no_result(console: Console) -> None:
     with chromium_page(1280, 900) as page:
         page.goto(console.url + "/results")
-        page.fill("input[name=user]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        browser_login(page)
         expect(page).to_have_url(console.url + "/results")
         page.locator("#results td a").first.click()
         expect(page.locator("#features")).to_be_visible()
@@ -103,9 +108,7 @@ def test_every_link_of_an_error_page_works_under_its_own_csp(console: Console) -
         page.on("console", lambda message: blocked.append(message.text)
                 if "Content Security Policy" in message.text else None)
         page.goto(console.url + "/login")
-        page.fill("input[name=user]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        browser_login(page)
         expect(page).to_have_url(console.url + "/fleet")
         refused = console.url + "/results?site=%3Cb%3E"
         page.goto(refused)
@@ -144,9 +147,7 @@ def test_injected_markup_can_neither_re_point_links_nor_send_a_form_elsewhere(
 ) -> None:
     with chromium_page(1280, 900) as page:
         page.goto(console.url + "/login")
-        page.fill("input[name=user]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        browser_login(page)
         expect(page).to_have_url(console.url + "/fleet")
         base = page.evaluate("""() => {
             document.head.insertAdjacentHTML('afterbegin', '<base href="http://127.0.0.1:9/">');

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from console_helpers import PASSWORD, Console, get_with, login_cookie, make_result
+from console_helpers import Console, browser_login, get_with, login_cookie, make_result
 from playwright.sync_api import expect
 
 from appliance.backoffice.schema import iso_utc, result_row
@@ -85,9 +85,7 @@ def test_a_hostile_reason_does_not_widen_the_result_page(console: Console,
         "quality": payloads.Quality(verdict="ok", reasons=[NOT_MEASURED + "A" * 5_000])})
     _stored(console.store_url, hostile)
     browser_page.goto(console.url + "/login?next=/fleet")
-    browser_page.fill("input[name=user]", "alice")
-    browser_page.fill("input[name=password]", PASSWORD)
-    browser_page.click("button[type=submit]")
+    browser_login(browser_page)
     expect(browser_page).to_have_url(console.url + "/fleet")
     browser_page.goto(console.url + f"/results/{hostile.measurement_id}")
     expect(browser_page.locator("#reasons")).to_contain_text("more characters")
