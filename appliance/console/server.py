@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -111,15 +113,38 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
 
 
 def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path) -> int:
-    """Serve until SIGINT/SIGTERM; returns the exit code."""
-    pool = StorePool(store_url)
+    """Serve until SIGINT/SIGTERM; returns the exit code (2: the address cannot be had)."""
     try:
-        print(f"console on http://{settings.bind}:{settings.port}/ (store {store_url}, "
-              f"pathology pictures from {pathology_results.resolve()})", flush=True)
-        make_server(settings, pool, pathology_results).run()
-    finally:
-        pool.close()
+        listener = listening_socket(settings.bind, settings.port)
+    except OSError as exc:
+        print(f"console: cannot listen on {settings.bind}:{settings.port}: "
+              f"{exc.strerror or exc}; stop what uses it or set console.bind / console.port",
+              file=sys.stderr)
+        return 2
+    with listener:
+        pool = StorePool(store_url)
+        try:
+            print(f"console on http://{settings.bind}:{settings.port}/ (store {store_url}, "
+                  f"pathology pictures from {pathology_results.resolve()})", flush=True)
+            make_server(settings, pool, pathology_results).run(sockets=[listener])
+        finally:
+            pool.close()
     return 0
+
+
+def listening_socket(bind: str, port: int) -> socket.socket:
+    """The console's TCP socket, bound as uvicorn binds one (OSError when the address is
+    taken or not this host's): bound here, a failure is the console's message and exit 2,
+    not uvicorn's log line and exit 3 after the console said it was on."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class ConsoleThread(threading.Thread):

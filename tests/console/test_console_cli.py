@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,20 @@ def test_a_password_file_that_cannot_be_read_is_named_with_the_option_and_what_t
                  "--store", url]) == 2
     assert capsys.readouterr().err == f"console user add: --password-file {password_file}: {said}\n"
     assert not (tmp_path / "bo.sqlite3").exists()  # refused before any store is made
+
+
+def test_console_on_a_taken_port_says_so_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("APPLIANCE__CONSOLE__PORT", str(port))
+        code = main(["console", "--store", f"sqlite:///{tmp_path / 'bo.sqlite3'}"])
+    assert code == 2  # on main: uvicorn's SystemExit(3) after "console on ..."
+    printed = capsys.readouterr()
+    assert printed.err.strip() == (f"console: cannot listen on 127.0.0.1:{port}: Address "
+                                   "already in use; stop what uses it or set console.bind / "
+                                   "console.port")
+    assert "console on" not in printed.out
