@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment
 from markupsafe import Markup
@@ -26,6 +26,7 @@ from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import SHOWN_CHARS, csv_safe
 from appliance.console.auth import check_password, digest, known_user, open_session
 from appliance.console.cohortview import svg_plot
+from appliance.console.db import STORE_ERRORS
 from appliance.console.filters import check_measurement_id, once_each, parse_query
 from appliance.console.guard import (
     LOGIN_CSRF_COOKIE,
@@ -118,8 +119,9 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> RedirectResponse:
-    """End the session (the form must carry the session's CSRF token)."""
+async def logout(request: Request) -> Response:
+    """End the session (the form must carry the session's CSRF token). When the store cannot
+    end it (a full disk), the browser forgets it anyway and the page says it stays valid."""
     login = await run_in_threadpool(page_login, request)
     check_csrf(login.csrf, await read_form(request))
     cookie = request.cookies.get(SESSION_COOKIE, "")
@@ -128,8 +130,18 @@ async def logout(request: Request) -> RedirectResponse:
         with pool_of(request).store() as store:
             store.end_session(digest(cookie))
 
-    await run_in_threadpool(forget)
-    response = RedirectResponse("/login", status_code=303)
+    response: Response
+    try:
+        await run_in_threadpool(forget)
+        response = RedirectResponse("/login", status_code=303)
+    except STORE_ERRORS as exc:
+        log.error("console logout of %s: the store did not end the session: %s",
+                  shorten(login.name, 64), exc)
+        response = render(request, "error.html", 503, login=None, message=(
+            "This browser is logged out, but the console's store could not end the session "
+            "(its log says why): whoever holds its cookie can use it until it expires. Log "
+            "in and out again once the store works, or have an operator remove the session "
+            "(console user add sets a new password and ends every session)."))
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 

@@ -28,6 +28,7 @@ from appliance.browser import chromium_page
 from appliance.cli import main
 from appliance.console import auth
 from appliance.console.auth import add_user, create_token
+from tests.disk_helpers import fill, small_tmpfs
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -257,3 +258,24 @@ def test_a_stolen_session_cannot_guess_the_password_faster_than_the_login_form(
                 "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
             answers.append((status, "retry-after" in headers))
     assert answers == [(403, False), (429, True)]  # the right one too, within the window
+
+
+def test_a_logout_the_store_cannot_record_still_logs_the_browser_out_and_says_so(
+    tmp_path: Path,
+) -> None:
+    with small_tmpfs(tmp_path / "disk", size="8m") as disk:
+        (disk / "console").mkdir()
+        with running_console(disk / "console") as console:
+            cookie, csrf = login_cookie(console)
+            filler = fill(disk)
+            status, headers, body = post(console.url + "/logout", urlencode(
+                {"csrf": csrf}).encode(), {"Content-Type": "application/x-www-form-urlencoded",
+                                           "Cookie": cookie})
+            assert status == 503  # on main: 500, and the browser kept the session
+            assert headers["set-cookie"].startswith('appliance_session="";')
+            assert b"whoever holds its cookie can use it until it expires" in body
+            assert get_with(console, "/fleet", cookie)[0] == 200  # as the page says
+            filler.unlink()
+            assert post(console.url + "/logout", urlencode({"csrf": csrf}).encode(), {
+                "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})[0] == 303
+            assert get_with(console, "/fleet", cookie)[0] == 303
