@@ -122,6 +122,9 @@ class PathologyServer:
         # job ids with a request retained on the broker (waiting or running), as this server
         # read them since it connected: at most max_retained_requests (server docstring)
         self._retained: dict[str, None] = {}
+        # job ids whose refusal this server left retained as their state, oldest first: at most
+        # max_retained_requests, so refused requests cannot fill the broker with states either
+        self._refusal_states: dict[str, None] = {}
         self._rescanned_at = time.monotonic()
         self.connected = threading.Event()
         self.failed: str | None = None
@@ -445,8 +448,18 @@ class PathologyServer:
             return
         if self.store.record_refusal(exc.job_id, self.server_id, str(exc)):
             self._publish(exc.job_id, "failed", reason=str(exc))
+            self._keep_refusal_state(exc.job_id)
         else:  # refused already (by another server), or a stored job: its state stays
             log.info("job %s is already stored; the refusal does not change it", exc.job_id)
+
+    def _keep_refusal_state(self, job_id: str) -> None:
+        """Note a refused job's retained state; beyond max_retained_requests, clear the oldest
+        one this server left (the store keeps every refusal, `job list` shows the newest)."""
+        self._refusal_states[job_id] = None
+        while len(self._refusal_states) > self.settings.max_retained_requests:
+            oldest = next(iter(self._refusal_states))
+            del self._refusal_states[oldest]
+            self.client.publish(state_topic(self.prefix, oldest), b"", qos=1, retain=True)
 
     def _start(self, request: JobRequest, stored: set[int]) -> None:
         run = JobRun(request, stored)

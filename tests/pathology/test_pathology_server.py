@@ -945,6 +945,25 @@ def test_requests_beyond_the_retained_limit_are_refused_and_leave_nothing_behind
     store.close()
 
 
+def test_refused_requests_leave_no_more_retained_states_than_the_limit(
+    env: Env, serve: Servers,
+) -> None:
+    """Each refused request (its job id usable) gets a retained failed state: a job client
+    sending garbage under ever new ids would fill the broker with them. Beyond
+    max_retained_requests the oldest such state is cleared; the store keeps every refusal."""
+    serve(env.config(max_retained_requests=2))
+    jobs = [f"garbage-{index}" for index in range(4)]
+    for job_id in jobs:
+        env.watcher.submit(b"{not json", job_id=job_id)
+        env.watcher.wait(job_id, {"failed"})
+    retained = {topic.split("/")[-2] for topic, _ in
+                _retained_on(env.broker, state_topic(env.prefix, "+"))}
+    assert retained == set(jobs[2:])
+    store = _store(env.tmp_path)
+    assert all(store.job(job_id)["state"] == "failed" for job_id in jobs)  # type: ignore[index]
+    store.close()
+
+
 def _listen(broker: Any, topics: list[str]) -> tuple[mqtt.Client, list[tuple[str, bytes]]]:
     """A client collecting every message (retained ones included) on topics."""
     heard: list[tuple[str, bytes]] = []
