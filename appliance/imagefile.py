@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from appliance.outfile import temp_name_part
+
 
 def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None:
     """Write a BGR (or grey) image to ``path`` whole, or raise OSError saying why."""
@@ -26,7 +28,7 @@ def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None
                       f"{str(exc).strip().splitlines()[-1]}") from exc
     if not ok:
         raise OSError(f"{path}: cannot encode an image as {path.suffix!r}")
-    temp = path.with_name(f".{path.name}.tmp")
+    temp = path.with_name(f".{temp_name_part(path.name)}.tmp")
     try:
         with temp.open("wb") as stream:
             stream.write(encoded.data)

@@ -14,6 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+TEMP_NAME_PART_BYTES = 200  # of the target's name in its temporary's: NAME_MAX is 255 bytes
+
+
+def temp_name_part(name: str) -> str:
+    """The start of a target's file name that its hidden temporary carries: the whole name
+    would make a temporary too long to create beside a target of up to 255 bytes."""
+    return os.fsdecode(os.fsencode(name)[:TEMP_NAME_PART_BYTES])
+
 
 class OutputError(OSError):
     """A user-named output that could not be written; ``filename`` is it, ``strerror`` says why
@@ -33,7 +41,7 @@ def replaced_when_complete(path: Path) -> Iterator[Path]:
     """
     temp: Path | None = None
     try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{temp_name_part(path.name)}.",
                                     suffix=f".tmp{path.suffix}")
         os.close(fd)
         temp = Path(name)

@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from appliance.pathology.slides import SlideError
 from appliance.pathology.tiles import Tile
 
 log = logging.getLogger(__name__)
+NAME_MAX_BYTES = 255  # of a file name (Linux file systems): heatmaps/<slide>.png must fit
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,10 @@ class SlideRunner:
         base = SlideResult(job.slide, job.patient, job.material, str(job.path))
         if job.refused:
             return SlideResult(**{**asdict(base), "error": job.refused})
+        if (name_bytes := len(os.fsencode(f"{job.slide}.png"))) > NAME_MAX_BYTES:
+            return SlideResult(**{**asdict(base), "error": (
+                f"slide name of {name_bytes - 4} bytes: too long for its pictures and tile "
+                f"table (at most {NAME_MAX_BYTES - 4}); rename it")})
         try:
             prepared = prepare_slide(job.path, job.um_per_px, self.settings)
         except SlideError as exc:

@@ -271,6 +271,29 @@ def test_a_slide_name_with_dots_finds_its_image(tmp_path: Path) -> None:
     assert _rows(out)[name]["path"] == str(folder / f"{name}.jpg")
 
 
+def test_slides_with_the_longest_file_names_are_scored_or_refused_alone(tmp_path: Path) -> None:
+    """A slide file named with 240 bytes is scored, its pictures written (their temporaries'
+    names were too long, which stopped the whole run); a labels row naming a 253-byte file
+    with its suffix, whose heatmap name could not exist, fails alone."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    long_name, longest = "é" * 120, "x" * 249 + ".jpg"  # 240 bytes in UTF-8; 253 bytes
+    for name in (f"{long_name}.jpg", longest, "short.jpg"):
+        Image.fromarray(rgb).save(folder / name, quality=88)
+    (folder / "labels.csv").write_text(
+        HEADER + "".join(f"{n},P{i},MSI,biopsy,1.0\n"
+                         for i, n in enumerate((long_name, longest, "short"))))
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out)]) == 1
+    rows = _rows(out)
+    assert rows[long_name]["error"] == rows["short"]["error"] == ""
+    assert (out / "heatmaps" / f"{long_name}.png").is_file()
+    assert (out / "tiles" / f"{long_name}.csv").is_file()
+    assert rows[longest]["error"] == ("slide name of 253 bytes: too long for its pictures and "
+                                      "tile table (at most 251); rename it")
+
+
 def test_a_pipe_device_or_dangling_link_among_the_slides_is_reported_not_opened(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
