@@ -36,3 +36,6 @@ def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise OSError(f"{path}: could not write the image: {exc.strerror or exc}") from exc
+    except BaseException:  # Ctrl-C (a pool worker gets it too) leaves no temporary behind
+        temp.unlink(missing_ok=True)
+        raise

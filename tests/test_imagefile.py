@@ -66,3 +66,22 @@ def test_a_disk_that_fills_mid_write_keeps_the_old_image_and_leaves_no_part(
     assert done.stderr == ""  # no encoder lines on stderr
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_ctrl_c_while_writing_keeps_the_old_image_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`synth he --workers` on Ctrl-C: each worker gets the KeyboardInterrupt, maybe between
+    writing an image's temporary and renaming it."""
+    path = tmp_path / "a.png"
+    write_image(path, NOISE[:20, :20])
+    old = path.read_bytes()
+
+    def interrupted(source: object, target: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("appliance.imagefile.os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(path, NOISE)
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
