@@ -211,6 +211,37 @@ def state_payload(job_id: str, state: str, **fields: Any) -> bytes:
     return json.dumps(body, allow_nan=False, default=str).encode()
 
 
+def final_state_payload(job_id: str, state: str, max_bytes: int, **fields: Any) -> bytes:
+    """``state_payload`` of an ended job, its ``results`` cut to what fits in ``max_bytes``
+    (the broker drops a larger message: its message_size_limit, as pathology.max_job_bytes):
+    failed slides first, the number left out in ``results_omitted``; ``slides_failed`` counts
+    them all. Every result stays in the store."""
+    results: list[dict[str, Any]] = fields.pop("results")
+    fields["slides_failed"] = sum(1 for row in results if row.get("error"))
+    payload = state_payload(job_id, state, results=results, **fields)
+    if len(payload) <= max_bytes:
+        return payload
+    spare = max_bytes - len(state_payload(job_id, state, results=[], results_omitted=len(results),
+                                          **fields))
+    kept = _rows_that_fit(results, spare)
+    return state_payload(job_id, state, results=kept, results_omitted=len(results) - len(kept),
+                         **fields)
+
+
+def _rows_that_fit(results: list[dict[str, Any]], spare_bytes: int) -> list[dict[str, Any]]:
+    """The result rows, failed first, whose JSON (", " between them) fits in spare_bytes; in
+    slide order."""
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for row in sorted(results, key=lambda row: not row.get("error")):
+        size = len(json.dumps(row, allow_nan=False, default=str)) + (2 if kept else 0)
+        if used + size > spare_bytes:
+            break
+        kept.append(row)
+        used += size
+    return sorted(kept, key=lambda row: int(row.get("slide_index", 0)))
+
+
 def read_state(payload: bytes) -> dict[str, Any] | None:
     """A retained job state as ``state_payload`` writes it, or None when the payload is none:
     whoever may publish on the topic could have put anything there."""

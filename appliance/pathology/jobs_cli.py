@@ -234,11 +234,18 @@ def _outcome(state: dict[str, Any]) -> int:
         print(escape_controls(f"job {job_id} {state['state']}: "
                               f"{state.get('reason') or 'no reason given'}"), file=sys.stderr)
         return EXIT_FAILED
-    if failed:
-        print(f"job {job_id}: {len(failed)} of {len(state.get('results', []))} slides failed",
-              file=sys.stderr)
+    failed_count = _count(state, "slides_failed", len(failed))
+    if failed_count:
+        total = _count(state, "slides_total", len(state.get("results", [])))
+        print(f"job {job_id}: {failed_count} of {total} slides failed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _count(state: dict[str, Any], key: str, default: int) -> int:
+    """A count a state carries (a whole number), or ``default`` where it has none."""
+    value = state.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def _describe(state: dict[str, Any]) -> str:
@@ -253,6 +260,10 @@ def _describe(state: dict[str, Any]) -> str:
         verdict = row.get("error") or f"{row.get('label')} score {row.get('score')}"
         reason = f" ({row['reason']})" if row.get("reason") else ""
         lines.append(f"  {row['slide']}: {verdict}{reason}")
+    if omitted := _count(state, "results_omitted", 0):
+        lines.append(f"  ({_count(state, 'slides_failed', 0)} failed; {omitted} slides' "
+                     "results are not in this message, too large for one: all are in the "
+                     "back-office store)")
     return "\n".join(escape_controls(line) for line in lines)
 
 

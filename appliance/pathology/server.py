@@ -45,6 +45,7 @@ from appliance.pathology.jobs import (
     JobRequest,
     cancel_topic,
     errors_topic,
+    final_state_payload,
     parse_job,
     request_topic,
     server_topic,
@@ -558,11 +559,12 @@ class PathologyServer:
         run.published_at = time.monotonic()
 
     def _publish(self, job_id: str, state: str, **fields: Any) -> None:
+        """A job's retained state; an ended job's with the results that fit in a message."""
         fields.setdefault("reason", "")
-        payload = state_payload(job_id, state, server=self.server_id,
-                                backend=self.backend.settings,
-                                metrics=self.metrics.snapshot(self.batcher.pending_tiles),
-                                **fields)
+        fields.update(server=self.server_id, backend=self.backend.settings,
+                      metrics=self.metrics.snapshot(self.batcher.pending_tiles))
+        payload = state_payload(job_id, state, **fields) if "results" not in fields else \
+            final_state_payload(job_id, state, self.settings.max_job_bytes, **fields)
         self.client.publish(state_topic(self.prefix, job_id), payload, qos=1, retain=True)
 
     def _event_housekeeping(self) -> None:

@@ -964,6 +964,39 @@ def test_refused_requests_leave_no_more_retained_states_than_the_limit(
     store.close()
 
 
+def test_a_job_whose_results_exceed_a_message_still_ends_for_its_submitter(
+    tmp_path: Path, topic_prefix: str, slides: Path, serve: Servers,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The final state of a job of many failed slides can outgrow the broker's
+    message_size_limit (the fleet's is 256 KiB, max_job_bytes; 1000 failed slides made about
+    300 KB): the broker dropped it, and job submit --wait waited for ever. The state carries
+    the results that fit, failed slides first, and says how many failed and how many it
+    leaves out. Here both limits are 16 KiB, met by 60 slides."""
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    with (broker.workdir / "mosquitto.conf").open("a") as conf:
+        conf.write("message_size_limit 16384\n")
+    broker.start()
+    try:
+        config = _config(tmp_path, topic_prefix, broker, slides, max_job_bytes=16384)
+        serve(config)
+        paths = [str(slides / "b11.jpg")] + [str(slides / "corrupt.jpg")] * 59
+        capsys.readouterr()
+        code = main(["pathology", "job", "submit", *paths, "--um-per-px", "1", "--wait",
+                     "--timeout", "60", "--config", str(tmp_path / "config.yaml")])
+        out, err = capsys.readouterr()
+        assert code == 1, err[-2000:]
+        omitted = re.search(r"\(59 failed; (\d+) slides' results are not in this message", out)
+        assert omitted, out[-2000:]
+        named = err.count("slide corrupt failed: ")  # as many as fit, the good slide left out
+        assert named + int(omitted.group(1)) == 60
+        assert 0 < named < 59
+        assert "59 of 60 slides failed" in err
+        assert len(_retained_on(broker, state_topic(topic_prefix, "+"))[0][1]) <= 16384
+    finally:
+        broker.close()
+
+
 def _listen(broker: Any, topics: list[str]) -> tuple[mqtt.Client, list[tuple[str, bytes]]]:
     """A client collecting every message (retained ones included) on topics."""
     heard: list[tuple[str, bytes]] = []
