@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,5 +132,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         print("pathology evaluate: --split names a split of --splits, which is not given",
               file=sys.stderr)
         return 2
+    if twice := _one_folder_twice(args.results):
+        print(escape_controls(f"pathology evaluate: --results {twice[0]} and {twice[1]} are one "
+                              "folder: give each run once (several folders are repeated runs, "
+                              "and their spread is how much the runs disagree)"),
+              file=sys.stderr)
+        return 2
     args.split = args.split or "test"
     return evaluate_command(args)
+
+
+def _one_folder_twice(folders: list[Path]) -> tuple[Path, Path] | None:
+    """Two of the results folders that are one (a trailing slash, a link), or None."""
+    seen: dict[str, Path] = {}
+    for folder in folders:
+        first = seen.setdefault(os.path.realpath(folder), folder)
+        if first is not folder:
+            return first, folder
+    return None

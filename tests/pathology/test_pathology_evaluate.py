@@ -158,3 +158,19 @@ def test_a_split_without_the_splits_file_is_refused_not_ignored(
                  "--split", "validation"])
     assert code == 2  # it evaluated every slide, as if no split had been asked for
     assert "--split names a split of --splits, which is not given" in capsys.readouterr().err
+
+
+def test_one_results_folder_given_twice_is_refused_not_counted_as_two_runs(
+    labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--results r r/` (or r and a link to it) made "3 runs" of one, their sd 0.000: as if
+    repeated runs agreed exactly."""
+    run = _write(tmp_path / "run", {"s1": 0.9, "s4": 0.6})
+    (tmp_path / "link").symlink_to(run)
+    for again in (f"{run}/", str(tmp_path / "link")):
+        assert main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+                     again, "--bootstrap", "50"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert f"--results {run} and {Path(again)} are one folder: give each run once" in \
+            captured.err
