@@ -33,6 +33,18 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _semantic_version(text: str) -> str:
+    """``--version``: one a release can carry and a kiosk report (``models release`` and the
+    result payload take nothing else)."""
+    from appliance.updates.manifest import ManifestError, semver_key  # noqa: PLC0415 (pydantic)
+
+    try:
+        semver_key(text)
+    except ManifestError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or 1.2.3-rc.1)") from None
+    return text
+
+
 def _feature_list(text: str) -> tuple[str, ...]:
     from appliance.transport.payloads import FEATURE_KEYS  # noqa: PLC0415  (pydantic)
 
@@ -168,7 +180,8 @@ def _register_build(models: Any) -> None:
     build.add_argument("--out", type=Path, required=True,
                        help="output folder (a new one; the shipped model is never overwritten)")
     build.add_argument("--force", action="store_true", help="replace models already in --out")
-    build.add_argument("--version", default="1.0.0", help="model version for the metadata")
+    build.add_argument("--version", type=_semantic_version, default="1.0.0",
+                       help="model version for the metadata, semantic (1.0.0)")
     build.add_argument("--hidden", type=_hidden, default=(128, 128), help="hidden layer widths")
     build.add_argument("--epochs", type=whole_number(1, MAX_EPOCHS), default=20,
                        help=f"training epochs, 1-{MAX_EPOCHS} (20)")

@@ -138,3 +138,18 @@ def test_build_skin_refuses_an_epoch_count_or_seed_it_cannot_train_with(
     assert refused.value.code == 2
     assert f"argument {option}: {said}" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("version", ["foo bar", "1" * 80, "1.0", "v1.0.0"])
+def test_build_skin_refuses_a_version_no_release_or_result_can_carry(
+    tmp_path: Path, version: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Such a model was built; `models release` then refused it, and a kiosk grading with one
+    of over 64 characters sent every result unclassified (the payload refused the version)."""
+    with pytest.raises(SystemExit) as refused:
+        main(["models", "build-skin", "--data", str(tmp_path / "t.csv"), "--out",
+              str(tmp_path / "m"), "--version", version])
+    assert refused.value.code == 2
+    assert (f"argument --version: version {version!r} is not a semantic version like 1.2.3 "
+            "(or 1.2.3-rc.1)") in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
