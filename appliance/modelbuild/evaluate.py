@@ -102,14 +102,29 @@ def _held_out(runner: OnnxRunner, table_path: str | Path, split: str) -> tuple[L
 
 
 def _float_figures(
-    reference: Path | None, features: npt.NDArray[np.float32], truth: npt.NDArray[np.int64],
-    predicted: npt.NDArray[np.int64],
+    runner: OnnxRunner, reference: Path | None, features: npt.NDArray[np.float32],
+    truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64],
 ) -> tuple[float | None, float | None]:
     """(float accuracy, INT8/float label agreement), or (None, None) without a float model."""
     if reference is None:
         return None, None
-    float_predicted = np.argmax(OnnxRunner(reference).probabilities(features), axis=1)
+    float_runner = OnnxRunner(reference)
+    _check_same_contract(runner, float_runner)
+    float_predicted = np.argmax(float_runner.probabilities(features), axis=1)
     return float(np.mean(float_predicted == truth)), float(np.mean(float_predicted == predicted))
+
+
+def _check_same_contract(runner: OnnxRunner, reference: OnnxRunner) -> None:
+    """Refuse a float model that reads other features, or answers other labels, than the model
+    it is compared with: its answers would be compared column by column all the same."""
+    ours, theirs = runner.contract, reference.contract
+    for what, mine, its in (("features", ours.feature_names, theirs.feature_names),
+                            ("labels", ours.labels, theirs.labels)):
+        if tuple(mine) != tuple(its):
+            raise ModelError(
+                f"{reference.path}: the float model's {what} are {list(its)}, {runner.path}'s "
+                f"are {list(mine)} (in that order); compare the two models of one build"
+            )
 
 
 def evaluate(
@@ -124,7 +139,8 @@ def evaluate(
     predicted = np.argmax(runner.probabilities(table.features), axis=1)
     matrix = confusion_matrix(truth, predicted, len(labels))
     reference = Path(float_path) if float_path else find_float_model(runner)
-    float_accuracy, agreement = _float_figures(reference, table.features, truth, predicted)
+    float_accuracy, agreement = _float_figures(runner, reference, table.features, truth,
+                                               predicted)
     return Evaluation(
         model=runner.contract.name, version=runner.contract.version, rows=len(table), split=split,
         labels=labels, accuracy=float(np.mean(predicted == truth)),

@@ -15,6 +15,8 @@ from appliance.inference.runner import OnnxRunner
 from appliance.modelbuild.build import BuildSettings, BuiltModel, build_model
 from appliance.modelbuild.evaluate import evaluate
 from appliance.modelbuild.table import TableError, read_table, write_table
+from appliance.transport.payloads import FEATURE_KEYS
+from appliance.updates.testing import linear_model
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,23 @@ def test_evaluate_command_prints_the_report(
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == 100
     assert set(report["per_class"]) == {"fine", "normal", "coarse"}
+
+
+@pytest.mark.parametrize("feature_names", [FEATURE_KEYS[:5], FEATURE_KEYS[::-1]])
+def test_evaluate_refuses_a_float_model_reading_other_features(
+    built: BuiltModel, table_path: Path, tmp_path: Path, feature_names: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Five features ended in an ONNX Runtime traceback; the same sixteen in another order
+    gave an accuracy and an INT8/float agreement computed on shuffled inputs."""
+    other = linear_model(tmp_path / "other.onnx", "1.0.0", feature_names=feature_names)
+    assert main(["models", "evaluate", str(built.int8_path), "--data", str(table_path),
+                 "--float", str(other)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"evaluate: {other}: the float model's features are "
+                                   f"{list(feature_names)}, {built.int8_path}'s are ")
+    assert captured.err.endswith(" (in that order); compare the two models of one build\n")
+    assert captured.out == ""
 
 
 def test_show_prints_the_contract_and_refuses_a_bad_file(
