@@ -15,7 +15,7 @@ from typing import Any
 
 from appliance.inference.contract import ModelError
 from appliance.logsafe import escape_controls
-from appliance.modelbuild.table import MIN_TABLE_ROWS, TableError
+from appliance.modelbuild.table import MIN_TABLE_ROWS, SPLITS, TableError
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.synthetic.arguments import SEED, WORKERS, finite_number, whole_number
 
@@ -198,7 +198,8 @@ def _register_inspect(models: Any) -> None:
     )
     evaluate.add_argument("model", type=Path, help="ONNX model (INT8 or float)")
     evaluate.add_argument("--data", type=Path, required=True, help="labelled table")
-    evaluate.add_argument("--split", default="test", help="rows to use: test (default) or all")
+    evaluate.add_argument("--split", choices=("all", *SPLITS), default="test",
+                          help="rows to use: test (default), another split, or all")
     evaluate.add_argument("--float", dest="float_model", type=Path,
                           help="float model to compare with (default: the one named inside)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")

@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from appliance.inference.contract import ModelError
 from appliance.inference.runner import OnnxRunner
-from appliance.modelbuild.table import LabelledTable, read_table
+from appliance.modelbuild.table import SPLITS, LabelledTable, TableError, read_table
 
 FLOAT_MODEL_KEY = "float_model"
 
@@ -95,10 +95,17 @@ def find_float_model(runner: OnnxRunner) -> Path | None:
 
 
 def _held_out(runner: OnnxRunner, table_path: str | Path, split: str) -> tuple[LabelledTable, str]:
+    """The rows of ``split``; every row of a table without a split column (all held-out data,
+    the report says "all"); TableError when the table's splits have no such rows (scoring its
+    training rows instead would flatter the model)."""
     table = read_table(table_path, runner.contract.feature_names)
-    if split != "all" and split not in table.splits:
-        split = "all"  # a table without a split column is all held-out data; the report says so
-    return table.rows(split), split
+    if split == "all" or split in table.splits:
+        return table.rows(split), split
+    if set(table.splits) == {"train"}:  # no split column (read_table's default)
+        return table, "all"
+    present = ", ".join(name for name in SPLITS if name in table.splits)
+    raise TableError(f"{table_path}: no {split} rows (its splits: {present}); name one with "
+                     f"--split, or --split all for every row")
 
 
 def _float_figures(

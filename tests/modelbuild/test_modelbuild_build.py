@@ -107,6 +107,25 @@ def test_evaluate_refuses_a_float_model_reading_other_features(
     assert captured.out == ""
 
 
+def test_evaluate_of_a_split_the_table_lacks_is_refused_not_scored_on_every_row(
+    built: BuiltModel, table_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A table without test rows was scored on every row it has, its training rows too (a
+    flattering accuracy, "(split all)" in the report's first line the only sign)."""
+    table = read_table(table_path)
+    no_test = write_table(tmp_path / "no-test.parquet", table.rows("calibration"))
+    assert main(["models", "evaluate", str(built.int8_path), "--data", str(no_test)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"evaluate: {no_test}: no test rows (its splits: calibration); "
+                            "name one with --split, or --split all for every row\n")
+    assert captured.out == ""
+    with pytest.raises(SystemExit) as refused:
+        main(["models", "evaluate", str(built.int8_path), "--data", str(table_path),
+              "--split", "validaton"])
+    assert refused.value.code == 2
+    assert "argument --split: invalid choice: 'validaton'" in capsys.readouterr().err
+
+
 def test_show_prints_the_contract_and_refuses_a_bad_file(
     built: BuiltModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
