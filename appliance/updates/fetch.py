@@ -23,6 +23,7 @@ from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
 from appliance.config import UpdatesConfig
+from appliance.updates.install import discard
 from appliance.updates.manifest import (
     MAX_ASSIGNMENT_BYTES,
     Assignment,
@@ -170,7 +171,7 @@ class RepositoryClient:
         try:
             self._download(updater, offer.target, dest)
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError, OSError) as exc:
-            dest.unlink(missing_ok=True)
+            discard(dest)
             raise UpdateRefusedError(reason_for(exc)) from exc
 
     def _download(self, updater: Updater, info: TargetFile, dest: Path) -> None:

@@ -10,7 +10,6 @@ disk): never no model. Rollback swaps the pointer back to ``previous``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -100,14 +99,22 @@ class ModelStore:
         _fsync_dir(self.dir)
 
     def clean(self) -> list[Path]:
-        """Remove downloads and model files that the pointer no longer names."""
+        """Remove downloads and model files that the pointer no longer names; one that cannot
+        be removed (a card remounted read-only, a folder of that name) is logged and left."""
         installed = self.read()
         keep = {p.name for p in (installed.current, installed.previous) if p is not None}
-        removed = []
-        for path in self.dir.iterdir():
-            stale_model = path.suffix == ".onnx" and path.name not in keep
-            if stale_model or path.name.startswith((DOWNLOAD_PREFIX, f".{POINTER}.")):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                removed.append(path)
-        return removed
+        stale = [path for path in self.dir.iterdir()
+                 if (path.suffix == ".onnx" and path.name not in keep)
+                 or path.name.startswith((DOWNLOAD_PREFIX, f".{POINTER}."))]
+        return [path for path in stale if discard(path)]
+
+
+def discard(path: Path) -> bool:
+    """Remove ``path`` if it is there; False, logged, when it cannot be (a card the kernel
+    remounted read-only says so even of a file that is not there, a folder of that name)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("%s: left in place, cannot remove it (%s)", path, exc.strerror or exc)
+        return False
+    return True

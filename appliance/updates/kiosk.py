@@ -28,7 +28,7 @@ from appliance.inference.runner import OnnxRunner
 from appliance.transport import payloads
 from appliance.updates.fetch import Offer, RepositoryClient, UpdateRefusedError
 from appliance.updates.health import HealthCheck, observe_classification
-from appliance.updates.install import POINTER, ModelStore
+from appliance.updates.install import POINTER, ModelStore, discard
 from appliance.updates.manifest import FEATURE_SCHEMA, semver_key
 from appliance.updates.repository import write_atomically
 from appliance.updates.selftest import SelfTestError, check_self_test
@@ -310,10 +310,10 @@ class ModelUpdater(threading.Thread):
             runner = OnnxRunner(download)
             check_self_test(runner, offer.manifest)
         except ModelError as exc:
-            download.unlink(missing_ok=True)
+            discard(download)
             raise UpdateRefusedError(f"model does not load: {exc}", permanent=True) from exc
         except SelfTestError as exc:
-            download.unlink(missing_ok=True)
+            discard(download)
             raise UpdateRefusedError(f"self-test failed: {exc}", permanent=True) from exc
         return runner
 

@@ -1,10 +1,12 @@
 """A kiosk whose models folder is full: between the verified download and the pointer switch it
 reports the install refused with the reason at once, keeps serving its model and leaves no file
 the pointer does not name (room for the next try); after a failed health check it still goes
-back to the previous model, saying the rollback holds in memory only."""
+back to the previous model, saying the rollback holds in memory only. A models folder that is
+read-only (an SD card the kernel remounted so) does not end the updater at its start."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,30 @@ def test_a_rollback_on_a_full_models_folder_still_goes_back_and_says_it_is_not_s
     assert reason.endswith(f"; rolled back in memory only: {Path(config.state_dir) / 'models'}"
                            "/installed.json could not be written (No space left on device), a "
                            "restart starts on 1.1.0 and checks its health again")
+
+
+def test_leftovers_in_a_read_only_models_folder_are_left_and_the_updater_keeps_checking(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str
+) -> None:
+    fleet = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
+    stop = threading.Event()
+    models = tmp_path / "k1" / "models"
+    models.mkdir(parents=True)
+    (models / ".download-0123456789abcdef.part").write_bytes(b"a download a kill -9 cut off")
+    subprocess.run(["mount", "--bind", str(models), str(models)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(models)], check=True)
+        fleet.assign(fleet.release("1.1.0"), ["k1"])
+        states: list[ModelState] = []
+        updater = ModelUpdater(fleet.config("k1"), ServingModel(SkinClassifier.load(
+            tmp_path / "initial.onnx")), lambda raw: states.append(
+                ModelState.model_validate_json(raw)), stop)
+        updater.start()
+        assert wait_until(lambda: bool(states) and states[-1].state == "rejected", 30)
+    finally:
+        stop.set()
+        subprocess.run(["umount", "-l", str(models)], check=False)
+        fleet.close()
+    assert updater.checks >= 1
+    assert (states[-1].reason or "").startswith("download failed: ")
+    assert "Read-only file system" in (states[-1].reason or "")
