@@ -42,6 +42,7 @@ from appliance.updates.repository import (
 
 MAX_KEYS_PER_ROLE = 32  # a role of more keys is a typo (each key is a file and a signature)
 OFFLINE_ROLES = (Root.type, Targets.type)  # their keys live offline: `repo refresh` warns
+PUBLISHING_ROLES = (Snapshot.type, Timestamp.type)  # signed after every change (``publish``)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def release_model(repo: FileRepository, model: Path, manifest: ModelManifest) ->
     target = model_target(manifest.name, manifest.version)
     check_target_path(target)
     with repo.locked():
+        repo.check_keys(Targets.type, *PUBLISHING_ROLES)
         listed = repo.targets().targets.get(target)
         if listed is None:
             repo.add_target(Targets.type, model, target, manifest.model_dump(mode="json"))
@@ -186,6 +188,7 @@ def assign(
     )
     raw = body.model_dump_json().encode()
     with repo.locked(), tempfile.TemporaryDirectory() as scratch:
+        repo.check_keys(FLEET, *PUBLISHING_ROLES)
         local = Path(scratch) / "assignment.json"
         local.write_bytes(raw)
         for site, device_id in devices:
@@ -197,6 +200,7 @@ def assign(
 def unassign(repo: FileRepository, devices: Sequence[tuple[str, str]]) -> None:
     """Remove the assignments of ``devices`` (they keep what they run)."""
     with repo.locked():
+        repo.check_keys(FLEET, *PUBLISHING_ROLES)
         with repo.edit_targets(FLEET) as fleet:
             for site, device_id in devices:
                 fleet.targets.pop(assignment_target(site, device_id), None)

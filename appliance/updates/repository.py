@@ -169,6 +169,13 @@ class FileRepository(Repository):
         ]
         return max(versions, default=0)
 
+    def check_keys(self, *roles: str) -> None:
+        """RepositoryError naming the first of ``roles`` whose threshold of keys is not at
+        hand: an operation that signs several roles asks first, so it writes nothing (not a
+        model file in public/, not one role signed and the next refused)."""
+        for role in roles:
+            self.signers(role)
+
     def signers(self, role: str, new_root: Any = None) -> list[Signer]:
         """Signers for ``role`` from ``keys/{role}``; RepositoryError below its threshold."""
         public, threshold = self._public_keys(role, new_root)

@@ -78,6 +78,43 @@ def test_a_role_below_its_threshold_does_not_sign(tmp_path: Path) -> None:
     assert repo.latest_version("targets") == 1  # nothing half-signed was written
 
 
+def _served(repo: FileRepository) -> dict[str, bytes]:
+    public = repo.dir / "public"
+    return {str(path.relative_to(public)): path.read_bytes()
+            for path in sorted(public.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("away", ["targets", "snapshot", "timestamp"])
+def test_a_release_without_a_role_s_keys_writes_nothing_to_the_served_folder(
+    tmp_path: Path, away: str
+) -> None:
+    """The model file went into public/targets before the targets key was asked for, and
+    with the snapshot or timestamp key away targets was signed and left unpublished."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    (repo.keys_dir / away).rename(tmp_path / "offline")
+    before = _served(repo)
+    with pytest.raises(RepositoryError, match=rf"0 private key\(s\) of role '{away}' here"):
+        release_model(repo, model, manifest)
+    assert _served(repo) == before
+
+
+@pytest.mark.parametrize("away", ["fleet", "snapshot"])
+def test_an_assignment_without_a_role_s_keys_writes_nothing_to_the_served_folder(
+    tmp_path: Path, away: str
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    release_model(repo, model, manifest)
+    (repo.keys_dir / away).rename(tmp_path / "offline")
+    before = _served(repo)
+    with pytest.raises(RepositoryError, match=rf"0 private key\(s\) of role '{away}' here"):
+        assign(repo, [("s1", "k1")], manifest)
+    assert _served(repo) == before
+
+
 def test_release_refuses_a_wrong_version_and_a_second_release(tmp_path: Path) -> None:
     repo = init_repository(tmp_path / "repo")
     model = linear_model(tmp_path / "m.onnx", "1.1.0")
