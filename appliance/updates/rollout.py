@@ -70,9 +70,19 @@ class Rollout:
         self._repository = repo.identity()
 
     def run(self) -> RolloutOutcome:
-        """Canaries, then waves; returns how it ended (recorded in the store too)."""
-        plan = self.plan
+        """Canaries, then waves; returns how it ended (recorded in the store too). A rollout
+        stopped by an error or Ctrl-C is recorded ``interrupted`` with why before it is raised:
+        left ``running``, status would show it running until the next deploy."""
         self._record_rollout("running", None)
+        try:
+            return self._run_waves()
+        except BaseException as exc:  # recorded, then raised as it came
+            reason = f"its deploy stopped: {type(exc).__name__}: {exc}"
+            self._record_rollout("interrupted", reason[:1000])
+            raise
+
+    def _run_waves(self) -> RolloutOutcome:
+        plan = self.plan
         canaries, rest = list(plan.devices[: plan.canaries]), list(plan.devices[plan.canaries :])
         waves = [canaries] if canaries else []
         waves += [rest[i : i + plan.wave_size] for i in range(0, len(rest), plan.wave_size)]

@@ -24,6 +24,7 @@ from appliance.updates import rollout as rollout_module
 from appliance.updates.fleetops import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
 from appliance.updates.operations import assignments, init_repository, release_model
+from appliance.updates.repository import RepositoryError
 from appliance.updates.rollout import Rollout, RolloutPlan, latest_rollouts
 from appliance.updates.testing import ModelEvents
 
@@ -343,3 +344,23 @@ def test_a_refusal_retained_from_a_kiosk_clock_ahead_does_not_halt_the_next_roll
         store.close()
     assert outcome.state == "complete", outcome.reason
     assert fleet.daemons["k0"].classifier.version == "1.1.0"
+
+
+def test_a_rollout_stopped_by_an_error_is_recorded_interrupted_with_why(fleet: Fleet) -> None:
+    """It stayed 'running' in the store (and in models status) until the next deploy."""
+    manifest = fleet.release("1.1.0")
+    (fleet.repo.keys_dir / "fleet").rename(fleet.tmp / "fleet-keys-offline")
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        plan = RolloutPlan(manifest, [(fleet.site, "k1")], canaries=1, timeout_s=5)
+        with pytest.raises(RepositoryError, match="role 'fleet'"):
+            Rollout(fleet.repo, watcher, store, plan).run()
+        rows = store.query("SELECT state, reason FROM rollouts", [])
+    finally:
+        watcher.close()
+        store.close()
+    assert len(rows) == 1
+    state, reason = rows[0]
+    assert state == "interrupted"
+    assert reason.startswith("its deploy stopped: RepositoryError: ")
+    assert "0 private key(s) of role 'fleet' here" in reason
