@@ -37,7 +37,7 @@ from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.manifest import ManifestError, semver_key
 from appliance.updates.operations import assignments, release_model, released, releases
-from appliance.updates.release import manifest_for, table_inputs
+from appliance.updates.release import manifest_for, model_feature_names, table_inputs
 from appliance.updates.repository import FileRepository, RepositoryError
 from appliance.updates.rollout import (
     Device,
@@ -62,8 +62,9 @@ def run_release(args: argparse.Namespace) -> int:
         repo = FileRepository(args.repo)
         given = args.feature_schema is not None  # "" is refused by the manifest, not defaulted
         extra = {"feature_schema": args.feature_schema} if given else {}
+        reads = model_feature_names(args.model)  # a table may hold only what the model reads
         manifest = manifest_for(
-            args.model, args.version, table_inputs(vectors),
+            args.model, args.version, table_inputs(vectors, reads), input_names=reads,
             device_types=[t.strip() for t in args.device_types.split(",") if t.strip()], **extra,
         )
         target = release_model(repo, args.model, manifest)

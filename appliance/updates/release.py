@@ -34,9 +34,10 @@ def manifest_for(
     *,
     device_types: Sequence[str] = ("skin-kiosk",),
     feature_schema: str = FEATURE_SCHEMA,
+    input_names: Sequence[str] = FEATURE_KEYS,
 ) -> ModelManifest:
     """The manifest of ``model`` released as ``version``, self-test recorded on ``inputs``:
-    measured feature vectors in FEATURE_KEYS order (a feature table's rows), of which the model
+    measured feature vectors of ``input_names`` (a feature table's rows), of which the model
     is given the features it reads, in its order, as the kiosk gives them."""
     semver_key(version)
     runner = OnnxRunner(model, NAMED_MODEL_HINT)
@@ -52,23 +53,33 @@ def manifest_for(
             version=version,
             feature_schema=feature_schema,
             device_types=list(device_types),
-            self_test=record_self_test(runner, model_inputs(runner.contract, inputs)),
+            self_test=record_self_test(runner, model_inputs(contract, inputs, input_names)),
         )
     except ValidationError as exc:
         raise _refusal(exc) from exc
 
 
 def model_inputs(
-    contract: ModelContract, measured: Sequence[Sequence[float]]
+    contract: ModelContract, measured: Sequence[Sequence[float]],
+    input_names: Sequence[str] = FEATURE_KEYS,
 ) -> list[list[float]]:
-    """Measured feature vectors (FEATURE_KEYS order) cut to the model's features, in its order
-    (a model may read a subset of the features, in any order)."""
-    widths = sorted({len(row) for row in measured} - {len(FEATURE_KEYS)})
+    """Measured feature vectors (values of ``input_names``, in that order) cut to the model's
+    features, in its order (a model may read a subset of the features, in any order)."""
+    widths = sorted({len(row) for row in measured} - {len(input_names)})
     if widths:
         raise ManifestError(f"self-test inputs of {widths[0]} values; each is a measured feature "
-                            f"vector of {len(FEATURE_KEYS)} ({', '.join(FEATURE_KEYS)})")
-    columns = [FEATURE_KEYS.index(name) for name in contract.feature_names]
+                            f"vector of {len(input_names)} ({', '.join(input_names)})")
+    lacking = [name for name in contract.feature_names if name not in input_names]
+    if lacking:
+        raise ManifestError(f"the self-test inputs lack {', '.join(lacking)}, which the model "
+                            f"reads; they hold {', '.join(input_names)}")
+    columns = [list(input_names).index(name) for name in contract.feature_names]
     return [[float(row[column]) for column in columns] for row in measured]
+
+
+def model_feature_names(model: Path) -> tuple[str, ...]:
+    """The features ``model`` reads, in its order (ModelError when it does not load)."""
+    return OnnxRunner(model, NAMED_MODEL_HINT).contract.feature_names
 
 
 _OPTION_OF = {"device_types": "--device-types", "feature_schema": "--feature-schema"}
@@ -86,14 +97,18 @@ def _refusal(exc: ValidationError) -> ManifestError:
     return ManifestError(f"{option} {shown}: {first['msg']}")
 
 
-def self_test_rows(table_path: Path, rows: int = DEFAULT_SELF_TEST_ROWS) -> LabelledTable:
-    """``rows`` evenly spread rows of a feature table's test split (all rows if it has none)."""
+def self_test_rows(
+    table_path: Path, rows: int = DEFAULT_SELF_TEST_ROWS,
+    feature_names: Sequence[str] = FEATURE_KEYS,
+) -> LabelledTable:
+    """``rows`` evenly spread rows of a feature table's test split (all rows if it has none),
+    of the columns ``feature_names`` (the table may hold no others)."""
     from appliance.modelbuild.table import (  # noqa: PLC0415 - pyarrow for Parquet
         LabelledTable,
         read_table,
     )
 
-    table = read_table(table_path)
+    table = read_table(table_path, feature_names)
     test = table.rows("test") if "test" in table.splits else table
     if len(test) == 0:
         raise ManifestError(f"{table_path}: no rows to take self-test inputs from")
@@ -103,6 +118,11 @@ def self_test_rows(table_path: Path, rows: int = DEFAULT_SELF_TEST_ROWS) -> Labe
                          tuple(test.sources[i] for i in picks), test.description)
 
 
-def table_inputs(table_path: Path, rows: int = DEFAULT_SELF_TEST_ROWS) -> list[list[float]]:
-    """The self-test inputs of a feature table: its ``self_test_rows`` as plain floats."""
-    return [[float(v) for v in row] for row in self_test_rows(table_path, rows).features]
+def table_inputs(
+    table_path: Path, feature_names: Sequence[str] = FEATURE_KEYS,
+    rows: int = DEFAULT_SELF_TEST_ROWS,
+) -> list[list[float]]:
+    """The self-test inputs of a feature table: its ``self_test_rows`` of the columns
+    ``feature_names`` as plain floats."""
+    chosen = self_test_rows(table_path, rows, feature_names)
+    return [[float(v) for v in row] for row in chosen.features]

@@ -1,5 +1,6 @@
 """`models release` of a model that reads some of the measured features, in an order of its
-own: the self-test is recorded on the vectors the kiosk would give that model."""
+own: the self-test is recorded on the vectors the kiosk would give that model, and a table of
+only the features it reads (its own training table) serves as --vectors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from appliance.cli import main
 from appliance.inference.runner import OnnxRunner
+from appliance.modelbuild.table import LabelledTable, read_table, write_table
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.payloads import FEATURE_KEYS
 from appliance.updates.manifest import ManifestError
@@ -43,3 +45,25 @@ def test_self_test_inputs_that_are_no_measured_feature_vectors_are_refused(
     with pytest.raises(ManifestError, match=r"self-test inputs of 5 values; each is a measured "
                                             rf"feature vector of {len(FEATURE_KEYS)} "):
         manifest_for(model, "1.0.0", [[1.0] * 5])
+
+
+def test_vectors_from_a_table_of_only_the_features_the_model_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Such a table was refused for lacking the eleven features the model never reads."""
+    measured = read_table(shipped_path(SKIN_SELF_TEST))
+    narrow = [FEATURE_KEYS.index(name) for name in READS]
+    table = write_table(tmp_path / "five.csv", LabelledTable(
+        READS, measured.features[:, narrow], measured.labels, measured.splits, measured.sources))
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "five.onnx", "2.0.0", feature_names=READS)
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "2.0.0", "--vectors", str(table)]) == 0
+    assert f"{len(measured)} self-test vectors" in capsys.readouterr().out
+    manifest = released(repo, "skin-texture-grade", "2.0.0")
+    assert [vector.features for vector in manifest.self_test] == measured.features[
+        :, narrow].tolist()
+    other = linear_model(tmp_path / "all.onnx", "3.0.0")  # reads all sixteen
+    assert main(["models", "release", str(other), "--repo", str(repo.dir), "--version",
+                 "3.0.0", "--vectors", str(table)]) == 2
+    assert f"release: {table}: missing column(s) pore_density_per_cm2, " in capsys.readouterr().err
