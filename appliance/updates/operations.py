@@ -130,11 +130,15 @@ def release_model(repo: FileRepository, model: Path, manifest: ModelManifest) ->
             repo.add_target(Targets.type, model, target, manifest.model_dump(mode="json"))
             repo.publish()
             return target
-        if _same_release(listed, model, manifest) and repo.publish():
+        same = _same_release(listed, model, manifest)
+        if same and repo.publish():
             return target
         raise RepositoryError(
-            f"{manifest.name} {manifest.version} is already released; versions are "
-            f"immutable, release a new version"
+            f"{manifest.name} {manifest.version} is already released" + (
+                " from this same file and self-test, and published (an operation after a "
+                "stopped release publishes it too); nothing to do" if same else
+                " from another file or self-test; versions are immutable, release a new "
+                "version")
         )
 
 

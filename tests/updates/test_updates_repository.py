@@ -534,6 +534,33 @@ def test_release_without_vectors_uses_the_shipped_self_test_rows_in_any_folder(
     assert len(manifest.self_test) == 32
 
 
+def test_a_release_published_by_the_next_operation_is_said_to_be_released_when_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed before its snapshot, then published by another release: running it again (as
+    after any stopped release) said 'versions are immutable, release a new version', as if
+    this release had not happened."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    with monkeypatch.context() as patched:
+        patched.setattr(FileRepository, "publish", _killed)
+        with pytest.raises(KeyboardInterrupt):
+            release_model(repo, model, manifest)
+    newer = linear_model(tmp_path / "n.onnx", "1.2.0")
+    release_model(repo, newer, manifest_for(newer, "1.2.0", inputs()))  # publishes 1.1.0 too
+    with pytest.raises(RepositoryError) as refused:
+        release_model(repo, model, manifest)
+    assert str(refused.value) == (
+        "skin-texture-grade 1.1.0 is already released from this same file and self-test, and "
+        "published (an operation after a stopped release publishes it too); nothing to do")
+
+
+def _killed(self: FileRepository) -> bool:
+    """FileRepository.publish as a kill -9 after the targets were signed leaves it: not run."""
+    raise KeyboardInterrupt
+
+
 def test_a_release_killed_before_its_snapshot_is_completed_by_releasing_it_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -543,24 +570,22 @@ def test_a_release_killed_before_its_snapshot_is_completed_by_releasing_it_again
     repo = init_repository(tmp_path / "repo")
     model = linear_model(tmp_path / "m.onnx", "1.1.0")
     manifest = manifest_for(model, "1.1.0", inputs())
-
-    def killed(self: FileRepository) -> bool:
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patched:
-        patched.setattr(FileRepository, "publish", killed)
+        patched.setattr(FileRepository, "publish", _killed)
         with pytest.raises(KeyboardInterrupt):
             release_model(repo, model, manifest)
     snapshot_before = repo.latest_version("snapshot")
     assert repo.open("snapshot").signed.meta["targets.json"].version < repo.latest_version(
         "targets")  # signed, not published
     other = linear_model(tmp_path / "other.onnx", "1.1.0", bias=(0.0, 2.0, 0.0))
-    with pytest.raises(RepositoryError, match="already released"):
+    with pytest.raises(RepositoryError, match="already released from another file or "
+                       "self-test; versions are immutable, release a new version"):
         release_model(repo, other, manifest_for(other, "1.1.0", inputs()))
     assert release_model(repo, model, manifest) == model_target("skin-texture-grade", "1.1.0")
     assert repo.latest_version("snapshot") == snapshot_before + 1
     assert repo.open("snapshot").signed.meta["targets.json"].version == repo.latest_version(
         "targets")
     assert repo.open("timestamp").signed.snapshot_meta.version == snapshot_before + 1
-    with pytest.raises(RepositoryError, match="already released"):
+    with pytest.raises(RepositoryError, match="already released from this same file and "
+                       "self-test, and published"):
         release_model(repo, model, manifest)
