@@ -228,8 +228,10 @@ def refresh_timestamp(repo: FileRepository) -> int:
     targets, whose keys live offline, are renewed the same way when their keys are at hand
     (``offline_roles_expiring`` says when they are needed). Returns the timestamp's new
     version. A renewal that cannot be signed (a key not at hand) is raised as RepositoryError
-    only after the timestamp was signed, so kiosks keep a fresh one."""
+    only after the timestamp was signed, so kiosks keep a fresh one; without the timestamp's
+    keys nothing is signed (renewals no timestamp publishes would wait unseen)."""
     with repo.locked():
+        repo.check_keys(Timestamp.type)
         for role in OFFLINE_ROLES:
             if _past_half_life(repo, role) and _keys_at_hand(repo, role):
                 with repo.edit(role):

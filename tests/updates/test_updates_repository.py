@@ -169,6 +169,20 @@ def test_the_refresh_timer_alone_keeps_a_quiet_repository_valid(
     assert repo.latest_version("timestamp") == before + 1  # kiosks keep a fresh timestamp
 
 
+def test_refresh_without_the_timestamp_key_signs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It renewed fleet and snapshot, then failed at the timestamp: exit 2 with new versions
+    signed that no timestamp published (the README: nothing or only the timestamp signed)."""
+    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": 2, FLEET: 2})
+    (repo.keys_dir / "timestamp").rename(tmp_path / "offline")
+    time.sleep(1.2)  # past half their validity: a refresh would renew both
+    before = sorted(path.name for path in repo.metadata_dir.iterdir())
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    assert "0 private key(s) of role 'timestamp' here" in capsys.readouterr().err
+    assert sorted(path.name for path in repo.metadata_dir.iterdir()) == before
+
+
 def test_refresh_warns_before_an_offline_role_expires_and_renews_it_with_its_keys_back(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
