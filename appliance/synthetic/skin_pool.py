@@ -6,6 +6,7 @@ import multiprocessing
 import signal
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import cv2
@@ -27,15 +28,20 @@ def write_one(out_dir: Path, seed: int, index: int, preset: str) -> Path:
     return image_path
 
 
+WORKER_DIED = ("a worker process ended abruptly (killed, or out of memory); the frames it was "
+               "drawing are not written")
+
+
 class SeriesIncomplete(Exception):  # noqa: N818 - a series, not an error of the code
-    """A frame of the series could not be written (``reason`` names the file and why).
+    """A frame of the series could not be written (``reason`` says why: the file and the disk's
+    error, or a worker that died).
 
     What the run leaves is the frames before it, ``kept``, and none after: frames that other
     workers finished after the failed one were removed (``removed`` of them), so the folder never
     holds a series with a hole in it.
     """
 
-    def __init__(self, failed: int, reason: BaseException, kept: Sequence[int], removed: int):
+    def __init__(self, failed: int, reason: str, kept: Sequence[int], removed: int):
         super().__init__(failed, reason, kept, removed)
         self.failed, self.reason, self.kept, self.removed = failed, reason, kept, removed
 
@@ -50,7 +56,7 @@ def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, 
             try:
                 write_one(out_dir, seed, index, preset)
             except OSError as exc:
-                raise SeriesIncomplete(index, exc, indices[:place], 0) from exc
+                raise SeriesIncomplete(index, str(exc), indices[:place], 0) from exc
         return len(indices)
     futures = _write_in_pool(out_dir, seed, indices, preset, jobs)
     _keep_up_to_the_first_failure(indices, futures)
@@ -96,9 +102,13 @@ def _keep_up_to_the_first_failure(indices: Sequence[int], futures: Sequence[Futu
     removed = [_remove_frame(future.result()) for future, error in
                zip(futures[gap + 1:], settled[gap + 1:], strict=True)
                if not future.cancelled() and error is None]
-    if not isinstance(reason, OSError):  # a worker that died, a bug: not the disk's doing
+    if isinstance(reason, BrokenProcessPool):  # kill -9, the kernel's OOM killer
+        said = WORKER_DIED
+    elif isinstance(reason, OSError):
+        said = str(reason)
+    else:  # a bug: not the disk's doing nor a killed worker's
         raise reason
-    raise SeriesIncomplete(indices[failed], reason, indices[:gap], len(removed)) from reason
+    raise SeriesIncomplete(indices[failed], said, indices[:gap], len(removed)) from reason
 
 
 def _remove_frame(image_path: Path) -> Path:
