@@ -137,23 +137,14 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _skin_table(args: argparse.Namespace) -> int:
+    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
+
     from appliance.modelbuild.grades import TableSpec, build_skin_table  # noqa: PLC0415
     from appliance.modelbuild.table import write_table  # noqa: PLC0415  (pyarrow)
+    from appliance.synthetic.skin_pool import WORKER_DIED  # noqa: PLC0415
 
-    if args.out.is_dir():  # --force would not help: refused before any frame is drawn
-        print(f"skin-table: --out {escape_controls(str(args.out))}: a folder; name the table "
-              f"file to write (e.g. {escape_controls(str(args.out / 'grades.parquet'))})",
-              file=sys.stderr)
-        return 2
-    if args.out.exists() and not args.force:
-        print(f"skin-table: {args.out} exists; pass --force to replace it", file=sys.stderr)
-        return 2
-    try:  # a folder that cannot hold the table is said now, not after hours of frames
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=args.out.parent).close()
-    except OSError as exc:
-        print(f"skin-table: --out {escape_controls(str(args.out))}: cannot write in its folder "
-              f"({exc.strerror or exc}); choose a writable folder", file=sys.stderr)
+    if refusal := _table_out_refusal(args.out, args.force):
+        print(f"skin-table: {refusal}", file=sys.stderr)
         return 2
     spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features,
                      label_noise=args.label_noise)
@@ -162,6 +153,9 @@ def _skin_table(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"skin-table: {exc}", file=sys.stderr)
         return 2
+    except BrokenProcessPool:
+        print(f"skin-table: {WORKER_DIED}; nothing written", file=sys.stderr)
+        return 1
     try:
         path = write_table(args.out, table)
     except OSError as exc:  # names the file and whether the old one is still there
@@ -169,6 +163,22 @@ def _skin_table(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {path} ({len(table)} rows, {path.stat().st_size} bytes): {table.description}")
     return 0
+
+
+def _table_out_refusal(out: Path, force: bool) -> str | None:
+    """Why ``--out`` cannot take the table, said before any frame is drawn; None when it can."""
+    if out.is_dir():  # --force would not help
+        return (f"--out {escape_controls(str(out))}: a folder; name the table file to write "
+                f"(e.g. {escape_controls(str(out / 'grades.parquet'))})")
+    if out.exists() and not force:
+        return f"{out} exists; pass --force to replace it"
+    try:  # a folder that cannot hold the table is said now, not after hours of frames
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as exc:
+        return (f"--out {escape_controls(str(out))}: cannot write in its folder "
+                f"({exc.strerror or exc}); choose a writable folder")
+    return None
 
 
 def _register_build(models: Any) -> None:

@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,8 +102,13 @@ def frame_rows(
     if workers <= 1:
         yield from (frame_row(spec, index) for index in range(spec.rows))
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(functools.partial(frame_row, spec), range(spec.rows), chunksize=4)
+    # A process pool that notices a worker dying (kill -9, the OOM killer) and raises
+    # BrokenProcessPool; multiprocessing.Pool lost that worker's rows and waited for them forever.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield from pool.map(functools.partial(frame_row, spec), range(spec.rows), chunksize=4)
+    finally:  # a stop (an error, Ctrl-C) draws no more rows than those being drawn
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def grade_scores(truths: list[dict[str, float]]) -> np.ndarray:

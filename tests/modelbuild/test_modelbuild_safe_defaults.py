@@ -14,6 +14,7 @@ from appliance.cli import main
 from appliance.modelbuild.table import write_table
 from appliance.shipped import SKIN_MODEL, shipped_path
 from tests.disk_helpers import fill, small_tmpfs
+from tests.pool_helpers import kill_a_worker
 
 
 def _digest(path: Path) -> str:
@@ -153,3 +154,17 @@ def test_build_skin_refuses_a_version_no_release_or_result_can_carry(
     assert (f"argument --version: version {version!r} is not a semantic version like 1.2.3 "
             "(or 1.2.3-rc.1)") in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow  # a real worker killed with SIGKILL
+def test_skin_table_with_a_worker_killed_says_so_instead_of_waiting_forever(
+    tmp_path: Path,
+) -> None:
+    """multiprocessing.Pool lost the killed worker's rows and waited for them for ever."""
+    out = tmp_path / "grades.csv"
+    code, err = kill_a_worker(["models", "skin-table", "--out", str(out), "--rows", "400",
+                               "--workers", "2", "--quiet"])
+    assert code == 1, err
+    assert err.endswith("skin-table: a worker process ended abruptly (killed, or out of "
+                        "memory); the frames it was drawing are not written; nothing written\n")
+    assert not out.exists()

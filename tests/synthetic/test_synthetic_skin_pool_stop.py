@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
+from tests.pool_helpers import kill_a_worker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,35 +67,15 @@ def test_ctrl_c_stops_the_series_without_a_traceback_per_worker(tmp_path: Path) 
     assert not list(out.glob(".*")), "a temporary file was left behind"
 
 
-def _workers(pid: int) -> list[int]:
-    """The pool's worker processes among ``pid``'s children (not its resource tracker)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in children
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
-
 
 @pytest.mark.slow  # a real worker killed with SIGKILL
 def test_a_worker_killed_ends_the_series_with_what_is_kept_not_a_traceback(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "frames"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "synth", "skin", "--out", str(out), "--count",
-         "2000", "--seed", "3", "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        while not list(out.glob("*.json")):  # the workers are drawing
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.1)
-        os.kill(_workers(process.pid)[0], signal.SIGKILL)  # the OOM killer's way
-        _, err = process.communicate(timeout=300)  # a hang guard only, never reached
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 1, err
+    code, err = kill_a_worker(["synth", "skin", "--out", str(out), "--count", "2000", "--seed",
+                               "3", "--workers", "2"])
+    assert code == 1, err
     assert "Traceback" not in err, err
     assert "failed: a worker process ended abruptly (killed, or out of memory)" in err
     kept = sorted(path.name for path in out.glob("*.json"))
