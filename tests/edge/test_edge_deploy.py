@@ -36,8 +36,12 @@ def test_kiosk_screen_unit_shows_the_loopback_page_full_screen() -> None:
     unit = ConfigParser(strict=False, interpolation=None)
     unit.read(DEPLOY / "appliance-kiosk-screen.service")
     command = unit["Service"]["ExecStart"]
-    port = load_config(DEPLOY.parent / "config.yaml").screen.port
-    assert f"--app=http://127.0.0.1:{port}/" in command  # the port config.yaml serves
+    # the port the kiosk's config serves (install.sh edge installs deploy/config.edge.yaml),
+    # and the development config.yaml alike
+    for config in (DEPLOY / "config.edge.yaml", DEPLOY.parent / "config.yaml"):
+        port = load_config(config).screen.port
+        assert port is not None, f"{config.name} serves no kiosk screen"
+        assert f"--app=http://127.0.0.1:{port}/" in command, config.name
     assert "--kiosk" in command
     assert "--incognito" in command
     assert unit["Unit"]["Wants"] == "appliance-edge.service"
