@@ -127,6 +127,8 @@ class AnalysisRunner(threading.Thread):
         if self._on_gated is not None:
             self._on_gated(quality, self.sessions.gathered, burst is not None)
         if burst is None:
+            if frame.still and not quality.ok:
+                self._say_not_measured(frame, quality)
             return
         try:
             accepted = self._measure(burst)
@@ -135,6 +137,12 @@ class AnalysisRunner(threading.Thread):
             log.error("measurement of %s failed: %s", burst.frames[0].name or "a frame", exc)
             return
         self._hand_over(accepted)
+
+    def _say_not_measured(self, frame: Frame, quality: FrameQuality) -> None:
+        """A saved capture is a session of its own: one the gate refuses is never measured, so
+        the journal names it and why (a live camera's refused frames are not said: most are)."""
+        log.warning("saved capture %s not measured: %s (%s)", frame.name, quality.verdict,
+                    "; ".join(quality.reasons))
 
     def _measure(self, burst: Burst) -> Accepted:
         best = best_frame([f.rgb for f in burst.frames], list(burst.qualities))
