@@ -115,7 +115,9 @@ class AnalysisRunner(threading.Thread):
             log.exception("analysis thread failed")  # the watchdog notices the missing beats
 
     def _handle(self, frame: Frame) -> None:
-        if self.paused.is_set():  # the outbox cannot keep a result: never measure to drop it
+        # the outbox cannot keep a result: never measure to drop it. A live frame is passed
+        # over; a saved capture waits (its folder source reads each file once per run)
+        if self.paused.is_set() and not (frame.still and self._resumed()):
             self.frames_paused += 1
             self._previous_rgb = None
             return
@@ -137,6 +139,14 @@ class AnalysisRunner(threading.Thread):
             log.error("measurement of %s failed: %s", burst.frames[0].name or "a frame", exc)
             return
         self._hand_over(accepted)
+
+    def _resumed(self) -> bool:
+        """Wait until measuring resumes (True) or the pipeline stops (False)."""
+        while self.paused.is_set():
+            self.last_beat_s = time.monotonic()
+            if self.stop_event.wait(QUEUE_POLL_S):
+                return False
+        return True
 
     def _say_not_measured(self, frame: Frame, quality: FrameQuality) -> None:
         """A saved capture is a session of its own: one the gate refuses is never measured, so
