@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 FRAME_WIDTH_PX = 1280
 FRAME_HEIGHT_PX = 960
 DIRECTORY_POLL_S = 0.2
+# A folder is listed again when its modification time moved (a file created, removed or
+# renamed in it), and at least this often whatever its time says (a share's attribute cache)
+RELIST_S = 5.0
+# A listing taken this soon after the folder's last change may have missed a second change in
+# the same tick of the folder's clock (FAT's ticks are 2 s): it is not trusted, the next poll
+# lists again
+COARSE_TICK_NS = 2_000_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 
 
@@ -156,10 +163,12 @@ class DirectorySource:
         self._record: ReplayRecord | None = None
         self._offered: set[str] = set()  # read this run, or measured in an earlier run
         self._failures: dict[str, _LoadFailure] = {}
+        self._listing: _Listing | None = None
         self._count = 0
 
     def open(self) -> None:
         """Check the folder is there; load (and prune) the record of measured files."""
+        self._listing = None  # list it afresh
         if not self.folder.is_dir():
             raise SourceError(f"{self.folder}: folder of frames not found; check camera.path")
         if self.record_path is not None and self._record is None:
@@ -206,10 +215,19 @@ class DirectorySource:
         self._failures = {n: f for n, f in self._failures.items() if n in names}
 
     def _names(self) -> list[str]:
+        """The folder's JPEGs in name order, listed again only when the folder may have changed
+        (``_Listing.stale``): listing a folder that holds years of captures five times a
+        second took a share of a core from an idle kiosk."""
         try:
-            return sorted(p.name for p in self.folder.iterdir() if self._wanted(p))
+            # the folder's time before it is listed: a change during the listing shows next poll
+            changed_ns = self.folder.stat().st_mtime_ns
+            if self._listing is not None and not self._listing.stale(changed_ns):
+                return self._listing.names
+            names = sorted(p.name for p in self.folder.iterdir() if self._wanted(p))
         except OSError as exc:
             raise SourceError(f"{self.folder}: cannot list the folder ({exc})") from exc
+        self._listing = _Listing(names, changed_ns, time.time_ns(), time.monotonic())
+        return names
 
     def _stamp(self, name: str) -> FileStamp | None:
         try:
@@ -255,6 +273,23 @@ class DirectorySource:
 
     def close(self) -> None:
         """Nothing to release; files already read stay read, measured ones stay recorded."""
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """One listing of the folder, with the folder's modification time just before it."""
+
+    names: list[str]
+    changed_ns: int
+    listed_ns: int  # wall-clock time of the listing (the folder's times are wall-clock)
+    listed_mono_s: float
+
+    def stale(self, changed_ns: int) -> bool:
+        """Whether to list again: the folder changed, RELIST_S passed, or the listing came so
+        soon after a change that a second one in the same tick would not show."""
+        if changed_ns != self.changed_ns or time.monotonic() - self.listed_mono_s >= RELIST_S:
+            return True
+        return self.listed_ns - self.changed_ns < COARSE_TICK_NS
 
 
 @dataclass

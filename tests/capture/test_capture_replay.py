@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -199,3 +201,56 @@ def test_a_file_whose_name_is_not_utf8_is_measured_once_and_skipped_after_a_rest
     assert set(ReplayRecord(record).measured()) == {frame.stamp.name}
     restarted = _opened(folder, record)
     assert _read_until_frame(restarted, 3) is None  # measured: not read again
+
+
+def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    listed: list[Path] = []
+    real_iterdir = Path.iterdir
+
+    def counting_iterdir(self: Path) -> Iterator[Path]:
+        listed.append(self)
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", counting_iterdir)
+    return listed
+
+
+def test_a_quiet_folder_is_not_listed_at_every_poll_and_a_new_file_is_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing a folder of years of captures five times a second took a share of a core."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    data = _jpeg_bytes(9)
+    (folder / "0001.jpg").write_bytes(data)
+    an_hour_ago = time.time() - 3600
+    os.utime(folder, (an_hour_ago, an_hour_ago))  # nothing changed in it for an hour
+    listed = _count_listings(monkeypatch)
+    source = _opened(folder, tmp_path / "replayed.sqlite3")
+    assert _read_until_frame(source, 3) is not None
+    before = len(listed)
+    assert _read_until_frame(source, 5) is None  # five polls of a quiet folder
+    assert len(listed) == before  # not listed again
+    (folder / "0002.jpg").write_bytes(data)  # the folder changed: listed at the next poll
+    frame = _read_until_frame(source, 2)
+    assert frame is not None
+    assert frame.name == "0002.jpg"
+
+
+def test_a_file_hidden_by_a_coarse_folder_time_is_read_within_relist_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two changes in one tick of the folder's time look like one: the folder is listed again
+    every RELIST_S whatever its time says."""
+    monkeypatch.setattr(sources, "RELIST_S", 0.5)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    an_hour_ago = time.time() - 3600
+    os.utime(folder, (an_hour_ago, an_hour_ago))
+    source = _opened(folder, tmp_path / "replayed.sqlite3")
+    assert source.read() is None
+    (folder / "0001.jpg").write_bytes(_jpeg_bytes(10))
+    os.utime(folder, (an_hour_ago, an_hour_ago))  # as if in the tick of the last listing
+    frame = _read_until_frame(source, 10)  # ten polls: 2 s
+    assert frame is not None
+    assert frame.name == "0001.jpg"
