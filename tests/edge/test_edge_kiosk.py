@@ -28,6 +28,7 @@ from appliance.edge.measure import Measurement
 from appliance.edge.testing import FIXED_FEATURES, fast_daemon, fixed_analyzer
 from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.synthetic.camera import textured_skin
+from appliance.transport import payloads
 from appliance.transport.broker import free_port
 
 pytestmark = pytest.mark.broker
@@ -406,3 +407,25 @@ def test_preview_streams_jpeg_frames(kiosk: Running) -> None:
     picture = cv2.imdecode(np.frombuffer(data[first:data.index(b"\xff\xd9") + 2], np.uint8),
                            cv2.IMREAD_COLOR)
     assert picture.shape == (240, 320, 3)  # smaller than preview_width_px: not scaled up
+
+
+class _OwnGrades:
+    """A model trained on real graders' labels, which the screen's catalogue does not know."""
+
+    name, version, feature_names = "clinic-grades", "2.0.0", ("kime_score",)
+
+    def classify(self, features: Any) -> payloads.Classification:
+        return payloads.Classification(model=self.name, version=self.version, label="mild",
+                                       probabilities={"mild": 1.0})
+
+
+def test_a_grade_the_screen_has_no_words_for_is_shown_as_the_model_names_it(
+    mqtt_broker: Any, tmp_path: Path, page: Any
+) -> None:
+    running, touching = hand_kiosk(mqtt_broker, tmp_path, False, classifier=_OwnGrades())
+    try:
+        page.goto(running.url)
+        assert measure_once(running, touching)["classification"]["label"] == "mild"
+        expect(page.locator("#grade")).to_have_text("mild")  # not the catalogue key grade_mild
+    finally:
+        running.stop()

@@ -29,12 +29,20 @@ function bandLabel(band) {
   return band === "all" ? text("band_all") : text("band_people", {band: band});
 }
 
+// A grade in the customer's language; a label the catalogue has no words for (a model trained on
+// other graders' labels) as the model names it, never as the catalogue's key.
+function gradeText(label) {
+  const key = "grade_" + label;
+  const shown = text(key);
+  return shown === key ? label : shown;
+}
+
 // The grade, or why it was withheld: the features it needs were not measured, or the picture
 // as a whole is outside the validated range (a kiosk without a model shows "-").
 function renderGrade(result) {
   const withheld = result.grade ? null : result.grade_withheld;
   const grade = document.getElementById("grade");
-  grade.textContent = result.grade ? text("grade_" + result.grade) : withheld ? text("grade_not_given") : "-";
+  grade.textContent = result.grade ? gradeText(result.grade) : withheld ? text("grade_not_given") : "-";
   grade.classList.toggle("not-measured", !!withheld);
   let why = "";
   if (withheld && (withheld.frame || withheld.features.length === 0)) why = text("grade_withheld_frame");
