@@ -290,11 +290,12 @@ class EdgeDaemon:
                 log.warning("unknown command topic %s ignored", shown_topic(message.topic))
 
     def dead_threads(self) -> list[str]:
-        """Names of pipeline threads that ended although nothing asked them to (a crash)."""
+        """Names of pipeline threads (and the customer screen's) that ended although nothing
+        asked them to (a crash)."""
         if self.pipeline_stop.is_set():
             return []
-        expected: list[CaptureRunner | AnalysisRunner | ResultCommitter] = [
-            self.capture, self.committer
+        expected: list[CaptureRunner | AnalysisRunner | ResultCommitter | KioskScreen] = [
+            self.capture, self.committer, self.screen
         ]
         if not self.analysis.finished.is_set():
             expected.append(self.analysis)

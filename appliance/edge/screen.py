@@ -67,12 +67,15 @@ class KioskScreen(threading.Thread):
 
     def run(self) -> None:
         """Draw and write results as they come; on stop, show the last one still queued."""
-        while not (self.stop_event.is_set() and self._latest.empty()):
-            try:
-                result, draw_overlay = self._latest.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self.write(result, draw_overlay)
+        try:
+            while not (self.stop_event.is_set() and self._latest.empty()):
+                try:
+                    result, draw_overlay = self._latest.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                self.write(result, draw_overlay)
+        except Exception:
+            log.exception("kiosk screen thread failed")  # the daemon exits for a restart
 
     def write(self, result: Result, draw_overlay: OverlayDrawer | None) -> None:
         """Replace the screen files with this result (a failure is logged, never raised)."""

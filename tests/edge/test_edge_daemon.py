@@ -20,8 +20,15 @@ import pytest
 from appliance.capture.synthetic import CustomerScript
 from appliance.config import Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.measure import Measurement
 from appliance.edge.service import reload_config
-from appliance.edge.testing import ResultCollector, fast_daemon, fast_source, wait_until
+from appliance.edge.testing import (
+    FIXED_FEATURES,
+    ResultCollector,
+    fast_daemon,
+    fast_source,
+    wait_until,
+)
 from appliance.transport.broker import free_port
 from appliance.transport.client import LinkSettings, new_client
 
@@ -222,6 +229,25 @@ def test_edge_command_with_a_missing_config_exits_2_naming_it(tmp_path: Path) ->
     )
     assert done.returncode == 2
     assert "nope.yaml" in done.stderr
+
+
+def test_a_crashed_screen_thread_ends_the_daemon_with_1_for_a_restart(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The customer's screen would stay on 'analysing' for good while the kiosk measured on."""
+    def broken_overlay(grade: str | None, withheld_for: tuple[str, ...] | None) -> Any:
+        raise KeyError("a bug in the overlay")
+
+    def analyzer(rgb: Any, um_per_px: float) -> Measurement:
+        return Measurement(FIXED_FEATURES, broken_overlay)
+
+    config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None})
+    daemon = EdgeDaemon(config, source=fast_source(config), analyzer=analyzer)
+    with caplog.at_level(logging.ERROR, logger="appliance.edge.daemon"):
+        thread, codes = run_in_thread(daemon)
+        thread.join(20)
+    assert codes == [1]
+    assert any("KioskScreen ended unexpectedly" in r.getMessage() for r in caplog.records)
 
 
 def test_a_crashed_analysis_thread_ends_the_daemon_with_1_for_a_restart(
