@@ -17,6 +17,7 @@ import os
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from appliance import __version__, logsafe
@@ -52,6 +53,7 @@ def _config_check(args: argparse.Namespace) -> int:
     source = _checked_source(named)
     refused = missing_files(config) or _unloadable_model(config.model.path)
     refused = refused or _unusable_trusted_root(config.updates) or _pathology_missing(config)
+    refused = refused or _unusable_reference(config.screen.reference_file)
     if refused:
         print(f"config error: {source}: the daemon would refuse it:\n  " + "\n  ".join(refused),
               file=sys.stderr)
@@ -109,6 +111,20 @@ def _unloadable_model(path: str | None) -> list[str]:
         SkinClassifier.load(path)
     except ModelError as exc:
         return [f"model.path: {exc}"]
+    return []
+
+
+def _unusable_reference(path: str | None) -> list[str]:
+    """Why the kiosk screen could not use ``screen.reference_file`` (empty when it can, or none
+    is set): the daemon refuses such a file at start."""
+    if path is None:
+        return []
+    from appliance.edge.screen_view import ReferenceFileError, load_references  # noqa: PLC0415
+
+    try:
+        load_references(Path(path))
+    except ReferenceFileError as exc:
+        return [f"screen.reference_file: {exc}"]
     return []
 
 

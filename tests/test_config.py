@@ -181,6 +181,26 @@ def test_config_check_finds_a_ca_file_next_to_the_config_from_any_folder(tmp_pat
     assert found.returncode == 0, found.stderr
 
 
+def test_config_check_refuses_a_reference_file_the_kiosk_screen_could_not_use(
+    tmp_path: Path,
+) -> None:
+    """The daemon refuses such a file at start (exit 2): its ExecStartPre check must too."""
+    config = write(tmp_path, "model: {path: null}\nscreen:\n  reference_file: reference.json\n")
+    missing = run_check(config)
+    assert missing.returncode == 2
+    assert f"screen.reference_file: file not found: {tmp_path / 'reference.json'}" in missing.stderr
+    (tmp_path / "reference.json").write_text(
+        '{"bands": {"40-49": {"kime_score": {"mean": NaN, "sd": 9.0, "n": 12}}}}')
+    broken = run_check(config)
+    assert broken.returncode == 2
+    assert "reference.json: not a reference-range file" in broken.stderr
+    assert "bands.40-49.kime_score.mean" in broken.stderr
+    (tmp_path / "reference.json").write_text(
+        '{"bands": {"40-49": {"kime_score": {"mean": 61.0, "sd": 9.0, "n": 12}}}}')
+    found = run_check(config)
+    assert found.returncode == 0, found.stderr
+
+
 def test_password_from_env_or_credentials_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

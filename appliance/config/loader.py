@@ -209,7 +209,8 @@ def missing_files(config: Config) -> list[str]:
     """Files the config names that do not exist, and TLS files that hold no usable
     certificate or key (the daemon would refuse to start)."""
     tls = config.mqtt.tls
-    named = {"model.path": config.model.path}
+    named = {"model.path": config.model.path,
+             "screen.reference_file": config.screen.reference_file}
     if tls.enabled:
         named |= {"mqtt.tls.ca_file": tls.ca_file, "mqtt.tls.cert_file": tls.cert_file,
                   "mqtt.tls.key_file": tls.key_file}

@@ -42,7 +42,11 @@ def load_references(path: Path | None) -> dict[str, dict[str, dict[str, float]]]
     """Per band (and ``all``): feature -> {mean, sd, n}; empty when no file is configured."""
     if path is None:
         return {}
-    if path.stat().st_size > MAX_REFERENCE_BYTES:
+    try:
+        size_bytes = path.stat().st_size
+    except OSError as exc:
+        raise ReferenceFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if size_bytes > MAX_REFERENCE_BYTES:
         raise ReferenceFileError(f"{path}: larger than {MAX_REFERENCE_BYTES} bytes")
     try:
         bands = safejson.loads(path.read_text(encoding="utf-8"))["bands"]
