@@ -1,12 +1,14 @@
 """Frame sources: the UVC microscope through OpenCV V4L2, and a folder of saved JPEGs.
 
 A source is opened, read frame by frame and closed; a failure (unplugged, read error, an
-unlistable folder) raises ``SourceError`` and the supervisor reopens the source with backoff.
+unlistable folder, a camera frozen on one picture) raises ``SourceError`` and the supervisor
+reopens the source with backoff.
 A saved file that cannot be loaded is no failure of the folder: it is tried again later.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import time
@@ -33,6 +35,9 @@ RELIST_S = 5.0
 # lists again
 COARSE_TICK_NS = 2_000_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
+# A live camera whose lit picture has not changed at all for this long is frozen (sensor noise
+# alone changes every frame); a dark field (the scope lifted, a lens cap) may rightly stay the same
+FROZEN_S = 10.0
 
 
 class SourceError(RuntimeError):
@@ -76,10 +81,13 @@ class UvcSource:
         self.description = f"uvc camera {device_path}"
         self._capture: Any = None
         self._count = 0
+        self._unchanged: _UnchangedPicture | None = None
 
     def open(self) -> None:
         """Open the device and fix its format, exposure and white balance where allowed."""
         import cv2  # noqa: PLC0415 - heavy import only when a camera is used
+
+        from appliance.capture.quality import DARK_FIELD_MEAN_LEVEL  # noqa: PLC0415 - cv2 too
 
         if not Path(self.device_path).exists():
             raise SourceError(
@@ -96,6 +104,7 @@ class UvcSource:
         capture.set(cv2.CAP_PROP_FRAME_HEIGHT, FRAME_HEIGHT_PX)
         self._fix_exposure(capture)
         self._capture = capture
+        self._unchanged = _UnchangedPicture(DARK_FIELD_MEAN_LEVEL)
 
     def _fix_exposure(self, capture: Any) -> None:
         """Manual exposure and white balance keep frames comparable between measurements."""
@@ -114,7 +123,7 @@ class UvcSource:
         """Grab one frame (converted from BGR to RGB)."""
         import cv2  # noqa: PLC0415
 
-        if self._capture is None:
+        if self._capture is None or self._unchanged is None:
             raise SourceError(f"{self.device_path}: read before open")
         ok, bgr = self._capture.read()
         if not ok or bgr is None:
@@ -124,6 +133,11 @@ class UvcSource:
                 f"{self.device_path}: camera delivers {bgr.shape[1]}x{bgr.shape[0]}, not "
                 f"{FRAME_WIDTH_PX}x{FRAME_HEIGHT_PX}; check the camera mode (MJPG 1280x960)"
             )
+        if self._unchanged.for_s(bgr) > FROZEN_S:
+            raise SourceError(
+                f"{self.device_path}: the camera delivers the very same picture for over "
+                f"{FROZEN_S:.0f} s (frozen?); reopening it"
+            )
         self._count += 1
         return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self._count)
 
@@ -132,6 +146,26 @@ class UvcSource:
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+
+
+class _UnchangedPicture:
+    """How long a live camera's lit picture has not changed at all (a sample of every 8th pixel
+    each way, hashed: about a quarter of a millisecond a frame)."""
+
+    def __init__(self, dark_level: float) -> None:
+        self.dark_level = dark_level  # a mean grey level below it is a dark field
+        self._digest = b""
+        self._since_s = time.monotonic()
+
+    def for_s(self, bgr: np.ndarray) -> float:
+        """Seconds since the picture last changed; 0 for a dark field."""
+        sample = np.ascontiguousarray(bgr[::8, ::8])
+        now_s = time.monotonic()
+        digest = hashlib.blake2b(sample.tobytes(), digest_size=16).digest()
+        dark = float(sample.mean()) < self.dark_level
+        if dark or digest != self._digest:
+            self._digest, self._since_s = digest, now_s
+        return 0.0 if dark else now_s - self._since_s
 
 
 class DirectorySource:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from appliance.capture import sources
 from appliance.capture.quality import QualityGate
 from appliance.capture.sources import DirectorySource, Frame, SourceError, UvcSource
 from appliance.capture.supervisor import CaptureRunner
@@ -146,3 +148,56 @@ def test_saved_files_are_never_dropped_by_a_full_queue(tmp_path: Path) -> None:
         runner.join(5)
     assert received == names
     assert runner.frames_dropped == 0
+
+
+class _FakeCamera:
+    """cv2.VideoCapture as a UVC camera that delivers ``pictures(n)`` as its n-th frame."""
+
+    def __init__(self, pictures: Callable[[int], np.ndarray]) -> None:
+        self.pictures, self.count = pictures, 0
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def set(self, _prop: int, _value: float) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        self.count += 1
+        return True, self.pictures(self.count)
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+
+def _read_for(source: UvcSource, seconds: float) -> int:
+    """Read frames for ``seconds`` (a camera's pace, 50 a second); how many came."""
+    deadline_s, frames = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline_s:
+        assert source.read() is not None
+        frames += 1
+        time.sleep(0.02)
+    return frames
+
+
+def test_a_camera_that_delivers_the_same_picture_for_frozen_s_counts_as_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A UVC camera whose firmware hangs can repeat its last picture: no live sensor does."""
+    monkeypatch.setattr(sources, "FROZEN_S", 0.3)
+    skin = textured_skin(4)(0)[..., ::-1].copy()  # BGR, 1280x960
+    dark = (skin // 40).astype(np.uint8)  # the scope lifted: a dark field, the same rightly
+    device = tmp_path / "video0"
+    device.touch()
+    cameras = {"frozen": _FakeCamera(lambda n: skin), "dark": _FakeCamera(lambda n: dark),
+               "live": _FakeCamera(lambda n: np.roll(skin, n, axis=1))}
+    for name in ("dark", "live"):
+        monkeypatch.setattr(cv2, "VideoCapture", lambda *_a, c=cameras[name]: c)
+        source = UvcSource(str(device))
+        source.open()
+        assert _read_for(source, 0.8) > 10, name  # never refused
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *_a: cameras["frozen"])
+    frozen = UvcSource(str(device))
+    frozen.open()
+    with pytest.raises(SourceError, match=r"video0: the camera delivers the very same picture"):
+        _read_for(frozen, 5.0)
