@@ -70,10 +70,11 @@ def login_form(request: Request, next: str | None = None, failed: bool = False) 
 
 
 def _login_page(request: Request, next: str | None, status: int, *, failed: bool = False,
-                wait_s: float = 0.0) -> HTMLResponse:
+                wait_s: float = 0.0, store_failed: bool = False) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     page = render(request, "login.html", status=status, csrf=token, next=safe_next(next),
-                  failed=failed, wait_min=math.ceil(wait_s / 60.0) if wait_s else 0, login=None)
+                  failed=failed, wait_min=math.ceil(wait_s / 60.0) if wait_s else 0,
+                  store_failed=store_failed, login=None)
     page.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
     if wait_s:
         page.headers["Retry-After"] = retry_after(wait_s)
@@ -105,8 +106,13 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
         with pool.store() as store:
             return open_session(store, login, hours, end_others=form.get("end_others") == "1")
 
-    async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
-        session = await run_in_threadpool(attempt)
+    try:
+        async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
+            session = await run_in_threadpool(attempt)
+    except STORE_ERRORS as exc:  # a full disk, a lost server: say so on the login page
+        log.error("console login for %s: the store did not answer or record it: %s",
+                  shorten(name, 64), exc)
+        return _login_page(request, form.get("next"), 503, store_failed=True)
     target = safe_next(form.get("next"))
     if session is None:
         return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)

@@ -70,17 +70,24 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str,
     return open_request(request)
 
 
-def login_cookie(console: Console, user: str = "alice") -> tuple[str, str]:
-    """Log in through the form; returns (session cookie header, the page's CSRF token)."""
-    status, headers, body = console.get("/login")
+def post_login(console: Console, user: str = "alice", password: str = PASSWORD,
+               headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One login through the form (its CSRF cookie and token from GET /login), sent with
+    ``headers`` too, going to /fleet: what the console answers."""
+    status, answer, body = console.get("/login")
     form_csrf = re.search(rb'name="csrf" value="([^"]+)"', body)
     assert status == 200
     assert form_csrf
-    login_csrf = headers["set-cookie"].split(";")[0]
-    fields = {"csrf": form_csrf.group(1).decode(), "user": user, "password": PASSWORD,
+    fields = {"csrf": form_csrf.group(1).decode(), "user": user, "password": password,
               "next": "/fleet"}
-    status, headers, _ = post(console.url + "/login", urlencode(fields).encode(), {
-        "Content-Type": "application/x-www-form-urlencoded", "Cookie": login_csrf})
+    return post(console.url + "/login", urlencode(fields).encode(), {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Cookie": answer["set-cookie"].split(";")[0], **(headers or {})})
+
+
+def login_cookie(console: Console, user: str = "alice") -> tuple[str, str]:
+    """Log in through the form; returns (session cookie header, the page's CSRF token)."""
+    status, headers, _ = post_login(console, user)
     assert status == 303
     assert headers["location"] == "/fleet"
     cookie = headers["set-cookie"].split(";")[0]

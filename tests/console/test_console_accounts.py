@@ -18,6 +18,7 @@ from console_helpers import (
     get_with,
     login_cookie,
     post,
+    post_login,
     running_console,
 )
 from playwright.sync_api import expect
@@ -260,7 +261,7 @@ def test_a_stolen_session_cannot_guess_the_password_faster_than_the_login_form(
     assert answers == [(403, False), (429, True)]  # the right one too, within the window
 
 
-def test_a_logout_the_store_cannot_record_still_logs_the_browser_out_and_says_so(
+def test_a_logout_or_login_the_store_cannot_record_is_said_so(
     tmp_path: Path,
 ) -> None:
     with small_tmpfs(tmp_path / "disk", size="8m") as disk:
@@ -275,6 +276,9 @@ def test_a_logout_the_store_cannot_record_still_logs_the_browser_out_and_says_so
             assert headers["set-cookie"].startswith('appliance_session="";')
             assert b"whoever holds its cookie can use it until it expires" in body
             assert get_with(console, "/fleet", cookie)[0] == 200  # as the page says
+            status, _, body = post_login(console)
+            assert status == 503  # on main: a bare 500 page
+            assert b"could not check or record this login (its log says why)" in body
             filler.unlink()
             assert post(console.url + "/logout", urlencode({"csrf": csrf}).encode(), {
                 "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})[0] == 303

@@ -4,12 +4,10 @@ address its failed logins count against."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
-from console_helpers import PASSWORD, Console, post, running_console
+from console_helpers import PASSWORD, Console, post_login, running_console
 
 from appliance.config.loader import ConfigError, config_from_mapping
 
@@ -17,14 +15,7 @@ from appliance.config.loader import ConfigError, config_from_mapping
 def _login(console: Console, user: str, password: str, forwarded: dict[str, str]) -> tuple[
         int, dict[str, str]]:
     """One login through the form, the request carrying the ``forwarded`` headers."""
-    status, headers, body = console.get("/login")
-    assert status == 200
-    csrf = re.search(rb'name="csrf" value="([^"]+)"', body)
-    assert csrf
-    form = urlencode({"csrf": csrf.group(1).decode(), "user": user, "password": password})
-    status, headers, _ = post(console.url + "/login", form.encode(), {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Cookie": headers["set-cookie"].split(";")[0], **forwarded})
+    status, headers, _ = post_login(console, user, password, forwarded)
     return status, headers
 
 
