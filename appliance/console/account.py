@@ -9,6 +9,7 @@ session it was changed from stays.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Annotated, Any
 
@@ -25,10 +26,13 @@ from appliance.console.auth import (
     known_user,
     password_hash,
 )
+from appliance.console.db import STORE_ERRORS
 from appliance.console.guard import SESSION_COOKIE, check_csrf, page_login, pool_of, read_form
 from appliance.console.pages import render
 from appliance.console.throttle import LoginGuard, retry_after
+from appliance.logsafe import shorten
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 
@@ -68,8 +72,15 @@ async def change_password(request: Request) -> HTMLResponse:
         with pool_of(request).store() as store:
             return store.change_password(login.name, new_hash, keep)
 
-    async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
-        revoked = await run_in_threadpool(attempt)
+    try:
+        async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
+            revoked = await run_in_threadpool(attempt)
+    except STORE_ERRORS as exc:  # a full disk, a lost server: nothing was changed
+        log.error("console password change of %s: the store did not record it: %s",
+                  shorten(login.name, 64), exc)
+        return render(request, "account.html", 503, login=login, error=(
+            "The console's store could not record the new password (its log says why); "
+            "the password is unchanged."))
     if revoked is None:
         return render(request, "account.html", 403, login=login,
                       error="The current password is wrong; the password is unchanged.")

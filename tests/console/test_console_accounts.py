@@ -279,6 +279,12 @@ def test_a_logout_or_login_the_store_cannot_record_is_said_so(
             status, _, body = post_login(console)
             assert status == 503  # on main: a bare 500 page
             assert b"could not check or record this login (its log says why)" in body
+            status, _, body = post(console.url + "/account/password", urlencode({
+                "csrf": csrf, "password": PASSWORD, "new_password": "n" * 12,
+                "new_password_again": "n" * 12}).encode(), {
+                "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+            assert status == 503
+            assert b"could not record the new password (its log says why)" in body
             filler.unlink()
             assert post(console.url + "/logout", urlencode({"csrf": csrf}).encode(), {
                 "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})[0] == 303
