@@ -144,10 +144,11 @@ async def read_form(request: Request) -> dict[str, str]:
                          "closed before it arrived") from exc
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=10)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError("form", body[:40].decode("utf-8", "replace"), str(exc)) from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # its bytes may hold a password: unshown
+        raise InputError("form", f"{len(body)} bytes", str(exc)) from exc
     for name, value in pairs:
         limit = MAX_PASSWORD_CHARS if name in PASSWORD_FIELDS else MAX_FIELD_CHARS
         if len(value) > limit:
-            raise InputError(name[:20], value, f"at most {limit} characters")
+            shown = f"{len(value)} characters" if name in PASSWORD_FIELDS else value
+            raise InputError(name[:20], shown, f"at most {limit} characters")
     return dict(pairs)

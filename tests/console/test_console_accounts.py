@@ -289,3 +289,18 @@ def test_a_logout_or_login_the_store_cannot_record_is_said_so(
             assert post(console.url + "/logout", urlencode({"csrf": csrf}).encode(), {
                 "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})[0] == 303
             assert get_with(console, "/fleet", cookie)[0] == 303
+
+
+def test_a_refused_form_never_shows_a_password_back(console: Console) -> None:
+    secret = "my-real-secret-" * 20  # 300 characters: over the limit
+    status, _, body = post_login(console, "alice", secret)
+    assert status == 400
+    assert b"password: &#39;300 characters&#39; refused: at most 256 characters" in body
+    assert b"my-real-secret" not in body  # on main: its first 80 characters
+    _, headers, _ = console.get("/login")
+    status, _, body = post(console.url + "/login", b"password=my-real-secret\xff\xfe", {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Cookie": headers["set-cookie"].split(";")[0]})
+    assert status == 400
+    assert b"form: &#39;25 bytes&#39; refused" in body
+    assert b"my-real-secret" not in body
