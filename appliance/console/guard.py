@@ -40,9 +40,10 @@ _BEARER = HTTPBearer(auto_error=False, description="a token from `appliance cons
 class LoginRequiredError(Exception):
     """No valid session: send the visitor to the login page."""
 
-    def __init__(self, next_path: str) -> None:
+    def __init__(self, next_path: str, ended: bool = False) -> None:
         super().__init__("login required")
-        self.location = f"/login?next={quote(next_path, safe='/')}"
+        self.location = f"/login?next={quote(next_path, safe='/')}" + ("&ended=1" if ended
+                                                                       else "")
 
 
 class CsrfError(Exception):
@@ -83,13 +84,15 @@ def _declared(dependant: Dependant) -> set[str]:
 
 def page_login(request: Request) -> Login:
     """The logged-in user of a page request, or a redirect to the login page."""
+    cookie = request.cookies.get(SESSION_COOKIE)
     with pool_of(request).store() as store:
-        login = session_login(store, request.cookies.get(SESSION_COOKIE))
+        login = session_login(store, cookie)
     if login is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         # after the login the browser GETs ``next``: a form's address (/logout) has no page
         back = request.method == "GET" and _LOCAL_PATH.match(path)
-        raise LoginRequiredError(path if back else "/fleet")
+        # a cookie the store no longer knows: the login page says the session ended
+        raise LoginRequiredError(path if back else "/fleet", ended=bool(cookie))
     return login
 
 

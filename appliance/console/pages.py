@@ -64,17 +64,19 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 
 
 @router.get("/login")
-def login_form(request: Request, next: str | None = None, failed: bool = False) -> HTMLResponse:
+def login_form(request: Request, next: str | None = None, failed: bool = False,
+               ended: bool = False) -> HTMLResponse:
     """The login page; its form carries a CSRF token that is also set as a cookie."""
-    return _login_page(request, next, 401 if failed else 200, failed=failed)
+    return _login_page(request, next, 401 if failed else 200, failed=failed, ended=ended)
 
 
 def _login_page(request: Request, next: str | None, status: int, *, failed: bool = False,
-                wait_s: float = 0.0, store_failed: bool = False) -> HTMLResponse:
+                wait_s: float = 0.0, store_failed: bool = False,
+                ended: bool = False) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     page = render(request, "login.html", status=status, csrf=token, next=safe_next(next),
                   failed=failed, wait_min=math.ceil(wait_s / 60.0) if wait_s else 0,
-                  store_failed=store_failed, login=None)
+                  store_failed=store_failed, ended=ended and not failed, login=None)
     page.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
     if wait_s:
         page.headers["Retry-After"] = retry_after(wait_s)

@@ -187,8 +187,12 @@ def test_a_login_can_log_out_the_users_other_sessions(console: Console) -> None:
         expect(page.locator("header")).to_contain_text("grace (viewer)")
         page.reload()  # the new session itself goes on
         expect(page).to_have_url(console.url + "/fleet")
-    assert get_with(console, "/fleet", earlier)[0] == 303
-    assert get_with(console, "/fleet", kept)[0] == 303
+    for cookie in (earlier, kept):
+        status, headers, _ = get_with(console, "/fleet", cookie)
+        assert (status, headers["location"]) == (303, "/login?next=/fleet&ended=1")
+    status, _, page = get_with(console, "/login?next=/fleet&ended=1", earlier)
+    assert status == 200
+    assert b"Your session has ended (a logout, a newer login that logged out the others" in page
 
 
 def _fill_password_form(page: Any, current: str, new: str, again: str) -> None:

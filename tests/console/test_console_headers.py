@@ -137,7 +137,7 @@ def test_a_form_sent_after_the_session_ended_leads_back_to_a_page(console: Conso
         "Content-Type": "application/x-www-form-urlencoded",
         "Cookie": "appliance_session=ended-or-expired"})
     assert status == 303
-    assert headers["location"] == "/login?next=/fleet"  # was next=/logout: a 405 after login
+    assert headers["location"] == "/login?next=/fleet&ended=1"  # not next=/logout: a 405
     status, _, _ = get_with(console, "/logout", "")
     assert status == 405
 

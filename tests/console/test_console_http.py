@@ -488,7 +488,7 @@ def test_every_page_and_api_call_refuses_a_parameter_it_does_not_take(console: C
         assert status == 400, path
         assert b"site: &#39;&lt;b&gt;&#39; refused: unknown parameter" in body, path
     status, _, body = console.get("/login?next=/fleet&colour=red")
-    assert (status, b"colour: &#39;red&#39; refused: unknown parameter; use failed, next"
+    assert (status, b"colour: &#39;red&#39; refused: unknown parameter; use ended, failed, next"
             in body) == (400, True)
     assert console.get("/login?next=/fleet&next=/cohort")[0] == 400  # which one?
     assert console.get("/login?next=/cohort")[0] == 200
