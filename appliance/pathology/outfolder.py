@@ -148,10 +148,14 @@ def _locked(out: Path) -> int:
                                  "choose a writable folder") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+    except BlockingIOError as exc:
         os.close(fd)
         raise ResultsFolderError(f"--out {out}: another pathology run or submit is writing into "
                                  "it now; wait for it to end, or name another folder") from exc
+    except OSError as exc:  # a file system without locks
+        os.close(fd)
+        raise ResultsFolderError(f"--out {out}: cannot lock it ({exc.strerror or exc}); a run "
+                                 "locks its results folder: name one on a local disk") from exc
     return fd
 
 

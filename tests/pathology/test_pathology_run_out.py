@@ -4,6 +4,8 @@ replaced whole with it; a kill -9 mid-run or mid-publish never leaves a complete
 from __future__ import annotations
 
 import csv
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +152,18 @@ def test_a_read_only_out_is_refused_before_any_slide_is_scored(
         err = capsys.readouterr().err
         assert f"--out {disk / 'out'}: cannot make or open it (Read-only file system)" in err
         assert "Traceback" not in err
+
+
+def test_an_out_on_a_file_system_without_locks_says_so_not_that_a_run_holds_it(
+    slides: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unsupported(fd: int, operation: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr("appliance.pathology.outfolder.fcntl.flock", unsupported)
+    out = tmp_path / "out"
+    assert main(_submit(out, slides / "a.jpg")) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: cannot lock it (Operation not supported)" in err
+    assert "another pathology run" not in err
