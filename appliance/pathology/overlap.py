@@ -20,6 +20,7 @@ from pathlib import Path
 from appliance import safejson
 from appliance.pathology.labels import table_text
 from appliance.pathology.outfolder import RESULTS_JSON
+from appliance.synthetic.commands import MAX_PATIENTS
 from appliance.synthetic.he import cohort_specs
 
 TRAINING_COHORT = re.compile(r"synthetic H&E cohort seed (\d+), (\d+) patients")
@@ -50,8 +51,12 @@ def find_overlap(
     labelled = {s for s in _labelled(labels_csv) if patients is None or s[1] in patients}
     if not labelled:
         return None
-    for model in {m for m in map(_model_of, run_folders) if m is not None}:
-        cohort, trained = _training_slides(model)
+    named_by: dict[Path, Path] = {}  # each model, and the first run.json naming it
+    for folder in run_folders:
+        if (model := _model_of(folder)) is not None:
+            named_by.setdefault(model, folder / RESULTS_JSON)
+    for model, summary in named_by.items():
+        cohort, trained = _training_slides(model, summary)
         shared = len(labelled & trained)
         if shared >= OVERLAP_SHARE * len(labelled):
             return Overlap(model, cohort, shared, len(labelled))
@@ -77,14 +82,23 @@ def _model_of(run_folder: Path) -> Path | None:
     return Path(model) if isinstance(model, str) and Path(model).is_file() else None
 
 
-def _training_slides(model: Path) -> tuple[str, set[Fingerprint]]:
-    """The cohort a synthetic model names in its metadata and its train/validation slides."""
-    import onnxruntime as ort  # noqa: PLC0415  (only when a run names its model)
+def _training_slides(model: Path, summary: Path) -> tuple[str, set[Fingerprint]]:
+    """The cohort a synthetic model names in its metadata and its train/validation slides;
+    ModelError (a ValueError) when the file a run's ``summary`` (run.json) names is no model."""
+    from appliance.inference.loader import open_session  # noqa: PLC0415  (onnxruntime)
+    from appliance.pathology.model import MAX_MODEL_BYTES  # noqa: PLC0415  (as above)
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    session = open_session(model, max_bytes=MAX_MODEL_BYTES, providers=["CPUExecutionProvider"],
+                           options=None, fix_hint=f"{summary} names it: evaluate reads its "
+                           "metadata for the cohort it learnt from; restore the model that run "
+                           "used")
     found = TRAINING_COHORT.search(session.get_modelmeta().custom_metadata_map.get("training", ""))
     if found is None:
         return "", set()
+    if int(found[2]) > MAX_PATIENTS:
+        raise ValueError(f"{model}: its metadata names a training cohort of {found[2]} patients, "
+                         f"more than `synth he` makes ({MAX_PATIENTS}); not a model of "
+                         "this kind")
     held_out = _test_patients(model.with_suffix("").with_suffix(".splits.csv"))
     specs = cohort_specs(int(found[2]), int(found[1]))
     return found[0], {

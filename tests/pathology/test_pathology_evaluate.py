@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 
 from appliance.cli import main
@@ -174,3 +175,54 @@ def test_one_results_folder_given_twice_is_refused_not_counted_as_two_runs(
         assert captured.out == ""
         assert f"--results {run} and {Path(again)} are one folder: give each run once" in \
             captured.err
+
+
+def _synthetic_labels(tmp_path: Path) -> Path:
+    """LABELS with the stain_batch column of a synthetic cohort: evaluate then reads the model
+    each run names, for the cohort it was trained on."""
+    path = tmp_path / "synthetic-labels.csv"
+    path.write_text("slide,patient,label,material,stain_batch\n" + "".join(
+        f"{slide},{patient},{label},{material},0\n" for slide, patient, label, material in LABELS))
+    return path
+
+
+def _run_naming(tmp_path: Path, model: Path) -> Path:
+    run = _write(tmp_path / "run", {"s1": 0.9, "s4": 0.6})
+    (run / "run.json").write_text(json.dumps({"threshold": 0.5, "model": str(model)}))
+    return run
+
+
+def test_a_run_naming_a_file_that_is_no_model_is_exit_2_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model was replaced since the run (or the folder came from elsewhere): evaluate
+    cannot check the cohort against the model's training slides. It said so in a traceback."""
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"not a model\n" * 10)
+    run = _run_naming(tmp_path, garbage)
+    assert main(["pathology", "evaluate", "--labels", str(_synthetic_labels(tmp_path)),
+                 "--results", str(run), "--bootstrap", "50"]) == 2
+    err = capsys.readouterr().err
+    assert f"{garbage}: not a loadable ONNX model" in err
+    assert f"{run / 'run.json'} names it" in err
+    assert "Traceback" not in err
+
+
+def test_a_model_claiming_a_cohort_no_generator_makes_is_refused_not_recreated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Metadata naming a training cohort of a billion patients: recreating its slide list to
+    compare would run for hours and fill the memory."""
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    onnx.helper.set_model_props(model, {"training": "synthetic H&E cohort seed 7, "
+                                                    "1000000000 patients"})
+    path = tmp_path / "claims.onnx"
+    onnx.save(model, path)
+    run = _run_naming(tmp_path, path)
+    assert main(["pathology", "evaluate", "--labels", str(_synthetic_labels(tmp_path)),
+                 "--results", str(run), "--bootstrap", "50"]) == 2
+    assert "names a training cohort of 1000000000 patients, more than `synth he` makes" in \
+        capsys.readouterr().err
