@@ -381,7 +381,7 @@ class PathologyServer:
         else:
             self._waiting.pop(job_id, None)
             if job["state"] in FINAL_STATES:
-                self._clear_request(job_id)
+                self._ended_request(job)
 
     def _take_waiting(self) -> None:
         """Try the kept requests oldest first while there is room, up to the first not due yet
@@ -437,9 +437,25 @@ class PathologyServer:
                 job_id not in self.runs:
             self._start(stored_request(job["request"]), self.store.stored_slides(job_id))
         elif job is not None and job["state"] in FINAL_STATES:
-            self._clear_request(job_id)
+            self._ended_request(job)
         else:
             log.debug("job %s is stored, run by %s", job_id, job and job["owner"])
+
+    def _ended_request(self, job: dict[str, Any]) -> None:
+        """The request of a job the store says ended is still retained: its server stopped
+        between storing the end and clearing it (a kill -9), maybe before it published the
+        final state, which then still says running. Publish it again from the store, then
+        clear the request."""
+        job_id = job["job_id"]
+        rows = self.store.slide_results(job_id)
+        total = len(job["request"].get("slides", []))
+        progress = {"slides_total": total, "slides_done": len(rows),
+                    "progress": round(len(rows) / total, 4),
+                    "tiles_scored": sum(int(row["tile_count"] or 0) for row in rows)} \
+            if total else {}
+        self._publish(job_id, job["state"], reason=job["reason"], **progress,
+                      results=[{key: row[key] for key in RESULT_FIELDS} for row in rows])
+        self._clear_request(job_id)
 
     def _refuse(self, exc: JobRefusedError) -> None:
         log.warning("job refused: %s", exc)
@@ -452,6 +468,9 @@ class PathologyServer:
             self._keep_refusal_state(exc.job_id)
         else:  # refused already (by another server), or a stored job: its state stays
             log.info("job %s is already stored; the refusal does not change it", exc.job_id)
+            job = self.store.job(exc.job_id)
+            if job is not None and job["state"] in FINAL_STATES:
+                self._ended_request(job)
 
     def _keep_refusal_state(self, job_id: str) -> None:
         """Note a refused job's retained state; beyond max_retained_requests, clear the oldest

@@ -16,6 +16,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -828,6 +829,48 @@ def test_killed_server_job_is_taken_over_and_stored_exactly_once(
     assert (job["state"], job["takeovers"], job["owner"]) == (
         "done", 1, "second")
     store.close()
+
+
+KILL_BEFORE_THE_FINAL_STATE = """
+import os, signal, sys
+from appliance.pathology.server import PathologyServer
+publish = PathologyServer._publish
+def publish_or_die(self, job_id, state, **fields):
+    if "results" in fields:  # the end is stored: killed before anyone hears of it
+        os.kill(os.getpid(), signal.SIGKILL)
+    publish(self, job_id, state, **fields)
+PathologyServer._publish = publish_or_die
+from appliance.cli import main
+sys.exit(main(["pathology", "serve", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_server_killed_between_storing_a_job_s_end_and_publishing_it_leaves_no_stale_state(
+    env: Env, serve: Servers,
+) -> None:
+    """The store said done, the retained state still said running (job list, --wait), and the
+    next server only cleared the request. Now it publishes the stored end again."""
+    config = env.config(client_id="first")
+    first = subprocess.Popen(
+        [sys.executable, "-c", KILL_BEFORE_THE_FINAL_STATE, str(env.tmp_path / "config.yaml")],
+        start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=(env.tmp_path / "first.log").open("w"))
+    try:
+        env.watcher.wait_server("first", "online")
+        env.watcher.submit(_job("ended", [env.slides / "b11.jpg", env.slides / "corrupt.jpg"]))
+        assert first.wait(90) == -signal.SIGKILL
+    finally:
+        with suppress(ProcessLookupError):  # its preparation workers (or itself, had it hung)
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    retained = _retained_on(env.broker, state_topic(env.prefix, "ended"))
+    assert json.loads(retained[0][1])["state"] == "running"  # stale: the store says done
+    serve(config.model_copy(update={"pathology": config.pathology.model_copy(
+        update={"client_id": "second"})}))
+    final = env.watcher.wait("ended", {"done", "failed", "cancelled"})
+    assert (final["state"], final["slides_done"], final["slides_failed"]) == ("done", 2, 1)
+    assert [row["slide"] for row in final["results"]] == ["b11", "corrupt"]
+    assert _retained_on(env.broker, request_topic(env.prefix, "ended")) == []
 
 
 def test_a_relative_results_dir_is_the_config_file_s_folder_not_the_working_one(
