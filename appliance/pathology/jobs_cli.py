@@ -321,7 +321,7 @@ def print_job_list(latest: dict[str, bytes]) -> None:
         print(escape_controls(f"server {server['server']}: {server['state']} since "
                               f"{server['at']} ({server.get('backend', {}).get('backend')})"))
     for state in sorted(states, key=lambda s: s["job_id"]):
-        print(_describe({**state, "results": []}))
+        print(_describe({**state, "results": [], "results_omitted": 0}))  # one line a job
     print(f"{len(states)} job(s)")
     waiting = sorted(requested - {state["job_id"] for state in states})
     for job_id in waiting:

@@ -130,3 +130,16 @@ def test_job_list_shows_each_job_once_with_its_latest_state(
     assert "j1 running 12/60 slides" in out
     assert "1 job(s)" in out
     assert "j2 waiting: no server has taken it yet" in out
+
+
+def test_job_list_shows_a_job_whose_results_were_cut_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A final state too large for one message carries results_omitted: job submit --wait
+    says so; job list, which shows no results, keeps its one line a job."""
+    link = SimpleNamespace(messages=queue.Queue())
+    state = {"job_id": "big", "state": "done", "slides_total": 1000, "slides_done": 1000,
+             "slides_failed": 999, "results_omitted": 400, "results": []}
+    link.messages.put(("p/pathology/jobs/big/state", json.dumps(state).encode()))
+    jobs_cli.print_job_list(jobs_cli.latest_by_topic(link))  # type: ignore[arg-type]
+    assert capsys.readouterr().out.splitlines() == ["big done 1000/1000 slides", "1 job(s)"]
