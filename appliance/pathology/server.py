@@ -455,6 +455,8 @@ class PathologyServer:
             if total else {}
         self._publish(job_id, job["state"], reason=job["reason"], **progress,
                       results=[{key: row[key] for key in RESULT_FIELDS} for row in rows])
+        if not job["request"]:  # a refusal: its state counts among those this server left
+            self._keep_refusal_state(job_id)
         self._clear_request(job_id)
 
     def _refuse(self, exc: JobRefusedError) -> None:
@@ -466,7 +468,7 @@ class PathologyServer:
         if self.store.record_refusal(exc.job_id, self.server_id, str(exc)):
             self._publish(exc.job_id, "failed", reason=str(exc))
             self._keep_refusal_state(exc.job_id)
-        else:  # refused already (by another server), or a stored job: its state stays
+        else:  # refused already, or a stored job: its state stays (published again if ended)
             log.info("job %s is already stored; the refusal does not change it", exc.job_id)
             job = self.store.job(exc.job_id)
             if job is not None and job["state"] in FINAL_STATES:

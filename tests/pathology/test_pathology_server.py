@@ -1002,6 +1002,13 @@ def test_refused_requests_leave_no_more_retained_states_than_the_limit(
     retained = {topic.split("/")[-2] for topic, _ in
                 _retained_on(env.broker, state_topic(env.prefix, "+"))}
     assert retained == set(jobs[2:])
+    for job_id in jobs[:2]:  # sent again: the stored refusal is published again, and counted
+        env.watcher.seen.clear()
+        env.watcher.submit(b"{not json", job_id=job_id)
+        env.watcher.wait(job_id, {"failed"})
+    retained = {topic.split("/")[-2] for topic, _ in
+                _retained_on(env.broker, state_topic(env.prefix, "+"))}
+    assert retained == set(jobs[:2])
     store = _store(env.tmp_path)
     assert all(store.job(job_id)["state"] == "failed" for job_id in jobs)  # type: ignore[index]
     store.close()
