@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 def pool_workers(pid: int) -> list[int]:
     """The pool's worker processes among ``pid``'s children (not its resource tracker)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in children
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    return [int(child) for child in children  # spawned or forked, the tracker is neither
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
 
 
 def kill_a_worker(arguments: list[str]) -> tuple[int, str]:

@@ -117,7 +117,10 @@ def _register_he(synth_group: Any) -> None:
 
 def _synth_he(args: argparse.Namespace) -> int:
     """Handler of ``appliance synth he``."""
+    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
+
     from appliance.synthetic.he import cohort_specs, write_cohort  # noqa: PLC0415 - heavy deps load on use
+    from appliance.synthetic.skin_pool import WORKER_DIED  # noqa: PLC0415
 
     problem = _prepare_out_dir(args.out)
     if problem is not None:
@@ -129,6 +132,10 @@ def _synth_he(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"appliance synth he: error: writing to {str(args.out)!r} failed: {exc}",
               file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print(f"appliance synth he: error: {WORKER_DIED}; the slides it was painting and "
+              f"labels.csv are not written", file=sys.stderr)
         return 1
     print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
     return 0

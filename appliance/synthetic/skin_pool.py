@@ -28,8 +28,7 @@ def write_one(out_dir: Path, seed: int, index: int, preset: str) -> Path:
     return image_path
 
 
-WORKER_DIED = ("a worker process ended abruptly (killed, or out of memory); the frames it was "
-               "drawing are not written")
+WORKER_DIED = "a worker process ended abruptly (killed, or out of memory)"
 
 
 class SeriesIncomplete(Exception):  # noqa: N818 - a series, not an error of the code
@@ -103,7 +102,7 @@ def _keep_up_to_the_first_failure(indices: Sequence[int], futures: Sequence[Futu
                zip(futures[gap + 1:], settled[gap + 1:], strict=True)
                if not future.cancelled() and error is None]
     if isinstance(reason, BrokenProcessPool):  # kill -9, the kernel's OOM killer
-        said = WORKER_DIED
+        said = f"{WORKER_DIED}; the frames it was drawing are not written"
     elif isinstance(reason, OSError):
         said = str(reason)
     else:  # a bug: not the disk's doing nor a killed worker's

@@ -166,5 +166,5 @@ def test_skin_table_with_a_worker_killed_says_so_instead_of_waiting_forever(
                                "--workers", "2", "--quiet"])
     assert code == 1, err
     assert err.endswith("skin-table: a worker process ended abruptly (killed, or out of "
-                        "memory); the frames it was drawing are not written; nothing written\n")
+                        "memory); nothing written\n")
     assert not out.exists()

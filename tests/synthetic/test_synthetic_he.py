@@ -13,6 +13,7 @@ import pytest
 from appliance.cli import main
 from appliance.pathology.stain import REFERENCE, stain_concentrations
 from appliance.synthetic.he import SlideSpec, cohort_specs, render_slide
+from tests.pool_helpers import kill_a_worker
 
 
 def test_cohort_is_deterministic_and_labelled_by_patient() -> None:
@@ -114,3 +115,14 @@ def test_labels_are_written_whole_or_the_old_ones_stay(
         he.write_cohort(tmp_path, specs)
     assert (tmp_path / "labels.csv").read_text() == "the labels of the last cohort\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]  # no temp left
+
+
+@pytest.mark.slow  # a real worker killed with SIGKILL
+def test_synth_he_with_a_worker_killed_says_so_not_a_traceback(tmp_path: Path) -> None:
+    out = tmp_path / "cohort"
+    code, err = kill_a_worker(["synth", "he", "--out", str(out), "--patients", "40",
+                               "--workers", "2", "--quiet"])
+    assert code == 1, err
+    assert err == ("appliance synth he: error: a worker process ended abruptly (killed, or out "
+                   "of memory); the slides it was painting and labels.csv are not written\n")
+    assert not (out / "labels.csv").exists()
