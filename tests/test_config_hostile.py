@@ -151,3 +151,21 @@ def test_config_check_names_an_override_that_names_no_key(
     monkeypatch.setenv("APPLIANCE__", "1")
     assert main(["config", "check"]) == 2
     assert "APPLIANCE__ names no config key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ('state_dir: "state\\0/x"\n', "state_dir"),
+    ('pathology:\n  slide_roots: ["a", "b\\0"]\n', "pathology.slide_roots[1]"),
+    ('"mq\\0tt": {}\n', "mq\\u0000tt"),
+])
+def test_a_nul_character_in_a_config_is_refused_naming_its_key(
+    tmp_path: Path, text: str, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A NUL in a path ended every command that loads the config (config check included) in a
+    ValueError traceback ('embedded null byte') where the path was resolved."""
+    path = tmp_path / "nul.yaml"
+    path.write_text(text)
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().err == (f"config error: {path}: {where} holds a NUL character "
+                                       "(\\0): no name, path or text in a config may; remove "
+                                       "it\n")

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from appliance.config.tree import Config
+from appliance.logsafe import escape_controls
 from appliance.safeyaml import YamlLimitError, safe_load_limited
 from appliance.tlsfiles import TlsFileError, client_tls_context
 
@@ -146,7 +147,29 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: top level must be a mapping of sections, got {type(data).__name__}"
         )
+    if where := _nul_at(data, ""):
+        raise ConfigError(f"{path}: {escape_controls(where)} holds a NUL character (\\0): no "
+                          "name, path or text in a config may; remove it")
     return data
+
+
+def _nul_at(node: Any, key_path: str) -> str | None:
+    """The key path of the first key or text value holding a NUL character (the OS refuses
+    such a file name with a ValueError deep in whatever opens it), None when none does."""
+    if isinstance(node, str):
+        return (key_path or "(top level)") if "\0" in node else None
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{key_path}.{key}" if key_path else str(key)
+            if isinstance(key, str) and "\0" in key:
+                return here
+            if found := _nul_at(value, here):
+                return found
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            if found := _nul_at(item, f"{key_path}[{index}]"):
+                return found
+    return None
 
 
 def config_from_mapping(
