@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -135,13 +137,39 @@ def _read(settings: BuildSettings) -> tuple[LabelledTable, BuildSettings]:
 
 
 def build_model(settings: BuildSettings) -> BuiltModel:
-    """Train, export, quantize and validate; returns the written float and INT8 paths."""
+    """Train, export, quantize and validate; returns the written float and INT8 paths.
+
+    Both files are made in a hidden folder inside ``out_dir`` and renamed into place only once
+    both are whole: a build that fails (a full disk) leaves the models already there as they
+    were, and no cut file under their names.
+    """
     table, settings = _read(settings)
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.out_dir, prefix=".build-") as scratch:
+        staged = _build_in(Path(scratch), settings, table)
+        placed = [_put_in_place(path, settings.out_dir) for path in (
+            staged.float_path, staged.int8_path)]
+    log.info("built %s (%d B) and %s (%d B)", placed[1], placed[1].stat().st_size, placed[0],
+             placed[0].stat().st_size)
+    return replace(staged, float_path=placed[0], int8_path=placed[1])
+
+
+def _put_in_place(staged: Path, out_dir: Path) -> Path:
+    """Flush ``staged`` to disk and rename it into ``out_dir`` (the same file system)."""
+    with staged.open("rb") as handle:
+        os.fsync(handle.fileno())
+    final = out_dir / staged.name
+    os.replace(staged, final)
+    return final
+
+
+def _build_in(folder: Path, settings: BuildSettings, table: LabelledTable) -> BuiltModel:
+    """Train on ``table``, export, quantize and validate into ``folder``."""
     labels = table.label_set(GRADE_LABELS)
     model = train_mlp(_split(table, "train"), labels, settings.hidden, settings.epochs,
                       seed=settings.seed)
-    float_path = settings.out_dir / f"{settings.name}.float.onnx"
-    int8_path = settings.out_dir / f"{settings.name}.int8.onnx"
+    float_path = folder / f"{settings.name}.float.onnx"
+    int8_path = folder / f"{settings.name}.int8.onnx"
     float_contract = _contract(settings, labels, {}, {"precision": "float32"})
     export.save(export.build_graph(model, float_contract), float_path)
     scheme, schemes = quantize.choose_and_quantize(
@@ -155,8 +183,6 @@ def build_model(settings: BuildSettings) -> BuiltModel:
         settings, labels, figures, {"precision": "int8", FLOAT_MODEL_KEY: float_path.name}
     )
     export.rewrite_metadata(int8_path, contract)
-    log.info("built %s (%d B) and %s (%d B)", int8_path, int8_path.stat().st_size, float_path,
-             float_path.stat().st_size)
     return BuiltModel(float_path, int8_path, contract, figures)
 
 

@@ -90,6 +90,10 @@ def _build_skin(args: argparse.Namespace) -> int:
     except (TableError, ModelError, ValueError) as exc:
         print(f"build-skin: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk: nothing in --out was replaced
+        print(f"build-skin: --out {escape_controls(str(args.out))}: could not write the models "
+              f"({exc.strerror or exc}); the files there are as they were", file=sys.stderr)
+        return 1
     for path in (built.int8_path, built.float_path):
         print(f"wrote {path} ({path.stat().st_size} bytes)")
     print(json.dumps(built.figures, indent=2, sort_keys=True))

@@ -46,6 +46,29 @@ def test_build_skin_refuses_the_shipped_folder_and_existing_models(
     assert (tmp_path / "m" / SKIN_MODEL).read_bytes() == b"an earlier build"
 
 
+def test_build_skin_on_a_full_disk_keeps_the_models_there_whole_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It ended in an OSError traceback from onnx.save_model, an INT8 file cut at 4 KiB left
+    under its name beside the new float model."""
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=4))
+    names = ("skin-texture-grade.float.onnx", "skin-texture-grade.int8.onnx")
+    with small_tmpfs(tmp_path / "disk", size="64k") as disk:
+        out = disk / "m"
+        out.mkdir()
+        for name in names:
+            (out / name).write_bytes(b"an earlier build")
+        fill(disk)
+        code = main(["models", "build-skin", "--data", str(table), "--out", str(out),
+                     "--hidden", "8", "--epochs", "2", "--force"])
+        left = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert code == 1
+    assert capsys.readouterr().err.endswith(
+        f"build-skin: --out {out}: could not write the models (No space left on device); the "
+        "files there are as they were\n")
+    assert left == dict.fromkeys(names, b"an earlier build")  # no staging folder left either
+
+
 def test_small_splits_warn_and_quantization_asks_for_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
