@@ -174,6 +174,10 @@ def _results_query(args: argparse.Namespace) -> int:
 def _results_export(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import export_results
 
+    if args.out == "":  # `--out "$FILE"` with FILE unset: Path("") would be the folder "."
+        print("export: --out: empty file name; name the file to write (e.g. results."
+              f"{args.format}, or - for standard output)", file=sys.stderr)
+        return 2
     if args.out != "-" and Path(args.out).is_dir():  # --force would not help: refused at once
         print(f"export: --out {escape_controls(args.out)}: a folder; name the file to write "
               f"(e.g. {escape_controls(str(Path(args.out) / f'results.{args.format}'))})",

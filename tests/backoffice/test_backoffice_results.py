@@ -75,6 +75,16 @@ def test_export_to_a_folder_is_refused_at_once_naming_a_file_to_write(
     assert sorted(path.name for path in folder.iterdir()) == ["kept"]
 
 
+def test_export_to_an_empty_file_name_says_so_not_that_it_is_a_folder(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script's --out "$FILE" with FILE unset said "--out : a folder; ... (e.g. results.csv)"
+    (the empty name read as the working folder)."""
+    assert _cli("results", "export", "--store", store_url, "--out", "") == 2
+    assert capsys.readouterr().err == ("export: --out: empty file name; name the file to write "
+                                       "(e.g. results.csv, or - for standard output)\n")
+
+
 def test_export_parquet_keeps_types(store_url: str, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
