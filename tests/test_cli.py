@@ -187,6 +187,37 @@ def test_a_number_outside_its_range_is_refused_naming_the_option(
     assert re.search(rf"argument {option}: must be a (finite|whole) number", err), err
 
 
+@pytest.mark.parametrize(("command", "argument"), [
+    (["synth", "skin", "--count", "1", "--out", ""], "--out"),
+    (["synth", "he", "--out", ""], "--out"),
+    (["synth", "micrometer", "--out", ""], "--out"),
+    (["models", "build-skin", "--data", "t.csv", "--out", ""], "--out"),
+    (["models", "build-skin", "--data", "", "--out", "m"], "--data"),
+    (["models", "skin-table", "--out", ""], "--out"),
+    (["models", "evaluate", "", "--data", "t.csv"], "model"),
+    (["models", "repo", "init", ""], "dir"),
+    (["models", "repo", "refresh", ""], "dir"),
+    (["models", "repo", "serve", ""], "dir"),
+    (["models", "release", "m.onnx", "--version", "1.0.0", "--repo", ""], "--repo"),
+    (["models", "release", "m.onnx", "--version", "1.0.0", "--repo", "r", "--vectors", ""],
+     "--vectors"),
+    (["models", "deploy", "skin-texture-grade", "1.0.0", "--all", "--repo", ""], "--repo"),
+    (["models", "status", "--repo", ""], "--repo"),
+])
+@pytest.mark.usefixtures("in_tmp_path")
+def test_an_empty_path_is_refused_not_taken_as_the_working_folder(
+    command: list[str], argument: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A script's "$DIR" with DIR unset: synth skin wrote its frames into the working folder,
+    repo init made a repository there, build-skin built into it."""
+    with pytest.raises(SystemExit) as refused:
+        main(command)
+    assert refused.value.code == 2
+    assert (f"argument {argument}: empty; name a file or folder (a script's \"$VARIABLE\" left "
+            "unset?)") in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("devices", ["33", "99999"])
 def test_demo_refuses_more_simulated_kiosks_than_the_machine_can_run(
     devices: str, capsys: pytest.CaptureFixture[str]

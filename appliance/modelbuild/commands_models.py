@@ -17,7 +17,7 @@ from appliance.inference.contract import ModelError
 from appliance.logsafe import escape_controls
 from appliance.modelbuild.table import MIN_TABLE_ROWS, SPLITS, TableError
 from appliance.shipped import SKIN_MODEL, shipped_path
-from appliance.synthetic.arguments import SEED, WORKERS, finite_number, whole_number
+from appliance.synthetic.arguments import SEED, WORKERS, finite_number, named_path, whole_number
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)
 MAX_EPOCHS = 10_000  # the shipped model trains 20; more is a typo (and hours of CPU)
@@ -189,9 +189,9 @@ def _register_build(models: Any) -> None:
     build = models.add_parser(
         "build-skin", help="train, export, INT8-quantize and validate the skin texture model"
     )
-    build.add_argument("--data", type=Path, required=True,
+    build.add_argument("--data", type=named_path, required=True,
                        help="labelled table (.parquet or .csv; `models skin-table` makes one)")
-    build.add_argument("--out", type=Path, required=True,
+    build.add_argument("--out", type=named_path, required=True,
                        help="output folder (a new one; the shipped model is never overwritten)")
     build.add_argument("--force", action="store_true", help="replace models already in --out")
     build.add_argument("--version", type=_semantic_version, default="1.0.0",
@@ -210,16 +210,16 @@ def _register_inspect(models: Any) -> None:
     evaluate = models.add_parser(
         "evaluate", help="accuracy, per-class precision/recall, confusion, INT8/float agreement"
     )
-    evaluate.add_argument("model", type=Path, help="ONNX model (INT8 or float)")
-    evaluate.add_argument("--data", type=Path, required=True, help="labelled table")
+    evaluate.add_argument("model", type=named_path, help="ONNX model (INT8 or float)")
+    evaluate.add_argument("--data", type=named_path, required=True, help="labelled table")
     evaluate.add_argument("--split", choices=("all", *SPLITS), default="test",
                           help="rows to use: test (default), another split, or all")
-    evaluate.add_argument("--float", dest="float_model", type=Path,
+    evaluate.add_argument("--float", dest="float_model", type=named_path,
                           help="float model to compare with (default: the one named inside)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(handler=_evaluate)
     show = models.add_parser("show", help="check a model and print its contract and figures")
-    show.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, help="ONNX model")
+    show.add_argument("model", type=named_path, nargs="?", default=DEFAULT_MODEL, help="ONNX model")
     show.set_defaults(handler=_show)
 
 
@@ -227,7 +227,7 @@ def _register_table(models: Any) -> None:
     table = models.add_parser(
         "skin-table", help="labelled feature table from synthetic skin (for build-skin)"
     )
-    table.add_argument("--out", type=Path, required=True, help="new .parquet or .csv file")
+    table.add_argument("--out", type=named_path, required=True, help="new .parquet or .csv file")
     table.add_argument("--force", action="store_true", help="replace an existing --out file")
     table.add_argument("--rows", type=whole_number(MIN_TABLE_ROWS, 1_000_000), default=1500,
                        help=f"number of frames, {MIN_TABLE_ROWS}-1000000")

@@ -1,5 +1,5 @@
-"""The argparse types of the ``synth`` commands (and of other commands' numbers): every number
-has a bounded range.
+"""The argparse types of the ``synth`` commands (and of other commands' numbers and paths):
+every number has a bounded range, every path names something.
 
 A value outside it is a usage error (exit 2) naming the option, the range and what was typed,
 never a clamp, a crash deep in a generator or a frame that describes nothing: ``float()`` also
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 MAX_SEED = 2**63 - 1  # a seed or frame index: a 64-bit whole number (and a short file name)
 MAX_WORKERS = 256
@@ -55,3 +56,12 @@ def finite_number(
 
 SEED = whole_number(0, MAX_SEED)
 WORKERS = whole_number(1, MAX_WORKERS)
+
+
+def named_path(text: str) -> Path:
+    """argparse type: a file or folder name; an empty one (a script's ``"$DIR"`` with DIR unset)
+    is refused, where ``Path("")`` would quietly be the working folder."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "empty; name a file or folder (a script's \"$VARIABLE\" left unset?)")
+    return Path(text)

@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.synthetic.arguments import MAX_SEED, SEED, WORKERS, finite_number, whole_number
+from appliance.synthetic.arguments import (
+    MAX_SEED,
+    SEED,
+    WORKERS,
+    finite_number,
+    named_path,
+    whole_number,
+)
 from appliance.synthetic.skin_presets import PRESETS, preset_help
 
 if TYPE_CHECKING:
@@ -28,7 +35,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         description="Write COUNT frames NAME.jpg with NAME.json sidecars (truth, params) to DIR.",
     )
     skin.add_argument(
-        "--out", required=True, type=Path, help="output directory (created if missing)"
+        "--out", required=True, type=named_path, help="output directory (created if missing)"
     )
     skin.add_argument("--count", required=True, type=whole_number(1, MAX_FRAMES),
                       help=f"number of frames (1-{MAX_FRAMES})")
@@ -104,7 +111,8 @@ def _what_is_left(stop: SeriesIncomplete, indices: range) -> str:
 def _register_he(synth_group: Any) -> None:
     """``synth he``: a synthetic H&E cohort."""
     synth = synth_group.add_parser("he", help="a synthetic H&E cohort with known MSI labels")
-    synth.add_argument("--out", type=Path, required=True, help="folder for slides + labels.csv")
+    synth.add_argument("--out", type=named_path, required=True,
+                       help="folder for slides + labels.csv")
     synth.add_argument("--patients", type=whole_number(1, MAX_PATIENTS), default=20,
                        help=f"number of patients, 1-{MAX_PATIENTS} (20)")
     synth.add_argument("--seed", type=SEED, default=0, help="random seed (0)")

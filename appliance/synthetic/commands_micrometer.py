@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
-from appliance.synthetic.arguments import SEED, finite_number, whole_number
+from appliance.synthetic.arguments import SEED, finite_number, named_path, whole_number
 
 MIN_PITCH_MM, MAX_PITCH_MM = 0.001, 10.0  # stage micrometers: 0.01 mm and 0.1 mm are usual
 MAX_LINES = 10_000
@@ -22,7 +22,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     micrometer = groups["synth"].add_parser(
         "micrometer", help="a stage-micrometer photo at a known um/px, for `appliance calibrate`"
     )
-    micrometer.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    micrometer.add_argument("--out", type=named_path, required=True, help="PNG file to write")
     micrometer.add_argument(
         "--um-per-px", default=10.0, type=finite_number(
             MIN_UM_PER_PX, MAX_UM_PER_PX, "um per pixel, as skin.um_per_px", above_low=True),

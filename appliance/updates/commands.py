@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.commands import add_store_options
-from appliance.synthetic.arguments import finite_number, whole_number
+from appliance.synthetic.arguments import finite_number, named_path, whole_number
 from appliance.updates.repository import ROLES
 
 MAX_DEVICES = 1_000_000
@@ -30,7 +29,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     repo = models.add_parser("repo", help="the TUF model repository: init, refresh, serve")
     sub = repo.add_subparsers(dest="repo_command", required=True, metavar="ACTION")
     init = sub.add_parser("init", help="create a repository with Ed25519 keys for every role")
-    init.add_argument("dir", type=Path, help="repository folder (created)")
+    init.add_argument("dir", type=named_path, help="repository folder (created)")
     init.add_argument("--keys", action="append", default=[], metavar="ROLE=N",
                       help=f"keys for a role ({', '.join(ROLES)}); default 1 each")
     init.add_argument("--threshold", action="append", default=[], metavar="ROLE=N",
@@ -39,10 +38,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                       help="seconds a role's metadata stays valid (timestamp: 1 day)")
     init.set_defaults(handler=_repo_init)
     refresh = sub.add_parser("refresh", help="re-sign the timestamp (run it from a timer)")
-    refresh.add_argument("dir", type=Path, help="repository folder")
+    refresh.add_argument("dir", type=named_path, help="repository folder")
     refresh.set_defaults(handler=_repo_refresh)
     serve = sub.add_parser("serve", help="serve the repository's public/ folder over HTTP")
-    serve.add_argument("dir", type=Path, help="repository folder")
+    serve.add_argument("dir", type=named_path, help="repository folder")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=whole_number(0, 65535), default=8470,
                        help="TCP port to listen on (0: any free one)")
@@ -53,10 +52,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
 
 def _register_release(models: Any) -> None:
     release = models.add_parser("release", help="sign a model into the repository")
-    release.add_argument("model", type=Path, help="the ONNX model file")
-    release.add_argument("--repo", type=Path, required=True, help="repository folder")
+    release.add_argument("model", type=named_path, help="the ONNX model file")
+    release.add_argument("--repo", type=named_path, required=True, help="repository folder")
     release.add_argument("--version", required=True, help="semantic version (the model's own)")
-    release.add_argument("--vectors", type=Path, default=None,
+    release.add_argument("--vectors", type=named_path, default=None,
                          help="labelled feature table (CSV or Parquet) whose test rows become the "
                               "self-test; default: the rows the shipped grader was tested on")
     release.add_argument("--device-types", default="skin-kiosk", help="comma-separated")
@@ -75,7 +74,7 @@ def _register_fleet(models: Any) -> None:
                                  help="canary devices first (1)")
         else:
             command.add_argument("--to", dest="version", required=True, help="released version")
-        command.add_argument("--repo", type=Path, required=True, help="repository folder")
+        command.add_argument("--repo", type=named_path, required=True, help="repository folder")
         target = command.add_mutually_exclusive_group(required=name == "deploy")
         target.add_argument("--devices", help="comma-separated device ids (SITE/ID where "
                             "two sites have a device of that id)")
@@ -92,7 +91,7 @@ def _register_fleet(models: Any) -> None:
         add_store_options(command)
         command.set_defaults(handler=_deploy, decision=name if name == "rollback" else "deploy")
     status = models.add_parser("status", help="per device: running, targeted, state")
-    status.add_argument("--repo", type=Path, required=True, help="repository folder")
+    status.add_argument("--repo", type=named_path, required=True, help="repository folder")
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.add_argument("--all-devices", action="store_true",
                         help="also the kiosks on the broker prefix that run models this "
