@@ -254,6 +254,8 @@ def _status_report(args: argparse.Namespace) -> dict[str, Any]:
     first deploy)."""
     config, url = _settings(args)
     repo = FileRepository(args.repo)
+    if (unfinished := repo.unfinished()) is not None:  # else: "no releases yet"
+        raise unfinished
     with ExitStack() as opened:
         never_made = missing_sqlite_file(url) is not None
         store = None if never_made else opened.enter_context(closing(open_existing_store(url)))

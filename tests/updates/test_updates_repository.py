@@ -371,7 +371,8 @@ def test_an_init_that_stopped_halfway_is_named_with_what_to_do(
     model = linear_model(tmp_path / "m.onnx", "1.1.0")
     for command in (["models", "repo", "init", str(folder)],
                     ["models", "release", str(model), "--repo", str(folder), "--version", "1.1.0"],
-                    ["models", "repo", "refresh", str(folder)]):
+                    ["models", "repo", "refresh", str(folder)],
+                    ["models", "status", "--repo", str(folder)]):  # said "no releases yet"
         assert main(command) == 2
         err = capsys.readouterr().err
         assert f"{folder}: an unfinished model repository" in err, command
