@@ -258,8 +258,13 @@ class MqttLink(threading.Thread):
         server_max = getattr(properties, "ReceiveMaximum", None)
         self._window = min(self.settings.max_inflight, int(server_max or 65535))
         self._subscribing.clear()  # a SUBACK never comes for a connection that ended
-        for topic in self.subscriptions:  # resubscribe first, then the birth message
-            _rc, mid = self._client.subscribe(topic, options=SubscribeOptions(qos=1))
+        # resubscribe first, then the birth message. Retained messages are not sent at the
+        # subscribe (retain handling 2, MQTT 5 spec 3.8.3.1): a command acts when it is sent, an
+        # ack and a model notice reach the kiosk's session as they are published; one retained
+        # by mistake would otherwise act again at every connect
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        for topic in self.subscriptions:
+            _rc, mid = self._client.subscribe(topic, options=options)
             if mid is not None:  # None: the socket just closed; the next CONNACK subscribes
                 self._subscribing[mid] = topic
         self._publish_status("online")

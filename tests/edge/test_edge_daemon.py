@@ -134,6 +134,37 @@ def test_a_command_on_a_topic_of_60000_characters_is_logged_cut_short(
     assert "more characters" in ignored
 
 
+def _publish(broker: Any, topic: str, payload: bytes, retain: bool = False) -> None:
+    sender = new_client(LinkSettings(broker.host, broker.port, ""))
+    sender.connect(broker.host, broker.port)
+    sender.loop_start()
+    sender.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+    sender.disconnect()
+    sender.loop_stop()
+
+
+def test_a_retained_command_is_not_carried_out_at_each_connect(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command acts when it is sent: one left retained by mistake would force a measurement
+    at every start and every reconnect of the kiosk."""
+    topic = f"{topic_prefix}/lab/kiosk-t/cmd/measure"
+    _publish(mqtt_broker, topic, b"{}", retain=True)
+    daemon = fast_daemon(edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None}))
+    try:
+        with caplog.at_level(logging.INFO, logger="appliance.edge.daemon"):
+            thread, _codes = run_in_thread(daemon)
+            assert wait_until(lambda: daemon.link.connected, 10)
+            _publish(mqtt_broker, f"{topic_prefix}/lab/kiosk-t/cmd/sent-now", b"{}")
+            assert wait_until(lambda: any("sent-now" in r.getMessage() for r in caplog.records),
+                              10)  # the command sent after the connect: carried out
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+        _publish(mqtt_broker, topic, b"", retain=True)  # clears the retained message
+    assert not [r for r in caplog.records if "measurement requested" in r.getMessage()]
+
+
 def test_metrics_endpoint_reports_counters_on_localhost(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
