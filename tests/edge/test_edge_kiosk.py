@@ -25,7 +25,7 @@ from appliance.config import config_from_mapping
 from appliance.edge import screen_server
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.measure import Measurement
-from appliance.edge.testing import FIXED_FEATURES, fast_daemon, fixed_analyzer
+from appliance.edge.testing import FIXED_FEATURES, fast_daemon, fixed_analyzer, wait_until
 from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.synthetic.camera import textured_skin
 from appliance.transport import payloads
@@ -429,3 +429,34 @@ def test_a_grade_the_screen_has_no_words_for_is_shown_as_the_model_names_it(
         expect(page.locator("#grade")).to_have_text("mild")  # not the catalogue key grade_mild
     finally:
         running.stop()
+
+
+def test_the_live_preview_comes_back_after_the_daemon_restarts(
+    mqtt_broker: Any, tmp_path: Path, page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd restarts the daemon (a crash, the watchdog, a config change) under a page that
+    stays open: the preview stream ends with the old daemon and must be asked for again."""
+    streamed_by: list[object] = []  # the server of each preview stream the page opened
+    real_preview = screen_server.ScreenHandler._preview  # noqa: SLF001 - counted, then served
+
+    def counted_preview(handler: Any) -> None:
+        streamed_by.append(handler.server)
+        real_preview(handler)
+
+    monkeypatch.setattr(screen_server.ScreenHandler, "_preview", counted_preview)
+    # a stopped daemon's event stream ends at its next keep-alive; a process that ends closes
+    # it at once, as this makes nearly so
+    monkeypatch.setattr(screen_server, "KEEPALIVE_S", 0.5)
+    config = kiosk_config(tmp_path, mqtt_broker)
+    first = Running(fast_daemon(config))
+    try:
+        page.goto(first.url)
+        assert wait_until(lambda: first.daemon.display.server in streamed_by, 15)
+    finally:
+        first.stop()
+    second = Running(fast_daemon(config))  # the same port and state folder
+    try:
+        assert wait_until(lambda: second.daemon.display.server in streamed_by, 30), \
+            "the page never asked the restarted daemon for its preview"
+    finally:
+        second.stop()

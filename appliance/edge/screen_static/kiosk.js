@@ -129,6 +129,13 @@ function choose(band, consent) {
     .finally(() => { pendingPosts -= 1; });
 }
 
+// The live preview is one long MJPEG response: it ends when the daemon stops (systemd restarts
+// it), and an <img> never asks again by itself, so it is asked for anew once the daemon's event
+// stream is back.
+function reopenPreview() {
+  document.getElementById("preview").src = "/preview.mjpg?t=" + Date.now();
+}
+
 function setUp() {
   const bands = document.getElementById("bands");
   for (const band of ["10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80+", ""]) {
@@ -144,6 +151,9 @@ function setUp() {
     b.addEventListener("click", () => post("/language", {language: b.dataset.lang}));
   }
   const events = new EventSource("/events");
+  let lost = false;  // the event stream dropped: the daemon went away, its preview with it
+  events.onerror = () => { lost = true; };
+  events.onopen = () => { if (lost) { lost = false; reopenPreview(); } };
   events.onmessage = (event) => {
     state = JSON.parse(event.data);
     if (pendingPosts === 0 && state.version >= answeredVersion) choice = state.subject;
