@@ -460,3 +460,36 @@ def test_the_live_preview_comes_back_after_the_daemon_restarts(
             "the page never asked the restarted daemon for its preview"
     finally:
         second.stop()
+
+
+def test_a_choice_made_before_the_daemon_restarted_is_not_shown_as_made(
+    mqtt_broker: Any, tmp_path: Path, page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restarted daemon forgot the choice and counts its versions from 0 again: the page
+    kept showing the last customer's age band and consent as chosen until the new count passed
+    the old one, while results went out without them."""
+    monkeypatch.setattr(screen_server, "KEEPALIVE_S", 0.5)  # see the preview test above
+    config = kiosk_config(tmp_path, mqtt_broker)  # both daemons: one port, one state folder
+
+    def lifted_scope_daemon() -> Running:
+        return Running(EdgeDaemon(config, source=HandScope(threading.Event(), wobbling=False),
+                                  analyzer=fixed_analyzer))
+
+    first = lifted_scope_daemon()
+    try:
+        page.goto(first.url)
+        for _ in range(5):  # the first daemon's version count goes up
+            page.click("#lang-ja")
+            expect(page.locator("html")).to_have_attribute("lang", "ja")
+            page.click("#lang-en")
+            expect(page.locator("html")).to_have_attribute("lang", "en")
+        choose_on_screen(page, "40-49", "#consent-yes")
+    finally:
+        first.stop()
+    second = lifted_scope_daemon()
+    try:
+        expect(page.locator("#bands button.on")).to_have_count(0, timeout=15_000)
+        expect(page.locator("#consent-yes")).not_to_have_class(re.compile(r"\bon\b"))
+        assert second.daemon.display.state.snapshot()["subject"] is None
+    finally:
+        second.stop()

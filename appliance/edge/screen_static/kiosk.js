@@ -129,11 +129,13 @@ function choose(band, consent) {
     .finally(() => { pendingPosts -= 1; });
 }
 
-// The live preview is one long MJPEG response: it ends when the daemon stops (systemd restarts
-// it), and an <img> never asks again by itself, so it is asked for anew once the daemon's event
-// stream is back.
-function reopenPreview() {
+// The event stream is back after it dropped: the daemon went away (systemd restarts it) and a
+// new one answers. Its live preview is a new MJPEG response (an <img> never asks again by
+// itself), and it counts versions from 0 again without the last customer's choices: an answer
+// of the old daemon must not hold its state off.
+function daemonBack() {
   document.getElementById("preview").src = "/preview.mjpg?t=" + Date.now();
+  answeredVersion = -1;
 }
 
 function setUp() {
@@ -153,7 +155,7 @@ function setUp() {
   const events = new EventSource("/events");
   let lost = false;  // the event stream dropped: the daemon went away, its preview with it
   events.onerror = () => { lost = true; };
-  events.onopen = () => { if (lost) { lost = false; reopenPreview(); } };
+  events.onopen = () => { if (lost) { lost = false; daemonBack(); } };
   events.onmessage = (event) => {
     state = JSON.parse(event.data);
     if (pendingPosts === 0 && state.version >= answeredVersion) choice = state.subject;
