@@ -224,12 +224,20 @@ class EdgeDaemon:
                     self.reload_handler(self)
             self._tick_watchdog()
             self._tick_status()
-            self.display.state.set_paused(self.measuring_paused.is_set())
+            self.display.state.set_out_of_order(self._out_of_order())
             if self._limit_done():
                 log.info("camera.limit reached and the back office confirmed every result; exiting")
                 return EXIT_OK
         log.info("stop requested")
         return EXIT_OK
+
+    def _out_of_order(self) -> str | None:
+        """What the customer's screen says while the kiosk cannot measure (None: it can)."""
+        if self.measuring_paused.is_set():
+            return "guide_paused_storage"
+        if not self.capture.online and not self.pipeline_stop.is_set():
+            return "guide_camera_offline"
+        return None
 
     def _limit_done(self) -> bool:
         if not self.analysis.finished.is_set():

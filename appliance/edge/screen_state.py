@@ -29,6 +29,8 @@ GUIDANCE = {
     "blurred": "guide_focus",
     "ok": "guide_hold_still",
 }
+# why the kiosk cannot measure now (catalogue keys): the outbox cannot write, the camera is gone
+OUT_OF_ORDER = ("guide_paused_storage", "guide_camera_offline")
 LANGUAGES = ("ja", "en")
 AGE_BANDS = ("10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80+")
 
@@ -76,12 +78,12 @@ class ScreenState:
             else:
                 self._update(phase="guiding", guidance=GUIDANCE[quality.verdict], progress=0)
 
-    def set_paused(self, paused: bool) -> None:
-        """Say that measuring is paused (the outbox cannot write), or that it is back."""
+    def set_out_of_order(self, why: str | None) -> None:
+        """Say why the kiosk cannot measure now (a key of OUT_OF_ORDER), or that it can again."""
         with self._changed:
-            if paused:
-                self._update(phase="guiding", guidance="guide_paused_storage", progress=0)
-            elif self._view["guidance"] == "guide_paused_storage":
+            if why is not None:
+                self._update(phase="guiding", guidance=why, progress=0)
+            elif self._view["guidance"] in OUT_OF_ORDER:
                 self._update(phase="welcome", guidance=None, progress=0)
 
     def _new_contact(self, quality: FrameQuality) -> bool:

@@ -24,6 +24,7 @@ from appliance.edge.measure import Measurement
 from appliance.edge.service import reload_config
 from appliance.edge.testing import (
     FIXED_FEATURES,
+    FlakySource,
     ResultCollector,
     fast_daemon,
     fast_source,
@@ -163,6 +164,33 @@ def test_a_retained_command_is_not_carried_out_at_each_connect(
         thread.join(10)
         _publish(mqtt_broker, topic, b"", retain=True)  # clears the retained message
     assert not [r for r in caplog.records if "measurement requested" in r.getMessage()]
+
+
+def test_the_screen_says_the_camera_is_offline_and_follows_the_gate_again_once_it_is_back(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    """Unplugged, the scope left the customer a frozen preview and the last guidance."""
+    config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None},
+                         edge={"camera_reopen_cap_s": 0.5})
+    flaky = FlakySource(fast_source(config))
+    daemon = fast_daemon(config, source=flaky)
+    thread, _codes = run_in_thread(daemon)
+
+    def guidance() -> str | None:
+        value: str | None = daemon.display.state.snapshot()["guidance"]
+        return value
+
+    try:
+        assert wait_until(lambda: daemon.committer.committed >= 1, 10)
+        flaky.failing.set()  # unplugged
+        assert wait_until(lambda: guidance() == "guide_camera_offline", 10)
+        flaky.failing.clear()  # plugged in again
+        assert wait_until(lambda: guidance() not in (None, "guide_camera_offline"), 10)
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+    catalogue = json.loads((REPO / "appliance/edge/screen_static/messages.json").read_text())
+    assert all("guide_camera_offline" in catalogue[language] for language in ("en", "ja"))
 
 
 def test_metrics_endpoint_reports_counters_on_localhost(
