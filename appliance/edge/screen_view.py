@@ -90,12 +90,14 @@ def standing(value: float, reference: dict[str, float] | None) -> dict[str, Any]
     """Where a value stands in a reference range: below, within or above, and its percentile."""
     if reference is None or not reference["sd"] > 0 or not math.isfinite(value):
         return None
+    low = reference["mean"] - Z_10_90 * reference["sd"]
+    high = reference["mean"] + Z_10_90 * reference["sd"]
+    if not (math.isfinite(low) and math.isfinite(high)):  # no JSON number: the page cannot read it
+        return None
     z = (value - reference["mean"]) / reference["sd"]
     where = "below" if z < -Z_10_90 else "above" if z > Z_10_90 else "within"
     percentile = round(50.0 * (1.0 + math.erf(z / math.sqrt(2.0))))
-    return {"where": where, "percentile": min(max(percentile, 1), 99),
-            "low": reference["mean"] - Z_10_90 * reference["sd"],
-            "high": reference["mean"] + Z_10_90 * reference["sd"]}
+    return {"where": where, "percentile": min(max(percentile, 1), 99), "low": low, "high": high}
 
 
 def result_view(result: Result, references: dict[str, dict[str, dict[str, float]]],

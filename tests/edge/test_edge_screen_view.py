@@ -10,7 +10,12 @@ import pytest
 from appliance.capture.quality import FrameQuality
 from appliance.edge.measure import Measurement, measure_frame
 from appliance.edge.reasons import Withheld, grade_withheld, not_graded_reason
-from appliance.edge.screen_view import ReferenceFileError, load_references, result_view
+from appliance.edge.screen_view import (
+    ReferenceFileError,
+    load_references,
+    result_view,
+    standing,
+)
 from appliance.edge.testing import FIXED_FEATURES
 from appliance.transport import payloads
 from appliance.transport.payloads import FEATURE_KEYS
@@ -87,3 +92,11 @@ def test_a_reference_figure_that_is_no_finite_number_is_refused_naming_it(
     )
     with pytest.raises(ReferenceFileError, match=r"reference\.json: .*40-49.*kime_score.*mean"):
         load_references(reference)
+
+
+def test_a_typical_range_past_the_float_range_is_not_shown() -> None:
+    """Each figure finite, yet mean + 1.28 SD is not: Infinity is no JSON the page can parse."""
+    assert standing(61.0, {"mean": 1e308, "sd": 1e308, "n": 3.0}) is None
+    shown = standing(61.0, {"mean": 50.0, "sd": 10.0, "n": 3.0})
+    assert shown is not None
+    assert shown["where"] == "within"
