@@ -10,6 +10,7 @@ ends, kill -9 and power loss included, so a stale lock file never blocks a resta
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -35,16 +36,26 @@ class StateLock:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = self._holder()
             os.close(self._fd)
             self._fd = None
-            raise StateLockError(
-                f"another {what}{holder} already runs with {path.parent} as its state folder "
-                f"(it holds {path}): stop it first, or {remedy}"
-            ) from exc
+            raise self._refusal(exc, what, remedy) from exc
         with contextlib.suppress(OSError):  # the pid is for the message only
             os.ftruncate(self._fd, 0)
             os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def _refusal(self, error: OSError, what: str, remedy: str) -> StateLockError:
+        """Another process holds the lock (EWOULDBLOCK), or the file system takes no locks
+        (NFS without its lock daemon: ENOLCK), which no other daemon has to do with."""
+        path = self.path
+        if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return StateLockError(
+                f"{path}: cannot lock the state folder of {what} ({error.strerror or error}); "
+                "put state_dir on a local file system"
+            )
+        return StateLockError(
+            f"another {what}{self._holder()} already runs with {path.parent} as its state "
+            f"folder (it holds {path}): stop it first, or {remedy}"
+        )
 
     def _holder(self) -> str:
         try:

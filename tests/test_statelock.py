@@ -3,6 +3,8 @@ the lock goes with its process, kill -9 included."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import signal
 import subprocess
@@ -27,6 +29,22 @@ def test_a_second_lock_on_one_state_folder_is_refused_naming_the_holder(tmp_path
     assert str(tmp_path / "state") in str(refused.value)
     first.release()
     StateLock(path, "appliance edge").release()
+
+
+def test_a_folder_that_cannot_be_locked_is_not_said_to_be_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system without locks (NFS without its lock daemon) answers ENOLCK: nobody holds
+    the folder, and the operator must not be sent looking for another daemon."""
+    def no_locks(_fd: int, _operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(StateLockError) as refused:
+        StateLock(tmp_path / "state" / "edge.lock", "appliance edge")
+    assert "already runs" not in str(refused.value)
+    assert "cannot lock" in str(refused.value)
+    assert os.strerror(errno.ENOLCK) in str(refused.value)
 
 
 def test_the_lock_goes_with_a_process_killed_with_sigkill(tmp_path: Path) -> None:
