@@ -280,14 +280,16 @@ def test_a_malformed_ack_is_logged_cut_short(
             sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
             sender.connect(mqtt_broker.host, mqtt_broker.port)
             sender.loop_start()
-            sender.publish(link.ack_topic, json.dumps(hostile).encode(), qos=1).wait_for_publish(5)
+            # sent again until the link reads one: "connected" comes before its SUBACK, and an
+            # ack sent before that reaches nobody (a busy machine showed it)
+            while link.stats.bad_acks < 1 and time.monotonic() < deadline_s + 10:
+                sender.publish(link.ack_topic, json.dumps(hostile).encode(),
+                               qos=1).wait_for_publish(5)
+                time.sleep(0.3)
             sender.disconnect()
             sender.loop_stop()
-            while link.stats.bad_acks < 1 and time.monotonic() < deadline_s + 5:
-                time.sleep(0.02)
         finally:
             stop(link)
     ignored = [r.getMessage() for r in caplog.records if "malformed ack" in r.getMessage()]
-    assert len(ignored) == 1
-    assert "kkk" in ignored[0]
-    assert len(ignored[0]) < 600
+    assert ignored
+    assert all("kkk" in line and len(line) < 600 for line in ignored)
