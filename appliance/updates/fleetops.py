@@ -116,6 +116,27 @@ def _known_devices(watcher: FleetWatcher, store: Store) -> set[Device]:
     return known
 
 
+def _deployable(
+    args: argparse.Namespace, repo: FileRepository, watcher: FleetWatcher, store: Store
+) -> set[Device]:
+    """The devices a deploy may pick: every known one, less, for --all and --site, those
+    another repository serves (as status leaves them out; said on stderr): their kiosks never
+    read this repository, so one would time out as a canary and halt the rollout."""
+    known = _known_devices(watcher, store)
+    if not (args.all or args.site):  # --devices names them; a rollback takes the assigned
+        return known
+    elsewhere = {(row["site"], row["device_id"])
+                 for row in fleet_status(repo, watcher, store) if row["elsewhere"]}
+    left_out = sorted(d for d in known & elsewhere if args.all or d[0] == args.site)
+    if left_out:
+        shown = escape_controls(", ".join(f"{site}/{device}" for site, device in left_out[:10]))
+        more = f" and {len(left_out) - 10} more" if len(left_out) > 10 else ""
+        print(f"{args.decision}: left out {len(left_out)} device(s) that run models this "
+              f"repository never released ({shown}{more}); --devices takes them",
+              file=sys.stderr)
+    return known - elsewhere
+
+
 def choose_devices(
     args: argparse.Namespace, known: set[Device], repo: FileRepository
 ) -> list[Device]:
@@ -167,7 +188,7 @@ def run_deploy(args: argparse.Namespace) -> int:
             mark_interrupted(store, repo)
             plan = RolloutPlan(
                 manifest=manifest,
-                devices=choose_devices(args, _known_devices(watcher, store), repo),
+                devices=choose_devices(args, _deployable(args, repo, watcher, store), repo),
                 canaries=0 if args.decision == "rollback" else args.canary,
                 wave_size=args.wave, timeout_s=args.timeout_s,
                 max_failures=args.max_failures, decision=args.decision,

@@ -197,3 +197,34 @@ def test_status_leaves_out_kiosks_another_repository_serves_unless_asked(
     assert [(row["device_id"], row["elsewhere"]) for row in every["devices"]] == [
         ("fresh", False), ("ours", False), ("theirs", True)]
     assert every["other_devices"] == 0
+
+
+@pytest.mark.usefixtures("elsewhere", "broker_env")
+def test_deploy_to_a_site_leaves_out_kiosks_another_repository_serves(
+    repo: FileRepository, mqtt_broker: Any, topic_prefix: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--all or --site picked them too (status leaves them out): such a kiosk never reads this
+    repository, so as a canary it timed out and halted the rollout."""
+    from appliance.transport import payloads
+
+    model = linear_model(repo.dir.parent / "m.onnx", "1.0.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.0.0"]) == 0
+    theirs = payloads.Status(device_id="k9", site="clinic", state="online",
+                             at=payloads.utc_now(),
+                             model=payloads.ModelInfo(name="lesion-grade", version="3.1.0"))
+    retained = _Retained(mqtt_broker)
+    try:
+        retained.publish(f"{topic_prefix}/clinic/k9/status", theirs.to_json())
+        capsys.readouterr()
+        code = main(["models", "deploy", "skin-texture-grade", "1.0.0", "--repo", str(repo.dir),
+                     "--site", "clinic", "--timeout-s", "2", "--store",
+                     f"sqlite:///{tmp_path / 'store.sqlite3'}"])
+    finally:
+        retained.close()
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "deploy: left out 1 device(s) that run models this repository never released "
+        "(clinic/k9); --devices takes them\n"
+        "deploy: no device matches; kiosks appear once they publish a status\n")
