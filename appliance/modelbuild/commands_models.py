@@ -54,6 +54,9 @@ def _feature_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(
             f"unknown feature(s) {unknown or text!r}; choose from {', '.join(FEATURE_KEYS)}"
         )
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # a model reading one feature twice is refused wherever it is loaded
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} named twice; name each once")
     return names
 
 

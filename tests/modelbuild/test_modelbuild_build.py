@@ -192,6 +192,20 @@ def test_build_command_rejects_an_unknown_feature(
     assert "unknown feature" in capsys.readouterr().err
 
 
+def test_build_command_rejects_a_feature_named_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It built a model that models show, analyze and the kiosk then refused ("metadata
+    'feature_names' names an entry twice")."""
+    with pytest.raises(SystemExit) as refused:
+        main(["models", "build-skin", "--data", str(tmp_path / "t.csv"), "--out",
+              str(tmp_path / "m"), "--features", "kime_score,lab_l,kime_score"])
+    assert refused.value.code == 2
+    assert "argument --features: kime_score named twice; name each once" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "m").exists()
+
+
 def test_table_errors_name_the_column_and_row(tmp_path: Path) -> None:
     path = write_table(tmp_path / "t.csv", make_table(rows=30))
     text = path.read_text().splitlines()
