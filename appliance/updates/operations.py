@@ -7,6 +7,7 @@ always sees a consistent, freshly signed set.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import uuid
@@ -212,12 +213,25 @@ def unassign(repo: FileRepository, devices: Sequence[tuple[str, str]]) -> None:
 
 
 def assignments(repo: FileRepository) -> dict[tuple[str, str], Assignment]:
-    """Every signed assignment, keyed by (site, device id)."""
+    """Every signed assignment, keyed by (site, device id); RepositoryError for a stored file
+    that is not what the fleet role signed (changed in public/targets by hand or by whoever
+    can write there: kiosks would refuse it, status and rollback must not believe it)."""
     found = {}
     for path, info in repo.targets(FLEET).targets.items():
-        _, site, name = path.split("/")
+        parts = path.split("/")
+        if len(parts) != 3:  # devices/{site}/{device}.json, as assign writes them
+            raise RepositoryError(f"{repo.dir}: the fleet role lists {path!r}, no device's "
+                                  "assignment; it was signed outside `appliance models`")
+        _, site, name = parts
         stored = repo.targets_dir / "devices" / site / f"{info.hashes['sha256']}.{name}"
-        found[(site, name.removesuffix(".json"))] = parse_assignment(stored.read_bytes(), path)
+        raw = stored.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != info.hashes["sha256"]:
+            raise RepositoryError(
+                f"{stored}: not the assignment the fleet role signed (its SHA-256 differs): it "
+                f"was changed outside `appliance models`; put back the file this repository "
+                f"wrote (a backup), or assign the device again"
+            )
+        found[(site, name.removesuffix(".json"))] = parse_assignment(raw, path)
     return found
 
 

@@ -247,6 +247,31 @@ def test_assignments_are_read_back_per_device(tmp_path: Path) -> None:
     assert found[("lab", "k1")].rollout == rollout
 
 
+@pytest.mark.broker  # models status reads the fleet's reports first
+def test_an_assignment_file_changed_behind_the_repository_s_back_is_not_believed(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stored assignment rewritten in public/targets (a deploy decision turned into a
+    rollback) was read as signed: status showed it and a rollback picked devices by it."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    release_model(repo, model, manifest)
+    assign(repo, [("lab", "k1")], manifest)
+    stored = next((repo.targets_dir / "devices" / "lab").iterdir())
+    stored.write_bytes(stored.read_bytes().replace(b'"deploy"', b'"rollback"'))
+    with pytest.raises(RepositoryError, match="not the assignment the fleet role signed"):
+        assignments(repo)
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", mqtt_broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(mqtt_broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", topic_prefix)
+    assert main(["models", "status", "--repo", str(repo.dir), "--store",
+                 f"sqlite:///{tmp_path / 'none.sqlite3'}"]) == 2
+    assert f"status: {stored}: not the assignment the fleet role signed" in (
+        capsys.readouterr().err)
+
+
 @pytest.mark.parametrize(
     "name", ["../x.onnx", "models/../../x.onnx", "/etc/x", "models//x", "models\\x", "./x"]
 )
