@@ -91,7 +91,8 @@ def _write_in_pool(
 
 def _keep_up_to_the_first_failure(indices: Sequence[int], futures: Sequence[Future[Path]]) -> None:
     """Nothing when every frame was written; else remove the frames written after the first one
-    that was not and raise SeriesIncomplete (the error itself when it is no OSError)."""
+    that was not and raise SeriesIncomplete (the error itself when it is neither the disk's, an
+    OSError, nor a dead worker's, BrokenProcessPool)."""
     settled = [None if future.cancelled() else future.exception() for future in futures]
     gap = next((place for place, future in enumerate(futures)
                 if future.cancelled() or settled[place] is not None), None)
