@@ -16,7 +16,8 @@ from appliance.inference.classifier import SkinClassifier
 from appliance.inference.contract import ModelError
 from appliance.transport.topics import device_topic
 from appliance.updates.install import ModelStore
-from appliance.updates.kiosk import ModelUpdater, ServingModel
+from appliance.updates.kiosk import ModelUpdater
+from appliance.updates.serving import ServingModel
 
 if TYPE_CHECKING:
     from appliance.edge.daemon import EdgeDaemon

@@ -22,7 +22,7 @@ from appliance.edge.testing import FIXED_FEATURES
 from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.shipped import shipped_path
 from appliance.transport import payloads
-from appliance.updates.kiosk import ServingModel
+from appliance.updates.serving import ServingModel
 
 RGB = np.zeros((8, 8, 3), np.uint8)
 GOOD_FRAME = FrameQuality("ok", ())

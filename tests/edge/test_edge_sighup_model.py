@@ -16,7 +16,7 @@ from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.service import reload_config
 from appliance.edge.testing import FIXED_FEATURES, fast_daemon
 from appliance.inference.classifier import SkinClassifier
-from appliance.updates.kiosk import ServingModel
+from appliance.updates.serving import ServingModel
 from appliance.updates.testing import linear_model
 
 pytestmark = pytest.mark.broker

@@ -8,7 +8,7 @@ from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.inference.runner import OnnxRunner
 from appliance.modelbuild.evaluate import find_float_model
 from appliance.transport.payloads import FEATURE_KEYS
-from appliance.updates.kiosk import ServingModel
+from appliance.updates.serving import ServingModel
 
 # Per-grade medians of the shipped table (measured by appliance.skin.analysis on synthetic frames).
 FINE = {

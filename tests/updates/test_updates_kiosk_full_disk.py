@@ -18,7 +18,8 @@ from appliance.edge.testing import wait_until
 from appliance.inference.classifier import SkinClassifier
 from appliance.transport.payloads import ModelState
 from appliance.updates.install import ModelStore
-from appliance.updates.kiosk import ModelUpdater, ServingModel
+from appliance.updates.kiosk import ModelUpdater
+from appliance.updates.serving import ServingModel
 from tests.disk_helpers import small_tmpfs
 
 
