@@ -184,7 +184,7 @@ def test_config_check_finds_a_ca_file_next_to_the_config_from_any_folder(tmp_pat
 def test_config_check_refuses_a_reference_file_the_kiosk_screen_could_not_use(
     tmp_path: Path,
 ) -> None:
-    """The daemon refuses such a file at start (exit 2): its ExecStartPre check must too."""
+    """The daemon refuses such a file at start (exit 2): the check run after an edit must too."""
     config = write(tmp_path, "model: {path: null}\nscreen:\n  reference_file: reference.json\n")
     missing = run_check(config)
     assert missing.returncode == 2

@@ -290,6 +290,24 @@ def test_edge_command_with_a_missing_config_exits_2_naming_it(tmp_path: Path) ->
     assert "nope.yaml" in done.stderr
 
 
+@pytest.mark.parametrize("section", [
+    "model: {path: missing.onnx}",
+    "mqtt: {tls: {enabled: true, ca_file: missing-ca.crt}}",
+    "screen: {reference_file: missing-ranges.json}",
+])
+def test_the_daemon_refuses_what_config_check_refuses_with_2(tmp_path: Path, section: str) -> None:
+    """So systemd does not restart it (RestartPreventExitStatus=2): the unit has no
+    ExecStartPre check, whose failure systemd restarts whatever its status."""
+    config = tmp_path / "edge.yaml"
+    config.write_text(f"{section}\nstate_dir: {tmp_path / 'state'}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "edge", "--config", str(config)],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "missing" in done.stderr
+
+
 def test_a_crashed_screen_thread_ends_the_daemon_with_1_for_a_restart(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

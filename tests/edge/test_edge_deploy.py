@@ -22,6 +22,18 @@ def test_service_unit_is_notify_with_watchdog_credentials_and_hardening() -> Non
     assert set(service["RestartPreventExitStatus"].split()) == {"2", "3"}
 
 
+def test_a_config_the_daemon_refuses_is_not_restarted_every_5_s() -> None:
+    """RestartPreventExitStatus= is read from the main process only: a config check that
+    fails in ExecStartPre= with 2 was restarted every RestartSec, forever (no start limit),
+    loading the model each time. The daemon refuses such a config itself, with 2."""
+    unit = ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(DEPLOY / "appliance-edge.service")
+    service = unit["Service"]
+    assert "2" in service["RestartPreventExitStatus"].split()
+    assert "config check" not in service.get("ExecStartPre", "")
+
+
 def test_udev_rule_names_the_stable_symlink_the_config_uses() -> None:
     rule = (DEPLOY / "99-scalar-microscope.rules").read_text()
     lines = [line for line in rule.splitlines() if line and not line.startswith("#")]
