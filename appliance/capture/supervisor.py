@@ -21,6 +21,8 @@ from appliance.transport.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
+BEAT_S = 1.0  # a waiting capture thread still beats this often for the watchdog
+
 
 class CaptureRunner(threading.Thread):
     """Owns the frame source: open, read, detect failure, reopen with backoff."""
@@ -72,7 +74,7 @@ class CaptureRunner(threading.Thread):
         except SourceError as exc:
             delay_s = self._backoff.next_delay_s()
             log.warning("camera offline: %s; retrying in %.1f s", exc, delay_s)
-            self.stop_event.wait(delay_s)
+            self._wait_beating(delay_s)
             return
         self._last_frame_s = time.monotonic()
         self._set_online(True)
@@ -125,7 +127,19 @@ class CaptureRunner(threading.Thread):
         log.warning("camera failed: %s; reopening", reason)
         self.source.close()
         self._set_online(False)
-        self.stop_event.wait(self._backoff.next_delay_s())
+        self._wait_beating(self._backoff.next_delay_s())
+
+    def _wait_beating(self, delay_s: float) -> None:
+        """Wait before the next reopen (or until stopped), beating for the watchdog: waiting
+        for an unplugged camera is progress, and a wait longer than edge.watchdog_stall_s
+        (the reopen cap may be ten minutes) stopped the pings, so systemd killed the kiosk."""
+        deadline_s = time.monotonic() + delay_s
+        while not self.stop_event.is_set():
+            self.last_beat_s = time.monotonic()
+            left_s = deadline_s - self.last_beat_s
+            if left_s <= 0:
+                return
+            self.stop_event.wait(min(left_s, BEAT_S))
 
     def _set_online(self, online: bool) -> None:
         if online == self.online:

@@ -21,7 +21,13 @@ import pytest
 from appliance.config import Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.measure import Measurement
-from appliance.edge.testing import FlakySource, ResultCollector, fast_daemon, fast_source
+from appliance.edge.testing import (
+    FIXED_FEATURES,
+    FlakySource,
+    ResultCollector,
+    fast_daemon,
+    fast_source,
+)
 from appliance.transport.broker import PrivateBroker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,6 +227,36 @@ def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
         assert "AnalysisRunner" in daemon.stalled_threads()
     finally:
         analyzer.release.set()
+        daemon.request_stop()
+        thread.join(10)
+        sock.close()
+
+
+def test_watchdog_pings_go_on_while_the_camera_is_unplugged(
+    broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The capture thread waits between reopen attempts (up to camera_reopen_cap_s, 600 s at
+    most): a wait longer than watchdog_stall_s read as a hang, the pings stopped, and systemd
+    killed a kiosk that the design keeps running with its camera offline."""
+    socket_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(socket_path))
+    sock.settimeout(0.1)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(socket_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    config = edge_config(tmp_path, broker.port, None, watchdog_stall_s=1.0,
+                         camera_reopen_cap_s=3.0)
+    unplugged = FlakySource(fast_source(config))
+    unplugged.failing.set()
+    daemon = EdgeDaemon(config, source=unplugged, analyzer=lambda rgb, um: Measurement(
+        FIXED_FEATURES))
+    thread, _codes = run_in_thread(daemon)
+    try:
+        _datagrams(sock, 4.0)  # the reopen waits grow past watchdog_stall_s: 0.5, 1, 2, 3 s
+        assert not daemon.capture.online
+        assert "WATCHDOG=1" in _datagrams(sock, 1.5)
+        assert "CaptureRunner" not in daemon.stalled_threads()
+    finally:
         daemon.request_stop()
         thread.join(10)
         sock.close()
