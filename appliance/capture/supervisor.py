@@ -47,7 +47,8 @@ class CaptureRunner(threading.Thread):
         self.online = False
         self.frames_captured = 0
         self.frames_dropped = 0
-        self.failures = 0
+        self.failures = 0  # reads that failed (then reopened)
+        self.open_failures = 0  # opens that failed (the device missing, busy)
         self.last_beat_s = time.monotonic()
         self._on_camera_change = on_camera_change
         self._on_frame = on_frame  # the kiosk screen's live preview (must return at once)
@@ -72,6 +73,7 @@ class CaptureRunner(threading.Thread):
         try:
             self.source.open()
         except SourceError as exc:
+            self.open_failures += 1
             delay_s = self._backoff.next_delay_s()
             log.warning("camera offline: %s; retrying in %.1f s", exc, delay_s)
             self._wait_beating(delay_s)
@@ -140,6 +142,11 @@ class CaptureRunner(threading.Thread):
             if left_s <= 0:
                 return
             self.stop_event.wait(min(left_s, BEAT_S))
+
+    @property
+    def failed(self) -> bool:
+        """Offline because the source failed (not merely not opened yet, as at start)."""
+        return not self.online and (self.failures + self.open_failures) > 0
 
     def _set_online(self, online: bool) -> None:
         if online == self.online:

@@ -235,7 +235,7 @@ class EdgeDaemon:
         """What the customer's screen says while the kiosk cannot measure (None: it can)."""
         if self.measuring_paused.is_set():
             return "guide_paused_storage"
-        if not self.capture.online and not self.pipeline_stop.is_set():
+        if self.capture.failed and not self.pipeline_stop.is_set():
             return "guide_camera_offline"
         return None
 

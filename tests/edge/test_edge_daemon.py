@@ -193,6 +193,45 @@ def test_the_screen_says_the_camera_is_offline_and_follows_the_gate_again_once_i
     assert all("guide_camera_offline" in catalogue[language] for language in ("en", "ja"))
 
 
+class _SlowToOpen:
+    """A camera whose first open takes until ``opened`` is set (a UVC device settling)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.description = inner, "slow camera"
+        self.opened = threading.Event()
+
+    def open(self) -> None:
+        self.opened.wait(10)
+        self.inner.open()
+
+    def read(self) -> Any:
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_screen_does_not_call_a_camera_that_is_still_opening_offline(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    """At every start the camera is not online until its first open returns: that is no
+    failure, and the customer was told the microscope was not responding."""
+    config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None})
+    slow = _SlowToOpen(fast_source(config))
+    daemon = fast_daemon(config, source=slow)
+    thread, _codes = run_in_thread(daemon)
+    try:
+        assert wait_until(lambda: daemon.status.text().startswith("camera offline"), 5)
+        time.sleep(0.5)  # several supervisor ticks while the camera opens
+        assert daemon.display.state.snapshot()["guidance"] != "guide_camera_offline"
+        slow.opened.set()
+        assert wait_until(lambda: daemon.capture.online, 10)
+    finally:
+        slow.opened.set()
+        daemon.request_stop()
+        thread.join(10)
+
+
 def test_metrics_endpoint_reports_counters_on_localhost(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
