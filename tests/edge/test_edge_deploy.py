@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from configparser import ConfigParser
 from pathlib import Path
 
@@ -26,12 +28,26 @@ def test_a_config_the_daemon_refuses_is_not_restarted_every_5_s() -> None:
     """RestartPreventExitStatus= is read from the main process only: a config check that
     fails in ExecStartPre= with 2 was restarted every RestartSec, forever (no start limit),
     loading the model each time. The daemon refuses such a config itself, with 2."""
-    unit = ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str  # type: ignore[assignment,method-assign]
-    unit.read(DEPLOY / "appliance-edge.service")
-    service = unit["Service"]
-    assert "2" in service["RestartPreventExitStatus"].split()
-    assert "config check" not in service.get("ExecStartPre", "")
+    for name in ("appliance-edge.service", "appliance-backoffice@.service"):
+        unit = ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read(DEPLOY / name)
+        service = unit["Service"]
+        assert "2" in service["RestartPreventExitStatus"].split(), name
+        assert "config check" not in service.get("ExecStartPre", ""), name
+
+
+def test_the_back_office_worker_refuses_what_config_check_refuses_with_2(tmp_path: Path) -> None:
+    """Its unit has no ExecStartPre check either (the edge daemon's: test_edge_daemon.py)."""
+    config = tmp_path / "backoffice.yaml"
+    config.write_text(f"mqtt: {{tls: {{enabled: true, ca_file: missing-ca.crt}}}}\n"
+                      f"state_dir: {tmp_path / 'state'}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "backoffice", "--config", str(config)],
+        check=False, cwd=DEPLOY.parent, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "missing-ca.crt" in done.stderr
 
 
 def test_udev_rule_names_the_stable_symlink_the_config_uses() -> None:
