@@ -78,19 +78,26 @@ class KioskScreen(threading.Thread):
             log.exception("kiosk screen thread failed")  # the daemon exits for a restart
 
     def write(self, result: Result, draw_overlay: OverlayDrawer | None) -> None:
-        """Replace the screen files with this result (a failure is logged, never raised)."""
+        """Replace the screen files with this result and show it; a file that cannot be
+        written (a full disk) is logged, and the result is shown all the same (without its
+        overlay when that one failed): the page waits on it."""
+        overlay = draw_overlay is not None and self._wrote_overlay(draw_overlay)
         try:
-            if draw_overlay is not None:
-                self._write_overlay(draw_overlay())
             temp = self.result_path.with_suffix(".json.tmp")
             temp.write_bytes(result.to_json())
             os.replace(temp, self.result_path)
             self.shown += 1
-        except (OSError, ValueError) as exc:
-            log.warning("kiosk screen files in %s not updated: %s", self.folder, exc)
-            return
+        except OSError as exc:
+            log.warning("kiosk screen file %s not updated: %s", self.result_path, exc)
         if self._on_shown is not None:
-            self._on_shown(result, draw_overlay is not None)
+            self._on_shown(result, overlay)
 
-    def _write_overlay(self, overlay_rgb: np.ndarray) -> None:
-        write_image(self.overlay_path, cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR), PNG_FAST)
+    def _wrote_overlay(self, draw_overlay: OverlayDrawer) -> bool:
+        """Draw and write the overlay; False (logged) when it cannot be."""
+        try:
+            overlay_rgb = draw_overlay()
+            write_image(self.overlay_path, cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR), PNG_FAST)
+        except (OSError, ValueError) as exc:
+            log.warning("kiosk screen overlay %s not updated: %s", self.overlay_path, exc)
+            return False
+        return True

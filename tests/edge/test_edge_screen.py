@@ -13,6 +13,7 @@ import numpy as np
 from appliance.edge.screen import KioskScreen
 from appliance.edge.testing import FIXED_FEATURES
 from appliance.transport import payloads
+from tests.disk_helpers import fill, small_tmpfs
 
 
 def result() -> payloads.Result:
@@ -50,3 +51,17 @@ def test_screen_shows_the_newest_result_and_its_overlay(tmp_path: Path) -> None:
     assert overlay.shape == (48, 64, 3)
     assert int(overlay.mean()) == 150
     assert not list((tmp_path / "screen").glob("*.tmp*"))
+
+
+def test_a_result_whose_screen_files_cannot_be_written_is_still_shown(tmp_path: Path) -> None:
+    """Nearly full: the result's row fits the outbox, its 1 MB overlay does not. The page
+    waited on 'analysing' for a result that never came; now it shows it, without a picture."""
+    shown: list[tuple[str, bool]] = []
+    with small_tmpfs(tmp_path / "disk", size="1m") as disk:
+        screen = KioskScreen(disk / "screen", threading.Event(),
+                             on_shown=lambda r, overlay: shown.append((r.measurement_id, overlay)))
+        fill(disk)
+        item = result()
+        noise = np.random.default_rng(0).integers(0, 255, (960, 1280, 3), dtype=np.uint8)
+        screen.write(item, lambda: noise)
+    assert shown == [(item.measurement_id, False)]
