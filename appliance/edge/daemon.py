@@ -167,6 +167,7 @@ class EdgeDaemon:
             paused=self.measuring_paused,
             on_gated=self.display.on_gated,
             subject=self.display.take_subject,
+            on_failed=self.display.measurement_failed,
         )
         self.committer = ResultCommitter(
             results, self.outbox, self.pipeline_stop, wake_link=self.link.wake,

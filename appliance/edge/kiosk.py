@@ -53,6 +53,10 @@ class KioskDisplay:
         """A quality verdict for the guidance (analysis thread)."""
         self.state.on_gated(quality, gathered, complete)
 
+    def measurement_failed(self) -> None:
+        """The burst being analysed gives no result (analysis thread)."""
+        self.state.measurement_failed()
+
     def take_subject(self, stated_band: str | None = None) -> payloads.Subject | None:
         """The customer's age band, only with their consent (analysis thread)."""
         return self.state.take_subject(stated_band)

@@ -82,11 +82,13 @@ class AnalysisRunner(threading.Thread):
         paused: threading.Event | None = None,
         on_gated: GateListener | None = None,
         subject: Callable[[str | None], payloads.Subject | None] | None = None,
+        on_failed: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="AnalysisRunner", daemon=True)
         self.paused = paused or threading.Event()  # set: frames pass unmeasured (no storage)
         self.frames_paused = 0
         self._on_gated = on_gated
+        self._on_failed = on_failed  # the kiosk screen: the burst it shows gives no result
         self._subject = subject  # what the customer chose on the kiosk screen, if anything
         self.frames, self.results, self.stop_event = frames, results, stop
         self.gate, self.sessions, self.analyzer = gate, sessions, analyzer
@@ -137,6 +139,8 @@ class AnalysisRunner(threading.Thread):
         except (ValueError, RuntimeError) as exc:
             self.failures += 1
             log.error("measurement of %s failed: %s", burst.frames[0].name or "a frame", exc)
+            if self._on_failed is not None:
+                self._on_failed()
             return
         self._hand_over(accepted)
 

@@ -31,6 +31,8 @@ GUIDANCE = {
 }
 # why the kiosk cannot measure now (catalogue keys): the outbox cannot write, the camera is gone
 OUT_OF_ORDER = ("guide_paused_storage", "guide_camera_offline")
+# the burst's measurement failed: said until the scope is lifted and pressed on again
+MEASURE_AGAIN = "guide_measure_again"
 LANGUAGES = ("ja", "en")
 AGE_BANDS = ("10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80+")
 
@@ -69,7 +71,7 @@ class ScreenState:
             phase = self._view["phase"]
             if complete:
                 self._update(phase="analysing", guidance=None, progress=self.burst_frames)
-            elif phase in ("analysing", "result") and not self._new_contact(quality):
+            elif self._held() and not self._new_contact(quality):
                 return
             elif quality.ok and gathered > 0:
                 self._update(phase="measuring", guidance="guide_hold_still", progress=gathered)
@@ -86,12 +88,26 @@ class ScreenState:
             elif self._view["guidance"] in OUT_OF_ORDER:
                 self._update(phase="welcome", guidance=None, progress=0)
 
+    def _held(self) -> bool:
+        """Whether the screen keeps what it shows until a new contact (lock held): the burst
+        being analysed, its result, or that it could not be measured."""
+        return (self._view["phase"] in ("analysing", "result")
+                or self._view["guidance"] == MEASURE_AGAIN)
+
     def _new_contact(self, quality: FrameQuality) -> bool:
-        """After a result, a new contact starts only once the scope was lifted (lock held)."""
+        """After a result (or a failed measurement), a new contact starts only once the scope
+        was lifted (lock held)."""
         if quality.verdict == "no_contact":
             self._lifted_since_result = True
             return False
-        return self._lifted_since_result and self._view["phase"] == "result"
+        return self._lifted_since_result and self._view["phase"] != "analysing"
+
+    def measurement_failed(self) -> None:
+        """The burst's measurement failed (analysis thread): say so instead of 'analysing',
+        which no result would ever end, until the scope is pressed on again."""
+        with self._changed:
+            self._lifted_since_result = False
+            self._update(phase="guiding", guidance=MEASURE_AGAIN, progress=0)
 
     def show_result(self, view: dict[str, Any]) -> None:
         """A committed result is on screen (screen thread, after its overlay is written)."""

@@ -232,6 +232,34 @@ def test_the_screen_does_not_call_a_camera_that_is_still_opening_offline(
         thread.join(10)
 
 
+def test_a_measurement_that_fails_is_said_on_screen_until_the_next_contact(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    """The screen stayed on 'analysing' for a result that would never come."""
+    calls: list[int] = []
+
+    def fails_first(rgb: Any, um_per_px: float) -> Measurement:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a frame the analysis cannot take")
+        return Measurement(FIXED_FEATURES)
+
+    config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None},
+                         edge={"synthetic_fps": 15})
+    daemon = EdgeDaemon(config, source=fast_source(config), analyzer=fails_first)
+    thread, _codes = run_in_thread(daemon)
+    try:
+        assert wait_until(
+            lambda: daemon.display.state.snapshot()["guidance"] == "guide_measure_again", 20)
+        assert daemon.analysis.failures == 1
+        assert wait_until(lambda: daemon.committer.committed >= 1, 20)  # the next customer
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+    catalogue = json.loads((REPO / "appliance/edge/screen_static/messages.json").read_text())
+    assert all("guide_measure_again" in catalogue[language] for language in ("en", "ja"))
+
+
 def test_metrics_endpoint_reports_counters_on_localhost(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
