@@ -63,18 +63,10 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _pathology_missing(config: Any) -> list[str]:
-    """What ``pathology serve`` could not use, where the config gives it slide roots (a
-    kiosk's config has none): a slide root that is no folder, a model file that is not there."""
-    settings = config.pathology
-    if not settings.slide_roots:
-        return []
-    refused = [f"pathology.slide_roots: {root}: not a folder"
-               for root in settings.slide_roots if not os.path.isdir(root)]
-    for key in ("model", "int8_model"):
-        value = getattr(settings, key)
-        if value is not None and not os.path.isfile(value):
-            refused.append(f"pathology.{key}: file not found: {value}")
-    return refused
+    """What ``pathology serve`` could not use (appliance/pathology/preflight.py)."""
+    from appliance.pathology.preflight import unusable  # noqa: PLC0415 - only for this check
+
+    return unusable(config.pathology)
 
 
 def _pathology_summary(config: Any) -> str:

@@ -9,6 +9,7 @@ from appliance.backoffice.store import StoreError, store_url_for
 from appliance.config import Config
 from appliance.pathology.jobstore import open_pathology_store
 from appliance.pathology.model import ModelError
+from appliance.pathology.preflight import unusable
 from appliance.pathology.server import PathologyServer
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,10 @@ def run_server(config: Config, stop: threading.Event) -> int:
     if not config.pathology.slide_roots:
         log.error("pathology.slide_roots is empty: every job would be refused; name the "
                   "folders the server may read slides from")
+        return 2
+    refused = unusable(config.pathology)  # what `appliance config check` refuses too
+    if refused:
+        log.error("the pathology server cannot use its config: %s", "; ".join(refused))
         return 2
     url = store_url_for(config.store.url, config.state_dir)
     try:
