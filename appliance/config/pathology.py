@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from appliance.config.section import Section
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
@@ -66,6 +67,18 @@ class PathologyConfig(Section):
                            "taken over by another server.")
     metrics_port: int | None = Field(None, ge=0, le=65535,
                                      description="Prometheus metrics on this port (unset: off).")
+    metrics_bind: str = Field(
+        "127.0.0.1",
+        description="Address the metrics listen on: 127.0.0.1 for a Prometheus on this host; "
+        "an address of this host (or 0.0.0.0) for a remote one. /metrics has no login.")
+
+    @field_validator("metrics_bind")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is no IP address (e.g. 127.0.0.1)") from None
 
     @property
     def running_jobs_limit(self) -> int:

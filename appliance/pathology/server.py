@@ -193,7 +193,7 @@ class PathologyServer:
                                  backend_settings=self.backend.settings, on_stored=self._stored)
         runner = InferenceRunner(self.batcher, self.backend, finisher, self.metrics, self.events)
         self.finisher = finisher
-        self.metrics.serve(self.settings.metrics_port or 0)
+        self.metrics.serve(self.settings.metrics_port or 0, self.settings.metrics_bind)
         with self._new_pool() as pool:
             self.pool = pool
             finisher.start()

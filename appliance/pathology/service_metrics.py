@@ -6,6 +6,7 @@ job state message. Rates and fractions are over a sliding window of the last WIN
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -13,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+log = logging.getLogger(__name__)
 WINDOW_S = 10.0
 
 
@@ -40,16 +42,30 @@ class ServiceMetrics:
         self._events: deque[tuple[float, int, float]] = deque()
         self._lock = threading.Lock()
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics over HTTP on the port (0: none)."""
-        if port:
-            self._http = start_http_server(port, registry=self.registry)
+    def serve(self, port: int, bind: str = "127.0.0.1") -> None:
+        """Expose /metrics over HTTP on bind:port (port 0: none). An address that cannot be
+        had is logged and the server serves jobs without its metrics."""
+        if not port:
+            return
+        try:
+            self._http = start_http_server(port, addr=bind, registry=self.registry)
+        except OSError as exc:
+            log.error("metrics not served: cannot listen on %s:%d: %s; check "
+                      "pathology.metrics_port and pathology.metrics_bind", bind, port, exc)
+
+    def bound_address(self) -> tuple[str, int] | None:
+        """(address, port) the /metrics server listens on, or None when none runs."""
+        if self._http is None:
+            return None
+        host, port = self._http[0].server_address[:2]
+        return str(host), int(port)
 
     def close(self) -> None:
         """Stop the /metrics HTTP server, if one runs."""
         if self._http is not None:
             server, thread = self._http
             server.shutdown()
+            server.server_close()  # the port is free at once, not when the socket is collected
             thread.join(5)
             self._http = None
 

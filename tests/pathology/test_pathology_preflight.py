@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from appliance.cli import main
-from appliance.config import config_from_mapping
+from appliance.config import ConfigError, config_from_mapping
 from appliance.pathology.service_main import run_server
+from appliance.pathology.service_metrics import ServiceMetrics
+from appliance.transport.broker import free_port
 
 # what stands in the way -> (the results folder the config names, what both refuse it with)
 CASES = {
@@ -59,3 +61,24 @@ def test_the_server_refuses_at_start_what_config_check_refuses(
                     f"  results_dir: {tmp_path / results}\n")
     assert main(["config", "check", str(path)]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_metrics_listen_on_loopback_unless_told_and_a_taken_port_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # /metrics has no login: it listened on every interface (prometheus-client's default)
+    # and a port already taken ended the server's start with a traceback
+    first = ServiceMetrics(max_batch=8)
+    port = free_port()
+    first.serve(port)
+    try:
+        assert first.bound_address() == ("127.0.0.1", port)
+        taken = ServiceMetrics(max_batch=8)
+        with caplog.at_level(logging.ERROR):
+            taken.serve(port)
+        assert taken.bound_address() is None
+        assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
+    finally:
+        first.close()
+    with pytest.raises(ConfigError, match=r"metrics_bind.*no IP address"):
+        config_from_mapping({"pathology": {"metrics_bind": "everywhere"}}, "x.yaml", environ={})
