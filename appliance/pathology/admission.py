@@ -1,0 +1,302 @@
+"""Request admission of ``appliance pathology serve``: which retained job requests a server
+takes now, puts off, or refuses, and what it answers about them.
+
+A server counts the requests retained on the broker as it read them since it connected and
+clears one beyond ``pathology.max_retained_requests`` as it comes; it keeps at most
+``running_jobs_limit`` put-off requests, oldest first, and reads the retained requests again
+when it had to leave some out; it keeps at most ``max_retained_requests`` refusal states it left
+retained. Cancel requests that name nothing to cancel are cleared and answered here too.
+Running the jobs it takes (leases, workers, finishing) is the server's
+(appliance/pathology/server.py; docs/pathology-server.md, items 1 and 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from appliance.config.pathology import PathologyConfig
+from appliance.pathology.jobrun import RESULT_FIELDS, JobRun
+from appliance.pathology.jobs import (
+    FINAL_STATES,
+    JOB_ID,
+    JobRefusedError,
+    JobRequest,
+    cancel_topic,
+    errors_topic,
+    request_topic,
+    state_payload,
+    state_topic,
+)
+from appliance.pathology.jobstore import PathologyStore
+
+log = logging.getLogger(__name__)
+HOUSEKEEPING_S = 0.5
+SHOWN_ID_CHARS = 64  # of a topic level that names no job id, in the answer and the log
+CLAIM_DELAY_PER_JOB_S = 0.2  # a busy server tries to take a new job this much later per job
+MAX_CLAIM_DELAY_S = 1.0
+MAX_WITHDRAWN = 10_000  # cleared requests remembered, so a put-off one is not run after all
+
+
+class RequestAdmission:
+    """The admission half of a pathology server (a base of ``PathologyServer``, whose main
+    loop runs these handlers; paho's callbacks only queue the messages)."""
+
+    settings: PathologyConfig
+    store: PathologyStore
+    client: mqtt.Client
+    prefix: str
+    server_id: str
+    runs: dict[str, JobRun]
+    connected: threading.Event
+
+    if TYPE_CHECKING:  # the running half, in appliance/pathology/server.py
+        def _take(self, topic_id: str, payload: bytes) -> None: ...
+        def _start(self, request: JobRequest, stored: set[int]) -> None: ...
+        def _cancel(self, run: JobRun) -> None: ...
+        def _publish(self, job_id: str, state: str, **fields: Any) -> None: ...
+        def _handle(self, kind: str, event: Any) -> None: ...
+
+    def _init_admission(self) -> None:
+        """No request read, kept, withdrawn or refused yet."""
+        self._withdrawn: dict[str, None] = {}  # requests cleared lately, oldest first
+        # requests put off (busy) or left (at max_running_jobs), oldest first: id -> (due,
+        # payload); at most running_jobs_limit, the rest are read again once there is room
+        self._waiting: dict[str, tuple[float, bytes]] = {}
+        self._missed = False  # a request was left out of _waiting: read them all again
+        # job ids with a request retained on the broker (waiting or running), as this server
+        # read them since it connected: at most max_retained_requests (server docstring)
+        self._retained: dict[str, None] = {}
+        # job ids whose refusal this server left retained as their state, oldest first: at most
+        # max_retained_requests, so refused requests cannot fill the broker with states either
+        self._refusal_states: dict[str, None] = {}
+        self._rescanned_at = time.monotonic()
+
+    def _drop_message(self, kind: str, event: Any, exc: Exception) -> None:
+        """Acknowledge a message its handler failed on and clear it when retained, so neither
+        the broker's redelivery nor the next start brings it back; a job request is refused
+        with the reason, so its submitter learns of it."""
+        name, mid, qos = (event[0], event[2], event[3]) if kind == "job" else event[:3]
+        if kind == "job" and event[1] and JOB_ID.match(name):
+            with suppress(Exception):
+                self._refuse(JobRefusedError(f"the server could not handle this request "
+                                             f"({type(exc).__name__}); see its log", name))
+        with suppress(Exception):
+            topic = (request_topic if kind == "job" else cancel_topic)(self.prefix, name)
+            self.client.publish(topic, b"", qos=1, retain=True)
+            if qos:
+                self.client.ack(mid, qos)
+
+    def _event_job(self, topic_id: str, payload: bytes, mid: int, qos: int,
+                   deferred: bool = False) -> None:
+        """Check, store, then acknowledge a job request (retained on its request topic).
+
+        Every server reads every request; the first to store it runs it (``store.accept``),
+        the others find it stored and leave it. A server with jobs running puts its try off
+        (``CLAIM_DELAY_PER_JOB_S`` a job, at most ``MAX_CLAIM_DELAY_S``), so an idle one gets
+        the job first, and one running ``max_running_jobs`` leaves it retained for the others
+        until a job of its own ends; a request withdrawn meanwhile (cleared) is then dropped."""
+        if payload and self._beyond_retained_limit(topic_id):
+            self._refuse_beyond_limit(topic_id)
+        elif not payload:  # cleared: the job ended, or `job cancel` withdrew it while waiting
+            self._retained.pop(topic_id, None)
+            self._waiting.pop(topic_id, None)
+            if JOB_ID.match(topic_id):
+                self._withdrawn[topic_id] = None
+            while len(self._withdrawn) > MAX_WITHDRAWN:
+                self._withdrawn.pop(next(iter(self._withdrawn)))
+        elif deferred and topic_id in self._withdrawn:
+            log.info("job %s was withdrawn while this server put it off", topic_id)
+        elif not JOB_ID.match(topic_id):
+            self._not_a_request(topic_id)
+        elif topic_id in self.runs:
+            log.debug("job %s runs here already", topic_id)
+        elif self._room() and (deferred or not self._older_waiting()):
+            self._take(topic_id, payload)
+        else:
+            self._withdrawn.pop(topic_id, None)
+            self._put_off(topic_id, payload)
+        if qos:
+            self.client.ack(mid, qos)
+
+    def _event_connected(self) -> None:
+        """A new session: the subscription brings every retained request again."""
+        self._retained.clear()
+
+    def _beyond_retained_limit(self, job_id: str) -> bool:
+        """Whether a request would be one more than max_retained_requests retained on the
+        broker (counted as read; a stored job's request is never one too many)."""
+        if job_id in self._retained or not JOB_ID.match(job_id):
+            return False
+        if len(self._retained) >= self.settings.max_retained_requests and \
+                self.store.job(job_id) is None:
+            return True
+        self._retained[job_id] = None
+        return False
+
+    def _refuse_beyond_limit(self, job_id: str) -> None:
+        """Clear a request beyond max_retained_requests and tell its submitter (a state not
+        retained, which `job submit --wait` hears): nothing of it stays on the broker or in
+        the store, however many a job client sends."""
+        limit = self.settings.max_retained_requests
+        reason = (f"refused: {limit} job requests wait or run already "
+                  "(pathology.max_retained_requests); submit it again once some have ended")
+        log.warning("job %s %s", job_id, reason)
+        self._clear_request(job_id)
+        payload = state_payload(job_id, "failed", reason=reason, server=self.server_id)
+        self.client.publish(state_topic(self.prefix, job_id), payload, qos=1)
+
+    def _older_waiting(self) -> bool:
+        """Whether a request that came in now must queue: this server is busy (it puts its try
+        off), or older requests wait, kept or left out for the next read (first come, first
+        taken)."""
+        return bool(self._claim_delay_s() or self._waiting or self._missed)
+
+    def _claim_delay_s(self) -> float:
+        return min(MAX_CLAIM_DELAY_S, CLAIM_DELAY_PER_JOB_S * len(self.runs))
+
+    def _room(self) -> int:
+        """How many more jobs this server may run (``pathology.max_running_jobs``)."""
+        return max(0, self.settings.running_jobs_limit - len(self.runs))
+
+    def _put_off(self, job_id: str, payload: bytes) -> None:
+        """Keep a request to try later (a job not stored yet, or one of this server's own to
+        resume after a restart) unless it is stored for another server, or ended (then its
+        request is cleared); beyond running_jobs_limit kept, only note that the retained
+        requests must be read again (an own job left out meanwhile may go to a server with
+        room once its lease runs out)."""
+        if job_id not in self._waiting and (
+                self._missed or len(self._waiting) >= self.settings.running_jobs_limit):
+            self._missed = True  # older ones were left out: this one queues behind them
+            return
+        job = self.store.job(job_id)
+        if job is None or (job["owner"] == self.server_id and
+                           job["state"] not in FINAL_STATES):
+            # read again, it keeps its turn (and takes the payload as it is now)
+            due, _ = self._waiting.get(job_id, (time.monotonic() + self._claim_delay_s(), b""))
+            self._waiting[job_id] = (due, payload)
+        else:
+            self._waiting.pop(job_id, None)
+            if job["state"] in FINAL_STATES:
+                self._ended_request(job)
+
+    def _take_waiting(self) -> None:
+        """Try the kept requests oldest first while there is room, up to the first not due yet
+        (a younger one put off for less time waits behind it); with none kept but some left
+        out, subscribe again, which sends every retained request again in the order they were
+        first published (MQTT 5 spec 3.3.1.3, retain handling 0; mosquitto keeps that order),
+        at most every HOUSEKEEPING_S so resends do not pile up."""
+        now = time.monotonic()
+        while self._waiting and self._room():
+            job_id, (due, payload) = next(iter(self._waiting.items()))
+            if due > now:
+                break
+            del self._waiting[job_id]
+            self._handle("job", (job_id, payload, 0, 0, True))
+        if self._missed and not self._waiting and self._room() and self.connected.is_set() \
+                and time.monotonic() - self._rescanned_at >= HOUSEKEEPING_S:
+            self._missed = False
+            self._rescanned_at = time.monotonic()
+            self.client.subscribe(request_topic(self.prefix, "+"), options=SubscribeOptions(qos=1))
+
+    def _clear_request(self, job_id: str) -> None:
+        """Clear a job's retained request: the job ended, or it was refused."""
+        self.client.publish(request_topic(self.prefix, job_id), b"", qos=1, retain=True)
+
+    def _not_a_request(self, name: str) -> None:
+        """A request on a topic that names no job id: cleared, refused on the errors topic."""
+        self._clear_request(name)
+        shown = name if len(name) <= SHOWN_ID_CHARS else name[:SHOWN_ID_CHARS] + "..."
+        self._refuse(JobRefusedError(f"job request on a topic naming {shown!r} ({len(name)} "
+                                     "characters), not a job id: a job id is 1-64 of A-Z a-z "
+                                     "0-9 _ . -"))
+
+    def _ended_request(self, job: dict[str, Any]) -> None:
+        """The request of a job the store says ended is still retained: its server stopped
+        between storing the end and clearing it (a kill -9), maybe before it published the
+        final state, which then still says running. Publish it again from the store, then
+        clear the request."""
+        job_id = job["job_id"]
+        rows = self.store.slide_results(job_id)
+        total = len(job["request"].get("slides", []))
+        progress = {"slides_total": total, "slides_done": len(rows),
+                    "progress": round(len(rows) / total, 4),
+                    "tiles_scored": sum(int(row["tile_count"] or 0) for row in rows)} \
+            if total else {}
+        self._publish(job_id, job["state"], reason=job["reason"], **progress,
+                      results=[{key: row[key] for key in RESULT_FIELDS} for row in rows])
+        if not job["request"]:  # a refusal: its state counts among those this server left
+            self._keep_refusal_state(job_id)
+        self._clear_request(job_id)
+
+    def _refuse(self, exc: JobRefusedError) -> None:
+        log.warning("job refused: %s", exc)
+        if exc.job_id is None:
+            self.client.publish(errors_topic(self.prefix), state_payload(
+                "", "failed", reason=str(exc), server=self.server_id), qos=1)
+            return
+        if self.store.record_refusal(exc.job_id, self.server_id, str(exc)):
+            self._publish(exc.job_id, "failed", reason=str(exc))
+            self._keep_refusal_state(exc.job_id)
+        else:  # refused already, or a stored job: its state stays (published again if ended)
+            log.info("job %s is already stored; the refusal does not change it", exc.job_id)
+            job = self.store.job(exc.job_id)
+            if job is not None and job["state"] in FINAL_STATES:
+                self._ended_request(job)
+
+    def _keep_refusal_state(self, job_id: str) -> None:
+        """Note a refused job's retained state; beyond max_retained_requests, clear the oldest
+        one this server left (the store keeps every refusal, `job list` shows the newest)."""
+        self._refusal_states[job_id] = None
+        while len(self._refusal_states) > self.settings.max_retained_requests:
+            oldest = next(iter(self._refusal_states))
+            del self._refusal_states[oldest]
+            self.client.publish(state_topic(self.prefix, oldest), b"", qos=1, retain=True)
+
+    def _event_cancel(self, job_id: str, mid: int, qos: int, requested: bool) -> None:
+        if requested and not JOB_ID.match(job_id):
+            self._not_a_job_id(job_id)
+        elif requested and self.store.request_cancel(job_id):
+            if job_id in self.runs:
+                self._cancel(self.runs[job_id])
+        elif requested:
+            self._nothing_to_cancel(job_id)
+        if qos:
+            self.client.ack(mid, qos)
+
+    def _nothing_to_cancel(self, job_id: str) -> None:
+        """A cancel request for a job the store does not know, or one that already ended: clear
+        the retained request (else the broker hands it to every server at every connect) and
+        say why on the errors topic. The job command sends a cancel only after a server
+        published the job's state, which it does once the job is stored, so an unknown id
+        here was never submitted (or the store was replaced)."""
+        job = self.store.job(job_id)
+        self.client.publish(cancel_topic(self.prefix, job_id), b"", qos=1, retain=True)
+        if job is None:
+            log.warning("cancel request for unknown job %s cleared", job_id)
+            self._answer_cancel(job_id, "unknown", f"job {job_id} is unknown: no server stored "
+                                "it (a mistyped id, or a job never submitted); nothing to cancel")
+        elif job["state"] != "cancelled":  # cancelled: this very request, already carried out
+            self._answer_cancel(job_id, job["state"], f"job {job_id} already ended "
+                                f"({job['state']}); nothing to cancel")
+
+    def _not_a_job_id(self, name: str) -> None:
+        """A cancel request on a topic that names no job a submit could make (a topic level may
+        be 65,535 bytes): cleared, and answered naming only its start."""
+        self.client.publish(cancel_topic(self.prefix, name), b"", qos=1, retain=True)
+        shown = name if len(name) <= SHOWN_ID_CHARS else name[:SHOWN_ID_CHARS] + "..."
+        log.warning("cancel request for %r (%d characters, not a job id) cleared", shown,
+                    len(name))
+        self._answer_cancel(shown, "unknown", f"cancel request for {shown!r} ({len(name)} "
+                            "characters) names no job: a job id is 1-64 of A-Z a-z 0-9 _ . -; "
+                            "nothing to cancel")
+
+    def _answer_cancel(self, job_id: str, state: str, reason: str) -> None:
+        self.client.publish(errors_topic(self.prefix), state_payload(
+            job_id, state, request="cancel", reason=reason, server=self.server_id), qos=1)
