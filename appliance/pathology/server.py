@@ -15,7 +15,6 @@ the job table. Which requests it takes, puts off or refuses is request admission
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -51,10 +50,10 @@ from appliance.pathology.jobs import (
     state_payload,
     state_topic,
     stored_request,
-    utc_text,
 )
 from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
 from appliance.pathology.prepare import TileSettings
+from appliance.pathology.presence import Presence, RivalWatch, rival_message
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.pathology.slideworker import PreparedTiles, prepare_for_model
 from appliance.transport.client import (
@@ -63,6 +62,7 @@ from appliance.transport.client import (
     is_fatal_connack,
     new_client,
     reason_value,
+    set_retained_will,
     settings_from_config,
 )
 
@@ -112,13 +112,16 @@ class PathologyServer(RequestAdmission):
         self._init_admission()
         self.connected = threading.Event()
         self.failed: str | None = None
+        self.exit_code = 3  # of a failure: 3 the broker refuses us, 4 a rival took our name
+        self.presence = Presence(self.server_id, self.backend.settings)
+        self.rivals = RivalWatch(self.presence)
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
         self.link_settings = settings_from_config(
             self.config.mqtt, self.server_id, session_expiry_s=0,
             reconnect_initial_s=1.0, reconnect_cap_s=30.0)
-        will = (server_topic(self.prefix, self.server_id), self._presence("offline"))
+        will = (server_topic(self.prefix, self.server_id), self.presence.will())
         client = new_client(self.link_settings, will, reconnect=True)
         client.manual_ack_set(True)  # PUBACK only once the job is stored (MQTT 5 spec 4.3.2)
         client.on_connect = self._on_connect
@@ -137,19 +140,19 @@ class PathologyServer(RequestAdmission):
                     client.disconnect()
                 return
             requests = request_topic(self.prefix, "+")
+            presence = server_topic(self.prefix, self.server_id)
             self.events.put(("connected", ()))  # before the retained requests it brings
-            client.subscribe([(requests, SubscribeOptions(qos=1)),
+            # its own presence first: what is retained there says who else used this name
+            client.subscribe([(presence, SubscribeOptions(qos=1)),
+                              (requests, SubscribeOptions(qos=1)),
                               (cancel_topic(self.prefix, "+"), SubscribeOptions(qos=1))])
-            client.publish(server_topic(self.prefix, self.server_id), self._presence("online"),
-                           qos=1, retain=True)
+            self.presence.connection += 1
+            client.publish(presence, self.presence.payload("online"), qos=1, retain=True)
+            set_retained_will(client, presence, self.presence.will())  # the next connection's
             self.connected.set()
             log.info("%s connected; jobs from %s", self.server_id, requests)
         except Exception:  # never let an exception kill paho's network thread
             log.exception("on_connect failed")
-
-    def _presence(self, state: str) -> bytes:
-        return json.dumps({"server": self.server_id, "state": state, "at": utc_text(),
-                           "backend": self.backend.settings}, default=str).encode()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        props: Any) -> None:
@@ -159,7 +162,9 @@ class PathologyServer(RequestAdmission):
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            if message.topic.endswith("/request"):
+            if "/servers/" in message.topic:
+                self.events.put(("presence", (bytes(message.payload),)))
+            elif message.topic.endswith("/request"):
                 self.events.put(("job", (message.topic.split("/")[-2], bytes(message.payload),
                                          message.mid, message.qos)))
             else:
@@ -188,14 +193,22 @@ class PathologyServer(RequestAdmission):
                 runner.stop_event.set()
                 finisher.stop_event.set()
                 self.metrics.close()
-                self.client.publish(server_topic(self.prefix, self.server_id),
-                                    self._presence("offline"), qos=1, retain=True)
+                if self.exit_code != 4:  # the presence is the rival's, which goes on
+                    self.client.publish(server_topic(self.prefix, self.server_id),
+                                        self.presence.payload("offline"), qos=1, retain=True)
                 self.client.disconnect()
                 self.client.loop_stop()
                 for run in self.runs.values():
                     run.cancel_futures()
                 if self.pool is not pool:  # replaced after a worker died
                     self.pool.shutdown(cancel_futures=True)
+
+    def _event_presence(self, payload: bytes) -> None:
+        """Stop when another live process, started first, serves under this client id."""
+        rival = self.rivals.heard(payload)
+        if rival is not None:
+            self.exit_code = 4
+            self.failed = rival_message(self.server_id, rival)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context())

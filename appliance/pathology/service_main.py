@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def run_server(config: Config, stop: threading.Event) -> int:
     """Serve until stop is set; 2 on a config or model that cannot work, 3 when the broker
-    refuses our credentials, 1 on a store error."""
+    refuses our credentials, 4 when another server started first with the same client id
+    (appliance/pathology/presence.py), 1 on a store error."""
     if not config.pathology.slide_roots:
         log.error("pathology.slide_roots is empty: every job would be refused; name the "
                   "folders the server may read slides from")
@@ -46,5 +47,6 @@ def run_server(config: Config, stop: threading.Event) -> int:
         store.close()
     if server.failed:
         log.error("%s", server.failed)
-        return 3  # the broker refuses us: restarting cannot help
+        # the broker refuses us, or a rival has our name: restarting cannot help
+        return server.exit_code
     return 0

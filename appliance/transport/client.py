@@ -139,9 +139,14 @@ def _configure(client: ClientT, settings: LinkSettings, will: tuple[str, bytes] 
     if settings.tls_enabled:
         client.tls_set_context(tls_context(settings))
     if will is not None:
-        topic, payload = will
-        client.will_set(topic, payload, qos=1, retain=True, properties=publish_properties(None))
+        set_retained_will(client, *will)
     return client
+
+
+def set_retained_will(client: mqtt.Client, topic: str, payload: bytes) -> None:
+    """The retained QoS 1 last will the broker sends if this connection (or the next one,
+    when set while connected) ends without a DISCONNECT."""
+    client.will_set(topic, payload, qos=1, retain=True, properties=publish_properties(None))
 
 
 def tls_context(settings: LinkSettings) -> ssl.SSLContext:

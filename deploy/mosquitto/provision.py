@@ -190,13 +190,15 @@ def rollout_role(prefix: str) -> dict[str, Any]:
 def pathology_server_role(prefix: str, login: str) -> dict[str, Any]:
     """A pathology server: reads every job request and cancel, publishes job states, clears
     the requests and cancels it has dealt with (an empty retained message), answers on the
-    errors topic and publishes its own presence only."""
+    errors topic and publishes its own presence only, which it also reads (another process
+    under its name shows there: appliance/pathology/presence.py)."""
     jobs = f"{prefix}/pathology/jobs/+"
     acls = [_acl("subscribePattern", f"{jobs}/{leaf}") for leaf in ("request", "cancel")]
     acls += [_acl("publishClientSend", f"{jobs}/{leaf}") for leaf in ("request", "state",
                                                                        "cancel")]
     acls += [_acl("publishClientSend", f"{prefix}/pathology/errors"),
-             _acl("publishClientSend", f"{prefix}/pathology/servers/{login}")]
+             _acl("publishClientSend", f"{prefix}/pathology/servers/{login}"),
+             _acl("subscribeLiteral", f"{prefix}/pathology/servers/{login}")]
     return {"rolename": f"pathology-server-{login}", "acls": acls}
 
 

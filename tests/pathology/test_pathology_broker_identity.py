@@ -87,6 +87,8 @@ def test_no_one_but_the_pathology_roles_reaches_the_job_topics(lab_broker: Fleet
         assert server.publish(f"{JOBS}/j1/state", b"", retain=True) in SENT
         assert server.publish(f"appliance/pathology/servers/{SERVER}", b"", retain=True) in SENT
         assert server.publish("appliance/pathology/servers/pathology-lab-9") == 0x87
+        assert server.subscribe(f"appliance/pathology/servers/{SERVER}") == 1  # its own only
+        assert server.subscribe("appliance/pathology/servers/pathology-lab-9") == 0x87
         assert server.publish(f"appliance/{KIOSK[0]}/{KIOSK[1]}/ack") == 0x87
         assert server.subscribe("appliance/+/+/result") == 0x87
     finally:

@@ -1,0 +1,102 @@
+"""A pathology server's retained presence on ``{prefix}/pathology/servers/{id}``, and the watch
+that tells when another process serves under the same client id.
+
+Two servers with one ``pathology.client_id`` take the broker connection from each other:
+the broker ends the older connection of a client id when a new one connects (MQTT 5 spec
+3.1.4, step 3), and each reconnects in a second. mosquitto 2.0.11 sends the one it drops no
+reason code (paho says "Unspecified error"), so this cannot be told from a lost network; but
+it does publish the dropped connection's last will. So every presence, the will included,
+names its process (a random id), when that process started, and which of its connections it
+is. A server subscribes to its own presence topic: a process of another id whose connection
+number grows while this one runs has connected again, so it is alive (a dead predecessor's
+presence and its will never change). Of the two, the one started later stops
+(``RivalServerError``: ``appliance pathology serve`` exits 4); the other keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.pathology.jobs import read_presence, utc_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Presence:
+    """This process's presence: who it is and which of its connections is up."""
+
+    server_id: str
+    backend: dict[str, Any]
+    process: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started_at: str = field(default_factory=utc_text)
+    host: str = field(default_factory=socket.gethostname)
+    connection: int = 0  # connections made so far; the will names the next one
+
+    def payload(self, state: str, connection: int | None = None) -> bytes:
+        """The retained presence (online, offline, or the will of a connection)."""
+        return json.dumps({"server": self.server_id, "state": state, "at": utc_text(),
+                           "backend": self.backend, "process": self.process,
+                           "started_at": self.started_at, "host": self.host,
+                           "connection": self.connection if connection is None else connection},
+                          default=str).encode()
+
+    def will(self) -> bytes:
+        """The last will of the next connection."""
+        return self.payload("offline", self.connection + 1)
+
+
+class RivalWatch:
+    """Reads the presence on this server's own topic and finds a live rival process."""
+
+    def __init__(self, own: Presence) -> None:
+        self.own = own
+        self._connections: dict[str, int] = {}  # other process -> highest connection seen
+        self._warned: set[str] = set()
+
+    def heard(self, payload: bytes) -> dict[str, Any] | None:
+        """The presence of another live process under this client id that started first
+        (this one must stop), else None; a younger live rival is logged (it stops itself)."""
+        rival = self._live_rival(payload)
+        if rival is None:
+            return None
+        if (rival["started_at"], rival["process"]) < (self.own.started_at, self.own.process):
+            return rival
+        if rival["process"] not in self._warned:
+            self._warned.add(rival["process"])
+            log.warning("another process serves as %s (started %s on %s): it started later "
+                        "and stops; this server goes on", self.own.server_id,
+                        rival["started_at"], rival["host"])
+        return None
+
+    def _live_rival(self, payload: bytes) -> dict[str, Any] | None:
+        """The presence when it proves another process connected again since this one
+        first heard of it; presences of older versions (no process id) are ignored."""
+        presence = read_presence(payload) if payload else None
+        if presence is None or not _names_a_process(presence) or \
+                presence["process"] == self.own.process:
+            return None
+        process, connection = presence["process"], presence["connection"]
+        seen = self._connections.get(process)
+        self._connections[process] = max(connection, seen or 0)
+        return presence if seen is not None and connection > seen else None
+
+
+def _names_a_process(presence: dict[str, Any]) -> bool:
+    return all(isinstance(presence.get(key), str) for key in ("process", "started_at", "host")) \
+        and isinstance(presence.get("connection"), int)
+
+
+def rival_message(server_id: str, rival: dict[str, Any]) -> str:
+    """What the server that stops says: who else serves under its name, and what to do."""
+    return (f"another pathology server serves with client id {server_id!r} (started "
+            f"{rival['started_at']} on host {rival['host']}, before this one): two servers with "
+            "one client id take the broker connection from each other and both think they own "
+            "the same jobs; give each server its own pathology.client_id (the default, "
+            "pathology-HOSTNAME, is the same for containers with one host name). This server "
+            "stops (exit 4)")

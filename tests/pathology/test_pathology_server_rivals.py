@@ -1,0 +1,148 @@
+"""Two pathology servers under one client id, against the real mosquitto: the one started later
+stops with exit 4 and says why; the first keeps serving. A dead predecessor's presence stops
+no one."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance.config import Config, config_from_mapping
+from appliance.edge.testing import wait_until
+from appliance.pathology.jobs import server_topic
+from appliance.pathology.jobstore import open_pathology_store
+from appliance.pathology.presence import Presence, RivalWatch
+from appliance.pathology.server import PathologyServer
+from appliance.pathology.service_main import run_server
+
+pytestmark = pytest.mark.broker
+
+
+def _config(tmp_path: Path, broker: Any, prefix: str, client_id: str) -> Config:
+    (tmp_path / "slides").mkdir(exist_ok=True)
+    return config_from_mapping({
+        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+        "state_dir": str(tmp_path / "state"),
+        "store": {"url": f"sqlite:///{tmp_path / 'state' / 'store.sqlite3'}"},
+        "pathology": {"client_id": client_id, "slide_roots": [str(tmp_path / "slides")],
+                      "results_dir": str(tmp_path / "out"), "backends": ["onnx-cpu"],
+                      "prepare_workers": 1}})
+
+
+class Presences:
+    """Every presence published on one server topic, in order."""
+
+    def __init__(self, broker: Any, topic: str) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda c, u, m: m.payload and self.seen.append(
+            json.loads(m.payload))
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(topic, 1)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def first(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Iterator[PathologyServer]:
+    """A server serving in a thread of this test, stopped at the end."""
+    config = _config(tmp_path, mqtt_broker, topic_prefix, f"twin-{uuid.uuid4().hex[:10]}")
+    store = open_pathology_store(config.store.url)
+    server = PathologyServer(config, store)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    assert server.connected.wait(10)
+    yield server
+    stop.set()
+    thread.join(15)
+    store.close()
+
+
+def test_a_second_server_with_the_same_client_id_stops_and_the_first_serves_on(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, first: PathologyServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, the two took the connection from each other every second or so, forever."""
+    topic = server_topic(topic_prefix, first.server_id)
+    watch = Presences(mqtt_broker, topic)
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    config = _config(second_dir, mqtt_broker, topic_prefix, first.server_id)
+    codes: list[int] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: codes.append(run_server(config, stop)), daemon=True)
+    thread.start()
+    thread.join(60)
+    stop.set()  # only if it did not stop by itself
+    assert codes == [4]
+    said = caplog.text
+    assert f"another pathology server serves with client id {first.server_id!r}" in said
+    assert "give each server its own pathology.client_id" in said
+    # the first one reconnects and stays: its presence is the last word, online
+    assert wait_until(lambda: first.connected.is_set() and bool(watch.seen) and
+                      watch.seen[-1]["process"] == first.presence.process and
+                      watch.seen[-1]["state"] == "online", timeout_s=30)
+    assert first.failed is None
+    watch.close()
+
+
+def test_a_dead_predecessor_s_presence_stops_no_one(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str,
+) -> None:
+    """A server killed where its will was lost (a broker restarted meanwhile) left "online"
+    retained; then its will on the same connection arrives. Neither is a live rival."""
+    config = _config(tmp_path, mqtt_broker, topic_prefix, f"heir-{uuid.uuid4().hex[:10]}")
+    dead = Presence(config.pathology.client_id, {}, started_at="2026-01-01T00:00:00.000Z",
+                    connection=3)
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(mqtt_broker.host, mqtt_broker.port)
+    publisher.loop_start()
+    topic = server_topic(topic_prefix, config.pathology.client_id)
+    publisher.publish(topic, dead.payload("online"), qos=1, retain=True).wait_for_publish(5)
+    watch = Presences(mqtt_broker, topic)
+    store = open_pathology_store(config.store.url)
+    server = PathologyServer(config, store)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    assert wait_until(lambda: any(p["process"] == server.presence.process for p in watch.seen),
+                      timeout_s=10)  # it read the retained "online" and said its own
+    publisher.publish(topic, dead.payload("offline"), qos=1, retain=True).wait_for_publish(5)
+    assert wait_until(lambda: watch.seen[-1]["state"] == "offline", timeout_s=10)
+    assert not wait_until(lambda: server.failed is not None, timeout_s=3)
+    stop.set()
+    thread.join(15)
+    store.close()
+    publisher.loop_stop()
+    watch.close()
+
+
+def test_a_rival_is_a_process_that_connects_again_and_the_later_one_gives_way() -> None:
+    own = Presence("lab-0", {}, started_at="2026-12-04T10:00:00.000Z")
+    watch = RivalWatch(own)
+    older = Presence("lab-0", {}, started_at="2026-12-04T09:00:00.000Z", connection=1)
+    younger = Presence("lab-0", {}, started_at="2026-12-04T11:00:00.000Z", connection=1)
+    assert watch.heard(own.payload("online")) is None  # itself
+    assert watch.heard(json.dumps({"server": "lab-0", "state": "online", "at": "x"}).encode()) \
+        is None  # an older version's presence names no process
+    assert watch.heard(older.will()) is None  # heard once: maybe dead
+    assert watch.heard(older.payload("offline", 2)) is None  # its connection 2's will, again
+    older.connection = 3
+    rival = watch.heard(older.payload("online"))  # connected once more: alive
+    assert rival is not None
+    assert rival["process"] == older.process
+    assert watch.heard(younger.will()) is None
+    younger.connection = 2
+    assert watch.heard(younger.payload("online")) is None  # alive, but it gives way
