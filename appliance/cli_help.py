@@ -274,7 +274,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance pathology job submit /srv/slides/*.jpg --um-per-px 1 --wait"),
     ),
     "pathology job list": (
-        "Every job's retained state (queued, running, done, failed, cancelled), the requests "
+        "Every job's retained state (queued, running, done, failed, cancelled; an ended job's "
+        "for pathology.final_state_keep_s, 7 days by default), the requests "
         "no server has taken yet, and which pathology servers are online. Exit 0: listed; 1: "
         "the broker was unreachable; 2: a bad "
         "config, or the broker refused the login or subscription (credentials, ACL).",

@@ -62,6 +62,11 @@ class PathologyConfig(Section):
     max_slides_per_job: int = Field(1000, ge=1, le=100_000,
                                     description="A job naming more slides is refused.")
     max_job_bytes: int = Field(262_144, ge=1024, description="A larger job payload is refused.")
+    final_state_keep_s: int = Field(
+        7 * 86_400, ge=60, le=4_294_967_295,
+        description="How long the broker keeps an ended job's retained state (done, failed, "
+        "cancelled; MQTT 5 message expiry), so `job list` shows the jobs that ended within it "
+        "and the broker does not grow with every job ever run (the store keeps them all).")
     lease_s: float = Field(30.0, ge=1.0, le=3600.0,
                            description="A running job whose server is silent this long is "
                            "taken over by another server.")

@@ -354,7 +354,8 @@ def _cancel(args: argparse.Namespace) -> int:
             return EXIT_OK
         if state is None:
             print(f"job cancel: {job_id} is unknown: no server has published a state for it "
-                  "and no request waits (a mistyped id?); nothing sent", file=sys.stderr)
+                  "and no request waits (a mistyped id, or a job that ended longer ago than "
+                  "pathology.final_state_keep_s: the store has it); nothing sent", file=sys.stderr)
             return EXIT_FAILED
         if state["state"] in FINAL_STATES:
             reason = f" ({state['reason']})" if state.get("reason") else ""

@@ -61,6 +61,7 @@ from appliance.transport.client import (
     connect_properties,
     is_fatal_connack,
     new_client,
+    publish_properties,
     reason_value,
     set_retained_will,
     settings_from_config,
@@ -353,13 +354,16 @@ class PathologyServer(RequestAdmission):
         run.published_at = time.monotonic()
 
     def _publish(self, job_id: str, state: str, **fields: Any) -> None:
-        """A job's retained state; an ended job's with the results that fit in a message."""
+        """A job's retained state; an ended job's with the results that fit in a message,
+        kept by the broker for final_state_keep_s (MQTT 5 spec 3.3.2.3.3: then it is gone)."""
         fields.setdefault("reason", "")
         fields.update(server=self.server_id, backend=self.backend.settings,
                       metrics=self.metrics.snapshot(self.batcher.pending_tiles))
         payload = state_payload(job_id, state, **fields) if "results" not in fields else \
             final_state_payload(job_id, state, self.settings.max_job_bytes, **fields)
-        self.client.publish(state_topic(self.prefix, job_id), payload, qos=1, retain=True)
+        keep_s = self.settings.final_state_keep_s if state in FINAL_STATES else None
+        self.client.publish(state_topic(self.prefix, job_id), payload, qos=1, retain=True,
+                            properties=publish_properties(keep_s))
 
     def _event_housekeeping(self) -> None:
         """Renew leases, notice cancels and lost jobs, claim jobs of dead servers, and now and
