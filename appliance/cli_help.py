@@ -251,7 +251,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "pathology serve": (
         "The pathology server: jobs from MQTT (each run by one server), slides prepared in worker "
         "processes, tiles of all jobs batched for one backend, results in the back-office store. "
-        "systemd runs it (deploy/appliance-pathology@.service).",
+        "systemd runs it (deploy/appliance-pathology@.service). Exit 0: stopped; 1: the store "
+        "could not be opened; 2: a bad config or model; 3: the broker refused the login; 4: "
+        "another server with the same pathology.client_id started first (give each its own).",
         ("appliance pathology serve --config /etc/appliance/config.yaml",),
     ),
     "pathology job": (
