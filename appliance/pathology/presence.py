@@ -10,7 +10,9 @@ names its process (a random id), when that process started, and which of its con
 is. A server subscribes to its own presence topic: a process of another id whose connection
 number grows while this one runs has connected again, so it is alive (a dead predecessor's
 presence and its will never change). Of the two, the one started later stops
-(``RivalServerError``: ``appliance pathology serve`` exits 4); the other keeps serving.
+(``appliance pathology serve`` exits 4); the other keeps serving. A server that finds, as it
+first connects, the presence of another process that did not stop cleanly takes no job for
+``PROBATION_S``: time for a live one to connect again and show itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 from appliance.pathology.jobs import read_presence, utc_text
 
 log = logging.getLogger(__name__)
+PROBATION_S = 5.0  # a live server dropped by our connect is back within its 1 s reconnect delay
 
 
 @dataclass
@@ -38,17 +42,17 @@ class Presence:
     host: str = field(default_factory=socket.gethostname)
     connection: int = 0  # connections made so far; the will names the next one
 
-    def payload(self, state: str, connection: int | None = None) -> bytes:
-        """The retained presence (online, offline, or the will of a connection)."""
+    def payload(self, state: str, connection: int | None = None, *, lost: bool = False) -> bytes:
+        """The retained presence (online, offline, or, lost, the will of a connection)."""
         return json.dumps({"server": self.server_id, "state": state, "at": utc_text(),
                            "backend": self.backend, "process": self.process,
                            "started_at": self.started_at, "host": self.host,
-                           "connection": self.connection if connection is None else connection},
-                          default=str).encode()
+                           "connection": self.connection if connection is None else connection,
+                           "lost": lost}, default=str).encode()
 
     def will(self) -> bytes:
         """The last will of the next connection."""
-        return self.payload("offline", self.connection + 1)
+        return self.payload("offline", self.connection + 1, lost=True)
 
 
 class RivalWatch:
@@ -58,10 +62,19 @@ class RivalWatch:
         self.own = own
         self._connections: dict[str, int] = {}  # other process -> highest connection seen
         self._warned: set[str] = set()
+        self._heard_any = False  # the first presence heard is a predecessor's, if any
+        self.probation_until = 0.0  # monotonic time before which the server takes no job
+
+    def on_probation(self) -> bool:
+        """Whether another process that may still run was heard too lately to take jobs."""
+        return time.monotonic() < self.probation_until
 
     def heard(self, payload: bytes) -> dict[str, Any] | None:
         """The presence of another live process under this client id that started first
         (this one must stop), else None; a younger live rival is logged (it stops itself)."""
+        if not self._heard_any:
+            self._heard_any = True
+            self._begin_probation(payload)
         rival = self._live_rival(payload)
         if rival is None:
             return None
@@ -73,6 +86,20 @@ class RivalWatch:
                         "and stops; this server goes on", self.own.server_id,
                         rival["started_at"], rival["host"])
         return None
+
+    def _begin_probation(self, payload: bytes) -> None:
+        """No job for PROBATION_S when the first presence heard is of another process that
+        did not stop cleanly (online, or its will): it may still run, and shows whether it
+        does once it connects again."""
+        presence = read_presence(payload) if payload else None
+        if presence is None or not _names_a_process(presence) or \
+                presence["process"] == self.own.process or \
+                not (presence["state"] == "online" or presence.get("lost")):
+            return
+        self.probation_until = time.monotonic() + PROBATION_S
+        log.info("%s: the last presence under this name is of another process (started %s on "
+                 "%s) that did not stop cleanly; no job for %g s while it may still run",
+                 self.own.server_id, presence["started_at"], presence["host"], PROBATION_S)
 
     def _live_rival(self, payload: bytes) -> dict[str, Any] | None:
         """The presence when it proves another process connected again since this one

@@ -144,8 +144,8 @@ class PathologyServer(RequestAdmission):
             presence = server_topic(self.prefix, self.server_id)
             self.events.put(("connected", ()))  # before the retained requests it brings
             # its own presence first: what is retained there says who else used this name
-            client.subscribe([(presence, SubscribeOptions(qos=1)),
-                              (requests, SubscribeOptions(qos=1)),
+            client.subscribe(presence, options=SubscribeOptions(qos=1))  # its retained first
+            client.subscribe([(requests, SubscribeOptions(qos=1)),
                               (cancel_topic(self.prefix, "+"), SubscribeOptions(qos=1))])
             self.presence.connection += 1
             client.publish(presence, self.presence.payload("online"), qos=1, retain=True)
@@ -205,7 +205,8 @@ class PathologyServer(RequestAdmission):
                     self.pool.shutdown(cancel_futures=True)
 
     def _event_presence(self, payload: bytes) -> None:
-        """Stop when another live process, started first, serves under this client id."""
+        """Stop when another live process, started first, serves under this client id; take
+        no job for a while when this server starts where one may still run."""
         rival = self.rivals.heard(payload)
         if rival is not None:
             self.exit_code = 4
@@ -253,6 +254,9 @@ class PathologyServer(RequestAdmission):
 
     def _handle(self, kind: str, event: Any) -> None:
         """Run one event; when the store is down, reconnect and try the event again later."""
+        if kind in ("job", "cancel") and self.rivals.on_probation():
+            self._retry.append((self.rivals.probation_until, kind, event))
+            return
         try:
             getattr(self, f"_event_{kind}")(*event)
         except STORE_ERRORS as exc:
@@ -388,7 +392,8 @@ class PathologyServer(RequestAdmission):
                 self._cancel(run)
             elif time.monotonic() - run.published_at >= 1.0:
                 self._progress(run)
-        room = self._room()  # a server at max_running_jobs leaves them to the others
+        # a server at max_running_jobs (or on probation) leaves them to the others
+        room = 0 if self.rivals.on_probation() else self._room()
         for request in self.store.claim_expired(self.server_id, self.settings.lease_s,
                                                 limit=min(room, 10)) if room else []:
             log.warning("job %s: its server went silent; taking it over", request.job_id)

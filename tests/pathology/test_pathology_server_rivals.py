@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.config import Config, config_from_mapping
 from appliance.edge.testing import wait_until
-from appliance.pathology.jobs import server_topic
+from appliance.pathology.jobs import JOB_SCHEMA, server_topic
 from appliance.pathology.jobstore import open_pathology_store
-from appliance.pathology.presence import Presence, RivalWatch
+from appliance.pathology.presence import PROBATION_S, Presence, RivalWatch
 from appliance.pathology.server import PathologyServer
 from appliance.pathology.service_main import run_server
 
@@ -146,3 +147,42 @@ def test_a_rival_is_a_process_that_connects_again_and_the_later_one_gives_way() 
     assert watch.heard(younger.will()) is None
     younger.connection = 2
     assert watch.heard(younger.payload("online")) is None  # alive, but it gives way
+
+
+def test_a_server_starting_where_another_may_run_takes_no_job_for_a_while(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first presence it hears is another process's will: that one may still run (our
+    connect dropped it), so requests wait until it had time to show itself; a clean stop
+    leaves nothing to wait for."""
+    clock = SteppedClock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    config = _config(tmp_path, mqtt_broker, topic_prefix, "lab-0")
+    (tmp_path / "slides" / "a.jpg").write_bytes(b"")
+    request = json.dumps({"schema": JOB_SCHEMA, "job_id": "j1", "submitted_at": "",
+                          "slides": [{"path": str(tmp_path / "slides" / "a.jpg"),
+                                      "um_per_px": 1.0}]}).encode()
+    store = open_pathology_store(config.store.url)
+    server = PathologyServer(config, store)  # never connected: events are fed by hand
+    other = Presence("lab-0", {}, started_at="2026-01-01T00:00:00.000Z")
+    server._handle("presence", (other.will(),))  # noqa: SLF001 - the events, fed by hand
+    server._handle("job", ("j1", request, 1, 0))  # noqa: SLF001
+    assert store.job("j1") is None
+    clock.now_s += PROBATION_S
+    server._handle("job", ("j1", request, 1, 0))  # noqa: SLF001 - its turn comes again
+    assert store.job("j1") is not None
+    calm = PathologyServer(config, store)
+    calm._handle("presence", (other.payload("offline"),))  # noqa: SLF001 - a clean stop
+    calm._handle("job", ("j2", request.replace(b'"j1"', b'"j2"'), 2, 0))  # noqa: SLF001
+    assert store.job("j2") is not None
+    store.close()
+
+
+class SteppedClock:
+    """time.monotonic that moves only when the test says."""
+
+    def __init__(self) -> None:
+        self.now_s = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now_s
