@@ -10,21 +10,18 @@ the job belongs to this server while its lease is renewed; if the server dies, a
 claims the job when the lease runs out and scores only the slides not yet stored. Paho
 callbacks only queue events; the main loop owns the store connection, the process pool and
 the job table. Which requests it takes, puts off or refuses is request admission
-(appliance/pathology/admission.py); this module runs the jobs it takes.
+(appliance/pathology/admission.py); handing slides to the preparation workers is
+appliance/pathology/preparing.py; this module runs the jobs it takes.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import multiprocessing.context
 import queue
 import re
 import socket
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +32,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from appliance.config import Config
 from appliance.pathology.admission import HOUSEKEEPING_S, RequestAdmission
 from appliance.pathology.backends import TileBackend, open_backend
-from appliance.pathology.batcher import FairBatcher, TileChunk
-from appliance.pathology.finisher import SlideFinisher, SlideWork
+from appliance.pathology.batcher import FairBatcher
+from appliance.pathology.finisher import SlideFinisher
 from appliance.pathology.jobrun import RESULT_FIELDS, InferenceRunner, JobRun
 from appliance.pathology.jobs import (
     FINAL_STATES,
@@ -53,9 +50,9 @@ from appliance.pathology.jobs import (
 )
 from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
 from appliance.pathology.prepare import TileSettings
+from appliance.pathology.preparing import SlidePreparation
 from appliance.pathology.presence import Presence, RivalWatch, rival_message
 from appliance.pathology.service_metrics import ServiceMetrics
-from appliance.pathology.slideworker import PreparedTiles, prepare_for_model
 from appliance.transport.client import (
     connack_refusal,
     connect_properties,
@@ -72,25 +69,13 @@ STORE_RETRY_S = 1.0
 RESCAN_S = 60.0  # how often the retained requests are read again
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Preparation workers start from a fork server, never by forking this process.
-
-    This process runs threads (paho's network loop, the inference runner, ONNX Runtime's pool);
-    a child forked while one of them holds a lock can hang forever, which stalled a job here.
-    The fork server is a clean single-threaded process that has imported the worker module once.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["appliance.pathology.slideworker"])
-    return context
-
-
 def default_server_id() -> str:
     """``pathology-HOSTNAME``, cut to what a client id may hold."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40]
     return f"pathology-{host or 'host'}"
 
 
-class PathologyServer(RequestAdmission):
+class PathologyServer(RequestAdmission, SlidePreparation):
     """One pathology server; ``run(stop)`` serves until stop is set."""
 
     def __init__(self, config: Config, store: PathologyStore,
@@ -211,9 +196,6 @@ class PathologyServer(RequestAdmission):
         if rival is not None:
             self.exit_code = 4
             self.failed = rival_message(self.server_id, rival)
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context())
 
     def _stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
         """Finisher thread: a slide result is in the store (handled by the main loop)."""
@@ -399,51 +381,3 @@ class PathologyServer(RequestAdmission):
             log.warning("job %s: its server went silent; taking it over", request.job_id)
             self._start(request, self.store.stored_slides(request.job_id))
         self.metrics.jobs_running.set(len(self.runs))
-
-    def _dispatch(self) -> None:
-        """Start preparing slides, round-robin over jobs, while the batcher has room."""
-        in_flight = sum(len(run.futures) for run in self.runs.values())
-        runs = sorted(self.runs.values(), key=lambda run: run.last_dispatch)
-        for run in runs:
-            if in_flight >= self.settings.prepare_workers or not self.batcher.has_room():
-                return
-            index = run.next_slide()
-            if index is None:
-                continue
-            try:
-                future = self._prepare(run, index)
-            except BrokenProcessPool:  # a worker died (killed: out of memory on a huge slide)
-                log.error("a preparation worker died; the slides it held fail, new workers "
-                          "start")
-                self.pool.shutdown(wait=False, cancel_futures=True)
-                self.pool = self._new_pool()
-                future = self._prepare(run, index)
-            run.futures[index] = future
-            in_flight += 1
-
-    def _prepare(self, run: JobRun, index: int) -> Future[PreparedTiles]:
-        """Hand one slide to a preparation worker (which reads it only inside the roots)."""
-        slide = run.request.slides[index]
-        return self.pool.submit(prepare_for_model, run.request.job_id, index, slide.path,
-                                slide.um_per_px, self.tile_settings, roots=self.slide_roots)
-
-    def _collect_prepared(self) -> None:
-        for run in list(self.runs.values()):
-            for index, future in list(run.futures.items()):
-                if future.done():
-                    del run.futures[index]
-                    self._prepared(run, index, future)
-
-    def _prepared(self, run: JobRun, index: int, future: Future[Any]) -> None:
-        slide = run.request.slides[index]
-        try:
-            prepared = future.result()
-        except Exception as exc:  # one slide must never stop the server
-            log.exception("job %s: preparing slide %d failed", run.request.job_id, index)
-            prepared = PreparedTiles(run.request.job_id, index,
-                                     error=f"{slide.path}: could not be prepared "
-                                     f"({type(exc).__name__}: {exc})")
-        self.finisher.inbox.put(("slide", SlideWork(prepared, slide.name, slide.path)))
-        if not prepared.error:
-            run.tiles_total += len(prepared.tiles)
-            self.batcher.put(TileChunk(run.request.job_id, index, 0, prepared.pixels))

@@ -1,0 +1,100 @@
+"""Slide preparation of ``appliance pathology serve``: slides of the running jobs handed to
+the preparation worker processes, round-robin over jobs while the batcher has room, and the
+prepared tiles handed on to the batcher and the finisher (docs/pathology-server.md, Batching).
+A worker that dies (killed: out of memory on a huge slide) fails the slides it held and new
+workers start.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.context
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from appliance.config.pathology import PathologyConfig
+from appliance.pathology.batcher import FairBatcher, TileChunk
+from appliance.pathology.finisher import SlideFinisher, SlideWork
+from appliance.pathology.jobrun import JobRun
+from appliance.pathology.prepare import TileSettings
+from appliance.pathology.slideworker import PreparedTiles, prepare_for_model
+
+log = logging.getLogger(__name__)
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Preparation workers start from a fork server, never by forking this process.
+
+    This process runs threads (paho's network loop, the inference runner, ONNX Runtime's pool);
+    a child forked while one of them holds a lock can hang forever, which stalled a job here.
+    The fork server is a clean single-threaded process that has imported the worker module once.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["appliance.pathology.slideworker"])
+    return context
+
+
+class SlidePreparation:
+    """The preparation half of a pathology server (a base of ``PathologyServer``, whose main
+    loop calls ``_collect_prepared`` and ``_dispatch`` each turn)."""
+
+    settings: PathologyConfig
+    runs: dict[str, JobRun]
+    batcher: FairBatcher
+    finisher: SlideFinisher
+    pool: ProcessPoolExecutor
+    tile_settings: TileSettings
+    slide_roots: tuple[str, ...]
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context())
+
+    def _dispatch(self) -> None:
+        """Start preparing slides, round-robin over jobs, while the batcher has room."""
+        in_flight = sum(len(run.futures) for run in self.runs.values())
+        runs = sorted(self.runs.values(), key=lambda run: run.last_dispatch)
+        for run in runs:
+            if in_flight >= self.settings.prepare_workers or not self.batcher.has_room():
+                return
+            index = run.next_slide()
+            if index is None:
+                continue
+            try:
+                future = self._prepare(run, index)
+            except BrokenProcessPool:  # a worker died (killed: out of memory on a huge slide)
+                log.error("a preparation worker died; the slides it held fail, new workers "
+                          "start")
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = self._new_pool()
+                future = self._prepare(run, index)
+            run.futures[index] = future
+            in_flight += 1
+
+    def _prepare(self, run: JobRun, index: int) -> Future[PreparedTiles]:
+        """Hand one slide to a preparation worker (which reads it only inside the roots)."""
+        slide = run.request.slides[index]
+        return self.pool.submit(prepare_for_model, run.request.job_id, index, slide.path,
+                                slide.um_per_px, self.tile_settings, roots=self.slide_roots)
+
+    def _collect_prepared(self) -> None:
+        for run in list(self.runs.values()):
+            for index, future in list(run.futures.items()):
+                if future.done():
+                    del run.futures[index]
+                    self._prepared(run, index, future)
+
+    def _prepared(self, run: JobRun, index: int, future: Future[Any]) -> None:
+        slide = run.request.slides[index]
+        try:
+            prepared = future.result()
+        except Exception as exc:  # one slide must never stop the server
+            log.exception("job %s: preparing slide %d failed", run.request.job_id, index)
+            prepared = PreparedTiles(run.request.job_id, index,
+                                     error=f"{slide.path}: could not be prepared "
+                                     f"({type(exc).__name__}: {exc})")
+        self.finisher.inbox.put(("slide", SlideWork(prepared, slide.name, slide.path)))
+        if not prepared.error:
+            run.tiles_total += len(prepared.tiles)
+            self.batcher.put(TileChunk(run.request.job_id, index, 0, prepared.pixels))
