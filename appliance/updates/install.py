@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 POINTER = "installed.json"
 DOWNLOAD_PREFIX = ".download-"
+# what install() names a model: {name}-{version}-{sha256[:12]}.onnx
+INSTALLED_NAME = re.compile(r".+-.+-[0-9a-f]{12}\.onnx")
 
 
 @dataclass(frozen=True)
@@ -98,16 +101,27 @@ class ModelStore:
         write_atomically(self.dir / POINTER, json.dumps(body).encode())
         _fsync_dir(self.dir)
 
-    def clean(self) -> list[Path]:
-        """Remove downloads and model files that the pointer no longer names; one that cannot
-        be removed (a card remounted read-only, a folder of that name) is logged and left."""
+    def clean(self, configured: str | Path | None) -> list[Path]:
+        """Remove what the updater wrote and the pointer no longer names: its downloads, its
+        pointer temporaries and its installed models (by their ``install`` name). Any other
+        file is left, and so is ``configured`` (the config's ``model.path``, which an operator
+        may place here). Each removal is logged; one that cannot be removed (a card remounted
+        read-only, a folder of that name) is logged and left."""
         installed = self.read()
-        keep = {p.name for p in (installed.current, installed.previous) if p is not None}
+        keep = {p.resolve() for p in (installed.current, installed.previous) if p is not None}
+        if configured:
+            keep.add(Path(configured).resolve())
         stale = [path for path in self.dir.iterdir()
-                 if (path.suffix == ".onnx" and path.name not in keep)
-                 or path.name.startswith((DOWNLOAD_PREFIX, f".{POINTER}."))]
-        return [path for path in stale if discard(path)]
+                 if _written_by_updater(path.name) and path.resolve() not in keep]
+        removed = [path for path in stale if discard(path)]
+        for path in removed:
+            log.info("%s removed: left by an interrupted or superseded install", path)
+        return removed
 
+
+def _written_by_updater(name: str) -> bool:
+    return (INSTALLED_NAME.fullmatch(name) is not None
+            or name.startswith((DOWNLOAD_PREFIX, f".{POINTER}.")))
 
 def discard(path: Path) -> bool:
     """Remove ``path`` if it is there; False, logged, when it cannot be (a card the kernel

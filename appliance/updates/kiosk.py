@@ -83,7 +83,7 @@ class ModelUpdater(threading.Thread):
 
     def run(self) -> None:
         """Check at start, on every notice and every ``check_interval_s``; watch health."""
-        self.store.clean()
+        self.store.clean(self.config.model.path)
         interval_s = self.config.updates.check_interval_s
         while not self.stop_event.is_set():
             self.wake.clear()
@@ -164,7 +164,8 @@ class ModelUpdater(threading.Thread):
                 download, manifest.name, manifest.version, offer.sha256, previous
             )
         except OSError as exc:
-            self.store.clean()  # the download, or the file moved in place before the pointer
+            # the download, or the file moved in place before the pointer
+            self.store.clean(self.config.model.path)
             raise UpdateRefusedError(
                 f"could not install in {self.store.dir}: {exc.strerror or exc}; the serving "
                 f"model stays"

@@ -27,9 +27,24 @@ def test_a_crash_before_the_pointer_switch_keeps_the_old_model(tmp_path: Path) -
     orphan = store.dir / "skin-1.1.0-abababababab.onnx"
     download.rename(orphan)
     assert store.serving_path(str(old)) == old
-    removed = store.clean()
+    removed = store.clean(str(old))
     assert orphan in removed
     assert not orphan.exists()
+
+
+def test_clean_keeps_the_configured_model_and_files_the_updater_did_not_write(
+    tmp_path: Path,
+) -> None:
+    store = ModelStore(tmp_path)
+    configured = _model(store.dir / "skin-1.0.0-0123456789ab.onnx", b"operator's")
+    operators_spare = _model(store.dir / "skin-spare.onnx", b"spare")
+    orphan = _model(store.dir / "skin-1.1.0-abababababab.onnx", b"orphan")
+    download = _model(store.download_path("ab" * 32), b"part")
+    pointer_temp = _model(store.dir / ".installed.json.x1y2", b"{")
+    removed = store.clean(str(configured))
+    assert sorted(removed) == sorted([orphan, download, pointer_temp])
+    assert configured.read_bytes() == b"operator's"
+    assert operators_spare.read_bytes() == b"spare"
 
 
 def test_install_points_at_the_new_model_and_keeps_the_previous(tmp_path: Path) -> None:
