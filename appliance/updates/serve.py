@@ -1,8 +1,10 @@
 """A small static HTTP server for the repository's ``public/`` folder (one back-office box).
 
 The repository is plain files, so at scale any web server or object store serves it; this one
-is for a single back office and the tests. It serves GET/HEAD of files under ``public/`` only
-(never the keys beside it) and logs through ``logging`` instead of stderr.
+is for a single back office and the tests. It serves GET/HEAD of published files under
+``public/`` only: regular files, none hidden (the temporaries a killed release or deploy leaves,
+``.NAME.xxxx``), none reached through a symlink that leads out of ``public/`` (never the keys
+beside it). It logs through ``logging`` instead of stderr.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import http.server
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,21 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
     def list_directory(self, path: Any) -> None:
         self.send_error(404, "no listings")
+
+    def send_head(self) -> BinaryIO | None:
+        if not _published(Path(self.translate_path(self.path)), Path(self.directory)):
+            self.send_error(404, "not published")
+            return None
+        return super().send_head()
+
+
+def _published(path: Path, public_dir: Path) -> bool:
+    """Whether ``path`` (a request translated into ``public_dir``) is a published file: a
+    regular file inside ``public_dir`` after symlinks, with no hidden part in its name."""
+    if any(part.startswith(".") for part in path.relative_to(public_dir).parts):
+        return False
+    resolved = path.resolve()
+    return resolved.is_relative_to(public_dir.resolve()) and resolved.is_file()
 
 
 class RepositoryServer:

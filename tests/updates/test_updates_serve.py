@@ -1,0 +1,59 @@
+"""The repository's HTTP server serves published files only: no temporaries, no way out."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.updates.serve import RepositoryServer
+
+
+@pytest.fixture
+def public(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    public_dir = tmp_path / "repo" / "public"
+    (public_dir / "metadata").mkdir(parents=True)
+    (public_dir / "metadata" / "timestamp.json").write_bytes(b"{}")
+    server = RepositoryServer(public_dir).start()
+    try:
+        yield public_dir, server.url
+    finally:
+        server.close()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_published_file_is_served(public: tuple[Path, str]) -> None:
+    _public_dir, url = public
+    assert _status(f"{url}/metadata/timestamp.json") == 200
+
+
+def test_a_temporary_left_by_a_killed_release_is_not_served(public: tuple[Path, str]) -> None:
+    public_dir, url = public
+    (public_dir / "metadata" / ".snapshot.json.k2j3h4").write_bytes(b"half")
+    (public_dir / ".staging").mkdir()
+    (public_dir / ".staging" / "model.onnx").write_bytes(b"half")
+    assert _status(f"{url}/metadata/.snapshot.json.k2j3h4") == 404
+    assert _status(f"{url}/.staging/model.onnx") == 404
+
+
+def test_a_symlink_out_of_public_is_not_followed(public: tuple[Path, str]) -> None:
+    public_dir, url = public
+    secret = public_dir.parent / "keys" / "targets.key"
+    secret.parent.mkdir()
+    secret.write_bytes(b"private key")
+    (public_dir / "metadata" / "key.json").symlink_to(secret)
+    (public_dir / "keys").symlink_to(secret.parent, target_is_directory=True)
+    (public_dir / "metadata" / "inside.json").symlink_to(public_dir / "metadata" / "timestamp.json")
+    assert _status(f"{url}/metadata/key.json") == 404
+    assert _status(f"{url}/keys/targets.key") == 404
+    assert _status(f"{url}/metadata/inside.json") == 200  # a link that stays inside is published
