@@ -35,9 +35,14 @@ from appliance.logsafe import escape_controls
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
-from appliance.updates.manifest import ManifestError, semver_key
+from appliance.updates.manifest import ManifestError, ModelManifest, semver_key
 from appliance.updates.operations import assignments, release_model, released, releases
-from appliance.updates.release import manifest_for, model_feature_names, table_inputs
+from appliance.updates.release import (
+    manifest_for,
+    model_feature_names,
+    read_once,
+    table_inputs,
+)
 from appliance.updates.repository import FileRepository, RepositoryError
 from appliance.updates.rollout import (
     Device,
@@ -60,14 +65,10 @@ def run_release(args: argparse.Namespace) -> int:
     vectors = args.vectors or shipped_path(SKIN_SELF_TEST)
     try:
         repo = FileRepository(args.repo)
-        given = args.feature_schema is not None  # "" is refused by the manifest, not defaulted
-        extra = {"feature_schema": args.feature_schema} if given else {}
-        reads = model_feature_names(args.model)  # a table may hold only what the model reads
-        manifest = manifest_for(
-            args.model, args.version, table_inputs(vectors, reads), input_names=reads,
-            device_types=[t.strip() for t in args.device_types.split(",") if t.strip()], **extra,
-        )
-        target = release_model(repo, args.model, manifest)
+        # one read of the file: what is self-tested is what is hashed and shipped
+        with read_once(Path(args.model)) as model:
+            manifest = _release_manifest(args, model, vectors)
+            target = release_model(repo, model, manifest)
     except (*_ERRORS, ModelError, TableError, ValueError) as exc:
         print(f"release: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -75,6 +76,16 @@ def run_release(args: argparse.Namespace) -> int:
     print(f"released {manifest.name} {manifest.version} as {target}; "
           f"{len(manifest.self_test)} self-test vectors ({labels})")
     return 0
+
+
+def _release_manifest(args: argparse.Namespace, model: Path, vectors: Path) -> ModelManifest:
+    given = args.feature_schema is not None  # "" is refused by the manifest, not defaulted
+    extra = {"feature_schema": args.feature_schema} if given else {}
+    reads = model_feature_names(model)  # a table may hold only what the model reads
+    return manifest_for(
+        model, args.version, table_inputs(vectors, reads), input_names=reads,
+        device_types=[t.strip() for t in args.device_types.split(",") if t.strip()], **extra,
+    )
 
 
 def _settings(args: argparse.Namespace) -> tuple[Config, str]:

@@ -8,15 +8,18 @@ the rows the shipped grader was tested on (package data, ``appliance/shipped/``)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import ValidationError
 
-from appliance.inference.contract import ModelContract
-from appliance.inference.runner import NAMED_MODEL_HINT, OnnxRunner
+from appliance.inference.contract import ModelContract, ModelError
+from appliance.inference.loader import check_model_file
+from appliance.inference.runner import MAX_MODEL_BYTES, NAMED_MODEL_HINT, OnnxRunner
 from appliance.transport.payloads import FEATURE_KEYS
 from appliance.updates.manifest import FEATURE_SCHEMA, ManifestError, ModelManifest, semver_key
 from appliance.updates.selftest import record_self_test
@@ -25,6 +28,27 @@ if TYPE_CHECKING:
     from appliance.modelbuild.table import LabelledTable
 
 DEFAULT_SELF_TEST_ROWS = 32
+
+
+@contextmanager
+def read_once(model: Path) -> Iterator[Path]:
+    """A private copy of ``model`` taken in one read, for a release to self-test, hash and ship:
+    a file replaced or rewritten while the release runs cannot part the self-test from the
+    model shipped. A refusal of the copy (ModelError, ManifestError) names ``model`` instead,
+    the file the operator gave."""
+    check_model_file(model, MAX_MODEL_BYTES, NAMED_MODEL_HINT)
+    with model.open("rb") as handle:
+        data = handle.read(MAX_MODEL_BYTES + 1)
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelError(f"{model}: grew past {MAX_MODEL_BYTES} bytes while being read; "
+                         f"{NAMED_MODEL_HINT}")
+    with tempfile.TemporaryDirectory(prefix="appliance-release-copy-") as folder:
+        copy = Path(folder) / model.name
+        copy.write_bytes(data)
+        try:
+            yield copy
+        except (ModelError, ManifestError) as exc:
+            raise type(exc)(str(exc).replace(str(copy), str(model))) from exc
 
 
 def manifest_for(

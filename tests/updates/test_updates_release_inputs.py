@@ -5,6 +5,7 @@ only the features it reads (its own training table) serves as --vectors."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,8 @@ from appliance.inference.runner import OnnxRunner
 from appliance.modelbuild.table import LabelledTable, read_table, write_table
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.payloads import FEATURE_KEYS
-from appliance.updates.manifest import ManifestError
+from appliance.updates import fleetops
+from appliance.updates.manifest import ManifestError, ModelManifest, model_target
 from appliance.updates.operations import init_repository, released
 from appliance.updates.release import manifest_for, table_inputs
 from appliance.updates.selftest import check_self_test
@@ -67,3 +69,28 @@ def test_vectors_from_a_table_of_only_the_features_the_model_reads(
     assert main(["models", "release", str(other), "--repo", str(repo.dir), "--version",
                  "3.0.0", "--vectors", str(table)]) == 2
     assert f"release: {table}: missing column(s) pore_density_per_cm2, " in capsys.readouterr().err
+
+
+def test_a_model_file_replaced_during_the_release_ships_the_model_it_self_tested(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release read the file once for the self-test and again for the hash and the copy:
+    a file replaced in between shipped a model its own self-test refuses on every kiosk."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    real_manifest_for = fleetops.manifest_for
+
+    def manifest_then_replace(*args: Any, **kwargs: Any) -> ModelManifest:
+        manifest = real_manifest_for(*args, **kwargs)
+        linear_model(tmp_path / "other.onnx", "1.1.0", bias=(0.0, 0.0, 2.0)).replace(model)
+        return manifest
+
+    monkeypatch.setattr(fleetops, "manifest_for", manifest_then_replace)
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.1.0"]) == 0
+    manifest = released(repo, "skin-texture-grade", "1.1.0")
+    target = model_target(manifest.name, manifest.version)
+    sha256 = repo.targets().targets[target].hashes["sha256"]
+    directory, _, name = target.rpartition("/")
+    shipped = repo.targets_dir / directory / f"{sha256}.{name}"
+    check_self_test(OnnxRunner(shipped), manifest)  # what a kiosk replays before installing
