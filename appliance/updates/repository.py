@@ -246,6 +246,21 @@ class FileRepository(Repository):
         with _held_alone(self.dir / ".rollout.lock", busy):
             yield
 
+    def rollout_held(self) -> bool:
+        """Whether a deploy or rollback holds the rollout lock now (a killed one holds none);
+        writes nothing, creates no lock file."""
+        try:
+            lock = (self.dir / ".rollout.lock").open("rb")
+        except FileNotFoundError:
+            return False
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return False
+
     @contextlib.contextmanager
     def locked(self, *, creating: bool = False) -> Iterator[FileRepository]:
         """Hold the repository's write lock (one writer at a time: CLI, timer, rollout);

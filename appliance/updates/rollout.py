@@ -220,16 +220,18 @@ class Rollout:
 _OF_REPOSITORY = "(r.repository = ? OR r.repository IS NULL)"
 
 
+INTERRUPTED_REASON = "its deploy or rollback ended before the rollout did (killed?)"
+
+
 def mark_interrupted(store: Store, repo: FileRepository) -> int:
     """Rollouts of ``repo`` still ``running`` in the store while no deploy holds its rollout
     lock ended without finishing (their deploy was killed): say so; returns how many. Another
     repository's rollouts in the same store are not ours to judge (their lock is elsewhere)."""
     stale = store.query(f"SELECT rollout_id FROM rollouts r WHERE state = 'running' AND "
                         f"{_OF_REPOSITORY}", [repo.identity()])
-    reason = "its deploy or rollback ended before the rollout did (killed?)"
     store.write("UPDATE rollouts SET state = 'interrupted', reason = ?, updated_at = ? "
                 "WHERE rollout_id = ?",
-                [(reason, iso_utc(payloads.utc_now()), row[0]) for row in stale])
+                [(INTERRUPTED_REASON, iso_utc(payloads.utc_now()), row[0]) for row in stale])
     return len(stale)
 
 
@@ -237,11 +239,19 @@ def latest_rollouts(
     store: Store, repo: FileRepository
 ) -> dict[Device, tuple[str, str, str, str | None]]:
     """Per device: (rollout id, rollout state, device state, reason) of its newest rollout
-    of ``repo``."""
+    of ``repo``; one recorded ``running`` while no deploy or rollback holds the repository's
+    rollout lock reads ``interrupted``."""
     rows = store.query(
         "SELECT d.site, d.device_id, d.rollout_id, r.state, d.state, "
         "COALESCE(d.reason, r.reason) FROM rollout_devices d "
         f"JOIN rollouts r ON r.rollout_id = d.rollout_id WHERE {_OF_REPOSITORY} "
         "ORDER BY d.updated_at", [repo.identity()]
     )
-    return {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}
+    latest = {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}
+    if repo.rollout_held():
+        return latest
+    # none is at work: a rollout still 'running' in the store was killed (mark_interrupted
+    # records so at the next deploy; this only reads)
+    return {device: (rollout_id, "interrupted", device_state, reason or INTERRUPTED_REASON)
+            if state == "running" else (rollout_id, state, device_state, reason)
+            for device, (rollout_id, state, device_state, reason) in latest.items()}

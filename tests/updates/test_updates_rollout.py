@@ -229,6 +229,33 @@ def test_one_rollout_at_a_time_and_a_killed_one_is_marked_interrupted(
         assert len(store.query("SELECT state FROM rollouts")) == 2  # nothing started
 
 
+def test_status_shows_a_killed_deploy_s_rollout_interrupted_without_writing(
+    fleet: Fleet,
+) -> None:
+    """It showed 'running' until the next deploy marked it interrupted."""
+    fleet.release("1.1.0")
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:  # what a deploy killed mid-wave leaves
+        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("killed000002", "skin-texture-grade", "1.1.0", "deploy", "all", 1,
+                      "running", None, "2026-12-01T00:00:00.000000Z",
+                      "2026-12-01T00:00:00.000000Z", fleet.repo.identity())])
+        store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("killed000002", fleet.site, "k0", "canary", "waiting", None, None,
+                      "2026-12-01T00:00:00.000000Z")])
+        [killed] = fleet_status(fleet.repo, watcher, store)
+        with fleet.repo.rolling_out():  # a deploy at work: its rollout is running
+            [held] = fleet_status(fleet.repo, watcher, store)
+        stored = store.query("SELECT state FROM rollouts")
+    finally:
+        watcher.close()
+        store.close()
+    assert (killed["rollout_state"], killed["rollout_reason"]) == (
+        "interrupted", rollout_module.INTERRUPTED_REASON)
+    assert held["rollout_state"] == "running"
+    assert [tuple(row) for row in stored] == [("running",)]  # status writes nothing
+
+
 def test_a_deploy_marks_interrupted_only_the_rollouts_of_its_own_repository(
     fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
