@@ -241,25 +241,40 @@ def refresh_timestamp(repo: FileRepository) -> int:
     rollout nothing else would renew them before kiosks refuse them as expired. Root and
     targets, whose keys live offline, are renewed the same way when their keys are at hand
     (``offline_roles_expiring`` says when they are needed). Returns the timestamp's new
-    version. A renewal that cannot be signed (a key not at hand) is raised as RepositoryError
-    only after the timestamp was signed, so kiosks keep a fresh one; without the timestamp's
-    keys nothing is signed (renewals no timestamp publishes would wait unseen)."""
+    version. Without the timestamp's keys nothing is signed (renewals no timestamp publishes
+    would wait unseen); without the snapshot's, only the timestamp (a renewal of targets or
+    fleet that no snapshot lists is unseen too). A renewal that cannot be signed (a key not at
+    hand) is raised as RepositoryError only after the timestamp was signed, so kiosks keep a
+    fresh one."""
     with repo.locked():
         repo.check_keys(Timestamp.type)
-        for role in OFFLINE_ROLES:
-            if _past_half_life(repo, role) and _keys_at_hand(repo, role):
-                with repo.edit(role):
-                    pass  # the same content, signed again (a new version)
         problems = []
-        for renew in (_renew_fleet, _renew_snapshot):
-            try:
-                renew(repo)
-            except RepositoryError as exc:
-                problems.append(str(exc))
+        try:
+            repo.check_keys(Snapshot.type)
+        except RepositoryError as exc:
+            problems.append(f"{exc} (nothing renewed but the timestamp)")
+        else:
+            problems = _renew_online_roles(repo)
         repo.do_timestamp(force=True)
         if problems:
             raise RepositoryError(f"timestamp signed, but: {'; '.join(problems)}")
         return repo.latest_version(Timestamp.type)
+
+
+def _renew_online_roles(repo: FileRepository) -> list[str]:
+    """Renew root and targets (keys at hand), fleet and snapshot past half their validity;
+    what could not be renewed, said."""
+    for role in OFFLINE_ROLES:
+        if _past_half_life(repo, role) and _keys_at_hand(repo, role):
+            with repo.edit(role):
+                pass  # the same content, signed again (a new version)
+    problems = []
+    for renew in (_renew_fleet, _renew_snapshot):
+        try:
+            renew(repo)
+        except RepositoryError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _renew_fleet(repo: FileRepository) -> None:

@@ -183,6 +183,24 @@ def test_refresh_without_the_timestamp_key_signs_nothing(
     assert sorted(path.name for path in repo.metadata_dir.iterdir()) == before
 
 
+def test_refresh_without_the_snapshot_key_signs_only_the_timestamp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It renewed the fleet role, which no snapshot then listed, and exited 2 saying only the
+    timestamp was signed (the README: exit 2, nothing or only the timestamp signed)."""
+    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": 2, FLEET: 2})
+    (repo.keys_dir / "snapshot").rename(tmp_path / "offline")
+    time.sleep(1.2)  # past half their validity: a refresh would renew both
+    fleet, snapshot = repo.latest_version(FLEET), repo.latest_version("snapshot")
+    timestamp = repo.latest_version("timestamp")
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    err = capsys.readouterr().err
+    assert "timestamp signed, but: " in err
+    assert "0 private key(s) of role 'snapshot' here" in err
+    assert (repo.latest_version(FLEET), repo.latest_version("snapshot")) == (fleet, snapshot)
+    assert repo.latest_version("timestamp") == timestamp + 1  # kiosks keep a fresh timestamp
+
+
 def test_refresh_warns_before_an_offline_role_expires_and_renews_it_with_its_keys_back(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
