@@ -15,11 +15,14 @@ apply to them, and no boosting library is among the project's dependencies.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,17 +144,51 @@ def build_model(settings: BuildSettings) -> BuiltModel:
 
     Both files are made in a hidden folder inside ``out_dir`` and renamed into place only once
     both are whole: a build that fails (a full disk) leaves the models already there as they
-    were, and no cut file under their names.
+    were, and no cut file under their names. A killed build's folder is removed by the next.
     """
     table, settings = _read(settings)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=settings.out_dir, prefix=".build-") as scratch:
-        staged = _build_in(Path(scratch), settings, table)
+    with _scratch(settings.out_dir) as scratch:
+        staged = _build_in(scratch, settings, table)
         placed = [_put_in_place(path, settings.out_dir) for path in (
             staged.float_path, staged.int8_path)]
     log.info("built %s (%d B) and %s (%d B)", placed[1], placed[1].stat().st_size, placed[0],
              placed[0].stat().st_size)
     return replace(staged, float_path=placed[0], int8_path=placed[1])
+
+
+SCRATCH_PREFIX = ".build-"
+
+
+@contextlib.contextmanager
+def _scratch(out_dir: Path) -> Iterator[Path]:
+    """This build's hidden folder in ``out_dir``, locked (flock) while the build runs and
+    removed after; first removes the folders of killed builds (no lock held on them), leaving
+    those of builds still running."""
+    _remove_killed_builds(out_dir)
+    folder = Path(tempfile.mkdtemp(dir=out_dir, prefix=SCRATCH_PREFIX))
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the next build removes what this cannot
+        os.close(fd)
+
+
+def _remove_killed_builds(out_dir: Path) -> None:
+    for folder in out_dir.glob(f"{SCRATCH_PREFIX}*"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a build at work in it
+        finally:
+            os.close(fd)
+        shutil.rmtree(folder)
+        log.info("%s removed: left by a build that was killed", folder)
 
 
 def _put_in_place(staged: Path, out_dir: Path) -> Path:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +167,28 @@ def test_build_command_trains_from_a_csv_table(tmp_path: Path) -> None:
             "--hidden", "16", "--epochs", "5", "--version", "0.9.0"]
     assert main(args) == 0
     assert OnnxRunner(tmp_path / "m" / "skin-texture-grade.int8.onnx").contract.version == "0.9.0"
+
+
+def test_a_killed_build_s_folder_is_removed_by_the_next_and_a_running_one_s_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A killed build-skin left its hidden .build-* folder (a half-written model) in --out
+    for ever."""
+    out = tmp_path / "m"
+    killed, running = out / ".build-killed1", out / ".build-running"
+    for folder in (killed, running):
+        folder.mkdir(parents=True)
+        (folder / "skin-texture-grade.onnx").write_bytes(b"half a model")
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=2))
+    fd = os.open(running, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a build at work holds its folder
+        assert main(["models", "build-skin", "--data", str(table), "--out", str(out),
+                     "--hidden", "16", "--epochs", "5", "--version", "0.9.0"]) == 0
+    finally:
+        os.close(fd)
+    assert sorted(path.name for path in out.glob(".build-*")) == [running.name]
+    assert (out / "skin-texture-grade.int8.onnx").is_file()
 
 
 def test_real_style_table_without_splits_and_with_fewer_features(tmp_path: Path) -> None:
