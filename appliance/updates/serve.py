@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import http.server
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,8 +41,8 @@ def _published(path: Path, public_dir: Path) -> bool:
     regular file inside ``public_dir`` after symlinks, with no hidden part in its name."""
     if any(part.startswith(".") for part in path.relative_to(public_dir).parts):
         return False
-    resolved = path.resolve()
-    return resolved.is_relative_to(public_dir.resolve()) and resolved.is_file()
+    resolved = Path(os.path.realpath(path))  # Path.resolve raises on a symlink loop
+    return resolved.is_relative_to(os.path.realpath(public_dir)) and resolved.is_file()
 
 
 class RepositoryServer:

@@ -57,3 +57,11 @@ def test_a_symlink_out_of_public_is_not_followed(public: tuple[Path, str]) -> No
     assert _status(f"{url}/metadata/key.json") == 404
     assert _status(f"{url}/keys/targets.key") == 404
     assert _status(f"{url}/metadata/inside.json") == 200  # a link that stays inside is published
+
+
+def test_a_symlink_loop_is_not_found_and_the_server_stays_up(public: tuple[Path, str]) -> None:
+    public_dir, url = public
+    (public_dir / "metadata" / "a.json").symlink_to(public_dir / "metadata" / "b.json")
+    (public_dir / "metadata" / "b.json").symlink_to(public_dir / "metadata" / "a.json")
+    assert _status(f"{url}/metadata/a.json") == 404
+    assert _status(f"{url}/metadata/timestamp.json") == 200
