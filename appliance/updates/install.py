@@ -108,11 +108,11 @@ class ModelStore:
         may place here). Each removal is logged; one that cannot be removed (a card remounted
         read-only, a folder of that name) is logged and left."""
         installed = self.read()
-        keep = {p.resolve() for p in (installed.current, installed.previous) if p is not None}
-        if configured:
-            keep.add(Path(configured).resolve())
+        named = [installed.current, installed.previous, Path(configured) if configured else None]
+        # realpath: Path.resolve raises on a symlink loop (Python 3.11)
+        keep = {os.path.realpath(path) for path in named if path is not None}
         stale = [path for path in self.dir.iterdir()
-                 if _written_by_updater(path.name) and path.resolve() not in keep]
+                 if _written_by_updater(path.name) and os.path.realpath(path) not in keep]
         removed = [path for path in stale if discard(path)]
         for path in removed:
             log.info("%s removed: left by an interrupted or superseded install", path)

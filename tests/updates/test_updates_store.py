@@ -41,8 +41,10 @@ def test_clean_keeps_the_configured_model_and_files_the_updater_did_not_write(
     orphan = _model(store.dir / "skin-1.1.0-abababababab.onnx", b"orphan")
     download = _model(store.download_path("ab" * 32), b"part")
     pointer_temp = _model(store.dir / ".installed.json.x1y2", b"{")
+    loop = store.dir / "skin-0.9.0-ffffffffffff.onnx"
+    loop.symlink_to(loop)  # a link to itself: resolving it must not stop the clean-up
     removed = store.clean(str(configured))
-    assert sorted(removed) == sorted([orphan, download, pointer_temp])
+    assert sorted(removed) == sorted([orphan, download, pointer_temp, loop])
     assert configured.read_bytes() == b"operator's"
     assert operators_spare.read_bytes() == b"spare"
 
