@@ -25,7 +25,7 @@ from appliance.transport.payloads import TEXTURE_PORE_KEYS
 
 REPORT_FEATURES = (*TEXTURE_PORE_KEYS, "kime_score")
 Z_95 = 1.959963984540054
-_BAND = re.compile(r"^(\d{2})(?:-(\d{2})|\+)$")
+_BAND = re.compile(r"^([0-9]{2})(?:-([0-9]{2})|\+)$")
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,8 @@ class Subject(_Payload):
 
     subject_id: str | None = Field(None, max_length=64, description="Pseudonym, never a name.")
     age_band: str | None = Field(
-        None, pattern=r"^\d{2}-\d{2}$|^\d{2}\+$", description="Age band, e.g. 40-49 or 80+."
+        None, pattern=r"^[0-9]{2}-[0-9]{2}$|^[0-9]{2}\+$",  # ASCII digits: \d takes any script's
+        description="Age band, e.g. 40-49 or 80+.",
     )
     consent: Literal[True] | None = Field(
         None,

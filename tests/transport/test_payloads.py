@@ -57,6 +57,10 @@ def test_result_round_trips_through_the_wire_form() -> None:
         (json.dumps(result_dict(measurement_id="1")).encode(), "measurement_id"),
         (json.dumps(result_dict(device_id="../etc")).encode(), "device_id"),
         (json.dumps(result_dict(extra_field=1)).encode(), "extra_field"),
+        # Unicode digits (Arabic-Indic, full width) are no age band: they made bands of their own
+        (json.dumps(result_dict(subject={"age_band": "\u0664\u0660-\u0664\u0669"})).encode(),
+         "age_band"),
+        (json.dumps(result_dict(subject={"age_band": "\uff14\uff10+"})).encode(), "age_band"),
     ],
 )
 def test_bad_payloads_are_refused_with_the_place_named(raw: bytes, reason: str) -> None:
