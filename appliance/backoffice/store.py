@@ -172,8 +172,7 @@ class Store(ConsoleQueries, IngestWrites):
         """Apply the migrations this store has not run yet; returns their versions."""
         types = _PG_TYPES if self.postgres else _SQLITE_TYPES
         with self._transaction() as cur:
-            if self.postgres:
-                cur.execute("SELECT pg_advisory_xact_lock(7270601)")
+            self.lock_for_migration(cur)
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                 "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -193,6 +192,13 @@ class Store(ConsoleQueries, IngestWrites):
                 )
                 applied.append(version)
         return applied
+
+    def lock_for_migration(self, cur: Any) -> None:
+        """Wait, inside this transaction, until no other connection changes the schema.
+        PostgreSQL's CREATE ... IF NOT EXISTS is no guard against a concurrent one (the loser
+        fails on pg_type's unique index); SQLite's BEGIN IMMEDIATE already serialises."""
+        if self.postgres:
+            cur.execute("SELECT pg_advisory_xact_lock(7270601)")
 
     def schema_version(self) -> int:
         """The newest migration this store has run (0 for an empty database)."""

@@ -96,6 +96,7 @@ class PathologyStore(Store):
         """Create the pathology tables when missing."""
         real = "DOUBLE PRECISION" if self.postgres else "REAL"
         with self._transaction() as cur:
+            self.lock_for_migration(cur)  # servers and store migrate may start together
             for statement in _DDL.format(real=real).split(";"):
                 if statement.strip():
                     cur.execute(statement)
