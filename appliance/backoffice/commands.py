@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,27 @@ def open_for(args: argparse.Namespace, create: bool = False, writes: bool = Fals
         return None
 
 
+def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int],
+               writes: bool = False) -> int:
+    """Open the store (``open_for``), run ``body`` on it and close it. A store that fails on
+    the way (its server went away, a damaged file) ends the command with one line naming the
+    database and its error, exit 1; a file being written is left as it was."""
+    from appliance.backoffice.store import store_name
+    from appliance.pathology.jobstore import STORE_ERRORS
+
+    store = open_for(args, writes=writes)
+    if store is None:
+        return 2
+    try:
+        return body(store)
+    except STORE_ERRORS as exc:
+        print(f"{command}: the {store_name(store.url)} failed: {' '.join(str(exc).split())}",
+              file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
 def _backoffice(args: argparse.Namespace) -> int:
     from appliance.backoffice.service import install_stop_signals, run_backoffice
 
@@ -134,41 +156,37 @@ def _retire(config: Config) -> int:
 def _fleet(args: argparse.Namespace) -> int:
     from appliance.backoffice.fleet import fleet_json, fleet_table
 
-    store = open_for(args)
-    if store is None:
-        return 2
-    try:
+    def show(store: Any) -> int:
         print(fleet_json(store) if args.json else fleet_table(store))
-    finally:
-        store.close()
-    return 0
+        return 0
+
+    return with_store(args, "fleet", show)
 
 
-def _since_and_store(args: argparse.Namespace) -> tuple[Any, Any] | None:
-    """``(since, store)`` for a results command, or None after printing why not."""
+def _since(args: argparse.Namespace) -> tuple[str | None] | None:
+    """``(since,)`` for a results command (``None`` inside when not given), or None after
+    printing why it is no time."""
     from appliance.backoffice.export import parse_since
 
     try:
-        since = parse_since(args.since) if args.since else None
+        return (parse_since(args.since) if args.since else None,)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return None
-    store = open_for(args)
-    return None if store is None else (since, store)
 
 
 def _results_query(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import query_table
 
-    opened = _since_and_store(args)
-    if opened is None:
+    given = _since(args)
+    if given is None:
         return 2
-    since, store = opened
-    try:
-        print(query_table(store, args.device, since, args.limit))
-    finally:
-        store.close()
-    return 0
+
+    def show(store: Any) -> int:
+        print(query_table(store, args.device, given[0], args.limit))
+        return 0
+
+    return with_store(args, "results query", show)
 
 
 def _results_export(args: argparse.Namespace) -> int:
@@ -186,21 +204,22 @@ def _results_export(args: argparse.Namespace) -> int:
     if args.out != "-" and Path(args.out).exists() and not args.force:
         print(f"export: {args.out} exists; pass --force to replace it", file=sys.stderr)
         return 2
-    opened = _since_and_store(args)
-    if opened is None:
+    given = _since(args)
+    if given is None:
         return 2
-    since, store = opened
-    try:
-        count = export_results(store, args.format, args.out, args.device, since)
-    except BrokenPipeError:
-        raise  # the reader (e.g. `| head`) has seen enough; cli.main ends quietly
-    except (ValueError, OSError) as exc:
-        print(f"export failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
-    print(f"exported {count} result(s) as {args.format} to {args.out}", file=sys.stderr)
-    return 0
+
+    def export(store: Any) -> int:
+        try:
+            count = export_results(store, args.format, args.out, args.device, given[0])
+        except BrokenPipeError:
+            raise  # the reader (e.g. `| head`) has seen enough; cli.main ends quietly
+        except (ValueError, OSError) as exc:
+            print(f"export failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"exported {count} result(s) as {args.format} to {args.out}", file=sys.stderr)
+        return 0
+
+    return with_store(args, "results export", export)
 
 
 def _register_results(root: Any) -> None:
@@ -246,30 +265,24 @@ def _retry_dead_letters(args: argparse.Namespace) -> int:
         batch, _ = triages[prefix].sort([Inbound(topic, payload, 0, 1, False)])
         return [] if batch.dead_letters else batch.results
 
-    store = open_for(args, writes=not args.dry_run)
-    if store is None:
-        return 2
-    try:
+    def retry(store: Any) -> int:
         taken, refused = store.retry_dead_letters(judge, dry_run=args.dry_run)
-    finally:
-        store.close()
-    verb = "would store" if args.dry_run else "stored"
-    print(f"{verb} {taken} result(s) from the dead letters; {refused} dead-lettered result(s) "
-          "are still refused (appliance results dead-letters shows why)")
-    return 0
+        verb = "would store" if args.dry_run else "stored"
+        print(f"{verb} {taken} result(s) from the dead letters; {refused} dead-lettered "
+              "result(s) are still refused (appliance results dead-letters shows why)")
+        return 0
+
+    return with_store(args, "results retry", retry, writes=not args.dry_run)
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import dead_letter_table
 
-    store = open_for(args)
-    if store is None:
-        return 2
-    try:
+    def show(store: Any) -> int:
         print(dead_letter_table(store, args.limit))
-    finally:
-        store.close()
-    return 0
+        return 0
+
+    return with_store(args, "results dead-letters", show)
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:

@@ -7,29 +7,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.backoffice.commands import add_store_options, open_for
+from appliance.backoffice.commands import add_store_options, with_store
 
 
 def _cohort(args: argparse.Namespace) -> int:
     from appliance.backoffice.report import write_cohort_report  # noqa: PLC0415  (matplotlib)
 
-    store = open_for(args)
-    if store is None:
-        return 2
-    try:
-        page = write_cohort_report(store, Path(args.out))
-    except ValueError as exc:
-        print(f"report cohort: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # --out is a file, not writable, the disk is full
-        where = exc.filename or args.out
-        print(f"report cohort: {where}: {exc.strerror or exc}; --out names a folder to write",
-              file=sys.stderr)
-        return 1
-    finally:
-        store.close()
-    print(f"wrote {page} (figures and summary.json beside it)")
-    return 0
+    def report(store: Any) -> int:
+        try:
+            page = write_cohort_report(store, Path(args.out))
+        except ValueError as exc:
+            print(f"report cohort: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # --out is a file, not writable, the disk is full
+            where = exc.filename or args.out
+            print(f"report cohort: {where}: {exc.strerror or exc}; --out names a folder to "
+                  "write", file=sys.stderr)
+            return 1
+        print(f"wrote {page} (figures and summary.json beside it)")
+        return 0
+
+    return with_store(args, "report cohort", report)
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +229,49 @@ def test_read_commands_read_a_store_whose_folder_cannot_be_written(
     assert main(["fleet", "--store", url]) == 0
     assert main(["store", "migrate", "--store", url]) == 2
     assert f"its folder {read_only_disk} cannot be written here" in capsys.readouterr().err
+
+
+def _lost_store_commands(tmp_path: Path) -> list[list[str]]:
+    return [["fleet"], ["results", "query"], ["results", "dead-letters"],
+            ["results", "retry", "--dry-run"],
+            ["results", "export", "--out", str(tmp_path / "out.csv"), "--force"],
+            ["results", "export", "--format", "parquet", "--out", str(tmp_path / "out.pq")],
+            ["report", "cohort", "--out", str(tmp_path / "report")]]
+
+
+@pytest.mark.postgres
+def test_a_postgres_server_lost_mid_command_is_one_line_naming_it(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The database goes away after the command opened it (a restart, a failover): the command
+    says so in one line, exit 1, and leaves the file it was replacing as it was."""
+    import psycopg
+
+    open_store(pg_database).close()
+    opened_then_lost = _opened_then_lost(pg_database, psycopg)
+    monkeypatch.setattr("appliance.backoffice.store.open_existing_store", opened_then_lost)
+    (tmp_path / "out.csv").write_text("the last export\n")
+    for command in _lost_store_commands(tmp_path):
+        assert main([*command, "--store", pg_database]) == 1, command
+        err = capsys.readouterr().err
+        assert f"{' '.join(command[:2])}: the PostgreSQL database {pg_database} failed: " in err
+        assert "terminating connection due to administrator command" in err
+        assert "Traceback" not in err
+    assert (tmp_path / "out.csv").read_text() == "the last export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def _opened_then_lost(url: str, psycopg: Any) -> Any:
+    """``open_existing_store`` whose connection the server ends before it is returned."""
+    from appliance.backoffice.store import open_existing_store
+
+    def opened(*args: Any, **kwargs: Any) -> Store:
+        store = open_existing_store(*args, **kwargs)
+        database = url.rsplit("/", 1)[1]
+        with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s", (database,))
+        return store
+
+    return opened
