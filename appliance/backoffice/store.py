@@ -273,10 +273,13 @@ class Store(ConsoleQueries, IngestWrites):
             "captured_at, measurement_id")
         sql = f"SELECT {','.join(columns)} FROM results{where} ORDER BY {order}"
         sql += f" LIMIT {int(limit)}" if limit is not None else ""
-        cur = self._conn.cursor()
-        cur.execute(self._sql(sql), params)
-        while rows := cur.fetchmany(1000):
-            yield from rows
+        if not self.postgres:  # SQLite steps through the table as rows are fetched
+            yield from _in_batches(self._conn.cursor(), sql, params)
+            return
+        # psycopg's plain cursor takes the whole answer into memory at once (an export of
+        # millions of results); a named one is a server-side cursor, read 1,000 rows a time
+        with self._conn.transaction(), self._conn.cursor(name="select_results") as cur:
+            yield from _in_batches(cur, self._sql(sql), params)
 
     def count_matching(self, device: str | None = None, since: str | None = None) -> int:
         """How many stored results match the device and start-time filter."""
@@ -347,6 +350,13 @@ def missing_sqlite_file(url: str) -> Path | None:
         return None
     path = Path(url.removeprefix("sqlite:///"))
     return None if path.is_file() else path
+
+
+def _in_batches(cur: Any, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql``, fetched 1,000 at a time."""
+    cur.execute(sql, params)
+    while rows := cur.fetchmany(1000):
+        yield from rows
 
 
 def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
