@@ -51,7 +51,10 @@ def parse_since(text: str) -> str:
             f"--since {text!r}: not an ISO date or date-time (e.g. 2026-11-01 or "
             "2026-11-01T09:00:00Z)"
         ) from exc
-    return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    try:
+        return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is the year 0 in UTC
+        raise ValueError(f"--since {text!r}: in UTC before the year 1 or after 9999") from exc
 
 
 def query_table(store: Store, device: str | None, since: str | None, limit: int) -> str:

@@ -107,6 +107,16 @@ def test_query_filters_by_time_and_rejects_bad_times(
     assert "not an ISO date" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00"])
+def test_a_time_whose_utc_falls_outside_the_calendar_is_refused_naming_it(
+    store_url: str, since: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["results", "query"], ["results", "export", "--out", "-"]):
+        assert _cli(*command, "--store", store_url, "--since", since) == 2
+        err = capsys.readouterr().err
+        assert f"--since {since!r}: in UTC before the year 1 or after 9999" in err
+
+
 def test_fleet_lists_devices_with_state(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli("fleet", "--store", store_url, "--json") == 0
     devices = {d["device_id"]: d for d in json.loads(capsys.readouterr().out)}
