@@ -203,11 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return 0
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """The reader of our output left (``| head``): point stdout at /dev/null so the final
     flush at exit raises nothing (the recipe of Python's ``signal`` module documentation)."""
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -102,6 +102,24 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
         store.close()
 
 
+def print_out(command: str, text: str) -> int:
+    """Print ``text`` to standard output and flush it: 0, or 1 after saying on stderr that it
+    could not be written (a file on a full disk). A closed pipe is cli.main's to end quietly."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        from appliance.cli import silence_stdout
+
+        silence_stdout()  # what stays buffered would fail again at exit, as a traceback
+        print(f"{command}: cannot write to standard output: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def _backoffice(args: argparse.Namespace) -> int:
     from appliance.backoffice.service import install_stop_signals, run_backoffice
 
@@ -157,8 +175,7 @@ def _fleet(args: argparse.Namespace) -> int:
     from appliance.backoffice.fleet import fleet_json, fleet_table
 
     def show(store: Any) -> int:
-        print(fleet_json(store) if args.json else fleet_table(store))
-        return 0
+        return print_out("fleet", fleet_json(store) if args.json else fleet_table(store))
 
     return with_store(args, "fleet", show)
 
@@ -183,8 +200,7 @@ def _results_query(args: argparse.Namespace) -> int:
         return 2
 
     def show(store: Any) -> int:
-        print(query_table(store, args.device, given[0], args.limit))
-        return 0
+        return print_out("results query", query_table(store, args.device, given[0], args.limit))
 
     return with_store(args, "results query", show)
 
@@ -279,8 +295,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import dead_letter_table
 
     def show(store: Any) -> int:
-        print(dead_letter_table(store, args.limit))
-        return 0
+        return print_out("results dead-letters", dead_letter_table(store, args.limit))
 
     return with_store(args, "results dead-letters", show)
 

@@ -204,3 +204,19 @@ def test_dead_letters_show_a_long_topic_and_reason_cut_to_one_line(
     assert len(out) < 1_000
     assert f"appliance/lab/{'k' * 186}... ({len(topic) - 200} more characters)  3 bytes" in out
     assert f"reason: bad: {'r' * 195}... (4805 more characters)" in out
+
+
+@pytest.mark.parametrize("command", [["fleet"], ["fleet", "--json"], ["results", "query"],
+                                     ["results", "dead-letters"]])
+def test_a_table_that_cannot_be_written_to_a_full_disk_is_one_line_saying_so(
+    store_url: str, command: list[str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`appliance fleet > fleet.txt` on a full disk (/dev/full fails every write so)."""
+    with Path("/dev/full").open("w", encoding="utf-8") as full:
+        monkeypatch.setattr("sys.stdout", full)
+        assert _cli(*command, "--store", store_url) == 1
+        monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert f"{' '.join(command[:2]).removesuffix(' --json')}: cannot write to standard " \
+           "output: No space left on device" in err
