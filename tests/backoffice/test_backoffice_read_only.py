@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import signal
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +303,37 @@ def test_a_postgres_store_holds_one_batch_of_an_export_in_memory(pg_database: st
     with pytest.raises(STORE_ERRORS):
         list(rows)
     store.close()
+
+
+@pytest.mark.postgres
+def test_an_export_ended_by_sigterm_leaves_no_partial_file(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """`timeout 60 appliance results export ...`, or systemd stopping a timer's job: the
+    hidden file the export was writing goes with it (it stayed, as large as the export had
+    got, one more each time), and the export it was replacing stays whole."""
+    import psycopg
+
+    open_store(pg_database).close()
+    out = tmp_path / "results.csv"
+    out.write_text("the last export\n")
+    with psycopg.connect(pg_database) as blocker:  # the export waits, its file begun
+        blocker.execute("LOCK TABLE results IN ACCESS EXCLUSIVE MODE")
+        export = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "results", "export", "--store", pg_database,
+             "--out", str(out), "--force"], stderr=subprocess.PIPE)
+        try:
+            _wait_for_a_second_file(tmp_path, export)
+            export.send_signal(signal.SIGTERM)
+            assert export.wait(timeout=60) == 128 + signal.SIGTERM
+        finally:
+            export.kill()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+    assert out.read_text() == "the last export\n"
+
+
+def _wait_for_a_second_file(folder: Path, process: subprocess.Popen[bytes]) -> None:
+    """Until the export's hidden file appears beside the one it replaces (or it ended)."""
+    while len(list(folder.iterdir())) < 2:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        time.sleep(0.05)
