@@ -19,6 +19,7 @@ from appliance.backoffice.commands import add_store_options, store_url_of
 def _migrate(args: argparse.Namespace) -> int:
     from appliance.backoffice.store import (  # noqa: PLC0415  (psycopg loads on use)
         LATEST_VERSION,
+        StoreError,
         store_name,
     )
     from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore  # noqa: PLC0415
@@ -33,7 +34,10 @@ def _migrate(args: argparse.Namespace) -> int:
             store.migrate_pathology()
         finally:
             store.close()
-    except STORE_ERRORS as exc:  # cannot connect, or the database refused a statement
+    except StoreError as exc:  # a URL of no store, or one that cannot be opened: it names it
+        print(f"store migrate: {exc}", file=sys.stderr)
+        return 2
+    except STORE_ERRORS as exc:  # the database refused a statement
         print(f"store migrate: {store_name(url)}: {exc}", file=sys.stderr)
         return 2
     done = (f"applied migration(s) {', '.join(map(str, applied))}" if applied

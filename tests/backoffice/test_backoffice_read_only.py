@@ -337,3 +337,19 @@ def _wait_for_a_second_file(folder: Path, process: subprocess.Popen[bytes]) -> N
     while len(list(folder.iterdir())) < 2:
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("mysql://db/x", "store migrate: store url 'mysql://db/x': use sqlite:///PATH or "
+                     "postgresql://..."),
+    pytest.param(f"{PG_SERVER}/test_no_such_database",
+                 f"store migrate: cannot connect to the PostgreSQL database "
+                 f"{PG_SERVER}/test_no_such_database: ", marks=pytest.mark.postgres),
+])
+def test_store_migrate_names_a_store_it_cannot_use_once_and_as_what_it_is(
+    url: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["store", "migrate", "--store", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(said)
+    assert err.count(url) == 1
