@@ -32,6 +32,7 @@ def _migrate(args: argparse.Namespace) -> int:
         try:
             applied = store.migrate()
             store.migrate_pathology()
+            version = store.schema_version()
         finally:
             store.close()
     except StoreError as exc:  # a URL of no store, or one that cannot be opened: it names it
@@ -40,9 +41,13 @@ def _migrate(args: argparse.Namespace) -> int:
     except STORE_ERRORS as exc:  # the database refused a statement
         print(f"store migrate: {store_name(url)}: {exc}", file=sys.stderr)
         return 2
+    if version > LATEST_VERSION:  # a newer appliance migrated it (this one was rolled back)
+        print(f"{store_name(url)}: at schema version {version}, newer than this appliance's "
+              f"{LATEST_VERSION}; left as it is")
+        return 0
     done = (f"applied migration(s) {', '.join(map(str, applied))}" if applied
             else "already up to date")
-    print(f"{store_name(url)}: {done}; schema version {LATEST_VERSION}")
+    print(f"{store_name(url)}: {done}; schema version {version}")
     return 0
 
 

@@ -8,6 +8,7 @@ import hashlib
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -353,3 +354,20 @@ def test_store_migrate_names_a_store_it_cannot_use_once_and_as_what_it_is(
     err = capsys.readouterr().err
     assert err.startswith(said)
     assert err.count(url) == 1
+
+
+def test_store_migrate_tells_the_version_a_newer_appliance_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The back office rolled back after a newer one migrated its store: migrate says so
+    rather than 'already up to date; schema version' this code's."""
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    store = open_store(url)
+    newer = LATEST_VERSION + 1
+    store.close()
+    with sqlite3.connect(tmp_path / "backoffice.sqlite3") as db:
+        db.execute("INSERT INTO schema_migrations VALUES (?, 'a newer appliance', '')", (newer,))
+    assert main(["store", "migrate", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert f"at schema version {newer}, newer than this appliance's {LATEST_VERSION}" in out
+    assert "up to date" not in out
