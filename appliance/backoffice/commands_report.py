@@ -13,6 +13,11 @@ from appliance.backoffice.commands import add_store_options, with_store
 def _cohort(args: argparse.Namespace) -> int:
     from appliance.backoffice.report import write_cohort_report  # noqa: PLC0415  (matplotlib)
 
+    if args.out == "":  # `--out "$DIR"` with DIR unset: Path("") would be the working folder
+        print("report cohort: --out: empty folder name; name the folder to write (e.g. report)",
+              file=sys.stderr)
+        return 2
+
     def report(store: Any) -> int:
         try:
             page = write_cohort_report(store, Path(args.out))

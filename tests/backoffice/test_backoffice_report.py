@@ -100,6 +100,22 @@ def test_report_out_that_is_a_file_is_refused_naming_it(
     assert taken.read_text() == "a file, not a folder"
 
 
+def test_report_out_that_is_empty_is_refused_writing_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script's `--out "$DIR"` with DIR unset: not the working folder, whose index.html and
+    summary.json it would replace."""
+    _store(tmp_path, 20, subjects=20).close()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    store = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    assert main(["report", "cohort", "--store", store, "--out", ""]) == 2
+    assert capsys.readouterr().err == ("report cohort: --out: empty folder name; name the folder "
+                                       "to write (e.g. report)\n")
+    assert list(work.iterdir()) == []
+
+
 def test_report_leaves_out_values_not_measured_and_says_how_many(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'r.sqlite3'}")
     rng = random.Random(5)
