@@ -74,10 +74,16 @@ def band_midpoint_years(band: str) -> float:
     return (low + int(match.group(2))) / 2 if match.group(2) else low + 5.0
 
 
+def is_age_band(text: str | None) -> bool:
+    """Whether ``text`` is an age band ("40-49", "80+"; ASCII digits). A store may hold others
+    from before the payload's pattern took ASCII digits only ("٤٠-٤٩"): figures leave them out."""
+    return text is not None and _BAND.match(text) is not None
+
+
 def load_cohort(store: Store) -> Cohort:
     """Every stored result with an age band."""
     columns = ("age_band", "subject_id", "device_id", NOT_VALIDATED_COLUMN, *REPORT_FEATURES)
-    rows = [row for row in store.select_results(columns) if row[0]]
+    rows = [row for row in store.select_results(columns) if is_age_band(row[0])]
     outside = [not_validated_keys(row[3]) for row in rows]
     values = {
         key: np.array([math.nan if key in out else row[4 + i] for row, out in

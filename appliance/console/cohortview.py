@@ -15,7 +15,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.backoffice.cohort import REPORT_FEATURES, Z_95, Correlation, band_midpoint_years
+from appliance.backoffice.cohort import (
+    REPORT_FEATURES,
+    Z_95,
+    Correlation,
+    band_midpoint_years,
+    is_age_band,
+)
 from appliance.backoffice.store import Store
 
 MAX_REPEATS = 50
@@ -95,7 +101,7 @@ def _p_value(r: float, n: int) -> float:
 def feature_views(rows: list[tuple[Any, ...]]) -> list[FeatureView]:
     """Every report feature over the age bands, from ``Store.band_sums`` rows; values outside
     the validated range are left out, and counted."""
-    valid = [row for row in rows if _is_band(row[0])]
+    valid = [row for row in rows if is_age_band(row[0])]
     valid.sort(key=lambda row: band_midpoint_years(row[0]))
     views = []
     for index, key in enumerate(REPORT_FEATURES):
@@ -111,14 +117,6 @@ def feature_views(rows: list[tuple[Any, ...]]) -> list[FeatureView]:
 def _sums(row: tuple[Any, ...], start: int) -> tuple[int, float, float]:
     """One feature's (count, sum, sum of squares) at ``start`` of a grouped row (NULL: none)."""
     return int(row[start]), float(row[start + 1] or 0.0), float(row[start + 2] or 0.0)
-
-
-def _is_band(text: str) -> bool:
-    try:
-        band_midpoint_years(text)
-    except ValueError:
-        return False
-    return True
 
 
 def repeat_rows(store: Store) -> list[dict[str, Any]]:

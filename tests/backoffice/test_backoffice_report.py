@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,17 @@ def test_report_leaves_out_values_not_measured_and_says_how_many(tmp_path: Path)
     assert "<p id='left-out'>50 values left out of every figure: not measured" in text
     assert "<tr><td>kime_score</td>" in text
     assert (tmp_path / "out" / "furrow_anisotropy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_stored_band_of_other_digits_is_left_out_of_the_report(tmp_path: Path) -> None:
+    """A store may hold '٤٠-٤٩' (Arabic-Indic digits) from before the payload took ASCII
+    digits only: the report is made without it, as the console's cohort page is."""
+    store = _store(tmp_path, 20, subjects=20)
+    banded = sum(1 for band in load_cohort(store).age_bands if band)
+    with sqlite3.connect(tmp_path / "r.sqlite3") as db:
+        db.execute("UPDATE results SET age_band = ? WHERE rowid = "
+                   "(SELECT MIN(rowid) FROM results WHERE age_band IS NOT NULL)",
+                   ("\u0664\u0660-\u0664\u0669",))
+    write_cohort_report(store, tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["results_with_age_band"] == banded - 1
