@@ -31,14 +31,20 @@ def add_store_options(parser: argparse.ArgumentParser, nested: bool = False) -> 
                         default=default)
 
 
+MAX_DATABASE_INT = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT hold no more
+
+
 def positive_int(text: str) -> int:
-    """An argparse type: a whole number of 1 or more (so --limit -1 or 0 is an error)."""
+    """An argparse type: a whole number of 1 or more (so --limit -1 or 0 is an error) that a
+    database holds (a LIMIT beyond it is an error there, not 'no limit')."""
     try:
         value = int(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from exc
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
+    if value > MAX_DATABASE_INT:
+        raise argparse.ArgumentTypeError(f"{text}: must be at most {MAX_DATABASE_INT}")
     return value
 
 

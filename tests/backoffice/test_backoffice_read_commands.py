@@ -71,13 +71,16 @@ def test_query_shows_the_newest_first_and_how_many_there_are(
     assert times[0] == newest
 
 
-@pytest.mark.parametrize("limit", ["-1", "0", "many"])
-def test_limit_must_be_one_or_more(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], limit: str
+@pytest.mark.parametrize("command", [["results", "query"], ["results", "dead-letters"]])
+@pytest.mark.parametrize("limit", ["-1", "0", "many", str(2**63)])
+def test_limit_must_be_one_or_more_and_a_number_a_database_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], limit: str, command: list[str]
 ) -> None:
+    """2**63 and beyond no database column holds: SQLite said 'datatype mismatch', blamed on
+    the store, or its driver raised OverflowError, a traceback."""
     url = _store_with_results(tmp_path, 2)
     with pytest.raises(SystemExit) as refused:
-        main(["results", "query", "--store", url, "--limit", limit])
+        main([*command, "--store", url, "--limit", limit])
     assert refused.value.code == 2
     assert "--limit" in capsys.readouterr().err
 
