@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -31,6 +32,7 @@ def add_store_options(parser: argparse.ArgumentParser, nested: bool = False) -> 
                         default=default)
 
 
+MAX_ID_CHARS = 64  # of a device id (appliance/transport/payloads.py)
 MAX_DATABASE_INT = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT hold no more
 
 
@@ -46,6 +48,18 @@ def positive_int(text: str) -> int:
     if value > MAX_DATABASE_INT:
         raise argparse.ArgumentTypeError(f"{text}: must be at most {MAX_DATABASE_INT}")
     return value
+
+
+def device_id(text: str) -> str:
+    """An argparse type: a device id as kiosks have them (the result payload's pattern), so an
+    argument no store could match (bytes the locale cannot decode) is refused as such."""
+    from appliance.transport.payloads import IDENTIFIER_PATTERN
+
+    if len(text) > MAX_ID_CHARS or re.fullmatch(IDENTIFIER_PATTERN, text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: not a device id (letters, digits, '.', '_' and '-', starting with a "
+            f"letter or digit, at most {MAX_ID_CHARS} characters)")
+    return text
 
 
 def load_or_report(path: str | None) -> Config | None:
@@ -261,7 +275,7 @@ def _register_results(root: Any) -> None:
     export = sub.add_parser("export", help="write stored results to csv, jsonl or parquet")
     for parser in (query, export):
         add_store_options(parser)
-        parser.add_argument("--device", help="only this device id")
+        parser.add_argument("--device", type=device_id, help="only this device id")
         parser.add_argument("--since", metavar="TIME", help="only results captured at or after "
                             "this time: ISO date or date-time, UTC unless it says (2026-11-01, "
                             "2026-11-01T09:00:00Z)")

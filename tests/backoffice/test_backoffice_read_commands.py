@@ -85,6 +85,20 @@ def test_limit_must_be_one_or_more_and_a_number_a_database_holds(
     assert "--limit" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["results", "query"], ["results", "export"]])
+@pytest.mark.parametrize("device", ["\udcff", "../k1", "k" * 65])
+def test_a_device_that_is_no_device_id_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], device: str, command: list[str]
+) -> None:
+    """'\\udcff' is how Python reads a byte the locale cannot decode (--device $'\\xff'):
+    the store's driver cannot encode it, which was a traceback."""
+    url = _store_with_results(tmp_path, 2)
+    with pytest.raises(SystemExit) as refused:
+        main([*command, "--store", url, "--device", device])
+    assert refused.value.code == 2
+    assert f"--device: {device!r}: not a device id" in capsys.readouterr().err
+
+
 def test_export_keeps_an_existing_file_unless_force(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
