@@ -33,6 +33,7 @@ from appliance.backoffice.schema import (
 )
 from appliance.backoffice.store_writes import Batch, IngestWrites
 from appliance.diskspace import full_disk_hint
+from appliance.logsafe import escape_controls
 from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch lives in store_writes.py; writers import it from here with the Store
@@ -140,6 +141,9 @@ class Store(ConsoleQueries, IngestWrites):
             conn = psycopg.connect(self.url, autocommit=True)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the {store_name(self.url)}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # undecodable bytes of an argument ('\udcff')
+            raise StoreError(f"cannot connect to the {escape_controls(store_name(self.url))}: "
+                             "the URL holds text that is not UTF-8") from exc
         if self.read_only:
             conn.execute("SET default_transaction_read_only TO on")
         if pg_schema is not None:

@@ -118,6 +118,10 @@ def test_bad_store_urls_are_explained(tmp_path: Path) -> None:
                        r"postgresql://postgres:\*\*\*@127.0.0.1:1/test: ") as refused:
         Store("postgresql://postgres:hunter2@127.0.0.1:1/test")
     assert "hunter2" not in str(refused.value)
+    # a byte the locale could not decode (--store $'...\xff'): psycopg cannot encode the URL
+    with pytest.raises(StoreError, match=r"cannot connect to the PostgreSQL database "
+                       r"postgresql://127.0.0.1:1/test\\udcff: .*not UTF-8"):
+        Store("postgresql://127.0.0.1:1/test\udcff")
 
 
 def test_a_replayed_retained_status_updates_state_but_not_last_seen(store: Store) -> None:
