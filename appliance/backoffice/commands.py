@@ -235,20 +235,29 @@ def _results_query(args: argparse.Namespace) -> int:
     return with_store(args, "results query", show)
 
 
+def _export_out_problem(out: str, fmt: str, force: bool) -> str | None:
+    """Why ``--out`` cannot be written (before the store is opened), or None."""
+    if out == "":  # `--out "$FILE"` with FILE unset: Path("") would be the folder "."
+        return (f"--out: empty file name; name the file to write (e.g. results.{fmt}, or - for "
+                "standard output)")
+    if out == "-" or not Path(out).exists():
+        return None
+    shown = escape_controls(out)
+    if Path(out).is_dir():  # --force would not help: refused at once
+        return (f"--out {shown}: a folder; name the file to write "
+                f"(e.g. {escape_controls(str(Path(out) / f'results.{fmt}'))})")
+    if not Path(out).is_file():  # the export replaces what --out names, never writes into it
+        return (f"--out {shown}: not a regular file (a device, a pipe or a socket), which an "
+                "export would replace; name a file to write, or - for standard output")
+    return None if force else f"{shown} exists; pass --force to replace it"
+
+
 def _results_export(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import export_results
 
-    if args.out == "":  # `--out "$FILE"` with FILE unset: Path("") would be the folder "."
-        print("export: --out: empty file name; name the file to write (e.g. results."
-              f"{args.format}, or - for standard output)", file=sys.stderr)
-        return 2
-    if args.out != "-" and Path(args.out).is_dir():  # --force would not help: refused at once
-        print(f"export: --out {escape_controls(args.out)}: a folder; name the file to write "
-              f"(e.g. {escape_controls(str(Path(args.out) / f'results.{args.format}'))})",
-              file=sys.stderr)
-        return 2
-    if args.out != "-" and Path(args.out).exists() and not args.force:
-        print(f"export: {args.out} exists; pass --force to replace it", file=sys.stderr)
+    problem = _export_out_problem(args.out, args.format, args.force)
+    if problem is not None:
+        print(f"export: {problem}", file=sys.stderr)
         return 2
     given = _since(args)
     if given is None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import stat
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,21 @@ def test_export_to_an_empty_file_name_says_so_not_that_it_is_a_folder(
     assert _cli("results", "export", "--store", store_url, "--out", "") == 2
     assert capsys.readouterr().err == ("export: --out: empty file name; name the file to write "
                                        "(e.g. results.csv, or - for standard output)\n")
+
+
+def test_export_out_that_is_a_pipe_or_device_is_refused_and_left_as_it_is(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The export is renamed over --out: --out /dev/null --force, as root, replaced the
+    system's /dev/null with a regular file holding the export (a pipe stands in for it here)."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    assert _cli("results", "export", "--store", store_url, "--out", str(pipe), "--force") == 2
+    assert capsys.readouterr().err == (
+        f"export: --out {pipe}: not a regular file (a device, a pipe or a socket), which an "
+        "export would replace; name a file to write, or - for standard output\n")
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "r.sqlite3"]
 
 
 def test_export_parquet_keeps_types(store_url: str, tmp_path: Path) -> None:
