@@ -8,6 +8,7 @@ temporary file is removed and the OSError names the target and says that it was 
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -37,8 +38,12 @@ def replaced_when_complete(path: Path) -> Iterator[Path]:
 
     The temporary keeps the target's suffix, so writers that pick a format by suffix (matplotlib)
     write the target's format. OSError (a full disk, an unwritable folder) comes back naming
-    ``path``; any error removes the temporary file.
+    ``path``; any error removes the temporary file. A ``path`` that is a device, a pipe or a
+    socket is refused before anything is written: the rename would replace it.
     """
+    if path.exists() and not (path.is_file() or path.is_dir()):  # /dev/null would become a file
+        raise OutputError(errno.EINVAL, "not a regular file (a device, a pipe or a socket), "
+                          "which the file written would replace; left as it is", str(path))
     temp: Path | None = None
     try:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{temp_name_part(path.name)}.",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +126,22 @@ def test_kiosk_reference_ranges_from_the_console_place_a_customer(tmp_path: Path
     assert math.isclose(old["mean"] + 1.2815515655446004 * old["sd"],
                         next(f for f in against_old["features"]
                              if f["key"] == "kime_score")["standing"]["high"])
+
+
+def test_console_reference_never_replaces_a_pipe_or_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--out /dev/null` as root replaced the system's /dev/null with a regular file (a pipe
+    stands in for the device here)."""
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    seeded = open_store(url)
+    seed(seeded)
+    seeded.close()
+    pipe = tmp_path / "reference.json"
+    os.mkfifo(pipe)
+    assert main(["console", "reference", "--store", url, "--out", str(pipe)]) == 1
+    assert f"console reference: {pipe}: not a regular file" in capsys.readouterr().err
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
 
 
 def test_a_broken_reference_file_is_refused_naming_it(tmp_path: Path) -> None:
