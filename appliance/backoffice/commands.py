@@ -17,6 +17,8 @@ from appliance.config import Config, ConfigError, load_config_or_defaults
 from appliance.logsafe import escape_controls
 
 CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
+MAX_ID_CHARS = 64  # of a device id (appliance/transport/payloads.py)
+MAX_DATABASE_INT = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT hold no more
 
 
 def add_store_options(parser: argparse.ArgumentParser, nested: bool = False) -> None:
@@ -30,10 +32,6 @@ def add_store_options(parser: argparse.ArgumentParser, nested: bool = False) -> 
     parser.add_argument("--store", help="store URL: sqlite:///PATH or postgresql://... "
                         "(default: store.url of the config, else SQLite in state_dir)",
                         default=default)
-
-
-MAX_ID_CHARS = 64  # of a device id (appliance/transport/payloads.py)
-MAX_DATABASE_INT = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT hold no more
 
 
 def positive_int(text: str) -> int:
