@@ -19,7 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from appliance.backoffice.commands import add_store_options, load_or_report, open_for
+from appliance.backoffice.commands import (
+    add_store_options,
+    load_or_report,
+    open_for,
+    with_store,
+)
 from appliance.logsafe import escape_controls
 
 MAX_PASSWORD_FILE_BYTES = 4096
@@ -186,13 +191,16 @@ def _reference(args: argparse.Namespace) -> int:
     from appliance.backoffice.cohort import REPORT_FEATURES
     from appliance.console.cohortview import feature_views, reference_table
 
-    store = open_for(args)
-    if store is None:
-        return 2
-    try:
-        table = reference_table(feature_views(store.band_sums(REPORT_FEATURES)))
-    finally:
-        store.close()
+    tables: list[dict[str, Any]] = []
+
+    def read(store: Any) -> int:
+        tables.append(reference_table(feature_views(store.band_sums(REPORT_FEATURES))))
+        return 0
+
+    code = with_store(args, "console reference", read)
+    if code != 0:
+        return code
+    table = tables[0]
     if not table:
         print("console reference: no age band has two results yet", file=sys.stderr)
         return 1

@@ -240,7 +240,8 @@ def _lost_store_commands(tmp_path: Path) -> list[list[str]]:
             ["results", "retry", "--dry-run"],
             ["results", "export", "--out", str(tmp_path / "out.csv"), "--force"],
             ["results", "export", "--format", "parquet", "--out", str(tmp_path / "out.pq")],
-            ["report", "cohort", "--out", str(tmp_path / "report")]]
+            ["report", "cohort", "--out", str(tmp_path / "report")],
+            ["console", "reference", "--out", str(tmp_path / "ranges.json")]]
 
 
 @pytest.mark.postgres
