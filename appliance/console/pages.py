@@ -196,7 +196,7 @@ def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
         writer = csv.writer(buffer)
         writer.writerow(CSV_COLUMNS)
         for rows in itertools.chain([first], pages):
-            writer.writerows([csv_safe(v) for v in row] for row in rows)  # formulas quoted
+            writer.writerows([csv_safe(v) for v in row] for row in rows)  # formulas defused
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
