@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 
-from appliance.synthetic.skin import synthetic_frame, write_frame
+from appliance.synthetic.skin import frame_name, synthetic_frame, write_frame
 
 
 def _single_threaded_opencv() -> None:
@@ -58,7 +58,7 @@ def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, 
                 raise SeriesIncomplete(index, str(exc), indices[:place], 0) from exc
         return len(indices)
     futures = _write_in_pool(out_dir, seed, indices, preset, jobs)
-    _keep_up_to_the_first_failure(indices, futures)
+    _keep_up_to_the_first_failure(out_dir, seed, indices, futures)
     return len(indices)
 
 
@@ -89,19 +89,23 @@ def _write_in_pool(
     return futures
 
 
-def _keep_up_to_the_first_failure(indices: Sequence[int], futures: Sequence[Future[Path]]) -> None:
-    """Nothing when every frame was written; else remove the frames written after the first one
-    that was not and raise SeriesIncomplete (the error itself when it is neither the disk's, an
-    OSError, nor a dead worker's, BrokenProcessPool)."""
+def _keep_up_to_the_first_failure(
+    out_dir: Path, seed: int, indices: Sequence[int], futures: Sequence[Future[Path]]
+) -> None:
+    """Nothing when every frame was written; else remove the frames on disk from the first one
+    that was not written on and raise SeriesIncomplete (the error itself when it is neither the
+    disk's, an OSError, nor a dead worker's, BrokenProcessPool).
+
+    Every frame from the gap on is removed, not only those whose future says written: when a
+    worker dies the pool fails the futures of the others too, and one of them may have put its
+    frame in place just before the pool stopped it (a frame on disk that no future reports)."""
     settled = [None if future.cancelled() else future.exception() for future in futures]
     gap = next((place for place, future in enumerate(futures)
                 if future.cancelled() or settled[place] is not None), None)
     if gap is None:
         return
     failed, reason = next((place, error) for place, error in enumerate(settled) if error)
-    removed = [_remove_frame(future.result()) for future, error in
-               zip(futures[gap + 1:], settled[gap + 1:], strict=True)
-               if not future.cancelled() and error is None]
+    removed = [index for index in indices[gap:] if _remove_frame(out_dir, seed, index)]
     if isinstance(reason, BrokenProcessPool):  # kill -9, the kernel's OOM killer
         said = f"{WORKER_DIED}; the frames it was drawing are not written"
     elif isinstance(reason, OSError):
@@ -111,8 +115,12 @@ def _keep_up_to_the_first_failure(indices: Sequence[int], futures: Sequence[Futu
     raise SeriesIncomplete(indices[failed], said, indices[:gap], len(removed)) from reason
 
 
-def _remove_frame(image_path: Path) -> Path:
-    """Remove a written frame and its sidecar; return the image's path."""
-    image_path.unlink(missing_ok=True)
-    image_path.with_suffix(".json").unlink(missing_ok=True)
-    return image_path
+def _remove_frame(out_dir: Path, seed: int, index: int) -> bool:
+    """Remove frame ``index`` and its sidecar where they are files (a folder in a frame's place
+    stays); whether the image was there."""
+    image_path = out_dir / f"{frame_name(seed, index)}.jpg"
+    written = image_path.is_file()
+    for path in (image_path, image_path.with_suffix(".json")):
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
+    return written

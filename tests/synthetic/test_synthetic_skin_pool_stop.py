@@ -9,11 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
 
 from appliance.cli import main
+from appliance.synthetic.skin import synthetic_frame, write_frame
+from appliance.synthetic.skin_pool import SeriesIncomplete, _keep_up_to_the_first_failure
 from tests.pool_helpers import kill_a_worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,3 +85,21 @@ def test_a_worker_killed_ends_the_series_with_what_is_kept_not_a_traceback(
     kept = sorted(path.name for path in out.glob("*.json"))
     assert kept == [f"skin-3-{index:05d}.json" for index in range(len(kept))]  # no gap
     assert err.endswith(f"; finish with --start {len(kept)} --count {2000 - len(kept)}\n")
+
+
+def test_a_frame_put_in_place_as_the_pool_broke_is_removed_with_the_rest(tmp_path: Path) -> None:
+    # A worker killed: the pool fails every pending future, and another worker may have put its
+    # frame in place just before the pool stopped it. No future reports that frame, so it stayed
+    # after the error had said the series ends before it (seen once: 21 frames on disk, the
+    # message said 20 and --start 20); with a frame after it lost, a hole.
+    frames = [write_frame(synthetic_frame(3, index, "normal"), tmp_path)[0] for index in range(3)]
+    done: Future[Path] = Future()
+    done.set_result(frames[0])
+    broken: list[Future[Path]] = [Future(), Future()]
+    for future in broken:  # frames 1 and 2: on disk, their futures failed with the pool
+        future.set_exception(BrokenProcessPool("a worker died"))
+    with pytest.raises(SeriesIncomplete) as stop:
+        _keep_up_to_the_first_failure(tmp_path, 3, range(3), [done, *broken])
+    assert list(stop.value.kept) == [0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "skin-3-00000.jpg", "skin-3-00000.json"]
