@@ -10,27 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import sqlite3
 from collections.abc import Iterator
 
 from appliance.backoffice.store import Store, StoreError, open_store
-from appliance.pathology.jobstore import open_pathology_store
+from appliance.pathology.jobstore import DATABASE_ERRORS, open_pathology_store
 
 log = logging.getLogger(__name__)
 
 
-def _store_errors() -> tuple[type[Exception], ...]:
-    """What SQLite and (where installed) psycopg raise when a query or write fails."""
-    try:
-        import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
-    except ImportError:
-        return (sqlite3.Error,)
-    return (sqlite3.Error, psycopg.Error)
-
-
 # a store that could not answer or record (a full disk, a lost server): the console's few
 # handlers that must still answer something true catch these
-STORE_ERRORS = _store_errors()
+STORE_ERRORS = DATABASE_ERRORS
 
 
 class StoreBusyError(RuntimeError):

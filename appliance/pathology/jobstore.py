@@ -69,16 +69,18 @@ SLIDE_COLUMNS = (
 _NOT_FINAL = "state NOT IN ('done', 'failed', 'cancelled')"
 
 
-def _store_errors() -> tuple[type[Exception], ...]:
-    """What a database that went away raises (psycopg only where it is installed)."""
+def _database_errors() -> tuple[type[Exception], ...]:
+    """What SQLite and (where installed) psycopg raise when a query or write fails."""
     try:
         import psycopg  # noqa: PLC0415 - the backoffice extra; SQLite needs none
     except ImportError:
-        return (sqlite3.Error, StoreError)
-    return (sqlite3.Error, StoreError, psycopg.Error)
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
 
 
-STORE_ERRORS = _store_errors()
+DATABASE_ERRORS = _database_errors()
+# what a database that went away raises: its driver's error, or StoreError (no reconnect)
+STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, StoreError)
 
 
 def _finite(value: Any) -> Any:
