@@ -72,10 +72,12 @@ class RivalWatch:
     def heard(self, payload: bytes) -> dict[str, Any] | None:
         """The presence of another live process under this client id that started first
         (this one must stop), else None; a younger live rival is logged (it stops itself)."""
+        presence = self._other_process(payload)
         if not self._heard_any:
             self._heard_any = True
-            self._begin_probation(payload)
-        rival = self._live_rival(payload)
+            if presence is not None:
+                self._begin_probation(presence)
+        rival = self._live_rival(presence) if presence is not None else None
         if rival is None:
             return None
         if (rival["started_at"], rival["process"]) < (self.own.started_at, self.own.process):
@@ -87,27 +89,29 @@ class RivalWatch:
                         rival["started_at"], rival["host"])
         return None
 
-    def _begin_probation(self, payload: bytes) -> None:
+    def _other_process(self, payload: bytes) -> dict[str, Any] | None:
+        """The presence when it names a process other than this one; presences of older
+        versions (no process id) are ignored."""
+        presence = read_presence(payload) if payload else None
+        if presence is None or not _names_a_process(presence) or \
+                presence["process"] == self.own.process:
+            return None
+        return presence
+
+    def _begin_probation(self, presence: dict[str, Any]) -> None:
         """No job for PROBATION_S when the first presence heard is of another process that
         did not stop cleanly (online, or its will): it may still run, and shows whether it
         does once it connects again."""
-        presence = read_presence(payload) if payload else None
-        if presence is None or not _names_a_process(presence) or \
-                presence["process"] == self.own.process or \
-                not (presence["state"] == "online" or presence.get("lost")):
+        if not (presence["state"] == "online" or presence.get("lost")):
             return
         self.probation_until = time.monotonic() + PROBATION_S
         log.info("%s: the last presence under this name is of another process (started %s on "
                  "%s) that did not stop cleanly; no job for %g s while it may still run",
                  self.own.server_id, presence["started_at"], presence["host"], PROBATION_S)
 
-    def _live_rival(self, payload: bytes) -> dict[str, Any] | None:
-        """The presence when it proves another process connected again since this one
-        first heard of it; presences of older versions (no process id) are ignored."""
-        presence = read_presence(payload) if payload else None
-        if presence is None or not _names_a_process(presence) or \
-                presence["process"] == self.own.process:
-            return None
+    def _live_rival(self, presence: dict[str, Any]) -> dict[str, Any] | None:
+        """The presence when it proves its process connected again since this one first
+        heard of it."""
         process, connection = presence["process"], presence["connection"]
         seen = self._connections.get(process)
         self._connections[process] = max(connection, seen or 0)
