@@ -27,25 +27,14 @@ from appliance.backoffice.store import Batch, Store, StoreError, open_store
 from appliance.console import auth
 from appliance.pathology.jobstore import PathologyStore
 from appliance.synthetic import fleet
+from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh, migrated store of each backend (PostgreSQL in a throw-away schema)."""
-    if request.param == "sqlite":
-        opened = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    with fresh_store(request.param, tmp_path, "test_store", open_store) as opened:
         yield opened
-        opened.close()
-        return
-    schema = f"test_store_{uuid.uuid4().hex[:12]}"
-    opened = open_store(PG_URL, pg_schema=schema)
-    try:
-        yield opened
-    finally:
-        opened.drop_postgres_schema(schema)
-        opened.close()
 
 
 def _rows(count: int, seed: int = 1) -> list[tuple[object, ...]]:

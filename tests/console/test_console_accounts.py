@@ -4,7 +4,6 @@ sessions."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,25 +29,14 @@ from appliance.cli import main
 from appliance.console import auth
 from appliance.console.auth import add_user, create_token
 from tests.disk_helpers import fill, small_tmpfs
+from tests.store_helpers import BACKENDS, fresh_store
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh store of each backend (PostgreSQL in a throw-away schema)."""
-    if request.param == "sqlite":
-        opened = open_store(f"sqlite:///{tmp_path / 'bo.sqlite3'}")
+    with fresh_store(request.param, tmp_path, "console_accounts", open_store) as opened:
         yield opened
-        opened.close()
-        return
-    schema = f"console_accounts_{uuid.uuid4().hex[:12]}"
-    opened = open_store(PG_URL, pg_schema=schema)
-    try:
-        yield opened
-    finally:
-        opened.drop_postgres_schema(schema)
-        opened.close()
 
 
 def test_each_store_ends_sessions_and_tokens_of_one_user_only(store: Store) -> None:

@@ -6,7 +6,6 @@ import math
 import os
 import re
 import stat
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,26 +33,14 @@ from appliance.console.cohortview import (
     svg_plot,
 )
 from appliance.edge.screen_view import load_references, result_view
+from tests.store_helpers import BACKENDS, fresh_store
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        opened = open_store(f"sqlite:///{tmp_path / 'bo.sqlite3'}")
+    with fresh_store(request.param, tmp_path, "test_console", open_store) as opened:
         seed(opened)
         yield opened
-        opened.close()
-        return
-    schema = f"test_console_{uuid.uuid4().hex[:12]}"
-    opened = open_store(PG_URL, pg_schema=schema)
-    try:
-        seed(opened)
-        yield opened
-    finally:
-        opened.drop_postgres_schema(schema)
-        opened.close()
 
 
 def test_band_means_and_pearson_from_sums_match_the_offline_report(store: Store) -> None:

@@ -25,8 +25,7 @@ from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.slideworker import prepare_for_model
 from appliance.synthetic.he import SlideSpec, render_slide
-
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
 
 def _payload(paths: list[str], job_id: str = "j1", um: object = 0.5) -> bytes:
@@ -125,21 +124,11 @@ def test_a_slide_that_leads_out_of_the_roots_when_read_is_refused(tmp_path: Path
                               f"{outside / 'b.jpg'}); refused")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PathologyStore]:
     """A fresh pathology store of each backend (PostgreSQL in a throw-away schema)."""
-    if request.param == "sqlite":
-        opened = open_pathology_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    with fresh_store(request.param, tmp_path, "test_pathology", open_pathology_store) as opened:
         yield opened
-        opened.close()
-        return
-    schema = f"test_pathology_{uuid.uuid4().hex[:12]}"
-    opened = open_pathology_store(PG_URL, pg_schema=schema)
-    try:
-        yield opened
-    finally:
-        opened.drop_postgres_schema(schema)
-        opened.close()
 
 
 def _row(job_id: str, index: int, server: str) -> dict[str, object]:
