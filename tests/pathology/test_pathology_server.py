@@ -48,6 +48,7 @@ from appliance.synthetic.he import SlideSpec, render_slide
 from appliance.transport.broker import PrivateBroker, free_port
 from tests.disk_helpers import fill, small_tmpfs
 from tests.gpu import needs_cuda
+from tests.pathology_helpers import SteppedClock
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
@@ -425,16 +426,6 @@ def test_a_restarted_server_resumes_its_own_jobs_one_after_another(env: Env) -> 
     server._take_waiting()  # noqa: SLF001 - the main loop's turn
     assert sorted(server.runs) == ["mine-0", "mine-1"]
     store.close()
-
-
-class SteppedClock:
-    """time.monotonic that moves only when the test says (the server's put-off times)."""
-
-    def __init__(self) -> None:
-        self.now_s = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now_s
 
 
 def _queue_server(env: Env, monkeypatch: pytest.MonkeyPatch,

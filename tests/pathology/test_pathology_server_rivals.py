@@ -23,6 +23,7 @@ from appliance.pathology.jobstore import open_pathology_store
 from appliance.pathology.presence import PROBATION_S, Presence, RivalWatch
 from appliance.pathology.server import PathologyServer
 from appliance.pathology.service_main import run_server
+from tests.pathology_helpers import SteppedClock, serving
 
 pytestmark = pytest.mark.broker
 
@@ -59,16 +60,8 @@ class Presences:
 def first(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Iterator[PathologyServer]:
     """A server serving in a thread of this test, stopped at the end."""
     config = _config(tmp_path, mqtt_broker, topic_prefix, f"twin-{uuid.uuid4().hex[:10]}")
-    store = open_pathology_store(config.store.url)
-    server = PathologyServer(config, store)
-    stop = threading.Event()
-    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
-    thread.start()
-    assert server.connected.wait(10)
-    yield server
-    stop.set()
-    thread.join(15)
-    store.close()
+    with serving(config) as server:
+        yield server
 
 
 def test_a_second_server_with_the_same_client_id_stops_and_the_first_serves_on(
@@ -113,19 +106,13 @@ def test_a_dead_predecessor_s_presence_stops_no_one(
     topic = server_topic(topic_prefix, config.pathology.client_id)
     publisher.publish(topic, dead.payload("online"), qos=1, retain=True).wait_for_publish(5)
     watch = Presences(mqtt_broker, topic)
-    store = open_pathology_store(config.store.url)
-    server = PathologyServer(config, store)
-    stop = threading.Event()
-    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
-    thread.start()
-    assert wait_until(lambda: any(p["process"] == server.presence.process for p in watch.seen),
-                      timeout_s=10)  # it read the retained "online" and said its own
-    publisher.publish(topic, dead.payload("offline"), qos=1, retain=True).wait_for_publish(5)
-    assert wait_until(lambda: watch.seen[-1]["state"] == "offline", timeout_s=10)
-    assert not wait_until(lambda: server.failed is not None, timeout_s=3)
-    stop.set()
-    thread.join(15)
-    store.close()
+    with serving(config, connected=False) as server:
+        assert wait_until(lambda: any(p["process"] == server.presence.process
+                                      for p in watch.seen),
+                          timeout_s=10)  # it read the retained "online" and said its own
+        publisher.publish(topic, dead.payload("offline"), qos=1, retain=True).wait_for_publish(5)
+        assert wait_until(lambda: watch.seen[-1]["state"] == "offline", timeout_s=10)
+        assert not wait_until(lambda: server.failed is not None, timeout_s=3)
     publisher.loop_stop()
     watch.close()
 
@@ -177,12 +164,3 @@ def test_a_server_starting_where_another_may_run_takes_no_job_for_a_while(
     assert store.job("j2") is not None
     store.close()
 
-
-class SteppedClock:
-    """time.monotonic that moves only when the test says."""
-
-    def __init__(self) -> None:
-        self.now_s = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now_s

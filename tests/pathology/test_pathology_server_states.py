@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,7 @@ from PIL import Image
 from appliance.config import config_from_mapping
 from appliance.edge.testing import wait_until
 from appliance.pathology.jobs import JOB_SCHEMA, request_topic, state_topic
-from appliance.pathology.jobstore import open_pathology_store
-from appliance.pathology.server import PathologyServer
+from tests.pathology_helpers import serving
 
 pytestmark = pytest.mark.broker
 KEEP_S = 3600
@@ -59,16 +57,8 @@ def served(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Iterator[Path
         "pathology": {"client_id": f"keep-{uuid.uuid4().hex[:10]}", "slide_roots": [str(root)],
                       "results_dir": str(tmp_path / "out"), "backends": ["onnx-cpu"],
                       "prepare_workers": 1, "final_state_keep_s": KEEP_S}})
-    store = open_pathology_store(config.store.url)
-    server = PathologyServer(config, store)
-    stop = threading.Event()
-    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
-    thread.start()
-    assert server.connected.wait(10)
-    yield root
-    stop.set()
-    thread.join(15)
-    store.close()
+    with serving(config):
+        yield root
 
 
 def _submit(broker: Any, prefix: str, job_id: str, slide: Path) -> None:

@@ -6,7 +6,6 @@ password, given the wrong one."""
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,10 @@ from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.config import PASSWORD_ENV, config_from_mapping
 from appliance.edge.testing import wait_until
-from appliance.pathology.jobstore import open_pathology_store
-from appliance.pathology.server import PathologyServer
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import BrokerRefusedError, LinkSettings
 from appliance.transport.subscriber import Subscriber
+from tests.pathology_helpers import serving
 
 pytestmark = pytest.mark.broker
 
@@ -75,16 +73,7 @@ def test_the_pathology_server_names_a_refusal_like_every_client(
 ) -> None:
     config = _config(locked_broker, tmp_path, pathology={
         "client_id": "refused-server", "backends": ["onnx-cpu"], "prepare_workers": 1})
-    store = open_pathology_store(config.store.url)
-    server = PathologyServer(config, store)
-    stop = threading.Event()
-    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with serving(config, connected=False) as server:
         assert wait_until(lambda: server.failed is not None, timeout_s=20)
-    finally:
-        stop.set()
-        thread.join(15)
-        store.close()
     _assert_refusal_words(server.failed, locked_broker.port, "refused-server")
     assert server.failed == _subscriber_refusal(server.link_settings)
