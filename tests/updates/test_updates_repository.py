@@ -21,7 +21,13 @@ from appliance.cli import main
 from appliance.config import load_config
 from appliance.updates.fetch import RepositoryClient
 from appliance.updates.fleetops import choose_devices
-from appliance.updates.manifest import ManifestError, check_target_path, model_target, semver_key
+from appliance.updates.manifest import (
+    ManifestError,
+    ModelManifest,
+    check_target_path,
+    model_target,
+    semver_key,
+)
 from appliance.updates.operations import (
     RoleKeys,
     assign,
@@ -598,13 +604,7 @@ def test_a_release_published_by_the_next_operation_is_said_to_be_released_when_r
     """Killed before its snapshot, then published by another release: running it again (as
     after any stopped release) said 'versions are immutable, release a new version', as if
     this release had not happened."""
-    repo = init_repository(tmp_path / "repo")
-    model = linear_model(tmp_path / "m.onnx", "1.1.0")
-    manifest = manifest_for(model, "1.1.0", inputs())
-    with monkeypatch.context() as patched:
-        patched.setattr(FileRepository, "publish", _killed)
-        with pytest.raises(KeyboardInterrupt):
-            release_model(repo, model, manifest)
+    repo, model, manifest = _killed_before_snapshot(tmp_path, monkeypatch)
     newer = linear_model(tmp_path / "n.onnx", "1.2.0")
     release_model(repo, newer, manifest_for(newer, "1.2.0", inputs()))  # publishes 1.1.0 too
     with pytest.raises(RepositoryError) as refused:
@@ -612,6 +612,20 @@ def test_a_release_published_by_the_next_operation_is_said_to_be_released_when_r
     assert str(refused.value) == (
         "skin-texture-grade 1.1.0 is already released from this same file and self-test, and "
         "published (an operation after a stopped release publishes it too); nothing to do")
+
+
+def _killed_before_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                            ) -> tuple[FileRepository, Path, ModelManifest]:
+    """A new repository where releasing 1.1.0 (model, manifest) was killed after signing the
+    targets, before the snapshot that publishes them."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    with monkeypatch.context() as patched:
+        patched.setattr(FileRepository, "publish", _killed)
+        with pytest.raises(KeyboardInterrupt):
+            release_model(repo, model, manifest)
+    return repo, model, manifest
 
 
 def _killed(self: FileRepository) -> bool:
@@ -625,13 +639,7 @@ def test_a_release_killed_before_its_snapshot_is_completed_by_releasing_it_again
     """Killed after signing the targets, before the snapshot that publishes them: kiosks cannot
     see the release. The same release again publishes it; another file of that version, or a
     third release, is refused as before."""
-    repo = init_repository(tmp_path / "repo")
-    model = linear_model(tmp_path / "m.onnx", "1.1.0")
-    manifest = manifest_for(model, "1.1.0", inputs())
-    with monkeypatch.context() as patched:
-        patched.setattr(FileRepository, "publish", _killed)
-        with pytest.raises(KeyboardInterrupt):
-            release_model(repo, model, manifest)
+    repo, model, manifest = _killed_before_snapshot(tmp_path, monkeypatch)
     snapshot_before = repo.latest_version("snapshot")
     assert repo.open("snapshot").signed.meta["targets.json"].version < repo.latest_version(
         "targets")  # signed, not published
