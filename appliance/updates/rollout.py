@@ -65,7 +65,6 @@ class Rollout:
         self.repo, self.watcher, self.store, self.plan = repo, watcher, store, plan
         self.rollout_id = uuid.uuid4().hex[:12]
         self.outcomes: dict[Device, tuple[str, str]] = {}
-        self._started = payloads.utc_now()
         self._started_s = time.monotonic()
         self._repository = repo.identity()
 
