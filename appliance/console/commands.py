@@ -185,37 +185,37 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    import json
-    from datetime import UTC, datetime
-
     from appliance.backoffice.cohort import REPORT_FEATURES
     from appliance.console.cohortview import feature_views, reference_table
 
-    tables: list[dict[str, Any]] = []
+    def write(store: Any) -> int:
+        table = reference_table(feature_views(store.band_sums(REPORT_FEATURES)))
+        return _write_reference(args.out, table)
 
-    def read(store: Any) -> int:
-        tables.append(reference_table(feature_views(store.band_sums(REPORT_FEATURES))))
-        return 0
+    return with_store(args, "console reference", write)
 
-    code = with_store(args, "console reference", read)
-    if code != 0:
-        return code
-    table = tables[0]
+
+def _write_reference(out: str, table: dict[str, Any]) -> int:
+    """Replace ``out`` with the reference ranges, whole or not at all (a full disk keeps the
+    old file): 0, or 1 after saying why not (no band to write, the file cannot be written)."""
+    import json
+    from datetime import UTC, datetime
+
+    from appliance.outfile import replaced_when_complete
+
     if not table:
         print("console reference: no age band has two results yet", file=sys.stderr)
         return 1
     document = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "what": "per age band: n, mean and SD of each feature (appliance cohort)",
                 "bands": table}
-    from appliance.outfile import replaced_when_complete
-
     try:
-        with replaced_when_complete(Path(args.out)) as temp:  # a full disk keeps the old file
+        with replaced_when_complete(Path(out)) as temp:
             temp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     except OSError as exc:
         print(f"console reference: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote reference ranges of {len(table) - 1} age band(s) to {args.out}")
+    print(f"wrote reference ranges of {len(table) - 1} age band(s) to {out}")
     return 0
 
 
