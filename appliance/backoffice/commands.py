@@ -17,7 +17,6 @@ from appliance.config import Config, ConfigError, load_config_or_defaults
 from appliance.logsafe import escape_controls
 
 CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
-MAX_ID_CHARS = 64  # of a device id (appliance/transport/payloads.py)
 MAX_DATABASE_INT = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT hold no more
 
 
@@ -51,12 +50,12 @@ def positive_int(text: str) -> int:
 def device_id(text: str) -> str:
     """An argparse type: a device id as kiosks have them (the result payload's pattern), so an
     argument no store could match (bytes the locale cannot decode) is refused as such."""
-    from appliance.transport.payloads import IDENTIFIER_PATTERN
+    from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
 
-    if len(text) > MAX_ID_CHARS or re.fullmatch(IDENTIFIER_PATTERN, text) is None:
+    if len(text) > MAX_IDENTIFIER_CHARS or re.fullmatch(IDENTIFIER_PATTERN, text) is None:
         raise argparse.ArgumentTypeError(
             f"{text!r}: not a device id (letters, digits, '.', '_' and '-', starting with a "
-            f"letter or digit, at most {MAX_ID_CHARS} characters)")
+            f"letter or digit, at most {MAX_IDENTIFIER_CHARS} characters)")
     return text
 
 

@@ -51,7 +51,9 @@ FeatureKey = Literal[
 ]  # the same keys as FEATURE_KEYS (a test keeps them in step)
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)]
+MAX_IDENTIFIER_CHARS = 64
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER_CHARS,
+                                  pattern=IDENTIFIER_PATTERN)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 # A count as the stores keep it (SQLite INTEGER, PostgreSQL BIGINT: signed 64 bits). A larger
 # one is valid JSON, but the store would refuse it after validation, and its whole batch with it.
