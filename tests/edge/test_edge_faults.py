@@ -203,15 +203,22 @@ def _datagrams(sock: socket.socket, seconds: float) -> list[str]:
     return messages
 
 
-def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
-    broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def sock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    """systemd's notify socket as a daemon started in this test sees it, with a 0.4 s watchdog;
+    closed at the end."""
     socket_path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(socket_path))
-    sock.settimeout(0.1)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(socket_path))
-    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as bound:
+        bound.bind(str(socket_path))
+        bound.settimeout(0.1)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(socket_path))
+        monkeypatch.setenv("WATCHDOG_USEC", "400000")
+        yield bound
+
+
+def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
+    broker: PrivateBroker, tmp_path: Path, sock: socket.socket
+) -> None:
     config = edge_config(tmp_path, broker.port, None, watchdog_stall_s=1.0)
     analyzer = HangingAnalyzer()
     daemon = EdgeDaemon(config, source=fast_source(config), analyzer=analyzer)
@@ -229,21 +236,14 @@ def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
         analyzer.release.set()
         daemon.request_stop()
         thread.join(10)
-        sock.close()
 
 
 def test_watchdog_pings_go_on_while_the_camera_is_unplugged(
-    broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: PrivateBroker, tmp_path: Path, sock: socket.socket
 ) -> None:
     """The capture thread waits between reopen attempts (up to camera_reopen_cap_s, 600 s at
     most): a wait longer than watchdog_stall_s read as a hang, the pings stopped, and systemd
     killed a kiosk that the design keeps running with its camera offline."""
-    socket_path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(socket_path))
-    sock.settimeout(0.1)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(socket_path))
-    monkeypatch.setenv("WATCHDOG_USEC", "400000")
     config = edge_config(tmp_path, broker.port, None, watchdog_stall_s=1.0,
                          camera_reopen_cap_s=3.0)
     unplugged = FlakySource(fast_source(config))
@@ -259,4 +259,3 @@ def test_watchdog_pings_go_on_while_the_camera_is_unplugged(
     finally:
         daemon.request_stop()
         thread.join(10)
-        sock.close()
