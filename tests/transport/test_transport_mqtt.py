@@ -88,6 +88,14 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
     return check()
 
 
+def _started_client(broker: Any) -> Any:
+    """A plain client connected to ``broker`` with its network loop running."""
+    client = new_client(LinkSettings(broker.host, broker.port, ""))
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
 def payload(i: int) -> bytes:
     return b'{"id": "m%d"}' % i
 
@@ -105,9 +113,7 @@ def test_results_stay_after_the_puback_and_leave_on_the_back_office_ack(
         time.sleep(0.2)
         assert link.outbox.depth() == 20  # the broker took them; nobody has committed them
         assert not link.idle()
-        acker = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
-        acker.connect(mqtt_broker.host, mqtt_broker.port)
-        acker.loop_start()
+        acker = _started_client(mqtt_broker)
         for body in encode_acks([f"m{i}" for i in range(0, 20, 2)]):
             acker.publish(f"{topic_prefix}/ack", body, qos=1).wait_for_publish(5)
         acker.publish(f"{topic_prefix}/ack", b'{"ids": 3}', qos=1).wait_for_publish(5)
@@ -154,9 +160,7 @@ def test_birth_is_retained_online_and_a_stop_leaves_offline(
     link.start()
     late = None
     try:
-        deadline_s = time.monotonic() + 5
-        while not link.connected and time.monotonic() < deadline_s:
-            time.sleep(0.02)
+        wait_until(lambda: link.connected, timeout_s=5)
         late = Subscriber(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/status")
         assert late.wait_for(1)[0].payload == b'{"state": "online"}'
         # ``connected`` is set before the birth goes out, so ``late`` may have subscribed
@@ -182,12 +186,8 @@ def test_commands_arrive_in_the_inbox(
     link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
     link.start()
     try:
-        deadline_s = time.monotonic() + 5
-        while not link.connected and time.monotonic() < deadline_s:
-            time.sleep(0.02)
-        sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
-        sender.connect(mqtt_broker.host, mqtt_broker.port)
-        sender.loop_start()
+        wait_until(lambda: link.connected, timeout_s=5)
+        sender = _started_client(mqtt_broker)
         sender.publish(f"{topic_prefix}/cmd/measure", b"{}", qos=1).wait_for_publish(5)
         sender.disconnect()
         sender.loop_stop()
@@ -274,15 +274,12 @@ def test_a_malformed_ack_is_logged_cut_short(
     with caplog.at_level(logging.WARNING, logger="appliance.transport.mqtt"):
         link.start()
         try:
-            deadline_s = time.monotonic() + 5
-            while not link.connected and time.monotonic() < deadline_s:
-                time.sleep(0.02)
-            sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
-            sender.connect(mqtt_broker.host, mqtt_broker.port)
-            sender.loop_start()
+            wait_until(lambda: link.connected, timeout_s=5)
+            sender = _started_client(mqtt_broker)
+            deadline_s = time.monotonic() + 10
             # sent again until the link reads one: "connected" comes before its SUBACK, and an
             # ack sent before that reaches nobody (a busy machine showed it)
-            while link.stats.bad_acks < 1 and time.monotonic() < deadline_s + 10:
+            while link.stats.bad_acks < 1 and time.monotonic() < deadline_s:
                 sender.publish(link.ack_topic, json.dumps(hostile).encode(),
                                qos=1).wait_for_publish(5)
                 time.sleep(0.3)
