@@ -52,7 +52,7 @@ def replaced_when_complete(path: Path) -> Iterator[Path]:
         temp = Path(name)
         os.chmod(temp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
         yield temp
-        _fsync(temp)
+        fsync_path(temp)
         os.replace(temp, path)
     except OSError as exc:
         _remove(temp)
@@ -64,7 +64,8 @@ def replaced_when_complete(path: Path) -> Iterator[Path]:
         raise
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (renames, removals), to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

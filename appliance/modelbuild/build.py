@@ -35,6 +35,7 @@ from appliance.modelbuild import export, quantize
 from appliance.modelbuild.evaluate import FLOAT_MODEL_KEY
 from appliance.modelbuild.table import LabelledTable, TableError, assign_splits, read_table
 from appliance.modelbuild.training import TrainedMlp, label_indices, train_mlp
+from appliance.outfile import fsync_path
 from appliance.transport.payloads import FEATURE_KEYS
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,7 @@ def _remove_killed_builds(out_dir: Path) -> None:
 
 def _put_in_place(staged: Path, out_dir: Path) -> Path:
     """Flush ``staged`` to disk and rename it into ``out_dir`` (the same file system)."""
-    with staged.open("rb") as handle:
-        os.fsync(handle.fileno())
+    fsync_path(staged)
     final = out_dir / staged.name
     os.replace(staged, final)
     return final

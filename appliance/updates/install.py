@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import safejson
+from appliance.outfile import fsync_path
 from appliance.updates.repository import write_atomically
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,6 @@ class Installed:
 
     current: Path | None
     previous: Path | None
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ModelStore:
@@ -82,10 +75,9 @@ class ModelStore:
                 previous: Path | None) -> Path:
         """Move a verified download into place and point ``current`` at it atomically."""
         final = self.dir / f"{name}-{version}-{sha256[:12]}.onnx"
-        with downloaded.open("rb") as handle:
-            os.fsync(handle.fileno())
+        fsync_path(downloaded)
         os.replace(downloaded, final)
-        _fsync_dir(self.dir)
+        fsync_path(self.dir)
         self._point(final, previous)
         return final
 
@@ -99,7 +91,7 @@ class ModelStore:
             "previous": str(previous) if previous else None,
         }
         write_atomically(self.dir / POINTER, json.dumps(body).encode())
-        _fsync_dir(self.dir)
+        fsync_path(self.dir)
 
     def clean(self, configured: str | Path | None) -> list[Path]:
         """Remove what the updater wrote and the pointer no longer names: its downloads, its
