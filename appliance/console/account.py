@@ -18,16 +18,16 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import Login, Revoked
-from appliance.console.auth import (
-    AccessError,
-    check_password,
-    check_user,
-    digest,
-    known_user,
-    password_hash,
-)
+from appliance.console.auth import AccessError, check_user, digest, password_hash
 from appliance.console.db import STORE_ERRORS
-from appliance.console.guard import SESSION_COOKIE, check_csrf, page_login, pool_of, read_form
+from appliance.console.guard import (
+    SESSION_COOKIE,
+    check_csrf,
+    page_login,
+    password_login,
+    pool_of,
+    read_form,
+)
 from appliance.console.pages import render
 from appliance.console.throttle import LoginGuard, retry_after
 from appliance.logsafe import shorten
@@ -64,9 +64,7 @@ async def change_password(request: Request) -> HTMLResponse:
     keep = digest(request.cookies.get(SESSION_COOKIE, ""))
 
     def attempt() -> Revoked | None:
-        with pool_of(request).store() as store:
-            found = known_user(store, login.name)
-        if check_password(found, login.name, form.get("password", "")) is None:
+        if password_login(pool_of(request), login.name, form.get("password", "")) is None:
             return None
         new_hash = password_hash(form["new_password"])  # slow: no store held
         with pool_of(request).store() as store:

@@ -18,7 +18,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
 from appliance.backoffice.accounts import Login
-from appliance.console.auth import MAX_PASSWORD_CHARS, bearer_login, same_token, session_login
+from appliance.console.auth import (
+    MAX_PASSWORD_CHARS,
+    bearer_login,
+    check_password,
+    known_user,
+    same_token,
+    session_login,
+)
 from appliance.console.db import StorePool
 from appliance.console.filters import (
     MAX_FIELD_CHARS,
@@ -64,6 +71,15 @@ def pool_of(request: Request) -> StorePool:
     """The app's store pool."""
     pool: StorePool = request.app.state.pool
     return pool
+
+
+def password_login(pool: StorePool, name: str, password: str) -> Login | None:
+    """``name``'s login when ``password`` is right, else None: the user is looked up on a
+    borrowed store, given back before the slow hash (auth.check_password). Blocking: call it
+    from a worker thread."""
+    with pool.store() as store:
+        found = known_user(store, name)
+    return check_password(found, name, password)
 
 
 def known_parameters(request: Request) -> None:

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import SHOWN_CHARS, csv_safe
-from appliance.console.auth import check_password, digest, known_user, open_session
+from appliance.console.auth import digest, open_session
 from appliance.console.cohortview import svg_plot
 from appliance.console.db import STORE_ERRORS
 from appliance.console.filters import check_measurement_id, once_each, parse_query
@@ -34,6 +34,7 @@ from appliance.console.guard import (
     check_csrf,
     operator,
     page_login,
+    password_login,
     pool_of,
     read_form,
     safe_next,
@@ -100,9 +101,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
         return _login_page(request, form.get("next"), 429, wait_s=wait_s)
 
     def attempt() -> Any:
-        with pool.store() as store:
-            found = known_user(store, name)
-        login = check_password(found, name, form.get("password", ""))  # no store held
+        login = password_login(pool, name, form.get("password", ""))
         if login is None:
             return None
         with pool.store() as store:
