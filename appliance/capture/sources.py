@@ -149,8 +149,8 @@ class UvcSource:
 
 
 class _UnchangedPicture:
-    """How long a live camera's lit picture has not changed at all (a sample of every 8th pixel
-    each way, hashed: about a quarter of a millisecond a frame)."""
+    """How long a live camera's lit picture has not changed at all, judged on a hash of every
+    8th pixel each way (any sensor noise there changes it)."""
 
     def __init__(self, dark_level: float) -> None:
         self.dark_level = dark_level  # a mean grey level below it is a dark field

@@ -85,7 +85,8 @@ class AnalysisRunner(threading.Thread):
         on_failed: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="AnalysisRunner", daemon=True)
-        self.paused = paused or threading.Event()  # set: frames pass unmeasured (no storage)
+        # set while results cannot be stored: live frames pass unmeasured, a saved capture waits
+        self.paused = paused or threading.Event()
         self.frames_paused = 0
         self._on_gated = on_gated
         self._on_failed = on_failed  # the kiosk screen: the burst it shows gives no result
