@@ -212,7 +212,7 @@ class RequestAdmission:
     def _not_a_request(self, name: str) -> None:
         """A request on a topic that names no job id: cleared, refused on the errors topic."""
         self._clear_request(name)
-        shown = name if len(name) <= SHOWN_ID_CHARS else name[:SHOWN_ID_CHARS] + "..."
+        shown = _shown_id(name)
         self._refuse(JobRefusedError(f"job request on a topic naming {shown!r} ({len(name)} "
                                      "characters), not a job id: a job id is 1-64 of A-Z a-z "
                                      "0-9 _ . -"))
@@ -290,7 +290,7 @@ class RequestAdmission:
         """A cancel request on a topic that names no job a submit could make (a topic level may
         be 65,535 bytes): cleared, and answered naming only its start."""
         self.client.publish(cancel_topic(self.prefix, name), b"", qos=1, retain=True)
-        shown = name if len(name) <= SHOWN_ID_CHARS else name[:SHOWN_ID_CHARS] + "..."
+        shown = _shown_id(name)
         log.warning("cancel request for %r (%d characters, not a job id) cleared", shown,
                     len(name))
         self._answer_cancel(shown, "unknown", f"cancel request for {shown!r} ({len(name)} "
@@ -300,3 +300,8 @@ class RequestAdmission:
     def _answer_cancel(self, job_id: str, state: str, reason: str) -> None:
         self.client.publish(errors_topic(self.prefix), state_payload(
             job_id, state, request="cancel", reason=reason, server=self.server_id), qos=1)
+
+
+def _shown_id(name: str) -> str:
+    """A topic level that names no job id, cut to SHOWN_ID_CHARS for the answer and the log."""
+    return name if len(name) <= SHOWN_ID_CHARS else name[:SHOWN_ID_CHARS] + "..."
