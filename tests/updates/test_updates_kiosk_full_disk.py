@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +25,36 @@ from appliance.updates.serving import ServingModel
 from tests.disk_helpers import small_tmpfs
 
 
+def _serving(tmp_path: Path) -> ServingModel:
+    return ServingModel(SkinClassifier.load(tmp_path / "initial.onnx"))
+
+
+@contextmanager
+def _updater_on_a_small_disk(
+    fleet: Fleet, serving: ServingModel, states: list[ModelState], stop: threading.Event,
+    inodes: int,
+) -> Iterator[tuple[ModelUpdater, Path]]:
+    """Kiosk k1's updater, release 1.1.0 assigned to it, its models folder a tmpfs of
+    ``inodes`` files and folders; its reported states go to ``states``."""
+    fleet.assign(fleet.release("1.1.0"), ["k1"])
+    config = fleet.config("k1")
+    with small_tmpfs(fleet.tmp / "disk", inodes=inodes) as disk:
+        Path(config.state_dir).mkdir()
+        (Path(config.state_dir) / "models").symlink_to(disk)
+        yield ModelUpdater(config, serving, lambda raw: states.append(
+            ModelState.model_validate_json(raw)), stop), disk
+
+
 def test_a_full_models_folder_is_a_rejected_install_said_at_once(
     tmp_path: Path, mqtt_broker: Any, topic_prefix: str
 ) -> None:
     fleet = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
     try:
-        fleet.assign(fleet.release("1.1.0"), ["k1"])
-        config = fleet.config("k1")
+        config, serving = fleet.config("k1"), _serving(tmp_path)
         states: list[ModelState] = []
-        serving = ServingModel(SkinClassifier.load(tmp_path / "initial.onnx"))
         # two inodes: the folder and the download; the pointer's new file finds none free
-        with small_tmpfs(tmp_path / "disk", inodes=2) as disk:
-            Path(config.state_dir).mkdir()
-            (Path(config.state_dir) / "models").symlink_to(disk)
-            updater = ModelUpdater(config, serving, lambda raw: states.append(
-                ModelState.model_validate_json(raw)), threading.Event())
+        with _updater_on_a_small_disk(fleet, serving, states, threading.Event(),
+                                      inodes=2) as (updater, disk):
             updater.check_once()
             left = sorted(path.name for path in disk.iterdir())
     finally:
@@ -57,16 +74,10 @@ def test_a_rollback_on_a_full_models_folder_still_goes_back_and_says_it_is_not_s
     fleet = Fleet.start(tmp_path, mqtt_broker, topic_prefix)
     stop = threading.Event()
     try:
-        fleet.assign(fleet.release("1.1.0"), ["k1"])
-        config = fleet.config("k1")
+        config, serving = fleet.config("k1"), _serving(tmp_path)
         states: list[ModelState] = []
-        serving = ServingModel(SkinClassifier.load(tmp_path / "initial.onnx"))
         # three inodes: the folder, the model and the pointer; a new pointer finds none free
-        with small_tmpfs(tmp_path / "disk", inodes=3) as disk:
-            Path(config.state_dir).mkdir()
-            (Path(config.state_dir) / "models").symlink_to(disk)
-            updater = ModelUpdater(config, serving, lambda raw: states.append(
-                ModelState.model_validate_json(raw)), stop)
+        with _updater_on_a_small_disk(fleet, serving, states, stop, inodes=3) as (updater, _):
             updater.start()
             assert wait_until(lambda: serving.version == "1.1.0", 30)
             with pytest.raises(ValueError, match="features lack"):
@@ -98,9 +109,8 @@ def test_leftovers_in_a_read_only_models_folder_are_left_and_the_updater_keeps_c
         subprocess.run(["mount", "-o", "remount,ro,bind", str(models)], check=True)
         fleet.assign(fleet.release("1.1.0"), ["k1"])
         states: list[ModelState] = []
-        updater = ModelUpdater(fleet.config("k1"), ServingModel(SkinClassifier.load(
-            tmp_path / "initial.onnx")), lambda raw: states.append(
-                ModelState.model_validate_json(raw)), stop)
+        updater = ModelUpdater(fleet.config("k1"), _serving(tmp_path), lambda raw: states.append(
+            ModelState.model_validate_json(raw)), stop)
         updater.start()
         assert wait_until(lambda: bool(states) and states[-1].state == "rejected", 30)
     finally:
