@@ -84,11 +84,19 @@ class _RefusedError(Exception):
     """A user or token action that could not be done; what to do is already on stderr."""
 
 
+class _StoreFailedError(Exception):
+    """The store failed during a user or token action (its server went away, a damaged file);
+    said on stderr already."""
+
+
 def _on_store(args: argparse.Namespace, what: str, action: Callable[[Any], T], *,
               writes: bool = False, create: bool = False) -> T:
     """``action`` on the store the arguments name; _RefusedError after saying why not (no
-    store, or an AccessError: an unknown user, a bad password, ...)."""
+    store, or an AccessError: an unknown user, a bad password, ...), _StoreFailedError after
+    naming the database that failed on the way (one line, as the back-office commands say it)."""
+    from appliance.backoffice.store import store_name
     from appliance.console.auth import AccessError
+    from appliance.pathology.jobstore import STORE_ERRORS
 
     store = open_for(args, writes=writes, create=create)
     if store is None:
@@ -98,6 +106,10 @@ def _on_store(args: argparse.Namespace, what: str, action: Callable[[Any], T], *
     except AccessError as exc:
         print(f"console {what}: {escape_controls(str(exc))}", file=sys.stderr)
         raise _RefusedError from exc
+    except STORE_ERRORS as exc:
+        print(f"console {what}: the {store_name(store.url)} failed: "
+              f"{' '.join(str(exc).split())}", file=sys.stderr)
+        raise _StoreFailedError from exc
     finally:
         store.close()
 
@@ -254,7 +266,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
 
 def _action(group: Any, name: str, handler: Handler, summary: str) -> Any:
     """A ``console user`` or ``console token`` action with the store options; exit 2 when
-    it is refused."""
+    it is refused, 1 when the store failed on the way."""
     action = group.add_parser(name, help=summary)
     add_store_options(action, nested=True)
 
@@ -263,6 +275,8 @@ def _action(group: Any, name: str, handler: Handler, summary: str) -> Any:
             return handler(args)
         except _RefusedError:
             return 2
+        except _StoreFailedError:
+            return 1
 
     action.set_defaults(handler=run)
     return action

@@ -268,6 +268,23 @@ def test_a_postgres_server_lost_mid_command_is_one_line_naming_it(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
 
 
+@pytest.mark.postgres
+def test_console_user_and_token_commands_name_a_postgres_server_lost_mid_command(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`console user list` and `console token list` ended in a psycopg traceback."""
+    import psycopg
+
+    open_store(pg_database).close()
+    monkeypatch.setattr("appliance.backoffice.store.open_existing_store",
+                        _opened_then_lost(pg_database, psycopg))
+    for kind in ("user", "token"):
+        assert main(["console", kind, "list", "--store", pg_database]) == 1, kind
+        err = capsys.readouterr().err
+        assert f"console {kind} list: the PostgreSQL database {pg_database} failed: " in err
+        assert "Traceback" not in err
+
+
 def _opened_then_lost(url: str, psycopg: Any) -> Any:
     """``open_existing_store`` whose connection the server ends before it is returned."""
     from appliance.backoffice.store import open_existing_store
