@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -305,9 +306,17 @@ def test_a_model_state_without_a_time_zone_does_not_end_the_deploy_with_a_traceb
     release = fleet.release("1.1.0")
     watcher, store = _watcher(fleet), _store(fleet.tmp)
     try:
-        _say(fleet, payloads.ModelState(device_id="k0", site=fleet.site, state="rejected",
+        zone_less = payloads.ModelState(device_id="k0", site=fleet.site, state="rejected",
                                         at=datetime.now(UTC).replace(tzinfo=None) + timedelta(
-                                            seconds=5), reason="zone-less"))
+                                            seconds=5), reason="zone-less")
+        # heard before the rollout starts (said again until the watcher has it: on a loaded
+        # machine its subscription or the delivery can lag, and a report heard after the start
+        # rightly counts)
+        deadline = time.monotonic() + 20
+        while (fleet.site, "k0") not in watcher.devices() and time.monotonic() < deadline:
+            _say(fleet, zone_less)
+            time.sleep(0.2)
+        assert watcher.devices()[(fleet.site, "k0")].state.reason == "zone-less"
         plan = RolloutPlan(release, [(fleet.site, "k0")], timeout_s=2)
         outcome = Rollout(fleet.repo, watcher, store, plan).run()
     finally:
