@@ -9,7 +9,8 @@ measurement id.
 A refused commit (disk full, I/O error) is counted as dropped (status, metrics, one journal
 line per measurement id) and sets ``paused``: the analysis thread then measures nothing, so
 no result is measured only to be dropped. The committer probes the outbox every
-``PROBE_EVERY_S`` and clears ``paused`` once a write commits again.
+``PROBE_EVERY_S`` and clears ``paused`` once a write commits again. An outbox that cannot write
+when the daemon starts (a full disk) pauses measuring before the first result is measured.
 
 A commit refused because the outbox file is damaged is not a loss: the group is held in
 ``held`` (measuring paused), and the daemon, seeing ``outbox.damaged``, exits so that the file
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from appliance.capture.replayed import FileStamp
+from appliance.diskspace import full_disk_hint
 from appliance.edge.pipeline import Accepted
 from appliance.edge.screen import KioskScreen
 from appliance.transport.outbox import (
@@ -67,6 +69,7 @@ class ResultCommitter(threading.Thread):
         self.paused = paused or threading.Event()
         self._on_committed = on_committed  # a folder source remembers its measured files
         self._next_probe_s = 0.0
+        self.paused_why = ""  # what the journal said when measuring was paused
         self.last_beat_s = time.monotonic()
 
     def run(self) -> None:
@@ -123,10 +126,24 @@ class ResultCommitter(threading.Thread):
                 error,
                 extra={"MEASUREMENT_ID": result.measurement_id, "DEVICE_ID": result.device_id},
             )
-        if not self.paused.is_set():
-            log.error("the outbox cannot write; measuring paused until it can")
-            self.paused.set()
-            self._next_probe_s = time.monotonic() + PROBE_EVERY_S
+        self._pause(f"{error}")
+
+    def pause_unless_writable(self) -> None:
+        """Before the threads start: pause measuring when the outbox cannot take a commit (a
+        full disk at start); what waits in it is still sent."""
+        if not self.outbox.writable() and not self.outbox.damaged:
+            self._pause(f"{self.outbox.path}: a test commit was refused")
+
+    def _pause(self, error: str) -> None:
+        """Pause measuring (once), saying why: the full disk by path and free bytes, where it
+        is one, and else the refused commit's error."""
+        if self.paused.is_set():
+            return
+        self.paused_why = full_disk_hint(self.outbox.path) or f"the outbox cannot write ({error})"
+        log.error("%s; measuring paused until the outbox can write again (%d waiting result(s) "
+                  "are still sent)", self.paused_why, self.outbox.depth())
+        self.paused.set()
+        self._next_probe_s = time.monotonic() + PROBE_EVERY_S
 
     def _hold(self, group: list[Accepted], error: OutboxCorruptError) -> None:
         """Keep a group the damaged outbox refused, for the repaired one; pause measuring."""

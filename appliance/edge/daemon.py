@@ -194,6 +194,7 @@ class EdgeDaemon:
     def run(self) -> int:
         """Start every thread, supervise until stopped or done, and shut down cleanly."""
         self.display.start()
+        self.committer.pause_unless_writable()
         for thread in (self.link, self.screen, self.committer, self.analysis, self.capture):
             thread.start()
         if self.updater is not None:

@@ -76,7 +76,9 @@ class DeviceStatus:
     def text(self) -> str:
         """One line for systemd's STATUS=."""
         d = self.daemon
-        paused = "MEASURING PAUSED: outbox cannot write, " if d.measuring_paused.is_set() else ""
+        paused = ""
+        if d.measuring_paused.is_set():
+            paused = f"MEASURING PAUSED: {d.committer.paused_why or 'the outbox cannot write'}, "
         return (
             f"{paused}camera {'online' if d.capture.online else 'offline'}, "
             f"{d.committer.committed} measured, outbox {d.outbox.depth()}, "

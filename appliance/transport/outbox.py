@@ -12,6 +12,10 @@ file of 8 bytes beside the outbox that is overwritten in place (no new block, so
 count on a full disk too, and the count survives a restart before the disk has room again);
 where even that fails the count is kept in memory and written with the next commit that
 succeeds, so ``dropped()`` never under-reports.
+A disk too full to take the ``-shm`` file that WAL mode keeps its index in does not keep the
+outbox shut: it is then opened in exclusive locking mode, where SQLite keeps that index in memory
+(and still reads every row the WAL holds), so a kiosk started on a full disk sends what waits;
+no other process opens the outbox while its daemon runs (one daemon per state folder).
 Every write and read raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot
 kill the thread that writes. A file found damaged while in use (SQLite says "malformed" or "not
 a database") raises ``OutboxCorruptError`` and sets ``damaged``: the daemon then holds what it
@@ -77,6 +81,11 @@ def is_corrupt(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorname", "") in _CORRUPT_CODES
 
 
+def _no_shared_index(exc: sqlite3.Error) -> bool:
+    """Whether SQLite could not make or grow the WAL's shared index file (``-shm``)."""
+    return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_IOERR_SHM")
+
+
 @dataclass(frozen=True)
 class OutboxMessage:
     """One stored message, in commit order (``seq``)."""
@@ -112,8 +121,7 @@ class Outbox:
         self._tally: LostTally | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = self._connect()
             for statement in OUTBOX_SCHEMA:
                 self._db.execute(statement)
             check = str(self._db.execute("PRAGMA quick_check").fetchone()[0])
@@ -143,6 +151,31 @@ class Outbox:
                 f"{path}: cannot open the outbox ({exc}); if the file is corrupt, move it aside "
                 "(its unsent results are in it) and restart"
             ) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        """The connection in WAL mode; where the WAL's shared index (the ``-shm`` file) cannot
+        be made (no room for it on a full disk), one in exclusive locking mode, which keeps
+        that index in memory and still reads every row the WAL holds."""
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except sqlite3.Error as exc:
+            db.close()
+            if not _no_shared_index(exc):
+                raise
+            why = full_disk_hint(self.path) or f"{exc}"
+        log.warning("%s: the index of its write-ahead log cannot be made (%s); opened in "
+                    "exclusive locking mode (the index in memory), so only this process can "
+                    "open the outbox until it restarts", self.path, why)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:  # set before the first read, SQLite never makes the -shm file (sqlite.org/wal.html)
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     def add_many(self, messages: Sequence[tuple[str, str, bytes]]) -> list[int]:
         """Commit (measurement_id, topic, payload) messages in one fsync'd transaction."""

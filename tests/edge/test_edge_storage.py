@@ -137,6 +137,56 @@ def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
     assert len(journal) == daemon.committer.refused  # one line per lost measurement id
 
 
+def waiting_results(path: Path, prefix: str, count: int) -> set[str]:
+    """``count`` results of the kiosk ``edge_config`` makes, waiting in its outbox at ``path``
+    from an earlier run; their measurement ids."""
+    rng = random.Random(3)
+    results = [fleetsim.sample_result(rng, "lab", "kiosk-disk", i) for i in range(count)]
+    outbox = Outbox(path)
+    outbox.add_many([(r.measurement_id, f"{prefix}/lab/kiosk-disk/result", r.to_json())
+                     for r in results])
+    outbox.close()
+    return {r.measurement_id for r in results}
+
+
+@pytest.mark.broker
+def test_a_kiosk_started_on_a_full_disk_sends_what_waits_and_measures_once_space_returns(
+    small_disk: Path, mqtt_broker: Any, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQLite could not make the -shm file of the outbox's write-ahead log: every start exited 1
+    # (systemd restarting it), and the results waiting in the outbox were not sent until an
+    # operator freed some space; the journal said "cannot open the outbox"
+    caplog.set_level(logging.INFO)
+    path = small_disk / "state" / "outbox.sqlite3"
+    waiting = waiting_results(path, topic_prefix, 6)
+    filler = fill(small_disk)
+    collector = ResultCollector(
+        mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#", f"c-{topic_prefix[-10:]}"
+    )
+    daemon = fast_daemon(edge_config(small_disk / "state", mqtt_broker, topic_prefix))
+    thread, codes = run_in_thread(daemon)
+    try:
+        assert collector.wait_for(6, 30)
+        assert collector.ids() == waiting
+        assert wait_until(lambda: daemon.analysis.frames_paused > 50)
+        assert daemon.analysis.measurements == 0  # nothing measured only to be dropped
+        assert daemon.display.state.snapshot()["guidance"] == "guide_paused_storage"
+        full = f"the disk holding {path} is full (0 KiB free)"
+        assert f"MEASURING PAUSED: {full}" in daemon.status.text()
+        assert any(r.getMessage().startswith(f"{full}: free some space; measuring paused")
+                   for r in caplog.records)
+        filler.unlink()  # space returns: measuring resumes without a restart
+        assert wait_until(lambda: daemon.committer.committed >= 3)
+        assert wait_until(lambda: len(collector.ids()) >= 9)
+    finally:
+        daemon.request_stop()
+        thread.join(15)
+        collector.close()
+    assert codes == [0]
+    assert daemon.committer.refused == 0
+    assert daemon.outbox.dropped() == 0
+
+
 def stored_results(path: Path, count: int, site: str = "lab", device: str = "kiosk-c") -> Outbox:
     rng = random.Random(7)
     outbox = Outbox(path)
@@ -436,23 +486,58 @@ def test_a_garbled_row_found_while_sending_is_repaired_away_and_counted(
     repaired.close()
 
 
-def test_an_outbox_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(
+def test_an_outbox_on_a_full_disk_opens_reads_its_rows_and_writes_once_space_returns(
     small_disk: Path,
 ) -> None:
-    # SQLite says "disk I/O error" when it cannot make its journal on a full disk: the error
-    # must say the disk is full, and the unsent results must be there once space returns
+    # the index of the write-ahead log (the -shm file) takes a new block: on a full disk SQLite
+    # said "disk I/O error" and the outbox did not open, its waiting results unread
     path = small_disk / "state" / "outbox.sqlite3"
     stored_results(path, 6).close()
     filler = fill(small_disk)
-    with pytest.raises(OutboxError) as refused:
-        Outbox(path)
-    message = str(refused.value)
-    assert str(path) in message
-    assert f"the disk holding {path} is full" in message
-    filler.unlink()
     outbox = Outbox(path)
     assert outbox.depth() == 6
+    assert len(outbox.pending()) == 6
+    assert not outbox.writable()
+    with pytest.raises(OutboxWriteError, match="disk is full"):
+        outbox.add_many([("new-1", "t", b"{}")])
+    filler.unlink()
+    assert outbox.writable()
+    outbox.add_many([("new-1", "t", b"{}")])
     outbox.close()
+    assert Outbox(path).depth() == 7
+
+
+def test_an_outbox_killed_on_a_full_disk_is_read_with_the_rows_in_its_wal(
+    small_disk: Path,
+) -> None:
+    # a daemon killed (or a power cut) leaves the newest rows in the write-ahead log: opened
+    # without its shared index, they must still be read, not left behind
+    path = small_disk / "state" / "outbox.sqlite3"
+    stored_results(path, 6).close()
+    writer = Outbox(path)
+    writer.add_many([("in-the-wal", "t", b"{}")])
+    wal = path.with_name(path.name + "-wal")
+    killed = path.read_bytes(), wal.read_bytes()  # the files as a kill -9 leaves them
+    assert b"in-the-wal" not in killed[0]
+    writer.close()
+    path.with_name(path.name + "-shm").unlink(missing_ok=True)
+    path.write_bytes(killed[0])
+    wal.write_bytes(killed[1])
+    filler = fill(small_disk)
+    outbox = Outbox(path)
+    assert "in-the-wal" in {message.measurement_id for message in outbox.pending()}
+    assert outbox.depth() == 7
+    outbox.close()
+    filler.unlink()
+
+
+def test_a_new_outbox_on_a_full_disk_names_the_full_disk(small_disk: Path) -> None:
+    path = small_disk / "state" / "outbox.sqlite3"
+    path.parent.mkdir()
+    fill(small_disk)
+    with pytest.raises(OutboxError) as refused:
+        Outbox(path)
+    assert f"the disk holding {path} is full" in str(refused.value)
 
 
 def _damaged_on_a_full_disk(path: Path, room: Callable[[int], int]) -> Path:
