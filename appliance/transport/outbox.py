@@ -16,6 +16,8 @@ A disk too full to take the ``-shm`` file that WAL mode keeps its index in does 
 outbox shut: it is then opened in exclusive locking mode, where SQLite keeps that index in memory
 (and still reads every row the WAL holds), so a kiosk started on a full disk sends what waits;
 no other process opens the outbox while its daemon runs (one daemon per state folder).
+An outbox that lost rows it had (cut to 0 bytes, deleted, replaced) is noticed by the high-water
+mark beside it (appliance/transport/highwater.py): the loss is said once and counted as dropped.
 Every write and read raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot
 kill the thread that writes. A file found damaged while in use (SQLite says "malformed" or "not
 a database") raises ``OutboxCorruptError`` and sets ``damaged``: the daemon then holds what it
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.diskspace import full_disk_hint
-from appliance.transport import wallclock
+from appliance.transport import highwater, wallclock
 from appliance.transport.losttally import LostTally
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class Outbox:
         max_age_s: float = 30 * 86400.0,
         policy: OutboxPolicy = "drop_oldest",
         *,
-        lost_tally: bool = True,  # False: a copy being built by a repair, not the outbox yet
+        side_files: bool = True,  # False: a copy being built by a repair, not the outbox yet
     ) -> None:
         self.path = path
         self.max_rows = max_rows
@@ -119,6 +121,8 @@ class Outbox:
         self.damaged: str | None = None  # why the file was found damaged while in use
         self._clock = wallclock.JumpWatch()
         self._tally: LostTally | None = None
+        self._mark: highwater.HighWater | None = None
+        self._seq_floor = 0  # a lost outbox's last seq: its sequence goes on from there
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
@@ -128,9 +132,11 @@ class Outbox:
             if check != "ok":
                 raise OutboxCorruptError(f"{path}: the outbox file is damaged ({check[:200]})")
             self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-            if lost_tally:
+            if side_files:
                 with contextlib.suppress(OSError):  # none: refused commits counted in memory
                     self._tally = LostTally(path.with_name(path.name + ".lost"))
+                with contextlib.suppress(OSError):  # none: a lost outbox goes unnoticed
+                    self._mark = highwater.HighWater(path)
         except OutboxCorruptError:
             self._db.close()
             raise
@@ -151,6 +157,24 @@ class Outbox:
                 f"{path}: cannot open the outbox ({exc}); if the file is corrupt, move it aside "
                 "(its unsent results are in it) and restart"
             ) from exc
+        if self._mark is not None:
+            self._account_for_lost_rows(self._mark)
+
+    def _account_for_lost_rows(self, mark: highwater.HighWater) -> None:
+        """Count as dropped (and say) what the outbox lost since its mark; the count, and the
+        sequence going on from the mark, commit with the next write (now, where it can)."""
+        try:
+            now = highwater.current(self._db, self._depth)
+        except sqlite3.Error:  # unreadable counters: found when the outbox is used
+            return
+        if mark.found is None:  # a new mark (or an outbox from before marks): kept from now on
+            mark.record(now)
+            return
+        lost = highwater.lost_since(mark, self.path, now)
+        if lost is not None:
+            self._seq_floor = mark.found.last_seq
+            self._unsaved_dropped += lost
+            self.writable()
 
     def _connect(self) -> sqlite3.Connection:
         """The connection in WAL mode; where the WAL's shared index (the ``-shm`` file) cannot
@@ -201,6 +225,7 @@ class Outbox:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("BEGIN IMMEDIATE")
             self._follow_clock_jump_locked(now)
+            unsaved = self._fold_unsaved_locked()
             seqs = []
             for measurement_id, topic, payload in messages:
                 cursor = self._db.execute(
@@ -210,13 +235,12 @@ class Outbox:
                 )
                 seqs.append(int(cursor.lastrowid or 0))
             dropped = self._drop_oldest_locked(overflow) if overflow else 0
-            unsaved = self._fold_unsaved_locked()
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback_locked()
             raise self._failed_locked(exc, "commit results") from exc
-        self._unsaved_dropped -= unsaved
         self._depth += len(messages) - dropped
+        self._folded_locked(unsaved)
         self._clock.seen(now)
         return seqs
 
@@ -231,10 +255,27 @@ class Outbox:
                         "follow it", self.path, jump_s, moved)
 
     def _fold_unsaved_locked(self) -> int:
+        """Commit (in the open write) what waits in memory: the dropped count, and the
+        sequence going on from a lost outbox's mark; returns the count folded in."""
+        if self._seq_floor:
+            highwater.raise_seq(self._db, self._seq_floor)
         unsaved = self._unsaved_dropped
         if unsaved:
             self._count_dropped_locked(unsaved)
         return unsaved
+
+    def _folded_locked(self, unsaved: int) -> None:
+        """After the commit of a write that folded ``unsaved`` in: forget it, mark the outbox."""
+        self._unsaved_dropped -= unsaved
+        self._seq_floor = 0
+        self._record_mark_locked()
+
+    def _record_mark_locked(self) -> None:
+        """Overwrite the high-water mark with what is committed now (after a commit)."""
+        if self._mark is None or self._seq_floor:  # a lost outbox's mark stays until counted
+            return
+        with contextlib.suppress(sqlite3.Error):  # unread: the mark lags, never runs ahead
+            self._mark.record(highwater.current(self._db, self._depth))
 
     def count_lost(self, count: int) -> None:
         """Count results that never reached the file (a refused commit) as dropped."""
@@ -257,16 +298,21 @@ class Outbox:
                 self._rollback_locked()
                 self._failed_locked(exc, "probe")  # marks a damaged file
                 return False
-            self._unsaved_dropped -= unsaved
+            self._folded_locked(unsaved)
             return True
 
-    def add_recovered(self, messages: Sequence[OutboxMessage], dropped: int = 0) -> int:
+    def add_recovered(
+        self, messages: Sequence[OutboxMessage], dropped: int = 0, after_seq: int = 0
+    ) -> int:
         """Commit messages salvaged from a damaged outbox, keeping their ids and ages, and
-        count ``dropped`` (its unreadable rows and earlier count) in the same transaction."""
+        count ``dropped`` (its unreadable rows and earlier count) in the same transaction;
+        new results then take sequence numbers after ``after_seq`` (the damaged one's mark)."""
         with self._lock:
             try:
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("BEGIN IMMEDIATE")
+                if after_seq:
+                    highwater.raise_seq(self._db, after_seq)
                 self._db.executemany(
                     "INSERT INTO outbox (measurement_id, topic, payload, created_at_s) "
                     "VALUES (?, ?, ?, ?)",
@@ -278,6 +324,7 @@ class Outbox:
                 self._rollback_locked()
                 raise self._failed_locked(exc, "keep salvaged rows") from exc
             self._depth += len(messages)
+            self._record_mark_locked()
         return len(messages)
 
     def _drop_oldest_locked(self, count: int) -> int:
@@ -348,11 +395,13 @@ class Outbox:
         batch = [(seq,) for seq in seqs]
         if not batch:
             return 0
-        with self._lock, self._writing("NORMAL", "remove acknowledged results"):
-            before = self._db.total_changes
-            self._db.executemany("DELETE FROM outbox WHERE seq = ?", batch)
-            removed = self._db.total_changes - before
-        self._depth -= removed
+        with self._lock:
+            with self._writing("NORMAL", "remove acknowledged results"):
+                before = self._db.total_changes
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", batch)
+                removed = self._db.total_changes - before
+            self._depth -= removed
+            self._record_mark_locked()
         return removed
 
     def remove_ids(self, measurement_ids: Iterable[str]) -> list[int]:
@@ -361,13 +410,15 @@ class Outbox:
         if not ids:
             return []
         seqs: list[int] = []
-        with self._lock, self._writing("NORMAL", "remove acknowledged results"):
-            for (mid,) in ids:
-                rows = self._db.execute(
-                    "DELETE FROM outbox WHERE measurement_id = ? RETURNING seq", (mid,)
-                ).fetchall()
-                seqs += [int(row[0]) for row in rows]
-        self._depth -= len(seqs)
+        with self._lock:
+            with self._writing("NORMAL", "remove acknowledged results"):
+                for (mid,) in ids:
+                    rows = self._db.execute(
+                        "DELETE FROM outbox WHERE measurement_id = ? RETURNING seq", (mid,)
+                    ).fetchall()
+                    seqs += [int(row[0]) for row in rows]
+            self._depth -= len(seqs)
+            self._record_mark_locked()
         return seqs
 
     def get(self, seqs: Sequence[int]) -> list[OutboxMessage]:
@@ -409,6 +460,7 @@ class Outbox:
                 if removed:
                     self._count_dropped_locked(removed)
             self._depth -= removed
+            self._record_mark_locked()
             self._clock.seen(now)
         return int(removed)
 
@@ -435,6 +487,9 @@ class Outbox:
             if self._tally is not None:
                 self._tally.close()
                 self._tally = None
+            if self._mark is not None:
+                self._mark.close()
+                self._mark = None
 
 
 def _message(row: tuple[Any, ...]) -> OutboxMessage | None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.diskspace import free_bytes, full_disk_hint
+from appliance.transport.highwater import read_mark
 from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxError
 from appliance.transport.outbox_salvage import dropped_before, salvage
 
@@ -69,10 +70,11 @@ def build_repaired(path: Path, built: Path) -> tuple[int, int, int]:
     _check_room(path)
     earlier = dropped_before(path)
     try:
-        fresh = Outbox(building, lost_tally=False)
+        fresh = Outbox(building, side_files=False)
         try:
             recovered, lost = salvage(path, fresh.add_recovered)
-            fresh.add_recovered([], dropped=lost + earlier)
+            mark = read_mark(path)  # the rows are renumbered: the sequence goes on from it
+            fresh.add_recovered([], dropped=lost + earlier, after_seq=mark.last_seq if mark else 0)
         finally:
             fresh.close()
     except OutboxError as exc:

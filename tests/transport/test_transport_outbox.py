@@ -11,6 +11,7 @@ import pytest
 
 from appliance.transport import wallclock
 from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxFullError
+from tests.disk_helpers import fill, small_tmpfs
 
 
 def rows(n: int, start: int = 0) -> list[tuple[str, str, bytes]]:
@@ -150,3 +151,101 @@ def test_a_jump_back_of_the_wall_clock_does_not_keep_results_past_their_age(
     clock.wait(86400.0 - 300.0)
     assert outbox.expire() == 2  # the first two are a day old, whatever the date says
     assert outbox.depth() == 1
+
+
+def _outbox_that_lost_its_file(path: Path, lose: str) -> None:
+    """An outbox with 2 results dropped by its row limit and 5 waiting (3 confirmed), whose
+    file is then cut to 0 bytes, deleted, or replaced by an empty outbox."""
+    outbox = Outbox(path, max_rows=8)
+    seqs = outbox.add_many(rows(10))  # the 2 oldest dropped by the row limit
+    outbox.remove(seqs[2:5])  # 3 confirmed by the back office
+    outbox.close()
+    if lose == "truncated":
+        path.write_bytes(b"")
+    elif lose == "deleted":
+        path.unlink()
+    else:
+        Outbox(path.with_name("other.db"), side_files=False).close()
+        path.with_name("other.db").replace(path)
+
+
+@pytest.mark.parametrize("lose", ["truncated", "deleted", "replaced"])
+def test_an_outbox_that_lost_its_rows_says_how_many_counts_them_and_carries_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, lose: str
+) -> None:
+    # an outbox cut to 0 bytes (or gone, or an empty one in its place) opened as a new one:
+    # the 5 results that waited in it were gone without a word, and `dropped` went back to 0
+    path = tmp_path / "outbox.sqlite3"
+    _outbox_that_lost_its_file(path, lose)
+    outbox = Outbox(path)
+    assert outbox.depth() == 0
+    assert outbox.dropped() == 2 + 5  # what it had counted, and the results it lost
+    lines = [r for r in caplog.records if "lost results it held" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].levelname == "ERROR"
+    assert str(path) in lines[0].getMessage()
+    assert "5 result(s) are unaccounted for" in lines[0].getMessage()
+    seqs = outbox.add_many(rows(1, start=10))  # it carries on, its sequence not restarted
+    assert seqs[0] > 10
+    outbox.close()
+    caplog.clear()
+    reopened = Outbox(path)  # said and counted once
+    assert reopened.dropped() == 7
+    assert reopened.depth() == 1
+    assert "lost results it held" not in caplog.text
+    reopened.close()
+
+
+def test_an_outbox_restored_from_an_older_copy_counts_the_results_after_the_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    outbox.add_many(rows(4))
+    outbox.close()
+    older = path.read_bytes()
+    outbox = Outbox(path)
+    outbox.add_many(rows(3, start=4))
+    outbox.close()
+    path.write_bytes(older)
+    restored = Outbox(path)
+    assert restored.depth() == 4
+    assert restored.dropped() == 3
+    assert "3 result(s) are unaccounted for" in caplog.text
+    restored.close()
+
+
+def test_a_lost_outbox_on_a_full_disk_is_counted_once_when_space_returns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_tmpfs(tmp_path / "disk") as disk:
+        path = disk / "outbox.sqlite3"
+        _outbox_that_lost_its_file(path, "replaced")
+        filler = fill(disk)
+        for _start in range(2):  # the loss cannot be committed: said, counted in memory
+            caplog.clear()
+            outbox = Outbox(path)
+            assert outbox.dropped() == 7
+            assert "5 result(s) are unaccounted for" in caplog.text
+            outbox.close()
+        filler.unlink()
+        Outbox(path).close()  # committed now
+        caplog.clear()
+        outbox = Outbox(path)
+        assert outbox.dropped() == 7
+        assert "lost results it held" not in caplog.text
+        outbox.close()
+
+
+def test_an_outbox_without_a_mark_opens_as_before_and_is_marked(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    outbox.add_many(rows(3))
+    outbox.close()
+    path.with_name(path.name + ".highwater").unlink()  # an outbox from before marks
+    outbox = Outbox(path)
+    assert outbox.depth() == 3
+    assert outbox.dropped() == 0
+    outbox.close()
+    path.write_bytes(b"")
+    assert Outbox(path).dropped() == 3
