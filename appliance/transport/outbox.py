@@ -13,9 +13,7 @@ count on a full disk too, and the count survives a restart before the disk has r
 where even that fails the count is kept in memory and written with the next commit that
 succeeds, so ``dropped()`` never under-reports.
 A disk too full to take the ``-shm`` file that WAL mode keeps its index in does not keep the
-outbox shut: it is then opened in exclusive locking mode, where SQLite keeps that index in memory
-(and still reads every row the WAL holds), so a kiosk started on a full disk sends what waits;
-no other process opens the outbox while its daemon runs (one daemon per state folder).
+outbox shut (appliance/transport/walopen.py), so a kiosk started on a full disk sends what waits.
 An outbox that lost rows it had (cut to 0 bytes, deleted, replaced) is noticed by the high-water
 mark beside it (appliance/transport/highwater.py): the loss is said once and counted as dropped.
 Every write and read raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot
@@ -41,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.diskspace import full_disk_hint
-from appliance.transport import highwater, wallclock
+from appliance.transport import highwater, wallclock, walopen
 from appliance.transport.losttally import LostTally
 
 log = logging.getLogger(__name__)
@@ -83,11 +81,6 @@ def is_corrupt(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorname", "") in _CORRUPT_CODES
 
 
-def _no_shared_index(exc: sqlite3.Error) -> bool:
-    """Whether SQLite could not make or grow the WAL's shared index file (``-shm``)."""
-    return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_IOERR_SHM")
-
-
 @dataclass(frozen=True)
 class OutboxMessage:
     """One stored message, in commit order (``seq``)."""
@@ -125,7 +118,7 @@ class Outbox:
         self._seq_floor = 0  # a lost outbox's last seq: its sequence goes on from there
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = self._connect()
+            self._db = walopen.open_wal(path)
             for statement in OUTBOX_SCHEMA:
                 self._db.execute(statement)
             check = str(self._db.execute("PRAGMA quick_check").fetchone()[0])
@@ -175,31 +168,6 @@ class Outbox:
             self._seq_floor = mark.found.last_seq
             self._unsaved_dropped += lost
             self.writable()
-
-    def _connect(self) -> sqlite3.Connection:
-        """The connection in WAL mode; where the WAL's shared index (the ``-shm`` file) cannot
-        be made (no room for it on a full disk), one in exclusive locking mode, which keeps
-        that index in memory and still reads every row the WAL holds."""
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return db
-        except sqlite3.Error as exc:
-            db.close()
-            if not _no_shared_index(exc):
-                raise
-            why = full_disk_hint(self.path) or f"{exc}"
-        log.warning("%s: the index of its write-ahead log cannot be made (%s); opened in "
-                    "exclusive locking mode (the index in memory), so only this process can "
-                    "open the outbox until it restarts", self.path, why)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:  # set before the first read, SQLite never makes the -shm file (sqlite.org/wal.html)
-            db.execute("PRAGMA locking_mode=EXCLUSIVE")
-            db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.Error:
-            db.close()
-            raise
-        return db
 
     def add_many(self, messages: Sequence[tuple[str, str, bytes]]) -> list[int]:
         """Commit (measurement_id, topic, payload) messages in one fsync'd transaction."""
