@@ -70,6 +70,7 @@ class ResultCommitter(threading.Thread):
         self._on_committed = on_committed  # a folder source remembers its measured files
         self._next_probe_s = 0.0
         self.paused_why = ""  # what the journal said when measuring was paused
+        self.disk_full = False  # whether that was a full disk
         self.last_beat_s = time.monotonic()
 
     def run(self) -> None:
@@ -139,7 +140,9 @@ class ResultCommitter(threading.Thread):
         is one, and else the refused commit's error."""
         if self.paused.is_set():
             return
-        self.paused_why = full_disk_hint(self.outbox.path) or f"the outbox cannot write ({error})"
+        full = full_disk_hint(self.outbox.path)
+        self.disk_full = bool(full)
+        self.paused_why = full or f"the outbox cannot write ({error})"
         log.error("%s; measuring paused until the outbox can write again (%d waiting result(s) "
                   "are still sent)", self.paused_why, self.outbox.depth())
         self.paused.set()

@@ -236,7 +236,7 @@ class EdgeDaemon:
     def _out_of_order(self) -> str | None:
         """What the customer's screen says while the kiosk cannot measure (None: it can)."""
         if self.measuring_paused.is_set():
-            return "guide_paused_storage"
+            return "guide_paused_disk_full" if self.committer.disk_full else "guide_paused_storage"
         if self.capture.failed and not self.pipeline_stop.is_set():
             return "guide_camera_offline"
         return None

@@ -7,6 +7,7 @@ is moved aside, its readable rows recovered, and the daemon carries on.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -20,6 +21,7 @@ import time
 import tracemalloc
 import urllib.request
 from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +91,7 @@ def check_paused_and_counted(daemon: EdgeDaemon, metrics_port: int) -> None:
     measured = daemon.analysis.measurements
     assert wait_until(lambda: daemon.analysis.frames_paused > paused_frames + 50)
     assert daemon.analysis.measurements == measured  # nothing measured only to be dropped
-    assert daemon.display.state.snapshot()["guidance"] == "guide_paused_storage"
+    assert daemon.display.state.snapshot()["guidance"] == "guide_paused_disk_full"
     lost = daemon.committer.refused
     assert lost > 0
     assert b'"dropped":%d' % lost in daemon.status.payload("online")
@@ -170,7 +172,7 @@ def test_a_kiosk_started_on_a_full_disk_sends_what_waits_and_measures_once_space
         assert collector.ids() == waiting
         assert wait_until(lambda: daemon.analysis.frames_paused > 50)
         assert daemon.analysis.measurements == 0  # nothing measured only to be dropped
-        assert daemon.display.state.snapshot()["guidance"] == "guide_paused_storage"
+        assert daemon.display.state.snapshot()["guidance"] == "guide_paused_disk_full"
         full = f"the disk holding {path} is full (0 KiB free)"
         assert f"MEASURING PAUSED: {full}" in daemon.status.text()
         assert any(r.getMessage().startswith(f"{full}: free some space; measuring paused")
@@ -185,6 +187,10 @@ def test_a_kiosk_started_on_a_full_disk_sends_what_waits_and_measures_once_space
     assert codes == [0]
     assert daemon.committer.refused == 0
     assert daemon.outbox.dropped() == 0
+    catalogue = json.loads(resources.files("appliance.edge").joinpath(
+        "screen_static/messages.json").read_text(encoding="utf-8"))
+    assert "disk is full" in catalogue["en"]["guide_paused_disk_full"]  # what the screen says
+    assert "満杯" in catalogue["ja"]["guide_paused_disk_full"]
 
 
 def stored_results(path: Path, count: int, site: str = "lab", device: str = "kiosk-c") -> Outbox:
