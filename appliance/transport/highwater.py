@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _FORMAT = "<qqq"  # last committed seq, results waiting, dropped count (little-endian int64)
 SIZE = struct.calcsize(_FORMAT)
 SUFFIX = ".highwater"
+MAX_COUNT = 1 << 48  # no kiosk commits more (a result a second for 8 million years)
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,14 @@ class HighWater:
 def read_mark(outbox: Path) -> Mark | None:
     """The mark beside the outbox at ``outbox`` without making one (None: none to be read)."""
     try:
-        data = outbox.with_name(outbox.name + SUFFIX).read_bytes()[:SIZE]
+        with outbox.with_name(outbox.name + SUFFIX).open("rb") as file:
+            data = file.read(SIZE)
     except OSError:
         return None
     values = struct.unpack(_FORMAT, data) if len(data) == SIZE else None
-    return Mark(*values) if values and min(values) >= 0 else None
+    if not values or min(values) < 0 or max(values) > MAX_COUNT:
+        return None  # cut short, or garbled: followed, it would stop the outbox numbering
+    return Mark(*values)
 
 
 def current(db: sqlite3.Connection, waiting: int) -> Mark:

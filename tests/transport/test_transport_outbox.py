@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,18 @@ def test_an_outbox_without_a_mark_opens_as_before_and_is_marked(tmp_path: Path) 
     outbox.close()
     path.write_bytes(b"")
     assert Outbox(path).dropped() == 3
+
+
+@pytest.mark.parametrize("garbage", [struct.pack("<qqq", 2**63 - 1, 5, 0), b"\xff" * 24, b"12"])
+def test_a_garbled_mark_is_not_followed_and_the_outbox_goes_on(
+    tmp_path: Path, garbage: bytes
+) -> None:
+    # a mark near the largest sequence number would leave SQLite none to give the next result
+    path = tmp_path / "outbox.sqlite3"
+    Outbox(path).close()
+    path.with_name(path.name + ".highwater").write_bytes(garbage)
+    outbox = Outbox(path)
+    assert outbox.dropped() == 0
+    outbox.add_many(rows(2))
+    assert outbox.depth() == 2
+    outbox.close()
