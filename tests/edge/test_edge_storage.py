@@ -397,6 +397,21 @@ def test_outbox_that_is_not_a_database_is_replaced_and_the_daemon_runs(
     daemon.outbox.close()
 
 
+def test_a_kiosk_whose_outbox_was_emptied_says_how_many_results_it_lost_and_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # an outbox cut to 0 bytes opened as a new one: the kiosk ran on, its status said dropped 0
+    state = tmp_path / "state"
+    stored_results(state / "outbox.sqlite3", 5).close()
+    (state / "outbox.sqlite3").write_bytes(b"")
+    config = edge_config(state, type("B", (), {"host": "127.0.0.1", "port": free_port()}), "x")
+    daemon = fast_daemon(config)
+    assert "5 result(s) are unaccounted for" in caplog.text
+    assert "dropped 5" in daemon.status.text()
+    assert b'"dropped":5' in daemon.status.payload("offline")
+    daemon.outbox.close()
+
+
 def checkpoint_and_damage_first_page(path: Path) -> None:
     """Move every committed page into the file, then garble its first page (header, schema)."""
     with sqlite3.connect(path) as db:
