@@ -112,6 +112,7 @@ class Outbox:
         self._unsaved_dropped = 0  # lost while neither file could take a write
         self._saved_dropped = 0  # the persisted counter, as last read
         self.damaged: str | None = None  # why the file was found damaged while in use
+        self.refused = ""  # why the last probe (``writable``) could not commit
         self._clock = wallclock.JumpWatch()
         self._tally: LostTally | None = None
         self._mark: highwater.HighWater | None = None
@@ -264,9 +265,10 @@ class Outbox:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback_locked()
-                self._failed_locked(exc, "probe")  # marks a damaged file
+                self.refused = str(self._failed_locked(exc, "commit a probe"))  # marks damage
                 return False
             self._folded_locked(unsaved)
+            self.refused = ""
             return True
 
     def add_recovered(
