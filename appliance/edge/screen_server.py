@@ -195,7 +195,9 @@ class ScreenHandler(BaseHTTPRequestHandler):
             raise ValueError(f"age_band {str(band)[:20]!r}: use one of {', '.join(AGE_BANDS)}")
         if not isinstance(consent, bool):
             raise ValueError("consent must be true or false")
-        measurement = body.get("measurement")
+        measurement, run = body.get("measurement"), body.get("run")
         if measurement is not None and (type(measurement) is not int or measurement < 0):
             raise ValueError("measurement must be a count from /state")
-        self.server.state.set_subject(band, consent, measurement)
+        if run is not None and not isinstance(run, str):
+            raise ValueError("run must be the run named in /state")
+        self.server.state.set_subject(band, consent, measurement, run)

@@ -12,6 +12,7 @@ pipeline calls in from its threads and only takes a lock and compares a few valu
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ class ScreenState:
         self._lifted_since_result = False
         self._last_activity_s = clock()
         self._measurements = 0  # results started since the daemon started (one per customer)
+        self.run_id = secrets.token_hex(8)  # this daemon run: a page's choice names the run
         self._clear()
 
     def _clear(self) -> None:
@@ -118,13 +120,18 @@ class ScreenState:
             self._update(phase="result", guidance=None, progress=0, result=view)
 
     def set_subject(self, age_band: str | None, consent: bool,
-                    measurement: int | None = None) -> None:
+                    measurement: int | None = None, run: str | None = None) -> None:
         """The customer's choices for the next measurement (from the page).
 
         With ``measurement`` (the count shown in the state) a choice that arrives after that
-        measurement already started is refused, instead of slipping to the next customer.
+        measurement already started is refused, instead of slipping to the next customer; with
+        ``run`` (the state's ``run``) so is one chosen on the page of a daemon run since ended
+        (its count starts again at 0, and the page may still show the last customer's choices).
         """
         with self._changed:
+            if run is not None and run != self.run_id:
+                raise ValueError("chosen on the screen of a daemon run that has ended; "
+                                 "choose again")
             if measurement is not None and measurement != self._measurements:
                 raise ValueError(f"measurement {measurement} already started "
                                  f"(now at {self._measurements}); choose again")
@@ -182,6 +189,7 @@ class ScreenState:
             return self._snapshot()
 
     def _snapshot(self) -> dict[str, Any]:
-        """The view with its version, the burst length and the measurement count (lock held)."""
+        """The view with its version, the burst length, the measurement count and the daemon
+        run (lock held)."""
         return {**self._view, "version": self._version, "burst": self.burst_frames,
-                "measurements": self._measurements}
+                "measurements": self._measurements, "run": self.run_id}

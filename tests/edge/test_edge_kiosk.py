@@ -493,3 +493,114 @@ def test_a_choice_made_before_the_daemon_restarted_is_not_shown_as_made(
         assert second.daemon.display.state.snapshot()["subject"] is None
     finally:
         second.stop()
+
+
+def chosen_buttons(page: Any) -> Any:
+    return page.locator("#bands button.on, #consent-yes.on, #consent-no.on")
+
+
+def hold_choices(page: Any) -> list[Any]:
+    """Hold the page's choice posts on their way (continue each later); returns the held."""
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    page.route("**/subject", hold)
+    return held
+
+
+def wait_held(page: Any, held: list[Any], count: int) -> None:
+    for _ in range(250):  # the page hands its routes over while Playwright waits
+        if len(held) == count:
+            return
+        page.wait_for_timeout(20)
+    raise AssertionError(f"{len(held)} choice posts held, not {count}")
+
+
+def test_choices_belong_to_one_measurement_and_clear_when_it_is_shown_or_idle(
+    mqtt_broker: Any, tmp_path: Path, page: Any
+) -> None:
+    touching = threading.Event()
+    config = kiosk_config(tmp_path, mqtt_broker, idle_s=5)
+    running = Running(EdgeDaemon(config, source=HandScope(touching, wobbling=False),
+                                 analyzer=fixed_analyzer))
+    try:
+        page.goto(running.url)
+        choose_on_screen(page, "30-39", "#consent-yes")
+        assert measure_once(running, touching)["subject"] == {"age_band": "30-39",
+                                                              "consent": True}
+        expect(page.locator("body")).to_have_attribute("data-phase", "result")
+        expect(chosen_buttons(page)).to_have_count(0)  # the next customer starts afresh
+        time.sleep(0.5)  # lifted long enough to end the contact
+        choose_on_screen(page, "60-69", "#consent-yes")  # and then nobody measures
+        expect(chosen_buttons(page)).to_have_count(0, timeout=15_000)  # idle_s later
+        assert running.daemon.display.state.snapshot()["subject"] is None
+        assert "subject" not in measure_once(running, touching)
+    finally:
+        running.stop()
+
+
+def test_a_choice_arriving_after_its_measurement_started_is_not_left_for_the_next_customer(
+    mqtt_broker: Any, tmp_path: Path, page: Any
+) -> None:
+    """A tap whose post reaches the daemon just after the burst was taken: the daemon kept it
+    for the next measurement, so the next customer's result carried this one's age band and
+    the buttons showed it chosen under the result."""
+    running, touching = hand_kiosk(mqtt_broker, tmp_path, wobbling=False)
+    try:
+        page.goto(running.url)
+        expect(page.locator("#bands button")).to_have_count(9)
+        held = hold_choices(page)
+        page.click("#bands button[data-band='40-49']")
+        page.click("#consent-yes")
+        wait_held(page, held, 2)
+        first = measure_once(running, touching)  # taken while the taps were on their way
+        assert "subject" not in first
+        for route in held:
+            route.continue_()
+        page.unroute("**/subject")
+        expect(chosen_buttons(page)).to_have_count(0)
+        assert running.daemon.display.state.snapshot()["subject"] is None
+        time.sleep(0.5)  # lifted long enough to end the contact
+        assert "subject" not in measure_once(running, touching)  # the next customer's
+    finally:
+        running.stop()
+
+
+def test_a_tap_on_the_screen_of_a_daemon_that_restarted_adds_nothing_to_the_new_run(
+    mqtt_broker: Any, tmp_path: Path, page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until the page hears from the restarted daemon it still shows the last customer's age
+    band; a consent tapped then was posted with that band to the new daemon, which counts
+    measurements from 0 again and took it, so its next result carried the ended run's band."""
+    # a process that ends closes its connections: the page's kept-alive one must not reach
+    # the stopped daemon's handler, still alive in this process
+    monkeypatch.setattr(screen_server.ScreenHandler, "timeout", 0.3)
+    config = kiosk_config(tmp_path, mqtt_broker)  # both daemons: one port, one state folder
+    first = Running(EdgeDaemon(config, source=HandScope(threading.Event(), wobbling=False),
+                               analyzer=fixed_analyzer))
+    try:
+        page.goto(first.url)
+        page.click("#bands button[data-band='40-49']")
+        expect(page.locator("#bands button[data-band='40-49']")).to_have_class(
+            re.compile(r"\bon\b"))
+        assert wait_until(lambda: first.daemon.display.state.snapshot()["subject"] is not None, 5)
+    finally:
+        first.stop()
+    held = hold_choices(page)
+    page.click("#consent-yes")  # the page has not heard of the restart yet
+    wait_held(page, held, 1)
+    time.sleep(0.6)  # the stopped daemon's connections closed
+    touching = threading.Event()
+    second = Running(EdgeDaemon(config, source=HandScope(touching, wobbling=False),
+                                analyzer=fixed_analyzer))
+    try:
+        held[0].continue_()  # reaches the new daemon
+        page.unroute("**/subject")
+        page.wait_for_timeout(500)
+        assert second.daemon.display.state.snapshot()["subject"] is None
+        assert "subject" not in measure_once(second, touching)
+        expect(chosen_buttons(page)).to_have_count(0, timeout=30_000)
+    finally:
+        second.stop()

@@ -96,3 +96,16 @@ def test_a_stated_band_answers_only_when_nobody_chose_on_the_screen() -> None:
     chosen = state.take_subject("30-39")
     assert chosen is not None
     assert chosen.age_band == "50-59"  # the screen's choice wins
+
+
+def test_a_choice_for_a_started_measurement_or_an_ended_run_is_refused() -> None:
+    state = ScreenState(burst_frames=5, idle_s=30, language="ja")
+    run = state.snapshot()["run"]
+    state.set_subject("40-49", consent=True, measurement=0, run=run)
+    assert state.take_subject() is not None  # measurement 0 started with it
+    with pytest.raises(ValueError, match="measurement 0 already started"):
+        state.set_subject("40-49", consent=True, measurement=0, run=run)
+    with pytest.raises(ValueError, match="daemon run that has ended"):
+        state.set_subject("40-49", consent=True, measurement=1, run="0123456789abcdef")
+    assert state.snapshot()["subject"] is None
+    assert state.take_subject() is None  # nothing left for the next customer

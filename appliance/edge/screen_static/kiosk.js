@@ -117,16 +117,29 @@ function post(path, body) {
   return fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
 }
 
+// A choice is for the measurement about to start (the count and the daemon run in the state):
+// one that reaches the daemon after that measurement started, or a restarted daemon, is
+// refused, never kept for the next customer, and the buttons then show what the daemon holds.
 function choose(band, consent) {
+  if (!state) return;  // no state read yet: no measurement to choose for
   const base = choice || {age_band: null, consent: false};
   choice = {age_band: band === undefined ? base.age_band : band,
             consent: consent === undefined ? base.consent : consent};
   pendingPosts += 1;
   renderChoices();
-  post("/subject", choice)
+  let accepted = false;
+  post("/subject", {...choice, measurement: state.measurements, run: state.run})
     .then((r) => r.json())
-    .then((answer) => { if (answer.version !== undefined) answeredVersion = answer.version; })
-    .finally(() => { pendingPosts -= 1; });
+    .then((answer) => {
+      if (answer.version === undefined) return;
+      answeredVersion = answer.version;
+      accepted = true;
+    })
+    .catch(() => {})
+    .finally(() => {
+      pendingPosts -= 1;
+      if (!accepted && pendingPosts === 0) { choice = state.subject; renderChoices(); }
+    });
 }
 
 // The event stream is back after it dropped: the daemon went away (systemd restarts it) and a
