@@ -8,13 +8,15 @@ import cv2
 import numpy as np
 
 from appliance.imagefile import write_image
+from appliance.imagetext import draw_rows, text_font
 from appliance.pathology.tiles import Tile
 
 HEATMAP_MAX_SIDE_PX = 1024
 HEATMAP_OPACITY = 0.45
 MIN_PICTURE_WIDTH_PX = 480  # room for the title and the legend's words
 CAM_TILE_PX = 256  # a 64 px model tile drawn 4x, large enough to see its tissue
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_FONT = cv2.FONT_HERSHEY_SIMPLEX  # the legend's and the maps' numbers (ASCII)
+TITLE_TEXT_PX = (18, 16, 14, 12)  # the largest that fits the width; at the smallest, cut
 
 
 def _colours(probability: np.ndarray) -> np.ndarray:
@@ -44,12 +46,17 @@ def tile_heatmap(
 
 
 def _text_band(text: str, width: int, height: int = 34) -> np.ndarray:
-    """Black text on white, one line, in the largest size up to 0.6 that fits the width."""
+    """Black text on white, one line, in a real font (a slide's name in any language), in the
+    largest size that fits the width; at the smallest, cut to it."""
     band = np.full((height, width, 3), 255, np.uint8)
-    font_scale = 0.6
-    while font_scale > 0.3 and cv2.getTextSize(text, _FONT, font_scale, 1)[0][0] > width - 12:
-        font_scale -= 0.05
-    cv2.putText(band, text, (6, height - 11), _FONT, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+    for size_px in TITLE_TEXT_PX:
+        font = text_font(size_px)
+        ink_top, ink_bottom = font.ink_px()
+        row = font.wrap(text, width - 12, 1)[0]
+        if ink_bottom - ink_top <= height - 2 and row == font.drawable(text):
+            break
+    top_px = (height - (ink_bottom - ink_top)) // 2 - ink_top
+    draw_rows(band, [row], font, left_px=6, top_px=top_px, line_px=0, rgb=(0, 0, 0))
     return band
 
 

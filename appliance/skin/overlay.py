@@ -1,10 +1,15 @@
-"""The kiosk-screen overlay: furrow centre lines traced, hills tinted, pores circled, numbers."""
+"""The kiosk-screen overlay: furrow centre lines traced, hills tinted, pores circled, numbers.
+
+The caption is drawn in a real font (``appliance.imagetext``), so a grade a model names in
+Japanese or with accents reads as it is named.
+"""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from appliance.imagetext import draw_rows, text_font
 from appliance.skin.analysis import SkinAnalysis
 
 FURROW_RGB = (40, 220, 255)
@@ -12,7 +17,10 @@ PORE_RGB = (255, 60, 200)
 TEXT_RGB = (255, 255, 255)
 HILL_TINT_ALPHA = 0.28
 CAPTION_LINE_PX = 32
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
+CAPTION_TEXT_PX = 24
+CAPTION_MARGIN_PX = 12
+MAX_ROWS_PER_LINE = 4  # a caption line longer than this many rows ends in an ellipsis
+MAX_LABEL_CHARS = 48  # a model's grade label, cut so that the kime score stays in its line
 
 
 def _hill_palette(count: int) -> np.ndarray:
@@ -77,7 +85,7 @@ def not_measured_legend(analysis: SkinAnalysis) -> str:
 
 def _grade_words(grade: str | None, withheld_for: tuple[str, ...] | None) -> str:
     if grade is not None:
-        return grade
+        return grade if len(grade) <= MAX_LABEL_CHARS else grade[:MAX_LABEL_CHARS - 1] + "\u2026"
     return "not given" if withheld_for is not None else "- (not classified)"
 
 
@@ -115,29 +123,20 @@ def caption_lines(
     return (*lines, not_measured_legend(analysis)) if shortened else lines
 
 
-def _wrapped(text: str, width_px: int) -> list[str]:
-    """``text`` broken at spaces into lines that fit ``width_px`` in the caption's font."""
-    rows: list[str] = []
-    for word in text.split(" "):
-        joined = f"{rows[-1]} {word}" if rows else word
-        if rows and cv2.getTextSize(joined, _FONT, 0.75, 2)[0][0] <= width_px:
-            rows[-1] = joined
-        else:
-            rows.append(word)
-    return rows
-
-
 def caption_band(
     analysis: SkinAnalysis, width_px: int, grade: str | None = None,
     withheld_for: tuple[str, ...] | None = None,
 ) -> np.ndarray:
-    """The key numbers and the texture grade on a dark band drawn below the frame (never on it)."""
-    lines = [row for line in caption_lines(analysis, grade, withheld_for)
-             for row in _wrapped(line, width_px - 24)]
-    band = np.zeros((CAPTION_LINE_PX * len(lines) + 14, width_px, 3), np.uint8)
-    for row, text in enumerate(lines):
-        cv2.putText(band, text, (12, CAPTION_LINE_PX * (row + 1)), _FONT, 0.75, TEXT_RGB, 2,
-                    cv2.LINE_AA)
+    """The key numbers and the texture grade on a dark band drawn below the frame (never on it),
+    each line wrapped to the frame's width."""
+    font = text_font(CAPTION_TEXT_PX)
+    rows = [row for line in caption_lines(analysis, grade, withheld_for)
+            for row in font.wrap(line, width_px - 2 * CAPTION_MARGIN_PX, MAX_ROWS_PER_LINE)]
+    band = np.zeros((CAPTION_LINE_PX * len(rows) + 14, width_px, 3), np.uint8)
+    ink_top, ink_bottom = font.ink_px()  # each row's letters centred in its line
+    top_px = 7 + (CAPTION_LINE_PX - (ink_bottom - ink_top)) // 2 - ink_top
+    draw_rows(band, rows, font, left_px=CAPTION_MARGIN_PX, top_px=top_px,
+              line_px=CAPTION_LINE_PX, rgb=TEXT_RGB)
     return band
 
 

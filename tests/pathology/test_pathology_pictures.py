@@ -69,3 +69,19 @@ def test_a_lone_tile_still_gets_a_map() -> None:
     panel = cam_panel(tile[None], scores.cam, scores.probability, "one tile")
     picture = _map_of(panel, 0)
     assert picture.std(axis=(0, 1)).max() > 10.0  # cells of different colours, not one wash
+
+
+def test_a_slide_named_in_japanese_gets_its_own_letters_in_the_title() -> None:
+    thumbnail = np.full((200, 300, 3), 235, np.uint8)
+    tiles = [Tile(0, 0, 0, 0, 100, 1.0)]
+
+    def title(name: str) -> np.ndarray:
+        picture = tile_heatmap(thumbnail, 1.0, tiles, np.array([0.9]), f"{name}: MSI")
+        return picture[:TITLE_PX].astype(int)
+
+    named = title("大腸-標本")
+    assert (np.abs(named - title("大腸-組織")).max(axis=2) > 128).sum() > 30
+    assert (np.abs(named - title("?????")).max(axis=2) > 128).sum() > 30
+    long_name = title("スライド" * 500)  # cut to the width, inside the picture
+    assert (long_name.min(axis=2) < 100).sum() > 100
+    assert not (long_name[:, -4:] < 200).any()

@@ -7,11 +7,17 @@ import re
 from functools import lru_cache
 
 import numpy as np
+import pytest
 
+from appliance.imagetext import text_font
 from appliance.skin.analysis import SkinAnalysis, analyze
 from appliance.skin.overlay import (
     CAPTION_LINE_PX,
+    CAPTION_MARGIN_PX,
+    CAPTION_TEXT_PX,
+    MAX_ROWS_PER_LINE,
     NOT_MEASURED_LEGEND,
+    caption_band,
     caption_lines,
     draw_overlay,
 )
@@ -120,8 +126,51 @@ def test_a_long_reason_wraps_inside_the_band() -> None:
     pores_too = (*TEXTURE, "pore_mean_diameter_um", "pore_area_ratio")
     analysis = dataclasses.replace(_texture_unsure(), validity=dataclasses.replace(
         _texture_unsure().validity, not_validated=pores_too))
-    height = _rgb().shape[0]
     lines = caption_lines(analysis, None, pores_too)
-    band = draw_overlay(_rgb(), analysis, None, pores_too)[height:]
-    assert band.shape[0] == CAPTION_LINE_PX * (len(lines) + 1) + 14  # the reason: two lines
+    band = caption_band(analysis, 640, None, pores_too)  # a frame 640 px wide
+    assert band.shape[0] > CAPTION_LINE_PX * len(lines) + 14  # the reason wraps
     assert not band[:, -8:].any()  # and no text runs off the right edge
+
+
+def _label_box(grade: str) -> tuple[slice, slice]:
+    """Where the grade's label lies on the caption's first row."""
+    font = text_font(CAPTION_TEXT_PX)
+    left = CAPTION_MARGIN_PX + round(font.width_px("grade "))
+    right = CAPTION_MARGIN_PX + round(font.width_px(f"grade {grade}"))
+    return slice(0, CAPTION_LINE_PX + 10), slice(left, right)
+
+
+def _differ(first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether two pictures of text differ by more than a few edge pixels."""
+    return int((np.abs(first.astype(int) - second).max(axis=2) > 128).sum()) > 30
+
+
+@pytest.mark.parametrize(("label", "other"),
+                         [("きめ細かい", "きめ粗いよ"), ("très fin", "trøs fin")])
+def test_a_grade_named_in_japanese_or_with_accents_is_drawn_in_its_own_letters(
+    label: str, other: str
+) -> None:
+    analysis = _analysis(10.0)
+    box = _label_box(label)
+    drawn = caption_band(analysis, 1280, label)[box]
+    assert (drawn.max(axis=2) > 128).sum() > 30  # letters in the label's box
+    assert _differ(drawn, caption_band(analysis, 1280, other)[box])  # each its own glyphs
+    assert _differ(drawn, caption_band(analysis, 1280, "?" * len(label))[box])  # not '?'
+
+
+@pytest.mark.parametrize("label", [
+    "x" * 5000,  # one word wider than any picture
+    "fine\n\r\t\x00\x1b[31m\u202eevil" + " coarse" * 3000,  # controls, then very long
+    "細" * 3000,  # Japanese has no spaces to break at
+])
+def test_a_hostile_grade_label_stays_inside_the_picture(label: str) -> None:
+    analysis = _analysis(10.0)
+    lines = caption_lines(analysis, label)
+    kime = caption_lines(analysis, "fine")[0].split("   ")[1]  # "kime score 61/100"
+    assert lines[0].endswith(kime)  # the label never pushes the score out of its line
+    overlay = draw_overlay(_rgb(), analysis, label)
+    band = overlay[_rgb().shape[0]:]
+    assert overlay.shape[1] == _rgb().shape[1]
+    assert band.shape[0] <= CAPTION_LINE_PX * MAX_ROWS_PER_LINE * len(lines) + 14
+    assert not band[:, -8:].any()  # no text runs off the right edge
+    assert not band[-3:].any()  # nor off the bottom
