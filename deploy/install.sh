@@ -116,6 +116,13 @@ ensure_venv() {
   "$OPT/venv/bin/python" -m pip install --quiet "$REPO[$extras]"
 }
 
+ensure_fonts() {  # the kiosk's screen and overlays draw Japanese (appliance/imagetext.py)
+  [[ "$ROOT" == / && "$role" == edge ]] || return 0
+  [[ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]] && return 0
+  apt-get install -y -qq fonts-noto-cjk >/dev/null 2>&1 \
+    || say "could not install fonts-noto-cjk: overlays fall back to ASCII, the screen to the browser's fonts"
+}
+
 install_file() {  # install_file MODE SOURCE TARGET: copy only when the content differs
   local mode=$1 source=$2 target=$3
   if ! cmp -s "$source" "$target" 2>/dev/null; then install -D -m "$mode" "$source" "$target"; fi
@@ -156,6 +163,7 @@ ensure_units() {
 if [[ $UNINSTALL -eq 1 ]]; then uninstall; exit 0; fi
 ensure_user
 ensure_venv
+ensure_fonts
 ensure_config
 ensure_units
 say "installed the $role ($([[ "$ROOT" == / ]] && echo "this host" || echo "under $ROOT")): ${enabled[*]} enabled"
