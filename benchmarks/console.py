@@ -140,7 +140,7 @@ def bench_console(count: int, repeat: int) -> dict[str, Any]:
     try:
         fill_s = _fill(store, count)
         add_user(store, "bench", "viewer", PASSWORD)
-        token = create_token(store, "bench")
+        token = create_token(store, "bench").token
         targets = _targets(store, count)
         settings = ConsoleConfig(port=free_port())
         pool = StorePool(PG_URL, pg_schema=schema)

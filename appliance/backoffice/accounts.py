@@ -4,7 +4,9 @@ A mixin of ``Store`` through ``ConsoleQueries`` (same connection, same SQL for S
 PostgreSQL). Only hashes are kept (appliance/console/auth.py makes them). Sessions are
 timed on the store's clock: PostgreSQL's, shared by consoles on several hosts, or this host's
 for SQLite. Ending a user's access (a new password, removal) ends its sessions and revokes
-its API tokens in the same transaction.
+its API tokens in the same transaction. API tokens expire on the same clock (a token made
+before expiry existed, migration 8, has none) and their last use is written at most once every
+LAST_USE_EVERY_S, so a busy API client does not write on every request.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from appliance.transport.payloads import utc_now
 # an API token's id: the start of its SHA-256 (64 bits: no two tokens share one in practice)
 TOKEN_ID_CHARS = 16
 TOKEN_ID = re.compile(f"^[0-9a-f]{{{TOKEN_ID_CHARS}}}$")
+# a token's last use is written again only this long after the last write
+LAST_USE_EVERY_S = 60.0
 # open sessions a user keeps (browsers, devices); a further login ends the oldest
 MAX_SESSIONS_PER_USER = 16
 # PostgreSQL's clock as the fixed-width UTC text sessions keep (schema.iso_utc's format)
@@ -40,6 +44,20 @@ class Revoked:
 def token_id(token_sha256: str) -> str:
     """The id an API token is listed and revoked by: the start of its SHA-256 (not secret)."""
     return token_sha256[:TOKEN_ID_CHARS]
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """An API token as listed (never the token itself): its id, user, label and times
+    (``expires_at`` None: made before tokens expired; ``last_used_at`` None: never used)."""
+
+    token_id: str
+    name: str
+    label: str
+    created_at: str
+    expires_at: str | None
+    last_used_at: str | None
+    expired: bool
 
 
 @dataclass(frozen=True)
@@ -120,43 +138,67 @@ class ConsoleAccounts:
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
-    def add_token(self, token_sha256: str, name: str, now: str) -> None:
-        """Keep the hash of a new API token of user ``name``."""
+    def add_token(self, token_sha256: str, name: str, label: str, lifetime_s: float) -> str:
+        """Keep the hash of a new API token of user ``name`` that expires ``lifetime_s`` from
+        now on the store's clock; when it expires."""
         with self._transaction() as cur:
+            now = self._session_clock(cur)
+            expires_at = iso_utc(now + timedelta(seconds=lifetime_s))
             cur.execute(
-                self._sql("INSERT INTO console_tokens (token_sha256, name, created_at) "
-                          "VALUES (?, ?, ?)"),
-                (token_sha256, name, now),
+                self._sql("INSERT INTO console_tokens (token_sha256, name, label, created_at, "
+                          "expires_at) VALUES (?, ?, ?, ?, ?)"),
+                (token_sha256, name, label, iso_utc(now), expires_at),
             )
+        return expires_at
 
-    def tokens(self, name: str | None = None) -> list[tuple[str, str, str]]:
-        """API tokens (of user ``name``, else all): token id, user and created, oldest first."""
-        where, params = ("WHERE name = ? ", [name]) if name else ("", [])
-        rows = self._fetch(f"SELECT token_sha256, name, created_at FROM console_tokens {where}"
-                           "ORDER BY created_at, token_sha256", params)
-        return [(token_id(row[0]), row[1], row[2]) for row in rows]
+    def tokens(self, name: str | None = None) -> list[TokenRow]:
+        """API tokens (of user ``name``, else all), oldest first; expiry judged on the store's
+        clock."""
+        now, params = self._session_now()
+        where, more = ("WHERE name = ? ", [name]) if name else ("", [])
+        rows = self._fetch(f"SELECT token_sha256, name, label, created_at, expires_at, "
+                           f"last_used_at, {now} FROM console_tokens {where}"
+                           "ORDER BY created_at, token_sha256", [*params, *more])
+        return [TokenRow(token_id(r[0]), r[1], r[2], r[3], r[4], r[5],
+                         r[4] is not None and r[4] <= r[6]) for r in rows]
 
-    def revoke_token(self, token_id_text: str) -> str | None:
-        """Revoke the API token with this id; its user, or None when there is no such token."""
+    def revoke_token(self, token_id_text: str, owner: str | None = None) -> str | None:
+        """Revoke the API token with this id (``owner``: only if it is that user's); its user,
+        or None when there is no such token."""
         if not TOKEN_ID.match(token_id_text):
             raise ValueError(f"token id {token_id_text!r}: {TOKEN_ID_CHARS} hex digits expected")
         with self._transaction() as cur:
             cur.execute(self._sql("SELECT token_sha256, name FROM console_tokens "
                                   "WHERE token_sha256 LIKE ?"), (token_id_text + "%",))
-            found = cur.fetchall()
+            found = [row for row in cur.fetchall() if owner is None or row[1] == owner]
             for token_sha256, _ in found:
                 cur.execute(self._sql("DELETE FROM console_tokens WHERE token_sha256 = ?"),
                             (token_sha256,))
         return str(found[0][1]) if found else None
 
-    def token_login(self, token_sha256: str) -> Login | None:
-        """Whose API token this is, or None."""
+    def token_login(self, token_sha256: str) -> tuple[Login, str | None] | None:
+        """Whose unexpired API token this is, and the store's time now when its last use is
+        due to be written (``record_token_use``), else None; None for an unknown or expired
+        token alike."""
+        now, params = self._session_now()
         rows = self._fetch(
-            "SELECT u.name, u.role FROM console_tokens t JOIN console_users u "
-            "ON u.name = t.name WHERE t.token_sha256 = ?",
-            (token_sha256,),
-        )
-        return Login(rows[0][0], rows[0][1]) if rows else None
+            f"SELECT u.name, u.role, t.last_used_at, {now} FROM console_tokens t "
+            "JOIN console_users u ON u.name = t.name WHERE t.token_sha256 = ? "
+            f"AND (t.expires_at IS NULL OR t.expires_at > {now})",
+            [*params, token_sha256, *params])
+        if not rows:
+            return None
+        name, role, last_used_at, now_text = rows[0]
+        due = last_used_at is None or last_used_at <= _earlier(now_text, LAST_USE_EVERY_S)
+        return Login(name, role), now_text if due else None
+
+    def record_token_use(self, token_sha256: str, used_at: str) -> None:
+        """Write an API token's last use (unless another request wrote one since)."""
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                "UPDATE console_tokens SET last_used_at = ? WHERE token_sha256 = ? "
+                "AND (last_used_at IS NULL OR last_used_at <= ?)"),
+                (used_at, token_sha256, _earlier(used_at, LAST_USE_EVERY_S)))
 
     def add_session(self, session_sha256: str, name: str, csrf: str, lifetime_s: float,
                     *, end_others: bool = False) -> None:
@@ -210,3 +252,8 @@ class ConsoleAccounts:
                 self._sql("DELETE FROM console_sessions WHERE session_sha256 = ?"),
                 (session_sha256,),
             )
+
+
+def _earlier(moment_text: str, seconds: float) -> str:
+    """The stored-time text ``seconds`` before ``moment_text`` (schema.iso_utc's format)."""
+    return iso_utc(datetime.fromisoformat(moment_text) - timedelta(seconds=seconds))

@@ -190,6 +190,15 @@ UPDATE results SET not_validated = {payload_not_validated}
 ALTER TABLE rollouts ADD COLUMN repository TEXT;
 """,
     ),
+    (
+        8,
+        "console: API tokens' label, expiry and last use (no expiry: made before, kept valid)",
+        """
+ALTER TABLE console_tokens ADD COLUMN label TEXT NOT NULL DEFAULT '';
+ALTER TABLE console_tokens ADD COLUMN expires_at TEXT;
+ALTER TABLE console_tokens ADD COLUMN last_used_at TEXT;
+""",
+    ),
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -20,9 +21,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from appliance.backoffice.accounts import Login, Revoked, token_id
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
+from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
+from appliance.logsafe import shorten
+from appliance.pathology.jobstore import DATABASE_ERRORS
+
+log = logging.getLogger(__name__)
 
 ROLES = ("viewer", "operator")
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+TOKEN_LABEL = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9 _.@:/-]{0,63})?$")  # what it is for
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 256
 _HASHER = PasswordHasher()
@@ -31,6 +38,15 @@ _HASHER = PasswordHasher()
 PASSWORD_CHECKS_AT_ONCE = 4
 # verifying against a real hash keeps an unknown user as slow as a wrong password
 _DUMMY_HASH = _HASHER.hash("not a password of anyone")
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """An API token just made: the token itself (shown once), its id and when it expires."""
+
+    token: str
+    token_id: str
+    expires_at: str
 
 
 class AccessError(ValueError):
@@ -76,13 +92,21 @@ def password_hash(password: str) -> str:
     return _HASHER.hash(password)
 
 
-def create_token(store: Store, name: str) -> str:
-    """A new API bearer token for an existing user (only its hash is kept)."""
+def create_token(store: Store, name: str, days: float = TOKEN_DAYS_DEFAULT,
+                 label: str = "") -> NewToken:
+    """A new API bearer token for an existing user, valid ``days`` (at most TOKEN_DAYS_MAX);
+    only its hash is kept."""
+    if not 0 < days <= TOKEN_DAYS_MAX:
+        raise AccessError(f"token lifetime {days:g} days: more than 0 and at most "
+                          f"{TOKEN_DAYS_MAX} days")
+    if not TOKEN_LABEL.match(label):
+        raise AccessError(f"token label {label!r}: up to 64 letters, digits, spaces and "
+                          "_ . @ : / -, starting with a letter or digit")
     if store.user(name) is None:
         raise AccessError(f"no console user {name!r}: add it first (console user add)")
     token = secrets.token_urlsafe(32)
-    store.add_token(digest(token), name, iso_utc(datetime.now(UTC)))
-    return token
+    expires_at = store.add_token(digest(token), name, label, days * 86400.0)
+    return NewToken(token, token_id_of(token), expires_at)
 
 
 def remove_user(store: Store, name: str) -> Revoked:
@@ -148,11 +172,24 @@ def session_login(store: Store, cookie: str | None) -> Login | None:
 
 
 def bearer_login(store: Store, authorization: str | None) -> Login | None:
-    """Whose ``Authorization: Bearer TOKEN`` this is, or None."""
+    """Whose ``Authorization: Bearer TOKEN`` this is, or None (unknown, expired or malformed
+    alike). Its last use is written when due; a store that cannot write it (a full disk)
+    is logged and the token still works."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token or len(token) > 128:
         return None
-    return store.token_login(digest(token.strip()))
+    token_sha256 = digest(token.strip())
+    found = store.token_login(token_sha256)
+    if found is None:
+        return None
+    login, use_due_at = found
+    if use_due_at is not None:
+        try:
+            store.record_token_use(token_sha256, use_due_at)
+        except DATABASE_ERRORS as exc:
+            log.warning("API token %s of %s: its last use was not recorded: %s",
+                        token_id(token_sha256), shorten(login.name, 64), exc)
+    return login
 
 
 def same_token(expected: str, given: str | None) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from appliance.backoffice.commands import (
     open_for,
     with_store,
 )
+from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
 from appliance.logsafe import escape_controls
 
 MAX_PASSWORD_FILE_BYTES = 4096
@@ -159,15 +161,15 @@ def _user_remove(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from appliance.console.auth import create_token, token_id_of
+    from appliance.console.auth import create_token
 
-    token = _on_store(args, "token create", lambda store: create_token(store, args.name),
-                      writes=True)  # the user must exist: no new store
-    print(token)  # alone on stdout, for scripts; the hint goes to the person at the terminal
+    made = _on_store(args, "token create", lambda store: create_token(
+        store, args.name, args.days, args.label), writes=True)  # the user must exist: no new store
+    print(made.token)  # alone on stdout, for scripts; the hint goes to the person at the terminal
     print("send it as the header 'Authorization: Bearer TOKEN' (e.g. curl -H ...) to "
-          "/api/v1/...; only its hash is kept, so copy it now. Its id is "
-          f"{token_id_of(token)} (console token list, console token revoke ID)",
-          file=sys.stderr)
+          "/api/v1/...; only its hash is kept, so copy it now. It expires at "
+          f"{made.expires_at}. Its id is {made.token_id} (console token list, console token "
+          "revoke ID)", file=sys.stderr)
     return 0
 
 
@@ -176,9 +178,18 @@ def _token_list(args: argparse.Namespace) -> int:
     if not tokens:
         print("no API tokens" + (f" of {escape_controls(args.user)}" if args.user else ""))
         return 0
-    cells = [(token, escape_controls(name), created) for token, name, created in tokens]
-    _print_table([("ID", "USER", "CREATED"), *cells])
+    cells = [(t.token_id, escape_controls(t.name), escape_controls(t.label) or "-",
+              t.created_at, expiry_text(t), t.last_used_at or "never") for t in tokens]
+    _print_table([("ID", "USER", "LABEL", "CREATED", "EXPIRES", "LAST USED"), *cells])
     return 0
+
+
+def expiry_text(token: Any) -> str:
+    """A listed token's expiry in words: its time, ``expired TIME``, or ``no expiry`` (a
+    token made before tokens expired)."""
+    if token.expires_at is None:
+        return "no expiry"
+    return f"expired {token.expires_at}" if token.expired else token.expires_at
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
@@ -253,7 +264,13 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         dest="token_command", required=True, metavar="ACTION")
     create = _action(token, "create", _token_create, "print a new API token for a user")
     create.add_argument("name", help="the user the token acts as")
-    listed = _action(token, "list", _token_list, "API tokens: id, user, created")
+    create.add_argument("--days", type=_token_days, default=TOKEN_DAYS_DEFAULT,
+                        help=f"how long it works, in days (default {TOKEN_DAYS_DEFAULT}, at "
+                        f"most {TOKEN_DAYS_MAX})")
+    create.add_argument("--label", default="", help="what it is for, shown in the lists "
+                        "(up to 64 letters, digits, spaces and _ . @ : / -)")
+    listed = _action(token, "list", _token_list,
+                     "API tokens: id, user, label, created, expires, last used")
     listed.add_argument("--user", help="only this user's tokens")
     revoke = _action(token, "revoke", _token_revoke, "revoke an API token at once")
     revoke.add_argument("id", help="the token's id (console token list)")
@@ -262,6 +279,19 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     reference.add_argument("--out", required=True, help="JSON file to write")
     add_store_options(reference, nested=True)
     reference.set_defaults(handler=_reference)
+
+
+def _token_days(text: str) -> float:
+    """``--days``: a number of days, more than 0 and at most TOKEN_DAYS_MAX."""
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not 0 < days <= TOKEN_DAYS_MAX:  # NaN included
+        raise argparse.ArgumentTypeError(
+            f"{escape_controls(text)!r}: a number of days, more than 0 and at most "
+            f"{TOKEN_DAYS_MAX}")
+    return days
 
 
 def _action(group: Any, name: str, handler: Handler, summary: str) -> Any:

@@ -44,7 +44,7 @@ def test_each_store_ends_sessions_and_tokens_of_one_user_only(store: Store) -> N
         add_user(store, name, "viewer", PASSWORD)
     sessions = [auth.open_session(store, Login(name, "viewer"), 1) for name in ("ann", "ann",
                                                                                 "bob")]
-    tokens = [create_token(store, name) for name in ("ann", "ann", "bob")]
+    tokens = [create_token(store, name).token for name in ("ann", "ann", "bob")]
     assert [row[3:] for row in store.users()] == [(2, 2), (1, 1)]
     fresh = auth.open_session(store, Login("ann", "viewer"), 1, end_others=True)
     assert [auth.session_login(store, s.cookie) is None for s in (*sessions, fresh)] == [
@@ -76,7 +76,7 @@ def _user_with_token(console: Console, name: str) -> str:
     store = open_store(console.store_url)
     try:
         add_user(store, name, "viewer", PASSWORD)
-        return create_token(store, name)
+        return create_token(store, name).token
     finally:
         store.close()
 
@@ -141,7 +141,7 @@ def test_a_token_is_listed_by_its_id_and_revoked_alone(
     assert main(["console", "token", "list", "--user", "frank", "--store",
                  console.store_url]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert rows[0] == ["ID", "USER", "CREATED"]
+    assert rows[0] == ["ID", "USER", "LABEL", "CREATED", "EXPIRES", "LAST", "USED"]
     assert [row[1] for row in rows[1:]] == ["frank", "frank"]
     second_id = rows[2][0]
     assert f"Its id is {second_id}" in printed.err  # create names the id it is listed by

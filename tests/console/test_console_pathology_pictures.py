@@ -187,7 +187,7 @@ def test_appliance_console_serves_from_the_configs_pathology_results_dir(tmp_pat
     store = open_store(url)
     seed_pathology(url, tmp_path / "pathology-results")
     add_user(store, "ops", "viewer", PASSWORD)
-    token = create_token(store, "ops")
+    token = create_token(store, "ops").token
     store.close()
     port = free_port()
     (tmp_path / "backoffice.yaml").write_text(
