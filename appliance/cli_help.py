@@ -322,14 +322,18 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance console user remove bob"),
     ),
     "console token create": (
-        "Print a new bearer token for the HTTP API, acting as an existing user. Only its hash "
-        "is stored: keep the printed token. Its id (for list and revoke) goes to stderr.",
+        "Print a new bearer token for the HTTP API, acting as an existing, enabled user. Only "
+        "its hash is stored: keep the printed token. It works for --days (90 by default, at "
+        "most 365); an expired token is refused as an unknown one is. Its id (for list and "
+        "revoke) and when it expires go to stderr.",
         ("appliance console token create alice",
+         "appliance console token create alice --days 30 --label 'nightly export'",
          "curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/fleet"),
     ),
     "console token list": (
         "API tokens: the id each is revoked by (the start of its hash, not the token), its "
-        "user and when it was made.",
+        "user, label, when it was made, when it expires ('expired ...'; 'no expiry': made "
+        "before tokens expired) and when it was last used (written at most once a minute).",
         ("appliance console token list", "appliance console token list --user alice"),
     ),
     "console token revoke": (
