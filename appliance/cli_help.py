@@ -306,20 +306,31 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "console user list": (
         "Every console user with its role, when it was added, its open sessions and API "
-        "tokens.",
+        "tokens, and its state ('enabled', or 'disabled' since when).",
         ("appliance console user list",),
+    ),
+    "console user disable": (
+        "Stop a console user at once and keep it: it cannot log in (answered as a wrong "
+        "password is), its open sessions end and its API tokens stop working, in a running "
+        "console too. The last enabled operator cannot be disabled. Exit 2 when refused.",
+        ("appliance console user disable bob",),
+    ),
+    "console user enable": (
+        "Let a disabled console user log in again; its API tokens work again (its sessions "
+        "ended when it was disabled).",
+        ("appliance console user enable bob",),
     ),
     "console user remove": (
         "Remove a console user: its open sessions end and its API tokens are revoked at once, "
-        "in a running console too.",
+        "in a running console too. The last enabled operator cannot be removed.",
         ("appliance console user remove bob",),
     ),
     "console user": (
         "Console users: add one with a role, set an existing user's password and role, list "
-        "them, remove one.",
+        "them, disable or enable one, remove one.",
         ("appliance console user add alice --role operator",
          "appliance console --config office.yaml user add bob --password-file /run/secrets/bob",
-         "appliance console user remove bob"),
+         "appliance console user disable bob", "appliance console user remove bob"),
     ),
     "console token create": (
         "Print a new bearer token for the HTTP API, acting as an existing, enabled user. Only "

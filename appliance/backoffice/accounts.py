@@ -4,7 +4,8 @@ A mixin of ``Store`` through ``ConsoleQueries`` (same connection, same SQL for S
 PostgreSQL). Only hashes are kept (appliance/console/auth.py makes them). Sessions are
 timed on the store's clock: PostgreSQL's, shared by consoles on several hosts, or this host's
 for SQLite. Ending a user's access (a new password, removal) ends its sessions and revokes
-its API tokens in the same transaction. API tokens expire on the same clock (a token made
+its API tokens in the same transaction; disabling a user ends its sessions and holds its
+API tokens back until it is enabled. API tokens expire on the same clock (a token made
 before expiry existed, migration 8, has none) and their last use is written at most once every
 LAST_USE_EVERY_S, so a busy API client does not write on every request.
 """
@@ -46,6 +47,23 @@ def token_id(token_sha256: str) -> str:
     return token_sha256[:TOKEN_ID_CHARS]
 
 
+class LastOperatorError(ValueError):
+    """The change would leave no enabled operator; the text says what to do."""
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A console user as listed: its open sessions, API tokens and since when it is disabled
+    (None: enabled)."""
+
+    name: str
+    role: str
+    created_at: str
+    sessions: int
+    tokens: int
+    disabled_at: str | None
+
+
 @dataclass(frozen=True)
 class TokenRow:
     """An API token as listed (never the token itself): its id, user, label and times
@@ -83,8 +101,12 @@ class ConsoleAccounts:
         """Add a console user (None) or replace its password and role, which ends the user's
         open sessions and revokes its API tokens (what was taken away)."""
         with self._transaction() as cur:
-            cur.execute(self._sql("SELECT 1 FROM console_users WHERE name = ?"), (name,))
-            fresh = cur.fetchone() is None
+            cur.execute(self._sql("SELECT role, disabled_at FROM console_users WHERE name = ?"),
+                        (name,))
+            found = cur.fetchone()
+            fresh = found is None
+            if found and found[0] == "operator" and found[1] is None and role != "operator":
+                self._keep_an_operator(cur, name, "made a viewer")
             cur.execute(
                 self._sql(
                     "INSERT INTO console_users (name, password_hash, role, created_at) "
@@ -98,9 +120,47 @@ class ConsoleAccounts:
     def remove_user(self, name: str) -> Revoked | None:
         """Remove a console user with its sessions and API tokens; None when there is none."""
         with self._transaction() as cur:
+            self._keep_an_operator(cur, name, "removed")
             revoked = self._revoke_access(cur, name)
             cur.execute(self._sql("DELETE FROM console_users WHERE name = ?"), (name,))
             return revoked if cur.rowcount else None
+
+    def disable_user(self, name: str) -> Revoked | None:
+        """Disable a console user (None when there is none): its sessions end and its API
+        tokens stop working, both at once; the tokens are kept, for ``enable_user``. What was
+        taken: the sessions ended and the tokens held back."""
+        with self._transaction() as cur:
+            self._keep_an_operator(cur, name, "disabled")
+            now = iso_utc(self._session_clock(cur))
+            cur.execute(self._sql("UPDATE console_users SET disabled_at = COALESCE(disabled_at, "
+                                  "?) WHERE name = ?"), (now, name))
+            if not cur.rowcount:
+                return None
+            cur.execute(self._sql("DELETE FROM console_sessions WHERE name = ?"), (name,))
+            sessions = cur.rowcount
+            cur.execute(self._sql("SELECT COUNT(*) FROM console_tokens WHERE name = ?"), (name,))
+            return Revoked(sessions, int(cur.fetchone()[0]))
+
+    def enable_user(self, name: str) -> bool:
+        """Let a disabled user log in again (its API tokens work again); False when there is
+        no such user."""
+        with self._transaction() as cur:
+            cur.execute(self._sql("UPDATE console_users SET disabled_at = NULL WHERE name = ?"),
+                        (name,))
+            return bool(cur.rowcount)
+
+    def _keep_an_operator(self, cur: Any, name: str, change: str) -> None:
+        """Refuse (LastOperatorError) to take ``name`` out of the enabled operators when it is
+        the last one. The operators' rows stay locked to the end of the transaction
+        (PostgreSQL: FOR UPDATE; SQLite's BEGIN IMMEDIATE holds the whole store), so two such
+        changes at once cannot both pass."""
+        lock = " FOR UPDATE" if self.postgres else ""
+        cur.execute("SELECT name FROM console_users WHERE role = 'operator' "
+                    f"AND disabled_at IS NULL{lock}")
+        if {row[0] for row in cur.fetchall()} == {name}:
+            raise LastOperatorError(
+                f"user {name!r} is the last enabled operator and cannot be {change}: add or "
+                "enable another operator first")
 
     def change_password(self, name: str, password_hash: str, keep_session_sha256: str
                         ) -> Revoked:
@@ -120,22 +180,29 @@ class ConsoleAccounts:
         cur.execute(self._sql("DELETE FROM console_tokens WHERE name = ?"), (name,))
         return Revoked(sessions, cur.rowcount)
 
-    def users(self) -> list[tuple[str, str, str, int, int]]:
-        """Every console user: name, role, created, open sessions and API tokens, by name."""
+    def users(self) -> list[UserRow]:
+        """Every console user with its open sessions, API tokens and state, by name."""
         now, params = self._session_now()
         rows = self._fetch(
             "SELECT u.name, u.role, u.created_at, "
             "(SELECT COUNT(*) FROM console_sessions s WHERE s.name = u.name "
             f"AND s.expires_at > {now}), "
-            "(SELECT COUNT(*) FROM console_tokens t WHERE t.name = u.name) "
+            "(SELECT COUNT(*) FROM console_tokens t WHERE t.name = u.name), u.disabled_at "
             "FROM console_users u ORDER BY u.name", params)
-        return [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+        return [UserRow(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5]) for r in rows]
 
     def user(self, name: str) -> tuple[str, str] | None:
-        """The password hash and role of a console user, or None."""
+        """The password hash and role of a console user, disabled or not, or None."""
         rows = self._fetch(
             "SELECT password_hash, role FROM console_users WHERE name = ?", (name,)
         )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def enabled_user(self, name: str) -> tuple[str, str] | None:
+        """The password hash and role of a console user who may log in, or None (no such
+        user, or a disabled one)."""
+        rows = self._fetch("SELECT password_hash, role FROM console_users WHERE name = ? "
+                           "AND disabled_at IS NULL", (name,))
         return (rows[0][0], rows[0][1]) if rows else None
 
     def add_token(self, token_sha256: str, name: str, label: str, lifetime_s: float) -> str:
@@ -179,12 +246,12 @@ class ConsoleAccounts:
     def token_login(self, token_sha256: str) -> tuple[Login, str | None] | None:
         """Whose unexpired API token this is, and the store's time now when its last use is
         due to be written (``record_token_use``), else None; None for an unknown or expired
-        token alike."""
+        token, or a disabled user's, alike."""
         now, params = self._session_now()
         rows = self._fetch(
             f"SELECT u.name, u.role, t.last_used_at, {now} FROM console_tokens t "
             "JOIN console_users u ON u.name = t.name WHERE t.token_sha256 = ? "
-            f"AND (t.expires_at IS NULL OR t.expires_at > {now})",
+            f"AND (t.expires_at IS NULL OR t.expires_at > {now}) AND u.disabled_at IS NULL",
             [*params, token_sha256, *params])
         if not rows:
             return None
@@ -221,12 +288,13 @@ class ConsoleAccounts:
             )
 
     def session_login(self, session_sha256: str) -> Login | None:
-        """Whose unexpired session this is (with its CSRF token), or None; expiry is judged
-        on the store's clock."""
+        """Whose unexpired session this is (with its CSRF token), or None (a disabled user's
+        too); expiry is judged on the store's clock."""
         now, params = self._session_now()
         rows = self._fetch(
             "SELECT u.name, u.role, s.csrf FROM console_sessions s JOIN console_users u "
-            f"ON u.name = s.name WHERE s.session_sha256 = ? AND s.expires_at > {now}",
+            f"ON u.name = s.name WHERE s.session_sha256 = ? AND s.expires_at > {now} "
+            "AND u.disabled_at IS NULL",
             [session_sha256, *params])
         return Login(rows[0][0], rows[0][1], rows[0][2]) if rows else None
 

@@ -199,6 +199,13 @@ ALTER TABLE console_tokens ADD COLUMN expires_at TEXT;
 ALTER TABLE console_tokens ADD COLUMN last_used_at TEXT;
 """,
     ),
+    (
+        9,
+        "console: a user can be disabled (when; null: enabled)",
+        """
+ALTER TABLE console_users ADD COLUMN disabled_at TEXT;
+""",
+    ),
 )
 
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from appliance.backoffice.accounts import Login, Revoked, token_id
+from appliance.backoffice.accounts import LastOperatorError, Login, Revoked, token_id
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
@@ -84,7 +84,10 @@ def add_user(store: Store, name: str, role: str, password: str) -> Revoked | Non
     """Add a console user (None), or set its password and role: that ends its sessions and
     revokes its API tokens, so whoever held the old password keeps nothing (what it took)."""
     check_user(name, role, password)
-    return store.put_user(name, password_hash(password), role, iso_utc(datetime.now(UTC)))
+    try:
+        return store.put_user(name, password_hash(password), role, iso_utc(datetime.now(UTC)))
+    except LastOperatorError as exc:
+        raise AccessError(str(exc)) from exc
 
 
 def password_hash(password: str) -> str:
@@ -104,6 +107,9 @@ def create_token(store: Store, name: str, days: float = TOKEN_DAYS_DEFAULT,
                           "_ . @ : / -, starting with a letter or digit")
     if store.user(name) is None:
         raise AccessError(f"no console user {name!r}: add it first (console user add)")
+    if store.enabled_user(name) is None:
+        raise AccessError(f"console user {name!r} is disabled: enable it first (console user "
+                          "enable)")
     token = secrets.token_urlsafe(32)
     expires_at = store.add_token(digest(token), name, label, days * 86400.0)
     return NewToken(token, token_id_of(token), expires_at)
@@ -111,10 +117,31 @@ def create_token(store: Store, name: str, days: float = TOKEN_DAYS_DEFAULT,
 
 def remove_user(store: Store, name: str) -> Revoked:
     """Remove a console user, ending its sessions and revoking its API tokens at once."""
-    revoked = store.remove_user(name)
+    try:
+        revoked = store.remove_user(name)
+    except LastOperatorError as exc:
+        raise AccessError(str(exc)) from exc
     if revoked is None:
         raise AccessError(f"no console user {name!r} (console user list shows them)")
     return revoked
+
+
+def disable_user(store: Store, name: str) -> Revoked:
+    """Disable a console user: it cannot log in, its sessions end and its API tokens stop
+    working at once (kept for ``enable_user``); the sessions ended and tokens held back."""
+    try:
+        disabled = store.disable_user(name)
+    except LastOperatorError as exc:
+        raise AccessError(str(exc)) from exc
+    if disabled is None:
+        raise AccessError(f"no console user {name!r} (console user list shows them)")
+    return disabled
+
+
+def enable_user(store: Store, name: str) -> None:
+    """Let a disabled console user log in again; its API tokens work again."""
+    if not store.enable_user(name):
+        raise AccessError(f"no console user {name!r} (console user list shows them)")
 
 
 def revoke_token(store: Store, token_id_text: str) -> str:
@@ -139,8 +166,9 @@ def verify_password(store: Store, name: str, password: str) -> Login | None:
 
 
 def known_user(store: Store, name: str) -> tuple[str, str] | None:
-    """The stored password hash and role of ``name`` (None: no such user)."""
-    return store.user(name) if USER_NAME.match(name) else None
+    """The stored password hash and role of ``name`` (None: no such user, or a disabled one,
+    whose login is then refused as a wrong password is, after the same slow hash)."""
+    return store.enabled_user(name) if USER_NAME.match(name) else None
 
 
 def check_password(found: tuple[str, str] | None, name: str, password: str) -> Login | None:

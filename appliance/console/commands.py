@@ -1,11 +1,12 @@
-"""``appliance console``: run the web console; its users (``console user add|list|remove``)
-and API tokens (``console token create|list|revoke``).
+"""``appliance console``: run the web console; its users (``console user
+add|list|remove|disable|enable``) and API tokens (``console token create|list|revoke``).
 
 The server binds ``console.bind:console.port`` (loopback by default). Passwords come from a
 file (``--password-file``, first line) or are asked for twice on the terminal, never from the
 command line, where other users could read them. Setting a user's password again, or removing
-the user, ends its sessions and revokes its API tokens at once: a running console asks the
-store on every request, so nothing of the old access lasts.
+the user, ends its sessions and revokes its API tokens at once, and disabling it ends its
+sessions and holds its tokens back until it is enabled: a running console asks the store on
+every request, so nothing of the old access lasts.
 """
 
 # ruff: noqa: PLC0415  (handlers import FastAPI, argon2 and the store late: `--help` starts fast)
@@ -144,9 +145,9 @@ def _user_list(args: argparse.Namespace) -> int:
     if not users:
         print("no console users yet (console user add NAME)")
         return 0
-    header = ("USER", "ROLE", "CREATED", "SESSIONS", "API TOKENS")
-    cells = [(escape_controls(name), role, created, str(sessions), str(tokens))
-             for name, role, created, sessions, tokens in users]
+    header = ("USER", "ROLE", "CREATED", "SESSIONS", "API TOKENS", "STATE")
+    cells = [(escape_controls(u.name), u.role, u.created_at, str(u.sessions), str(u.tokens),
+              f"disabled {u.disabled_at}" if u.disabled_at else "enabled") for u in users]
     _print_table([header, *cells])
     return 0
 
@@ -157,6 +158,24 @@ def _user_remove(args: argparse.Namespace) -> int:
     revoked = _on_store(args, "user remove", lambda store: remove_user(store, args.name),
                         writes=True)
     print(f"removed console user {args.name}: {_revoked_text(revoked)}")
+    return 0
+
+
+def _user_disable(args: argparse.Namespace) -> int:
+    from appliance.console.auth import disable_user
+
+    held = _on_store(args, "user disable", lambda store: disable_user(store, args.name),
+                     writes=True)
+    print(f"disabled console user {args.name}: ended {held.sessions} open session(s); its "
+          f"{held.tokens} API token(s) stop working until it is enabled")
+    return 0
+
+
+def _user_enable(args: argparse.Namespace) -> int:
+    from appliance.console.auth import enable_user
+
+    _on_store(args, "user enable", lambda store: enable_user(store, args.name), writes=True)
+    print(f"enabled console user {args.name}: it can log in, and its API tokens work again")
     return 0
 
 
@@ -256,10 +275,16 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                      help="viewer reads; operator also sees dead letters (viewer)")
     add.add_argument("--password-file", help="read the password from this file's first line "
                      "(default: ask on the terminal)")
-    _action(user, "list", _user_list, "every user: role, open sessions, API tokens")
+    _action(user, "list", _user_list, "every user: role, open sessions, API tokens, state")
     remove = _action(user, "remove", _user_remove,
                      "remove a user: its sessions end and its API tokens are revoked at once")
     remove.add_argument("name", help="user name")
+    disable = _action(user, "disable", _user_disable, "stop a user at once (it cannot log "
+                      "in, its sessions end, its API tokens stop working) and keep it")
+    disable.add_argument("name", help="user name")
+    enable = _action(user, "enable", _user_enable,
+                     "let a disabled user log in again (its API tokens work again)")
+    enable.add_argument("name", help="user name")
     token = sub.add_parser("token", help="API bearer tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION")
     create = _action(token, "create", _token_create, "print a new API token for a user")

@@ -22,7 +22,7 @@ import pytest
 from appliance.backoffice.schema import MIGRATIONS, iso_utc, result_row
 from appliance.backoffice.store import LATEST_VERSION, Batch, Store, StoreError, open_store
 from appliance.cli import main
-from appliance.console.auth import add_user
+from appliance.console.auth import password_hash
 from appliance.pathology.jobstore import STORE_ERRORS
 from appliance.synthetic import fleet as fleetsim
 from appliance.updates.operations import init_repository
@@ -171,7 +171,9 @@ def test_writers_still_migrate_an_older_store(
            else request.getfixturevalue("pg_database"))
     _older_store(url, monkeypatch)
     older = Store(url)  # opened without migrating, as the older code left it
-    add_user(older, "ops", "viewer", "a long enough password")
+    older.write("INSERT INTO console_users (name, password_hash, role, created_at) "  # as it did
+                "VALUES (?, ?, ?, ?)", [("ops", password_hash("a long enough password"),
+                                         "viewer", "2026-11-26T00:00:00.000000Z")])
     older.close()
     assert main(["console", "token", "create", "ops", "--store", url]) == 0
     assert len(capsys.readouterr().out.strip()) >= 32  # the token

@@ -45,7 +45,7 @@ def test_each_store_ends_sessions_and_tokens_of_one_user_only(store: Store) -> N
     sessions = [auth.open_session(store, Login(name, "viewer"), 1) for name in ("ann", "ann",
                                                                                 "bob")]
     tokens = [create_token(store, name).token for name in ("ann", "ann", "bob")]
-    assert [row[3:] for row in store.users()] == [(2, 2), (1, 1)]
+    assert [(row.sessions, row.tokens) for row in store.users()] == [(2, 2), (1, 1)]
     fresh = auth.open_session(store, Login("ann", "viewer"), 1, end_others=True)
     assert [auth.session_login(store, s.cookie) is None for s in (*sessions, fresh)] == [
         True, True, False, False]
@@ -53,10 +53,10 @@ def test_each_store_ends_sessions_and_tokens_of_one_user_only(store: Store) -> N
     assert [auth.bearer_login(store, f"Bearer {t}") is None for t in tokens] == [
         True, False, False]
     assert add_user(store, "ann", "operator", PASSWORD) == Revoked(sessions=1, tokens=1)
-    name, role, _, open_sessions, token_count = store.users()[0]
-    assert (name, role, open_sessions, token_count) == ("ann", "operator", 0, 0)
+    ann = store.users()[0]
+    assert (ann.name, ann.role, ann.sessions, ann.tokens) == ("ann", "operator", 0, 0)
     assert auth.remove_user(store, "bob") == Revoked(sessions=1, tokens=1)
-    assert [row[0] for row in store.users()] == ["ann"]
+    assert [row.name for row in store.users()] == ["ann"]
     assert store.tokens() == []
     kept, ended = (auth.open_session(store, Login("ann", "operator"), 1) for _ in range(2))
     create_token(store, "ann")
@@ -118,9 +118,10 @@ def test_a_removed_user_is_out_at_once_and_gone_from_the_list(
     cookie, _ = login_cookie(console, "erin")
     assert main(["console", "user", "list", "--store", console.store_url]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert listed[0].split() == ["USER", "ROLE", "CREATED", "SESSIONS", "API", "TOKENS"]
+    assert listed[0].split() == ["USER", "ROLE", "CREATED", "SESSIONS", "API", "TOKENS",
+                                 "STATE"]
     erin = next(line.split() for line in listed if line.startswith("erin "))
-    assert (erin[1], erin[3], erin[4]) == ("viewer", "1", "1")
+    assert (erin[1], erin[3], erin[4], erin[5]) == ("viewer", "1", "1", "enabled")
     assert main(["console", "user", "remove", "erin", "--store", console.store_url]) == 0
     assert capsys.readouterr().out.strip() == (
         "removed console user erin: ended 1 open session(s), revoked 1 API token(s)")

@@ -99,7 +99,9 @@ def test_tokens_made_before_expiry_existed_keep_working_with_no_expiry(
         before_8.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:7])
         old = open_store(url, pg_schema=schema)
     try:
-        add_user(old, "ann", "viewer", PASSWORD)
+        old.write("INSERT INTO console_users (name, password_hash, role, created_at) "
+                  "VALUES (?, ?, ?, ?)", [("ann", auth.password_hash(PASSWORD), "viewer",
+                                           "2026-01-02T03:04:05.000000Z")])  # as it did
         token = "a-token-of-an-older-console-" + "y" * 10
         old.write("INSERT INTO console_tokens (token_sha256, name, created_at) VALUES (?, ?, ?)",
                   [(auth.digest(token), "ann", "2026-01-02T03:04:05.000000Z")])
