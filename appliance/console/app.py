@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from appliance import __version__
 from appliance.config import ConsoleConfig
-from appliance.console import account, api, jobs, pages, rollouts
+from appliance.console import account, api, jobs, pages, rollouts, tokenpage
 from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
@@ -83,6 +83,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.templates.filters["code_spans"] = code_spans
     app.include_router(pages.router)
     app.include_router(account.router)
+    app.include_router(tokenpage.router)
     app.include_router(api.router)
     app.include_router(rollouts.pages)
     app.include_router(rollouts.api)

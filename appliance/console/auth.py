@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from appliance.backoffice.accounts import LastOperatorError, Login, Revoked, token_id
+from appliance.backoffice.accounts import LastOperatorError, Login, Revoked, TokenRow, token_id
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
@@ -158,6 +158,14 @@ def revoke_token(store: Store, token_id_text: str) -> str:
 def token_id_of(token: str) -> str:
     """The id ``console token list`` shows for this token."""
     return token_id(digest(token))
+
+
+def token_expiry_text(token: TokenRow) -> str:
+    """A listed token's expiry in words: its time, ``expired TIME``, or ``no expiry`` (a
+    token made before tokens expired)."""
+    if token.expires_at is None:
+        return "no expiry"
+    return f"expired {token.expires_at}" if token.expired else token.expires_at
 
 
 def verify_password(store: Store, name: str, password: str) -> Login | None:

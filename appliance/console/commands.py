@@ -193,22 +193,16 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
+    from appliance.console.auth import token_expiry_text
+
     tokens = _on_store(args, "token list", lambda store: store.tokens(args.user))
     if not tokens:
         print("no API tokens" + (f" of {escape_controls(args.user)}" if args.user else ""))
         return 0
     cells = [(t.token_id, escape_controls(t.name), escape_controls(t.label) or "-",
-              t.created_at, expiry_text(t), t.last_used_at or "never") for t in tokens]
+              t.created_at, token_expiry_text(t), t.last_used_at or "never") for t in tokens]
     _print_table([("ID", "USER", "LABEL", "CREATED", "EXPIRES", "LAST USED"), *cells])
     return 0
-
-
-def expiry_text(token: Any) -> str:
-    """A listed token's expiry in words: its time, ``expired TIME``, or ``no expiry`` (a
-    token made before tokens expired)."""
-    if token.expires_at is None:
-        return "no expiry"
-    return f"expired {token.expires_at}" if token.expired else token.expires_at
 
 
 def _token_revoke(args: argparse.Namespace) -> int:

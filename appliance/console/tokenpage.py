@@ -1,0 +1,83 @@
+"""The API tokens page: an operator sees and revokes every user's tokens, any other user only
+its own.
+
+Tokens are listed by id (the start of their hash), never shown themselves: owner, label,
+created, expiry and last use. A revoke form carries the session's CSRF token; a token id that
+is not the user's own is answered as an unknown one (404), so a user learns nothing of
+others' tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from appliance.backoffice.accounts import TOKEN_ID, TOKEN_ID_CHARS, Login, TokenRow
+from appliance.console.auth import token_expiry_text
+from appliance.console.db import STORE_ERRORS
+from appliance.console.filters import InputError
+from appliance.console.guard import check_csrf, page_login, pool_of, read_form
+from appliance.console.pages import render
+from appliance.logsafe import shorten
+
+log = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+
+
+def _everyone(login: Login) -> bool:
+    """Whether ``login`` sees and revokes every user's tokens (operators), not its own only."""
+    return login.role == "operator"
+
+
+def _tokens(request: Request, login: Login) -> list[TokenRow]:
+    with pool_of(request).store() as store:
+        return store.tokens(None if _everyone(login) else login.name)
+
+
+def _page(request: Request, login: Login, status: int = 200, **message: str) -> HTMLResponse:
+    return render(request, "tokens.html", status, login=login, everyone=_everyone(login),
+                  tokens=_tokens(request, login), expiry=token_expiry_text, **message)
+
+
+@router.get("/tokens")
+def tokens_page(request: Request, login: Annotated[Login, Depends(page_login)]
+                ) -> HTMLResponse:
+    """The API tokens the user may see: every user's for an operator, else its own."""
+    return _page(request, login)
+
+
+@router.post("/tokens/revoke")
+async def revoke(request: Request) -> HTMLResponse:
+    """Revoke one API token by its id (the form's CSRF token first): any user's for an
+    operator, else only the user's own."""
+    login = await run_in_threadpool(page_login, request)
+    form = await read_form(request)
+    check_csrf(login.csrf, form)
+    shown_id = form.get("id", "")
+    if not TOKEN_ID.match(shown_id):
+        raise InputError("id", shown_id, f"a token id: {TOKEN_ID_CHARS} hex digits")
+
+    def revoke_it() -> str | None:
+        with pool_of(request).store() as store:
+            return store.revoke_token(shown_id, None if _everyone(login) else login.name)
+
+    try:
+        owner = await run_in_threadpool(revoke_it)
+    except STORE_ERRORS as exc:  # a full disk, a lost server: nothing was revoked
+        log.error("console token revoke by %s: the store did not record it: %s",
+                  shorten(login.name, 64), exc)
+        return render(request, "error.html", 503, login=login, message=(
+            f"The console's store could not revoke API token {shown_id} (its log says why): "
+            "it still works. Try again once the store works, or use console token revoke."))
+    if owner is None:
+        whose = "" if _everyone(login) else " of yours"
+        return await run_in_threadpool(lambda: _page(
+            request, login, 404, error=f"No API token {shown_id}{whose}; nothing was revoked."))
+    log.info("console: %s revoked API token %s of %s", shorten(login.name, 64), shown_id,
+             shorten(owner, 64))
+    done = f"Revoked API token {shown_id} of {owner}: it is refused from now on."
+    return await run_in_threadpool(lambda: _page(request, login, done=done))
