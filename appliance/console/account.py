@@ -76,6 +76,7 @@ async def change_password(request: Request) -> HTMLResponse:
     except STORE_ERRORS as exc:  # a full disk, a lost server: nothing was changed
         log.error("console password change of %s: the store did not record it: %s",
                   shorten(login.name, 64), exc)
+        guard.not_judged(login.name, address)  # no password was found wrong
         return render(request, "account.html", 503, login=login, error=(
             "The console's store could not record the new password (its log says why); "
             "the password is unchanged."))

@@ -113,6 +113,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     except STORE_ERRORS as exc:  # a full disk, a lost server: say so on the login page
         log.error("console login for %s: the store did not answer or record it: %s",
                   shorten(name, 64), exc)
+        guard.not_judged(name, address)  # no password was found wrong
         return _login_page(request, form.get("next"), 503, store_failed=True)
     target = safe_next(form.get("next"))
     if session is None:

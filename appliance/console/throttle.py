@@ -7,7 +7,8 @@ proxy, the client's) that has failed ``ADDRESS_FACTOR`` times as often (several 
 share one), is refused until the oldest of those failures is that old, before any password
 is checked: a refused attempt costs no hash and counts no further. An attempt let in counts as
 a failure from that moment (``admit``), so guesses sent together are held as if sent one after
-another: they cannot all pass before the first has failed. A correct password clears
+another: they cannot all pass before the first has failed; one the console could not judge (its
+store failed on the way) is taken back (``not_judged``). A correct password clears
 its user name's and its address's failures. Someone who knows a user name can thus keep that
 user out for a window at a time, never guess faster than the limit. The counts live in the
 console's process (several console processes each count their own) and are bounded: at most
@@ -55,6 +56,15 @@ class LoginThrottle:
             while len(self._failures) > self.max_keys:
                 self._failures.popitem(last=False)
 
+    def uncount(self, keys: tuple[str, ...]) -> None:
+        """Take back the newest failure of each of ``keys`` (an attempt that was never
+        judged)."""
+        with self._lock:
+            for key in keys:
+                times = self._failures.get(key)
+                if times:
+                    times.pop()
+
     def succeeded(self, keys: tuple[str, ...]) -> None:
         """Forget the failures of ``keys`` (a correct password)."""
         with self._lock:
@@ -100,6 +110,13 @@ class LoginGuard:
     def failed(self, user: str, address: str) -> None:
         self.users.failed((user,))
         self.addresses.failed((address,))
+
+    def not_judged(self, user: str, address: str) -> None:
+        """Take back what ``admit`` counted for an attempt the console could not judge (its
+        store failed on the way: no password was found wrong). Another attempt of the same
+        key let in meanwhile may be the one taken back: the count is the same."""
+        self.users.uncount((user,))
+        self.addresses.uncount((address,))
 
     def succeeded(self, user: str, address: str) -> None:
         self.users.succeeded((user,))

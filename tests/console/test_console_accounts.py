@@ -297,3 +297,31 @@ def test_a_refused_form_never_shows_a_password_back(console: Console) -> None:
     assert status == 400
     assert b"form: &#39;25 bytes&#39; refused" in body
     assert b"my-real-secret" not in body
+
+
+def test_a_login_or_password_change_the_store_could_not_record_counts_no_failure(
+    tmp_path: Path,
+) -> None:
+    """With one failure allowed, a right password the full store could not record was counted
+    as a failed login: once the store worked again the user was refused (429) for the window."""
+    with small_tmpfs(tmp_path / "disk", size="8m") as disk:
+        (disk / "console").mkdir()
+        with running_console(disk / "console", login_max_failures=1) as console:
+            cookie, csrf = login_cookie(console)
+            filler = fill(disk)
+            assert post_login(console)[0] == 503
+            status, _, _ = post(console.url + "/account/password", urlencode({
+                "csrf": csrf, "password": PASSWORD, "new_password": "n" * 12,
+                "new_password_again": "n" * 12}).encode(), {
+                "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+            assert status == 503
+            filler.unlink()
+            status, headers, _ = post_login(console)
+            assert (status, headers["location"]) == (303, "/fleet")  # on main: 429
+            status, _, body = post(console.url + "/account/password", urlencode({
+                "csrf": csrf, "password": PASSWORD, "new_password": "n" * 12,
+                "new_password_again": "n" * 12}).encode(), {
+                "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+            assert status == 200, body  # on main: 429
+            assert post_login(console, password="not the password")[0] == 303  # failed=1
+            assert post_login(console)[0] == 429  # a wrong one still counts

@@ -59,3 +59,14 @@ def test_a_spray_of_names_keeps_at_most_max_keys() -> None:
     assert len(throttle._failures) == 100  # noqa: SLF001 (its bound is what is tested)
     assert throttle.wait_s(("made-up-9999",)) == 60.0  # the latest kept
     assert throttle.wait_s(("made-up-0",)) == 0.0  # the longest idle forgotten
+
+
+def test_an_attempt_not_judged_is_taken_back_and_a_judged_one_stays() -> None:
+    clock = Clock()
+    guard = LoginGuard(1, 60.0, clock=clock)
+    assert guard.admit("eve", "10.0.0.1") == 0.0
+    guard.not_judged("eve", "10.0.0.1")  # the store failed on the way
+    assert guard.admit("eve", "10.0.0.1") == 0.0  # on main: no way to take it back
+    assert guard.admit("eve", "10.0.0.1") == 60.0  # the judged one counts
+    guard.not_judged("nobody", "10.0.0.2")  # nothing counted: nothing to take back
+    assert guard.wait_s("nobody", "10.0.0.2") == 0.0
