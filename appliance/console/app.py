@@ -32,7 +32,7 @@ from appliance import __version__
 from appliance.config import ConsoleConfig
 from appliance.console import account, api, jobs, pages, rollouts, tokenpage
 from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
-from appliance.console.db import StoreBusyError, StorePool
+from appliance.console.db import StoreBusyError, StorePool, StoreUnreachableError
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError, known_parameters
 from appliance.console.throttle import LoginGuard
@@ -191,6 +191,11 @@ def _add_handlers(app: FastAPI) -> None:
         log.warning("console busy: %s", exc)
         return _refusal(request, 503, f"{exc}; try again shortly")
 
+    async def unreachable(request: Request, exc: Exception) -> Response:
+        log.warning("console store unreachable: %s", exc)  # its URL and error: not for visitors
+        return _refusal(request, 503, "the console's store cannot be reached now (its log "
+                        "says why); try again shortly")
+
     async def failed(request: Request, exc: Exception) -> Response:
         # answered outside every middleware (Starlette's ServerErrorMiddleware), which logs
         # the traceback after this answer
@@ -214,6 +219,7 @@ def _add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CsrfError, csrf_error)
     app.add_exception_handler(RoleError, csrf_error)
     app.add_exception_handler(StoreBusyError, busy)
+    app.add_exception_handler(StoreUnreachableError, unreachable)
     app.add_exception_handler(LoginRequiredError, login_required)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, failed)

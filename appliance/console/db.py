@@ -18,13 +18,19 @@ from appliance.pathology.jobstore import DATABASE_ERRORS, open_pathology_store
 log = logging.getLogger(__name__)
 
 
-# a store that could not answer or record (a full disk, a lost server): the console's few
-# handlers that must still answer something true catch these
-STORE_ERRORS = DATABASE_ERRORS
+# a store that could not answer or record (a full disk, a lost server, one that cannot be
+# reached: StoreUnreachableError): the console's few handlers that must still answer something
+# true catch these; elsewhere StoreUnreachableError is the 503 page (app.py)
+STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, StoreError)
 
 
 class StoreBusyError(RuntimeError):
     """No store connection came free in time (the console is overloaded)."""
+
+
+class StoreUnreachableError(StoreError):
+    """No store connection could be opened, or one that failed could not be reopened (the
+    database went away): the 503 page, as for a busy console."""
 
 
 class StorePool:
@@ -43,29 +49,39 @@ class StorePool:
 
     @contextlib.contextmanager
     def store(self) -> Iterator[Store]:
-        """Borrow a store for one request."""
+        """Borrow a store for one request. StoreUnreachableError when none can be reached: no
+        connection opens, or the one lent failed and could not be reopened."""
         try:
             slot = self._idle.get(timeout=self.wait_s)
         except queue.Empty as exc:
             raise StoreBusyError(f"no free store connection within {self.wait_s:.0f} s") from exc
         try:
-            store = slot or Store(self.url, self.pg_schema)
-        except StoreError:
+            lent = slot or Store(self.url, self.pg_schema)
+        except StoreError as exc:
             self._idle.put(None)
-            raise
+            raise StoreUnreachableError(str(exc)) from exc
+        given_back: Store | None = lent
         try:
-            yield store
-        except Exception:
-            self._repair(store)
+            yield lent
+        except Exception as exc:
+            if not self._reopened(lent):
+                given_back = None  # a slot again: connected on its next use
+                raise StoreUnreachableError(f"the store connection failed ({exc}) and could "
+                                            "not be reopened") from exc
             raise
         finally:
-            self._idle.put(store)
+            self._idle.put(given_back)
 
-    def _repair(self, store: Store) -> None:
+    def _reopened(self, store: Store) -> bool:
+        """Reopen a store whose connection failed; False (closed) when it cannot be."""
         try:
             store.reconnect()
         except StoreError as exc:
             log.warning("store connection not reopened yet: %s", exc)
+            with contextlib.suppress(Exception):
+                store.close()
+            return False
+        return True
 
     def close(self) -> None:
         """Close every open connection."""

@@ -1,0 +1,99 @@
+"""A console whose PostgreSQL database goes away answers the 503 page (the API a 503 JSON) while
+it is gone, never a 500, counts no login it could not judge, and works again once it is back."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from console_helpers import PASSWORD, Console, free_port, get_with, login_cookie, post_login
+
+from appliance.backoffice.store import open_store
+from appliance.config import ConsoleConfig
+from appliance.console.app import SECURITY_HEADERS
+from appliance.console.auth import add_user, create_token
+from appliance.console.db import StorePool
+from appliance.console.server import ConsoleThread
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+pytestmark = pytest.mark.postgres
+
+
+def _admin(sql: str, *params: str) -> None:
+    with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as admin:
+        admin.execute(sql, params)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A new PostgreSQL database (its name starts console_), dropped afterwards."""
+    name = f"console_lost_{uuid.uuid4().hex[:12]}"
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        _admin(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _gone(name: str) -> None:
+    """The database refuses new connections and ends the open ones (a server going down)."""
+    _admin(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+    _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", name)
+
+
+def _back(name: str) -> None:
+    _admin(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+
+
+@pytest.fixture
+def console(database: str, tmp_path: Path) -> Iterator[Console]:
+    """The console on that database (two store connections), a user alice with a token; one
+    failed login allowed."""
+    url = f"{PG_SERVER}/{database}"
+    store = open_store(url)
+    try:
+        add_user(store, "alice", "operator", PASSWORD)
+        token = create_token(store, "alice").token
+    finally:
+        store.close()
+    config = ConsoleConfig(port=free_port(), cohort_cache_s=0, login_max_failures=1)
+    pool = StorePool(url, size=2)
+    thread = ConsoleThread(config, pool, tmp_path)
+    thread.start()
+    assert thread.wait_started(), "console did not start"
+    try:
+        yield Console(f"http://127.0.0.1:{config.port}", token, token, url, tmp_path)
+    finally:
+        thread.stop()
+        pool.close()
+
+
+def test_a_lost_database_is_the_503_page_and_the_console_recovers(
+    console: Console, database: str,
+) -> None:
+    cookie, _ = login_cookie(console)
+    assert get_with(console, "/fleet", cookie)[0] == 200
+    _gone(database)
+    for _ in range(3):  # the connection that failed, then each slot's new one
+        status, headers, body = get_with(console, "/fleet", cookie)
+        assert status == 503, body  # on main: 500
+        assert b"the console&#39;s store cannot be reached now (its log says why)" in body
+        assert database.encode() not in body  # the database's name stays in the log
+        seen = {name.lower(): value for name, value in headers.items()}
+        assert {name: seen.get(name.lower()) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+    status, _, body = console.get("/api/v1/fleet", console.token)
+    assert status == 503
+    assert "cannot be reached now" in json.loads(body)["error"]
+    status, _, body = post_login(console)
+    assert status == 503  # the login page says the store failed; on main: a bare 500
+    assert b"could not check or record this login" in body
+    _back(database)
+    assert get_with(console, "/fleet", cookie)[0] == 200
+    assert console.get("/api/v1/fleet", console.token)[0] == 200
+    status, headers, _ = post_login(console)
+    assert (status, headers["location"]) == (303, "/fleet")  # the unjudged login not counted
