@@ -5,9 +5,18 @@ an unknown one."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import urlencode
 
-from console_helpers import PASSWORD, Console, browser_login, get_with, login_cookie, post
+from console_helpers import (
+    PASSWORD,
+    Console,
+    browser_login,
+    get_with,
+    login_cookie,
+    post,
+    running_console,
+)
 from playwright.sync_api import expect
 
 from appliance.backoffice.store import open_store
@@ -15,6 +24,7 @@ from appliance.browser import chromium_page
 from appliance.console.app import SECURITY_HEADERS
 from appliance.console.auth import add_user, create_token
 from appliance.console.guard import SESSION_COOKIE
+from tests.disk_helpers import fill, small_tmpfs
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -119,3 +129,28 @@ def test_a_malformed_token_id_is_refused_naming_the_field(console: Console) -> N
     status, body = _revoke(console, cookie, csrf, "1234%")
     assert status == 400
     assert re.search(rb"id: &#39;1234%&#39; refused: a token id: 16 hex digits", body), body
+
+
+def test_a_full_store_answers_the_api_without_last_use_and_says_a_revoke_failed(
+    tmp_path: Path,
+) -> None:
+    with small_tmpfs(tmp_path / "disk", size="8m") as disk:
+        (disk / "console").mkdir()
+        with running_console(disk / "console") as console:
+            [(token, token_id)] = _tokens_of(console, "xena", "viewer", 1)
+            cookie, csrf = login_cookie(console, "xena")
+            filler = fill(disk)
+            assert _works(console, token)  # its first use could not be written: still served
+            status, body = _revoke(console, cookie, csrf, token_id)
+            assert status == 503
+            assert f"could not revoke API token {token_id} (its log says why): it still " \
+                   "works".encode() in body
+            assert _works(console, token)  # as the page says
+            filler.unlink()
+            _, _, page = get_with(console, "/tokens", cookie)
+            assert page.count(b"<td>never</td>") == 1  # the use during the full disk: unwritten
+            assert _works(console, token)
+            _, _, page = get_with(console, "/tokens", cookie)
+            assert b"<td>never</td>" not in page
+            assert _revoke(console, cookie, csrf, token_id)[0] == 200
+            assert not _works(console, token)
