@@ -182,8 +182,8 @@ def _user_enable(args: argparse.Namespace) -> int:
 def _token_create(args: argparse.Namespace) -> int:
     from appliance.console.auth import create_token
 
-    made = _on_store(args, "token create", lambda store: create_token(
-        store, args.name, args.days, args.label), writes=True)  # the user must exist: no new store
+    made = _on_store(args, "token create", lambda store: create_token(  # the user must exist:
+        store, args.name, args.days, args.label or ""), writes=True)   # no new store
     print(made.token)  # alone on stdout, for scripts; the hint goes to the person at the terminal
     print("send it as the header 'Authorization: Bearer TOKEN' (e.g. curl -H ...) to "
           "/api/v1/...; only its hash is kept, so copy it now. It expires at "
@@ -286,7 +286,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     create.add_argument("--days", type=_token_days, default=TOKEN_DAYS_DEFAULT,
                         help=f"how long it works, in days (default {TOKEN_DAYS_DEFAULT}, at "
                         f"most {TOKEN_DAYS_MAX})")
-    create.add_argument("--label", default="", help="what it is for, shown in the lists "
+    create.add_argument("--label", help="what it is for, shown in the lists "
                         "(up to 64 letters, digits, spaces and _ . @ : / -)")
     listed = _action(token, "list", _token_list,
                      "API tokens: id, user, label, created, expires, last used")
