@@ -67,7 +67,8 @@ class UserRow:
 @dataclass(frozen=True)
 class TokenRow:
     """An API token as listed (never the token itself): its id, user, label and times
-    (``expires_at`` None: made before tokens expired; ``last_used_at`` None: never used)."""
+    (``expires_at`` None: made before tokens expired; ``last_used_at`` None: never used);
+    ``user_disabled``: held back while its user is disabled."""
 
     token_id: str
     name: str
@@ -76,6 +77,7 @@ class TokenRow:
     expires_at: str | None
     last_used_at: str | None
     expired: bool
+    user_disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,12 +224,14 @@ class ConsoleAccounts:
         """API tokens (of user ``name``, else all), oldest first; expiry judged on the store's
         clock."""
         now, params = self._session_now()
-        where, more = ("WHERE name = ? ", [name]) if name else ("", [])
-        rows = self._fetch(f"SELECT token_sha256, name, label, created_at, expires_at, "
-                           f"last_used_at, {now} FROM console_tokens {where}"
-                           "ORDER BY created_at, token_sha256", [*params, *more])
+        where, more = ("WHERE t.name = ? ", [name]) if name else ("", [])
+        rows = self._fetch(
+            "SELECT t.token_sha256, t.name, t.label, t.created_at, t.expires_at, "
+            f"t.last_used_at, {now}, u.disabled_at FROM console_tokens t "
+            f"LEFT JOIN console_users u ON u.name = t.name {where}"
+            "ORDER BY t.created_at, t.token_sha256", [*params, *more])
         return [TokenRow(token_id(r[0]), r[1], r[2], r[3], r[4], r[5],
-                         r[4] is not None and r[4] <= r[6]) for r in rows]
+                         r[4] is not None and r[4] <= r[6], r[7] is not None) for r in rows]
 
     def revoke_token(self, token_id_text: str, owner: str | None = None) -> str | None:
         """Revoke the API token with this id (``owner``: only if it is that user's); its user,

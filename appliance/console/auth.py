@@ -160,6 +160,12 @@ def token_id_of(token: str) -> str:
     return token_id(digest(token))
 
 
+def token_owner_text(token: TokenRow) -> str:
+    """A listed token's user, ``NAME (disabled)`` while the user is disabled (the token is
+    refused until it is enabled)."""
+    return f"{token.name} (disabled)" if token.user_disabled else token.name
+
+
 def token_expiry_text(token: TokenRow) -> str:
     """A listed token's expiry in words: its time, ``expired TIME``, or ``no expiry`` (a
     token made before tokens expired)."""

@@ -193,13 +193,13 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    from appliance.console.auth import token_expiry_text
+    from appliance.console.auth import token_expiry_text, token_owner_text
 
     tokens = _on_store(args, "token list", lambda store: store.tokens(args.user))
     if not tokens:
         print("no API tokens" + (f" of {escape_controls(args.user)}" if args.user else ""))
         return 0
-    cells = [(t.token_id, escape_controls(t.name), escape_controls(t.label) or "-",
+    cells = [(t.token_id, escape_controls(token_owner_text(t)), escape_controls(t.label) or "-",
               t.created_at, token_expiry_text(t), t.last_used_at or "never") for t in tokens]
     _print_table([("ID", "USER", "LABEL", "CREATED", "EXPIRES", "LAST USED"), *cells])
     return 0

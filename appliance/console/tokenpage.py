@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import TOKEN_ID, TOKEN_ID_CHARS, Login, TokenRow
-from appliance.console.auth import token_expiry_text
+from appliance.console.auth import token_expiry_text, token_owner_text
 from appliance.console.db import STORE_ERRORS
 from appliance.console.filters import InputError
 from appliance.console.guard import check_csrf, page_login, pool_of, read_form
@@ -40,7 +40,8 @@ def _tokens(request: Request, login: Login) -> list[TokenRow]:
 
 def _page(request: Request, login: Login, status: int = 200, **message: str) -> HTMLResponse:
     return render(request, "tokens.html", status, login=login, everyone=_everyone(login),
-                  tokens=_tokens(request, login), expiry=token_expiry_text, **message)
+                  tokens=_tokens(request, login), expiry=token_expiry_text,
+                  owner=token_owner_text, **message)
 
 
 @router.get("/tokens")

@@ -40,9 +40,11 @@ def test_a_disabled_user_is_out_until_enabled_and_gets_its_tokens_back(store: St
     ann = next(u for u in store.users() if u.name == "ann")
     assert ann.disabled_at is not None
     assert (ann.sessions, ann.tokens) == (0, 1)  # the token kept, held back
+    assert [t.user_disabled for t in store.tokens("ann")] == [True]  # listed so
     with pytest.raises(AccessError, match="disabled: enable it first"):
         create_token(store, "ann")
     auth.enable_user(store, "ann")
+    assert [t.user_disabled for t in store.tokens("ann")] == [False]
     assert auth.bearer_login(store, f"Bearer {token}") == Login("ann", "viewer")
     assert auth.session_login(store, session.cookie) is None  # ended sessions stay ended
     assert auth.verify_password(store, "ann", PASSWORD) == Login("ann", "viewer")
@@ -137,6 +139,9 @@ def test_a_disabled_users_old_session_token_and_password_stop_in_a_running_conso
     row = next(line.split() for line in capsys.readouterr().out.splitlines()
                if line.startswith("mallory "))
     assert row[5] == "disabled"
+    assert main(["console", "token", "list", "--user", "mallory", "--store",
+                 console.store_url]) == 0
+    assert " mallory (disabled) " in capsys.readouterr().out
     assert main(["console", "user", "enable", "mallory", "--store", console.store_url]) == 0
     capsys.readouterr()
     assert console.get("/api/v1/fleet", token)[0] == 200

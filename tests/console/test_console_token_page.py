@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 from appliance.backoffice.store import open_store
 from appliance.browser import chromium_page
 from appliance.console.app import SECURITY_HEADERS
-from appliance.console.auth import add_user, create_token
+from appliance.console.auth import add_user, create_token, disable_user
 from appliance.console.guard import SESSION_COOKIE
 from tests.disk_helpers import fill, small_tmpfs
 
@@ -92,6 +92,12 @@ def test_another_users_token_id_is_answered_as_an_unknown_one(console: Console) 
 
 def test_an_operator_sees_and_revokes_every_users_tokens(console: Console) -> None:
     [(token, token_id)] = _tokens_of(console, "vera", "viewer", 1)
+    [(_, held_id)] = _tokens_of(console, "wes", "viewer", 1)
+    store = open_store(console.store_url)
+    try:
+        disable_user(store, "wes")
+    finally:
+        store.close()
     cookie, csrf = login_cookie(console, "alice")  # an operator
     status, headers, page = get_with(console, "/tokens", cookie)
     assert status == 200
@@ -100,6 +106,7 @@ def test_an_operator_sees_and_revokes_every_users_tokens(console: Console) -> No
     assert b"<h1>API tokens</h1>" in page
     assert token_id.encode() in page
     assert token.encode() not in page  # never the token itself
+    assert f"<tr><td>wes (disabled)</td><td>wes job 0</td><td><code>{held_id}".encode() in page
     status, body = _revoke(console, cookie, csrf, token_id)
     assert status == 200
     assert f"Revoked API token {token_id} of vera".encode() in body
