@@ -58,6 +58,8 @@ def test_shipped_default_config_is_valid() -> None:
         ("mqtt:\n  tls:\n    cert_file: /c.pem\n", "mqtt.tls", "cert_file and mqtt.tls.key_file"),
         ("camera:\n  source: uvc\n", "camera", "camera.path is required"),
         ("mqtt:\n  password: hunter2\n", "mqtt", "APPLIANCE_MQTT_PASSWORD"),
+        ("backoffice:\n  dead_letter_max_bytes: 65536\n", "backoffice.dead_letter_max_bytes",
+         "65536 is less than 262144, the largest result the broker delivers"),
     ],
 )
 def test_bad_value_exits_2_naming_key_value_and_expectation(
@@ -212,3 +214,13 @@ def test_password_from_env_or_credentials_directory(
     assert config.mqtt.password() == "from-systemd"
     monkeypatch.setenv("APPLIANCE_MQTT_PASSWORD", "from-env")
     assert config.mqtt.password() == "from-env"
+
+
+def test_the_back_office_keeps_whole_any_result_the_shipped_broker_delivers() -> None:
+    """A refused result is confirmed to its kiosk only when its dead letter holds it whole."""
+    conf = (REPO / "deploy" / "mosquitto" / "appliance.conf").read_text().splitlines()
+    (limit,) = [line.split()[1] for line in conf if line.startswith("message_size_limit ")]
+    defaults = config_from_mapping({}, environ={})
+    assert defaults.backoffice.dead_letter_max_bytes == int(limit)
+    shipped = load_config(REPO / "config.yaml", environ={})
+    assert shipped.backoffice.dead_letter_max_bytes >= int(limit)

@@ -158,14 +158,19 @@ class Triage:
             _cut(message.payload),
         )
         kept = message.payload[: self.dead_letter_max_bytes]
+        if len(kept) < len(message.payload):
+            reason += f" (kept cut: the first {len(kept)} of {len(message.payload)} bytes)"
         return DeadLetter(received_at, message.topic, reason, len(message.payload), kept)
 
     def refused_results(self, letters: list[DeadLetter]) -> list[Confirmed]:
         """The device results among these committed dead letters that their device may drop.
 
-        Only a letter that holds its whole payload counts (a cut one is not kept in full). It
-        is confirmed to the device whose topic it came on, and a device can publish only on its
-        own topics (deploy/mosquitto), so no device can make another drop a result.
+        Only a letter that holds its whole payload counts. Every payload the broker delivers
+        is kept whole (``backoffice.dead_letter_max_bytes`` is at least its message size
+        limit); one kept cut is larger than any result, is not parsed for an id, and is not
+        confirmed. A letter is confirmed to the device whose topic it came on, and a device can
+        publish only on its own topics (deploy/mosquitto), so no device can make another drop
+        a result.
         """
         confirmed = []
         for letter in letters:

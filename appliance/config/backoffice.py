@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from appliance.config.section import Section
+from appliance.transport.payloads import MAX_PAYLOAD_BYTES
 
 
 class StoreConfig(Section):
@@ -42,7 +43,9 @@ class BackofficeConfig(Section):
         20, ge=1, le=10_000, description="Longest wait to fill a batch before committing (ms)."
     )
     dead_letter_max_bytes: int = Field(
-        65536, ge=0, description="Bytes of a rejected payload kept in the dead-letter table."
+        MAX_PAYLOAD_BYTES, description="Bytes of a rejected payload kept in the dead-letter "
+        f"table; at least {MAX_PAYLOAD_BYTES}, the largest result the fleet's broker delivers, "
+        "so every refused result is kept whole and confirmed to its kiosk (docs/delivery.md)."
     )
     dead_letter_max_rows: int = Field(
         100_000, ge=1, description="Dead-letter rows kept; the oldest are pruned beyond this."
@@ -51,3 +54,17 @@ class BackofficeConfig(Section):
         64 * 1024 * 1024, ge=0, description="Bytes all kept dead letters may hold together; "
         "the oldest are pruned beyond this."
     )
+
+    @field_validator("dead_letter_max_bytes")
+    @classmethod
+    def _keeps_a_whole_result(cls, value: int) -> int:
+        """A refused result kept cut is never confirmed, so its kiosk would send it again for
+        a month: the letter must hold anything the broker can deliver."""
+        if value < MAX_PAYLOAD_BYTES:
+            raise ValueError(
+                f"{value} is less than {MAX_PAYLOAD_BYTES}, the largest result the broker "
+                "delivers (deploy/mosquitto/appliance.conf message_size_limit); a refused "
+                f"result cut to fit would never be confirmed to its kiosk: set {MAX_PAYLOAD_BYTES} "
+                "or more, or remove the key"
+            )
+        return value

@@ -24,6 +24,7 @@ from appliance.cli import main
 from appliance.config import Config, config_from_mapping, load_config
 from appliance.synthetic import fleet
 from appliance.transport.broker import PrivateBroker, free_port
+from appliance.transport.payloads import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
@@ -108,7 +109,8 @@ def test_duplicates_and_hostile_messages_leave_exactly_the_valid_results(
     reasons = " | ".join(d.reason for d in letters)
     (huge,) = [d for d in letters if "exceeds" in d.reason]
     assert huge.payload_bytes == len(hostile["huge"])
-    assert huge.payload == hostile["huge"][:65536]  # backoffice.dead_letter_max_bytes
+    assert huge.payload == hostile["huge"][:MAX_PAYLOAD_BYTES]  # backoffice.dead_letter_max_bytes
+    assert f"kept cut: the first {MAX_PAYLOAD_BYTES} of {huge.payload_bytes} bytes" in huge.reason
     phrases = ("not UTF-8:", "not JSON, though valid UTF-8", "nested too deeply", "exceeds",
                "Extra inputs", "kiosk-9", "NUL")
     for phrase in phrases:

@@ -7,6 +7,7 @@ and show that results leave the outbox only once the back office has committed t
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import threading
@@ -26,6 +27,7 @@ from appliance.edge.testing import FlakySource, fast_daemon, fast_source
 from appliance.synthetic import fleet
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.outbox import OutboxWriteError
+from appliance.transport.payloads import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.broker
 MEASUREMENTS = 50
@@ -183,6 +185,42 @@ def test_a_result_the_back_office_dead_letters_is_acked_once_and_leaves_the_outb
     assert [row[0] for row in reader.select_results(["measurement_id"])] == [
         valid.measurement_id]
     reader.close()
+
+
+def test_a_refused_result_with_a_thumbnail_is_kept_whole_confirmed_and_leaves_the_outbox(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    """An opt-in thumbnail makes a result larger than 64 KiB; refused for an unset clock, it
+    was kept cut, never confirmed, and sent again every few minutes for a month."""
+    config = kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=None, resend_s=30.0)
+    topic = f"{topic_prefix}/shop-1/kiosk-early/result"
+    result = json.loads(fleet.sample_result(random.Random(7), "shop-1", "kiosk-early", 0).to_json())
+    result["captured_at"] = "1970-01-01T00:00:07Z"
+    result["thumbnail_jpeg_b64"] = base64.b64encode(random.Random(8).randbytes(49_152)).decode()
+    body = json.dumps(result).encode()
+    assert 65_536 < len(body) < MAX_PAYLOAD_BYTES
+    outbox = new_outbox(config)
+    outbox.add_many([(result["measurement_id"], topic, body)])
+    outbox.close()
+    worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
+    unplugged = FlakySource(fast_source(config))
+    unplugged.failing.set()  # no new results: only the one in the outbox
+    kiosk = fast_daemon(config, source=unplugged)
+    thread, _codes = run_in_thread(kiosk)
+    try:
+        assert wait_until(lambda: kiosk.outbox.depth() == 0, timeout_s=20)
+        assert kiosk.link.stats.acked == 1
+    finally:
+        kiosk.request_stop()
+        thread.join(10)
+        worker.stop()
+        store.close()
+    reader = open_store(f"sqlite:///{tmp_path / 'backoffice' / 'store.sqlite3'}")
+    (letter,) = reader.dead_letters()
+    reader.close()
+    assert (letter.payload_bytes, letter.payload) == (len(body), body)
+    assert "1970-01-01" in letter.reason
+    assert "kept cut" not in letter.reason
 
 
 def test_results_due_again_when_a_read_of_the_outbox_fails_are_sent_later(
