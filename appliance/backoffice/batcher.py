@@ -25,7 +25,13 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from appliance import safejson
-from appliance.backoffice.schema import DeadLetter, device_row, iso_utc, result_row
+from appliance.backoffice.schema import (
+    DeadLetter,
+    dead_letter,
+    device_row,
+    iso_utc,
+    result_row,
+)
 from appliance.backoffice.store import Batch, Store
 from appliance.config import BackofficeConfig
 from appliance.transport.payloads import (
@@ -157,10 +163,9 @@ class Triage:
             len(message.payload),
             _cut(message.payload),
         )
-        kept = message.payload[: self.dead_letter_max_bytes]
-        if len(kept) < len(message.payload):
-            reason += f" (kept cut: the first {len(kept)} of {len(message.payload)} bytes)"
-        return DeadLetter(received_at, message.topic, reason, len(message.payload), kept)
+        return dead_letter(
+            received_at, message.topic, reason, message.payload, self.dead_letter_max_bytes
+        )
 
     def refused_results(self, letters: list[DeadLetter]) -> list[Confirmed]:
         """The device results among these committed dead letters that their device may drop.
@@ -170,7 +175,8 @@ class Triage:
         limit); one kept cut is larger than any result, is not parsed for an id, and is not
         confirmed. A letter is confirmed to the device whose topic it came on, and a device can
         publish only on its own topics (deploy/mosquitto), so no device can make another drop
-        a result.
+        a result. One received again is confirmed again (the store keeps it once): its device
+        sends it again because the last ack did not reach it.
         """
         confirmed = []
         for letter in letters:
@@ -390,9 +396,8 @@ class BatchWriter(threading.Thread):
             return
         row = part.results[0]  # RESULT_COLUMNS order: id, device, site, ..., payload last
         topic = f"{self._triage.topic_prefix}/{row[2]}/{row[1]}/result"
-        raw = str(row[-1]).encode()
-        letter = DeadLetter(row[4], topic, f"the store refused it: {error}", len(raw),
-                            raw[: self._triage.dead_letter_max_bytes])
+        letter = dead_letter(row[4], topic, f"the store refused it: {error}",
+                             str(row[-1]).encode(), self._triage.dead_letter_max_bytes)
         self._store.write_batch(Batch(dead_letters=[letter]), *self._keep())
 
     def _count(self, messages: list[Inbound], batch: Batch, fresh: list[str]) -> None:

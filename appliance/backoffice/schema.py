@@ -9,6 +9,7 @@ both databases. A new migration is appended, never edited: stores remember the v
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -206,6 +207,14 @@ ALTER TABLE console_tokens ADD COLUMN last_used_at TEXT;
 ALTER TABLE console_users ADD COLUMN disabled_at TEXT;
 """,
     ),
+    (
+        10,
+        "dead letters: a letter received again is kept once (null: kept before)",
+        """
+ALTER TABLE dead_letters ADD COLUMN letter_sha256 TEXT;
+CREATE UNIQUE INDEX dead_letters_once ON dead_letters (letter_sha256)
+""",
+    ),
 )
 
 
@@ -226,6 +235,24 @@ class DeadLetter:
     reason: str
     payload_bytes: int
     payload: bytes
+    # SHA-256 of the topic and the whole payload: the same message received again (a kiosk
+    # re-sends what was never confirmed) has the same one and is kept once. None: a letter
+    # kept before migration 10.
+    letter_sha256: str | None
+
+
+def dead_letter(
+    received_at: str, topic: str, reason: str, raw: bytes, max_bytes: int | None = None
+) -> DeadLetter:
+    """A refused message as a dead letter: its payload kept whole up to ``max_bytes`` (None: no
+    limit), cut beyond it with the reason saying so."""
+    kept = raw if max_bytes is None else raw[:max_bytes]
+    if len(kept) < len(raw):
+        reason += f" (kept cut: the first {len(kept)} of {len(raw)} bytes)"
+    # an MQTT topic holds no U+0000 (MQTT 5 spec 4.7.3): it cannot run into the payload
+    whole = topic.encode("utf-8", "surrogatepass") + b"\0" + raw
+    return DeadLetter(received_at, topic, reason, len(raw), kept,
+                      hashlib.sha256(whole).hexdigest())
 
 
 def not_validated_text(keys: Sequence[str]) -> str:

@@ -243,11 +243,11 @@ class Store(ConsoleQueries, IngestWrites):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead letters, newest first."""
         rows = self._fetch(
-            "SELECT received_at, topic, reason, payload_bytes, payload FROM dead_letters "
-            "ORDER BY id DESC LIMIT ?",
+            "SELECT received_at, topic, reason, payload_bytes, payload, letter_sha256 "
+            "FROM dead_letters ORDER BY id DESC LIMIT ?",
             (limit,),
         )
-        return [DeadLetter(r[0], r[1], r[2], int(r[3]), bytes(r[4])) for r in rows]
+        return [DeadLetter(r[0], r[1], r[2], int(r[3]), bytes(r[4]), r[5]) for r in rows]
 
     def count_dead_letters(self) -> int:
         """How many dead letters are kept."""

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS, DeadLetter
+from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS, DeadLetter, dead_letter
 
 _IN_CHUNK = 500
 # last_seen never moves back (a retained status replayed on reconnect is old news)
@@ -190,18 +190,23 @@ class IngestWrites:
         )
 
     def _insert_dead_letters(self, cur: Any, letters: Sequence[DeadLetter], keep: int) -> None:
+        """Keep each letter once (one received again is already here), then the ``keep``
+        newest rows. Rows are counted, not ids: both databases spend an id on every insert
+        that finds its letter already kept, so a flood of copies leaves gaps."""
         cur.executemany(
             self._sql(
-                "INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
-                "VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload, "
+                "letter_sha256) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (letter_sha256) DO NOTHING"
             ),
-            [(d.received_at, d.topic, d.reason, d.payload_bytes, d.payload) for d in letters],
+            [(d.received_at, d.topic, d.reason, d.payload_bytes, d.payload, d.letter_sha256)
+             for d in letters],
         )
         cur.execute(
             self._sql(
-                "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?"
+                "DELETE FROM dead_letters WHERE id < "
+                "(SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET ?)"
             ),
-            (keep,),
+            (keep - 1,),
         )
 
     def _prune_dead_letter_bytes(self, cur: Any, max_total_bytes: int) -> None:
@@ -220,4 +225,4 @@ def _conflict(prefix: str, row: tuple[Any, ...]) -> DeadLetter:
     """A result that re-uses a stored measurement id with other content, as a dead letter."""
     raw = str(row[-1]).encode()  # RESULT_COLUMNS order: id, device, site, ..., payload last
     reason = f"measurement_id {row[0]} already stored with other content; not stored"
-    return DeadLetter(row[4], f"{prefix}/{row[2]}/{row[1]}/result", reason, len(raw), raw)
+    return dead_letter(row[4], f"{prefix}/{row[2]}/{row[1]}/result", reason, raw)

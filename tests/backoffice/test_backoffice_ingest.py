@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,7 +24,9 @@ from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.config import Config, config_from_mapping, load_config
 from appliance.synthetic import fleet
+from appliance.transport.acks import ack_topic, parse_ack
 from appliance.transport.broker import PrivateBroker, free_port
+from appliance.transport.client import LinkSettings, new_client
 from appliance.transport.payloads import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.broker
@@ -117,6 +120,88 @@ def test_duplicates_and_hostile_messages_leave_exactly_the_valid_results(
         assert phrase in reasons
     assert worker.stats.duplicates == 30
     assert worker.stats.stored == 200
+
+
+def _refused(prefix: str, device: str = "kiosk-0") -> tuple[str, str, bytes]:
+    """(measurement id, topic, payload) of a result refused for an unset kiosk clock (1970)."""
+    result = fleet.sample_result(random.Random(3), "lab", device, 0)
+    body = json.loads(result.to_json())
+    body["captured_at"] = "1970-01-01T00:00:07Z"
+    return result.measurement_id, f"{prefix}/lab/{device}/result", json.dumps(body).encode()
+
+
+class _AckListener:
+    """Every id the back office confirms on one device's ack topic, in order."""
+
+    def __init__(self, prefix: str, device: str = "kiosk-0") -> None:
+        self.ids: list[str] = []
+        subscribed = threading.Event()
+        self.client = new_client(LinkSettings("127.0.0.1", 1883, ""))
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = lambda _c, _u, message: self.ids.extend(
+            parse_ack(message.payload))
+        self.client.connect("127.0.0.1", 1883)
+        self.client.subscribe(ack_topic(prefix, "lab", device), qos=1)
+        self.client.loop_start()
+        assert subscribed.wait(10), "the ack listener did not subscribe"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_refused_result_sent_again_is_kept_once_and_confirmed_each_time(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
+) -> None:
+    """A kiosk sends a result again when the ack of the last copy never reached it: each copy
+    was kept as another dead letter; now the letter is kept once and every copy confirmed."""
+    worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
+    acks = _AckListener(topic_prefix)
+    measurement_id, topic, body = _refused(topic_prefix)
+    reader = open_store(store_url)
+    try:
+        for copies in range(1, 6):
+            fleet.publish_messages("127.0.0.1", 1883, [(topic, body)])
+            assert _wait_for(lambda n=copies: acks.ids.count(measurement_id) == n)
+        assert reader.count_dead_letters() == 1
+    finally:
+        acks.close()
+        worker.stop()
+        store.close()
+    (letter,) = reader.dead_letters()
+    reader.close()
+    assert letter.payload == body
+    assert "1970-01-01" in letter.reason
+    assert worker.stats.dead_letters == 5
+
+
+def test_a_flood_of_one_refused_result_sent_again_pushes_no_other_dead_letter_out(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
+) -> None:
+    """Dead letters are pruned, oldest first, to backoffice.dead_letter_max_total_bytes: the
+    copies of one result a kiosk sent again for days pushed every other letter out."""
+    config = config_from_mapping({
+        "mqtt": {"host": "127.0.0.1", "port": 1883, "topic_prefix": topic_prefix},
+        "state_dir": str(tmp_path),
+        "backoffice": {"client_id": f"w-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60,
+                       "dead_letter_max_total_bytes": 4_000},
+    }, environ={})
+    worker, store = _start(config, store_url)
+    junk = [(f"{topic_prefix}/lab/kiosk-{i}/result", b'{"schema": %d}' % i) for i in (1, 2, 3)]
+    _, topic, body = _refused(topic_prefix)
+    assert 4 * len(body) > 4_000  # a few copies fill the bound
+    reader = open_store(store_url)
+    try:
+        fleet.publish_messages("127.0.0.1", 1883, junk)
+        assert _wait_for(lambda: reader.count_dead_letters() == 3)
+        fleet.publish_messages("127.0.0.1", 1883, [(topic, body)] * 200)
+        assert _wait_for(lambda: worker.stats.received == 203)
+    finally:
+        worker.stop()
+        store.close()
+    letters = reader.dead_letters()
+    reader.close()
+    assert sorted(d.topic for d in letters) == sorted([t for t, _ in junk] + [topic])
 
 
 def test_retained_birth_and_last_will_show_in_the_fleet(
@@ -299,8 +384,6 @@ def test_a_flood_of_qos0_results_is_bounded_in_memory_and_qos1_results_still_lan
     """QoS 0 has no flow control: a hostile login publishing thousands of them while the
     store is slow grew the worker's queue without bound. At most MAX_QOS0_WAITING wait; the
     rest are dropped and counted, and results sent at QoS 1, as kiosks send them, all land."""
-    import threading
-
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 

@@ -36,7 +36,7 @@ def store_url(tmp_path: Path) -> str:
     rows = [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode()) for r in results]
     birth = device_row(fleet.online_status("lab", "k1", 4), "2026-11-26T00:00:01.000000Z")
     junk = DeadLetter("2026-11-26T00:00:02.000000Z", "appliance/lab/k1/result",
-                      "not UTF-8 JSON: Expecting value", 9, b"garbage\xff!")
+                      "not UTF-8 JSON: Expecting value", 9, b"garbage\xff!", None)
     store.write_batch(Batch(results=rows, statuses=[birth], dead_letters=[junk]), 10)
     store.close()
     return url
@@ -213,7 +213,8 @@ def test_dead_letters_show_a_long_topic_and_reason_cut_to_one_line(
     url = f"sqlite:///{tmp_path / 'long.sqlite3'}"
     store = open_store(url)
     topic = "appliance/lab/" + "k" * 60_000 + "\n/result"
-    letter = DeadLetter("2026-11-26T00:00:02.000000Z", topic, "bad: " + "r" * 5_000, 3, b"x")
+    letter = DeadLetter("2026-11-26T00:00:02.000000Z", topic, "bad: " + "r" * 5_000, 3, b"x",
+                        None)
     store.write_batch(Batch(dead_letters=[letter]), 10)
     store.close()
     assert _cli("results", "dead-letters", "--store", url) == 0

@@ -18,7 +18,7 @@ from appliance.backoffice.accounts import Login
 from appliance.backoffice.schema import (
     MIGRATIONS,
     RESULT_COLUMNS,
-    DeadLetter,
+    dead_letter,
     device_row,
     iso_utc,
     result_row,
@@ -71,7 +71,7 @@ def test_status_messages_build_the_fleet_and_results_refresh_last_seen(store: St
 
 def test_dead_letters_keep_reason_and_payload_and_are_pruned(store: Store) -> None:
     letters = [
-        DeadLetter("2026-11-26T00:00:00.000000Z", f"t/{i}", f"reason {i}", 3, b"\xff\x00x")
+        dead_letter("2026-11-26T00:00:00.000000Z", f"t/{i}", f"reason {i}", b"\xff\x00x")
         for i in range(5)
     ]
     store.write_batch(Batch(dead_letters=letters), dead_letter_max_rows=3)
@@ -79,6 +79,38 @@ def test_dead_letters_keep_reason_and_payload_and_are_pruned(store: Store) -> No
     assert [d.topic for d in kept] == ["t/4", "t/3", "t/2"]
     assert kept[0].payload == b"\xff\x00x"
     assert kept[0].reason == "reason 4"
+
+
+AT = "2026-11-26T00:00:00.000000Z"
+
+
+def test_a_dead_letter_received_again_is_kept_once_and_pushes_no_other_out(
+    store: Store,
+) -> None:
+    """A kiosk re-sends a refused result until an ack reaches it: every copy is the same
+    letter. Rows are counted, so PostgreSQL's ids spent on the copies prune nothing."""
+    others = [dead_letter(AT, f"p/lab/k{i}/result", "bad", b"junk %d" % i) for i in range(3)]
+    store.write_batch(Batch(dead_letters=others), 5, 10_000)
+    resent = dead_letter(AT, "p/lab/k9/result", "ahead of the clock", b'{"measurement_id": "x"}')
+    for _ in range(50):
+        store.write_batch(Batch(dead_letters=[resent, resent]), 5, 10_000)
+    other_device = dead_letter(AT, "p/lab/k8/result", "ahead of the clock", resent.payload)
+    store.write_batch(Batch(dead_letters=[other_device]), 5, 10_000)
+    assert [d.topic for d in store.dead_letters()] == [
+        "p/lab/k8/result", "p/lab/k9/result", "p/lab/k2/result", "p/lab/k1/result",
+        "p/lab/k0/result"]
+    assert store.count_dead_letters() == 5
+
+
+def test_the_oldest_dead_letters_are_still_pruned_to_the_bounds(store: Store) -> None:
+    letters = [dead_letter(AT, f"p/lab/k{i}/result", "bad", b"x" * 100) for i in range(5)]
+    one_letter = len(letters[0].payload) + len("bad") + len(letters[0].topic)
+    store.write_batch(Batch(dead_letters=letters[:4]), 3, 10_000)
+    assert [d.topic[6:8] for d in store.dead_letters()] == ["k3", "k2", "k1"]
+    store.write_batch(Batch(dead_letters=letters[:4]), 3, 10_000)  # again: k0 comes back
+    assert [d.topic[6:8] for d in store.dead_letters()] == ["k0", "k3", "k2"]
+    store.write_batch(Batch(dead_letters=letters[4:]), 3, 2 * one_letter)
+    assert [d.topic[6:8] for d in store.dead_letters()] == ["k4", "k0"]
 
 
 def test_results_filter_by_device_and_time(store: Store) -> None:
@@ -190,6 +222,30 @@ def test_migration_6_fills_not_validated_in_from_stored_payloads(
         kept = dict(old.select_results(("measurement_id", "not_validated")))
         assert kept[results[1].measurement_id] == ",".join(outside)  # in the payload's order
         assert kept[results[0].measurement_id] == kept[results[2].measurement_id] == ""
+    finally:
+        if schema is not None:
+            old.drop_postgres_schema(schema)
+        old.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                            marks=pytest.mark.postgres)])
+def test_migration_10_keeps_the_copies_kept_before_it_and_each_letter_after_it_once(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
+    schema = None if backend == "sqlite" else f"test_store_{uuid.uuid4().hex[:12]}"
+    with monkeypatch.context() as before_10:  # a store as it was before migration 10
+        before_10.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:9])
+        old = open_store(url, pg_schema=schema)
+    try:
+        old.write("INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
+                  "VALUES (?, ?, ?, ?, ?)", [(AT, "p/lab/k1/result", "bad", 1, b"x")] * 2)
+        assert old.migrate() == [10]
+        letter = dead_letter(AT, "p/lab/k1/result", "bad", b"x")
+        for _ in range(3):
+            old.write_batch(Batch(dead_letters=[letter]), 100)
+        assert [d.letter_sha256 for d in old.dead_letters()] == [letter.letter_sha256, None, None]
     finally:
         if schema is not None:
             old.drop_postgres_schema(schema)

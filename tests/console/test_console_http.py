@@ -270,7 +270,8 @@ def test_dead_letters_page_cuts_a_long_topic(console: Console) -> None:
     store = open_store(console.store_url)
     try:
         store.write_batch(Batch(dead_letters=[DeadLetter(
-            "2026-11-26T00:00:02.000000Z", "appliance/x/" + "k" * 60_000, "bad", 3, b"x")]), 10)
+            "2026-11-26T00:00:02.000000Z", "appliance/x/" + "k" * 60_000, "bad", 3, b"x", None,
+        )]), 10)
     finally:
         store.close()
     operator, _ = login_cookie(console, "alice")
