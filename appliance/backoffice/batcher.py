@@ -367,8 +367,8 @@ class BatchWriter(threading.Thread):
     def _commit_apart(self, batch: Batch, error: Exception) -> list[str]:
         """Commit a batch the store refused one part at a time; refused parts are set aside.
 
-        A dead letter the store refuses is taken out of ``batch``: it was not kept, so it is
-        not confirmed to its device.
+        A dead letter the store refuses, or prunes at once, is taken out of ``batch``: it was
+        not kept, so it is not confirmed to its device.
         """
         log.error("store %s refused a batch (%s); committing its parts one by one",
                   self._store.url, error)
@@ -384,8 +384,8 @@ class BatchWriter(threading.Thread):
                 if is_transient(exc):
                     raise
                 self._set_aside(part, exc)
-                if part.dead_letters:
-                    batch.dead_letters.remove(part.dead_letters[0])
+                part.dead_letters.clear()
+        batch.dead_letters[:] = [letter for part in parts for letter in part.dead_letters]
         return fresh
 
     def _set_aside(self, part: Batch, error: Exception) -> None:

@@ -56,8 +56,11 @@ class IngestWrites:
         """Commit one batch; returns the measurement ids that were new (stored now).
 
         A result whose measurement id is already stored (or earlier in the batch) with other
-        content is not stored: it becomes a dead letter in the same transaction.
+        content is not stored: it becomes a dead letter in the same transaction. A letter of
+        ``batch`` that the bounds prune at once is taken out of it once committed: it was not
+        kept, so it is not confirmed to its device.
         """
+        kept = batch.dead_letters
         with self._transaction() as cur:
             fresh, conflicts = self._insert_results(cur, batch.results)
             self._touch_devices(cur, batch.results)
@@ -67,7 +70,20 @@ class IngestWrites:
             if letters:
                 self._insert_dead_letters(cur, letters, dead_letter_max_rows)
                 self._prune_dead_letter_bytes(cur, dead_letter_max_total_bytes)
+                kept = self._still_kept(cur, batch.dead_letters)
+        batch.dead_letters[:] = kept
         return fresh
+
+    def _still_kept(self, cur: Any, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """The letters among ``letters`` that the dead-letter table holds now."""
+        hashes = list({d.letter_sha256 for d in letters if d.letter_sha256 is not None})
+        held: set[str] = set()
+        for start in range(0, len(hashes), _IN_CHUNK):
+            chunk = hashes[start : start + _IN_CHUNK]
+            cur.execute(self._sql("SELECT letter_sha256 FROM dead_letters WHERE letter_sha256 "
+                                  f"IN ({','.join('?' * len(chunk))})"), chunk)
+            held.update(row[0] for row in cur.fetchall())
+        return [d for d in letters if d.letter_sha256 in held]
 
     def retry_dead_letters(
         self, judge: Callable[[str, bytes], Sequence[tuple[Any, ...]]], *, dry_run: bool = False

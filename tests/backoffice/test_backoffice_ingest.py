@@ -204,6 +204,38 @@ def test_a_flood_of_one_refused_result_sent_again_pushes_no_other_dead_letter_ou
     assert sorted(d.topic for d in letters) == sorted([t for t, _ in junk] + [topic])
 
 
+def test_a_refused_result_the_bounds_prune_at_once_is_not_confirmed(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
+) -> None:
+    """A letter pruned in its own transaction (dead_letter_max_total_bytes smaller than it)
+    was confirmed all the same, and its kiosk dropped the one copy of the result."""
+    config = config_from_mapping({
+        "mqtt": {"host": "127.0.0.1", "port": 1883, "topic_prefix": topic_prefix},
+        "state_dir": str(tmp_path),
+        "backoffice": {"client_id": f"w-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60,
+                       "dead_letter_max_total_bytes": 500},
+    }, environ={})
+    worker, store = _start(config, store_url)
+    acks = _AckListener(topic_prefix)
+    measurement_id, topic, body = _refused(topic_prefix)
+    valid = fleet.sample_result(random.Random(4), "lab", "kiosk-0", 1)
+    reader = open_store(store_url)
+    try:
+        fleet.publish_messages("127.0.0.1", 1883, [(topic, body)])
+        assert _wait_for(lambda: worker.stats.received == 1)
+        fleet.publish_messages("127.0.0.1", 1883, [(topic, valid.to_json())])
+        # acks leave the worker in order: the refused result's would come before this one
+        assert _wait_for(lambda: valid.measurement_id in acks.ids)
+        assert measurement_id not in acks.ids
+        assert reader.count_dead_letters() == 0
+        assert reader.count_results() == 1
+    finally:
+        acks.close()
+        worker.stop()
+        store.close()
+        reader.close()
+
+
 def test_retained_birth_and_last_will_show_in_the_fleet(
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
 ) -> None:

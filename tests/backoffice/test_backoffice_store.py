@@ -113,6 +113,19 @@ def test_the_oldest_dead_letters_are_still_pruned_to_the_bounds(store: Store) ->
     assert [d.topic[6:8] for d in store.dead_letters()] == ["k4", "k0"]
 
 
+def test_a_letter_the_bounds_prune_at_once_is_taken_out_of_its_batch(store: Store) -> None:
+    """The worker confirms the letters left in its batch: one pruned at once was not kept."""
+    letters = [dead_letter(AT, f"p/lab/k{i}/result", "bad", b"x" * 100) for i in range(4)]
+    one_letter = len(letters[0].payload) + len("bad") + len(letters[0].topic)
+    by_bytes = Batch(dead_letters=letters[:3])
+    store.write_batch(by_bytes, 100, 2 * one_letter)
+    assert by_bytes.dead_letters == letters[1:3]
+    by_rows = Batch(dead_letters=[letters[3], letters[2]])  # k2 is kept already
+    store.write_batch(by_rows, 1)
+    assert by_rows.dead_letters == [letters[3]]
+    assert [d.topic for d in store.dead_letters()] == [letters[3].topic]
+
+
 def test_results_filter_by_device_and_time(store: Store) -> None:
     rows = _rows(9)
     store.write_batch(Batch(results=rows), 100)
