@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.logsafe import escape_controls
-from appliance.pathology.outfolder import earlier_run_refusal, skipped_when_finding_slides
+from appliance.pathology.outfolder import (
+    earlier_run_refusal,
+    inputs_inside_replaced,
+    skipped_when_finding_slides,
+)
 from appliance.pathology.resolution import um_per_px_option
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.synthetic.arguments import finite_number, whole_number
@@ -113,15 +117,17 @@ def _score_jobs(args: argparse.Namespace, jobs: list[Any]) -> int:
 
 def _out_refusal(args: argparse.Namespace) -> str | None:
     """Why --out cannot hold the results: a file, or a link to nothing (or a link loop, on
-    which a run's results folder could neither be resolved nor made), or an earlier run
-    without --force."""
+    which a run's results folder could neither be resolved nor made), slides inside a folder
+    of it that a run replaces (with or without --force), or an earlier run without --force."""
     out, command = args.out, f"pathology {args.pathology_command}"
     if out.exists() and not out.is_dir():
         return f"{command}: --out {out} is a file, not a folder; name the folder for results"
     if out.is_symlink() and not out.exists():
         return (f"{command}: --out {out} is a link to nothing, or a link loop; name the folder "
                 "for results")
-    refusal = earlier_run_refusal(out, args.force)
+    inputs, what = ([args.folder], "the slides folder") if args.pathology_command == "run" \
+        else (args.slides, "the slide")
+    refusal = inputs_inside_replaced(out, inputs, what) or earlier_run_refusal(out, args.force)
     return None if refusal is None else escape_controls(f"{command}: {refusal}")
 
 

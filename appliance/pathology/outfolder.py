@@ -62,6 +62,25 @@ def earlier_run_refusal(out: Path, force: bool) -> str | None:
             "to replace it, or name another folder")
 
 
+def inputs_inside_replaced(out: Path, inputs: list[Path], what: str) -> str | None:
+    """Why a run must not write into ``out`` because an input (``what``: "the slides folder",
+    "the slide") lies in one of the folders whose files a run replaces or removes (heatmaps/,
+    cams/, tiles/, a stage), links followed; None when none does. Publishing would delete
+    it, and a stage is removed at the start."""
+    real_out = Path(os.path.realpath(out))
+    replaced = [real_out / folder for folder in RUN_FILES]
+    if real_out.is_dir():
+        replaced += list(real_out.glob(f"{STAGE_PREFIX}*"))
+    for given in inputs:
+        real = Path(os.path.realpath(given))
+        for folder in replaced:
+            if real.is_relative_to(folder):
+                return (f"{what} {given} lies inside --out {out} (in {folder.name}/, whose "
+                        "files a run replaces: the slides would be deleted); name another "
+                        "--out, or move the slides out of it")
+    return None
+
+
 class ResultsFolder:
     """--out, locked for one run, with the stage folder the run writes into."""
 

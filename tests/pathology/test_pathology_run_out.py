@@ -167,3 +167,51 @@ def test_an_out_on_a_file_system_without_locks_says_so_not_that_a_run_holds_it(
     err = capsys.readouterr().err
     assert f"--out {out}: cannot lock it (Operation not supported)" in err
     assert "another pathology run" not in err
+
+
+def _files_of(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("inside", ["heatmaps", "cams", ".pathology-run-old"])
+def test_slides_inside_a_folder_a_run_replaces_are_refused_and_kept_also_with_force(
+    slides: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], inside: str,
+) -> None:
+    """--force used to delete the slides: publishing empties heatmaps/ and cams/ of their
+    PNGs (a submit of out/heatmaps/a.png lost b.png, and a.png became a.png's heatmap), and
+    a run starts by removing stage folders."""
+    out = tmp_path / "out"
+    (out / inside).mkdir(parents=True)
+    for name in ("a", "b"):
+        Image.open(slides / f"{name}.jpg").save(out / inside / f"{name}.png")
+    link = tmp_path / "link"  # the same folder, reached through a link
+    link.symlink_to(out / inside)
+    before = _files_of(out)
+    commands = {f"the slide {out / inside / 'a.png'}": _submit(out, out / inside / "a.png"),
+                f"the slide {link / 'b.png'}": _submit(out, slides / "c.jpg", link / "b.png"),
+                f"the slides folder {out / inside}": [
+                    "pathology", "run", str(out / inside), "--out", str(out), "--um-per-px", "1"],
+                f"the slides folder {link}": [
+                    "pathology", "run", str(link), "--out", str(out), "--um-per-px", "1"]}
+    for named, command in commands.items():
+        for force in ([], ["--force"]):
+            assert main([*command, *force]) == 2
+            err = capsys.readouterr().err
+            assert f"{named} lies inside --out {out} (in {inside}/" in err, err
+            assert _files_of(out) == before
+
+
+def test_slides_in_a_folder_of_their_own_inside_out_are_scored_and_kept(
+    slides: Path, tmp_path: Path,
+) -> None:
+    """Only the folders a run replaces are refused: out/slides is left as it is."""
+    out = tmp_path / "out"
+    (out / "slides").mkdir(parents=True)
+    (out / "slides" / "a.jpg").write_bytes((slides / "a.jpg").read_bytes())
+    kept = (out / "slides" / "a.jpg").read_bytes()
+    for _ in range(2):
+        assert main(["pathology", "run", str(out / "slides"), "--out", str(out),
+                     "--um-per-px", "1", "--force", "--no-pictures"]) == 0
+    assert (out / "slides" / "a.jpg").read_bytes() == kept
+    assert _slides_in(out)["results.csv"] == ["a"]
