@@ -18,17 +18,13 @@ import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance import __version__, logsafe
+from appliance import __version__, interrupts, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help
-from appliance.config import (
-    ENV_PREFIX,
-    ConfigError,
-    UpdatesConfig,
-    load_config_or_defaults,
-    missing_files,
-)
+
+if TYPE_CHECKING:
+    from appliance.config import UpdatesConfig
 
 AREAS = (
     "capture", "skin", "synthetic", "inference", "modelbuild", "transport", "updates", "edge",
@@ -44,6 +40,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from appliance.config import (  # noqa: PLC0415 - pydantic loads after main holds Ctrl-C
+        ConfigError,
+        load_config_or_defaults,
+        missing_files,
+    )
+
     named: str | None = args.file or args.config
     try:
         config = load_config_or_defaults(named)
@@ -83,6 +85,8 @@ def _checked_source(named: str | None) -> str:
     """What ``config check`` validates: the file named or found here, else the built-in
     defaults with the environment's overrides, as every other command without one uses them
     (said on stdout; the daemons ``edge`` and ``pathology serve`` need a file)."""
+    from appliance.config import ENV_PREFIX  # noqa: PLC0415 - as in _config_check
+
     if named is not None or os.path.lexists(DEFAULT_CONFIG):
         return named or DEFAULT_CONFIG
     variables = sorted(name for name in os.environ if name.upper().startswith(ENV_PREFIX))
@@ -178,7 +182,16 @@ def _command_modules() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code (bare ``appliance`` prints help)."""
+    """Run the command line; returns the process exit code (bare ``appliance`` prints help).
+    A stop signal that comes while the command starts waits for it (appliance/interrupts.py)."""
+    interrupts.hold()
+    try:
+        return _main(argv)
+    finally:
+        interrupts.release()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     arguments = sys.argv[1:] if argv is None else list(argv)
     if not arguments:
@@ -197,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("tuf").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     handler: Handler = args.handler
     try:
+        if not getattr(args, "own_stop_signals", False):
+            interrupts.deliver()  # a Ctrl-C so far ends it as one from now on would
         code = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in an unhandled flush at exit
         return code

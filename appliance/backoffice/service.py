@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from appliance import interrupts
 from appliance.backoffice.ingest import IngestWorker, default_client_id
 from appliance.backoffice.store import StoreError, open_store, store_url_for
 from appliance.config import Config
@@ -20,14 +21,14 @@ EXIT_BROKER_REFUSED = 3  # the broker refused our login or subscriptions: restar
 
 
 def install_stop_signals(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stop`` (the main thread then shuts down in order)."""
+    """SIGTERM and SIGINT set ``stop`` (the main thread then shuts down in order), also one
+    that came while the command started (appliance/interrupts.py)."""
 
     def _handler(signum: int, frame: FrameType | None) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
+    interrupts.deliver({signal.SIGTERM: _handler, signal.SIGINT: _handler})
 
 
 def run_backoffice(config: Config, stop: threading.Event) -> int:

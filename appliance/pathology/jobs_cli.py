@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
     """Add ``serve`` and ``job`` under ``appliance pathology``."""
     serve = sub.add_parser("serve", help="the pathology server: jobs over MQTT (long-running)")
     serve.add_argument("--config", default="config.yaml", help="config file (config.yaml)")
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(handler=_serve, own_stop_signals=True)  # held until _serve takes them
     job = sub.add_parser("job", help="submit, list or cancel pathology server jobs")
     jobs = job.add_subparsers(dest="job_command", required=True, metavar="COMMAND")
     submit = jobs.add_parser("submit", help="send slides to the pathology servers")
@@ -104,8 +104,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     stop = threading.Event()
-    install_stop_signals(stop)
-    return run_server(config, stop)
+    install_stop_signals(stop)  # a Ctrl-C while the command started: its stop message now
+    return 0 if stop.is_set() else run_server(config, stop)
 
 
 class _Link:

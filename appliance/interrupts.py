@@ -1,0 +1,67 @@
+"""Stop signals (Ctrl-C's SIGINT, SIGTERM) that come while a command is still starting.
+
+Python raises KeyboardInterrupt wherever the main thread is when SIGINT comes. In a command's
+first second that is inside an import (pydantic, numpy, ONNX Runtime): an early Ctrl-C of
+``appliance pathology serve`` printed a traceback from the middle of a library, and one a
+little later, before the server had put its stop handlers in place, ended it with exit 130
+and without its stop message. So ``appliance`` holds both signals from the start of ``main``
+until the command is ready for them, then delivers them: a command with its own stop handlers
+gets the held ones there, as it gets a later one (its stop message and exit code); any other
+gets them as its run begins, from Python's own handlers (KeyboardInterrupt: exit 130; SIGTERM
+ends it), as a later one.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from types import FrameType
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SignalHandler = Callable[[int, FrameType | None], Any]
+
+_held: list[int] = []  # in the order they came, each once
+_previous: dict[int, Any] = {}  # the handlers before hold(), while holding
+
+
+def hold() -> None:
+    """From now until ``deliver`` or ``release``, a stop signal is noted, not acted on
+    (signals reach only the main thread: elsewhere this does nothing)."""
+    if threading.current_thread() is not threading.main_thread() or _previous:
+        return
+    for signum in STOP_SIGNALS:
+        _previous[signum] = signal.signal(signum, _note)
+
+
+def _note(signum: int, frame: FrameType | None) -> None:
+    if signum not in _held:
+        _held.append(signum)
+
+
+def deliver(handlers: Mapping[int, SignalHandler] | None = None) -> None:
+    """Put ``handlers`` in place (by default those before ``hold``), then hand them each stop
+    signal that came meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in STOP_SIGNALS:
+        chosen = (handlers or {}).get(signum, _previous.get(signum))
+        if chosen is not None:
+            signal.signal(signum, chosen)
+    _previous.clear()
+    held = list(_held)
+    _held.clear()
+    for came in held:
+        signal.raise_signal(came)
+
+
+def release() -> None:
+    """The command has ended: put back the handlers before ``hold`` (when still holding) and
+    forget what came too late to stop anything."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, handler in _previous.items():
+        signal.signal(signum, handler)
+    _previous.clear()
+    _held.clear()
