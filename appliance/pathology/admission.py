@@ -5,14 +5,16 @@ A server counts the requests retained on the broker as it read them since it con
 clears one beyond ``pathology.max_retained_requests`` as it comes; it keeps at most
 ``running_jobs_limit`` put-off requests, oldest first, and reads the retained requests again
 when it had to leave some out; it keeps at most ``max_retained_requests`` refusal states it left
-retained. Cancel requests that name nothing to cancel are cleared and answered here too.
-Running the jobs it takes (leases, workers, finishing) is the server's
+retained, and the store keeps at most that many refusals, none older than
+``final_state_keep_s``. Cancel requests that name nothing to cancel are cleared and answered
+here too. Running the jobs it takes (leases, workers, finishing) is the server's
 (appliance/pathology/server.py; docs/pathology-server.md, items 1 and 5).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from contextlib import suppress
@@ -38,6 +40,7 @@ from appliance.pathology.jobstore import PathologyStore
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 0.5
+REFUSALS_PRUNE_S = 60.0
 SHOWN_ID_CHARS = 64  # of a topic level that names no job id, in the answer and the log
 CLAIM_DELAY_PER_JOB_S = 0.2  # a busy server tries to take a new job this much later per job
 MAX_CLAIM_DELAY_S = 1.0
@@ -77,6 +80,7 @@ class RequestAdmission:
         # max_retained_requests, so refused requests cannot fill the broker with states either
         self._refusal_states: dict[str, None] = {}
         self._rescanned_at = time.monotonic()
+        self._refusals_pruned_at = -math.inf
 
     def _drop_message(self, kind: str, event: Any, exc: Exception) -> None:
         """Acknowledge a message its handler failed on and clear it when retained, so neither
@@ -241,7 +245,9 @@ class RequestAdmission:
             self.client.publish(errors_topic(self.prefix), state_payload(
                 "", "failed", reason=str(exc), server=self.server_id), qos=1)
             return
-        if self.store.record_refusal(exc.job_id, self.server_id, str(exc)):
+        if self.store.record_refusal(exc.job_id, self.server_id, str(exc),
+                                     keep_s=self.settings.final_state_keep_s,
+                                     keep=self.settings.max_retained_requests):
             self._publish(exc.job_id, "failed", reason=str(exc))
             self._keep_refusal_state(exc.job_id)
         else:  # refused already, or a stored job: its state stays (published again if ended)
@@ -250,9 +256,19 @@ class RequestAdmission:
             if job is not None and job["state"] in FINAL_STATES:
                 self._ended_request(job)
 
+    def _prune_stored_refusals(self) -> None:
+        """Now and then (REFUSALS_PRUNE_S), remove the refusals the store holds beyond the
+        newest max_retained_requests or older than final_state_keep_s, as the broker drops
+        their states (record_refusal prunes too, but only when a request is refused)."""
+        if time.monotonic() - self._refusals_pruned_at < REFUSALS_PRUNE_S:
+            return
+        self.store.prune_refusals(self.settings.final_state_keep_s,
+                                  self.settings.max_retained_requests)
+        self._refusals_pruned_at = time.monotonic()
+
     def _keep_refusal_state(self, job_id: str) -> None:
         """Note a refused job's retained state; beyond max_retained_requests, clear the oldest
-        one this server left (the store keeps every refusal, `job list` shows the newest)."""
+        one this server left (`job list` shows the newest; the store keeps as many)."""
         self._refusal_states[job_id] = None
         while len(self._refusal_states) > self.settings.max_retained_requests:
             oldest = next(iter(self._refusal_states))

@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS pathology_slides (
     server TEXT NOT NULL,
     stored_at TEXT NOT NULL,
     PRIMARY KEY (job_id, slide_index)
-)
+);
+CREATE INDEX IF NOT EXISTS pathology_refusals ON pathology_jobs (updated_at)
+    WHERE request = '{{}}'
 """
 SLIDE_COLUMNS = (
     "job_id", "slide_index", "slide", "path", "label", "score", "mean_probability",
@@ -129,9 +131,11 @@ class PathologyStore(Store):
                  request.submitted_at, now, now))
             return bool(cur.rowcount == 1)
 
-    def record_refusal(self, job_id: str, owner: str, reason: str) -> bool:
+    def record_refusal(self, job_id: str, owner: str, reason: str, *, keep_s: float,
+                       keep: int) -> bool:
         """Keep a refused job (named by a usable id) as failed, with the reason; False when
-        the id is already stored (that job is left as it is)."""
+        the id is already stored (that job is left as it is). Refusals are then pruned
+        (``prune_refusals``; this one stays)."""
         with self._transaction() as cur:
             now = self._clock_text(cur)
             cur.execute(self._sql(
@@ -139,7 +143,26 @@ class PathologyStore(Store):
                 "submitted_at, accepted_at, updated_at, reason) "
                 "VALUES (?, 'failed', ?, 0, '{}', '', ?, ?, ?) ON CONFLICT (job_id) DO NOTHING"),
                 (job_id, owner, now, now, reason[:2000]))
-            return bool(cur.rowcount == 1)
+            recorded = bool(cur.rowcount == 1)
+            self._prune_refusals(cur, keep_s, keep, job_id)
+            return recorded
+
+    def prune_refusals(self, keep_s: float, keep: int) -> None:
+        """Remove the refusals recorded more than ``keep_s`` ago on the store's clock (the
+        time the broker keeps their retained state, pathology.final_state_keep_s) and all but
+        the newest ``keep``: a job client sending garbage under ever new ids cannot grow the
+        store without bound. Jobs that were accepted are never removed."""
+        with self._transaction() as cur:
+            self._prune_refusals(cur, keep_s, keep, "")
+
+    def _prune_refusals(self, cur: Any, keep_s: float, keep: int, kept_id: str) -> None:
+        # a refusal is the only row without a request (record_refusal); the index on it keeps
+        # this to the refusals, however many jobs the store holds
+        cur.execute(self._sql(
+            "DELETE FROM pathology_jobs WHERE request = '{}' AND job_id <> ? AND "
+            "(updated_at < ? OR job_id NOT IN (SELECT job_id FROM pathology_jobs "
+            "WHERE request = '{}' ORDER BY updated_at DESC, job_id DESC LIMIT ?))"),
+            (kept_id, _utc_text_of(self._lease_clock(cur) - keep_s), int(keep)))
 
     def claim_expired(self, owner: str, lease_s: float, limit: int = 10) -> list[JobRequest]:
         """Take over unfinished jobs whose lease ran out; returns their requests."""

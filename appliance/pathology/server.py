@@ -353,7 +353,7 @@ class PathologyServer(RequestAdmission, SlidePreparation):
 
     def _event_housekeeping(self) -> None:
         """Renew leases, notice cancels and lost jobs, claim jobs of dead servers, and now and
-        then read the retained requests again."""
+        then read the retained requests again and prune the stored refusals."""
         if self.connected.is_set() and time.monotonic() - self._rescanned_at >= RESCAN_S:
             self._rescanned_at = time.monotonic()
             # subscribing again sends every retained request again (retain handling 0, MQTT 5
@@ -361,6 +361,7 @@ class PathologyServer(RequestAdmission, SlidePreparation):
             # (mosquitto's max_queued_messages, 1000 by default), so a request it dropped at
             # the first subscribe comes in a later round, as ended jobs are cleared
             self.client.subscribe(request_topic(self.prefix, "+"), options=SubscribeOptions(qos=1))
+        self._prune_stored_refusals()
         owned = self.store.renew(self.server_id, list(self.runs), self.settings.lease_s)
         for job_id in list(self.runs):
             run = self.runs[job_id]

@@ -242,3 +242,28 @@ def test_a_slide_path_that_is_a_link_loop_is_refused_with_the_reason(tmp_path: P
                        r"resolved \(.*loop.*\); name a slide file") as caught:
         parse_job(_payload([str(tmp_path / "loop.jpg")]), [tmp_path], 10_000, 3)
     assert caught.value.job_id == "j1"
+
+
+def test_stored_refusals_are_bounded_in_number_and_age_and_accepted_jobs_stay(
+    store: PathologyStore, tmp_path: Path
+) -> None:
+    """Each refused request (its job id usable) was a row kept forever: garbage under ever new
+    ids grew the store without bound. Now the newest ``keep`` stay, none older than
+    ``keep_s``, as the broker keeps their states; a job that was accepted is never removed."""
+    accepted = make_request([tmp_path / "a.jpg"], 0.5)
+    assert store.accept(accepted, "server", lease_s=30)
+    assert store.finish(accepted.job_id, "server", "failed", "no slide could be scored")
+    for index in range(5):
+        assert store.record_refusal(f"garbage-{index}", "server", "not JSON", keep_s=3600,
+                                    keep=3)
+    assert [job_id for job_id in (f"garbage-{i}" for i in range(5)) if store.job(job_id)] == [
+        "garbage-2", "garbage-3", "garbage-4"]
+    time.sleep(0.3)
+    assert store.record_refusal("late", "server", "not JSON", keep_s=0.2, keep=3)
+    assert [job_id for job_id in ("garbage-4", "late") if store.job(job_id)] == ["late"]
+    time.sleep(0.3)
+    store.prune_refusals(keep_s=0.2, keep=3)
+    assert store.job("late") is None
+    job = store.job(accepted.job_id)
+    assert job is not None
+    assert job["state"] == "failed"
