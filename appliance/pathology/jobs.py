@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import safejson
+from appliance.pathology.names import one_form
 from appliance.pathology.resolution import resolution_problem
 
 JOB_SCHEMA = "appliance.pathology.job/1"
@@ -174,7 +175,7 @@ def _slide(item: Any, index: int, roots: list[Path], job_id: str) -> SlideReques
     if confined is None:
         raise JobRefusedError(f"{where}.path {path[:200]!r} is outside the slide roots", job_id)
     given = item.get("name")
-    name = given if isinstance(given, str) and given else confined.stem
+    name = one_form(given if isinstance(given, str) and given else confined.stem)
     return SlideRequest(str(confined), um_per_px, re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100])
 
 

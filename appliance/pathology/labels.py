@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from appliance.pathology.names import one_form, spellings
 from appliance.pathology.run import SlideJob
 from appliance.pathology.slides import SLIDE_SUFFIXES, find_slides
 
@@ -113,7 +114,8 @@ def table_rows(path: Path, columns: Sequence[str], what: str) -> list[tuple[int,
 
 
 def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
-    values = {key: (raw.get(key) or "").strip() for key in (*REQUIRED_COLUMNS, "um_per_px")}
+    values = {key: one_form((raw.get(key) or "").strip())
+              for key in (*REQUIRED_COLUMNS, "um_per_px")}
     if not values["slide"] or not values["patient"] or not values["label"]:
         raise LabelsError(f"{path}:{line}: slide, patient and label must not be empty")
     try:
@@ -130,13 +132,26 @@ def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
 def _find_slide(folder: Path, slide: str) -> Path:
     """The slide's file: NAME itself if it has an image suffix or is a file, else the first
     NAME.<image suffix> (not NAME.geojson or NAME.xml, annotations that often lie beside it;
-    a NAME with dots, as TCGA's "...-DX1.8923A151-...", is no file name with a suffix)."""
-    direct = folder / slide
-    if direct.suffix.lower() in SLIDE_SUFFIXES or direct.is_file():
+    a NAME with dots, as TCGA's "...-DX1.8923A151-...", is no file name with a suffix); its
+    accents encoded either way, NFC first (appliance/pathology/names.py)."""
+    for spelled in spellings(slide):
+        found = _slide_file(folder, spelled)
+        if found is not None:
+            return found
+    direct = folder / slide  # none there: the path its error names
+    return direct if direct.suffix.lower() in SLIDE_SUFFIXES else folder / f"{slide}.jpg"
+
+
+def _slide_file(folder: Path, name: str) -> Path | None:
+    """The file ``_find_slide`` takes for one spelling of the name, or None."""
+    direct = folder / name
+    if direct.suffix.lower() in SLIDE_SUFFIXES:
+        return direct if os.path.lexists(direct) else None
+    if direct.is_file():
         return direct
-    matches = sorted(path for path in folder.glob(f"{slide}.*")
+    matches = sorted(path for path in folder.glob(f"{name}.*")
                      if path.suffix.lower() in SLIDE_SUFFIXES)
-    return matches[0] if matches else folder / f"{slide}.jpg"
+    return matches[0] if matches else None
 
 
 def slide_name_problem(slide: str) -> str | None:

@@ -29,6 +29,7 @@ from appliance.pathology.metrics import (
     bootstrap_ci,
     confusion,
 )
+from appliance.pathology.names import one_form
 from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON
 from appliance.pathology.outfolder import RESULTS_CSV, RESULTS_JSON
 from appliance.pathology.overlap import find_overlap
@@ -66,8 +67,10 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
     if not results.is_file():
         raise LabelsError(f"{results}: not found; pass {RESULTS_HINT}")
     meta = run_summary(folder)
-    rows = once_per_slide(results, table_rows(results, RESULT_COLUMNS, RESULTS_HINT),
-                          "each run's results go in a --results folder of their own")
+    read = [(line, {**row, "slide": one_form(row["slide"] or "")})  # as labels.csv's names
+            for line, row in table_rows(results, RESULT_COLUMNS, RESULTS_HINT)]
+    rows = once_per_slide(results, read, "each run's results go in a --results folder of "
+                          "their own")
     rows = [(line, r) for line, r in rows if r["slide"] in labels]
     rows = [(line, r) for line, r in rows
             if patients is None or labels[r["slide"]].patient in patients]
@@ -131,7 +134,7 @@ def _score(results: Path, line: int, text: str) -> float:
 def read_split(path: Path, split: str) -> set[str]:
     """Patients of one split in a patient,split CSV."""
     rows = table_rows(path, ("patient", "split"), "the patient,split CSV of the training")
-    chosen = {row["patient"] for _, row in rows if row["split"] == split}
+    chosen = {one_form(row["patient"] or "") for _, row in rows if row["split"] == split}
     if not chosen:
         raise LabelsError(f"{path}: no patient in split {split!r}")
     return chosen

@@ -25,6 +25,7 @@ from appliance.outfile import replaced_when_complete
 from appliance.pathology.aggregate import SlideScore, aggregate, decisive_tiles, slide_label
 from appliance.pathology.heatmap import cam_panel, heatmap_scale, tile_heatmap, write_png
 from appliance.pathology.model import ModelError, TileModel
+from appliance.pathology.names import one_form
 from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON, DistributionGuard
 from appliance.pathology.outfolder import CAMS, HEATMAPS, RESULTS_CSV, RESULTS_JSON, TILES
 from appliance.pathology.prepare import PreparedSlide, TileSettings, prepare_slide, tile_batches
@@ -45,6 +46,10 @@ class SlideJob:
     patient: str = ""
     material: str = ""
     refused: str = ""  # why labels.csv's row cannot be used (e.g. a name outside the folder)
+
+    def __post_init__(self) -> None:
+        # one slide name however its accents are encoded (appliance/pathology/names.py)
+        object.__setattr__(self, "slide", one_form(self.slide))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from appliance.logsafe import escape_controls
 from appliance.pathology.model import ModelError, TileModel
+from appliance.pathology.names import differ_only_in_form
 from appliance.pathology.outfolder import RESULTS_CSV, ResultsFolder, ResultsFolderError
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.run import (
@@ -98,6 +99,11 @@ def name_clash(jobs: list[SlideJob]) -> str | None:
         if first is not job and os.path.realpath(first.path) == os.path.realpath(job.path):
             return (f"{first.path} and {job.path} (one file) are listed twice as slide "
                     f"{job.slide!r}; list each slide once")
+        if first is not job and differ_only_in_form(first.path.name, job.path.name):
+            return (f"{first.path} and {job.path} are two files whose names differ only in "
+                    f"how their accents are encoded ({first.path.name!a} and "
+                    f"{job.path.name!a}: Unicode NFC and NFD, as macOS writes names), so both "
+                    f"would be slide {job.slide!r}; keep one, or rename the other")
         if first is not job:
             return (f"{first.path} and {job.path} would both be slide {job.slide!r} (one "
                     f"heatmaps/{job.slide}.png, one tiles/{job.slide}.csv); rename one, or "

@@ -50,6 +50,26 @@ def test_slides_must_resolve_inside_a_root(tmp_path: Path) -> None:
         assert caught.value.job_id == "j1"
 
 
+def test_a_slide_named_with_decomposed_accents_carries_the_same_name_as_composed(
+    tmp_path: Path,
+) -> None:
+    """"Müller-café" written on a Mac (NFD) became "Mu_ller-cafe_", from Linux (NFC)
+    "M_ller-caf_": one slide under two names. Both are now one name, in the request's name
+    and from the file's."""
+    root = tmp_path / "slides"
+    root.mkdir()
+    composed, decomposed = "Müller-café", "Mu\u0308ller-cafe\u0301"
+    (root / f"{decomposed}.jpg").write_bytes(b"x")
+    (root / f"{composed}.jpg").write_bytes(b"x")
+    payload = json.dumps({"schema": JOB_SCHEMA, "job_id": "j1", "submitted_at": "", "slides": [
+        {"path": str(root / f"{decomposed}.jpg"), "um_per_px": 0.5},
+        {"path": str(root / f"{composed}.jpg"), "um_per_px": 0.5},
+        {"path": str(root / f"{composed}.jpg"), "um_per_px": 0.5, "name": decomposed}]})
+    job = parse_job(payload.encode(), [root], 10_000, 10)
+    assert [slide.name for slide in job.slides] == ["M_ller-caf_"] * 3
+    assert job.slides[0].path != job.slides[1].path  # two files: each read as it is named
+
+
 @pytest.mark.parametrize(("payload", "reason", "job_id"), [
     (b"\xff\xfe", "not JSON", None),
     (b"[1, 2]", "JSON object", None),

@@ -401,3 +401,53 @@ def test_an_out_that_is_a_link_loop_or_to_nothing_is_refused_before_scoring(
         assert main(["pathology", command, target, "--out", str(out), "--um-per-px", "1"]) == 2
         assert (f"pathology {command}: --out {out} is a link to nothing, or a link loop; name "
                 "the folder for results") in capsys.readouterr().err
+
+
+NFC_NAME, NFD_NAME = "Müller-café", "Mu\u0308ller-cafe\u0301"  # as Linux and macOS write it
+
+
+def test_a_labels_row_finds_its_image_named_on_a_mac_and_evaluate_matches_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """labels.csv written on Linux or in a spreadsheet spells the accents composed (NFC), the
+    image copied from a Mac decomposed (NFD): the row found no slide file ("slide file not
+    found"). Now it is that slide, kept under the row's name, and evaluate matches it."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / f"{NFD_NAME}.jpg", quality=88)
+    (folder / "labels.csv").write_text(HEADER + f"{NFC_NAME},P1,MSI,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
+    assert _rows(out)[NFC_NAME]["path"] == str(folder / f"{NFD_NAME}.jpg")
+    assert (out / "tiles" / f"{NFC_NAME}.csv").is_file()
+    # the same slide in a results folder of an earlier version, under the file's spelling
+    results = (out / "results.csv").read_text().replace(f"{NFC_NAME},", f"{NFD_NAME},", 1)
+    (out / "results.csv").write_text(results)
+    capsys.readouterr()
+    assert main(["pathology", "evaluate", "--labels", str(folder / "labels.csv"),
+                 "--results", str(out), "--json", "--bootstrap", "10"]) == 0
+    assert "no scored slide matches" not in capsys.readouterr().err
+
+
+def test_two_files_whose_names_differ_only_in_accent_encoding_are_refused_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both look like "Müller-café.jpg" (one written on a Mac): they were two slides of one
+    name as people read it, one heatmap each under names that look alike. Refused, exit 2,
+    naming both files in a spelling that tells them apart; nothing written."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for name in (NFC_NAME, NFD_NAME):
+        (folder / f"{name}.jpg").write_bytes(b"\xff\xd8")
+    out = tmp_path / "out"
+    for command in (["pathology", "run", str(folder)],
+                    ["pathology", "submit", str(folder / f"{NFC_NAME}.jpg"),
+                     str(folder / f"{NFD_NAME}.jpg")]):
+        assert main([*command, "--out", str(out), "--um-per-px", "1"]) == 2
+        err = capsys.readouterr().err
+        assert "differ only in how their accents are encoded" in err
+        assert ascii(f"{NFC_NAME}.jpg") in err
+        assert ascii(f"{NFD_NAME}.jpg") in err
+        assert f"both would be slide {NFC_NAME!r}" in err
+        assert not out.exists()
