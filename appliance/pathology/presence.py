@@ -12,7 +12,9 @@ number grows while this one runs has connected again, so it is alive (a dead pre
 presence and its will never change). Of the two, the one started later stops
 (``appliance pathology serve`` exits 4); the other keeps serving. A server that finds, as it
 first connects, the presence of another process that did not stop cleanly takes no job for
-``PROBATION_S``: time for a live one to connect again and show itself.
+``PROBATION_S``: time for a live one to connect again and show itself. A presence of an
+earlier version names no process; such a server cannot see this one, so this one gives way to
+it when it is live (``RivalWatch._earlier_version``; docs/pathology-server.md).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class RivalWatch:
         self._connections: dict[str, int] = {}  # other process -> highest connection seen
         self._warned: set[str] = set()
         self._heard_any = False  # the first presence heard is a predecessor's, if any
+        self._heard_own = False  # this server's presence was retained on its topic
         self.probation_until = 0.0  # monotonic time before which the server takes no job
 
     def on_probation(self) -> bool:
@@ -70,14 +73,21 @@ class RivalWatch:
         return time.monotonic() < self.probation_until
 
     def heard(self, payload: bytes) -> dict[str, Any] | None:
-        """The presence of another live process under this client id that started first
-        (this one must stop), else None; a younger live rival is logged (it stops itself)."""
-        presence = self._other_process(payload)
-        if not self._heard_any:
-            self._heard_any = True
-            if presence is not None:
-                self._begin_probation(presence)
-        rival = self._live_rival(presence) if presence is not None else None
+        """The presence of another live server under this client id that this one must give
+        way to (this one must stop), else None; a younger live rival is logged (it stops
+        itself)."""
+        presence = read_presence(payload) if payload else None  # empty: cleared, no one
+        first, self._heard_any = not self._heard_any, True
+        if presence is not None and not _names_a_process(presence):
+            return self._earlier_version(presence, first=first)
+        if presence is not None and presence["process"] == self.own.process:
+            self._heard_own = True
+            return None
+        if presence is None:
+            return None
+        if first:
+            self._begin_probation(presence)
+        rival = self._live_rival(presence)
         if rival is None:
             return None
         if (rival["started_at"], rival["process"]) < (self.own.started_at, self.own.process):
@@ -89,14 +99,21 @@ class RivalWatch:
                         rival["started_at"], rival["host"])
         return None
 
-    def _other_process(self, payload: bytes) -> dict[str, Any] | None:
-        """The presence when it names a process other than this one; presences of older
-        versions (no process id) are ignored."""
-        presence = read_presence(payload) if payload else None
-        if presence is None or not _names_a_process(presence) or \
-                presence["process"] == self.own.process:
-            return None
-        return presence
+    def _earlier_version(self, presence: dict[str, Any], *, first: bool) -> dict[str, Any] | None:
+        """A presence of a server of an earlier version, which names no process, no start
+        and no connection, and cannot see this one: this one gives way to it when it is
+        live. It is live when it says ``online``, or when its presence replaced this server's
+        own (heard before): it connected since, and its will fired as our connect dropped it.
+        Its ``offline``, heard first, is its clean stop or the will our connect fired, which
+        cannot be told apart: no job for PROBATION_S, time for it to connect again."""
+        if presence["state"] == "online" or self._heard_own:
+            return presence
+        if first:
+            self.probation_until = time.monotonic() + PROBATION_S
+            log.info("%s: the last presence under this name is of a server of an earlier "
+                     "version (it names no process), which may still run; no job for %g s",
+                     self.own.server_id, PROBATION_S)
+        return None
 
     def _begin_probation(self, presence: dict[str, Any]) -> None:
         """No job for PROBATION_S when the first presence heard is of another process that
@@ -123,11 +140,19 @@ def _names_a_process(presence: dict[str, Any]) -> bool:
         and isinstance(presence.get("connection"), int)
 
 
-def rival_message(server_id: str, rival: dict[str, Any]) -> str:
+def rival_message(server_id: str, rival: dict[str, Any], topic: str) -> str:
     """What the server that stops says: who else serves under its name, and what to do."""
-    return (f"another pathology server serves with client id {server_id!r} (started "
-            f"{rival['started_at']} on host {rival['host']}, before this one): two servers with "
-            "one client id take the broker connection from each other and both think they own "
-            "the same jobs; give each server its own pathology.client_id (the default, "
-            "pathology-HOSTNAME, is the same for containers with one host name). This server "
-            "stops (exit 4)")
+    if _names_a_process(rival):
+        who = (f"another pathology server serves with client id {server_id!r} (started "
+               f"{rival['started_at']} on host {rival['host']}, before this one)")
+        unless = ""
+    else:
+        who = (f"another pathology server, of an earlier version, serves with client id "
+               f"{server_id!r} (its presence on {topic} names no process: it cannot see this "
+               "one and never gives way)")
+        unless = ("; if none runs (it stopped without its last will reaching the broker), "
+                  f"clear its retained presence: an empty retained message on {topic}")
+    return (f"{who}: two servers with one client id take the broker connection from each "
+            "other and both think they own the same jobs; give each server its own "
+            "pathology.client_id (the default, pathology-HOSTNAME, is the same for containers "
+            f"with one host name){unless}. This server stops (exit 4)")

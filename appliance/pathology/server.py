@@ -195,7 +195,8 @@ class PathologyServer(RequestAdmission, SlidePreparation):
         rival = self.rivals.heard(payload)
         if rival is not None:
             self.exit_code = 4
-            self.failed = rival_message(self.server_id, rival)
+            self.failed = rival_message(self.server_id, rival,
+                                        server_topic(self.prefix, self.server_id))
 
     def _stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
         """Finisher thread: a slide result is in the store (handled by the main loop)."""

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.config import Config, config_from_mapping
 from appliance.edge.testing import wait_until
-from appliance.pathology.jobs import JOB_SCHEMA, server_topic
+from appliance.pathology.jobs import JOB_SCHEMA, request_topic, server_topic
 from appliance.pathology.jobstore import open_pathology_store
-from appliance.pathology.presence import PROBATION_S, Presence, RivalWatch
+from appliance.pathology.presence import PROBATION_S, Presence, RivalWatch, rival_message
 from appliance.pathology.server import PathologyServer
 from appliance.pathology.service_main import run_server
 from tests.pathology_helpers import SteppedClock, serving
@@ -123,8 +124,6 @@ def test_a_rival_is_a_process_that_connects_again_and_the_later_one_gives_way() 
     older = Presence("lab-0", {}, started_at="2026-12-04T09:00:00.000Z", connection=1)
     younger = Presence("lab-0", {}, started_at="2026-12-04T11:00:00.000Z", connection=1)
     assert watch.heard(own.payload("online")) is None  # itself
-    assert watch.heard(json.dumps({"server": "lab-0", "state": "online", "at": "x"}).encode()) \
-        is None  # an older version's presence names no process
     assert watch.heard(older.will()) is None  # heard once: maybe dead
     assert watch.heard(older.payload("offline", 2)) is None  # its connection 2's will, again
     older.connection = 3
@@ -164,3 +163,83 @@ def test_a_server_starting_where_another_may_run_takes_no_job_for_a_while(
     assert store.job("j2") is not None
     store.close()
 
+
+
+def _earlier_version(state: str, server_id: str = "lab-0") -> bytes:
+    """A presence as servers before presence named a process published it."""
+    return json.dumps({"server": server_id, "state": state, "at": "2026-01-01T00:00:00.000Z",
+                       "backend": {}}).encode()
+
+
+def test_an_earlier_version_s_presence_is_a_live_server_unless_its_will_or_a_clear_says_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It names no process, start or connection, and was passed over: a server of an
+    earlier version under the same name went unnoticed, and the two took the connection
+    from each other for good. Its "online" is a live server, which cannot see this one, so
+    this one gives way; its "offline" (its clean stop or its will, one payload) holds jobs
+    back for PROBATION_S, and says it lives when it replaced this server's own presence."""
+    clock = SteppedClock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    own = Presence("lab-0", {})
+    online = RivalWatch(own)
+    assert online.heard(_earlier_version("online")) == json.loads(_earlier_version("online"))
+    will = RivalWatch(own)
+    assert will.heard(_earlier_version("offline")) is None  # first heard: maybe a clean stop
+    assert will.on_probation()
+    assert will.heard(own.payload("online")) is None
+    assert will.heard(b"") is None  # cleared: no one
+    clock.now_s += PROBATION_S
+    assert not will.on_probation()
+    assert will.heard(_earlier_version("offline")) is not None  # it replaced ours: it connected
+    message = rival_message("lab-0", json.loads(_earlier_version("online")), "p/servers/lab-0")
+    assert "of an earlier version" in message
+    assert "an empty retained message on p/servers/lab-0" in message
+    assert "started" not in message  # it says no start, and none is made up
+
+
+def test_a_server_under_the_name_of_a_running_earlier_version_stops_and_leaves_it_serving(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str,
+) -> None:
+    """An earlier version's server: its client id is its name, its will an "offline" that
+    names no process, and it says "online" at each connect, reconnecting a second after it
+    is dropped. The current server under that name stopped no one: each connect dropped the
+    other, for good. Now it stops (exit 4) and stores no job; the earlier one stays on."""
+    server_id = f"legacy-{uuid.uuid4().hex[:10]}"
+    config = _config(tmp_path, mqtt_broker, topic_prefix, server_id)
+    topic = server_topic(topic_prefix, server_id)
+    legacy = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=server_id,
+                         protocol=mqtt.MQTTv5)
+    legacy.will_set(topic, _earlier_version("offline", server_id), qos=1, retain=True)
+    legacy.reconnect_delay_set(1, 1)
+    legacy.on_connect = lambda client, *_: client.publish(
+        topic, _earlier_version("online", server_id), qos=1, retain=True)
+    legacy.connect(mqtt_broker.host, mqtt_broker.port)
+    legacy.loop_start()
+    (tmp_path / "slides" / "a.jpg").write_bytes(b"")
+    request = json.dumps({"schema": JOB_SCHEMA, "job_id": "j1", "submitted_at": "",
+                          "slides": [{"path": str(tmp_path / "slides" / "a.jpg"),
+                                      "um_per_px": 1.0}]})
+    try:
+        assert wait_until(legacy.is_connected, timeout_s=10)
+        legacy.publish(request_topic(topic_prefix, "j1"), request, qos=1,
+                       retain=True).wait_for_publish(5)
+        codes: list[int] = []
+        stop = threading.Event()
+        thread = threading.Thread(target=lambda: codes.append(run_server(config, stop)),
+                                  daemon=True)
+        thread.start()
+        thread.join(30)
+        stop.set()  # only if it did not stop by itself
+        assert codes == [4]
+        assert wait_until(legacy.is_connected, timeout_s=10)  # it has its name back
+        assert not wait_until(lambda: not legacy.is_connected(), timeout_s=3)
+        store = open_pathology_store(config.store.url)
+        assert store.query("SELECT COUNT(*) FROM pathology_jobs") == [(0,)]
+        store.close()
+    finally:
+        with suppress(RuntimeError):  # not connected: nothing to clear with
+            legacy.publish(request_topic(topic_prefix, "j1"), b"", qos=1,
+                           retain=True).wait_for_publish(5)
+        legacy.disconnect()
+        legacy.loop_stop()
