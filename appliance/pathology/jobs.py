@@ -41,6 +41,10 @@ JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_PATH_CHARS = 4096
 FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 STATES = ("queued", "running", "done", "failed", "cancelled")
+CUT_MARK = " [cut to fit one message]"  # ends a reason cut by fitted_state_payload
+# a PUBLISH packet beside its topic and payload: fixed header (5), topic length (2), packet id
+# (2), properties length (4) and a message expiry (5), rounded up (MQTT 5 spec 3.3)
+PUBLISH_OVERHEAD_BYTES = 32
 
 
 class JobRefusedError(ValueError):
@@ -227,6 +231,51 @@ def final_state_payload(job_id: str, state: str, max_bytes: int, **fields: Any) 
     kept = _rows_that_fit(results, spare)
     return state_payload(job_id, state, results=kept, results_omitted=len(results) - len(kept),
                          **fields)
+
+
+def payload_limit(max_bytes: int, broker_max_packet: int | None, topic: str) -> int:
+    """The most bytes of payload a server's message on ``topic`` may carry:
+    pathology.max_job_bytes (the broker's message_size_limit), or less where the broker's
+    maximum packet size (its CONNACK's; it drops the connection of a client that sends a larger
+    packet, MQTT 5 spec 3.2.2.3.6) leaves less room beside the topic and the packet's header."""
+    if broker_max_packet is None:
+        return max_bytes
+    return min(max_bytes, broker_max_packet - len(topic.encode()) - PUBLISH_OVERHEAD_BYTES)
+
+
+def fitted_state_payload(job_id: str, state: str, max_bytes: int, **fields: Any) -> bytes:
+    """``state_payload`` of at most ``max_bytes``: an ended job's ``results`` cut as
+    ``final_state_payload`` cuts them; where the rest is too large on its own, the backend's
+    settings are left at its name, then a long ``reason`` (a failed slide's error names its
+    path) is cut, ending in CUT_MARK; ``cut`` names what was cut (the store keeps the job's
+    reason and results). Only a ``max_bytes`` below what a job id and state need
+    leaves it larger."""
+    results = fields.pop("results", None)
+    head = {} if results is None else {"results": [], "results_omitted": len(results),
+                                       "slides_failed": len(results)}
+    cut: list[str] = []
+
+    def excess_bytes() -> int:
+        marked = {"cut": cut} if cut else {}
+        return len(state_payload(job_id, state, **fields, **head, **marked)) - max_bytes
+
+    if excess_bytes() > 0 and isinstance(fields.get("backend"), dict):
+        cut.append("backend")  # in every state and the server's presence
+        fields["backend"] = {"backend": str(fields["backend"].get("backend", ""))[:40]}
+    reason = str(fields.get("reason", ""))
+    if excess_bytes() > 0 and reason:
+        cut.append("reason")
+        fits, too_long = 0, len(reason) + 1  # the longest start of it that fits, by halves
+        while too_long - fits > 1:
+            middle = (fits + too_long) // 2
+            fields["reason"] = reason[:middle] + CUT_MARK
+            fits, too_long = (middle, too_long) if excess_bytes() <= 0 else (fits, middle)
+        fields["reason"] = reason[:fits] + CUT_MARK
+    if cut:
+        fields["cut"] = cut
+    if results is None:
+        return state_payload(job_id, state, **fields)
+    return final_state_payload(job_id, state, max_bytes, results=results, **fields)
 
 
 def _rows_that_fit(results: list[dict[str, Any]], spare_bytes: int) -> list[dict[str, Any]]:

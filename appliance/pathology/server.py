@@ -40,11 +40,11 @@ from appliance.pathology.jobs import (
     JobRefusedError,
     JobRequest,
     cancel_topic,
-    final_state_payload,
+    fitted_state_payload,
     parse_job,
+    payload_limit,
     request_topic,
     server_topic,
-    state_payload,
     state_topic,
     stored_request,
 )
@@ -97,6 +97,7 @@ class PathologyServer(RequestAdmission, SlidePreparation):
         self._retry: list[tuple[float, str, Any]] = []
         self._init_admission()
         self.connected = threading.Event()
+        self.broker_max_packet: int | None = None  # as this connection's CONNACK says
         self.failed: str | None = None
         self.exit_code = 3  # of a failure: 3 the broker refuses us, 4 a rival took our name
         self.presence = Presence(self.server_id, self.backend.settings)
@@ -127,6 +128,9 @@ class PathologyServer(RequestAdmission, SlidePreparation):
                 return
             requests = request_topic(self.prefix, "+")
             presence = server_topic(self.prefix, self.server_id)
+            # the largest packet this broker takes (MQTT 5 spec 3.2.2.3.6); it drops the
+            # connection of a client that sends a larger one
+            self.broker_max_packet = getattr(props, "MaximumPacketSize", None)
             self.events.put(("connected", ()))  # before the retained requests it brings
             # its own presence first: what is retained there says who else used this name
             client.subscribe(presence, options=SubscribeOptions(qos=1))  # its retained first
@@ -341,15 +345,21 @@ class PathologyServer(RequestAdmission, SlidePreparation):
         run.published_at = time.monotonic()
 
     def _publish(self, job_id: str, state: str, **fields: Any) -> None:
-        """A job's retained state; an ended job's with the results that fit in a message,
-        kept by the broker for final_state_keep_s (MQTT 5 spec 3.3.2.3.3: then it is gone)."""
+        """A job's retained state, cut to one message the broker takes (an ended job's
+        results that fit, a long reason; jobs.fitted_state_payload), kept by the broker for
+        final_state_keep_s once the job ended (MQTT 5 spec 3.3.2.3.3: then it is gone)."""
         fields.setdefault("reason", "")
         fields.update(server=self.server_id, backend=self.backend.settings,
                       metrics=self.metrics.snapshot(self.batcher.pending_tiles))
-        payload = state_payload(job_id, state, **fields) if "results" not in fields else \
-            final_state_payload(job_id, state, self.settings.max_job_bytes, **fields)
+        topic = state_topic(self.prefix, job_id)
+        limit = payload_limit(self.settings.max_job_bytes, self.broker_max_packet, topic)
+        payload = fitted_state_payload(job_id, state, limit, **fields)
+        if len(payload) > limit:  # sent, it would cost the connection (and come again)
+            log.error("the %s state of job %s is %d bytes, more than this broker takes (%d); "
+                      "not published (the store has it)", state, job_id, len(payload), limit)
+            return
         keep_s = self.settings.final_state_keep_s if state in FINAL_STATES else None
-        self.client.publish(state_topic(self.prefix, job_id), payload, qos=1, retain=True,
+        self.client.publish(topic, payload, qos=1, retain=True,
                             properties=publish_properties(keep_s))
 
     def _event_housekeeping(self) -> None:

@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from appliance.pathology.jobs import (
+    CUT_MARK,
     JOB_SCHEMA,
     JobRefusedError,
+    fitted_state_payload,
     make_request,
     parse_job,
     parse_stored,
@@ -287,3 +289,26 @@ def test_stored_refusals_are_bounded_in_number_and_age_and_accepted_jobs_stay(
     job = store.job(accepted.job_id)
     assert job is not None
     assert job["state"] == "failed"
+
+
+@pytest.mark.parametrize("letter", ["x", "é"])  # "é" is 6 bytes of JSON (\u00e9)
+def test_a_state_too_large_without_its_results_is_cut_to_fit_and_says_what_was_cut(
+    letter: str,
+) -> None:
+    """A failed job's reason names a slide's error, its path up to 4096 characters; the
+    backend's settings name the model's path. With the results alone cut, such a state
+    outgrew pathology.max_job_bytes and the broker dropped it."""
+    results = [{"slide_index": i, "slide": f"s{i}", "error": "corrupt"} for i in range(50)]
+    fields = {"reason": f"no slide could be scored ({letter * 3000})", "server": "lab-0",
+              "backend": {"backend": "onnx-cpu", "model": "/m" * 1000}, "slides_total": 50}
+    state = fitted_state_payload("j1", "failed", 1024, results=results, **fields)
+    assert len(state) <= 1024
+    data = json.loads(state)
+    assert data["cut"] == ["backend", "reason"]
+    assert data["reason"].startswith("no slide could be scored (")
+    assert data["reason"].endswith(CUT_MARK)
+    assert data["backend"] == {"backend": "onnx-cpu"}
+    assert (data["slides_failed"], data["results_omitted"] + len(data["results"])) == (50, 50)
+    short = fitted_state_payload("j1", "failed", 4096, reason="cancelled", server="lab-0",
+                                 backend={"backend": "onnx-cpu"})
+    assert "cut" not in json.loads(short)  # what fits is left whole

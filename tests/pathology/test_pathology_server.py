@@ -1041,6 +1041,38 @@ def test_a_job_whose_results_exceed_a_message_still_ends_for_its_submitter(
         broker.close()
 
 
+def test_a_job_state_fits_the_packet_size_the_broker_announces(
+    tmp_path: Path, topic_prefix: str, slides: Path, serve: Servers,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A broker may announce a maximum packet size (mosquitto's max_packet_size, in its
+    CONNACK) below pathology.max_job_bytes (256 KiB here, the default): 8 KiB; it drops the
+    connection of a client that sends a larger packet. The final state of 60 slides went out
+    whole: the server was cut off, sent it again at each reconnect, and job submit --wait never
+    heard the end. Now every state fits the packet beside its topic."""
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    with (broker.workdir / "mosquitto.conf").open("a") as conf:
+        conf.write("max_packet_size 8192\n")  # the request fits, its results do not
+    broker.start()
+    try:
+        config = _config(tmp_path, topic_prefix, broker, slides)
+        serve(config)
+        paths = [str(slides / "b11.jpg")] + [str(slides / "corrupt.jpg")] * 59
+        capsys.readouterr()
+        code = main(["pathology", "job", "submit", *paths, "--um-per-px", "1", "--wait",
+                     "--timeout", "60", "--config", str(tmp_path / "config.yaml")])
+        out, err = capsys.readouterr()
+        assert code == 1, err[-2000:]
+        assert re.search(r"\(59 failed; \d+ slides' results are not in this message", out), \
+            out[-2000:]
+        assert "59 of 60 slides failed" in err
+        (topic, state), = _retained_on(broker, state_topic(topic_prefix, "+"))
+        assert len(state) + len(topic) < 8192
+        assert "oversize packet" not in broker.log_path.read_text(errors="replace")
+    finally:
+        broker.close()
+
+
 def _listen(broker: Any, topics: list[str]) -> tuple[mqtt.Client, list[tuple[str, bytes]]]:
     """A client collecting every message (retained ones included) on topics."""
     heard: list[tuple[str, bytes]] = []
