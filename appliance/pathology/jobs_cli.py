@@ -34,6 +34,7 @@ from appliance.pathology.jobs import (
     JOB_ID,
     cancel_topic,
     make_request,
+    payload_limit,
     read_presence,
     read_state,
     request_topic,
@@ -141,6 +142,11 @@ class _Link:
     def __exit__(self, *exc: object) -> None:
         self._link.close()
 
+    @property
+    def max_packet_bytes(self) -> int | None:
+        """The largest packet the broker said it takes (None: it set no limit)."""
+        return self._link.max_packet_bytes
+
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK."""
         self._link.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
@@ -180,8 +186,16 @@ def _submit(args: argparse.Namespace) -> int:
     prefix = config.mqtt.topic_prefix
 
     def send(link: _Link) -> int:
+        topic = request_topic(prefix, request.job_id)
+        room = payload_limit(limit, link.max_packet_bytes, topic)
+        if len(payload) > room:  # the broker would drop the connection for it, again and again
+            print(f"job submit: the request of {len(request.slides)} slides is {len(payload)} "
+                  f"bytes; broker {config.mqtt.host}:{config.mqtt.port} takes packets of at "
+                  f"most {link.max_packet_bytes} bytes (its max_packet_size), {room} of them "
+                  "for the request: split the slides into several jobs", file=sys.stderr)
+            return EXIT_USAGE
         # retained: a server that starts later still finds it; the one that ends it clears it
-        link.publish(request_topic(prefix, request.job_id), payload, retain=True)
+        link.publish(topic, payload, retain=True)
         print(request.job_id, flush=True)
         return _follow(link, request.job_id, args.timeout) if args.wait else EXIT_OK
 

@@ -47,6 +47,9 @@ class Subscriber:
         self._answered = threading.Event()  # subscribed (SUBACK), or refused for good
         self._refusal: BrokerRefusedError | None = None
         self._last_refusal = ""
+        # the largest packet the broker takes, where its CONNACK says (MQTT 5 spec 3.2.2.3.6):
+        # it drops the connection of a client that sends a larger one
+        self.max_packet_bytes: int | None = None
         self.client = new_client(settings, reconnect=reconnect)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
@@ -78,11 +81,12 @@ class Subscriber:
         self.client.loop_stop()
 
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
-                    _p: object) -> None:
+                    props: object) -> None:
         try:
             if reason.is_failure:
                 self._refused(client, reason)
                 return
+            self.max_packet_bytes = getattr(props, "MaximumPacketSize", None)
             client.subscribe(self.filters)
         except Exception:  # never let an exception kill paho's network thread
             log.exception("on_connect failed")

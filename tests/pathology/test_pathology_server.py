@@ -1073,6 +1073,31 @@ def test_a_job_state_fits_the_packet_size_the_broker_announces(
         broker.close()
 
 
+def test_a_request_larger_than_the_broker_s_packet_size_is_refused_before_it_is_sent(
+    tmp_path: Path, topic_prefix: str, slides: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """job submit checked its request against pathology.max_job_bytes only: a broker that
+    announces a smaller maximum packet size dropped its connection for it, and the job was
+    lost (without --wait the command still printed its id)."""
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    with (broker.workdir / "mosquitto.conf").open("a") as conf:
+        conf.write("max_packet_size 2048\n")
+    broker.start()
+    try:
+        _config(tmp_path, topic_prefix, broker, slides)
+        capsys.readouterr()
+        code = main(["pathology", "job", "submit", *[str(slides / "b11.jpg")] * 40,
+                     "--um-per-px", "1", "--config", str(tmp_path / "config.yaml")])
+        out, err = capsys.readouterr()
+        assert (code, out) == (2, "")  # no job id: nothing was sent
+        assert re.search(rf"job submit: the request of 40 slides is \d+ bytes; broker "
+                         rf"127.0.0.1:{broker.port} takes packets of at most 2048 bytes", err), err
+        assert _retained_on(broker, request_topic(topic_prefix, "+")) == []
+        assert "oversize packet" not in broker.log_path.read_text(errors="replace")
+    finally:
+        broker.close()
+
+
 def _listen(broker: Any, topics: list[str]) -> tuple[mqtt.Client, list[tuple[str, bytes]]]:
     """A client collecting every message (retained ones included) on topics."""
     heard: list[tuple[str, bytes]] = []
