@@ -26,6 +26,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -255,27 +256,35 @@ def fitted_state_payload(job_id: str, state: str, max_bytes: int, **fields: Any)
                                        "slides_failed": len(results)}
     cut: list[str] = []
 
-    def excess_bytes() -> int:
+    def fits(**changed: Any) -> bool:
         marked = {"cut": cut} if cut else {}
-        return len(state_payload(job_id, state, **fields, **head, **marked)) - max_bytes
+        body = {**fields, **changed, **head, **marked}
+        return len(state_payload(job_id, state, **body)) <= max_bytes
 
-    if excess_bytes() > 0 and isinstance(fields.get("backend"), dict):
+    if not fits() and isinstance(fields.get("backend"), dict):
         cut.append("backend")  # in every state and the server's presence
         fields["backend"] = {"backend": str(fields["backend"].get("backend", ""))[:40]}
     reason = str(fields.get("reason", ""))
-    if excess_bytes() > 0 and reason:
+    if not fits() and reason:
         cut.append("reason")
-        fits, too_long = 0, len(reason) + 1  # the longest start of it that fits, by halves
-        while too_long - fits > 1:
-            middle = (fits + too_long) // 2
-            fields["reason"] = reason[:middle] + CUT_MARK
-            fits, too_long = (middle, too_long) if excess_bytes() <= 0 else (fits, middle)
-        fields["reason"] = reason[:fits] + CUT_MARK
+        fields["reason"] = _cut_to_fit(reason, lambda text: fits(reason=text))
     if cut:
         fields["cut"] = cut
     if results is None:
         return state_payload(job_id, state, **fields)
     return final_state_payload(job_id, state, max_bytes, results=results, **fields)
+
+
+def _cut_to_fit(text: str, fits: Callable[[str], bool]) -> str:
+    """The longest start of ``text``, ending in CUT_MARK, that ``fits`` (found by halves)."""
+    fitting, too_long = 0, len(text) + 1
+    while too_long - fitting > 1:
+        middle = (fitting + too_long) // 2
+        if fits(text[:middle] + CUT_MARK):
+            fitting = middle
+        else:
+            too_long = middle
+    return text[:fitting] + CUT_MARK
 
 
 def _rows_that_fit(results: list[dict[str, Any]], spare_bytes: int) -> list[dict[str, Any]]:
