@@ -2,8 +2,11 @@
 
 An export or a report figure is written to a hidden temporary file beside the target (same
 folder, so the rename cannot cross filesystems), flushed to disk (fsync) and only then renamed
-over the target: the name holds the old file or the whole new one. When the write fails, the
-temporary file is removed and the OSError names the target and says that it was left as it was.
+over the target: the name holds the old file or the whole new one. The folder is flushed after
+the rename too, so a power cut after the command returned cannot take the new name back (the
+rename lives in the folder's entries, which the file's own fsync does not write). When the write
+fails, the temporary file is removed and the OSError names the target and says that it was left
+as it was.
 """
 
 from __future__ import annotations
@@ -62,6 +65,18 @@ def replaced_when_complete(path: Path) -> Iterator[Path]:
     except BaseException:
         _remove(temp)
         raise
+    _flush_folder_of(path)
+
+
+def _flush_folder_of(path: Path) -> None:
+    """Flush the rename that put ``path`` in place; an OSError names ``path``, which holds the
+    whole new file but may not survive a power cut."""
+    try:
+        fsync_path(path.parent)
+    except OSError as exc:
+        raise OutputError(exc.errno, f"written whole, but its folder could not be flushed to "
+                          f"disk ({exc.strerror or exc}): a power cut may lose the new file",
+                          str(path)) from exc
 
 
 def fsync_path(path: Path) -> None:

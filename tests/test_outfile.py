@@ -23,3 +23,43 @@ def test_a_pipe_or_device_is_never_replaced(tmp_path: Path) -> None:
     assert stat.S_ISFIFO(pipe.stat().st_mode)
     assert list(tmp_path.iterdir()) == [pipe]
 
+
+
+def test_the_new_name_is_flushed_to_disk_once_it_is_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut just after an export returned could take its new name back: the rename is in
+    the folder's entries, and only the file itself was flushed. Seen here: what each fsync
+    flushed, and whether the target held the new text by then."""
+    target = tmp_path / "results.csv"
+    target.write_text("old\n")
+    flushed: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        flushed.append((os.readlink(f"/proc/self/fd/{fd}"), target.read_text()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    with replaced_when_complete(target) as temp:
+        temp.write_text("new\n")
+    assert (str(tmp_path), "new\n") in flushed
+
+
+def test_a_folder_that_cannot_be_flushed_is_an_error_naming_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is whole under its name, but the command must not say it is safely kept."""
+    target = tmp_path / "results.csv"
+    real_fsync = os.fsync
+
+    def failing_on_folders(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_on_folders)
+    with (pytest.raises(OutputError, match=f"^{target}: written whole, but its folder could "
+                        "not be flushed to disk \\(Input/output error\\)"),
+          replaced_when_complete(target) as temp):
+        temp.write_text("new\n")
+    assert target.read_text() == "new\n"
+    assert list(tmp_path.iterdir()) == [target]
