@@ -149,6 +149,22 @@ def test_pathology_paths_resolve_against_the_config_file_not_the_working_folder(
     assert defaults.pathology.results_dir == str(tmp_path / "state" / "pathology")
 
 
+def test_a_sqlite_store_resolves_against_the_config_file_not_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`store: {url: sqlite:///store.db}` opened ./store.db: the same config run by systemd
+    (working folder /) and from a shell read two different stores, one of them new and empty."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)  # another folder than the config file's
+    config = load_config(write(folder, "store:\n  url: sqlite:///store.db\n"), environ={})
+    assert config.store.url == f"sqlite:///{folder / 'store.db'}"
+    for url in ("sqlite:////srv/store.db", "postgresql://bo@db.example.org/appliance"):
+        assert load_config(write(folder, f"store:\n  url: {url}\n"), environ={}).store.url == url
+    defaults = load_config_or_defaults(None, environ={"APPLIANCE__STORE__URL": "sqlite:///s.db"})
+    assert defaults.store.url == f"sqlite:///{tmp_path / 's.db'}"  # no config.yaml: this folder
+
+
 def test_tls_files_resolve_against_the_config_file_not_the_working_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -251,6 +251,7 @@ def _export_out_problem(out: str, fmt: str, force: bool) -> str | None:
 
 def _results_export(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import export_results
+    from appliance.backoffice.store import store_name
 
     problem = _export_out_problem(args.out, args.format, args.force)
     if problem is not None:
@@ -268,7 +269,8 @@ def _results_export(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             print(f"export failed: {exc}", file=sys.stderr)
             return 1
-        print(f"exported {count} result(s) as {args.format} to {args.out}", file=sys.stderr)
+        print(f"exported {count} result(s) as {args.format} to {args.out} from the "
+              f"{store_name(store.url)}", file=sys.stderr)
         return 0
 
     return with_store(args, "results export", export)

@@ -12,6 +12,7 @@ from appliance.backoffice.commands import add_store_options, with_store
 
 def _cohort(args: argparse.Namespace) -> int:
     from appliance.backoffice.report import write_cohort_report  # noqa: PLC0415  (matplotlib)
+    from appliance.backoffice.store import store_name  # noqa: PLC0415  (psycopg loads on use)
 
     if args.out == "":  # `--out "$DIR"` with DIR unset: Path("") would be the working folder
         print("report cohort: --out: empty folder name; name the folder to write (e.g. report)",
@@ -29,7 +30,8 @@ def _cohort(args: argparse.Namespace) -> int:
             print(f"report cohort: {where}: {exc.strerror or exc}; --out names a folder to "
                   "write", file=sys.stderr)
             return 1
-        print(f"wrote {page} (figures and summary.json beside it)")
+        print(f"wrote {page} (figures and summary.json beside it) from the "
+              f"{store_name(store.url)}")
         return 0
 
     return with_store(args, "report cohort", report)

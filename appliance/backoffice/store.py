@@ -67,10 +67,10 @@ def store_url_for(url: str | None, state_dir: str) -> str:
 
 
 def store_name(url: str) -> str:
-    """The database a store URL names, for messages: the SQLite file, or the PostgreSQL URL
-    without its password."""
+    """The database a store URL names, for messages: the SQLite file (its absolute path: which
+    file a relative one is depends on the folder), or the PostgreSQL URL without its password."""
     if url.startswith("sqlite:///"):
-        return f"SQLite store {url.removeprefix('sqlite:///')}"
+        return f"SQLite store {Path(url.removeprefix('sqlite:///')).absolute()}"
     parts = urlsplit(url)
     if parts.password is None:
         return f"PostgreSQL database {url}"

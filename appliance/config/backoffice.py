@@ -12,7 +12,8 @@ class StoreConfig(Section):
     url: str | None = Field(
         None,
         pattern=r"^(sqlite:///.+|postgresql://.*)$",
-        description="Back-office store: sqlite:///PATH or postgresql://user@host:port/db "
+        description="Back-office store: sqlite:///PATH (a relative PATH is relative to the "
+        "config file; without one: the working folder) or postgresql://user@host:port/db "
         "(unset: SQLite file backoffice.sqlite3 in state_dir).",
     )
 

@@ -23,6 +23,7 @@ from appliance.tlsfiles import TlsFileError, client_tls_context
 
 ENV_PREFIX = "APPLIANCE__"
 MAX_CONFIG_BYTES = 1_000_000
+SQLITE_URL_PREFIX = "sqlite:///"  # then the file's path: relative (store.db) or absolute (/x)
 DEFAULT_CONFIG_FILE = "config.yaml"  # looked for in the working folder when no --config is given
 
 
@@ -251,7 +252,9 @@ def resolve_paths(config: Config, base: Path) -> Config:
     """Return the config with relative file paths made absolute against ``base`` (the config
     file's folder; the working folder for built-in defaults): state_dir, model.path,
     camera.path, screen.reference_file, updates.trusted_root, mqtt.tls's ca_file, cert_file and
-    key_file, and pathology's results_dir, model, int8_model and slide_roots."""
+    key_file, pathology's results_dir, model, int8_model and slide_roots, and the file of a
+    SQLite store.url (``sqlite:///store.db``: the same config run from another folder, by
+    systemd or a shell, must open the same store, not a new empty one)."""
 
     def absolute(value: str | None) -> str | None:
         if value is None or Path(value).is_absolute():
@@ -272,6 +275,7 @@ def resolve_paths(config: Config, base: Path) -> Config:
                                  "cert_file": absolute(tls.cert_file),
                                  "key_file": absolute(tls.key_file)})
     mqtt = config.mqtt.model_copy(update={"tls": tls})
+    store = config.store.model_copy(update={"url": _absolute_store_url(config.store.url, base)})
     pathology = config.pathology
     pathology = pathology.model_copy(update={
         "results_dir": absolute(pathology.results_dir), "model": absolute(pathology.model),
@@ -279,5 +283,15 @@ def resolve_paths(config: Config, base: Path) -> Config:
         "slide_roots": [absolute(root) for root in pathology.slide_roots]})
     return config.model_copy(
         update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera,
-                "screen": screen, "updates": updates, "mqtt": mqtt, "pathology": pathology}
+                "screen": screen, "updates": updates, "mqtt": mqtt, "store": store,
+                "pathology": pathology}
     )
+
+
+def _absolute_store_url(url: str | None, base: Path) -> str | None:
+    """A SQLite store URL whose file is relative (``sqlite:///store.db``) made absolute against
+    ``base`` (``sqlite:////etc/appliance/store.db``); other URLs as they are."""
+    if url is None or not url.startswith(SQLITE_URL_PREFIX):
+        return url
+    file = url.removeprefix(SQLITE_URL_PREFIX)
+    return url if Path(file).is_absolute() else f"{SQLITE_URL_PREFIX}{(base / file).resolve()}"

@@ -396,3 +396,30 @@ def test_store_migrate_tells_the_version_a_newer_appliance_left(
     out = capsys.readouterr().out
     assert f"at schema version {newer}, newer than this appliance's {LATEST_VERSION}" in out
     assert "up to date" not in out
+
+
+def test_a_relative_sqlite_store_is_the_config_files_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`store: {url: sqlite:///store.db}` was the working folder's store.db: `store migrate`
+    from the config's folder, then a read from another one, said there was no store there.
+    Now both use the file beside the config, and the commands name it."""
+    folder, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    config = folder / "config.yaml"
+    config.write_text("store:\n  url: sqlite:///store.db\n")
+    monkeypatch.chdir(folder)
+    assert main(["store", "migrate", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"SQLite store {folder / 'store.db'}: applied")
+    monkeypatch.chdir(elsewhere)
+    store = open_store(f"sqlite:///{folder / 'store.db'}")
+    store.write_batch(Batch(results=[
+        result_row(RESULT, iso_utc(RESULT.captured_at), RESULT.to_json().decode())]), 100)
+    store.close()
+    assert main(["results", "query", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("1 result(s), newest first")
+    assert main(["results", "export", "--config", str(config), "--out", "out.csv"]) == 0
+    assert (f"exported 1 result(s) as csv to out.csv from the SQLite store "
+            f"{folder / 'store.db'}") in capsys.readouterr().err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["out.csv"]
