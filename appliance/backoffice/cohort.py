@@ -10,10 +10,10 @@ was not measured: it is NaN here, left out of every figure, and counted (``not_m
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ from appliance.transport.payloads import TEXTURE_PORE_KEYS
 REPORT_FEATURES = (*TEXTURE_PORE_KEYS, "kime_score")
 Z_95 = 1.959963984540054
 _BAND = re.compile(r"^([0-9]{2})(?:-([0-9]{2})|\+)$")
+_FEATURE_AT = {key: i for i, key in enumerate(REPORT_FEATURES)}
+CHUNK_ROWS = 1000  # rows of the store held at once while the cohort is read
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,24 @@ class Repeat:
 
 @dataclass(frozen=True)
 class Cohort:
-    """Report features per stored result that has an age band, plus subject ids."""
+    """The report features of every stored result that has an age band, as columns: one
+    number a result per feature and its band's index, so a store of millions fits in memory
+    (a row of Python objects a result took some 20 times more)."""
 
-    age_bands: list[str]
+    bands: list[str]  # the age bands found, in age order
+    band_index: np.ndarray  # per result: its band's index in ``bands``
     values: dict[str, np.ndarray]  # NaN where the value was outside the validated range
-    subjects: list[str | None]
-    devices: list[str]
+
+    @property
+    def count(self) -> int:
+        """How many results with an age band there are."""
+        return len(self.band_index)
+
+    def ages(self) -> np.ndarray:
+        """Each result's age: the midpoint of its band."""
+        midpoints = np.array([band_midpoint_years(band) for band in self.bands], dtype=float)
+        ages: np.ndarray = midpoints[self.band_index]
+        return ages
 
     def not_measured(self, key: str) -> int:
         """How many results with an age band have no measured value of ``key``."""
@@ -81,17 +95,45 @@ def is_age_band(text: str | None) -> bool:
 
 
 def load_cohort(store: Store) -> Cohort:
-    """Every stored result with an age band."""
-    columns = ("age_band", "subject_id", "device_id", NOT_VALIDATED_COLUMN, *REPORT_FEATURES)
-    rows = [row for row in store.select_results(columns) if is_age_band(row[0])]
-    outside = [not_validated_keys(row[3]) for row in rows]
-    values = {
-        key: np.array([math.nan if key in out else row[4 + i] for row, out in
-                       zip(rows, outside, strict=True)], dtype=float)
-        for i, key in enumerate(REPORT_FEATURES)
-    }
-    return Cohort([row[0] for row in rows], values, [row[1] for row in rows],
-                  [row[2] for row in rows])
+    """Every stored result with an age band, read from the store a chunk at a time into
+    columns made as long as the store is (grown should results arrive meanwhile)."""
+    rows = store.select_results(("age_band", NOT_VALIDATED_COLUMN, *REPORT_FEATURES))
+    codes: dict[str, int] = {}
+    band_index = np.empty(store.count_results(), np.int16)
+    matrix = np.empty((len(REPORT_FEATURES), len(band_index)))  # a feature's values a row
+    count = 0
+    while chunk := list(itertools.islice(rows, CHUNK_ROWS)):
+        banded = [row for row in chunk if is_age_band(row[0])]
+        if count + len(banded) > len(band_index):
+            grown = 2 * (count + len(banded))
+            band_index, matrix = np.resize(band_index, grown), _wider(matrix, grown)
+        band_index[count:count + len(banded)], matrix[:, count:count + len(banded)] = (
+            _columns(banded, codes))
+        count += len(banded)
+    bands = sorted(codes, key=band_midpoint_years)
+    in_age_order = np.zeros(len(codes), dtype=np.int16)
+    in_age_order[[codes[band] for band in bands]] = np.arange(len(bands))
+    values = {key: matrix[i, :count] for i, key in enumerate(REPORT_FEATURES)}
+    return Cohort(bands, in_age_order[band_index[:count]], values)
+
+
+def _wider(matrix: np.ndarray, columns: int) -> np.ndarray:
+    """``matrix`` with room for ``columns`` columns (its own first)."""
+    wider = np.empty((matrix.shape[0], columns))
+    wider[:, :matrix.shape[1]] = matrix
+    return wider
+
+
+def _columns(rows: list[tuple[Any, ...]], codes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(age band, not validated, *features) rows as band codes (numbered in the order first
+    seen, into ``codes``) and the features a row each, NaN where not measured."""
+    band_codes = np.array([codes.setdefault(row[0], len(codes)) for row in rows], np.int16)
+    matrix = np.array([row[2:] for row in rows], dtype=float).reshape(-1, len(REPORT_FEATURES))
+    for i, row in enumerate(rows):
+        for key in not_validated_keys(row[1]) if row[1] else ():
+            if key in _FEATURE_AT:
+                matrix[i, _FEATURE_AT[key]] = math.nan
+    return band_codes, matrix.T
 
 
 def _interval(r: float, n: int, se_factor: float) -> tuple[float, float]:
@@ -103,7 +145,7 @@ def _interval(r: float, n: int, se_factor: float) -> tuple[float, float]:
 
 
 def correlations(
-    ages: Sequence[float], feature: Sequence[float] | np.ndarray
+    ages: Sequence[float] | np.ndarray, feature: Sequence[float] | np.ndarray
 ) -> tuple[Correlation, Correlation]:
     """Pearson and Spearman correlation of a feature with age, each with a Fisher-z 95 % CI."""
     from scipy import stats  # noqa: PLC0415  (scipy is slow to import; reports only)
@@ -125,31 +167,38 @@ def correlations(
 
 
 def by_band(cohort: Cohort, key: str) -> dict[str, np.ndarray]:
-    """A feature's values grouped by age band, bands in age order."""
-    groups: dict[str, list[float]] = defaultdict(list)
-    for band, value in zip(cohort.age_bands, cohort.values[key], strict=True):
-        if math.isfinite(value):  # not measured values are left out
-            groups[band].append(float(value))
-    order = sorted(groups, key=band_midpoint_years)
-    return {band: np.array(groups[band]) for band in order}
+    """A feature's measured values grouped by age band, bands in age order (a band with none
+    is left out)."""
+    values = cohort.values[key]
+    measured = np.isfinite(values)  # not measured values are left out
+    groups = {band: values[measured & (cohort.band_index == i)]
+              for i, band in enumerate(cohort.bands)}
+    return {band: group for band, group in groups.items() if len(group)}
 
 
-def repeats(cohort: Cohort, features: Iterable[str] = REPORT_FEATURES) -> list[Repeat]:
-    """Subjects measured more than once, most-measured first."""
-    rows_of: dict[str, list[int]] = defaultdict(list)
-    for index, subject in enumerate(cohort.subjects):
-        if subject:
-            rows_of[subject].append(index)
+def repeats(store: Store, features: Sequence[str] = REPORT_FEATURES) -> list[Repeat]:
+    """Subjects with more than one result with an age band, most-measured first; the store
+    gives one subject's results at a time."""
+    columns = ("subject_id", "device_id", "age_band", NOT_VALIDATED_COLUMN, *features)
     out = []
-    for subject, rows in rows_of.items():
-        if len(rows) < 2:
-            continue
-        mean, sd, cv = {}, {}, {}
-        for key in features:
-            mean[key], sd[key], cv[key] = _spread(cohort.values[key][rows])
-        devices = len({cohort.devices[i] for i in rows})
-        out.append(Repeat(subject, len(rows), devices, mean, sd, cv))
+    for subject, group in itertools.groupby(store.select_repeated_subjects(columns),
+                                            key=lambda row: row[0]):
+        banded = [row for row in group if is_age_band(row[2])]
+        if subject and len(banded) > 1:
+            out.append(_repeat(subject, banded, features))
     return sorted(out, key=lambda rep: (-rep.count, rep.subject_id))
+
+
+def _repeat(subject: str, rows: list[tuple[Any, ...]], features: Sequence[str]) -> Repeat:
+    """One subject's (subject, device, band, not validated, *features) rows as a Repeat, values
+    outside the validated range left out."""
+    outside = [not_validated_keys(row[3]) for row in rows]
+    mean, sd, cv = {}, {}, {}
+    for i, key in enumerate(features):
+        values = np.array([math.nan if key in out else row[4 + i]
+                           for row, out in zip(rows, outside, strict=True)], dtype=float)
+        mean[key], sd[key], cv[key] = _spread(values)
+    return Repeat(subject, len(rows), len({row[1] for row in rows}), mean, sd, cv)
 
 
 def _spread(values: np.ndarray) -> tuple[float, float, float]:
@@ -163,7 +212,7 @@ def _spread(values: np.ndarray) -> tuple[float, float, float]:
 
 def summary(cohort: Cohort) -> dict[str, Any]:
     """Correlation of every report feature with age (midpoints of the bands)."""
-    ages = [band_midpoint_years(band) for band in cohort.age_bands]
+    ages = cohort.ages()
     table = {}
     for key in REPORT_FEATURES:
         pearson, spearman = correlations(ages, cohort.values[key])

@@ -60,15 +60,16 @@ def draw_feature(cohort: Cohort, key: str, corr: dict[str, Correlation], out: Pa
 def write_cohort_report(store: Store, out_dir: Path) -> Path:
     """Write the PNG figures, summary.json and index.html into ``out_dir``; returns the page."""
     cohort = load_cohort(store)
-    if not cohort.age_bands:
+    if not cohort.count:
         raise ValueError("no stored result has an age band (subject.age_band); nothing to plot")
     out_dir.mkdir(parents=True, exist_ok=True)
     table = summary(cohort)
     for key in REPORT_FEATURES:
         draw_feature(cohort, key, table[key], out_dir / f"{key}.png")
-    repeated = repeats(cohort)
-    _write_whole(out_dir / "summary.json", json.dumps(_json_summary(cohort, table, repeated),
-                                                      indent=2))
+    repeated = repeats(store)
+    with replaced_when_complete(out_dir / "summary.json") as temp, temp.open(
+            "w", encoding="utf-8") as stream:  # written as encoded: one entry a repeated subject
+        json.dump(_json_summary(cohort, table, repeated), stream, indent=2)
     page = out_dir / "index.html"
     _write_whole(page, _html(cohort, table, repeated))
     return page
@@ -93,7 +94,7 @@ def _json_summary(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat])
         return None if math.isnan(value) else round(value, 4)
 
     return {
-        "results_with_age_band": len(cohort.age_bands),
+        "results_with_age_band": cohort.count,
         "not_measured_left_out": {key: cohort.not_measured(key) for key in REPORT_FEATURES},
         "correlation_with_age": {
             key: {kind: _corr_json(c) for kind, c in pair.items()} for key, pair in table.items()
@@ -124,7 +125,7 @@ def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat]) -> str:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px}figure{display:inline-block;margin:4px}"
         "</style></head><body><h1>Skin texture and pores by age band</h1>"
-        f"<p>{len(cohort.age_bands)} stored results with an age band. Correlation with age "
+        f"<p>{cohort.count} stored results with an age band. Correlation with age "
         "(band midpoints): r with its 95% confidence interval (Fisher z).</p>"
         f"<p id='left-out'>{left_out} values left out of every figure: not measured (outside "
         "the validated range, docs/measurement.md); each feature's count is in the table.</p>"

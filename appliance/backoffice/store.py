@@ -269,14 +269,27 @@ class Store(ConsoleQueries, IngestWrites):
         newest_first: bool = False,
     ) -> Iterator[tuple[Any, ...]]:
         """Stored results (chosen columns) by capture time, filtered by device and start time."""
-        unknown = set(columns) - set(RESULT_COLUMNS)
-        if unknown:
-            raise StoreError(f"unknown result columns {sorted(unknown)}")
+        _refuse_unknown(columns)
         where, params = _result_filter(device, since)
         order = "captured_at DESC, measurement_id DESC" if newest_first else (
             "captured_at, measurement_id")
         sql = f"SELECT {','.join(columns)} FROM results{where} ORDER BY {order}"
         sql += f" LIMIT {int(limit)}" if limit is not None else ""
+        return self._stream(sql, params)
+
+    def select_repeated_subjects(self, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """The results (chosen columns) with an age band of every subject that has more than
+        one of them, a subject's results together (by subject id, then capture time)."""
+        _refuse_unknown(columns)
+        banded = "subject_id IS NOT NULL AND age_band IS NOT NULL"
+        return self._stream(
+            f"SELECT {','.join(columns)} FROM results WHERE {banded} AND subject_id IN "
+            f"(SELECT subject_id FROM results WHERE {banded} GROUP BY subject_id "
+            "HAVING COUNT(*) > 1) ORDER BY subject_id, captured_at, measurement_id", [])
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        """The rows of one SELECT (``?`` placeholders), fetched 1,000 at a time as they are
+        read, so a query over millions of results holds one batch in memory."""
         if not self.postgres:  # SQLite steps through the table as rows are fetched
             yield from _in_batches(self._conn.cursor(), sql, params)
             return
@@ -299,6 +312,13 @@ class Store(ConsoleQueries, IngestWrites):
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
+
+
+def _refuse_unknown(columns: Sequence[str]) -> None:
+    """A StoreError naming the columns that are no result columns."""
+    unknown = set(columns) - set(RESULT_COLUMNS)
+    if unknown:
+        raise StoreError(f"unknown result columns {sorted(unknown)}")
 
 
 def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str]]:

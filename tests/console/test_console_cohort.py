@@ -17,7 +17,6 @@ from appliance.backoffice.cohort import (
     REPORT_FEATURES,
     Cohort,
     Correlation,
-    band_midpoint_years,
     by_band,
     correlations,
     load_cohort,
@@ -46,7 +45,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def test_band_means_and_pearson_from_sums_match_the_offline_report(store: Store) -> None:
     views = {v.key: v for v in feature_views(store.band_sums(REPORT_FEATURES))}
     cohort = load_cohort(store)
-    ages = [band_midpoint_years(b) for b in cohort.age_bands]
+    ages = cohort.ages()
     for key in ("kime_score", "hill_density_per_mm2", "pore_count"):
         pearson, _ = correlations(ages, cohort.values[key])
         view = views[key].pearson
@@ -81,7 +80,7 @@ def test_values_outside_the_validated_range_are_left_out_of_the_cohort(store: St
     assert np.mean(by_band_values(offline, "kime_score", band)) == pytest.approx(stats.mean)
     subject = "subj-3"  # index 7's subject, measured four times
     (online,) = [r for r in repeat_rows(store) if r["subject_id"] == subject]
-    (report,) = [r for r in repeats(offline) if r.subject_id == subject]
+    (report,) = [r for r in repeats(store) if r.subject_id == subject]
     kept = [make_result(i, "s", "d", BANDS[i % len(BANDS)]).features.kime_score
             for i in (3, 11, 15)]  # subj-3 at indexes 3, 7, 11, 15; 7 not measured
     cv = 100 * np.std(kept, ddof=1) / np.mean(kept)
