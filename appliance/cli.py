@@ -15,8 +15,11 @@ import importlib
 import logging
 import os
 import pkgutil
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -210,9 +213,12 @@ def _main(argv: Sequence[str] | None) -> int:
     logging.getLogger("tuf").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     handler: Handler = args.handler
     try:
-        if not getattr(args, "own_stop_signals", False):
+        if getattr(args, "own_stop_signals", False):
+            code = handler(args)  # it takes the held stop signals when it is ready for them
+        else:
             interrupts.deliver()  # a Ctrl-C so far ends it as one from now on would
-        code = handler(args)
+            with sigterm_ends_as_interrupt():
+                code = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in an unhandled flush at exit
         return code
     except KeyboardInterrupt:
@@ -220,6 +226,27 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         silence_stdout()
         return 0
+
+
+@contextmanager
+def sigterm_ends_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, systemd, ``kill``) ends a command as Ctrl-C would, by an exception
+    in the main thread: the output file it was writing is removed on the way out (outfile.py,
+    imagefile.py), not left as a hidden partial file, and a store it holds is closed; exit 143.
+    The daemons (``edge``, ``backoffice``, the servers) put their own orderly stop in its place
+    while they run. Off the main thread (a test calling ``main``) signals cannot be handled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_as_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_as_terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def silence_stdout() -> None:

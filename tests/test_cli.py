@@ -230,3 +230,32 @@ def test_demo_refuses_more_simulated_kiosks_than_the_machine_can_run(
     assert f"argument --devices: must be a whole number from 1 to 32, got '{devices}'" in (
         capsys.readouterr().err)
     assert build_parser().parse_args(["demo", "--devices", "32"]).devices == 32
+
+
+TERMINATED_WHILE_WRITING = """
+import os, signal, sys, time
+import appliance.outfile as outfile
+
+def terminated_while_writing(path):  # the file is written, not yet flushed nor renamed
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+
+outfile.fsync_path = terminated_while_writing
+from appliance.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_ends_any_command_as_ctrl_c_leaving_no_partial_file(tmp_path: Path) -> None:
+    """Only the back-office commands turned SIGTERM (`timeout`, systemd) into a clean stop;
+    `synth skin`, `pathology run`, `models skin-table`, ... were killed where they stood and
+    left the hidden file they were writing beside the output, one more each time. Here SIGTERM
+    comes while a frame is being written."""
+    out = tmp_path / "frames"
+    done = subprocess.run(
+        [sys.executable, "-c", TERMINATED_WHILE_WRITING, "synth", "skin", "--out", str(out),
+         "--count", "1", "--seed", "5"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 128 + 15, done.stderr
+    assert list(out.iterdir()) == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -104,14 +103,13 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
     """Open the store (``open_for``), run ``body`` on it and close it. A store that fails on
     the way (its server went away, a damaged file) ends the command with one line naming the
     database and its error, exit 1; a file being written is left as it was, as it is when
-    SIGTERM ends the command (exit 143; the main thread's, as every command handler runs)."""
+    SIGTERM ends the command (cli.sigterm_ends_as_interrupt: exit 143)."""
     from appliance.backoffice.store import store_name
     from appliance.pathology.jobstore import STORE_ERRORS
 
     store = open_for(args, writes=writes)
     if store is None:
         return 2
-    previous = signal.signal(signal.SIGTERM, _exit_as_terminated)
     try:
         return body(store)
     except STORE_ERRORS as exc:
@@ -119,14 +117,7 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
               file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
         store.close()
-
-
-def _exit_as_terminated(signum: int, frame: Any) -> None:
-    """SIGTERM (``timeout``, systemd, ``kill``) ends the command as Ctrl-C would: the file it
-    was writing is removed on the way out, not left as a hidden partial export."""
-    raise SystemExit(128 + signum)
 
 
 def print_out(command: str, text: str) -> int:

@@ -89,9 +89,12 @@ def write_cohort(
     jobs = [(spec, out_dir, quality) for spec in specs]
     bar = {"total": len(jobs), "desc": "painting slides", "unit": "slide", "disable": not progress}
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        pool = ProcessPoolExecutor(workers)
+        try:
             for _ in tqdm(pool.map(_write_slide, jobs), **bar):
                 continue
+        finally:  # Ctrl-C or SIGTERM: the slides being painted are finished, the rest dropped
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         for job in tqdm(jobs, **bar):
             _write_slide(job)
