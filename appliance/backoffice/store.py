@@ -106,6 +106,8 @@ class Store(ConsoleQueries, IngestWrites):
 
     def _connect_sqlite(self) -> sqlite3.Connection:
         path = Path(self.url.removeprefix("sqlite:///"))
+        if (problem := _not_a_file(path)) is not None:  # SQLite would make PATH-journal beside
+            raise StoreError(problem)
         if self.read_only:
             return self._connect_sqlite_read_only(path)
         try:
@@ -403,14 +405,25 @@ def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
 def _refuse_missing(url: str) -> None:
     """A StoreError when ``url`` names a SQLite file that does not exist."""
     if (path := missing_sqlite_file(url)) is not None:
-        if path.is_dir():
-            raise StoreError(f"{path} is a folder, not a store file: name the SQLite file in "
-                             f"it (sqlite:///{path / 'backoffice.sqlite3'}, say)")
+        if (problem := _not_a_file(path)) is not None:
+            raise StoreError(problem)
         raise StoreError(
             f"no store at {path}: nothing was ever stored there (check --store or the "
             "config's store.url; `appliance store migrate`, `appliance demo` or `appliance "
             "backoffice` create it)"
         )
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path``, which is there, can be no SQLite store file (a folder, a device, a pipe),
+    or None (a file, or nothing yet)."""
+    if path.is_dir():
+        return (f"{path} is a folder, not a store file: name the SQLite file in it "
+                f"(sqlite:///{path / 'backoffice.sqlite3'}, say)")
+    if path.exists() and not path.is_file():
+        return (f"{path} is not a regular file (a device, a pipe or a socket), so no store "
+                "file: name the SQLite file of the store (sqlite:///PATH)")
+    return None
 
 
 def schema_problem(store: Store) -> str | None:

@@ -5,6 +5,7 @@ SQLite and PostgreSQL (a throw-away database of its own per test)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import signal
@@ -423,3 +424,29 @@ def test_a_relative_sqlite_store_is_the_config_files_from_any_folder(
     assert (f"exported 1 result(s) as csv to out.csv from the SQLite store "
             f"{folder / 'store.db'}") in capsys.readouterr().err
     assert sorted(p.name for p in elsewhere.iterdir()) == ["out.csv"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "pipe"])
+def test_a_store_path_that_is_a_folder_or_a_pipe_is_refused_by_writers_as_by_readers(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`store migrate --store sqlite:///DIR` said "unable to open database file; check the
+    path", and on a device SQLite made DEVICE-journal beside it (/dev/null-journal in /dev);
+    the read commands already named a folder as such."""
+    place = tmp_path / "store"
+    if kind == "folder":
+        place.mkdir()
+        said = f"{place} is a folder, not a store file: name the SQLite file in it"
+    else:
+        os.mkfifo(place)
+        said = f"{place} is not a regular file (a device, a pipe or a socket), so no store file"
+    url = f"sqlite:///{place}"
+    assert main(["store", "migrate", "--store", url]) == 2
+    assert capsys.readouterr().err.startswith(f"store migrate: {said}")
+    assert main(["results", "retry", "--store", url]) == 2  # a writer
+    assert capsys.readouterr().err.startswith(f"store error: {said}")
+    assert main(["fleet", "--store", url]) == 2  # a reader
+    assert capsys.readouterr().err.startswith(f"store error: {said}")
+    with pytest.raises(StoreError, match=re.escape(said)):
+        open_store(url)
+    assert [p.name for p in tmp_path.iterdir()] == ["store"]
