@@ -27,8 +27,9 @@ def _cohort(args: argparse.Namespace) -> int:
             return 1
         except OSError as exc:  # --out is a file, not writable, the disk is full
             where = exc.filename or args.out
-            print(f"report cohort: {where}: {exc.strerror or exc}; --out names a folder to "
-                  "write", file=sys.stderr)
+            # a folder that cannot be written (read-only, full) is one: the reason says enough
+            hint = "" if Path(args.out).is_dir() else "; --out names a folder to write"
+            print(f"report cohort: {where}: {exc.strerror or exc}{hint}", file=sys.stderr)
             return 1
         print(f"wrote {page} (figures and summary.json beside it) from the "
               f"{store_name(store.url)}")

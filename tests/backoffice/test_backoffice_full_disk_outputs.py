@@ -7,6 +7,7 @@ The disk is a real 64 KiB tmpfs (CI runs as root, as this machine does).
 from __future__ import annotations
 
 import random
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +88,17 @@ def test_reference_ranges_onto_a_full_disk_keep_the_old_file_and_name_it(
     assert f"{out}: could not write it (No space left on device)" in capsys.readouterr().err
     assert out.read_text() == "{}\n"
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "reference.json"]
+
+
+def test_a_report_into_a_read_only_folder_says_so_not_that_out_is_no_folder(
+    tmp_path: Path, small_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report cohort --out DIR` on a read-only file system ended "...; --out names a folder
+    to write", though DIR was one: the reason alone says what to fix."""
+    url = _store(tmp_path, 40)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert main(["report", "cohort", "--store", url, "--out", str(small_disk)]) == 1
+    assert capsys.readouterr().err == (
+        f"report cohort: {small_disk / 'pore_count.png'}: could not write it (Read-only file "
+        "system); not written\n")
+    assert list(small_disk.iterdir()) == []
