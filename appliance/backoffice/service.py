@@ -11,7 +11,7 @@ from types import FrameType
 
 from appliance import interrupts
 from appliance.backoffice.ingest import IngestWorker, default_client_id
-from appliance.backoffice.store import StoreError, open_store, store_url_for
+from appliance.backoffice.store import StoreError, open_store, store_name, store_url_for
 from appliance.config import Config
 from appliance.statelock import StateLock, StateLockError
 
@@ -62,7 +62,7 @@ def _ingest(config: Config, stop: threading.Event) -> int:
         log.error("cannot start: %s", exc)
         store.close()
         return 2
-    log.info("back office %s storing to %s", worker.client_id, url)
+    log.info("back office %s storing to the %s", worker.client_id, store_name(url))
     worker.start()
     next_stats = time.monotonic() + STATS_EVERY_S
     try:

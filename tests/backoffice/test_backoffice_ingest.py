@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -14,12 +15,14 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.schema import iso_utc
+from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.config import Config, config_from_mapping, load_config
@@ -458,3 +461,31 @@ def test_a_flood_of_qos0_results_is_bounded_in_memory_and_qos1_results_still_lan
         hostile.loop_stop()
         worker.stop()
         store.close()
+
+
+@pytest.mark.postgres
+def test_the_worker_names_its_store_without_the_password(
+    mqtt_broker: Any, topic_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`appliance backoffice` logged "storing to postgresql://user:PASSWORD@..." at start: the
+    database password in the journal of every worker, for anyone who reads logs."""
+    import psycopg
+
+    schema = f"test_ingest_{uuid.uuid4().hex[:10]}"
+    url = f"postgresql://postgres:s3cret-pw@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            config = _config(mqtt_broker.host, mqtt_broker.port, topic_prefix, tmp_path)
+            config = config.model_copy(update={"store": config.store.model_copy(
+                update={"url": url})})
+            stop = threading.Event()
+            stop.set()  # start, say where it stores, stop
+            caplog.set_level(logging.INFO, logger="appliance.backoffice.service")
+            assert run_backoffice(config, stop) == 0
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    said = [r.getMessage() for r in caplog.records if "storing to" in r.getMessage()]
+    assert said == [f"back office {config.backoffice.client_id} storing to the PostgreSQL "
+                    f"database {url.replace('s3cret-pw', '***')}"]
+    assert "s3cret-pw" not in caplog.text
