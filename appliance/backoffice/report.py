@@ -62,11 +62,11 @@ def write_cohort_report(store: Store, out_dir: Path) -> Path:
     cohort = load_cohort(store)
     if not cohort.count:
         raise ValueError("no stored result has an age band (subject.age_band); nothing to plot")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    repeated = repeats(store)  # all read before any file is written: a store failing on the
+    out_dir.mkdir(parents=True, exist_ok=True)  # way leaves the last report as it was
     table = summary(cohort)
     for key in REPORT_FEATURES:
         draw_feature(cohort, key, table[key], out_dir / f"{key}.png")
-    repeated = repeats(store)
     with replaced_when_complete(out_dir / "summary.json") as temp, temp.open(
             "w", encoding="utf-8") as stream:  # written as encoded: one entry a repeated subject
         json.dump(_json_summary(cohort, table, repeated), stream, indent=2)

@@ -216,3 +216,24 @@ def test_results_stored_while_the_cohort_is_read_are_in_it(
         assert {rep.subject_id: rep.count for rep in repeated} == {
             subject: n for subject, n in banded.items() if n > 1}
         assert len(repeated) > 300
+
+
+def test_a_store_failing_on_the_way_leaves_the_last_report_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The repeat measurements are read after the cohort: they must be read before the first
+    figure is replaced, or a store failing there leaves new figures beside the old page. Here
+    one repeated subject's device id is no UTF-8 text (a damaged file)."""
+    _store(tmp_path, 30, subjects=20).close()
+    with sqlite3.connect(tmp_path / "r.sqlite3") as db:
+        db.execute("UPDATE results SET device_id = CAST(x'6bff31' AS TEXT) WHERE subject_id = "
+                   "'s1' AND rowid = (SELECT MIN(rowid) FROM results WHERE subject_id = 's1')")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "kime_score.png").write_bytes(b"last week's figure")
+    store = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    assert main(["report", "cohort", "--store", store, "--out", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"report cohort: the SQLite store {tmp_path / 'r.sqlite3'} failed: Could not decode")
+    assert [p.name for p in out.iterdir()] == ["kime_score.png"]
+    assert (out / "kime_score.png").read_bytes() == b"last week's figure"
