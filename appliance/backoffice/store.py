@@ -116,9 +116,8 @@ class Store(ConsoleQueries, IngestWrites):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open SQLite store {path}: {exc}; "
-                             f"{_folder_hint(path)}") from exc
+        except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
+            raise StoreError(_cannot_open(path, exc)) from exc
         return conn
 
     @staticmethod
@@ -131,9 +130,8 @@ class Store(ConsoleQueries, IngestWrites):
                                    isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA query_only=ON")
             conn.execute("PRAGMA busy_timeout=30000")
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open SQLite store {path}: {exc}; "
-                             f"{_folder_hint(path)}") from exc
+        except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
+            raise StoreError(_cannot_open(path, exc)) from exc
         return conn
 
     def _connect_postgres(self, pg_schema: str | None) -> Any:
@@ -346,6 +344,25 @@ def _read_mode(path: Path) -> str:
     return "mode=ro&immutable=1"
 
 
+DAMAGED_HINT = ("the file is damaged or is no SQLite database: restore the store from a backup, "
+                "or name another (--store, the config's store.url)")
+
+
+def _damaged(exc: BaseException) -> bool:
+    """Whether SQLite's error says the file itself is bad (not what is around it): "file is not
+    a database", "malformed", or schema text that is no UTF-8 (Python's decode error)."""
+    return isinstance(exc, UnicodeDecodeError) or (
+        isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError))
+
+
+def _cannot_open(path: Path, exc: BaseException) -> str:
+    """Why the SQLite file ``path`` could not be opened, and what to check."""
+    if _damaged(exc):
+        reason = "its schema is no UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc
+        return f"cannot open SQLite store {path.absolute()}: {reason}; {DAMAGED_HINT}"
+    return f"cannot open SQLite store {path.absolute()}: {exc}; {_folder_hint(path)}"
+
+
 def _folder_hint(path: Path) -> str:
     """What to check when a SQLite file could not be opened."""
     if full := full_disk_hint(path):  # SQLite says "disk I/O error"
@@ -395,6 +412,8 @@ def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
         problem = schema_problem(store)
     except Exception as exc:
         store.close()
+        if not store.postgres and _damaged(exc):
+            raise StoreError(_cannot_open(Path(url.removeprefix("sqlite:///")), exc)) from exc
         raise StoreError(f"cannot read the {store_name(url)}: {exc}") from exc
     if problem is not None:
         store.close()

@@ -450,3 +450,42 @@ def test_a_store_path_that_is_a_folder_or_a_pipe_is_refused_by_writers_as_by_rea
     with pytest.raises(StoreError, match=re.escape(said)):
         open_store(url)
     assert [p.name for p in tmp_path.iterdir()] == ["store"]
+
+
+def _schema_text_not_utf8(store_file: Path) -> None:
+    """A store whose schema no longer parses and names a table with a byte that is no UTF-8
+    (a damaged sector, say): SQLite's error message quotes the name, which Python cannot
+    decode."""
+    open_store(f"sqlite:///{store_file}").close()
+    data = bytearray(store_file.read_bytes())
+    data[data.index(b"tableschema_migrations") + len(b"tablesch")] = 0xAA
+    data[data.index(b"CREATE TABLE schema_migrations") + len(b"CREATE TABL")] = ord("X")
+    store_file.write_bytes(bytes(data))
+    for leftover in store_file.parent.glob(f"{store_file.name}-*"):
+        leftover.unlink()
+
+
+@pytest.mark.parametrize("damage", ["not a database", "schema not UTF-8"])
+def test_a_damaged_store_file_is_one_line_saying_so_and_stays_as_it_was(
+    damage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`store migrate` and `results retry` on a store whose schema is no UTF-8 text ended in a
+    UnicodeDecodeError traceback (the readers said "'utf-8' codec can't decode byte 0xaa"), and
+    a file that is no database was "file is not a database; check the path"."""
+    store_file = tmp_path / "store.sqlite3"
+    if damage == "not a database":
+        store_file.write_text("the minutes of the last meeting\n")
+    else:
+        _schema_text_not_utf8(store_file)
+    before = store_file.read_bytes()
+    url = f"sqlite:///{store_file}"
+    for command, said in ((["store", "migrate"], "store migrate"), (["results", "retry"],
+                          "store error"), (["fleet"], "store error")):
+        assert main([*command, "--store", url]) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"{said}: cannot open SQLite store {store_file}: "), err
+        assert err.endswith("; the file is damaged or is no SQLite database: restore the store "
+                            "from a backup, or name another (--store, the config's "
+                            "store.url)\n"), err
+    assert store_file.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["store.sqlite3"]
