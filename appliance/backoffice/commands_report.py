@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.commands import add_store_options, with_store
+from appliance.logsafe import escape_controls
 
 
 def _cohort(args: argparse.Namespace) -> int:
@@ -17,6 +19,10 @@ def _cohort(args: argparse.Namespace) -> int:
     if args.out == "":  # `--out "$DIR"` with DIR unset: Path("") would be the working folder
         print("report cohort: --out: empty folder name; name the folder to write (e.g. report)",
               file=sys.stderr)
+        return 2
+    if os.path.lexists(args.out) and not Path(args.out).is_dir():  # before reading the store
+        print(f"report cohort: --out {escape_controls(args.out)}: not a folder; name the folder "
+              "to write (e.g. report)", file=sys.stderr)
         return 2
 
     def report(store: Any) -> int:

@@ -92,15 +92,18 @@ def test_report_without_age_bands_says_so(tmp_path: Path) -> None:
         write_cohort_report(store, tmp_path / "out")
 
 
-def test_report_out_that_is_a_file_is_refused_naming_it(
+def test_report_out_that_is_a_file_is_refused_naming_it_before_the_store_is_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """It was refused (exit 1) only once the whole cohort had been read, minutes on a large
+    store; a usage error, as `results export --out FOLDER` is, exit 2, before anything."""
     _store(tmp_path, 20, subjects=20).close()
     taken = tmp_path / "report"
     taken.write_text("a file, not a folder")
-    store = f"sqlite:///{tmp_path / 'r.sqlite3'}"
-    assert main(["report", "cohort", "--store", store, "--out", str(taken)]) == 1
-    assert f"report cohort: {taken}: File exists; --out names a folder" in capsys.readouterr().err
+    for store in (f"sqlite:///{tmp_path / 'r.sqlite3'}", f"sqlite:///{tmp_path / 'none'}"):
+        assert main(["report", "cohort", "--store", store, "--out", str(taken)]) == 2
+        assert capsys.readouterr().err == (f"report cohort: --out {taken}: not a folder; name "
+                                           "the folder to write (e.g. report)\n")
     assert taken.read_text() == "a file, not a folder"
 
 
