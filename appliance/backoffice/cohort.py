@@ -56,8 +56,7 @@ class Repeat:
 @dataclass(frozen=True)
 class Cohort:
     """The report features of every stored result that has an age band, as columns: one
-    number a result per feature and its band's index, so a store of millions fits in memory
-    (a row of Python objects a result took some 20 times more)."""
+    number a result per feature and its band's index, no Python object a result."""
 
     bands: list[str]  # the age bands found, in age order
     band_index: np.ndarray  # per result: its band's index in ``bands``
