@@ -59,6 +59,7 @@ def _config_check(args: argparse.Namespace) -> int:
     refused = missing_files(config) or _unloadable_model(config.model.path)
     refused = refused or _unusable_trusted_root(config.updates) or _pathology_missing(config)
     refused = refused or _unusable_reference(config.screen.reference_file)
+    refused = refused or _unusable_store(config.store.url, config.state_dir)
     if refused:
         print(f"config error: {source}: the daemon would refuse it:\n  " + "\n  ".join(refused),
               file=sys.stderr)
@@ -125,6 +126,19 @@ def _unusable_reference(path: str | None) -> list[str]:
     except ReferenceFileError as exc:
         return [f"screen.reference_file: {exc}"]
     return []
+
+
+def _unusable_store(url: str | None, state_dir: str) -> list[str]:
+    """Why the back office could not open its store as a SQLite file (``store.url``, else the
+    one in ``state_dir``): a folder, a device; a file not made yet is none, it makes it."""
+    from appliance.backoffice.store import (  # noqa: PLC0415
+        sqlite_file_problem,
+        store_url_for,
+    )
+
+    problem = sqlite_file_problem(store_url_for(url, state_dir))
+    key = "store.url" if url is not None else "state_dir"
+    return [] if problem is None else [f"{key}: {problem}"]
 
 
 def _unusable_trusted_root(updates: UpdatesConfig) -> list[str]:

@@ -219,6 +219,19 @@ def test_config_check_refuses_a_reference_file_the_kiosk_screen_could_not_use(
     assert found.returncode == 0, found.stderr
 
 
+def test_config_check_refuses_a_sqlite_store_that_is_a_folder(tmp_path: Path) -> None:
+    """`store: {url: sqlite:///state}` (the folder, not a file in it) passed the check, and
+    `appliance backoffice` then refused it at start; a file not made yet is fine."""
+    config = write(tmp_path, "model: {path: null}\nstore:\n  url: sqlite:///state\n")
+    (tmp_path / "state").mkdir()
+    refused = run_check(config)
+    assert refused.returncode == 2
+    assert (f"store.url: {tmp_path / 'state'} is a folder, not a store file: name the SQLite "
+            "file in it") in refused.stderr
+    config = write(tmp_path, "model: {path: null}\nstore:\n  url: sqlite:///state/bo.db\n")
+    assert run_check(config).returncode == 0
+
+
 def test_password_from_env_or_credentials_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,7 +38,8 @@ from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch lives in store_writes.py; writers import it from here with the Store
     "DEFAULT_SQLITE_NAME", "LATEST_VERSION", "Batch", "Store", "StoreError", "missing_sqlite_file",
-    "open_existing_store", "open_store", "schema_problem", "store_name", "store_url_for",
+    "open_existing_store", "open_store", "schema_problem", "sqlite_file_problem", "store_name",
+    "store_url_for",
 ]
 DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
 _PG_TYPES = {
@@ -431,6 +432,14 @@ def _refuse_missing(url: str) -> None:
             "config's store.url; `appliance store migrate`, `appliance demo` or `appliance "
             "backoffice` create it)"
         )
+
+
+def sqlite_file_problem(url: str) -> str | None:
+    """Why the SQLite file a store URL names can be no store (a folder, a device, a pipe), or
+    None (a file, nothing yet, or not SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return _not_a_file(Path(url.removeprefix("sqlite:///")))
 
 
 def _not_a_file(path: Path) -> str | None:
