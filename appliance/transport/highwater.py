@@ -25,6 +25,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.transport.sidefile import open_side_file
+
 log = logging.getLogger(__name__)
 _FORMAT = "<qqq"  # last committed seq, results waiting, dropped count (little-endian int64)
 SIZE = struct.calcsize(_FORMAT)
@@ -48,8 +50,12 @@ class HighWater:
 
     def __init__(self, outbox: Path) -> None:
         self.path = outbox.with_name(outbox.name + SUFFIX)
-        self.found = read_mark(outbox)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = open_side_file(self.path, create=True)
+        try:
+            self.found = _parsed(os.pread(self._fd, SIZE, 0))
+        except OSError:
+            os.close(self._fd)
+            raise
 
     def record(self, mark: Mark) -> None:
         """Overwrite the mark in place (a full disk takes it once the file has its block)."""
@@ -64,10 +70,19 @@ class HighWater:
 def read_mark(outbox: Path) -> Mark | None:
     """The mark beside the outbox at ``outbox`` without making one (None: none to be read)."""
     try:
-        with outbox.with_name(outbox.name + SUFFIX).open("rb") as file:
-            data = file.read(SIZE)
+        fd = open_side_file(outbox.with_name(outbox.name + SUFFIX), create=False)
     except OSError:
         return None
+    try:
+        return _parsed(os.pread(fd, SIZE, 0))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _parsed(data: bytes) -> Mark | None:
+    """The mark these bytes hold (None: cut short or garbled)."""
     values = struct.unpack(_FORMAT, data) if len(data) == SIZE else None
     if not values or min(values) < 0 or max(values) > MAX_COUNT:
         return None  # cut short, or garbled: followed, it would stop the outbox numbering

@@ -129,8 +129,7 @@ class Outbox:
             if side_files:
                 with contextlib.suppress(OSError):  # none: refused commits counted in memory
                     self._tally = LostTally(path.with_name(path.name + ".lost"))
-                with contextlib.suppress(OSError):  # none: a lost outbox goes unnoticed
-                    self._mark = highwater.HighWater(path)
+                self._mark = _high_water(path)
         except OutboxCorruptError:
             self._db.close()
             raise
@@ -460,6 +459,17 @@ class Outbox:
             if self._mark is not None:
                 self._mark.close()
                 self._mark = None
+
+
+def _high_water(path: Path) -> highwater.HighWater | None:
+    """The high-water mark beside the outbox at ``path``; None, said in the journal, when it
+    cannot be kept (a lost outbox then goes unnoticed)."""
+    try:
+        return highwater.HighWater(path)
+    except OSError as exc:
+        log.warning("%s: its high-water mark cannot be kept (%s), so a loss of its rows would "
+                    "go unnoticed", path, exc)
+        return None
 
 
 def _message(row: tuple[Any, ...]) -> OutboxMessage | None:

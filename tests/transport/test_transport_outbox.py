@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance.transport import wallclock
+from appliance.transport.highwater import read_mark
 from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxFullError
 from tests.disk_helpers import fill, small_tmpfs
 
@@ -265,3 +267,31 @@ def test_a_garbled_mark_is_not_followed_and_the_outbox_goes_on(
     outbox.add_many(rows(2))
     assert outbox.depth() == 2
     outbox.close()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "folder"])
+def test_a_mark_that_is_no_file_is_left_alone_said_and_the_outbox_opens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    # a FIFO in the mark's place held the outbox's opening (so the daemon's start) for good,
+    # and a link had the mark written over the start of the file it points to
+    path = tmp_path / "outbox.sqlite3"
+    mark = path.with_name(path.name + ".highwater")
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_bytes(b"not the outbox's to overwrite")
+    {"fifo": lambda: os.mkfifo(mark), "link": lambda: mark.symlink_to(elsewhere),
+     "folder": mark.mkdir}[kind]()
+    outbox = Outbox(path)
+    outbox.add_many(rows(2))
+    assert outbox.depth() == 2
+    outbox.close()
+    assert elsewhere.read_bytes() == b"not the outbox's to overwrite"
+    warned = [r.getMessage() for r in caplog.records if "high-water mark cannot be kept" in
+              r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].startswith(f"{path}: ")
+    assert str(mark) in warned[0]
+    assert read_mark(path) is None  # a repair reads it too
+    reopened = Outbox(path)
+    assert reopened.depth() == 2
+    reopened.close()

@@ -1,0 +1,41 @@
+"""The small files kept beside the outbox (its high-water mark, its lost tally), opened safely.
+
+Each is a few bytes overwritten in place. Opened as found, a link in its place would have those
+bytes written into whatever file it points to, and a FIFO would hold the opening (and with it
+the daemon's start) until something wrote into it. ``open_side_file`` opens only a regular file
+and never follows a link; anything else is an OSError naming the path and what is there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+
+def open_side_file(path: Path, *, create: bool) -> int:
+    """A descriptor of the regular file ``path`` for reading and writing (made when ``create``
+    and missing; read only when not). OSError when it cannot be opened, or when a link, a FIFO,
+    a folder or a device is there."""
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK  # no link followed; a FIFO does not wait for a writer
+    flags |= os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(f"{path}: a link, not followed; move it aside") from exc
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(f"{path}: not a regular file (a {_kind(mode)}); move it aside")
+    return fd
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "device or socket"
