@@ -11,6 +11,8 @@ import os
 import struct
 from pathlib import Path
 
+from appliance.transport.sidefile import open_side_file
+
 
 class LostTally:
     """Results lost to refused commits, counted in place in a small file (``path``).
@@ -18,13 +20,13 @@ class LostTally:
     The file (8 bytes, a little-endian count) is made while the disk has room, when the outbox
     opens; a count then overwrites those bytes (``pwrite`` and ``fsync``), which needs no new
     block, so it is kept on a full disk and across a restart. OSError when the file cannot be
-    made or read."""
+    made or read, or is no regular file (appliance/transport/sidefile.py)."""
 
     SIZE = 8
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = open_side_file(path, create=True)  # never through a link, never a FIFO
         try:
             data = os.pread(self._fd, self.SIZE, 0)
             if len(data) < self.SIZE:  # new (or cut by a crash while it was made)

@@ -127,8 +127,7 @@ class Outbox:
                 raise OutboxCorruptError(f"{path}: the outbox file is damaged ({check[:200]})")
             self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
             if side_files:
-                with contextlib.suppress(OSError):  # none: refused commits counted in memory
-                    self._tally = LostTally(path.with_name(path.name + ".lost"))
+                self._tally = _lost_tally(path)
                 self._mark = _high_water(path)
         except OutboxCorruptError:
             self._db.close()
@@ -459,6 +458,17 @@ class Outbox:
             if self._mark is not None:
                 self._mark.close()
                 self._mark = None
+
+
+def _lost_tally(path: Path) -> LostTally | None:
+    """The tally of lost results beside the outbox at ``path``; None, said in the journal,
+    when it cannot be kept (refused commits are then counted in memory only)."""
+    try:
+        return LostTally(path.with_name(path.name + ".lost"))
+    except OSError as exc:
+        log.warning("%s: its tally of lost results cannot be kept (%s), so results lost to a "
+                    "refused commit are counted in memory only", path, exc)
+        return None
 
 
 def _high_water(path: Path) -> highwater.HighWater | None:

@@ -295,3 +295,22 @@ def test_a_mark_that_is_no_file_is_left_alone_said_and_the_outbox_opens(
     reopened = Outbox(path)
     assert reopened.depth() == 2
     reopened.close()
+
+
+def test_a_link_in_place_of_the_lost_tally_is_not_written_through(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the tally of results lost to refused commits was opened through a link: its 8 bytes were
+    # read from, and written over the start of, the file the link points to
+    path = tmp_path / "outbox.sqlite3"
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_bytes(b"not the outbox's to overwrite")
+    path.with_name(path.name + ".lost").symlink_to(elsewhere)
+    outbox = Outbox(path)
+    assert outbox.dropped() == 0  # not the linked file's first bytes taken for a count
+    outbox.count_lost(2)
+    assert outbox.dropped() == 2
+    outbox.close()
+    assert elsewhere.read_bytes() == b"not the outbox's to overwrite"
+    assert f"{path}: its tally of lost results cannot be kept" in caplog.text
+    assert "a link, not followed" in caplog.text
