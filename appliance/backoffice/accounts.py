@@ -24,7 +24,7 @@ from appliance.transport.payloads import utc_now
 
 # an API token's id: the start of its SHA-256 (64 bits: no two tokens share one in practice)
 TOKEN_ID_CHARS = 16
-TOKEN_ID = re.compile(f"^[0-9a-f]{{{TOKEN_ID_CHARS}}}$")
+TOKEN_ID = re.compile(f"^[0-9a-f]{{{TOKEN_ID_CHARS}}}\\Z")
 # a token's last use is written again only this long after the last write
 LAST_USE_EVERY_S = 60.0
 # open sessions a user keeps (browsers, devices); a further login ends the oldest

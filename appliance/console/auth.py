@@ -28,8 +28,9 @@ from appliance.pathology.jobstore import DATABASE_ERRORS
 log = logging.getLogger(__name__)
 
 ROLES = ("viewer", "operator")
-USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-TOKEN_LABEL = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9 _.@:/-]{0,63})?$")  # what it is for
+# \Z, not $: $ also matches before a new line that ends the text
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
+TOKEN_LABEL = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9 _.@:/-]{0,63})?\Z")  # what it is for
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 256
 _HASHER = PasswordHasher()

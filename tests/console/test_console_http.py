@@ -285,10 +285,11 @@ def test_user_names_roles_and_passwords_are_checked(console: Console) -> None:
     store = open_store(console.store_url)
     try:
         for name, role, password in (("bob", "admin", PASSWORD), ("bob", "viewer", "short"),
-                                     ("<b>", "viewer", PASSWORD)):
+                                     ("<b>", "viewer", PASSWORD), ("bob\n", "viewer", PASSWORD)):
             with pytest.raises(AccessError):
                 add_user(store, name, role, password)
         assert store.user("bob") is None
+        assert store.user("bob\n") is None
     finally:
         store.close()
 

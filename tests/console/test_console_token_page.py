@@ -136,6 +136,9 @@ def test_a_malformed_token_id_is_refused_naming_the_field(console: Console) -> N
     status, body = _revoke(console, cookie, csrf, "1234%")
     assert status == 400
     assert re.search(rb"id: &#39;1234%&#39; refused: a token id: 16 hex digits", body), body
+    status, body = _revoke(console, cookie, csrf, "0123456789abcdef\n")  # $ let it pass
+    assert status == 400
+    assert b"refused: a token id: 16 hex digits" in body, body
 
 
 def test_a_full_store_answers_the_api_without_last_use_and_says_a_revoke_failed(

@@ -80,7 +80,8 @@ def test_a_token_lifetime_out_of_range_is_refused(store: Store, days: float) -> 
     assert store.tokens() == []
 
 
-@pytest.mark.parametrize("label", ["<b>x</b>", "\u202etxt.exe", "x" * 65, " leading"])
+@pytest.mark.parametrize("label", ["<b>x</b>", "\u202etxt.exe", "x" * 65, " leading",
+                                   "nightly\n"])
 def test_a_bad_token_label_is_refused(store: Store, label: str) -> None:
     add_user(store, "ann", "viewer", PASSWORD)
     with pytest.raises(AccessError, match="token label"):
