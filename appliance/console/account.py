@@ -19,7 +19,6 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import Login, Revoked
 from appliance.console.auth import AccessError, check_user, digest, password_hash
-from appliance.console.db import STORE_ERRORS
 from appliance.console.guard import (
     SESSION_COOKIE,
     check_csrf,
@@ -31,6 +30,7 @@ from appliance.console.guard import (
 from appliance.console.pages import render
 from appliance.console.throttle import LoginGuard, retry_after
 from appliance.logsafe import shorten
+from appliance.pathology.jobstore import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)

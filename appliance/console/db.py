@@ -13,15 +13,9 @@ import queue
 from collections.abc import Iterator
 
 from appliance.backoffice.store import Store, StoreError, open_store
-from appliance.pathology.jobstore import DATABASE_ERRORS, open_pathology_store
+from appliance.pathology.jobstore import open_pathology_store
 
 log = logging.getLogger(__name__)
-
-
-# a store that could not answer or record (a full disk, a lost server, one that cannot be
-# reached: StoreUnreachableError): the console's few handlers that must still answer something
-# true catch these; elsewhere StoreUnreachableError is the 503 page (app.py)
-STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, StoreError)
 
 
 class StoreBusyError(RuntimeError):
@@ -30,7 +24,9 @@ class StoreBusyError(RuntimeError):
 
 class StoreUnreachableError(StoreError):
     """No store connection could be opened, or one that failed could not be reopened (the
-    database went away): the 503 page, as for a busy console."""
+    database went away): the 503 page, as for a busy console. A StoreError, so the console's
+    few handlers that must still answer something true catch it with the store's other
+    failures (appliance/pathology/jobstore.py's STORE_ERRORS)."""
 
 
 class StorePool:

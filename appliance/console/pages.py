@@ -26,7 +26,6 @@ from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import SHOWN_CHARS, csv_safe
 from appliance.console.auth import digest, open_session
 from appliance.console.cohortview import svg_plot
-from appliance.console.db import STORE_ERRORS
 from appliance.console.filters import check_measurement_id, once_each, parse_query
 from appliance.console.guard import (
     LOGIN_CSRF_COOKIE,
@@ -50,6 +49,7 @@ from appliance.console.views import (
     shown_quality,
 )
 from appliance.logsafe import shorten
+from appliance.pathology.jobstore import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
