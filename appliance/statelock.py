@@ -15,6 +15,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from appliance.sidefile import open_side_file
+
 
 class StateLockError(RuntimeError):
     """Another process holds the lock: the message names it and the folder."""
@@ -29,7 +31,7 @@ class StateLock:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._fd: int | None = open_side_file(path, create=True)  # no link followed
         except OSError as exc:
             raise StateLockError(f"{path}: cannot create the lock file of {what} "
                                  f"({exc.strerror or exc})") from exc

@@ -31,6 +31,22 @@ def test_a_second_lock_on_one_state_folder_is_refused_naming_the_holder(tmp_path
     StateLock(path, "appliance edge").release()
 
 
+def test_a_link_in_place_of_the_lock_file_is_refused_and_not_written_through(
+    tmp_path: Path
+) -> None:
+    # the lock file was opened through a link: the file it points to was cut to the pid
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not the daemon's to overwrite\n")
+    path = tmp_path / "state" / "edge.lock"
+    path.parent.mkdir()
+    path.symlink_to(elsewhere)
+    with pytest.raises(StateLockError) as refused:
+        StateLock(path, "appliance edge")
+    assert str(refused.value) == (f"{path}: cannot create the lock file of appliance edge (a "
+                                  "link, not followed; move it aside)")
+    assert elsewhere.read_text() == "not the daemon's to overwrite\n"
+
+
 def test_a_folder_that_cannot_be_locked_is_not_said_to_be_held(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

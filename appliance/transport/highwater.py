@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.transport.sidefile import open_side_file
+from appliance.sidefile import open_side_file
 
 log = logging.getLogger(__name__)
 _FORMAT = "<qqq"  # last committed seq, results waiting, dropped count (little-endian int64)

@@ -11,7 +11,7 @@ import os
 import struct
 from pathlib import Path
 
-from appliance.transport.sidefile import open_side_file
+from appliance.sidefile import open_side_file
 
 
 class LostTally:
@@ -20,7 +20,7 @@ class LostTally:
     The file (8 bytes, a little-endian count) is made while the disk has room, when the outbox
     opens; a count then overwrites those bytes (``pwrite`` and ``fsync``), which needs no new
     block, so it is kept on a full disk and across a restart. OSError when the file cannot be
-    made or read, or is no regular file (appliance/transport/sidefile.py)."""
+    made or read, or is no regular file (appliance/sidefile.py)."""
 
     SIZE = 8
 
