@@ -604,3 +604,32 @@ def test_a_tap_on_the_screen_of_a_daemon_that_restarted_adds_nothing_to_the_new_
         expect(chosen_buttons(page)).to_have_count(0, timeout=30_000)
     finally:
         second.stop()
+
+
+def test_a_refused_tap_shows_what_the_restarted_daemon_holds_before_its_events_are_back(
+    mqtt_broker: Any, tmp_path: Path, page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon refuses a tap from the ended run, and the page then showed the choices it
+    last heard of from the ended run (the last customer's band) until its event stream came
+    back, which after a restart can take a while: the buttons said chosen, the daemon held
+    nothing, and the result went without them."""
+    monkeypatch.setattr(screen_server.ScreenHandler, "timeout", 0.3)  # as in the test above
+    config = kiosk_config(tmp_path, mqtt_broker)
+    first = Running(EdgeDaemon(config, source=HandScope(threading.Event(), wobbling=False),
+                               analyzer=fixed_analyzer))
+    try:
+        page.goto(first.url)
+        page.click("#bands button[data-band='40-49']")
+        assert wait_until(lambda: first.daemon.display.state.snapshot()["subject"] is not None, 5)
+    finally:
+        first.stop()
+    page.route("**/events", lambda route: route.abort())  # its events are not back yet
+    time.sleep(0.6)  # the stopped daemon's connections closed
+    second = Running(EdgeDaemon(config, source=HandScope(threading.Event(), wobbling=False),
+                                analyzer=fixed_analyzer))
+    try:
+        page.click("#consent-yes")  # posted for the ended run: refused
+        expect(chosen_buttons(page)).to_have_count(0)
+        assert second.daemon.display.state.snapshot()["subject"] is None
+    finally:
+        second.stop()

@@ -119,7 +119,8 @@ function post(path, body) {
 
 // A choice is for the measurement about to start (the count and the daemon run in the state):
 // one that reaches the daemon after that measurement started, or a restarted daemon, is
-// refused, never kept for the next customer, and the buttons then show what the daemon holds.
+// refused, never kept for the next customer, and the buttons then show what the daemon holds
+// (showHeldChoices).
 function choose(band, consent) {
   if (!state) return;  // no state read yet: no measurement to choose for
   const base = choice || {age_band: null, consent: false};
@@ -138,8 +139,24 @@ function choose(band, consent) {
     .catch(() => {})
     .finally(() => {
       pendingPosts -= 1;
-      if (!accepted && pendingPosts === 0) { choice = state.subject; renderChoices(); }
+      if (!accepted && pendingPosts === 0) showHeldChoices();
     });
+}
+
+// After a refused choice: the choices the daemon holds, read from it now. What this page last
+// heard may be an ended run's (a restarted daemon's events are not back yet): the last
+// customer's, which the new run does not hold. Without an answer, what the page last heard.
+function showHeldChoices() {
+  fetch("/state")
+    .then((r) => r.json())
+    .then((held) => {
+      if (pendingPosts !== 0) return;
+      const overtaken = held.run === state.run && held.version < state.version;  // by an event
+      if (!overtaken) state = held;
+      choice = state.subject;
+      render();
+    })
+    .catch(() => { if (pendingPosts === 0) { choice = state.subject; renderChoices(); } });
 }
 
 // The event stream is back after it dropped: the daemon went away (systemd restarts it) and a
