@@ -99,6 +99,20 @@ class Store(ConsoleQueries, IngestWrites):
     def _connect(self) -> Any:
         return self._connect_postgres(self._pg_schema) if self.postgres else self._connect_sqlite()
 
+    def answers(self) -> bool:
+        """Whether the connection still answers: a PostgreSQL connection the server closed
+        while it sat idle (a restart, an idle timeout) does not, as the next query would find
+        out; one round trip. A SQLite connection always does."""
+        if not self.postgres:
+            return True
+        import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
+
+        try:
+            self._conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
     def reconnect(self) -> None:
         """Drop the connection and open a new one (after the database went away)."""
         with suppress(Exception):  # the old connection is broken; closing it may fail too

@@ -45,14 +45,15 @@ class StorePool:
 
     @contextlib.contextmanager
     def store(self) -> Iterator[Store]:
-        """Borrow a store for one request. StoreUnreachableError when none can be reached: no
-        connection opens, or the one lent failed and could not be reopened."""
+        """Borrow a store for one request (its connection checked first: ``_answering``).
+        StoreUnreachableError when none can be reached: no connection opens, or the one lent
+        failed and could not be reopened."""
         try:
             slot = self._idle.get(timeout=self.wait_s)
         except queue.Empty as exc:
             raise StoreBusyError(f"no free store connection within {self.wait_s:.0f} s") from exc
         try:
-            lent = slot or Store(self.url, self.pg_schema)
+            lent = self._answering(slot) if slot else Store(self.url, self.pg_schema)
         except StoreError as exc:
             self._idle.put(None)
             raise StoreUnreachableError(str(exc)) from exc
@@ -67,6 +68,17 @@ class StorePool:
             raise
         finally:
             self._idle.put(given_back)
+
+    @staticmethod
+    def _answering(store: Store) -> Store:
+        """A pooled store whose connection answers: one the server closed while it sat idle is
+        reopened before it is lent (else that request would fail). StoreError when it cannot
+        be."""
+        if not store.answers():
+            log.warning("store connection closed while idle (the database restarted?); "
+                        "reopening it")
+            store.reconnect()
+        return store
 
     def _reopened(self, store: Store) -> bool:
         """Reopen a store whose connection failed; False (closed) when it cannot be."""

@@ -97,3 +97,18 @@ def test_a_lost_database_is_the_503_page_and_the_console_recovers(
     assert console.get("/api/v1/fleet", console.token)[0] == 200
     status, headers, _ = post_login(console)
     assert (status, headers["location"]) == (303, "/fleet")  # the unjudged login not counted
+
+
+def test_connections_the_database_ended_while_idle_are_reopened_before_a_request_uses_them(
+    console: Console, database: str,
+) -> None:
+    """A PostgreSQL restart (or an idle timeout) ends the console's idle connections: the next
+    request on each failed with the 500 page (the API's 500 too), though the database was back."""
+    cookie, _ = login_cookie(console)
+    assert get_with(console, "/fleet", cookie)[0] == 200
+    assert console.get("/api/v1/fleet", console.token)[0] == 200
+    for _ in range(2):  # pages, then the API, each after the connections were ended
+        _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+               database)
+        assert get_with(console, "/fleet", cookie)[0] == 200  # on main: 500
+        assert console.get("/api/v1/fleet", console.token)[0] == 200
