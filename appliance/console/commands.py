@@ -125,12 +125,15 @@ def _user_add(args: argparse.Namespace) -> int:
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         print(f"console user add: {exc}", file=sys.stderr)
         return 2
-    revoked = _on_store(args, "user add", lambda store: add_user(
-        store, args.name, args.role, password), create=True)  # users come before any result
+    revoked, disabled = _on_store(args, "user add", lambda store: (add_user(
+        store, args.name, args.role, password), store.enabled_user(args.name) is None),
+        create=True)  # users come before any result
     if revoked is None:
         print(f"added console user {args.name} ({args.role})")
     else:
-        print(f"updated console user {args.name} ({args.role}): {_revoked_text(revoked)}")
+        print(f"updated console user {args.name} ({args.role}): {_revoked_text(revoked)}"
+              + (f"; it is still disabled (console user enable {args.name} lets it log in)"
+                 if disabled else ""))
     return 0
 
 

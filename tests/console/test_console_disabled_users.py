@@ -168,3 +168,28 @@ def test_disable_refuses_the_last_operator_and_unknown_users_on_the_command_line
         assert auth.verify_password(store, "ops", PASSWORD) is not None
     finally:
         store.close()
+
+
+def test_a_new_password_for_a_disabled_user_says_it_is_still_disabled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Setting a disabled user's password said only what it ended: whoever set it was left to
+    find out from a login refused as a wrong password."""
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    store = open_store(url)
+    try:
+        add_user(store, "ops", "operator", PASSWORD)
+        add_user(store, "bob", "viewer", PASSWORD)
+        store.disable_user("bob")
+    finally:
+        store.close()
+    password_file = tmp_path / "pw"
+    password_file.write_text("another long secret\n")
+    assert main(["console", "user", "add", "bob", "--password-file", str(password_file),
+                 "--store", url]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "updated console user bob (viewer): ended 0 open session(s), revoked 0 API token(s); "
+        "it is still disabled (console user enable bob lets it log in)")
+    assert main(["console", "user", "add", "ops", "--role", "operator", "--password-file",
+                 str(password_file), "--store", url]) == 0
+    assert "disabled" not in capsys.readouterr().out
