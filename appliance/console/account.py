@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import Login, Revoked
 from appliance.console.auth import AccessError, check_user, digest, password_hash
+from appliance.console.db import StoreBusyError
 from appliance.console.guard import (
     SESSION_COOKIE,
     check_csrf,
@@ -73,6 +74,9 @@ async def change_password(request: Request) -> HTMLResponse:
     try:
         async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
             revoked = await run_in_threadpool(attempt)
+    except StoreBusyError:  # no store connection came free: nothing checked (the 503 page)
+        guard.not_judged(login.name, address)
+        raise
     except STORE_ERRORS as exc:  # a full disk, a lost server: nothing was changed
         log.error("console password change of %s: the store did not record it: %s",
                   shorten(login.name, 64), exc)

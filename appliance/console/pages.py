@@ -26,6 +26,7 @@ from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import SHOWN_CHARS, csv_safe
 from appliance.console.auth import digest, open_session
 from appliance.console.cohortview import svg_plot
+from appliance.console.db import StoreBusyError
 from appliance.console.filters import check_measurement_id, once_each, parse_query
 from appliance.console.guard import (
     LOGIN_CSRF_COOKIE,
@@ -110,6 +111,9 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     try:
         async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
             session = await run_in_threadpool(attempt)
+    except StoreBusyError:  # no store connection came free: nothing checked (the 503 page)
+        guard.not_judged(name, address)
+        raise
     except STORE_ERRORS as exc:  # a full disk, a lost server: say so on the login page
         log.error("console login for %s: the store did not answer or record it: %s",
                   shorten(name, 64), exc)

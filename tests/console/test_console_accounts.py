@@ -14,6 +14,7 @@ from console_helpers import (
     PASSWORD,
     Console,
     browser_login,
+    free_port,
     get_with,
     login_cookie,
     post,
@@ -26,8 +27,11 @@ from appliance.backoffice.accounts import MAX_SESSIONS_PER_USER, Login, Revoked
 from appliance.backoffice.store import Store, open_store
 from appliance.browser import chromium_page
 from appliance.cli import main
+from appliance.config import ConsoleConfig
 from appliance.console import auth
 from appliance.console.auth import add_user, create_token
+from appliance.console.db import StorePool
+from appliance.console.server import ConsoleThread
 from tests.disk_helpers import fill, small_tmpfs
 from tests.store_helpers import BACKENDS, fresh_store
 
@@ -325,3 +329,31 @@ def test_a_login_or_password_change_the_store_could_not_record_counts_no_failure
             assert status == 200, body  # on main: 429
             assert post_login(console, password="not the password")[0] == 303  # failed=1
             assert post_login(console)[0] == 429  # a wrong one still counts
+
+
+def test_a_login_the_busy_console_could_not_check_counts_no_failure(tmp_path: Path) -> None:
+    """With every store connection taken (a busy console) a login is the 503 page before any
+    password is checked, but it counted as a failed login: with one failure allowed, the
+    user's next login, with the console free again, was refused (429)."""
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    store = open_store(url)
+    add_user(store, "alice", "operator", PASSWORD)
+    store.close()
+    config = ConsoleConfig(port=free_port(), cohort_cache_s=0, login_max_failures=1)
+    pool = StorePool(url, size=1, wait_s=0.2)
+    thread = ConsoleThread(config, pool, tmp_path)
+    thread.start()
+    assert thread.wait_started(), "console did not start"
+    console = Console(f"http://127.0.0.1:{config.port}", "", "", url, tmp_path)
+    try:
+        with pool.store():  # the console's one connection taken
+            status, _, body = post_login(console)
+            assert status == 503, body
+            assert b"no free store connection" in body
+        status, headers, _ = post_login(console)
+        assert (status, headers["location"]) == (303, "/fleet")  # on main: 429
+        assert post_login(console, password="not the password")[0] == 303  # failed=1
+        assert post_login(console)[0] == 429  # a wrong one still counts
+    finally:
+        thread.stop()
+        pool.close()
