@@ -133,7 +133,7 @@ class ResultCommitter(threading.Thread):
         """Before the threads start: pause measuring when the outbox cannot take a commit (a
         full disk at start); what waits in it is still sent."""
         if not self.outbox.writable() and not self.outbox.damaged:
-            self._pause(self.outbox.refused)
+            self._pause(self.outbox.probe_error)
 
     def _pause(self, error: str) -> None:
         """Pause measuring (once), saying why: the full disk by path and free bytes, where it

@@ -112,7 +112,7 @@ class Outbox:
         self._unsaved_dropped = 0  # lost while neither file could take a write
         self._saved_dropped = 0  # the persisted counter, as last read
         self.damaged: str | None = None  # why the file was found damaged while in use
-        self.refused = ""  # why the last probe (``writable``) could not commit
+        self.probe_error = ""  # why the last probe (``writable``) could not commit
         self._clock = wallclock.JumpWatch()
         self._tally: LostTally | None = None
         self._mark: highwater.HighWater | None = None
@@ -263,10 +263,10 @@ class Outbox:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback_locked()
-                self.refused = str(self._failed_locked(exc, "commit a probe"))  # marks damage
+                self.probe_error = str(self._failed_locked(exc, "commit a probe"))  # marks damage
                 return False
             self._folded_locked(unsaved)
-            self.refused = ""
+            self.probe_error = ""
             return True
 
     def add_recovered(

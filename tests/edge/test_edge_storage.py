@@ -689,8 +689,8 @@ def test_the_outbox_is_not_writable_again_while_its_disk_is_still_full(small_dis
     outbox.remove([message.seq for message in outbox.pending()])  # confirmed: free pages
     filler = fill(small_disk)
     assert not outbox.writable()
-    assert outbox.refused == f"{path}: could not commit a probe (database or disk is full)"
+    assert outbox.probe_error == f"{path}: could not commit a probe (database or disk is full)"
     filler.unlink()
     assert outbox.writable()
-    assert outbox.refused == ""
+    assert outbox.probe_error == ""
     outbox.close()
