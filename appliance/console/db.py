@@ -12,7 +12,7 @@ import logging
 import queue
 from collections.abc import Iterator
 
-from appliance.backoffice.store import Store, StoreError, open_store
+from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store, store_name
 from appliance.pathology.jobstore import open_pathology_store
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,14 @@ class StorePool:
     def __init__(self, url: str, size: int = 4, pg_schema: str | None = None,
                  wait_s: float = 10.0) -> None:
         first = open_store(url, pg_schema)  # migrates (console tables and indexes included)
+        version = first.schema_version()
+        if version > LATEST_VERSION:
+            first.close()
+            raise StoreError(
+                f"{store_name(url)} is at schema version {version}, newer than this console's "
+                f"{LATEST_VERSION}: a newer appliance keeps account rules there (disabled users, "
+                "token expiry) that this one cannot enforce, so it does not serve it; run the "
+                "appliance that migrated it")
         # the pathology server's tables, created as it creates them, so its jobs page can read
         open_pathology_store(url, pg_schema).close()
         self.url, self.pg_schema, self.wait_s = url, pg_schema, wait_s

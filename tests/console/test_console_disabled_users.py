@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console_helpers import PASSWORD, Console, get_with, login_cookie, post_login
+from console_helpers import PASSWORD, Console, free_port, get_with, login_cookie, post_login
 
 from appliance.backoffice.accounts import LastOperatorError, Login, Revoked
-from appliance.backoffice.store import Store, open_store
+from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
 from appliance.cli import main
 from appliance.console import auth
 from appliance.console.auth import AccessError, add_user, create_token
+from appliance.console.db import StorePool
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
 
@@ -193,3 +194,29 @@ def test_a_new_password_for_a_disabled_user_says_it_is_still_disabled(
     assert main(["console", "user", "add", "ops", "--role", "operator", "--password-file",
                  str(password_file), "--store", url]) == 0
     assert "disabled" not in capsys.readouterr().out
+
+
+def test_a_console_does_not_serve_a_store_a_newer_appliance_migrated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older console (rolled back) on a store a newer one migrated would ignore what it
+    cannot read there, such as a user's disabled_at or a token's expiry: it refuses the store
+    and changes nothing; read commands and store migrate still take it (additive migrations)."""
+    url = f"sqlite:///{tmp_path / 'newer.sqlite3'}"
+    newer = open_store(url)
+    try:
+        add_user(newer, "ops", "operator", PASSWORD)
+        newer.write("INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    [(LATEST_VERSION + 1, "from a newer appliance", "2027-01-01T00:00:00Z")])
+    finally:
+        newer.close()
+    before = (tmp_path / "newer.sqlite3").read_bytes()
+    with pytest.raises(StoreError, match=rf"schema version {LATEST_VERSION + 1}, newer than"):
+        StorePool(url)
+    monkeypatch.setenv("APPLIANCE__CONSOLE__PORT", str(free_port()))
+    assert main(["console", "--store", url]) == 2
+    printed = capsys.readouterr()
+    assert "newer than this console's" in printed.err
+    assert "console on" not in printed.out
+    assert (tmp_path / "newer.sqlite3").read_bytes() == before
+    assert main(["store", "migrate", "--store", url]) == 0  # left as it is, said so
