@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from appliance.capture.replayed import FileStamp, ReplayRecord
+from appliance.capture.saved_over import SavedOverWatch, picture_digest
 from appliance.transport.payloads import utc_now
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,13 @@ class DirectorySource:
     A file that cannot be loaded may still be being written: it is tried again once its size
     or modification time changes, or once after it has stayed unchanged for ``SETTLE_S``; a
     file still broken then is reported once and left alone until it changes.
+
+    A file saved over in place (a new picture under the same name) is read again once per new
+    picture: its size and modification time are looked at again (``SavedOverWatch``: the
+    newest files at every poll, every file within a minute), and a file whose size or time
+    moved is read as a new one, half-written or not (a size and a time rather than the inode:
+    a share's inode numbers may change when it is mounted again, and the size and time are what
+    the record and the measurement id already hold).
     """
 
     SETTLE_S = 2.0
@@ -195,9 +204,12 @@ class DirectorySource:
         self.description = f"folder {folder}"
         self.record_path = record_path
         self._record: ReplayRecord | None = None
-        self._offered: set[str] = set()  # read this run, or measured in an earlier run
+        self._offered: dict[str, FileStamp] = {}  # read this run, or measured in an earlier run
+        self._saved_over = SavedOverWatch(DIRECTORY_POLL_S)
         self._failures: dict[str, _LoadFailure] = {}
         self._listing: _Listing | None = None
+        self._unread: list[str] = []  # the listed files not yet read, in name order
+        self._unread_of: list[str] | None = None  # the listing _unread was worked out from
         self._count = 0
 
     def open(self) -> None:
@@ -221,7 +233,10 @@ class DirectorySource:
         if names:  # an empty listing may be an unmounted share: forget nothing then
             record.prune(set(names))
         measured = record.measured()
-        self._offered |= {n for n in names if n in measured and self._stamp(n) == measured[n]}
+        unchanged = {n: measured[n] for n in names
+                     if n in measured and self._stamp(n) == measured[n]}
+        self._offered |= unchanged
+        self._saved_over.remember_newest(unchanged.values())
         self._record = record
 
     def read(self) -> Frame | None:
@@ -232,21 +247,45 @@ class DirectorySource:
         if names and len(self._offered) + len(self._failures) > 2 * len(names) + 64:
             self._forget_deleted(set(names))
         now_s = time.monotonic()
-        for name in names:
-            if name in self._offered:
-                continue
+        self._notice_saved_over(names, now_s)
+        for index, name in enumerate(self._unread_in(names)):
             stamp = self._stamp(name)
             failure = self._failures.get(name)
             if stamp is None or (failure is not None and not failure.due(stamp, now_s)):
                 continue
-            return self._load(stamp, now_s)
+            frame = self._load(stamp, now_s)
+            if name in self._offered:
+                del self._unread[index]
+            return frame
         time.sleep(DIRECTORY_POLL_S)
         return None
 
+    def _unread_in(self, names: list[str]) -> list[str]:
+        """The listed files not read yet, worked out again only when the listing changed or a
+        file is to be read again, so a poll of a quiet folder does not walk every name."""
+        if self._unread_of is not names:
+            self._unread = [name for name in names if name not in self._offered]
+            self._unread_of = names
+        return self._unread
+
     def _forget_deleted(self, names: set[str]) -> None:
         """Drop files no longer in the folder, so a kiosk running for years stays small."""
-        self._offered &= names
+        self._offered = {n: s for n, s in self._offered.items() if n in names}
         self._failures = {n: f for n, f in self._failures.items() if n in names}
+        self._unread_of = None
+
+    def _notice_saved_over(self, names: list[str], now_s: float) -> None:
+        """Read again, as new, the files looked at whose size or time moved since read."""
+        from appliance.skin.frames import shown_name  # noqa: PLC0415 - as _load: cv2
+
+        for name in self._saved_over.names_to_look_at(names, now_s):
+            stamp, offered = self._stamp(name), self._offered.get(name)
+            if stamp is None:
+                self._saved_over.forget(name)  # gone
+            elif offered is not None and stamp != offered:
+                log.info("%s: saved over in place; read again", shown_name(self.folder / name))
+                del self._offered[name]
+                self._unread_of = None
 
     def _names(self) -> list[str]:
         """The folder's JPEGs in name order, listed again only when the folder may have changed
@@ -257,7 +296,8 @@ class DirectorySource:
             changed_ns = self.folder.stat().st_mtime_ns
             if self._listing is not None and not self._listing.stale(changed_ns):
                 return self._listing.names
-            names = sorted(p.name for p in self.folder.iterdir() if self._wanted(p))
+            with os.scandir(self.folder) as entries:
+                names = sorted(e.name for e in entries if _wanted(e.name))
         except OSError as exc:
             raise SourceError(f"{self.folder}: cannot list the folder ({exc})") from exc
         self._listing = _Listing(names, changed_ns, time.time_ns(), time.monotonic())
@@ -282,10 +322,25 @@ class DirectorySource:
             self._failures[stamp.name] = _LoadFailure(stamp, now_s)
             return None
         self._failures.pop(stamp.name, None)
-        self._offered.add(stamp.name)
+        self._offered[stamp.name] = stamp
+        if not self._new_picture(stamp, rgb):
+            return None
         self._count += 1
         saved_at = datetime.fromtimestamp(stamp.mtime_ns / 1e9, UTC)
         return Frame(rgb, self._count, saved_at, still=True, name=stamp.name, stamp=stamp)
+
+    def _new_picture(self, stamp: FileStamp, rgb: np.ndarray) -> bool:
+        """Whether a file read holds a picture not read from it before (a file whose time
+        alone moved, touched or copied over with its time kept, holds the same one)."""
+        from appliance.skin.frames import shown_name  # noqa: PLC0415 - as _load: cv2
+
+        digest = picture_digest(rgb)
+        seen = self._saved_over.same_picture(stamp.name, digest)
+        self._saved_over.remember(stamp, digest)
+        if seen:
+            log.info("%s: saved again with the same picture; not measured again",
+                     shown_name(self.folder / stamp.name))
+        return not seen
 
     def _failed(self, stamp: FileStamp, now_s: float, error: Exception) -> None:
         previous = self._failures.get(stamp.name)
@@ -302,11 +357,14 @@ class DirectorySource:
         if self._record is not None:
             self._record.record(stamps)
 
-    def _wanted(self, path: Path) -> bool:
-        return path.suffix.lower() in IMAGE_SUFFIXES
-
     def close(self) -> None:
         """Nothing to release; files already read stay read, measured ones stay recorded."""
+
+
+def _wanted(name: str) -> bool:
+    """A JPEG by its name's suffix (as pathlib's: a name that starts with it has none)."""
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from appliance.capture import sources
+from appliance.capture import saved_over, sources
 from appliance.capture.replayed import ReplayRecord
 from appliance.capture.sources import DirectorySource, Frame, SourceError
 from appliance.edge.pipeline import measurement_id_for
@@ -205,13 +205,13 @@ def test_a_file_whose_name_is_not_utf8_is_measured_once_and_skipped_after_a_rest
 
 def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     listed: list[Path] = []
-    real_iterdir = Path.iterdir
+    real_scandir = os.scandir
 
-    def counting_iterdir(self: Path) -> Iterator[Path]:
-        listed.append(self)
-        return real_iterdir(self)
+    def counting_scandir(path: Path) -> Iterator[os.DirEntry[str]]:
+        listed.append(path)
+        return real_scandir(path)
 
-    monkeypatch.setattr(Path, "iterdir", counting_iterdir)
+    monkeypatch.setattr(os, "scandir", counting_scandir)
     return listed
 
 
@@ -255,3 +255,79 @@ def test_a_file_hidden_by_a_coarse_folder_time_is_read_within_relist_s(
     frame = _read_until_frame(source, 10)  # ten polls: 2 s
     assert frame is not None
     assert frame.name == "0001.jpg"
+
+
+def _save_over(path: Path, data: bytes) -> None:
+    """Write a new picture into the same file, as a tool that always saves one name does: the
+    folder's listing and modification time stay as they were."""
+    with path.open("r+b") as out:
+        out.truncate(0)
+        out.write(data)
+
+
+def test_a_file_saved_over_in_place_is_read_again_once_per_new_picture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A microscope tool that always writes capture.jpg: each new picture was measured only
+    after a daemon restart."""
+    monkeypatch.setattr(sources, "RELIST_S", 600.0)  # nothing but the file itself tells
+    folder, record = tmp_path / "frames", tmp_path / "replayed.sqlite3"
+    folder.mkdir()
+    capture = folder / "capture.jpg"
+    capture.write_bytes(_jpeg_bytes(11))
+    first = _opened(folder, record)
+    measured = first.read()
+    assert measured is not None
+    assert measured.stamp is not None
+    first.record_measured([measured.stamp])  # measured by the run before this one
+    an_hour_ago = time.time() - 3600
+    os.utime(folder, (an_hour_ago, an_hour_ago))
+    source = _opened(folder, record)
+    assert _read_until_frame(source, 3) is None
+    picture = _jpeg_bytes(12)
+    _save_over(capture, picture[: len(picture) // 2])  # the tool is still writing
+    os.utime(folder, (an_hour_ago, an_hour_ago))
+    assert _read_until_frame(source, 3) is None  # never the half-written picture
+    _save_over(capture, picture)
+    os.utime(folder, (an_hour_ago, an_hour_ago))
+    again = _read_until_frame(source, 5)
+    assert again is not None
+    assert again.stamp is not None
+    assert again.stamp.size_bytes == len(picture)
+    assert measurement_id_for("kiosk-a", again) != measurement_id_for("kiosk-a", measured)
+    assert _read_until_frame(source, 3) is None  # once per new picture
+    _save_over(capture, _jpeg_bytes(13))
+    third = _read_until_frame(source, 5)
+    assert third is not None
+    assert third.name == "capture.jpg"
+    assert not (third.rgb == again.rgb).all()
+
+
+def test_a_file_touched_without_a_new_picture_is_not_measured_again(tmp_path: Path) -> None:
+    """A file copied over with the same picture (or touched) moves only its time."""
+    (tmp_path / "capture.jpg").write_bytes(_jpeg_bytes(14))
+    source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
+    assert source.read() is not None
+    an_hour_later = time.time() + 3600
+    os.utime(tmp_path / "capture.jpg", (an_hour_later, an_hour_later))
+    assert _read_until_frame(source, 5) is None
+
+
+def test_an_old_file_saved_over_is_read_again_within_the_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the newest files are looked at every poll; the others each within SWEEP_S."""
+    monkeypatch.setattr(saved_over, "HOT_FILES", 1)
+    monkeypatch.setattr(saved_over, "SWEEP_S", 1.0)
+    monkeypatch.setattr(sources, "RELIST_S", 600.0)
+    data = _jpeg_bytes(15)
+    names = [f"{number:04d}.jpg" for number in range(10)]
+    for age_s, name in zip(range(len(names), 0, -1), names, strict=True):
+        (tmp_path / name).write_bytes(data)
+        os.utime(tmp_path / name, (time.time() - age_s, time.time() - age_s))
+    source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
+    assert [f.name for f in (source.read() for _ in names) if f is not None] == names
+    _save_over(tmp_path / "0000.jpg", _jpeg_bytes(16))  # the oldest: not among the hot ones
+    again = _read_until_frame(source, 10)  # ten polls: 2 s, two sweeps
+    assert again is not None
+    assert again.name == "0000.jpg"
