@@ -1,8 +1,8 @@
 """Frame sources: the UVC microscope through OpenCV V4L2, and a folder of saved JPEGs.
 
 A source is opened, read frame by frame and closed; a failure (unplugged, read error, an
-unlistable folder, a camera frozen on one picture) raises ``SourceError`` and the supervisor
-reopens the source with backoff.
+unlistable folder or one that stops answering, a camera frozen on one picture) raises
+``SourceError`` and the supervisor reopens the source with backoff.
 A saved file that cannot be loaded is no failure of the folder: it is tried again later.
 """
 
@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
+from appliance.capture.folder_calls import (
+    FolderCalls,
+    NoAnswerError,
+    Progress,
+    file_stamps,
+    jpeg_names,
+)
 from appliance.capture.replayed import FileStamp, ReplayRecord
 from appliance.capture.saved_over import SavedOverWatch, picture_digest
 from appliance.transport.payloads import utc_now
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FRAME_WIDTH_PX = 1280
 FRAME_HEIGHT_PX = 960
@@ -36,7 +44,10 @@ RELIST_S = 5.0
 # the same tick of the folder's clock (FAT's ticks are 2 s): it is not trusted, the next poll
 # lists again
 COARSE_TICK_NS = 2_000_000_000
-IMAGE_SUFFIXES = (".jpg", ".jpeg")
+# A folder that makes no progress on a listing, a look at a file or a read for this long is
+# offline (a network share that stopped answering); the daemon passes less where
+# edge.watchdog_stall_s is short, so that waiting for it never starves the watchdog
+FOLDER_ANSWER_S = 10.0
 # A live camera whose lit picture has not changed at all for this long is frozen (sensor noise
 # alone changes every frame); a dark field (the scope lifted, a lens cap) may rightly stay the same
 FROZEN_S = 10.0
@@ -195,14 +206,22 @@ class DirectorySource:
     moved is read as a new one, half-written or not (a size and a time rather than the inode:
     a share's inode numbers may change when it is mounted again, and the size and time are what
     the record and the measurement id already hold).
+
+    Every call on the folder's file system runs on one worker thread (``FolderCalls``): a
+    share that stops answering makes the source fail (offline, naming the folder) after
+    ``answer_s`` without progress, holds that one thread until it answers, and the source
+    opens again once it does.
     """
 
     SETTLE_S = 2.0
 
-    def __init__(self, folder: str, record_path: Path | None = None) -> None:
+    def __init__(
+        self, folder: str, record_path: Path | None = None, answer_s: float = FOLDER_ANSWER_S
+    ) -> None:
         self.folder = Path(folder)
         self.description = f"folder {folder}"
         self.record_path = record_path
+        self._calls = FolderCalls(answer_s)
         self._record: ReplayRecord | None = None
         self._offered: dict[str, FileStamp] = {}  # read this run, or measured in an earlier run
         self._saved_over = SavedOverWatch(DIRECTORY_POLL_S)
@@ -215,7 +234,7 @@ class DirectorySource:
     def open(self) -> None:
         """Check the folder is there; load (and prune) the record of measured files."""
         self._listing = None  # list it afresh
-        if not self.folder.is_dir():
+        if not self._ask("a look at the folder", lambda _: self.folder.is_dir()):
             raise SourceError(f"{self.folder}: folder of frames not found; check camera.path")
         if self.record_path is not None and self._record is None:
             try:
@@ -233,8 +252,8 @@ class DirectorySource:
         if names:  # an empty listing may be an unmounted share: forget nothing then
             record.prune(set(names))
         measured = record.measured()
-        unchanged = {n: measured[n] for n in names
-                     if n in measured and self._stamp(n) == measured[n]}
+        stamps = self._stamps([name for name in names if name in measured])
+        unchanged = {n: measured[n] for n, stamp in stamps.items() if stamp == measured[n]}
         self._offered |= unchanged
         self._saved_over.remember_newest(unchanged.values())
         self._record = record
@@ -278,8 +297,9 @@ class DirectorySource:
         """Read again, as new, the files looked at whose size or time moved since read."""
         from appliance.skin.frames import shown_name  # noqa: PLC0415 - as _load: cv2
 
-        for name in self._saved_over.names_to_look_at(names, now_s):
-            stamp, offered = self._stamp(name), self._offered.get(name)
+        looked = self._stamps(self._saved_over.names_to_look_at(names, now_s))
+        for name, stamp in looked.items():
+            offered = self._offered.get(name)
             if stamp is None:
                 self._saved_over.forget(name)  # gone
             elif offered is not None and stamp != offered:
@@ -293,28 +313,39 @@ class DirectorySource:
         second took a share of a core from an idle kiosk."""
         try:
             # the folder's time before it is listed: a change during the listing shows next poll
-            changed_ns = self.folder.stat().st_mtime_ns
+            changed_ns = self._ask("a look at the folder", lambda _: self.folder.stat().st_mtime_ns)
             if self._listing is not None and not self._listing.stale(changed_ns):
                 return self._listing.names
-            with os.scandir(self.folder) as entries:
-                names = sorted(e.name for e in entries if _wanted(e.name))
+            names = self._ask("a listing of the folder", lambda p: jpeg_names(self.folder, p))
         except OSError as exc:
             raise SourceError(f"{self.folder}: cannot list the folder ({exc})") from exc
         self._listing = _Listing(names, changed_ns, time.time_ns(), time.monotonic())
         return names
 
     def _stamp(self, name: str) -> FileStamp | None:
+        """A file's size and time; None for one gone between listing and now."""
+        return self._stamps([name])[name]
+
+    def _stamps(self, names: list[str]) -> dict[str, FileStamp | None]:
+        if not names:
+            return {}
+        return self._ask("a look at its files", lambda p: file_stamps(self.folder, names, p))
+
+    def _ask(self, what: str, work: Callable[[Progress], T]) -> T:
+        """``work`` done on the folder's worker thread; a folder that does not answer fails
+        the source, named, and is tried again by reopening it until it answers."""
         try:
-            info = (self.folder / name).stat()
-        except OSError:
-            return None  # gone between listing and now
-        return FileStamp(name, info.st_size, info.st_mtime_ns)
+            return self._calls.run(what, work)
+        except NoAnswerError as exc:
+            raise SourceError(f"{self.folder}: {exc} (a network share that stopped answering?); "
+                              "opened again once it answers") from exc
 
     def _load(self, stamp: FileStamp, now_s: float) -> Frame | None:
-        from appliance.skin.frames import FrameError, load_frame  # noqa: PLC0415
+        from appliance.skin.frames import FrameError, load_frame, shown_name  # noqa: PLC0415
 
+        path = self.folder / stamp.name
         try:
-            rgb = load_frame(self.folder / stamp.name)
+            rgb = self._ask(f"a read of {shown_name(path)}", lambda _: load_frame(path))
         except FrameError as exc:
             self._failed(stamp, now_s, exc)
             return None
@@ -358,13 +389,8 @@ class DirectorySource:
             self._record.record(stamps)
 
     def close(self) -> None:
-        """Nothing to release; files already read stay read, measured ones stay recorded."""
-
-
-def _wanted(name: str) -> bool:
-    """A JPEG by its name's suffix (as pathlib's: a name that starts with it has none)."""
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES
+        """Let the worker thread end; files already read stay read, measured ones recorded."""
+        self._calls.close()
 
 
 @dataclass(frozen=True)

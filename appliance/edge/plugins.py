@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from appliance.capture.quality import QualityGate
-from appliance.capture.sources import DirectorySource, FrameSource, UvcSource
+from appliance.capture.sources import FOLDER_ANSWER_S, DirectorySource, FrameSource, UvcSource
 from appliance.capture.synthetic import SyntheticSource
 from appliance.config import Config
 from appliance.synthetic.camera import generated_skin, stated_age_band
@@ -24,7 +24,11 @@ def source_from_config(config: Config) -> tuple[FrameSource, float | None]:
         return UvcSource(camera.path), config.edge.camera_stall_s
     if camera.source == "directory":
         assert camera.path is not None
-        return DirectorySource(camera.path, Path(config.state_dir) / REPLAYED_FILE), None
+        # a folder that stops answering goes offline well before the watchdog misses the
+        # capture thread's beats
+        answer_s = min(FOLDER_ANSWER_S, config.edge.watchdog_stall_s / 3)
+        record = Path(config.state_dir) / REPLAYED_FILE
+        return DirectorySource(camera.path, record, answer_s), None
     skin, age_band = generated_skin(camera.seed), stated_age_band(camera.seed)
     source = SyntheticSource(skin, fps=config.edge.synthetic_fps, age_band=age_band)
     return source, config.edge.camera_stall_s

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from appliance.edge.testing import ResultCollector, fast_daemon, wait_until
 from appliance.synthetic.camera import textured_skin
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.payloads import Result
+from tests.hung_share import HungShare
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.broker
@@ -153,3 +157,81 @@ def test_sigkill_while_replaying_then_restart_gives_each_file_one_result(
     # again, unlogged, under the same id)
     assert not set(after) & set(before)
     received.close()
+
+
+def test_a_hung_share_keeps_the_watchdog_fed_the_camera_offline_and_recovers(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The captures folder on a share that stops answering (every stat and listing blocks):
+    the capture thread blocked with it, the watchdog pings stopped and systemd killed the kiosk
+    and restarted it into the same hang, again and again."""
+    folder = tmp_path / "share"
+    _save_captures(folder, ["0001.jpg"])
+    notify = _NotifySocket(tmp_path / "notify.sock", monkeypatch)
+    share = HungShare(folder, monkeypatch)
+    daemon = fast_daemon(config_from_mapping({
+        "device": {"id": "kiosk-share", "site": "lab"},
+        "camera": {"source": "directory", "path": str(folder)},
+        "mqtt": {"host": mqtt_broker.host, "port": mqtt_broker.port, "topic_prefix": topic_prefix},
+        "state_dir": str(tmp_path / "state"),
+        "edge": {"watchdog_stall_s": 2.4, "camera_reopen_cap_s": 1.0},  # answer_s 0.8 s
+    }, "test", environ={}))
+    runner = threading.Thread(target=daemon.run, daemon=True)
+    runner.start()
+    try:
+        assert wait_until(lambda: daemon.committer.committed == 1, 20)
+        with caplog.at_level(logging.WARNING, logger="appliance.capture.supervisor"):
+            share.hang()
+            for _second in range(5):  # twice watchdog_stall_s: pinged all along
+                assert notify.pinged_within(1.0)
+                time.sleep(0.8)
+            assert daemon.capture.failed
+        assert daemon.stalled_threads() == []
+        assert daemon.display.state.snapshot()["guidance"] == "guide_camera_offline"
+        assert any(f"camera offline: {folder}: still no answer" in r.getMessage()
+                   for r in caplog.records)
+        assert share.blocked == 1  # one thread waits for the share
+        share.answer()
+        _save_captures(folder, ["0002.jpg"])
+        assert wait_until(lambda: daemon.committer.committed == 2, 20)
+        assert daemon.capture.online
+    finally:
+        share.answer()
+        daemon.request_stop()
+        runner.join(10)
+        notify.close()
+
+
+class _NotifySocket:
+    """systemd's notify socket as the daemon sees it, read all the time as systemd reads it (a
+    full one would block the daemon's sends)."""
+
+    def __init__(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(path))
+        self._socket.settimeout(0.1)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        monkeypatch.setenv("WATCHDOG_USEC", "400000")
+        self.messages: list[str] = []
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.messages += self._socket.recv(4096).decode().splitlines()
+            except TimeoutError:
+                continue
+
+    def pinged_within(self, seconds: float) -> bool:
+        """Whether a WATCHDOG=1 comes within ``seconds`` from now."""
+        pinged = self.messages.count("WATCHDOG=1")
+        return wait_until(lambda: self.messages.count("WATCHDOG=1") > pinged, seconds)
+
+    def close(self) -> None:
+        """Stop reading and close the socket."""
+        self._closed.set()
+        self._reader.join(1.0)
+        self._socket.close()

@@ -1,0 +1,154 @@
+"""File-system calls on a folder (its listing, its files' sizes and times, reading one), made on
+a worker thread so that a folder that stops answering cannot stop the thread that asked.
+
+A network share (NFS, SMB) whose server stops answering blocks every stat, listing and read of
+it in the kernel, with a hard mount for ever. Made on the capture thread, such a call stopped
+its beats: the watchdog was no longer fed and systemd killed and restarted the kiosk, again and
+again. Here each call runs on one worker thread; the caller waits while the call makes progress
+and gives up (``NoAnswerError``) once it has made none for ``answer_s``. The call itself
+cannot be stopped (no thread blocked in the kernel can be): it stays on the worker until the
+share answers, and every further call is refused at once meanwhile, so a hung share holds one
+thread, never a growing pile. Calls only look at the folder, so the answer of one given up on
+is simply dropped; the caller asks again once the folder answers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar, cast
+
+from appliance.capture.replayed import FileStamp
+
+T = TypeVar("T")
+
+IDLE_S = 10.0  # a worker with nothing to do this long ends; the next call starts another
+IMAGE_SUFFIXES = (".jpg", ".jpeg")
+
+
+class NoAnswerError(TimeoutError):
+    """The folder gave no answer in time; the message says to what and for how long."""
+
+
+class Progress:
+    """A call's sign of life: a long listing of a slow share that goes on is no hang."""
+
+    def __init__(self) -> None:
+        self.at_s = time.monotonic()
+
+    def made(self) -> None:
+        """One more answer came (an entry listed, a file looked at)."""
+        self.at_s = time.monotonic()
+
+
+class _Call:
+    """One call: what it asks (for messages), its work, and its outcome once done."""
+
+    def __init__(self, what: str, work: Callable[[Progress], object]) -> None:
+        self.what = what
+        self.work = work
+        self.progress = Progress()
+        self.asked_s = self.progress.at_s
+        self.done = threading.Event()
+        self.value: object = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.work(self.progress)
+        except Exception as exc:  # any error: handed to the caller, who raises it
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def silent_s(self) -> float:
+        return time.monotonic() - self.progress.at_s
+
+
+class FolderCalls:
+    """Runs one folder's calls on one worker thread, one at a time."""
+
+    def __init__(self, answer_s: float) -> None:
+        self.answer_s = answer_s
+        self._changed = threading.Condition()
+        self._asked: _Call | None = None  # the latest call, running or done
+        self._next: _Call | None = None  # the call the worker is to run next
+        self._worker: threading.Thread | None = None
+        self._closing = False
+
+    def run(self, what: str, work: Callable[[Progress], T]) -> T:
+        """``work(progress)`` done on the worker; its error raised here. NoAnswerError when
+        it makes no progress for ``answer_s``, or at once while an earlier call still hangs."""
+        call = _Call(what, work)
+        self._hand_over(call)
+        while not call.done.wait(max(0.0, self.answer_s - call.silent_s())):
+            if call.silent_s() >= self.answer_s:
+                raise NoAnswerError(f"no answer to {what} for {self.answer_s:.0f} s")
+        if call.error is not None:
+            raise call.error
+        return cast(T, call.value)
+
+    def _hand_over(self, call: _Call) -> None:
+        with self._changed:
+            hung = self._asked
+            if hung is not None and not hung.done.is_set():
+                waited_s = time.monotonic() - hung.asked_s
+                raise NoAnswerError(f"still no answer to {hung.what} ({waited_s:.0f} s)")
+            self._asked = self._next = call
+            self._closing = False
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, name="FolderCalls",
+                                                daemon=True)
+                self._worker.start()
+            self._changed.notify()
+
+    def _serve(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._next is not None or self._closing, IDLE_S)
+                call, self._next = self._next, None
+                if call is None:  # closed, or idle for IDLE_S
+                    self._worker = None
+                    return
+            call.run()
+
+    def close(self) -> None:
+        """Let the worker end once it is done (a hung call first has to return)."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+
+
+def jpeg_names(folder: Path, progress: Progress) -> list[str]:
+    """The folder's JPEGs in name order."""
+    names = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            progress.made()
+            if _wanted(entry.name):
+                names.append(entry.name)
+    return sorted(names)
+
+
+def file_stamps(folder: Path, names: Iterable[str], progress: Progress) -> dict[str, FileStamp
+                                                                             | None]:
+    """Each file's size and modification time; None for a file gone since it was listed."""
+    stamps: dict[str, FileStamp | None] = {}
+    for name in names:
+        try:
+            info = os.stat(folder / name)
+        except OSError:
+            stamps[name] = None
+        else:
+            stamps[name] = FileStamp(name, info.st_size, info.st_mtime_ns)
+        progress.made()
+    return stamps
+
+
+def _wanted(name: str) -> bool:
+    """A JPEG by its name's suffix (as pathlib's: a name that starts with it has none)."""
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES
