@@ -24,8 +24,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from appliance.capture.folder import DirectorySource
 from appliance.capture.replayed import FileStamp, ReplayRecord
-from appliance.capture.sources import DirectorySource
 
 
 def _whole_number(text: str) -> int:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from appliance.capture.folder import FOLDER_ANSWER_S, DirectorySource
 from appliance.capture.quality import QualityGate
-from appliance.capture.sources import FOLDER_ANSWER_S, DirectorySource, FrameSource, UvcSource
+from appliance.capture.sources import FrameSource, UvcSource
 from appliance.capture.synthetic import SyntheticSource
 from appliance.config import Config
 from appliance.synthetic.camera import generated_skin, stated_age_band

@@ -11,8 +11,9 @@ from pathlib import Path
 import cv2
 import pytest
 
+from appliance.capture.folder import DirectorySource
 from appliance.capture.folder_calls import FolderCalls, Progress
-from appliance.capture.sources import DirectorySource, Frame, SourceError
+from appliance.capture.sources import Frame, SourceError
 from appliance.edge.testing import wait_until
 from appliance.synthetic.camera import textured_skin
 from tests.hung_share import HungShare

@@ -11,9 +11,11 @@ from pathlib import Path
 import cv2
 import pytest
 
-from appliance.capture import saved_over, sources
+from appliance.capture import folder as folder_source
+from appliance.capture import saved_over
+from appliance.capture.folder import DirectorySource
 from appliance.capture.replayed import ReplayRecord
-from appliance.capture.sources import DirectorySource, Frame, SourceError
+from appliance.capture.sources import Frame, SourceError
 from appliance.edge.pipeline import measurement_id_for
 from appliance.skin import frames  # load_frame is patched here: the source imports it on use
 from appliance.synthetic.camera import textured_skin
@@ -106,7 +108,7 @@ def test_a_broken_file_is_tried_once_more_reported_once_and_read_when_replaced(
     monkeypatch.setattr(frames, "load_frame", counting_load)
     (tmp_path / "0001.jpg").write_bytes(b"\xff\xd8 truncated for good")
     source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
-    with caplog.at_level(logging.INFO, logger=sources.__name__):
+    with caplog.at_level(logging.INFO, logger=folder_source.__name__):
         assert _read_until_frame(source, 10) is None  # ~2 s of polls, settle is 0.3 s
     assert len(attempts) == 2  # the first read, then once after it stayed unchanged
     reported = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -219,7 +221,7 @@ def test_a_quiet_folder_is_not_listed_at_every_poll_and_a_new_file_is_still_read
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Listing a folder of years of captures five times a second took a share of a core."""
-    monkeypatch.setattr(sources, "RELIST_S", 600.0)  # a slow machine's polls stay within it
+    monkeypatch.setattr(folder_source, "RELIST_S", 600.0)  # a slow machine's polls stay within it
     folder = tmp_path / "frames"
     folder.mkdir()
     data = _jpeg_bytes(9)
@@ -243,7 +245,7 @@ def test_a_file_hidden_by_a_coarse_folder_time_is_read_within_relist_s(
 ) -> None:
     """Two changes in one tick of the folder's time look like one: the folder is listed again
     every RELIST_S whatever its time says."""
-    monkeypatch.setattr(sources, "RELIST_S", 0.5)
+    monkeypatch.setattr(folder_source, "RELIST_S", 0.5)
     folder = tmp_path / "frames"
     folder.mkdir()
     an_hour_ago = time.time() - 3600
@@ -270,7 +272,7 @@ def test_a_file_saved_over_in_place_is_read_again_once_per_new_picture(
 ) -> None:
     """A microscope tool that always writes capture.jpg: each new picture was measured only
     after a daemon restart."""
-    monkeypatch.setattr(sources, "RELIST_S", 600.0)  # nothing but the file itself tells
+    monkeypatch.setattr(folder_source, "RELIST_S", 600.0)  # nothing but the file itself tells
     folder, record = tmp_path / "frames", tmp_path / "replayed.sqlite3"
     folder.mkdir()
     capture = folder / "capture.jpg"
@@ -319,7 +321,7 @@ def test_an_old_file_saved_over_is_read_again_within_the_sweep(
     """Only the newest files are looked at every poll; the others each within SWEEP_S."""
     monkeypatch.setattr(saved_over, "HOT_FILES", 1)
     monkeypatch.setattr(saved_over, "SWEEP_S", 1.0)
-    monkeypatch.setattr(sources, "RELIST_S", 600.0)
+    monkeypatch.setattr(folder_source, "RELIST_S", 600.0)
     data = _jpeg_bytes(15)
     names = [f"{number:04d}.jpg" for number in range(10)]
     for age_s, name in zip(range(len(names), 0, -1), names, strict=True):

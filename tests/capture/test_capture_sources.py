@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from appliance.capture import sources
+from appliance.capture.folder import DirectorySource
 from appliance.capture.quality import QualityGate
-from appliance.capture.sources import DirectorySource, Frame, SourceError, UvcSource
+from appliance.capture.sources import Frame, SourceError, UvcSource
 from appliance.capture.supervisor import CaptureRunner
 from appliance.capture.synthetic import CustomerScript, SyntheticSource
 from appliance.edge.testing import FlakySource
