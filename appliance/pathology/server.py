@@ -22,6 +22,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ from appliance.transport.client import (
 log = logging.getLogger(__name__)
 STORE_RETRY_S = 1.0
 RESCAN_S = 60.0  # how often the retained requests are read again
+OFFLINE_WAIT_S = 5.0  # at most, for the broker to take the clean "offline" as the server stops
 
 
 def default_server_id() -> str:
@@ -184,14 +186,23 @@ class PathologyServer(RequestAdmission, SlidePreparation):
                 finisher.stop_event.set()
                 self.metrics.close()
                 if self.exit_code != 4:  # the presence is the rival's, which goes on
-                    self.client.publish(server_topic(self.prefix, self.server_id),
-                                        self.presence.payload("offline"), qos=1, retain=True)
+                    self._say_offline()
                 self.client.disconnect()
                 self.client.loop_stop()
                 for run in self.runs.values():
                     run.cancel_futures()
                 if self.pool is not pool:  # replaced after a worker died
                     self.pool.shutdown(cancel_futures=True)
+
+    def _say_offline(self) -> None:
+        """Retain this server's clean "offline" and wait (a while) for the broker to take it.
+        A DISCONNECT sent while its PUBACK was still on the way often reached the broker as a
+        reset connection: it dropped both and sent the will, so the next server read a stop
+        that was not clean and took no job for PROBATION_S."""
+        sent = self.client.publish(server_topic(self.prefix, self.server_id),
+                                   self.presence.payload("offline"), qos=1, retain=True)
+        with suppress(RuntimeError):  # not connected, or lost meanwhile: its will says so
+            sent.wait_for_publish(OFFLINE_WAIT_S)
 
     def _event_presence(self, payload: bytes) -> None:
         """Stop when another live process, started first, serves under this client id; take

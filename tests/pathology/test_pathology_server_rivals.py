@@ -243,3 +243,25 @@ def test_a_server_under_the_name_of_a_running_earlier_version_stops_and_leaves_i
                            retain=True).wait_for_publish(5)
         legacy.disconnect()
         legacy.loop_stop()
+
+
+def test_a_server_that_stops_cleanly_leaves_its_clean_offline_not_its_will(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str,
+) -> None:
+    """It disconnected before the broker had taken its "offline" (no wait for the PUBACK):
+    about every other stop the broker dropped both and sent its will, so the next server
+    to start read "did not stop cleanly" and took no job for PROBATION_S. Five stops in a
+    row, each must leave the clean "offline"."""
+    config = _config(tmp_path, mqtt_broker, topic_prefix, f"calm-{uuid.uuid4().hex[:10]}")
+    watch = Presences(mqtt_broker, server_topic(topic_prefix, config.pathology.client_id))
+    left = []
+    for _ in range(5):
+        with serving(config) as server:
+            assert wait_until(lambda: any(p["process"] == server.presence.process
+                                          and p["state"] == "online" for p in watch.seen),
+                              timeout_s=10)
+        assert wait_until(lambda: watch.seen[-1]["state"] == "offline", timeout_s=10)
+        left.append((watch.seen[-1]["process"] == server.presence.process,
+                     watch.seen[-1]["lost"]))
+    watch.close()
+    assert left == [(True, False)] * 5
