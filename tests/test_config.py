@@ -60,6 +60,11 @@ def test_shipped_default_config_is_valid() -> None:
         ("mqtt:\n  password: hunter2\n", "mqtt", "APPLIANCE_MQTT_PASSWORD"),
         ("backoffice:\n  dead_letter_max_bytes: 65536\n", "backoffice.dead_letter_max_bytes",
          "65536 is less than 262144, the largest result the broker delivers"),
+        # SQLite takes 64-bit integers only: larger bounds lost every dead letter
+        ("backoffice:\n  dead_letter_max_rows: 100000000000000000000\n",
+         "backoffice.dead_letter_max_rows", "less than or equal to 4611686018427387904"),
+        ("backoffice:\n  dead_letter_max_total_bytes: 100000000000000000000\n",
+         "backoffice.dead_letter_max_total_bytes", "less than or equal to 4611686018427387904"),
     ],
 )
 def test_bad_value_exits_2_naming_key_value_and_expectation(

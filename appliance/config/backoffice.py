@@ -7,6 +7,10 @@ from pydantic import Field, field_validator
 from appliance.config.section import Section
 from appliance.transport.payloads import MAX_PAYLOAD_BYTES
 
+# the dead-letter bounds go to the store as SQL parameters, 64-bit integers in both databases
+# (a larger one made every batch with a dead letter fail on SQLite: all of them were lost)
+STORE_INTEGER_MAX = 2**62
+
 
 class StoreConfig(Section):
     url: str | None = Field(
@@ -49,11 +53,12 @@ class BackofficeConfig(Section):
         "so every refused result is kept whole and confirmed to its kiosk (docs/delivery.md)."
     )
     dead_letter_max_rows: int = Field(
-        100_000, ge=1, description="Dead-letter rows kept; the oldest are pruned beyond this."
+        100_000, ge=1, le=STORE_INTEGER_MAX, description="Dead-letter rows kept; the oldest "
+        "are pruned beyond this."
     )
     dead_letter_max_total_bytes: int = Field(
-        64 * 1024 * 1024, ge=0, description="Bytes all kept dead letters may hold together; "
-        "the oldest are pruned beyond this."
+        64 * 1024 * 1024, ge=0, le=STORE_INTEGER_MAX, description="Bytes all kept dead "
+        "letters may hold together; the oldest are pruned beyond this."
     )
 
     @field_validator("dead_letter_max_bytes")

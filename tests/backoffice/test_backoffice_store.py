@@ -24,6 +24,7 @@ from appliance.backoffice.schema import (
     result_row,
 )
 from appliance.backoffice.store import Batch, Store, StoreError, open_store
+from appliance.config import BackofficeConfig
 from appliance.console import auth
 from appliance.pathology.jobstore import PathologyStore
 from appliance.synthetic import fleet
@@ -124,6 +125,16 @@ def test_a_letter_the_bounds_prune_at_once_is_taken_out_of_its_batch(store: Stor
     store.write_batch(by_rows, 1)
     assert by_rows.dead_letters == [letters[3]]
     assert [d.topic for d in store.dead_letters()] == [letters[3].topic]
+
+
+def test_the_largest_dead_letter_bounds_a_config_takes_keep_every_letter(store: Store) -> None:
+    """Larger bounds, accepted before, failed every batch with a dead letter on SQLite (an
+    integer over 64 bits): each letter was set aside, never kept nor confirmed."""
+    bounds = BackofficeConfig(dead_letter_max_rows=2**62, dead_letter_max_total_bytes=2**62)
+    letters = Batch(dead_letters=[dead_letter(AT, "p/lab/k1/result", "bad", b"x")])
+    store.write_batch(letters, bounds.dead_letter_max_rows, bounds.dead_letter_max_total_bytes)
+    assert len(letters.dead_letters) == 1
+    assert store.count_dead_letters() == 1
 
 
 def test_results_filter_by_device_and_time(store: Store) -> None:
