@@ -11,7 +11,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from appliance.pathology.names import one_form, spellings
@@ -40,6 +40,9 @@ class LabelRow:
     label: str
     material: str
     um_per_px: float | None
+    # the slide's name as labels.csv writes it, tried first for its file: a name whose NFC
+    # differs (Å U+212B ANGSTROM SIGN, a CJK compatibility ideograph) names that file exactly
+    written: str = field(default="", compare=False)
 
 
 def read_labels(path: Path) -> list[LabelRow]:
@@ -114,8 +117,8 @@ def table_rows(path: Path, columns: Sequence[str], what: str) -> list[tuple[int,
 
 
 def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
-    values = {key: one_form((raw.get(key) or "").strip())
-              for key in (*REQUIRED_COLUMNS, "um_per_px")}
+    written = {key: (raw.get(key) or "").strip() for key in (*REQUIRED_COLUMNS, "um_per_px")}
+    values = {key: one_form(text) for key, text in written.items()}
     if not values["slide"] or not values["patient"] or not values["label"]:
         raise LabelsError(f"{path}:{line}: slide, patient and label must not be empty")
     try:
@@ -126,14 +129,15 @@ def _row(path: Path, line: int, raw: dict[str, str]) -> LabelRow:
         ) from exc
     if um is not None and not math.isfinite(um):  # "nan", "inf": float() takes them
         raise LabelsError(f"{path}:{line}: um_per_px {values['um_per_px']!r} is not a number")
-    return LabelRow(values["slide"], values["patient"], values["label"], values["material"], um)
+    return LabelRow(values["slide"], values["patient"], values["label"], values["material"], um,
+                    written["slide"])
 
 
 def _find_slide(folder: Path, slide: str) -> Path:
     """The slide's file: NAME itself if it has an image suffix or is a file, else the first
     NAME.<image suffix> (not NAME.geojson or NAME.xml, annotations that often lie beside it;
-    a NAME with dots, as TCGA's "...-DX1.8923A151-...", is no file name with a suffix); its
-    accents encoded either way, NFC first (appliance/pathology/names.py)."""
+    a NAME with dots, as TCGA's "...-DX1.8923A151-...", is no file name with a suffix); NAME
+    as written first, then its accents encoded either way (appliance/pathology/names.py)."""
     for spelled in spellings(slide):
         found = _slide_file(folder, spelled)
         if found is not None:
@@ -174,7 +178,7 @@ def _job(folder: Path, row: LabelRow, um_per_px: float | None) -> SlideJob:
             "inside the slide folder"
         )
         return SlideJob(folder, resolution, row.slide[:80], row.patient, row.material, refused)
-    slide = _find_slide(folder, row.slide)
+    slide = _find_slide(folder, row.written or row.slide)
     return SlideJob(slide, resolution, row.slide, row.patient, row.material)
 
 

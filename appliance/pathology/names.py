@@ -6,8 +6,8 @@ most spreadsheets write ``é``) or a letter followed by a combining accent (NFD,
 file systems long wrote file names, and files copied from them keep). Compared as written,
 ``café.jpg`` from a Mac missed the ``café`` row of labels.csv, and two files that look alike
 were two slides. Every name is compared and stored in NFC (Unicode Standard Annex #15); a
-file is looked up under both spellings, and two files whose names are one name in NFC are
-refused as one slide named twice.
+file is looked up as written, then under both spellings, and two files whose names are one
+name in NFC are refused as one slide named twice.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ def one_form(text: str) -> str:
 
 
 def spellings(name: str) -> tuple[str, ...]:
-    """The spellings a file of this name may have on disk: NFC first, then NFD where it
-    differs."""
-    return tuple(dict.fromkeys((one_form(name), unicodedata.normalize("NFD", name))))
+    """The spellings a file of this name may have on disk: as written first, then NFC and
+    NFD where they differ. NFC is not always the name as typed: it replaces a few characters
+    by others that read the same (Å U+212B by U+00C5, CJK compatibility ideographs), and a
+    file named with those keeps them."""
+    return tuple(dict.fromkeys((name, one_form(name), unicodedata.normalize("NFD", name))))
 
 
 def differ_only_in_form(first: str, second: str) -> bool:

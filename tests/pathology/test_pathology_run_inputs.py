@@ -451,3 +451,22 @@ def test_two_files_whose_names_differ_only_in_accent_encoding_are_refused_naming
         assert ascii(f"{NFD_NAME}.jpg") in err
         assert f"both would be slide {NFC_NAME!r}" in err
         assert not out.exists()
+
+
+def test_a_labels_row_finds_its_image_named_as_it_writes_it_where_nfc_changes_the_name(
+    tmp_path: Path,
+) -> None:
+    """NFC replaces a few characters by others that read the same: U+212B ANGSTROM SIGN by
+    U+00C5, a CJK compatibility ideograph by its unified one. A row naming such a file
+    exactly as the file is named was looked up in NFC and NFD only, neither the file's
+    name: "slide file not found". Now the name as written is tried first; the slide keeps
+    its NFC name."""
+    written = "\u212b-\uf900"  # Å (ANGSTROM SIGN) and 豈 (CJK COMPATIBILITY IDEOGRAPH-F900)
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / f"{written}.jpg", quality=88)
+    (folder / "labels.csv").write_text(HEADER + f"{written},P1,MSI,biopsy,1.0\n")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
+    assert _rows(out)["\u00c5-\u8c48"]["path"] == str(folder / f"{written}.jpg")
