@@ -32,7 +32,7 @@ from appliance.backoffice.schema import (
     iso_utc,
     result_row,
 )
-from appliance.backoffice.store import Batch, Store
+from appliance.backoffice.store import Batch, Store, masked_url
 from appliance.config import BackofficeConfig
 from appliance.transport.payloads import (
     Identifier,
@@ -348,7 +348,7 @@ class BatchWriter(threading.Thread):
                 if not is_transient(exc):
                     return self._commit_apart(batch, exc)
                 log.error("store %s: commit failed (%s); retrying in %.1f s",
-                          self._store.url, exc, delay_s)
+                          masked_url(self._store.url), exc, delay_s)
             if self.stop_event.wait(delay_s):
                 return None
             delay_s = min(delay_s * 2, RETRY_MAX_S)
@@ -362,7 +362,7 @@ class BatchWriter(threading.Thread):
         try:
             self._store.reconnect()
         except Exception as exc:
-            log.error("store %s: reconnect failed (%s)", self._store.url, exc)
+            log.error("store %s: reconnect failed (%s)", masked_url(self._store.url), exc)
 
     def _commit_apart(self, batch: Batch, error: Exception) -> list[str]:
         """Commit a batch the store refused one part at a time; refused parts are set aside.
@@ -371,7 +371,7 @@ class BatchWriter(threading.Thread):
         not kept, so it is not confirmed to its device.
         """
         log.error("store %s refused a batch (%s); committing its parts one by one",
-                  self._store.url, error)
+                  masked_url(self._store.url), error)
         fresh: list[str] = []
         keep = self._keep()
         parts = [Batch(results=[row], topic_prefix=batch.topic_prefix) for row in batch.results]
@@ -391,7 +391,7 @@ class BatchWriter(threading.Thread):
     def _set_aside(self, part: Batch, error: Exception) -> None:
         """A result the store refuses goes to the dead letters; anything else is logged."""
         kind = "result" if part.results else "status" if part.statuses else "dead letter"
-        log.error("store %s refused one %s: %s", self._store.url, kind, error)
+        log.error("store %s refused one %s: %s", masked_url(self._store.url), kind, error)
         if not part.results:
             return
         row = part.results[0]  # RESULT_COLUMNS order: id, device, site, ..., payload last

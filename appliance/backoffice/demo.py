@@ -28,7 +28,7 @@ from appliance.backoffice.demo_kiosk import Kiosk, KioskCustomers, cohort_lines
 from appliance.backoffice.export import NOT_MEASURED_NOTE
 from appliance.backoffice.fleet import fleet_table
 from appliance.backoffice.ingest import IngestWorker
-from appliance.backoffice.store import Store, StoreError, open_store
+from appliance.backoffice.store import Store, StoreError, masked_url, open_store
 from appliance.config import config_from_mapping
 from appliance.diskspace import full_disk_hint
 from appliance.edge.reasons import grade_withheld
@@ -213,7 +213,7 @@ def next_steps(store_url: str | None) -> str:
         return "demo: throw-away run; its store was deleted"
     run = shell_command()
     return (
-        f"demo: results kept in {store_url}; explore them with\n"
+        f"demo: results kept in {masked_url(store_url)}; explore them with\n"
         f"  {run} fleet\n  {run} results query\n"
         f"  {run} results export --format csv --out results.csv\n"
         f"  {run} report cohort --out report\n"
@@ -246,7 +246,7 @@ def _backoffice(
     store = open_store(url)
     worker = IngestWorker(config, store, on_stored=printer)
     worker.start()
-    print(f"demo: mosquitto on 127.0.0.1:{port}, back office on {url}", flush=True)
+    print(f"demo: mosquitto on 127.0.0.1:{port}, back office on {masked_url(url)}", flush=True)
     return worker, store
 
 

@@ -37,9 +37,9 @@ from appliance.logsafe import escape_controls
 from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch lives in store_writes.py; writers import it from here with the Store
-    "DEFAULT_SQLITE_NAME", "LATEST_VERSION", "Batch", "Store", "StoreError", "missing_sqlite_file",
-    "open_existing_store", "open_store", "schema_problem", "sqlite_file_problem", "store_name",
-    "store_url_for",
+    "DEFAULT_SQLITE_NAME", "LATEST_VERSION", "Batch", "Store", "StoreError", "masked_url",
+    "missing_sqlite_file", "open_existing_store", "open_store", "schema_problem",
+    "sqlite_file_problem", "store_name", "store_url_for",
 ]
 DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
 _PG_TYPES = {
@@ -53,6 +53,7 @@ _SQLITE_TYPES = {
     "payload_not_validated": "COALESCE((SELECT group_concat(value, ',') FROM "
     "(SELECT value FROM json_each(payload, '$.not_validated') ORDER BY key)), '')",
 }
+_PASSWORD_PARAMETER = re.compile(r"((?:^|&)password=)[^&]*")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LATEST_VERSION = MIGRATIONS[-1][0]
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
@@ -72,12 +73,25 @@ def store_name(url: str) -> str:
     file a relative one is depends on the folder), or the PostgreSQL URL without its password."""
     if url.startswith("sqlite:///"):
         return f"SQLite store {Path(url.removeprefix('sqlite:///')).absolute()}"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return f"PostgreSQL database {url}"
-    netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return f"PostgreSQL database {urlunsplit(parts._replace(netloc=f'{user}:***@{netloc}'))}"
+    return f"PostgreSQL database {masked_url(url)}"
+
+
+def masked_url(url: str) -> str:
+    """``url`` fit to print or log: a password in it (``user:PASSWORD@``, or libpq's
+    ``?password=``) reads ``***``; a SQLite URL holds none and is returned as it is."""
+    if url.startswith("sqlite:///"):
+        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL urlsplit takes (a bad [IPv6] host): hide all before '@'
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.partition('@')[2]}" if "@" in rest else url
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    query = _PASSWORD_PARAMETER.sub(r"\1***", parts.query)
+    return urlunsplit(parts._replace(query=query))
 
 
 class Store(ConsoleQueries, IngestWrites):
@@ -91,7 +105,8 @@ class Store(ConsoleQueries, IngestWrites):
         self.url = url
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         if not self.postgres and not url.startswith("sqlite:///"):
-            raise StoreError(f"store url {url!r}: use sqlite:///PATH or postgresql://...")
+            raise StoreError(f"store url {masked_url(url)!r}: use sqlite:///PATH or "
+                             "postgresql://...")
         self._pg_schema = pg_schema
         self.read_only = read_only
         self._conn: Any = self._connect()
@@ -321,7 +336,7 @@ class Store(ConsoleQueries, IngestWrites):
     def drop_postgres_schema(self, pg_schema: str) -> None:
         """Remove a PostgreSQL schema and everything in it (tests and benchmarks clean up)."""
         if not self.postgres or not _SCHEMA_NAME.match(pg_schema):
-            raise StoreError(f"cannot drop schema {pg_schema!r} of {self.url}")
+            raise StoreError(f"cannot drop schema {pg_schema!r} of {masked_url(self.url)}")
         self._conn.execute(f"DROP SCHEMA IF EXISTS {pg_schema} CASCADE")
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from appliance.backoffice.store import masked_url
 from appliance.config import ConsoleConfig
 from appliance.console.app import SECURITY_HEADERS, create_app
 from appliance.console.db import StorePool
@@ -124,8 +125,9 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path) -> i
     with listener:
         pool = StorePool(store_url)
         try:
-            print(f"console on http://{settings.bind}:{settings.port}/ (store {store_url}, "
-                  f"pathology pictures from {pathology_results.resolve()})", flush=True)
+            print(f"console on http://{settings.bind}:{settings.port}/ (store "
+                  f"{masked_url(store_url)}, pathology pictures from "
+                  f"{pathology_results.resolve()})", flush=True)
             make_server(settings, pool, pathology_results).run(sockets=[listener])
         finally:
             pool.close()

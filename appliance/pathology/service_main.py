@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from appliance.backoffice.store import StoreError, store_url_for
+from appliance.backoffice.store import StoreError, masked_url, store_url_for
 from appliance.config import Config
 from appliance.pathology.jobstore import open_pathology_store
 from appliance.pathology.model import ModelError
@@ -40,7 +40,7 @@ def run_server(config: Config, stop: threading.Event) -> int:
         store.close()
         return 2
     log.info("pathology server %s: store %s, backend %s, slide roots %s", server.server_id,
-             url, server.backend.settings, config.pathology.slide_roots)
+             masked_url(url), server.backend.settings, config.pathology.slide_roots)
     try:
         server.run(stop)
     finally:

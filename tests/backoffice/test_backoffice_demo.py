@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from appliance.edge.reasons import not_graded_reason
 from appliance.edge.testing import FIXED_FEATURES
 from appliance.transport import payloads
 from appliance.transport.broker import port_open
+from tests.store_helpers import PG_URL
 
 pytestmark = pytest.mark.broker
 FAST_EDGE = (sys.executable, "-m", "appliance.edge.testing")
@@ -89,6 +91,30 @@ def test_the_demo_keeps_its_results_in_the_store_it_is_given(
         assert store.count_results() == 2
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_the_demo_names_a_postgresql_store_without_its_password(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed "back office on postgresql://user:PASSWORD@..." and "results kept in" the
+    same: the database password on the screen and in any captured log of a demo run."""
+    import psycopg
+
+    schema = f"smallbo_demo_{uuid.uuid4().hex[:10]}"
+    url = f"postgresql://postgres:s3cret-pw@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            assert demo.run_demo(devices=1, count=1, timeout_s=120, edge_command=FAST_EDGE,
+                                 store_url=url) == 0
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    printed = capsys.readouterr()
+    masked = url.replace("s3cret-pw", "***")
+    assert f"back office on {masked}\n" in printed.out
+    assert f"results kept in {masked};" in printed.out
+    assert "s3cret-pw" not in printed.out + printed.err
 
 
 def test_demo_command_defaults_to_the_store_fleet_reads_and_throwaway_keeps_nothing(

@@ -169,6 +169,21 @@ def test_bad_store_urls_are_explained(tmp_path: Path) -> None:
         Store("postgresql://127.0.0.1:1/test\udcff")
 
 
+def test_a_password_in_a_store_url_is_never_printed() -> None:
+    """libpq also takes a password as a parameter (``?password=``), which messages printed
+    whole; and a URL of no store backend was echoed with its password."""
+    with pytest.raises(StoreError) as refused:
+        Store("mysql://ops:hunter2@db.example/app")
+    assert str(refused.value) == ("store url 'mysql://ops:***@db.example/app': use "
+                                  "sqlite:///PATH or postgresql://...")
+    with pytest.raises(StoreError) as refused:
+        Store("postgresql://postgres@127.0.0.1:1/test?sslmode=disable&password=hunter2")
+    assert str(refused.value).startswith(
+        "cannot connect to the PostgreSQL database "
+        "postgresql://postgres@127.0.0.1:1/test?sslmode=disable&password=***: ")
+    assert "hunter2" not in str(refused.value)
+
+
 def test_a_replayed_retained_status_updates_state_but_not_last_seen(store: Store) -> None:
     birth = fleet.online_status("lab", "kiosk-0")
     store.write_batch(Batch(statuses=[device_row(birth, "2026-11-26T05:00:00.000000Z")]), 100)

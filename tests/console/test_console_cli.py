@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
 from appliance.backoffice.store import open_store
 from appliance.cli import main
+from appliance.console import server
 from appliance.console.auth import bearer_login, verify_password
+from tests.store_helpers import PG_URL
 
 
 def test_user_add_reads_the_password_file_and_token_create_prints_a_working_token(
@@ -103,3 +107,35 @@ def test_console_on_a_taken_port_says_so_and_exits_2(
                                    "already in use; stop what uses it or set console.bind / "
                                    "console.port")
     assert "console on" not in printed.out
+
+
+@pytest.mark.postgres
+def test_the_console_names_a_postgresql_store_without_its_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """"console on http://... (store postgresql://user:PASSWORD@...": the database password
+    on the screen and in the journal of every console start."""
+    import psycopg
+
+    real_make_server = server.make_server
+
+    def stopping_at_once(*args: Any) -> uvicorn.Server:
+        made = real_make_server(*args)
+        made.should_exit = True  # starts, then stops as after Ctrl-C
+        return made
+
+    monkeypatch.setattr(server, "make_server", stopping_at_once)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("APPLIANCE__CONSOLE__PORT", str(free.getsockname()[1]))
+    schema = f"smallbo_console_{uuid.uuid4().hex[:10]}"
+    url = f"postgresql://postgres:s3cret-pw@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            assert main(["console", "--store", url]) == 0
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    printed = capsys.readouterr()
+    assert f"(store {url.replace('s3cret-pw', '***')}, pathology" in printed.out
+    assert "s3cret-pw" not in printed.out + printed.err
