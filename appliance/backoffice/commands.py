@@ -258,10 +258,10 @@ def _results_export(args: argparse.Namespace) -> int:
         except BrokenPipeError:
             raise  # the reader (e.g. `| head`) has seen enough; cli.main ends quietly
         except (ValueError, OSError) as exc:
-            print(f"export failed: {exc}", file=sys.stderr)
+            print(escape_controls(f"export failed: {exc}"), file=sys.stderr)
             return 1
-        print(f"exported {count} result(s) as {args.format} to {args.out} from the "
-              f"{store_name(store.url)}", file=sys.stderr)
+        print(escape_controls(f"exported {count} result(s) as {args.format} to {args.out} from "
+                              f"the {store_name(store.url)}"), file=sys.stderr)
         return 0
 
     return with_store(args, "results export", export)

@@ -35,10 +35,11 @@ def _cohort(args: argparse.Namespace) -> int:
             where = exc.filename or args.out
             # a folder that cannot be written (read-only, full) is one: the reason says enough
             hint = "" if Path(args.out).is_dir() else "; --out names a folder to write"
-            print(f"report cohort: {where}: {exc.strerror or exc}{hint}", file=sys.stderr)
+            print(escape_controls(f"report cohort: {where}: {exc.strerror or exc}{hint}"),
+                  file=sys.stderr)
             return 1
-        print(f"wrote {page} (figures and summary.json beside it) from the "
-              f"{store_name(store.url)}")
+        print(escape_controls(f"wrote {page} (figures and summary.json beside it) from the "
+                              f"{store_name(store.url)}"))
         return 0
 
     return with_store(args, "report cohort", report)

@@ -107,6 +107,22 @@ def test_report_out_that_is_a_file_is_refused_naming_it_before_the_store_is_read
     assert taken.read_text() == "a file, not a folder"
 
 
+def test_report_names_an_out_folder_with_control_characters_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The success line echoed --out raw: a newline forged a second line, an ANSI escape
+    drove the terminal."""
+    _store(tmp_path, 40, subjects=40).close()
+    out = tmp_path / "rep\x1b[31m\nort"
+    assert main(["report", "cohort", "--store", f"sqlite:///{tmp_path / 'r.sqlite3'}",
+                 "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"wrote {tmp_path}/rep\\x1b[31m\\nort/index.html (figures and ")
+    assert said.count("\n") == 1
+    assert "\x1b" not in said
+    assert (out / "index.html").is_file()
+
+
 def test_report_out_that_is_empty_is_refused_writing_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -62,6 +62,21 @@ def test_export_csv_and_jsonl_hold_every_result_with_all_columns(
     assert {r["device_id"] for r in records} == {"k2"}
 
 
+def test_export_names_an_out_file_with_control_characters_escaped(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The success line echoed --out raw: a newline in the name forged a second line, an ANSI
+    escape drove the terminal."""
+    out = tmp_path / "r\x1b[2J\nexported 0.csv"
+    assert _cli("results", "export", "--store", store_url, "--out", str(out)) == 0
+    said = capsys.readouterr().err
+    assert said.startswith(f"exported 12 result(s) as csv to {tmp_path}/r\\x1b[2J\\nexported "
+                           "0.csv from the SQLite store ")
+    assert said.count("\n") == 1
+    assert "\x1b" not in said
+    assert len(out.read_text().splitlines()) == 13  # the file keeps its name as given
+
+
 @pytest.mark.parametrize("force", [[], ["--force"]])
 def test_export_to_a_folder_is_refused_at_once_naming_a_file_to_write(
     store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], force: list[str]
