@@ -54,6 +54,11 @@ _SQLITE_TYPES = {
     "(SELECT value FROM json_each(payload, '$.not_validated') ORDER BY key)), '')",
 }
 _PASSWORD_PARAMETER = re.compile(r"((?:^|&)password=)[^&]*")
+# the tables this appliance makes: the back office's migrations, their marker, and the
+# pathology server's (appliance/pathology/jobstore.py), which may be the first in a store
+_OWN_TABLES = frozenset(
+    re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", "".join(m[2] for m in MIGRATIONS))
+) | {"schema_migrations", "pathology_jobs", "pathology_slides"}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LATEST_VERSION = MIGRATIONS[-1][0]
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
@@ -143,9 +148,10 @@ class Store(ConsoleQueries, IngestWrites):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=30000")
+            _refuse_foreign(conn, path)  # before WAL mode, which changes the file
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
         except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
             raise StoreError(_cannot_open(path, exc)) from exc
         return conn
@@ -383,6 +389,28 @@ def _damaged(exc: BaseException) -> bool:
     a database", "malformed", or schema text that is no UTF-8 (Python's decode error)."""
     return isinstance(exc, UnicodeDecodeError) or (
         isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError))
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """A StoreError (``conn`` closed) when the SQLite file holds tables, none of them the
+    appliance's: another application's database named by mistake, which migrating would
+    fill with the back office's tables."""
+    names = [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+        "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")]
+    ours = _OWN_TABLES.intersection(names)
+    if "schema_migrations" in names:  # the marker, unless another tool's of the same name
+        marked = conn.execute("SELECT COUNT(*) FROM pragma_table_info('schema_migrations') "
+                              "WHERE name IN ('description', 'applied_at')").fetchone()[0]
+        ours = ours if marked == 2 else ours - {"schema_migrations"}
+    if not names or ours:
+        return
+    conn.close()
+    shown = ", ".join(escape_controls(name) for name in names[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    raise StoreError(f"SQLite store {path.absolute()} holds another application's tables: "
+                     f"{shown}{more}, and none of the back office's; nothing was changed. Name "
+                     "the back office's store file (--store, the config's store.url)")
 
 
 def _cannot_open(path: Path, exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from appliance.backoffice.schema import MIGRATIONS, iso_utc, result_row
 from appliance.backoffice.store import LATEST_VERSION, Batch, Store, StoreError, open_store
 from appliance.cli import main
 from appliance.console.auth import password_hash
-from appliance.pathology.jobstore import STORE_ERRORS
+from appliance.pathology.jobstore import STORE_ERRORS, open_pathology_store
 from appliance.synthetic import fleet as fleetsim
 from appliance.updates.operations import init_repository
 
@@ -489,3 +489,43 @@ def test_a_damaged_store_file_is_one_line_saying_so_and_stays_as_it_was(
                             "store.url)\n"), err
     assert store_file.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["store.sqlite3"]
+
+
+def test_another_applications_sqlite_database_is_refused_and_left_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`store migrate` (and every writer) added the back office's tables to any SQLite file,
+    another application's database given by mistake included, and turned it to WAL mode."""
+    other = tmp_path / "crm.db"
+    with sqlite3.connect(other) as conn:  # a Rails-style marker of the same name is not ours
+        conn.executescript("CREATE TABLE users (id INTEGER); CREATE TABLE orders (id INTEGER);"
+                           "CREATE TABLE schema_migrations (version TEXT PRIMARY KEY);")
+    conn.close()
+    before = other.read_bytes()
+    url = f"sqlite:///{other}"
+    said = (f"SQLite store {other} holds another application's tables: orders, "
+            "schema_migrations, users, and none of the back office's; nothing was changed. "
+            "Name the back office's store file (--store, the config's store.url)\n")
+    assert main(["store", "migrate", "--store", url]) == 2
+    assert capsys.readouterr().err == f"store migrate: {said}"
+    assert main(["results", "retry", "--store", url]) == 2
+    assert capsys.readouterr().err == f"store error: {said}"
+    with pytest.raises(StoreError, match="holds another application's tables"):
+        open_store(url)
+    assert other.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["crm.db"]
+
+
+def test_a_store_the_pathology_server_made_first_is_the_back_offices(tmp_path: Path) -> None:
+    """The pathology server's tables are the appliance's: the back office migrates beside
+    them, and an empty database file is a new store."""
+    first = tmp_path / "shared.sqlite3"
+    open_pathology_store(f"sqlite:///{first}").close()
+    empty = tmp_path / "empty.sqlite3"
+    sqlite3.connect(empty).close()
+    for made in (first, empty):
+        store = open_store(f"sqlite:///{made}")
+        try:
+            assert store.schema_version() == LATEST_VERSION
+        finally:
+            store.close()
