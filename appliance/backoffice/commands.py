@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import threading
@@ -228,8 +229,10 @@ def _export_out_problem(out: str, fmt: str, force: bool) -> str | None:
     if out == "":  # `--out "$FILE"` with FILE unset: Path("") would be the folder "."
         return (f"--out: empty file name; name the file to write (e.g. results.{fmt}, or - for "
                 "standard output)")
-    if out == "-" or not Path(out).exists():
+    if out == "-":
         return None
+    if not Path(out).exists():
+        return _missing_folder(Path(out))
     shown = escape_controls(out)
     if Path(out).is_dir():  # --force would not help: refused at once
         return (f"--out {shown}: a folder; name the file to write "
@@ -238,6 +241,19 @@ def _export_out_problem(out: str, fmt: str, force: bool) -> str | None:
         return (f"--out {shown}: not a regular file (a device, a pipe or a socket), which an "
                 "export would replace; name a file to write, or - for standard output")
     return None if force else f"{shown} exists; pass --force to replace it"
+
+
+def _missing_folder(out: Path) -> str | None:
+    """Why the folder ``out`` goes in cannot take it (not there, or no folder), or None. An
+    export makes no folders: a mistyped path would put the results where nobody looks."""
+    folder = out.parent
+    if folder.is_dir():
+        return None
+    shown = escape_controls(str(folder))
+    if os.path.lexists(folder):
+        return f"--out {escape_controls(str(out))}: {shown} is not a folder"
+    return (f"--out {escape_controls(str(out))}: no folder {shown}; make it first, or name a "
+            "file in a folder that exists")
 
 
 def _results_export(args: argparse.Namespace) -> int:

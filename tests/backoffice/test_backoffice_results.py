@@ -92,6 +92,24 @@ def test_export_to_a_folder_is_refused_at_once_naming_a_file_to_write(
     assert sorted(path.name for path in folder.iterdir()) == ["kept"]
 
 
+def test_export_into_a_folder_that_is_not_there_is_refused_naming_it(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report cohort` makes its folder, an export did not: it read the store, then failed
+    with exit 1 and "could not write it (No such file or directory)". An export makes no
+    folder (a mistyped path would hide the results): refused at once, naming the folder."""
+    missing = tmp_path / "nodir" / "deeper"
+    assert _cli("results", "export", "--store", store_url, "--out", str(missing / "x.csv")) == 2
+    assert capsys.readouterr().err == (f"export: --out {missing}/x.csv: no folder {missing}; "
+                                       "make it first, or name a file in a folder that exists\n")
+    (tmp_path / "afile").write_text("kept")
+    assert _cli("results", "export", "--store", f"sqlite:///{tmp_path / 'none'}",
+                "--out", str(tmp_path / "afile" / "x.csv")) == 2  # before the store is opened
+    assert capsys.readouterr().err == (f"export: --out {tmp_path}/afile/x.csv: {tmp_path}/afile "
+                                       "is not a folder\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "r.sqlite3"]
+
+
 def test_export_to_an_empty_file_name_says_so_not_that_it_is_a_folder(
     store_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
