@@ -5,6 +5,8 @@ to stderr, and a disk that fills mid-write leaves a truncated image under the fi
 Here the image is encoded in memory first (format from the file's suffix), written to a hidden
 temporary file beside the target and renamed over it: the name holds the old image or the new
 one, never part of one, and any failure raises ``OSError`` naming the file and the reason.
+As for exports (appliance/outfile.py), the file is flushed to disk before the rename and the
+folder after it, so a power cut after the call returned finds the whole new image there.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.outfile import temp_name_part
+from appliance.outfile import flush_folder_of, fsync_path, temp_name_part
 
 
 def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None:
@@ -32,6 +34,7 @@ def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None
     try:
         with temp.open("wb") as stream:
             stream.write(encoded.data)
+        fsync_path(temp)
         os.replace(temp, path)
     except OSError as exc:
         temp.unlink(missing_ok=True)
@@ -39,3 +42,4 @@ def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None
     except BaseException:  # Ctrl-C (a pool worker gets it too) leaves no temporary behind
         temp.unlink(missing_ok=True)
         raise
+    flush_folder_of(path)

@@ -65,10 +65,10 @@ def replaced_when_complete(path: Path) -> Iterator[Path]:
     except BaseException:
         _remove(temp)
         raise
-    _flush_folder_of(path)
+    flush_folder_of(path)
 
 
-def _flush_folder_of(path: Path) -> None:
+def flush_folder_of(path: Path) -> None:
     """Flush the rename that put ``path`` in place; an OSError names ``path``, which holds the
     whole new file but may not survive a power cut."""
     try:

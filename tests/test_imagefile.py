@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -85,3 +86,43 @@ def test_ctrl_c_while_writing_keeps_the_old_image_and_leaves_no_temporary(
         write_image(path, NOISE)
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_the_image_and_then_its_name_are_flushed_to_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temporary was renamed unflushed and the folder never flushed: a power cut after an
+    overlay or a heatmap was reported written could leave an empty file, or the old one, under
+    its name. Seen here: what each fsync flushed, and what the name held by then."""
+    target = tmp_path / "overlay.png"
+    write_image(target, NOISE[:20])
+    old = target.read_bytes()
+    flushed: list[tuple[str, bytes]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        flushed.append((os.readlink(f"/proc/self/fd/{fd}"), target.read_bytes()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    write_image(target, NOISE)
+    new = target.read_bytes()
+    assert flushed == [(str(tmp_path / ".overlay.png.tmp"), old), (str(tmp_path), new)]
+
+
+def test_a_folder_that_cannot_be_flushed_is_an_oserror_naming_the_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image is whole under its name, but the caller must not report it safely kept."""
+    target = tmp_path / "heatmap.png"
+    real_fsync = os.fsync
+
+    def failing_on_folders(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_on_folders)
+    with pytest.raises(OSError, match=f"^{target}: written whole, but its folder could not be "
+                       "flushed to disk \\(Input/output error\\)"):
+        write_image(target, NOISE)
+    assert np.array_equal(cv2.imread(str(target)), NOISE)
+    assert list(tmp_path.iterdir()) == [target]
