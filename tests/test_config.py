@@ -65,6 +65,12 @@ def test_shipped_default_config_is_valid() -> None:
          "backoffice.dead_letter_max_rows", "less than or equal to 4611686018427387904"),
         ("backoffice:\n  dead_letter_max_total_bytes: 100000000000000000000\n",
          "backoffice.dead_letter_max_total_bytes", "less than or equal to 4611686018427387904"),
+        ("backoffice:\n  dead_letter_max_total_bytes: 0\n",
+         "backoffice.dead_letter_max_total_bytes", "0 is less than dead_letter_max_bytes (262144), "
+         "the largest single dead letter"),
+        ("backoffice:\n  dead_letter_max_bytes: 300000\n  dead_letter_max_total_bytes: 290000\n",
+         "backoffice.dead_letter_max_total_bytes", "290000 is less than dead_letter_max_bytes "
+         "(300000)"),
     ],
 )
 def test_bad_value_exits_2_naming_key_value_and_expectation(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from appliance.config.section import Section
 from appliance.transport.payloads import MAX_PAYLOAD_BYTES
@@ -58,7 +58,8 @@ class BackofficeConfig(Section):
     )
     dead_letter_max_total_bytes: int = Field(
         64 * 1024 * 1024, ge=0, le=STORE_INTEGER_MAX, description="Bytes all kept dead "
-        "letters may hold together; the oldest are pruned beyond this."
+        "letters may hold together; the oldest are pruned beyond this. At least "
+        "dead_letter_max_bytes, so the largest letter is kept."
     )
 
     @field_validator("dead_letter_max_bytes")
@@ -72,5 +73,20 @@ class BackofficeConfig(Section):
                 "delivers (deploy/mosquitto/appliance.conf message_size_limit); a refused "
                 f"result cut to fit would never be confirmed to its kiosk: set {MAX_PAYLOAD_BYTES} "
                 "or more, or remove the key"
+            )
+        return value
+
+    @field_validator("dead_letter_max_total_bytes")
+    @classmethod
+    def _keeps_the_largest_letter(cls, value: int, info: ValidationInfo) -> int:
+        """A letter pruned as it is kept is not confirmed either: below the largest single
+        letter, refused results would go unconfirmed, sent again and again."""
+        largest = info.data.get("dead_letter_max_bytes")  # absent: refused itself, named there
+        if largest is not None and value < largest:
+            raise ValueError(
+                f"{value} is less than dead_letter_max_bytes ({largest}), the largest single "
+                "dead letter: a refused result too big to keep is pruned at once and never "
+                "confirmed, so its kiosk would send it again for a month; set "
+                f"{largest} or more, or remove the key"
             )
         return value

@@ -178,6 +178,13 @@ def test_a_refused_result_sent_again_is_kept_once_and_confirmed_each_time(
     assert worker.stats.dead_letters == 5
 
 
+def _with_dead_letter_total(config: Config, total_bytes: int) -> Config:
+    """``config`` whose dead letters may hold ``total_bytes`` together: below the largest
+    letter, which a config file may not set, so that a few small letters reach the bound."""
+    bounds = config.backoffice.model_copy(update={"dead_letter_max_total_bytes": total_bytes})
+    return config.model_copy(update={"backoffice": bounds})
+
+
 def test_a_flood_of_one_refused_result_sent_again_pushes_no_other_dead_letter_out(
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
 ) -> None:
@@ -186,9 +193,9 @@ def test_a_flood_of_one_refused_result_sent_again_pushes_no_other_dead_letter_ou
     config = config_from_mapping({
         "mqtt": {"host": "127.0.0.1", "port": 1883, "topic_prefix": topic_prefix},
         "state_dir": str(tmp_path),
-        "backoffice": {"client_id": f"w-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60,
-                       "dead_letter_max_total_bytes": 4_000},
+        "backoffice": {"client_id": f"w-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60},
     }, environ={})
+    config = _with_dead_letter_total(config, 4_000)
     worker, store = _start(config, store_url)
     junk = [(f"{topic_prefix}/lab/kiosk-{i}/result", b'{"schema": %d}' % i) for i in (1, 2, 3)]
     _, topic, body = _refused(topic_prefix)
@@ -215,9 +222,9 @@ def test_a_refused_result_the_bounds_prune_at_once_is_not_confirmed(
     config = config_from_mapping({
         "mqtt": {"host": "127.0.0.1", "port": 1883, "topic_prefix": topic_prefix},
         "state_dir": str(tmp_path),
-        "backoffice": {"client_id": f"w-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60,
-                       "dead_letter_max_total_bytes": 500},
+        "backoffice": {"client_id": f"w-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60},
     }, environ={})
+    config = _with_dead_letter_total(config, 500)
     worker, store = _start(config, store_url)
     acks = _AckListener(topic_prefix)
     measurement_id, topic, body = _refused(topic_prefix)
