@@ -17,11 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from appliance import safejson
-from appliance.transport.payloads import FEATURE_KEYS, Classification
+from appliance.transport.payloads import FEATURE_KEYS, MAX_LABELS, Classification
 
 REQUIRED_KEYS = ("feature_names", "labels", "version", "trained_on", "created_at")
 FIGURE_KEYS = ("calibration", "validation")
-MAX_LABELS = 64
 
 
 class ModelError(ValueError):

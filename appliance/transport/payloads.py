@@ -58,6 +58,14 @@ NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 # A count as the stores keep it (SQLite INTEGER, PostgreSQL BIGINT: signed 64 bits). A larger
 # one is valid JSON, but the store would refuse it after validation, and its whole batch with it.
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# Every part of a result is bounded (strings in characters, lists and maps in entries) so that
+# the largest valid result, each character one JSON escapes to 6 bytes, stays well under
+# MAX_PAYLOAD_BYTES: a result over it would be refused for its size and never confirmed.
+MAX_REASON_CHARS = 512
+MAX_SCORES = 16  # of the quality gate
+MAX_LABELS = 64  # of a model (appliance/inference/contract.py refuses more): its probabilities
+MAX_NAME_CHARS = 64  # a score's or a label's name
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 
 
 class PayloadError(ValueError):
@@ -99,14 +107,15 @@ class Quality(_Payload):
     """The frame quality gate's verdict on the measured frame."""
 
     verdict: Literal["ok", "blurred", "overexposed", "underexposed", "no_contact", "moving"]
-    reasons: list[str] = Field(
+    reasons: list[Annotated[str, Field(max_length=MAX_REASON_CHARS)]] = Field(
         default_factory=list,
         max_length=16,
         description="Why not ok; on an ok frame, why some features were not measured "
         "('not measured: ...') or the grade was withheld ('not graded: ...'), "
         "docs/measurement.md 'Validated range'.",
     )
-    scores: dict[str, float] = Field(default_factory=dict, description="Focus, exposure, ...")
+    scores: dict[Name, float] = Field(default_factory=dict, max_length=MAX_SCORES,
+                                      description="Focus, exposure, ...")
 
 
 class Classification(_Payload):
@@ -115,8 +124,8 @@ class Classification(_Payload):
     model: str = Field(min_length=1, max_length=128, description="Model name.")
     version: str = Field(min_length=1, max_length=64, description="Model version.")
     label: str = Field(min_length=1, max_length=64, description="Predicted label.")
-    probabilities: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
-        description="Probability per label."
+    probabilities: dict[Name, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        max_length=MAX_LABELS, description="Probability per label."
     )
 
 
@@ -157,7 +166,9 @@ class Result(_Payload):
         description="Features outside the range the method was validated on "
         "(docs/measurement.md): show them as not measured.",
     )
-    thumbnail_jpeg_b64: str | None = Field(None, max_length=64 * 1024, description="Opt-in only.")
+    thumbnail_jpeg_b64: str | None = Field(
+        None, max_length=64 * 1024, pattern=r"^[A-Za-z0-9+/]*={0,2}$", description="Opt-in only."
+    )
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from typing import Any
 
@@ -13,7 +14,11 @@ from hypothesis import strategies as st
 
 from appliance.transport.payloads import (
     FEATURE_KEYS,
+    MAX_LABELS,
+    MAX_NAME_CHARS,
     MAX_PAYLOAD_BYTES,
+    MAX_REASON_CHARS,
+    MAX_SCORES,
     SCHEMA_DIR,
     PayloadError,
     Result,
@@ -140,3 +145,89 @@ def test_deeply_nested_json_is_a_payload_error_not_a_crash() -> None:
     assert len(hostile) < MAX_PAYLOAD_BYTES
     with pytest.raises(PayloadError, match="nested too deeply"):
         parse_payload(hostile, Result)
+
+
+ESCAPED = "\x01"  # JSON writes it as \u0001: six bytes a character, the most any takes
+
+
+def _wide(chars: int, tag: int = 0) -> str:
+    """``chars`` characters of the widest JSON, distinct for each ``tag``."""
+    return f"{tag:02d}" + ESCAPED * (chars - 2)
+
+
+def _largest_result() -> Result:
+    """A result with every part as large as the model lets it be."""
+    longest = max(FEATURE_KEYS, key=len)
+    long_float = 1.2345678901234567e+300
+    features = dict.fromkeys(FEATURE_KEYS, 0.12345678901234568) | {
+        "pore_count": 2**63 - 1, "melanin_index": -long_float, "erythema_index": -long_float,
+        "pore_density_per_cm2": long_float, "pore_mean_diameter_um": long_float,
+        "furrow_density_mm_per_mm2": long_float, "hill_density_per_mm2": long_float,
+        "hill_mean_area_mm2": long_float, "furrow_mean_width_um": long_float,
+        "lab_a": -127.12345678901234, "lab_b": -127.12345678901234}
+    return Result.model_validate({
+        "measurement_id": new_measurement_id(), "device_id": "d" * 64, "site": "s" * 64,
+        "captured_at": "2026-11-25T10:00:00.123456Z", "software_version": _wide(64),
+        "quality": {"verdict": "no_contact",
+                    "reasons": [_wide(MAX_REASON_CHARS, i) for i in range(16)],
+                    "scores": {_wide(MAX_NAME_CHARS, i): -long_float for i in range(MAX_SCORES)}},
+        "features": features,
+        "classification": {"model": _wide(128), "version": _wide(64), "label": _wide(64),
+                           "probabilities": {_wide(MAX_NAME_CHARS, i): 0.12345678901234568
+                                             for i in range(MAX_LABELS)}},
+        "subject": {"subject_id": _wide(64), "age_band": "40-49", "consent": True},
+        "not_validated": [longest] * 16, "thumbnail_jpeg_b64": "A" * (64 * 1024),
+    })
+
+
+def test_the_largest_valid_result_fits_well_under_the_payload_limit() -> None:
+    """Quality reasons of any length and scores or probabilities of any number made results
+    over MAX_PAYLOAD_BYTES valid: refused for their size, never confirmed, sent again by their
+    kiosk for a month. Now every part is bounded: the largest leaves a third of the limit spare."""
+    wire = _largest_result().to_json()
+    assert len(wire) <= MAX_PAYLOAD_BYTES * 2 // 3, len(wire)
+    assert parse_payload(wire, Result) == _largest_result().model_copy(
+        update={"measurement_id": json.loads(wire)["measurement_id"]})
+
+
+@pytest.mark.parametrize(
+    ("part", "over"),
+    [
+        ("quality.reasons.0", {"quality": {"verdict": "ok", "reasons": ["x" * 513]}}),
+        ("quality.scores", {"quality": {"verdict": "ok",
+                                        "scores": {f"s{i}": 1.0 for i in range(17)}}}),
+        ("quality.scores.", {"quality": {"verdict": "ok", "scores": {"s" * 65: 1.0}}}),
+        ("classification.probabilities", {"classification": {
+            "model": "m", "version": "1", "label": "a",
+            "probabilities": {f"l{i}": 0.01 for i in range(65)}}}),
+        ("thumbnail_jpeg_b64", {"thumbnail_jpeg_b64": "not base64 \u00e9"}),
+    ],
+)
+def test_a_result_part_past_its_bound_is_refused_naming_it(part: str, over: dict[str, Any]
+                                                           ) -> None:
+    with pytest.raises(PayloadError, match=f"^{re.escape(part)}"):
+        parse_payload(json.dumps(result_dict(**over)).encode(), Result)
+
+
+def _unbounded(node: object, where: str = "result") -> list[str]:
+    """The places in a JSON Schema where a string, list or map has no bound on its size."""
+    if isinstance(node, list):
+        return [gap for i, item in enumerate(node) for gap in _unbounded(item, f"{where}[{i}]")]
+    if not isinstance(node, dict):
+        return []
+    kind = node.get("type")
+    open_string = kind == "string" and not {"maxLength", "const", "enum", "format"} & set(node)
+    open_list = kind == "array" and "maxItems" not in node
+    open_map = isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node
+    here = [where] if open_string or open_list or open_map else []
+    inside = (_unbounded(value, f"{where}.{key}") for key, value in node.items())
+    return here + [gap for gaps in inside for gap in gaps]
+
+
+def test_every_part_of_a_result_is_bounded_in_size() -> None:
+    """A field added without a bound would let a valid result outgrow the payload limit again
+    (the test above builds only the fields it knows)."""
+    schema = json_schemas()["appliance-result-v1.schema.json"]
+    unbounded = [gap for gap in _unbounded(schema) if "age_band" not in gap
+                 and not gap.endswith("measurement_id")]  # their patterns fix the length
+    assert unbounded == []
