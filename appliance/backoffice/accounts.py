@@ -7,7 +7,9 @@ for SQLite. Ending a user's access (a new password, removal) ends its sessions a
 its API tokens in the same transaction; disabling a user ends its sessions and holds its
 API tokens back until it is enabled. API tokens expire on the same clock (a token made
 before expiry existed, migration 8, has none) and their last use is written at most once every
-LAST_USE_EVERY_S, so a busy API client does not write on every request.
+LAST_USE_EVERY_S, so a busy API client does not write on every request. A token expired for
+EXPIRED_TOKEN_KEPT_DAYS is forgotten when a token is made or a console starts, so the lists do
+not grow without end.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.schema import iso_utc
+from appliance.console import EXPIRED_TOKEN_KEPT_DAYS
 from appliance.transport.payloads import utc_now
 
 # an API token's id: the start of its SHA-256 (64 bits: no two tokens share one in practice)
@@ -212,6 +215,7 @@ class ConsoleAccounts:
         now on the store's clock; when it expires."""
         with self._transaction() as cur:
             now = self._session_clock(cur)
+            self._forget_expired_tokens(cur, now)
             expires_at = iso_utc(now + timedelta(seconds=lifetime_s))
             cur.execute(
                 self._sql("INSERT INTO console_tokens (token_sha256, name, label, created_at, "
@@ -219,6 +223,16 @@ class ConsoleAccounts:
                 (token_sha256, name, label, iso_utc(now), expires_at),
             )
         return expires_at
+
+    def forget_expired_tokens(self) -> None:
+        """Forget the API tokens expired EXPIRED_TOKEN_KEPT_DAYS ago or more (a console
+        start)."""
+        with self._transaction() as cur:
+            self._forget_expired_tokens(cur, self._session_clock(cur))
+
+    def _forget_expired_tokens(self, cur: Any, now: datetime) -> None:
+        long_ago = iso_utc(now - timedelta(days=EXPIRED_TOKEN_KEPT_DAYS))
+        cur.execute(self._sql("DELETE FROM console_tokens WHERE expires_at <= ?"), (long_ago,))
 
     def tokens(self, name: str | None = None) -> list[TokenRow]:
         """API tokens (of user ``name``, else all), oldest first; expiry judged on the store's

@@ -8,3 +8,6 @@ Everything is read through the back-office store's own queries (``backoffice/que
 # (here, where the command line reads them without loading the console)
 TOKEN_DAYS_DEFAULT = 90
 TOKEN_DAYS_MAX = 365
+# an expired API token stays listed (as expired) this many days, then a new token or a console
+# start forgets it
+EXPIRED_TOKEN_KEPT_DAYS = 30

@@ -292,7 +292,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     create.add_argument("--label", help="what it is for, shown in the lists "
                         "(up to 64 letters, digits, spaces and _ . @ : / -)")
     listed = _action(token, "list", _token_list,
-                     "API tokens: id, user, label, created, expires, last used")
+                     "API tokens: id, user, label, created, expires, last used (expired ones "
+                     "for 30 days)")
     listed.add_argument("--user", help="only this user's tokens")
     revoke = _action(token, "revoke", _token_revoke, "revoke an API token at once")
     revoke.add_argument("id", help="the token's id (console token list)")

@@ -43,6 +43,7 @@ class StorePool:
                 f"{LATEST_VERSION}: a newer appliance keeps account rules there (disabled users, "
                 "token expiry) that this one cannot enforce, so it does not serve it; run the "
                 "appliance that migrated it")
+        first.forget_expired_tokens()
         # the pathology server's tables, created as it creates them, so its jobs page can read
         open_pathology_store(url, pg_schema).close()
         self.url, self.pg_schema, self.wait_s = url, pg_schema, wait_s

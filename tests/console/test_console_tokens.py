@@ -15,8 +15,10 @@ from appliance.backoffice.accounts import LAST_USE_EVERY_S, TokenRow
 from appliance.backoffice.schema import MIGRATIONS, iso_utc
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
-from appliance.console import auth
+from appliance.cli_help import COMMAND_HELP
+from appliance.console import EXPIRED_TOKEN_KEPT_DAYS, auth
 from appliance.console.auth import AccessError, add_user, create_token
+from appliance.console.db import StorePool
 from appliance.transport.payloads import utc_now
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
@@ -158,3 +160,38 @@ def test_token_create_refuses_a_lifetime_out_of_range_naming_the_option(
               console.store_url])
     assert exited.value.code == 2
     assert "--days" in capsys.readouterr().err
+
+
+def test_tokens_expired_30_days_ago_are_forgotten_when_a_token_is_made(store: Store) -> None:
+    """Expired tokens were kept and listed forever."""
+    add_user(store, "ann", "viewer", PASSWORD)
+    day_s = 86400.0
+    long_gone, recent = "long-expired-token-" + "l" * 20, "lately-expired-token-" + "r" * 20
+    store.add_token(auth.digest(recent), "ann", "", -(EXPIRED_TOKEN_KEPT_DAYS - 1) * day_s)
+    store.add_token(auth.digest(long_gone), "ann", "", -(EXPIRED_TOKEN_KEPT_DAYS + 1) * day_s)
+    ageless = "a-token-made-before-expiry-" + "n" * 10
+    store.write("INSERT INTO console_tokens (token_sha256, name, label, created_at) "
+                "VALUES (?, ?, ?, ?)", [(auth.digest(ageless), "ann", "", "2026-01-02T03:04:05Z")])
+    assert len(store.tokens()) == 3  # listed, as expired, until a token is made
+    made = create_token(store, "ann").token
+    listed = {t.token_id: t.expired for t in store.tokens()}
+    assert listed == {auth.token_id_of(recent): True, auth.token_id_of(ageless): False,
+                      auth.token_id_of(made): False}
+
+
+def test_tokens_expired_30_days_ago_are_forgotten_when_the_console_starts(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    store = open_store(url)
+    try:
+        add_user(store, "ann", "viewer", PASSWORD)
+        long_gone = "long-expired-token-" + "l" * 20
+        store.add_token(auth.digest(long_gone), "ann", "",
+                        -(EXPIRED_TOKEN_KEPT_DAYS + 1) * 86400.0)
+        kept = create_token(store, "ann").token
+        StorePool(url, size=1).close()  # what `appliance console` opens at start
+        assert [t.token_id for t in store.tokens()] == [auth.token_id_of(kept)]
+    finally:
+        store.close()
+    assert f"expired {EXPIRED_TOKEN_KEPT_DAYS} days ago" in COMMAND_HELP["console token list"][0]
