@@ -35,17 +35,20 @@ class StorePool:
     def __init__(self, url: str, size: int = 4, pg_schema: str | None = None,
                  wait_s: float = 10.0) -> None:
         first = open_store(url, pg_schema)  # migrates (console tables and indexes included)
-        version = first.schema_version()
-        if version > LATEST_VERSION:
+        try:
+            version = first.schema_version()
+            if version > LATEST_VERSION:
+                raise StoreError(
+                    f"{store_name(url)} is at schema version {version}, newer than this "
+                    f"console's {LATEST_VERSION}: a newer appliance keeps account rules there "
+                    "(disabled users, token expiry) that this one cannot enforce, so it does not "
+                    "serve it; run the appliance that migrated it")
+            first.forget_expired_tokens()
+            # the pathology server's tables, created as it creates them, so its jobs page reads
+            open_pathology_store(url, pg_schema).close()
+        except BaseException:
             first.close()
-            raise StoreError(
-                f"{store_name(url)} is at schema version {version}, newer than this console's "
-                f"{LATEST_VERSION}: a newer appliance keeps account rules there (disabled users, "
-                "token expiry) that this one cannot enforce, so it does not serve it; run the "
-                "appliance that migrated it")
-        first.forget_expired_tokens()
-        # the pathology server's tables, created as it creates them, so its jobs page can read
-        open_pathology_store(url, pg_schema).close()
+            raise
         self.url, self.pg_schema, self.wait_s = url, pg_schema, wait_s
         self._idle: queue.LifoQueue[Store | None] = queue.LifoQueue()
         self._idle.put(first)
