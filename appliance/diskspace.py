@@ -1,9 +1,11 @@
 """Say when a file could not be opened or written because its disk is full.
 
 SQLite reports a file system that cannot take a write at open time as "disk I/O error" (it
-cannot make its journal), which sends an operator to look for a failing disk. Errors that name a
-file add ``full_disk_hint`` of it, which says so when the file system holding it has next to no
-room left.
+cannot make its journal), and one that has no inode left for its ``-wal`` or ``-shm`` file as
+"unable to open database file"; both send an operator to look for a failing disk or a wrong
+path. Errors that name a file add ``full_disk_hint`` of it, which says so when the file system
+holding it has next to no room left: too few free bytes, or too few free inodes (a disk filled
+with many small files, ``df -i`` at 100 %, has bytes to spare but cannot make a new file).
 """
 
 from __future__ import annotations
@@ -12,24 +14,38 @@ import os
 from pathlib import Path
 
 FULL_BELOW_BYTES = 1 << 20  # under 1 MiB free to this user: the disk is taken as full
+FULL_BELOW_INODES = 8  # fewer new files than SQLite makes beside a database and its side files
+
+
+def _stats(path: Path) -> os.statvfs_result | None:
+    """statvfs of the file system holding ``path`` (or its nearest existing folder); None
+    when that cannot be read."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        return os.statvfs(probe)
+    except OSError:
+        return None
 
 
 def free_bytes(path: Path) -> int | None:
     """Bytes free to this user on the file system holding ``path`` (or its nearest existing
     folder); None when that cannot be read."""
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    try:
-        stats = os.statvfs(probe)
-    except OSError:
-        return None
-    return stats.f_bavail * stats.f_frsize
+    stats = _stats(path)
+    return None if stats is None else stats.f_bavail * stats.f_frsize
 
 
 def full_disk_hint(path: Path) -> str:
-    """"the disk holding PATH is full (N KiB free): free some space" when it is, else ""."""
-    free = free_bytes(path)
-    if free is None or free >= FULL_BELOW_BYTES:
+    """"the disk holding PATH is full (N KiB free): free some space", or the same of its
+    inodes, when it is; else ""."""
+    stats = _stats(path)
+    if stats is None:
         return ""
-    return f"the disk holding {path} is full ({free // 1024} KiB free): free some space"
+    free = stats.f_bavail * stats.f_frsize
+    if free < FULL_BELOW_BYTES:
+        return f"the disk holding {path} is full ({free // 1024} KiB free): free some space"
+    if stats.f_files and stats.f_favail < FULL_BELOW_INODES:  # f_files 0: no inode limit
+        return (f"the disk holding {path} is full: {stats.f_favail} of its {stats.f_files} "
+                "inodes free, too few to make a file (df -i): remove some files")
+    return ""

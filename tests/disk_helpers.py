@@ -39,3 +39,18 @@ def fill(disk: Path) -> Path:
             if exc.errno != errno.ENOSPC:  # a full disk is the point; anything else is a fault
                 raise
     return filler
+
+
+def fill_inodes(disk: Path) -> Path:
+    """Make empty files in a new folder until the disk says ENOSPC (no inode left); the folder."""
+    folder = disk / "many-files"
+    folder.mkdir()
+    count = 0
+    try:
+        while True:
+            (folder / str(count)).touch()
+            count += 1
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:  # a disk out of inodes is the point; anything else is a fault
+            raise
+    return folder

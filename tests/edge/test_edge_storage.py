@@ -42,7 +42,7 @@ from appliance.transport.outbox import (
     OutboxWriteError,
 )
 from appliance.transport.outbox_repair import open_outbox
-from tests.disk_helpers import fill, small_tmpfs
+from tests.disk_helpers import fill, fill_inodes, small_tmpfs
 
 PAGE_BYTES = 4096
 
@@ -657,6 +657,32 @@ def test_a_repair_killed_midway_is_finished_at_the_next_start(tmp_path: Path, wh
 
 def test_a_full_disk_hint_is_empty_where_there_is_room(tmp_path: Path) -> None:
     assert full_disk_hint(tmp_path / "outbox.sqlite3") == ""
+
+
+def test_an_outbox_on_a_disk_out_of_inodes_names_the_inodes_and_stays_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # a disk full of small files (df -i at 100 %) has bytes to spare, but SQLite cannot make the
+    # -wal file: the error said only "unable to open database file", with no word of the disk
+    with small_tmpfs(tmp_path / "disk", inodes=64) as disk:
+        path = disk / "state" / "outbox.sqlite3"
+        stored_results(path, 3).close()
+        before = path.read_bytes()
+        many = fill_inodes(disk)
+        assert full_disk_hint(path) == (f"the disk holding {path} is full: 0 of its 64 inodes "
+                                        "free, too few to make a file (df -i): remove some files")
+        with pytest.raises(OutboxError) as refused:
+            Outbox(path)
+        assert str(refused.value) == (f"{path}: cannot open the outbox (unable to open database "
+                                      f"file): {full_disk_hint(path)}; its unsent results stay "
+                                      "in it")
+        assert path.read_bytes() == before
+        for name in list(many.iterdir())[:20]:
+            name.unlink()
+        assert full_disk_hint(path) == ""
+        outbox = Outbox(path)
+        assert outbox.depth() == 3
+        outbox.close()
 
 
 def test_results_lost_on_a_full_disk_stay_counted_across_a_restart_before_space_returns(
