@@ -106,6 +106,7 @@ class MqttLink(threading.Thread):
         self._sent_seq = 0
         self._read_failed = False  # the outbox refused a read (said once)
         self._refusal_said = False  # the broker refused a result (said once until it takes one)
+        self._unremoved = 0  # confirmed results the outbox could not remove since it last could
         self._window = settings.max_inflight
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
         self._connect_started_s = 0.0
@@ -334,10 +335,28 @@ class MqttLink(threading.Thread):
         try:
             removed = self.outbox.remove_ids(ids)
         except OutboxError as exc:  # e.g. a full disk: the results are sent again later
-            log.error("could not remove %d confirmed result(s): %s", len(ids), exc)
+            self._removal_failed(len(ids), exc)
             return
+        self._removal_recovered()
         self._unconfirmed.confirmed(removed)
         self.stats.acked += len(removed)
+
+    def _removal_failed(self, count: int, error: OutboxError) -> None:
+        """Say once, until a removal works again, that confirmed results stay in the outbox (a
+        full disk refuses every ack's delete: one line per ack would flood the journal)."""
+        if not self._unremoved:
+            log.error("could not remove %d confirmed result(s): %s; they stay in the outbox and "
+                      "are sent again later (the back office keeps each once); said once until "
+                      "the outbox removes confirmed results again", count, error)
+        self._unremoved += count
+
+    def _removal_recovered(self) -> None:
+        """After a removal that worked: say how many confirmed results could not be removed."""
+        if self._unremoved:
+            log.warning("the outbox removes confirmed results again; %d confirmed result(s) it "
+                        "could not remove meanwhile stay in it and are sent again",
+                        self._unremoved)
+            self._unremoved = 0
 
     def _resend_when_due(self) -> None:
         """Send again what the back office has not confirmed in time (capped backoff)."""

@@ -23,6 +23,7 @@ from appliance.transport.client import BrokerRefusedError, LinkSettings, new_cli
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
 from appliance.transport.subscriber import Subscriber as FactorySubscriber
+from tests.disk_helpers import fill, small_tmpfs
 
 pytestmark = pytest.mark.broker
 
@@ -290,3 +291,43 @@ def test_a_malformed_ack_is_logged_cut_short(
     ignored = [r.getMessage() for r in caplog.records if "malformed ack" in r.getMessage()]
     assert ignored
     assert all("kkk" in line and len(line) < 600 for line in ignored)
+
+
+def test_acks_the_outbox_cannot_remove_on_a_full_disk_are_said_once_then_summed_up(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a full disk refuses every delete: each ack logged its own error line, a flood in the
+    # journal of a busy kiosk while the disk stayed full
+    with small_tmpfs(tmp_path / "disk") as disk, \
+            caplog.at_level(logging.WARNING, logger="appliance.transport.mqtt"):
+        link = make_link(disk, mqtt_broker.host, mqtt_broker.port, topic_prefix,
+                         ack_resend_initial_s=600.0)
+        link.outbox.add_many([(f"m{i}", f"{topic_prefix}/result", payload(i)) for i in range(10)])
+        link.start()
+        acker = _started_client(mqtt_broker)
+        try:
+            assert wait_until(lambda: link.stats.broker_acked == 10)
+            filler = fill(disk)
+            for i in range(10):
+                for body in encode_acks([f"m{i}"]):
+                    acker.publish(link.ack_topic, body, qos=1).wait_for_publish(5)
+            # a malformed ack, handled after the ten (in order): once counted, they are all in
+            acker.publish(link.ack_topic, b'{"ids": 3}', qos=1).wait_for_publish(5)
+            assert wait_until(lambda: link.stats.bad_acks == 1)
+            filler.unlink()
+            for body in encode_acks(["m0"]):
+                acker.publish(link.ack_topic, body, qos=1).wait_for_publish(5)
+            assert wait_until(lambda: link.stats.acked == 1)
+            assert link.outbox.depth() == 9  # confirmed but kept: sent again, never lost
+        finally:
+            acker.disconnect()
+            acker.loop_stop()
+            stop(link)
+            link.outbox.close()
+    lines = [r.getMessage() for r in caplog.records]
+    refused = [line for line in lines if line.startswith("could not remove")]
+    assert len(refused) == 1
+    assert refused[0].startswith("could not remove 1 confirmed result(s): ")
+    assert "database or disk is full" in refused[0]
+    assert ("the outbox removes confirmed results again; 10 confirmed result(s) it could not "
+            "remove meanwhile stay in it and are sent again") in lines
