@@ -79,7 +79,7 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
 def _run_locked(config: Config, config_path: str) -> int:
     try:
         daemon = build_daemon(config)
-    except OutboxError as exc:  # e.g. no room for a new outbox: systemd retries (exit 1)
+    except OutboxError as exc:  # e.g. its folder cannot be read: systemd retries (exit 1)
         log.error("cannot start: %s", exc)
         return EXIT_RETRY
     except ValueError as exc:

@@ -13,7 +13,9 @@ count on a full disk too, and the count survives a restart before the disk has r
 where even that fails the count is kept in memory and written with the next commit that
 succeeds, so ``dropped()`` never under-reports.
 A disk too full to take the ``-shm`` file that WAL mode keeps its index in does not keep the
-outbox shut (appliance/transport/walopen.py), so a kiosk started on a full disk sends what waits.
+outbox shut (appliance/transport/walopen.py), so a kiosk started on a full disk sends what waits;
+a new outbox that a full disk cannot take (no file yet, or an empty one) stands in memory, empty
+and refusing writes, until its file can be made: the kiosk starts with measuring paused.
 An outbox that lost rows it had (cut to 0 bytes, deleted, replaced) is noticed by the high-water
 mark beside it (appliance/transport/highwater.py): the loss is said once and counted as dropped.
 Every write and read raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot
@@ -117,40 +119,67 @@ class Outbox:
         self._tally: LostTally | None = None
         self._mark: highwater.HighWater | None = None
         self._seq_floor = 0  # a lost outbox's last seq: its sequence goes on from there
+        self._unmade = ""  # why a new outbox's file is not made yet (a full disk)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = walopen.open_wal(path)
-            for statement in OUTBOX_SCHEMA:
-                self._db.execute(statement)
-            check = str(self._db.execute("PRAGMA quick_check").fetchone()[0])
-            if check != "ok":
-                raise OutboxCorruptError(f"{path}: the outbox file is damaged ({check[:200]})")
-            self._depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-            if side_files:
-                self._tally = _lost_tally(path)
-                self._mark = _high_water(path)
-        except OutboxCorruptError:
-            self._db.close()
-            raise
-        except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(AttributeError, sqlite3.Error):  # connect itself may fail
-                self._db.close()
-            if full := full_disk_hint(path):  # SQLite says "disk I/O error"
-                raise OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; its unsent "
-                                  "results stay in it") from exc
-            if not is_corrupt(exc):
-                raise OutboxError(f"{path}: cannot open the outbox ({exc})") from exc
-            raise OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})") from exc
+            self._db = self._open_file()
         except (sqlite3.Error, OSError) as exc:
-            if full := full_disk_hint(path):
-                raise OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; its unsent "
-                                  "results stay in it") from exc
-            raise OutboxError(
-                f"{path}: cannot open the outbox ({exc}); if the file is corrupt, move it aside "
-                "(its unsent results are in it) and restart"
-            ) from exc
+            full = full_disk_hint(path)
+            if not (full and side_files and _holds_nothing(path)):
+                raise _open_error(path, exc, full) from exc
+            self._db = self._put_off(exc, full)
+        if side_files:
+            self._tally = _lost_tally(path)
+            self._mark = _high_water(path)
         if self._mark is not None:
             self._account_for_lost_rows(self._mark)
+
+    def _open_file(self) -> sqlite3.Connection:
+        """The outbox file, opened and checked, its tables made (closed again on failure)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = walopen.open_wal(self.path)
+        try:
+            for statement in OUTBOX_SCHEMA:
+                db.execute(statement)
+            check = str(db.execute("PRAGMA quick_check").fetchone()[0])
+            if check != "ok":
+                raise OutboxCorruptError(f"{self.path}: the outbox file is damaged ({check[:200]})")
+            self._depth = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _put_off(self, exc: Exception, full: str) -> sqlite3.Connection:
+        """A new outbox on a full disk: an empty one in memory that answers reads and takes no
+        write; every write first makes the file (``_made_locked``), and is refused until it can,
+        so the kiosk starts with measuring paused, as it does with an outbox already there."""
+        self._unmade = f"{self.path}: the outbox cannot be made yet ({exc}): {full}"
+        log.warning("%s; nothing waits in it, and it is made once the disk has room (measuring "
+                    "waits until then)", self._unmade)
+        db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        for statement in OUTBOX_SCHEMA:
+            db.execute(statement)
+        self._depth = 0
+        return db
+
+    def _made_locked(self) -> bool:
+        """Whether the outbox file is made: now, where a full disk put it off (else ``probe_error``
+        says why)."""
+        if not self._unmade:
+            return True
+        try:
+            db = self._open_file()
+        except (sqlite3.Error, OSError, OutboxError) as exc:
+            full = full_disk_hint(self.path)
+            self.probe_error = f"{self.path}: the outbox cannot be made yet ({exc})"
+            self.probe_error += f": {full}" if full else ""
+            if isinstance(exc, OutboxCorruptError):
+                self.damaged = str(exc)
+            return False
+        self._db.close()  # the empty stand-in: it never took a write
+        self._db, self._unmade = db, ""
+        log.warning("%s: the outbox is made now", self.path)
+        return True
 
     def _account_for_lost_rows(self, mark: highwater.HighWater) -> None:
         """Count as dropped (and say) what the outbox lost since its mark; the count, and the
@@ -174,6 +203,7 @@ class Outbox:
             return []
         now = wallclock.clock_now()
         with self._lock:
+            self._require_made_locked("commit results")
             overflow = self._depth + len(messages) - self.max_rows
             if overflow > 0 and self.policy == "refuse_new":
                 self._count_dropped_locked(len(messages))
@@ -253,6 +283,8 @@ class Outbox:
     def writable(self) -> bool:
         """Whether a write commits now (and saves the lost count); for recovery probes."""
         with self._lock:
+            if not self._made_locked():
+                return False
             try:
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("BEGIN IMMEDIATE")
@@ -276,6 +308,7 @@ class Outbox:
         count ``dropped`` (its unreadable rows and earlier count) in the same transaction;
         new results then take sequence numbers after ``after_seq`` (the damaged one's mark)."""
         with self._lock:
+            self._require_made_locked("keep salvaged rows")
             try:
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("BEGIN IMMEDIATE")
@@ -294,6 +327,11 @@ class Outbox:
             self._depth += len(messages)
             self._record_mark_locked()
         return len(messages)
+
+    def _require_made_locked(self, what: str) -> None:
+        """OutboxWriteError when the outbox file is not made yet (nor can be now)."""
+        if not self._made_locked():
+            raise OutboxWriteError(f"{self.probe_error}; could not {what}")
 
     def _drop_oldest_locked(self, count: int) -> int:
         dropped = self._db.execute(
@@ -480,6 +518,35 @@ def _high_water(path: Path) -> highwater.HighWater | None:
         log.warning("%s: its high-water mark cannot be kept (%s), so a loss of its rows would "
                     "go unnoticed", path, exc)
         return None
+
+
+def _holds_nothing(path: Path) -> bool:
+    """Whether the outbox at ``path`` holds no result: no file (or an empty one), and no
+    write-ahead log with anything in it."""
+    return all(_empty(path.with_name(path.name + suffix)) for suffix in ("", "-wal"))
+
+
+def _empty(path: Path) -> bool:
+    """Whether the file at ``path`` is missing or holds no byte (unreadable: not empty)."""
+    try:
+        return path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _open_error(path: Path, exc: Exception, full: str) -> OutboxError:
+    """The error for an outbox that cannot be opened: a full disk, a damaged file, or else."""
+    if full:
+        left = "nothing waits in it" if _holds_nothing(path) else "its unsent results stay in it"
+        return OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; {left}")
+    if isinstance(exc, sqlite3.DatabaseError):
+        if is_corrupt(exc):
+            return OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})")
+        return OutboxError(f"{path}: cannot open the outbox ({exc})")
+    return OutboxError(f"{path}: cannot open the outbox ({exc}); if the file is corrupt, move "
+                       "it aside (its unsent results are in it) and restart")
 
 
 def _message(row: tuple[Any, ...]) -> OutboxMessage | None:

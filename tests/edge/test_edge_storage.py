@@ -552,13 +552,75 @@ def test_an_outbox_killed_on_a_full_disk_is_read_with_the_rows_in_its_wal(
     filler.unlink()
 
 
-def test_a_new_outbox_on_a_full_disk_names_the_full_disk(small_disk: Path) -> None:
+@pytest.mark.parametrize("before", ["no file", "an empty file"])
+def test_a_new_outbox_on_a_full_disk_opens_empty_and_is_made_once_space_returns(
+    small_disk: Path, before: str,
+) -> None:
+    # it raised "cannot open the outbox ...; its unsent results stay in it" (none were ever in
+    # it), and the daemon exited 1 at every start until the disk had room
     path = small_disk / "state" / "outbox.sqlite3"
+    path.parent.mkdir()
+    if before == "an empty file":
+        path.touch()
+    filler = fill(small_disk)
+    outbox = Outbox(path)
+    assert (outbox.depth(), outbox.pending(), outbox.dropped()) == (0, [], 0)
+    assert not outbox.writable()
+    assert outbox.probe_error == (f"{path}: the outbox cannot be made yet (database or disk is "
+                              f"full): the disk holding {path} is full (0 KiB free): free some "
+                              "space")
+    with pytest.raises(OutboxWriteError, match=r"cannot be made yet.*could not commit results"):
+        outbox.add_many([("new-1", "t", b"{}")])
+    assert path.stat().st_size == 0  # nothing of it was written, nor taken in memory
+    filler.unlink()
+    assert outbox.writable()
+    outbox.add_many([("new-1", "t", b"{}")])
+    outbox.close()
+    assert [m.measurement_id for m in Outbox(path).pending()] == ["new-1"]
+
+
+def test_a_new_outbox_that_cannot_wait_for_room_says_nothing_waits_in_it(
+    small_disk: Path,
+) -> None:
+    path = small_disk / "state" / "outbox.sqlite3.repairing"  # a repair's copy: made or not
     path.parent.mkdir()
     fill(small_disk)
     with pytest.raises(OutboxError) as refused:
-        Outbox(path)
-    assert f"the disk holding {path} is full" in str(refused.value)
+        Outbox(path, side_files=False)
+    assert str(refused.value) == (f"{path}: cannot open the outbox (database or disk is full): "
+                                  f"{full_disk_hint(path)}; nothing waits in it")
+
+
+@pytest.mark.broker
+def test_a_kiosk_started_on_a_full_disk_without_an_outbox_starts_paused_and_measures_later(
+    small_disk: Path, mqtt_broker: Any, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the outbox could not be made: every start exited 1 (systemd restarting it) and the
+    # customer's screen showed nothing of why until an operator freed some space
+    caplog.set_level(logging.INFO)
+    (small_disk / "state").mkdir()
+    filler = fill(small_disk)
+    collector = ResultCollector(
+        mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#", f"c-{topic_prefix[-10:]}"
+    )
+    daemon = fast_daemon(edge_config(small_disk / "state", mqtt_broker, topic_prefix))
+    thread, codes = run_in_thread(daemon)
+    try:
+        assert wait_until(lambda: daemon.analysis.frames_paused > 50)
+        assert daemon.analysis.measurements == 0  # nothing measured only to be dropped
+        assert daemon.display.state.snapshot()["guidance"] == "guide_paused_disk_full"
+        assert any("nothing waits in it, and it is made once the disk has room" in r.getMessage()
+                   for r in caplog.records)
+        filler.unlink()  # space returns: the outbox is made, measuring resumes, no restart
+        assert wait_until(lambda: daemon.committer.committed >= 3)
+        assert wait_until(lambda: len(collector.ids()) >= 3)
+    finally:
+        daemon.request_stop()
+        thread.join(15)
+        collector.close()
+    assert codes == [0]
+    assert daemon.committer.refused == 0
+    assert daemon.outbox.dropped() == 0
 
 
 def _damaged_on_a_full_disk(path: Path, room: Callable[[int], int]) -> Path:
