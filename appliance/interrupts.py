@@ -6,6 +6,7 @@ first second that is inside an import (pydantic, numpy, ONNX Runtime): an early 
 little later, before the server had put its stop handlers in place, ended it with exit 130
 and without its stop message. So ``appliance`` holds both signals from the start of ``main``
 until the command is ready for them, then delivers them: a command with its own stop handlers
+(``pathology serve``, ``edge``, ``backoffice``, ``demo``: ``own_stop_signals`` in their parsers)
 gets the held ones there, as it gets a later one (its stop message and exit code); any other
 gets them as its run begins, from Python's own handlers (KeyboardInterrupt: exit 130; SIGTERM
 ends it), as a later one.

@@ -145,11 +145,16 @@ def _backoffice(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return 2
-    if args.retire:
-        return _retire(config)
+    if args.retire:  # a one-shot command: stop signals end it as they end the others
+        from appliance import interrupts
+        from appliance.cli import sigterm_ends_as_interrupt
+
+        interrupts.deliver()
+        with sigterm_ends_as_interrupt():
+            return _retire(config)
     stop = threading.Event()
-    install_stop_signals(stop)
-    return run_backoffice(config, stop)
+    install_stop_signals(stop)  # a Ctrl-C while the command started: its stop message now
+    return 0 if stop.is_set() else run_backoffice(config, stop)
 
 
 def _retire(config: Config) -> int:
@@ -353,7 +358,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "--retire", action="store_true",
         help="take this worker out of service: end its broker session (its client id), so "
         "the broker stops queuing a share of the results for it; then exit")
-    backoffice.set_defaults(handler=_backoffice)
+    backoffice.set_defaults(handler=_backoffice, own_stop_signals=True)  # held until it is ready
     fleet = root.add_parser("fleet", help="list the kiosks: online/offline, last seen, versions")
     add_store_options(fleet)
     fleet.add_argument("--json", action="store_true", help="print JSON instead of a table")

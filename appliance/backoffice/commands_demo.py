@@ -26,7 +26,10 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-    install_stop_signals(stop)
+    install_stop_signals(stop)  # a Ctrl-C while the command started: its stop message now
+    if stop.is_set():
+        print("demo stopped (Ctrl-C or SIGTERM) before it started anything", file=sys.stderr)
+        return 130
     try:
         return run_demo(args.devices, args.count, args.timeout_s, stop=stop, store_url=store_url)
     except BrokerError as exc:
@@ -71,4 +74,4 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                       "postgresql://... (default: the one `appliance fleet` reads)")
     demo.add_argument("--throwaway", action="store_true",
                       help="keep nothing: results go to a temporary store deleted on exit")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, own_stop_signals=True)  # held until _demo takes them

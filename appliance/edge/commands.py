@@ -12,7 +12,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "edge", help="run the edge daemon: camera, measurement, durable MQTT delivery"
     )
     edge.add_argument("--config", default="config.yaml", help="config file (config.yaml)")
-    edge.set_defaults(handler=_run)
+    edge.set_defaults(handler=_run, own_stop_signals=True)  # held until run_edge takes them
 
 
 def _run(args: argparse.Namespace) -> int:

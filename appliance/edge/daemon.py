@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,15 @@ def new_outbox(config: Config, *, rebuild: bool = False) -> Outbox:
     )
 
 
+@dataclass(frozen=True)
+class Requests:
+    """What signals ask of the daemon (a handler only sets these): stop, reload the config.
+    They may be put in place before the daemon is built, and so hold a request made meanwhile."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    reload: threading.Event = field(default_factory=threading.Event)
+
+
 class EdgeDaemon:
     """One kiosk's daemon; ``run()`` blocks until stopped and returns the exit code."""
 
@@ -92,6 +102,7 @@ class EdgeDaemon:
         gate: QualityGate | None = None,
         stall_s: float | None = 5.0,
         notifier: Notifier | None = None,
+        requests: Requests | None = None,
     ) -> None:
         self.config = config
         self.classifier = classifier
@@ -99,8 +110,9 @@ class EdgeDaemon:
         self.pipeline_stop = threading.Event()
         self.measuring_paused = threading.Event()  # set while the outbox cannot write
         self.link_stop = threading.Event()
-        self.stop_requested = threading.Event()
-        self.reload_requested = threading.Event()
+        requests = requests or Requests()
+        self.stop_requested = requests.stop
+        self.reload_requested = requests.reload
         self.reload_handler: Callable[[EdgeDaemon], None] | None = None
         self.outbox = new_outbox(config)
         self.status = DeviceStatus(self)

@@ -1,4 +1,11 @@
-"""``appliance edge``: load the config, build the real plug-ins, handle signals, run."""
+"""``appliance edge``: load the config, build the real plug-ins, handle signals, run.
+
+Its stop and reload handlers are put in place as soon as the config is read, before the heavy
+work of building the daemon (a model to load, a camera to open): a Ctrl-C or SIGTERM that came
+while the command started (held until then, appliance/interrupts.py) or while the daemon is
+built then ends it in order, exit 0, as one that comes while it runs does, never as a
+KeyboardInterrupt in the middle of a library or a kill by SIGTERM's default action.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from appliance import interrupts
 from appliance.config import Config, ConfigError, load_config
-from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.daemon import EXIT_OK, EdgeDaemon, Requests
 from appliance.edge.heap import keep_frame_buffers
 from appliance.edge.measure import Classifier, Reloadable, skin_measurement
 from appliance.edge.plugins import default_gate, source_from_config
@@ -43,7 +51,7 @@ def load_model(config: Config) -> Classifier | None:
     return classifier
 
 
-def build_daemon(config: Config) -> EdgeDaemon:
+def build_daemon(config: Config, requests: Requests | None = None) -> EdgeDaemon:
     """The daemon with the real camera source, quality gate, analysis and model."""
     source, stall_s = source_from_config(config)
     return EdgeDaemon(
@@ -53,6 +61,7 @@ def build_daemon(config: Config) -> EdgeDaemon:
         classifier=load_model(config),
         gate=default_gate(),
         stall_s=stall_s,
+        requests=requests,
     )
 
 
@@ -64,6 +73,11 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(verbose, config.device.id)
+    requests = Requests()
+    install_signal_handlers(requests)  # and a stop signal held while the command started
+    if requests.stop.is_set():
+        log.info("stop requested while starting; exiting before the daemon ran")
+        return EXIT_OK
     keep_frame_buffers()  # the analysis thread reuses its frame-sized buffers
     try:  # held while the daemon runs (the kernel drops it if the process dies)
         lock = StateLock(Path(config.state_dir) / "edge.lock", "appliance edge")
@@ -71,14 +85,14 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
         log.error("cannot start: %s", exc)
         return EXIT_RETRY
     try:
-        return _run_locked(config, config_path)
+        return _run_locked(config, config_path, requests)
     finally:
         lock.release()
 
 
-def _run_locked(config: Config, config_path: str) -> int:
+def _run_locked(config: Config, config_path: str, requests: Requests) -> int:
     try:
-        daemon = build_daemon(config)
+        daemon = build_daemon(config, requests)
     except OutboxError as exc:  # e.g. its folder cannot be read: systemd retries (exit 1)
         log.error("cannot start: %s", exc)
         return EXIT_RETRY
@@ -88,23 +102,26 @@ def _run_locked(config: Config, config_path: str) -> int:
     except Exception as exc:  # ModelError and friends: the message names the file
         log.error("cannot start: %s: %s", type(exc).__name__, exc)
         return EXIT_CONFIG
+    if requests.stop.is_set():  # while it was built: it never ran, its outbox closes as it is
+        daemon.outbox.close()
+        log.info("stop requested while starting; exiting before the daemon ran")
+        return EXIT_OK
     daemon.reload_handler = lambda d: reload_config(d, Path(config_path))
-    install_signal_handlers(daemon)
     return daemon.run()
 
 
-def install_signal_handlers(daemon: EdgeDaemon) -> None:
-    """SIGTERM/SIGINT stop the daemon, SIGHUP reloads its config (main thread only)."""
+def install_signal_handlers(requests: Requests) -> None:
+    """SIGTERM/SIGINT request a stop, SIGHUP a config reload (main thread only); a stop signal
+    that came while the command started is handed over now (appliance/interrupts.py)."""
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        daemon.request_stop()
+        requests.stop.set()
 
     def reload(signum: int, _frame: FrameType | None) -> None:
-        daemon.request_reload()
+        requests.reload.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
+    interrupts.deliver({signal.SIGTERM: stop, signal.SIGINT: stop})
 
 
 def reload_config(daemon: EdgeDaemon, config_path: Path) -> None:

@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 from appliance.capture.sources import Frame, FrameSource, SourceError
 from appliance.capture.synthetic import CustomerScript, SyntheticSource
 from appliance.config import Config, load_config
-from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.daemon import EdgeDaemon, Requests
 from appliance.edge.measure import Measurement
 from appliance.edge.plugins import source_from_config
 from appliance.edge.service import install_signal_handlers
@@ -178,7 +178,7 @@ def run_daemon(config_path: str, build: Callable[[Config], EdgeDaemon]) -> int:
     config = load_config(config_path)
     setup_logging(False, config.device.id)
     daemon = build(config)
-    install_signal_handlers(daemon)
+    install_signal_handlers(Requests(daemon.stop_requested, daemon.reload_requested))
     return daemon.run()
 
 
