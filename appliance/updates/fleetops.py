@@ -22,6 +22,7 @@ from appliance.backoffice.store import (
     missing_sqlite_file,
     open_existing_store,
     open_store,
+    store_name,
     store_url_for,
 )
 from appliance.config import (
@@ -32,6 +33,7 @@ from appliance.config import (
     value_origin,
 )
 from appliance.logsafe import escape_controls
+from appliance.pathology.jobstore import DATABASE_ERRORS
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
@@ -54,6 +56,7 @@ from appliance.updates.rollout import (
 
 EXIT_ERROR = 2
 EXIT_HALTED = 1
+EXIT_STORE_FAILED = 1  # status: the store failed after it was opened, as the back-office commands
 _ERRORS = (ConfigError, StoreError, RepositoryError, ManifestError, OSError, TimeoutError)
 
 
@@ -273,7 +276,12 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"status: {args.repo}: not a model repository (no settings.json)", file=sys.stderr)
         return EXIT_ERROR
     try:
-        report = _status_report(args)
+        config, url = _settings(args)
+        report = _status_report(args, config, url)
+    except DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
+        print(f"status: the {store_name(url)} failed: {' '.join(str(exc).split())}",
+              file=sys.stderr)
+        return EXIT_STORE_FAILED
     except _ERRORS as exc:
         print(f"status: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -281,10 +289,9 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status_report(args: argparse.Namespace) -> dict[str, Any]:
+def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[str, Any]:
     """Releases, devices and the store rollouts were read from (``exists``: false before the
     first deploy)."""
-    config, url = _settings(args)
     repo = FileRepository(args.repo)
     if (unfinished := repo.unfinished()) is not None:  # else: "no releases yet"
         raise unfinished

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from appliance.updates.repository import FileRepository
 from appliance.updates.testing import linear_model
 
 pytestmark = pytest.mark.broker
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture
@@ -228,3 +232,52 @@ def test_deploy_to_a_site_leaves_out_kiosks_another_repository_serves(
         "deploy: left out 1 device(s) that run models this repository never released "
         "(clinic/k9); --devices takes them\n"
         "deploy: no device matches; kiosks appear once they publish a status\n")
+
+
+@pytest.fixture
+def models_pg_database() -> Iterator[str]:
+    """The URL of a new PostgreSQL database holding an empty back-office store, dropped after."""
+    import psycopg
+
+    from appliance.backoffice.store import open_store
+
+    name = f"models_status_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        open_store(f"{PG_SERVER}/{name}").close()
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("elsewhere", "broker_env")
+def test_models_status_names_a_postgres_server_lost_mid_read_in_one_line(
+    repo: FileRepository, models_pg_database: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The database went away after status opened it (a restart, a failover): status ended
+    in a psycopg traceback; it says so in one line naming the database, exit 1, as the
+    back-office read commands do."""
+    import psycopg
+
+    from appliance.updates import fleetops
+
+    opener = fleetops.open_existing_store
+
+    def opened_then_lost(url: str) -> Any:
+        store = opener(url)
+        with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s", (url.rsplit("/", 1)[1],))
+        return store
+
+    monkeypatch.setattr(fleetops, "open_existing_store", opened_then_lost)
+    assert main(["models", "status", "--repo", str(repo.dir), "--store",
+                 models_pg_database]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"status: the PostgreSQL database {models_pg_database} failed: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
