@@ -78,7 +78,7 @@ def _build_skin(args: argparse.Namespace) -> int:
     from appliance.transport.payloads import FEATURE_KEYS  # noqa: PLC0415  (pydantic)
 
     if refusal := _existing_outputs(args.out, args.force):
-        print(f"build-skin: {refusal}", file=sys.stderr)
+        print(escape_controls(f"build-skin: {refusal}"), file=sys.stderr)
         return 2
     try:
         features = args.features or FEATURE_KEYS
@@ -91,14 +91,14 @@ def _build_skin(args: argparse.Namespace) -> int:
         )
         built = build_model(settings)
     except (TableError, ModelError, ValueError) as exc:
-        print(f"build-skin: {exc}", file=sys.stderr)
+        print(escape_controls(f"build-skin: {exc}"), file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk: nothing in --out was replaced
         print(f"build-skin: --out {escape_controls(str(args.out))}: could not write the models "
               f"({exc.strerror or exc}); the files there are as they were", file=sys.stderr)
         return 1
     for path in (built.int8_path, built.float_path):
-        print(f"wrote {path} ({path.stat().st_size} bytes)")
+        print(escape_controls(f"wrote {path} ({path.stat().st_size} bytes)"))
     print(json.dumps(built.figures, indent=2, sort_keys=True))
     return 0
 
@@ -109,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         report = evaluate(args.model, args.data, args.split, args.float_model)
     except (ModelError, TableError) as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
+        print(escape_controls(f"evaluate: {exc}"), file=sys.stderr)
         return 2
     print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
     return 0
@@ -137,7 +137,7 @@ def _show(args: argparse.Namespace) -> int:
     try:
         runner = OnnxRunner(args.model, NAMED_MODEL_HINT)
     except ModelError as exc:
-        print(f"show: refused: {exc}", file=sys.stderr)
+        print(escape_controls(f"show: refused: {exc}"), file=sys.stderr)
         return 2
     print(json.dumps(_describe(runner), indent=2))
     return 0
@@ -151,14 +151,14 @@ def _skin_table(args: argparse.Namespace) -> int:
     from appliance.synthetic.skin_pool import WORKER_DIED  # noqa: PLC0415
 
     if refusal := _table_out_refusal(args.out, args.force):
-        print(f"skin-table: {refusal}", file=sys.stderr)
+        print(escape_controls(f"skin-table: {refusal}"), file=sys.stderr)
         return 2
     spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features,
                      label_noise=args.label_noise)
     try:
         table = build_skin_table(spec, progress=not args.quiet, workers=args.workers)
     except ValueError as exc:
-        print(f"skin-table: {exc}", file=sys.stderr)
+        print(escape_controls(f"skin-table: {exc}"), file=sys.stderr)
         return 2
     except BrokenProcessPool:
         print(f"skin-table: {WORKER_DIED}; nothing written", file=sys.stderr)
@@ -168,7 +168,8 @@ def _skin_table(args: argparse.Namespace) -> int:
     except OSError as exc:  # names the file and whether the old one is still there
         print(f"skin-table: {escape_controls(str(exc))}", file=sys.stderr)
         return 1
-    print(f"wrote {path} ({len(table)} rows, {path.stat().st_size} bytes): {table.description}")
+    print(escape_controls(
+        f"wrote {path} ({len(table)} rows, {path.stat().st_size} bytes): {table.description}"))
     return 0
 
 

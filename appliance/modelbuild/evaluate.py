@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from appliance.inference.contract import ModelError
 from appliance.inference.runner import OnnxRunner
+from appliance.logsafe import escape_controls
 from appliance.modelbuild.table import SPLITS, LabelledTable, TableError, read_table
 
 FLOAT_MODEL_KEY = "float_model"
@@ -158,7 +159,8 @@ def evaluate(
 
 
 def format_report(report: Evaluation) -> str:
-    """The report as text for a terminal."""
+    """The report as text for a terminal, each line escaped: the model's name, version and
+    labels come from its file."""
     lines = [
         f"model {report.model} {report.version} on {report.rows} rows (split {report.split})",
         f"accuracy {report.accuracy:.4f}",
@@ -180,4 +182,4 @@ def format_report(report: Evaluation) -> str:
             f"float model {report.float_model}: accuracy {report.float_accuracy:.4f}, "
             f"INT8/float label agreement {report.agreement_with_float:.4f}"
         )
-    return "\n".join(lines)
+    return "\n".join(escape_controls(line) for line in lines)

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from appliance.backoffice.commands import add_store_options
+from appliance.logsafe import escape_controls
 from appliance.synthetic.arguments import finite_number, named_path, whole_number
 from appliance.updates.repository import ROLES
 
@@ -122,13 +123,14 @@ def _repo_init(args: argparse.Namespace) -> int:
         plan = {r: RoleKeys(counts.get(r, 1), thresholds.get(r, 1)) for r in ROLES}
         repo = init_repository(args.dir, plan, _pairs(args.expiry_s, int, "--expiry-s"))
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"repo init: {exc}", file=sys.stderr)
+        print(escape_controls(f"repo init: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(describe(repo), indent=2))
-    print(f"\nroot keys: {repo.keys_dir / 'root'} -- move them offline now; they are needed "
-          f"only to change the root (keys, thresholds).")
-    print(f"kiosks trust: {repo.metadata_dir / '1.root.json'} (updates.trusted_root)")
-    print(f"serve: {repo.dir / 'public'}")
+    for line in ("", f"root keys: {repo.keys_dir / 'root'} -- move them offline now; they are "
+                 "needed only to change the root (keys, thresholds).",
+                 f"kiosks trust: {repo.metadata_dir / '1.root.json'} (updates.trusted_root)",
+                 f"serve: {repo.dir / 'public'}"):
+        print(escape_controls(line))  # the folder as given
     return 0
 
 
@@ -145,11 +147,11 @@ def _repo_refresh(args: argparse.Namespace) -> int:
         version = refresh_timestamp(repo)
         expiring = offline_roles_expiring(repo)
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"repo refresh: {exc}", file=sys.stderr)
+        print(escape_controls(f"repo refresh: {exc}"), file=sys.stderr)
         return EXIT_ERROR
-    print(f"{args.dir}: timestamp version {version} signed")
+    print(escape_controls(f"{args.dir}: timestamp version {version} signed"))
     for warning in expiring:
-        print(f"repo refresh: warning: {warning}", file=sys.stderr)
+        print(escape_controls(f"repo refresh: warning: {warning}"), file=sys.stderr)
     return EXIT_OFFLINE_KEYS_NEEDED if expiring else 0
 
 
@@ -160,9 +162,10 @@ def _repo_serve(args: argparse.Namespace) -> int:
         server = RepositoryServer(args.dir / "public", args.host, args.port)
     except OSError as exc:  # no repository there, the address taken or unknown
         where = "" if isinstance(exc, FileNotFoundError) else f"{args.host}:{args.port}: "
-        print(f"repo serve: {where}{exc}", file=sys.stderr)
+        print(escape_controls(f"repo serve: {where}{exc}"), file=sys.stderr)
         return EXIT_ERROR
-    print(f"serving {args.dir / 'public'} on {server.url} (Ctrl-C stops)", flush=True)
+    print(escape_controls(f"serving {args.dir / 'public'} on {server.url} (Ctrl-C stops)"),
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

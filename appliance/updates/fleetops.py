@@ -73,11 +73,11 @@ def run_release(args: argparse.Namespace) -> int:
             manifest = _release_manifest(args, model, vectors)
             target = release_model(repo, model, manifest)
     except (*_ERRORS, ModelError, TableError, ValueError) as exc:
-        print(f"release: {exc}", file=sys.stderr)
+        print(escape_controls(f"release: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     labels = ", ".join(f"{k} {v:.2f}" for k, v in sorted(manifest.label_shares().items()))
-    print(f"released {manifest.name} {manifest.version} as {target}; "
-          f"{len(manifest.self_test)} self-test vectors ({labels})")
+    print(escape_controls(f"released {manifest.name} {manifest.version} as {target}; "
+                          f"{len(manifest.self_test)} self-test vectors ({labels})"))
     return 0
 
 
@@ -211,9 +211,9 @@ def run_deploy(args: argparse.Namespace) -> int:
             )
             outcome = Rollout(repo, watcher, store, plan).run()
     except (*_ERRORS, ValueError) as exc:
-        print(f"{args.decision}: {exc}", file=sys.stderr)
+        print(escape_controls(f"{args.decision}: {exc}"), file=sys.stderr)
         return EXIT_ERROR
-    print(f"rollout {outcome.rollout_id} {outcome.state}: {outcome.reason}")
+    print(escape_controls(f"rollout {outcome.rollout_id} {outcome.state}: {outcome.reason}"))
     return 0 if outcome.state == "complete" else EXIT_HALTED
 
 
@@ -273,17 +273,18 @@ def run_status(args: argparse.Namespace) -> int:
     """Print the fleet's model status (a table, or one JSON object with --json); creates
     nothing (without a store yet, there are no rollouts to show)."""
     if not (args.repo / "settings.json").is_file():  # a typo would show an empty fleet
-        print(f"status: {args.repo}: not a model repository (no settings.json)", file=sys.stderr)
+        print(escape_controls(f"status: {args.repo}: not a model repository (no settings.json)"),
+              file=sys.stderr)
         return EXIT_ERROR
     try:
         config, url = _settings(args)
         report = _status_report(args, config, url)
     except DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
-        print(f"status: the {store_name(url)} failed: {' '.join(str(exc).split())}",
-              file=sys.stderr)
+        failed = " ".join(str(exc).split())
+        print(escape_controls(f"status: the {store_name(url)} failed: {failed}"), file=sys.stderr)
         return EXIT_STORE_FAILED
     except _ERRORS as exc:
-        print(f"status: {exc}", file=sys.stderr)
+        print(escape_controls(f"status: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(report, indent=2) if args.json else _status_text(report, args.repo))
     return 0
@@ -310,7 +311,8 @@ def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[s
 
 
 def _status_text(report: dict[str, Any], repo: Path) -> str:
-    """The status report as a table, with a line for what does not exist yet."""
+    """The status report as a table, with a line for what does not exist yet; every line
+    escaped (a kiosk's own words, device ids, the folder and store as given)."""
     lines = []
     if not report["releases"]:
         lines.append(f"no releases yet in {repo} (appliance models release MODEL --repo {repo} "
@@ -324,11 +326,10 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
     if not report["devices"]:
         if not report["other_devices"]:
             lines.append("no device has reported a model or been assigned one yet")
-        return "\n".join(lines)
+        return "\n".join(escape_controls(line) for line in lines)
     lines.append(f"{'device':24} {'running':10} {'targeted':28} {'state':12} why")
-    for row in report["devices"]:  # a kiosk's own words: escaped, they reach a terminal
+    for row in report["devices"]:
         why = row["reason"] or row["rollout_reason"] or ""
-        lines.append(escape_controls(
-            f"{row['site'] + '/' + row['device_id']:24} {row['running'] or '-':10} "
-            f"{row['targeted'] or '-':28} {row['state'] or '-':12} {why[:120]}"))
-    return "\n".join(lines)
+        lines.append(f"{row['site'] + '/' + row['device_id']:24} {row['running'] or '-':10} "
+                     f"{row['targeted'] or '-':28} {row['state'] or '-':12} {why[:120]}")
+    return "\n".join(escape_controls(line) for line in lines)

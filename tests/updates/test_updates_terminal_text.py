@@ -1,0 +1,74 @@
+"""What the ``appliance models`` commands print of names given on the command line or read from
+files (a model's own metadata, a folder's name) reaches the operator's terminal escaped: an
+escape sequence there must not rewrite the screen or its title."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.cli import main
+from appliance.shipped import SKIN_SELF_TEST, shipped_path
+from appliance.updates.operations import init_repository
+from appliance.updates.testing import linear_model
+
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\u202e"
+RAW = {"\x1b", "\x07", "\u202e"}
+
+
+def _printed(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+def test_models_commands_escape_names_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    capsys.readouterr()
+    missing = str(tmp_path / f"m{HOSTILE}.onnx")
+    for command in (["release", missing, "--repo", str(repo.dir), "--version", "1.0.0"],
+                    ["show", missing],
+                    ["evaluate", missing, "--data", str(shipped_path(SKIN_SELF_TEST))],
+                    ["repo", "init", str(tmp_path / "new"), "--keys", f"root=1{HOSTILE}"],
+                    ["repo", "refresh", str(tmp_path / f"gone{HOSTILE}")],
+                    ["status", "--repo", str(tmp_path / f"typo{HOSTILE}")]):
+        assert main(["models", *command]) == 2, command
+        printed = _printed(capsys)
+        assert "\\x1b]0;owned\\u0007\\x1b[2J\\u202e" in printed, command
+        assert not set(printed) & RAW, command
+
+
+def test_models_evaluate_escapes_the_model_s_own_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = linear_model(tmp_path / "m.onnx", "1.0.0", name=f"grader{HOSTILE}")
+    assert main(["models", "evaluate", str(model), "--data", str(shipped_path(SKIN_SELF_TEST)),
+                 "--split", "all"]) == 0
+    printed = _printed(capsys)
+    assert "model grader\\x1b]0;owned\\u0007\\x1b[2J\\u202e 1.0.0 on 32 rows" in printed
+    assert not set(printed) & RAW
+
+
+@pytest.mark.broker
+def test_models_deploy_escapes_the_device_names_it_refuses(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, value in (("HOST", mqtt_broker.host), ("PORT", str(mqtt_broker.port)),
+                        ("TOPIC_PREFIX", topic_prefix)):
+        monkeypatch.setenv(f"APPLIANCE__MQTT__{name}", value)
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.0.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.0.0"]) == 0
+    capsys.readouterr()
+    assert main(["models", "deploy", "skin-texture-grade", "1.0.0", "--repo", str(repo.dir),
+                 "--devices", f"k1{HOSTILE}", "--store",
+                 f"sqlite:///{tmp_path / 'store.sqlite3'}"]) == 2
+    printed = _printed(capsys)
+    assert "unknown device(s) k1\\x1b]0;owned\\u0007\\x1b[2J\\u202e: " in printed
+    assert not set(printed) & RAW
