@@ -43,11 +43,16 @@ def open_session(
     providers: Sequence[str],
     options: Any,
     fix_hint: str,
+    data: bytes | None = None,
 ) -> Any:
-    """An ONNX Runtime session for ``path``; ModelError if the file cannot be one."""
-    check_model_file(path, max_bytes, fix_hint)
+    """An ONNX Runtime session for ``path``, or for ``data``: its content, read already by the
+    caller (at most ``max_bytes``), which ``path`` then only names; ModelError if it cannot be
+    one."""
+    if data is None:
+        check_model_file(path, max_bytes, fix_hint)
+    source = str(path) if data is None else data
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
         text = str(exc).strip()
         first_line = text.splitlines()[0][:300] if text else repr(exc)

@@ -46,24 +46,28 @@ CONFIGURED_MODEL_HINT = ("check model.path in the config, or rebuild with `appli
 NAMED_MODEL_HINT = "check the file named, or rebuild it with `appliance models build-skin`"
 
 
-def _open_session(path: Path, fix_hint: str) -> Any:
+def _open_session(path: Path, fix_hint: str, data: bytes | None) -> Any:
     return open_session(
         path,
         max_bytes=MAX_MODEL_BYTES,
         providers=["CPUExecutionProvider"],
         options=session_options(),
         fix_hint=fix_hint,
+        data=data,
     )
 
 
 class OnnxRunner:
     """One loaded, checked and warmed-up model; ``probabilities(matrix)`` runs it."""
 
-    def __init__(self, path: str | Path, fix_hint: str = CONFIGURED_MODEL_HINT) -> None:
+    def __init__(
+        self, path: str | Path, fix_hint: str = CONFIGURED_MODEL_HINT, *, data: bytes | None = None
+    ) -> None:
         """``fix_hint``: what a refusal tells the user to do (the config's ``model.path`` by
-        default; ``NAMED_MODEL_HINT`` where a command was given the file)."""
+        default; ``NAMED_MODEL_HINT`` where a command was given the file). ``data``: the file's
+        content, read already (a release hashes and ships the very bytes it self-tests)."""
         self.path = Path(path)
-        self._session = _open_session(self.path, fix_hint)
+        self._session = _open_session(self.path, fix_hint, data)
         metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self.contract: ModelContract = parse_contract(self.path, metadata)
         check_features(self.path, self.contract)

@@ -14,7 +14,7 @@ import os
 import sys
 from contextlib import ExitStack, closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.store import (
     Store,
@@ -39,12 +39,7 @@ from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.manifest import ManifestError, ModelManifest, semver_key
 from appliance.updates.operations import assignments, release_model, released, releases
-from appliance.updates.release import (
-    manifest_for,
-    model_feature_names,
-    read_once,
-    table_inputs,
-)
+from appliance.updates.release import load_once, runner_manifest, table_inputs
 from appliance.updates.repository import FileRepository, RepositoryError
 from appliance.updates.rollout import (
     Device,
@@ -53,6 +48,9 @@ from appliance.updates.rollout import (
     latest_rollouts,
     mark_interrupted,
 )
+
+if TYPE_CHECKING:
+    from appliance.inference.runner import OnnxRunner
 
 EXIT_ERROR = 2
 EXIT_HALTED = 1
@@ -68,10 +66,10 @@ def run_release(args: argparse.Namespace) -> int:
     vectors = args.vectors or shipped_path(SKIN_SELF_TEST)
     try:
         repo = FileRepository(args.repo)
-        # one read of the file: what is self-tested is what is hashed and shipped
-        with read_once(Path(args.model)) as model:
-            manifest = _release_manifest(args, model, vectors)
-            target = release_model(repo, model, manifest)
+        # one read and one load of the file: what is self-tested is what is hashed and shipped
+        data, runner = load_once(Path(args.model))
+        manifest = _release_manifest(args, runner, vectors)
+        target = release_model(repo, data, manifest)
     except (*_ERRORS, ModelError, TableError, ValueError) as exc:
         print(escape_controls(f"release: {exc}"), file=sys.stderr)
         return EXIT_ERROR
@@ -81,12 +79,14 @@ def run_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _release_manifest(args: argparse.Namespace, model: Path, vectors: Path) -> ModelManifest:
+def _release_manifest(
+    args: argparse.Namespace, runner: OnnxRunner, vectors: Path
+) -> ModelManifest:
     given = args.feature_schema is not None  # "" is refused by the manifest, not defaulted
     extra = {"feature_schema": args.feature_schema} if given else {}
-    reads = model_feature_names(model)  # a table may hold only what the model reads
-    return manifest_for(
-        model, args.version, table_inputs(vectors, reads), input_names=reads,
+    reads = runner.contract.feature_names  # a table may hold only what the model reads
+    return runner_manifest(
+        runner, args.version, table_inputs(vectors, reads), input_names=reads,
         device_types=[t.strip() for t in args.device_types.split(",") if t.strip()], **extra,
     )
 

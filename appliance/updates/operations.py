@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -115,8 +114,9 @@ def _sign_first_versions(repo: FileRepository, plan: Mapping[str, RoleKeys]) -> 
         timestamp.snapshot_meta = repo.snapshot_info
 
 
-def release_model(repo: FileRepository, model: Path, manifest: ModelManifest) -> str:
-    """Add ``model`` as the target of ``manifest``'s name and version; returns the target path.
+def release_model(repo: FileRepository, model: Path | bytes, manifest: ModelManifest) -> str:
+    """Add ``model`` (a file, or its content read once already) as the target of
+    ``manifest``'s name and version; returns the target path.
 
     Releasing the same model file and manifest again completes a release that was stopped
     (killed, power lost) after it signed the targets and before the snapshot and timestamp
@@ -124,14 +124,15 @@ def release_model(repo: FileRepository, model: Path, manifest: ModelManifest) ->
     """
     target = model_target(manifest.name, manifest.version)
     check_target_path(target)
+    data = model if isinstance(model, bytes) else model.read_bytes()
     with repo.locked():
         repo.check_keys(Targets.type, *PUBLISHING_ROLES)
         listed = repo.targets().targets.get(target)
         if listed is None:
-            repo.add_target(Targets.type, model, target, manifest.model_dump(mode="json"))
+            repo.add_target(Targets.type, data, target, manifest.model_dump(mode="json"))
             repo.publish()
             return target
-        same = _same_release(listed, model, manifest)
+        same = _same_release(listed, data, manifest)
         if same and repo.publish():
             return target
         raise RepositoryError(
@@ -143,9 +144,9 @@ def release_model(repo: FileRepository, model: Path, manifest: ModelManifest) ->
         )
 
 
-def _same_release(listed: TargetFile, model: Path, manifest: ModelManifest) -> bool:
-    """``model`` and ``manifest`` are what the repository lists for their version."""
-    given = TargetFile.from_file(listed.path, str(model), ["sha256"])
+def _same_release(listed: TargetFile, data: bytes, manifest: ModelManifest) -> bool:
+    """``data`` and ``manifest`` are what the repository lists for their version."""
+    given = TargetFile.from_data(listed.path, data, ["sha256"])
     return (given.length == listed.length and given.hashes == listed.hashes
             and listed.unrecognized_fields.get("custom") == manifest.model_dump(mode="json"))
 
@@ -192,12 +193,10 @@ def assign(
         rollout=rollout_id,
     )
     raw = body.model_dump_json().encode()
-    with repo.locked(), tempfile.TemporaryDirectory() as scratch:
+    with repo.locked():
         repo.check_keys(FLEET, *PUBLISHING_ROLES)
-        local = Path(scratch) / "assignment.json"
-        local.write_bytes(raw)
         for site, device_id in devices:
-            repo.add_target(FLEET, local, assignment_target(site, device_id))
+            repo.add_target(FLEET, raw, assignment_target(site, device_id))
         repo.publish()
     return rollout_id
 

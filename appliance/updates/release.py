@@ -8,9 +8,7 @@ the rows the shipped grader was tested on (package data, ``appliance/shipped/``)
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,25 +28,24 @@ if TYPE_CHECKING:
 DEFAULT_SELF_TEST_ROWS = 32
 
 
-@contextmanager
-def read_once(model: Path) -> Iterator[Path]:
-    """A private copy of ``model`` taken in one read, for a release to self-test, hash and ship:
+def read_once(model: Path) -> bytes:
+    """The content of ``model`` in one read, for a release to load, self-test, hash and ship:
     a file replaced or rewritten while the release runs cannot part the self-test from the
-    model shipped. A refusal of the copy (ModelError, ManifestError) names ``model`` instead,
-    the file the operator gave."""
+    model shipped."""
     check_model_file(model, MAX_MODEL_BYTES, NAMED_MODEL_HINT)
     with model.open("rb") as handle:
         data = handle.read(MAX_MODEL_BYTES + 1)
     if len(data) > MAX_MODEL_BYTES:
         raise ModelError(f"{model}: grew past {MAX_MODEL_BYTES} bytes while being read; "
                          f"{NAMED_MODEL_HINT}")
-    with tempfile.TemporaryDirectory(prefix="appliance-release-copy-") as folder:
-        copy = Path(folder) / model.name
-        copy.write_bytes(data)
-        try:
-            yield copy
-        except (ModelError, ManifestError) as exc:
-            raise type(exc)(str(exc).replace(str(copy), str(model))) from exc
+    return data
+
+
+def load_once(model: Path) -> tuple[bytes, OnnxRunner]:
+    """``model``'s content (``read_once``) and the one session loaded, checked and warmed up
+    from it: what the release self-tests is what it hashes, signs and ships."""
+    data = read_once(model)
+    return data, OnnxRunner(model, NAMED_MODEL_HINT, data=data)
 
 
 def manifest_for(
@@ -63,13 +60,27 @@ def manifest_for(
     """The manifest of ``model`` released as ``version``, self-test recorded on ``inputs``:
     measured feature vectors of ``input_names`` (a feature table's rows), of which the model
     is given the features it reads, in its order, as the kiosk gives them."""
+    return runner_manifest(OnnxRunner(model, NAMED_MODEL_HINT), version, inputs,
+                           device_types=device_types, feature_schema=feature_schema,
+                           input_names=input_names)
+
+
+def runner_manifest(
+    runner: OnnxRunner,
+    version: str,
+    inputs: Sequence[Sequence[float]],
+    *,
+    device_types: Sequence[str] = ("skin-kiosk",),
+    feature_schema: str = FEATURE_SCHEMA,
+    input_names: Sequence[str] = FEATURE_KEYS,
+) -> ModelManifest:
+    """``manifest_for`` the model ``runner`` has loaded already."""
     semver_key(version)
-    runner = OnnxRunner(model, NAMED_MODEL_HINT)
     contract = runner.contract
     if contract.version != version:
         raise ManifestError(
-            f"{model}: the model's metadata says version {contract.version}, the release says "
-            f"{version}; release it as {contract.version} or rebuild it with the new version"
+            f"{runner.path}: the model's metadata says version {contract.version}, the release "
+            f"says {version}; release it as {contract.version} or rebuild it with the new version"
         )
     try:
         return ModelManifest(
@@ -99,11 +110,6 @@ def model_inputs(
                             f"reads; they hold {', '.join(input_names)}")
     columns = [list(input_names).index(name) for name in contract.feature_names]
     return [[float(row[column]) for column in columns] for row in measured]
-
-
-def model_feature_names(model: Path) -> tuple[str, ...]:
-    """The features ``model`` reads, in its order (ModelError when it does not load)."""
-    return OnnxRunner(model, NAMED_MODEL_HINT).contract.feature_names
 
 
 _OPTION_OF = {"device_types": "--device-types", "feature_schema": "--feature-schema"}

@@ -205,16 +205,18 @@ class FileRepository(Repository):
         return keys, root.roles[role].threshold
 
     def add_target(
-        self, role: str, local: Path, target_path: str, custom: Any = None
+        self, role: str, local: Path | bytes, target_path: str, custom: Any = None
     ) -> TargetFile:
-        """Copy ``local`` in as ``target_path`` (hash-prefixed) and list it in ``role``."""
-        info = TargetFile.from_file(target_path, str(local), ["sha256"])
+        """Copy ``local`` (a file, or its content read already) in as ``target_path``
+        (hash-prefixed) and list it in ``role``."""
+        data = local if isinstance(local, bytes) else local.read_bytes()  # at most a model's 50 MB
+        info = TargetFile.from_data(target_path, data, ["sha256"])
         if custom is not None:
             info.unrecognized_fields["custom"] = custom
         directory, _, name = target_path.rpartition("/")
         stored = self.targets_dir / directory / f"{info.hashes['sha256']}.{name}"
         if not stored.is_file():  # whole on disk before the metadata that names it
-            write_atomically(stored, local.read_bytes())  # at most a model's 50 MB
+            write_atomically(stored, data)
         with self.edit_targets(role) as targets:
             targets.targets[target_path] = info
         return info

@@ -78,14 +78,14 @@ def test_a_model_file_replaced_during_the_release_ships_the_model_it_self_tested
     a file replaced in between shipped a model its own self-test refuses on every kiosk."""
     repo = init_repository(tmp_path / "repo")
     model = linear_model(tmp_path / "m.onnx", "1.1.0")
-    real_manifest_for = fleetops.manifest_for
+    real_manifest = fleetops.runner_manifest
 
     def manifest_then_replace(*args: Any, **kwargs: Any) -> ModelManifest:
-        manifest = real_manifest_for(*args, **kwargs)
+        manifest = real_manifest(*args, **kwargs)
         linear_model(tmp_path / "other.onnx", "1.1.0", bias=(0.0, 0.0, 2.0)).replace(model)
         return manifest
 
-    monkeypatch.setattr(fleetops, "manifest_for", manifest_then_replace)
+    monkeypatch.setattr(fleetops, "runner_manifest", manifest_then_replace)
     assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
                  "1.1.0"]) == 0
     manifest = released(repo, "skin-texture-grade", "1.1.0")
@@ -94,3 +94,29 @@ def test_a_model_file_replaced_during_the_release_ships_the_model_it_self_tested
     directory, _, name = target.rpartition("/")
     shipped = repo.targets_dir / directory / f"{sha256}.{name}"
     check_self_test(OnnxRunner(shipped), manifest)  # what a kiosk replays before installing
+
+
+def test_a_release_loads_the_model_once_and_ships_the_bytes_it_self_tested(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release parsed and checked the model with ONNX Runtime twice (once for the features
+    it reads, once for the self-test), each from a private copy written to a temporary file."""
+    import onnxruntime
+
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    sessions: list[object] = []
+    real_session = onnxruntime.InferenceSession
+
+    def counted(source: object, *args: Any, **kwargs: Any) -> Any:
+        sessions.append(source)
+        return real_session(source, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", counted)
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.1.0"]) == 0
+    assert len(sessions) == 1  # one load, from the bytes read once
+    assert sessions[0] == model.read_bytes()
+    manifest = released(repo, "skin-texture-grade", "1.1.0")
+    info = repo.targets().targets[model_target(manifest.name, manifest.version)]
+    assert info.length == model.stat().st_size
