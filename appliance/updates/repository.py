@@ -242,17 +242,24 @@ class FileRepository(Repository):
     @contextlib.contextmanager
     def rolling_out(self) -> Iterator[None]:
         """Hold the repository's rollout lock for a whole deploy or rollback: two at once would
-        overwrite each other's device assignments, and one that halts withdraws them."""
+        overwrite each other's device assignments, and one that halts withdraws them.
+
+        Two files: deploys refuse each other on ``.rollout.lock``; ``.rollout.busy``, held too,
+        is the one ``rollout_held`` looks at. Its look takes a shared lock for an instant, so a
+        deploy waits that instant for it, where a look at ``.rollout.lock`` itself would refuse
+        a deploy starting in that instant as if another deploy ran."""
         busy = (f"{self.dir}: another `appliance models deploy` or `rollback` is running on "
                 f"this repository; wait until it ends")
-        with _held_alone(self.dir / ".rollout.lock", busy):
+        with (_held_alone(self.dir / ".rollout.lock", busy),
+              (self.dir / ".rollout.busy").open("a") as looked_at):
+            fcntl.flock(looked_at, fcntl.LOCK_EX)  # only a status's look holds it, an instant
             yield
 
     def rollout_held(self) -> bool:
         """Whether a deploy or rollback holds the rollout lock now (a killed one holds none);
         writes nothing, creates no lock file."""
         try:
-            lock = (self.dir / ".rollout.lock").open("rb")
+            lock = (self.dir / ".rollout.busy").open("rb")
         except FileNotFoundError:
             return False
         with lock:

@@ -1,0 +1,62 @@
+"""Races between ``models status`` and a deploy on the same repository and store: what status
+looks at while a deploy starts or ends."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.updates.operations import init_repository
+from appliance.updates.repository import RepositoryError
+
+
+def test_a_status_looking_at_the_rollout_lock_as_a_deploy_starts_does_not_refuse_the_deploy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status (``rollout_held``) takes the deploy's own lock, shared, for an instant; a deploy
+    starting in that instant was refused as if another deploy were running."""
+    repo = init_repository(tmp_path / "repo")
+    with repo.rolling_out():  # an earlier deploy: its lock files stay
+        pass
+    looking, deploy_tried = threading.Event(), threading.Event()
+    real_flock = fcntl.flock
+
+    def flock(fd: Any, operation: int) -> None:
+        thread = threading.current_thread().name
+        if thread == "status" and operation & fcntl.LOCK_SH:
+            real_flock(fd, operation)
+            looking.set()  # status holds its look until the deploy has tried its lock
+            deploy_tried.wait(30)
+        elif thread == "deploy" and operation & fcntl.LOCK_EX and operation & fcntl.LOCK_NB:
+            try:
+                real_flock(fd, operation)
+            finally:
+                deploy_tried.set()
+        elif thread == "deploy" and operation & fcntl.LOCK_EX:
+            deploy_tried.set()  # it waits here: status may end its look
+            real_flock(fd, operation)
+        else:
+            real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    seen: list[object] = []
+
+    def deploy() -> None:
+        try:
+            with repo.rolling_out():
+                seen.append("deployed")
+        except RepositoryError as exc:
+            seen.append(str(exc))
+
+    status = threading.Thread(target=lambda: seen.append(repo.rollout_held()), name="status")
+    status.start()
+    assert looking.wait(30)
+    deploying = threading.Thread(target=deploy, name="deploy")
+    deploying.start()
+    deploying.join(30)
+    status.join(30)
+    assert sorted(map(str, seen)) == ["False", "deployed"]
