@@ -239,18 +239,34 @@ def latest_rollouts(
 ) -> dict[Device, tuple[str, str, str, str | None]]:
     """Per device: (rollout id, rollout state, device state, reason) of its newest rollout
     of ``repo``; one recorded ``running`` while no deploy or rollback holds the repository's
-    rollout lock reads ``interrupted``."""
+    rollout lock reads ``interrupted``.
+
+    The rows are read again after the look at the lock: a deploy that ended between the first
+    read and the look (the lock let go) has recorded how it ended by then, and only a rollout
+    ``running`` in both reads was killed (one first seen in the second read may have started
+    after the look)."""
+    latest = _latest_rows(store, repo)
+    if repo.rollout_held():
+        return latest
+    seen_running = {row[0] for row in latest.values() if row[1] == "running"}
+    if not seen_running:
+        return latest
+    # none is at work: a rollout still 'running' in the store was killed (mark_interrupted
+    # records so at the next deploy; this only reads)
+    return {device: (rollout_id, "interrupted", device_state, reason or INTERRUPTED_REASON)
+            if state == "running" and rollout_id in seen_running
+            else (rollout_id, state, device_state, reason)
+            for device, (rollout_id, state, device_state, reason)
+            in _latest_rows(store, repo).items()}
+
+
+def _latest_rows(
+    store: Store, repo: FileRepository
+) -> dict[Device, tuple[str, str, str, str | None]]:
     rows = store.query(
         "SELECT d.site, d.device_id, d.rollout_id, r.state, d.state, "
         "COALESCE(d.reason, r.reason) FROM rollout_devices d "
         f"JOIN rollouts r ON r.rollout_id = d.rollout_id WHERE {_OF_REPOSITORY} "
         "ORDER BY d.updated_at", [repo.identity()]
     )
-    latest = {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}
-    if repo.rollout_held():
-        return latest
-    # none is at work: a rollout still 'running' in the store was killed (mark_interrupted
-    # records so at the next deploy; this only reads)
-    return {device: (rollout_id, "interrupted", device_state, reason or INTERRUPTED_REASON)
-            if state == "running" else (rollout_id, state, device_state, reason)
-            for device, (rollout_id, state, device_state, reason) in latest.items()}
+    return {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import fcntl
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from appliance.backoffice.store import open_store
+from appliance.updates import rollout as rollout_module
 from appliance.updates.operations import init_repository
 from appliance.updates.repository import RepositoryError
 
@@ -60,3 +63,46 @@ def test_a_status_looking_at_the_rollout_lock_as_a_deploy_starts_does_not_refuse
     deploying.join(30)
     status.join(30)
     assert sorted(map(str, seen)) == ["False", "deployed"]
+
+
+def test_a_rollout_that_ends_while_status_looks_at_the_lock_is_not_called_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status read the rollout 'running', then found no deploy holding the lock (it had just
+    ended and let go) and showed the complete rollout as 'interrupted'."""
+    repo = init_repository(tmp_path / "repo")
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    at = "2026-12-01T00:00:00.000000Z"
+    with closing(open_store(url)) as store:
+        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("ending000001", "skin-texture-grade", "1.1.0", "deploy", "all", 1,
+                      "running", None, at, at, repo.identity())])
+        store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("ending000001", "lab", "k1", "canary", "assigned", None, None, at)])
+
+        def deploy_ends_then_looked_at() -> bool:
+            store.write("UPDATE rollouts SET state = 'complete', reason = ?",
+                        [("1 device(s) installed skin-texture-grade 1.1.0 and are healthy",)])
+            return False  # the deploy has let go of the lock
+
+        monkeypatch.setattr(repo, "rollout_held", deploy_ends_then_looked_at)
+        latest = rollout_module.latest_rollouts(store, repo)
+    assert latest[("lab", "k1")][:2] == ("ending000001", "complete")
+
+
+def test_a_killed_deploy_s_rollout_still_reads_interrupted(tmp_path: Path) -> None:
+    repo = init_repository(tmp_path / "repo")
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    at = "2026-12-01T00:00:00.000000Z"
+    with closing(open_store(url)) as store:
+        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("killed000001", "skin-texture-grade", "1.1.0", "deploy", "all", 1,
+                      "running", None, at, at, repo.identity())])
+        store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("killed000001", "lab", "k1", "canary", "assigned", None, None, at)])
+        latest = rollout_module.latest_rollouts(store, repo)
+        with repo.rolling_out():
+            held = rollout_module.latest_rollouts(store, repo)
+    assert latest[("lab", "k1")][1:] == ("interrupted", "assigned",
+                                         rollout_module.INTERRUPTED_REASON)
+    assert held[("lab", "k1")][1] == "running"
