@@ -165,31 +165,56 @@ SCRATCH_PREFIX = ".build-"
 def _scratch(out_dir: Path) -> Iterator[Path]:
     """This build's hidden folder in ``out_dir``, locked (flock) while the build runs and
     removed after; first removes the folders of killed builds (no lock held on them), leaving
-    those of builds still running."""
+    those of builds still running.
+
+    A folder is made and locked while ``out_dir`` itself is locked, and the clean-up looks only
+    while it holds that lock too: a folder just made, not locked yet, would look killed."""
     _remove_killed_builds(out_dir)
-    folder = Path(tempfile.mkdtemp(dir=out_dir, prefix=SCRATCH_PREFIX))
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+    with _setting_up(out_dir, wait=True):
+        folder = Path(tempfile.mkdtemp(dir=out_dir, prefix=SCRATCH_PREFIX))
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # the next build removes what this cannot
         os.close(fd)
 
 
-def _remove_killed_builds(out_dir: Path) -> None:
-    for folder in out_dir.glob(f"{SCRATCH_PREFIX}*"):
-        if not folder.is_dir() or folder.is_symlink():
-            continue
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+@contextlib.contextmanager
+def _setting_up(out_dir: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold the lock on ``out_dir`` that a build holds from making its folder to locking it;
+    without ``wait``, yields False at once when another build holds it."""
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            continue  # a build at work in it
-        finally:
-            os.close(fd)
-        shutil.rmtree(folder)
-        log.info("%s removed: left by a build that was killed", folder)
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _remove_killed_builds(out_dir: Path) -> None:
+    """Remove the folders no build holds; none while another build is making its folder (the
+    next build looks again)."""
+    with _setting_up(out_dir, wait=False) as alone:
+        if not alone:
+            return
+        for folder in out_dir.glob(f"{SCRATCH_PREFIX}*"):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a build at work in it
+            finally:
+                os.close(fd)
+            shutil.rmtree(folder)
+            log.info("%s removed: left by a build that was killed", folder)
 
 
 def _put_in_place(staged: Path, out_dir: Path) -> Path:

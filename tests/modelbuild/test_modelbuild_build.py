@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -189,6 +190,29 @@ def test_a_killed_build_s_folder_is_removed_by_the_next_and_a_running_one_s_is_k
         os.close(fd)
     assert sorted(path.name for path in out.glob(".build-*")) == [running.name]
     assert (out / "skin-texture-grade.int8.onnx").is_file()
+
+
+def test_a_build_starting_as_another_makes_its_folder_leaves_that_folder_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build looks for killed builds' folders (no lock held on them) as it starts; a folder
+    another build had just made, and not yet locked, looked killed and was removed under it."""
+    from appliance.modelbuild import build
+
+    out = tmp_path / "m"
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=2))
+    real_mkdtemp = build.tempfile.mkdtemp
+
+    def made_then_another_build_starts(*args: Any, **kwargs: Any) -> str:
+        folder = real_mkdtemp(*args, **kwargs)
+        build._remove_killed_builds(out)  # noqa: SLF001 - what a build starting now does first
+        return folder
+
+    monkeypatch.setattr(build.tempfile, "mkdtemp", made_then_another_build_starts)
+    assert main(["models", "build-skin", "--data", str(table), "--out", str(out),
+                 "--hidden", "16", "--epochs", "5", "--version", "0.9.0"]) == 0
+    assert (out / "skin-texture-grade.int8.onnx").is_file()
+    assert list(out.glob(".build-*")) == []
 
 
 def test_real_style_table_without_splits_and_with_fewer_features(tmp_path: Path) -> None:
