@@ -272,7 +272,7 @@ def _row(device: Device, view: DeviceView | None, targeted: Any, rollouts: Any) 
 def run_status(args: argparse.Namespace) -> int:
     """Print the fleet's model status (a table, or one JSON object with --json); creates
     nothing (without a store yet, there are no rollouts to show)."""
-    if not (args.repo / "settings.json").is_file():  # a typo would show an empty fleet
+    if not os.path.lexists(args.repo / "settings.json"):  # a typo would show an empty fleet
         print(escape_controls(f"status: {args.repo}: not a model repository (no settings.json)"),
               file=sys.stderr)
         return EXIT_ERROR

@@ -18,6 +18,7 @@ from pathlib import Path
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
 from appliance.updates.manifest import (
+    MAX_ASSIGNMENT_BYTES,
     Assignment,
     ModelManifest,
     assignment_target,
@@ -37,6 +38,7 @@ from appliance.updates.repository import (
     RepositoryError,
     fleet_delegation,
     generate_key,
+    read_regular_file,
     write_atomically,
 )
 
@@ -223,12 +225,13 @@ def assignments(repo: FileRepository) -> dict[tuple[str, str], Assignment]:
                                   "assignment; it was signed outside `appliance models`")
         _, site, name = parts
         stored = repo.targets_dir / "devices" / site / f"{info.hashes['sha256']}.{name}"
-        raw = stored.read_bytes()
+        restore = ("put back the file this repository wrote (a backup), or assign the device "
+                   "again")
+        raw = read_regular_file(stored, MAX_ASSIGNMENT_BYTES, restore)  # as a kiosk reads it
         if hashlib.sha256(raw).hexdigest() != info.hashes["sha256"]:
             raise RepositoryError(
                 f"{stored}: not the assignment the fleet role signed (its SHA-256 differs): it "
-                f"was changed outside `appliance models`; put back the file this repository "
-                f"wrote (a backup), or assign the device again"
+                f"was changed outside `appliance models`; {restore}"
             )
         found[(site, name.removesuffix(".json"))] = parse_assignment(raw, path)
     return found

@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -57,11 +58,31 @@ DEFAULT_EXPIRY_S = {
 }
 MAX_EXPIRY_S = 10 * 365 * 86400  # longer is a typo, and soon past the last date Python holds
 SETTINGS_SHAPE = '{"expiry_s": {ROLE: SECONDS, ...}}'
+# far above any metadata a kiosk takes (python-tuf's client: at most 5 MB of targets metadata)
+MAX_METADATA_BYTES = 64 * 1024 * 1024
+MAX_SETTINGS_BYTES = 64 * 1024  # `repo init` writes about 100 bytes
+PUT_BACK = "put back the file this repository wrote (a backup)"
 _SERIALIZER = JSONSerializer(compact=True)
 
 
 class RepositoryError(RuntimeError):
     """The repository folder cannot do what was asked; the text names the folder and why."""
+
+
+def read_regular_file(path: Path, limit: int, fix: str = PUT_BACK) -> bytes:
+    """The bytes of ``path``, a regular file (a link to one too) of at most ``limit`` bytes;
+    RepositoryError naming it and ``fix`` otherwise: a pipe there would block the read for ever
+    and a link to a device never end it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe opens without a writer, too
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RepositoryError(f"{path}: not a regular file (a pipe, a device or a folder); "
+                                  f"{fix}")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise RepositoryError(f"{path}: more than {limit} bytes, far more than this repository "
+                              f"writes there; {fix}")
+    return data
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -90,7 +111,7 @@ class FileRepository(Repository):
         self.keys_dir = self.dir / "keys"
         settings = self.dir / "settings.json"
         self.expiry_s = dict(DEFAULT_EXPIRY_S)
-        if settings.is_file():
+        if os.path.lexists(settings):  # anything there but the file init wrote is refused
             self.expiry_s.update(_read_expiries(settings))
 
     # -- python-tuf's Repository interface -------------------------------------------------
@@ -150,7 +171,8 @@ class FileRepository(Repository):
     def identity(self) -> str:
         """What names this repository wherever its folder is mounted: the SHA-256 of its first
         root metadata (what its kiosks trust as ``updates.trusted_root``; it never changes)."""
-        return hashlib.sha256((self.metadata_dir / "1.root.json").read_bytes()).hexdigest()
+        first_root = read_regular_file(self.metadata_dir / "1.root.json", MAX_METADATA_BYTES)
+        return hashlib.sha256(first_root).hexdigest()
 
     def _metadata_path(self, role: str, version: int) -> Path:
         if role == Timestamp.type:
@@ -161,7 +183,7 @@ class FileRepository(Repository):
         """The newest stored version of ``role`` (0 when none)."""
         if role == Timestamp.type:
             path = self.metadata_dir / "timestamp.json"
-            return _read(path).signed.version if path.is_file() else 0
+            return _read(path).signed.version if os.path.lexists(path) else 0
         versions = [
             int(p.name.split(".", 1)[0])
             for p in self.metadata_dir.glob(f"*.{role}.json")
@@ -231,8 +253,8 @@ class FileRepository(Repository):
     def unfinished(self) -> RepositoryError | None:
         """The error for a folder whose ``repo init`` stopped before it signed the timestamp
         (killed, disk full): nothing of it was published, and its keys sign for nobody."""
-        if (self.metadata_dir / "timestamp.json").is_file():
-            return None
+        if os.path.lexists(self.metadata_dir / "timestamp.json"):
+            return None  # whatever is there is read as metadata, and refused when it is none
         return RepositoryError(
             f"{self.dir}: an unfinished model repository (its init stopped before it signed "
             f"{self.metadata_dir / 'timestamp.json'}; nothing of it was published): remove "
@@ -305,13 +327,12 @@ def _held_alone(path: Path, busy: str) -> Iterator[None]:
 
 def _read(path: Path) -> Metadata[Any]:
     """Stored metadata; RepositoryError naming the file when it is no TUF metadata."""
+    restore = ("it was changed outside `appliance models`; put back the file this repository "
+               "signed (a backup)")
     try:
-        return Metadata.from_file(str(path))
+        return Metadata.from_bytes(read_regular_file(path, MAX_METADATA_BYTES, restore))
     except DeserializationError as exc:
-        raise RepositoryError(
-            f"{path}: not readable TUF metadata ({exc}): it was changed outside `appliance "
-            f"models`; put back the file this repository signed (a backup)"
-        ) from exc
+        raise RepositoryError(f"{path}: not readable TUF metadata ({exc}): {restore}") from exc
 
 
 def _read_expiries(settings: Path) -> dict[str, int]:
@@ -319,7 +340,7 @@ def _read_expiries(settings: Path) -> dict[str, int]:
     what is wrong with it (damaged, edited by hand), before anything is signed with it."""
     restore = f"put back the file `appliance models repo init` wrote ({SETTINGS_SHAPE})"
     try:
-        data = json.loads(settings.read_bytes())
+        data = json.loads(read_regular_file(settings, MAX_SETTINGS_BYTES, restore))
     except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
         raise RepositoryError(f"{settings}: not readable as JSON ({exc}); {restore}") from exc
     expiries = data.get("expiry_s") if isinstance(data, dict) else None

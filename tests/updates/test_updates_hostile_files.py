@@ -1,0 +1,110 @@
+"""A repository whose files were replaced by what no command wrote (a pipe, a link to a device,
+an oversized file): every command that reads them refuses in one line naming the file, and
+none waits for ever or reads without end."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+from updates_helpers import inputs
+
+from appliance.cli import main
+from appliance.updates.manifest import ModelManifest
+from appliance.updates.operations import assign, assignments, init_repository, release_model
+from appliance.updates.release import manifest_for
+from appliance.updates.repository import FileRepository, RepositoryError
+from appliance.updates.testing import linear_model
+
+
+def _in_time(call: Callable[[], Any], pipe: Path) -> Any:
+    """``call()`` in a thread; fails the test when it waits on ``pipe`` (after giving the pipe
+    a writer that closes at once, so the thread ends)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        with suppress(OSError):  # ENXIO: nobody waits on it
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"waited on the pipe {pipe}")
+    return outcome[0]
+
+
+def _released(tmp_path: Path) -> tuple[FileRepository, ModelManifest]:
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    release_model(repo, model, manifest)
+    return repo, manifest
+
+
+def test_a_pipe_in_place_of_signed_metadata_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo, _ = _released(tmp_path)
+    targets = repo.metadata_dir / "2.targets.json"
+    targets.unlink()
+    os.mkfifo(targets)
+    assert _in_time(lambda: main(["models", "repo", "refresh", str(repo.dir)]), targets) == 2
+    assert (f"repo refresh: {targets}: not a regular file (a pipe, a device or a folder); it "
+            "was changed outside `appliance models`") in capsys.readouterr().err
+
+
+def test_a_timestamp_that_is_a_link_to_a_device_is_refused_not_called_an_unfinished_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was taken for an init that stopped halfway, and the advice was to remove the
+    repository, keys and all, and init it again."""
+    repo, _ = _released(tmp_path)
+    timestamp = repo.metadata_dir / "timestamp.json"
+    timestamp.unlink()
+    timestamp.symlink_to("/dev/zero")
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"repo refresh: {timestamp}: not a regular file (a pipe, a device or a folder)" in err
+    assert "unfinished" not in err
+
+
+def test_settings_that_are_a_link_to_a_device_are_refused_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo, _ = _released(tmp_path)
+    settings = repo.dir / "settings.json"
+    settings.unlink()
+    settings.symlink_to("/dev/zero")
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    assert (f"repo refresh: {settings}: not a regular file (a pipe, a device or a folder); put "
+            "back the file `appliance models repo init` wrote") in capsys.readouterr().err
+
+
+def test_a_pipe_or_an_oversized_file_in_place_of_an_assignment_is_not_read(
+    tmp_path: Path,
+) -> None:
+    repo, manifest = _released(tmp_path)
+    assign(repo, [("lab", "k1")], manifest)
+    [stored] = (repo.targets_dir / "devices" / "lab").iterdir()
+    stored.unlink()
+    os.mkfifo(stored)
+    refused = _in_time(lambda: assignments(repo), stored)
+    assert isinstance(refused, RepositoryError)
+    assert str(refused).startswith(f"{stored}: not a regular file")
+    stored.unlink()
+    with stored.open("wb") as handle:  # what was signed, and 64 MiB more
+        handle.truncate(1 << 26)
+    with pytest.raises(RepositoryError, match=r"more than \d+ bytes, far more than this "
+                                              r"repository writes there; put back"):
+        assignments(repo)
