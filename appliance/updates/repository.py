@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
 from tuf.api.exceptions import UnsignedMetadataError
@@ -61,6 +62,7 @@ SETTINGS_SHAPE = '{"expiry_s": {ROLE: SECONDS, ...}}'
 # far above any metadata a kiosk takes (python-tuf's client: at most 5 MB of targets metadata)
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 MAX_SETTINGS_BYTES = 64 * 1024  # `repo init` writes about 100 bytes
+MAX_KEY_BYTES = 64 * 1024  # an Ed25519 key's PEM file is 119 bytes
 PUT_BACK = "put back the file this repository wrote (a backup)"
 _SERIALIZER = JSONSerializer(compact=True)
 
@@ -204,8 +206,8 @@ class FileRepository(Repository):
         signers: list[Signer] = []
         for keyid, key in public.items():
             pem = self.keys_dir / role / f"{keyid}.pem"
-            if pem.is_file():
-                signers.append(CryptoSigner(load_pem_private_key(pem.read_bytes(), None), key))
+            if os.path.lexists(pem):  # anything there but the key init wrote is refused
+                signers.append(_signer(pem, key))
         if len(signers) < threshold:
             raise RepositoryError(
                 f"{self.keys_dir / role}: {len(signers)} private key(s) of role {role!r} here, "
@@ -323,6 +325,25 @@ def _held_alone(path: Path, busy: str) -> Iterator[None]:
         lock.write(str(os.getpid()))
         lock.flush()
         yield
+
+
+def _signer(pem: Path, key: SSlibKey) -> CryptoSigner:
+    """The signer of the private key in ``pem``, the file of ``key``; RepositoryError naming
+    the file when it holds no such key (garbled, cut, encrypted, another key or another kind),
+    before anything is signed with it."""
+    fix = (f"put back the key file `appliance models repo init` wrote for {pem.parent.name} "
+           "(from where it is kept offline, or a backup)")
+    data = read_regular_file(pem, MAX_KEY_BYTES, fix)
+    try:
+        private = load_pem_private_key(data, None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise RepositoryError(f"{pem}: not an unencrypted PEM private key ({type(exc).__name__});"
+                              f" {fix}") from exc
+    try:
+        return CryptoSigner(private, key)
+    except ValueError as exc:  # KeyMismatchError, or not an Ed25519 key
+        raise RepositoryError(f"{pem}: not the private key of {key.keyid}, whose name it has "
+                              f"({exc}); {fix}") from exc
 
 
 def _read(path: Path) -> Metadata[Any]:

@@ -108,3 +108,34 @@ def test_a_pipe_or_an_oversized_file_in_place_of_an_assignment_is_not_read(
     with pytest.raises(RepositoryError, match=r"more than \d+ bytes, far more than this "
                                               r"repository writes there; put back"):
         assignments(repo)
+
+
+def _encrypted_key() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"a passphrase"))
+
+
+@pytest.mark.parametrize("content", ["garbled", "another key", "encrypted"])
+def test_a_key_file_that_holds_no_key_of_its_role_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    """They ended in cryptography's words without the file (a garbled or another key), or in a
+    traceback (an encrypted key)."""
+    from securesystemslib.signer import CryptoSigner
+
+    repo, _ = _released(tmp_path)
+    [pem] = (repo.keys_dir / "timestamp").iterdir()
+    pem.write_bytes({"garbled": b"-----BEGIN PRIVATE KEY-----\nnot base64\n",
+                     "another key": CryptoSigner.generate_ed25519().private_bytes,
+                     "encrypted": _encrypted_key()}[content])
+    signed = sorted(p.name for p in repo.metadata_dir.iterdir())
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"repo refresh: {pem}: not ")
+    assert "put back the key file `appliance models repo init` wrote for timestamp" in err
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in repo.metadata_dir.iterdir()) == signed
