@@ -70,9 +70,22 @@ class LabelledTable:
         return tuple(x for x in order if x in present) + tuple(sorted(present - set(order)))
 
 
+def _check_table_file(path: Path) -> None:
+    """Refuse what is no table file, saying what it is: a pipe there would wait for a writer
+    for ever, a link to a device never end."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        what = "a folder, not a table file"
+    elif path.exists():
+        what = "not a regular file (a pipe, socket or device), not a table file"
+    else:
+        what = "table not found"
+    raise TableError(f"{path}: {what} (make one with `appliance models skin-table`)")
+
+
 def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
-    if not path.is_file():
-        raise TableError(f"{path}: table not found (make one with `appliance models skin-table`)")
+    _check_table_file(path)
     if path.stat().st_size > MAX_TABLE_BYTES:
         raise TableError(f"{path}: larger than {MAX_TABLE_BYTES} bytes; split the table")
     if path.suffix == ".parquet":

@@ -40,3 +40,22 @@ def test_a_table_with_a_huge_cell_is_refused_by_name_and_line(tmp_path: Path) ->
     table.write_text(_text() + _text().splitlines()[1] + "x" * 200_000 + "\n")
     with pytest.raises(TableError, match=r"grades\.csv:3: not readable as CSV \(field larger"):
         read_table(table)
+
+
+def test_a_folder_a_pipe_or_a_link_to_a_device_given_as_a_table_is_called_what_it_is(
+    tmp_path: Path,
+) -> None:
+    """All three exist, so "table not found" sent the user looking for a file that is there."""
+    import os
+
+    pipe, zero = tmp_path / "pipe.csv", tmp_path / "zero.csv"
+    os.mkfifo(pipe)
+    zero.symlink_to("/dev/zero")
+    for path, what in ((tmp_path, "a folder, not a table file"),
+                       (pipe, "not a regular file (a pipe, socket or device), not a table file"),
+                       (zero, "not a regular file (a pipe, socket or device), not a table file"),
+                       (tmp_path / "typo.csv", "table not found")):
+        with pytest.raises(TableError) as refused:
+            read_table(path)
+        assert str(refused.value).startswith(f"{path}: {what} (make one with `appliance models "
+                                             "skin-table`)")
