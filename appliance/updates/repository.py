@@ -64,6 +64,7 @@ MAX_METADATA_BYTES = 64 * 1024 * 1024
 MAX_SETTINGS_BYTES = 64 * 1024  # `repo init` writes about 100 bytes
 MAX_KEY_BYTES = 64 * 1024  # an Ed25519 key's PEM file is 119 bytes
 PUT_BACK = "put back the file this repository wrote (a backup)"
+PUBLIC_MODE = 0o644  # public/ is served as it is, by a web server running as its own user
 _SERIALIZER = JSONSerializer(compact=True)
 
 
@@ -87,11 +88,13 @@ def read_regular_file(path: Path, limit: int, fix: str = PUT_BACK) -> bytes:
     return data
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` by temp file, fsync and rename (never a half file)."""
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` by temp file, fsync and rename (never a half file), readable
+    as ``mode`` says (the owner's alone unless said)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
@@ -153,9 +156,9 @@ class FileRepository(Repository):
         for signer in self.signers(role, md.signed if role == Root.type else None):
             md.sign(signer, append=True)
         data = md.to_bytes(_SERIALIZER)
-        write_atomically(self._metadata_path(role, md.signed.version), data)
+        write_atomically(self._metadata_path(role, md.signed.version), data, PUBLIC_MODE)
         if role == Root.type:
-            write_atomically(self.metadata_dir / "root.json", data)
+            write_atomically(self.metadata_dir / "root.json", data, PUBLIC_MODE)
 
     @property
     def targets_infos(self) -> dict[str, MetaFile]:
@@ -240,7 +243,7 @@ class FileRepository(Repository):
         directory, _, name = target_path.rpartition("/")
         stored = self.targets_dir / directory / f"{info.hashes['sha256']}.{name}"
         if not stored.is_file():  # whole on disk before the metadata that names it
-            write_atomically(stored, data)
+            write_atomically(stored, data, PUBLIC_MODE)
         with self.edit_targets(role) as targets:
             targets.targets[target_path] = info
         return info

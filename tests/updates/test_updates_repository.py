@@ -63,6 +63,22 @@ def test_init_makes_keys_per_role_with_the_thresholds_asked_for(tmp_path: Path) 
         init_repository(tmp_path / "other", {"snapshot": RoleKeys(2, 3)})
 
 
+def test_what_is_published_can_be_read_by_the_web_server_s_own_user(tmp_path: Path) -> None:
+    """Every file under public/ was written readable by its owner alone (0600): a web server
+    running as its own user, as the README's "serve public/ with any web server" has it,
+    answered 403 for every metadata file and model."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    release_model(repo, model, manifest)
+    assign(repo, [("lab", "k1")], manifest)
+    published = [p for p in (repo.dir / "public").rglob("*") if p.is_file()]
+    assert len(published) > 8  # metadata of every role, the model, the assignment
+    assert {oct(p.stat().st_mode & 0o777) for p in published} == {oct(0o644)}
+    keys = [p for p in repo.keys_dir.rglob("*") if p.is_file()]
+    assert {oct(p.stat().st_mode & 0o777) for p in keys} == {oct(0o600)}
+
+
 def test_root_cannot_change_once_its_keys_are_offline(tmp_path: Path) -> None:
     repo = init_repository(tmp_path / "repo")
     offline = tmp_path / "usb-stick"
