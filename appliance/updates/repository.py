@@ -17,6 +17,7 @@ snapshot and timestamp bookkeeping come from tuf itself (``do_snapshot``, ``do_t
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -278,7 +279,7 @@ class FileRepository(Repository):
         busy = (f"{self.dir}: another `appliance models deploy` or `rollback` is running on "
                 f"this repository; wait until it ends")
         with (_held_alone(self.dir / ".rollout.lock", busy),
-              (self.dir / ".rollout.busy").open("a") as looked_at):
+              _lock_file(self.dir / ".rollout.busy") as looked_at):
             fcntl.flock(looked_at, fcntl.LOCK_EX)  # only a status's look holds it, an instant
             yield
 
@@ -286,7 +287,7 @@ class FileRepository(Repository):
         """Whether a deploy or rollback holds the rollout lock now (a killed one holds none);
         writes nothing, creates no lock file."""
         try:
-            lock = (self.dir / ".rollout.busy").open("rb")
+            lock = _lock_file(self.dir / ".rollout.busy", create=False)
         except FileNotFoundError:
             return False
         with lock:
@@ -309,16 +310,38 @@ class FileRepository(Repository):
         unfinished = None if creating else self.unfinished()
         if unfinished is not None:
             raise unfinished
-        with (self.dir / ".lock").open("a") as lock:
+        with _lock_file(self.dir / ".lock") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield self
+
+
+def _lock_file(path: Path, *, create: bool = True) -> Any:
+    """``path``, a lock file of the repository, open for reading and writing, created when
+    missing (without ``create``: open for reading only, to look at); RepositoryError when
+    something else is there: a link followed would let a deploy, run as root, write its pid
+    over whatever file the link names."""
+    access = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
+    flags = access | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        fd = None
+    if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+        return os.fdopen(fd, "r+" if create else "r")
+    if fd is not None:
+        os.close(fd)
+    raise RepositoryError(f"{path}: a link or something else where the repository keeps a lock "
+                          f"file (written by whoever can write {path.parent}); remove it: the "
+                          f"commands make it again")
 
 
 @contextlib.contextmanager
 def _held_alone(path: Path, busy: str) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (released by the kernel when the process ends, kill
     -9 included); RepositoryError ``busy`` with the holder's pid when another process has it."""
-    with path.open("a+") as lock:
+    with _lock_file(path) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

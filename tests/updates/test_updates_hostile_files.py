@@ -139,3 +139,20 @@ def test_a_key_file_that_holds_no_key_of_its_role_is_named(
     assert "put back the key file `appliance models repo init` wrote for timestamp" in err
     assert err.count("\n") == 1
     assert sorted(p.name for p in repo.metadata_dir.iterdir()) == signed
+
+
+@pytest.mark.parametrize("lock", [".rollout.lock", ".rollout.busy", ".lock"])
+def test_a_link_in_place_of_a_lock_file_is_refused_and_its_target_left_as_it_was(
+    tmp_path: Path, lock: str
+) -> None:
+    """A deploy wrote its pid over whatever file a link named .rollout.lock pointed at (run as
+    root: any file of the system)."""
+    repo, manifest = _released(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (repo.dir / lock).unlink(missing_ok=True)
+    (repo.dir / lock).symlink_to(victim)
+    refused = rf"{lock}: a link or something else where the repository keeps a lock file"
+    with pytest.raises(RepositoryError, match=refused), repo.rolling_out():
+        assign(repo, [("lab", "k1")], manifest)
+    assert victim.read_text() == "precious\n"
