@@ -101,9 +101,11 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write or fsync (a full disk)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # names the file
         raise
 
 

@@ -455,7 +455,9 @@ def test_a_release_refused_for_a_full_disk_leaves_no_partial_model_behind(
         filler = fill(disk)
         release = ["models", "release", str(model), "--repo", str(repo.dir), "--version", "1.1.0"]
         assert main(release) == 2
-        assert "No space left on device" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "No space left on device" in err
+        assert f"{repo.targets_dir}/models/skin-texture-grade/1.1.0/" in err  # where (it said not)
         assert [p.name for p in repo.targets_dir.rglob("*") if p.is_file()] == []
         filler.unlink()
         assert main(release) == 0
