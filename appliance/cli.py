@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from appliance import __version__, interrupts, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help
@@ -166,9 +166,19 @@ def _register_config(root: Any) -> None:
     check.set_defaults(handler=_config_check)
 
 
+class EscapingParser(argparse.ArgumentParser):
+    """An ArgumentParser whose error messages show control characters escaped: they quote the
+    arguments given ("unrecognized arguments: ..."), which reach the terminal."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print usage and the escaped message, exit 2 (as argparse does)."""
+        super().error(logsafe.escape_controls(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every area's commands registered."""
-    parser = argparse.ArgumentParser(
+    """The full argument parser, with every area's commands registered (its subcommands'
+    parsers are EscapingParsers too: argparse makes them of the parent's class)."""
+    parser = EscapingParser(
         prog="appliance", description=__doc__.splitlines()[0], formatter_class=ExampleFormatter,
         epilog="start with `appliance demo`, then `appliance fleet` (README.md: the tour); "
         "`appliance COMMAND --help` shows examples",

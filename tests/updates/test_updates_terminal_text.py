@@ -72,3 +72,18 @@ def test_models_deploy_escapes_the_device_names_it_refuses(
     printed = _printed(capsys)
     assert "unknown device(s) k1\\x1b]0;owned\\u0007\\x1b[2J\\u202e: " in printed
     assert not set(printed) & RAW
+
+
+def test_an_argument_the_models_commands_do_not_know_is_shown_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse quoted it raw in "unrecognized arguments: ..." (and in the subcommands'
+    parsers, which it makes of the same class)."""
+    for command in (["status", "--repo", str(tmp_path), f"x{HOSTILE}"],
+                    ["repo", "refresh", str(tmp_path), f"x{HOSTILE}"]):
+        with pytest.raises(SystemExit) as stopped:
+            main(["models", *command])
+        assert stopped.value.code == 2
+        printed = _printed(capsys)
+        assert "unrecognized arguments: x\\x1b]0;owned\\u0007\\x1b[2J\\u202e" in printed
+        assert not set(printed) & RAW
