@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 EXIT_ERROR = 2
 EXIT_HALTED = 1
-EXIT_STORE_FAILED = 1  # status: the store failed after it was opened, as the back-office commands
+EXIT_STORE_FAILED = 1  # the store failed after it was opened, as for the back-office commands
 _ERRORS = (ConfigError, StoreError, RepositoryError, ManifestError, OSError, TimeoutError)
 
 
@@ -190,7 +190,8 @@ def named_devices(names: list[str], known: set[Device]) -> list[Device]:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    """Deploy (or roll back to) a release; exit 0 complete, 1 halted, 2 could not start."""
+    """Deploy (or roll back to) a release; exit 0 complete, 1 halted or its store failed on
+    the way, 2 could not start."""
     try:
         config, url = _settings(args)
         repo = FileRepository(args.repo)
@@ -210,6 +211,10 @@ def run_deploy(args: argparse.Namespace) -> int:
                                        "all" if args.all else f"assigned {args.name}"),
             )
             outcome = Rollout(repo, watcher, store, plan).run()
+    except DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
+        return _store_failed(args.decision, url, exc, "; the rollout stopped where it was "
+                             "(`appliance models status` shows it; run the command again to "
+                             "complete it)")
     except (*_ERRORS, ValueError) as exc:
         print(escape_controls(f"{args.decision}: {exc}"), file=sys.stderr)
         return EXIT_ERROR
@@ -280,14 +285,21 @@ def run_status(args: argparse.Namespace) -> int:
         config, url = _settings(args)
         report = _status_report(args, config, url)
     except DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
-        failed = " ".join(str(exc).split())
-        print(escape_controls(f"status: the {store_name(url)} failed: {failed}"), file=sys.stderr)
-        return EXIT_STORE_FAILED
+        return _store_failed("status", url, exc)
     except _ERRORS as exc:
         print(escape_controls(f"status: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(report, indent=2) if args.json else _status_text(report, args.repo))
     return 0
+
+
+def _store_failed(command: str, url: str, exc: Exception, after: str = "") -> int:
+    """Say in one line that the store failed while the command used it (its server went
+    away), naming the database, as the back-office commands do; the exit code."""
+    failed = " ".join(str(exc).split())
+    print(escape_controls(f"{command}: the {store_name(url)} failed: {failed}{after}"),
+          file=sys.stderr)
+    return EXIT_STORE_FAILED
 
 
 def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[str, Any]:

@@ -281,3 +281,37 @@ def test_models_status_names_a_postgres_server_lost_mid_read_in_one_line(
     assert err.startswith(f"status: the PostgreSQL database {models_pg_database} failed: ")
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("elsewhere", "broker_env")
+def test_models_deploy_names_a_postgres_server_lost_on_the_way_in_one_line(
+    repo: FileRepository, models_pg_database: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The database went away after deploy opened it: deploy ended in a psycopg traceback."""
+    import psycopg
+
+    from appliance.updates import fleetops
+
+    model = linear_model(repo.dir.parent / "m.onnx", "1.0.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.0.0"]) == 0
+    opener = fleetops.open_store
+
+    def opened_then_lost(url: str) -> Any:
+        store = opener(url)
+        with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s", (url.rsplit("/", 1)[1],))
+        return store
+
+    monkeypatch.setattr(fleetops, "open_store", opened_then_lost)
+    capsys.readouterr()
+    assert main(["models", "deploy", "skin-texture-grade", "1.0.0", "--all", "--repo",
+                 str(repo.dir), "--store", models_pg_database]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"deploy: the PostgreSQL database {models_pg_database} failed: ")
+    assert err.endswith("; the rollout stopped where it was (`appliance models status` shows "
+                        "it; run the command again to complete it)\n")
+    assert "Traceback" not in err
