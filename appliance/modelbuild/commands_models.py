@@ -66,6 +66,8 @@ def _existing_outputs(out_dir: Path, force: bool) -> str | None:
 
     if out_dir.resolve() == DEFAULT_MODEL.parent.resolve():
         return f"{out_dir} holds the shipped models; build into a new folder"
+    if out_dir.exists() and not out_dir.is_dir():  # else: "could not write (File exists)"
+        return f"--out {out_dir}: a file, not a folder; name a folder for the two models"
     existing = sorted(out_dir.glob(f"{DEFAULT_NAME}.*.onnx")) if out_dir.is_dir() else []
     if existing and not force:
         return f"{existing[0]} exists; pass --force to replace it, or pick a new --out"

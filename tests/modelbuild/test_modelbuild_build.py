@@ -281,3 +281,17 @@ def test_every_quantization_candidate_keeps_some_layer_int8(
     assert {(s.quant_format, s.per_channel) for s in schemes} == {
         ("QDQ", False), ("QDQ", True), ("QOperator", False), ("QOperator", True)
     }
+
+
+def test_build_command_into_a_file_says_so_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It trained, then said "--out X: could not write the models (File exists)"."""
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=2))
+    taken = tmp_path / "notes.txt"
+    taken.write_text("the user's\n")
+    assert main(["models", "build-skin", "--data", str(table), "--out", str(taken),
+                 "--hidden", "16", "--epochs", "5"]) == 2
+    assert (f"build-skin: --out {taken}: a file, not a folder; name a folder for the two "
+            "models") in capsys.readouterr().err
+    assert taken.read_text() == "the user's\n"
