@@ -61,6 +61,9 @@ def init_repository(
     expiry_s: Mapping[str, int] | None = None,
 ) -> FileRepository:
     """Create a repository with Ed25519 keys for root, targets, snapshot, timestamp and fleet."""
+    if directory.exists() and not directory.is_dir():  # else: "[Errno 17] File exists"
+        raise RepositoryError(f"{directory}: a file, not a folder; name a new folder for the "
+                              f"repository")
     if (directory / "settings.json").exists():
         unfinished = FileRepository(directory).unfinished()
         raise unfinished or RepositoryError(

@@ -79,6 +79,18 @@ def test_what_is_published_can_be_read_by_the_web_server_s_own_user(tmp_path: Pa
     assert {oct(p.stat().st_mode & 0o777) for p in keys} == {oct(0o600)}
 
 
+def test_init_into_a_file_names_it_and_leaves_it_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said only "[Errno 17] File exists: 'notes.txt'"."""
+    taken = tmp_path / "notes.txt"
+    taken.write_text("the user's\n")
+    assert main(["models", "repo", "init", str(taken)]) == 2
+    assert (f"repo init: {taken}: a file, not a folder; name a new folder for the repository"
+            in capsys.readouterr().err)
+    assert taken.read_text() == "the user's\n"
+
+
 def test_root_cannot_change_once_its_keys_are_offline(tmp_path: Path) -> None:
     repo = init_repository(tmp_path / "repo")
     offline = tmp_path / "usb-stick"
