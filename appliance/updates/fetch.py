@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +56,24 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 MAX_ROOT_BYTES = 1024 * 1024  # a root of 32 keys per role is a few KiB
 
 
+def _read_root_file(path: str) -> bytes:
+    """The bytes of the regular file ``path``, at most MAX_ROOT_BYTES; ValueError otherwise (a
+    pipe would wait for a writer for ever, a link to /dev/zero never end; its size says 0)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file: a pipe, a device or a folder")
+        raw = handle.read(MAX_ROOT_BYTES + 1)
+    if len(raw) > MAX_ROOT_BYTES:
+        raise ValueError(f"{MAX_ROOT_BYTES} bytes at most")
+    return raw
+
+
 def read_trusted_root(path: str) -> bytes:
     """The root metadata file a kiosk starts trusting from (``updates.trusted_root``);
     ValueError naming the key when the kiosk could not start from it."""
     try:
-        if os.path.getsize(path) > MAX_ROOT_BYTES:
-            raise ValueError(f"{MAX_ROOT_BYTES} bytes at most")
-        raw = Path(path).read_bytes()
+        raw = _read_root_file(path)
         signed = Metadata.from_bytes(raw).signed
     except OSError as exc:
         raise ValueError(f"updates.trusted_root: {path}: {exc.strerror or exc}") from exc

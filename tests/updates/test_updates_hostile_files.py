@@ -156,3 +156,17 @@ def test_a_link_in_place_of_a_lock_file_is_refused_and_its_target_left_as_it_was
     with pytest.raises(RepositoryError, match=refused), repo.rolling_out():
         assign(repo, [("lab", "k1")], manifest)
     assert victim.read_text() == "precious\n"
+
+
+def test_a_pipe_as_the_kiosk_s_trusted_root_is_refused_not_waited_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`config check` and the kiosk waited for ever on a pipe (and read a link to /dev/zero,
+    whose size says 0, without end)."""
+    pipe = tmp_path / "root.json"
+    os.mkfifo(pipe)
+    config = tmp_path / "kiosk.yaml"
+    config.write_text(f"updates: {{url: 'http://127.0.0.1:8470', trusted_root: '{pipe}'}}\n")
+    assert _in_time(lambda: main(["config", "check", str(config)]), pipe) == 2
+    assert (f"updates.trusted_root: {pipe}: not TUF root metadata (not a regular file: a pipe, "
+            "a device or a folder)") in capsys.readouterr().err
