@@ -35,6 +35,7 @@ from appliance.updates.repository import (
     ROLES,
     TOP_ROLES,
     FileRepository,
+    KeyFileError,
     RepositoryError,
     fleet_delegation,
     generate_key,
@@ -268,12 +269,16 @@ def refresh_timestamp(repo: FileRepository) -> int:
 
 def _renew_online_roles(repo: FileRepository) -> list[str]:
     """Renew root and targets (keys at hand), fleet and snapshot past half their validity;
-    what could not be renewed, said."""
-    for role in OFFLINE_ROLES:
-        if _past_half_life(repo, role) and _keys_at_hand(repo, role):
-            with repo.edit(role):
-                pass  # the same content, signed again (a new version)
+    what could not be renewed, said (a key file of root or targets that holds no key of its
+    role too: the timestamp is signed all the same)."""
     problems = []
+    for role in OFFLINE_ROLES:
+        try:
+            if _past_half_life(repo, role) and _keys_at_hand(repo, role):
+                with repo.edit(role):
+                    pass  # the same content, signed again (a new version)
+        except KeyFileError as exc:
+            problems.append(str(exc))
     for renew in (_renew_fleet, _renew_snapshot):
         try:
             renew(repo)
@@ -309,8 +314,12 @@ def offline_roles_expiring(repo: FileRepository) -> list[str]:
 
 
 def _keys_at_hand(repo: FileRepository, role: str) -> bool:
+    """Whether ``role``'s threshold of keys is here (offline keys are not); KeyFileError for
+    a key file that holds no key of the role."""
     try:
         repo.signers(role)
+    except KeyFileError:
+        raise
     except RepositoryError:
         return False
     return True

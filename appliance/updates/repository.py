@@ -73,6 +73,11 @@ class RepositoryError(RuntimeError):
     """The repository folder cannot do what was asked; the text names the folder and why."""
 
 
+class KeyFileError(RepositoryError):
+    """A key file there holds no key of its role (garbled, encrypted, another key): not a key
+    kept offline, a key to put back."""
+
+
 def read_regular_file(path: Path, limit: int, fix: str = PUT_BACK) -> bytes:
     """The bytes of ``path``, a regular file (a link to one too) of at most ``limit`` bytes;
     RepositoryError naming it and ``fix`` otherwise: a pipe there would block the read for ever
@@ -365,13 +370,13 @@ def _signer(pem: Path, key: SSlibKey) -> CryptoSigner:
     try:
         private = load_pem_private_key(data, None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise RepositoryError(f"{pem}: not an unencrypted PEM private key ({type(exc).__name__});"
-                              f" {fix}") from exc
+        raise KeyFileError(f"{pem}: not an unencrypted PEM private key ({type(exc).__name__}); "
+                           f"{fix}") from exc
     try:
         return CryptoSigner(private, key)
     except ValueError as exc:  # KeyMismatchError, or not an Ed25519 key
-        raise RepositoryError(f"{pem}: not the private key of {key.keyid}, whose name it has "
-                              f"({exc}); {fix}") from exc
+        raise KeyFileError(f"{pem}: not the private key of {key.keyid}, whose name it has "
+                           f"({exc}); {fix}") from exc
 
 
 def _read(path: Path) -> Metadata[Any]:

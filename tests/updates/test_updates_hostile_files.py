@@ -170,3 +170,25 @@ def test_a_pipe_as_the_kiosk_s_trusted_root_is_refused_not_waited_on(
     assert _in_time(lambda: main(["config", "check", str(config)]), pipe) == 2
     assert (f"updates.trusted_root: {pipe}: not TUF root metadata (not a regular file: a pipe, "
             "a device or a folder)") in capsys.readouterr().err
+
+
+def test_a_garbled_offline_key_does_not_stop_the_timer_signing_the_timestamp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A garbled targets key, once targets was past half its validity, stopped refresh before
+    it signed the timestamp (cryptography's words, no file named): every kiosk would refuse
+    the repository once the timestamp expired (and, key files refused by name, it was taken
+    for a key kept offline: "bring the targets keys back"). The timestamp is signed, and the
+    file named."""
+    import time
+
+    repo = init_repository(tmp_path / "repo", expiry_s={"targets": 4})
+    [pem] = (repo.keys_dir / "targets").iterdir()
+    pem.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot base64\n")
+    time.sleep(2.5)  # targets past half its validity: refresh would renew it
+    before = repo.latest_version("timestamp")
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"repo refresh: timestamp signed, but: {pem}: not an unencrypted PEM "
+                          "private key")
+    assert repo.latest_version("timestamp") == before + 1
