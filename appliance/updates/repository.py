@@ -265,9 +265,17 @@ class FileRepository(Repository):
 
     def unfinished(self) -> RepositoryError | None:
         """The error for a folder whose ``repo init`` stopped before it signed the timestamp
-        (killed, disk full): nothing of it was published, and its keys sign for nobody."""
-        if os.path.lexists(self.metadata_dir / "timestamp.json"):
+        (killed, disk full): nothing of it was published, and its keys sign for nobody. One
+        that signed more since has lost its timestamp: that error says to put it back."""
+        timestamp = self.metadata_dir / "timestamp.json"
+        if os.path.lexists(timestamp):
             return None  # whatever is there is read as metadata, and refused when it is none
+        if any(self.latest_version(role) > 1 for role in (Snapshot.type, Targets.type, FLEET)):
+            return RepositoryError(  # signed since its init: kiosks trust it, keep its keys
+                f"{timestamp}: missing from a repository that has published (it was removed "
+                f"outside `appliance models`): put it back from a backup; do not remove "
+                f"{self.dir}, whose keys its kiosks trust"
+            )
         return RepositoryError(
             f"{self.dir}: an unfinished model repository (its init stopped before it signed "
             f"{self.metadata_dir / 'timestamp.json'}; nothing of it was published): remove "

@@ -192,3 +192,18 @@ def test_a_garbled_offline_key_does_not_stop_the_timer_signing_the_timestamp(
     assert err.startswith(f"repo refresh: timestamp signed, but: {pem}: not an unencrypted PEM "
                           "private key")
     assert repo.latest_version("timestamp") == before + 1
+
+
+def test_a_published_repository_that_lost_its_timestamp_is_not_called_unfinished(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was taken for an init that stopped halfway, and the advice was to remove the
+    repository and init it again: its keys, which every kiosk trusts, gone."""
+    repo, _ = _released(tmp_path)
+    (repo.metadata_dir / "timestamp.json").unlink()
+    assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
+    err = capsys.readouterr().err
+    assert (f"repo refresh: {repo.metadata_dir / 'timestamp.json'}: missing from a repository "
+            "that has published") in err
+    assert f"do not remove {repo.dir}, whose keys its kiosks trust" in err
+    assert (repo.keys_dir / "root").is_dir()
