@@ -250,7 +250,7 @@ class FileRepository(Repository):
             info.unrecognized_fields["custom"] = custom
         directory, _, name = target_path.rpartition("/")
         stored = self.targets_dir / directory / f"{info.hashes['sha256']}.{name}"
-        if not stored.is_file():  # whole on disk before the metadata that names it
+        if not _holds(stored, data):  # whole on disk before the metadata that names it
             write_atomically(stored, data, PUBLIC_MODE)
         with self.edit_targets(role) as targets:
             targets.targets[target_path] = info
@@ -366,6 +366,20 @@ def _held_alone(path: Path, busy: str) -> Iterator[None]:
         lock.write(str(os.getpid()))
         lock.flush()
         yield
+
+
+def _holds(stored: Path, data: bytes) -> bool:
+    """Whether ``stored`` is already a regular file (no link) of exactly ``data``: a release
+    done again keeps it; anything else there (a link, a file put in its place by whoever can
+    write public/) is replaced, never published as the release."""
+    try:
+        fd = os.open(stored, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # none there, or a link
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return handle.read(len(data) + 1) == data
 
 
 def _signer(pem: Path, key: SSlibKey) -> CryptoSigner:

@@ -207,3 +207,31 @@ def test_a_published_repository_that_lost_its_timestamp_is_not_called_unfinished
             "that has published") in err
     assert f"do not remove {repo.dir}, whose keys its kiosks trust" in err
     assert (repo.keys_dir / "root").is_dir()
+
+
+@pytest.mark.parametrize("planted", ["link", "file"])
+def test_a_file_planted_where_a_release_goes_is_replaced_not_published(
+    tmp_path: Path, planted: str
+) -> None:
+    """A link or a file put in public/targets under the name a release stores its model as
+    (its SHA-256 is no secret: the model is) was kept and published as the release: every
+    kiosk downloaded it and refused it."""
+    import hashlib
+
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    folder = repo.targets_dir / "models" / "skin-texture-grade" / "1.1.0"
+    stored = folder / f"{sha256}.skin-texture-grade-1.1.0.onnx"
+    folder.mkdir(parents=True)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not the model")
+    if planted == "link":
+        stored.symlink_to(junk)
+    else:
+        stored.write_bytes(b"not the model")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.1.0"]) == 0
+    assert not stored.is_symlink()
+    assert stored.read_bytes() == model.read_bytes()
+    assert junk.read_bytes() == b"not the model"
