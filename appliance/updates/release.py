@@ -8,6 +8,8 @@ the rows the shipped grader was tested on (package data, ``appliance/shipped/``)
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +35,11 @@ def read_once(model: Path) -> bytes:
     a file replaced or rewritten while the release runs cannot part the self-test from the
     model shipped."""
     check_model_file(model, MAX_MODEL_BYTES, NAMED_MODEL_HINT)
-    with model.open("rb") as handle:
+    fd = os.open(model, os.O_RDONLY | os.O_NONBLOCK)  # a pipe put there since: not waited on
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelError(f"{model}: no longer a regular file (replaced since it was "
+                             f"checked); {NAMED_MODEL_HINT}")
         data = handle.read(MAX_MODEL_BYTES + 1)
     if len(data) > MAX_MODEL_BYTES:
         raise ModelError(f"{model}: grew past {MAX_MODEL_BYTES} bytes while being read; "

@@ -235,3 +235,26 @@ def test_a_file_planted_where_a_release_goes_is_replaced_not_published(
     assert not stored.is_symlink()
     assert stored.read_bytes() == model.read_bytes()
     assert junk.read_bytes() == b"not the model"
+
+
+def test_a_model_file_replaced_by_a_pipe_as_release_reads_it_is_refused_not_waited_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file was checked to be a regular one, then opened: a pipe put there in between
+    made the release wait for ever."""
+    from appliance.updates import release
+
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    real_check = release.check_model_file
+
+    def checked_then_replaced(*args: Any) -> None:
+        real_check(*args)
+        model.unlink()
+        os.mkfifo(model)
+
+    monkeypatch.setattr(release, "check_model_file", checked_then_replaced)
+    command = ["models", "release", str(model), "--repo", str(repo.dir), "--version", "1.1.0"]
+    assert _in_time(lambda: main(command), model) == 2
+    assert (f"release: {model}: no longer a regular file (replaced since it was checked)"
+            in capsys.readouterr().err)
