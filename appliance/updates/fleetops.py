@@ -40,7 +40,8 @@ from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.manifest import ManifestError, ModelManifest, semver_key
 from appliance.updates.operations import assignments, release_model, released, releases
 from appliance.updates.release import load_once, runner_manifest, table_inputs
-from appliance.updates.repository import FileRepository, RepositoryError
+from appliance.updates.repofiles import RepositoryError
+from appliance.updates.repository import FileRepository
 from appliance.updates.rollout import (
     Device,
     Rollout,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from appliance import safejson
 from appliance.outfile import fsync_path
-from appliance.updates.repository import write_atomically
+from appliance.updates.repofiles import write_atomically
 
 log = logging.getLogger(__name__)
 

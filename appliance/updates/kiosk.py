@@ -29,7 +29,7 @@ from appliance.updates.fetch import Offer, RepositoryClient, UpdateRefusedError
 from appliance.updates.health import HealthCheck
 from appliance.updates.install import POINTER, ModelStore, discard
 from appliance.updates.manifest import FEATURE_SCHEMA, semver_key
-from appliance.updates.repository import write_atomically
+from appliance.updates.repofiles import write_atomically
 from appliance.updates.selftest import SelfTestError, check_self_test
 from appliance.updates.serving import ServingModel
 

@@ -28,6 +28,7 @@ from appliance.updates.manifest import (
     parse_manifest,
     semver_key,
 )
+from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
 from appliance.updates.repository import (
     DEFAULT_EXPIRY_S,
     FLEET,
@@ -36,11 +37,8 @@ from appliance.updates.repository import (
     TOP_ROLES,
     FileRepository,
     KeyFileError,
-    RepositoryError,
     fleet_delegation,
     generate_key,
-    read_regular_file,
-    write_atomically,
 )
 
 MAX_KEYS_PER_ROLE = 32  # a role of more keys is a typo (each key is a file and a signature)

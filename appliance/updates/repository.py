@@ -12,18 +12,16 @@ Layout of the repository folder DIR (docs/model-updates.md):
 
 ``FileRepository`` implements python-tuf's ``Repository`` (open/close), so version bumps,
 snapshot and timestamp bookkeeping come from tuf itself (``do_snapshot``, ``do_timestamp``).
+Its files are read, written and locked through ``repofiles``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
 import os
-import stat
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +46,16 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
+from appliance.updates.repofiles import (
+    PUBLIC_MODE,
+    RepositoryError,
+    held_alone,
+    holds,
+    lock_file,
+    read_regular_file,
+    write_atomically,
+)
+
 TOP_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 FLEET = "fleet"
 ROLES = (*TOP_ROLES, FLEET)
@@ -64,54 +72,12 @@ SETTINGS_SHAPE = '{"expiry_s": {ROLE: SECONDS, ...}}'
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 MAX_SETTINGS_BYTES = 64 * 1024  # `repo init` writes about 100 bytes
 MAX_KEY_BYTES = 64 * 1024  # an Ed25519 key's PEM file is 119 bytes
-PUT_BACK = "put back the file this repository wrote (a backup)"
-PUBLIC_MODE = 0o644  # public/ is served as it is, by a web server running as its own user
 _SERIALIZER = JSONSerializer(compact=True)
-
-
-class RepositoryError(RuntimeError):
-    """The repository folder cannot do what was asked; the text names the folder and why."""
 
 
 class KeyFileError(RepositoryError):
     """A key file there holds no key of its role (garbled, encrypted, another key): not a key
     kept offline, a key to put back."""
-
-
-def read_regular_file(path: Path, limit: int, fix: str = PUT_BACK) -> bytes:
-    """The bytes of ``path``, a regular file (a link to one too) of at most ``limit`` bytes;
-    RepositoryError naming it and ``fix`` otherwise: a pipe there would block the read for ever
-    and a link to a device never end it."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe opens without a writer, too
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise RepositoryError(f"{path}: not a regular file (a pipe, a device or a folder); "
-                                  f"{fix}")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise RepositoryError(f"{path}: more than {limit} bytes, far more than this repository "
-                              f"writes there; {fix}")
-    return data
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` by temp file, fsync and rename (never a half file), readable
-    as ``mode`` says (the owner's alone unless said)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        if isinstance(exc, OSError) and exc.filename is None:  # a write or fsync (a full disk)
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # names the file
-        raise
 
 
 class FileRepository(Repository):
@@ -250,7 +216,7 @@ class FileRepository(Repository):
             info.unrecognized_fields["custom"] = custom
         directory, _, name = target_path.rpartition("/")
         stored = self.targets_dir / directory / f"{info.hashes['sha256']}.{name}"
-        if not _holds(stored, data):  # whole on disk before the metadata that names it
+        if not holds(stored, data):  # whole on disk before the metadata that names it
             write_atomically(stored, data, PUBLIC_MODE)
         with self.edit_targets(role) as targets:
             targets.targets[target_path] = info
@@ -293,8 +259,8 @@ class FileRepository(Repository):
         a deploy starting in that instant as if another deploy ran."""
         busy = (f"{self.dir}: another `appliance models deploy` or `rollback` is running on "
                 f"this repository; wait until it ends")
-        with (_held_alone(self.dir / ".rollout.lock", busy),
-              _lock_file(self.dir / ".rollout.busy") as looked_at):
+        with (held_alone(self.dir / ".rollout.lock", busy),
+              lock_file(self.dir / ".rollout.busy") as looked_at):
             fcntl.flock(looked_at, fcntl.LOCK_EX)  # only a status's look holds it, an instant
             yield
 
@@ -302,7 +268,7 @@ class FileRepository(Repository):
         """Whether a deploy or rollback holds the rollout lock now (a killed one holds none);
         writes nothing, creates no lock file."""
         try:
-            lock = _lock_file(self.dir / ".rollout.busy", create=False)
+            lock = lock_file(self.dir / ".rollout.busy", create=False)
         except FileNotFoundError:
             return False
         with lock:
@@ -325,61 +291,9 @@ class FileRepository(Repository):
         unfinished = None if creating else self.unfinished()
         if unfinished is not None:
             raise unfinished
-        with _lock_file(self.dir / ".lock") as lock:
+        with lock_file(self.dir / ".lock") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield self
-
-
-def _lock_file(path: Path, *, create: bool = True) -> Any:
-    """``path``, a lock file of the repository, open for reading and writing, created when
-    missing (without ``create``: open for reading only, to look at); RepositoryError when
-    something else is there: a link followed would let a deploy, run as root, write its pid
-    over whatever file the link names."""
-    access = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
-    flags = access | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        fd = None
-    if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
-        return os.fdopen(fd, "r+" if create else "r")
-    if fd is not None:
-        os.close(fd)
-    raise RepositoryError(f"{path}: a link or something else where the repository keeps a lock "
-                          f"file (written by whoever can write {path.parent}); remove it: the "
-                          f"commands make it again")
-
-
-@contextlib.contextmanager
-def _held_alone(path: Path, busy: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (released by the kernel when the process ends, kill
-    -9 included); RepositoryError ``busy`` with the holder's pid when another process has it."""
-    with _lock_file(path) as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            raise RepositoryError(f"{busy} (pid {lock.read().strip() or '?'})") from None
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
-        yield
-
-
-def _holds(stored: Path, data: bytes) -> bool:
-    """Whether ``stored`` is already a regular file (no link) of exactly ``data``: a release
-    done again keeps it; anything else there (a link, a file put in its place by whoever can
-    write public/) is replaced, never published as the release."""
-    try:
-        fd = os.open(stored, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:  # none there, or a link
-        return False
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        return handle.read(len(data) + 1) == data
 
 
 def _signer(pem: Path, key: SSlibKey) -> CryptoSigner:

@@ -18,7 +18,8 @@ from appliance.cli import main
 from appliance.updates.manifest import ModelManifest
 from appliance.updates.operations import assign, assignments, init_repository, release_model
 from appliance.updates.release import manifest_for
-from appliance.updates.repository import FileRepository, RepositoryError
+from appliance.updates.repofiles import RepositoryError
+from appliance.updates.repository import FileRepository
 from appliance.updates.testing import linear_model
 
 

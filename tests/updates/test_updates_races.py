@@ -14,7 +14,7 @@ import pytest
 from appliance.backoffice.store import open_store
 from appliance.updates import rollout as rollout_module
 from appliance.updates.operations import init_repository
-from appliance.updates.repository import RepositoryError
+from appliance.updates.repofiles import RepositoryError
 
 
 def test_a_status_looking_at_the_rollout_lock_as_a_deploy_starts_does_not_refuse_the_deploy(

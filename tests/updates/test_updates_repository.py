@@ -38,7 +38,8 @@ from appliance.updates.operations import (
     released,
 )
 from appliance.updates.release import manifest_for
-from appliance.updates.repository import FLEET, FileRepository, RepositoryError
+from appliance.updates.repofiles import RepositoryError
+from appliance.updates.repository import FLEET, FileRepository
 from appliance.updates.serve import RepositoryServer
 from appliance.updates.testing import linear_model
 from tests.disk_helpers import fill, small_tmpfs

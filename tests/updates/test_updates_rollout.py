@@ -25,7 +25,7 @@ from appliance.updates import rollout as rollout_module
 from appliance.updates.fleetops import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
 from appliance.updates.operations import assignments, init_repository, release_model
-from appliance.updates.repository import RepositoryError
+from appliance.updates.repofiles import RepositoryError
 from appliance.updates.rollout import Rollout, RolloutPlan, latest_rollouts
 from appliance.updates.testing import ModelEvents
 

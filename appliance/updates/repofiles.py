@@ -1,0 +1,114 @@
+"""The model repository folder's files, read and written so that what is there cannot hang,
+flood or redirect a command: bounded reads of regular files only, atomic writes, lock files
+opened without following links.
+
+Whoever can write the served ``public/`` folder (or the repository folder) could put a pipe, a
+link to a device or a link to another file where a file is expected; each is refused by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+PUT_BACK = "put back the file this repository wrote (a backup)"
+PUBLIC_MODE = 0o644  # public/ is served as it is, by a web server running as its own user
+
+
+class RepositoryError(RuntimeError):
+    """The repository folder cannot do what was asked; the text names the folder and why."""
+
+
+def read_regular_file(path: Path, limit: int, fix: str = PUT_BACK) -> bytes:
+    """The bytes of ``path``, a regular file (a link to one too) of at most ``limit`` bytes;
+    RepositoryError naming it and ``fix`` otherwise: a pipe there would block the read for ever
+    and a link to a device never end it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe opens without a writer, too
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RepositoryError(f"{path}: not a regular file (a pipe, a device or a folder); "
+                                  f"{fix}")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise RepositoryError(f"{path}: more than {limit} bytes, far more than this repository "
+                              f"writes there; {fix}")
+    return data
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` by temp file, fsync and rename (never a half file), readable
+    as ``mode`` says (the owner's alone unless said)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write or fsync (a full disk)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # names the file
+        raise
+
+
+def lock_file(path: Path, *, create: bool = True) -> Any:
+    """``path``, a lock file of the repository, open for reading and writing, created when
+    missing (without ``create``: open for reading only, to look at); RepositoryError when
+    something else is there: a link followed would let a deploy, run as root, write its pid
+    over whatever file the link names."""
+    access = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
+    flags = access | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        fd = None
+    if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+        return os.fdopen(fd, "r+" if create else "r")
+    if fd is not None:
+        os.close(fd)
+    raise RepositoryError(f"{path}: a link or something else where the repository keeps a lock "
+                          f"file (written by whoever can write {path.parent}); remove it: the "
+                          f"commands make it again")
+
+
+@contextlib.contextmanager
+def held_alone(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (released by the kernel when the process ends, kill
+    -9 included); RepositoryError ``busy`` with the holder's pid when another process has it."""
+    with lock_file(path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise RepositoryError(f"{busy} (pid {lock.read().strip() or '?'})") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+def holds(stored: Path, data: bytes) -> bool:
+    """Whether ``stored`` is already a regular file (no link) of exactly ``data``: a release
+    done again keeps it; anything else there (a link, a file put in its place by whoever can
+    write public/) is replaced, never published as the release."""
+    try:
+        fd = os.open(stored, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # none there, or a link
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return handle.read(len(data) + 1) == data
