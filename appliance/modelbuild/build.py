@@ -151,8 +151,7 @@ def build_model(settings: BuildSettings) -> BuiltModel:
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     with _scratch(settings.out_dir) as scratch:
         staged = _build_in(scratch, settings, table)
-        placed = [_put_in_place(path, settings.out_dir) for path in (
-            staged.float_path, staged.int8_path)]
+        placed = _put_pair_in_place((staged.float_path, staged.int8_path), settings.out_dir)
     log.info("built %s (%d B) and %s (%d B)", placed[1], placed[1].stat().st_size, placed[0],
              placed[0].stat().st_size)
     return replace(staged, float_path=placed[0], int8_path=placed[1])
@@ -170,7 +169,7 @@ def _scratch(out_dir: Path) -> Iterator[Path]:
     A folder is made and locked while ``out_dir`` itself is locked, and the clean-up looks only
     while it holds that lock too: a folder just made, not locked yet, would look killed."""
     _remove_killed_builds(out_dir)
-    with _setting_up(out_dir, wait=True):
+    with _holding_out_dir(out_dir, wait=True):
         folder = Path(tempfile.mkdtemp(dir=out_dir, prefix=SCRATCH_PREFIX))
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -182,9 +181,10 @@ def _scratch(out_dir: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _setting_up(out_dir: Path, *, wait: bool) -> Iterator[bool]:
-    """Hold the lock on ``out_dir`` that a build holds from making its folder to locking it;
-    without ``wait``, yields False at once when another build holds it."""
+def _holding_out_dir(out_dir: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold the lock on ``out_dir`` that a build holds from making its folder to locking it,
+    and while it renames its two models into place; without ``wait``, yields False at once
+    when another build holds it."""
     fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
@@ -200,7 +200,7 @@ def _setting_up(out_dir: Path, *, wait: bool) -> Iterator[bool]:
 def _remove_killed_builds(out_dir: Path) -> None:
     """Remove the folders no build holds; none while another build is making its folder (the
     next build looks again)."""
-    with _setting_up(out_dir, wait=False) as alone:
+    with _holding_out_dir(out_dir, wait=False) as alone:
         if not alone:
             return
         for folder in out_dir.glob(f"{SCRATCH_PREFIX}*"):
@@ -215,6 +215,14 @@ def _remove_killed_builds(out_dir: Path) -> None:
                 os.close(fd)
             shutil.rmtree(folder)
             log.info("%s removed: left by a build that was killed", folder)
+
+
+def _put_pair_in_place(staged: tuple[Path, Path], out_dir: Path) -> list[Path]:
+    """Rename the float and INT8 files into ``out_dir`` while holding its lock: two builds
+    into one folder leave one build's pair, never one's float model beside the other's INT8
+    (which names its float twin by file name and was validated against it)."""
+    with _holding_out_dir(out_dir, wait=True):
+        return [_put_in_place(path, out_dir) for path in staged]
 
 
 def _put_in_place(staged: Path, out_dir: Path) -> Path:

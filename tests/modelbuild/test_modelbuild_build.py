@@ -215,6 +215,44 @@ def test_a_build_starting_as_another_makes_its_folder_leaves_that_folder_alone(
     assert list(out.glob(".build-*")) == []
 
 
+def test_two_builds_into_one_folder_leave_one_build_s_pair_of_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each build renamed its float and then its INT8 model into place: another build placing
+    its pair in between left its float model beside this build's INT8 one, which names its
+    float twin by file name and was validated against it."""
+    import threading
+
+    from appliance.modelbuild import build
+
+    out = tmp_path / "m"
+    other = tmp_path / "other"
+    other.mkdir()
+    theirs = (other / "skin-texture-grade.float.onnx", other / "skin-texture-grade.int8.onnx")
+    for path in theirs:
+        path.write_bytes(f"the other build's {path.name}".encode())
+    placing = threading.Thread(target=build._put_pair_in_place,  # noqa: SLF001
+                               args=(theirs, out), name="other build")
+    real_replace = os.replace
+
+    def replace_then_the_other_build_places(source: Any, target: Any) -> None:
+        real_replace(source, target)
+        if threading.current_thread() is not placing and not placing.is_alive() and \
+                str(target).endswith(".float.onnx"):
+            placing.start()  # the other build places its pair now, between our two renames
+            placing.join(5)  # it waits for our lock (or, without one, is done by now)
+
+    monkeypatch.setattr(build.os, "replace", replace_then_the_other_build_places)
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=2))
+    assert main(["models", "build-skin", "--data", str(table), "--out", str(out),
+                 "--hidden", "16", "--epochs", "5"]) == 0
+    placing.join(30)
+    float_model = (out / "skin-texture-grade.float.onnx").read_bytes()
+    int8_model = (out / "skin-texture-grade.int8.onnx").read_bytes()
+    assert (float_model == b"the other build's skin-texture-grade.float.onnx") == (
+        int8_model == b"the other build's skin-texture-grade.int8.onnx")
+
+
 def test_real_style_table_without_splits_and_with_fewer_features(tmp_path: Path) -> None:
     inputs = ("hill_density_per_mm2", "furrow_mean_width_um", "kime_score")
     lines = write_table(tmp_path / "full.csv", make_table(rows=200, seed=3)).read_text()
