@@ -116,8 +116,8 @@ ensure_venv() {
   "$OPT/venv/bin/python" -m pip install --quiet "$REPO[$extras]"
 }
 
-ensure_fonts() {  # the kiosk's screen and overlays draw Japanese (appliance/imagetext.py)
-  [[ "$ROOT" == / && "$role" == edge ]] || return 0
+ensure_fonts() {  # overlays, the kiosk's screen and heatmap titles draw Japanese (imagetext.py)
+  [[ "$ROOT" == / ]] || return 0
   [[ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]] && return 0
   apt-get install -y -qq fonts-noto-cjk >/dev/null 2>&1 \
     || say "could not install fonts-noto-cjk: overlays fall back to ASCII, the screen to the browser's fonts"
