@@ -110,6 +110,10 @@ class EdgeConfig(Section):
     reconnect_cap_s: float = Field(
         5.0, gt=0, le=300, description="Longest broker reconnect delay (s)."
     )
+    duplicate_retry_s: float = Field(
+        600.0, ge=1, le=86_400, description="While another live kiosk uses this device id, this "
+        "one (the later) stays off the broker and looks again this often (s)."
+    )
     ack_resend_initial_s: float = Field(
         10.0, gt=0, le=3600, description="Send a result again when the back office has not "
         "confirmed it this long after the broker took it (s); doubles while none arrive."

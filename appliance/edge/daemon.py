@@ -40,6 +40,7 @@ from appliance.transport.losttally import count_lost_beside
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox, OutboxError
 from appliance.transport.outbox_repair import open_outbox
+from appliance.transport.presence import PRESENCE_LEAF, Presence, PresenceKeeper
 from appliance.transport.topics import device_topic
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BROKER_REFUSED = 3
 OUTBOX_FILE = "outbox.sqlite3"
+# looking again, a kiosk that held back waits this many reconnect delays (at least the floor)
+# for a live rival to connect again and show itself, before it measures again
+PROBE_RECONNECTS = 4
+PROBE_FLOOR_S = 10.0
 
 
 def link_settings(config: Config) -> LinkSettings:
@@ -65,6 +70,16 @@ def link_settings(config: Config) -> LinkSettings:
         ack_resend_initial_s=edge.ack_resend_initial_s,
         ack_resend_cap_s=max(edge.ack_resend_cap_s, edge.ack_resend_initial_s),
     )
+
+
+def presence_keeper(config: Config, settings: LinkSettings) -> PresenceKeeper:
+    """This process's presence on the device's presence topic, and when to look again while
+    another live kiosk has the device id."""
+    device, edge = config.device, config.edge
+    topic = device_topic(config.mqtt.topic_prefix, device.site, device.id, PRESENCE_LEAF)
+    return PresenceKeeper(topic, Presence(device.id, device.site), settings.client_id,
+                          retry_s=edge.duplicate_retry_s,
+                          probe_s=max(PROBE_FLOOR_S, PROBE_RECONNECTS * edge.reconnect_cap_s))
 
 
 def new_outbox(config: Config, *, rebuild: bool = False) -> Outbox:
@@ -116,14 +131,17 @@ class EdgeDaemon:
         self.reload_handler: Callable[[EdgeDaemon], None] | None = None
         self.outbox = new_outbox(config)
         self.status = DeviceStatus(self)
+        settings = link_settings(config)
+        self.presence = presence_keeper(config, settings)
         self.link = MqttLink(
-            link_settings(config),
+            settings,
             self.outbox,
             status_topic=self._topic("status"),
             status_payload=self.status.payload,
             ack_topic=self._topic(ACK_LEAF),
             subscriptions=(self._topic("cmd/#"), *self._update_topics()),
             stop=self.link_stop,
+            presence=self.presence,
         )
         self.updater = self._attach_updater()
         self.sessions = SessionTracker(config.edge.burst_frames, config.edge.rearm_frames)
@@ -177,6 +195,7 @@ class EdgeDaemon:
             um_per_px=config.skin.um_per_px,
             limit=config.camera.limit,
             paused=self.measuring_paused,
+            held=self.presence.held,
             on_gated=self.display.on_gated,
             subject=self.display.take_subject,
             on_failed=self.display.measurement_failed,
@@ -247,6 +266,8 @@ class EdgeDaemon:
 
     def _out_of_order(self) -> str | None:
         """What the customer's screen says while the kiosk cannot measure (None: it can)."""
+        if self.presence.held.is_set():
+            return "guide_duplicate_device"
         if self.measuring_paused.is_set():
             return "guide_paused_disk_full" if self.committer.disk_full else "guide_paused_storage"
         if self.capture.failed and not self.pipeline_stop.is_set():

@@ -80,6 +80,7 @@ class AnalysisRunner(threading.Thread):
         um_per_px: float,
         limit: int | None = None,
         paused: threading.Event | None = None,
+        held: threading.Event | None = None,
         on_gated: GateListener | None = None,
         subject: Callable[[str | None], payloads.Subject | None] | None = None,
         on_failed: Callable[[], None] | None = None,
@@ -87,6 +88,8 @@ class AnalysisRunner(threading.Thread):
         super().__init__(name="AnalysisRunner", daemon=True)
         # set while results cannot be stored: live frames pass unmeasured, a saved capture waits
         self.paused = paused or threading.Event()
+        # set while another live kiosk has this device id: nothing is measured under it
+        self.held = held or threading.Event()
         self.frames_paused = 0
         self._on_gated = on_gated
         self._on_failed = on_failed  # the kiosk screen: the burst it shows gives no result
@@ -118,9 +121,10 @@ class AnalysisRunner(threading.Thread):
             log.exception("analysis thread failed")  # the watchdog notices the missing beats
 
     def _handle(self, frame: Frame) -> None:
-        # the outbox cannot keep a result: never measure to drop it. A live frame is passed
-        # over; a saved capture waits (its folder source reads each file once per run)
-        if self.paused.is_set() and not (frame.still and self._resumed()):
+        # the outbox cannot keep a result (never measure to drop it), or another kiosk has
+        # this device id: a live frame is passed over; a saved capture waits (its folder
+        # source reads each file once per run)
+        if self._pausing() and not (frame.still and self._resumed()):
             self.frames_paused += 1
             self._previous_rgb = None
             return
@@ -147,11 +151,14 @@ class AnalysisRunner(threading.Thread):
 
     def _resumed(self) -> bool:
         """Wait until measuring resumes (True) or the pipeline stops (False)."""
-        while self.paused.is_set():
+        while self._pausing():
             self.last_beat_s = time.monotonic()
             if self.stop_event.wait(QUEUE_POLL_S):
                 return False
         return True
+
+    def _pausing(self) -> bool:
+        return self.paused.is_set() or self.held.is_set()
 
     def _say_not_measured(self, frame: Frame, quality: FrameQuality) -> None:
         """A saved capture is a session of its own: one the gate refuses is never measured, so

@@ -31,8 +31,9 @@ GUIDANCE = {
     "ok": "guide_hold_still",
 }
 # why the kiosk cannot measure now (catalogue keys): the outbox cannot write (its disk is full),
-# the camera is gone
-OUT_OF_ORDER = ("guide_paused_storage", "guide_paused_disk_full", "guide_camera_offline")
+# the camera is gone, another kiosk runs with this one's device id
+OUT_OF_ORDER = ("guide_paused_storage", "guide_paused_disk_full", "guide_camera_offline",
+                "guide_duplicate_device")
 # the burst's measurement failed: said until the scope is lifted and pressed on again
 MEASURE_AGAIN = "guide_measure_again"
 LANGUAGES = ("ja", "en")

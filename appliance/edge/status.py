@@ -79,6 +79,10 @@ class DeviceStatus:
         paused = ""
         if d.measuring_paused.is_set():
             paused = f"MEASURING PAUSED: {d.committer.paused_why or 'the outbox cannot write'}, "
+        rival = d.presence.rival
+        if rival is not None:
+            paused = (f"HELD BACK: device id {d.config.device.id} in use by host {rival.host} "
+                      f"pid {rival.pid}, {paused}")
         return (
             f"{paused}camera {'online' if d.capture.online else 'offline'}, "
             f"{d.committer.committed} measured, outbox {d.outbox.depth()}, "

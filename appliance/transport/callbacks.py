@@ -2,8 +2,8 @@
 
 paho runs callbacks inside its network loop; an exception there would end the loop, and work
 done there would stall it. So each callback here turns what paho reports into a small event
-for the link's own loop (connack, disconnect, puback, suback, ack) or an incoming command for the
-daemon, and logs instead of raising.
+for the link's own loop (connack, disconnect, puback, suback, ack, presence) or an incoming
+command for the daemon, and logs instead of raising.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ class IncomingMessage:
 class QueuedCallbacks:
     """paho callbacks for the link: events to ``events``, commands to ``inbox``."""
 
-    def __init__(self, ack_topic: str, inbox_size: int = 100) -> None:
-        self.ack_topic = ack_topic
+    def __init__(self, ack_topic: str, presence_topic: str | None = None,
+                 inbox_size: int = 100) -> None:
+        self.ack_topic, self.presence_topic = ack_topic, presence_topic
         self.events: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
         self.inbox: queue.Queue[IncomingMessage] = queue.Queue(maxsize=inbox_size)
 
@@ -86,6 +87,9 @@ class QueuedCallbacks:
                 return
             if message.topic == self.ack_topic:
                 self.events.put(("ack", bytes(message.payload), None))
+                return
+            if message.topic == self.presence_topic:  # retained: as of a subscribe of ours
+                self.events.put(("presence", bytes(message.payload), bool(message.retain)))
                 return
             self.inbox.put_nowait(IncomingMessage(message.topic, bytes(message.payload)))
         except queue.Full:

@@ -9,6 +9,10 @@ Delivery is end to end (docs/delivery.md): a PUBACK only moves a result from "in
 "awaiting the back office"; it leaves the outbox when an ack on the device's ack topic names
 it. Results still unacknowledged after ``ack_resend_initial_s`` are sent again, the wait
 doubling (to ``ack_resend_cap_s``) while no ack arrives.
+
+With a ``PresenceKeeper`` the link announces this process on the device's presence topic at
+every connect and stays off the broker while another live kiosk process has the device id
+(transport/presence.py).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from appliance.transport.client import (
 )
 from appliance.transport.outbox import Outbox, OutboxError
 from appliance.transport.payloads import PayloadError
+from appliance.transport.presence import PresenceKeeper
 from appliance.transport.unconfirmed import Unconfirmed
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,7 @@ class MqttLink(threading.Thread):
         ack_topic: str,
         subscriptions: tuple[str, ...] = (),
         stop: threading.Event | None = None,
+        presence: PresenceKeeper | None = None,
     ) -> None:
         super().__init__(name="MqttLink", daemon=True)
         self.settings = settings
@@ -88,7 +94,8 @@ class MqttLink(threading.Thread):
         self.ack_topic = ack_topic
         self.subscriptions = (ack_topic, *subscriptions)
         self.stop_event = stop or threading.Event()
-        self._callbacks = QueuedCallbacks(ack_topic)
+        self.presence = presence
+        self._callbacks = QueuedCallbacks(ack_topic, presence.topic if presence else None)
         self.inbox = self._callbacks.inbox
         self.stats = LinkStats()
         self.fatal_error: str | None = None
@@ -154,6 +161,8 @@ class MqttLink(threading.Thread):
                     self._io_once()
                 self._handle_events()
                 if self.connected:
+                    if self.presence is not None:
+                        self.presence.tick()
                     self._send_statuses()
                     self._send_retained()
                     self._publish_pending()
@@ -167,6 +176,8 @@ class MqttLink(threading.Thread):
 
     def _connect_when_due(self) -> None:
         wait_s = self._next_attempt_s - time.monotonic()
+        if self.presence is not None and not self.presence.may_connect():
+            wait_s = max(wait_s, IDLE_POLL_S)  # holding back: another kiosk has the device id
         if wait_s > 0:
             self.stop_event.wait(min(wait_s, IDLE_POLL_S))
             return
@@ -241,6 +252,8 @@ class MqttLink(threading.Thread):
                 self._handle_suback(first, second)
             elif kind == "ack":
                 self._handle_ack(first)
+            elif kind == "presence":
+                self._handle_presence(first, second)
 
     def _handle_connack(self, reason: object, properties: Any) -> None:
         """Connected means CONNACK reason code 0 and nothing else (spec 3.2.2.2)."""
@@ -268,6 +281,10 @@ class MqttLink(threading.Thread):
             _rc, mid = self._client.subscribe(topic, options=options)
             if mid is not None:  # None: the socket just closed; the next CONNACK subscribes
                 self._subscribing[mid] = topic
+        if self.presence is not None:  # before the birth: what it finds there comes first
+            mid = self.presence.announce(self._client)
+            if mid is not None:
+                self._subscribing[mid] = self.presence.topic
         self._publish_status("online")
         for topic, payload in list(self._retained_latest.items()):
             self._retained.put((topic, payload))
@@ -275,6 +292,8 @@ class MqttLink(threading.Thread):
                  self.settings.port, self.outbox.depth())
 
     def _handle_disconnect(self, code: int) -> None:
+        if self.presence is not None:
+            self.presence.lost()
         was_connected = self.connected
         self.connected = False
         if was_connected:
@@ -286,6 +305,8 @@ class MqttLink(threading.Thread):
             self._next_attempt_s = time.monotonic() + self._backoff.next_delay_s()
 
     def _handle_puback(self, mid: int, code: int) -> None:
+        if self.presence is not None and self.presence.answered(mid, code):
+            return
         seq = self._inflight.pop(mid, None)
         if seq is None:
             return  # a status message, or an ack already handled
@@ -314,6 +335,10 @@ class MqttLink(threading.Thread):
         topic = self._subscribing.pop(mid, None)
         refused = [reason for reason in reasons if reason_value(reason) >= 0x80]
         if topic is None or not refused:
+            return
+        if self.presence is not None and topic == self.presence.topic:
+            self.presence.refuse(f"refused the subscription to {topic} (reason code "
+                                 f"0x{reason_value(refused[0]):02X})")
             return
         what = (": the back office's confirmations never arrive, so results are never "
                 "confirmed and are sent again until the outbox drops them"
@@ -357,6 +382,13 @@ class MqttLink(threading.Thread):
                         "could not remove meanwhile stay in it and are sent again",
                         self._unremoved)
             self._unremoved = 0
+
+    def _handle_presence(self, payload: bytes, retained: bool) -> None:
+        """Another live kiosk process has this device id: leave the broker to it (a normal
+        DISCONNECT: no last will, the retained status stays the other's)."""
+        if self.presence is not None and self.presence.heard(payload, retained):
+            self.connected = False
+            self._client.disconnect()
 
     def _resend_when_due(self) -> None:
         """Send again what the back office has not confirmed in time (capped backoff)."""
@@ -451,6 +483,8 @@ class MqttLink(threading.Thread):
     def _shutdown(self) -> None:
         try:
             if self._client.socket() is not None:
+                if self.presence is not None and self.connected:
+                    self.presence.clear(self._client)
                 # Ending with reason 0x04 makes the broker publish our retained "offline" will.
                 self._client.disconnect(reasoncode=will_disconnect_reason())
                 self._client.loop_write()

@@ -16,9 +16,10 @@ and every password already made, and adds what is new):
 
 Identity rules (docs/broker-identity.md): a device logs in as its device id, must use the
 client id ``edge-SITE-DEVICE`` (the broker refuses any other), may publish only its own
-``result``, ``status`` and ``model/state`` topics under the site it was provisioned for, and
-may subscribe only to its own ``cmd/#``, ``model/update`` and ``ack``; nothing else, no
-``$share``. Back-office workers log in as their own name with that name as client id.
+``result``, ``status``, ``model/state`` and ``presence`` topics under the site it was
+provisioned for, and may subscribe only to its own ``cmd/#``, ``model/update``, ``ack`` and
+``presence``; nothing else, no ``$share``. Back-office workers log in as their own name with
+that name as client id.
 Pathology servers likewise (``pathology.client_id``, their server id): each may read the job
 requests and cancels, publish job states, clear requests and cancels, answer on the errors
 topic, and publish only its own presence. Pathology clients (``appliance pathology job``
@@ -146,12 +147,14 @@ def _acl(kind: str, topic: str) -> dict[str, Any]:
 
 
 def device_role(prefix: str, site: str, device: str) -> dict[str, Any]:
-    """What one device may do: its own topics under its provisioned site, nothing else."""
+    """What one device may do: its own topics under its provisioned site, nothing else. It
+    reads back its own presence (another kiosk started with its device id shows there:
+    appliance/transport/presence.py)."""
     own = f"{prefix}/{site}/{device}"
-    acls = [_acl("publishClientSend", f"{own}/{leaf}") for leaf in ("result", "status")]
-    acls.append(_acl("publishClientSend", f"{own}/model/state"))
+    acls = [_acl("publishClientSend", f"{own}/{leaf}")
+            for leaf in ("result", "status", "model/state", "presence")]
     acls += [_acl("subscribePattern", f"{own}/{leaf}") for leaf in ("cmd/#", "model/update")]
-    acls.append(_acl("subscribeLiteral", f"{own}/ack"))
+    acls += [_acl("subscribeLiteral", f"{own}/{leaf}") for leaf in ("ack", "presence")]
     return {"rolename": f"device-{device}", "acls": acls}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import random
 import threading
 import time
@@ -291,3 +292,34 @@ def test_results_the_broker_refuses_arrive_once_the_acl_is_mended_without_a_rest
             thread.join(10)
             worker.stop()
             store.close()
+
+
+def test_a_broker_acl_without_the_presence_topic_is_said_once_and_the_kiosk_delivers(
+    tmp_path: Path, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker not provisioned again since kiosks publish a presence: mosquitto's acl_file
+    refuses it and drops the connection each time, so a kiosk that kept publishing it would
+    never stay connected for long (appliance/transport/presence.py)."""
+    monkeypatch.setenv(PASSWORD_ENV, "secret")
+    with PrivateBroker(workdir=tmp_path / "broker", passwords={"kiosk": "secret",
+                       "office": "secret"}, acl=kiosk_acl(topic_prefix,
+                                                         may_send_results=True)) as broker:
+        kiosk = fast_daemon(kiosk_config(tmp_path, broker, topic_prefix, limit=5,
+                                         username="kiosk"))
+        worker, store = backoffice(tmp_path, broker, topic_prefix, username="office")
+        try:
+            with caplog.at_level(logging.ERROR):
+                thread, codes = run_in_thread(kiosk)
+                thread.join(30)  # exits once every result is confirmed
+            assert codes == [0]
+            assert store.count_results() == 5
+        finally:
+            kiosk.request_stop()
+            thread.join(10)
+            worker.stop()
+            store.close()
+    said = [r.getMessage() for r in caplog.records if "/presence" in r.getMessage()]
+    assert len(said) == 1
+    assert f"presence on {topic_prefix}/shop-1/kiosk-early/presence" in said[0]
+    assert "runs on without its presence" in said[0]

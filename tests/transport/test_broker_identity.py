@@ -142,3 +142,38 @@ def test_a_refused_ack_subscription_is_logged_naming_the_topic_and_the_reason(
     assert f"refused the subscription of edge-{site}-{device} to {ack_topic}" in refusal
     assert "(reason code 0x87: Not authorized)" in refusal
     assert "never confirmed" in refusal
+
+
+def retained_on(fleet: FleetBroker, login: str, client_id: str, topic: str) -> list[bytes]:
+    """What the broker keeps retained on ``topic``, read as ``login`` (its own subscribe)."""
+    heard: list[bytes] = []
+    probe = Probe(fleet, login, client_id)
+    probe.client.on_message = lambda _c, _u, message: heard.append(bytes(message.payload))
+    assert probe.subscribe(topic) == 1
+    wait_until(lambda: bool(heard), timeout_s=2)
+    probe.close()
+    return heard
+
+
+def test_a_kiosk_reads_and_writes_its_own_presence_and_no_other_kiosks(
+    fleet_broker: FleetBroker,
+) -> None:
+    """Another kiosk's credential can neither read a kiosk's presence (who runs it, where) nor
+    clear or forge it (which would hide a clone, or make a kiosk hold back)."""
+    (site, device), (attacker_site, attacker) = KIOSKS[0], ATTACKER
+    victim_presence = f"appliance/{site}/{device}/presence"
+    owner = Probe(fleet_broker, device, f"edge-{site}-{device}")
+    # PUBACK 0x10: taken, nobody subscribed (MQTT 5 spec 3.4.2.1)
+    assert owner.publish(victim_presence, b'{"process": "victim"}', retain=True) in (0, 0x10)
+    owner.close()
+    probe = Probe(fleet_broker, attacker, f"edge-{attacker_site}-{attacker}")
+    assert probe.subscribe(victim_presence) == 0x87
+    assert probe.subscribe("appliance/+/+/presence") == 0x87
+    assert probe.publish(victim_presence, b"", retain=True) == 0x87  # clear it
+    assert probe.publish(victim_presence, b'{"process": "forged"}', retain=True) == 0x87
+    own_presence = f"appliance/{attacker_site}/{attacker}/presence"
+    assert probe.subscribe(own_presence) == 1
+    assert probe.publish(own_presence, b'{"process": "own"}', retain=True) in (0, 0x10)
+    probe.close()
+    assert retained_on(fleet_broker, device, f"edge-{site}-{device}",
+                       victim_presence) == [b'{"process": "victim"}']

@@ -1,0 +1,141 @@
+"""The kiosk presence watch: which of two processes under one device id holds back, decided
+from what the broker handed each (never from a clock); a dead process's presence stops nobody."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from appliance.transport.presence import (
+    PRESENCE_SCHEMA,
+    UNANSWERED_LIMIT,
+    DuplicateWatch,
+    Presence,
+    PresenceKeeper,
+    holds_back,
+    read_rival,
+)
+
+
+def presence(process: str, connection: int, found: list[str] | None = None) -> bytes:
+    return json.dumps({"schema": PRESENCE_SCHEMA, "device_id": "kiosk-1", "site": "s",
+                       "process": process, "pid": 4242, "host": "kiosk-host",
+                       "connection": connection, "found": found or []}).encode()
+
+
+def arrived(process: str) -> DuplicateWatch:
+    """A watch whose process has connected once and heard its own presence come back."""
+    watch = DuplicateWatch(Presence("kiosk-1", "s", process=process, host="first-host"))
+    watch.connected()
+    watch.heard(watch.own.payload(), retained=False)
+    return watch
+
+
+def test_a_dead_processes_presence_heard_at_every_connect_stops_nobody() -> None:
+    """Killed with -9, a kiosk leaves its last presence retained: it never changes."""
+    watch = DuplicateWatch(Presence("kiosk-1", "s", process="b" * 32))
+    for _ in range(5):
+        watch.connected()
+        assert watch.heard(presence("a" * 32, 7), retained=True) is None
+        watch.heard(watch.own.payload(), retained=False)
+    assert watch.own.found == ["a" * 32]  # found on arrival, but never shown alive
+
+
+def test_the_later_process_holds_back_and_the_first_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, later = arrived("f" * 32), DuplicateWatch(Presence("kiosk-1", "s", process="0" * 32))
+    later.connected()  # its first connection finds the first one's presence there
+    assert later.heard(first.own.payload(), retained=True) is None
+    later.heard(later.own.payload(), retained=False)
+    first.connected()  # the first connects again (the later one's connect dropped it)
+    assert first.heard(later.own.payload(), retained=True) is None
+    later.connected()
+    rival = later.heard(first.own.payload(), retained=True)  # a new connection number: alive
+    assert rival is not None
+    assert rival.process == "f" * 32
+    assert rival.host == "first-host"
+    first.connected()
+    with caplog.at_level(logging.WARNING):
+        assert first.heard(later.own.payload(), retained=True) is None
+    assert "it came later and holds back, this one goes on" in caplog.text
+
+
+def test_live_copies_never_show_a_process_alive() -> None:
+    """Only what the broker hands over as retained at a subscribe of ours counts: a live copy
+    (or one the shared session kept from before) may be older than this process."""
+    watch = arrived("b" * 32)
+    watch.own.found = ["a" * 32]
+    assert watch.heard(presence("a" * 32, 1), retained=False) is None
+    assert watch.heard(presence("a" * 32, 2), retained=False) is None
+    assert watch.heard(presence("a" * 32, 3), retained=True) is None
+    assert watch.heard(presence("a" * 32, 4), retained=True) is not None
+
+
+@pytest.mark.parametrize(("own_found", "rival_found"), [(True, False), (False, True),
+                                                        (False, False), (True, True)])
+def test_exactly_one_of_two_holds_back(own_found: bool, rival_found: bool) -> None:
+    one = Presence("kiosk-1", "s", process="1" * 32)
+    two = Presence("kiosk-1", "s", process="2" * 32)
+    one.found = [two.process] if own_found else []
+    two.found = [one.process] if rival_found else []
+    one.connection = two.connection = 2
+    one_rival, two_rival = read_rival(two.payload()), read_rival(one.payload())
+    assert one_rival is not None
+    assert two_rival is not None
+    assert holds_back(one, one_rival) != holds_back(two, two_rival)
+    if own_found != rival_found:  # the one that found the other came later
+        assert holds_back(one, one_rival) == own_found
+
+
+@pytest.mark.parametrize("payload", [b"\xff", b"[]", b"{}", b'{"schema": "x"}',
+                                     presence("a", 0), presence("", 2),
+                                     presence("a", 2, ["x"] * 5), b"[" * 100_000])
+def test_what_is_no_presence_is_ignored_and_said_once(
+    payload: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    watch = arrived("b" * 32)
+    with caplog.at_level(logging.WARNING):
+        assert watch.heard(payload, retained=True) is None
+        assert watch.heard(payload, retained=True) is None
+    assert caplog.text.count("that is not one") == 1
+
+
+class _Client:
+    """Stands in for paho's client: message ids for what the keeper sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def subscribe(self, topic: str, options: object) -> tuple[int, int]:
+        return 0, len(self.sent) + 1000
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> SimpleNamespace:
+        self.sent.append((topic, payload))
+        return SimpleNamespace(mid=len(self.sent))
+
+
+def test_holding_back_again_and_again_never_counts_as_a_refused_presence() -> None:
+    """A rival quicker than the broker's answers: each look's first connection is dropped
+    before its presence is answered, and the second leaves before it is. A broker that takes
+    the rival's presence is no broker that refuses the presence."""
+    keeper = PresenceKeeper("p/s/kiosk-1/presence", Presence("kiosk-1", "s", process="b" * 32),
+                            "edge-s-kiosk-1", retry_s=0.0, probe_s=60.0)
+    keeper.own.found = ["a" * 32]
+    client = _Client()
+    for look in range(2 * UNANSWERED_LIMIT):
+        assert keeper.may_connect()
+        for connection in (1, 2):  # the rival connects again in between
+            keeper.announce(client)  # type: ignore[arg-type]
+            held = keeper.heard(presence("a" * 32, 2 * look + connection), retained=True)
+            keeper.lost()
+        assert held
+    assert not keeper.refused
+    keeper.announce(client)  # type: ignore[arg-type]
+    for _ in range(UNANSWERED_LIMIT):  # a broker that drops every connection it gets
+        keeper.lost()
+        keeper.announce(client)  # type: ignore[arg-type]
+    assert keeper.refused
