@@ -34,6 +34,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "appliance_edge_results_resent": ("counter", "Results sent again, unconfirmed in time."),
     "appliance_edge_mqtt_reconnects": ("counter", "Broker connections lost."),
     "appliance_edge_mqtt_connected": ("gauge", "1 while connected to the broker."),
+    "appliance_edge_held_back": (
+        "gauge", "1 while another live kiosk uses this device id and this one holds back."
+    ),
     "appliance_edge_camera_online": ("gauge", "1 while the camera delivers frames."),
     "appliance_edge_camera_failures": ("counter", "Camera failures (reopened)."),
 }

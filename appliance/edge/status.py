@@ -120,6 +120,7 @@ class DeviceStatus:
             "appliance_edge_results_resent": d.link.stats.resent,
             "appliance_edge_mqtt_reconnects": d.link.stats.reconnects,
             "appliance_edge_mqtt_connected": float(d.link.connected),
+            "appliance_edge_held_back": float(d.presence.held.is_set()),
             "appliance_edge_camera_online": float(d.capture.online),
             "appliance_edge_camera_failures": d.capture.failures,
         }

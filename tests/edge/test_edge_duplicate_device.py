@@ -106,6 +106,7 @@ def test_the_later_kiosk_holds_back_and_the_first_keeps_delivering(
         assert wait_until(lambda: later.display.state.snapshot()["guidance"]
                           == "guide_duplicate_device", 5)
         assert later.status.text().startswith("HELD BACK: device id kiosk-twin in use by host")
+        assert later.status.metrics()["appliance_edge_held_back"] == 1.0
         back = committed(first_log)  # the first has its connection back once these arrive
         assert wait_until(lambda: len(committed(first_log) - back) >= 2, 30)
         assert wait_until(lambda: committed(first_log) - back <= collector.ids(), 15)
@@ -144,6 +145,7 @@ def test_a_kiosk_killed_with_sigkill_leaves_a_presence_that_stops_nobody(
         assert wait_until(restarted.link.idle, 15)  # every result confirmed
         assert len(restarted.presence.own.found) == 1  # it heard the dead one's presence
         assert not restarted.presence.held.is_set()
+        assert restarted.status.metrics()["appliance_edge_held_back"] == 0.0
         assert restarted.presence.rival is None
     finally:
         restarted.request_stop()
