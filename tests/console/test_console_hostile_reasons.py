@@ -25,7 +25,9 @@ def test_a_made_up_withheld_reason_names_only_known_features(tmp_path: Path) -> 
                        *(f"f{i}" for i in range(5_000))])
     hostile = make_result(1, "lab", "k1", "30-39").model_copy(update={
         "classification": None,
-        "quality": payloads.Quality(verdict="ok", reasons=[f"{NOT_GRADED} ({named})"])})
+        # a row stored before the contract bounded a reason (payloads.Result): no validation
+        "quality": payloads.Quality.model_construct(verdict="ok",
+                                                    reasons=[f"{NOT_GRADED} ({named})"])})
     store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     try:
         row = result_row(hostile, iso_utc(datetime.now(UTC)), hostile.to_json().decode())
@@ -50,14 +52,15 @@ def _stored(store_url: str, result: payloads.Result) -> None:
 
 
 def test_a_result_page_shows_hostile_reasons_escaped_and_bounded(console: Console) -> None:
-    # what the contract lets through: 16 reasons, one of 200,000 characters, a right-to-left
+    # what the contract let through before it bounded a reason and the scores (payloads.Result),
+    # as rows stored then still hold: 16 reasons, one of 200,000 characters, a right-to-left
     # override that would show "evil txt.exe" as "exe.txt live", terminal escapes; 4,000 scores
     spoof = f"{NOT_MEASURED}report \u202eevil txt.exe \x1b[31mred\x07"
     reasons = [spoof, NOT_MEASURED + "A" * 200_000,
                *(f"{NOT_MEASURED}<script>alert({i})</script>" for i in range(14))]
     hostile = make_result(1, "lab", "k-evil", "30-39").model_copy(update={
-        "quality": payloads.Quality(verdict="ok", reasons=reasons,
-                                    scores={f"score-{i}": float(i) for i in range(4_000)})})
+        "quality": payloads.Quality.model_construct(
+            verdict="ok", reasons=reasons, scores={f"score-{i}": float(i) for i in range(4_000)})})
     _stored(console.store_url, hostile)
     cookie, _ = login_cookie(console)
     status, _, body = get_with(console, f"/results/{hostile.measurement_id}", cookie)
@@ -82,7 +85,8 @@ def test_a_result_page_shows_hostile_reasons_escaped_and_bounded(console: Consol
 def test_a_hostile_reason_does_not_widen_the_result_page(console: Console,
                                                          browser_page: Any) -> None:
     hostile = make_result(2, "lab", "k-evil", "30-39").model_copy(update={
-        "quality": payloads.Quality(verdict="ok", reasons=[NOT_MEASURED + "A" * 5_000])})
+        "quality": payloads.Quality.model_construct(verdict="ok",  # stored before the bound
+                                                    reasons=[NOT_MEASURED + "A" * 5_000])})
     _stored(console.store_url, hostile)
     browser_page.goto(console.url + "/login?next=/fleet")
     browser_login(browser_page)
@@ -94,9 +98,10 @@ def test_a_hostile_reason_does_not_widen_the_result_page(console: Console,
 
 
 def test_a_hostile_kiosk_s_free_text_is_shown_escaped_on_every_page(console: Console) -> None:
-    # the contract bounds these in length but not in content; 3,000 labels' probabilities
+    # the contract bounds these in length but not in content; 3,000 labels' probabilities (a
+    # row stored before the contract bounded them to a model's 64 labels: no validation)
     flip = "\u202e txt.exe\x1b[2J"
-    grade = payloads.Classification(model="grader" + flip, version="1" + flip,
+    grade = payloads.Classification.model_construct(model="grader" + flip, version="1" + flip,
                                     label="fine" + flip,
                                     probabilities={f"label-{i}": 0.5 for i in range(3_000)})
     hostile = make_result(3, "lab", "k-evil", "30-39").model_copy(update={
