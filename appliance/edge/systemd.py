@@ -1,8 +1,10 @@
 """systemd integration: sd_notify (READY, STATUS, WATCHDOG, STOPPING) and journald logging.
 
-systemd-python is optional: under systemd the daemon uses ``systemd.daemon.notify`` and
-``systemd.journal.JournalHandler``; without it (a developer laptop, a container) it speaks
-the documented NOTIFY_SOCKET datagram protocol itself and logs plain lines to stderr.
+The daemon speaks the documented NOTIFY_SOCKET datagram protocol itself, without blocking:
+systemd-python's ``daemon.notify`` sends on a blocking socket while holding the GIL, so a
+notify socket nobody reads (its queue full) would freeze the whole daemon. systemd-python is
+optional and used for ``systemd.journal.JournalHandler`` only; without it (a developer laptop,
+a container) the daemon logs plain lines to stderr.
 """
 
 from __future__ import annotations
@@ -11,27 +13,22 @@ import logging
 import os
 import socket
 import sys
-from typing import Any
 
 from appliance import logsafe
 
 log = logging.getLogger(__name__)
 
 
-def _systemd_daemon() -> Any:
-    try:
-        from systemd import daemon  # noqa: PLC0415 - optional dependency
-    except ImportError:
-        return None
-    return daemon
-
-
 class Notifier:
-    """Sends sd_notify messages when ``$NOTIFY_SOCKET`` is set; does nothing otherwise."""
+    """Sends sd_notify messages when ``$NOTIFY_SOCKET`` is set; does nothing otherwise.
+
+    A message the socket has no room for is dropped, never waited on: the sender is the
+    supervisor, whose watchdog pings must not stop because the service manager is slow.
+    """
 
     def __init__(self) -> None:
         self.socket_path = os.environ.get("NOTIFY_SOCKET")
-        self._daemon = _systemd_daemon()
+        self._dropping = False  # the last message found the socket's queue full
 
     @property
     def enabled(self) -> bool:
@@ -43,19 +40,29 @@ class Notifier:
         if not self.socket_path:
             return
         try:
-            if self._daemon is not None:
-                self._daemon.notify(message)
-            else:
-                self._send(message)
+            self._send(self.socket_path, message)
+        except BlockingIOError:
+            if not self._dropping:
+                log.warning(
+                    "sd_notify: nobody reads %s (its queue is full); dropping %r and what "
+                    "follows until it has room again",
+                    self.socket_path,
+                    message,
+                )
+            self._dropping = True
+            return
         except OSError as exc:
             log.warning("sd_notify %r to %s failed: %s", message, self.socket_path, exc)
+            return
+        if self._dropping:
+            log.info("sd_notify: %s takes messages again", self.socket_path)
+        self._dropping = False
 
-    def _send(self, message: str) -> None:
-        assert self.socket_path is not None  # checked by notify()
-        address = self.socket_path
-        if address.startswith("@"):  # abstract namespace socket
-            address = "\0" + address[1:]
+    @staticmethod
+    def _send(path: str, message: str) -> None:
+        address = "\0" + path[1:] if path.startswith("@") else path  # "@": abstract namespace
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
             sock.sendto(message.encode(), address)
 
 

@@ -205,7 +205,7 @@ def test_a_hung_share_keeps_the_watchdog_fed_the_camera_offline_and_recovers(
 
 class _NotifySocket:
     """systemd's notify socket as the daemon sees it, read all the time as systemd reads it (a
-    full one would block the daemon's sends)."""
+    full one drops the daemon's messages)."""
 
     def __init__(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
