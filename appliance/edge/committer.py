@@ -151,6 +151,8 @@ class ResultCommitter(threading.Thread):
     def _hold(self, group: list[Accepted], error: OutboxCorruptError) -> None:
         """Keep a group the damaged outbox refused, for the repaired one; pause measuring."""
         self.held += group
+        self.disk_full = False
+        self.paused_why = f"the outbox file is damaged ({error}); the daemon restarts to repair it"
         for accepted in group:
             log.error(
                 "measurement %s held in memory: %s; the daemon restarts to repair the outbox "
@@ -202,6 +204,7 @@ class ResultCommitter(threading.Thread):
         self._next_probe_s = now_s + PROBE_EVERY_S
         if self.outbox.writable():
             log.warning("the outbox can write again; measuring resumes")
+            self.disk_full, self.paused_why = False, ""
             self.paused.clear()
 
     def _announce(self, group: list[Accepted]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
 import signal
 import sqlite3
@@ -30,6 +31,7 @@ import pytest
 from appliance.config import Config, config_from_mapping
 from appliance.diskspace import full_disk_hint
 from appliance.edge import daemon as daemon_module
+from appliance.edge.committer import ResultCommitter
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon
 from appliance.synthetic import fleet as fleetsim
@@ -781,4 +783,28 @@ def test_the_outbox_is_not_writable_again_while_its_disk_is_still_full(small_dis
     filler.unlink()
     assert outbox.writable()
     assert outbox.probe_error == ""
+    outbox.close()
+
+
+def test_a_full_disk_that_recovered_is_not_blamed_for_the_next_pause(small_disk: Path) -> None:
+    # disk_full and paused_why outlived the pause: a damaged outbox later on showed the
+    # customer "the kiosk's disk is full" and said so in systemd's STATUS= line
+    outbox = stored_results(small_disk / "outbox.sqlite3", 5)
+    stop = threading.Event()
+    committer = ResultCommitter(queue.Queue(), outbox, stop, wake_link=lambda: None)
+    filler = fill(small_disk)
+    committer.pause_unless_writable()
+    assert committer.disk_full
+    assert "is full" in committer.paused_why
+    committer.start()  # probes the outbox while paused
+    filler.unlink()
+    assert wait_until(lambda: not committer.paused.is_set())
+    stop.set()
+    committer.join(10)
+    assert (committer.disk_full, committer.paused_why) == (False, "")
+    damaged = OutboxCorruptError("outbox.sqlite3: the outbox file is damaged")
+    committer._hold([], damaged)  # noqa: SLF001 - what a commit into a damaged outbox calls
+    assert committer.paused.is_set()
+    assert not committer.disk_full
+    assert "damaged" in committer.paused_why
     outbox.close()
