@@ -5,7 +5,8 @@ skin generator (``synthetic_geometry``: parameters without rendering; the band i
 camera's ``stated_age_band`` gives). Before each visit is
 measured, this driver does what the customer does on the screen: it posts that person's age
 band and a consent choice to the kiosk page's own endpoint (``POST /subject``), naming the
-measurement it is for, so the choice can never slip to the next person. Every fifth person
+measurement and the daemon run it is for, so the choice can never slip to the next person (or
+to a daemon run started since). Every fifth person
 declines, so the demo also shows results that arrive without subject data. The results the
 back office stores then carry ``subject.age_band`` from the kiosk screen, and the cohort
 report runs on them.
@@ -41,11 +42,13 @@ class Kiosk:
     chosen_for: int = -1  # the measurement number the last choice was posted for
 
 
-def customer_choice(camera_seed: int, index: int) -> dict[str, Any]:
-    """What simulated person ``index`` of a synthetic camera chooses on the screen."""
+def customer_choice(camera_seed: int, index: int, run: str) -> dict[str, Any]:
+    """What simulated person ``index`` of a synthetic camera chooses on the screen of the
+    daemon run ``run``."""
     params, _ = synthetic_geometry(camera_seed, index)
     consent = index % DECLINE_EVERY != DECLINE_EVERY - 1
-    return {"age_band": age_band_of(params.age_years), "consent": consent, "measurement": index}
+    return {"age_band": age_band_of(params.age_years), "consent": consent, "measurement": index,
+            "run": run}
 
 
 def _call(port: int, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -80,7 +83,8 @@ class KioskCustomers(threading.Thread):
         if kiosk.chosen_for == upcoming:
             return
         try:
-            _call(kiosk.port, "/subject", customer_choice(kiosk.camera_seed, upcoming))
+            choice = customer_choice(kiosk.camera_seed, upcoming, str(state["run"]))
+            _call(kiosk.port, "/subject", choice)
         except urllib.error.HTTPError as exc:
             if exc.code != 400:  # 400: that person was measured meanwhile; choose for the next
                 raise

@@ -153,7 +153,8 @@ class ScreenHandler(BaseHTTPRequestHandler):
             return
 
     def do_POST(self) -> None:
-        """The customer's choices: ``/subject`` {age_band, consent}, ``/language`` {language}."""
+        """The customer's choices: ``/subject`` {age_band, consent, measurement, run},
+        ``/language`` {language}."""
         if not self._host_ok():
             return
         try:
@@ -195,9 +196,11 @@ class ScreenHandler(BaseHTTPRequestHandler):
             raise ValueError(f"age_band {str(band)[:20]!r}: use one of {', '.join(AGE_BANDS)}")
         if not isinstance(consent, bool):
             raise ValueError("consent must be true or false")
+        # both name what the page showed (the page this server serves always sends them), so
+        # a choice can never slip to the next customer or to a daemon run started since
         measurement, run = body.get("measurement"), body.get("run")
-        if measurement is not None and (type(measurement) is not int or measurement < 0):
-            raise ValueError("measurement must be a count from /state")
-        if run is not None and not isinstance(run, str):
+        if type(measurement) is not int or measurement < 0:
+            raise ValueError("measurement must be the count named in /state")
+        if not isinstance(run, str):
             raise ValueError("run must be the run named in /state")
         self.server.state.set_subject(band, consent, measurement, run)

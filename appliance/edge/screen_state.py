@@ -134,8 +134,8 @@ class ScreenState:
                 raise ValueError("chosen on the screen of a daemon run that has ended; "
                                  "choose again")
             if measurement is not None and measurement != self._measurements:
-                raise ValueError(f"measurement {measurement} already started "
-                                 f"(now at {self._measurements}); choose again")
+                raise ValueError(f"the measurement chosen for already started (the kiosk is "
+                                 f"at measurement {self._measurements}); choose again")
             self._last_activity_s = self._clock()
             self._update(subject={"age_band": age_band, "consent": consent})
 

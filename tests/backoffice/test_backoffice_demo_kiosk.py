@@ -20,17 +20,20 @@ def test_simulated_people_choose_the_band_their_camera_states() -> None:
     from appliance.synthetic.camera import stated_age_band
 
     stated = stated_age_band(1)
-    assert [customer_choice(1, i)["age_band"] for i in range(3)] == [stated(i) for i in range(3)]
-    choices = [customer_choice(1, index) for index in range(10)]
+    assert [customer_choice(1, i, "r")["age_band"] for i in range(3)] == [
+        stated(i) for i in range(3)
+    ]
+    choices = [customer_choice(1, index, "run-1") for index in range(10)]
     assert [c["consent"] for c in choices].count(False) == 2  # every fifth person declines
     assert all(c["measurement"] == i for i, c in enumerate(choices))
+    assert all(c["run"] == "run-1" for c in choices)  # the screen refuses a choice without
     assert len({c["age_band"] for c in choices}) > 1  # the generator's ages vary
 
 
 def test_a_choice_for_a_measurement_already_started_is_refused() -> None:
     state = ScreenState(burst_frames=5, idle_s=60, language="en")
     state.take_subject()  # measurement 0 starts without a choice
-    with pytest.raises(ValueError, match="measurement 0 already started"):
+    with pytest.raises(ValueError, match="the measurement chosen for already started"):
         state.set_subject("40-49", True, measurement=0)
     state.set_subject("40-49", True, measurement=1)
     subject = state.take_subject()
@@ -50,7 +53,7 @@ def test_demo_results_carry_the_age_bands_chosen_on_the_kiosk_screen(
     bands = [line.rsplit("age band ", 1)[1] for line in out.splitlines()
              if line.startswith("stored ")]
     assert len(bands) == 5
-    chosen = [customer_choice(1, index) for index in range(5)]
+    chosen = [customer_choice(1, index, "") for index in range(5)]
     for band, choice in zip(bands, chosen, strict=True):
         # a person measured before the first choice arrived has none; a decliner never has one
         assert band in ({choice["age_band"], "-"} if choice["consent"] else {"-"})

@@ -355,12 +355,37 @@ def test_screen_server_is_loopback_only_and_refuses_bad_input(kiosk: Running) ->
     assert kiosk.daemon.display.state.snapshot()["subject"] is None  # nothing changed
 
 
+def test_a_choice_that_does_not_name_its_measurement_and_run_is_refused(kiosk: Running) -> None:
+    # a choice naming neither was taken for whichever customer came next (the demo's simulated
+    # customers posted without the run), and a refused one echoed the client's number back
+    port = kiosk.daemon.config.screen.port
+    run = kiosk.daemon.display.state.snapshot()["run"]
+
+    def post(choice: dict[str, Any]) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("POST", "/subject", body=json.dumps(choice),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())["error"]
+
+    choice = {"age_band": "40-49", "consent": True}
+    assert post(choice) == (400, "measurement must be the count named in /state")
+    assert post({**choice, "measurement": 0}) == (400, "run must be the run named in /state")
+    assert post({**choice, "run": run}) == (400, "measurement must be the count named in /state")
+    status, error = post({**choice, "measurement": 987654321, "run": run})
+    assert status == 400
+    assert "987654321" not in error
+    assert kiosk.daemon.display.state.snapshot()["subject"] is None  # nothing changed
+
+
 def test_a_refused_post_body_is_never_read_as_a_request_of_its_own(kiosk: Running) -> None:
     port = kiosk.daemon.config.screen.port
-    choice = b'{"age_band": "40-49", "consent": true}'
+    state = kiosk.daemon.display.state.snapshot()
+    choice = json.dumps({"age_band": "40-49", "consent": True,
+                         "measurement": state["measurements"], "run": state["run"]})
     inner = (f"POST /subject HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
              f"Content-Type: application/json\r\nContent-Length: {len(choice)}\r\n\r\n"
-             ).encode() + choice
+             + choice).encode()
     outer = (f"POST /subject HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
              f"Content-Type: text/plain\r\nContent-Length: {len(inner)}\r\n\r\n"
              ).encode() + inner

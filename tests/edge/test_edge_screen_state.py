@@ -103,7 +103,8 @@ def test_a_choice_for_a_started_measurement_or_an_ended_run_is_refused() -> None
     run = state.snapshot()["run"]
     state.set_subject("40-49", consent=True, measurement=0, run=run)
     assert state.take_subject() is not None  # measurement 0 started with it
-    with pytest.raises(ValueError, match="measurement 0 already started"):
+    with pytest.raises(ValueError, match=r"chosen for already started \(the kiosk is at "
+                                         r"measurement 1\)"):
         state.set_subject("40-49", consent=True, measurement=0, run=run)
     with pytest.raises(ValueError, match="daemon run that has ended"):
         state.set_subject("40-49", consent=True, measurement=1, run="0123456789abcdef")
