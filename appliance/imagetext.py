@@ -61,10 +61,14 @@ class TextFont:
         return "..." if self.ascii_only else "\u2026"
 
     def drawable(self, text: str) -> str:
-        """``text`` as it will be drawn: cut to MAX_TEXT_CHARS, what cannot be drawn as ``?``."""
+        """``text`` as it will be drawn: cut to MAX_TEXT_CHARS, what cannot be drawn as ``?``
+        (an ellipsis that cut a label, as ``...`` in ASCII)."""
+        text = text[:MAX_TEXT_CHARS]
+        if self.ascii_only:
+            text = text.replace("\u2026", self.ellipsis)
         return "".join(
             "?" if unicodedata.category(char) in NOT_DRAWN or (self.ascii_only and char > "~")
-            else char for char in text[:MAX_TEXT_CHARS])
+            else char for char in text)
 
     def ink_px(self) -> tuple[int, int]:
         """Where a row's letters reach, above and below, measured from the top it is drawn

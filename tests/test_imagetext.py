@@ -12,6 +12,8 @@ import pytest
 
 from appliance import imagetext
 from appliance.imagetext import draw_rows, text_font
+from appliance.skin.analysis import analyze
+from appliance.skin.overlay import MAX_LABEL_CHARS, caption_lines
 
 
 def _drawn(text: str, size_px: int = 22) -> np.ndarray:
@@ -64,3 +66,18 @@ def test_without_the_font_text_is_ascii_with_question_marks_and_said_once(
     assert len(said) == 1
     assert "fonts-noto-cjk" in said[0]
     assert text_font(22).wrap("x" * 500, 200, 2)[-1].endswith("...")
+
+
+def test_without_the_font_a_label_cut_short_ends_in_three_dots_not_a_question_mark(
+    without_noto: Path,
+) -> None:
+    # overlay._grade_words cuts a long grade label with "\u2026", which Pillow's own font
+    # cannot draw: the kiosk's caption read "grade very fine and eve?"
+    font = text_font(22)
+    assert font.drawable("very fine and even\u2026") == "very fine and even..."
+    label = "very fine and even texture " * 4
+    analysis = analyze(np.full((96, 128, 3), 128, np.uint8), 10.0)
+    grade_line = caption_lines(analysis, grade=label)[0]
+    drawn = font.drawable(grade_line)
+    assert f"grade {label[:MAX_LABEL_CHARS - 1]}..." in drawn
+    assert "?" not in drawn
