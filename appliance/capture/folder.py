@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,10 @@ class DirectorySource:
         self._record: ReplayRecord | None = None
         self._offered: dict[str, FileStamp] = {}  # read this run, or measured in an earlier run
         self._saved_over = SavedOverWatch(DIRECTORY_POLL_S)
+        # name -> (the file as read, as it is now) for a file saved again with the same
+        # picture before that picture's result was committed (recorded as it is now then)
+        self._same_picture: dict[str, tuple[FileStamp, FileStamp]] = {}
+        self._same_picture_lock = threading.Lock()  # the commit thread records too
         self._failures: dict[str, _LoadFailure] = {}
         self._listing: _Listing | None = None
         self._unread: list[str] = []  # the listed files not yet read, in name order
@@ -156,6 +161,8 @@ class DirectorySource:
         """Drop files no longer in the folder, so a kiosk running for years stays small."""
         self._offered = {n: s for n, s in self._offered.items() if n in names}
         self._failures = {n: f for n, f in self._failures.items() if n in names}
+        with self._same_picture_lock:
+            self._same_picture = {n: w for n, w in self._same_picture.items() if n in names}
         self._unread_of = None
 
     def _notice_saved_over(self, names: list[str], now_s: float) -> None:
@@ -231,12 +238,29 @@ class DirectorySource:
         from appliance.skin.frames import shown_name  # noqa: PLC0415 - as _load: cv2
 
         digest = picture_digest(rgb)
-        seen = self._saved_over.same_picture(stamp.name, digest)
+        before = self._saved_over.read_before(stamp.name, digest)
         self._saved_over.remember(stamp, digest)
-        if seen:
-            log.info("%s: saved again with the same picture; not measured again",
-                     shown_name(self.folder / stamp.name))
-        return not seen
+        if before is None:
+            return True
+        log.info("%s: saved again with the same picture; not measured again",
+                 shown_name(self.folder / stamp.name))
+        self._record_same_picture(before, stamp)
+        return False
+
+    def _record_same_picture(self, before: FileStamp, now: FileStamp) -> None:
+        """Record the file as it is ``now`` once its picture's result (read as it was
+        ``before``) is committed, so a restart does not measure it again under a new id."""
+        if self._record is None:
+            return
+        with self._same_picture_lock:
+            waiting = self._same_picture.get(now.name)
+            if waiting is not None and waiting[1] == before:  # ``before`` itself waits
+                before = waiting[0]
+            if self._record.holds(before):
+                self._same_picture.pop(now.name, None)
+                self._record.record([now])
+            else:
+                self._same_picture[now.name] = (before, now)
 
     def _failed(self, stamp: FileStamp, now_s: float, error: Exception) -> None:
         previous = self._failures.get(stamp.name)
@@ -250,8 +274,12 @@ class DirectorySource:
 
     def record_measured(self, stamps: list[FileStamp]) -> None:
         """Remember files whose results the outbox has committed (called by the commit thread)."""
-        if self._record is not None:
-            self._record.record(stamps)
+        if self._record is None:
+            return
+        with self._same_picture_lock:
+            later = [self._same_picture.pop(s.name)[1] for s in stamps
+                     if self._same_picture.get(s.name, (None,))[0] == s]
+            self._record.record([*stamps, *later])  # a name's later stamp replaces its first
 
     def close(self) -> None:
         """Let the worker thread end; files already read stay read, measured ones recorded."""

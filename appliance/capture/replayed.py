@@ -90,6 +90,13 @@ class ReplayRecord:
             log.error("%s: cannot record %d measured file(s) (%s); they will be measured "
                       "again after a restart", self.path, len(rows), exc)
 
+    def holds(self, stamp: FileStamp) -> bool:
+        """Whether the file is recorded measured as it was in ``stamp``."""
+        with self._lock:
+            row = self._db.execute("SELECT size_bytes, mtime_ns FROM measured WHERE name = ?",
+                                   (_stored_name(stamp.name),)).fetchone()
+        return row is not None and tuple(row) == (stamp.size_bytes, stamp.mtime_ns)
+
     def prune(self, present_names: set[str]) -> int:
         """Forget files no longer in the folder (the record stays as small as the folder)."""
         with self._lock:

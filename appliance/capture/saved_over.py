@@ -38,7 +38,8 @@ class SavedOverWatch:
     def __init__(self, look_every_s: float) -> None:
         self.look_every_s = look_every_s
         self._hot: dict[str, int] = {}  # name -> modification time (ns) as measured
-        self._pictures: dict[str, bytes] = {}  # name -> digest, for hot files read this run
+        # name -> digest and the file as it was read, for hot files read this run
+        self._pictures: dict[str, tuple[bytes, FileStamp]] = {}
         self._sweep_at = 0
         self._next_look_s = 0.0
 
@@ -46,7 +47,7 @@ class SavedOverWatch:
         """A file read (with its picture's digest) or found measured by an earlier run."""
         self._hot[stamp.name] = stamp.mtime_ns
         if digest is not None:
-            self._pictures[stamp.name] = digest
+            self._pictures[stamp.name] = (digest, stamp)
         if len(self._hot) > HOT_FILES:
             self.forget(min(self._hot, key=self._hot.__getitem__))
 
@@ -60,9 +61,11 @@ class SavedOverWatch:
         self._hot.pop(name, None)
         self._pictures.pop(name, None)
 
-    def same_picture(self, name: str, digest: bytes) -> bool:
-        """Whether a file read again holds the very picture read from it before."""
-        return self._pictures.get(name) == digest
+    def read_before(self, name: str, digest: bytes) -> FileStamp | None:
+        """The file as it was when the very picture a file read again holds was read from it
+        before; None for a new picture."""
+        before = self._pictures.get(name)
+        return before[1] if before is not None and before[0] == digest else None
 
     def names_to_look_at(self, names: list[str], now_s: float) -> list[str]:
         """The hot files and the sweep's next slice of ``names`` (empty between looks)."""

@@ -315,6 +315,58 @@ def test_a_file_touched_without_a_new_picture_is_not_measured_again(tmp_path: Pa
     assert _read_until_frame(source, 5) is None
 
 
+def _touched(path: Path) -> None:
+    an_hour_later = time.time() + 3600
+    os.utime(path, (an_hour_later, an_hour_later))
+
+
+def test_a_file_touched_after_its_result_was_committed_is_not_measured_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # its new size and time were not recorded: after a restart the file no longer matched
+    # the record and was measured once more, under a new measurement id
+    folder, record = tmp_path / "frames", tmp_path / "replayed.sqlite3"
+    folder.mkdir()
+    (folder / "capture.jpg").write_bytes(_jpeg_bytes(17))
+    source = _opened(folder, record)
+    measured = source.read()
+    assert measured is not None
+    assert measured.stamp is not None
+    source.record_measured([measured.stamp])  # its result is committed
+    _touched(folder / "capture.jpg")
+    assert _read_until_frame(source, 5) is None  # read again: the same picture
+    source.close()
+    restarted = _opened(folder, record)
+    assert _read_until_frame(restarted, 3) is None
+    restarted.close()
+
+
+def test_a_file_touched_before_its_result_was_committed_is_recorded_once_it_is(
+    tmp_path: Path,
+) -> None:
+    folder, record = tmp_path / "frames", tmp_path / "replayed.sqlite3"
+    folder.mkdir()
+    (folder / "capture.jpg").write_bytes(_jpeg_bytes(18))
+    source = _opened(folder, record)
+    measured = source.read()
+    assert measured is not None
+    assert measured.stamp is not None
+    _touched(folder / "capture.jpg")
+    assert _read_until_frame(source, 5) is None  # the same picture, its result not yet in
+    source.close()
+    killed = _opened(folder, record)  # killed before that result was committed
+    again = _read_until_frame(killed, 3)
+    assert again is not None  # measured again rather than never
+    assert again.stamp is not None
+    _touched(folder / "capture.jpg")
+    assert _read_until_frame(killed, 5) is None
+    killed.record_measured([again.stamp])  # now it is committed
+    killed.close()
+    restarted = _opened(folder, record)
+    assert _read_until_frame(restarted, 3) is None
+    restarted.close()
+
+
 def test_an_old_file_saved_over_is_read_again_within_the_sweep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
