@@ -12,6 +12,7 @@ import hmac
 import logging
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -230,9 +231,40 @@ def bearer_login(store: Store, authorization: str | None) -> Login | None:
         try:
             store.record_token_use(token_sha256, use_due_at)
         except DATABASE_ERRORS as exc:
-            log.warning("API token %s of %s: its last use was not recorded: %s",
-                        token_id(token_sha256), shorten(login.name, 64), exc)
+            _last_uses.failed(f"API token {token_id(token_sha256)} of {shorten(login.name, 64)}",
+                              exc)
+        else:
+            _last_uses.written()
     return login
+
+
+class _LastUseWrites:
+    """Whether the last uses of API tokens can be written: a store that cannot (a full disk)
+    is said once, not on every API request, until one is written again."""
+
+    def __init__(self) -> None:
+        self._failing = False
+        self._lock = threading.Lock()  # requests are answered on several threads
+
+    def failed(self, whose: str, error: BaseException) -> None:
+        """A last use was not written."""
+        with self._lock:
+            if self._failing:
+                return
+            self._failing = True
+        log.warning("%s: its last use was not recorded: %s; tokens keep working, and this is "
+                    "said again only after a last use has been written", whose, error)
+
+    def written(self) -> None:
+        """A last use was written."""
+        with self._lock:
+            if not self._failing:
+                return
+            self._failing = False
+        log.info("API tokens' last uses are recorded again")
+
+
+_last_uses = _LastUseWrites()
 
 
 def same_token(expected: str, given: str | None) -> bool:

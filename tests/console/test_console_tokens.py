@@ -3,6 +3,7 @@ most once a minute, and tokens made before expiry existed keep working, listed a
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,6 +21,7 @@ from appliance.console import EXPIRED_TOKEN_KEPT_DAYS, auth
 from appliance.console.auth import AccessError, add_user, create_token
 from appliance.console.db import StorePool
 from appliance.transport.payloads import utc_now
+from tests.disk_helpers import fill, small_tmpfs
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
 
@@ -72,6 +74,38 @@ def test_last_use_is_written_at_most_once_a_minute(store: Store) -> None:
     written = _listed(store, token).last_used_at
     assert written is not None
     assert written > stale
+
+
+def test_a_last_use_that_cannot_be_written_is_said_once_until_one_is_written_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # every API request tried the write again and logged it again: a journal line per request
+    # for as long as the disk stayed full
+    caplog.set_level(logging.INFO, logger="appliance.console.auth")
+    with small_tmpfs(tmp_path / "disk") as disk:
+        store = open_store(f"sqlite:///{disk / 'store.sqlite3'}")
+        try:
+            add_user(store, "ann", "viewer", PASSWORD)
+            token = create_token(store, "ann").token
+            filler = fill(disk)
+            answers = [auth.bearer_login(store, f"Bearer {token}") for _ in range(5)]
+            assert all(login is not None and login.name == "ann" for login in answers)
+            assert _listed(store, token).last_used_at is None  # none could be written
+            said = [r.getMessage() for r in caplog.records]
+            assert sum("its last use was not recorded" in line for line in said) == 1
+            filler.unlink()
+            assert auth.bearer_login(store, f"Bearer {token}") is not None
+            assert _listed(store, token).last_used_at is not None
+            assert "API tokens' last uses are recorded again" in caplog.text
+            _used_ago(store, token, LAST_USE_EVERY_S + 1)
+            filler = fill(disk)
+            assert auth.bearer_login(store, f"Bearer {token}") is not None
+            said = [r.getMessage() for r in caplog.records]
+            assert sum("its last use was not recorded" in line for line in said) == 2
+            filler.unlink()
+            assert auth.bearer_login(store, f"Bearer {token}") is not None  # written: as before
+        finally:
+            store.close()
 
 
 @pytest.mark.parametrize("days", [0, -1, 366, float("nan")])
