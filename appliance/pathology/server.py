@@ -55,7 +55,9 @@ from appliance.pathology.preparing import SlidePreparation
 from appliance.pathology.presence import Presence, RivalWatch, rival_message
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.transport.client import (
+    broker_max_packet_bytes,
     connack_refusal,
+    connect_bytes_at_least,
     connect_properties,
     is_fatal_connack,
     new_client,
@@ -104,6 +106,7 @@ class PathologyServer(RequestAdmission, SlidePreparation):
         self.exit_code = 3  # of a failure: 3 the broker refuses us, 4 a rival took our name
         self.presence = Presence(self.server_id, self.backend.settings)
         self.rivals = RivalWatch(self.presence)
+        self._packet_limit_asked = False  # the broker's packet limit, asked once
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -148,9 +151,29 @@ class PathologyServer(RequestAdmission, SlidePreparation):
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        props: Any) -> None:
+        answered = self.connected.is_set()
         self.connected.clear()
         if reason.value != 0:
             log.warning("%s disconnected (%s); reconnecting", self.server_id, reason)
+            if not answered:  # closed before its CONNACK: perhaps our CONNECT is too large
+                self.events.put(("closed_before_connack", ()))
+
+    def _event_closed_before_connack(self) -> None:
+        """Once: ask the broker the largest packet it takes; a CONNECT larger than that is
+        dropped at every try, so the server stops (exit 3) saying what to change."""
+        if self._packet_limit_asked:
+            return
+        self._packet_limit_asked = True
+        will = (server_topic(self.prefix, self.server_id), self.presence.will())
+        limit = broker_max_packet_bytes(self.link_settings)
+        needed = connect_bytes_at_least(self.link_settings, will)
+        if limit is None or limit >= needed:
+            return  # not a packet too large: reconnecting as paho does
+        self.failed = (
+            f"broker {self.link_settings.host}:{self.link_settings.port} refuses this server's "
+            f"CONNECT: its max_packet_size is {limit} bytes, smaller than the CONNECT's "
+            f"{needed} bytes or more (its last will, the presence on {will[0]}, is "
+            f"{len(will[1])} bytes); raise max_packet_size in the broker's config; not retrying")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:

@@ -7,6 +7,7 @@ which CONNACK reason codes make retrying pointless.
 
 from __future__ import annotations
 
+import queue
 import ssl
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -80,6 +81,37 @@ def connack_refusal(settings: LinkSettings, reason: object) -> str:
         return (f"{shown}: check mqtt.username and the password (APPLIANCE_MQTT_PASSWORD or the "
                 f"mqtt-password credential) and the broker's ACL; not retrying")
     return f"{shown}: the broker may be busy or restarting; retrying"
+
+
+def broker_max_packet_bytes(settings: LinkSettings, timeout_s: float = 5.0) -> int | None:
+    """The largest packet the broker takes, as its CONNACK to a connection without a will
+    says (MQTT 5 spec 3.2.2.3.6); None where it announces none, refuses or does not answer.
+
+    A broker drops, without a CONNACK, the connection of a client whose CONNECT (its last
+    will included) is larger: this short connection, of the same client id, asks it."""
+    client = new_client(replace(settings, session_expiry_s=0))
+    answers: queue.Queue[int | None] = queue.Queue()
+    client.on_connect = lambda _c, _u, _f, reason, props: answers.put(
+        None if reason.is_failure else getattr(props, "MaximumPacketSize", None))
+    client.on_disconnect = lambda *_: answers.put(None)
+    try:
+        client.connect(settings.host, settings.port, settings.keepalive_s, clean_start=True)
+        client.loop_start()
+        return answers.get(timeout=timeout_s)
+    except (OSError, ValueError, queue.Empty):
+        return None
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def connect_bytes_at_least(settings: LinkSettings, will: tuple[str, bytes]) -> int:
+    """A lower bound of the size of this client's CONNECT packet: its strings, each with its
+    two length bytes, and the 10 bytes of the variable header (MQTT 5 spec 3.1)."""
+    strings = [settings.client_id.encode(), will[0].encode(), will[1]]
+    if settings.username is not None:
+        strings += [settings.username.encode(), (settings.password or "").encode()]
+    return 10 + sum(2 + len(text) for text in strings)
 
 
 def settings_from_config(mqtt_config: MqttConfig, client_id: str, **tuning: Any) -> LinkSettings:

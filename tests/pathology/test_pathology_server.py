@@ -1098,6 +1098,35 @@ def test_a_request_larger_than_the_broker_s_packet_size_is_refused_before_it_is_
         broker.close()
 
 
+def test_a_broker_whose_packet_limit_is_below_the_connect_stops_the_server_saying_so(
+    tmp_path: Path, topic_prefix: str, slides: Path,
+) -> None:
+    """mosquitto drops, without a CONNACK, a CONNECT larger than its max_packet_size; the
+    server's last will (its presence) is some 400 bytes, so under a smaller limit it logged
+    "disconnected (Unspecified error); reconnecting" for ever."""
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    with (broker.workdir / "mosquitto.conf").open("a") as conf:
+        conf.write("max_packet_size 256\n")
+    broker.start()
+    store = _store(tmp_path)
+    try:
+        server = PathologyServer(_config(tmp_path, topic_prefix, broker, slides), store)
+        will_bytes = len(server.presence.will())
+        assert will_bytes > 256
+        thread = threading.Thread(target=server.run, args=(threading.Event(),), daemon=True)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive()  # it gave up instead of reconnecting for ever
+        assert server.exit_code == 3  # the broker refuses us: systemd does not restart it
+        assert server.failed is not None
+        assert f"broker 127.0.0.1:{broker.port} refuses this server's CONNECT: its " \
+               "max_packet_size is 256 bytes" in server.failed
+        assert f"is {will_bytes} bytes); raise max_packet_size" in server.failed, server.failed
+    finally:
+        store.close()
+        broker.close()
+
+
 def _listen(broker: Any, topics: list[str]) -> tuple[mqtt.Client, list[tuple[str, bytes]]]:
     """A client collecting every message (retained ones included) on topics."""
     heard: list[tuple[str, bytes]] = []
