@@ -27,6 +27,7 @@ from appliance.config import UpdatesConfig
 from appliance.updates.install import discard
 from appliance.updates.manifest import (
     MAX_ASSIGNMENT_BYTES,
+    MAX_TARGETS_METADATA_BYTES,
     Assignment,
     ManifestError,
     ModelManifest,
@@ -140,7 +141,8 @@ class RepositoryClient:
             f"{self.base_url}/metadata/",
             target_base_url=f"{self.base_url}/targets/",
             fetcher=Urllib3Fetcher(socket_timeout=self.config.download_timeout_s),
-            config=UpdaterConfig(app_user_agent="appliance-kiosk"),
+            config=UpdaterConfig(app_user_agent="appliance-kiosk",
+                                 targets_max_length=MAX_TARGETS_METADATA_BYTES),
             bootstrap=self._trusted_root,
         )
 

@@ -38,7 +38,14 @@ from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.manifest import ManifestError, ModelManifest, semver_key
-from appliance.updates.operations import assignments, release_model, released, releases
+from appliance.updates.operations import (
+    assignment_bytes,
+    assignments,
+    check_fleet_room,
+    release_model,
+    released,
+    releases,
+)
 from appliance.updates.release import load_once, runner_manifest, table_inputs
 from appliance.updates.repofiles import RepositoryError
 from appliance.updates.repository import FileRepository
@@ -211,7 +218,10 @@ def run_deploy(args: argparse.Namespace) -> int:
                 scope=args.devices or (f"site {args.site}" if args.site else
                                        "all" if args.all else f"assigned {args.name}"),
             )
-            outcome = Rollout(repo, watcher, store, plan).run()
+            rollout = Rollout(repo, watcher, store, plan)
+            raw = assignment_bytes(manifest, plan.decision, rollout.rollout_id)
+            check_fleet_room(repo, plan.devices, raw)  # every wave's, before the first
+            outcome = rollout.run()
     except DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
         return _store_failed(args.decision, url, exc, "; the rollout stopped where it was "
                              "(`appliance models status` shows it; run the command again to "

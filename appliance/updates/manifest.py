@@ -23,6 +23,10 @@ SEMVER = re.compile(r"^(\d{1,6})\.(\d{1,6})\.(\d{1,6})(?:-([0-9A-Za-z.-]{1,40}))
 MODELS_DIR = "models"
 DEVICES_DIR = "devices"
 MAX_ASSIGNMENT_BYTES = 4096
+# The most a kiosk reads of a targets role's metadata (the top-level role and the fleet role,
+# which lists one assignment per device, some 170 bytes each: about 30,000 devices): what the
+# kiosk's TUF client is given (python-tuf's default), and what the repository signs at most
+MAX_TARGETS_METADATA_BYTES = 5_000_000
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)]
 # TUF signs canonical JSON, which has no floats: numbers travel as their shortest decimal text.
 DecimalText = Annotated[

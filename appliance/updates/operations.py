@@ -19,6 +19,7 @@ from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Time
 
 from appliance.updates.manifest import (
     MAX_ASSIGNMENT_BYTES,
+    MAX_TARGETS_METADATA_BYTES,
     Assignment,
     ModelManifest,
     assignment_target,
@@ -189,6 +190,18 @@ def assign(
 ) -> str:
     """Sign, in the fleet role, that ``devices`` ((site, id) pairs) should run ``manifest``."""
     rollout_id = rollout or uuid.uuid4().hex[:12]
+    raw = assignment_bytes(manifest, decision, rollout_id)
+    with repo.locked():
+        repo.check_keys(FLEET, *PUBLISHING_ROLES)
+        check_fleet_room(repo, devices, raw)
+        for site, device_id in devices:
+            repo.add_target(FLEET, raw, assignment_target(site, device_id))
+        repo.publish()
+    return rollout_id
+
+
+def assignment_bytes(manifest: ModelManifest, decision: str, rollout_id: str) -> bytes:
+    """The assignment file of ``manifest`` for one rollout, as the fleet role signs it."""
     body = Assignment(
         model=manifest.name,
         version=manifest.version,
@@ -196,13 +209,23 @@ def assign(
         decision=decision,  # type: ignore[arg-type]
         rollout=rollout_id,
     )
-    raw = body.model_dump_json().encode()
-    with repo.locked():
-        repo.check_keys(FLEET, *PUBLISHING_ROLES)
-        for site, device_id in devices:
-            repo.add_target(FLEET, raw, assignment_target(site, device_id))
-        repo.publish()
-    return rollout_id
+    return body.model_dump_json().encode()
+
+
+def check_fleet_room(repo: FileRepository, devices: Sequence[tuple[str, str]],
+                     assignment: bytes) -> None:
+    """RepositoryError, before anything is signed, where the fleet role listing ``devices``
+    too would be larger than kiosks read (MAX_TARGETS_METADATA_BYTES): they would refuse it,
+    and with it every device's assignment."""
+    added = [TargetFile.from_data(assignment_target(site, device_id), assignment, ["sha256"])
+             for site, device_id in devices]
+    size = repo.signed_bytes_with(FLEET, added)
+    if size > MAX_TARGETS_METADATA_BYTES:
+        raise RepositoryError(
+            f"{repo.dir}: assigning {len(devices)} device(s) makes the fleet role's signed "
+            f"metadata about {size} bytes, and kiosks read at most {MAX_TARGETS_METADATA_BYTES} "
+            "bytes of it (each assignment takes some 170): nothing was assigned; deploy to "
+            "fewer devices, or remove the assignments of devices that are gone")
 
 
 def unassign(repo: FileRepository, devices: Sequence[tuple[str, str]]) -> None:

@@ -22,7 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
+from appliance.updates.manifest import MAX_TARGETS_METADATA_BYTES
 from appliance.updates.repofiles import (
     PUBLIC_MODE,
     RepositoryError,
@@ -130,6 +131,11 @@ class FileRepository(Repository):
         for signer in self.signers(role, md.signed if role == Root.type else None):
             md.sign(signer, append=True)
         data = md.to_bytes(_SERIALIZER)
+        if role in (Targets.type, FLEET) and len(data) > MAX_TARGETS_METADATA_BYTES:
+            raise RepositoryError(
+                f"{self.dir}: version {md.signed.version} of role '{role}' would be "
+                f"{len(data)} bytes, and kiosks read at most {MAX_TARGETS_METADATA_BYTES} "
+                "bytes of it; nothing was written")
         write_atomically(self._metadata_path(role, md.signed.version), data, PUBLIC_MODE)
         if role == Root.type:
             write_atomically(self.metadata_dir / "root.json", data, PUBLIC_MODE)
@@ -221,6 +227,14 @@ class FileRepository(Repository):
         with self.edit_targets(role) as targets:
             targets.targets[target_path] = info
         return info
+
+    def signed_bytes_with(self, role: str, added: Sequence[TargetFile]) -> int:
+        """About how large the next version of ``role`` is with ``added`` listed too (as many
+        signatures as the current one holds), without signing or writing anything."""
+        md = self.open(role)
+        for info in added:
+            md.signed.targets[info.path] = info
+        return len(md.to_bytes(_SERIALIZER))
 
     def publish(self) -> bool:
         """New snapshot and timestamp versions for what changed (python-tuf's bookkeeping);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shutil
 import socket
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tuf.api.metadata import Metadata
+from tuf.api.metadata import Metadata, TargetFile
 from tuf.ngclient import Updater
 from updates_helpers import inputs
 
@@ -22,6 +23,7 @@ from appliance.config import load_config
 from appliance.updates.fetch import RepositoryClient
 from appliance.updates.fleetops import choose_devices
 from appliance.updates.manifest import (
+    MAX_TARGETS_METADATA_BYTES,
     ManifestError,
     ModelManifest,
     check_target_path,
@@ -147,6 +149,45 @@ def test_an_assignment_without_a_role_s_keys_writes_nothing_to_the_served_folder
     before = _served(repo)
     with pytest.raises(RepositoryError, match=rf"0 private key\(s\) of role '{away}' here"):
         assign(repo, [("s1", "k1")], manifest)
+    assert _served(repo) == before
+
+
+def test_an_assignment_whose_fleet_metadata_kiosks_cannot_read_is_refused_naming_both_sizes(
+    tmp_path: Path,
+) -> None:
+    # deploy took up to 1,000,000 devices, and the fleet role grew past the 5 MB of targets
+    # metadata a kiosk's TUF client reads at some 30,000: every kiosk then refused the fleet
+    # role, and with it its own assignment
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    release_model(repo, model, manifest)
+    assign(repo, [("lab", "k1")], manifest)
+    before = _served(repo)
+    fleet = [("lab", f"kiosk-{number:05d}") for number in range(40_000)]
+    with pytest.raises(RepositoryError) as refused:
+        assign(repo, fleet, manifest)
+    found = re.search(r"assigning 40000 device\(s\) makes the fleet role's signed metadata "
+                      r"about (\d+) bytes, and kiosks read at most (\d+) bytes of it",
+                      str(refused.value))
+    assert found is not None, str(refused.value)
+    assert int(found.group(1)) > int(found.group(2)) == MAX_TARGETS_METADATA_BYTES
+    assert "nothing was assigned" in str(refused.value)
+    assert _served(repo) == before  # nothing signed, nothing written
+
+
+def test_no_fleet_version_larger_than_kiosks_read_is_written(tmp_path: Path) -> None:
+    """Whatever edits the fleet role, a version kiosks would refuse is never stored."""
+    repo = init_repository(tmp_path / "repo")
+    before = _served(repo)
+    assignment = b'{"model": "m"}'
+    fleet = repo.open(FLEET)
+    for number in range(40_000):
+        path = f"devices/lab/kiosk-{number:05d}.json"
+        fleet.signed.targets[path] = TargetFile.from_data(path, assignment, ["sha256"])
+    with pytest.raises(RepositoryError,
+                       match=rf"kiosks read at most {MAX_TARGETS_METADATA_BYTES} bytes of it"):
+        repo.close(FLEET, fleet)
     assert _served(repo) == before
 
 
