@@ -131,10 +131,8 @@ def _unusable_reference(path: str | None) -> list[str]:
 def _unusable_store(url: str | None, state_dir: str) -> list[str]:
     """Why the back office could not open its store as a SQLite file (``store.url``, else the
     one in ``state_dir``): a folder, a device; a file not made yet is none, it makes it."""
-    from appliance.backoffice.store import (  # noqa: PLC0415
-        sqlite_file_problem,
-        store_url_for,
-    )
+    from appliance.backoffice.sqlitefile import sqlite_file_problem  # noqa: PLC0415
+    from appliance.backoffice.storeurl import store_url_for  # noqa: PLC0415
 
     problem = sqlite_file_problem(store_url_for(url, state_dir))
     key = "store.url" if url is not None else "state_dir"

@@ -32,7 +32,8 @@ from appliance.backoffice.schema import (
     iso_utc,
     result_row,
 )
-from appliance.backoffice.store import Batch, Store, masked_url
+from appliance.backoffice.store import Batch, Store
+from appliance.backoffice.storeurl import masked_url
 from appliance.config import BackofficeConfig
 from appliance.transport.payloads import (
     Identifier,

@@ -70,7 +70,7 @@ def load_or_report(path: str | None) -> Config | None:
 
 def store_url_of(args: argparse.Namespace) -> str | None:
     """The store URL from ``--store``, else from the config; None after printing a config error."""
-    from appliance.backoffice.store import store_url_for
+    from appliance.backoffice.storeurl import store_url_for
 
     if args.store is not None:
         return str(args.store)
@@ -105,7 +105,7 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
     the way (its server went away, a damaged file) ends the command with one line naming the
     database and its error, exit 1; a file being written is left as it was, as it is when
     SIGTERM ends the command (cli.sigterm_ends_as_interrupt: exit 143)."""
-    from appliance.backoffice.store import store_name
+    from appliance.backoffice.storeurl import store_name
     from appliance.pathology.jobstore import STORE_ERRORS
 
     store = open_for(args, writes=writes)
@@ -263,7 +263,7 @@ def _missing_folder(out: Path) -> str | None:
 
 def _results_export(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import export_results
-    from appliance.backoffice.store import store_name
+    from appliance.backoffice.storeurl import store_name
 
     problem = _export_out_problem(args.out, args.format, args.force)
     if problem is not None:

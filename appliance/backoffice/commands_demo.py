@@ -40,7 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _default_store(args: argparse.Namespace) -> str:
     """``--store``, else the store the back-office commands read by default (ConfigError when
     the config cannot be read)."""
-    from appliance.backoffice.store import store_url_for  # noqa: PLC0415
+    from appliance.backoffice.storeurl import store_url_for  # noqa: PLC0415
     from appliance.config import load_config_or_defaults  # noqa: PLC0415
 
     if args.store:

@@ -14,7 +14,7 @@ from appliance.logsafe import escape_controls
 
 def _cohort(args: argparse.Namespace) -> int:
     from appliance.backoffice.report import write_cohort_report  # noqa: PLC0415  (matplotlib)
-    from appliance.backoffice.store import store_name  # noqa: PLC0415  (psycopg loads on use)
+    from appliance.backoffice.storeurl import store_name  # noqa: PLC0415  (psycopg loads on use)
 
     if args.out == "":  # `--out "$DIR"` with DIR unset: Path("") would be the working folder
         print("report cohort: --out: empty folder name; name the folder to write (e.g. report)",

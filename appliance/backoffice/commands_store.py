@@ -20,8 +20,8 @@ def _migrate(args: argparse.Namespace) -> int:
     from appliance.backoffice.store import (  # noqa: PLC0415  (psycopg loads on use)
         LATEST_VERSION,
         StoreError,
-        store_name,
     )
+    from appliance.backoffice.storeurl import store_name  # noqa: PLC0415
     from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore  # noqa: PLC0415
 
     url = store_url_of(args)

@@ -28,7 +28,8 @@ from appliance.backoffice.demo_kiosk import Kiosk, KioskCustomers, cohort_lines
 from appliance.backoffice.export import NOT_MEASURED_NOTE
 from appliance.backoffice.fleet import fleet_table
 from appliance.backoffice.ingest import IngestWorker
-from appliance.backoffice.store import Store, StoreError, masked_url, open_store
+from appliance.backoffice.store import Store, StoreError, open_store
+from appliance.backoffice.storeurl import masked_url
 from appliance.config import config_from_mapping
 from appliance.diskspace import full_disk_hint
 from appliance.edge.reasons import grade_withheld

@@ -11,7 +11,8 @@ from types import FrameType
 
 from appliance import interrupts
 from appliance.backoffice.ingest import IngestWorker, default_client_id
-from appliance.backoffice.store import StoreError, open_store, store_name, store_url_for
+from appliance.backoffice.store import StoreError, open_store
+from appliance.backoffice.storeurl import store_name, store_url_for
 from appliance.config import Config
 from appliance.statelock import StateLock, StateLockError
 

@@ -14,14 +14,12 @@ missing column).
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.schema import (
@@ -31,17 +29,23 @@ from appliance.backoffice.schema import (
     DeadLetter,
     iso_utc,
 )
+from appliance.backoffice.sqlitefile import (
+    cannot_open,
+    damaged,
+    foreign_tables,
+    missing_sqlite_file,
+    not_a_file,
+    read_mode,
+)
 from appliance.backoffice.store_writes import Batch, IngestWrites
-from appliance.diskspace import full_disk_hint
+from appliance.backoffice.storeurl import masked_url, store_name
 from appliance.logsafe import escape_controls
 from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch lives in store_writes.py; writers import it from here with the Store
-    "DEFAULT_SQLITE_NAME", "LATEST_VERSION", "Batch", "Store", "StoreError", "masked_url",
-    "missing_sqlite_file", "open_existing_store", "open_store", "schema_problem",
-    "sqlite_file_problem", "store_name", "store_url_for",
+    "LATEST_VERSION", "Batch", "Store", "StoreError", "open_existing_store", "open_store",
+    "schema_problem",
 ]
-DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
 _PG_TYPES = {
     "id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": "BYTEA",
     "payload_not_validated": "COALESCE((SELECT string_agg(key, ',' ORDER BY n) FROM "
@@ -53,12 +57,6 @@ _SQLITE_TYPES = {
     "payload_not_validated": "COALESCE((SELECT group_concat(value, ',') FROM "
     "(SELECT value FROM json_each(payload, '$.not_validated') ORDER BY key)), '')",
 }
-_PASSWORD_PARAMETER = re.compile(r"((?:^|&)password=)[^&]*")
-# the tables this appliance makes: the back office's migrations, their marker, and the
-# pathology server's (appliance/pathology/jobstore.py), which may be the first in a store
-_OWN_TABLES = frozenset(
-    re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", "".join(m[2] for m in MIGRATIONS))
-) | {"schema_migrations", "pathology_jobs", "pathology_slides"}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LATEST_VERSION = MIGRATIONS[-1][0]
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
@@ -66,37 +64,6 @@ MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
 
 class StoreError(RuntimeError):
     """The store could not be opened or used; the text names it and what to do."""
-
-
-def store_url_for(url: str | None, state_dir: str) -> str:
-    """The configured store URL, or the default SQLite file under ``state_dir``."""
-    return url or f"sqlite:///{Path(state_dir) / DEFAULT_SQLITE_NAME}"
-
-
-def store_name(url: str) -> str:
-    """The database a store URL names, for messages: the SQLite file (its absolute path: which
-    file a relative one is depends on the folder), or the PostgreSQL URL without its password."""
-    if url.startswith("sqlite:///"):
-        return f"SQLite store {Path(url.removeprefix('sqlite:///')).absolute()}"
-    return f"PostgreSQL database {masked_url(url)}"
-
-
-def masked_url(url: str) -> str:
-    """``url`` fit to print or log: a password in it (``user:PASSWORD@``, or libpq's
-    ``?password=``) reads ``***``; a SQLite URL holds none and is returned as it is."""
-    if url.startswith("sqlite:///"):
-        return url
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # not a URL urlsplit takes (a bad [IPv6] host): hide all before '@'
-        scheme, sep, rest = url.partition("://")
-        return f"{scheme}{sep}***@{rest.partition('@')[2]}" if "@" in rest else url
-    if password is not None:
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    query = _PASSWORD_PARAMETER.sub(r"\1***", parts.query)
-    return urlunsplit(parts._replace(query=query))
 
 
 class Store(ConsoleQueries, IngestWrites):
@@ -141,7 +108,7 @@ class Store(ConsoleQueries, IngestWrites):
 
     def _connect_sqlite(self) -> sqlite3.Connection:
         path = Path(self.url.removeprefix("sqlite:///"))
-        if (problem := _not_a_file(path)) is not None:  # SQLite would make PATH-journal beside
+        if (problem := not_a_file(path)) is not None:  # SQLite would make PATH-journal beside
             raise StoreError(problem)
         if self.read_only:
             return self._connect_sqlite_read_only(path)
@@ -149,25 +116,27 @@ class Store(ConsoleQueries, IngestWrites):
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=30000")
-            _refuse_foreign(conn, path)  # before WAL mode, which changes the file
+            if (problem := foreign_tables(conn, path)) is not None:  # before WAL mode,
+                conn.close()  # which changes the file
+                raise StoreError(problem)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
         except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
-            raise StoreError(_cannot_open(path, exc)) from exc
+            raise StoreError(cannot_open(path, exc)) from exc
         return conn
 
     @staticmethod
     def _connect_sqlite_read_only(path: Path) -> sqlite3.Connection:
         """An existing file only (``mode=rw`` never creates one), writes refused. Not
         ``mode=ro``: a read-only connection cannot remove the WAL files it made when it closes.
-        A store whose folder cannot be written here is read as it is (``_read_mode``)."""
+        A store whose folder cannot be written here is read as it is (``read_mode``)."""
         try:
-            conn = sqlite3.connect(f"{path.absolute().as_uri()}?{_read_mode(path)}", uri=True,
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?{read_mode(path)}", uri=True,
                                    isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA query_only=ON")
             conn.execute("PRAGMA busy_timeout=30000")
         except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
-            raise StoreError(_cannot_open(path, exc)) from exc
+            raise StoreError(cannot_open(path, exc)) from exc
         return conn
 
     def _connect_postgres(self, pg_schema: str | None) -> Any:
@@ -369,68 +338,6 @@ def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str
     return (f" WHERE {' AND '.join(where)}" if where else ""), params
 
 
-def _read_mode(path: Path) -> str:
-    """How a read command opens a SQLite file. SQLite reads a WAL database only where it can
-    make the shared index (``-shm``) beside it, or where a writer made one; a store in a folder
-    that cannot be written here (read-only media, a copy or snapshot, another user's folder)
-    with no writer's WAL beside it is read as the file is (``immutable=1``: no index, no
-    locks). A writer that starts meanwhile may make such a read fail; it never harms the file."""
-    if os.access(path.parent, os.W_OK) or Path(f"{path}-wal").exists():
-        return "mode=rw"
-    return "mode=ro&immutable=1"
-
-
-DAMAGED_HINT = ("the file is damaged or is no SQLite database: restore the store from a backup, "
-                "or name another (--store, the config's store.url)")
-
-
-def _damaged(exc: BaseException) -> bool:
-    """Whether SQLite's error says the file itself is bad (not what is around it): "file is not
-    a database", "malformed", or schema text that is no UTF-8 (Python's decode error)."""
-    return isinstance(exc, UnicodeDecodeError) or (
-        isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError))
-
-
-def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
-    """A StoreError (``conn`` closed) when the SQLite file holds tables, none of them the
-    appliance's: another application's database named by mistake, which migrating would
-    fill with the back office's tables."""
-    names = [row[0] for row in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-        "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")]
-    ours = _OWN_TABLES.intersection(names)
-    if "schema_migrations" in names:  # the marker, unless another tool's of the same name
-        marked = conn.execute("SELECT COUNT(*) FROM pragma_table_info('schema_migrations') "
-                              "WHERE name IN ('description', 'applied_at')").fetchone()[0]
-        ours = ours if marked == 2 else ours - {"schema_migrations"}
-    if not names or ours:
-        return
-    conn.close()
-    shown = ", ".join(escape_controls(name) for name in names[:5])
-    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-    raise StoreError(f"SQLite store {path.absolute()} holds another application's tables: "
-                     f"{shown}{more}, and none of the back office's; nothing was changed. Name "
-                     "the back office's store file (--store, the config's store.url)")
-
-
-def _cannot_open(path: Path, exc: BaseException) -> str:
-    """Why the SQLite file ``path`` could not be opened, and what to check."""
-    if _damaged(exc):
-        reason = "its schema is no UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc
-        return f"cannot open SQLite store {path.absolute()}: {reason}; {DAMAGED_HINT}"
-    return f"cannot open SQLite store {path.absolute()}: {exc}; {_folder_hint(path)}"
-
-
-def _folder_hint(path: Path) -> str:
-    """What to check when a SQLite file could not be opened."""
-    if full := full_disk_hint(path):  # SQLite says "disk I/O error"
-        return full
-    if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
-        return (f"its folder {path.parent} cannot be written here (a read-only file system, or "
-                "another user's folder): run as the user that writes the store")
-    return "check the path"
-
-
 def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> Store:
     """Open a store for writing and bring its schema up to date (``create``: a missing SQLite
     file is made; else it is an error, as for a read)."""
@@ -443,14 +350,6 @@ def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> S
         store.close()
         raise StoreError(f"cannot migrate the {store_name(url)}: {exc}") from exc
     return store
-
-
-def missing_sqlite_file(url: str) -> Path | None:
-    """The SQLite file ``url`` names when it does not exist yet, else None."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = Path(url.removeprefix("sqlite:///"))
-    return None if path.is_file() else path
 
 
 def _in_batches(cur: Any, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
@@ -470,8 +369,8 @@ def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
         problem = schema_problem(store)
     except Exception as exc:
         store.close()
-        if not store.postgres and _damaged(exc):
-            raise StoreError(_cannot_open(Path(url.removeprefix("sqlite:///")), exc)) from exc
+        if not store.postgres and damaged(exc):
+            raise StoreError(cannot_open(Path(url.removeprefix("sqlite:///")), exc)) from exc
         raise StoreError(f"cannot read the {store_name(url)}: {exc}") from exc
     if problem is not None:
         store.close()
@@ -482,33 +381,13 @@ def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
 def _refuse_missing(url: str) -> None:
     """A StoreError when ``url`` names a SQLite file that does not exist."""
     if (path := missing_sqlite_file(url)) is not None:
-        if (problem := _not_a_file(path)) is not None:
+        if (problem := not_a_file(path)) is not None:
             raise StoreError(problem)
         raise StoreError(
             f"no store at {path}: nothing was ever stored there (check --store or the "
             "config's store.url; `appliance store migrate`, `appliance demo` or `appliance "
             "backoffice` create it)"
         )
-
-
-def sqlite_file_problem(url: str) -> str | None:
-    """Why the SQLite file a store URL names can be no store (a folder, a device, a pipe), or
-    None (a file, nothing yet, or not SQLite)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    return _not_a_file(Path(url.removeprefix("sqlite:///")))
-
-
-def _not_a_file(path: Path) -> str | None:
-    """Why ``path``, which is there, can be no SQLite store file (a folder, a device, a pipe),
-    or None (a file, or nothing yet)."""
-    if path.is_dir():
-        return (f"{path} is a folder, not a store file: name the SQLite file in it "
-                f"(sqlite:///{path / 'backoffice.sqlite3'}, say)")
-    if path.exists() and not path.is_file():
-        return (f"{path} is not a regular file (a device, a pipe or a socket), so no store "
-                "file: name the SQLite file of the store (sqlite:///PATH)")
-    return None
 
 
 def schema_problem(store: Store) -> str | None:

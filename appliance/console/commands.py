@@ -36,7 +36,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from appliance.backoffice.store import StoreError, store_url_for
+    from appliance.backoffice.store import StoreError
+    from appliance.backoffice.storeurl import store_url_for
     from appliance.console.server import serve
 
     config = load_or_report(args.config)
@@ -97,7 +98,7 @@ def _on_store(args: argparse.Namespace, what: str, action: Callable[[Any], T], *
     """``action`` on the store the arguments name; _RefusedError after saying why not (no
     store, or an AccessError: an unknown user, a bad password, ...), _StoreFailedError after
     naming the database that failed on the way (one line, as the back-office commands say it)."""
-    from appliance.backoffice.store import store_name
+    from appliance.backoffice.storeurl import store_name
     from appliance.console.auth import AccessError
     from appliance.pathology.jobstore import STORE_ERRORS
 

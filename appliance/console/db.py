@@ -12,7 +12,8 @@ import logging
 import queue
 from collections.abc import Iterator
 
-from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store, store_name
+from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
+from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobstore import open_pathology_store
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from appliance.backoffice.store import masked_url
+from appliance.backoffice.storeurl import masked_url
 from appliance.config import ConsoleConfig
 from appliance.console.app import SECURITY_HEADERS, create_app
 from appliance.console.db import StorePool

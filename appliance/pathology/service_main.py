@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from appliance.backoffice.store import StoreError, masked_url, store_url_for
+from appliance.backoffice.store import StoreError
+from appliance.backoffice.storeurl import masked_url, store_url_for
 from appliance.config import Config
 from appliance.pathology.jobstore import open_pathology_store
 from appliance.pathology.model import ModelError

@@ -16,15 +16,9 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoffice.store import (
-    Store,
-    StoreError,
-    missing_sqlite_file,
-    open_existing_store,
-    open_store,
-    store_name,
-    store_url_for,
-)
+from appliance.backoffice.sqlitefile import missing_sqlite_file
+from appliance.backoffice.store import Store, StoreError, open_existing_store, open_store
+from appliance.backoffice.storeurl import store_name, store_url_for
 from appliance.config import (
     DEFAULT_CONFIG_FILE,
     Config,

@@ -1,0 +1,43 @@
+"""Store URLs: the default SQLite file, and a URL named in messages and logs without its
+password (appliance/backoffice/store.py opens what they name).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
+_PASSWORD_PARAMETER = re.compile(r"((?:^|&)password=)[^&]*")
+
+
+def store_url_for(url: str | None, state_dir: str) -> str:
+    """The configured store URL, or the default SQLite file under ``state_dir``."""
+    return url or f"sqlite:///{Path(state_dir) / DEFAULT_SQLITE_NAME}"
+
+
+def store_name(url: str) -> str:
+    """The database a store URL names, for messages: the SQLite file (its absolute path: which
+    file a relative one is depends on the folder), or the PostgreSQL URL without its password."""
+    if url.startswith("sqlite:///"):
+        return f"SQLite store {Path(url.removeprefix('sqlite:///')).absolute()}"
+    return f"PostgreSQL database {masked_url(url)}"
+
+
+def masked_url(url: str) -> str:
+    """``url`` fit to print or log: a password in it (``user:PASSWORD@``, or libpq's
+    ``?password=``) reads ``***``; a SQLite URL holds none and is returned as it is."""
+    if url.startswith("sqlite:///"):
+        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL urlsplit takes (a bad [IPv6] host): hide all before '@'
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.partition('@')[2]}" if "@" in rest else url
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    query = _PASSWORD_PARAMETER.sub(r"\1***", parts.query)
+    return urlunsplit(parts._replace(query=query))
