@@ -10,8 +10,6 @@ turns tuf's exceptions into reasons a person can act on.
 from __future__ import annotations
 
 import logging
-import os
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
+from appliance.boundedread import NotRegularFileError, TooLargeError, read_bounded
 from appliance.config import UpdatesConfig
 from appliance.updates.install import discard
 from appliance.updates.manifest import (
@@ -58,16 +57,15 @@ MAX_ROOT_BYTES = 1024 * 1024  # a root of 32 keys per role is a few KiB
 
 
 def _read_root_file(path: str) -> bytes:
-    """The bytes of the regular file ``path``, at most MAX_ROOT_BYTES; ValueError otherwise (a
-    pipe would wait for a writer for ever, a link to /dev/zero never end; its size says 0)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("not a regular file: a pipe, a device or a folder")
-        raw = handle.read(MAX_ROOT_BYTES + 1)
-    if len(raw) > MAX_ROOT_BYTES:
-        raise ValueError(f"{MAX_ROOT_BYTES} bytes at most")
-    return raw
+    """The bytes of the regular file ``path``, at most MAX_ROOT_BYTES (``read_bounded``);
+    ValueError otherwise (a pipe would wait for a writer for ever, a link to /dev/zero never
+    end; its size says 0)."""
+    try:
+        return read_bounded(path, MAX_ROOT_BYTES)
+    except NotRegularFileError:
+        raise ValueError("not a regular file: a pipe, a device or a folder") from None
+    except TooLargeError:
+        raise ValueError(f"{MAX_ROOT_BYTES} bytes at most") from None
 
 
 def read_trusted_root(path: str) -> bytes:

@@ -8,8 +8,6 @@ the rows the shipped grader was tested on (package data, ``appliance/shipped/``)
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import ValidationError
 
+from appliance.boundedread import NotRegularFileError, TooLargeError, read_bounded
 from appliance.inference.contract import ModelContract, ModelError
 from appliance.inference.loader import check_model_file
 from appliance.inference.runner import MAX_MODEL_BYTES, NAMED_MODEL_HINT, OnnxRunner
@@ -35,16 +34,14 @@ def read_once(model: Path) -> bytes:
     a file replaced or rewritten while the release runs cannot part the self-test from the
     model shipped."""
     check_model_file(model, MAX_MODEL_BYTES, NAMED_MODEL_HINT)
-    fd = os.open(model, os.O_RDONLY | os.O_NONBLOCK)  # a pipe put there since: not waited on
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ModelError(f"{model}: no longer a regular file (replaced since it was "
-                             f"checked); {NAMED_MODEL_HINT}")
-        data = handle.read(MAX_MODEL_BYTES + 1)
-    if len(data) > MAX_MODEL_BYTES:
+    try:
+        return read_bounded(model, MAX_MODEL_BYTES)  # a pipe put there since: not waited on
+    except NotRegularFileError:
+        raise ModelError(f"{model}: no longer a regular file (replaced since it was "
+                         f"checked); {NAMED_MODEL_HINT}") from None
+    except TooLargeError:
         raise ModelError(f"{model}: grew past {MAX_MODEL_BYTES} bytes while being read; "
-                         f"{NAMED_MODEL_HINT}")
-    return data
+                         f"{NAMED_MODEL_HINT}") from None
 
 
 def load_once(model: Path) -> tuple[bytes, OnnxRunner]:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from appliance.boundedread import NotRegularFileError, TooLargeError, read_bounded
+
 PUT_BACK = "put back the file this repository wrote (a backup)"
 PUBLIC_MODE = 0o644  # public/ is served as it is, by a web server running as its own user
 
@@ -28,18 +30,15 @@ class RepositoryError(RuntimeError):
 
 def read_regular_file(path: Path, limit: int, fix: str = PUT_BACK) -> bytes:
     """The bytes of ``path``, a regular file (a link to one too) of at most ``limit`` bytes;
-    RepositoryError naming it and ``fix`` otherwise: a pipe there would block the read for ever
-    and a link to a device never end it."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe opens without a writer, too
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise RepositoryError(f"{path}: not a regular file (a pipe, a device or a folder); "
-                                  f"{fix}")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
+    RepositoryError naming it and ``fix`` otherwise (``read_bounded``)."""
+    try:
+        return read_bounded(path, limit)
+    except NotRegularFileError:
+        raise RepositoryError(f"{path}: not a regular file (a pipe, a device or a folder); "
+                              f"{fix}") from None
+    except TooLargeError:
         raise RepositoryError(f"{path}: more than {limit} bytes, far more than this repository "
-                              f"writes there; {fix}")
-    return data
+                              f"writes there; {fix}") from None
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
