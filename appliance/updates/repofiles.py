@@ -9,7 +9,6 @@ link to a device or a link to another file where a file is expected; each is ref
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import stat
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.boundedread import NotRegularFileError, TooLargeError, read_bounded
+from appliance.sidefile import SideFileError, open_side_file
 
 PUT_BACK = "put back the file this repository wrote (a backup)"
 PUBLIC_MODE = 0o644  # public/ is served as it is, by a web server running as its own user
@@ -66,21 +66,13 @@ def lock_file(path: Path, *, create: bool = True) -> Any:
     missing (without ``create``: open for reading only, to look at); RepositoryError when
     something else is there: a link followed would let a deploy, run as root, write its pid
     over whatever file the link names."""
-    access = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
-    flags = access | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        fd = None
-    if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
-        return os.fdopen(fd, "r+" if create else "r")
-    if fd is not None:
-        os.close(fd)
-    raise RepositoryError(f"{path}: a link or something else where the repository keeps a lock "
-                          f"file (written by whoever can write {path.parent}); remove it: the "
-                          f"commands make it again")
+        fd = open_side_file(path, create=create)
+    except SideFileError:
+        raise RepositoryError(f"{path}: a link or something else where the repository keeps a "
+                              f"lock file (written by whoever can write {path.parent}); remove "
+                              "it: the commands make it again") from None
+    return os.fdopen(fd, "r+" if create else "r")
 
 
 @contextlib.contextmanager
