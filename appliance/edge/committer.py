@@ -30,12 +30,8 @@ from appliance.capture.replayed import FileStamp
 from appliance.diskspace import full_disk_hint
 from appliance.edge.pipeline import Accepted
 from appliance.edge.screen import KioskScreen
-from appliance.transport.outbox import (
-    Outbox,
-    OutboxCorruptError,
-    OutboxError,
-    OutboxFullError,
-)
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_file import OutboxCorruptError, OutboxError, OutboxFullError
 
 log = logging.getLogger(__name__)
 

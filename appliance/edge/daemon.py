@@ -38,7 +38,8 @@ from appliance.transport.callbacks import shown_topic
 from appliance.transport.client import LinkSettings, settings_from_config
 from appliance.transport.losttally import count_lost_beside
 from appliance.transport.mqtt import MqttLink
-from appliance.transport.outbox import Outbox, OutboxError
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_file import OutboxError
 from appliance.transport.outbox_repair import open_outbox
 from appliance.transport.presence import PRESENCE_LEAF, Presence, PresenceKeeper
 from appliance.transport.topics import device_topic

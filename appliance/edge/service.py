@@ -23,7 +23,7 @@ from appliance.edge.measure import Classifier, Reloadable, skin_measurement
 from appliance.edge.plugins import default_gate, source_from_config
 from appliance.edge.systemd import setup_logging
 from appliance.statelock import StateLock, StateLockError
-from appliance.transport.outbox import OutboxError
+from appliance.transport.outbox_file import OutboxError
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,8 @@ from appliance.transport.client import (
     reason_value,
     will_disconnect_reason,
 )
-from appliance.transport.outbox import Outbox, OutboxError
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_file import OutboxError
 from appliance.transport.payloads import PayloadError
 from appliance.transport.presence import PresenceKeeper
 from appliance.transport.unconfirmed import Unconfirmed

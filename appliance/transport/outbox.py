@@ -12,10 +12,8 @@ file of 8 bytes beside the outbox that is overwritten in place (no new block, so
 count on a full disk too, and the count survives a restart before the disk has room again);
 where even that fails the count is kept in memory and written with the next commit that
 succeeds, so ``dropped()`` never under-reports.
-A disk too full to take the ``-shm`` file that WAL mode keeps its index in does not keep the
-outbox shut (appliance/transport/walopen.py), so a kiosk started on a full disk sends what waits;
-a new outbox that a full disk cannot take (no file yet, or an empty one) stands in memory, empty
-and refusing writes, until its file can be made: the kiosk starts with measuring paused.
+A kiosk started on a full disk still sends what waits, and a new outbox a full disk cannot take
+waits in memory, refusing writes, until its file can be made (appliance/transport/outbox_file.py).
 An outbox that lost rows it had (cut to 0 bytes, deleted, replaced) is noticed by the high-water
 mark beside it (appliance/transport/highwater.py): the loss is said once and counted as dropped.
 Every write and read raises ``OutboxError`` (never a bare sqlite3 error), so a full disk cannot
@@ -36,62 +34,24 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from appliance.diskspace import full_disk_hint
-from appliance.transport import highwater, wallclock, walopen
+from appliance.transport import highwater, outbox_file, wallclock
 from appliance.transport.losttally import LostTally
+from appliance.transport.outbox_file import (
+    OutboxCorruptError,
+    OutboxError,
+    OutboxFullError,
+    OutboxMessage,
+    OutboxWriteError,
+    is_corrupt,
+)
 
 log = logging.getLogger(__name__)
 
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
-
-
-OUTBOX_SCHEMA = (  # the tables in creation order: their root pages follow it
-    "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "measurement_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, "
-    "created_at_s REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0)",
-    "CREATE INDEX IF NOT EXISTS outbox_measurement_id ON outbox (measurement_id)",
-)
-
-
-class OutboxError(RuntimeError):
-    """The outbox file cannot be opened or written; the message names the file."""
-
-
-class OutboxFullError(OutboxError):
-    """The outbox is at its row limit and its policy is ``refuse_new``."""
-
-
-class OutboxWriteError(OutboxError):
-    """A write failed (disk full, I/O error); nothing of it was kept."""
-
-
-class OutboxCorruptError(OutboxError):
-    """The outbox file is damaged (not a database, or malformed pages)."""
-
-
-_CORRUPT_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-
-
-def is_corrupt(exc: sqlite3.Error) -> bool:
-    """Whether SQLite says the file itself is damaged (not a full disk or a busy lock)."""
-    return getattr(exc, "sqlite_errorname", "") in _CORRUPT_CODES
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    """One stored message, in commit order (``seq``)."""
-
-    seq: int
-    measurement_id: str
-    topic: str
-    payload: bytes
-    created_at_s: float
 
 
 class Outbox:
@@ -121,33 +81,17 @@ class Outbox:
         self._seq_floor = 0  # a lost outbox's last seq: its sequence goes on from there
         self._unmade = ""  # why a new outbox's file is not made yet (a full disk)
         try:
-            self._db = self._open_file()
+            self._db, self._depth = outbox_file.open_checked(path)
         except (sqlite3.Error, OSError) as exc:
             full = full_disk_hint(path)
-            if not (full and side_files and _holds_nothing(path)):
-                raise _open_error(path, exc, full) from exc
+            if not (full and side_files and outbox_file.holds_nothing(path)):
+                raise outbox_file.open_error(path, exc, full) from exc
             self._db = self._put_off(exc, full)
         if side_files:
-            self._tally = _lost_tally(path)
-            self._mark = _high_water(path)
+            self._tally = outbox_file.lost_tally(path)
+            self._mark = outbox_file.high_water(path)
         if self._mark is not None:
             self._account_for_lost_rows(self._mark)
-
-    def _open_file(self) -> sqlite3.Connection:
-        """The outbox file, opened and checked, its tables made (closed again on failure)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = walopen.open_wal(self.path)
-        try:
-            for statement in OUTBOX_SCHEMA:
-                db.execute(statement)
-            check = str(db.execute("PRAGMA quick_check").fetchone()[0])
-            if check != "ok":
-                raise OutboxCorruptError(f"{self.path}: the outbox file is damaged ({check[:200]})")
-            self._depth = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        except BaseException:
-            db.close()
-            raise
-        return db
 
     def _put_off(self, exc: Exception, full: str) -> sqlite3.Connection:
         """A new outbox on a full disk: an empty one in memory that answers reads and takes no
@@ -156,11 +100,8 @@ class Outbox:
         self._unmade = f"{self.path}: the outbox cannot be made yet ({exc}): {full}"
         log.warning("%s; nothing waits in it, and it is made once the disk has room (measuring "
                     "waits until then)", self._unmade)
-        db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        for statement in OUTBOX_SCHEMA:
-            db.execute(statement)
         self._depth = 0
-        return db
+        return outbox_file.stand_in()
 
     def _made_locked(self) -> bool:
         """Whether the outbox file is made: now, where a full disk put it off (else ``probe_error``
@@ -168,7 +109,7 @@ class Outbox:
         if not self._unmade:
             return True
         try:
-            db = self._open_file()
+            db, depth = outbox_file.open_checked(self.path)
         except (sqlite3.Error, OSError, OutboxError) as exc:
             full = full_disk_hint(self.path)
             self.probe_error = f"{self.path}: the outbox cannot be made yet ({exc})"
@@ -177,7 +118,7 @@ class Outbox:
                 self.damaged = str(exc)
             return False
         self._db.close()  # the empty stand-in: it never took a write
-        self._db, self._unmade = db, ""
+        self._db, self._depth, self._unmade = db, depth, ""
         log.warning("%s: the outbox is made now", self.path)
         return True
 
@@ -372,7 +313,7 @@ class Outbox:
         """The rows as messages; a garbled one marks the file damaged (OutboxCorruptError):
         sent as it reads, it would be bytes no back office can take, resent until its age
         limit."""
-        messages = [_message(row) for row in rows]
+        messages = [outbox_file.message_of(row) for row in rows]
         good = [message for message in messages if message is not None]
         if len(good) < len(messages):
             self.damaged = f"{self.path}: the outbox file is damaged (a garbled row)"
@@ -496,64 +437,3 @@ class Outbox:
             if self._mark is not None:
                 self._mark.close()
                 self._mark = None
-
-
-def _lost_tally(path: Path) -> LostTally | None:
-    """The tally of lost results beside the outbox at ``path``; None, said in the journal,
-    when it cannot be kept (refused commits are then counted in memory only)."""
-    try:
-        return LostTally(path.with_name(path.name + ".lost"))
-    except OSError as exc:
-        log.warning("%s: its tally of lost results cannot be kept (%s), so results lost to a "
-                    "refused commit are counted in memory only", path, exc)
-        return None
-
-
-def _high_water(path: Path) -> highwater.HighWater | None:
-    """The high-water mark beside the outbox at ``path``; None, said in the journal, when it
-    cannot be kept (a lost outbox then goes unnoticed)."""
-    try:
-        return highwater.HighWater(path)
-    except OSError as exc:
-        log.warning("%s: its high-water mark cannot be kept (%s), so a loss of its rows would "
-                    "go unnoticed", path, exc)
-        return None
-
-
-def _holds_nothing(path: Path) -> bool:
-    """Whether the outbox at ``path`` holds no result: no file (or an empty one), and no
-    write-ahead log with anything in it."""
-    return all(_empty(path.with_name(path.name + suffix)) for suffix in ("", "-wal"))
-
-
-def _empty(path: Path) -> bool:
-    """Whether the file at ``path`` is missing or holds no byte (unreadable: not empty)."""
-    try:
-        return path.stat().st_size == 0
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-
-
-def _open_error(path: Path, exc: Exception, full: str) -> OutboxError:
-    """The error for an outbox that cannot be opened: a full disk, a damaged file, or else."""
-    if full:
-        left = "nothing waits in it" if _holds_nothing(path) else "its unsent results stay in it"
-        return OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; {left}")
-    if isinstance(exc, sqlite3.DatabaseError):
-        if is_corrupt(exc):
-            return OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})")
-        return OutboxError(f"{path}: cannot open the outbox ({exc})")
-    return OutboxError(f"{path}: cannot open the outbox ({exc}); if the file is corrupt, move "
-                       "it aside (its unsent results are in it) and restart")
-
-
-def _message(row: tuple[Any, ...]) -> OutboxMessage | None:
-    """The row as a message; None when its record is garbled (a NULL or a number where the
-    id, topic or payload belongs, which no outbox row holds and a quick check lets pass)."""
-    seq, measurement_id, topic, payload, created_at_s = row
-    texts_ok = all(isinstance(text, str) and text for text in (measurement_id, topic))
-    if not texts_ok or not isinstance(payload, bytes) or not isinstance(created_at_s, int | float):
-        return None
-    return OutboxMessage(int(seq), measurement_id, topic, payload, float(created_at_s))

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from appliance.transport.outbox import OUTBOX_SCHEMA
+from appliance.transport.outbox_file import OUTBOX_SCHEMA
 
 Found = TypeVar("Found")
 HEADER_BYTES = 100

@@ -29,7 +29,8 @@ from typing import Any
 
 from appliance.diskspace import free_bytes, full_disk_hint
 from appliance.transport.highwater import read_mark
-from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxError
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_file import OutboxCorruptError, OutboxError
 from appliance.transport.outbox_salvage import dropped_before, salvage
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.transport.outbox import OutboxMessage
+from appliance.transport.outbox_file import OutboxMessage
 from appliance.transport.outbox_header import with_rebuilt_first_page
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from appliance.edge.daemon import EdgeDaemon, new_outbox
 from appliance.edge.testing import FlakySource, fast_daemon, fast_source
 from appliance.synthetic import fleet
 from appliance.transport.broker import PrivateBroker
-from appliance.transport.outbox import OutboxWriteError
+from appliance.transport.outbox_file import OutboxWriteError
 from appliance.transport.payloads import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.broker

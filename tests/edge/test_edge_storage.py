@@ -36,9 +36,9 @@ from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port
-from appliance.transport.outbox import (
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_file import (
     OUTBOX_SCHEMA,
-    Outbox,
     OutboxCorruptError,
     OutboxError,
     OutboxWriteError,

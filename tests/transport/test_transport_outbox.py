@@ -13,7 +13,8 @@ import pytest
 
 from appliance.transport import wallclock
 from appliance.transport.highwater import read_mark
-from appliance.transport.outbox import Outbox, OutboxCorruptError, OutboxFullError
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_file import OutboxCorruptError, OutboxFullError
 from tests.disk_helpers import fill, small_tmpfs
 
 
