@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from appliance.diskspace import free_bytes, full_disk_hint
+from appliance.outfile import fsync_path
 from appliance.transport.highwater import read_mark
 from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxCorruptError, OutboxError
@@ -143,8 +143,4 @@ def _remove(path: Path) -> None:
 def _sync_folder(folder: Path) -> None:
     """Make the renames in ``folder`` durable (a power cut must not undo them)."""
     with contextlib.suppress(OSError):  # a folder that cannot be synced: the rename stands
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(folder)
