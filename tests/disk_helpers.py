@@ -1,5 +1,5 @@
 """A small real disk for storage-fault tests: a tmpfs (root can mount one; a kiosk's small SD
-card in miniature), and a filler that takes it to ENOSPC."""
+card in miniature), a filler that takes it to ENOSPC, and folders whose flush fails."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 
 @contextmanager
@@ -54,3 +56,15 @@ def fill_inodes(disk: Path) -> Path:
         if exc.errno != errno.ENOSPC:  # a disk out of inodes is the point; anything else is a fault
             raise
     return folder
+
+
+def folder_fsync_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every fsync of a folder fail as a failing disk does (EIO); files flush as usual."""
+    real_fsync = os.fsync
+
+    def failing_on_folders(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_on_folders)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from appliance.imagefile import write_image
+from tests.disk_helpers import folder_fsync_fails
 
 NOISE = np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8)
 
@@ -113,14 +114,7 @@ def test_a_folder_that_cannot_be_flushed_is_an_oserror_naming_the_image(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The image is whole under its name, but the caller must not report it safely kept."""
     target = tmp_path / "heatmap.png"
-    real_fsync = os.fsync
-
-    def failing_on_folders(fd: int) -> None:
-        if os.path.isdir(f"/proc/self/fd/{fd}"):
-            raise OSError(5, "Input/output error")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", failing_on_folders)
+    folder_fsync_fails(monkeypatch)
     with pytest.raises(OSError, match=f"^{target}: written whole, but its folder could not be "
                        "flushed to disk \\(Input/output error\\)"):
         write_image(target, NOISE)

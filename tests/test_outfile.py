@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance.outfile import OutputError, replaced_when_complete
+from tests.disk_helpers import folder_fsync_fails
 
 
 def test_a_pipe_or_device_is_never_replaced(tmp_path: Path) -> None:
@@ -49,14 +50,7 @@ def test_a_folder_that_cannot_be_flushed_is_an_error_naming_the_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The file is whole under its name, but the command must not say it is safely kept."""
     target = tmp_path / "results.csv"
-    real_fsync = os.fsync
-
-    def failing_on_folders(fd: int) -> None:
-        if os.path.isdir(f"/proc/self/fd/{fd}"):
-            raise OSError(5, "Input/output error")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", failing_on_folders)
+    folder_fsync_fails(monkeypatch)
     with (pytest.raises(OutputError, match=f"^{target}: written whole, but its folder could "
                         "not be flushed to disk \\(Input/output error\\)"),
           replaced_when_complete(target) as temp):
