@@ -4,7 +4,6 @@ sessions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,14 +32,6 @@ from appliance.console.auth import add_user, create_token
 from appliance.console.db import StorePool
 from appliance.console.server import ConsoleThread
 from tests.disk_helpers import fill, small_tmpfs
-from tests.store_helpers import BACKENDS, fresh_store
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh store of each backend (PostgreSQL in a throw-away schema)."""
-    with fresh_store(request.param, tmp_path, "console_accounts", open_store) as opened:
-        yield opened
 
 
 def test_each_store_ends_sessions_and_tokens_of_one_user_only(store: Store) -> None:

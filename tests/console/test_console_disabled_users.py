@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,7 @@ from appliance.cli import main
 from appliance.console import auth
 from appliance.console.auth import AccessError, add_user, create_token
 from appliance.console.db import StorePool
-from tests.store_helpers import BACKENDS, PG_URL, fresh_store
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh store of each backend (PostgreSQL in a throw-away schema)."""
-    with fresh_store(request.param, tmp_path, "console_disabled", open_store) as opened:
-        yield opened
+from tests.store_helpers import PG_URL
 
 
 def test_a_disabled_user_is_out_until_enabled_and_gets_its_tokens_back(store: Store) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,14 +21,7 @@ from appliance.console.auth import AccessError, add_user, create_token
 from appliance.console.db import StorePool
 from appliance.transport.payloads import utc_now
 from tests.disk_helpers import fill, small_tmpfs
-from tests.store_helpers import BACKENDS, PG_URL, fresh_store
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh store of each backend (PostgreSQL in a throw-away schema)."""
-    with fresh_store(request.param, tmp_path, "console_tokens", open_store) as opened:
-        yield opened
+from tests.store_helpers import PG_URL
 
 
 def _listed(store: Store, token: str) -> TokenRow:
