@@ -217,10 +217,6 @@ class EdgeDaemon:
         """Stop soon (signal-safe: only sets an event)."""
         self.stop_requested.set()
 
-    def request_reload(self) -> None:
-        """Reload the config soon (signal-safe)."""
-        self.reload_requested.set()
-
     # -- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
