@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from appliance.transport.broker import free_port
-from tests.pathology.test_pathology_serve_signals import _started_and_signalled
+from tests.signal_helpers import started_and_signalled
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_a_stop_signal_while_the_backoffice_starts_is_its_clean_stop(
     config_file: Path, module: str, signame: str,
 ) -> None:
     """It was exit 130 (SIGINT) or 143 or a kill (SIGTERM) without the stop message."""
-    code, err = _started_and_signalled(module, signame, "backoffice", "--config",
+    code, err = started_and_signalled(module, signame, "backoffice", "--config",
                                        str(config_file))
     assert (code, "Traceback" in err) == (0, False), err
     assert f"received {signame}; stopping" in err
@@ -53,7 +53,7 @@ def test_a_stop_signal_while_the_demo_starts_stops_it_before_anything_runs(
     """It was exit 130 (SIGINT) or 143 or a kill (SIGTERM), with nothing said; a later stop
     exits 130 ('interrupted'), and this one does too, saying so."""
     store = tmp_path / "demo.sqlite3"
-    code, err = _started_and_signalled(module, signame, "demo", "--devices", "1", "--count",
+    code, err = started_and_signalled(module, signame, "demo", "--devices", "1", "--count",
                                        "1", "--store", f"sqlite:///{store}")
     assert (code, "Traceback" in err) == (130, False), err
     said = err.splitlines()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from appliance.transport.broker import free_port
-from tests.pathology.test_pathology_serve_signals import _started_and_signalled
+from tests.signal_helpers import started_and_signalled
 
 STOPPED = "stop requested while starting; exiting before the daemon ran"
 
@@ -38,7 +38,7 @@ def test_a_stop_signal_while_edge_starts_ends_it_before_it_runs(
 ) -> None:
     """It was exit 130 (SIGINT) or a kill by SIGTERM, without a word in the journal; now the
     daemon exits 0 saying why, before it takes its state folder or reaches the broker."""
-    code, err = _started_and_signalled(module, signame, "edge", "--config", str(config_file))
+    code, err = started_and_signalled(module, signame, "edge", "--config", str(config_file))
     assert (code, "Traceback" in err) == (0, False), err
     assert STOPPED in err
     assert not (config_file.parent / "state").exists()
@@ -50,7 +50,7 @@ def test_a_stop_signal_while_the_daemon_is_built_leaves_its_outbox_whole(
 ) -> None:
     """It was a KeyboardInterrupt (exit 130) or a kill from inside the model's loading; now the
     build finishes, the outbox it opened is closed as it is, and the daemon exits 0."""
-    code, err = _started_and_signalled("appliance.inference.classifier", signame, "edge",
+    code, err = started_and_signalled("appliance.inference.classifier", signame, "edge",
                                        "--config", str(config_file))
     assert (code, "Traceback" in err) == (0, False), err
     assert STOPPED in err

@@ -4,35 +4,12 @@ neither prints a traceback from the middle of an import."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-SIGNAL_DURING_IMPORT = """
-import builtins, os, signal, sys
-module, signame = sys.argv[1], sys.argv[2]
-real_import = builtins.__import__
-def importing(name, *args, **kwargs):
-    global module
-    if name == module:  # its first import: the command is still starting
-        module = None
-        os.kill(os.getpid(), getattr(signal, signame))
-    return real_import(name, *args, **kwargs)
-builtins.__import__ = importing
-from appliance.cli import main
-raise SystemExit(main(sys.argv[3:]))
-"""
-
-
-def _started_and_signalled(module: str, signame: str, *command: str) -> tuple[int, str]:
-    """Run ``appliance COMMAND`` in a child that sends itself ``signame`` as it first imports
-    ``module``; its exit code and what it wrote on stderr."""
-    child = subprocess.run([sys.executable, "-c", SIGNAL_DURING_IMPORT, module, signame,
-                            *command], capture_output=True, text=True, timeout=120, check=False)
-    return child.returncode, child.stderr
+from tests.signal_helpers import started_and_signalled
 
 
 @pytest.fixture
@@ -58,7 +35,7 @@ def test_a_stop_signal_while_serve_starts_is_its_clean_stop(
     """It was a KeyboardInterrupt traceback (inside pydantic, say; exit -2), or exit 130 without
     the stop message (SIGTERM: killed by it); now the server stops as it does once serving,
     before it opens its store or reaches the broker (whose port here is closed)."""
-    code, err = _started_and_signalled(module, signame, "pathology", "serve", "--config",
+    code, err = started_and_signalled(module, signame, "pathology", "serve", "--config",
                                        str(config_file))
     assert (code, "Traceback" in err) == (0, False), err
     assert f"received {signame}; stopping" in err
@@ -68,7 +45,7 @@ def test_a_stop_signal_while_serve_starts_is_its_clean_stop(
 
 def test_a_ctrl_c_while_run_starts_exits_130_without_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "slides").mkdir()
-    code, err = _started_and_signalled("appliance.config", "SIGINT", "pathology", "run",
+    code, err = started_and_signalled("appliance.config", "SIGINT", "pathology", "run",
                                        str(tmp_path / "slides"), "--out", str(tmp_path / "out"))
     assert (code, err) == (130, "")
     assert not (tmp_path / "out").exists()
