@@ -159,9 +159,7 @@ class Outbox:
         overflow: int,
     ) -> list[int]:
         now_s = now[0]
-        try:
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._writing("FULL", "commit results"):
             self._follow_clock_jump_locked(now)
             unsaved = self._fold_unsaved_locked()
             seqs = []
@@ -173,10 +171,6 @@ class Outbox:
                 )
                 seqs.append(int(cursor.lastrowid or 0))
             dropped = self._drop_oldest_locked(overflow) if overflow else 0
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback_locked()
-            raise self._failed_locked(exc, "commit results") from exc
         self._depth += len(messages) - dropped
         self._folded_locked(unsaved)
         self._clock.seen(now)
@@ -227,16 +221,13 @@ class Outbox:
             if not self._made_locked():
                 return False
             try:
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("BEGIN IMMEDIATE")
-                unsaved = self._fold_unsaved_locked()
-                self._db.execute(
-                    "INSERT OR REPLACE INTO counters (name, value) VALUES ('probe', 0)"
-                )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback_locked()
-                self.probe_error = str(self._failed_locked(exc, "commit a probe"))  # marks damage
+                with self._writing("FULL", "commit a probe"):  # a damaged file: marked so
+                    unsaved = self._fold_unsaved_locked()
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO counters (name, value) VALUES ('probe', 0)"
+                    )
+            except OutboxError as exc:
+                self.probe_error = str(exc)
                 return False
             self._folded_locked(unsaved)
             self.probe_error = ""
@@ -250,9 +241,7 @@ class Outbox:
         new results then take sequence numbers after ``after_seq`` (the damaged one's mark)."""
         with self._lock:
             self._require_made_locked("keep salvaged rows")
-            try:
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._writing("FULL", "keep salvaged rows"):
                 if after_seq:
                     highwater.raise_seq(self._db, after_seq)
                 self._db.executemany(
@@ -261,10 +250,6 @@ class Outbox:
                     [(m.measurement_id, m.topic, m.payload, m.created_at_s) for m in messages],
                 )
                 self._count_dropped_locked(dropped)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback_locked()
-                raise self._failed_locked(exc, "keep salvaged rows") from exc
             self._depth += len(messages)
             self._record_mark_locked()
         return len(messages)
