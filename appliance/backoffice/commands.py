@@ -105,8 +105,8 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
     the way (its server went away, a damaged file) ends the command with one line naming the
     database and its error, exit 1; a file being written is left as it was, as it is when
     SIGTERM ends the command (cli.sigterm_ends_as_interrupt: exit 143)."""
+    from appliance.backoffice.storeerrors import STORE_ERRORS
     from appliance.backoffice.storeurl import store_name
-    from appliance.pathology.jobstore import STORE_ERRORS
 
     store = open_for(args, writes=writes)
     if store is None:

@@ -21,8 +21,9 @@ def _migrate(args: argparse.Namespace) -> int:
         LATEST_VERSION,
         StoreError,
     )
+    from appliance.backoffice.storeerrors import STORE_ERRORS  # noqa: PLC0415
     from appliance.backoffice.storeurl import store_name  # noqa: PLC0415
-    from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore  # noqa: PLC0415
+    from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415
 
     url = store_url_of(args)
     if url is None:

@@ -38,11 +38,13 @@ from appliance.backoffice.sqlitefile import (
     read_mode,
 )
 from appliance.backoffice.store_writes import Batch, IngestWrites
+from appliance.backoffice.storeerrors import StoreError
 from appliance.backoffice.storeurl import masked_url, store_name
 from appliance.logsafe import escape_controls
 from appliance.transport.payloads import utc_now
 
-__all__ = [  # Batch lives in store_writes.py; writers import it from here with the Store
+__all__ = [  # Batch and StoreError live in store_writes.py and storeerrors.py; users of the
+    # Store import them from here with it
     "LATEST_VERSION", "Batch", "Store", "StoreError", "open_existing_store", "open_store",
     "schema_problem",
 ]
@@ -60,10 +62,6 @@ _SQLITE_TYPES = {
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LATEST_VERSION = MIGRATIONS[-1][0]
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
-
-
-class StoreError(RuntimeError):
-    """The store could not be opened or used; the text names it and what to do."""
 
 
 class Store(ConsoleQueries, IngestWrites):

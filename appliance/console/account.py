@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import Login, Revoked
+from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import AccessError, check_user, digest, password_hash
 from appliance.console.db import StoreBusyError
 from appliance.console.guard import (
@@ -31,7 +32,6 @@ from appliance.console.guard import (
 from appliance.console.pages import render
 from appliance.console.throttle import LoginGuard, retry_after
 from appliance.logsafe import shorten
-from appliance.pathology.jobstore import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)

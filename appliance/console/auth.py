@@ -22,9 +22,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from appliance.backoffice.accounts import LastOperatorError, Login, Revoked, TokenRow, token_id
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
+from appliance.backoffice.storeerrors import DATABASE_ERRORS
 from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
 from appliance.logsafe import shorten
-from appliance.pathology.jobstore import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -98,9 +98,9 @@ def _on_store(args: argparse.Namespace, what: str, action: Callable[[Any], T], *
     """``action`` on the store the arguments name; _RefusedError after saying why not (no
     store, or an AccessError: an unknown user, a bad password, ...), _StoreFailedError after
     naming the database that failed on the way (one line, as the back-office commands say it)."""
+    from appliance.backoffice.storeerrors import STORE_ERRORS
     from appliance.backoffice.storeurl import store_name
     from appliance.console.auth import AccessError
-    from appliance.pathology.jobstore import STORE_ERRORS
 
     store = open_for(args, writes=writes, create=create)
     if store is None:

@@ -27,7 +27,7 @@ class StoreUnreachableError(StoreError):
     """No store connection could be opened, or one that failed could not be reopened (the
     database went away): the 503 page, as for a busy console. A StoreError, so the console's
     few handlers that must still answer something true catch it with the store's other
-    failures (appliance/pathology/jobstore.py's STORE_ERRORS)."""
+    failures (appliance/backoffice/storeerrors.py's STORE_ERRORS)."""
 
 
 class StorePool:

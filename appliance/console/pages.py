@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import SHOWN_CHARS, csv_safe
+from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import digest, open_session
 from appliance.console.cohortview import svg_plot
 from appliance.console.db import StoreBusyError
@@ -50,7 +51,6 @@ from appliance.console.views import (
     shown_quality,
 )
 from appliance.logsafe import shorten
-from appliance.pathology.jobstore import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)

@@ -17,12 +17,12 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import TOKEN_ID, TOKEN_ID_CHARS, Login, TokenRow
+from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import token_expiry_text, token_owner_text
 from appliance.console.filters import InputError
 from appliance.console.guard import check_csrf, page_login, pool_of, read_form
 from appliance.console.pages import render
 from appliance.logsafe import shorten
-from appliance.pathology.jobstore import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.pathology.backends import ModelOutputs
 from appliance.pathology.batcher import Batch
 from appliance.pathology.heatmap import cam_panel, tile_heatmap, write_png
 from appliance.pathology.jobs import utc_text
-from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
+from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.model import ModelInfo
 from appliance.pathology.ood import guard_inputs_from_statistics
 from appliance.pathology.run import DecisiveTiles, SlideResult, slide_result, write_tile_scores

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.backoffice.store import Store, StoreError
+from appliance.backoffice.store import Store
 from appliance.pathology.jobs import FINAL_STATES, JobRequest, utc_text
 
 _DDL = """
@@ -69,20 +68,6 @@ SLIDE_COLUMNS = (
     "cam_path", "tiles_path", "backend", "server", "stored_at",
 )
 _NOT_FINAL = "state NOT IN ('done', 'failed', 'cancelled')"
-
-
-def _database_errors() -> tuple[type[Exception], ...]:
-    """What SQLite and (where installed) psycopg raise when a query or write fails."""
-    try:
-        import psycopg  # noqa: PLC0415 - the backoffice extra; SQLite needs none
-    except ImportError:
-        return (sqlite3.Error,)
-    return (sqlite3.Error, psycopg.Error)
-
-
-DATABASE_ERRORS = _database_errors()
-# what a database that went away raises: its driver's error, or StoreError (no reconnect)
-STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, StoreError)
 
 
 def _finite(value: Any) -> Any:

@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.config import Config
 from appliance.pathology.admission import HOUSEKEEPING_S, RequestAdmission
 from appliance.pathology.backends import TileBackend, open_backend
@@ -49,7 +50,7 @@ from appliance.pathology.jobs import (
     state_topic,
     stored_request,
 )
-from appliance.pathology.jobstore import STORE_ERRORS, PathologyStore
+from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.preparing import SlidePreparation
 from appliance.pathology.presence import Presence, RivalWatch, rival_message

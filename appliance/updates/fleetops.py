@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.sqlitefile import missing_sqlite_file
 from appliance.backoffice.store import Store, StoreError, open_existing_store, open_store
+from appliance.backoffice.storeerrors import DATABASE_ERRORS
 from appliance.backoffice.storeurl import store_name, store_url_for
 from appliance.config import (
     DEFAULT_CONFIG_FILE,
@@ -27,7 +28,6 @@ from appliance.config import (
     value_origin,
 )
 from appliance.logsafe import escape_controls
-from appliance.pathology.jobstore import DATABASE_ERRORS
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher

@@ -22,9 +22,10 @@ import pytest
 
 from appliance.backoffice.schema import MIGRATIONS, iso_utc, result_row
 from appliance.backoffice.store import LATEST_VERSION, Batch, Store, StoreError, open_store
+from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.cli import main
 from appliance.console.auth import password_hash
-from appliance.pathology.jobstore import STORE_ERRORS, open_pathology_store
+from appliance.pathology.jobstore import open_pathology_store
 from appliance.synthetic import fleet as fleetsim
 from appliance.updates.operations import init_repository
 
