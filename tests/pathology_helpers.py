@@ -1,11 +1,14 @@
-"""Pathology servers for tests: one serving in a thread of the test, and a clock the test moves."""
+"""Pathology servers for tests: one serving in a thread of the test, and a clock the test moves;
+and the rows of a run's results.csv."""
 
 from __future__ import annotations
 
+import csv
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from appliance.config import Config
 from appliance.pathology.jobstore import open_pathology_store
@@ -39,3 +42,9 @@ class SteppedClock:
 
     def __call__(self) -> float:
         return self.now_s
+
+
+def results_rows(folder: Path) -> dict[str, dict[str, str]]:
+    """The rows of ``folder``'s results.csv (a pathology run's), by slide name."""
+    with (folder / "results.csv").open(newline="") as handle:
+        return {row["slide"]: row for row in csv.DictReader(handle)}

@@ -20,16 +20,12 @@ from appliance.pathology.ood import (
 )
 from appliance.pathology.ood_stats import optical_density_statistics
 from appliance.synthetic.he import SlideSpec, render_slide
+from tests.pathology_helpers import results_rows
 from tests.shared_data import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx"
 DEMO_INT8 = REPO / "appliance" / "shipped" / "msi-vgg19-w16.int8.onnx"
-
-
-def _rows(folder: Path) -> dict[str, dict[str, str]]:
-    with (folder / "results.csv").open(newline="") as handle:
-        return {row["slide"]: row for row in csv.DictReader(handle)}
 
 
 def test_guard_scores_typical_rows_high_and_far_rows_zero() -> None:
@@ -112,11 +108,11 @@ def test_held_out_synthetic_slides_are_scored_not_flagged(tmp_path: Path) -> Non
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1.0",
                  "--no-pictures"]) == 0
-    for row in _rows(out).values():
+    for row in results_rows(out).values():
         assert row["label"] in ("MSI", "MSS")
         assert float(row["in_distribution_share"]) >= 0.9
     tiles = list(csv.DictReader((out / "tiles" / "held901.csv").open()))
-    assert len(tiles) == int(_rows(out)["held901"]["tile_count"])
+    assert len(tiles) == int(results_rows(out)["held901"]["tile_count"])
     assert all(0.0 <= float(tile["in_distribution"]) <= 1.0 for tile in tiles)
 
 
@@ -127,7 +123,7 @@ def test_skin_photo_submitted_as_a_slide_is_unsupported(tmp_path: Path) -> None:
     out = tmp_path / "out"
     main(["pathology", "submit", str(photo), "--um-per-px", "0.5", "--out", str(out),
           "--no-pictures"])
-    row = _rows(out)[photo.stem]
+    row = results_rows(out)[photo.stem]
     assert row["error"] == ""
     assert row["label"] == UNSUPPORTED
 
@@ -136,6 +132,6 @@ def test_int8_model_flags_the_real_tiles_too(tmp_path: Path) -> None:
     out = tmp_path / "real"
     main(["pathology", "run", str(SHARED_DATA / "he-tiles-crc-val-7k"), "--out", str(out),
           "--um-per-px", "0.5", "--tile-um", "112", "--no-pictures", "--model", str(DEMO_INT8)])
-    scored = [row for row in _rows(out).values() if not row["error"]]
+    scored = [row for row in results_rows(out).values() if not row["error"]]
     assert len(scored) >= 28
     assert {row["label"] for row in scored} == {UNSUPPORTED}

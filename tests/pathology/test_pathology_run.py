@@ -17,15 +17,11 @@ from appliance.pathology.model import ModelError, TileModel
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.synthetic.he import SlideSpec, render_slide
 from tests.disk_helpers import fill, small_tmpfs
+from tests.pathology_helpers import results_rows
 from tests.shared_data import SHARED_DATA
 
 DEMO = shipped_path(PATHOLOGY_MODEL)
 REAL_TILES = SHARED_DATA / "he-tiles-crc-val-7k"
-
-
-def _rows(folder: Path) -> dict[str, dict[str, str]]:
-    with (folder / "results.csv").open(newline="") as handle:
-        return {row["slide"]: row for row in csv.DictReader(handle)}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +50,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bad_slides_get_their_own_error_and_the_run_finishes(cohort: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     assert main(["pathology", "run", str(cohort), "--out", str(out)]) == 1
-    rows = _rows(out)
+    rows = results_rows(out)
     assert rows["good"]["error"] == ""
     assert int(rows["good"]["tile_count"]) > 20
     assert 0.0 <= float(rows["good"]["mean_probability"]) <= 1.0
@@ -81,7 +77,7 @@ def test_submit_scores_named_files(cohort: Path, tmp_path: Path) -> None:
     code = main(["pathology", "submit", str(cohort / "good.jpg"), "--um-per-px", "1.0",
                  "--out", str(out), "--no-pictures", "--score", "share"])
     assert code == 0
-    row = _rows(out)["good"]
+    row = results_rows(out)["good"]
     assert float(row["score"]) == pytest.approx(float(row["msi_tile_share"]))
     assert not (out / "heatmaps").exists()
 
@@ -90,7 +86,7 @@ def test_real_tiles_run_one_tile_each(tmp_path: Path) -> None:
     out = tmp_path / "real"
     main(["pathology", "run", str(REAL_TILES), "--out", str(out), "--um-per-px", "0.5",
           "--tile-um", "112", "--no-pictures"])
-    rows = _rows(out)
+    rows = results_rows(out)
     assert len(rows) == 32
     scored = [row for row in rows.values() if not row["error"]]
     failed = [name for name, row in rows.items() if row["error"]]

@@ -14,6 +14,7 @@ from PIL import Image
 from appliance.cli import main
 from appliance.pathology.labels import jobs_from_folder, read_labels
 from appliance.synthetic.he import SlideSpec, render_slide
+from tests.pathology_helpers import results_rows
 
 HEADER = "slide,patient,label,material,um_per_px\n"
 PINK = (200, 120, 170)
@@ -103,11 +104,6 @@ def _refused_with_one_slide(tmp_path: Path, rows: str) -> tuple[Path, Path]:
     return folder, out
 
 
-def _rows(folder: Path) -> dict[str, dict[str, str]]:
-    with (folder / "results.csv").open(newline="") as handle:
-        return {row["slide"]: row for row in csv.DictReader(handle)}
-
-
 def test_a_palette_png_slide_is_scored_like_its_rgb_original(tmp_path: Path) -> None:
     """An indexed-colour PNG (256 colours, as some tools save to cut the size) is a slide
     like any other; its palette indices must not be averaged as if they were intensities."""
@@ -119,7 +115,7 @@ def test_a_palette_png_slide_is_scored_like_its_rgb_original(tmp_path: Path) -> 
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
                  "--no-pictures"]) == 0
-    rows = _rows(out)
+    rows = results_rows(out)
     assert rows["indexed"]["error"] == ""
     assert rows["indexed"]["tile_count"] == rows["rgb"]["tile_count"]
     assert float(rows["indexed"]["mean_probability"]) == pytest.approx(
@@ -198,7 +194,7 @@ def test_a_slide_smaller_than_a_tile_is_described_as_the_file_is(tmp_path: Path)
     out = tmp_path / "out"
     assert main(["pathology", "submit", str(slide), "--um-per-px", "0.5", "--out", str(out),
                  "--no-pictures"]) == 1
-    error = _rows(out)["tile"]["error"]
+    error = results_rows(out)["tile"]["error"]
     assert error == (f"{slide}: the slide is 112x112 µm (224x224 px at 0.5 µm/px), smaller than "
                      "one 256 µm tile; check the slide's µm/px or --tile-um")
 
@@ -212,7 +208,7 @@ def test_a_one_bit_slide_is_read_and_judged_by_its_pixels(tmp_path: Path) -> Non
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
                  "--no-pictures"]) == 1
-    assert "no tissue tile" in _rows(out)["bits"]["error"]
+    assert "no tissue tile" in results_rows(out)["bits"]["error"]
 
 
 def test_a_labels_file_too_large_to_be_one_is_refused_before_it_is_read(
@@ -237,7 +233,7 @@ def test_a_folder_or_a_pipe_given_as_a_slide_is_called_what_it_is(tmp_path: Path
     out = tmp_path / "out"
     assert main(["pathology", "submit", str(folder), str(pipe), "--um-per-px", "1",
                  "--out", str(out), "--no-pictures"]) == 1
-    rows = _rows(out)
+    rows = results_rows(out)
     assert rows["cohort"]["error"] == (f"{folder}: a folder, not a slide image; pass slide files, "
                                        "or score a folder with `appliance pathology run`")
     assert rows["pipe"]["error"] == (f"{pipe}: not a regular file (a pipe, socket or device); "
@@ -254,7 +250,7 @@ def test_a_labels_row_finds_its_image_beside_files_of_the_same_name(tmp_path: Pa
     (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\n")
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
-    assert _rows(out)["S1"]["path"] == str(folder / "S1.jpg")
+    assert results_rows(out)["S1"]["path"] == str(folder / "S1.jpg")
 
 
 def test_a_slide_name_with_dots_finds_its_image(tmp_path: Path) -> None:
@@ -268,7 +264,7 @@ def test_a_slide_name_with_dots_finds_its_image(tmp_path: Path) -> None:
     (folder / "labels.csv").write_text(HEADER + f"{name},P1,MSI,biopsy,1.0\n")
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
-    assert _rows(out)[name]["path"] == str(folder / f"{name}.jpg")
+    assert results_rows(out)[name]["path"] == str(folder / f"{name}.jpg")
 
 
 def test_slides_with_the_longest_file_names_are_scored_or_refused_alone(tmp_path: Path) -> None:
@@ -286,7 +282,7 @@ def test_slides_with_the_longest_file_names_are_scored_or_refused_alone(tmp_path
                          for i, n in enumerate((long_name, longest, "short"))))
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out)]) == 1
-    rows = _rows(out)
+    rows = results_rows(out)
     assert rows[long_name]["error"] == rows["short"]["error"] == ""
     assert (out / "heatmaps" / f"{long_name}.png").is_file()
     assert (out / "tiles" / f"{long_name}.csv").is_file()
@@ -309,7 +305,7 @@ def test_a_pipe_device_or_dangling_link_among_the_slides_is_reported_not_opened(
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
                  "--no-pictures"]) == 1
-    rows = _rows(out)
+    rows = results_rows(out)
     assert rows["S1"]["error"] == ""
     expected = {"pipe": "a named pipe (FIFO)", "null": "a character device",
                 "gone": "a link to a file that does not exist"}
@@ -419,7 +415,7 @@ def test_a_labels_row_finds_its_image_named_on_a_mac_and_evaluate_matches_it(
     (folder / "labels.csv").write_text(HEADER + f"{NFC_NAME},P1,MSI,biopsy,1.0\n")
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
-    assert _rows(out)[NFC_NAME]["path"] == str(folder / f"{NFD_NAME}.jpg")
+    assert results_rows(out)[NFC_NAME]["path"] == str(folder / f"{NFD_NAME}.jpg")
     assert (out / "tiles" / f"{NFC_NAME}.csv").is_file()
     # the same slide in a results folder of an earlier version, under the file's spelling
     results = (out / "results.csv").read_text().replace(f"{NFC_NAME},", f"{NFD_NAME},", 1)
@@ -469,4 +465,4 @@ def test_a_labels_row_finds_its_image_named_as_it_writes_it_where_nfc_changes_th
     (folder / "labels.csv").write_text(HEADER + f"{written},P1,MSI,biopsy,1.0\n")
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
-    assert _rows(out)["\u00c5-\u8c48"]["path"] == str(folder / f"{written}.jpg")
+    assert results_rows(out)["\u00c5-\u8c48"]["path"] == str(folder / f"{written}.jpg")
