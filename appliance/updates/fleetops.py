@@ -174,6 +174,23 @@ def choose_devices(
     return chosen
 
 
+def _online_first(
+    args: argparse.Namespace, devices: list[Device], watcher: FleetWatcher
+) -> list[Device]:
+    """For --all and --site, the kiosks online now first (each group in its order), so the
+    canaries are kiosks that can answer: an offline one, the first by name, was made the
+    canary, and the rollout waited out --timeout-s and halted. --devices keeps its order."""
+    if not (args.all or args.site):
+        return devices
+    views = watcher.devices()
+
+    def offline(device: Device) -> bool:
+        status = views[device].status if device in views else None
+        return status is None or status.state != "online"
+
+    return sorted(devices, key=offline)
+
+
 def named_devices(names: list[str], known: set[Device]) -> list[Device]:
     """The devices ``--devices`` names, each as DEVICE or SITE/DEVICE (needed where two sites
     have a device of that id)."""
@@ -205,7 +222,9 @@ def run_deploy(args: argparse.Namespace) -> int:
             mark_interrupted(store, repo)
             plan = RolloutPlan(
                 manifest=manifest,
-                devices=choose_devices(args, _deployable(args, repo, watcher, store), repo),
+                devices=_online_first(
+                    args, choose_devices(args, _deployable(args, repo, watcher, store), repo),
+                    watcher),
                 canaries=0 if args.decision == "rollback" else args.canary,
                 wave_size=args.wave, timeout_s=args.timeout_s,
                 max_failures=args.max_failures, decision=args.decision,

@@ -315,3 +315,34 @@ def test_models_deploy_names_a_postgres_server_lost_on_the_way_in_one_line(
     assert err.endswith("; the rollout stopped where it was (`appliance models status` shows "
                         "it; run the command again to complete it)\n")
     assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("elsewhere", "broker_env")
+def test_deploy_to_all_makes_a_kiosk_online_the_canary_not_one_switched_off(
+    repo: FileRepository, mqtt_broker: Any, topic_prefix: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The first kiosk by name was the canary: switched off, it could only time out, so the
+    rollout halted after --timeout-s whatever the kiosks online would have said."""
+    from appliance.transport import payloads
+
+    model = linear_model(repo.dir.parent / "m.onnx", "1.0.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.0.0"]) == 0
+    retained = _Retained(mqtt_broker)
+    try:
+        for device, state in (("a-off", "offline"), ("b-on", "online")):
+            status = payloads.Status(device_id=device, site="lab", state=state,
+                                     at=payloads.utc_now(),
+                                     model=payloads.ModelInfo(name="skin-texture-grade",
+                                                              version="1.0.0"))
+            retained.publish(f"{topic_prefix}/lab/{device}/status", status.to_json())
+        capsys.readouterr()
+        code = main(["models", "deploy", "skin-texture-grade", "1.0.0", "--repo", str(repo.dir),
+                     "--all", "--canary", "1", "--timeout-s", "1", "--store",
+                     f"sqlite:///{tmp_path / 'store.sqlite3'}"])
+    finally:
+        retained.close()
+    assert code == 1  # nobody answers here: the canary times out
+    out = capsys.readouterr().out
+    assert "halted after canary: 1 failure(s) (allowed 0); lab/b-on timeout" in out, out
