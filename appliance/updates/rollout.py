@@ -12,6 +12,7 @@ recorded in the back-office store (tables ``rollouts`` and ``rollout_devices``).
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import uuid
 from collections.abc import Sequence
@@ -56,6 +57,19 @@ class RolloutOutcome:
     outcomes: dict[Device, tuple[str, str]]
 
 
+def stop_cause(exc: BaseException) -> str:
+    """What stopped a deploy, in an operator's words: Ctrl-C or the stop signal by its name
+    (appliance/cli.py turns SIGTERM into exit 143), else the error with its type."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code > 128:
+        try:
+            return f"{signal.Signals(exc.code - 128).name} (exit {exc.code})"
+        except ValueError:
+            return f"exit {exc.code}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Rollout:
     """Runs one plan against the repository, the fleet and the store."""
 
@@ -76,8 +90,7 @@ class Rollout:
         try:
             return self._run_waves()
         except BaseException as exc:  # recorded, then raised as it came
-            reason = f"its deploy stopped: {type(exc).__name__}: {exc}"
-            self._record_rollout("interrupted", reason[:1000])
+            self._record_rollout("interrupted", f"its deploy stopped: {stop_cause(exc)}"[:1000])
             raise
 
     def _run_waves(self) -> RolloutOutcome:

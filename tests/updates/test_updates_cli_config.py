@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +352,52 @@ def test_deploy_to_all_makes_a_kiosk_online_the_canary_not_one_switched_off(
     assert code == 1  # nobody answers here: the canary times out
     out = capsys.readouterr().out
     assert "halted after canary: 1 failure(s) (allowed 0); lab/b-on timeout" in out, out
+
+
+@pytest.mark.usefixtures("elsewhere", "broker_env")
+def test_a_deploy_ended_by_sigterm_records_its_rollout_stopped_by_sigterm(
+    repo: FileRepository, mqtt_broker: Any, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """models status said `its deploy stopped: SystemExit: 143`, Python's words, not the
+    operator's (`timeout`, systemd and `kill` send SIGTERM)."""
+    from appliance.backoffice.store import open_store
+    from appliance.transport import payloads
+
+    model = linear_model(repo.dir.parent / "m.onnx", "1.0.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.0.0"]) == 0
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    retained = _Retained(mqtt_broker)
+    try:
+        status = payloads.Status(device_id="k1", site="lab", state="online",
+                                 at=payloads.utc_now())
+        retained.publish(f"{topic_prefix}/lab/k1/status", status.to_json())
+        deploy = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "models", "deploy", "skin-texture-grade",
+             "1.0.0", "--repo", str(repo.dir), "--devices", "lab/k1", "--timeout-s", "60",
+             "--store", store_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not _rollout_rows(store_url):
+                time.sleep(0.2)
+            deploy.send_signal(signal.SIGTERM)
+            assert deploy.wait(30) == 143
+        finally:
+            deploy.kill()
+            deploy.wait()
+    finally:
+        retained.close()
+    with closing(open_store(store_url)) as store:
+        rows = store.query("SELECT state, reason FROM rollouts", [])
+    assert rows == [("interrupted", "its deploy stopped: SIGTERM (exit 143)")]
+
+
+def _rollout_rows(store_url: str) -> list[Any]:
+    path = Path(store_url.removeprefix("sqlite:///"))
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            return db.execute("SELECT state FROM rollouts").fetchall()
+        except sqlite3.OperationalError:  # tables not made yet
+            return []
