@@ -69,6 +69,7 @@ def api_results(
 
 
 @router.get("/results/{measurement_id}", summary="one result with quality and classification",
+            responses={404: {"description": "no stored result with that id"}},
             description="`result` (stored columns), `features` (every feature), `quality` "
             "(verdict, reasons, scores), `classification` (null when there is no grade), "
             "`grade_withheld` (when the kiosk withheld the grade because the model reads "

@@ -97,7 +97,8 @@ def api_jobs(request: Request, login: Annotated[Login, Depends(api_login)]) -> d
         return {"jobs": store.pathology_job_rows()}
 
 
-@api.get("/pathology/jobs/{job_id}", summary="one pathology job and its slide results")
+@api.get("/pathology/jobs/{job_id}", summary="one pathology job and its slide results",
+         responses={404: {"description": "no pathology job with that id"}})
 def api_job(request: Request, job_id: str,
             login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
     """One pathology job with its slides."""

@@ -69,7 +69,8 @@ def api_rollouts(request: Request,
         return {"rollouts": store.rollout_rows()}
 
 
-@api.get("/rollouts/{rollout_id}", summary="one rollout and where each device stands")
+@api.get("/rollouts/{rollout_id}", summary="one rollout and where each device stands",
+         responses={404: {"description": "no rollout with that id"}})
 def api_rollout(request: Request, rollout_id: str,
                 login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
     """One model rollout with its devices."""

@@ -309,6 +309,25 @@ def test_openapi_lists_the_api(console: Console) -> None:
     assert b"`" not in page  # the docstrings' backticks are set as code, not shown
 
 
+
+def test_openapi_lists_the_answers_the_api_gives_400_and_404_not_422(console: Console) -> None:
+    """FastAPI listed 422 Validation Error for every call with parameters, an answer the
+    console never gives (bad input is 400, naming the field), and no 404 where one comes."""
+    cookie, _ = login_cookie(console)
+    paths = json.loads(get_with(console, "/openapi.json", cookie)[2])["paths"]
+    answers = {path: set(ops["get"]["responses"]) for path, ops in paths.items() if "get" in ops}
+    assert not [path for path, codes in answers.items() if "422" in codes]
+    unknown = "0190e8a2-0000-7000-8000-000000000000"
+    for url, path, given in (
+        ("/api/v1/results?limit=abc", "/api/v1/results", 400),
+        (f"/api/v1/results/{unknown}", "/api/v1/results/{measurement_id}", 404),
+        ("/api/v1/rollouts/nosuch1", "/api/v1/rollouts/{rollout_id}", 404),
+        ("/api/v1/pathology/jobs/no-such-job", "/api/v1/pathology/jobs/{job_id}", 404),
+    ):
+        assert console.get(url, console.token)[0] == given, url
+        assert str(given) in answers[path], path
+
+
 def _flagged(console: Console) -> dict[str, list[str]]:
     """measurement id -> not_validated, of every seeded result that names any (via the API)."""
     _, _, body = console.get("/api/v1/results?limit=200", console.token)
