@@ -362,6 +362,17 @@ def describe(repo: FileRepository) -> dict[str, object]:
             "version": signed.version,
             "expires": signed.expires.isoformat(),
             "keys": str(repo.keys_dir / role),
-            "threshold": root.roles[role].threshold if role in root.roles else None,
+            "threshold": _threshold(repo, role, root),
         }
     return {"repository": str(repo.dir), "serve": str(repo.dir / "public"), "roles": roles}
+
+
+def _threshold(repo: FileRepository, role: str, root: Root) -> int | None:
+    """How many of ``role``'s keys must sign: root sets the top roles', targets delegates the
+    fleet role's (it was shown as null)."""
+    if role != FLEET:
+        return root.roles[role].threshold if role in root.roles else None
+    delegations = repo.targets().delegations
+    if delegations is None or delegations.roles is None or FLEET not in delegations.roles:
+        return None
+    return delegations.roles[FLEET].threshold

@@ -94,6 +94,17 @@ def test_init_into_a_file_names_it_and_leaves_it_alone(
     assert taken.read_text() == "the user's\n"
 
 
+
+def test_init_prints_the_fleet_role_s_threshold_not_null(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """targets delegates it, so root has none for it: `repo init` printed "threshold": null."""
+    assert main(["models", "repo", "init", str(tmp_path / "repo"), "--keys", "fleet=3",
+                 "--threshold", "fleet=2"]) == 0
+    printed = json.loads(capsys.readouterr().out.split("\n\n")[0])
+    assert {role: shown["threshold"] for role, shown in printed["roles"].items()} == {
+        "root": 1, "targets": 1, "fleet": 2, "snapshot": 1, "timestamp": 1}
+
 def test_root_cannot_change_once_its_keys_are_offline(tmp_path: Path) -> None:
     repo = init_repository(tmp_path / "repo")
     offline = tmp_path / "usb-stick"
