@@ -15,7 +15,7 @@ MAX_DEMO_DEVICES = 32
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from appliance.backoffice.demo import run_demo  # noqa: PLC0415  (starts fast otherwise)
+    from appliance.backoffice.demo import EXIT_INTERRUPTED, run_demo  # noqa: PLC0415  (fast start)
     from appliance.backoffice.service import install_stop_signals  # noqa: PLC0415
     from appliance.config import ConfigError  # noqa: PLC0415
     from appliance.transport.broker import BrokerError  # noqa: PLC0415
@@ -25,16 +25,19 @@ def _demo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    install_stop_signals(stop)  # a Ctrl-C while the command started: its stop message now
+    stop, received = threading.Event(), list[int]()
+    install_stop_signals(stop, received)  # a Ctrl-C while the command started: its stop now
     if stop.is_set():
         print("demo stopped (Ctrl-C or SIGTERM) before it started anything", file=sys.stderr)
-        return 130
+        return 128 + received[0] if received else 130
     try:
-        return run_demo(args.devices, args.count, args.timeout_s, stop=stop, store_url=store_url)
+        code = run_demo(args.devices, args.count, args.timeout_s, stop=stop,
+                        store_url=store_url)
     except BrokerError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
+    # stopped: 130 after Ctrl-C, 143 after SIGTERM, as every command ends (README)
+    return 128 + received[0] if code == EXIT_INTERRUPTED and received else code
 
 
 def _default_store(args: argparse.Namespace) -> str:

@@ -42,6 +42,7 @@ SHIPPED_MODEL = shipped_path(SKIN_MODEL)
 EDGE_COMMAND = (sys.executable, "-m", "appliance", "edge", "--config")
 STOP_GRACE_S = 15.0
 LOG_TAIL_CHARS = 1500
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM (the command names which: 130 or 143)
 
 
 class DemoError(RuntimeError):
@@ -317,7 +318,7 @@ def run_demo(
             return 0
         except DemoError as exc:
             print(f"demo failed: {exc}", file=sys.stderr, flush=True)
-            return 130 if stop.is_set() else 1
+            return EXIT_INTERRUPTED if stop.is_set() else 1
         finally:
             worker.stop()
             store.close()

@@ -21,12 +21,15 @@ STATS_EVERY_S = 30.0
 EXIT_BROKER_REFUSED = 3  # the broker refused our login or subscriptions: restarting cannot help
 
 
-def install_stop_signals(stop: threading.Event) -> None:
+def install_stop_signals(stop: threading.Event, received: list[int] | None = None) -> None:
     """SIGTERM and SIGINT set ``stop`` (the main thread then shuts down in order), also one
-    that came while the command started (appliance/interrupts.py)."""
+    that came while the command started (appliance/interrupts.py); each one's number is
+    added to ``received`` when given (a command's exit code names it: 128 + the number)."""
 
     def _handler(signum: int, frame: FrameType | None) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
+        if received is not None:
+            received.append(signum)
         stop.set()
 
     interrupts.deliver({signal.SIGTERM: _handler, signal.SIGINT: _handler})

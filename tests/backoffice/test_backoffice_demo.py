@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -78,6 +80,46 @@ def test_stopping_the_demo_stops_its_edges(
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
 
+
+
+DEMO_WITH_A_WAITING_EDGE = """
+import functools, os, sys
+from appliance.backoffice import demo
+pid_file = sys.argv.pop(1)
+edge = (sys.executable, "-c", "import os, sys, time; "
+        f"open({pid_file!r} + '.partial', 'w').write(str(os.getpid())); "
+        f"os.replace({pid_file!r} + '.partial', {pid_file!r}); time.sleep(600)")
+demo.run_demo = functools.partial(demo.run_demo, edge_command=edge)
+from appliance.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_the_demo_stopped_by_sigterm_exits_143_as_every_command_does(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    """It exited 130 after SIGTERM too (README: SIGTERM ends a command as Ctrl-C does, with
+    exit 143), so `timeout` or systemd could not tell it from a Ctrl-C."""
+    pid_file = tmp_path / "edge.pid"
+    run = subprocess.Popen(
+        [sys.executable, "-c", DEMO_WITH_A_WAITING_EDGE, str(pid_file), "demo", "--throwaway",
+         "--devices", "1", "--count", "1", "--timeout-s", "120"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        for _ in range(600):
+            if pid_file.exists() or run.poll() is not None:
+                break
+            time.sleep(0.05)
+        run.send_signal(signum)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == code, err
+    assert "interrupted (Ctrl-C or SIGTERM); everything was stopped" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
 
 def test_the_demo_keeps_its_results_in_the_store_it_is_given(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
