@@ -118,8 +118,11 @@ class Rollout:
         for site, device_id in wave:
             self._record_device((site, device_id), phase, "assigned", None, None)
             self.watcher.notify(site, device_id, self.rollout_id)
-        log.info("rollout %s: %s of %s to %d device(s)", self.rollout_id, phase, self._model(),
-                 len(wave))
+        named = ", ".join(f"{site}/{device_id}" for site, device_id in wave[:10])
+        more = f" and {len(wave) - 10} more" if len(wave) > 10 else ""
+        log.info("rollout %s: %s of %s to %d device(s): %s%s; waiting up to %.0f s for each "
+                 "to report it installed and healthy", self.rollout_id, phase, self._model(),
+                 len(wave), named, more, plan.timeout_s)
         deadline_s = time.monotonic() + plan.timeout_s
         waiting = set(wave)
         while waiting and time.monotonic() < deadline_s:

@@ -5,6 +5,7 @@ that creates nothing."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -401,3 +402,30 @@ def _rollout_rows(store_url: str) -> list[Any]:
             return db.execute("SELECT state FROM rollouts").fetchall()
         except sqlite3.OperationalError:  # tables not made yet
             return []
+
+
+@pytest.mark.usefixtures("elsewhere", "broker_env")
+def test_a_deploy_names_the_kiosks_it_waits_for_and_how_long(
+    repo: FileRepository, mqtt_broker: Any, topic_prefix: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It said only "canary of skin-texture-grade 1.0.0 to 1 device(s)", then nothing for up
+    to --timeout-s (300 s by default): which kiosk it waited for was not said."""
+    from appliance.transport import payloads
+
+    caplog.set_level(logging.INFO, logger="appliance.updates.rollout")
+    model = linear_model(repo.dir.parent / "m.onnx", "1.0.0")
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.0.0"]) == 0
+    retained = _Retained(mqtt_broker)
+    try:
+        status = payloads.Status(device_id="k1", site="lab", state="online",
+                                 at=payloads.utc_now())
+        retained.publish(f"{topic_prefix}/lab/k1/status", status.to_json())
+        assert main(["models", "deploy", "skin-texture-grade", "1.0.0", "--repo", str(repo.dir),
+                     "--devices", "lab/k1", "--timeout-s", "1", "--store",
+                     f"sqlite:///{tmp_path / 'store.sqlite3'}"]) == 1
+    finally:
+        retained.close()
+    assert ("canary of skin-texture-grade 1.0.0 to 1 device(s): lab/k1; waiting up to 1 s for "
+            "each to report it installed and healthy") in caplog.text
