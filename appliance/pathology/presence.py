@@ -19,18 +19,23 @@ it when it is live (``RivalWatch._earlier_version``; docs/pathology-server.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import paho.mqtt.client as mqtt
+
 from appliance.pathology.jobs import read_presence, utc_text
 
 log = logging.getLogger(__name__)
 PROBATION_S = 5.0  # a live server dropped by our connect is back within its 1 s reconnect delay
+LEAVE_WAIT_S = 5.0  # for the broker to take the offline presence and the DISCONNECT
 
 
 @dataclass
@@ -156,3 +161,20 @@ def rival_message(server_id: str, rival: dict[str, Any], topic: str) -> str:
             "other and both think they own the same jobs; give each server its own "
             "pathology.client_id (the default, pathology-HOSTNAME, is the same for containers "
             f"with one host name){unless}. This server stops (exit 4)")
+
+
+def leave_broker(client: mqtt.Client, topic: str, offline: bytes | None,
+                 connected: threading.Event) -> None:
+    """Publish ``offline`` (None: nothing) retained, then DISCONNECT, each sent before paho's
+    network thread stops (``connected`` clears once the DISCONNECT is out). loop_stop does not
+    flush what is queued: a stop often ended with neither sent, the broker published the
+    will, and the next start (a systemctl restart) took the clean stop for a crash."""
+    if offline is not None and connected.is_set():
+        sent = client.publish(topic, offline, qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):  # the connection went meanwhile
+            sent.wait_for_publish(LEAVE_WAIT_S)
+    client.disconnect()
+    deadline_s = time.monotonic() + LEAVE_WAIT_S
+    while connected.is_set() and time.monotonic() < deadline_s:
+        time.sleep(0.01)
+    client.loop_stop()

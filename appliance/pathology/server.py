@@ -22,7 +22,6 @@ import re
 import socket
 import threading
 import time
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ from appliance.pathology.jobs import (
 from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.preparing import SlidePreparation
-from appliance.pathology.presence import Presence, RivalWatch, rival_message
+from appliance.pathology.presence import Presence, RivalWatch, leave_broker, rival_message
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.transport.client import (
     broker_max_packet_bytes,
@@ -71,7 +70,6 @@ from appliance.transport.client import (
 log = logging.getLogger(__name__)
 STORE_RETRY_S = 1.0
 RESCAN_S = 60.0  # how often the retained requests are read again
-OFFLINE_WAIT_S = 5.0  # at most, for the broker to take the clean "offline" as the server stops
 
 
 def default_server_id() -> str:
@@ -209,24 +207,21 @@ class PathologyServer(RequestAdmission, SlidePreparation):
                 runner.stop_event.set()
                 finisher.stop_event.set()
                 self.metrics.close()
-                if self.exit_code != 4:  # the presence is the rival's, which goes on
-                    self._say_offline()
-                self.client.disconnect()
-                self.client.loop_stop()
+                self._leave_the_broker()
                 for run in self.runs.values():
                     run.cancel_futures()
                 if self.pool is not pool:  # replaced after a worker died
                     self.pool.shutdown(cancel_futures=True)
 
-    def _say_offline(self) -> None:
-        """Retain this server's clean "offline" and wait (a while) for the broker to take it.
-        A DISCONNECT sent while its PUBACK was still on the way often reached the broker as a
-        reset connection: it dropped both and sent the will, so the next server read a stop
-        that was not clean and took no job for PROBATION_S."""
-        sent = self.client.publish(server_topic(self.prefix, self.server_id),
-                                   self.presence.payload("offline"), qos=1, retain=True)
-        with suppress(RuntimeError):  # not connected, or lost meanwhile: its will says so
-            sent.wait_for_publish(OFFLINE_WAIT_S)
+    def _leave_the_broker(self) -> None:
+        """Retain this server's clean "offline" (not under a rival's name, which goes on), then
+        disconnect, each waited for (presence.leave_broker): a DISCONNECT sent while its PUBACK
+        was on the way, or not sent before paho's thread stopped, reached the broker as a lost
+        connection: it sent the will, and the next server read a stop that was not clean and
+        took no job for PROBATION_S."""
+        offline = None if self.exit_code == 4 else self.presence.payload("offline")
+        leave_broker(self.client, server_topic(self.prefix, self.server_id), offline,
+                     self.connected)
 
     def _event_presence(self, payload: bytes) -> None:
         """Stop when another live process, started first, serves under this client id; take
