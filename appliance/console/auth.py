@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -119,25 +120,25 @@ def create_token(store: Store, name: str, days: float = TOKEN_DAYS_DEFAULT,
 
 def remove_user(store: Store, name: str) -> Revoked:
     """Remove a console user, ending its sessions and revoking its API tokens at once."""
-    try:
-        revoked = store.remove_user(name)
-    except LastOperatorError as exc:
-        raise AccessError(str(exc)) from exc
-    if revoked is None:
-        raise AccessError(f"no console user {name!r} (console user list shows them)")
-    return revoked
+    return _user_stopped(name, store.remove_user)
 
 
 def disable_user(store: Store, name: str) -> Revoked:
     """Disable a console user: it cannot log in, its sessions end and its API tokens stop
     working at once (kept for ``enable_user``); the sessions ended and tokens held back."""
+    return _user_stopped(name, store.disable_user)
+
+
+def _user_stopped(name: str, stop: Callable[[str], Revoked | None]) -> Revoked:
+    """``stop`` (the store's remove or disable) of the user ``name``, its refusals as
+    AccessError: the last enabled operator, or no such user."""
     try:
-        disabled = store.disable_user(name)
+        stopped = stop(name)
     except LastOperatorError as exc:
         raise AccessError(str(exc)) from exc
-    if disabled is None:
+    if stopped is None:
         raise AccessError(f"no console user {name!r} (console user list shows them)")
-    return disabled
+    return stopped
 
 
 def enable_user(store: Store, name: str) -> None:
