@@ -161,23 +161,11 @@ def test_a_result_the_back_office_dead_letters_is_acked_once_and_leaves_the_outb
     topic = f"{topic_prefix}/shop-1/kiosk-early/result"
     refused = refused_results("shop-1", "kiosk-early")
     valid = fleet.sample_result(random.Random(6), "shop-1", "kiosk-early", 2)
-    outbox = new_outbox(config)
-    outbox.add_many([(mid, topic, body) for mid, body in refused.items()]
-                    + [(valid.measurement_id, topic, valid.to_json())])
-    outbox.close()
-    worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
-    unplugged = FlakySource(fast_source(config))
-    unplugged.failing.set()  # no new results: only the three in the outbox
-    kiosk = fast_daemon(config, source=unplugged)
-    thread, _codes = run_in_thread(kiosk)
-    try:
-        assert wait_until(lambda: kiosk.outbox.depth() == 0, timeout_s=20)
-        assert kiosk.link.stats.acked == 3
-    finally:
-        kiosk.request_stop()
-        thread.join(10)
-        worker.stop()
-        store.close()
+    acked = _outbox_drained_by_a_back_office(
+        config, mqtt_broker, tmp_path, topic_prefix,
+        [(mid, topic, body) for mid, body in refused.items()]
+        + [(valid.measurement_id, topic, valid.to_json())])
+    assert acked == 3
     reader = open_store(f"sqlite:///{tmp_path / 'backoffice' / 'store.sqlite3'}")
     letters = reader.dead_letters()
     assert sorted(json.loads(d.payload)["measurement_id"] for d in letters) == sorted(refused)
@@ -200,22 +188,9 @@ def test_a_refused_result_with_a_thumbnail_is_kept_whole_confirmed_and_leaves_th
     result["thumbnail_jpeg_b64"] = base64.b64encode(random.Random(8).randbytes(49_152)).decode()
     body = json.dumps(result).encode()
     assert 65_536 < len(body) < MAX_PAYLOAD_BYTES
-    outbox = new_outbox(config)
-    outbox.add_many([(result["measurement_id"], topic, body)])
-    outbox.close()
-    worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
-    unplugged = FlakySource(fast_source(config))
-    unplugged.failing.set()  # no new results: only the one in the outbox
-    kiosk = fast_daemon(config, source=unplugged)
-    thread, _codes = run_in_thread(kiosk)
-    try:
-        assert wait_until(lambda: kiosk.outbox.depth() == 0, timeout_s=20)
-        assert kiosk.link.stats.acked == 1
-    finally:
-        kiosk.request_stop()
-        thread.join(10)
-        worker.stop()
-        store.close()
+    acked = _outbox_drained_by_a_back_office(config, mqtt_broker, tmp_path, topic_prefix,
+                                             [(result["measurement_id"], topic, body)])
+    assert acked == 1
     reader = open_store(f"sqlite:///{tmp_path / 'backoffice' / 'store.sqlite3'}")
     (letter,) = reader.dead_letters()
     reader.close()
@@ -323,3 +298,26 @@ def test_a_broker_acl_without_the_presence_topic_is_said_once_and_the_kiosk_deli
     assert len(said) == 1
     assert f"presence on {topic_prefix}/shop-1/kiosk-early/presence" in said[0]
     assert "runs on without its presence" in said[0]
+
+
+def _outbox_drained_by_a_back_office(config: Any, mqtt_broker: Any, tmp_path: Path,
+                                     topic_prefix: str, rows: list[tuple[str, str, bytes]]
+                                     ) -> int:
+    """A kiosk whose camera gives nothing sends what its outbox holds (``rows``) to a back
+    office until the outbox is empty; the results acked. The store stays under tmp_path."""
+    outbox = new_outbox(config)
+    outbox.add_many(rows)
+    outbox.close()
+    worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
+    unplugged = FlakySource(fast_source(config))
+    unplugged.failing.set()  # no new results: only those in the outbox
+    kiosk = fast_daemon(config, source=unplugged)
+    thread, _codes = run_in_thread(kiosk)
+    try:
+        assert wait_until(lambda: kiosk.outbox.depth() == 0, timeout_s=20)
+        return kiosk.link.stats.acked
+    finally:
+        kiosk.request_stop()
+        thread.join(10)
+        worker.stop()
+        store.close()
