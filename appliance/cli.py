@@ -17,7 +17,6 @@ import os
 import pkgutil
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -238,8 +237,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if getattr(args, "own_stop_signals", False):
             code = handler(args)  # it takes the held stop signals when it is ready for them
         else:
-            interrupts.deliver()  # a Ctrl-C so far ends it as one from now on would
-            with sigterm_ends_as_interrupt():
+            with sigterm_ends_as_interrupt():  # a stop signal so far ends it here, as a later one
                 code = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in an unhandled flush at exit
         return code
@@ -256,15 +254,12 @@ def sigterm_ends_as_interrupt() -> Iterator[None]:
     in the main thread: the output file it was writing is removed on the way out (outfile.py,
     imagefile.py), not left as a hidden partial file, and a store it holds is closed; exit 143.
     The daemons (``edge``, ``backoffice``, the servers) put their own orderly stop in its place
-    while they run. Off the main thread (a test calling ``main``) signals cannot be handled."""
-    if threading.current_thread() is not threading.main_thread():
+    while they run. A stop signal held while the command started (appliance/interrupts.py) ends
+    it as the block begins, as a later one would: SIGTERM's default action, which it met before,
+    killed the process without its clean exit. Off the main thread (a test calling ``main``)
+    signals cannot be handled."""
+    with interrupts.delivered({signal.SIGTERM: _exit_as_terminated}):
         yield
-        return
-    previous = signal.signal(signal.SIGTERM, _exit_as_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _exit_as_terminated(signum: int, frame: Any) -> None:

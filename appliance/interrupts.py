@@ -8,15 +8,17 @@ and without its stop message. So ``appliance`` holds both signals from the start
 until the command is ready for them, then delivers them: a command with its own stop handlers
 (``pathology serve``, ``edge``, ``backoffice``, ``demo``: ``own_stop_signals`` in their parsers)
 gets the held ones there, as it gets a later one (its stop message and exit code); any other
-gets them as its run begins, from Python's own handlers (KeyboardInterrupt: exit 130; SIGTERM
-ends it), as a later one.
+gets them as its run begins, from the handlers a later one meets (``delivered``: KeyboardInterrupt,
+exit 130; SIGTERM as cli.sigterm_ends_as_interrupt has it, exit 143), never from SIGTERM's
+default action, which killed the process where it stood.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -55,6 +57,23 @@ def deliver(handlers: Mapping[int, SignalHandler] | None = None) -> None:
     _held.clear()
     for came in held:
         signal.raise_signal(came)
+
+
+@contextmanager
+def delivered(handlers: Mapping[int, SignalHandler]) -> Iterator[None]:
+    """``deliver(handlers)`` for the length of the block (a held signal reaches them as the
+    block begins), then the handlers from before ``hold`` (or before the block) are back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: _previous.get(signum, signal.getsignal(signum)) for signum in STOP_SIGNALS}
+    try:
+        deliver(handlers)
+        yield
+    finally:
+        for signum, handler in before.items():
+            if handler is not None:  # None: a handler not set from Python, nothing to put back
+                signal.signal(signum, handler)
 
 
 def release() -> None:

@@ -15,6 +15,7 @@ import pytest
 from appliance.backoffice.store import open_store
 from appliance.cli import build_parser, main
 from appliance.cli_help import COMMAND_HELP, command_paths, leaf_commands
+from tests.signal_helpers import started_and_signalled
 
 
 def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
@@ -259,3 +260,30 @@ def test_sigterm_ends_any_command_as_ctrl_c_leaving_no_partial_file(tmp_path: Pa
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.returncode == 128 + 15, done.stderr
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGTERM", 128 + 15), ("SIGINT", 130)])
+def test_a_stop_signal_while_the_command_is_read_ends_it_as_a_later_one(
+    tmp_path: Path, signame: str, code: int,
+) -> None:
+    """A SIGTERM while the command line was read was held, then handed to SIGTERM's default
+    action as the command began, before its own stop handling was in place: killed where it
+    stood (-15 here, 143 in a shell), not its clean exit 143. Sent as the command modules import
+    the config models (while the parser is built)."""
+    out = tmp_path / "frames"
+    exit_code, err = started_and_signalled("appliance.config", signame, "synth", "skin", "--out",
+                                           str(out), "--count", "1", "--seed", "5")
+    assert (exit_code, err) == (code, "")
+    assert not out.exists()
+
+
+def test_a_sigterm_while_a_one_shot_back_office_command_is_read_ends_it_cleanly(
+    tmp_path: Path,
+) -> None:
+    """``backoffice --retire`` takes stop signals as the other one-shot commands do; a held
+    SIGTERM killed it by the default action too. It ends before it reaches the broker."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt: {{host: 127.0.0.1, port: 1}}\nstate_dir: {tmp_path / 'state'}\n")
+    exit_code, err = started_and_signalled("appliance.config", "SIGTERM", "backoffice",
+                                           "--retire", "--config", str(config))
+    assert (exit_code, err) == (128 + 15, "")

@@ -146,10 +146,8 @@ def _backoffice(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     if args.retire:  # a one-shot command: stop signals end it as they end the others
-        from appliance import interrupts
         from appliance.cli import sigterm_ends_as_interrupt
 
-        interrupts.deliver()
         with sigterm_ends_as_interrupt():
             return _retire(config)
     stop = threading.Event()
