@@ -15,6 +15,7 @@ default action, which killed the process where it stood.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -57,6 +58,21 @@ def deliver(handlers: Mapping[int, SignalHandler] | None = None) -> None:
     _held.clear()
     for came in held:
         signal.raise_signal(came)
+
+
+def stop_on_signals(stop: threading.Event, log: logging.Logger,
+                    received: list[int] | None = None) -> None:
+    """SIGTERM and SIGINT set ``stop`` (the main thread then shuts down in order), said under
+    ``log``, the service's own logger; also one that came while the command started. Each one's
+    number is added to ``received`` when given (a command's exit code names it: 128 + it)."""
+
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        if received is not None:
+            received.append(signum)
+        stop.set()
+
+    deliver({signal.SIGTERM: _handler, signal.SIGINT: _handler})
 
 
 @contextmanager

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 
 from appliance import interrupts
 from appliance.backoffice.ingest import IngestWorker, default_client_id
@@ -22,17 +20,10 @@ EXIT_BROKER_REFUSED = 3  # the broker refused our login or subscriptions: restar
 
 
 def install_stop_signals(stop: threading.Event, received: list[int] | None = None) -> None:
-    """SIGTERM and SIGINT set ``stop`` (the main thread then shuts down in order), also one
-    that came while the command started (appliance/interrupts.py); each one's number is
-    added to ``received`` when given (a command's exit code names it: 128 + the number)."""
-
-    def _handler(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        if received is not None:
-            received.append(signum)
-        stop.set()
-
-    interrupts.deliver({signal.SIGTERM: _handler, signal.SIGINT: _handler})
+    """SIGTERM and SIGINT set ``stop``, said under the back office's logger, also one that
+    came while the command started (appliance/interrupts.py); each one's number is added to
+    ``received`` when given (a command's exit code names it: 128 + the number)."""
+    interrupts.stop_on_signals(stop, log, received)
 
 
 def run_backoffice(config: Config, stop: threading.Event) -> int:

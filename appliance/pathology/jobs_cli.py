@@ -19,7 +19,6 @@ import json
 import logging
 import queue
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -96,17 +95,14 @@ def _config(args: argparse.Namespace) -> Config | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from appliance.backoffice.service import install_stop_signals  # noqa: PLC0415 - heavy deps load on use
-    from appliance.pathology.service_main import run_server  # noqa: PLC0415 - as above
+    from appliance.pathology.service_main import serve  # noqa: PLC0415 - heavy deps load on use
 
     config = _config(args)
     if config is None:
         return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
-    stop = threading.Event()
-    install_stop_signals(stop)  # a Ctrl-C while the command started: its stop message now
-    return 0 if stop.is_set() else run_server(config, stop)
+    return serve(config)
 
 
 class _Link:

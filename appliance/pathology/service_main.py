@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from appliance import interrupts
 from appliance.backoffice.store import StoreError
 from appliance.backoffice.storeurl import masked_url, store_url_for
 from appliance.config import Config
@@ -14,6 +15,15 @@ from appliance.pathology.preflight import unusable
 from appliance.pathology.server import PathologyServer
 
 log = logging.getLogger(__name__)
+
+
+def serve(config: Config) -> int:
+    """Serve until SIGTERM or Ctrl-C, whose stop message is said under this module's logger
+    (the server's own, as its start line); exit codes as ``run_server``. A stop signal that
+    came while the command started stops it here, before it opens anything."""
+    stop = threading.Event()
+    interrupts.stop_on_signals(stop, log)
+    return 0 if stop.is_set() else run_server(config, stop)
 
 
 def run_server(config: Config, stop: threading.Event) -> int:
