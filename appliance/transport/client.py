@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import ssl
+import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -88,8 +89,13 @@ def broker_max_packet_bytes(settings: LinkSettings, timeout_s: float = 5.0) -> i
     says (MQTT 5 spec 3.2.2.3.6); None where it announces none, refuses or does not answer.
 
     A broker drops, without a CONNACK, the connection of a client whose CONNECT (its last
-    will included) is larger: this short connection, of the same client id, asks it."""
-    client = new_client(replace(settings, session_expiry_s=0))
+    will included) is larger: this short connection, without a will and under a client id of
+    its own, asks it. Under the asking client's id it took over that client's connection when
+    its reconnect had come up meanwhile (or a rival's of that name): the broker closed it and
+    sent its will (MQTT 5 spec 3.1.4). A broker that binds each login to one client id
+    (docs/broker-identity.md) refuses the probe: None, as where no limit is announced."""
+    probe_id = f"{settings.client_id}-probe-{uuid.uuid4().hex[:8]}"
+    client = new_client(replace(settings, client_id=probe_id, session_expiry_s=0))
     answers: queue.Queue[int | None] = queue.Queue()
     client.on_connect = lambda _c, _u, _f, reason, props: answers.put(
         None if reason.is_failure else getattr(props, "MaximumPacketSize", None))
