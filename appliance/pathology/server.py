@@ -9,9 +9,10 @@ retained at once is cleared as it comes (a job client cannot fill the broker). O
 the job belongs to this server while its lease is renewed; if the server dies, another server
 claims the job when the lease runs out and scores only the slides not yet stored. Paho
 callbacks only queue events; the main loop owns the store connection, the process pool and
-the job table. Which requests it takes, puts off or refuses is request admission
-(appliance/pathology/admission.py); handing slides to the preparation workers is
-appliance/pathology/preparing.py; this module runs the jobs it takes.
+the job table. The client, its callbacks, its presence and leaving the broker are the server's
+link (appliance/pathology/serverlink.py); which requests it takes, puts off or refuses is
+request admission (appliance/pathology/admission.py); handing slides to the preparation
+workers is appliance/pathology/preparing.py; this module runs the jobs it takes.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.backoffice.storeerrors import STORE_ERRORS
@@ -45,27 +44,15 @@ from appliance.pathology.jobs import (
     parse_job,
     payload_limit,
     request_topic,
-    server_topic,
     state_topic,
     stored_request,
 )
 from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.preparing import SlidePreparation
-from appliance.pathology.presence import Presence, RivalWatch, leave_broker, rival_message
+from appliance.pathology.serverlink import ServerLink
 from appliance.pathology.service_metrics import ServiceMetrics
-from appliance.transport.client import (
-    broker_max_packet_bytes,
-    connack_refusal,
-    connect_bytes_at_least,
-    connect_properties,
-    is_fatal_connack,
-    new_client,
-    publish_properties,
-    reason_value,
-    set_retained_will,
-    settings_from_config,
-)
+from appliance.transport.client import publish_properties
 
 log = logging.getLogger(__name__)
 STORE_RETRY_S = 1.0
@@ -78,7 +65,7 @@ def default_server_id() -> str:
     return f"pathology-{host or 'host'}"
 
 
-class PathologyServer(RequestAdmission, SlidePreparation):
+class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
     """One pathology server; ``run(stop)`` serves until stop is set."""
 
     def __init__(self, config: Config, store: PathologyStore,
@@ -99,93 +86,7 @@ class PathologyServer(RequestAdmission, SlidePreparation):
         self.runs: dict[str, JobRun] = {}
         self._retry: list[tuple[float, str, Any]] = []
         self._init_admission()
-        self.connected = threading.Event()
-        self.broker_max_packet: int | None = None  # as this connection's CONNACK says
-        self.failed: str | None = None
-        self.exit_code = 3  # of a failure: 3 the broker refuses us, 4 a rival took our name
-        self.presence = Presence(self.server_id, self.backend.settings)
-        self.rivals = RivalWatch(self.presence)
-        self._packet_limit_asked = False  # the broker's packet limit, asked once
-        self.client = self._make_client()
-
-    def _make_client(self) -> mqtt.Client:
-        self.link_settings = settings_from_config(
-            self.config.mqtt, self.server_id, session_expiry_s=0,
-            reconnect_initial_s=1.0, reconnect_cap_s=30.0)
-        will = (server_topic(self.prefix, self.server_id), self.presence.will())
-        client = new_client(self.link_settings, will, reconnect=True)
-        client.manual_ack_set(True)  # PUBACK only once the job is stored (MQTT 5 spec 4.3.2)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        return client
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                    props: Any) -> None:
-        try:
-            if reason.is_failure:
-                refusal = connack_refusal(self.link_settings, reason)
-                log.error("%s", refusal)
-                if is_fatal_connack(reason_value(reason)):
-                    self.failed = refusal
-                    client.disconnect()
-                return
-            requests = request_topic(self.prefix, "+")
-            presence = server_topic(self.prefix, self.server_id)
-            # the largest packet this broker takes (MQTT 5 spec 3.2.2.3.6); it drops the
-            # connection of a client that sends a larger one
-            self.broker_max_packet = getattr(props, "MaximumPacketSize", None)
-            self.events.put(("connected", ()))  # before the retained requests it brings
-            # its own presence first: what is retained there says who else used this name
-            client.subscribe(presence, options=SubscribeOptions(qos=1))  # its retained first
-            client.subscribe([(requests, SubscribeOptions(qos=1)),
-                              (cancel_topic(self.prefix, "+"), SubscribeOptions(qos=1))])
-            self.presence.connection += 1
-            client.publish(presence, self.presence.payload("online"), qos=1, retain=True)
-            set_retained_will(client, presence, self.presence.will())  # the next connection's
-            self.connected.set()
-            log.info("%s connected; jobs from %s", self.server_id, requests)
-        except Exception:  # never let an exception kill paho's network thread
-            log.exception("on_connect failed")
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                       props: Any) -> None:
-        answered = self.connected.is_set()
-        self.connected.clear()
-        if reason.value != 0:
-            log.warning("%s disconnected (%s); reconnecting", self.server_id, reason)
-            if not answered:  # closed before its CONNACK: perhaps our CONNECT is too large
-                self.events.put(("closed_before_connack", ()))
-
-    def _event_closed_before_connack(self) -> None:
-        """Once: ask the broker the largest packet it takes; a CONNECT larger than that is
-        dropped at every try, so the server stops (exit 3) saying what to change."""
-        if self._packet_limit_asked:
-            return
-        self._packet_limit_asked = True
-        will = (server_topic(self.prefix, self.server_id), self.presence.will())
-        limit = broker_max_packet_bytes(self.link_settings)
-        needed = connect_bytes_at_least(self.link_settings, will)
-        if limit is None or limit >= needed:
-            return  # not a packet too large: reconnecting as paho does
-        self.failed = (
-            f"broker {self.link_settings.host}:{self.link_settings.port} refuses this server's "
-            f"CONNECT: its max_packet_size is {limit} bytes, smaller than the CONNECT's "
-            f"{needed} bytes or more (its last will, the presence on {will[0]}, is "
-            f"{len(will[1])} bytes); raise max_packet_size in the broker's config; not retrying")
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            if "/servers/" in message.topic:
-                self.events.put(("presence", (bytes(message.payload),)))
-            elif message.topic.endswith("/request"):
-                self.events.put(("job", (message.topic.split("/")[-2], bytes(message.payload),
-                                         message.mid, message.qos)))
-            else:
-                self.events.put(("cancel", (message.topic.split("/")[-2], message.mid,
-                                            message.qos, bool(message.payload))))
-        except Exception:  # never let an exception kill paho's network thread
-            log.exception("could not queue a message on %s", message.topic)
+        self._init_link(self.backend.settings)
 
     def run(self, stop: threading.Event) -> None:
         """Connect, start the workers and serve jobs until stop is set."""
@@ -213,25 +114,6 @@ class PathologyServer(RequestAdmission, SlidePreparation):
                 if self.pool is not pool:  # replaced after a worker died
                     self.pool.shutdown(cancel_futures=True)
 
-    def _leave_the_broker(self) -> None:
-        """Retain this server's clean "offline" (not under a rival's name, which goes on), then
-        disconnect, each waited for (presence.leave_broker): a DISCONNECT sent while its PUBACK
-        was on the way, or not sent before paho's thread stopped, reached the broker as a lost
-        connection: it sent the will, and the next server read a stop that was not clean and
-        took no job for PROBATION_S."""
-        offline = None if self.exit_code == 4 else self.presence.payload("offline")
-        leave_broker(self.client, server_topic(self.prefix, self.server_id), offline,
-                     self.connected)
-
-    def _event_presence(self, payload: bytes) -> None:
-        """Stop when another live process, started first, serves under this client id; take
-        no job for a while when this server starts where one may still run."""
-        rival = self.rivals.heard(payload)
-        if rival is not None:
-            self.exit_code = 4
-            self.failed = rival_message(self.server_id, rival,
-                                        server_topic(self.prefix, self.server_id))
-
     def _stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
         """Finisher thread: a slide result is in the store (handled by the main loop)."""
         self.events.put(("stored", (job_id, index, row)))
@@ -239,15 +121,6 @@ class PathologyServer(RequestAdmission, SlidePreparation):
     def store_for_thread(self) -> PathologyStore:
         """A second connection to the same store, for the finisher thread."""
         return PathologyStore(self.store.url, getattr(self.store, "_pg_schema", None))
-
-    def _connect(self) -> None:
-        mqtt_config = self.config.mqtt
-        # a clean session, ended with the connection: every request and cancel is retained, so
-        # a queue kept for a stopped server would only hand it stale copies
-        self.client.connect_async(mqtt_config.host, mqtt_config.port,
-                                  keepalive=mqtt_config.keepalive_s, clean_start=True,
-                                  properties=connect_properties(self.link_settings))
-        self.client.loop_start()
 
     def _loop(self, stop: threading.Event) -> None:
         next_housekeeping = 0.0
