@@ -13,6 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.config import Config, config_from_mapping
+from appliance.edge.testing import wait_until
 from appliance.pathology.jobs import server_topic
 from appliance.pathology.server import PathologyServer
 from appliance.transport.broker import PrivateBroker
@@ -35,14 +36,15 @@ def _config(tmp_path: Path, broker: PrivateBroker) -> Config:
 
 
 def _presence_messages(broker: PrivateBroker, topic: str) -> tuple[mqtt.Client, list[bytes]]:
-    """A client collecting what is published on a server's presence topic from now on."""
+    """A client collecting what is published on a server's presence topic after the
+    retained "online" it finds there."""
     heard: list[bytes] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_message = lambda _c, _u, message: heard.append(bytes(message.payload))
     client.connect(broker.host, broker.port)
     client.subscribe(topic, qos=1)
     client.loop_start()
-    time.sleep(0.5)  # SUBACK, and the retained "online" it brings
+    assert wait_until(lambda: len(heard) == 1, 10)  # the server's retained "online"
     heard.clear()
     return client, heard
 
