@@ -188,14 +188,14 @@ def assign(
     decision: str = "deploy",
     rollout: str | None = None,
 ) -> str:
-    """Sign, in the fleet role, that ``devices`` ((site, id) pairs) should run ``manifest``."""
+    """Sign, in one new version of the fleet role, that ``devices`` ((site, id) pairs) should
+    run ``manifest``."""
     rollout_id = rollout or uuid.uuid4().hex[:12]
     raw = assignment_bytes(manifest, decision, rollout_id)
     with repo.locked():
         repo.check_keys(FLEET, *PUBLISHING_ROLES)
         check_fleet_room(repo, devices, raw)
-        for site, device_id in devices:
-            repo.add_target(FLEET, raw, assignment_target(site, device_id))
+        repo.add_targets(FLEET, raw, [assignment_target(*device) for device in devices])
         repo.publish()
     return rollout_id
 

@@ -217,15 +217,30 @@ class FileRepository(Repository):
         """Copy ``local`` (a file, or its content read already) in as ``target_path``
         (hash-prefixed) and list it in ``role``."""
         data = local if isinstance(local, bytes) else local.read_bytes()  # at most a model's 50 MB
+        return self.add_targets(role, data, [target_path], custom)[0]
+
+    def add_targets(
+        self, role: str, data: bytes, target_paths: Sequence[str], custom: Any = None
+    ) -> list[TargetFile]:
+        """Store ``data`` as each of ``target_paths`` (hash-prefixed), then list them all in
+        one new version of ``role``: kiosks fetch one version per change, and a stop half-way
+        (killed, disk full) leaves the version before, never some of the paths listed."""
+        infos = [self._store_target(data, path, custom) for path in target_paths]
+        with self.edit_targets(role) as targets:
+            for info in infos:
+                targets.targets[info.path] = info
+        return infos
+
+    def _store_target(self, data: bytes, target_path: str, custom: Any) -> TargetFile:
+        """Write ``data`` where ``target_path`` is served (whole on disk before the metadata
+        that names it); its TargetFile."""
         info = TargetFile.from_data(target_path, data, ["sha256"])
         if custom is not None:
             info.unrecognized_fields["custom"] = custom
         directory, _, name = target_path.rpartition("/")
         stored = self.targets_dir / directory / f"{info.hashes['sha256']}.{name}"
-        if not holds(stored, data):  # whole on disk before the metadata that names it
+        if not holds(stored, data):
             write_atomically(stored, data, PUBLIC_MODE)
-        with self.edit_targets(role) as targets:
-            targets.targets[target_path] = info
         return info
 
     def signed_bytes_with(self, role: str, added: Sequence[TargetFile]) -> int:

@@ -20,6 +20,7 @@ from updates_helpers import inputs
 
 from appliance.cli import main
 from appliance.config import load_config
+from appliance.updates import repository as repository_module
 from appliance.updates.fetch import RepositoryClient
 from appliance.updates.fleetops import choose_devices
 from appliance.updates.manifest import (
@@ -40,7 +41,7 @@ from appliance.updates.operations import (
     released,
 )
 from appliance.updates.release import manifest_for
-from appliance.updates.repofiles import RepositoryError
+from appliance.updates.repofiles import RepositoryError, write_atomically
 from appliance.updates.repository import FLEET, FileRepository
 from appliance.updates.serve import RepositoryServer
 from appliance.updates.testing import linear_model
@@ -350,6 +351,69 @@ def test_assignments_are_read_back_per_device(tmp_path: Path) -> None:
     assert sorted(found) == [("lab", "k1"), ("shop", "k2")]
     assert found[("shop", "k2")].decision == "rollback"
     assert found[("lab", "k1")].rollout == rollout
+
+
+def test_a_wave_is_one_signed_fleet_version_and_each_kiosk_reads_its_own_assignment(
+    tmp_path: Path,
+) -> None:
+    """assign signed one fleet version per device: a wave of 6 kiosks wrote 6 versions."""
+    repo, manifest = _released(tmp_path)
+    earlier = assign(repo, [("lab", "k0")], manifest)
+    before = repo.latest_version(FLEET)
+    wave = [("lab", f"k{number}") for number in range(1, 6)] + [("shop", "k1")]
+    rollout = assign(repo, wave, manifest)
+    assert repo.latest_version(FLEET) == before + 1
+    assert len(list(repo.metadata_dir.glob("*.fleet.json"))) == before + 1
+    server = RepositoryServer(repo.dir / "public").start()
+    try:
+        for site, device_id in [("lab", "k0"), *wave]:  # as each kiosk's TUF client reads it
+            client = Updater(str(_dir(tmp_path / site / device_id)), f"{server.url}/metadata/",
+                             target_dir=str(_dir(tmp_path / site / f"{device_id}-targets")),
+                             target_base_url=f"{server.url}/targets/",
+                             bootstrap=(repo.metadata_dir / "1.root.json").read_bytes())
+            client.refresh()
+            info = client.get_targetinfo(f"devices/{site}/{device_id}.json")
+            assert info is not None, (site, device_id)
+            read = json.loads(Path(client.download_target(info)).read_bytes())
+            assert read["rollout"] == (earlier if device_id == "k0" else rollout)
+    finally:
+        server.close()
+
+
+def test_a_wave_stopped_half_way_leaves_the_fleet_role_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one fleet version per device, a disk full at the third kiosk of a wave left two
+    new versions signed, listing the wave's first two kiosks, for the next publish to send."""
+    repo, manifest = _released(tmp_path)
+    assign(repo, [("lab", "k0")], manifest)
+    before = (repo.latest_version(FLEET), assignments(repo))
+    written = []
+
+    def full_at_the_third_kiosk(path: Path, data: bytes, mode: int = 0o600) -> None:
+        if "devices" in path.parts:
+            written.append(path)
+            if len(written) == 3:
+                raise OSError(28, "No space left on device", str(path))
+        write_atomically(path, data, mode)
+
+    monkeypatch.setattr(repository_module, "write_atomically", full_at_the_third_kiosk)
+    with pytest.raises(OSError, match="No space left"):
+        assign(repo, [("lab", f"k{number}") for number in range(1, 6)], manifest)
+    assert (repo.latest_version(FLEET), assignments(repo)) == before
+    monkeypatch.undo()
+    assign(repo, [("lab", f"k{number}") for number in range(1, 6)], manifest)
+    assert repo.latest_version(FLEET) == before[0] + 1
+    assert len(assignments(repo)) == 6
+
+
+def _released(tmp_path: Path) -> tuple[FileRepository, ModelManifest]:
+    """A new repository with one release."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", "1.1.0")
+    manifest = manifest_for(model, "1.1.0", inputs())
+    release_model(repo, model, manifest)
+    return repo, manifest
 
 
 @pytest.mark.broker  # models status reads the fleet's reports first
