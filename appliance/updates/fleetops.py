@@ -41,7 +41,7 @@ from appliance.updates.operations import (
     releases,
 )
 from appliance.updates.release import load_once, runner_manifest, table_inputs
-from appliance.updates.repofiles import RepositoryError
+from appliance.updates.repofiles import RepositoryError, make_readable_by_all
 from appliance.updates.repository import FileRepository
 from appliance.updates.rollout import (
     Device,
@@ -332,6 +332,7 @@ def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[s
     repo = FileRepository(args.repo)
     if (unfinished := repo.unfinished()) is not None:  # else: "no releases yet"
         raise unfinished
+    make_readable_by_all(repo.dir / "public")  # served files from before they were written so
     with ExitStack() as opened:
         never_made = missing_sqlite_file(url) is not None
         store = None if never_made else opened.enter_context(closing(open_existing_store(url)))

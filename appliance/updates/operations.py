@@ -29,7 +29,12 @@ from appliance.updates.manifest import (
     parse_manifest,
     semver_key,
 )
-from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
+from appliance.updates.repofiles import (
+    RepositoryError,
+    make_readable_by_all,
+    read_regular_file,
+    write_atomically,
+)
 from appliance.updates.repository import (
     DEFAULT_EXPIRY_S,
     FLEET,
@@ -275,6 +280,7 @@ def refresh_timestamp(repo: FileRepository) -> int:
     fresh one."""
     with repo.locked():
         repo.check_keys(Timestamp.type)
+        make_readable_by_all(repo.dir / "public")  # what it publishes, readable by the server
         problems = []
         try:
             repo.check_keys(Snapshot.type)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import stat
 import tempfile
@@ -18,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance.boundedread import NotRegularFileError, TooLargeError, read_bounded
+from appliance.logsafe import escape_controls
 from appliance.sidefile import SideFileError, open_side_file
+
+log = logging.getLogger(__name__)
 
 PUT_BACK = "put back the file this repository wrote (a backup)"
 PUBLIC_MODE = 0o644  # public/ is served as it is, by a web server running as its own user
@@ -103,3 +107,42 @@ def holds(stored: Path, data: bytes) -> bool:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
         return handle.read(len(data) + 1) == data
+
+
+def make_readable_by_all(public: Path) -> int:
+    """Give every regular file under ``public`` the mode the repository writes there now
+    (PUBLIC_MODE): files written before that change stayed 0600, and a web server running as
+    its own user answered 403 for them until they were rewritten. No link is followed (not
+    ``public`` itself either), nothing else is touched, and a temp file (``.name.…``, a write
+    stopped half-way) stays unpublished. Returns how many files it changed; one it may not
+    change (another owner's) is logged as a warning naming it, and the rest go on."""
+    changed = 0
+    for folder, _, names, folder_fd in os.fwalk(public, follow_symlinks=False):
+        for name in names:
+            if not name.startswith("."):
+                changed += _make_readable(Path(folder) / name, name, folder_fd)
+    return changed
+
+
+def _make_readable(path: Path, name: str, folder_fd: int) -> int:
+    """1 when ``name`` in ``folder_fd`` was a regular file now given PUBLIC_MODE, else 0."""
+    try:
+        seen = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+        if not stat.S_ISREG(seen.st_mode) or stat.S_IMODE(seen.st_mode) == PUBLIC_MODE:
+            return 0  # a link, pipe or device is not opened at all
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder_fd)
+        try:
+            if not os.path.samestat(seen, os.fstat(fd)):
+                return 0  # replaced since it was looked at: not the file judged
+            os.fchmod(fd, PUBLIC_MODE)
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        return 0  # removed since the folder was listed
+    except OSError as exc:
+        log.warning("%s", escape_controls(
+            f"{path}: published but not readable by all ({exc.strerror}); a web server running "
+            f"as its own user answers 403 for it: run `chmod {PUBLIC_MODE:o} {path}` as its "
+            "owner"))
+        return 0
+    return 1

@@ -53,6 +53,7 @@ from appliance.updates.repofiles import (
     held_alone,
     holds,
     lock_file,
+    make_readable_by_all,
     read_regular_file,
     write_atomically,
 )
@@ -253,7 +254,9 @@ class FileRepository(Repository):
 
     def publish(self) -> bool:
         """New snapshot and timestamp versions for what changed (python-tuf's bookkeeping);
-        False when both were current already."""
+        False when both were current already. Published files written before they were made
+        readable by all are made so first (``make_readable_by_all``)."""
+        make_readable_by_all(self.dir / "public")
         snapshot_changed, _ = self.do_snapshot()
         timestamp_changed, _ = self.do_timestamp()
         return snapshot_changed or timestamp_changed
