@@ -7,6 +7,12 @@ nothing before the timeout. Every canary must succeed before any other device is
 waves after them go on while failures stay within ``max_failures``. On a halt the devices that
 did not install lose their assignment again (they keep serving what they run). Each step is
 recorded in the back-office store (tables ``rollouts`` and ``rollout_devices``).
+
+A plan that does not ``await_offline`` (``deploy --all`` or ``--site``) waits, in the waves
+after the canaries, only for the kiosks online (their retained status) at the wave's start:
+the others are assigned all the same, install when they are back, and are named "offline,
+assigned, not awaited" instead of holding the wave for its whole timeout. Canaries are always
+awaited: a release no kiosk has installed yet goes no further.
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.transport import payloads
-from appliance.updates.fleetwatch import FleetWatcher
+from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.manifest import ModelManifest
 from appliance.updates.operations import assign, unassign
 from appliance.updates.repository import FileRepository
@@ -31,6 +37,8 @@ log = logging.getLogger(__name__)
 Device = tuple[str, str]
 POLL_S = 0.1
 FAILED_STATES = ("rejected", "rolled_back")
+NOT_AWAITED = "offline, assigned, not awaited"
+SHOWN_DEVICES = 10  # named in a log line or a reason; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class RolloutPlan:
     max_failures: int = 0
     decision: str = "deploy"
     scope: str = ""
+    await_offline: bool = True  # False: waves after the canaries wait only for kiosks online
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class RolloutOutcome:
     state: str
     reason: str
     outcomes: dict[Device, tuple[str, str]]
+    not_awaited: tuple[Device, ...] = ()  # assigned while offline; no report from them yet
 
 
 def stop_cause(exc: BaseException) -> str:
@@ -79,6 +89,7 @@ class Rollout:
         self.repo, self.watcher, self.store, self.plan = repo, watcher, store, plan
         self.rollout_id = uuid.uuid4().hex[:12]
         self.outcomes: dict[Device, tuple[str, str]] = {}
+        self.not_awaited: dict[Device, str] = {}  # offline when assigned: device -> its phase
         self._started_s = time.monotonic()
         self._repository = repo.identity()
 
@@ -104,49 +115,86 @@ class Rollout:
             halt = self._halt_reason(phase)
             if halt is not None:
                 self._halt(halt)
-                return RolloutOutcome(self.rollout_id, "halted", halt, dict(self.outcomes))
-        reason = f"{len(plan.devices)} device(s) installed {self._model()} and are healthy"
+                return self._outcome("halted", halt)
+        installed = sum(o[0] == "installed" for o in self.outcomes.values())
+        reason = f"{installed} device(s) installed {self._model()} and are healthy"
+        if self.not_awaited:
+            reason += (f"; {len(self.not_awaited)} {NOT_AWAITED} (they install when they are "
+                       f"back): {_named(sorted(self.not_awaited))}")
         self._record_rollout("complete", reason)
-        return RolloutOutcome(self.rollout_id, "complete", reason, dict(self.outcomes))
+        return self._outcome("complete", reason)
+
+    def _outcome(self, state: str, reason: str) -> RolloutOutcome:
+        return RolloutOutcome(self.rollout_id, state, reason, dict(self.outcomes),
+                              tuple(sorted(self.not_awaited)))
 
     def _model(self) -> str:
         return f"{self.plan.manifest.name} {self.plan.manifest.version}"
 
     def _run_wave(self, wave: Sequence[Device], phase: str) -> None:
         plan = self.plan
+        skipped = set() if phase == "canary" or plan.await_offline else self._offline(wave)
         assign(self.repo, wave, plan.manifest, decision=plan.decision, rollout=self.rollout_id)
         for site, device_id in wave:
-            self._record_device((site, device_id), phase, "assigned", None, None)
+            offline = (site, device_id) in skipped
+            self._record_device((site, device_id), phase, "assigned",
+                                NOT_AWAITED if offline else None, None)
             self.watcher.notify(site, device_id, self.rollout_id)
-        named = ", ".join(f"{site}/{device_id}" for site, device_id in wave[:10])
-        more = f" and {len(wave) - 10} more" if len(wave) > 10 else ""
-        log.info("rollout %s: %s of %s to %d device(s): %s%s; waiting up to %.0f s for each "
-                 "to report it installed and healthy", self.rollout_id, phase, self._model(),
-                 len(wave), named, more, plan.timeout_s)
+        self.not_awaited.update(dict.fromkeys(sorted(skipped), phase))
+        awaited = [device for device in wave if device not in skipped]
+        log.info("rollout %s: %s of %s to %d device(s): %s; waiting up to %.0f s for each to "
+                 "report it installed and healthy%s", self.rollout_id, phase, self._model(),
+                 len(awaited), _named(awaited), plan.timeout_s,
+                 f"; {len(skipped)} {NOT_AWAITED}: {_named(sorted(skipped))}" if skipped else "")
+        self._await(awaited, phase)
+
+    def _offline(self, wave: Sequence[Device]) -> set[Device]:
+        """The devices of ``wave`` whose newest status is not "online" (or that sent none)."""
+        views = self.watcher.devices()
+        statuses = {device: views[device].status for device in wave if device in views}
+        return {device for device in wave
+                if (status := statuses.get(device)) is None or status.state != "online"}
+
+    def _await(self, wave: Sequence[Device], phase: str) -> None:
+        """Wait for each device of ``wave`` to report on this release, up to the timeout; a
+        device not awaited that reports meanwhile is heard too."""
+        plan = self.plan
         deadline_s = time.monotonic() + plan.timeout_s
         waiting = set(wave)
         while waiting and time.monotonic() < deadline_s:
+            views = self.watcher.devices()
             for device in sorted(waiting):
-                verdict = self._verdict(device)
+                verdict = self._verdict(views.get(device))
                 if verdict is not None:
                     waiting.discard(device)
                     self.outcomes[device] = verdict
                     self._record_device(device, phase, *verdict, self._running(device))
+            self._hear_late(views)
             time.sleep(POLL_S)
         for device in waiting:
             reason = f"no installed and healthy report within {plan.timeout_s:.0f} s"
             self.outcomes[device] = ("timeout", reason)
             self._record_device(device, phase, "timeout", reason, self._running(device))
 
-    def _verdict(self, device: Device) -> tuple[str, str] | None:
-        """("installed" | a failed state, reason) once the device reported on this release."""
-        state = self.watcher.devices().get(device)
-        report = state.state if state is not None else None
-        if report is None:
+    def _hear_late(self, views: Mapping[Device, DeviceView]) -> None:
+        """Record the report of each device not awaited that came back and reported on this
+        release (a failure then counts as any wave's does)."""
+        for device, phase in sorted(self.not_awaited.items()):
+            verdict = self._verdict(views.get(device))
+            if verdict is not None:
+                del self.not_awaited[device]
+                self.outcomes[device] = verdict
+                self._record_device(device, phase, *verdict, self._running(device))
+
+    def _verdict(self, view: DeviceView | None) -> tuple[str, str] | None:
+        """("installed" | a failed state, reason) once the device (``view``: as the watcher
+        sees it) reported on this release."""
+        report = view.state if view is not None else None
+        if view is None or report is None:
             return None
         if self._already_serves(report):  # a kiosk that has it reports nothing new
             return "installed", "already serving it, healthy"
-        if not self._about_this_rollout(report, state.state_heard_s if state else None):
+        if not self._about_this_rollout(report, view.state_heard_s):
             return None
         about = report.model
         ours = about is not None and (about.name, about.version) == self._release()
@@ -198,9 +246,13 @@ class Rollout:
         )
 
     def _halt(self, reason: str) -> None:
+        self._hear_late(self.watcher.devices())
         not_installed = [d for d, o in self.outcomes.items() if o[0] != "installed"]
-        if not_installed:
-            unassign(self.repo, not_installed)
+        if not_installed or self.not_awaited:
+            unassign(self.repo, [*not_installed, *self.not_awaited])
+        for device, phase in self.not_awaited.items():
+            self._record_device(device, phase, "withdrawn", f"{NOT_AWAITED}; the rollout "
+                                "halted and withdrew its assignment", None)
         log.error("rollout %s %s", self.rollout_id, reason)
         self._record_rollout("halted", reason)
 
@@ -229,6 +281,13 @@ class Rollout:
             [(self.rollout_id, *device, phase, state, reason, running,
               iso_utc(payloads.utc_now()))],
         )
+
+
+def _named(devices: Sequence[Device]) -> str:
+    """The first SHOWN_DEVICES devices as site/device, then how many more."""
+    named = ", ".join(f"{site}/{device_id}" for site, device_id in devices[:SHOWN_DEVICES])
+    more = len(devices) - SHOWN_DEVICES
+    return named + (f" and {more} more" if more > 0 else "")
 
 
 # A rollout recorded before rollouts named their repository (NULL) counts as every one's.

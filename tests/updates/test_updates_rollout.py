@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from contextlib import closing
@@ -328,15 +329,8 @@ def test_a_model_state_without_a_time_zone_does_not_end_the_deploy_with_a_traceb
 
 def _say(fleet: Fleet, state: payloads.ModelState, *, retain: bool = False) -> None:
     """Publish a model state as its kiosk would (the kiosk retains its states)."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect(fleet.broker.host, fleet.broker.port)
-    client.loop_start()
-    try:
-        topic = device_topic(fleet.prefix, state.site, state.device_id, "model/state")
-        client.publish(topic, state.to_json(), qos=1, retain=retain).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    topic = device_topic(fleet.prefix, state.site, state.device_id, "model/state")
+    _publish(fleet, topic, state.to_json(), retain=retain)
 
 
 def test_deploying_a_release_a_kiosk_rolled_back_halts_with_why_not_a_timeout(
@@ -400,3 +394,109 @@ def test_a_rollout_stopped_by_an_error_is_recorded_interrupted_with_why(fleet: F
     assert state == "interrupted"
     assert reason.startswith("its deploy stopped: RepositoryError: ")
     assert "0 private key(s) of role 'fleet' here" in reason
+
+
+def test_deploy_all_does_not_wait_for_a_kiosk_offline_at_its_wave_s_start(
+    fleet: Fleet, events: ModelEvents, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kiosk switched off held its wave for the whole --timeout-s, then halted the rollout
+    as a timeout; it is assigned all the same, named, and installs when it is back."""
+    for name in ("k0", "k1", "k2"):
+        fleet.kiosk(name)
+    _all_online(fleet, events, 3)
+    switched_off = fleet.threads[-1]
+    fleet.daemons["k2"].request_stop()
+    switched_off.join(30)
+    watcher = _watcher(fleet)
+    try:  # its retained status says so before the deploy looks
+        assert events.wait_until(lambda: _status_of(watcher, fleet, "k2") == "offline", 20)
+    finally:
+        watcher.close()
+    fleet.release("1.1.0")
+    monkeypatch.chdir(fleet.tmp)
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", fleet.broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(fleet.broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", fleet.prefix)
+    common = ["--repo", str(fleet.repo.dir), "--store", f"sqlite:///{fleet.tmp / 's.sqlite3'}"]
+    with caplog.at_level(logging.INFO, logger=rollout_module.__name__):
+        code = main(["models", "deploy", "skin-texture-grade", "1.1.0", "--all", "--canary",
+                     "1", "--timeout-s", "20", *common])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert (f"complete: 2 device(s) installed skin-texture-grade 1.1.0 and are healthy; 1 "
+            f"offline, assigned, not awaited (they install when they are back): "
+            f"{fleet.site}/k2") in out
+    assert f"offline, assigned, not awaited: {fleet.site}/k2" in caplog.text  # in its wave
+    assert f"canary of skin-texture-grade 1.1.0 to 1 device(s): {fleet.site}/k0;" in caplog.text
+    assert assignments(fleet.repo)[(fleet.site, "k2")].version == "1.1.0"
+    assert main(["models", "status", "--json", *common]) == 0
+    rows = {r["device_id"]: r for r in json.loads(capsys.readouterr().out)["devices"]}
+    assert (rows["k2"]["running"], rows["k2"]["targeted"], rows["k2"]["rollout_reason"]) == (
+        "1.0.0", "skin-texture-grade 1.1.0", "offline, assigned, not awaited")
+    fleet.kiosk("k2")  # back: it installs its assignment and reports it
+    assert events.wait_until(lambda: fleet.daemons["k2"].classifier.version == "1.1.0", 60)
+    assert events.wait_until(lambda: _state_of(events, "k2") == "installed", 30)
+    assert main(["models", "status", "--json", *common]) == 0
+    rows = {r["device_id"]: r for r in json.loads(capsys.readouterr().out)["devices"]}
+    assert [rows[n]["running"] for n in ("k0", "k1", "k2")] == ["1.1.0"] * 3
+
+
+def test_a_canary_offline_is_still_awaited_and_halts_the_rollout(fleet: Fleet) -> None:
+    """Only waves after the canaries skip kiosks offline: a release no kiosk installed goes
+    no further, and the halt withdraws every assignment it made."""
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "gone"), (fleet.site, "off")],
+                           canaries=1, timeout_s=2, await_offline=False)
+        outcome = Rollout(fleet.repo, watcher, store, plan).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert outcome.state == "halted"
+    assert f"{fleet.site}/gone timeout" in outcome.reason
+    assert assignments(fleet.repo) == {}
+
+
+def test_a_halt_withdraws_the_assignment_of_a_kiosk_not_awaited_too(fleet: Fleet) -> None:
+    """A kiosk offline in a wave that halts must not install the halted release when back."""
+    online = payloads.Status(device_id="mute", site=fleet.site, state="online",
+                             at=payloads.utc_now())  # online, and never answers
+    _publish(fleet, device_topic(fleet.prefix, fleet.site, "mute", "status"), online.to_json())
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        assert _status_of(watcher, fleet, "mute") == "online"
+        plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "mute"), (fleet.site, "off")],
+                           canaries=0, timeout_s=2, await_offline=False)
+        outcome = Rollout(fleet.repo, watcher, store, plan).run()
+        rows = dict(store.query("SELECT device_id, state FROM rollout_devices", []))
+    finally:
+        watcher.close()
+        store.close()
+    assert outcome.state == "halted"
+    assert f"{fleet.site}/mute timeout" in outcome.reason
+    assert outcome.not_awaited == ((fleet.site, "off"),)
+    assert assignments(fleet.repo) == {}
+    assert rows == {"mute": "timeout", "off": "withdrawn"}
+
+
+def _publish(fleet: Fleet, topic: str, body: bytes, *, retain: bool = True) -> None:
+    """Publish on the fleet's broker as a kiosk would."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(fleet.broker.host, fleet.broker.port)
+    client.loop_start()
+    try:
+        client.publish(topic, body, qos=1, retain=retain).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _status_of(watcher: FleetWatcher, fleet: Fleet, device_id: str) -> str | None:
+    view = watcher.devices().get((fleet.site, device_id))
+    return view.status.state if view is not None and view.status is not None else None
+
+
+def _state_of(events: ModelEvents, device_id: str) -> str | None:
+    state = events.last_state(device_id)
+    return state.state if state is not None else None
