@@ -82,6 +82,9 @@ class IngestStats:
     batches: int = 0
     commit_failures: int = 0
     qos0_refused: int = 0  # QoS 0 messages dropped: MAX_QOS0_WAITING waited already
+    # dead letters the bounds pruned that were a result's only copy (its kiosk was told to
+    # drop it): lost; the store counts them by device (``appliance results dead-letters``)
+    only_copies_pruned: int = 0
 
 
 def parse_result(raw: bytes) -> Result:
@@ -387,6 +390,8 @@ class BatchWriter(threading.Thread):
                 self._set_aside(part, exc)
                 part.dead_letters.clear()
         batch.dead_letters[:] = [letter for part in parts for letter in part.dead_letters]
+        for part in parts:
+            batch.pruned_only_copies.update(part.pruned_only_copies)
         return fresh
 
     def _set_aside(self, part: Batch, error: Exception) -> None:
@@ -399,7 +404,9 @@ class BatchWriter(threading.Thread):
         topic = f"{self._triage.topic_prefix}/{row[2]}/{row[1]}/result"
         letter = dead_letter(row[4], topic, f"the store refused it: {error}",
                              str(row[-1]).encode(), self._triage.dead_letter_max_bytes)
-        self._store.write_batch(Batch(dead_letters=[letter]), *self._keep())
+        aside = Batch(dead_letters=[letter])
+        self._store.write_batch(aside, *self._keep())
+        part.pruned_only_copies.update(aside.pruned_only_copies)
 
     def _count(self, messages: list[Inbound], batch: Batch, fresh: list[str]) -> None:
         stats = self.stats
@@ -409,6 +416,7 @@ class BatchWriter(threading.Thread):
         stats.duplicates += len(batch.results) - len(fresh)
         stats.dead_letters += len(batch.dead_letters)
         stats.statuses += len(batch.statuses)
+        stats.only_copies_pruned += batch.pruned_only_copies.total()
 
 
 def is_transient(error: Exception) -> bool:

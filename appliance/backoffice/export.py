@@ -175,18 +175,20 @@ def _write_parquet(rows: Iterator[tuple[Any, ...]], path: Path) -> int:
 
 
 SHOWN_CHARS = 200  # of a dead letter's topic and reason in the terminal table
+NAMED_DEVICES = 10  # that lost results to the dead-letter bounds, named by the table
 
 
 def dead_letter_table(store: Store, limit: int) -> str:
-    """The newest dead letters: when, topic, size, reason and the start of the payload."""
+    """The newest dead letters: when, topic, size, reason and the start of the payload; then
+    the refused results the bounds pruned whose only copy their letter was."""
     letters = store.dead_letters(limit)
-    if not letters:
-        return "no dead letters"
     lines = []
     for letter in letters:
         head = escape_controls(letter.payload[:60].decode("utf-8", errors="replace"))
         topic, reason = shorten(letter.topic, SHOWN_CHARS), shorten(letter.reason, SHOWN_CHARS)
         lines.append(f"{letter.received_at}  {topic}  {letter.payload_bytes} bytes\n"
                      f"    reason: {reason}\n    payload: {head}")
-    return "\n".join([*lines, f"{len(letters)} dead letter(s) shown, of "
-                                f"{store.count_dead_letters()} kept"])
+    lines.append(f"{len(letters)} dead letter(s) shown, of {store.count_dead_letters()} kept"
+                 if letters else "no dead letters")
+    lost = store.pruned_only_copies(NAMED_DEVICES).text()
+    return "\n".join([*lines, lost] if lost else lines)

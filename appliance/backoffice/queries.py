@@ -15,6 +15,7 @@ from typing import Any
 
 from appliance.backoffice.accounts import ConsoleAccounts
 from appliance.backoffice.schema import RESULT_COLUMNS
+from appliance.logsafe import shorten
 
 ROLLOUT_COLUMNS = ("rollout_id", "model_name", "model_version", "decision", "scope", "canaries",
                    "state", "reason", "created_at", "updated_at")
@@ -23,6 +24,7 @@ PATHOLOGY_JOB_COLUMNS = ("job_id", "state", "owner", "reason", "takeovers", "sub
 PATHOLOGY_SLIDE_COLUMNS = ("slide_index", "slide", "label", "score", "mean_probability",
                            "msi_tile_share", "tile_count", "in_distribution_share", "reason",
                            "error", "backend", "server", "stored_at", "heatmap_path", "cam_path")
+NAME_CHARS = 100  # of a device's site/id where results lost from its dead letters are named
 ROLLOUT_DEVICE_COLUMNS = ("site", "device_id", "phase", "state", "reason", "running_version",
                           "updated_at")
 
@@ -48,6 +50,27 @@ class ResultFilter:
         )
         chosen = [(sql, value) for sql, value in pairs if value is not None]
         return [sql for sql, _ in chosen], [value for _, value in chosen]
+
+
+@dataclass(frozen=True)
+class PrunedOnlyCopies:
+    """Results lost to the dead-letter bounds: in all, on how many devices, the worst ones."""
+
+    letters: int
+    devices: int
+    worst: list[tuple[str, str, int, str]]  # site, device id, letters, last pruned at
+
+    def text(self) -> str:
+        """One line for people ('' when none was lost), the device names escaped."""
+        if not self.letters:
+            return ""
+        named = ", ".join(f"{shorten(f'{site}/{device}', NAME_CHARS)} {letters} (last {at})"
+                          for site, device, letters, at in self.worst)
+        more = f" and {self.devices - len(self.worst)} more" if self.devices > len(
+            self.worst) else ""
+        return (f"LOST: the dead-letter bounds pruned {self.letters} refused result(s) whose "
+                f"kiosk had dropped them (the letter was the only copy), on {self.devices} "
+                f"device(s): {named}{more}")
 
 
 def _checked(columns: Sequence[str]) -> str:
@@ -111,6 +134,17 @@ class ConsoleQueries(ConsoleAccounts):
         rows = self._fetch(f"SELECT measurement_id, payload FROM results "
                            f"WHERE measurement_id IN ({marks})", list(measurement_ids))
         return {row[0]: row[1] for row in rows}
+
+    def pruned_only_copies(self, limit: int) -> PrunedOnlyCopies:
+        """The refused results the dead-letter bounds pruned whose only copy their letter was,
+        in all and for the ``limit`` devices that lost most (store_writes.py counts them)."""
+        total, devices = self._fetch(
+            "SELECT COALESCE(SUM(letters), 0), COUNT(*) FROM pruned_only_copies")[0]
+        rows = self._fetch("SELECT site, device_id, letters, last_pruned_at FROM "
+                           "pruned_only_copies ORDER BY letters DESC, site, device_id LIMIT ?",
+                           (int(limit),))
+        return PrunedOnlyCopies(int(total), int(devices),
+                                [(str(a), str(b), int(n), str(at)) for a, b, n, at in rows])
 
     def band_sums(self, features: Sequence[str]) -> list[tuple[Any, ...]]:
         """Per age band: count, then each feature's count, sum and sum of squares over the

@@ -215,6 +215,19 @@ ALTER TABLE dead_letters ADD COLUMN letter_sha256 TEXT;
 CREATE UNIQUE INDEX dead_letters_once ON dead_letters (letter_sha256)
 """,
     ),
+    (
+        11,
+        "dead letters: the only copies of results the bounds pruned, counted by device",
+        """
+CREATE TABLE pruned_only_copies (
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    letters BIGINT NOT NULL,
+    last_pruned_at TEXT NOT NULL,
+    PRIMARY KEY (site, device_id)
+)
+""",
+    ),
 )
 
 

@@ -8,12 +8,26 @@ its batch changed is committed, so every write here happens inside one ``_transa
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS, DeadLetter, dead_letter
+from appliance.backoffice.queries import NAME_CHARS
+from appliance.backoffice.schema import (
+    DEVICE_COLUMNS,
+    RESULT_COLUMNS,
+    DeadLetter,
+    dead_letter,
+    iso_utc,
+)
+from appliance.logsafe import shorten
+from appliance.transport.payloads import utc_now
+from appliance.transport.topics import parse_device_topic
+
+log = logging.getLogger(__name__)
 
 _IN_CHUNK = 500
 # last_seen never moves back (a retained status replayed on reconnect is old news)
@@ -27,6 +41,7 @@ _LATEST_SEEN = (
 # fleet shows an offline kiosk's last known camera state with its age).
 _KEEP_NEWER = ("{col} = CASE WHEN devices.status_at > excluded.status_at "
                "THEN devices.{col} ELSE excluded.{col} END")
+_NAMED_DEVICES = 10  # a warning names this many devices, then how many more
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
 
 
@@ -38,6 +53,9 @@ class Batch:
     statuses: list[tuple[Any, ...]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     topic_prefix: str = "appliance"  # names the topic of a result set aside as a conflict
+    # written by the store: (site, device) -> letters kept before that the bounds pruned now,
+    # each the only copy of a result its kiosk was told to drop
+    pruned_only_copies: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class IngestWrites:
@@ -58,9 +76,12 @@ class IngestWrites:
         A result whose measurement id is already stored (or earlier in the batch) with other
         content is not stored: it becomes a dead letter in the same transaction. A letter of
         ``batch`` that the bounds prune at once is taken out of it once committed: it was not
-        kept, so it is not confirmed to its device.
+        kept, so it is not confirmed to its device. Letters kept before that the bounds prune
+        now and that were a result's only copy are counted by device in the store, added to
+        ``batch.pruned_only_copies`` and named in a warning.
         """
         kept = batch.dead_letters
+        pruned: Counter[tuple[str, str]] = Counter()
         with self._transaction() as cur:
             fresh, conflicts = self._insert_results(cur, batch.results)
             self._touch_devices(cur, batch.results)
@@ -68,10 +89,19 @@ class IngestWrites:
                 self._upsert_statuses(cur, batch.statuses)
             letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
             if letters:
-                self._insert_dead_letters(cur, letters, dead_letter_max_rows)
-                self._prune_dead_letter_bytes(cur, dead_letter_max_total_bytes)
+                newest_before = self._newest_letter_id(cur)
+                self._insert_dead_letters(cur, letters)
+                cut = self._prune_cut(cur, dead_letter_max_rows, dead_letter_max_total_bytes)
+                if cut is not None:
+                    pruned = self._only_copies_below(cur, min(cut, newest_before + 1),
+                                                     batch.topic_prefix)
+                    self._count_pruned(cur, pruned)
+                    cur.execute(self._sql("DELETE FROM dead_letters WHERE id < ?"), (cut,))
                 kept = self._still_kept(cur, batch.dead_letters)
         batch.dead_letters[:] = kept
+        if pruned:
+            batch.pruned_only_copies.update(pruned)
+            log.warning("%s", _pruned_warning(pruned))
         return fresh
 
     def _still_kept(self, cur: Any, letters: list[DeadLetter]) -> list[DeadLetter]:
@@ -205,10 +235,8 @@ class IngestWrites:
             rows,
         )
 
-    def _insert_dead_letters(self, cur: Any, letters: Sequence[DeadLetter], keep: int) -> None:
-        """Keep each letter once (one received again is already here), then the ``keep``
-        newest rows. Rows are counted, not ids: both databases spend an id on every insert
-        that finds its letter already kept, so a flood of copies leaves gaps."""
+    def _insert_dead_letters(self, cur: Any, letters: Sequence[DeadLetter]) -> None:
+        """Keep each letter once: one received again is already here."""
         cur.executemany(
             self._sql(
                 "INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload, "
@@ -217,24 +245,67 @@ class IngestWrites:
             [(d.received_at, d.topic, d.reason, d.payload_bytes, d.payload, d.letter_sha256)
              for d in letters],
         )
-        cur.execute(
-            self._sql(
-                "DELETE FROM dead_letters WHERE id < "
-                "(SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET ?)"
-            ),
-            (keep - 1,),
-        )
 
-    def _prune_dead_letter_bytes(self, cur: Any, max_total_bytes: int) -> None:
-        """Drop the oldest dead letters until the kept payloads fit in ``max_total_bytes``."""
-        cur.execute(
-            self._sql(
-                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM (SELECT id, SUM("
-                "LENGTH(payload) + LENGTH(reason) + LENGTH(topic)) OVER (ORDER BY id DESC) "
-                "AS kept FROM dead_letters) newest WHERE kept > ?)"
-            ),
-            (max_total_bytes,),
-        )
+    def _newest_letter_id(self, cur: Any) -> int:
+        """The id of the newest dead letter (0: none)."""
+        cur.execute("SELECT COALESCE(MAX(id), 0) FROM dead_letters")
+        return int(cur.fetchone()[0])
+
+    def _prune_cut(self, cur: Any, keep_rows: int, keep_bytes: int) -> int | None:
+        """The id below which dead letters go (None: all fit): the ``keep_rows`` newest rows
+        are kept, then the newest whose payloads, reasons and topics fit in ``keep_bytes``.
+        Rows are counted, not ids: both databases spend an id on every insert that finds its
+        letter already kept, so a flood of copies leaves gaps."""
+        cur.execute(self._sql("SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET ?"),
+                    (keep_rows - 1,))
+        by_rows = cur.fetchone()
+        cur.execute(self._sql(
+            "SELECT MAX(id) FROM (SELECT id, SUM(LENGTH(payload) + LENGTH(reason) + "
+            "LENGTH(topic)) OVER (ORDER BY id DESC) AS kept FROM dead_letters) newest "
+            "WHERE kept > ?"), (keep_bytes,))
+        by_bytes = cur.fetchone()[0]
+        cuts = [int(by_rows[0])] if by_rows is not None else []
+        cuts += [int(by_bytes) + 1] if by_bytes is not None else []
+        return max(cuts, default=None)
+
+    def _only_copies_below(self, cur: Any, below_id: int, prefix: str) -> Counter[tuple[str, str]]:
+        """By (site, device): the letters below ``below_id`` that were a result's only copy.
+
+        A refused result kept whole on its device's result topic is confirmed to that kiosk,
+        which then drops it (``Triage.refused_results``); so is a result set aside as a
+        conflict. Letters of the batch being written are above ``below_id``: one pruned at
+        once is not confirmed, its kiosk still holds it."""
+        cur.execute(self._sql(
+            "SELECT topic, COUNT(*) FROM dead_letters WHERE id < ? AND topic LIKE ? "
+            "AND payload_bytes = LENGTH(payload) GROUP BY topic"), (below_id, "%/result"))
+        pruned: Counter[tuple[str, str]] = Counter()
+        for topic, letters in cur.fetchall():
+            where = parse_device_topic(prefix, str(topic))
+            if where is not None and where[2] == "result":
+                pruned[where[0], where[1]] += int(letters)
+        return pruned
+
+    def _count_pruned(self, cur: Any, pruned: Counter[tuple[str, str]]) -> None:
+        """Add ``pruned`` to the store's count of only copies pruned, by device."""
+        at = iso_utc(utc_now())
+        cur.executemany(self._sql(
+            "INSERT INTO pruned_only_copies (site, device_id, letters, last_pruned_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (site, device_id) DO UPDATE SET "
+            "letters = pruned_only_copies.letters + excluded.letters, "
+            "last_pruned_at = excluded.last_pruned_at"),
+            [(site, device, letters, at) for (site, device), letters in pruned.items()])
+
+
+def _pruned_warning(pruned: Counter[tuple[str, str]]) -> str:
+    """The warning that the bounds pruned results' only copies, naming the first devices."""
+    named = [f"{shorten(f'{site}/{device}', NAME_CHARS)} ({letters})"
+             for (site, device), letters in sorted(pruned.items())]
+    more = f" and {len(named) - _NAMED_DEVICES} more" if len(named) > _NAMED_DEVICES else ""
+    return (f"the dead-letter bounds (backoffice.dead_letter_max_rows, "
+            f"dead_letter_max_total_bytes) pruned {pruned.total()} refused result(s) whose "
+            f"kiosk was told to drop them: their only copy is lost. From "
+            f"{', '.join(named[:_NAMED_DEVICES])}{more}. Raise the bounds, or fix what refuses "
+            "them and run `appliance results retry` sooner")
 
 
 def _conflict(prefix: str, row: tuple[Any, ...]) -> DeadLetter:

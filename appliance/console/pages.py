@@ -23,7 +23,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import Login
-from appliance.backoffice.export import SHOWN_CHARS, csv_safe
+from appliance.backoffice.export import NAMED_DEVICES, SHOWN_CHARS, csv_safe
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import digest, open_session
 from appliance.console.cohortview import svg_plot
@@ -242,11 +242,12 @@ def dead_letters(request: Request, login: Annotated[Login, Depends(operator)]) -
     with pool_of(request).store() as store:
         letters = store.dead_letters(100)
         kept = store.count_dead_letters()
+        lost = store.pruned_only_copies(NAMED_DEVICES).text()
     rows = [{"received_at": d.received_at, "topic": shorten(d.topic, SHOWN_CHARS),
              "reason": shorten(d.reason, SHOWN_CHARS),
              "bytes": d.payload_bytes, "head": d.payload[:120].decode("utf-8", "replace")}
             for d in letters]
-    return render(request, "dead_letters.html", login=login, rows=rows, kept=kept)
+    return render(request, "dead_letters.html", login=login, rows=rows, kept=kept, lost=lost)
 
 
 @router.get("/docs")

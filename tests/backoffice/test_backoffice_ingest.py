@@ -153,6 +153,38 @@ class _AckListener:
         self.client.loop_stop()
 
 
+def test_a_confirmed_refused_result_the_bounds_prune_is_warned_counted_and_shown_as_lost(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str, *,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """kiosk-0 drops its refused result once confirmed; the bounds (one letter) prune that
+    letter when kiosk-1's comes: the result is gone, and the back office says so."""
+    config = _config("127.0.0.1", 1883, topic_prefix, tmp_path)
+    config = config.model_copy(update={
+        "backoffice": config.backoffice.model_copy(update={"dead_letter_max_rows": 1})})
+    caplog.set_level(logging.WARNING)
+    worker, store = _start(config, store_url)
+    acks = {device: _AckListener(topic_prefix, device) for device in ("kiosk-0", "kiosk-1")}
+    try:
+        for device, listener in acks.items():
+            measurement_id, topic, body = _refused(topic_prefix, device)
+            fleet.publish_messages("127.0.0.1", 1883, [(topic, body)])
+            assert _wait_for(lambda m=measurement_id, ack=listener: m in ack.ids)
+    finally:
+        for listener in acks.values():
+            listener.close()
+        worker.stop()
+        store.close()
+    assert worker.stats.only_copies_pruned == 1
+    assert any("pruned 1 refused result(s)" in r.getMessage() and "lab/kiosk-0 (1)" in
+               r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert main(["results", "dead-letters", "--store", store_url]) == 0
+    out = capsys.readouterr().out
+    assert "1 dead letter(s) shown, of 1 kept" in out
+    assert "LOST: the dead-letter bounds pruned 1 refused result(s)" in out
+    assert "on 1 device(s): lab/kiosk-0 1 (last " in out
+
+
 def test_a_refused_result_sent_again_is_kept_once_and_confirmed_each_time(
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
 ) -> None:

@@ -281,6 +281,25 @@ def test_dead_letters_page_cuts_a_long_topic(console: Console) -> None:
     assert f"appliance/x/{'k' * 188}... (59812 more characters)".encode() in page
 
 
+def test_dead_letters_page_names_the_kiosks_whose_only_copies_the_bounds_pruned(
+    console: Console,
+) -> None:
+    """The count the ingest worker keeps when the bounds prune a confirmed refused result
+    (tests/backoffice/test_backoffice_store.py) is on the page, a long device name cut."""
+    operator, _ = login_cookie(console, "alice")
+    assert b"LOST" not in get_with(console, "/dead-letters", operator)[2]
+    store = open_store(console.store_url)
+    try:
+        store.write("INSERT INTO pruned_only_copies VALUES (?, ?, ?, ?)",
+                    [("lab", "k" * 60_000, 3, "2026-11-26T00:00:02.000000Z")])
+        page = get_with(console, "/dead-letters", operator)[2]
+    finally:
+        store.write("DELETE FROM pruned_only_copies", [()])
+        store.close()
+    assert b"LOST: the dead-letter bounds pruned 3 refused result(s)" in page
+    assert f"lab/{'k' * 96}... (59904 more characters) 3 (last 2026-11-26".encode() in page
+
+
 def test_user_names_roles_and_passwords_are_checked(console: Console) -> None:
     store = open_store(console.store_url)
     try:
