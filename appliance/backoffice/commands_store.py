@@ -4,7 +4,8 @@ Writers and servers (``backoffice``, ``console``, ``demo``, ``models deploy``) m
 when they start; read commands (``fleet``, ``results``, ``report``, ``models status``, ...)
 never change it and refuse a store whose schema is missing or older than this code, pointing
 here. This command creates the tables (the pathology server's included) in an empty database
-too: that is how a new PostgreSQL database is made ready before anything reads it.
+too: that is how a new PostgreSQL database is made ready before anything reads it. A database
+the server lacks it creates first when the role may (pgdatabase.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from appliance.backoffice.commands import add_store_options, store_url_of
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from appliance.backoffice.pgdatabase import create_missing_database  # noqa: PLC0415
     from appliance.backoffice.store import (  # noqa: PLC0415  (psycopg loads on use)
         LATEST_VERSION,
         StoreError,
@@ -29,6 +31,9 @@ def _migrate(args: argparse.Namespace) -> int:
     if url is None:
         return 2
     try:
+        postgres = url.startswith(("postgresql://", "postgres://"))
+        if postgres and (created := create_missing_database(url)) is not None:
+            print(created)
         store = PathologyStore(url)
         try:
             applied = store.migrate()

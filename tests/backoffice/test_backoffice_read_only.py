@@ -370,9 +370,10 @@ def _wait_for_a_second_file(folder: Path, process: subprocess.Popen[bytes]) -> N
 @pytest.mark.parametrize(("url", "said"), [
     ("mysql://db/x", "store migrate: store url 'mysql://db/x': use sqlite:///PATH or "
                      "postgresql://..."),
-    pytest.param(f"{PG_SERVER}/test_no_such_database",
-                 f"store migrate: cannot connect to the PostgreSQL database "
-                 f"{PG_SERVER}/test_no_such_database: ", marks=pytest.mark.postgres),
+    # no server on port 1 (a missing database on a server is created: test_backoffice_store_migrate)
+    pytest.param("postgresql://postgres@127.0.0.1:1/test",
+                 "store migrate: cannot connect to the PostgreSQL database "
+                 "postgresql://postgres@127.0.0.1:1/test: ", marks=pytest.mark.postgres),
 ])
 def test_store_migrate_names_a_store_it_cannot_use_once_and_as_what_it_is(
     url: str, said: str, capsys: pytest.CaptureFixture[str]
