@@ -22,21 +22,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from appliance import safejson
 from appliance.backoffice.schema import (
     DeadLetter,
     dead_letter,
     device_row,
     iso_utc,
+    named_measurement_id,
     result_row,
 )
 from appliance.backoffice.store import Batch, Store
 from appliance.backoffice.storeurl import masked_url
 from appliance.config import BackofficeConfig
 from appliance.transport.payloads import (
-    Identifier,
     PayloadError,
     Result,
     Status,
@@ -95,13 +94,6 @@ def parse_result(raw: bytes) -> Result:
     except ValidationError as exc:
         parse_payload(raw, Result)  # raises PayloadError with the readable reason
         raise PayloadError(str(exc).splitlines()[0]) from exc
-
-
-class _NamedResult(BaseModel):
-    """The one field an ack needs, read from a result refused for any other reason."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    measurement_id: Identifier
 
 
 def _cut(raw: bytes) -> str:
@@ -187,28 +179,11 @@ class Triage:
             where = parse_device_topic(self.topic_prefix, letter.topic)
             if where is None or where[2] != "result" or letter.payload_bytes > len(letter.payload):
                 continue
-            measurement_id = _named_id(letter.payload)
+            measurement_id = named_measurement_id(letter.payload)
             if measurement_id is None:
                 continue  # no id a kiosk could hold (not JSON, no or a bad measurement_id)
             confirmed.append((where[0], where[1], measurement_id))
         return confirmed
-
-
-def _named_id(payload: bytes) -> str | None:
-    """The measurement id a refused result names, if it names a valid one.
-
-    Read by Python's JSON decoder when pydantic's refuses the text: a lone surrogate escape
-    (``"\\ud800"``) is JSON to one and not to the other, and a result refused for it must
-    still be confirmed, or its kiosk sends it again until it ages out."""
-    try:
-        return _NamedResult.model_validate_json(payload, strict=True).measurement_id
-    except ValidationError:
-        pass
-    try:
-        data = safejson.loads(payload.decode("utf-8"))
-        return _NamedResult.model_validate(data, strict=True).measurement_id
-    except ValueError:  # not UTF-8 or not JSON (ValidationError is a ValueError too)
-        return None
 
 
 def _check_time(field: str, moment: datetime, now: datetime) -> None:

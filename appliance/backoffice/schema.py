@@ -16,7 +16,10 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
-from appliance.transport.payloads import FEATURE_KEYS, Result, Status
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from appliance import safejson
+from appliance.transport.payloads import FEATURE_KEYS, Identifier, Result, Status
 
 RESULT_META_COLUMNS = (
     "measurement_id",
@@ -266,6 +269,31 @@ def dead_letter(
     whole = topic.encode("utf-8", "surrogatepass") + b"\0" + raw
     return DeadLetter(received_at, topic, reason, len(raw), kept,
                       hashlib.sha256(whole).hexdigest())
+
+
+class _NamedResult(BaseModel):
+    """The one field an ack needs, read from a result refused for any other reason."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    measurement_id: Identifier
+
+
+def named_measurement_id(payload: bytes) -> str | None:
+    """The measurement id a refused result names, if it names a valid one (its kiosk is told
+    it may drop that result: ``Triage.refused_results``).
+
+    Read by Python's JSON decoder when pydantic's refuses the text: a lone surrogate escape
+    (``"\\ud800"``) is JSON to one and not to the other, and a result refused for it must
+    still be confirmed, or its kiosk sends it again until it ages out."""
+    try:
+        return _NamedResult.model_validate_json(payload, strict=True).measurement_id
+    except ValidationError:
+        pass
+    try:
+        data = safejson.loads(payload.decode("utf-8"))
+        return _NamedResult.model_validate(data, strict=True).measurement_id
+    except ValueError:  # not UTF-8 or not JSON (ValidationError is a ValueError too)
+        return None
 
 
 def not_validated_text(keys: Sequence[str]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from appliance.backoffice.schema import (
     DeadLetter,
     dead_letter,
     iso_utc,
+    named_measurement_id,
 )
 from appliance.logsafe import shorten
 from appliance.transport.payloads import utc_now
@@ -41,6 +42,7 @@ _LATEST_SEEN = (
 # fleet shows an offline kiosk's last known camera state with its age).
 _KEEP_NEWER = ("{col} = CASE WHEN devices.status_at > excluded.status_at "
                "THEN devices.{col} ELSE excluded.{col} END")
+_LETTERS_AT_ONCE = 16  # pruned letters read at once (each up to dead_letter_max_bytes)
 _NAMED_DEVICES = 10  # a warning names this many devices, then how many more
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
 
@@ -271,18 +273,18 @@ class IngestWrites:
     def _only_copies_below(self, cur: Any, below_id: int, prefix: str) -> Counter[tuple[str, str]]:
         """By (site, device): the letters below ``below_id`` that were a result's only copy.
 
-        A refused result kept whole on its device's result topic is confirmed to that kiosk,
-        which then drops it (``Triage.refused_results``); so is a result set aside as a
-        conflict. Letters of the batch being written are above ``below_id``: one pruned at
-        once is not confirmed, its kiosk still holds it."""
-        cur.execute(self._sql(
-            "SELECT topic, COUNT(*) FROM dead_letters WHERE id < ? AND topic LIKE ? "
-            "AND payload_bytes = LENGTH(payload) GROUP BY topic"), (below_id, "%/result"))
+        A refused result kept whole on its device's result topic that names a measurement id
+        is confirmed to that kiosk, which then drops it (``Triage.refused_results``); so is a
+        result set aside as a conflict. Letters of the batch being written are above
+        ``below_id``: one pruned at once is not confirmed, its kiosk still holds it."""
         pruned: Counter[tuple[str, str]] = Counter()
-        for topic, letters in cur.fetchall():
+        for topic, payload in _streamed(cur, self.postgres, self._sql(
+                "SELECT topic, payload FROM dead_letters WHERE id < ? AND topic LIKE ? AND "
+                "payload_bytes = LENGTH(payload)"), (below_id, "%/result")):
             where = parse_device_topic(prefix, str(topic))
-            if where is not None and where[2] == "result":
-                pruned[where[0], where[1]] += int(letters)
+            if where is not None and where[2] == "result" and named_measurement_id(
+                    bytes(payload)) is not None:
+                pruned[where[0], where[1]] += 1
         return pruned
 
     def _count_pruned(self, cur: Any, pruned: Counter[tuple[str, str]]) -> None:
@@ -294,6 +296,19 @@ class IngestWrites:
             "letters = pruned_only_copies.letters + excluded.letters, "
             "last_pruned_at = excluded.last_pruned_at"),
             [(site, device, letters, at) for (site, device), letters in pruned.items()])
+
+
+def _streamed(cur: Any, postgres: bool, sql: str, params: Sequence[Any]) -> Iterator[Any]:
+    """The rows of ``sql`` in ``cur``'s transaction, a few at a time: a plain psycopg cursor
+    takes the whole answer into memory (every payload a lowered bound prunes), a named one is
+    read on the server; SQLite steps through the table as rows are fetched."""
+    reader = cur.connection.cursor(name="pruned_letters") if postgres else cur.connection.cursor()
+    try:
+        reader.execute(sql, params)
+        while rows := reader.fetchmany(_LETTERS_AT_ONCE):
+            yield from rows
+    finally:
+        reader.close()
 
 
 def _pruned_warning(pruned: Counter[tuple[str, str]]) -> str:

@@ -139,14 +139,15 @@ def test_refused_results_the_bounds_prune_later_are_counted_as_lost_by_device_an
         return dead_letter(AT, f"p/lab/{device}/result", "bad", b'{"measurement_id": "%d"}' % n)
 
     kept_cut = dead_letter(AT, "p/lab/k3/result", "too big", b"y" * 50, max_bytes=10)
-    not_results = [dead_letter(AT, "p/lab/k3/status", "bad", b"z"),
+    not_results = [dead_letter(AT, "p/lab/k3/result", "not JSON", b"names no id"),
+                   dead_letter(AT, "p/lab/k3/status", "bad", b"z"),
                    dead_letter(AT, "p/pathology/jobs/result", "bad", b"z"),
                    dead_letter(AT, "elsewhere/lab/k3/result", "bad", b"z")]
     first = [whole("k1", 1), whole("k1", 2), whole("k2", 3), kept_cut, *not_results]
     store.write_batch(Batch(dead_letters=first, topic_prefix="p"), 100)
     assert store.pruned_only_copies(10).letters == 0
     caplog.set_level(logging.WARNING, "appliance.backoffice.store_writes")
-    # the bounds keep one row: the 7 letters before go, and k5's letter at once (not
+    # the bounds keep one row: the 8 letters before go, and k5's letter at once (not
     # confirmed: its kiosk still holds it)
     second = Batch(dead_letters=[whole("k5", 5), whole("k4", 4)], topic_prefix="p")
     store.write_batch(second, 1)
