@@ -11,16 +11,33 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
 
 from appliance.backoffice.accounts import Login
 from appliance.console.filters import check_measurement_id, once_each, parse_query
 from appliance.console.guard import api_login, pool_of
 from appliance.console.views import cohort_json, fleet, result_detail, results_page
 
-router = APIRouter(prefix="/api/v1", tags=["api"], responses={
-    400: {"description": "refused input; the error names the field and what it expects"},
-    401: {"description": "no valid bearer token"},
-})
+
+class ApiError(BaseModel):
+    """The body of every API error, whatever its status (400, 401, 404, 405, 413, 414, 500,
+    503): FastAPI's own ``detail``, always one text."""
+
+    detail: str = Field(description="what was refused or what failed, in words; for a refused "
+                        "field it starts with the field's name and a colon")
+
+
+def error(description: str) -> dict[str, Any]:
+    """An error answer for the OpenAPI document: its description and the ApiError body."""
+    return {"description": description, "model": ApiError}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: error("refused input; `detail` names the field and what it expects"),
+    401: error("no valid bearer token"),
+    503: error("the console's store cannot be reached now, or every connection is busy"),
+}
+router = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
 ApiLogin = Annotated[Login, Depends(api_login)]
 
 
@@ -69,7 +86,7 @@ def api_results(
 
 
 @router.get("/results/{measurement_id}", summary="one result with quality and classification",
-            responses={404: {"description": "no stored result with that id"}},
+            responses={404: error("no stored result with that id")},
             description="`result` (stored columns), `features` (every feature), `quality` "
             "(verdict, reasons, scores), `classification` (null when there is no grade), "
             "`grade_withheld` (when the kiosk withheld the grade because the model reads "

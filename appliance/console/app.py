@@ -4,10 +4,11 @@ Guards that apply to every request live here: the query string and request body 
 (a larger one is refused before any handler runs), refused input gets a clear 400 that
 names the field, and a request that failed inside the console is a 500 whose cause goes to
 the log, not to the visitor. A URL no page answers (404, or 405 for a method it does not
-take) gets the console's error page, an API URL FastAPI's JSON; HEAD is answered as GET,
-head only. SECURITY_HEADERS keep pages from being framed or sniffed, scripts from loading
-from elsewhere and the browser from keeping a copy: the server sends them with every answer
-(server.py), refusals, the 500 and uvicorn's own 503 included.
+take) gets the console's error page. Every API error, whatever refused it, is one JSON
+shape, ``{"detail": TEXT}`` (api.ApiError); HEAD is answered as GET, head only.
+SECURITY_HEADERS keep pages from being framed or sniffed, scripts from loading from elsewhere
+and the browser from keeping a copy: the server sends them with every answer (server.py),
+refusals, the 500 and uvicorn's own 503 included.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from appliance import __version__
 from appliance.config import ConsoleConfig
 from appliance.console import account, api, jobs, pages, rollouts, tokenpage
+from appliance.console.api import ApiError
 from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 from appliance.console.db import StoreBusyError, StorePool, StoreUnreachableError
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
@@ -153,9 +154,11 @@ async def _limits(request: Request, call_next: Handler) -> Response:
 
 def _refusal(request: Request, status: int, message: str,
              headers: Mapping[str, str] | None = None) -> Response:
-    """A refusal as JSON for the API and as a small escaped page otherwise."""
+    """A refusal as JSON for the API (``{"detail": TEXT}``, the shape of every API error:
+    api.ApiError) and as a small escaped page otherwise."""
     if _is_api(request):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+        return JSONResponse(ApiError(detail=message).model_dump(), status_code=status,
+                            headers=headers)
     templates: Environment = request.app.state.templates
     page = templates.get_template("error.html").render(status=status, message=message,
                                                        login=None)
@@ -226,11 +229,10 @@ def _add_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         # the router's 404 and 405 (and the API's own HTTPExceptions): FastAPI answers each
-        # as JSON, a page URL too; the API keeps that answer, pages get the error page
+        # as JSON, a page URL too; the API keeps its text, pages get the error page
         assert isinstance(exc, StarletteHTTPException)
-        if _is_api(request):
-            return await http_exception_handler(request, exc)
-        return _refusal(request, exc.status_code, _no_route_text(request, exc), exc.headers)
+        text = str(exc.detail) if _is_api(request) else _no_route_text(request, exc)
+        return _refusal(request, exc.status_code, text, exc.headers)
 
     async def login_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LoginRequiredError)

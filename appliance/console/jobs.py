@@ -17,18 +17,20 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
+from appliance.console.api import ERROR_RESPONSES, error
 from appliance.console.filters import InputError
 from appliance.console.guard import api_login, page_login, pool_of
 from appliance.console.pages import render
 from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_picture
-from appliance.console.rollouts import api as rollouts_api
 
 pages = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/v1", tags=["api"], responses=rollouts_api.responses)
+api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SLIDE_INDEX = re.compile(r"^[0-9]{1,6}$")
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {}}, "description": "the PNG picture"}}
+    200: {"content": {"image/png": {}}, "description": "the PNG picture"},
+    403: error("the stored path is outside the pathology results folder: not served"),
+    404: error("no such slide result, or its picture is gone")}
 
 
 def _check_job_id(job_id: str) -> None:
@@ -98,7 +100,7 @@ def api_jobs(request: Request, login: Annotated[Login, Depends(api_login)]) -> d
 
 
 @api.get("/pathology/jobs/{job_id}", summary="one pathology job and its slide results",
-         responses={404: {"description": "no pathology job with that id"}})
+         responses={404: error("no pathology job with that id")})
 def api_job(request: Request, job_id: str,
             login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
     """One pathology job with its slides."""

@@ -15,15 +15,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
+from appliance.console.api import ERROR_RESPONSES, error
 from appliance.console.filters import InputError
 from appliance.console.guard import api_login, page_login, pool_of
 from appliance.console.pages import render
 
 pages = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/v1", tags=["api"], responses={
-    400: {"description": "refused input; the error names the field and what it expects"},
-    401: {"description": "no valid bearer token"},
-})
+api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
 ROLLOUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -70,7 +68,7 @@ def api_rollouts(request: Request,
 
 
 @api.get("/rollouts/{rollout_id}", summary="one rollout and where each device stands",
-         responses={404: {"description": "no rollout with that id"}})
+         responses={404: error("no rollout with that id")})
 def api_rollout(request: Request, rollout_id: str,
                 login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
     """One model rollout with its devices."""

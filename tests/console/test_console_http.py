@@ -108,7 +108,7 @@ def test_hostile_filters_are_refused_naming_the_field(console: Console, query: s
                                                       field: str) -> None:
     status, _, body = console.get(f"/api/v1/results?{query}", console.token)
     assert status == 400
-    assert json.loads(body)["error"].startswith(f"{field}: ")
+    assert json.loads(body)["detail"].startswith(f"{field}: ")
     _, _, still = console.get("/api/v1/results?limit=200", console.token)
     assert len(json.loads(still)["results"]) == 60  # nothing changed
 
@@ -129,8 +129,8 @@ def test_api_takes_any_page_size_from_1_to_200(console: Console) -> None:
     for refused in ("0", "201", "1.5", "-1", "+5", "%C2%B2", "1000"):
         status, _, body = console.get(f"/api/v1/results?limit={refused}", console.token)
         assert status == 400, refused
-        assert json.loads(body)["error"].startswith("limit: "), refused
-        assert "a whole number from 1 to 200" in json.loads(body)["error"]
+        assert json.loads(body)["detail"].startswith("limit: "), refused
+        assert "a whole number from 1 to 200" in json.loads(body)["detail"]
 
 
 def test_html_in_a_filter_is_echoed_escaped(console: Console) -> None:
@@ -347,6 +347,37 @@ def test_openapi_lists_the_answers_the_api_gives_400_and_404_not_422(console: Co
         assert str(given) in answers[path], path
 
 
+def test_every_api_error_is_one_json_shape_the_openapi_document_names(console: Console) -> None:
+    """Refused input (400, 413, 414) answered ``{"error": ...}`` and every other refusal
+    FastAPI's ``{"detail": ...}``: a client had to read two shapes. Now every one is
+    ``{"detail": TEXT}``, and the OpenAPI document names that body for each error answer."""
+    token = {"Authorization": f"Bearer {console.token}"}
+    refusals = [
+        (console.get("/api/v1/results?limit=abc", console.token), 400, "limit: "),
+        (console.get("/api/v1/fleet?colour=red", console.token), 400, "colour: "),
+        (console.get("/api/v1/rollouts/%3Cb%3E", console.token), 400, "rollout id: "),
+        (console.get("/api/v1/fleet"), 401, "a valid bearer token is required"),
+        (console.get(f"/api/v1/results/{ONE_RESULT}", console.token), 404, "no stored result"),
+        (console.get("/api/v1/no-such-call", console.token), 404, "Not Found"),
+        (post(console.url + "/api/v1/fleet", b"", token), 405, "Method Not Allowed"),
+        (post(console.url + "/api/v1/fleet", b"x" * 5000, token), 413, "request body of 5000"),
+        (console.get("/api/v1/fleet?" + "a" * 3000, console.token), 414, "query string of 3000"),
+    ]
+    for (status, headers, body), expected, text in refusals:
+        assert (status, headers["content-type"]) == (expected, "application/json"), body
+        answer = json.loads(body)
+        assert list(answer) == ["detail"], answer  # on main: {"error": ...} for 400, 413, 414
+        assert answer["detail"].startswith(text), answer
+    cookie, _ = login_cookie(console)
+    document = json.loads(get_with(console, "/openapi.json", cookie)[2])
+    assert document["components"]["schemas"]["ApiError"]["required"] == ["detail"]
+    for path, operations in document["paths"].items():
+        for code, answer in operations["get"]["responses"].items():
+            if code >= "400":
+                body = answer["content"]["application/json"]["schema"]
+                assert body == {"$ref": "#/components/schemas/ApiError"}, (path, code)
+
+
 def _flagged(console: Console) -> dict[str, list[str]]:
     """measurement id -> not_validated, of every seeded result that names any (via the API)."""
     _, _, body = console.get("/api/v1/results?limit=200", console.token)
@@ -477,7 +508,7 @@ def test_rollouts_show_each_rollout_and_where_each_kiosk_stands(console: Console
     assert console.get("/api/v1/rollouts/nope", console.token)[0] == 404
     status, _, body = console.get("/api/v1/rollouts/%3Cb%3E", console.token)
     assert status == 400
-    assert json.loads(body)["error"].startswith("rollout id: ")
+    assert json.loads(body)["detail"].startswith("rollout id: ")
     cookie, _ = login_cookie(console)
     status, _, page = get_with(console, "/rollouts/r0llout1", cookie)
     assert status == 200
@@ -496,7 +527,7 @@ def test_pathology_jobs_show_state_and_slide_results(console: Console) -> None:
     assert console.get("/api/v1/pathology/jobs/nope", console.token)[0] == 404
     status, _, body = console.get("/api/v1/pathology/jobs/%3Cb%3E", console.token)
     assert status == 400
-    assert json.loads(body)["error"].startswith("job id: ")
+    assert json.loads(body)["detail"].startswith("job id: ")
     cookie, _ = login_cookie(console)
     status, _, page = get_with(console, "/pathology/job-1", cookie)
     assert status == 200
@@ -520,7 +551,7 @@ def test_every_page_and_api_call_refuses_a_parameter_it_does_not_take(console: C
     for path in API_WITHOUT_PARAMETERS:  # each answered as if there were no limit
         status, _, body = console.get(f"{path}?limit=5", console.token)
         assert status == 400, path
-        assert json.loads(body)["error"] == ("limit: '5' refused: unknown parameter; this "
+        assert json.loads(body)["detail"] == ("limit: '5' refused: unknown parameter; this "
                                              "address takes none"), path
     cookie, _ = login_cookie(console)
     for path in PAGES_WITHOUT_PARAMETERS:

@@ -88,7 +88,7 @@ def test_a_lost_database_is_the_503_page_and_the_console_recovers(
         assert {name: seen.get(name.lower()) for name in SECURITY_HEADERS} == SECURITY_HEADERS
     status, _, body = console.get("/api/v1/fleet", console.token)
     assert status == 503
-    assert "cannot be reached now" in json.loads(body)["error"]
+    assert "cannot be reached now" in json.loads(body)["detail"]
     status, _, body = post_login(console)
     assert status == 503  # the login page says the store failed; on main: a bare 500
     assert b"could not check or record this login" in body
