@@ -2,10 +2,12 @@
 
 Guards that apply to every request live here: the query string and request body are bounded
 (a larger one is refused before any handler runs), refused input gets a clear 400 that
-names the field, and a request that failed inside the console is a 500 whose cause goes to
-the log, not to the visitor. A URL no page answers (404, or 405 for a method it does not
-take) gets the console's error page. Every API error, whatever refused it, is one JSON
-shape, ``{"detail": TEXT}`` (api.ApiError); HEAD is answered as GET, head only.
+names the field, a store that failed (a StoreError: unreachable, or refusing inside a
+handler) is a 503 whose store and cause go to the log, and a request that failed otherwise
+inside the console is a 500 whose cause goes to the log, not to the visitor. A URL no page
+answers (404, or 405 for a method it does not take) gets the console's error page. Every API
+error, whatever refused it, is one JSON shape, ``{"detail": TEXT}`` (api.ApiError); HEAD is
+answered as GET, head only.
 SECURITY_HEADERS keep pages from being framed or sniffed, scripts from loading from elsewhere
 and the browser from keeping a copy: the server sends them with every answer (server.py),
 refusals, the 500 and uvicorn's own 503 included.
@@ -31,11 +33,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from appliance import __version__
+from appliance.backoffice.storeerrors import StoreError
+from appliance.backoffice.storeurl import store_name
 from appliance.config import ConsoleConfig
 from appliance.console import account, api, jobs, pages, rollouts, tokenpage
 from appliance.console.api import ApiError
 from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
-from appliance.console.db import StoreBusyError, StorePool, StoreUnreachableError
+from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError, known_parameters
 from appliance.console.throttle import LoginGuard
@@ -216,8 +220,11 @@ def _add_handlers(app: FastAPI) -> None:
         log.warning("console busy: %s", exc)
         return _refusal(request, 503, f"{exc}; try again shortly")
 
-    async def unreachable(request: Request, exc: Exception) -> Response:
-        log.warning("console store unreachable: %s", exc)  # its URL and error: not for visitors
+    async def store_failed(request: Request, exc: Exception) -> Response:
+        # none could be reached (StoreUnreachableError), or the store refused inside a handler
+        # (any StoreError): which store and why go to the log, not to visitors
+        log.warning("console store failed, %s: %s", store_name(request.app.state.pool.url),
+                    shorten(str(exc), 500))
         return _refusal(request, 503, "the console's store cannot be reached now (its log "
                         "says why); try again shortly")
 
@@ -243,7 +250,7 @@ def _add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CsrfError, csrf_error)
     app.add_exception_handler(RoleError, csrf_error)
     app.add_exception_handler(StoreBusyError, busy)
-    app.add_exception_handler(StoreUnreachableError, unreachable)
+    app.add_exception_handler(StoreError, store_failed)  # StoreUnreachableError too
     app.add_exception_handler(LoginRequiredError, login_required)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, failed)

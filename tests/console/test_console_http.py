@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 import threading
 from typing import Any
@@ -24,7 +25,8 @@ from console_helpers import (
 )
 
 from appliance.backoffice.schema import DeadLetter
-from appliance.backoffice.store import Batch, open_store
+from appliance.backoffice.store import Batch, Store, StoreError, open_store
+from appliance.backoffice.storeurl import store_name
 from appliance.console.auth import AccessError, add_user
 
 
@@ -376,6 +378,34 @@ def test_every_api_error_is_one_json_shape_the_openapi_document_names(console: C
             if code >= "400":
                 body = answer["content"]["application/json"]["schema"]
                 assert body == {"$ref": "#/components/schemas/ApiError"}, (path, code)
+
+
+def test_a_store_error_inside_a_handler_is_a_503_naming_the_store_only_in_the_log(
+    console: Console, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A StoreError raised by the store a handler borrowed (not by the pool lending it) was a
+    500, though a store that could not be reached was a 503: a store outage is a 503 either way,
+    its cause and the store's name in the log, never in the answer."""
+    cookie, _ = login_cookie(console)
+    cause = f"cannot read the SQLite store {console.store_url}: disk I/O error"
+
+    def refused(*_: object) -> None:
+        raise StoreError(cause)
+
+    monkeypatch.setattr(Store, "rollout_rows", refused)
+    with caplog.at_level(logging.WARNING, logger="appliance.console.app"):
+        status, _, page = get_with(console, "/rollouts", cookie)
+        api_status, _, body = console.get("/api/v1/rollouts", console.token)
+    assert (status, api_status) == (503, 503)  # on main: 500, 500
+    assert b"the console&#39;s store cannot be reached now (its log says why)" in page
+    assert json.loads(body) == {"detail": "the console's store cannot be reached now (its log "
+                                "says why); try again shortly"}
+    assert b"disk I/O" not in page + body
+    logged = [r.getMessage() for r in caplog.records if "disk I/O error" in r.getMessage()]
+    assert len(logged) == 2
+    assert logged[0].startswith(f"console store failed, {store_name(console.store_url)}: ")
+    monkeypatch.undo()
+    assert console.get("/api/v1/rollouts", console.token)[0] == 200
 
 
 def _flagged(console: Console) -> dict[str, list[str]]:
