@@ -345,7 +345,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "API tokens: the id each is revoked by (the start of its hash, not the token), its "
         "user, label, when it was made, when it expires ('expired ...'; 'no expiry': made "
         "before tokens expired) and when it was last used (written at most once a minute). "
-        "A token expired 30 days ago is forgotten when a token is made or the console starts.",
+        "A token expired 30 days ago is forgotten when a token is made, when the console "
+        "starts, and by a running console at most once an hour.",
         ("appliance console token list", "appliance console token list --user alice"),
     ),
     "console token revoke": (

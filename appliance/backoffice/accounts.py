@@ -8,8 +8,8 @@ its API tokens in the same transaction; disabling a user ends its sessions and h
 API tokens back until it is enabled. API tokens expire on the same clock (a token made
 before expiry existed, migration 8, has none) and their last use is written at most once every
 LAST_USE_EVERY_S, so a busy API client does not write on every request. A token expired for
-EXPIRED_TOKEN_KEPT_DAYS is forgotten when a token is made or a console starts, so the lists do
-not grow without end.
+EXPIRED_TOKEN_KEPT_DAYS is forgotten when a token is made, when a console starts and by a
+running console once an hour (console/db.py), so the lists do not grow without end.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ class ConsoleAccounts:
 
     def forget_expired_tokens(self) -> None:
         """Forget the API tokens expired EXPIRED_TOKEN_KEPT_DAYS ago or more (a console
-        start)."""
+        start, then hourly)."""
         with self._transaction() as cur:
             self._forget_expired_tokens(cur, self._session_clock(cur))
 

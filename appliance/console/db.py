@@ -2,7 +2,10 @@
 
 A ``Store`` is one connection and is not shared between threads at once; FastAPI runs the
 console's handlers in a thread pool, so each request borrows a store and gives it back.
-A connection that failed is reopened before it is lent again.
+A connection that failed is reopened before it is lent again. The pool also forgets API
+tokens that expired long ago (accounts.forget_expired_tokens): at start, and then at most once
+every FORGET_TOKENS_EVERY_S, on the store the next request borrows, so a console that runs for
+months does not keep (and list) them until a token is made.
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
+from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobstore import open_pathology_store
 
 log = logging.getLogger(__name__)
+FORGET_TOKENS_EVERY_S = 3600.0  # one small DELETE an hour; the tokens are kept 30 days anyway
 
 
 class StoreBusyError(RuntimeError):
@@ -31,10 +38,11 @@ class StoreUnreachableError(StoreError):
 
 
 class StorePool:
-    """Up to ``size`` open stores on one URL; the schema is migrated once, at start."""
+    """Up to ``size`` open stores on one URL; the schema is migrated once, at start.
+    ``clock``: the monotonic seconds that time the forgetting of expired tokens."""
 
     def __init__(self, url: str, size: int = 4, pg_schema: str | None = None,
-                 wait_s: float = 10.0) -> None:
+                 wait_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         first = open_store(url, pg_schema)  # migrates (console tables and indexes included)
         try:
             version = first.schema_version()
@@ -51,6 +59,9 @@ class StorePool:
             first.close()
             raise
         self.url, self.pg_schema, self.wait_s = url, pg_schema, wait_s
+        self._clock = clock
+        self._tokens_forgotten_at = clock()
+        self._forgetting = threading.Lock()  # one request forgets them, the others go on
         self._idle: queue.LifoQueue[Store | None] = queue.LifoQueue()
         self._idle.put(first)
         for _ in range(size - 1):
@@ -71,6 +82,7 @@ class StorePool:
             self._idle.put(None)
             raise StoreUnreachableError(str(exc)) from exc
         given_back: Store | None = lent
+        self._forget_expired_tokens_when_due(lent)
         try:
             yield lent
         except Exception as exc:
@@ -81,6 +93,25 @@ class StorePool:
             raise
         finally:
             self._idle.put(given_back)
+
+    def _forget_expired_tokens_when_due(self, store: Store) -> None:
+        """Forget long-expired API tokens on ``store`` when FORGET_TOKENS_EVERY_S have passed
+        since the last time; a store that fails at it is logged and tried again an hour later
+        (the request goes on: its own queries meet what failed, if it lasts)."""
+        if not self._tokens_due() or not self._forgetting.acquire(blocking=False):
+            return
+        try:
+            if not self._tokens_due():  # another request forgot them while this one came
+                return
+            self._tokens_forgotten_at = self._clock()
+            store.forget_expired_tokens()
+        except STORE_ERRORS as exc:
+            log.warning("expired API tokens not forgotten this hour: %s", exc)
+        finally:
+            self._forgetting.release()
+
+    def _tokens_due(self) -> bool:
+        return self._clock() - self._tokens_forgotten_at >= FORGET_TOKENS_EVERY_S
 
     @staticmethod
     def _answering(store: Store) -> Store:

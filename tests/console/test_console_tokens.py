@@ -9,16 +9,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from console_helpers import PASSWORD, Console
+from console_helpers import PASSWORD, Console, free_port
 
 from appliance.backoffice.accounts import LAST_USE_EVERY_S, TokenRow
 from appliance.backoffice.schema import MIGRATIONS, iso_utc
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.cli_help import COMMAND_HELP
+from appliance.config import ConsoleConfig
 from appliance.console import EXPIRED_TOKEN_KEPT_DAYS, auth
 from appliance.console.auth import AccessError, add_user, create_token
-from appliance.console.db import StorePool
+from appliance.console.db import FORGET_TOKENS_EVERY_S, StorePool
+from appliance.console.server import ConsoleThread
 from appliance.transport.payloads import utc_now
 from tests.disk_helpers import fill, small_tmpfs
 from tests.store_helpers import PG_URL
@@ -221,3 +223,35 @@ def test_tokens_expired_30_days_ago_are_forgotten_when_the_console_starts(
     finally:
         store.close()
     assert f"expired {EXPIRED_TOKEN_KEPT_DAYS} days ago" in COMMAND_HELP["console token list"][0]
+
+
+def test_a_running_console_forgets_tokens_expired_30_days_ago_at_most_once_an_hour(
+    tmp_path: Path,
+) -> None:
+    """They were forgotten only when a token was made or the console started: a console that
+    ran for months kept them, and `console token list` showed them."""
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    store = open_store(url)
+    add_user(store, "ann", "viewer", PASSWORD)
+    kept = create_token(store, "ann").token
+    now_s = [1000.0]
+    pool = StorePool(url, size=1, clock=lambda: now_s[0])
+    config = ConsoleConfig(port=free_port(), cohort_cache_s=0)
+    thread = ConsoleThread(config, pool, tmp_path)
+    thread.start()
+    try:
+        assert thread.wait_started(), "console did not start"
+        console = Console(f"http://127.0.0.1:{config.port}", kept, kept, url, tmp_path)
+        long_gone = "long-expired-token-" + "l" * 20  # expired after the console started
+        store.add_token(auth.digest(long_gone), "ann", "", -(EXPIRED_TOKEN_KEPT_DAYS + 1) * 86400.0)
+        now_s[0] += FORGET_TOKENS_EVERY_S - 1
+        assert console.get("/api/v1/fleet", kept)[0] == 200
+        assert len(store.tokens()) == 2  # not an hour yet: one DELETE an hour at most
+        now_s[0] += 1
+        assert console.get("/api/v1/fleet", long_gone)[0] == 401
+        assert [t.token_id for t in store.tokens()] == [auth.token_id_of(kept)]  # on main: both
+        assert console.get("/api/v1/fleet", kept)[0] == 200
+    finally:
+        thread.stop()
+        pool.close()
+        store.close()
