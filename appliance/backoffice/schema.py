@@ -231,6 +231,15 @@ CREATE TABLE pruned_only_copies (
 )
 """,
     ),
+    (
+        12,
+        "console: tokens and sessions of users no longer there are forgotten (SQLite now "
+        "enforces their foreign keys, as PostgreSQL always did)",
+        """
+DELETE FROM console_tokens WHERE name NOT IN (SELECT name FROM console_users);
+DELETE FROM console_sessions WHERE name NOT IN (SELECT name FROM console_users)
+""",
+    ),
 )
 
 

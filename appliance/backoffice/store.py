@@ -1,9 +1,10 @@
 """The back-office store: results, dead letters and the fleet, in SQLite (WAL) or PostgreSQL.
 
 Both backends run the same SQL (``?`` placeholders become ``%s`` for psycopg) and the same
-versioned migrations. Every write of the ingest worker is one transaction (``write_batch``, in
-store_writes.py), so a message is acknowledged to the broker only once everything it changed
-is committed.
+versioned migrations, and both enforce the schema's foreign keys (SQLite: on every
+connection, ``PRAGMA foreign_keys``). Every write of the ingest worker is one transaction
+(``write_batch``, in store_writes.py), so a message is acknowledged to the broker only once
+everything it changed is committed.
 
 Writers and servers open a store with ``open_store``, which migrates it. Read commands open it
 with ``open_existing_store``: a read-only connection that never creates a file, a schema or a
@@ -59,6 +60,9 @@ _SQLITE_TYPES = {
     "payload_not_validated": "COALESCE((SELECT group_concat(value, ',') FROM "
     "(SELECT value FROM json_each(payload, '$.not_validated') ORDER BY key)), '')",
 }
+# SQLite keeps foreign keys (a user's tokens and sessions) unenforced unless each connection
+# asks, outside a transaction; PostgreSQL always enforces them
+_SQLITE_FOREIGN_KEYS = "PRAGMA foreign_keys=ON"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LATEST_VERSION = MIGRATIONS[-1][0]
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
@@ -119,6 +123,7 @@ class Store(ConsoleQueries, IngestWrites):
                 raise StoreError(problem)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(_SQLITE_FOREIGN_KEYS)
         except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
             raise StoreError(cannot_open(path, exc)) from exc
         return conn
@@ -133,6 +138,7 @@ class Store(ConsoleQueries, IngestWrites):
                                    isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA query_only=ON")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(_SQLITE_FOREIGN_KEYS)
         except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
             raise StoreError(cannot_open(path, exc)) from exc
         return conn

@@ -27,6 +27,7 @@ from appliance.backoffice.schema import (
     result_row,
 )
 from appliance.backoffice.store import Batch, Store, StoreError, open_store
+from appliance.backoffice.storeerrors import DATABASE_ERRORS
 from appliance.config import BackofficeConfig
 from appliance.console import auth
 from appliance.pathology.jobstore import PathologyStore
@@ -328,6 +329,56 @@ def test_migration_10_keeps_the_copies_kept_before_it_and_each_letter_after_it_o
     finally:
         if schema is not None:
             old.drop_postgres_schema(schema)
+        old.close()
+
+
+def test_a_token_or_session_of_no_user_is_refused_and_removing_a_user_takes_its_own(
+    store: Store,
+) -> None:
+    """SQLite connections did not enforce foreign keys: a token of a user who is not there was
+    stored, and became a working token of whoever was later added under that name."""
+    with pytest.raises(DATABASE_ERRORS, match=r"(?i)foreign key"):  # on main: stored (SQLite)
+        store.add_token("a" * 64, "nobody", "", 3600.0)
+    with pytest.raises(DATABASE_ERRORS, match=r"(?i)foreign key"):
+        store.add_session("b" * 64, "nobody", "csrf", 3600.0)
+    assert store.tokens() == []
+    auth.add_user(store, "ann", "viewer", "correct horse battery")
+    auth.add_user(store, "bob", "operator", "correct horse battery")
+    token = auth.create_token(store, "ann").token
+    store.write("DELETE FROM console_users WHERE name = ?", [("ann",)])  # no explicit deletes
+    assert store.tokens() == []  # the token went with its user
+    auth.add_user(store, "ann", "viewer", "correct horse battery")
+    assert auth.bearer_login(store, f"Bearer {token}") is None
+
+
+def test_migration_12_forgets_tokens_and_sessions_of_users_no_longer_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite store of schema version 11 with data in it, tokens and sessions left by users
+    removed while foreign keys were not enforced among it, migrates; afterwards its data
+    holds to its foreign keys and the rest is as it was."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    with monkeypatch.context() as before_12:  # a store as it was before migration 12
+        before_12.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:11])
+        old = open_store(url)
+    try:
+        old.write_batch(Batch(results=_rows(5)), 100)
+        auth.add_user(old, "ann", "operator", "correct horse battery")
+        kept = auth.create_token(old, "ann").token
+        old.add_session("c" * 64, "ann", "csrf", 3600.0)
+        with sqlite3.connect(tmp_path / "old.sqlite3") as older:  # foreign keys unenforced
+            older.execute("INSERT INTO console_tokens (token_sha256, name, created_at) "
+                          "VALUES (?, 'gone', '2026-01-02T03:04:05.000000Z')", ("d" * 64,))
+            older.execute("INSERT INTO console_sessions VALUES (?, 'gone', 'x', "
+                          "'2099-01-01T00:00:00.000000Z')", ("e" * 64,))
+        assert old.query("PRAGMA foreign_key_check") != []
+        assert old.migrate() == [12]
+        assert old.query("PRAGMA foreign_key_check") == []
+        assert [t.name for t in old.tokens()] == ["ann"]
+        assert old.query("SELECT name FROM console_sessions") == [("ann",)]
+        assert auth.bearer_login(old, f"Bearer {kept}") is not None
+        assert old.count_results() == 5
+    finally:
         old.close()
 
 
