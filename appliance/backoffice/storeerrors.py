@@ -21,6 +21,18 @@ def _database_errors() -> tuple[type[Exception], ...]:
     return (sqlite3.Error, psycopg.Error)
 
 
+def _connection_lost_errors() -> tuple[type[Exception], ...]:
+    """What psycopg raises when the server failed under a query (it went away, was restarted,
+    cancelled it), not a mistake in the SQL. SQLite's OperationalError is not one: it is
+    raised for a missing table too."""
+    try:
+        import psycopg  # noqa: PLC0415 - the backoffice extra; SQLite needs none
+    except ImportError:
+        return ()
+    return (psycopg.OperationalError,)
+
+
 DATABASE_ERRORS = _database_errors()
+CONNECTION_LOST_ERRORS = _connection_lost_errors()
 # what a database that went away raises: its driver's error, or StoreError (no reconnect)
 STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, StoreError)

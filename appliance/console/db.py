@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
-from appliance.backoffice.storeerrors import STORE_ERRORS
+from appliance.backoffice.storeerrors import CONNECTION_LOST_ERRORS, STORE_ERRORS
 from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobstore import open_pathology_store
 
@@ -71,7 +71,7 @@ class StorePool:
     def store(self) -> Iterator[Store]:
         """Borrow a store for one request (its connection checked first: ``_answering``).
         StoreUnreachableError when none can be reached: no connection opens, or the one lent
-        failed and could not be reopened."""
+        failed under the request (the server went away), reopened or not."""
         try:
             slot = self._idle.get(timeout=self.wait_s)
         except queue.Empty as exc:
@@ -90,6 +90,9 @@ class StorePool:
                 given_back = None  # a slot again: connected on its next use
                 raise StoreUnreachableError(f"the store connection failed ({exc}) and could "
                                             "not be reopened") from exc
+            if isinstance(exc, CONNECTION_LOST_ERRORS):  # the server went away under it
+                raise StoreUnreachableError(f"the store connection failed ({exc}); reopened "
+                                            "for the next request") from exc
             raise
         finally:
             self._idle.put(given_back)

@@ -4,6 +4,7 @@ it is gone, never a 500, counts no login it could not judge, and works again onc
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,8 @@ import psycopg
 import pytest
 from console_helpers import PASSWORD, Console, free_port, get_with, login_cookie, post_login
 
-from appliance.backoffice.store import open_store
+from appliance.backoffice.store import Store, open_store
+from appliance.backoffice.storeurl import store_name
 from appliance.config import ConsoleConfig
 from appliance.console.app import SECURITY_HEADERS
 from appliance.console.auth import add_user, create_token
@@ -112,3 +114,31 @@ def test_connections_the_database_ended_while_idle_are_reopened_before_a_request
                database)
         assert get_with(console, "/fleet", cookie)[0] == 200  # on main: 500
         assert console.get("/api/v1/fleet", console.token)[0] == 200
+
+
+def test_a_connection_the_database_ends_during_a_request_is_a_503_and_the_next_one_works(
+    console: Console, database: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A PostgreSQL restart between the pool's check of a connection and the request's query
+    ended it under the request: the pool reopened it, but the request answered the 500 page,
+    though the store was only briefly away."""
+    cookie, _ = login_cookie(console)
+
+    def ended_under_the_query(store: Store, *_: object) -> list[dict[str, object]]:
+        store.query("SELECT pg_terminate_backend(pg_backend_pid())")  # as a restart ends it
+        return []
+
+    monkeypatch.setattr(Store, "rollout_rows", ended_under_the_query)
+    with caplog.at_level(logging.WARNING, logger="appliance.console.app"):
+        status, _, page = get_with(console, "/rollouts", cookie)
+        api_status, _, body = console.get("/api/v1/rollouts", console.token)
+    assert (status, api_status) == (503, 503), page  # on main: 500, 500
+    assert b"the console&#39;s store cannot be reached now (its log says why)" in page
+    assert "cannot be reached now" in json.loads(body)["detail"]
+    assert b"terminating" not in page + body
+    named = f"console store failed, {store_name(console.store_url)}: "
+    assert [r for r in caplog.records if r.getMessage().startswith(named)]
+    monkeypatch.undo()
+    assert get_with(console, "/rollouts", cookie)[0] == 200  # the reopened connection
+    assert console.get("/api/v1/rollouts", console.token)[0] == 200
