@@ -82,8 +82,8 @@ class StorePool:
             self._idle.put(None)
             raise StoreUnreachableError(str(exc)) from exc
         given_back: Store | None = lent
-        self._forget_expired_tokens_when_due(lent)
         try:
+            self._forget_expired_tokens_when_due(lent)
             yield lent
         except Exception as exc:
             if not self._reopened(lent):
