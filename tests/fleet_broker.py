@@ -27,7 +27,9 @@ class FleetBroker:
     folder: Path
 
     def password(self, login: str) -> str:
-        return (self.folder / "credentials" / f"{login}.password").read_text().strip()
+        """The login's password (a device's look login has the device's)."""
+        owner = login.removesuffix("@look")
+        return (self.folder / "credentials" / f"{owner}.password").read_text().strip()
 
     def settings(self, login: str, client_id: str) -> LinkSettings:
         return LinkSettings(

@@ -42,6 +42,7 @@ from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxError
 from appliance.transport.outbox_repair import open_outbox
 from appliance.transport.presence import PRESENCE_LEAF, Presence, PresenceKeeper
+from appliance.transport.presence_look import PresenceLook
 from appliance.transport.topics import device_topic
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,11 @@ def presence_keeper(config: Config, settings: LinkSettings) -> PresenceKeeper:
     another live kiosk has the device id."""
     device, edge = config.device, config.edge
     topic = device_topic(config.mqtt.topic_prefix, device.site, device.id, PRESENCE_LEAF)
-    return PresenceKeeper(topic, Presence(device.id, device.site), settings.client_id,
-                          retry_s=edge.duplicate_retry_s,
-                          probe_s=max(PROBE_FLOOR_S, PROBE_RECONNECTS * edge.reconnect_cap_s))
+    own = Presence(device.id, device.site)
+    probe_s = max(PROBE_FLOOR_S, PROBE_RECONNECTS * edge.reconnect_cap_s)
+    return PresenceKeeper(topic, own, settings.client_id, retry_s=edge.duplicate_retry_s,
+                          probe_s=probe_s,
+                          new_look=lambda: PresenceLook(settings, topic, own, probe_s))
 
 
 def new_outbox(config: Config, *, rebuild: bool = False) -> Outbox:

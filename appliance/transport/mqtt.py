@@ -385,9 +385,15 @@ class MqttLink(threading.Thread):
             self._unremoved = 0
 
     def _handle_presence(self, payload: bytes, retained: bool) -> None:
-        """Another live kiosk process has this device id: leave the broker to it (a normal
-        DISCONNECT: no last will, the retained status stays the other's)."""
-        if self.presence is not None and self.presence.heard(payload, retained):
+        """Answer a held-back kiosk's look; another live kiosk process has this device id:
+        leave the broker to it (a normal DISCONNECT: no last will, the retained status stays
+        the other's)."""
+        if self.presence is None:
+            return
+        answer = self.presence.answer(payload, retained)
+        if answer is not None:
+            self._client.publish(self.presence.topic, answer, qos=1)
+        if self.presence.heard(payload, retained):
             self.connected = False
             self._client.disconnect()
 
@@ -493,6 +499,8 @@ class MqttLink(threading.Thread):
             log.debug("disconnect on shutdown failed", exc_info=True)
         finally:
             self.connected = False
+            if self.presence is not None:
+                self.presence.close_look()
             self._wake_r.close()
             self._wake_w.close()
 

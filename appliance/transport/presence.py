@@ -34,7 +34,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 PRESENCE_LEAF = "presence"
 PRESENCE_SCHEMA = "appliance.presence/1"
+PROBE_SCHEMA = "appliance.presence-probe/1"  # a held-back kiosk's look asks who is alive
 UNANSWERED_LIMIT = 3  # connections lost in a row before the presence's PUBACK: refused
 MAX_FOUND = 4  # processes listed in ``found`` (more than two kiosks share an id only rarely)
 MAX_TEXT_CHARS = 255  # of a host name or process id read from a presence
@@ -75,21 +78,48 @@ class Presence:
     found: list[str] = field(default_factory=list)
     arrived: bool = False  # the first connection is over, or its own presence came back
 
-    def payload(self) -> bytes:
-        """The retained presence of the current connection."""
-        return json.dumps({"schema": PRESENCE_SCHEMA, "device_id": self.device_id,
-                           "site": self.site, "process": self.process, "pid": self.pid,
-                           "host": self.host, "connection": self.connection,
-                           "found": self.found}).encode()
+    def payload(self, answers: str | None = None) -> bytes:
+        """The retained presence of the current connection; with ``answers``, the (not
+        retained) answer to a look's probe of that id (transport/presence_look.py)."""
+        data = {"schema": PRESENCE_SCHEMA, "device_id": self.device_id, "site": self.site,
+                "process": self.process, "pid": self.pid, "host": self.host,
+                "connection": self.connection, "found": self.found}
+        if answers is not None:
+            data["answers"] = answers
+        return json.dumps(data).encode()
+
+
+def probe_payload(probe: str) -> bytes:
+    """A look's question on the presence topic: which live process has this device id."""
+    return json.dumps({"schema": PROBE_SCHEMA, "probe": probe}).encode()
+
+
+def read_probe(payload: bytes) -> str | None:
+    """The id of the look's probe a payload is, or None for anything that is not one."""
+    data = _json_object(payload)
+    probe = data.get("probe") if data.get("schema") == PROBE_SCHEMA else None
+    return probe if isinstance(probe, str) and 0 < len(probe) <= MAX_TEXT_CHARS else None
+
+
+def read_answer(payload: bytes, probe: str) -> Rival | None:
+    """The live process a presence names when it answers the probe ``probe``, else None."""
+    rival = read_rival(payload)
+    return rival if rival is not None and _json_object(payload).get("answers") == probe else None
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    """A payload's JSON object (empty for anything else)."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_rival(payload: bytes) -> Rival | None:
     """The process a presence names, or None for anything that is not a presence."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if not isinstance(data, dict) or data.get("schema") != PRESENCE_SCHEMA:
+    data = _json_object(payload)
+    if data.get("schema") != PRESENCE_SCHEMA:
         return None
     found = data.get("found")
     texts = [data.get("process"), data.get("host")]
@@ -136,8 +166,8 @@ class DuplicateWatch:
     def heard(self, payload: bytes, retained: bool) -> Rival | None:
         """A live rival this process holds back for, else None (a live rival that holds back
         for this one is logged once)."""
-        if not payload:
-            return None  # cleared by a process that stopped cleanly
+        if not payload or read_probe(payload) is not None:
+            return None  # cleared by a process that stopped cleanly, or a look's question
         rival = read_rival(payload)
         if rival is None:
             self._say_bad(payload)
@@ -174,6 +204,24 @@ class DuplicateWatch:
                         self.own.device_id, shorten(repr(payload), SHOWN_PAYLOAD_CHARS))
 
 
+class LookStep(Protocol):
+    """Where a look stands (transport/presence_look.py's LookOutcome)."""
+
+    @property
+    def looking(self) -> bool: ...
+    @property
+    def rival(self) -> Rival | None: ...
+    @property
+    def unusable(self) -> str | None: ...
+
+
+class Look(Protocol):
+    """One look under a client id of its own (transport/presence_look.py's PresenceLook)."""
+
+    def step(self) -> LookStep: ...
+    def close(self) -> None: ...
+
+
 def holding_message(own: Presence, rival: Rival, client_id: str, retry_s: float) -> str:
     """What the kiosk that holds back says: who else uses its device id, and what to do."""
     return (f"device id {own.device_id} (client id {client_id}) is in use by another live "
@@ -190,9 +238,13 @@ class PresenceKeeper:
     id, look again every ``retry_s``, and clear the presence on a clean stop."""
 
     def __init__(self, topic: str, own: Presence, client_id: str, *, retry_s: float,
-                 probe_s: float) -> None:
+                 probe_s: float, new_look: Callable[[], Look] | None = None) -> None:
         self.topic, self.own, self.client_id = topic, own, client_id
         self.retry_s, self.probe_s = retry_s, probe_s
+        # a look under a client id of its own (None: look by connecting with this one)
+        self._new_look = new_look
+        self._look: Look | None = None
+        self._look_said = False  # a look that could not tell was said (once)
         self.watch = DuplicateWatch(own)
         self.rival: Rival | None = None  # while holding back: the process that has the id
         self.held = threading.Event()  # set while holding back (or looking again)
@@ -266,14 +318,59 @@ class PresenceKeeper:
         log.error("%s", holding_message(self.own, rival, self.client_id, self.retry_s))
         return True
 
+    def answer(self, payload: bytes, retained: bool) -> bytes | None:
+        """This process's answer to a look's probe (transport/presence_look.py); None where
+        the payload is none, or this process does not have the device id now."""
+        probe = None if retained else read_probe(payload)
+        if probe is None or self.rival is not None or self.refused:
+            return None
+        return self.own.payload(answers=probe)
+
     def may_connect(self) -> bool:
-        """Whether the link may connect now: not while holding back, until it looks again."""
+        """Whether the link may connect now: not while holding back, until it looks again
+        and finds no live rival (a look in progress is taken one step further)."""
         if self.rival is None or self._probe_ends_s is not None:
             return True
+        if self._look is not None:
+            return self._step_look(self._look)
         if time.monotonic() < self._look_again_s:
             return False
         log.info("device id %s: looking again whether another kiosk still uses it",
                  self.own.device_id)
+        if self._new_look is not None:
+            self._look = self._new_look()
+            return self._step_look(self._look)
+        return self._connect_to_look()
+
+    def close_look(self) -> None:
+        """End a look in progress (the link stops)."""
+        if self._look is not None:
+            self._look.close()
+            self._look = None
+
+    def _step_look(self, look: Look) -> bool:
+        outcome = look.step()
+        if outcome.looking:
+            return False
+        self.close_look()
+        if outcome.rival is not None:
+            self.rival = outcome.rival
+            self._look_again_s = time.monotonic() + self.retry_s
+            log.info("device id %s is still in use by host %s (pid %d); looking again in "
+                     "%.0f s", self.own.device_id, outcome.rival.host, outcome.rival.pid,
+                     self.retry_s)
+            return False
+        if outcome.unusable is not None and not self._look_said:
+            self._look_said = True
+            log.error("%s, so this kiosk looks with its own client id %s, and each look ends the "
+                      "other kiosk's connection for a while (said once). Provision the look "
+                      "login (run deploy/mosquitto/provision.py again; it keeps every password)",
+                      outcome.unusable, self.client_id)
+        return self._connect_to_look()
+
+    def _connect_to_look(self) -> bool:
+        """Connect with this kiosk's own client id; a live rival shows itself within
+        ``probe_s`` of the CONNACK, else this process measures again."""
         self.watch.forget()  # the rival must show again that it lives
         self._probe_ends_s = math.inf  # until connected
         return True

@@ -18,8 +18,10 @@ Identity rules (docs/broker-identity.md): a device logs in as its device id, mus
 client id ``edge-SITE-DEVICE`` (the broker refuses any other), may publish only its own
 ``result``, ``status``, ``model/state`` and ``presence`` topics under the site it was
 provisioned for, and may subscribe only to its own ``cmd/#``, ``model/update``, ``ack`` and
-``presence``; nothing else, no ``$share``. Back-office workers log in as their own name with
-that name as client id.
+``presence``; nothing else, no ``$share``. Its look login ``DEVICE@look`` (the same
+password, client id ``edge-SITE-DEVICE@look``) may only publish and subscribe to that
+``presence``: a kiosk that holds back for another one with its device id looks again under it.
+Back-office workers log in as their own name with that name as client id.
 Pathology servers likewise (``pathology.client_id``, their server id): each may read the job
 requests and cancels, publish job states, clear requests and cancels, answer on the errors
 topic, and publish only its own presence. Pathology clients (``appliance pathology job``
@@ -51,6 +53,7 @@ from cryptography.x509.oid import NameOID
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PBKDF2_ITERATIONS = 101  # what mosquitto_ctrl writes; the plugin reads the count per client
 CERT_DAYS = 825
+LOOK = "@look"  # a device's look login and client id: its own with this (presence_look.py)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -158,6 +161,16 @@ def device_role(prefix: str, site: str, device: str) -> dict[str, Any]:
     return {"rolename": f"device-{device}", "acls": acls}
 
 
+def device_look_role(prefix: str, site: str, device: str) -> dict[str, Any]:
+    """What a device's look login may do: read and ask on its own presence topic, nothing
+    else. A kiosk that holds back (another live kiosk has its device id) looks again under
+    this login, so that its look never takes the live kiosk's client id and connection
+    (appliance/transport/presence_look.py)."""
+    presence = f"{prefix}/{site}/{device}/presence"
+    return {"rolename": f"device-{device}{LOOK}",
+            "acls": [_acl("publishClientSend", presence), _acl("subscribeLiteral", presence)]}
+
+
 def _not_pathology(prefix: str) -> list[dict[str, Any]]:
     """Denials that come first (priority 1) for the fleet's roles: their ``{p}/+/+/...``
     patterns also match the pathology topics (site "pathology", device "jobs" or "servers":
@@ -224,6 +237,9 @@ def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
         dynsec_client(dev, password_for(out, dev), f"edge-{site}-{dev}", f"device-{dev}")
         for site, dev in devices
     ]
+    # the look login: the device's password, its own client id (LOOK: '@' is in no name)
+    clients += [dynsec_client(f"{dev}{LOOK}", password_for(out, dev), f"edge-{site}-{dev}{LOOK}",
+                              f"device-{dev}{LOOK}") for site, dev in devices]
     clients += [dynsec_client(w, password_for(out, w), w, "backoffice") for w in workers]
     clients.append(dynsec_client("rollout", password_for(out, "rollout"), "rollout", "rollout"))
     clients += [dynsec_client(s, password_for(out, s), s, f"pathology-server-{s}")
@@ -231,6 +247,7 @@ def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
     clients += [dynsec_client(c, password_for(out, c), c, "pathology-client")
                 for c in pathology_clients]
     roles = [device_role(prefix, site, dev) for site, dev in devices]
+    roles += [device_look_role(prefix, site, dev) for site, dev in devices]
     roles += [backoffice_role(prefix, group), rollout_role(prefix)]
     roles += [pathology_server_role(prefix, s) for s in pathology_servers]
     if pathology_clients:

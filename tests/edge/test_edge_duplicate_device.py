@@ -172,3 +172,39 @@ def test_a_kiosk_that_held_back_measures_again_once_the_other_stopped(
     if thread is not None:
         thread.join(10)
 
+
+
+def test_a_held_back_kiosk_looks_again_without_dropping_the_live_kiosks_connection(
+    broker: PrivateBroker, collector: ResultCollector, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each look used to connect with the shared client id, so the broker ended the live
+    kiosk's connection (two or three times a look); a look now asks under a client id of its
+    own, and the live kiosk answers it."""
+    first, first_log = start_kiosk(tmp_path, broker.port, "first")
+    later = clone(tmp_path, broker.port, "later", duplicate_retry_s=1)
+    thread = None
+    try:
+        assert wait_until(lambda: bool(committed(first_log) & collector.ids()), 30)
+        with caplog.at_level(logging.INFO, logger="appliance.transport.presence"):
+            thread = run_in_thread(later)
+            assert wait_until(later.presence.held.is_set, 30)
+            back = committed(first_log)  # the first has its connection back once these arrive
+            assert wait_until(lambda: len(committed(first_log) - back) >= 2, 30)
+            taken, looks = takeovers(first_log), looked(caplog)
+            measured = later.committer.committed
+            assert wait_until(lambda: looked(caplog) >= looks + 3, 30)
+            assert takeovers(first_log) == taken, first_log.read_text()[-2000:]
+            assert later.presence.held.is_set()
+            assert "is still in use by host" in caplog.text
+        assert later.committer.committed == measured
+        assert not later.link.connected
+    finally:
+        later.request_stop()
+        stop(first)
+    if thread is not None:
+        thread.join(10)
+
+
+def looked(caplog: pytest.LogCaptureFixture) -> int:
+    return caplog.text.count("looking again whether another kiosk still uses it")

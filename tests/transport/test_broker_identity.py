@@ -20,6 +20,8 @@ from appliance.config import config_from_mapping
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
+from appliance.transport.presence import Presence
+from appliance.transport.presence_look import NOBODY, PresenceLook
 from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
 
 pytestmark = pytest.mark.broker
@@ -177,3 +179,43 @@ def test_a_kiosk_reads_and_writes_its_own_presence_and_no_other_kiosks(
     probe.close()
     assert retained_on(fleet_broker, device, f"edge-{site}-{device}",
                        victim_presence) == [b'{"process": "victim"}']
+
+
+def test_a_kiosks_look_login_reads_and_asks_on_its_own_presence_and_nothing_else(
+    fleet_broker: FleetBroker,
+) -> None:
+    """A held-back kiosk looks again under its look login, with a client id of its own, so that
+    the look never ends the live kiosk's connection; that login may do nothing else."""
+    site, device = KIOSKS[0]
+    own = f"appliance/{site}/{device}"
+    assert Probe(fleet_broker, device, f"edge-{site}-{device}@look").connack in (0x85, 0x87)
+    look = Probe(fleet_broker, f"{device}@look", f"edge-{site}-{device}@look")
+    assert look.connack == 0
+    assert look.subscribe(f"{own}/presence") == 1
+    assert look.publish(f"{own}/presence", b'{"probe": "x"}') in (0, 0x10)
+    for leaf in ("ack", "cmd/#", "model/update"):
+        assert look.subscribe(f"{own}/{leaf}") == 0x87
+    for leaf in ("result", "status", "model/state"):
+        assert look.publish(f"{own}/{leaf}") == 0x87
+    other_site, other = KIOSKS[1]
+    assert look.subscribe(f"appliance/{other_site}/{other}/presence") == 0x87
+    assert look.publish(f"appliance/{other_site}/{other}/presence") == 0x87
+    look.close()
+    assert Probe(fleet_broker, f"{device}@look", f"edge-{site}-{device}").connack in (0x85, 0x87)
+
+
+def test_a_look_with_the_kiosks_own_settings_finds_nobody_on_an_empty_presence(
+    fleet_broker: FleetBroker,
+) -> None:
+    """The look derives its login and client id from the kiosk's, over the kiosk's TLS."""
+    site, device = KIOSKS[0]
+    look = PresenceLook(fleet_broker.settings(device, f"edge-{site}-{device}"),
+                        f"appliance/{site}/{device}/presence", Presence(device, site), 30.0)
+    try:
+        outcome = look.step()
+        deadline_s = time.monotonic() + 15
+        while outcome.looking and time.monotonic() < deadline_s:
+            outcome = look.step()
+    finally:
+        look.close()
+    assert outcome == NOBODY

@@ -16,8 +16,11 @@ from appliance.transport.presence import (
     Presence,
     PresenceKeeper,
     holds_back,
+    probe_payload,
+    read_answer,
     read_rival,
 )
+from appliance.transport.presence_look import LookOutcome
 
 
 def presence(process: str, connection: int, found: list[str] | None = None) -> bytes:
@@ -139,3 +142,61 @@ def test_holding_back_again_and_again_never_counts_as_a_refused_presence() -> No
         keeper.lost()
         keeper.announce(client)  # type: ignore[arg-type]
     assert keeper.refused
+
+
+class _LookThatCannotTell:
+    """A look under a login the broker refuses (provisioned before looks existed)."""
+
+    def __init__(self, closed: list[bool]) -> None:
+        self.closed = closed
+
+    def step(self) -> LookOutcome:
+        return LookOutcome(unusable="the broker b:1 refused it for the look login k@look")
+
+    def close(self) -> None:
+        self.closed.append(True)
+
+
+def hold_back(keeper: PresenceKeeper, rival_connection: int) -> None:
+    """Connect, hear its own presence, then a live rival that came first (two connections)."""
+    keeper.announce(_Client())  # type: ignore[arg-type]
+    keeper.heard(keeper.own.payload(), retained=False)
+    assert not keeper.heard(presence("a" * 32, rival_connection), retained=True)
+    assert keeper.heard(presence("a" * 32, rival_connection + 1), retained=True)
+
+
+def test_a_look_that_cannot_tell_looks_the_old_way_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed: list[bool] = []
+    keeper = PresenceKeeper("p/s/kiosk-1/presence", Presence("kiosk-1", "s", process="b" * 32),
+                            "edge-s-kiosk-1", retry_s=0.0, probe_s=60.0,
+                            new_look=lambda: _LookThatCannotTell(closed))
+    with caplog.at_level(logging.ERROR):
+        for look in range(2):
+            hold_back(keeper, 2 * look + 1)
+            assert keeper.may_connect()  # connects with its own client id to look
+    assert caplog.text.count("looks with its own client id edge-s-kiosk-1") == 1
+    assert "k@look" in caplog.text
+    assert len(closed) == 2
+
+
+def test_a_live_kiosk_answers_a_looks_probe_and_a_held_back_one_does_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keeper = PresenceKeeper("p/s/kiosk-1/presence", Presence("kiosk-1", "s", process="b" * 32),
+                            "edge-s-kiosk-1", retry_s=600.0, probe_s=60.0)
+    keeper.announce(_Client())  # type: ignore[arg-type]
+    answer = keeper.answer(probe_payload("q1"), retained=False)
+    assert answer is not None
+    rival = read_answer(answer, "q1")
+    assert rival is not None
+    assert rival.process == "b" * 32
+    assert read_answer(answer, "q2") is None
+    assert keeper.answer(probe_payload("q1"), retained=True) is None  # no look's question now
+    assert keeper.answer(presence("a" * 32, 1), retained=False) is None
+    with caplog.at_level(logging.WARNING):
+        assert not keeper.heard(probe_payload("q1"), retained=False)
+    assert "not one" not in caplog.text  # a probe is no bad presence
+    keeper.rival = read_rival(presence("a" * 32, 2))  # holding back: it has not the id now
+    assert keeper.answer(probe_payload("q1"), retained=False) is None
