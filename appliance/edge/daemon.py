@@ -43,6 +43,7 @@ from appliance.transport.outbox_file import OutboxError
 from appliance.transport.outbox_repair import open_outbox
 from appliance.transport.presence import PRESENCE_LEAF, Presence, PresenceKeeper
 from appliance.transport.presence_look import PresenceLook
+from appliance.transport.session_topics import SESSION_TOPICS_FILE
 from appliance.transport.topics import device_topic
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class EdgeDaemon:
             subscriptions=(self._topic("cmd/#"), *self._update_topics()),
             stop=self.link_stop,
             presence=self.presence,
+            session_file=Path(config.state_dir) / SESSION_TOPICS_FILE,
         )
         self.updater = self._attach_updater()
         self.sessions = SessionTracker(config.edge.burst_frames, config.edge.rearm_frames)

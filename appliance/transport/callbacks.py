@@ -37,8 +37,12 @@ class QueuedCallbacks:
     """paho callbacks for the link: events to ``events``, commands to ``inbox``."""
 
     def __init__(self, ack_topic: str, presence_topic: str | None = None,
-                 inbox_size: int = 100) -> None:
+                 inbox_size: int = 100, *, wanted: tuple[str, ...] | None = None) -> None:
         self.ack_topic, self.presence_topic = ack_topic, presence_topic
+        # the topic filters subscribed now (None: take every message): a message on another
+        # topic was queued in the session under an earlier config (transport/session_topics.py)
+        self.wanted = wanted
+        self.unwanted = 0  # such messages ignored
         self.events: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
         self.inbox: queue.Queue[IncomingMessage] = queue.Queue(maxsize=inbox_size)
 
@@ -48,6 +52,7 @@ class QueuedCallbacks:
         client.on_disconnect = self.on_disconnect
         client.on_publish = self.on_publish
         client.on_subscribe = self.on_subscribe
+        client.on_unsubscribe = self.on_unsubscribe
         client.on_message = self.on_message
 
     def on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, properties: Any) -> None:
@@ -78,12 +83,21 @@ class QueuedCallbacks:
         except Exception:
             log.exception("on_subscribe failed")
 
+    def on_unsubscribe(self, _c: Any, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        """UNSUBACK of one UNSUBSCRIBE."""
+        try:
+            self.events.put(("unsuback", mid, None))
+        except Exception:
+            log.exception("on_unsubscribe failed")
+
     def on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         """An ack for the link, or a command for the daemon; oversized ones are ignored."""
         try:
             if len(message.payload) > MAX_INCOMING_BYTES:
                 log.warning("ignored %d-byte message on %s", len(message.payload),
                             shown_topic(message.topic))
+                return
+            if not self._wanted(message.topic):
                 return
             if message.topic == self.ack_topic:
                 self.events.put(("ack", bytes(message.payload), None))
@@ -96,6 +110,17 @@ class QueuedCallbacks:
             log.warning("command inbox full; dropped a message on %s", shown_topic(message.topic))
         except Exception:
             log.exception("on_message failed")
+
+    def _wanted(self, topic: str) -> bool:
+        """Whether a subscription of this config matches ``topic`` (the first other is said)."""
+        if self.wanted is None or any(mqtt.topic_matches_sub(f, topic) for f in self.wanted):
+            return True
+        if not self.unwanted:
+            log.warning("ignored a message on %s: this kiosk no longer subscribes to it (kept "
+                        "in the broker's session from an earlier config); later ones are "
+                        "ignored without a word", shown_topic(topic))
+        self.unwanted += 1
+        return False
 
 
 def shown_topic(topic: str) -> str:

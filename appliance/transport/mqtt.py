@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -49,6 +50,7 @@ from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxError
 from appliance.transport.payloads import PayloadError
 from appliance.transport.presence import PresenceKeeper
+from appliance.transport.session_topics import SessionTopics
 from appliance.transport.unconfirmed import Unconfirmed
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class MqttLink(threading.Thread):
         subscriptions: tuple[str, ...] = (),
         stop: threading.Event | None = None,
         presence: PresenceKeeper | None = None,
+        session_file: Path | None = None,
     ) -> None:
         super().__init__(name="MqttLink", daemon=True)
         self.settings = settings
@@ -96,7 +99,11 @@ class MqttLink(threading.Thread):
         self.subscriptions = (ack_topic, *subscriptions)
         self.stop_event = stop or threading.Event()
         self.presence = presence
-        self._callbacks = QueuedCallbacks(ack_topic, presence.topic if presence else None)
+        wanted = (*self.subscriptions, *((presence.topic,) if presence else ()))
+        # the subscriptions of earlier configs left in the broker's session go (session_topics)
+        self.session = SessionTopics(session_file, settings.client_id, wanted)
+        self._callbacks = QueuedCallbacks(ack_topic, presence.topic if presence else None,
+                                          wanted=wanted if session_file is not None else None)
         self.inbox = self._callbacks.inbox
         self.stats = LinkStats()
         self.fatal_error: str | None = None
@@ -188,7 +195,7 @@ class MqttLink(threading.Thread):
                 settings.host,
                 settings.port,
                 keepalive=settings.keepalive_s,
-                clean_start=False,
+                clean_start=self.session.clean_start(),
                 properties=connect_properties(settings),
             )
             self._connect_started_s = time.monotonic()
@@ -255,6 +262,8 @@ class MqttLink(threading.Thread):
                 self._handle_ack(first)
             elif kind == "presence":
                 self._handle_presence(first, second)
+            elif kind == "unsuback":
+                self.session.unsubscribed(first)
 
     def _handle_connack(self, reason: object, properties: Any) -> None:
         """Connected means CONNACK reason code 0 and nothing else (spec 3.2.2.2)."""
@@ -286,6 +295,7 @@ class MqttLink(threading.Thread):
             mid = self.presence.announce(self._client)
             if mid is not None:
                 self._subscribing[mid] = self.presence.topic
+        self.session.connected(self._client)
         self._publish_status("online")
         for topic, payload in list(self._retained_latest.items()):
             self._retained.put((topic, payload))
