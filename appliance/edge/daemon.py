@@ -29,6 +29,7 @@ from appliance.edge.committer import ResultCommitter
 from appliance.edge.kiosk import KioskDisplay
 from appliance.edge.measure import Analyzer, Classifier
 from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity
+from appliance.edge.relabel import send_as_this_kiosk
 from appliance.edge.screen import KioskScreen
 from appliance.edge.session import SessionTracker
 from appliance.edge.status import DeviceStatus
@@ -227,6 +228,8 @@ class EdgeDaemon:
     def run(self) -> int:
         """Start every thread, supervise until stopped or done, and shut down cleanly."""
         self.display.start()
+        device = self.config.device
+        send_as_this_kiosk(self.outbox, self._topic("result"), device.site, device.id)
         self.committer.pause_unless_writable()
         for thread in (self.link, self.screen, self.committer, self.analysis, self.capture):
             thread.start()

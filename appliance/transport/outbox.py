@@ -353,6 +353,17 @@ class Outbox:
             self._record_mark_locked()
         return seqs
 
+    def relabel(self, changes: Sequence[tuple[int, str, bytes]]) -> int:
+        """Give waiting messages (seq, new topic, new payload) a new topic and payload, each
+        keeping its seq, measurement id and age; how many were still there."""
+        if not changes:
+            return 0
+        with self._lock, self._writing("FULL", "relabel waiting results"):
+            before = self._db.total_changes
+            self._db.executemany("UPDATE outbox SET topic = ?, payload = ? WHERE seq = ?",
+                                 [(topic, payload, seq) for seq, topic, payload in changes])
+            return int(self._db.total_changes - before)
+
     def get(self, seqs: Sequence[int]) -> list[OutboxMessage]:
         """The messages with these seqs that are still stored, oldest first."""
         found: list[OutboxMessage] = []

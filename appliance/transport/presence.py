@@ -229,7 +229,9 @@ def holding_message(own: Presence, rival: Rival, client_id: str, retry_s: float)
             "id take the broker connection from each other. This one came later: it stops "
             f"measuring and stays off the broker, and looks again every {retry_s:.0f} s. Give "
             "this kiosk its own device.id and broker login (a cloned SD card or a copied "
-            "config), or stop the other one")
+            "config), or stop the other one. What it measured before it held back stays in its "
+            "outbox, never lost: once it has its own device.id it is sent under that id (said "
+            f"at that start); if the other one stops first, under {own.device_id}")
 
 
 class PresenceKeeper:
