@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.logsafe import shorten
 from appliance.transport.acks import parse_ack
@@ -50,7 +49,7 @@ from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxError
 from appliance.transport.payloads import PayloadError
 from appliance.transport.presence import PresenceKeeper
-from appliance.transport.session_topics import SessionTopics
+from appliance.transport.subscriptions import LinkSubscriptions
 from appliance.transport.unconfirmed import Unconfirmed
 
 log = logging.getLogger(__name__)
@@ -96,14 +95,13 @@ class MqttLink(threading.Thread):
         self.status_topic = status_topic
         self._status_payload = status_payload
         self.ack_topic = ack_topic
-        self.subscriptions = (ack_topic, *subscriptions)
         self.stop_event = stop or threading.Event()
         self.presence = presence
-        wanted = (*self.subscriptions, *((presence.topic,) if presence else ()))
-        # the subscriptions of earlier configs left in the broker's session go (session_topics)
-        self.session = SessionTopics(session_file, settings.client_id, wanted)
+        self.subscriptions = LinkSubscriptions(settings, ack_topic, subscriptions, presence,
+                                               session_file)
+        wanted = self.subscriptions.wanted if session_file is not None else None
         self._callbacks = QueuedCallbacks(ack_topic, presence.topic if presence else None,
-                                          wanted=wanted if session_file is not None else None)
+                                          wanted=wanted)
         self.inbox = self._callbacks.inbox
         self.stats = LinkStats()
         self.fatal_error: str | None = None
@@ -116,7 +114,6 @@ class MqttLink(threading.Thread):
         self._retained_latest: dict[str, bytes] = {}
         self._wake_r, self._wake_w = _wake_pair()
         self._inflight: dict[int, int] = {}
-        self._subscribing: dict[int, str] = {}  # SUBSCRIBE mid -> its topic, until its SUBACK
         self._unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
         self._sent_seq = 0
         self._read_failed = False  # the outbox refused a read (said once)
@@ -195,7 +192,7 @@ class MqttLink(threading.Thread):
                 settings.host,
                 settings.port,
                 keepalive=settings.keepalive_s,
-                clean_start=self.session.clean_start(),
+                clean_start=self.subscriptions.session.clean_start(),
                 properties=connect_properties(settings),
             )
             self._connect_started_s = time.monotonic()
@@ -257,13 +254,13 @@ class MqttLink(threading.Thread):
             elif kind == "puback":
                 self._handle_puback(first, second)
             elif kind == "suback":
-                self._handle_suback(first, second)
+                self.subscriptions.answered(first, second)
             elif kind == "ack":
                 self._handle_ack(first)
             elif kind == "presence":
                 self._handle_presence(first, second)
             elif kind == "unsuback":
-                self.session.unsubscribed(first)
+                self.subscriptions.session.unsubscribed(first)
 
     def _handle_connack(self, reason: object, properties: Any) -> None:
         """Connected means CONNACK reason code 0 and nothing else (spec 3.2.2.2)."""
@@ -281,21 +278,7 @@ class MqttLink(threading.Thread):
         self._backoff.reset()
         server_max = getattr(properties, "ReceiveMaximum", None)
         self._window = min(self.settings.max_inflight, int(server_max or 65535))
-        self._subscribing.clear()  # a SUBACK never comes for a connection that ended
-        # resubscribe first, then the birth message. Retained messages are not sent at the
-        # subscribe (retain handling 2, MQTT 5 spec 3.8.3.1): a command acts when it is sent, an
-        # ack and a model notice reach the kiosk's session as they are published; one retained
-        # by mistake would otherwise act again at every connect
-        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-        for topic in self.subscriptions:
-            _rc, mid = self._client.subscribe(topic, options=options)
-            if mid is not None:  # None: the socket just closed; the next CONNACK subscribes
-                self._subscribing[mid] = topic
-        if self.presence is not None:  # before the birth: what it finds there comes first
-            mid = self.presence.announce(self._client)
-            if mid is not None:
-                self._subscribing[mid] = self.presence.topic
-        self.session.connected(self._client)
+        self.subscriptions.subscribe(self._client)  # resubscribe first, then the birth
         self._publish_status("online")
         for topic, payload in list(self._retained_latest.items()):
             self._retained.put((topic, payload))
@@ -339,25 +322,6 @@ class MqttLink(threading.Thread):
         self._refusal_said = False
         self.stats.broker_acked += 1
         self._unconfirmed.broker_took(seq)
-
-    def _handle_suback(self, mid: int, reasons: list[Any]) -> None:
-        """Say a refused subscription, naming the topic: the broker's ACL lets the device in
-        but not read it (without its ack topic no result is ever confirmed)."""
-        topic = self._subscribing.pop(mid, None)
-        refused = [reason for reason in reasons if reason_value(reason) >= 0x80]
-        if topic is None or not refused:
-            return
-        if self.presence is not None and topic == self.presence.topic:
-            self.presence.refuse(f"refused the subscription to {topic} (reason code "
-                                 f"0x{reason_value(refused[0]):02X})")
-            return
-        what = (": the back office's confirmations never arrive, so results are never "
-                "confirmed and are sent again until the outbox drops them"
-                if topic == self.ack_topic else "")
-        log.error("broker %s:%d refused the subscription of %s to %s (reason code 0x%02X: %s)%s; "
-                  "check the broker's ACL for this device", self.settings.host,
-                  self.settings.port, self.settings.client_id, topic,
-                  reason_value(refused[0]), refused[0], what)
 
     def _handle_ack(self, raw: bytes) -> None:
         """The back office committed these results: they may leave the outbox now."""

@@ -40,8 +40,9 @@ def run_until_subscribed(daemon: EdgeDaemon) -> None:
     thread.start()
     try:
         assert wait_until(lambda: daemon.link.connected, 20)
-        assert wait_until(lambda: not daemon.link._subscribing, 10)  # noqa: SLF001 - SUBACKs
-        time.sleep(1.0)  # an UNSUBACK, where one is due, comes within a round trip
+        subscriptions = daemon.link.subscriptions
+        assert wait_until(lambda: not subscriptions.waiting(), 10)  # every SUBACK came
+        assert wait_until(lambda: not subscriptions.session.stale, 10)  # and the UNSUBACK
     finally:
         daemon.request_stop()
         thread.join(15)

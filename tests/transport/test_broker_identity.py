@@ -131,7 +131,7 @@ def test_a_refused_ack_subscription_is_logged_naming_the_topic_and_the_reason(
         status_payload=lambda state: b"",
         ack_topic=ack_topic,
     )
-    with caplog.at_level(logging.ERROR, logger="appliance.transport.mqtt"):
+    with caplog.at_level(logging.ERROR, logger="appliance.transport"):
         link.start()
         try:
             assert wait_until(lambda: bool(caplog.records), timeout_s=10)

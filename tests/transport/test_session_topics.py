@@ -31,7 +31,7 @@ def link(tmp_path: Path, port: int, *commands: str) -> MqttLink:
 
 def run_until_settled(running: MqttLink) -> None:
     running.start()
-    assert wait_until(lambda: running.connected and not running.session.stale, 10)
+    assert wait_until(lambda: running.connected and not running.subscriptions.session.stale, 10)
 
 
 def stop(running: MqttLink) -> None:
