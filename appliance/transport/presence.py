@@ -212,6 +212,8 @@ class LookStep(Protocol):
     @property
     def rival(self) -> Rival | None: ...
     @property
+    def retry(self) -> str | None: ...
+    @property
     def unusable(self) -> str | None: ...
 
 
@@ -355,6 +357,11 @@ class PresenceKeeper:
         if outcome.looking:
             return False
         self.close_look()
+        if outcome.retry is not None:
+            self._look_again_s = time.monotonic() + self.probe_s
+            log.warning("device id %s: could not look whether another kiosk still uses it (%s); "
+                        "looking again in %.0f s", self.own.device_id, outcome.retry, self.probe_s)
+            return False
         if outcome.rival is not None:
             self.rival = outcome.rival
             self._look_again_s = time.monotonic() + self.retry_s

@@ -12,7 +12,8 @@ retained presence before the look's own probe comes back (the broker sends a sub
 retained messages before anything published later): nobody has the id. No answer within
 ``wait_s``: nobody alive has it. Either way the kiosk then connects with its own client id.
 Where the broker refuses the look login (provisioned before looks existed), the look cannot
-tell, and the kiosk looks the old way, with its own client id.
+tell, and the kiosk looks the old way, with its own client id. Where the broker is out of reach
+(or busy), the look cannot tell now: the kiosk holds back on and looks again a little later.
 
 paho's callbacks here only put events on a queue; ``step`` (the link's thread) acts on them.
 """
@@ -27,7 +28,13 @@ from typing import Any
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from appliance.transport.client import LinkSettings, connect_properties, new_client, reason_value
+from appliance.transport.client import (
+    LinkSettings,
+    connect_properties,
+    is_fatal_connack,
+    new_client,
+    reason_value,
+)
 from appliance.transport.presence import (
     Presence,
     Rival,
@@ -51,10 +58,12 @@ def look_settings(settings: LinkSettings) -> LinkSettings:
 
 @dataclass(frozen=True)
 class LookOutcome:
-    """Where a look stands: still looking, a live rival found, nobody, or unable to tell."""
+    """Where a look stands: still looking, a live rival found, nobody, unable to tell now
+    (the broker out of reach), or unable to tell at all (the broker refuses the look login)."""
 
     looking: bool = False
     rival: Rival | None = None
+    retry: str | None = None  # why the look cannot tell now (the kiosk looks again later)
     unusable: str | None = None  # why the look cannot tell (the kiosk looks the old way)
 
 
@@ -100,7 +109,7 @@ class PresenceLook:
             return LOOKING
         if self._asked:  # the probe's wait is over: nobody alive answered
             return NOBODY
-        return self._unusable(f"did not answer in {self.settings.connack_timeout_s:.0f} s")
+        return self._retry(f"did not answer in {self.settings.connack_timeout_s:.0f} s")
 
     def close(self) -> None:
         """End the look's connection and its network thread."""
@@ -116,7 +125,7 @@ class PresenceLook:
                                  self.settings.keepalive_s, clean_start=True,
                                  properties=connect_properties(self.settings))
         except (OSError, ValueError) as exc:
-            return self._unusable(f"could not reach the broker ({exc})")
+            return self._retry(f"could not be reached ({exc})")
         self._client.loop_start()
         return LOOKING
 
@@ -125,14 +134,17 @@ class PresenceLook:
             send_retained = SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
             self._client.subscribe(self.topic,
                                    options=SubscribeOptions(qos=1, retainHandling=send_retained))
+        elif kind == "connack" and not is_fatal_connack(value):
+            return self._retry(f"refused it for now (CONNACK reason code 0x{value:02X})")
         elif kind in ("connack", "suback") and value >= 0x80:
-            return self._unusable(f"refused it ({kind} reason code 0x{value:02X})")
+            return LookOutcome(unusable=f"{self._broker()} refused the look login "
+                                        f"{self._login()} ({kind} reason code 0x{value:02X})")
         elif kind == "suback":
             self._client.publish(self.topic, probe_payload(self.probe), qos=1)
             self._asked = True
             self._deadline_s = time.monotonic() + self.wait_s
         elif kind == "disconnect":
-            return self._unusable(f"ended its connection (reason code {value})")
+            return self._retry(f"ended the connection (reason code {value})")
         elif kind == "message":
             return self._heard(value, retained)
         return LOOKING
@@ -148,7 +160,11 @@ class PresenceLook:
             return LOOKING
         return LookOutcome(rival=rival)
 
-    def _unusable(self, why: str) -> LookOutcome:
-        return LookOutcome(unusable=f"the broker {self.settings.host}:{self.settings.port} "
-                                    f"{why} for the look login "
-                                    f"{self.settings.username or self.settings.client_id}")
+    def _retry(self, why: str) -> LookOutcome:
+        return LookOutcome(retry=f"{self._broker()} {why}")
+
+    def _broker(self) -> str:
+        return f"the broker {self.settings.host}:{self.settings.port}"
+
+    def _login(self) -> str:
+        return self.settings.username or self.settings.client_id

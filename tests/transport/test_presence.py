@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from appliance.transport.broker import free_port
+from appliance.transport.client import LinkSettings
 from appliance.transport.presence import (
     PRESENCE_SCHEMA,
     UNANSWERED_LIMIT,
@@ -20,7 +22,7 @@ from appliance.transport.presence import (
     read_answer,
     read_rival,
 )
-from appliance.transport.presence_look import LookOutcome
+from appliance.transport.presence_look import LookOutcome, PresenceLook
 
 
 def presence(process: str, connection: int, found: list[str] | None = None) -> bytes:
@@ -200,3 +202,31 @@ def test_a_live_kiosk_answers_a_looks_probe_and_a_held_back_one_does_not(
     assert "not one" not in caplog.text  # a probe is no bad presence
     keeper.rival = read_rival(presence("a" * 32, 2))  # holding back: it has not the id now
     assert keeper.answer(probe_payload("q1"), retained=False) is None
+
+
+def test_a_look_at_a_broker_out_of_reach_holds_back_on_and_looks_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A network that is down is no broker that refuses the look login: the kiosk does not
+    fall back to looking with its own client id, it looks again."""
+    own = Presence("kiosk-1", "s", process="b" * 32)
+    settings = LinkSettings("127.0.0.1", free_port(), "edge-s-kiosk-1", username="kiosk-1")
+    looks: list[PresenceLook] = []
+
+    def new_look() -> PresenceLook:
+        looks.append(PresenceLook(settings, "p/s/kiosk-1/presence", own, 5.0))
+        return looks[-1]
+
+    keeper = PresenceKeeper("p/s/kiosk-1/presence", own, "edge-s-kiosk-1", retry_s=0.0,
+                            probe_s=0.0, new_look=new_look)
+    hold_back(keeper, 1)
+    with caplog.at_level(logging.WARNING):
+        assert not keeper.may_connect()
+        assert not keeper.may_connect()
+    assert len(looks) == 2
+    assert looks[0].settings.client_id == "edge-s-kiosk-1@look"
+    assert looks[0].settings.username == "kiosk-1@look"
+    assert caplog.text.count("could not look whether another kiosk still uses it") == 2
+    assert f"127.0.0.1:{settings.port} could not be reached" in caplog.text
+    assert "looks with its own client id" not in caplog.text
+    assert keeper.held.is_set()
