@@ -22,6 +22,10 @@ found the other, the other did not find it: the one that found the other came la
 back. Where neither found the other (each first connection ended before anything came back),
 the larger process id holds back. Both sides read the same two presences and agree; a
 presence's ``found`` is final from its second connection, and a live rival always shows one.
+
+The one that holds back looks again now and then without connecting under the shared client
+id (transport/presence_look.py): it asks on the presence topic, and a live process that has
+the id answers with its presence naming the question (``PresenceKeeper.answer``).
 """
 
 from __future__ import annotations
@@ -237,9 +241,10 @@ def holding_message(own: Presence, rival: Rival, client_id: str, retry_s: float)
 
 
 class PresenceKeeper:
-    """The link's side of the presence: announce it at each connect, read the topic, hold
-    back (off the broker, measuring paused through ``held``) while a live rival has the device
-    id, look again every ``retry_s``, and clear the presence on a clean stop."""
+    """The link's side of the presence: announce it at each connect, read the topic, answer a
+    held-back kiosk's look, hold back (off the broker, measuring paused through ``held``) while
+    a live rival has the device id, look again every ``retry_s`` (with ``new_look``, under a
+    client id of its own: transport/presence_look.py), and clear the presence on a clean stop."""
 
     def __init__(self, topic: str, own: Presence, client_id: str, *, retry_s: float,
                  probe_s: float, new_look: Callable[[], Look] | None = None) -> None:
