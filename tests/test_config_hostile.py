@@ -169,3 +169,33 @@ def test_a_nul_character_in_a_config_is_refused_naming_its_key(
     assert capsys.readouterr().err == (f"config error: {path}: {where} holds a NUL character "
                                        "(\\0): no name, path or text in a config may; remove "
                                        "it\n")
+
+
+@pytest.mark.parametrize(("key_path", "text"), [
+    ("mqtt.port", "mqtt:\n  port: true\n"),  # was port 1
+    ("camera.limit", "camera:\n  limit: yes\n"),  # was: stop after one measurement
+    ("edge.burst_frames", "edge:\n  burst_frames: on\n"),
+    ("edge.watchdog_stall_s", "edge:\n  watchdog_stall_s: false\n"),
+])
+def test_a_number_written_as_a_yaml_boolean_is_refused_naming_its_key(
+    tmp_path: Path, key_path: str, text: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"{key_path}: got (true|false) \(a yes/no value\); "
+                       "expected a number"):
+        load_config(path)
+
+
+def test_a_boolean_number_from_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"mqtt\.port \(from environment variable "
+                       r"APPLIANCE__MQTT__PORT\): got true \(a yes/no value\)"):
+        config_from_mapping({}, environ={"APPLIANCE__MQTT__PORT": "true"})
+
+
+def test_yes_no_keys_still_take_yaml_booleans() -> None:
+    config = config_from_mapping({"mqtt": {"tls": {"enabled": "false"}}}, environ={})
+    assert config.mqtt.tls.enabled is False
+    config = config_from_mapping({"mqtt": {"tls": {"enabled": True, "ca_file": "ca.pem"}}},
+                                 environ={})
+    assert config.mqtt.tls.enabled is True

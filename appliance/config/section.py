@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 class Section(BaseModel):
     """A block of config.yaml; a misspelt key is an error, not a silent default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_no_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse true/false (YAML's yes/no/on/off too) where a number goes: pydantic reads
+        them as 1 and 0, so `port: true` dialled port 1 and `limit: yes` stopped after 1."""
+        if isinstance(value, bool) and info.field_name is not None:
+            members = _members(cls.model_fields[info.field_name].annotation)
+            if members & {int, float} and not members & {bool, Any}:
+                raise ValueError(f"got {str(value).lower()} (a yes/no value); expected a number")
+        return value
+
+
+def _members(annotation: Any) -> set[Any]:
+    """The plain types an annotation is made of (``int | None`` -> {int, NoneType})."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return set().union(*(_members(arg) for arg in typing.get_args(annotation)))
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    return {annotation}
