@@ -285,6 +285,8 @@ def check_json(raw: bytes) -> None:
         data = safejson.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except safejson.JsonNestingError as exc:  # hostile [[[[...]]]] must not crash a worker
         raise PayloadError("JSON nested too deeply") from exc
+    except safejson.JsonNumberError as exc:
+        raise PayloadError(str(exc)) from exc
     except json.JSONDecodeError as exc:
         raise PayloadError(f"not JSON, though valid UTF-8: {exc}") from exc
     if not isinstance(data, dict):

@@ -117,6 +117,15 @@ def test_duplicate_keys_are_refused_naming_the_key() -> None:
         parse_payload(twice.encode(), Result)
 
 
+@pytest.mark.parametrize("digits", [4301, 5000, 200_000])
+def test_an_integer_too_long_to_convert_is_a_payload_error_naming_its_length(
+    digits: int,
+) -> None:
+    text = json.dumps(result_dict()).replace('"pore_count": 12', f'"pore_count": -{"9" * digits}')
+    with pytest.raises(PayloadError, match=rf"an integer of {digits} digits \(at most 4300"):
+        parse_payload(text.encode(), Result)
+
+
 def test_measurement_ids_are_unique_and_time_ordered() -> None:
     ids = [new_measurement_id(now_ms=1_700_000_000_000 + i) for i in range(1000)]
     assert ids == sorted(ids)
