@@ -50,12 +50,14 @@ class DeviceStatus:
             self._metrics.close()
 
     def payload(self, state: str) -> bytes:
-        """The retained status message (birth "online" or last will "offline")."""
+        """The retained status message: the birth ("online"), the "offline" one a clean stop
+        leaves, or the last will ("offline", without the camera)."""
         d = self.daemon
         device = d.config.device
         camera: Literal["online", "offline"] | None = None
-        if state == "online":  # the last will is built before the camera thread exists
-            camera = "online" if d.capture.online else "offline"
+        capture = getattr(d, "capture", None)  # the last will is built before it exists
+        if capture is not None and capture.ident is not None:  # started: its last state
+            camera = "online" if capture.online else "offline"
         model = None
         if d.classifier is not None:
             model = payloads.ModelInfo(name=d.classifier.name, version=d.classifier.version)

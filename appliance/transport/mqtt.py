@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.logsafe import shorten
 from appliance.transport.acks import parse_ack
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.5
 SHOWN_REASON_CHARS = 300  # of why an ack was refused (it may quote a 64 KiB key) in the log
 EXPIRE_EVERY_S = 60.0
+LAST_STATUS_WAIT_S = 1.0  # for the PUBACK of the status a clean stop leaves
 
 
 @dataclass
@@ -466,8 +468,7 @@ class MqttLink(threading.Thread):
             if self._client.socket() is not None:
                 if self.presence is not None and self.connected:
                     self.presence.clear(self._client)
-                # Ending with reason 0x04 makes the broker publish our retained "offline" will.
-                self._client.disconnect(reasoncode=will_disconnect_reason())
+                self._client.disconnect(reasoncode=self._last_status())
                 self._client.loop_write()
         except Exception:  # best effort on the way out; the will covers a failure
             log.debug("disconnect on shutdown failed", exc_info=True)
@@ -477,6 +478,26 @@ class MqttLink(threading.Thread):
                 self.presence.close_look()
             self._wake_r.close()
             self._wake_w.close()
+
+    def _last_status(self) -> ReasonCode | None:
+        """Leave a retained "offline" status with the numbers as they are at the stop and wait
+        for its PUBACK: then a normal DISCONNECT (None). The last will was built at the start,
+        so the back office, which keeps a device's numbers from its newest status, kept those
+        of the last "online" one instead (an outbox of 1 for a kiosk that stopped with it
+        empty). Without the PUBACK, DISCONNECT reason 0x04 has the broker publish the will."""
+        if not self.connected:
+            return will_disconnect_reason()
+        try:
+            info = self._client.publish(self.status_topic, self._status_payload("offline"),
+                                        qos=1, retain=True, properties=self._status_properties)
+            deadline_s = time.monotonic() + LAST_STATUS_WAIT_S
+            while (not info.is_published() and time.monotonic() < deadline_s
+                   and self._client.socket() is not None):
+                self._io_once()
+            return None if info.is_published() else will_disconnect_reason()
+        except Exception:  # best effort on the way out; the will covers a failure
+            log.debug("last status on shutdown failed", exc_info=True)
+            return will_disconnect_reason()
 
 
 def _wake_pair() -> tuple[socket.socket, socket.socket]:

@@ -75,7 +75,29 @@ def test_limit_run_publishes_each_result_once_and_exits_0_after_all_pubacks(
     assert shown["device_id"] == "kiosk-t"
     time.sleep(0.3)
     assert collector.statuses[0].state == "online"
-    assert collector.statuses[-1].state == "offline"  # the will, sent on a clean stop
+    assert collector.statuses[-1].state == "offline"  # left by a clean stop
+    collector.close()
+
+
+def test_a_clean_stop_leaves_the_status_of_its_stop_not_the_will_built_at_its_start(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    collector = ResultCollector(
+        mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#", f"c-{topic_prefix[-10:]}"
+    )
+    daemon = fast_daemon(edge_config(tmp_path, mqtt_broker, topic_prefix))
+    thread, codes = run_in_thread(daemon)
+    thread.join(30)
+    assert codes == [0]
+    assert wait_until(lambda: bool(collector.statuses) and
+                      collector.statuses[-1].state == "offline", 5)
+    last = collector.statuses[-1]
+    # the back office keeps a device's numbers from its newest status: the will, dated at
+    # the start, lost to the last "online" one (published before the last ack: depth 1)
+    assert last.at >= max(status.at for status in collector.statuses)
+    assert last.outbox_depth == 0
+    assert last.dropped == 0
+    assert last.camera == "online"  # as it last was (the fleet: "online, 5s ago")
     collector.close()
 
 
