@@ -58,6 +58,7 @@ def _config_check(args: argparse.Namespace) -> int:
     refused = missing_files(config) or _unloadable_model(config.model.path)
     refused = refused or _unusable_trusted_root(config.updates) or _pathology_missing(config)
     refused = refused or _unusable_reference(config.screen.reference_file)
+    refused = refused or _unusable_state_dir(config.state_dir)
     refused = refused or _unusable_store(config.store.url, config.state_dir)
     if refused:
         print(f"config error: {source}: the daemon would refuse it:\n  " + "\n  ".join(refused),
@@ -125,6 +126,15 @@ def _unusable_reference(path: str | None) -> list[str]:
     except ReferenceFileError as exc:
         return [f"screen.reference_file: {exc}"]
     return []
+
+
+def _unusable_state_dir(state_dir: str) -> list[str]:
+    """Why no daemon could keep its state in ``state_dir`` (a file, a device; empty when it is
+    a folder or can be made)."""
+    from appliance.statelock import state_dir_problem  # noqa: PLC0415 - only for this check
+
+    problem = state_dir_problem(Path(state_dir))
+    return [] if problem is None else [f"state_dir: {problem}"]
 
 
 def _unusable_store(url: str | None, state_dir: str) -> list[str]:

@@ -243,6 +243,18 @@ def test_config_check_refuses_a_sqlite_store_that_is_a_folder(tmp_path: Path) ->
     assert run_check(config).returncode == 0
 
 
+def test_config_check_refuses_a_state_dir_that_is_no_folder(tmp_path: Path) -> None:
+    """`state_dir: /dev/null` passed the check; every daemon then failed at start with
+    "cannot create the lock file ... (File exists)"."""
+    for state_dir, named in (("/dev/null", "/dev/null is a character device"),
+                             ("notes.txt", f"{tmp_path / 'notes.txt'} is a file")):
+        (tmp_path / "notes.txt").write_text("x")
+        refused = run_check(write(tmp_path, f"model: {{path: null}}\nstate_dir: {state_dir}\n"))
+        assert refused.returncode == 2
+        assert f"state_dir: {named}, not a folder" in refused.stderr
+    assert run_check(write(tmp_path, "model: {path: null}\nstate_dir: new/state\n")).returncode == 0
+
+
 def test_password_from_env_or_credentials_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

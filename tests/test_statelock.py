@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.statelock import StateLock, StateLockError
+from appliance.statelock import StateDirError, StateLock, StateLockError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,6 +100,38 @@ def test_a_second_edge_daemon_on_one_config_exits_1_and_says_why(tmp_path: Path)
     assert done.returncode == 1
     assert f"another appliance edge (pid {os.getpid()}) already runs with {state}" in done.stderr
     assert not (state / "outbox.sqlite3").exists()  # refused before it touched anything
+
+
+@pytest.mark.parametrize(("state_dir", "named"), [
+    ("afile", "{tmp}/afile is a file, not a folder"),
+    ("afile/state", "{tmp}/afile is a file, not a folder"),
+    ("/dev/null", "/dev/null is a character device, not a folder"),
+    ("gone/state", "{tmp}/gone is a broken link"),
+])
+def test_a_state_dir_that_is_no_folder_is_named_as_such_not_as_a_lock_file_that_exists(
+    tmp_path: Path, state_dir: str, named: str
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(StateDirError) as refused:  # main: "cannot create the lock file of
+        StateLock(tmp_path / state_dir / "edge.lock", "appliance edge")  # ... (File exists)"
+    assert str(refused.value) == (f"state_dir: {named.format(tmp=tmp_path)}; "
+                                  "set state_dir to a folder")
+
+
+def test_an_edge_daemon_with_a_state_dir_that_is_a_file_exits_2_naming_it(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    (tmp_path / "state").write_text("not a folder")
+    config.write_text(yaml.safe_dump({"state_dir": "state", "mqtt": {"port": 1},
+                                      "screen": {"port": None}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE__")}
+    done = subprocess.run([sys.executable, "-m", "appliance", "edge", "--config", str(config)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2  # a config error: systemd restarting it changes nothing
+    assert f"state_dir: {tmp_path / 'state'} is a file, not a folder" in done.stderr
 
 
 def test_a_back_office_worker_is_not_retired_while_it_runs_here(

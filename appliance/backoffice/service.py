@@ -12,7 +12,7 @@ from appliance.backoffice.ingest import IngestWorker, default_client_id
 from appliance.backoffice.store import StoreError, open_store
 from appliance.backoffice.storeurl import store_name, store_url_for
 from appliance.config import Config
-from appliance.statelock import StateLock, StateLockError
+from appliance.statelock import StateDirError, StateLock, StateLockError
 
 log = logging.getLogger(__name__)
 STATS_EVERY_S = 30.0
@@ -29,7 +29,7 @@ def install_stop_signals(stop: threading.Event, received: list[int] | None = Non
 def run_backoffice(config: Config, stop: threading.Event) -> int:
     """Ingest until ``stop`` is set or the broker refuses us; returns the exit code
     (1: the store cannot be opened, or this worker runs already; 2: a TLS file that cannot be
-    used; 3: the broker refused us)."""
+    used, or a state_dir that is no folder; 3: the broker refused us)."""
     client_id = config.backoffice.client_id or default_client_id()
     try:  # two workers with one client id would knock each other off the broker
         lock = StateLock(Path(config.state_dir) / f"backoffice-{client_id}.lock",
@@ -37,7 +37,7 @@ def run_backoffice(config: Config, stop: threading.Event) -> int:
                          "give this one its own backoffice.client_id")
     except StateLockError as exc:
         log.error("%s", exc)
-        return 1
+        return 2 if isinstance(exc, StateDirError) else 1
     try:
         return _ingest(config, stop)
     finally:

@@ -22,7 +22,7 @@ from appliance.edge.heap import keep_frame_buffers
 from appliance.edge.measure import Classifier, Reloadable, skin_measurement
 from appliance.edge.plugins import default_gate, source_from_config
 from appliance.edge.systemd import setup_logging
-from appliance.statelock import StateLock, StateLockError
+from appliance.statelock import StateDirError, StateLock, StateLockError
 from appliance.transport.outbox_file import OutboxError
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
     keep_frame_buffers()  # the analysis thread reuses its frame-sized buffers
     try:  # held while the daemon runs (the kernel drops it if the process dies)
         lock = StateLock(Path(config.state_dir) / "edge.lock", "appliance edge")
+    except StateDirError as exc:  # a config error: retrying changes nothing
+        log.error("cannot start: %s", exc)
+        return EXIT_CONFIG
     except StateLockError as exc:  # systemd retries (exit 1): the other one may be stopping
         log.error("cannot start: %s", exc)
         return EXIT_RETRY
