@@ -21,3 +21,12 @@ def kind_of(path: Path) -> str | None:
         return kind_of_mode(path.stat().st_mode)
     except (FileNotFoundError, NotADirectoryError):
         return "a broken link" if path.is_symlink() else None
+
+
+def not_a_file(key: str, path: Path) -> str:
+    """Why config key ``key`` names no file at ``path``: not there, or what is there instead
+    (a folder, a device), which "file not found" would deny."""
+    kind = kind_of(path)
+    if kind is None:
+        return f"{key}: file not found: {path}"
+    return f"{key}: {path} is {kind}" + ("" if kind == "a broken link" else ", not a file")

@@ -255,6 +255,24 @@ def test_config_check_refuses_a_state_dir_that_is_no_folder(tmp_path: Path) -> N
     assert run_check(write(tmp_path, "model: {path: null}\nstate_dir: new/state\n")).returncode == 0
 
 
+def test_config_check_says_what_is_there_in_place_of_a_named_file(tmp_path: Path) -> None:
+    """A folder, a device or a pipe at model.path was 'file not found' (it is there)."""
+    (tmp_path / "models").mkdir()
+    os.mkfifo(tmp_path / "ranges.fifo")
+    (tmp_path / "slides").mkdir()
+    refused = run_check(write(tmp_path, "model: {path: models}\nscreen: {reference_file: "
+                              "ranges.fifo}\npathology: {slide_roots: [slides], "
+                              "int8_model: /dev/null}\n"))
+    assert refused.returncode == 2
+    assert f"model.path: {tmp_path / 'models'} is a folder, not a file" in refused.stderr
+    assert (f"screen.reference_file: {tmp_path / 'ranges.fifo'} is a named pipe (FIFO), "
+            "not a file") in refused.stderr
+    refused = run_check(write(tmp_path, "model: {path: null}\npathology: {slide_roots: "
+                              "[slides], int8_model: /dev/null}\n"))
+    assert "pathology.int8_model: /dev/null is a character device, not a file" in refused.stderr
+    assert "not found" not in refused.stderr
+
+
 def test_password_from_env_or_credentials_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

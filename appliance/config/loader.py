@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from appliance.config.tree import Config
+from appliance.filekind import not_a_file
 from appliance.logsafe import escape_controls
 from appliance.safeyaml import YamlLimitError, safe_load_limited
 from appliance.tlsfiles import TlsFileError, client_tls_context
@@ -238,7 +239,7 @@ def missing_files(config: Config) -> list[str]:
     if tls.enabled:
         named |= {"mqtt.tls.ca_file": tls.ca_file, "mqtt.tls.cert_file": tls.cert_file,
                   "mqtt.tls.key_file": tls.key_file}
-    missing = [f"{key}: file not found: {value}" for key, value in named.items()
+    missing = [not_a_file(key, Path(value)) for key, value in named.items()
                if value is not None and not Path(value).is_file()]
     if tls.enabled and not any(line.startswith("mqtt.tls.") for line in missing):
         try:  # the files are there: can a TLS context be made of them?

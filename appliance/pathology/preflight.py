@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from appliance.config import PathologyConfig
+from appliance.filekind import not_a_file
 
 
 def unusable(settings: PathologyConfig) -> list[str]:
@@ -20,7 +21,7 @@ def unusable(settings: PathologyConfig) -> list[str]:
     for key in ("model", "int8_model"):
         value = getattr(settings, key)
         if value is not None and not os.path.isfile(value):
-            refused.append(f"pathology.{key}: file not found: {value}")
+            refused.append(not_a_file(f"pathology.{key}", Path(value)))
     results = _unwritable(Path(settings.results_dir))
     if results:
         refused.append(f"pathology.results_dir: {settings.results_dir}: {results}")
