@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,30 @@ def test_yes_no_keys_still_take_yaml_booleans() -> None:
     config = config_from_mapping({"mqtt": {"tls": {"enabled": True, "ca_file": "ca.pem"}}},
                                  environ={})
     assert config.mqtt.tls.enabled is True
+
+
+@pytest.mark.parametrize("prefix", ["$SYS", "$share/x", "$appliance"])
+def test_a_topic_prefix_in_the_broker_s_dollar_space_is_refused(prefix: str) -> None:
+    # mosquitto dropped every result a kiosk published under $SYS/...; config check said ok
+    with pytest.raises(ConfigError, match=r"mqtt\.topic_prefix: got '\$.*': topics starting "
+                       r"with \$ are reserved for the broker"):
+        config_from_mapping({"mqtt": {"topic_prefix": prefix}}, environ={})
+
+
+@pytest.mark.parametrize(("key_path", "variable"), [
+    ("mqtt.topic_prefix", "APPLIANCE__MQTT__TOPIC_PREFIX"),
+    ("backoffice.share_group", "APPLIANCE__BACKOFFICE__SHARE_GROUP"),
+])
+def test_a_topic_part_longer_than_mqtt_takes_is_refused_before_the_link_fails_on_it(
+    key_path: str, variable: str
+) -> None:
+    # a 70000-character prefix passed; the edge's link thread then died on its first publish
+    # (struct.error: a topic is at most 65535 bytes) and the daemon exited 1, again and again
+    with pytest.raises(ConfigError, match=rf"{re.escape(key_path)} .*{variable}.*\(70000 chars\)"
+                       r"; expected String should have at most \d+ characters"):
+        config_from_mapping({}, environ={variable: "p" * 69998})
+
+
+def test_a_long_but_usable_topic_prefix_still_loads() -> None:
+    config = config_from_mapping({"mqtt": {"topic_prefix": "fleet/" + "x" * 100}}, environ={})
+    assert config.mqtt.topic_prefix.startswith("fleet/x")

@@ -25,6 +25,7 @@ class StoreConfig(Section):
 class BackofficeConfig(Section):
     share_group: str = Field(
         "backoffice",
+        max_length=64,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="MQTT v5 shared-subscription group; workers in one group split the results.",
     )

@@ -11,12 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from appliance.config.section import Section
 
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 PASSWORD_CREDENTIAL = "mqtt-password"
+# A topic is the prefix and at most ~150 more characters (site, device id, leaf); MQTT caps it
+# at 65535 bytes, past which the link thread failed on its first publish
+MAX_TOPIC_PREFIX_CHARS = 128
 
 
 class TlsConfig(Section):
@@ -41,12 +44,23 @@ class MqttConfig(Section):
     topic_prefix: str = Field(
         "appliance",
         min_length=1,
+        max_length=MAX_TOPIC_PREFIX_CHARS,
         pattern=r"^[^#+/\s][^#+\s]*$",
-        description="First topic level(s) of every topic; no wildcards.",
+        description="First topic level(s) of every topic; no wildcards, not starting with $.",
     )
     username: str | None = Field(None, description="Broker user name (password from env).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive in seconds.")
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _not_the_broker_s(cls, value: str) -> str:
+        if value.startswith("$"):  # MQTT 5 spec 4.7.2: the server's own ($SYS, $share)
+            raise ValueError(f"got {value[:40]!r}: topics starting with $ are reserved for "
+                             "the broker (mosquitto drops a client's publish under $SYS, and "
+                             "no filter starting with # or + matches them); choose a prefix "
+                             "without $")
+        return value
 
     @model_validator(mode="before")
     @classmethod
