@@ -227,3 +227,13 @@ def test_a_topic_part_longer_than_mqtt_takes_is_refused_before_the_link_fails_on
 def test_a_long_but_usable_topic_prefix_still_loads() -> None:
     config = config_from_mapping({"mqtt": {"topic_prefix": "fleet/" + "x" * 100}}, environ={})
     assert config.mqtt.topic_prefix.startswith("fleet/x")
+
+
+def test_a_broker_user_name_longer_than_mqtt_takes_is_refused_naming_the_variable() -> None:
+    # it passed config check; the edge's link thread then died building its CONNECT
+    # (struct.error), and the daemon exited 1 to be restarted again and again
+    with pytest.raises(ConfigError, match=r"mqtt\.username \(from environment variable "
+                       r"APPLIANCE__MQTT__USERNAME\): .*expected String should have at most 256"):
+        config_from_mapping({}, environ={"APPLIANCE__MQTT__USERNAME": "u" * 70000})
+    named = config_from_mapping({}, environ={"APPLIANCE__MQTT__USERNAME": "shop-1-kiosk-1"})
+    assert named.mqtt.username == "shop-1-kiosk-1"

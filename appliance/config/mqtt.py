@@ -20,6 +20,7 @@ PASSWORD_CREDENTIAL = "mqtt-password"
 # A topic is the prefix and at most ~150 more characters (site, device id, leaf); MQTT caps it
 # at 65535 bytes, past which the link thread failed on its first publish
 MAX_TOPIC_PREFIX_CHARS = 128
+MAX_USERNAME_CHARS = 256  # MQTT's limit is 65535 bytes, past which the link died at CONNECT
 
 
 class TlsConfig(Section):
@@ -48,7 +49,8 @@ class MqttConfig(Section):
         pattern=r"^[^#+/\s][^#+\s]*$",
         description="First topic level(s) of every topic; no wildcards, not starting with $.",
     )
-    username: str | None = Field(None, description="Broker user name (password from env).")
+    username: str | None = Field(None, max_length=MAX_USERNAME_CHARS,
+                                 description="Broker user name (password from env).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive in seconds.")
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
 
