@@ -131,9 +131,9 @@ def _unusable_reference(path: str | None) -> list[str]:
 def _unusable_state_dir(state_dir: str) -> list[str]:
     """Why no daemon could keep its state in ``state_dir`` (a file, a device; empty when it is
     a folder or can be made)."""
-    from appliance.statelock import state_dir_problem  # noqa: PLC0415 - only for this check
+    from appliance.filekind import not_a_folder  # noqa: PLC0415 - only for this check
 
-    problem = state_dir_problem(Path(state_dir))
+    problem = not_a_folder(Path(state_dir))
     return [] if problem is None else [f"state_dir: {problem}"]
 
 

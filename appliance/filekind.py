@@ -30,3 +30,19 @@ def not_a_file(key: str, path: Path) -> str:
     if kind is None:
         return f"{key}: file not found: {path}"
     return f"{key}: {path} is {kind}" + ("" if kind == "a broken link" else ", not a file")
+
+
+def not_a_folder(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made or used as a folder: it, or the nearest part of its path
+    that is there, is something else (``/x/f is a file, not a folder``); None when it is a
+    folder or could be made (or cannot be looked at: whatever opens it says why)."""
+    for part in (folder, *folder.parents):
+        try:
+            kind = kind_of(part)
+        except OSError:
+            return None
+        if kind == "a folder":
+            return None
+        if kind is not None:
+            return f"{part} is {kind}" + ("" if kind == "a broken link" else ", not a folder")
+    return None

@@ -15,7 +15,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from appliance.filekind import kind_of
+from appliance.filekind import not_a_folder
 from appliance.sidefile import open_side_file
 
 
@@ -27,21 +27,6 @@ class StateDirError(StateLockError):
     """The state folder is no folder (a file, a device, a broken link): a config error."""
 
 
-def state_dir_problem(folder: Path) -> str | None:
-    """Why ``folder`` cannot be a state folder: it, or the nearest part of its path that is
-    there, is no folder; None when it is one or can be made."""
-    for part in (folder, *folder.parents):
-        try:
-            kind = kind_of(part)
-        except OSError:  # no permission, say: opening the lock file says so
-            return None
-        if kind == "a folder":
-            return None
-        if kind is not None:
-            return f"{part} is {kind}" + ("" if kind == "a broken link" else ", not a folder")
-    return None
-
-
 class StateLock:
     """An exclusive lock on ``path`` held until ``release`` (or the process ends)."""
 
@@ -49,7 +34,7 @@ class StateLock:
                  remedy: str = "give this one its own state_dir") -> None:
         """``what`` names the daemon in the refusal, ``remedy`` says how to run a second one."""
         self.path = path
-        if problem := state_dir_problem(path.parent):  # mkdir would say only "File exists"
+        if problem := not_a_folder(path.parent):  # mkdir would say only "File exists"
             raise StateDirError(f"state_dir: {problem}; set state_dir to a folder")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from appliance.capture.quality import QualityGate
 from appliance.config import Config, SkinConfig, load_config_or_defaults, value_origin
 from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
 from appliance.edge.reasons import grade_withheld
+from appliance.filekind import not_a_folder
 from appliance.imagefile import write_image
 from appliance.logsafe import escape_controls
 from appliance.skin.colour import WhiteReference
@@ -92,8 +93,9 @@ class AnalyzeRun:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:  # a file of that name, no permission, a read-only disk
+                why = not_a_folder(folder) or exc.strerror  # not "File exists" for a file
                 raise ValueError(
-                    f"--overlay {folder}: cannot make the folder ({exc.strerror}); name a folder"
+                    f"--overlay {folder}: cannot make the folder ({why}); name a folder"
                 ) from exc
         white = None
         if white_frame is not None:

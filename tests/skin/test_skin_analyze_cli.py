@@ -145,7 +145,8 @@ def test_an_overlay_path_that_is_a_file_is_refused_naming_the_option(
     taken.write_text("a file, not a folder")
     assert main(["analyze", "--overlay", str(taken), str(images["good"])]) == 2
     err = capsys.readouterr().err
-    assert f"analyze: --overlay {taken}: cannot make the folder" in err
+    assert (f"analyze: --overlay {taken}: cannot make the folder ({taken} is a file, not a "
+            "folder); name a folder") in err  # not "(File exists)": it names what is there
     assert taken.read_text() == "a file, not a folder"  # nothing changed
 
 
