@@ -6,7 +6,8 @@ writing of the file) and must come back refused with a reason; the targets are
 <= 2 s and <= 300 MB per case (docs/threat-model.md). Cases: a YAML alias bomb and 100,000
 nested lists in a config, a 20000x20000 PNG and a JPEG header claiming 65000x65000 given to
 ``analyze`` (followed by a good frame that must still be measured), slide names escaping the
-slide folder, and MQTT payloads nested 100,000 deep, with duplicate keys, or from the future.
+slide folder, and MQTT payloads nested 100,000 deep, with duplicate keys (also one among
+26,000), an integer of 200,000 digits, or from the future.
 """
 
 from __future__ import annotations
@@ -115,6 +116,25 @@ def run(folder):
     batch, _ = Triage("p", 1000).sort(
         [Inbound("p/lab/k1/result", twice, 1, 1), Inbound("p/lab/k1/status", status, 2, 1)])
     return "refused: " + " | ".join(d.reason for d in batch.dead_letters)
+""",
+    "payload_26000_keys_one_twice": """
+def run(folder):
+    from appliance.transport.payloads import PayloadError, Result, parse_payload
+    keys = [f'"{i:x}":0' for i in range(26_000)]
+    try:
+        parse_payload(("{" + ",".join(keys + keys[:1]) + "}").encode(), Result)
+    except PayloadError as exc:
+        return f"refused: {exc}"
+    return "ACCEPTED"
+""",
+    "payload_integer_of_200000_digits": """
+def run(folder):
+    from appliance.transport.payloads import PayloadError, Result, parse_payload
+    try:
+        parse_payload(b'{"pore_count": ' + b"9" * 200_000 + b"}", Result)
+    except PayloadError as exc:
+        return f"refused: {exc}"
+    return "ACCEPTED"
 """,
 }
 
