@@ -76,9 +76,10 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
             if patients is None or labels[r["slide"]].patient in patients]
     failed = sum(1 for _, row in rows if row["error"])
     unsupported = sum(1 for _, row in rows if not row["error"] and row["label"] == UNSUPPORTED)
+    labelled = len(rows)
     rows = [(line, r) for line, r in rows if not r["error"] and r["label"] != UNSUPPORTED]
     if not rows:
-        raise LabelsError(f"{results}: no scored slide matches the labels (and split)")
+        raise LabelsError(_none_scored(results, labelled, unsupported, failed))
     chosen = [labels[row["slide"]] for _, row in rows]
     return RunData(
         name=folder.name,
@@ -90,6 +91,16 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
         unsupported=unsupported,
         failed=failed,
     )
+
+
+def _none_scored(results: Path, labelled: int, unsupported: int, failed: int) -> str:
+    """Why a run leaves no slide to compute metrics on: none is labelled, or every labelled
+    one is unsupported or failed (not a naming problem, which the first reads as)."""
+    if labelled == 0:
+        return f"{results}: no slide in it is named in the labels (and split)"
+    return (f"{results}: none of its {labelled} labelled slide(s) has a score to evaluate: "
+            f"{unsupported} {UNSUPPORTED} (tissue unlike the model's training data), "
+            f"{failed} failed")
 
 
 def once_per_slide(path: Path, rows: list[tuple[int, T]], fix: str) -> list[tuple[int, T]]:

@@ -162,3 +162,27 @@ def test_a_slide_given_twice_to_evaluate_is_refused_naming_the_line(
     assert main(args) == 2
     assert (f"{labels}:{len(rows) + 1}: slide {first[0]!r} again (first on line 2); one row "
             "per slide: give each slide one label") in capsys.readouterr().err
+
+
+def test_a_run_whose_labelled_slides_are_all_unsupported_or_failed_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's CRC-VAL-HE-7K tiles are all `unsupported` for the demo model: evaluate said
+    "no scored slide matches the labels", which sends one checking the slide names."""
+    labels, run = _cohort_and_run(tmp_path, seed=11, patients=3)
+    rows = list(csv.reader((run / "results.csv").open()))
+    for row in rows[1:]:
+        row[7:] = ["", "unsupported", ""]
+    rows[1][7:] = ["", "", "cannot read the slide"]
+    with (run / "results.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    args = ["pathology", "evaluate", "--labels", str(labels), "--results", str(run)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (f"none of its {len(rows) - 1} labelled slide(s) has a score to evaluate: "
+            f"{len(rows) - 2} unsupported (tissue unlike the model's training data), "
+            "1 failed") in err
+    other = tmp_path / "other-labels.csv"
+    other.write_text("slide,patient,label,material\nX1,P1,MSI,biopsy\n")
+    assert main(["pathology", "evaluate", "--labels", str(other), "--results", str(run)]) == 2
+    assert "no slide in it is named in the labels (and split)" in capsys.readouterr().err
