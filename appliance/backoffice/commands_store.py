@@ -24,14 +24,14 @@ def _migrate(args: argparse.Namespace) -> int:
         StoreError,
     )
     from appliance.backoffice.storeerrors import STORE_ERRORS  # noqa: PLC0415
-    from appliance.backoffice.storeurl import store_name  # noqa: PLC0415
+    from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
     from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415
 
     url = store_url_of(args)
     if url is None:
         return 2
     try:
-        postgres = url.startswith(("postgresql://", "postgres://"))
+        postgres = url.startswith(POSTGRES_SCHEMES)
         if postgres and (created := create_missing_database(url)) is not None:
             print(created)
         store = PathologyStore(url)

@@ -13,7 +13,7 @@ import shlex
 from typing import Any
 
 from appliance.backoffice.storeerrors import StoreError
-from appliance.backoffice.storeurl import store_name
+from appliance.backoffice.storeurl import missing_database, store_name
 from appliance.logsafe import escape_controls
 
 MAINTENANCE_DATABASES = ("postgres", "template1")
@@ -28,6 +28,8 @@ def create_missing_database(url: str) -> str | None:
     from psycopg import sql  # noqa: PLC0415
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
 
+    if (problem := missing_database(url)) is not None:  # it would create the role's database
+        raise StoreError(problem)
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error:

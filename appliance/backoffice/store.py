@@ -40,7 +40,12 @@ from appliance.backoffice.sqlitefile import (
 )
 from appliance.backoffice.store_writes import Batch, IngestWrites
 from appliance.backoffice.storeerrors import StoreError
-from appliance.backoffice.storeurl import masked_url, store_name
+from appliance.backoffice.storeurl import (
+    POSTGRES_SCHEMES,
+    masked_url,
+    missing_database,
+    store_name,
+)
 from appliance.logsafe import escape_controls
 from appliance.transport.payloads import utc_now
 
@@ -77,10 +82,12 @@ class Store(ConsoleQueries, IngestWrites):
 
     def __init__(self, url: str, pg_schema: str | None = None, read_only: bool = False) -> None:
         self.url = url
-        self.postgres = url.startswith(("postgresql://", "postgres://"))
+        self.postgres = url.startswith(POSTGRES_SCHEMES)
         if not self.postgres and not url.startswith("sqlite:///"):
             raise StoreError(f"store url {masked_url(url)!r}: use sqlite:///PATH or "
                              "postgresql://...")
+        if (problem := missing_database(url)) is not None:
+            raise StoreError(problem)
         self._pg_schema = pg_schema
         self.read_only = read_only
         self._conn: Any = self._connect()

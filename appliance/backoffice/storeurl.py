@@ -1,20 +1,39 @@
-"""Store URLs: the default SQLite file, and a URL named in messages and logs without its
-password (appliance/backoffice/store.py opens what they name).
+"""Store URLs: the default SQLite file, a PostgreSQL URL that names no database (refused), and
+a URL named in messages and logs without its password (appliance/backoffice/store.py opens what
+they name).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
 _PASSWORD_PARAMETER = re.compile(r"((?:^|&)password=)[^&]*")
+_DBNAME_PARAMETER = re.compile(r"(?:^|&)dbname=[^&]")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def store_url_for(url: str | None, state_dir: str) -> str:
     """The configured store URL, or the default SQLite file under ``state_dir``."""
     return url or f"sqlite:///{Path(state_dir) / DEFAULT_SQLITE_NAME}"
+
+
+def missing_database(url: str) -> str | None:
+    """Why a PostgreSQL store URL names no store: it has no database name, so libpq would pick
+    one (``PGDATABASE``, else the database named after the role, such as the shared
+    ``postgres``) and the store's tables would land there. None for a URL that names its
+    database (after the host, or as ``?dbname=``) and for every other URL."""
+    if not url.startswith(POSTGRES_SCHEMES):
+        return None
+    where, _, query = url.partition("://")[2].partition("?")
+    path = where.rpartition("@")[2].partition("/")[2]  # after the hosts, which hold no '/'
+    if unquote(path) or _DBNAME_PARAMETER.search(query):
+        return None
+    return (f"store URL {masked_url(url)!r} names no database: add the store's database "
+            "after the host (postgresql://USER@HOST:PORT/DATABASE); without one PostgreSQL "
+            "picks the database named after the role (or PGDATABASE), not the store's")
 
 
 def store_name(url: str) -> str:

@@ -21,6 +21,15 @@ class StoreConfig(Section):
         "(unset: SQLite file backoffice.sqlite3 in state_dir).",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _names_its_database(cls, value: str | None) -> str | None:
+        from appliance.backoffice.storeurl import missing_database  # noqa: PLC0415
+
+        if value is not None and (problem := missing_database(value)) is not None:
+            raise ValueError(problem)
+        return value
+
 
 class BackofficeConfig(Section):
     share_group: str = Field(

@@ -96,3 +96,35 @@ def test_a_role_that_may_not_create_the_database_is_told_what_to_run_in_one_line
         f"{role_without_createdb} {missing_database}` (a role with CREATEDB), then "
         "`appliance store migrate` again\n")
     assert not _exists(missing_database)
+
+
+@pytest.fixture
+def role_named_like_no_database() -> Iterator[str]:
+    """A login role that may create databases, and whose name no database has yet; the role
+    and a database of its name are dropped afterwards."""
+    role = f"dlsum_role_{uuid.uuid4().hex[:12]}"
+    _admin(f"CREATE ROLE {role} LOGIN CREATEDB")
+    try:
+        yield role
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
+        _admin(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_url_without_a_database_name_is_refused_and_creates_nothing(
+    role_named_like_no_database: str,
+) -> None:
+    """Without a database name libpq connects to the one named after the role: migrate made a
+    database of the role's name and put the store's tables there (for role postgres: in the
+    server's shared postgres database)."""
+    role = role_named_like_no_database
+    url = f"postgresql://{role}:hush@127.0.0.1:5432/"
+    done = _migrate(url)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"store migrate: store URL 'postgresql://{role}:***@127.0.0.1:5432/' names no "
+        "database: add the store's database after the host (postgresql://USER@HOST:PORT/"
+        "DATABASE); without one PostgreSQL picks the database named after the role (or "
+        "PGDATABASE), not the store's"]
+    assert not _exists(role)

@@ -1,0 +1,67 @@
+"""A PostgreSQL store URL must name its database: without one libpq picks the role's own (the
+shared ``postgres`` for role postgres). Refused wherever a store URL is taken, before any
+connection, in one line with the password masked."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.backoffice.store import Store, StoreError
+from appliance.backoffice.storeurl import missing_database
+from appliance.cli import main
+from appliance.config import ConfigError, config_from_mapping
+
+NO_DATABASE = [
+    "postgresql://postgres@127.0.0.1:5432/",
+    "postgresql://postgres:s3cret@127.0.0.1:5432",
+    "postgres://db.example.org",
+    "postgresql://app@h1:5432,h2:5432/?sslmode=require&password=s3cret",
+    "postgresql://app@h/?dbname=",
+    "postgresql:///",
+]
+NAMED = [
+    "postgresql://postgres@127.0.0.1:5432/store",
+    "postgresql://app:pa%2Fss@h1:5432,h2:5432/store?sslmode=require",
+    "postgresql:///store?host=/run/postgresql",
+    "postgresql://app@h/?dbname=store",
+    "postgresql://app@h/st%40re",
+    "sqlite:///relative/store.sqlite3",
+]
+
+
+@pytest.mark.parametrize("url", NO_DATABASE)
+def test_a_postgresql_url_without_a_database_name_is_refused_before_connecting(url: str) -> None:
+    with pytest.raises(StoreError) as refused:
+        Store(url)
+    text = str(refused.value)
+    assert text.startswith("store URL 'postgres")
+    assert "names no database" in text
+    assert "s3cret" not in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("url", NAMED)
+def test_a_url_that_names_its_database_is_taken(url: str) -> None:
+    assert missing_database(url) is None
+
+
+def test_a_read_command_refuses_it_with_exit_2_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["results", "dead-letters", "--store",
+                 "postgresql://viewer:s3cret@127.0.0.1:5432/"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "store error: store URL 'postgresql://viewer:***@127.0.0.1:5432/' names no database: "
+        "add the store's database after the host (postgresql://USER@HOST:PORT/DATABASE); "
+        "without one PostgreSQL picks the database named after the role (or PGDATABASE), not "
+        "the store's"]
+
+
+def test_the_config_refuses_it_naming_store_url() -> None:
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping({"store": {"url": "postgresql://app:s3cret@db:5432"}})
+    assert "store.url: store URL 'postgresql://app:***@db:5432' names no database" in str(
+        refused.value)
+    assert "s3cret" not in str(refused.value)
