@@ -120,3 +120,18 @@ def test_help_describes_in_whole_sentences(script: str) -> None:
     assert done.returncode == 0
     description = " ".join(done.stdout.split("\n\n")[1].split())
     assert description.endswith(".")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        (("--kept", "0"), "argument --kept: must be a whole number >= 1, got '0'"),
+        (("--batches", "many"), "argument --batches: must be a whole number >= 1, got 'many'"),
+    ],
+)
+def test_dead_letter_bounds_refuses_bad_arguments(arguments: tuple[str, ...],
+                                                  complaint: str) -> None:
+    done = _run("dead_letter_bounds.py", *arguments)
+    assert done.returncode == 2
+    assert complaint in done.stderr
+    assert "Traceback" not in done.stderr

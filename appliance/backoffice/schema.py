@@ -56,6 +56,10 @@ DEVICE_COLUMNS = (
     "outbox_oldest_age_s",
 )
 
+# what one dead letter counts against ``dead_letter_max_total_bytes``: its payload, reason and
+# topic, as the database measures them (the one definition the store's running total uses)
+LETTER_SIZE_SQL = "LENGTH(payload) + LENGTH(reason) + LENGTH(topic)"
+
 _FEATURE_DDL = ",\n".join(
     f"    {key} {'BIGINT' if key == 'pore_count' else '{real}'} NOT NULL" for key in FEATURE_KEYS
 )
@@ -238,6 +242,19 @@ CREATE TABLE pruned_only_copies (
         """
 DELETE FROM console_tokens WHERE name NOT IN (SELECT name FROM console_users);
 DELETE FROM console_sessions WHERE name NOT IN (SELECT name FROM console_users)
+""",
+    ),
+    (
+        13,
+        "dead letters: how many are kept and their size, kept up to date with them",
+        f"""
+CREATE TABLE dead_letter_totals (
+    only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+    letters BIGINT NOT NULL,
+    letter_bytes BIGINT NOT NULL
+);
+INSERT INTO dead_letter_totals (only_row, letters, letter_bytes)
+    SELECT 1, COUNT(*), COALESCE(SUM({LETTER_SIZE_SQL}), 0) FROM dead_letters
 """,
     ),
 )

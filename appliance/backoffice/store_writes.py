@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.backoffice.queries import NAME_CHARS
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
+    LETTER_SIZE_SQL,
     RESULT_COLUMNS,
     DeadLetter,
     dead_letter,
@@ -43,6 +44,9 @@ _LATEST_SEEN = (
 _KEEP_NEWER = ("{col} = CASE WHEN devices.status_at > excluded.status_at "
                "THEN devices.{col} ELSE excluded.{col} END")
 _LETTERS_AT_ONCE = 16  # pruned letters read at once (each up to dead_letter_max_bytes)
+_SIZES_AT_ONCE = 1000  # (id, size) of the oldest letters read at once, to find the prune cut
+_SIZES_FIRST = 16  # ... but first: a batch at the bounds prunes about as many as it brought
+_LETTER_COLUMNS = ("received_at", "topic", "reason", "payload_bytes", "payload", "letter_sha256")
 _NAMED_DEVICES = 10  # a warning names this many devices, then how many more
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
 
@@ -92,13 +96,14 @@ class IngestWrites:
             letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
             if letters:
                 newest_before = self._newest_letter_id(cur)
-                self._insert_dead_letters(cur, letters)
-                cut = self._prune_cut(cur, dead_letter_max_rows, dead_letter_max_total_bytes)
+                totals = self._insert_dead_letters(cur, letters)
+                cut = self._prune_cut(cur, totals, dead_letter_max_rows,
+                                      dead_letter_max_total_bytes)
                 if cut is not None:
                     pruned = self._only_copies_below(cur, min(cut, newest_before + 1),
                                                      batch.topic_prefix)
                     self._count_pruned(cur, pruned)
-                    cur.execute(self._sql("DELETE FROM dead_letters WHERE id < ?"), (cut,))
+                    self._remove_letters(cur, "id < ?", (cut,))
                 kept = self._still_kept(cur, batch.dead_letters)
         batch.dead_letters[:] = kept
         if pruned:
@@ -145,9 +150,7 @@ class IngestWrites:
             done = [i for i, found in taken.items() if found and found[0][0] not in kept]
             for start in range(0, len(done), _IN_CHUNK):
                 chunk = done[start : start + _IN_CHUNK]
-                cur.execute(self._sql(
-                    f"DELETE FROM dead_letters WHERE id IN ({','.join('?' * len(chunk))})"),
-                    chunk)
+                self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
         return len(fresh), len(letters) - len(done)
 
     @staticmethod
@@ -237,38 +240,75 @@ class IngestWrites:
             rows,
         )
 
-    def _insert_dead_letters(self, cur: Any, letters: Sequence[DeadLetter]) -> None:
-        """Keep each letter once: one received again is already here."""
-        cur.executemany(
-            self._sql(
-                "INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload, "
-                "letter_sha256) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (letter_sha256) DO NOTHING"
-            ),
-            [(d.received_at, d.topic, d.reason, d.payload_bytes, d.payload, d.letter_sha256)
-             for d in letters],
-        )
+    def _insert_dead_letters(self, cur: Any, letters: Sequence[DeadLetter]) -> tuple[int, int]:
+        """Keep each letter once (one received again is already here); returns the kept
+        letters' count and size, this batch's included (``dead_letter_totals``)."""
+        one = "(" + ",".join("?" * len(_LETTER_COLUMNS)) + ")"
+        sizes: list[int] = []
+        for start in range(0, len(letters), _LETTERS_AT_ONCE):
+            chunk = letters[start : start + _LETTERS_AT_ONCE]
+            cur.execute(self._sql(
+                f"INSERT INTO dead_letters ({','.join(_LETTER_COLUMNS)}) VALUES "
+                f"{','.join([one] * len(chunk))} ON CONFLICT (letter_sha256) DO NOTHING "
+                f"RETURNING {LETTER_SIZE_SQL}"),
+                [value for d in chunk for value in (d.received_at, d.topic, d.reason,
+                                                    d.payload_bytes, d.payload, d.letter_sha256)])
+            sizes += [int(row[0]) for row in cur.fetchall()]
+        return self._add_to_letter_totals(cur, len(sizes), sum(sizes))
+
+    def _remove_letters(self, cur: Any, where: str, params: Sequence[Any]) -> None:
+        """Delete the dead letters ``where`` picks, taking them off ``dead_letter_totals``."""
+        cur.execute(self._sql(f"DELETE FROM dead_letters WHERE {where} "
+                              f"RETURNING {LETTER_SIZE_SQL}"), params)
+        sizes = [int(row[0]) for row in cur.fetchall()]
+        self._add_to_letter_totals(cur, -len(sizes), -sum(sizes))
+
+    def _add_to_letter_totals(self, cur: Any, letters: int, letter_bytes: int) -> tuple[int, int]:
+        """Add to the kept letters' count and size; returns both. On PostgreSQL this locks the
+        row until commit: transactions that add or remove letters go on from here one at a
+        time, each adding to the total the one before committed and pruning what it kept."""
+        cur.execute(self._sql(
+            "UPDATE dead_letter_totals SET letters = letters + ?, letter_bytes = letter_bytes + ? "
+            "RETURNING letters, letter_bytes"), (letters, letter_bytes))
+        row = cur.fetchone()
+        return int(row[0]), int(row[1])
 
     def _newest_letter_id(self, cur: Any) -> int:
         """The id of the newest dead letter (0: none)."""
         cur.execute("SELECT COALESCE(MAX(id), 0) FROM dead_letters")
         return int(cur.fetchone()[0])
 
-    def _prune_cut(self, cur: Any, keep_rows: int, keep_bytes: int) -> int | None:
+    def _prune_cut(
+        self, cur: Any, totals: tuple[int, int], keep_rows: int, keep_bytes: int
+    ) -> int | None:
         """The id below which dead letters go (None: all fit): the ``keep_rows`` newest rows
         are kept, then the newest whose payloads, reasons and topics fit in ``keep_bytes``.
-        Rows are counted, not ids: both databases spend an id on every insert that finds its
-        letter already kept, so a flood of copies leaves gaps."""
-        cur.execute(self._sql("SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET ?"),
-                    (keep_rows - 1,))
-        by_rows = cur.fetchone()
-        cur.execute(self._sql(
-            "SELECT MAX(id) FROM (SELECT id, SUM(LENGTH(payload) + LENGTH(reason) + "
-            "LENGTH(topic)) OVER (ORDER BY id DESC) AS kept FROM dead_letters) newest "
-            "WHERE kept > ?"), (keep_bytes,))
-        by_bytes = cur.fetchone()[0]
-        cuts = [int(by_rows[0])] if by_rows is not None else []
-        cuts += [int(by_bytes) + 1] if by_bytes is not None else []
-        return max(cuts, default=None)
+        ``totals`` (count, size of all kept) say whether any must go; then only the letters
+        that go are read, oldest first. Rows are counted, not ids: both databases spend an id
+        on every insert that finds its letter already kept, so a flood of copies leaves gaps."""
+        over_rows, over_bytes = totals[0] - keep_rows, totals[1] - keep_bytes
+        if over_rows <= 0 and over_bytes <= 0:
+            return None
+        last = None
+        for letter_id, size in self._oldest_letters(cur, min(max(over_rows, _SIZES_FIRST),
+                                                                _SIZES_AT_ONCE)):
+            over_rows, over_bytes, last = over_rows - 1, over_bytes - size, letter_id
+            if over_rows <= 0 and over_bytes <= 0:
+                break
+        return None if last is None else last + 1
+
+    def _oldest_letters(self, cur: Any, first_page: int) -> Iterator[tuple[int, int]]:
+        """(id, size) of the kept letters, oldest first, a page at a time: each page is one
+        range of the id index however many letters are kept."""
+        after, page_size = 0, first_page
+        while True:
+            cur.execute(self._sql(f"SELECT id, {LETTER_SIZE_SQL} FROM dead_letters WHERE id > ? "
+                                  "ORDER BY id LIMIT ?"), (after, page_size))
+            page = [(int(row[0]), int(row[1])) for row in cur.fetchall()]
+            yield from page
+            if len(page) < page_size:
+                return
+            after, page_size = page[-1][0], _SIZES_AT_ONCE
 
     def _only_copies_below(self, cur: Any, below_id: int, prefix: str) -> Counter[tuple[str, str]]:
         """By (site, device): the letters below ``below_id`` that were a result's only copy.
@@ -276,11 +316,13 @@ class IngestWrites:
         A refused result kept whole on its device's result topic that names a measurement id
         is confirmed to that kiosk, which then drops it (``Triage.refused_results``); so is a
         result set aside as a conflict. Letters of the batch being written are above
-        ``below_id``: one pruned at once is not confirmed, its kiosk still holds it."""
+        ``below_id``: one pruned at once is not confirmed, its kiosk still holds it. In id
+        order: PostgreSQL plans a cursor for its first rows, so it walks the id index up to
+        ``below_id`` rather than the whole table, also before it has the table's statistics."""
         pruned: Counter[tuple[str, str]] = Counter()
         for topic, payload in _streamed(cur, self.postgres, self._sql(
                 "SELECT topic, payload FROM dead_letters WHERE id < ? AND topic LIKE ? AND "
-                "payload_bytes = LENGTH(payload)"), (below_id, "%/result")):
+                "payload_bytes = LENGTH(payload) ORDER BY id"), (below_id, "%/result")):
             where = parse_device_topic(prefix, str(topic))
             if where is not None and where[2] == "result" and named_measurement_id(
                     bytes(payload)) is not None:

@@ -1,0 +1,159 @@
+"""The dead-letter bounds read a running count and size of the kept letters
+(``dead_letter_totals``, migration 13): it must match the letters themselves after every kind
+of change, with several writers at once, and the bounds must still hold exactly."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice.schema import MIGRATIONS, DeadLetter, dead_letter, result_row
+from appliance.backoffice.store import Batch, Store, open_store
+from appliance.synthetic import fleet
+from appliance.transport.payloads import Result
+from tests.store_helpers import BACKENDS, PG_URL, fresh_store
+
+AT = "2026-12-05T00:00:00.000000Z"
+SIZE = "LENGTH(payload) + LENGTH(reason) + LENGTH(topic)"
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with fresh_store(request.param, tmp_path, "test_dlsum", open_store) as opened:
+        yield opened
+
+
+def _kept(store: Store) -> tuple[int, int]:
+    """The kept letters' count and size, summed from the letters themselves."""
+    row = store.query(f"SELECT COUNT(*), COALESCE(SUM({SIZE}), 0) FROM dead_letters")[0]
+    return int(row[0]), int(row[1])
+
+
+def _totals(store: Store) -> tuple[int, int]:
+    row = store.query("SELECT letters, letter_bytes FROM dead_letter_totals")[0]
+    return int(row[0]), int(row[1])
+
+
+def _letter(rng: random.Random, index: int) -> DeadLetter:
+    """A refused message: garbage, or a result the retry below stores (even ``index``)."""
+    if index % 2 == 0:
+        sample = fleet.sample_result(random.Random(index), "lab", f"k{index % 5}", index)
+        return dead_letter(AT, f"p/lab/k{index % 5}/result", "ahead of the clock",
+                           sample.to_json())
+    return dead_letter(AT, f"p/lab/k{index % 5}/status", "bad" * rng.randint(1, 9),
+                       b"x" * rng.randint(0, 300))
+
+
+def _retry_judge(topic: str, payload: bytes) -> list[tuple[object, ...]]:
+    """Takes every other result letter (by its measurement number), refuses the rest."""
+    found = Result.model_validate_json(payload)
+    if int(found.measurement_id[-1], 16) % 2:
+        return []
+    return [result_row(found, AT, payload.decode())]
+
+
+def test_the_running_total_matches_the_letters_and_the_bounds_hold_after_a_mix(
+    store: Store,
+) -> None:
+    """New letters, copies of kept ones (kept once), copies of pruned ones (kept again),
+    bounds lowered and raised, and retries that take letters away: after each, the total
+    equals a real SUM, and the kept letters are the newest that fit, as a model says."""
+    rng = random.Random(12)
+    model: list[tuple[str, int]] = []  # (letter_sha256, size), oldest first
+    for step in range(60):
+        letters = [_letter(rng, rng.randrange(80)) for _ in range(rng.randint(0, 6))]
+        max_rows, max_bytes = rng.choice([(40, 20_000), (8, 100_000), (100, 3_000), (3, 500)])
+        store.write_batch(Batch(dead_letters=list(letters)), max_rows, max_bytes)
+        held = {sha for sha, _ in model}
+        for d in letters:
+            if d.letter_sha256 not in held:
+                held.add(d.letter_sha256)
+                model.append((d.letter_sha256, len(d.payload) + len(d.reason) + len(d.topic)))
+        if letters:
+            while len(model) > max_rows or sum(size for _, size in model) > max_bytes:
+                model.pop(0)
+        if step % 10 == 9:
+            store.retry_dead_letters(_retry_judge)
+            kept_now = {row[0] for row in store.query("SELECT letter_sha256 FROM dead_letters")}
+            model = [(sha, size) for sha, size in model if sha in kept_now]
+        assert _totals(store) == _kept(store) == (len(model), sum(s for _, s in model))
+        assert [row[0] for row in store.query(
+            "SELECT letter_sha256 FROM dead_letters ORDER BY id")] == [sha for sha, _ in model]
+    assert store.count_results() > 0  # the retries took some letters away
+
+
+def _several_writers(url: str, schema: str | None, writers: int, batches: int) -> None:
+    """``writers`` connections writing batches of letters at once, under small bounds."""
+    failures: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            own = Store(url, schema)
+            rng = random.Random(worker)
+            try:
+                for n in range(batches):  # some letters shared by all writers: kept once
+                    letters = [_letter(rng, rng.randrange(1000) * 2 + 1) for _ in range(3)]
+                    letters.append(_letter(rng, 7 + 2 * (n % 4)))
+                    own.write_batch(Batch(dead_letters=letters), 25, 4_000)
+            finally:
+                own.close()
+        except BaseException as exc:  # raised again in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_several_writers_at_once_keep_the_total_exact_and_the_bounds(
+    backend: str, tmp_path: Path,
+) -> None:
+    """Several ingest workers share a store: on PostgreSQL their transactions run at once."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}" if backend == "sqlite" else PG_URL
+    schema = None if backend == "sqlite" else f"test_dlsum_{uuid.uuid4().hex[:12]}"
+    store = open_store(url, pg_schema=schema)
+    try:
+        _several_writers(url, schema, writers=4, batches=30)
+        rows, size = _kept(store)
+        assert _totals(store) == (rows, size)
+        assert 0 < rows <= 25
+        assert size <= 4_000
+    finally:
+        if schema is not None:
+            store.drop_postgres_schema(schema)
+        store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_migration_13_counts_the_letters_kept_before_it(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
+    schema = None if backend == "sqlite" else f"test_dlsum_{uuid.uuid4().hex[:12]}"
+    with monkeypatch.context() as before_13:  # a store as it was before migration 13
+        before_13.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:12])
+        old = open_store(url, pg_schema=schema)
+    try:
+        old.write("INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
+                  "VALUES (?, ?, ?, ?, ?)",
+                  [(AT, f"p/lab/k{i}/status", "bad", 10 * i, b"y" * 10 * i) for i in range(6)])
+        assert old.migrate() == [13]
+        assert _totals(old) == _kept(old) == (6, 6 * len("p/lab/k0/status" + "bad") + 150)
+        rng = random.Random(3)
+        old.write_batch(Batch(dead_letters=[_letter(rng, 1)]), 4)
+        assert _totals(old) == _kept(old)
+        assert _kept(old)[0] == 4
+    finally:
+        if schema is not None:
+            old.drop_postgres_schema(schema)
+        old.close()
