@@ -11,7 +11,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
 _PASSWORD_PARAMETER = re.compile(r"((?:^|&)password=)[^&]*")
-_DBNAME_PARAMETER = re.compile(r"(?:^|&)dbname=[^&]")
+# a database named in the query, or a pg_service.conf entry that names one
+_DBNAME_PARAMETER = re.compile(r"(?:^|&)(?:dbname|service)=[^&]")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -24,7 +25,7 @@ def missing_database(url: str) -> str | None:
     """Why a PostgreSQL store URL names no store: it has no database name, so libpq would pick
     one (``PGDATABASE``, else the database named after the role, such as the shared
     ``postgres``) and the store's tables would land there. None for a URL that names its
-    database (after the host, or as ``?dbname=``) and for every other URL."""
+    database (after the host, as ``?dbname=``, or by ``?service=``) and for every other URL."""
     if not url.startswith(POSTGRES_SCHEMES):
         return None
     where, _, query = url.partition("://")[2].partition("?")

@@ -24,6 +24,7 @@ NAMED = [
     "postgresql://app:pa%2Fss@h1:5432,h2:5432/store?sslmode=require",
     "postgresql:///store?host=/run/postgresql",
     "postgresql://app@h/?dbname=store",
+    "postgresql://?service=appliance",
     "postgresql://app@h/st%40re",
     "sqlite:///relative/store.sqlite3",
 ]
