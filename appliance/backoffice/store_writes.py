@@ -148,6 +148,9 @@ class IngestWrites:
             self._touch_devices(cur, rows)
             kept = {row[0] for row in conflicts}
             done = [i for i, found in taken.items() if found and found[0][0] not in kept]
+            # the totals row before any letter: an ingest batch that holds it may be pruning
+            # these very letters, and would wait for this transaction while it waits for that
+            self._add_to_letter_totals(cur, 0, 0)
             for start in range(0, len(done), _IN_CHUNK):
                 chunk = done[start : start + _IN_CHUNK]
                 self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)

@@ -157,3 +157,53 @@ def test_migration_13_counts_the_letters_kept_before_it(
         if schema is not None:
             old.drop_postgres_schema(schema)
         old.close()
+
+
+@pytest.mark.postgres
+def test_a_retry_while_a_batch_prunes_the_same_letters_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`results retry` deleted its letters, then waited for the totals row held by an ingest
+    batch whose prune waited for those very letters: PostgreSQL ended one of the two with a
+    deadlock error. The retry now takes the totals row before it deletes a letter."""
+    schema = f"test_dlsum_{uuid.uuid4().hex[:12]}"
+    ingest = open_store(PG_URL, pg_schema=schema)
+    retry = Store(PG_URL, schema)
+    try:
+        ingest.write_batch(Batch(dead_letters=[_letter(random.Random(1), 4)]), 100)
+        holding, retried = threading.Event(), threading.Event()
+        only_copies = ingest._only_copies_below  # noqa: SLF001  (runs with the totals row held)
+
+        def paused(*args: object) -> object:
+            holding.set()
+            retried.wait(timeout=3)  # the retry is waiting for the totals row by now
+            return only_copies(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(ingest, "_only_copies_below", paused)
+        outcome: list[object] = []
+
+        def run_retry() -> None:
+            holding.wait(timeout=10)
+            threading.Timer(1.0, retried.set).start()
+            try:
+                outcome.append(retry.retry_dead_letters(_retry_judge_all))
+            except Exception as exc:  # the test asserts on it
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run_retry)
+        thread.start()
+        ingest.write_batch(Batch(dead_letters=[_letter(random.Random(2), 5)]), 1)
+        thread.join(timeout=30)
+        assert outcome == [(1, 0)]
+        assert _totals(ingest) == _kept(ingest)
+        assert _kept(ingest)[0] == 1
+    finally:
+        retry.close()
+        ingest.drop_postgres_schema(schema)
+        ingest.close()
+
+
+def _retry_judge_all(topic: str, payload: bytes) -> list[tuple[object, ...]]:
+    """Takes every result letter."""
+    found = Result.model_validate_json(payload)
+    return [result_row(found, AT, payload.decode())]
