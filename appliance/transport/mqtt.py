@@ -25,15 +25,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from appliance.logsafe import shorten
-from appliance.transport.acks import parse_ack
 from appliance.transport.backoff import Backoff
 from appliance.transport.callbacks import QueuedCallbacks
 from appliance.transport.client import (
@@ -46,9 +43,9 @@ from appliance.transport.client import (
     reason_value,
     will_disconnect_reason,
 )
+from appliance.transport.confirmations import LinkConfirmations, LinkStats
 from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxError
-from appliance.transport.payloads import PayloadError
 from appliance.transport.presence import PresenceKeeper
 from appliance.transport.subscriptions import LinkSubscriptions
 from appliance.transport.unconfirmed import Unconfirmed
@@ -56,22 +53,8 @@ from appliance.transport.unconfirmed import Unconfirmed
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.5
-SHOWN_REASON_CHARS = 300  # of why an ack was refused (it may quote a 64 KiB key) in the log
 EXPIRE_EVERY_S = 60.0
 LAST_STATUS_WAIT_S = 1.0  # for the PUBACK of the status a clean stop leaves
-
-
-@dataclass
-class LinkStats:
-    """Counters for status and metrics."""
-
-    reconnects: int = 0
-    published: int = 0
-    broker_acked: int = 0
-    acked: int = 0  # confirmed committed by the back office, removed from the outbox
-    resent: int = 0
-    rejected: int = 0
-    bad_acks: int = 0
 
 
 class MqttLink(threading.Thread):
@@ -117,10 +100,9 @@ class MqttLink(threading.Thread):
         self._wake_r, self._wake_w = _wake_pair()
         self._inflight: dict[int, int] = {}
         self._unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
+        self._confirmations = LinkConfirmations(outbox, ack_topic, self.stats, self._unconfirmed)
         self._sent_seq = 0
         self._read_failed = False  # the outbox refused a read (said once)
-        self._refusal_said = False  # the broker refused a result (said once until it takes one)
-        self._unremoved = 0  # confirmed results the outbox could not remove since it last could
         self._window = settings.max_inflight
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
         self._connect_started_s = 0.0
@@ -258,7 +240,7 @@ class MqttLink(threading.Thread):
             elif kind == "suback":
                 self.subscriptions.answered(first, second)
             elif kind == "ack":
-                self._handle_ack(first)
+                self._confirmations.handle_ack(first)
             elif kind == "presence":
                 self._handle_presence(first, second)
             elif kind == "unsuback":
@@ -306,59 +288,7 @@ class MqttLink(threading.Thread):
         seq = self._inflight.pop(mid, None)
         if seq is None:
             return  # a status message, or an ack already handled
-        if code >= 0x80:
-            # e.g. 0x87 from a broker ACL that does not (yet) let this device publish results:
-            # the result waits in the outbox and is sent again with the unconfirmed ones, so
-            # it arrives once the ACL is mended, without a restart (docs/delivery.md)
-            self.stats.rejected += 1
-            self._unconfirmed.send_later(seq)
-            if not self._refusal_said:
-                self._refusal_said = True
-                log.error(
-                    "broker refused result seq %d (reason 0x%02X); it stays in the outbox and "
-                    "is sent again with the unconfirmed results (next in %.0f s); check the "
-                    "broker ACL for this device (said once until the broker takes a result)",
-                    seq, code, self._unconfirmed.wait_s,
-                )
-            return
-        self._refusal_said = False
-        self.stats.broker_acked += 1
-        self._unconfirmed.broker_took(seq)
-
-    def _handle_ack(self, raw: bytes) -> None:
-        """The back office committed these results: they may leave the outbox now."""
-        try:
-            ids = parse_ack(raw)
-        except PayloadError as exc:
-            self.stats.bad_acks += 1
-            log.warning("ignored a malformed ack on %s: %s", self.ack_topic,
-                        shorten(str(exc), SHOWN_REASON_CHARS))
-            return
-        try:
-            removed = self.outbox.remove_ids(ids)
-        except OutboxError as exc:  # e.g. a full disk: the results are sent again later
-            self._removal_failed(len(ids), exc)
-            return
-        self._removal_recovered()
-        self._unconfirmed.confirmed(removed)
-        self.stats.acked += len(removed)
-
-    def _removal_failed(self, count: int, error: OutboxError) -> None:
-        """Say once, until a removal works again, that confirmed results stay in the outbox (a
-        full disk refuses every ack's delete: one line per ack would flood the journal)."""
-        if not self._unremoved:
-            log.error("could not remove %d confirmed result(s): %s; they stay in the outbox and "
-                      "are sent again later (the back office keeps each once); said once until "
-                      "the outbox removes confirmed results again", count, error)
-        self._unremoved += count
-
-    def _removal_recovered(self) -> None:
-        """After a removal that worked: say how many confirmed results could not be removed."""
-        if self._unremoved:
-            log.warning("the outbox removes confirmed results again; %d confirmed result(s) it "
-                        "could not remove meanwhile stay in it and are sent again",
-                        self._unremoved)
-            self._unremoved = 0
+        self._confirmations.handle_puback(seq, code)
 
     def _handle_presence(self, payload: bytes, retained: bool) -> None:
         """Answer a held-back kiosk's look; another live kiosk process has this device id:

@@ -272,7 +272,7 @@ def test_a_malformed_ack_is_logged_cut_short(
     """Why an ack was refused can quote its hostile key whole: 60,000 characters a line."""
     link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
     hostile = json.loads(encode_acks(["m1"])[0]) | {"k" * 60_000: 1}
-    with caplog.at_level(logging.WARNING, logger="appliance.transport.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="appliance.transport.confirmations"):
         link.start()
         try:
             wait_until(lambda: link.connected, timeout_s=5)
@@ -299,7 +299,7 @@ def test_acks_the_outbox_cannot_remove_on_a_full_disk_are_said_once_then_summed_
     # a full disk refuses every delete: each ack logged its own error line, a flood in the
     # journal of a busy kiosk while the disk stayed full
     with small_tmpfs(tmp_path / "disk") as disk, \
-            caplog.at_level(logging.WARNING, logger="appliance.transport.mqtt"):
+            caplog.at_level(logging.WARNING, logger="appliance.transport.confirmations"):
         link = make_link(disk, mqtt_broker.host, mqtt_broker.port, topic_prefix,
                          ack_resend_initial_s=600.0)
         link.outbox.add_many([(f"m{i}", f"{topic_prefix}/result", payload(i)) for i in range(10)])

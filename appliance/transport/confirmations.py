@@ -1,0 +1,106 @@
+"""What confirms a sent result and takes it out of the outbox: PUBACKs, the back office's acks.
+
+A broker's PUBACK only moves a result from "in flight" to "awaiting the back office"
+(transport/unconfirmed.py); a refusing one (0x80 or higher) leaves it there to be sent again.
+A result leaves the outbox only when an ack on the device's ack topic names it: the back office
+has committed it (docs/delivery.md). A malformed ack is counted and said cut short; confirmed
+results the outbox cannot remove (a full disk) stay in it and are said once until it can again.
+The link (transport/mqtt.py) calls in from its owner thread only; these are its counters too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from appliance.logsafe import shorten
+from appliance.transport.acks import parse_ack
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_file import OutboxError
+from appliance.transport.payloads import PayloadError
+from appliance.transport.unconfirmed import Unconfirmed
+
+log = logging.getLogger(__name__)
+
+SHOWN_REASON_CHARS = 300  # of why an ack was refused (it may quote a 64 KiB key) in the log
+
+
+@dataclass
+class LinkStats:
+    """Counters for status and metrics."""
+
+    reconnects: int = 0
+    published: int = 0
+    broker_acked: int = 0
+    acked: int = 0  # confirmed committed by the back office, removed from the outbox
+    resent: int = 0
+    rejected: int = 0
+    bad_acks: int = 0
+
+
+class LinkConfirmations:
+    """The link's results that the broker took or refused and the back office committed:
+    counted, handed to ``Unconfirmed`` to be sent again, removed from the outbox once committed."""
+
+    def __init__(self, outbox: Outbox, ack_topic: str, stats: LinkStats,
+                 unconfirmed: Unconfirmed) -> None:
+        self.outbox, self.ack_topic, self.stats = outbox, ack_topic, stats
+        self._unconfirmed = unconfirmed
+        self._refusal_said = False  # the broker refused a result (said once until it takes one)
+        self._unremoved = 0  # confirmed results the outbox could not remove since it last could
+
+    def handle_puback(self, seq: int, code: int) -> None:
+        """The broker's PUBACK for the result with outbox ``seq``: took it, or refused it."""
+        if code >= 0x80:
+            # e.g. 0x87 from a broker ACL that does not (yet) let this device publish results:
+            # the result waits in the outbox and is sent again with the unconfirmed ones, so
+            # it arrives once the ACL is mended, without a restart (docs/delivery.md)
+            self.stats.rejected += 1
+            self._unconfirmed.send_later(seq)
+            if not self._refusal_said:
+                self._refusal_said = True
+                log.error(
+                    "broker refused result seq %d (reason 0x%02X); it stays in the outbox and "
+                    "is sent again with the unconfirmed results (next in %.0f s); check the "
+                    "broker ACL for this device (said once until the broker takes a result)",
+                    seq, code, self._unconfirmed.wait_s,
+                )
+            return
+        self._refusal_said = False
+        self.stats.broker_acked += 1
+        self._unconfirmed.broker_took(seq)
+
+    def handle_ack(self, raw: bytes) -> None:
+        """The back office committed these results: they may leave the outbox now."""
+        try:
+            ids = parse_ack(raw)
+        except PayloadError as exc:
+            self.stats.bad_acks += 1
+            log.warning("ignored a malformed ack on %s: %s", self.ack_topic,
+                        shorten(str(exc), SHOWN_REASON_CHARS))
+            return
+        try:
+            removed = self.outbox.remove_ids(ids)
+        except OutboxError as exc:  # e.g. a full disk: the results are sent again later
+            self._removal_failed(len(ids), exc)
+            return
+        self._removal_recovered()
+        self._unconfirmed.confirmed(removed)
+        self.stats.acked += len(removed)
+
+    def _removal_failed(self, count: int, error: OutboxError) -> None:
+        """Say once, until a removal works again, that confirmed results stay in the outbox (a
+        full disk refuses every ack's delete: one line per ack would flood the journal)."""
+        if not self._unremoved:
+            log.error("could not remove %d confirmed result(s): %s; they stay in the outbox and "
+                      "are sent again later (the back office keeps each once); said once until "
+                      "the outbox removes confirmed results again", count, error)
+        self._unremoved += count
+
+    def _removal_recovered(self) -> None:
+        """After a removal that worked: say how many confirmed results could not be removed."""
+        if self._unremoved:
+            log.warning("the outbox removes confirmed results again; %d confirmed result(s) it "
+                        "could not remove meanwhile stay in it and are sent again",
+                        self._unremoved)
+            self._unremoved = 0
