@@ -8,7 +8,8 @@ and the inbox queue of incoming commands.
 Delivery is end to end (docs/delivery.md): a PUBACK only moves a result from "in flight" to
 "awaiting the back office"; it leaves the outbox when an ack on the device's ack topic names
 it. Results still unacknowledged after ``ack_resend_initial_s`` are sent again, the wait
-doubling (to ``ack_resend_cap_s``) while no ack arrives.
+doubling (to ``ack_resend_cap_s``) while no ack arrives. What the link sends from the outbox is
+transport/sender.py's; what confirms a result and removes it, transport/confirmations.py's.
 
 With a ``PresenceKeeper`` the link announces this process on the device's presence topic at
 every connect and stays off the broker while another live kiosk process has the device id
@@ -28,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.transport.backoff import Backoff
@@ -45,15 +45,14 @@ from appliance.transport.client import (
 )
 from appliance.transport.confirmations import LinkConfirmations, LinkStats
 from appliance.transport.outbox import Outbox
-from appliance.transport.outbox_file import OutboxError
 from appliance.transport.presence import PresenceKeeper
+from appliance.transport.sender import ResultSender
 from appliance.transport.subscriptions import LinkSubscriptions
 from appliance.transport.unconfirmed import Unconfirmed
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.5
-EXPIRE_EVERY_S = 60.0
 LAST_STATUS_WAIT_S = 1.0  # for the PUBACK of the status a clean stop leaves
 
 
@@ -98,20 +97,15 @@ class MqttLink(threading.Thread):
         self._retained: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._retained_latest: dict[str, bytes] = {}
         self._wake_r, self._wake_w = _wake_pair()
-        self._inflight: dict[int, int] = {}
-        self._unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
-        self._confirmations = LinkConfirmations(outbox, ack_topic, self.stats, self._unconfirmed)
-        self._sent_seq = 0
-        self._read_failed = False  # the outbox refused a read (said once)
-        self._window = settings.max_inflight
+        unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
+        self._confirmations = LinkConfirmations(outbox, ack_topic, self.stats, unconfirmed)
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
         self._connect_started_s = 0.0
         self._next_attempt_s = 0.0
-        self._next_expire_s = 0.0
-        self._result_properties = publish_properties(settings.message_expiry_s)
         self._status_properties = publish_properties(None)
         self._client = new_client(settings, will=(status_topic, status_payload("offline")))
         self._callbacks.install(self._client)
+        self._sender = ResultSender(settings, outbox, self._client, self.stats, unconfirmed)
 
     # -- thread-safe API ---------------------------------------------------------------------
 
@@ -135,7 +129,7 @@ class MqttLink(threading.Thread):
 
     def idle(self) -> bool:
         """Whether the back office has confirmed every committed message."""
-        return self.outbox.depth() == 0 and not self._inflight
+        return self.outbox.depth() == 0 and not self._sender.inflight
 
     # -- the owner loop ----------------------------------------------------------------------
 
@@ -154,9 +148,9 @@ class MqttLink(threading.Thread):
                         self.presence.tick()
                     self._send_statuses()
                     self._send_retained()
-                    self._publish_pending()
-                    self._resend_when_due()
-                self._expire_when_due()
+                    self._sender.publish_pending()
+                    self._sender.resend_when_due()
+                self._sender.expire_when_due()
         except Exception:
             log.exception("MQTT link failed")
             self.fatal_error = "MQTT link thread crashed; see the log"
@@ -261,7 +255,7 @@ class MqttLink(threading.Thread):
         self.connected = True
         self._backoff.reset()
         server_max = getattr(properties, "ReceiveMaximum", None)
-        self._window = min(self.settings.max_inflight, int(server_max or 65535))
+        self._sender.window = min(self.settings.max_inflight, int(server_max or 65535))
         self.subscriptions.subscribe(self._client)  # resubscribe first, then the birth
         self._publish_status("online")
         for topic, payload in list(self._retained_latest.items()):
@@ -285,7 +279,7 @@ class MqttLink(threading.Thread):
     def _handle_puback(self, mid: int, code: int) -> None:
         if self.presence is not None and self.presence.answered(mid, code):
             return
-        seq = self._inflight.pop(mid, None)
+        seq = self._sender.inflight.pop(mid, None)
         if seq is None:
             return  # a status message, or an ack already handled
         self._confirmations.handle_puback(seq, code)
@@ -302,24 +296,6 @@ class MqttLink(threading.Thread):
         if self.presence.heard(payload, retained):
             self.connected = False
             self._client.disconnect()
-
-    def _resend_when_due(self) -> None:
-        """Send again what the back office has not confirmed in time (capped backoff)."""
-        due = self._unconfirmed.due(self._window - len(self._inflight))
-        if not due:
-            return
-        try:
-            messages = self.outbox.get(due)
-        except OutboxError as exc:  # e.g. an I/O error; the daemon restarts for a damaged one
-            self._outbox_failed(exc)
-            for seq in due:  # still unconfirmed: due again after the next wait
-                self._unconfirmed.send_later(seq)
-            return
-        for message in messages:
-            self._publish_result(message.seq, message.topic, message.payload)
-        self.stats.resent += len(messages)
-        log.info("%d result(s) not confirmed by the back office; sent again (next wait %.0f s)",
-                 len(messages), self._unconfirmed.wait_s)
 
     def _send_statuses(self) -> None:
         requested = False
@@ -350,48 +326,6 @@ class MqttLink(threading.Thread):
             retain=True,
             properties=self._status_properties,
         )
-
-    def _publish_pending(self) -> None:
-        room = self._window - len(self._inflight)
-        if room <= 0:
-            return
-        try:
-            messages = self.outbox.pending(after_seq=self._sent_seq, limit=room)
-        except OutboxError as exc:  # the daemon restarts to repair a damaged one
-            self._outbox_failed(exc)
-            return
-        self._read_failed = False
-        for message in messages:
-            self._sent_seq = message.seq
-            if not self._publish_result(message.seq, message.topic, message.payload):
-                break
-
-    def _outbox_failed(self, error: OutboxError) -> None:
-        """Say once that the outbox cannot be read; what waits in it stays there."""
-        if not self._read_failed:
-            log.error("cannot read the outbox; waiting results are not sent meanwhile: %s", error)
-        self._read_failed = True
-
-    def _publish_result(self, seq: int, topic: str, payload: bytes) -> bool:
-        """Publish one outbox message at QoS 1; False when the socket just failed."""
-        info = self._client.publish(topic, payload, qos=1, properties=self._result_properties)
-        # paho keeps a QoS 1 message in its session even when the socket just dropped,
-        # and resends it (DUP) after the reconnect, so it counts as in flight either way.
-        self._inflight[info.mid] = seq
-        self.stats.published += 1
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
-
-    def _expire_when_due(self) -> None:
-        now_s = time.monotonic()
-        if now_s >= self._next_expire_s:
-            self._next_expire_s = now_s + EXPIRE_EVERY_S
-            try:
-                expired = self.outbox.expire()
-            except OutboxError as exc:
-                log.error("could not expire old results: %s", exc)
-                return
-            if expired:
-                log.warning("dropped %d result(s) older than the outbox age limit", expired)
 
     def _shutdown(self) -> None:
         try:
