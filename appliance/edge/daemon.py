@@ -42,8 +42,9 @@ from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxError
 from appliance.transport.outbox_repair import open_outbox
-from appliance.transport.presence import PRESENCE_LEAF, Presence, PresenceKeeper
+from appliance.transport.presence import PRESENCE_LEAF, PresenceKeeper
 from appliance.transport.presence_look import PresenceLook
+from appliance.transport.presence_messages import Presence
 from appliance.transport.session_topics import SESSION_TOPICS_FILE
 from appliance.transport.topics import device_topic
 

@@ -7,9 +7,10 @@ step 3): each reconnects within seconds and they take the connection from each o
 mosquitto tells the dropped one no reason, so this cannot be told from a lost network.
 
 So at every connect a kiosk publishes a retained presence that names its process (a random id,
-its pid and host) and the how-manieth of its connections this is, and it reads its own presence
-topic. Only presences the broker hands over as retained at one of this process's subscribes
-count (MQTT 5 spec 3.3.1.3: RETAIN is 1 on those, 0 on live copies): each is what the topic held
+its pid and host) and the how-manieth of its connections this is (the messages and how a received
+one is read: transport/presence_messages.py), and it reads its own presence topic. Only
+presences the broker hands over as retained at one of this process's subscribes count (MQTT 5
+spec 3.3.1.3: RETAIN is 1 on those, 0 on live copies): each is what the topic held
 after this process started. Two different connection numbers of another process among them
 mean that process connected again since: it is alive. A dead one (killed with -9, its last
 presence still retained) never changes, so it stops nobody.
@@ -30,110 +31,30 @@ the id answers with its presence naming the question (``PresenceKeeper.answer``)
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.logsafe import shorten
+from appliance.transport.presence_messages import (
+    MAX_FOUND,
+    Presence,
+    Rival,
+    read_probe,
+    read_rival,
+)
 
 log = logging.getLogger(__name__)
 
 PRESENCE_LEAF = "presence"
-PRESENCE_SCHEMA = "appliance.presence/1"
-PROBE_SCHEMA = "appliance.presence-probe/1"  # a held-back kiosk's look asks who is alive
 UNANSWERED_LIMIT = 3  # connections lost in a row before the presence's PUBACK: refused
-MAX_FOUND = 4  # processes listed in ``found`` (more than two kiosks share an id only rarely)
-MAX_TEXT_CHARS = 255  # of a host name or process id read from a presence
 SHOWN_PAYLOAD_CHARS = 200  # of a presence that is not one, in the journal
-
-
-@dataclass(frozen=True)
-class Rival:
-    """Another live process under this device id, as its newest presence names it."""
-
-    process: str
-    host: str
-    pid: int
-    connection: int
-    found: tuple[str, ...]
-
-
-@dataclass
-class Presence:
-    """This process's presence: who it is, which of its connections is up, what it found."""
-
-    device_id: str
-    site: str
-    process: str = field(default_factory=lambda: uuid.uuid4().hex)
-    pid: int = field(default_factory=os.getpid)
-    host: str = field(default_factory=socket.gethostname)
-    connection: int = 0  # connections made so far
-    found: list[str] = field(default_factory=list)
-    arrived: bool = False  # the first connection is over, or its own presence came back
-
-    def payload(self, answers: str | None = None) -> bytes:
-        """The retained presence of the current connection; with ``answers``, the (not
-        retained) answer to a look's probe of that id (transport/presence_look.py)."""
-        data = {"schema": PRESENCE_SCHEMA, "device_id": self.device_id, "site": self.site,
-                "process": self.process, "pid": self.pid, "host": self.host,
-                "connection": self.connection, "found": self.found}
-        if answers is not None:
-            data["answers"] = answers
-        return json.dumps(data).encode()
-
-
-def probe_payload(probe: str) -> bytes:
-    """A look's question on the presence topic: which live process has this device id."""
-    return json.dumps({"schema": PROBE_SCHEMA, "probe": probe}).encode()
-
-
-def read_probe(payload: bytes) -> str | None:
-    """The id of the look's probe a payload is, or None for anything that is not one."""
-    data = _json_object(payload)
-    probe = data.get("probe") if data.get("schema") == PROBE_SCHEMA else None
-    return probe if isinstance(probe, str) and 0 < len(probe) <= MAX_TEXT_CHARS else None
-
-
-def read_answer(payload: bytes, probe: str) -> Rival | None:
-    """The live process a presence names when it answers the probe ``probe``, else None."""
-    rival = read_rival(payload)
-    return rival if rival is not None and _json_object(payload).get("answers") == probe else None
-
-
-def _json_object(payload: bytes) -> dict[str, Any]:
-    """A payload's JSON object (empty for anything else)."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def read_rival(payload: bytes) -> Rival | None:
-    """The process a presence names, or None for anything that is not a presence."""
-    data = _json_object(payload)
-    if data.get("schema") != PRESENCE_SCHEMA:
-        return None
-    found = data.get("found")
-    texts = [data.get("process"), data.get("host")]
-    numbers = [data.get("pid"), data.get("connection")]
-    if not (all(isinstance(t, str) and 0 < len(t) <= MAX_TEXT_CHARS for t in texts)
-            and all(type(n) is int and n > 0 for n in numbers)
-            and isinstance(found, list) and len(found) <= MAX_FOUND
-            and all(isinstance(f, str) and len(f) <= MAX_TEXT_CHARS for f in found)):
-        return None
-    return Rival(data["process"], data["host"], data["pid"], data["connection"], tuple(found))
 
 
 def holds_back(own: Presence, rival: Rival) -> bool:

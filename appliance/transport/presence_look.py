@@ -35,7 +35,7 @@ from appliance.transport.client import (
     new_client,
     reason_value,
 )
-from appliance.transport.presence import (
+from appliance.transport.presence_messages import (
     Presence,
     Rival,
     probe_payload,

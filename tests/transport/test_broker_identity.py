@@ -20,8 +20,8 @@ from appliance.config import config_from_mapping
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
-from appliance.transport.presence import Presence
 from appliance.transport.presence_look import NOBODY, PresenceLook
+from appliance.transport.presence_messages import Presence
 from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
 
 pytestmark = pytest.mark.broker

@@ -12,17 +12,19 @@ import pytest
 from appliance.transport.broker import free_port
 from appliance.transport.client import LinkSettings
 from appliance.transport.presence import (
-    PRESENCE_SCHEMA,
     UNANSWERED_LIMIT,
     DuplicateWatch,
-    Presence,
     PresenceKeeper,
     holds_back,
+)
+from appliance.transport.presence_look import LookOutcome, PresenceLook
+from appliance.transport.presence_messages import (
+    PRESENCE_SCHEMA,
+    Presence,
     probe_payload,
     read_answer,
     read_rival,
 )
-from appliance.transport.presence_look import LookOutcome, PresenceLook
 
 
 def presence(process: str, connection: int, found: list[str] | None = None) -> bytes:
