@@ -613,7 +613,7 @@ def choose_pores(found: Candidates, rule: PoreRule = RULE,
                           shift=shift)
     index = np.flatnonzero(passed)
     radius_work_px = own_diameters_um(found, rule)[index] / 2.0 / found.um_per_work_px
-    chosen = _deepest_apart(found.centres_work_px[index], found.shape.floor[index],
+    chosen = deepest_apart(found.centres_work_px[index], found.shape.floor[index],
                             radius_work_px)
     result: np.ndarray = index[chosen]
     return result
@@ -725,24 +725,47 @@ def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RUL
     return float(np.count_nonzero(~np.isin(chosen, kept))) / len(chosen)
 
 
-def _deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
+def deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
     """Indices of candidates kept deepest first, none inside the rim of one already kept."""
     order = np.argsort(-floor, kind="stable")
     xs, ys, rims = centres[order, 0], centres[order, 1], radius_px[order]
-    gaps = np.hypot(xs[:, None] - xs[None, :], ys[:, None] - ys[None, :])
-    overlaps = gaps < np.maximum(rims[:, None], rims[None, :])  # symmetric
+    first, second = _overlapping_pairs(xs, ys, rims)
     # a candidate that overlaps no other is kept and blocks none: only the others are walked
     # through in turn (speed only: most counted pits overlap none)
-    np.fill_diagonal(overlaps, True)
-    alone = np.count_nonzero(overlaps, axis=1) == 1  # itself only
-    blocked = alone.copy()
+    ends = np.concatenate([first, second])
+    others = np.concatenate([second, first])
+    alone = np.ones(len(order), dtype=bool)
+    alone[ends] = False
     kept = alone.copy()
+    blocked = alone.copy()
+    by_end = np.argsort(ends, kind="stable")
+    bounds = np.searchsorted(ends[by_end], np.arange(len(order) + 1))
+    others = others[by_end]
     for rank in np.flatnonzero(~alone):
         if not blocked[rank]:
             kept[rank] = True
-            blocked |= overlaps[rank]
+            blocked[others[bounds[rank]:bounds[rank + 1]]] = True
     result: np.ndarray = order[np.flatnonzero(kept)]
     return result
+
+
+def _overlapping_pairs(xs: np.ndarray, ys: np.ndarray,
+                       rims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of points (indices, each pair once) closer than the larger of their two rims.
+
+    Only the pairs less than the largest rim apart in x are measured (the distance is at least
+    that), found in the points sorted by x: a frame's pits are far apart for their size."""
+    count = len(xs)
+    by_x = np.argsort(xs, kind="stable")
+    sorted_x = xs[by_x]
+    stop = np.searchsorted(sorted_x, sorted_x + np.max(rims, initial=0.0), side="right")
+    after = np.maximum(stop - np.arange(1, count + 1), 0)  # the points after each within reach
+    near = np.repeat(np.arange(count), after)
+    far = near + 1 + np.arange(len(near)) - np.repeat(np.cumsum(after) - after, after)
+    first, second = by_x[near], by_x[far]
+    gaps = np.hypot(xs[first] - xs[second], ys[first] - ys[second])
+    close = gaps < np.maximum(rims[first], rims[second])
+    return first[close], second[close]
 
 
 def _pore_result(

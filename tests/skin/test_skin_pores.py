@@ -23,6 +23,7 @@ from appliance.skin.pore_profile import (
 from appliance.skin.pores import (
     HILL_RING_UM,
     Candidates,
+    deepest_apart,
     measure_candidates,
     own_diameters_um,
     pore_diameters_um,
@@ -594,3 +595,27 @@ def test_junctions_drawn_as_dark_as_the_pores_on_them_are_not_counted() -> None:
     scene = junction_scene(5, diameters, junction_darkness=0.35, junction_size=0.7)
     count = analyze(scene.rgb, scene.um_per_px).features.pore_count
     assert abs(count - len(diameters)) <= 1
+
+
+def _deepest_apart_by_every_pair(centres: np.ndarray, floor: np.ndarray,
+                                 radius_px: np.ndarray) -> list[int]:
+    """deepest_apart read plainly: deepest first, each kept unless a kept one lies closer than
+    the larger of the two rims."""
+    kept: list[int] = []
+    for pit in np.argsort(-floor, kind="stable"):
+        if all(np.hypot(*(centres[pit] - centres[other]))
+               >= max(radius_px[pit], radius_px[other]) for other in kept):
+            kept.append(int(pit))
+    return kept
+
+
+def test_deepest_apart_keeps_the_deepest_of_overlapping_pits_however_they_lie() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        count = int(rng.integers(0, 40))
+        centres = rng.random((count, 2)) * rng.choice([4.0, 30.0, 300.0])  # crowded to sparse
+        floor = np.round(rng.random(count) * 4.0)  # ties: the first of equals is deeper
+        radius_px = rng.random(count) * rng.choice([1.0, 5.0, 20.0])
+        assert deepest_apart(centres, floor, radius_px).tolist() == _deepest_apart_by_every_pair(
+            centres, floor, radius_px)
+
