@@ -229,10 +229,6 @@ class Shape:
     along: np.ndarray  # depth the deepest straight path out keeps to 1.5 rims (``along_of``)
     rim_px: np.ndarray  # (P, RAY_COUNT) each ray's rim radius, rays in angle order (fine px)
 
-    def rows(self, index: np.ndarray | slice) -> Shape:
-        """The profiles of some candidates only."""
-        return Shape(*(np.asarray(getattr(self, field.name))[index] for field in fields(self)))
-
 
 def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
                   radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -396,20 +392,33 @@ def _window_min(rays: Profiles, start: np.ndarray, reach: float) -> np.ndarray:
 
 def shape_of(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:
     """Rim radii, floor, skin, roundness and arms of each candidate (``arm_level``: how deep a
-    ray must stay to run down a furrow arm, ``ARM_LEVEL`` of the frame's furrow floor).
+    ray must stay to run down a furrow arm, ``ARM_LEVEL`` of the frame's furrow floor)."""
+    shape, _, _ = shape_and_gaps(depth, centres, arm_level, np.ones(len(centres), dtype=bool))
+    return shape
+
+
+def shape_and_gaps(depth: np.ndarray, centres: np.ndarray, arm_level: float,
+                   whole: np.ndarray) -> tuple[Shape, np.ndarray, np.ndarray]:
+    """``shape_of`` the candidates ``whole`` (bool per candidate), and the floor and gap of
+    every candidate: what ``typical_junction`` reads of the others, whose rims alone are read
+    (the rest of a profile costs about as much again).
 
     Read ``SHAPE_CHUNK`` candidates at a time: every row is its own, and the arrays of a chunk
     stay in the cache."""
     if len(centres) <= SHAPE_CHUNK:
-        return _shape_rows(depth, centres, arm_level)
-    parts = [_shape_rows(depth, centres[start:start + SHAPE_CHUNK], arm_level)
+        return _shape_rows(depth, centres, arm_level, whole)
+    parts = [_shape_rows(depth, centres[start:start + SHAPE_CHUNK], arm_level,
+                         whole[start:start + SHAPE_CHUNK])
              for start in range(0, len(centres), SHAPE_CHUNK)]
-    return Shape(*(np.concatenate([getattr(part, field.name) for part in parts])
-                   for field in fields(Shape)))
+    shape = Shape(*(np.concatenate([getattr(part[0], field.name) for part in parts])
+                    for field in fields(Shape)))
+    return shape, np.concatenate([part[1] for part in parts]), np.concatenate(
+        [part[2] for part in parts])
 
 
-def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:
-    """``shape_of`` for a few candidates at once."""
+def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
+                whole: np.ndarray) -> tuple[Shape, np.ndarray, np.ndarray]:
+    """``shape_and_gaps`` for a few candidates at once."""
     rays = profile(depth, centres)
     floor = bilinear(depth, centres[:, 0], centres[:, 1])
     ordered = np.sort(rays.depth, axis=2)
@@ -429,20 +438,26 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Sha
         beyond = (rays.radii_px[None, :] >= median[:, None]) & (
             rays.radii_px[None, :] <= SKIN_RING * median[:, None] + 1.5 * FINE)
         skin = np.minimum(np.where(beyond, lower, np.inf).min(axis=1), floor)
+    every_floor, every_gap = floor, rim[:, 1]
+    rows = np.flatnonzero(whole)
+    if len(rows) < len(centres):  # the rest of the profile for the whole candidates alone
+        rays = Profiles(rays.depth[rows], rays.radii_px)
+        with_floor = with_floor.reshape(len(centres), -1)[rows].reshape(-1, with_floor.shape[1])
+        floor, skin, crossed, rim, median = (a[rows] for a in (floor, skin, crossed, rim, median))
     own = np.minimum(rim, ARM_CUT * median[:, None])  # rays down a furrow arm stop at the rim
     radius = np.sqrt(np.mean(own**2, axis=1))  # area of the star-shaped rim = pi * radius**2
     gap = rim[:, 1]
     # np.minimum, not np.clip: the index is never negative (np.clip of integers checks its
     # bounds' type each call, longer than the clipping itself)
     ring = np.minimum(np.searchsorted(rays.radii_px, median + 2.0 * FINE), len(rays.radii_px) - 2)
-    rows = np.arange(len(centres))
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
-    return Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                 elongation, count, ends, arm_floor, outline_of(rays, radius), far_side,
-                 line_rest(rays.depth, floor), along_of(rays.depth, floor, radius), crossed)
+    shape = Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
+                  elongation, count, ends, arm_floor, outline_of(rays, radius), far_side,
+                  line_rest(rays.depth, floor), along_of(rays.depth, floor, radius), crossed)
+    return shape, every_floor, every_gap
 
 
 @dataclass(frozen=True)
@@ -471,12 +486,12 @@ def junction_sample(count: int) -> np.ndarray:
     return np.arange(0, count, max(1, count // JUNCTION_SAMPLE))
 
 
-def typical_junction(sample: Shape) -> Junctions:
+def typical_junction(floor: np.ndarray, gap_px: np.ndarray) -> Junctions:
     """Median floor and gap of the profiles of a sample of the candidates (``junction_sample``:
     the great majority of candidates are junctions)."""
-    if len(sample.floor) == 0:
+    if len(floor) == 0:
         return Junctions(1.0, 1.0)
-    return Junctions(median_of(sample.floor), median_of(sample.gap_px))
+    return Junctions(median_of(floor), median_of(gap_px))
 
 
 _NEIGHBOURS = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])  # 3 x 3, raster

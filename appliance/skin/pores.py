@@ -71,7 +71,7 @@ from appliance.skin.pore_profile import (
     median_of,
     ring_of,
     second_furrow,
-    shape_of,
+    shape_and_gaps,
     spread_of,
     to_fine,
     typical_junction,
@@ -333,14 +333,15 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
             | (floor >= rule.pit_min_contrast * furrow_floor) | profile_all
             | (nearby < rule.hill_max_arms * furrow_floor))
     # the junction sample and the deep pits are profiled in one pass (each row on its own),
-    # a pit in both once (speed only: a third to half of the sample is deep)
+    # a pit in both once (speed only: a third to half of the sample is deep); of the sample's
+    # other pits only the rims are read, all the junction floor and gap need
     sample = junction_sample(len(centres))
     profiled = deep.copy()
     profiled[sample] = True
     row = np.cumsum(profiled) - 1  # each profiled candidate's row
-    both = shape_of(fine, centres[profiled], ARM_LEVEL * furrow_floor)
-    junction = typical_junction(both.rows(row[sample]))
-    shape = both.rows(row[deep])
+    shape, floor_of, gap_of = shape_and_gaps(fine, centres[profiled], ARM_LEVEL * furrow_floor,
+                                             deep[profiled])
+    junction = typical_junction(floor_of[row[sample]], gap_of[row[sample]])
     blue = (blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
             if colour else np.zeros(len(shape.floor)))
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
