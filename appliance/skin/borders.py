@@ -107,6 +107,7 @@ class CrackMasks:
 
 def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     """Every crack: its cell-pair key and midpoint, sorted by key."""
+    # gathers of many elements by ndarray.take here and below: the values indexing reads, faster
     keys, xs, ys = [], [], []
     key_type = np.int32 if span * span < 2**31 else np.int64
     flat_labels = labels.ravel()
@@ -114,13 +115,13 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     for horizontal, differs in ((True, masks.right), (False, masks.below)):
         rows, cols = np.divmod(np.flatnonzero(differs), differs.shape[1])  # 10x faster: nonzero
         at = rows * width + cols
-        first = flat_labels[at].astype(key_type)
-        second = flat_labels[at + (1 if horizontal else width)].astype(key_type)
+        first = flat_labels.take(at).astype(key_type)
+        second = flat_labels.take(at + (1 if horizontal else width)).astype(key_type)
         keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
         xs.append(cols + (0.5 if horizontal else 0.0))
         ys.append(rows + (0.0 if horizontal else 0.5))
     all_keys, order = sort_order(np.concatenate(keys), span * span)
-    return _Cracks(all_keys, np.concatenate(xs)[order], np.concatenate(ys)[order])
+    return _Cracks(all_keys, np.concatenate(xs).take(order), np.concatenate(ys).take(order))
 
 
 def sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,9 +140,9 @@ def sort_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray
         shift = 16
         while key_bound > 1 << shift:  # the next digit, stably on the order so far
             digit = (keys >> shift).astype(np.uint16)
-            order = order[np.argsort(digit[order], kind="stable")]
+            order = order.take(np.argsort(digit.take(order), kind="stable"))
             shift += 16
-        return keys[order].astype(np.int64, copy=False), order
+        return keys.take(order).astype(np.int64, copy=False), order
     index_bits = max(len(keys).bit_length(), 1)
     if key_bound >= 2 ** (63 - index_bits):
         order = np.argsort(keys)
@@ -281,15 +282,15 @@ def _block_cracks(labels: np.ndarray, blocks: _MeetingBlocks, chains: _Chains,
     # the pixel left of or above each crack; per block the crack below or right of the block's
     # first pixel (its block above or left of the crack), then the one at it
     pixel = np.concatenate([at + width, at, at + 1, at])
-    first = flat[pixel]
-    second = flat[np.concatenate([at + (width + 1), at + 1, at + (width + 1), at + width])]
+    first = flat.take(pixel)
+    second = flat.take(np.concatenate([at + (width + 1), at + 1, at + (width + 1), at + width]))
     present = np.flatnonzero(first != second)
-    first, second = first[present].astype(np.int64), second[present].astype(np.int64)
+    first, second = first.take(present).astype(np.int64), second.take(present).astype(np.int64)
     keys = np.minimum(first, second) * span + np.maximum(first, second)
     kind = present // count  # bit 1: between upper and lower neighbours; bit 0: second block
     # the sorted crack list's order (pair, direction, raster), then the blocks' order, packed
     # into one number (below span² 2^(pixel_bits + 2): 2^63 for 10^6 cells of 10^6 pixels)
-    record = ((keys << 1) | (kind >> 1)) << pixel_bits | pixel[present]
+    record = ((keys << 1) | (kind >> 1)) << pixel_bits | pixel.take(present)
     record, _ = sort_order((record << 1) | (kind & 1), span * span << (pixel_bits + 2))
     second_block = (record & 1) == 1
     record >>= 1
@@ -313,17 +314,18 @@ def _chain_end_junctions(block_cracks: _BlockCracks, chains: _Chains) -> np.ndar
     chain, junction = block_cracks.chain, block_cracks.junction
     count = len(chains.count)
     ends = np.zeros(2 * count, dtype=np.int64)
-    cos, sin = chains.cos[chain], chains.sin[chain]
+    cos, sin = chains.cos.take(chain), chains.sin.take(chain)
     # each block's centre lies half a pixel from the crack
     half_step = 0.5 * np.where(block_cracks.across, sin, cos)
-    half_step[chains.count[chain] == 1] = 0.5  # a lone crack has no direction: the blocks' order
+    # a lone crack has no direction: the blocks' order
+    half_step[chains.count.take(chain) == 1] = 0.5
     along = block_cracks.x * cos + block_cracks.y * sin  # from the chain's centre
-    along -= chains.mean_x[chain] * cos + chains.mean_y[chain] * sin
+    along -= chains.mean_x.take(chain) * cos + chains.mean_y.take(chain) * sin
     along = np.where(block_cracks.second, along + half_step, along - half_step)
     for side, reduce, bound in ((0, np.minimum, np.inf), (1, np.maximum, -np.inf)):
         outermost = np.full(count, bound)
         reduce.at(outermost, chain, along)
-        end = along == outermost[chain]
+        end = along == outermost.take(chain)
         end &= (along < 0.0) if side == 0 else (along >= 0.0)
         at_end = np.flatnonzero(end)  # in crack order: of equal ones the last stays
         ends[side * count + chain[at_end]] = junction[at_end]

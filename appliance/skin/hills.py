@@ -113,7 +113,7 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     cores_mask = np.less_equal(response, CORE_LEVEL)
     core_count, cores = label_components(cores_mask, connectivity=4)
     core_pixels = np.flatnonzero(cores_mask)
-    core_of_pixel = cores.ravel()[core_pixels]
+    core_of_pixel = cores.ravel().take(core_pixels)
     # the core pixels in runs of one core each (a core lies in one region: a run's first pixel
     # says which); the runs' lengths summed per core, exact in float64, are its area
     runs = run_starts(core_of_pixel)
@@ -216,19 +216,19 @@ def _sibling_borders(
     flat_cells, flat_response = cells.ravel(), response.ravel()
     keys, deepest = [], []
     for step, cracks in _cracks_within(masks, core, width):
-        first = flat_cells[cracks].astype(np.int64)
-        second = flat_cells[cracks + step].astype(np.int64)
+        first = flat_cells.take(cracks).astype(np.int64)
+        second = flat_cells.take(cracks + step).astype(np.int64)
         # the sibling cracks taken out first: the keys and depths of those alone
-        siblings = np.flatnonzero(seeds.region[first] == seeds.region[second])
-        first, second, at = first[siblings], second[siblings], cracks[siblings]
+        siblings = np.flatnonzero(seeds.region.take(first) == seeds.region.take(second))
+        first, second, at = first.take(siblings), second.take(siblings), cracks.take(siblings)
         keys.append(np.minimum(first, second) * span + np.maximum(first, second))
-        deepest.append(np.maximum(flat_response[at], flat_response[at + step]))
+        deepest.append(np.maximum(flat_response.take(at), flat_response.take(at + step)))
     all_keys = np.concatenate(keys)
     if len(all_keys) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
     sorted_keys, order = sort_order(all_keys, span * span)
     starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-    on_furrow = (np.concatenate(deepest)[order] > FURROW_LEVEL).view(np.uint8)
+    on_furrow = (np.concatenate(deepest).take(order) > FURROW_LEVEL).view(np.uint8)
     share = np.add.reduceat(on_furrow, starts, dtype=np.int64) / np.diff(
         np.concatenate([starts, [len(sorted_keys)]]))
     pair_keys = sorted_keys[starts]
