@@ -574,8 +574,10 @@ def colour_at(rgb: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     fx, fy = (xs - x0)[..., None], (ys - y0)[..., None]
     pixels = rgb.reshape(-1, 3)
     index = y0 * width + x0
-    top = pixels[index] * (1 - fx) + pixels[index + 1] * fx
-    bottom = pixels[index + width] * (1 - fx) + pixels[index + width + 1] * fx
+    # whole pixels by ndarray.take: the values indexing reads, faster
+    top = pixels.take(index, axis=0) * (1 - fx) + pixels.take(index + 1, axis=0) * fx
+    bottom = (pixels.take(index + width, axis=0) * (1 - fx)
+              + pixels.take(index + width + 1, axis=0) * fx)
     result: np.ndarray = top * (1 - fy) + bottom * fy
     return result
 
