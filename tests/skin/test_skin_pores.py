@@ -6,6 +6,7 @@ generator's scale), so every test knows exactly what is in the frame.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 
 import cv2
@@ -18,6 +19,7 @@ from appliance.skin.pore_profile import (
     Junctions,
     ring_of,
     second_furrow,
+    shape_and_gaps,
     shape_of,
 )
 from appliance.skin.pores import (
@@ -618,4 +620,17 @@ def test_deepest_apart_keeps_the_deepest_of_overlapping_pits_however_they_lie() 
         radius_px = rng.random(count) * rng.choice([1.0, 5.0, 20.0])
         assert deepest_apart(centres, floor, radius_px).tolist() == _deepest_apart_by_every_pair(
             centres, floor, radius_px)
+
+
+def test_shape_and_gaps_reads_the_whole_profile_of_the_chosen_pits_and_every_rim() -> None:
+    rng = np.random.default_rng(3)
+    depth = cv2.GaussianBlur(rng.random((240, 320), dtype=np.float32), (0, 0), 3.0)
+    centres = np.round(rng.random((60, 2)) * [300.0, 220.0]) + 10.0
+    every = shape_of(depth, centres, ARM_LEVEL * 0.3)
+    for whole in (rng.random(60) < 0.5, np.zeros(60, dtype=bool)):
+        shape, floor, gap = shape_and_gaps(depth, centres, ARM_LEVEL * 0.3, whole)
+        for field in dataclasses.fields(shape):
+            assert np.array_equal(getattr(shape, field.name), getattr(every, field.name)[whole])
+        assert np.array_equal(floor, every.floor)
+        assert np.array_equal(gap, every.gap_px)
 
