@@ -353,9 +353,11 @@ class BatchWriter(threading.Thread):
                   masked_url(self._store.url), error)
         fresh: list[str] = []
         keep = self._keep()
-        parts = [Batch(results=[row], topic_prefix=batch.topic_prefix) for row in batch.results]
-        parts += [Batch(statuses=[row]) for row in batch.statuses]
-        parts += [Batch(dead_letters=[letter]) for letter in batch.dead_letters]
+        prefix = batch.topic_prefix  # each part's prune reads device topics under it
+        parts = [Batch(results=[row], topic_prefix=prefix) for row in batch.results]
+        parts += [Batch(statuses=[row], topic_prefix=prefix) for row in batch.statuses]
+        parts += [Batch(dead_letters=[letter], topic_prefix=prefix)
+                  for letter in batch.dead_letters]
         for part in parts:
             try:
                 fresh += self._store.write_batch(part, *keep)
@@ -379,7 +381,7 @@ class BatchWriter(threading.Thread):
         topic = f"{self._triage.topic_prefix}/{row[2]}/{row[1]}/result"
         letter = dead_letter(row[4], topic, f"the store refused it: {error}",
                              str(row[-1]).encode(), self._triage.dead_letter_max_bytes)
-        aside = Batch(dead_letters=[letter])
+        aside = Batch(dead_letters=[letter], topic_prefix=self._triage.topic_prefix)
         self._store.write_batch(aside, *self._keep())
         part.pruned_only_copies.update(aside.pruned_only_copies)
 

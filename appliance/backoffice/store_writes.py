@@ -58,7 +58,9 @@ class Batch:
     results: list[tuple[Any, ...]] = field(default_factory=list)
     statuses: list[tuple[Any, ...]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    topic_prefix: str = "appliance"  # names the topic of a result set aside as a conflict
+    # the topic prefix of the messages: names the topic of a result set aside as a conflict,
+    # and tells which pruned letters were on a device's result topic (a worker passes its own)
+    topic_prefix: str = "appliance"
     # written by the store: (site, device) -> letters kept before that the bounds pruned now,
     # each the only copy of a result its kiosk was told to drop
     pruned_only_copies: Counter[tuple[str, str]] = field(default_factory=Counter)

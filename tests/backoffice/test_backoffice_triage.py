@@ -6,13 +6,14 @@ import json
 import random
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
 from appliance.backoffice import batcher
 from appliance.backoffice.batcher import BatchWriter, Inbound, Triage
-from appliance.backoffice.schema import DeadLetter
-from appliance.backoffice.store import Batch
+from appliance.backoffice.schema import DeadLetter, dead_letter
+from appliance.backoffice.store import Batch, Store, open_store
 from appliance.config import BackofficeConfig
 from appliance.synthetic import fleet
 
@@ -184,3 +185,56 @@ def test_a_dead_letter_kept_cut_or_refused_by_the_store_is_not_confirmed() -> No
 
     whole = Inbound("p/lab/k1/result", refused, 1, 1)
     assert _confirmed(RefusesDeadLetters(), [whole]) == []
+
+
+class _RefusesWholeBatches:
+    """A real store that refuses any batch of more than one message (a constraint one of
+    them breaks, say), so the writer commits them one by one."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.url = store, store.url
+
+    def write_batch(self, batch: Batch, rows: int, max_bytes: int = 0) -> list[str]:
+        if len(batch.results) + len(batch.statuses) + len(batch.dead_letters) > 1:
+            raise sqlite3.IntegrityError("CHECK constraint failed")
+        return self.store.write_batch(batch, rows, max_bytes)
+
+    def reconnect(self) -> None:
+        self.store.reconnect()
+
+
+def test_only_copies_pruned_by_a_batch_committed_part_by_part_are_counted_under_any_prefix(
+    tmp_path: Path,
+) -> None:
+    """The parts of a refused batch (and a result set aside) were written as batches of the
+    default topic prefix 'appliance': under prefix 'p' a letter they pruned was no device's,
+    so a result whose only copy it was went uncounted and unwarned."""
+    store = open_store(f"sqlite:///{tmp_path / 'bo.sqlite3'}")
+    try:
+        _, old = _invalid(3)
+        store.write_batch(Batch(dead_letters=[dead_letter(
+            "2026-11-26T00:00:00.000000Z", "p/lab/k1/result", "bad", old)], topic_prefix="p"), 10)
+        acked: list[int] = []
+        writer = BatchWriter(
+            _RefusesWholeBatches(store),  # type: ignore[arg-type]
+            BackofficeConfig(batch_interval_ms=200, dead_letter_max_rows=1),
+            Triage("p", 65536),
+            lambda batch: acked.extend(m.mid for m in batch),
+        )
+        valid = fleet.sample_result(random.Random(5), "lab", "k2", 0).to_json()
+        writer.inbox.put(Inbound("p/lab/k2/result", valid, 1, 1))
+        writer.inbox.put(Inbound("p/lab/k3/result", _invalid(4)[1], 2, 1))
+        writer.start()
+        deadline = time.monotonic() + 20
+        while len(acked) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        writer.stop_event.set()
+        writer.join(20)
+        assert sorted(acked) == [1, 2]
+        assert (writer.stats.stored, writer.stats.dead_letters) == (1, 1)
+        assert writer.stats.only_copies_pruned == 1  # on main: 0
+        lost = store.pruned_only_copies(10)
+        assert [row[:3] for row in lost.worst] == [("lab", "k1", 1)]
+        assert [d.topic for d in store.dead_letters()] == ["p/lab/k3/result"]
+    finally:
+        store.close()
