@@ -5,8 +5,8 @@ RecursionError, which is not a ValueError: a reader that refuses bad JSON with
 ``except ValueError`` would crash on it instead (a job server killed by one message that the
 broker then redelivers). Here that case raises JsonNestingError, a ValueError, so every
 reader refuses it the way it refuses any other malformed JSON. So is an integer longer than
-Python converts (4300 digits by default): JsonNumberError names its length in place of the
-interpreter's hint to raise the limit.
+Python converts (4300 digits by default, and 4300 too where the interpreter's limit is switched
+off): JsonNumberError names its length in place of the interpreter's hint to raise the limit.
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ class JsonNumberError(ValueError):
     """An integer with more digits than Python converts from text."""
 
 
+def max_int_digits() -> int:
+    """The most digits an integer read from JSON may have: the interpreter's limit, or its
+    default (4300) where that is switched off (0: PYTHONINTMAXSTRDIGITS=0), which would
+    otherwise let one hostile number take seconds of quadratic conversion."""
+    return sys.get_int_max_str_digits() or sys.int_info.default_max_str_digits
+
+
 def _bounded_int(text: str) -> int:
-    digits = len(text) - text.startswith("-")
-    if digits > sys.get_int_max_str_digits():
-        raise JsonNumberError(f"an integer of {digits} digits (at most "
-                              f"{sys.get_int_max_str_digits()} are read)")
+    digits, limit = len(text) - text.startswith("-"), max_int_digits()
+    if digits > limit:
+        raise JsonNumberError(f"an integer of {digits} digits (at most {limit} are read)")
     return int(text)
 
 

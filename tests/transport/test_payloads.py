@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -146,6 +148,29 @@ def test_an_integer_too_long_to_convert_is_a_payload_error_naming_its_length(
 ) -> None:
     text = json.dumps(result_dict()).replace('"pore_count": 12', f'"pore_count": -{"9" * digits}')
     with pytest.raises(PayloadError, match=rf"an integer of {digits} digits \(at most 4300"):
+        parse_payload(text.encode(), Result)
+
+
+@pytest.fixture
+def no_interpreter_digit_limit() -> Iterator[None]:
+    """The interpreter's own limit switched off (PYTHONINTMAXSTRDIGITS=0, -X
+    int_max_str_digits=0): sys.get_int_max_str_digits() is then 0."""
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(before)
+
+
+@pytest.mark.usefixtures("no_interpreter_digit_limit")
+def test_with_the_interpreters_digit_limit_off_results_parse_and_long_integers_stay_out() -> None:
+    """safejson took 0 for the bound: every JSON integer, pore_count 12 too, was 'an integer of
+    2 digits (at most 0 are read)', so every result a back office run so received was
+    dead-lettered."""
+    assert parse_payload(json.dumps(result_dict()).encode(), Result).features.pore_count == 12
+    text = json.dumps(result_dict()).replace('"pore_count": 12', f'"pore_count": {"9" * 5000}')
+    with pytest.raises(PayloadError, match=r"an integer of 5000 digits \(at most 4300"):
         parse_payload(text.encode(), Result)
 
 
