@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from appliance.boundedread import TooLargeError, read_bounded
 from appliance.config.section import Section
 
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
@@ -75,10 +76,38 @@ class MqttConfig(Section):
         return data
 
     def password(self) -> str | None:
-        """The broker password from the environment or systemd credentials, if any."""
+        """The broker password from the environment or systemd credentials, if any;
+        PasswordError (a ValueError: the daemons exit 2) naming where one came from that MQTT
+        cannot send."""
         if PASSWORD_ENV in os.environ:
-            return os.environ[PASSWORD_ENV]
+            return _sendable(os.environ[PASSWORD_ENV], f"${PASSWORD_ENV}")
         cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
         if cred_dir and (Path(cred_dir) / PASSWORD_CREDENTIAL).is_file():
-            return (Path(cred_dir) / PASSWORD_CREDENTIAL).read_text().strip()
+            path = Path(cred_dir) / PASSWORD_CREDENTIAL
+            try:  # the whole file is read: bounded, as the password in it is
+                text = read_bounded(path, MAX_CREDENTIAL_FILE_BYTES).decode().strip()
+            except TooLargeError as exc:
+                raise PasswordError(f"the MQTT password credential file {exc}: MQTT sends a "
+                                    f"password of at most {MAX_PASSWORD_BYTES} bytes") from exc
+            return _sendable(text, f"the credential file {path}")
         return None
+
+
+# MQTT 5 spec 1.5.6: binary data (the password) is at most 65535 bytes; past that the link
+# thread died building its CONNECT (struct.error) and the daemon was restarted for ever
+MAX_PASSWORD_BYTES = 65535
+MAX_CREDENTIAL_FILE_BYTES = MAX_PASSWORD_BYTES + 4096  # room for the whitespace stripped
+
+
+class PasswordError(ValueError):
+    """The broker password cannot be sent: the message names where it came from, not it."""
+
+
+def _sendable(password: str, source: str) -> str:
+    """``password`` when MQTT can send it, else PasswordError naming ``source``."""
+    size = len(password.encode("utf-8", "surrogateescape"))
+    if size > MAX_PASSWORD_BYTES:
+        raise PasswordError(f"the MQTT password from {source} has {size} bytes; MQTT sends "
+                            f"at most {MAX_PASSWORD_BYTES} (a password file or value pasted "
+                            "twice?): set the broker login's password there")
+    return password
