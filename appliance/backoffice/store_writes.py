@@ -97,13 +97,11 @@ class IngestWrites:
                 self._upsert_statuses(cur, batch.statuses)
             letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
             if letters:
-                newest_before = self._newest_letter_id(cur)
-                totals = self._insert_dead_letters(cur, letters)
+                totals, new_ids = self._insert_dead_letters(cur, letters)
                 cut = self._prune_cut(cur, totals, dead_letter_max_rows,
                                       dead_letter_max_total_bytes)
                 if cut is not None:
-                    pruned = self._only_copies_below(cur, min(cut, newest_before + 1),
-                                                     batch.topic_prefix)
+                    pruned = self._only_copies_below(cur, cut, new_ids, batch.topic_prefix)
                     self._count_pruned(cur, pruned)
                     self._remove_letters(cur, "id < ?", (cut,))
                 kept = self._still_kept(cur, batch.dead_letters)
@@ -245,21 +243,27 @@ class IngestWrites:
             rows,
         )
 
-    def _insert_dead_letters(self, cur: Any, letters: Sequence[DeadLetter]) -> tuple[int, int]:
+    def _insert_dead_letters(
+        self, cur: Any, letters: Sequence[DeadLetter]
+    ) -> tuple[tuple[int, int], set[int]]:
         """Keep each letter once (one received again is already here); returns the kept
-        letters' count and size, this batch's included (``dead_letter_totals``)."""
+        letters' count and size, this batch's included (``dead_letter_totals``), and the ids
+        of the letters this batch added."""
         one = "(" + ",".join("?" * len(_LETTER_COLUMNS)) + ")"
         sizes: list[int] = []
+        new_ids: set[int] = set()
         for start in range(0, len(letters), _LETTERS_AT_ONCE):
             chunk = letters[start : start + _LETTERS_AT_ONCE]
             cur.execute(self._sql(
                 f"INSERT INTO dead_letters ({','.join(_LETTER_COLUMNS)}) VALUES "
                 f"{','.join([one] * len(chunk))} ON CONFLICT (letter_sha256) DO NOTHING "
-                f"RETURNING {LETTER_SIZE_SQL}"),
+                f"RETURNING id, {LETTER_SIZE_SQL}"),
                 [value for d in chunk for value in (d.received_at, d.topic, d.reason,
                                                     d.payload_bytes, d.payload, d.letter_sha256)])
-            sizes += [int(row[0]) for row in cur.fetchall()]
-        return self._add_to_letter_totals(cur, len(sizes), sum(sizes))
+            for letter_id, size in cur.fetchall():
+                new_ids.add(int(letter_id))
+                sizes.append(int(size))
+        return self._add_to_letter_totals(cur, len(sizes), sum(sizes)), new_ids
 
     def _remove_letters(self, cur: Any, where: str, params: Sequence[Any]) -> None:
         """Delete the dead letters ``where`` picks, taking them off ``dead_letter_totals``."""
@@ -277,11 +281,6 @@ class IngestWrites:
             "RETURNING letters, letter_bytes"), (letters, letter_bytes))
         row = cur.fetchone()
         return int(row[0]), int(row[1])
-
-    def _newest_letter_id(self, cur: Any) -> int:
-        """The id of the newest dead letter (0: none)."""
-        cur.execute("SELECT COALESCE(MAX(id), 0) FROM dead_letters")
-        return int(cur.fetchone()[0])
 
     def _prune_cut(
         self, cur: Any, totals: tuple[int, int], keep_rows: int, keep_bytes: int
@@ -315,19 +314,25 @@ class IngestWrites:
                 return
             after, page_size = page[-1][0], _SIZES_AT_ONCE
 
-    def _only_copies_below(self, cur: Any, below_id: int, prefix: str) -> Counter[tuple[str, str]]:
+    def _only_copies_below(
+        self, cur: Any, below_id: int, new_ids: set[int], prefix: str
+    ) -> Counter[tuple[str, str]]:
         """By (site, device): the letters below ``below_id`` that were a result's only copy.
 
         A refused result kept whole on its device's result topic that names a measurement id
         is confirmed to that kiosk, which then drops it (``Triage.refused_results``); so is a
-        result set aside as a conflict. Letters of the batch being written are above
-        ``below_id``: one pruned at once is not confirmed, its kiosk still holds it. In id
-        order: PostgreSQL plans a cursor for its first rows, so it walks the id index up to
-        ``below_id`` rather than the whole table, also before it has the table's statistics."""
+        result set aside as a conflict. The batch's own letters (``new_ids``) are not: one
+        pruned at once is not confirmed, its kiosk still holds it. Every other letter is, also
+        one another worker committed while this one waited for the totals row (its id may lie
+        between this batch's and the ones before). In id order: PostgreSQL plans a cursor for
+        its first rows, so it walks the id index up to ``below_id`` rather than the whole
+        table, also before it has the table's statistics."""
         pruned: Counter[tuple[str, str]] = Counter()
-        for topic, payload in _streamed(cur, self.postgres, self._sql(
-                "SELECT topic, payload FROM dead_letters WHERE id < ? AND topic LIKE ? AND "
+        for letter_id, topic, payload in _streamed(cur, self.postgres, self._sql(
+                "SELECT id, topic, payload FROM dead_letters WHERE id < ? AND topic LIKE ? AND "
                 "payload_bytes = LENGTH(payload) ORDER BY id"), (below_id, "%/result")):
+            if int(letter_id) in new_ids:
+                continue
             where = parse_device_topic(prefix, str(topic))
             if where is not None and where[2] == "result" and named_measurement_id(
                     bytes(payload)) is not None:
