@@ -303,16 +303,19 @@ class Store(ConsoleQueries, IngestWrites):
             f"(SELECT subject_id FROM results WHERE {banded} GROUP BY subject_id "
             "HAVING COUNT(*) > 1) ORDER BY subject_id, captured_at, measurement_id", [])
 
-    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
-        """The rows of one SELECT (``?`` placeholders), fetched 1,000 at a time as they are
-        read, so a query over millions of results holds one batch in memory."""
+    def _stream(self, sql: str, params: Sequence[Any],
+                rows_at_once: int = 1000) -> Iterator[tuple[Any, ...]]:
+        """The rows of one SELECT (``?`` placeholders), fetched ``rows_at_once`` at a time as
+        they are read, so a query over millions of results holds one batch in memory; inside
+        a transaction (``write_batch``'s) it reads what that transaction sees."""
         if not self.postgres:  # SQLite steps through the table as rows are fetched
-            yield from _in_batches(self._conn.cursor(), sql, params)
+            yield from _in_batches(self._conn.cursor(), sql, params, rows_at_once)
             return
         # psycopg's plain cursor takes the whole answer into memory at once (an export of
-        # millions of results); a named one is a server-side cursor, read 1,000 rows a time
+        # millions of results); a named one is a server-side cursor, read a batch at a time.
+        # It needs a transaction: its own, or a savepoint in the one already open
         with self._conn.transaction(), self._conn.cursor(name="select_results") as cur:
-            yield from _in_batches(cur, self._sql(sql), params)
+            yield from _in_batches(cur, self._sql(sql), params, rows_at_once)
 
     def count_matching(self, device: str | None = None, since: str | None = None) -> int:
         """How many stored results match the device and start-time filter."""
@@ -363,10 +366,11 @@ def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> S
     return store
 
 
-def _in_batches(cur: Any, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
-    """The rows of ``sql``, fetched 1,000 at a time."""
+def _in_batches(cur: Any, sql: str, params: Sequence[Any],
+                rows_at_once: int) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql``, fetched ``rows_at_once`` at a time."""
     cur.execute(sql, params)
-    while rows := cur.fetchmany(1000):
+    while rows := cur.fetchmany(rows_at_once):
         yield from rows
 
 

@@ -75,6 +75,8 @@ class IngestWrites:
         def _sql(self, text: str) -> str: ...
         def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
         def _transaction(self) -> AbstractContextManager[Any]: ...
+        def _stream(self, sql: str, params: Sequence[Any],
+                    rows_at_once: int = 1000) -> Iterator[tuple[Any, ...]]: ...
 
     def write_batch(
         self, batch: Batch, dead_letter_max_rows: int, dead_letter_max_total_bytes: int = 2**62
@@ -101,7 +103,7 @@ class IngestWrites:
                 cut = self._prune_cut(cur, totals, dead_letter_max_rows,
                                       dead_letter_max_total_bytes)
                 if cut is not None:
-                    pruned = self._only_copies_below(cur, cut, new_ids, batch.topic_prefix)
+                    pruned = self._only_copies_below(cut, new_ids, batch.topic_prefix)
                     self._count_pruned(cur, pruned)
                     self._remove_letters(cur, "id < ?", (cut,))
                 kept = self._still_kept(cur, batch.dead_letters)
@@ -315,7 +317,7 @@ class IngestWrites:
             after, page_size = page[-1][0], _SIZES_AT_ONCE
 
     def _only_copies_below(
-        self, cur: Any, below_id: int, new_ids: set[int], prefix: str
+        self, below_id: int, new_ids: set[int], prefix: str
     ) -> Counter[tuple[str, str]]:
         """By (site, device): the letters below ``below_id`` that were a result's only copy.
 
@@ -328,9 +330,10 @@ class IngestWrites:
         its first rows, so it walks the id index up to ``below_id`` rather than the whole
         table, also before it has the table's statistics."""
         pruned: Counter[tuple[str, str]] = Counter()
-        for letter_id, topic, payload in _streamed(cur, self.postgres, self._sql(
+        for letter_id, topic, payload in self._stream(
                 "SELECT id, topic, payload FROM dead_letters WHERE id < ? AND topic LIKE ? AND "
-                "payload_bytes = LENGTH(payload) ORDER BY id"), (below_id, "%/result")):
+                "payload_bytes = LENGTH(payload) ORDER BY id", (below_id, "%/result"),
+                _LETTERS_AT_ONCE):
             if int(letter_id) in new_ids:
                 continue
             where = parse_device_topic(prefix, str(topic))
@@ -348,19 +351,6 @@ class IngestWrites:
             "letters = pruned_only_copies.letters + excluded.letters, "
             "last_pruned_at = excluded.last_pruned_at"),
             [(site, device, letters, at) for (site, device), letters in pruned.items()])
-
-
-def _streamed(cur: Any, postgres: bool, sql: str, params: Sequence[Any]) -> Iterator[Any]:
-    """The rows of ``sql`` in ``cur``'s transaction, a few at a time: a plain psycopg cursor
-    takes the whole answer into memory (every payload a lowered bound prunes), a named one is
-    read on the server; SQLite steps through the table as rows are fetched."""
-    reader = cur.connection.cursor(name="pruned_letters") if postgres else cur.connection.cursor()
-    try:
-        reader.execute(sql, params)
-        while rows := reader.fetchmany(_LETTERS_AT_ONCE):
-            yield from rows
-    finally:
-        reader.close()
 
 
 def _pruned_warning(pruned: Counter[tuple[str, str]]) -> str:
