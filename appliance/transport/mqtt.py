@@ -103,6 +103,9 @@ class MqttLink(threading.Thread):
         self._connect_started_s = 0.0
         self._next_attempt_s = 0.0
         self._status_properties = publish_properties(None)
+        # the clean stop's "offline" status: its message id, then its PUBACK's reason code
+        self._last_status_mid: int | None = None
+        self._last_status_code: int | None = None
         self._client = new_client(settings, will=(status_topic, status_payload("offline")))
         self._callbacks.install(self._client)
         self._sender = ResultSender(settings, outbox, self._client, self.stats, unconfirmed)
@@ -277,6 +280,9 @@ class MqttLink(threading.Thread):
             self._next_attempt_s = time.monotonic() + self._backoff.next_delay_s()
 
     def _handle_puback(self, mid: int, code: int) -> None:
+        if mid == self._last_status_mid:
+            self._last_status_code = code
+            return
         if self.presence is not None and self.presence.answered(mid, code):
             return
         seq = self._sender.inflight.pop(mid, None)
@@ -348,20 +354,34 @@ class MqttLink(threading.Thread):
         for its PUBACK: then a normal DISCONNECT (None). The last will was built at the start,
         so the back office, which keeps a device's numbers from its newest status, kept those
         of the last "online" one instead (an outbox of 1 for a kiosk that stopped with it
-        empty). Without the PUBACK, DISCONNECT reason 0x04 has the broker publish the will."""
+        empty). Without the PUBACK, or with one that refuses the status (reason code 0x80 and
+        above, spec 3.4.2.1: paho counts it published all the same), DISCONNECT reason 0x04
+        has the broker publish the will."""
         if not self.connected:
             return will_disconnect_reason()
         try:
             info = self._client.publish(self.status_topic, self._status_payload("offline"),
                                         qos=1, retain=True, properties=self._status_properties)
+            self._last_status_mid = info.mid
             deadline_s = time.monotonic() + LAST_STATUS_WAIT_S
-            while (not info.is_published() and time.monotonic() < deadline_s
+            while (self._last_status_code is None and time.monotonic() < deadline_s
                    and self._client.socket() is not None):
                 self._io_once()
-            return None if info.is_published() else will_disconnect_reason()
+                self._handle_events()
+            return self._last_status_reason()
         except Exception:  # best effort on the way out; the will covers a failure
             log.debug("last status on shutdown failed", exc_info=True)
             return will_disconnect_reason()
+
+    def _last_status_reason(self) -> ReasonCode | None:
+        """A normal DISCONNECT once the broker took the last status, else reason 0x04."""
+        code = self._last_status_code
+        if code is not None and code < 0x80:
+            return None
+        if code is not None:
+            log.warning("the broker refused the offline status on %s (PUBACK reason code "
+                        "0x%02X); leaving with the last will instead", self.status_topic, code)
+        return will_disconnect_reason()
 
 
 def _wake_pair() -> tuple[socket.socket, socket.socket]:

@@ -16,9 +16,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.transport.acks import encode_acks
 from appliance.transport.broker import PrivateBroker, free_port
+from appliance.transport.callbacks import QueuedCallbacks
 from appliance.transport.client import BrokerRefusedError, LinkSettings, new_client
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
@@ -179,6 +182,60 @@ def test_birth_is_retained_online_and_a_stop_leaves_offline(
     cleaner.connect(mqtt_broker.host, mqtt_broker.port)
     cleaner.publish(f"{topic_prefix}/status", b"", retain=True).wait_for_publish(5)
     cleaner.disconnect()
+
+
+def test_a_refused_last_status_leaves_with_the_will(
+    private_broker: Any, tmp_path: Path, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A PUBACK that refuses the clean stop's "offline" status (0x87) is no delivery: the
+    kiosk ends with DISCONNECT 0x04 and the broker publishes the will. mosquitto 2.0 cannot
+    refuse that one publish alone (its ACL refuses the will too and drops the client), so the
+    link's PUBACK callback reports the refusal for that message id."""
+    status_topic = f"{topic_prefix}/status"
+    stopping = threading.Event()
+    refused: set[int] = set()
+    publish, on_publish = mqtt.Client.publish, QueuedCallbacks.on_publish
+
+    def publish_noting_the_last_status(client: mqtt.Client, topic: str, *a: Any,
+                                       **k: Any) -> mqtt.MQTTMessageInfo:
+        info = publish(client, topic, *a, **k)
+        if stopping.is_set() and topic == status_topic:
+            refused.add(info.mid)
+        return info
+
+    def refusing_puback(self: QueuedCallbacks, *args: Any) -> None:
+        client, userdata, mid, reason, properties = args
+        if mid in refused:
+            reason = ReasonCode(PacketTypes.PUBACK, identifier=0x87)  # not authorised
+        on_publish(self, client, userdata, mid, reason, properties)
+
+    monkeypatch.setattr(mqtt.Client, "publish", publish_noting_the_last_status)
+    monkeypatch.setattr(QueuedCallbacks, "on_publish", refusing_puback)
+    statuses: list[str] = []  # the will is the first, built at the start
+
+    def status_payload(state: str) -> bytes:
+        statuses.append(state)
+        return f'{{"state": "{state}", "status": {len(statuses)}}}'.encode()
+
+    link = MqttLink(LinkSettings(private_broker.host, private_broker.port, "link-last-status"),
+                    Outbox(tmp_path / "outbox.db"), status_topic=status_topic,
+                    status_payload=status_payload, ack_topic=f"{topic_prefix}/ack")
+    watcher = Subscriber(private_broker.host, private_broker.port, status_topic)
+    link.start()
+    try:
+        assert wait_until(lambda: link.connected, timeout_s=5)
+        assert watcher.wait_for(1)[0].payload == b'{"state": "online", "status": 2}'
+    finally:
+        stopping.set()
+        with caplog.at_level(logging.WARNING, logger="appliance.transport.mqtt"):
+            stop(link)
+    assert refused
+    will = b'{"state": "offline", "status": 1}'
+    assert wait_until(lambda: watcher.messages[-1].payload == will)
+    assert "refused the offline status" in caplog.text
+    assert "0x87" in caplog.text
+    watcher.close()
 
 
 def test_commands_arrive_in_the_inbox(
