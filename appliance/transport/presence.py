@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 PRESENCE_LEAF = "presence"
 UNANSWERED_LIMIT = 3  # connections lost in a row before the presence's PUBACK: refused
 SHOWN_PAYLOAD_CHARS = 200  # of a presence that is not one, in the journal
+FAILED_LOOKS_SUMMARY_S = 3600.0  # while looks cannot tell: at most one summary an hour
 
 
 def holds_back(own: Presence, rival: Rival) -> bool:
@@ -129,6 +130,44 @@ class DuplicateWatch:
                         self.own.device_id, shorten(repr(payload), SHOWN_PAYLOAD_CHARS))
 
 
+class FailedLooks:
+    """What a held-back kiosk says about looks that cannot tell (the broker out of reach): the
+    first once, then at most a summary of how many failed every ``summary_s``, and once when a
+    look can tell again. It looks every ``probe_s`` (a minute or so): a line each time would
+    fill the journal through a night with the network down."""
+
+    def __init__(self, device_id: str, summary_s: float = FAILED_LOOKS_SUMMARY_S) -> None:
+        self.device_id, self.summary_s = device_id, summary_s
+        self._failed = 0  # looks in a row that could not tell
+        self._unsaid = 0  # of those, since the last line said
+        self._summary_due_s = 0.0
+
+    def failed(self, why: str, again_s: float) -> None:
+        """A look could not tell now; the kiosk looks again in ``again_s``."""
+        self._failed += 1
+        self._unsaid += 1
+        now_s = time.monotonic()
+        if self._failed > 1 and now_s < self._summary_due_s:
+            return
+        self._summary_due_s = now_s + self.summary_s
+        if self._failed == 1:
+            log.warning("device id %s: could not look whether another kiosk still uses it (%s); "
+                        "looking again every %.0f s (said once, then hourly)", self.device_id,
+                        why, again_s)
+        else:
+            log.warning("device id %s: %d more look(s) could not tell whether another kiosk "
+                        "still uses it (%d in a row; the last: %s); still looking every %.0f s",
+                        self.device_id, self._unsaid, self._failed, why, again_s)
+        self._unsaid = 0
+
+    def answered(self) -> None:
+        """A look could tell (the broker answered): said once after looks that could not."""
+        if self._failed:
+            log.warning("device id %s: a look can tell again after %d look(s) that could not",
+                        self.device_id, self._failed)
+        self._failed = self._unsaid = 0
+
+
 class LookStep(Protocol):
     """Where a look stands (transport/presence_look.py's LookOutcome)."""
 
@@ -175,6 +214,7 @@ class PresenceKeeper:
         self._new_look = new_look
         self._look: Look | None = None
         self._look_said = False  # a look that could not tell was said (once)
+        self._failed_looks = FailedLooks(own.device_id)
         self.watch = DuplicateWatch(own)
         self.rival: Rival | None = None  # while holding back: the process that has the id
         self.held = threading.Event()  # set while holding back (or looking again)
@@ -285,9 +325,9 @@ class PresenceKeeper:
         self.close_look()
         if outcome.retry is not None:
             self._look_again_s = time.monotonic() + self.probe_s
-            log.warning("device id %s: could not look whether another kiosk still uses it (%s); "
-                        "looking again in %.0f s", self.own.device_id, outcome.retry, self.probe_s)
+            self._failed_looks.failed(outcome.retry, self.probe_s)
             return False
+        self._failed_looks.answered()
         if outcome.rival is not None:
             self.rival = outcome.rival
             self._look_again_s = time.monotonic() + self.retry_s

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import appliance.transport.presence as presence_module
 from appliance.transport.broker import free_port
 from appliance.transport.client import LinkSettings
 from appliance.transport.presence import (
@@ -228,7 +229,55 @@ def test_a_look_at_a_broker_out_of_reach_holds_back_on_and_looks_again(
     assert len(looks) == 2
     assert looks[0].settings.client_id == "edge-s-kiosk-1@look"
     assert looks[0].settings.username == "kiosk-1@look"
-    assert caplog.text.count("could not look whether another kiosk still uses it") == 2
+    assert caplog.text.count("could not look whether another kiosk still uses it") == 1
     assert f"127.0.0.1:{settings.port} could not be reached" in caplog.text
     assert "looks with its own client id" not in caplog.text
     assert keeper.held.is_set()
+
+
+class _LookAtABrokerDown:
+    """A look at a broker that is out of reach while ``down`` holds, else finds the rival."""
+
+    def __init__(self, down: list[bool]) -> None:
+        self.down = down
+
+    def step(self) -> LookOutcome:
+        if self.down[0]:
+            return LookOutcome(retry="the broker b:1 could not be reached (refused)")
+        return LookOutcome(rival=read_rival(presence("a" * 32, 9)))
+
+    def close(self) -> None:
+        pass
+
+
+def test_looks_at_a_broker_down_are_said_once_then_hourly_and_when_it_is_back(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A held-back kiosk looks every minute; a night with the broker down is a few lines."""
+    clock_s = [1000.0]
+    monkeypatch.setattr(presence_module, "time", SimpleNamespace(monotonic=lambda: clock_s[0]))
+    down = [True]
+    keeper = PresenceKeeper("p/s/kiosk-1/presence", Presence("kiosk-1", "s", process="b" * 32),
+                            "edge-s-kiosk-1", retry_s=600.0, probe_s=60.0,
+                            new_look=lambda: _LookAtABrokerDown(down))
+    hold_back(keeper, 1)
+    caplog.clear()  # the holding back itself is said
+    clock_s[0] += 600.0
+    with caplog.at_level(logging.WARNING, logger="appliance.transport.presence"):
+        for _ in range(150):  # two and a half hours, a look a minute
+            assert not keeper.may_connect()
+            clock_s[0] += 60.0
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 3
+        assert "could not look whether another kiosk still uses it" in said[0]
+        assert "b:1 could not be reached" in said[0]
+        assert "60 more look(s) could not tell" in said[1]  # an hour later
+        assert "(61 in a row" in said[1]
+        assert "60 more look(s) could not tell" in said[2]
+        assert "(121 in a row" in said[2]
+        down[0] = False
+        assert not keeper.may_connect()  # the rival still has the id
+        assert keeper.held.is_set()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 4
+    assert "a look can tell again after 150 look(s) that could not" in said[3]
