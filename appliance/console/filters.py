@@ -9,6 +9,7 @@ SQL parameters, never pasted into SQL.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -67,6 +68,21 @@ def _identifier(params: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def _grade(params: Mapping[str, str]) -> str | None:
+    """A grade (a model's label) to filter on: a model may name its grades in any script
+    ("très fin", "きめ細かい"), so letters and digits of every script, their accents, and
+    spaces, _ . - between them; markup, quotes and control characters are refused."""
+    value = _field(params, "grade")
+    if value is not None and not (value[0].isalnum() and all(map(_grade_char, value))):
+        raise InputError("grade", value, "letters and digits (any script), spaces and _ . - "
+                         "only, starting with a letter or digit")
+    return value
+
+
+def _grade_char(char: str) -> bool:
+    return char.isalnum() or char in " _.-" or unicodedata.category(char).startswith("M")
+
+
 def parse_day(name: str, value: str | None) -> date | None:
     """A YYYY-MM-DD date from a filter field (None when empty)."""
     if value is None:
@@ -101,7 +117,7 @@ def parse_filter(params: Mapping[str, str]) -> tuple[ResultFilter, dict[str, str
         device_id=_identifier(params, "device"),
         captured_from=_day_start(first) if first else None,
         captured_before=_day_after(last) if last else None,
-        label=_identifier(params, "grade"),
+        label=_grade(params),
     )
     echo = {name: params[name].strip() for name in FILTER_FIELDS if params.get(name, "").strip()}
     return where, echo

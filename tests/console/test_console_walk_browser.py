@@ -1,0 +1,67 @@
+"""What an operator walking the console in a real browser (Debian chromium) ran into."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from console_helpers import Console, browser_login, make_result
+from playwright.sync_api import expect
+
+from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.store import Batch, open_store
+from appliance.browser import chromium_page
+from appliance.transport import payloads
+
+# grades a model may name in the language of its users; the results table shows them
+GRADES = ("très fin", "きめ細かい")
+
+
+@pytest.fixture(scope="module")
+def page(console: Console) -> Iterator[Any]:
+    """A browser page logged in as the operator alice, with one result of each of GRADES."""
+    results = [make_result(index, "paris", f"k-{index}", "30-39").model_copy(update={
+        "classification": payloads.Classification(model="m", version="1", label=grade,
+                                                  probabilities={grade: 0.8})})
+        for index, grade in enumerate(GRADES)]
+    store = open_store(console.store_url)
+    try:
+        now = iso_utc(datetime.now(UTC))
+        store.write_batch(Batch(results=[result_row(r, now, r.to_json().decode())
+                                         for r in results]), 100)
+    finally:
+        store.close()
+    with chromium_page(1280, 900) as opened:
+        opened.goto(console.url + "/login")
+        browser_login(opened)
+        yield opened
+
+
+@pytest.mark.parametrize("grade", GRADES)
+def test_a_grade_in_any_script_the_table_shows_can_be_filtered_on(console: Console, page: Any,
+                                                                  grade: str) -> None:
+    page.goto(console.url + "/results?site=paris")
+    expect(page.locator("#results td.grade", has_text=grade)).to_have_count(1)
+    page.fill("input[name=grade]", grade)
+    page.click("form.filter button[type=submit]")
+    expect(page.locator(".error")).to_have_count(0)
+    expect(page.locator("#results td.grade")).to_have_text([grade])
+    expect(page.locator("input[name=grade]")).to_have_value(grade)
+    status, _, body = console.get(f"/api/v1/results?grade={page.url.split('grade=')[1]}",
+                                  console.token)
+    assert status == 200
+    assert [r["label"] for r in json.loads(body)["results"]] == [grade]
+
+
+@pytest.mark.parametrize("hostile", ["<b>fine</b>", "fine' OR '1'='1", "fine\u202e", " -fine"])
+def test_a_grade_with_markup_quotes_or_controls_is_still_refused(console: Console, page: Any,
+                                                                 hostile: str) -> None:
+    page.goto(console.url + "/results")
+    page.fill("input[name=grade]", hostile)
+    page.click("form.filter button[type=submit]")
+    expect(page.locator(".error")).to_contain_text("grade:")
+    expect(page.locator(".error")).to_contain_text("refused")
+    assert page.locator("main b").count() == 0
