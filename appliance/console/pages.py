@@ -179,11 +179,12 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
     query = parse_query(once_each(request.query_params.multi_items()))
     with pool_of(request).store() as store:
         items, cursor = results_page(store, query)
-    shared = {**query.echo, "limit": str(query.limit)}
+    shared = {**query.echo, "limit": str(query.limit)}  # the next pages keep the page size
     older = f"/results?{urlencode({**shared, 'before': cursor})}" if cursor else None
+    newest = None if query.before is None else f"/results?{urlencode(shared)}"
     return render(request, "results.html", login=login, items=items, echo=query.echo,
                   limit=query.limit, older=older, csv=f"/results.csv?{urlencode(query.echo)}",
-                  first=query.before is None)
+                  newest=newest)
 
 
 @router.get("/results.csv")

@@ -65,3 +65,17 @@ def test_a_grade_with_markup_quotes_or_controls_is_still_refused(console: Consol
     expect(page.locator(".error")).to_contain_text("grade:")
     expect(page.locator(".error")).to_contain_text("refused")
     assert page.locator("main b").count() == 0
+
+
+def test_newest_keeps_the_filter_and_the_page_size(console: Console, page: Any) -> None:
+    page.goto(console.url + "/results?site=tokyo&limit=10")
+    first_page = page.locator("#results td a").all_inner_texts()
+    assert len(first_page) == 10
+    newest = page.get_by_role("link", name="Newest")
+    expect(newest).to_have_count(0)  # the first page is the newest
+    page.click("#older")
+    page.click("#older")
+    newest.click()
+    expect(page.locator("select[name=limit]")).to_have_value("10")
+    assert page.locator("#results td a").all_inner_texts() == first_page
+    assert set(page.locator("#results tr td:nth-child(2)").all_inner_texts()) == {"tokyo"}
