@@ -258,12 +258,20 @@ class Store(ConsoleQueries, IngestWrites):
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead letters, newest first."""
+        return [letter for _, letter in self.dead_letters_before(None, limit)]
+
+    def dead_letters_before(self, before_id: int | None,
+                            limit: int) -> list[tuple[int, DeadLetter]]:
+        """Up to ``limit`` dead letters kept before the one numbered ``before_id`` (None: the
+        newest), newest first, each with its number: one keyset page of them."""
+        below = "" if before_id is None else "WHERE id < ? "
         rows = self._fetch(
-            "SELECT received_at, topic, reason, payload_bytes, payload, letter_sha256 "
-            "FROM dead_letters ORDER BY id DESC LIMIT ?",
-            (limit,),
+            "SELECT id, received_at, topic, reason, payload_bytes, payload, letter_sha256 "
+            f"FROM dead_letters {below}ORDER BY id DESC LIMIT ?",
+            (limit,) if before_id is None else (before_id, limit),
         )
-        return [DeadLetter(r[0], r[1], r[2], int(r[3]), bytes(r[4]), r[5]) for r in rows]
+        return [(int(r[0]), DeadLetter(r[1], r[2], r[3], int(r[4]), bytes(r[5]), r[6]))
+                for r in rows]
 
     def count_dead_letters(self) -> int:
         """How many dead letters are kept."""

@@ -24,6 +24,7 @@ PAGE_SIZES = (10, 25, 50, 100, 200)  # the results page's choices; the API takes
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 _LIMIT = re.compile(r"^[0-9]{1,3}$")
+_LETTER_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # a dead letter's number (below 2**63)
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEASUREMENT_ID = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
@@ -131,6 +132,16 @@ def parse_cursor(value: str | None) -> tuple[str, str] | None:
     if match is None:
         raise InputError("before", value, "a cursor from an 'older' link of this page")
     return match.group(1), match.group(2)
+
+
+def parse_letter_cursor(value: str | None) -> int | None:
+    """Where a page of dead letters starts: before the letter numbered ``value`` (None: the
+    newest)."""
+    if not value:
+        return None
+    if not _LETTER_ID.match(value):
+        raise InputError("before", value, "a number from an 'Older' link of this page")
+    return int(value)
 
 
 def parse_limit(value: str | None, sizes: Sequence[int] | None = PAGE_SIZES) -> int:

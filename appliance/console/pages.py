@@ -28,7 +28,12 @@ from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import digest, open_session
 from appliance.console.cohortview import svg_plot
 from appliance.console.db import StoreBusyError
-from appliance.console.filters import check_measurement_id, once_each, parse_query
+from appliance.console.filters import (
+    check_measurement_id,
+    once_each,
+    parse_letter_cursor,
+    parse_query,
+)
 from appliance.console.guard import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -55,6 +60,7 @@ from appliance.logsafe import shorten
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 PageLogin = Annotated[Login, Depends(page_login)]
+DEAD_LETTERS_SHOWN = 100  # a page of them; Older pages through every one kept
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -238,17 +244,24 @@ def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
 
 
 @router.get("/dead-letters")
-def dead_letters(request: Request, login: Annotated[Login, Depends(operator)]) -> HTMLResponse:
-    """Messages the back office refused (operators only: payloads may hold personal data)."""
+def dead_letters(request: Request, login: Annotated[Login, Depends(operator)],
+                 before: str | None = None) -> HTMLResponse:
+    """Messages the back office refused, DEAD_LETTERS_SHOWN a page, newest first (operators
+    only: payloads may hold personal data)."""
+    before_id = parse_letter_cursor(before)
     with pool_of(request).store() as store:
-        letters = store.dead_letters(100)
+        letters = store.dead_letters_before(before_id, DEAD_LETTERS_SHOWN + 1)
         kept = store.count_dead_letters()
         lost = store.pruned_only_copies(NAMED_DEVICES).text()
+    shown = letters[:DEAD_LETTERS_SHOWN]
     rows = [{"received_at": d.received_at, "topic": shorten(d.topic, SHOWN_CHARS),
              "reason": shorten(d.reason, SHOWN_CHARS),
              "bytes": d.payload_bytes, "head": d.payload[:120].decode("utf-8", "replace")}
-            for d in letters]
-    return render(request, "dead_letters.html", login=login, rows=rows, kept=kept, lost=lost)
+            for _, d in shown]
+    older = (f"/dead-letters?{urlencode({'before': shown[-1][0]})}"
+             if len(letters) > DEAD_LETTERS_SHOWN else None)
+    return render(request, "dead_letters.html", login=login, rows=rows, kept=kept, lost=lost,
+                  older=older, older_page=before_id is not None)
 
 
 @router.get("/docs")

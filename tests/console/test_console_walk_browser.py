@@ -6,13 +6,14 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from console_helpers import Console, browser_login, make_result
 from playwright.sync_api import expect
 
-from appliance.backoffice.schema import iso_utc, result_row
-from appliance.backoffice.store import Batch, open_store
+from appliance.backoffice.schema import dead_letter, iso_utc, result_row
+from appliance.backoffice.store import Batch, Store, open_store
 from appliance.browser import chromium_page
 from appliance.transport import payloads
 
@@ -79,3 +80,52 @@ def test_newest_keeps_the_filter_and_the_page_size(console: Console, page: Any) 
     expect(page.locator("select[name=limit]")).to_have_value("10")
     assert page.locator("#results td a").all_inner_texts() == first_page
     assert set(page.locator("#results tr td:nth-child(2)").all_inner_texts()) == {"tokyo"}
+
+
+def test_every_kept_dead_letter_can_be_paged_to(console: Console, page: Any) -> None:
+    store = open_store(console.store_url)
+    try:
+        store.write_batch(Batch(dead_letters=[
+            dead_letter(f"2026-11-26T00:{n // 60:02d}:{n % 60:02d}.000000Z",
+                        f"appliance/lab/k{n}/result", f"refused {n}", b"{}")
+            for n in range(250)]), 10_000)
+        kept = store.count_dead_letters()
+    finally:
+        store.close()
+    page.goto(console.url + "/dead-letters")
+    topics: list[str] = []
+    while True:
+        rows = page.locator("main table tr td:nth-child(2)").all_inner_texts()
+        assert 0 < len(rows) <= 100
+        topics += rows
+        if page.locator("#older").count() == 0:
+            break
+        page.click("#older")
+    assert len(topics) == len(set(topics)) == kept >= 250
+    assert topics[0] == "appliance/lab/k249/result"  # newest first
+    assert topics[-1] == "appliance/lab/k0/result"
+    expect(page.locator("main")).to_contain_text(f"older of {kept} kept")
+    page.get_by_role("link", name="Newest").click()
+    expect(page.locator("main table tr td:nth-child(2)").first).to_have_text(
+        "appliance/lab/k249/result")
+
+
+@pytest.mark.parametrize("before", ["abc", "-1", "0", "9" * 30, "1 OR 1=1"])
+def test_a_dead_letter_page_that_is_no_number_is_refused(console: Console, page: Any,
+                                                        before: str) -> None:
+    answer = page.goto(console.url + "/dead-letters?" + urlencode({"before": before}))
+    assert answer.status == 400
+    expect(page.locator(".error")).to_contain_text("before:")
+
+
+def test_dead_letters_before_pages_by_number_newest_first(store: Store) -> None:
+    store.write_batch(Batch(dead_letters=[
+        dead_letter("2026-11-26T00:00:00.000000Z", f"appliance/lab/k{n}/result", "refused", b"{}")
+        for n in range(5)]), 100)
+    first = store.dead_letters_before(None, 2)
+    assert [letter.topic for _, letter in first] == ["appliance/lab/k4/result",
+                                                     "appliance/lab/k3/result"]
+    rest = store.dead_letters_before(first[-1][0], 10)
+    assert [letter.topic for _, letter in rest] == [f"appliance/lab/k{n}/result"
+                                                    for n in (2, 1, 0)]
+    assert store.dead_letters_before(rest[-1][0], 10) == []
