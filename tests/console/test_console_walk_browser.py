@@ -129,3 +129,12 @@ def test_dead_letters_before_pages_by_number_newest_first(store: Store) -> None:
     assert [letter.topic for _, letter in rest] == [f"appliance/lab/k{n}/result"
                                                     for n in (2, 1, 0)]
     assert store.dead_letters_before(rest[-1][0], 10) == []
+
+
+def test_every_time_a_page_shows_or_takes_names_its_zone(console: Console, page: Any) -> None:
+    page.goto(console.url + "/results")
+    expect(page.locator("label", has=page.locator("input[name=from]"))).to_contain_text("UTC")
+    expect(page.locator("label", has=page.locator("input[name=to]"))).to_contain_text("UTC")
+    expect(page.locator("main table th").first).to_contain_text("UTC")
+    page.goto(console.url + "/dead-letters")
+    expect(page.locator("main table th").first).to_have_text("received (UTC)")
