@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 PageLogin = Annotated[Login, Depends(page_login)]
 DEAD_LETTERS_SHOWN = 100  # a page of them; Older pages through every one kept
+# The store ends a session (console.session_hours, on its clock); the browser keeps the cookie
+# a day longer, so a visit after its time ran out is told that the session ended instead of
+# getting a bare login page. The cookie is worth nothing then: the store refuses it.
+SESSION_COOKIE_AFTER_END_S = 24 * 3600
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -130,7 +134,8 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
         return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
     guard.succeeded(name, address)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(SESSION_COOKIE, session.cookie, max_age=int(hours * 3600), httponly=True,
+    response.set_cookie(SESSION_COOKIE, session.cookie,
+                        max_age=int(hours * 3600) + SESSION_COOKIE_AFTER_END_S, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response

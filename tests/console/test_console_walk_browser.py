@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from console_helpers import Console, browser_login, make_result
+from console_helpers import Console, browser_login, make_result, running_console
 from playwright.sync_api import expect
 
 from appliance.backoffice.schema import dead_letter, iso_utc, result_row
@@ -138,3 +140,20 @@ def test_every_time_a_page_shows_or_takes_names_its_zone(console: Console, page:
     expect(page.locator("main table th").first).to_contain_text("UTC")
     page.goto(console.url + "/dead-letters")
     expect(page.locator("main table th").first).to_have_text("received (UTC)")
+
+
+def test_a_session_whose_time_ran_out_is_told_so(page: Any, tmp_path: Path) -> None:
+    hours = 0.003  # 10.8 s: a login with its 64 MiB hash takes seconds on a loaded machine
+    context = page.context.browser.new_context()  # a browser of its own, on its own console
+    browser = context.new_page()
+    with running_console(tmp_path, session_hours=hours) as short:
+        browser.goto(short.url + "/login")
+        browser_login(browser)
+        expect(browser).to_have_url(short.url + "/fleet")
+        time.sleep(hours * 3600 + 1.5)  # the session began before its first page came back
+        browser.goto(short.url + "/results")
+        expect(browser).to_have_url(short.url + "/login?next=/results&ended=1")
+        expect(browser.locator(".error")).to_contain_text("its time ran out")
+        browser_login(browser)
+        expect(browser).to_have_url(short.url + "/results")
+    context.close()
