@@ -157,3 +157,19 @@ def test_a_session_whose_time_ran_out_is_told_so(page: Any, tmp_path: Path) -> N
         browser_login(browser)
         expect(browser).to_have_url(short.url + "/results")
     context.close()
+
+
+def test_a_kiosk_s_link_on_the_fleet_page_shows_its_own_results_only(console: Console,
+                                                                    page: Any) -> None:
+    # two sites that both named a kiosk "k-0" (the fleet is keyed by site and device)
+    twin = make_result(40, "lyon", "k-0", "30-39")
+    store = open_store(console.store_url)
+    try:
+        now = iso_utc(datetime.now(UTC))
+        store.write_batch(Batch(results=[result_row(twin, now, twin.to_json().decode())]), 100)
+    finally:
+        store.close()
+    page.goto(console.url + "/fleet")
+    page.locator("#fleet tr", has_text="paris").get_by_role("link", name="k-0").click()
+    expect(page.locator("#results tr td:nth-child(3)")).to_have_text(["k-0"])
+    assert page.locator("#results tr td:nth-child(2)").all_inner_texts() == ["paris"]
