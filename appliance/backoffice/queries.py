@@ -201,14 +201,19 @@ class ConsoleQueries(ConsoleAccounts):
 
     # -- pathology jobs (tables of appliance/pathology/jobstore.py) -----------------------
 
-    def pathology_job_rows(self, limit: int = 100, job_id: str | None = None
-                           ) -> list[dict[str, Any]]:
-        """The newest pathology jobs (or the one named), each with its stored slide count."""
+    def pathology_job_rows(self, limit: int = 100, job_id: str | None = None,
+                           before: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        """The newest pathology jobs (or the one named, or those after ``before``: the
+        accepted_at and job_id of the last job a page showed), each with its stored slide
+        count."""
         where, params = ("WHERE j.job_id = ? ", [job_id]) if job_id else ("", [])
+        if before is not None and job_id is None:
+            where = "WHERE j.accepted_at < ? OR (j.accepted_at = ? AND j.job_id < ?) "
+            params = [before[0], before[0], before[1]]
         rows = self._fetch(
             f"SELECT {','.join('j.' + c for c in PATHOLOGY_JOB_COLUMNS)}, "
             "(SELECT COUNT(*) FROM pathology_slides s WHERE s.job_id = j.job_id) "
-            f"FROM pathology_jobs j {where}ORDER BY j.accepted_at DESC LIMIT ?",
+            f"FROM pathology_jobs j {where}ORDER BY j.accepted_at DESC, j.job_id DESC LIMIT ?",
             [*params, int(limit)],
         )
         return [{**dict(zip(PATHOLOGY_JOB_COLUMNS, row[:-1], strict=True)),

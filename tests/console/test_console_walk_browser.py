@@ -173,3 +173,40 @@ def test_a_kiosk_s_link_on_the_fleet_page_shows_its_own_results_only(console: Co
     page.locator("#fleet tr", has_text="paris").get_by_role("link", name="k-0").click()
     expect(page.locator("#results tr td:nth-child(3)")).to_have_text(["k-0"])
     assert page.locator("#results tr td:nth-child(2)").all_inner_texts() == ["paris"]
+
+
+def test_every_pathology_job_can_be_paged_to(console: Console, page: Any) -> None:
+    from appliance.pathology.jobs import JobRequest, SlideRequest
+    from appliance.pathology.jobstore import open_pathology_store
+
+    store = open_pathology_store(console.store_url)
+    try:  # accepted within a few milliseconds: many share a time, ordered by id then
+        for n in range(230):
+            request = JobRequest(f"walk-{n:03d}", (SlideRequest("/slides/a.jpg", 1.0, "a"),),
+                                 "2026-11-30T08:00:00.000000Z")
+            assert store.accept(request, "server-1", 60.0)
+        stored = {row[0] for row in store.query("SELECT job_id FROM pathology_jobs")}
+    finally:
+        store.close()
+    page.goto(console.url + "/pathology")
+    shown: list[str] = []
+    while True:
+        ids = page.locator("main table tr td:nth-child(2)").all_inner_texts()
+        assert 0 < len(ids) <= 100
+        shown += ids
+        if page.locator("#older").count() == 0:
+            break
+        page.click("#older")
+    assert len(shown) == len(set(shown))
+    assert set(shown) == stored
+    assert shown.index("walk-229") < shown.index("walk-000")  # newest first
+    page.get_by_role("link", name="Newest").click()
+    expect(page.locator("main table tr td:nth-child(2)")).to_have_count(100)
+
+
+@pytest.mark.parametrize("before", ["abc", "2026-11-30T08:00:00Z~<b>", "2026-11-30~job-1"])
+def test_a_jobs_page_cursor_that_is_not_one_is_refused(console: Console, page: Any,
+                                                      before: str) -> None:
+    answer = page.goto(console.url + "/pathology?" + urlencode({"before": before}))
+    assert answer.status == 400
+    expect(page.locator(".error")).to_contain_text("before:")
