@@ -171,13 +171,18 @@ class ConsoleQueries(ConsoleAccounts):
 
     # -- model rollouts (tables of appliance/updates/rollout.py) --------------------------
 
-    def rollout_rows(self, limit: int = 100, rollout_id: str | None = None
-                     ) -> list[dict[str, Any]]:
-        """The newest model rollouts (or the one named), each with its devices per state."""
+    def rollout_rows(self, limit: int = 100, rollout_id: str | None = None,
+                     before: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        """The newest model rollouts (or the one named, or those after ``before``: the
+        created_at and rollout_id of the last one a page showed), each with its devices per
+        state."""
         where, params = ("WHERE rollout_id = ? ", [rollout_id]) if rollout_id else ("", [])
+        if before is not None and rollout_id is None:
+            where = "WHERE created_at < ? OR (created_at = ? AND rollout_id < ?) "
+            params = [before[0], before[0], before[1]]
         rows = self._fetch(
             f"SELECT {','.join(ROLLOUT_COLUMNS)} FROM rollouts {where}"
-            "ORDER BY created_at DESC LIMIT ?", [*params, int(limit)],
+            "ORDER BY created_at DESC, rollout_id DESC LIMIT ?", [*params, int(limit)],
         )
         out = [dict(zip(ROLLOUT_COLUMNS, row, strict=True)) for row in rows]
         counts: dict[str, dict[str, int]] = {r["rollout_id"]: {} for r in out}

@@ -13,6 +13,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
 
 from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import iso_utc
@@ -24,6 +26,8 @@ PAGE_SIZES = (10, 25, 50, 100, 200)  # the results page's choices; the API takes
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 _LIMIT = re.compile(r"^[0-9]{1,3}$")
+_LISTED_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z)~"
+                            r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 _LETTER_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # a dead letter's number (below 2**63)
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEASUREMENT_ID = re.compile(
@@ -142,6 +146,27 @@ def parse_letter_cursor(value: str | None) -> int | None:
     if not _LETTER_ID.match(value):
         raise InputError("before", value, "a number from an 'Older' link of this page")
     return int(value)
+
+
+def parse_listed_cursor(value: str | None) -> tuple[str, str] | None:
+    """Where a page of a list by time and id (pathology jobs, model rollouts) starts: after
+    the row of TIME and ID (``TIME~ID``, from an Older link); None: the newest."""
+    if not value:
+        return None
+    match = _LISTED_CURSOR.match(value) if len(value) <= 100 else None
+    if match is None:
+        raise InputError("before", value, "a cursor from an 'Older' link of this page")
+    return match.group(1), match.group(2)
+
+
+def older_link(path: str, rows: Sequence[Mapping[str, Any]], shown: int, time_key: str,
+               id_key: str) -> str | None:
+    """The link to the page after the first ``shown`` of ``rows`` (read one more than shown,
+    so a further row means there is one), or None."""
+    if len(rows) <= shown:
+        return None
+    last = rows[shown - 1]
+    return f"{path}?{urlencode({'before': f'{last[time_key]}~{last[id_key]}'})}"
 
 
 def parse_limit(value: str | None, sizes: Sequence[int] | None = PAGE_SIZES) -> int:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
 from appliance.console.api import ERROR_RESPONSES, error
-from appliance.console.filters import InputError
+from appliance.console.filters import InputError, older_link, parse_listed_cursor
 from appliance.console.guard import api_login, page_login, pool_of
 from appliance.console.pages import render
 from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_picture
@@ -28,8 +27,6 @@ pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SLIDE_INDEX = re.compile(r"^[0-9]{1,6}$")
-_JOB_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z)~"
-                         r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 JOBS_SHOWN = 100  # a page of the jobs list
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "the PNG picture"},
@@ -71,25 +68,12 @@ def _picture(request: Request, job_id: str, slide_index: str, picture: str) -> R
 def jobs_page(request: Request, login: Annotated[Login, Depends(page_login)],
               before: str | None = None) -> HTMLResponse:
     """The pathology jobs, JOBS_SHOWN a page, newest first; Older pages through them all."""
-    after = _job_cursor(before)
+    after = parse_listed_cursor(before)
     with pool_of(request).store() as store:
         jobs = store.pathology_job_rows(JOBS_SHOWN + 1, before=after)
-    last = jobs[JOBS_SHOWN - 1] if len(jobs) > JOBS_SHOWN else None
-    cursor = f"{last['accepted_at']}~{last['job_id']}" if last else None
-    older = f"/pathology?{urlencode({'before': cursor})}" if cursor else None
-    return render(request, "jobs.html", login=login, jobs=jobs[:JOBS_SHOWN], older=older,
+    return render(request, "jobs.html", login=login, jobs=jobs[:JOBS_SHOWN],
+                  older=older_link("/pathology", jobs, JOBS_SHOWN, "accepted_at", "job_id"),
                   older_page=after is not None)
-
-
-def _job_cursor(value: str | None) -> tuple[str, str] | None:
-    """Where a page of jobs starts: after the job accepted at ACCEPTED_AT with JOB_ID
-    (``ACCEPTED_AT~JOB_ID``, from an Older link); None: the newest."""
-    if not value:
-        return None
-    match = _JOB_CURSOR.match(value) if len(value) <= 100 else None
-    if match is None:
-        raise InputError("before", value, "a cursor from an 'Older' link of this page")
-    return match.group(1), match.group(2)
 
 
 @pages.get("/pathology/{job_id}")

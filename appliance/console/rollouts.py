@@ -16,13 +16,14 @@ from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
 from appliance.console.api import ERROR_RESPONSES, error
-from appliance.console.filters import InputError
+from appliance.console.filters import InputError, older_link, parse_listed_cursor
 from appliance.console.guard import api_login, page_login, pool_of
 from appliance.console.pages import render
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
 ROLLOUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ROLLOUTS_SHOWN = 100  # a page of the rollouts list
 
 
 def _checked(rollout_id: str) -> str:
@@ -41,11 +42,16 @@ def _rollout(request: Request, rollout_id: str) -> dict[str, Any] | None:
 
 
 @pages.get("/rollouts")
-def rollouts_page(request: Request, login: Annotated[Login, Depends(page_login)]) -> HTMLResponse:
-    """The newest model rollouts."""
+def rollouts_page(request: Request, login: Annotated[Login, Depends(page_login)],
+                  before: str | None = None) -> HTMLResponse:
+    """The model rollouts, ROLLOUTS_SHOWN a page, newest first; Older pages through them all."""
+    after = parse_listed_cursor(before)
     with pool_of(request).store() as store:
-        rows = store.rollout_rows()
-    return render(request, "rollouts.html", login=login, rollouts=rows)
+        rows = store.rollout_rows(ROLLOUTS_SHOWN + 1, before=after)
+    return render(request, "rollouts.html", login=login, rollouts=rows[:ROLLOUTS_SHOWN],
+                  older=older_link("/rollouts", rows, ROLLOUTS_SHOWN, "created_at",
+                                   "rollout_id"),
+                  older_page=after is not None)
 
 
 @pages.get("/rollouts/{rollout_id}")

@@ -204,9 +204,36 @@ def test_every_pathology_job_can_be_paged_to(console: Console, page: Any) -> Non
     expect(page.locator("main table tr td:nth-child(2)")).to_have_count(100)
 
 
-@pytest.mark.parametrize("before", ["abc", "2026-11-30T08:00:00Z~<b>", "2026-11-30~job-1"])
-def test_a_jobs_page_cursor_that_is_not_one_is_refused(console: Console, page: Any,
-                                                      before: str) -> None:
-    answer = page.goto(console.url + "/pathology?" + urlencode({"before": before}))
+def test_every_model_rollout_can_be_paged_to(console: Console, page: Any) -> None:
+    store = open_store(console.store_url)
+    try:  # ten started at each second: ordered by id within it
+        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            (f"walk{n:03d}", "skin-texture-grade", "1.2.0", "update", "all", 1, "done", None,
+             f"2026-11-20T10:00:{n // 10:02d}.000000Z", "2026-11-20T11:00:00.000000Z", "0" * 64)
+            for n in range(150)])
+        stored = {row[0] for row in store.query("SELECT rollout_id FROM rollouts")}
+    finally:
+        store.close()
+    page.goto(console.url + "/rollouts")
+    shown: list[str] = []
+    while True:
+        ids = page.locator("#rollouts tr td:nth-child(2)").all_inner_texts()
+        assert 0 < len(ids) <= 100
+        shown += ids
+        if page.locator("#older").count() == 0:
+            break
+        page.click("#older")
+    assert len(shown) == len(set(shown))
+    assert set(shown) == stored
+    assert shown.index("walk149") < shown.index("walk000")  # newest first
+    page.get_by_role("link", name="Newest").click()
+    expect(page.locator("#rollouts tr td:nth-child(2)")).to_have_count(100)
+
+
+@pytest.mark.parametrize("path", ["/rollouts", "/pathology"])
+@pytest.mark.parametrize("before", ["abc", "2026-11-30T08:00:00Z~<b>", "2026-11-30~r1"])
+def test_a_list_cursor_that_is_not_one_is_refused(console: Console, page: Any, path: str,
+                                                  before: str) -> None:
+    answer = page.goto(console.url + path + "?" + urlencode({"before": before}))
     assert answer.status == 400
     expect(page.locator(".error")).to_contain_text("before:")
