@@ -16,10 +16,11 @@ FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "software_version", 
 HEADERS = {"outbox_oldest_age_s": "OLDEST_UNSENT"}
 
 
-def fleet_rows(store: Store) -> list[dict[str, Any]]:
-    """Every known device with its state; a device seen only through results is 'unknown'."""
+def fleet_rows(store: Store, site: str | None = None) -> list[dict[str, Any]]:
+    """Every known device (or one site's) with its state; a device seen only through results
+    is 'unknown'."""
     rows = []
-    for device in store.devices():
+    for device in store.devices(site):
         model = None
         if device["model_name"]:
             model = f"{device['model_name']} {device['model_version'] or ''}".strip()

@@ -277,10 +277,12 @@ class Store(ConsoleQueries, IngestWrites):
         """How many dead letters are kept."""
         return int(self._fetch("SELECT COUNT(*) FROM dead_letters")[0][0])
 
-    def devices(self) -> list[dict[str, Any]]:
-        """The fleet registry, one mapping per device, by site and device id."""
+    def devices(self, site: str | None = None) -> list[dict[str, Any]]:
+        """The fleet registry (or one site's), one mapping per device, by site and device id."""
+        where, params = ("WHERE site = ? ", (site,)) if site is not None else ("", ())
         rows = self._fetch(
-            f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices ORDER BY site, device_id"
+            f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices {where}ORDER BY site, device_id",
+            params,
         )
         return [dict(zip(DEVICE_COLUMNS, row, strict=True)) for row in rows]
 

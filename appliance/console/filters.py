@@ -73,6 +73,11 @@ def _identifier(params: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def parse_site(params: Mapping[str, str]) -> str | None:
+    """The site a page is narrowed to (None: every site)."""
+    return _identifier(params, "site")
+
+
 def _grade(params: Mapping[str, str]) -> str | None:
     """A grade (a model's label) to filter on: a model may name its grades in any script
     ("très fin", "きめ細かい"), so letters and digits of every script, their accents, and

@@ -33,6 +33,7 @@ from appliance.console.filters import (
     once_each,
     parse_letter_cursor,
     parse_query,
+    parse_site,
 )
 from appliance.console.guard import (
     LOGIN_CSRF_COOKIE,
@@ -176,12 +177,14 @@ def home(login: PageLogin) -> RedirectResponse:
 
 
 @router.get("/fleet")
-def fleet_page(request: Request, login: PageLogin) -> HTMLResponse:
-    """Every kiosk: online or offline, versions, camera, outbox, last seen."""
+def fleet_page(request: Request, login: PageLogin, site: str | None = None) -> HTMLResponse:
+    """Every kiosk (or one site's): online or offline, versions, camera, outbox, last seen."""
+    chosen = parse_site({"site": site or ""})
     with pool_of(request).store() as store:
-        devices = fleet(store)
+        devices = fleet(store, chosen)
     online = sum(1 for d in devices if d["state"] == "online")
-    return render(request, "fleet.html", login=login, devices=devices, online=online)
+    return render(request, "fleet.html", login=login, devices=devices, online=online,
+                  site=chosen)
 
 
 @router.get("/results")

@@ -51,15 +51,16 @@ SHOWN_SCORES = 16
 SHOWN_NAME_CHARS = 64  # of a score's or label's name there (as long as a contract identifier)
 
 
-def fleet(store: Store) -> list[dict[str, Any]]:
-    """Every device: state, versions, camera, outbox and when it was last seen."""
+def fleet(store: Store, site: str | None = None) -> list[dict[str, Any]]:
+    """Every device (or one site's): state, versions, camera, outbox and when it was last
+    seen."""
     now = datetime.now(UTC)
     keep = ("site", "device_id", "state", "last_seen", "status_at", "software_version", "model",
             "camera", "outbox_depth", "outbox_oldest_age_s", "dropped")
     return [{**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now),
              "camera_text": camera_text(row, now),
              "outbox_oldest": _oldest(row.get("outbox_oldest_age_s"))}
-            for row in fleet_rows(store)]
+            for row in fleet_rows(store, site)]
 
 
 def _oldest(age_s: float | None) -> str:

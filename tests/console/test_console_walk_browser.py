@@ -237,3 +237,26 @@ def test_a_list_cursor_that_is_not_one_is_refused(console: Console, page: Any, p
     answer = page.goto(console.url + path + "?" + urlencode({"before": before}))
     assert answer.status == 400
     expect(page.locator(".error")).to_contain_text("before:")
+
+
+def test_the_fleet_narrows_to_one_site(console: Console, page: Any) -> None:
+    page.goto(console.url + "/fleet")
+    every = page.locator("#fleet tr td:nth-child(1)").all_inner_texts()
+    assert {"tokyo", "osaka", "paris"} <= set(every)
+    page.locator("#fleet a.site", has_text="tokyo").first.click()
+    expect(page).to_have_url(console.url + "/fleet?site=tokyo")
+    sites = page.locator("#fleet tr td:nth-child(1)").all_inner_texts()
+    assert set(sites) == {"tokyo"}
+    assert len(sites) == every.count("tokyo")
+    expect(page.locator("main")).to_contain_text(f"{len(sites)} kiosk(s) at site tokyo")
+    page.get_by_role("link", name="every site").click()
+    expect(page.locator("#fleet tr td:nth-child(1)")).to_have_count(len(every))
+    page.goto(console.url + "/fleet?site=nowhere")
+    expect(page.locator("main")).to_contain_text("No kiosk at site nowhere.")
+
+
+def test_a_fleet_site_that_is_no_identifier_is_refused(console: Console, page: Any) -> None:
+    answer = page.goto(console.url + "/fleet?" + urlencode({"site": "<b>x</b>"}))
+    assert answer.status == 400
+    expect(page.locator(".error")).to_contain_text("site: '<b>x</b>' refused")
+    assert page.locator("main b").count() == 0
