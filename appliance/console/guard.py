@@ -40,6 +40,7 @@ SESSION_COOKIE = "appliance_session"
 PASSWORD_FIELDS = ("password", "new_password", "new_password_again")  # up to 256 characters
 LOGIN_CSRF_COOKIE = "appliance_login_csrf"
 _LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}$")
+_FORM_PAGES = {"/tokens/revoke": "/tokens", "/account/password": "/account"}
 _READ_BY_HAND = {"/results": RESULT_PARAMETERS, "/results.csv": RESULT_PARAMETERS}
 _BEARER = HTTPBearer(auto_error=False, description="a token from `appliance console token create`")
 
@@ -105,10 +106,12 @@ def page_login(request: Request) -> Login:
         login = session_login(store, cookie)
     if login is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        # after the login the browser GETs ``next``: a form's address (/logout) has no page
+        # after the login the browser GETs ``next``: a form's address has no page, so back to
+        # the page the form is on (the fleet for /logout)
         back = request.method == "GET" and _LOCAL_PATH.match(path)
+        form_page = _FORM_PAGES.get(request.url.path, "/fleet")
         # a cookie the store no longer knows: the login page says the session ended
-        raise LoginRequiredError(path if back else "/fleet", ended=bool(cookie))
+        raise LoginRequiredError(path if back else form_page, ended=bool(cookie))
     return login
 
 

@@ -260,3 +260,26 @@ def test_a_fleet_site_that_is_no_identifier_is_refused(console: Console, page: A
     assert answer.status == 400
     expect(page.locator(".error")).to_contain_text("site: '<b>x</b>' refused")
     assert page.locator("main b").count() == 0
+
+
+@pytest.mark.parametrize(("form_page", "button"), [("/tokens", "Revoke"),
+                                                   ("/account", "Change password")])
+def test_a_form_sent_after_the_session_ended_leads_back_to_its_page(
+        console: Console, page: Any, form_page: str, button: str) -> None:
+    context = page.context.browser.new_context()
+    mine = context.new_page()
+    mine.goto(console.url + "/login")
+    browser_login(mine, "victor")
+    mine.goto(console.url + form_page)
+    page.goto(console.url + "/login")  # victor logs in elsewhere and ends his other sessions
+    browser_login(page, "victor", end_others=True)
+    for field in ("password", "new_password", "new_password_again"):
+        if mine.locator(f"input[name={field}]").count():
+            mine.fill(f"input[name={field}]", "a new password nobody knows")
+    mine.get_by_role("button", name=button).first.click()
+    expect(mine.locator(".error")).to_contain_text("Your session has ended")
+    browser_login(mine, "victor")
+    expect(mine).to_have_url(console.url + form_page)
+    context.close()
+    page.goto(console.url + "/login")
+    browser_login(page)  # the module's page is alice's again
