@@ -68,6 +68,8 @@ _SQLITE_TYPES = {
 # SQLite keeps foreign keys (a user's tokens and sessions) unenforced unless each connection
 # asks, outside a transaction; PostgreSQL always enforces them
 _SQLITE_FOREIGN_KEYS = "PRAGMA foreign_keys=ON"
+# how long a SQLite statement waits for another connection's lock before SQLITE_BUSY
+SQLITE_BUSY_TIMEOUT_MS = 30000
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LATEST_VERSION = MIGRATIONS[-1][0]
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
@@ -124,7 +126,7 @@ class Store(ConsoleQueries, IngestWrites):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             if (problem := foreign_tables(conn, path)) is not None:  # before WAL mode,
                 conn.close()  # which changes the file
                 raise StoreError(problem)
@@ -144,7 +146,7 @@ class Store(ConsoleQueries, IngestWrites):
             conn = sqlite3.connect(f"{path.absolute().as_uri()}?{read_mode(path)}", uri=True,
                                    isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA query_only=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             conn.execute(_SQLITE_FOREIGN_KEYS)
         except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
             raise StoreError(cannot_open(path, exc)) from exc

@@ -24,12 +24,33 @@ def _database_errors() -> tuple[type[Exception], ...]:
 def _connection_lost_errors() -> tuple[type[Exception], ...]:
     """What psycopg raises when the server failed under a query (it went away, was restarted,
     cancelled it), not a mistake in the SQL. SQLite's OperationalError is not one: it is
-    raised for a missing table too."""
+    raised for a missing table too (``is_outage`` tells SQLite's by its error code)."""
     try:
         import psycopg  # noqa: PLC0415 - the backoffice extra; SQLite needs none
     except ImportError:
         return ()
     return (psycopg.OperationalError,)
+
+
+# SQLite's primary result codes (the low byte of sqlite_errorcode) that say the database could
+# not be used just now: another connection's lock outlasted the busy timeout (BUSY, LOCKED), the
+# disk failed or is full (IOERR, FULL), a file it needs could not be opened (CANTOPEN). A missing
+# table or bad SQL is SQLITE_ERROR: a bug, not one of these.
+_SQLITE_OUTAGE_CODES = {
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+}
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing under a statement (a lock held too long, a full
+    or failing disk, a PostgreSQL server gone away) rather than a mistake in the statement:
+    worth answering "try again shortly", not a bug. The ingest worker's batcher.is_transient
+    is wider on purpose: there a missing table is waited out, never a reason to refuse data."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)  # None for errors not from SQLite itself
+        return code is not None and code & 0xFF in _SQLITE_OUTAGE_CODES
+    return isinstance(exc, CONNECTION_LOST_ERRORS)
 
 
 DATABASE_ERRORS = _database_errors()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
-from appliance.backoffice.storeerrors import CONNECTION_LOST_ERRORS, STORE_ERRORS
+from appliance.backoffice.storeerrors import STORE_ERRORS, is_outage
 from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobstore import open_pathology_store
 
@@ -90,7 +90,7 @@ class StorePool:
                 given_back = None  # a slot again: connected on its next use
                 raise StoreUnreachableError(f"the store connection failed ({exc}) and could "
                                             "not be reopened") from exc
-            if isinstance(exc, CONNECTION_LOST_ERRORS):  # the server went away under it
+            if is_outage(exc):  # the server went away, a lock outlasted the busy timeout
                 raise StoreUnreachableError(f"the store connection failed ({exc}); reopened "
                                             "for the next request") from exc
             raise
