@@ -105,7 +105,7 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
     the way (its server went away, a damaged file) ends the command with one line naming the
     database and its error, exit 1; a file being written is left as it was, as it is when
     SIGTERM ends the command (cli.sigterm_ends_as_interrupt: exit 143)."""
-    from appliance.backoffice.storeerrors import STORE_ERRORS
+    from appliance.backoffice.storeerrors import STORE_ERRORS, explained
     from appliance.backoffice.storeurl import store_name
 
     store = open_for(args, writes=writes)
@@ -114,7 +114,7 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
     try:
         return body(store)
     except STORE_ERRORS as exc:
-        print(f"{command}: the {store_name(store.url)} failed: {' '.join(str(exc).split())}",
+        print(f"{command}: the {store_name(store.url)} failed: {explained(exc)}",
               file=sys.stderr)
         return 1
     finally:

@@ -39,7 +39,7 @@ from appliance.backoffice.sqlitefile import (
     read_mode,
 )
 from appliance.backoffice.store_writes import Batch, IngestWrites
-from appliance.backoffice.storeerrors import StoreError
+from appliance.backoffice.storeerrors import StoreError, explained
 from appliance.backoffice.storeurl import (
     POSTGRES_SCHEMES,
     masked_url,
@@ -398,7 +398,7 @@ def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
         store.close()
         if not store.postgres and damaged(exc):
             raise StoreError(cannot_open(Path(url.removeprefix("sqlite:///")), exc)) from exc
-        raise StoreError(f"cannot read the {store_name(url)}: {exc}") from exc
+        raise StoreError(f"cannot read the {store_name(url)}: {explained(exc)}") from exc
     if problem is not None:
         store.close()
         raise StoreError(problem)

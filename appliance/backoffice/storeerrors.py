@@ -53,6 +53,17 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, CONNECTION_LOST_ERRORS)
 
 
+def explained(exc: BaseException) -> str:
+    """``exc``'s text on one line, with what to do when SQLite says another connection's lock
+    outlasted the busy timeout (its own text, "database is locked", says neither)."""
+    text = " ".join(str(exc).split())
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return (f"{text} (another program held it locked longer than the busy timeout: try "
+                "again once that program is done)")
+    return text
+
+
 DATABASE_ERRORS = _database_errors()
 CONNECTION_LOST_ERRORS = _connection_lost_errors()
 # what a database that went away raises: its driver's error, or StoreError (no reconnect)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+import appliance.backoffice.store as store_module
 from appliance.backoffice.schema import device_row, iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
@@ -146,3 +148,28 @@ def test_fleet_shows_how_long_results_wait_and_how_many_were_dropped(
     assert main(["fleet", "--store", url, "--json"]) == 0
     device = json.loads(capsys.readouterr().out)[0]
     assert (device["dropped"], device["outbox_oldest_age_s"]) == (3, 7260.0)
+
+
+def test_a_store_another_program_holds_locked_is_one_line_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _store_with_results(tmp_path, 3)
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = Path(url.removeprefix("sqlite:///"))
+    holder = sqlite3.connect(path, isolation_level=None)  # a program that keeps the file to itself
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("DELETE FROM results WHERE 0")
+        for command in (["fleet"], ["results", "query"], ["results", "dead-letters"],
+                        ["report", "cohort", "--out", str(tmp_path / "r")]):
+            assert main([*command, "--store", url]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, err
+            assert "Traceback" not in err
+            assert f"SQLite store {path}: database is locked" in err  # on main: no more than this
+            assert "another program held it locked longer than the busy timeout" in err, err
+    finally:
+        holder.close()
+    assert main(["results", "query", "--store", url]) == 0
+    assert not (tmp_path / "r").exists()

@@ -13,7 +13,7 @@ import pytest
 
 import appliance.backoffice.store as store_module
 from appliance.backoffice.store import open_store
-from appliance.backoffice.storeerrors import is_outage
+from appliance.backoffice.storeerrors import explained, is_outage
 from appliance.console.db import StorePool, StoreUnreachableError
 
 BUSY_TIMEOUT_MS = 200
@@ -91,3 +91,6 @@ def test_sqlite_errors_are_told_apart_by_their_code(tmp_path: Path,
     closed = _raised(lambda: conn.execute("SELECT 1"))  # Python's own, no SQLite code
     assert [is_outage(exc) for exc in (busy, no_room)] == [True, True]
     assert [is_outage(exc) for exc in (missing, bad_sql, closed)] == [False, False, False]
+    assert explained(busy).endswith("(another program held it locked longer than the busy "
+                                    "timeout: try again once that program is done)")
+    assert explained(missing) == "no such table: no_such_table"
