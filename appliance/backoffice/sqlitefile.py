@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from appliance.backoffice.schema import MIGRATIONS
+from appliance.backoffice.storeerrors import explained, held_locked
 from appliance.diskspace import full_disk_hint
 from appliance.logsafe import escape_controls
 
@@ -97,6 +98,8 @@ def cannot_open(path: Path, exc: BaseException) -> str:
     if damaged(exc):
         reason = "its schema is no UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc
         return f"cannot open SQLite store {path.absolute()}: {reason}; {DAMAGED_HINT}"
+    if held_locked(exc):  # nothing wrong with the path: another program keeps the file
+        return f"cannot open SQLite store {path.absolute()}: {explained(exc)}"
     return f"cannot open SQLite store {path.absolute()}: {exc}; {_folder_hint(path)}"
 
 

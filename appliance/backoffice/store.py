@@ -374,7 +374,7 @@ def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> S
         store.migrate()
     except Exception as exc:
         store.close()
-        raise StoreError(f"cannot migrate the {store_name(url)}: {exc}") from exc
+        raise StoreError(f"cannot migrate the {store_name(url)}: {explained(exc)}") from exc
     return store
 
 

@@ -53,12 +53,17 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, CONNECTION_LOST_ERRORS)
 
 
+def held_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite saying another connection's lock outlasted the busy timeout."""
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def explained(exc: BaseException) -> str:
     """``exc``'s text on one line, with what to do when SQLite says another connection's lock
     outlasted the busy timeout (its own text, "database is locked", says neither)."""
     text = " ".join(str(exc).split())
-    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
-    if code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+    if held_locked(exc):
         return (f"{text} (another program held it locked longer than the busy timeout: try "
                 "again once that program is done)")
     return text

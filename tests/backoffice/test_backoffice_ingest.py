@@ -528,3 +528,39 @@ def test_the_worker_names_its_store_without_the_password(
     assert said == [f"back office {config.backoffice.client_id} storing to the PostgreSQL "
                     f"database {url.replace('s3cret-pw', '***')}"]
     assert "s3cret-pw" not in caplog.text
+
+
+@pytest.mark.parametrize("locking", ["exclusive locking mode", "BEGIN EXCLUSIVE"])
+def test_a_store_another_program_holds_locked_stops_the_worker_with_one_line(
+    locking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker starting on a store another program keeps locked past the busy timeout said
+    'database is locked; check the path' (at connect) or only 'database is locked' (at
+    migrate): the path was right, and nothing said to wait for the other program."""
+    import sqlite3
+
+    import appliance.backoffice.store as store_module
+
+    path = tmp_path / "backoffice.sqlite3"
+    open_store(f"sqlite:///{path}").close()
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    config = _config("127.0.0.1", free_port(), "never-reached", tmp_path)
+    config = config.model_copy(update={"store": config.store.model_copy(
+        update={"url": f"sqlite:///{path}"})})
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        if locking == "exclusive locking mode":
+            holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("DELETE FROM results WHERE 0")
+        caplog.set_level(logging.INFO, logger="appliance.backoffice.service")
+        assert run_backoffice(config, threading.Event()) == 1
+    finally:
+        holder.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, caplog.text
+    assert errors[0].exc_info is None  # no traceback
+    said = errors[0].getMessage()
+    assert f"SQLite store {path}: database is locked (another program held it locked " in said
+    assert said.endswith("try again once that program is done)"), said
