@@ -224,11 +224,19 @@ class CohortCache:
             value = self._value
         if value is None:
             self._compute(store, only_if_missing=True)
-            return self.get(store)
+            return self._latest()
         stale = time.monotonic() - value[0] > self.max_age_s
         if stale and pool is not None and not self._refreshing.locked():
             self.warm(pool)
         elif stale and pool is None:
             self._compute(store)
-            return self.get(store)
+            return self._latest()
+        return value[1], value[2]
+
+    def _latest(self) -> tuple[list[FeatureView], list[dict[str, Any]]]:
+        """The figures just computed, whatever their age: with ``max_age_s`` 0 they are stale
+        at once, and asking ``get`` again would compute them again without end."""
+        with self._lock:
+            value = self._value
+        assert value is not None  # _compute set it
         return value[1], value[2]

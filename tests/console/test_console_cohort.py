@@ -8,6 +8,7 @@ import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from appliance.console.cohortview import (
     repeat_rows,
     svg_plot,
 )
+from appliance.console.views import CohortCache
 from appliance.edge.screen_view import load_references, result_view
 from tests.store_helpers import BACKENDS, fresh_store
 
@@ -149,3 +151,25 @@ def test_a_small_bands_wide_interval_does_not_put_the_axis_below_zero() -> None:
     bottom = 10 + 200 - 50  # top + plot height
     ys = [float(y) for y in re.findall(r'y[12]="([\d.-]+)"', svg)]
     assert max(ys) == pytest.approx(bottom)  # the whisker stops at the axis
+
+
+def test_figures_never_reused_are_computed_once_per_request(
+    store: Store, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """console.cohort_cache_s: 0 (allowed) made a request that found no figures yet (one that
+    came during the start-up warm-up) compute them again and again, stale at once, until
+    RecursionError: a 500 after about 20 s of CPU."""
+    computed: list[int] = []
+    band_sums = store.band_sums
+
+    def counted(features: Any) -> Any:
+        computed.append(1)
+        return band_sums(features)
+
+    monkeypatch.setattr(store, "band_sums", counted)
+    cache = CohortCache(0.0)
+    views, _ = cache.get(store)  # none computed yet; on main: RecursionError
+    assert len(computed) == 1
+    assert {v.key for v in views} == set(REPORT_FEATURES)
+    cache.get(store)  # stale at once, no pool to refresh in the background: computed here
+    assert len(computed) == 2
