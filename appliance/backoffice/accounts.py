@@ -30,6 +30,9 @@ TOKEN_ID_CHARS = 16
 TOKEN_ID = re.compile(f"^[0-9a-f]{{{TOKEN_ID_CHARS}}}\\Z")
 # a token's last use is written again only this long after the last write
 LAST_USE_EVERY_S = 60.0
+# how long an API request waits for another program's write lock on a SQLite store to write its
+# token's last use (bookkeeping: not worth holding the answer for the 30 s busy timeout)
+LAST_USE_LOCK_WAIT_MS = 500
 # open sessions a user keeps (browsers, devices); a further login ends the oldest
 MAX_SESSIONS_PER_USER = 16
 # PostgreSQL's clock as the fixed-width UTC text sessions keep (schema.iso_utc's format)
@@ -100,7 +103,8 @@ class ConsoleAccounts:
 
         def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
         def _sql(self, text: str) -> str: ...
-        def _transaction(self) -> AbstractContextManager[Any]: ...
+        def _transaction(self, lock_wait_ms: int | None = None) -> (
+            AbstractContextManager[Any]): ...
 
     def put_user(self, name: str, password_hash: str, role: str, now: str) -> Revoked | None:
         """Add a console user (None) or replace its password and role, which ends the user's
@@ -278,8 +282,9 @@ class ConsoleAccounts:
         return Login(name, role), now_text if due else None
 
     def record_token_use(self, token_sha256: str, used_at: str) -> None:
-        """Write an API token's last use (unless another request wrote one since)."""
-        with self._transaction() as cur:
+        """Write an API token's last use (unless another request wrote one since); SQLite
+        waits at most LAST_USE_LOCK_WAIT_MS for another program's write lock."""
+        with self._transaction(LAST_USE_LOCK_WAIT_MS) as cur:
             cur.execute(self._sql(
                 "UPDATE console_tokens SET last_used_at = ? WHERE token_sha256 = ? "
                 "AND (last_used_at IS NULL OR last_used_at <= ?)"),

@@ -176,13 +176,21 @@ class Store(ConsoleQueries, IngestWrites):
         return text.replace("?", "%s") if self.postgres else text
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, lock_wait_ms: int | None = None) -> Iterator[Any]:
+        """A transaction; ``lock_wait_ms``: how long SQLite waits for another connection's
+        write lock to begin it (a write worth less than the wait), else SQLITE_BUSY_TIMEOUT_MS."""
         if self.postgres:
             with self._conn.transaction():
                 yield self._conn.cursor()
             return
         cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        if lock_wait_ms is not None:
+            cur.execute(f"PRAGMA busy_timeout={int(lock_wait_ms)}")
+        try:
+            cur.execute("BEGIN IMMEDIATE")  # the write lock: the rest never waits for one
+        finally:
+            if lock_wait_ms is not None:
+                cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         try:
             yield cur
         except BaseException:
