@@ -389,7 +389,7 @@ def test_a_store_error_inside_a_handler_is_a_503_naming_the_store_only_in_the_lo
     cookie, _ = login_cookie(console)
     cause = f"cannot read the SQLite store {console.store_url}: disk I/O error"
 
-    def refused(*_: object) -> None:
+    def refused(*_: object, **__: object) -> None:
         raise StoreError(cause)
 
     monkeypatch.setattr(Store, "rollout_rows", refused)
