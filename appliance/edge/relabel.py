@@ -25,7 +25,8 @@ from appliance.transport.payloads import PayloadError, Result, parse_payload
 
 log = logging.getLogger(__name__)
 
-PAGE_ROWS = 100  # results read at a time (a result with a thumbnail is up to 256 KiB)
+PAGE_ROWS = 100  # results read at a time (a result with a thumbnail is up to 256 KiB); only
+# those on another topic are read: a full outbox is tens of thousands of this kiosk's own
 
 
 def relabelled(payload: bytes, site: str, device_id: str) -> bytes | None:
@@ -43,12 +44,11 @@ def send_as_this_kiosk(outbox: Outbox, result_topic: str, site: str, device_id: 
     moved: Counter[str] = Counter()
     after_seq = 0
     try:
-        while page := outbox.pending(after_seq=after_seq, limit=PAGE_ROWS):
+        while page := outbox.pending_elsewhere(result_topic, after_seq, PAGE_ROWS):
             after_seq = page[-1].seq
             changes, old_topics = [], []
             for message in page:
-                new = None if message.topic == result_topic else relabelled(
-                    message.payload, site, device_id)
+                new = relabelled(message.payload, site, device_id)
                 if new is not None:
                     changes.append((message.seq, result_topic, new))
                     old_topics.append(message.topic)

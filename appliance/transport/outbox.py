@@ -314,11 +314,21 @@ class Outbox:
 
     def pending(self, after_seq: int = 0, limit: int = 1000) -> list[OutboxMessage]:
         """Messages with ``seq > after_seq``, oldest first."""
+        return self._pending_where("seq > ?", (after_seq,), limit)
+
+    def pending_elsewhere(self, topic: str, after_seq: int = 0,
+                          limit: int = 1000) -> list[OutboxMessage]:
+        """Messages with ``seq > after_seq`` on another topic than ``topic``, oldest first;
+        the payloads of those on ``topic`` are not read (a full outbox is mostly them)."""
+        return self._pending_where("seq > ? AND topic != ?", (after_seq, topic), limit)
+
+    def _pending_where(self, where: str, args: tuple[int | str, ...],
+                       limit: int) -> list[OutboxMessage]:
         with self._lock, self._reading("read waiting results"):
             rows = self._db.execute(
                 "SELECT seq, measurement_id, topic, payload, created_at_s FROM outbox "
-                "WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
+                f"WHERE {where} ORDER BY seq LIMIT ?",
+                (*args, limit),
             ).fetchall()
         return self._messages(rows)
 

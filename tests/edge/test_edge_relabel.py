@@ -18,6 +18,7 @@ from appliance.config import config_from_mapping
 from appliance.edge.relabel import send_as_this_kiosk
 from appliance.edge.testing import fast_daemon, wait_until
 from appliance.synthetic import fleet as fleetsim
+from appliance.transport import outbox_file
 from appliance.transport.acks import encode_acks
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import LinkSettings, new_client
@@ -111,3 +112,29 @@ def test_only_results_on_another_topic_are_relabelled(tmp_path: Path) -> None:
     assert topic == "p/s/me/result"
     assert json.loads(payload)["device_id"] == "me"
     assert json.loads(payload)["features"] == json.loads(other.to_json())["features"]
+
+
+def test_a_full_outbox_of_own_results_is_not_read_to_relabel_a_few(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At start only the rows on another topic are read, payloads included: a kiosk's own
+    results (a full outbox: tens of thousands) are left on disk."""
+    rng = random.Random(11)
+    own = [fleetsim.sample_result(rng, "s", "me", i) for i in range(450)]
+    foreign = [fleetsim.sample_result(rng, "s", "twin", i) for i in range(3)]
+    rows = [(r.measurement_id, "p/s/me/result", r.to_json()) for r in own]
+    for index, result in enumerate(foreign):  # among the own ones, across the pages
+        rows.insert(150 * index + 7, (result.measurement_id, "p/s/twin/result", result.to_json()))
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    outbox.add_many(rows)
+    read: list[str] = []
+    message_of = outbox_file.message_of
+    monkeypatch.setattr(outbox_file, "message_of",
+                        lambda row: read.append(row[1]) or message_of(row))
+    assert send_as_this_kiosk(outbox, "p/s/me/result", "s", "me") == 3
+    assert sorted(read) == sorted(r.measurement_id for r in foreign)
+    monkeypatch.undo()
+    stored = {m.measurement_id: (m.topic, m.payload) for m in outbox.pending(limit=1000)}
+    outbox.close()
+    assert [stored[r.measurement_id] for r in own] == [("p/s/me/result", r.to_json()) for r in own]
+    assert {stored[r.measurement_id][0] for r in foreign} == {"p/s/me/result"}
