@@ -25,6 +25,7 @@ from appliance.capture.folder_calls import (
     Progress,
     file_stamps,
     jpeg_names,
+    refusal,
 )
 from appliance.capture.replayed import FileStamp, ReplayRecord
 from appliance.capture.saved_over import SavedOverWatch, picture_digest
@@ -96,6 +97,7 @@ class DirectorySource:
         self._same_picture: dict[str, tuple[FileStamp, FileStamp]] = {}
         self._same_picture_lock = threading.Lock()  # the commit thread records too
         self._failures: dict[str, _LoadFailure] = {}
+        self._refused: set[str] = set()  # links out of the folder, FIFOs...: named once
         self._listing: _Listing | None = None
         self._unread: list[str] = []  # the listed files not yet read, in name order
         self._unread_of: list[str] | None = None  # the listing _unread was worked out from
@@ -188,11 +190,26 @@ class DirectorySource:
             changed_ns = self._ask("a look at the folder", lambda _: self.folder.stat().st_mtime_ns)
             if self._listing is not None and not self._listing.stale(changed_ns):
                 return self._listing.names
-            names = self._ask("a listing of the folder", lambda p: jpeg_names(self.folder, p))
+            listing = self._ask("a listing of the folder", lambda p: jpeg_names(self.folder, p))
         except OSError as exc:
             raise SourceError(f"{self.folder}: cannot list the folder ({exc})") from exc
+        self._say_refused(listing.refused)
+        names = listing.names
         self._listing = _Listing(names, changed_ns, time.time_ns(), time.monotonic())
         return names
+
+    def _say_refused(self, refused: dict[str, str]) -> None:
+        """Name each refused file once in the journal (again only once it was fine or gone)."""
+        self._refused &= refused.keys()
+        for name, why in sorted(refused.items()):
+            self._refuse(name, why)
+
+    def _refuse(self, name: str, why: str) -> None:
+        from appliance.skin.frames import shown_name  # noqa: PLC0415 - as _load: cv2
+
+        if name not in self._refused:
+            log.warning("%s: %s; not read", shown_name(self.folder / name), why)
+            self._refused.add(name)
 
     def _stamp(self, name: str) -> FileStamp | None:
         """A file's size and time; None for one gone between listing and now."""
@@ -216,6 +233,11 @@ class DirectorySource:
         from appliance.skin.frames import FrameError, load_frame, shown_name  # noqa: PLC0415
 
         path = self.folder / stamp.name
+        why = self._ask(f"a look at {shown_name(path)}", lambda _: refusal(self.folder, stamp.name))
+        if why is not None:  # replaced by a link or a FIFO since the listing
+            self._refuse(stamp.name, why)
+            self._listing = None  # list again: the name is left out then
+            return None
         try:
             rgb = self._ask(f"a read of {shown_name(path)}", lambda _: load_frame(path))
         except FrameError as exc:

@@ -15,9 +15,11 @@ is simply dropped; the caller asks again once the folder answers.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -27,6 +29,7 @@ T = TypeVar("T")
 
 IDLE_S = 10.0  # a worker with nothing to do this long ends; the next call starts another
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
+NOT_REGULAR = "not a regular file (a FIFO, a device, a socket or a folder)"
 
 
 class NoAnswerError(TimeoutError):
@@ -122,15 +125,59 @@ class FolderCalls:
             self._changed.notify()
 
 
-def jpeg_names(folder: Path, progress: Progress) -> list[str]:
-    """The folder's JPEGs in name order."""
-    names = []
+@dataclass(frozen=True)
+class JpegListing:
+    """A folder's JPEGs to read, in name order, and those refused (name -> why)."""
+
+    names: list[str]
+    refused: dict[str, str]
+
+
+def jpeg_names(folder: Path, progress: Progress) -> JpegListing:
+    """The folder's JPEGs in name order, without the links that leave the folder and what is
+    no regular file: a kiosk runs as root, and a link named ``x.jpg`` to ``/etc/shadow`` was
+    read; a FIFO blocks its reader until someone writes to it."""
+    inside = os.path.realpath(folder)
+    names, refused = [], {}
     with os.scandir(folder) as entries:
         for entry in entries:
             progress.made()
-            if _wanted(entry.name):
+            if not _wanted(entry.name):
+                continue
+            why = _entry_refusal(entry, inside)
+            if why is None:
                 names.append(entry.name)
-    return sorted(names)
+            else:
+                refused[entry.name] = why
+    return JpegListing(sorted(names), refused)
+
+
+def refusal(folder: Path, name: str) -> str | None:
+    """Why the file ``name`` in ``folder`` is not to be read now (None: it is to be read);
+    asked again just before a read, as the file may have been replaced since the listing."""
+    path = os.path.join(folder, name)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None  # gone: the read says so
+    if stat.S_ISLNK(mode):
+        return _link_refusal(path, os.path.realpath(folder))
+    return None if stat.S_ISREG(mode) else NOT_REGULAR
+
+
+def _entry_refusal(entry: os.DirEntry[str], inside: str) -> str | None:
+    """As ``refusal``, from the listing's own answer (no look at a regular file's inode)."""
+    if entry.is_symlink():
+        return _link_refusal(entry.path, inside)
+    return None if entry.is_file(follow_symlinks=False) else NOT_REGULAR
+
+
+def _link_refusal(path: str, inside: str) -> str | None:
+    """A link is read only when it ends at a regular file inside the watched folder."""
+    target = os.path.realpath(path)
+    if os.path.commonpath([inside, target]) != inside or target == inside:
+        return "a symbolic link to a file outside the watched folder (copy the capture in)"
+    return None if os.path.isfile(target) else "a symbolic link to no regular file"
 
 
 def file_stamps(folder: Path, names: Iterable[str], progress: Progress) -> dict[str, FileStamp
