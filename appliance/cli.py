@@ -17,7 +17,7 @@ import os
 import pkgutil
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -174,12 +174,34 @@ def _register_config(root: Any) -> None:
 
 
 class EscapingParser(argparse.ArgumentParser):
-    """An ArgumentParser whose error messages show control characters escaped: they quote the
-    arguments given ("unrecognized arguments: ..."), which reach the terminal."""
+    """An ArgumentParser whose error messages show control characters escaped and overlong
+    arguments cut (logsafe.SHOWN_ARGUMENT_CHARS): they quote the arguments given ("unrecognized
+    arguments: ...", "invalid choice: ...", a type's refusal), which reach the terminal."""
+
+    _given: tuple[str, ...] = ()
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
+        """As argparse does, remembering the arguments given for ``error`` to cut (``Any``:
+        argparse's stubs overload it by the namespace's class)."""
+        self._given = tuple(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._given, namespace)
 
     def error(self, message: str) -> NoReturn:
-        """Print usage and the escaped message, exit 2 (as argparse does)."""
-        super().error(logsafe.escape_controls(message))
+        """Print usage and the escaped message, overlong arguments cut, exit 2 (as argparse
+        does)."""
+        super().error(logsafe.escape_controls(shorten_arguments(message, self._given)))
+
+
+def shorten_arguments(message: str, given: Sequence[str]) -> str:
+    """``message`` with each argument of ``given`` longer than logsafe.SHOWN_ARGUMENT_CHARS
+    (quoted or not, and the value of ``--option=VALUE``) cut to that many characters."""
+    limit = logsafe.SHOWN_ARGUMENT_CHARS
+    long_values = {value for text in given if len(text) > limit
+                   for value in (text, text.partition("=")[2]) if len(value) > limit}
+    for value in sorted(long_values, key=len, reverse=True):
+        message = message.replace(repr(value), logsafe.shorten_quoted(value, limit))
+        message = message.replace(value, logsafe.shorten(value, limit))
+    return message
 
 
 def build_parser() -> argparse.ArgumentParser:

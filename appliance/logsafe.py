@@ -20,6 +20,7 @@ _CONTROL = re.compile(
     r"[\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069"
     r"\ufeff\ud800-\udfff]"
 )
+SHOWN_ARGUMENT_CHARS = 200  # of a command-line argument named in an error (it may be 100,000)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
 
 
@@ -32,6 +33,15 @@ def shorten(text: str, limit: int) -> str:
     """``text`` escaped, cut to ``limit`` characters with how much was left off (an MQTT topic
     can be 65,535 bytes long: a terminal line should not be)."""
     shown = escape_controls(text[:limit])
+    if len(text) <= limit:
+        return shown
+    return f"{shown}... ({len(text) - limit} more characters)"
+
+
+def shorten_quoted(text: str, limit: int) -> str:
+    """``text`` quoted as ``repr`` quotes it (controls escaped), cut to ``limit`` characters
+    with how much was left off: a 100,000-character argument named in an error is one line."""
+    shown = repr(text[:limit])
     if len(text) <= limit:
         return shown
     return f"{shown}... ({len(text) - limit} more characters)"

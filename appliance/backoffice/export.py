@@ -26,7 +26,7 @@ from appliance.backoffice.schema import (
 )
 from appliance.backoffice.store import Store
 from appliance.edge.reasons import grade_withheld
-from appliance.logsafe import escape_controls, shorten
+from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten, shorten_quoted
 from appliance.outfile import replaced_when_complete
 from appliance.texttable import aligned
 
@@ -44,17 +44,18 @@ _LABEL_AT = QUERY_COLUMNS.index("label")
 
 def parse_since(text: str) -> str:
     """A start time (ISO date or date-time, UTC unless it says otherwise) as stored text."""
+    shown = shorten_quoted(text, SHOWN_ARGUMENT_CHARS)
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValueError(
-            f"--since {text!r}: not an ISO date or date-time (e.g. 2026-11-01 or "
+            f"--since {shown}: not an ISO date or date-time (e.g. 2026-11-01 or "
             "2026-11-01T09:00:00Z)"
         ) from exc
     try:
         return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
     except OverflowError as exc:  # 0001-01-01T00:00+01:00 is the year 0 in UTC
-        raise ValueError(f"--since {text!r}: in UTC before the year 1 or after 9999") from exc
+        raise ValueError(f"--since {shown}: in UTC before the year 1 or after 9999") from exc
 
 
 def query_table(store: Store, device: str | None, since: str | None, limit: int) -> str:

@@ -1,0 +1,63 @@
+"""An overlong argument named in an error is cut: a 100,000-character ``--device`` or
+``--since`` gives one short line that still says which option was refused and why, not a
+screenful of the argument (nor as much in the journal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+
+LONG = "a" * 100_000
+SHOWN_TAIL = "... (99800 more characters)"
+ERROR_LINE_CHARS = 600  # the option, 200 characters of the value, and why it was refused
+
+
+def _refusal(capsys: pytest.CaptureFixture[str], *arguments: str) -> str:
+    """The error line a command refuses ``arguments`` with, exit status 2."""
+    try:
+        code = main(list(arguments))
+    except SystemExit as done:  # argparse's own refusals
+        code = done.code
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return captured.err.rstrip("\n").splitlines()[-1]
+
+
+@pytest.mark.parametrize(("arguments", "named", "why"), [
+    (("results", "query", "--device", LONG), "--device", "not a device id"),
+    (("results", "query", f"--device={LONG}"), "--device", "not a device id"),
+    (("results", "query", "--since", LONG), "--since", "not an ISO date"),
+    (("results", "query", "--limit", LONG), "--limit", "not a whole number"),
+    (("demo", "--count", LONG), "--count", "invalid"),
+    (("results", "query", "--format", LONG), "unrecognized arguments: --format", ""),
+    ((LONG,), "invalid choice", "choose from"),
+])
+def test_an_overlong_argument_is_cut_in_the_error_line(
+        capsys: pytest.CaptureFixture[str], arguments: tuple[str, ...], named: str,
+        why: str) -> None:
+    line = _refusal(capsys, *arguments)
+    assert len(line) < ERROR_LINE_CHARS, line[:300]
+    assert named in line
+    assert why in line
+    assert SHOWN_TAIL in line
+
+
+def test_export_names_an_overlong_since_in_one_short_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    line = _refusal(capsys, "results", "export", "--since", LONG, "--out", str(out))
+    assert len(line) < ERROR_LINE_CHARS, line[:300]
+    assert line.startswith("--since 'aaa")
+    assert SHOWN_TAIL in line
+    assert not out.exists()
+
+
+def test_a_cut_argument_keeps_its_controls_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    line = _refusal(capsys, "results", "query", "--device", "\x1b[31m" + LONG)
+    assert "\x1b" not in line
+    assert "\\x1b[31m" in line
+    assert "... (99805 more characters)" in line
