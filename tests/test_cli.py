@@ -233,6 +233,21 @@ def test_demo_refuses_more_simulated_kiosks_than_the_machine_can_run(
     assert build_parser().parse_args(["demo", "--devices", "32"]).devices == 32
 
 
+@pytest.mark.parametrize("count", ["501", "10000000"])
+def test_demo_refuses_more_results_than_its_timeout_can_wait_for(
+    count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A result takes about 1.2 s an edge: --count 10000000 was taken and ran until the 900 s
+    timeout failed it. Only parsed here: nothing runs."""
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["demo", "--count", count])
+    assert refused.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [f"appliance demo: error: argument --count: must be a whole number from 1 "
+                      f"to 500, got '{count}'"]
+    assert build_parser().parse_args(["demo", "--count", "500"]).count == 500
+
+
 TERMINATED_WHILE_WRITING = """
 import os, signal, sys, time
 import appliance.outfile as outfile

@@ -32,7 +32,7 @@ def _refusal(capsys: pytest.CaptureFixture[str], *arguments: str) -> str:
     (("results", "query", f"--device={LONG}"), "--device", "not a device id"),
     (("results", "query", "--since", LONG), "--since", "not an ISO date"),
     (("results", "query", "--limit", LONG), "--limit", "not a whole number"),
-    (("demo", "--count", LONG), "--count", "invalid"),
+    (("demo", "--count", LONG), "--count", "expected a whole number"),
     (("results", "query", "--format", LONG), "unrecognized arguments: --format", ""),
     ((LONG,), "invalid choice", "choose from"),
 ])
