@@ -1,6 +1,6 @@
-"""An overlong argument named in an error is cut: a 100,000-character ``--device`` or
-``--since`` gives one short line that still says which option was refused and why, not a
-screenful of the argument (nor as much in the journal)."""
+"""An overlong argument named in an error is cut: a 100,000-character ``--device``,
+``--since``, ``--repo`` or ``--store`` gives one short line that still says which option was
+refused and why, not a screenful of the argument (nor as much in the journal)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def _refusal(capsys: pytest.CaptureFixture[str], *arguments: str) -> str:
     (("demo", "--count", LONG), "--count", "expected a whole number"),
     (("results", "query", "--format", LONG), "unrecognized arguments: --format", ""),
     ((LONG,), "invalid choice", "choose from"),
+    (("models", "status", "--repo", LONG), "status: aaa", "not a model repository"),
+    (("fleet", "--store", LONG), "store url 'aaa", "use sqlite:///PATH"),
+    (("results", "query", "--store", LONG), "store url 'aaa", "use sqlite:///PATH"),
 ])
 def test_an_overlong_argument_is_cut_in_the_error_line(
         capsys: pytest.CaptureFixture[str], arguments: tuple[str, ...], named: str,

@@ -46,7 +46,7 @@ from appliance.backoffice.storeurl import (
     missing_database,
     store_name,
 )
-from appliance.logsafe import escape_controls
+from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten_quoted
 from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch and StoreError live in store_writes.py and storeerrors.py; users of the
@@ -86,7 +86,8 @@ class Store(ConsoleQueries, IngestWrites):
         self.url = url
         self.postgres = url.startswith(POSTGRES_SCHEMES)
         if not self.postgres and not url.startswith("sqlite:///"):
-            raise StoreError(f"store url {masked_url(url)!r}: use sqlite:///PATH or "
+            shown = shorten_quoted(masked_url(url), SHOWN_ARGUMENT_CHARS)
+            raise StoreError(f"store url {shown}: use sqlite:///PATH or "
                              "postgresql://...")
         if (problem := missing_database(url)) is not None:
             raise StoreError(problem)

@@ -27,7 +27,7 @@ from appliance.config import (
     load_config_or_defaults,
     value_origin,
 )
-from appliance.logsafe import escape_controls
+from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
@@ -303,8 +303,8 @@ def run_status(args: argparse.Namespace) -> int:
     """Print the fleet's model status (a table, or one JSON object with --json); creates
     nothing (without a store yet, there are no rollouts to show)."""
     if not os.path.lexists(args.repo / "settings.json"):  # a typo would show an empty fleet
-        print(escape_controls(f"status: {args.repo}: not a model repository (no settings.json)"),
-              file=sys.stderr)
+        repo = shorten(str(args.repo), SHOWN_ARGUMENT_CHARS)
+        print(f"status: {repo}: not a model repository (no settings.json)", file=sys.stderr)
         return EXIT_ERROR
     try:
         config, url = _settings(args)
