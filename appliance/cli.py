@@ -11,6 +11,7 @@ the exit code. Areas import their heavy dependencies inside handlers so ``applia
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -278,6 +279,16 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         silence_stdout()
         return 0
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        # a path the system cannot take (a name over 255 bytes, a path over 4096) fails
+        # wherever the command first touches it; one line, the path cut, not a traceback
+        # that echoes it whole
+        name = logsafe.shorten_quoted(str(exc.filename), logsafe.SHOWN_ARGUMENT_CHARS)
+        print(f"appliance {args.command}: path too long for this system: {name}",
+              file=sys.stderr)
+        return 2
 
 
 @contextmanager
