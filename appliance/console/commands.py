@@ -56,8 +56,14 @@ def read_password(path: str | None) -> str:
     """The password from the first line of a file, or asked twice on the terminal."""
     if path is not None:
         return _password_from_file(Path(path))
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
+    try:
+        first = getpass.getpass("password: ")
+        again = getpass.getpass("again: ")
+    except EOFError:  # no terminal and nothing on standard input (a script, a pipe closed)
+        raise ValueError("no password given: standard input ended; type it on a terminal, "
+                         "or name a file whose first line is the password with "
+                         "--password-file") from None
+    if again != first:
         raise ValueError("the two passwords differ")
     return first
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,21 @@ def test_the_console_names_a_postgresql_store_without_its_password(
     printed = capsys.readouterr()
     assert f"(store {url.replace('s3cret-pw', '***')}, pathology" in printed.out
     assert "s3cret-pw" not in printed.out + printed.err
+
+
+def test_user_add_with_no_terminal_and_standard_input_ended_says_how_to_give_a_password(
+    tmp_path: Path,
+) -> None:
+    """``console user add`` run by a script with nothing on standard input raised EOFError
+    from getpass: a traceback. Now one line naming --password-file, exit 2, and no user."""
+    store = f"sqlite:///{tmp_path / 'console.sqlite3'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "console", "user", "add", "bob", "--role", "viewer",
+         "--store", store], check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=120, start_new_session=True)  # no controlling terminal: getpass reads stdin
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "console user add: no password given: standard input ended; type it on a terminal, "
+        "or name a file whose first line is the password with --password-file")
+    assert not (tmp_path / "console.sqlite3").exists()
