@@ -18,6 +18,7 @@ from types import FrameType
 from appliance import interrupts
 from appliance.config import Config, ConfigError, load_config
 from appliance.edge.daemon import EXIT_OK, EdgeDaemon, Requests
+from appliance.edge.ending import exit_code_after_stop
 from appliance.edge.heap import keep_frame_buffers
 from appliance.edge.measure import Classifier, Reloadable, skin_measurement
 from appliance.edge.plugins import default_gate, source_from_config
@@ -88,9 +89,10 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
         log.error("cannot start: %s", exc)
         return EXIT_RETRY
     try:
-        return _run_locked(config, config_path, requests)
+        code = _run_locked(config, config_path, requests)
     finally:
         lock.release()
+    return exit_code_after_stop(code)  # never finalise around a worker still in a library
 
 
 def _run_locked(config: Config, config_path: str, requests: Requests) -> int:

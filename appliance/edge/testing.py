@@ -23,6 +23,7 @@ from appliance.capture.sources import Frame, FrameSource, SourceError
 from appliance.capture.synthetic import CustomerScript, SyntheticSource
 from appliance.config import Config, load_config
 from appliance.edge.daemon import EdgeDaemon, Requests
+from appliance.edge.ending import exit_code_after_stop
 from appliance.edge.measure import Measurement
 from appliance.edge.plugins import source_from_config
 from appliance.edge.service import install_signal_handlers
@@ -179,7 +180,7 @@ def run_daemon(config_path: str, build: Callable[[Config], EdgeDaemon]) -> int:
     setup_logging(False, config.device.id)
     daemon = build(config)
     install_signal_handlers(Requests(daemon.stop_requested, daemon.reload_requested))
-    return daemon.run()
+    return exit_code_after_stop(daemon.run())
 
 
 def main(argv: list[str]) -> int:

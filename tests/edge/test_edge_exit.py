@@ -1,0 +1,101 @@
+"""A stop while the analysis is still inside a native library call ends the process with its
+normal exit code (never SIGABRT at interpreter finalisation) and keeps every committed result."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.transport.broker import PrivateBroker
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+BLOCKED = "analysis blocked in native code"
+
+# `appliance edge` whose analysis measures twice, then stays inside OpenCV calls (each releases
+# the GIL), as a real analysis does while it measures a frame when the stop comes
+EDGE_WITH_BLOCKING_ANALYSIS = f"""
+import sys
+import cv2
+import numpy as np
+import appliance.edge.service as service
+from appliance.cli import main
+from appliance.edge.testing import fixed_analyzer
+
+noise = np.random.default_rng(0).integers(0, 255, (1200, 1200), dtype=np.uint8)
+calls = []
+
+def blocking_analyzer(rgb, um_per_px):
+    calls.append(rgb)
+    if len(calls) > 2:
+        print({BLOCKED!r}, file=sys.stderr, flush=True)
+        while True:
+            cv2.medianBlur(noise, 5)
+    return fixed_analyzer(rgb, um_per_px)
+
+service.skin_measurement = blocking_analyzer
+sys.exit(main(["edge", "--config", sys.argv[1]]))
+"""
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    with PrivateBroker(workdir=tmp_path / "broker") as started:
+        yield started
+
+
+def _config(tmp_path: Path, port: int) -> Path:
+    path = tmp_path / "edge.yaml"
+    path.write_text(
+        "device: {id: kiosk-exit, site: test}\n"
+        "camera: {source: synthetic}\n"
+        f"mqtt: {{port: {port}, topic_prefix: edgeexit}}\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+        "edge: {synthetic_fps: 30, reconnect_initial_s: 0.2, reconnect_cap_s: 1.0}\n"
+    )
+    return path
+
+
+def _wait_for(log_path: Path, text: str, timeout_s: float) -> None:
+    deadline_s = time.monotonic() + timeout_s
+    while text not in log_path.read_text():
+        if time.monotonic() > deadline_s:
+            raise AssertionError(f"no {text!r} in the log:\n{log_path.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def test_stop_while_analysis_is_in_native_code_exits_normally_and_keeps_results(
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "edge.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
+    with log_path.open("wb") as log:
+        edge = subprocess.Popen(
+            [sys.executable, "-c", EDGE_WITH_BLOCKING_ANALYSIS,
+             str(_config(tmp_path, broker.port))],
+            cwd=REPO, stdout=log, stderr=log, env=env,
+        )
+    try:
+        _wait_for(log_path, BLOCKED, timeout_s=60)
+        time.sleep(0.3)  # well inside the OpenCV loop
+        edge.send_signal(signal.SIGTERM)
+        code = edge.wait(30)
+    finally:
+        edge.kill()
+    log_text = log_path.read_text()
+    assert code == 0, f"exit {code}:\n{log_text[-2000:]}"
+    assert "AnalysisRunner still running after the stop" in log_text
+    committed = set(re.findall(r"measurement ([0-9a-f-]{36}) committed", log_text))
+    assert len(committed) == 2
+    with sqlite3.connect(tmp_path / "state" / "outbox.sqlite3") as db:
+        kept = {row[0] for row in db.execute("SELECT measurement_id FROM outbox")}
+    assert kept == committed  # nobody acknowledged them: all still wait to be sent
