@@ -155,23 +155,30 @@ def parse_letter_cursor(value: str | None) -> int | None:
 
 def parse_listed_cursor(value: str | None) -> tuple[str, str] | None:
     """Where a page of a list by time and id (pathology jobs, model rollouts) starts: after
-    the row of TIME and ID (``TIME~ID``, from an Older link); None: the newest."""
+    the row of TIME and ID (``TIME~ID``, from an Older link or the API's ``next``); None: the
+    newest."""
     if not value:
         return None
     match = _LISTED_CURSOR.match(value) if len(value) <= 100 else None
     if match is None:
-        raise InputError("before", value, "a cursor from an 'Older' link of this page")
+        raise InputError("before", value, "a cursor from an 'Older' link of this page or the "
+                         "`next` of an API answer")
     return match.group(1), match.group(2)
 
 
-def older_link(path: str, rows: Sequence[Mapping[str, Any]], shown: int, time_key: str,
-               id_key: str) -> str | None:
-    """The link to the page after the first ``shown`` of ``rows`` (read one more than shown,
-    so a further row means there is one), or None."""
+def listed_cursor(rows: Sequence[Mapping[str, Any]], shown: int, time_key: str,
+                  id_key: str) -> str | None:
+    """The cursor (``TIME~ID``) of the page after the first ``shown`` of ``rows`` (read one
+    more than shown, so a further row means there is one), or None."""
     if len(rows) <= shown:
         return None
     last = rows[shown - 1]
-    return f"{path}?{urlencode({'before': f'{last[time_key]}~{last[id_key]}'})}"
+    return f"{last[time_key]}~{last[id_key]}"
+
+
+def older_link(path: str, cursor: str | None) -> str | None:
+    """The link to the page a ``listed_cursor`` starts, or None when there is none."""
+    return None if cursor is None else f"{path}?{urlencode({'before': cursor})}"
 
 
 def parse_limit(value: str | None, sizes: Sequence[int] | None = PAGE_SIZES) -> int:

@@ -13,12 +13,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
 from appliance.console.api import ERROR_RESPONSES, error
-from appliance.console.filters import InputError, older_link, parse_listed_cursor
+from appliance.console.filters import (
+    InputError,
+    listed_cursor,
+    older_link,
+    parse_listed_cursor,
+)
 from appliance.console.guard import api_login, page_login, pool_of
 from appliance.console.pages import render
 from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_picture
@@ -27,7 +32,7 @@ pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SLIDE_INDEX = re.compile(r"^[0-9]{1,6}$")
-JOBS_SHOWN = 100  # a page of the jobs list
+JOBS_SHOWN = 100  # a page of the jobs list, on the page and in the API
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "the PNG picture"},
     403: error("the stored path is outside the pathology results folder: not served"),
@@ -64,16 +69,22 @@ def _picture(request: Request, job_id: str, slide_index: str, picture: str) -> R
     return Response(data, media_type="image/png")  # not kept by the browser: app.py
 
 
+def _jobs_page(request: Request, before: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """JOBS_SHOWN jobs, newest first, after the ``before`` cursor (None: the newest), and the
+    cursor of the page after them (None: these are the oldest)."""
+    after = parse_listed_cursor(before)
+    with pool_of(request).store() as store:
+        jobs = store.pathology_job_rows(JOBS_SHOWN + 1, before=after)
+    return jobs[:JOBS_SHOWN], listed_cursor(jobs, JOBS_SHOWN, "accepted_at", "job_id")
+
+
 @pages.get("/pathology")
 def jobs_page(request: Request, login: Annotated[Login, Depends(page_login)],
               before: str | None = None) -> HTMLResponse:
     """The pathology jobs, JOBS_SHOWN a page, newest first; Older pages through them all."""
-    after = parse_listed_cursor(before)
-    with pool_of(request).store() as store:
-        jobs = store.pathology_job_rows(JOBS_SHOWN + 1, before=after)
-    return render(request, "jobs.html", login=login, jobs=jobs[:JOBS_SHOWN],
-                  older=older_link("/pathology", jobs, JOBS_SHOWN, "accepted_at", "job_id"),
-                  older_page=after is not None)
+    jobs, cursor = _jobs_page(request, before)
+    return render(request, "jobs.html", login=login, jobs=jobs,
+                  older=older_link("/pathology", cursor), older_page=bool(before))
 
 
 @pages.get("/pathology/{job_id}")
@@ -97,11 +108,15 @@ def picture_page(request: Request, job_id: str, slide_index: str, picture: str,
         return render(request, "error.html", status=exc.status, login=login, message=str(exc))
 
 
-@api.get("/pathology/jobs", summary="the newest pathology jobs with their state")
-def api_jobs(request: Request, login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
-    """Pathology jobs, newest first."""
-    with pool_of(request).store() as store:
-        return {"jobs": store.pathology_job_rows()}
+@api.get("/pathology/jobs", summary="pathology jobs with their state, newest first, "
+         f"{JOBS_SHOWN} an answer", description=f"`jobs`: at most {JOBS_SHOWN}, newest first; "
+         "`next` continues the list (give it as `before`; null in the answer with the oldest).")
+def api_jobs(request: Request, login: Annotated[Login, Depends(api_login)],
+             before: Annotated[str | None, Query(description="`next` of the previous "
+                                                 "answer")] = None) -> dict[str, Any]:
+    """Pathology jobs, newest first; ``next`` continues them (null after the oldest)."""
+    jobs, cursor = _jobs_page(request, before)
+    return {"jobs": jobs, "next": cursor}
 
 
 @api.get("/pathology/jobs/{job_id}", summary="one pathology job and its slide results",

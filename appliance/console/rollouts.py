@@ -11,19 +11,24 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
 from appliance.console.api import ERROR_RESPONSES, error
-from appliance.console.filters import InputError, older_link, parse_listed_cursor
+from appliance.console.filters import (
+    InputError,
+    listed_cursor,
+    older_link,
+    parse_listed_cursor,
+)
 from appliance.console.guard import api_login, page_login, pool_of
 from appliance.console.pages import render
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
 ROLLOUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ROLLOUTS_SHOWN = 100  # a page of the rollouts list
+ROLLOUTS_SHOWN = 100  # a page of the rollouts list, on the page and in the API
 
 
 def _checked(rollout_id: str) -> str:
@@ -41,17 +46,24 @@ def _rollout(request: Request, rollout_id: str) -> dict[str, Any] | None:
         return {**found[0], "device_states": store.rollout_devices(rollout_id)}
 
 
+def _rollouts_page(request: Request, before: str | None
+                   ) -> tuple[list[dict[str, Any]], str | None]:
+    """ROLLOUTS_SHOWN rollouts, newest first, after the ``before`` cursor (None: the newest),
+    and the cursor of the page after them (None: these are the oldest)."""
+    after = parse_listed_cursor(before)
+    with pool_of(request).store() as store:
+        rows = store.rollout_rows(ROLLOUTS_SHOWN + 1, before=after)
+    return rows[:ROLLOUTS_SHOWN], listed_cursor(rows, ROLLOUTS_SHOWN, "created_at",
+                                                "rollout_id")
+
+
 @pages.get("/rollouts")
 def rollouts_page(request: Request, login: Annotated[Login, Depends(page_login)],
                   before: str | None = None) -> HTMLResponse:
     """The model rollouts, ROLLOUTS_SHOWN a page, newest first; Older pages through them all."""
-    after = parse_listed_cursor(before)
-    with pool_of(request).store() as store:
-        rows = store.rollout_rows(ROLLOUTS_SHOWN + 1, before=after)
-    return render(request, "rollouts.html", login=login, rollouts=rows[:ROLLOUTS_SHOWN],
-                  older=older_link("/rollouts", rows, ROLLOUTS_SHOWN, "created_at",
-                                   "rollout_id"),
-                  older_page=after is not None)
+    rollouts, cursor = _rollouts_page(request, before)
+    return render(request, "rollouts.html", login=login, rollouts=rollouts,
+                  older=older_link("/rollouts", cursor), older_page=bool(before))
 
 
 @pages.get("/rollouts/{rollout_id}")
@@ -65,12 +77,16 @@ def rollout_page(request: Request, rollout_id: str,
     return render(request, "rollout.html", login=login, r=rollout)
 
 
-@api.get("/rollouts", summary="the newest model rollouts with device counts per state")
-def api_rollouts(request: Request,
-                 login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
-    """Model rollouts, newest first."""
-    with pool_of(request).store() as store:
-        return {"rollouts": store.rollout_rows()}
+@api.get("/rollouts", summary="model rollouts with device counts per state, newest first, "
+         f"{ROLLOUTS_SHOWN} an answer", description=f"`rollouts`: at most {ROLLOUTS_SHOWN}, "
+         "newest first; `next` continues the list (give it as `before`; null in the answer "
+         "with the oldest).")
+def api_rollouts(request: Request, login: Annotated[Login, Depends(api_login)],
+                 before: Annotated[str | None, Query(description="`next` of the previous "
+                                                     "answer")] = None) -> dict[str, Any]:
+    """Model rollouts, newest first; ``next`` continues them (null after the oldest)."""
+    rollouts, cursor = _rollouts_page(request, before)
+    return {"rollouts": rollouts, "next": cursor}
 
 
 @api.get("/rollouts/{rollout_id}", summary="one rollout and where each device stands",
