@@ -70,8 +70,10 @@ def api_results(
     *,
     site: Annotated[str | None, Query(description="site id")] = None,
     device: Annotated[str | None, Query(description="device id")] = None,
-    from_: Annotated[str | None, Query(alias="from", description="first day, YYYY-MM-DD")] = None,
-    to: Annotated[str | None, Query(description="last day, YYYY-MM-DD")] = None,
+    from_: Annotated[str | None, Query(alias="from", description="first day, YYYY-MM-DD, a UTC "
+                                       "day: results captured from its 00:00 UTC")] = None,
+    to: Annotated[str | None, Query(description="last day, YYYY-MM-DD, a UTC day: results "
+                                    "captured before the next day's 00:00 UTC")] = None,
     grade: Annotated[str | None, Query(description="model label")] = None,
     limit: Annotated[str | None, Query(description="results per page, 1 to 200 (50 when not "
                                          "given)")] = None,

@@ -331,6 +331,15 @@ def test_openapi_lists_the_api(console: Console) -> None:
 
 
 
+def test_openapi_says_the_results_filter_days_are_utc_days(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    paths = json.loads(get_with(console, "/openapi.json", cookie)[2])["paths"]
+    described = {parameter["name"]: parameter["description"]
+                 for parameter in paths["/api/v1/results"]["get"]["parameters"]}
+    assert "a UTC day: results captured from its 00:00 UTC" in described["from"]
+    assert "a UTC day: results captured before the next day's 00:00 UTC" in described["to"]
+
+
 def test_openapi_lists_the_answers_the_api_gives_400_and_404_not_422(console: Console) -> None:
     """FastAPI listed 422 Validation Error for every call with parameters, an answer the
     console never gives (bad input is 400, naming the field), and no 404 where one comes."""
