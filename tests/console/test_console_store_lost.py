@@ -125,7 +125,8 @@ def test_a_connection_the_database_ends_during_a_request_is_a_503_and_the_next_o
     though the store was only briefly away."""
     cookie, _ = login_cookie(console)
 
-    def ended_under_the_query(store: Store, *_: object) -> list[dict[str, object]]:
+    def ended_under_the_query(store: Store, *_: object,
+                              **__: object) -> list[dict[str, object]]:
         store.query("SELECT pg_terminate_backend(pg_backend_pid())")  # as a restart ends it
         return []
 
