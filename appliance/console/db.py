@@ -2,7 +2,8 @@
 
 A ``Store`` is one connection and is not shared between threads at once; FastAPI runs the
 console's handlers in a thread pool, so each request borrows a store and gives it back.
-A connection that failed is reopened before it is lent again. The pool also forgets API
+A connection the store failed on is reopened before it is lent again; one that saw only the
+handler's own error (a 404, say) goes back to the pool as it is. The pool also forgets API
 tokens that expired long ago (accounts.forget_expired_tokens): at start, and then at most once
 every FORGET_TOKENS_EVERY_S, on the store the next request borrows, so a console that runs for
 months does not keep (and list) them until a token is made.
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
-from appliance.backoffice.storeerrors import STORE_ERRORS, is_outage
+from appliance.backoffice.storeerrors import DATABASE_ERRORS, STORE_ERRORS, is_outage
 from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobstore import open_pathology_store
 
@@ -71,7 +72,9 @@ class StorePool:
     def store(self) -> Iterator[Store]:
         """Borrow a store for one request (its connection checked first: ``_answering``).
         StoreUnreachableError when none can be reached: no connection opens, or the one lent
-        failed under the request (the server went away), reopened or not."""
+        failed under the request (the server went away), reopened or not. Any other error
+        raised in the block is raised as it is, the connection given back to the pool (reopened
+        first when the store failed: ``_store_failed``)."""
         try:
             slot = self._idle.get(timeout=self.wait_s)
         except queue.Empty as exc:
@@ -86,6 +89,8 @@ class StorePool:
             self._forget_expired_tokens_when_due(lent)
             yield lent
         except Exception as exc:
+            if not self._store_failed(lent, exc):
+                raise  # the handler's own error: the connection is as good as it was
             if not self._reopened(lent):
                 given_back = None  # a slot again: connected on its next use
                 raise StoreUnreachableError(f"the store connection failed ({exc}) and could "
@@ -96,6 +101,16 @@ class StorePool:
             raise
         finally:
             self._idle.put(given_back)
+
+    @staticmethod
+    def _store_failed(store: Store, exc: Exception) -> bool:
+        """Whether ``exc`` is the store failing, so its connection is reopened: a StoreError,
+        the database unusable just now or gone away (``is_outage``), or a driver error after
+        which the connection no longer answers. A bug in a statement (a missing table) leaves
+        a connection that answers."""
+        if isinstance(exc, StoreError) or is_outage(exc):
+            return True
+        return isinstance(exc, DATABASE_ERRORS) and not store.answers()
 
     def _forget_expired_tokens_when_due(self, store: Store) -> None:
         """Forget long-expired API tokens on ``store`` when FORGET_TOKENS_EVERY_S have passed
