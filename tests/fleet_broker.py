@@ -4,6 +4,7 @@ deploy/mosquitto/provision.py, and a probe that records the broker's reason code
 from __future__ import annotations
 
 import contextlib
+import json
 import pwd
 import shutil
 import subprocess
@@ -11,9 +12,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from appliance.transport.broker import free_port, port_open
 from appliance.transport.client import LinkSettings, new_client
@@ -27,8 +29,9 @@ class FleetBroker:
     folder: Path
 
     def password(self, login: str) -> str:
-        """The login's password (a device's look login has the device's)."""
-        owner = login.removesuffix("@look")
+        """The login's password (a device's look login has the device's, a pathology server's
+        probe login the server's)."""
+        owner = login.removesuffix("@look").removesuffix("@probe")
         return (self.folder / "credentials" / f"{owner}.password").read_text().strip()
 
     def settings(self, login: str, client_id: str) -> LinkSettings:
@@ -107,15 +110,25 @@ class Probe:
 
 
 @contextlib.contextmanager
-def provisioned_broker(provision_args: list[str]) -> Iterator[FleetBroker]:
-    """mosquitto with the shipped config and the identities ``provision.py`` makes of
-    ``provision_args``; stopped and its folder removed on exit."""
+def provisioned_broker(provision_args: list[str], *, extra_config: tuple[str, ...] = (),
+                       edit_state: Callable[[dict[str, Any]], None] | None = None,
+                       ) -> Iterator[FleetBroker]:
+    """mosquitto with the shipped config (and ``extra_config`` lines) and the identities
+    ``provision.py`` makes of ``provision_args`` (changed by ``edit_state``: a broker
+    provisioned by an older script, say); stopped and its folder removed on exit."""
     # mosquitto started as root runs as user "mosquitto": the folder must be its own.
     folder = Path(tempfile.mkdtemp(prefix="appliance-identity-"))
     subprocess.run([sys.executable, str(DEPLOY / "provision.py"), "--out", str(folder),
                     *provision_args], check=True, capture_output=True)
+    if edit_state is not None:
+        state_file = folder / "dynamic-security.json"
+        state = json.loads(state_file.read_text())
+        edit_state(state)
+        state_file.write_text(json.dumps(state))
     port = free_port()
     conf = render_config(folder, port)
+    with conf.open("a") as config:
+        config.writelines(f"{line}\n" for line in extra_config)
     owner = pwd.getpwnam("mosquitto") if _has_user("mosquitto") else None
     for path in [folder, *folder.rglob("*")]:
         if owner is not None:

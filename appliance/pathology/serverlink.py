@@ -4,6 +4,10 @@ queue events for the main loop, the question about the broker's packet limit whe
 dropped, a rival under its client id, and leaving the broker cleanly (appliance/pathology/
 presence.py; docs/pathology-server.md). Running the jobs is the server's
 (appliance/pathology/server.py), which this class is a base of.
+
+The packet-limit question goes under the server's probe login ``SERVER@probe`` (its password,
+client id ``SERVER@probe``, no topic at all: deploy/mosquitto/provision.py), never under the
+server's own client id, whose connection the broker would close for it (MQTT 5 spec 3.1.4).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -21,6 +26,8 @@ from appliance.config import Config
 from appliance.pathology.jobs import cancel_topic, request_topic, server_topic
 from appliance.pathology.presence import Presence, RivalWatch, leave_broker, rival_message
 from appliance.transport.client import (
+    BrokerRefusedError,
+    LinkSettings,
     broker_max_packet_bytes,
     connack_refusal,
     connect_bytes_at_least,
@@ -34,6 +41,15 @@ from appliance.transport.client import (
 
 # the server's messages, under its logger as before this part moved here (a journal filter)
 log = logging.getLogger("appliance.pathology.server")
+PROBE_SUFFIX = "@probe"  # of the probe's login and client id ('@' is in no server id)
+
+
+def probe_settings(settings: LinkSettings) -> LinkSettings:
+    """The packet-size probe's connection: the server's broker and password, the probe login
+    and client id, no session kept."""
+    username = None if settings.username is None else settings.username + PROBE_SUFFIX
+    return replace(settings, client_id=settings.client_id + PROBE_SUFFIX, username=username,
+                   session_expiry_s=0)
 
 
 class ServerLink:
@@ -134,7 +150,14 @@ class ServerLink:
             return
         self._packet_limit_asked = True
         will = (server_topic(self.prefix, self.server_id), self.presence.will())
-        limit = broker_max_packet_bytes(self.link_settings)
+        try:
+            limit = broker_max_packet_bytes(probe_settings(self.link_settings))
+        except BrokerRefusedError as refused:
+            log.error("%s, so this server cannot tell whether its CONNECT is larger than the "
+                      "broker takes (said once). Provision the probe login: run "
+                      "deploy/mosquitto/provision.py again with --pathology-server %s (it keeps "
+                      "every password)", refused, self.server_id)
+            return
         needed = connect_bytes_at_least(self.link_settings, will)
         if limit is None or limit >= needed:
             return  # not a packet too large: reconnecting as paho does

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import ssl
-import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -86,29 +85,34 @@ def connack_refusal(settings: LinkSettings, reason: object) -> str:
 
 def broker_max_packet_bytes(settings: LinkSettings, timeout_s: float = 5.0) -> int | None:
     """The largest packet the broker takes, as its CONNACK to a connection without a will
-    says (MQTT 5 spec 3.2.2.3.6); None where it announces none, refuses or does not answer.
+    says (MQTT 5 spec 3.2.2.3.6); None where it announces none or does not answer.
 
     A broker drops, without a CONNACK, the connection of a client whose CONNECT (its last
-    will included) is larger: this short connection, without a will and under a client id of
-    its own, asks it. Under the asking client's id it took over that client's connection when
-    its reconnect had come up meanwhile (or a rival's of that name): the broker closed it and
-    sent its will (MQTT 5 spec 3.1.4). A broker that binds each login to one client id
-    (docs/broker-identity.md) refuses the probe: None, as where no limit is announced."""
-    probe_id = f"{settings.client_id}-probe-{uuid.uuid4().hex[:8]}"
-    client = new_client(replace(settings, client_id=probe_id, session_expiry_s=0))
-    answers: queue.Queue[int | None] = queue.Queue()
+    will included) is larger: this short connection, without a will and under ``settings``
+    as given, asks it. They must name a login and client id of the asker's own: under the
+    asking client's id the broker closes that client's connection for this one (MQTT 5 spec
+    3.1.4), and a broker that binds each login to one client id (docs/broker-identity.md)
+    refuses any other id. BrokerRefusedError, with the reason code, where the broker refuses
+    the login for good (FATAL_CONNACK_CODES)."""
+    client = new_client(replace(settings, session_expiry_s=0))
+    answers: queue.Queue[tuple[int, int | None]] = queue.Queue()
     client.on_connect = lambda _c, _u, _f, reason, props: answers.put(
-        None if reason.is_failure else getattr(props, "MaximumPacketSize", None))
-    client.on_disconnect = lambda *_: answers.put(None)
+        (reason_value(reason), getattr(props, "MaximumPacketSize", None)))
+    client.on_disconnect = lambda *_: answers.put((0, None))
     try:
         client.connect(settings.host, settings.port, settings.keepalive_s, clean_start=True)
         client.loop_start()
-        return answers.get(timeout=timeout_s)
+        code, limit = answers.get(timeout=timeout_s)
     except (OSError, ValueError, queue.Empty):
         return None
     finally:
         client.disconnect()
         client.loop_stop()
+    if is_fatal_connack(code):
+        login = settings.username or settings.client_id
+        raise BrokerRefusedError(f"broker {settings.host}:{settings.port} refused the login "
+                                 f"{login} (CONNACK reason code 0x{code:02X})", code)
+    return None if code else limit
 
 
 def connect_bytes_at_least(settings: LinkSettings, will: tuple[str, bytes]) -> int:

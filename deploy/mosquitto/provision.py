@@ -24,7 +24,10 @@ password, client id ``edge-SITE-DEVICE@look``) may only publish and subscribe to
 Back-office workers log in as their own name with that name as client id.
 Pathology servers likewise (``pathology.client_id``, their server id): each may read the job
 requests and cancels, publish job states, clear requests and cancels, answer on the errors
-topic, and publish only its own presence. Pathology clients (``appliance pathology job``
+topic, and publish only its own presence. Its probe login ``SERVER@probe`` (the same
+password, client id ``SERVER@probe``) may publish and subscribe to nothing: the server asks
+under it, when a CONNECT was dropped before its CONNACK, the largest packet the broker takes
+(its CONNACK says). Pathology clients (``appliance pathology job``
 submit, list, cancel; their login is their client id) may publish requests and cancels and
 read the states, requests, presences and errors. Nothing else reaches the pathology topics:
 not a device, not a worker (docs/pathology-server.md).
@@ -54,6 +57,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PBKDF2_ITERATIONS = 101  # what mosquitto_ctrl writes; the plugin reads the count per client
 CERT_DAYS = 825
 LOOK = "@look"  # a device's look login and client id: its own with this (presence_look.py)
+PROBE = "@probe"  # a pathology server's probe login and client id (pathology/serverlink.py)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -218,6 +222,14 @@ def pathology_server_role(prefix: str, login: str) -> dict[str, Any]:
     return {"rolename": f"pathology-server-{login}", "acls": acls}
 
 
+def pathology_probe_role() -> dict[str, Any]:
+    """What a pathology server's probe login may do: nothing but connect. The server asks
+    under it the broker's maximum packet size (in the CONNACK), never under its own client id,
+    whose connection the broker would close for the probe (appliance/pathology/serverlink.py).
+    """
+    return {"rolename": f"pathology-server{PROBE}", "acls": []}
+
+
 def pathology_client_role(prefix: str) -> dict[str, Any]:
     """Whoever submits, lists and cancels pathology jobs: publishes requests and cancels,
     reads the jobs' states and waiting requests, the servers' presence and the errors."""
@@ -244,12 +256,16 @@ def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
     clients.append(dynsec_client("rollout", password_for(out, "rollout"), "rollout", "rollout"))
     clients += [dynsec_client(s, password_for(out, s), s, f"pathology-server-{s}")
                 for s in pathology_servers]
+    clients += [dynsec_client(f"{s}{PROBE}", password_for(out, s), f"{s}{PROBE}",
+                              f"pathology-server{PROBE}") for s in pathology_servers]
     clients += [dynsec_client(c, password_for(out, c), c, "pathology-client")
                 for c in pathology_clients]
     roles = [device_role(prefix, site, dev) for site, dev in devices]
     roles += [device_look_role(prefix, site, dev) for site, dev in devices]
     roles += [backoffice_role(prefix, group), rollout_role(prefix)]
     roles += [pathology_server_role(prefix, s) for s in pathology_servers]
+    if pathology_servers:
+        roles.append(pathology_probe_role())
     if pathology_clients:
         roles.append(pathology_client_role(prefix))
     return {

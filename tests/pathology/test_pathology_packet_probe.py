@@ -16,6 +16,7 @@ from appliance.config import Config, config_from_mapping
 from appliance.edge.testing import wait_until
 from appliance.pathology.jobs import server_topic
 from appliance.pathology.server import PathologyServer
+from appliance.pathology.serverlink import probe_settings
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import broker_max_packet_bytes
 from tests.pathology_helpers import serving
@@ -84,6 +85,7 @@ def test_the_packet_size_probe_leaves_the_server_s_connection_alone(
             assert (server.presence.connection, server.connected.is_set()) == (1, True)
             assert server.failed is None
             # the probe, as the server asks it, still learns the limit
-            assert broker_max_packet_bytes(server.link_settings) == BROKER_MAX_PACKET_BYTES
+            assert broker_max_packet_bytes(probe_settings(server.link_settings)) \
+                == BROKER_MAX_PACKET_BYTES
     finally:
         broker.close()
