@@ -20,12 +20,13 @@ from typing import TypeVar
 import numpy as np
 
 from appliance.capture.folder_calls import (
+    CaptureRefusedError,
     FolderCalls,
     NoAnswerError,
     Progress,
     file_stamps,
     jpeg_names,
-    refusal,
+    open_capture,
 )
 from appliance.capture.replayed import FileStamp, ReplayRecord
 from appliance.capture.saved_over import SavedOverWatch, picture_digest
@@ -230,16 +231,22 @@ class DirectorySource:
                               "opened again once it answers") from exc
 
     def _load(self, stamp: FileStamp, now_s: float) -> Frame | None:
-        from appliance.skin.frames import FrameError, load_frame, shown_name  # noqa: PLC0415
+        from appliance.skin.frames import (  # noqa: PLC0415 - cv2, loaded on the first read
+            FRAME_HEIGHT_PX,
+            FRAME_WIDTH_PX,
+            FrameError,
+            decode_frame,
+            shown_name,
+        )
 
-        path = self.folder / stamp.name
-        why = self._ask(f"a look at {shown_name(path)}", lambda _: refusal(self.folder, stamp.name))
-        if why is not None:  # replaced by a link or a FIFO since the listing
-            self._refuse(stamp.name, why)
+        name = shown_name(self.folder / stamp.name)
+        try:
+            data = self._ask(f"a read of {name}", lambda p: self._read_bytes(stamp.name, name, p))
+            rgb = decode_frame(data, name, (FRAME_HEIGHT_PX, FRAME_WIDTH_PX))
+        except CaptureRefusedError as exc:  # replaced by a link or a FIFO since the listing
+            self._refuse(stamp.name, str(exc))
             self._listing = None  # list again: the name is left out then
             return None
-        try:
-            rgb = self._ask(f"a read of {shown_name(path)}", lambda _: load_frame(path))
         except FrameError as exc:
             self._failed(stamp, now_s, exc)
             return None
@@ -253,6 +260,13 @@ class DirectorySource:
         self._count += 1
         saved_at = datetime.fromtimestamp(stamp.mtime_ns / 1e9, UTC)
         return Frame(rgb, self._count, saved_at, still=True, name=stamp.name, stamp=stamp)
+
+    def _read_bytes(self, file_name: str, shown: str, progress: Progress) -> bytes:
+        """The capture's bytes, read on the folder's worker thread (``open_capture``: no link
+        out of the folder, no FIFO, even one swapped in after the listing)."""
+        from appliance.skin.frames import read_frame_file  # noqa: PLC0415 - as _load: cv2
+
+        return read_frame_file(lambda: open_capture(self.folder, file_name), shown, progress.made)
 
     def _new_picture(self, stamp: FileStamp, rgb: np.ndarray) -> bool:
         """Whether a file read holds a picture not read from it before (a file whose time

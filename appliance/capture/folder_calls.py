@@ -14,6 +14,7 @@ is simply dropped; the caller asks again once the folder answers.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -30,6 +31,15 @@ T = TypeVar("T")
 IDLE_S = 10.0  # a worker with nothing to do this long ends; the next call starts another
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 NOT_REGULAR = "not a regular file (a FIFO, a device, a socket or a folder)"
+LINK_OUT = "a symbolic link to a file outside the watched folder (copy the capture in)"
+SWAPPED_FOR_LINK = "replaced by a symbolic link as it was opened"
+FOLDER_SWAPPED = "a link whose folder was replaced (by a link or a file) as it was opened"
+_OPEN_NAME = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO: no wait
+_OPEN_FOLDER = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class CaptureRefusedError(Exception):
+    """A file of the folder not to be read (a link out of it, a FIFO...); the message says why."""
 
 
 class NoAnswerError(TimeoutError):
@@ -165,6 +175,54 @@ def refusal(folder: Path, name: str) -> str | None:
     return None if stat.S_ISREG(mode) else NOT_REGULAR
 
 
+def open_capture(folder: Path, name: str) -> int:
+    """A descriptor open on the capture ``name`` of ``folder``, or CaptureRefusedError.
+
+    Checked by its name, then opened following no link and looked at again through the
+    descriptor, so that a file swapped after the check for a link out of the folder (read as
+    root) or for a FIFO (which blocks its reader) is never read; a link to a capture inside the
+    folder is resolved, checked, and its target opened so.
+    """
+    why = refusal(folder, name)
+    if why is not None:
+        raise CaptureRefusedError(why)
+    inside = os.path.realpath(folder)
+    target = os.path.realpath(os.path.join(folder, name))  # the name itself unless a link
+    if os.path.commonpath([inside, target]) != inside or target == inside:  # swapped since
+        raise CaptureRefusedError(LINK_OUT)
+    fd = _open_beneath(inside, os.path.relpath(target, inside))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CaptureRefusedError(NOT_REGULAR)
+    return fd
+
+
+def _open_beneath(inside: str, relative: str) -> int:
+    """Open the file ``relative`` to the folder ``inside`` one name at a time, following no
+    link on the way (what openat2's RESOLVE_NO_SYMLINKS does; Python does not offer it)."""
+    *folders, last = relative.split(os.sep)
+    at = os.open(inside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in folders:
+            parent, at = at, -1
+            try:
+                at = os.open(part, _OPEN_FOLDER, dir_fd=parent)
+            except OSError as exc:  # a link (or a file) where a folder was resolved just now
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise CaptureRefusedError(FOLDER_SWAPPED) from exc
+                raise
+            finally:
+                os.close(parent)
+        return os.open(last, _OPEN_NAME, dir_fd=at)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link put in since the check
+            raise CaptureRefusedError(SWAPPED_FOR_LINK) from exc
+        raise
+    finally:
+        if at != -1:
+            os.close(at)
+
+
 def _entry_refusal(entry: os.DirEntry[str], inside: str) -> str | None:
     """As ``refusal``, from the listing's own answer (no look at a regular file's inode)."""
     if entry.is_symlink():
@@ -176,7 +234,7 @@ def _link_refusal(path: str, inside: str) -> str | None:
     """A link is read only when it ends at a regular file inside the watched folder."""
     target = os.path.realpath(path)
     if os.path.commonpath([inside, target]) != inside or target == inside:
-        return "a symbolic link to a file outside the watched folder (copy the capture in)"
+        return LINK_OUT
     return None if os.path.isfile(target) else "a symbolic link to no regular file"
 
 

@@ -8,6 +8,7 @@ import os
 import stat
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ from appliance.logsafe import escape_controls
 FRAME_HEIGHT_PX = 960
 FRAME_WIDTH_PX = 1280
 MAX_FRAME_BYTES = 50 * 1024 * 1024
+_READ_CHUNK_BYTES = 1024 * 1024
 # Largest image decoded at all (white references, other cameras): 48 Mpx is ~150 MB as RGB.
 MAX_DECODE_PIXELS = 48_000_000
 _JPEG_MAGIC = b"\xff\xd8"
@@ -50,23 +52,7 @@ def load_frame(
 ) -> np.ndarray:
     """Read an image file as RGB uint8; it must be ``expected_shape`` (rows, cols) unless None."""
     file = Path(path)
-    data = _read_bytes(file)
-    rgb = decode_frame(data, shown_name(file), expected_shape)
-    if expected_shape is None:
-        return rgb
-    height, width = expected_shape
-    if rgb.shape[:2] == (width, height):  # the header's size was right: EXIF turned it
-        raise FrameError(
-            f"{shown_name(file)}: stored {width}x{height} px, but its EXIF orientation turns it "
-            f"to {height}x{width} px; the microscope delivers {width}x{height} px frames "
-            "upright (save it without the orientation tag)"
-        )
-    if rgb.shape[:2] != (height, width):
-        raise FrameError(
-            f"{shown_name(file)}: wrong size {rgb.shape[1]}x{rgb.shape[0]} px; the microscope "
-            f"delivers {width}x{height} px frames (resize or crop it, or check the camera mode)"
-        )
-    return rgb
+    return decode_frame(_read_bytes(file), shown_name(file), expected_shape)
 
 
 def shown_name(path: str | Path) -> str:
@@ -88,7 +74,54 @@ def record_name(path: str | Path) -> str:
 
 def _read_bytes(file: Path) -> bytes:
     name = shown_name(file)
-    info = _stat(file, name)
+    _check_frame_file(_stat(file, name), name)
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise FrameError(_unreadable(name, exc)) from exc
+
+
+def read_frame_file(
+    open_file: Callable[[], int], name: str, progress: Callable[[], object] | None = None
+) -> bytes:
+    """The bytes of the frame file ``open_file()`` opens (and this closes), checked through the
+    descriptor as ``load_frame`` checks a path, so no swap of the file between a look and the
+    read can matter; no more than MAX_FRAME_BYTES are read even if it grows meanwhile.
+    ``progress`` is called after each chunk (a slow share that goes on answering is no hang)."""
+    try:
+        fd = open_file()
+    except FileNotFoundError as exc:
+        raise FrameError(f"{name}: file not found; check the path") from exc
+    except OSError as exc:
+        raise FrameError(_unreadable(name, exc)) from exc
+    try:
+        _check_frame_file(os.fstat(fd), name)
+        data = _read_at_most(fd, MAX_FRAME_BYTES + 1, progress)
+    except OSError as exc:
+        raise FrameError(_unreadable(name, exc)) from exc
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FRAME_BYTES:
+        raise FrameError(f"{name}: grew past {MAX_FRAME_BYTES} bytes as it was read, larger than "
+                         "any microscope frame; refused")
+    return data
+
+
+def _read_at_most(fd: int, limit_bytes: int, progress: Callable[[], object] | None) -> bytes:
+    """Up to ``limit_bytes`` of ``fd``, a chunk at a time (one read of a share is no hang)."""
+    chunks: list[bytes] = []
+    size_bytes = 0
+    while chunk := os.read(fd, min(_READ_CHUNK_BYTES, limit_bytes - size_bytes)):
+        chunks.append(chunk)
+        size_bytes += len(chunk)
+        if progress is not None:
+            progress()
+    return b"".join(chunks)
+
+
+def _check_frame_file(info: os.stat_result, name: str) -> None:
+    """Refuse what is no frame file by its kind and size alone: a folder, a FIFO, a device, an
+    empty file, one larger than any frame."""
     kind = next((what for is_kind, what in _NOT_REGULAR if is_kind(info.st_mode)), None)
     if kind is not None:
         raise FrameError(f"{name}: {kind}, not an image file; pass image files")
@@ -97,10 +130,6 @@ def _read_bytes(file: Path) -> bytes:
     if info.st_size > MAX_FRAME_BYTES:
         raise FrameError(f"{name}: {info.st_size} bytes is larger than any microscope frame; "
                          "refused")
-    try:
-        return file.read_bytes()
-    except OSError as exc:
-        raise FrameError(_unreadable(name, exc)) from exc
 
 
 def _stat(file: Path, name: str) -> os.stat_result:
@@ -131,8 +160,16 @@ def decode_frame(
 
     The size is read from the header first and checked (against ``expected_shape`` when
     given, else MAX_DECODE_PIXELS), so a small file claiming a huge image is refused before
-    any pixel memory is taken.
+    any pixel memory is taken; the decoded frame is checked against ``expected_shape`` again
+    (an EXIF orientation may turn it).
     """
+    rgb = _decode(data, name, expected_shape)
+    if expected_shape is not None:
+        _check_upright(rgb, name, expected_shape)
+    return rgb
+
+
+def _decode(data: bytes, name: str, expected_shape: tuple[int, int] | None) -> np.ndarray:
     if not data.startswith(_KNOWN_MAGIC):
         raise FrameError(f"{name}: not an image (no JPEG/PNG/BMP/TIFF signature); pass image files")
     if data.startswith(_JPEG_MAGIC) and not data.rstrip(b"\x00").endswith(_JPEG_END):
@@ -165,6 +202,22 @@ def decode_frame(
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return rgb
+
+
+def _check_upright(rgb: np.ndarray, name: str, expected_shape: tuple[int, int]) -> None:
+    """Refuse a frame decoded to another shape than expected: its header said the right one."""
+    height, width = expected_shape
+    if rgb.shape[:2] == (width, height):  # the header's size was right: EXIF turned it
+        raise FrameError(
+            f"{name}: stored {width}x{height} px, but its EXIF orientation turns it "
+            f"to {height}x{width} px; the microscope delivers {width}x{height} px frames "
+            "upright (save it without the orientation tag)"
+        )
+    if rgb.shape[:2] != (height, width):
+        raise FrameError(
+            f"{name}: wrong size {rgb.shape[1]}x{rgb.shape[0]} px; the microscope "
+            f"delivers {width}x{height} px frames (resize or crop it, or check the camera mode)"
+        )
 
 
 def _check_jpeg(data: bytes, name: str) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
@@ -17,7 +18,7 @@ from appliance.capture.folder import DirectorySource
 from appliance.capture.replayed import ReplayRecord
 from appliance.capture.sources import Frame, SourceError
 from appliance.edge.pipeline import measurement_id_for
-from appliance.skin import frames  # load_frame is patched here: the source imports it on use
+from appliance.skin import frames  # read_frame_file patched here: the source imports it on use
 from appliance.synthetic.camera import textured_skin
 
 
@@ -98,14 +99,14 @@ def test_a_broken_file_is_tried_once_more_reported_once_and_read_when_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(DirectorySource, "SETTLE_S", 0.3)
-    attempts: list[Path] = []
-    real_load = frames.load_frame
+    attempts: list[str] = []
+    real_read = frames.read_frame_file
 
-    def counting_load(path: Path) -> object:
-        attempts.append(path)
-        return real_load(path)
+    def counting_read(open_file: Callable[[], int], name: str, *rest: Any) -> bytes:
+        attempts.append(name)
+        return real_read(open_file, name, *rest)
 
-    monkeypatch.setattr(frames, "load_frame", counting_load)
+    monkeypatch.setattr(frames, "read_frame_file", counting_read)
     (tmp_path / "0001.jpg").write_bytes(b"\xff\xd8 truncated for good")
     source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
     with caplog.at_level(logging.INFO, logger=folder_source.__name__):
@@ -126,18 +127,18 @@ def test_a_file_that_grows_while_it_is_read_is_read_again_as_it_ends(
     data = _jpeg_bytes(6)
     path = tmp_path / "0001.jpg"
     path.write_bytes(data)
-    real_load = frames.load_frame
-    calls: list[Path] = []
+    real_read = frames.read_frame_file
+    calls: list[str] = []
 
-    def load_while_the_camera_writes(file: Path) -> object:
-        calls.append(file)
-        rgb = real_load(file)
+    def read_while_the_camera_writes(open_file: Callable[[], int], name: str, *rest: Any) -> bytes:
+        calls.append(name)
+        data = real_read(open_file, name, *rest)
         if len(calls) == 1:
             with path.open("ab") as out:  # the camera's writer adds its last bytes meanwhile
                 out.write(b"\0" * 16)
-        return rgb
+        return data
 
-    monkeypatch.setattr(frames, "load_frame", load_while_the_camera_writes)
+    monkeypatch.setattr(frames, "read_frame_file", read_while_the_camera_writes)
     source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
     assert source.read() is None  # its stamp would not be the file's final one
     frame = _read_until_frame(source, 5)
