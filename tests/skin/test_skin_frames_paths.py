@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
+from appliance.skin import frames
 from appliance.skin.frames import FrameError, load_frame
 from appliance.synthetic.skin import synthetic_frame
 
@@ -80,3 +81,25 @@ def test_a_name_with_undecodable_bytes_is_printed_not_crashed_on(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].startswith("bad\\xff.jpg ")  # the byte, as \xNN
+
+
+def test_a_file_that_grows_past_the_bound_as_it_is_read_is_refused_after_reading_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its size, looked at through the descriptor, was within the bound; a writer adds more
+    while it is read: the read stops one byte past the bound and the file is refused."""
+    monkeypatch.setattr(frames, "MAX_FRAME_BYTES", 3 * 1024 * 1024)
+    path = tmp_path / "growing.jpg"
+    path.write_bytes(b"\xff\xd8" + b"\0" * (2 * 1024 * 1024))
+    chunks_read: list[int] = []
+
+    def written_to_meanwhile() -> None:
+        chunks_read.append(len(chunks_read))
+        if len(chunks_read) <= 3:  # 3 MiB more in all: an unbounded read would end at 5 MiB
+            with path.open("ab") as out:
+                out.write(b"\0" * (1024 * 1024))
+
+    with pytest.raises(FrameError, match=r"growing\.jpg: grew past 3145728 bytes as it was read"):
+        frames.read_frame_file(lambda: os.open(path, os.O_RDONLY), "growing.jpg",
+                               written_to_meanwhile)
+    assert len(chunks_read) == 4  # 1 MiB chunks, then the one byte past the bound
