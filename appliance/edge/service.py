@@ -90,9 +90,12 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
         return EXIT_RETRY
     try:
         code = _run_locked(config, config_path, requests)
+        # never finalise around a worker still in a library; one that may still write the
+        # outbox keeps the lock until the process ends (the kernel drops it then), so no
+        # second edge opens that outbox under it
+        return exit_code_after_stop(code)
     finally:
         lock.release()
-    return exit_code_after_stop(code)  # never finalise around a worker still in a library
 
 
 def _run_locked(config: Config, config_path: str, requests: Requests) -> int:

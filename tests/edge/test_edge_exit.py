@@ -99,3 +99,51 @@ def test_stop_while_analysis_is_in_native_code_exits_normally_and_keeps_results(
     with sqlite3.connect(tmp_path / "state" / "outbox.sqlite3") as db:
         kept = {row[0] for row in db.execute("SELECT measurement_id FROM outbox")}
     assert kept == committed  # nobody acknowledged them: all still wait to be sent
+
+
+# `appliance edge` whose daemon leaves a worker running (as a stop while the analysis is inside
+# OpenCV does), and whose os._exit first says whether another process could take the state lock
+EDGE_LEAVING_A_WORKER = """
+import os
+import sys
+import threading
+from pathlib import Path
+import appliance.edge.service as service
+from appliance.cli import main
+from appliance.statelock import StateLock, StateLockError
+
+def run_leaving_a_worker(config, config_path, requests):
+    threading.Thread(target=threading.Event().wait, name="StuckWorker", daemon=True).start()
+    return 0
+
+real_exit = os._exit
+
+def exit_saying_the_lock(code):
+    try:
+        StateLock(Path(sys.argv[2]), "a second appliance edge").release()
+    except StateLockError:
+        print("lock held to the end", flush=True)
+    else:
+        print("lock free before the end", flush=True)
+    real_exit(code)
+
+service._run_locked = run_leaving_a_worker
+os._exit = exit_saying_the_lock
+sys.exit(main(["edge", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_worker_left_running_keeps_the_state_lock_until_the_process_ends(
+    tmp_path: Path,
+) -> None:
+    """While a worker of the stopped daemon may still write the outbox, no second edge may
+    take the state folder: the lock is held until the process ends."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
+    done = subprocess.run(
+        [sys.executable, "-c", EDGE_LEAVING_A_WORKER, str(_config(tmp_path, port=1)),
+         str(tmp_path / "state" / "edge.lock")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "StuckWorker still running after the stop" in done.stderr
+    assert done.stdout.splitlines() == ["lock held to the end"]
