@@ -174,6 +174,10 @@ def _register_config(root: Any) -> None:
     check.set_defaults(handler=_config_check)
 
 
+# arguments a refusal of unrecognized ones names (the rest are counted)
+NAMED_UNRECOGNIZED = 5
+
+
 class EscapingParser(argparse.ArgumentParser):
     """An ArgumentParser whose error messages show control characters escaped and overlong
     arguments cut (logsafe.SHOWN_ARGUMENT_CHARS): they quote the arguments given ("unrecognized
@@ -187,10 +191,28 @@ class EscapingParser(argparse.ArgumentParser):
         self._given = tuple(sys.argv[1:] if args is None else args)
         return super().parse_known_args(self._given, namespace)
 
+    def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
+        """As argparse does, but the refusal of arguments it does not take names the first
+        NAMED_UNRECOGNIZED of them, each cut, and counts the rest: argparse's own names them
+        all, and cutting each in a message of thousands took seconds per thousand."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(unrecognized_message(extras))
+        return parsed
+
     def error(self, message: str) -> NoReturn:
         """Print usage and the escaped message, overlong arguments cut, exit 2 (as argparse
         does)."""
         super().error(logsafe.escape_controls(shorten_arguments(message, self._given)))
+
+
+def unrecognized_message(extras: Sequence[str]) -> str:
+    """argparse's "unrecognized arguments: ..." naming at most NAMED_UNRECOGNIZED, each cut to
+    logsafe.SHOWN_ARGUMENT_CHARS."""
+    named = " ".join(logsafe.shorten(extra, logsafe.SHOWN_ARGUMENT_CHARS)
+                     for extra in extras[:NAMED_UNRECOGNIZED])
+    more = len(extras) - NAMED_UNRECOGNIZED
+    return f"unrecognized arguments: {named}" + (f" (and {more} more)" if more > 0 else "")
 
 
 def shorten_arguments(message: str, given: Sequence[str]) -> str:

@@ -80,3 +80,17 @@ def test_a_path_longer_than_the_system_takes_is_one_line_not_a_traceback(
     assert "path too long for this system: 'aaa" in line
     assert line.endswith(SHOWN_TAIL)
     assert len(line) < ERROR_LINE_CHARS
+
+
+def test_thousands_of_unrecognized_arguments_are_named_a_few_and_counted(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A command line of thousands of overlong arguments (a glob gone wrong, a hostile script)
+    is one short line naming the first few, each cut, and how many more there were."""
+    extras = [f"{i:04d}" + "b" * 246 for i in range(3000)]
+    line = _refusal(capsys, "config", "check", "config.yaml", *extras)
+    assert len(line) < 2000, f"{len(line)} characters: {line[:300]}"
+    assert line.startswith("appliance: error: unrecognized arguments: 0000bbb")
+    assert "0004bbb" in line
+    assert "0005bbb" not in line
+    assert "... (50 more characters)" in line
+    assert line.endswith("(and 2995 more)")
