@@ -15,6 +15,7 @@ Nothing committed is lost by that: each outbox commit is a SQLite transaction, i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -38,7 +39,11 @@ def exit_code_after_stop(code: int) -> int:
         return code
     log.warning("%s still running after the stop; ending the process now with exit %d",
                 ", ".join(lingering), code)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
+    try:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the process started with that descriptor closed
+                with contextlib.suppress(OSError, ValueError):  # a reader gone, a closed file
+                    stream.flush()
+    finally:  # whatever the flushing met, the process must not reach finalisation
+        os._exit(code)

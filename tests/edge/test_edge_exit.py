@@ -102,7 +102,8 @@ def test_stop_while_analysis_is_in_native_code_exits_normally_and_keeps_results(
 
 
 # `appliance edge` whose daemon leaves a worker running (as a stop while the analysis is inside
-# OpenCV does), and whose os._exit first says whether another process could take the state lock
+# OpenCV does), and whose os._exit first writes down whether another process could take the
+# state lock (argv: config, lock file, where to write that)
 EDGE_LEAVING_A_WORKER = """
 import os
 import sys
@@ -122,9 +123,9 @@ def exit_saying_the_lock(code):
     try:
         StateLock(Path(sys.argv[2]), "a second appliance edge").release()
     except StateLockError:
-        print("lock held to the end", flush=True)
+        Path(sys.argv[3]).write_text("lock held to the end")
     else:
-        print("lock free before the end", flush=True)
+        Path(sys.argv[3]).write_text("lock free before the end")
     real_exit(code)
 
 service._run_locked = run_leaving_a_worker
@@ -133,17 +134,36 @@ sys.exit(main(["edge", "--config", sys.argv[1]]))
 """
 
 
+def _end_leaving_a_worker(tmp_path: Path, *, stdout_closed: bool) -> tuple[int, str, str]:
+    """Run that edge; its exit status, standard error and what it wrote at os._exit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
+    said = tmp_path / "said-at-exit"
+    command = [sys.executable, "-c", EDGE_LEAVING_A_WORKER, str(_config(tmp_path, port=1)),
+               str(tmp_path / "state" / "edge.lock"), str(said)]
+    if stdout_closed:  # as a service manager or a `>&-` may start it: sys.stdout is None
+        command = ["bash", "-c", 'exec "$@" >&-', "edge", *command]
+    done = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    return done.returncode, done.stderr, said.read_text() if said.exists() else ""
+
+
 def test_a_worker_left_running_keeps_the_state_lock_until_the_process_ends(
     tmp_path: Path,
 ) -> None:
     """While a worker of the stopped daemon may still write the outbox, no second edge may
     take the state folder: the lock is held until the process ends."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
-    done = subprocess.run(
-        [sys.executable, "-c", EDGE_LEAVING_A_WORKER, str(_config(tmp_path, port=1)),
-         str(tmp_path / "state" / "edge.lock")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "StuckWorker still running after the stop" in done.stderr
-    assert done.stdout.splitlines() == ["lock held to the end"]
+    code, stderr, said = _end_leaving_a_worker(tmp_path, stdout_closed=False)
+    assert code == 0, stderr[-2000:]
+    assert "StuckWorker still running after the stop" in stderr
+    assert said == "lock held to the end"
+
+
+def test_a_worker_left_running_ends_the_process_without_standard_output(
+    tmp_path: Path,
+) -> None:
+    """An edge started with its standard output closed still ends at once with its exit code,
+    not with a traceback from flushing a stream that is not there."""
+    code, stderr, said = _end_leaving_a_worker(tmp_path, stdout_closed=True)
+    assert code == 0, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert said == "lock held to the end"
