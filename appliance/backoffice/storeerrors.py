@@ -48,15 +48,20 @@ def is_outage(exc: BaseException) -> bool:
     worth answering "try again shortly", not a bug. The ingest worker's batcher.is_transient
     is wider on purpose: there a missing table is waited out, never a reason to refuse data."""
     if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)  # None for errors not from SQLite itself
-        return code is not None and code & 0xFF in _SQLITE_OUTAGE_CODES
+        return _sqlite_primary_code(exc) in _SQLITE_OUTAGE_CODES
     return isinstance(exc, CONNECTION_LOST_ERRORS)
 
 
 def held_locked(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite saying another connection's lock outlasted the busy timeout."""
+    return _sqlite_primary_code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _sqlite_primary_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code of ``exc`` (the low byte of its extended code); None for
+    anything else, and for sqlite3's own errors that SQLite did not raise (a closed database)."""
     code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
-    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return None if code is None else int(code) & 0xFF
 
 
 def explained(exc: BaseException) -> str:
