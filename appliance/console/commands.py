@@ -74,20 +74,29 @@ def _password_from_file(file: Path) -> str:
     where = f"--password-file {escape_controls(str(file))}"
     if file.is_dir():
         raise ValueError(f"{where}: a folder; name the file whose first line is the password")
+    data = _read_at_most(file, MAX_PASSWORD_FILE_BYTES + 1, where)
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise ValueError(f"{where}: larger than {MAX_PASSWORD_FILE_BYTES} bytes; "
+                         "not a password file")
     try:
-        if file.stat().st_size > MAX_PASSWORD_FILE_BYTES:
-            raise ValueError(f"{where}: larger than {MAX_PASSWORD_FILE_BYTES} bytes; "
-                             "not a password file")
-        lines = file.read_text(encoding="utf-8").splitlines()
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: not UTF-8 text (byte {exc.start}); save the password as "
+                         "UTF-8 text") from exc
+    return lines[0] if lines else ""
+
+
+def _read_at_most(file: Path, limit: int, where: str) -> bytes:
+    """Up to ``limit`` bytes of ``file``, read, not sized first: a pipe (``<(...)``) or a
+    device has no size to check, and /dev/zero would be read without end."""
+    try:
+        with file.open("rb") as handle:
+            return handle.read(limit)
     except FileNotFoundError as exc:
         raise ValueError(f"{where}: file not found; check the path") from exc
     except OSError as exc:
         raise ValueError(f"{where}: cannot read it ({exc.strerror or exc}); check the file "
                          "and its permissions") from exc
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{where}: not UTF-8 text (byte {exc.start}); save the password as "
-                         "UTF-8 text") from exc
-    return lines[0] if lines else ""
 
 
 class _RefusedError(Exception):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from appliance.backoffice.store import open_store
 from appliance.cli import main
 from appliance.console import server
 from appliance.console.auth import bearer_login, verify_password
+from appliance.console.commands import MAX_PASSWORD_FILE_BYTES
 from tests.store_helpers import PG_URL
 
 
@@ -159,3 +163,28 @@ def test_user_add_with_no_terminal_and_standard_input_ended_says_how_to_give_a_p
         "console user add: no password given: standard input ended; type it on a terminal, "
         "or name a file whose first line is the password with --password-file")
     assert not (tmp_path / "console.sqlite3").exists()
+
+
+def test_a_password_file_that_is_a_pipe_is_read_no_further_than_its_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pipe (``--password-file <(...)``) or a device has no size to check first: it was read
+    whole (1 MB here, then refused for its length; /dev/zero until memory ran out). Now the
+    same refusal as a large file, read no further than the limit, and no store is made."""
+    fifo = tmp_path / "pw"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), fifo.open("wb") as pipe:
+            for _ in range(256):
+                pipe.write(b"x" * 4096)  # one line of 1 MB, no newline
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    code = main(["console", "user", "add", "ops", "--password-file", str(fifo), "--store", url])
+    feeder.join(10)
+    assert code == 2
+    assert capsys.readouterr().err == (f"console user add: --password-file {fifo}: larger than "
+                                       f"{MAX_PASSWORD_FILE_BYTES} bytes; not a password file\n")
+    assert not (tmp_path / "bo.sqlite3").exists()
