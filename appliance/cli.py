@@ -294,7 +294,8 @@ def _main(argv: Sequence[str] | None) -> int:
         else:
             with sigterm_ends_as_interrupt():  # a stop signal so far ends it here, as a later one
                 code = handler(args)
-        sys.stdout.flush()  # a closed pipe shows here, not in an unhandled flush at exit
+        if sys.stdout is not None:  # None: started with standard output closed (`>&-`)
+            sys.stdout.flush()  # a closed pipe shows here, not in an unhandled flush at exit
         return code
     except KeyboardInterrupt:
         return 130

@@ -17,6 +17,8 @@ from appliance.cli import build_parser, main
 from appliance.cli_help import COMMAND_HELP, command_paths, leaf_commands
 from tests.signal_helpers import started_and_signalled
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
     with pytest.raises(SystemExit) as done:
@@ -152,6 +154,21 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
         assert "BrokenPipe" not in done.stderr
         assert "export failed" not in done.stderr
+
+
+def test_a_command_started_with_standard_output_closed_ends_with_its_own_code(
+        tmp_path: Path) -> None:
+    """Started with ``>&-`` (sys.stdout is None), every command ended in a traceback from its
+    final flush, exit 1, whatever it had done; now it ends as it would into /dev/null."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    open_store(url).close()
+    for args in (("config", "check", "config.yaml"), ("fleet", "--store", url),
+                 ("results", "query", "--store", url)):
+        done = subprocess.run(
+            ["bash", "-c", 'exec "$@" >&-', "appliance", sys.executable, "-m", "appliance",
+             *args], cwd=REPO, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
 
 
 @pytest.fixture

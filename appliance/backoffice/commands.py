@@ -125,8 +125,9 @@ def print_out(command: str, text: str) -> int:
     """Print ``text`` to standard output and flush it: 0, or 1 after saying on stderr that it
     could not be written (a file on a full disk). A closed pipe is cli.main's to end quietly."""
     try:
-        print(text)
-        sys.stdout.flush()
+        print(text)  # nothing at all when started with standard output closed (`>&-`)
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except BrokenPipeError:
         raise
     except OSError as exc:
