@@ -309,9 +309,17 @@ def _main(argv: Sequence[str] | None) -> int:
         # wherever the command first touches it; one line, the path cut, not a traceback
         # that echoes it whole
         name = logsafe.shorten_quoted(str(exc.filename), logsafe.SHOWN_ARGUMENT_CHARS)
-        print(f"appliance {args.command}: path too long for this system: {name}",
-              file=sys.stderr)
+        print(f"{command_named(args)}: path too long for this system: {name}", file=sys.stderr)
         return 2
+
+
+def command_named(args: argparse.Namespace) -> str:
+    """The command as typed, subcommands included ("appliance results export"): each group
+    keeps its chosen subcommand under NAME_command (``results_command``, ``job_command``)."""
+    words = ["appliance", args.command]
+    while isinstance(chosen := getattr(args, f"{words[-1]}_command", None), str):
+        words.append(chosen)
+    return " ".join(words)
 
 
 @contextmanager

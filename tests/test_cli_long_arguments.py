@@ -66,18 +66,19 @@ def test_a_cut_argument_keeps_its_controls_escaped(capsys: pytest.CaptureFixture
     assert "... (99805 more characters)" in line
 
 
-@pytest.mark.parametrize("arguments", [
-    ("config", "check", LONG),
-    ("synth", "skin", "--count", "1", "--out", LONG),
-    ("results", "export", "--out", LONG),
+@pytest.mark.parametrize(("arguments", "command"), [
+    (("config", "check", LONG), "appliance config check"),
+    (("synth", "skin", "--count", "1", "--out", LONG), "appliance synth skin"),
+    (("results", "export", "--out", LONG), "appliance results export"),
 ])
 def test_a_path_longer_than_the_system_takes_is_one_line_not_a_traceback(
-    capsys: pytest.CaptureFixture[str], arguments: tuple[str, ...]
+    capsys: pytest.CaptureFixture[str], arguments: tuple[str, ...], command: str
 ) -> None:
     """A path over the system's limits (ENAMETOOLONG) met wherever a command first opens it was
-    an uncaught OSError: a traceback echoing the 100,000-character path; now one line, exit 2."""
+    an uncaught OSError: a traceback echoing the 100,000-character path; now one line, exit 2,
+    naming the command as typed (it said "appliance results" for results export)."""
     line = _refusal(capsys, *arguments)
-    assert "path too long for this system: 'aaa" in line
+    assert line.startswith(f"{command}: path too long for this system: 'aaa")
     assert line.endswith(SHOWN_TAIL)
     assert len(line) < ERROR_LINE_CHARS
 
