@@ -17,7 +17,7 @@ from types import FrameType
 
 from appliance import interrupts
 from appliance.config import Config, ConfigError, load_config
-from appliance.edge.daemon import EXIT_OK, EdgeDaemon, Requests
+from appliance.edge.daemon import EXIT_FAILURE, EXIT_OK, EdgeDaemon, Requests
 from appliance.edge.ending import exit_code_after_stop
 from appliance.edge.heap import keep_frame_buffers
 from appliance.edge.measure import Classifier, Reloadable, skin_measurement
@@ -115,7 +115,12 @@ def _run_locked(config: Config, config_path: str, requests: Requests) -> int:
         log.info("stop requested while starting; exiting before the daemon ran")
         return EXIT_OK
     daemon.reload_handler = lambda d: reload_config(d, Path(config_path))
-    return daemon.run()
+    try:
+        return daemon.run()
+    except Exception:  # a bug: its traceback to the journal, and the exit through run_edge's
+        # exit_code_after_stop (a worker may still be inside a library: no finalisation then)
+        log.exception("edge daemon failed; exiting so systemd restarts")
+        return EXIT_FAILURE
 
 
 def install_signal_handlers(requests: Requests) -> None:

@@ -167,3 +167,48 @@ def test_a_worker_left_running_ends_the_process_without_standard_output(
     assert code == 0, stderr[-2000:]
     assert "Traceback" not in stderr
     assert said == "lock held to the end"
+
+
+# `appliance edge` whose daemon fails with a bug while its analysis is inside OpenCV
+EDGE_FAILING_WITH_A_WORKER_IN_OPENCV = """
+import sys
+import threading
+from types import SimpleNamespace
+import cv2
+import numpy as np
+import appliance.edge.service as service
+from appliance.cli import main
+
+noise = np.random.default_rng(0).integers(0, 255, (600, 600), dtype=np.uint8)
+
+def measuring():
+    while True:
+        cv2.medianBlur(noise, 5)
+
+def run():
+    threading.Thread(target=measuring, name="AnalysisRunner", daemon=True).start()
+    raise RuntimeError("a bug in the supervision")
+
+service.build_daemon = lambda config, requests: SimpleNamespace(run=run)
+sys.exit(main(["edge", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_daemon_that_fails_with_a_worker_in_a_library_exits_1_with_its_traceback_logged(
+    tmp_path: Path,
+) -> None:
+    """A bug that ends the daemon's run also ends the process through exit_code_after_stop:
+    exit 1 for systemd to restart it, the traceback in the journal, and no interpreter
+    finalisation around the worker still inside OpenCV (which can abort it: SIGABRT)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
+    done = subprocess.run(
+        [sys.executable, "-c", EDGE_FAILING_WITH_A_WORKER_IN_OPENCV,
+         str(_config(tmp_path, port=1))],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        timeout=120, check=False,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "edge daemon failed; exiting so systemd restarts" in done.stderr
+    assert "RuntimeError: a bug in the supervision" in done.stderr
+    assert "AnalysisRunner still running after the stop; ending the process now with exit 1" \
+        in done.stderr
