@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from appliance import __version__, interrupts, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help
@@ -227,6 +227,41 @@ def shorten_arguments(message: str, given: Sequence[str]) -> str:
     return message
 
 
+class ArgumentCuttingStream:
+    """A text stream (stderr) that writes each text with the overlong arguments of this run cut
+    as ``shorten_arguments`` cuts them: the commands' own refusals and log lines name the value
+    they refused ("token id '...'", "[Errno 36] File name too long: '...'"), and a
+    100,000-character argument should be one short line there too, wherever it is named."""
+
+    def __init__(self, stream: TextIO, given: Sequence[str]) -> None:
+        self._stream = stream
+        self._given = given
+
+    def write(self, text: str) -> int:
+        """Write ``text`` with the overlong arguments cut; returns the characters taken, as
+        ``TextIO.write`` does (all of them)."""
+        self._stream.write(shorten_arguments(text, self._given))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)  # flush, fileno, isatty, encoding, buffer
+
+
+@contextmanager
+def overlong_arguments_cut(given: Sequence[str]) -> Iterator[None]:
+    """Within the block stderr cuts every argument of ``given`` longer than
+    logsafe.SHOWN_ARGUMENT_CHARS; a run without one keeps stderr as it is."""
+    if all(len(text) <= logsafe.SHOWN_ARGUMENT_CHARS for text in given):
+        yield
+        return
+    stderr = sys.stderr
+    sys.stderr = cast(TextIO, ArgumentCuttingStream(stderr, given))
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every area's commands registered (its subcommands'
     parsers are EscapingParsers too: argparse makes them of the parent's class)."""
@@ -265,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     A stop signal that comes while the command starts waits for it (appliance/interrupts.py)."""
     interrupts.hold()
     try:
-        return _main(argv)
+        with overlong_arguments_cut(sys.argv[1:] if argv is None else list(argv)):
+            return _main(argv)
     finally:
         interrupts.release()
 

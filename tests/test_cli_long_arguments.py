@@ -95,3 +95,27 @@ def test_thousands_of_unrecognized_arguments_are_named_a_few_and_counted(
     assert "0005bbb" not in line
     assert "... (50 more characters)" in line
     assert line.endswith("(and 2995 more)")
+
+
+@pytest.mark.parametrize(("arguments", "why"), [
+    (("console", "token", "revoke", LONG), "16 hex digits expected"),
+    (("console", "user", "add", LONG, "--role", "viewer", "--password-file", "PASSWORD"),
+     "use 1-64 letters"),
+    (("console", "user", "remove", LONG), "no console user"),
+    (("pathology", "evaluate", "--labels", LONG, "--results", LONG), "File name too long"),
+])
+def test_a_commands_own_refusal_cuts_an_overlong_argument(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, arguments: tuple[str, ...],
+        why: str) -> None:
+    """The refusals a command prints itself (not argparse's) name the value they refused: a
+    user name, a token id, a path in an OSError. They echoed a 100,000-character one whole."""
+    store = ("--store", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    assert main(["store", "migrate", *store]) == 0
+    capsys.readouterr()
+    password = tmp_path / "password"
+    password.write_text("correct horse battery staple\n")
+    arguments = tuple(str(password) if a == "PASSWORD" else a for a in arguments)
+    line = _refusal(capsys, *arguments, *(store if arguments[0] == "console" else ()))
+    assert why in line
+    assert SHOWN_TAIL in line
+    assert len(line) < ERROR_LINE_CHARS, line[:300]
