@@ -70,10 +70,15 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def check_user(name: str, role: str, password: str) -> None:
-    """Refuse a bad user name, unknown role or too short/long password."""
+def check_user_name(name: str) -> None:
+    """Refuse a user name the store would not take (before a password is asked for it)."""
     if not USER_NAME.match(name):
         raise AccessError(f"user name {name!r}: use 1-64 letters, digits and _ . @ -")
+
+
+def check_user(name: str, role: str, password: str) -> None:
+    """Refuse a bad user name, unknown role or too short/long password."""
+    check_user_name(name)
     if role not in ROLES:
         raise AccessError(f"role {role!r}: use one of {', '.join(ROLES)}")
     if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:

@@ -134,11 +134,12 @@ def _on_store(args: argparse.Namespace, what: str, action: Callable[[Any], T], *
 
 
 def _user_add(args: argparse.Namespace) -> int:
-    from appliance.console.auth import add_user
+    from appliance.console.auth import AccessError, add_user, check_user_name
 
     try:
+        check_user_name(args.name)  # before the password is typed twice for nothing
         password = read_password(args.password_file)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (AccessError, OSError, ValueError, UnicodeDecodeError) as exc:
         print(f"console user add: {exc}", file=sys.stderr)
         return 2
     revoked, disabled = _on_store(args, "user add", lambda store: (add_user(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import socket
 import subprocess
@@ -63,6 +64,26 @@ def test_bad_users_and_unknown_token_owners_are_refused(
     assert "no console user 'nobody'" in capsys.readouterr().err
     assert main(["console", "user", "add", "ops", "--password-file",
                  str(tmp_path / "missing"), "--store", url]) == 2
+
+
+def test_user_add_refuses_a_bad_name_before_asking_for_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name the store refuses was only refused after the password had been typed twice; with
+    no terminal the refusal was 'no password given', which hid what was wrong."""
+    asked: list[str] = []
+
+    def typed(prompt: str = "") -> str:
+        asked.append(prompt)
+        return "correct horse battery staple"
+
+    monkeypatch.setattr(getpass, "getpass", typed)
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    assert main(["console", "user", "add", "bad name!", "--role", "viewer", "--store", url]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "console user add: user name 'bad name!': use 1-64 letters, digits and _ . @ -")
+    assert asked == []
+    assert not (tmp_path / "bo.sqlite3").exists()
 
 
 def test_the_group_store_option_reaches_the_subcommand(tmp_path: Path) -> None:
