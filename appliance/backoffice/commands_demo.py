@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import threading
 from typing import Any
@@ -36,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 128 + received[0] if received else 130
     try:
         code = run_demo(args.devices, args.count, args.timeout_s, stop=stop,
-                        store_url=store_url)
+                        store_url=store_url, store_option=_store_option(args))
     except BrokerError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -54,6 +55,18 @@ def _default_store(args: argparse.Namespace) -> str:
         return str(args.store)
     config = load_config_or_defaults(args.config)
     return store_url_for(config.store.url, config.state_dir)
+
+
+def _store_option(args: argparse.Namespace) -> str:
+    """The option that names the demo's store to the commands it suggests: its ``--store``
+    (a password masked), its ``--config``, or '' for the default store they read anyway."""
+    from appliance.backoffice.storeurl import masked_url  # noqa: PLC0415
+
+    if args.store:
+        return f" --store {shlex.quote(masked_url(str(args.store)))}"
+    if args.config:
+        return f" --config {shlex.quote(str(args.config))}"
+    return ""
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:

@@ -209,18 +209,20 @@ def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
     )
 
 
-def next_steps(store_url: str | None) -> str:
-    """What to run next, as the user's shell calls this program; a throw-away run has none."""
+def next_steps(store_url: str | None, store_option: str = "") -> str:
+    """What to run next, as the user's shell calls this program; a throw-away run has none.
+    ``store_option`` (`` --store URL`` or `` --config F``, as the demo was given it) goes on
+    each command, so that it reads the demo's store, not the default one."""
     if store_url is None:
         return "demo: throw-away run; its store was deleted"
-    run = shell_command()
+    run, opt = shell_command(), store_option
     return (
         f"demo: results kept in {masked_url(store_url)}; explore them with\n"
-        f"  {run} fleet\n  {run} results query\n"
-        f"  {run} results export --format csv --out results.csv\n"
-        f"  {run} report cohort --out report\n"
-        f"  {run} console user add NAME --role operator, then {run} console (the web console; "
-        "it prints its address)"
+        f"  {run} fleet{opt}\n  {run} results query{opt}\n"
+        f"  {run} results export --format csv --out results.csv{opt}\n"
+        f"  {run} report cohort --out report{opt}\n"
+        f"  {run} console user add NAME --role operator{opt}, then {run} console{opt} (the web "
+        "console; it prints its address)"
     )
 
 
@@ -288,10 +290,12 @@ def run_demo(
     edge_command: Sequence[str] = EDGE_COMMAND,
     stop: threading.Event | None = None,
     store_url: str | None = None,
+    store_option: str = "",
 ) -> int:
     """Run broker, back office and edges until all results are stored; returns the exit code.
 
-    Results go to ``store_url`` (kept), or to a temporary store when it is None."""
+    Results go to ``store_url`` (kept), or to a temporary store when it is None;
+    ``store_option`` names it on the commands suggested at the end (next_steps)."""
     stop = stop or threading.Event()
     started_s = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp, PrivateBroker(
@@ -314,7 +318,7 @@ def run_demo(
             stop_edges(edges)
             worker.stop()
             print(_summary(store, printer, time.monotonic() - started_s), flush=True)
-            print(next_steps(store_url), flush=True)
+            print(next_steps(store_url, store_option), flush=True)
             return 0
         except DemoError as exc:
             print(f"demo failed: {exc}", file=sys.stderr, flush=True)

@@ -175,6 +175,36 @@ def test_demo_command_defaults_to_the_store_fleet_reads_and_throwaway_keeps_noth
     assert calls == [f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}", None]
 
 
+def test_the_demo_s_next_steps_name_the_store_or_config_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`appliance demo --store URL` (or --config F) suggested a bare `appliance fleet`, which
+    reads the default store: 'no store at ./state/backoffice.sqlite3', exit 2, or another
+    store's results."""
+    options: list[str] = []
+
+    def record(*args: object, store_option: str = "", **kwargs: object) -> int:
+        options.append(store_option)
+        return 0
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "run_demo", record)
+    url = f"sqlite:///{tmp_path / 'my demo.sqlite3'}"
+    (tmp_path / "config.yaml").write_text("state_dir: ./kept\n")
+    assert main(["demo", "--store", url]) == 0
+    assert main(["demo", "--config", "config.yaml"]) == 0
+    assert main(["demo"]) == 0
+    assert options == [f" --store '{url}'", " --config config.yaml", ""]
+    steps = demo.next_steps(url, options[0]).splitlines()[1:]
+    assert len(steps) == 5
+    assert all(step.count(f"--store '{url}'") == (2 if "console" in step else 1)
+               for step in steps), steps
+    pg = "postgresql://bo:s3cret@db.example.org/results"
+    monkeypatch.setattr(demo, "run_demo", record)
+    assert main(["demo", "--store", pg]) == 0
+    assert options[-1] == " --store 'postgresql://bo:***@db.example.org/results'"
+
+
 def test_the_demo_cohort_line_prints_no_nan_interval_for_three_results() -> None:
     pearson, _ = correlations([25.0, 35.0, 55.0], [80.0, 60.0, 30.0])  # n=3: r, but no CI
     assert isinstance(pearson, Correlation)
