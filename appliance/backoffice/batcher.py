@@ -104,9 +104,13 @@ def _cut(raw: bytes) -> str:
 class Triage:
     """Sorts messages into result rows, status rows and dead letters."""
 
-    def __init__(self, topic_prefix: str, dead_letter_max_bytes: int) -> None:
+    def __init__(self, topic_prefix: str, dead_letter_max_bytes: int, *,
+                 log_dead_letters: bool = True) -> None:
+        """``log_dead_letters``: warn of each message it dead-letters (not when it judges
+        letters already kept again: ``results retry``)."""
         self.topic_prefix = topic_prefix
         self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.log_dead_letters = log_dead_letters
 
     def sort(self, messages: list[Inbound]) -> tuple[Batch, list[Result]]:
         """The batch to commit and the valid results in it."""
@@ -152,13 +156,9 @@ class Triage:
         return result
 
     def _dead(self, message: Inbound, reason: str, received_at: str) -> DeadLetter:
-        log.warning(
-            "dead letter on %s: %s (payload %d bytes: %s)",
-            message.topic,
-            reason,
-            len(message.payload),
-            _cut(message.payload),
-        )
+        if self.log_dead_letters:
+            log.warning("dead letter on %s: %s (payload %d bytes: %s)", message.topic, reason,
+                        len(message.payload), _cut(message.payload))
         return dead_letter(
             received_at, message.topic, reason, message.payload, self.dead_letter_max_bytes
         )

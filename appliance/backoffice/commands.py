@@ -325,8 +325,9 @@ def _retry_dead_letters(args: argparse.Namespace) -> int:
 
     def judge(topic: str, payload: bytes) -> list[tuple[Any, ...]]:
         prefix = topic.rsplit("/", 3)[0]  # {prefix}/{site}/{device}/result, as received
-        if prefix not in triages:  # the letters it would make are not kept: no size to cut at
-            triages[prefix] = Triage(prefix, 0)
+        if prefix not in triages:  # the letters it would make are not kept: no size to cut at,
+            # and no warning: a letter still refused is no new dead letter
+            triages[prefix] = Triage(prefix, 0, log_dead_letters=False)
         batch, _ = triages[prefix].sort([Inbound(topic, payload, 0, 1, False)])
         return [] if batch.dead_letters else batch.results
 

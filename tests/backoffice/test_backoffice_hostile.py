@@ -264,3 +264,24 @@ def test_the_pathology_server_s_topics_are_no_kiosk_s_even_where_the_wildcards_m
     batch = sort(("p/pathology/servers/result", forged))
     assert batch.results == []
     assert "not a device result or status topic" in batch.dead_letters[0].reason
+
+
+def test_retry_does_not_log_the_letters_still_refused_as_new_dead_letters(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`results retry --dry-run` logged 'dead letter on TOPIC: REASON' at WARNING for every
+    letter still refused, as if each had just been dead-lettered (one line per letter kept: up
+    to dead_letter_max_rows, 100,000), beside its own line saying nothing changed."""
+    from appliance.cli import main
+
+    inbound = [Inbound("p/lab/k1/result", b"{not json %d" % i, i, 1, False) for i in range(3)]
+    store.write_batch(Triage("p", 65536).sort(inbound)[0], 100)
+    caplog.clear()
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    with caplog.at_level(logging.WARNING):
+        assert main(["results", "retry", "--store", url, "--dry-run"]) == 0
+        assert main(["results", "retry", "--store", url]) == 0
+    assert "3 dead-lettered result(s) are still refused" in capsys.readouterr().out
+    assert [r.getMessage() for r in caplog.records if "dead letter" in r.getMessage()] == []
+    assert store.count_dead_letters() == 3
