@@ -215,7 +215,12 @@ def _token_create(args: argparse.Namespace) -> int:
 def _token_list(args: argparse.Namespace) -> int:
     from appliance.console.auth import token_expiry_text, token_owner_text
 
-    tokens = _on_store(args, "token list", lambda store: store.tokens(args.user))
+    tokens, known = _on_store(args, "token list", lambda store: (
+        store.tokens(args.user), args.user is None or store.user(args.user) is not None))
+    if not known:  # a mistyped name is no user without tokens
+        print(f"console token list: no console user {args.user!r} "
+              "(console user list shows them)", file=sys.stderr)
+        return 2
     if not tokens:
         print("no API tokens" + (f" of {escape_controls(args.user)}" if args.user else ""))
         return 0

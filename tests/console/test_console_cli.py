@@ -86,6 +86,25 @@ def test_user_add_refuses_a_bad_name_before_asking_for_the_password(
     assert not (tmp_path / "bo.sqlite3").exists()
 
 
+def test_token_list_of_a_user_that_is_not_there_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`console token list --user NAME` with a mistyped NAME said 'no API tokens of NAME', exit
+    0, as for a real user without tokens; token create and user remove refuse such a name."""
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    password = tmp_path / "password"
+    password.write_text("correct horse battery staple\n")
+    assert main(["console", "user", "add", "ops", "--role", "operator", "--password-file",
+                 str(password), "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["console", "token", "list", "--user", "ops", "--store", url]) == 0
+    assert capsys.readouterr().out == "no API tokens of ops\n"
+    assert main(["console", "token", "list", "--user", "osp", "--store", url]) == 2
+    printed = capsys.readouterr()
+    assert (printed.out, printed.err) == (
+        "", "console token list: no console user 'osp' (console user list shows them)\n")
+
+
 def test_the_group_store_option_reaches_the_subcommand(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'group.sqlite3'}"
     password_file = tmp_path / "pw"
