@@ -175,6 +175,22 @@ def test_a_kiosk_s_link_on_the_fleet_page_shows_its_own_results_only(console: Co
     assert page.locator("#results tr td:nth-child(2)").all_inner_texts() == ["paris"]
 
 
+def _paged_through(page: Any, url: str, cells: str) -> list[str]:
+    """The ids in ``cells`` of every page from ``url`` on, following Older until it is gone:
+    at most 100 a page, none twice."""
+    page.goto(url)
+    shown: list[str] = []
+    while True:
+        ids = page.locator(cells).all_inner_texts()
+        assert 0 < len(ids) <= 100
+        shown += ids
+        if page.locator("#older").count() == 0:
+            break
+        page.click("#older")
+    assert len(shown) == len(set(shown))
+    return shown
+
+
 def test_every_pathology_job_can_be_paged_to(console: Console, page: Any) -> None:
     from appliance.pathology.jobs import JobRequest, SlideRequest
     from appliance.pathology.jobstore import open_pathology_store
@@ -188,16 +204,7 @@ def test_every_pathology_job_can_be_paged_to(console: Console, page: Any) -> Non
         stored = {row[0] for row in store.query("SELECT job_id FROM pathology_jobs")}
     finally:
         store.close()
-    page.goto(console.url + "/pathology")
-    shown: list[str] = []
-    while True:
-        ids = page.locator("main table tr td:nth-child(2)").all_inner_texts()
-        assert 0 < len(ids) <= 100
-        shown += ids
-        if page.locator("#older").count() == 0:
-            break
-        page.click("#older")
-    assert len(shown) == len(set(shown))
+    shown = _paged_through(page, console.url + "/pathology", "main table tr td:nth-child(2)")
     assert set(shown) == stored
     assert shown.index("walk-229") < shown.index("walk-000")  # newest first
     page.get_by_role("link", name="Newest").click()
@@ -214,16 +221,7 @@ def test_every_model_rollout_can_be_paged_to(console: Console, page: Any) -> Non
         stored = {row[0] for row in store.query("SELECT rollout_id FROM rollouts")}
     finally:
         store.close()
-    page.goto(console.url + "/rollouts")
-    shown: list[str] = []
-    while True:
-        ids = page.locator("#rollouts tr td:nth-child(2)").all_inner_texts()
-        assert 0 < len(ids) <= 100
-        shown += ids
-        if page.locator("#older").count() == 0:
-            break
-        page.click("#older")
-    assert len(shown) == len(set(shown))
+    shown = _paged_through(page, console.url + "/rollouts", "#rollouts tr td:nth-child(2)")
     assert set(shown) == stored
     assert shown.index("walk149") < shown.index("walk000")  # newest first
     page.get_by_role("link", name="Newest").click()
