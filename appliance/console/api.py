@@ -39,6 +39,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
 ApiLogin = Annotated[Login, Depends(api_login)]
+# a list answered a page at a time (jobs, rollouts): where the previous answer's `next` left off
+NextCursor = Annotated[str | None, Query(description="`next` of the previous answer")]
 
 
 @router.get("/fleet", summary="every kiosk with its state, versions, camera and outbox",

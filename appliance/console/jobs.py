@@ -13,18 +13,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
-from appliance.console.api import ERROR_RESPONSES, error
+from appliance.console.api import ERROR_RESPONSES, ApiLogin, NextCursor, error
 from appliance.console.filters import (
     InputError,
     listed_cursor,
     older_link,
     parse_listed_cursor,
 )
-from appliance.console.guard import api_login, page_login, pool_of
+from appliance.console.guard import page_login, pool_of
 from appliance.console.pages import render
 from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_picture
 
@@ -111,9 +111,8 @@ def picture_page(request: Request, job_id: str, slide_index: str, picture: str,
 @api.get("/pathology/jobs", summary="pathology jobs with their state, newest first, "
          f"{JOBS_SHOWN} an answer", description=f"`jobs`: at most {JOBS_SHOWN}, newest first; "
          "`next` continues the list (give it as `before`; null in the answer with the oldest).")
-def api_jobs(request: Request, login: Annotated[Login, Depends(api_login)],
-             before: Annotated[str | None, Query(description="`next` of the previous "
-                                                 "answer")] = None) -> dict[str, Any]:
+def api_jobs(request: Request, login: ApiLogin,
+             before: NextCursor = None) -> dict[str, Any]:
     """Pathology jobs, newest first; ``next`` continues them (null after the oldest)."""
     jobs, cursor = _jobs_page(request, before)
     return {"jobs": jobs, "next": cursor}
@@ -122,7 +121,7 @@ def api_jobs(request: Request, login: Annotated[Login, Depends(api_login)],
 @api.get("/pathology/jobs/{job_id}", summary="one pathology job and its slide results",
          responses={404: error("no pathology job with that id")})
 def api_job(request: Request, job_id: str,
-            login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
+            login: ApiLogin) -> dict[str, Any]:
     """One pathology job with its slides."""
     job = _job(request, job_id)
     if job is None:
@@ -134,7 +133,7 @@ def api_job(request: Request, job_id: str,
          summary="a slide's heatmap or CAM panel (picture: heatmap or cam) as PNG",
          response_class=Response, responses=PNG_RESPONSE)
 def api_picture(request: Request, job_id: str, slide_index: str, picture: str,
-                login: Annotated[Login, Depends(api_login)]) -> Response:
+                login: ApiLogin) -> Response:
     """One slide's heatmap or CAM panel."""
     try:
         return _picture(request, job_id, slide_index, picture)

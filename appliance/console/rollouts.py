@@ -11,18 +11,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
-from appliance.console.api import ERROR_RESPONSES, error
+from appliance.console.api import ERROR_RESPONSES, ApiLogin, NextCursor, error
 from appliance.console.filters import (
     InputError,
     listed_cursor,
     older_link,
     parse_listed_cursor,
 )
-from appliance.console.guard import api_login, page_login, pool_of
+from appliance.console.guard import page_login, pool_of
 from appliance.console.pages import render
 
 pages = APIRouter(include_in_schema=False)
@@ -81,9 +81,8 @@ def rollout_page(request: Request, rollout_id: str,
          f"{ROLLOUTS_SHOWN} an answer", description=f"`rollouts`: at most {ROLLOUTS_SHOWN}, "
          "newest first; `next` continues the list (give it as `before`; null in the answer "
          "with the oldest).")
-def api_rollouts(request: Request, login: Annotated[Login, Depends(api_login)],
-                 before: Annotated[str | None, Query(description="`next` of the previous "
-                                                     "answer")] = None) -> dict[str, Any]:
+def api_rollouts(request: Request, login: ApiLogin,
+                 before: NextCursor = None) -> dict[str, Any]:
     """Model rollouts, newest first; ``next`` continues them (null after the oldest)."""
     rollouts, cursor = _rollouts_page(request, before)
     return {"rollouts": rollouts, "next": cursor}
@@ -92,7 +91,7 @@ def api_rollouts(request: Request, login: Annotated[Login, Depends(api_login)],
 @api.get("/rollouts/{rollout_id}", summary="one rollout and where each device stands",
          responses={404: error("no rollout with that id")})
 def api_rollout(request: Request, rollout_id: str,
-                login: Annotated[Login, Depends(api_login)]) -> dict[str, Any]:
+                login: ApiLogin) -> dict[str, Any]:
     """One model rollout with its devices."""
     rollout = _rollout(request, _checked(rollout_id))
     if rollout is None:
