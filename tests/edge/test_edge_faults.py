@@ -65,15 +65,17 @@ def collector(broker: PrivateBroker, name: str) -> ResultCollector:
     return ResultCollector(broker.host, broker.port, "faults/+/+/result", f"collector-{name}")
 
 
-def test_broker_down_20s_during_50_measurements_loses_nothing(
+def test_broker_down_during_50_measurements_loses_nothing(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:
+    # The outage lasts six times the reconnect cap (1 s): the daemon keeps measuring into its
+    # outbox through several failed reconnects, then delivers everything once the broker is back.
     received = collector(broker, "outage")
     daemon = fast_daemon(edge_config(tmp_path, broker.port, limit=50))
     thread, codes = run_in_thread(daemon)
     assert received.wait_for(5, timeout_s=30)
     broker.stop()
-    time.sleep(20)
+    time.sleep(6)
     assert daemon.outbox.depth() > 0  # results piled up while the broker was away
     broker.start()
     thread.join(timeout=60)
@@ -147,7 +149,7 @@ def test_sigkill_mid_run_then_restart_delivers_every_accepted_measurement(
     received.close()
 
 
-def test_camera_failing_for_10s_recovers_and_keeps_measuring(
+def test_camera_failing_for_seconds_recovers_and_keeps_measuring(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:
     config = edge_config(tmp_path, broker.port, None, camera_reopen_cap_s=1.0)
@@ -162,7 +164,7 @@ def test_camera_failing_for_10s_recovers_and_keeps_measuring(
         time.sleep(1.0)
         assert not daemon.capture.online
         assert "camera offline" in daemon.status.text()
-        time.sleep(9.0)
+        time.sleep(3.0)  # three more times the reopen cap (1 s): several failed reopens
         before = daemon.committer.committed
         flaky.failing.clear()
         deadline_s = time.monotonic() + 20
