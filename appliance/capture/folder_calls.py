@@ -34,6 +34,9 @@ NOT_REGULAR = "not a regular file (a FIFO, a device, a socket or a folder)"
 LINK_OUT = "a symbolic link to a file outside the watched folder (copy the capture in)"
 SWAPPED_FOR_LINK = "replaced by a symbolic link as it was opened"
 FOLDER_SWAPPED = "a link whose folder was replaced (by a link or a file) as it was opened"
+# a capture is read once, under one name: its own where the folder lists it, else the first link
+LINK_TO_CAPTURE = "a symbolic link to another capture of this folder, read under its own name"
+SECOND_LINK = "a symbolic link to the file that an earlier link (in name order) reads"
 _OPEN_NAME = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO: no wait
 _OPEN_FOLDER = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -146,20 +149,29 @@ class JpegListing:
 def jpeg_names(folder: Path, progress: Progress) -> JpegListing:
     """The folder's JPEGs in name order, without the links that leave the folder and what is
     no regular file: a kiosk runs as root, and a link named ``x.jpg`` to ``/etc/shadow`` was
-    read; a FIFO blocks its reader until someone writes to it."""
+    read; a FIFO blocks its reader until someone writes to it. Nor a second name of one
+    capture: a link to a capture the folder lists (a tool's ``latest.jpg``) was measured as a
+    second customer, once as itself and once as the link."""
     inside = os.path.realpath(folder)
-    names, refused = [], {}
+    listed = []
     with os.scandir(folder) as entries:
         for entry in entries:
             progress.made()
-            if not _wanted(entry.name):
-                continue
-            why = _entry_refusal(entry, inside)
-            if why is None:
-                names.append(entry.name)
-            else:
-                refused[entry.name] = why
-    return JpegListing(sorted(names), refused)
+            if _wanted(entry.name):
+                listed.append(entry)
+    names, refused = [], {}
+    first_links: dict[str, str] = {}  # a link's target -> the first link to it, in name order
+    for entry in sorted(listed, key=lambda listed_entry: listed_entry.name):
+        progress.made()
+        why = _entry_refusal(entry, inside)
+        if why is None and entry.is_symlink():
+            first = first_links.setdefault(os.path.realpath(entry.path), entry.name)
+            why = None if first == entry.name else SECOND_LINK
+        if why is None:
+            names.append(entry.name)
+        else:
+            refused[entry.name] = why
+    return JpegListing(names, refused)
 
 
 def refusal(folder: Path, name: str) -> str | None:
@@ -231,11 +243,15 @@ def _entry_refusal(entry: os.DirEntry[str], inside: str) -> str | None:
 
 
 def _link_refusal(path: str, inside: str) -> str | None:
-    """A link is read only when it ends at a regular file inside the watched folder."""
+    """A link is read only when it ends at a regular file inside the watched folder that the
+    folder does not list as a capture of its own."""
     target = os.path.realpath(path)
     if os.path.commonpath([inside, target]) != inside or target == inside:
         return LINK_OUT
-    return None if os.path.isfile(target) else "a symbolic link to no regular file"
+    if not os.path.isfile(target):
+        return "a symbolic link to no regular file"
+    in_folder = os.path.dirname(target) == inside
+    return LINK_TO_CAPTURE if in_folder and _wanted(os.path.basename(target)) else None
 
 
 def file_stamps(folder: Path, names: Iterable[str], progress: Progress) -> dict[str, FileStamp

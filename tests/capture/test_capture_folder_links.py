@@ -1,7 +1,8 @@
 """The folder source reads only regular files of the watched folder: a link named like a
 capture that leads out of the folder (to /etc/shadow, read as root) and a FIFO are refused, each
-named once in the journal; a link to a capture inside the folder is read. Nor is a capture
-swapped for one of them between the source's last look and its read."""
+named once in the journal; a link to a file inside the folder is read, once: a link to a capture
+the folder lists is not read (the capture is, under its own name). Nor is a capture swapped for
+one of them between the source's last look and its read."""
 
 from __future__ import annotations
 
@@ -62,20 +63,49 @@ def test_links_out_of_the_folder_and_fifos_are_refused_and_named_once(
     (folder / "0002.jpg").symlink_to(tmp_path / "secret.jpg")
     (folder / "0003.jpg").symlink_to(Path("..") / "secret.jpg")
     os.mkfifo(folder / "0004.jpg")
-    (folder / "0005.jpg").symlink_to("0001.jpg")  # inside the folder: read
+    (folder / "0005.jpg").symlink_to("0001.jpg")  # a second name of 0001.jpg: not read
     (folder / "0006.jpg").mkdir()
     source = DirectorySource(str(folder))
     source.open()
     with caplog.at_level(logging.INFO, logger="appliance.capture.folder"):
-        assert _read_names(source, 4) == ["0001.jpg", "0005.jpg"]
+        assert _read_names(source, 4) == ["0001.jpg"]
         _save_jpeg(folder / "0007.jpg", 70)  # the folder changes: listed again
         assert _read_names(source, 3) == ["0007.jpg"]
     source.close()
-    assert reads == [folder / "0001.jpg", folder / "0001.jpg", folder / "0007.jpg"]
+    assert reads == [folder / "0001.jpg", folder / "0007.jpg"]
     for name in ("0002.jpg", "0003.jpg"):
         assert caplog.text.count(f"{name}: a symbolic link to a file outside the watched") == 1
     for name in ("0004.jpg", "0006.jpg"):
         assert caplog.text.count(f"{name}: not a regular file") == 1
+
+
+def test_a_capture_with_a_second_name_by_a_link_is_measured_once(
+    tmp_path: Path, reads: list[Path], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tool that keeps ``latest.jpg`` pointing at its newest capture, a chain of links, two
+    links to one file in a subfolder: each capture is read once, under one name; a capture
+    reached only through links is read through the first of them."""
+    folder = tmp_path / "captures"
+    (folder / "sub").mkdir(parents=True)
+    _save_jpeg(folder / "0001.jpg", 10)
+    _save_jpeg(folder / "sub" / "kept.jpg", 40)
+    (folder / "latest.jpg").symlink_to("0001.jpg")
+    (folder / "chain.jpg").symlink_to("latest.jpg")  # -> latest.jpg -> 0001.jpg
+    (folder / "a-kept.jpg").symlink_to(Path("sub") / "kept.jpg")
+    (folder / "b-kept.jpg").symlink_to(folder / "sub" / "kept.jpg")
+    source = DirectorySource(str(folder))
+    source.open()
+    with caplog.at_level(logging.INFO, logger="appliance.capture.folder"):
+        assert _read_pictures(source, 5) == {"0001.jpg": 10, "a-kept.jpg": 40}
+        _save_jpeg(folder / "0002.jpg", 20)
+        (folder / "latest.jpg").unlink()
+        (folder / "latest.jpg").symlink_to("0002.jpg")  # the tool's next capture
+        assert _read_pictures(source, 3) == {"0002.jpg": 20}
+    source.close()
+    assert reads == [folder / "0001.jpg", folder / "sub" / "kept.jpg", folder / "0002.jpg"]
+    for name in ("latest.jpg", "chain.jpg"):
+        assert caplog.text.count(f"{name}: a symbolic link to another capture of this") == 1
+    assert caplog.text.count("b-kept.jpg: a symbolic link to the file that an earlier") == 1
 
 
 def test_a_capture_replaced_by_a_link_after_the_listing_is_not_read(
