@@ -11,7 +11,7 @@ results it held are counted as lost in ``LostTally`` (appliance/transport/lostta
 file of 8 bytes beside the outbox that is overwritten in place (no new block, so it takes the
 count on a full disk too, and the count survives a restart before the disk has room again);
 where even that fails the count is kept in memory and written with the next commit that
-succeeds, so ``dropped()`` never under-reports.
+succeeds, so ``dropped()`` never under-reports (appliance/transport/outbox_losses.py).
 A kiosk started on a full disk still sends what waits, and a new outbox a full disk cannot take
 waits in memory, refusing writes, until its file can be made (appliance/transport/outbox_file.py).
 An outbox that lost rows it had (cut to 0 bytes, deleted, replaced) is noticed by the high-water
@@ -39,7 +39,6 @@ from typing import Any, Literal
 
 from appliance.diskspace import full_disk_hint
 from appliance.transport import highwater, outbox_file, wallclock
-from appliance.transport.losttally import LostTally
 from appliance.transport.outbox_file import (
     OutboxCorruptError,
     OutboxError,
@@ -48,6 +47,7 @@ from appliance.transport.outbox_file import (
     OutboxWriteError,
     is_corrupt,
 )
+from appliance.transport.outbox_losses import OutboxLosses, count_dropped, read_dropped
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,9 @@ class Outbox:
         self.max_age_s = max_age_s
         self.policy: OutboxPolicy = policy
         self._lock = threading.Lock()
-        self._unsaved_dropped = 0  # lost while neither file could take a write
-        self._saved_dropped = 0  # the persisted counter, as last read
         self.damaged: str | None = None  # why the file was found damaged while in use
         self.probe_error = ""  # why the last probe (``writable``) could not commit
         self._clock = wallclock.JumpWatch()
-        self._tally: LostTally | None = None
-        self._mark: highwater.HighWater | None = None
-        self._seq_floor = 0  # a lost outbox's last seq: its sequence goes on from there
         self._unmade = ""  # why a new outbox's file is not made yet (a full disk)
         try:
             self._db, self._depth = outbox_file.open_checked(path)
@@ -87,11 +82,9 @@ class Outbox:
             if not (full and side_files and outbox_file.holds_nothing(path)):
                 raise outbox_file.open_error(path, exc, full) from exc
             self._db = self._put_off(exc, full)
-        if side_files:
-            self._tally = outbox_file.lost_tally(path)
-            self._mark = outbox_file.high_water(path)
-        if self._mark is not None:
-            self._account_for_lost_rows(self._mark)
+        self._losses = OutboxLosses(path, side_files)
+        if self._losses.found_lost_rows(self._db, self._depth):
+            self.writable()  # counted, and the sequence going on from the mark, now if it can
 
     def _put_off(self, exc: Exception, full: str) -> sqlite3.Connection:
         """A new outbox on a full disk: an empty one in memory that answers reads and takes no
@@ -122,22 +115,6 @@ class Outbox:
         log.warning("%s: the outbox is made now", self.path)
         return True
 
-    def _account_for_lost_rows(self, mark: highwater.HighWater) -> None:
-        """Count as dropped (and say) what the outbox lost since its mark; the count, and the
-        sequence going on from the mark, commit with the next write (now, where it can)."""
-        try:
-            now = highwater.current(self._db, self._depth)
-        except sqlite3.Error:  # unreadable counters: found when the outbox is used
-            return
-        if mark.found is None:  # a new mark (or an outbox from before marks): kept from now on
-            mark.record(now)
-            return
-        lost = highwater.lost_since(mark, self.path, now)
-        if lost is not None:
-            self._seq_floor = mark.found.last_seq
-            self._unsaved_dropped += lost
-            self.writable()
-
     def add_many(self, messages: Sequence[tuple[str, str, bytes]]) -> list[int]:
         """Commit (measurement_id, topic, payload) messages in one fsync'd transaction."""
         if not messages:
@@ -147,7 +124,7 @@ class Outbox:
             self._require_made_locked("commit results")
             overflow = self._depth + len(messages) - self.max_rows
             if overflow > 0 and self.policy == "refuse_new":
-                self._count_dropped_locked(len(messages))
+                count_dropped(self._db, len(messages))
                 raise OutboxFullError(
                     f"{self.path}: outbox holds {self._depth} of {self.max_rows} results and its "
                     f"policy is refuse_new; {len(messages)} new result(s) dropped"
@@ -161,7 +138,7 @@ class Outbox:
         now_s = now[0]
         with self._writing("FULL", "commit results"):
             self._follow_clock_jump_locked(now)
-            unsaved = self._fold_unsaved_locked()
+            unsaved = self._losses.fold(self._db)
             seqs = []
             for measurement_id, topic, payload in messages:
                 cursor = self._db.execute(
@@ -172,7 +149,7 @@ class Outbox:
                 seqs.append(int(cursor.lastrowid or 0))
             dropped = self._drop_oldest_locked(overflow) if overflow else 0
         self._depth += len(messages) - dropped
-        self._folded_locked(unsaved)
+        self._losses.folded(self._db, self._depth, unsaved)
         self._clock.seen(now)
         return seqs
 
@@ -186,34 +163,14 @@ class Outbox:
             log.warning("%s: the wall clock jumped by %+.0f s; the ages of %d waiting result(s) "
                         "follow it", self.path, jump_s, moved)
 
-    def _fold_unsaved_locked(self) -> int:
-        """Commit (in the open write) what waits in memory: the dropped count, and the
-        sequence going on from a lost outbox's mark; returns the count folded in."""
-        if self._seq_floor:
-            highwater.raise_seq(self._db, self._seq_floor)
-        unsaved = self._unsaved_dropped
-        if unsaved:
-            self._count_dropped_locked(unsaved)
-        return unsaved
-
-    def _folded_locked(self, unsaved: int) -> None:
-        """After the commit of a write that folded ``unsaved`` in: forget it, mark the outbox."""
-        self._unsaved_dropped -= unsaved
-        self._seq_floor = 0
-        self._record_mark_locked()
-
     def _record_mark_locked(self) -> None:
         """Overwrite the high-water mark with what is committed now (after a commit)."""
-        if self._mark is None or self._seq_floor:  # a lost outbox's mark stays until counted
-            return
-        with contextlib.suppress(sqlite3.Error):  # unread: the mark lags, never runs ahead
-            self._mark.record(highwater.current(self._db, self._depth))
+        self._losses.record_mark(self._db, self._depth)
 
     def count_lost(self, count: int) -> None:
         """Count results that never reached the file (a refused commit) as dropped."""
         with self._lock:
-            if self._tally is None or not self._tally.add(count):
-                self._unsaved_dropped += count
+            self._losses.add(count)
 
     def writable(self) -> bool:
         """Whether a write commits now (and saves the lost count); for recovery probes."""
@@ -222,14 +179,14 @@ class Outbox:
                 return False
             try:
                 with self._writing("FULL", "commit a probe"):  # a damaged file: marked so
-                    unsaved = self._fold_unsaved_locked()
+                    unsaved = self._losses.fold(self._db)
                     self._db.execute(
                         "INSERT OR REPLACE INTO counters (name, value) VALUES ('probe', 0)"
                     )
             except OutboxError as exc:
                 self.probe_error = str(exc)
                 return False
-            self._folded_locked(unsaved)
+            self._losses.folded(self._db, self._depth, unsaved)
             self.probe_error = ""
             return True
 
@@ -249,7 +206,7 @@ class Outbox:
                     "VALUES (?, ?, ?, ?)",
                     [(m.measurement_id, m.topic, m.payload, m.created_at_s) for m in messages],
                 )
-                self._count_dropped_locked(dropped)
+                count_dropped(self._db, dropped)
             self._depth += len(messages)
             self._record_mark_locked()
         return len(messages)
@@ -264,7 +221,7 @@ class Outbox:
             "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
             (count,),
         ).rowcount
-        self._count_dropped_locked(dropped)
+        count_dropped(self._db, dropped)
         return int(dropped)
 
     @contextlib.contextmanager
@@ -308,9 +265,6 @@ class Outbox:
     def _rollback_locked(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # no transaction open: nothing to undo
             self._db.execute("ROLLBACK")
-
-    def _count_dropped_locked(self, count: int) -> None:
-        self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (count,))
 
     def pending(self, after_seq: int = 0, limit: int = 1000) -> list[OutboxMessage]:
         """Messages with ``seq > after_seq``, oldest first."""
@@ -411,7 +365,7 @@ class Outbox:
                     "DELETE FROM outbox WHERE created_at_s < ?", (cutoff_s,)
                 ).rowcount
                 if removed:
-                    self._count_dropped_locked(removed)
+                    count_dropped(self._db, removed)
             self._depth -= removed
             self._record_mark_locked()
             self._clock.seen(now)
@@ -424,22 +378,14 @@ class Outbox:
     def dropped(self) -> int:
         """How many results were lost, ever: size/age policy (persisted) and refused commits."""
         with self._lock:
+            saved = None  # unreadable: the last value read stands
             with contextlib.suppress(OutboxError), self._reading("read the dropped count"):
-                row = self._db.execute(
-                    "SELECT value FROM counters WHERE name = 'dropped'"
-                ).fetchone()
-                self._saved_dropped = int(row[0])  # unreadable: the last value read stands
-            tallied = self._tally.value if self._tally is not None else 0
-            return self._saved_dropped + tallied + self._unsaved_dropped
+                saved = read_dropped(self._db)
+            return self._losses.total(saved)
 
     def close(self) -> None:
         """Close the database (committed messages stay on disk)."""
         with self._lock:
             with contextlib.suppress(sqlite3.Error):  # a damaged file: nothing more to keep
                 self._db.close()
-            if self._tally is not None:
-                self._tally.close()
-                self._tally = None
-            if self._mark is not None:
-                self._mark.close()
-                self._mark = None
+            self._losses.close()
