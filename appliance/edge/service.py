@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -99,8 +100,22 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
 
 
 def _run_locked(config: Config, config_path: str, requests: Requests) -> int:
-    try:
+    def built() -> EdgeDaemon:
         daemon = build_daemon(config, requests)
+        daemon.reload_handler = lambda d: reload_config(d, Path(config_path))
+        return daemon
+
+    return run_until_stopped(built, requests)
+
+
+def run_until_stopped(build: Callable[[], EdgeDaemon], requests: Requests) -> int:
+    """Build the daemon and run it until it stops; its exit code. The one way an edge process
+    runs its daemon (``appliance edge`` and the test kiosks of appliance/edge/testing.py), so
+    each of them ends the same way: a stop asked while it was built (it never runs), a bug
+    (its traceback to the journal, exit 1), and ``exit_code_after_stop`` after it, in the
+    caller, where a worker may still be inside a library."""
+    try:
+        daemon = build()
     except OutboxError as exc:  # e.g. its folder cannot be read: systemd retries (exit 1)
         log.error("cannot start: %s", exc)
         return EXIT_RETRY
@@ -114,10 +129,9 @@ def _run_locked(config: Config, config_path: str, requests: Requests) -> int:
         daemon.outbox.close()
         log.info("stop requested while starting; exiting before the daemon ran")
         return EXIT_OK
-    daemon.reload_handler = lambda d: reload_config(d, Path(config_path))
     try:
         return daemon.run()
-    except Exception:  # a bug: its traceback to the journal, and the exit through run_edge's
+    except Exception:  # a bug: its traceback to the journal, and the exit through the caller's
         # exit_code_after_stop (a worker may still be inside a library: no finalisation then)
         log.exception("edge daemon failed; exiting so systemd restarts")
         return EXIT_FAILURE

@@ -26,7 +26,7 @@ from appliance.edge.daemon import EdgeDaemon, Requests
 from appliance.edge.ending import exit_code_after_stop
 from appliance.edge.measure import Measurement
 from appliance.edge.plugins import source_from_config
-from appliance.edge.service import install_signal_handlers
+from appliance.edge.service import install_signal_handlers, run_until_stopped
 from appliance.edge.systemd import setup_logging
 from appliance.synthetic.camera import textured_skin
 from appliance.transport import payloads
@@ -95,7 +95,9 @@ def fast_source(
     return SyntheticSource(skin, fps=config.edge.synthetic_fps, script=script)
 
 
-def fast_daemon(config: Config, source: FrameSource | None = None) -> EdgeDaemon:
+def fast_daemon(
+    config: Config, source: FrameSource | None = None, *, requests: Requests | None = None
+) -> EdgeDaemon:
     """The daemon with the real gate, sessions, outbox and MQTT link, but fake measuring; a
     configured folder of saved files is read as configured (it is cheap already)."""
     stall_s: float | None = config.edge.camera_stall_s
@@ -106,6 +108,7 @@ def fast_daemon(config: Config, source: FrameSource | None = None) -> EdgeDaemon
         source=source or fast_source(config),
         analyzer=fixed_analyzer,
         stall_s=stall_s,
+        requests=requests,
     )
 
 
@@ -174,19 +177,20 @@ class ResultCollector:
         return wait_until(lambda: len(self.ids()) >= count, timeout_s)
 
 
-def run_daemon(config_path: str, build: Callable[[Config], EdgeDaemon]) -> int:
-    """Run ``build(config)`` with the daemon's logging and signal handling until it stops."""
+def run_daemon(config_path: str, build: Callable[[Config, Requests], EdgeDaemon]) -> int:
+    """Run ``build(config, requests)`` with the daemon's logging and signal handling until it
+    stops, and end as ``appliance edge`` ends (appliance/edge/service.py)."""
     config = load_config(config_path)
     setup_logging(False, config.device.id)
-    daemon = build(config)
-    install_signal_handlers(Requests(daemon.stop_requested, daemon.reload_requested))
-    return exit_code_after_stop(daemon.run())
+    requests = Requests()
+    install_signal_handlers(requests)  # before the build: a stop meanwhile ends it in order
+    return exit_code_after_stop(run_until_stopped(lambda: build(config, requests), requests))
 
 
 def main(argv: list[str]) -> int:
     """Run the fast daemon from a config file until stopped (or ``camera.limit``)."""
     started_s = time.monotonic()
-    code = run_daemon(argv[0], fast_daemon)
+    code = run_daemon(argv[0], lambda config, requests: fast_daemon(config, requests=requests))
     print(f"fast daemon exited {code} after {time.monotonic() - started_s:.1f} s", file=sys.stderr)
     return code
 

@@ -20,7 +20,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from appliance.config import Config
-from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.daemon import EdgeDaemon, Requests
 from appliance.edge.testing import fast_source, fixed_analyzer, run_daemon, wait_until
 from appliance.transport import payloads
 from appliance.transport.client import LinkSettings
@@ -30,7 +30,7 @@ from appliance.updates.wiring import startup_model
 LABELS = ("fine", "normal", "coarse")
 
 
-def kiosk_daemon(config: Config) -> EdgeDaemon:
+def kiosk_daemon(config: Config, requests: Requests | None = None) -> EdgeDaemon:
     """The daemon with fake camera and measuring, the real model and updater."""
     return EdgeDaemon(
         config,
@@ -38,6 +38,7 @@ def kiosk_daemon(config: Config) -> EdgeDaemon:
         analyzer=fixed_analyzer,
         classifier=startup_model(config),
         stall_s=config.edge.camera_stall_s,
+        requests=requests,
     )
 
 

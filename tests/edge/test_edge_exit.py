@@ -212,3 +212,63 @@ def test_a_daemon_that_fails_with_a_worker_in_a_library_exits_1_with_its_traceba
     assert "RuntimeError: a bug in the supervision" in done.stderr
     assert "AnalysisRunner still running after the stop; ending the process now with exit 1" \
         in done.stderr
+
+
+# the test kiosk of appliance/edge/testing.py (`python -m appliance.edge.testing`, as the
+# SIGKILL, duplicate-device and update tests run it), whose build or run argv[2] chooses:
+# "bug": its run fails with a bug while its analysis is inside OpenCV; "stop": a SIGTERM comes
+# while it is built
+TEST_KIOSK_ENDING = """
+import os
+import signal
+import sys
+import threading
+from types import SimpleNamespace
+import cv2
+import numpy as np
+from appliance.edge import testing
+
+noise = np.random.default_rng(0).integers(0, 255, (600, 600), dtype=np.uint8)
+
+def measuring():
+    while True:
+        cv2.medianBlur(noise, 5)
+
+def run():
+    threading.Thread(target=measuring, name="AnalysisRunner", daemon=True).start()
+    raise RuntimeError("a bug in the supervision")
+
+def failing(config, *requests):
+    return SimpleNamespace(run=run, stop_requested=threading.Event(),
+                           reload_requested=threading.Event())
+
+def stopped_while_built(config, *requests):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return testing.fast_daemon(config, requests=requests[0] if requests else None)
+
+build = {"bug": failing, "stop": stopped_while_built}[sys.argv[2]]
+sys.exit(testing.run_daemon(sys.argv[1], build))
+"""
+
+
+@pytest.mark.parametrize(("case", "code", "said"), [
+    ("bug", 1, ["edge daemon failed; exiting so systemd restarts",
+                "RuntimeError: a bug in the supervision",
+                "AnalysisRunner still running after the stop; ending the process now with exit 1"]),
+    ("stop", 0, ["stop requested while starting; exiting before the daemon ran"]),
+])
+def test_the_test_kiosk_ends_through_the_daemons_own_stop_paths(
+    tmp_path: Path, case: str, code: int, said: list[str],
+) -> None:
+    """The test kiosk ran its daemon outside ``appliance edge``'s stop logic: a bug propagated
+    out of run_daemon (no journal line, finalisation around the worker inside OpenCV, which
+    can abort it), and a SIGTERM while it was built killed it by the signal's default action."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
+    done = subprocess.run(
+        [sys.executable, "-c", TEST_KIOSK_ENDING, str(_config(tmp_path, port=1)), case],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        timeout=120, check=False,
+    )
+    assert done.returncode == code, done.stderr[-2000:]
+    for line in said:
+        assert line in done.stderr
