@@ -68,6 +68,11 @@ class DirectorySource:
     or modification time changes, or once after it has stayed unchanged for ``SETTLE_S``; a
     file still broken then is reported once and left alone until it changes.
 
+    One picture is measured once, under one name: a file that holds a picture already read
+    under another name (a hard link, a copy, the file renamed) is not measured again, and is
+    recorded measured once that picture's result is committed (the record keeps each picture's
+    digest, so this holds after a restart too).
+
     A file saved over in place (a new picture under the same name) is read again once per new
     picture: its size and modification time are looked at again (``SavedOverWatch``: the
     newest files at every poll, every file within a minute), and a file whose size or time
@@ -97,6 +102,9 @@ class DirectorySource:
         # picture before that picture's result was committed (recorded as it is now then)
         self._same_picture: dict[str, tuple[FileStamp, FileStamp]] = {}
         self._same_picture_lock = threading.Lock()  # the commit thread records too
+        # pictures read and not yet recorded measured: digest -> the file read, and back
+        self._unrecorded: dict[bytes, FileStamp] = {}
+        self._digest_of: dict[FileStamp, bytes] = {}
         self._failures: dict[str, _LoadFailure] = {}
         self._refused: set[str] = set()  # links out of the folder, FIFOs...: named once
         self._listing: _Listing | None = None
@@ -122,14 +130,28 @@ class DirectorySource:
         """Skip the files whose results an earlier run committed; forget files gone."""
         record = ReplayRecord(record_path)
         names = self._names()
-        if names:  # an empty listing may be an unmounted share: forget nothing then
-            record.prune(set(names))
         measured = record.measured()
+        if names:  # an empty listing may be an unmounted share: forget nothing then
+            record.prune(set(names) | self._renamed_since(names, measured))
+            measured = record.measured()
         stamps = self._stamps([name for name in names if name in measured])
         unchanged = {n: measured[n] for n, stamp in stamps.items() if stamp == measured[n]}
         self._offered |= unchanged
         self._saved_over.remember_newest(unchanged.values())
         self._record = record
+
+    def _renamed_since(self, names: list[str], measured: dict[str, FileStamp]) -> set[str]:
+        """Files measured and gone whose size and time a file not measured has (renamed while
+        the kiosk was off?): kept in the record until that file is read, so that its picture
+        is known there (the next start forgets them)."""
+        listed = set(names)
+        gone = {(s.size_bytes, s.mtime_ns): name for name, s in measured.items()
+                if name not in listed}
+        if not gone:
+            return set()
+        unmeasured = self._stamps([name for name in names if name not in measured])
+        return {gone[key] for stamp in unmeasured.values() if stamp is not None
+                and (key := (stamp.size_bytes, stamp.mtime_ns)) in gone}
 
     def read(self) -> Frame | None:
         """The next unmeasured JPEG in name order, or None (after a short wait) when none is
@@ -166,6 +188,8 @@ class DirectorySource:
         self._failures = {n: f for n, f in self._failures.items() if n in names}
         with self._same_picture_lock:
             self._same_picture = {n: w for n, w in self._same_picture.items() if n in names}
+            self._digest_of = {s: d for s, d in self._digest_of.items() if s.name in names}
+            self._unrecorded = {d: s for d, s in self._unrecorded.items() if s.name in names}
         self._unread_of = None
 
     def _notice_saved_over(self, names: list[str], now_s: float) -> None:
@@ -276,14 +300,33 @@ class DirectorySource:
         digest = picture_digest(rgb)
         before = self._saved_over.read_before(stamp.name, digest)
         self._saved_over.remember(stamp, digest)
-        if before is None:
-            return True
-        log.info("%s: saved again with the same picture; not measured again",
-                 shown_name(self.folder / stamp.name))
-        self._record_same_picture(before, stamp)
+        shown = shown_name(self.folder / stamp.name)
+        if before is not None:
+            log.info("%s: saved again with the same picture; not measured again", shown)
+        else:
+            before = self._read_under_another_stamp(stamp, digest)
+            if before is None:
+                return True
+            log.info("%s: the same picture as %s, read already (a second name, a copy or the "
+                     "file renamed); not measured again", shown, shown_name(before.name))
+        self._record_same_picture(before, stamp, digest)
         return False
 
-    def _record_same_picture(self, before: FileStamp, now: FileStamp) -> None:
+    def _read_under_another_stamp(self, stamp: FileStamp, digest: bytes) -> FileStamp | None:
+        """The file as it was when this very picture was read before (this run, or recorded
+        measured by any run) under another name or stamp; None for a picture not read before
+        (noted now, until its result is recorded)."""
+        with self._same_picture_lock:
+            before = self._unrecorded.get(digest)
+            if before is None and self._record is not None:
+                before = self._record.holding_picture(digest)
+            if before is None or before == stamp:
+                self._unrecorded[digest] = stamp
+                self._digest_of[stamp] = digest
+                return None
+            return before
+
+    def _record_same_picture(self, before: FileStamp, now: FileStamp, digest: bytes) -> None:
         """Record the file as it is ``now`` once its picture's result (read as it was
         ``before``) is committed, so a restart does not measure it again under a new id."""
         if self._record is None:
@@ -294,9 +337,10 @@ class DirectorySource:
                 before = waiting[0]
             if self._record.holds(before):
                 self._same_picture.pop(now.name, None)
-                self._record.record([now])
+                self._record.record([now], {now: digest})
             else:
                 self._same_picture[now.name] = (before, now)
+                self._digest_of.setdefault(now, digest)
 
     def _failed(self, stamp: FileStamp, now_s: float, error: Exception) -> None:
         previous = self._failures.get(stamp.name)
@@ -313,9 +357,15 @@ class DirectorySource:
         if self._record is None:
             return
         with self._same_picture_lock:
-            later = [self._same_picture.pop(s.name)[1] for s in stamps
-                     if self._same_picture.get(s.name, (None,))[0] == s]
-            self._record.record([*stamps, *later])  # a name's later stamp replaces its first
+            committed = set(stamps)
+            later = [now for before, now in self._same_picture.values() if before in committed]
+            self._same_picture = {name: waiting for name, waiting in self._same_picture.items()
+                                  if waiting[0] not in committed}
+            digests = {s: self._digest_of.pop(s) for s in [*stamps, *later]
+                       if s in self._digest_of}
+            for digest in digests.values():
+                self._unrecorded.pop(digest, None)  # the record holds it now
+            self._record.record([*stamps, *later], digests)  # a name's later stamp replaces
 
     def close(self) -> None:
         """Let the worker thread end; files already read stay read, measured ones recorded."""

@@ -12,7 +12,10 @@ office's store, which keeps one result per id, keeps one.
 One row per file name with its size and modification time, so the record never holds more rows
 than the folder holds files (rows whose file is gone are pruned when the folder is opened), and
 a file counts as measured only while it still has that size and time: a file of the same name
-in another folder (``camera.path`` changed) or saved over the old one is a new capture.
+in another folder (``camera.path`` changed) or saved over the old one is a new capture. Each
+row also keeps its picture's digest (``picture_digest``; none in rows from before digests), so
+that a picture measured under one name is known under another: a hard link to it, a copy of it,
+the file renamed (``holding_picture``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +33,9 @@ log = logging.getLogger(__name__)
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # what the outbox also treats as damage
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS measured (name TEXT PRIMARY KEY, size_bytes INTEGER NOT NULL, "
-    "mtime_ns INTEGER NOT NULL)"
+    "mtime_ns INTEGER NOT NULL, digest BLOB)"
 )
+_DIGEST_INDEX = "CREATE INDEX IF NOT EXISTS measured_digest ON measured (digest)"
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,17 @@ class ReplayRecord:
         stamps = (FileStamp(_listed_name(key), size, mtime) for key, size, mtime in rows)
         return {stamp.name: stamp for stamp in stamps}
 
-    def record(self, stamps: Iterable[FileStamp]) -> None:
-        """Mark files measured (their results are committed); a failed write is logged, not
-        raised: the files are then measured again after a restart, under the same ids."""
-        rows = [(_stored_name(s.name), s.size_bytes, s.mtime_ns) for s in stamps]
+    def record(self, stamps: Iterable[FileStamp],
+               digests: Mapping[FileStamp, bytes] | None = None) -> None:
+        """Mark files measured (their results are committed), each with its picture's digest
+        where ``digests`` has it; a failed write is logged, not raised: the files are then
+        measured again after a restart, under the same ids."""
+        digests = digests or {}
+        rows = [(_stored_name(s.name), s.size_bytes, s.mtime_ns, digests.get(s)) for s in stamps]
         try:
             with self._lock, self._db:
-                self._db.executemany("INSERT OR REPLACE INTO measured VALUES (?, ?, ?)", rows)
+                self._db.executemany("INSERT OR REPLACE INTO measured (name, size_bytes, "
+                                     "mtime_ns, digest) VALUES (?, ?, ?, ?)", rows)
         except sqlite3.Error as exc:
             log.error("%s: cannot record %d measured file(s) (%s); they will be measured "
                       "again after a restart", self.path, len(rows), exc)
@@ -96,6 +104,13 @@ class ReplayRecord:
             row = self._db.execute("SELECT size_bytes, mtime_ns FROM measured WHERE name = ?",
                                    (_stored_name(stamp.name),)).fetchone()
         return row is not None and tuple(row) == (stamp.size_bytes, stamp.mtime_ns)
+
+    def holding_picture(self, digest: bytes) -> FileStamp | None:
+        """A file recorded measured with this very picture (None: no such file)."""
+        with self._lock:
+            row = self._db.execute("SELECT name, size_bytes, mtime_ns FROM measured "
+                                   "WHERE digest = ? LIMIT 1", (digest,)).fetchone()
+        return None if row is None else FileStamp(_listed_name(row[0]), row[1], row[2])
 
     def prune(self, present_names: set[str]) -> int:
         """Forget files no longer in the folder (the record stays as small as the folder)."""
@@ -135,5 +150,9 @@ def _open_db(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=FULL")
     db.execute(_SCHEMA)
     db.execute("SELECT COUNT(*) FROM measured").fetchone()  # reads the pages: damage shows here
+    columns = {row[1] for row in db.execute("PRAGMA table_info(measured)")}
+    if "digest" not in columns:  # a record from before digests: its rows have none
+        db.execute("ALTER TABLE measured ADD COLUMN digest BLOB")
+    db.execute(_DIGEST_INDEX)
     db.commit()
     return db

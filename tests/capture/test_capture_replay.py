@@ -169,10 +169,9 @@ def test_a_folder_that_lists_empty_for_a_while_is_not_read_again_when_its_files_
     folder, share_away = tmp_path / "frames", tmp_path / "away"
     folder.mkdir()
     share_away.mkdir()
-    data = _jpeg_bytes(7)
     names = [f"{number:04d}.jpg" for number in range(70)]  # more than the record's slack of 64
-    for name in names:
-        (folder / name).write_bytes(data)
+    for number, name in enumerate(names):  # each its own picture, as captures are
+        (folder / name).write_bytes(_jpeg_bytes(700 + number))
     source = _opened(folder, tmp_path / "replayed.sqlite3")
     read = [source.read() for _ in names]
     assert [f.name for f in read if f is not None] == names
@@ -225,8 +224,7 @@ def test_a_quiet_folder_is_not_listed_at_every_poll_and_a_new_file_is_still_read
     monkeypatch.setattr(folder_source, "RELIST_S", 600.0)  # a slow machine's polls stay within it
     folder = tmp_path / "frames"
     folder.mkdir()
-    data = _jpeg_bytes(9)
-    (folder / "0001.jpg").write_bytes(data)
+    (folder / "0001.jpg").write_bytes(_jpeg_bytes(9))
     an_hour_ago = time.time() - 3600
     os.utime(folder, (an_hour_ago, an_hour_ago))  # nothing changed in it for an hour
     listed = _count_listings(monkeypatch)
@@ -235,7 +233,7 @@ def test_a_quiet_folder_is_not_listed_at_every_poll_and_a_new_file_is_still_read
     before = len(listed)
     assert _read_until_frame(source, 5) is None  # five polls of a quiet folder
     assert len(listed) == before  # not listed again
-    (folder / "0002.jpg").write_bytes(data)  # the folder changed: listed at the next poll
+    (folder / "0002.jpg").write_bytes(_jpeg_bytes(10))  # the folder changed: listed next poll
     frame = _read_until_frame(source, 2)
     assert frame is not None
     assert frame.name == "0002.jpg"
@@ -375,10 +373,9 @@ def test_an_old_file_saved_over_is_read_again_within_the_sweep(
     monkeypatch.setattr(saved_over, "HOT_FILES", 1)
     monkeypatch.setattr(saved_over, "SWEEP_S", 1.0)
     monkeypatch.setattr(folder_source, "RELIST_S", 600.0)
-    data = _jpeg_bytes(15)
     names = [f"{number:04d}.jpg" for number in range(10)]
     for age_s, name in zip(range(len(names), 0, -1), names, strict=True):
-        (tmp_path / name).write_bytes(data)
+        (tmp_path / name).write_bytes(_jpeg_bytes(150 + age_s))  # each its own picture
         os.utime(tmp_path / name, (time.time() - age_s, time.time() - age_s))
     source = _opened(tmp_path, tmp_path / "replayed.sqlite3")
     assert [f.name for f in (source.read() for _ in names) if f is not None] == names
