@@ -21,6 +21,9 @@ from appliance.transport.client import reason_value
 log = logging.getLogger(__name__)
 
 MAX_INCOMING_BYTES = 64 * 1024
+# the largest packet the device takes from its broker: such a payload, its topic, properties
+# and header (a larger one is the broker's to drop: appliance/transport/client.py)
+MAX_INCOMING_PACKET_BYTES = MAX_INCOMING_BYTES + 4096
 SHOWN_TOPIC_CHARS = 200  # of an incoming topic in a journal line (a topic may be 65,535 bytes)
 LinkEvent = tuple[str, Any, Any]
 

@@ -197,11 +197,15 @@ def tls_context(settings: LinkSettings) -> ssl.SSLContext:
     return client_tls_context(settings.ca_file, settings.cert_file, settings.key_file)
 
 
-def connect_properties(settings: LinkSettings) -> Properties:
-    """CONNECT properties: a session that outlives the connection (spec 3.1.2.11.2)."""
+def connect_properties(settings: LinkSettings, max_packet_bytes: int | None = None) -> Properties:
+    """CONNECT properties: a session that outlives the connection (spec 3.1.2.11.2) and, with
+    ``max_packet_bytes``, the largest packet this client takes: the broker discards a larger
+    one instead of sending it (spec 3.1.2.11.4), so it never reaches this process's memory."""
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = settings.session_expiry_s
     properties.ReceiveMaximum = min(settings.max_inflight, 65535)
+    if max_packet_bytes is not None:
+        properties.MaximumPacketSize = max_packet_bytes
     return properties
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.transport.backoff import Backoff
-from appliance.transport.callbacks import QueuedCallbacks
+from appliance.transport.callbacks import MAX_INCOMING_PACKET_BYTES, QueuedCallbacks
 from appliance.transport.client import (
     LinkSettings,
     connack_refusal,
@@ -174,7 +174,7 @@ class MqttLink(threading.Thread):
                 settings.port,
                 keepalive=settings.keepalive_s,
                 clean_start=self.subscriptions.session.clean_start(),
-                properties=connect_properties(settings),
+                properties=connect_properties(settings, MAX_INCOMING_PACKET_BYTES),
             )
             self._connect_started_s = time.monotonic()
         except (OSError, ValueError) as exc:

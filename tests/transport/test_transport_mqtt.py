@@ -388,3 +388,36 @@ def test_acks_the_outbox_cannot_remove_on_a_full_disk_are_said_once_then_summed_
     assert "database or disk is full" in refused[0]
     assert ("the outbox removes confirmed results again; 10 confirmed result(s) it could not "
             "remove meanwhile stay in it and are sent again") in lines
+
+
+def test_a_command_too_large_to_take_never_reaches_the_kiosk(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A payload of megabytes on the kiosk's command topics was read whole into the kiosk's
+    memory by paho before the size check ignored it (anyone allowed to publish there, or a
+    flood of them); the kiosk's CONNECT now says the largest packet it takes, and the broker
+    drops the rest."""
+    heard: list[tuple[str, int]] = []
+    on_message = QueuedCallbacks.on_message
+
+    def hearing(self: QueuedCallbacks, client: Any, userdata: Any,
+                message: mqtt.MQTTMessage) -> None:
+        heard.append((message.topic, len(message.payload)))
+        on_message(self, client, userdata, message)
+
+    monkeypatch.setattr(QueuedCallbacks, "on_message", hearing)
+    sender = _started_client(mqtt_broker)
+    big = f"{topic_prefix}/cmd/big"
+    link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
+    link.start()
+    try:
+        assert wait_until(lambda: link.connected, timeout_s=10)
+        sender.publish(big, b"y" * (4 << 20), qos=1).wait_for_publish(10)
+        sender.publish(f"{topic_prefix}/cmd/measure", b"{}", qos=1).wait_for_publish(5)
+        message = link.inbox.get(timeout=10)  # the small one after the big ones came
+        assert message.topic == f"{topic_prefix}/cmd/measure"
+        assert heard == [(f"{topic_prefix}/cmd/measure", 2)]
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+        stop(link)
