@@ -101,6 +101,8 @@ class MqttLink(threading.Thread):
         self._confirmations = LinkConfirmations(outbox, ack_topic, self.stats, unconfirmed)
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
         self._connect_started_s = 0.0
+        self._connected_at_s = 0.0  # when the last CONNACK (code 0) came
+        self._subscribed = False  # whether the broker answered a subscribe since
         self._next_attempt_s = 0.0
         self._status_properties = publish_properties(None)
         # the clean stop's "offline" status: its message id, then its PUBACK's reason code
@@ -235,6 +237,7 @@ class MqttLink(threading.Thread):
             elif kind == "puback":
                 self._handle_puback(first, second)
             elif kind == "suback":
+                self._subscribed = True
                 self.subscriptions.answered(first, second)
             elif kind == "ack":
                 self._confirmations.handle_ack(first)
@@ -256,7 +259,8 @@ class MqttLink(threading.Thread):
             self._drop_connection()
             return
         self.connected = True
-        self._backoff.reset()
+        self._connected_at_s = time.monotonic()  # the backoff starts again once it worked
+        self._subscribed = False
         server_max = getattr(properties, "ReceiveMaximum", None)
         self._sender.window = min(self.settings.max_inflight, int(server_max or 65535))
         self.subscriptions.subscribe(self._client)  # resubscribe first, then the birth
@@ -273,11 +277,22 @@ class MqttLink(threading.Thread):
         self.connected = False
         if was_connected:
             self.stats.reconnects += 1
+            if self._connection_worked():
+                self._backoff.reset()
             delay_s = self._backoff.next_delay_s()
             self._next_attempt_s = time.monotonic() + delay_s
             log.warning("lost the broker (reason %d); reconnecting in %.1f s", code, delay_s)
         elif self._next_attempt_s <= time.monotonic():
             self._next_attempt_s = time.monotonic() + self._backoff.next_delay_s()
+
+    def _connection_worked(self) -> bool:
+        """Whether the connection just lost counts as a success, so the next one is tried
+        after the first delay again: the broker answered its subscribe, or it lasted the
+        longest delay. One dropped right after its CONNACK (a broker too loaded to keep it)
+        is no success: each CONNACK started the backoff again, so such a broker was tried
+        again after the first delay for ever, twice a second by every kiosk of a fleet."""
+        lasted_s = time.monotonic() - self._connected_at_s
+        return self._subscribed or lasted_s >= self.settings.reconnect_cap_s
 
     def _handle_puback(self, mid: int, code: int) -> None:
         if mid == self._last_status_mid:

@@ -44,8 +44,11 @@ def kiosk_config(
         "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix,
                  "username": username},
         "state_dir": str(tmp_path / "kiosk"),
+        # short reconnect delays: the ACL tests' broker drops a connection at its presence
+        # subscribe, and such a connection makes the delays grow to the cap
         "edge": {"synthetic_fps": 200, "ack_resend_initial_s": resend_s,
-                 "ack_resend_cap_s": max(2.0, resend_s)},
+                 "ack_resend_cap_s": max(2.0, resend_s), "reconnect_initial_s": 0.2,
+                 "reconnect_cap_s": 1.0},
     }
     return config_from_mapping(data, "test", environ={})
 

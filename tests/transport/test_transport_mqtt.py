@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -421,3 +423,52 @@ def test_a_command_too_large_to_take_never_reaches_the_kiosk(
         sender.disconnect()
         sender.loop_stop()
         stop(link)
+
+
+class _AcceptThenDrop:
+    """A broker that accepts every connection (CONNACK, reason 0) and closes it at once, as an
+    overloaded broker or one whose ACL drops the connection at the first subscribe does."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # closed: the test is over
+            while True:
+                connection, _ = self.server.accept()
+                with connection:
+                    connection.recv(4096)  # the CONNECT
+                    connection.sendall(b"\x20\x03\x00\x00\x00")  # MQTT v5 CONNACK, success
+                self.accepted += 1
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_broker_that_accepts_then_drops_at_once_is_retried_with_growing_delays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each CONNACK reset the backoff, so a connection dropped at once was retried after the
+    first delay for ever: every kiosk of a fleet reconnecting twice a second to the broker
+    that could not keep them. The backoff starts again only after a connection that worked
+    (its subscribe answered, or it lasted the longest delay)."""
+    broker = _AcceptThenDrop()
+    link = make_link(tmp_path, "127.0.0.1", broker.port, "edge-flap",
+                     reconnect_initial_s=0.1, reconnect_cap_s=3.0)
+    with caplog.at_level(logging.WARNING, logger="appliance.transport.mqtt"):
+        link.start()
+        try:
+            assert wait_until(lambda: len(_reconnect_delays(caplog.text)) >= 5, timeout_s=60)
+        finally:
+            stop(link)
+            broker.close()
+    delays_s = _reconnect_delays(caplog.text)
+    assert delays_s[4] > 1.0, delays_s  # 0.1 s doubled four times is 1.6 s (+-20 %)
+
+
+def _reconnect_delays(log_text: str) -> list[float]:
+    return [float(s) for s in re.findall(r"lost the broker \(reason \d+\); reconnecting in "
+                                         r"([0-9.]+) s", log_text)]
