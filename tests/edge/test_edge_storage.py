@@ -7,6 +7,7 @@ is moved aside, its readable rows recovered, and the daemon carries on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -414,11 +415,20 @@ def test_a_kiosk_whose_outbox_was_emptied_says_how_many_results_it_lost_and_runs
     daemon.outbox.close()
 
 
-def checkpoint_and_damage_first_page(path: Path) -> None:
-    """Move every committed page into the file, then garble its first page (header, schema)."""
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    damage(path, 0)
+def checkpoint_and_damage_first_page(path: Path, in_use: Outbox | None = None) -> None:
+    """Move every committed page into the file, then garble its first page (header, schema).
+
+    With ``in_use`` (the outbox a running daemon writes), none of its statements runs between
+    the two: one that ran there read the first page whole and kept it, and the daemon, seeing
+    no change of the log's header after it, never read the page again (the damage unseen: the
+    test waited 30 s in vain, 5 times in 8 at load 20-80)."""
+    with contextlib.ExitStack() as held:
+        if in_use is not None:
+            held.enter_context(in_use._lock)  # noqa: SLF001 - every statement of it takes this
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        damage(path, 0)
 
 
 def test_an_outbox_damaged_in_use_says_so_and_still_answers_its_counters(tmp_path: Path) -> None:
@@ -448,7 +458,7 @@ def test_results_measured_after_the_outbox_is_damaged_in_use_are_kept_not_droppe
     thread, codes = run_in_thread(daemon)
     assert wait_until(lambda: daemon.committer.committed >= 20)
     path = state / "outbox.sqlite3"
-    checkpoint_and_damage_first_page(path)
+    checkpoint_and_damage_first_page(path, daemon.outbox)
     thread.join(30)
     assert codes == [1]  # systemd starts it again, on the repaired outbox
     assert daemon.committer.refused == 0  # nothing counted as dropped
@@ -475,7 +485,7 @@ def test_held_results_a_failed_repair_cannot_keep_are_counted_as_dropped(
     thread, codes = run_in_thread(daemon)
     assert wait_until(lambda: daemon.committer.committed >= 20)
     path = state / "outbox.sqlite3"
-    checkpoint_and_damage_first_page(path)
+    checkpoint_and_damage_first_page(path, daemon.outbox)
     thread.join(30)
     assert codes == [1]
     monkeypatch.undo()
