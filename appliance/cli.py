@@ -217,13 +217,17 @@ def unrecognized_message(extras: Sequence[str]) -> str:
 
 def shorten_arguments(message: str, given: Sequence[str]) -> str:
     """``message`` with each argument of ``given`` longer than logsafe.SHOWN_ARGUMENT_CHARS
-    (quoted or not, and the value of ``--option=VALUE``) cut to that many characters."""
+    (quoted or not, with its control characters escaped or not, and the value of
+    ``--option=VALUE``) cut to that many characters."""
     limit = logsafe.SHOWN_ARGUMENT_CHARS
     long_values = {value for text in given if len(text) > limit
                    for value in (text, text.partition("=")[2]) if len(value) > limit}
     for value in sorted(long_values, key=len, reverse=True):
         message = message.replace(repr(value), logsafe.shorten_quoted(value, limit))
         message = message.replace(value, logsafe.shorten(value, limit))
+        # as a refusal that escaped it names it (logsafe.escape_controls, log records)
+        if (escaped := logsafe.escape_controls(value)) != value:
+            message = message.replace(escaped, logsafe.shorten(value, limit))
     return message
 
 

@@ -119,3 +119,16 @@ def test_a_commands_own_refusal_cuts_an_overlong_argument(
     assert why in line
     assert SHOWN_TAIL in line
     assert len(line) < ERROR_LINE_CHARS, line[:300]
+
+
+def test_an_overlong_argument_a_refusal_escaped_is_cut_too(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A command that escapes the controls of what it names (``repo refresh``'s OSError, a log
+    record) wrote an overlong argument holding one whole: stderr looked only for it as given."""
+    folder = str(tmp_path / "gone" / "\x1b[31m") + "/a" * 1000  # a path the system takes
+    line = _refusal(capsys, "models", "repo", "refresh", folder)
+    assert line.startswith("repo refresh: ")
+    assert "\x1b" not in line
+    assert "\\x1b[31m" in line
+    assert f"... ({len(folder) - 200} more characters)" in line
+    assert len(line) < ERROR_LINE_CHARS, line[:300]
