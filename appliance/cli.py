@@ -179,31 +179,24 @@ NAMED_UNRECOGNIZED = 5
 
 
 class EscapingParser(argparse.ArgumentParser):
-    """An ArgumentParser whose error messages show control characters escaped and overlong
-    arguments cut (logsafe.SHOWN_ARGUMENT_CHARS): they quote the arguments given ("unrecognized
-    arguments: ...", "invalid choice: ...", a type's refusal), which reach the terminal."""
-
-    _given: tuple[str, ...] = ()
-
-    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
-        """As argparse does, remembering the arguments given for ``error`` to cut (``Any``:
-        argparse's stubs overload it by the namespace's class)."""
-        self._given = tuple(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(self._given, namespace)
+    """An ArgumentParser whose error messages show control characters escaped: they quote the
+    arguments given ("unrecognized arguments: ...", "invalid choice: ...", a type's refusal),
+    which reach the terminal. An overlong argument there is cut on its way out, as everywhere
+    on stderr (``overlong_arguments_cut``)."""
 
     def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         """As argparse does, but the refusal of arguments it does not take names the first
         NAMED_UNRECOGNIZED of them, each cut, and counts the rest: argparse's own names them
-        all, and cutting each in a message of thousands took seconds per thousand."""
+        all, and cutting each in a message of thousands took seconds per thousand (``Any``:
+        argparse's stubs overload it by the namespace's class)."""
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             self.error(unrecognized_message(extras))
         return parsed
 
     def error(self, message: str) -> NoReturn:
-        """Print usage and the escaped message, overlong arguments cut, exit 2 (as argparse
-        does)."""
-        super().error(logsafe.escape_controls(shorten_arguments(message, self._given)))
+        """Print usage and the escaped message, exit 2 (as argparse does)."""
+        super().error(logsafe.escape_controls(message))
 
 
 def unrecognized_message(extras: Sequence[str]) -> str:

@@ -59,11 +59,17 @@ def test_export_names_an_overlong_since_in_one_short_line(
     assert not out.exists()
 
 
-def test_a_cut_argument_keeps_its_controls_escaped(capsys: pytest.CaptureFixture[str]) -> None:
-    line = _refusal(capsys, "results", "query", "--device", "\x1b[31m" + LONG)
+@pytest.mark.parametrize("arguments", [
+    ("results", "query", "--device", "\x1b[31m" + LONG),  # a type's refusal: repr quotes it
+    ("results", "query", "--s=\x1b[31m" + LONG),  # "ambiguous option": named unquoted, escaped
+])
+def test_a_cut_argument_keeps_its_controls_escaped(
+        capsys: pytest.CaptureFixture[str], arguments: tuple[str, ...]) -> None:
+    line = _refusal(capsys, *arguments)
     assert "\x1b" not in line
     assert "\\x1b[31m" in line
-    assert "... (99805 more characters)" in line
+    assert "more characters)" in line
+    assert len(line) < ERROR_LINE_CHARS, line[:300]
 
 
 @pytest.mark.parametrize(("arguments", "command"), [
