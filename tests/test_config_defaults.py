@@ -88,7 +88,28 @@ def test_config_check_of_a_named_file_that_is_not_there_is_an_error(
     assert main(["config", "check", *named]) == 2
     captured = capsys.readouterr()
     assert "gone.yaml: config file not found" in captured.err
+    assert f"the file named does not exist in {tmp_path}" in captured.err
+    assert "pass --config" not in captured.err  # it was passed
     assert "built-in defaults" not in captured.out + captured.err
+
+
+def test_config_check_of_a_file_in_a_folder_that_is_not_there_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    named = tmp_path / "etc" / "appliance.yaml"
+    assert main(["config", "check", str(named)]) == 2
+    error = capsys.readouterr().err
+    assert f"{named}: config file not found" in error
+    assert f"nor its folder {tmp_path / 'etc'}" in error
+    assert "pass --config" not in error
+
+
+def test_a_daemon_without_config_and_no_config_yaml_here_is_told_to_name_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["edge"]) == 2
+    error = capsys.readouterr().err
+    assert f"config.yaml: config file not found in {tmp_path}: pass --config FILE" in error
 
 
 @pytest.mark.parametrize(("make", "said"), [

@@ -127,7 +127,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: a symbolic link to {os.readlink(path)}, which does not "
                           "exist; point it at the config file or remove it")
     if not path.exists():
-        raise ConfigError(f"{path}: config file not found (pass --config FILE or create it)")
+        raise ConfigError(_not_found(path))
     if not path.is_file():  # a FIFO or device would block or never end
         raise ConfigError(f"{path}: not a regular file; name the config file")
     if path.stat().st_size > MAX_CONFIG_BYTES:
@@ -153,6 +153,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {escape_controls(where)} holds a NUL character (\\0): no "
                           "name, path or text in a config may; remove it")
     return data
+
+
+def _not_found(path: Path) -> str:
+    """Why ``path`` could not be read: the file named is not there (its folder neither, where
+    so); the default one (``edge``, ``pathology serve`` without --config) is to be named."""
+    where = "" if path.is_absolute() else f" in {Path.cwd()}"
+    if str(path) == DEFAULT_CONFIG_FILE:
+        return f"{path}: config file not found{where}: pass --config FILE or create it"
+    folder = path.parent
+    if not folder.exists():
+        return (f"{path}: config file not found: the file named does not exist, nor its folder "
+                f"{folder}; check the path")
+    return f"{path}: config file not found: the file named does not exist{where}; check the path"
 
 
 def _nul_at(node: Any, key_path: str) -> str | None:
