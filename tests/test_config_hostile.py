@@ -237,3 +237,33 @@ def test_a_broker_user_name_longer_than_mqtt_takes_is_refused_naming_the_variabl
         config_from_mapping({}, environ={"APPLIANCE__MQTT__USERNAME": "u" * 70000})
     named = config_from_mapping({}, environ={"APPLIANCE__MQTT__USERNAME": "shop-1-kiosk-1"})
     assert named.mqtt.username == "shop-1-kiosk-1"
+
+
+@pytest.mark.parametrize("file_name", ["a\x1b[31m\nb.yaml", "x\x1b]0;pwned\x07.yaml"])
+def test_config_check_escapes_the_controls_of_a_file_name(
+        file_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config file's name reached the terminal raw in each refusal ("FILE: invalid config"):
+    an ESC recoloured it, a newline forged a line."""
+    path = tmp_path / file_name
+    path.write_text("device:\n  id: '-'\n")
+    assert main(["config", "check", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "\x1b" not in error
+    assert "\x07" not in error
+    assert error.count("\n") == 2  # the file's line and the key's, no forged one
+    assert str(path).replace("\x1b", "\\x1b").replace("\n", "\\n").replace(
+        "\x07", "\\u0007") + ": invalid config" in error
+
+
+def test_config_check_escapes_and_cuts_an_unknown_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown key is named with its controls escaped and cut: a YAML key may hold an ESC
+    and be as long as the file."""
+    path = tmp_path / "keys.yaml"
+    path.write_text("device:\n  \"\\e[2J\": 1\n  ? " + "k" * 500_000 + "\n  : 2\n")
+    assert main(["config", "check", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "\x1b" not in error
+    assert "device.\\x1b[2J: unknown key" in error
+    assert "device.kkk" in error
+    assert len(error) < 1000, error[:300]

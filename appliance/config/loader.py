@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from appliance.config.tree import Config
 from appliance.filekind import not_a_file
-from appliance.logsafe import escape_controls
+from appliance.logsafe import escape_controls, shorten
 from appliance.safeyaml import YamlLimitError, safe_load_limited
 from appliance.tlsfiles import TlsFileError, client_tls_context
 
@@ -38,10 +38,16 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
+def _shown_key(key: object, limit: int = 80) -> str:
+    """A key of the config named in an error: controls escaped, cut (a YAML key may be as long
+    as the file)."""
+    return shorten(str(key), limit)
+
+
 def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = None) -> list[str]:
     problems = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        path = ".".join(_shown_key(p) for p in err["loc"]) or "(top level)"
         if names := _env_names_under(path, err["type"], env_names or {}):
             path = f"{path} (from environment variable {names})"
         if err["type"] == "extra_forbidden":
@@ -119,38 +125,40 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors naming the file and line."""
+    """Read a YAML mapping, with errors naming the file (its controls escaped) and line."""
+    name = escape_controls(str(path))
     if path.is_dir():
-        raise ConfigError(f"{path}: a directory, not a config file; name the file (e.g. "
-                          f"{path / DEFAULT_CONFIG_FILE})")
+        raise ConfigError(f"{name}: a directory, not a config file; name the file (e.g. "
+                          f"{escape_controls(str(path / DEFAULT_CONFIG_FILE))})")
     if path.is_symlink() and not path.exists():
-        raise ConfigError(f"{path}: a symbolic link to {os.readlink(path)}, which does not "
-                          "exist; point it at the config file or remove it")
+        target = escape_controls(os.readlink(path))
+        raise ConfigError(f"{name}: a symbolic link to {target}, which does not exist; point it "
+                          "at the config file or remove it")
     if not path.exists():
         raise ConfigError(_not_found(path))
     if not path.is_file():  # a FIFO or device would block or never end
-        raise ConfigError(f"{path}: not a regular file; name the config file")
+        raise ConfigError(f"{name}: not a regular file; name the config file")
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
+        raise ConfigError(f"{name}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
     try:
         data = safe_load_limited(path.read_text(encoding="utf-8"))
     except PermissionError as exc:
-        raise ConfigError(f"{path}: permission denied; check the file's permissions") from exc
+        raise ConfigError(f"{name}: permission denied; check the file's permissions") from exc
     except YamlLimitError as exc:
-        raise ConfigError(f"{path}: refused: {exc}") from exc
+        raise ConfigError(f"{name}: refused: {exc}") from exc
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
-        raise ConfigError(f"{path}: broken YAML at line {line}: {exc.problem}") from exc
+        raise ConfigError(f"{name}: broken YAML at line {line}: {exc.problem}") from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not readable YAML: {exc}") from exc
+        raise ConfigError(f"{name}: not readable YAML: {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{path}: top level must be a mapping of sections, got {type(data).__name__}"
+            f"{name}: top level must be a mapping of sections, got {type(data).__name__}"
         )
     if where := _nul_at(data, ""):
-        raise ConfigError(f"{path}: {escape_controls(where)} holds a NUL character (\\0): no "
+        raise ConfigError(f"{name}: {shorten(where, 200)} holds a NUL character (\\0): no "
                           "name, path or text in a config may; remove it")
     return data
 
@@ -158,14 +166,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def _not_found(path: Path) -> str:
     """Why ``path`` could not be read: the file named is not there (its folder neither, where
     so); the default one (``edge``, ``pathology serve`` without --config) is to be named."""
-    where = "" if path.is_absolute() else f" in {Path.cwd()}"
+    name = escape_controls(str(path))
+    where = "" if path.is_absolute() else f" in {escape_controls(str(Path.cwd()))}"
     if str(path) == DEFAULT_CONFIG_FILE:
-        return f"{path}: config file not found{where}: pass --config FILE or create it"
+        return f"{name}: config file not found{where}: pass --config FILE or create it"
     folder = path.parent
     if not folder.exists():
-        return (f"{path}: config file not found: the file named does not exist, nor its folder "
-                f"{folder}; check the path")
-    return f"{path}: config file not found: the file named does not exist{where}; check the path"
+        return (f"{name}: config file not found: the file named does not exist, nor its folder "
+                f"{escape_controls(str(folder))}; check the path")
+    return f"{name}: config file not found: the file named does not exist{where}; check the path"
 
 
 def _nul_at(node: Any, key_path: str) -> str | None:
@@ -208,7 +217,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     """Load and validate a config file; relative paths in it (state_dir, model, pathology
     folders, ...: ``resolve_paths``) resolve against its folder."""
     file = Path(path)
-    config = config_from_mapping(read_yaml(file), str(file), environ)
+    config = config_from_mapping(read_yaml(file), escape_controls(str(file)), environ)
     return resolve_paths(config, file.resolve().parent)
 
 
