@@ -14,7 +14,6 @@ every request, so nothing of the old access lasts.
 from __future__ import annotations
 
 import argparse
-import getpass
 import math
 import sys
 from collections.abc import Callable
@@ -53,12 +52,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def read_password(path: str | None) -> str:
-    """The password from the first line of a file, or asked twice on the terminal."""
+    """The password from the first line of a file, or asked twice on the terminal (read no
+    further than auth.MAX_PASSWORD_CHARS: appliance/console/passwordprompt.py)."""
+    from appliance.console.auth import MAX_PASSWORD_CHARS
+    from appliance.console.passwordprompt import ask_password
+
     if path is not None:
         return _password_from_file(Path(path))
     try:
-        first = getpass.getpass("password: ")
-        again = getpass.getpass("again: ")
+        first = ask_password("password: ", MAX_PASSWORD_CHARS)
+        again = ask_password("again: ", MAX_PASSWORD_CHARS)
     except EOFError:  # no terminal and nothing on standard input (a script, a pipe closed)
         raise ValueError("no password given: standard input ended; type it on a terminal, "
                          "or name a file whose first line is the password with "

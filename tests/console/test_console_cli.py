@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import uvicorn
 
 from appliance.backoffice.store import open_store
 from appliance.cli import main
-from appliance.console import server
+from appliance.console import passwordprompt, server
 from appliance.console.auth import bearer_login, verify_password
 from appliance.console.commands import MAX_PASSWORD_FILE_BYTES
 from tests.store_helpers import PG_URL
@@ -73,11 +72,11 @@ def test_user_add_refuses_a_bad_name_before_asking_for_the_password(
     no terminal the refusal was 'no password given', which hid what was wrong."""
     asked: list[str] = []
 
-    def typed(prompt: str = "") -> str:
+    def typed(prompt: str, limit_chars: int) -> str:
         asked.append(prompt)
         return "correct horse battery staple"
 
-    monkeypatch.setattr(getpass, "getpass", typed)
+    monkeypatch.setattr(passwordprompt, "ask_password", typed)
     url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
     assert main(["console", "user", "add", "bad name!", "--role", "viewer", "--store", url]) == 2
     assert capsys.readouterr().err.strip() == (
@@ -196,10 +195,10 @@ def test_user_add_with_no_terminal_and_standard_input_ended_says_how_to_give_a_p
     done = subprocess.run(
         [sys.executable, "-m", "appliance", "console", "user", "add", "bob", "--role", "viewer",
          "--store", store], check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=120, start_new_session=True)  # no controlling terminal: getpass reads stdin
+        timeout=120, start_new_session=True)  # no controlling terminal: stdin is read
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].endswith(  # after getpass's prompt
+    assert done.stderr.strip().splitlines()[-1].endswith(  # after the prompt
         "console user add: no password given: standard input ended; type it on a terminal, "
         "or name a file whose first line is the password with --password-file")
     assert not (tmp_path / "console.sqlite3").exists()

@@ -1,0 +1,72 @@
+"""Asking for a password on the terminal, echo off, read no further than a limit.
+
+``getpass.getpass`` reads the typed line whole: with no terminal it reads standard input, where
+a pipe of endless bytes without a newline (``cat /dev/zero |``) is read until memory runs out.
+This asks as getpass does (the controlling terminal, else standard input; echo off where it is
+a terminal) but reads at most one character past the limit, and refuses a longer line before
+anything is stored. Restoring the terminal discards what was typed past the limit
+(``TCSAFLUSH``), so the shell never reads the rest of a password as a command.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import termios
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+_NOT_TEXT = "password: not UTF-8 text; type it again, or use --password-file"
+
+
+def ask_password(prompt: str, limit_chars: int) -> str:
+    """One line typed after ``prompt``, echo off, without its newline; EOFError when the input
+    ended, ValueError when it is longer than ``limit_chars`` or not text."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:  # no controlling terminal (a script, a service): standard input
+        return _ask_on(sys.stdin, sys.stderr, prompt, limit_chars)
+    with io.TextIOWrapper(io.FileIO(fd, "w+")) as terminal:
+        return _ask_on(terminal, terminal, prompt, limit_chars)
+
+
+def _ask_on(source: TextIO, shown_on: TextIO, prompt: str, limit_chars: int) -> str:
+    """The line read from ``source`` after ``prompt`` on ``shown_on`` (see ask_password)."""
+    with _echo_off(source):
+        shown_on.write(prompt)
+        shown_on.flush()
+        try:
+            # the password, its newline and one more: a longer line is told by its length
+            line = source.readline(limit_chars + 2)
+            line.encode("utf-8")  # standard input may hold undecodable bytes as surrogates
+        except UnicodeError:
+            raise ValueError(_NOT_TEXT) from None
+    shown_on.write("\n")
+    shown_on.flush()
+    if not line:
+        raise EOFError
+    password = line.removesuffix("\n").removesuffix("\r")
+    if len(password) > limit_chars:
+        raise ValueError(f"password: longer than {limit_chars} characters; nothing was stored")
+    return password
+
+
+@contextmanager
+def _echo_off(source: TextIO) -> Iterator[None]:
+    """Within the block a terminal ``source`` does not show what is typed; leaving it restores
+    the terminal and discards input not read (TCSAFLUSH). Anything else is read as it is."""
+    try:
+        fd = source.fileno()
+        saved = termios.tcgetattr(fd)
+    except (OSError, ValueError, termios.error):  # not a terminal (a pipe, a file, a StringIO)
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO  # the local modes
+    termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
