@@ -258,6 +258,36 @@ def test_status_shows_a_killed_deploy_s_rollout_interrupted_without_writing(
     assert [tuple(row) for row in stored] == [("running",)]  # status writes nothing
 
 
+def test_plain_status_names_a_rollout_s_state_as_json_does(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The table showed a device's own state and a reason, never its rollout's state: a
+    rollout a killed deploy left, 'interrupted' in --json and in the README, read as nothing
+    in plain `models status`, as did 'halted' for a device that never reported."""
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", fleet.broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(fleet.broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", fleet.prefix)
+    fleet.release("1.1.0")
+    url = f"sqlite:///{fleet.tmp / 'backoffice.sqlite3'}"
+    with closing(open_store(url)) as store:  # what a deploy killed mid-wave leaves
+        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("killed000003", "skin-texture-grade", "1.1.0", "deploy", "all", 1,
+                      "running", None, "2026-12-01T00:00:00.000000Z",
+                      "2026-12-01T00:00:00.000000Z", fleet.repo.identity())])
+        store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("killed000003", fleet.site, "k0", "canary", "waiting", None, None,
+                      "2026-12-01T00:00:00.000000Z")])
+    status = ["models", "status", "--repo", str(fleet.repo.dir), "--store", url]
+    assert main([*status, "--json"]) == 0
+    [device] = json.loads(capsys.readouterr().out)["devices"]
+    assert device["rollout_state"] == "interrupted"
+    assert main(status) == 0
+    header, row = capsys.readouterr().out.splitlines()[-2:]
+    assert header.split() == ["device", "running", "targeted", "state", "rollout", "why"]
+    assert row.split()[:5] == [f"{fleet.site}/k0", "-", "-", "-", "interrupted"]
+    assert row.endswith(rollout_module.INTERRUPTED_REASON)
+
+
 def test_a_deploy_marks_interrupted_only_the_rollouts_of_its_own_repository(
     fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
