@@ -156,7 +156,10 @@ class ServerLink:
             log.error("%s, so this server cannot tell whether its CONNECT is larger than the "
                       "broker takes (said once). Provision the probe login: run "
                       "deploy/mosquitto/provision.py again with --pathology-server %s (it keeps "
-                      "every password)", refused, self.server_id)
+                      "every password); on a broker with a plain password_file: run "
+                      "`mosquitto_passwd PASSWORD_FILE %s%s`, typing this server's password, "
+                      "then reload mosquitto (SIGHUP; its acl_file needs no line for it)",
+                      refused, self.server_id, self.server_id, PROBE_SUFFIX)
             return
         needed = connect_bytes_at_least(self.link_settings, will)
         if limit is None or limit >= needed:

@@ -7,6 +7,8 @@ before that login existed refuses it, and the server says once what to run."""
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +22,8 @@ from appliance.edge.testing import wait_until
 from appliance.pathology.jobs import server_topic
 from appliance.pathology.server import PathologyServer
 from appliance.pathology.serverlink import probe_settings
-from appliance.transport.client import broker_max_packet_bytes, new_client
+from appliance.transport.broker import PrivateBroker
+from appliance.transport.client import BrokerRefusedError, broker_max_packet_bytes, new_client
 from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
 from tests.pathology_helpers import serving
 
@@ -138,3 +141,51 @@ def test_a_broker_provisioned_before_the_probe_login_is_named_once(
     assert len(told) == 1, told
     assert f"refused the login {PROBE_LOGIN}" in told[0]
     assert f"run deploy/mosquitto/provision.py again with --pathology-server {SERVER}" in told[0]
+
+
+def test_a_plain_password_file_broker_is_told_the_exact_command_that_adds_the_probe_login(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A broker with mosquitto's plain password_file (no dynamic security) lacks the probe
+    login too: the server only said to run provision.py, which writes no password file, so the
+    login was added by guesswork. It now names the mosquitto_passwd command; run as printed
+    (with the server's password), the probe reads the broker's limit."""
+    caplog.set_level(logging.ERROR, logger="appliance.pathology.server")
+    password = "the-lab-server-password"
+    acl = f"user {SERVER}\ntopic readwrite appliance/pathology/#\n"
+    broker = PrivateBroker(workdir=tmp_path / "broker", passwords={SERVER: password}, acl=acl)
+    with (broker.workdir / "mosquitto.conf").open("a") as conf:
+        conf.write(f"max_packet_size {BROKER_MAX_PACKET_BYTES}\n")
+    broker.start()
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    (tmp_path / "slides").mkdir()
+    config = config_from_mapping({
+        "mqtt": {"host": broker.host, "port": broker.port, "username": SERVER},
+        "state_dir": str(tmp_path / "state"),
+        "store": {"url": f"sqlite:///{tmp_path / 'state' / 'store.sqlite3'}"},
+        "pathology": {"client_id": SERVER, "slide_roots": [str(tmp_path / "slides")],
+                      "results_dir": str(tmp_path / "out"), "backends": ["onnx-cpu"],
+                      "prepare_workers": 1}})
+    try:
+        with serving(config) as server:
+            server.events.put(("closed_before_connack", ()))
+            assert wait_until(lambda: "mosquitto_passwd" in caplog.text, 10)
+            link = server.link_settings
+        [told] = [r.getMessage() for r in caplog.records if "mosquitto_passwd" in r.getMessage()]
+        command = re.search(r"`mosquitto_passwd PASSWORD_FILE (\S+)`", told)
+        assert command is not None, told
+        assert command[1] == PROBE_LOGIN
+        subprocess.run(["mosquitto_passwd", "-b", str(broker.workdir / "passwd"), command[1],
+                        password], check=True, stdout=subprocess.DEVNULL)
+        broker.set_acl(acl)  # reloads mosquitto (SIGHUP), password file included
+        assert wait_until(lambda: _probe_limit(link) == BROKER_MAX_PACKET_BYTES, 10)
+    finally:
+        broker.close()
+
+
+def _probe_limit(link: Any) -> int | None:
+    """The broker's packet limit as the server's probe reads it (None: refused)."""
+    try:
+        return broker_max_packet_bytes(probe_settings(link))
+    except BrokerRefusedError:
+        return None
