@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.backoffice import commands_demo, demo
 from appliance.backoffice.store import open_store
 from appliance.cli import build_parser, main
 from appliance.cli_help import COMMAND_HELP, command_paths, leaf_commands
@@ -250,19 +251,71 @@ def test_demo_refuses_more_simulated_kiosks_than_the_machine_can_run(
     assert build_parser().parse_args(["demo", "--devices", "32"]).devices == 32
 
 
-@pytest.mark.parametrize("count", ["501", "10000000"])
-def test_demo_refuses_more_results_than_its_timeout_can_wait_for(
+@pytest.mark.parametrize("count", ["48001", "10000000"])
+def test_demo_refuses_more_results_than_its_longest_timeout_can_wait_for(
     count: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A result takes about 1.2 s an edge: --count 10000000 was taken and ran until the 900 s
-    timeout failed it. Only parsed here: nothing runs."""
+    timeout failed it. Past what one edge makes in the longest --timeout-s (86,400 s at 1.8 s
+    a result) the number itself is refused. Only parsed here: nothing runs."""
     with pytest.raises(SystemExit) as refused:
         build_parser().parse_args(["demo", "--count", count])
     assert refused.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert errors == [f"appliance demo: error: argument --count: must be a whole number from 1 "
-                      f"to 500, got '{count}'"]
-    assert build_parser().parse_args(["demo", "--count", "500"]).count == 500
+                      f"to 48000, got '{count}'"]
+
+
+@pytest.mark.parametrize(("devices", "timeout_s", "fits"), [
+    (1, 900, 500), (2, 900, 500), (4, 900, 250), (32, 900, 31), (1, 3600, 2000),
+    (32, 3600, 125), (32, 10, 0),
+])
+def test_the_demo_s_count_follows_its_timeout_and_its_kiosks_on_two_cores(
+        devices: int, timeout_s: float, fits: int) -> None:
+    assert commands_demo.fitting_count(devices, timeout_s, cores=2) == fits
+
+
+class _DemoRuns:
+    """run_demo stood in for: the runs asked for, none made."""
+
+    def __init__(self) -> None:
+        self.counts: list[tuple[int, int]] = []
+
+    def __call__(self, devices: int, count: int, timeout_s: float, **kwargs: object) -> int:
+        self.counts.append((devices, count))
+        return 0
+
+
+@pytest.fixture
+def demo_runs(monkeypatch: pytest.MonkeyPatch) -> _DemoRuns:
+    """The demo on a 2-core machine, its run recorded instead of made (nothing starts)."""
+    runs = _DemoRuns()
+    monkeypatch.setattr(demo, "run_demo", runs)
+    monkeypatch.setattr(commands_demo, "demo_cores", lambda: 2)
+    return runs
+
+
+def test_the_demo_refuses_a_count_its_kiosks_cannot_make_in_its_timeout(
+        demo_runs: _DemoRuns, capsys: pytest.CaptureFixture[str]) -> None:
+    """--count was capped at 500 a kiosk whatever --devices said: 32 kiosks sharing 2 cores
+    were sent 500 customers each, 16,000 results, and failed at the 900 s timeout with most of
+    them missing. Now the cap follows what those kiosks make in --timeout-s, and says so."""
+    assert main(["demo", "--devices", "32", "--count", "500", "--throwaway"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "demo: --count 500 with --devices 32 on 2 core(s) needs about 14400 s, more than "
+        "--timeout-s 900: give --count 31 or less, or raise --timeout-s to 14400")
+    assert main(["demo", "--devices", "32", "--count", "1", "--timeout-s", "1"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "not even one result a kiosk fits: give fewer --devices, or raise --timeout-s to 29")
+    assert demo_runs.counts == []
+
+
+def test_the_demo_takes_more_than_500_a_kiosk_when_its_timeout_fits_them(
+        demo_runs: _DemoRuns) -> None:
+    assert main(["demo", "--devices", "2", "--count", "1000", "--timeout-s", "1800",
+                 "--throwaway"]) == 0
+    assert main(["demo", "--devices", "32", "--count", "31", "--throwaway"]) == 0
+    assert demo_runs.counts == [(2, 1000), (32, 31)]
 
 
 TERMINATED_WHILE_WRITING = """

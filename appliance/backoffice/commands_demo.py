@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import shlex
 import sys
 import threading
@@ -14,9 +16,41 @@ from appliance.synthetic.arguments import finite_number, whole_number
 # 150 MB and a busy core while it measures); more than this only starves the machine.
 MAX_DEMO_DEVICES = 32
 # Each edge measures its customers one after another: a visit is 16 frames at 15 fps (1.07 s)
-# and a result took about 1.2 s on a shared 2-core machine. 500 at up to 1.8 s each fit the
-# default --timeout-s of 900 s; more only ran until the timeout and failed.
-MAX_DEMO_COUNT = 500
+# and a result took about 1.2 s on a shared 2-core machine, an edge to a core. The demo plans
+# 1.8 s a result for an edge with a core of its own; edges beyond the cores share them, so each
+# takes longer in proportion. More than fit --timeout-s only ran until it and failed.
+SECONDS_PER_RESULT = 1.8
+MAX_TIMEOUT_S = 86_400.0
+# what fits the longest --timeout-s with one edge (the bound of the number itself)
+MAX_DEMO_COUNT = int(MAX_TIMEOUT_S / SECONDS_PER_RESULT)
+
+
+def demo_cores() -> int:
+    """The CPU cores this process may run on (the demo's edges share them)."""
+    return len(os.sched_getaffinity(0))
+
+
+def fitting_count(devices: int, timeout_s: float, cores: int) -> int:
+    """The most results per edge that ``devices`` edges on ``cores`` cores make within
+    ``timeout_s``, at SECONDS_PER_RESULT each for an edge with a core to itself."""
+    seconds_per_result = SECONDS_PER_RESULT * max(1.0, devices / cores)
+    return int(timeout_s / seconds_per_result)
+
+
+def _count_refusal(args: argparse.Namespace) -> str | None:
+    """Why ``--count`` cannot fit ``--timeout-s`` with ``--devices`` edges here (None: it fits),
+    with what would."""
+    cores = demo_cores()
+    fits = fitting_count(args.devices, args.timeout_s, cores)
+    if args.count <= fits:
+        return None
+    needed_s = math.ceil(args.count * SECONDS_PER_RESULT * max(1.0, args.devices / cores))
+    raise_to = f"raise --timeout-s to {needed_s}" if needed_s <= MAX_TIMEOUT_S else ""
+    fewer = (f"give --count {fits} or less" if fits >= 1
+             else "not even one result a kiosk fits: give fewer --devices")
+    return (f"demo: --count {args.count} with --devices {args.devices} on {cores} core(s) "
+            f"needs about {needed_s} s, more than --timeout-s {args.timeout_s:g}: {fewer}"
+            + (f", or {raise_to}" if raise_to else ""))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -25,6 +59,9 @@ def _demo(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError  # noqa: PLC0415
     from appliance.transport.broker import BrokerError  # noqa: PLC0415
 
+    if refusal := _count_refusal(args):  # before anything starts
+        print(refusal, file=sys.stderr)
+        return 2
     try:
         store_url = None if args.throwaway else _default_store(args)
     except ConfigError as exc:
@@ -79,9 +116,12 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     demo.add_argument("--devices", type=whole_number(1, MAX_DEMO_DEVICES), default=2,
                       help=f"edge daemons to run, 1-{MAX_DEMO_DEVICES}, each its own process (2)")
     demo.add_argument("--count", type=whole_number(1, MAX_DEMO_COUNT), default=2,
-                      help=f"results per edge, 1-{MAX_DEMO_COUNT} (about 1.2 s each: "
-                      f"{MAX_DEMO_COUNT} fit the 900 s --timeout-s) (2)")
-    demo.add_argument("--timeout-s", type=finite_number(0, 86400, "seconds", above_low=True),
+                      help="results per edge, at most what fits --timeout-s: about "
+                      f"{SECONDS_PER_RESULT:g} s each for an edge with a core to itself, so "
+                      f"{fitting_count(1, 900, 1)} in the 900 s default with as many --devices "
+                      "as cores, fewer with more (2)")
+    demo.add_argument("--timeout-s",
+                      type=finite_number(0, MAX_TIMEOUT_S, "seconds", above_low=True),
                       default=900.0, help="give up after this many seconds (900)")
     demo.add_argument("--config", help="config whose store keeps the results (default: "
                       "./config.yaml when present, else built-in defaults: ./state)")
