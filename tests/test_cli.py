@@ -372,3 +372,24 @@ def test_a_sigterm_while_a_one_shot_back_office_command_is_read_ends_it_cleanly(
     exit_code, err = started_and_signalled("appliance.config", "SIGTERM", "backoffice",
                                            "--retire", "--config", str(config))
     assert (exit_code, err) == (128 + 15, "")
+
+
+@pytest.mark.parametrize("command", [["query"], ["export", "--format", "csv", "--out", "OUT"]])
+@pytest.mark.parametrize("since", ["", " "])
+def test_an_empty_since_is_refused_not_taken_for_every_result(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str],
+        since: str) -> None:
+    """``--since "$START"`` with START unset queried and exported every result, as no --since
+    would: an empty string was taken for none. Now refused, exit 2, nothing written."""
+    store = ["--store", f"sqlite:///{tmp_path / 'store.sqlite3'}"]
+    assert main(["store", "migrate", *store]) == 0
+    capsys.readouterr()
+    out = tmp_path / "results.csv"
+    arguments = [str(out) if word == "OUT" else word for word in command]
+    assert main(["results", *arguments, "--since", since, *store]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"--since {since!r}: empty; give an ISO date or date-time (e.g. 2026-11-01), or leave "
+        "--since out for every result (a script's \"$VARIABLE\" left unset?)")
+    assert captured.out == ""
+    assert not out.exists()

@@ -209,7 +209,7 @@ def _since(args: argparse.Namespace) -> tuple[str | None] | None:
     from appliance.backoffice.export import parse_since
 
     try:
-        return (parse_since(args.since) if args.since else None,)
+        return (parse_since(args.since) if args.since is not None else None,)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return None

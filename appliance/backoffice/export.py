@@ -45,6 +45,10 @@ _LABEL_AT = QUERY_COLUMNS.index("label")
 def parse_since(text: str) -> str:
     """A start time (ISO date or date-time, UTC unless it says otherwise) as stored text."""
     shown = shorten_quoted(text, SHOWN_ARGUMENT_CHARS)
+    if not text.strip():
+        raise ValueError(f"--since {shown}: empty; give an ISO date or date-time (e.g. "
+                         "2026-11-01), or leave --since out for every result (a script's "
+                         "\"$VARIABLE\" left unset?)")
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
