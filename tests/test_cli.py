@@ -222,6 +222,11 @@ def test_a_number_outside_its_range_is_refused_naming_the_option(
      "--vectors"),
     (["models", "deploy", "skin-texture-grade", "1.0.0", "--all", "--repo", ""], "--repo"),
     (["models", "status", "--repo", ""], "--repo"),
+    # analyze and calibrate called '' the working folder: ".: a folder, not an image file"
+    (["analyze", ""], "IMG"),
+    (["analyze", "frame.jpg", ""], "IMG"),
+    (["analyze", "--white", "", "frame.jpg"], "--white"),
+    (["calibrate", "", "--mm", "0.1"], "IMAGE"),
 ])
 @pytest.mark.usefixtures("in_tmp_path")
 def test_an_empty_path_is_refused_not_taken_as_the_working_folder(

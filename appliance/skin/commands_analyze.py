@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
+from appliance.synthetic.arguments import named
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -21,11 +22,12 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     analyze = root.add_parser(
         "analyze", help="measure skin images offline (texture, pores, colour, quality)"
     )
-    analyze.add_argument("images", nargs="+", metavar="IMG", help="image files (JPEG/PNG)")
+    analyze.add_argument("images", nargs="+", type=named, metavar="IMG",
+                         help="image files (JPEG/PNG)")
     analyze.add_argument("--json", action="store_true", help="one JSON object per image per line")
     analyze.add_argument("--overlay", metavar="DIR", help="write an overlay image per input here")
     analyze.add_argument(
-        "--white", metavar="IMG",
+        "--white", type=named, metavar="IMG",
         help="photo of a white reference tile: corrects colour for the lamp before CIELAB",
     )
     analyze.add_argument(
@@ -41,7 +43,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     calibrate = root.add_parser(
         "calibrate", help="measure um_per_px from a photo of a stage micrometer"
     )
-    calibrate.add_argument("image", metavar="IMAGE", help="photo of the micrometer scale")
+    calibrate.add_argument("image", type=named, metavar="IMAGE",
+                           help="photo of the micrometer scale")
     calibrate.add_argument(
         "--mm", type=_line_spacing_mm, required=True, metavar="N",
         help="distance between neighbouring graduation lines in mm (e.g. 0.1)",

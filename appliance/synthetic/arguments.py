@@ -61,7 +61,12 @@ WORKERS = whole_number(1, MAX_WORKERS)
 def named_path(text: str) -> Path:
     """argparse type: a file or folder name; an empty one (a script's ``"$DIR"`` with DIR unset)
     is refused, where ``Path("")`` would quietly be the working folder."""
+    return Path(named(text))
+
+
+def named(text: str) -> str:
+    """argparse type: ``named_path`` keeping the name as given (it is shown as typed)."""
     if not text:
         raise argparse.ArgumentTypeError(
             "empty; name a file or folder (a script's \"$VARIABLE\" left unset?)")
-    return Path(text)
+    return text
