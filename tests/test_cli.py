@@ -16,6 +16,7 @@ from appliance.backoffice import commands_demo, demo
 from appliance.backoffice.store import open_store
 from appliance.cli import build_parser, main
 from appliance.cli_help import COMMAND_HELP, command_paths, leaf_commands
+from appliance.updates.repository import DEFAULT_EXPIRY_S
 from tests.signal_helpers import started_and_signalled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -398,3 +399,19 @@ def test_an_empty_since_is_refused_not_taken_for_every_result(
         "--since out for every result (a script's \"$VARIABLE\" left unset?)")
     assert captured.out == ""
     assert not out.exists()
+
+
+def test_help_names_the_defaults_a_stranger_would_otherwise_guess(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`models show --help` said only "ONNX model" for an optional argument that defaults to
+    the shipped model; `models repo init --help` gave the timestamp's expiry alone."""
+    for command in (["models", "show", "--help"], ["models", "repo", "init", "--help"]):
+        with pytest.raises(SystemExit):
+            main(command)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "model ONNX model (default: the shipped skin-texture-grade.int8.onnx)" in shown
+    expected = ", ".join(f"{role} {seconds // 86400} day{'' if seconds == 86400 else 's'}"
+                         for role, seconds in DEFAULT_EXPIRY_S.items())
+    assert "ROLE=S seconds a role's metadata stays valid (default: " in shown
+    for role_days in expected.split(", "):
+        assert role_days in shown, role_days

@@ -225,7 +225,8 @@ def _register_inspect(models: Any) -> None:
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(handler=_evaluate)
     show = models.add_parser("show", help="check a model and print its contract and figures")
-    show.add_argument("model", type=named_path, nargs="?", default=DEFAULT_MODEL, help="ONNX model")
+    show.add_argument("model", type=named_path, nargs="?", default=DEFAULT_MODEL,
+                      help=f"ONNX model (default: the shipped {DEFAULT_MODEL.name})")
     show.set_defaults(handler=_show)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from appliance.backoffice.commands import add_store_options
 from appliance.logsafe import escape_controls
 from appliance.synthetic.arguments import finite_number, named_path, whole_number
-from appliance.updates.repository import ROLES
+from appliance.updates.repository import DEFAULT_EXPIRY_S, ROLES
 
 MAX_DEVICES = 1_000_000
 MAX_WAVE_WAIT_S = 7 * 86400
@@ -36,7 +36,9 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     init.add_argument("--threshold", action="append", default=[], metavar="ROLE=N",
                       help="signatures a role needs; default 1 each")
     init.add_argument("--expiry-s", action="append", default=[], metavar="ROLE=S",
-                      help="seconds a role's metadata stays valid (timestamp: 1 day)")
+                      help="seconds a role's metadata stays valid (default: " + ", ".join(
+                          _days(DEFAULT_EXPIRY_S[role], role) for role in ROLES)
+                      + ")")
     init.set_defaults(handler=_repo_init)
     refresh = sub.add_parser("refresh", help="re-sign the timestamp (run it from a timer)")
     refresh.add_argument("dir", type=named_path, help="repository folder")
@@ -99,6 +101,12 @@ def _register_fleet(models: Any) -> None:
                         "repository never released (another repository's fleet)")
     add_store_options(status)
     status.set_defaults(handler=_status)
+
+
+def _days(seconds: int, role: str) -> str:
+    """A role's default expiry in days, for --help ("root 365 days")."""
+    days = seconds // 86400
+    return f"{role} {days} day{'' if days == 1 else 's'}"
 
 
 def _pairs(items: list[str], kind: type, what: str) -> dict[str, Any]:
