@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from appliance import __version__, interrupts, logsafe
-from appliance.cli_help import ExampleFormatter, apply_help
+from appliance.cli_help import ExampleFormatter, apply_help, chosen_parser
 
 if TYPE_CHECKING:
     from appliance.config import UpdatesConfig
@@ -187,11 +187,12 @@ class EscapingParser(argparse.ArgumentParser):
     def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         """As argparse does, but the refusal of arguments it does not take names the first
         NAMED_UNRECOGNIZED of them, each cut, and counts the rest: argparse's own names them
-        all, and cutting each in a message of thousands took seconds per thousand (``Any``:
-        argparse's stubs overload it by the namespace's class)."""
+        all, and cutting each in a message of thousands took seconds per thousand. It comes
+        from the command chosen, with its usage, not the top level's (``Any``: argparse's
+        stubs overload it by the namespace's class)."""
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            self.error(unrecognized_message(extras))
+            chosen_parser(self, parsed).error(unrecognized_message(extras))
         return parsed
 
     def error(self, message: str) -> NoReturn:

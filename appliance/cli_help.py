@@ -12,6 +12,7 @@ import contextlib
 import re
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 
 HELP_WIDTH = 78
 
@@ -432,10 +433,25 @@ def _commands(
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = _subcommand_action(parser)
+    return {} if action is None else dict(action.choices)
+
+
+def chosen_parser(parser: argparse.ArgumentParser,
+                  parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``parsed`` chose, as deep as it went ("synth he"), for a
+    refusal that shows its usage; ``parser`` itself when none was chosen."""
+    action = _subcommand_action(parser)
+    chosen = None if action is None else action.choices.get(getattr(parsed, action.dest, None))
+    return parser if chosen is None else chosen_parser(chosen, parsed)
+
+
+def _subcommand_action(parser: argparse.ArgumentParser) -> Any:
+    """The parser's subcommands action, or None (``Any``: argparse's class is private)."""
     # Private names, fenced here: argparse has no public way to list subcommands, and
     # _actions / _SubParsersAction are stable since Python 3.2 (tests/test_cli.py fails
     # loudly if that changes: it checks every command has examples).
     for action in parser._actions:  # noqa: SLF001  (no public list of subcommands)
         if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001  (same reason)
-            return dict(action.choices)
-    return {}
+            return action
+    return None

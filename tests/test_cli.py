@@ -415,3 +415,22 @@ def test_help_names_the_defaults_a_stranger_would_otherwise_guess(
     assert "ROLE=S seconds a role's metadata stays valid (default: " in shown
     for role_days in expected.split(", "):
         assert role_days in shown, role_days
+
+
+@pytest.mark.parametrize(("arguments", "command"), [
+    (["synth", "he", "--out", "d", "--slides", "0"], "appliance synth he"),
+    (["console", "user", "list", "--bogus"], "appliance console user list"),
+    (["fleet", "--bogus"], "appliance fleet"),
+    (["--bogus", "fleet"], "appliance fleet"),
+])
+def test_an_unknown_option_is_refused_by_the_command_given_with_its_usage(
+        capsys: pytest.CaptureFixture[str], arguments: list[str], command: str) -> None:
+    """argparse refuses what no parser took at the top level: `synth he --slides 0` said
+    'appliance: error: unrecognized arguments' under the usage of `appliance` itself, which
+    lists no option of synth he. Now the command typed refuses it, under its own usage."""
+    with pytest.raises(SystemExit) as refused:
+        main(arguments)
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {command} [-h]")
+    assert err.splitlines()[-1].startswith(f"{command}: error: unrecognized arguments: ")

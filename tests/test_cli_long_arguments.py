@@ -96,7 +96,7 @@ def test_thousands_of_unrecognized_arguments_are_named_a_few_and_counted(
     extras = [f"{i:04d}" + "b" * 246 for i in range(3000)]
     line = _refusal(capsys, "config", "check", "config.yaml", *extras)
     assert len(line) < 2000, f"{len(line)} characters: {line[:300]}"
-    assert line.startswith("appliance: error: unrecognized arguments: 0000bbb")
+    assert line.startswith("appliance config check: error: unrecognized arguments: 0000bbb")
     assert "0004bbb" in line
     assert "0005bbb" not in line
     assert "... (50 more characters)" in line
