@@ -49,7 +49,7 @@ def _config_check(args: argparse.Namespace) -> int:
         missing_files,
     )
 
-    named: str | None = args.file or args.config
+    named: str | None = args.file if args.file is not None else args.config
     try:
         config = load_config_or_defaults(named)
     except ConfigError as exc:

@@ -179,3 +179,21 @@ def test_config_check_reads_a_pathology_server_s_section(
     assert main(["config", "check", str(config)]) == 0
     said = capsys.readouterr().out
     assert "; pathology server lab-0: 1 slide root(s), backends " in said
+
+
+@pytest.mark.parametrize("arguments", [
+    ["config", "check", ""], ["config", "check", "--config", ""], ["fleet", "--config", ""],
+])
+def test_an_empty_config_name_is_refused_not_read_as_the_defaults_or_a_folder(
+    arguments: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`config check "$CONF"` with CONF unset checked the built-in defaults and said ok, exit
+    0; `--config ""` said '.: a directory, not a config file'."""
+    monkeypatch.chdir(tmp_path)
+    assert main(arguments) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().endswith(
+        "config file name '' is empty: name the config file (a script's \"$VARIABLE\" left "
+        "unset?)")
+    assert "ok" not in captured.out

@@ -216,6 +216,9 @@ def config_from_mapping(
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Load and validate a config file; relative paths in it (state_dir, model, pathology
     folders, ...: ``resolve_paths``) resolve against its folder."""
+    if path == "":  # Path("") is the working folder
+        raise ConfigError("config file name '' is empty: name the config file (a script's "
+                          "\"$VARIABLE\" left unset?)")
     file = Path(path)
     config = config_from_mapping(read_yaml(file), escape_controls(str(file)), environ)
     return resolve_paths(config, file.resolve().parent)
