@@ -434,3 +434,17 @@ def test_an_unknown_option_is_refused_by_the_command_given_with_its_usage(
     err = capsys.readouterr().err
     assert err.startswith(f"usage: {command} [-h]")
     assert err.splitlines()[-1].startswith(f"{command}: error: unrecognized arguments: ")
+
+
+def test_the_demo_refuses_an_empty_store_rather_than_fill_the_default_one(
+        demo_runs: _DemoRuns, capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo --store "$URL"` with URL unset ran the demo into the store `appliance fleet` reads
+    by default, as if no --store were given."""
+    with pytest.raises(SystemExit) as refused:
+        main(["demo", "--store", ""])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "appliance demo: error: argument --store: empty; name the store (sqlite:///PATH or "
+        "postgresql://...), or leave --store out for the one `appliance fleet` reads (a "
+        "script's \"$VARIABLE\" left unset?)")
+    assert demo_runs.counts == []

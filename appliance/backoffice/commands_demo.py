@@ -106,6 +106,16 @@ def _store_option(args: argparse.Namespace) -> str:
     return ""
 
 
+def _named_store(text: str) -> str:
+    """argparse type: ``--store``, refused empty (a script's "$URL" unset), which the demo took
+    for no --store and filled the default store with."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "empty; name the store (sqlite:///PATH or postgresql://...), or leave --store out "
+            "for the one `appliance fleet` reads (a script's \"$VARIABLE\" left unset?)")
+    return text
+
+
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``demo`` to the command line."""
     demo = root.add_parser(
@@ -125,8 +135,9 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                       default=900.0, help="give up after this many seconds (900)")
     demo.add_argument("--config", help="config whose store keeps the results (default: "
                       "./config.yaml when present, else built-in defaults: ./state)")
-    demo.add_argument("--store", help="store URL for the results: sqlite:///PATH or "
-                      "postgresql://... (default: the one `appliance fleet` reads)")
+    demo.add_argument("--store", type=_named_store, help="store URL for the results: "
+                      "sqlite:///PATH or postgresql://... (default: the one `appliance fleet` "
+                      "reads)")
     demo.add_argument("--throwaway", action="store_true",
                       help="keep nothing: results go to a temporary store deleted on exit")
     demo.set_defaults(handler=_demo, own_stop_signals=True)  # held until _demo takes them
