@@ -445,6 +445,20 @@ def test_the_demo_refuses_an_empty_store_rather_than_fill_the_default_one(
     assert refused.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "appliance demo: error: argument --store: empty; name the store (sqlite:///PATH or "
-        "postgresql://...), or leave --store out for the one `appliance fleet` reads (a "
-        "script's \"$VARIABLE\" left unset?)")
+        "postgresql://...), or leave --store out for the default one (a script's "
+        "\"$VARIABLE\" left unset?)")
     assert demo_runs.counts == []
+
+
+@pytest.mark.parametrize("command", [
+    ["console"], ["console", "user", "list"], ["models", "status", "--repo", "r"],
+    ["models", "deploy", "skin-texture-grade", "1.0.0", "--all", "--repo", "r"], ["fleet"],
+])
+def test_an_empty_store_is_refused_where_it_was_taken_for_the_default_one(
+        command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`console --store "$URL"` with URL unset served the default store, and models status
+    and deploy read and wrote it: they took '' for no --store. Only parsed here."""
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args([*command, "--store", ""])
+    assert refused.value.code == 2
+    assert "argument --store: empty; name the store" in capsys.readouterr().err

@@ -28,9 +28,19 @@ def add_store_options(parser: argparse.ArgumentParser, nested: bool = False) -> 
     """
     default = argparse.SUPPRESS if nested else None
     parser.add_argument("--config", help=CONFIG_HELP, default=default)
-    parser.add_argument("--store", help="store URL: sqlite:///PATH or postgresql://... "
-                        "(default: store.url of the config, else SQLite in state_dir)",
-                        default=default)
+    parser.add_argument("--store", type=named_store, default=default,
+                        help="store URL: sqlite:///PATH or postgresql://... (default: store.url "
+                        "of the config, else SQLite in state_dir)")
+
+
+def named_store(text: str) -> str:
+    """argparse type: a ``--store`` URL, refused empty (a script's "$URL" unset): commands that
+    fall back on the default store when none is given took '' for none."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "empty; name the store (sqlite:///PATH or postgresql://...), or leave --store out "
+            "for the default one (a script's \"$VARIABLE\" left unset?)")
+    return text
 
 
 def positive_int(text: str) -> int:

@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from appliance.backoffice.commands import named_store
 from appliance.synthetic.arguments import finite_number, whole_number
 
 # Each simulated kiosk is a whole edge daemon process (Python, OpenCV, ONNX Runtime: about
@@ -106,16 +107,6 @@ def _store_option(args: argparse.Namespace) -> str:
     return ""
 
 
-def _named_store(text: str) -> str:
-    """argparse type: ``--store``, refused empty (a script's "$URL" unset), which the demo took
-    for no --store and filled the default store with."""
-    if not text:
-        raise argparse.ArgumentTypeError(
-            "empty; name the store (sqlite:///PATH or postgresql://...), or leave --store out "
-            "for the one `appliance fleet` reads (a script's \"$VARIABLE\" left unset?)")
-    return text
-
-
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``demo`` to the command line."""
     demo = root.add_parser(
@@ -135,7 +126,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                       default=900.0, help="give up after this many seconds (900)")
     demo.add_argument("--config", help="config whose store keeps the results (default: "
                       "./config.yaml when present, else built-in defaults: ./state)")
-    demo.add_argument("--store", type=_named_store, help="store URL for the results: "
+    demo.add_argument("--store", type=named_store, help="store URL for the results: "
                       "sqlite:///PATH or postgresql://... (default: the one `appliance fleet` "
                       "reads)")
     demo.add_argument("--throwaway", action="store_true",
