@@ -462,3 +462,27 @@ def test_an_empty_store_is_refused_where_it_was_taken_for_the_default_one(
         build_parser().parse_args([*command, "--store", ""])
     assert refused.value.code == 2
     assert "argument --store: empty; name the store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "argument"), [
+    (["pathology", "run", "", "--out", "o"], "folder"),
+    (["pathology", "run", "slides", "--out", ""], "--out"),
+    (["pathology", "run", "slides", "--out", "o", "--model", ""], "--model"),
+    (["pathology", "submit", "", "--out", "o"], "slides"),
+    (["pathology", "evaluate", "--labels", "", "--results", "r"], "--labels"),
+    (["pathology", "evaluate", "--labels", "l.csv", "--results", ""], "--results"),
+    (["pathology", "evaluate", "--labels", "l.csv", "--results", "r", "--splits", ""],
+     "--splits"),
+    (["pathology", "job", "submit", "", "--um-per-px", "0.5"], "slides"),
+])
+def test_an_empty_pathology_path_is_refused_not_taken_as_the_working_folder(
+    command: list[str], argument: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pathology took '' for the working folder: `run "$SLIDES" --out o` scored the slides
+    there, `--out ""` wrote its results there, `job submit ""` sent them to the servers. Only
+    parsed here (main would run them)."""
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(command)
+    assert refused.value.code == 2
+    assert (f"argument {argument}: empty; name a file or folder (a script's \"$VARIABLE\" left "
+            "unset?)") in capsys.readouterr().err

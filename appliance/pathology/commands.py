@@ -16,7 +16,7 @@ from appliance.pathology.outfolder import (
 )
 from appliance.pathology.resolution import um_per_px_option
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
-from appliance.synthetic.arguments import finite_number, whole_number
+from appliance.synthetic.arguments import finite_number, named_path, whole_number
 
 DEFAULT_MODEL = shipped_path(PATHOLOGY_MODEL)
 MAX_TILE_UM = 10_000  # 10 mm: a tile larger than any biopsy
@@ -29,18 +29,18 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     pathology = root.add_parser("pathology", help="H&E slides: MSI scores, heatmaps, metrics")
     sub = pathology.add_subparsers(dest="pathology_command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="score a folder of slides (labels.csv optional)")
-    run.add_argument("folder", type=Path, help="folder of slides, with labels.csv or not")
+    run.add_argument("folder", type=named_path, help="folder of slides, with labels.csv or not")
     _add_run_options(run)
     run.set_defaults(handler=_run)
     submit = sub.add_parser("submit", help="score the given slide files")
-    submit.add_argument("slides", type=Path, nargs="+", help="slide image files")
+    submit.add_argument("slides", type=named_path, nargs="+", help="slide image files")
     _add_run_options(submit)
     submit.set_defaults(handler=_submit)
     evaluate = sub.add_parser("evaluate", help="metrics of one or more runs against labels")
-    evaluate.add_argument("--labels", type=Path, required=True, help="labels.csv")
-    evaluate.add_argument("--results", type=Path, nargs="+", required=True,
+    evaluate.add_argument("--labels", type=named_path, required=True, help="labels.csv")
+    evaluate.add_argument("--results", type=named_path, nargs="+", required=True,
                           help="results folder(s) of `pathology run`; several = repeated runs")
-    evaluate.add_argument("--splits", type=Path, help="patient,split CSV (from training)")
+    evaluate.add_argument("--splits", type=named_path, help="patient,split CSV (from training)")
     evaluate.add_argument("--split", help="which split of --splits to evaluate (test)")
     evaluate.add_argument("--bootstrap", type=whole_number(10, 100_000), default=1000,
                           help="bootstrap resamples, 10-100000 (1000)")
@@ -52,11 +52,11 @@ def register(root: Any, groups: dict[str, Any]) -> None:
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="results folder")
+    parser.add_argument("--out", type=named_path, required=True, help="results folder")
     parser.add_argument("--force", action="store_true",
                         help="replace an earlier run in --out (its results, heatmaps, CAMs and "
                         "tile tables)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="tile model (ONNX)")
+    parser.add_argument("--model", type=named_path, default=DEFAULT_MODEL, help="tile model (ONNX)")
     parser.add_argument("--um-per-px", type=um_per_px_option,
                         help="slide resolution in µm per pixel (0.1-4) when labels lack it")
     parser.add_argument("--tile-um", type=finite_number(MIN_TILE_UM, MAX_TILE_UM, "µm"),

@@ -22,7 +22,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.commands import CONFIG_HELP
@@ -41,7 +40,7 @@ from appliance.pathology.jobs import (
     state_topic,
 )
 from appliance.pathology.resolution import um_per_px_option
-from appliance.synthetic.arguments import finite_number
+from appliance.synthetic.arguments import finite_number, named_path
 from appliance.transport.client import BrokerRefusedError, settings_from_config
 from appliance.transport.subscriber import Subscriber
 
@@ -61,7 +60,8 @@ def register(sub: Any) -> None:
     job = sub.add_parser("job", help="submit, list or cancel pathology server jobs")
     jobs = job.add_subparsers(dest="job_command", required=True, metavar="COMMAND")
     submit = jobs.add_parser("submit", help="send slides to the pathology servers")
-    submit.add_argument("slides", type=Path, nargs="+", help="slide files the servers can read")
+    submit.add_argument("slides", type=named_path, nargs="+",
+                        help="slide files the servers can read")
     submit.add_argument("--um-per-px", type=um_per_px_option, required=True,
                         help="slide resolution in µm per pixel (0.1-4)")
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
