@@ -17,15 +17,17 @@ HEADERS = {"outbox_oldest_age_s": "OLDEST_UNSENT"}
 
 
 def fleet_rows(store: Store, site: str | None = None) -> list[dict[str, Any]]:
-    """Every known device (or one site's) with its state; a device seen only through results
-    is 'unknown'."""
-    rows = []
-    for device in store.devices(site):
-        model = None
-        if device["model_name"]:
-            model = f"{device['model_name']} {device['model_version'] or ''}".strip()
-        rows.append({**device, "state": device["state"] or "unknown", "model": model})
-    return rows
+    """Every known device (or one site's) with its state (``fleet_row``)."""
+    return [fleet_row(device) for device in store.devices(site)]
+
+
+def fleet_row(device: dict[str, Any]) -> dict[str, Any]:
+    """A stored device as the fleet shows it: its state ('unknown' for a device seen only
+    through results) and its model as one text."""
+    model = None
+    if device["model_name"]:
+        model = f"{device['model_name']} {device['model_version'] or ''}".strip()
+    return {**device, "state": device["state"] or "unknown", "model": model}
 
 
 def duration(seconds: float) -> str:

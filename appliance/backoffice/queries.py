@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.backoffice.accounts import ConsoleAccounts
-from appliance.backoffice.schema import RESULT_COLUMNS
+from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS
 from appliance.logsafe import shorten
 
 ROLLOUT_COLUMNS = ("rollout_id", "model_name", "model_version", "decision", "scope", "canaries",
@@ -117,6 +117,34 @@ class ConsoleQueries(ConsoleAccounts):
         sql += f" WHERE {' AND '.join(conditions)}" if conditions else ""
         sql += " ORDER BY captured_at DESC, measurement_id DESC LIMIT ?"
         return self._fetch(sql, [*params, int(limit)])
+
+    def device_page(self, site: str | None, limit: int, after: tuple[str, str] | None = None,
+                    before: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` devices (or one site's) by site and device id: the first after the
+        ``after`` key (site, device id), or the last before the ``before`` key, or the first
+        of all; one keyset page of the fleet, in that order either way."""
+        conditions, params = (["site = ?"], [site]) if site is not None else ([], [])
+        if after is not None:
+            conditions.append("(site, device_id) > (?, ?)")
+            params.extend(after)
+        if before is not None:
+            conditions.append("(site, device_id) < (?, ?)")
+            params.extend(before)
+        order = "DESC" if before is not None and after is None else ""
+        sql = f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices"
+        sql += f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql += f" ORDER BY site {order}, device_id {order} LIMIT ?"
+        rows = self._fetch(sql, [*params, int(limit)])
+        ordered = rows[::-1] if order else rows
+        return [dict(zip(DEVICE_COLUMNS, row, strict=True)) for row in ordered]
+
+    def count_devices(self, site: str | None) -> tuple[int, int]:
+        """How many devices there are (or at one site), and how many of them are online."""
+        where, params = (" WHERE site = ?", [site]) if site is not None else ("", [])
+        total, online = self._fetch("SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = "
+                                    f"'online' THEN 1 ELSE 0 END), 0) FROM devices{where}",
+                                    params)[0]
+        return int(total), int(online)
 
     def result_row(self, measurement_id: str) -> dict[str, Any] | None:
         """One stored result by its measurement id, every column, or None."""

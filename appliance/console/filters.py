@@ -30,6 +30,8 @@ _LISTED_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})
                             r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 _LETTER_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # a dead letter's number (below 2**63)
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DEVICE_CURSOR = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})~"
+                            r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")  # SITE~DEVICE
 MEASUREMENT_ID = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 )
@@ -151,6 +153,23 @@ def parse_letter_cursor(value: str | None) -> int | None:
     if not _LETTER_ID.match(value):
         raise InputError("before", value, "a number from an 'Older' link of this page")
     return int(value)
+
+
+def parse_device_cursor(name: str, value: str | None) -> tuple[str, str] | None:
+    """Where a page of the fleet starts (``after``) or ends (``before``): the site and device
+    id ``SITE~DEVICE`` of a Next or Previous link; None when not given."""
+    if not value:
+        return None
+    match = _DEVICE_CURSOR.match(value) if len(value) <= 130 else None
+    if match is None:
+        raise InputError(name, value, "a site~device from a Next or Previous link of this page")
+    return match.group(1), match.group(2)
+
+
+def one_way(after: str | None, before: str | None) -> None:
+    """Refuse a page asked to start after one key and end before another."""
+    if after and before:
+        raise InputError("before", before, "not with after; give one of them")
 
 
 def parse_listed_cursor(value: str | None) -> tuple[str, str] | None:

@@ -31,6 +31,8 @@ from appliance.console.db import StoreBusyError
 from appliance.console.filters import (
     check_measurement_id,
     once_each,
+    one_way,
+    parse_device_cursor,
     parse_letter_cursor,
     parse_query,
     parse_site,
@@ -50,7 +52,7 @@ from appliance.console.throttle import LoginGuard, retry_after
 from appliance.console.views import (
     CSV_COLUMNS,
     csv_pages,
-    fleet,
+    fleet_page,
     result_detail,
     results_page,
     shown_numbers,
@@ -177,14 +179,24 @@ def home(login: PageLogin) -> RedirectResponse:
 
 
 @router.get("/fleet")
-def fleet_page(request: Request, login: PageLogin, site: str | None = None) -> HTMLResponse:
-    """Every kiosk (or one site's): online or offline, versions, camera, outbox, last seen."""
+def fleet_list(request: Request, login: PageLogin, site: str | None = None,
+               after: str | None = None, before: str | None = None) -> HTMLResponse:
+    """The kiosks (or one site's), FLEET_SHOWN a page by site and device id: online or
+    offline, versions, camera, outbox, last seen; Next and Previous page through them all."""
     chosen = parse_site({"site": site or ""})
+    one_way(after, before)
+    start, end = parse_device_cursor("after", after), parse_device_cursor("before", before)
     with pool_of(request).store() as store:
-        devices = fleet(store, chosen)
-    online = sum(1 for d in devices if d["state"] == "online")
-    return render(request, "fleet.html", login=login, devices=devices, online=online,
-                  site=chosen)
+        shown = fleet_page(store, chosen, start, end)
+    narrowed = {"site": chosen} if chosen else {}
+
+    def link(name: str, key: tuple[str, str] | None) -> str | None:
+        return None if key is None else f"/fleet?{urlencode({**narrowed, name: '~'.join(key)})}"
+
+    first = "/fleet" + (f"?{urlencode(narrowed)}" if narrowed else "")
+    return render(request, "fleet.html", login=login, fleet=shown, site=chosen,
+                  next=link("after", shown.next), previous=link("before", shown.previous),
+                  first=first if start or end else None)
 
 
 @router.get("/results")

@@ -17,11 +17,12 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from appliance.backoffice.cohort import REPORT_FEATURES
-from appliance.backoffice.fleet import camera_text, duration, fleet_rows, seen_ago
+from appliance.backoffice.fleet import camera_text, duration, fleet_row, fleet_rows, seen_ago
 from appliance.backoffice.schema import not_validated_keys
 from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
@@ -49,18 +50,58 @@ SHOWN_REASON_CHARS = 600
 # or 6 scores, the grader 3 probabilities)
 SHOWN_SCORES = 16
 SHOWN_NAME_CHARS = 64  # of a score's or label's name there (as long as a contract identifier)
+FLEET_SHOWN = 100  # kiosks on a page of the fleet, by site and device id
 
 
-def fleet(store: Store, site: str | None = None) -> list[dict[str, Any]]:
-    """Every device (or one site's): state, versions, camera, outbox and when it was last
-    seen."""
+def fleet(store: Store) -> list[dict[str, Any]]:
+    """Every device: state, versions, camera, outbox and when it was last seen."""
     now = datetime.now(UTC)
+    return [_shown_device(row, now) for row in fleet_rows(store)]
+
+
+def _shown_device(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     keep = ("site", "device_id", "state", "last_seen", "status_at", "software_version", "model",
             "camera", "outbox_depth", "outbox_oldest_age_s", "dropped")
-    return [{**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now),
-             "camera_text": camera_text(row, now),
-             "outbox_oldest": _oldest(row.get("outbox_oldest_age_s"))}
-            for row in fleet_rows(store, site)]
+    return {**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now),
+            "camera_text": camera_text(row, now),
+            "outbox_oldest": _oldest(row.get("outbox_oldest_age_s"))}
+
+
+@dataclass(frozen=True)
+class FleetPage:
+    """One page of the fleet (FLEET_SHOWN kiosks by site and device id), how many kiosks
+    there are in all and online, and the keys (site, device id) the pages beside it start
+    after (``next``) or end before (``previous``); None where there is no such page."""
+
+    devices: list[dict[str, Any]]
+    total: int
+    online: int
+    next: tuple[str, str] | None
+    previous: tuple[str, str] | None
+
+
+def fleet_page(store: Store, site: str | None, after: tuple[str, str] | None = None,
+               before: tuple[str, str] | None = None) -> FleetPage:
+    """The page of kiosks (or of one site's) after the ``after`` key, or before the
+    ``before`` key, or the first."""
+    rows = store.device_page(site, FLEET_SHOWN + 1, after=after, before=before)
+    more = len(rows) > FLEET_SHOWN  # one read beyond the page: a further page that way
+    rows = rows[1:] if more and before is not None else rows[:FLEET_SHOWN]
+    first, last = (_device_key(rows[0]), _device_key(rows[-1])) if rows else (None, None)
+    if before is not None:
+        beyond_last = bool(last and store.device_page(site, 1, after=last))
+        later, earlier = beyond_last, more
+    else:
+        beyond_first = bool(after and first and store.device_page(site, 1, before=first))
+        later, earlier = more, beyond_first
+    now = datetime.now(UTC)
+    return FleetPage([_shown_device(fleet_row(row), now) for row in rows],
+                     *store.count_devices(site), last if later else None,
+                     first if earlier else None)
+
+
+def _device_key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["site"], row["device_id"]
 
 
 def _oldest(age_s: float | None) -> str:

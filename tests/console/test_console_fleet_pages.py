@@ -1,0 +1,130 @@
+"""The fleet page is paged by site and device id: a site of thousands of kiosks is shown
+FLEET_SHOWN at a time, and Next and Previous reach every one of them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from console_helpers import Console, get_with, login_cookie, running_console
+
+from appliance.backoffice.store import Store, open_store
+from appliance.console.views import FLEET_SHOWN, fleet_page
+
+BIG_SITE_KIOSKS = 250  # at one site: three pages
+SEEN = "2026-12-01T00:00:00.000000Z"
+
+
+def add_kiosks(store: Store, site: str, count: int, online_every: int = 2) -> None:
+    """``count`` kiosks at ``site`` (every ``online_every``th online, the rest offline)."""
+    store.write("INSERT INTO devices (site, device_id, state, last_seen) VALUES (?, ?, ?, ?)",
+                [(site, f"k{n:04d}", "online" if n % online_every == 0 else "offline", SEEN)
+                 for n in range(count)])
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Console, str]]:
+    """A console whose store holds a site of BIG_SITE_KIOSKS kiosks; a logged-in cookie."""
+    with running_console(tmp_path_factory.mktemp("fleet")) as console:
+        store = open_store(console.store_url)
+        try:
+            add_kiosks(store, "big", BIG_SITE_KIOSKS)
+        finally:
+            store.close()
+        cookie, _ = login_cookie(console)
+        yield console, cookie
+
+
+def _page(console: Console, cookie: str, path: str) -> tuple[list[str], dict[str, str], str]:
+    """The device ids a fleet page lists, its links by id, and its text."""
+    status, _, body = get_with(console, path, cookie)
+    text = body.decode()
+    assert status == 200, text
+    devices = re.findall(r'<td><a href="/results\?[^"]*">([^<]+)</a></td>', text)
+    links = {name: href.replace("&amp;", "&") for name, href in
+             re.findall(r'<a id="(first|previous|next)" href="([^"]+)"', text)}
+    return devices, links, text
+
+
+def _walk(console: Console, cookie: str, start: str, way: str) -> list[list[str]]:
+    """Every page from ``start``, following the ``way`` link (next or previous) to the end."""
+    pages, path = [], start
+    while True:
+        devices, links, _ = _page(console, cookie, path)
+        assert 0 < len(devices) <= FLEET_SHOWN
+        pages.append(devices)
+        if way not in links:
+            return pages
+        path = links[way]
+
+
+def test_a_site_of_many_kiosks_is_shown_a_page_at_a_time(big: tuple[Console, str]) -> None:
+    console, cookie = big
+    devices, links, text = _page(console, cookie, "/fleet?site=big")
+    assert len(devices) == FLEET_SHOWN
+    assert f"{BIG_SITE_KIOSKS} kiosk(s) at site big" in text
+    assert f"{BIG_SITE_KIOSKS // 2} online; {FLEET_SHOWN} on this page" in text
+    assert set(links) == {"next"}
+    pages = _walk(console, cookie, "/fleet?site=big", "next")
+    shown = [d for page in pages for d in page]
+    assert shown == [f"k{n:04d}" for n in range(BIG_SITE_KIOSKS)]  # each once, by name
+    last = f"/fleet?{urlencode({'site': 'big', 'after': 'big~' + shown[-51]})}"
+    back = _walk(console, cookie, last, "previous")
+    assert [d for page in reversed(back) for d in page] == shown  # and back to the first
+
+
+def test_the_whole_fleet_is_paged_across_sites(big: tuple[Console, str]) -> None:
+    console, cookie = big
+    store = open_store(console.store_url)
+    try:
+        stored = store.query("SELECT site, device_id FROM devices ORDER BY site, device_id")
+    finally:
+        store.close()
+    pages = _walk(console, cookie, "/fleet", "next")
+    assert [d for page in pages for d in page] == [device for _, device in stored]
+    assert {site for site, _ in stored} == {"big", "osaka", "tokyo"}
+    _, links, _ = _page(console, cookie, _page(console, cookie, "/fleet")[1]["next"])
+    assert links["first"] == "/fleet"
+    assert "site=" not in links["next"]
+
+
+@pytest.mark.parametrize("query", [{"after": "big"}, {"before": "big~<b>"},
+                                   {"after": "big~k1", "before": "big~k2"},
+                                   {"after": "a~" + "b" * 65}])
+def test_a_fleet_cursor_that_is_not_one_is_refused(big: tuple[Console, str],
+                                                   query: dict[str, str]) -> None:
+    console, cookie = big
+    status, _, body = get_with(console, f"/fleet?{urlencode(query)}", cookie)
+    assert status == 400
+    assert re.search(rb"(after|before): ", body)
+    assert b"<b>" not in body
+
+
+def test_a_fleet_page_reads_one_page_of_kiosks_on_each_backend(store: Store) -> None:
+    add_kiosks(store, "s1", 150, online_every=3)
+    add_kiosks(store, "s2", 30)
+    first = fleet_page(store, "s1")
+    assert [d["device_id"] for d in first.devices] == [f"k{n:04d}" for n in range(FLEET_SHOWN)]
+    assert (first.total, first.online, first.previous) == (150, 50, None)
+    assert first.next == ("s1", f"k{FLEET_SHOWN - 1:04d}")
+    second = fleet_page(store, "s1", after=first.next)
+    assert len(second.devices) == 50
+    assert (second.next, second.previous) == (None, ("s1", f"k{FLEET_SHOWN:04d}"))
+    again = fleet_page(store, "s1", before=second.previous)
+    assert again.devices == first.devices
+    assert (again.next, again.previous) == (first.next, None)
+    across = fleet_page(store, None, after=("s1", "k0120"))
+    assert [d["site"] for d in across.devices] == ["s1"] * 29 + ["s2"] * 30
+    assert across.total == 180
+
+
+def test_an_empty_fleet_says_so(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    try:
+        empty = fleet_page(store, None)
+    finally:
+        store.close()
+    assert (empty.devices, empty.total, empty.next, empty.previous) == ([], 0, None, None)
