@@ -85,8 +85,8 @@ def api_results(
     params = once_each(request.query_params.multi_items())
     query = parse_query(params, sizes=None)  # any page size 1-200
     with pool_of(request).store() as store:
-        items, cursor = results_page(store, query)
-    return {"results": items, "next": cursor}
+        page = results_page(store, query)
+    return {"results": page.items, "next": page.older}
 
 
 @router.get("/results/{measurement_id}", summary="one result with quality and classification",

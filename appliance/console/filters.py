@@ -37,7 +37,7 @@ MEASUREMENT_ID = re.compile(
 )
 _CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)~([0-9a-f-]{36})$")
 FILTER_FIELDS = ("site", "device", "from", "to", "grade")
-RESULT_PARAMETERS = (*FILTER_FIELDS, "before", "limit")
+RESULT_PARAMETERS = (*FILTER_FIELDS, "before", "after", "limit")
 
 
 class InputError(ValueError):
@@ -53,12 +53,14 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class ResultQuery:
-    """A checked results query: the filter, the keyset cursor and the page size."""
+    """A checked results query: the filter, the keyset cursor (a page older than ``before``
+    or newer than ``after``) and the page size."""
 
     where: ResultFilter
     before: tuple[str, str] | None
     limit: int
     echo: dict[str, str]  # the filter fields as given, for the form and the next-page link
+    after: tuple[str, str] | None = None
 
 
 def _field(params: Mapping[str, str], name: str) -> str | None:
@@ -135,13 +137,14 @@ def parse_filter(params: Mapping[str, str]) -> tuple[ResultFilter, dict[str, str
     return where, echo
 
 
-def parse_cursor(value: str | None) -> tuple[str, str] | None:
-    """The keyset cursor ``CAPTURED_AT~MEASUREMENT_ID`` of the next page, or None."""
+def parse_cursor(value: str | None, name: str = "before") -> tuple[str, str] | None:
+    """The keyset cursor ``CAPTURED_AT~MEASUREMENT_ID`` of an older (``before``) or newer
+    (``after``) page, or None."""
     if not value:
         return None
     match = _CURSOR.match(value) if len(value) <= 100 else None
     if match is None:
-        raise InputError("before", value, "a cursor from an 'older' link of this page")
+        raise InputError(name, value, "a cursor from an 'Older' or 'Newer' link of this page")
     return match.group(1), match.group(2)
 
 
@@ -239,8 +242,10 @@ def parse_query(params: Mapping[str, str], sizes: Sequence[int] | None = PAGE_SI
     page sizes allowed; None for any 1-MAX_LIMIT)."""
     refuse_unknown(params, RESULT_PARAMETERS)
     where, echo = parse_filter(params)
+    one_way(params.get("after"), params.get("before"))
     return ResultQuery(where, parse_cursor(params.get("before")),
-                       parse_limit(params.get("limit"), sizes), echo)
+                       parse_limit(params.get("limit"), sizes), echo,
+                       parse_cursor(params.get("after"), "after"))
 
 
 def cursor_of(captured_at: str, measurement_id: str) -> str:

@@ -51,6 +51,7 @@ from appliance.console.guard import (
 from appliance.console.throttle import LoginGuard, retry_after
 from appliance.console.views import (
     CSV_COLUMNS,
+    RESULTS_COUNTED,
     csv_pages,
     fleet_page,
     result_detail,
@@ -201,16 +202,23 @@ def fleet_list(request: Request, login: PageLogin, site: str | None = None,
 
 @router.get("/results")
 def results_list(request: Request, login: PageLogin) -> HTMLResponse:
-    """Stored results, newest first, filtered, one keyset page at a time."""
+    """Stored results, newest first, filtered, one keyset page at a time (Older and Newer
+    lead to the pages beside it), and how many match (counted up to RESULTS_COUNTED)."""
     query = parse_query(once_each(request.query_params.multi_items()))
     with pool_of(request).store() as store:
-        items, cursor = results_page(store, query)
+        page = results_page(store, query)
+        matching = store.count_results_up_to(query.where, RESULTS_COUNTED)
     shared = {**query.echo, "limit": str(query.limit)}  # the next pages keep the page size
-    older = f"/results?{urlencode({**shared, 'before': cursor})}" if cursor else None
-    newest = None if query.before is None else f"/results?{urlencode(shared)}"
-    return render(request, "results.html", login=login, items=items, echo=query.echo,
-                  limit=query.limit, older=older, csv=f"/results.csv?{urlencode(query.echo)}",
-                  newest=newest)
+
+    def link(name: str, cursor: str | None) -> str | None:
+        return None if cursor is None else f"/results?{urlencode({**shared, name: cursor})}"
+
+    paged = query.before is not None or query.after is not None
+    return render(request, "results.html", login=login, items=page.items, echo=query.echo,
+                  limit=query.limit, older=link("before", page.older),
+                  newer=link("after", page.newer), csv=f"/results.csv?{urlencode(query.echo)}",
+                  newest=f"/results?{urlencode(shared)}" if paged else None,
+                  matching=matching.text())
 
 
 @router.get("/results.csv")
@@ -218,7 +226,7 @@ def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
     """Every result matching the filter as CSV, streamed a page of rows at a time (no store
     connection is held while the client reads: views.csv_pages)."""
     params = {k: v for k, v in once_each(request.query_params.multi_items()).items()
-              if k not in ("before", "limit")}
+              if k not in ("before", "after", "limit")}
     pages = csv_pages(pool_of(request), parse_query(params))
     first = next(pages)  # read here: a busy store is a 503 page, not a cut-off download
 

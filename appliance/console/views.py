@@ -42,6 +42,9 @@ CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_i
 _CSV_CAPTURED_AT, _CSV_MEASUREMENT_ID = (CSV_COLUMNS.index("captured_at"),
                                        CSV_COLUMNS.index("measurement_id"))
 CSV_PAGE_ROWS = 1000  # results read per borrowed store connection (keyset pages)
+# the results page counts the matching results up to this many, then says "more than": a
+# count stops at the cap however many the store holds (benchmarks/console_results_count.py)
+RESULTS_COUNTED = 10_000
 # A result's page shows its quality block as a kiosk sent it, which the contract bounds only in
 # all (256 KiB, 16 reasons): one reason could fill it. The longest a kiosk writes, a withheld
 # grade naming every feature key, has 326 characters.
@@ -109,10 +112,24 @@ def _oldest(age_s: float | None) -> str:
     return "-" if age_s is None else duration(age_s)
 
 
-def results_page(store: Store, query: ResultQuery) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of results (newest first) and the cursor of the next page, if any."""
-    rows = store.page_results(LIST_COLUMNS, query.where, query.before, query.limit + 1)
-    items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows[: query.limit]]
+@dataclass(frozen=True)
+class ResultsPage:
+    """One page of results (newest first) and the cursors of the pages beside it: ``older``
+    (give it as ``before``) and ``newer`` (as ``after``); None where there is none."""
+
+    items: list[dict[str, Any]]
+    older: str | None
+    newer: str | None
+
+
+def results_page(store: Store, query: ResultQuery) -> ResultsPage:
+    """One page of results (newest first) older than ``query.before``, or newer than
+    ``query.after``, or the newest; and whether there are pages older and newer than it."""
+    rows = store.page_results(LIST_COLUMNS, query.where, query.before, query.limit + 1,
+                              after=query.after)
+    more = len(rows) > query.limit  # one read beyond the page: a further page that way
+    rows = rows[1:] if more and query.after else rows[: query.limit]
+    items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
     # why a result has no grade is in its payload's quality reasons: read for those only
     ungraded = store.result_payloads([i["measurement_id"] for i in items if i["label"] is None])
     for item in items:  # the features outside the validated range: null, raw values apart
@@ -120,10 +137,21 @@ def results_page(store: Store, query: ResultQuery) -> tuple[list[dict[str, Any]]
         item["not_validated_raw"] = _set_aside(item, item["not_validated"])
         payload = ungraded.get(item["measurement_id"])
         item["grade_withheld"] = _withheld_in(json.loads(payload)) if payload else None
-    more = len(rows) > query.limit
-    last = items[-1] if items else None
-    cursor = cursor_of(last["captured_at"], last["measurement_id"]) if more and last else None
-    return items, cursor
+    if not items:
+        return ResultsPage(items, None, None)
+    newest, oldest = _key(items[0]), _key(items[-1])
+
+    def beyond(before: tuple[str, str] | None, after: tuple[str, str] | None) -> bool:
+        return bool(store.page_results(("measurement_id",), query.where, before, 1, after))
+
+    older = beyond(oldest, None) if query.after else more
+    newer = more if query.after else bool(query.before) and beyond(None, newest)
+    return ResultsPage(items, cursor_of(*oldest) if older else None,
+                       cursor_of(*newest) if newer else None)
+
+
+def _key(item: dict[str, Any]) -> tuple[str, str]:
+    return item["captured_at"], item["measurement_id"]
 
 
 def csv_pages(pool: StorePool, query: ResultQuery) -> Iterator[list[tuple[Any, ...]]]:

@@ -32,7 +32,7 @@ def test_a_made_up_withheld_reason_names_only_known_features(tmp_path: Path) -> 
     try:
         row = result_row(hostile, iso_utc(datetime.now(UTC)), hostile.to_json().decode())
         store.write_batch(Batch(results=[row]), 100)
-        (item,), _ = results_page(store, parse_query({}))
+        (item,) = results_page(store, parse_query({})).items
         detail = result_detail(store, hostile.measurement_id)
     finally:
         store.close()

@@ -1,0 +1,97 @@
+"""The results page goes both ways: Older and Newer lead to the pages beside it (keeping the
+filter and the page size), and it says how many results match, counted up to a cap."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from console_helpers import Console, get_with, login_cookie, make_result
+
+from appliance.backoffice.queries import ResultFilter
+from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.store import Batch, Store
+
+SEEDED = 60  # console_helpers.seed: 20 at osaka, 40 at tokyo
+
+
+def _page(console: Console, cookie: str, path: str) -> tuple[list[str], dict[str, str], str]:
+    """The measurement ids a results page lists, its paging links by id, and its text."""
+    status, _, body = get_with(console, path, cookie)
+    text = body.decode()
+    assert status == 200, text
+    ids = re.findall(r'<a href="/results/([0-9a-f-]{36})">', text)
+    links = {name: href.replace("&amp;", "&") for name, href in
+             re.findall(r'<a id="(newest|newer|older)" href="([^"]+)"', text)}
+    return ids, links, text
+
+
+def test_newer_leads_back_page_by_page_keeping_filter_and_size(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    path, pages = "/results?site=tokyo&limit=10", []
+    while True:  # Older to the oldest page
+        ids, links, _ = _page(console, cookie, path)
+        pages.append(ids)
+        if "older" not in links:
+            break
+        path = links["older"]
+    assert [len(ids) for ids in pages] == [10, 10, 10, 10]
+    assert "newer" in links
+    for expected in reversed(pages[:-1]):  # and Newer back to the newest
+        path = links["newer"]
+        assert "site=tokyo" in path
+        assert "limit=10" in path
+        ids, links, _ = _page(console, cookie, path)
+        assert ids == expected
+    assert "newer" not in links  # the newest page: nothing newer
+    assert set(links) == {"newest", "older"}
+
+
+def test_the_page_says_how_many_results_match(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    assert f"{SEEDED} result(s) match." in _page(console, cookie, "/results")[2]
+    assert "20 result(s) match." in _page(console, cookie, "/results?site=osaka&limit=10")[2]
+    assert "0 result(s) match." in _page(console, cookie, "/results?site=nowhere")[2]
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("after=not-a-cursor", "after"),
+    ("after=2026-11-01T09:00:00.000000Z~0190e8a2-0000-7000-8000-000000000000"
+     "&before=2026-11-01T09:00:00.000000Z~0190e8a2-0000-7000-8000-000000000000", "before"),
+])
+def test_a_newer_cursor_that_is_not_one_is_refused(console: Console, query: str,
+                                                   field: str) -> None:
+    cookie, _ = login_cookie(console)
+    status, _, body = get_with(console, f"/results?{query}", cookie)
+    assert status == 400
+    assert f"{field}: ".encode() in body
+
+
+def _add(store: Store, count: int) -> list[str]:
+    """``count`` results at site s, one a minute; their ids, newest first."""
+    results = [make_result(index, "s", "k1", "30-39") for index in range(count)]
+    now = iso_utc(datetime.now(UTC))
+    store.write_batch(Batch(results=[result_row(r, now, r.to_json().decode())
+                                     for r in results]), 1000)
+    return [str(r.measurement_id) for r in reversed(results)]
+
+
+def test_a_newer_page_reads_the_results_just_newer_on_each_backend(store: Store) -> None:
+    newest_first = _add(store, 30)
+    where = ResultFilter(site="s")
+    page = store.page_results(("captured_at", "measurement_id"), where, None, 10)
+    assert [row[1] for row in page] == newest_first[:10]
+    oldest_shown = store.page_results(("captured_at", "measurement_id"), where, None, 30)[-5]
+    newer = store.page_results(("measurement_id",), where, None, 10, after=tuple(oldest_shown))
+    assert [row[0] for row in newer] == newest_first[15:25]  # newest first, just newer
+
+
+def test_the_count_stops_at_its_cap_on_each_backend(store: Store) -> None:
+    _add(store, 30)
+    exact = store.count_results_up_to(ResultFilter(site="s"), 30)
+    assert (exact.counted, exact.more, exact.text()) == (30, False, "30 result(s)")
+    capped = store.count_results_up_to(ResultFilter(), 25)
+    assert (capped.counted, capped.more, capped.text()) == (25, True,
+                                                            "more than 25 result(s)")
+    assert store.count_results_up_to(ResultFilter(site="elsewhere"), 25).counted == 0
