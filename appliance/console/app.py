@@ -170,7 +170,8 @@ def _refusal(request: Request, status: int, message: str,
 
 
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+    """Whether a refusal is answered as the API's JSON: the API and its OpenAPI document."""
+    return request.url.path.startswith("/api/") or request.url.path == "/openapi.json"
 
 
 def _no_route_text(request: Request, exc: StarletteHTTPException) -> str:

@@ -130,6 +130,18 @@ def api_login(
     return login
 
 
+def page_or_api_login(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> Login:
+    """For what both a browser and an API client read (the OpenAPI document): the bearer
+    token's owner when the request carries an ``Authorization`` header (401 when it is no
+    valid token), else the page's logged-in user (the login page when there is none)."""
+    if "authorization" in request.headers:
+        return api_login(request, credentials)
+    return page_login(request)
+
+
 def operator(login: Annotated[Login, Depends(page_login)]) -> Login:
     """A logged-in operator, or 403 for a viewer."""
     if login.role != "operator":

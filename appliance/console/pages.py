@@ -43,6 +43,7 @@ from appliance.console.guard import (
     check_csrf,
     operator,
     page_login,
+    page_or_api_login,
     password_login,
     pool_of,
     read_form,
@@ -299,6 +300,8 @@ def api_docs(request: Request, login: PageLogin) -> HTMLResponse:
 
 
 @router.get("/openapi.json")
-def openapi(request: Request, login: PageLogin) -> JSONResponse:
-    """The API's OpenAPI document (logged-in users only)."""
+def openapi(request: Request,
+            login: Annotated[Login, Depends(page_or_api_login)]) -> JSONResponse:
+    """The API's OpenAPI document, for a logged-in user or an API token: it documents the
+    calls a token makes (a client generator reads it with the token it then uses)."""
     return JSONResponse(request.app.openapi())

@@ -578,10 +578,10 @@ ONE_RESULT = "0190e8a2-0000-7000-8000-000000000000"
 API_WITHOUT_PARAMETERS = ("/api/v1/fleet", "/api/v1/cohort", "/api/v1/rollouts/r0llout1",
                           "/api/v1/pathology/jobs/job-1",
                           "/api/v1/pathology/jobs/job-1/slides/0/heatmap",
-                          f"/api/v1/results/{ONE_RESULT}")
+                          f"/api/v1/results/{ONE_RESULT}", "/openapi.json")
 # /fleet takes site (test_console_walk_browser.py); the lists take before, not site
-PAGES_WITHOUT_PARAMETERS = ("/", "/cohort", "/dead-letters", "/docs", "/openapi.json",
-                            "/rollouts", "/rollouts/r0llout1", "/pathology", "/pathology/job-1",
+PAGES_WITHOUT_PARAMETERS = ("/", "/cohort", "/dead-letters", "/docs", "/rollouts",
+                            "/rollouts/r0llout1", "/pathology", "/pathology/job-1",
                             "/pathology/job-1/slides/0/heatmap", f"/results/{ONE_RESULT}",
                             "/account")
 
