@@ -53,3 +53,12 @@ def test_the_cohort_of_no_results_claims_nothing_about_them(
     assert "0 stored results with an age band" in main
     assert "No stored result has an age band yet" in main
     assert "every feature of these results was measured" not in main
+
+
+def test_no_dead_letters_are_said_to_be_none_not_an_empty_table(
+        empty: tuple[Console, str]) -> None:
+    console, cookie = empty
+    main = _main(empty, "/dead-letters")
+    assert "No dead letter is kept" in main
+    assert "0 newest of 0" not in main
+    assert 'id="letters"' not in get_with(console, "/dead-letters", cookie)[2].decode()
