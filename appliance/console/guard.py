@@ -40,6 +40,7 @@ SESSION_COOKIE = "appliance_session"
 PASSWORD_FIELDS = ("password", "new_password", "new_password_again")  # up to 256 characters
 LOGIN_CSRF_COOKIE = "appliance_login_csrf"
 _LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}$")
+MAX_NEXT_CHARS = 501  # the login form's `next`: a console page's path and query, as above
 _FORM_PAGES = {"/tokens/revoke": "/tokens", "/account/password": "/account"}
 _READ_BY_HAND = {"/results": RESULT_PARAMETERS, "/results.csv": RESULT_PARAMETERS}
 _BEARER = HTTPBearer(auto_error=False, description="a token from `appliance console token create`")
@@ -181,7 +182,8 @@ async def read_form(request: Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError) as exc:  # its bytes may hold a password: unshown
         raise InputError("form", f"{len(body)} bytes", str(exc)) from exc
     for name, value in pairs:
-        limit = MAX_PASSWORD_CHARS if name in PASSWORD_FIELDS else MAX_FIELD_CHARS
+        limit = (MAX_PASSWORD_CHARS if name in PASSWORD_FIELDS else
+                 MAX_NEXT_CHARS if name == "next" else MAX_FIELD_CHARS)
         if len(value) > limit:
             shown = f"{len(value)} characters" if name in PASSWORD_FIELDS else value
             raise InputError(name[:20], shown, f"at most {limit} characters")
