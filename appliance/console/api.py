@@ -65,7 +65,8 @@ NOT_MEASURED_DOC = (
             description="Each result's key columns (`kime_score`, `hill_density_per_mm2`, "
             "`furrow_density_mm_per_mm2`, `pore_count`), grade (`label`) and quality verdict; "
             "`grade_withheld` as for one result (null when graded, or when the kiosk had no "
-            "model); `next` continues the list (null on the last page). " + NOT_MEASURED_DOC)
+            "model); `next` continues the list (null on the last page), `previous`, given as "
+            "`after`, goes back to the page before (null on the newest). " + NOT_MEASURED_DOC)
 def api_results(
     request: Request,
     login: ApiLogin,
@@ -80,13 +81,16 @@ def api_results(
     limit: Annotated[str | None, Query(description="results per page, 1 to 200 (50 when not "
                                          "given)")] = None,
     before: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    after: Annotated[str | None, Query(description="`previous` of a page: the page of results "
+                                       "just newer than it (not with `before`)")] = None,
 ) -> dict[str, Any]:
-    """A page of results; ``next`` continues it (null on the last page)."""
+    """A page of results; ``next`` continues it (null on the last page), ``previous`` goes
+    back (null on the newest)."""
     params = once_each(request.query_params.multi_items())
     query = parse_query(params, sizes=None)  # any page size 1-200
     with pool_of(request).store() as store:
         page = results_page(store, query)
-    return {"results": page.items, "next": page.older}
+    return {"results": page.items, "next": page.older, "previous": page.newer}
 
 
 @router.get("/results/{measurement_id}", summary="one result with quality and classification",

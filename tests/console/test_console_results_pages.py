@@ -3,6 +3,7 @@ filter and the page size), and it says how many results match, counted up to a c
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 
@@ -95,3 +96,23 @@ def test_the_count_stops_at_its_cap_on_each_backend(store: Store) -> None:
     assert (capped.counted, capped.more, capped.text()) == (25, True,
                                                             "more than 25 result(s)")
     assert store.count_results_up_to(ResultFilter(site="elsewhere"), 25).counted == 0
+
+
+def test_the_api_goes_back_with_previous_as_after(console: Console) -> None:
+    pages, path = [], "/api/v1/results?site=tokyo&limit=15"
+    while True:
+        status, _, body = console.get(path, console.token)
+        assert status == 200, body
+        answer = json.loads(body)
+        pages.append([r["measurement_id"] for r in answer["results"]])
+        if answer["next"] is None:
+            break
+        path = f"/api/v1/results?site=tokyo&limit=15&before={answer['next']}"
+    assert [len(ids) for ids in pages] == [15, 15, 10]
+    for expected in reversed(pages[:-1]):
+        assert answer["previous"] is not None
+        status, _, body = console.get(f"/api/v1/results?site=tokyo&limit=15&after="
+                                      f"{answer['previous']}", console.token)
+        answer = json.loads(body)
+        assert [r["measurement_id"] for r in answer["results"]] == expected
+    assert answer["previous"] is None  # the newest page
