@@ -60,7 +60,7 @@ class ResultCount:
     more: bool
 
     def text(self) -> str:
-        """'1,234 results' or 'more than 10,000 results'."""
+        """'1,234 result(s)' or 'more than 10,000 result(s)'."""
         return f"{'more than ' if self.more else ''}{self.counted:,} result(s)"
 
 
@@ -138,12 +138,12 @@ class ConsoleQueries(ConsoleAccounts):
         return rows if order else rows[::-1]
 
     def count_results_up_to(self, where: ResultFilter, at_most: int) -> ResultCount:
-        """How many results match ``where``, counting at most ``at_most`` of them: one index
-        range read, which stops at the cap however many results the store holds."""
+        """How many results match ``where``, counting at most ``at_most`` of them: the read
+        stops at the cap, however many results the store holds."""
         conditions, params = where.where()
         matching = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        # the cap written into the SQL, not bound: PostgreSQL's generic plan of a prepared
-        # statement with an unknown LIMIT chose a sequential scan (10x slower, by site)
+        # the cap written into the SQL, not bound: with an unknown LIMIT, PostgreSQL's generic
+        # plan of a prepared statement reads the whole table instead of a filter's index
         counted = self._fetch(f"SELECT COUNT(*) FROM (SELECT 1 FROM results{matching} "
                               f"LIMIT {int(at_most) + 1:d}) AS capped", params)[0][0]
         return ResultCount(min(int(counted), at_most), int(counted) > at_most)
