@@ -209,15 +209,18 @@ def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:
     )
 
 
-def next_steps(store_url: str | None, store_option: str = "") -> str:
+def next_steps(store_url: str | None, store_option: str = "", *, stopped_with: int = 0) -> str:
     """What to run next, as the user's shell calls this program; a throw-away run has none.
     ``store_option`` (`` --store URL`` or `` --config F``, as the demo was given it) goes on
-    each command, so that it reads the demo's store, not the default one."""
+    each command, so that it reads the demo's store, not the default one. ``stopped_with``:
+    the results a demo that did not finish (Ctrl-C, a failed edge) had stored, which stay."""
     if store_url is None:
         return "demo: throw-away run; its store was deleted"
     run, opt = shell_command(), store_option
+    kept = (f"the {stopped_with} result(s) stored before it stopped are kept"
+            if stopped_with else "results kept")
     return (
-        f"demo: results kept in {masked_url(store_url)}; explore them with\n"
+        f"demo: {kept} in {masked_url(store_url)}; explore them with\n"
         f"  {run} fleet{opt}\n  {run} results query{opt}\n"
         f"  {run} results export --format csv --out results.csv{opt}\n"
         f"  {run} report cohort --out report{opt}\n"
@@ -322,6 +325,9 @@ def run_demo(
             return 0
         except DemoError as exc:
             print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+            if printer.stored and store_url is not None:
+                print(next_steps(store_url, store_option, stopped_with=printer.stored),
+                      flush=True)
             return EXIT_INTERRUPTED if stop.is_set() else 1
         finally:
             worker.stop()

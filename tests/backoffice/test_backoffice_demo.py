@@ -81,6 +81,40 @@ def test_stopping_the_demo_stops_its_edges(
         os.kill(int(pid_file.read_text()), 0)
 
 
+def test_a_demo_stopped_midway_says_that_the_results_it_stored_are_kept_and_where(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """After a Ctrl-C it said only "demo failed: interrupted ...", so a newcomer could not
+    tell that the results already stored stay in the store, nor how to look at them."""
+    url = f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}"
+    stop = threading.Event()
+
+    def stop_once_one_is_stored() -> None:
+        for _ in range(1200):
+            if (tmp_path / "state" / "backoffice.sqlite3").exists():
+                store = open_store(url)
+                try:
+                    if store.count_results():
+                        break
+                finally:
+                    store.close()
+            time.sleep(0.05)
+        stop.set()
+
+    threading.Thread(target=stop_once_one_is_stored, daemon=True).start()
+    assert demo.run_demo(devices=1, count=500, timeout_s=120, edge_command=FAST_EDGE,
+                         stop=stop, store_url=url) == 130
+    captured = capsys.readouterr()
+    assert "interrupted (Ctrl-C or SIGTERM)" in captured.err
+    store = open_store(url)
+    try:
+        stored = store.count_results()
+    finally:
+        store.close()
+    assert 0 < stored < 500
+    assert f"the {stored} result(s) stored before it stopped are kept in {url}" in captured.out
+    assert " results query" in captured.out
+
 
 DEMO_WITH_A_WAITING_EDGE = """
 import functools, os, sys
