@@ -257,6 +257,20 @@ INSERT INTO dead_letter_totals (only_row, letters, letter_bytes)
     SELECT 1, COUNT(*), COALESCE(SUM({LETTER_SIZE_SQL}), 0) FROM dead_letters
 """,
     ),
+    (
+        14,
+        "dead letters: how many each topic holds and their size, so that the bounds prune "
+        "the letters of a kiosk holding more than its share first (letter_shares.py)",
+        f"""
+CREATE TABLE dead_letter_topic_totals (
+    topic TEXT PRIMARY KEY,
+    letters BIGINT NOT NULL,
+    letter_bytes BIGINT NOT NULL
+);
+INSERT INTO dead_letter_topic_totals (topic, letters, letter_bytes)
+    SELECT topic, COUNT(*), COALESCE(SUM({LETTER_SIZE_SQL}), 0) FROM dead_letters GROUP BY topic
+""",
+    ),
 )
 
 

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from appliance.backoffice.letter_shares import LetterShares
 from appliance.backoffice.queries import NAME_CHARS
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
@@ -66,7 +67,7 @@ class Batch:
     pruned_only_copies: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
-class IngestWrites:
+class IngestWrites(LetterShares):
     """``write_batch`` and its statements, mixed into ``Store``."""
 
     postgres: bool
@@ -100,12 +101,16 @@ class IngestWrites:
             letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
             if letters:
                 totals, new_ids = self._insert_dead_letters(cur, letters)
+                totals, pruned = self._prune_over_share(
+                    cur, totals, (dead_letter_max_rows, dead_letter_max_total_bytes), new_ids,
+                    batch.topic_prefix)
                 cut = self._prune_cut(cur, totals, dead_letter_max_rows,
                                       dead_letter_max_total_bytes)
                 if cut is not None:
-                    pruned = self._only_copies_below(cut, new_ids, batch.topic_prefix)
-                    self._count_pruned(cur, pruned)
+                    pruned += self._only_copies_below(cut, new_ids, batch.topic_prefix)
                     self._remove_letters(cur, "id < ?", (cut,))
+                if pruned:
+                    self._count_pruned(cur, pruned)
                 kept = self._still_kept(cur, batch.dead_letters)
         batch.dead_letters[:] = kept
         if pruned:
@@ -252,27 +257,30 @@ class IngestWrites:
         letters' count and size, this batch's included (``dead_letter_totals``), and the ids
         of the letters this batch added."""
         one = "(" + ",".join("?" * len(_LETTER_COLUMNS)) + ")"
-        sizes: list[int] = []
+        sizes: list[tuple[str, int]] = []
         new_ids: set[int] = set()
         for start in range(0, len(letters), _LETTERS_AT_ONCE):
             chunk = letters[start : start + _LETTERS_AT_ONCE]
             cur.execute(self._sql(
                 f"INSERT INTO dead_letters ({','.join(_LETTER_COLUMNS)}) VALUES "
                 f"{','.join([one] * len(chunk))} ON CONFLICT (letter_sha256) DO NOTHING "
-                f"RETURNING id, {LETTER_SIZE_SQL}"),
+                f"RETURNING id, topic, {LETTER_SIZE_SQL}"),
                 [value for d in chunk for value in (d.received_at, d.topic, d.reason,
                                                     d.payload_bytes, d.payload, d.letter_sha256)])
-            for letter_id, size in cur.fetchall():
+            for letter_id, topic, size in cur.fetchall():
                 new_ids.add(int(letter_id))
-                sizes.append(int(size))
-        return self._add_to_letter_totals(cur, len(sizes), sum(sizes)), new_ids
+                sizes.append((str(topic), int(size)))
+        totals = self._add_to_letter_totals(cur, len(sizes), sum(size for _, size in sizes))
+        self._add_to_topic_totals(cur, sizes, 1)
+        return totals, new_ids
 
     def _remove_letters(self, cur: Any, where: str, params: Sequence[Any]) -> None:
         """Delete the dead letters ``where`` picks, taking them off ``dead_letter_totals``."""
         cur.execute(self._sql(f"DELETE FROM dead_letters WHERE {where} "
-                              f"RETURNING {LETTER_SIZE_SQL}"), params)
-        sizes = [int(row[0]) for row in cur.fetchall()]
-        self._add_to_letter_totals(cur, -len(sizes), -sum(sizes))
+                              f"RETURNING topic, {LETTER_SIZE_SQL}"), params)
+        sizes = [(str(row[0]), int(row[1])) for row in cur.fetchall()]
+        self._add_to_letter_totals(cur, -len(sizes), -sum(size for _, size in sizes))
+        self._add_to_topic_totals(cur, sizes, -1)
 
     def _add_to_letter_totals(self, cur: Any, letters: int, letter_bytes: int) -> tuple[int, int]:
         """Add to the kept letters' count and size; returns both. On PostgreSQL this locks the

@@ -34,6 +34,16 @@ def _kept(store: Store) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _by_topic(store: Store) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+    """Each topic's letters: counted from the letters, and as ``dead_letter_topic_totals``."""
+    counted = store.query(f"SELECT topic, COUNT(*), SUM({SIZE}) FROM dead_letters "
+                          "GROUP BY topic ORDER BY topic")
+    kept = store.query("SELECT topic, letters, letter_bytes FROM dead_letter_topic_totals "
+                       "ORDER BY topic")
+    return ([(str(t), int(n), int(b)) for t, n, b in counted],
+            [(str(t), int(n), int(b)) for t, n, b in kept])
+
+
 def _totals(store: Store) -> tuple[int, int]:
     row = store.query("SELECT letters, letter_bytes FROM dead_letter_totals")[0]
     return int(row[0]), int(row[1])
@@ -82,6 +92,8 @@ def test_the_running_total_matches_the_letters_and_the_bounds_hold_after_a_mix(
             kept_now = {row[0] for row in store.query("SELECT letter_sha256 FROM dead_letters")}
             model = [(sha, size) for sha, size in model if sha in kept_now]
         assert _totals(store) == _kept(store) == (len(model), sum(s for _, s in model))
+        counted, kept = _by_topic(store)
+        assert counted == kept
         assert [row[0] for row in store.query(
             "SELECT letter_sha256 FROM dead_letters ORDER BY id")] == [sha for sha, _ in model]
     assert store.count_results() > 0  # the retries took some letters away
@@ -135,7 +147,7 @@ def test_several_writers_at_once_keep_the_total_exact_and_the_bounds(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_migration_13_counts_the_letters_kept_before_it(
+def test_migrations_13_and_14_count_the_letters_kept_before_them(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
@@ -147,8 +159,11 @@ def test_migration_13_counts_the_letters_kept_before_it(
         old.write("INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
                   "VALUES (?, ?, ?, ?, ?)",
                   [(AT, f"p/lab/k{i}/status", "bad", 10 * i, b"y" * 10 * i) for i in range(6)])
-        assert old.migrate() == [13]
+        assert old.migrate() == [13, 14]
         assert _totals(old) == _kept(old) == (6, 6 * len("p/lab/k0/status" + "bad") + 150)
+        counted, kept = _by_topic(old)  # migration 14 counts them by topic
+        assert counted == kept
+        assert len(kept) == 6
         rng = random.Random(3)
         old.write_batch(Batch(dead_letters=[_letter(rng, 1)]), 4)
         assert _totals(old) == _kept(old)
@@ -207,3 +222,39 @@ def _retry_judge_all(topic: str, payload: bytes) -> list[tuple[object, ...]]:
     """Takes every result letter."""
     found = Result.model_validate_json(payload)
     return [result_row(found, AT, payload.decode())]
+
+
+def test_one_kiosk_s_flood_of_refused_results_prunes_its_own_letters_not_another_kiosk_s(
+    store: Store,
+) -> None:
+    """Pruned oldest first across the fleet, one kiosk (broken, or a stolen login) sending
+    refused results pushed every other kiosk's letters out: a result refused for a clock
+    ahead, confirmed to its kiosk and kept for ``results retry`` (its only copy), was lost
+    (seen flooding a provisioned broker as one kiosk). Now that kiosk's letters go first."""
+    waiting = fleet.sample_result(random.Random(1), "lab", "k-b", 1)
+    kept_for_retry = dead_letter(AT, "p/lab/k-b/result", "ahead of the clock",
+                                 waiting.to_json())
+    store.write_batch(Batch(dead_letters=[kept_for_retry], topic_prefix="p"), 1000, 40_000)
+    for _ in range(30):
+        junk = (b'{"measurement_id": "%s", "pad": "' % str(uuid.uuid4()).encode()
+                + b"x" * 5_000 + b'"}')
+        flood = Batch(dead_letters=[dead_letter(AT, "p/lab/k-a/result", "bad", junk)],
+                      topic_prefix="p")
+        store.write_batch(flood, 1000, 40_000)
+    assert [d.topic for d in store.dead_letters(1000)].count("p/lab/k-b/result") == 1
+    assert _kept(store) == _totals(store)
+    counted, kept = _by_topic(store)
+    assert counted == kept
+    assert _totals(store)[1] <= 40_000
+    lost = store.pruned_only_copies(10)
+    assert lost.text().count("lab/k-a") == 1
+    assert "k-b" not in lost.text()
+
+
+def test_letters_of_one_kiosk_alone_still_fill_the_bounds(store: Store) -> None:
+    """The share costs a kiosk nothing while no other kiosk holds letters."""
+    for index in range(30):
+        letter = dead_letter(AT, "p/lab/k-a/status", "bad", b"x" * 5_000 + bytes([index]))
+        store.write_batch(Batch(dead_letters=[letter], topic_prefix="p"), 1000, 40_000)
+    assert _totals(store) == _kept(store)
+    assert _totals(store)[0] == 40_000 // (5_001 + len("bad") + len("p/lab/k-a/status"))

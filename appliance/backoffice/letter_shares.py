@@ -1,0 +1,132 @@
+"""Dead letters over the bounds go first from a kiosk holding more than its share of them.
+
+The bounds (``backoffice.dead_letter_max_rows``, ``dead_letter_max_total_bytes``) prune the
+oldest letters, and a refused result whose letter is pruned is lost once its kiosk was told
+to drop it (docs/delivery.md). Pruned oldest first across the fleet, one kiosk (broken, or
+holding a stolen login) that sends refused results fast enough would push every other
+kiosk's letters out, the results they hold for ``appliance results retry`` with them. So,
+before the oldest of all go, the oldest letters of a kiosk that holds more than half of
+either bound go, until the letters fit or it holds no more than that half (its newest letter
+is never taken so: one letter is no flood): what one kiosk sends costs its own letters first.
+
+Each topic's letters are counted in ``dead_letter_topic_totals`` (migration 14), kept up to
+date with every letter kept or removed, so a batch at the bounds reads one row per topic, not
+every letter. A mixin of ``Store`` beside ``store_writes.IngestWrites``, inside its batch
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from appliance.backoffice.schema import LETTER_SIZE_SQL, named_measurement_id
+from appliance.transport.topics import parse_device_topic
+
+SHARE_OF_BOUNDS = 0.5  # of each bound, what one kiosk's letters may hold before others' go
+_IN_CHUNK = 500  # ids in one IN (...) list
+_LETTERS_AT_ONCE = 16  # letters read at once to tell only copies (each up to 256 KiB)
+
+Device = tuple[str, str]
+
+
+class LetterShares:
+    """``_prune_over_share`` for ``IngestWrites.write_batch``."""
+
+    if TYPE_CHECKING:
+
+        def _sql(self, text: str) -> str: ...
+        def _stream(self, sql: str, params: Sequence[Any],
+                    rows_at_once: int = 1000) -> Iterator[tuple[Any, ...]]: ...
+        def _remove_letters(self, cur: Any, where: str, params: Sequence[Any]) -> None: ...
+        def _add_to_letter_totals(self, cur: Any, letters: int,
+                                  letter_bytes: int) -> tuple[int, int]: ...
+
+    def _prune_over_share(
+        self, cur: Any, totals: tuple[int, int], bounds: tuple[int, int], new_ids: set[int],
+        prefix: str,
+    ) -> tuple[tuple[int, int], Counter[Device]]:
+        """Prune the oldest letters of kiosks over their share while all letters exceed
+        ``bounds`` (rows, bytes); returns the totals after and, by kiosk, the letters pruned
+        that were a result's only copy (``new_ids``, this batch's own, are not: unconfirmed)."""
+        if totals[0] <= bounds[0] and totals[1] <= bounds[1]:
+            return totals, Counter()
+        share = (bounds[0] * SHARE_OF_BOUNDS, bounds[1] * SHARE_OF_BOUNDS)
+        held = self._held_by_device(cur, prefix)
+        greedy = sorted((d for d, (rows, size, _) in held.items()
+                         if rows > 1 and (rows > share[0] or size > share[1])),
+                        key=lambda d: held[d][1], reverse=True)
+        lost: Counter[Device] = Counter()
+        for device in greedy:
+            rows, size, topics = held[device]
+            going: list[int] = []
+            for letter_id, letter_size in self._oldest_of(cur, topics):
+                if (totals[0] <= bounds[0] and totals[1] <= bounds[1]) or rows <= 1 or (
+                        rows <= share[0] and size <= share[1]):
+                    break
+                going.append(letter_id)
+                rows, size = rows - 1, size - letter_size
+                totals = (totals[0] - 1, totals[1] - letter_size)
+            lost[device] += self._only_copies_among(going, new_ids)
+            for start in range(0, len(going), _IN_CHUNK):
+                chunk = going[start : start + _IN_CHUNK]
+                self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
+        return self._add_to_letter_totals(cur, 0, 0), +lost
+
+    def _add_to_topic_totals(self, cur: Any, letters: list[tuple[str, int]], sign: int) -> None:
+        """Add (``sign`` 1) or take off (-1) ``letters`` (topic, size) from each topic's count
+        and size (``dead_letter_topic_totals``, migration 14); a topic left with none goes.
+        Called after ``dead_letter_totals``, whose row lock orders the writers."""
+        changes: dict[str, tuple[int, int]] = {}
+        for topic, size in letters:
+            rows, total = changes.get(topic, (0, 0))
+            changes[topic] = (rows + sign, total + sign * size)
+        if not changes:
+            return
+        cur.executemany(self._sql(
+            "INSERT INTO dead_letter_topic_totals (topic, letters, letter_bytes) VALUES (?, ?, ?) "
+            "ON CONFLICT (topic) DO UPDATE SET letters = dead_letter_topic_totals.letters + "
+            "excluded.letters, letter_bytes = dead_letter_topic_totals.letter_bytes + "
+            "excluded.letter_bytes"), [(t, *changes[t]) for t in sorted(changes)])
+        topics = sorted(changes) if sign < 0 else []
+        for start in range(0, len(topics), _IN_CHUNK):
+            chunk = topics[start : start + _IN_CHUNK]
+            cur.execute(self._sql("DELETE FROM dead_letter_topic_totals WHERE letters <= 0 AND "
+                                  f"topic IN ({','.join('?' * len(chunk))})"), chunk)
+
+    def _held_by_device(self, cur: Any, prefix: str) -> dict[Device, tuple[int, int, list[str]]]:
+        """Per kiosk: its letters' count and size, and the topics they came on."""
+        cur.execute(self._sql("SELECT topic, letters, letter_bytes FROM dead_letter_topic_totals"))
+        held: dict[Device, tuple[int, int, list[str]]] = {}
+        for topic, rows, size in cur.fetchall():
+            where = parse_device_topic(prefix, str(topic))
+            if where is None:
+                continue
+            before = held.get((where[0], where[1]), (0, 0, []))
+            held[where[0], where[1]] = (before[0] + int(rows), before[1] + int(size),
+                                        [*before[2], str(topic)])
+        return held
+
+    def _oldest_of(self, cur: Any, topics: list[str]) -> Iterator[tuple[int, int]]:
+        """(id, size) of the letters on ``topics``, oldest first."""
+        cur.execute(self._sql(f"SELECT id, {LETTER_SIZE_SQL} FROM dead_letters WHERE topic IN "
+                              f"({','.join('?' * len(topics))}) ORDER BY id"), topics)
+        for letter_id, size in cur.fetchall():
+            yield int(letter_id), int(size)
+
+    def _only_copies_among(self, ids: list[int], new_ids: set[int]) -> int:
+        """How many of the letters ``ids`` (not this batch's) hold a whole refused result
+        naming a measurement id: confirmed to their kiosk, so the only copy."""
+        count = 0
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = [i for i in ids[start : start + _IN_CHUNK] if i not in new_ids]
+            if not chunk:
+                continue
+            for _id, payload in self._stream(
+                    f"SELECT id, payload FROM dead_letters WHERE id IN "
+                    f"({','.join('?' * len(chunk))}) AND topic LIKE ? AND "
+                    "payload_bytes = LENGTH(payload)", [*chunk, "%/result"],
+                    _LETTERS_AT_ONCE):
+                count += named_measurement_id(bytes(payload)) is not None
+        return count
