@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
+from appliance.backoffice.letterlog import DeadLetterLog
 from appliance.backoffice.schema import (
     DeadLetter,
     dead_letter,
@@ -111,6 +112,7 @@ class Triage:
         self.topic_prefix = topic_prefix
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.log_dead_letters = log_dead_letters
+        self._letter_log = DeadLetterLog()
 
     def sort(self, messages: list[Inbound]) -> tuple[Batch, list[Result]]:
         """The batch to commit and the valid results in it."""
@@ -157,8 +159,10 @@ class Triage:
 
     def _dead(self, message: Inbound, reason: str, received_at: str) -> DeadLetter:
         if self.log_dead_letters:
-            log.warning("dead letter on %s: %s (payload %d bytes: %s)", message.topic, reason,
-                        len(message.payload), _cut(message.payload))
+            where = parse_device_topic(self.topic_prefix, message.topic)
+            source = message.topic if where is None else f"{where[0]}/{where[1]}"
+            self._letter_log.warn(source, message.topic, reason, len(message.payload),
+                                  _cut(message.payload))
         return dead_letter(
             received_at, message.topic, reason, message.payload, self.dead_letter_max_bytes
         )

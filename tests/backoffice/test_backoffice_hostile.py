@@ -285,3 +285,41 @@ def test_retry_does_not_log_the_letters_still_refused_as_new_dead_letters(
     assert "3 dead-lettered result(s) are still refused" in capsys.readouterr().out
     assert [r.getMessage() for r in caplog.records if "dead letter" in r.getMessage()] == []
     assert store.count_dead_letters() == 3
+
+
+def test_one_kiosk_s_flood_of_refused_messages_is_not_named_line_by_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each refused message was one warning: one kiosk's login sending junk as fast as the
+    broker takes it wrote a line per message, and journald's rate limit then drops every line
+    of the worker, other kiosks' refusals and store errors included."""
+    triage = Triage("p", 1000)
+    flood = [Inbound("p/lab/k1/result", b"{x%d" % i, i, 1, False) for i in range(500)]
+    other = Inbound("p/lab/k2/result", b"{y", 500, 1, False)
+    with caplog.at_level(logging.WARNING, logger="appliance.backoffice"):
+        batch, _ = triage.sort([*flood, other])
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(batch.dead_letters) == 501  # every one still kept
+    assert len([line for line in lines if "p/lab/k1/result" in line]) == 10
+    assert sum("more than 10 dead letters from lab/k1" in line for line in lines) == 1
+    assert sum("dead letter on p/lab/k2/result" in line for line in lines) == 1
+    assert len(lines) == 12
+
+
+def test_the_next_minute_says_how_many_letters_were_not_named_and_names_them_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from appliance.backoffice.letterlog import DeadLetterLog
+
+    now = [0.0]
+    letters = DeadLetterLog(per_window=3, window_s=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="appliance.backoffice"):
+        for _ in range(8):
+            letters.warn("lab/k1", "p/lab/k1/result", "bad", 2, "{x")
+        now[0] = 61.0
+        letters.warn("lab/k1", "p/lab/k1/result", "bad", 2, "{x")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[3].startswith("more than 3 dead letters from lab/k1 within 60 s")
+    assert lines[4].startswith("5 more dead letter(s) from lab/k1 in 60 s were not named")
+    assert lines[5].startswith("dead letter on p/lab/k1/result: bad")
+    assert len(lines) == 6
