@@ -33,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.transport.backoff import Backoff
 from appliance.transport.callbacks import MAX_INCOMING_PACKET_BYTES, QueuedCallbacks
+from appliance.transport.churn import ConnectionChurn
 from appliance.transport.client import (
     LinkSettings,
     connack_refusal,
@@ -100,6 +101,7 @@ class MqttLink(threading.Thread):
         unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
         self._confirmations = LinkConfirmations(outbox, ack_topic, self.stats, unconfirmed)
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
+        self._churn = ConnectionChurn(settings.client_id, settings.username)
         self._connect_started_s = 0.0
         self._connected_at_s = 0.0  # when the last CONNACK (code 0) came
         self._subscribed = False  # whether the broker answered a subscribe since
@@ -261,6 +263,7 @@ class MqttLink(threading.Thread):
         self.connected = True
         self._connected_at_s = time.monotonic()  # the backoff starts again once it worked
         self._subscribed = False
+        self._churn.connected()
         server_max = getattr(properties, "ReceiveMaximum", None)
         self._sender.window = min(self.settings.max_inflight, int(server_max or 65535))
         self.subscriptions.subscribe(self._client)  # resubscribe first, then the birth
@@ -276,6 +279,7 @@ class MqttLink(threading.Thread):
         was_connected = self.connected
         self.connected = False
         if was_connected:
+            self._churn.lost(code)
             self.stats.reconnects += 1
             if self._connection_worked():
                 self._backoff.reset()

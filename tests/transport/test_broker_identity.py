@@ -219,3 +219,48 @@ def test_a_look_with_the_kiosks_own_settings_finds_nobody_on_an_empty_presence(
     finally:
         look.close()
     assert outcome == NOBODY
+
+
+def test_a_kiosk_whose_client_id_someone_else_keeps_taking_says_so_once(
+    fleet_broker: FleetBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Someone with a kiosk's login connecting again and again under its client id (no
+    presence of its own) made the kiosk log only 'lost the broker (reason 128)' each time:
+    nothing said that another client was taking its connection, nor what to do."""
+    monkeypatch.setattr("appliance.transport.churn.SHORT_S", 600.0)  # however slow the host
+    site, device = KIOSKS[0]
+    link = kiosk_link(fleet_broker, tmp_path, site, device)
+    with caplog.at_level(logging.WARNING, logger="appliance.transport"):
+        link.start()
+        try:
+            for taken in range(1, 5):
+                assert wait_until(lambda: link.connected, timeout_s=10)
+                Probe(fleet_broker, device, f"edge-{site}-{device}").close()
+                assert wait_until(lambda n=taken: link.stats.reconnects >= n, timeout_s=10)
+            assert wait_until(lambda: link.connected, timeout_s=10)  # it still comes back
+        finally:
+            link.stop_event.set()
+            link.wake()
+            link.join(5)
+    said = [r.getMessage() for r in caplog.records if "times in a row" in r.getMessage()]
+    assert len(said) == 1
+    assert f"client id edge-{site}-{device} (login {device})" in said[0]
+    assert "provision.py" in said[0]
+
+
+def test_a_connection_that_lasts_or_that_the_kiosk_ends_breaks_the_streak(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from appliance.transport.churn import ConnectionChurn
+
+    now = [0.0]
+    churn = ConnectionChurn("edge-s-d", "d", clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="appliance.transport"):
+        for lasted_s, code in [(1, 128), (1, 128), (60, 128), (1, 128), (1, 0), (1, 128),
+                               (1, 128), (1, 128), (1, 128)]:
+            churn.connected()
+            now[0] += lasted_s
+            churn.lost(code)
+    assert [r.getMessage()[:40] for r in caplog.records] == [
+        "the broker dropped this kiosk's connecti"]

@@ -1,0 +1,52 @@
+"""Connections the broker keeps dropping soon after they start: say what that likely is.
+
+A broker drops the older connection of a client id when another client connects with it
+(MQTT 5 spec 3.1.4), and mosquitto 2.0 tells the dropped one no reason (reason 128). A kiosk
+whose login and client id someone else uses (a copied config that runs no presence, or a
+stolen password) then only sees its connection lost again and again, each time it came back.
+After ``IN_A_ROW`` such connections in a row, each lost within ``SHORT_S`` of its start, the
+link says so once, naming its client id and what to check; one connection that lasts ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("appliance.transport.mqtt")
+
+SHORT_S = 5.0
+IN_A_ROW = 3
+
+
+class ConnectionChurn:
+    """Counts connections lost soon after they started; warns once per streak."""
+
+    def __init__(self, client_id: str, login: str | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client_id, self.login, self._clock = client_id, login, clock
+        self._started_s: float | None = None
+        self.short_in_a_row = 0
+
+    def connected(self) -> None:
+        """A CONNACK with reason code 0."""
+        self._started_s = self._clock()
+
+    def lost(self, code: int) -> None:
+        """The connection that ``connected`` started ended with ``code``."""
+        if self._started_s is None:
+            return
+        lasted_s, self._started_s = self._clock() - self._started_s, None
+        if lasted_s >= SHORT_S or code == 0:  # lasted, or this side ended it
+            self.short_in_a_row = 0
+            return
+        self.short_in_a_row += 1
+        if self.short_in_a_row == IN_A_ROW:
+            log.warning(
+                "the broker dropped this kiosk's connection %d times in a row within %.0f s of "
+                "connecting (last reason %d): another client is likely connecting as client id "
+                "%s (login %s), a copied config or a stolen password; the broker's log names "
+                "its address ('already connected, closing old connection'). If it is no kiosk "
+                "of yours, give this one a new password (deploy/mosquitto/provision.py)",
+                IN_A_ROW, SHORT_S, code, self.client_id, self.login or "none")
