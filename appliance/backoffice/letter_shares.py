@@ -109,11 +109,19 @@ class LetterShares:
         return held
 
     def _oldest_of(self, cur: Any, topics: list[str]) -> Iterator[tuple[int, int]]:
-        """(id, size) of the letters on ``topics``, oldest first."""
-        cur.execute(self._sql(f"SELECT id, {LETTER_SIZE_SQL} FROM dead_letters WHERE topic IN "
-                              f"({','.join('?' * len(topics))}) ORDER BY id"), topics)
-        for letter_id, size in cur.fetchall():
-            yield int(letter_id), int(size)
+        """(id, size) of the letters on ``topics``, oldest first, a page at a time (a batch
+        at the bounds takes about as many as it brought)."""
+        after, page_size = 0, _LETTERS_AT_ONCE
+        while True:
+            cur.execute(self._sql(
+                f"SELECT id, {LETTER_SIZE_SQL} FROM dead_letters WHERE id > ? AND topic IN "
+                f"({','.join('?' * len(topics))}) ORDER BY id LIMIT ?"),
+                [after, *topics, page_size])
+            page = [(int(row[0]), int(row[1])) for row in cur.fetchall()]
+            yield from page
+            if len(page) < page_size:
+                return
+            after, page_size = page[-1][0], _IN_CHUNK
 
     def _only_copies_among(self, ids: list[int], new_ids: set[int]) -> int:
         """How many of the letters ``ids`` (not this batch's) hold a whole refused result

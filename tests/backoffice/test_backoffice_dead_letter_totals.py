@@ -258,3 +258,20 @@ def test_letters_of_one_kiosk_alone_still_fill_the_bounds(store: Store) -> None:
         store.write_batch(Batch(dead_letters=[letter], topic_prefix="p"), 1000, 40_000)
     assert _totals(store) == _kept(store)
     assert _totals(store)[0] == 40_000 // (5_001 + len("bad") + len("p/lab/k-a/status"))
+
+
+def test_a_lowered_bound_prunes_many_of_the_greedy_kiosk_s_letters_at_once(store: Store) -> None:
+    """More of one kiosk's letters than one page of them go in one batch, none of another's."""
+    waiting = fleet.sample_result(random.Random(1), "lab", "k-b", 1)
+    other = dead_letter(AT, "p/lab/k-b/result", "ahead of the clock", waiting.to_json())
+    store.write_batch(Batch(dead_letters=[other], topic_prefix="p"), 1000)
+    flood = [dead_letter(AT, "p/lab/k-a/status", "bad", b"x%d" % i) for i in range(60)]
+    store.write_batch(Batch(dead_letters=flood, topic_prefix="p"), 1000)
+    last = dead_letter(AT, "p/lab/k-a/status", "bad", b"last")
+    store.write_batch(Batch(dead_letters=[last], topic_prefix="p"), 5)
+    topics = [d.topic for d in store.dead_letters(1000)]
+    assert topics.count("p/lab/k-b/result") == 1
+    assert len(topics) == 5
+    assert _kept(store) == _totals(store)
+    counted, kept = _by_topic(store)
+    assert counted == kept
