@@ -241,9 +241,11 @@ def shell_command() -> str:
 
 
 def _backoffice(
-    workdir: Path, port: int, printer: ResultPrinter, store_url: str | None
+    workdir: Path, port: int, printer: ResultPrinter, store_url: str | None,
+    stop: threading.Event | None = None,
 ) -> tuple[IngestWorker, Store]:
-    """The demo's back office on ``store_url`` (None: a SQLite store in ``workdir``)."""
+    """The demo's back office on ``store_url`` (None: a SQLite store in ``workdir``); once
+    ``stop`` is set (a Ctrl-C, which stops the broker too) losing the broker is no warning."""
     url = store_url or f"sqlite:///{workdir / 'backoffice.sqlite3'}"
     config = config_from_mapping(
         {"mqtt": {"port": port}, "state_dir": str(workdir),
@@ -251,7 +253,7 @@ def _backoffice(
         "demo", environ={},
     )
     store = open_store(url)
-    worker = IngestWorker(config, store, on_stored=printer)
+    worker = IngestWorker(config, store, on_stored=printer, stopping=stop)
     worker.start()
     print(f"demo: mosquitto on 127.0.0.1:{port}, back office on {masked_url(url)}", flush=True)
     return worker, store
@@ -306,7 +308,7 @@ def run_demo(
     ) as broker:
         printer = ResultPrinter()
         try:
-            worker, store = _backoffice(Path(tmp), broker.port, printer, store_url)
+            worker, store = _backoffice(Path(tmp), broker.port, printer, store_url, stop)
         except StoreError as exc:
             print(f"demo failed: {exc}", file=sys.stderr, flush=True)
             return 1

@@ -117,8 +117,12 @@ class IngestWorker:
         config: Config,
         store: Store,
         on_stored: Callable[[list[Result]], None] | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
+        """``stopping``: set once whoever runs this worker is stopping it (the demo, whose
+        broker a Ctrl-C stops at the same moment): a lost connection is no warning then."""
         self.config = config
+        self._stopping = stopping
         settings = config.backoffice
         self.client_id = settings.client_id or default_client_id()
         self.connected = threading.Event()
@@ -221,7 +225,9 @@ class IngestWorker:
     ) -> None:
         self.connected.clear()
         self.subscribed.clear()
-        if reason.value != 0:
+        if reason.value != 0 and self._stopping is not None and self._stopping.is_set():
+            log.info("%s disconnected (%s) while stopping", self.client_id, reason)
+        elif reason.value != 0:
             log.warning("%s disconnected (%s); reconnecting", self.client_id, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

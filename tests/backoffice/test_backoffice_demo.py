@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,13 +17,15 @@ import pytest
 from appliance.backoffice import demo
 from appliance.backoffice.cohort import Correlation, correlations
 from appliance.backoffice.demo_kiosk import _cohort_text
+from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.cli import main
+from appliance.config import config_from_mapping
 from appliance.console.cohortview import BandStats, FeatureView
 from appliance.edge.reasons import not_graded_reason
 from appliance.edge.testing import FIXED_FEATURES
 from appliance.transport import payloads
-from appliance.transport.broker import port_open
+from appliance.transport.broker import PrivateBroker, port_open
 from tests.store_helpers import PG_URL
 
 pytestmark = pytest.mark.broker
@@ -287,3 +290,39 @@ def test_the_demo_s_next_steps_call_this_program_as_the_shell_finds_it_and_name_
     assert f"  {shown} console user add NAME --role operator, then {shown} console" in steps[-1]
     monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
     assert demo.next_steps("sqlite:///s").splitlines()[1].startswith("  appliance fleet")
+
+
+@pytest.mark.parametrize("stopping", [True, False])
+def test_the_demo_s_back_office_does_not_warn_of_the_broker_a_ctrl_c_stopped(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, stopping: bool
+) -> None:
+    """A Ctrl-C reaches the demo and its mosquitto at once (one process group): the demo's
+    back office then warned 'demo-backoffice disconnected (Unspecified error); reconnecting'
+    under 'received SIGINT; stopping', as if something had failed. A broker lost while the
+    demo runs is still a warning."""
+    stop = threading.Event()
+    with PrivateBroker(workdir=tmp_path / "broker") as broker:
+        config = config_from_mapping(
+            {"mqtt": {"port": broker.port}, "state_dir": str(tmp_path),
+             "backoffice": {"client_id": "demo-backoffice"}}, "demo", environ={})
+        store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+        worker = IngestWorker(config, store, stopping=stop)  # as the demo's (demo._backoffice)
+        worker.start()
+        try:
+            assert worker.subscribed.wait(15)
+            if stopping:
+                stop.set()  # the demo's signal handler, before the broker goes
+            with caplog.at_level(logging.INFO, logger="appliance.backoffice.ingest"):
+                broker.stop()
+                for _ in range(200):
+                    if not worker.connected.is_set():
+                        break
+                    time.sleep(0.05)
+        finally:
+            worker.stop()
+            store.close()
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    said = [r.getMessage() for r in caplog.records if "demo-backoffice disconnected" in
+            r.getMessage()]
+    assert len(said) == 1
+    assert (not warned) if stopping else ("reconnecting" in said[0])
