@@ -8,6 +8,7 @@ its batch changed is committed, so every write here happens inside one ``_transa
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +50,8 @@ _SIZES_AT_ONCE = 1000  # (id, size) of the oldest letters read at once, to find 
 _SIZES_FIRST = 16  # ... but first: a batch at the bounds prunes about as many as it brought
 _LETTER_COLUMNS = ("received_at", "topic", "reason", "payload_bytes", "payload", "letter_sha256")
 _NAMED_DEVICES = 10  # a warning names this many devices, then how many more
+# the payload keys a kiosk's new identity changes in a result it measured under an older one
+_IDENTITY_KEYS = ("site", "device_id")
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
 
 
@@ -85,7 +88,8 @@ class IngestWrites(LetterShares):
         """Commit one batch; returns the measurement ids that were new (stored now).
 
         A result whose measurement id is already stored (or earlier in the batch) with other
-        content is not stored: it becomes a dead letter in the same transaction. A letter of
+        content is not stored: it becomes a dead letter in the same transaction (one that
+        differs only in its site and device id is a re-send: ``_same_measurement``). A letter of
         ``batch`` that the bounds prune at once is taken out of it once committed: it was not
         kept, so it is not confirmed to its device. Letters kept before that the bounds prune
         now and that were a result's only copy are counted by device in the store, added to
@@ -179,7 +183,7 @@ class IngestWrites(LetterShares):
         conflicts = []
         for row in rows:
             first = unique.setdefault(row[0], row)  # the first copy in the batch wins
-            if first is not row and first[-1] != row[-1]:
+            if first is not row and not _same_measurement(first[-1], row[-1]):
                 conflicts.append(row)
         existing: dict[str, str] = {}
         ids = list(unique)
@@ -193,7 +197,8 @@ class IngestWrites(LetterShares):
                 chunk,
             )
             existing.update((row[0], row[1]) for row in cur.fetchall())
-        conflicts += [row for key, row in unique.items() if existing.get(key, row[-1]) != row[-1]]
+        conflicts += [row for key, row in unique.items()
+                      if key in existing and not _same_measurement(existing[key], row[-1])]
         fresh = [row for key, row in unique.items() if key not in existing]
         self._insert_many(
             cur, "results", RESULT_COLUMNS, fresh, "ON CONFLICT (measurement_id) DO NOTHING"
@@ -371,6 +376,26 @@ def _pruned_warning(pruned: Counter[tuple[str, str]]) -> str:
             f"kiosk was told to drop them: their only copy is lost. From "
             f"{', '.join(named[:_NAMED_DEVICES])}{more}. Raise the bounds, or fix what refuses "
             "them and run `appliance results retry` sooner")
+
+
+def _same_measurement(stored: str, received: str) -> bool:
+    """Whether two payloads of one measurement id hold the same measurement: the same text, or
+    the same but for the site and device id. A kiosk given its own identity sends what it
+    measured under another (a held-back clone's shared device id) under its own, with the same
+    measurement ids (appliance/edge/relabel.py); one the store holds already stays stored under
+    the first identity, and the copy is a re-send, not a conflict to keep as a dead letter."""
+    if stored == received:
+        return True
+    try:
+        first, second = json.loads(stored), json.loads(received)
+    except ValueError:
+        return False
+    if not isinstance(first, dict) or not isinstance(second, dict):
+        return False
+    for key in _IDENTITY_KEYS:
+        first.pop(key, None)
+        second.pop(key, None)
+    return bool(first == second)
 
 
 def _conflict(prefix: str, row: tuple[Any, ...]) -> DeadLetter:
