@@ -150,6 +150,10 @@ class IngestWrites(LetterShares):
             would = sum(bool(found) for found in taken.values())
             return would, len(letters) - would
         with self._transaction() as cur:
+            # the totals row before the letters are read: an ingest batch that holds it may be
+            # pruning these very letters (and counting them lost), so they are read once it
+            # has committed, and a letter it pruned is not stored as well
+            self._add_to_letter_totals(cur, 0, 0)
             cur.execute(query)
             letters, taken = self._judged(cur.fetchall(), judge)
             rows = [row for found in taken.values() for row in found]
@@ -159,9 +163,6 @@ class IngestWrites(LetterShares):
             self._touch_devices(cur, rows)
             kept = {row[0] for row in conflicts}
             done = [i for i, found in taken.items() if found and found[0][0] not in kept]
-            # the totals row before any letter: an ingest batch that holds it may be pruning
-            # these very letters, and would wait for this transaction while it waits for that
-            self._add_to_letter_totals(cur, 0, 0)
             for start in range(0, len(done), _IN_CHUNK):
                 chunk = done[start : start + _IN_CHUNK]
                 self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
