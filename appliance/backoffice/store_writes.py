@@ -45,6 +45,10 @@ _LATEST_SEEN = (
 # fleet shows an offline kiosk's last known camera state with its age).
 _KEEP_NEWER = ("{col} = CASE WHEN devices.status_at > excluded.status_at "
                "THEN devices.{col} ELSE excluded.{col} END")
+# The lock order. On PostgreSQL two transactions that lock the same rows in opposite orders
+# deadlock (the server ends one). Every writer here locks in one order: the dead_letter_totals
+# row first (a batch with dead letters, a retry), then results by measurement id, then devices
+# by (site, device id); letters are added and removed only with the totals row held.
 _LETTERS_AT_ONCE = 16  # pruned letters read at once (each up to dead_letter_max_bytes)
 _SIZES_AT_ONCE = 1000  # (id, size) of the oldest letters read at once, to find the prune cut
 _SIZES_FIRST = 16  # ... but first: a batch at the bounds prunes about as many as it brought
@@ -98,11 +102,14 @@ class IngestWrites(LetterShares):
         kept = batch.dead_letters
         pruned: Counter[tuple[str, str]] = Counter()
         with self._transaction() as cur:
-            fresh, conflicts = self._insert_results(cur, batch.results)
-            self._touch_devices(cur, batch.results)
+            fresh, conflicts = self._sorted_out(cur, batch.results)
+            letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
+            if letters:  # rows are locked in one order by every writer (the lock order, above)
+                self._add_to_letter_totals(cur, 0, 0)
+            self._insert_fresh(cur, fresh)
+            self._touch_devices(cur, batch.results, batch.statuses)
             if batch.statuses:
                 self._upsert_statuses(cur, batch.statuses)
-            letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
             if letters:
                 totals, new_ids = self._insert_dead_letters(cur, letters)
                 totals, pruned = self._prune_over_share(
@@ -120,7 +127,7 @@ class IngestWrites(LetterShares):
         if pruned:
             batch.pruned_only_copies.update(pruned)
             log.warning("%s", _pruned_warning(pruned))
-        return fresh
+        return [row[0] for row in fresh]
 
     def _still_kept(self, cur: Any, letters: list[DeadLetter]) -> list[DeadLetter]:
         """The letters among ``letters`` that the dead-letter table holds now."""
@@ -180,6 +187,16 @@ class IngestWrites(LetterShares):
     def _insert_results(
         self, cur: Any, rows: Sequence[tuple[Any, ...]]
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Store the new results among ``rows``; returns their ids and the conflicting rows."""
+        fresh, conflicts = self._sorted_out(cur, rows)
+        self._insert_fresh(cur, fresh)
+        return [row[0] for row in fresh], conflicts
+
+    def _sorted_out(
+        self, cur: Any, rows: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The rows whose measurement id is new (the first of each, in batch order), and those
+        that re-use a stored id (or one earlier in the batch) with other content; reads only."""
         unique: dict[str, tuple[Any, ...]] = {}
         conflicts = []
         for row in rows:
@@ -200,11 +217,12 @@ class IngestWrites(LetterShares):
             existing.update((row[0], row[1]) for row in cur.fetchall())
         conflicts += [row for key, row in unique.items()
                       if key in existing and not _same_measurement(existing[key], row[-1])]
-        fresh = [row for key, row in unique.items() if key not in existing]
-        self._insert_many(
-            cur, "results", RESULT_COLUMNS, fresh, "ON CONFLICT (measurement_id) DO NOTHING"
-        )
-        return [row[0] for row in fresh], conflicts
+        return [row for key, row in unique.items() if key not in existing], conflicts
+
+    def _insert_fresh(self, cur: Any, fresh: Sequence[tuple[Any, ...]]) -> None:
+        """Insert new results in measurement id order (the lock order, above)."""
+        self._insert_many(cur, "results", RESULT_COLUMNS, sorted(fresh, key=_measurement_id),
+                          "ON CONFLICT (measurement_id) DO NOTHING")
 
     def _insert_many(
         self,
@@ -229,15 +247,19 @@ class IngestWrites(LetterShares):
             sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {values} {conflict}"
             cur.execute(self._sql(sql), [value for row in chunk for value in row])
 
-    def _touch_devices(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-        seen = {(row[2], row[1]): row[4] for row in rows}  # (site, device) -> received_at
-        if not seen:
-            return
+    def _touch_devices(self, cur: Any, results: Sequence[tuple[Any, ...]],
+                       statuses: Sequence[tuple[Any, ...]] = ()) -> None:
+        """Register every device of ``results`` and ``statuses`` seen, in (site, device) order
+        (the lock order, above): the status upserts after it find each row locked already."""
+        seen: dict[tuple[str, str], str] = {}
+        for site, device, at in [(row[2], row[1], row[4]) for row in results] + [
+                (row[0], row[1], row[3]) for row in statuses]:
+            seen[site, device] = max(at, seen.get((site, device), at))
         self._insert_many(
             cur,
             "devices",
             ("site", "device_id", "last_seen"),
-            [(site, device, at) for (site, device), at in seen.items()],
+            [(site, device, at) for (site, device), at in sorted(seen.items())],
             f"ON CONFLICT (site, device_id) DO UPDATE SET {_LATEST_SEEN}",
         )
 
@@ -253,7 +275,7 @@ class IngestWrites(LetterShares):
                 f"INSERT INTO devices ({','.join(DEVICE_COLUMNS)}) VALUES ({marks}) "
                 f"ON CONFLICT (site, device_id) DO UPDATE SET {updates}"
             ),
-            rows,
+            sorted(rows, key=_device_key),  # stable: one device's statuses in arrival order
         )
 
     def _insert_dead_letters(
@@ -377,6 +399,14 @@ def _pruned_warning(pruned: Counter[tuple[str, str]]) -> str:
             f"kiosk was told to drop them: their only copy is lost. From "
             f"{', '.join(named[:_NAMED_DEVICES])}{more}. Raise the bounds, or fix what refuses "
             "them and run `appliance results retry` sooner")
+
+
+def _measurement_id(row: tuple[Any, ...]) -> str:
+    return str(row[0])
+
+
+def _device_key(row: tuple[Any, ...]) -> tuple[str, str]:
+    return str(row[0]), str(row[1])  # DEVICE_COLUMNS order: site, device_id, ...
 
 
 def _same_measurement(stored: str, received: str) -> bool:
