@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoffice.schema import LETTER_SIZE_SQL, named_measurement_id
+from appliance.backoffice.schema import letter_size_sql, named_measurement_id
 from appliance.transport.topics import parse_device_topic
 
 SHARE_OF_BOUNDS = 0.5  # of each bound, what one kiosk's letters may hold before others' go
@@ -35,6 +35,7 @@ class LetterShares:
     """``_prune_over_share`` for ``IngestWrites.write_batch``."""
 
     if TYPE_CHECKING:
+        postgres: bool
 
         def _sql(self, text: str) -> str: ...
         def _stream(self, sql: str, params: Sequence[Any],
@@ -114,7 +115,8 @@ class LetterShares:
         after, page_size = 0, _LETTERS_AT_ONCE
         while True:
             cur.execute(self._sql(
-                f"SELECT id, {LETTER_SIZE_SQL} FROM dead_letters WHERE id > ? AND topic IN "
+                f"SELECT id, {letter_size_sql(self.postgres)} FROM dead_letters "
+                f"WHERE id > ? AND topic IN "
                 f"({','.join('?' * len(topics))}) ORDER BY id LIMIT ?"),
                 [after, *topics, page_size])
             page = [(int(row[0]), int(row[1])) for row in cur.fetchall()]

@@ -1,8 +1,9 @@
 """The back-office tables, their versioned migrations and the row form of each payload.
 
 One schema serves SQLite and PostgreSQL: the few type names that differ are placeholders
-(``{id}``, ``{real}``, ``{blob}``) filled in per dialect, as is the one expression that reads a
-stored payload's JSON (``{payload_not_validated}``, migration 6). Times are stored as UTC ISO 8601
+(``{id}``, ``{real}``, ``{blob}``) filled in per dialect, as are the one expression that reads a
+stored payload's JSON (``{payload_not_validated}``, migration 6) and a dead letter's size in
+bytes (``{letter_size}``, migrations 14 and 15). Times are stored as UTC ISO 8601
 text with a fixed width (``2026-01-02T03:04:05.123456Z``), so they sort and compare as text in
 both databases. A new migration is appended, never edited: stores remember the versions they ran.
 """
@@ -56,9 +57,21 @@ DEVICE_COLUMNS = (
     "outbox_oldest_age_s",
 )
 
-# what one dead letter counts against ``dead_letter_max_total_bytes``: its payload, reason and
-# topic, as the database measures them (the one definition the store's running total uses)
-LETTER_SIZE_SQL = "LENGTH(payload) + LENGTH(reason) + LENGTH(topic)"
+# what one dead letter counts against ``dead_letter_max_total_bytes``: the bytes of its
+# payload, reason and topic (UTF-8), as each database measures them (the one definition the
+# store's running total uses). LENGTH of text counts characters in both databases, so a topic
+# or reason of multibyte characters counted less than it holds (migration 15 recounts)
+_LETTER_SIZE_SQL = {
+    False: "LENGTH(CAST(payload AS BLOB)) + LENGTH(CAST(reason AS BLOB)) + "
+           "LENGTH(CAST(topic AS BLOB))",  # SQLite: a text cast to BLOB is its UTF-8 bytes
+    True: "OCTET_LENGTH(payload) + OCTET_LENGTH(reason) + OCTET_LENGTH(topic)",
+}
+
+
+def letter_size_sql(postgres: bool) -> str:
+    """The SQL expression of a dead letter's size in bytes (PostgreSQL's or SQLite's)."""
+    return _LETTER_SIZE_SQL[postgres]
+
 
 _FEATURE_DDL = ",\n".join(
     f"    {key} {'BIGINT' if key == 'pore_count' else '{real}'} NOT NULL" for key in FEATURE_KEYS
@@ -247,28 +260,37 @@ DELETE FROM console_sessions WHERE name NOT IN (SELECT name FROM console_users)
     (
         13,
         "dead letters: how many are kept and their size, kept up to date with them",
-        f"""
+        """
 CREATE TABLE dead_letter_totals (
     only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
     letters BIGINT NOT NULL,
     letter_bytes BIGINT NOT NULL
 );
 INSERT INTO dead_letter_totals (only_row, letters, letter_bytes)
-    SELECT 1, COUNT(*), COALESCE(SUM({LETTER_SIZE_SQL}), 0) FROM dead_letters
+    SELECT 1, COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(reason) + LENGTH(topic)), 0)
+    FROM dead_letters
 """,
     ),
     (
         14,
         "dead letters: how many each topic holds and their size, so that the bounds prune "
         "the letters of a kiosk holding more than its share first (letter_shares.py)",
-        f"""
+        """
 CREATE TABLE dead_letter_topic_totals (
     topic TEXT PRIMARY KEY,
     letters BIGINT NOT NULL,
     letter_bytes BIGINT NOT NULL
 );
 INSERT INTO dead_letter_topic_totals (topic, letters, letter_bytes)
-    SELECT topic, COUNT(*), COALESCE(SUM({LETTER_SIZE_SQL}), 0) FROM dead_letters GROUP BY topic
+    SELECT topic, COUNT(*), COALESCE(SUM({letter_size}), 0) FROM dead_letters GROUP BY topic
+""",
+    ),
+    (
+        15,
+        "dead letters: their size counted in bytes, not characters (the totals recounted)",
+        """
+UPDATE dead_letter_totals SET letters = (SELECT COUNT(*) FROM dead_letters),
+    letter_bytes = (SELECT COALESCE(SUM({letter_size}), 0) FROM dead_letters)
 """,
     ),
 )

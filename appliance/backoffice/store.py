@@ -29,6 +29,7 @@ from appliance.backoffice.schema import (
     RESULT_COLUMNS,
     DeadLetter,
     iso_utc,
+    letter_size_sql,
 )
 from appliance.backoffice.sqlitefile import (
     cannot_open,
@@ -58,12 +59,13 @@ _PG_TYPES = {
     "id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": "BYTEA",
     "payload_not_validated": "COALESCE((SELECT string_agg(key, ',' ORDER BY n) FROM "
     "json_array_elements_text(payload::json -> 'not_validated') WITH ORDINALITY AS nv(key, n)"
-    "), '')",
+    "), '')", "letter_size": letter_size_sql(postgres=True),
 }
 _SQLITE_TYPES = {
     "id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "blob": "BLOB",
     "payload_not_validated": "COALESCE((SELECT group_concat(value, ',') FROM "
     "(SELECT value FROM json_each(payload, '$.not_validated') ORDER BY key)), '')",
+    "letter_size": letter_size_sql(postgres=False),
 }
 # SQLite keeps foreign keys (a user's tokens and sessions) unenforced unless each connection
 # asks, outside a transaction; PostgreSQL always enforces them

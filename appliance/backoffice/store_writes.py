@@ -20,11 +20,11 @@ from appliance.backoffice.letter_shares import LetterShares
 from appliance.backoffice.queries import NAME_CHARS
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
-    LETTER_SIZE_SQL,
     RESULT_COLUMNS,
     DeadLetter,
     dead_letter,
     iso_utc,
+    letter_size_sql,
     named_measurement_id,
 )
 from appliance.logsafe import shorten
@@ -292,7 +292,7 @@ class IngestWrites(LetterShares):
             cur.execute(self._sql(
                 f"INSERT INTO dead_letters ({','.join(_LETTER_COLUMNS)}) VALUES "
                 f"{','.join([one] * len(chunk))} ON CONFLICT (letter_sha256) DO NOTHING "
-                f"RETURNING id, topic, {LETTER_SIZE_SQL}"),
+                f"RETURNING id, topic, {letter_size_sql(self.postgres)}"),
                 [value for d in chunk for value in (d.received_at, d.topic, d.reason,
                                                     d.payload_bytes, d.payload, d.letter_sha256)])
             for letter_id, topic, size in cur.fetchall():
@@ -305,7 +305,7 @@ class IngestWrites(LetterShares):
     def _remove_letters(self, cur: Any, where: str, params: Sequence[Any]) -> None:
         """Delete the dead letters ``where`` picks, taking them off ``dead_letter_totals``."""
         cur.execute(self._sql(f"DELETE FROM dead_letters WHERE {where} "
-                              f"RETURNING topic, {LETTER_SIZE_SQL}"), params)
+                              f"RETURNING topic, {letter_size_sql(self.postgres)}"), params)
         sizes = [(str(row[0]), int(row[1])) for row in cur.fetchall()]
         self._add_to_letter_totals(cur, -len(sizes), -sum(size for _, size in sizes))
         self._add_to_topic_totals(cur, sizes, -1)
@@ -344,8 +344,9 @@ class IngestWrites(LetterShares):
         range of the id index however many letters are kept."""
         after, page_size = 0, first_page
         while True:
-            cur.execute(self._sql(f"SELECT id, {LETTER_SIZE_SQL} FROM dead_letters WHERE id > ? "
-                                  "ORDER BY id LIMIT ?"), (after, page_size))
+            cur.execute(self._sql(f"SELECT id, {letter_size_sql(self.postgres)} FROM "
+                                  "dead_letters WHERE id > ? ORDER BY id LIMIT ?"),
+                        (after, page_size))
             page = [(int(row[0]), int(row[1])) for row in cur.fetchall()]
             yield from page
             if len(page) < page_size:

@@ -19,7 +19,6 @@ from appliance.transport.payloads import Result
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
 AT = "2026-12-05T00:00:00.000000Z"
-SIZE = "LENGTH(payload) + LENGTH(reason) + LENGTH(topic)"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -28,19 +27,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
+def _size(letter: DeadLetter) -> int:
+    """What a letter counts against the bound: the bytes of its payload, reason and topic."""
+    return len(letter.payload) + len(letter.reason.encode()) + len(letter.topic.encode())
+
+
 def _kept(store: Store) -> tuple[int, int]:
     """The kept letters' count and size, summed from the letters themselves."""
-    row = store.query(f"SELECT COUNT(*), COALESCE(SUM({SIZE}), 0) FROM dead_letters")[0]
-    return int(row[0]), int(row[1])
+    letters = store.dead_letters(limit=100_000)
+    return len(letters), sum(map(_size, letters))
 
 
 def _by_topic(store: Store) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
     """Each topic's letters: counted from the letters, and as ``dead_letter_topic_totals``."""
-    counted = store.query(f"SELECT topic, COUNT(*), SUM({SIZE}) FROM dead_letters "
-                          "GROUP BY topic ORDER BY topic")
+    counted: dict[str, tuple[int, int]] = {}
+    for letter in store.dead_letters(limit=100_000):
+        rows, size = counted.get(letter.topic, (0, 0))
+        counted[letter.topic] = (rows + 1, size + _size(letter))
     kept = store.query("SELECT topic, letters, letter_bytes FROM dead_letter_topic_totals "
                        "ORDER BY topic")
-    return ([(str(t), int(n), int(b)) for t, n, b in counted],
+    return ([(t, n, b) for t, (n, b) in sorted(counted.items())],
             [(str(t), int(n), int(b)) for t, n, b in kept])
 
 
@@ -147,7 +153,7 @@ def test_several_writers_at_once_keep_the_total_exact_and_the_bounds(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_migrations_13_and_14_count_the_letters_kept_before_them(
+def test_migrations_13_to_15_count_the_letters_kept_before_them(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
@@ -159,7 +165,7 @@ def test_migrations_13_and_14_count_the_letters_kept_before_them(
         old.write("INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
                   "VALUES (?, ?, ?, ?, ?)",
                   [(AT, f"p/lab/k{i}/status", "bad", 10 * i, b"y" * 10 * i) for i in range(6)])
-        assert old.migrate() == [13, 14]
+        assert old.migrate() == [13, 14, 15]
         assert _totals(old) == _kept(old) == (6, 6 * len("p/lab/k0/status" + "bad") + 150)
         counted, kept = _by_topic(old)  # migration 14 counts them by topic
         assert counted == kept
@@ -281,3 +287,42 @@ def test_a_lowered_bound_prunes_many_of_the_greedy_kiosk_s_letters_at_once(store
     assert _kept(store) == _totals(store)
     counted, kept = _by_topic(store)
     assert counted == kept
+
+
+def _multibyte(index: int) -> DeadLetter:
+    """A refused message whose topic and reason are multibyte characters: 1,385 characters,
+    4,121 bytes (a reason quoting what was refused, on a topic named in Japanese)."""
+    return dead_letter(AT, f"p/研究室/k{index}/status", "値" * 1365 + f"#{index:02d}", b"{}")
+
+
+def test_the_byte_bound_counts_bytes_of_multibyte_topics_and_reasons(store: Store) -> None:
+    """The size counted characters: five such letters (6,925 characters, 20,605 bytes) were
+    all kept under a bound of 10,000 bytes."""
+    for index in range(5):
+        store.write_batch(Batch(dead_letters=[_multibyte(index)]), 100, 10_000)
+        assert _totals(store) == _kept(store)
+    rows, size = _kept(store)
+    assert size <= 10_000
+    assert rows == 2
+    assert store.dead_letters()[0].topic == "p/研究室/k4/status"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_migration_15_counts_the_letters_kept_before_it_in_bytes(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
+    schema = None if backend == "sqlite" else f"store_dlsum_{uuid.uuid4().hex[:12]}"
+    with monkeypatch.context() as before_15:  # a store as it was before migration 15
+        before_15.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:14])
+        old = open_store(url, pg_schema=schema)
+        old.write_batch(Batch(dead_letters=[_multibyte(n) for n in range(2)]), 100)
+        # the total as the code before migration 15 kept it: in characters
+        old.write("UPDATE dead_letter_totals SET letter_bytes = ?", [(2 * 1385,)])
+    try:
+        assert old.migrate() == [15]
+        assert _totals(old) == _kept(old) == (2, 2 * 4121)
+    finally:
+        if schema is not None:
+            old.drop_postgres_schema(schema)
+        old.close()
