@@ -93,16 +93,26 @@ def open_for(args: argparse.Namespace, create: bool = False, writes: bool = Fals
 
     Read commands (the default) open it read-only: they never create, migrate or change it. A
     command that writes (``writes``) migrates it; one that may come first (``create``) may also
-    create it.
+    create it. A store a newer appliance migrated is refused to both, unchanged, as the console
+    refuses it (``newer_schema_problem``): reads take it.
     """
-    from appliance.backoffice.store import StoreError, open_existing_store, open_store
+    from appliance.backoffice.store import (
+        StoreError,
+        newer_schema_problem,
+        open_existing_store,
+        open_store,
+    )
 
     url = store_url_of(args)
     if url is None:
         return None
     try:
         if create or writes:
-            return open_store(url, create=create)
+            store = open_store(url, create=create)
+            if (newer := newer_schema_problem(store, "appliance", "changes nothing")):
+                store.close()
+                raise StoreError(newer)
+            return store
         return open_existing_store(url)
     except StoreError as exc:
         print(f"store error: {exc}", file=sys.stderr)

@@ -52,8 +52,8 @@ from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch and StoreError live in store_writes.py and storeerrors.py; users of the
     # Store import them from here with it
-    "LATEST_VERSION", "Batch", "Store", "StoreError", "open_existing_store", "open_store",
-    "schema_problem",
+    "LATEST_VERSION", "Batch", "Store", "StoreError", "newer_schema_problem",
+    "open_existing_store", "open_store", "schema_problem",
 ]
 _PG_TYPES = {
     "id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": "BYTEA",
@@ -426,6 +426,19 @@ def _refuse_missing(url: str) -> None:
             "config's store.url; `appliance store migrate`, `appliance demo` or `appliance "
             "backoffice` create it)"
         )
+
+
+def newer_schema_problem(store: Store, who: str, refusal: str) -> str | None:
+    """Why ``who`` (a console, a command that writes) must not change this store: a newer
+    appliance migrated it and keeps rules there this code cannot read, let alone enforce (a
+    user's disabled_at, a token's expiry); None when it may. ``refusal``: what it does instead."""
+    version = store.schema_version()
+    if version <= LATEST_VERSION:
+        return None
+    return (f"{store_name(store.url)} is at schema version {version}, newer than this {who}'s "
+            f"{LATEST_VERSION}: a newer appliance keeps account rules there (disabled users, "
+            f"token expiry) that this one cannot enforce, so it {refusal}; run the appliance "
+            "that migrated it")
 
 
 def schema_problem(store: Store) -> str | None:

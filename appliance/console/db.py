@@ -18,9 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
+from appliance.backoffice.store import Store, StoreError, newer_schema_problem, open_store
 from appliance.backoffice.storeerrors import DATABASE_ERRORS, STORE_ERRORS, is_outage
-from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobstore import open_pathology_store
 
 log = logging.getLogger(__name__)
@@ -46,13 +45,8 @@ class StorePool:
                  wait_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         first = open_store(url, pg_schema)  # migrates (console tables and indexes included)
         try:
-            version = first.schema_version()
-            if version > LATEST_VERSION:
-                raise StoreError(
-                    f"{store_name(url)} is at schema version {version}, newer than this "
-                    f"console's {LATEST_VERSION}: a newer appliance keeps account rules there "
-                    "(disabled users, token expiry) that this one cannot enforce, so it does not "
-                    "serve it; run the appliance that migrated it")
+            if (newer := newer_schema_problem(first, "console", "does not serve it")):
+                raise StoreError(newer)
             first.forget_expired_tokens()
             # the pathology server's tables, created as it creates them, so its jobs page reads
             open_pathology_store(url, pg_schema).close()

@@ -212,3 +212,39 @@ def test_a_console_does_not_serve_a_store_a_newer_appliance_migrated(
     assert "console on" not in printed.out
     assert (tmp_path / "newer.sqlite3").read_bytes() == before
     assert main(["store", "migrate", "--store", url]) == 0  # left as it is, said so
+
+
+def test_account_commands_refuse_a_store_a_newer_appliance_migrated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An older appliance's `console user add` (remove, disable, enable, token create, revoke)
+    wrote there as if it knew the account rules a newer one keeps: it set passwords and made
+    tokens the console itself refuses to serve. Each now refuses, exit 2, naming both schema
+    versions, and changes nothing; `console user list` (a read) still reads it."""
+    url = f"sqlite:///{tmp_path / 'newer.sqlite3'}"
+    newer = open_store(url)
+    try:
+        add_user(newer, "ops", "operator", PASSWORD)
+        add_user(newer, "ann", "viewer", PASSWORD)
+        token = create_token(newer, "ann").token
+        newer.write("INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    [(LATEST_VERSION + 1, "from a newer appliance", "2027-01-01T00:00:00Z")])
+    finally:
+        newer.close()
+    before = (tmp_path / "newer.sqlite3").read_bytes()
+    password_file = tmp_path / "pw"
+    password_file.write_text("another long secret\n")
+    token_id = auth.token_id_of(token)
+    for command in (["user", "add", "bob", "--password-file", str(password_file)],
+                    ["user", "add", "ann", "--password-file", str(password_file)],
+                    ["user", "remove", "ann"], ["user", "disable", "ann"],
+                    ["user", "enable", "ann"], ["token", "create", "ann"],
+                    ["token", "revoke", token_id]):
+        assert main(["console", *command, "--store", url]) == 2, command
+        err = capsys.readouterr().err
+        assert f"schema version {LATEST_VERSION + 1}, newer than this appliance's " \
+               f"{LATEST_VERSION}" in err, command
+        assert "changes nothing" in err, command
+        assert (tmp_path / "newer.sqlite3").read_bytes() == before, command
+    assert main(["console", "user", "list", "--store", url]) == 0
+    assert "ann" in capsys.readouterr().out
