@@ -201,6 +201,14 @@ class Store(ConsoleQueries, IngestWrites):
             raise
         cur.execute("COMMIT")
 
+    def pending_migrations(self) -> list[int]:
+        """The versions of the migrations this store has not run (every one for an empty
+        database); reads only (another program's write lock does not hold it up)."""
+        if not self.has_table("schema_migrations"):
+            return [version for version, _, _ in MIGRATIONS]
+        done = {int(row[0]) for row in self._fetch("SELECT version FROM schema_migrations")}
+        return [version for version, _, _ in MIGRATIONS if version not in done]
+
     def migrate(self) -> list[int]:
         """Apply the migrations this store has not run yet; returns their versions."""
         types = _PG_TYPES if self.postgres else _SQLITE_TYPES
@@ -381,11 +389,15 @@ def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> S
     if not create:
         _refuse_missing(url)
     store = Store(url, pg_schema)
+    doing = "read the schema version of"
     try:
+        # a writer takes the write lock at start even when nothing needs migrating, so one
+        # that cannot write says so at once; an up-to-date store is not said to need migrating
+        doing = "migrate" if store.pending_migrations() else "write to"
         store.migrate()
     except Exception as exc:
         store.close()
-        raise StoreError(f"cannot migrate the {store_name(url)}: {explained(exc)}") from exc
+        raise StoreError(f"cannot {doing} the {store_name(url)}: {explained(exc)}") from exc
     return store
 
 

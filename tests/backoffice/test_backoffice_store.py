@@ -448,3 +448,29 @@ def test_migrations_at_once_on_a_fresh_postgresql_store_all_succeed() -> None:
         finally:
             owner.drop_postgres_schema(schema)
             owner.close()
+
+
+
+def test_an_up_to_date_store_another_program_holds_is_not_said_to_need_migrating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer starting on a store another program held locked past the busy timeout said
+    'cannot migrate the SQLite store ...', though nothing needed migrating: it says it cannot
+    write to it, where, and why (it still stops at start: it could not write)."""
+    import appliance.backoffice.store as store_module
+
+    path = tmp_path / "store.sqlite3"
+    open_store(f"sqlite:///{path}").close()
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    holder = sqlite3.connect(path, isolation_level=None)  # WAL: others still read
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreError) as refused:
+            open_store(f"sqlite:///{path}")
+    finally:
+        holder.close()
+    said = str(refused.value)
+    assert said.startswith(f"cannot write to the SQLite store {path}: database is locked "
+                           "(another program held it locked longer than the busy timeout"), said
+    assert "migrate" not in said
+    open_store(f"sqlite:///{path}").close()  # once that program is done
