@@ -9,7 +9,8 @@ from pathlib import Path
 
 from appliance import interrupts
 from appliance.backoffice.ingest import IngestWorker, default_client_id
-from appliance.backoffice.store import StoreError, open_store
+from appliance.backoffice.store import Store, StoreError, open_store
+from appliance.backoffice.storeerrors import STORE_ERRORS, explained
 from appliance.backoffice.storeurl import store_name, store_url_for
 from appliance.config import Config
 from appliance.statelock import StateDirError, StateLock, StateLockError
@@ -44,12 +45,28 @@ def run_backoffice(config: Config, stop: threading.Event) -> int:
         lock.release()
 
 
+def _recount_dead_letters(store: Store) -> None:
+    """Set the store's running total of dead letters right (``recount_letter_totals``),
+    saying so when it had drifted."""
+    (letters, letter_bytes), (kept, kept_bytes) = store.recount_letter_totals()
+    if (letters, letter_bytes) != (kept, kept_bytes):
+        log.warning("the dead-letter totals said %d letters of %d bytes, but %d of %d bytes "
+                    "are kept (a back-office worker older than store migration 13 kept or "
+                    "pruned some); recounted", letters, letter_bytes, kept, kept_bytes)
+
+
 def _ingest(config: Config, stop: threading.Event) -> int:
     url = store_url_for(config.store.url, config.state_dir)
     try:
         store = open_store(url)
     except StoreError as exc:
         log.error("%s", exc)
+        return 1
+    try:
+        _recount_dead_letters(store)
+    except STORE_ERRORS as exc:
+        log.error("the %s failed as the worker started: %s", store_name(url), explained(exc))
+        store.close()
         return 1
     try:
         worker = IngestWorker(config, store)

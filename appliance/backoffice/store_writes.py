@@ -129,6 +129,26 @@ class IngestWrites(LetterShares):
             log.warning("%s", _pruned_warning(pruned))
         return [row[0] for row in fresh]
 
+    def recount_letter_totals(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Count the kept dead letters and their bytes again into ``dead_letter_totals``;
+        returns (count, bytes) as the row had them and as they are.
+
+        Workers older than store migration 13 keep and prune letters without the running
+        total, so while one runs beside a newer one the total drifts (the newer worker's
+        bounds then prune too few letters, or too many). Each worker recounts as it starts:
+        once the older ones are stopped, the next start sets the total right. One scan of
+        the letters' sizes, not their payloads."""
+        with self._transaction() as cur:
+            before = self._add_to_letter_totals(cur, 0, 0)  # the row first: the lock order
+            cur.execute(f"SELECT COUNT(*), COALESCE(SUM({letter_size_sql(self.postgres)}), 0) "
+                        "FROM dead_letters")
+            row = cur.fetchone()
+            counted = int(row[0]), int(row[1])
+            if counted != before:
+                cur.execute(self._sql("UPDATE dead_letter_totals SET letters = ?, "
+                                      "letter_bytes = ?"), counted)
+        return before, counted
+
     def _still_kept(self, cur: Any, letters: list[DeadLetter]) -> list[DeadLetter]:
         """The letters among ``letters`` that the dead-letter table holds now."""
         hashes = list({d.letter_sha256 for d in letters if d.letter_sha256 is not None})

@@ -4,6 +4,7 @@ of change, with several writers at once, and the bounds must still hold exactly.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import uuid
@@ -13,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from appliance.backoffice.schema import MIGRATIONS, DeadLetter, dead_letter, result_row
+from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Batch, Store, open_store
+from appliance.config import config_from_mapping
 from appliance.synthetic import fleet
+from appliance.transport.broker import free_port
 from appliance.transport.payloads import Result
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
@@ -326,3 +330,55 @@ def test_migration_15_counts_the_letters_kept_before_it_in_bytes(
         if schema is not None:
             old.drop_postgres_schema(schema)
         old.close()
+
+
+def _as_an_older_worker(store: Store) -> None:
+    """What a worker from before migration 13 does beside a newer one: it keeps letters and
+    prunes the oldest without the running total."""
+    store.write("INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload, "
+                "letter_sha256) VALUES (?, ?, ?, ?, ?, ?)",
+                [(d.received_at, d.topic, d.reason, d.payload_bytes, d.payload, d.letter_sha256)
+                 for d in (_letter(random.Random(n), n) for n in range(20, 26))])
+    oldest = store.query("SELECT MIN(id) FROM dead_letters")[0][0]
+    store.write("DELETE FROM dead_letters WHERE id = ?", [(oldest,)])
+
+
+def test_a_recount_sets_right_a_total_an_older_worker_let_drift(store: Store) -> None:
+    rng = random.Random(5)
+    store.write_batch(Batch(dead_letters=[_letter(rng, n) for n in range(4)]), 100)
+    _as_an_older_worker(store)
+    drifted = _totals(store)
+    assert drifted != _kept(store)
+    assert store.recount_letter_totals() == (drifted, _kept(store))
+    assert _totals(store) == _kept(store) == (9, _kept(store)[1])
+    assert store.recount_letter_totals() == (_kept(store), _kept(store))  # nothing to set
+
+
+def test_a_worker_recounts_the_dead_letters_as_it_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Workers older than migration 13 run on during a rolling upgrade: the next worker that
+    starts after them sets the total right, and says it had drifted."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store = open_store(url)
+    try:
+        store.write_batch(Batch(dead_letters=[_letter(random.Random(1), 2)]), 100)
+        _as_an_older_worker(store)
+        drifted = _totals(store)
+    finally:
+        store.close()
+    config = config_from_mapping({
+        "mqtt": {"host": "127.0.0.1", "port": free_port(), "topic_prefix": "store-recount"},
+        "state_dir": str(tmp_path), "store": {"url": url},
+        "backoffice": {"client_id": f"store-recount-{uuid.uuid4().hex[:8]}"}}, environ={})
+    stop = threading.Event()
+    stop.set()  # starts, then stops at once: no broker needed
+    with caplog.at_level(logging.WARNING, logger="appliance.backoffice.service"):
+        assert run_backoffice(config, stop) == 0
+    store = open_store(url)
+    try:
+        assert _totals(store) == _kept(store) != drifted
+        assert f"the dead-letter totals said {drifted[0]} letters of {drifted[1]} bytes, " \
+               f"but {_kept(store)[0]} of {_kept(store)[1]} bytes are kept" in caplog.text
+    finally:
+        store.close()
