@@ -293,6 +293,31 @@ UPDATE dead_letter_totals SET letters = (SELECT COUNT(*) FROM dead_letters),
     letter_bytes = (SELECT COALESCE(SUM({letter_size}), 0) FROM dead_letters)
 """,
     ),
+    (
+        16,
+        "rollouts: each device's state names a rollout that is there (a foreign key); rows "
+        "naming none are kept aside in rollout_devices_orphaned",
+        """
+CREATE TABLE rollout_devices_orphaned AS SELECT * FROM rollout_devices
+    WHERE rollout_id NOT IN (SELECT rollout_id FROM rollouts);
+CREATE TABLE rollout_devices_keyed (
+    rollout_id TEXT NOT NULL CONSTRAINT rollout_devices_rollout_fkey
+        REFERENCES rollouts (rollout_id),
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    running_version TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, site, device_id)
+);
+INSERT INTO rollout_devices_keyed SELECT * FROM rollout_devices
+    WHERE rollout_id IN (SELECT rollout_id FROM rollouts);
+DROP TABLE rollout_devices;
+ALTER TABLE rollout_devices_keyed RENAME TO rollout_devices
+""",
+    ),
 )
 
 
