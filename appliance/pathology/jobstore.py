@@ -24,22 +24,12 @@ from typing import Any
 from appliance.backoffice.store import Store
 from appliance.pathology.jobs import FINAL_STATES, JobRequest, utc_text
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS pathology_jobs (
-    job_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    lease_until {real} NOT NULL,
-    request TEXT NOT NULL,
-    submitted_at TEXT NOT NULL,
-    accepted_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    takeovers INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS pathology_slides (
-    job_id TEXT NOT NULL,
+# A job's slide results, keyed to the job (a foreign key; tables made before it had none and
+# are rebuilt with it by migrate_pathology, rows naming no job kept aside)
+_SLIDES_DDL = """
+CREATE TABLE {exists}{name} (
+    job_id TEXT NOT NULL CONSTRAINT pathology_slides_job_fkey
+        REFERENCES pathology_jobs (job_id),
     slide_index INTEGER NOT NULL,
     slide TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -58,7 +48,23 @@ CREATE TABLE IF NOT EXISTS pathology_slides (
     server TEXT NOT NULL,
     stored_at TEXT NOT NULL,
     PRIMARY KEY (job_id, slide_index)
+)
+"""
+_DDL = """
+CREATE TABLE IF NOT EXISTS pathology_jobs (
+    job_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    lease_until {real} NOT NULL,
+    request TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    accepted_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    takeovers INTEGER NOT NULL DEFAULT 0
 );
+{slides}
 CREATE INDEX IF NOT EXISTS pathology_refusals ON pathology_jobs (updated_at)
     WHERE request = '{{}}'
 """
@@ -82,13 +88,39 @@ class PathologyStore(Store):
     """The store's pathology tables; one connection, not shared between threads."""
 
     def migrate_pathology(self) -> None:
-        """Create the pathology tables when missing."""
+        """Create the pathology tables when missing, and key the slide results of a store made
+        before they had a foreign key to their job."""
         real = "DOUBLE PRECISION" if self.postgres else "REAL"
+        slides = _SLIDES_DDL.format(exists="IF NOT EXISTS ", name="pathology_slides", real=real)
         with self._transaction() as cur:
             self.lock_for_migration(cur)  # servers and store migrate may start together
-            for statement in _DDL.format(real=real).split(";"):
+            for statement in _DDL.format(real=real, slides=slides + ";").split(";"):
                 if statement.strip():
                     cur.execute(statement)
+            if not self._slides_keyed(cur):
+                self._key_slides(cur, real)
+
+    def _slides_keyed(self, cur: Any) -> bool:
+        """Whether pathology_slides has its foreign key to pathology_jobs."""
+        if self.postgres:
+            cur.execute("SELECT COUNT(*) FROM pg_constraint WHERE contype = 'f' AND "
+                        "conrelid = to_regclass('pathology_slides')")
+            return bool(cur.fetchone()[0])
+        cur.execute("SELECT COUNT(*) FROM pragma_foreign_key_list('pathology_slides')")
+        return bool(cur.fetchone()[0])
+
+    def _key_slides(self, cur: Any, real: str) -> None:
+        """Rebuild pathology_slides with its foreign key (neither database adds one in place
+        in the same SQL); rows naming no job are kept, as they were, in
+        pathology_slides_orphaned."""
+        orphaned = "job_id NOT IN (SELECT job_id FROM pathology_jobs)"
+        cur.execute(f"CREATE TABLE pathology_slides_orphaned AS SELECT * FROM pathology_slides "
+                    f"WHERE {orphaned}")
+        cur.execute(_SLIDES_DDL.format(exists="", name="pathology_slides_keyed", real=real))
+        cur.execute(f"INSERT INTO pathology_slides_keyed SELECT * FROM pathology_slides "
+                    f"WHERE NOT ({orphaned})")
+        cur.execute("DROP TABLE pathology_slides")
+        cur.execute("ALTER TABLE pathology_slides_keyed RENAME TO pathology_slides")
 
     def _lease_clock(self, cur: Any) -> float:
         """Now in seconds since the epoch on the clock leases run on: the PostgreSQL
