@@ -106,7 +106,11 @@ class IngestWrites(LetterShares):
             letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
             if letters:  # rows are locked in one order by every writer (the lock order, above)
                 self._add_to_letter_totals(cur, 0, 0)
-            self._insert_fresh(cur, fresh)
+            fresh, late = self._insert_fresh(cur, fresh)
+            if late:  # another worker stored these ids meanwhile, with other content
+                if not letters:  # out of the lock order: a deadlock here is retried
+                    self._add_to_letter_totals(cur, 0, 0)
+                letters += [_conflict(batch.topic_prefix, r) for r in late]
             self._touch_devices(cur, batch.results, batch.statuses)
             if batch.statuses:
                 self._upsert_statuses(cur, batch.statuses)
@@ -209,8 +213,8 @@ class IngestWrites(LetterShares):
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Store the new results among ``rows``; returns their ids and the conflicting rows."""
         fresh, conflicts = self._sorted_out(cur, rows)
-        self._insert_fresh(cur, fresh)
-        return [row[0] for row in fresh], conflicts
+        fresh, late = self._insert_fresh(cur, fresh)
+        return [row[0] for row in fresh], conflicts + late
 
     def _sorted_out(
         self, cur: Any, rows: Sequence[tuple[Any, ...]]
@@ -239,10 +243,31 @@ class IngestWrites(LetterShares):
                       if key in existing and not _same_measurement(existing[key], row[-1])]
         return [row for key, row in unique.items() if key not in existing], conflicts
 
-    def _insert_fresh(self, cur: Any, fresh: Sequence[tuple[Any, ...]]) -> None:
-        """Insert new results in measurement id order (the lock order, above)."""
-        self._insert_many(cur, "results", RESULT_COLUMNS, sorted(fresh, key=_measurement_id),
-                          "ON CONFLICT (measurement_id) DO NOTHING")
+    def _insert_fresh(
+        self, cur: Any, fresh: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Insert new results in measurement id order (the lock order, above); returns those
+        stored now and those another transaction stored first with other content.
+
+        ``fresh`` was read as not stored, but on PostgreSQL another worker may store the same
+        id before this insert (it waits for that one, then does nothing): read as stored, its
+        content would be confirmed to its kiosk and never kept. SQLite's BEGIN IMMEDIATE lets
+        no other writer in between."""
+        ordered = sorted(fresh, key=_measurement_id)
+        conflict = "ON CONFLICT (measurement_id) DO NOTHING"
+        if not self.postgres or not ordered:
+            self._insert_many(cur, "results", RESULT_COLUMNS, ordered, conflict)
+            return list(fresh), []
+        inserted = set(self._insert_many(cur, "results", RESULT_COLUMNS, ordered, conflict,
+                                         returning="measurement_id"))
+        beaten = [row for row in fresh if row[0] not in inserted]
+        if not beaten:
+            return list(fresh), []
+        cur.execute(self._sql("SELECT measurement_id, payload FROM results WHERE measurement_id "
+                              f"IN ({','.join('?' * len(beaten))})"), [row[0] for row in beaten])
+        stored = dict(cur.fetchall())
+        late = [row for row in beaten if not _same_measurement(stored[row[0]], row[-1])]
+        return [row for row in fresh if row[0] in inserted], late
 
     def _insert_many(
         self,
@@ -251,21 +276,33 @@ class IngestWrites(LetterShares):
         columns: Sequence[str],
         rows: Sequence[tuple[Any, ...]],
         conflict: str,
-    ) -> None:
+        *,
+        returning: str | None = None,
+    ) -> list[Any]:
         """SQLite: multi-row INSERTs, one step (and GIL hand-off) per chunk instead of per row.
-        PostgreSQL: psycopg's pipelined executemany, which parses the one-row query once."""
+        PostgreSQL: psycopg's pipelined executemany, which parses the one-row query once; with
+        ``returning`` (PostgreSQL only), the column of each row inserted."""
         one = "(" + ",".join("?" * len(columns)) + ")"
         if self.postgres:
-            if rows:
-                sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {one} {conflict}"
+            if not rows:
+                return []
+            sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {one} {conflict}"
+            if returning is None:
                 cur.executemany(self._sql(sql), rows)
-            return
+                return []
+            cur.executemany(self._sql(f"{sql} RETURNING {returning}"), rows, returning=True)
+            returned = []
+            while True:
+                returned += [row[0] for row in cur.fetchall()]
+                if not cur.nextset():
+                    return returned
         per_chunk = max(1, _MAX_PARAMS // len(columns))
         for start in range(0, len(rows), per_chunk):
             chunk = rows[start : start + per_chunk]
             values = ",".join([one] * len(chunk))
             sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES {values} {conflict}"
             cur.execute(self._sql(sql), [value for row in chunk for value in row])
+        return []
 
     def _touch_devices(self, cur: Any, results: Sequence[tuple[Any, ...]],
                        statuses: Sequence[tuple[Any, ...]] = ()) -> None:

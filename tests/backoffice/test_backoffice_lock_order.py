@@ -65,12 +65,15 @@ def _one_row_at_a_time(store: Store, table: str, after_first: threading.Event | 
     insert_many = store._insert_many  # noqa: SLF001 - the test orders the inserts' locks
 
     def one_by_one(cur: Any, name: str, columns: Sequence[str],
-                   rows: Sequence[tuple[Any, ...]], conflict: str) -> None:
+                   rows: Sequence[tuple[Any, ...]], conflict: str, *,
+                   returning: str | None = None) -> list[Any]:
+        returned = []
         for index, row in enumerate(rows):
-            insert_many(cur, name, columns, [row], conflict)
+            returned += insert_many(cur, name, columns, [row], conflict, returning=returning)
             if name == table and index == 0 and after_first is not None and go_on is not None:
                 after_first.set()
                 go_on.wait(WAIT_S)
+        return returned
 
     store._insert_many = one_by_one  # type: ignore[method-assign]  # noqa: SLF001
 
@@ -145,3 +148,53 @@ def test_a_result_and_a_status_of_two_kiosks_in_opposite_orders_do_not_deadlock(
     assert errors == []
     assert [(d["device_id"], d["state"]) for d in stores[2].devices()] == [
         ("k1", "online"), ("k2", "online")]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("other_content", [True, False])
+def test_a_result_another_worker_stores_first_is_a_duplicate_or_a_conflict(
+    stores: tuple[Store, Store, Store], other_content: bool,
+) -> None:
+    """Worker B read the id as not stored while A's insert of it was not committed; its own
+    insert then did nothing, and B still said it stored it: a copy with other content was
+    confirmed to its kiosk and kept nowhere. Now B finds it was beaten to it: the same
+    content is a duplicate, other content a conflict kept as a dead letter."""
+    store_a, store_b, observer = stores
+    result = fleet.sample_result(random.Random(1), "lab", "k1", 1)
+    first = result_row(result, AT, result.to_json().decode())
+    other = result.model_copy(update={"software_version": "forged"}) if other_content else result
+    second = result_row(other, AT, other.to_json().decode())
+    a_inserted, a_goes_on = threading.Event(), threading.Event()
+    touch = store_a._touch_devices  # noqa: SLF001 - A stops after its insert, uncommitted
+
+    def paused(*args: Any) -> None:
+        a_inserted.set()
+        a_goes_on.wait(WAIT_S)
+        touch(*args)
+
+    store_a._touch_devices = paused  # type: ignore[method-assign]  # noqa: SLF001
+    stored: dict[str, list[str]] = {}
+    worker_a = threading.Thread(
+        target=lambda: stored.update(a=store_a.write_batch(Batch(results=[first]), 100)))
+    worker_b = threading.Thread(target=lambda: stored.update(
+        b=store_b.write_batch(Batch(results=[second], topic_prefix="p"), 100)))
+    b_pid = _backend_pid(store_b)  # before B runs: its connection is busy then
+    worker_a.start()
+    try:
+        assert a_inserted.wait(WAIT_S)
+        worker_b.start()
+        _wait_until_blocked(observer, b_pid)
+    finally:
+        a_goes_on.set()
+        worker_a.join(WAIT_S)
+        if worker_b.ident is not None:
+            worker_b.join(WAIT_S)
+    assert stored == {"a": [first[0]], "b": []}
+    assert observer.count_results() == 1
+    letters = observer.dead_letters()
+    if other_content:
+        assert [(d.topic, d.payload) for d in letters] == [
+            ("p/lab/k1/result", str(second[-1]).encode())]
+        assert "already stored with other content" in letters[0].reason
+    else:
+        assert letters == []
