@@ -140,8 +140,8 @@ class IngestWrites(LetterShares):
         Workers older than store migration 13 keep and prune letters without the running
         total, so while one runs beside a newer one the total drifts (the newer worker's
         bounds then prune too few letters, or too many). Each worker recounts as it starts:
-        once the older ones are stopped, the next start sets the total right. One scan of
-        the letters' sizes, not their payloads."""
+        once the older ones are stopped, the next start sets the total right, and each topic's
+        (``dead_letter_topic_totals``). One scan of the letters' sizes, not their payloads."""
         with self._transaction() as cur:
             before = self._add_to_letter_totals(cur, 0, 0)  # the row first: the lock order
             cur.execute(f"SELECT COUNT(*), COALESCE(SUM({letter_size_sql(self.postgres)}), 0) "
@@ -151,6 +151,11 @@ class IngestWrites(LetterShares):
             if counted != before:
                 cur.execute(self._sql("UPDATE dead_letter_totals SET letters = ?, "
                                       "letter_bytes = ?"), counted)
+            # each kiosk's share (migration 14) drifts with the total: counted again with it
+            cur.execute("DELETE FROM dead_letter_topic_totals")
+            cur.execute("INSERT INTO dead_letter_topic_totals (topic, letters, letter_bytes) "
+                        "SELECT topic, COUNT(*), COALESCE(SUM("
+                        f"{letter_size_sql(self.postgres)}), 0) FROM dead_letters GROUP BY topic")
         return before, counted
 
     def _still_kept(self, cur: Any, letters: list[DeadLetter]) -> list[DeadLetter]:

@@ -349,8 +349,12 @@ def test_a_recount_sets_right_a_total_an_older_worker_let_drift(store: Store) ->
     _as_an_older_worker(store)
     drifted = _totals(store)
     assert drifted != _kept(store)
+    counted, kept = _by_topic(store)
+    assert counted != kept  # each topic's share drifted too
     assert store.recount_letter_totals() == (drifted, _kept(store))
     assert _totals(store) == _kept(store) == (9, _kept(store)[1])
+    counted, kept = _by_topic(store)
+    assert counted == kept
     assert store.recount_letter_totals() == (_kept(store), _kept(store))  # nothing to set
 
 
