@@ -707,8 +707,11 @@ def test_a_killed_preparation_worker_fails_its_slides_and_the_server_goes_on(
     server = serve(env.config(prepare_workers=2))
     env.watcher.submit(_job("killed", [env.slides / "b11.jpg", env.slides / "b12.jpg"] * 6))
     env.watcher.wait("killed", {"running"}, timeout_s=60)
-    time.sleep(0.3)
-    workers = server.pool._processes  # type: ignore[attr-defined]  # noqa: SLF001 - their pids
+    deadline_s = time.monotonic() + 30  # "running" is said before the first slide is handed out
+    while not (workers := dict(server.pool._processes)):  # type: ignore[attr-defined]  # noqa: SLF001 - their pids
+        assert time.monotonic() < deadline_s, "no preparation worker started"
+        time.sleep(0.02)
+    time.sleep(0.3)  # the workers are inside their first slides
     os.kill(next(iter(workers)), signal.SIGKILL)
     final = env.watcher.wait("killed", {"done", "failed", "cancelled"}, timeout_s=90)
     assert final["state"] == "done", final
