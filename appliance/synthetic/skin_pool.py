@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import multiprocessing
 import signal
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import cv2
 
+from appliance.outfile import temp_name_part
 from appliance.synthetic.skin import frame_name, synthetic_frame, write_frame
 
 
@@ -117,10 +119,15 @@ def _keep_up_to_the_first_failure(
 
 def _remove_frame(out_dir: Path, seed: int, index: int) -> bool:
     """Remove frame ``index`` and its sidecar where they are files (a folder in a frame's place
-    stays); whether the image was there."""
+    stays), and the hidden temporaries of either that a worker killed while writing left
+    (``outfile.replaced_when_complete`` removes its own unless the process dies); whether the
+    image was there."""
     image_path = out_dir / f"{frame_name(seed, index)}.jpg"
     written = image_path.is_file()
     for path in (image_path, image_path.with_suffix(".json")):
         if path.is_file() or path.is_symlink():
             path.unlink(missing_ok=True)
+        for temp in out_dir.glob(f".{glob.escape(temp_name_part(path.name))}.*.tmp{path.suffix}"):
+            if temp.is_file():
+                temp.unlink(missing_ok=True)
     return written

@@ -103,3 +103,21 @@ def test_a_frame_put_in_place_as_the_pool_broke_is_removed_with_the_rest(tmp_pat
     assert list(stop.value.kept) == [0]
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "skin-3-00000.jpg", "skin-3-00000.json"]
+
+
+def test_the_temporaries_a_killed_worker_left_are_removed_with_its_frame(tmp_path: Path) -> None:
+    # A worker killed with SIGKILL while writing leaves its hidden temporary (only an exception
+    # removes it): seen as ".skin-3-00004.json.x1y2.tmp.json" beside the kept series.
+    frames = [write_frame(synthetic_frame(3, index, "normal"), tmp_path)[0] for index in range(1)]
+    for name in ("skin-3-00001.jpg", "skin-3-00001.json"):
+        suffix = Path(name).suffix
+        (tmp_path / f".{name}.a1b2c3.tmp{suffix}").write_bytes(b"half")
+    (tmp_path / ".notes.txt.a1b2c3.tmp.txt").write_bytes(b"not the series'")
+    done: Future[Path] = Future()
+    done.set_result(frames[0])
+    killed: Future[Path] = Future()
+    killed.set_exception(BrokenProcessPool("a worker died"))
+    with pytest.raises(SeriesIncomplete):
+        _keep_up_to_the_first_failure(tmp_path, 3, range(2), [done, killed])
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        ".notes.txt.a1b2c3.tmp.txt", "skin-3-00000.jpg", "skin-3-00000.json"]
