@@ -316,6 +316,18 @@ def test_the_demo_refuses_a_count_its_kiosks_cannot_make_in_its_timeout(
     assert demo_runs.counts == []
 
 
+def test_the_timeout_a_demo_refusal_names_is_taken_with_its_count(
+        demo_runs: _DemoRuns, capsys: pytest.CaptureFixture[str]) -> None:
+    """3 kiosks on 2 cores take 2.7 s a result, which binary floating point made 2.7000000000000002:
+    --count 30 was said to need 81 s, and --timeout-s 81 was then refused as too short for it."""
+    assert main(["demo", "--devices", "3", "--count", "30", "--timeout-s", "80",
+                 "--throwaway"]) == 2
+    assert capsys.readouterr().err.strip().endswith("raise --timeout-s to 81")
+    assert main(["demo", "--devices", "3", "--count", "30", "--timeout-s", "81",
+                 "--throwaway"]) == 0
+    assert demo_runs.counts == [(3, 30)]
+
+
 def test_the_demo_takes_more_than_500_a_kiosk_when_its_timeout_fits_them(
         demo_runs: _DemoRuns) -> None:
     assert main(["demo", "--devices", "2", "--count", "1000", "--timeout-s", "1800",

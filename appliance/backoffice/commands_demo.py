@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import threading
+from fractions import Fraction
 from typing import Any
 
 from appliance.backoffice.commands import named_store
@@ -19,11 +20,10 @@ MAX_DEMO_DEVICES = 32
 # Each edge measures its customers one after another: a visit is 16 frames at 15 fps (1.07 s)
 # and a result took about 1.2 s on a shared 2-core machine, an edge to a core. The demo plans
 # 1.8 s a result for an edge with a core of its own; edges beyond the cores share them, so each
-# takes longer in proportion. More than fit --timeout-s only ran until it and failed.
-SECONDS_PER_RESULT = 1.8
+# takes longer in proportion. More than fit --timeout-s only ran until it and failed. Exact
+# (a fraction, not 1.8 in binary): the --timeout-s a refusal names then fits the --count it names.
+SECONDS_PER_RESULT = Fraction(9, 5)
 MAX_TIMEOUT_S = 86_400.0
-# what fits the longest --timeout-s with one edge (the bound of the number itself)
-MAX_DEMO_COUNT = int(MAX_TIMEOUT_S / SECONDS_PER_RESULT)
 
 
 def demo_cores() -> int:
@@ -31,11 +31,20 @@ def demo_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def seconds_per_result(devices: int, cores: int) -> Fraction:
+    """How long each of ``devices`` edges on ``cores`` cores takes a result: SECONDS_PER_RESULT
+    for an edge with a core to itself, longer in proportion for edges that share them."""
+    return SECONDS_PER_RESULT * max(Fraction(1), Fraction(devices, cores))
+
+
 def fitting_count(devices: int, timeout_s: float, cores: int) -> int:
     """The most results per edge that ``devices`` edges on ``cores`` cores make within
-    ``timeout_s``, at SECONDS_PER_RESULT each for an edge with a core to itself."""
-    seconds_per_result = SECONDS_PER_RESULT * max(1.0, devices / cores)
-    return int(timeout_s / seconds_per_result)
+    ``timeout_s``."""
+    return math.floor(Fraction(timeout_s) / seconds_per_result(devices, cores))
+
+
+# what fits the longest --timeout-s with one edge (the bound of the number itself)
+MAX_DEMO_COUNT = fitting_count(1, MAX_TIMEOUT_S, 1)
 
 
 def _count_refusal(args: argparse.Namespace) -> str | None:
@@ -45,7 +54,7 @@ def _count_refusal(args: argparse.Namespace) -> str | None:
     fits = fitting_count(args.devices, args.timeout_s, cores)
     if args.count <= fits:
         return None
-    needed_s = math.ceil(args.count * SECONDS_PER_RESULT * max(1.0, args.devices / cores))
+    needed_s = math.ceil(args.count * seconds_per_result(args.devices, cores))
     raise_to = f"raise --timeout-s to {needed_s}" if needed_s <= MAX_TIMEOUT_S else ""
     fewer = (f"give --count {fits} or less" if fits >= 1
              else "not even one result a kiosk fits: give fewer --devices")
@@ -118,7 +127,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                       help=f"edge daemons to run, 1-{MAX_DEMO_DEVICES}, each its own process (2)")
     demo.add_argument("--count", type=whole_number(1, MAX_DEMO_COUNT), default=2,
                       help="results per edge, at most what fits --timeout-s: about "
-                      f"{SECONDS_PER_RESULT:g} s each for an edge with a core to itself, so "
+                      f"{float(SECONDS_PER_RESULT):g} s each for an edge with a core to itself, so "
                       f"{fitting_count(1, 900, 1)} in the 900 s default with as many --devices "
                       "as cores, fewer with more (2)")
     demo.add_argument("--timeout-s",
