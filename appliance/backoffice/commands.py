@@ -88,13 +88,16 @@ def store_url_of(args: argparse.Namespace) -> str | None:
     return None if config is None else store_url_for(config.store.url, config.state_dir)
 
 
-def open_for(args: argparse.Namespace, create: bool = False, writes: bool = False) -> Any:
+def open_for(args: argparse.Namespace, create: bool = False, writes: bool = False,
+             newer_keeps: str | None = None) -> Any:
     """The store named by ``--store`` or the config, or None after printing why not.
 
     Read commands (the default) open it read-only: they never create, migrate or change it. A
     command that writes (``writes``) migrates it; one that may come first (``create``) may also
     create it. A store a newer appliance migrated is refused to both, unchanged, as the console
-    refuses it (``newer_schema_problem``): reads take it.
+    refuses it (``newer_schema_problem``; ``newer_keeps``: what the newer one keeps there that
+    this command would write past, when more is known than that the schema is newer): reads
+    take it.
     """
     from appliance.backoffice.store import (
         StoreError,
@@ -109,7 +112,8 @@ def open_for(args: argparse.Namespace, create: bool = False, writes: bool = Fals
     try:
         if create or writes:
             store = open_store(url, create=create)
-            if (newer := newer_schema_problem(store, "appliance", "changes nothing")):
+            if (newer := newer_schema_problem(store, "appliance", "changes nothing",
+                                              newer_keeps)):
                 store.close()
                 raise StoreError(newer)
             return store

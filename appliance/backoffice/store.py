@@ -52,7 +52,7 @@ from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch and StoreError live in store_writes.py and storeerrors.py; users of the
     # Store import them from here with it
-    "LATEST_VERSION", "Batch", "Store", "StoreError", "newer_schema_problem",
+    "ACCOUNT_RULES", "LATEST_VERSION", "Batch", "Store", "StoreError", "newer_schema_problem",
     "open_existing_store", "open_store", "schema_problem",
 ]
 _PG_TYPES = {
@@ -440,17 +440,25 @@ def _refuse_missing(url: str) -> None:
         )
 
 
-def newer_schema_problem(store: Store, who: str, refusal: str) -> str | None:
+# what a newer appliance keeps in a store it migrated that this code must not write past:
+# its account rules (for the console and the account commands), else whatever it added
+ACCOUNT_RULES = ("keeps account rules there (disabled users, token expiry) that this one "
+                 "cannot enforce")
+NEWER_TABLES = "may keep tables and rules there that this one does not know"
+
+
+def newer_schema_problem(store: Store, who: str, refusal: str,
+                         kept: str | None = None) -> str | None:
     """Why ``who`` (a console, a command that writes) must not change this store: a newer
-    appliance migrated it and keeps rules there this code cannot read, let alone enforce (a
-    user's disabled_at, a token's expiry); None when it may. ``refusal``: what it does instead."""
+    appliance migrated it and ``kept`` (ACCOUNT_RULES: a user's disabled_at, a token's expiry;
+    NEWER_TABLES when not given) there, which this code cannot read, let alone enforce; None
+    when it may. ``refusal``: what it does instead."""
     version = store.schema_version()
     if version <= LATEST_VERSION:
         return None
     return (f"{store_name(store.url)} is at schema version {version}, newer than this {who}'s "
-            f"{LATEST_VERSION}: a newer appliance keeps account rules there (disabled users, "
-            f"token expiry) that this one cannot enforce, so it {refusal}; run the appliance "
-            "that migrated it")
+            f"{LATEST_VERSION}: a newer appliance {kept or NEWER_TABLES}, so it {refusal}; run "
+            "the appliance that migrated it")
 
 
 def schema_problem(store: Store) -> str | None:

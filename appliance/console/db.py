@@ -18,7 +18,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from appliance.backoffice.store import Store, StoreError, newer_schema_problem, open_store
+from appliance.backoffice.store import (
+    ACCOUNT_RULES,
+    Store,
+    StoreError,
+    newer_schema_problem,
+    open_store,
+)
 from appliance.backoffice.storeerrors import DATABASE_ERRORS, STORE_ERRORS, is_outage
 from appliance.pathology.jobstore import open_pathology_store
 
@@ -45,7 +51,8 @@ class StorePool:
                  wait_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         first = open_store(url, pg_schema)  # migrates (console tables and indexes included)
         try:
-            if (newer := newer_schema_problem(first, "console", "does not serve it")):
+            if (newer := newer_schema_problem(first, "console", "does not serve it",
+                                              ACCOUNT_RULES)):
                 raise StoreError(newer)
             first.forget_expired_tokens()
             # the pathology server's tables, created as it creates them, so its jobs page reads

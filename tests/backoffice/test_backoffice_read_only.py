@@ -401,6 +401,27 @@ def test_store_migrate_tells_the_version_a_newer_appliance_left(
     assert "up to date" not in out
 
 
+def test_results_retry_on_a_newer_store_is_refused_for_what_it_would_write_past(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`results retry` refuses a store a newer appliance migrated, as the account commands do,
+    but it said the newer one kept account rules there (disabled users, token expiry) that it
+    could not enforce: no reason of a retry's. It names what it cannot know, changing nothing."""
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    open_store(url).close()
+    newer = LATEST_VERSION + 1
+    with sqlite3.connect(tmp_path / "backoffice.sqlite3") as db:
+        db.execute("INSERT INTO schema_migrations VALUES (?, 'a newer appliance', '')", (newer,))
+    before = (tmp_path / "backoffice.sqlite3").read_bytes()
+    assert main(["results", "retry", "--store", url]) == 2
+    err = capsys.readouterr().err
+    assert f"at schema version {newer}, newer than this appliance's {LATEST_VERSION}: a newer " \
+           "appliance may keep tables and rules there that this one does not know, so it " \
+           "changes nothing" in err
+    assert "account" not in err
+    assert (tmp_path / "backoffice.sqlite3").read_bytes() == before
+
+
 def test_a_relative_sqlite_store_is_the_config_files_from_any_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

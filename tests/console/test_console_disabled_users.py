@@ -245,6 +245,7 @@ def test_account_commands_refuse_a_store_a_newer_appliance_migrated(
         assert f"schema version {LATEST_VERSION + 1}, newer than this appliance's " \
                f"{LATEST_VERSION}" in err, command
         assert "changes nothing" in err, command
+        assert "account rules there (disabled users, token expiry)" in err, command
         assert (tmp_path / "newer.sqlite3").read_bytes() == before, command
     assert main(["console", "user", "list", "--store", url]) == 0
     assert "ann" in capsys.readouterr().out
