@@ -51,8 +51,9 @@ def _recount_dead_letters(store: Store) -> None:
     (letters, letter_bytes), (kept, kept_bytes) = store.recount_letter_totals()
     if (letters, letter_bytes) != (kept, kept_bytes):
         log.warning("the dead-letter totals said %d letters of %d bytes, but %d of %d bytes "
-                    "are kept (a back-office worker older than store migration 13 kept or "
-                    "pruned some); recounted", letters, letter_bytes, kept, kept_bytes)
+                    "are kept (a back-office worker older than store migration 15 kept or "
+                    "pruned some: before 13 workers kept no total, before 15 they counted "
+                    "characters, not bytes); recounted", letters, letter_bytes, kept, kept_bytes)
 
 
 def _ingest(config: Config, stop: threading.Event) -> int:

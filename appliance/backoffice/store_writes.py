@@ -138,7 +138,8 @@ class IngestWrites(LetterShares):
         returns (count, bytes) as the row had them and as they are.
 
         Workers older than store migration 13 keep and prune letters without the running
-        total, so while one runs beside a newer one the total drifts (the newer worker's
+        total, and those older than 15 count their sizes in characters, not bytes, so while
+        one runs beside a newer one the total drifts (the newer worker's
         bounds then prune too few letters, or too many). Each worker recounts as it starts:
         once the older ones are stopped, the next start sets the total right, and each topic's
         (``dead_letter_topic_totals``). One scan of the letters' sizes, not their payloads."""

@@ -386,3 +386,39 @@ def test_a_worker_recounts_the_dead_letters_as_it_starts(
                f"but {_kept(store)[0]} of {_kept(store)[1]} bytes are kept" in caplog.text
     finally:
         store.close()
+
+
+def test_a_worker_names_the_workers_that_let_the_total_drift_in_characters(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker of store migrations 13 and 14 kept the running total, in characters: one
+    beside a newer worker let it drift on every letter of a multibyte reason. The warning at
+    the next start blamed workers older than migration 13 only; it names those older than 15."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store = open_store(url)
+    try:
+        letter = dead_letter(AT, "p/lab/k1/status", "\u00e9tat inconnu " * 4, b"{}")
+        store.write_batch(Batch(dead_letters=[letter]), 100)
+        characters = len(letter.topic) + len(letter.reason) + len(letter.payload)
+        store.write("UPDATE dead_letter_totals SET letter_bytes = ?", [(characters,)])
+        drifted = _totals(store)
+    finally:
+        store.close()
+    config = config_from_mapping({
+        "mqtt": {"host": "127.0.0.1", "port": free_port(), "topic_prefix": "store-recount"},
+        "state_dir": str(tmp_path), "store": {"url": url},
+        "backoffice": {"client_id": f"store-recount-{uuid.uuid4().hex[:8]}"}}, environ={})
+    stop = threading.Event()
+    stop.set()  # starts, then stops at once: no broker needed
+    with caplog.at_level(logging.WARNING, logger="appliance.backoffice.service"):
+        assert run_backoffice(config, stop) == 0
+    assert drifted[1] < _kept_in(url)[1]
+    assert "a back-office worker older than store migration 15 kept or pruned some" in caplog.text
+
+
+def _kept_in(url: str) -> tuple[int, int]:
+    store = open_store(url)
+    try:
+        return _totals(store)
+    finally:
+        store.close()
