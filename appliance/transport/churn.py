@@ -1,4 +1,11 @@
-"""Connections the broker keeps dropping soon after they start: say what that likely is.
+"""Connections the broker keeps dropping soon after they start: when to try again, and what
+that likely is.
+
+``Reconnects`` paces the link's attempts: growing delays while they fail, and from the first
+delay again only after a connection that worked, one whose subscribe the broker answered or
+that lasted the longest delay. One dropped right after its CONNACK (a broker too loaded to keep
+it) is no success: when each CONNACK started the backoff again, such a broker was tried again
+after the first delay for ever, twice a second by every kiosk of a fleet.
 
 A broker drops the older connection of a client id when another client connects with it
 (MQTT 5 spec 3.1.4), and mosquitto 2.0 tells the dropped one no reason (reason 128). A kiosk
@@ -13,6 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+
+from appliance.transport.backoff import Backoff
 
 log = logging.getLogger("appliance.transport.mqtt")
 
@@ -33,14 +42,15 @@ class ConnectionChurn:
         """A CONNACK with reason code 0."""
         self._started_s = self._clock()
 
-    def lost(self, code: int) -> None:
-        """The connection that ``connected`` started ended with ``code``."""
+    def lost(self, code: int) -> float:
+        """The connection that ``connected`` started ended with ``code``; how long it lasted
+        (0 when none had started)."""
         if self._started_s is None:
-            return
+            return 0.0
         lasted_s, self._started_s = self._clock() - self._started_s, None
         if lasted_s >= SHORT_S or code == 0:  # lasted, or this side ended it
             self.short_in_a_row = 0
-            return
+            return lasted_s
         self.short_in_a_row += 1
         if self.short_in_a_row == IN_A_ROW:
             log.warning(
@@ -50,3 +60,36 @@ class ConnectionChurn:
                 "its address ('already connected, closing old connection'). If it is no kiosk "
                 "of yours, give this one a new password (deploy/mosquitto/provision.py)",
                 IN_A_ROW, SHORT_S, code, self.client_id, self.login or "none")
+        return lasted_s
+
+
+class Reconnects:
+    """When the link tries its broker next (see the module's opening), and the warning of
+    connections dropped soon (``ConnectionChurn``)."""
+
+    def __init__(self, initial_s: float, cap_s: float, client_id: str, login: str | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._backoff = Backoff(initial_s, cap_s)
+        self._churn = ConnectionChurn(client_id, login, clock)
+        self._subscribed = False  # whether the broker answered a subscribe since the CONNACK
+
+    def failed(self) -> float:
+        """An attempt that did not connect (unreachable, refused, no CONNACK); the delay
+        before the next."""
+        return self._backoff.next_delay_s()
+
+    def connected(self) -> None:
+        """A CONNACK with reason code 0."""
+        self._subscribed = False
+        self._churn.connected()
+
+    def subscribed(self) -> None:
+        """The broker answered a subscribe on this connection."""
+        self._subscribed = True
+
+    def lost(self, code: int) -> float:
+        """The connection ended with ``code``; the delay before the next attempt."""
+        lasted_s = self._churn.lost(code)
+        if self._subscribed or lasted_s >= self._backoff.cap_s:  # it worked
+            self._backoff.reset()
+        return self._backoff.next_delay_s()

@@ -9,7 +9,8 @@ Delivery is end to end (docs/delivery.md): a PUBACK only moves a result from "in
 "awaiting the back office"; it leaves the outbox when an ack on the device's ack topic names
 it. Results still unacknowledged after ``ack_resend_initial_s`` are sent again, the wait
 doubling (to ``ack_resend_cap_s``) while no ack arrives. What the link sends from the outbox is
-transport/sender.py's; what confirms a result and removes it, transport/confirmations.py's.
+transport/sender.py's; what confirms a result and removes it, transport/confirmations.py's;
+when it tries the broker again after a failure, transport/churn.py's.
 
 With a ``PresenceKeeper`` the link announces this process on the device's presence topic at
 every connect and stays off the broker while another live kiosk process has the device id
@@ -31,9 +32,8 @@ from typing import Any
 
 from paho.mqtt.reasoncodes import ReasonCode
 
-from appliance.transport.backoff import Backoff
 from appliance.transport.callbacks import MAX_INCOMING_PACKET_BYTES, QueuedCallbacks
-from appliance.transport.churn import ConnectionChurn
+from appliance.transport.churn import Reconnects
 from appliance.transport.client import (
     LinkSettings,
     connack_refusal,
@@ -100,11 +100,9 @@ class MqttLink(threading.Thread):
         self._wake_r, self._wake_w = _wake_pair()
         unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
         self._confirmations = LinkConfirmations(outbox, ack_topic, self.stats, unconfirmed)
-        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_cap_s)
-        self._churn = ConnectionChurn(settings.client_id, settings.username)
+        self._reconnects = Reconnects(settings.reconnect_initial_s, settings.reconnect_cap_s,
+                                      settings.client_id, settings.username)
         self._connect_started_s = 0.0
-        self._connected_at_s = 0.0  # when the last CONNACK (code 0) came
-        self._subscribed = False  # whether the broker answered a subscribe since
         self._next_attempt_s = 0.0
         self._status_properties = publish_properties(None)
         # the clean stop's "offline" status: its message id, then its PUBACK's reason code
@@ -182,7 +180,7 @@ class MqttLink(threading.Thread):
             )
             self._connect_started_s = time.monotonic()
         except (OSError, ValueError) as exc:
-            delay_s = self._backoff.next_delay_s()
+            delay_s = self._reconnects.failed()
             log.warning(
                 "broker %s:%d unreachable (%s); retrying in %.1f s",
                 settings.host,
@@ -224,7 +222,7 @@ class MqttLink(threading.Thread):
     def _drop_connection(self) -> None:
         self.connected = False
         self._client.disconnect()
-        self._next_attempt_s = time.monotonic() + self._backoff.next_delay_s()
+        self._next_attempt_s = time.monotonic() + self._reconnects.failed()
 
     def _handle_events(self) -> None:
         while True:
@@ -239,7 +237,7 @@ class MqttLink(threading.Thread):
             elif kind == "puback":
                 self._handle_puback(first, second)
             elif kind == "suback":
-                self._subscribed = True
+                self._reconnects.subscribed()
                 self.subscriptions.answered(first, second)
             elif kind == "ack":
                 self._confirmations.handle_ack(first)
@@ -261,9 +259,7 @@ class MqttLink(threading.Thread):
             self._drop_connection()
             return
         self.connected = True
-        self._connected_at_s = time.monotonic()  # the backoff starts again once it worked
-        self._subscribed = False
-        self._churn.connected()
+        self._reconnects.connected()
         server_max = getattr(properties, "ReceiveMaximum", None)
         self._sender.window = min(self.settings.max_inflight, int(server_max or 65535))
         self.subscriptions.subscribe(self._client)  # resubscribe first, then the birth
@@ -279,24 +275,12 @@ class MqttLink(threading.Thread):
         was_connected = self.connected
         self.connected = False
         if was_connected:
-            self._churn.lost(code)
             self.stats.reconnects += 1
-            if self._connection_worked():
-                self._backoff.reset()
-            delay_s = self._backoff.next_delay_s()
+            delay_s = self._reconnects.lost(code)
             self._next_attempt_s = time.monotonic() + delay_s
             log.warning("lost the broker (reason %d); reconnecting in %.1f s", code, delay_s)
         elif self._next_attempt_s <= time.monotonic():
-            self._next_attempt_s = time.monotonic() + self._backoff.next_delay_s()
-
-    def _connection_worked(self) -> bool:
-        """Whether the connection just lost counts as a success, so the next one is tried
-        after the first delay again: the broker answered its subscribe, or it lasted the
-        longest delay. One dropped right after its CONNACK (a broker too loaded to keep it)
-        is no success: each CONNACK started the backoff again, so such a broker was tried
-        again after the first delay for ever, twice a second by every kiosk of a fleet."""
-        lasted_s = time.monotonic() - self._connected_at_s
-        return self._subscribed or lasted_s >= self.settings.reconnect_cap_s
+            self._next_attempt_s = time.monotonic() + self._reconnects.failed()
 
     def _handle_puback(self, mid: int, code: int) -> None:
         if mid == self._last_status_mid:
