@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from appliance.capture.folder_calls import (
     jpeg_names,
     open_capture,
 )
+from appliance.capture.pictures_read import PicturesRead
 from appliance.capture.replayed import FileStamp, ReplayRecord
 from appliance.capture.saved_over import SavedOverWatch, picture_digest
 from appliance.capture.sources import Frame, SourceError
@@ -71,7 +71,7 @@ class DirectorySource:
     One picture is measured once, under one name: a file that holds a picture already read
     under another name (a hard link, a copy, the file renamed) is not measured again, and is
     recorded measured once that picture's result is committed (the record keeps each picture's
-    digest, so this holds after a restart too).
+    digest, so this holds after a restart too: ``PicturesRead``, capture/pictures_read.py).
 
     A file saved over in place (a new picture under the same name) is read again once per new
     picture: its size and modification time are looked at again (``SavedOverWatch``: the
@@ -95,16 +95,9 @@ class DirectorySource:
         self.description = f"folder {folder}"
         self.record_path = record_path
         self._calls = FolderCalls(answer_s)
-        self._record: ReplayRecord | None = None
         self._offered: dict[str, FileStamp] = {}  # read this run, or measured in an earlier run
         self._saved_over = SavedOverWatch(DIRECTORY_POLL_S)
-        # name -> (the file as read, as it is now) for a file saved again with the same
-        # picture before that picture's result was committed (recorded as it is now then)
-        self._same_picture: dict[str, tuple[FileStamp, FileStamp]] = {}
-        self._same_picture_lock = threading.Lock()  # the commit thread records too
-        # pictures read and not yet recorded measured: digest -> the file read, and back
-        self._unrecorded: dict[bytes, FileStamp] = {}
-        self._digest_of: dict[FileStamp, bytes] = {}
+        self._pictures = PicturesRead()  # each picture measured once, under one name
         self._failures: dict[str, _LoadFailure] = {}
         self._refused: set[str] = set()  # links out of the folder, FIFOs...: named once
         self._listing: _Listing | None = None
@@ -117,7 +110,7 @@ class DirectorySource:
         self._listing = None  # list it afresh
         if not self._ask("a look at the folder", lambda _: self.folder.is_dir()):
             raise SourceError(f"{self.folder}: folder of frames not found; check camera.path")
-        if self.record_path is not None and self._record is None:
+        if self.record_path is not None and self._pictures.record is None:
             try:
                 self._load_record(self.record_path)
             except (sqlite3.Error, OSError) as exc:
@@ -138,7 +131,7 @@ class DirectorySource:
         unchanged = {n: measured[n] for n, stamp in stamps.items() if stamp == measured[n]}
         self._offered |= unchanged
         self._saved_over.remember_newest(unchanged.values())
-        self._record = record
+        self._pictures.record = record
 
     def _renamed_since(self, names: list[str], measured: dict[str, FileStamp]) -> set[str]:
         """Files measured and gone whose size and time a file not measured has (renamed while
@@ -186,10 +179,7 @@ class DirectorySource:
         """Drop files no longer in the folder, so a kiosk running for years stays small."""
         self._offered = {n: s for n, s in self._offered.items() if n in names}
         self._failures = {n: f for n, f in self._failures.items() if n in names}
-        with self._same_picture_lock:
-            self._same_picture = {n: w for n, w in self._same_picture.items() if n in names}
-            self._digest_of = {s: d for s, d in self._digest_of.items() if s.name in names}
-            self._unrecorded = {d: s for d, s in self._unrecorded.items() if s.name in names}
+        self._pictures.keep_only(names)
         self._unread_of = None
 
     def _notice_saved_over(self, names: list[str], now_s: float) -> None:
@@ -304,43 +294,13 @@ class DirectorySource:
         if before is not None:
             log.info("%s: saved again with the same picture; not measured again", shown)
         else:
-            before = self._read_under_another_stamp(stamp, digest)
+            before = self._pictures.read_before(stamp, digest)
             if before is None:
                 return True
             log.info("%s: the same picture as %s, read already (a second name, a copy or the "
                      "file renamed); not measured again", shown, shown_name(before.name))
-        self._record_same_picture(before, stamp, digest)
+        self._pictures.same_picture(before, stamp, digest)
         return False
-
-    def _read_under_another_stamp(self, stamp: FileStamp, digest: bytes) -> FileStamp | None:
-        """The file as it was when this very picture was read before (this run, or recorded
-        measured by any run) under another name or stamp; None for a picture not read before
-        (noted now, until its result is recorded)."""
-        with self._same_picture_lock:
-            before = self._unrecorded.get(digest)
-            if before is None and self._record is not None:
-                before = self._record.holding_picture(digest)
-            if before is None or before == stamp:
-                self._unrecorded[digest] = stamp
-                self._digest_of[stamp] = digest
-                return None
-            return before
-
-    def _record_same_picture(self, before: FileStamp, now: FileStamp, digest: bytes) -> None:
-        """Record the file as it is ``now`` once its picture's result (read as it was
-        ``before``) is committed, so a restart does not measure it again under a new id."""
-        if self._record is None:
-            return
-        with self._same_picture_lock:
-            waiting = self._same_picture.get(now.name)
-            if waiting is not None and waiting[1] == before:  # ``before`` itself waits
-                before = waiting[0]
-            if self._record.holds(before):
-                self._same_picture.pop(now.name, None)
-                self._record.record([now], {now: digest})
-            else:
-                self._same_picture[now.name] = (before, now)
-                self._digest_of.setdefault(now, digest)
 
     def _failed(self, stamp: FileStamp, now_s: float, error: Exception) -> None:
         previous = self._failures.get(stamp.name)
@@ -354,18 +314,7 @@ class DirectorySource:
 
     def record_measured(self, stamps: list[FileStamp]) -> None:
         """Remember files whose results the outbox has committed (called by the commit thread)."""
-        if self._record is None:
-            return
-        with self._same_picture_lock:
-            committed = set(stamps)
-            later = [now for before, now in self._same_picture.values() if before in committed]
-            self._same_picture = {name: waiting for name, waiting in self._same_picture.items()
-                                  if waiting[0] not in committed}
-            digests = {s: self._digest_of.pop(s) for s in [*stamps, *later]
-                       if s in self._digest_of}
-            for digest in digests.values():
-                self._unrecorded.pop(digest, None)  # the record holds it now
-            self._record.record([*stamps, *later], digests)  # a name's later stamp replaces
+        self._pictures.committed(stamps)
 
     def close(self) -> None:
         """Let the worker thread end; files already read stay read, measured ones recorded."""
