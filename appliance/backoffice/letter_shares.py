@@ -11,7 +11,7 @@ is never taken so: one letter is no flood): what one kiosk sends costs its own l
 
 Each topic's letters are counted in ``dead_letter_topic_totals`` (migration 14), kept up to
 date with every letter kept or removed, so a batch at the bounds reads one row per topic, not
-every letter. A mixin of ``Store`` beside ``store_writes.IngestWrites``, inside its batch
+every letter. The base of ``letter_writes.LetterWrites`` (a mixin of ``Store``), inside its batch
 transaction.
 """
 
