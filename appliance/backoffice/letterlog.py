@@ -15,11 +15,16 @@ import logging
 import time
 from collections.abc import Callable
 
+from appliance.logsafe import shorten
+
 log = logging.getLogger("appliance.backoffice.batcher")
 
 PER_WINDOW = 10  # dead letters of one kiosk named one by one in a window
 WINDOW_S = 60.0
 MAX_SOURCES = 10_000  # windows remembered; beyond, those that ended are forgotten
+# of a topic or source in a line, and as remembered: a topic may be 65,535 bytes, and 10,000
+# such sources held whole were 650 MB
+SHOWN_CHARS = 200
 
 
 class DeadLetterLog:
@@ -33,6 +38,7 @@ class DeadLetterLog:
     def warn(self, source: str, topic: str, reason: str, payload_bytes: int,
              payload_start: str) -> None:
         """One dead letter from ``source`` (a kiosk's site/device, else its topic)."""
+        source, topic = shorten(source, SHOWN_CHARS), shorten(topic, SHOWN_CHARS)
         now = self._clock()
         start, seen = self._windows.get(source, (now, 0))
         if now - start >= self.window_s:
