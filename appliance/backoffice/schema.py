@@ -299,7 +299,8 @@ UPDATE dead_letter_totals SET letters = (SELECT COUNT(*) FROM dead_letters),
         "naming none are kept aside in rollout_devices_orphaned",
         """
 CREATE TABLE rollout_devices_orphaned AS SELECT * FROM rollout_devices
-    WHERE rollout_id NOT IN (SELECT rollout_id FROM rollouts);
+    WHERE NOT EXISTS (SELECT 1 FROM rollouts
+                      WHERE rollouts.rollout_id = rollout_devices.rollout_id);
 CREATE TABLE rollout_devices_keyed (
     rollout_id TEXT NOT NULL CONSTRAINT rollout_devices_rollout_fkey
         REFERENCES rollouts (rollout_id),
@@ -313,7 +314,7 @@ CREATE TABLE rollout_devices_keyed (
     PRIMARY KEY (rollout_id, site, device_id)
 );
 INSERT INTO rollout_devices_keyed SELECT * FROM rollout_devices
-    WHERE rollout_id IN (SELECT rollout_id FROM rollouts);
+    WHERE EXISTS (SELECT 1 FROM rollouts WHERE rollouts.rollout_id = rollout_devices.rollout_id);
 DROP TABLE rollout_devices;
 ALTER TABLE rollout_devices_keyed RENAME TO rollout_devices
 """,

@@ -113,7 +113,10 @@ class PathologyStore(Store):
         """Rebuild pathology_slides with its foreign key (neither database adds one in place
         in the same SQL); rows naming no job are kept, as they were, in
         pathology_slides_orphaned."""
-        orphaned = "job_id NOT IN (SELECT job_id FROM pathology_jobs)"
+        # NOT EXISTS, not NOT IN: a NULL job id among the jobs would make NOT IN keep no row
+        # aside and NOT (NOT IN) copy none of them: both lost
+        orphaned = ("NOT EXISTS (SELECT 1 FROM pathology_jobs "
+                    "WHERE pathology_jobs.job_id = pathology_slides.job_id)")
         cur.execute(f"CREATE TABLE pathology_slides_orphaned AS SELECT * FROM pathology_slides "
                     f"WHERE {orphaned}")
         cur.execute(_SLIDES_DDL.format(exists="", name="pathology_slides_keyed", real=real))

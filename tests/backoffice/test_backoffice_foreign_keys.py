@@ -53,6 +53,25 @@ def test_migration_16_keys_rollout_devices_and_keeps_orphans_aside(
         old.close()
 
 
+def test_migration_16_keeps_orphans_aside_beside_a_rollout_without_an_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite takes a NULL in a TEXT primary key: with one among the rollouts, NOT IN kept no
+    row aside and IN copied none over, so the orphan was lost (a reviewer's reading)."""
+    with monkeypatch.context() as before_16:
+        before_16.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:15])
+        old = open_store(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    try:
+        old.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  [ROLLOUT, (None, *ROLLOUT[1:])])
+        old.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [KEPT, ORPHAN])
+        old.migrate()
+        assert old.query("SELECT * FROM rollout_devices") == [KEPT]
+        assert old.query("SELECT * FROM rollout_devices_orphaned") == [ORPHAN]
+    finally:
+        old.close()
+
+
 def _slide(job_id: str, index: int) -> dict[str, object]:
     """A slide result row as the pathology server stores it."""
     return {"job_id": job_id, "slide_index": index, "slide": f"s{index}", "path": "/x.png",
