@@ -73,15 +73,18 @@ def _write_in_pool(
     workers = min(jobs, len(indices))
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_opencv)
     try:
-        # the first submit starts every worker; they start with SIGINT ignored (an ignored
+        # a "spawn" pool starts a worker at each submit while none is idle, so the first
+        # ``workers`` submits start them all; they start with SIGINT ignored (an ignored
         # signal stays ignored across exec), so a Ctrl-C while one still imports is no
         # traceback of its own; the parent's own Ctrl-C handling is back once they run
         parent_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            futures = [pool.submit(write_one, out_dir, seed, indices[0], preset)]
+            futures = [pool.submit(write_one, out_dir, seed, index, preset)
+                       for index in indices[:workers]]
         finally:
             signal.signal(signal.SIGINT, parent_handler)
-        futures += [pool.submit(write_one, out_dir, seed, index, preset) for index in indices[1:]]
+        futures += [pool.submit(write_one, out_dir, seed, index, preset)
+                    for index in indices[workers:]]
         wait(futures, return_when=FIRST_EXCEPTION)  # all, or the first that failed
     finally:
         # A frame that could not be written (a full disk) or Ctrl-C ends the series: the frames

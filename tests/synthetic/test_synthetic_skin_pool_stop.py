@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -17,7 +17,11 @@ import pytest
 
 from appliance.cli import main
 from appliance.synthetic.skin import synthetic_frame, write_frame
-from appliance.synthetic.skin_pool import SeriesIncomplete, _keep_up_to_the_first_failure
+from appliance.synthetic.skin_pool import (
+    SeriesIncomplete,
+    _keep_up_to_the_first_failure,
+    _write_in_pool,
+)
 from tests.pool_helpers import kill_a_worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,3 +125,24 @@ def test_the_temporaries_a_killed_worker_left_are_removed_with_its_frame(tmp_pat
         _keep_up_to_the_first_failure(tmp_path, 3, range(2), [done, killed])
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         ".notes.txt.a1b2c3.tmp.txt", "skin-3-00000.jpg", "skin-3-00000.json"]
+
+
+def test_every_worker_starts_with_ctrl_c_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A "spawn" pool starts one worker a submit (while none is idle): only the first started
+    # with SIGINT ignored, so a Ctrl-C while the second still imported gave it a traceback of
+    # its own. The disposition each worker inherits is the parent's as it is started.
+    seen: list[object] = []
+    start = ProcessPoolExecutor._spawn_process  # type: ignore[attr-defined]  # noqa: SLF001 - where a worker starts
+
+    def spawn(pool: ProcessPoolExecutor) -> None:
+        seen.append(signal.getsignal(signal.SIGINT))
+        start(pool)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "_spawn_process", spawn)
+    handler = signal.getsignal(signal.SIGINT)
+    _write_in_pool(tmp_path, 3, range(4), "normal", 2)
+    assert seen == [signal.SIG_IGN, signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is handler  # the parent's own, back
+    assert len(list(tmp_path.glob("skin-3-*.jpg"))) == 4
