@@ -225,10 +225,10 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
 @router.get("/results.csv")
 def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
     """Every result matching the filter as CSV, streamed a page of rows at a time (no store
-    connection is held while the client reads: views.csv_pages)."""
-    params = {k: v for k, v in once_each(request.query_params.multi_items()).items()
-              if k not in ("before", "after", "limit")}
-    pages = csv_pages(pool_of(request), parse_query(params))
+    connection is held while the client reads: views.csv_pages). A cursor or page size is
+    checked as the results page checks it, then has no effect: the CSV holds every page."""
+    query = parse_query(once_each(request.query_params.multi_items()))
+    pages = csv_pages(pool_of(request), query)
     first = next(pages)  # read here: a busy store is a 503 page, not a cut-off download
 
     def stream() -> Iterator[str]:

@@ -116,3 +116,28 @@ def test_the_api_goes_back_with_previous_as_after(console: Console) -> None:
         answer = json.loads(body)
         assert [r["measurement_id"] for r in answer["results"]] == expected
     assert answer["previous"] is None  # the newest page
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("before=not-a-cursor", "before"),
+    ("after=2026-11-01T09:00:00Z~x", "after"),
+    ("after=2026-11-01T09:00:00.000000Z~0190e8a2-0000-7000-8000-000000000000"
+     "&before=2026-11-01T09:00:00.000000Z~0190e8a2-0000-7000-8000-000000000000", "before"),
+    ("limit=7", "limit"),
+])
+def test_the_csv_refuses_a_cursor_or_size_the_results_page_refuses(console: Console,
+                                                                   query: str,
+                                                                   field: str) -> None:
+    cookie, _ = login_cookie(console)
+    status, _, body = get_with(console, f"/results.csv?site=osaka&{query}", cookie)
+    assert status == 400, body
+    assert f"{field}: ".encode() in body
+
+
+def test_the_csv_holds_every_page_whatever_cursor_it_is_given(console: Console) -> None:
+    cookie, _ = login_cookie(console)
+    _, links, _ = _page(console, cookie, "/results?site=osaka&limit=10")
+    older = links["older"].partition("?")[2]  # a real cursor, and a page size
+    status, _, body = get_with(console, f"/results.csv?{older}", cookie)
+    assert status == 200, body
+    assert len(body.decode().splitlines()) == 1 + 20  # the header and all of osaka's
