@@ -45,6 +45,7 @@ from appliance.backoffice.storeurl import (
     POSTGRES_SCHEMES,
     masked_url,
     missing_database,
+    missing_path,
     store_name,
 )
 from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten_quoted
@@ -91,7 +92,7 @@ class Store(ConsoleQueries, IngestWrites):
             shown = shorten_quoted(masked_url(url), SHOWN_ARGUMENT_CHARS)
             raise StoreError(f"store url {shown}: use sqlite:///PATH or "
                              "postgresql://...")
-        if (problem := missing_database(url)) is not None:
+        if (problem := missing_database(url) or missing_path(url)) is not None:
             raise StoreError(problem)
         self._pg_schema = pg_schema
         self.read_only = read_only
@@ -429,7 +430,9 @@ def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
 
 
 def _refuse_missing(url: str) -> None:
-    """A StoreError when ``url`` names a SQLite file that does not exist."""
+    """A StoreError when ``url`` names a SQLite file that does not exist, or none at all."""
+    if (problem := missing_path(url)) is not None:
+        raise StoreError(problem)
     if (path := missing_sqlite_file(url)) is not None:
         if (problem := not_a_file(path)) is not None:
             raise StoreError(problem)

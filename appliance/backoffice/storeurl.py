@@ -37,6 +37,16 @@ def missing_database(url: str) -> str | None:
             "picks the database named after the role (or PGDATABASE), not the store's")
 
 
+def missing_path(url: str) -> str | None:
+    """Why a SQLite store URL names no file: ``sqlite:///`` with nothing after it (the path
+    would be empty, which reads as the working folder). None for a URL that names a path and
+    for every other URL."""
+    if url != "sqlite:///":
+        return None
+    return (f"store URL {url!r} names no file: give the SQLite file's path after sqlite:/// "
+            f"(sqlite:///state/{DEFAULT_SQLITE_NAME}, say)")
+
+
 def store_name(url: str) -> str:
     """The database a store URL names, for messages: the SQLite file (its absolute path: which
     file a relative one is depends on the folder), or the PostgreSQL URL without its password."""

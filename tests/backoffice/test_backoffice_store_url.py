@@ -1,8 +1,11 @@
 """A PostgreSQL store URL must name its database: without one libpq picks the role's own (the
 shared ``postgres`` for role postgres). Refused wherever a store URL is taken, before any
-connection, in one line with the password masked."""
+connection, in one line with the password masked. A SQLite URL must name its file:
+``sqlite:///`` alone is refused naming the URL, not read as the working folder."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,20 @@ def test_the_config_refuses_it_naming_store_url() -> None:
     assert "store.url: store URL 'postgresql://app:***@db:5432' names no database" in str(
         refused.value)
     assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("command", [["store", "migrate"], ["results", "query"],
+                                     ["console", "user", "list"]])
+def test_a_sqlite_url_without_a_path_is_named_not_taken_for_the_working_folder(
+    command: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--store", "sqlite:///"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.endswith("store URL 'sqlite:///' names no file: give the SQLite file's path "
+                         "after sqlite:/// (sqlite:///state/backoffice.sqlite3, say)")
+    assert "folder" not in line
+    assert list(tmp_path.iterdir()) == []  # nothing made where it runs
