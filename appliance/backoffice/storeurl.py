@@ -66,8 +66,10 @@ def masked_url(url: str) -> str:
     except ValueError:  # not a URL urlsplit takes (a bad [IPv6] host): hide all before '@'
         scheme, sep, rest = url.partition("://")
         return f"{scheme}{sep}***@{rest.partition('@')[2]}" if "@" in rest else url
+    query = _PASSWORD_PARAMETER.sub(r"\1***", parts.query)
+    if password is None and query == parts.query:
+        return url  # as given: urlunsplit would drop an empty host ('sqlite://' -> 'sqlite:')
     if password is not None:
         host = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    query = _PASSWORD_PARAMETER.sub(r"\1***", parts.query)
     return urlunsplit(parts._replace(query=query))

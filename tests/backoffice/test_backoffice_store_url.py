@@ -86,3 +86,10 @@ def test_a_sqlite_url_without_a_path_is_named_not_taken_for_the_working_folder(
                          "after sqlite:/// (sqlite:///state/backoffice.sqlite3, say)")
     assert "folder" not in line
     assert list(tmp_path.iterdir()) == []  # nothing made where it runs
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite://store.sqlite3", "mysql://"])
+def test_a_url_of_no_store_is_named_as_given(url: str) -> None:
+    with pytest.raises(StoreError) as refused:
+        Store(url)
+    assert str(refused.value) == f"store url {url!r}: use sqlite:///PATH or postgresql://..."
