@@ -16,7 +16,7 @@ from appliance.pathology.outfolder import (
 )
 from appliance.pathology.resolution import um_per_px_option
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
-from appliance.synthetic.arguments import finite_number, named_path, whole_number
+from appliance.synthetic.arguments import finite_number, given, named_path, whole_number
 
 DEFAULT_MODEL = shipped_path(PATHOLOGY_MODEL)
 MAX_TILE_UM = 10_000  # 10 mm: a tile larger than any biopsy
@@ -41,7 +41,9 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     evaluate.add_argument("--results", type=named_path, nargs="+", required=True,
                           help="results folder(s) of `pathology run`; several = repeated runs")
     evaluate.add_argument("--splits", type=named_path, help="patient,split CSV (from training)")
-    evaluate.add_argument("--split", help="which split of --splits to evaluate (test)")
+    evaluate.add_argument("--split", type=given("a split of --splits, or leave --split out "
+                                                "for test"),
+                          help="which split of --splits to evaluate (test)")
     evaluate.add_argument("--bootstrap", type=whole_number(10, 100_000), default=1000,
                           help="bootstrap resamples, 10-100000 (1000)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")

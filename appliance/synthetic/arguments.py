@@ -1,5 +1,5 @@
 """The argparse types of the ``synth`` commands (and of other commands' numbers and paths):
-every number has a bounded range, every path names something.
+every number has a bounded range, every path and name names something.
 
 A value outside it is a usage error (exit 2) naming the option, the range and what was typed,
 never a clamp, a crash deep in a generator or a frame that describes nothing: ``float()`` also
@@ -62,6 +62,21 @@ def named_path(text: str) -> Path:
     """argparse type: a file or folder name; an empty one (a script's ``"$DIR"`` with DIR unset)
     is refused, where ``Path("")`` would quietly be the working folder."""
     return Path(named(text))
+
+
+def given(what: str) -> Callable[[str], str]:
+    """argparse type: a value that names ``what``; an empty or blank one (a script's
+    ``"$VARIABLE"`` left unset) is refused, where a command would take it for the option left
+    out and do what it does without it."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(
+                f"{'blank' if text else 'empty'}; name {what} (a script's \"$VARIABLE\" left "
+                "unset?)")
+        return text
+
+    return parse
 
 
 def named(text: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from appliance.backoffice.commands import add_store_options
 from appliance.logsafe import escape_controls
-from appliance.synthetic.arguments import finite_number, named_path, whole_number
+from appliance.synthetic.arguments import finite_number, given, named_path, whole_number
 from appliance.updates.repository import DEFAULT_EXPIRY_S, ROLES
 
 MAX_DEVICES = 1_000_000
@@ -79,9 +79,11 @@ def _register_fleet(models: Any) -> None:
             command.add_argument("--to", dest="version", required=True, help="released version")
         command.add_argument("--repo", type=named_path, required=True, help="repository folder")
         target = command.add_mutually_exclusive_group(required=name == "deploy")
-        target.add_argument("--devices", help="comma-separated device ids (SITE/ID where "
-                            "two sites have a device of that id)")
-        target.add_argument("--site", help="every known device of a site")
+        target.add_argument("--devices", type=given("the devices as comma-separated ids"),
+                            help="comma-separated device ids (SITE/ID where two sites have a "
+                            "device of that id)")
+        target.add_argument("--site", type=given("the site whose devices to take"),
+                            help="every known device of a site")
         target.add_argument("--all", action="store_true", help="every known device")
         command.add_argument("--wave", type=whole_number(1, MAX_DEVICES), default=10,
                              help="devices per wave (10)")

@@ -161,6 +161,24 @@ def test_a_split_without_the_splits_file_is_refused_not_ignored(
     assert "--split names a split of --splits, which is not given" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("split", ["", " "])
+def test_an_empty_split_is_refused_not_taken_for_test(
+    labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], split: str,
+) -> None:
+    splits = tmp_path / "splits.csv"
+    splits.write_text("patient,split\n" + "".join(
+        f"p{i},{'test' if i <= 4 else 'train'}\n" for i in range(1, 9)))
+    run = _write(tmp_path / "a", {"s1": 0.9, "s2": 0.8, "s3": 0.3, "s4": 0.6, "s8": 0.7})
+    with pytest.raises(SystemExit) as refused:  # it evaluated the test split
+        main(["pathology", "evaluate", "--labels", str(labels), "--results", str(run),
+              "--splits", str(splits), "--split", split, "--json", "--bootstrap", "50"])
+    assert refused.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (f"argument --split: {'blank' if split else 'empty'}; name a split of --splits, "
+            "or leave --split out for test") in captured.err
+
+
 def test_one_results_folder_given_twice_is_refused_not_counted_as_two_runs(
     labels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -653,6 +653,30 @@ def test_a_rollback_of_a_model_assigned_to_nobody_says_so(tmp_path: Path) -> Non
         choose_devices(every_device, {("lab", "k1")}, repo)
 
 
+@pytest.mark.parametrize("command", [["deploy", "skin-texture-grade", "1.1.0"],
+                                     ["rollback", "skin-texture-grade", "--to", "1.1.0"]])
+@pytest.mark.parametrize("given", [
+    ("--site", "", "empty; name the site whose devices to take"),
+    ("--devices", "", "empty; name the devices as comma-separated ids"),
+    ("--site", "  ", "blank; name the site whose devices to take"),
+])
+def test_an_empty_target_is_refused_not_taken_for_the_devices_assigned_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str],
+    given: tuple[str, str, str],
+) -> None:
+    # without --site, --devices or --all a rollback takes every device assigned the model
+    # now, and a deploy did the same when its target was given empty
+    option, value, said = given
+    repo = init_repository(tmp_path / "repo")
+    store = tmp_path / "store.sqlite3"
+    with pytest.raises(SystemExit) as refused:
+        main(["models", *command, "--repo", str(repo.dir), option, value,
+              "--store", f"sqlite:///{store}"])
+    assert refused.value.code == 2
+    assert f"argument {option}: {said}" in capsys.readouterr().err
+    assert not store.exists()
+
+
 @pytest.mark.parametrize(("option", "value", "said"), [
     ("--device-types", "skin kiosk", "--device-types 'skin kiosk': "),
     ("--device-types", ",,", "--device-types: at least one device type"),
