@@ -14,9 +14,21 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from appliance.backoffice.accounts import Login
-from appliance.console.filters import check_measurement_id, once_each, parse_query
+from appliance.console.filters import (
+    check_measurement_id,
+    once_each,
+    parse_device_cursor,
+    parse_limit,
+    parse_query,
+)
 from appliance.console.guard import api_login, pool_of
-from appliance.console.views import cohort_json, fleet, result_detail, results_page
+from appliance.console.views import (
+    cohort_json,
+    fleet,
+    fleet_after,
+    result_detail,
+    results_page,
+)
 
 
 class ApiError(BaseModel):
@@ -46,11 +58,29 @@ NextCursor = Annotated[str | None, Query(description="`next` of the previous ans
 @router.get("/fleet", summary="every kiosk with its state, versions, camera and outbox",
             description="For an offline kiosk, `camera`, the versions and the outbox figures are "
             "those it last reported, at `status_at`; `camera_text` says so in words ('online, "
-            "2h ago', or 'unknown (offline)' when it never reported its camera).")
-def api_fleet(request: Request, login: ApiLogin) -> dict[str, Any]:
-    """The fleet registry."""
+            "2h ago', or 'unknown (offline)' when it never reported its camera). Without "
+            "`limit` and `after` the answer is `devices`, every kiosk by site and device id. "
+            "With either it is one page of them: `devices` (`limit` kiosks) and `next`, the "
+            "cursor (`SITE~DEVICE`) that, given as `after`, continues them (null after the "
+            "last).")
+def api_fleet(
+    request: Request,
+    login: ApiLogin,
+    *,
+    limit: Annotated[str | None, Query(description="kiosks per page, 1 to 200 (50 when not "
+                                         "given); a page, with `next`, when given")] = None,
+    after: Annotated[str | None, Query(description="`next` of the previous page: the kiosks "
+                                       "after it, by site and device id")] = None,
+) -> dict[str, Any]:
+    """The fleet registry: every kiosk, or one page of them when ``limit`` or ``after`` is
+    given."""
+    if not (limit or after):
+        with pool_of(request).store() as store:
+            return {"devices": fleet(store)}
+    size, start = parse_limit(limit, sizes=None), parse_device_cursor("after", after)
     with pool_of(request).store() as store:
-        return {"devices": fleet(store)}
+        devices, following = fleet_after(store, size, start)
+    return {"devices": devices, "next": following}
 
 
 NOT_MEASURED_DOC = (

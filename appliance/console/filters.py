@@ -160,12 +160,14 @@ def parse_letter_cursor(value: str | None) -> int | None:
 
 def parse_device_cursor(name: str, value: str | None) -> tuple[str, str] | None:
     """Where a page of the fleet starts (``after``) or ends (``before``): the site and device
-    id ``SITE~DEVICE`` of a Next or Previous link; None when not given."""
+    id ``SITE~DEVICE`` of a Next or Previous link, or of the API's ``next``; None when not
+    given."""
     if not value:
         return None
     match = _DEVICE_CURSOR.match(value) if len(value) <= 130 else None
     if match is None:
-        raise InputError(name, value, "a site~device from a Next or Previous link of this page")
+        raise InputError(name, value, "a site~device from a Next or Previous link of this page "
+                         "or the `next` of an API answer")
     return match.group(1), match.group(2)
 
 

@@ -103,6 +103,18 @@ def fleet_page(store: Store, site: str | None, after: tuple[str, str] | None = N
                      first if earlier else None)
 
 
+def fleet_after(store: Store, limit: int,
+                after: tuple[str, str] | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to ``limit`` kiosks by site and device id after the ``after`` key (from the first
+    when None), and the cursor (``SITE~DEVICE``) the next of them start after; None when
+    these are the last."""
+    rows = store.device_page(None, limit + 1, after=after)  # one beyond: is there a next?
+    shown = rows[:limit]
+    following = "~".join(_device_key(shown[-1])) if len(rows) > limit else None
+    now = datetime.now(UTC)
+    return [_shown_device(fleet_row(row), now) for row in shown], following
+
+
 def _device_key(row: dict[str, Any]) -> tuple[str, str]:
     return row["site"], row["device_id"]
 

@@ -3,9 +3,11 @@ FLEET_SHOWN at a time, and Next and Previous reach every one of them."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -103,6 +105,73 @@ def test_a_fleet_cursor_that_is_not_one_is_refused(big: tuple[Console, str],
     assert b"<b>" not in body
 
 
+def _api(console: Console, path: str) -> dict[str, Any]:
+    status, _, body = console.get(path, console.token)
+    assert status == 200, body
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+def test_the_api_answers_every_kiosk_at_once_to_a_client_that_does_not_page(
+    big: tuple[Console, str],
+) -> None:
+    console, _ = big
+    store = open_store(console.store_url)
+    try:
+        stored = store.query("SELECT site, device_id FROM devices ORDER BY site, device_id")
+    finally:
+        store.close()
+    answer = _api(console, "/api/v1/fleet")
+    assert set(answer) == {"devices"}  # no `next`: the answer it always was
+    assert [(d["site"], d["device_id"]) for d in answer["devices"]] == [tuple(r) for r in stored]
+    assert len(stored) > BIG_SITE_KIOSKS
+
+
+@pytest.mark.parametrize("limit", [1, 7, 100, 200])
+def test_the_api_pages_the_fleet_when_asked_and_next_reaches_every_kiosk(
+    big: tuple[Console, str], limit: int,
+) -> None:
+    console, _ = big
+    every = _api(console, "/api/v1/fleet")["devices"]
+    pages, path = [], f"/api/v1/fleet?limit={limit}"
+    while True:
+        answer = _api(console, path)
+        assert set(answer) == {"devices", "next"}
+        pages.append(answer["devices"])
+        if answer["next"] is None:
+            break
+        path = f"/api/v1/fleet?{urlencode({'limit': limit, 'after': answer['next']})}"
+    assert all(len(page) == limit for page in pages[:-1])
+    assert 0 < len(pages[-1]) <= limit
+    keys = ("site", "device_id")
+    assert ([[d[k] for k in keys] for page in pages for d in page]
+            == [[d[k] for k in keys] for d in every])  # each kiosk once, in the same order
+
+
+def test_the_api_s_after_alone_pages_50_at_a_time(big: tuple[Console, str]) -> None:
+    console, _ = big
+    answer = _api(console, "/api/v1/fleet?after=big~k0100")
+    assert [d["device_id"] for d in answer["devices"]] == [f"k{n:04d}" for n in range(101, 151)]
+    assert answer["next"] == "big~k0150"
+
+
+@pytest.mark.parametrize(("query", "refused"), [
+    ({"limit": "0"}, "limit: '0' refused: a whole number from 1 to 200"),
+    ({"limit": "201"}, "limit: '201' refused: a whole number from 1 to 200"),
+    ({"limit": "ten", "after": "big~k0001"}, "limit: 'ten' refused: a whole number"),
+    ({"after": "big"}, "after: 'big' refused: a site~device"),
+    ({"after": "big~<b>"}, "after: 'big~<b>' refused: a site~device"),
+    ({"before": "big~k0001"}, "before: 'big~k0001' refused: unknown parameter; use after, "
+                              "limit"),  # the API pages forward only
+])
+def test_the_api_refuses_a_fleet_page_it_cannot_give(big: tuple[Console, str],
+                                                     query: dict[str, str], refused: str) -> None:
+    console, _ = big
+    status, _, body = console.get(f"/api/v1/fleet?{urlencode(query)}", console.token)
+    assert status == 400
+    assert json.loads(body)["detail"].startswith(refused)
+
+
 def test_a_fleet_page_reads_one_page_of_kiosks_on_each_backend(store: Store) -> None:
     add_kiosks(store, "s1", 150, online_every=3)
     add_kiosks(store, "s2", 30)
@@ -128,3 +197,11 @@ def test_an_empty_fleet_says_so(tmp_path: Path) -> None:
     finally:
         store.close()
     assert (empty.devices, empty.total, empty.next, empty.previous) == ([], 0, None, None)
+
+
+def test_the_openapi_document_names_the_fleet_s_paging(big: tuple[Console, str]) -> None:
+    console, _ = big
+    call = _api(console, "/openapi.json")["paths"]["/api/v1/fleet"]["get"]
+    assert sorted(p["name"] for p in call["parameters"]) == ["after", "limit"]
+    assert "`next`" in call["description"]
+    assert all(not p["required"] for p in call["parameters"])

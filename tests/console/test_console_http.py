@@ -575,7 +575,7 @@ def test_pathology_jobs_show_state_and_slide_results(console: Console) -> None:
 
 
 ONE_RESULT = "0190e8a2-0000-7000-8000-000000000000"
-API_WITHOUT_PARAMETERS = ("/api/v1/fleet", "/api/v1/cohort", "/api/v1/rollouts/r0llout1",
+API_WITHOUT_PARAMETERS = ("/api/v1/cohort", "/api/v1/rollouts/r0llout1",
                           "/api/v1/pathology/jobs/job-1",
                           "/api/v1/pathology/jobs/job-1/slides/0/heatmap",
                           f"/api/v1/results/{ONE_RESULT}", "/openapi.json")
@@ -596,6 +596,9 @@ def test_every_page_and_api_call_refuses_a_parameter_it_does_not_take(console: C
         status, _, body = console.get(f"{path}?limit=5", console.token)
         assert (status, json.loads(body)["detail"]) == (
             400, "limit: '5' refused: unknown parameter; use before"), path
+    status, _, body = console.get("/api/v1/fleet?site=osaka", console.token)  # pages only
+    assert (status, json.loads(body)["detail"]) == (
+        400, "site: 'osaka' refused: unknown parameter; use after, limit")
     cookie, _ = login_cookie(console)
     for path in PAGES_WITHOUT_PARAMETERS:
         status, _, body = get_with(console, f"{path}?site=%3Cb%3E", cookie)
