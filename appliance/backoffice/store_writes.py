@@ -123,7 +123,8 @@ class IngestWrites(LetterWrites):
         the time has caught up, one refused by a bug since fixed once the fix is in. Only
         letters kept whole on a result topic are tried. A letter whose result is stored now,
         or was stored already with the same content, is removed in the same transaction; one
-        that conflicts with a stored result stays. Returns (stored, still refused)."""
+        that conflicts with a stored result stays (also with one this retry stored from
+        another letter under the same id). Returns (stored, still refused)."""
         query = "SELECT id, topic, payload_bytes, payload FROM dead_letters ORDER BY id"
         if dry_run:  # read-only: no transaction that would take the write lock
             letters, taken = self._judged(self._fetch(query), judge)
@@ -141,8 +142,11 @@ class IngestWrites(LetterWrites):
                 return 0, len(letters)
             fresh, conflicts = self._insert_results(cur, rows)
             self._touch_devices(cur, rows)
-            kept = {row[0] for row in conflicts}
-            done = [i for i, found in taken.items() if found and found[0][0] not in kept]
+            # by the letter, not the measurement id: of two letters under one id, the one
+            # stored now goes and the one that conflicts with it stays
+            kept = {id(row) for row in conflicts}
+            done = [i for i, found in taken.items()
+                    if found and not any(id(row) in kept for row in found)]
             for start in range(0, len(done), _IN_CHUNK):
                 chunk = done[start : start + _IN_CHUNK]
                 self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
