@@ -8,6 +8,7 @@ folder that cannot be listed, or that stops answering, is: ``SourceError``.
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import time
 from collections.abc import Callable
@@ -72,6 +73,9 @@ class DirectorySource:
     under another name (a hard link, a copy, the file renamed) is not measured again, and is
     recorded measured once that picture's result is committed (the record keeps each picture's
     digest, so this holds after a restart too: ``PicturesRead``, capture/pictures_read.py).
+    A picture that gave no result (the quality gate refused it, or its measurement failed;
+    the analysis thread says so through ``record_not_measured``) was not read: a file holding
+    it under another name is read again and measured then, not at the next start.
 
     A file saved over in place (a new picture under the same name) is read again once per new
     picture: its size and modification time are looked at again (``SavedOverWatch``: the
@@ -99,6 +103,8 @@ class DirectorySource:
         self._saved_over = SavedOverWatch(DIRECTORY_POLL_S)
         self._pictures = PicturesRead()  # each picture measured once, under one name
         self._failures: dict[str, _LoadFailure] = {}
+        # files whose pictures gave no result, from the analysis thread
+        self._not_measured: queue.SimpleQueue[FileStamp] = queue.SimpleQueue()
         self._refused: set[str] = set()  # links out of the folder, FIFOs...: named once
         self._listing: _Listing | None = None
         self._unread: list[str] = []  # the listed files not yet read, in name order
@@ -150,6 +156,7 @@ class DirectorySource:
         """The next unmeasured JPEG in name order, or None (after a short wait) when none is
         ready."""
         names = self._names()
+        self._read_again_not_measured()
         # an empty listing may be an unmounted share: forget nothing then (as _load_record)
         if names and len(self._offered) + len(self._failures) > 2 * len(names) + 64:
             self._forget_deleted(set(names))
@@ -166,6 +173,25 @@ class DirectorySource:
             return frame
         time.sleep(DIRECTORY_POLL_S)
         return None
+
+    def _read_again_not_measured(self) -> None:
+        """Read again the files waiting on a picture that gave no result."""
+        from appliance.skin.frames import shown_name  # noqa: PLC0415 - as _load: cv2
+
+        while True:
+            try:
+                stamp = self._not_measured.get_nowait()
+            except queue.Empty:
+                return
+            self._saved_over.forget_picture(stamp)
+            for twin in self._pictures.not_measured(stamp):
+                self._saved_over.forget_picture(twin)
+                if self._offered.get(twin.name) == twin:
+                    log.info("%s: the same picture as %s, which gave no result; read again",
+                             shown_name(self.folder / twin.name),
+                             shown_name(stamp.name))
+                    del self._offered[twin.name]
+                    self._unread_of = None
 
     def _unread_in(self, names: list[str]) -> list[str]:
         """The listed files not read yet, worked out again only when the listing changed or a
@@ -315,6 +341,11 @@ class DirectorySource:
     def record_measured(self, stamps: list[FileStamp]) -> None:
         """Remember files whose results the outbox has committed (called by the commit thread)."""
         self._pictures.committed(stamps)
+
+    def record_not_measured(self, stamp: FileStamp) -> None:
+        """Note a file whose picture gave no result: the gate refused it or its measurement
+        failed (called by the analysis thread); its other names are read again."""
+        self._not_measured.put(stamp)
 
     def close(self) -> None:
         """Let the worker thread end; files already read stay read, measured ones recorded."""

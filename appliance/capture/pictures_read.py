@@ -5,7 +5,9 @@ picture read already, under another name (a hard link, a copy, the file renamed)
 name as the file was before (saved again with the same picture), is not measured again: the
 file as it is now is recorded measured once that picture's result is committed, so a restart
 does not measure it under a new id either. The record of measured files keeps each picture's
-digest (capture/replayed.py), so a picture measured by an earlier run is known too. The
+digest (capture/replayed.py), so a picture measured by an earlier run is known too. A picture
+that gave no result (the quality gate refused it, or its measurement failed) counts as not
+read: the files waiting on it are read again, and the first of them is measured. The
 source's reading thread and the outbox's commit thread both call in, one at a time.
 """
 
@@ -46,14 +48,13 @@ class PicturesRead:
 
     def same_picture(self, before: FileStamp, now: FileStamp, digest: bytes) -> None:
         """Record the file as it is ``now`` once its picture's result (read as it was
-        ``before``) is committed, so a restart does not measure it again under a new id."""
-        if self.record is None:
-            return
+        ``before``) is committed, so a restart does not measure it again under a new id; it
+        waits on that result also without a record, to be read again should none come."""
         with self._lock:
             waiting = self._waiting.get(now.name)
             if waiting is not None and waiting[1] == before:  # ``before`` itself waits
                 before = waiting[0]
-            if self.record.holds(before):
+            if self.record is not None and self.record.holds(before):
                 self._waiting.pop(now.name, None)
                 self.record.record([now], {now: digest})
             else:
@@ -74,6 +75,21 @@ class PicturesRead:
             for digest in digests.values():
                 self._unrecorded.pop(digest, None)  # the record holds it now
             self.record.record([*stamps, *later], digests)  # a name's later stamp replaces
+
+    def not_measured(self, stamp: FileStamp) -> list[FileStamp]:
+        """Forget the picture read from the file as ``stamp``, which gave no result (refused
+        by the quality gate, or its measurement failed); returns the files that waited on it,
+        as they were read, to be read again."""
+        with self._lock:
+            digest = self._digest_of.pop(stamp, None)
+            if digest is not None and self._unrecorded.get(digest) == stamp:
+                del self._unrecorded[digest]
+            twins = [now for before, now in self._waiting.values() if before == stamp]
+            self._waiting = {name: waiting for name, waiting in self._waiting.items()
+                             if waiting[0] != stamp}
+            for twin in twins:
+                self._digest_of.pop(twin, None)
+            return twins
 
     def keep_only(self, names: Iterable[str]) -> None:
         """Forget the files not among ``names`` (deleted from the folder)."""

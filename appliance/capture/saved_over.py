@@ -61,6 +61,13 @@ class SavedOverWatch:
         self._hot.pop(name, None)
         self._pictures.pop(name, None)
 
+    def forget_picture(self, stamp: FileStamp) -> None:
+        """Forget the picture read from the file as ``stamp`` (it gave no result): the file
+        saved again with it is read as new."""
+        before = self._pictures.get(stamp.name)
+        if before is not None and before[1] == stamp:
+            del self._pictures[stamp.name]
+
     def read_before(self, name: str, digest: bytes) -> FileStamp | None:
         """The file as it was when the very picture a file read again holds was read from it
         before; None for a new picture."""

@@ -164,3 +164,6 @@ class RecordsMeasured(Protocol):
 
     def record_measured(self, stamps: list[FileStamp]) -> None:
         """Remember these files as measured."""
+
+    def record_not_measured(self, stamp: FileStamp) -> None:
+        """Note a file whose frame gave no result (refused by the gate, or failed)."""

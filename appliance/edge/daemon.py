@@ -179,6 +179,7 @@ class EdgeDaemon:
     ) -> None:
         """Capture -> frames queue -> analysis -> results queue -> commit, one stop event."""
         config, edge = self.config, self.config.edge
+        records = source if isinstance(source, RecordsMeasured) else None  # a folder source
         frames: queue.Queue[Frame] = queue.Queue(maxsize=edge.frame_queue_size)
         results: queue.Queue[Accepted] = queue.Queue(maxsize=edge.result_queue_size)
         self._build_screen()
@@ -207,11 +208,12 @@ class EdgeDaemon:
             on_gated=self.display.on_gated,
             subject=self.display.take_subject,
             on_failed=self.display.measurement_failed,
+            on_not_measured=records.record_not_measured if records is not None else None,
         )
         self.committer = ResultCommitter(
             results, self.outbox, self.pipeline_stop, wake_link=self.link.wake,
             screen=self.screen, group_max=edge.group_commit_max, paused=self.measuring_paused,
-            on_committed=source.record_measured if isinstance(source, RecordsMeasured) else None,
+            on_committed=records.record_measured if records is not None else None,
         )
 
     def _build_screen(self) -> None:

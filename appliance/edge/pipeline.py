@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +84,7 @@ class AnalysisRunner(threading.Thread):
         on_gated: GateListener | None = None,
         subject: Callable[[str | None], payloads.Subject | None] | None = None,
         on_failed: Callable[[], None] | None = None,
+        on_not_measured: Callable[[FileStamp], None] | None = None,
     ) -> None:
         super().__init__(name="AnalysisRunner", daemon=True)
         # set while results cannot be stored: live frames pass unmeasured, a saved capture waits
@@ -93,6 +94,7 @@ class AnalysisRunner(threading.Thread):
         self.frames_paused = 0
         self._on_gated = on_gated
         self._on_failed = on_failed  # the kiosk screen: the burst it shows gives no result
+        self._on_not_measured = on_not_measured  # a folder source: this saved file gave none
         self._subject = subject  # what the customer chose on the kiosk screen, if anything
         self.frames, self.results, self.stop_event = frames, results, stop
         self.gate, self.sessions, self.analyzer = gate, sessions, analyzer
@@ -138,6 +140,7 @@ class AnalysisRunner(threading.Thread):
         if burst is None:
             if frame.still and not quality.ok:
                 self._say_not_measured(frame, quality)
+                self._gave_no_result([frame])
             return
         try:
             accepted = self._measure(burst)
@@ -146,8 +149,15 @@ class AnalysisRunner(threading.Thread):
             log.error("measurement of %s failed: %s", burst.frames[0].name or "a frame", exc)
             if self._on_failed is not None:
                 self._on_failed()
+            self._gave_no_result(burst.frames)
             return
         self._hand_over(accepted)
+
+    def _gave_no_result(self, frames: Sequence[Frame]) -> None:
+        """Tell the folder source which of its saved files gave no result."""
+        for frame in frames:
+            if frame.stamp is not None and self._on_not_measured is not None:
+                self._on_not_measured(frame.stamp)
 
     def _resumed(self) -> bool:
         """Wait until measuring resumes (True) or the pipeline stops (False)."""

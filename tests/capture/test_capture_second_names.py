@@ -113,3 +113,66 @@ def test_a_capture_renamed_while_the_kiosk_was_off_is_not_measured_again(
     restarted.close()
     _opened(folder, record).close()  # the next start forgets the name gone
     assert set(ReplayRecord(record).measured()) == {"customer-17.jpg"}
+
+
+def test_the_second_names_of_a_picture_that_gave_no_result_are_read_again_now(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A picture the gate refused, or whose measurement failed, was not read: its second names
+    waited, unmeasured, for a result that never came (until the next start)."""
+    folder, record = tmp_path / "frames", tmp_path / "state" / "replayed.sqlite3"
+    folder.mkdir()
+    _save(folder / "0001.jpg", 1)
+    os.link(folder / "0001.jpg", folder / "0002.jpg")
+    shutil.copyfile(folder / "0001.jpg", folder / "0003.jpg")
+    source = _opened(folder, record)
+    [first] = _read(source, 4)
+    assert first.name == "0001.jpg"
+    assert first.stamp is not None
+    with caplog.at_level(logging.INFO, logger="appliance.capture.folder"):
+        source.record_not_measured(first.stamp)  # the analysis thread: it gave no result
+        [second] = _read(source, 4)
+        assert second.name == "0002.jpg"
+        assert second.stamp is not None
+        assert _read(source, 4) == []  # 0003.jpg waits on 0002.jpg's result now
+        source.record_measured([second.stamp])
+    source.close()
+    assert caplog.text.count("the same picture as 0001.jpg, which gave no result; read "
+                             "again") == 2
+    assert set(ReplayRecord(record).measured()) == {"0002.jpg", "0003.jpg"}
+    assert _read(_opened(folder, record), 4) == []  # 0001.jpg: its picture is measured now
+
+
+def test_a_file_whose_picture_gave_no_result_is_read_again_when_saved_again(
+    tmp_path: Path,
+) -> None:
+    """Saved again with the same picture (touched), it was taken for a picture read already
+    and waited on its own result, which never came."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    _save(folder / "0001.jpg", 1)
+    source = _opened(folder, tmp_path / "replayed.sqlite3")
+    [first] = _read(source, 2)
+    assert first.stamp is not None
+    source.record_not_measured(first.stamp)
+    later_ns = first.stamp.mtime_ns + 5_000_000_000
+    os.utime(folder / "0001.jpg", ns=(later_ns, later_ns))
+    [again] = _read(source, 4)
+    assert again.name == "0001.jpg"
+    assert again.stamp is not None
+    assert again.stamp.mtime_ns == later_ns
+
+
+def test_without_a_record_a_second_name_of_a_picture_that_gave_no_result_is_read_again(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    _save(folder / "0001.jpg", 1)
+    os.link(folder / "0001.jpg", folder / "0002.jpg")
+    source = DirectorySource(str(folder))  # no state_dir: nothing recorded
+    source.open()
+    [first] = _read(source, 4)
+    assert first.stamp is not None
+    source.record_not_measured(first.stamp)
+    assert [frame.name for frame in _read(source, 4)] == ["0002.jpg"]

@@ -1,19 +1,28 @@
 """Saved captures (a folder source) in the analysis thread: each is a session of its own, read
 once per run. One the quality gate refuses is never measured, and the journal says which file and
 why (a live camera's refused frames are not said: most are); one read while measuring is paused
-(the outbox cannot write) waits for measuring to resume instead of being passed over."""
+(the outbox cannot write) waits for measuring to resume instead of being passed over. A saved
+capture that gives no result (refused, or its measurement failed) is told to the folder source,
+so that a second name of the same picture is measured then."""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from appliance.capture.folder import DirectorySource
 from appliance.capture.quality import QualityGate
+from appliance.capture.replayed import FileStamp
 from appliance.capture.sources import Frame
+from appliance.edge.measure import Analyzer, Measurement
 from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity
 from appliance.edge.session import SessionTracker
 from appliance.edge.testing import fixed_analyzer, wait_until
@@ -23,11 +32,12 @@ GREY = np.full((960, 1280, 3), 128, np.uint8)  # a lit frame without colour: no 
 
 
 def _runner(frames: queue.Queue[Frame], results: queue.Queue[Accepted],
-            paused: threading.Event | None = None) -> AnalysisRunner:
+            paused: threading.Event | None = None, *, analyzer: Analyzer = fixed_analyzer,
+            on_not_measured: Callable[[FileStamp], None] | None = None) -> AnalysisRunner:
     return AnalysisRunner(
         frames, results, threading.Event(), gate=QualityGate(), sessions=SessionTracker(),
-        analyzer=fixed_analyzer, classifier=lambda: None, identity=Identity("k1", "lab", "t/r"),
-        um_per_px=10.0, limit=1, paused=paused,
+        analyzer=analyzer, classifier=lambda: None, identity=Identity("k1", "lab", "t/r"),
+        um_per_px=10.0, limit=1, paused=paused, on_not_measured=on_not_measured,
     )
 
 
@@ -67,3 +77,58 @@ def test_a_saved_capture_read_while_measuring_is_paused_is_measured_once_it_resu
     assert accepted.result.features is not None
     runner.join(10)
     assert runner.frames_paused == 0
+
+
+def test_a_saved_capture_the_gate_refuses_is_told_to_its_source() -> None:
+    frames: queue.Queue[Frame] = queue.Queue()
+    results: queue.Queue[Accepted] = queue.Queue()
+    told: list[FileStamp] = []
+    runner = _runner(frames, results, on_not_measured=told.append)
+    grey = FileStamp("0001-grey.jpg", 1, 2)
+    frames.put(Frame(GREY, 1, still=True, name=grey.name, stamp=grey))
+    frames.put(Frame(synthetic_frame(4, 0, "normal").image_rgb, 2, still=True, name="0002.jpg",
+                     stamp=FileStamp("0002.jpg", 3, 4)))
+    runner.start()
+    assert results.get(timeout=30).stamp == FileStamp("0002.jpg", 3, 4)
+    runner.join(10)
+    assert told == [grey]
+
+
+def test_a_second_name_of_a_capture_whose_measurement_failed_is_measured_in_the_same_run(
+    tmp_path: Path,
+) -> None:
+    """It waited, unmeasured, for the first name's result, which never came."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(synthetic_frame(4, 0, "normal").image_rgb,
+                                                 cv2.COLOR_RGB2BGR))
+    assert ok
+    (folder / "0001.jpg").write_bytes(data.tobytes())
+    os.link(folder / "0001.jpg", folder / "0002.jpg")
+    calls: list[str] = []
+
+    def fails_once(rgb: np.ndarray, um_per_px: float) -> Measurement:
+        calls.append("measured")
+        if len(calls) == 1:
+            raise RuntimeError("the analysis ran out of memory")
+        return fixed_analyzer(rgb, um_per_px)
+
+    source = DirectorySource(str(folder), tmp_path / "replayed.sqlite3")
+    source.open()
+    frames: queue.Queue[Frame] = queue.Queue()
+    results: queue.Queue[Accepted] = queue.Queue()
+    runner = _runner(frames, results, analyzer=fails_once,
+                     on_not_measured=source.record_not_measured)
+    runner.start()
+    for _ in range(50):  # the capture thread's reads, while the analysis thread works
+        frame = source.read()
+        if frame is not None:
+            frames.put(frame)
+        if runner.finished.is_set():
+            break
+    accepted = results.get(timeout=30)
+    runner.join(10)
+    source.close()
+    assert accepted.stamp is not None
+    assert accepted.stamp.name == "0002.jpg"
+    assert len(calls) == 2
