@@ -2,10 +2,14 @@
 that likely is.
 
 ``Reconnects`` paces the link's attempts: growing delays while they fail, and from the first
-delay again only after a connection that worked, one whose subscribe the broker answered or
-that lasted the longest delay. One dropped right after its CONNACK (a broker too loaded to keep
-it) is no success: when each CONNACK started the backoff again, such a broker was tried again
-after the first delay for ever, twice a second by every kiosk of a fleet.
+delay again only after a connection that worked: one that lasted ``SHORT_S`` or more and
+either had its subscribe answered by the broker or lasted the longest delay too. One dropped
+right after its CONNACK (a broker too loaded to keep it) is no success: when each CONNACK
+started the backoff again, such a broker was tried again after the first delay for ever, twice
+a second by every kiosk of a fleet. Nor is one taken over by another client with its client
+id: the broker answers the subscribe before the other connects, and when that reset the delay
+two kiosks with one client id took the connection from each other twice a second each, for
+ever.
 
 A broker drops the older connection of a client id when another client connects with it
 (MQTT 5 spec 3.1.4), and mosquitto 2.0 tells the dropped one no reason (reason 128). A kiosk
@@ -90,6 +94,6 @@ class Reconnects:
     def lost(self, code: int) -> float:
         """The connection ended with ``code``; the delay before the next attempt."""
         lasted_s = self._churn.lost(code)
-        if self._subscribed or lasted_s >= self._backoff.cap_s:  # it worked
-            self._backoff.reset()
+        if lasted_s >= SHORT_S and (self._subscribed or lasted_s >= self._backoff.cap_s):
+            self._backoff.reset()  # it worked
         return self._backoff.next_delay_s()
