@@ -1,0 +1,133 @@
+"""The store's reads for the command line and the ingest worker: results, dead letters and the
+fleet registry.
+
+A mixin of ``Store`` (same connection, same SQL for SQLite and PostgreSQL), as the console's
+queries (``queries.py``) and the ingest worker's writes (``store_writes.py``) are. Results are
+streamed a batch at a time, so an export of millions of them holds one batch in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS, DeadLetter
+from appliance.backoffice.storeerrors import StoreError
+
+
+class StoreReads:
+    """Reads of results, dead letters and devices; ``Store`` provides the connection."""
+
+    postgres: bool
+    _conn: Any
+    if TYPE_CHECKING:
+
+        def _sql(self, text: str) -> str: ...
+        def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def count_results(self) -> int:
+        """How many results are stored."""
+        return int(self._fetch("SELECT COUNT(*) FROM results")[0][0])
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters, newest first."""
+        return [letter for _, letter in self.dead_letters_before(None, limit)]
+
+    def dead_letters_before(self, before_id: int | None,
+                            limit: int) -> list[tuple[int, DeadLetter]]:
+        """Up to ``limit`` dead letters kept before the one numbered ``before_id`` (None: the
+        newest), newest first, each with its number: one keyset page of them."""
+        below = "" if before_id is None else "WHERE id < ? "
+        rows = self._fetch(
+            "SELECT id, received_at, topic, reason, payload_bytes, payload, letter_sha256 "
+            f"FROM dead_letters {below}ORDER BY id DESC LIMIT ?",
+            (limit,) if before_id is None else (before_id, limit),
+        )
+        return [(int(r[0]), DeadLetter(r[1], r[2], r[3], int(r[4]), bytes(r[5]), r[6]))
+                for r in rows]
+
+    def count_dead_letters(self) -> int:
+        """How many dead letters are kept."""
+        return int(self._fetch("SELECT COUNT(*) FROM dead_letters")[0][0])
+
+    def devices(self, site: str | None = None) -> list[dict[str, Any]]:
+        """The fleet registry (or one site's), one mapping per device, by site and device id."""
+        where, params = ("WHERE site = ? ", (site,)) if site is not None else ("", ())
+        rows = self._fetch(
+            f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices {where}ORDER BY site, device_id",
+            params,
+        )
+        return [dict(zip(DEVICE_COLUMNS, row, strict=True)) for row in rows]
+
+    def select_results(
+        self,
+        columns: Sequence[str],
+        device: str | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Stored results (chosen columns) by capture time, filtered by device and start time."""
+        _refuse_unknown(columns)
+        where, params = _result_filter(device, since)
+        order = "captured_at DESC, measurement_id DESC" if newest_first else (
+            "captured_at, measurement_id")
+        sql = f"SELECT {','.join(columns)} FROM results{where} ORDER BY {order}"
+        sql += f" LIMIT {int(limit)}" if limit is not None else ""
+        return self._stream(sql, params)
+
+    def select_repeated_subjects(self, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """The results (chosen columns) with an age band of every subject that has more than
+        one of them, a subject's results together (by subject id, then capture time)."""
+        _refuse_unknown(columns)
+        banded = "subject_id IS NOT NULL AND age_band IS NOT NULL"
+        return self._stream(
+            f"SELECT {','.join(columns)} FROM results WHERE {banded} AND subject_id IN "
+            f"(SELECT subject_id FROM results WHERE {banded} GROUP BY subject_id "
+            "HAVING COUNT(*) > 1) ORDER BY subject_id, captured_at, measurement_id", [])
+
+    def _stream(self, sql: str, params: Sequence[Any],
+                rows_at_once: int = 1000) -> Iterator[tuple[Any, ...]]:
+        """The rows of one SELECT (``?`` placeholders), fetched ``rows_at_once`` at a time as
+        they are read, so a query over millions of results holds one batch in memory; inside
+        a transaction (``write_batch``'s) it reads what that transaction sees."""
+        if not self.postgres:  # SQLite steps through the table as rows are fetched
+            yield from _in_batches(self._conn.cursor(), sql, params, rows_at_once)
+            return
+        # psycopg's plain cursor takes the whole answer into memory at once (an export of
+        # millions of results); a named one is a server-side cursor, read a batch at a time.
+        # It needs a transaction: its own, or a savepoint in the one already open
+        with self._conn.transaction(), self._conn.cursor(name="select_results") as cur:
+            yield from _in_batches(cur, self._sql(sql), params, rows_at_once)
+
+    def count_matching(self, device: str | None = None, since: str | None = None) -> int:
+        """How many stored results match the device and start-time filter."""
+        where, params = _result_filter(device, since)
+        return int(self._fetch(f"SELECT COUNT(*) FROM results{where}", tuple(params))[0][0])
+
+
+def _refuse_unknown(columns: Sequence[str]) -> None:
+    """A StoreError naming the columns that are no result columns."""
+    unknown = set(columns) - set(RESULT_COLUMNS)
+    if unknown:
+        raise StoreError(f"unknown result columns {sorted(unknown)}")
+
+
+def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str]]:
+    """The WHERE clause (with its leading space, or empty) and parameters of a results filter."""
+    where, params = [], []
+    if device is not None:
+        where.append("device_id = ?")
+        params.append(device)
+    if since is not None:
+        where.append("captured_at >= ?")
+        params.append(since)
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+
+def _in_batches(cur: Any, sql: str, params: Sequence[Any],
+                rows_at_once: int) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql``, fetched ``rows_at_once`` at a time."""
+    cur.execute(sql, params)
+    while rows := cur.fetchmany(rows_at_once):
+        yield from rows
