@@ -4,7 +4,7 @@ A mixin of ``Store`` (same connection, same SQL for SQLite and PostgreSQL), kept
 module so the ingest path in ``store.py`` stays small; console users, API tokens and login
 sessions are the mixin's base in ``accounts.py``. Result pages use keyset pagination on
 ``(captured_at, measurement_id)``, newest first, so page N costs what page 1 costs; the indexes
-behind each filter are migration 3 in ``schema.py``.
+behind each filter are migration 3 in ``migrations.py``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from appliance.backoffice.schema import MIGRATIONS
+from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.storeerrors import explained, held_locked
 from appliance.diskspace import full_disk_hint
 from appliance.logsafe import escape_controls

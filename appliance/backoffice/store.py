@@ -23,8 +23,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.queries import ConsoleQueries
-from appliance.backoffice.schema import MIGRATIONS, iso_utc, letter_size_sql
+from appliance.backoffice.schema import iso_utc, letter_size_sql
 from appliance.backoffice.sqlitefile import (
     cannot_open,
     damaged,

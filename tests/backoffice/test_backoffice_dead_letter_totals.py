@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice.schema import MIGRATIONS, DeadLetter, dead_letter, result_row
+from appliance.backoffice.migrations import MIGRATIONS
+from appliance.backoffice.schema import DeadLetter, dead_letter, result_row
 from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.config import config_from_mapping

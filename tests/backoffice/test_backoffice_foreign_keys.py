@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice.schema import MIGRATIONS
+from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.store import open_store
 from appliance.backoffice.storeerrors import DATABASE_ERRORS
 from appliance.pathology.jobs import JobRequest, SlideRequest

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from appliance.backoffice.schema import MIGRATIONS, iso_utc, result_row
+from appliance.backoffice.migrations import MIGRATIONS
+from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import LATEST_VERSION, Batch, Store, StoreError, open_store
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.cli import main

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from appliance.backoffice.accounts import Login
+from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.schema import (
-    MIGRATIONS,
     RESULT_COLUMNS,
     DeadLetter,
     dead_letter,

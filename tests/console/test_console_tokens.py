@@ -12,7 +12,8 @@ import pytest
 from console_helpers import PASSWORD, Console, free_port
 
 from appliance.backoffice.accounts import LAST_USE_EVERY_S, TokenRow
-from appliance.backoffice.schema import MIGRATIONS, iso_utc
+from appliance.backoffice.migrations import MIGRATIONS
+from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.cli_help import COMMAND_HELP

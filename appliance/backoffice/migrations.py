@@ -1,0 +1,261 @@
+"""The back-office tables' versioned migrations, in order.
+
+One schema serves SQLite and PostgreSQL: the few type names that differ are placeholders
+(``{id}``, ``{real}``, ``{blob}``) filled in per dialect, as are the one expression that reads a
+stored payload's JSON (``{payload_not_validated}``, migration 6) and a dead letter's size in
+bytes (``{letter_size}``, migrations 14 and 15; ``letter_size_sql`` in ``schema.py``). The
+columns they make are named in ``schema.py``. A new migration is appended, never edited: stores
+remember the versions they ran.
+"""
+
+from __future__ import annotations
+
+from appliance.transport.payloads import FEATURE_KEYS
+
+_FEATURE_DDL = ",\n".join(
+    f"    {key} {'BIGINT' if key == 'pore_count' else '{real}'} NOT NULL" for key in FEATURE_KEYS
+)
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "results, dead letters, devices",
+        f"""
+CREATE TABLE results (
+    measurement_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    site TEXT NOT NULL,
+    captured_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    software_version TEXT NOT NULL,
+    quality_verdict TEXT NOT NULL,
+    model_name TEXT,
+    model_version TEXT,
+    label TEXT,
+    subject_id TEXT,
+    age_band TEXT,
+{_FEATURE_DDL},
+    payload TEXT NOT NULL
+);
+CREATE TABLE dead_letters (
+    id {{id}},
+    received_at TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    payload_bytes BIGINT NOT NULL,
+    payload {{blob}} NOT NULL
+);
+CREATE TABLE devices (
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    state TEXT,
+    last_seen TEXT NOT NULL,
+    status_at TEXT,
+    software_version TEXT,
+    model_name TEXT,
+    model_version TEXT,
+    camera TEXT,
+    outbox_depth BIGINT,
+    dropped BIGINT,
+    PRIMARY KEY (site, device_id)
+);
+""",
+    ),
+    (
+        2,
+        "indexes for device/time queries and subject repeats",
+        """
+CREATE INDEX results_device_time ON results (device_id, captured_at);
+CREATE INDEX results_captured_at ON results (captured_at);
+CREATE INDEX results_subject ON results (subject_id);
+""",
+    ),
+    (
+        3,
+        "console: keyset indexes per filter, users, API tokens, login sessions",
+        """
+CREATE INDEX results_time_id ON results (captured_at, measurement_id);
+CREATE INDEX results_site_time_id ON results (site, captured_at, measurement_id);
+CREATE INDEX results_label_time_id ON results (label, captured_at, measurement_id);
+CREATE INDEX results_device_time_id ON results (device_id, captured_at, measurement_id);
+CREATE INDEX results_age_band ON results (age_band);
+CREATE TABLE console_users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE console_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL REFERENCES console_users (name) ON DELETE CASCADE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE console_sessions (
+    session_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL REFERENCES console_users (name) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+""",
+    ),
+    (
+        4,
+        "model rollouts and where each device stands (appliance/updates/rollout.py)",
+        """
+CREATE TABLE rollouts (
+    rollout_id TEXT PRIMARY KEY,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    canaries BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE rollout_devices (
+    rollout_id TEXT NOT NULL,
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    running_version TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, site, device_id)
+);
+""",
+    ),
+    (
+        5,
+        "devices: age of the oldest result a kiosk has not had confirmed (status)",
+        """
+ALTER TABLE devices ADD COLUMN outbox_oldest_age_s {real};
+""",
+    ),
+    (
+        6,
+        "results: the features outside the validated range, filled in from stored payloads",
+        """
+ALTER TABLE results ADD COLUMN not_validated TEXT NOT NULL DEFAULT '';
+UPDATE results SET not_validated = {payload_not_validated}
+    WHERE payload LIKE '%"not_validated"%'
+""",
+    ),
+    (
+        7,
+        "rollouts: the model repository each was run on (its identity; null: recorded before)",
+        """
+ALTER TABLE rollouts ADD COLUMN repository TEXT;
+""",
+    ),
+    (
+        8,
+        "console: API tokens' label, expiry and last use (no expiry: made before, kept valid)",
+        """
+ALTER TABLE console_tokens ADD COLUMN label TEXT NOT NULL DEFAULT '';
+ALTER TABLE console_tokens ADD COLUMN expires_at TEXT;
+ALTER TABLE console_tokens ADD COLUMN last_used_at TEXT;
+""",
+    ),
+    (
+        9,
+        "console: a user can be disabled (when; null: enabled)",
+        """
+ALTER TABLE console_users ADD COLUMN disabled_at TEXT;
+""",
+    ),
+    (
+        10,
+        "dead letters: a letter received again is kept once (null: kept before)",
+        """
+ALTER TABLE dead_letters ADD COLUMN letter_sha256 TEXT;
+CREATE UNIQUE INDEX dead_letters_once ON dead_letters (letter_sha256)
+""",
+    ),
+    (
+        11,
+        "dead letters: the only copies of results the bounds pruned, counted by device",
+        """
+CREATE TABLE pruned_only_copies (
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    letters BIGINT NOT NULL,
+    last_pruned_at TEXT NOT NULL,
+    PRIMARY KEY (site, device_id)
+)
+""",
+    ),
+    (
+        12,
+        "console: tokens and sessions of users no longer there are forgotten (SQLite now "
+        "enforces their foreign keys, as PostgreSQL always did)",
+        """
+DELETE FROM console_tokens WHERE name NOT IN (SELECT name FROM console_users);
+DELETE FROM console_sessions WHERE name NOT IN (SELECT name FROM console_users)
+""",
+    ),
+    (
+        13,
+        "dead letters: how many are kept and their size, kept up to date with them",
+        """
+CREATE TABLE dead_letter_totals (
+    only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+    letters BIGINT NOT NULL,
+    letter_bytes BIGINT NOT NULL
+);
+INSERT INTO dead_letter_totals (only_row, letters, letter_bytes)
+    SELECT 1, COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(reason) + LENGTH(topic)), 0)
+    FROM dead_letters
+""",
+    ),
+    (
+        14,
+        "dead letters: how many each topic holds and their size, so that the bounds prune "
+        "the letters of a kiosk holding more than its share first (letter_shares.py)",
+        """
+CREATE TABLE dead_letter_topic_totals (
+    topic TEXT PRIMARY KEY,
+    letters BIGINT NOT NULL,
+    letter_bytes BIGINT NOT NULL
+);
+INSERT INTO dead_letter_topic_totals (topic, letters, letter_bytes)
+    SELECT topic, COUNT(*), COALESCE(SUM({letter_size}), 0) FROM dead_letters GROUP BY topic
+""",
+    ),
+    (
+        15,
+        "dead letters: their size counted in bytes, not characters (the totals recounted)",
+        """
+UPDATE dead_letter_totals SET letters = (SELECT COUNT(*) FROM dead_letters),
+    letter_bytes = (SELECT COALESCE(SUM({letter_size}), 0) FROM dead_letters)
+""",
+    ),
+    (
+        16,
+        "rollouts: each device's state names a rollout that is there (a foreign key); rows "
+        "naming none are kept aside in rollout_devices_orphaned",
+        """
+CREATE TABLE rollout_devices_orphaned AS SELECT * FROM rollout_devices
+    WHERE NOT EXISTS (SELECT 1 FROM rollouts
+                      WHERE rollouts.rollout_id = rollout_devices.rollout_id);
+CREATE TABLE rollout_devices_keyed (
+    rollout_id TEXT NOT NULL CONSTRAINT rollout_devices_rollout_fkey
+        REFERENCES rollouts (rollout_id),
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    running_version TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, site, device_id)
+);
+INSERT INTO rollout_devices_keyed SELECT * FROM rollout_devices
+    WHERE EXISTS (SELECT 1 FROM rollouts WHERE rollouts.rollout_id = rollout_devices.rollout_id);
+DROP TABLE rollout_devices;
+ALTER TABLE rollout_devices_keyed RENAME TO rollout_devices
+""",
+    ),
+)
