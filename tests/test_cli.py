@@ -15,7 +15,8 @@ import pytest
 from appliance.backoffice import commands_demo, demo
 from appliance.backoffice.store import open_store
 from appliance.cli import build_parser, main
-from appliance.cli_help import COMMAND_HELP, command_paths, leaf_commands
+from appliance.cli_help import command_paths, leaf_commands
+from appliance.cli_help_text import COMMAND_HELP
 from appliance.updates.repository import DEFAULT_EXPIRY_S
 from tests.signal_helpers import started_and_signalled
 

@@ -16,7 +16,7 @@ from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
-from appliance.cli_help import COMMAND_HELP
+from appliance.cli_help_text import COMMAND_HELP
 from appliance.config import ConsoleConfig
 from appliance.console import EXPIRED_TOKEN_KEPT_DAYS, auth
 from appliance.console.auth import AccessError, add_user, create_token

@@ -1,0 +1,358 @@
+"""Every command's longer description and example command lines, for ``--help``.
+
+``cli_help.apply_help`` puts them on the parser; a command's one-line ``help`` stays with the
+area that registers it.
+"""
+
+from __future__ import annotations
+
+# command path -> (description, examples); every command of `appliance`, group or leaf, has an
+# entry (tests/test_cli.py checks that none is missing and none is left over).
+COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
+    "demo": (
+        "Run the whole system on this machine: a private mosquitto, the back office and edge "
+        "daemons on synthetic customers. The results stay in the store the back-office commands "
+        "read by default (./state/backoffice.sqlite3 with the repository's config.yaml).",
+        ("appliance demo", "appliance demo --devices 3 --count 5",
+         "appliance demo --throwaway"),
+    ),
+    "edge": (
+        "The kiosk daemon: camera, quality gate, measurement, classification, durable outbox, "
+        "MQTT. systemd runs it (deploy/appliance-edge.service).",
+        ("appliance edge --config /etc/appliance/config.yaml",),
+    ),
+    "backoffice": (
+        "The back-office ingest worker: stores results and fleet status from the broker. Run "
+        "several with the same share group to split the load; --retire takes one out of "
+        "service for good (docs/delivery.md).",
+        ("appliance backoffice", "appliance backoffice --config backoffice.yaml",
+         "appliance backoffice --config backoffice-2.yaml --retire"),
+    ),
+    "fleet": (
+        "The kiosks the back office has heard from: online/offline, last seen, model and "
+        "software versions, outbox depth, the oldest un-sent result's wait, dropped results.",
+        ("appliance fleet", "appliance fleet --json | head",
+         "appliance fleet --store sqlite:///state/backoffice.sqlite3"),
+    ),
+    "results": (
+        "Read the results the back office stored: the newest ones, an export to a file, and the "
+        "messages it refused (dead letters), and those of them it would store now. Each takes "
+        "--store or --config to pick the store.",
+        ("appliance results query --limit 10", "appliance results export --format csv "
+         "--out results.csv", "appliance results dead-letters"),
+    ),
+    "results query": (
+        "Print the newest stored results (newest first) and how many match in all.",
+        ("appliance results query", "appliance results query --limit 10 --device kiosk-demo-1",
+         "appliance results query --since 2026-11-01T09:00:00Z"),
+    ),
+    "results export": (
+        "Write stored results to a CSV, JSON Lines or Parquet file (or CSV/JSONL to stdout). "
+        "An existing file is kept unless --force.",
+        ("appliance results export --format csv --out results.csv",
+         "appliance results export --format parquet --out results.parquet",
+         "appliance results export --format jsonl | head"),
+    ),
+    "results dead-letters": (
+        "Messages the back office could not store, newest first, with the reason.",
+        ("appliance results dead-letters", "appliance results dead-letters --limit 5"),
+    ),
+    "results retry": (
+        "Store the results kept whole in the dead letters that the back office takes now (a "
+        "kiosk clock that ran ahead has been caught up with, a fix installed); they leave the "
+        "dead letters, the rest stay. The one results command that changes the store.",
+        ("appliance results retry --dry-run", "appliance results retry"),
+    ),
+    "report": (
+        "Reports over the stored results, written as an HTML page with its figures.",
+        ("appliance report cohort --out report",),
+    ),
+    "report cohort": (
+        "Texture and pore features by age band: box plots, correlations with confidence "
+        "intervals, repeat measurements of one subject. Needs results with an age band.",
+        ("appliance report cohort --out report", "xdg-open report/index.html"),
+    ),
+    "store": (
+        "The back-office store's schema. Writers and servers (backoffice, console, demo, models "
+        "deploy) migrate it when they start; read commands (fleet, results, report, models "
+        "status, console reference) never change it and refuse a store that is not up to date.",
+        ("appliance store migrate", "appliance store migrate --store "
+         "postgresql://appliance@db.example.org:5432/appliance"),
+    ),
+    "store migrate": (
+        "Create the store's tables, or add what newer code needs (versioned migrations, each "
+        "run once; the pathology tables too). Exit 0 when up to date, 2 when the config or the "
+        "store is unusable (the message names the database).",
+        ("appliance store migrate", "appliance store migrate --config backoffice.yaml",
+         "appliance store migrate --store sqlite:///state/backoffice.sqlite3"),
+    ),
+    "analyze": (
+        "Measure 1280x960 microscope frames offline: quality, texture, pores, colour and the "
+        "texture grade (shipped model unless the config names another). No broker needed. "
+        "Frames are measured at the config's skin.um_per_px unless --um-per-px is given; a "
+        "frame's NAME.json sidecar scale (appliance synth skin) is named, never used.",
+        ("appliance analyze frame.jpg", "appliance analyze shots/*.jpg --json",
+         "appliance analyze frame.jpg --overlay overlays --white white-tile.jpg",
+         "appliance analyze frames/skin-1-00003.jpg --um-per-px 10.76"),
+    ),
+    "calibrate": (
+        "Measure um_per_px from a photo of a stage micrometer (a scale of parallel lines a known "
+        "distance apart). Anything that is not a regular line grating is refused with a reason, "
+        "and so is a result skin.um_per_px would refuse (outside 0.5-30 um/px: check --mm); a "
+        "result outside the validated 7-13 um/px is printed with a warning.",
+        ("appliance calibrate micrometer.jpg --mm 0.01",
+         "appliance calibrate micrometer.png --mm 0.1"),
+    ),
+    "config": (
+        "Configuration: check a config file and the APPLIANCE__ environment overrides before "
+        "the daemon reads them.",
+        ("appliance config check", "appliance config check /etc/appliance/config.yaml"),
+    ),
+    "config check": (
+        "Validate a config file (and the APPLIANCE__ environment overrides) as the daemon will: "
+        "exit 2 naming the key path, the bad value and what was expected, or a missing file. "
+        "Without a file named and no ./config.yaml it checks the built-in defaults with the "
+        "overrides, as the other commands then use them, and says so; a file named that does "
+        "not exist is an error.",
+        ("appliance config check", "appliance config check /etc/appliance/config.yaml",
+         "APPLIANCE__MQTT__PORT=1884 appliance config check --config config.yaml"),
+    ),
+    "synth": (
+        "Make synthetic data with known ground truth: microscope skin frames with their true "
+        "features, a stage-micrometer photo at a known um/px, and H&E cohorts with labels. "
+        "Every number has a range (see each command's --help); a value outside it is refused, "
+        "exit 2.",
+        ("appliance synth skin --out frames --count 8 --seed 1",
+         "appliance synth micrometer --out micrometer.png --um-per-px 9.6",
+         "appliance synth he --out cohort --patients 20 --seed 3"),
+    ),
+    "synth skin": (
+        "Synthetic 25x microscope skin frames with ground-truth JSON sidecars.",
+        ("appliance synth skin --out frames --count 8 --seed 1",
+         "appliance synth skin --out old --count 20 --preset coarse --workers 2"),
+    ),
+    "synth micrometer": (
+        "A photo of a stage micrometer at a known um/px (a short scale of lines 100 px tall), "
+        "to try `appliance calibrate` on.",
+        ("appliance synth micrometer --out micrometer.png --um-per-px 9.6",
+         "appliance calibrate micrometer.png --mm 0.1"),
+    ),
+    "synth he": (
+        "A synthetic H&E cohort: slides of MSI and MSS patients with labels.csv.",
+        ("appliance synth he --out cohort --patients 20 --seed 3",
+         "appliance synth he --out big --patients 200 --msi-fraction 0.3 --workers 2"),
+    ),
+    "models": (
+        "Build, check and evaluate the skin texture model, and send models to the fleet: a "
+        "signed TUF repository, releases, staged rollouts, rollback and per-device status.",
+        ("appliance models show", "appliance models repo init /srv/models",
+         "appliance models status --repo /srv/models"),
+    ),
+    "models build-skin": (
+        "Train, export, INT8-quantize and validate the skin texture model from a labelled "
+        "table, into a new folder (the shipped model is never overwritten).",
+        ("appliance models build-skin --data grades.csv --out build/v2 --version 2.0.0 "
+         "--trained-on 'who graded what, where, when'",),
+    ),
+    "models evaluate": (
+        "Accuracy, per-class precision/recall, confusion matrix and INT8/float agreement of a "
+        "model on a labelled table.",
+        ("appliance models evaluate build/v2/skin-texture-grade.int8.onnx --data grades.csv",),
+    ),
+    "models show": (
+        "Check a model file and print its contract (features, labels, version, training data) "
+        "and figures.",
+        ("appliance models show", "appliance models show build/v2/skin-texture-grade.int8.onnx"),
+    ),
+    "models skin-table": (
+        "A labelled feature table from synthetic skin, for build-skin.",
+        ("appliance models skin-table --out table.parquet --rows 300 --workers 2",),
+    ),
+    "models repo": (
+        "The TUF model repository the kiosks update from: create it with its keys, re-sign its "
+        "short-lived timestamp, and serve its public files.",
+        ("appliance models repo init /srv/models", "appliance models repo refresh /srv/models",
+         "appliance models repo serve /srv/models --port 8470"),
+    ),
+    "models repo init": (
+        "Create a TUF model repository: root, targets, snapshot, timestamp and the delegated "
+        "fleet role with Ed25519 keys; prints where the keys are (move keys/root offline).",
+        ("appliance models repo init /srv/models",
+         "appliance models repo init /srv/models --keys root=3 --threshold root=2"),
+    ),
+    "models repo refresh": (
+        "Re-sign the repository's timestamp, which expires quickly on purpose (run it from a "
+        "timer well within the timestamp expiry), and any other role past half its validity "
+        "whose keys are here. Exit 3: signed, but root or targets is past half its validity "
+        "and its keys are offline (the warning says what to do); 2: an error.",
+        ("appliance models repo refresh /srv/models",),
+    ),
+    "models repo serve": (
+        "Serve the repository's public/ folder over HTTP for the kiosks (one back-office box; "
+        "any web server or object store can serve it at scale).",
+        ("appliance models repo serve /srv/models --port 8470",),
+    ),
+    "models release": (
+        "Sign a model into the repository with its name, version, feature schema, device types "
+        "and self-test vectors (its own answers on rows of a labelled feature table).",
+        ("appliance models release build/v2/skin-texture-grade.int8.onnx --repo /srv/models "
+         "--version 2.0.0",),
+    ),
+    "models deploy": (
+        "Roll a release out: signed assignments to canaries first, the rest in waves once the "
+        "canaries report installed and healthy; halts by itself on failures (exit 1).",
+        ("appliance models deploy skin-texture-grade 2.0.0 --repo /srv/models --all --canary 2",
+         "appliance models deploy skin-texture-grade 2.0.0 --repo /srv/models --devices k1,k2"),
+    ),
+    "models rollback": (
+        "A signed decision to go back to an older release (kiosks refuse a plain downgrade); "
+        "by default for every device assigned the model.",
+        ("appliance models rollback skin-texture-grade --to 1.0.0 --repo /srv/models",),
+    ),
+    "models status": (
+        "Per device: the model version running, the version targeted, its last update state "
+        "and why (with the rollout that set it).",
+        ("appliance models status --repo /srv/models",
+         "appliance models status --repo /srv/models --json"),
+    ),
+    "pathology": (
+        "H&E pathology: score slides on this machine (run, submit), measure runs against labels "
+        "(evaluate), or run the server that takes jobs over MQTT (serve) and send it jobs (job).",
+        ("appliance pathology run cohort --out results",
+         "appliance pathology evaluate --labels cohort/labels.csv --results results",
+         "appliance pathology job list"),
+    ),
+    "pathology run": (
+        "Score a folder of H&E slides: tissue mask, tiles, stain normalisation, tile model; "
+        "writes results.csv, heatmaps and CAMs. An --out holding an earlier run is refused; "
+        "--force replaces it whole.",
+        ("appliance pathology run cohort --out results",
+         "appliance pathology run cohort --out results --force"),
+    ),
+    "pathology submit": (
+        "Score the given slide files.",
+        ("appliance pathology submit slide1.png slide2.png --um-per-px 1.0 --out results",),
+    ),
+    "pathology evaluate": (
+        "Clinical metrics of one or more runs against labels, with patient-bootstrap CIs, "
+        "beside the paper's own figures.",
+        ("appliance pathology evaluate --labels cohort/labels.csv --results results",
+         "appliance pathology evaluate --labels cohort/labels.csv --results r1 r2 --json"),
+    ),
+    "pathology serve": (
+        "The pathology server: jobs from MQTT (each run by one server), slides prepared in worker "
+        "processes, tiles of all jobs batched for one backend, results in the back-office store. "
+        "systemd runs it (deploy/appliance-pathology@.service). Exit 0: stopped; 1: the store "
+        "could not be opened; 2: a bad config or model; 3: the broker refused the login; 4: "
+        "another server with the same pathology.client_id started first (give each its own).",
+        ("appliance pathology serve --config /etc/appliance/config.yaml",),
+    ),
+    "pathology job": (
+        "Jobs of the pathology servers over MQTT: send slides as a job, list every job's state "
+        "and the servers online, cancel a job.",
+        ("appliance pathology job submit /srv/slides/*.jpg --um-per-px 1 --wait",
+         "appliance pathology job list",
+         "appliance pathology job cancel 20261202T070950-34fe850d3ceb"),
+    ),
+    "pathology job submit": (
+        "Send slides (paths the servers can read, inside pathology.slide_roots) as one job; "
+        "prints the job id, and with --wait follows it to its end, naming each slide that "
+        "failed and why. Exit 0: sent (with --wait: every slide scored); 1: with --wait, a "
+        "slide or the job failed or it was cancelled, or the broker was unreachable; 2: a bad "
+        "option (--um-per-px outside 0.1-4 µm/px, NaN, inf; a request over "
+        "pathology.max_job_bytes) or config, or the broker refused "
+        "the login or subscription (credentials, ACL), nothing sent; 3: no final state within "
+        "--timeout.",
+        ("appliance pathology job submit /srv/slides/a.jpg /srv/slides/b.jpg --um-per-px 0.5",
+         "appliance pathology job submit /srv/slides/*.jpg --um-per-px 1 --wait"),
+    ),
+    "pathology job list": (
+        "Every job's retained state (queued, running, done, failed, cancelled; an ended job's "
+        "for pathology.final_state_keep_s, 7 days by default), the requests "
+        "no server has taken yet, and which pathology servers are online. Exit 0: listed; 1: "
+        "the broker was unreachable; 2: a bad "
+        "config, or the broker refused the login or subscription (credentials, ACL).",
+        ("appliance pathology job list", "appliance pathology job list --config office.yaml"),
+    ),
+    "pathology job cancel": (
+        "Cancel a queued or running job: its server stops it and frees its waiting tiles; a "
+        "job no server has taken yet is withdrawn. Exit 0: cancel requested or withdrawn; 1: "
+        "the job is unknown or already ended (nothing sent), or "
+        "the broker was unreachable; 2: a bad job id or config, or the broker refused the login "
+        "or subscription (credentials, ACL).",
+        ("appliance pathology job cancel 20261202T070950-34fe850d3ceb",),
+    ),
+    "console": (
+        "The back-office web console and its HTTP API (/api/v1, OpenAPI at /docs) on "
+        "console.bind:console.port (127.0.0.1:8080 by default); every page needs a login and "
+        "every API call a bearer token.",
+        ("appliance console", "appliance console --config backoffice.yaml"),
+    ),
+    "console user add": (
+        "Add a console user with a role (viewer reads; operator also sees dead letters), or set "
+        "an existing user's password and role. The password is stored as an argon2id hash. "
+        "Setting it again ends the user's open sessions and revokes its API tokens.",
+        ("appliance console user add alice --role operator",
+         "appliance console user add bob --password-file /run/secrets/bob"),
+    ),
+    "console user list": (
+        "Every console user with its role, when it was added, its open sessions and API "
+        "tokens, and its state ('enabled', or 'disabled' since when).",
+        ("appliance console user list",),
+    ),
+    "console user disable": (
+        "Stop a console user at once and keep it: it cannot log in (answered as a wrong "
+        "password is), its open sessions end and its API tokens stop working, in a running "
+        "console too. The last enabled operator cannot be disabled. Exit 2 when refused.",
+        ("appliance console user disable bob",),
+    ),
+    "console user enable": (
+        "Let a disabled console user log in again; its API tokens work again (its sessions "
+        "ended when it was disabled).",
+        ("appliance console user enable bob",),
+    ),
+    "console user remove": (
+        "Remove a console user: its open sessions end and its API tokens are revoked at once, "
+        "in a running console too. The last enabled operator cannot be removed.",
+        ("appliance console user remove bob",),
+    ),
+    "console user": (
+        "Console users: add one with a role, set an existing user's password and role, list "
+        "them, disable or enable one, remove one.",
+        ("appliance console user add alice --role operator",
+         "appliance console --config office.yaml user add bob --password-file /run/secrets/bob",
+         "appliance console user disable bob", "appliance console user remove bob"),
+    ),
+    "console token create": (
+        "Print a new bearer token for the HTTP API, acting as an existing, enabled user. Only "
+        "its hash is stored: keep the printed token. It works for --days (90 by default, at "
+        "most 365); an expired token is refused as an unknown one is. Its id (for list and "
+        "revoke) and when it expires go to stderr.",
+        ("appliance console token create alice",
+         "appliance console token create alice --days 30 --label 'nightly export'",
+         "curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/fleet"),
+    ),
+    "console token list": (
+        "API tokens: the id each is revoked by (the start of its hash, not the token), its "
+        "user, label, when it was made, when it expires ('expired ...'; 'no expiry': made "
+        "before tokens expired) and when it was last used (written at most once a minute). "
+        "A token expired 30 days ago is forgotten when a token is made, when the console "
+        "starts, and by a running console at most once an hour.",
+        ("appliance console token list", "appliance console token list --user alice"),
+    ),
+    "console token revoke": (
+        "Revoke one API token by its id (console token list): the API refuses it at once. "
+        "Exit 2 when no token has that id.",
+        ("appliance console token revoke 82ced4c362dd3d71",),
+    ),
+    "console token": (
+        "Bearer tokens for the console's HTTP API, each acting as an existing user: create, "
+        "list, revoke.",
+        ("appliance console token create alice", "appliance console token list"),
+    ),
+    "console reference": (
+        "Write the age-band reference ranges (n, mean and SD per feature) that kiosk screens "
+        "compare a customer with (config screen.reference_file).",
+        ("appliance console reference --out reference.json",),
+    ),
+}
