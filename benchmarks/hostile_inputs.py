@@ -109,7 +109,7 @@ def run(folder):
     "payload_duplicate_keys_and_future_status": """
 def run(folder):
     from appliance.synthetic import fleet as fleetsim
-    from appliance.backoffice.batcher import Inbound, Triage
+    from appliance.backoffice.triage import Inbound, Triage
     good = fleetsim.sample_result(__import__("random").Random(1), "lab", "k1", 0).to_json()
     twice = good[:-1] + b', "device_id": "k2"}'
     status = fleetsim.online_status("lab", "k1").to_json().replace(b'"at":"20', b'"at":"29')

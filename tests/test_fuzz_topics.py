@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.backoffice.batcher import Inbound, Triage
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
+from appliance.backoffice.triage import Inbound, Triage
 from appliance.capture.synthetic import CustomerScript
 from appliance.config import config_from_mapping
 from appliance.edge.testing import fast_daemon, fast_source

@@ -1,15 +1,15 @@
 """The ingest writer: MQTT messages from the inbox, sorted, committed in batches, then acked.
 
 Paho's network thread only puts messages on the inbox. One writer thread takes up to
-``batch_max_rows`` of them (waiting at most ``batch_interval_ms`` to fill a batch), validates
-them, commits results, device status and dead letters in ONE transaction, and only then tells
-each device which of its results are committed (the end-to-end ack, docs/delivery.md) and sends
-the PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message once it sends PUBACK). A result
-refused as invalid is confirmed to its device too once its whole payload is committed to the
-dead letters: the back office has taken it, and a re-send would only be refused again. A crash
-before the commit loses nothing: the broker redelivers the unacknowledged messages to the
-session, the device sends again what was never confirmed, and the store keeps each
-``measurement_id`` once.
+``batch_max_rows`` of them (waiting at most ``batch_interval_ms`` to fill a batch), has them
+sorted (``Triage``, in triage.py), commits results, device status and dead letters in ONE
+transaction, and only then tells each device which of its results are committed (the end-to-end
+ack, docs/delivery.md) and sends the PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message
+once it sends PUBACK). A result refused as invalid is confirmed to its device too once its
+whole payload is committed to the dead letters: the back office has taken it, and a re-send
+would only be refused again. A crash before the commit loses nothing: the broker redelivers
+the unacknowledged messages to the session, the device sends again what was never confirmed,
+and the store keeps each ``measurement_id`` once.
 """
 
 from __future__ import annotations
@@ -20,54 +20,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from pydantic import ValidationError
-
-from appliance.backoffice.letterlog import DeadLetterLog
-from appliance.backoffice.schema import (
-    DeadLetter,
-    dead_letter,
-    device_row,
-    iso_utc,
-    named_measurement_id,
-    result_row,
-)
+from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store
 from appliance.backoffice.storeurl import masked_url
+from appliance.backoffice.triage import Confirmed, Inbound, Triage
 from appliance.config import BackofficeConfig
-from appliance.transport.payloads import (
-    PayloadError,
-    Result,
-    Status,
-    check_json,
-    parse_payload,
-    utc_now,
-)
-from appliance.transport.topics import parse_device_topic
+from appliance.transport.payloads import Result
 
 log = logging.getLogger(__name__)
-LOG_PAYLOAD_CHARS = 120
 RETRY_MAX_S = 5.0
-# Times are bounded by the receiver's clock: a kiosk's clock may run a little ahead; going
-# back, a kiosk's backlog (30 days by default) and imported archives stay well inside 10 years,
-# while an unset clock (1970) or a garbage year does not.
-MAX_CLOCK_AHEAD = timedelta(minutes=5)
-MAX_AGE = timedelta(days=3653)
-
-# (site, device id, measurement id): one result a device may drop from its outbox
-Confirmed = tuple[str, str, str]
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """One received MQTT message, as the network thread hands it over."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    retained: bool = False  # replayed from the broker's retained store on subscribe
 
 
 @dataclass
@@ -85,130 +47,6 @@ class IngestStats:
     # dead letters the bounds pruned that were a result's only copy (its kiosk was told to
     # drop it): lost; the store counts them by device (``appliance results dead-letters``)
     only_copies_pruned: int = 0
-
-
-def parse_result(raw: bytes) -> Result:
-    """A Result from raw bytes: strict JSON checks, pydantic's JSON fast path, clear errors."""
-    check_json(raw)
-    try:
-        return Result.model_validate_json(raw, strict=True)
-    except ValidationError as exc:
-        parse_payload(raw, Result)  # raises PayloadError with the readable reason
-        raise PayloadError(str(exc).splitlines()[0]) from exc
-
-
-def _cut(raw: bytes) -> str:
-    text = raw[:LOG_PAYLOAD_CHARS].decode("utf-8", errors="replace")
-    return text + ("..." if len(raw) > LOG_PAYLOAD_CHARS else "")
-
-
-class Triage:
-    """Sorts messages into result rows, status rows and dead letters."""
-
-    def __init__(self, topic_prefix: str, dead_letter_max_bytes: int, *,
-                 log_dead_letters: bool = True) -> None:
-        """``log_dead_letters``: warn of each message it dead-letters (not when it judges
-        letters already kept again: ``results retry``)."""
-        self.topic_prefix = topic_prefix
-        self.dead_letter_max_bytes = dead_letter_max_bytes
-        self.log_dead_letters = log_dead_letters
-        self._letter_log = DeadLetterLog()
-
-    def sort(self, messages: list[Inbound]) -> tuple[Batch, list[Result]]:
-        """The batch to commit and the valid results in it."""
-        batch, results = Batch(topic_prefix=self.topic_prefix), []
-        now = utc_now()
-        received_at = iso_utc(now)
-        for message in messages:
-            try:
-                result = self._one(message, batch, received_at, now)
-            except PayloadError as exc:
-                batch.dead_letters.append(self._dead(message, str(exc), received_at))
-                continue
-            except Exception as exc:  # a message must never stop the worker, whatever it holds
-                log.exception("unexpected error on a message on %s", message.topic)
-                reason = f"unexpected error: {type(exc).__name__}: {exc}"
-                batch.dead_letters.append(self._dead(message, reason, received_at))
-                continue
-            if result is not None:
-                results.append(result)
-        return batch, results
-
-    def _one(
-        self, message: Inbound, batch: Batch, received_at: str, now: datetime
-    ) -> Result | None:
-        where = parse_device_topic(self.topic_prefix, message.topic)
-        if where is None or where[2] not in ("result", "status"):
-            raise PayloadError(f"not a device result or status topic under {self.topic_prefix}")
-        site, device, leaf = where
-        if b"\\u0000" in message.payload:  # valid JSON, but PostgreSQL text cannot hold NUL
-            raise PayloadError("a string holds a NUL character (\\u0000); no store accepts it")
-        if leaf == "status":
-            if message.payload:  # an empty retained message only clears the topic
-                status = parse_payload(message.payload, Status)
-                _check_origin(status.site, status.device_id, site, device)
-                _check_time("at", status.at, now)
-                seen_at = iso_utc(status.at) if message.retained else received_at
-                batch.statuses.append(device_row(status, seen_at))
-            return None
-        result = parse_result(message.payload)
-        _check_origin(result.site, result.device_id, site, device)
-        _check_time("captured_at", result.captured_at, now)
-        batch.results.append(result_row(result, received_at, message.payload.decode()))
-        return result
-
-    def _dead(self, message: Inbound, reason: str, received_at: str) -> DeadLetter:
-        if self.log_dead_letters:
-            where = parse_device_topic(self.topic_prefix, message.topic)
-            source = message.topic if where is None else f"{where[0]}/{where[1]}"
-            self._letter_log.warn(source, message.topic, reason, len(message.payload),
-                                  _cut(message.payload))
-        return dead_letter(
-            received_at, message.topic, reason, message.payload, self.dead_letter_max_bytes
-        )
-
-    def refused_results(self, letters: list[DeadLetter]) -> list[Confirmed]:
-        """The device results among these committed dead letters that their device may drop.
-
-        Only a letter that holds its whole payload counts. Every payload the broker delivers
-        is kept whole (``backoffice.dead_letter_max_bytes`` is at least its message size
-        limit); one kept cut is larger than any result, is not parsed for an id, and is not
-        confirmed. A letter is confirmed to the device whose topic it came on, and a device can
-        publish only on its own topics (deploy/mosquitto), so no device can make another drop
-        a result. One received again is confirmed again (the store keeps it once): its device
-        sends it again because the last ack did not reach it.
-        """
-        confirmed = []
-        for letter in letters:
-            where = parse_device_topic(self.topic_prefix, letter.topic)
-            if where is None or where[2] != "result" or letter.payload_bytes > len(letter.payload):
-                continue
-            measurement_id = named_measurement_id(letter.payload)
-            if measurement_id is None:
-                continue  # no id a kiosk could hold (not JSON, no or a bad measurement_id)
-            confirmed.append((where[0], where[1], measurement_id))
-        return confirmed
-
-
-def _check_time(field: str, moment: datetime, now: datetime) -> None:
-    """Refuse a time ahead of the receiver's clock, or older than any kiosk keeps a result."""
-    if moment.tzinfo is None:
-        raise PayloadError(f"{field}: {moment.isoformat()} has no time zone; send UTC")
-    if moment > now + MAX_CLOCK_AHEAD:
-        raise PayloadError(
-            f"{field}: {iso_utc(moment)} is ahead of the receiver's clock ({iso_utc(now)}); "
-            "check the device's clock (NTP)"
-        )
-    if moment < now - MAX_AGE:
-        raise PayloadError(f"{field}: {iso_utc(moment)} is older than {MAX_AGE.days} days")
-
-
-def _check_origin(site: str, device: str, topic_site: str, topic_device: str) -> None:
-    if (site, device) != (topic_site, topic_device):
-        raise PayloadError(
-            f"payload says device {site}/{device} but came on the topic of "
-            f"{topic_site}/{topic_device}"
-        )
 
 
 MAX_QOS0_WAITING = 256  # QoS 0 messages in the inbox at most (64 MiB of 256 KiB payloads)

@@ -343,7 +343,7 @@ def _register_results(root: Any) -> None:
 
 
 def _retry_dead_letters(args: argparse.Namespace) -> int:
-    from appliance.backoffice.batcher import Inbound, Triage
+    from appliance.backoffice.triage import Inbound, Triage
 
     triages: dict[str, Triage] = {}
 

@@ -21,15 +21,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from appliance.backoffice.batcher import (
-    MAX_QOS0_WAITING,
-    BatchWriter,
-    Confirmed,
-    Inbound,
-    IngestStats,
-    Triage,
-)
+from appliance.backoffice.batcher import MAX_QOS0_WAITING, BatchWriter, IngestStats
 from appliance.backoffice.store import Store
+from appliance.backoffice.triage import Confirmed, Inbound, Triage
 from appliance.config import Config
 from appliance.logsafe import escape_controls
 from appliance.transport.acks import publish_acks

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
-from appliance.backoffice.batcher import MAX_CLOCK_AHEAD
+from appliance.backoffice.triage import MAX_CLOCK_AHEAD
 from appliance.config import MqttConfig
 from appliance.transport import payloads
 from appliance.transport.client import settings_from_config

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice.batcher import Inbound, Triage
 from appliance.backoffice.export import export_results
 from appliance.backoffice.store import Batch, Store, open_store
+from appliance.backoffice.triage import Inbound, Triage
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.payloads import Result, Status
 
@@ -208,7 +208,7 @@ def test_results_dead_lettered_for_a_clock_ahead_are_stored_by_retry_once_time_c
     assert "stored 0 result(s) from the dead letters; 2 dead-lettered result(s) are still " \
            "refused" in capsys.readouterr().out  # still ahead of the clock
     later = datetime.now(UTC) + timedelta(minutes=30)
-    monkeypatch.setattr(backoffice.batcher, "utc_now", lambda: later)
+    monkeypatch.setattr(backoffice.triage, "utc_now", lambda: later)
     assert main(["results", "retry", "--store", url, "--dry-run"]) == 0
     assert "would store 1 result(s)" in capsys.readouterr().out
     assert (store.count_results(), store.count_dead_letters()) == (0, 3)
@@ -237,7 +237,7 @@ def test_retry_takes_dead_lettered_results_on_postgresql_too(
                    Inbound("p/lab/k1/result", b"{x", 1, 1, False)]
         store.write_batch(Triage("p", 65536).sort(inbound)[0], 100)
         later = datetime.now(UTC) + timedelta(minutes=30)
-        monkeypatch.setattr(backoffice.batcher, "utc_now", lambda: later)
+        monkeypatch.setattr(backoffice.triage, "utc_now", lambda: later)
 
         def judge(topic: str, payload: bytes) -> list[tuple[object, ...]]:
             batch, _ = Triage("p", len(payload)).sort([Inbound(topic, payload, 0, 1, False)])

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.backoffice.batcher import Inbound, Triage
 from appliance.backoffice.store import open_store
+from appliance.backoffice.triage import Inbound, Triage
 from appliance.cli import main
 from appliance.console.views import result_detail
 from appliance.synthetic import fleet

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice import batcher
-from appliance.backoffice.batcher import BatchWriter, Inbound, Triage
+from appliance.backoffice import triage
+from appliance.backoffice.batcher import BatchWriter
 from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store, open_store
+from appliance.backoffice.triage import Inbound, Triage
 from appliance.config import BackofficeConfig
 from appliance.synthetic import fleet
 
@@ -44,7 +45,7 @@ def test_an_unexpected_error_becomes_a_dead_letter(monkeypatch: pytest.MonkeyPat
     def explode(raw: bytes) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(batcher, "parse_result", explode)
+    monkeypatch.setattr(triage, "parse_result", explode)
     batch, results = Triage("p", 4).sort([Inbound("p/lab/k1/result", b"abcdefgh", 1, 1)])
     assert results == []
     (letter,) = batch.dead_letters
