@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +22,7 @@ from appliance.synthetic.skin_pool import (
     SeriesIncomplete,
     _keep_up_to_the_first_failure,
     _write_in_pool,
+    write_series,
 )
 from tests.pool_helpers import kill_a_worker
 
@@ -74,6 +76,40 @@ def test_ctrl_c_stops_the_series_without_a_traceback_per_worker(tmp_path: Path) 
     assert len(list(out.glob("*.json"))) < 2000
     assert not list(out.glob(".*")), "a temporary file was left behind"
 
+
+
+@pytest.mark.slow  # starts two worker processes (spawn) and draws a few frames
+def test_ctrl_c_on_a_long_series_finds_only_a_few_frames_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The whole series was queued before the first frame was waited for: a million futures
+    # (seconds of submitting, memory a frame), and a Ctrl-C raised KeyboardInterrupt wherever
+    # the main thread stood in the pool's bookkeeping, where it could leave a future's lock held
+    # and shutdown wait forever. Now a few frames are queued ahead of the two workers, and the
+    # signal is acted on between the pool's calls.
+    submitted: list[int] = []
+    submit = ProcessPoolExecutor.submit
+
+    def counted(pool: ProcessPoolExecutor, *args: object, **kwargs: object) -> Future[object]:
+        submitted.append(1)
+        return submit(pool, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", counted)
+    out = tmp_path / "frames"
+    out.mkdir()
+
+    def ctrl_c_after_the_first_frame() -> None:
+        while not list(out.glob("*.json")):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_after_the_first_frame, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        write_series(out, 3, range(1_000_000), "normal", 2)
+    written = len(list(out.glob("*.json")))
+    assert written < 100
+    assert len(submitted) <= written + 3 * 2 + 1  # those written, the six in flight, one more
+    assert not list(out.glob(".*")), "a temporary file was left behind"
 
 
 @pytest.mark.slow  # a real worker killed with SIGKILL
