@@ -166,4 +166,5 @@ class RecordsMeasured(Protocol):
         """Remember these files as measured."""
 
     def record_not_measured(self, stamp: FileStamp) -> None:
-        """Note a file whose frame gave no result (refused by the gate, or failed)."""
+        """Note a file whose frame gave no result (refused by the gate, failed, or its result
+        dropped by the outbox before it was kept)."""

@@ -12,6 +12,13 @@ no result is measured only to be dropped. The committer probes the outbox every
 ``PROBE_EVERY_S`` and clears ``paused`` once a write commits again. An outbox that cannot write
 when the daemon starts (a full disk) pauses measuring before the first result is measured.
 
+A saved file whose result the outbox dropped before keeping it (a refused commit, or a full
+outbox whose policy is refuse_new) gave no result, as one the quality gate refused: the folder
+source is told (``on_dropped``), so that a second name of that picture (a hard link, a copy) is
+measured in the same run instead of waiting for a commit that never comes. A result the outbox
+kept and dropped later (drop_oldest, its age limit) was measured: its loss is counted, and the
+picture's other names are recorded measured with it, as after any commit.
+
 A commit refused because the outbox file is damaged is not a loss: the group is held in
 ``held`` (measuring paused), and the daemon, seeing ``outbox.damaged``, exits so that the file
 is repaired and commits what is held into the repaired outbox on its way out (appliance/edge/
@@ -53,6 +60,7 @@ class ResultCommitter(threading.Thread):
         group_max: int = 256,
         paused: threading.Event | None = None,
         on_committed: Callable[[list[FileStamp]], None] | None = None,
+        on_dropped: Callable[[FileStamp], None] | None = None,
     ) -> None:
         super().__init__(name="ResultCommitter", daemon=True)
         self.results, self.outbox, self.stop_event = results, outbox, stop
@@ -64,6 +72,7 @@ class ResultCommitter(threading.Thread):
         self.held: list[Accepted] = []  # refused by a damaged outbox: kept for its repair
         self.paused = paused or threading.Event()
         self._on_committed = on_committed  # a folder source remembers its measured files
+        self._on_dropped = on_dropped  # and reads again the other names of those dropped
         self._next_probe_s = 0.0
         self.paused_why = ""  # what the journal said when measuring was paused
         self.disk_full = False  # whether that was a full disk
@@ -100,6 +109,7 @@ class ResultCommitter(threading.Thread):
         except OutboxFullError as exc:  # refuse_new policy: counted by the outbox itself
             self.refused += len(group)
             log.error("%s", exc)
+            self._tell_dropped(group)
             return
         except OutboxCorruptError as exc:
             self._hold(group, exc)
@@ -124,6 +134,14 @@ class ResultCommitter(threading.Thread):
                 extra={"MEASUREMENT_ID": result.measurement_id, "DEVICE_ID": result.device_id},
             )
         self._pause(f"{error}")
+        self._tell_dropped(group)
+
+    def _tell_dropped(self, group: list[Accepted]) -> None:
+        """Tell the folder source which saved files' results were dropped before they were
+        kept: they gave no result, so their pictures' other names are to be measured."""
+        for accepted in group:
+            if accepted.stamp is not None and self._on_dropped is not None:
+                self._on_dropped(accepted.stamp)
 
     def pause_unless_writable(self) -> None:
         """Before the threads start: pause measuring when the outbox cannot take a commit (a
