@@ -23,7 +23,7 @@ def _migrate(args: argparse.Namespace) -> int:
         LATEST_VERSION,
         StoreError,
     )
-    from appliance.backoffice.storeerrors import STORE_ERRORS  # noqa: PLC0415
+    from appliance.backoffice.storeerrors import STORE_ERRORS, explained  # noqa: PLC0415
     from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
     from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415
 
@@ -44,8 +44,9 @@ def _migrate(args: argparse.Namespace) -> int:
     except StoreError as exc:  # a URL of no store, or one that cannot be opened: it names it
         print(f"store migrate: {exc}", file=sys.stderr)
         return 2
-    except STORE_ERRORS as exc:  # the database refused a statement
-        print(f"store migrate: {store_name(url)}: {exc}", file=sys.stderr)
+    except STORE_ERRORS as exc:  # the database refused a statement, or another held its lock
+        print(f"store migrate: cannot migrate the {store_name(url)}: {explained(exc)}",
+              file=sys.stderr)
         return 2
     if version > LATEST_VERSION:  # a newer appliance migrated it (this one was rolled back)
         print(f"{store_name(url)}: at schema version {version}, newer than this appliance's "

@@ -476,6 +476,37 @@ def test_a_store_path_that_is_a_folder_or_a_pipe_is_refused_by_writers_as_by_rea
     assert [p.name for p in tmp_path.iterdir()] == ["store"]
 
 
+@pytest.mark.parametrize("schema", ["new", "up to date"])
+def test_store_migrate_on_a_store_another_program_holds_locked_says_so_as_writers_do(
+    schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`store migrate` said only 'store migrate: SQLite store P: database is locked' (neither
+    what it could not do nor what to do), where a writer says why and to try again later."""
+    import appliance.backoffice.store as store_module
+
+    path = tmp_path / "store.sqlite3"
+    if schema == "up to date":
+        open_store(f"sqlite:///{path}").close()
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    url = f"sqlite:///{path}"
+    holder = sqlite3.connect(path, isolation_level=None)  # WAL: others still read
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.execute("BEGIN EXCLUSIVE")
+        assert main(["store", "migrate", "--store", url]) == 2
+        said = capsys.readouterr().err
+        assert main(["results", "retry", "--store", url]) == 2  # a writer, for comparison
+        writer_said = capsys.readouterr().err
+    finally:
+        holder.close()
+    locked = (f"the SQLite store {path}: database is locked (another program held it locked "
+              "longer than the busy timeout: try again once that program is done)\n")
+    assert said == f"store migrate: cannot migrate {locked}"
+    assert writer_said.endswith(locked)
+    assert main(["store", "migrate", "--store", url]) == 0  # once that program is done
+
+
 def _schema_text_not_utf8(store_file: Path) -> None:
     """A store whose schema no longer parses and names a table with a byte that is no UTF-8
     (a damaged sector, say): SQLite's error message quotes the name, which Python cannot
