@@ -124,33 +124,49 @@ class IngestWrites(LetterWrites):
         letters kept whole on a result topic are tried. A letter whose result is stored now,
         or was stored already with the same content, is removed in the same transaction; one
         that conflicts with a stored result stays (also with one this retry stored from
-        another letter under the same id). Returns (stored, still refused)."""
+        another letter under the same id). Returns (stored, still refused).
+
+        The letters are judged before the write lock is taken (the totals row, and on SQLite
+        the whole database): judging thousands of them takes seconds, and every ingest batch
+        would wait that long. A letter never changes once kept (ids are not reused), so what
+        can change meanwhile is only which letters are still kept: an ingest batch may have
+        pruned one (counting it lost) or another retry stored it. With the totals row held,
+        the letters still kept are read again and only those are stored or counted refused,
+        so a pruned letter is counted lost or stored, never both; whether a result is stored
+        already is read with the lock held too (``_insert_results``)."""
         query = "SELECT id, topic, payload_bytes, payload FROM dead_letters ORDER BY id"
-        if dry_run:  # read-only: no transaction that would take the write lock
-            letters, taken = self._judged(self._fetch(query), judge)
+        letters, taken = self._judged(self._fetch(query), judge)  # a read: no write lock
+        if dry_run:
             would = sum(bool(found) for found in taken.values())
             return would, len(letters) - would
         with self._transaction() as cur:
-            # the totals row before the letters are read: an ingest batch that holds it may be
-            # pruning these very letters (and counting them lost), so they are read once it
-            # has committed, and a letter it pruned is not stored as well
+            # the totals row before the letters are read again: an ingest batch that holds it
+            # may be pruning these very letters (and counting them lost), so they are read
+            # once it has committed, and a letter it pruned is not stored as well
             self._add_to_letter_totals(cur, 0, 0)
-            cur.execute(query)
-            letters, taken = self._judged(cur.fetchall(), judge)
-            rows = [row for found in taken.values() for row in found]
+            kept = self._still_kept_ids(cur, letters)
+            letters = [i for i in letters if i in kept]
+            rows = [row for i in letters for row in taken[i]]
             if not rows:
                 return 0, len(letters)
             fresh, conflicts = self._insert_results(cur, rows)
             self._touch_devices(cur, rows)
             # by the letter, not the measurement id: of two letters under one id, the one
             # stored now goes and the one that conflicts with it stays
-            kept = {id(row) for row in conflicts}
-            done = [i for i, found in taken.items()
-                    if found and not any(id(row) in kept for row in found)]
+            conflicting = {id(row) for row in conflicts}
+            done = [i for i in letters
+                    if taken[i] and not any(id(row) in conflicting for row in taken[i])]
             for start in range(0, len(done), _IN_CHUNK):
                 chunk = done[start : start + _IN_CHUNK]
                 self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
         return len(fresh), len(letters) - len(done)
+
+    def _still_kept_ids(self, cur: Any, letters: Sequence[int]) -> set[int]:
+        """Which of the letters ``letters`` (ids, ascending) the dead-letter table holds now."""
+        if not letters:
+            return set()
+        cur.execute(self._sql("SELECT id FROM dead_letters WHERE id <= ?"), (letters[-1],))
+        return {int(row[0]) for row in cur.fetchall()} & set(letters)
 
     @staticmethod
     def _judged(

@@ -235,6 +235,55 @@ def test_a_retry_while_a_batch_prunes_the_same_letters_waits_for_it(
         ingest.close()
 
 
+@pytest.mark.parametrize("pruned", [True, False])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_ingest_batch_goes_on_while_the_retry_judges_and_a_letter_it_prunes_is_not_stored(
+    backend: str, pruned: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`results retry` judged every letter with the totals row held (on SQLite the whole
+    store's write lock): an ingest batch waited for all of its judging (here: until its lock
+    wait ran out). Now a batch commits while the retry judges; a letter it pruned then is
+    counted lost and not stored, and one it kept is stored and removed."""
+    import appliance.backoffice.store as store_module
+
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 1000)
+    if backend == "sqlite":
+        url, schema = f"sqlite:///{tmp_path / 'store.sqlite3'}", None
+        ingest_url = url
+    else:
+        url, schema = PG_URL, f"test_dlsum_{uuid.uuid4().hex[:12]}"
+        ingest_url = f"{PG_URL}?options=-c%20lock_timeout%3D1000"  # no endless wait on main
+    retry = open_store(url, pg_schema=schema)
+    ingest = Store(ingest_url, schema)
+    try:
+        retry.write_batch(Batch(dead_letters=[_letter(random.Random(1), 4)]), 100)
+        batches = []
+
+        def judge_while_a_batch_commits(topic: str, payload: bytes) -> list[tuple[object, ...]]:
+            newer = Batch(dead_letters=[_letter(random.Random(2), 5)], topic_prefix="p")
+            ingest.write_batch(newer, 1 if pruned else 100)  # keep 1: the retry's letter goes
+            batches.append(newer)
+            return _retry_judge_all(topic, payload)
+
+        outcome = retry.retry_dead_letters(judge_while_a_batch_commits)
+        assert len(batches) == 1
+        assert _totals(retry) == _kept(retry) == (1, _size(_letter(random.Random(2), 5)))
+        lost = [row[:3] for row in retry.pruned_only_copies(10).worst]
+        if pruned:
+            assert outcome == (0, 0)
+            assert retry.count_results() == 0
+            assert lost == [("lab", "k4", 1)]
+        else:
+            assert outcome == (1, 0)
+            assert retry.count_results() == 1
+            assert lost == []
+    finally:
+        ingest.close()
+        if schema is not None:
+            retry.drop_postgres_schema(schema)
+        retry.close()
+
+
 def _retry_judge_all(topic: str, payload: bytes) -> list[tuple[object, ...]]:
     """Takes every result letter."""
     found = Result.model_validate_json(payload)
