@@ -2,9 +2,9 @@
 
 A mixin of ``Store`` (same connection, same SQL for SQLite and PostgreSQL), kept in its own
 module so the ingest path in ``store.py`` stays small; console users, API tokens and login
-sessions are the mixin's base in ``accounts.py``. Result pages use keyset pagination on
-``(captured_at, measurement_id)``, newest first, so page N costs what page 1 costs; the indexes
-behind each filter are migration 3 in ``migrations.py``.
+sessions are the mixin's base in ``accounts.py``. Result pages use keyset pagination
+(``keyset.py``) on ``(captured_at, measurement_id)``, newest first, so page N costs what page 1
+costs; the indexes behind each filter are migration 3 in ``migrations.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.backoffice.accounts import ConsoleAccounts
+from appliance.backoffice.keyset import Keyset
 from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS
 from appliance.logsafe import shorten
 
@@ -27,6 +28,11 @@ PATHOLOGY_SLIDE_COLUMNS = ("slide_index", "slide", "label", "score", "mean_proba
 NAME_CHARS = 100  # of a device's site/id where results lost from its dead letters are named
 ROLLOUT_DEVICE_COLUMNS = ("site", "device_id", "phase", "state", "reason", "running_version",
                           "updated_at")
+# the keyset each list is paged by (keyset.py): newest first, but kiosks by site and device id
+RESULT_KEYS = Keyset(("captured_at", "measurement_id"), descending=True)
+DEVICE_KEYS = Keyset(("site", "device_id"), descending=False)
+ROLLOUT_KEYS = Keyset(("created_at", "rollout_id"), descending=True)
+JOB_KEYS = Keyset(("j.accepted_at", "j.job_id"), descending=True)
 
 
 @dataclass(frozen=True)
@@ -123,19 +129,8 @@ class ConsoleQueries(ConsoleAccounts):
     ) -> list[tuple[Any, ...]]:
         """Newest-first results matching ``where``: the newest older than the ``before``
         keyset cursor, or the oldest newer than the ``after`` one (still newest first)."""
-        conditions, params = where.where()
-        if before is not None:
-            conditions.append("(captured_at, measurement_id) < (?, ?)")
-            params.extend(before)
-        if after is not None:
-            conditions.append("(captured_at, measurement_id) > (?, ?)")
-            params.extend(after)
-        order = "" if after is not None and before is None else "DESC"
-        sql = f"SELECT {_checked(columns)} FROM results"
-        sql += f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql += f" ORDER BY captured_at {order}, measurement_id {order} LIMIT ?"
-        rows = self._fetch(sql, [*params, int(limit)])
-        return rows if order else rows[::-1]
+        return RESULT_KEYS.page(self._fetch, f"SELECT {_checked(columns)} FROM results",
+                                where.where(), limit, onward=before, back=after)
 
     def count_results_up_to(self, where: ResultFilter, at_most: int) -> ResultCount:
         """How many results match ``where``, counting at most ``at_most`` of them: the read
@@ -153,20 +148,11 @@ class ConsoleQueries(ConsoleAccounts):
         """Up to ``limit`` devices (or one site's) by site and device id: the first after the
         ``after`` key (site, device id), or the last before the ``before`` key, or the first
         of all; one keyset page of the fleet, in that order either way."""
-        conditions, params = (["site = ?"], [site]) if site is not None else ([], [])
-        if after is not None:
-            conditions.append("(site, device_id) > (?, ?)")
-            params.extend(after)
-        if before is not None:
-            conditions.append("(site, device_id) < (?, ?)")
-            params.extend(before)
-        order = "DESC" if before is not None and after is None else ""
-        sql = f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices"
-        sql += f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql += f" ORDER BY site {order}, device_id {order} LIMIT ?"
-        rows = self._fetch(sql, [*params, int(limit)])
-        ordered = rows[::-1] if order else rows
-        return [dict(zip(DEVICE_COLUMNS, row, strict=True)) for row in ordered]
+        rows = DEVICE_KEYS.page(
+            self._fetch, f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices",
+            (["site = ?"], [site]) if site is not None else ([], []), limit,
+            onward=after, back=before)
+        return [dict(zip(DEVICE_COLUMNS, row, strict=True)) for row in rows]
 
     def count_devices(self, site: str | None) -> tuple[int, int]:
         """How many devices there are (or at one site), and how many of them are online."""
@@ -234,14 +220,10 @@ class ConsoleQueries(ConsoleAccounts):
         """The newest model rollouts (or the one named, or those after ``before``: the
         created_at and rollout_id of the last one a page showed), each with its devices per
         state."""
-        where, params = ("WHERE rollout_id = ? ", [rollout_id]) if rollout_id else ("", [])
-        if before is not None and rollout_id is None:
-            where = "WHERE created_at < ? OR (created_at = ? AND rollout_id < ?) "
-            params = [before[0], before[0], before[1]]
-        rows = self._fetch(
-            f"SELECT {','.join(ROLLOUT_COLUMNS)} FROM rollouts {where}"
-            "ORDER BY created_at DESC, rollout_id DESC LIMIT ?", [*params, int(limit)],
-        )
+        rows = ROLLOUT_KEYS.page(
+            self._fetch, f"SELECT {','.join(ROLLOUT_COLUMNS)} FROM rollouts",
+            (["rollout_id = ?"], [rollout_id]) if rollout_id else ([], []), limit,
+            onward=None if rollout_id else before)
         out = [dict(zip(ROLLOUT_COLUMNS, row, strict=True)) for row in rows]
         counts: dict[str, dict[str, int]] = {r["rollout_id"]: {} for r in out}
         if counts:
@@ -269,16 +251,11 @@ class ConsoleQueries(ConsoleAccounts):
         """The newest pathology jobs (or the one named, or those after ``before``: the
         accepted_at and job_id of the last job a page showed), each with its stored slide
         count."""
-        where, params = ("WHERE j.job_id = ? ", [job_id]) if job_id else ("", [])
-        if before is not None and job_id is None:
-            where = "WHERE j.accepted_at < ? OR (j.accepted_at = ? AND j.job_id < ?) "
-            params = [before[0], before[0], before[1]]
-        rows = self._fetch(
-            f"SELECT {','.join('j.' + c for c in PATHOLOGY_JOB_COLUMNS)}, "
+        rows = JOB_KEYS.page(
+            self._fetch, f"SELECT {','.join('j.' + c for c in PATHOLOGY_JOB_COLUMNS)}, "
             "(SELECT COUNT(*) FROM pathology_slides s WHERE s.job_id = j.job_id) "
-            f"FROM pathology_jobs j {where}ORDER BY j.accepted_at DESC, j.job_id DESC LIMIT ?",
-            [*params, int(limit)],
-        )
+            "FROM pathology_jobs j", (["j.job_id = ?"], [job_id]) if job_id else ([], []),
+            limit, onward=None if job_id else before)
         return [{**dict(zip(PATHOLOGY_JOB_COLUMNS, row[:-1], strict=True)),
                  "slides_stored": int(row[-1])} for row in rows]
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from appliance.backoffice.keyset import Keyset
 from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS, DeadLetter
 from appliance.backoffice.storeerrors import StoreError
+
+LETTER_KEYS = Keyset(("id",), descending=True)  # dead letters are paged newest first (keyset.py)
 
 
 class StoreReads:
@@ -37,12 +40,10 @@ class StoreReads:
                             limit: int) -> list[tuple[int, DeadLetter]]:
         """Up to ``limit`` dead letters kept before the one numbered ``before_id`` (None: the
         newest), newest first, each with its number: one keyset page of them."""
-        below = "" if before_id is None else "WHERE id < ? "
-        rows = self._fetch(
-            "SELECT id, received_at, topic, reason, payload_bytes, payload, letter_sha256 "
-            f"FROM dead_letters {below}ORDER BY id DESC LIMIT ?",
-            (limit,) if before_id is None else (before_id, limit),
-        )
+        rows = LETTER_KEYS.page(
+            self._fetch, "SELECT id, received_at, topic, reason, payload_bytes, payload, "
+            "letter_sha256 FROM dead_letters", ([], []), limit,
+            onward=None if before_id is None else (before_id,))
         return [(int(r[0]), DeadLetter(r[1], r[2], r[3], int(r[4]), bytes(r[5]), r[6]))
                 for r in rows]
 

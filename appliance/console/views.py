@@ -23,6 +23,7 @@ from typing import Any
 
 from appliance.backoffice.cohort import REPORT_FEATURES
 from appliance.backoffice.fleet import camera_text, duration, fleet_row, fleet_rows, seen_ago
+from appliance.backoffice.keyset import Neighbours
 from appliance.backoffice.schema import not_validated_keys
 from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
@@ -35,6 +36,8 @@ from appliance.transport.payloads import FEATURE_KEYS
 LIST_COLUMNS = ("measurement_id", "captured_at", "site", "device_id", "label", "age_band",
                 "kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2", "pore_count",
                 "quality_verdict", "not_validated")
+_LIST_CAPTURED_AT, _LIST_MEASUREMENT_ID = (LIST_COLUMNS.index("captured_at"),
+                                         LIST_COLUMNS.index("measurement_id"))
 log = logging.getLogger(__name__)
 CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_id",
                "software_version", "quality_verdict", "model_name", "model_version", "label",
@@ -87,20 +90,14 @@ def fleet_page(store: Store, site: str | None, after: tuple[str, str] | None = N
                before: tuple[str, str] | None = None) -> FleetPage:
     """The page of kiosks (or of one site's) after the ``after`` key, or before the
     ``before`` key, or the first."""
-    rows = store.device_page(site, FLEET_SHOWN + 1, after=after, before=before)
-    more = len(rows) > FLEET_SHOWN  # one read beyond the page: a further page that way
-    rows = rows[1:] if more and before is not None else rows[:FLEET_SHOWN]
-    first, last = (_device_key(rows[0]), _device_key(rows[-1])) if rows else (None, None)
-    if before is not None:
-        beyond_last = bool(last and store.device_page(site, 1, after=last))
-        later, earlier = beyond_last, more
-    else:
-        beyond_first = bool(after and first and store.device_page(site, 1, before=first))
-        later, earlier = more, beyond_first
+    kiosks: Neighbours[dict[str, Any], tuple[str, str]] = Neighbours(
+        lambda limit, onward, back: store.device_page(site, limit, after=onward, before=back),
+        lambda onward, back: bool(store.device_page(site, 1, after=onward, before=back)),
+        _device_key)
+    rows, following, preceding = kiosks.page(FLEET_SHOWN, after, before)
     now = datetime.now(UTC)
     return FleetPage([_shown_device(fleet_row(row), now) for row in rows],
-                     *store.count_devices(site), last if later else None,
-                     first if earlier else None)
+                     *store.count_devices(site), following, preceding)
 
 
 def fleet_after(store: Store, limit: int,
@@ -137,10 +134,13 @@ class ResultsPage:
 def results_page(store: Store, query: ResultQuery) -> ResultsPage:
     """One page of results (newest first) older than ``query.before``, or newer than
     ``query.after``, or the newest; and whether there are pages older and newer than it."""
-    rows = store.page_results(LIST_COLUMNS, query.where, query.before, query.limit + 1,
-                              after=query.after)
-    more = len(rows) > query.limit  # one read beyond the page: a further page that way
-    rows = rows[1:] if more and query.after else rows[: query.limit]
+    results: Neighbours[tuple[Any, ...], tuple[str, str]] = Neighbours(
+        lambda limit, onward, back: store.page_results(LIST_COLUMNS, query.where, onward,
+                                                       limit, after=back),
+        lambda onward, back: bool(store.page_results(("measurement_id",), query.where, onward,
+                                                     1, after=back)),
+        lambda row: (row[_LIST_CAPTURED_AT], row[_LIST_MEASUREMENT_ID]))
+    rows, older, newer = results.page(query.limit, query.before, query.after)
     items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
     # why a result has no grade is in its payload's quality reasons: read for those only
     ungraded = store.result_payloads([i["measurement_id"] for i in items if i["label"] is None])
@@ -149,21 +149,8 @@ def results_page(store: Store, query: ResultQuery) -> ResultsPage:
         item["not_validated_raw"] = _set_aside(item, item["not_validated"])
         payload = ungraded.get(item["measurement_id"])
         item["grade_withheld"] = _withheld_in(json.loads(payload)) if payload else None
-    if not items:
-        return ResultsPage(items, None, None)
-    newest, oldest = _key(items[0]), _key(items[-1])
-
-    def beyond(before: tuple[str, str] | None, after: tuple[str, str] | None) -> bool:
-        return bool(store.page_results(("measurement_id",), query.where, before, 1, after))
-
-    older = beyond(oldest, None) if query.after else more
-    newer = more if query.after else bool(query.before) and beyond(None, newest)
-    return ResultsPage(items, cursor_of(*oldest) if older else None,
-                       cursor_of(*newest) if newer else None)
-
-
-def _key(item: dict[str, Any]) -> tuple[str, str]:
-    return item["captured_at"], item["measurement_id"]
+    return ResultsPage(items, cursor_of(*older) if older else None,
+                       cursor_of(*newer) if newer else None)
 
 
 def csv_pages(pool: StorePool, query: ResultQuery) -> Iterator[list[tuple[Any, ...]]]:

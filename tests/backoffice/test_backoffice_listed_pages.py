@@ -12,20 +12,19 @@ from typing import Any
 import pytest
 
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
+from tests.store_helpers import BACKENDS, fresh_store
 
 SAME_TIME = "2026-11-30T08:00:00.000Z"
 IDS = [f"r{n:02d}" for n in range(11)]
 PAGE = 3  # a page edge falls inside the run of equal times: between r07 and r08, ...
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[PathologyStore]:
-    opened = open_pathology_store(f"sqlite:///{tmp_path / 'bo.sqlite3'}")
-    opened.migrate()
-    try:
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PathologyStore]:
+    """A migrated store of each backend: both compare the cursor as a row value (keyset.py)."""
+    with fresh_store(request.param, tmp_path, "listed_pages", open_pathology_store) as opened:
+        opened.migrate()
         yield opened
-    finally:
-        opened.close()
 
 
 def _walk(read: Callable[..., list[dict[str, Any]]], time_key: str, id_key: str) -> list[str]:
