@@ -69,11 +69,12 @@ class LetterShares:
                 going.append(letter_id)
                 rows, size = rows - 1, size - letter_size
                 totals = (totals[0] - 1, totals[1] - letter_size)
-            lost[device] += self._only_copies_among(going, new_ids)
             for start in range(0, len(going), _IN_CHUNK):
                 chunk = going[start : start + _IN_CHUNK]
-                self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
-        return self._add_to_letter_totals(cur, 0, 0), +lost
+                picked = f"id IN ({','.join('?' * len(chunk))})"
+                lost += self._only_copies(picked, chunk, new_ids, prefix)
+                self._remove_letters(cur, picked, chunk)
+        return self._add_to_letter_totals(cur, 0, 0), lost
 
     def _add_to_topic_totals(self, cur: Any, letters: list[tuple[str, int]], sign: int) -> None:
         """Add (``sign`` 1) or take off (-1) ``letters`` (topic, size) from each topic's count
@@ -125,18 +126,27 @@ class LetterShares:
                 return
             after, page_size = page[-1][0], _IN_CHUNK
 
-    def _only_copies_among(self, ids: list[int], new_ids: set[int]) -> int:
-        """How many of the letters ``ids`` (not this batch's) hold a whole refused result
-        naming a measurement id: confirmed to their kiosk, so the only copy."""
-        count = 0
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = [i for i in ids[start : start + _IN_CHUNK] if i not in new_ids]
-            if not chunk:
+    def _only_copies(self, where: str, params: Sequence[Any], new_ids: set[int],
+                     prefix: str) -> Counter[Device]:
+        """By kiosk: the letters ``where`` picks that were a result's only copy.
+
+        A refused result kept whole on its device's result topic that names a measurement id
+        is confirmed to that kiosk, which then drops it (``Triage.refused_results``); so is a
+        result set aside as a conflict. The batch's own letters (``new_ids``) are not: one
+        pruned at once is not confirmed, its kiosk still holds it. Every other letter is, also
+        one another worker committed while this one waited for the totals row (its id may lie
+        between this batch's and the ones before). In id order: PostgreSQL plans a cursor for
+        its first rows, so for ``id < ?`` it walks the id index up to the cut rather than the
+        whole table, also before it has the table's statistics."""
+        pruned: Counter[Device] = Counter()
+        for letter_id, topic, payload in self._stream(
+                f"SELECT id, topic, payload FROM dead_letters WHERE {where} AND topic LIKE ? "
+                "AND payload_bytes = LENGTH(payload) ORDER BY id", [*params, "%/result"],
+                _LETTERS_AT_ONCE):
+            if int(letter_id) in new_ids:
                 continue
-            for _id, payload in self._stream(
-                    f"SELECT id, payload FROM dead_letters WHERE id IN "
-                    f"({','.join('?' * len(chunk))}) AND topic LIKE ? AND "
-                    "payload_bytes = LENGTH(payload)", [*chunk, "%/result"],
-                    _LETTERS_AT_ONCE):
-                count += named_measurement_id(bytes(payload)) is not None
-        return count
+            device = parse_device_topic(prefix, str(topic))
+            if device is not None and device[2] == "result" and named_measurement_id(
+                    bytes(payload)) is not None:
+                pruned[device[0], device[1]] += 1
+        return pruned

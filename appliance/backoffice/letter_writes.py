@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.letter_shares import LetterShares
 from appliance.backoffice.queries import NAME_CHARS
-from appliance.backoffice.schema import DeadLetter, iso_utc, letter_size_sql, named_measurement_id
+from appliance.backoffice.schema import DeadLetter, iso_utc, letter_size_sql
 from appliance.logsafe import shorten
 from appliance.transport.payloads import utc_now
-from appliance.transport.topics import parse_device_topic
 
 _IN_CHUNK = 500  # hashes in one IN (...) list
 _LETTERS_AT_ONCE = 16  # pruned letters read at once (each up to dead_letter_max_bytes)
@@ -47,7 +46,7 @@ class LetterWrites(LetterShares):
         totals, pruned = self._prune_over_share(cur, totals, bounds, new_ids, prefix)
         cut = self._prune_cut(cur, totals, *bounds)
         if cut is not None:
-            pruned += self._only_copies_below(cut, new_ids, prefix)
+            pruned += self._only_copies("id < ?", (cut,), new_ids, prefix)
             self._remove_letters(cur, "id < ?", (cut,))
         if pruned:
             self._count_pruned(cur, pruned)
@@ -164,32 +163,6 @@ class LetterWrites(LetterShares):
             if len(page) < page_size:
                 return
             after, page_size = page[-1][0], _SIZES_AT_ONCE
-
-    def _only_copies_below(
-        self, below_id: int, new_ids: set[int], prefix: str
-    ) -> Counter[tuple[str, str]]:
-        """By (site, device): the letters below ``below_id`` that were a result's only copy.
-
-        A refused result kept whole on its device's result topic that names a measurement id
-        is confirmed to that kiosk, which then drops it (``Triage.refused_results``); so is a
-        result set aside as a conflict. The batch's own letters (``new_ids``) are not: one
-        pruned at once is not confirmed, its kiosk still holds it. Every other letter is, also
-        one another worker committed while this one waited for the totals row (its id may lie
-        between this batch's and the ones before). In id order: PostgreSQL plans a cursor for
-        its first rows, so it walks the id index up to ``below_id`` rather than the whole
-        table, also before it has the table's statistics."""
-        pruned: Counter[tuple[str, str]] = Counter()
-        for letter_id, topic, payload in self._stream(
-                "SELECT id, topic, payload FROM dead_letters WHERE id < ? AND topic LIKE ? AND "
-                "payload_bytes = LENGTH(payload) ORDER BY id", (below_id, "%/result"),
-                _LETTERS_AT_ONCE):
-            if int(letter_id) in new_ids:
-                continue
-            where = parse_device_topic(prefix, str(topic))
-            if where is not None and where[2] == "result" and named_measurement_id(
-                    bytes(payload)) is not None:
-                pruned[where[0], where[1]] += 1
-        return pruned
 
     def _count_pruned(self, cur: Any, pruned: Counter[tuple[str, str]]) -> None:
         """Add ``pruned`` to the store's count of only copies pruned, by device."""

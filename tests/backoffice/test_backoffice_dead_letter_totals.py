@@ -201,14 +201,14 @@ def test_a_retry_while_a_batch_prunes_the_same_letters_waits_for_it(
     try:
         ingest.write_batch(Batch(dead_letters=[_letter(random.Random(1), 4)]), 100)
         holding, retried = threading.Event(), threading.Event()
-        only_copies = ingest._only_copies_below  # noqa: SLF001  (runs with the totals row held)
+        only_copies = ingest._only_copies  # noqa: SLF001  (runs with the totals row held)
 
         def paused(*args: object) -> object:
             holding.set()
             retried.wait(timeout=3)  # the retry is waiting for the totals row by now
             return only_copies(*args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(ingest, "_only_copies_below", paused)
+        monkeypatch.setattr(ingest, "_only_copies", paused)
         outcome: list[object] = []
 
         def run_retry() -> None:
@@ -315,6 +315,33 @@ def test_one_kiosk_s_flood_of_refused_results_prunes_its_own_letters_not_another
     lost = store.pruned_only_copies(10)
     assert lost.text().count("lab/k-a") == 1
     assert "k-b" not in lost.text()
+
+
+def _refused(device: str) -> DeadLetter:
+    """A refused result of ``device`` at site lab that names a measurement id."""
+    named = b'{"measurement_id": "%s"}' % str(uuid.uuid4()).encode()
+    return dead_letter(AT, f"p/lab/{device}/result", "bad", named)
+
+
+def test_letters_pruned_over_a_kiosk_s_share_are_lost_only_once_confirmed(store: Store) -> None:
+    """Of a greedy kiosk's letters pruned over its share, the refused results that earlier
+    batches kept (confirmed to the kiosk: the only copy) count as lost; its status letters,
+    and the results of the batch that prunes them (not yet confirmed), do not."""
+    status = dead_letter(AT, "p/lab/k-a/status", "bad", b"{}")
+    store.write_batch(Batch(dead_letters=[dead_letter(AT, "p/lab/k-b/status", "bad", b"[]")],
+                            topic_prefix="p"), 1000)
+    store.write_batch(Batch(dead_letters=[status, *(_refused("k-a") for _ in range(3))],
+                            topic_prefix="p"), 1000)
+    over_by_two = Batch(dead_letters=[_refused("k-a"), _refused("k-a")], topic_prefix="p")
+    store.write_batch(over_by_two, 5)
+    assert over_by_two.pruned_only_copies == {("lab", "k-a"): 1}  # the status, one result
+    over_by_six = Batch(dead_letters=[_refused("k-a") for _ in range(4)], topic_prefix="p")
+    store.write_batch(over_by_six, 3)
+    assert over_by_six.pruned_only_copies == {("lab", "k-a"): 4}  # and two of its own
+    assert [d.topic for d in store.dead_letters(1000)] == ["p/lab/k-a/result"] * 2 + [
+        "p/lab/k-b/status"]
+    assert store.pruned_only_copies(10).letters == 5
+    assert _kept(store) == _totals(store)
 
 
 def test_letters_of_one_kiosk_alone_still_fill_the_bounds(store: Store) -> None:
