@@ -16,9 +16,10 @@ FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "software_version", 
 HEADERS = {"outbox_oldest_age_s": "OLDEST_UNSENT"}
 
 
-def fleet_rows(store: Store, site: str | None = None) -> list[dict[str, Any]]:
-    """Every known device (or one site's) with its state (``fleet_row``)."""
-    return [fleet_row(device) for device in store.devices(site)]
+def fleet_rows(store: Store) -> list[dict[str, Any]]:
+    """Every known device with its state (``fleet_row``); the console pages a site's
+    kiosks with ``Store.device_page`` instead."""
+    return [fleet_row(device) for device in store.devices()]
 
 
 def fleet_row(device: dict[str, Any]) -> dict[str, Any]:

@@ -51,13 +51,10 @@ class StoreReads:
         """How many dead letters are kept."""
         return int(self._fetch("SELECT COUNT(*) FROM dead_letters")[0][0])
 
-    def devices(self, site: str | None = None) -> list[dict[str, Any]]:
-        """The fleet registry (or one site's), one mapping per device, by site and device id."""
-        where, params = ("WHERE site = ? ", (site,)) if site is not None else ("", ())
+    def devices(self) -> list[dict[str, Any]]:
+        """The fleet registry, one mapping per device, by site and device id."""
         rows = self._fetch(
-            f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices {where}ORDER BY site, device_id",
-            params,
-        )
+            f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices ORDER BY site, device_id")
         return [dict(zip(DEVICE_COLUMNS, row, strict=True)) for row in rows]
 
     def select_results(
