@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,17 @@ from appliance.browser import chromium_page
 from appliance.transport.broker import PrivateBroker, port_open
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the commands the tests start as it would from a terminal, however the
+    suite was started. A shell starts a background job (``./dev test &``, a CI runner's script)
+    with SIGINT ignored, an ignored signal stays ignored across exec, and so every command a
+    test started ignored the Ctrl-C the test sent it: the Ctrl-C tests hung until their guard
+    (seen under pytest-xdist; in one process an earlier test's leftover handler hid it). A
+    Python handler is reset to the default across exec, so the commands start with the default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass(frozen=True)
