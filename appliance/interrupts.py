@@ -10,7 +10,9 @@ until the command is ready for them, then delivers them: a command with its own 
 gets the held ones there, as it gets a later one (its stop message and exit code); any other
 gets them as its run begins, from the handlers a later one meets (``delivered``: KeyboardInterrupt,
 exit 130; SIGTERM as cli.sigterm_ends_as_interrupt has it, exit 143), never from SIGTERM's
-default action, which killed the process where it stood.
+default action, which killed the process where it stood. Either way the handlers last as long
+as the block that put them in place (``delivered``, ``stop_on_signals``): after it, the ones
+from before are back, for ``main``'s caller (a library, a test) as for the process.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ _previous: dict[int, Any] = {}  # the handlers before hold(), while holding
 
 
 def hold() -> None:
-    """From now until ``deliver`` or ``release``, a stop signal is noted, not acted on
+    """From now until ``delivered`` or ``release``, a stop signal is noted, not acted on
     (signals reach only the main thread: elsewhere this does nothing)."""
     if threading.current_thread() is not threading.main_thread() or _previous:
         return
@@ -44,14 +46,11 @@ def _note(signum: int, frame: FrameType | None) -> None:
         _held.append(signum)
 
 
-def deliver(handlers: Mapping[int, SignalHandler] | None = None) -> None:
-    """Put ``handlers`` in place (by default those before ``hold``), then hand them each stop
-    signal that came meanwhile."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in STOP_SIGNALS:
-        chosen = (handlers or {}).get(signum, _previous.get(signum))
-        if chosen is not None:
+def _deliver(handlers: Mapping[int, SignalHandler]) -> None:
+    """Put ``handlers`` in place (a stop signal they leave out: its handler before ``hold``),
+    then hand them each stop signal that came meanwhile."""
+    for signum, chosen in {**_previous, **handlers}.items():
+        if chosen is not None:  # None: a handler not set from Python, nothing to put back
             signal.signal(signum, chosen)
     _previous.clear()
     held = list(_held)
@@ -60,11 +59,14 @@ def deliver(handlers: Mapping[int, SignalHandler] | None = None) -> None:
         signal.raise_signal(came)
 
 
+@contextmanager
 def stop_on_signals(stop: threading.Event, log: logging.Logger,
-                    received: list[int] | None = None) -> None:
-    """SIGTERM and SIGINT set ``stop`` (the main thread then shuts down in order), said under
-    ``log``, the service's own logger; also one that came while the command started. Each one's
-    number is added to ``received`` when given (a command's exit code names it: 128 + it)."""
+                    received: list[int] | None = None) -> Iterator[None]:
+    """For the length of the block SIGTERM and SIGINT set ``stop`` (the main thread then shuts
+    down in order), said under ``log``, the service's own logger; also one that came while the
+    command started. Each one's number is added to ``received`` when given (a command's exit
+    code names it: 128 + it). After the block the handlers before it are back: a library
+    caller of ``cli.main`` was left with a Ctrl-C that only set an Event nobody waited on."""
 
     def _handler(signum: int, frame: FrameType | None) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
@@ -72,19 +74,22 @@ def stop_on_signals(stop: threading.Event, log: logging.Logger,
             received.append(signum)
         stop.set()
 
-    deliver({signal.SIGTERM: _handler, signal.SIGINT: _handler})
+    with delivered({signal.SIGTERM: _handler, signal.SIGINT: _handler}):
+        yield
 
 
 @contextmanager
 def delivered(handlers: Mapping[int, SignalHandler]) -> Iterator[None]:
-    """``deliver(handlers)`` for the length of the block (a held signal reaches them as the
-    block begins), then the handlers from before ``hold`` (or before the block) are back."""
+    """``handlers`` for the length of the block (a held stop signal reaches them as the block
+    begins), then the handlers from before ``hold`` (or before the block) are back, those of
+    any other signal in ``handlers`` (SIGHUP) too."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {signum: _previous.get(signum, signal.getsignal(signum)) for signum in STOP_SIGNALS}
+    before = {signum: _previous.get(signum, signal.getsignal(signum))
+              for signum in {*STOP_SIGNALS, *handlers}}
     try:
-        deliver(handlers)
+        _deliver(handlers)
         yield
     finally:
         for signum, handler in before.items():

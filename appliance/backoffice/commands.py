@@ -165,7 +165,7 @@ def print_out(command: str, text: str) -> int:
 
 
 def _backoffice(args: argparse.Namespace) -> int:
-    from appliance.backoffice.service import install_stop_signals, run_backoffice
+    from appliance.backoffice.service import run_backoffice, stop_on_signals
 
     config = load_or_report(args.config)
     if config is None:
@@ -176,8 +176,8 @@ def _backoffice(args: argparse.Namespace) -> int:
         with sigterm_ends_as_interrupt():
             return _retire(config)
     stop = threading.Event()
-    install_stop_signals(stop)  # a Ctrl-C while the command started: its stop message now
-    return 0 if stop.is_set() else run_backoffice(config, stop)
+    with stop_on_signals(stop):  # a Ctrl-C while the command started: its stop message now
+        return 0 if stop.is_set() else run_backoffice(config, stop)
 
 
 def _retire(config: Config) -> int:

@@ -64,10 +64,8 @@ def _count_refusal(args: argparse.Namespace) -> str | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from appliance.backoffice.demo import EXIT_INTERRUPTED, run_demo  # noqa: PLC0415  (fast start)
-    from appliance.backoffice.service import install_stop_signals  # noqa: PLC0415
+    from appliance.backoffice.service import stop_on_signals  # noqa: PLC0415  (fast start)
     from appliance.config import ConfigError  # noqa: PLC0415
-    from appliance.transport.broker import BrokerError  # noqa: PLC0415
 
     if refusal := _count_refusal(args):  # before anything starts
         print(refusal, file=sys.stderr)
@@ -78,7 +76,17 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     stop, received = threading.Event(), list[int]()
-    install_stop_signals(stop, received)  # a Ctrl-C while the command started: its stop now
+    with stop_on_signals(stop, received):  # a Ctrl-C while the command started: its stop now
+        return _run_until_stopped(args, store_url, stop, received)
+
+
+def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
+                       stop: threading.Event, received: list[int]) -> int:
+    """The demo until it ends or ``stop`` is set (by a signal, whose number is in
+    ``received``); the command's exit code."""
+    from appliance.backoffice.demo import EXIT_INTERRUPTED, run_demo  # noqa: PLC0415
+    from appliance.transport.broker import BrokerError  # noqa: PLC0415
+
     if stop.is_set():
         print("demo stopped (Ctrl-C or SIGTERM) before it started anything", file=sys.stderr)
         return 128 + received[0] if received else 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from appliance import interrupts
@@ -20,11 +21,13 @@ STATS_EVERY_S = 30.0
 EXIT_BROKER_REFUSED = 3  # the broker refused our login or subscriptions: restarting cannot help
 
 
-def install_stop_signals(stop: threading.Event, received: list[int] | None = None) -> None:
-    """SIGTERM and SIGINT set ``stop``, said under the back office's logger, also one that
-    came while the command started (appliance/interrupts.py); each one's number is added to
-    ``received`` when given (a command's exit code names it: 128 + the number)."""
-    interrupts.stop_on_signals(stop, log, received)
+def stop_on_signals(stop: threading.Event,
+                    received: list[int] | None = None) -> AbstractContextManager[None]:
+    """For the length of the block SIGTERM and SIGINT set ``stop``, said under the back office's
+    logger, also one that came while the command started (appliance/interrupts.py); each one's
+    number is added to ``received`` when given (a command's exit code names it: 128 + the
+    number). The handlers before it are back after it."""
+    return interrupts.stop_on_signals(stop, log, received)
 
 
 def run_backoffice(config: Config, stop: threading.Event) -> int:

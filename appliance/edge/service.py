@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -76,7 +77,12 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
         return EXIT_CONFIG
     setup_logging(verbose, config.device.id)
     requests = Requests()
-    install_signal_handlers(requests)  # and a stop signal held while the command started
+    with signals_handled(requests):  # and a stop signal held while the command started
+        return _run_handled(config, config_path, requests)
+
+
+def _run_handled(config: Config, config_path: str, requests: Requests) -> int:
+    """``appliance edge`` once its signals are handled: the state lock, then the daemon."""
     if requests.stop.is_set():
         log.info("stop requested while starting; exiting before the daemon ran")
         return EXIT_OK
@@ -137,9 +143,11 @@ def run_until_stopped(build: Callable[[], EdgeDaemon], requests: Requests) -> in
         return EXIT_FAILURE
 
 
-def install_signal_handlers(requests: Requests) -> None:
-    """SIGTERM/SIGINT request a stop, SIGHUP a config reload (main thread only); a stop signal
-    that came while the command started is handed over now (appliance/interrupts.py)."""
+@contextmanager
+def signals_handled(requests: Requests) -> Iterator[None]:
+    """For the length of the block SIGTERM/SIGINT request a stop, SIGHUP a config reload (main
+    thread only); a stop signal that came while the command started is handed over as it
+    begins (appliance/interrupts.py). The handlers before it are back after it."""
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         requests.stop.set()
@@ -147,8 +155,8 @@ def install_signal_handlers(requests: Requests) -> None:
     def reload(signum: int, _frame: FrameType | None) -> None:
         requests.reload.set()
 
-    signal.signal(signal.SIGHUP, reload)
-    interrupts.deliver({signal.SIGTERM: stop, signal.SIGINT: stop})
+    with interrupts.delivered({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}):
+        yield
 
 
 def reload_config(daemon: EdgeDaemon, config_path: Path) -> None:

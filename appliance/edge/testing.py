@@ -26,7 +26,7 @@ from appliance.edge.daemon import EdgeDaemon, Requests
 from appliance.edge.ending import exit_code_after_stop
 from appliance.edge.measure import Measurement
 from appliance.edge.plugins import source_from_config
-from appliance.edge.service import install_signal_handlers, run_until_stopped
+from appliance.edge.service import run_until_stopped, signals_handled
 from appliance.edge.systemd import setup_logging
 from appliance.synthetic.camera import textured_skin
 from appliance.transport import payloads
@@ -183,8 +183,8 @@ def run_daemon(config_path: str, build: Callable[[Config, Requests], EdgeDaemon]
     config = load_config(config_path)
     setup_logging(False, config.device.id)
     requests = Requests()
-    install_signal_handlers(requests)  # before the build: a stop meanwhile ends it in order
-    return exit_code_after_stop(run_until_stopped(lambda: build(config, requests), requests))
+    with signals_handled(requests):  # before the build: a stop meanwhile ends it in order
+        return exit_code_after_stop(run_until_stopped(lambda: build(config, requests), requests))
 
 
 def main(argv: list[str]) -> int:

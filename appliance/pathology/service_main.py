@@ -22,8 +22,8 @@ def serve(config: Config) -> int:
     (the server's own, as its start line); exit codes as ``run_server``. A stop signal that
     came while the command started stops it here, before it opens anything."""
     stop = threading.Event()
-    interrupts.stop_on_signals(stop, log)
-    return 0 if stop.is_set() else run_server(config, stop)
+    with interrupts.stop_on_signals(stop, log):
+        return 0 if stop.is_set() else run_server(config, stop)
 
 
 def run_server(config: Config, stop: threading.Event) -> int:
