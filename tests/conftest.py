@@ -1,4 +1,5 @@
-"""Shared fixtures: the running mosquitto, a private broker, per-test topics."""
+"""Shared fixtures: the running mosquitto, a private broker, per-test topics; and a guard that
+fails a test leaving the process's signal handlers or masks changed (tests/signal_state.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from appliance.browser import chromium_page
 from appliance.transport.broker import PrivateBroker, port_open
+from tests.signal_state import changes, restore, signal_state
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,6 +29,18 @@ def pytest_configure(config: pytest.Config) -> None:
     Python handler is reset to the default across exec, so the commands start with the default."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(autouse=True)
+def signals_left_as_found() -> Iterator[None]:
+    """Fail a test that leaves a stop or reload handler, or the ignored or blocked signals,
+    other than it found them; the handlers are put back so the tests after it run as usual."""
+    before = signal_state()
+    yield
+    leaked = changes(before, signal_state())
+    if leaked:
+        restore(before)
+        pytest.fail("the test left the process's signals changed: " + "; ".join(leaked))
 
 
 @dataclass(frozen=True)
