@@ -9,8 +9,11 @@ measurement id.
 A refused commit (disk full, I/O error) is counted as dropped (status, metrics, one journal
 line per measurement id) and sets ``paused``: the analysis thread then measures nothing, so
 no result is measured only to be dropped. The committer probes the outbox every
-``PROBE_EVERY_S`` and clears ``paused`` once a write commits again. An outbox that cannot write
-when the daemon starts (a full disk) pauses measuring before the first result is measured.
+``PROBE_EVERY_S`` and clears ``paused`` once a write commits again and the disk is no longer
+full (``full_disk_hint``): a disk with a few KiB left takes the probe's one-row commit but not a
+result's, and measuring would resume only to drop the next customer's measurement. An outbox
+that cannot take a result when the daemon starts (a full disk) pauses measuring before the
+first result is measured.
 
 A saved file whose result the outbox dropped before keeping it (a refused commit, or a full
 outbox whose policy is refuse_new) gave no result, as one the quality gate refused: the folder
@@ -144,10 +147,15 @@ class ResultCommitter(threading.Thread):
                 self._on_dropped(accepted.stamp)
 
     def pause_unless_writable(self) -> None:
-        """Before the threads start: pause measuring when the outbox cannot take a commit (a
+        """Before the threads start: pause measuring when the outbox cannot take a result (a
         full disk at start); what waits in it is still sent."""
-        if not self.outbox.writable() and not self.outbox.damaged:
+        if not self._room_for_results() and not self.outbox.damaged:
             self._pause(self.outbox.probe_error)
+
+    def _room_for_results(self) -> bool:
+        """Whether a result would commit now: a probe commits and the disk is not full. The
+        probe writes one row, which the last few KiB of a disk still take, a result not."""
+        return self.outbox.writable() and not full_disk_hint(self.outbox.path)
 
     def _pause(self, error: str) -> None:
         """Pause measuring (once), saying why: the full disk by path and free bytes, where it
@@ -216,7 +224,7 @@ class ResultCommitter(threading.Thread):
         if now_s < self._next_probe_s or self.outbox.damaged:  # only a repair helps
             return
         self._next_probe_s = now_s + PROBE_EVERY_S
-        if self.outbox.writable():
+        if self._room_for_results():
             log.warning("the outbox can write again; measuring resumes")
             self.disk_full, self.paused_why = False, ""
             self.paused.clear()

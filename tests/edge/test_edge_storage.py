@@ -818,3 +818,32 @@ def test_a_full_disk_that_recovered_is_not_blamed_for_the_next_pause(small_disk:
     assert not committer.disk_full
     assert "damaged" in committer.paused_why
     outbox.close()
+
+
+def probe_now(committer: ResultCommitter) -> None:
+    """Run the committer's probe of a paused outbox now, as its thread does once a second."""
+    committer._next_probe_s = 0.0  # noqa: SLF001 - the thread's probe without its wait
+    committer._probe_when_due()  # noqa: SLF001 - what the thread calls while paused
+
+
+def test_measuring_stays_paused_while_the_disk_has_room_for_a_probe_but_not_a_result(
+    small_disk: Path,
+) -> None:
+    # a disk with a few KiB left takes the probe's one-row commit but not a result's: measuring
+    # resumed, the next customer was measured only to be dropped, and it paused again, once a
+    # second until the probes' own writes had used up the last KiB
+    outbox = stored_results(small_disk / "outbox.sqlite3", 5)
+    committer = ResultCommitter(queue.Queue(), outbox, threading.Event(), wake_link=lambda: None)
+    filler = fill(small_disk)
+    committer.pause_unless_writable()
+    os.truncate(filler, filler.stat().st_size - 3 * PAGE_BYTES)
+    probe_now(committer)
+    assert committer.paused.is_set()
+    assert committer.disk_full
+    assert f"the disk holding {outbox.path} is full" in committer.paused_why
+    with pytest.raises(OutboxWriteError):  # what measuring again would have led to
+        outbox.add_many([("next-customer", "corrupt/lab/kiosk-c/result", b"x" * 1000)])
+    filler.unlink()
+    probe_now(committer)
+    assert not committer.paused.is_set()
+    outbox.close()
