@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from appliance.backoffice.outage import StoreOutage
 from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store
 from appliance.backoffice.storeurl import masked_url
@@ -74,6 +75,7 @@ class BatchWriter(threading.Thread):
         self._ack, self._on_stored = ack, on_stored
         self._qos0_lock = threading.Lock()
         self._qos0_waiting = 0
+        self._outage = StoreOutage(store.url)  # failed commits, said once, not once a retry
 
     def offer(self, message: Inbound) -> bool:
         """Queue a message for the store; False when it is dropped instead.
@@ -163,13 +165,16 @@ class BatchWriter(threading.Thread):
         delay_s = 0.2
         while True:
             try:
-                return self._store.write_batch(batch, *self._keep())
+                fresh = self._store.write_batch(batch, *self._keep())
             except Exception as exc:  # a store outage must not kill the worker
                 self.stats.commit_failures += 1
                 if not is_transient(exc):
+                    self._outage.passed()  # the store answers: it refuses the data
                     return self._commit_apart(batch, exc)
-                log.error("store %s: commit failed (%s); retrying in %.1f s",
-                          masked_url(self._store.url), exc, delay_s)
+                self._outage.failed(exc)
+            else:
+                self._outage.passed()
+                return fresh
             if self.stop_event.wait(delay_s):
                 return None
             delay_s = min(delay_s * 2, RETRY_MAX_S)
@@ -182,8 +187,8 @@ class BatchWriter(threading.Thread):
     def _reconnect(self) -> None:
         try:
             self._store.reconnect()
-        except Exception as exc:
-            log.error("store %s: reconnect failed (%s)", masked_url(self._store.url), exc)
+        except Exception as exc:  # the server is still away: one more failed try
+            self._outage.failed(exc)
 
     def _commit_apart(self, batch: Batch, error: Exception) -> list[str]:
         """Commit a batch the store refused one part at a time; refused parts are set aside.

@@ -1,5 +1,6 @@
 """The back office's SQLite store on a full disk: the error says the disk is full (SQLite's own
-words are "disk I/O error"), and the store opens with every row once space returns."""
+words are "disk I/O error"), the store opens with every row once space returns, and the ingest
+acknowledges nothing it could not store, saying so once, and stores it once space returns."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from pathlib import Path
 import pytest
 
 from appliance.backoffice import demo
+from appliance.backoffice.batcher import BatchWriter
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, Store, StoreError, open_store
+from appliance.backoffice.triage import Inbound, Triage
+from appliance.config import BackofficeConfig
+from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet as fleetsim
 from tests.disk_helpers import fill, small_tmpfs
 
@@ -55,3 +60,38 @@ def test_the_demo_on_a_full_disk_stops_and_says_so_instead_of_waiting_out_its_ti
     assert f"the disk holding {disk / 'backoffice.sqlite3'} is full" in err
     assert "timed out" not in err
     assert "Traceback" not in err
+
+
+def test_ingest_on_a_full_disk_acknowledges_nothing_says_so_once_and_stores_once_space_returns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the worker said "commit failed (database or disk is full)" at every retry, 12 lines a
+    # minute for as long as the disk stayed full, and nothing when it stored again
+    rng = random.Random(6)
+    results = [fleetsim.sample_result(rng, "lab", "kiosk-f", i) for i in range(3)]
+    acked: list[int] = []
+    with small_tmpfs(tmp_path / "disk") as disk:
+        path = disk / "results.sqlite3"
+        store = open_store(f"sqlite:///{path}")
+        writer = BatchWriter(store, BackofficeConfig(batch_interval_ms=20), Triage("p", 65536),
+                             lambda batch: acked.extend(m.mid for m in batch))
+        filler = fill(disk)
+        for mid, result in enumerate(results, start=1):
+            writer.inbox.put(Inbound("p/lab/kiosk-f/result", result.to_json(), mid, 1))
+        writer.start()
+        try:
+            assert wait_until(lambda: writer.stats.commit_failures >= 4, timeout_s=30)
+            assert acked == []  # not stored, so not acknowledged: the broker keeps them
+            filler.unlink()
+            assert wait_until(lambda: len(acked) == 3, timeout_s=30)
+        finally:
+            writer.stop_event.set()
+            writer.join(20)
+        assert store.count_results() == 3
+        store.close()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "appliance.backoffice.batcher"]
+    assert [level for level, _ in said] == ["ERROR", "WARNING"], said
+    assert f"the SQLite store {path}: commit failed (" in said[0][1]
+    assert f"the disk holding {path} is full" in said[0][1]
+    assert " answers again after " in said[1][1]

@@ -12,6 +12,7 @@ import pytest
 
 from appliance.backoffice import triage
 from appliance.backoffice.batcher import BatchWriter
+from appliance.backoffice.outage import StoreOutage
 from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.backoffice.triage import Inbound, Triage
@@ -239,3 +240,35 @@ def test_only_copies_pruned_by_a_batch_committed_part_by_part_are_counted_under_
         assert [d.topic for d in store.dead_letters()] == ["p/lab/k3/result"]
     finally:
         store.close()
+
+
+def test_a_store_outage_is_said_once_and_when_it_ends_not_at_every_retry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # each retry (every 0.2 to 5 s) was one more error line of the same words, for as long as
+    # the store was down, and nothing said when it took the batch again
+    store = _FlakyStore(outages=4)
+    _, acked = _run_writer(store, _payloads(3))
+    assert sorted(acked) == [1, 2, 3]
+    said = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "appliance.backoffice.batcher"]
+    assert [level for level, _ in said] == ["ERROR", "WARNING"], said
+    assert "commit failed (database is locked" in said[0][1]
+    assert "nothing of the batch is acknowledged" in said[0][1]
+    assert " answers again after 4 failed tries in " in said[1][1]
+
+
+def test_a_long_store_outage_is_said_again_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    now_s = [0.0]
+    outage = StoreOutage(f"sqlite:///{tmp_path / 'store.sqlite3'}", clock=lambda: now_s[0])
+    for _ in range(26):  # 125 s of retries 5 s apart
+        outage.failed(sqlite3.OperationalError("database or disk is full"))
+        now_s[0] += 5.0
+    outage.passed()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 4, said
+    assert "still fail after 13 tries in 60 s (database or disk is full)" in said[1]
+    assert "still fail after 25 tries in 120 s" in said[2]
+    assert said[3].endswith("answers again after 26 failed tries in 130 s")
