@@ -26,6 +26,7 @@ from appliance.transport.topics import device_topic, fleet_filter, parse_device_
 log = logging.getLogger(__name__)
 
 SETTLE_S = 1.0  # retained messages arrive right after SUBACK; this covers a busy broker
+NOTICE_WAIT_S = 10.0  # a "refresh now" notice not acknowledged by then is said not sent
 UPDATE_LEAF = "model/update"
 STATE_LEAF = "model/state"
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -121,10 +122,18 @@ class FleetWatcher:
         body = json.dumps({"refresh": True, "rollout": rollout_id}).encode()
         topic = device_topic(self.prefix, site, device_id, UPDATE_LEAF)
         try:
-            self._link.client.publish(topic, body, qos=1).wait_for_publish(10)
+            sent = self._link.client.publish(topic, body, qos=1)
+            sent.wait_for_publish(NOTICE_WAIT_S)
         except (RuntimeError, ValueError) as exc:  # paho: not connected, queue full
-            log.warning("notice to %s/%s not sent (%s); it installs at its next check "
-                        "(updates.check_interval_s)", site, device_id, exc)
+            reason = str(exc)
+        else:
+            if sent.is_published():
+                return
+            # written into a connection the broker had already dropped (the client has not
+            # noticed yet): no error, and no acknowledgement either
+            reason = f"the broker did not acknowledge it within {NOTICE_WAIT_S:g} s"
+        log.warning("notice to %s/%s not sent (%s); it installs at its next check "
+                    "(updates.check_interval_s)", site, device_id, reason)
 
     def close(self) -> None:
         """Disconnect."""

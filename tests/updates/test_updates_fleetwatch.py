@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import BrokerRefusedError
 from appliance.transport.payloads import ModelInfo, ModelState
 from appliance.transport.topics import device_topic
+from appliance.updates import fleetwatch
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.operations import init_repository
 from appliance.updates.testing import ModelEvents
@@ -174,6 +176,31 @@ def test_a_notice_the_broker_cannot_take_is_logged_not_raised(
         watcher.close()
         broker.close()
     assert "notice to lab/k1 not sent" in caplog.text
+
+
+
+def test_a_notice_the_broker_never_acknowledges_is_logged_not_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A broker killed or hung that the client has not noticed yet takes the notice into its
+    # socket without error and never answers: wait_for_publish ran out quietly, and the log said
+    # nothing (seen under load: the kill above raced the client's noticing it)
+    monkeypatch.setattr(fleetwatch, "NOTICE_WAIT_S", 0.5)
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    broker.start()
+    watcher = FleetWatcher(MqttConfig(host=broker.host, port=broker.port,
+                                      topic_prefix="notice-test"), "watcher-hung")
+    process = broker._proc  # noqa: SLF001 - the test pauses the broker's own process
+    assert process is not None
+    try:
+        process.send_signal(signal.SIGSTOP)  # alive, connection open, answers nothing
+        watcher.notify("lab", "k1", "r0llout1")
+    finally:
+        process.send_signal(signal.SIGCONT)
+        watcher.close()
+        broker.close()
+    assert "notice to lab/k1 not sent (the broker did not acknowledge it within 0.5 s)" in \
+        caplog.text
 
 
 def test_a_model_state_from_a_clock_far_ahead_does_not_outrank_later_statuses() -> None:
