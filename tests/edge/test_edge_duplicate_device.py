@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import appliance.edge.daemon as daemon_module
 from appliance.config import config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon, wait_until
@@ -154,9 +155,14 @@ def test_a_kiosk_killed_with_sigkill_leaves_a_presence_that_stops_nobody(
 
 def test_a_kiosk_that_held_back_measures_again_once_the_other_stopped(
     broker: PrivateBroker, collector: ResultCollector, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Once the first has stopped, the later one's look and then its probe window find nobody
+    alive, and it measures again. Both last a second here (ten at least in a kiosk: the daemon's
+    PROBE_FLOOR_S): with nobody left to show itself, a longer wait would show nothing more."""
+    monkeypatch.setattr(daemon_module, "PROBE_FLOOR_S", 1.0)
     first, first_log = start_kiosk(tmp_path, broker.port, "first")
-    later = clone(tmp_path, broker.port, "later", duplicate_retry_s=2)
+    later = clone(tmp_path, broker.port, "later", duplicate_retry_s=1, reconnect_cap_s=0.25)
     thread = None
     try:
         assert wait_until(lambda: bool(committed(first_log) & collector.ids()), 30)
