@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from appliance.edge.testing import (
     ResultCollector,
     fast_daemon,
     fast_source,
+    wait_until,
 )
 from appliance.transport.broker import PrivateBroker
 
@@ -66,16 +68,20 @@ def collector(broker: PrivateBroker, name: str) -> ResultCollector:
 
 
 def test_broker_down_during_50_measurements_loses_nothing(
-    broker: PrivateBroker, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The outage lasts six times the reconnect cap (1 s): the daemon keeps measuring into its
-    # outbox through several failed reconnects, then delivers everything once the broker is back.
+    # The daemon keeps measuring into its outbox through several failed reconnects (0.05 s
+    # growing to the 0.25 s cap here), then delivers everything once the broker is back.
     received = collector(broker, "outage")
-    daemon = fast_daemon(edge_config(tmp_path, broker.port, limit=50))
+    daemon = fast_daemon(edge_config(tmp_path, broker.port, limit=50, synthetic_fps=200,
+                                     reconnect_initial_s=0.05, reconnect_cap_s=0.25))
     thread, codes = run_in_thread(daemon)
     assert received.wait_for(5, timeout_s=30)
-    broker.stop()
-    time.sleep(6)
+    with caplog.at_level(logging.WARNING, logger="appliance.transport.mqtt"):
+        broker.stop()
+        measured = daemon.committer.committed
+        assert wait_until(lambda: _failed_reconnects(caplog) >= 4
+                          and daemon.committer.committed > measured, 30)
     assert daemon.outbox.depth() > 0  # results piled up while the broker was away
     broker.start()
     thread.join(timeout=60)
@@ -84,6 +90,10 @@ def test_broker_down_during_50_measurements_loses_nothing(
     broker_log = broker.log_path.read_text()[-1500:]
     assert arrived, f"{len(received.ids())} of 50 arrived; broker log:\n{broker_log}"
     received.close()
+
+
+def _failed_reconnects(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("unreachable" in record.getMessage() for record in caplog.records)
 
 
 def _committed_ids(log_text: str) -> set[str]:
@@ -152,25 +162,20 @@ def test_sigkill_mid_run_then_restart_delivers_every_accepted_measurement(
 def test_camera_failing_for_seconds_recovers_and_keeps_measuring(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:
-    config = edge_config(tmp_path, broker.port, None, camera_reopen_cap_s=1.0)
+    config = edge_config(tmp_path, broker.port, None, synthetic_fps=200,
+                         camera_reopen_cap_s=0.5)
     flaky = FlakySource(fast_source(config))
     daemon = fast_daemon(config, source=flaky)
     thread, _codes = run_in_thread(daemon)
     try:
-        deadline_s = time.monotonic() + 30
-        while daemon.committer.committed < 3 and time.monotonic() < deadline_s:
-            time.sleep(0.05)
+        assert wait_until(lambda: daemon.committer.committed >= 3, 30)
         flaky.failing.set()
-        time.sleep(1.0)
-        assert not daemon.capture.online
+        assert wait_until(lambda: not daemon.capture.online, 10)
         assert "camera offline" in daemon.status.text()
-        time.sleep(3.0)  # three more times the reopen cap (1 s): several failed reopens
+        assert wait_until(lambda: daemon.capture.open_failures >= 3, 10)  # failed reopens
         before = daemon.committer.committed
         flaky.failing.clear()
-        deadline_s = time.monotonic() + 20
-        while daemon.committer.committed < before + 3 and time.monotonic() < deadline_s:
-            time.sleep(0.05)
-        assert daemon.committer.committed >= before + 3
+        assert wait_until(lambda: daemon.committer.committed >= before + 3, 20)
         assert daemon.capture.online
         assert daemon.capture.failures >= 1
     finally:
@@ -205,6 +210,16 @@ def _datagrams(sock: socket.socket, seconds: float) -> list[str]:
     return messages
 
 
+def _datagrams_until(sock: socket.socket, enough: Callable[[list[str]], bool],
+                     timeout_s: float) -> list[str]:
+    """What arrives on ``sock`` until ``enough`` of it arrived (or ``timeout_s`` passed)."""
+    messages: list[str] = []
+    deadline_s = time.monotonic() + timeout_s
+    while not enough(messages) and time.monotonic() < deadline_s:
+        messages += _datagrams(sock, 0.1)
+    return messages
+
+
 @pytest.fixture
 def sock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     """systemd's notify socket as a daemon started in this test sees it, with a 0.4 s watchdog;
@@ -226,12 +241,12 @@ def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
     daemon = EdgeDaemon(config, source=fast_source(config), analyzer=analyzer)
     thread, _codes = run_in_thread(daemon)
     try:
-        healthy = _datagrams(sock, 2.0)
+        healthy = _datagrams_until(sock, lambda said: said.count("WATCHDOG=1") >= 3, 10.0)
         assert healthy[0] == "READY=1"
         assert healthy.count("WATCHDOG=1") >= 3
-        analyzer.hang.set()
-        time.sleep(2.5)  # the next burst hangs; 1 s later the pings stop
-        _datagrams(sock, 0.1)
+        analyzer.hang.set()  # the next burst hangs; 1 s later the pings stop
+        assert wait_until(lambda: "AnalysisRunner" in daemon.stalled_threads(), 10)
+        _datagrams(sock, 0.1)  # a ping sent as the stall was noticed
         assert "WATCHDOG=1" not in _datagrams(sock, 1.5)
         assert "AnalysisRunner" in daemon.stalled_threads()
     finally:
