@@ -32,12 +32,14 @@ from appliance.transport.payloads import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.broker
 MEASUREMENTS = 50
+FAST_FPS = 1000  # the synthetic camera's most: these tests are about delivery, not pace
 
 
 def kiosk_config(
     tmp_path: Path, broker: Any, prefix: str, limit: int | None, resend_s: float = 0.5,
-    *, username: str | None = None,
+    *, username: str | None = None, **edge: float,
 ) -> Config:
+    """The kiosk's config; ``edge`` overrides its edge settings."""
     data = {
         "device": {"id": "kiosk-early", "site": "shop-1"},
         "camera": {"source": "synthetic", "limit": limit},
@@ -48,7 +50,7 @@ def kiosk_config(
         # subscribe, and such a connection makes the delays grow to the cap
         "edge": {"synthetic_fps": 200, "ack_resend_initial_s": resend_s,
                  "ack_resend_cap_s": max(2.0, resend_s), "reconnect_initial_s": 0.2,
-                 "reconnect_cap_s": 1.0},
+                 "reconnect_cap_s": 1.0, **edge},
     }
     return config_from_mapping(data, "test", environ={})
 
@@ -97,7 +99,8 @@ def count_stored(tmp_path: Path) -> int:
 def test_kiosk_that_measured_and_stopped_before_any_back_office_delivers_all_50_later(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
-    config = kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=MEASUREMENTS)
+    config = kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=MEASUREMENTS,
+                          synthetic_fps=FAST_FPS)
     kiosk = fast_daemon(config)
     thread, codes = run_in_thread(kiosk)
     assert wait_until(lambda: kiosk.committer.committed == MEASUREMENTS)
@@ -129,7 +132,8 @@ def test_kiosk_that_measured_and_stopped_before_any_back_office_delivers_all_50_
 def test_a_running_kiosk_resends_until_a_late_back_office_confirms_then_exits_0(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
-    kiosk = fast_daemon(kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=MEASUREMENTS))
+    kiosk = fast_daemon(kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=MEASUREMENTS,
+                          synthetic_fps=FAST_FPS))
     thread, codes = run_in_thread(kiosk)
     assert wait_until(lambda: kiosk.committer.committed == MEASUREMENTS)
     worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
@@ -208,7 +212,8 @@ def test_results_due_again_when_a_read_of_the_outbox_fails_are_sent_later(
     # the results due for a re-send left the resend list before the outbox was read; when that
     # read failed (an I/O error on the SD card), they were never sent again by this daemon: with
     # camera.limit it never exited, else they waited for a restart or their age limit
-    kiosk = fast_daemon(kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=MEASUREMENTS))
+    kiosk = fast_daemon(kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=MEASUREMENTS,
+                          synthetic_fps=FAST_FPS))
     read = kiosk.outbox.get
     failures: list[int] = []
 
@@ -253,12 +258,16 @@ def test_results_the_broker_refuses_arrive_once_the_acl_is_mended_without_a_rest
     with PrivateBroker(workdir=tmp_path / "broker", passwords={"kiosk": "secret",
                        "office": "secret"}, acl=kiosk_acl(topic_prefix,
                                                          may_send_results=False)) as broker:
-        config = kiosk_config(tmp_path, broker, topic_prefix, limit=3, username="kiosk")
+        # mosquitto drops the kiosk at each publish its ACL refuses: many short rounds
+        config = kiosk_config(tmp_path, broker, topic_prefix, limit=3, resend_s=0.1,
+                              username="kiosk", ack_resend_cap_s=0.5, reconnect_initial_s=0.02,
+                              reconnect_cap_s=0.05)
         kiosk = fast_daemon(config)
         worker, store = backoffice(tmp_path, broker, topic_prefix, username="office")
         thread, codes = run_in_thread(kiosk)
         try:
-            assert wait_until(lambda: kiosk.link.stats.rejected >= 3)
+            assert wait_until(lambda: kiosk.link.stats.rejected >= 3
+                              and kiosk.committer.committed == 3)
             assert store.count_results() == 0
             assert kiosk.outbox.depth() == 3
             broker.set_acl(kiosk_acl(topic_prefix, may_send_results=True))
