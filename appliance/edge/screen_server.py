@@ -33,6 +33,7 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/messages.json": ("messages.json", "application/json; charset=utf-8")}
 MAX_POST_BYTES = 1024
 KEEPALIVE_S = 10.0
+RECONNECT_MS = 500  # the screen's browser reconnects its event stream this soon
 # A connection that sends nothing (a request left half-written) or takes nothing (a stream
 # nobody reads) for this long is closed, so idle connections do not each hold a thread for good.
 IDLE_TIMEOUT_S = 30.0
@@ -119,12 +120,17 @@ class ScreenHandler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _events(self) -> None:
-        """Server-sent events: the whole state on every change, a comment as keep-alive."""
+        """Server-sent events: the whole state on every change, a comment as keep-alive.
+
+        The stream first tells the browser to come back after ``RECONNECT_MS`` when it ends (a
+        kiosk restarted by systemd, an update): its own default, 3 s in Chromium, left the
+        customer's screen on its "reconnecting" state that long after the kiosk was back."""
         self._stream_head("text/event-stream")
         state = self.server.state
         snapshot: dict[str, Any] | None = state.snapshot()
         version = -1
         try:
+            self.wfile.write(f"retry: {RECONNECT_MS}\n\n".encode())
             while not self.server.stopping.is_set():
                 if snapshot is None:
                     self.wfile.write(b": keep-alive\n\n")

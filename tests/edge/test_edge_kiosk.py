@@ -355,6 +355,23 @@ def test_screen_server_is_loopback_only_and_refuses_bad_input(kiosk: Running) ->
     assert kiosk.daemon.display.state.snapshot()["subject"] is None  # nothing changed
 
 
+def test_the_event_stream_asks_the_screen_to_reconnect_within_a_second(kiosk: Running) -> None:
+    # Without a retry field the browser waits its own default (3 s in Chromium) before it
+    # reconnects to a restarted kiosk, the customer's screen showing "reconnecting" meanwhile.
+    server = kiosk.daemon.display.server
+    assert server is not None
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
+    conn.request("GET", "/events", headers={"Host": f"127.0.0.1:{server.server_port}"})
+    response = conn.getresponse()
+    try:
+        assert response.status == 200
+        first_field = response.readline()
+    finally:
+        conn.close()
+    assert first_field.startswith(b"retry: ")
+    assert 0 < int(first_field.removeprefix(b"retry: ")) <= 1000
+
+
 def test_a_choice_that_does_not_name_its_measurement_and_run_is_refused(kiosk: Running) -> None:
     # a choice naming neither was taken for whichever customer came next (the demo's simulated
     # customers posted without the run), and a refused one echoed the client's number back
