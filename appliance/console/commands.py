@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,10 +46,20 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         return serve(config.console, args.store or store_url_for(config.store.url,
                                                                  config.state_dir),
-                     Path(config.pathology.results_dir))
+                     Path(config.pathology.results_dir), _store_option(args))
     except StoreError as exc:
         print(f"store error: {exc}", file=sys.stderr)
         return 2
+
+
+def _store_option(args: argparse.Namespace) -> str:
+    """`` --store URL`` (its password masked) or `` --config F`` as given, for the commands
+    the console suggests: without it they would act on the default store."""
+    from appliance.backoffice.storeurl import masked_url
+
+    if args.store:
+        return f" --store {shlex.quote(masked_url(args.store))}"
+    return f" --config {shlex.quote(args.config)}" if args.config else ""
 
 
 def read_password(path: str | None) -> str:

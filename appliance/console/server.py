@@ -113,8 +113,11 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
     return uvicorn.Server(config)
 
 
-def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path) -> int:
-    """Serve until SIGINT/SIGTERM; returns the exit code (2: the address cannot be had)."""
+def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
+          store_option: str = "") -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit code (2: the address cannot be had).
+    ``store_option`` (`` --store URL`` or `` --config F``, as the console was given it) goes on
+    the ``console user add`` it suggests when no user can log in yet."""
     try:
         listener = listening_socket(settings.bind, settings.port)
     except OSError as exc:
@@ -128,10 +131,21 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path) -> i
             print(f"console on http://{settings.bind}:{settings.port}/ (store "
                   f"{masked_url(store_url)}, pathology pictures from "
                   f"{pathology_results.resolve()})", flush=True)
+            if not anyone_can_log_in(pool):
+                print("console: no user can log in yet; add one (this console takes it at "
+                      f"once): appliance console user add NAME --role operator{store_option}",
+                      flush=True)
             make_server(settings, pool, pathology_results).run(sockets=[listener])
         finally:
             pool.close()
     return 0
+
+
+def anyone_can_log_in(pool: StorePool) -> bool:
+    """Whether the store has an enabled console user: the login page alone does not tell a
+    newcomer that nobody has been added yet, nor how to add one."""
+    with pool.store() as store:
+        return any(user.disabled_at is None for user in store.users())
 
 
 def listening_socket(bind: str, port: int) -> socket.socket:

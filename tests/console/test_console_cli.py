@@ -154,6 +154,42 @@ def test_console_on_a_taken_port_says_so_and_exits_2(
     assert "console on" not in printed.out
 
 
+def _console_that_stops_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``appliance console`` starts its server, which stops at once as after Ctrl-C."""
+    real_make_server = server.make_server
+
+    def stopping_at_once(*args: Any) -> uvicorn.Server:
+        made = real_make_server(*args)
+        made.should_exit = True
+        return made
+
+    monkeypatch.setattr(server, "make_server", stopping_at_once)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("APPLIANCE__CONSOLE__PORT", str(free.getsockname()[1]))
+
+
+def test_a_console_nobody_can_log_in_to_says_how_to_add_a_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A console started on a store without users said only where it listens: a newcomer
+    reached a login form no name and password opened. Now it names the command that adds one,
+    with the store it serves; a store with a user that can log in gets no such line."""
+    _console_that_stops_at_once(monkeypatch)
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    assert main(["console", "--store", url]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "console: no user can log in yet; add one (this console takes it at once): appliance "
+        f"console user add NAME --role operator --store {url}")
+    password_file = tmp_path / "pw"
+    password_file.write_text("correct horse battery\n")
+    assert main(["console", "user", "add", "ops", "--role", "operator", "--password-file",
+                 str(password_file), "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["console", "--store", url]) == 0
+    assert "no user can log in" not in capsys.readouterr().out
+
+
 @pytest.mark.postgres
 def test_the_console_names_a_postgresql_store_without_its_password(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -162,17 +198,7 @@ def test_the_console_names_a_postgresql_store_without_its_password(
     on the screen and in the journal of every console start."""
     import psycopg
 
-    real_make_server = server.make_server
-
-    def stopping_at_once(*args: Any) -> uvicorn.Server:
-        made = real_make_server(*args)
-        made.should_exit = True  # starts, then stops as after Ctrl-C
-        return made
-
-    monkeypatch.setattr(server, "make_server", stopping_at_once)
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("APPLIANCE__CONSOLE__PORT", str(free.getsockname()[1]))
+    _console_that_stops_at_once(monkeypatch)
     schema = f"smallbo_console_{uuid.uuid4().hex[:10]}"
     url = f"postgresql://postgres:s3cret-pw@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
     with psycopg.connect(PG_URL, autocommit=True) as admin:
