@@ -2,11 +2,11 @@
 add|list|remove|disable|enable``) and API tokens (``console token create|list|revoke``).
 
 The server binds ``console.bind:console.port`` (loopback by default). Passwords come from a
-file (``--password-file``, first line) or are asked for twice on the terminal, never from the
-command line, where other users could read them. Setting a user's password again, or removing
-the user, ends its sessions and revokes its API tokens at once, and disabling it ends its
-sessions and holds its tokens back until it is enabled: a running console asks the store on
-every request, so nothing of the old access lasts.
+file (``--password-file``, first line), are asked for twice on the terminal, or are one line
+of standard input without one, never from the command line, where other users could read
+them. Setting a user's password again, or removing the user, ends its sessions and revokes its
+API tokens at once, and disabling it ends its sessions and holds its tokens back until it is
+enabled: a running console asks the store on every request, so nothing of the old access lasts.
 """
 
 # ruff: noqa: PLC0415  (handlers import FastAPI, argon2 and the store late: `--help` starts fast)
@@ -63,23 +63,20 @@ def _store_option(args: argparse.Namespace) -> str:
 
 
 def read_password(path: str | None) -> str:
-    """The password from the first line of a file, or asked twice on the terminal (read no
-    further than auth.MAX_PASSWORD_CHARS: appliance/console/passwordprompt.py)."""
+    """The password from the first line of a file, asked twice on the terminal, or one line
+    of standard input without one (read no further than auth.MAX_PASSWORD_CHARS:
+    appliance/console/passwordprompt.py)."""
     from appliance.console.auth import MAX_PASSWORD_CHARS
-    from appliance.console.passwordprompt import ask_password
+    from appliance.console.passwordprompt import ask_new_password
 
     if path is not None:
         return _password_from_file(Path(path))
     try:
-        first = ask_password("password: ", MAX_PASSWORD_CHARS)
-        again = ask_password("again: ", MAX_PASSWORD_CHARS)
+        return ask_new_password(MAX_PASSWORD_CHARS)
     except EOFError:  # no terminal and nothing on standard input (a script, a pipe closed)
         raise ValueError("no password given: standard input ended; type it on a terminal, "
                          "or name a file whose first line is the password with "
                          "--password-file") from None
-    if again != first:
-        raise ValueError("the two passwords differ")
-    return first
 
 
 def _password_from_file(file: Path) -> str:

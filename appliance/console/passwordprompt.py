@@ -21,19 +21,25 @@ from typing import TextIO
 _NOT_TEXT = "password: not UTF-8 text; type it again, or use --password-file"
 
 
-def ask_password(prompt: str, limit_chars: int) -> str:
-    """One line typed after ``prompt``, echo off, without its newline; EOFError when the input
-    ended, ValueError when it is longer than ``limit_chars`` or not text."""
+def ask_new_password(limit_chars: int) -> str:
+    """A new password, without its newline: typed twice on the controlling terminal, echo
+    off, as a typo typed blind would lock its user out; without a terminal one line of
+    standard input (``echo "$PW" | ...``: a pipe has no typo to catch). EOFError when the
+    input ended, ValueError when a line is longer than ``limit_chars`` or not text, or the
+    two typed differ."""
     try:
         fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     except OSError:  # no controlling terminal (a script, a service): standard input
-        return _ask_on(sys.stdin, sys.stderr, prompt, limit_chars)
+        return _ask_on(sys.stdin, sys.stderr, "password: ", limit_chars)
     with io.TextIOWrapper(io.FileIO(fd, "w+")) as terminal:
-        return _ask_on(terminal, terminal, prompt, limit_chars)
+        first = _ask_on(terminal, terminal, "password: ", limit_chars)
+        if _ask_on(terminal, terminal, "again: ", limit_chars) != first:
+            raise ValueError("the two passwords differ")
+        return first
 
 
 def _ask_on(source: TextIO, shown_on: TextIO, prompt: str, limit_chars: int) -> str:
-    """The line read from ``source`` after ``prompt`` on ``shown_on`` (see ask_password)."""
+    """The line read from ``source`` after ``prompt`` on ``shown_on`` (see ask_new_password)."""
     with _echo_off(source):
         shown_on.write(prompt)
         shown_on.flush()

@@ -72,11 +72,11 @@ def test_user_add_refuses_a_bad_name_before_asking_for_the_password(
     no terminal the refusal was 'no password given', which hid what was wrong."""
     asked: list[str] = []
 
-    def typed(prompt: str, limit_chars: int) -> str:
-        asked.append(prompt)
+    def typed(limit_chars: int) -> str:
+        asked.append("password")
         return "correct horse battery staple"
 
-    monkeypatch.setattr(passwordprompt, "ask_password", typed)
+    monkeypatch.setattr(passwordprompt, "ask_new_password", typed)
     url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
     assert main(["console", "user", "add", "bad name!", "--role", "viewer", "--store", url]) == 2
     assert capsys.readouterr().err.strip() == (

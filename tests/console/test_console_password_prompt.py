@@ -1,5 +1,6 @@
-"""``console user add`` without --password-file asks for the password twice, echo off, and
-reads no further than the longest password a console user may have."""
+"""``console user add`` without --password-file asks for the password twice on a terminal,
+echo off (one line of standard input without one), and reads no further than the longest
+password a console user may have."""
 
 from __future__ import annotations
 
@@ -55,6 +56,23 @@ def test_a_password_piped_in_is_taken_and_a_line_not_text_refused(tmp_path: Path
     assert garbage.returncode == 2
     assert b"password: not UTF-8 text" in garbage.stderr
     assert not (tmp_path / "bad.sqlite3").exists()
+
+
+def test_one_password_line_piped_in_adds_the_user(tmp_path: Path) -> None:
+    """``echo "$PW" | appliance console user add bob``: without a terminal standard input was
+    read twice, for the password and 'again', so one line ended in 'no password given:
+    standard input ended' though a password was given. One line is the password now (a
+    typo is caught where it is typed blind, on a terminal)."""
+    store = tmp_path / "console.sqlite3"
+    piped = subprocess.run(_user_add(store), input=f"{PASSWORD}\n", capture_output=True,
+                           text=True, check=False, timeout=120,
+                           start_new_session=True)  # no controlling terminal
+    assert piped.returncode == 0, piped.stderr
+    assert "added console user bob (viewer)" in piped.stdout
+    assert "again" not in piped.stderr
+    done = subprocess.run([*_user_add(store)[:5], "list", "--store", f"sqlite:///{store}"],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.stdout.splitlines()[1].split()[:2] == ["bob", "viewer"]
 
 
 def _read_until(fd: int, wanted: bytes, seen: bytearray) -> None:
