@@ -327,7 +327,9 @@ def run_demo(
             return 0
         except DemoError as exc:
             print(f"demo failed: {exc}", file=sys.stderr, flush=True)
-            if printer.stored and store_url is not None:
+            if not printer.stored:
+                print("demo: no result was stored before it stopped", flush=True)
+            elif store_url is not None:
                 print(next_steps(store_url, store_option, stopped_with=printer.stored),
                       flush=True)
             return EXIT_INTERRUPTED if stop.is_set() else 1

@@ -63,6 +63,8 @@ def test_a_failing_edge_makes_the_demo_fail_clearly_and_stop_everything(
 def test_stopping_the_demo_stops_its_edges(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    """Stopped before any result was stored, it said only "demo failed: interrupted", where a
+    run with results says how many it kept: now it says that none was stored."""
     stop = threading.Event()
     pid_file = tmp_path / "edge.pid"
     partial = tmp_path / "edge.pid.partial"  # written, then renamed: never seen half-written
@@ -79,7 +81,9 @@ def test_stopping_the_demo_stops_its_edges(
     threading.Thread(target=stop_once_the_edge_runs, daemon=True).start()
     edge = (sys.executable, "-c", code)
     assert demo.run_demo(devices=1, count=1, timeout_s=60, edge_command=edge, stop=stop) == 130
-    assert "interrupted" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "interrupted" in captured.err
+    assert captured.out.splitlines()[-1] == "demo: no result was stored before it stopped"
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
 
