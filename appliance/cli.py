@@ -197,7 +197,18 @@ class EscapingParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """Print usage and the escaped message, exit 2 (as argparse does)."""
-        super().error(logsafe.escape_controls(message))
+        super().error(logsafe.escape_controls(message + self._commands_taken(message)))
+
+    def _commands_taken(self, message: str) -> str:
+        """`` (one of: query, export, ...)`` when what is missing is this parser's command:
+        argparse names only its placeholder, so ``appliance results`` alone said "required:
+        COMMAND" and the usage line above it named none of them."""
+        if not message.startswith("the following arguments are required:"):
+            return ""
+        for action in self._actions:
+            if action.required and isinstance(action.choices, dict) and action.metavar:
+                return f" (one of: {', '.join(action.choices)})"
+        return ""
 
 
 def unrecognized_message(extras: Sequence[str]) -> str:

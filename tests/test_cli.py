@@ -30,6 +30,23 @@ def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("command", "taken"), [
+    (["results"], "COMMAND (one of: query, export, dead-letters, retry)"),
+    (["synth"], "KIND (one of: he, skin, micrometer)"),
+    (["console", "token"], "ACTION (one of: create, list, revoke)"),
+])
+def test_a_command_given_without_its_subcommand_names_the_ones_it_takes(
+    capsys: pytest.CaptureFixture[str], command: list[str], taken: str
+) -> None:
+    """``appliance results`` alone said "the following arguments are required: COMMAND" under a
+    usage line naming none, so a newcomer had to ask --help which there are."""
+    with pytest.raises(SystemExit) as done:
+        main(command)
+    assert done.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"appliance {' '.join(command)}: error: the following arguments are required: {taken}")
+
+
 def test_bare_appliance_prints_the_help_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
