@@ -122,7 +122,8 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
         listener = listening_socket(settings.bind, settings.port)
     except OSError as exc:
         print(f"console: cannot listen on {settings.bind}:{settings.port}: "
-              f"{exc.strerror or exc}; stop what uses it or set console.bind / console.port",
+              f"{exc.strerror or exc}; stop what uses it or set console.bind / console.port "
+              "(in the config, or for one run APPLIANCE__CONSOLE__PORT=8081 appliance console)",
               file=sys.stderr)
         return 2
     with listener:

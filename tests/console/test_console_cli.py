@@ -140,6 +140,8 @@ def test_a_password_file_that_cannot_be_read_is_named_with_the_option_and_what_t
 def test_console_on_a_taken_port_says_so_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """It names the variable that moves the console for one run: a newcomer in the repository
+    would otherwise edit the shipped config.yaml, and one without a config has none to edit."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -150,7 +152,8 @@ def test_console_on_a_taken_port_says_so_and_exits_2(
     printed = capsys.readouterr()
     assert printed.err.strip() == (f"console: cannot listen on 127.0.0.1:{port}: Address "
                                    "already in use; stop what uses it or set console.bind / "
-                                   "console.port")
+                                   "console.port (in the config, or for one run "
+                                   "APPLIANCE__CONSOLE__PORT=8081 appliance console)")
     assert "console on" not in printed.out
 
 
