@@ -145,5 +145,11 @@ def _synth_he(args: argparse.Namespace) -> int:
         print(f"appliance synth he: error: {WORKER_DIED}; the slides it was painting and "
               f"labels.csv are not written", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
+        painted = sum((args.out / f"{spec.slide}.jpg").is_file() for spec in specs)
+        print(f"appliance synth he: stopped with {painted} of {len(specs)} slides painted in "
+              f"{args.out} and no labels.csv, which a pathology run needs; the same command "
+              "again paints the whole cohort", file=sys.stderr)
+        raise
     print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
     return 0

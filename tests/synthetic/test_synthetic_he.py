@@ -126,3 +126,25 @@ def test_synth_he_with_a_worker_killed_says_so_not_a_traceback(tmp_path: Path) -
     assert err == ("appliance synth he: error: a worker process ended abruptly (killed, or out "
                    "of memory); the slides it was painting and labels.csv are not written\n")
     assert not (out / "labels.csv").exists()
+
+
+def test_synth_he_stopped_midway_says_the_cohort_has_no_labels_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the slides were painted ended it without a word (exit 130), leaving slides
+    and no labels.csv; a pathology run on the folder then failed each slide as "resolution
+    unknown". Now it says how far it got, what is missing and how to finish."""
+    from appliance.synthetic import he
+
+    def stopped_after_one(out_dir: Path, specs: list[SlideSpec], **_: Any) -> Path:
+        (out_dir / f"{specs[0].slide}.jpg").write_bytes(b"painted")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(he, "write_cohort", stopped_after_one)
+    out = tmp_path / "cohort"
+    assert main(["synth", "he", "--out", str(out), "--patients", "3", "--seed", "1"]) == 130
+    slides = len(cohort_specs(3, 1))
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"appliance synth he: stopped with 1 of {slides} slides painted in {out} and no "
+        "labels.csv, which a pathology run needs; the same command again paints the whole "
+        "cohort")
