@@ -106,10 +106,14 @@ def test_config_check_of_a_file_in_a_folder_that_is_not_there_says_so(
 def test_a_daemon_without_config_and_no_config_yaml_here_is_told_to_name_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
+    """It names a config to start from: 'create it' alone left a newcomer outside the
+    repository with no idea what a config holds."""
     monkeypatch.chdir(tmp_path)
     assert main(["edge"]) == 2
     error = capsys.readouterr().err
-    assert f"config.yaml: config file not found in {tmp_path}: pass --config FILE" in error
+    assert (f"config.yaml: config file not found in {tmp_path}: pass --config FILE (the "
+            "repository's config.yaml is a working default for one machine) or create it"
+            in error)
 
 
 @pytest.mark.parametrize(("make", "said"), [

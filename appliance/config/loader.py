@@ -169,7 +169,8 @@ def _not_found(path: Path) -> str:
     name = escape_controls(str(path))
     where = "" if path.is_absolute() else f" in {escape_controls(str(Path.cwd()))}"
     if str(path) == DEFAULT_CONFIG_FILE:
-        return f"{name}: config file not found{where}: pass --config FILE or create it"
+        return (f"{name}: config file not found{where}: pass --config FILE (the repository's "
+                "config.yaml is a working default for one machine) or create it")
     folder = path.parent
     if not folder.exists():
         return (f"{name}: config file not found: the file named does not exist, nor its folder "
