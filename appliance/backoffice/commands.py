@@ -252,13 +252,17 @@ def _results_query(args: argparse.Namespace) -> int:
     return with_store(args, "results query", show)
 
 
+PARQUET_NEEDS_A_FILE = ("--format parquet is binary, for a file: name it with --out (e.g. "
+                        "results.parquet); standard output takes csv or jsonl")
+
+
 def _export_out_problem(out: str, fmt: str, force: bool) -> str | None:
     """Why ``--out`` cannot be written (before the store is opened), or None."""
     if out == "":  # `--out "$FILE"` with FILE unset: Path("") would be the folder "."
         return (f"--out: empty file name; name the file to write (e.g. results.{fmt}, or - for "
                 "standard output)")
     if out == "-":
-        return None
+        return PARQUET_NEEDS_A_FILE if fmt == "parquet" else None
     if not Path(out).exists():
         return _missing_folder(Path(out))
     shown = escape_controls(out)

@@ -120,6 +120,18 @@ def test_export_to_an_empty_file_name_says_so_not_that_it_is_a_folder(
                                        "(e.g. results.csv, or - for standard output)\n")
 
 
+def test_export_as_parquet_without_out_is_refused_as_an_option_naming_what_to_give(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`results export --format parquet` (standard output is --out's default) said "export
+    failed: parquet is binary: give --out FILE", exit 1, as if the store had failed, and only
+    after the store was opened and read."""
+    assert _cli("results", "export", "--store", store_url, "--format", "parquet") == 2
+    assert capsys.readouterr().err == (
+        "export: --format parquet is binary, for a file: name it with --out (e.g. "
+        "results.parquet); standard output takes csv or jsonl\n")
+
+
 def test_export_out_that_is_a_pipe_or_device_is_refused_and_left_as_it_is(
     store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
