@@ -70,6 +70,7 @@ _SQLITE_FOREIGN_KEYS = "PRAGMA foreign_keys=ON"
 # how long a SQLite statement waits for another connection's lock before SQLITE_BUSY
 SQLITE_BUSY_TIMEOUT_MS = 30000
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_MISSING_DATABASE = re.compile(r'database ".*" does not exist')  # the server's FATAL text
 LATEST_VERSION = MIGRATIONS[-1][0]
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
 
@@ -158,7 +159,8 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
         try:
             conn = psycopg.connect(self.url, autocommit=True)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the {store_name(self.url)}: {exc}") from exc
+            raise StoreError(f"cannot connect to the {store_name(self.url)}: {exc}"
+                             f"{_missing_database_hint(exc)}") from exc
         except UnicodeEncodeError as exc:  # undecodable bytes of an argument ('\udcff')
             raise StoreError(f"cannot connect to the {escape_controls(store_name(self.url))}: "
                              "the URL holds text that is not UTF-8") from exc
@@ -279,6 +281,14 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
+
+
+def _missing_database_hint(exc: Exception) -> str:
+    """What creates a database the server says it lacks (the store's own connection cannot:
+    appliance/backoffice/pgdatabase.py), or "" for any other failure."""
+    if not _MISSING_DATABASE.search(str(exc)):
+        return ""
+    return f"; {MIGRATE_HINT} creates it where the role may create databases (CREATEDB)"
 
 
 def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> Store:

@@ -210,6 +210,23 @@ def test_bad_store_urls_are_explained(tmp_path: Path) -> None:
         Store("postgresql://127.0.0.1:1/test\udcff")
 
 
+@pytest.mark.postgres
+def test_a_database_the_server_lacks_is_named_with_what_creates_it() -> None:
+    """`appliance demo --store postgresql://.../newdb` (or the console, or a worker) said only
+    the server's 'database "newdb" does not exist'; store migrate creates it, and nothing said
+    so."""
+    missing = f"stranger_{uuid.uuid4().hex[:10]}"
+    with pytest.raises(StoreError) as refused:
+        Store(PG_URL.rsplit("/", 1)[0] + f"/{missing}")
+    assert f'database "{missing}" does not exist' in str(refused.value)
+    assert str(refused.value).endswith(
+        "; `appliance store migrate` (with the same --store or --config) creates it where the "
+        "role may create databases (CREATEDB)")
+    with pytest.raises(StoreError) as refused:
+        Store("postgresql://postgres@127.0.0.1:1/test")
+    assert "store migrate" not in str(refused.value)
+
+
 def test_a_password_in_a_store_url_is_never_printed() -> None:
     """libpq also takes a password as a parameter (``?password=``), which messages printed
     whole; and a URL of no store backend was echoed with its password."""
