@@ -431,6 +431,24 @@ def _flagged(console: Console) -> dict[str, list[str]]:
     return flagged
 
 
+def test_one_result_measured_whole_has_no_empty_validity_column(console: Console) -> None:
+    """Every row of a result measured whole ended in an empty cell, the column kept for
+    "outside the validated range": a blank bordered column beside the numbers (seen on the
+    demo's results in chromium)."""
+    flagged = _flagged(console)
+    status, _, body = console.get("/api/v1/results?limit=200", console.token)
+    assert status == 200
+    whole = next(r["measurement_id"] for r in json.loads(body)["results"]
+                 if r["measurement_id"] not in flagged)
+    cookie, _ = login_cookie(console)
+    _, _, page = get_with(console, f"/results/{whole}", cookie)
+    assert page.count(b"<tr data-key=") == 16
+    assert b'class="validity"' not in page
+    texture = next(m for m, keys in flagged.items() if "kime_score" in keys)
+    _, _, page = get_with(console, f"/results/{texture}", cookie)
+    assert page.count(b'<td class="validity">') == 16  # the column stays where one is outside
+
+
 def test_one_result_shows_not_measured_instead_of_the_number(console: Console) -> None:
     flagged = _flagged(console)
     assert sorted(flagged.values()) == sorted(NOT_VALIDATED_IN_SEED.values())
