@@ -41,3 +41,40 @@ def test_docs_threat_model_is_the_readme_s_threat_model() -> None:
     docs = (README.parent / "docs" / "threat-model.md").read_text()
     assert _table_rows(section)
     assert _table_rows(docs) == _table_rows(section)
+
+
+# a file or folder of this repository named in the README; one under /etc, /srv or /opt is
+# the installed system's, not the repository's
+REPOSITORY_PATH = re.compile(
+    r"(?<![\w/.-])((?:docs|deploy|benchmarks|appliance|tests|models)/[\w./@()-]*[\w)])")
+
+
+def _named_paths(text: str) -> set[str]:
+    """The repository paths named in ``text``; ``x(.int8).onnx`` names ``x.onnx``."""
+    named = set()
+    for found in REPOSITORY_PATH.finditer(text):
+        path = found.group(1)
+        while path.endswith(")") and path.count(")") > path.count("("):
+            path = path[:-1]  # the parenthesis around the path, not part of it
+        named.add(re.sub(r"\([^)]*\)", "", path).rstrip("."))
+    return named
+
+
+def test_every_repository_path_the_readme_names_is_there() -> None:
+    """A newcomer follows the README's paths (docs, scripts, tests, modules, units): a file
+    renamed or removed left the README pointing at nothing."""
+    named = _named_paths(README.read_text())
+    assert len(named) > 50
+    missing = sorted(path for path in named if not (README.parent / path).exists())
+    assert not missing, f"README.md names paths that are not in the repository: {missing}"
+
+
+def test_the_benchmarks_section_names_every_script_in_benchmarks() -> None:
+    """Eleven scripts of benchmarks/ went unnamed under "Each script in `benchmarks/` prints
+    one JSON object of figures", so a newcomer listing the folder could not tell what they
+    measure or where their figures are."""
+    section = README.read_text().split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
+    scripts = sorted(path.name for path in (README.parent / "benchmarks").glob("*.py"))
+    assert scripts
+    unnamed = [name for name in scripts if f"`{name}`" not in section]
+    assert not unnamed, f"README.md 'Benchmarks' does not name: {unnamed}"
