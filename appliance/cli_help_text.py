@@ -284,9 +284,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "console": (
         "The back-office web console and its HTTP API (/api/v1, OpenAPI at /docs) on "
-        "console.bind:console.port (127.0.0.1:8080 by default); every page needs a login and "
-        "every API call a bearer token.",
-        ("appliance console", "appliance console --config backoffice.yaml"),
+        "console.bind:console.port (127.0.0.1:8080 by default); every page needs a login (a "
+        "user made with `console user add` first) and every API call a bearer token.",
+        ("appliance console user add alice --role operator", "appliance console",
+         "appliance console --config backoffice.yaml"),
     ),
     "console user add": (
         "Add a console user with a role (viewer reads; operator also sees dead letters), or set "

@@ -516,3 +516,16 @@ def test_an_empty_pathology_path_is_refused_not_taken_as_the_working_folder(
     assert refused.value.code == 2
     assert (f"argument {argument}: empty; name a file or folder (a script's \"$VARIABLE\" left "
             "unset?)") in capsys.readouterr().err
+
+
+def test_the_console_help_says_a_user_is_added_before_the_console_is_started(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`appliance console --help` said every page needs a login but not where one comes from:
+    its examples started the console on a store with no user, before a login form that
+    nothing opened."""
+    text = _help(capsys, "console")
+    examples = text.split("examples:", 1)[1].split()
+    assert "(a user made with `console user add` first)" in " ".join(text.split())
+    assert " ".join(examples).startswith("appliance console user add alice --role operator "
+                                         "appliance console")
