@@ -103,7 +103,11 @@ def test_every_kept_dead_letter_can_be_paged_to(console: Console, page: Any) -> 
         topics += rows
         if page.locator("#older").count() == 0:
             break
+        shown = page.url
         page.click("#older")
+        # the click returns once the next page is on its way, not loaded: read it once loaded
+        # (read at once, it was an empty page now and then under load)
+        page.wait_for_url(lambda url, shown=shown: url != shown)
     assert len(topics) == len(set(topics)) == kept >= 250
     assert topics[0] == "appliance/lab/k249/result"  # newest first
     assert topics[-1] == "appliance/lab/k0/result"
