@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from appliance.backoffice.outage import StoreOutage
+from appliance.backoffice.outage import OutageWords, StoreOutage
 from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store
 from appliance.backoffice.storeurl import masked_url
@@ -31,6 +31,11 @@ from appliance.transport.payloads import Result
 
 log = logging.getLogger(__name__)
 RETRY_MAX_S = 5.0
+COMMIT_OUTAGE = OutageWords(
+    failed="commit failed",
+    meanwhile="nothing of the batch is acknowledged, so the broker and the kiosks keep it: "
+              "retrying every few seconds, said again each minute while commits fail",
+    still="commits still fail")
 
 
 @dataclass
@@ -75,7 +80,8 @@ class BatchWriter(threading.Thread):
         self._ack, self._on_stored = ack, on_stored
         self._qos0_lock = threading.Lock()
         self._qos0_waiting = 0
-        self._outage = StoreOutage(store.url)  # failed commits, said once, not once a retry
+        # failed commits, said once, not once a retry
+        self._outage = StoreOutage(store.url, log, COMMIT_OUTAGE)
 
     def offer(self, message: Inbound) -> bool:
         """Queue a message for the store; False when it is dropped instead.

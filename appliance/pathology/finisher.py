@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.backoffice.outage import OutageWords, StoreOutage
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.pathology.backends import ModelOutputs
 from appliance.pathology.batcher import Batch
@@ -35,6 +36,11 @@ from appliance.pathology.slideworker import PreparedTiles
 log = logging.getLogger(__name__)
 CAM_TILES = 4
 STORE_RETRY_S = 1.0
+SLIDE_OUTAGE = OutageWords(
+    failed="storing a slide result failed",
+    meanwhile="the slide, and its job with it, waits: tried again each second, said again "
+              "each minute while the store fails",
+    still="storing slide results still fails")
 
 
 @dataclass
@@ -70,6 +76,7 @@ class SlideFinisher(threading.Thread):
         self.stop_event = threading.Event()
         self._slides: dict[tuple[str, int], SlideWork] = {}
         self._dropped: set[str] = set()
+        self._outage = StoreOutage(store.url, log, SLIDE_OUTAGE)  # said once, not each try
 
     def run(self) -> None:
         """Handle events until stopped (errors are logged; the thread keeps going)."""
@@ -169,11 +176,13 @@ class SlideFinisher(threading.Thread):
             try:
                 self.store.store_slide(row)
             except STORE_ERRORS as exc:
-                log.error("store unavailable (%s); slide %s of job %s waits", exc,
+                log.debug("store failed (%s); slide %s of job %s waits", exc,
                           row["slide_index"], row["job_id"])
+                self._outage.failed(exc)
                 self.stop_event.wait(STORE_RETRY_S)
                 with suppress(*STORE_ERRORS):
                     self.store.reconnect()
                 continue
+            self._outage.passed()
             return True
         return False

@@ -28,6 +28,7 @@ from typing import Any
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from appliance.backoffice.outage import OutageWords, StoreOutage
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.config import Config
 from appliance.pathology.admission import HOUSEKEEPING_S, RequestAdmission
@@ -56,6 +57,11 @@ from appliance.transport.client import publish_properties
 
 log = logging.getLogger(__name__)
 STORE_RETRY_S = 1.0
+SERVER_OUTAGE = OutageWords(
+    failed="a read or write failed",
+    meanwhile="the job requests and cancels it was for stay unacknowledged on the broker and "
+              "are tried again each second, said again each minute while the store fails",
+    still="reads or writes still fail")
 RESCAN_S = 60.0  # how often the retained requests are read again
 
 
@@ -85,6 +91,8 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         self.metrics = ServiceMetrics(self.settings.max_batch)
         self.runs: dict[str, JobRun] = {}
         self._retry: list[tuple[float, str, Any]] = []
+        self._outage = StoreOutage(store.url, log, SERVER_OUTAGE)  # said once, not each try
+        self._housekeeping_failed = False  # its next round is its retry
         self._init_admission()
         self._init_link(self.backend.settings)
 
@@ -134,37 +142,53 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             due = [item for item in self._retry if item[0] <= now]
             self._retry = [item for item in self._retry if item[0] > now]
             for _, kind, event in due:
-                self._handle(kind, event)
+                self._handle(kind, event, retried=True)
             self._take_waiting()
             if now >= next_housekeeping:
-                self._handle("housekeeping", ())
+                self._handle("housekeeping", (), retried=self._housekeeping_failed)
                 next_housekeeping = now + HOUSEKEEPING_S
             self._collect_prepared()
             self._dispatch()
 
-    def _handle(self, kind: str, event: Any) -> None:
-        """Run one event; when the store is down, reconnect and try the event again later."""
+    def _handle(self, kind: str, event: Any, *, retried: bool = False) -> None:
+        """Run one event; when the store is down, reconnect and try the event again later.
+
+        The outage ends when an event tried again passes, not when any event does: on a full
+        disk an event that only reads passes while the one that writes still fails."""
         if kind in ("job", "cancel") and self.rivals.on_probation():
             self._retry.append((self.rivals.probation_until, kind, event))
             return
         try:
             getattr(self, f"_event_{kind}")(*event)
         except STORE_ERRORS as exc:
-            log.error("store unavailable (%s) while handling %s; retrying in %g s", exc, kind,
-                      STORE_RETRY_S)
-            self._reconnect_store()
-            if kind != "housekeeping":
-                self._retry.append((time.monotonic() + STORE_RETRY_S, kind, event))
+            self._store_failed(kind, event, exc)
+            return
         except Exception as exc:  # one message must never stop the server, nor come back
             log.exception("could not handle %s; dropped", kind)
             if kind in ("job", "cancel"):
                 self._drop_message(kind, event, exc)
+        if retried:  # handled, or dropped for a fault of its own: the store no longer stops it
+            self._outage.passed()
+        if kind == "housekeeping":
+            self._housekeeping_failed = False
+
+    def _store_failed(self, kind: str, event: Any, error: Exception) -> None:
+        """Say the outage (once, then each minute), reconnect, and keep the event for later
+        (housekeeping runs again at its next round anyway)."""
+        log.debug("store failed (%s) while handling %s; retrying in %g s", error, kind,
+                  STORE_RETRY_S)
+        self._outage.failed(error)
+        self._reconnect_store()
+        if kind == "housekeeping":
+            self._housekeeping_failed = True
+        else:
+            self._retry.append((time.monotonic() + STORE_RETRY_S, kind, event))
 
     def _reconnect_store(self) -> None:
         try:
             self.store.reconnect()
-        except STORE_ERRORS as exc:
-            log.error("store reconnect failed: %s", exc)
+        except STORE_ERRORS as exc:  # the server is still away: the next try says so
+            log.debug("store reconnect failed: %s", exc)
 
     def _take(self, topic_id: str, payload: bytes) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sqlite3
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance.backoffice import triage
-from appliance.backoffice.batcher import BatchWriter
+from appliance.backoffice.batcher import COMMIT_OUTAGE, BatchWriter
 from appliance.backoffice.outage import StoreOutage
 from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store, open_store
@@ -262,7 +263,9 @@ def test_a_long_store_outage_is_said_again_once_a_minute(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     now_s = [0.0]
-    outage = StoreOutage(f"sqlite:///{tmp_path / 'store.sqlite3'}", clock=lambda: now_s[0])
+    outage = StoreOutage(f"sqlite:///{tmp_path / 'store.sqlite3'}",
+                         logging.getLogger("appliance.backoffice.batcher"), COMMIT_OUTAGE,
+                         clock=lambda: now_s[0])
     for _ in range(26):  # 125 s of retries 5 s apart
         outage.failed(sqlite3.OperationalError("database or disk is full"))
         now_s[0] += 5.0

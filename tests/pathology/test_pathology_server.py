@@ -4,6 +4,7 @@ after a killed server, hostile jobs."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import re
@@ -28,6 +29,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from PIL import Image
 
+from appliance.backoffice.outage import StoreOutage
 from appliance.cli import main
 from appliance.config import PASSWORD_ENV, Config, config_from_mapping
 from appliance.pathology import server as server_module
@@ -1374,3 +1376,99 @@ def test_a_job_is_acknowledged_only_once_stored(env: Env, serve: Servers) -> Non
     store = _store(env.tmp_path)
     assert [row["slide_index"] for row in store.slide_results("durable")] == [0]
     store.close()
+
+
+def _store_said(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[str, str]]:
+    """The warnings and errors a logger said about the store."""
+    return [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == logger and r.levelno >= logging.WARNING and "store" in r.getMessage()]
+
+
+def test_a_store_outage_is_said_once_and_when_it_ends_not_at_each_retry(
+    env: Env, serve: Servers, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # each retry (every second) was one more "store unavailable (...) while handling job"
+    # error line for as long as the store was down, and nothing said when it answered again
+    server = serve(env.config())
+    accept, tries = server.store.accept, []
+
+    def down_three_times(request: Any, owner: str, lease_s: float) -> bool:
+        tries.append(request.job_id)
+        if len(tries) <= 3:
+            raise sqlite3.OperationalError("disk I/O error")
+        return accept(request, owner, lease_s)
+
+    server.store.accept = down_three_times  # type: ignore[method-assign]
+    env.watcher.submit(_job("outage", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait("outage", {"done", "failed"}, timeout_s=60)["state"] == "done"
+    said = _store_said(caplog, "appliance.pathology.server")
+    assert [level for level, _ in said] == ["ERROR", "WARNING"], said
+    assert ": a read or write failed (disk I/O error" in said[0][1]
+    assert "stay unacknowledged on the broker" in said[0][1]
+    assert said[1][1].startswith(f"the SQLite store {env.tmp_path / 'state'}")
+    assert " answers again after 3 failed tries in " in said[1][1]
+
+
+def test_leases_the_store_fails_to_renew_are_said_once_and_when_it_renews_them_again(
+    env: Env, serve: Servers, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # housekeeping (every 0.5 s) said "store unavailable (...) while handling housekeeping"
+    server = serve(env.config())
+    renew, tries = server.store.renew, []
+
+    def down_three_times(owner: str, job_ids: list[str], lease_s: float) -> set[str]:
+        tries.append(owner)
+        if len(tries) <= 3:
+            raise sqlite3.OperationalError("database is locked")
+        return renew(owner, job_ids, lease_s)
+
+    server.store.renew = down_three_times  # type: ignore[method-assign]
+    deadline = time.monotonic() + 20
+    while len(tries) < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    said = _store_said(caplog, "appliance.pathology.server")
+    assert [level for level, _ in said] == ["ERROR", "WARNING"], said
+    assert ": a read or write failed (database is locked" in said[0][1]
+    assert " answers again after 3 failed tries in " in said[1][1]
+
+
+def test_a_slide_result_the_store_fails_to_take_is_said_once_and_when_it_is_stored(
+    env: Env, serve: Servers, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the finisher said "store unavailable (...); slide 0 of job J waits" every second
+    server = serve(env.config())
+    store_slide, tries = server.finisher.store.store_slide, []
+
+    def down_three_times(row: dict[str, Any]) -> bool:
+        tries.append(row["slide_index"])
+        if len(tries) <= 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        return store_slide(row)
+
+    server.finisher.store.store_slide = down_three_times  # type: ignore[method-assign]
+    env.watcher.submit(_job("slide-outage", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait("slide-outage", {"done", "failed"}, timeout_s=60)["state"] == "done"
+    said = _store_said(caplog, "appliance.pathology.finisher")
+    assert [level for level, _ in said] == ["ERROR", "WARNING"], said
+    assert ": storing a slide result failed (database or disk is full" in said[0][1]
+    assert " answers again after 3 failed tries in " in said[1][1]
+
+
+def test_a_long_store_outage_is_said_again_once_a_minute_by_the_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    now_s = [0.0]
+    outage = StoreOutage(f"sqlite:///{tmp_path / 'store.sqlite3'}", server_module.log,
+                         server_module.SERVER_OUTAGE, clock=lambda: now_s[0])
+    for _ in range(61):  # housekeeping's retries, each half second, for 30 s
+        outage.failed(sqlite3.OperationalError("disk I/O error"))
+        now_s[0] += 0.5
+    assert len(caplog.records) == 1
+    for _ in range(100):  # and 50 s more
+        outage.failed(sqlite3.OperationalError("disk I/O error"))
+        now_s[0] += 0.5
+    outage.passed()
+    said = [r.getMessage() for r in caplog.records if r.name == "appliance.pathology.server"]
+    assert len(said) == 3, said
+    assert "reads or writes still fail after 121 tries in 60 s (disk I/O error)" in said[1]
+    assert said[2].endswith("answers again after 161 failed tries in 80 s")
