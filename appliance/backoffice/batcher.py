@@ -150,6 +150,7 @@ class BatchWriter(threading.Thread):
         fresh = self._commit(batch)
         if fresh is None:
             return  # stopped before the store took it: unacked, so the broker redelivers
+        self._triage.say_retained_letters(batch.new_letters)
         confirmed = self._confirmed(results, batch.dead_letters)
         if self._confirm is not None and confirmed:
             self._confirm(confirmed)
@@ -222,6 +223,7 @@ class BatchWriter(threading.Thread):
         batch.dead_letters[:] = [letter for part in parts for letter in part.dead_letters]
         for part in parts:
             batch.pruned_only_copies.update(part.pruned_only_copies)
+            batch.new_letters.update(part.new_letters)
         return fresh
 
     def _set_aside(self, part: Batch, error: Exception) -> None:

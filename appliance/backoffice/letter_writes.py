@@ -38,11 +38,12 @@ class LetterWrites(LetterShares):
         def _transaction(self) -> AbstractContextManager[Any]: ...
 
     def _keep_letters(self, cur: Any, letters: Sequence[DeadLetter], bounds: tuple[int, int],
-                      prefix: str) -> Counter[tuple[str, str]]:
+                      prefix: str) -> tuple[Counter[tuple[str, str]], set[str]]:
         """Keep ``letters`` within ``bounds`` (rows, bytes): the oldest of a kiosk over its
         share go first, then the oldest of all; returns, by kiosk, the letters pruned that
-        were a refused result's only copy (counted in the store too)."""
-        totals, new_ids = self._insert_dead_letters(cur, letters)
+        were a refused result's only copy (counted in the store too), and the hashes of the
+        letters that were not kept already (``letter_sha256``)."""
+        totals, new_ids, added = self._insert_dead_letters(cur, letters)
         totals, pruned = self._prune_over_share(cur, totals, bounds, new_ids, prefix)
         cut = self._prune_cut(cur, totals, *bounds)
         if cut is not None:
@@ -50,7 +51,7 @@ class LetterWrites(LetterShares):
             self._remove_letters(cur, "id < ?", (cut,))
         if pruned:
             self._count_pruned(cur, pruned)
-        return pruned
+        return pruned, added
 
     def recount_letter_totals(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """Count the kept dead letters and their bytes again into ``dead_letter_totals``;
@@ -91,27 +92,29 @@ class LetterWrites(LetterShares):
 
     def _insert_dead_letters(
         self, cur: Any, letters: Sequence[DeadLetter]
-    ) -> tuple[tuple[int, int], set[int]]:
+    ) -> tuple[tuple[int, int], set[int], set[str]]:
         """Keep each letter once (one received again is already here); returns the kept
         letters' count and size, this batch's included (``dead_letter_totals``), and the ids
-        of the letters this batch added."""
+        and hashes of the letters this batch added."""
         one = "(" + ",".join("?" * len(_LETTER_COLUMNS)) + ")"
         sizes: list[tuple[str, int]] = []
         new_ids: set[int] = set()
+        added: set[str] = set()
         for start in range(0, len(letters), _LETTERS_AT_ONCE):
             chunk = letters[start : start + _LETTERS_AT_ONCE]
             cur.execute(self._sql(
                 f"INSERT INTO dead_letters ({','.join(_LETTER_COLUMNS)}) VALUES "
                 f"{','.join([one] * len(chunk))} ON CONFLICT (letter_sha256) DO NOTHING "
-                f"RETURNING id, topic, {letter_size_sql(self.postgres)}"),
+                f"RETURNING id, topic, {letter_size_sql(self.postgres)}, letter_sha256"),
                 [value for d in chunk for value in (d.received_at, d.topic, d.reason,
                                                     d.payload_bytes, d.payload, d.letter_sha256)])
-            for letter_id, topic, size in cur.fetchall():
+            for letter_id, topic, size, letter_sha256 in cur.fetchall():
                 new_ids.add(int(letter_id))
+                added.add(str(letter_sha256))
                 sizes.append((str(topic), int(size)))
         totals = self._add_to_letter_totals(cur, len(sizes), sum(size for _, size in sizes))
         self._add_to_topic_totals(cur, sizes, 1)
-        return totals, new_ids
+        return totals, new_ids, added
 
     def _remove_letters(self, cur: Any, where: str, params: Sequence[Any]) -> None:
         """Delete the dead letters ``where`` picks, taking them off ``dead_letter_totals``."""

@@ -60,6 +60,9 @@ class Batch:
     # written by the store: (site, device) -> letters kept before that the bounds pruned now,
     # each the only copy of a result its kiosk was told to drop
     pruned_only_copies: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # written by the store: the letter_sha256 of the letters it did not hold before this batch
+    # (a retained message the broker hands out again at each subscribe is held already)
+    new_letters: set[str] = field(default_factory=set)
 
 
 class IngestWrites(LetterWrites):
@@ -85,10 +88,12 @@ class IngestWrites(LetterWrites):
         ``batch`` that the bounds prune at once is taken out of it once committed: it was not
         kept, so it is not confirmed to its device. Letters kept before that the bounds prune
         now and that were a result's only copy are counted by device in the store, added to
-        ``batch.pruned_only_copies`` and named in a warning.
+        ``batch.pruned_only_copies`` and named in a warning. The letters the store did not hold
+        before are named in ``batch.new_letters``.
         """
         kept = batch.dead_letters
         pruned: Counter[tuple[str, str]] = Counter()
+        added: set[str] = set()
         with self._transaction() as cur:
             fresh, conflicts = self._sorted_out(cur, batch.results)
             letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
@@ -103,11 +108,12 @@ class IngestWrites(LetterWrites):
             if batch.statuses:
                 self._upsert_statuses(cur, batch.statuses)
             if letters:
-                pruned = self._keep_letters(cur, letters, (dead_letter_max_rows,
-                                                           dead_letter_max_total_bytes),
-                                            batch.topic_prefix)
+                pruned, added = self._keep_letters(
+                    cur, letters, (dead_letter_max_rows, dead_letter_max_total_bytes),
+                    batch.topic_prefix)
                 kept = self._still_kept(cur, batch.dead_letters)
         batch.dead_letters[:] = kept
+        batch.new_letters = added
         if pruned:
             batch.pruned_only_copies.update(pruned)
             log.warning("%s", pruned_warning(pruned))

@@ -5,7 +5,9 @@ A message is checked before anything of it is stored: its topic, strict JSON, th
 model, that the payload names the device whose topic it came on, and that its times lie within
 the receiver's clock bounds. Whatever fails, even by an unexpected error, becomes a dead letter
 with the reason, so no message stops the worker. ``BatchWriter`` (batcher.py) commits what
-``Triage.sort`` returns.
+``Triage.sort`` returns. A dead letter is named in a warning as it is sorted, except one of a
+retained message: the broker hands those out again at every subscribe, so it is named once the
+commit tells that the store did not hold it already (``say_retained_letters``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -47,6 +50,16 @@ MAX_AGE = timedelta(days=3653)
 
 # (site, device id, measurement id): one result a device may drop from its outbox
 Confirmed = tuple[str, str, str]
+
+
+class LetterWarning(NamedTuple):
+    """What the warning of one dead letter names (``DeadLetterLog.warn``'s arguments)."""
+
+    source: str
+    topic: str
+    reason: str
+    payload_bytes: int
+    payload_start: str
 
 
 @dataclass(frozen=True)
@@ -86,10 +99,14 @@ class Triage:
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.log_dead_letters = log_dead_letters
         self._letter_log = DeadLetterLog()
+        # letter_sha256 -> the warning of a retained message's letter, said once the store
+        # tells whether it held the letter already (``say_retained_letters``)
+        self._retained_unsaid: dict[str, LetterWarning] = {}
 
     def sort(self, messages: list[Inbound]) -> tuple[Batch, list[Result]]:
         """The batch to commit and the valid results in it."""
         batch, results = Batch(topic_prefix=self.topic_prefix), []
+        self._retained_unsaid.clear()  # a batch sorted again after an error: said once
         now = utc_now()
         received_at = iso_utc(now)
         for message in messages:
@@ -131,14 +148,32 @@ class Triage:
         return result
 
     def _dead(self, message: Inbound, reason: str, received_at: str) -> DeadLetter:
+        letter = dead_letter(
+            received_at, message.topic, reason, message.payload, self.dead_letter_max_bytes
+        )
         if self.log_dead_letters:
             where = parse_device_topic(self.topic_prefix, message.topic)
             source = message.topic if where is None else f"{where[0]}/{where[1]}"
-            self._letter_log.warn(source, message.topic, reason, len(message.payload),
-                                  _cut(message.payload))
-        return dead_letter(
-            received_at, message.topic, reason, message.payload, self.dead_letter_max_bytes
-        )
+            warning = LetterWarning(source, message.topic, reason, len(message.payload),
+                                    _cut(message.payload))
+            if message.retained and letter.letter_sha256 is not None:
+                self._retained_unsaid[letter.letter_sha256] = warning
+            else:
+                self._letter_log.warn(*warning)
+        return letter
+
+    def say_retained_letters(self, new_letters: set[str]) -> None:
+        """Warn of the retained messages the last sorted batch dead-lettered, once committed:
+        those the store did not hold yet (``Batch.new_letters``). One it held is the same junk
+        the broker hands out again at every subscribe (a back office's every start): it was
+        named when first kept, so it is only noted at debug."""
+        for letter_sha256, warning in self._retained_unsaid.items():
+            if letter_sha256 in new_letters:
+                self._letter_log.warn(*warning)
+            else:
+                log.debug("retained message on %s: its dead letter is kept already (%s)",
+                          warning.topic, warning.reason)
+        self._retained_unsaid.clear()
 
     def refused_results(self, letters: list[DeadLetter]) -> list[Confirmed]:
         """The device results among these committed dead letters that their device may drop.

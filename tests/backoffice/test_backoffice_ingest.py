@@ -564,3 +564,49 @@ def test_a_store_another_program_holds_locked_stops_the_worker_with_one_line(
     said = errors[0].getMessage()
     assert f"SQLite store {path}: database is locked (another program held it locked " in said
     assert said.endswith("try again once that program is done)"), said
+
+
+def _letters_named(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The dead letters the back office named in warnings so far."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and r.getMessage().startswith("dead letter on ")]
+
+
+def _letters_reach(worker: IngestWorker, count: int) -> bool:
+    """Whether the worker has committed ``count`` dead letters (new or kept already)."""
+    return _wait_for(lambda: worker.stats.dead_letters == count)
+
+
+def test_retained_junk_is_named_once_not_again_at_every_start_of_the_back_office(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the broker hands each retained status out again at every subscribe: each start warned
+    # "dead letter on <topic>" again of junk the store had kept (once) long before
+    junk = {f"{topic_prefix}/lab/kiosk-{name}/status": body for name, body in (
+        ("utf8", b"\xff\xfe\x00garbage"), ("deep", b"[" * 100_000 + b"]" * 100_000),
+        ("null", b"null"))}
+    fleet.publish_messages("127.0.0.1", 1883, list(junk.items()), retain=True)
+    config = _config("127.0.0.1", 1883, topic_prefix, tmp_path)  # one back office, restarted
+    reader = open_store(store_url)
+    try:
+        for start in range(3):
+            worker, store = _start(config, store_url)
+            try:
+                assert _letters_reach(worker, 3), start
+                if start == 2:  # new junk on a topic whose old junk is kept: named
+                    fleet.publish_messages("127.0.0.1", 1883, [(
+                        f"{topic_prefix}/lab/kiosk-null/status", b"[]")], retain=True)
+                    assert _letters_reach(worker, 4)
+            finally:
+                worker.stop()
+                store.close()
+        assert reader.count_dead_letters() == 4
+    finally:
+        fleet.publish_messages("127.0.0.1", 1883, [(topic, b"") for topic in junk], retain=True)
+        reader.close()
+    named = _letters_named(caplog)
+    assert len(named) == 4, named
+    assert sorted(line.split(":")[0] for line in named) == sorted(
+        [f"dead letter on {topic}" for topic in junk]
+        + [f"dead letter on {topic_prefix}/lab/kiosk-null/status"])
