@@ -50,7 +50,7 @@ from appliance.synthetic.he import SlideSpec, render_slide
 from appliance.transport.broker import PrivateBroker, free_port
 from tests.disk_helpers import fill, small_tmpfs
 from tests.gpu import needs_cuda
-from tests.pathology_helpers import SteppedClock
+from tests.pathology_helpers import SteppedClock, serving
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
@@ -1407,6 +1407,38 @@ def test_a_store_outage_is_said_once_and_when_it_ends_not_at_each_retry(
     assert "stay unacknowledged on the broker" in said[0][1]
     assert said[1][1].startswith(f"the SQLite store {env.tmp_path / 'state'}")
     assert " answers again after 3 failed tries in " in said[1][1]
+
+
+def test_a_job_sent_while_the_store_s_disk_is_full_is_said_once_and_done_once_space_returns(
+    env: Env, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with small_tmpfs(env.tmp_path / "disk", size="2m") as disk:
+        path = disk / "store.sqlite3"
+        config = env.config()
+        config = config.model_copy(update={"store": config.store.model_copy(
+            update={"url": f"sqlite:///{path}"})})
+        with serving(config) as server:
+            accept, tries = server.store.accept, []
+
+            def counted(request: Any, owner: str, lease_s: float) -> bool:
+                tries.append(request.job_id)
+                return accept(request, owner, lease_s)
+
+            server.store.accept = counted  # type: ignore[method-assign]
+            time.sleep(0.3)  # SUBACK
+            filler = fill(disk)
+            env.watcher.submit(_job("full-store", [env.slides / "b11.jpg"]))
+            deadline = time.monotonic() + 20
+            while len(tries) < 4 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(tries) >= 4  # tried again each second, never acknowledged
+            filler.unlink()
+            final = env.watcher.wait("full-store", {"done", "failed"}, timeout_s=60)
+    assert final["state"] == "done"
+    said = _store_said(caplog, "appliance.pathology.server")
+    assert [level for level, _ in said] == ["ERROR", "WARNING"], said
+    assert f"the disk holding {path} is full" in said[0][1]
+    assert " answers again after " in said[1][1]
 
 
 def test_leases_the_store_fails_to_renew_are_said_once_and_when_it_renews_them_again(
