@@ -499,3 +499,16 @@ def _kept_in(url: str) -> tuple[int, int]:
         return _totals(store)
     finally:
         store.close()
+
+
+def test_a_batch_names_the_letters_the_store_did_not_hold_before(store: Store) -> None:
+    # what lets a back office name a retained junk status once, not at every start
+    junk, other = (dead_letter(AT, "p/lab/k1/status", "bad", raw) for raw in (b"null", b"[]"))
+    first = Batch(dead_letters=[junk], topic_prefix="p")
+    store.write_batch(first, 100)
+    again = Batch(dead_letters=[junk, other], topic_prefix="p")
+    store.write_batch(again, 100)
+    assert first.new_letters == {junk.letter_sha256}
+    assert again.new_letters == {other.letter_sha256}  # junk was held already
+    assert [d.letter_sha256 for d in again.dead_letters] == [junk.letter_sha256,
+                                                             other.letter_sha256]
