@@ -192,10 +192,12 @@ class BatchWriter(threading.Thread):
         return self._settings.dead_letter_max_rows, self._settings.dead_letter_max_total_bytes
 
     def _reconnect(self) -> None:
+        """A new connection for the next try; one that fails is no try of its own (the
+        outage counts failed commits), the next commit says the store is still away."""
         try:
             self._store.reconnect()
-        except Exception as exc:  # the server is still away: one more failed try
-            self._outage.failed(exc)
+        except Exception as exc:  # the server is still away: the next commit fails too
+            log.debug("store reconnect failed: %s", exc)
 
     def _commit_apart(self, batch: Batch, error: Exception) -> list[str]:
         """Commit a batch the store refused one part at a time; refused parts are set aside.

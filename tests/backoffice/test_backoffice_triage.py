@@ -259,6 +259,30 @@ def test_a_store_outage_is_said_once_and_when_it_ends_not_at_every_retry(
     assert " answers again after 4 failed tries in " in said[1][1]
 
 
+class _AwayStore(_FlakyStore):
+    """A PostgreSQL server away: its reconnects fail too until the outage is over."""
+
+    def reconnect(self) -> None:
+        super().reconnect()
+        if self.outages:
+            raise sqlite3.OperationalError("connection refused")
+
+
+def test_a_store_outage_counts_failed_commits_not_failed_reconnects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # each failed reconnect counted as one more try: 4 failed commits were "7 failed tries"
+    store = _AwayStore(outages=4)
+    writer, acked = _run_writer(store, _payloads(3))
+    assert sorted(acked) == [1, 2, 3]
+    assert store.reconnects == 4
+    said = [r.getMessage() for r in caplog.records if r.name == "appliance.backoffice.batcher"
+            and r.levelname == "WARNING"]
+    assert len(said) == 1, said
+    assert " answers again after 4 failed tries in " in said[0]
+    assert writer.stats.commit_failures == 4
+
+
 def test_a_long_store_outage_is_said_again_once_a_minute(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
