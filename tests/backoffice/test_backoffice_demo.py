@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -161,6 +162,79 @@ def test_the_demo_stopped_by_sigterm_exits_143_as_every_command_does(
     assert "interrupted (Ctrl-C or SIGTERM); everything was stopped" in err
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+def _start_a_waiting_demo(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A demo on ./state in ``tmp_path`` (its own process group) whose edge waits for ever;
+    returned once its edge runs, with the edge's pid file."""
+    pid_file = tmp_path / "edge.pid"
+    run = subprocess.Popen(
+        [sys.executable, "-c", DEMO_WITH_A_WAITING_EDGE, str(pid_file), "demo", "--devices",
+         "1", "--count", "1", "--timeout-s", "120"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    for _ in range(600):
+        if pid_file.exists() or run.poll() is not None:
+            break
+        time.sleep(0.05)
+    return run, pid_file
+
+
+def _recorded_demo(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The store of each demo run_demo is called for (it returns 0 at once)."""
+    calls: list[str | None] = []
+
+    def record(*args: object, store_url: str | None = None, **kwargs: object) -> int:
+        calls.append(store_url)
+        return 0
+
+    monkeypatch.setattr(demo, "run_demo", record)
+    return calls
+
+
+def test_a_second_demo_on_the_same_store_is_refused_while_the_first_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both ran on ./state with the same kiosk ids: their results mixed, and the first one's
+    fleet table showed the other's kiosks as online."""
+    first, pid_file = _start_a_waiting_demo(tmp_path)
+    try:
+        assert first.poll() is None, first.communicate()[1]
+        monkeypatch.chdir(tmp_path)
+        calls = _recorded_demo(monkeypatch)
+        assert main(["demo"]) == 2
+        err = capsys.readouterr().err
+        assert calls == []
+        assert f"another demo (pid {first.pid}) runs on this store now" in err
+        assert "wait for it to end, or run this one with --throwaway" in err
+        assert main(["demo", "--throwaway"]) == 0  # its own temporary store: no clash
+        assert first.poll() is None
+        first.send_signal(signal.SIGINT)
+        _, first_err = first.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # none left after a normal end
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 130, first_err
+    assert "interrupted (Ctrl-C or SIGTERM); everything was stopped" in first_err
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_a_demo_runs_after_one_killed_with_sigkill_on_the_same_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = _start_a_waiting_demo(tmp_path)
+    try:
+        assert first.poll() is None, first.communicate()[1]
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the demo, its edge and its mosquitto
+        first.wait()
+    assert (tmp_path / "state" / "demo.lock").read_text() == f"{first.pid}\n"
+    monkeypatch.chdir(tmp_path)
+    calls = _recorded_demo(monkeypatch)
+    assert main(["demo"]) == 0
+    assert calls == [f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}"]
+
 
 def test_the_demo_keeps_its_results_in_the_store_it_is_given(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
