@@ -222,9 +222,12 @@ def write_tile_scores(
                              f"{p:.5f}", f"{typical:.5f}"])
 
 
-def run_jobs(runner: SlideRunner, jobs: list[SlideJob], progress: bool = True) -> list[SlideResult]:
-    """Score every job in order, with a progress bar on stderr; errors are logged, not raised."""
-    results = []
+def run_jobs(runner: SlideRunner, jobs: list[SlideJob], progress: bool = True, *,
+             results: list[SlideResult] | None = None) -> list[SlideResult]:
+    """Score every job in order, with a progress bar on stderr; errors are logged, not raised.
+    Each result is appended to ``results`` (returned) as its slide is scored, so a caller
+    stopped midway (Ctrl-C) can say how far it got."""
+    results = [] if results is None else results
     for job in tqdm(jobs, unit="slide", disable=not progress or None):
         result = runner.run(job)
         if result.error:

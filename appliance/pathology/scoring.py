@@ -49,14 +49,17 @@ def _score_into(args: argparse.Namespace, jobs: list[SlideJob], folder: ResultsF
         return 2
     settings = _settings(args, model)
     runner = SlideRunner(model, settings, folder.stage, _options(args))
-    started = time.monotonic()
+    started, results = time.monotonic(), list[SlideResult]()
     try:
-        results = run_jobs(runner, jobs)
+        run_jobs(runner, jobs, results=results)
         write_results(folder.stage, results, _summary(args, model, runner, started))
     except OSError as exc:  # the results folder, not a slide: a full disk, no permission
         print(f"pathology: cannot write to {args.out}: {exc}; stopped, results.csv not written",
               file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
+        print(escape_controls(_stopped(args, len(results), len(jobs))), file=sys.stderr)
+        raise
     try:
         folder.publish()
     except OSError as exc:
@@ -65,6 +68,15 @@ def _score_into(args: argparse.Namespace, jobs: list[SlideJob], folder: ResultsF
         return 1
     _print_summary(results, args.out / RESULTS_CSV)
     return 1 if any(result.error for result in results) else 0
+
+
+def _stopped(args: argparse.Namespace, scored: int, total: int) -> str:
+    """What a run stopped midway kept: none of its results, which are moved into --out only
+    once every slide is scored (outfolder.py), so what --out held before is as it was."""
+    return (f"pathology {args.pathology_command}: stopped after {scored} of {total} slides "
+            f"scored; none of their results are in {args.out} (a run puts them there only "
+            "when every slide is scored; what it held before is as it was): the same command "
+            "again scores them all")
 
 
 def _summary(

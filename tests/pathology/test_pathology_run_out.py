@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -215,3 +216,29 @@ def test_slides_in_a_folder_of_their_own_inside_out_are_scored_and_kept(
                      "--um-per-px", "1", "--force", "--no-pictures"]) == 0
     assert (out / "slides" / "a.jpg").read_bytes() == kept
     assert _slides_in(out)["results.csv"] == ["a"]
+
+
+def test_a_run_stopped_by_ctrl_c_says_how_far_it_got_and_that_out_is_as_it_was(
+    slides: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It exited 130 without a word, though none of the slides it had scored is in --out."""
+    from appliance.pathology.run import SlideRunner
+
+    scored, runs = SlideRunner.run, list[Any]()
+
+    def run_then_ctrl_c(self: SlideRunner, job: Any) -> Any:
+        runs.append(job)
+        if len(runs) > 1:
+            raise KeyboardInterrupt
+        return scored(self, job)
+
+    monkeypatch.setattr(SlideRunner, "run", run_then_ctrl_c)
+    out = tmp_path / "out"
+    command = ["pathology", "run", str(slides), "--um-per-px", "1", "--out", str(out)]
+    assert main(command) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"pathology run: stopped after 1 of 3 slides scored; none of their results are in "
+        f"{out} (a run puts them there only when every slide is scored; what it held before "
+        "is as it was): the same command again scores them all")
+    assert list(out.iterdir()) == []
