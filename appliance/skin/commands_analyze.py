@@ -11,10 +11,13 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
 from appliance.synthetic.arguments import named
+
+if TYPE_CHECKING:
+    from appliance.skin.analyze_run import AnalyzeRun
 
 
 def register(root: Any, groups: dict[str, Any]) -> None:
@@ -88,7 +91,6 @@ def _analyze(args: argparse.Namespace) -> int:
         AnalyzeRun,
         overlay_names,
     )
-    from appliance.skin.frames import shown_name  # noqa: PLC0415
 
     keep_frame_buffers()  # many frames in one process: reuse the frame-sized buffers
 
@@ -102,9 +104,27 @@ def _analyze(args: argparse.Namespace) -> int:
     run.overlay_names = overlays
     if args.um_per_px is None and (note := run.sidecar_note(images)):
         print(f"analyze: {note}", file=sys.stderr)
-    failures, legend = 0, False
     if not args.json:
         print(run.table_header())
+    measured: list[Path] = []
+    try:
+        failures, legend = _measure_each(args, run, images, measured)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
+        print(_stopped(args, len(measured), len(images)), file=sys.stderr)
+        raise
+    if legend:
+        print(TABLE_LEGEND)
+    return 1 if failures else 0
+
+
+def _measure_each(
+    args: argparse.Namespace, run: AnalyzeRun, images: list[Path], measured: list[Path]
+) -> tuple[int, bool]:
+    """Measure and print each image in turn, appending it to ``measured`` once printed; the
+    failures, and whether the table needs its legend."""
+    from appliance.skin.frames import shown_name  # noqa: PLC0415 - keep --help fast
+
+    failures, legend = 0, False
     for image in images:
         record = run.measure(image)
         if problem := _problem(record, shown_name(image)):
@@ -115,9 +135,17 @@ def _analyze(args: argparse.Namespace) -> int:
         elif "error" not in record:
             print(run.table_row(record), flush=True)
             legend = legend or ("rejected" not in record and run.needs_legend(record))
-    if legend:
-        print(TABLE_LEGEND)
-    return 1 if failures else 0
+        measured.append(image)
+    return failures, legend
+
+
+def _stopped(args: argparse.Namespace, measured: int, total: int) -> str:
+    """How far a run stopped midway got: what it printed (and drew) and what it did not."""
+    from appliance.skin.frames import shown_name  # noqa: PLC0415 - keep --help fast
+
+    overlays = f", their overlays in {shown_name(args.overlay)}" if args.overlay else ""
+    return (f"analyze: stopped after {measured} of {total} images, whose results are "
+            f"printed{overlays}; {total - measured} not measured")
 
 
 def _problem(record: dict[str, Any], shown: str) -> str | None:

@@ -413,3 +413,30 @@ def test_a_file_name_that_is_not_utf8_is_written_as_escapes_strict_json_readers_
     assert "error" in records[1]
     assert f"{tmp_path}/gone\\xff.jpg: " in captured.err  # the error line names it alike
     assert "udcff" not in captured.err
+
+
+def test_analyze_stopped_by_ctrl_c_says_how_many_images_it_measured(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It exited 130 without a word: whether every image had its line was left to count."""
+    from appliance.skin.analyze_run import AnalyzeRun
+
+    measure, measured = AnalyzeRun.measure, list[Path]()
+
+    def measure_then_ctrl_c(self: AnalyzeRun, image: Path) -> dict[str, object]:
+        if len(measured) == 2:
+            raise KeyboardInterrupt
+        measured.append(image)
+        return measure(self, image)
+
+    monkeypatch.setattr(AnalyzeRun, "measure", measure_then_ctrl_c)
+    overlays = tmp_path / "overlays"
+    order = ["empty", "text", "small"]
+    command = ["analyze", "--json", "--overlay", str(overlays), *(str(images[n]) for n in order)]
+    assert main(command) == 130
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2
+    assert captured.err.splitlines()[-1] == (
+        f"analyze: stopped after 2 of 3 images, whose results are printed, their overlays in "
+        f"{overlays}; 1 not measured")
