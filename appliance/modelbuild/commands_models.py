@@ -159,6 +159,9 @@ def _skin_table(args: argparse.Namespace) -> int:
                      label_noise=args.label_noise)
     try:
         table = build_skin_table(spec, progress=not args.quiet, workers=args.workers)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
+        print(escape_controls(_table_stopped(args.out)), file=sys.stderr)
+        raise
     except ValueError as exc:
         print(escape_controls(f"skin-table: {exc}"), file=sys.stderr)
         return 2
@@ -173,6 +176,14 @@ def _skin_table(args: argparse.Namespace) -> int:
     print(escape_controls(
         f"wrote {path} ({len(table)} rows, {path.stat().st_size} bytes): {table.description}"))
     return 0
+
+
+def _table_stopped(out: Path) -> str:
+    """What a table build stopped while drawing its frames kept: nothing (the table is
+    written only once every row is drawn), and the earlier table at ``out``, if any."""
+    earlier = f"; the earlier {out} is as it was" if out.exists() else ""
+    return (f"skin-table: stopped while drawing its frames, before the table was written: "
+            f"nothing kept{earlier}; the same command again draws them all")
 
 
 def _table_out_refusal(out: Path, force: bool) -> str | None:

@@ -191,3 +191,23 @@ def test_skin_table_with_a_worker_killed_says_so_instead_of_waiting_forever(
     assert err.endswith("skin-table: a worker process ended abruptly (killed, or out of "
                         "memory); nothing written\n")
     assert not out.exists()
+
+
+def test_skin_table_stopped_by_ctrl_c_says_nothing_is_kept_and_the_earlier_table_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It exited 130 without a word after minutes of frames: was a part of the table written,
+    and was the earlier one replaced?"""
+    from appliance.modelbuild import grades
+
+    def stopped(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grades, "build_skin_table", stopped)
+    out = tmp_path / "t.csv"
+    out.write_text("the earlier table\n")
+    assert main(["models", "skin-table", "--rows", "6", "--out", str(out), "--force"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"skin-table: stopped while drawing its frames, before the table was written: nothing "
+        f"kept; the earlier {out} is as it was; the same command again draws them all")
+    assert out.read_text() == "the earlier table\n"
