@@ -150,7 +150,7 @@ def _skin_table(args: argparse.Namespace) -> int:
 
     from appliance.modelbuild.grades import TableSpec, build_skin_table  # noqa: PLC0415
     from appliance.modelbuild.table import write_table  # noqa: PLC0415  (pyarrow)
-    from appliance.synthetic.skin_pool import WORKER_DIED  # noqa: PLC0415
+    from appliance.synthetic.pool_stop import WORKER_DIED  # noqa: PLC0415
 
     if refusal := _table_out_refusal(args.out, args.force):
         print(escape_controls(f"skin-table: {refusal}"), file=sys.stderr)

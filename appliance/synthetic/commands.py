@@ -128,7 +128,7 @@ def _synth_he(args: argparse.Namespace) -> int:
     from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
 
     from appliance.synthetic.he import cohort_specs, write_cohort  # noqa: PLC0415 - heavy deps load on use
-    from appliance.synthetic.skin_pool import WORKER_DIED  # noqa: PLC0415
+    from appliance.synthetic.pool_stop import WORKER_DIED  # noqa: PLC0415
 
     problem = _prepare_out_dir(args.out)
     if problem is not None:

@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import glob
-import multiprocessing
-import signal
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Sequence
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from types import FrameType
-from typing import Any
-
-import cv2
 
 from appliance.outfile import temp_name_part
+from appliance.synthetic.pool_stop import WORKER_DIED, run_in_order
 from appliance.synthetic.skin import frame_name, synthetic_frame, write_frame
-
-
-def _single_threaded_opencv() -> None:
-    """Pool initializer: one OpenCV thread per worker, so workers do not oversubscribe cores;
-    Ctrl-C (SIGINT to the whole foreground group) is left to the parent, which stops the
-    series, instead of each worker dying with a traceback of its own."""
-    cv2.setNumThreads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def write_one(out_dir: Path, seed: int, index: int, preset: str) -> Path:
     """Generate frame ``index`` of series ``seed``, save it with its sidecar; return the JPEG."""
     image_path, _ = write_frame(synthetic_frame(seed, index, preset), out_dir)
     return image_path
-
-
-Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers
-WORKER_DIED = "a worker process ended abruptly (killed, or out of memory)"
 
 
 class SeriesIncomplete(Exception):  # noqa: N818 - a series, not an error of the code
@@ -63,99 +45,10 @@ def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, 
             except OSError as exc:
                 raise SeriesIncomplete(index, str(exc), indices[:place], 0) from exc
         return len(indices)
-    futures = _write_in_pool(out_dir, seed, indices, preset, jobs)
-    _keep_up_to_the_first_failure(out_dir, seed, indices, futures)
+    frames = ((out_dir, seed, index, preset) for index in indices)
+    run = run_in_order(write_one, frames, min(jobs, len(indices)))
+    _keep_up_to_the_first_failure(out_dir, seed, indices, run.futures)
     return len(indices)
-
-
-def _write_in_pool(
-    out_dir: Path, seed: int, indices: Sequence[int], preset: str, jobs: int
-) -> list[Future[Path]]:
-    """The futures of the frames submitted, in order, each done, failed or cancelled once this
-    returns: one a frame, or fewer when a frame failed (the frames after were never queued).
-
-    Only a few frames are queued ahead of the workers, not the whole series, so a stop or a
-    failure leaves little to cancel. A stop signal (Ctrl-C, SIGTERM) is only noted while the
-    pool runs and handed to the handler it replaced (KeyboardInterrupt, exit 130; SIGTERM's
-    exit 143) once the pool has stopped: raised wherever the main thread stood, the exception
-    could land inside the pool's own bookkeeping, holding a future's lock, and ``shutdown``
-    then waited for that future forever (the command hung after Ctrl-C)."""
-    # "spawn": forking a process whose OpenCV thread pool is already running deadlocks the child.
-    context = multiprocessing.get_context("spawn")
-    workers = min(jobs, len(indices))
-    in_flight = 3 * workers  # drawn or queued at once: no worker waits for its next frame
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_opencv)
-    futures: list[Future[Path]] = []
-    unfinished: list[Future[Path]] = []  # at most ``in_flight``
-    failed: list[Future[Path]] = []
-    stopped: list[int] = []
-
-    def note(signum: int, frame: FrameType | None) -> None:
-        stopped.append(signum)
-
-    def submit(index: int) -> None:
-        future = pool.submit(write_one, out_dir, seed, index, preset)
-        future.add_done_callback(lambda done: _note_failure(done, failed))
-        futures.append(future)
-        unfinished.append(future)
-
-    # a "spawn" pool starts a worker at each submit while none is idle, so the first ``workers``
-    # submits start them all; they start with SIGINT ignored (an ignored signal stays ignored
-    # across exec, a handler does not), so a Ctrl-C while one still imports is no traceback of
-    # its own (one in these milliseconds is lost); SIGTERM stays theirs, so a pool can end them
-    replaced = _set_stop_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: note})
-    try:
-        try:
-            for index in indices[:workers]:
-                submit(index)
-        finally:  # one the command ignored (under nohup, in the background) stays ignored
-            _set_stop_handlers({signum: signal.SIG_IGN if old == signal.SIG_IGN else note
-                                for signum, old in replaced.items()})
-        for index in indices[workers:]:
-            if not _room_for_one(unfinished, in_flight, failed, stopped):
-                break
-            submit(index)
-        _room_for_one(unfinished, 1, failed, stopped)  # the last frames: none left unfinished
-    finally:
-        # A frame that could not be written (a full disk) or a stop ends the series: the frames
-        # queued but not started are dropped, only those being drawn are finished (whole),
-        # rather than drawing every remaining frame of a long series before the error is said.
-        pool.shutdown(wait=True, cancel_futures=True)
-        for signum, handler in replaced.items():
-            signal.signal(signum, handler)
-    if stopped:
-        signal.raise_signal(stopped[0])  # the handler it replaced ends the command
-    return futures
-
-
-_POLL_S = 0.2  # how soon a stop signal is acted on while the pool draws
-
-
-def _set_stop_handlers(handlers: dict[int, Handler]) -> dict[int, Any]:
-    """Put ``handlers`` in place; the ones they replaced (none off the main thread, where
-    signals cannot be handled)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
-
-
-def _room_for_one(unfinished: list[Future[Path]], in_flight: int, failed: list[Future[Path]],
-                  stopped: list[int]) -> bool:
-    """Wait until fewer than ``in_flight`` of ``unfinished`` are unfinished (the finished ones
-    are taken out of it); False when the series ends first (a stop signal, a frame that failed).
-
-    The wait wakes every ``_POLL_S`` to see a stop signal: its handler only notes it."""
-    while not (stopped or failed):
-        unfinished[:] = [future for future in unfinished if not future.done()]
-        if len(unfinished) < in_flight:
-            return True
-        wait(unfinished, timeout=_POLL_S, return_when=FIRST_COMPLETED)
-    return False
-
-
-def _note_failure(future: Future[Path], failed: list[Future[Path]]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        failed.append(future)
 
 
 def _keep_up_to_the_first_failure(

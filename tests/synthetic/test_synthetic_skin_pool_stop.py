@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
+from appliance.synthetic.pool_stop import run_in_order
 from appliance.synthetic.skin import synthetic_frame, write_frame
 from appliance.synthetic.skin_pool import (
     SeriesIncomplete,
     _keep_up_to_the_first_failure,
-    _write_in_pool,
+    write_one,
     write_series,
 )
 from tests.pool_helpers import kill_a_worker
@@ -178,7 +179,7 @@ def test_every_worker_starts_with_ctrl_c_ignored(
 
     monkeypatch.setattr(ProcessPoolExecutor, "_spawn_process", spawn)
     handler = signal.getsignal(signal.SIGINT)
-    _write_in_pool(tmp_path, 3, range(4), "normal", 2)
+    run_in_order(write_one, ((tmp_path, 3, index, "normal") for index in range(4)), 2)
     assert seen == [signal.SIG_IGN, signal.SIG_IGN]
     assert signal.getsignal(signal.SIGINT) is handler  # the parent's own, back
     assert len(list(tmp_path.glob("skin-3-*.jpg"))) == 4

@@ -1,0 +1,136 @@
+"""Run a generator's jobs in a small process pool that a stop signal (Ctrl-C, SIGTERM), a job
+that fails or a worker that dies ends soon, without a traceback from each worker (``synth skin``
+and ``synth he`` share it)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from itertools import islice
+from types import FrameType
+from typing import Any, Generic, TypeVar
+
+import cv2
+
+Result = TypeVar("Result")
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers
+WORKER_DIED = "a worker process ended abruptly (killed, or out of memory)"
+_POLL_S = 0.2  # how soon a stop signal is acted on while the pool works
+
+
+def _start_worker() -> None:
+    """Pool initializer: one OpenCV thread per worker, so workers do not oversubscribe cores;
+    Ctrl-C (SIGINT to the whole foreground group) is left to the parent, which stops the
+    run, instead of each worker dying with a traceback of its own."""
+    cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@dataclass(frozen=True)
+class PoolRun(Generic[Result]):
+    """What a run submitted: ``futures`` in the order of the jobs, each done, failed or
+    cancelled; ``failed`` in the order they failed (the first one ended the run)."""
+
+    futures: list[Future[Result]]
+    failed: list[Future[Result]]
+
+
+def run_in_order(
+    call: Callable[..., Result], jobs: Iterable[tuple[Any, ...]], workers: int, *,
+    finished: Callable[[int], object] = lambda count: None,
+) -> PoolRun[Result]:
+    """``call(*job)`` for each of ``jobs``, in a pool of ``workers`` processes, submitted in
+    order; ``finished`` is told (in this thread) how many more have finished.
+
+    A job that fails (a worker killed fails them all) or a stop signal ends the run: the jobs
+    queued but not started are dropped, only the ones started are finished. Only a few jobs
+    are queued ahead of the workers, not the whole run, so a stop or a failure leaves little
+    to cancel. A stop signal is only noted while the pool runs and handed to the handler it
+    replaced (KeyboardInterrupt, exit 130; SIGTERM's exit 143) once the pool has stopped:
+    raised wherever the main thread stood, the exception could land inside the pool's own
+    bookkeeping, holding a future's lock, and ``shutdown`` then waited for that future forever
+    (``synth skin`` hung after Ctrl-C)."""
+    # "spawn": forking a process whose OpenCV thread pool is already running deadlocks the child.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
+    run: PoolRun[Result] = PoolRun([], [])
+    unfinished: list[Future[Result]] = []  # at most ``in_flight``
+    stopped: list[int] = []
+    queue = iter(jobs)
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        stopped.append(signum)
+
+    def submit(job: tuple[Any, ...]) -> None:
+        future = pool.submit(call, *job)
+        future.add_done_callback(lambda done: _note_failure(done, run.failed))
+        run.futures.append(future)
+        unfinished.append(future)
+
+    # a "spawn" pool starts a worker at each submit while none is idle, so the first ``workers``
+    # submits start them all; they start with SIGINT ignored (an ignored signal stays ignored
+    # across exec, a handler does not), so a Ctrl-C while one still imports is no traceback of
+    # its own (one in these milliseconds is lost); SIGTERM stays theirs, so a pool can end them
+    replaced = _set_stop_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: note})
+    try:
+        try:
+            for job in islice(queue, workers):
+                submit(job)
+        finally:  # one the command ignored (under nohup, in the background) stays ignored
+            _set_stop_handlers({signum: signal.SIG_IGN if old == signal.SIG_IGN else note
+                                for signum, old in replaced.items()})
+        room = _Room(unfinished, run.failed, stopped, finished)
+        for job in queue:
+            if not room.wait(3 * workers):  # drawn or queued at once: no worker waits
+                break
+            submit(job)
+        room.wait(1)  # the last jobs: none left unfinished
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for signum, handler in replaced.items():
+            signal.signal(signum, handler)
+    if stopped:
+        signal.raise_signal(stopped[0])  # the handler it replaced ends the command
+    return run
+
+
+def _set_stop_handlers(handlers: dict[int, Handler]) -> dict[int, Any]:
+    """Put ``handlers`` in place; the ones they replaced (none off the main thread, where
+    signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+
+
+@dataclass
+class _Room(Generic[Result]):
+    """Room in the pool for one more job: what the run waits for between submits."""
+
+    unfinished: list[Future[Result]]
+    failed: list[Future[Result]]
+    stopped: list[int]
+    finished: Callable[[int], object]
+
+    def wait(self, in_flight: int) -> bool:
+        """Wait until fewer than ``in_flight`` jobs are unfinished (the finished ones are
+        taken out and counted); False when the run ends first (a stop signal, a job that
+        failed). The wait wakes every ``_POLL_S`` to see a stop signal: its handler only
+        notes it."""
+        while not (self.stopped or self.failed):
+            running = [future for future in self.unfinished if not future.done()]
+            self.finished(len(self.unfinished) - len(running))
+            self.unfinished[:] = running
+            if len(running) < in_flight:
+                return True
+            wait(running, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+        return False
+
+
+def _note_failure(future: Future[Result], failed: list[Future[Result]]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        failed.append(future)
+
