@@ -21,6 +21,12 @@ import numpy as np
 from appliance.outfile import flush_folder_of, fsync_path, temp_name_part
 
 
+def temporary_of(path: Path) -> Path:
+    """The hidden file ``write_image`` writes ``path``'s image to before renaming it into
+    place: a process killed while writing leaves it behind."""
+    return path.with_name(f".{temp_name_part(path.name)}.tmp")
+
+
 def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None:
     """Write a BGR (or grey) image to ``path`` whole, or raise OSError saying why."""
     try:
@@ -30,7 +36,7 @@ def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None
                       f"{str(exc).strip().splitlines()[-1]}") from exc
     if not ok:
         raise OSError(f"{path}: cannot encode an image as {path.suffix!r}")
-    temp = path.with_name(f".{temp_name_part(path.name)}.tmp")
+    temp = temporary_of(path)
     try:
         with temp.open("wb") as stream:
             stream.write(encoded.data)

@@ -1,5 +1,6 @@
 """Running a command whose process pool loses a worker: the pool's workers of a process, and the
-command run until its workers draw, one killed with SIGKILL (as the kernel's OOM killer does)."""
+command run until its workers draw, one killed with SIGKILL (as the kernel's OOM killer does);
+a synthetic H&E slide that takes a minute to paint, to act on while workers paint."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from appliance.imagefile import temporary_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,3 +44,35 @@ def kill_a_worker(arguments: list[str]) -> tuple[int, str]:
             process.kill()
             process.wait()
     return process.returncode, err
+
+
+PAINTING = "painting"  # beside a cohort: a file named by the pid of each worker painting a slide
+
+
+def painting_for_a_minute(job: tuple[Any, Path, int]) -> None:
+    """In place of ``he._write_slide`` (a worker imports it from here): a slide whose hidden
+    temporary is written at once and put in place a minute later, so a worker that is not ended
+    at once finishes it (after it has noted its pid in PAINTING)."""
+    spec, out_dir, _ = job
+    slide = out_dir / f"{spec.slide}.jpg"
+    temporary_of(slide).write_bytes(b"half a slide")
+    (out_dir.parent / PAINTING / str(os.getpid())).touch()
+    time.sleep(60)
+    temporary_of(slide).replace(slide)
+
+
+def when_two_paint(folder: Path, act: Callable[[list[int]], object]) -> threading.Event:
+    """In a thread: ``act`` on the pids of the workers once two paint a slide (noted in
+    ``folder``/PAINTING by painting_for_a_minute); set the Event returned to give up waiting."""
+    (folder / PAINTING).mkdir()
+    given_up = threading.Event()
+
+    def wait_and_act() -> None:
+        while not given_up.wait(0.05):
+            pids = [int(path.name) for path in (folder / PAINTING).iterdir()]
+            if len(pids) >= 2:
+                act(pids)
+                return
+
+    threading.Thread(target=wait_and_act, daemon=True).start()
+    return given_up

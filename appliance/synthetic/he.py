@@ -12,7 +12,7 @@ so the classes overlap the way real cohorts do.
 from __future__ import annotations
 
 import csv
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from appliance.imagefile import write_image
+from appliance.imagefile import temporary_of, write_image
 from appliance.outfile import replaced_when_complete
 from appliance.pathology.stain import REFERENCE_STAIN_OD
+from appliance.synthetic.pool_stop import run_in_order
 
 LABELS_FILE = "labels.csv"
 LABEL_COLUMNS = ("slide", "patient", "label", "material", "um_per_px", "stain_batch")
@@ -49,6 +50,8 @@ class SlideSpec:
     seed: int
     um_per_px: float = 1.0
 
+
+SlideJob = tuple[SlideSpec, Path, int]  # the slide, the folder it goes to, the JPEG quality
 
 def cohort_specs(patients: int, seed: int, msi_fraction: float = 0.35) -> list[SlideSpec]:
     """The slides of a cohort: one per patient, a second (other material) for about a quarter."""
@@ -87,17 +90,14 @@ def write_cohort(
     ``progress`` shows a bar on stderr (a large cohort takes minutes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(spec, out_dir, quality) for spec in specs]
-    bar = {"total": len(jobs), "desc": "painting slides", "unit": "slide", "disable": not progress}
-    if workers > 1:
-        pool = ProcessPoolExecutor(workers)
-        try:
-            for _ in tqdm(pool.map(_write_slide, jobs), **bar):
-                continue
-        finally:  # Ctrl-C or SIGTERM: the slides being painted are finished, the rest dropped
-            pool.shutdown(wait=True, cancel_futures=True)
-    else:
-        for job in tqdm(jobs, **bar):
-            _write_slide(job)
+    with tqdm(total=len(jobs), desc="painting slides", unit="slide",
+              disable=not progress) as bar:
+        if workers > 1:
+            _paint_in_pool(jobs, workers, bar.update)
+        else:
+            for job in jobs:
+                _write_slide(job)
+                bar.update()
     labels = out_dir / LABELS_FILE
     with replaced_when_complete(labels) as temp, temp.open("w", newline="") as handle:
         writer = csv.writer(handle)  # whole or not at all: a cut labels.csv names fewer slides
@@ -110,7 +110,34 @@ def write_cohort(
     return labels
 
 
-def _write_slide(job: tuple[SlideSpec, Path, int]) -> None:
+def _paint_in_pool(jobs: list[SlideJob], workers: int, painted: Callable[[int], object]) -> None:
+    """Paint ``jobs`` with ``workers`` processes; the first slide's error (OSError: the disk's,
+    BrokenProcessPool: a worker killed) or a stop signal ends the cohort at once.
+
+    The slides being painted then are dropped, not finished: the cohort has no labels.csv yet
+    and the same command paints it whole again. A worker killed kept the command waiting for
+    the others to paint a slide more each (seconds a slide), Ctrl-C for three slides that had
+    not begun; their hidden temporaries go too."""
+    try:
+        failed = run_in_order(_write_slide, [(job,) for job in jobs], workers,
+                              keep_started=False, finished=painted).failed
+    except BaseException:  # a stop signal, handed on once the pool has stopped
+        _remove_temporaries(jobs)
+        raise
+    if failed:
+        _remove_temporaries(jobs)
+        error = failed[0].exception()
+        assert error is not None  # noted because it failed
+        raise error
+
+
+def _remove_temporaries(jobs: list[SlideJob]) -> None:
+    """Remove the hidden temporaries that workers ended while writing a slide left."""
+    for spec, out_dir, _ in jobs:
+        temporary_of(out_dir / f"{spec.slide}.jpg").unlink(missing_ok=True)
+
+
+def _write_slide(job: SlideJob) -> None:
     spec, out_dir, quality = job
     bgr = cv2.cvtColor(render_slide(spec), cv2.COLOR_RGB2BGR)
     write_image(out_dir / f"{spec.slide}.jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -41,20 +41,24 @@ class PoolRun(Generic[Result]):
 
 def run_in_order(
     call: Callable[..., Result], jobs: Iterable[tuple[Any, ...]], workers: int, *,
-    finished: Callable[[int], object] = lambda count: None,
+    keep_started: bool, finished: Callable[[int], object] = lambda count: None,
 ) -> PoolRun[Result]:
     """``call(*job)`` for each of ``jobs``, in a pool of ``workers`` processes, submitted in
     order; ``finished`` is told (in this thread) how many more have finished.
 
     A job that fails (a worker killed fails them all) or a stop signal ends the run: the jobs
-    queued but not started are dropped, only the ones started are finished. Only a few jobs
-    are queued ahead of the workers, not the whole run, so a stop or a failure leaves little
-    to cancel. A stop signal is only noted while the pool runs and handed to the handler it
+    queued but not started are dropped, and the ones started are finished when
+    ``keep_started``, else their workers are ended at once (their results were to be thrown
+    away, and finishing them could take the time of a job or more). Only a few jobs are
+    queued ahead of the workers, not the whole run, so a stop or a failure leaves little to
+    cancel. A stop signal is only noted while the pool runs and handed to the handler it
     replaced (KeyboardInterrupt, exit 130; SIGTERM's exit 143) once the pool has stopped:
     raised wherever the main thread stood, the exception could land inside the pool's own
     bookkeeping, holding a future's lock, and ``shutdown`` then waited for that future forever
     (``synth skin`` hung after Ctrl-C)."""
-    # "spawn": forking a process whose OpenCV thread pool is already running deadlocks the child.
+    # "spawn": forking a process whose OpenCV thread pool is already running deadlocks the
+    # child, and a forked worker kept the command's own stop handlers: the SIGTERM a pool ends
+    # it with raised an exception that the worker caught, going on with its next job
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
     run: PoolRun[Result] = PoolRun([], [])
@@ -90,6 +94,8 @@ def run_in_order(
             submit(job)
         room.wait(1)  # the last jobs: none left unfinished
     finally:
+        if (stopped or run.failed) and not keep_started:
+            _terminate_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
         for signum, handler in replaced.items():
             signal.signal(signum, handler)
@@ -134,3 +140,11 @@ def _note_failure(future: Future[Result], failed: list[Future[Result]]) -> None:
     if not future.cancelled() and future.exception() is not None:
         failed.append(future)
 
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM to each of the pool's workers, whose default action ends it at once (spawned,
+    a worker has no handler of its own); the pool then fails their jobs. Python 3.14's
+    ``ProcessPoolExecutor.terminate_workers`` does this; 3.11 keeps them only in a private
+    name."""
+    for process in list(pool._processes.values()):  # noqa: SLF001 - no public list before 3.14 (cpython gh-128041)
+        process.terminate()

@@ -46,7 +46,7 @@ def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, 
                 raise SeriesIncomplete(index, str(exc), indices[:place], 0) from exc
         return len(indices)
     frames = ((out_dir, seed, index, preset) for index in indices)
-    run = run_in_order(write_one, frames, min(jobs, len(indices)))
+    run = run_in_order(write_one, frames, min(jobs, len(indices)), keep_started=True)
     _keep_up_to_the_first_failure(out_dir, seed, indices, run.futures)
     return len(indices)
 

@@ -179,7 +179,8 @@ def test_every_worker_starts_with_ctrl_c_ignored(
 
     monkeypatch.setattr(ProcessPoolExecutor, "_spawn_process", spawn)
     handler = signal.getsignal(signal.SIGINT)
-    run_in_order(write_one, ((tmp_path, 3, index, "normal") for index in range(4)), 2)
+    run_in_order(write_one, ((tmp_path, 3, index, "normal") for index in range(4)), 2,
+                 keep_started=True)
     assert seen == [signal.SIG_IGN, signal.SIG_IGN]
     assert signal.getsignal(signal.SIGINT) is handler  # the parent's own, back
     assert len(list(tmp_path.glob("skin-3-*.jpg"))) == 4
