@@ -146,5 +146,5 @@ def _terminate_workers(pool: ProcessPoolExecutor) -> None:
     a worker has no handler of its own); the pool then fails their jobs. Python 3.14's
     ``ProcessPoolExecutor.terminate_workers`` does this; 3.11 keeps them only in a private
     name."""
-    for process in list(pool._processes.values()):  # noqa: SLF001 - no public list before 3.14 (cpython gh-128041)
+    for process in list(pool._processes.values()):  # noqa: SLF001 - no public list before Python 3.14
         process.terminate()
