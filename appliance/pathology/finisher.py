@@ -4,7 +4,9 @@ One thread owns every slide in flight. It learns a slide's tiles when the slide 
 takes the model's outputs batch by batch, scores the guard (input statistics + features ->
 ``in_distribution``) and, when the last tile of a slide is in, writes the tile table, heatmap
 and CAM panel under ``results_dir/<job>/`` and the slide's row in the store. Outputs of a job
-that was dropped (cancelled, or taken over by another server) are ignored.
+that was dropped (cancelled, failed, or taken over by another server) are ignored from the drop
+on; the finisher says when it has dropped one (``on_dropped``), so the server stores a job's
+end only after every slide result of it that the finisher will ever write.
 """
 
 from __future__ import annotations
@@ -63,15 +65,17 @@ class SlideWork:
 
 
 class SlideFinisher(threading.Thread):
-    """Turns batch outputs into stored slide results; ``on_stored(job, index)`` after each."""
+    """Turns batch outputs into stored slide results; ``on_stored(job, index, row)`` after
+    each, ``on_dropped(job)`` once a dropped job's last result is written."""
 
     def __init__(self, store: PathologyStore, info: ModelInfo, *, results_dir: Path,
                  server_id: str, backend_settings: dict[str, Any],
-                 on_stored: Callable[[str, int, dict[str, Any]], None]) -> None:
+                 on_stored: Callable[[str, int, dict[str, Any]], None],
+                 on_dropped: Callable[[str], None]) -> None:
         super().__init__(name="SlideFinisher", daemon=True)
         self.store, self.info, self.results_dir = store, info, results_dir
         self.server_id, self.backend = server_id, json.dumps(backend_settings, default=str)
-        self.on_stored = on_stored
+        self.on_stored, self.on_dropped = on_stored, on_dropped
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stop_event = threading.Event()
         self._slides: dict[tuple[str, int], SlideWork] = {}
@@ -103,6 +107,7 @@ class SlideFinisher(threading.Thread):
             self._dropped.add(event)
             for key in [key for key in self._slides if key[0] == event]:
                 del self._slides[key]
+            self.on_dropped(event)
 
     def _scores(self, batch: Batch, outputs: ModelOutputs) -> None:
         offset = 0

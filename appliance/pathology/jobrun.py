@@ -35,6 +35,8 @@ class JobRun:
     published_at: float = 0.0
     last_dispatch: float = 0.0
     counted: set[int] = field(default_factory=set)
+    # the final state and reason of a job being stopped, stored once the finisher dropped it
+    ending: tuple[str, str] | None = None
     todo: deque[int] = field(init=False)
 
     def __post_init__(self) -> None:

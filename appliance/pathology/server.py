@@ -101,7 +101,8 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         finisher = SlideFinisher(self.store_for_thread(), self.backend.info,
                                  results_dir=Path(self.settings.results_dir),
                                  server_id=self.server_id,
-                                 backend_settings=self.backend.settings, on_stored=self._stored)
+                                 backend_settings=self.backend.settings, on_stored=self._stored,
+                                 on_dropped=self._dropped)
         runner = InferenceRunner(self.batcher, self.backend, finisher, self.metrics, self.events)
         self.finisher = finisher
         self.metrics.serve(self.settings.metrics_port or 0, self.settings.metrics_bind)
@@ -125,6 +126,10 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
     def _stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
         """Finisher thread: a slide result is in the store (handled by the main loop)."""
         self.events.put(("stored", (job_id, index, row)))
+
+    def _dropped(self, job_id: str) -> None:
+        """Finisher thread: it writes no more results of the job (handled by the main loop)."""
+        self.events.put(("dropped", (job_id,)))
 
     def store_for_thread(self) -> PathologyStore:
         """A second connection to the same store, for the finisher thread."""
@@ -227,17 +232,33 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             self._finish(run, "done")
 
     def _cancel(self, run: JobRun) -> None:
+        self._stop_then_end(run, "cancelled", "cancelled on request")
+
+    def _stop_then_end(self, run: JobRun, state: str, reason: str) -> None:
+        """Stop a job's work now and store its end once the finisher has dropped it: a slide
+        it was finishing meanwhile is then stored before the end (and among its published
+        results), never after it. A job ending already keeps the end it was given."""
+        if run.ending is not None:
+            return
+        run.ending = (state, reason)
         run.cancel_futures()
         freed = self.batcher.drop_job(run.request.job_id)
         self.finisher.inbox.put(("drop", run.request.job_id))
-        log.info("job %s cancelled; %d waiting tiles freed", run.request.job_id, freed)
-        self._finish(run, "cancelled", reason="cancelled on request")
+        log.info("job %s ends %s once its slides in hand are written; %d waiting tiles freed",
+                 run.request.job_id, state, freed)
+
+    def _event_dropped(self, job_id: str) -> None:
+        run = self.runs.get(job_id)
+        if run is not None and run.ending is not None:
+            self._finish(run, *run.ending)
 
     def _event_stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
         run = self.runs.get(job_id)
         if run is None:
             return
         run.stored_row(index, row)
+        if run.ending is not None:
+            return
         if not run.complete:
             self._progress(run)
             return
@@ -249,11 +270,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
 
     def _event_batch_failed(self, job_ids: set[str], reason: str) -> None:
         for job_id in job_ids & set(self.runs):
-            run = self.runs[job_id]
-            run.cancel_futures()
-            self.batcher.drop_job(job_id)
-            self.finisher.inbox.put(("drop", job_id))
-            self._finish(run, "failed", reason=f"model failed on a batch: {reason}")
+            self._stop_then_end(self.runs[job_id], "failed", f"model failed on a batch: {reason}")
 
     def _finish(self, run: JobRun, state: str, reason: str = "") -> None:
         job_id = run.request.job_id
@@ -309,6 +326,8 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
                 self.batcher.drop_job(job_id)
                 self.finisher.inbox.put(("drop", job_id))
                 del self.runs[job_id]
+            elif run.ending is not None:
+                continue  # its end is stored once the finisher has dropped it
             elif self.store.cancel_requested(job_id):
                 self._cancel(run)
             elif time.monotonic() - run.published_at >= 1.0:

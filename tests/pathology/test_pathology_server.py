@@ -791,6 +791,58 @@ def test_cancelled_job_stops_midway_and_frees_its_tiles(
     assert server.batcher.stats.peak_pending_tiles < 64 + 200
 
 
+class HeldSlideWrites(PathologyStore):
+    """The finisher's store: each slide result waits until ``release`` is set, then notes the
+    job's stored state just before it is written."""
+
+    def __init__(self, url: str, release: threading.Event) -> None:
+        super().__init__(url)
+        self.release = release
+        self.writing = threading.Event()
+        self.states_when_written: list[str] = []
+
+    def store_slide(self, row: dict[str, Any]) -> bool:
+        self.writing.set()
+        self.release.wait(60)
+        job = self.job(row["job_id"])
+        self.states_when_written.append(job["state"] if job else "unknown")
+        return super().store_slide(row)
+
+
+def test_a_slide_finishing_while_its_job_is_cancelled_is_stored_before_the_cancel(
+    env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under load a slide result was stored after its job was stored and published cancelled:
+    the finisher was writing it while the server carried out the cancel. Here the write is held
+    until the server has handled the cancel request; it must still land before the cancelled
+    state, and be among the cancelled job's published results."""
+    cancel_handled = threading.Event()
+    finisher_store = HeldSlideWrites(f"sqlite:///{env.tmp_path / 'state' / 'store.sqlite3'}",
+                                     cancel_handled)
+    handle_cancel = PathologyServer._cancel  # noqa: SLF001 - the cancel request's handler
+
+    def cancel_then_release(server: PathologyServer, run: Any) -> None:
+        handle_cancel(server, run)
+        cancel_handled.set()
+
+    monkeypatch.setattr(PathologyServer, "_cancel", cancel_then_release)
+    monkeypatch.setattr(PathologyServer, "store_for_thread", lambda server: finisher_store)
+    serve(env.config())
+    env.watcher.submit(_job("held", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+    assert finisher_store.writing.wait(60)
+    assert main(["pathology", "job", "cancel", "held", "--config",
+                 str(env.tmp_path / "config.yaml")]) == 0
+    final = env.watcher.wait("held", {"done", "cancelled", "failed"})
+    assert final["state"] == "cancelled"
+    assert finisher_store.states_when_written  # the held slide was written
+    assert set(finisher_store.states_when_written) == {"running"}  # none after the cancel
+    store = _store(env.tmp_path)
+    stored = [row["slide_index"] for row in store.slide_results("held")]
+    store.close()
+    assert stored == [row["slide_index"] for row in final["results"]]
+    assert final["slides_done"] == len(stored)
+
+
 def test_killed_server_job_is_taken_over_and_stored_exactly_once(
     env: Env, serve: Servers,
 ) -> None:
