@@ -218,6 +218,19 @@ class SlowBackend:
         return self.inner.infer(tiles_rgb)
 
 
+class GatedBackend(SlowBackend):
+    """A slow backend that scores a batch only while ``flowing`` is set."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s)
+        self.flowing = threading.Event()
+        self.flowing.set()
+
+    def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        self.flowing.wait(60)
+        return super().infer(tiles_rgb)
+
+
 class Servers:
     """Servers running in threads of this test; ``stop`` ends one, the fixture ends the rest."""
 
@@ -766,17 +779,29 @@ def test_a_job_on_torch_cuda_scores_slides_as_onnx_cpu_does(env: Env, serve: Ser
 
 
 def test_cancelled_job_stops_midway_and_frees_its_tiles(
-    env: Env, serve: Servers,
+    env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     tmp_path, slides, watcher = env.tmp_path, env.slides, env.watcher
     config = env.config(max_batch=8, max_wait_ms=0,
                      max_pending_tiles=64)
-    server = serve(config, SlowBackend(delay_s=0.15))
+    backend = GatedBackend(delay_s=0.15)
+    note_stored = PathologyServer._stored  # noqa: SLF001 - the finisher's "slide stored" callback
+
+    def stored_then_hold_the_model(server: PathologyServer, *slide: Any) -> None:
+        backend.flowing.clear()  # tiles now wait for the model, however loaded the machine is
+        note_stored(server, *slide)
+
+    monkeypatch.setattr(PathologyServer, "_stored", stored_then_hold_the_model)
+    server = serve(config, backend)
     watcher.submit(_job("long", [slides / "b11.jpg", slides / "b12.jpg"] * 4))
     watcher.wait("long", {"running"}, min_done=1)
+    deadline = time.monotonic() + 60
+    while server.batcher.pending_for("long") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the next slide is being prepared
     assert main(["pathology", "job", "cancel", "long", "--config",
                  str(tmp_path / "config.yaml")]) == 0
     final = watcher.wait("long", {"done", "cancelled", "failed"})
+    backend.flowing.set()
     assert final["state"] == "cancelled"
     assert server.batcher.pending_for("long") == 0
     assert server.batcher.stats.dropped_tiles > 0
