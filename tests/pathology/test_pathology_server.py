@@ -868,6 +868,30 @@ def test_a_slide_finishing_while_its_job_is_cancelled_is_stored_before_the_cance
     assert final["slides_done"] == len(stored)
 
 
+class BrokenBackend(SlowBackend):
+    """An accelerator that fails on every batch."""
+
+    def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        raise RuntimeError("accelerator lost")
+
+
+def test_a_batch_the_model_fails_on_fails_its_job_and_the_server_goes_on(
+    env: Env, serve: Servers,
+) -> None:
+    """The job ends failed (stored and published) once the finisher has dropped it, as a
+    cancelled one does, and the server stays up for the next job."""
+    serve(env.config(), BrokenBackend(delay_s=0))
+    for job_id in ("broken-1", "broken-2"):
+        env.watcher.submit(_job(job_id, [env.slides / "b11.jpg"]))
+        final = env.watcher.wait(job_id, {"done", "cancelled", "failed"})
+        assert final["state"] == "failed"
+        assert final["reason"] == "model failed on a batch: accelerator lost"
+        assert final["results"] == []
+        store = _store(env.tmp_path)
+        assert store.job(job_id)["state"] == "failed"  # type: ignore[index]
+        store.close()
+
+
 def test_killed_server_job_is_taken_over_and_stored_exactly_once(
     env: Env, serve: Servers,
 ) -> None:
