@@ -1,17 +1,14 @@
 """Slide preparation of ``appliance pathology serve``: slides of the running jobs handed to
-the preparation worker processes, round-robin over jobs while the batcher has room, and the
-prepared tiles handed on to the batcher and the finisher (docs/pathology-server.md, Batching).
-A worker that dies (killed: out of memory on a huge slide) fails the slides it held and new
-workers start.
+the preparation worker processes (appliance/pathology/workerpool.py), round-robin over jobs
+while the batcher has room, and the prepared tiles handed on to the batcher and the finisher
+(docs/pathology-server.md, Batching). A worker that dies (killed: out of memory on a huge
+slide) fails the slide it held; the next slide starts a new worker.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import multiprocessing.context
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from typing import Any
 
 from appliance.config.pathology import PathologyConfig
@@ -20,20 +17,9 @@ from appliance.pathology.finisher import SlideFinisher, SlideWork
 from appliance.pathology.jobrun import JobRun
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.slideworker import PreparedTiles, prepare_for_model
+from appliance.pathology.workerpool import PreparationWorkers, WorkerError
 
 log = logging.getLogger(__name__)
-
-
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Preparation workers start from a fork server, never by forking this process.
-
-    This process runs threads (paho's network loop, the inference runner, ONNX Runtime's pool);
-    a child forked while one of them holds a lock can hang forever, which stalled a job here.
-    The fork server is a clean single-threaded process that has imported the worker module once.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["appliance.pathology.slideworker"])
-    return context
 
 
 class SlidePreparation:
@@ -44,12 +30,9 @@ class SlidePreparation:
     runs: dict[str, JobRun]
     batcher: FairBatcher
     finisher: SlideFinisher
-    pool: ProcessPoolExecutor
+    pool: PreparationWorkers
     tile_settings: TileSettings
     slide_roots: tuple[str, ...]
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.settings.prepare_workers, mp_context=_worker_context())
 
     def _dispatch(self) -> None:
         """Start preparing slides, round-robin over jobs, while the batcher has room."""
@@ -61,15 +44,7 @@ class SlidePreparation:
             index = run.next_slide()
             if index is None:
                 continue
-            try:
-                future = self._prepare(run, index)
-            except BrokenProcessPool:  # a worker died (killed: out of memory on a huge slide)
-                log.error("a preparation worker died; the slides it held fail, new workers "
-                          "start")
-                self.pool.shutdown(wait=False, cancel_futures=True)
-                self.pool = self._new_pool()
-                future = self._prepare(run, index)
-            run.futures[index] = future
+            run.futures[index] = self._prepare(run, index)
             in_flight += 1
 
     def _prepare(self, run: JobRun, index: int) -> Future[PreparedTiles]:
@@ -93,8 +68,13 @@ class SlidePreparation:
             log.exception("job %s: preparing slide %d failed", run.request.job_id, index)
             prepared = PreparedTiles(run.request.job_id, index,
                                      error=f"{slide.path}: could not be prepared "
-                                     f"({type(exc).__name__}: {exc})")
+                                     f"({_failure(exc)})")
         self.finisher.inbox.put(("slide", SlideWork(prepared, slide.name, slide.path)))
         if not prepared.error:
             run.tiles_total += len(prepared.tiles)
             self.batcher.put(TileChunk(run.request.job_id, index, 0, prepared.pixels))
+
+
+def _failure(exc: Exception) -> str:
+    """What stopped a slide's preparation: a worker's error says it already."""
+    return str(exc) if isinstance(exc, WorkerError) else f"{type(exc).__name__}: {exc}"

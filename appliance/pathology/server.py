@@ -53,6 +53,7 @@ from appliance.pathology.prepare import TileSettings
 from appliance.pathology.preparing import SlidePreparation
 from appliance.pathology.serverlink import ServerLink
 from appliance.pathology.service_metrics import ServiceMetrics
+from appliance.pathology.workerpool import PreparationWorkers
 from appliance.transport.client import publish_properties
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         runner = InferenceRunner(self.batcher, self.backend, finisher, self.metrics, self.events)
         self.finisher = finisher
         self.metrics.serve(self.settings.metrics_port or 0, self.settings.metrics_bind)
-        with self._new_pool() as pool:
+        with PreparationWorkers(self.settings.prepare_workers) as pool:
             self.pool = pool
             finisher.start()
             runner.start()
@@ -120,8 +121,6 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
                 self._leave_the_broker()
                 for run in self.runs.values():
                     run.cancel_futures()
-                if self.pool is not pool:  # replaced after a worker died
-                    self.pool.shutdown(cancel_futures=True)
 
     def _stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
         """Finisher thread: a slide result is in the store (handled by the main loop)."""

@@ -1,10 +1,10 @@
 """What a preparation worker process does with one slide: decode, mask, tile, normalise.
 
-It runs in a process pool (``ProcessPoolExecutor``) so decoding and stain normalisation use
-every core while the main process feeds the accelerator. It returns the normalised tiles, the
-guard's input statistics of each tile (appliance/pathology/ood_stats.py, computed here so the
-accelerator never waits for them) and a thumbnail for the heatmap; a slide that cannot be
-prepared comes back with its error instead.
+It runs in the server's preparation worker processes (appliance/pathology/workerpool.py) so
+decoding and stain normalisation use every core while the main process feeds the accelerator.
+It returns the normalised tiles, the guard's input statistics of each tile
+(appliance/pathology/ood_stats.py, computed here so the accelerator never waits for them) and
+a thumbnail for the heatmap; a slide that cannot be prepared comes back with its error instead.
 """
 
 from __future__ import annotations

@@ -1,0 +1,96 @@
+"""The preparation worker processes: a worker that dies at any moment of a call fails that call
+only, and the next call gets a new worker (appliance/pathology/workerpool.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from appliance.pathology.workerpool import PreparationWorkers, WorkerDiedError, WorkerError
+from tests import pathology_worker_hooks as hooks
+
+
+@pytest.fixture
+def workers() -> Iterator[PreparationWorkers]:
+    with PreparationWorkers(2) as pool:
+        yield pool
+
+
+@pytest.fixture
+def one_worker() -> Iterator[PreparationWorkers]:
+    with PreparationWorkers(1) as pool:
+        yield pool
+
+
+def test_a_worker_killed_while_it_sends_its_answer_fails_that_call_and_no_other(
+    workers: PreparationWorkers,
+) -> None:
+    # a process pool whose workers share one result pipe waited for the rest of such an
+    # answer for ever: no call ended again
+    killed = workers.submit(hooks.die_while_answering, 4_000_000)
+    other = workers.submit(hooks.answer, "prepared")
+    with pytest.raises(WorkerDiedError, match=r"\(pid \d+\) died: killed by SIGKILL"):
+        killed.result(timeout=60)
+    assert other.result(timeout=60) == "prepared"
+    assert [workers.submit(hooks.answer, n).result(timeout=60) for n in range(3)] == [0, 1, 2]
+
+
+def test_a_worker_killed_as_it_takes_its_call_fails_that_call(
+    one_worker: PreparationWorkers,
+) -> None:
+    with pytest.raises(WorkerDiedError, match="killed by SIGKILL"):
+        one_worker.submit(hooks.answer, hooks.DiesWhenTaken()).result(timeout=60)
+    assert one_worker.submit(hooks.answer, "next").result(timeout=60) == "next"
+
+
+def test_a_worker_killed_while_idle_fails_no_call_and_is_replaced(
+    one_worker: PreparationWorkers,
+) -> None:
+    first = one_worker.submit(os.getpid).result(timeout=60)
+    os.kill(first, signal.SIGKILL)
+    deadline_s = time.monotonic() + 30
+    while first in _living(one_worker.worker_pids()):
+        assert time.monotonic() < deadline_s, f"worker {first} still runs after SIGKILL"
+        time.sleep(0.05)
+    second = one_worker.submit(os.getpid).result(timeout=60)
+    assert second != first
+    assert one_worker.worker_pids() == [second]
+
+
+def test_an_error_in_a_call_fails_that_call_and_the_worker_goes_on(
+    one_worker: PreparationWorkers,
+) -> None:
+    before = one_worker.submit(os.getpid).result(timeout=60)
+    with pytest.raises(WorkerError, match=r"^ValueError: no tissue$") as failed:
+        one_worker.submit(hooks.fail, "no tissue").result(timeout=60)
+    assert 'in fail\n    raise ValueError(text)' in str(failed.value.__cause__)  # the log shows it
+    assert one_worker.submit(os.getpid).result(timeout=60) == before
+
+
+def test_shutdown_ends_a_busy_worker_and_cancels_the_waiting_calls() -> None:
+    pool = PreparationWorkers(1)
+    busy = pool.submit(time.sleep, 30)
+    waiting = pool.submit(hooks.answer, "never")
+    while not busy.running():
+        time.sleep(0.01)
+    pool.shutdown()
+    with pytest.raises(WorkerDiedError, match="killed by SIGTERM"):
+        busy.result(timeout=0)
+    assert waiting.cancelled()
+    assert pool.worker_pids() == []
+
+
+def _living(pids: list[int]) -> list[int]:
+    """The pids still running: a worker that died is gone once its fork server reaped it."""
+    living = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        living.append(pid)
+    return living
