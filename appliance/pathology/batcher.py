@@ -21,23 +21,26 @@ import numpy as np
 
 @dataclass
 class TileChunk:
-    """Consecutive prepared tiles of one slide: pixels, and the index of the first in the slide."""
+    """Consecutive prepared tiles of one slide: pixels, and the index of the first in the slide;
+    ``run_id`` names the run of the job they were prepared for (the batcher only carries it)."""
 
     job_id: str
     slide_index: int
     first_tile: int
     pixels: np.ndarray
+    run_id: int = field(kw_only=True)
     queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
 class BatchPart:
-    """Which tiles of a batch belong to which slide."""
+    """Which tiles of a batch belong to which slide, of which run of its job."""
 
     job_id: str
     slide_index: int
     first_tile: int
     count: int
+    run_id: int
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class Batch:
     def jobs(self) -> set[str]:
         """The jobs whose tiles are in this batch."""
         return {part.job_id for part in self.parts}
+
+    @property
+    def runs(self) -> set[tuple[str, int]]:
+        """The runs (job id, run id) whose tiles are in this batch."""
+        return {(part.job_id, part.run_id) for part in self.parts}
 
 
 @dataclass
@@ -159,7 +167,7 @@ class FairBatcher:
         """Up to count tiles from the head chunk of one job's queue."""
         chunk = self._queues[job_id][0]
         pixels = chunk.pixels[:count]
-        part = BatchPart(job_id, chunk.slide_index, chunk.first_tile, len(pixels))
+        part = BatchPart(job_id, chunk.slide_index, chunk.first_tile, len(pixels), chunk.run_id)
         if len(pixels) == len(chunk.pixels):
             self._queues[job_id].popleft()
         else:

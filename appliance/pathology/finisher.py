@@ -3,10 +3,14 @@
 One thread owns every slide in flight. It learns a slide's tiles when the slide is prepared,
 takes the model's outputs batch by batch, scores the guard (input statistics + features ->
 ``in_distribution``) and, when the last tile of a slide is in, writes the tile table, heatmap
-and CAM panel under ``results_dir/<job>/`` and the slide's row in the store. Outputs of a job
-that was dropped (cancelled, failed, or taken over by another server) are ignored from the drop
-on; the finisher says when it has dropped one (``on_dropped``), so the server stores a job's
-end only after every slide result of it that the finisher will ever write.
+and CAM panel under ``results_dir/<job>/`` and the slide's row in the store.
+
+Slides and outputs belong to one run of a job (appliance/pathology/jobrun.py). A drop ends one
+run (cancelled, failed, or taken over by another server): its slides in hand are forgotten at
+once, and outputs of it that were still in the model find no slide to land in; the same job
+taken back later is a new run, finished as any other. The finisher keeps nothing of a run past
+its drop, and says when it has dropped one (``on_dropped``), so the server stores a job's end
+only after every slide result of that run that the finisher will ever write.
 """
 
 from __future__ import annotations
@@ -47,11 +51,12 @@ SLIDE_OUTAGE = OutageWords(
 
 @dataclass
 class SlideWork:
-    """A prepared slide waiting for its tiles' outputs."""
+    """A prepared slide waiting for its tiles' outputs, in one run of its job."""
 
     prepared: PreparedTiles
     name: str
     path: str
+    run_id: int
     probability: np.ndarray = field(init=False)
     in_distribution: np.ndarray = field(init=False)
     remaining: int = field(init=False)
@@ -66,20 +71,20 @@ class SlideWork:
 
 class SlideFinisher(threading.Thread):
     """Turns batch outputs into stored slide results; ``on_stored(job, index, row)`` after
-    each, ``on_dropped(job)`` once a dropped job's last result is written."""
+    each, ``on_dropped(job, run)`` once a dropped run's last result is written."""
 
     def __init__(self, store: PathologyStore, info: ModelInfo, *, results_dir: Path,
                  server_id: str, backend_settings: dict[str, Any],
                  on_stored: Callable[[str, int, dict[str, Any]], None],
-                 on_dropped: Callable[[str], None]) -> None:
+                 on_dropped: Callable[[str, int], None]) -> None:
         super().__init__(name="SlideFinisher", daemon=True)
         self.store, self.info, self.results_dir = store, info, results_dir
         self.server_id, self.backend = server_id, json.dumps(backend_settings, default=str)
         self.on_stored, self.on_dropped = on_stored, on_dropped
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stop_event = threading.Event()
-        self._slides: dict[tuple[str, int], SlideWork] = {}
-        self._dropped: set[str] = set()
+        # slides waiting for outputs, by (job id, run id, slide index)
+        self._slides: dict[tuple[str, int, int], SlideWork] = {}
         self._outage = StoreOutage(store.url, log, SLIDE_OUTAGE)  # said once, not each try
 
     def run(self) -> None:
@@ -100,22 +105,28 @@ class SlideFinisher(threading.Thread):
             if work.prepared.error:
                 self._store(work, scored=False)
             else:
-                self._slides[(work.prepared.job_id, work.prepared.slide_index)] = work
+                key = (work.prepared.job_id, work.run_id, work.prepared.slide_index)
+                self._slides[key] = work
         elif kind == "batch":
             self._scores(*event)
         elif kind == "drop":
-            self._dropped.add(event)
-            for key in [key for key in self._slides if key[0] == event]:
-                del self._slides[key]
-            self.on_dropped(event)
+            self._drop(*event)
+
+    def _drop(self, job_id: str, run_id: int) -> None:
+        """Forget a run's slides in hand (its outputs still in the model then land nowhere;
+        the server sends no slide of a run it dropped) and say so."""
+        for key in [key for key in self._slides if key[:2] == (job_id, run_id)]:
+            del self._slides[key]
+        self.on_dropped(job_id, run_id)
 
     def _scores(self, batch: Batch, outputs: ModelOutputs) -> None:
         offset = 0
         for part in batch.parts:
             rows = slice(offset, offset + part.count)
             offset += part.count
-            work = self._slides.get((part.job_id, part.slide_index))
-            if work is None:
+            key = (part.job_id, part.run_id, part.slide_index)
+            work = self._slides.get(key)
+            if work is None:  # of a run dropped while these tiles were in the model
                 continue
             tiles = slice(part.first_tile, part.first_tile + part.count)
             work.probability[tiles] = outputs.probability[rows]
@@ -127,7 +138,7 @@ class SlideFinisher(threading.Thread):
             work.decisive.offer(batch.pixels[rows], cams, outputs.probability[rows])
             work.remaining -= part.count
             if work.remaining == 0:
-                del self._slides[(part.job_id, part.slide_index)]
+                del self._slides[key]
                 self._store(work, scored=True)
 
     def _pictures(self, work: SlideWork, result: SlideResult) -> dict[str, str]:
@@ -153,8 +164,6 @@ class SlideFinisher(threading.Thread):
 
     def _store(self, work: SlideWork, *, scored: bool) -> None:
         job_id, index = work.prepared.job_id, work.prepared.slide_index
-        if job_id in self._dropped:
-            return
         base = SlideResult(work.name, "", "", work.path)
         if not scored:
             result = SlideResult(**{**asdict(base), "error": work.prepared.error})

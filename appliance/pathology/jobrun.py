@@ -1,7 +1,15 @@
-"""One running job's bookkeeping, and the thread that feeds batches to the backend."""
+"""One running job's bookkeeping, and the thread that feeds batches to the backend.
+
+A server may run the same job more than once in its life: it loses the job (its lease ran out
+and another server claimed it) and takes it back later (that server died in turn). Each run has
+an id of its own (``JobRun.run_id``, never reused in the process) that goes with its slides and
+tiles through the batcher and the finisher, so what an earlier run left in flight (a batch in
+the model, its drop, a failed batch) touches that run only, never the one after it.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -21,14 +29,16 @@ log = logging.getLogger(__name__)
 RESULT_FIELDS = ("slide_index", "slide", "label", "score", "tile_count", "in_distribution_share",
                  "reason",
                  "error", "heatmap_path", "cam_path", "tiles_path")
+_RUN_IDS = itertools.count(1)  # the main loop alone starts runs
 
 
 @dataclass
 class JobRun:
-    """Which slides of a job are waiting, being prepared, and stored."""
+    """Which slides of a job are waiting, being prepared, and stored, in one run of it."""
 
     request: JobRequest
     stored: set[int]
+    run_id: int = field(default_factory=lambda: next(_RUN_IDS))
     futures: dict[int, Future[Any]] = field(default_factory=dict)
     tiles_total: int = 0
     tiles_scored: int = 0
@@ -98,7 +108,7 @@ class InferenceRunner(threading.Thread):
                 outputs = self.backend.infer(batch.pixels)
             except Exception as exc:  # a backend error fails the jobs, not the server
                 log.exception("backend failed on a batch of %d tiles", len(batch.pixels))
-                self.events.put(("batch_failed", (batch.jobs, str(exc)[:500])))
+                self.events.put(("batch_failed", (batch.runs, str(exc)[:500])))
                 continue
             self.metrics.batch_done(len(batch.pixels), time.monotonic() - started)
             self.finisher.inbox.put(("batch", (batch, outputs)))

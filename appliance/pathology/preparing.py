@@ -69,10 +69,12 @@ class SlidePreparation:
             prepared = PreparedTiles(run.request.job_id, index,
                                      error=f"{slide.path}: could not be prepared "
                                      f"({_failure(exc)})")
-        self.finisher.inbox.put(("slide", SlideWork(prepared, slide.name, slide.path)))
+        self.finisher.inbox.put(("slide", SlideWork(prepared, slide.name, slide.path,
+                                                    run.run_id)))
         if not prepared.error:
             run.tiles_total += len(prepared.tiles)
-            self.batcher.put(TileChunk(run.request.job_id, index, 0, prepared.pixels))
+            self.batcher.put(TileChunk(run.request.job_id, index, 0, prepared.pixels,
+                                       run_id=run.run_id))
 
 
 def _failure(exc: Exception) -> str:

@@ -126,9 +126,10 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         """Finisher thread: a slide result is in the store (handled by the main loop)."""
         self.events.put(("stored", (job_id, index, row)))
 
-    def _dropped(self, job_id: str) -> None:
-        """Finisher thread: it writes no more results of the job (handled by the main loop)."""
-        self.events.put(("dropped", (job_id,)))
+    def _dropped(self, job_id: str, run_id: int) -> None:
+        """Finisher thread: it writes no more results of that run of the job (handled by the
+        main loop)."""
+        self.events.put(("dropped", (job_id, run_id)))
 
     def store_for_thread(self) -> PathologyStore:
         """A second connection to the same store, for the finisher thread."""
@@ -240,15 +241,22 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         if run.ending is not None:
             return
         run.ending = (state, reason)
-        run.cancel_futures()
-        freed = self.batcher.drop_job(run.request.job_id)
-        self.finisher.inbox.put(("drop", run.request.job_id))
+        freed = self._drop(run)
         log.info("job %s ends %s once its slides in hand are written; %d waiting tiles freed",
                  run.request.job_id, state, freed)
 
-    def _event_dropped(self, job_id: str) -> None:
-        run = self.runs.get(job_id)
-        if run is not None and run.ending is not None:
+    def _drop(self, run: JobRun) -> int:
+        """Stop a run's work: its preparations are forgotten, its waiting tiles freed (how
+        many is returned) and the finisher told to drop it (after which no slide of this run
+        reaches it)."""
+        run.cancel_futures()
+        freed = self.batcher.drop_job(run.request.job_id)
+        self.finisher.inbox.put(("drop", (run.request.job_id, run.run_id)))
+        return freed
+
+    def _event_dropped(self, job_id: str, run_id: int) -> None:
+        run = self.runs.get(job_id)  # an earlier run's drop does not end a later run
+        if run is not None and run.run_id == run_id and run.ending is not None:
             self._finish(run, *run.ending)
 
     def _event_stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
@@ -267,9 +275,12 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         else:
             self._finish(run, "done")
 
-    def _event_batch_failed(self, job_ids: set[str], reason: str) -> None:
-        for job_id in job_ids & set(self.runs):
-            self._stop_then_end(self.runs[job_id], "failed", f"model failed on a batch: {reason}")
+    def _event_batch_failed(self, runs: set[tuple[str, int]], reason: str) -> None:
+        """Fail the runs whose tiles the model failed on, not a later run of the same job."""
+        for job_id, run_id in runs:
+            run = self.runs.get(job_id)
+            if run is not None and run.run_id == run_id:
+                self._stop_then_end(run, "failed", f"model failed on a batch: {reason}")
 
     def _finish(self, run: JobRun, state: str, reason: str = "") -> None:
         job_id = run.request.job_id
@@ -321,9 +332,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             run = self.runs[job_id]
             if job_id not in owned:
                 log.warning("job %s was taken over by another server; dropping it", job_id)
-                run.cancel_futures()
-                self.batcher.drop_job(job_id)
-                self.finisher.inbox.put(("drop", job_id))
+                self._drop(run)
                 del self.runs[job_id]
             elif run.ending is not None:
                 continue  # its end is stored once the finisher has dropped it

@@ -26,8 +26,8 @@ def _tiles(count: int, value: int = 0) -> np.ndarray:
 
 def test_a_big_job_cannot_starve_a_small_one() -> None:
     batcher = FairBatcher(max_batch=64, max_wait_s=10.0, max_pending_tiles=10_000)
-    batcher.put(TileChunk("big", 0, 0, _tiles(1000, 1)))
-    batcher.put(TileChunk("small", 0, 0, _tiles(10, 2)))
+    batcher.put(TileChunk("big", 0, 0, _tiles(1000, 1), run_id=1))
+    batcher.put(TileChunk("small", 0, 0, _tiles(10, 2), run_id=1))
     batch = batcher.next_batch(STOP)
     assert batch is not None
     counts: dict[str, int] = {}
@@ -39,20 +39,21 @@ def test_a_big_job_cannot_starve_a_small_one() -> None:
     assert batcher.pending_tiles == 1000 - 54
 
 
-def test_parts_say_which_slide_tiles_a_batch_holds() -> None:
+def test_parts_say_which_slide_tiles_of_which_run_a_batch_holds() -> None:
     batcher = FairBatcher(max_batch=4, max_wait_s=0.0, max_pending_tiles=100)
-    batcher.put(TileChunk("a", 3, 0, np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1)))
+    batcher.put(TileChunk("a", 3, 0, np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1), run_id=7))
     first, second = batcher.next_batch(STOP), batcher.next_batch(STOP)
     assert first is not None
     assert second is not None
     assert [(p.slide_index, p.first_tile, p.count) for p in first.parts] == [(3, 0, 4)]
     assert [(p.slide_index, p.first_tile, p.count) for p in second.parts] == [(3, 4, 2)]
+    assert first.runs == second.runs == {("a", 7)}
     assert second.pixels.ravel().tolist() == [4, 5]
 
 
 def test_a_lone_small_job_waits_at_most_max_wait() -> None:
     batcher = FairBatcher(max_batch=64, max_wait_s=0.2, max_pending_tiles=100)
-    batcher.put(TileChunk("lone", 0, 0, _tiles(5)))
+    batcher.put(TileChunk("lone", 0, 0, _tiles(5), run_id=1))
     started = time.monotonic()
     batch = batcher.next_batch(STOP, idle_timeout_s=5.0)
     assert batch is not None
@@ -63,8 +64,8 @@ def test_a_lone_small_job_waits_at_most_max_wait() -> None:
 
 def test_dropping_a_job_frees_its_tiles_and_room() -> None:
     batcher = FairBatcher(max_batch=8, max_wait_s=1.0, max_pending_tiles=20)
-    batcher.put(TileChunk("keep", 0, 0, _tiles(5)))
-    batcher.put(TileChunk("cancel", 0, 0, _tiles(30)))
+    batcher.put(TileChunk("keep", 0, 0, _tiles(5), run_id=1))
+    batcher.put(TileChunk("cancel", 0, 0, _tiles(30), run_id=1))
     assert not batcher.has_room()  # back-pressure: no more slides are prepared
     assert batcher.drop_job("cancel") == 30
     assert batcher.has_room()

@@ -17,7 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -897,6 +897,93 @@ def test_a_batch_the_model_fails_on_fails_its_job_and_the_server_goes_on(
         store = _store(env.tmp_path)
         assert store.job(job_id)["state"] == "failed"  # type: ignore[index]
         store.close()
+
+
+class FirstBatchHeld(SlowBackend):
+    """The real ONNX backend whose first batch waits in the model until ``release`` is set,
+    then is scored, or fails (``fail_held``)."""
+
+    def __init__(self, *, fail_held: bool) -> None:
+        super().__init__(delay_s=0)
+        self.fail_held = fail_held
+        self.holding, self.release = threading.Event(), threading.Event()
+        self.batches = 0
+
+    def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        self.batches += 1  # one caller: the server's inference thread
+        if self.batches == 1:
+            self.holding.set()
+            self.release.wait(60)
+            if self.fail_held:
+                raise RuntimeError("accelerator lost")
+        return super().infer(tiles_rgb)
+
+
+def _claimed_by_a_server_that_dies(tmp_path: Path, job_id: str, lease_s: float) -> None:
+    """The job's lease runs out (its owner stalled past it) and another server claims it, as
+    any server does (claim_expired), then dies: its own lease runs out lease_s later."""
+    store = _store(tmp_path)
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            with closing(sqlite3.connect(tmp_path / "state" / "store.sqlite3")) as db, db:
+                db.execute("UPDATE pathology_jobs SET lease_until = 0 WHERE job_id = ?",
+                           (job_id,))
+            if [job.job_id for job in store.claim_expired("ghost", lease_s)] == [job_id]:
+                return
+            assert time.monotonic() < deadline, "the owner renewed its lease each time"
+    finally:
+        store.close()
+
+
+def _same_scores(rows: list[dict[str, Any]], expected: list[dict[str, Any]]) -> bool:
+    """Each slide with the same index, label, tile count and score (to 1e-4: batches cut
+    otherwise may round otherwise)."""
+    def plain(row: dict[str, Any]) -> tuple[Any, ...]:
+        return row["slide_index"], row["label"], row["tile_count"]
+    return [plain(row) for row in rows] == [plain(row) for row in expected] and \
+        [row["score"] for row in rows] == pytest.approx([row["score"] for row in expected],
+                                                        abs=1e-4)
+
+
+@pytest.mark.parametrize("held_batch", ["scored", "failed"])
+def test_a_job_lost_to_another_server_and_taken_back_is_finished_by_the_run_that_took_it_back(
+    env: Env, serve: Servers, held_batch: str,
+) -> None:
+    """A server that lost a job (its lease ran out and another server claimed it), then took
+    it back once that server died, ignored every slide of it for ever: the job stayed running
+    at 0 slides. Here the lost run's first batch is in the model across the loss and the
+    taking back, and is then scored or fails: neither may touch the new run, which scores
+    every slide as a run of the same slides undisturbed does."""
+    backend = FirstBatchHeld(fail_held=held_batch == "failed")
+    server = serve(env.config(max_batch=8, max_wait_ms=0), backend)
+    slides = [env.slides / "b11.jpg", env.slides / "b12.jpg"]
+    env.watcher.submit(_job("back", slides))
+    assert backend.holding.wait(60)
+    lost = server.runs["back"]
+    _claimed_by_a_server_that_dies(env.tmp_path, "back", lease_s=1.0)
+    deadline = time.monotonic() + 60
+    while (taken_back := server.runs.get("back")) is None or taken_back is lost:
+        assert time.monotonic() < deadline, "the server never took the job back"
+        time.sleep(0.05)
+    while server.batcher.pending_for("back") == 0:  # the new run's first slide is prepared
+        assert time.monotonic() < deadline, "the job taken back prepared no slide"
+        time.sleep(0.05)
+    backend.release.set()  # the lost run's batch comes out of the model now
+    final = env.watcher.wait("back", {"done", "failed", "cancelled"})
+    assert (final["state"], final["server"]) == ("done", server.server_id)
+    store = _store(env.tmp_path)
+    rows = store.slide_results("back")
+    job = store.job("back")
+    store.close()
+    assert job is not None
+    assert (job["state"], job["owner"], job["takeovers"]) == ("done", server.server_id, 2)
+    env.watcher.submit(_job("undisturbed", slides))
+    undisturbed = env.watcher.wait("undisturbed", {"done", "failed", "cancelled"})
+    assert undisturbed["state"] == "done"
+    assert all(isinstance(row["score"], float) for row in rows)
+    assert _same_scores(rows, final["results"])
+    assert _same_scores(rows, undisturbed["results"])
 
 
 def test_killed_server_job_is_taken_over_and_stored_exactly_once(

@@ -1,0 +1,126 @@
+"""The slide finisher on a real store (SQLite, PostgreSQL): a dropped run of a job leaves
+nothing behind, and a later run of the same job (taken back by this server) is finished."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance.pathology.backends import ModelOutputs
+from appliance.pathology.batcher import Batch, BatchPart
+from appliance.pathology.finisher import SlideFinisher, SlideWork
+from appliance.pathology.jobs import make_request
+from appliance.pathology.jobstore import PathologyStore, open_pathology_store
+from appliance.pathology.model import ModelInfo
+from appliance.pathology.slideworker import PreparedTiles
+from appliance.pathology.stain import REFERENCE
+from appliance.pathology.tiles import Tile
+from tests.store_helpers import BACKENDS, fresh_store
+
+TILE_PX = 8
+INFO = ModelInfo("test", "1", ("MSS", "MSI"), TILE_PX, 4.0, 0.5, REFERENCE)
+TOLD_WITHIN_S = 30.0
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PathologyStore]:
+    """A fresh pathology store of each backend (PostgreSQL in a throw-away schema)."""
+    with fresh_store(request.param, tmp_path, "test_finisher", open_pathology_store) as opened:
+        yield opened
+
+
+def _slide(job_id: str, run_id: int, tiles: int) -> tuple[str, SlideWork]:
+    """Slide 0 of a job, prepared for one run of it."""
+    pixels = np.zeros((tiles, TILE_PX, TILE_PX, 3), np.uint8)
+    prepared = PreparedTiles(job_id, 0, [Tile(0, i, i * TILE_PX, 0, TILE_PX, 1.0)
+                                         for i in range(tiles)], pixels,
+                             np.zeros((tiles, 0), np.float32))
+    return "slide", SlideWork(prepared, "s0", "/slides/s0.jpg", run_id)
+
+
+def _outputs(job_id: str, run_id: int, tiles: range, probability: float) -> tuple[str, Any]:
+    """The model's outputs for some tiles of slide 0 of one run of a job."""
+    part = BatchPart(job_id, 0, tiles.start, len(tiles), run_id)
+    batch = Batch(np.zeros((len(tiles), TILE_PX, TILE_PX, 3), np.uint8), (part,))
+    return "batch", (batch, ModelOutputs(np.full(len(tiles), probability, np.float32),
+                                         None, None))
+
+
+class Finishing:
+    """A finisher thread on the store; what it tells the server comes out of ``told``."""
+
+    def __init__(self, store: PathologyStore, results_dir: Path) -> None:
+        self.told: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue()
+        self.finisher = SlideFinisher(
+            store, INFO, results_dir=results_dir, server_id="here", backend_settings={},
+            on_stored=lambda *stored: self.told.put(("stored", stored)),
+            on_dropped=lambda *dropped: self.told.put(("dropped", dropped)))
+        self.finisher.start()
+
+    def send(self, *events: tuple[str, Any]) -> None:
+        for event in events:
+            self.finisher.inbox.put(event)
+
+    def next_told(self) -> tuple[str, tuple[Any, ...]]:
+        return self.told.get(timeout=TOLD_WITHIN_S)
+
+    def stop(self) -> None:
+        self.finisher.stop_event.set()
+        self.finisher.join(10)
+
+
+def test_a_job_taken_back_after_a_drop_is_finished_by_its_new_run_alone(
+    store: PathologyStore, tmp_path: Path,
+) -> None:
+    """A server loses a job halfway through a slide (its lease ran out, another server claimed
+    it) and takes it back later. The finisher ignored every slide of a job it had once dropped,
+    so the job never finished there; the outputs of the lost run still in the model at the drop
+    must not count towards the new run's slide either."""
+    request = make_request([tmp_path / "s0.jpg"], 0.5)
+    assert store.accept(request, "here", lease_s=30)
+    job = request.job_id
+    finishing = Finishing(store, tmp_path / "out")
+    try:
+        finishing.send(_slide(job, 1, tiles=4), _outputs(job, 1, range(0, 2), 0.9),
+                       ("drop", (job, 1)))
+        assert finishing.next_told() == ("dropped", (job, 1))
+        finishing.send(_slide(job, 2, tiles=4),
+                       _outputs(job, 1, range(2, 4), 0.9),  # in the model during the drop
+                       _outputs(job, 2, range(0, 4), 0.2))
+        kind, (job_id, index, row) = finishing.next_told()
+    finally:
+        finishing.stop()
+    assert (kind, job_id, index) == ("stored", job, 0)
+    assert (row["tile_count"], row["label"]) == (4, "MSS")
+    assert row["score"] == pytest.approx(0.2)
+    stored = store.slide_results(job)
+    assert [(r["slide_index"], r["tile_count"], r["server"]) for r in stored] == [(0, 4, "here")]
+    assert stored[0]["score"] == pytest.approx(0.2)
+    tiles_csv = (tmp_path / "out" / job / "tiles" / "0000-s0.csv").read_text().splitlines()
+    assert [line.split(",")[5] for line in tiles_csv[1:]] == ["0.20000"] * 4
+
+
+def test_a_drop_ends_only_the_run_it_names_and_says_which(
+    store: PathologyStore, tmp_path: Path,
+) -> None:
+    """A late drop of an earlier run (the finisher was busy when it came) must not end the run
+    of the same job that followed it, and says which run it dropped, so the server does not
+    end the later run for it."""
+    request = make_request([tmp_path / "s0.jpg"], 0.5)
+    assert store.accept(request, "here", lease_s=30)
+    job = request.job_id
+    finishing = Finishing(store, tmp_path / "out")
+    try:
+        finishing.send(_slide(job, 2, tiles=2), ("drop", (job, 1)))
+        assert finishing.next_told() == ("dropped", (job, 1))
+        finishing.send(_outputs(job, 2, range(0, 2), 0.7))
+        kind, (job_id, index, row) = finishing.next_told()
+    finally:
+        finishing.stop()
+    assert (kind, job_id, index, row["label"]) == ("stored", job, 0, "MSI")
+    assert [r["slide_index"] for r in store.slide_results(job)] == [0]
