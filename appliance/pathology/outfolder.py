@@ -1,8 +1,8 @@
 """The results folder (--out) of ``pathology run|submit``: one run at a time, never two mixed.
 
 1. While a run lasts it holds an exclusive ``flock`` on the folder itself (no lock file is
-   left behind; the kernel drops it at exit, kill -9 included), so a second run into the same
-   folder is refused instead of writing between the first one's files.
+   left behind; the kernel drops it at exit, kill -9 included; appliance/filelock.py), so a
+   second run into the same folder is refused instead of writing between the first one's files.
 2. An earlier run there (results.csv, run.json, heatmaps, CAMs or tile tables) is refused
    unless ``--force``: a reader of the folder would otherwise take one run's table beside
    another's pictures.
@@ -17,11 +17,18 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from appliance.filelock import (
+    FileLock,
+    LockBusyError,
+    LockOpenError,
+    LockUnsupportedError,
+    exclusive_lock,
+)
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "run.json"
@@ -89,7 +96,7 @@ class ResultsFolder:
         killed run's stage and make this run's; ResultsFolderError names what stood in the way."""
         self.out = out
         self.stage = out  # until the stage is made: nothing of it to remove
-        self._fd: int | None = _locked(out)
+        self._lock = _locked(out)
         try:
             self._check(force)
             for stage in out.glob(f"{STAGE_PREFIX}*"):  # a killed run's: never published
@@ -126,8 +133,8 @@ class ResultsFolder:
 
     def _sync(self) -> None:
         """The folder's entries (removals, renames) on disk, in the order they were made."""
-        assert self._fd is not None, "the results folder was closed"
-        os.fsync(self._fd)
+        assert self._lock.fd is not None, "the results folder was closed"
+        os.fsync(self._lock.fd)
 
     def _replace_files(self, folder: str) -> None:
         for old in _run_files(self.out, folder):
@@ -146,9 +153,7 @@ class ResultsFolder:
         if self.stage != self.out:
             shutil.rmtree(self.stage, ignore_errors=True)  # the next run removes what this cannot
             self.stage = self.out
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
     def __enter__(self) -> ResultsFolder:
         return self
@@ -157,25 +162,19 @@ class ResultsFolder:
         self.close()
 
 
-def _locked(out: Path) -> int:
-    """A descriptor of ``out`` (made if missing) holding its exclusive flock."""
+def _locked(out: Path) -> FileLock:
+    """The exclusive lock of ``out`` (made if missing), held on the folder itself."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        raise ResultsFolderError(f"--out {out}: cannot make or open it ({exc.strerror or exc}); "
+        return exclusive_lock(out, folder=True)
+    except LockOpenError as exc:
+        raise ResultsFolderError(f"--out {out}: cannot make or open it ({exc.strerror}); "
                                  "choose a writable folder") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        os.close(fd)
+    except LockBusyError as exc:
         raise ResultsFolderError(f"--out {out}: another pathology run or submit is writing into "
                                  "it now; wait for it to end, or name another folder") from exc
-    except OSError as exc:  # a file system without locks
-        os.close(fd)
-        raise ResultsFolderError(f"--out {out}: cannot lock it ({exc.strerror or exc}); a run "
+    except LockUnsupportedError as exc:
+        raise ResultsFolderError(f"--out {out}: cannot lock it ({exc.strerror}); a run "
                                  "locks its results folder: name one on a local disk") from exc
-    return fd
 
 
 def _run_files(folder: Path, name: str) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import os
 import subprocess
 import sys
@@ -162,7 +163,7 @@ def test_an_out_on_a_file_system_without_locks_says_so_not_that_a_run_holds_it(
     def unsupported(fd: int, operation: int) -> None:
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
 
-    monkeypatch.setattr("appliance.pathology.outfolder.fcntl.flock", unsupported)
+    monkeypatch.setattr(fcntl, "flock", unsupported)
     out = tmp_path / "out"
     assert main(_submit(out, slides / "a.jpg")) == 2
     err = capsys.readouterr().err
