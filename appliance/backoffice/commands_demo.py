@@ -10,11 +10,10 @@ import sys
 import threading
 from contextlib import nullcontext
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.commands import named_store
-from appliance.backoffice.demolock import DemoLockError, demo_lock, lock_path
+from appliance.backoffice.demolock import DemoLockError, demo_lock
 from appliance.synthetic.arguments import finite_number, whole_number
 
 # Each simulated kiosk is a whole edge daemon process (Python, OpenCV, ONNX Runtime: about
@@ -75,34 +74,34 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     try:
         store_url = None if args.throwaway else _default_store(args)
-        lock_file = None if store_url is None else _lock_path(args, store_url)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     stop, received = threading.Event(), list[int]()
     with stop_on_signals(stop, received):  # a Ctrl-C while the command started: its stop now
-        return _run_until_stopped(args, store_url, lock_file, stop, received)
+        return _run_until_stopped(args, store_url, stop, received)
 
 
-def _run_until_stopped(args: argparse.Namespace, store_url: str | None, lock_file: Path | None,
+def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
                        stop: threading.Event, received: list[int]) -> int:
-    """The demo on ``store_url`` (None: a throw-away store), holding ``lock_file`` (which keeps
-    a second demo off that store), until it ends or ``stop`` is set (by a signal, whose number
-    is in ``received``); the command's exit code."""
+    """The demo on ``store_url`` (None: a throw-away store), holding the store's demo lock
+    (which keeps a second demo off it), until it ends or ``stop`` is set (by a signal, whose
+    number is in ``received``); the command's exit code."""
     from appliance.backoffice.demo import EXIT_INTERRUPTED, run_demo  # noqa: PLC0415
+    from appliance.backoffice.storeerrors import StoreError  # noqa: PLC0415
     from appliance.transport.broker import BrokerError  # noqa: PLC0415
 
     if stop.is_set():
         print("demo stopped (Ctrl-C or SIGTERM) before it started anything", file=sys.stderr)
         return 128 + received[0] if received else 130
     try:
-        with nullcontext() if lock_file is None else demo_lock(lock_file):
+        with nullcontext() if store_url is None else demo_lock(store_url):
             code = run_demo(args.devices, args.count, args.timeout_s, stop=stop,
                             store_url=store_url, store_option=_store_option(args))
     except DemoLockError as exc:  # another demo runs on the store: refused before it starts
         print(f"demo: {exc}", file=sys.stderr)
         return 2
-    except BrokerError as exc:
+    except (BrokerError, StoreError) as exc:  # StoreError: the lock's PostgreSQL connection
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     # stopped: 130 after Ctrl-C, 143 after SIGTERM, as every command ends (README)
@@ -119,16 +118,6 @@ def _default_store(args: argparse.Namespace) -> str:
         return str(args.store)
     config = load_config_or_defaults(args.config)
     return store_url_for(config.store.url, config.state_dir)
-
-
-def _lock_path(args: argparse.Namespace, store_url: str) -> Path:
-    """The file that keeps a second demo off ``store_url``: beside a SQLite store, else in the
-    config's state folder (ConfigError when the config cannot be read)."""
-    from appliance.config import load_config_or_defaults  # noqa: PLC0415
-
-    if store_url.startswith("sqlite:///"):
-        return lock_path(store_url, "")
-    return lock_path(store_url, load_config_or_defaults(args.config).state_dir)
 
 
 def _store_option(args: argparse.Namespace) -> str:

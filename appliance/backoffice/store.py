@@ -154,16 +154,7 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
         return conn
 
     def _connect_postgres(self, pg_schema: str | None) -> Any:
-        import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
-
-        try:
-            conn = psycopg.connect(self.url, autocommit=True)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the {store_name(self.url)}: {exc}"
-                             f"{_missing_database_hint(exc)}") from exc
-        except UnicodeEncodeError as exc:  # undecodable bytes of an argument ('\udcff')
-            raise StoreError(f"cannot connect to the {escape_controls(store_name(self.url))}: "
-                             "the URL holds text that is not UTF-8") from exc
+        conn = postgres_connection(self.url)
         if self.read_only:
             conn.execute("SET default_transaction_read_only TO on")
         if pg_schema is not None:
@@ -281,6 +272,21 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
+
+
+def postgres_connection(url: str, **options: Any) -> Any:
+    """An autocommit connection to the PostgreSQL database ``url`` names (``options``: libpq's
+    own, such as ``application_name``); StoreError naming the database when it cannot be made."""
+    import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
+
+    try:
+        return psycopg.connect(url, autocommit=True, **options)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to the {store_name(url)}: {exc}"
+                         f"{_missing_database_hint(exc)}") from exc
+    except UnicodeEncodeError as exc:  # undecodable bytes of an argument ('\udcff')
+        raise StoreError(f"cannot connect to the {escape_controls(store_name(url))}: "
+                         "the URL holds text that is not UTF-8") from exc
 
 
 def _missing_database_hint(exc: Exception) -> str:

@@ -6,16 +6,18 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from appliance.backoffice import demo
+from appliance.backoffice import commands_demo, demo
 from appliance.backoffice.cohort import Correlation, correlations
 from appliance.backoffice.demo_kiosk import _cohort_text
 from appliance.backoffice.ingest import IngestWorker
@@ -163,13 +165,14 @@ def test_the_demo_stopped_by_sigterm_exits_143_as_every_command_does(
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
 
-def _start_a_waiting_demo(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
-    """A demo on ./state in ``tmp_path`` (its own process group) whose edge waits for ever;
-    returned once its edge runs, with the edge's pid file."""
+def _start_a_waiting_demo(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], Path]:
+    """A demo run in ``tmp_path`` (its own process group; on ./state unless ``options`` name
+    another store) whose edge waits for ever; returned once its edge runs, with the edge's pid
+    file."""
     pid_file = tmp_path / "edge.pid"
     run = subprocess.Popen(
         [sys.executable, "-c", DEMO_WITH_A_WAITING_EDGE, str(pid_file), "demo", "--devices",
-         "1", "--count", "1", "--timeout-s", "120"],
+         "1", "--count", "1", "--timeout-s", "120", *options],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
@@ -234,6 +237,68 @@ def test_a_demo_runs_after_one_killed_with_sigkill_on_the_same_store(
     calls = _recorded_demo(monkeypatch)
     assert main(["demo"]) == 0
     assert calls == [f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}"]
+
+
+@pytest.mark.postgres
+def test_two_demos_from_two_folders_on_one_postgresql_store_run_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --store postgresql://... each demo took its lock file in its own folder's ./state
+    (which it made there): two demos started from two folders on one database both ran and
+    mixed their kiosks and results. The lock is in the database now: the second is refused at
+    once, no ./state is made, and the first one's kill -9 frees it."""
+    import psycopg
+
+    schema = f"locks_demo_{uuid.uuid4().hex[:10]}"
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    first_folder, second_folder = tmp_path / "first", tmp_path / "second"
+    first_folder.mkdir()
+    second_folder.mkdir()
+    monkeypatch.chdir(second_folder)
+    calls = _recorded_demo(monkeypatch)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            first, _ = _start_a_waiting_demo(first_folder, "--store", url)
+            try:
+                assert first.poll() is None, first.communicate()[1]
+                assert main(["demo", "--store", url]) == 2
+                holder = _lock_holder_backend(admin, first.pid)
+            finally:
+                os.killpg(first.pid, signal.SIGKILL)  # the demo, its edge and its mosquitto
+                first.wait()
+            _wait_until_the_server_ends(admin, holder)
+            assert main(["demo", "--store", url]) == 0
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    err = capsys.readouterr().err
+    assert calls == [url]
+    assert f"another demo (pid {first.pid} on {socket.gethostname()}) runs on this store" in err
+    assert f"PostgreSQL database {url}, schema {schema}" in err
+    assert "wait for it to end, or run this one with --throwaway" in err
+    assert not (first_folder / "state").exists()
+    assert not (second_folder / "state").exists()
+
+
+def _lock_holder_backend(admin: Any, demo_pid: int) -> int:
+    """The server process of the session in which the demo ``demo_pid`` holds an advisory
+    lock (its connection names the demo's pid)."""
+    row = admin.execute(
+        "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE %s",
+        (f"appliance demo (pid {demo_pid} %",)).fetchone()
+    assert row is not None, "the demo holds no advisory lock"
+    return int(row[0])
+
+
+def _wait_until_the_server_ends(admin: Any, backend_pid: int) -> None:
+    """Wait (60 s at most) until the server has ended the session of ``backend_pid``."""
+    for _ in range(1200):
+        if admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                         (backend_pid,)).fetchone() is None:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server kept session {backend_pid} of a killed demo")
 
 
 def test_the_demo_keeps_its_results_in_the_store_it_is_given(
@@ -315,7 +380,8 @@ def test_the_demo_s_next_steps_name_the_store_or_config_it_was_given(
     assert all(step.count(f"--store '{url}'") == (2 if "console" in step else 1)
                for step in steps), steps
     pg = "postgresql://bo:s3cret@db.example.org/results"
-    monkeypatch.setattr(demo, "run_demo", record)
+    # no server there to take the demo's lock in (appliance/backoffice/demolock.py)
+    monkeypatch.setattr(commands_demo, "demo_lock", lambda url: contextlib.nullcontext())
     assert main(["demo", "--store", pg]) == 0
     assert options[-1] == " --store 'postgresql://bo:***@db.example.org/results'"
 
