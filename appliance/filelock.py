@@ -19,6 +19,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from appliance.sidefile import open_side_file
+
 _PID_BYTES = 32  # the most of a lock file read for its holder's pid
 
 
@@ -88,13 +90,14 @@ def exclusive_lock(path: Path, *, folder: bool = False, record_pid: bool = False
 
 
 def _opened(path: Path, folder: bool) -> int:
-    """A descriptor of the folder ``path`` or of the lock file ``path`` (made if missing)."""
+    """A descriptor of the folder ``path`` or of the lock file ``path`` (made if missing; a
+    link, a FIFO or a device in its place is LockOpenError, saying what is there)."""
     try:
         if folder:
             path.mkdir(parents=True, exist_ok=True)
             return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        return open_side_file(path, create=True)  # a link is not written through
     except OSError as exc:
         raise LockOpenError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 

@@ -1,6 +1,6 @@
 """The small files kept beside what they guard, opened safely: the outbox's high-water mark and
-lost tally (appliance/transport/), a daemon's state lock (appliance/statelock.py), the model
-repository's lock files (appliance/updates/repofiles.py).
+lost tally (appliance/transport/), a daemon's state lock (appliance/statelock.py) and the
+demo's (appliance/filelock.py), the model repository's lock files (appliance/updates/repofiles.py).
 
 Each is a few bytes overwritten in place. Opened as found, a link in its place would have those
 bytes written into whatever file it points to, and a FIFO would hold the opening (and with it

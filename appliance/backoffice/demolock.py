@@ -67,8 +67,9 @@ def _file_lock(path: Path) -> Iterator[None]:
     try:
         lock = exclusive_lock(path, record_pid=True)
     except LockOpenError as exc:
-        raise DemoLockError(f"cannot make the lock file {path} ({exc.strerror}); give a "
-                            "writable --store or --config, or run it with --throwaway") from exc
+        raise DemoLockError(f"cannot make or open the lock file {path} ({exc.strerror}); "
+                            "give a writable --store or --config, or run it with --throwaway"
+                            ) from exc
     except LockBusyError as exc:
         raise DemoLockError(f"another demo{exc.holder} runs on this store now ({path} is "
                             f"locked): {_REMEDY}") from exc

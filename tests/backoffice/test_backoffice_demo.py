@@ -239,6 +239,24 @@ def test_a_demo_runs_after_one_killed_with_sigkill_on_the_same_store(
     assert calls == [f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}"]
 
 
+def test_a_link_in_place_of_demo_lock_is_refused_and_not_written_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """demo.lock was opened through a link: the file it points to was cut to the demo's pid
+    (and a FIFO there held the demo's start for ever)."""
+    elsewhere = tmp_path / "notes.txt"
+    elsewhere.write_text("not the demo's to overwrite\n")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "demo.lock").symlink_to(elsewhere)
+    monkeypatch.chdir(tmp_path)
+    calls = _recorded_demo(monkeypatch)
+    assert main(["demo"]) == 2
+    assert calls == []
+    assert elsewhere.read_text() == "not the demo's to overwrite\n"
+    assert (f"demo: cannot make or open the lock file {tmp_path / 'state' / 'demo.lock'} (a "
+            "link, not followed; move it aside)") in capsys.readouterr().err
+
+
 @pytest.mark.postgres
 def test_two_demos_from_two_folders_on_one_postgresql_store_run_one_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
