@@ -7,6 +7,10 @@ the rename too, so a power cut after the command returned cannot take the new na
 rename lives in the folder's entries, which the file's own fsync does not write). When the write
 fails, the temporary file is removed and the OSError names the target and says that it was left
 as it was.
+
+A command refuses, before any work, to write over a file that is already there unless it was
+given ``--force`` (``replacing_refusal``): a second run with the same ``--out`` would otherwise
+lose the first one's output without a word.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from appliance.logsafe import escape_controls
 
 TEMP_NAME_PART_BYTES = 200  # of the target's name in its temporary's: NAME_MAX is 255 bytes
 
@@ -25,6 +31,22 @@ def temp_name_part(name: str) -> str:
     """The start of a target's file name that its hidden temporary carries: the whole name
     would make a temporary too long to create beside a target of up to 255 bytes."""
     return os.fsdecode(os.fsencode(name)[:TEMP_NAME_PART_BYTES])
+
+
+def replacing_refusal(paths: Iterable[Path], force: bool) -> str | None:
+    """Why a command must not write ``paths`` without --force: the files among them already
+    there (a link counts; a folder, pipe or device is left to the write, which refuses it), or
+    None when none is, or with ``force``."""
+    if force:
+        return None
+    there = [path for path in paths if path.is_symlink() or path.is_file()]
+    if not there:
+        return None
+    first = escape_controls(str(there[0]))
+    if len(there) == 1:
+        return f"{first} exists; pass --force to replace it"
+    return (f"{first} and {len(there) - 1} more of the files it would write exist; pass "
+            "--force to replace them")
 
 
 class OutputError(OSError):

@@ -260,6 +260,11 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 def _reference(args: argparse.Namespace) -> int:
     from appliance.backoffice.cohort import REPORT_FEATURES
     from appliance.console.cohortview import feature_views, reference_table
+    from appliance.outfile import replacing_refusal
+
+    if refusal := replacing_refusal([Path(args.out)], args.force):  # before the store is read
+        print(f"console reference: {refusal}", file=sys.stderr)
+        return 2
 
     def write(store: Any) -> int:
         table = reference_table(feature_views(store.band_sums(REPORT_FEATURES)))
@@ -334,6 +339,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     reference = sub.add_parser("reference", help="write the age-band reference ranges a kiosk "
                                "screen compares customers with (config screen.reference_file)")
     reference.add_argument("--out", required=True, help="JSON file to write")
+    reference.add_argument("--force", action="store_true", help="replace an existing --out file")
     add_store_options(reference, nested=True)
     reference.set_defaults(handler=_reference)
 

@@ -84,7 +84,7 @@ def test_reference_ranges_onto_a_full_disk_keep_the_old_file_and_name_it(
     out = small_disk / "reference.json"
     out.write_text("{}\n")
     (small_disk / "filler").write_bytes(b"x" * 60_000)  # the disk is full
-    assert main(["console", "--store", url, "reference", "--out", str(out)]) == 1
+    assert main(["console", "--store", url, "reference", "--out", str(out), "--force"]) == 1
     assert f"{out}: could not write it (No space left on device)" in capsys.readouterr().err
     assert out.read_text() == "{}\n"
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "reference.json"]

@@ -132,6 +132,28 @@ def test_console_reference_never_replaces_a_pipe_or_device(
     assert stat.S_ISFIFO(pipe.stat().st_mode)
 
 
+def test_console_reference_keeps_an_existing_file_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`console reference --out F` wrote over F without a word, as `results export` does not:
+    an existing F is refused before the store is read (a store that is not there is not even
+    opened), and --force replaces it."""
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    seeded = open_store(url)
+    seed(seeded)
+    seeded.close()
+    out = tmp_path / "reference.json"
+    out.write_text("the ranges the kiosks use now\n")
+    missing = f"sqlite:///{tmp_path / 'no-such.sqlite3'}"
+    for store in (url, missing):
+        assert main(["console", "reference", "--store", store, "--out", str(out)]) == 2
+        assert capsys.readouterr().err == (
+            f"console reference: {out} exists; pass --force to replace it\n")
+    assert out.read_text() == "the ranges the kiosks use now\n"
+    assert main(["console", "reference", "--store", url, "--out", str(out), "--force"]) == 0
+    assert "60-69" in load_references(out)
+
+
 def test_a_broken_reference_file_is_refused_naming_it(tmp_path: Path) -> None:
     broken = tmp_path / "reference.json"
     broken.write_text('{"bands": {"40-49": {"kime_score": {"mean": "x"}}}}')
