@@ -133,7 +133,7 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "synth micrometer": (
         "A photo of a stage micrometer at a known um/px (a short scale of lines 100 px tall), "
-        "to try `appliance calibrate` on.",
+        "to try `appliance calibrate` on. An existing --out file is kept unless --force.",
         ("appliance synth micrometer --out micrometer.png --um-per-px 9.6",
          "appliance calibrate micrometer.png --mm 0.1"),
     ),

@@ -23,6 +23,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "micrometer", help="a stage-micrometer photo at a known um/px, for `appliance calibrate`"
     )
     micrometer.add_argument("--out", type=named_path, required=True, help="PNG file to write")
+    micrometer.add_argument("--force", action="store_true", help="replace an existing --out file")
     micrometer.add_argument(
         "--um-per-px", default=10.0, type=finite_number(
             MIN_UM_PER_PX, MAX_UM_PER_PX, "um per pixel, as skin.um_per_px", above_low=True),
@@ -62,11 +63,15 @@ def _micrometer(args: argparse.Namespace) -> int:
     import cv2  # noqa: PLC0415 - keep --help fast
 
     from appliance.imagefile import write_image  # noqa: PLC0415
+    from appliance.outfile import replacing_refusal  # noqa: PLC0415
     from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame  # noqa: PLC0415
 
     if problem := _not_an_image_file(args.out):
         print(f"synth micrometer: --out {args.out}: {problem}; name the PNG file to write "
               "(e.g. micrometer.png)", file=sys.stderr)
+        return 2
+    if refusal := replacing_refusal([args.out], args.force):
+        print(f"synth micrometer: {refusal}", file=sys.stderr)
         return 2
     spec = MicrometerSpec(um_per_px=args.um_per_px, pitch_mm=args.mm, lines=args.lines,
                           angle_deg=args.angle_deg, seed=args.seed)

@@ -60,6 +60,24 @@ def test_a_finite_scale_writes_the_photo(
     assert "at 9.6 um/px" in capsys.readouterr().out
 
 
+def test_an_existing_photo_is_kept_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`synth micrometer --out F` wrote over F without a word (`results export` refuses and
+    names --force): a calibration photo at another scale was lost to a second run."""
+    out = tmp_path / "micrometer.png"
+    assert main(["synth", "micrometer", "--out", str(out), "--um-per-px", "9.6"]) == 0
+    first = out.read_bytes()
+    capsys.readouterr()
+    assert main(["synth", "micrometer", "--out", str(out), "--um-per-px", "12"]) == 2
+    assert capsys.readouterr() == ("", f"synth micrometer: {out} exists; pass --force to "
+                                       "replace it\n")
+    assert out.read_bytes() == first
+    assert main(["synth", "micrometer", "--out", str(out), "--um-per-px", "12", "--force"]) == 0
+    assert "at 12.0 um/px" in capsys.readouterr().out
+    assert out.read_bytes() != first
+
+
 @pytest.mark.parametrize(
     "extra", [["--mm", "10", "--um-per-px", "10.5"], ["--mm", "0.002", "--um-per-px", "1"],
               ["--lines", "2", "--angle-deg=-90"], ["--lines", "10000", "--angle-deg", "90"]])
