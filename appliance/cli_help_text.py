@@ -69,8 +69,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "report cohort": (
         "Texture and pore features by age band: box plots, correlations with confidence "
-        "intervals, repeat measurements of one subject. Needs results with an age band.",
-        ("appliance report cohort --out report", "xdg-open report/index.html"),
+        "intervals, repeat measurements of one subject. Needs results with an age band. An "
+        "--out folder holding an earlier report is refused unless --force.",
+        ("appliance report cohort --out report", "xdg-open report/index.html",
+         "appliance report cohort --out report --force"),
     ),
     "store": (
         "The back-office store's schema. Writers and servers (backoffice, console, demo, models "

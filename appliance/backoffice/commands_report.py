@@ -10,10 +10,14 @@ from typing import Any
 
 from appliance.backoffice.commands import add_store_options, with_store
 from appliance.logsafe import escape_controls
+from appliance.outfile import replacing_refusal
 
 
 def _cohort(args: argparse.Namespace) -> int:
-    from appliance.backoffice.report import write_cohort_report  # noqa: PLC0415  (matplotlib)
+    from appliance.backoffice.report import (  # noqa: PLC0415  (numpy; matplotlib on use)
+        report_files,
+        write_cohort_report,
+    )
     from appliance.backoffice.storeurl import store_name  # noqa: PLC0415  (psycopg loads on use)
 
     if args.out == "":  # `--out "$DIR"` with DIR unset: Path("") would be the working folder
@@ -23,6 +27,10 @@ def _cohort(args: argparse.Namespace) -> int:
     if os.path.lexists(args.out) and not Path(args.out).is_dir():  # before reading the store
         print(f"report cohort: --out {escape_controls(args.out)}: not a folder; name the folder "
               "to write (e.g. report)", file=sys.stderr)
+        return 2
+    if refusal := replacing_refusal(report_files(Path(args.out)), args.force):
+        print(escape_controls(f"report cohort: --out {args.out} holds an earlier report: ")
+              + refusal, file=sys.stderr)
         return 2
 
     def report(store: Any) -> int:
@@ -54,4 +62,6 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     )
     add_store_options(cohort)
     cohort.add_argument("--out", required=True, help="folder for the PNGs and index.html")
+    cohort.add_argument("--force", action="store_true",
+                        help="replace the earlier report in --out")
     cohort.set_defaults(handler=_cohort)

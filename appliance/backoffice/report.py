@@ -57,6 +57,12 @@ def draw_feature(cohort: Cohort, key: str, corr: dict[str, Correlation], out: Pa
         plt.close(fig)
 
 
+def report_files(out_dir: Path) -> list[Path]:
+    """Every file a report writes into ``out_dir``, the page first."""
+    figures = [out_dir / f"{key}.png" for key in REPORT_FEATURES]
+    return [out_dir / "index.html", out_dir / "summary.json", *figures]
+
+
 def write_cohort_report(store: Store, out_dir: Path) -> Path:
     """Write the PNG figures, summary.json and index.html into ``out_dir``; returns the page."""
     cohort = load_cohort(store)

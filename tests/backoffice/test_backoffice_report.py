@@ -237,6 +237,43 @@ def test_results_stored_while_the_cohort_is_read_are_in_it(
         assert len(repeated) > 300
 
 
+def test_an_earlier_report_is_kept_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report cohort --out DIR` wrote over the report in DIR without a word (`results export`
+    refuses and names --force): last month's figures were lost to this month's run. An earlier
+    report's file is refused before the store is read (one that is not there is not named),
+    other files in DIR are no report's and do not count, and --force replaces the report."""
+    _store(tmp_path, 40, subjects=40).close()
+    store = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["report", "cohort", "--store", store, "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    (out / "kime_score.png").write_bytes(b"last month's figure")
+    capsys.readouterr()
+    for given in (store, f"sqlite:///{tmp_path / 'none.sqlite3'}"):
+        assert main(["report", "cohort", "--store", given, "--out", str(out)]) == 2
+        assert capsys.readouterr() == ("", (
+            f"report cohort: --out {out} holds an earlier report: {out / 'index.html'} and 11 "
+            "more of the files it would write exist; pass --force to replace them\n"))
+    assert (out / "kime_score.png").read_bytes() == b"last month's figure"
+    (out / "index.html").unlink()
+    (out / "summary.json").unlink()
+    for figure in out.glob("*.png"):
+        if figure.name != "kime_score.png":
+            figure.unlink()
+    assert main(["report", "cohort", "--store", store, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"report cohort: --out {out} holds an earlier report: {out / 'kime_score.png'} exists; "
+        "pass --force to replace it\n")
+    assert main(["report", "cohort", "--store", store, "--out", str(out), "--force"]) == 0
+    assert (out / "index.html").read_text() == page
+    assert (out / "kime_score.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_a_store_failing_on_the_way_leaves_the_last_report_as_it_was(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -251,7 +288,7 @@ def test_a_store_failing_on_the_way_leaves_the_last_report_as_it_was(
     out.mkdir()
     (out / "kime_score.png").write_bytes(b"last week's figure")
     store = f"sqlite:///{tmp_path / 'r.sqlite3'}"
-    assert main(["report", "cohort", "--store", store, "--out", str(out)]) == 1
+    assert main(["report", "cohort", "--store", store, "--out", str(out), "--force"]) == 1
     assert capsys.readouterr().err.startswith(
         f"report cohort: the SQLite store {tmp_path / 'r.sqlite3'} failed: Could not decode")
     assert [p.name for p in out.iterdir()] == ["kime_score.png"]
