@@ -129,8 +129,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance synth he --out cohort --patients 20 --seed 3"),
     ),
     "synth skin": (
-        "Synthetic 25x microscope skin frames with ground-truth JSON sidecars.",
+        "Synthetic 25x microscope skin frames with ground-truth JSON sidecars. Frames of the "
+        "series (seed and index) already in --out are kept unless --force; others go beside.",
         ("appliance synth skin --out frames --count 8 --seed 1",
+         "appliance synth skin --out frames --count 8 --seed 1 --start 8",
          "appliance synth skin --out old --count 20 --preset coarse --workers 2"),
     ),
     "synth micrometer": (

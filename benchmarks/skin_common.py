@@ -48,13 +48,14 @@ def frame_set_parser(description: str) -> argparse.ArgumentParser:
 
 
 def ensure_frames(folder: Path, count: int, seed: int, preset: str = "mixed") -> list[Path]:
-    """The first ``count`` frames (JPEG + sidecar) of the series, generated when missing."""
+    """The first ``count`` frames (JPEG + sidecar) of the series, generated when missing (the
+    whole series again, with --force over the frames there: the same seed draws the same)."""
     folder = folder if preset == "mixed" else folder / preset
     folder.mkdir(parents=True, exist_ok=True)
     images = sorted(folder.glob(f"skin-{seed}-*.jpg"))[:count]
     if len(images) < count:
         command = [sys.executable, "-m", "appliance", "synth", "skin", "--out", str(folder),
-                   "--count", str(count), "--seed", str(seed), "--preset", preset]
+                   "--count", str(count), "--seed", str(seed), "--preset", preset, "--force"]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         images = sorted(folder.glob(f"skin-{seed}-*.jpg"))[:count]
     return images

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,30 @@ def register(root: Any, groups: dict[str, Any]) -> None:
                       help="index of the first frame (0)")
     skin.add_argument("--workers", type=WORKERS, default=DEFAULT_WORKERS,
                       help=f"worker processes (default {DEFAULT_WORKERS})")
+    skin.add_argument("--force", action="store_true",
+                      help="replace frames of this series already in --out")
     skin.set_defaults(handler=_synth_skin)
+
+
+def _series_refusal(out: Path, seed: int, indices: range, force: bool) -> str | None:
+    """Why the series must not be written without --force: frames (or sidecars) of it already
+    in ``out``. Frames of other seeds and indices may be there: a stopped series is finished
+    with ``--start`` into the same folder."""
+    from appliance.outfile import replacing_refusal  # noqa: PLC0415
+    from appliance.synthetic.skin import frame_name  # noqa: PLC0415  (OpenCV loads only here)
+
+    if not out.is_dir():  # nothing there yet (a path too long to hold one is said as such)
+        return None
+    try:
+        there: set[str] | None = set(os.listdir(out))  # one read, not a look-up per frame
+    except OSError:  # a folder that may be written and searched, not listed: look each up
+        there = None
+    names = (f"{frame_name(seed, index)}{suffix}" for index in indices
+             for suffix in (".jpg", ".json"))
+    files = (out / name for name in names if there is None or name in there)
+    refusal = replacing_refusal(files, force)
+    return None if refusal is None else (f"{refusal}; frames of another --seed or --start go "
+                                         "beside the ones there")
 
 
 def _prepare_out_dir(out: Path) -> str | None:
@@ -76,11 +100,12 @@ def _synth_skin(args: argparse.Namespace) -> int:
         write_series,
     )
 
-    problem = _prepare_out_dir(args.out)
+    indices = range(args.start, args.start + args.count)
+    problem = (_series_refusal(args.out, args.seed, indices, args.force)
+               or _prepare_out_dir(args.out))
     if problem is not None:
         print(f"appliance synth skin: error: {problem}", file=sys.stderr)
         return 2
-    indices = range(args.start, args.start + args.count)
     try:
         written = write_series(args.out, args.seed, indices, args.preset, args.workers)
     except SeriesIncomplete as stop:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +43,52 @@ def test_pool_and_serial_runs_write_identical_files(tmp_path: Path) -> None:
     sidecar = json.loads((outputs[0] / "skin-3-00001.json").read_text())
     assert sidecar["preset"] == "fine"
     assert sidecar["index"] == 1
+
+
+def test_frames_of_the_series_already_there_are_kept_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`synth skin --out DIR` wrote over DIR's frames without a word (`results export` refuses
+    and names --force): `--seed 1 --preset coarse` after `--seed 1 --preset fine` left fine
+    frames' names on coarse skin, and hand-edited sidecars were lost. Frames of this series
+    already there are refused before any is drawn; other series and indices go beside them (a
+    stopped series is finished with --start), and --force replaces them."""
+    first = ["synth", "skin", "--out", str(tmp_path), "--count", "1", "--seed", "1",
+             "--workers", "1"]
+    assert main([*first, "--preset", "fine"]) == 0
+    sidecar = tmp_path / "skin-1-00000.json"
+    fine = sidecar.read_text()
+    capsys.readouterr()
+    assert main([*first, "--preset", "coarse", "--count", "2"]) == 2
+    assert capsys.readouterr() == ("", (
+        f"appliance synth skin: error: {tmp_path / 'skin-1-00000.jpg'} and 1 more of the files "
+        "it would write exist; pass --force to replace them; frames of another --seed or "
+        "--start go beside the ones there\n"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["skin-1-00000.jpg", "skin-1-00000.json"]
+    assert sidecar.read_text() == fine
+    assert main([*first, "--start", "1"]) == 0
+    assert (tmp_path / "skin-1-00001.jpg").is_file()
+    assert main([*first, "--preset", "coarse", "--force"]) == 0
+    assert json.loads(sidecar.read_text())["preset"] == "coarse"
+
+
+def test_frames_there_are_found_in_a_folder_that_cannot_be_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder that may be written and searched but not read (mode -wx; root reads any, so
+    the listing's refusal is stood in for): the frames are looked up one by one."""
+    (tmp_path / "skin-2-00000.json").write_text("kept")
+    listdir = os.listdir
+
+    def unreadable_out(path: Any = ".") -> list[str]:
+        if Path(path) == tmp_path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", unreadable_out)
+    assert main(["synth", "skin", "--out", str(tmp_path), "--count", "1", "--seed", "2"]) == 2
+    assert f"{tmp_path / 'skin-2-00000.json'} exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "skin-2-00000.json").read_text() == "kept"
 
 
 @pytest.mark.parametrize(
