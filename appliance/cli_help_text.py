@@ -142,7 +142,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance calibrate micrometer.png --mm 0.1"),
     ),
     "synth he": (
-        "A synthetic H&E cohort: slides of MSI and MSS patients with labels.csv.",
+        "A synthetic H&E cohort: slides of MSI and MSS patients with labels.csv. A labels.csv "
+        "or slides of the same names already in --out are kept unless --force.",
         ("appliance synth he --out cohort --patients 20 --seed 3",
          "appliance synth he --out big --patients 200 --msi-fraction 0.3 --workers 2"),
     ),

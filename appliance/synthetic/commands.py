@@ -145,6 +145,8 @@ def _register_he(synth_group: Any) -> None:
                        default=0.35, metavar="0..1", help="share of MSI patients, 0 to 1 (0.35)")
     synth.add_argument("--workers", type=WORKERS, default=1, help="processes painting slides (1)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.add_argument("--force", action="store_true",
+                       help="replace labels.csv and slides of the same names already in --out")
     synth.set_defaults(handler=_synth_he)
 
 
@@ -155,11 +157,12 @@ def _synth_he(args: argparse.Namespace) -> int:
     from appliance.synthetic.he import cohort_specs, write_cohort  # noqa: PLC0415 - heavy deps load on use
     from appliance.synthetic.pool_stop import WORKER_DIED  # noqa: PLC0415
 
-    problem = _prepare_out_dir(args.out)
+    specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
+    problem = (_cohort_refusal(args.out, [spec.slide for spec in specs], args.force)
+               or _prepare_out_dir(args.out))
     if problem is not None:
         print(f"appliance synth he: error: {problem}", file=sys.stderr)
         return 2
-    specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
     try:
         labels = write_cohort(args.out, specs, workers=args.workers, progress=not args.quiet)
     except OSError as exc:
@@ -172,9 +175,23 @@ def _synth_he(args: argparse.Namespace) -> int:
         return 1
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
         painted = sum((args.out / f"{spec.slide}.jpg").is_file() for spec in specs)
+        again = "with --force" if painted else "again"  # its slides would be refused
         print(f"appliance synth he: stopped with {painted} of {len(specs)} slides painted in "
               f"{args.out} and no labels.csv, which a pathology run needs; the same command "
-              "again paints the whole cohort", file=sys.stderr)
+              f"{again} paints the whole cohort", file=sys.stderr)
         raise
     print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
     return 0
+
+
+def _cohort_refusal(out: Path, slides: list[str], force: bool) -> str | None:
+    """Why the cohort must not be painted without --force: its labels.csv or slides of its
+    names (P0000-S, ..., whatever the seed) already in ``out``, another cohort's or a stopped
+    one's."""
+    from appliance.outfile import replacing_refusal  # noqa: PLC0415
+    from appliance.synthetic.he import LABELS_FILE  # noqa: PLC0415
+
+    if not out.is_dir():  # nothing there yet (a path too long to hold one is said as such)
+        return None
+    files = [out / LABELS_FILE, *(out / f"{slide}.jpg" for slide in slides)]
+    return replacing_refusal(files, force)

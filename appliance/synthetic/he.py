@@ -115,9 +115,9 @@ def _paint_in_pool(jobs: list[SlideJob], workers: int, painted: Callable[[int], 
     BrokenProcessPool: a worker killed) or a stop signal ends the cohort at once.
 
     The slides being painted then are dropped, not finished: the cohort has no labels.csv yet
-    and the same command paints it whole again. A worker killed kept the command waiting for
-    the others to paint a slide more each (seconds a slide), Ctrl-C for three slides that had
-    not begun; their hidden temporaries go too."""
+    and the same command with --force paints it whole again. A worker killed kept the command
+    waiting for the others to paint a slide more each (seconds a slide), Ctrl-C for three
+    slides that had not begun; their hidden temporaries go too."""
     try:
         failed = run_in_order(_write_slide, [(job,) for job in jobs], workers,
                               keep_started=False, finished=painted).failed

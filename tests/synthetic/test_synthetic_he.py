@@ -146,5 +146,42 @@ def test_synth_he_stopped_midway_says_the_cohort_has_no_labels_yet(
     slides = len(cohort_specs(3, 1))
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"appliance synth he: stopped with 1 of {slides} slides painted in {out} and no "
-        "labels.csv, which a pathology run needs; the same command again paints the whole "
-        "cohort")
+        "labels.csv, which a pathology run needs; the same command with --force paints the "
+        "whole cohort")
+
+
+def test_a_cohort_already_in_out_is_kept_unless_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`synth he --out DIR` painted over DIR's cohort without a word (`results export` refuses
+    and names --force): slides are named by patient (P0000-S), whatever the seed, so another
+    seed's cohort replaced the first one's slides and labels.csv. Its labels.csv, or a slide
+    of its names (a stopped cohort's), is refused before any slide is painted; --force
+    replaces them."""
+    from appliance.synthetic import he
+
+    def painted(job: Any) -> None:
+        spec, out_dir, _ = job
+        (out_dir / f"{spec.slide}.jpg").write_bytes(b"painted")
+
+    monkeypatch.setattr(he, "_write_slide", painted)  # the slides' pixels are not the point
+    slide = tmp_path / f"{cohort_specs(1, 4)[0].slide}.jpg"
+    labels = tmp_path / "labels.csv"
+    command = ["synth", "he", "--out", str(tmp_path), "--patients", "1", "--seed", "4",
+               "--quiet"]
+    for earlier in (labels, slide):
+        earlier.write_text("the last cohort's\n")
+        assert main(command) == 2
+        assert capsys.readouterr() == ("", f"appliance synth he: error: {earlier} exists; pass "
+                                           "--force to replace it\n")
+        assert sorted(tmp_path.iterdir()) == [earlier]
+        assert earlier.read_text() == "the last cohort's\n"
+        earlier.unlink()
+    assert main(command) == 0
+    assert main(command) == 2
+    assert capsys.readouterr().err.startswith(f"appliance synth he: error: {labels} and ")
+    labels.write_text("the last cohort's\n")
+    assert main([*command, "--force"]) == 0
+    assert labels.read_text().startswith("slide,patient,label")
+    assert slide.read_bytes() == b"painted"
+
