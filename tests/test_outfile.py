@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.outfile import OutputError, replaced_when_complete
+from appliance.outfile import OutputError, replaced_when_complete, replacing_refusal
 from tests.disk_helpers import folder_fsync_fails
 
 
@@ -57,3 +57,22 @@ def test_a_folder_that_cannot_be_flushed_is_an_error_naming_the_file(
         temp.write_text("new\n")
     assert target.read_text() == "new\n"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_what_a_write_would_replace_is_refused_unless_forced(tmp_path: Path) -> None:
+    """A file, or a link (even to nothing: the rename would replace the link), is named; a
+    folder or a pipe is left to the write, which refuses it; --force lets all through."""
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("kept")
+    untouched = [tmp_path / name for name in ("missing", "folder", "pipe")]
+    assert replacing_refusal(untouched, force=False) is None
+    assert replacing_refusal([*untouched, tmp_path / "dangling"], force=False) == (
+        f"{tmp_path / 'dangling'} exists; pass --force to replace it")
+    both = [tmp_path / "file", tmp_path / "dangling"]
+    assert replacing_refusal(both, force=False) == (
+        f"{tmp_path / 'file'} and 1 more of the files it would write exist; pass --force to "
+        "replace them")
+    assert replacing_refusal(both, force=True) is None
+
