@@ -74,7 +74,7 @@ class DirectorySource:
     recorded measured once that picture's result is committed (the record keeps each picture's
     digest, so this holds after a restart too: ``PicturesRead``, capture/pictures_read.py).
     A picture that gave no result (the quality gate refused it, or its measurement failed,
-    or the outbox dropped its result before keeping it; the analysis and commit threads say so
+    or a commit the outbox refused dropped its result; the analysis and commit threads say so
     through ``record_not_measured``) was not read: a file holding it under another name is
     read again and measured then, not at the next start.
 
@@ -345,8 +345,8 @@ class DirectorySource:
 
     def record_not_measured(self, stamp: FileStamp) -> None:
         """Note a file whose picture gave no result: the gate refused it or its measurement
-        failed (called by the analysis thread), or the outbox dropped its result before keeping
-        it (called by the commit thread); its other names are read again."""
+        failed (called by the analysis thread), or a commit the outbox refused dropped its
+        result (called by the commit thread); its other names are read again."""
         self._not_measured.put(stamp)
 
     def close(self) -> None:

@@ -6,8 +6,8 @@ name as the file was before (saved again with the same picture), is not measured
 file as it is now is recorded measured once that picture's result is committed, so a restart
 does not measure it under a new id either. The record of measured files keeps each picture's
 digest (capture/replayed.py), so a picture measured by an earlier run is known too. A picture
-that gave no result (the quality gate refused it, its measurement failed, or the outbox dropped
-its result before keeping it) counts as not read: the files waiting on it are read again, and
+that gave no result (the quality gate refused it, its measurement failed, or a commit the outbox
+refused dropped its result) counts as not read: the files waiting on it are read again, and
 the first of them is measured. The
 source's reading thread and the outbox's commit thread both call in, one at a time.
 """
@@ -79,8 +79,8 @@ class PicturesRead:
 
     def not_measured(self, stamp: FileStamp) -> list[FileStamp]:
         """Forget the picture read from the file as ``stamp``, which gave no result (refused
-        by the quality gate, its measurement failed, or its result was dropped before it was
-        kept); returns the files that waited on it, as they were read, to be read again."""
+        by the quality gate, its measurement failed, or a refused commit dropped its result);
+        returns the files that waited on it, as they were read, to be read again."""
         with self._lock:
             digest = self._digest_of.pop(stamp, None)
             if digest is not None and self._unrecorded.get(digest) == stamp:

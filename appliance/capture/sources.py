@@ -167,4 +167,4 @@ class RecordsMeasured(Protocol):
 
     def record_not_measured(self, stamp: FileStamp) -> None:
         """Note a file whose frame gave no result (refused by the gate, failed, or its result
-        dropped by the outbox before it was kept)."""
+        dropped by a commit the outbox refused)."""

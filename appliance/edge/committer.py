@@ -15,12 +15,12 @@ result's, and measuring would resume only to drop the next customer's measuremen
 that cannot take a result when the daemon starts (a full disk) pauses measuring before the
 first result is measured.
 
-A saved file whose result the outbox dropped before keeping it (a refused commit, or a full
-outbox whose policy is refuse_new) gave no result, as one the quality gate refused: the folder
-source is told (``on_dropped``), so that a second name of that picture (a hard link, a copy) is
-measured in the same run instead of waiting for a commit that never comes. A result the outbox
-kept and dropped later (drop_oldest, its age limit) was measured: its loss is counted, and the
-picture's other names are recorded measured with it, as after any commit.
+A saved file whose result a refused commit dropped gave no result, as one the quality gate
+refused: the folder source is told (``on_dropped``), so that a second name of that picture (a
+hard link, a copy) is measured once measuring resumes instead of waiting for a commit that never
+comes. A result that a full outbox refused (policy refuse_new) was measured, as one the outbox
+kept and dropped later (drop_oldest, its age limit): its loss is counted once, and the picture's
+other names are not measured only to be refused and counted again in turn.
 
 A commit refused because the outbox file is damaged is not a loss: the group is held in
 ``held`` (measuring paused), and the daemon, seeing ``outbox.damaged``, exits so that the file
@@ -75,7 +75,7 @@ class ResultCommitter(threading.Thread):
         self.held: list[Accepted] = []  # refused by a damaged outbox: kept for its repair
         self.paused = paused or threading.Event()
         self._on_committed = on_committed  # a folder source remembers its measured files
-        self._on_dropped = on_dropped  # and reads again the other names of those dropped
+        self._on_dropped = on_dropped  # and reads again the other names of those not kept
         self._next_probe_s = 0.0
         self.paused_why = ""  # what the journal said when measuring was paused
         self.disk_full = False  # whether that was a full disk
@@ -110,9 +110,8 @@ class ResultCommitter(threading.Thread):
         try:
             self.outbox.add_many(_rows(group))
         except OutboxFullError as exc:  # refuse_new policy: counted by the outbox itself
-            self.refused += len(group)
+            self.refused += len(group)  # measured and lost: its pictures' other names wait
             log.error("%s", exc)
-            self._tell_dropped(group)
             return
         except OutboxCorruptError as exc:
             self._hold(group, exc)
@@ -140,8 +139,8 @@ class ResultCommitter(threading.Thread):
         self._tell_dropped(group)
 
     def _tell_dropped(self, group: list[Accepted]) -> None:
-        """Tell the folder source which saved files' results were dropped before they were
-        kept: they gave no result, so their pictures' other names are to be measured."""
+        """Tell the folder source which saved files' results a refused commit dropped: they
+        gave no result, so their pictures' other names are to be measured."""
         for accepted in group:
             if accepted.stamp is not None and self._on_dropped is not None:
                 self._on_dropped(accepted.stamp)

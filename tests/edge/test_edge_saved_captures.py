@@ -2,9 +2,9 @@
 once per run. One the quality gate refuses is never measured, and the journal says which file and
 why (a live camera's refused frames are not said: most are); one read while measuring is paused
 (the outbox cannot write) waits for measuring to resume instead of being passed over. A saved
-capture that gives no result (refused, its measurement failed, or the outbox dropped its result
-before keeping it) is told to the folder source, so that a second name of the same picture is
-measured then."""
+capture that gives no result (refused, its measurement failed, or a commit the outbox refused
+dropped its result) is told to the folder source, so that a second name of the same picture is
+measured then; one whose result a full outbox refused (refuse_new) was measured, and is not."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 from appliance.capture.folder import DirectorySource
 from appliance.capture.quality import QualityGate
-from appliance.capture.replayed import FileStamp, ReplayRecord
+from appliance.capture.replayed import FileStamp
 from appliance.capture.sources import Frame
 from appliance.edge.committer import ResultCommitter
 from appliance.edge.measure import Analyzer, Measurement
@@ -142,9 +142,11 @@ def test_a_second_name_of_a_capture_whose_measurement_failed_is_measured_in_the_
 
 
 @pytest.mark.parametrize("fault", ["full, refuse_new", "cannot write"])
-def test_a_saved_capture_whose_result_the_outbox_drops_is_told_to_its_source(
+def test_a_saved_capture_whose_commit_the_outbox_refused_is_told_to_its_source(
     tmp_path: Path, fault: str,
 ) -> None:
+    """Not one a full outbox refused: it was measured, its other names are not to be (they
+    would be refused and counted dropped in turn)."""
     outbox = Outbox(tmp_path / "outbox.sqlite3", max_rows=1, policy="refuse_new")
     if fault == "cannot write":
         outbox.max_rows = 10  # room, but every write fails, as an I/O error makes it
@@ -163,58 +165,5 @@ def test_a_saved_capture_whose_result_the_outbox_drops_is_told_to_its_source(
     committer.start()
     committer.join(10)
     assert committer.refused == 2
-    assert told == [saved]  # the live frame's result was no file's
-
-
-def _read_until(source: DirectorySource, frames: queue.Queue[Frame],
-                done: Callable[[], bool]) -> bool:
-    """The capture thread's reads, while the analysis and commit threads work, until ``done``."""
-    for _ in range(150):
-        frame = source.read()
-        if frame is not None:
-            frames.put(frame)
-        if done():
-            return True
-    return done()
-
-
-def test_a_second_name_of_a_capture_whose_result_the_outbox_refused_is_measured_in_the_same_run(
-    tmp_path: Path,
-) -> None:
-    """A full outbox (refuse_new) dropped the first name's result before keeping it: the second
-    name waited, unmeasured, for a commit that never came, until the kiosk restarted."""
-    folder, record = tmp_path / "frames", tmp_path / "replayed.sqlite3"
-    folder.mkdir()
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(synthetic_frame(4, 0, "normal").image_rgb,
-                                                 cv2.COLOR_RGB2BGR))
-    assert ok
-    (folder / "0001.jpg").write_bytes(data.tobytes())
-    os.link(folder / "0001.jpg", folder / "0002.jpg")
-    outbox = Outbox(tmp_path / "outbox.sqlite3", max_rows=1, policy="refuse_new")
-    outbox.add_many([("waiting-1", "t/r", b"{}")])  # full: a result not acknowledged yet
-    source = DirectorySource(str(folder), record)
-    source.open()
-    frames: queue.Queue[Frame] = queue.Queue()
-    results: queue.Queue[Accepted] = queue.Queue()
-    runner = _runner(frames, results, limit=2)  # the refused result counts to the limit
-    committer = ResultCommitter(results, outbox, runner.stop_event, wake_link=lambda: None,
-                                on_committed=source.record_measured,
-                                on_dropped=source.record_not_measured)
-    runner.start()
-    committer.start()
-    assert _read_until(source, frames, lambda: committer.refused == 1)
-    outbox.remove_ids(["waiting-1"])  # acknowledged: the outbox has room again
-    assert _read_until(source, frames, lambda: committer.committed == 1)
-    runner.stop_event.set()
-    runner.join(10)
-    committer.join(10)
-    source.close()
-    assert [message.topic for message in outbox.pending()] == ["t/r"]
-    outbox.close()
-    assert set(ReplayRecord(record).measured()) == {"0002.jpg"}
-    restarted = DirectorySource(str(folder), record)
-    restarted.open()  # the first name holds the picture the second was measured with
-    assert [source_frame for source_frame in (restarted.read() for _ in range(3))
-            if source_frame is not None] == []
-    restarted.close()
-    assert set(ReplayRecord(record).measured()) == {"0001.jpg", "0002.jpg"}
+    # the live frame's result is no file's: never told
+    assert told == ([] if fault == "full, refuse_new" else [saved])
