@@ -340,7 +340,8 @@ class DirectorySource:
                  error, self.SETTLE_S)
 
     def record_measured(self, stamps: list[FileStamp]) -> None:
-        """Remember files whose results the outbox has committed (called by the commit thread)."""
+        """Remember files whose results the outbox has committed, or refused as full and counted
+        dropped (called by the commit thread)."""
         self._pictures.committed(stamps)
 
     def record_not_measured(self, stamp: FileStamp) -> None:

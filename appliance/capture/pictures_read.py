@@ -63,7 +63,8 @@ class PicturesRead:
                 self._digest_of.setdefault(now, digest)
 
     def committed(self, stamps: list[FileStamp]) -> None:
-        """Record files whose results the outbox has committed, and those waiting on them."""
+        """Record files whose results the outbox has committed (or refused as full, counted
+        dropped), and those waiting on them."""
         if self.record is None:
             return
         with self._lock:

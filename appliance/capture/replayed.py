@@ -3,11 +3,12 @@
 A folder source replays every JPEG it has not measured yet; this record is what lets it skip,
 after a restart (SIGTERM, kill -9, a power cut), the files whose results are already in the
 outbox. A file is recorded only once its result is committed to the outbox (the commit thread
-calls ``record``), never when it is read: a kill between measuring and committing measures the
-file again after the restart rather than never. The other window, a kill between the outbox
-commit and this record's commit, also measures it again, but under the same measurement id
-(``edge.pipeline.measurement_id_for`` derives it from the ``FileStamp``), so the back
-office's store, which keeps one result per id, keeps one.
+calls ``record``; also once a full outbox refused it and counted it dropped: it was measured and
+is lost, as one the outbox drops later), never when it is read: a kill between measuring and
+committing measures the file again after the restart rather than never. The other window, a
+kill between the outbox commit and this record's commit, also measures it again, but under the
+same measurement id (``edge.pipeline.measurement_id_for`` derives it from the ``FileStamp``),
+so the back office's store, which keeps one result per id, keeps one.
 
 One row per file name with its size and modification time, so the record never holds more rows
 than the folder holds files (rows whose file is gone are pruned when the folder is opened), and

@@ -19,8 +19,11 @@ A saved file whose result a refused commit dropped gave no result, as one the qu
 refused: the folder source is told (``on_dropped``), so that a second name of that picture (a
 hard link, a copy) is measured once measuring resumes instead of waiting for a commit that never
 comes. A result that a full outbox refused (policy refuse_new) was measured, as one the outbox
-kept and dropped later (drop_oldest, its age limit): its loss is counted once, and the picture's
-other names are not measured only to be refused and counted again in turn.
+kept and dropped later (drop_oldest, its age limit): its loss is counted once, and its file is
+recorded measured with the picture's other names, as after a commit, so that neither a next name
+nor, after a restart, the file itself is measured again: each would be refused and counted
+again while the outbox is full, or reach the back office once it has room, while the kiosk
+still counts it dropped.
 
 A commit refused because the outbox file is damaged is not a loss: the group is held in
 ``held`` (measuring paused), and the daemon, seeing ``outbox.damaged``, exits so that the file
@@ -74,7 +77,7 @@ class ResultCommitter(threading.Thread):
         self.refused = 0
         self.held: list[Accepted] = []  # refused by a damaged outbox: kept for its repair
         self.paused = paused or threading.Event()
-        self._on_committed = on_committed  # a folder source remembers its measured files
+        self._on_committed = on_committed  # a folder source records its measured files
         self._on_dropped = on_dropped  # and reads again the other names of those not kept
         self._next_probe_s = 0.0
         self.paused_why = ""  # what the journal said when measuring was paused
@@ -110,8 +113,9 @@ class ResultCommitter(threading.Thread):
         try:
             self.outbox.add_many(_rows(group))
         except OutboxFullError as exc:  # refuse_new policy: counted by the outbox itself
-            self.refused += len(group)  # measured and lost: its pictures' other names wait
+            self.refused += len(group)
             log.error("%s", exc)
+            self._record_measured(group)  # and lost: never to be measured again
             return
         except OutboxCorruptError as exc:
             self._hold(group, exc)
@@ -204,6 +208,11 @@ class ResultCommitter(threading.Thread):
     def _count_committed(self, group: list[Accepted]) -> None:
         """The group is in the outbox: count it, and tell which replayed files it measured."""
         self.committed += len(group)
+        self._record_measured(group)
+
+    def _record_measured(self, group: list[Accepted]) -> None:
+        """Tell the folder source which saved files the group measured (committed, or refused
+        by a full outbox and counted dropped), to record with their pictures' other names."""
         stamps = [a.stamp for a in group if a.stamp is not None]
         if stamps and self._on_committed is not None:
             self._on_committed(stamps)

@@ -1,7 +1,7 @@
 """A kiosk replaying a folder of saved captures into a full outbox whose policy is refuse_new:
 the daemon on the machine's mosquitto (fast fake analyser) with no back office to empty the
 outbox. A picture whose result the outbox refused is counted dropped once, whatever names it
-has in the folder."""
+has in the folder, and its result never arrives, also after a restart."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
+from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.store import open_store
 from appliance.capture.folder import DirectorySource
 from appliance.capture.replayed import FileStamp
 from appliance.capture.sources import Frame
@@ -127,3 +129,50 @@ def test_a_picture_under_three_names_that_a_full_outbox_refused_is_counted_dropp
     assert [message.measurement_id for message in outbox.pending()][-1:] == [
         _measurement_id(later)]  # the room went to the picture saved later
     outbox.close()
+
+
+def test_a_result_a_full_outbox_refused_never_reaches_the_store_after_a_restart(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    """After a restart it was measured again under its id: stored once the outbox had room
+    (while the kiosk still counted it dropped), or dropped and counted a second time."""
+    config = _config(tmp_path, mqtt_broker, topic_prefix)
+    folder = tmp_path / "captures"
+    refused = _save_picture(folder, "0001.jpg", 1)
+    waiting = _fill_outbox(config)
+    kiosk = EdgeDaemon(config, source=NamesRead(config), analyzer=fixed_analyzer, stall_s=None)
+    thread, _ = _start(kiosk)
+    assert wait_until(lambda: kiosk.committer.refused == 1, 30)
+    _stop(kiosk, thread)
+
+    store = open_store(f"sqlite:///{tmp_path / 'backoffice' / 'store.sqlite3'}")
+    worker = IngestWorker(_backoffice_config(tmp_path, mqtt_broker, topic_prefix), store)
+    worker.start()
+    try:
+        assert worker.subscribed.wait(10)
+        source = NamesRead(config)
+        again = EdgeDaemon(config, source=source, analyzer=fixed_analyzer, stall_s=None)
+        thread, _ = _start(again)
+        assert wait_until(lambda: again.outbox.depth() == 0, 60)  # the back office has all
+        later = _save_picture(folder, "0002.jpg", 2)  # a customer after the restart
+        assert wait_until(lambda: again.committer.committed == 1, 30)
+        assert wait_until(lambda: again.outbox.depth() == 0, 60)
+        _stop(again, thread)
+        stored = {row[0] for row in store.query("SELECT measurement_id FROM results")}
+    finally:
+        worker.stop()
+        store.close()
+    assert source.names_read == ["0002.jpg"]
+    assert stored == {*waiting, _measurement_id(later)}
+    assert _measurement_id(refused) not in stored
+    outbox = new_outbox(config)
+    assert outbox.dropped() == 1  # still: what it counted never arrived
+    outbox.close()
+
+
+def _backoffice_config(tmp_path: Path, broker: Any, prefix: str) -> Config:
+    return config_from_mapping({
+        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+        "state_dir": str(tmp_path / "backoffice"),
+        "backoffice": {"client_id": f"bo-{prefix[-10:]}", "session_expiry_s": 60},
+    }, environ={})

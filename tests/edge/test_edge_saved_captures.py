@@ -145,8 +145,8 @@ def test_a_second_name_of_a_capture_whose_measurement_failed_is_measured_in_the_
 def test_a_saved_capture_whose_commit_the_outbox_refused_is_told_to_its_source(
     tmp_path: Path, fault: str,
 ) -> None:
-    """Not one a full outbox refused: it was measured, its other names are not to be (they
-    would be refused and counted dropped in turn)."""
+    """Not one a full outbox refused: it was measured, and is recorded measured with its other
+    names (they would be refused and counted dropped in turn)."""
     outbox = Outbox(tmp_path / "outbox.sqlite3", max_rows=1, policy="refuse_new")
     if fault == "cannot write":
         outbox.max_rows = 10  # room, but every write fails, as an I/O error makes it
@@ -154,9 +154,9 @@ def test_a_saved_capture_whose_commit_the_outbox_refused_is_told_to_its_source(
     else:
         outbox.add_many([("waiting-1", "t/r", b"{}")])
     results: queue.Queue[Accepted] = queue.Queue()
-    stop, told = threading.Event(), list[FileStamp]()
+    stop, told, recorded = threading.Event(), list[FileStamp](), list[list[FileStamp]]()
     committer = ResultCommitter(results, outbox, stop, wake_link=lambda: None,
-                                on_dropped=told.append)
+                                on_committed=recorded.append, on_dropped=told.append)
     saved, live = FileStamp("0001.jpg", 1, 2), None
     for index, stamp in enumerate([saved, live]):
         result = fleetsim.sample_result(random.Random(index), "lab", "k1", index)
@@ -167,3 +167,4 @@ def test_a_saved_capture_whose_commit_the_outbox_refused_is_told_to_its_source(
     assert committer.refused == 2
     # the live frame's result is no file's: never told
     assert told == ([] if fault == "full, refuse_new" else [saved])
+    assert recorded == ([[saved]] if fault == "full, refuse_new" else [])
