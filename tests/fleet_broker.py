@@ -11,12 +11,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.edge.testing import wait_until
 from appliance.transport.broker import free_port, port_open
 from appliance.transport.client import LinkSettings, new_client
 
@@ -134,9 +134,7 @@ def provisioned_broker(provision_args: list[str], *, extra_config: tuple[str, ..
         if owner is not None:
             shutil.chown(path, owner.pw_uid, owner.pw_gid)
     broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.PIPE)
-    deadline_s = time.monotonic() + 5
-    while not port_open("127.0.0.1", port) and time.monotonic() < deadline_s:
-        time.sleep(0.05)
+    wait_until(lambda: port_open("127.0.0.1", port), 5)
     try:
         assert broker.poll() is None, broker.stderr.read() if broker.stderr else ""
         yield FleetBroker(port, folder)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from appliance.backoffice.store import open_store
 from appliance.backoffice.triage import Inbound, Triage
 from appliance.capture.synthetic import CustomerScript
 from appliance.config import config_from_mapping
-from appliance.edge.testing import fast_daemon, fast_source
+from appliance.edge.testing import fast_daemon, fast_source, wait_until
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import LinkSettings, new_client
@@ -95,13 +93,6 @@ cases = st.one_of(
 )
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float = 60.0) -> bool:
-    deadline_s = time.monotonic() + timeout_s
-    while not check() and time.monotonic() < deadline_s:
-        time.sleep(0.1)
-    return check()
-
-
 class Expectation:
     """What the back office must end up with, by running each message through a local Triage."""
 
@@ -159,8 +150,8 @@ def test_thousands_of_fuzzed_messages_on_every_subscribed_topic(tmp_path: Path) 
         try:
             fuzz(sender, expected)
             assert wait_until(lambda: worker.stats.received >= expected.backoffice_messages
-                              + daemon.committer.committed + 1)
-            assert wait_until(lambda: daemon.outbox.depth() == 0)
+                              + daemon.committer.committed + 1, 60)
+            assert wait_until(lambda: daemon.outbox.depth() == 0, 60)
             assert thread.is_alive()
             assert daemon.dead_threads() == []
             assert daemon.link.is_alive()

@@ -6,7 +6,7 @@ the daemon's delivery, supervision and recovery can be exercised in seconds.
 ``python -m appliance.edge.testing CONFIG`` runs the real daemon wiring with these
 stand-ins (the SIGKILL test runs it as a child process). ``ResultCollector`` listens like the
 back office; ``wait_until`` and ``run_daemon`` are shared with the simulated kiosks of
-``appliance.updates.testing``.
+``appliance.updates.testing``, and ``wait_until`` is the one polling wait of the tests too.
 """
 
 from __future__ import annotations

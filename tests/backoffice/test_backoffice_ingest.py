@@ -26,6 +26,7 @@ from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.config import Config, config_from_mapping, load_config
+from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet
 from appliance.transport.acks import ack_topic, parse_ack
 from appliance.transport.broker import PrivateBroker, free_port
@@ -45,15 +46,6 @@ def _config(host: str, port: int, prefix: str, state_dir: Path, client: str = "w
         },
         environ={},
     )
-
-
-def _wait_for(check: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def _settled(read: Callable[[], int], quiet_s: float = 1.0, timeout_s: float = 30.0) -> bool:
@@ -106,8 +98,8 @@ def test_duplicates_and_hostile_messages_leave_exactly_the_valid_results(
         fleet.publish_messages("127.0.0.1", 1883, valid[:100] + bad + valid[:30] + spoofed)
         fleet.publish_messages("127.0.0.1", 1883, valid[100:])
         reader = open_store(store_url)
-        assert _wait_for(lambda: reader.count_dead_letters() == len(bad) + 1)
-        assert _wait_for(lambda: reader.count_results() == 200)
+        assert wait_until(lambda: reader.count_dead_letters() == len(bad) + 1, 20)
+        assert wait_until(lambda: reader.count_results() == 200, 20)
     finally:
         worker.stop()
         store.close()
@@ -169,7 +161,7 @@ def test_a_confirmed_refused_result_the_bounds_prune_is_warned_counted_and_shown
         for device, listener in acks.items():
             measurement_id, topic, body = _refused(topic_prefix, device)
             fleet.publish_messages("127.0.0.1", 1883, [(topic, body)])
-            assert _wait_for(lambda m=measurement_id, ack=listener: m in ack.ids)
+            assert wait_until(lambda m=measurement_id, ack=listener: m in ack.ids, 20)
     finally:
         for listener in acks.values():
             listener.close()
@@ -197,7 +189,7 @@ def test_a_refused_result_sent_again_is_kept_once_and_confirmed_each_time(
     try:
         for copies in range(1, 6):
             fleet.publish_messages("127.0.0.1", 1883, [(topic, body)])
-            assert _wait_for(lambda n=copies: acks.ids.count(measurement_id) == n)
+            assert wait_until(lambda n=copies: acks.ids.count(measurement_id) == n, 20)
         assert reader.count_dead_letters() == 1
     finally:
         acks.close()
@@ -235,9 +227,9 @@ def test_a_flood_of_one_refused_result_sent_again_pushes_no_other_dead_letter_ou
     reader = open_store(store_url)
     try:
         fleet.publish_messages("127.0.0.1", 1883, junk)
-        assert _wait_for(lambda: reader.count_dead_letters() == 3)
+        assert wait_until(lambda: reader.count_dead_letters() == 3, 20)
         fleet.publish_messages("127.0.0.1", 1883, [(topic, body)] * 200)
-        assert _wait_for(lambda: worker.stats.received == 203)
+        assert wait_until(lambda: worker.stats.received == 203, 20)
     finally:
         worker.stop()
         store.close()
@@ -264,10 +256,10 @@ def test_a_refused_result_the_bounds_prune_at_once_is_not_confirmed(
     reader = open_store(store_url)
     try:
         fleet.publish_messages("127.0.0.1", 1883, [(topic, body)])
-        assert _wait_for(lambda: worker.stats.received == 1)
+        assert wait_until(lambda: worker.stats.received == 1, 20)
         fleet.publish_messages("127.0.0.1", 1883, [(topic, valid.to_json())])
         # acks leave the worker in order: the refused result's would come before this one
-        assert _wait_for(lambda: valid.measurement_id in acks.ids)
+        assert wait_until(lambda: valid.measurement_id in acks.ids, 20)
         assert measurement_id not in acks.ids
         assert reader.count_dead_letters() == 0
         assert reader.count_results() == 1
@@ -287,10 +279,10 @@ def test_retained_birth_and_last_will_show_in_the_fleet(
     worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
     reader = open_store(store_url)
     try:
-        assert _wait_for(lambda: [d["state"] for d in reader.devices()] == ["online"])
+        assert wait_until(lambda: [d["state"] for d in reader.devices()] == ["online"], 20)
         will = birth.model_copy(update={"state": "offline"}).to_json()
         fleet.publish_messages("127.0.0.1", 1883, [(topic, will)], retain=True)
-        assert _wait_for(lambda: [d["state"] for d in reader.devices()] == ["offline"])
+        assert wait_until(lambda: [d["state"] for d in reader.devices()] == ["offline"], 20)
     finally:
         fleet.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
         worker.stop()
@@ -311,8 +303,8 @@ def test_two_workers_on_one_shared_subscription_split_the_load_without_duplicate
     try:
         fleet.publish_messages("127.0.0.1", 1883, messages)
         reader = open_store(store_url)
-        assert _wait_for(lambda: reader.count_results() == 600)
-        assert _wait_for(lambda: first[0].stats.received + second[0].stats.received == 600)
+        assert wait_until(lambda: reader.count_results() == 600, 20)
+        assert wait_until(lambda: first[0].stats.received + second[0].stats.received == 600, 20)
     finally:
         for worker, store in (first, second):
             worker.stop()
@@ -352,13 +344,13 @@ def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
     try:
         reader = open_store(reader_url)
         fleet.publish_messages("127.0.0.1", private_broker.port, messages[:2500])
-        assert _wait_for(lambda: reader.count_results() >= 300)
+        assert wait_until(lambda: reader.count_results() >= 300, 20)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         stored_at_kill = reader.count_results()
         fleet.publish_messages("127.0.0.1", private_broker.port, messages[2500:])
         worker = _spawn_worker(config_path)
-        assert _wait_for(lambda: reader.count_results() == 4000, timeout_s=40)
+        assert wait_until(lambda: reader.count_results() == 4000, timeout_s=40)
     finally:
         worker.send_signal(signal.SIGTERM)
         _, stderr = worker.communicate(timeout=20)
@@ -382,7 +374,7 @@ def test_ingest_into_postgresql_stores_each_result_once(
         valid = _results(topic_prefix, 150, seed=8)
         junk = [(f"{topic_prefix}/lab/kiosk-1/result", b'{"schema": 1}')]
         fleet.publish_messages("127.0.0.1", 1883, valid + junk + valid[:40])
-        assert _wait_for(lambda: worker.stats.received == 191)
+        assert wait_until(lambda: worker.stats.received == 191, 20)
         assert reader.count_results() == 150
         assert reader.count_dead_letters() == 1
     finally:
@@ -415,7 +407,7 @@ def test_a_retired_worker_s_session_stops_taking_a_share_of_the_results(
     try:
         fleet.publish_messages("127.0.0.1", private_broker.port,
                                _results("fleet", 200, seed=8))
-        assert _wait_for(lambda: live.stats.received > 0)
+        assert wait_until(lambda: live.stats.received > 0, 20)
         assert main(["backoffice", "--config", str(old_path), "--retire"]) == 0
         assert "ended the broker session of office-old" in capsys.readouterr().out
         back, back_store = _start(load_config(old_path), old_url)
@@ -429,7 +421,7 @@ def test_a_retired_worker_s_session_stops_taking_a_share_of_the_results(
             def ids(store: Store) -> set[str]:
                 return {row[0] for row in store.select_results(["measurement_id"])}
 
-            assert _wait_for(lambda: new_ids <= ids(stores[0]) | ids(stores[1]))
+            assert wait_until(lambda: new_ids <= ids(stores[0]) | ids(stores[1]), 20)
             # what was queued for the old session would have come first: the restarted
             # worker got new results only, and the first 200 went to the live one alone
             assert ids(stores[1]) <= new_ids
@@ -481,7 +473,7 @@ def test_a_flood_of_qos0_results_is_bounded_in_memory_and_qos1_results_still_lan
         sent[-1].wait_for_publish(20)
         # the broker may drop QoS 0 messages itself under load: wait until the flood that
         # reaches the worker is over (no new refusal for a second), not for a fixed count
-        assert _wait_for(lambda: worker.stats.qos0_refused > 0)
+        assert wait_until(lambda: worker.stats.qos0_refused > 0, 20)
         assert _settled(lambda: worker.stats.qos0_refused)
         assert worker.writer.inbox.qsize() <= MAX_QOS0_WAITING
         kiosk = [(f"{topic_prefix}/lab/kiosk-0/result", body) for _, body in
@@ -490,7 +482,7 @@ def test_a_flood_of_qos0_results_is_bounded_in_memory_and_qos1_results_still_lan
         released.set()
         accepted = 2000 - worker.stats.qos0_refused
         reader = open_store(store_url)
-        assert _wait_for(lambda: worker.stats.received >= accepted + 5, 60)
+        assert wait_until(lambda: worker.stats.received >= accepted + 5, 60)
         assert reader.count_results() <= accepted + 5
         stored = {row[0] for row in reader.select_results(["measurement_id"])}
         assert {json.loads(body)["measurement_id"] for _, body in kiosk} <= stored
@@ -574,7 +566,7 @@ def _letters_named(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def _letters_reach(worker: IngestWorker, count: int) -> bool:
     """Whether the worker has committed ``count`` dead letters (new or kept already)."""
-    return _wait_for(lambda: worker.stats.dead_letters == count)
+    return wait_until(lambda: worker.stats.dead_letters == count, 20)
 
 
 def test_retained_junk_is_named_once_not_again_at_every_start_of_the_back_office(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from appliance.backoffice.schema import device_row, result_row
 from appliance.backoffice.store import Batch, Store, open_store
+from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet
 from tests.store_helpers import PG_URL
 
@@ -48,14 +48,14 @@ def _backend_pid(store: Store) -> int:
 
 def _wait_until_blocked(observer: Store, pid: int) -> None:
     """Until the backend ``pid`` waits for a lock another transaction holds."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
+
+    def waits_for_a_lock() -> bool:
         rows = observer.query("SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?",
                               (pid,))
-        if rows and rows[0][0] == "Lock":
-            return
-        time.sleep(0.02)
-    pytest.fail(f"backend {pid} never waited for a lock in {WAIT_S:.0f} s")
+        return bool(rows) and rows[0][0] == "Lock"
+
+    if not wait_until(waits_for_a_lock, WAIT_S):
+        pytest.fail(f"backend {pid} never waited for a lock in {WAIT_S:.0f} s")
 
 
 def _one_row_at_a_time(store: Store, table: str, after_first: threading.Event | None,

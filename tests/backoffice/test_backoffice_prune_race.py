@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store, open_store
+from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet
 from tests.store_helpers import PG_URL
 
@@ -49,14 +49,14 @@ def _backend_pid(store: Store) -> int:
 
 def _wait_until_blocked(observer: Store, pid: int) -> None:
     """Until the backend ``pid`` waits for a lock another transaction holds."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
+
+    def waits_for_a_lock() -> bool:
         rows = observer._fetch(  # noqa: SLF001 - the test's probe
             "SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?", (pid,))
-        if rows and rows[0][0] == "Lock":
-            return
-        time.sleep(0.02)
-    pytest.fail(f"backend {pid} never waited for a lock in {WAIT_S:.0f} s")
+        return bool(rows) and rows[0][0] == "Lock"
+
+    if not wait_until(waits_for_a_lock, WAIT_S):
+        pytest.fail(f"backend {pid} never waited for a lock in {WAIT_S:.0f} s")
 
 
 def _while_a_prunes(stores: tuple[Store, Store, Store], batch_a: Batch,

@@ -6,7 +6,6 @@ import json
 import logging
 import random
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.backoffice.triage import Inbound, Triage
 from appliance.config import BackofficeConfig
+from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet
 
 
@@ -93,9 +93,7 @@ def _run_writer(store: _FlakyStore, payloads: list[bytes]) -> tuple[BatchWriter,
     for mid, payload in enumerate(payloads, start=1):
         writer.inbox.put(Inbound("p/lab/k1/result", payload, mid, 1))
     writer.start()
-    deadline = time.monotonic() + 20
-    while len(acked) < len(payloads) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(acked) >= len(payloads), 20)
     writer.stop_event.set()
     writer.join(20)
     return writer, acked
@@ -145,9 +143,7 @@ def _confirmed(
     for message in messages:
         writer.inbox.put(message)
     writer.start()
-    deadline = time.monotonic() + 20
-    while len(acked) < len(messages) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(acked) >= len(messages), 20)
     writer.stop_event.set()
     writer.join(20)
     assert len(acked) == len(messages)
@@ -228,9 +224,7 @@ def test_only_copies_pruned_by_a_batch_committed_part_by_part_are_counted_under_
         writer.inbox.put(Inbound("p/lab/k2/result", valid, 1, 1))
         writer.inbox.put(Inbound("p/lab/k3/result", _invalid(4)[1], 2, 1))
         writer.start()
-        deadline = time.monotonic() + 20
-        while len(acked) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: len(acked) >= 2, 20)
         writer.stop_event.set()
         writer.join(20)
         assert sorted(acked) == [1, 2]

@@ -109,9 +109,7 @@ def test_cmd_measure_measures_again_while_the_scope_rests(
     daemon = fast_daemon(config, source=resting)
     thread, _codes = run_in_thread(daemon)
     try:
-        deadline_s = time.monotonic() + 10
-        while daemon.committer.committed < 1 and time.monotonic() < deadline_s:
-            time.sleep(0.05)
+        wait_until(lambda: daemon.committer.committed >= 1, 10)
         time.sleep(0.5)
         assert daemon.committer.committed == 1  # one contact, one result
         sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
@@ -120,9 +118,7 @@ def test_cmd_measure_measures_again_while_the_scope_rests(
         sender.publish(f"{topic_prefix}/lab/kiosk-t/cmd/measure", b"{}", qos=1).wait_for_publish()
         sender.disconnect()
         sender.loop_stop()
-        deadline_s = time.monotonic() + 10
-        while daemon.committer.committed < 2 and time.monotonic() < deadline_s:
-            time.sleep(0.05)
+        wait_until(lambda: daemon.committer.committed >= 2, 10)
         assert daemon.committer.committed == 2
     finally:
         daemon.request_stop()
@@ -292,9 +288,7 @@ def test_metrics_endpoint_reports_counters_on_localhost(
     daemon = fast_daemon(config)
     thread, _codes = run_in_thread(daemon)
     try:
-        deadline_s = time.monotonic() + 10
-        while daemon.committer.committed < 2 and time.monotonic() < deadline_s:
-            time.sleep(0.05)
+        wait_until(lambda: daemon.committer.committed >= 2, 10)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
     finally:

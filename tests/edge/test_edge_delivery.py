@@ -14,7 +14,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.config import PASSWORD_ENV, Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon, new_outbox
-from appliance.edge.testing import FlakySource, fast_daemon, fast_source
+from appliance.edge.testing import FlakySource, fast_daemon, fast_source, wait_until
 from appliance.synthetic import fleet
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.outbox_file import OutboxWriteError
@@ -81,13 +80,6 @@ def run_in_thread(daemon: EdgeDaemon) -> tuple[threading.Thread, list[int]]:
     return thread, codes
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float = 30.0) -> bool:
-    deadline_s = time.monotonic() + timeout_s
-    while not check() and time.monotonic() < deadline_s:
-        time.sleep(0.05)
-    return check()
-
-
 def count_stored(tmp_path: Path) -> int:
     store = open_store(f"sqlite:///{tmp_path / 'backoffice' / 'store.sqlite3'}")
     try:
@@ -103,8 +95,8 @@ def test_kiosk_that_measured_and_stopped_before_any_back_office_delivers_all_50_
                           synthetic_fps=FAST_FPS)
     kiosk = fast_daemon(config)
     thread, codes = run_in_thread(kiosk)
-    assert wait_until(lambda: kiosk.committer.committed == MEASUREMENTS)
-    assert wait_until(lambda: kiosk.link.stats.broker_acked >= MEASUREMENTS)
+    assert wait_until(lambda: kiosk.committer.committed == MEASUREMENTS, 30)
+    assert wait_until(lambda: kiosk.link.stats.broker_acked >= MEASUREMENTS, 30)
     assert kiosk.outbox.depth() == MEASUREMENTS  # the broker took them; nobody committed them
     assert codes == []  # camera.limit reached, but nothing confirmed: the kiosk does not exit
     kiosk.request_stop()
@@ -119,7 +111,7 @@ def test_kiosk_that_measured_and_stopped_before_any_back_office_delivers_all_50_
         unplugged.failing.set()  # the kiosk comes back without its camera: no new results
         again = fast_daemon(config, source=unplugged)
         thread, codes = run_in_thread(again)
-        assert wait_until(lambda: again.outbox.depth() == 0)
+        assert wait_until(lambda: again.outbox.depth() == 0, 30)
         again.request_stop()
         thread.join(10)
     finally:
@@ -135,7 +127,7 @@ def test_a_running_kiosk_resends_until_a_late_back_office_confirms_then_exits_0(
     kiosk = fast_daemon(kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=MEASUREMENTS,
                           synthetic_fps=FAST_FPS))
     thread, codes = run_in_thread(kiosk)
-    assert wait_until(lambda: kiosk.committer.committed == MEASUREMENTS)
+    assert wait_until(lambda: kiosk.committer.committed == MEASUREMENTS, 30)
     worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
     try:
         thread.join(60)  # exits once every result is confirmed
@@ -225,8 +217,8 @@ def test_results_due_again_when_a_read_of_the_outbox_fails_are_sent_later(
 
     kiosk.outbox.get = failing_once  # type: ignore[method-assign]
     thread, codes = run_in_thread(kiosk)
-    assert wait_until(lambda: kiosk.committer.committed == MEASUREMENTS)
-    assert wait_until(lambda: bool(failures))  # the first re-send round found the read failing
+    assert wait_until(lambda: kiosk.committer.committed == MEASUREMENTS, 30)
+    assert wait_until(lambda: bool(failures), 30)  # the first re-send round found the read failing
     worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
     try:
         thread.join(60)  # exits once every result is confirmed
@@ -267,7 +259,7 @@ def test_results_the_broker_refuses_arrive_once_the_acl_is_mended_without_a_rest
         thread, codes = run_in_thread(kiosk)
         try:
             assert wait_until(lambda: kiosk.link.stats.rejected >= 3
-                              and kiosk.committer.committed == 3)
+                              and kiosk.committer.committed == 3, 30)
             assert store.count_results() == 0
             assert kiosk.outbox.depth() == 3
             broker.set_acl(kiosk_acl(topic_prefix, may_send_results=True))

@@ -55,11 +55,7 @@ class Running:
         self.url = f"http://127.0.0.1:{daemon.config.screen.port}/"
 
     def _wait_server(self) -> bool:
-        for _ in range(100):
-            if self.daemon.display.server is not None:
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_until(lambda: self.daemon.display.server is not None, 5, poll_s=0.05)
 
     def last_result(self) -> dict[str, Any]:
         return dict(json.loads(self.daemon.screen.result_path.read_text()))
@@ -95,10 +91,8 @@ def test_kiosk_page_shows_a_new_result_within_2_s_of_its_commit(kiosk: Running,
     committer = kiosk.daemon.committer
     for _ in range(2):  # two customers, each result shown after its own commit
         before, committed = shown_id(page), committer.committed
-        deadline_s = time.monotonic() + 15
-        while committer.committed == committed and time.monotonic() < deadline_s:
-            time.sleep(0.005)
-        assert committer.committed > committed, "no result committed"
+        assert wait_until(lambda c=committed: committer.committed > c, 15, poll_s=0.005), \
+            "no result committed"
         result = page.locator("#result")
         expect(result).not_to_have_attribute("data-mid", before or "", timeout=2000)
         expect(page.locator("body")).to_have_attribute("data-phase", "result", timeout=2000)

@@ -34,7 +34,7 @@ from appliance.diskspace import full_disk_hint
 from appliance.edge import daemon as daemon_module
 from appliance.edge.committer import ResultCommitter
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.testing import ResultCollector, fast_daemon
+from appliance.edge.testing import ResultCollector, fast_daemon, wait_until
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import free_port
 from appliance.transport.outbox import Outbox
@@ -48,13 +48,6 @@ from appliance.transport.outbox_repair import open_outbox
 from tests.disk_helpers import fill, fill_inodes, small_tmpfs
 
 PAGE_BYTES = 4096
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 30.0) -> bool:
-    deadline_s = time.monotonic() + timeout_s
-    while not check() and time.monotonic() < deadline_s:
-        time.sleep(0.05)
-    return check()
 
 
 @pytest.fixture
@@ -92,7 +85,7 @@ def check_paused_and_counted(daemon: EdgeDaemon, metrics_port: int) -> None:
     """While the disk is full: nothing measured, the loss in status and metrics, screen says so."""
     paused_frames = daemon.analysis.frames_paused
     measured = daemon.analysis.measurements
-    assert wait_until(lambda: daemon.analysis.frames_paused > paused_frames + 50)
+    assert wait_until(lambda: daemon.analysis.frames_paused > paused_frames + 50, 30)
     assert daemon.analysis.measurements == measured  # nothing measured only to be dropped
     assert daemon.display.state.snapshot()["guidance"] == "guide_paused_disk_full"
     lost = daemon.committer.refused
@@ -116,16 +109,17 @@ def test_full_disk_counts_every_lost_measurement_pauses_the_camera_and_recovers(
                                      metrics_port=port))
     thread, codes = run_in_thread(daemon)
     try:
-        assert wait_until(lambda: daemon.committer.committed >= 5)
+        assert wait_until(lambda: daemon.committer.committed >= 5, 30)
         filler = fill(small_disk)
-        assert wait_until(daemon.measuring_paused.is_set), "no commit was refused on a full disk"
+        assert wait_until(daemon.measuring_paused.is_set, 30), \
+            "no commit was refused on a full disk"
         check_paused_and_counted(daemon, port)
         filler.unlink()  # space returns
-        assert wait_until(lambda: not daemon.measuring_paused.is_set())
-        assert wait_until(lambda: daemon.display.state.snapshot()["guidance"] is None)
+        assert wait_until(lambda: not daemon.measuring_paused.is_set(), 30)
+        assert wait_until(lambda: daemon.display.state.snapshot()["guidance"] is None, 30)
         after, shown = daemon.committer.committed, daemon.screen.shown
-        assert wait_until(lambda: daemon.committer.committed >= after + 5)
-        assert wait_until(lambda: daemon.screen.shown > shown)  # the screen updates again
+        assert wait_until(lambda: daemon.committer.committed >= after + 5, 30)
+        assert wait_until(lambda: daemon.screen.shown > shown, 30)  # the screen updates again
     finally:
         daemon.request_stop()
         thread.join(15)
@@ -173,7 +167,7 @@ def test_a_kiosk_started_on_a_full_disk_sends_what_waits_and_measures_once_space
     try:
         assert collector.wait_for(6, 30)
         assert collector.ids() == waiting
-        assert wait_until(lambda: daemon.analysis.frames_paused > 50)
+        assert wait_until(lambda: daemon.analysis.frames_paused > 50, 30)
         assert daemon.analysis.measurements == 0  # nothing measured only to be dropped
         assert daemon.display.state.snapshot()["guidance"] == "guide_paused_disk_full"
         full = f"the disk holding {path} is full (0 KiB free)"
@@ -181,8 +175,8 @@ def test_a_kiosk_started_on_a_full_disk_sends_what_waits_and_measures_once_space
         assert any(r.getMessage().startswith(f"{full}: free some space; measuring paused")
                    for r in caplog.records)
         filler.unlink()  # space returns: measuring resumes without a restart
-        assert wait_until(lambda: daemon.committer.committed >= 3)
-        assert wait_until(lambda: len(collector.ids()) >= 9)
+        assert wait_until(lambda: daemon.committer.committed >= 3, 30)
+        assert wait_until(lambda: len(collector.ids()) >= 9, 30)
     finally:
         daemon.request_stop()
         thread.join(15)
@@ -456,7 +450,7 @@ def test_results_measured_after_the_outbox_is_damaged_in_use_are_kept_not_droppe
     nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})  # only the committer
     daemon = fast_daemon(edge_config(state, nobody, "damaged"))  # reads the outbox
     thread, codes = run_in_thread(daemon)
-    assert wait_until(lambda: daemon.committer.committed >= 20)
+    assert wait_until(lambda: daemon.committer.committed >= 20, 30)
     path = state / "outbox.sqlite3"
     checkpoint_and_damage_first_page(path, daemon.outbox)
     thread.join(30)
@@ -483,7 +477,7 @@ def test_held_results_a_failed_repair_cannot_keep_are_counted_as_dropped(
 
     monkeypatch.setattr(daemon_module, "new_outbox", no_room)
     thread, codes = run_in_thread(daemon)
-    assert wait_until(lambda: daemon.committer.committed >= 20)
+    assert wait_until(lambda: daemon.committer.committed >= 20, 30)
     path = state / "outbox.sqlite3"
     checkpoint_and_damage_first_page(path, daemon.outbox)
     thread.join(30)
@@ -618,14 +612,14 @@ def test_a_kiosk_started_on_a_full_disk_without_an_outbox_starts_paused_and_meas
     daemon = fast_daemon(edge_config(small_disk / "state", mqtt_broker, topic_prefix))
     thread, codes = run_in_thread(daemon)
     try:
-        assert wait_until(lambda: daemon.analysis.frames_paused > 50)
+        assert wait_until(lambda: daemon.analysis.frames_paused > 50, 30)
         assert daemon.analysis.measurements == 0  # nothing measured only to be dropped
         assert daemon.display.state.snapshot()["guidance"] == "guide_paused_disk_full"
         assert any("nothing waits in it, and it is made once the disk has room" in r.getMessage()
                    for r in caplog.records)
         filler.unlink()  # space returns: the outbox is made, measuring resumes, no restart
-        assert wait_until(lambda: daemon.committer.committed >= 3)
-        assert wait_until(lambda: len(collector.ids()) >= 3)
+        assert wait_until(lambda: daemon.committer.committed >= 3, 30)
+        assert wait_until(lambda: len(collector.ids()) >= 3, 30)
     finally:
         daemon.request_stop()
         thread.join(15)
@@ -808,7 +802,7 @@ def test_a_full_disk_that_recovered_is_not_blamed_for_the_next_pause(small_disk:
     assert "is full" in committer.paused_why
     committer.start()  # probes the outbox while paused
     filler.unlink()
-    assert wait_until(lambda: not committer.paused.is_set())
+    assert wait_until(lambda: not committer.paused.is_set(), 30)
     stop.set()
     committer.join(10)
     assert (committer.disk_full, committer.paused_why) == (False, "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ import pytest
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.config import config_from_mapping
+from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
@@ -50,13 +51,6 @@ def kiosk_link(fleet: FleetBroker, tmp_path: Path, site: str, device: str) -> Mq
         status_payload=lambda state: b"",
         ack_topic=f"appliance/{site}/{device}/ack",
     )
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 60.0) -> bool:
-    deadline_s = time.monotonic() + timeout_s
-    while not check() and time.monotonic() < deadline_s:
-        time.sleep(0.05)
-    return check()
 
 
 def attack(fleet: FleetBroker) -> None:
@@ -104,7 +98,7 @@ def test_device_credential_is_refused_shared_and_foreign_topics_and_ids_and_300_
         for link in links:
             link.start()
         attack(fleet_broker)
-        assert wait_until(lambda: all(link.idle() for link in links))
+        assert wait_until(lambda: all(link.idle() for link in links), 60)
         assert worker.connected.is_set()  # the hijack attempt did not take its session
     finally:
         for link in links:

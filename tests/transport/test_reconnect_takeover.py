@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from appliance.edge.testing import wait_until
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.churn import SHORT_S, Reconnects
-from tests.transport.test_transport_mqtt import make_link, stop, wait_until
+from tests.transport.test_transport_mqtt import make_link, stop
 
 pytestmark = pytest.mark.broker
 

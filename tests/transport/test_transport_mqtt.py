@@ -12,7 +12,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from appliance.edge.testing import wait_until
 from appliance.transport.acks import encode_acks
 from appliance.transport.broker import PrivateBroker, free_port
 from appliance.transport.callbacks import QueuedCallbacks
@@ -58,9 +58,7 @@ class Subscriber:
                 client.publish(self.ack_topic, body, qos=1)
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[mqtt.MQTTMessage]:
-        deadline_s = time.monotonic() + timeout_s
-        while len(self.messages) < count and time.monotonic() < deadline_s:
-            time.sleep(0.02)
+        wait_until(lambda: len(self.messages) >= count, timeout_s)
         return list(self.messages)
 
     def close(self) -> None:
@@ -87,13 +85,6 @@ def stop(link: MqttLink) -> None:
     assert not link.is_alive()
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline_s = time.monotonic() + timeout_s
-    while not check() and time.monotonic() < deadline_s:
-        time.sleep(0.02)
-    return check()
-
-
 def _started_client(broker: Any) -> Any:
     """A plain client connected to ``broker`` with its network loop running."""
     client = new_client(LinkSettings(broker.host, broker.port, ""))
@@ -115,7 +106,7 @@ def test_results_stay_after_the_puback_and_leave_on_the_back_office_ack(
     link.start()
     try:
         messages = sub.wait_for(20)
-        assert wait_until(lambda: link.stats.broker_acked == 20)
+        assert wait_until(lambda: link.stats.broker_acked == 20, 10)
         time.sleep(0.2)
         assert link.outbox.depth() == 20  # the broker took them; nobody has committed them
         assert not link.idle()
@@ -123,10 +114,10 @@ def test_results_stay_after_the_puback_and_leave_on_the_back_office_ack(
         for body in encode_acks([f"m{i}" for i in range(0, 20, 2)]):
             acker.publish(f"{topic_prefix}/ack", body, qos=1).wait_for_publish(5)
         acker.publish(f"{topic_prefix}/ack", b'{"ids": 3}', qos=1).wait_for_publish(5)
-        assert wait_until(lambda: link.outbox.depth() == 10)
+        assert wait_until(lambda: link.outbox.depth() == 10, 10)
         left = {m.measurement_id for m in link.outbox.pending()}
         assert left == {f"m{i}" for i in range(1, 20, 2)}
-        assert wait_until(lambda: link.stats.bad_acks == 1)  # a malformed ack changes nothing
+        assert wait_until(lambda: link.stats.bad_acks == 1, 10)  # a malformed ack changes nothing
         acker.disconnect()
         acker.loop_stop()
     finally:
@@ -147,11 +138,11 @@ def test_unconfirmed_results_are_sent_again_with_backoff_until_acked(
     link.outbox.add_many([(f"m{i}", f"{topic_prefix}/result", payload(i)) for i in range(5)])
     link.start()  # no subscriber yet: the broker acks and drops them
     try:
-        assert wait_until(lambda: link.stats.broker_acked >= 5)
+        assert wait_until(lambda: link.stats.broker_acked >= 5, 10)
         sub = Subscriber(
             mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/result", f"{topic_prefix}/ack"
         )
-        assert wait_until(link.idle)  # sent again, then confirmed
+        assert wait_until(link.idle, 10)  # sent again, then confirmed
         assert link.stats.resent >= 5
         assert {json.loads(m.payload)["id"] for m in sub.messages} == {f"m{i}" for i in range(5)}
         sub.close()
@@ -234,7 +225,7 @@ def test_a_refused_last_status_leaves_with_the_will(
             stop(link)
     assert refused
     will = b'{"state": "offline", "status": 1}'
-    assert wait_until(lambda: watcher.messages[-1].payload == will)
+    assert wait_until(lambda: watcher.messages[-1].payload == will, 10)
     assert "refused the offline status" in caplog.text
     assert "0x87" in caplog.text
     watcher.close()
@@ -273,10 +264,7 @@ def test_backlog_waits_for_a_late_broker_and_goes_out_oldest_first(
         assert not link.connected
         broker.start()
         sub = Subscriber(broker.host, broker.port, f"{topic_prefix}/r", f"{topic_prefix}/ack")
-        deadline_s = time.monotonic() + 10
-        while not link.idle() and time.monotonic() < deadline_s:
-            time.sleep(0.02)
-        assert link.idle()
+        assert wait_until(link.idle, 10)
         sub.close()
         first_arrivals = list(dict.fromkeys(int(json.loads(m.payload)["id"][1:])
                                             for m in sub.messages))
@@ -365,18 +353,18 @@ def test_acks_the_outbox_cannot_remove_on_a_full_disk_are_said_once_then_summed_
         link.start()
         acker = _started_client(mqtt_broker)
         try:
-            assert wait_until(lambda: link.stats.broker_acked == 10)
+            assert wait_until(lambda: link.stats.broker_acked == 10, 10)
             filler = fill(disk)
             for i in range(10):
                 for body in encode_acks([f"m{i}"]):
                     acker.publish(link.ack_topic, body, qos=1).wait_for_publish(5)
             # a malformed ack, handled after the ten (in order): once counted, they are all in
             acker.publish(link.ack_topic, b'{"ids": 3}', qos=1).wait_for_publish(5)
-            assert wait_until(lambda: link.stats.bad_acks == 1)
+            assert wait_until(lambda: link.stats.bad_acks == 1, 10)
             filler.unlink()
             for body in encode_acks(["m0"]):
                 acker.publish(link.ack_topic, body, qos=1).wait_for_publish(5)
-            assert wait_until(lambda: link.stats.acked == 1)
+            assert wait_until(lambda: link.stats.acked == 1, 10)
             assert link.outbox.depth() == 9  # confirmed but kept: sent again, never lost
         finally:
             acker.disconnect()

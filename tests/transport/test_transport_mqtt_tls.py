@@ -7,7 +7,6 @@ import ipaddress
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from appliance.edge.testing import wait_until
 from appliance.transport.broker import free_port, port_open
 from appliance.transport.client import LinkSettings
 from appliance.transport.mqtt import MqttLink
@@ -98,9 +98,7 @@ def tls_broker() -> Iterator[tuple[int, Path]]:
         f"keyfile {folder / 'broker.key'}\nrequire_certificate true\n"
     )
     broker = subprocess.Popen(["mosquitto", "-c", str(folder / "tls.conf")])
-    deadline_s = time.monotonic() + 5
-    while not port_open("127.0.0.1", port) and time.monotonic() < deadline_s:
-        time.sleep(0.05)
+    wait_until(lambda: port_open("127.0.0.1", port), 5)
     try:
         yield port, folder
     finally:
@@ -131,9 +129,7 @@ def run_link(tmp_path: Path, port: int, ca_file: Path, pki: Path, seconds: float
         ack_topic="tls/ack",
     )
     link.start()
-    deadline_s = time.monotonic() + seconds
-    while link.stats.broker_acked < 3 and time.monotonic() < deadline_s:
-        time.sleep(0.05)
+    wait_until(lambda: link.stats.broker_acked >= 3, seconds)
     link.stop_event.set()
     link.wake()
     link.join(5)
