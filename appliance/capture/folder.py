@@ -73,10 +73,12 @@ class DirectorySource:
     under another name (a hard link, a copy, the file renamed) is not measured again, and is
     recorded measured once that picture's result is committed (the record keeps each picture's
     digest, so this holds after a restart too: ``PicturesRead``, capture/pictures_read.py).
-    A picture that gave no result (the quality gate refused it, or its measurement failed,
-    or a commit the outbox refused dropped its result; the analysis and commit threads say so
-    through ``record_not_measured``) was not read: a file holding it under another name is
-    read again and measured then, not at the next start.
+    A picture that gave no result (the quality gate refused it, or its measurement failed;
+    the analysis thread says so through ``record_not_measured``) was not read: a file holding
+    it under another name is read again and measured then, not at the next start. A file
+    whose result a commit the outbox refused (a full disk) dropped is read again itself (the
+    commit thread says so through ``record_not_kept``), and measured once measuring resumes,
+    under the same id: its result is not lost while the file is there.
 
     A file saved over in place (a new picture under the same name) is read again once per new
     picture: its size and modification time are looked at again (``SavedOverWatch``: the
@@ -104,8 +106,9 @@ class DirectorySource:
         self._saved_over = SavedOverWatch(DIRECTORY_POLL_S)
         self._pictures = PicturesRead()  # each picture measured once, under one name
         self._failures: dict[str, _LoadFailure] = {}
-        # files whose pictures gave no result, from the analysis thread
-        self._not_measured: queue.SimpleQueue[FileStamp] = queue.SimpleQueue()
+        # files whose pictures gave no result (and whether to read the file itself again: its
+        # result was not kept), from the analysis and commit threads
+        self._not_measured: queue.SimpleQueue[tuple[FileStamp, bool]] = queue.SimpleQueue()
         self._refused: set[str] = set()  # links out of the folder, FIFOs...: named once
         self._listing: _Listing | None = None
         self._unread: list[str] = []  # the listed files not yet read, in name order
@@ -176,15 +179,21 @@ class DirectorySource:
         return None
 
     def _read_again_not_measured(self) -> None:
-        """Read again the files waiting on a picture that gave no result."""
+        """Read again the files waiting on a picture that gave no result, and the files whose
+        results were not kept."""
         from appliance.skin.frames import shown_name  # noqa: PLC0415 - as _load: cv2
 
         while True:
             try:
-                stamp = self._not_measured.get_nowait()
+                stamp, itself = self._not_measured.get_nowait()
             except queue.Empty:
                 return
             self._saved_over.forget_picture(stamp)
+            if itself and self._offered.get(stamp.name) == stamp:
+                log.info("%s: its result was not kept (the outbox could not write); read again",
+                         shown_name(self.folder / stamp.name))
+                del self._offered[stamp.name]
+                self._unread_of = None
             for twin in self._pictures.not_measured(stamp):
                 self._saved_over.forget_picture(twin)
                 if self._offered.get(twin.name) == twin:
@@ -346,9 +355,13 @@ class DirectorySource:
 
     def record_not_measured(self, stamp: FileStamp) -> None:
         """Note a file whose picture gave no result: the gate refused it or its measurement
-        failed (called by the analysis thread), or a commit the outbox refused dropped its
-        result (called by the commit thread); its other names are read again."""
-        self._not_measured.put(stamp)
+        failed (called by the analysis thread); its other names are read again."""
+        self._not_measured.put((stamp, False))
+
+    def record_not_kept(self, stamp: FileStamp) -> None:
+        """Note a file whose result a commit the outbox refused dropped (called by the commit
+        thread): the file is read again, as are its picture's other names."""
+        self._not_measured.put((stamp, True))
 
     def close(self) -> None:
         """Let the worker thread end; files already read stay read, measured ones recorded."""

@@ -7,9 +7,9 @@ file as it is now is recorded measured once that picture's result is committed, 
 does not measure it under a new id either. The record of measured files keeps each picture's
 digest (capture/replayed.py), so a picture measured by an earlier run is known too. A picture
 that gave no result (the quality gate refused it, its measurement failed, or a commit the outbox
-refused dropped its result) counts as not read: the files waiting on it are read again, and
-the first of them is measured. The
-source's reading thread and the outbox's commit thread both call in, one at a time.
+refused dropped its result, to be measured again) counts as not read: the files waiting on it
+are read again, and the first of them is measured. The source's reading thread and the
+outbox's commit thread both call in, one at a time.
 """
 
 from __future__ import annotations

@@ -166,5 +166,7 @@ class RecordsMeasured(Protocol):
         """Remember these files as measured."""
 
     def record_not_measured(self, stamp: FileStamp) -> None:
-        """Note a file whose frame gave no result (refused by the gate, failed, or its result
-        dropped by a commit the outbox refused)."""
+        """Note a file whose frame gave no result (refused by the gate, or failed)."""
+
+    def record_not_kept(self, stamp: FileStamp) -> None:
+        """Note a file whose result a commit the outbox refused dropped: to be read again."""

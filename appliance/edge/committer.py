@@ -7,23 +7,25 @@ result. Only after the commit does anything else see a result: the record of mea
 measurement id.
 
 A refused commit (disk full, I/O error) is counted as dropped (status, metrics, one journal
-line per measurement id) and sets ``paused``: the analysis thread then measures nothing, so
-no result is measured only to be dropped. The committer probes the outbox every
-``PROBE_EVERY_S`` and clears ``paused`` once a write commits again and the disk is no longer
-full (``full_disk_hint``): a disk with a few KiB left takes the probe's one-row commit but not a
-result's, and measuring would resume only to drop the next customer's measurement. An outbox
-that cannot take a result when the daemon starts (a full disk) pauses measuring before the
-first result is measured.
+line per measurement id), but for a saved file's result, and sets ``paused``: the analysis
+thread then measures nothing, so no result is measured only to be dropped. The committer probes
+the outbox every ``PROBE_EVERY_S`` and clears ``paused`` once a write commits again and the disk
+is no longer full (``full_disk_hint``): a disk with a few KiB left takes the probe's one-row
+commit but not a result's, and measuring would resume only to drop the next customer's
+measurement. An outbox that cannot take a result when the daemon starts (a full disk) pauses
+measuring before the first result is measured.
 
-A saved file whose result a refused commit dropped gave no result, as one the quality gate
-refused: the folder source is told (``on_dropped``), so that a second name of that picture (a
-hard link, a copy) is measured once measuring resumes instead of waiting for a commit that never
-comes. A result that a full outbox refused (policy refuse_new) was measured, as one the outbox
-kept and dropped later (drop_oldest, its age limit): its loss is counted once, and its file is
-recorded measured with the picture's other names, as after a commit, so that neither a next name
-nor, after a restart, the file itself is measured again: each would be refused and counted
-again while the outbox is full, or reach the back office once it has room, while the kiosk
-still counts it dropped.
+A saved file's result that a refused commit dropped is not lost while the file is there: the
+folder source is told (``on_dropped``) and reads the file again (and a second name of its
+picture, a hard link or a copy, that waited for a commit that never comes), to be measured once
+measuring resumes, under the same measurement id. Counted dropped, it reached the back office
+all the same: under a second name once measuring resumed, or under its id after a restart,
+which measures again a file not recorded. A result that a full outbox refused (policy
+refuse_new) was measured, as one the outbox kept and dropped later (drop_oldest, its age
+limit): its loss is counted once, and its file is recorded measured with the picture's other
+names, as after a commit, so that neither a next name nor, after a restart, the file itself is
+measured again: each would be refused and counted again while the outbox is full, or reach the
+back office once it has room, while the kiosk still counts it dropped.
 
 A commit refused because the outbox file is damaged is not a loss: the group is held in
 ``held`` (measuring paused), and the daemon, seeing ``outbox.damaged``, exits so that the file
@@ -128,23 +130,18 @@ class ResultCommitter(threading.Thread):
         self._announce(group)
 
     def _lost(self, group: list[Accepted], error: OutboxError) -> None:
-        """Count a refused commit as dropped, say so per measurement, and pause measuring."""
+        """Count a refused commit as dropped (but for saved files' results, measured again),
+        say so per measurement, and pause measuring."""
         self.refused += len(group)
-        self.outbox.count_lost(len(group))
+        self.outbox.count_lost(_live(group))
         for accepted in group:
-            result = accepted.result
-            log.error(
-                "measurement %s dropped: %s",
-                result.measurement_id,
-                error,
-                extra={"MEASUREMENT_ID": result.measurement_id, "DEVICE_ID": result.device_id},
-            )
+            _say_not_kept(accepted, error, "once the outbox can write")
         self._pause(f"{error}")
         self._tell_dropped(group)
 
     def _tell_dropped(self, group: list[Accepted]) -> None:
-        """Tell the folder source which saved files' results a refused commit dropped: they
-        gave no result, so their pictures' other names are to be measured."""
+        """Tell the folder source which saved files' results a refused commit dropped: they are
+        to be read again, with their pictures' other names."""
         for accepted in group:
             if accepted.stamp is not None and self._on_dropped is not None:
                 self._on_dropped(accepted.stamp)
@@ -219,13 +216,13 @@ class ResultCommitter(threading.Thread):
 
     def drop_held(self, error: Exception) -> int:
         """Give up the held results (no outbox could take them): one journal line each, counted
-        in ``refused``; returns how many (the caller counts them where the outbox can)."""
+        in ``refused``; returns how many are lost (the caller counts them where the outbox
+        can): a saved file's result is not, as the next start measures the file again."""
         group, self.held = self.held, []
         self.refused += len(group)
         for accepted in group:
-            log.error("measurement %s dropped: %s", accepted.result.measurement_id, error,
-                      extra={"MEASUREMENT_ID": accepted.result.measurement_id})
-        return len(group)
+            _say_not_kept(accepted, error, "at the next start")
+        return _live(group)
 
     def _probe_when_due(self) -> None:
         now_s = time.monotonic()
@@ -247,6 +244,23 @@ class ResultCommitter(threading.Thread):
             )
         if self.screen is not None:
             self.screen.show(group[-1].result, group[-1].draw_overlay)
+
+
+def _live(group: list[Accepted]) -> int:
+    """How many results of the group are a live frame's (a saved file's is measured again)."""
+    return sum(1 for accepted in group if accepted.stamp is None)
+
+
+def _say_not_kept(accepted: Accepted, error: object, measured_again: str) -> None:
+    """The journal line of a result no outbox kept: dropped, or for a saved file's, when the
+    file is measured again."""
+    result = accepted.result
+    extra = {"MEASUREMENT_ID": result.measurement_id, "DEVICE_ID": result.device_id}
+    if accepted.stamp is None:
+        log.error("measurement %s dropped: %s", result.measurement_id, error, extra=extra)
+    else:
+        log.error("measurement %s not kept (%s); its saved file is measured again %s",
+                  result.measurement_id, error, measured_again, extra=extra)
 
 
 def _rows(group: list[Accepted]) -> list[tuple[str, str, bytes]]:

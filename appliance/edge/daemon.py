@@ -214,7 +214,7 @@ class EdgeDaemon:
             results, self.outbox, self.pipeline_stop, wake_link=self.link.wake,
             screen=self.screen, group_max=edge.group_commit_max, paused=self.measuring_paused,
             on_committed=records.record_measured if records is not None else None,
-            on_dropped=records.record_not_measured if records is not None else None,
+            on_dropped=records.record_not_kept if records is not None else None,
         )
 
     def _build_screen(self) -> None:

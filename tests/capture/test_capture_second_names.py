@@ -176,3 +176,27 @@ def test_without_a_record_a_second_name_of_a_picture_that_gave_no_result_is_read
     assert first.stamp is not None
     source.record_not_measured(first.stamp)
     assert [frame.name for frame in _read(source, 4)] == ["0002.jpg"]
+
+
+def test_a_file_whose_result_the_outbox_did_not_keep_is_read_again_itself_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A commit the full disk refused: the file is still there, so its result is not lost; it
+    was left unread until the next start (its second name was read in its place)."""
+    folder, record = tmp_path / "frames", tmp_path / "state" / "replayed.sqlite3"
+    folder.mkdir()
+    _save(folder / "0001.jpg", 1)
+    os.link(folder / "0001.jpg", folder / "0002.jpg")
+    source = _opened(folder, record)
+    [first] = _read(source, 4)
+    assert first.stamp is not None
+    with caplog.at_level(logging.INFO, logger="appliance.capture.folder"):
+        source.record_not_kept(first.stamp)  # the commit thread: the outbox could not write
+        [again] = _read(source, 4)
+        assert again.stamp == first.stamp  # the same file: measured under the same id
+        assert _read(source, 4) == []  # 0002.jpg waits on it again
+        source.record_measured([again.stamp])
+    source.close()
+    assert "0001.jpg: its result was not kept (the outbox could not write); read again" in \
+        caplog.text
+    assert set(ReplayRecord(record).measured()) == {"0001.jpg", "0002.jpg"}

@@ -2,9 +2,10 @@
 once per run. One the quality gate refuses is never measured, and the journal says which file and
 why (a live camera's refused frames are not said: most are); one read while measuring is paused
 (the outbox cannot write) waits for measuring to resume instead of being passed over. A saved
-capture that gives no result (refused, its measurement failed, or a commit the outbox refused
-dropped its result) is told to the folder source, so that a second name of the same picture is
-measured then; one whose result a full outbox refused (refuse_new) was measured, and is not."""
+capture that gives no result (refused, or its measurement failed) is told to the folder source,
+so that a second name of the same picture is measured then; one whose result a refused commit
+dropped is told too (the file is read again), and not counted lost; one whose result a full
+outbox refused (refuse_new) was measured, and is not told."""
 
 from __future__ import annotations
 
@@ -168,3 +169,40 @@ def test_a_saved_capture_whose_commit_the_outbox_refused_is_told_to_its_source(
     # the live frame's result is no file's: never told
     assert told == ([] if fault == "full, refuse_new" else [saved])
     assert recorded == ([[saved]] if fault == "full, refuse_new" else [])
+
+
+def test_a_saved_captures_result_a_refused_commit_dropped_is_not_counted_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its file is measured again (once the outbox can write, or at the next start for one
+    held for a repair that failed): counted dropped, it reached the back office all the same."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    outbox.close()  # every write fails, as an I/O error makes it
+    results: queue.Queue[Accepted] = queue.Queue()
+    stop = threading.Event()
+    committer = ResultCommitter(results, outbox, stop, wake_link=lambda: None)
+    saved, live = FileStamp("0001.jpg", 1, 2), None
+    group = [Accepted(fleetsim.sample_result(random.Random(index), "lab", "k1", index), None,
+                      "t/r", stamp) for index, stamp in enumerate([saved, live])]
+    for accepted in group:
+        results.put(accepted)
+    stop.set()
+    with caplog.at_level(logging.ERROR, logger="appliance.edge.committer"):
+        committer.start()
+        committer.join(10)
+        committer.held = list(group)  # as a damaged outbox holds them for its repair
+        assert committer.drop_held(RuntimeError("no repair")) == 1  # the live frame's only
+    assert committer.refused == 4
+    assert outbox.dropped() == 1
+    said = [r.getMessage() for r in caplog.records]
+    saved_id, live_id = (accepted.result.measurement_id for accepted in group)
+    not_kept = [line for line in said if saved_id in line]
+    assert len(not_kept) == 2
+    assert not_kept[0].startswith(f"measurement {saved_id} not kept (")
+    assert not_kept[0].endswith("); its saved file is measured again once the outbox can write")
+    assert not_kept[1] == (f"measurement {saved_id} not kept (no repair); its saved file is "
+                           "measured again at the next start")
+    dropped = [line for line in said if live_id in line]
+    assert len(dropped) == 2
+    assert dropped[0].startswith(f"measurement {live_id} dropped: ")
+    assert dropped[1] == f"measurement {live_id} dropped: no repair"
