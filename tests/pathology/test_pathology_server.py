@@ -32,6 +32,7 @@ from PIL import Image
 from appliance.backoffice.outage import StoreOutage
 from appliance.cli import main
 from appliance.config import PASSWORD_ENV, Config, config_from_mapping
+from appliance.edge.testing import wait_until
 from appliance.pathology import preparing
 from appliance.pathology import server as server_module
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
@@ -802,9 +803,7 @@ def test_cancelled_job_stops_midway_and_frees_its_tiles(
     server = serve(config, backend)
     watcher.submit(_job("long", [slides / "b11.jpg", slides / "b12.jpg"] * 4))
     watcher.wait("long", {"running"}, min_done=1)
-    deadline = time.monotonic() + 60
-    while server.batcher.pending_for("long") == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)  # the next slide is being prepared
+    wait_until(lambda: server.batcher.pending_for("long") > 0, 60)  # the next slide is prepared
     assert main(["pathology", "job", "cancel", "long", "--config",
                  str(tmp_path / "config.yaml")]) == 0
     final = watcher.wait("long", {"done", "cancelled", "failed"})
@@ -1063,9 +1062,8 @@ def test_a_server_killed_between_storing_a_job_s_end_and_publishing_it_leaves_no
     assert [row["slide"] for row in final["results"]] == ["b11", "corrupt"]
     # the request is cleared after the final state is published (a kill between the two leaves
     # the request, so the next server publishes the stored end again): it may lag the state
-    deadline_s = time.monotonic() + 30
-    while _retained_on(env.broker, request_topic(env.prefix, "ended")):
-        assert time.monotonic() < deadline_s, "the ended job's request is still retained"
+    assert wait_until(lambda: not _retained_on(env.broker, request_topic(env.prefix, "ended")),
+                      30), "the ended job's request is still retained"
 
 
 def test_a_relative_results_dir_is_the_config_file_s_folder_not_the_working_one(
@@ -1564,9 +1562,7 @@ def test_a_job_is_acknowledged_only_once_stored(env: Env, serve: Servers) -> Non
 
     first.store.accept = store_is_down  # type: ignore[method-assign]
     env.watcher.submit(_job("durable", [env.slides / "b11.jpg"]))
-    deadline = time.monotonic() + 20
-    while len(attempts) < 2 and time.monotonic() < deadline:  # it retries, never acks
-        time.sleep(0.1)
+    wait_until(lambda: len(attempts) >= 2, 20, poll_s=0.1)  # it retries, never acks
     assert attempts[:2] == ["durable", "durable"]
     serve.stop(first)  # dies with the job unacknowledged
     serve(config)  # same client id: the broker hands the unacknowledged job back
@@ -1627,9 +1623,7 @@ def test_a_job_sent_while_the_store_s_disk_is_full_is_said_once_and_done_once_sp
             time.sleep(0.3)  # SUBACK
             filler = fill(disk)
             env.watcher.submit(_job("full-store", [env.slides / "b11.jpg"]))
-            deadline = time.monotonic() + 20
-            while len(tries) < 4 and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until(lambda: len(tries) >= 4, 20, poll_s=0.1)
             assert len(tries) >= 4  # tried again each second, never acknowledged
             filler.unlink()
             final = env.watcher.wait("full-store", {"done", "failed"}, timeout_s=60)
@@ -1654,9 +1648,7 @@ def test_leases_the_store_fails_to_renew_are_said_once_and_when_it_renews_them_a
         return renew(owner, job_ids, lease_s)
 
     server.store.renew = down_three_times  # type: ignore[method-assign]
-    deadline = time.monotonic() + 20
-    while len(tries) < 5 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: len(tries) >= 5, 20, poll_s=0.1)
     said = _store_said(caplog, "appliance.pathology.server")
     assert [level for level, _ in said] == ["ERROR", "WARNING"], said
     assert ": a read or write failed (database is locked" in said[0][1]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from appliance.edge.testing import wait_until
 from appliance.pathology.workerpool import PreparationWorkers, WorkerDiedError, WorkerError
 from tests import pathology_worker_hooks as hooks
 
@@ -52,10 +53,8 @@ def test_a_worker_killed_while_idle_fails_no_call_and_is_replaced(
 ) -> None:
     first = one_worker.submit(os.getpid).result(timeout=60)
     os.kill(first, signal.SIGKILL)
-    deadline_s = time.monotonic() + 30
-    while first in _living(one_worker.worker_pids()):
-        assert time.monotonic() < deadline_s, f"worker {first} still runs after SIGKILL"
-        time.sleep(0.05)
+    assert wait_until(lambda: first not in _living(one_worker.worker_pids()), 30, poll_s=0.05), \
+        f"worker {first} still runs after SIGKILL"
     second = one_worker.submit(os.getpid).result(timeout=60)
     assert second != first
     assert one_worker.worker_pids() == [second]

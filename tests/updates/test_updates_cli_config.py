@@ -12,7 +12,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from appliance.cli import main
+from appliance.edge.testing import wait_until
 from appliance.updates.operations import init_repository
 from appliance.updates.repository import FileRepository
 from appliance.updates.testing import linear_model
@@ -378,9 +378,7 @@ def test_a_deploy_ended_by_sigterm_records_its_rollout_stopped_by_sigterm(
              "1.0.0", "--repo", str(repo.dir), "--devices", "lab/k1", "--timeout-s", "60",
              "--store", store_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not _rollout_rows(store_url):
-                time.sleep(0.2)
+            wait_until(lambda: bool(_rollout_rows(store_url)), 30, poll_s=0.2)
             deploy.send_signal(signal.SIGTERM)
             assert deploy.wait(30) == 143
         finally:
