@@ -1,6 +1,7 @@
 """Running a command whose process pool loses a worker: the pool's workers of a process, and the
 command run until its workers draw, one killed with SIGKILL (as the kernel's OOM killer does);
-a synthetic H&E slide that takes a minute to paint, to act on while workers paint."""
+a synthetic H&E slide that takes a minute to paint, and rows of `models skin-table` that take a
+minute to draw or kill their worker, to act on while workers paint or draw."""
 
 from __future__ import annotations
 
@@ -76,3 +77,56 @@ def when_two_paint(folder: Path, act: Callable[[list[int]], object]) -> threadin
 
     threading.Thread(target=wait_and_act, daemon=True).start()
     return given_up
+
+
+ROWS_NOTED = "APPLIANCE_TEST_ROWS_NOTED"  # environment: the folder the row hooks note rows in
+DRAWN = "drawn"  # in it: a file named by the index of each row drawn whole
+
+
+def drawing_for_a_minute(spec: Any, index: int) -> tuple[dict[str, float], dict[str, float]]:
+    """In place of ``grades.frame_row`` (a worker imports it from here): a row that takes a
+    minute, after its worker has noted its pid in PAINTING; noted in DRAWN when it is done, so
+    a worker that is not ended at once finishes it."""
+    folder = Path(os.environ[ROWS_NOTED])
+    (folder / PAINTING / str(os.getpid())).touch()
+    time.sleep(60)
+    return _drawn(index)
+
+
+def first_row_for_a_minute(spec: Any, index: int) -> tuple[dict[str, float], dict[str, float]]:
+    """In place of ``grades.frame_row``: row 0 takes a minute (drawing_for_a_minute), the
+    others none, so a second worker is soon left waiting for a row."""
+    return drawing_for_a_minute(spec, index) if index == 0 else _drawn(index)
+
+
+def dying_on_the_first_row(spec: Any, index: int) -> tuple[dict[str, float], dict[str, float]]:
+    """In place of ``grades.frame_row``: row 0 notes its worker's pid in PAINTING and kills
+    that worker with SIGKILL, as the kernel's OOM killer would; the others take no time."""
+    if index == 0:
+        (Path(os.environ[ROWS_NOTED]) / PAINTING / str(os.getpid())).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _drawn(index)
+
+
+def _drawn(index: int) -> tuple[dict[str, float], dict[str, float]]:
+    """An empty row, noted in DRAWN (a stopped table is never built from it)."""
+    (Path(os.environ[ROWS_NOTED]) / DRAWN / str(index)).touch()
+    return {}, {}
+
+
+TAKEN = "taken"  # beside DRAWN: a file named by the index of each row the command has taken
+
+
+def last_row_after_the_first_is_taken(
+    spec: Any, index: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """In place of ``grades.frame_row``: row ``index`` as {"index": index}; the last row waits
+    (a minute at most) until the command has taken row 0 (noted in TAKEN), and says whether
+    it saw that: {"saw_row_0_taken": 1.0}."""
+    if index < spec.rows - 1:
+        return {"index": float(index)}, {}
+    taken = Path(os.environ[ROWS_NOTED]) / TAKEN / "0"
+    deadline = time.monotonic() + 60
+    while not taken.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"index": float(index)}, {"saw_row_0_taken": float(taken.exists())}

@@ -146,27 +146,33 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _skin_table(args: argparse.Namespace) -> int:
-    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
-
-    from appliance.modelbuild.grades import TableSpec, build_skin_table  # noqa: PLC0415
+    from appliance.modelbuild.grades import (  # noqa: PLC0415
+        FrameRow,
+        TableSpec,
+        WorkerDied,
+        build_skin_table,
+    )
     from appliance.modelbuild.table import write_table  # noqa: PLC0415  (pyarrow)
-    from appliance.synthetic.pool_stop import WORKER_DIED  # noqa: PLC0415
 
     if refusal := _table_out_refusal(args.out, args.force):
         print(escape_controls(f"skin-table: {refusal}"), file=sys.stderr)
         return 2
     spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features,
                      label_noise=args.label_noise)
+    drawn: list[FrameRow] = []
     try:
-        table = build_skin_table(spec, progress=not args.quiet, workers=args.workers)
+        table = build_skin_table(spec, progress=not args.quiet, workers=args.workers,
+                                 drawn=drawn)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
-        print(escape_controls(_table_stopped(args.out)), file=sys.stderr)
+        stopped = f"stopped after drawing {len(drawn)} of {spec.rows} frames"
+        print(escape_controls(_table_lost(args.out, stopped)), file=sys.stderr)
         raise
     except ValueError as exc:
         print(escape_controls(f"skin-table: {exc}"), file=sys.stderr)
         return 2
-    except BrokenProcessPool:
-        print(f"skin-table: {WORKER_DIED}; nothing written", file=sys.stderr)
+    except WorkerDied as died:
+        said = f"{died} after {len(drawn)} of {spec.rows} frames were drawn"
+        print(escape_controls(_table_lost(args.out, said)), file=sys.stderr)
         return 1
     try:
         path = write_table(args.out, table)
@@ -178,12 +184,13 @@ def _skin_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table_stopped(out: Path) -> str:
-    """What a table build stopped while drawing its frames kept: nothing (the table is
-    written only once every row is drawn), and the earlier table at ``out``, if any."""
+def _table_lost(out: Path, what_happened: str) -> str:
+    """What a table build that ended while drawing its frames kept: nothing (the table is
+    written only once every row is drawn: its grades are cut at the tertiles of all rows),
+    and the earlier table at ``out``, if any."""
     earlier = f"; the earlier {out} is as it was" if out.exists() else ""
-    return (f"skin-table: stopped while drawing its frames, before the table was written: "
-            f"nothing kept{earlier}; the same command again draws them all")
+    return (f"skin-table: {what_happened}, before the table was written: nothing "
+            f"kept{earlier}; the same command again draws them all")
 
 
 def _table_out_refusal(out: Path, force: bool) -> str | None:

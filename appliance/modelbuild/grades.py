@@ -16,12 +16,10 @@ texture/pore keys with measurement noise, colour keys measured on the frame
 
 from __future__ import annotations
 
-import functools
 import math
-import multiprocessing
 import subprocess
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +32,7 @@ from appliance.transport.payloads import FEATURE_KEYS
 if TYPE_CHECKING:
     from appliance.synthetic.skin import SyntheticSkin
 
+FrameRow = tuple[dict[str, float], dict[str, float]]  # a frame's features and ground truth
 PRESET = "mixed"
 RELATIVE_NOISE = 0.05  # measured vs true texture metric: ~5 % (repeatability alone is ~2 %)
 ANISOTROPY_NOISE = 0.03
@@ -84,7 +83,7 @@ def _measured_features(frame: SyntheticSkin) -> dict[str, float]:
     return {key: float(value) for key, value in analysis.features.as_dict().items()}
 
 
-def frame_row(spec: TableSpec, index: int) -> tuple[dict[str, float], dict[str, float]]:
+def frame_row(spec: TableSpec, index: int) -> FrameRow:
     """(features, ground truth) of synthetic frame ``index`` of the spec."""
     from appliance.synthetic.skin import synthetic_frame  # noqa: PLC0415  (renders images)
 
@@ -95,20 +94,29 @@ def frame_row(spec: TableSpec, index: int) -> tuple[dict[str, float], dict[str, 
     return _truth_features(frame, noise_rng), dict(frame.truth)
 
 
-def frame_rows(
-    spec: TableSpec, workers: int = 1
-) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
-    """Every frame's (features, ground truth) in index order, on ``workers`` processes."""
+class WorkerDied(Exception):  # noqa: N818 - a process that ended, not an error of the code
+    """A worker process drawing frames ended abruptly; the message names it and how it ended."""
+
+
+def draw_rows(spec: TableSpec, take: Callable[[FrameRow], object], workers: int = 1) -> None:
+    """Hand every frame's (features, ground truth) to ``take`` in index order, as each is
+    drawn, on ``workers`` processes; the first row that fails ends the drawing with its error
+    (WorkerDied when its worker was killed)."""
     if workers <= 1:
-        yield from (frame_row(spec, index) for index in range(spec.rows))
+        for index in range(spec.rows):
+            take(frame_row(spec, index))
         return
-    # A process pool that notices a worker dying (kill -9, the OOM killer) and raises
-    # BrokenProcessPool; multiprocessing.Pool lost that worker's rows and waited for them forever.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        yield from pool.map(functools.partial(frame_row, spec), range(spec.rows), chunksize=4)
-    finally:  # a stop (an error, Ctrl-C) draws no more rows than those being drawn
-        pool.shutdown(wait=True, cancel_futures=True)
+    from appliance.synthetic.pool_stop import run_in_order, worker_died  # noqa: PLC0415 (cv2)
+
+    # the rows being drawn when it stops are not waited for: a stopped table is not written
+    jobs = ((spec, index) for index in range(spec.rows))
+    run = run_in_order(frame_row, jobs, workers, keep_started=False, delivered=take)
+    if run.failed:
+        error = run.failed[0].exception()
+        assert error is not None  # noted because it failed
+        if isinstance(error, BrokenProcessPool):  # kill -9, the kernel's OOM killer
+            raise WorkerDied(worker_died(run)) from error
+        raise error
 
 
 def grade_scores(truths: list[dict[str, float]]) -> np.ndarray:
@@ -159,17 +167,28 @@ def describe(spec: TableSpec) -> str:
     )
 
 
-def build_skin_table(spec: TableSpec, progress: bool = False, workers: int = 1) -> LabelledTable:
-    """Make the labelled table (renders every frame: about a second per row per worker)."""
+def build_skin_table(
+    spec: TableSpec, progress: bool = False, workers: int = 1, drawn: list[FrameRow] | None = None
+) -> LabelledTable:
+    """Make the labelled table (renders every frame: about a second per row per worker);
+    ``drawn``, when given, collects the rows as they are drawn (how far a stopped build got)."""
     if spec.features not in ("measured", "truth") or spec.rows < MIN_TABLE_ROWS:
         raise ValueError(f"need features measured|truth and >= {MIN_TABLE_ROWS} rows (two of "
                          f"each grade), got features {spec.features!r}, {spec.rows} rows")
     description = describe(spec)  # before rendering: the code that makes the rows
-    rows = frame_rows(spec, workers)
+    rows: list[FrameRow] = [] if drawn is None else drawn
     if progress:
         from tqdm import tqdm  # noqa: PLC0415  (progress only)
 
-        rows = tqdm(rows, total=spec.rows, desc="synthetic frames", unit="frame")
+        with tqdm(total=spec.rows, desc="synthetic frames", unit="frame") as bar:
+
+            def take(row: FrameRow) -> None:
+                rows.append(row)
+                bar.update()
+
+            draw_rows(spec, take, workers)
+    else:
+        draw_rows(spec, rows.append, workers)
     features, truths = zip(*rows, strict=True)
     matrix = np.asarray([[f[key] for key in FEATURE_KEYS] for f in features], dtype=np.float32)
     return LabelledTable(

@@ -1,16 +1,19 @@
 """Run a generator's jobs in a small process pool that a stop signal (Ctrl-C, SIGTERM), a job
-that fails or a worker that dies ends soon, without a traceback from each worker (``synth skin``
-and ``synth he`` share it)."""
+that fails or a worker that dies ends soon, without a traceback from each worker (``synth skin``,
+``synth he`` and ``models skin-table`` share it)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from itertools import islice
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any, Generic, TypeVar
 
@@ -20,6 +23,8 @@ Result = TypeVar("Result")
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers
 WORKER_DIED = "a worker process ended abruptly (killed, or out of memory)"
 _POLL_S = 0.2  # how soon a stop signal is acted on while the pool works
+_NAMING_THE_DEAD = threading.Lock()
+_REAP_S = 5.0  # a worker whose end the pool saw is gone in microseconds; a guard only
 
 
 def _start_worker() -> None:
@@ -33,18 +38,30 @@ def _start_worker() -> None:
 @dataclass(frozen=True)
 class PoolRun(Generic[Result]):
     """What a run submitted: ``futures`` in the order of the jobs, each done, failed or
-    cancelled; ``failed`` in the order they failed (the first one ended the run)."""
+    cancelled (but for those handed to ``delivered``); ``failed`` in the order they failed (the
+    first one ended the run); ``died``: the workers found ended when the pool broke, each as
+    'worker process PID was killed by SIGKILL (...)', to name in what the command says."""
 
     futures: list[Future[Result]]
     failed: list[Future[Result]]
+    died: list[str] = field(default_factory=list)
+
+
+def worker_died(run: PoolRun[Result]) -> str:
+    """What a run that a dead worker broke says of it: which worker and how it ended, where
+    the pool saw it end; else WORKER_DIED."""
+    return "; ".join(run.died) if run.died else WORKER_DIED
 
 
 def run_in_order(
     call: Callable[..., Result], jobs: Iterable[tuple[Any, ...]], workers: int, *,
     keep_started: bool, finished: Callable[[int], object] = lambda count: None,
+    delivered: Callable[[Result], object] | None = None,
 ) -> PoolRun[Result]:
     """``call(*job)`` for each of ``jobs``, in a pool of ``workers`` processes, submitted in
-    order; ``finished`` is told (in this thread) how many more have finished.
+    order; ``finished`` is told (in this thread) how many more have finished; ``delivered``,
+    when given, is handed each result (in this thread, in the order of the jobs) as soon as it
+    and those before it are done, and the run keeps no future of it.
 
     A job that fails (a worker killed fails them all) or a stop signal ends the run: the jobs
     queued but not started are dropped, and the ones started are finished when
@@ -61,6 +78,7 @@ def run_in_order(
     # it with raised an exception that the worker caught, going on with its next job
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
+    processes = pool._processes  # noqa: SLF001 - no public list before Python 3.14
     run: PoolRun[Result] = PoolRun([], [])
     unfinished: list[Future[Result]] = []  # at most ``in_flight``
     stopped: list[int] = []
@@ -70,8 +88,12 @@ def run_in_order(
         stopped.append(signum)
 
     def submit(job: tuple[Any, ...]) -> None:
-        future = pool.submit(call, *job)
-        future.add_done_callback(lambda done: _note_failure(done, run.failed))
+        try:
+            future = pool.submit(call, *job)
+        except BrokenProcessPool as broken:  # a worker died since the last wait: this job too
+            future = Future()
+            future.set_exception(broken)
+        future.add_done_callback(lambda done: _note_failure(done, run, processes))
         run.futures.append(future)
         unfinished.append(future)
 
@@ -87,7 +109,7 @@ def run_in_order(
         finally:  # one the command ignored (under nohup, in the background) stays ignored
             _set_stop_handlers({signum: signal.SIG_IGN if old == signal.SIG_IGN else note
                                 for signum, old in replaced.items()})
-        room = _Room(unfinished, run.failed, stopped, finished)
+        room = _Room(unfinished, run, stopped, finished, delivered)
         for job in queue:
             if not room.wait(3 * workers):  # drawn or queued at once: no worker waits
                 break
@@ -95,7 +117,7 @@ def run_in_order(
         room.wait(1)  # the last jobs: none left unfinished
     finally:
         if (stopped or run.failed) and not keep_started:
-            _terminate_workers(pool)
+            _terminate_workers(processes)
         pool.shutdown(wait=True, cancel_futures=True)
         for signum, handler in replaced.items():
             signal.signal(signum, handler)
@@ -117,34 +139,83 @@ class _Room(Generic[Result]):
     """Room in the pool for one more job: what the run waits for between submits."""
 
     unfinished: list[Future[Result]]
-    failed: list[Future[Result]]
+    run: PoolRun[Result]
     stopped: list[int]
     finished: Callable[[int], object]
+    delivered: Callable[[Result], object] | None
 
     def wait(self, in_flight: int) -> bool:
         """Wait until fewer than ``in_flight`` jobs are unfinished (the finished ones are
-        taken out and counted); False when the run ends first (a stop signal, a job that
-        failed). The wait wakes every ``_POLL_S`` to see a stop signal: its handler only
-        notes it."""
-        while not (self.stopped or self.failed):
+        taken out and counted, and delivered in order); False when the run ends first (a stop
+        signal, a job that failed). The wait wakes every ``_POLL_S`` to see a stop signal: its
+        handler only notes it."""
+        while not (self.stopped or self.run.failed):
             running = [future for future in self.unfinished if not future.done()]
             self.finished(len(self.unfinished) - len(running))
             self.unfinished[:] = running
+            self._deliver()
             if len(running) < in_flight:
                 return True
             wait(running, timeout=_POLL_S, return_when=FIRST_COMPLETED)
         return False
 
+    def _deliver(self) -> None:
+        """Hand ``delivered`` the results at the head of the run that are done, up to the
+        first one that is not (or failed), and forget their futures."""
+        futures = self.run.futures
+        while self.delivered is not None and futures and _succeeded(futures[0]):
+            self.delivered(futures.pop(0).result())
 
-def _note_failure(future: Future[Result], failed: list[Future[Result]]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        failed.append(future)
+
+def _succeeded(future: Future[Result]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
-def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+def _note_failure(
+    future: Future[Result], run: PoolRun[Result], processes: Mapping[int, BaseProcess]
+) -> None:
+    """A job's future is done: note it when it failed, and when a dead worker failed it (the
+    pool's manager thread tells it, before it ends the other workers), which one: before the
+    failure is noted, as the run then ends the other workers itself. A job failed at submit
+    (the pool broke since the run's last wait) is noted in the run's own thread: the lock keeps
+    the two from naming the worker twice."""
+    if future.cancelled() or future.exception() is None:
+        return
+    if isinstance(future.exception(), BrokenProcessPool):
+        with _NAMING_THE_DEAD:
+            if not run.died:
+                run.died.extend(_ended_workers(processes))
+    run.failed.append(future)
+
+
+def _ended_workers(processes: Mapping[int, BaseProcess]) -> list[str]:
+    """The pool's workers that have ended, each named by its pid and how it ended (an end the
+    pool has seen: the process's sentinel is ready)."""
+    workers = list(processes.values())
+    ended = multiprocessing.connection.wait([worker.sentinel for worker in workers], timeout=0)
+    described = []
+    for worker in workers:
+        if worker.sentinel in ended:
+            worker.join(_REAP_S)
+            described.append(f"worker process {worker.pid} {_how_it_ended(worker.exitcode)}")
+    return described
+
+
+def _how_it_ended(exitcode: int | None) -> str:
+    if exitcode == -signal.SIGKILL:  # what the kernel's OOM killer sends too
+        return "was killed by SIGKILL (kill -9, or out of memory)"
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"ended abruptly (exit status {exitcode})"
+
+
+def _terminate_workers(processes: Mapping[int, BaseProcess]) -> None:
     """SIGTERM to each of the pool's workers, whose default action ends it at once (spawned,
     a worker has no handler of its own); the pool then fails their jobs. Python 3.14's
     ``ProcessPoolExecutor.terminate_workers`` does this; 3.11 keeps them only in a private
     name."""
-    for process in list(pool._processes.values()):  # noqa: SLF001 - no public list before Python 3.14
+    for process in list(processes.values()):
         process.terminate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -188,8 +189,10 @@ def test_skin_table_with_a_worker_killed_says_so_instead_of_waiting_forever(
     code, err = kill_a_worker(["models", "skin-table", "--out", str(out), "--rows", "400",
                                "--workers", "2", "--quiet"])
     assert code == 1, err
-    assert err.endswith("skin-table: a worker process ended abruptly (killed, or out of "
-                        "memory); nothing written\n")
+    said = re.fullmatch(r"skin-table: worker process (\d+) was killed by SIGKILL \(kill -9, or out "
+                        r"of memory\) after (\d+) of 400 frames were drawn, before the table was "
+                        r"written: nothing kept; the same command again draws them all\n", err)
+    assert said is not None, err
     assert not out.exists()
 
 
@@ -197,17 +200,19 @@ def test_skin_table_stopped_by_ctrl_c_says_nothing_is_kept_and_the_earlier_table
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """It exited 130 without a word after minutes of frames: was a part of the table written,
-    and was the earlier one replaced?"""
+    and was the earlier one replaced? Then it said so, but not how far it had got."""
     from appliance.modelbuild import grades
 
-    def stopped(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt
+    def ctrl_c_at_the_fourth(spec: object, index: int) -> tuple[dict[str, float], ...]:
+        if index == 3:
+            raise KeyboardInterrupt
+        return {}, {}
 
-    monkeypatch.setattr(grades, "build_skin_table", stopped)
+    monkeypatch.setattr(grades, "frame_row", ctrl_c_at_the_fourth)
     out = tmp_path / "t.csv"
     out.write_text("the earlier table\n")
     assert main(["models", "skin-table", "--rows", "6", "--out", str(out), "--force"]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"skin-table: stopped while drawing its frames, before the table was written: nothing "
+        f"skin-table: stopped after drawing 3 of 6 frames, before the table was written: nothing "
         f"kept; the earlier {out} is as it was; the same command again draws them all")
     assert out.read_text() == "the earlier table\n"
