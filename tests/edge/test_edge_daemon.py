@@ -109,20 +109,31 @@ def test_cmd_measure_measures_again_while_the_scope_rests(
     daemon = fast_daemon(config, source=resting)
     thread, _codes = run_in_thread(daemon)
     try:
-        wait_until(lambda: daemon.committer.committed >= 1, 10)
-        time.sleep(0.5)
-        assert daemon.committer.committed == 1  # one contact, one result
+        assert wait_until(lambda: daemon.committer.committed >= 1, 10)
+        # one contact, one result: the scope rests on, and the frames that would have made a
+        # second burst twice over are judged without one being measured
+        _assert_measured_after_two_more_bursts(daemon, config.edge.burst_frames, 1)
+        assert daemon.committer.committed == 1
         sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
         sender.connect(mqtt_broker.host, mqtt_broker.port)
         sender.loop_start()
         sender.publish(f"{topic_prefix}/lab/kiosk-t/cmd/measure", b"{}", qos=1).wait_for_publish()
         sender.disconnect()
         sender.loop_stop()
-        wait_until(lambda: daemon.committer.committed >= 2, 10)
+        assert wait_until(lambda: daemon.committer.committed >= 2, 10)
+        _assert_measured_after_two_more_bursts(daemon, config.edge.burst_frames, 2)
         assert daemon.committer.committed == 2
     finally:
         daemon.request_stop()
         thread.join(10)
+
+
+def _assert_measured_after_two_more_bursts(daemon: EdgeDaemon, burst: int, count: int) -> None:
+    """Once the analysis has judged two bursts' worth of frames more than it had, it has
+    measured ``count`` results (it counts one before it judges its next frame)."""
+    judged = daemon.analysis.frames_assessed
+    assert wait_until(lambda: daemon.analysis.frames_assessed >= judged + 2 * burst, 10)
+    assert daemon.analysis.measurements == count
 
 
 def test_a_command_on_a_topic_of_60000_characters_is_logged_cut_short(
