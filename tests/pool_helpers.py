@@ -27,9 +27,9 @@ def pool_workers(pid: int) -> list[int]:
             if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
 
 
-def kill_a_worker(arguments: list[str]) -> tuple[int, str]:
+def kill_a_worker(arguments: list[str]) -> tuple[int, str, int]:
     """Run ``appliance ARGUMENTS``, SIGKILL one pool worker once two are drawing, and return the
-    exit code and stderr."""
+    exit code, stderr and the pid of the worker killed."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "appliance", *arguments],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -44,7 +44,7 @@ def kill_a_worker(arguments: list[str]) -> tuple[int, str]:
         if process.poll() is None:
             process.kill()
             process.wait()
-    return process.returncode, err
+    return process.returncode, err, workers[0]
 
 
 PAINTING = "painting"  # beside a cohort: a file named by the pid of each worker painting a slide

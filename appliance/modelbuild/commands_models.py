@@ -146,13 +146,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _skin_table(args: argparse.Namespace) -> int:
-    from appliance.modelbuild.grades import (  # noqa: PLC0415
-        FrameRow,
-        TableSpec,
-        WorkerDied,
-        build_skin_table,
-    )
+    from appliance.modelbuild.grades import FrameRow, TableSpec, build_skin_table  # noqa: PLC0415
     from appliance.modelbuild.table import write_table  # noqa: PLC0415  (pyarrow)
+    from appliance.synthetic.pool_stop import WorkerDied  # noqa: PLC0415  (cv2)
 
     if refusal := _table_out_refusal(args.out, args.force):
         print(escape_controls(f"skin-table: {refusal}"), file=sys.stderr)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import subprocess
 from collections.abc import Callable
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,29 +93,23 @@ def frame_row(spec: TableSpec, index: int) -> FrameRow:
     return _truth_features(frame, noise_rng), dict(frame.truth)
 
 
-class WorkerDied(Exception):  # noqa: N818 - a process that ended, not an error of the code
-    """A worker process drawing frames ended abruptly; the message names it and how it ended."""
-
-
 def draw_rows(spec: TableSpec, take: Callable[[FrameRow], object], workers: int = 1) -> None:
     """Hand every frame's (features, ground truth) to ``take`` in index order, as each is
     drawn, on ``workers`` processes; the first row that fails ends the drawing with its error
-    (WorkerDied when its worker was killed)."""
+    (pool_stop.WorkerDied, which names the worker, when one was killed)."""
     if workers <= 1:
         for index in range(spec.rows):
             take(frame_row(spec, index))
         return
-    from appliance.synthetic.pool_stop import run_in_order, worker_died  # noqa: PLC0415 (cv2)
+    from appliance.synthetic.pool_stop import (  # noqa: PLC0415 (cv2)
+        raise_first_failure,
+        run_in_order,
+    )
 
     # the rows being drawn when it stops are not waited for: a stopped table is not written
     jobs = ((spec, index) for index in range(spec.rows))
-    run = run_in_order(frame_row, jobs, workers, keep_started=False, delivered=take)
-    if run.failed:
-        error = run.failed[0].exception()
-        assert error is not None  # noted because it failed
-        if isinstance(error, BrokenProcessPool):  # kill -9, the kernel's OOM killer
-            raise WorkerDied(worker_died(run)) from error
-        raise error
+    raise_first_failure(run_in_order(frame_row, jobs, workers, keep_started=False,
+                                     delivered=take))
 
 
 def grade_scores(truths: list[dict[str, float]]) -> np.ndarray:

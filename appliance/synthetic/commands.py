@@ -19,6 +19,7 @@ from appliance.synthetic.arguments import (
 from appliance.synthetic.skin_presets import PRESETS, preset_help
 
 if TYPE_CHECKING:
+    from appliance.synthetic.he import SlideSpec
     from appliance.synthetic.skin_pool import SeriesIncomplete
 
 DEFAULT_WORKERS = 2
@@ -152,10 +153,8 @@ def _register_he(synth_group: Any) -> None:
 
 def _synth_he(args: argparse.Namespace) -> int:
     """Handler of ``appliance synth he``."""
-    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
-
     from appliance.synthetic.he import cohort_specs, write_cohort  # noqa: PLC0415 - heavy deps load on use
-    from appliance.synthetic.pool_stop import WORKER_DIED  # noqa: PLC0415
+    from appliance.synthetic.pool_stop import WorkerDied  # noqa: PLC0415
 
     specs = cohort_specs(args.patients, args.seed, args.msi_fraction)
     problem = (_cohort_refusal(args.out, [spec.slide for spec in specs], args.force)
@@ -169,19 +168,24 @@ def _synth_he(args: argparse.Namespace) -> int:
         print(f"appliance synth he: error: writing to {str(args.out)!r} failed: {exc}",
               file=sys.stderr)
         return 1
-    except BrokenProcessPool:
-        print(f"appliance synth he: error: {WORKER_DIED}; the slides it was painting and "
-              f"labels.csv are not written", file=sys.stderr)
+    except WorkerDied as died:
+        print(f"appliance synth he: error: {died} {_cohort_left(args.out, specs)}",
+              file=sys.stderr)
         return 1
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
-        painted = sum((args.out / f"{spec.slide}.jpg").is_file() for spec in specs)
-        again = "with --force" if painted else "again"  # its slides would be refused
-        print(f"appliance synth he: stopped with {painted} of {len(specs)} slides painted in "
-              f"{args.out} and no labels.csv, which a pathology run needs; the same command "
-              f"{again} paints the whole cohort", file=sys.stderr)
+        print(f"appliance synth he: stopped {_cohort_left(args.out, specs)}", file=sys.stderr)
         raise
     print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
     return 0
+
+
+def _cohort_left(out: Path, specs: list[SlideSpec]) -> str:
+    """What a cohort that ended midway left in ``out`` (slides, but no labels.csv yet) and how
+    to paint it whole."""
+    painted = sum((out / f"{spec.slide}.jpg").is_file() for spec in specs)
+    again = "with --force" if painted else "again"  # its slides would be refused
+    return (f"with {painted} of {len(specs)} slides painted in {out} and no labels.csv, which "
+            f"a pathology run needs; the same command {again} paints the whole cohort")
 
 
 def _cohort_refusal(out: Path, slides: list[str], force: bool) -> str | None:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from appliance.imagefile import temporary_of, write_image
 from appliance.outfile import replaced_when_complete
 from appliance.pathology.stain import REFERENCE_STAIN_OD
-from appliance.synthetic.pool_stop import run_in_order
+from appliance.synthetic.pool_stop import raise_first_failure, run_in_order
 
 LABELS_FILE = "labels.csv"
 LABEL_COLUMNS = ("slide", "patient", "label", "material", "um_per_px", "stain_batch")
@@ -112,23 +112,21 @@ def write_cohort(
 
 def _paint_in_pool(jobs: list[SlideJob], workers: int, painted: Callable[[int], object]) -> None:
     """Paint ``jobs`` with ``workers`` processes; the first slide's error (OSError: the disk's,
-    BrokenProcessPool: a worker killed) or a stop signal ends the cohort at once.
+    WorkerDied, naming the worker: one killed) or a stop signal ends the cohort at once.
 
     The slides being painted then are dropped, not finished: the cohort has no labels.csv yet
     and the same command with --force paints it whole again. A worker killed kept the command
     waiting for the others to paint a slide more each (seconds a slide), Ctrl-C for three
     slides that had not begun; their hidden temporaries go too."""
     try:
-        failed = run_in_order(_write_slide, [(job,) for job in jobs], workers,
-                              keep_started=False, finished=painted).failed
+        run = run_in_order(_write_slide, [(job,) for job in jobs], workers,
+                           keep_started=False, finished=painted)
     except BaseException:  # a stop signal, handed on once the pool has stopped
         _remove_temporaries(jobs)
         raise
-    if failed:
+    if run.failed:
         _remove_temporaries(jobs)
-        error = failed[0].exception()
-        assert error is not None  # noted because it failed
-        raise error
+        raise_first_failure(run)
 
 
 def _remove_temporaries(jobs: list[SlideJob]) -> None:

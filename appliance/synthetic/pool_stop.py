@@ -47,10 +47,28 @@ class PoolRun(Generic[Result]):
     died: list[str] = field(default_factory=list)
 
 
+class WorkerDied(Exception):  # noqa: N818 - a process that ended, not an error of the code
+    """A worker process ended abruptly (kill -9, the kernel's OOM killer); the message names it
+    and how it ended."""
+
+
 def worker_died(run: PoolRun[Result]) -> str:
     """What a run that a dead worker broke says of it: which worker and how it ended, where
     the pool saw it end; else WORKER_DIED."""
     return "; ".join(run.died) if run.died else WORKER_DIED
+
+
+def raise_first_failure(run: PoolRun[Result]) -> None:
+    """Raise the error of the job that ended ``run``, if one did: WorkerDied, naming the
+    worker, where a dead worker broke the pool (the error every job it failed carries does
+    not say which)."""
+    if not run.failed:
+        return
+    error = run.failed[0].exception()
+    assert error is not None  # noted because it failed
+    if isinstance(error, BrokenProcessPool):  # kill -9, the kernel's OOM killer
+        raise WorkerDied(worker_died(run)) from error
+    raise error
 
 
 def run_in_order(

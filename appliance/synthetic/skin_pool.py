@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Sequence
-from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from appliance.outfile import temp_name_part
-from appliance.synthetic.pool_stop import WORKER_DIED, run_in_order
+from appliance.synthetic.pool_stop import PoolRun, run_in_order, worker_died
 from appliance.synthetic.skin import frame_name, synthetic_frame, write_frame
 
 
@@ -47,20 +46,22 @@ def write_series(out_dir: Path, seed: int, indices: Sequence[int], preset: str, 
         return len(indices)
     frames = ((out_dir, seed, index, preset) for index in indices)
     run = run_in_order(write_one, frames, min(jobs, len(indices)), keep_started=True)
-    _keep_up_to_the_first_failure(out_dir, seed, indices, run.futures)
+    _keep_up_to_the_first_failure(out_dir, seed, indices, run)
     return len(indices)
 
 
 def _keep_up_to_the_first_failure(
-    out_dir: Path, seed: int, indices: Sequence[int], futures: Sequence[Future[Path]]
+    out_dir: Path, seed: int, indices: Sequence[int], run: PoolRun[Path]
 ) -> None:
     """Nothing when every frame was written; else remove the frames on disk from the first one
     that was not written on and raise SeriesIncomplete (the error itself when it is neither the
-    disk's, an OSError, nor a dead worker's, BrokenProcessPool).
+    disk's, an OSError, nor a dead worker's, BrokenProcessPool: the reason then names the
+    worker and how many frames were written before it).
 
     Every frame from the gap on is removed, not only those whose future says written: when a
     worker dies the pool fails the futures of the others too, and one of them may have put its
     frame in place just before the pool stopped it (a frame on disk that no future reports)."""
+    futures = run.futures
     settled = [None if future.cancelled() else future.exception() for future in futures]
     gap = next((place for place, future in enumerate(futures)
                 if future.cancelled() or settled[place] is not None), None)
@@ -69,7 +70,8 @@ def _keep_up_to_the_first_failure(
     failed, reason = next((place, error) for place, error in enumerate(settled) if error)
     removed = [index for index in indices[gap:] if _remove_frame(out_dir, seed, index)]
     if isinstance(reason, BrokenProcessPool):  # kill -9, the kernel's OOM killer
-        said = f"{WORKER_DIED}; the frames it was drawing are not written"
+        said = (f"{worker_died(run)} after {gap} of {len(indices)} frames were written; the "
+                "ones being drawn are not kept")
     elif isinstance(reason, OSError):
         said = str(reason)
     else:  # a bug: not the disk's doing nor a killed worker's

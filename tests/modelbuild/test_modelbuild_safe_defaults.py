@@ -186,12 +186,13 @@ def test_skin_table_with_a_worker_killed_says_so_instead_of_waiting_forever(
 ) -> None:
     """multiprocessing.Pool lost the killed worker's rows and waited for them for ever."""
     out = tmp_path / "grades.csv"
-    code, err = kill_a_worker(["models", "skin-table", "--out", str(out), "--rows", "400",
-                               "--workers", "2", "--quiet"])
+    code, err, killed = kill_a_worker(["models", "skin-table", "--out", str(out), "--rows",
+                                       "400", "--workers", "2", "--quiet"])
     assert code == 1, err
-    said = re.fullmatch(r"skin-table: worker process (\d+) was killed by SIGKILL \(kill -9, or out "
-                        r"of memory\) after (\d+) of 400 frames were drawn, before the table was "
-                        r"written: nothing kept; the same command again draws them all\n", err)
+    said = re.fullmatch(rf"skin-table: worker process {killed} was killed by SIGKILL \(kill -9, "
+                        r"or out of memory\) after (\d+) of 400 frames were drawn, before the "
+                        r"table was written: nothing kept; the same command again draws them "
+                        r"all\n", err)
     assert said is not None, err
     assert not out.exists()
 

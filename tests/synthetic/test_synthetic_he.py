@@ -119,12 +119,18 @@ def test_labels_are_written_whole_or_the_old_ones_stay(
 
 @pytest.mark.slow  # a real worker killed with SIGKILL
 def test_synth_he_with_a_worker_killed_says_so_not_a_traceback(tmp_path: Path) -> None:
+    # It said 'a worker process ended abruptly (killed, or out of memory)': which one, and what
+    # does the folder hold?
     out = tmp_path / "cohort"
-    code, err = kill_a_worker(["synth", "he", "--out", str(out), "--patients", "40",
-                               "--workers", "2", "--quiet"])
+    code, err, killed = kill_a_worker(["synth", "he", "--out", str(out), "--patients", "40",
+                                       "--workers", "2", "--quiet"])
     assert code == 1, err
-    assert err == ("appliance synth he: error: a worker process ended abruptly (killed, or out "
-                   "of memory); the slides it was painting and labels.csv are not written\n")
+    painted = len(list(out.glob("*.jpg")))
+    again = "with --force" if painted else "again"
+    assert err == (f"appliance synth he: error: worker process {killed} was killed by SIGKILL "
+                   f"(kill -9, or out of memory) with {painted} of {len(cohort_specs(40, 0))} "
+                   f"slides painted in {out} and no labels.csv, which a pathology run needs; "
+                   f"the same command {again} paints the whole cohort\n")
     assert not (out / "labels.csv").exists()
 
 

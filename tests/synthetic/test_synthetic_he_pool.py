@@ -35,8 +35,15 @@ def test_a_worker_killed_ends_the_cohort_without_the_slide_the_other_paints(
     # The pool ends the other workers with SIGTERM; a forked worker had the command's handler
     # for it, caught the exception it raised and painted its next slide whole before it ended
     # (the command took 6-9 s to say a worker died; a minute with this slide).
+    # It said 'a worker process ended abruptly (killed, or out of memory)': which one?
     monkeypatch.setattr(he, "_write_slide", painting_for_a_minute)
-    given_up = when_two_paint(tmp_path, lambda pids: os.kill(pids[0], signal.SIGKILL))
+    killed: list[int] = []
+
+    def kill_one(pids: list[int]) -> None:
+        killed.append(pids[0])
+        os.kill(pids[0], signal.SIGKILL)
+
+    given_up = when_two_paint(tmp_path, kill_one)
     out = tmp_path / "cohort"
     try:
         code = _exit_code([*COHORT, "--out", str(out)])
@@ -44,8 +51,10 @@ def test_a_worker_killed_ends_the_cohort_without_the_slide_the_other_paints(
         given_up.set()
     assert code == 1
     assert capsys.readouterr().err == (
-        "appliance synth he: error: a worker process ended abruptly (killed, or out of memory); "
-        "the slides it was painting and labels.csv are not written\n")
+        f"appliance synth he: error: worker process {killed[0]} was killed by SIGKILL (kill -9, "
+        f"or out of memory) with 0 of {len(he.cohort_specs(40, 0))} slides painted in {out} and "
+        "no labels.csv, which a pathology run needs; the same command again paints the whole "
+        "cohort\n")
     assert sorted(out.iterdir()) == []  # no slide, no hidden temporary, no labels.csv
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
-from appliance.synthetic.pool_stop import run_in_order
+from appliance.synthetic.pool_stop import PoolRun, run_in_order
 from appliance.synthetic.skin import synthetic_frame, write_frame
 from appliance.synthetic.skin_pool import (
     SeriesIncomplete,
@@ -117,14 +117,19 @@ def test_ctrl_c_on_a_long_series_finds_only_a_few_frames_queued(
 def test_a_worker_killed_ends_the_series_with_what_is_kept_not_a_traceback(
     tmp_path: Path,
 ) -> None:
+    # It said 'a worker process ended abruptly (killed, or out of memory)': which one, and
+    # after how many frames?
     out = tmp_path / "frames"
-    code, err = kill_a_worker(["synth", "skin", "--out", str(out), "--count", "2000", "--seed",
-                               "3", "--workers", "2"])
+    code, err, killed = kill_a_worker(["synth", "skin", "--out", str(out), "--count", "2000",
+                                       "--seed", "3", "--workers", "2"])
     assert code == 1, err
     assert "Traceback" not in err, err
-    assert "failed: a worker process ended abruptly (killed, or out of memory)" in err
     kept = sorted(path.name for path in out.glob("*.json"))
     assert kept == [f"skin-3-{index:05d}.json" for index in range(len(kept))]  # no gap
+    assert err.startswith(
+        f"appliance synth skin: error: writing to {str(out)!r} failed: worker process {killed} "
+        f"was killed by SIGKILL (kill -9, or out of memory) after {len(kept)} of 2000 frames "
+        "were written; the ones being drawn are not kept; "), err
     assert err.endswith(f"; finish with --start {len(kept)} --count {2000 - len(kept)}\n")
 
 
@@ -140,7 +145,7 @@ def test_a_frame_put_in_place_as_the_pool_broke_is_removed_with_the_rest(tmp_pat
     for future in broken:  # frames 1 and 2: on disk, their futures failed with the pool
         future.set_exception(BrokenProcessPool("a worker died"))
     with pytest.raises(SeriesIncomplete) as stop:
-        _keep_up_to_the_first_failure(tmp_path, 3, range(3), [done, *broken])
+        _keep_up_to_the_first_failure(tmp_path, 3, range(3), PoolRun([done, *broken], broken))
     assert list(stop.value.kept) == [0]
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "skin-3-00000.jpg", "skin-3-00000.json"]
@@ -159,7 +164,7 @@ def test_the_temporaries_a_killed_worker_left_are_removed_with_its_frame(tmp_pat
     killed: Future[Path] = Future()
     killed.set_exception(BrokenProcessPool("a worker died"))
     with pytest.raises(SeriesIncomplete):
-        _keep_up_to_the_first_failure(tmp_path, 3, range(2), [done, killed])
+        _keep_up_to_the_first_failure(tmp_path, 3, range(2), PoolRun([done, killed], [killed]))
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         ".notes.txt.a1b2c3.tmp.txt", "skin-3-00000.jpg", "skin-3-00000.json"]
 
