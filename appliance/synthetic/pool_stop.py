@@ -23,7 +23,6 @@ Result = TypeVar("Result")
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers
 WORKER_DIED = "a worker process ended abruptly (killed, or out of memory)"
 _POLL_S = 0.2  # how soon a stop signal is acted on while the pool works
-_NAMING_THE_DEAD = threading.Lock()
 _REAP_S = 5.0  # a worker whose end the pool saw is gone in microseconds; a guard only
 
 
@@ -39,8 +38,9 @@ def _start_worker() -> None:
 class PoolRun(Generic[Result]):
     """What a run submitted: ``futures`` in the order of the jobs, each done, failed or
     cancelled (but for those handed to ``delivered``); ``failed`` in the order they failed (the
-    first one ended the run); ``died``: the workers found ended when the pool broke, each as
-    'worker process PID was killed by SIGKILL (...)', to name in what the command says."""
+    first one ended the run); ``died``: the workers found ended when the pool broke (with no
+    job pending then, those the pool did not end itself), each as 'worker process PID was
+    killed by SIGKILL (...)', to name in what the command says."""
 
     futures: list[Future[Result]]
     failed: list[Future[Result]]
@@ -111,7 +111,9 @@ def run_in_order(
         except BrokenProcessPool as broken:  # a worker died since the last wait: this job too
             future = Future()
             future.set_exception(broken)
-        future.add_done_callback(lambda done: _note_failure(done, run, processes))
+            run.failed.append(future)  # the dead worker is named once the pool has stopped
+        else:
+            future.add_done_callback(lambda done: _note_failure(done, run, processes))
         run.futures.append(future)
         unfinished.append(future)
 
@@ -137,6 +139,9 @@ def run_in_order(
         if (stopped or run.failed) and not keep_started:
             _terminate_workers(processes)
         pool.shutdown(wait=True, cancel_futures=True)
+        if run.failed and not run.died and isinstance(run.failed[0].exception(),
+                                                      BrokenProcessPool):
+            run.died.extend(_killed_workers(processes))
         for signum, handler in replaced.items():
             signal.signal(signum, handler)
     if stopped:
@@ -194,15 +199,11 @@ def _note_failure(
 ) -> None:
     """A job's future is done: note it when it failed, and when a dead worker failed it (the
     pool's manager thread tells it, before it ends the other workers), which one: before the
-    failure is noted, as the run then ends the other workers itself. A job failed at submit
-    (the pool broke since the run's last wait) is noted in the run's own thread: the lock keeps
-    the two from naming the worker twice."""
+    failure is noted, as the run then ends the other workers itself."""
     if future.cancelled() or future.exception() is None:
         return
-    if isinstance(future.exception(), BrokenProcessPool):
-        with _NAMING_THE_DEAD:
-            if not run.died:
-                run.died.extend(_ended_workers(processes))
+    if isinstance(future.exception(), BrokenProcessPool) and not run.died:
+        run.died.extend(_ended_workers(processes))
     run.failed.append(future)
 
 
@@ -215,6 +216,19 @@ def _ended_workers(processes: Mapping[int, BaseProcess]) -> list[str]:
     for worker in workers:
         if worker.sentinel in ended:
             worker.join(_REAP_S)
+            described.append(f"worker process {worker.pid} {_how_it_ended(worker.exitcode)}")
+    return described
+
+
+def _killed_workers(processes: Mapping[int, BaseProcess]) -> list[str]:
+    """Once the pool has stopped, the workers that ended by other means than the SIGTERM with
+    which the pool ends the rest when it sees one dead (and the run ends those of a failed
+    run): the one that broke the pool while no job was pending, so that no job failed with it
+    then. A worker killed with SIGTERM itself is not told from the rest: none is named."""
+    described = []
+    for worker in processes.values():
+        worker.join(_REAP_S)  # the pool has joined it: a guard only
+        if worker.exitcode != -signal.SIGTERM:
             described.append(f"worker process {worker.pid} {_how_it_ended(worker.exitcode)}")
     return described
 
