@@ -15,6 +15,7 @@ from typing import Any
 
 from appliance.config import Config, ConfigError, load_config_or_defaults
 from appliance.logsafe import escape_controls
+from appliance.outfile import replacing_refusal
 
 CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
 MAX_DATABASE_INT = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT hold no more
@@ -272,7 +273,7 @@ def _export_out_problem(out: str, fmt: str, force: bool) -> str | None:
     if not Path(out).is_file():  # the export replaces what --out names, never writes into it
         return (f"--out {shown}: not a regular file (a device, a pipe or a socket), which an "
                 "export would replace; name a file to write, or - for standard output")
-    return None if force else f"{shown} exists; pass --force to replace it"
+    return replacing_refusal([Path(out)], force)
 
 
 def _missing_folder(out: Path) -> str | None:

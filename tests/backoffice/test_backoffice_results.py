@@ -132,14 +132,16 @@ def test_export_as_parquet_without_out_is_refused_as_an_option_naming_what_to_gi
         "results.parquet); standard output takes csv or jsonl\n")
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]])
 def test_export_out_that_is_a_pipe_or_device_is_refused_and_left_as_it_is(
-    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], force: list[str]
 ) -> None:
     """The export is renamed over --out: --out /dev/null --force, as root, replaced the
-    system's /dev/null with a regular file holding the export (a pipe stands in for it here)."""
+    system's /dev/null with a regular file holding the export (a pipe stands in for it here).
+    Without --force it is refused alike: --force would not help."""
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
-    assert _cli("results", "export", "--store", store_url, "--out", str(pipe), "--force") == 2
+    assert _cli("results", "export", "--store", store_url, "--out", str(pipe), *force) == 2
     assert capsys.readouterr().err == (
         f"export: --out {pipe}: not a regular file (a device, a pipe or a socket), which an "
         "export would replace; name a file to write, or - for standard output\n")
