@@ -16,6 +16,7 @@ from typing import Any
 from appliance.inference.contract import ModelError
 from appliance.logsafe import escape_controls
 from appliance.modelbuild.table import MIN_TABLE_ROWS, SPLITS, TableError
+from appliance.outfile import replacing_refusal
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.synthetic.arguments import SEED, WORKERS, finite_number, named_path, whole_number
 
@@ -194,8 +195,11 @@ def _table_out_refusal(out: Path, force: bool) -> str | None:
     if out.is_dir():  # --force would not help
         return (f"--out {escape_controls(str(out))}: a folder; name the table file to write "
                 f"(e.g. {escape_controls(str(out / 'grades.parquet'))})")
-    if out.exists() and not force:
-        return f"{out} exists; pass --force to replace it"
+    if out.exists() and not out.is_file():  # nor here: the write would refuse it, after hours
+        return (f"--out {escape_controls(str(out))}: not a regular file (a device, a pipe or a "
+                "socket), which the table would replace; name a file to write")
+    if refusal := replacing_refusal([out], force):
+        return refusal
     try:  # a folder that cannot hold the table is said now, not after hours of frames
         out.parent.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out.parent).close()

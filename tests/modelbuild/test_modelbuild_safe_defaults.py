@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
 from inference_helpers import make_table
 
 from appliance.cli import main
+from appliance.modelbuild import grades
 from appliance.modelbuild.table import write_table
 from appliance.shipped import SKIN_MODEL, shipped_path
 from tests.disk_helpers import fill, small_tmpfs
@@ -108,6 +111,32 @@ def test_skin_table_refuses_a_folder_before_drawing_any_frame(
     assert capsys.readouterr().err == (f"skin-table: --out {folder}: a folder; name the table "
                                        f"file to write (e.g. {folder / 'grades.parquet'})\n")
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_skin_table_refuses_a_pipe_before_drawing_any_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    force: list[str],
+) -> None:
+    """--force on a pipe (or /dev/null) drew every frame, hours for a real table, to be refused
+    at the write; without --force it said "exists; pass --force", which would not have helped."""
+    pipe = tmp_path / "grades.csv"
+    os.mkfifo(pipe)
+    drawn: list[int] = []
+
+    def drawing(spec: grades.TableSpec, index: int) -> grades.FrameRow:
+        drawn.append(index)
+        return frame_row(spec, index)
+
+    frame_row = grades.frame_row
+    monkeypatch.setattr(grades, "frame_row", drawing)
+    assert main(["models", "skin-table", "--rows", "6", "--features", "truth", "--workers", "1",
+                 "--out", str(pipe), "--quiet", *force]) == 2
+    assert capsys.readouterr().err == (
+        f"skin-table: --out {pipe}: not a regular file (a device, a pipe or a socket), which the "
+        "table would replace; name a file to write\n")
+    assert drawn == []
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
 
 
 def test_skin_table_on_a_full_disk_keeps_the_old_table_and_says_so(
