@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from appliance.backoffice.pgconnect import postgres_connection
 from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name
 from appliance.filelock import LockBusyError, LockOpenError, LockUnsupportedError, exclusive_lock
 
@@ -84,8 +85,6 @@ def _file_lock(path: Path) -> Iterator[None]:
 def _database_lock(store_url: str) -> Iterator[None]:
     """Hold the demo's advisory lock in the PostgreSQL store ``store_url`` on a connection of
     its own, closed (the lock with it) on the way out."""
-    from appliance.backoffice.store import postgres_connection  # noqa: PLC0415  (fast start)
-
     conn = postgres_connection(store_url, application_name=_application_name())
     try:
         schema = str(conn.execute("SELECT current_schema()").fetchone()[0] or "")

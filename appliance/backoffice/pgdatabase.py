@@ -4,7 +4,8 @@ the role may (CREATEDB), else say who must create it and how.
 A connection to a missing database fails with the server's FATAL text and no SQLSTATE (the
 session never began), so whether the database is there is asked of a maintenance database
 (``postgres``, else ``template1``), as ``createdb`` does. A role that cannot reach either is
-left to the connection's own error.
+left to the connection's own error; a server that does not answer is said at once (the
+store's connection would wait as long again).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from appliance.backoffice.pgconnect import cannot_connect, connect, not_answering
 from appliance.backoffice.storeerrors import StoreError
 from appliance.backoffice.storeurl import missing_database, store_name
 from appliance.logsafe import escape_controls
 
 MAINTENANCE_DATABASES = ("postgres", "template1")
-CONNECT_TIMEOUT_S = 10  # a server that does not answer is the store connection's to report
 
 
 def create_missing_database(url: str) -> str | None:
@@ -53,15 +54,15 @@ def create_missing_database(url: str) -> str | None:
 
 def _maintenance_connection(url: str) -> Any:
     """An autocommit connection to the server's maintenance database as the URL's role, or
-    None when the role reaches none."""
+    None when the role reaches none; StoreError when the server does not answer."""
     import psycopg  # noqa: PLC0415
 
     for database in MAINTENANCE_DATABASES:
         try:
-            return psycopg.connect(url, dbname=database, autocommit=True,
-                                   connect_timeout=CONNECT_TIMEOUT_S)
-        except psycopg.Error:
-            continue
+            return connect(url, dbname=database)
+        except psycopg.Error as exc:
+            if not_answering(exc):
+                raise StoreError(cannot_connect(url, exc)) from exc
     return None
 
 

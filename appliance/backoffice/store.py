@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.migrations import MIGRATIONS
+from appliance.backoffice.pgconnect import MIGRATE_HINT, postgres_connection
 from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.schema import iso_utc, letter_size_sql
 from appliance.backoffice.sqlitefile import (
@@ -44,7 +45,7 @@ from appliance.backoffice.storeurl import (
     missing_path,
     store_name,
 )
-from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten_quoted
+from appliance.logsafe import SHOWN_ARGUMENT_CHARS, shorten_quoted
 from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch and StoreError live in store_writes.py and storeerrors.py; users of the
@@ -70,9 +71,7 @@ _SQLITE_FOREIGN_KEYS = "PRAGMA foreign_keys=ON"
 # how long a SQLite statement waits for another connection's lock before SQLITE_BUSY
 SQLITE_BUSY_TIMEOUT_MS = 30000
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_MISSING_DATABASE = re.compile(r'database ".*" does not exist')  # the server's FATAL text
 LATEST_VERSION = MIGRATIONS[-1][0]
-MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
 
 
 class Store(ConsoleQueries, IngestWrites, StoreReads):
@@ -272,29 +271,6 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
-
-
-def postgres_connection(url: str, **options: Any) -> Any:
-    """An autocommit connection to the PostgreSQL database ``url`` names (``options``: libpq's
-    own, such as ``application_name``); StoreError naming the database when it cannot be made."""
-    import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
-
-    try:
-        return psycopg.connect(url, autocommit=True, **options)
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to the {store_name(url)}: {exc}"
-                         f"{_missing_database_hint(exc)}") from exc
-    except UnicodeEncodeError as exc:  # undecodable bytes of an argument ('\udcff')
-        raise StoreError(f"cannot connect to the {escape_controls(store_name(url))}: "
-                         "the URL holds text that is not UTF-8") from exc
-
-
-def _missing_database_hint(exc: Exception) -> str:
-    """What creates a database the server says it lacks (the store's own connection cannot:
-    appliance/backoffice/pgdatabase.py), or "" for any other failure."""
-    if not _MISSING_DATABASE.search(str(exc)):
-        return ""
-    return f"; {MIGRATE_HINT} creates it where the role may create databases (CREATEDB)"
 
 
 def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> Store:

@@ -1,0 +1,86 @@
+"""Connections to PostgreSQL: every one the product opens (a store's, the demo's advisory lock,
+``store migrate``'s look at the maintenance database) is made here, bounded in how long the
+server may take to answer.
+
+A server that takes the TCP connection and then says nothing (a hung server, a proxy or a load
+balancer with nothing behind it, a port forwarded to something that is not PostgreSQL) held
+a read command for psycopg's default of 130 s an address, and ``appliance backoffice`` and
+``appliance demo``, whose Ctrl-C only asks them to stop, as long. Now each connection gives
+up after ``CONNECT_TIMEOUT_S`` with a StoreError naming the database and what to check.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from appliance.backoffice.storeerrors import StoreError
+from appliance.backoffice.storeurl import store_name
+from appliance.logsafe import escape_controls
+
+# how long the server may take to answer a new connection (TCP, TLS, the password exchange,
+# the session's start), per address its host name has: one that answers does so in well under
+# a second, busy or far away over TLS, so 10 s is ample for it and still an answer within
+# seconds for whoever waits at a prompt. libpq's own connect_timeout, taken from the URL
+# where it sets one.
+CONNECT_TIMEOUT_S = 10
+_MISSING_DATABASE = re.compile(r'database ".*" does not exist')  # the server's FATAL text
+MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
+
+
+def connect(url: str, **options: Any) -> Any:
+    """An autocommit psycopg connection to ``url`` with the limits above (``options``:
+    libpq's own, such as ``application_name``); psycopg's error when it cannot be made."""
+    import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
+
+    return psycopg.connect(url, autocommit=True, **{**_limits(url), **options})
+
+
+def _limits(url: str) -> dict[str, Any]:
+    """The connect timeout, unless the URL sets its own."""
+    from psycopg import Error  # noqa: PLC0415
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    try:
+        given = conninfo_to_dict(url)
+    except Error:
+        given = {}  # not a URL libpq reads: connecting says what is wrong with it
+    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT_S}
+
+
+def postgres_connection(url: str, **options: Any) -> Any:
+    """An autocommit connection to the PostgreSQL database ``url`` names (``options``: libpq's
+    own, such as ``application_name``); StoreError naming the database when it cannot be made."""
+    import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
+
+    try:
+        return connect(url, **options)
+    except psycopg.Error as exc:
+        raise StoreError(cannot_connect(url, exc)) from exc
+    except UnicodeEncodeError as exc:  # undecodable bytes of an argument ('\udcff')
+        raise StoreError(f"cannot connect to the {escape_controls(store_name(url))}: "
+                         "the URL holds text that is not UTF-8") from exc
+
+
+def cannot_connect(url: str, exc: Exception) -> str:
+    """Why a connection to ``url`` failed, with what to do where the error says neither."""
+    return f"cannot connect to the {store_name(url)}: {exc}{_hint(exc)}"
+
+
+def not_answering(exc: Exception) -> bool:
+    """Whether the server took the connection but did not answer within the connect timeout
+    (libpq and psycopg both say "timeout expired")."""
+    return "timeout expired" in str(exc)
+
+
+def _hint(exc: Exception) -> str:
+    """What creates a database the server says it lacks (the store's own connection cannot:
+    appliance/backoffice/pgdatabase.py), what to check of a server that does not answer, or ""
+    for any other failure (libpq's text says it: refused, no such host, a wrong password)."""
+    if not_answering(exc):
+        return (" (the server took the connection but said nothing: check that PostgreSQL "
+                "runs and answers at that host and port, not another service or a proxy with "
+                "nothing behind it)")
+    if _MISSING_DATABASE.search(str(exc)):
+        return f"; {MIGRATE_HINT} creates it where the role may create databases (CREATEDB)"
+    return ""
