@@ -30,6 +30,12 @@ SignalHandler = Callable[[int, FrameType | None], Any]
 
 _held: list[int] = []  # in the order they came, each once
 _previous: dict[int, Any] = {}  # the handlers before hold(), while holding
+_abandoning: list[bool] = []  # one a ``waits_abandoned_on_stop`` block the main thread is in
+
+
+class WaitAbandonedError(Exception):
+    """A stop signal (its name the text) came while the main thread waited in a
+    ``waits_abandoned_on_stop`` block; the command's stop event is set, its stop message said."""
 
 
 def hold() -> None:
@@ -73,6 +79,8 @@ def stop_on_signals(stop: threading.Event, log: logging.Logger,
         if received is not None:
             received.append(signum)
         stop.set()
+        if _abandoning:
+            raise WaitAbandonedError(signal.Signals(signum).name)
 
     with delivered({signal.SIGTERM: _handler, signal.SIGINT: _handler}):
         yield
@@ -95,6 +103,23 @@ def delivered(handlers: Mapping[int, SignalHandler]) -> Iterator[None]:
         for signum, handler in before.items():
             if handler is not None:  # None: a handler not set from Python, nothing to put back
                 signal.signal(signum, handler)
+
+
+@contextmanager
+def waits_abandoned_on_stop() -> Iterator[None]:
+    """For the block, a stop signal that ``stop_on_signals`` takes also ends the main thread's
+    wait in it at once, with WaitAbandonedError: a command that stops in order (``backoffice``,
+    ``demo``, ``pathology serve``) met its stop only after a wait for a server that does not
+    answer had run out, where Ctrl-C ends any other command's wait at once (KeyboardInterrupt).
+    On another thread the block changes nothing (signals reach the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _abandoning.append(True)
+    try:
+        yield
+    finally:
+        _abandoning.pop()
 
 
 def release() -> None:

@@ -309,9 +309,10 @@ def run_demo(
         printer = ResultPrinter()
         try:
             worker, store = _backoffice(Path(tmp), broker.port, printer, store_url, stop)
-        except StoreError as exc:
-            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
-            return 1
+        except StoreError as exc:  # a Ctrl-C while it waited for the store: a stop
+            print(f"demo {'' if stop.is_set() else 'failed: '}{exc}", file=sys.stderr,
+                  flush=True)
+            return EXIT_INTERRUPTED if stop.is_set() else 1
         disks = [Path(tmp)]  # the edges' outboxes; and a SQLite store's own disk
         if not store.postgres:
             disks.append(Path(store.url.removeprefix("sqlite:///")))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from appliance import interrupts
 from appliance.backoffice.storeerrors import StoreError
 from appliance.backoffice.storeurl import store_name
 from appliance.logsafe import escape_controls
@@ -50,11 +51,15 @@ def _limits(url: str) -> dict[str, Any]:
 
 def postgres_connection(url: str, **options: Any) -> Any:
     """An autocommit connection to the PostgreSQL database ``url`` names (``options``: libpq's
-    own, such as ``application_name``); StoreError naming the database when it cannot be made."""
+    own, such as ``application_name``); StoreError naming the database when it cannot be made,
+    or when a stop signal came while waiting for it (the command's stop event is set)."""
     import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
 
     try:
-        return connect(url, **options)
+        with interrupts.waits_abandoned_on_stop():  # Ctrl-C of a service ends the wait too
+            return connect(url, **options)
+    except interrupts.WaitAbandonedError as exc:
+        raise StoreError(f"stopped ({exc}) before the {store_name(url)} answered") from exc
     except psycopg.Error as exc:
         raise StoreError(cannot_connect(url, exc)) from exc
     except UnicodeEncodeError as exc:  # undecodable bytes of an argument ('\udcff')

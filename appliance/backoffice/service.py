@@ -64,6 +64,9 @@ def _ingest(config: Config, stop: threading.Event) -> int:
     try:
         store = open_store(url)
     except StoreError as exc:
+        if stop.is_set():  # a Ctrl-C while it waited for the store: a stop, said as one
+            log.info("%s", exc)
+            return 0
         log.error("%s", exc)
         return 1
     try:

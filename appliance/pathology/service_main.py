@@ -26,6 +26,16 @@ def serve(config: Config) -> int:
         return 0 if stop.is_set() else run_server(config, stop)
 
 
+def _store_failed(exc: StoreError, stop: threading.Event) -> int:
+    """Say why the store could not be opened; the exit code: 0 for a Ctrl-C or SIGTERM that
+    came while it waited for the store (a stop, said as one), else 1."""
+    if stop.is_set():
+        log.info("%s", exc)
+        return 0
+    log.error("%s", exc)
+    return 1
+
+
 def run_server(config: Config, stop: threading.Event) -> int:
     """Serve until stop is set; 2 on a config or model that cannot work, 3 when the broker
     refuses our credentials, 4 when another server started first with the same client id
@@ -42,8 +52,7 @@ def run_server(config: Config, stop: threading.Event) -> int:
     try:
         store = open_pathology_store(url)
     except StoreError as exc:
-        log.error("%s", exc)
-        return 1
+        return _store_failed(exc, stop)
     try:
         server = PathologyServer(config, store)
     except ModelError as exc:

@@ -5,11 +5,16 @@ held each command 130 s, and the back office and the demo as long."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from appliance.backoffice.demolock import demo_lock
 from appliance.backoffice.pgdatabase import create_missing_database
@@ -84,3 +89,33 @@ def test_store_migrate_against_a_server_that_does_not_answer_says_so_in_one_line
     assert "said nothing" in lines[0]
     assert done.stdout == ""
 
+
+@pytest.mark.parametrize(("command", "stopped", "code"), [
+    (["backoffice"], "INFO appliance.backoffice.service: stopped (SIGINT) before the ", 0),
+    (["demo", "--devices", "1", "--count", "1"], "demo stopped (SIGINT) before the ", 130),
+    (["pathology", "serve"], "INFO appliance.pathology.service_main: stopped (SIGINT) before "
+                             "the ", 0),
+])
+def test_ctrl_c_stops_a_service_waiting_for_a_server_that_does_not_answer(
+    tmp_path: Path, command: list[str], stopped: str, code: int,
+) -> None:
+    """The back office, the demo and the pathology server stop in order on Ctrl-C (a stop
+    event): their wait for the store's connection sat it out, where Ctrl-C ends any other
+    command's at once."""
+    (tmp_path / "config.yaml").write_text(f"pathology:\n  slide_roots: [{tmp_path}]\n")
+    with silent_server() as server:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "appliance", *command, *(
+                ["--store", server.url] if command[0] == "demo" else [])],
+            cwd=tmp_path, env={**os.environ, "APPLIANCE__STORE__URL": server.url},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert server.taken.wait(DEADLINE_S), "the command never connected"
+            child.send_signal(signal.SIGINT)
+            _out, err = child.communicate(timeout=DEADLINE_S)
+        finally:
+            child.kill()
+            child.wait()
+    assert child.returncode == code, err
+    assert f"{stopped}PostgreSQL database {server.url} answered" in err
+    assert "timeout expired" not in err
