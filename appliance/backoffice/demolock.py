@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.pgconnect import postgres_connection
+from appliance.backoffice.storeerrors import StoreError, explained
 from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name
 from appliance.filelock import LockBusyError, LockOpenError, LockUnsupportedError, exclusive_lock
 
@@ -87,19 +88,33 @@ def _database_lock(store_url: str) -> Iterator[None]:
     its own, closed (the lock with it) on the way out."""
     conn = postgres_connection(store_url, application_name=_application_name())
     try:
-        schema = str(conn.execute("SELECT current_schema()").fetchone()[0] or "")
-        key = advisory_key(schema)
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-            raise DemoLockError(
-                f"another demo{_holder(conn, key)} runs on this store now (the "
-                f"{store_name(store_url)}, schema {schema or '(none)'}, holds its lock): "
-                f"{_REMEDY}")
+        key = _taken(conn, store_url)
         try:
             yield
         finally:
             _unlock(conn, key)
     finally:
         conn.close()
+
+
+def _taken(conn: Any, store_url: str) -> int:
+    """Take the demo's advisory lock of the connection's schema; its key. DemoLockError when
+    another demo holds it; StoreError naming the database when the server fails the queries
+    (it went away right after the connection was made, a pooler refused them)."""
+    import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
+
+    try:
+        schema = str(conn.execute("SELECT current_schema()").fetchone()[0] or "")
+        key = advisory_key(schema)
+        if conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            return key
+        holder = _holder(conn, key)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot take the demo's lock in the {store_name(store_url)}: "
+                         f"{explained(exc)}") from exc
+    raise DemoLockError(
+        f"another demo{holder} runs on this store now (the {store_name(store_url)}, schema "
+        f"{schema or '(none)'}, holds its lock): {_REMEDY}")
 
 
 def _unlock(conn: Any, key: int) -> None:

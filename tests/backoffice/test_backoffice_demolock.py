@@ -15,6 +15,7 @@ import pytest
 from appliance.backoffice import demo
 from appliance.backoffice.demolock import DemoLockError, demo_lock
 from appliance.cli import main
+from tests.pg_cut import cut_server
 from tests.store_helpers import PG_URL
 
 
@@ -80,3 +81,25 @@ def test_a_postgresql_store_that_cannot_be_reached_fails_the_demo_before_it_star
     assert "s3cret-pw" not in err
     assert calls == []
     assert list(tmp_path.iterdir()) == []  # no ./state
+
+
+@pytest.mark.postgres
+def test_a_server_that_fails_the_lock_queries_fails_the_demo_naming_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The server closes the lock's connection at its first query (restarted, or the session
+    ended by an administrator, right after it was made): the store's one line, no traceback."""
+    calls: list[str | None] = []
+    monkeypatch.setattr(demo, "run_demo",
+                        lambda *a, **k: calls.append(k.get("store_url")) or 0)
+    monkeypatch.chdir(tmp_path)
+    with cut_server("close") as server:
+        url = server.url()
+        assert main(["demo", "--store", url]) == 1
+        assert server.cut.is_set()
+    err = capsys.readouterr().err
+    assert err.startswith(f"demo failed: cannot take the demo's lock in the PostgreSQL database "
+                          f"{url}: consuming input failed: server closed the connection "
+                          "unexpectedly ")
+    assert len(err.splitlines()) == 1
+    assert calls == []
