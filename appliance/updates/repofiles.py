@@ -9,7 +9,6 @@ link to a device or a link to another file where a file is expected; each is ref
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import stat
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.boundedread import NotRegularFileError, TooLargeError, read_bounded
+from appliance.filelock import LockBusyError, LockOpenError, exclusive_lock
 from appliance.logsafe import escape_controls
 from appliance.sidefile import SideFileError, open_side_file
 
@@ -73,25 +73,32 @@ def lock_file(path: Path, *, create: bool = True) -> Any:
     try:
         fd = open_side_file(path, create=create)
     except SideFileError:
-        raise RepositoryError(f"{path}: a link or something else where the repository keeps a "
-                              f"lock file (written by whoever can write {path.parent}); remove "
-                              "it: the commands make it again") from None
+        raise _not_a_lock_file(path) from None
     return os.fdopen(fd, "r+" if create else "r")
+
+
+def _not_a_lock_file(path: Path) -> RepositoryError:
+    """A link followed would let a deploy, run as root, write its pid over whatever file the
+    link names; anything else there is no lock file either."""
+    return RepositoryError(f"{path}: a link or something else where the repository keeps a "
+                           f"lock file (written by whoever can write {path.parent}); remove "
+                           "it: the commands make it again")
 
 
 @contextlib.contextmanager
 def held_alone(path: Path, busy: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (released by the kernel when the process ends, kill
-    -9 included); RepositoryError ``busy`` with the holder's pid when another process has it."""
-    with lock_file(path) as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            raise RepositoryError(f"{busy} (pid {lock.read().strip() or '?'})") from None
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
+    """Hold an exclusive lock on ``path`` (appliance/filelock.py: released by the kernel when
+    the process ends, kill -9 included); RepositoryError ``busy`` with the holder's pid when
+    another process has it, or naming what is in the lock file's place."""
+    try:
+        lock = exclusive_lock(path, record_pid=True)
+    except LockBusyError as exc:
+        raise RepositoryError(f"{busy}{exc.holder or ' (pid ?)'}") from None
+    except LockOpenError as exc:
+        if isinstance(exc.__cause__, SideFileError):
+            raise _not_a_lock_file(path) from None
+        raise
+    with lock:
         yield
 
 
