@@ -1,6 +1,6 @@
 """Connections to PostgreSQL: every one the product opens (a store's, the demo's advisory lock,
 ``store migrate``'s look at the maintenance database) is made here, bounded in how long the
-server may take to answer.
+server may take to answer, and with TCP keepalives that find a server gone silent later.
 
 A server that takes the TCP connection and then says nothing (a hung server, a proxy or a load
 balancer with nothing behind it, a port forwarded to something that is not PostgreSQL) held
@@ -25,6 +25,24 @@ from appliance.logsafe import escape_controls
 # seconds for whoever waits at a prompt. libpq's own connect_timeout, taken from the URL
 # where it sets one.
 CONNECT_TIMEOUT_S = 10
+# a connection whose server went away without a word (its host powered off, the network
+# between cut) is found dead by TCP instead of waited on: the kernel's defaults wait about
+# 15 min for data the server never acknowledges and 2 h before it probes an idle connection,
+# and a query whose answer never comes waits on an idle one. libpq's keepalives probe an idle
+# connection after KEEPALIVE_IDLE_S, then every KEEPALIVE_INTERVAL_S, and tcp_user_timeout
+# drops one that the server has not acknowledged anything of (data or probes) for
+# DEAD_AFTER_S. A query that runs long on a server that answers is not cut: its kernel
+# acknowledges both. The ingest worker and the pathology server then say the outage and
+# reconnect (appliance/backoffice/outage.py); a command fails naming the database.
+KEEPALIVE_IDLE_S = 30
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_COUNT = 3
+DEAD_AFTER_S = 60
+_LIMITS = {  # libpq's names; a URL that sets one keeps its own
+    "connect_timeout": CONNECT_TIMEOUT_S, "keepalives": 1,
+    "keepalives_idle": KEEPALIVE_IDLE_S, "keepalives_interval": KEEPALIVE_INTERVAL_S,
+    "keepalives_count": KEEPALIVE_COUNT, "tcp_user_timeout": DEAD_AFTER_S * 1000,
+}
 _MISSING_DATABASE = re.compile(r'database ".*" does not exist')  # the server's FATAL text
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
 
@@ -38,7 +56,7 @@ def connect(url: str, **options: Any) -> Any:
 
 
 def _limits(url: str) -> dict[str, Any]:
-    """The connect timeout, unless the URL sets its own."""
+    """The limits above that the URL does not set itself."""
     from psycopg import Error  # noqa: PLC0415
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
 
@@ -46,7 +64,7 @@ def _limits(url: str) -> dict[str, Any]:
         given = conninfo_to_dict(url)
     except Error:
         given = {}  # not a URL libpq reads: connecting says what is wrong with it
-    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {name: value for name, value in _LIMITS.items() if name not in given}
 
 
 def postgres_connection(url: str, **options: Any) -> Any:
