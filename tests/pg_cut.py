@@ -1,8 +1,11 @@
-"""A PostgreSQL server that fails right after a connection is made: a TCP relay to the suite's
+"""A PostgreSQL server that fails after a connection is made: a TCP relay to the suite's
 server (127.0.0.1:5432) that passes the connection's start (the startup message, the login,
 the server's first ReadyForQuery), then, at the client's first query, either closes both
 sides (``close``: a server restarted or a session ended by an administrator) or stops passing
-anything while it keeps both open (``silent``: a hung server, as the client sees one).
+anything while it keeps both open (``silent``: a hung server, as the client sees one). With
+neither, it relays until told to ``hang`` (every connection, and each one made meanwhile,
+then passes nothing: the server hangs with its host up) and to ``recover`` (connections made
+from then on are relayed again).
 
 URLs through it disable TLS and GSSAPI encryption (``CUT_OPTIONS``), so the server's side is
 PostgreSQL's plain messages from the first byte: a type byte and a length each.
@@ -27,6 +30,15 @@ class CutServer:
 
     port: int
     cut: threading.Event = field(default_factory=threading.Event)
+    hung: threading.Event = field(default_factory=threading.Event)
+
+    def hang(self) -> None:
+        """From now on nothing passes, either way, on any connection."""
+        self.hung.set()
+
+    def recover(self) -> None:
+        """Connections made from now on are relayed (those cut while hung stay so)."""
+        self.hung.clear()
 
     def url(self, database: str = "test", query: str = "") -> str:
         """A store URL through the relay (``query``: more URL parameters)."""
@@ -37,7 +49,7 @@ class CutServer:
 class _Connection:
     """One client's connection and its upstream one, relayed until the first query."""
 
-    def __init__(self, client: socket.socket, mode: str, server: CutServer) -> None:
+    def __init__(self, client: socket.socket, mode: str | None, server: CutServer) -> None:
         self.client, self.mode, self.server = client, mode, server
         self.upstream = socket.create_connection(UPSTREAM)
         self.ready = threading.Event()  # the server's first ReadyForQuery reached the client
@@ -45,21 +57,31 @@ class _Connection:
         self.pending = b""  # the server's bytes not yet split into whole messages
 
     def relay(self) -> None:
+        if self.server.hung.is_set():
+            self.upstream.close()
+            return  # taken, never answered
         threading.Thread(target=self._from_server, daemon=True).start()
         self._from_client()
 
     def _from_client(self) -> None:
         while data := _received(self.client):
-            if self.ready.is_set():
+            if self.server.hung.is_set():  # swallowed; the client's leaving still ends the
+                self.cut.set()  # session below, as a hung server acts on it once it recovers
+                continue
+            if self.ready.is_set() and self.mode is not None:
                 self.cut.set()
                 self.server.cut.set()
                 if self.mode == "close":
                     self.close()
                 return  # silent: nothing more passes either way
             self.upstream.sendall(data)
+        self.close()  # the client has gone, and with it its session
 
     def _from_server(self) -> None:
         while (data := _received(self.upstream)) and not self.cut.is_set():
+            if self.server.hung.is_set():
+                self.cut.set()
+                return
             if not self.ready.is_set() and self._holds_ready(data):
                 self.ready.set()
             self.client.sendall(data)
@@ -92,9 +114,10 @@ def _received(side: socket.socket) -> bytes:
 
 
 @contextmanager
-def cut_server(mode: str) -> Iterator[CutServer]:
+def cut_server(mode: str | None = None) -> Iterator[CutServer]:
     """Relay on a free port of 127.0.0.1 for the ``with`` block, cutting each connection at its
-    first query as ``mode`` (``close`` or ``silent``) says; every connection closed after."""
+    first query as ``mode`` (``close`` or ``silent``) says, or as told (None: ``hang``,
+    ``recover``); every connection closed after."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)  # the taker looks at ``done`` between waits
     server = CutServer(listener.getsockname()[1])

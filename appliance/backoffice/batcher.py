@@ -31,6 +31,13 @@ from appliance.transport.payloads import Result
 
 log = logging.getLogger(__name__)
 RETRY_MAX_S = 5.0
+# how long a commit waits for a PostgreSQL server's answer before its connection is cut and the
+# batch retried as in any outage (said, nothing acknowledged meanwhile): a server that hangs
+# while its host stays up (a stalled disk, a stopped process) still acknowledges at the TCP
+# level, so keepalives never find it, and the commit waited for ever with nothing said. A full
+# batch commits in well under a second; one waiting behind a migration's lock on its table
+# may take longer, and is only retried.
+COMMIT_DEADLINE_S = 120.0
 COMMIT_OUTAGE = OutageWords(
     failed="commit failed",
     meanwhile="nothing of the batch is acknowledged, so the broker and the kiosks keep it: "
@@ -172,7 +179,8 @@ class BatchWriter(threading.Thread):
         delay_s = 0.2
         while True:
             try:
-                fresh = self._store.write_batch(batch, *self._keep())
+                with self._store.answering_within(COMMIT_DEADLINE_S):
+                    fresh = self._store.write_batch(batch, *self._keep())
             except Exception as exc:  # a store outage must not kill the worker
                 self.stats.commit_failures += 1
                 if not is_transient(exc):

@@ -7,11 +7,19 @@ balancer with nothing behind it, a port forwarded to something that is not Postg
 a read command for psycopg's default of 130 s an address, and ``appliance backoffice`` and
 ``appliance demo``, whose Ctrl-C only asks them to stop, as long. Now each connection gives
 up after ``CONNECT_TIMEOUT_S`` with a StoreError naming the database and what to check.
+A server that hangs later while its host stays up answers TCP's keepalives still: a caller
+that must not wait on it for ever (the ingest writer's commit) bounds its statements with
+``answered_within``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from appliance import interrupts
@@ -107,3 +115,39 @@ def _hint(exc: Exception) -> str:
     if _MISSING_DATABASE.search(str(exc)):
         return f"; {MIGRATE_HINT} creates it where the role may create databases (CREATEDB)"
     return ""
+
+
+@contextmanager
+def answered_within(conn: Any, seconds: float) -> Iterator[None]:
+    """For the block, a server that has not answered ``conn``'s statements after ``seconds``
+    has the connection cut, and the block's psycopg error becomes an OperationalError saying
+    so: a server that hangs while its host stays up (a stalled disk, a stopped process) goes
+    on acknowledging at the TCP level, so keepalives never find it. The cut is a shutdown of
+    the socket from a timer thread: libpq's state stays with the thread that uses it, which
+    meets a closed connection and fails."""
+    import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
+
+    fd, guard, cut = conn.fileno(), threading.Lock(), threading.Event()
+    ended = threading.Event()  # the block's end: the fd may then be another socket's
+
+    def shut() -> None:
+        with guard:
+            if not ended.is_set():
+                cut.set()
+                with suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, shut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except psycopg.Error as exc:
+        if not cut.is_set():
+            raise
+        raise psycopg.OperationalError(f"no answer from the server within {seconds:g} s: "
+                                       "the connection was cut") from exc
+    finally:
+        with guard:
+            ended.set()
+        timer.cancel()

@@ -19,12 +19,12 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.migrations import MIGRATIONS
-from appliance.backoffice.pgconnect import MIGRATE_HINT, postgres_connection
+from appliance.backoffice.pgconnect import MIGRATE_HINT, answered_within, postgres_connection
 from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.schema import iso_utc, letter_size_sql
 from appliance.backoffice.sqlitefile import (
@@ -163,6 +163,13 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_schema}")
             conn.execute(f"SET search_path TO {pg_schema}")
         return conn
+
+    def answering_within(self, seconds: float) -> AbstractContextManager[None]:
+        """For the block, a PostgreSQL server that has not answered after ``seconds`` has the
+        connection cut (pgconnect.answered_within: an OperationalError, as when the server
+        went away; ``reconnect`` makes a new one). SQLite never waits on a server: its busy
+        timeout bounds the wait for another connection's lock."""
+        return answered_within(self._conn, seconds) if self.postgres else nullcontext()
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s") if self.postgres else text
