@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.migrations import MIGRATIONS
-from appliance.backoffice.pgconnect import MIGRATE_HINT, answered_within, postgres_connection
+from appliance.backoffice.pgconnect import (
+    CONNECT_TIMEOUT_S,
+    MIGRATE_HINT,
+    answered_within,
+    postgres_connection,
+)
 from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.schema import iso_utc, letter_size_sql
 from appliance.backoffice.sqlitefile import (
@@ -72,6 +77,9 @@ _SQLITE_FOREIGN_KEYS = "PRAGMA foreign_keys=ON"
 SQLITE_BUSY_TIMEOUT_MS = 30000
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LATEST_VERSION = MIGRATIONS[-1][0]
+# how long ``answers`` waits for SELECT 1: one round trip on a server that answers; one that
+# has not answered it in the time a new connection is given will not answer a request either
+ANSWER_WITHIN_S = CONNECT_TIMEOUT_S
 
 
 class Store(ConsoleQueries, IngestWrites, StoreReads):
@@ -100,13 +108,15 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
     def answers(self) -> bool:
         """Whether the connection still answers: a PostgreSQL connection the server closed
         while it sat idle (a restart, an idle timeout) does not, as the next query would find
-        out; one round trip. A SQLite connection always does."""
+        out, nor one whose server has not answered within ANSWER_WITHIN_S (hung: the
+        connection is cut); one round trip. A SQLite connection always does."""
         if not self.postgres:
             return True
         import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
 
         try:
-            self._conn.execute("SELECT 1")
+            with self.answering_within(ANSWER_WITHIN_S):
+                self._conn.execute("SELECT 1")
         except psycopg.Error:
             return False
         return True
