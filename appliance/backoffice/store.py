@@ -163,7 +163,25 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
         return conn
 
     def _connect_postgres(self, pg_schema: str | None) -> Any:
+        """A connection set up for this store; StoreError naming the database when the server
+        fails the set-up's statements (it went away right after the connection was made, the
+        role may not create the schema): psycopg's own error came out of the command as a
+        traceback."""
+        import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
+
         conn = postgres_connection(self.url)
+        try:
+            self._set_up(conn, pg_schema)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"cannot open the {store_name(self.url)}: {explained(exc)}"
+                                 ) from exc
+            raise
+        return conn
+
+    def _set_up(self, conn: Any, pg_schema: str | None) -> None:
+        """Read only when asked; the tables looked for in ``pg_schema`` (made when missing)."""
         if self.read_only:
             conn.execute("SET default_transaction_read_only TO on")
         if pg_schema is not None:
@@ -172,7 +190,6 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
             if not self.read_only:
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_schema}")
             conn.execute(f"SET search_path TO {pg_schema}")
-        return conn
 
     def answering_within(self, seconds: float) -> AbstractContextManager[None]:
         """For the block, a PostgreSQL server that has not answered after ``seconds`` has the
