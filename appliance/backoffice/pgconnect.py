@@ -51,6 +51,18 @@ _LIMITS = {  # libpq's names; a URL that sets one keeps its own
     "keepalives_idle": KEEPALIVE_IDLE_S, "keepalives_interval": KEEPALIVE_INTERVAL_S,
     "keepalives_count": KEEPALIVE_COUNT, "tcp_user_timeout": DEAD_AFTER_S * 1000,
 }
+# the server's side of the same, for a store's session (Store asks for it as it opens): a
+# client that vanished inside a transaction (its host powered off) keeps its locks until the
+# server finds it dead by its own keepalives, after the system's 2 h by default, and peers
+# writing the same rows wait behind it all that while. Settings any role may change for its
+# session; a server too old to know one is used without them.
+SERVER_LIMITS = (
+    "SELECT set_config('tcp_keepalives_idle', %s, false), "
+    "set_config('tcp_keepalives_interval', %s, false), "
+    "set_config('tcp_keepalives_count', %s, false), set_config('tcp_user_timeout', %s, false)",
+    (str(KEEPALIVE_IDLE_S), str(KEEPALIVE_INTERVAL_S), str(KEEPALIVE_COUNT),
+     str(DEAD_AFTER_S * 1000)),
+)
 _MISSING_DATABASE = re.compile(r'database ".*" does not exist')  # the server's FATAL text
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
 

@@ -27,6 +27,7 @@ from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.pgconnect import (
     CONNECT_TIMEOUT_S,
     MIGRATE_HINT,
+    SERVER_LIMITS,
     answered_within,
     postgres_connection,
 )
@@ -181,7 +182,12 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
         return conn
 
     def _set_up(self, conn: Any, pg_schema: str | None) -> None:
-        """Read only when asked; the tables looked for in ``pg_schema`` (made when missing)."""
+        """The server's keepalives (pgconnect.SERVER_LIMITS); read only when asked; the tables
+        looked for in ``pg_schema`` (made when missing)."""
+        import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
+
+        with suppress(psycopg.errors.UndefinedObject):  # a server older than one of them
+            conn.execute(*SERVER_LIMITS)
         if self.read_only:
             conn.execute("SET default_transaction_read_only TO on")
         if pg_schema is not None:
