@@ -228,7 +228,9 @@ def run_deploy(args: argparse.Namespace) -> int:
                 canaries=0 if args.decision == "rollback" else args.canary,
                 wave_size=args.wave, timeout_s=args.timeout_s,
                 max_failures=args.max_failures, decision=args.decision,
-                await_offline=not (args.all or args.site),  # kiosks named are waited for
+                # only kiosks named are waited for when offline; --all, --site and a rollback
+                # of the devices assigned the model wait for those online at a wave's start
+                await_offline=bool(args.devices),
                 scope=args.devices or (f"site {args.site}" if args.site else
                                        "all" if args.all else f"assigned {args.name}"),
             )

@@ -8,11 +8,12 @@ waves after them go on while failures stay within ``max_failures``. On a halt th
 did not install lose their assignment again (they keep serving what they run). Each step is
 recorded in the back-office store (tables ``rollouts`` and ``rollout_devices``).
 
-A plan that does not ``await_offline`` (``deploy --all`` or ``--site``) waits, in the waves
-after the canaries, only for the kiosks online (their retained status) at the wave's start:
-the others are assigned all the same, install when they are back, and are named "offline,
-assigned, not awaited" instead of holding the wave for its whole timeout. Canaries are always
-awaited: a release no kiosk has installed yet goes no further.
+A plan that does not ``await_offline`` (``--all`` or ``--site``, or a rollback of the devices
+assigned the model) waits, in the waves after the canaries, only for the kiosks online (their
+retained status) at the wave's start: the others are assigned all the same, install when they
+are back, and are named "offline, assigned, not awaited" instead of holding the wave for its
+whole timeout. Canaries are always awaited: a release no kiosk has installed yet goes no
+further.
 """
 
 from __future__ import annotations

@@ -1,0 +1,98 @@
+"""Rollouts on the operator's worst day: kiosks switched off, a rollback while some are away."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from updates_helpers import Fleet
+
+from appliance.backoffice.store import open_store
+from appliance.cli import main
+from appliance.config import config_from_mapping
+from appliance.updates.fleetwatch import FleetWatcher
+from appliance.updates.operations import assignments
+from appliance.updates.rollout import Rollout, RolloutPlan
+from appliance.updates.testing import ModelEvents
+
+pytestmark = pytest.mark.broker
+
+
+def _watcher(fleet: Fleet) -> FleetWatcher:
+    mqtt = {"host": fleet.broker.host, "port": fleet.broker.port, "topic_prefix": fleet.prefix}
+    config = config_from_mapping({"mqtt": mqtt}, "test", environ={})
+    return FleetWatcher(config.mqtt, f"w-{fleet.prefix[-20:]}")
+
+
+def _online(fleet: Fleet, events: ModelEvents, names: list[str]) -> None:
+    for name in names:
+        fleet.kiosk(name)
+    assert events.wait_until(
+        lambda: all(d.updater.checks >= 1 for d in fleet.daemons.values())
+        and all(events.versions[n] for n in names), 60)
+
+
+def _switch_off(fleet: Fleet, events: ModelEvents, name: str) -> None:
+    """Stop a kiosk cleanly and wait until its retained status says offline."""
+    index = list(fleet.daemons).index(name)
+    fleet.daemons[name].request_stop()
+    fleet.threads[index].join(30)
+    watcher = _watcher(fleet)
+    try:
+        assert events.wait_until(lambda: _status_of(watcher, fleet, name) == "offline", 20)
+    finally:
+        watcher.close()
+
+
+def _status_of(watcher: FleetWatcher, fleet: Fleet, name: str) -> str | None:
+    view = watcher.devices().get((fleet.site, name))
+    return view.status.state if view is not None and view.status is not None else None
+
+
+def _status(fleet: Fleet, store: str, capsys: pytest.CaptureFixture[str]) -> dict[str, dict]:
+    assert main(["models", "status", "--json", "--repo", str(fleet.repo.dir),
+                 "--store", store]) == 0
+    return {r["device_id"]: r for r in json.loads(capsys.readouterr().out)["devices"]}
+
+
+def test_a_rollback_of_the_assigned_kiosks_does_not_wait_for_one_switched_off(
+    fleet: Fleet, events: ModelEvents, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """`models rollback NAME --to V` (the devices assigned NAME) waited for a kiosk switched
+    off as --devices does: its wave timed out, the rollback halted, the waves after it never
+    went back, and the halt withdrew the switched-off kiosk's rollback: back, it kept the
+    release the operator was rolling back. It waits as --all does now."""
+    names = ["k0", "k1", "k2"]
+    _online(fleet, events, names)
+    fleet.release("1.0.5")
+    store = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    watcher, opened = _watcher(fleet), open_store(store)
+    try:
+        plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, n) for n in names],
+                           timeout_s=60)
+        assert Rollout(fleet.repo, watcher, opened, plan).run().state == "complete"
+    finally:
+        watcher.close()
+        opened.close()
+    _switch_off(fleet, events, "k2")  # running the release about to be rolled back
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", fleet.broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(fleet.broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", fleet.prefix)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = main(["models", "rollback", "skin-texture-grade", "--to", "1.0.5", "--wave", "2",
+                 "--timeout-s", "30", "--repo", str(fleet.repo.dir), "--store", store])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"1 offline, assigned, not awaited (they install when they are back): " \
+           f"{fleet.site}/k2" in out
+    rolled_back = assignments(fleet.repo)
+    assert {d: (a.version, a.decision) for d, a in rolled_back.items()} == {
+        (fleet.site, n): ("1.0.5", "rollback") for n in names}
+    rows = _status(fleet, store, capsys)
+    assert (rows["k2"]["running"], rows["k2"]["targeted"], rows["k2"]["rollout_state"]) == (
+        "1.1.0", "skin-texture-grade 1.0.5", "complete")
+    fleet.kiosk("k2")  # back: it goes back to 1.0.5 as the others did
+    assert events.wait_until(lambda: fleet.daemons["k2"].classifier.version == "1.0.5", 60)
