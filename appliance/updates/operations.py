@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,20 +233,33 @@ def check_fleet_room(repo: FileRepository, devices: Sequence[tuple[str, str]],
             "fewer devices, or remove the assignments of devices that are gone")
 
 
-def unassign(repo: FileRepository, devices: Sequence[tuple[str, str]]) -> None:
-    """Remove the assignments of ``devices`` (they keep what they run)."""
+def unassign(
+    repo: FileRepository,
+    devices: Sequence[tuple[str, str]],
+    restore: Mapping[tuple[str, str], Assignment] | None = None,
+) -> None:
+    """Remove the assignments of ``devices`` (they keep what they run), putting back for those
+    in ``restore`` the assignment they had before, in one new version of the fleet role."""
     with repo.locked():
         repo.check_keys(FLEET, *PUBLISHING_ROLES)
+        restored = [repo.store_target(assignment.model_dump_json().encode(),
+                                      assignment_target(*device))
+                    for device, assignment in (restore or {}).items()]
         with repo.edit_targets(FLEET) as fleet:
             for site, device_id in devices:
                 fleet.targets.pop(assignment_target(site, device_id), None)
+            for info in restored:
+                fleet.targets[info.path] = info
         repo.publish()
 
 
-def assignments(repo: FileRepository) -> dict[tuple[str, str], Assignment]:
-    """Every signed assignment, keyed by (site, device id); RepositoryError for a stored file
-    that is not what the fleet role signed (changed in public/targets by hand or by whoever
-    can write there: kiosks would refuse it, status and rollback must not believe it)."""
+def assignments(
+    repo: FileRepository, devices: Collection[tuple[str, str]] | None = None
+) -> dict[tuple[str, str], Assignment]:
+    """Every signed assignment (or those of ``devices``), keyed by (site, device id);
+    RepositoryError for a stored file that is not what the fleet role signed (changed in
+    public/targets by hand or by whoever can write there: kiosks would refuse it, status and
+    rollback must not believe it)."""
     found = {}
     for path, info in repo.targets(FLEET).targets.items():
         parts = path.split("/")
@@ -254,6 +267,8 @@ def assignments(repo: FileRepository) -> dict[tuple[str, str], Assignment]:
             raise RepositoryError(f"{repo.dir}: the fleet role lists {path!r}, no device's "
                                   "assignment; it was signed outside `appliance models`")
         _, site, name = parts
+        if devices is not None and (site, name.removesuffix(".json")) not in devices:
+            continue
         stored = repo.targets_dir / "devices" / site / f"{info.hashes['sha256']}.{name}"
         restore = ("put back the file this repository wrote (a backup), or assign the device "
                    "again")

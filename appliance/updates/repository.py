@@ -226,13 +226,13 @@ class FileRepository(Repository):
         """Store ``data`` as each of ``target_paths`` (hash-prefixed), then list them all in
         one new version of ``role``: kiosks fetch one version per change, and a stop half-way
         (killed, disk full) leaves the version before, never some of the paths listed."""
-        infos = [self._store_target(data, path, custom) for path in target_paths]
+        infos = [self.store_target(data, path, custom) for path in target_paths]
         with self.edit_targets(role) as targets:
             for info in infos:
                 targets.targets[info.path] = info
         return infos
 
-    def _store_target(self, data: bytes, target_path: str, custom: Any) -> TargetFile:
+    def store_target(self, data: bytes, target_path: str, custom: Any = None) -> TargetFile:
         """Write ``data`` where ``target_path`` is served (whole on disk before the metadata
         that names it); its TargetFile."""
         info = TargetFile.from_data(target_path, data, ["sha256"])

@@ -5,7 +5,8 @@ notifies them, and waits for their ``.../model/state``: a device succeeds when i
 version ``installed`` and healthy, fails when it reports ``rejected`` or ``rolled_back`` or says
 nothing before the timeout. Every canary must succeed before any other device is assigned; the
 waves after them go on while failures stay within ``max_failures``. On a halt the devices that
-did not install lose their assignment again (they keep serving what they run). Each step is
+did not install get back the assignment they had before a deploy, or none (they keep serving
+what they run; one switched off installs, when back, what it was assigned before). Each step is
 recorded in the back-office store (tables ``rollouts`` and ``rollout_devices``).
 
 A plan that does not ``await_offline`` (``--all`` or ``--site``, or a rollback of the devices
@@ -29,8 +30,8 @@ from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.transport import payloads
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
-from appliance.updates.manifest import ModelManifest
-from appliance.updates.operations import assign, unassign
+from appliance.updates.manifest import Assignment, ModelManifest
+from appliance.updates.operations import assign, assignments, unassign
 from appliance.updates.repository import FileRepository
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,11 @@ class Rollout:
         self.rollout_id = uuid.uuid4().hex[:12]
         self.outcomes: dict[Device, tuple[str, str]] = {}
         self.not_awaited: dict[Device, str] = {}  # offline when assigned: device -> its phase
+        # what a halt of a deploy puts back: each device's assignment of another release
+        # before it (one of this release, by a deploy killed before, is this rollout's to
+        # withdraw; so is, in a rollback, the release it goes back from: one switched off that
+        # never installed it would install it when back)
+        self.replaced: dict[Device, Assignment] = {}
         self._started_s = time.monotonic()
         self._repository = repo.identity()
 
@@ -135,6 +141,9 @@ class Rollout:
     def _run_wave(self, wave: Sequence[Device], phase: str) -> None:
         plan = self.plan
         skipped = set() if phase == "canary" or plan.await_offline else self._offline(wave)
+        if plan.decision == "deploy":
+            self.replaced.update({device: before for device, before in assignments(
+                self.repo, wave).items() if (before.model, before.version) != self._release()})
         assign(self.repo, wave, plan.manifest, decision=plan.decision, rollout=self.rollout_id)
         for site, device_id in wave:
             offline = (site, device_id) in skipped
@@ -248,12 +257,16 @@ class Rollout:
 
     def _halt(self, reason: str) -> None:
         self._hear_late(self.watcher.devices())
-        not_installed = [d for d, o in self.outcomes.items() if o[0] != "installed"]
-        if not_installed or self.not_awaited:
-            unassign(self.repo, [*not_installed, *self.not_awaited])
+        withdrawn = [*(d for d, o in self.outcomes.items() if o[0] != "installed"),
+                     *self.not_awaited]
+        restore = {d: self.replaced[d] for d in withdrawn if d in self.replaced}
+        if withdrawn:
+            unassign(self.repo, withdrawn, restore)
         for device, phase in self.not_awaited.items():
-            self._record_device(device, phase, "withdrawn", f"{NOT_AWAITED}; the rollout "
-                                "halted and withdrew its assignment", None)
+            undone = ("put back its assignment from before" if device in restore else
+                      "withdrew its assignment")
+            self._record_device(device, phase, "withdrawn",
+                                f"{NOT_AWAITED}; the rollout halted and {undone}", None)
         log.error("rollout %s %s", self.rollout_id, reason)
         self._record_rollout("halted", reason)
 

@@ -12,7 +12,7 @@ from appliance.backoffice.store import open_store
 from appliance.cli import main
 from appliance.config import config_from_mapping
 from appliance.updates.fleetwatch import FleetWatcher
-from appliance.updates.operations import assignments
+from appliance.updates.operations import assignments, released
 from appliance.updates.rollout import Rollout, RolloutPlan
 from appliance.updates.testing import ModelEvents
 
@@ -96,3 +96,75 @@ def test_a_rollback_of_the_assigned_kiosks_does_not_wait_for_one_switched_off(
         "1.1.0", "skin-texture-grade 1.0.5", "complete")
     fleet.kiosk("k2")  # back: it goes back to 1.0.5 as the others did
     assert events.wait_until(lambda: fleet.daemons["k2"].classifier.version == "1.0.5", 60)
+
+
+def test_a_halt_puts_back_the_assignments_the_rollout_replaced(
+    fleet: Fleet, events: ModelEvents, tmp_path: Path
+) -> None:
+    """A halt removed the assignment of each kiosk that had not installed: one switched off,
+    assigned 1.0.5 by a complete rollout and waiting to install it when back, lost it to a
+    later rollout that halted, and back, stayed on the model before 1.0.5; status showed
+    nothing targeted for it, nor for a kiosk that runs 1.0.5 and refused the halted release.
+    The halt now puts back what each of them was assigned before."""
+    names = ["k0", "k1", "k2"]
+    _online(fleet, events, names)
+    _switch_off(fleet, events, "k2")
+    watcher, store = _watcher(fleet), open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        good = RolloutPlan(fleet.release("1.0.5"), [(fleet.site, n) for n in names],
+                           timeout_s=60, await_offline=False)
+        first = Rollout(fleet.repo, watcher, store, good).run()
+        assert first.not_awaited == ((fleet.site, "k2"),), first.reason
+        before = assignments(fleet.repo)
+        bad = RolloutPlan(fleet.release_failing_self_test("1.1.0"),
+                          [(fleet.site, "k1"), (fleet.site, "k2")], canaries=0, timeout_s=60,
+                          await_offline=False)
+        halted = Rollout(fleet.repo, watcher, store, bad).run()
+        withdrawn = store.query("SELECT reason FROM rollout_devices WHERE rollout_id = ? AND "
+                                "device_id = 'k2'", [halted.rollout_id])
+    finally:
+        watcher.close()
+        store.close()
+    assert halted.state == "halted"
+    assert f"{fleet.site}/k1 rejected: self-test failed" in halted.reason
+    assert assignments(fleet.repo) == before  # as the complete rollout left them
+    assert {a.rollout for a in before.values()} == {first.rollout_id}
+    assert "put back its assignment from before" in withdrawn[0][0]
+    fleet.kiosk("k2")  # back: it installs what the complete rollout assigned it
+    assert events.wait_until(lambda: fleet.daemons["k2"].classifier.version == "1.0.5", 60)
+
+
+def test_a_halt_withdraws_an_assignment_of_its_release_a_killed_deploy_made(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Put back, the killed deploy's assignment would keep the halted release assigned."""
+    release = fleet.release("1.1.0")
+    fleet.assign(release, ["gone"], rollout="killed000001")  # its deploy was killed
+    watcher, store = _watcher(fleet), open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        plan = RolloutPlan(release, [(fleet.site, "gone")], timeout_s=2)
+        outcome = Rollout(fleet.repo, watcher, store, plan).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert outcome.state == "halted"
+    assert assignments(fleet.repo) == {}
+
+
+def test_a_halted_rollback_does_not_put_back_the_release_it_went_back_from(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """A kiosk switched off that never installed the release rolled back from must not get it
+    back from a rollback that halted."""
+    fleet.release("1.0.5")
+    fleet.assign(fleet.release("1.1.0"), ["gone"])  # a deploy's, not awaited
+    watcher, store = _watcher(fleet), open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        plan = RolloutPlan(released(fleet.repo, "skin-texture-grade", "1.0.5"),
+                           [(fleet.site, "gone")], canaries=0, timeout_s=2, decision="rollback")
+        outcome = Rollout(fleet.repo, watcher, store, plan).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert outcome.state == "halted"
+    assert assignments(fleet.repo) == {}
