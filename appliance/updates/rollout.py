@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
@@ -98,6 +99,7 @@ class Rollout:
         # never installed it would install it when back)
         self.replaced: dict[Device, Assignment] = {}
         self._started_s = time.monotonic()
+        self._newest: datetime | None = None  # the last stamp recorded (``_stamp``)
         self._repository = repo.identity()
 
     def run(self) -> RolloutOutcome:
@@ -272,8 +274,19 @@ class Rollout:
 
     # -- the store ------------------------------------------------------------------------
 
+    def _stamp(self) -> str:
+        """Now, as the store records it: never at or before a time it holds for a rollout.
+        Status and the console take the newest stamp for the newest rollout; after the back
+        office's clock was set back (NTP stepping a clock that ran ahead) a rollout's rows
+        would sort under those of the one before, and status showed that one."""
+        if self._newest is None:
+            self._newest = newest_stamp(self.store)
+        now = payloads.utc_now()
+        self._newest = now if now > self._newest else self._newest + timedelta(microseconds=1)
+        return iso_utc(self._newest)
+
     def _record_rollout(self, state: str, reason: str | None) -> None:
-        plan, now = self.plan, iso_utc(payloads.utc_now())
+        plan, now = self.plan, self._stamp()
         self.store.write(
             "INSERT INTO rollouts (rollout_id, model_name, model_version, decision, scope, "
             "canaries, state, reason, created_at, updated_at, repository) "
@@ -292,9 +305,17 @@ class Rollout:
             "ON CONFLICT (rollout_id, site, device_id) DO UPDATE SET state = excluded.state, "
             "reason = excluded.reason, running_version = excluded.running_version, "
             "updated_at = excluded.updated_at",
-            [(self.rollout_id, *device, phase, state, reason, running,
-              iso_utc(payloads.utc_now()))],
+            [(self.rollout_id, *device, phase, state, reason, running, self._stamp())],
         )
+
+
+def newest_stamp(store: Store) -> datetime:
+    """The newest time recorded for any rollout or rollout device (the epoch for none)."""
+    [(rollouts, devices)] = store.query(
+        "SELECT (SELECT MAX(updated_at) FROM rollouts), "
+        "(SELECT MAX(updated_at) FROM rollout_devices)", [])
+    stamps = [datetime.fromisoformat(text) for text in (rollouts, devices) if text]
+    return max(stamps, default=datetime.fromtimestamp(0, UTC))
 
 
 def _named(devices: Sequence[Device]) -> str:

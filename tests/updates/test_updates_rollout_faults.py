@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from store_helpers import BACKENDS, fresh_store
 from updates_helpers import Fleet
 
 from appliance.backoffice.store import open_store
 from appliance.cli import main
 from appliance.config import config_from_mapping
+from appliance.transport import payloads
+from appliance.updates import rollout as rollout_module
+from appliance.updates.fleetops import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
 from appliance.updates.operations import assignments, released
 from appliance.updates.rollout import Rollout, RolloutPlan
@@ -168,3 +174,27 @@ def test_a_halted_rollback_does_not_put_back_the_release_it_went_back_from(
         store.close()
     assert outcome.state == "halted"
     assert assignments(fleet.repo) == {}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_status_shows_the_newest_rollout_after_the_back_office_clock_was_set_back(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """A rollout's rows are stamped with the back office's clock and status took the newest
+    stamp as the newest rollout: after the clock was set back an hour (NTP stepping a clock
+    that ran ahead), status showed each device's rollout before, not the one just run."""
+    release = fleet.release("1.1.0")
+    watcher = _watcher(fleet)
+    try:
+        with fresh_store(backend, tmp_path, "test_rollout_clock", open_store) as store:
+            plan = RolloutPlan(release, [(fleet.site, "gone")], timeout_s=1)
+            Rollout(fleet.repo, watcher, store, plan).run()
+            behind = SimpleNamespace(utc_now=lambda: payloads.utc_now() - timedelta(hours=1))
+            monkeypatch.setattr(rollout_module, "payloads", behind)
+            newest = Rollout(fleet.repo, watcher, store, plan).run()
+            [row] = fleet_status(fleet.repo, watcher, store)
+            listed = store.rollout_rows(2)
+    finally:
+        watcher.close()
+    assert row["rollout"] == newest.rollout_id
+    assert listed[0]["rollout_id"] == newest.rollout_id  # the console's list, newest first
