@@ -1,7 +1,10 @@
 """The kiosk's installed models: files beside each other and one pointer file naming which serves.
 
 ``{state_dir}/models/`` holds each installed model as ``{name}-{version}-{sha12}.onnx`` and
-``installed.json``: ``{"current": FILE, "previous": FILE}``. An install fsyncs the new model
+``installed.json``: ``{"current": FILE, "previous": FILE}``, with ``"probation": {LABEL:
+SHARE}`` (the self-test's label shares) until the current one passed its health check: a kiosk
+killed before the verdict checks its health again at start, assigned or not. An install fsyncs
+the new model
 file, renames it into place, fsyncs the folder and only then replaces ``installed.json`` the
 same way (temp file, fsync, rename). A kiosk killed at any point finds either the old pointer
 (old model, the new file an orphan removed at start) or the new one (new model, complete on
@@ -14,6 +17,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,8 @@ class Installed:
 
     current: Path | None
     previous: Path | None
+    # the label shares its health check expects while ``current`` has not passed it yet
+    probation: Mapping[str, float] | None = None
 
 
 class ModelStore:
@@ -50,13 +56,14 @@ class ModelStore:
         try:
             data = safejson.loads(path.read_text(encoding="utf-8"))
             current, previous = data.get("current"), data.get("previous")
+            probation = _label_shares(data.get("probation"))
         except FileNotFoundError:
             return Installed(None, None)
-        except (OSError, ValueError, AttributeError) as exc:
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
             log.error("%s unreadable (%s); starting from the configured model", path, exc)
             return Installed(None, None)
         return Installed(
-            Path(current) if current else None, Path(previous) if previous else None
+            Path(current) if current else None, Path(previous) if previous else None, probation
         )
 
     def serving_path(self, fallback: str | None) -> Path | None:
@@ -72,24 +79,35 @@ class ModelStore:
         return self.dir / f"{DOWNLOAD_PREFIX}{sha256[:16]}.part"
 
     def install(self, downloaded: Path, name: str, version: str, sha256: str,
-                previous: Path | None) -> Path:
-        """Move a verified download into place and point ``current`` at it atomically."""
+                previous: Path | None, *, probation: Mapping[str, float] | None = None
+                ) -> Path:
+        """Move a verified download into place and point ``current`` at it atomically, on
+        ``probation`` (the label shares its health check expects) until ``confirm``."""
         final = self.dir / f"{name}-{version}-{sha256[:12]}.onnx"
         fsync_path(downloaded)
         os.replace(downloaded, final)
         fsync_path(self.dir)
-        self._point(final, previous)
+        self._point(final, previous, probation)
         return final
+
+    def confirm(self) -> None:
+        """The current model passed its health check: no probation left to resume."""
+        installed = self.read()
+        if installed.probation is not None:
+            self._point(installed.current, installed.previous)
 
     def rollback(self, current: Path, previous: Path | None) -> None:
         """Point back at ``previous`` (the model that served before ``current``)."""
         self._point(previous, current)
 
-    def _point(self, current: Path | None, previous: Path | None) -> None:
-        body = {
+    def _point(self, current: Path | None, previous: Path | None,
+               probation: Mapping[str, float] | None = None) -> None:
+        body: dict[str, object] = {
             "current": str(current) if current else None,
             "previous": str(previous) if previous else None,
         }
+        if probation is not None:
+            body["probation"] = dict(probation)
         write_atomically(self.dir / POINTER, json.dumps(body).encode())
         fsync_path(self.dir)
 
@@ -109,6 +127,17 @@ class ModelStore:
         for path in removed:
             log.info("%s removed: left by an interrupted or superseded install", path)
         return removed
+
+
+def _label_shares(stored: object) -> dict[str, float] | None:
+    """A pointer's probation: label -> share (TypeError for anything else)."""
+    if stored is None:
+        return None
+    if not isinstance(stored, dict) or not all(
+            isinstance(label, str) and isinstance(share, int | float)
+            for label, share in stored.items()):
+        raise TypeError(f"probation is not label shares: {str(stored)[:80]}")
+    return {label: float(share) for label, share in stored.items()}
 
 
 def _written_by_updater(name: str) -> bool:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tuf.ngclient import Updater
@@ -84,6 +85,7 @@ class ModelUpdater(threading.Thread):
     def run(self) -> None:
         """Check at start, on every notice and every ``check_interval_s``; watch health."""
         self.store.clean(self.config.model.path)
+        self._resume_probation()
         interval_s = self.config.updates.check_interval_s
         while not self.stop_event.is_set():
             self.wake.clear()
@@ -118,7 +120,7 @@ class ModelUpdater(threading.Thread):
         updater, offer = found
         if offer.sha256 == self._current_sha:
             if not self._confirmed:  # restarted since the install: check its health again
-                self._start_probation(offer, self.store.read().previous)
+                self._start_probation(offer.manifest.label_shares(), self.store.read().previous)
                 self._report("installed", offer, "serving the assigned model since start")
             return
         if offer.sha256 in self._rejected:
@@ -149,7 +151,7 @@ class ModelUpdater(threading.Thread):
         runner.path = final
         self.serving.swap(SkinClassifier(runner), None)
         self._current_sha = offer.sha256
-        self._start_probation(offer, previous)
+        self._start_probation(manifest.label_shares(), previous)
         self._on_swap(self.serving)
         log.info("model %s %s installed; health check running", manifest.name, manifest.version)
         self._report("installed", offer)
@@ -161,7 +163,8 @@ class ModelUpdater(threading.Thread):
         manifest = offer.manifest
         try:
             return self.store.install(
-                download, manifest.name, manifest.version, offer.sha256, previous
+                download, manifest.name, manifest.version, offer.sha256, previous,
+                probation=manifest.label_shares(),
             )
         except OSError as exc:
             # the download, or the file moved in place before the pointer
@@ -171,11 +174,23 @@ class ModelUpdater(threading.Thread):
                 f"model stays"
             ) from exc
 
-    def _start_probation(self, offer: Offer, previous: Path | None) -> None:
+    def _resume_probation(self) -> None:
+        """At start, check again the health of a model installed before a kill or a stop that
+        came before its verdict, assigned or not: a rollout that halted meanwhile (the kiosk
+        said nothing in time) withdrew its assignment, and the model served unchecked."""
+        installed, serving = self.store.read(), self.serving.classifier
+        if (installed.probation is None or installed.current is None or serving is None
+                or os.path.realpath(serving.path) != os.path.realpath(installed.current)):
+            return
+        self._start_probation(installed.probation, installed.previous)
+        self._report_state("installed", _info(serving), "serving the model installed before "
+                           "the restart; its health check starts again")
+
+    def _start_probation(self, label_shares: Mapping[str, float], previous: Path | None) -> None:
         """Watch the serving model's next measurements; ``previous`` is the way back."""
         updates = self.config.updates
         self._health = HealthCheck(
-            offer.manifest.label_shares(),
+            label_shares,
             updates.health_measurements,
             updates.health_window_s,
             updates.health_max_label_distance,
@@ -245,6 +260,7 @@ class ModelUpdater(threading.Thread):
         if verdict.healthy:
             self._confirmed = True
             self.serving.swap(serving, None)
+            self._confirm_on_disk()
             self._report_state("installed", model, verdict.reason, healthy=True)
             return
         previous = self._previous
@@ -255,6 +271,14 @@ class ModelUpdater(threading.Thread):
         self._on_swap(self.serving)
         log.error("model %s rolled back: %s", model.name if model else "?", verdict.reason)
         self._report_state("rolled_back", model, verdict.reason + unsaved, healthy=False)
+
+    def _confirm_on_disk(self) -> None:
+        """Record that the serving model passed (a full disk: the next start checks again)."""
+        try:
+            self.store.confirm()
+        except OSError as exc:
+            log.error("%s: could not record the passed health check (%s); the next start "
+                      "checks it again", self.store.dir / POINTER, exc.strerror or exc)
 
     def _point_back(self, serving: SkinClassifier | None, previous: Path | None) -> str:
         """Point the store back at ``previous``; "" when done, else what a restart will do (a

@@ -16,6 +16,7 @@ from paho.mqtt import publish
 from updates_helpers import Fleet, coarse_on_high_kime
 
 from appliance.updates.install import ModelStore
+from appliance.updates.operations import unassign
 from appliance.updates.testing import ModelEvents
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,3 +143,25 @@ def _spawn(config_path: Path, log: Any) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "appliance.updates.testing", str(config_path)],
         cwd=REPO, stdout=log, stderr=log,
     )
+
+
+def test_a_kiosk_stopped_during_its_health_check_checks_again_though_no_longer_assigned(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """A kiosk that died during the health check of a new model came back on it and checked
+    its health again only while it was still assigned: the rollout had halted meanwhile (the
+    kiosk said nothing in time) and withdrawn the assignment, so the model, never found
+    healthy, served for good unchecked. The health check now resumes at start."""
+    fleet.kiosk("k1", health_measurements=10_000, health_window_s=3600)
+    unhealthy = fleet.release("1.1.0", weights=coarse_on_high_kime(), bias=(0, 0, -50))
+    fleet.assign(unhealthy, ["k1"])
+    fleet.notify_all()
+    assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.1.0"), 60)
+    fleet.daemons["k1"].request_stop()  # dies in its health check
+    fleet.threads[-1].join(30)
+    unassign(fleet.repo, [(fleet.site, "k1")])  # the rollout halted: a timeout
+    daemon = fleet.kiosk("k1", health_measurements=3)
+    assert events.wait_until(lambda: _state_is(events, "k1", "rolled_back", "1.1.0"), 60)
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
+    assert ModelStore(fleet.tmp / "k1").read().current == fleet.tmp / "initial.onnx"

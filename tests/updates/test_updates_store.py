@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance.updates.health import HealthCheck, label_distance
-from appliance.updates.install import ModelStore
+from appliance.updates.install import Installed, ModelStore
 
 
 def _model(path: Path, content: bytes) -> Path:
@@ -117,3 +117,20 @@ def test_a_quiet_kiosk_passes_after_the_window_without_errors() -> None:
     assert verdict is not None
     assert verdict.healthy
     assert "1 measurement(s) in the health window" in verdict.reason
+
+
+def test_an_install_is_on_probation_until_confirmed_and_a_rollback_ends_it(
+    tmp_path: Path,
+) -> None:
+    store = ModelStore(tmp_path)
+    old = _model(tmp_path / "old.onnx", b"old")
+    download = _model(store.download_path("ef" * 32), b"new")
+    shares = {"fine": 0.75, "coarse": 0.25}
+    final = store.install(download, "skin", "1.1.0", "ef" * 32, old, probation=shares)
+    assert store.read().probation == shares  # a start before the verdict checks it again
+    store.confirm()
+    assert store.read() == Installed(final, old, None)
+    other = _model(store.download_path("01" * 32), b"newer")
+    newer = store.install(other, "skin", "1.2.0", "01" * 32, final, probation=shares)
+    store.rollback(newer, final)
+    assert (store.read().current, store.read().probation) == (final, None)
