@@ -1,14 +1,15 @@
 """The kiosk's installed models: files beside each other and one pointer file naming which serves.
 
 ``{state_dir}/models/`` holds each installed model as ``{name}-{version}-{sha12}.onnx`` and
-``installed.json``: ``{"current": FILE, "previous": FILE}``, with ``"probation": {LABEL:
-SHARE}`` (the self-test's label shares) until the current one passed its health check: a kiosk
-killed before the verdict checks its health again at start, assigned or not. An install fsyncs
-the new model
-file, renames it into place, fsyncs the folder and only then replaces ``installed.json`` the
-same way (temp file, fsync, rename). A kiosk killed at any point finds either the old pointer
-(old model, the new file an orphan removed at start) or the new one (new model, complete on
-disk): never no model. Rollback swaps the pointer back to ``previous``.
+``installed.json``: ``{"current": FILE, "previous": FILE}``, with, until the current one
+passed its health check, ``"probation": {LABEL: SHARE}`` (the self-test's label shares),
+``"starts"`` (kiosk starts on it since) and ``"rollout"`` (its assignment's): a kiosk killed
+before the verdict checks its health again at start, assigned or not, and goes back after too
+many starts without one. An install fsyncs the new model file, renames it into place, fsyncs
+the folder and only then replaces ``installed.json`` the same way (temp file, fsync, rename).
+A kiosk killed at any point finds either the old pointer (old model, the new file an orphan
+removed at start) or the new one (new model, complete on disk): never no model. Rollback swaps
+the pointer back to ``previous``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from appliance import safejson
@@ -41,6 +42,8 @@ class Installed:
     previous: Path | None
     # the label shares its health check expects while ``current`` has not passed it yet
     probation: Mapping[str, float] | None = None
+    starts: int = 0  # kiosk starts on ``current`` while on probation
+    rollout: str | None = None  # of the assignment ``current`` was installed for
 
 
 class ModelStore:
@@ -57,13 +60,15 @@ class ModelStore:
             data = safejson.loads(path.read_text(encoding="utf-8"))
             current, previous = data.get("current"), data.get("previous")
             probation = _label_shares(data.get("probation"))
+            starts, rollout = int(data.get("starts", 0)), data.get("rollout")
         except FileNotFoundError:
             return Installed(None, None)
         except (OSError, ValueError, AttributeError, TypeError) as exc:
             log.error("%s unreadable (%s); starting from the configured model", path, exc)
             return Installed(None, None)
         return Installed(
-            Path(current) if current else None, Path(previous) if previous else None, probation
+            Path(current) if current else None, Path(previous) if previous else None, probation,
+            starts, rollout if isinstance(rollout, str) else None,
         )
 
     def serving_path(self, fallback: str | None) -> Path | None:
@@ -79,16 +84,24 @@ class ModelStore:
         return self.dir / f"{DOWNLOAD_PREFIX}{sha256[:16]}.part"
 
     def install(self, downloaded: Path, name: str, version: str, sha256: str,
-                previous: Path | None, *, probation: Mapping[str, float] | None = None
-                ) -> Path:
+                previous: Path | None, *, probation: Mapping[str, float] | None = None,
+                rollout: str | None = None) -> Path:
         """Move a verified download into place and point ``current`` at it atomically, on
-        ``probation`` (the label shares its health check expects) until ``confirm``."""
+        ``probation`` (the label shares its health check expects) until ``confirm``;
+        ``rollout``: the assignment's, for the reports after a restart."""
         final = self.dir / f"{name}-{version}-{sha256[:12]}.onnx"
         fsync_path(downloaded)
         os.replace(downloaded, final)
         fsync_path(self.dir)
-        self._point(final, previous, probation)
+        self._point(final, previous, Installed(final, previous, probation, 0, rollout))
         return final
+
+    def count_start(self) -> int:
+        """One more start on the current model while on probation; how many so far."""
+        installed = self.read()
+        self._point(installed.current, installed.previous,
+                    replace(installed, starts=installed.starts + 1))
+        return installed.starts + 1
 
     def confirm(self) -> None:
         """The current model passed its health check: no probation left to resume."""
@@ -101,13 +114,14 @@ class ModelStore:
         self._point(previous, current)
 
     def _point(self, current: Path | None, previous: Path | None,
-               probation: Mapping[str, float] | None = None) -> None:
+               on_probation: Installed | None = None) -> None:
         body: dict[str, object] = {
             "current": str(current) if current else None,
             "previous": str(previous) if previous else None,
         }
-        if probation is not None:
-            body["probation"] = dict(probation)
+        if on_probation is not None and on_probation.probation is not None:
+            body.update(probation=dict(on_probation.probation), starts=on_probation.starts,
+                        rollout=on_probation.rollout)
         write_atomically(self.dir / POINTER, json.dumps(body).encode())
         fsync_path(self.dir)
 

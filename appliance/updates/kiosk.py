@@ -37,6 +37,7 @@ from appliance.updates.serving import ServingModel
 log = logging.getLogger(__name__)
 
 HEALTH_POLL_S = 0.2
+MAX_PROBATION_STARTS = 3  # starts on a new model without a health verdict before going back
 REJECTED_FILE = "rejected.json"
 StatePublisher = Callable[[bytes], None]
 
@@ -164,7 +165,7 @@ class ModelUpdater(threading.Thread):
         try:
             return self.store.install(
                 download, manifest.name, manifest.version, offer.sha256, previous,
-                probation=manifest.label_shares(),
+                probation=manifest.label_shares(), rollout=offer.assignment.rollout,
             )
         except OSError as exc:
             # the download, or the file moved in place before the pointer
@@ -182,9 +183,24 @@ class ModelUpdater(threading.Thread):
         if (installed.probation is None or installed.current is None or serving is None
                 or os.path.realpath(serving.path) != os.path.realpath(installed.current)):
             return
+        starts = self._count_start()
+        self._previous, self._rollout = installed.previous, installed.rollout
+        if starts > MAX_PROBATION_STARTS:  # it dies before any verdict: the model, likely
+            self._roll_back(serving, f"started {starts} times on it and never lived to its "
+                            "health verdict (it crashed or was stopped each time)")
+            return
         self._start_probation(installed.probation, installed.previous)
         self._report_state("installed", _info(serving), "serving the model installed before "
                            "the restart; its health check starts again")
+
+    def _count_start(self) -> int:
+        """Count this start on a model on probation (a full disk: counted as the first)."""
+        try:
+            return self.store.count_start()
+        except OSError as exc:
+            log.error("%s: could not count this start (%s)", self.store.dir / POINTER,
+                      exc.strerror or exc)
+            return 1
 
     def _start_probation(self, label_shares: Mapping[str, float], previous: Path | None) -> None:
         """Watch the serving model's next measurements; ``previous`` is the way back."""
@@ -263,14 +279,18 @@ class ModelUpdater(threading.Thread):
             self._confirm_on_disk()
             self._report_state("installed", model, verdict.reason, healthy=True)
             return
-        previous = self._previous
+        self._roll_back(serving, verdict.reason)
+
+    def _roll_back(self, serving: SkinClassifier | None, reason: str) -> None:
+        """Serve the model before ``serving`` again and never try ``serving`` here again."""
+        model, previous = _info(serving), self._previous
         unsaved = self._point_back(serving, previous)
         self.serving.swap(_load_or_none(previous), None)
         self._remember_rejected(self._current_sha)
         self._current_sha = _sha256(previous) if previous is not None and previous.is_file() else ""
         self._on_swap(self.serving)
-        log.error("model %s rolled back: %s", model.name if model else "?", verdict.reason)
-        self._report_state("rolled_back", model, verdict.reason + unsaved, healthy=False)
+        log.error("model %s rolled back: %s", model.name if model else "?", reason)
+        self._report_state("rolled_back", model, reason + unsaved, healthy=False)
 
     def _confirm_on_disk(self) -> None:
         """Record that the serving model passed (a full disk: the next start checks again)."""

@@ -165,3 +165,37 @@ def test_a_kiosk_stopped_during_its_health_check_checks_again_though_no_longer_a
     assert daemon.classifier is not None
     assert daemon.classifier.version == "1.0.0"
     assert ModelStore(fleet.tmp / "k1").read().current == fleet.tmp / "initial.onnx"
+
+
+def test_a_kiosk_that_dies_on_every_start_before_its_health_verdict_goes_back(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """A model that brings its kiosk down before the health check can end (a crash on the
+    kiosk's own measurements, say) was started again for ever; the fourth start without a
+    verdict goes back to the model before it."""
+    probation = {"health_measurements": 10_000, "health_window_s": 3600}
+    fleet.kiosk("k1", **probation)
+    fleet.assign(fleet.release("1.1.0"), ["k1"])
+    fleet.notify_all()
+    assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.1.0"), 60)
+    for start in range(4):
+        fleet.daemons["k1"].request_stop()  # dies before its verdict
+        fleet.threads[-1].join(30)
+        if start < 3:
+            fleet.kiosk("k1", **probation)
+            assert events.wait_until(lambda n=start + 1: _resumed(events) == n, 60)
+    daemon = fleet.kiosk("k1", **probation)
+    assert events.wait_until(lambda: _state_is(events, "k1", "rolled_back", "1.1.0"), 60)
+    assert "started 4 times on it and never lived to its health verdict" in str(
+        events.last_state("k1"))
+    daemon.updater.notify()  # still assigned: not tried again, and nothing new to say
+    assert events.wait_until(lambda: daemon.updater.checks >= 2, 20)
+    assert events.last_state("k1").state == "rolled_back"
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
+
+
+def _resumed(events: ModelEvents) -> int:
+    """How many times k1 started its health check again after a restart."""
+    return sum("its health check starts again" in (state.reason or "")
+               for state in events.states.get("k1", []))

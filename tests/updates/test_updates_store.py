@@ -128,6 +128,7 @@ def test_an_install_is_on_probation_until_confirmed_and_a_rollback_ends_it(
     shares = {"fine": 0.75, "coarse": 0.25}
     final = store.install(download, "skin", "1.1.0", "ef" * 32, old, probation=shares)
     assert store.read().probation == shares  # a start before the verdict checks it again
+    assert (store.count_start(), store.count_start(), store.read().probation) == (1, 2, shares)
     store.confirm()
     assert store.read() == Installed(final, old, None)
     other = _model(store.download_path("01" * 32), b"newer")
