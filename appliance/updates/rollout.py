@@ -13,8 +13,8 @@ A plan that does not ``await_offline`` (``--all`` or ``--site``, or a rollback o
 assigned the model) waits, in the waves after the canaries, only for the kiosks online (their
 retained status) at the wave's start: the others are assigned all the same, install when they
 are back, and are named "offline, assigned, not awaited" instead of holding the wave for its
-whole timeout. Canaries are always awaited: a release no kiosk has installed yet goes no
-further.
+whole timeout; so is one switched off during the wave before it reported. Canaries are always
+awaited: a release no kiosk has installed yet goes no further.
 """
 
 from __future__ import annotations
@@ -181,12 +181,26 @@ class Rollout:
                     waiting.discard(device)
                     self.outcomes[device] = verdict
                     self._record_device(device, phase, *verdict, self._running(device))
+            self._let_go_of_offline(waiting, phase)
             self._hear_late(views)
             time.sleep(POLL_S)
         for device in waiting:
             reason = f"no installed and healthy report within {plan.timeout_s:.0f} s"
             self.outcomes[device] = ("timeout", reason)
             self._record_device(device, phase, "timeout", reason, self._running(device))
+
+    def _let_go_of_offline(self, waiting: set[Device], phase: str) -> None:
+        """In a wave that waits only for kiosks online, stop waiting for one switched off
+        before it reported (a shop closing during the rollout), as for one switched off
+        before the wave started; its report, once back, is heard as theirs is."""
+        if self.plan.await_offline or phase == "canary":
+            return
+        for device in sorted(self._offline(sorted(waiting))):
+            waiting.discard(device)
+            self.not_awaited[device] = phase
+            self._record_device(device, phase, "assigned", NOT_AWAITED, None)
+            log.info("rollout %s: %s/%s switched off during its wave: %s", self.rollout_id,
+                     *device, NOT_AWAITED)
 
     def _hear_late(self, views: Mapping[Device, DeviceView]) -> None:
         """Record the report of each device not awaited that came back and reported on this

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from appliance.updates import rollout as rollout_module
 from appliance.updates.fleetops import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
 from appliance.updates.operations import assignments, released
-from appliance.updates.rollout import Rollout, RolloutPlan
+from appliance.updates.rollout import Rollout, RolloutOutcome, RolloutPlan
 from appliance.updates.testing import ModelEvents
 
 pytestmark = pytest.mark.broker
@@ -198,3 +199,38 @@ def test_status_shows_the_newest_rollout_after_the_back_office_clock_was_set_bac
         watcher.close()
     assert row["rollout"] == newest.rollout_id
     assert listed[0]["rollout_id"] == newest.rollout_id  # the console's list, newest first
+
+
+def test_a_kiosk_switched_off_during_its_wave_is_not_awaited_either(
+    fleet: Fleet, events: ModelEvents, tmp_path: Path
+) -> None:
+    """`deploy --all` does not wait for a kiosk switched off before its wave starts, but one
+    switched off a moment after (a shop closing during the rollout) held the wave for the
+    whole --timeout-s and halted the rollout as a timeout."""
+    _online(fleet, events, ["k0", "k1"])
+    fleet.kiosk("k2", health_measurements=10_000, health_window_s=3600)  # slow to say healthy
+    assert events.wait_until(lambda: fleet.daemons["k2"].updater.checks >= 1, 60)
+    watcher, store = _watcher(fleet), open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    ended: list[RolloutOutcome] = []
+    plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, n) for n in ("k0", "k1", "k2")],
+                       timeout_s=120, await_offline=False)
+    running = threading.Thread(
+        target=lambda: ended.append(Rollout(fleet.repo, watcher, store, plan).run()))
+    running.start()
+    try:
+        assert events.wait_until(lambda: _last(events, "k2") == "installed", 60)
+        _switch_off(fleet, events, "k2")  # during its health check, its wave waiting for it
+        running.join(60)
+    finally:
+        running.join(120)
+        watcher.close()
+        store.close()
+    assert ended, "the wave still waits for the kiosk switched off"
+    assert ended[0].state == "complete", ended[0].reason
+    assert ended[0].not_awaited == ((fleet.site, "k2"),)
+    assert assignments(fleet.repo)[(fleet.site, "k2")].version == "1.1.0"
+
+
+def _last(events: ModelEvents, name: str) -> str | None:
+    state = events.last_state(name)
+    return state.state if state is not None else None
