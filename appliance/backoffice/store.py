@@ -49,6 +49,7 @@ from appliance.backoffice.storeurl import (
     masked_url,
     missing_database,
     missing_path,
+    sqlite_path_shown,
     store_name,
 )
 from appliance.logsafe import SHOWN_ARGUMENT_CHARS, shorten_quoted
@@ -358,9 +359,9 @@ def _refuse_missing(url: str) -> None:
         if (problem := not_a_file(path)) is not None:
             raise StoreError(problem)
         raise StoreError(
-            f"no store at {path}: nothing was ever stored there (check --store or the "
-            "config's store.url; `appliance store migrate`, `appliance demo` or `appliance "
-            "backoffice` create it)"
+            f"no store at {sqlite_path_shown(path)}: nothing was ever stored there (check "
+            "--store or the config's store.url; `appliance store migrate`, `appliance demo` "
+            "or `appliance backoffice` create it)"
         )
 
 

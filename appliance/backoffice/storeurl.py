@@ -47,6 +47,15 @@ def missing_path(url: str) -> str | None:
             f"(sqlite:///state/{DEFAULT_SQLITE_NAME}, say)")
 
 
+def sqlite_path_shown(path: Path) -> str:
+    """The path of a SQLite store URL for a message: absolute, and for a relative one how it was
+    read, since ``sqlite:///tmp/x`` names ``./tmp/x`` (four slashes name ``/tmp/x``)."""
+    if path.is_absolute():
+        return str(path)
+    return (f"{path.absolute()} (the path after sqlite:/// is relative to the working folder; "
+            f"sqlite:////{path} names /{path})")
+
+
 def store_name(url: str) -> str:
     """The database a store URL names, for messages: the SQLite file (its absolute path: which
     file a relative one is depends on the folder), or the PostgreSQL URL without its password."""

@@ -40,6 +40,24 @@ def test_a_typo_in_store_creates_nothing(
     assert not typo.parent.exists()
 
 
+def test_a_relative_store_path_is_named_in_full_with_how_an_absolute_one_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--store sqlite:///tmp/x.sqlite3` names ./tmp/x.sqlite3 (SQLAlchemy's rule): the refusal
+    said 'no store at tmp/x.sqlite3', which reads as the /tmp/x.sqlite3 that is there."""
+    real = Path(_store_with_results(tmp_path, 1).removeprefix("sqlite:///"))
+    typed = str(real).lstrip("/")  # three slashes: the absolute path as a newcomer types it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["fleet", "--store", f"sqlite:///{typed}"]) == 2
+    assert (f"no store at {elsewhere / typed} (the path after sqlite:/// is relative to the "
+            f"working folder; sqlite:////{typed} names {real}): nothing was ever stored "
+            "there") in capsys.readouterr().err
+    assert main(["fleet", "--store", f"sqlite:////{typed}"]) == 0
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_a_store_url_naming_a_folder_says_it_is_a_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
