@@ -225,7 +225,7 @@ def _follow(link: _Link, job_id: str, timeout_s: float) -> int:
         if state is None:  # cleared, or not a state a server wrote
             continue
         heard = True
-        print(_describe(state), flush=True)
+        print(describe_state(state), flush=True)
         if state["state"] in FINAL_STATES:
             return _outcome(state)
     print(f"job {job_id}: no final state within {timeout_s:g} s (is a server running?)",
@@ -258,7 +258,7 @@ def _count(state: dict[str, Any], key: str, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _describe(state: dict[str, Any]) -> str:
+def describe_state(state: dict[str, Any]) -> str:
     """A job's state in lines, control characters escaped (the text came over the broker)."""
     head = f"{state['job_id']} {state['state']}"
     if "slides_total" in state:
@@ -267,14 +267,24 @@ def _describe(state: dict[str, Any]) -> str:
         head += f" ({state['reason']})"
     lines = [head]
     for row in state.get("results", []):
-        verdict = row.get("error") or f"{row.get('label')} score {row.get('score')}"
-        reason = f" ({row['reason']})" if row.get("reason") else ""
-        lines.append(f"  {row['slide']}: {verdict}{reason}")
+        lines.append(f"  {row['slide']}: {row.get('error') or _verdict(row)}")
     if omitted := _count(state, "results_omitted", 0):
         lines.append(f"  ({_count(state, 'slides_failed', 0)} failed; {omitted} slides' "
                      "results are not in this message, too large for one: all are in the "
                      "back-office store)")
     return "\n".join(escape_controls(line) for line in lines)
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    """A scored slide as `pathology run` prints it: the label, the score to 3 decimals, the
+    tiles (and why, for an unsupported one); what no server would send is shown as it came."""
+    score, tiles = row.get("score"), row.get("tile_count")
+    number = isinstance(score, int | float) and not isinstance(score, bool)
+    shown = f"{score:.3f}" if number else score
+    details = [str(row["reason"])] if row.get("reason") else []
+    if isinstance(tiles, int) and not isinstance(tiles, bool):
+        details.append(f"{tiles} tiles")
+    return f"{row.get('label')} score {shown}" + (f" ({', '.join(details)})" if details else "")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -331,7 +341,7 @@ def print_job_list(latest: dict[str, bytes]) -> None:
         print(escape_controls(f"server {server['server']}: {server['state']} since "
                               f"{server['at']} ({server.get('backend', {}).get('backend')})"))
     for state in sorted(states, key=lambda s: s["job_id"]):
-        print(_describe({**state, "results": [], "results_omitted": 0}))  # one line a job
+        print(describe_state({**state, "results": [], "results_omitted": 0}))  # one line a job
     print(f"{len(states)} job(s)")
     waiting = sorted(requested - {state["job_id"] for state in states})
     for job_id in waiting:

@@ -143,3 +143,22 @@ def test_job_list_shows_a_job_whose_results_were_cut_in_one_line(
     link.messages.put(("p/pathology/jobs/big/state", json.dumps(state).encode()))
     jobs_cli.print_job_list(jobs_cli.latest_by_topic(link))  # type: ignore[arg-type]
     assert capsys.readouterr().out.splitlines() == ["big done 1000/1000 slides", "1 job(s)"]
+
+
+def test_job_submit_wait_shows_each_slide_as_pathology_run_does() -> None:
+    """`job submit --wait` printed the score as the JSON had it ('MSS score
+    0.34761406533332084'), where `pathology run` prints 'MSS score 0.348 (... 127 tiles)'."""
+    state = {"job_id": "j", "state": "done", "slides_total": 4, "slides_done": 4, "results": [
+        {"slide": "a", "label": "MSS", "score": 0.34761406533332084, "tile_count": 127},
+        {"slide": "u", "label": "unsupported", "score": 0.5, "tile_count": 12,
+         "reason": "tissue unlike the model's training data"},
+        {"slide": "e", "error": "e.jpg: slide file not found"},
+        {"slide": "odd", "label": "MSI", "score": "high", "tile_count": True},
+    ]}
+    assert jobs_cli.describe_state(state).splitlines() == [
+        "j done 4/4 slides",
+        "  a: MSS score 0.348 (127 tiles)",
+        "  u: unsupported score 0.500 (tissue unlike the model's training data, 12 tiles)",
+        "  e: e.jpg: slide file not found",
+        "  odd: MSI score high",
+    ]
