@@ -43,6 +43,10 @@ class Frame:
     captured_at: datetime = field(default_factory=utc_now)
     captured_mono_s: float = field(default_factory=time.monotonic)
     still: bool = False  # a saved single image: its own session, no burst or motion check
+    # a simulated customer's frame: the simulation waits for the kiosk rather than skip part
+    # of a visit, so each customer gives one measurement (and the n-th measurement is the n-th
+    # customer, whose choices the demo makes on the kiosk screen)
+    simulated: bool = False
     name: str = ""
     age_band: str | None = None  # what the customer stated (e.g. "40-49"), when asked
     stamp: FileStamp | None = None  # the saved file it was read from (a folder source)

@@ -4,7 +4,8 @@ When the source fails (unplugged, read errors, no frames for ``stall_s``) the ca
 reported offline, closed and reopened with capped exponential backoff; the daemon keeps
 running meanwhile. When the queue is full the oldest frame is dropped: a live camera should
 show the newest picture, not a backlog. A still (a saved file from a ``directory`` source) is a
-capture of its own and is never dropped: the runner waits for room instead.
+capture of its own and is never dropped: the runner waits for room instead, as it does for a
+simulated customer's frame (the synthetic camera: its customers wait for the kiosk).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class CaptureRunner(threading.Thread):
             self._on_frame(frame)
 
     def _enqueue(self, frame: Frame) -> None:
-        if frame.still:
+        if frame.still or frame.simulated:
             self._enqueue_waiting(frame)
             return
         while True:
@@ -115,7 +116,7 @@ class CaptureRunner(threading.Thread):
                     self.frames_dropped += 1
 
     def _enqueue_waiting(self, frame: Frame) -> None:
-        """Put a still on the queue once there is room (or give up when stopping)."""
+        """Put a frame on the queue once there is room (or give up when stopping)."""
         while not self.stop_event.is_set():
             self.last_beat_s = time.monotonic()
             try:

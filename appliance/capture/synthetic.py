@@ -4,7 +4,10 @@ Each customer is one skin frame from a ``SkinFactory`` (``appliance.synthetic.ca
 them with the skin generator, or as a cheap texture): the scope approaches (blurred frames),
 rests on the skin (identical, steady frames), then is lifted (a dark field, no contact). So the
 quality gate and the measurement sessions see what the real kiosk sees, and every customer
-yields exactly one measurement. Asked for their age band, a customer answers with ``age_band``
+yields exactly one measurement: no frame of theirs is dropped for a newer one
+(``Frame.simulated``: the capture thread waits for room), so a kiosk slower than the visits (a
+measurement that takes longer than a visit, on a busy machine) slows the customers down
+instead of skipping some. Asked for their age band, a customer answers with ``age_band``
 (``synthetic.camera.stated_age_band``: the decade their skin was generated for).
 """
 
@@ -86,7 +89,7 @@ class SyntheticSource:
         rgb = self._phase_frame(self._customer_rgb, phase_index)
         self._frame_count += 1
         return Frame(rgb, self._frame_count, name=f"customer-{self._customer}",
-                     age_band=self._customer_age_band)
+                     age_band=self._customer_age_band, simulated=True)
 
     def _pace(self) -> None:
         if self.fps <= 0:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -61,7 +62,9 @@ def fixed_analyzer(rgb: np.ndarray, um_per_px: float) -> Measurement:
 
 
 class FlakySource:
-    """Wraps a source; while ``failing`` is set, opening and reading raise SourceError."""
+    """Wraps a source as a live camera that fails: while ``failing`` is set, opening and
+    reading raise SourceError; its frames are a live camera's (dropped for newer ones when the
+    pipeline lags), not a simulation's that wait for room."""
 
     def __init__(self, inner: FrameSource) -> None:
         self.inner = inner
@@ -78,7 +81,8 @@ class FlakySource:
         """Read the inner source unless failing."""
         if self.failing.is_set():
             raise SourceError(f"{self.description}: read error (simulated)")
-        return self.inner.read()
+        frame = self.inner.read()
+        return None if frame is None else replace(frame, simulated=False)
 
     def close(self) -> None:
         """Close the inner source."""
