@@ -42,7 +42,9 @@ def run_server(config: Config, stop: threading.Event) -> int:
     (appliance/pathology/presence.py), 1 on a store error."""
     if not config.pathology.slide_roots:
         log.error("pathology.slide_roots is empty: every job would be refused; name the "
-                  "folders the server may read slides from")
+                  "folders the server may read slides from in the config's pathology section "
+                  "(pathology: {slide_roots: [/srv/slides]}; README.md, Pathology server, has "
+                  "an example) or in APPLIANCE__PATHOLOGY__SLIDE_ROOTS='[/srv/slides]'")
         return 2
     refused = unusable(config.pathology)  # what `appliance config check` refuses too
     if refused:

@@ -63,6 +63,23 @@ def test_the_server_refuses_at_start_what_config_check_refuses(
     assert expected in capsys.readouterr().err
 
 
+def test_a_config_without_slide_roots_is_refused_saying_where_they_go(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The repository's config.yaml (a kiosk's) has no pathology section: the refusal said to
+    'name the folders the server may read slides from', not where; the way it names works."""
+    kiosk = config_from_mapping({"state_dir": str(tmp_path / "state")}, "config.yaml", environ={})
+    with caplog.at_level(logging.ERROR):
+        assert run_server(kiosk, threading.Event()) == 2
+    assert ("name the folders the server may read slides from in the config's pathology "
+            "section (pathology: {slide_roots: [/srv/slides]}; README.md, Pathology server, has "
+            "an example) or in APPLIANCE__PATHOLOGY__SLIDE_ROOTS='[/srv/slides]'") in caplog.text
+    assert not (tmp_path / "state").exists()
+    told = config_from_mapping({}, "config.yaml",
+                               environ={"APPLIANCE__PATHOLOGY__SLIDE_ROOTS": "[/srv/slides]"})
+    assert told.pathology.slide_roots == ["/srv/slides"]
+
+
 def test_metrics_listen_on_loopback_unless_told_and_a_taken_port_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
