@@ -179,7 +179,17 @@ def _job(folder: Path, row: LabelRow, um_per_px: float | None) -> SlideJob:
         )
         return SlideJob(folder, resolution, row.slide[:80], row.patient, row.material, refused)
     slide = _find_slide(folder, row.written or row.slide)
-    return SlideJob(slide, resolution, row.slide, row.patient, row.material)
+    missing = "" if os.path.lexists(slide) else _no_image(folder, row)
+    return SlideJob(slide, resolution, row.slide, row.patient, row.material, missing)
+
+
+def _no_image(folder: Path, row: LabelRow) -> str:
+    """Why a labels.csv row has no slide: no file of its name (with an image suffix) there."""
+    name = row.written or row.slide
+    files = (name if Path(name).suffix.lower() in SLIDE_SUFFIXES
+             else f"{name}{', '.join(SLIDE_SUFFIXES[:-1])} or {SLIDE_SUFFIXES[-1]}")
+    return (f"{folder / LABELS_FILE}: slide {row.slide!r}: image not found in {folder} (looked "
+            f"for {files}); check the folder and labels.csv")
 
 
 def jobs_from_folder(

@@ -120,8 +120,7 @@ def _open_slide(path: Path) -> BinaryIO:
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
-        raise SlideError(f"{path}: slide file not found; check the folder and labels.csv") \
-            from exc
+        raise SlideError(f"{path}: slide file not found; check its path") from exc
     except OSError as exc:  # its owner or mode keeps us out
         raise SlideError(f"{path}: slide file cannot be read ({exc.strerror or exc}); check its "
                          "owner and mode") from exc

@@ -240,6 +240,34 @@ def test_a_folder_or_a_pipe_given_as_a_slide_is_called_what_it_is(tmp_path: Path
                                      "pass slide image files")
 
 
+def test_a_missing_slide_is_named_by_what_named_it(tmp_path: Path) -> None:
+    """A slide file that is not there said 'check the folder and labels.csv' also where no
+    labels.csv was involved (`pathology submit FILE`, a server job naming the file); a
+    labels.csv row with no image said it of the path it guessed (S2.jpg), not the row."""
+    missing = tmp_path / "nothere.jpg"
+    out = tmp_path / "submitted"
+    assert main(["pathology", "submit", str(missing), "--um-per-px", "1", "--out", str(out),
+                 "--no-pictures"]) == 1
+    assert results_rows(out)["nothere"]["error"] == (f"{missing}: slide file not found; "
+                                                     "check its path")
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    Image.fromarray(rgb).save(folder / "S1.jpg", quality=88)
+    (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\nS2,P2,MSS,biopsy,1.0\n"
+                                       "S3.png,P3,MSS,biopsy,1.0\n")
+    out = tmp_path / "run"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 1
+    rows = results_rows(out)
+    assert rows["S1"]["error"] == ""
+    assert rows["S2"]["error"] == (
+        f"{folder / 'labels.csv'}: slide 'S2': image not found in {folder} (looked for S2.jpg, "
+        ".jpeg, .png, .tif or .tiff); check the folder and labels.csv")
+    assert rows["S3.png"]["error"] == (
+        f"{folder / 'labels.csv'}: slide 'S3.png': image not found in {folder} (looked for "
+        "S3.png); check the folder and labels.csv")
+
+
 def test_a_labels_row_finds_its_image_beside_files_of_the_same_name(tmp_path: Path) -> None:
     """S1.geojson (a QuPath annotation export) sorts before S1.jpg: the row "S1" is the image."""
     folder = tmp_path / "slides"
