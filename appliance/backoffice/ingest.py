@@ -39,6 +39,7 @@ from appliance.transport.client import (
 from appliance.transport.pahofence import BufferedReadClient
 from appliance.transport.payloads import Result
 from appliance.transport.topics import fleet_filter, shared_filter
+from appliance.transport.unreachable import BrokerReach
 
 log = logging.getLogger(__name__)
 RECONNECT_MAX_S = 30
@@ -145,6 +146,9 @@ class IngestWorker:
             reconnect_cap_s=float(RECONNECT_MAX_S),
         )
         client = new_ingest_client(self.link_settings)
+        self.reach = BrokerReach(self.client_id, self.config.mqtt.host, self.config.mqtt.port,
+                                 log)
+        self.reach.attach(client)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -175,6 +179,7 @@ class IngestWorker:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         try:
+            self.reach.reached()  # the broker answered, whatever it answered
             if reason.is_failure:
                 self._refused(reason)
                 return

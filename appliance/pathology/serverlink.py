@@ -38,6 +38,7 @@ from appliance.transport.client import (
     set_retained_will,
     settings_from_config,
 )
+from appliance.transport.unreachable import BrokerReach
 
 # the server's messages, under its logger as before this part moved here (a journal filter)
 log = logging.getLogger("appliance.pathology.server")
@@ -79,6 +80,9 @@ class ServerLink:
         will = (server_topic(self.prefix, self.server_id), self.presence.will())
         client = new_client(self.link_settings, will, reconnect=True)
         client.manual_ack_set(True)  # PUBACK only once the job is stored (MQTT 5 spec 4.3.2)
+        self.reach = BrokerReach(self.server_id, self.config.mqtt.host, self.config.mqtt.port,
+                                 log)
+        self.reach.attach(client)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -96,6 +100,7 @@ class ServerLink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     props: Any) -> None:
         try:
+            self.reach.reached()  # the broker answered, whatever it answered
             if reason.is_failure:
                 refusal = connack_refusal(self.link_settings, reason)
                 log.error("%s", refusal)
