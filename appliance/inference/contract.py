@@ -94,6 +94,12 @@ def parse_contract(path: Path, metadata: Mapping[str, str]) -> ModelContract:
             f"(build it with `appliance models build-skin`, which writes them)"
         )
     missing = [key for key in REQUIRED_KEYS if not metadata.get(key)]
+    if missing and "tile_um" in metadata:  # the shipped msi-vgg19-w16.onnx, say
+        raise ModelError(
+            f"{path}: a pathology tile model (for `appliance pathology run --model` or "
+            "pathology.model), not a skin texture model: it has no feature_names to grade "
+            "measurements with"
+        )
     if missing:
         raise ModelError(
             f"{path}: metadata lacks {', '.join(missing)}; the model has "

@@ -148,6 +148,11 @@ class TileModel:
 
 def _read_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing and "feature_names" in metadata:  # the shipped skin-texture-grade, say
+        raise ModelError(
+            f"{path}: a skin texture model (for the kiosk's model.path or `appliance models "
+            "show`), not a pathology tile model: it grades skin measurements, not H&E tiles"
+        )
     if missing:
         raise ModelError(
             f"{path}: metadata lacks {', '.join(missing)}; export it with "
