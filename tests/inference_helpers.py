@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,3 +67,47 @@ def write_int8(path: Path, float_path: Path, table: LabelledTable) -> Path:
 
     scheme = quantize.Scheme("QDQ", per_channel=True)
     return quantize.quantize(float_path, path, table.rows("calibration").features, scheme)
+
+
+def answering_badly_above(path: Path, version: str, kime_limit: float, answer: str) -> Path:
+    """A model that says "fine" with softmax probabilities while kime_score is at most
+    ``kime_limit``, and above it answers no probabilities: NaN (``answer="nan"``) or each
+    probability doubled (``answer="doubled"``); a zero input and self-test inputs below the
+    limit show nothing wrong."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    width = len(FEATURE_KEYS)
+    pick_kime = np.zeros((width, 1), np.float32)
+    pick_kime[FEATURE_KEYS.index("kime_score"), 0] = 1.0
+    nodes = [helper.make_node("MatMul", ["features", "pick_kime"], ["kime"]),
+             helper.make_node("Sub", ["limit", "kime"], ["room"]),
+             helper.make_node("Mul", ["kime", "zero"], ["zeros"]),  # [batch, 1]
+             helper.make_node("Add", ["zeros", "bias"], ["logits"])]
+    if answer == "nan":  # sqrt of a negative room is NaN, and so is NaN - NaN
+        nodes += [helper.make_node("Sqrt", ["room"], ["root"]),
+                  helper.make_node("Sub", ["root", "root"], ["nan_or_zero"]),
+                  helper.make_node("Add", ["logits", "nan_or_zero"], ["spoilt"]),
+                  helper.make_node("Softmax", ["spoilt"], ["probabilities"], axis=1)]
+    else:  # 1 below the limit, 2 above it
+        nodes += [helper.make_node("Softmax", ["logits"], ["softmax"], axis=1),
+                  helper.make_node("Less", ["room", "zero"], ["above"]),
+                  helper.make_node("Cast", ["above"], ["above_1"], to=onnx.TensorProto.FLOAT),
+                  helper.make_node("Add", ["above_1", "one"], ["factor"]),
+                  helper.make_node("Mul", ["softmax", "factor"], ["probabilities"])]
+    constants = {"pick_kime": pick_kime, "limit": np.array([kime_limit], np.float32),
+                 "zero": np.array([0.0], np.float32), "one": np.array([1.0], np.float32),
+                 "bias": np.array([2.0, 0.0, 0.0], np.float32)}
+    graph = helper.make_graph(
+        nodes, "bad-above-a-kime",
+        [helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    helper.set_model_props(proto, {
+        "name": "skin-texture-grade", "version": version, "labels": json.dumps(list(LABELS)),
+        "feature_names": json.dumps(list(FEATURE_KEYS)), "trained_on": "not trained",
+        "created_at": "2026-12-05T00:00:00Z"})
+    onnx.save_model(proto, str(path))
+    return path

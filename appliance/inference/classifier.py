@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.inference.contract import ModelContract, ModelError
-from appliance.inference.runner import FloatMatrix, OnnxRunner
+from appliance.inference.runner import FloatMatrix, OnnxRunner, not_probabilities
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.transport.payloads import Classification
 
@@ -92,6 +92,12 @@ class SkinClassifier:
         runner = self._runner  # one model for the whole call, even if reload() swaps meanwhile
         matrix = _vector(runner.contract, features)
         probabilities = runner.probabilities(matrix)[0]
+        problem = not_probabilities(probabilities)
+        if problem is not None:  # NaN would be read as the first label, clamped to 0
+            contract = runner.contract
+            raise ModelError(f"{runner.path}: model {contract.name} {contract.version}: its "
+                             f"outputs for these features {problem}; they are no "
+                             "probabilities, so no grade is given")
         labels = runner.contract.labels
         return Classification(
             model=runner.contract.name,

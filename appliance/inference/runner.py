@@ -57,6 +57,23 @@ def _open_session(path: Path, fix_hint: str, data: bytes | None) -> Any:
     )
 
 
+def not_probabilities(row: np.ndarray) -> str | None:
+    """Why one answer of the model is no probability distribution (a value that is not a
+    finite number, one outside 0-1, or a sum other than 1), or None when it is one."""
+    if not np.all(np.isfinite(row)):
+        return f"hold values that are not finite numbers ({_shown(row)})"
+    if np.any(row < -PROBABILITY_TOLERANCE) or np.any(row > 1.0 + PROBABILITY_TOLERANCE):
+        return f"lie outside 0-1 ({_shown(row)})"
+    total = float(row.sum())
+    if abs(total - 1.0) > PROBABILITY_TOLERANCE:
+        return f"sum to {total:.4f}, not 1"
+    return None
+
+
+def _shown(row: np.ndarray) -> str:
+    return ", ".join(f"{float(value):.4g}" for value in row[:8]) + (", ..." if len(row) > 8 else "")
+
+
 class OnnxRunner:
     """One loaded, checked and warmed-up model; ``probabilities(matrix)`` runs it."""
 
@@ -104,11 +121,11 @@ class OnnxRunner:
                 f"{self.path}: the model answers shape {list(probabilities.shape)}; "
                 f"we need [1, {len(self.contract.labels)}] (one probability per label)"
             )
-        total = float(probabilities.sum())
-        if not np.isfinite(total) or abs(total - 1.0) > PROBABILITY_TOLERANCE:
+        problem = not_probabilities(probabilities[0])
+        if problem is not None:
             raise ModelError(
-                f"{self.path}: the model's outputs sum to {total:.4f}, not 1; "
-                f"we need softmax probabilities as the model output"
+                f"{self.path}: the model's outputs {problem}; we need softmax probabilities "
+                f"as the model output"
             )
 
     def probabilities(self, features: FloatMatrix) -> FloatMatrix:

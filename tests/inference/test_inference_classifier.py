@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import onnx
 import pytest
-from inference_helpers import LABELS, contract, make_table, train_tiny, write_float, write_int8
+from inference_helpers import (
+    LABELS,
+    answering_badly_above,
+    contract,
+    make_table,
+    train_tiny,
+    write_float,
+    write_int8,
+)
 
 from appliance.inference.classifier import FeatureError, SkinClassifier
 from appliance.inference.contract import ModelError
@@ -70,6 +79,26 @@ def test_missing_or_non_finite_features_are_named(models: Models) -> None:
         classifier.classify(without)
     with pytest.raises(FeatureError, match="lab_l"):
         classifier.classify(models.features | {"lab_l": float("nan")})
+
+
+@pytest.mark.parametrize(("answer", "problem"), [
+    ("nan", "hold values that are not finite numbers (nan, nan, nan)"),
+    ("doubled", "lie outside 0-1 (1.574, 0.213, 0.213)"),
+])
+def test_outputs_that_are_no_probabilities_give_no_grade(
+    tmp_path: Path, answer: str, problem: str
+) -> None:
+    """A model that loads and warms up but answers some features with NaN (argmax took the
+    first NaN's label, each probability clamped to 0) or with values that are no distribution
+    (clamped to 0-1): no grade, an error naming the file and what it answered."""
+    path = answering_badly_above(tmp_path / f"{answer}.onnx", "1.1.0", 50.0, answer)
+    classifier = SkinClassifier.load(path)
+    below = dict.fromkeys(FEATURE_KEYS, 30.0)
+    assert classifier.classify(below).label == "fine"
+    with pytest.raises(ModelError, match=re.escape(problem)) as err:
+        classifier.classify({**below, "kime_score": 61.0})
+    assert str(path) in str(err.value)
+    assert "no grade is given" in str(err.value)
 
 
 def _corrupt(models: Models, path: Path) -> None:

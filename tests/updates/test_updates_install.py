@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import yaml
 from paho.mqtt import publish
-from updates_helpers import Fleet, coarse_on_high_kime
+from updates_helpers import Fleet, coarse_on_high_kime, inputs
 
 from appliance.updates.install import ModelStore
-from appliance.updates.operations import unassign
+from appliance.updates.operations import release_model, unassign
+from appliance.updates.release import manifest_for
 from appliance.updates.testing import ModelEvents
+from tests.inference_helpers import answering_badly_above
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.broker
@@ -199,3 +201,30 @@ def _resumed(events: ModelEvents) -> int:
     """How many times k1 started its health check again after a restart."""
     return sum("its health check starts again" in (state.reason or "")
                for state in events.states.get("k1", []))
+
+
+def test_a_release_answering_this_kiosk_with_nan_grades_nothing_and_rolls_back(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """A signed release that loads, warms up and passes its self-test (kime_score near 30) but
+    answers this kiosk's measurements (kime_score 61) with NaN: no result carries a grade of it
+    (argmax read NaN as the first label, "fine", each probability clamped to 0, and the health
+    check, seeing "fine" as the self-test did, kept it), and it is rolled back."""
+    daemon = fleet.kiosk("k1")
+    model = answering_badly_above(fleet.tmp / "nan-1.1.0.onnx", "1.1.0", 50.0, "nan")
+    built = manifest_for(model, "1.1.0", inputs())
+    release_model(fleet.repo, model, built)
+    fleet.assign(built, ["k1"])
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "rolled_back", "1.1.0"), 30), \
+        events.states.get("k1")
+    state = events.last_state("k1")
+    assert state is not None
+    assert state.reason is not None
+    assert "classification failed after the swap" in state.reason
+    assert "not finite numbers (nan, nan, nan)" in state.reason
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
+    served = len(events.versions["k1"])
+    assert events.wait_until(lambda: len(events.versions["k1"]) > served, 20)
+    assert "1.1.0" not in events.versions["k1"].values()
