@@ -36,6 +36,20 @@ def aggregate(tile_probability: np.ndarray, tile_threshold: float = TILE_THRESHO
     )
 
 
+def unscored_tiles_problem(tile_probability: np.ndarray) -> str | None:
+    """Why a slide's tile probabilities cannot be summarised, or None when they can: a model
+    (an overflowing half-precision backend, a broken export) that answered some tiles with NaN,
+    infinity or a value outside 0-1 would give a NaN mean, read as the negative label."""
+    probability = np.asarray(tile_probability, float)
+    with np.errstate(invalid="ignore"):
+        bad = int(np.count_nonzero(~((probability >= 0.0) & (probability <= 1.0))))
+    if bad == 0:
+        return None
+    return (f"the model answered {bad} of {probability.size} tiles with no probability (NaN, "
+            "infinite or outside 0-1); the slide is not scored: check the model and its "
+            "backend")
+
+
 def slide_label(score: float, threshold: float, labels: tuple[str, str]) -> str:
     """labels[1] (positive) when the score reaches the threshold, else labels[0]."""
     return labels[1] if score >= threshold else labels[0]

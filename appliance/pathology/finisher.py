@@ -29,6 +29,7 @@ import numpy as np
 
 from appliance.backoffice.outage import OutageWords, StoreOutage
 from appliance.backoffice.storeerrors import STORE_ERRORS
+from appliance.pathology.aggregate import unscored_tiles_problem
 from appliance.pathology.backends import ModelOutputs
 from appliance.pathology.batcher import Batch
 from appliance.pathology.heatmap import cam_panel, tile_heatmap, write_png
@@ -165,8 +166,11 @@ class SlideFinisher(threading.Thread):
     def _store(self, work: SlideWork, *, scored: bool) -> None:
         job_id, index = work.prepared.job_id, work.prepared.slide_index
         base = SlideResult(work.name, "", "", work.path)
-        if not scored:
-            result = SlideResult(**{**asdict(base), "error": work.prepared.error})
+        error = work.prepared.error
+        if scored and (problem := unscored_tiles_problem(work.probability)):
+            error = f"{work.path}: {problem}"  # the model's answers: never a label
+        if error:
+            result = SlideResult(**{**asdict(base), "error": error})
             files = {"heatmap_path": "", "cam_path": "", "tiles_path": ""}
         else:
             result = slide_result(base, work.probability, work.in_distribution,

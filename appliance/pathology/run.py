@@ -22,7 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from appliance.outfile import replaced_when_complete
-from appliance.pathology.aggregate import SlideScore, aggregate, decisive_tiles, slide_label
+from appliance.pathology.aggregate import (
+    SlideScore,
+    aggregate,
+    decisive_tiles,
+    slide_label,
+    unscored_tiles_problem,
+)
 from appliance.pathology.heatmap import cam_panel, heatmap_scale, tile_heatmap, write_png
 from appliance.pathology.model import ModelError, TileModel
 from appliance.pathology.names import one_form
@@ -147,6 +153,8 @@ class SlideRunner:
         if not scored:
             raise SlideError(f"{base.path}: no tile passed the tumour filter; nothing to score")
         probability = np.concatenate(probabilities)
+        if problem := unscored_tiles_problem(probability):
+            raise SlideError(f"{base.path}: {problem}")
         typical = np.concatenate(in_distribution)
         tiles_csv = self.out_dir / TILES / f"{base.slide}.csv"
         write_tile_scores(tiles_csv, scored, probability, typical)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from appliance.cli import main
-from appliance.pathology.model import ModelError, TileModel
+from appliance.pathology.model import ModelError, TileModel, TileScores
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.synthetic.he import SlideSpec, render_slide
 from tests.disk_helpers import fill, small_tmpfs
@@ -70,6 +70,31 @@ def test_bad_slides_get_their_own_error_and_the_run_finishes(cohort: Path, tmp_p
     assert "folder separator" in rows["../escape"]["error"]  # not read, nothing written outside
     assert not (out.parent / "escape.png").exists()
     assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["good.png"]
+
+
+def test_a_model_answering_nan_for_some_tiles_gives_the_slide_an_error_not_a_label(
+    cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tiles the model answers with NaN (a half-precision overflow, a broken export) made the
+    slide's mean NaN, which is below any threshold: the slide was labelled MSS, score empty,
+    no error. Now it is an error naming the file and how many tiles, and gets no label."""
+    predict = TileModel.predict
+
+    def some_nan(self: TileModel, tiles_rgb: np.ndarray) -> TileScores:
+        scores = predict(self, tiles_rgb)
+        probability = scores.probability.copy()
+        probability[:2] = np.nan
+        return TileScores(probability, scores.cam, scores.in_distribution)
+
+    monkeypatch.setattr(TileModel, "predict", some_nan)
+    out = tmp_path / "results"
+    assert main(["pathology", "submit", str(cohort / "good.jpg"), "--um-per-px", "1.0",
+                 "--out", str(out), "--batch-size", "16"]) == 1
+    row = results_rows(out)["good"]
+    assert row["label"] == ""
+    assert f"{cohort / 'good.jpg'}: the model answered " in row["error"]
+    assert "tiles with no probability (NaN, infinite or outside 0-1)" in row["error"]
+    assert not (out / "heatmaps" / "good.png").exists()
 
 
 def test_submit_scores_named_files(cohort: Path, tmp_path: Path) -> None:

@@ -745,6 +745,40 @@ def test_a_killed_preparation_worker_fails_its_slide_only_and_the_server_goes_on
     assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
 
 
+class NanBackend(SlowBackend):
+    """The real ONNX backend whose first tiles of each batch come back NaN (what a
+    half-precision backend gives where its activations overflow)."""
+
+    def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        outputs = super().infer(tiles_rgb)
+        probability = outputs.probability.copy()
+        probability[:2] = np.nan
+        return ModelOutputs(probability, outputs.cam, outputs.features)
+
+
+def test_tiles_the_model_answers_with_nan_fail_their_slide_instead_of_labelling_it(
+    env: Env, serve: Servers,
+) -> None:
+    """A NaN tile made the slide's mean NaN, stored as no score and read as below the
+    threshold: the job ended done, each slide labelled MSS. Now each such slide fails, naming
+    its file and the tiles, with no label and no pictures; the job fails as none scored."""
+    serve(env.config(), NanBackend(delay_s=0.0))
+    paths = [env.slides / "b11.jpg", env.slides / "b12.jpg"]
+    env.watcher.submit(_job("nan-tiles", paths))
+    state = env.watcher.wait("nan-tiles", {"done", "failed"})
+    assert state["state"] == "failed"
+    assert state["slides_failed"] == 2
+    store = _store(env.tmp_path)
+    rows = store.slide_results("nan-tiles")
+    store.close()
+    assert [row["label"] for row in rows] == ["", ""]
+    for row, path in zip(rows, paths, strict=True):
+        assert row["error"].startswith(f"{path}: the model answered ")
+        assert "with no probability (NaN, infinite or outside 0-1)" in row["error"]
+        assert row["heatmap_path"] == ""
+    assert not (env.tmp_path / "out" / "nan-tiles" / "heatmaps").exists()
+
+
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:
