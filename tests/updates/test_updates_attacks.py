@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,40 @@ def test_a_transfer_cut_halfway_is_retried_then_refused(
     assert "after 2 tries" in state.reason
     leftovers = list((fleet.tmp / "k1" / "models").glob(".download-*"))
     assert leftovers == []
+
+
+class _DripHandler(http.server.SimpleHTTPRequestHandler):
+    """Sends a model file one byte every 0.2 s: each byte well within the kiosk's socket
+    timeout, the whole file (about 1.5 kB) in some five minutes."""
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        data = source.read()
+        if not self.path.endswith(".onnx"):
+            outputfile.write(data)
+            return
+        for index in range(len(data)):
+            outputfile.write(data[index:index + 1])
+            outputfile.flush()
+            time.sleep(0.2)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def test_a_model_sent_a_byte_at_a_time_is_refused_at_the_deadline_not_awaited_for_ever(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """TUF's slow retrieval attack: a server (or anyone between) that sends the model a byte
+    now and then, each within the socket timeout, held the kiosk at "downloading" for as long
+    as it liked (the updater read no later assignment meanwhile). Past
+    updates.download_deadline_s the transfer is refused; the old model serves on."""
+    dripping = RepositoryServer(fleet.repo.dir / "public", handler=_DripHandler).start()
+    fleet.daemons["k1"] = fleet.kiosk("k1", url=dripping.url, download_tries=1,
+                                      download_timeout_s=1, download_deadline_s=2.0)
+    try:
+        state = _refused_after(fleet, events, lambda: _release_and_assign(fleet))
+    finally:
+        dripping.close()
+    assert "download failed: SlowRetrievalError" in state.reason
+    assert "-1.1.0.onnx: still arriving after 2 s (updates.download_deadline_s)" in state.reason
+    assert list((fleet.tmp / "k1" / "models").glob(".download-*")) == []
