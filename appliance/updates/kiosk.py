@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 HEALTH_POLL_S = 0.2
 MAX_PROBATION_STARTS = 3  # starts on a new model without a health verdict before going back
 REJECTED_FILE = "rejected.json"
+MAX_REJECTED = 200  # releases remembered as refused here, the newest
 StatePublisher = Callable[[bytes], None]
 
 
@@ -75,7 +76,7 @@ class ModelUpdater(threading.Thread):
         self._rollout: str | None = None  # of the assignment the last report was about
         self._previous: Path | None = None  # what a failed health check goes back to
         self._confirmed = False  # the serving model passed a health check in this process
-        self._rejected: set[str] = self._load_rejected()
+        self._rejected: dict[str, None] = self._load_rejected()  # oldest first
         current = serving.classifier.path if serving.classifier is not None else None
         self._current_sha = _sha256(current) if current is not None and current.is_file() else ""
 
@@ -346,18 +347,22 @@ class ModelUpdater(threading.Thread):
         )
         self._publish(message.to_json())
 
-    def _load_rejected(self) -> set[str]:
+    def _load_rejected(self) -> dict[str, None]:
         path = self.store.dir / REJECTED_FILE
         try:
-            return set(safejson.loads(path.read_text(encoding="utf-8")))
+            return dict.fromkeys(safejson.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
-            return set()
+            return {}
 
     def _remember_rejected(self, sha256: str) -> None:
+        """Remember a release refused for good here, with the newest MAX_REJECTED others."""
         if not sha256:
             return
-        self._rejected.add(sha256)
-        body = json.dumps(sorted(self._rejected)[-200:]).encode()
+        self._rejected.pop(sha256, None)
+        self._rejected[sha256] = None
+        while len(self._rejected) > MAX_REJECTED:
+            del self._rejected[next(iter(self._rejected))]
+        body = json.dumps(list(self._rejected)).encode()
         try:
             write_atomically(self.store.dir / REJECTED_FILE, body)
         except OSError as exc:  # a full disk: remembered until this process ends

@@ -228,3 +228,37 @@ def test_a_release_answering_this_kiosk_with_nan_grades_nothing_and_rolls_back(
     served = len(events.versions["k1"])
     assert events.wait_until(lambda: len(events.versions["k1"]) > served, 20)
     assert "1.1.0" not in events.versions["k1"].values()
+
+
+def test_a_release_refused_here_is_not_tried_again_after_a_restart_whatever_its_hash(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """The kiosk remembers the releases it refused for good (rejected.json), the newest 200:
+    it kept the 200 whose hashes sort last instead, so with 200 remembered a new refusal was
+    dropped from the file at once, and after a restart the kiosk installed that release
+    again. Here 200 older refusals are remembered, each sorting after any likely hash."""
+    models = fleet.tmp / "k1" / "models"
+    models.mkdir(parents=True)
+    older = [f"ffffffff{index:056x}" for index in range(200)]
+    (models / "rejected.json").write_text(json.dumps(older))
+    daemon = fleet.kiosk("k1")
+    assert events.wait_until(lambda: daemon.updater.checks >= 1, 20)
+    fleet.assign(fleet.release_failing_self_test("1.1.0"), ["k1"])
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "rejected", "1.1.0"), 30)
+    state = events.last_state("k1")
+    assert state is not None
+    assert state.reason is not None
+    assert "self-test failed" in state.reason
+    daemon.request_stop()
+    fleet.threads[-1].join(10)
+    restarted = fleet.kiosk("k1")  # the same state folder
+    assert events.wait_until(lambda: restarted.updater.checks >= 1, 20)
+    assert events.wait_until(lambda: events.last_state("k1") != state, 20)
+    again = events.last_state("k1")
+    assert again is not None
+    assert again.reason is not None
+    assert "rejected on this kiosk before" in again.reason
+    remembered = json.loads((models / "rejected.json").read_text())
+    assert len(remembered) == 200
+    assert remembered[:-1] == older[1:]  # the oldest one made room
