@@ -140,6 +140,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         while not stop.is_set() and self.failed is None:
             try:
                 kind, event = self.events.get(timeout=0.1)
+                self._taken(kind, event)
                 self._handle(kind, event)
             except queue.Empty:
                 pass

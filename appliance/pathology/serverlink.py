@@ -43,6 +43,9 @@ from appliance.transport.unreachable import BrokerReach
 # the server's messages, under its logger as before this part moved here (a journal filter)
 log = logging.getLogger("appliance.pathology.server")
 PROBE_SUFFIX = "@probe"  # of the probe's login and client id ('@' is in no server id)
+# job requests and cancels at QoS 0 waiting in the queue at most (64 MiB of 256 KiB requests),
+# as in the back office's ingest (appliance/backoffice/batcher.py)
+MAX_QOS0_WAITING = 256
 
 
 def probe_settings(settings: LinkSettings) -> LinkSettings:
@@ -69,6 +72,9 @@ class ServerLink:
         self.failed: str | None = None
         self.exit_code = 3  # of a failure: 3 the broker refuses us, 4 a rival took our name
         self.presence = Presence(self.server_id, backend_settings)
+        self._qos0_lock = threading.Lock()
+        self._qos0_waiting = 0  # QoS 0 requests and cancels in the queue (_queue_message)
+        self.qos0_dropped = 0
         self.rivals = RivalWatch(self.presence)
         self._packet_limit_asked = False  # the broker's packet limit, asked once
         self.client = self._make_client()
@@ -140,13 +146,40 @@ class ServerLink:
             if "/servers/" in message.topic:
                 self.events.put(("presence", (bytes(message.payload),)))
             elif message.topic.endswith("/request"):
-                self.events.put(("job", (message.topic.split("/")[-2], bytes(message.payload),
-                                         message.mid, message.qos)))
+                self._queue_message("job", (message.topic.split("/")[-2],
+                                            bytes(message.payload), message.mid, message.qos))
             else:
-                self.events.put(("cancel", (message.topic.split("/")[-2], message.mid,
-                                            message.qos, bool(message.payload))))
+                self._queue_message("cancel", (message.topic.split("/")[-2], message.mid,
+                                               message.qos, bool(message.payload)))
         except Exception:  # never let an exception kill paho's network thread
             log.exception("could not queue a message on %s", message.topic)
+
+    def _queue_message(self, kind: str, event: tuple[Any, ...]) -> None:
+        """Queue a job request or cancel for the main loop, unless it is one QoS 0 message
+        too many. QoS 1 ones are bounded by the broker (at most its receive maximum
+        unacknowledged); QoS 0 ones are not flow-controlled at all, and the job commands send
+        at QoS 1, so a job client's flood of them grew the queue without bound (a few
+        thousand requests of 100 kB held 400 MB): beyond MAX_QOS0_WAITING waiting they are
+        dropped and counted (a retained one is read again at the next rescan)."""
+        if _qos_of(kind, event) == 0:
+            with self._qos0_lock:
+                admitted = self._qos0_waiting < MAX_QOS0_WAITING
+                self._qos0_waiting += admitted
+                self.qos0_dropped += not admitted
+                dropped = self.qos0_dropped
+            if not admitted:
+                if dropped % 1000 == 1:
+                    log.warning("dropped a QoS 0 %s on job %r (%d so far): %d QoS 0 messages "
+                                "wait already; the job commands publish at QoS 1", kind,
+                                str(event[0])[:64], dropped, MAX_QOS0_WAITING)
+                return
+        self.events.put((kind, event))
+
+    def _taken(self, kind: str, event: Any) -> None:
+        """The main loop took a message off the queue: a QoS 0 one waits no longer."""
+        if _qos_of(kind, event) == 0:
+            with self._qos0_lock:
+                self._qos0_waiting -= 1
 
     def _event_closed_before_connack(self) -> None:
         """Once: ask the broker the largest packet it takes; a CONNECT larger than that is
@@ -193,3 +226,12 @@ class ServerLink:
         offline = None if self.exit_code == 4 else self.presence.payload("offline")
         leave_broker(self.client, server_topic(self.prefix, self.server_id), offline,
                      self.connected)
+
+
+def _qos_of(kind: str, event: Any) -> int | None:
+    """The QoS a queued job request or cancel came with (None for other events)."""
+    if kind == "job":
+        return int(event[3])
+    if kind == "cancel":
+        return int(event[2])
+    return None

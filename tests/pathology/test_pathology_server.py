@@ -48,6 +48,7 @@ from appliance.pathology.jobs import (
 )
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
+from appliance.pathology.serverlink import MAX_QOS0_WAITING
 from appliance.synthetic.he import SlideSpec, render_slide
 from appliance.transport.broker import PrivateBroker, free_port
 from tests import pathology_worker_hooks as hooks
@@ -1214,6 +1215,52 @@ def test_requests_beyond_the_retained_limit_are_refused_and_leave_nothing_behind
     store = _store(env.tmp_path)
     assert [store.job(job_id) is None for job_id in jobs] == [False] * 3 + [True] * 3
     store.close()
+
+
+def test_a_flood_of_qos0_requests_is_bounded_in_the_server_and_jobs_still_run(
+    tmp_path: Path, private_broker: PrivateBroker, slides: Path, serve: Servers,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """QoS 0 messages are not flow-controlled by the broker: a job client that sent thousands
+    of QoS 0 requests (here 2000 of 64 kB, each refused, a store write apiece) had them all
+    wait in the server's queue at once, its memory growing with them. At most
+    MAX_QOS0_WAITING wait now; the rest are dropped, counted and logged, and a job sent as
+    the job commands send it (QoS 1) still runs. On a private broker: the flood is its own."""
+    prefix = "test/qos0-flood"
+    watcher = Watcher(private_broker, prefix)
+    server = serve(_config(tmp_path, prefix, private_broker, slides))
+    peak, flooding = [0], threading.Event()
+    flooding.set()
+
+    def sample() -> None:  # the request bytes waiting in the server's queue
+        while flooding.is_set():
+            with server.events.mutex:
+                waiting = list(server.events.queue)
+            peak[0] = max(peak[0], sum(len(event[1]) for kind, event in waiting
+                                       if kind == "job"))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    flood = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    flood.connect(private_broker.host, private_broker.port)
+    flood.loop_start()
+    body = json.dumps({**_job("other", [slides / "b11.jpg"]), "pad": "x" * 64_000}).encode()
+    for index in range(2000):
+        flood.publish(request_topic(prefix, f"flood-{index}"), body, qos=0)
+    flood.disconnect()
+    flood.loop_stop()
+    try:
+        watcher.submit(_job("after-the-flood", [slides / "b12.jpg"]))
+        assert watcher.wait("after-the-flood", {"done", "failed"}, 120)["state"] == "done"
+    finally:
+        flooding.clear()
+        sampler.join(5)
+        watcher.close()
+    # the QoS 0 flood at most, beside the QoS 1 request sent after it (the clears are empty)
+    assert peak[0] <= MAX_QOS0_WAITING * len(body) + 4096
+    assert server.qos0_dropped > 0
+    assert "dropped a QoS 0 job on job 'flood-" in caplog.text
 
 
 def test_refused_requests_leave_no_more_retained_states_than_the_limit(
