@@ -9,10 +9,12 @@ beside it). It logs through ``logging`` instead of stderr.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,6 +22,7 @@ from typing import Any, BinaryIO
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT_S = 60.0
+REQUEST_DEADLINE_S = 10.0  # a request line and headers are a few hundred bytes
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -36,6 +39,39 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         return super().send_head()
 
 
+class _RequestDeadline(http.server.BaseHTTPRequestHandler):
+    """Closes a connection whose request (its line and headers) has not arrived whole within
+    ``request_deadline_s``: the idle timeout bounds each wait for the next bytes only, so a
+    client sending a byte of its request now and then held its thread for ever."""
+
+    request_deadline_s = REQUEST_DEADLINE_S
+
+    def setup(self) -> None:
+        super().setup()
+        self._deadline = threading.Timer(self.request_deadline_s, self._cut_off)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def parse_request(self) -> bool:
+        """Read the headers; the deadline then is met, or the request refused (HTTP/1.0: one
+        request a connection)."""
+        parsed = super().parse_request()
+        self._deadline.cancel()
+        return parsed and not self._cut
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
+    _cut = False
+
+    def _cut_off(self) -> None:
+        """Timer thread: end the reads the handler waits in (they return nothing)."""
+        self._cut = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
 def _published(path: Path, public_dir: Path) -> bool:
     """Whether ``path`` (a request translated into ``public_dir``) is a published file: a
     regular file inside ``public_dir`` after symlinks, with no hidden part in its name."""
@@ -48,8 +84,9 @@ def _published(path: Path, public_dir: Path) -> bool:
 class RepositoryServer:
     """Serves ``public_dir`` on ``host:port`` (port 0: a free one) in a background thread.
 
-    Each connection has a thread; one that sends nothing for ``idle_timeout_s`` is closed, so
-    slow or hostile clients cannot pile threads up (a kiosk's download never idles that long).
+    Each connection has a thread; one that sends nothing for ``idle_timeout_s``, or whose
+    request has not arrived whole within ``request_deadline_s``, is closed, so slow or hostile
+    clients cannot pile threads up (a kiosk's download never idles that long).
     """
 
     def __init__(
@@ -59,13 +96,16 @@ class RepositoryServer:
         port: int = 0,
         handler: type[http.server.SimpleHTTPRequestHandler] = _QuietHandler,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        *,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
     ) -> None:
         self.public_dir = Path(public_dir)
         if not (self.public_dir / "metadata").is_dir():
             raise FileNotFoundError(
                 f"{self.public_dir}: no metadata/ folder; serve a repository's public/ folder"
             )
-        timed = type(handler.__name__, (handler,), {"timeout": idle_timeout_s})
+        timed = type(handler.__name__, (_RequestDeadline, handler),
+                     {"timeout": idle_timeout_s, "request_deadline_s": request_deadline_s})
         bound = functools.partial(timed, directory=str(self.public_dir))
         self.httpd = http.server.ThreadingHTTPServer((host, port), bound)
         self.httpd.daemon_threads = True

@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -728,6 +729,38 @@ def test_the_repository_server_hangs_up_on_a_connection_that_sends_nothing(
         with socket.create_connection((str(host), int(port))) as idle:
             idle.settimeout(10)
             assert idle.recv(1) == b""  # closed by the server, not still waiting
+    finally:
+        server.close()
+
+
+def test_the_repository_server_hangs_up_on_a_request_sent_a_byte_at_a_time(
+    tmp_path: Path
+) -> None:
+    """Each byte within the idle timeout, the request never whole: the connection held its
+    thread for as long as the client went on. It is closed at the request deadline now, and
+    a request that came whole in time is served."""
+    repo = init_repository(tmp_path / "repo")
+    server = RepositoryServer(repo.dir / "public", idle_timeout_s=1.0,
+                              request_deadline_s=2.0).start()
+    try:
+        host, port = server.httpd.server_address[:2]
+        with socket.create_connection((str(host), int(port))) as dripping:
+            dripping.settimeout(0.3)
+            closed = False
+            for byte in b"GET /metadata/1.root.json HTTP/1.0\r\nX-Padding: " + b"a" * 200:
+                try:
+                    dripping.send(bytes([byte]))
+                    closed = dripping.recv(1) == b""
+                except TimeoutError:
+                    continue
+                except OSError:  # reset: closed as well
+                    closed = True
+                if closed:
+                    break
+            assert closed  # within the 70 s the drip would take, not after it
+        url = f"{server.url}/metadata/1.root.json"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.status == 200
     finally:
         server.close()
 
