@@ -227,8 +227,11 @@ class _DripHandler(http.server.SimpleHTTPRequestHandler):
             outputfile.write(data)
             return
         for index in range(len(data)):
-            outputfile.write(data[index:index + 1])
-            outputfile.flush()
+            try:
+                outputfile.write(data[index:index + 1])
+                outputfile.flush()
+            except OSError:  # the kiosk gave up and hung up, as it should
+                return
             time.sleep(0.2)
 
     def log_message(self, *args: Any) -> None:
