@@ -143,6 +143,9 @@ def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int
     except UnicodeEncodeError as exc:
         raise JobRefusedError("job payload holds text that is not Unicode (an unpaired "
                               "surrogate escape such as \\ud800)", topic_job_id) from exc
+    if _holds_nul(data):  # PostgreSQL's text refuses it, which the server took for an outage
+        raise JobRefusedError("job payload holds a NUL character (the escape \\u0000), which "
+                              "no stored text may hold", topic_job_id)
     job_id = data.get("job_id")
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
         raise JobRefusedError(f"job_id {str(job_id)[:80]!r}: use 1-64 of A-Z a-z 0-9 _ . -",
@@ -160,6 +163,21 @@ def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int
         raise JobRefusedError(f"{len(slides)} slides; a job may name at most {max_slides}", job_id)
     checked = tuple(_slide(item, index, roots, job_id) for index, item in enumerate(slides))
     return JobRequest(job_id, checked, str(data.get("submitted_at", ""))[:40])
+
+
+def _holds_nul(data: Any) -> bool:
+    """Whether decoded JSON holds a NUL character in any string, a key or a value (walked
+    without recursion: JSON nested as deep as the decoder takes it would exhaust the stack)."""
+    waiting = [data]
+    while waiting:
+        value = waiting.pop()
+        if isinstance(value, str) and "\0" in value:
+            return True
+        if isinstance(value, dict):
+            waiting += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            waiting += value
+    return False
 
 
 def _slide(item: Any, index: int, roots: list[Path], job_id: str) -> SlideRequest:

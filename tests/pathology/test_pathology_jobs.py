@@ -80,6 +80,9 @@ def test_a_slide_named_with_decomposed_accents_carries_the_same_name_as_composed
     (json.dumps({"job_id": "a", "schema": "other/1"}).encode(), "expected appliance", "a"),
     (json.dumps({"job_id": "a", "schema": JOB_SCHEMA, "slides": []}).encode(), "non-empty", "a"),
     (json.dumps({"job_id": "a", "schema": JOB_SCHEMA, "slides": ["x"]}).encode(), "object", "a"),
+    (json.dumps({"job_id": "a", "schema": JOB_SCHEMA, "submitted_at": "2026\u0000",
+                 "slides": []}).encode(), "a NUL character", None),
+    (json.dumps({"job_id": "a", "\u0000": 1}).encode(), "a NUL character", None),
 ])
 def test_malformed_requests_are_refused_with_a_reason(
     payload: bytes, reason: str, job_id: str | None, tmp_path: Path

@@ -55,6 +55,7 @@ from tests import pathology_worker_hooks as hooks
 from tests.disk_helpers import fill, small_tmpfs
 from tests.gpu import needs_cuda
 from tests.pathology_helpers import SteppedClock, serving
+from tests.store_helpers import PG_URL
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
@@ -1187,6 +1188,36 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
         assert store.job(job_id)["request"] == {}  # type: ignore[index]
         assert store.slide_results(job_id) == []
     store.close()
+
+
+@pytest.mark.postgres
+def test_a_request_holding_a_nul_is_refused_on_postgresql_not_taken_for_an_outage(
+    env: Env, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A NUL character (JSON's \\u0000) in a request's submitted_at: PostgreSQL's text refuses
+    it, and the server took that for the store failing: it said the store was out, tried the
+    request again each second for ever and never answered it. It is refused now, as any
+    malformed request, and the server goes on."""
+    schema = f"test_pathology_{uuid.uuid4().hex[:12]}"
+    store = open_pathology_store(PG_URL, pg_schema=schema)
+    server = PathologyServer(env.config(), store)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert server.connected.wait(10)
+        raw = json.dumps(_job("nul-time", [env.slides / "b11.jpg"])).replace(
+            '"submitted_at": ""', '"submitted_at": "2026-12-05\\u0000"')
+        env.watcher.submit(raw.encode(), job_id="nul-time")
+        assert "a NUL character" in env.watcher.wait("nul-time", {"failed"}, 30)["reason"]
+        env.watcher.submit(_job("after-the-nul", [env.slides / "b12.jpg"]))
+        assert env.watcher.wait("after-the-nul", {"done", "failed"})["state"] == "done"
+        assert "a read or write failed" not in caplog.text  # no store outage said
+    finally:
+        stop.set()
+        thread.join(15)
+        store.drop_postgres_schema(schema)
+        store.close()
 
 
 def test_requests_beyond_the_retained_limit_are_refused_and_leave_nothing_behind(
