@@ -15,9 +15,12 @@ import http.server
 import logging
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from appliance.logsafe import escape_controls
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +77,27 @@ class _RequestDeadline(http.server.BaseHTTPRequestHandler):
 
 def _published(path: Path, public_dir: Path) -> bool:
     """Whether ``path`` (a request translated into ``public_dir``) is a published file: a
-    regular file inside ``public_dir`` after symlinks, with no hidden part in its name."""
+    regular file inside ``public_dir`` after symlinks, with no hidden part in its name. A
+    name no file can have (a NUL, %00 in the request; a part or a path longer than the file
+    system takes) is none: those raised out of the handler, a traceback on stderr and no
+    answer."""
     if any(part.startswith(".") for part in path.relative_to(public_dir).parts):
         return False
-    resolved = Path(os.path.realpath(path))  # Path.resolve raises on a symlink loop
-    return resolved.is_relative_to(os.path.realpath(public_dir)) and resolved.is_file()
+    try:
+        resolved = Path(os.path.realpath(path))  # Path.resolve raises on a symlink loop
+        return resolved.is_relative_to(os.path.realpath(public_dir)) and resolved.is_file()
+    except (ValueError, OSError):
+        return False
+
+
+class _LoggingHTTPServer(http.server.ThreadingHTTPServer):
+    """Says a request that ended in an error (a client that hung up mid-answer) in one line
+    of the log: socketserver printed each one's traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        log.warning("%s: request ended early: %s", client_address[0],
+                    escape_controls(f"{type(error).__name__}: {error}"[:300]))
 
 
 class RepositoryServer:
@@ -107,7 +126,7 @@ class RepositoryServer:
         timed = type(handler.__name__, (_RequestDeadline, handler),
                      {"timeout": idle_timeout_s, "request_deadline_s": request_deadline_s})
         bound = functools.partial(timed, directory=str(self.public_dir))
-        self.httpd = http.server.ThreadingHTTPServer((host, port), bound)
+        self.httpd = _LoggingHTTPServer((host, port), bound)
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -65,3 +68,28 @@ def test_a_symlink_loop_is_not_found_and_the_server_stays_up(public: tuple[Path,
     (public_dir / "metadata" / "b.json").symlink_to(public_dir / "metadata" / "a.json")
     assert _status(f"{url}/metadata/a.json") == 404
     assert _status(f"{url}/metadata/timestamp.json") == 200
+
+
+def test_names_no_file_can_have_are_not_found_and_no_traceback_is_printed(
+    public: tuple[Path, str], capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A NUL (%00), a name part or a path longer than the file system takes: each raised out
+    of the handler (socketserver printed its traceback on stderr, the path echoed in it, and
+    the client got no answer). Each is 404 now; a client that hangs up mid-answer is one log
+    line, not a traceback either."""
+    _public_dir, url = public
+    for path in ("/metadata/%00", "/metadata/timestamp.json%00.txt",
+                 "/metadata/" + "a" * 300, "/" + "a/" * 3000):
+        assert _status(url + path) == 404
+    assert _status(f"{url}/metadata/timestamp.json") == 200
+    (_public_dir / "metadata" / "large.json").write_bytes(b" " * 16_000_000)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as hanging_up:
+        hanging_up.sendall(b"GET /metadata/large.json HTTP/1.0\r\n\r\n")
+        hanging_up.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    deadline = time.monotonic() + 20
+    while "request ended early" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "127.0.0.1: request ended early: " in caplog.text
+    assert "Traceback" not in capsys.readouterr().err
