@@ -92,6 +92,11 @@ class FleetWatcher:
         site, device_id, leaf = parsed
         if leaf not in ("status", STATE_LEAF):
             return
+        if b"\\u0000" in raw:  # as the ingest refuses it (backoffice/triage.py): a deploy
+            # records a report's reason, and PostgreSQL's text cannot hold a NUL
+            log.warning("ignored a bad payload on %s: a string holds a NUL character (\\u0000); "
+                        "no store accepts it", topic)
+            return
         try:
             status = payloads.parse_payload(raw, payloads.Status) if leaf == "status" else None
             state = payloads.parse_payload(raw, payloads.ModelState) if status is None else None

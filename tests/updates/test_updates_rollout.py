@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from appliance.updates.operations import assignments, init_repository, release_m
 from appliance.updates.repofiles import RepositoryError
 from appliance.updates.rollout import Rollout, RolloutPlan, latest_rollouts
 from appliance.updates.testing import ModelEvents
+from tests.store_helpers import PG_URL
 
 pytestmark = pytest.mark.broker
 
@@ -530,3 +532,51 @@ def _status_of(watcher: FleetWatcher, fleet: Fleet, device_id: str) -> str | Non
 def _state_of(events: ModelEvents, device_id: str) -> str | None:
     state = events.last_state(device_id)
     return state.state if state is not None else None
+
+
+@pytest.mark.postgres
+def test_a_kiosk_report_holding_a_nul_is_ignored_not_a_deploy_stopped_on_postgresql(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A kiosk (broken, or its password's holder) answers its notice with a refusal whose
+    reason holds a NUL (JSON's \\u0000): PostgreSQL's text refuses it, so recording it stopped
+    the deploy with psycopg's DataError, said as the store failing, before it could halt and
+    withdraw the assignment; every deploy to that kiosk stopped so while the report stayed
+    retained. The report is ignored now (logged, as the ingest dead-letters such results):
+    the canary is awaited, times out, and the rollout halts as any unanswered one does."""
+    manifest = fleet.release("1.1.0")
+    prefix, site = fleet.prefix, fleet.site
+    kiosk = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def answer(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        rollout_id = json.loads(message.payload)["rollout"]
+        state = {"schema": "appliance.model_state/1", "device_id": "k1", "site": site,
+                 "state": "rejected", "at": datetime.now(UTC).isoformat(),
+                 "model": {"name": manifest.name, "version": manifest.version},
+                 "reason": "self-test failed\u0000", "rollout": rollout_id}
+        client.publish(device_topic(prefix, site, "k1", "model/state"),
+                       json.dumps(state).encode(), qos=1, retain=True)
+
+    kiosk.on_message = answer
+    kiosk.connect(fleet.broker.host, fleet.broker.port)
+    kiosk.subscribe(device_topic(prefix, site, "k1", "model/update"), qos=1)
+    kiosk.loop_start()
+    schema = f"test_rollout_{uuid.uuid4().hex[:12]}"
+    store = open_store(PG_URL, pg_schema=schema)
+    watcher = _watcher(fleet)
+    try:
+        plan = RolloutPlan(manifest, [(site, "k1")], canaries=1, timeout_s=3)
+        outcome = Rollout(fleet.repo, watcher, store, plan).run()
+        rows = store.query("SELECT state, reason FROM rollout_devices", [])
+    finally:
+        watcher.close()
+        kiosk.publish(device_topic(prefix, site, "k1", "model/state"), b"", qos=1,
+                      retain=True).wait_for_publish(5)
+        kiosk.loop_stop()
+        kiosk.disconnect()
+        store.drop_postgres_schema(schema)
+        store.close()
+    assert outcome.state == "halted"
+    assert rows == [("timeout", rows[0][1])]
+    assert "a string holds a NUL character" in caplog.text
+    assert (site, "k1") not in assignments(fleet.repo)
