@@ -48,6 +48,7 @@ class _RequestDeadline(http.server.BaseHTTPRequestHandler):
     client sending a byte of its request now and then held its thread for ever."""
 
     request_deadline_s = REQUEST_DEADLINE_S
+    _cut = False  # the deadline passed first
 
     def setup(self) -> None:
         super().setup()
@@ -65,8 +66,6 @@ class _RequestDeadline(http.server.BaseHTTPRequestHandler):
     def finish(self) -> None:
         self._deadline.cancel()
         super().finish()
-
-    _cut = False
 
     def _cut_off(self) -> None:
         """Timer thread: end the reads the handler waits in (they return nothing)."""
@@ -104,8 +103,10 @@ class RepositoryServer:
     """Serves ``public_dir`` on ``host:port`` (port 0: a free one) in a background thread.
 
     Each connection has a thread; one that sends nothing for ``idle_timeout_s``, or whose
-    request has not arrived whole within ``request_deadline_s``, is closed, so slow or hostile
-    clients cannot pile threads up (a kiosk's download never idles that long).
+    request has not arrived whole within ``request_deadline_s``, is closed, so a slow or
+    hostile client holds its thread for a while only (a kiosk's download never idles that
+    long). Not bounded: a client that reads its answer a byte at a time (each send waits at
+    most ``idle_timeout_s``), and how many connections are open at once.
     """
 
     def __init__(
