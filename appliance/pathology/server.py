@@ -51,7 +51,7 @@ from appliance.pathology.jobs import (
 from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.preparing import SlidePreparation
-from appliance.pathology.serverlink import ServerLink
+from appliance.pathology.serverlink import ServerLink, qos_of
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.pathology.workerpool import PreparationWorkers
 from appliance.transport.client import publish_properties
@@ -180,13 +180,19 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
 
     def _store_failed(self, kind: str, event: Any, error: Exception) -> None:
         """Say the outage (once, then each minute), reconnect, and keep the event for later
-        (housekeeping runs again at its next round anyway)."""
+        (housekeeping runs again at its next round anyway; a QoS 0 request or cancel is
+        dropped)."""
         log.debug("store failed (%s) while handling %s; retrying in %g s", error, kind,
                   STORE_RETRY_S)
         self._outage.failed(error)
         self._reconnect_store()
         if kind == "housekeeping":
             self._housekeeping_failed = True
+        elif qos_of(kind, event) == 0:
+            # not kept: QoS 0 is not flow-controlled, and a flood kept here for the store's
+            # return would outgrow the bound on waiting ones (a retained request is read
+            # again at the next rescan)
+            log.debug("a QoS 0 %s dropped while the store fails", kind)
         else:
             self._retry.append((time.monotonic() + STORE_RETRY_S, kind, event))
 

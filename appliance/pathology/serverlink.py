@@ -161,7 +161,7 @@ class ServerLink:
         at QoS 1, so a job client's flood of them grew the queue without bound (a few
         thousand requests of 100 kB held 400 MB): beyond MAX_QOS0_WAITING waiting they are
         dropped and counted (a retained one is read again at the next rescan)."""
-        if _qos_of(kind, event) == 0:
+        if qos_of(kind, event) == 0:
             with self._qos0_lock:
                 admitted = self._qos0_waiting < MAX_QOS0_WAITING
                 self._qos0_waiting += admitted
@@ -177,7 +177,7 @@ class ServerLink:
 
     def _taken(self, kind: str, event: Any) -> None:
         """The main loop took a message off the queue: a QoS 0 one waits no longer."""
-        if _qos_of(kind, event) == 0:
+        if qos_of(kind, event) == 0:
             with self._qos0_lock:
                 self._qos0_waiting -= 1
 
@@ -228,10 +228,11 @@ class ServerLink:
                      self.connected)
 
 
-def _qos_of(kind: str, event: Any) -> int | None:
-    """The QoS a queued job request or cancel came with (None for other events)."""
+def qos_of(kind: str, event: Any) -> int | None:
+    """The QoS a job request or cancel came from the broker with (None for other events, and
+    for a request the server put off and takes up again: it was acknowledged then)."""
     if kind == "job":
-        return int(event[3])
+        return None if len(event) > 4 and event[4] else int(event[3])
     if kind == "cancel":
         return int(event[2])
     return None

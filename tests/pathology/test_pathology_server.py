@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass
@@ -1292,6 +1293,51 @@ def test_a_flood_of_qos0_requests_is_bounded_in_the_server_and_jobs_still_run(
     assert peak[0] <= MAX_QOS0_WAITING * len(body) + 4096
     assert server.qos0_dropped > 0
     assert "dropped a QoS 0 job on job 'flood-" in caplog.text
+
+
+def test_a_flood_of_qos0_requests_while_the_store_fails_is_not_kept_for_its_return(
+    tmp_path: Path, private_broker: PrivateBroker, slides: Path, serve: Servers,
+) -> None:
+    """While the store fails, the server keeps the requests it could not store and tries them
+    again each second. QoS 0 ones left the bounded queue at once, failing fast, and so a job
+    client's flood of them piled up there instead, every one tried again and again. They are
+    dropped now (a retained one is read again at the next rescan); a job sent at QoS 1 is
+    still tried again, and done once the store answers."""
+    prefix = "test/qos0-outage"
+    watcher = Watcher(private_broker, prefix)
+    server = serve(_config(tmp_path, prefix, private_broker, slides))
+    accept, store_down, tries = server.store.accept, threading.Event(), Counter[str]()
+    store_down.set()
+
+    def failing(request: Any, owner: str, lease_s: float) -> bool:
+        tries[request.job_id] += 1
+        if store_down.is_set():
+            raise sqlite3.OperationalError("disk I/O error")
+        return accept(request, owner, lease_s)
+
+    server.store.accept = failing  # type: ignore[method-assign]
+    flood = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    flood.connect(private_broker.host, private_broker.port)
+    flood.loop_start()
+    for index in range(200):
+        body = json.dumps({**_job(f"flood-{index}", [slides / "b11.jpg"]), "pad": "x" * 16_000})
+        flood.publish(request_topic(prefix, f"flood-{index}"), body.encode(), qos=0)
+    flood.disconnect()
+    flood.loop_stop()
+    try:
+        watcher.submit(_job("kept-for-the-store", [slides / "b12.jpg"]))
+        deadline = time.monotonic() + 60
+        while (len(tries) < 201 or tries["kept-for-the-store"] < 3) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = dict(tries)  # the server goes on trying meanwhile
+        assert seen.pop("kept-for-the-store") >= 3  # tried again each second
+        assert len(seen) == 200
+        assert set(seen.values()) == {1}  # each tried once, then dropped, not kept
+        store_down.clear()
+        assert watcher.wait("kept-for-the-store", {"done", "failed"}, 120)["state"] == "done"
+    finally:
+        watcher.close()
 
 
 def test_refused_requests_leave_no_more_retained_states_than_the_limit(
