@@ -11,7 +11,8 @@ claims the job when the lease runs out and scores only the slides not yet stored
 callbacks only queue events; the main loop owns the store connection, the process pool and
 the job table. The client, its callbacks, its presence and leaving the broker are the server's
 link (appliance/pathology/serverlink.py); which requests it takes, puts off or refuses is
-request admission (appliance/pathology/admission.py); handing slides to the preparation
+request admission (appliance/pathology/admission.py), each request checked off the main loop
+within a time limit (appliance/pathology/requestcheck.py); handing slides to the preparation
 workers is appliance/pathology/preparing.py; this module runs the jobs it takes.
 """
 
@@ -51,6 +52,7 @@ from appliance.pathology.jobs import (
 from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.preparing import SlidePreparation
+from appliance.pathology.requestcheck import RequestChecks
 from appliance.pathology.serverlink import ServerLink, qos_of
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.pathology.workerpool import PreparationWorkers
@@ -95,6 +97,10 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         self._outage = StoreOutage(store.url, log, SERVER_OUTAGE)  # said once, not each try
         self._housekeeping_failed = False  # its next round is its retry
         self._init_admission()
+        # off the main loop: a slide folder on a share that stopped answering would hold it
+        self.request_checks = RequestChecks(lambda payload, topic_id: parse_job(
+            payload, self.roots, self.settings.max_job_bytes, self.settings.max_slides_per_job,
+            topic_id))
         self._init_link(self.backend.settings)
 
     def run(self, stop: threading.Event) -> None:
@@ -204,8 +210,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
 
     def _take(self, topic_id: str, payload: bytes) -> None:
         try:
-            request = parse_job(payload, self.roots, self.settings.max_job_bytes,
-                                self.settings.max_slides_per_job, topic_id)
+            request = self.request_checks.check(payload, topic_id)
         except JobRefusedError as exc:
             self._refuse(exc)
             self._clear_request(topic_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from appliance.pathology.jobs import (
     CUT_MARK,
     JOB_SCHEMA,
     JobRefusedError,
+    JobRequest,
     fitted_state_payload,
     make_request,
     parse_job,
@@ -25,6 +27,7 @@ from appliance.pathology.jobs import (
 )
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.prepare import TileSettings
+from appliance.pathology.requestcheck import RequestChecks
 from appliance.pathology.slideworker import prepare_for_model
 from appliance.synthetic.he import SlideSpec, render_slide
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
@@ -315,3 +318,34 @@ def test_a_state_too_large_without_its_results_is_cut_to_fit_and_says_what_was_c
     short = fitted_state_payload("j1", "failed", 4096, reason="cancelled", server="lab-0",
                                  backend={"backend": "onnx-cpu"})
     assert "cut" not in json.loads(short)  # what fits is left whole
+
+
+def test_request_checks_waiting_on_a_share_are_bounded_and_end_when_it_answers(
+    tmp_path: Path,
+) -> None:
+    """A check stuck on a share that does not answer refuses its request after the limit;
+    while as many as max_waiting are stuck, the next is refused at once (no more threads are
+    started); once the share answers they end and requests are checked again."""
+    answering = threading.Event()
+
+    def check(payload: bytes, job_id: str) -> JobRequest:
+        answering.wait(30)
+        return parse_job(payload, [tmp_path], 10_000, 10, job_id)
+
+    checks = RequestChecks(check, limit_s=0.2, max_waiting=1)
+    payload = _payload([str(tmp_path / "a.jpg")])
+    with pytest.raises(JobRefusedError, match=r"could not be looked at within 0\.2 s") as first:
+        checks.check(payload, "j1")
+    assert first.value.job_id == "j1"
+    with pytest.raises(JobRefusedError, match="1 earlier requests still wait"):
+        checks.check(payload, "j1")
+    assert _checks_running() == 1  # no thread started for the one refused at once
+    answering.set()
+    deadline = time.monotonic() + 10
+    while _checks_running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert checks.check(payload, "j1").job_id == "j1"
+
+
+def _checks_running() -> int:
+    return sum(thread.name == "RequestCheck" for thread in threading.enumerate())

@@ -782,6 +782,50 @@ def test_tiles_the_model_answers_with_nan_fail_their_slide_instead_of_labelling_
     assert not (env.tmp_path / "out" / "nan-tiles" / "heatmaps").exists()
 
 
+class _HungShare:
+    """A slide folder whose stat and lstat calls wait while it is hung, as the kernel holds
+    them on a network share that stopped answering (tests/hung_share.py blocks stat and
+    listings; resolving a path goes through lstat)."""
+
+    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.folder, self.answering = os.fsdecode(folder), threading.Event()
+        self.answering.set()
+        for name in ("stat", "lstat"):
+            monkeypatch.setattr(os, name, self._blocking(getattr(os, name)))
+
+    def _blocking(self, call: Any) -> Any:
+        def blocked(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(path, str | bytes | os.PathLike) and \
+                    os.fsdecode(path).startswith(self.folder):
+                self.answering.wait(60)
+            return call(path, *args, **kwargs)
+        return blocked
+
+
+def test_a_request_on_a_share_that_stopped_answering_is_refused_and_other_jobs_run(
+    env: Env, serve: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checking a request resolves its slide paths on the server's main loop; one on a share
+    that stopped answering held that loop, so no other job was taken, prepared or finished
+    (and no lease renewed) until the share answered. The check runs apart now: the request is
+    refused after the time limit, saying why, and a job elsewhere is done meanwhile."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "s1.jpg").write_bytes((env.slides / "b11.jpg").read_bytes())
+    server = serve(env.config(slide_roots=[str(env.slides), str(share)]))
+    server.request_checks.limit_s = 1.0
+    hung = _HungShare(share, monkeypatch)
+    hung.answering.clear()
+    try:
+        env.watcher.submit(_job("on-the-share", [share / "s1.jpg"]))
+        reason = env.watcher.wait("on-the-share", {"failed"}, 30)["reason"]
+        assert "its slide paths could not be looked at within 1 s" in reason
+        env.watcher.submit(_job("elsewhere", [env.slides / "b12.jpg"]))
+        assert env.watcher.wait("elsewhere", {"done", "failed"}, 60)["state"] == "done"
+    finally:
+        hung.answering.set()
+
+
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:

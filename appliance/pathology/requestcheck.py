@@ -1,0 +1,71 @@
+"""Job requests checked off the pathology server's main loop, within a time limit.
+
+Checking a request resolves each of its slide paths (``jobs.parse_job``), and where a slide
+folder is a network share that stopped answering, the kernel holds such a call until the share
+answers again. Run on the main loop, that stopped every job's work and the renewal of its
+leases with it (other servers then took its jobs over), for as long as the share stayed away.
+Here each check runs in a thread of its own: one not done within ``limit_s`` refuses its
+request, saying why, and while ``max_waiting`` checks still wait on such folders a further
+request is refused at once (each waiting thread ends when its share answers).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+from appliance.pathology.jobs import JobRefusedError, JobRequest
+
+CHECK_S = 10.0  # resolving a request's slide paths takes milliseconds on a disk that answers
+MAX_WAITING = 8
+
+Answer = tuple[JobRequest | None, BaseException | None]
+
+
+class RequestChecks:
+    """Runs ``check(payload, job_id)`` (``parse_job`` with the server's settings) in a thread
+    of its own per request, waiting for it at most ``limit_s``."""
+
+    def __init__(self, check: Callable[[bytes, str], JobRequest], limit_s: float = CHECK_S,
+                 max_waiting: int = MAX_WAITING) -> None:
+        self._check = check
+        self.limit_s = limit_s
+        self.max_waiting = max_waiting
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def check(self, payload: bytes, job_id: str) -> JobRequest:
+        """The checked request; JobRefusedError for a bad one, and for one whose slide paths
+        could not be looked at in time."""
+        with self._lock:
+            if self._running >= self.max_waiting:
+                raise JobRefusedError(
+                    f"{self._running} earlier requests still wait for their slide folders to "
+                    "answer (a network share that does not answer?); submit it again once "
+                    "they do", job_id)
+            self._running += 1
+        answer: queue.Queue[Answer] = queue.Queue(maxsize=1)
+        threading.Thread(target=self._run, args=(payload, job_id, answer), daemon=True,
+                         name="RequestCheck").start()
+        try:
+            request, error = answer.get(timeout=self.limit_s)
+        except queue.Empty:
+            raise JobRefusedError(
+                f"its slide paths could not be looked at within {self.limit_s:g} s (a slide "
+                "folder on a network share that does not answer?); submit it again once it "
+                "answers", job_id) from None
+        if error is not None:
+            raise error
+        if request is None:  # _run answers a request or an error
+            raise RuntimeError("request check answered nothing")
+        return request
+
+    def _run(self, payload: bytes, job_id: str, answer: queue.Queue[Answer]) -> None:
+        try:
+            answer.put((self._check(payload, job_id), None))
+        except BaseException as exc:  # handed to the waiting main loop, raised there
+            answer.put((None, exc))
+        finally:
+            with self._lock:
+                self._running -= 1
