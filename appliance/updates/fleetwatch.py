@@ -2,7 +2,11 @@
 
 ``FleetWatcher`` subscribes to ``{prefix}/+/+/status`` and ``{prefix}/+/+/model/state`` (both
 retained, so a fresh watcher learns every device at once) and publishes the notices on
-``.../model/update``. A notice carries nothing a kiosk acts on but "refresh now".
+``.../model/update``. A notice carries nothing a kiosk acts on but "refresh now". One the
+broker cannot take (it is restarting) stays in paho's queue and goes out once the client has
+reconnected, while the watcher is open: a deploy's notices reach kiosks the broker knows when
+it is back during the rollout; those still unsent when it closes are named, and their kiosks
+install at their next check.
 """
 
 from __future__ import annotations
@@ -75,10 +79,15 @@ class FleetWatcher:
         self.prefix = mqtt_config.topic_prefix
         self._devices: dict[tuple[str, str], DeviceView] = {}
         self._lock = threading.Lock()
+        # notices paho holds to send again after a reconnect, by message id; and the
+        # acknowledgements that came before ``notify`` had counted their notice unsent
+        self._unsent: dict[int, tuple[str, str]] = {}
+        self._acknowledged: set[int] = set()
         filters = [(fleet_filter(self.prefix, "status"), 1),
                    (fleet_filter(self.prefix, STATE_LEAF), 1)]
         self._link = Subscriber(settings_from_config(mqtt_config, client_id), filters,
                                 self._on_message)
+        self._link.client.on_publish = self._on_published
         self._link.start()
         time.sleep(SETTLE_S)
 
@@ -122,24 +131,54 @@ class FleetWatcher:
             return dict(self._devices)
 
     def notify(self, site: str, device_id: str, rollout_id: str) -> None:
-        """Publish the "refresh now" notice to one device (one the broker cannot take is
-        logged: the device still checks on its interval)."""
+        """Publish the "refresh now" notice to one device. One the broker cannot take now is
+        logged, not raised: paho keeps it queued (QoS 1) and sends it again once it has
+        reconnected, but only while this watcher is open (the deploy runs); ``close`` names
+        those still unsent, which the device installs at its next check."""
         body = json.dumps({"refresh": True, "rollout": rollout_id}).encode()
         topic = device_topic(self.prefix, site, device_id, UPDATE_LEAF)
         try:
             sent = self._link.client.publish(topic, body, qos=1)
             sent.wait_for_publish(NOTICE_WAIT_S)
-        except (RuntimeError, ValueError) as exc:  # paho: not connected, queue full
+        except ValueError as exc:  # paho: its queue is full, so the notice is not in it
+            log.warning("notice to %s/%s not sent (%s); it installs at its next check "
+                        "(updates.check_interval_s)", site, device_id, exc)
+            return
+        except RuntimeError as exc:  # paho: not connected; queued, sent after reconnecting
             reason = str(exc)
         else:
-            if sent.is_published():
+            if sent.is_published():  # on_publish ran before this turned true
+                with self._lock:
+                    self._acknowledged.discard(sent.mid)
                 return
             # written into a connection the broker had already dropped (the client has not
-            # noticed yet): no error, and no acknowledgement either
+            # noticed yet): no error, and no acknowledgement either; sent again (DUP) after
+            # reconnecting
             reason = f"the broker did not acknowledge it within {NOTICE_WAIT_S:g} s"
-        log.warning("notice to %s/%s not sent (%s); it installs at its next check "
+        with self._lock:
+            if sent.mid in self._acknowledged:
+                self._acknowledged.discard(sent.mid)
+            else:
+                self._unsent[sent.mid] = (site, device_id)
+        log.warning("notice to %s/%s not sent yet (%s); sent again once the broker is back, "
+                    "while this deploy runs; else it installs at its next check "
                     "(updates.check_interval_s)", site, device_id, reason)
 
+    def _on_published(self, _c: object, _u: object, mid: int, _code: object,
+                      _props: object) -> None:
+        """The broker acknowledged a notice (PUBACK), perhaps one sent again after a
+        reconnect."""
+        with self._lock:
+            if self._unsent.pop(mid, None) is None:
+                self._acknowledged.add(mid)  # before ``notify`` counted it unsent
+
     def close(self) -> None:
-        """Disconnect."""
+        """Disconnect; a notice still unsent is dropped with paho's queue, and named."""
         self._link.close()
+        with self._lock:
+            unsent = sorted(self._unsent.values())
+            self._unsent.clear()
+        for site, device_id in unsent:
+            log.warning("notice to %s/%s dropped as this deploy ended, never acknowledged by "
+                        "the broker; it installs at its next check (updates.check_interval_s)",
+                        site, device_id)

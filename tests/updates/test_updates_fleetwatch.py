@@ -5,7 +5,9 @@ asks for a password."""
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import re
 import signal
 from collections.abc import Iterator
@@ -19,8 +21,9 @@ import pytest
 from appliance.cli import main
 from appliance.config import PASSWORD_ENV, MqttConfig
 from appliance.transport.broker import PrivateBroker
-from appliance.transport.client import BrokerRefusedError
+from appliance.transport.client import BrokerRefusedError, settings_from_config
 from appliance.transport.payloads import ModelInfo, ModelState
+from appliance.transport.subscriber import Subscriber
 from appliance.transport.topics import device_topic
 from appliance.updates import fleetwatch
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
@@ -199,8 +202,44 @@ def test_a_notice_the_broker_never_acknowledges_is_logged_not_sent(
         process.send_signal(signal.SIGCONT)
         watcher.close()
         broker.close()
-    assert "notice to lab/k1 not sent (the broker did not acknowledge it within 0.5 s)" in \
+    assert "notice to lab/k1 not sent yet (the broker did not acknowledge it within 0.5 s)" in \
         caplog.text
+
+
+def test_a_notice_the_broker_could_not_take_goes_out_when_it_is_back_while_the_deploy_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The log said "it installs at its next check", but paho keeps a QoS 1 notice it could not
+    # send and sends it after reconnecting: the kiosk installed as soon as the broker was back.
+    # That holds only while the deploy's client lives; a notice still queued when it ends is
+    # dropped, and said so.
+    monkeypatch.setattr(fleetwatch, "NOTICE_WAIT_S", 0.5)
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    broker.start()
+    config = MqttConfig(host=broker.host, port=broker.port, topic_prefix="notice-test")
+    notices: queue.Queue[bytes] = queue.Queue()
+    # the kiosk's side: a kept session, so the broker holds the notice for it if it is back first
+    kiosk = Subscriber(settings_from_config(config, "kiosk-k1"),
+                       [(device_topic("notice-test", "lab", "k1", fleetwatch.UPDATE_LEAF), 1)],
+                       lambda message: notices.put(bytes(message.payload)), keep_session=True)
+    kiosk.start()
+    watcher = FleetWatcher(config, "watcher-resend")
+    try:
+        broker.stop()
+        watcher.notify("lab", "k1", "r0llout1")
+        assert "notice to lab/k1 not sent yet" in caplog.text
+        assert "sent again once the broker is back, while this deploy runs" in caplog.text
+        broker.start()
+        assert json.loads(notices.get(timeout=60)) == {"refresh": True, "rollout": "r0llout1"}
+        broker.stop()
+        watcher.notify("lab", "k2", "r0llout1")
+    finally:
+        watcher.close()
+        kiosk.close()
+        broker.close()
+    assert "notice to lab/k1 dropped" not in caplog.text  # acknowledged once the broker was back
+    assert ("notice to lab/k2 dropped as this deploy ended, never acknowledged by the broker; "
+            "it installs at its next check (updates.check_interval_s)") in caplog.text
 
 
 def test_a_model_state_from_a_clock_far_ahead_does_not_outrank_later_statuses() -> None:
