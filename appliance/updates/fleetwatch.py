@@ -44,8 +44,10 @@ class DeviceView:
     device_id: str
     status: payloads.Status | None = None
     state: payloads.ModelState | None = None
-    # when ``state`` arrived as it was sent (time.monotonic()); None when the broker replayed
-    # it as a retained message on subscribing: then only its own time says when it was sent
+    # a time (time.monotonic()) ``state`` reached the broker after: when it arrived live, or,
+    # replayed as a retained message after a reconnect and newer than the one held, when the
+    # connection was last known alive before it dropped (it came while the watcher was away);
+    # None for a replay on the first subscription: then only its own time says when it was sent
     state_heard_s: float | None = None
 
     @property
@@ -83,15 +85,22 @@ class FleetWatcher:
         # acknowledgements that came before ``notify`` had counted their notice unsent
         self._unsent: dict[int, tuple[str, str]] = {}
         self._acknowledged: set[int] = set()
+        # the last sign the connection was alive (a message or an acknowledgement), and that
+        # time as it was when the connection last dropped (None before any drop)
+        self._alive_s: float | None = None
+        self._away_since_s: float | None = None
         filters = [(fleet_filter(self.prefix, "status"), 1),
                    (fleet_filter(self.prefix, STATE_LEAF), 1)]
         self._link = Subscriber(settings_from_config(mqtt_config, client_id), filters,
                                 self._on_message)
         self._link.client.on_publish = self._on_published
+        self._link.client.on_disconnect = self._on_disconnected
         self._link.start()
         time.sleep(SETTLE_S)
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self._alive_s = time.monotonic()
         self._record(message.topic, bytes(message.payload), live=not message.retain)
 
     def _record(self, topic: str, raw: bytes, *, live: bool) -> None:
@@ -119,11 +128,32 @@ class FleetWatcher:
             return
         with self._lock:
             view = self._devices.get((site, device_id), DeviceView(site, device_id))
-            heard_s = (time.monotonic() if live else None) if state else view.state_heard_s
+            if state is None:
+                heard_s = view.state_heard_s
+            else:
+                heard_s = time.monotonic() if live else self._replay_heard_s(view, state)
             self._devices[(site, device_id)] = replace(
                 view, status=status or view.status, state=state or view.state,
                 state_heard_s=heard_s,
             )
+
+    def _replay_heard_s(self, view: DeviceView, state: payloads.ModelState) -> float | None:
+        """``state_heard_s`` of a model state the broker replayed as retained (lock held). The
+        same one as held: as it was. One newer than held (by the kiosk's own clock: ordering
+        two of its reports), or the first of a device, after a reconnect: it reached the broker
+        while this watcher was away, so after the connection was last known alive; anything
+        else is None. A refusal a kiosk sent while the broker restarted came so, and was taken
+        for one from before the rollout: the wave timed out instead of ending with its reason.
+        One older than held (a broker's persistence from before its last save) is no news."""
+        if state == view.state:
+            return view.state_heard_s
+        newer = view.state is None or _rank(state.at) > _rank(view.state.at)
+        return self._away_since_s if newer else None
+
+    def _on_disconnected(self, _c: object, _u: object, _flags: object, _code: object,
+                         _props: object) -> None:
+        with self._lock:
+            self._away_since_s = self._alive_s
 
     def devices(self) -> dict[tuple[str, str], DeviceView]:
         """Every device seen, by (site, device id)."""
@@ -169,6 +199,7 @@ class FleetWatcher:
         """The broker acknowledged a notice (PUBACK), perhaps one sent again after a
         reconnect."""
         with self._lock:
+            self._alive_s = time.monotonic()
             if self._unsent.pop(mid, None) is None:
                 self._acknowledged.add(mid)  # before ``notify`` counted it unsent
 

@@ -232,10 +232,12 @@ class Rollout:
 
     def _about_this_rollout(self, report: payloads.ModelState, heard_s: float | None) -> bool:
         """A report naming this rollout's assignment, whatever the kiosk's clock says; one
-        naming none (refused before the assignment was read) only when heard as it was sent
-        (``heard_s``: the watcher's clock) since the start. Its own time cannot say so: a
-        kiosk clock running ahead dates a refusal retained from an earlier rollout after this
-        one's start, which halted it before the kiosk could read its assignment."""
+        naming none (refused before the assignment was read) only when the watcher knows it
+        reached the broker since the start (``heard_s``, its clock: heard live, or replayed
+        after a reconnect of the watcher that dropped since the start, and newer than the
+        report held). Its own time cannot say so: a kiosk clock running ahead dates a refusal
+        retained from an earlier rollout after this one's start, which halted it before the
+        kiosk could read its assignment."""
         if report.rollout is not None:
             return report.rollout == self.rollout_id
         return heard_s is not None and heard_s >= self._started_s

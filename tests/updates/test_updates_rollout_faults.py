@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -14,8 +16,13 @@ from updates_helpers import Fleet
 
 from appliance.backoffice.store import open_store
 from appliance.cli import main
-from appliance.config import config_from_mapping
+from appliance.config import MqttConfig, config_from_mapping
+from appliance.edge.testing import wait_until
 from appliance.transport import payloads
+from appliance.transport.broker import PrivateBroker
+from appliance.transport.client import new_client, settings_from_config
+from appliance.transport.subscriber import Subscriber
+from appliance.transport.topics import device_topic
 from appliance.updates import rollout as rollout_module
 from appliance.updates.fleetops import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
@@ -229,6 +236,80 @@ def test_a_kiosk_switched_off_during_its_wave_is_not_awaited_either(
     assert ended[0].state == "complete", ended[0].reason
     assert ended[0].not_awaited == ((fleet.site, "k2"),)
     assert assignments(fleet.repo)[(fleet.site, "k2")].version == "1.1.0"
+
+
+def test_a_refusal_naming_no_rollout_sent_while_the_broker_restarted_ends_the_wave(
+    tmp_path: Path, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A kiosk's refusal that names no rollout (refused before it read its assignment),
+    sent while the deploy's client was away (the broker restarting), came to the deploy as
+    a retained message on resubscribing and was taken for one from before the rollout: the
+    wave waited for --timeout-s and halted as a timeout, without the kiosk's reason."""
+    caplog.set_level(logging.INFO, logger=rollout_module.__name__)
+    broker = PrivateBroker(workdir=tmp_path / "broker")
+    broker.start()
+    fleet = Fleet.start(tmp_path, broker, topic_prefix)
+    config = MqttConfig(host=broker.host, port=broker.port, topic_prefix=topic_prefix)
+    old = _refusal(fleet, "k9", "from a rollout before")  # another kiosk's, from before
+    _publish_retained(config, old)
+    notices: queue.Queue[bytes] = queue.Queue()
+    kiosk_side = Subscriber(settings_from_config(config, f"{fleet.site}-k0"),
+                            [(device_topic(topic_prefix, fleet.site, "k0", "model/update"), 1)],
+                            lambda message: notices.put(bytes(message.payload)))
+    kiosk_side.start()
+    watcher, store = _watcher(fleet), open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    back = threading.Event()  # the deploy's client reconnects only once the refusal is there
+    reconnect = watcher._link.client.reconnect  # noqa: SLF001 - the test holds its reconnect
+    monkeypatch.setattr(watcher._link.client, "reconnect",  # noqa: SLF001
+                        lambda: back.wait(60) and reconnect())
+    ended: list[RolloutOutcome] = []
+    plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "k0")], timeout_s=90)
+    running = threading.Thread(
+        target=lambda: ended.append(Rollout(fleet.repo, watcher, store, plan).run()))
+    try:
+        running.start()
+        notices.get(timeout=60)  # the rollout notified k0
+        assert wait_until(lambda: "waiting up to" in caplog.text, 60)  # and heard its PUBACK
+        broker.stop()
+        assert wait_until(lambda: not watcher._link.client.is_connected(), 60)  # noqa: SLF001
+        broker.start()
+        refusal = _refusal(fleet, "k0", "targets metadata expired")
+        _publish_retained(config, refusal)
+        back.set()
+        running.join(60)
+    finally:
+        back.set()
+        running.join(120)
+        kiosk_side.close()
+        watcher.close()
+        store.close()
+        fleet.close()
+        broker.close()
+    assert ended, "the wave still waits for k0"
+    assert ended[0].state == "halted"
+    assert f"{fleet.site}/k0 rejected: targets metadata expired" in ended[0].reason
+    stale = watcher.devices()[(fleet.site, "k9")]
+    assert stale.state == old
+    assert stale.state_heard_s is None  # replayed again on resubscribing: still old news
+
+
+def _refusal(fleet: Fleet, name: str, reason: str) -> payloads.ModelState:
+    return payloads.ModelState(device_id=name, site=fleet.site, state="rejected",
+                               at=payloads.utc_now(), reason=reason)
+
+
+def _publish_retained(config: MqttConfig, state: payloads.ModelState) -> None:
+    """Retain ``state`` as its kiosk would, and wait for the broker's acknowledgement."""
+    client = new_client(settings_from_config(config, f"say-{state.device_id}"))
+    client.connect(config.host, config.port)
+    client.loop_start()
+    try:
+        topic = device_topic(config.topic_prefix, state.site, state.device_id, "model/state")
+        client.publish(topic, state.to_json(), qos=1, retain=True).wait_for_publish(30)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def _last(events: ModelEvents, name: str) -> str | None:
