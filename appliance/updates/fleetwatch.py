@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 from appliance.backoffice.triage import MAX_CLOCK_AHEAD
 from appliance.config import MqttConfig
 from appliance.transport import payloads
-from appliance.transport.client import settings_from_config
+from appliance.transport.client import reason_value, settings_from_config
 from appliance.transport.subscriber import Subscriber
 from appliance.transport.topics import device_topic, fleet_filter, parse_device_topic
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SETTLE_S = 1.0  # retained messages arrive right after SUBACK; this covers a busy broker
 NOTICE_WAIT_S = 10.0  # a "refresh now" notice not acknowledged by then is said not sent
+NO_MATCHING_SUBSCRIBERS = 0x10  # a PUBACK's reason code (MQTT 5 spec 3.4.2.1)
 UPDATE_LEAF = "model/update"
 STATE_LEAF = "model/state"
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -84,7 +85,7 @@ class FleetWatcher:
         # notices paho holds to send again after a reconnect, by message id; and the
         # acknowledgements that came before ``notify`` had counted their notice unsent
         self._unsent: dict[int, tuple[str, str]] = {}
-        self._acknowledged: set[int] = set()
+        self._acknowledged: dict[int, int] = {}  # message id: PUBACK reason code
         # the last sign the connection was alive (a message or an acknowledgement), and that
         # time as it was when the connection last dropped (None before any drop)
         self._alive_s: float | None = None
@@ -164,7 +165,8 @@ class FleetWatcher:
         """Publish the "refresh now" notice to one device. One the broker cannot take now is
         logged, not raised: paho keeps it queued (QoS 1) and sends it again once it has
         reconnected, but only while this watcher is open (the deploy runs); ``close`` names
-        those still unsent, which the device installs at its next check."""
+        those still unsent, which the device installs at its next check. So is one the
+        broker took but had no subscription for (``_unheard``)."""
         body = json.dumps({"refresh": True, "rollout": rollout_id}).encode()
         topic = device_topic(self.prefix, site, device_id, UPDATE_LEAF)
         try:
@@ -177,31 +179,41 @@ class FleetWatcher:
         except RuntimeError as exc:  # paho: not connected; queued, sent after reconnecting
             reason = str(exc)
         else:
-            if sent.is_published():  # on_publish ran before this turned true
-                with self._lock:
-                    self._acknowledged.discard(sent.mid)
-                return
-            # written into a connection the broker had already dropped (the client has not
-            # noticed yet): no error, and no acknowledgement either; sent again (DUP) after
-            # reconnecting
+            # not acknowledged: written into a connection the broker had already dropped (the
+            # client has not noticed yet), no error; sent again (DUP) after reconnecting
             reason = f"the broker did not acknowledge it within {NOTICE_WAIT_S:g} s"
-        with self._lock:
-            if sent.mid in self._acknowledged:
-                self._acknowledged.discard(sent.mid)
-            else:
+        with self._lock:  # on_publish runs before is_published() turns true
+            answer = self._acknowledged.pop(sent.mid, None)
+            if answer is None:
                 self._unsent[sent.mid] = (site, device_id)
+        if answer is not None:
+            self._unheard(site, device_id, answer)
+            return
         log.warning("notice to %s/%s not sent yet (%s); sent again once the broker is back, "
                     "while this deploy runs; else it installs at its next check "
                     "(updates.check_interval_s)", site, device_id, reason)
 
-    def _on_published(self, _c: object, _u: object, mid: int, _code: object,
+    def _on_published(self, _c: object, _u: object, mid: int, code: object,
                       _props: object) -> None:
         """The broker acknowledged a notice (PUBACK), perhaps one sent again after a
         reconnect."""
         with self._lock:
             self._alive_s = time.monotonic()
-            if self._unsent.pop(mid, None) is None:
-                self._acknowledged.add(mid)  # before ``notify`` counted it unsent
+            device = self._unsent.pop(mid, None)
+            if device is None:  # before ``notify`` looked for it
+                self._acknowledged[mid] = reason_value(code)
+        if device is not None:
+            self._unheard(*device, reason_value(code))
+
+    @staticmethod
+    def _unheard(site: str, device_id: str, answer: int) -> None:
+        """Name a notice the broker took but passed to no one: the kiosk is away and the
+        broker keeps no session for it (one restarted without persistence, a session
+        expired), so it installs at its next check."""
+        if answer == NO_MATCHING_SUBSCRIBERS:
+            log.warning("notice to %s/%s reached the broker but no subscription of the kiosk "
+                        "(away, and no session kept for it); it installs at its next check "
+                        "(updates.check_interval_s)", site, device_id)
 
     def close(self) -> None:
         """Disconnect; a notice still unsent is dropped with paho's queue, and named."""

@@ -242,6 +242,32 @@ def test_a_notice_the_broker_could_not_take_goes_out_when_it_is_back_while_the_d
             "it installs at its next check (updates.check_interval_s)") in caplog.text
 
 
+def test_a_notice_the_broker_passed_to_no_kiosk_is_named(
+    private_broker: PrivateBroker, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A kiosk away whose session the broker does not keep (a broker restarted without
+    # persistence, before the kiosk resubscribed; a session expired) never gets its notice,
+    # though the broker acknowledged it ("no matching subscribers"): the log said nothing and
+    # the kiosk installed only at its next check.
+    config = MqttConfig(host=private_broker.host, port=private_broker.port,
+                        topic_prefix="notice-test")
+    kiosk = Subscriber(settings_from_config(config, "kiosk-k1"),
+                       [(device_topic("notice-test", "lab", "k1", fleetwatch.UPDATE_LEAF), 1)],
+                       lambda _message: None)
+    kiosk.start()
+    watcher = FleetWatcher(config, "watcher-unheard")
+    try:
+        watcher.notify("lab", "k1", "r0llout1")
+        watcher.notify("lab", "k2", "r0llout1")
+    finally:
+        watcher.close()
+        kiosk.close()
+    assert ("notice to lab/k2 reached the broker but no subscription of the kiosk (away, and no "
+            "session kept for it); it installs at its next check (updates.check_interval_s)"
+            ) in caplog.text
+    assert "lab/k1" not in caplog.text
+
+
 def test_a_model_state_from_a_clock_far_ahead_does_not_outrank_later_statuses() -> None:
     # A kiosk whose clock ran a day ahead retained a state "running 1.1.0"; its clock fixed, it
     # now reports 1.0.0 in every status: those, not the state's future time, say what it runs.
