@@ -209,15 +209,17 @@ def _note_failure(
 
 def _ended_workers(processes: Mapping[int, BaseProcess]) -> list[str]:
     """The pool's workers that have ended, each named by its pid and how it ended (an end the
-    pool has seen: the process's sentinel is ready)."""
+    pool has seen: the process's sentinel is ready). Those ended by SIGTERM are left out
+    where another ended otherwise: the run ends the rest with SIGTERM as soon as a submit
+    finds the pool broken, which can come before the pool fails the dead worker's job."""
     workers = list(processes.values())
     ended = multiprocessing.connection.wait([worker.sentinel for worker in workers], timeout=0)
-    described = []
-    for worker in workers:
-        if worker.sentinel in ended:
-            worker.join(_REAP_S)
-            described.append(f"worker process {worker.pid} {_how_it_ended(worker.exitcode)}")
-    return described
+    gone = [worker for worker in workers if worker.sentinel in ended]
+    for worker in gone:
+        worker.join(_REAP_S)
+    killed = [worker for worker in gone if worker.exitcode != -signal.SIGTERM]
+    return [f"worker process {worker.pid} {_how_it_ended(worker.exitcode)}"
+            for worker in killed or gone]
 
 
 def _killed_workers(processes: Mapping[int, BaseProcess]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.edge.testing import wait_until
-from appliance.synthetic.pool_stop import run_in_order
+from appliance.synthetic.pool_stop import _ended_workers, run_in_order
 
 
 @pytest.mark.slow  # starts two worker processes (spawn), one killed with SIGKILL
@@ -53,3 +53,31 @@ def test_a_worker_killed_while_no_job_is_pending_is_named_alone(
     assert run.failed
     assert run.died == [
         f"worker process {killed[0]} was killed by SIGKILL (kill -9, or out of memory)"]
+
+
+def test_a_job_failed_after_the_run_ended_the_others_names_only_the_killed_worker() -> None:
+    # A submit that finds the pool broken (its manager thread marks the pool broken before it
+    # fails the dead worker's jobs) makes the run end the other workers with SIGTERM; the
+    # dead worker's job then failed with both ended, and the run named both ('worker process
+    # B was killed by SIGTERM; worker process A was killed by SIGKILL ...': seen under xdist
+    # in synth he's killed-worker test). A SIGTERM end beside another is the run's own doing.
+    context = multiprocessing.get_context("spawn")
+    workers = {number: context.Process(target=signal.pause) for number in range(2)}
+    for worker in workers.values():
+        worker.start()
+    workers[1].terminate()  # what the run does to the others
+    os.kill(workers[0].pid or 0, signal.SIGKILL)
+    sentinels = [worker.sentinel for worker in workers.values()]
+    assert wait_until(lambda: len(multiprocessing.connection.wait(sentinels, 0)) == 2, 60)
+    assert _ended_workers(workers) == [
+        f"worker process {workers[0].pid} was killed by SIGKILL (kill -9, or out of memory)"]
+
+
+def test_workers_all_ended_by_sigterm_are_each_named() -> None:
+    # with no other end beside them, a SIGTERM is what someone sent a worker: it is named
+    context = multiprocessing.get_context("spawn")
+    worker = context.Process(target=signal.pause)
+    worker.start()
+    worker.terminate()
+    assert wait_until(lambda: bool(multiprocessing.connection.wait([worker.sentinel], 0)), 60)
+    assert _ended_workers({0: worker}) == [f"worker process {worker.pid} was killed by SIGTERM"]
