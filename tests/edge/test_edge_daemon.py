@@ -37,9 +37,21 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.broker
 
 
+def site_of(prefix: str) -> str:
+    """The test's own site: the kiosk's MQTT client id (edge-SITE-DEVICE) is then its own too,
+    where one shared by tests running at once (xdist, other checkouts on the same broker) made
+    the broker take each one's session over by the other's."""
+    return f"lab-{prefix[-10:]}"
+
+
+def kiosk_topic(prefix: str) -> str:
+    """The test kiosk's topic root."""
+    return f"{prefix}/{site_of(prefix)}/kiosk-t"
+
+
 def edge_config(tmp_path: Path, broker: Any, prefix: str, **sections: Any) -> Config:
     data: dict[str, Any] = {
-        "device": {"id": "kiosk-t", "site": "lab"},
+        "device": {"id": "kiosk-t", "site": site_of(prefix)},
         "camera": {"source": "synthetic", "limit": 3},
         "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
         "state_dir": str(tmp_path / "state"),
@@ -117,7 +129,7 @@ def test_cmd_measure_measures_again_while_the_scope_rests(
         sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
         sender.connect(mqtt_broker.host, mqtt_broker.port)
         sender.loop_start()
-        sender.publish(f"{topic_prefix}/lab/kiosk-t/cmd/measure", b"{}", qos=1).wait_for_publish()
+        sender.publish(f"{kiosk_topic(topic_prefix)}/cmd/measure", b"{}", qos=1).wait_for_publish()
         sender.disconnect()
         sender.loop_stop()
         assert wait_until(lambda: daemon.committer.committed >= 2, 10)
@@ -149,7 +161,7 @@ def test_a_command_on_a_topic_of_60000_characters_is_logged_cut_short(
             sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
             sender.connect(mqtt_broker.host, mqtt_broker.port)
             sender.loop_start()
-            topic = f"{topic_prefix}/lab/kiosk-t/cmd/" + "x" * 60_000
+            topic = f"{kiosk_topic(topic_prefix)}/cmd/" + "x" * 60_000
             sender.publish(topic, b"{}", qos=1).wait_for_publish(5)
             sender.disconnect()
             sender.loop_stop()
@@ -159,7 +171,7 @@ def test_a_command_on_a_topic_of_60000_characters_is_logged_cut_short(
             thread.join(10)
     ignored = caplog.records[0].getMessage()
     assert "unknown command topic" in ignored
-    assert f"{topic_prefix}/lab/kiosk-t/cmd/xxx" in ignored
+    assert f"{kiosk_topic(topic_prefix)}/cmd/xxx" in ignored
     assert len(ignored) < 500
     assert "more characters" in ignored
 
@@ -178,14 +190,14 @@ def test_a_retained_command_is_not_carried_out_at_each_connect(
 ) -> None:
     """A command acts when it is sent: one left retained by mistake would force a measurement
     at every start and every reconnect of the kiosk."""
-    topic = f"{topic_prefix}/lab/kiosk-t/cmd/measure"
+    topic = f"{kiosk_topic(topic_prefix)}/cmd/measure"
     _publish(mqtt_broker, topic, b"{}", retain=True)
     daemon = fast_daemon(edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None}))
     try:
         with caplog.at_level(logging.INFO, logger="appliance.edge.daemon"):
             thread, _codes = run_in_thread(daemon)
             assert wait_until(lambda: daemon.link.connected, 10)
-            _publish(mqtt_broker, f"{topic_prefix}/lab/kiosk-t/cmd/sent-now", b"{}")
+            _publish(mqtt_broker, f"{kiosk_topic(topic_prefix)}/cmd/sent-now", b"{}")
             assert wait_until(lambda: any("sent-now" in r.getMessage() for r in caplog.records),
                               10)  # the command sent after the connect: carried out
     finally:
