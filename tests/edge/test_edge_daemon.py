@@ -85,9 +85,10 @@ def test_limit_run_publishes_each_result_once_and_exits_0_after_all_pubacks(
     shown = json.loads((tmp_path / "state" / "screen" / "last_result.json").read_text())
     assert shown["measurement_id"] in collector.ids()
     assert shown["device_id"] == "kiosk-t"
-    time.sleep(0.3)
+    # the daemon has stopped: its last status, left by the clean stop, is on its way
+    assert wait_until(lambda: bool(collector.statuses) and
+                      collector.statuses[-1].state == "offline", 5), collector.statuses
     assert collector.statuses[0].state == "online"
-    assert collector.statuses[-1].state == "offline"  # left by a clean stop
     collector.close()
 
 
@@ -252,6 +253,21 @@ class _SlowToOpen:
         self.inner.close()
 
 
+def _supervisor_ticks(daemon: EdgeDaemon) -> list[str | None]:
+    """What the supervisor tells the screen from now on, one entry a tick (it says why the
+    kiosk cannot measure, or None, on every tick)."""
+    told: list[str | None] = []
+    state = daemon.display.state
+    tell = state.set_out_of_order
+
+    def recorded(why: str | None) -> None:
+        told.append(why)
+        tell(why)
+
+    state.set_out_of_order = recorded  # type: ignore[method-assign]
+    return told
+
+
 def test_the_screen_does_not_call_a_camera_that_is_still_opening_offline(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
@@ -263,7 +279,9 @@ def test_the_screen_does_not_call_a_camera_that_is_still_opening_offline(
     thread, _codes = run_in_thread(daemon)
     try:
         assert wait_until(lambda: daemon.status.text().startswith("camera offline"), 5)
-        time.sleep(0.5)  # several supervisor ticks while the camera opens
+        ticks = _supervisor_ticks(daemon)
+        assert wait_until(lambda: len(ticks) >= 5, 10)  # several while the camera opens
+        assert "guide_camera_offline" not in ticks
         assert daemon.display.state.snapshot()["guidance"] != "guide_camera_offline"
         slow.opened.set()
         assert wait_until(lambda: daemon.capture.online, 10)
