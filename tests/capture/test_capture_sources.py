@@ -18,7 +18,7 @@ from appliance.capture.quality import QualityGate
 from appliance.capture.sources import Frame, SourceError, UvcSource
 from appliance.capture.supervisor import CaptureRunner
 from appliance.capture.synthetic import CustomerScript, SyntheticSource
-from appliance.edge.testing import FlakySource
+from appliance.edge.testing import FlakySource, wait_until
 from appliance.synthetic.camera import textured_skin
 
 
@@ -89,19 +89,17 @@ def test_supervisor_reports_offline_and_reopens_a_failing_camera() -> None:
     )
     runner.start()
     try:
-        time.sleep(0.3)
+        # nobody consumes: the oldest frames make room
+        assert wait_until(lambda: runner.online and runner.frames_dropped > 0, 10)
         flaky.failing.set()
-        time.sleep(0.5)
-        assert not runner.online
+        assert wait_until(lambda: not runner.online, 10)
         flaky.failing.clear()
-        time.sleep(0.6)
-        assert runner.online
+        assert wait_until(lambda: runner.online, 10)
     finally:
         stop.set()
         runner.join(5)
     assert changes[:3] == [True, False, True]
     assert runner.failures >= 1
-    assert runner.frames_dropped > 0  # nobody consumed: the oldest frames made room
 
 
 class SilentSource:
@@ -125,10 +123,11 @@ def test_a_camera_that_stops_delivering_frames_counts_as_failed() -> None:
         reopen_cap_s=0.1,
     )
     runner.start()
-    time.sleep(0.8)
-    stop.set()
-    runner.join(5)
-    assert runner.failures >= 2
+    try:
+        assert wait_until(lambda: runner.failures >= 2, 10)  # reopened, and silent again
+    finally:
+        stop.set()
+        runner.join(5)
 
 
 def test_saved_files_are_never_dropped_by_a_full_queue(tmp_path: Path) -> None:
