@@ -4,7 +4,6 @@ client id) but none of the old prefix's subscriptions in it, on a real mosquitto
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,25 +47,33 @@ def run_until_subscribed(daemon: EdgeDaemon) -> None:
         thread.join(15)
 
 
-def queued_for(port: int, topic: str) -> list[bytes]:
-    """Publish on ``topic`` while the kiosk is off, then take the kiosk's session over (its
-    client id, clean start 0): what that session had queued for it."""
+def _publish(port: int, topic: str, payload: bytes) -> None:
     sender = new_client(LinkSettings("127.0.0.1", port, "prefix-sender"))
     sender.connect("127.0.0.1", port)
     sender.loop_start()
-    sender.publish(topic, b"measure", qos=1).wait_for_publish(5)
+    sender.publish(topic, payload, qos=1).wait_for_publish(5)
     sender.disconnect()
     sender.loop_stop()
+
+
+def queued_for(port: int, topic: str) -> list[bytes]:
+    """Publish on ``topic`` while the kiosk is off, then take the kiosk's session over (its
+    client id, clean start 0): what that session had queued for it. A marker sent to the new
+    prefix once it is taken over comes after all of that: heard, the queue has been heard."""
+    _publish(port, topic, b"measure")
     heard: list[bytes] = []
     session = new_client(LinkSettings("127.0.0.1", port, CLIENT_ID))
     session.on_message = lambda _c, _u, message: heard.append(bytes(message.payload))
     session.connect("127.0.0.1", port, clean_start=False,
                     properties=connect_properties(LinkSettings("127.0.0.1", port, CLIENT_ID)))
     session.loop_start()
-    time.sleep(1.5)
-    session.disconnect()
-    session.loop_stop()
-    return heard
+    try:
+        _publish(port, f"newprefix/{DEVICE['site']}/{DEVICE['id']}/cmd/marker", b"marker")
+        assert wait_until(lambda: b"marker" in heard, 20), heard
+    finally:
+        session.disconnect()
+        session.loop_stop()
+    return heard[:heard.index(b"marker")]
 
 
 def test_after_a_topic_prefix_change_the_session_no_longer_takes_the_old_prefixs_commands(
