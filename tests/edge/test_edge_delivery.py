@@ -12,7 +12,6 @@ import json
 import logging
 import random
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from appliance.edge.daemon import EdgeDaemon, new_outbox
 from appliance.edge.testing import FlakySource, fast_daemon, fast_source, wait_until
 from appliance.synthetic import fleet
 from appliance.transport.broker import PrivateBroker
+from appliance.transport.client import LinkSettings, new_client
 from appliance.transport.outbox_file import OutboxWriteError
 from appliance.transport.payloads import MAX_PAYLOAD_BYTES
 
@@ -105,8 +105,13 @@ def test_kiosk_that_measured_and_stopped_before_any_back_office_delivers_all_50_
 
     worker, store = backoffice(tmp_path, mqtt_broker, topic_prefix)
     try:
-        time.sleep(0.5)
-        assert store.count_results() == 0  # the broker dropped what nobody subscribed to
+        # a result sent now comes after any the broker had kept for the back office: once it
+        # is stored, they would have been too
+        probe = fleet.sample_result(random.Random(9), "shop-1", "kiosk-probe", 0)
+        _publish(mqtt_broker, f"{topic_prefix}/shop-1/kiosk-probe/result", probe.to_json())
+        assert wait_until(lambda: store.count_results() >= 1, 30)
+        stored = [row[0] for row in store.select_results(["measurement_id"])]
+        assert stored == [probe.measurement_id]  # the broker dropped what nobody subscribed to
         unplugged = FlakySource(fast_source(config))
         unplugged.failing.set()  # the kiosk comes back without its camera: no new results
         again = fast_daemon(config, source=unplugged)
@@ -117,8 +122,17 @@ def test_kiosk_that_measured_and_stopped_before_any_back_office_delivers_all_50_
     finally:
         worker.stop()
         store.close()
-    assert count_stored(tmp_path) == MEASUREMENTS
+    assert count_stored(tmp_path) == MEASUREMENTS + 1  # and the probe
     assert again.link.stats.acked == MEASUREMENTS
+
+
+def _publish(broker: Any, topic: str, payload: bytes) -> None:
+    sender = new_client(LinkSettings(broker.host, broker.port, ""))
+    sender.connect(broker.host, broker.port)
+    sender.loop_start()
+    sender.publish(topic, payload, qos=1).wait_for_publish(5)
+    sender.disconnect()
+    sender.loop_stop()
 
 
 def test_a_running_kiosk_resends_until_a_late_back_office_confirms_then_exits_0(
