@@ -34,13 +34,20 @@ MEASUREMENTS = 50
 FAST_FPS = 1000  # the synthetic camera's most: these tests are about delivery, not pace
 
 
+def site_of(prefix: str) -> str:
+    """The test's own site: the kiosk's MQTT client id (edge-SITE-DEVICE) is then its own too,
+    where one shared by tests running at once (xdist, other checkouts on the same broker) made
+    the broker take each one's session over by the other's."""
+    return f"shop-{prefix[-10:]}"
+
+
 def kiosk_config(
     tmp_path: Path, broker: Any, prefix: str, limit: int | None, resend_s: float = 0.5,
     *, username: str | None = None, **edge: float,
 ) -> Config:
     """The kiosk's config; ``edge`` overrides its edge settings."""
     data = {
-        "device": {"id": "kiosk-early", "site": "shop-1"},
+        "device": {"id": "kiosk-early", "site": site_of(prefix)},
         "camera": {"source": "synthetic", "limit": limit},
         "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix,
                  "username": username},
@@ -171,9 +178,10 @@ def test_a_result_the_back_office_dead_letters_is_acked_once_and_leaves_the_outb
 ) -> None:
     # no re-send while the first ack is on its way: each result reaches the back office once
     config = kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=None, resend_s=30.0)
-    topic = f"{topic_prefix}/shop-1/kiosk-early/result"
-    refused = refused_results("shop-1", "kiosk-early")
-    valid = fleet.sample_result(random.Random(6), "shop-1", "kiosk-early", 2)
+    site = site_of(topic_prefix)
+    topic = f"{topic_prefix}/{site}/kiosk-early/result"
+    refused = refused_results(site, "kiosk-early")
+    valid = fleet.sample_result(random.Random(6), site, "kiosk-early", 2)
     acked = _outbox_drained_by_a_back_office(
         config, mqtt_broker, tmp_path, topic_prefix,
         [(mid, topic, body) for mid, body in refused.items()]
@@ -195,8 +203,9 @@ def test_a_refused_result_with_a_thumbnail_is_kept_whole_confirmed_and_leaves_th
     """An opt-in thumbnail makes a result larger than 64 KiB; refused for an unset clock, it
     was kept cut, never confirmed, and sent again every few minutes for a month."""
     config = kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=None, resend_s=30.0)
-    topic = f"{topic_prefix}/shop-1/kiosk-early/result"
-    result = json.loads(fleet.sample_result(random.Random(7), "shop-1", "kiosk-early", 0).to_json())
+    site = site_of(topic_prefix)
+    topic = f"{topic_prefix}/{site}/kiosk-early/result"
+    result = json.loads(fleet.sample_result(random.Random(7), site, "kiosk-early", 0).to_json())
     result["captured_at"] = "1970-01-01T00:00:07Z"
     result["thumbnail_jpeg_b64"] = base64.b64encode(random.Random(8).randbytes(49_152)).decode()
     body = json.dumps(result).encode()
@@ -246,7 +255,7 @@ def test_results_due_again_when_a_read_of_the_outbox_fails_are_sent_later(
 def kiosk_acl(prefix: str, *, may_send_results: bool) -> str:
     """The kiosk's ACL on a broker that asks for logins: its status, acks and commands, and its
     results only once an operator has mended the ACL; the back office may use every topic."""
-    device = f"{prefix}/shop-1/kiosk-early"
+    device = f"{prefix}/{site_of(prefix)}/kiosk-early"
     lines = ["user office", "topic readwrite #", "", "user kiosk",
              f"topic readwrite {device}/status", f"topic read {device}/ack",
              f"topic read {device}/cmd/#"]
@@ -314,7 +323,7 @@ def test_a_broker_acl_without_the_presence_topic_is_said_once_and_the_kiosk_deli
             store.close()
     said = [r.getMessage() for r in caplog.records if "/presence" in r.getMessage()]
     assert len(said) == 1
-    assert f"presence on {topic_prefix}/shop-1/kiosk-early/presence" in said[0]
+    assert f"presence on {topic_prefix}/{site_of(topic_prefix)}/kiosk-early/presence" in said[0]
     assert "runs on without its presence" in said[0]
 
 
