@@ -22,7 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.edge.testing import wait_until
 from appliance.transport.acks import encode_acks
-from appliance.transport.broker import PrivateBroker, free_port
+from appliance.transport.broker import PrivateBroker, free_port, port_open
 from appliance.transport.callbacks import QueuedCallbacks
 from appliance.transport.client import BrokerRefusedError, LinkSettings, new_client
 from appliance.transport.mqtt import MqttLink
@@ -234,10 +234,15 @@ def test_a_refused_last_status_leaves_with_the_will(
 def test_commands_arrive_in_the_inbox(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
+    watcher = Subscriber(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/status")
     link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
     link.start()
     try:
-        wait_until(lambda: link.connected, timeout_s=5)
+        # the link subscribes, then publishes its birth: once that is out, the broker has
+        # taken the SUBSCRIBE. "connected" came before it, and a command sent then reached
+        # no one (it failed so with -n 2)
+        assert watcher.wait_for(1)
+        watcher.close()
         sender = _started_client(mqtt_broker)
         sender.publish(f"{topic_prefix}/cmd/measure", b"{}", qos=1).wait_for_publish(5)
         sender.disconnect()
@@ -291,7 +296,8 @@ def test_bad_credentials_stop_retrying_with_a_clear_error(tmp_path: Path) -> Non
     )
     broker = subprocess.Popen(["mosquitto", "-c", str(workdir / "auth.conf")])
     try:
-        time.sleep(0.5)
+        # listening: a link refused a connection instead of a login retries, as it should
+        assert wait_until(lambda: port_open("127.0.0.1", port), 10)
         link = make_link(
             tmp_path, "127.0.0.1", port, "auth", username="kiosk", password="wrong"
         )
