@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from PIL import Image
 
 from appliance.cli import main
 from appliance.config import PASSWORD_ENV
+from appliance.edge.testing import wait_until
 from appliance.synthetic.he import SlideSpec, render_slide
 from appliance.transport.client import new_client
 from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
@@ -43,16 +43,21 @@ def _config_file(path: Path, broker: FleetBroker, login: str, **extra: object) -
 
 
 def _retained(broker: FleetBroker, topic: str) -> list[bytes]:
-    """The retained message on ``topic``, read as the job client (empty: none)."""
+    """The retained message on ``topic``, read as the job client (empty: none). The broker
+    sends a subscription's retained message before it answers the next SUBSCRIBE on that
+    connection: once the second SUBACK is in, whatever was retained has come."""
     seen: list[bytes] = []
+    subacks: list[int] = []
     client = new_client(broker.settings(USER, USER))
     client.on_message = lambda _c, _u, message: seen.append(bytes(message.payload))
+    client.on_subscribe = lambda _c, _u, _m, codes, _p: subacks.append(codes[0].value)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
-        time.sleep(0.5)
+        assert wait_until(client.is_connected, 10)
         client.subscribe(topic, qos=1)
-        time.sleep(1.0)
+        client.subscribe(f"{JOBS}/no-such-job/state", qos=1)  # the marker: nothing retained
+        assert wait_until(lambda: len(subacks) == 2, 10)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -127,7 +132,8 @@ def test_a_job_client_cannot_take_another_login_s_client_id(lab_broker: FleetBro
         assert [probe.connack for probe in held] == [0, 0, 0]
         for thief in thieves:
             assert thief.connack in (0x85, 0x87), thief.connack  # bound to its own id
-        time.sleep(0.5)
+        for probe in held:  # a connection taken over at a thief's CONNECT answers no more
+            probe.subscribe(f"{JOBS}/no-such-job/state")
         assert [probe.disconnects for probe in held] == [[], [], []]  # none was taken over
     finally:
         for probe in (*held, *thieves):
