@@ -5,7 +5,6 @@ never takes over the server's own connection."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -19,7 +18,7 @@ from appliance.pathology.server import PathologyServer
 from appliance.pathology.serverlink import probe_settings
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import broker_max_packet_bytes
-from tests.pathology_helpers import serving
+from tests.pathology_helpers import caught_up, counting_subacks, serving, subscribed
 
 pytestmark = pytest.mark.broker
 BROKER_MAX_PACKET_BYTES = 100_000
@@ -42,9 +41,10 @@ def _presence_messages(broker: PrivateBroker, topic: str) -> tuple[mqtt.Client, 
     heard: list[bytes] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_message = lambda _c, _u, message: heard.append(bytes(message.payload))
+    counting_subacks(client)
     client.connect(broker.host, broker.port)
-    client.subscribe(topic, qos=1)
     client.loop_start()
+    subscribed(client, topic)
     assert wait_until(lambda: len(heard) == 1, 10)  # the server's retained "online"
     heard.clear()
     return client, heard
@@ -77,7 +77,8 @@ def test_the_packet_size_probe_leaves_the_server_s_connection_alone(
             try:
                 server.events.put(("closed_before_connack", ()))
                 assert answered.wait(10)
-                time.sleep(1.0)  # a connection taken over is closed, and its will sent, at once
+                # a connection taken over is closed, and its will sent, at the probe's CONNECT
+                caught_up(listener)
             finally:
                 listener.disconnect()
                 listener.loop_stop()
