@@ -55,7 +55,7 @@ from appliance.transport.broker import PrivateBroker, free_port
 from tests import pathology_worker_hooks as hooks
 from tests.disk_helpers import fill, small_tmpfs
 from tests.gpu import needs_cuda
-from tests.pathology_helpers import SteppedClock, serving
+from tests.pathology_helpers import SteppedClock, caught_up, counting_subacks, serving, subscribed
 from tests.store_helpers import PG_URL
 
 pytestmark = pytest.mark.broker
@@ -1532,14 +1532,16 @@ def test_a_broker_whose_packet_limit_is_below_the_connect_stops_the_server_sayin
 
 
 def _listen(broker: Any, topics: list[str]) -> tuple[mqtt.Client, list[tuple[str, bytes]]]:
-    """A client collecting every message (retained ones included) on topics."""
+    """A client collecting every message (retained ones included) on topics; the retained
+    ones have come when it returns."""
     heard: list[tuple[str, bytes]] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_message = lambda c, u, m: heard.append((m.topic, bytes(m.payload)))
+    counting_subacks(client)
     client.connect(broker.host, broker.port)
-    client.subscribe([(topic, 1) for topic in topics])
     client.loop_start()
-    time.sleep(0.3)  # SUBACK
+    subscribed(client, [(topic, 1) for topic in topics])
+    caught_up(client)  # the retained messages come after the SUBACK
     return client, heard
 
 
@@ -1559,7 +1561,7 @@ def test_an_implausible_um_per_px_is_refused_at_the_command_line_and_nothing_is_
                 err = capsys.readouterr().err
                 assert f"argument --um-per-px: {value!r} is not a number" in err or \
                     f"argument --um-per-px: {float(value)} µm/px is not a plausible" in err, err
-        time.sleep(0.5)
+        caught_up(listener)
         assert heard == []
         assert not (env.tmp_path / "results").exists()
     finally:
@@ -1582,7 +1584,7 @@ def test_a_request_larger_than_a_server_takes_is_refused_at_the_command_line(
         assert out == ""  # no job id: nothing was sent
         assert re.search(r"job submit: the request of 60 slides is \d+ bytes; at most 4096 "
                          r"\(pathology.max_job_bytes", err), err
-        time.sleep(0.5)
+        caught_up(listener)
         assert heard == []
     finally:
         listener.disconnect()
@@ -1615,7 +1617,7 @@ def test_wait_exits_1_naming_each_failed_slide_and_an_ended_job_cannot_be_cancel
         for ended, state in ((job_id, "done"), (failed_id, "failed")):
             assert main(["pathology", "job", "cancel", ended, *cfg]) == 1
             assert f"job cancel: {ended} already ended: {state}" in capsys.readouterr().err
-        time.sleep(0.3)
+        caught_up(listener)
         assert heard == []  # no cancel request was left behind
     finally:
         listener.disconnect()
@@ -1637,7 +1639,7 @@ def test_cancel_of_an_unknown_job_says_so_and_sends_nothing(
             main(["pathology", "job", "cancel", "a/#", *cfg])
         assert refused.value.code == 2
         assert "'a/#' is no job id" in capsys.readouterr().err
-        time.sleep(0.3)
+        caught_up(listener)
         assert heard == []
     finally:
         listener.disconnect()
@@ -1656,7 +1658,6 @@ def _publish_retained(broker: Any, topic: str, payload: bytes) -> None:
 def _retained_on(broker: Any, topic: str) -> list[tuple[str, bytes]]:
     """What a new subscriber to topic gets: the retained message, if the broker keeps one."""
     listener, heard = _listen(broker, [topic])
-    time.sleep(0.5)
     listener.disconnect()
     listener.loop_stop()
     return [(t, payload) for t, payload in heard if payload]
