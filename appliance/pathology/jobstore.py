@@ -18,10 +18,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.backoffice.store import Store
+from appliance.backoffice.store import Store, StoreError
+from appliance.backoffice.storeerrors import DATABASE_ERRORS, explained
+from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobs import FINAL_STATES, JobRequest, utc_text
 
 # A job's slide results, keyed to the job (a foreign key; tables made before it had none and
@@ -74,6 +78,16 @@ SLIDE_COLUMNS = (
     "cam_path", "tiles_path", "backend", "server", "stored_at",
 )
 _NOT_FINAL = "state NOT IN ('done', 'failed', 'cancelled')"
+# how long each store call of the pathology server (one read, or one transaction of a few
+# statements) waits for a PostgreSQL server's answer before its connection is cut and the call
+# fails as in any outage (said, retried, reconnected; appliance/backoffice/outage.py): a server
+# that hangs while its host stays up (a stalled disk, a stopped process) still acknowledges at
+# the TCP level, so keepalives never find it, and the server's main loop (its leases, every
+# job's events) or the finisher's slide write waited on it for ever with nothing said. Each
+# call reads or writes a few rows, in milliseconds on a server that answers; one waiting behind
+# another's lock (a migration rebuilding a table) may take longer, and is only retried. The
+# calls are bounded one by one, not an event's whole work: that may read slides between them.
+ANSWER_DEADLINE_S = 30.0
 
 
 def _finite(value: Any) -> Any:
@@ -85,7 +99,21 @@ def _utc_text_of(epoch_s: float) -> str:
 
 
 class PathologyStore(Store):
-    """The store's pathology tables; one connection, not shared between threads."""
+    """The store's pathology tables; one connection, not shared between threads. Each read
+    and each transaction is answered within ANSWER_DEADLINE_S or fails (OperationalError)."""
+
+    @contextmanager
+    def _transaction(self, lock_wait_ms: int | None = None) -> Iterator[Any]:
+        with self._answered(), super()._transaction(lock_wait_ms) as cur:
+            yield cur
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._answered():
+            return super()._fetch(sql, params)
+
+    def _answered(self) -> AbstractContextManager[None]:
+        """The bound of one store call (Store.answering_within)."""
+        return self.answering_within(ANSWER_DEADLINE_S)
 
     def migrate_pathology(self) -> None:
         """Create the pathology tables when missing, and key the slide results of a store made
@@ -284,7 +312,13 @@ class PathologyStore(Store):
 
 
 def open_pathology_store(url: str, pg_schema: str | None = None) -> PathologyStore:
-    """Open the store and create the pathology tables when missing."""
+    """Open the store and create the pathology tables when missing; StoreError naming the
+    database when that fails (a server that does not answer it: ANSWER_DEADLINE_S)."""
     store = PathologyStore(url, pg_schema)
-    store.migrate_pathology()
+    try:
+        store.migrate_pathology()
+    except DATABASE_ERRORS as exc:
+        store.close()
+        raise StoreError(f"cannot create the pathology tables in the {store_name(url)}: "
+                         f"{explained(exc)}") from exc
     return store

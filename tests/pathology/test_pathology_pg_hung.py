@@ -1,0 +1,173 @@
+"""A PostgreSQL server that hangs under ``appliance pathology serve`` while its host stays up
+(a stalled disk, a stopped process; tests/pg_cut.py's relay): its kernel goes on acknowledging,
+so TCP keepalives never find it, and the server's store calls (a slide's write, the leases'
+renewal) waited for ever with nothing said. Now each store call that has no answer after
+jobstore.ANSWER_DEADLINE_S has its connection cut and fails as in any outage: said once,
+retried, and the job is done once the server answers again."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from PIL import Image
+
+from appliance.backoffice.store import StoreError
+from appliance.config import Config, config_from_mapping
+from appliance.edge.testing import wait_until
+from appliance.pathology import jobstore
+from appliance.pathology.backends import ModelOutputs, OnnxBackend
+from appliance.pathology.jobs import JOB_SCHEMA, request_topic
+from appliance.pathology.jobstore import PathologyStore, open_pathology_store
+from appliance.pathology.server import PathologyServer
+from appliance.synthetic.he import SlideSpec, render_slide
+from tests.pg_cut import CutServer, cut_server
+from tests.store_helpers import PG_URL
+
+pytestmark = [pytest.mark.postgres, pytest.mark.broker]
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx"
+
+
+class GatedBackend:
+    """The shipped ONNX model on the CPU, scoring a batch only once ``flowing`` is set."""
+
+    def __init__(self) -> None:
+        self.inner = OnnxBackend(DEMO, "cpu")
+        self.info, self.settings = self.inner.info, self.inner.settings
+        self.flowing = threading.Event()
+
+    def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        self.flowing.wait(120)
+        return self.inner.infer(tiles_rgb)
+
+
+@pytest.fixture(autouse=True)
+def short_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's patience with a store call, not 30 s."""
+    monkeypatch.setattr(jobstore, "ANSWER_DEADLINE_S", 1.0)
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A PostgreSQL schema of this test's own, dropped after it."""
+    name = f"pathhang_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def _config(tmp_path: Path, broker: Any, prefix: str, url: str) -> Config:
+    root = tmp_path / "slides"
+    root.mkdir()
+    spec = SlideSpec("b11", "P11", "MSI", "biopsy", 1, 0.5, seed=11)
+    Image.fromarray(render_slide(spec)).save(root / "b11.jpg", quality=88)
+    return config_from_mapping({
+        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+        "state_dir": str(tmp_path / "state"), "store": {"url": url},
+        "pathology": {"client_id": f"pathhang-{uuid.uuid4().hex[:10]}",
+                      "slide_roots": [str(root)], "results_dir": str(tmp_path / "out"),
+                      "backends": ["onnx-cpu"], "prepare_workers": 1}})
+
+
+@contextmanager
+def _serving(server: PathologyServer, stop: threading.Event) -> Iterator[threading.Thread]:
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert server.connected.wait(20)
+        yield thread
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def _submit(config: Config, job_id: str) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(config.mqtt.host, config.mqtt.port)
+    client.loop_start()
+    slide = Path(config.pathology.slide_roots[0]) / "b11.jpg"
+    request = {"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
+               "slides": [{"path": str(slide), "um_per_px": 1.0}]}
+    client.publish(request_topic(config.mqtt.topic_prefix, job_id), json.dumps(request).encode(),
+                   qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _job_state(schema: str, job_id: str) -> tuple[str, int]:
+    """The job's state and how many slide results it has, read past the relay."""
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"SET search_path TO {schema}")
+        job = admin.execute("SELECT state FROM pathology_jobs WHERE job_id = %s",
+                            (job_id,)).fetchone()
+        slides = admin.execute("SELECT COUNT(*) FROM pathology_slides WHERE job_id = %s",
+                               (job_id,)).fetchone()
+    return (job[0] if job else "", int(slides[0]) if slides else 0)
+
+
+def _said(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == logger and r.levelno >= logging.WARNING]
+
+
+def test_a_server_that_hangs_before_a_slide_write_and_a_lease_renewal_is_said_and_waited_out(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, schema: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with cut_server() as relay:
+        url = relay.url(query="connect_timeout=2")  # reconnects to the hung server: 2 s
+        config = _config(tmp_path, mqtt_broker, topic_prefix, url)
+        store = open_pathology_store(url, pg_schema=schema)
+        backend = GatedBackend()
+        with _serving(PathologyServer(config, store, backend), threading.Event()):
+            _submit(config, "hung")
+            assert wait_until(lambda: _job_state(schema, "hung")[0] == "running", 60)
+            relay.hang()  # the next lease renewal, then the slide's write, get no answer
+            backend.flowing.set()
+            assert wait_until(lambda: len(_said(caplog, "appliance.pathology.finisher")) >= 1
+                              and len(_said(caplog, "appliance.pathology.server")) >= 1, 60)
+            assert _job_state(schema, "hung") == ("running", 0)
+            relay.recover()
+            assert wait_until(lambda: _job_state(schema, "hung") == ("done", 1), 60)
+            assert wait_until(lambda: len(_said(caplog, "appliance.pathology.server")) >= 2, 10)
+        store.close()
+    server_said = _said(caplog, "appliance.pathology.server")
+    assert [level for level, _ in server_said] == ["ERROR", "WARNING"], server_said
+    assert (f"the PostgreSQL database {url}: a read or write failed (no answer from the "
+            "server within 1 s: the connection was cut)") in server_said[0][1]
+    assert " answers again after " in server_said[1][1]
+    finisher_said = _said(caplog, "appliance.pathology.finisher")
+    assert [level for level, _ in finisher_said] == ["ERROR", "WARNING"], finisher_said
+    assert "storing a slide result failed (no answer from the server within 1 s" in \
+        finisher_said[0][1]
+
+
+def test_a_server_that_hangs_while_the_pathology_tables_are_made_fails_the_start_in_a_line(
+    schema: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with cut_server() as relay:
+        url = relay.url()
+        migrate = PathologyStore.migrate_pathology
+
+        def hung_first(store: PathologyStore, relay: CutServer = relay) -> None:
+            relay.hang()
+            migrate(store)
+
+        monkeypatch.setattr(PathologyStore, "migrate_pathology", hung_first)
+        with pytest.raises(StoreError) as raised:
+            open_pathology_store(url, pg_schema=schema)
+    assert str(raised.value) == (f"cannot create the pathology tables in the PostgreSQL "
+                                 f"database {url}: no answer from the server within 1 s: the "
+                                 "connection was cut")
