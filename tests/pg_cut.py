@@ -26,7 +26,8 @@ _READY_FOR_QUERY = ord("Z")
 
 @dataclass
 class CutServer:
-    """The relay's ``port``; ``cut`` is set once it has cut a connection."""
+    """The relay's ``port``; ``cut`` is set once it has cut a connection (hung: held back a
+    statement or its answer)."""
 
     port: int
     cut: threading.Event = field(default_factory=threading.Event)
@@ -67,6 +68,7 @@ class _Connection:
         while data := _received(self.client):
             if self.server.hung.is_set():  # swallowed; the client's leaving still ends the
                 self.cut.set()  # session below, as a hung server acts on it once it recovers
+                self.server.cut.set()  # a statement waits on the hung server
                 continue
             if self.ready.is_set() and self.mode is not None:
                 self.cut.set()
@@ -81,6 +83,7 @@ class _Connection:
         while (data := _received(self.upstream)) and not self.cut.is_set():
             if self.server.hung.is_set():
                 self.cut.set()
+                self.server.cut.set()  # a statement waits for this answer from the hung server
                 return
             if not self.ready.is_set() and self._holds_ready(data):
                 self.ready.set()

@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -63,6 +64,7 @@ SERVER_LIMITS = (
     (str(KEEPALIVE_IDLE_S), str(KEEPALIVE_INTERVAL_S), str(KEEPALIVE_COUNT),
      str(DEAD_AFTER_S * 1000)),
 )
+_ABANDON_LOOK_S = 0.1  # how often a block waiting on the server looks at its abandon event
 _MISSING_DATABASE = re.compile(r'database ".*" does not exist')  # the server's FATAL text
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
 
@@ -130,36 +132,45 @@ def _hint(exc: Exception) -> str:
 
 
 @contextmanager
-def answered_within(conn: Any, seconds: float) -> Iterator[None]:
+def answered_within(conn: Any, seconds: float,
+                    abandon: threading.Event | None = None) -> Iterator[None]:
     """For the block, a server that has not answered ``conn``'s statements after ``seconds``
     has the connection cut, and the block's psycopg error becomes an OperationalError saying
     so: a server that hangs while its host stays up (a stalled disk, a stopped process) goes
-    on acknowledging at the TCP level, so keepalives never find it. The cut is a shutdown of
-    the socket from a timer thread: libpq's state stays with the thread that uses it, which
-    meets a closed connection and fails."""
+    on acknowledging at the TCP level, so keepalives never find it. ``abandon`` (a service's
+    stop event) cuts it at once when set: a stop need not wait out the deadline. The cut is a
+    shutdown of the socket from a watching thread: libpq's state stays with the thread that
+    uses it, which meets a closed connection and fails."""
     import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
 
-    fd, guard, cut = conn.fileno(), threading.Lock(), threading.Event()
+    fd, guard, why = conn.fileno(), threading.Lock(), []  # why: the cut's reason, once cut
     ended = threading.Event()  # the block's end: the fd may then be another socket's
 
-    def shut() -> None:
+    def shut(reason: str) -> None:
         with guard:
             if not ended.is_set():
-                cut.set()
+                why.append(reason)
                 with suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
                     sock.shutdown(socket.SHUT_RDWR)
 
-    timer = threading.Timer(seconds, shut)
-    timer.daemon = True
-    timer.start()
+    def watch() -> None:
+        deadline_s = time.monotonic() + seconds
+        while not ended.wait(max(0.0, min(deadline_s - time.monotonic(),
+                                          _ABANDON_LOOK_S if abandon is not None else seconds))):
+            if abandon is not None and abandon.is_set():
+                shut("stopped before the server answered")
+                return
+            if time.monotonic() >= deadline_s:
+                shut(f"no answer from the server within {seconds:g} s")
+                return
+
+    threading.Thread(target=watch, name="AnsweredWithin", daemon=True).start()
     try:
         yield
     except psycopg.Error as exc:
-        if not cut.is_set():
+        if not why:
             raise
-        raise psycopg.OperationalError(f"no answer from the server within {seconds:g} s: "
-                                       "the connection was cut") from exc
+        raise psycopg.OperationalError(f"{why[0]}: the connection was cut") from exc
     finally:
         with guard:
             ended.set()
-        timer.cancel()

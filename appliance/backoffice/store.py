@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
@@ -198,12 +199,16 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_schema}")
             conn.execute(f"SET search_path TO {pg_schema}")
 
-    def answering_within(self, seconds: float) -> AbstractContextManager[None]:
-        """For the block, a PostgreSQL server that has not answered after ``seconds`` has the
-        connection cut (pgconnect.answered_within: an OperationalError, as when the server
-        went away; ``reconnect`` makes a new one). SQLite never waits on a server: its busy
-        timeout bounds the wait for another connection's lock."""
-        return answered_within(self._conn, seconds) if self.postgres else nullcontext()
+    def answering_within(self, seconds: float, abandon: threading.Event | None = None
+                         ) -> AbstractContextManager[None]:
+        """For the block, a PostgreSQL server that has not answered after ``seconds``, or by
+        the time ``abandon`` is set, has the connection cut (pgconnect.answered_within: an
+        OperationalError, as when the server went away; ``reconnect`` makes a new one). SQLite
+        never waits on a server: its busy timeout bounds the wait for another connection's
+        lock."""
+        if not self.postgres:
+            return nullcontext()
+        return answered_within(self._conn, seconds, abandon)
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s") if self.postgres else text

@@ -194,6 +194,8 @@ class SlideFinisher(threading.Thread):
             try:
                 self.store.store_slide(row)
             except STORE_ERRORS as exc:
+                if self.store.stopping():  # cut by the server's stop: no outage
+                    return False
                 log.debug("store failed (%s); slide %s of job %s waits", exc,
                           row["slide_index"], row["job_id"])
                 self._outage.failed(exc)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -100,7 +101,20 @@ def _utc_text_of(epoch_s: float) -> str:
 
 class PathologyStore(Store):
     """The store's pathology tables; one connection, not shared between threads. Each read
-    and each transaction is answered within ANSWER_DEADLINE_S or fails (OperationalError)."""
+    and each transaction is answered within ANSWER_DEADLINE_S or fails (OperationalError).
+
+    ``stop``: the server's stop event; once set, a call waiting on the server is cut at once
+    (``stopping`` says so), so a server stopped while its store hangs ends in a moment, not
+    after the deadline."""
+
+    def __init__(self, url: str, pg_schema: str | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.stop = stop
+        super().__init__(url, pg_schema)
+
+    def stopping(self) -> bool:
+        """Whether the server stops: a call that failed now failed for that, not an outage."""
+        return self.stop is not None and self.stop.is_set()
 
     @contextmanager
     def _transaction(self, lock_wait_ms: int | None = None) -> Iterator[Any]:
@@ -113,7 +127,7 @@ class PathologyStore(Store):
 
     def _answered(self) -> AbstractContextManager[None]:
         """The bound of one store call (Store.answering_within)."""
-        return self.answering_within(ANSWER_DEADLINE_S)
+        return self.answering_within(ANSWER_DEADLINE_S, self.stop)
 
     def migrate_pathology(self) -> None:
         """Create the pathology tables when missing, and key the slide results of a store made
@@ -311,10 +325,12 @@ class PathologyStore(Store):
         return job
 
 
-def open_pathology_store(url: str, pg_schema: str | None = None) -> PathologyStore:
-    """Open the store and create the pathology tables when missing; StoreError naming the
-    database when that fails (a server that does not answer it: ANSWER_DEADLINE_S)."""
-    store = PathologyStore(url, pg_schema)
+def open_pathology_store(url: str, pg_schema: str | None = None,
+                         stop: threading.Event | None = None) -> PathologyStore:
+    """Open the store (``stop``: as PathologyStore's) and create the pathology tables when
+    missing; StoreError naming the database when that fails (a server that does not answer
+    it: ANSWER_DEADLINE_S)."""
+    store = PathologyStore(url, pg_schema, stop)
     try:
         store.migrate_pathology()
     except DATABASE_ERRORS as exc:

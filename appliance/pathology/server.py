@@ -139,7 +139,8 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
 
     def store_for_thread(self) -> PathologyStore:
         """A second connection to the same store, for the finisher thread."""
-        return PathologyStore(self.store.url, getattr(self.store, "_pg_schema", None))
+        return PathologyStore(self.store.url, getattr(self.store, "_pg_schema", None),
+                              self.store.stop)
 
     def _loop(self, stop: threading.Event) -> None:
         next_housekeeping = 0.0
@@ -187,7 +188,11 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
     def _store_failed(self, kind: str, event: Any, error: Exception) -> None:
         """Say the outage (once, then each minute), reconnect, and keep the event for later
         (housekeeping runs again at its next round anyway; a QoS 0 request or cancel is
-        dropped)."""
+        dropped). A call cut by the server's stop is no outage: the loop ends, and the event's
+        messages stay on the broker."""
+        if self.store.stopping():
+            log.debug("stopped while the store had not answered %s (%s)", kind, error)
+            return
         log.debug("store failed (%s) while handling %s; retrying in %g s", error, kind,
                   STORE_RETRY_S)
         self._outage.failed(error)

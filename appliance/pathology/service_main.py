@@ -52,7 +52,7 @@ def run_server(config: Config, stop: threading.Event) -> int:
         return 2
     url = store_url_for(config.store.url, config.state_dir)
     try:
-        store = open_pathology_store(url)
+        store = open_pathology_store(url, stop=stop)  # a stop cuts a hung store's wait
     except StoreError as exc:
         return _store_failed(exc, stop)
     try:

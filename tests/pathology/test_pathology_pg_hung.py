@@ -3,7 +3,8 @@
 so TCP keepalives never find it, and the server's store calls (a slide's write, the leases'
 renewal) waited for ever with nothing said. Now each store call that has no answer after
 jobstore.ANSWER_DEADLINE_S has its connection cut and fails as in any outage: said once,
-retried, and the job is done once the server answers again."""
+retried, and the job is done once the server answers again; and a server stopped while its
+store hangs ends at once, the stop cutting the call that waits, and says no outage."""
 
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ from appliance.config import Config, config_from_mapping
 from appliance.edge.testing import wait_until
 from appliance.pathology import jobstore
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
-from appliance.pathology.jobs import JOB_SCHEMA, request_topic
+from appliance.pathology.jobs import JOB_SCHEMA, request_topic, server_topic
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
+from appliance.pathology.service_main import run_server
 from appliance.synthetic.he import SlideSpec, render_slide
 from tests.pg_cut import CutServer, cut_server
 from tests.store_helpers import PG_URL
@@ -171,3 +173,48 @@ def test_a_server_that_hangs_while_the_pathology_tables_are_made_fails_the_start
     assert str(raised.value) == (f"cannot create the pathology tables in the PostgreSQL "
                                  f"database {url}: no answer from the server within 1 s: the "
                                  "connection was cut")
+
+
+@contextmanager
+def _online(config: Config) -> Iterator[threading.Event]:
+    """Set once the server's presence says online (it serves: its store calls have begun)."""
+    online = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, m: m.payload and json.loads(m.payload).get(
+        "state") == "online" and online.set()
+    client.connect(config.mqtt.host, config.mqtt.port)
+    client.subscribe(server_topic(config.mqtt.topic_prefix, config.pathology.client_id or ""), 1)
+    client.loop_start()
+    try:
+        yield online
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_a_server_stopped_while_its_store_hangs_ends_at_once_and_says_no_outage(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, schema: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    jobstore.ANSWER_DEADLINE_S = 600.0  # only the stop may end the wait (put back by the fixture)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    with cut_server() as relay:
+        url = relay.url(query=f"options=-csearch_path%3D{schema}")  # the schema, as a URL may
+        config = _config(tmp_path, mqtt_broker, topic_prefix, url)
+        stop, exit_code = threading.Event(), list[int]()
+        thread = threading.Thread(target=lambda: exit_code.append(run_server(config, stop)),
+                                  daemon=True)
+        with _online(config) as online:
+            thread.start()
+            try:
+                assert online.wait(60)
+                relay.hang()
+                assert relay.cut.wait(30)  # a store call of the main loop waits on the hung server
+            finally:
+                stop.set()
+                thread.join(20)
+        assert not thread.is_alive(), "the stop waited on the hung store"
+    assert exit_code == [0]
+    said = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == []
