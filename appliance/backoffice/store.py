@@ -80,6 +80,11 @@ _SQLITE_FOREIGN_KEYS = "PRAGMA foreign_keys=ON"
 SQLITE_BUSY_TIMEOUT_MS = 30000
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LATEST_VERSION = MIGRATIONS[-1][0]
+# how long a new connection's set-up statements (the server's keepalives, read-only, the
+# schema) may wait for the server: part of opening it, given the time the connection itself is
+# given. A server that went silent right after the connection was made (hung between, a pooler
+# whose server went away) held every open and every reconnect of a service for ever.
+SET_UP_WITHIN_S = CONNECT_TIMEOUT_S
 # how long ``answers`` waits for SELECT 1: one round trip on a server that answers; one that
 # has not answered it in the time a new connection is given will not answer a request either
 ANSWER_WITHIN_S = CONNECT_TIMEOUT_S
@@ -168,13 +173,14 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
     def _connect_postgres(self, pg_schema: str | None) -> Any:
         """A connection set up for this store; StoreError naming the database when the server
         fails the set-up's statements (it went away right after the connection was made, the
-        role may not create the schema): psycopg's own error came out of the command as a
-        traceback."""
+        role may not create the schema) or does not answer them within SET_UP_WITHIN_S:
+        psycopg's own error came out of the command as a traceback."""
         import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
 
         conn = postgres_connection(self.url)
         try:
-            self._set_up(conn, pg_schema)
+            with answered_within(conn, SET_UP_WITHIN_S):
+                self._set_up(conn, pg_schema)
         except BaseException as exc:
             conn.close()
             if isinstance(exc, psycopg.Error):

@@ -1,12 +1,16 @@
 """A PostgreSQL server that closes the connection at its first statement, right after it was
 made (restarted, or the session ended by an administrator; tests/pg_cut.py): the store's
 set-up statements (read-only, its schema) failed with psycopg's own error, which came out of
-`appliance results` and `appliance fleet` as a traceback. Now it is the store's one line."""
+`appliance results` and `appliance fleet` as a traceback. Now it is the store's one line; so
+it is, once store.SET_UP_WITHIN_S has passed, for a server that goes silent there instead."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from appliance.backoffice import store as store_module
 from appliance.backoffice.store import Store, StoreError
 from appliance.cli import main
 from tests.pg_cut import cut_server
@@ -35,3 +39,30 @@ def test_a_writer_s_store_on_a_server_that_closes_at_once_is_a_store_error() -> 
         Store(server.url(), pg_schema="pgtimeout_never_made")
     assert str(refused.value).startswith(
         f"cannot open the PostgreSQL database {server.url()}: {CLOSED}")
+
+
+@pytest.mark.postgres
+def test_a_store_on_a_server_that_goes_silent_at_once_is_a_store_error_within_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that takes the connection, then says nothing to its first statement: the
+    set-up waited for ever, and with it every service's open and reconnect (the pathology
+    server's main loop, the ingest writer, the console's pool)."""
+    monkeypatch.setattr(store_module, "SET_UP_WITHIN_S", 1.0)  # the test's patience, not 10 s
+    raised: list[BaseException] = []
+
+    def open_it(url: str) -> None:
+        try:
+            Store(url, pg_schema="pgtimeout_never_made")
+        except BaseException as exc:  # what it raised is the answer
+            raised.append(exc)
+
+    with cut_server("silent") as server:
+        opening = threading.Thread(target=open_it, args=(server.url(),), daemon=True)
+        opening.start()
+        opening.join(60)
+        assert not opening.is_alive(), "the set-up still waited on the silent server"
+    assert len(raised) == 1
+    assert isinstance(raised[0], StoreError)
+    assert str(raised[0]) == (f"cannot open the PostgreSQL database {server.url()}: no answer "
+                              "from the server within 1 s: the connection was cut")
