@@ -70,17 +70,19 @@ def schema() -> Iterator[str]:
         admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
-def _config(tmp_path: Path, broker: Any, prefix: str, url: str) -> Config:
+def _config(tmp_path: Path, broker: Any, prefix: str, url: str, **pathology: Any) -> Config:
+    """A server's config (a client id of its own), the slide b11.jpg in its slide root."""
     root = tmp_path / "slides"
-    root.mkdir()
-    spec = SlideSpec("b11", "P11", "MSI", "biopsy", 1, 0.5, seed=11)
-    Image.fromarray(render_slide(spec)).save(root / "b11.jpg", quality=88)
+    if not root.exists():
+        root.mkdir()
+        spec = SlideSpec("b11", "P11", "MSI", "biopsy", 1, 0.5, seed=11)
+        Image.fromarray(render_slide(spec)).save(root / "b11.jpg", quality=88)
     return config_from_mapping({
         "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
         "state_dir": str(tmp_path / "state"), "store": {"url": url},
         "pathology": {"client_id": f"pathhang-{uuid.uuid4().hex[:10]}",
                       "slide_roots": [str(root)], "results_dir": str(tmp_path / "out"),
-                      "backends": ["onnx-cpu"], "prepare_workers": 1}})
+                      "backends": ["onnx-cpu"], "prepare_workers": 1, **pathology}})
 
 
 @contextmanager
@@ -108,11 +110,12 @@ def _submit(config: Config, job_id: str) -> None:
     client.loop_stop()
 
 
-def _job_state(schema: str, job_id: str) -> tuple[str, int]:
-    """The job's state and how many slide results it has, read past the relay."""
+def _job_state(schema: str, job_id: str, column: str = "state") -> tuple[Any, int]:
+    """The job's state (or another ``column``) and how many slide results it has, read past
+    the relay."""
     with psycopg.connect(PG_URL, autocommit=True) as admin:
         admin.execute(f"SET search_path TO {schema}")
-        job = admin.execute("SELECT state FROM pathology_jobs WHERE job_id = %s",
+        job = admin.execute(f"SELECT {column} FROM pathology_jobs WHERE job_id = %s",
                             (job_id,)).fetchone()
         slides = admin.execute("SELECT COUNT(*) FROM pathology_slides WHERE job_id = %s",
                                (job_id,)).fetchone()
@@ -218,3 +221,38 @@ def test_a_server_stopped_while_its_store_hangs_ends_at_once_and_says_no_outage(
     assert exit_code == [0]
     said = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
     assert said == []
+
+
+def test_a_job_taken_over_while_its_server_s_store_hung_is_dropped_there_once_it_answers(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, schema: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store hangs for one server only (its path to PostgreSQL, or its backend, stalled):
+    its leases lapse and a server with a store that answers takes its job over, as it should;
+    the hung one, which waited on its renewal for ever, now learns so once its store answers
+    and drops the job, which is done once."""
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    in_schema = f"options=-csearch_path%3D{schema}"
+    with cut_server() as relay:
+        hung = _config(tmp_path, mqtt_broker, topic_prefix,
+                       relay.url(query=f"connect_timeout=2&{in_schema}"), lease_s=2.0)
+        held = GatedBackend()  # the hung server never scores: only the other one may
+        hung_store = open_pathology_store(hung.store.url)
+        with _serving(PathologyServer(hung, hung_store, held), threading.Event()):
+            _submit(hung, "taken")
+            assert wait_until(lambda: _job_state(schema, "taken", "owner")[0] ==
+                              hung.pathology.client_id, 60)
+            relay.hang()
+            other = _config(tmp_path, mqtt_broker, topic_prefix, f"{PG_URL}?{in_schema}",
+                            lease_s=2.0)
+            other_store = open_pathology_store(other.store.url)
+            with _serving(PathologyServer(other, other_store), threading.Event()):
+                assert wait_until(lambda: _job_state(schema, "taken") == ("done", 1), 60)
+            other_store.close()
+            relay.recover()
+            assert wait_until(lambda: any("taken over by another server" in r.getMessage()
+                                          for r in caplog.records), 60)
+            held.flowing.set()
+        hung_store.close()
+    assert _job_state(schema, "taken", "takeovers") == (1, 1)
