@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,11 +105,13 @@ class PathologyStore(Store):
 
     ``stop``: the server's stop event; once set, a call waiting on the server is cut at once
     (``stopping`` says so), so a server stopped while its store hangs ends in a moment, not
-    after the deadline."""
+    after the deadline. Migrations are cut by the stop only: one may rebuild a large table,
+    or wait for another program's migration, for minutes."""
 
     def __init__(self, url: str, pg_schema: str | None = None,
                  stop: threading.Event | None = None) -> None:
         self.stop = stop
+        self._migrating = False
         super().__init__(url, pg_schema)
 
     def stopping(self) -> bool:
@@ -126,15 +128,31 @@ class PathologyStore(Store):
             return super()._fetch(sql, params)
 
     def _answered(self) -> AbstractContextManager[None]:
-        """The bound of one store call (Store.answering_within)."""
-        return self.answering_within(ANSWER_DEADLINE_S, self.stop)
+        """The bound of one store call (Store.answering_within); a migration's, the stop."""
+        if not self._migrating:
+            return self.answering_within(ANSWER_DEADLINE_S, self.stop)
+        return nullcontext() if self.stop is None else self.answering_within(math.inf, self.stop)
+
+    @contextmanager
+    def _migration(self) -> Iterator[None]:
+        """For the block, the store's calls are a migration's (``_answered``)."""
+        self._migrating = True
+        try:
+            yield
+        finally:
+            self._migrating = False
+
+    def migrate(self) -> list[int]:
+        """Store.migrate, cut by the stop only."""
+        with self._migration():
+            return super().migrate()
 
     def migrate_pathology(self) -> None:
         """Create the pathology tables when missing, and key the slide results of a store made
-        before they had a foreign key to their job."""
+        before they had a foreign key to their job; cut by the stop only."""
         real = "DOUBLE PRECISION" if self.postgres else "REAL"
         slides = _SLIDES_DDL.format(exists="IF NOT EXISTS ", name="pathology_slides", real=real)
-        with self._transaction() as cur:
+        with self._migration(), self._transaction() as cur:
             self.lock_for_migration(cur)  # servers and store migrate may start together
             for statement in _DDL.format(real=real, slides=slides + ";").split(";"):
                 if statement.strip():
@@ -328,8 +346,7 @@ class PathologyStore(Store):
 def open_pathology_store(url: str, pg_schema: str | None = None,
                          stop: threading.Event | None = None) -> PathologyStore:
     """Open the store (``stop``: as PathologyStore's) and create the pathology tables when
-    missing; StoreError naming the database when that fails (a server that does not answer
-    it: ANSWER_DEADLINE_S)."""
+    missing; StoreError naming the database when that fails, or when the stop came first."""
     store = PathologyStore(url, pg_schema, stop)
     try:
         store.migrate_pathology()

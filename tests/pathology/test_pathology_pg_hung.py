@@ -159,22 +159,39 @@ def test_a_server_that_hangs_before_a_slide_write_and_a_lease_renewal_is_said_an
         finisher_said[0][1]
 
 
-def test_a_server_that_hangs_while_the_pathology_tables_are_made_fails_the_start_in_a_line(
+def test_a_migration_longer_than_a_store_call_s_deadline_is_waited_for(schema: str) -> None:
+    """Making the pathology tables waits for another program's migration (its lock), and
+    may rebuild a large table: it is not cut at the deadline of a store call (1 s here)."""
+    with psycopg.connect(PG_URL, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(7270601)")  # Store.lock_for_migration's
+        letting_go = threading.Timer(3.0, other.execute, ("SELECT pg_advisory_unlock_all()",))
+        letting_go.start()
+        try:
+            store = open_pathology_store(PG_URL, pg_schema=schema)
+        finally:
+            letting_go.join()
+    assert store.job("none") is None  # the tables are there
+    store.close()
+
+
+def test_a_server_stopped_while_the_pathology_tables_are_made_on_a_hung_store_ends_at_once(
     schema: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    stop = threading.Event()
     with cut_server() as relay:
         url = relay.url()
         migrate = PathologyStore.migrate_pathology
 
         def hung_first(store: PathologyStore, relay: CutServer = relay) -> None:
             relay.hang()
+            threading.Thread(target=lambda: relay.cut.wait(30) and stop.set()).start()
             migrate(store)
 
         monkeypatch.setattr(PathologyStore, "migrate_pathology", hung_first)
         with pytest.raises(StoreError) as raised:
-            open_pathology_store(url, pg_schema=schema)
+            open_pathology_store(url, pg_schema=schema, stop=stop)
     assert str(raised.value) == (f"cannot create the pathology tables in the PostgreSQL "
-                                 f"database {url}: no answer from the server within 1 s: the "
+                                 f"database {url}: stopped before the server answered: the "
                                  "connection was cut")
 
 
