@@ -41,6 +41,9 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED_MODEL = shipped_path(SKIN_MODEL)
 EDGE_COMMAND = (sys.executable, "-m", "appliance", "edge", "--config")
 STOP_GRACE_S = 15.0
+# A demo's edges are numbered below this (its --devices bound): the camera seeds of one run are
+# first_camera_seed(...) + index, a block of their own for each count of results already stored.
+SEEDS_PER_RUN = 32
 LOG_TAIL_CHARS = 1500
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM (the command names which: 130 or 143)
 
@@ -57,6 +60,7 @@ class Edge:
     process: subprocess.Popen[bytes]
     log_path: Path
     screen_port: int | None = None
+    camera_seed: int = 1
 
     def log_tail(self) -> str:
         """The end of its log, for error messages."""
@@ -106,15 +110,24 @@ def _grade(result: Result) -> str:
     return "not given" if grade_withheld(result.quality.reasons) is not None else "-"
 
 
+def first_camera_seed(stored_results: int) -> int:
+    """The camera seed of a demo's first edge on a store holding ``stored_results``: 1 on an
+    empty store (a first or throw-away demo meets the same customers every time), and a block
+    of seeds never used before after each demo that stored something, so a repeated demo meets
+    new customers instead of storing the same skins again under new ids."""
+    return 1 + SEEDS_PER_RUN * stored_results
+
+
 def edge_config(
-    index: int, port: int, count: int, state_dir: Path, screen_port: int | None = None
+    index: int, port: int, count: int, state_dir: Path, screen_port: int | None = None, *,
+    first_seed: int = 1,
 ) -> dict[str, object]:
-    """The config of demo edge ``index`` (synthetic camera, ``count`` results, private broker,
-    its kiosk screen on ``screen_port``)."""
+    """The config of demo edge ``index`` (synthetic camera seeded ``first_seed + index``,
+    ``count`` results, private broker, its kiosk screen on ``screen_port``)."""
     return {
         "screen": {"port": screen_port, "language": "en"},
         "device": {"id": f"kiosk-demo-{index + 1}", "site": "demo"},
-        "camera": {"source": "synthetic", "limit": count, "seed": index + 1},
+        "camera": {"source": "synthetic", "limit": count, "seed": first_seed + index},
         "mqtt": {"host": "127.0.0.1", "port": port},
         "state_dir": str(state_dir),
         "model": {"path": str(SHIPPED_MODEL) if SHIPPED_MODEL.is_file() else None},
@@ -128,9 +141,11 @@ def _child_env() -> dict[str, str]:
 
 
 def start_edges(
-    workdir: Path, port: int, devices: int, count: int, command: Sequence[str]
+    workdir: Path, port: int, devices: int, count: int, command: Sequence[str], *,
+    first_seed: int = 1,
 ) -> list[Edge]:
-    """Write each edge's config and start it as a child process."""
+    """Write each edge's config (cameras seeded from ``first_seed`` on) and start it as a child
+    process."""
     edges = []
     for index in range(devices):
         folder = workdir / f"edge-{index + 1}"
@@ -138,7 +153,8 @@ def start_edges(
         config_path = folder / "config.yaml"
         screen_port = free_port()
         config_path.write_text(
-            yaml.safe_dump(edge_config(index, port, count, folder / "state", screen_port))
+            yaml.safe_dump(edge_config(index, port, count, folder / "state", screen_port,
+                                       first_seed=first_seed))
         )
         log_path = folder / "edge.log"
         with log_path.open("wb") as log:
@@ -146,7 +162,8 @@ def start_edges(
                 [*command, str(config_path)], stdout=log, stderr=subprocess.STDOUT,
                 env=_child_env(), cwd=folder,
             )
-        edges.append(Edge(f"kiosk-demo-{index + 1}", process, log_path, screen_port))
+        edges.append(Edge(f"kiosk-demo-{index + 1}", process, log_path, screen_port,
+                          first_seed + index))
     return edges
 
 
@@ -262,18 +279,20 @@ def _backoffice(
 def _run(
     workdir: Path, port: int, worker: IngestWorker, printer: ResultPrinter, *,
     devices: int, count: int, timeout_s: float, edge_command: Sequence[str],
-    stop: threading.Event, disks: Sequence[Path] = (),
+    stop: threading.Event, disks: Sequence[Path] = (), stored_before: int = 0,
 ) -> list[Edge]:
     if not worker.subscribed.wait(15):
         raise DemoError(f"the back office could not subscribe on port {port}: "
                         f"{worker.failed or 'no answer from the broker'}")
-    edges = start_edges(workdir, port, devices, count, edge_command)
+    first_seed = first_camera_seed(stored_before)
+    edges = start_edges(workdir, port, devices, count, edge_command, first_seed=first_seed)
     model = SHIPPED_MODEL.name if SHIPPED_MODEL.is_file() else "no model (not built)"
-    print(f"demo: {devices} edge daemon(s), {count} synthetic customer(s) each, {model}; "
+    print(f"demo: {devices} edge daemon(s), {count} synthetic customer(s) each, "
+          f"{_customers_note(first_seed, devices, stored_before)}, {model}; "
           "waiting for results...", flush=True)
     customers_done = threading.Event()
     customers = KioskCustomers(
-        [Kiosk(e.name, e.screen_port, i + 1) for i, e in enumerate(edges) if e.screen_port],
+        [Kiosk(e.name, e.screen_port, e.camera_seed) for e in edges if e.screen_port],
         customers_done,
     )
     customers.start()  # the simulated people choose age band and consent on each screen
@@ -285,6 +304,14 @@ def _run(
     finally:
         customers_done.set()
     return edges
+
+
+def _customers_note(first_seed: int, devices: int, stored_before: int) -> str:
+    """Which customers the cameras show: new ones after the results the store already held."""
+    seeds = f"{first_seed}" if devices == 1 else f"{first_seed}-{first_seed + devices - 1}"
+    after = (f": new customers, after the {stored_before} result(s) the store holds"
+             if stored_before else "")
+    return f"camera seed(s) {seeds}{after}"
 
 
 def run_demo(
@@ -320,6 +347,7 @@ def run_demo(
             edges = _run(
                 Path(tmp), broker.port, worker, printer, devices=devices, count=count,
                 timeout_s=timeout_s, edge_command=edge_command, stop=stop, disks=disks,
+                stored_before=store.count_results(),
             )
             stop_edges(edges)
             worker.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice import demo
+from appliance.backoffice import commands_demo, demo
 from appliance.backoffice.demo_kiosk import customer_choice
 from appliance.backoffice.store import open_store
 from appliance.edge.screen_state import ScreenState
@@ -67,3 +67,38 @@ def test_demo_results_carry_the_age_bands_chosen_on_the_kiosk_screen(
         store.close()
     consented = [s for s in subjects if s and s.get("consent") is True]
     assert len(consented) >= 3  # entered on the screen's page, with the consent it records
+
+
+SEED_RECORDING_EDGE = (
+    sys.executable, "-c",
+    "import os, runpy, sys, yaml\n"
+    "seed = yaml.safe_load(open(sys.argv[1]))['camera']['seed']\n"
+    "open(os.environ['DEMO_SEED_RECORD'], 'a').write(f'{seed}\\n')\n"
+    "runpy.run_module('appliance.edge.testing', run_name='__main__')\n",
+)
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_second_demo_on_the_same_store_meets_new_customers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cameras' seeds were fixed (1, 2, ...), so every demo on a store stored the same
+    simulated skins again under new ids, inflating the cohort's n and narrowing its
+    intervals. A first demo (an empty store) stays as it was: seeds 1, 2."""
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    record = tmp_path / "seeds.txt"
+    monkeypatch.setenv("DEMO_SEED_RECORD", str(record))
+    seeds_of_run = []
+    for _ in range(2):
+        record.unlink(missing_ok=True)
+        assert demo.run_demo(devices=2, count=2, timeout_s=120,
+                             edge_command=SEED_RECORDING_EDGE, store_url=url) == 0
+        seeds_of_run.append(sorted(int(line) for line in record.read_text().split()))
+    first, second = seeds_of_run
+    assert first == [1, 2]
+    assert len(second) == 2
+    assert not set(first) & set(second)
+    out = capsys.readouterr().out
+    assert "new customers, after the 4 result(s) the store holds" in out
+    assert demo.SEEDS_PER_RUN >= commands_demo.MAX_DEMO_DEVICES  # one run's block of seeds
