@@ -77,6 +77,9 @@ def _demo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    if store_url is not None and (problem := _store_refusal(store_url, args)):
+        print(f"store error: {problem}", file=sys.stderr)  # as the read commands say it
+        return 2
     stop, received = threading.Event(), list[int]()
     with stop_on_signals(stop, received):  # a Ctrl-C while the command started: its stop now
         return _run_until_stopped(args, store_url, stop, received)
@@ -121,6 +124,16 @@ def _default_store(args: argparse.Namespace) -> str:
         return str(args.store)
     config = load_config_or_defaults(args.config)
     return store_url_for(config.store.url, config.state_dir)
+
+
+def _store_refusal(store_url: str, args: argparse.Namespace) -> str | None:
+    """Why the demo cannot keep its results at ``store_url``, decided before anything starts
+    (no broker, no lock file, no folder made): a URL that names no store, or a ``--store``
+    SQLite file in a folder that is not there (the default store's folder, ./state, the demo
+    makes). None when it can."""
+    from appliance.backoffice.storeurl import missing_folder, url_problem  # noqa: PLC0415
+
+    return url_problem(store_url) or (missing_folder(store_url) if args.store else None)
 
 
 def _store_option(args: argparse.Namespace) -> str:

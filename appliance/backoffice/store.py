@@ -48,12 +48,11 @@ from appliance.backoffice.storeerrors import StoreError, explained
 from appliance.backoffice.storeurl import (
     POSTGRES_SCHEMES,
     masked_url,
-    missing_database,
     missing_path,
     sqlite_path_shown,
     store_name,
+    url_problem,
 )
-from appliance.logsafe import SHOWN_ARGUMENT_CHARS, shorten_quoted
 from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch and StoreError live in store_writes.py and storeerrors.py; users of the
@@ -100,11 +99,7 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
     def __init__(self, url: str, pg_schema: str | None = None, read_only: bool = False) -> None:
         self.url = url
         self.postgres = url.startswith(POSTGRES_SCHEMES)
-        if not self.postgres and not url.startswith("sqlite:///"):
-            shown = shorten_quoted(masked_url(url), SHOWN_ARGUMENT_CHARS)
-            raise StoreError(f"store url {shown}: use sqlite:///PATH or "
-                             "postgresql://...")
-        if (problem := missing_database(url) or missing_path(url)) is not None:
+        if (problem := url_problem(url)) is not None:
             raise StoreError(problem)
         self._pg_schema = pg_schema
         self.read_only = read_only

@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from appliance.logsafe import SHOWN_ARGUMENT_CHARS, shorten_quoted
+
 DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
 _PASSWORD_PARAMETER = re.compile(r"((?:^|&)password=)[^&]*")
 # a database named in the query, or a pg_service.conf entry that names one
@@ -19,6 +21,29 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 def store_url_for(url: str | None, state_dir: str) -> str:
     """The configured store URL, or the default SQLite file under ``state_dir``."""
     return url or f"sqlite:///{Path(state_dir) / DEFAULT_SQLITE_NAME}"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` can name no store (neither SQLite nor PostgreSQL, a PostgreSQL URL without
+    its database, ``sqlite:///`` without a file), decided without opening anything; or None."""
+    if not url.startswith((*POSTGRES_SCHEMES, "sqlite:///")):
+        shown = shorten_quoted(masked_url(url), SHOWN_ARGUMENT_CHARS)
+        return f"store url {shown}: use sqlite:///PATH or postgresql://..."
+    return missing_database(url) or missing_path(url)
+
+
+def missing_folder(url: str) -> str | None:
+    """Why a new SQLite store cannot be made where ``url`` names it: its folder is not there
+    (a typo, or a relative path read as an absolute one). None when it is, and for every
+    other URL."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.parent.is_dir():
+        return None
+    return (f"no folder {path.parent.absolute()} for the store {sqlite_path_shown(path)}: "
+            "a new store's file is made in a folder that is there; make the folder, or name "
+            "another one")
 
 
 def missing_database(url: str) -> str | None:

@@ -373,6 +373,45 @@ def test_demo_command_defaults_to_the_store_fleet_reads_and_throwaway_keeps_noth
     assert calls == [f"sqlite:///{tmp_path / 'state' / 'backoffice.sqlite3'}", None]
 
 
+@pytest.mark.parametrize("url", ["bogus://x", "postgresql://127.0.0.1:5432", "sqlite:///"])
+def test_a_store_url_naming_no_store_is_refused_before_anything_starts_as_read_commands_do(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The demo started its mosquitto first, then said 'demo failed: ...' with exit 1 (and
+    for sqlite:/// left demo.lock in the working folder), where `fleet` exits 2."""
+    monkeypatch.chdir(tmp_path)
+    calls = _recorded_demo(monkeypatch)
+    assert main(["fleet", "--store", url]) == 2
+    refusal = capsys.readouterr().err
+    assert refusal.startswith("store error: ")
+    assert main(["demo", "--store", url]) == 2
+    assert capsys.readouterr().err == refusal
+    assert calls == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_demo_store_in_a_folder_that_is_not_there_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`demo --store sqlite:///nope/x.sqlite3` made nope/ in the working folder, with demo.lock
+    and the store in it, where a read command says there is no store there."""
+    monkeypatch.chdir(tmp_path)
+    calls = _recorded_demo(monkeypatch)
+    errors = []
+    for url, folder in (("sqlite:///nope/x.sqlite3", tmp_path / "nope"),
+                        (f"sqlite:///{tmp_path / 'gone' / 'x.sqlite3'}", tmp_path / "gone")):
+        assert main(["demo", "--store", url]) == 2
+        errors.append(capsys.readouterr().err)
+        assert errors[-1].startswith(f"store error: no folder {folder} for the store ")
+    assert "sqlite:////nope/x.sqlite3 names /nope/x.sqlite3" in errors[0]  # relative, read so
+    assert calls == []
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "here").mkdir()  # a new store in a folder that is there: the demo makes it
+    assert main(["demo", "--store", "sqlite:///here/x.sqlite3"]) == 0
+    assert calls == ["sqlite:///here/x.sqlite3"]
+
+
 def test_the_demo_s_next_steps_name_the_store_or_config_it_was_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
