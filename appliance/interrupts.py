@@ -6,13 +6,14 @@ first second that is inside an import (pydantic, numpy, ONNX Runtime): an early 
 little later, before the server had put its stop handlers in place, ended it with exit 130
 and without its stop message. So ``appliance`` holds both signals from the start of ``main``
 until the command is ready for them, then delivers them: a command with its own stop handlers
-(``pathology serve``, ``edge``, ``backoffice``, ``demo``: ``own_stop_signals`` in their parsers)
-gets the held ones there, as it gets a later one (its stop message and exit code); any other
-gets them as its run begins, from the handlers a later one meets (``delivered``: KeyboardInterrupt,
-exit 130; SIGTERM as cli.sigterm_ends_as_interrupt has it, exit 143), never from SIGTERM's
-default action, which killed the process where it stood. Either way the handlers last as long
-as the block that put them in place (``delivered``, ``stop_on_signals``): after it, the ones
-from before are back, for ``main``'s caller (a library, a test) as for the process.
+(``pathology serve``, ``edge``, ``backoffice``, ``console``, ``demo``: ``own_stop_signals``
+in their parsers) gets the held ones there, as it gets a later one (its stop message and exit
+code); any other gets them as its run begins, from the handlers a later one meets
+(``delivered``: KeyboardInterrupt, exit 130; SIGTERM as cli.sigterm_ends_as_interrupt has it,
+exit 143), never from SIGTERM's default action, which killed the process where it stood.
+Either way the handlers last as long as the block that put them in place (``delivered``,
+``stop_on_signals``): after it, the ones from before are back, for ``main``'s caller (a
+library, a test) as for the process.
 """
 
 from __future__ import annotations

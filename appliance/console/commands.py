@@ -14,9 +14,11 @@ enabled: a running console asks the store on every request, so nothing of the ol
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import shlex
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,20 +38,27 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """The console until Ctrl-C or SIGTERM, which stop it in order, exit 0, as they stop
+    ``backoffice`` and ``pathology serve`` (also one that came while it started)."""
     from appliance.backoffice.store import StoreError
     from appliance.backoffice.storeurl import store_url_for
     from appliance.console.server import serve
+    from appliance.interrupts import stop_on_signals
 
-    config = load_or_report(args.config)
-    if config is None:
-        return 2
-    try:
-        return serve(config.console, args.store or store_url_for(config.store.url,
-                                                                 config.state_dir),
-                     Path(config.pathology.results_dir), _store_option(args))
-    except StoreError as exc:
-        print(f"store error: {exc}", file=sys.stderr)
-        return 2
+    stop = threading.Event()
+    with stop_on_signals(stop, logging.getLogger("appliance.console")):
+        if stop.is_set():  # a stop signal while the command started
+            return 0
+        config = load_or_report(args.config)
+        if config is None:
+            return 2
+        try:
+            return serve(config.console, args.store or store_url_for(config.store.url,
+                                                                     config.state_dir),
+                         Path(config.pathology.results_dir), _store_option(args), stop)
+        except StoreError as exc:
+            print(f"store error: {exc}", file=sys.stderr)
+            return 2
 
 
 def _store_option(args: argparse.Namespace) -> str:
@@ -301,7 +310,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``console``, its ``user`` and ``token`` actions and ``console reference``."""
     console = root.add_parser("console", help="the back-office web console and HTTP API")
     add_store_options(console)
-    console.set_defaults(handler=_serve)
+    console.set_defaults(handler=_serve, own_stop_signals=True)  # held until _serve takes them
     sub = console.add_subparsers(dest="console_command", metavar="COMMAND")
     user = sub.add_parser("user", help="console users").add_subparsers(
         dest="user_command", required=True, metavar="ACTION")
@@ -341,7 +350,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     reference.add_argument("--out", required=True, help="JSON file to write")
     reference.add_argument("--force", action="store_true", help="replace an existing --out file")
     add_store_options(reference, nested=True)
-    reference.set_defaults(handler=_reference)
+    reference.set_defaults(handler=_reference, own_stop_signals=False)
 
 
 def _token_days(text: str) -> float:
@@ -371,5 +380,5 @@ def _action(group: Any, name: str, handler: Handler, summary: str) -> Any:
         except _StoreFailedError:
             return 1
 
-    action.set_defaults(handler=run)
+    action.set_defaults(handler=run, own_stop_signals=False)  # SIGTERM ends it as Ctrl-C
     return action

@@ -114,10 +114,11 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
 
 
 def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
-          store_option: str = "") -> int:
-    """Serve until SIGINT/SIGTERM; returns the exit code (2: the address cannot be had).
-    ``store_option`` (`` --store URL`` or `` --config F``, as the console was given it) goes on
-    the ``console user add`` it suggests when no user can log in yet."""
+          store_option: str = "", stop: threading.Event | None = None) -> int:
+    """Serve until ``stop`` is set (the command sets it on SIGINT or SIGTERM); returns the exit
+    code (0 once stopped; 2: the address cannot be had). ``store_option`` (`` --store URL`` or
+    `` --config F``, as the console was given it) goes on the ``console user add`` it suggests
+    when no user can log in yet."""
     try:
         listener = listening_socket(settings.bind, settings.port)
     except OSError as exc:
@@ -136,10 +137,27 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
                 print("console: no user can log in yet; add one (this console takes it at "
                       f"once): appliance console user add NAME --role operator{store_option}",
                       flush=True)
-            make_server(settings, pool, pathology_results).run(sockets=[listener])
+            serve_until_stopped(make_server(settings, pool, pathology_results), listener,
+                                stop or threading.Event())
         finally:
             pool.close()
     return 0
+
+
+def serve_until_stopped(server: uvicorn.Server, listener: socket.socket,
+                        stop: threading.Event) -> None:
+    """Run ``server`` on ``listener`` until ``stop`` is set, then let it finish its requests.
+    It runs in a thread of its own, where uvicorn puts no signal handlers of its own: on the
+    main thread it took SIGINT and SIGTERM and raised them again once it had stopped, so the
+    console ended as a one-shot command does (130, 143) where the other servers stop in order
+    and exit 0; here the command's own stop handlers (interrupts.stop_on_signals) set ``stop``."""
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]},
+                              name="ConsoleServer", daemon=True)
+    thread.start()
+    while thread.is_alive() and not stop.wait(0.2):
+        pass
+    server.should_exit = True
+    thread.join()
 
 
 def anyone_can_log_in(pool: StorePool) -> bool:
