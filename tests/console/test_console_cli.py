@@ -256,3 +256,37 @@ def test_a_password_file_that_is_a_pipe_is_read_no_further_than_its_limit(
     assert capsys.readouterr().err == (f"console user add: --password-file {fifo}: larger than "
                                        f"{MAX_PASSWORD_FILE_BYTES} bytes; not a password file\n")
     assert not (tmp_path / "bo.sqlite3").exists()
+
+
+def _user_add_fed_on_a_pipe(store: str,
+                            controlling_terminal: bool) -> subprocess.CompletedProcess[str]:
+    """``console user add`` with its password on a pipe, with or without a controlling
+    terminal (a pseudo-terminal that it was never asked on)."""
+    import fcntl
+    import pty
+    import termios
+
+    leader, follower = pty.openpty()
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "appliance", "console", "user", "add", "bob", "--store",
+             store], check=False, input="s3cret-password-1\n", capture_output=True, text=True,
+            timeout=60, start_new_session=True, pass_fds=(follower,),
+            preexec_fn=(lambda: fcntl.ioctl(follower, termios.TIOCSCTTY, 0))
+            if controlling_terminal else None)
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+@pytest.mark.parametrize("controlling_terminal", [False, True])
+def test_a_password_on_a_pipe_is_read_without_a_prompt(
+    tmp_path: Path, controlling_terminal: bool
+) -> None:
+    """It printed 'password: ' where nobody reads it (no terminal), and from a terminal's shell
+    (`echo "$PW" | appliance console user add ...`) it asked on the terminal instead, ignoring
+    the pipe."""
+    store = f"sqlite:///{tmp_path / 'console.sqlite3'}"
+    done = _user_add_fed_on_a_pipe(store, controlling_terminal)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "added console user bob (viewer)\n"
