@@ -33,6 +33,7 @@ from appliance.pathology.names import one_form
 from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON
 from appliance.pathology.outfolder import RESULTS_CSV, RESULTS_JSON
 from appliance.pathology.overlap import find_overlap
+from appliance.texttable import counted
 
 POSITIVE = "MSI"
 # The source paper's Table 2 (mean of 3 runs); it reports no sensitivity or AUROC.
@@ -224,7 +225,7 @@ def format_group(name: str, group: GroupReport, runs: list[RunData]) -> str:
     """One Table-2 style block: metrics by run with CIs, mean ± sd, the paper's figures."""
     first = next(run for run in group.per_run if run is not None)
     thresholds = ", ".join(f"{run.threshold:.3f}" for run in runs)
-    lines = [f"{name}: {first.slides} slides, {first.patients} patients "
+    lines = [f"{name}: {counted(first.slides, 'slide')}, {counted(first.patients, 'patient')} "
              f"(threshold {thresholds}; 95% CI by patient bootstrap)"]
     header = f"  {'metric':<12}" + "".join(f"{'run ' + str(i + 1):<24}" for i in range(len(runs)))
     lines.append(header + f"{'mean ± sd':<18}paper*")

@@ -17,6 +17,7 @@ from appliance.synthetic.arguments import (
     whole_number,
 )
 from appliance.synthetic.skin_presets import PRESETS, preset_help
+from appliance.texttable import counted
 
 if TYPE_CHECKING:
     from appliance.synthetic.he import SlideSpec
@@ -119,7 +120,8 @@ def _synth_skin(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"wrote {written} frames (seed {args.seed}, preset {args.preset}) to {args.out}")
+    print(f"wrote {counted(written, 'frame')} (seed {args.seed}, preset {args.preset}) to "
+          f"{args.out}")
     return 0
 
 
@@ -175,7 +177,8 @@ def _synth_he(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
         print(f"appliance synth he: stopped {_cohort_left(args.out, specs)}", file=sys.stderr)
         raise
-    print(f"{len(specs)} slides of {args.patients} patients in {args.out}; labels in {labels}")
+    print(f"{counted(len(specs), 'slide')} of {counted(args.patients, 'patient')} in {args.out}; "
+          f"labels in {labels}")
     return 0
 
 
