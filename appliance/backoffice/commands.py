@@ -309,7 +309,8 @@ def _results_export(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             print(escape_controls(f"export failed: {exc}"), file=sys.stderr)
             return 1
-        print(escape_controls(f"exported {count} result(s) as {args.format} to {args.out} from "
+        where = "standard output" if args.out == "-" else args.out
+        print(escape_controls(f"exported {count} result(s) as {args.format} to {where} from "
                               f"the {store_name(store.url)}"), file=sys.stderr)
         return 0
 

@@ -285,3 +285,13 @@ def test_a_table_that_cannot_be_written_to_a_full_disk_is_one_line_saying_so(
     err = capsys.readouterr().err
     assert f"{' '.join(command[:2]).removesuffix(' --json')}: cannot write to standard " \
            "output: No space left on device" in err
+
+
+def test_an_export_to_standard_output_says_so(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`results export --out -` said 'exported 12 result(s) as csv to - from ...'."""
+    assert _cli("results", "export", "--format", "jsonl", "--out", "-", "--store", store_url) == 0
+    printed = capsys.readouterr()
+    assert len(printed.out.splitlines()) == 12
+    assert printed.err.startswith("exported 12 result(s) as jsonl to standard output from the ")
