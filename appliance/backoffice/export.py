@@ -40,6 +40,7 @@ NOT_MEASURED_NOTE = "n/m: not measured (outside the validated range, docs/measur
 NOT_GIVEN_NOTE = ("not given: the kiosk withheld the grade (the model reads features not "
                   "measured, or the frame is outside the validated range)")
 _LABEL_AT = QUERY_COLUMNS.index("label")
+NAMED_DEVICES = 8  # a query for a device no result comes from names this many the store knows
 
 
 def parse_since(text: str) -> str:
@@ -68,7 +69,7 @@ def query_table(store: Store, device: str | None, since: str | None, limit: int)
     rows = list(store.select_results((*QUERY_COLUMNS, NOT_VALIDATED_COLUMN, "payload"), device,
                                      since, limit, newest_first=True))
     if not rows:
-        return "no results match"
+        return _nothing_matched(store, device)
     total = store.count_matching(device, since)
     cells = [_query_cells(row[:-1], row[-1]) for row in rows]
     header = [c.upper() for c in QUERY_COLUMNS]
@@ -78,6 +79,19 @@ def query_table(store: Store, device: str | None, since: str | None, limit: int)
     notes = [NOT_MEASURED_NOTE] if any(row[-2] for row in rows) else []
     notes += [NOT_GIVEN_NOTE] if any(row[_LABEL_AT] == "not given" for row in cells) else []
     return "\n".join([*lines, f"{shown}, newest first", *notes])
+
+
+def _nothing_matched(store: Store, device: str | None) -> str:
+    """Why a query found nothing: a ``device`` no result comes from (a typo, or another
+    site's name) is named, with the devices the store knows and the command that lists them."""
+    if device is None or store.count_matching(device):
+        return "no results match"
+    known = sorted({str(row["device_id"]) for row in store.devices()})
+    shown = ", ".join(known[:NAMED_DEVICES]) + (
+        f" and {len(known) - NAMED_DEVICES} more" if len(known) > NAMED_DEVICES else "")
+    named = f"the devices the store knows: {shown}; " if known else ""
+    return (f"no results match: no stored result comes from device {device!r} ({named}"
+            "`appliance fleet` lists the devices with their sites and states)")
 
 
 def _query_cells(row: tuple[Any, ...], payload: str) -> list[str]:

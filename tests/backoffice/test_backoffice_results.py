@@ -295,3 +295,17 @@ def test_an_export_to_standard_output_says_so(
     printed = capsys.readouterr()
     assert len(printed.out.splitlines()) == 12
     assert printed.err.startswith("exported 12 result(s) as jsonl to standard output from the ")
+
+
+def test_a_query_for_a_device_no_result_comes_from_names_the_devices_there(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`results query --device nope` said only 'no results match', as for a --since after
+    every result: a mistyped device id looked like a kiosk that sent nothing."""
+    assert _cli("results", "query", "--store", store_url, "--device", "nope") == 0
+    assert capsys.readouterr().out == (
+        "no results match: no stored result comes from device 'nope' (the devices the store "
+        "knows: k0, k1, k2; `appliance fleet` lists the devices with their sites and states)\n")
+    assert _cli("results", "query", "--store", store_url, "--device", "k1",
+                "--since", "2099-01-01T00:00:00Z") == 0
+    assert capsys.readouterr().out == "no results match\n"  # k1 has results, none that late
