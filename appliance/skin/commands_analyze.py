@@ -104,8 +104,6 @@ def _analyze(args: argparse.Namespace) -> int:
     run.overlay_names = overlays
     if args.um_per_px is None and (note := run.sidecar_note(images)):
         print(f"analyze: {note}", file=sys.stderr)
-    if not args.json:
-        print(run.table_header())
     measured: list[Path] = []
     try:
         failures, legend = _measure_each(args, run, images, measured)
@@ -121,10 +119,11 @@ def _measure_each(
     args: argparse.Namespace, run: AnalyzeRun, images: list[Path], measured: list[Path]
 ) -> tuple[int, bool]:
     """Measure and print each image in turn, appending it to ``measured`` once printed; the
-    failures, and whether the table needs its legend."""
+    failures, and whether the table needs its legend. The table's header comes with its first
+    row: where every input failed there is no table, only the reasons."""
     from appliance.skin.frames import shown_name  # noqa: PLC0415 - keep --help fast
 
-    failures, legend = 0, False
+    failures, legend, rows = 0, False, 0
     for image in images:
         record = run.measure(image)
         if problem := _problem(record, shown_name(image)):
@@ -133,6 +132,9 @@ def _measure_each(
         if args.json:
             print(json.dumps(record), flush=True)
         elif "error" not in record:
+            if not rows:
+                print(run.table_header())
+            rows += 1
             print(run.table_row(record), flush=True)
             legend = legend or ("rejected" not in record and run.needs_legend(record))
         measured.append(image)

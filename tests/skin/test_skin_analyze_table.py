@@ -37,3 +37,19 @@ def test_a_measured_frame_has_its_grade_and_no_legend(
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2  # header and row only
     assert lines[1].split()[-1] in {"fine", "normal", "coarse"}
+
+
+def test_a_table_header_comes_only_with_a_row(
+    frame: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where every input failed it printed the table's header over no rows."""
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert main(["analyze", str(tmp_path / "bad.png"), str(tmp_path / "gone.jpg")]) == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert len(printed.err.splitlines()) == 2  # each input's reason
+    assert main(["analyze", str(tmp_path / "bad.png"), str(frame)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].split()[:2] == ["image", "quality"]
+    assert lines[1].startswith("skin.jpg ")
