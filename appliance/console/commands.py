@@ -45,8 +45,8 @@ def _serve(args: argparse.Namespace) -> int:
     from appliance.console.server import serve
     from appliance.interrupts import stop_on_signals
 
-    stop = threading.Event()
-    with stop_on_signals(stop, logging.getLogger("appliance.console")):
+    stop, received = threading.Event(), list[int]()
+    with stop_on_signals(stop, logging.getLogger("appliance.console"), received):
         if stop.is_set():  # a stop signal while the command started
             return 0
         config = load_or_report(args.config)
@@ -55,7 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             return serve(config.console, args.store or store_url_for(config.store.url,
                                                                      config.state_dir),
-                         Path(config.pathology.results_dir), _store_option(args), stop)
+                         Path(config.pathology.results_dir), _store_option(args),
+                         stop=stop, received=received)
         except StoreError as exc:
             print(f"store error: {exc}", file=sys.stderr)
             return 2

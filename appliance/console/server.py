@@ -114,11 +114,12 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
 
 
 def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
-          store_option: str = "", stop: threading.Event | None = None) -> int:
-    """Serve until ``stop`` is set (the command sets it on SIGINT or SIGTERM); returns the exit
-    code (0 once stopped; 2: the address cannot be had). ``store_option`` (`` --store URL`` or
-    `` --config F``, as the console was given it) goes on the ``console user add`` it suggests
-    when no user can log in yet."""
+          store_option: str = "", *, stop: threading.Event | None = None,
+          received: list[int] | None = None) -> int:
+    """Serve until ``stop`` is set (the command sets it on SIGINT or SIGTERM, noting each in
+    ``received``); returns the exit code (0 once stopped; 2: the address cannot be had).
+    ``store_option`` (`` --store URL`` or `` --config F``, as the console was given it) goes on
+    the ``console user add`` it suggests when no user can log in yet."""
     try:
         listener = listening_socket(settings.bind, settings.port)
     except OSError as exc:
@@ -138,15 +139,18 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
                       f"once): appliance console user add NAME --role operator{store_option}",
                       flush=True)
             serve_until_stopped(make_server(settings, pool, pathology_results), listener,
-                                stop or threading.Event())
+                                stop or threading.Event(), received)
         finally:
             pool.close()
     return 0
 
 
 def serve_until_stopped(server: uvicorn.Server, listener: socket.socket,
-                        stop: threading.Event) -> None:
-    """Run ``server`` on ``listener`` until ``stop`` is set, then let it finish its requests.
+                        stop: threading.Event, received: list[int] | None = None) -> None:
+    """Run ``server`` on ``listener`` until ``stop`` is set, then let it finish the requests
+    it is answering, unless a second stop signal comes (``received`` holds two), which ends
+    them at once, as uvicorn's own handlers did.
+
     It runs in a thread of its own, where uvicorn puts no signal handlers of its own: on the
     main thread it took SIGINT and SIGTERM and raised them again once it had stopped, so the
     console ended as a one-shot command does (130, 143) where the other servers stop in order
@@ -157,7 +161,9 @@ def serve_until_stopped(server: uvicorn.Server, listener: socket.socket,
     while thread.is_alive() and not stop.wait(0.2):
         pass
     server.should_exit = True
-    thread.join()
+    while thread.is_alive():
+        server.force_exit = received is not None and len(received) > 1
+        thread.join(0.2)
 
 
 def anyone_can_log_in(pool: StorePool) -> bool:

@@ -7,15 +7,21 @@ where ``backoffice`` and ``pathology serve`` say 'received SIGTERM; stopping' an
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 
 from appliance.backoffice.store import open_store
+from appliance.console.server import listening_socket, serve_until_stopped
 from appliance.transport.broker import free_port, port_open
 
 
@@ -56,3 +62,36 @@ def test_the_console_s_one_shot_actions_end_on_sigterm_as_other_commands(words: 
     parser = build_parser()
     assert parser.parse_args(["console"]).own_stop_signals is True
     assert parser.parse_args(["console", *words]).own_stop_signals is False
+
+
+def test_a_second_stop_signal_ends_the_requests_the_console_still_answers() -> None:
+    """A first stop lets the requests being answered finish; a second ends them at once, as
+    uvicorn's own handlers did when it ran on the main thread."""
+    answering = threading.Event()
+
+    async def never_answers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        answering.set()
+        await asyncio.Event().wait()
+
+    server = uvicorn.Server(uvicorn.Config(never_answers, log_level="warning", lifespan="off"))
+    listener = listening_socket("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    stop, received = threading.Event(), list[int]()
+    serving = threading.Thread(target=serve_until_stopped,
+                               args=(server, listener, stop, received), daemon=True)
+    serving.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    asking = socket.create_connection(("127.0.0.1", port), timeout=60)
+    asking.sendall(b"GET / HTTP/1.1\r\nHost: console\r\n\r\n")
+    assert answering.wait(60)
+    received.append(signal.SIGTERM)
+    stop.set()
+    serving.join(2)
+    assert serving.is_alive()  # the request is never answered: it waits for it
+    received.append(signal.SIGTERM)
+    serving.join(60)
+    assert not serving.is_alive()
+    asking.close()
+    listener.close()
