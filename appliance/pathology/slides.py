@@ -5,8 +5,11 @@ A JPEG is decoded straight to a reduced scale (libjpeg's DCT scaling via PIL ``d
 formats are decoded once at full size and reduced with ``Image.reduce``; the full image is
 dropped before tiling starts. A TIFF of 16-bit, 32-bit or float samples is brought to 8 bits
 as a slide viewer shows it (appliance/pathology/bitdepth.py); one Pillow cannot read (float
-RGB) is decoded by tifffile. Either is refused when its decoded samples would take more than
-an 8-bit RGB slide of MAX_SLIDE_PIXELS does.
+RGB) is decoded by tifffile. A slide is refused, before its pixels are decoded, when decoding
+it would at its peak hold more bytes than an 8-bit RGB slide of MAX_SLIDE_PIXELS does: Pillow
+keeps every pixel of more than one band in 4 bytes (RGB included), and the conversions below
+hold the old and the new image together for a moment (an RGBA or CMYK slide: up to 9 bytes a
+pixel; an RGB one reduced 2x: 4 + 1).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from appliance.pathology.resolution import resolution_problem
 
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MAX_SLIDE_PIXELS = 1_000_000_000
-MAX_DECODED_BYTES = 3 * MAX_SLIDE_PIXELS  # what an 8-bit RGB slide of MAX_SLIDE_PIXELS takes
+# what decoding an 8-bit RGB slide of MAX_SLIDE_PIXELS holds at its peak (5 bytes a pixel)
+MAX_DECODED_BYTES = 5 * MAX_SLIDE_PIXELS
 _SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"II*\x00", b"MM\x00*")
 # Pixels that are palette indices or single bits, and the mode they are averaged in when the
 # slide is reduced (Pillow refuses "P" and "1", and averages a "PA" image's indices into other
@@ -37,6 +41,14 @@ _SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"II*\x00", b"MM\x00*")
 _AVERAGED_AS = {"1": "L", "P": "RGB", "PA": "RGBA"}
 # Pillow's modes of samples wider than a byte (16-bit, 32-bit, float grey), bytes a pixel
 _DEEP_MODES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I;16S": 2, "I": 4, "F": 4}
+# Bytes a pixel that _decode holds at its peak, by the mode Pillow opens (as measured with
+# each mode's slide, reduced or not): a byte-a-pixel mode, then its RGB copy (1 + 4); RGB, then
+# its reduced copy (4 + 1); any other mode of several bands (RGBA, CMYK, LA, PA, YCbCr ...),
+# then its RGB copy (4 + 4), or, reduced, the premultiplied copy Pillow reduces (4 + 4 + 1);
+# deep samples: three times their own size (the image, its array and the bytes it came from).
+_PEAK_BYTES_A_PIXEL = {"1": 5, "L": 5, "P": 5, "RGB": 5,
+                       **{mode: 3 * size for mode, size in _DEEP_MODES.items()}}
+_PEAK_BYTES_OTHER_MODES = 9
 _BITS_PER_SAMPLE, _MAX_SAMPLE_VALUE, _PHOTOMETRIC, _MIN_IS_WHITE = 258, 281, 262, 0  # TIFF
 
 
@@ -179,7 +191,9 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
         width, height = image.size
         if isinstance(image, JpegImagePlugin.JpegImageFile) and reduction > 1:
             image.draft("RGB", (width // reduction, height // reduction))
-        _check_decoded_size(path, width * height, width * height * _DEEP_MODES.get(image.mode, 3))
+        decoded_pixels = image.size[0] * image.size[1]  # a JPEG's, at its draft scale
+        _check_decoded_size(path, width * height, image.mode, decoded_pixels
+                            * _PEAK_BYTES_A_PIXEL.get(image.mode, _PEAK_BYTES_OTHER_MODES))
         image.load()
         if image.mode in _DEEP_MODES:
             image = _replace(image, _eight_bit_image(image))
@@ -230,16 +244,17 @@ def _colour_below_sixteen_bits(image: Image.Image) -> bool:
     return bits == 16 and top is not None and 0 < top < 65535
 
 
-def _check_decoded_size(path: Path, pixels: int, decoded_bytes: int) -> None:
-    """Refuse a slide whose decoded samples would not fit the memory bound (before decoding)."""
+def _check_decoded_size(path: Path, pixels: int, kind: str, peak_bytes: int) -> None:
+    """Refuse a slide whose decoding would hold more than the memory bound at its peak
+    (checked before decoding)."""
     if pixels > MAX_SLIDE_PIXELS:
         raise SlideError(
             f"{path}: larger than {MAX_SLIDE_PIXELS} pixels; split or downsample the slide")
-    if decoded_bytes > MAX_DECODED_BYTES:
+    if peak_bytes > MAX_DECODED_BYTES:
         raise SlideError(
-            f"{path}: {pixels} pixels of {decoded_bytes // pixels} bytes each decode to "
-            f"{decoded_bytes} bytes, more than {MAX_DECODED_BYTES}; split the slide or export "
-            "it with 8 bits a sample")
+            f"{path}: {pixels} pixels ({kind}) need {peak_bytes} bytes while decoded, more "
+            f"than the {MAX_DECODED_BYTES} of an 8-bit RGB slide of {MAX_SLIDE_PIXELS} pixels; "
+            "split the slide or export it as 8-bit RGB")
 
 
 def _eight_bit_image(image: Image.Image) -> Image.Image:
@@ -266,7 +281,9 @@ def _tifffile_image(handle: BinaryIO, path: Path) -> Image.Image:
             if not isinstance(page, tifffile.TiffPage) or page.dtype is None:
                 raise ValueError("no image in its first page")
             pixels = page.imagewidth * page.imagelength
-            _check_decoded_size(path, pixels, page.size * page.dtype.itemsize)
+            # the samples, their 8-bit copy and its Pillow image (at most 3 + 4 bytes a pixel)
+            _check_decoded_size(path, pixels, f"{page.samplesperpixel} {page.dtype} samples",
+                                page.size * page.dtype.itemsize + 7 * pixels)
             samples = page.asarray()
             if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and samples.ndim == 3:
                 samples = np.moveaxis(samples, 0, -1)

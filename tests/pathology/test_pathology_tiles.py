@@ -200,8 +200,9 @@ def test_a_cut_float_tiff_is_refused_naming_the_file(tmp_path: Path) -> None:
 
 
 def test_a_float_tiff_too_large_to_decode_is_refused_before_decoding(tmp_path: Path) -> None:
-    """Its header claims 30,000 x 30,000 float samples: 3.6 GB decoded, more than the 3 GB an
-    8-bit RGB slide of the pixel limit takes (the file itself is a few hundred bytes)."""
+    """Its header claims 30,000 x 30,000 float samples: 10.8 GB while decoded (12 bytes a
+    pixel), more than the 5 GB an 8-bit RGB slide of the pixel limit takes (the file itself is
+    a few hundred bytes)."""
     path = tmp_path / "huge.tif"
     tifffile.imwrite(path, np.zeros((8, 8), np.float32))
     header = bytearray(path.read_bytes())
@@ -210,6 +211,6 @@ def test_a_float_tiff_too_large_to_decode_is_refused_before_decoding(tmp_path: P
     for tag in sizes:  # an IFD entry: code, type, count, then the value
         struct.pack_into("<H" if tag.dtype == 3 else "<I", header, tag.offset + 8, 30_000)
     path.write_bytes(bytes(header))
-    with pytest.raises(SlideError, match=r"huge\.tif: 900000000 pixels of 4 bytes each decode "
-                       r"to 3600000000 bytes, more than 3000000000"):
+    with pytest.raises(SlideError, match=r"huge\.tif: 900000000 pixels \(F\) need 10800000000 "
+                       r"bytes while decoded, more than the 5000000000 of an 8-bit RGB slide"):
         read_slide(path, 1.0, 1.0)

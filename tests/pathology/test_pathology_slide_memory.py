@@ -1,0 +1,90 @@
+"""A slide's decode bound counts what decoding it really holds: Pillow keeps an RGBA or CMYK
+pixel in 4 bytes and the RGB copy in 4 more, so such a slide the bound would have let through as
+3 bytes a pixel is refused before its pixels are decoded. Each slide is read in a process of
+its own, with the bound scaled down to a 40 Mpx slide, and its peak memory measured there."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+MAX_PIXELS = 40_000_000
+MAX_BYTES = 5 * MAX_PIXELS  # what an 8-bit RGB slide of MAX_PIXELS holds while decoded
+
+READ = """
+import json, resource, sys
+from pathlib import Path
+from appliance.pathology import slides
+slides.MAX_SLIDE_PIXELS, slides.MAX_DECODED_BYTES = int(sys.argv[2]), int(sys.argv[3])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+try:
+    slides.read_slide(Path(sys.argv[1]), 0.5, 0.5)
+    refused = None
+except slides.SlideError as exc:
+    refused = str(exc)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+print(json.dumps({"refused": refused, "grown_bytes": grown}))
+"""
+
+
+def _blank_png(path: Path, width: int, height: int, colour_type: int, channels: int) -> None:
+    """An 8-bit PNG of zeros, compressed row by row (a few hundred kB for 30 Mpx)."""
+    packer = zlib.compressobj(9)
+    row = bytes(1 + width * channels)
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
+                     + chunk(b"IEND", b""))
+
+
+def _read_alone(path: Path) -> tuple[str | None, int]:
+    """read_slide in a fresh process under the scaled-down bound: its refusal and how far the
+    process's peak memory grew while reading."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", READ, str(path), str(MAX_PIXELS),
+                           str(MAX_BYTES)], capture_output=True, text=True, env=env, check=True)
+    answer = json.loads(done.stdout)
+    return answer["refused"], int(answer["grown_bytes"])
+
+
+@pytest.mark.parametrize("name", ["rgba.png", "cmyk.tif"])
+def test_a_four_band_slide_over_the_decode_bound_is_refused_before_decoding(
+        tmp_path: Path, name: str) -> None:
+    """30 Mpx of RGBA or CMYK is 90 MB as 3 bytes a pixel, under the 200 MB bound, but
+    decoding it held 240 MB (4 bytes a pixel, then its RGB copy)."""
+    path = tmp_path / name
+    if name.endswith(".png"):
+        _blank_png(path, 6000, 5000, colour_type=6, channels=4)
+    else:
+        tifffile.imwrite(path, np.zeros((5000, 6000, 4), np.uint8), photometric="separated",
+                         compression="zlib")
+    refused, grown_bytes = _read_alone(path)
+    assert refused == (
+        f"{path}: 30000000 pixels ({'RGBA' if 'rgba' in name else 'CMYK'}) need 270000000 bytes "
+        f"while decoded, more than the {MAX_BYTES} of an 8-bit RGB slide of {MAX_PIXELS} "
+        "pixels; split the slide or export it as 8-bit RGB")
+    assert grown_bytes < MAX_BYTES
+
+
+def test_a_four_band_slide_within_the_bound_decodes_within_it(tmp_path: Path) -> None:
+    """20 Mpx of RGBA (180 MB at the peak, by the table) is read, and holds less than the
+    bound while it is."""
+    path = tmp_path / "rgba.png"
+    _blank_png(path, 5000, 4000, colour_type=6, channels=4)
+    refused, grown_bytes = _read_alone(path)
+    assert refused is None
+    assert grown_bytes < MAX_BYTES
