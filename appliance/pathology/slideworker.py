@@ -50,17 +50,21 @@ def prepare_for_model(
     except SlideError as exc:
         return PreparedTiles(job_id, slide_index, error=str(exc))
     try:
-        tiles, parts = [], []
-        for group, pixels in tile_batches(prepared, settings, CHUNK_TILES):
+        tiles: list[Tile] = []
+        statistics: list[np.ndarray] = []
+        size = settings.tile_px  # each chunk written straight into the slide's one tile array
+        pixels = np.empty((len(prepared.tiles), size, size, 3), np.uint8)
+        for group, chunk in tile_batches(prepared, settings, CHUNK_TILES):
+            pixels[len(tiles):len(tiles) + len(group)] = chunk
+            statistics.append(tile_statistics(chunk))  # its working arrays: a chunk's only
             tiles += group
-            parts.append(pixels)
         if not tiles:
             return PreparedTiles(job_id, slide_index,
                                  error=f"{path}: no tile passed the tumour filter")
-        pixels = np.concatenate(parts)
         slide = prepared.slide
         thumb = slide.thumbnail(slide.um_per_px * math.ceil(1 / heatmap_scale(slide.size_px)))
-        return PreparedTiles(job_id, slide_index, tiles, pixels, tile_statistics(pixels), thumb,
+        return PreparedTiles(job_id, slide_index, tiles, pixels[:len(tiles)],
+                             np.concatenate(statistics), thumb,
                              thumb.shape[1] / slide.size_px[0])
     except (SlideError, ValueError) as exc:
         return PreparedTiles(job_id, slide_index, error=str(exc))
