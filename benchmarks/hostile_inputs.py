@@ -5,7 +5,8 @@ interpreter and imports included; the seconds cover the refusal, not the imports
 writing of the file) and must come back refused with a reason; the targets are
 <= 2 s and <= 300 MB per case (docs/threat-model.md). Cases: a YAML alias bomb and 100,000
 nested lists in a config, a 20000x20000 PNG and a JPEG header claiming 65000x65000 given to
-``analyze`` (followed by a good frame that must still be measured), slide names escaping the
+``analyze`` (followed by a good frame that must still be measured), a 30 Mpx RGBA PNG given
+as ``analyze --white`` (the size limit alone let it be decoded), slide names escaping the
 slide folder, and MQTT payloads nested 100,000 deep, with duplicate keys (also one among
 26,000), an integer of 200,000 digits, or from the future.
 """
@@ -76,6 +77,20 @@ def run(folder):
 
 def after(folder):
     return f" | next file measured: {'features' in RUN.measure(folder / 'good.jpg')}"
+""",
+    "white_reference_png_30mpx_rgba": """
+from appliance.skin.analyze_run import AnalyzeRun
+
+def prepare(folder):
+    from appliance.hostile import blank_png
+    (folder / "white.png").write_bytes(blank_png(6000, 5000))
+
+def run(folder):
+    try:
+        AnalyzeRun.from_config(None, None, str(folder / "white.png"))
+    except ValueError as exc:
+        return f"refused: {exc}"
+    return "ACCEPTED"
 """,
     "jpeg_header_65000px": """
 from appliance.config import Config

@@ -22,8 +22,17 @@ FRAME_HEIGHT_PX = 960
 FRAME_WIDTH_PX = 1280
 MAX_FRAME_BYTES = 50 * 1024 * 1024
 _READ_CHUNK_BYTES = 1024 * 1024
-# Largest image decoded at all (white references, other cameras): 48 Mpx is ~150 MB as RGB.
+# Largest image decoded at all (white references, other cameras), and the most bytes its
+# decoding may hold beyond the file (an image that would take more is refused before decoding;
+# `analyze` itself takes about 120 MB). Decoding holds Pillow's image (1 byte a pixel for grey
+# or palette, 2 for 16-bit grey, 4 for any mode of several bands, RGB too), its EXIF-turned
+# copy where it has one, and the RGB array (3); OpenCV's (TIFF, WebP), its decoder's buffers
+# and the BGR and RGB arrays (measured with a TIFF: 6.6 bytes a pixel).
 MAX_DECODE_PIXELS = 48_000_000
+MAX_DECODE_BYTES = 200_000_000
+_PILLOW_BYTES_A_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
+_OPENCV_BYTES_A_PIXEL = 7
+_RGB_STRIP_ROWS = 256
 _JPEG_MAGIC = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
 _PNG_MAGIC = b"\x89PNG"
@@ -190,6 +199,7 @@ def _decode(data: bytes, name: str, expected_shape: tuple[int, int] | None) -> n
         _check_jpeg(data, name)
     if data.startswith((_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC)):
         return _decode_with_pillow(data, name)
+    _check_decode_bytes(name, width, height, "", width * height * _OPENCV_BYTES_A_PIXEL)
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # libtiff's "Sorry, ..."
     try:
@@ -255,8 +265,13 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             # exif_transpose copies even an upright image: 4 bytes a pixel of a 48 Mpx photo
+            _check_pillow_bytes(image, name, turned=False)  # before getexif: a PNG's loads
             turned = image.getexif().get(_EXIF_ORIENTATION, 1) != 1
+            if turned:
+                _check_pillow_bytes(image, name, turned=True)
             rgb = _rgb8(ImageOps.exif_transpose(image) if turned else image)
+    except FrameError:
+        raise
     except UnidentifiedImageError as exc:  # its text names the in-memory file object
         raise FrameError(f"{name}: corrupt image data (header unreadable); copy the file "
                          "again") from exc
@@ -266,12 +281,38 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
     return rgb
 
 
+def _check_pillow_bytes(image: Image.Image, name: str, turned: bool) -> None:
+    """Refuse an image whose Pillow decoding (and turned copy) would hold too much."""
+    stored = _PILLOW_BYTES_A_PIXEL.get(image.mode, 4) * (2 if turned else 1)
+    _check_decode_bytes(name, image.width, image.height, f" {image.mode}",
+                        image.width * image.height * (stored + 3))
+
+
+def _check_decode_bytes(name: str, width: int, height: int, mode: str, peak_bytes: int) -> None:
+    """Refuse an image whose decoding would hold more than MAX_DECODE_BYTES (before decoding)."""
+    if peak_bytes > MAX_DECODE_BYTES:
+        raise FrameError(
+            f"{name}: {width}x{height} px{mode} need {peak_bytes} bytes while decoded, more than "
+            f"{MAX_DECODE_BYTES}; refused before decoding (save it smaller: about "
+            f"{MAX_DECODE_BYTES // 7 // 1_000_000} Mpx of RGB fit)")
+
+
 def _rgb8(image: Image.Image) -> np.ndarray:
-    """A writable RGB uint8 copy (as OpenCV gives); alpha is dropped, not blended."""
-    if image.mode in _PILLOW_GREY16_MODES:  # convert("RGB") would clip, not scale, 16 bits
-        grey = (np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    return np.array(image if image.mode == "RGB" else image.convert("RGB"))
+    """A writable RGB uint8 copy (as OpenCV gives), made a strip of rows at a time so that
+    only the decoded image and the result are ever whole; alpha is dropped, not blended."""
+    rgb = np.empty((image.height, image.width, 3), np.uint8)
+    for top in range(0, image.height, _RGB_STRIP_ROWS):
+        strip = image.crop((0, top, image.width, min(top + _RGB_STRIP_ROWS, image.height)))
+        rgb[top:top + strip.height] = _strip_rgb8(strip)
+    return rgb
+
+
+def _strip_rgb8(strip: Image.Image) -> np.ndarray:
+    """RGB uint8 of a strip (16-bit grey as its top byte in each channel)."""
+    if strip.mode in _PILLOW_GREY16_MODES:  # convert("RGB") would clip, not scale, 16 bits
+        grey = (np.asarray(strip, dtype=np.uint32) >> 8).astype(np.uint8)
+        return grey[:, :, None]  # the same grey in R, G and B
+    return np.asarray(strip if strip.mode == "RGB" else strip.convert("RGB"))
 
 
 _EXIF_ORIENTATION = 0x0112  # EXIF 2.3 tag 274

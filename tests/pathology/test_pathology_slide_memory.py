@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+
+from appliance.hostile import blank_png
 
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 5 * MAX_PIXELS  # what an 8-bit RGB slide of MAX_PIXELS holds while decoded
@@ -37,21 +37,6 @@ print(json.dumps({"refused": refused, "grown_bytes": grown}))
 """
 
 
-def _blank_png(path: Path, width: int, height: int, colour_type: int, channels: int) -> None:
-    """An 8-bit PNG of zeros, compressed row by row (a few hundred kB for 30 Mpx)."""
-    packer = zlib.compressobj(9)
-    row = bytes(1 + width * channels)
-    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
-                     + chunk(b"IEND", b""))
-
-
 def _read_alone(path: Path) -> tuple[str | None, int]:
     """read_slide in a fresh process under the scaled-down bound: its refusal and how far the
     process's peak memory grew while reading."""
@@ -69,7 +54,7 @@ def test_a_four_band_slide_over_the_decode_bound_is_refused_before_decoding(
     decoding it held 240 MB (4 bytes a pixel, then its RGB copy)."""
     path = tmp_path / name
     if name.endswith(".png"):
-        _blank_png(path, 6000, 5000, colour_type=6, channels=4)
+        path.write_bytes(blank_png(6000, 5000))
     else:
         tifffile.imwrite(path, np.zeros((5000, 6000, 4), np.uint8), photometric="separated",
                          compression="zlib")
@@ -85,7 +70,7 @@ def test_a_four_band_slide_within_the_bound_decodes_within_it(tmp_path: Path) ->
     """20 Mpx of RGBA (180 MB at the peak, by the table) is read, and holds less than the
     bound while it is."""
     path = tmp_path / "rgba.png"
-    _blank_png(path, 5000, 4000, colour_type=6, channels=4)
+    path.write_bytes(blank_png(5000, 4000))
     refused, grown_bytes = _read_alone(path)
     assert refused is None
     assert grown_bytes < MAX_BYTES
