@@ -343,9 +343,14 @@ def test_a_job_submitted_while_no_server_runs_waits_and_is_done_once_one_starts(
     assert "1 request(s) waiting for a server" in listed
     serve(config)
     assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=60)["state"] == "done"
-    time.sleep(0.5)  # the request is cleared after the final state goes out
+    # the request is cleared after the final state goes out: once the state has expired
+    # (final_state_keep_s) a request left retained would be listed as waiting again
+    assert wait_until(lambda: not _retained_on(env.broker, request_topic(env.prefix, job_id)),
+                      30, poll_s=0.2), "the done job's request is still retained"
     assert main(["pathology", "job", "list", *cfg]) == 0
-    assert "waiting" not in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert f"{job_id} done 1/1 slides" in listed
+    assert "waiting" not in listed
 
 
 def test_a_waiting_job_is_withdrawn_by_cancel_and_never_runs(
