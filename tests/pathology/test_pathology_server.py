@@ -36,6 +36,7 @@ from appliance.config import PASSWORD_ENV, Config, config_from_mapping
 from appliance.edge.testing import wait_until
 from appliance.pathology import preparing
 from appliance.pathology import server as server_module
+from appliance.pathology.admission import MAX_CLAIM_DELAY_S
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import (
     JOB_ID,
@@ -548,6 +549,24 @@ class PeakRuns:
         return self.peak
 
 
+def _handled_before(watcher: Watcher) -> None:
+    """Wait until the server has handled what the broker sent it before now, and ended that
+    turn of its main loop (which ends by trying the requests it put off): two requests sent
+    after it, on topics naming no job id, are refused, one a turn, in the order they came."""
+    names = [f"marker:{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    for name in names:
+        watcher.submit(b"{}", job_id=name)
+    watcher.wait_refusal(f"naming {names[-1]!r}")
+
+
+def _past_every_put_off(watcher: Watcher) -> None:
+    """Wait until a busy server has read every request sent so far and, their put-off time
+    (at most MAX_CLAIM_DELAY_S) up, has had its turn to take them."""
+    _handled_before(watcher)
+    time.sleep(MAX_CLAIM_DELAY_S)  # at least: load on the machine only lengthens it
+    _handled_before(watcher)
+
+
 def test_a_server_at_its_limit_leaves_requests_to_a_server_started_later(
     env: Env, serve: Servers,
 ) -> None:
@@ -557,7 +576,7 @@ def test_a_server_at_its_limit_leaves_requests_to_a_server_started_later(
     two = [env.slides / "b11.jpg", env.slides / "b12.jpg"]
     jobs = [env.watcher.submit(_job(f"spread-{index}", two)) for index in range(6)]
     env.watcher.wait(jobs[0], {"running"}, min_done=0)
-    time.sleep(1.5)  # longer than the most a busy server puts a request off
+    _past_every_put_off(env.watcher)
     store = _store(env.tmp_path)
     assert store.job(jobs[0])["state"] == "running"  # type: ignore[index]
     assert [job_id for job_id in jobs if store.job(job_id)] == [jobs[0]]  # the rest wait
@@ -584,8 +603,8 @@ def test_a_request_withdrawn_while_a_server_at_its_limit_left_it_never_runs(
     busy = env.watcher.submit(_job("busy", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
     env.watcher.wait(busy, {"running"})
     cfg, job_id = _submitted_by_the_cli(env, capsys)
-    time.sleep(1.5)  # longer than the most a busy server puts a request off
-    assert server._waiting  # noqa: SLF001 - it kept the request for when it has room
+    _past_every_put_off(env.watcher)
+    assert list(server._waiting) == [job_id]  # noqa: SLF001 - kept for when it has room
     assert main(["pathology", "job", "cancel", job_id, *cfg]) == 0
     assert f"job {job_id} withdrawn: no server had taken it" in capsys.readouterr().out
     assert env.watcher.wait(busy, {"done", "failed"}, timeout_s=60)["state"] == "done"
