@@ -89,6 +89,23 @@ def _limits(url: str) -> dict[str, Any]:
     return {name: value for name, value in _LIMITS.items() if name not in given}
 
 
+def given_connect_timeout(url: str) -> int | None:
+    """The ``connect_timeout`` the URL sets itself, in seconds (libpq's meaning: 0 or less
+    waits for ever), or None where it sets none (or is not a URL libpq reads: connecting says
+    what is wrong with it)."""
+    from psycopg import Error  # noqa: PLC0415
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    try:
+        given = conninfo_to_dict(url).get("connect_timeout")
+    except Error:
+        return None
+    try:
+        return None if given is None else int(str(given))
+    except ValueError:
+        return None  # libpq refuses it as it connects
+
+
 def postgres_connection(url: str, **options: Any) -> Any:
     """An autocommit connection to the PostgreSQL database ``url`` names (``options``: libpq's
     own, such as ``application_name``); StoreError naming the database when it cannot be made,

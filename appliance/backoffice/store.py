@@ -30,6 +30,7 @@ from appliance.backoffice.pgconnect import (
     MIGRATE_HINT,
     SERVER_LIMITS,
     answered_within,
+    given_connect_timeout,
     postgres_connection,
 )
 from appliance.backoffice.queries import ConsoleQueries
@@ -82,7 +83,8 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 # how long a new connection's set-up statements (the server's keepalives, read-only, the
 # schema) may wait for the server: part of opening it, given the time the connection itself is
 # given. A server that went silent right after the connection was made (hung between, a pooler
-# whose server went away) held every open and every reconnect of a service for ever.
+# whose server went away) held every open and every reconnect of a service for ever. A URL
+# that sets its own connect_timeout gives its set-up that (0 or less: no bound, as libpq).
 SET_UP_WITHIN_S = CONNECT_TIMEOUT_S
 # how long ``answers`` waits for SELECT 1: one round trip on a server that answers; one that
 # has not answered it in the time a new connection is given will not answer a request either
@@ -168,13 +170,16 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
     def _connect_postgres(self, pg_schema: str | None) -> Any:
         """A connection set up for this store; StoreError naming the database when the server
         fails the set-up's statements (it went away right after the connection was made, the
-        role may not create the schema) or does not answer them within SET_UP_WITHIN_S:
+        role may not create the schema) or does not answer them within SET_UP_WITHIN_S (the
+        URL's connect_timeout where it sets one):
         psycopg's own error came out of the command as a traceback."""
         import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
 
         conn = postgres_connection(self.url)
+        given = given_connect_timeout(self.url)
+        within = SET_UP_WITHIN_S if given is None else given
         try:
-            with answered_within(conn, SET_UP_WITHIN_S):
+            with answered_within(conn, within) if within > 0 else nullcontext():
                 self._set_up(conn, pg_schema)
         except BaseException as exc:
             conn.close()

@@ -66,3 +66,26 @@ def test_a_store_on_a_server_that_goes_silent_at_once_is_a_store_error_within_it
     assert isinstance(raised[0], StoreError)
     assert str(raised[0]) == (f"cannot open the PostgreSQL database {server.url()}: no answer "
                               "from the server within 1 s: the connection was cut")
+
+
+@pytest.mark.postgres
+def test_a_url_s_own_connect_timeout_bounds_the_set_up_too() -> None:
+    """The connection honoured the URL's connect_timeout; its set-up waited 10 s whatever the
+    URL said (SET_UP_WITHIN_S is not patched here)."""
+    raised: list[BaseException] = []
+
+    def open_it(url: str) -> None:
+        try:
+            Store(url, pg_schema="pgsmall_never_made")
+        except BaseException as exc:  # what it raised is the answer
+            raised.append(exc)
+
+    with cut_server("silent") as server:
+        url = server.url(query="connect_timeout=3")
+        opening = threading.Thread(target=open_it, args=(url,), daemon=True)
+        opening.start()
+        opening.join(60)
+        assert not opening.is_alive(), "the set-up still waited on the silent server"
+    assert len(raised) == 1
+    assert str(raised[0]) == (f"cannot open the PostgreSQL database {url}: no answer "
+                              "from the server within 3 s: the connection was cut")
