@@ -11,6 +11,10 @@ once, and outputs of it that were still in the model find no slide to land in; t
 taken back later is a new run, finished as any other. The finisher keeps nothing of a run past
 its drop, and says when it has dropped one (``on_dropped``), so the server stores a job's end
 only after every slide result of that run that the finisher will ever write.
+
+The finisher opens its own connection to the store, in its thread: a store that cannot be
+reached then is an outage as a failed write is (said once, tried again each second, the
+slides waiting in its inbox meanwhile), not the end of the thread or of the server.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ SLIDE_OUTAGE = OutageWords(
     meanwhile="the slide, and its job with it, waits: tried again each second, said again "
               "each minute while the store fails",
     still="storing slide results still fails")
+OPEN_OUTAGE = OutageWords(
+    failed="opening the slide finisher's connection failed",
+    meanwhile="slide results wait: tried again each second, said again each minute while "
+              "the store fails",
+    still="opening the slide finisher's connection still fails")
 
 
 @dataclass
@@ -72,24 +81,32 @@ class SlideWork:
 
 class SlideFinisher(threading.Thread):
     """Turns batch outputs into stored slide results; ``on_stored(job, index, row)`` after
-    each, ``on_dropped(job, run)`` once a dropped run's last result is written."""
+    each, ``on_dropped(job, run)`` once a dropped run's last result is written.
+    ``open_store`` opens the thread's connection to the store ``url`` names."""
 
-    def __init__(self, store: PathologyStore, info: ModelInfo, *, results_dir: Path,
+    store: PathologyStore  # opened by run(), before the first event is handled
+
+    def __init__(self, open_store: Callable[[], PathologyStore], info: ModelInfo, *, url: str,
+                 results_dir: Path,
                  server_id: str, backend_settings: dict[str, Any],
                  on_stored: Callable[[str, int, dict[str, Any]], None],
                  on_dropped: Callable[[str, int], None]) -> None:
         super().__init__(name="SlideFinisher", daemon=True)
-        self.store, self.info, self.results_dir = store, info, results_dir
+        self.open_store, self.info, self.results_dir = open_store, info, results_dir
         self.server_id, self.backend = server_id, json.dumps(backend_settings, default=str)
         self.on_stored, self.on_dropped = on_stored, on_dropped
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stop_event = threading.Event()
         # slides waiting for outputs, by (job id, run id, slide index)
         self._slides: dict[tuple[str, int, int], SlideWork] = {}
-        self._outage = StoreOutage(store.url, log, SLIDE_OUTAGE)  # said once, not each try
+        self._outage = StoreOutage(url, log, SLIDE_OUTAGE)  # said once, not each try
+        self._open_outage = StoreOutage(url, log, OPEN_OUTAGE)
 
     def run(self) -> None:
-        """Handle events until stopped (errors are logged; the thread keeps going)."""
+        """Open the store, then handle events until stopped (errors are logged; the thread
+        keeps going)."""
+        if not self._opened():
+            return
         while not self.stop_event.is_set():
             try:
                 kind, event = self.inbox.get(timeout=0.2)
@@ -99,6 +116,22 @@ class SlideFinisher(threading.Thread):
                 self._handle(kind, event)
             except Exception:  # a broken picture or row must not stop every other slide
                 log.exception("slide finisher could not handle %s", kind)
+
+    def _opened(self) -> bool:
+        """Open the store, trying again each second while it cannot be reached; False if
+        stopped first."""
+        while not self.stop_event.is_set():
+            try:
+                self.store = self.open_store()
+            except STORE_ERRORS as exc:
+                if self.stop_event.is_set():  # cut by the server's stop: no outage
+                    return False
+                self._open_outage.failed(exc)
+                self.stop_event.wait(STORE_RETRY_S)
+                continue
+            self._open_outage.passed()
+            return True
+        return False
 
     def _handle(self, kind: str, event: Any) -> None:
         if kind == "slide":

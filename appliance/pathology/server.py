@@ -105,7 +105,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
 
     def run(self, stop: threading.Event) -> None:
         """Connect, start the workers and serve jobs until stop is set."""
-        finisher = SlideFinisher(self.store_for_thread(), self.backend.info,
+        finisher = SlideFinisher(self.store_for_thread, self.backend.info, url=self.store.url,
                                  results_dir=Path(self.settings.results_dir),
                                  server_id=self.server_id,
                                  backend_settings=self.backend.settings, on_stored=self._stored,

@@ -57,7 +57,8 @@ class Finishing:
     def __init__(self, store: PathologyStore, results_dir: Path) -> None:
         self.told: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue()
         self.finisher = SlideFinisher(
-            store, INFO, results_dir=results_dir, server_id="here", backend_settings={},
+            lambda: store, INFO, url=store.url, results_dir=results_dir, server_id="here",
+            backend_settings={},
             on_stored=lambda *stored: self.told.put(("stored", stored)),
             on_dropped=lambda *dropped: self.told.put(("dropped", dropped)))
         self.finisher.start()

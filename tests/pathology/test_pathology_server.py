@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from PIL import Image
 
 from appliance.backoffice.outage import StoreOutage
+from appliance.backoffice.storeerrors import StoreError
 from appliance.cli import main
 from appliance.config import PASSWORD_ENV, Config, config_from_mapping
 from appliance.edge.testing import wait_until
@@ -1922,3 +1923,32 @@ def test_a_long_store_outage_is_said_again_once_a_minute_by_the_server(
     assert len(said) == 3, said
     assert "reads or writes still fail after 121 tries in 60 s (disk I/O error)" in said[1]
     assert said[2].endswith("answers again after 161 failed tries in 80 s")
+
+
+def test_a_finisher_whose_store_cannot_be_opened_at_start_waits_for_it(
+    env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The finisher's own connection was opened as the server started: a store that could not
+    be reached at that moment raised out of the server's run, and the server was gone. Now it
+    is an outage of the finisher (said once, tried again each second): once the store answers,
+    the job is done."""
+    tries: list[int] = []
+
+    def unreachable_twice(server: PathologyServer) -> PathologyStore:
+        tries.append(1)
+        if len(tries) <= 2:
+            raise StoreError("cannot connect to the test store: it is not there yet")
+        return _store(env.tmp_path)
+
+    monkeypatch.setattr(PathologyServer, "store_for_thread", unreachable_twice)
+    caplog.set_level(logging.WARNING, logger="appliance.pathology.finisher")
+    serve(env.config())
+    env.watcher.submit(_job("late-store", [env.slides / "b11.jpg"]))
+    final = env.watcher.wait("late-store", {"done", "failed", "cancelled"})
+    assert final["state"] == "done"
+    said = [record.getMessage() for record in caplog.records
+            if record.name == "appliance.pathology.finisher"]
+    assert len(said) == 2, said
+    assert "opening the slide finisher's connection failed (cannot connect to the test store: " \
+           "it is not there yet)" in said[0]
+    assert "answers again after 2 failed tries" in said[1]
