@@ -197,6 +197,11 @@ def _slide(item: Any, index: int, roots: list[Path], job_id: str) -> SlideReques
                               "slide file", job_id) from exc
     if confined is None:
         raise JobRefusedError(f"{where}.path {path[:200]!r} is outside the slide roots", job_id)
+    try:  # a link to a file whose name is not UTF-8: no store, state or log text can hold it
+        str(confined).encode()
+    except UnicodeEncodeError as exc:
+        raise JobRefusedError(f"{where}.path {path[:200]!r} leads to a file whose name is not "
+                              "UTF-8 text; rename the file", job_id) from exc
     given = item.get("name")
     name = one_form(given if isinstance(given, str) and given else confined.stem)
     return SlideRequest(str(confined), um_per_px, re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100])

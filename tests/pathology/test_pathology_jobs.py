@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -53,6 +54,22 @@ def test_slides_must_resolve_inside_a_root(tmp_path: Path) -> None:
         with pytest.raises(JobRefusedError, match="outside the slide roots") as caught:
             parse_job(_payload([hostile]), [root], 10_000, 10)
         assert caught.value.job_id == "j1"
+
+
+def test_a_link_to_a_file_whose_name_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    """A request names a link in a slide root to a file whose name is not UTF-8 (b'\\xff'):
+    the resolved path was accepted, and its slide result, text no store can take, failed in
+    the finisher for good, so the job stayed running for ever. Now the request is refused."""
+    root = tmp_path / "slides"
+    root.mkdir()
+    odd = os.fsdecode(bytes(root) + b"/\xff.jpg")
+    Path(odd).write_bytes(b"x")
+    (root / "link.jpg").symlink_to(odd)
+    with pytest.raises(JobRefusedError) as caught:
+        parse_job(_payload([str(root / "link.jpg")]), [root], 10_000, 10)
+    assert str(caught.value) == (f"slides[0].path {str(root / 'link.jpg')!r} leads to a file "
+                                 "whose name is not UTF-8 text; rename the file")
+    assert caught.value.job_id == "j1"
 
 
 def test_a_slide_named_with_decomposed_accents_carries_the_same_name_as_composed(
