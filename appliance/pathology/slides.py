@@ -156,7 +156,9 @@ def _check_inside(handle: BinaryIO, path: Path, roots: Sequence[Path]) -> None:
     elsewhere. Linux names an open descriptor's file in /proc/self/fd."""
     opened = Path(os.readlink(f"/proc/self/fd/{handle.fileno()}"))
     if not any(opened.is_relative_to(root.resolve()) for root in roots):
-        raise SlideError(f"{path}: leads outside the slide roots now (to {opened}); refused")
+        # a name that is not UTF-8 shown as its bytes' escapes: the text is stored
+        shown = os.fsencode(opened).decode(errors="backslashreplace")
+        raise SlideError(f"{path}: leads outside the slide roots now (to {shown}); refused")
 
 
 def _check_kind(mode: int, path: Path) -> None:

@@ -176,6 +176,29 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PathologyS
         yield opened
 
 
+def test_a_slide_that_leads_out_of_the_roots_to_a_name_not_utf8_says_so_in_text_a_store_takes(
+    tmp_path: Path,
+) -> None:
+    """The refusal named the file it now leads to as it is: a name that is not UTF-8 gave text
+    no store can take, so the slide's failed result was never stored and its job stayed
+    running for ever. Now the name's odd bytes are shown as escapes."""
+    root, outside = tmp_path / "slides", tmp_path / "private"
+    root.mkdir()
+    outside.mkdir()
+    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 1, 0.5, seed=3))
+    Image.fromarray(rgb).save(root / "a.jpg", quality=88)
+    job = parse_job(_payload([str(root / "a.jpg")]), [root], 10_000, 3)
+    odd = os.fsdecode(bytes(outside) + b"/\xff.jpg")
+    (root / "a.jpg").rename(odd)
+    (root / "a.jpg").symlink_to(odd)
+    prepared = prepare_for_model("j1", 0, job.slides[0].path, 1.0,
+                                 TileSettings(tile_px=64, tile_um=128.0), roots=[str(root)])
+    assert prepared.error == (f"{job.slides[0].path}: leads outside the slide roots now (to "
+                              f"{outside}/\\xff.jpg); refused")
+    prepared.error.encode()  # what the store is given
+
+
+
 def _row(job_id: str, index: int, server: str) -> dict[str, object]:
     return {"job_id": job_id, "slide_index": index, "slide": f"s{index}", "path": "/x",
             "label": "MSI", "score": 0.7, "mean_probability": 0.7, "msi_tile_share": 0.6,
