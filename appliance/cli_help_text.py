@@ -214,6 +214,13 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "by default for every device assigned the model.",
         ("appliance models rollback skin-texture-grade --to 1.0.0 --repo /srv/models",),
     ),
+    "models halt": (
+        "Halt the model's running rollout now, from another terminal: its deploy withdraws the "
+        "assignments not yet installed (putting back what they replaced) and records halted with "
+        "who and why; a rollout whose deploy was killed is halted here. Exit 0 halted, 1 the "
+        "deploy did not say so within 60 s, 2 none running or an error.",
+        ("appliance models halt skin-texture-grade --repo /srv/models --reason 'bad grades'",),
+    ),
     "models status": (
         "Per device: the model version running, the version targeted, its last update state "
         "and why (with the rollout that set it).",

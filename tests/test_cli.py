@@ -241,6 +241,7 @@ def test_a_number_outside_its_range_is_refused_naming_the_option(
      "--vectors"),
     (["models", "deploy", "skin-texture-grade", "1.0.0", "--all", "--repo", ""], "--repo"),
     (["models", "status", "--repo", ""], "--repo"),
+    (["models", "halt", "skin-texture-grade", "--repo", ""], "--repo"),
     # analyze and calibrate called '' the working folder: ".: a folder, not an image file"
     (["analyze", ""], "IMG"),
     (["analyze", "frame.jpg", ""], "IMG"),
@@ -482,6 +483,7 @@ def test_the_demo_refuses_an_empty_store_rather_than_fill_the_default_one(
 
 @pytest.mark.parametrize("command", [
     ["console"], ["console", "user", "list"], ["models", "status", "--repo", "r"],
+    ["models", "halt", "skin-texture-grade", "--repo", "r"],
     ["models", "deploy", "skin-texture-grade", "1.0.0", "--all", "--repo", "r"], ["fleet"],
 ])
 def test_an_empty_store_is_refused_where_it_was_taken_for_the_default_one(

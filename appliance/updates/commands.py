@@ -1,6 +1,6 @@
-"""``appliance models repo|release|deploy|status|rollback``: the fleet's model updates.
+"""``appliance models repo|release|deploy|halt|status|rollback``: the fleet's model updates.
 
-Repository commands work on the folder alone; deploy, status and rollback also talk to the
+Repository commands work on the folder alone; deploy, halt, status and rollback also talk to the
 broker and the back-office store: from ``--config``, else ./config.yaml when present, else
 built-in defaults, always with the APPLIANCE__ overrides (``--store`` names the store alone).
 """
@@ -95,6 +95,12 @@ def _register_fleet(models: Any) -> None:
                              help="halt once more devices than this failed (0)")
         add_store_options(command)
         command.set_defaults(handler=_deploy, decision=name if name == "rollback" else "deploy")
+    halt = models.add_parser("halt", help="halt the running rollout of a model now")
+    halt.add_argument("name", help="model name")
+    halt.add_argument("--repo", type=named_path, required=True, help="repository folder")
+    halt.add_argument("--reason", default="", help="why, recorded with who halted it")
+    add_store_options(halt)
+    halt.set_defaults(handler=_halt)
     status = models.add_parser("status", help="per device: running, targeted, state")
     status.add_argument("--repo", type=named_path, required=True, help="repository folder")
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -193,6 +199,12 @@ def _deploy(args: argparse.Namespace) -> int:
     from appliance.updates.fleetops import run_deploy  # noqa: PLC0415
 
     return run_deploy(args)
+
+
+def _halt(args: argparse.Namespace) -> int:
+    from appliance.updates.fleetops import run_halt  # noqa: PLC0415
+
+    return run_halt(args)
 
 
 def _status(args: argparse.Namespace) -> int:

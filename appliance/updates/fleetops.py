@@ -9,9 +9,12 @@ rollout records (why a rollout halted).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
+import socket
 import sys
+import time
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,8 +50,10 @@ from appliance.updates.rollout import (
     Device,
     Rollout,
     RolloutPlan,
+    halt_stopped,
     latest_rollouts,
     mark_interrupted,
+    request_halt,
 )
 
 if TYPE_CHECKING:
@@ -247,6 +252,78 @@ def run_deploy(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(escape_controls(f"rollout {outcome.rollout_id} {outcome.state}: {outcome.reason}"))
     return 0 if outcome.state == "complete" else EXIT_HALTED
+
+
+HALT_WAIT_S = 60.0  # for the running deploy to see the request (it looks every 0.1 s)
+
+
+def run_halt(args: argparse.Namespace) -> int:
+    """Halt the newest ``running`` or ``interrupted`` rollout of a model: the deploy running it
+    (another process) is asked to and halts as on its own failures; with none running, it is
+    halted here. Exit 0 halted, 1 the deploy did not say so in time, 2 nothing to halt or an
+    error."""
+    if not os.path.lexists(args.repo / "settings.json"):  # as status says it
+        shown = shorten(str(args.repo), SHOWN_ARGUMENT_CHARS)
+        print(f"halt: {shown}: not a model repository (no settings.json)", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        _, url = _settings(args)
+        repo = FileRepository(args.repo)
+        if (missing := missing_sqlite_file(url)) is not None:
+            raise ValueError(f"no rollouts yet: no store at {missing}")
+        with closing(open_store(url)) as store:  # exists (checked): it records the halt
+            rollout_id, state = _halted_rollout(store, repo, args.name)
+            reason = (f"halted by {_who()} (`appliance models halt`): "
+                      f"{args.reason or 'no reason given'}")[:1000]
+            if state == "interrupted" or not repo.rollout_held():
+                with repo.rolling_out():  # no deploy starts while this one withdraws
+                    withdrawn = halt_stopped(store, repo, rollout_id, reason)
+                print(escape_controls(f"rollout {rollout_id} halted (no deploy was running it; "
+                                      f"{withdrawn} assignment(s) withdrawn): {reason}"))
+                return 0
+            request_halt(repo, rollout_id, reason)
+            return _await_halt(store, rollout_id, reason)
+    except DATABASE_ERRORS as exc:
+        return _store_failed("halt", url, exc)
+    except (*_ERRORS, ValueError) as exc:
+        print(escape_controls(f"halt: {exc}"), file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _who() -> str:
+    """user@host of whoever halts (the uid where the user has no name)."""
+    try:
+        user = getpass.getuser()
+    except OSError:
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _halted_rollout(store: Store, repo: FileRepository, name: str) -> tuple[str, str]:
+    """The newest rollout of ``name`` on ``repo`` still ``running`` (or ``interrupted``)."""
+    rows = store.query(
+        "SELECT rollout_id, state FROM rollouts WHERE model_name = ? AND (repository = ? OR "
+        "repository IS NULL) ORDER BY updated_at DESC LIMIT 1", [name, repo.identity()])
+    if not rows or rows[0][1] not in ("running", "interrupted"):
+        state = f" (its newest is {rows[0][1]})" if rows else ""
+        raise ValueError(f"no rollout of {shorten(name, SHOWN_ARGUMENT_CHARS)} is running on "
+                         f"{repo.dir}{state}")
+    return str(rows[0][0]), str(rows[0][1])
+
+
+def _await_halt(store: Store, rollout_id: str, reason: str) -> int:
+    deadline_s = time.monotonic() + HALT_WAIT_S
+    while time.monotonic() < deadline_s:
+        [(state,)] = store.query("SELECT state FROM rollouts WHERE rollout_id = ?", [rollout_id])
+        if state != "running":
+            print(escape_controls(f"rollout {rollout_id} {state}: {reason}" if state == "halted"
+                                  else f"rollout {rollout_id} ended {state} before it halted"))
+            return 0 if state == "halted" else EXIT_HALTED
+        time.sleep(0.2)
+    print(escape_controls(f"halt: asked the deploy running rollout {rollout_id} to halt; it did "
+                          f"not say so within {HALT_WAIT_S:.0f} s (`appliance models status` "
+                          "shows when it does)"), file=sys.stderr)
+    return EXIT_HALTED
 
 
 def fleet_status(

@@ -15,10 +15,15 @@ retained status) at the wave's start: the others are assigned all the same, inst
 are back, and are named "offline, assigned, not awaited" instead of holding the wave for its
 whole timeout; so is one switched off during the wave before it reported. Canaries are always
 awaited: a release no kiosk has installed yet goes no further.
+
+``appliance models halt`` halts a rollout from another process: it writes a request naming the
+rollout (``request_halt``), which the deploy reads while it waits for a wave and halts on as on
+its failures; a rollout whose deploy is gone it halts itself (``halt_stopped``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
@@ -33,6 +38,7 @@ from appliance.transport import payloads
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.manifest import Assignment, ModelManifest
 from appliance.updates.operations import assign, assignments, unassign
+from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
 from appliance.updates.repository import FileRepository
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,8 @@ POLL_S = 0.1
 FAILED_STATES = ("rejected", "rolled_back")
 NOT_AWAITED = "offline, assigned, not awaited"
 SHOWN_DEVICES = 10  # named in a log line or a reason; the rest are counted
+HALT_REQUEST = ".rollout.halt"  # in the repository folder: `models halt` asks a deploy to halt
+MAX_HALT_REQUEST_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class Rollout:
         self._started_s = time.monotonic()
         self._newest: datetime | None = None  # the last stamp recorded (``_stamp``)
         self._repository = repo.identity()
+        self.requested: str | None = None  # why `models halt` asked this rollout to halt
 
     def run(self) -> RolloutOutcome:
         """Canaries, then waves; returns how it ended (recorded in the store too). A rollout
@@ -120,8 +129,10 @@ class Rollout:
         waves += [rest[i : i + plan.wave_size] for i in range(0, len(rest), plan.wave_size)]
         for index, wave in enumerate(waves):
             phase = "canary" if canaries and index == 0 else f"wave {index + (not canaries)}"
-            self._run_wave(wave, phase)
-            halt = self._halt_reason(phase)
+            self.requested = halt_requested(self.repo, self.rollout_id)
+            if self.requested is None:  # asked between waves: the next one is not assigned
+                self._run_wave(wave, phase)
+            halt = self.requested or self._halt_reason(phase)
             if halt is not None:
                 self._halt(halt)
                 return self._outcome("halted", halt)
@@ -174,6 +185,13 @@ class Rollout:
         deadline_s = time.monotonic() + plan.timeout_s
         waiting = set(wave)
         while waiting and time.monotonic() < deadline_s:
+            self.requested = halt_requested(self.repo, self.rollout_id)
+            if self.requested is not None:  # withdrawn by the halt, as a failure is
+                for device in sorted(waiting):
+                    self.outcomes[device] = ("halted", self.requested)
+                    self._record_device(device, phase, "halted", self.requested,
+                                        self._running(device))
+                return
             views = self.watcher.devices()
             for device in sorted(waiting):
                 verdict = self._verdict(views.get(device))
@@ -287,6 +305,8 @@ class Rollout:
                                 f"{NOT_AWAITED}; the rollout halted and {undone}", None)
         log.error("rollout %s %s", self.rollout_id, reason)
         self._record_rollout("halted", reason)
+        if self.requested is not None:  # done: the request is no longer anyone's
+            (self.repo.dir / HALT_REQUEST).unlink(missing_ok=True)
 
     # -- the store ------------------------------------------------------------------------
 
@@ -323,6 +343,46 @@ class Rollout:
             "updated_at = excluded.updated_at",
             [(self.rollout_id, *device, phase, state, reason, running, self._stamp())],
         )
+
+
+def request_halt(repo: FileRepository, rollout_id: str, reason: str) -> None:
+    """Ask the deploy running ``rollout_id`` on ``repo`` to halt, for ``reason`` (who and
+    why): it looks at the request while it waits for a wave and halts as on its failures."""
+    write_atomically(repo.dir / HALT_REQUEST,
+                     json.dumps({"rollout": rollout_id, "reason": reason}).encode())
+
+
+def halt_requested(repo: FileRepository, rollout_id: str) -> str | None:
+    """The reason `models halt` gave for halting ``rollout_id``, if it asked."""
+    try:
+        raw = read_regular_file(repo.dir / HALT_REQUEST, MAX_HALT_REQUEST_BYTES)
+        request = json.loads(raw)
+    except (OSError, ValueError, RepositoryError):  # none, or not written by `models halt`
+        return None
+    if not isinstance(request, dict) or request.get("rollout") != rollout_id:
+        return None
+    return str(request.get("reason", "halted by `appliance models halt`"))[:1000]
+
+
+def halt_stopped(store: Store, repo: FileRepository, rollout_id: str, reason: str) -> int:
+    """Halt ``rollout_id``, whose deploy is no longer running (the caller holds the rollout
+    lock): withdraw the assignments it signed for devices that did not report it installed
+    (what they had before is not known outside the deploy: they keep what they run) and
+    record it ``halted``; returns how many were withdrawn."""
+    rows = store.query("SELECT site, device_id, state FROM rollout_devices WHERE rollout_id = ?",
+                       [rollout_id])
+    pending = {(row[0], row[1]) for row in rows if row[2] != "installed"}
+    ours = [device for device, held in assignments(repo, pending).items()
+            if held.rollout == rollout_id]
+    if ours:
+        unassign(repo, ours)
+    now = iso_utc(payloads.utc_now())
+    store.write("UPDATE rollout_devices SET state = 'withdrawn', reason = ?, updated_at = ? "
+                "WHERE rollout_id = ? AND site = ? AND device_id = ?",
+                [(reason, now, rollout_id, *device) for device in sorted(ours)])
+    store.write("UPDATE rollouts SET state = 'halted', reason = ?, updated_at = ? "
+                "WHERE rollout_id = ?", [(reason, now, rollout_id)])
+    return len(ours)
 
 
 def newest_stamp(store: Store) -> datetime:
