@@ -27,6 +27,26 @@ def pool_workers(pid: int) -> list[int]:
             if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
 
 
+def ctrl_c_when(command: list[str], env: dict[str, str], ready: Callable[[int], bool],
+                settle_s: float = 0.0) -> tuple[int, str]:
+    """Run ``command`` in a process group of its own (a terminal's foreground job), wait until
+    ``ready(pid)``, ``settle_s`` more, then Ctrl-C the whole group; its exit code and stderr."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, start_new_session=True)
+    try:
+        while not ready(process.pid):
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        time.sleep(settle_s)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
+        _, err = process.communicate(timeout=300)  # a hang guard only, never reached
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode, err
+
+
 def kill_a_worker(arguments: list[str]) -> tuple[int, str, int]:
     """Run ``appliance ARGUMENTS``, SIGKILL one pool worker once two are drawing, and return the
     exit code, stderr and the pid of the worker killed."""

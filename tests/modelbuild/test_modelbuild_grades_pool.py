@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from tests.pool_helpers import (
     REPO,
     ROWS_NOTED,
     TAKEN,
+    ctrl_c_when,
     drawing_for_a_minute,
     dying_on_the_first_row,
     last_row_after_the_first_is_taken,
@@ -105,24 +104,17 @@ def test_ctrl_c_with_a_worker_idle_is_no_traceback(tmp_path: Path) -> None:
     (tmp_path / PAINTING).mkdir()
     out = tmp_path / "table.csv"
     env = {**os.environ, "PYTHONPATH": str(REPO), ROWS_NOTED: str(tmp_path)}
-    process = subprocess.Popen(
+
+    def drawing(pid: int) -> bool:
+        if not ((tmp_path / DRAWN / "5").exists() and any((tmp_path / PAINTING).iterdir())):
+            return False
+        assert len(pool_workers(pid)) == 2
+        return True
+
+    code, err = ctrl_c_when(  # the worker that drew rows 1-5 waits for the next
         [sys.executable, "-c", WITH_THE_FIRST_ROW_FOR_A_MINUTE, *TABLE, "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,  # its own group, as a terminal's foreground job
-    )
-    try:
-        while not ((tmp_path / DRAWN / "5").exists() and any((tmp_path / PAINTING).iterdir())):
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.1)
-        assert len(pool_workers(process.pid)) == 2
-        time.sleep(1.0)  # the worker that drew rows 1-5 waits for the next
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
-        _, err = process.communicate(timeout=300)  # a hang guard only, never reached
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 130, err
+        env, drawing, settle_s=1.0)
+    assert code == 130, err
     assert err == ("skin-table: stopped after drawing 0 of 6 frames, before the table was "
                    "written: nothing kept; the same command again draws them all\n")
     assert not (tmp_path / DRAWN / "0").exists()

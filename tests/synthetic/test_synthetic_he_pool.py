@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from appliance.cli import main
 from appliance.synthetic import he
-from tests.pool_helpers import REPO, painting_for_a_minute, pool_workers, when_two_paint
+from tests.pool_helpers import (
+    REPO,
+    ctrl_c_when,
+    painting_for_a_minute,
+    pool_workers,
+    when_two_paint,
+)
 
 COHORT = ["synth", "he", "--patients", "40", "--seed", "0", "--workers", "2", "--quiet"]
 
@@ -87,24 +91,11 @@ def test_ctrl_c_with_a_worker_idle_is_no_traceback(tmp_path: Path) -> None:
     out = tmp_path / "cohort"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     assert len(he.cohort_specs(1, 0)) == 1
-    process = subprocess.Popen(
+    code, err = ctrl_c_when(  # then painting (a surgical slide takes seconds)
         [sys.executable, "-m", "appliance", "synth", "he", "--out", str(out), "--patients", "1",
          "--seed", "0", "--workers", "2", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,  # its own group, as a terminal's foreground job
-    )
-    try:
-        while not pool_workers(process.pid):
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.1)
-        time.sleep(1.0)  # painting (a surgical slide takes seconds)
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
-        _, err = process.communicate(timeout=300)  # a hang guard only, never reached
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 130, err
+        env, lambda pid: bool(pool_workers(pid)), settle_s=1.0)
+    assert code == 130, err
     assert err == (f"appliance synth he: stopped with 0 of 1 slides painted in {out} and no "
                    "labels.csv, which a pathology run needs; the same command again paints the "
                    "whole cohort\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ from appliance.synthetic.skin_pool import (
     write_one,
     write_series,
 )
-from tests.pool_helpers import kill_a_worker
+from tests.pool_helpers import ctrl_c_when, kill_a_worker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,23 +55,11 @@ def test_a_frame_that_cannot_be_written_ends_the_series(
 def test_ctrl_c_stops_the_series_without_a_traceback_per_worker(tmp_path: Path) -> None:
     out = tmp_path / "frames"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
+    code, err = ctrl_c_when(
         [sys.executable, "-m", "appliance", "synth", "skin", "--out", str(out), "--count",
          "2000", "--seed", "3", "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,  # its own group, as a terminal's foreground job
-    )
-    try:
-        while not list(out.glob("*.json")):  # the workers are drawing
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.1)
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
-        _, err = process.communicate(timeout=300)  # a hang guard only, never reached
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 130, err
+        env, lambda pid: bool(list(out.glob("*.json"))))  # the workers are drawing
+    assert code == 130, err
     assert "Traceback" not in err, err
     assert len(list(out.glob("*.json"))) < 2000
     assert not list(out.glob(".*")), "a temporary file was left behind"
