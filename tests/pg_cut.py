@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from tests.silent_server import accepting
+
 UPSTREAM = ("127.0.0.1", 5432)
 CUT_OPTIONS = "sslmode=disable&gssencmode=disable"
 _READY_FOR_QUERY = ord("Z")
@@ -121,29 +123,18 @@ def cut_server(mode: str | None = None) -> Iterator[CutServer]:
     """Relay on a free port of 127.0.0.1 for the ``with`` block, cutting each connection at its
     first query as ``mode`` (``close`` or ``silent``) says, or as told (None: ``hang``,
     ``recover``); every connection closed after."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)  # the taker looks at ``done`` between waits
-    server = CutServer(listener.getsockname()[1])
     connections: list[_Connection] = []
-    done = threading.Event()
+    servers: list[CutServer] = []  # made once the port is known, before any client has it
 
-    def take() -> None:
-        while not done.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            client.settimeout(None)
-            connections.append(_Connection(client, mode, server))
-            threading.Thread(target=connections[-1].relay, daemon=True).start()
+    def relay(client: socket.socket) -> None:
+        client.settimeout(None)
+        connections.append(_Connection(client, mode, servers[0]))
+        threading.Thread(target=connections[-1].relay, daemon=True).start()
 
-    taker = threading.Thread(target=take, name="CutServer", daemon=True)
-    taker.start()
     try:
-        yield server
+        with accepting("CutServer", relay) as port:
+            servers.append(CutServer(port))
+            yield servers[0]
     finally:
-        done.set()
-        taker.join(5)
-        listener.close()
         for connection in connections:
             connection.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,13 +29,11 @@ class SilentServer:
 
 
 @contextmanager
-def silent_server() -> Iterator[SilentServer]:
-    """Listen on a free port of 127.0.0.1 for the ``with`` block. Every connection is taken
-    and held open, unanswered, until the block ends."""
+def accepting(name: str, on_accept: Callable[[socket.socket], None]) -> Iterator[int]:
+    """Listen on a free port of 127.0.0.1 for the ``with`` block (its port yielded), handing
+    each connection taken to ``on_accept`` from a thread named ``name``."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)  # the taker looks at ``done`` between waits
-    server = SilentServer(listener.getsockname()[1])
-    held: list[socket.socket] = []
     done = threading.Event()
 
     def take() -> None:
@@ -44,17 +42,32 @@ def silent_server() -> Iterator[SilentServer]:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            held.append(conn)
-            server.taken.set()
+            on_accept(conn)
 
-    taker = threading.Thread(target=take, name="SilentServer", daemon=True)
+    taker = threading.Thread(target=take, name=name, daemon=True)
     taker.start()
     try:
-        yield server
+        yield listener.getsockname()[1]
     finally:
         done.set()
         taker.join(5)
         listener.close()
+
+
+@contextmanager
+def silent_server() -> Iterator[SilentServer]:
+    """Listen on a free port of 127.0.0.1 for the ``with`` block. Every connection is taken
+    and held open, unanswered, until the block ends."""
+    held: list[socket.socket] = []
+    taken = threading.Event()
+
+    def hold(conn: socket.socket) -> None:
+        held.append(conn)
+        taken.set()
+
+    try:
+        with accepting("SilentServer", hold) as port:
+            yield SilentServer(port, taken)
+    finally:
         for conn in held:
             conn.close()
-
