@@ -217,9 +217,7 @@ def _ended_workers(processes: Mapping[int, BaseProcess]) -> list[str]:
     gone = [worker for worker in workers if worker.sentinel in ended]
     for worker in gone:
         worker.join(_REAP_S)
-    killed = [worker for worker in gone if worker.exitcode != -signal.SIGTERM]
-    return [f"worker process {worker.pid} {_how_it_ended(worker.exitcode)}"
-            for worker in killed or gone]
+    return _named(_not_ended_by_sigterm(gone) or gone)
 
 
 def _killed_workers(processes: Mapping[int, BaseProcess]) -> list[str]:
@@ -227,12 +225,18 @@ def _killed_workers(processes: Mapping[int, BaseProcess]) -> list[str]:
     which the pool ends the rest when it sees one dead (and the run ends those of a failed
     run): the one that broke the pool while no job was pending, so that no job failed with it
     then. A worker killed with SIGTERM itself is not told from the rest: none is named."""
-    described = []
     for worker in processes.values():
         worker.join(_REAP_S)  # the pool has joined it: a guard only
-        if worker.exitcode != -signal.SIGTERM:
-            described.append(f"worker process {worker.pid} {_how_it_ended(worker.exitcode)}")
-    return described
+    return _named(_not_ended_by_sigterm(list(processes.values())))
+
+
+def _not_ended_by_sigterm(workers: list[BaseProcess]) -> list[BaseProcess]:
+    return [worker for worker in workers if worker.exitcode != -signal.SIGTERM]
+
+
+def _named(workers: list[BaseProcess]) -> list[str]:
+    """Each worker as 'worker process PID was killed by ...'."""
+    return [f"worker process {worker.pid} {_how_it_ended(worker.exitcode)}" for worker in workers]
 
 
 def _how_it_ended(exitcode: int | None) -> str:
