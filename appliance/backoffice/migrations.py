@@ -258,4 +258,20 @@ DROP TABLE rollout_devices;
 ALTER TABLE rollout_devices_keyed RENAME TO rollout_devices
 """,
     ),
+    (
+        17,
+        "rollouts: the assignment each wave's device had before it (recorded before the wave "
+        "is signed), so that a halt puts it back after its deploy was killed",
+        """
+CREATE TABLE rollout_replaced (
+    rollout_id TEXT NOT NULL CONSTRAINT rollout_replaced_rollout_fkey
+        REFERENCES rollouts (rollout_id),
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    assignment TEXT,
+    PRIMARY KEY (rollout_id, site, device_id)
+)
+""",
+    ),
 )

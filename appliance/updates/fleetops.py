@@ -34,6 +34,7 @@ from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
+from appliance.updates.halting import halt_stopped, request_halt
 from appliance.updates.manifest import ManifestError, ModelManifest, semver_key
 from appliance.updates.operations import (
     assignment_bytes,
@@ -50,10 +51,8 @@ from appliance.updates.rollout import (
     Device,
     Rollout,
     RolloutPlan,
-    halt_stopped,
     latest_rollouts,
     mark_interrupted,
-    request_halt,
 )
 
 if TYPE_CHECKING:
@@ -277,9 +276,10 @@ def run_halt(args: argparse.Namespace) -> int:
                       f"{args.reason or 'no reason given'}")[:1000]
             if state == "interrupted" or not repo.rollout_held():
                 with repo.rolling_out():  # no deploy starts while this one withdraws
-                    withdrawn = halt_stopped(store, repo, rollout_id, reason)
+                    withdrawn, put_back = halt_stopped(store, repo, rollout_id, reason)
                 print(escape_controls(f"rollout {rollout_id} halted (no deploy was running it; "
-                                      f"{withdrawn} assignment(s) withdrawn): {reason}"))
+                                      f"{withdrawn} assignment(s) withdrawn, {put_back} of them "
+                                      f"put back to what they replaced): {reason}"))
                 return 0
             request_halt(repo, rollout_id, reason)
             return _await_halt(store, rollout_id, reason)

@@ -7,7 +7,9 @@ nothing before the timeout. Every canary must succeed before any other device is
 waves after them go on while failures stay within ``max_failures``. On a halt the devices that
 did not install get back the assignment they had before a deploy, or none (they keep serving
 what they run; one switched off installs, when back, what it was assigned before). Each step is
-recorded in the back-office store (tables ``rollouts`` and ``rollout_devices``).
+recorded in the back-office store (tables ``rollouts`` and ``rollout_devices``), and what each
+wave replaced before it is signed (``halting.record_replaced``), so that a halt puts it back
+even after this process is gone.
 
 A plan that does not ``await_offline`` (``--all`` or ``--site``, or a rollback of the devices
 assigned the model) waits, in the waves after the canaries, only for the kiosks online (their
@@ -17,13 +19,13 @@ whole timeout; so is one switched off during the wave before it reported. Canari
 awaited: a release no kiosk has installed yet goes no further.
 
 ``appliance models halt`` halts a rollout from another process: it writes a request naming the
-rollout (``request_halt``), which the deploy reads while it waits for a wave and halts on as on
-its failures; a rollout whose deploy is gone it halts itself (``halt_stopped``).
+rollout (``halting.request_halt``), which the deploy reads while it waits for a wave and
+before each wave, and halts on as on its failures; a rollout whose deploy is gone it halts
+itself (``halting.halt_stopped``), putting back what the store says its waves replaced.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -36,9 +38,16 @@ from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.transport import payloads
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
+from appliance.updates.halting import (
+    HALT_REQUEST,
+    PUT_BACK,
+    assignments_before,
+    halt_requested,
+    record_replaced,
+    replaced_by,
+)
 from appliance.updates.manifest import Assignment, ModelManifest
 from appliance.updates.operations import assign, assignments, unassign
-from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
 from appliance.updates.repository import FileRepository
 
 log = logging.getLogger(__name__)
@@ -48,8 +57,6 @@ POLL_S = 0.1
 FAILED_STATES = ("rejected", "rolled_back")
 NOT_AWAITED = "offline, assigned, not awaited"
 SHOWN_DEVICES = 10  # named in a log line or a reason; the rest are counted
-HALT_REQUEST = ".rollout.halt"  # in the repository folder: `models halt` asks a deploy to halt
-MAX_HALT_REQUEST_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -101,11 +108,6 @@ class Rollout:
         self.rollout_id = uuid.uuid4().hex[:12]
         self.outcomes: dict[Device, tuple[str, str]] = {}
         self.not_awaited: dict[Device, str] = {}  # offline when assigned: device -> its phase
-        # what a halt of a deploy puts back: each device's assignment of another release
-        # before it (one of this release, by a deploy killed before, is this rollout's to
-        # withdraw; so is, in a rollback, the release it goes back from: one switched off that
-        # never installed it would install it when back)
-        self.replaced: dict[Device, Assignment] = {}
         self._started_s = time.monotonic()
         self._newest: datetime | None = None  # the last stamp recorded (``_stamp``)
         self._repository = repo.identity()
@@ -154,9 +156,7 @@ class Rollout:
     def _run_wave(self, wave: Sequence[Device], phase: str) -> None:
         plan = self.plan
         skipped = set() if phase == "canary" or plan.await_offline else self._offline(wave)
-        if plan.decision == "deploy":
-            self.replaced.update({device: before for device, before in assignments(
-                self.repo, wave).items() if (before.model, before.version) != self._release()})
+        self._record_replaced(wave, phase)
         assign(self.repo, wave, plan.manifest, decision=plan.decision, rollout=self.rollout_id)
         for site, device_id in wave:
             offline = (site, device_id) in skipped
@@ -170,6 +170,18 @@ class Rollout:
                  len(awaited), _named(awaited), plan.timeout_s,
                  f"; {len(skipped)} {NOT_AWAITED}: {_named(sorted(skipped))}" if skipped else "")
         self._await(awaited, phase)
+
+    def _record_replaced(self, wave: Sequence[Device], phase: str) -> None:
+        """Record in the store, before the wave is signed, what a halt puts back on each of its
+        devices: for a deploy, the assignment of another release it held (or what an earlier
+        rollout of this release, killed, replaced there); for a rollback, nothing (the release
+        it goes back from is withdrawn: one switched off that never installed it would install
+        it when back)."""
+        before: dict[Device, Assignment | None] = dict.fromkeys(wave)
+        if self.plan.decision == "deploy":
+            before.update(assignments_before(self.store, assignments(self.repo, wave),
+                                             self._release(), self.rollout_id))
+        record_replaced(self.store, self.rollout_id, phase, before)
 
     def _offline(self, wave: Sequence[Device]) -> set[Device]:
         """The devices of ``wave`` whose newest status is not "online" (or that sent none)."""
@@ -295,12 +307,11 @@ class Rollout:
         self._hear_late(self.watcher.devices())
         withdrawn = [*(d for d, o in self.outcomes.items() if o[0] != "installed"),
                      *self.not_awaited]
-        restore = {d: self.replaced[d] for d in withdrawn if d in self.replaced}
+        restore = replaced_by(self.store, self.rollout_id, withdrawn)
         if withdrawn:
             unassign(self.repo, withdrawn, restore)
         for device, phase in self.not_awaited.items():
-            undone = ("put back its assignment from before" if device in restore else
-                      "withdrew its assignment")
+            undone = PUT_BACK if device in restore else "withdrew its assignment"
             self._record_device(device, phase, "withdrawn",
                                 f"{NOT_AWAITED}; the rollout halted and {undone}", None)
         log.error("rollout %s %s", self.rollout_id, reason)
@@ -343,46 +354,6 @@ class Rollout:
             "updated_at = excluded.updated_at",
             [(self.rollout_id, *device, phase, state, reason, running, self._stamp())],
         )
-
-
-def request_halt(repo: FileRepository, rollout_id: str, reason: str) -> None:
-    """Ask the deploy running ``rollout_id`` on ``repo`` to halt, for ``reason`` (who and
-    why): it looks at the request while it waits for a wave and halts as on its failures."""
-    write_atomically(repo.dir / HALT_REQUEST,
-                     json.dumps({"rollout": rollout_id, "reason": reason}).encode())
-
-
-def halt_requested(repo: FileRepository, rollout_id: str) -> str | None:
-    """The reason `models halt` gave for halting ``rollout_id``, if it asked."""
-    try:
-        raw = read_regular_file(repo.dir / HALT_REQUEST, MAX_HALT_REQUEST_BYTES)
-        request = json.loads(raw)
-    except (OSError, ValueError, RepositoryError):  # none, or not written by `models halt`
-        return None
-    if not isinstance(request, dict) or request.get("rollout") != rollout_id:
-        return None
-    return str(request.get("reason", "halted by `appliance models halt`"))[:1000]
-
-
-def halt_stopped(store: Store, repo: FileRepository, rollout_id: str, reason: str) -> int:
-    """Halt ``rollout_id``, whose deploy is no longer running (the caller holds the rollout
-    lock): withdraw the assignments it signed for devices that did not report it installed
-    (what they had before is not known outside the deploy: they keep what they run) and
-    record it ``halted``; returns how many were withdrawn."""
-    rows = store.query("SELECT site, device_id, state FROM rollout_devices WHERE rollout_id = ?",
-                       [rollout_id])
-    pending = {(row[0], row[1]) for row in rows if row[2] != "installed"}
-    ours = [device for device, held in assignments(repo, pending).items()
-            if held.rollout == rollout_id]
-    if ours:
-        unassign(repo, ours)
-    now = iso_utc(payloads.utc_now())
-    store.write("UPDATE rollout_devices SET state = 'withdrawn', reason = ?, updated_at = ? "
-                "WHERE rollout_id = ? AND site = ? AND device_id = ?",
-                [(reason, now, rollout_id, *device) for device in sorted(ours)])
-    store.write("UPDATE rollouts SET state = 'halted', reason = ?, updated_at = ? "
-                "WHERE rollout_id = ?", [(reason, now, rollout_id)])
-    return len(ours)
 
 
 def newest_stamp(store: Store) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from appliance.cli import main
 from appliance.edge.testing import wait_until
 from appliance.transport import payloads
 from appliance.transport.topics import device_topic
+from appliance.updates.manifest import Assignment
 from appliance.updates.operations import assignments
 from appliance.updates.testing import ModelEvents
 
@@ -63,6 +65,26 @@ def _mute_online(fleet: Fleet) -> None:
         client.loop_stop()
 
 
+def _deploy_waiting_on_mute(
+    fleet: Fleet, events: ModelEvents, store_url: str
+) -> tuple[subprocess.Popen[bytes], Assignment]:
+    """A deploy of 1.1.0 (another process) whose canary k0, a real kiosk, installs it, then whose
+    wave waits up to 300 s for "mute", online and never answering, assigned 1.0.0 before; the
+    deploy and mute's assignment from before."""
+    fleet.kiosk("k0")
+    assert events.wait_until(lambda: fleet.daemons["k0"].updater.checks >= 1, 60)
+    _mute_online(fleet)
+    fleet.assign(fleet.release("1.0.0"), ["mute"])
+    [earlier] = assignments(fleet.repo, [(fleet.site, "mute")]).values()
+    fleet.release("1.1.0")
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "models", "deploy", MODEL, "1.1.0", "--repo",
+         str(fleet.repo.dir), "--devices", "k0,mute", "--canary", "1", "--timeout-s", "300",
+         "--store", store_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    return deploy, earlier
+
+
 @pytest.mark.slow
 def test_a_running_deploy_halts_when_told_from_another_process(
     fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch,
@@ -72,19 +94,8 @@ def test_a_running_deploy_halts_when_told_from_another_process(
     halt` from another process ends it now: the waiting kiosk gets back what it was assigned
     before, the canary keeps the release, the rollout is `halted` with who and why."""
     _broker_env(fleet, monkeypatch)
-    fleet.kiosk("k0")
-    assert events.wait_until(lambda: fleet.daemons["k0"].updater.checks >= 1, 60)
-    _mute_online(fleet)
-    before = fleet.release("1.0.0")
-    fleet.assign(before, ["mute"])
-    [earlier] = assignments(fleet.repo, [(fleet.site, "mute")]).values()
-    fleet.release("1.1.0")
     store_url = f"sqlite:///{fleet.tmp / 'rollouts.sqlite3'}"
-    deploy = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "models", "deploy", MODEL, "1.1.0", "--repo",
-         str(fleet.repo.dir), "--devices", "k0,mute", "--canary", "1", "--timeout-s", "300",
-         "--store", store_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    deploy, earlier = _deploy_waiting_on_mute(fleet, events, store_url)
     try:
         assert wait_until(lambda: ("mute", "assigned") in _rows(
             store_url, "SELECT device_id, state FROM rollout_devices"), 120, poll_s=0.2)
@@ -146,3 +157,37 @@ def test_a_killed_deploy_s_rollout_is_halted_directly_and_nothing_running_is_ref
     assert devices == {"k1": "installed", "k2": "withdrawn"}
     assert main(halt) == 2  # halted already: nothing running
     assert "no rollout of skin-texture-grade is running" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_halt_after_the_deploy_was_killed_puts_back_what_its_wave_replaced(
+    fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The deploy killed (-9) while its wave waits: what the wave replaced lived only in its
+    memory, so `models halt` withdrew mute's assignment and left it none, not the 1.0.0 it had.
+    Now the wave's replaced assignments are in the store before it is signed, and put back."""
+    _broker_env(fleet, monkeypatch)
+    store_url = f"sqlite:///{fleet.tmp / 'rollouts.sqlite3'}"
+    deploy, earlier = _deploy_waiting_on_mute(fleet, events, store_url)
+    try:
+        assert wait_until(lambda: ("mute", "assigned") in _rows(
+            store_url, "SELECT device_id, state FROM rollout_devices"), 120, poll_s=0.2)
+        deploy.send_signal(signal.SIGKILL)
+        assert deploy.wait(30) == -signal.SIGKILL
+    finally:
+        deploy.kill()
+        deploy.communicate()
+    assert assignments(fleet.repo)[(fleet.site, "mute")].version == "1.1.0"  # as the kill left it
+    capsys.readouterr()
+    assert main(["models", "halt", MODEL, "--repo", str(fleet.repo.dir), "--store",
+                 store_url]) == 0
+    assert "no deploy was running it; 1 assignment(s) withdrawn" in capsys.readouterr().out
+    now = assignments(fleet.repo)
+    assert now[(fleet.site, "mute")] == earlier  # put back
+    assert now[(fleet.site, "k0")].version == "1.1.0"  # installed: kept
+    with closing(open_store(store_url)) as store:
+        [(state,)] = store.query("SELECT state FROM rollouts", [])
+        devices = dict(store.query("SELECT device_id, state FROM rollout_devices", []))
+    assert state == "halted"
+    assert devices == {"k0": "installed", "mute": "withdrawn"}

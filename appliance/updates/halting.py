@@ -1,0 +1,131 @@
+"""Halting a rollout: what each wave replaced, kept in the store, and `models halt`'s request.
+
+Before a wave's assignments are signed, the rollout records each of its devices in the store
+(table ``rollout_replaced``, migration 17) with the assignment the device held before (none:
+nothing to put back). A halt puts those back for the devices that did not install the release:
+the deploy's own halt, and ``appliance models halt`` of a rollout whose deploy was killed (the
+record outlives the deploy's memory). A deploy run again over the assignments an earlier
+rollout of the same release left (killed, or stopped by Ctrl-C) takes over what that one
+replaced, so its halt puts back the assignment from before either.
+
+``appliance models halt`` asks a running deploy through a request file naming the rollout
+(``.rollout.halt`` in the repository folder, written atomically): the deploy reads it while it
+waits for a wave and before each wave.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+
+from appliance.backoffice.schema import iso_utc
+from appliance.backoffice.store import Store
+from appliance.transport import payloads
+from appliance.updates.manifest import Assignment
+from appliance.updates.operations import assignments, unassign
+from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
+from appliance.updates.repository import FileRepository
+
+Device = tuple[str, str]
+HALT_REQUEST = ".rollout.halt"  # in the repository folder: `models halt` asks a deploy to halt
+MAX_HALT_REQUEST_BYTES = 4096
+PUT_BACK = "put back its assignment from before"
+
+
+def record_replaced(
+    store: Store, rollout_id: str, phase: str, before: Mapping[Device, Assignment | None]
+) -> None:
+    """Record, before a wave of ``rollout_id`` is signed, each of its devices with what a halt
+    puts back (``before``; None: nothing). A device named twice keeps its first record."""
+    store.write(
+        "INSERT INTO rollout_replaced (rollout_id, site, device_id, phase, assignment) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (rollout_id, site, device_id) DO NOTHING",
+        [(rollout_id, *device, phase,
+          assignment.model_dump_json() if assignment is not None else None)
+         for device, assignment in sorted(before.items())],
+    )
+
+
+def replaced_by(
+    store: Store, rollout_id: str, devices: Collection[Device] | None = None
+) -> dict[Device, Assignment]:
+    """The assignments ``rollout_id`` replaced (of ``devices``, or all), as recorded."""
+    rows = store.query("SELECT site, device_id, assignment FROM rollout_replaced "
+                       "WHERE rollout_id = ? AND assignment IS NOT NULL", [rollout_id])
+    return {(site, device_id): Assignment.model_validate_json(raw)
+            for site, device_id, raw in rows
+            if devices is None or (site, device_id) in devices}
+
+
+def assignments_before(
+    store: Store, held: Mapping[Device, Assignment], release: tuple[str, str], rollout_id: str
+) -> dict[Device, Assignment | None]:
+    """What a deploy of ``release`` (name, version) replaces on each device holding ``held``:
+    an assignment of another release; for one of this release by an earlier rollout (a deploy
+    killed or stopped, run again), what that rollout replaced; nothing for one of its own."""
+    before: dict[Device, Assignment | None] = {}
+    earlier: dict[str, list[Device]] = {}
+    for device, assignment in held.items():
+        if (assignment.model, assignment.version) != release:
+            before[device] = assignment
+        elif assignment.rollout != rollout_id:
+            earlier.setdefault(assignment.rollout, []).append(device)
+    for earlier_id, devices in earlier.items():
+        recorded = replaced_by(store, earlier_id, devices)
+        before.update({device: recorded.get(device) for device in devices})
+    return before
+
+
+def halt_stopped(
+    store: Store, repo: FileRepository, rollout_id: str, reason: str
+) -> tuple[int, int]:
+    """Halt ``rollout_id``, whose deploy is no longer running (the caller holds the rollout
+    lock): withdraw the assignments it signed for devices not recorded installed, putting back
+    what they replaced, and record it ``halted``; returns (withdrawn, put back)."""
+    states = {(site, device_id): (phase, state) for site, device_id, phase, state in store.query(
+        "SELECT site, device_id, phase, state FROM rollout_devices WHERE rollout_id = ?",
+        [rollout_id])}
+    waves = {(site, device_id): phase for site, device_id, phase in store.query(
+        "SELECT site, device_id, phase FROM rollout_replaced WHERE rollout_id = ?",
+        [rollout_id])}  # a device signed but not yet recorded in rollout_devices (killed then)
+    pending = {device for device in {*states, *waves}
+               if states.get(device, ("", ""))[1] != "installed"}
+    ours = sorted(device for device, held in assignments(repo, pending).items()
+                  if held.rollout == rollout_id)
+    restore = replaced_by(store, rollout_id, ours)
+    if ours:
+        unassign(repo, ours, restore)
+    now = iso_utc(payloads.utc_now())
+    store.write(
+        "INSERT INTO rollout_devices VALUES (?, ?, ?, ?, 'withdrawn', ?, NULL, ?) "
+        "ON CONFLICT (rollout_id, site, device_id) DO UPDATE SET state = excluded.state, "
+        "reason = excluded.reason, updated_at = excluded.updated_at",
+        [(rollout_id, *device, states[device][0] if device in states else waves[device],
+          f"{reason}; {PUT_BACK}" if device in restore else reason, now) for device in ours])
+    store.write("UPDATE rollouts SET state = 'halted', reason = ?, updated_at = ? "
+                "WHERE rollout_id = ?", [(reason, now, rollout_id)])
+    return len(ours), len(restore)
+
+
+def request_halt(repo: FileRepository, rollout_id: str, reason: str) -> None:
+    """Ask the deploy running ``rollout_id`` on ``repo`` to halt, for ``reason`` (who and
+    why): it looks at the request while it waits for a wave and halts as on its failures."""
+    write_atomically(repo.dir / HALT_REQUEST,
+                     json.dumps({"rollout": rollout_id, "reason": reason}).encode())
+
+
+def halt_requested(repo: FileRepository, rollout_id: str) -> str | None:
+    """The reason `models halt` gave for halting ``rollout_id``, if it asked."""
+    request = _request(repo)
+    if request is None or request.get("rollout") != rollout_id:
+        return None
+    return str(request.get("reason", "halted by `appliance models halt`"))[:1000]
+
+
+def _request(repo: FileRepository) -> dict[str, object] | None:
+    try:
+        raw = read_regular_file(repo.dir / HALT_REQUEST, MAX_HALT_REQUEST_BYTES)
+        request = json.loads(raw)
+    except (OSError, ValueError, RepositoryError):  # none, or not written by `models halt`
+        return None
+    return request if isinstance(request, dict) else None

@@ -1,0 +1,137 @@
+"""What each wave replaced is in the store (migration 17), on SQLite and PostgreSQL: a deploy
+stopped mid-wave leaves its record, a deploy of the same release run again takes it over, and
+either's halt puts back the assignments the devices had before the first one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from updates_helpers import inputs
+
+from appliance.backoffice.store import Store, open_store
+from appliance.transport import payloads
+from appliance.updates.fleetwatch import DeviceView
+from appliance.updates.manifest import Assignment, ModelManifest
+from appliance.updates.operations import assign, assignments, init_repository, release_model
+from appliance.updates.release import manifest_for
+from appliance.updates.repository import FileRepository
+from appliance.updates.rollout import Rollout, RolloutPlan
+from appliance.updates.testing import linear_model
+from tests.store_helpers import BACKENDS, fresh_store
+
+SITE = "lab"
+A, B, C = (SITE, "a"), (SITE, "b"), (SITE, "c")
+
+
+class _Stopped(BaseException):
+    """The deploy stopped (Ctrl-C, or SIGTERM) once its wave was signed."""
+
+
+class _Kiosks:
+    """The fleet as the rollout sees it: a, b and c refuse the release (when ``refusing``;
+    else they say nothing); with ``stop`` the deploy stops at its first look."""
+
+    def __init__(self, *, stop: bool = False, refusing: ModelManifest | None = None) -> None:
+        self.stop, self.refusing, self.rollout_id = stop, refusing, ""
+
+    def notify(self, site: str, device_id: str, rollout_id: str) -> None:
+        self.rollout_id = rollout_id
+
+    def devices(self) -> dict[tuple[str, str], DeviceView]:
+        if self.stop:
+            raise _Stopped
+        if self.refusing is None:
+            return {}
+        about = payloads.ModelInfo(name=self.refusing.name, version=self.refusing.version)
+        return {(site, device_id): DeviceView(site, device_id, state=payloads.ModelState(
+            device_id=device_id, site=site, state="rejected", at=payloads.utc_now(),
+            model=about, reason="self-test failed", rollout=self.rollout_id))
+            for site, device_id in (A, B, C)}
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with fresh_store(request.param, tmp_path, "halt_replaced", open_store) as opened:
+        yield opened
+
+
+def _release(repo: FileRepository, tmp_path: Path, version: str) -> ModelManifest:
+    model = linear_model(tmp_path / f"model-{version}.onnx", version)
+    manifest = manifest_for(model, version, inputs())
+    release_model(repo, model, manifest)
+    return manifest
+
+
+def _stopped_mid_wave(
+    tmp_path: Path, store: Store
+) -> tuple[FileRepository, ModelManifest, dict[tuple[str, str], Assignment]]:
+    """A deploy of 1.1.0 to a, b (assigned 1.0.0 before) and c (none) stopped once its wave
+    was signed: the repository, the release and a's and b's assignments from before."""
+    repo = init_repository(tmp_path / "repo")
+    assign(repo, [A, B], _release(repo, tmp_path, "1.0.0"))
+    earlier = assignments(repo)
+    release = _release(repo, tmp_path, "1.1.0")
+    plan = RolloutPlan(release, [A, B, C], canaries=0, wave_size=3, timeout_s=30)
+    with pytest.raises(_Stopped):
+        Rollout(repo, _Kiosks(stop=True), store, plan).run()  # type: ignore[arg-type]
+    assert {device: held.version for device, held in assignments(repo).items()} == {
+        A: "1.1.0", B: "1.1.0", C: "1.1.0"}
+    return repo, release, earlier
+
+
+def test_a_deploy_run_again_after_one_stopped_puts_back_what_that_one_replaced(
+    tmp_path: Path, store: Store
+) -> None:
+    """The deploy run again found a and b assigned this very release (by the stopped one) and
+    took that for nothing to put back: its halt withdrew their assignments, and 1.0.0, which
+    they had before, was lost."""
+    repo, release, earlier = _stopped_mid_wave(tmp_path, store)
+    kiosks = _Kiosks(refusing=release)
+    plan = RolloutPlan(release, [A, B, C], canaries=0, wave_size=3, timeout_s=30)
+    again = Rollout(repo, kiosks, store, plan).run()  # type: ignore[arg-type]
+    assert again.state == "halted", again.reason
+    assert "lab/a rejected: self-test failed" in again.reason
+    assert assignments(repo) == earlier  # a and b: 1.0.0 again; c: none, as before
+
+
+def test_a_halt_of_a_stopped_deploy_puts_back_what_its_wave_replaced(
+    tmp_path: Path, store: Store
+) -> None:
+    from appliance.updates.halting import halt_stopped
+
+    repo, _, earlier = _stopped_mid_wave(tmp_path, store)
+    [(rollout_id, state)] = store.query("SELECT rollout_id, state FROM rollouts", [])
+    assert state == "interrupted"
+    assert halt_stopped(store, repo, rollout_id, "halted by test") == (3, 2)
+    assert assignments(repo) == earlier
+    rows = store.query("SELECT device_id, state, reason FROM rollout_devices ORDER BY device_id",
+                       [])
+    assert rows == [("a", "withdrawn", "halted by test; put back its assignment from before"),
+                    ("b", "withdrawn", "halted by test; put back its assignment from before"),
+                    ("c", "withdrawn", "halted by test")]
+    [(state,)] = store.query("SELECT state FROM rollouts", [])
+    assert state == "halted"
+
+
+def test_a_halt_finds_the_devices_a_deploy_signed_but_was_stopped_before_recording(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped between signing the wave and recording its devices (rollout_devices has none
+    of them): the halt looked only there and left all three assigned the halted release."""
+    from appliance.updates.halting import halt_stopped
+
+    def stopped(*_args: object) -> None:
+        raise _Stopped
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Rollout, "_record_device", stopped)
+        repo, _, earlier = _stopped_mid_wave(tmp_path, store)
+    assert store.query("SELECT * FROM rollout_devices", []) == []
+    [(rollout_id,)] = store.query("SELECT rollout_id FROM rollouts", [])
+    assert halt_stopped(store, repo, rollout_id, "halted by test") == (3, 2)
+    assert assignments(repo) == earlier
+    assert store.query("SELECT device_id, phase, state FROM rollout_devices ORDER BY device_id",
+                       []) == [("a", "wave 1", "withdrawn"), ("b", "wave 1", "withdrawn"),
+                               ("c", "wave 1", "withdrawn")]
