@@ -218,7 +218,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "Halt the model's running rollout now, from another terminal: its deploy withdraws the "
         "assignments not yet installed (putting back what they replaced) and records halted with "
         "who and why; a rollout whose deploy was killed is halted here. Exit 0 halted, 1 the "
-        "deploy did not say so within 60 s, 2 none running or an error.",
+        "deploy did not say so within 60 s, 2 none running (one that ended before the halt "
+        "took hold, said with how it ended) or an error.",
         ("appliance models halt skin-texture-grade --repo /srv/models --reason 'bad grades'",),
     ),
     "models status": (

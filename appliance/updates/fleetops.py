@@ -34,7 +34,7 @@ from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
-from appliance.updates.halting import halt_stopped, request_halt
+from appliance.updates.halting import drop_request, halt_stopped, request_halt
 from appliance.updates.manifest import ManifestError, ModelManifest, semver_key
 from appliance.updates.operations import (
     assignment_bytes,
@@ -259,8 +259,8 @@ HALT_WAIT_S = 60.0  # for the running deploy to see the request (it looks every 
 def run_halt(args: argparse.Namespace) -> int:
     """Halt the newest ``running`` or ``interrupted`` rollout of a model: the deploy running it
     (another process) is asked to and halts as on its own failures; with none running, it is
-    halted here. Exit 0 halted, 1 the deploy did not say so in time, 2 nothing to halt or an
-    error."""
+    halted here. Exit 0 halted, 1 the deploy did not say so in time, 2 nothing to halt (one that
+    ended before the halt took hold included) or an error."""
     if not os.path.lexists(args.repo / "settings.json"):  # as status says it
         shown = shorten(str(args.repo), SHOWN_ARGUMENT_CHARS)
         print(f"halt: {shown}: not a model repository (no settings.json)", file=sys.stderr)
@@ -274,15 +274,12 @@ def run_halt(args: argparse.Namespace) -> int:
             rollout_id, state = _halted_rollout(store, repo, args.name)
             reason = (f"halted by {_who()} (`appliance models halt`): "
                       f"{args.reason or 'no reason given'}")[:1000]
-            if state == "interrupted" or not repo.rollout_held():
-                with repo.rolling_out():  # no deploy starts while this one withdraws
-                    withdrawn, put_back = halt_stopped(store, repo, rollout_id, reason)
-                print(escape_controls(f"rollout {rollout_id} halted (no deploy was running it; "
-                                      f"{withdrawn} assignment(s) withdrawn, {put_back} of them "
-                                      f"put back to what they replaced): {reason}"))
-                return 0
-            request_halt(repo, rollout_id, reason)
-            return _await_halt(store, rollout_id, reason)
+            if state == "running" and repo.rollout_held():  # its deploy is at work: ask it
+                request_halt(repo, rollout_id, reason)
+                ended = _await_halt(store, repo, rollout_id)
+                if ended != "interrupted":  # else its deploy stopped first: halted here
+                    return _answered(store, rollout_id, reason, ended)
+            return _halt_here(store, repo, rollout_id, reason)
     except DATABASE_ERRORS as exc:
         return _store_failed("halt", url, exc)
     except (*_ERRORS, ValueError) as exc:
@@ -302,28 +299,61 @@ def _who() -> str:
 def _halted_rollout(store: Store, repo: FileRepository, name: str) -> tuple[str, str]:
     """The newest rollout of ``name`` on ``repo`` still ``running`` (or ``interrupted``)."""
     rows = store.query(
-        "SELECT rollout_id, state FROM rollouts WHERE model_name = ? AND (repository = ? OR "
-        "repository IS NULL) ORDER BY updated_at DESC LIMIT 1", [name, repo.identity()])
+        "SELECT rollout_id, state, reason FROM rollouts WHERE model_name = ? AND (repository = ? "
+        "OR repository IS NULL) ORDER BY updated_at DESC LIMIT 1", [name, repo.identity()])
     if not rows or rows[0][1] not in ("running", "interrupted"):
-        state = f" (its newest is {rows[0][1]})" if rows else ""
+        newest = f" (its newest, {rows[0][0]}, ended {rows[0][1]}: {rows[0][2]})" if rows else ""
         raise ValueError(f"no rollout of {shorten(name, SHOWN_ARGUMENT_CHARS)} is running on "
-                         f"{repo.dir}{state}")
+                         f"{repo.dir}{newest}")
     return str(rows[0][0]), str(rows[0][1])
 
 
-def _await_halt(store: Store, rollout_id: str, reason: str) -> int:
+def _halt_here(store: Store, repo: FileRepository, rollout_id: str, reason: str) -> int:
+    """Halt a rollout no deploy runs, holding the rollout lock. It is read again under the
+    lock: a deploy that ended it between the first read and the look at the lock (complete)
+    was taken for a killed one, and its finished rollout was recorded halted."""
+    with repo.rolling_out():  # no deploy starts while this one withdraws
+        [(state,)] = store.query("SELECT state FROM rollouts WHERE rollout_id = ?", [rollout_id])
+        if state not in ("running", "interrupted"):
+            return _answered(store, rollout_id, reason, state)
+        withdrawn, put_back = halt_stopped(store, repo, rollout_id, reason)
+    print(escape_controls(f"rollout {rollout_id} halted (no deploy was running it; {withdrawn} "
+                          f"assignment(s) withdrawn, {put_back} of them put back to what they "
+                          f"replaced): {reason}"))
+    return 0
+
+
+def _await_halt(store: Store, repo: FileRepository, rollout_id: str) -> str | None:
+    """The state the rollout ends in once its deploy took the request or ended otherwise
+    (None: still running after HALT_WAIT_S); a request it did not take is removed."""
     deadline_s = time.monotonic() + HALT_WAIT_S
     while time.monotonic() < deadline_s:
         [(state,)] = store.query("SELECT state FROM rollouts WHERE rollout_id = ?", [rollout_id])
         if state != "running":
-            print(escape_controls(f"rollout {rollout_id} {state}: {reason}" if state == "halted"
-                                  else f"rollout {rollout_id} ended {state} before it halted"))
-            return 0 if state == "halted" else EXIT_HALTED
+            drop_request(repo, [rollout_id])  # gone already when its deploy took it
+            return str(state)
         time.sleep(0.2)
-    print(escape_controls(f"halt: asked the deploy running rollout {rollout_id} to halt; it did "
-                          f"not say so within {HALT_WAIT_S:.0f} s (`appliance models status` "
-                          "shows when it does)"), file=sys.stderr)
-    return EXIT_HALTED
+    return None
+
+
+def _answered(store: Store, rollout_id: str, reason: str, state: str | None) -> int:
+    """Say how the rollout ended after the halt was asked for: halted by it (0), halted on its
+    own failures first (0, with their reason), ended otherwise before the halt took hold
+    (nothing to halt: 2), or its deploy did not say so in time (1)."""
+    if state is None:
+        print(escape_controls(f"halt: asked the deploy running rollout {rollout_id} to halt; it "
+                              f"did not say so within {HALT_WAIT_S:.0f} s (`appliance models "
+                              "status` shows when it does)"), file=sys.stderr)
+        return EXIT_HALTED
+    [(stored,)] = store.query("SELECT reason FROM rollouts WHERE rollout_id = ?", [rollout_id])
+    if state == "halted":
+        first = "" if stored == reason else "on its own before it read the halt: "
+        print(escape_controls(f"rollout {rollout_id} halted: {first}{stored}"))
+        return 0
+    print(escape_controls(f"halt: rollout {rollout_id} ended {state} before the halt took hold "
+                          f"({stored}); nothing halted (`appliance models rollback` takes "
+                          "devices back)"), file=sys.stderr)
+    return EXIT_ERROR
 
 
 def fleet_status(

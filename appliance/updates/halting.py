@@ -10,13 +10,15 @@ replaced, so its halt puts back the assignment from before either.
 
 ``appliance models halt`` asks a running deploy through a request file naming the rollout
 (``.rollout.halt`` in the repository folder, written atomically): the deploy reads it while it
-waits for a wave and before each wave.
+waits for a wave, before each wave and before it records the rollout complete. A request no
+deploy took (the rollout ended first) is removed by the command that wrote it and by the deploy
+that ends, so none lingers in the folder.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
@@ -120,6 +122,13 @@ def halt_requested(repo: FileRepository, rollout_id: str) -> str | None:
     if request is None or request.get("rollout") != rollout_id:
         return None
     return str(request.get("reason", "halted by `appliance models halt`"))[:1000]
+
+
+def drop_request(repo: FileRepository, rollout_ids: Sequence[str] | None = None) -> None:
+    """Remove the halt request naming one of ``rollout_ids`` (None: whichever it names)."""
+    request = _request(repo) if rollout_ids is not None else None
+    if rollout_ids is None or (request is not None and request.get("rollout") in rollout_ids):
+        (repo.dir / HALT_REQUEST).unlink(missing_ok=True)
 
 
 def _request(repo: FileRepository) -> dict[str, object] | None:

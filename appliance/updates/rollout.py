@@ -19,9 +19,10 @@ whole timeout; so is one switched off during the wave before it reported. Canari
 awaited: a release no kiosk has installed yet goes no further.
 
 ``appliance models halt`` halts a rollout from another process: it writes a request naming the
-rollout (``halting.request_halt``), which the deploy reads while it waits for a wave and
-before each wave, and halts on as on its failures; a rollout whose deploy is gone it halts
-itself (``halting.halt_stopped``), putting back what the store says its waves replaced.
+rollout (``halting.request_halt``), which the deploy reads while it waits for a wave, before
+each wave and before it records the rollout complete, and halts on as on its failures; a
+rollout whose deploy is gone it halts itself (``halting.halt_stopped``), putting back what the
+store says its waves replaced.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from appliance.backoffice.store import Store
 from appliance.transport import payloads
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.halting import (
-    HALT_REQUEST,
     PUT_BACK,
     assignments_before,
+    drop_request,
     halt_requested,
     record_replaced,
     replaced_by,
@@ -117,12 +118,15 @@ class Rollout:
         """Canaries, then waves; returns how it ended (recorded in the store too). A rollout
         stopped by an error or Ctrl-C is recorded ``interrupted`` with why before it is raised:
         left ``running``, status would show it running until the next deploy."""
+        drop_request(self.repo)  # one left from before names no rollout running now
         self._record_rollout("running", None)
         try:
             return self._run_waves()
         except BaseException as exc:  # recorded, then raised as it came
             self._record_rollout("interrupted", f"its deploy stopped: {stop_cause(exc)}"[:1000])
             raise
+        finally:  # a request that came after the last look is no one's now
+            drop_request(self.repo, [self.rollout_id])
 
     def _run_waves(self) -> RolloutOutcome:
         plan = self.plan
@@ -138,6 +142,10 @@ class Rollout:
             if halt is not None:
                 self._halt(halt)
                 return self._outcome("halted", halt)
+        self.requested = halt_requested(self.repo, self.rollout_id)
+        if self.requested is not None:  # asked after the last wave's last look
+            self._halt(self.requested)
+            return self._outcome("halted", self.requested)
         installed = sum(o[0] == "installed" for o in self.outcomes.values())
         reason = f"{installed} device(s) installed {self._model()} and are healthy"
         if self.not_awaited:
@@ -316,8 +324,6 @@ class Rollout:
                                 f"{NOT_AWAITED}; the rollout halted and {undone}", None)
         log.error("rollout %s %s", self.rollout_id, reason)
         self._record_rollout("halted", reason)
-        if self.requested is not None:  # done: the request is no longer anyone's
-            (self.repo.dir / HALT_REQUEST).unlink(missing_ok=True)
 
     # -- the store ------------------------------------------------------------------------
 
