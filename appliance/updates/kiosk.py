@@ -43,6 +43,10 @@ MAX_REJECTED = 200  # releases remembered as refused here, the newest
 StatePublisher = Callable[[bytes], None]
 
 
+class DowngradeRefusedError(UpdateRefusedError):
+    """A plain deploy of a lower version than the kiosk runs: refused while both stay so."""
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -77,6 +81,8 @@ class ModelUpdater(threading.Thread):
         self._previous: Path | None = None  # what a failed health check goes back to
         self._confirmed = False  # the serving model passed a health check in this process
         self._rejected: dict[str, None] = self._load_rejected()  # oldest first
+        # the downgrade last refused: (release, its assignment's rollout, version serving then)
+        self._refused_downgrade: tuple[str, str, str] | None = None
         current = serving.classifier.path if serving.classifier is not None else None
         self._current_sha = _sha256(current) if current is not None and current.is_file() else ""
 
@@ -131,12 +137,24 @@ class ModelUpdater(threading.Thread):
                              "self-test or its health check here); not tried again: release "
                              "a new version")
             return
+        if self._refused_downgrade == self._downgrade(offer):
+            return  # said once (retained): the same refusal every check_interval_s is noise
         try:
             self._install(updater, offer)
         except UpdateRefusedError as exc:
-            if exc.permanent:
-                self._remember_rejected(offer.sha256)
-            self._report("rejected", offer, exc.reason)
+            self._refused(offer, exc)
+
+    def _downgrade(self, offer: Offer) -> tuple[str, str, str]:
+        return offer.sha256, offer.assignment.rollout, self.serving.version
+
+    def _refused(self, offer: Offer, exc: UpdateRefusedError) -> None:
+        """Report a refusal, remembering a release refused for good, or a downgrade refused
+        while its assignment and the serving model stay as they are."""
+        if exc.permanent:
+            self._remember_rejected(offer.sha256)
+        if isinstance(exc, DowngradeRefusedError):
+            self._refused_downgrade = self._downgrade(offer)
+        self._report("rejected", offer, exc.reason)
 
     def _install(self, updater: Updater, offer: Offer) -> None:
         self._report("available", offer)
@@ -246,7 +264,7 @@ class ModelUpdater(threading.Thread):
         if self.serving.name == offer.manifest.name and semver_key(
             offer.manifest.version
         ) < semver_key(running):
-            raise UpdateRefusedError(
+            raise DowngradeRefusedError(
                 f"downgrade from {running} to {offer.manifest.version} refused: only a signed "
                 f"rollback decision (`appliance models rollback`) may lower the version"
             )

@@ -16,7 +16,7 @@ from paho.mqtt import publish
 from updates_helpers import Fleet, coarse_on_high_kime, inputs
 
 from appliance.updates.install import ModelStore
-from appliance.updates.operations import release_model, unassign
+from appliance.updates.operations import assignments, release_model, unassign
 from appliance.updates.release import manifest_for
 from appliance.updates.testing import ModelEvents
 from tests.inference_helpers import answering_badly_above
@@ -80,6 +80,38 @@ def test_downgrade_is_refused_but_a_signed_rollback_decision_is_followed(
     assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.0.1"), 30)
     assert daemon.classifier is not None
     assert daemon.classifier.version == "1.0.1"
+
+
+def test_a_kiosk_on_a_halted_release_says_once_that_it_refuses_the_older_assignment_put_back(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """k1 installed 1.1.0 after its wave had given up on it; the halt put back the 1.0.5 it was
+    assigned before. The kiosk refused the downgrade at every check (every hour by default),
+    each time reporting "available" then "rejected" and logging a warning: noise, since nothing
+    changes until the assignment or the serving model does. It says so once now; a new
+    assignment is looked at as ever."""
+    daemon = fleet.kiosk("k1")
+    assert events.wait_until(lambda: daemon.updater.checks >= 1, 20)
+    fleet.assign(fleet.release("1.0.5"), ["k1"])  # not yet looked at when 1.1.0 comes
+    [before] = assignments(fleet.repo, [(fleet.site, "k1")]).values()
+    fleet.assign(fleet.release("1.1.0"), ["k1"])
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.1.0"), 30)
+    unassign(fleet.repo, [(fleet.site, "k1")], {(fleet.site, "k1"): before})  # the halt's
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "rejected", "1.0.5"), 30)
+    checked = daemon.updater.checks
+    for more in (1, 2, 3):  # as every check_interval_s does
+        daemon.updater.notify()
+        assert events.wait_until(lambda n=more: daemon.updater.checks >= checked + n, 20)
+    fleet.assign(fleet.release("1.2.0"), ["k1"])  # reported after all the above (one client)
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.2.0"), 30)
+    about_105 = [(state.state, state.reason) for state in events.states["k1"]
+                 if state.model is not None and state.model.version == "1.0.5"]
+    assert about_105 == [("available", None), ("rejected", "downgrade from 1.1.0 to 1.0.5 "
+                         "refused: only a signed rollback decision (`appliance models "
+                         "rollback`) may lower the version")]
 
 
 def test_a_notice_alone_installs_nothing(
