@@ -56,6 +56,15 @@ def prepare_or_die(job_id: str, slide_index: int, *args: Any, **kwargs: Any) -> 
     return prepare_for_model(job_id, slide_index, *args, **kwargs)
 
 
+def prepare_or_name_an_undecodable_file(job_id: str, slide_index: int, *args: Any,
+                                        **kwargs: Any) -> PreparedTiles:
+    """``prepare_for_model``; slide 0 fails with an error naming a file whose name is not
+    UTF-8 as Python reads it (a surrogate), as a decoder's error may name the file it read."""
+    if slide_index == 0:
+        return PreparedTiles(job_id, 0, error=os.fsdecode(b"/slides/\xff.jpg: corrupt"))
+    return prepare_for_model(job_id, slide_index, *args, **kwargs)
+
+
 def _die_after_the_first_kilobyte_of_a_large_message() -> None:
     """From now on this process dies in the middle of writing any message over 16 KiB to a
     multiprocessing pipe (Connection._send_bytes writes such a message's 4-byte length, then

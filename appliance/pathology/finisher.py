@@ -15,6 +15,12 @@ only after every slide result of that run that the finisher will ever write.
 The finisher opens its own connection to the store, in its thread: a store that cannot be
 reached then is an outage as a failed write is (said once, tried again each second, the
 slides waiting in its inbox meanwhile), not the end of the thread or of the server.
+
+A slide whose result cannot be made or stored for what it holds (text no store takes, such as
+a file name's undecodable byte; a picture that cannot be drawn) is stored as failed, its error
+naming why, its texts escaped so that the store takes them; where even that is refused, its
+run of the job fails with the reason (``on_unstored``). Either way the job ends: before, the
+slide was dropped with a line in the log and the job stayed running for ever.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from appliance.backoffice.outage import OutageWords, StoreOutage
-from appliance.backoffice.storeerrors import STORE_ERRORS
+from appliance.backoffice.storeerrors import STORE_ERRORS, explained
+from appliance.logsafe import escape_controls
 from appliance.pathology.aggregate import unscored_tiles_problem
 from appliance.pathology.backends import ModelOutputs
 from appliance.pathology.batcher import Batch
@@ -46,6 +53,7 @@ from appliance.pathology.slideworker import PreparedTiles
 
 log = logging.getLogger(__name__)
 CAM_TILES = 4
+PICTURE_KEYS = ("heatmap_path", "cam_path", "tiles_path")  # a row's picture and table paths
 STORE_RETRY_S = 1.0
 SLIDE_OUTAGE = OutageWords(
     failed="storing a slide result failed",
@@ -81,8 +89,9 @@ class SlideWork:
 
 class SlideFinisher(threading.Thread):
     """Turns batch outputs into stored slide results; ``on_stored(job, index, row)`` after
-    each, ``on_dropped(job, run)`` once a dropped run's last result is written.
-    ``open_store`` opens the thread's connection to the store ``url`` names."""
+    each, ``on_dropped(job, run)`` once a dropped run's last result is written,
+    ``on_unstored(job, run, reason)`` when a slide's result could not be stored even as
+    failed. ``open_store`` opens the thread's connection to the store ``url`` names."""
 
     store: PathologyStore  # opened by run(), before the first event is handled
 
@@ -90,11 +99,12 @@ class SlideFinisher(threading.Thread):
                  results_dir: Path,
                  server_id: str, backend_settings: dict[str, Any],
                  on_stored: Callable[[str, int, dict[str, Any]], None],
-                 on_dropped: Callable[[str, int], None]) -> None:
+                 on_dropped: Callable[[str, int], None],
+                 on_unstored: Callable[[str, int, str], None]) -> None:
         super().__init__(name="SlideFinisher", daemon=True)
         self.open_store, self.info, self.results_dir = open_store, info, results_dir
         self.server_id, self.backend = server_id, json.dumps(backend_settings, default=str)
-        self.on_stored, self.on_dropped = on_stored, on_dropped
+        self.on_stored, self.on_dropped, self.on_unstored = on_stored, on_dropped, on_unstored
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stop_event = threading.Event()
         # slides waiting for outputs, by (job id, run id, slide index)
@@ -197,6 +207,48 @@ class SlideFinisher(threading.Thread):
         return {key: str(path) if path.exists() else "" for key, path in paths.items()}
 
     def _store(self, work: SlideWork, *, scored: bool) -> None:
+        """Store the slide's result, or the slide as failed when its result cannot be made
+        or stored for what it holds (not an outage: ``_write`` waits those out)."""
+        try:
+            row = self._result_row(work, scored=scored)
+            stored = self._write(row)
+        except Exception as exc:  # whatever it is, the slide must not vanish
+            self._store_failed(work, exc)
+            return
+        if stored:
+            self.on_stored(work.prepared.job_id, work.prepared.slide_index, row)
+
+    def _store_failed(self, work: SlideWork, problem: Exception) -> None:
+        """Store the slide as failed, naming why its result was not stored, its texts escaped
+        (the slide's name, path or error may be what the store refused); where the store
+        refuses that too, its run of the job fails with the reason (``on_unstored``)."""
+        job_id, index = work.prepared.job_id, work.prepared.slide_index
+        why = escape_controls(f"{type(problem).__name__}: {explained(problem)}")
+        error = f"{escape_controls(work.path)}: its result could not be stored ({why})"
+        log.error("slide %s of job %s: %s; stored as failed", index, job_id, error)
+        failed = SlideResult(escape_controls(work.name), "", "", escape_controls(work.path),
+                             error=error)
+        row = self._row(work, failed, dict.fromkeys(PICTURE_KEYS, ""))
+        try:
+            stored = self._write(row)
+        except Exception as exc:  # the job must end, whatever refused it
+            reason = (f"slide {index} ({escape_controls(work.name)}) could not be stored, "
+                      f"not even as failed ({escape_controls(explained(exc))}); first: {error}")
+            log.error("job %s: %s; the job fails", job_id, reason)
+            self.on_unstored(job_id, work.run_id, reason)
+            return
+        if stored:
+            self.on_stored(job_id, index, row)
+
+    def _row(self, work: SlideWork, result: SlideResult, files: dict[str, str]
+             ) -> dict[str, Any]:
+        """The slide's row as the store keeps it."""
+        return {**asdict(result), **files, "job_id": work.prepared.job_id,
+                "slide_index": work.prepared.slide_index, "backend": self.backend,
+                "server": self.server_id, "stored_at": utc_text()}
+
+    def _result_row(self, work: SlideWork, *, scored: bool) -> dict[str, Any]:
+        """The slide's row: its score and pictures, or its error."""
         job_id, index = work.prepared.job_id, work.prepared.slide_index
         base = SlideResult(work.name, "", "", work.path)
         error = work.prepared.error
@@ -204,7 +256,7 @@ class SlideFinisher(threading.Thread):
             error = f"{work.path}: {problem}"  # the model's answers: never a label
         if error:
             result = SlideResult(**{**asdict(base), "error": error})
-            files = {"heatmap_path": "", "cam_path": "", "tiles_path": ""}
+            files = dict.fromkeys(PICTURE_KEYS, "")
         else:
             result = slide_result(base, work.probability, work.in_distribution,
                                   guard=self.info.guard, method="mean",
@@ -214,11 +266,8 @@ class SlideFinisher(threading.Thread):
             except OSError as exc:  # a full disk: the slide's score stands, without pictures
                 log.error("slide %s of job %s: pictures not written (%s); stored without them",
                           index, job_id, exc)
-                files = {"heatmap_path": "", "cam_path": "", "tiles_path": ""}
-        row = {**asdict(result), **files, "job_id": job_id, "slide_index": index,
-               "backend": self.backend, "server": self.server_id, "stored_at": utc_text()}
-        if self._write(row):
-            self.on_stored(job_id, index, row)
+                files = dict.fromkeys(PICTURE_KEYS, "")
+        return self._row(work, result, files)
 
     def _write(self, row: dict[str, Any]) -> bool:
         """Store the row, retrying while the store is down; False if stopped first (the job's

@@ -109,7 +109,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
                                  results_dir=Path(self.settings.results_dir),
                                  server_id=self.server_id,
                                  backend_settings=self.backend.settings, on_stored=self._stored,
-                                 on_dropped=self._dropped)
+                                 on_dropped=self._dropped, on_unstored=self._unstored)
         runner = InferenceRunner(self.batcher, self.backend, finisher, self.metrics, self.events)
         self.finisher = finisher
         self.metrics.serve(self.settings.metrics_port or 0, self.settings.metrics_bind)
@@ -136,6 +136,11 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         """Finisher thread: it writes no more results of that run of the job (handled by the
         main loop)."""
         self.events.put(("dropped", (job_id, run_id)))
+
+    def _unstored(self, job_id: str, run_id: int, reason: str) -> None:
+        """Finisher thread: a slide of that run could not be stored, not even as failed
+        (handled by the main loop)."""
+        self.events.put(("unstored", (job_id, run_id, reason)))
 
     def store_for_thread(self) -> PathologyStore:
         """A second connection to the same store, for the finisher thread."""
@@ -298,6 +303,13 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             run = self.runs.get(job_id)
             if run is not None and run.run_id == run_id:
                 self._stop_then_end(run, "failed", f"model failed on a batch: {reason}")
+
+    def _event_unstored(self, job_id: str, run_id: int, reason: str) -> None:
+        """A slide of the run could not be stored: the job cannot complete, so it fails with
+        the reason (a later run of the same job is not this one)."""
+        run = self.runs.get(job_id)
+        if run is not None and run.run_id == run_id:
+            self._stop_then_end(run, "failed", reason)
 
     def _finish(self, run: JobRun, state: str, reason: str = "") -> None:
         job_id = run.request.job_id

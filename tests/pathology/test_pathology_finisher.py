@@ -60,7 +60,8 @@ class Finishing:
             lambda: store, INFO, url=store.url, results_dir=results_dir, server_id="here",
             backend_settings={},
             on_stored=lambda *stored: self.told.put(("stored", stored)),
-            on_dropped=lambda *dropped: self.told.put(("dropped", dropped)))
+            on_dropped=lambda *dropped: self.told.put(("dropped", dropped)),
+            on_unstored=lambda *unstored: self.told.put(("unstored", unstored)))
         self.finisher.start()
 
     def send(self, *events: tuple[str, Any]) -> None:
@@ -125,3 +126,34 @@ def test_a_drop_ends_only_the_run_it_names_and_says_which(
         finishing.stop()
     assert (kind, job_id, index, row["label"]) == ("stored", job, 0, "MSI")
     assert [r["slide_index"] for r in store.slide_results(job)] == [0]
+
+
+def _failed_slide(job_id: str, path: str, error: str) -> tuple[str, SlideWork]:
+    """Slide 0 of a job, which its preparation worker could not read (``error``)."""
+    prepared = PreparedTiles(job_id, 0, error=error)
+    return "slide", SlideWork(prepared, "s0", path, 1)
+
+
+def test_a_slide_whose_result_the_store_refuses_is_stored_as_failed_saying_why(
+    store: PathologyStore, tmp_path: Path,
+) -> None:
+    """A slide's path holding a file name's undecodable byte (a surrogate, as Python reads
+    it) is text no store takes: the write raised UnicodeEncodeError, the finisher logged it and
+    dropped the slide, and its job stayed running for ever. Now the slide is stored as failed,
+    its texts escaped, its error saying why."""
+    request = make_request([tmp_path / "s0.jpg"], 0.5)
+    assert store.accept(request, "here", lease_s=30)
+    job, odd = request.job_id, "/slides/\udcff.jpg"
+    finishing = Finishing(store, tmp_path / "out")
+    try:
+        finishing.send(_failed_slide(job, odd, f"{odd}: cannot be read"))
+        kind, (job_id, index, row) = finishing.next_told()
+    finally:
+        finishing.stop()
+    assert (kind, job_id, index) == ("stored", job, 0)
+    [stored] = store.slide_results(job)
+    assert stored["path"] == "/slides/\\udcff.jpg"
+    assert stored["error"].startswith("/slides/\\udcff.jpg: its result could not be stored "
+                                      "(UnicodeEncodeError: 'utf-8' codec can't encode "
+                                      "character '\\udcff'")
+    assert (stored["label"], stored["score"], row["error"]) == ("", None, stored["error"])

@@ -653,6 +653,26 @@ def test_a_full_results_disk_stores_the_scores_without_pictures_and_ends_the_job
     assert (row["heatmap_path"], row["cam_path"], row["tiles_path"]) == ("", "", "")
 
 
+def test_a_slide_result_the_store_refuses_fails_its_slide_and_the_job_still_ends(
+    env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slide's error naming a file whose name is not UTF-8 (a surrogate, as Python reads
+    it) is text no store takes: the finisher dropped the slide with a line in the log and the
+    job stayed running for ever. Now the slide is stored as failed saying why, its text
+    escaped, the job's other slide is scored, and the job ends."""
+    serve(env.config())
+    with monkeypatch.context() as patch:
+        patch.setattr(preparing, "prepare_for_model", hooks.prepare_or_name_an_undecodable_file)
+        env.watcher.submit(_job("odd-name", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+        final = env.watcher.wait("odd-name", {"done", "failed", "cancelled"}, timeout_s=60)
+    assert final["state"] == "done", final
+    errors = {row["slide_index"]: row["error"] for row in final["results"]}
+    assert errors[0].startswith(f"{env.slides / 'b11.jpg'}: its result could not be stored "
+                                "(UnicodeEncodeError: 'utf-8' codec can't encode character "
+                                "'\\udcff' in position "), errors
+    assert errors[1] == "", errors
+
+
 def test_a_request_rewritten_while_its_job_runs_does_not_change_the_job(env: Env) -> None:
     store = _store(env.tmp_path)
     server = PathologyServer(env.config(), store)  # never connected: events are fed by hand
