@@ -52,6 +52,34 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, CONNECTION_LOST_ERRORS)
 
 
+# SQLite's primary result codes that refuse a write for the values it carries: a constraint
+# (a foreign or primary key, NOT NULL), a value too large, a type or a bound parameter it cannot
+# take. The same write fails each time it is tried; other writes pass.
+_SQLITE_REFUSAL_CODES = {
+    sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH,
+    sqlite3.SQLITE_RANGE,
+}
+
+
+def refused_for_its_values(exc: BaseException) -> bool:
+    """Whether a write failed for the values it carries, not for the store: text the driver
+    cannot encode (a lone surrogate, a file name's undecodable byte), text PostgreSQL's
+    ``text`` cannot hold (NUL), a number out of range, a key or constraint it breaks
+    (PostgreSQL's SQLSTATE classes 22 and 23, psycopg's DataError and IntegrityError; SQLite's
+    _SQLITE_REFUSAL_CODES). Trying it again cannot help, so it is not an outage. Everything
+    else a write meets is waited out as one: a server gone or hung, a lock, a full disk, and a
+    store that refuses every write alike (a read-only PostgreSQL server, as a standby is
+    after a failover until it is promoted or the connection is made again to the new
+    primary; a role without the right; a missing table), which may be set right while the
+    writes wait, and whose failing every job at once would lose them."""
+    if isinstance(exc, ValueError | TypeError | OverflowError):  # the driver's, before sending
+        return True
+    if isinstance(exc, sqlite3.Error):
+        return isinstance(exc, sqlite3.IntegrityError) or \
+            _sqlite_primary_code(exc) in _SQLITE_REFUSAL_CODES
+    return isinstance(exc, VALUE_REFUSED_ERRORS)
+
+
 def held_locked(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite saying another connection's lock outlasted the busy timeout."""
     return _sqlite_primary_code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -74,7 +102,17 @@ def explained(exc: BaseException) -> str:
     return text
 
 
+def _value_refused_errors() -> tuple[type[Exception], ...]:
+    """What psycopg raises when PostgreSQL refuses a statement for the values it carries."""
+    try:
+        import psycopg  # noqa: PLC0415 - the backoffice extra; SQLite needs none
+    except ImportError:
+        return ()
+    return (psycopg.DataError, psycopg.IntegrityError)
+
+
 DATABASE_ERRORS = _database_errors()
+VALUE_REFUSED_ERRORS = _value_refused_errors()
 CONNECTION_LOST_ERRORS = _connection_lost_errors()
 # what a database that went away raises: its driver's error, or StoreError (no reconnect)
 STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, StoreError)

@@ -14,7 +14,10 @@ only after every slide result of that run that the finisher will ever write.
 
 The finisher opens its own connection to the store, in its thread: a store that cannot be
 reached then is an outage as a failed write is (said once, tried again each second, the
-slides waiting in its inbox meanwhile), not the end of the thread or of the server.
+slides waiting in its inbox meanwhile), not the end of the thread or of the server. A write
+the store refuses for the values it carries (storeerrors.refused_for_its_values: PostgreSQL's
+DataError and IntegrityError, SQLite's constraints) is no outage: trying it again cannot
+help, so it is not retried (it was, each second, for ever).
 
 A slide whose result cannot be made or stored for what it holds (text no store takes, such as
 a file name's undecodable byte; a picture that cannot be drawn) is stored as failed, its error
@@ -38,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from appliance.backoffice.outage import OutageWords, StoreOutage
-from appliance.backoffice.storeerrors import STORE_ERRORS, explained
+from appliance.backoffice.storeerrors import STORE_ERRORS, explained, refused_for_its_values
 from appliance.logsafe import escape_controls
 from appliance.pathology.aggregate import unscored_tiles_problem
 from appliance.pathology.backends import ModelOutputs
@@ -271,13 +274,17 @@ class SlideFinisher(threading.Thread):
 
     def _write(self, row: dict[str, Any]) -> bool:
         """Store the row, retrying while the store is down; False if stopped first (the job's
-        lease then lapses and whichever server takes it over scores the slide again)."""
+        lease then lapses and whichever server takes it over scores the slide again). A
+        refusal of the row's values is raised at once: tried again, it fails again."""
         while not self.stop_event.is_set():
             try:
                 self.store.store_slide(row)
             except STORE_ERRORS as exc:
                 if self.store.stopping():  # cut by the server's stop: no outage
                     return False
+                if refused_for_its_values(exc):
+                    self._outage.passed()  # it answers: whatever failed before is over
+                    raise
                 log.debug("store failed (%s); slide %s of job %s waits", exc,
                           row["slide_index"], row["job_id"])
                 self._outage.failed(exc)

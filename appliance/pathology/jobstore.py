@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -89,6 +90,14 @@ _NOT_FINAL = "state NOT IN ('done', 'failed', 'cancelled')"
 # another's lock (a migration rebuilding a table) may take longer, and is only retried. The
 # calls are bounded one by one, not an event's whole work: that may read slides between them.
 ANSWER_DEADLINE_S = 30.0
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # characters storable_text escapes
+
+
+def storable_text(text: str) -> str:
+    """``text`` that every store takes: a lone surrogate (a file name's undecodable byte, as
+    Python reads it), which no driver encodes, and NUL, which PostgreSQL's text refuses,
+    written as visible escapes. A job's reason may quote anything (a model's error)."""
+    return _UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def _finite(value: Any) -> Any:
@@ -222,7 +231,7 @@ class PathologyStore(Store):
                 "INSERT INTO pathology_jobs (job_id, state, owner, lease_until, request, "
                 "submitted_at, accepted_at, updated_at, reason) "
                 "VALUES (?, 'failed', ?, 0, '{}', '', ?, ?, ?) ON CONFLICT (job_id) DO NOTHING"),
-                (job_id, owner, now, now, reason[:2000]))
+                (job_id, owner, now, now, storable_text(reason)[:2000]))
             recorded = bool(cur.rowcount == 1)
             self._prune_refusals(cur, keep_s, keep, job_id)
             return recorded
@@ -291,7 +300,7 @@ class PathologyStore(Store):
             cur.execute(self._sql(
                 f"UPDATE pathology_jobs SET state = ?, reason = ?, updated_at = ? "
                 f"WHERE job_id = ? AND owner = ? AND {_NOT_FINAL}"),
-                (state, reason[:2000], self._clock_text(cur), job_id, owner))
+                (state, storable_text(reason)[:2000], self._clock_text(cur), job_id, owner))
             return bool(cur.rowcount == 1)
 
     def request_cancel(self, job_id: str) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.backoffice.outage import OutageWords, StoreOutage
-from appliance.backoffice.storeerrors import STORE_ERRORS
+from appliance.backoffice.storeerrors import STORE_ERRORS, refused_for_its_values
 from appliance.config import Config
 from appliance.pathology.admission import HOUSEKEEPING_S, RequestAdmission
 from appliance.pathology.backends import TileBackend, open_backend
@@ -49,7 +49,7 @@ from appliance.pathology.jobs import (
     state_topic,
     stored_request,
 )
-from appliance.pathology.jobstore import PathologyStore
+from appliance.pathology.jobstore import PathologyStore, storable_text
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.preparing import SlidePreparation
 from appliance.pathology.requestcheck import RequestChecks
@@ -179,16 +179,23 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         try:
             getattr(self, f"_event_{kind}")(*event)
         except STORE_ERRORS as exc:
-            self._store_failed(kind, event, exc)
-            return
+            if not refused_for_its_values(exc):
+                self._store_failed(kind, event, exc)
+                return
+            self._not_handled(kind, event, exc)  # tried again, it would fail again
         except Exception as exc:  # one message must never stop the server, nor come back
-            log.exception("could not handle %s; dropped", kind)
-            if kind in ("job", "cancel"):
-                self._drop_message(kind, event, exc)
+            self._not_handled(kind, event, exc)
         if retried:  # handled, or dropped for a fault of its own: the store no longer stops it
             self._outage.passed()
         if kind == "housekeeping":
             self._housekeeping_failed = False
+
+    def _not_handled(self, kind: str, event: Any, error: Exception) -> None:
+        """Say once that an event failed for a fault of its own; a request or cancel is
+        dropped (a request refused with the reason, so its submitter learns of it)."""
+        log.error("could not handle %s; dropped", kind, exc_info=error)
+        if kind in ("job", "cancel"):
+            self._drop_message(kind, event, error)
 
     def _store_failed(self, kind: str, event: Any, error: Exception) -> None:
         """Say the outage (once, then each minute), reconnect, and keep the event for later
@@ -312,7 +319,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             self._stop_then_end(run, "failed", reason)
 
     def _finish(self, run: JobRun, state: str, reason: str = "") -> None:
-        job_id = run.request.job_id
+        job_id, reason = run.request.job_id, storable_text(reason)
         results = [{key: row[key] for key in RESULT_FIELDS}  # a failed job says which slides
                    for row in self.store.slide_results(job_id)]
         ended = self.store.finish(job_id, self.server_id, state, reason)

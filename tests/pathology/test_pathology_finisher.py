@@ -157,3 +157,78 @@ def test_a_slide_whose_result_the_store_refuses_is_stored_as_failed_saying_why(
                                       "(UnicodeEncodeError: 'utf-8' codec can't encode "
                                       "character '\\udcff'")
     assert (stored["label"], stored["score"], row["error"]) == ("", None, stored["error"])
+
+
+@pytest.mark.postgres
+def test_a_slide_error_postgresql_cannot_hold_is_stored_escaped_not_retried_for_ever(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A NUL character in a slide's error (a decoder's message) is text PostgreSQL's ``text``
+    refuses (DataError). The finisher took that for an outage: it said the store failed,
+    tried the same row each second for ever, and the job never ended. Now the refusal is said
+    once and the slide stored as failed, its texts escaped."""
+    with fresh_store("postgres", tmp_path, "test_finisher", open_pathology_store) as store:
+        request = make_request([tmp_path / "s0.jpg"], 0.5)
+        assert store.accept(request, "here", lease_s=30)
+        job = request.job_id
+        finishing = Finishing(store, tmp_path / "out")
+        try:
+            finishing.send(_failed_slide(job, "/slides/s0.jpg", "/slides/s0.jpg: bad \x00 byte"))
+            kind, (job_id, index, _row) = finishing.next_told()
+        finally:
+            finishing.stop()
+        assert (kind, job_id, index) == ("stored", job, 0)
+        [stored] = store.slide_results(job)
+    assert stored["error"].startswith("/slides/s0.jpg: its result could not be stored "
+                                      "(DataError: PostgreSQL text fields cannot contain NUL")
+    said = [r.getMessage() for r in caplog.records if r.name == "appliance.pathology.finisher"]
+    assert len(said) == 1, said  # the refusal, once; no outage
+    assert "stored as failed" in said[0]
+
+
+def test_a_slide_the_store_refuses_even_as_failed_fails_its_job_with_the_reason(
+    store: PathologyStore, tmp_path: Path,
+) -> None:
+    """A slide of a job the store does not hold (its row is gone: the store was replaced
+    under the server) breaks the slide's foreign key, as a failed row does too
+    (IntegrityError): that was retried as an outage each second, for ever. Now the finisher
+    tells the server that the run cannot be stored, with the reason, and goes on."""
+    finishing = Finishing(store, tmp_path / "out")
+    try:
+        finishing.send(_failed_slide("gone", "/slides/s0.jpg", "/slides/s0.jpg: corrupt"))
+        kind, (job_id, run_id, reason) = finishing.next_told()
+        request = make_request([tmp_path / "s1.jpg"], 0.5)  # the next job is stored
+        assert store.accept(request, "here", lease_s=30)
+        finishing.send(_failed_slide(request.job_id, "/slides/s1.jpg", "/slides/s1.jpg: corrupt"))
+        assert finishing.next_told()[0] == "stored"
+    finally:
+        finishing.stop()
+    assert (kind, job_id, run_id) == ("unstored", "gone", 1)
+    assert reason.startswith("slide 0 (s0) could not be stored, not even as failed (")
+    assert "FOREIGN KEY" in reason.upper()
+    assert store.slide_results("gone") == []
+
+
+@pytest.mark.postgres
+def test_a_read_only_postgresql_server_is_waited_out_as_an_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A standby after a failover refuses every write (ReadOnlySqlTransaction) until it is
+    promoted or the connection is made again to the new primary: an outage, not the row's
+    fault. The slide waits, the finisher reconnects, and it is stored, not failed."""
+    with fresh_store("postgres", tmp_path, "test_finisher", open_pathology_store) as store:
+        request = make_request([tmp_path / "s0.jpg"], 0.5)
+        assert store.accept(request, "here", lease_s=30)
+        store._conn.execute("SET default_transaction_read_only TO on")  # noqa: SLF001 - a standby
+        finishing = Finishing(store, tmp_path / "out")
+        try:
+            finishing.send(_failed_slide(request.job_id, "/slides/s0.jpg", "/slides/s0.jpg: x"))
+            kind, _ = finishing.next_told()
+        finally:
+            finishing.stop()
+        [stored] = store.slide_results(request.job_id)
+    assert (kind, stored["error"]) == ("stored", "/slides/s0.jpg: x")
+    said = [r.getMessage() for r in caplog.records if r.name == "appliance.pathology.finisher"]
+    assert "storing a slide result failed (cannot execute INSERT in a read-only transaction)" \
+        in said[0], said
+    assert "answers again after 1 failed tries" in said[1], said

@@ -687,6 +687,35 @@ def test_a_request_rewritten_while_its_job_runs_does_not_change_the_job(env: Env
     store.close()
 
 
+def test_a_store_error_a_retry_cannot_fix_is_said_once_and_the_message_dropped(
+    env: Env, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store that refuses an event's write for its values (a constraint it breaks) refuses
+    it each time: the server took every store error for an outage and tried the event again
+    each second, for ever, saying the store was out. Now it is said once, with the error, and
+    the message dropped, as for any fault of its own; an outage is still retried."""
+    store = _store(env.tmp_path)
+    server = PathologyServer(env.config(), store)  # never connected: events are fed by hand
+    refusals = iter([sqlite3.IntegrityError("CHECK constraint failed: cancel_requested"),
+                     sqlite3.OperationalError("database is locked")])
+
+    def refused(job_id: str) -> bool:
+        raise next(refusals)
+
+    store.request_cancel = refused  # type: ignore[method-assign]
+    server._handle("cancel", ("refused-cancel", 7, 1, True))  # noqa: SLF001 - fed by hand
+    assert server._retry == []  # noqa: SLF001 - nothing kept to try again
+    server._handle("cancel", ("locked-cancel", 8, 1, True))  # noqa: SLF001 - fed by hand
+    assert [kind for _, kind, _ in server._retry] == ["cancel"]  # noqa: SLF001 - the outage's
+    said = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "appliance.pathology.server"]
+    assert said[0] == ("ERROR", "could not handle cancel; dropped"), said
+    assert "CHECK constraint failed" in caplog.records[0].exc_text  # type: ignore[operator]
+    assert [level for level, _ in said] == ["ERROR", "ERROR"], said
+    assert "a read or write failed (database is locked" in said[1][1]
+    store.close()
+
+
 def test_a_request_the_broker_dropped_comes_in_a_later_round(
     env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1022,6 +1051,53 @@ def test_a_batch_the_model_fails_on_fails_its_job_and_the_server_goes_on(
         store = _store(env.tmp_path)
         assert store.job(job_id)["state"] == "failed"  # type: ignore[index]
         store.close()
+
+
+class BackendLostNaming(SlowBackend):
+    """A backend whose every batch fails with an error naming ``what``."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(delay_s=0)
+        self.what = what
+
+    def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        raise RuntimeError(f"accelerator lost at {self.what}")
+
+
+@pytest.mark.parametrize("backend", [
+    # a device file whose name is not UTF-8: no driver encodes the text (UnicodeEncodeError),
+    # the server dropped the job's end with a line in the log, and the job ran for ever
+    "sqlite",
+    # PostgreSQL's text refuses NUL (DataError): taken for an outage, the job's end was tried
+    # again each second for ever
+    pytest.param("postgres", marks=pytest.mark.postgres),
+])
+def test_a_model_error_no_store_takes_as_it_is_still_fails_the_job_saying_it(
+    env: Env, backend: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    what = {"sqlite": os.fsdecode(b"/dev/gpu\xff"), "postgres": "/dev/gpu\x00"}[backend]
+    shown = {"sqlite": "/dev/gpu\\udcff", "postgres": "/dev/gpu\\u0000"}[backend]
+    schema = f"test_pathology_{uuid.uuid4().hex[:12]}"
+    store = _store(env.tmp_path) if backend == "sqlite" else \
+        open_pathology_store(PG_URL, pg_schema=schema)
+    server = PathologyServer(env.config(), store, BackendLostNaming(what))
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert server.connected.wait(10)
+        env.watcher.submit(_job("lost-odd", [env.slides / "b11.jpg"]))
+        final = env.watcher.wait("lost-odd", {"done", "failed", "cancelled"}, timeout_s=60)
+        assert store.job("lost-odd")["reason"] == final["reason"]  # type: ignore[index]
+    finally:
+        stop.set()
+        thread.join(15)
+        if backend == "postgres":
+            store.drop_postgres_schema(schema)
+        store.close()
+    assert (final["state"], final["reason"]) == (
+        "failed", f"model failed on a batch: accelerator lost at {shown}")
+    assert "a read or write failed" not in caplog.text  # no store outage said
 
 
 class FirstBatchHeld(SlowBackend):
