@@ -106,6 +106,17 @@ def given_connect_timeout(url: str) -> int | None:
         return None  # libpq refuses it as it connects
 
 
+def server_wait_s(url: str, default_s: float) -> float | None:
+    """How long the server may take to answer a statement that is part of opening or checking
+    a connection (its set-up, the SELECT 1 that says it still answers): the time the
+    connection itself is given, the URL's ``connect_timeout`` where it sets one (None for 0 or
+    less: no bound, as libpq), else ``default_s``."""
+    given = given_connect_timeout(url)
+    if given is None:
+        return default_s
+    return float(given) if given > 0 else None
+
+
 def postgres_connection(url: str, **options: Any) -> Any:
     """An autocommit connection to the PostgreSQL database ``url`` names (``options``: libpq's
     own, such as ``application_name``); StoreError naming the database when it cannot be made,

@@ -30,8 +30,8 @@ from appliance.backoffice.pgconnect import (
     MIGRATE_HINT,
     SERVER_LIMITS,
     answered_within,
-    given_connect_timeout,
     postgres_connection,
+    server_wait_s,
 )
 from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.schema import iso_utc, letter_size_sql
@@ -87,7 +87,9 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 # that sets its own connect_timeout gives its set-up that (0 or less: no bound, as libpq).
 SET_UP_WITHIN_S = CONNECT_TIMEOUT_S
 # how long ``answers`` waits for SELECT 1: one round trip on a server that answers; one that
-# has not answered it in the time a new connection is given will not answer a request either
+# has not answered it in the time a new connection is given will not answer a request either.
+# A URL that sets its own connect_timeout gives the check that, as the set-up (0 or less: no
+# bound); before, the check waited 10 s whatever the URL said.
 ANSWER_WITHIN_S = CONNECT_TIMEOUT_S
 
 
@@ -113,14 +115,16 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
     def answers(self) -> bool:
         """Whether the connection still answers: a PostgreSQL connection the server closed
         while it sat idle (a restart, an idle timeout) does not, as the next query would find
-        out, nor one whose server has not answered within ANSWER_WITHIN_S (hung: the
-        connection is cut); one round trip. A SQLite connection always does."""
+        out, nor one whose server has not answered within ANSWER_WITHIN_S (the URL's
+        connect_timeout where it sets one; hung: the connection is cut); one round trip. A
+        SQLite connection always does."""
         if not self.postgres:
             return True
         import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
 
+        within = server_wait_s(self.url, ANSWER_WITHIN_S)
         try:
-            with self.answering_within(ANSWER_WITHIN_S):
+            with nullcontext() if within is None else self.answering_within(within):
                 self._conn.execute("SELECT 1")
         except psycopg.Error:
             return False
@@ -176,10 +180,9 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
         import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
 
         conn = postgres_connection(self.url)
-        given = given_connect_timeout(self.url)
-        within = SET_UP_WITHIN_S if given is None else given
+        within = server_wait_s(self.url, SET_UP_WITHIN_S)
         try:
-            with answered_within(conn, within) if within > 0 else nullcontext():
+            with nullcontext() if within is None else answered_within(conn, within):
                 self._set_up(conn, pg_schema)
         except BaseException as exc:
             conn.close()

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from appliance.backoffice import store as store_module
+from appliance.backoffice.pgconnect import server_wait_s
 from appliance.backoffice.store import Store, StoreError
 from appliance.cli import main
 from tests.pg_cut import cut_server
@@ -89,3 +90,38 @@ def test_a_url_s_own_connect_timeout_bounds_the_set_up_too() -> None:
     assert len(raised) == 1
     assert str(raised[0]) == (f"cannot open the PostgreSQL database {url}: no answer "
                               "from the server within 3 s: the connection was cut")
+
+
+@pytest.mark.postgres
+def test_a_url_s_own_connect_timeout_bounds_the_check_that_a_connection_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check that a connection still answers (the console's, before lending a pooled
+    one) waited ANSWER_WITHIN_S, 10 s, whatever the URL said, while its set-up and connection
+    honoured the URL's connect_timeout. Patched to 600 s here, the built-in bound would
+    outlast the test's patience: the URL's 3 s ends it."""
+    monkeypatch.setattr(store_module, "ANSWER_WITHIN_S", 600.0)
+    answered: list[bool] = []
+    with cut_server() as server:
+        store = Store(server.url(query="connect_timeout=3"), pg_schema="pgsmall_answers")
+        try:
+            server.hang()
+            checking = threading.Thread(target=lambda: answered.append(store.answers()),
+                                        daemon=True)
+            checking.start()
+            checking.join(60)
+            assert not checking.is_alive(), "the check still waited on the hung server"
+        finally:
+            store.close()
+    assert answered == [False]
+
+
+@pytest.mark.parametrize(("query", "bound_s"), [
+    ("", 7.0), ("?connect_timeout=3", 3.0), ("?connect_timeout=0", None),
+    ("?connect_timeout=-1", None),
+])
+def test_the_wait_for_a_new_connection_s_answers_is_the_url_s_connect_timeout(
+    query: str, bound_s: float | None,
+) -> None:
+    """libpq's meaning: unset, the caller's default; 0 or less, no bound at all."""
+    assert server_wait_s(f"postgresql://postgres@127.0.0.1:5432/test{query}", 7.0) == bound_s
