@@ -27,8 +27,9 @@ class UpdatesConfig(Section):
     download_tries: int = Field(3, ge=1, le=10, description="Tries per download (cut transfers).")
     download_timeout_s: int = Field(30, ge=1, description="Socket timeout of one download.")
     download_deadline_s: float = Field(
-        600.0, gt=0.0, description="Most seconds one file's transfer may take however its "
-        "bytes trickle in (each try; a 50 MB model needs about 85 kB/s within the default)."
+        600.0, gt=0.0, description="Most seconds one file's exchange (connecting, the "
+        "answer's headers, the body) may take however its bytes trickle in (each try; a "
+        "50 MB model needs about 85 kB/s within the default)."
     )
     health_measurements: int = Field(
         20, ge=1, description="Measurements after a swap that the health check watches."

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient import Updater, UpdaterConfig
-from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
 from appliance.boundedread import NotRegularFileError, TooLargeError, read_bounded
 from appliance.config import UpdatesConfig
@@ -36,6 +34,7 @@ from appliance.updates.manifest import (
     parse_assignment,
     parse_manifest,
 )
+from appliance.updates.transfer import DeadlineFetcher
 
 log = logging.getLogger(__name__)
 
@@ -84,34 +83,6 @@ def read_trusted_root(path: str) -> bytes:
         raise ValueError(f"updates.trusted_root: {path}: holds {signed.type} metadata, not "
                          f"root; copy the repository's public/metadata/1.root.json")
     return raw
-
-
-class DeadlineFetcher(Urllib3Fetcher):
-    """ngclient's urllib3 fetcher with a deadline on each file's transfer: its socket timeout
-    bounds each wait for the next bytes only, and it reads a chunk until the chunk is full, so
-    a server or a host in between that sends a byte now and then held a download, and the
-    updater with it, for ever (TUF's slow retrieval attack: no refusal, "downloading" for good,
-    no later assignment read). Here each read returns what has come, and a file whose
-    transfer outlasts ``deadline_s`` fails as a slow retrieval (retried as a cut transfer)."""
-
-    def __init__(self, socket_timeout: int, deadline_s: float, app_user_agent: str) -> None:
-        super().__init__(socket_timeout=socket_timeout, app_user_agent=app_user_agent)
-        self.deadline_s = deadline_s
-
-    def _chunks(self, response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
-        """Replaces Urllib3Fetcher's own (tuf 6; the slow-drip test in
-        tests/updates/test_updates_attacks.py fails if an upgrade stops calling it)."""
-        deadline = time.monotonic() + self.deadline_s
-        try:
-            while chunk := response.read1(self.chunk_size):
-                if time.monotonic() > deadline:
-                    raise tuf_errors.SlowRetrievalError(
-                        f"{response.url}: still arriving after {self.deadline_s:g} s "
-                        "(updates.download_deadline_s); a server or network this slow is "
-                        "refused")
-                yield chunk
-        finally:
-            response.release_conn()
 
 
 class UpdateRefusedError(Exception):
