@@ -195,7 +195,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "models repo serve": (
         "Serve the repository's public/ folder over HTTP for the kiosks (one back-office box; "
         "any web server or object store can serve it at scale).",
-        ("appliance models repo serve /srv/models --port 8470",),
+        ("appliance models repo serve /srv/models --port 8470",
+         "appliance models repo serve /srv/models --host 0.0.0.0 --max-connections 200"),
     ),
     "models release": (
         "Sign a model into the repository with its name, version, feature schema, device types "

@@ -16,6 +16,7 @@ from appliance.backoffice.commands import add_store_options
 from appliance.logsafe import escape_controls
 from appliance.synthetic.arguments import finite_number, given, named_path, whole_number
 from appliance.updates.repository import DEFAULT_EXPIRY_S, ROLES
+from appliance.updates.serve import MAX_CONNECTIONS, RepositoryServer
 
 MAX_DEVICES = 1_000_000
 MAX_WAVE_WAIT_S = 7 * 86400
@@ -48,6 +49,9 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=whole_number(0, 65535), default=8470,
                        help="TCP port to listen on (0: any free one)")
+    serve.add_argument("--max-connections", type=whole_number(1, 1000),
+                       default=MAX_CONNECTIONS,
+                       help="connections served at once; one more is answered 503 at once")
     serve.set_defaults(handler=_repo_serve)
     _register_release(models)
     _register_fleet(models)
@@ -172,10 +176,9 @@ def _repo_refresh(args: argparse.Namespace) -> int:
 
 
 def _repo_serve(args: argparse.Namespace) -> int:
-    from appliance.updates.serve import RepositoryServer  # noqa: PLC0415
-
     try:
-        server = RepositoryServer(args.dir / "public", args.host, args.port)
+        server = RepositoryServer(args.dir / "public", args.host, args.port,
+                                  max_connections=args.max_connections)
     except OSError as exc:  # no repository there, the address taken or unknown
         where = "" if isinstance(exc, FileNotFoundError) else f"{args.host}:{args.port}: "
         print(escape_controls(f"repo serve: {where}{exc}"), file=sys.stderr)

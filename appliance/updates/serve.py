@@ -9,23 +9,24 @@ beside it). It logs through ``logging`` instead of stderr.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.server
 import logging
 import os
-import socket
-import sys
 import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from appliance.logsafe import escape_controls
+from appliance.httpbounds import (
+    IDLE_TIMEOUT_S,
+    REQUEST_DEADLINE_S,
+    BoundedThreadingMixIn,
+    RequestDeadlineMixIn,
+)
 
 log = logging.getLogger(__name__)
 
-IDLE_TIMEOUT_S = 60.0
-REQUEST_DEADLINE_S = 10.0  # a request line and headers are a few hundred bytes
+MAX_CONNECTIONS = 64  # kiosks fetch a few small files each, one at a time
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -40,38 +41,6 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404, "not published")
             return None
         return super().send_head()
-
-
-class _RequestDeadline(http.server.BaseHTTPRequestHandler):
-    """Closes a connection whose request (its line and headers) has not arrived whole within
-    ``request_deadline_s``: the idle timeout bounds each wait for the next bytes only, so a
-    client sending a byte of its request now and then held its thread for ever."""
-
-    request_deadline_s = REQUEST_DEADLINE_S
-    _cut = False  # the deadline passed first
-
-    def setup(self) -> None:
-        super().setup()
-        self._deadline = threading.Timer(self.request_deadline_s, self._cut_off)
-        self._deadline.daemon = True
-        self._deadline.start()
-
-    def parse_request(self) -> bool:
-        """Read the headers; the deadline then is met, or the request refused (HTTP/1.0: one
-        request a connection)."""
-        parsed = super().parse_request()
-        self._deadline.cancel()
-        return parsed and not self._cut
-
-    def finish(self) -> None:
-        self._deadline.cancel()
-        super().finish()
-
-    def _cut_off(self) -> None:
-        """Timer thread: end the reads the handler waits in (they return nothing)."""
-        self._cut = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
 
 
 def _published(path: Path, public_dir: Path) -> bool:
@@ -89,24 +58,21 @@ def _published(path: Path, public_dir: Path) -> bool:
         return False
 
 
-class _LoggingHTTPServer(http.server.ThreadingHTTPServer):
-    """Says a request that ended in an error (a client that hung up mid-answer) in one line
-    of the log: socketserver printed each one's traceback on stderr."""
+class _RepositoryHTTPServer(BoundedThreadingMixIn, http.server.HTTPServer):
+    """A thread a connection, at most ``max_connections`` of them (appliance/httpbounds.py)."""
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        log.warning("%s: request ended early: %s", client_address[0],
-                    escape_controls(f"{type(error).__name__}: {error}"[:300]))
+    max_connections = MAX_CONNECTIONS
 
 
 class RepositoryServer:
     """Serves ``public_dir`` on ``host:port`` (port 0: a free one) in a background thread.
 
-    Each connection has a thread; one that sends nothing for ``idle_timeout_s``, or whose
-    request has not arrived whole within ``request_deadline_s``, is closed, so a slow or
-    hostile client holds its thread for a while only (a kiosk's download never idles that
-    long). Not bounded: a client that reads its answer a byte at a time (each send waits at
-    most ``idle_timeout_s``), and how many connections are open at once.
+    Each connection has a thread, at most ``max_connections`` at once (one more is answered
+    503 and closed at once); one that sends nothing for ``idle_timeout_s``, or whose request
+    has not arrived whole within ``request_deadline_s``, is closed, so a slow or hostile
+    client holds its thread for a while only (a kiosk's download never idles that long). Not
+    bounded: how long a client that reads its answer a byte at a time keeps its place (each
+    send waits at most ``idle_timeout_s``).
     """
 
     def __init__(
@@ -118,17 +84,18 @@ class RepositoryServer:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         *,
         request_deadline_s: float = REQUEST_DEADLINE_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.public_dir = Path(public_dir)
         if not (self.public_dir / "metadata").is_dir():
             raise FileNotFoundError(
                 f"{self.public_dir}: no metadata/ folder; serve a repository's public/ folder"
             )
-        timed = type(handler.__name__, (_RequestDeadline, handler),
+        timed = type(handler.__name__, (RequestDeadlineMixIn, handler),
                      {"timeout": idle_timeout_s, "request_deadline_s": request_deadline_s})
         bound = functools.partial(timed, directory=str(self.public_dir))
-        self.httpd = _LoggingHTTPServer((host, port), bound)
-        self.httpd.daemon_threads = True
+        self.httpd = _RepositoryHTTPServer((host, port), bound)
+        self.httpd.max_connections = max_connections
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property

@@ -603,6 +603,10 @@ def test_serve_refuses_what_it_cannot_serve_with_a_message_not_a_traceback(
         main(["models", "repo", "serve", str(repo.dir), "--port", "99999"])
     assert usage.value.code == 2
     assert "--port: must be a whole number from 0 to 65535" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["models", "repo", "serve", str(repo.dir), "--max-connections", "0"])
+    assert usage.value.code == 2
+    assert "--max-connections: must be a whole number from 1 to 1000" in capsys.readouterr().err
     taken = RepositoryServer(repo.dir / "public")  # holds a port, not started
     try:
         port = str(taken.httpd.server_address[1])

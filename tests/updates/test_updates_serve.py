@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from appliance.updates.serve import RepositoryServer
+from tests.slow_clients import answer_to, check_the_cap, silent_connections
 
 
 @pytest.fixture
@@ -93,3 +97,37 @@ def test_names_no_file_can_have_are_not_found_and_no_traceback_is_printed(
         time.sleep(0.05)
     assert "127.0.0.1: request ended early: " in caplog.text
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_connections_past_the_cap_are_refused_at_once_and_its_threads_stay_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every connection held a thread and a file descriptor, as many as clients opened: a
+    few hundred silent ones (each cut only after 10 s, then opened again) used up the
+    server's threads or descriptors. One past the cap is answered 503 at once now."""
+    public_dir = tmp_path / "public"
+    (public_dir / "metadata").mkdir(parents=True)
+    (public_dir / "metadata" / "timestamp.json").write_bytes(b"{}")
+    server = RepositoryServer(public_dir, max_connections=4, request_deadline_s=3.0).start()
+    try:
+        host, port = server.httpd.server_address[:2]
+        check_the_cap((str(host), int(port)), f"{server.url}/metadata/timestamp.json", 4, caplog)
+    finally:
+        server.close()
+
+
+def test_repo_serve_takes_its_cap_from_the_command_line(tmp_path: Path) -> None:
+    public_dir = tmp_path / "repo" / "public"
+    (public_dir / "metadata").mkdir(parents=True)
+    command = [sys.executable, "-m", "appliance", "models", "repo", "serve",
+               str(tmp_path / "repo"), "--port", "0", "--max-connections", "1"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as serving:
+        try:
+            assert serving.stdout is not None
+            found = re.search(r"on http://127\.0\.0\.1:(\d+) ", serving.stdout.readline())
+            assert found, "repo serve did not say where it serves"
+            address = ("127.0.0.1", int(found.group(1)))
+            with silent_connections(address, 1), silent_connections(address, 1) as (excess,):
+                assert answer_to(excess).startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
+        finally:
+            serving.kill()
