@@ -11,9 +11,10 @@ import threading
 from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from appliance.metricshttp import DEFAULT_BOUNDS, Bounds, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +60,19 @@ class DaemonCollector(Collector):
 class MetricsServer:
     """Serves ``/metrics`` on 127.0.0.1 from a read function, on a background thread."""
 
-    def __init__(self, port: int, read: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, port: int, read: Callable[[], dict[str, float]],
+                 bounds: Bounds = DEFAULT_BOUNDS) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(read))
         self.port = port
+        self._bounds = bounds
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start serving."""
-        self._server, self._thread = start_http_server(
-            self.port, addr="127.0.0.1", registry=self.registry
-        )
+        self._server, self._thread = start_metrics_server(
+            self.registry, "127.0.0.1", self.port, self._bounds)
         log.info("metrics on http://127.0.0.1:%d/metrics", self.port)
 
     def close(self) -> None:

@@ -12,7 +12,9 @@ import time
 from collections import deque
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from appliance.metricshttp import DEFAULT_BOUNDS, Bounds, start_metrics_server
 
 log = logging.getLogger(__name__)
 WINDOW_S = 10.0
@@ -42,13 +44,13 @@ class ServiceMetrics:
         self._events: deque[tuple[float, int, float]] = deque()
         self._lock = threading.Lock()
 
-    def serve(self, port: int, bind: str = "127.0.0.1") -> None:
+    def serve(self, port: int, bind: str = "127.0.0.1", bounds: Bounds = DEFAULT_BOUNDS) -> None:
         """Expose /metrics over HTTP on bind:port (port 0: none). An address that cannot be
         had is logged and the server serves jobs without its metrics."""
         if not port:
             return
         try:
-            self._http = start_http_server(port, addr=bind, registry=self.registry)
+            self._http = start_metrics_server(self.registry, bind, port, bounds)
         except OSError as exc:
             log.error("metrics not served: cannot listen on %s:%d: %s; check "
                       "pathology.metrics_port and pathology.metrics_bind", bind, port, exc)

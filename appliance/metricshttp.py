@@ -1,0 +1,73 @@
+"""The /metrics HTTP server of the edge daemon and the pathology server: prometheus-client's
+exposition (its WSGI app) on a threaded server bounded against slow or hostile clients.
+
+prometheus-client's own ``start_http_server`` gives each connection a thread that waits for
+its request without any timeout: a client that connected and sent nothing, or a byte now and
+then, held its thread for good, and as many clients as connected held as many threads and
+file descriptors (the pathology server's metrics may listen on the network). Here a scrape's
+request must arrive whole within ``request_deadline_s``, every read and write waits at most
+``idle_timeout_s``, and at most ``max_connections`` are served at once; one more is answered
+503 at once (appliance/httpbounds.py). Prometheus scrapes one target once per interval, so a
+few places are plenty.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+from prometheus_client.registry import CollectorRegistry
+
+from appliance.httpbounds import REQUEST_DEADLINE_S, BoundedThreadingMixIn, RequestDeadlineMixIn
+
+MAX_CONNECTIONS = 8
+IDLE_TIMEOUT_S = 30.0  # Prometheus gives up on a scrape after 10 s by default
+
+
+class MetricsHTTPServer(BoundedThreadingMixIn, WSGIServer):
+    """A thread a connection, at most ``max_connections`` of them."""
+
+    max_connections = MAX_CONNECTIONS
+
+
+class _QuietHandler(RequestDeadlineMixIn, WSGIRequestHandler):
+    timeout = IDLE_TIMEOUT_S
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Nothing: a scrape every few seconds would fill the journal."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What one client may hold of the server (tests shorten them)."""
+
+    max_connections: int = MAX_CONNECTIONS
+    request_deadline_s: float = REQUEST_DEADLINE_S
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+
+
+DEFAULT_BOUNDS = Bounds()
+
+
+def start_metrics_server(
+    registry: CollectorRegistry, host: str, port: int, bounds: Bounds = DEFAULT_BOUNDS
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``registry`` on ``host:port`` from a daemon thread (as prometheus-client's
+    ``start_http_server`` returns them); OSError when the address cannot be had."""
+    # the address's own family, so an IPv6 address binds too
+    family, *_, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                             flags=socket.AI_PASSIVE)[0]
+    server_class = type("MetricsHTTPServer", (MetricsHTTPServer,),
+                        {"address_family": family, "max_connections": bounds.max_connections})
+    handler_class = type("MetricsHandler", (_QuietHandler,),
+                         {"timeout": bounds.idle_timeout_s,
+                          "request_deadline_s": bounds.request_deadline_s})
+    httpd: WSGIServer = make_server(str(address[0]), port, make_wsgi_app(registry),
+                                    server_class, handler_class)
+    thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    return httpd, thread

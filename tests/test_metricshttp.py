@@ -1,0 +1,87 @@
+"""The /metrics endpoints (the kiosk's, the pathology server's) against slow or hostile
+clients: a bounded number of connections, silent ones cut off (appliance/metricshttp.py)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import pytest
+
+from appliance.edge.metrics import MetricsServer
+from appliance.metricshttp import Bounds
+from appliance.pathology.service_metrics import ServiceMetrics
+from appliance.transport.broker import free_port
+from tests.slow_clients import answer_to, check_the_cap, status_of
+
+BOUNDS = Bounds(max_connections=4, request_deadline_s=3.0)
+
+
+@contextmanager
+def edge_metrics() -> Iterator[int]:
+    port = free_port()
+    server = MetricsServer(port, lambda: {"appliance_edge_frames": 3.0}, BOUNDS)
+    server.start()
+    try:
+        yield port
+    finally:
+        server.close()
+
+
+@contextmanager
+def pathology_metrics() -> Iterator[int]:
+    port = free_port()
+    metrics = ServiceMetrics(max_batch=8)
+    metrics.serve(port, "127.0.0.1", BOUNDS)
+    try:
+        yield port
+    finally:
+        metrics.close()
+
+
+SERVERS = pytest.mark.parametrize("serving", [edge_metrics, pathology_metrics],
+                                  ids=["edge", "pathology"])
+
+
+@SERVERS
+def test_connections_past_the_cap_are_refused_at_once_and_threads_stay_bounded(
+    serving: Callable[[], AbstractContextManager[int]], caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """prometheus-client's server waited for a request without any timeout, a thread a
+    connection: a client that connected and sent nothing held its thread for good, and as
+    many clients as connected held as many threads and file descriptors."""
+    with serving() as port:
+        check_the_cap(("127.0.0.1", port), f"http://127.0.0.1:{port}/metrics", 4, caplog)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@SERVERS
+def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_the_deadline(
+    serving: Callable[[], AbstractContextManager[int]],
+) -> None:
+    """Each byte well within the idle timeout: only the request deadline ends it."""
+    with serving() as port, socket.create_connection(("127.0.0.1", port)) as dripping:
+        dripping.settimeout(0.2)
+        closed = False
+        for byte in b"GET /metrics HTTP/1.0\r\nX-Padding: " + b"a" * 200:  # some 40 s
+            try:
+                dripping.send(bytes([byte]))
+                closed = dripping.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:  # reset: closed as well
+                closed = True
+            if closed:
+                break
+        assert closed  # within the drip, not after it
+        assert status_of(f"http://127.0.0.1:{port}/metrics") == 200
+
+
+def test_a_scrape_in_time_still_reads_the_metrics() -> None:
+    with edge_metrics() as port, socket.create_connection(("127.0.0.1", port)) as scrape:
+        scrape.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = answer_to(scrape)
+    assert answer.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert b"\nappliance_edge_frames_total 3.0\n" in answer
