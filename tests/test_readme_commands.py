@@ -4,7 +4,10 @@ threat model is docs/threat-model.md's."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from appliance.cli import build_parser
 from appliance.cli_help import leaf_commands
@@ -78,3 +81,32 @@ def test_the_benchmarks_section_names_every_script_in_benchmarks() -> None:
     assert scripts
     unnamed = [name for name in scripts if f"`{name}`" not in section]
     assert not unnamed, f"README.md 'Benchmarks' does not name: {unnamed}"
+
+
+def _tour_lines() -> list[str]:
+    """The shell lines of README.md "A tour", comments dropped."""
+    section = README.read_text().split("### A tour", 1)[1].split("\n#", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].rstrip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_tour_as_typed_finds_the_appliance_command_in_every_folder(tmp_path: Path) -> None:
+    """The tour typed `appliance ...` after set-up, which puts the command in .venv/bin and
+    not on PATH ("appliance: command not found"), and `cd /some/other/folder` went nowhere.
+    Its lines run here in a fresh bash from the repository, each `appliance` line replaced by
+    a look-up of the command that line would run."""
+    venv_command = README.parent / ".venv" / "bin" / "appliance"
+    if not venv_command.exists():
+        pytest.skip("no .venv here (./dev makes it)")
+    script = ["set -e"] + [
+        "command -v appliance || { echo \"appliance: command not found\" >&2; exit 9; }"
+        if line.startswith("appliance ") else line
+        for line in _tour_lines()]
+    done = subprocess.run(
+        ["bash", "-c", "\n".join(script)], cwd=README.parent, capture_output=True, text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path),
+             "TMPDIR": str(tmp_path)}, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    found = done.stdout.split()
+    assert len(found) == sum(line.startswith("appliance ") for line in _tour_lines()) > 5
+    assert {Path(path).resolve() for path in found} == {venv_command.resolve()}
