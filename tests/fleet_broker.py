@@ -48,7 +48,8 @@ def render_config(folder: Path, port: int) -> Path:
     text = (DEPLOY / "appliance.conf").read_text()
     text = text.replace("listener 8883", f"listener {port} 127.0.0.1")
     text = text.replace("/etc/mosquitto/appliance", str(folder))
-    text = text.replace("/var/lib/mosquitto/", f"{folder}/")
+    # Debian's mosquitto.conf names the persistence location the shipped part leaves out
+    text += f"persistence_location {folder}/\n"
     settings = [line for line in text.splitlines() if not line.startswith("#")]
     assert not [line for line in settings if "/etc/" in line or "/var/" in line]
     path = folder / "mosquitto.conf"
