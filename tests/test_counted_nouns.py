@@ -18,15 +18,19 @@ def test_synth_skin_says_one_frame(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_an_evaluated_group_of_one_slide_says_one_slide_and_one_patient() -> None:
-    """`pathology evaluate` on a run of one slide said '1 slides, 1 patients'."""
+    """`pathology evaluate` on a run of one slide said '1 slides, 1 patients', and 'no CIs: 1
+    patients'."""
     run = RunData("run", 0.5, truth=np.array([1]), scores=np.array([0.7]),
                   patients=np.array(["P1"]), materials=np.array(["biopsy"]))
     block = format_group("all", evaluate_runs([run], resamples=10)["all"], [run])
     assert block.splitlines()[0].startswith("all: 1 slide, 1 patient (threshold 0.500")
+    # it closed with "no CIs: 1 patients (fewer than 10)"
+    assert block.splitlines()[-1] == "  no CIs: 1 patient (fewer than 10)"
     two = RunData("run", 0.5, truth=np.array([1, 0]), scores=np.array([0.7, 0.2]),
                   patients=np.array(["P1", "P2"]), materials=np.array(["biopsy", "biopsy"]))
     block = format_group("all", evaluate_runs([two], resamples=10)["all"], [two])
     assert block.startswith("all: 2 slides, 2 patients (")
+    assert block.splitlines()[-1] == "  no CIs: 2 patients (fewer than 10)"
 
 
 def test_synth_he_of_one_patient_says_one_patient(

@@ -249,7 +249,8 @@ def format_group(name: str, group: GroupReport, runs: list[RunData]) -> str:
                          f"true MSS -> FP {c.fp} TN {c.tn}")
     lines.append(f"  * {PAPER_NAME}")
     if first.patients < MIN_CI_PATIENTS:
-        lines.append(f"  no CIs: {first.patients} patients (fewer than {MIN_CI_PATIENTS})")
+        patients = counted(first.patients, "patient")
+        lines.append(f"  no CIs: {patients} (fewer than {MIN_CI_PATIENTS})")
     return "\n".join(lines)
 
 
