@@ -332,6 +332,9 @@ def _main(argv: Sequence[str] | None) -> int:
     # (a role's key kept offline, as docs/model-updates.md advises): no news, and it reads as
     # an error; a threshold not met is an error of its own. -v shows them.
     logging.getLogger("tuf").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # matplotlib logs at INFO that it built its font cache (a machine's first report or
+    # heatmap): no news of the command's own, and the one log line of an otherwise plain run.
+    logging.getLogger("matplotlib").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     handler: Handler = args.handler
     try:
         if getattr(args, "own_stop_signals", False):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sqlite3
+import subprocess
+import sys
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -84,6 +87,23 @@ def test_report_writes_a_figure_per_feature_a_page_and_a_summary(tmp_path: Path)
     hills = summary["correlation_with_age"]["hill_density_per_mm2"]["pearson"]
     assert hills["r"] < -0.5  # the simulated fleet coarsens with age
     assert hills["ci95"][0] < hills["r"] < hills["ci95"][1]
+
+
+def test_a_first_report_on_a_machine_says_only_what_it_wrote(tmp_path: Path) -> None:
+    """With no font cache yet (a fresh machine, a new user) the command printed matplotlib's
+    "INFO matplotlib.font_manager: generated new fontManager" on stderr before its own line."""
+    _store(tmp_path, 20, subjects=20).close()
+    fresh_cache = tmp_path / "matplotlib"
+    fresh_cache.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "report", "cohort", "--store",
+         f"sqlite:///{tmp_path / 'r.sqlite3'}", "--out", str(tmp_path / "out")],
+        env={**os.environ, "MPLCONFIGDIR": str(fresh_cache)}, capture_output=True, text=True,
+        timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert any(fresh_cache.iterdir())  # matplotlib did build its cache in this run
+    assert done.stderr == ""
+    assert done.stdout.startswith(f"wrote {tmp_path / 'out' / 'index.html'} (figures and ")
 
 
 def test_report_without_age_bands_says_so(tmp_path: Path) -> None:
