@@ -10,7 +10,9 @@ and cancelled with ``appliance pathology job``.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -95,7 +97,23 @@ def job_page(request: Request, job_id: str,
     if job is None:
         return render(request, "error.html", status=404, login=login,
                       message=f"no pathology job {job_id}")
-    return render(request, "job.html", login=login, j=job)
+    slides = [{**slide, "backend_text": backend_text(slide["backend"])} for slide in job["slides"]]
+    return render(request, "job.html", login=login, j={**job, "slides": slides})
+
+
+def backend_text(stored: str) -> str:
+    """What ran a slide, as its page says it: "onnx-cpu, float32, msi-vgg19-w16.onnx" from the
+    server's backend settings stored as JSON (the API gives them whole); other text as it is."""
+    try:
+        settings = json.loads(stored)
+    except ValueError:
+        return stored
+    if not isinstance(settings, dict):
+        return stored
+    model = settings.get("model")
+    parts = (settings.get("backend"), settings.get("quantization") or settings.get("dtype"),
+             PurePath(model).name if isinstance(model, str) and model else None)
+    return ", ".join(str(part) for part in parts if part) or stored
 
 
 @pages.get("/pathology/{job_id}/slides/{slide_index}/{picture}")
