@@ -148,7 +148,9 @@ def api_result(
 
 @router.get("/cohort", summary="features by age band with 95 % CIs; repeated subjects")
 def api_cohort(request: Request, login: ApiLogin) -> dict[str, Any]:
-    """The cohort figures (cached for console.cohort_cache_s)."""
+    """The cohort figures and when they were computed (``computed_at``): figures older than
+    console.cohort_cache_s are computed again in the background, and a request meanwhile gets
+    the older ones."""
     with pool_of(request).store() as store:
-        views, repeats = request.app.state.cohort.get(store, pool_of(request))
-    return cohort_json(views, repeats)
+        figures = request.app.state.cohort.get(store, pool_of(request))
+    return cohort_json(figures)

@@ -264,12 +264,15 @@ def result_page(request: Request, measurement_id: str, login: PageLogin) -> HTML
 def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
     """Report features by age band (means with 95 % CIs), correlation with age, repeats."""
     with pool_of(request).store() as store:
-        views, repeats = request.app.state.cohort.get(store, pool_of(request))
+        figures = request.app.state.cohort.get(store, pool_of(request))
+    views = figures.views
     plots = {v.key: Markup(svg_plot(v)) for v in views}  # svg_plot escapes its text
     total = sum(b.n for b in views[0].bands) + views[0].not_measured if views else 0
     left_out = sum(v.not_measured for v in views)
     return render(request, "cohort.html", login=login, views=views, plots=plots,
-                  repeats=repeats, total=total, left_out=left_out, isfinite=math.isfinite)
+                  repeats=figures.repeats, total=total, left_out=left_out,
+                  isfinite=math.isfinite, computed_at=figures.computed_at,
+                  max_age_s=request.app.state.cohort.max_age_s)
 
 
 @router.get("/dead-letters")

@@ -229,9 +229,11 @@ def _number(value: float) -> float | None:
     return None if not math.isfinite(value) else round(value, 6)
 
 
-def cohort_json(views: list[FeatureView], repeats: list[dict[str, Any]]) -> dict[str, Any]:
-    """The cohort figures as JSON (NaN as null)."""
+def cohort_json(figures: CohortFigures) -> dict[str, Any]:
+    """The cohort figures as JSON (NaN as null), with the time they were computed."""
+    views, repeats = figures.views, figures.repeats
     return {
+        "computed_at": figures.computed_at,
         "features": {
             v.key: {
                 "pearson": {"r": _number(v.pearson.r), "ci95": [_number(v.pearson.low),
@@ -250,6 +252,16 @@ def cohort_json(views: list[FeatureView], repeats: list[dict[str, Any]]) -> dict
     }
 
 
+@dataclass(frozen=True)
+class CohortFigures:
+    """The cohort figures and when they were computed (UTC, to the second), which the page
+    and the API say: a visit that finds them stale gets them while newer ones are computed."""
+
+    views: list[FeatureView]
+    repeats: list[dict[str, Any]]
+    computed_at: str
+
+
 class CohortCache:
     """The cohort figures, refreshed in the background once older than ``max_age_s``.
 
@@ -262,16 +274,17 @@ class CohortCache:
         self.max_age_s = max_age_s
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
-        self._value: tuple[float, list[FeatureView], list[dict[str, Any]]] | None = None
+        self._value: tuple[float, CohortFigures] | None = None
 
     def _compute(self, store: Store, only_if_missing: bool = False) -> None:
         with self._refreshing:
             if only_if_missing and self._value is not None:
                 return  # the start-up warm-up finished while this request waited for it
-            views = feature_views(store.band_sums(REPORT_FEATURES))
-            value = (time.monotonic(), views, repeat_rows(store))
+            computed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            figures = CohortFigures(feature_views(store.band_sums(REPORT_FEATURES)),
+                                    repeat_rows(store), computed_at)
             with self._lock:
-                self._value = value
+                self._value = (time.monotonic(), figures)
 
     def warm(self, pool: Any) -> None:
         """Compute the figures in a background thread (at console start)."""
@@ -285,8 +298,7 @@ class CohortCache:
         except Exception:  # the next page request computes them itself and shows the error
             log.exception("cohort figures not computed in the background")
 
-    def get(self, store: Store, pool: Any = None) -> tuple[list[FeatureView],
-                                                            list[dict[str, Any]]]:
+    def get(self, store: Store, pool: Any = None) -> CohortFigures:
         """The latest figures; stale ones trigger a background refresh (through ``pool``)."""
         with self._lock:
             value = self._value
@@ -299,12 +311,12 @@ class CohortCache:
         elif stale and pool is None:
             self._compute(store)
             return self._latest()
-        return value[1], value[2]
+        return value[1]
 
-    def _latest(self) -> tuple[list[FeatureView], list[dict[str, Any]]]:
+    def _latest(self) -> CohortFigures:
         """The figures just computed, whatever their age: with ``max_age_s`` 0 they are stale
         at once, and asking ``get`` again would compute them again without end."""
         with self._lock:
             value = self._value
         assert value is not None  # _compute set it
-        return value[1], value[2]
+        return value[1]
