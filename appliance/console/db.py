@@ -164,3 +164,10 @@ class StorePool:
             if slot is not None:
                 with contextlib.suppress(Exception):
                     slot.close()
+
+
+def anyone_can_log_in(pool: StorePool) -> bool:
+    """Whether the store has an enabled console user: without one, the console says at start
+    and on its login page which ``console user add`` to run."""
+    with pool.store() as store:
+        return any(user.disabled_at is None for user in store.users())

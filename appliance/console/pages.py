@@ -27,7 +27,7 @@ from appliance.backoffice.export import NAMED_DEVICES, SHOWN_CHARS, csv_safe
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import digest, open_session
 from appliance.console.cohortview import svg_plot
-from appliance.console.db import StoreBusyError
+from appliance.console.db import StoreBusyError, anyone_can_log_in
 from appliance.console.filters import (
     check_measurement_id,
     once_each,
@@ -84,20 +84,39 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 def login_form(request: Request, next: str | None = None, failed: bool = False,
                ended: bool = False) -> HTMLResponse:
     """The login page; its form carries a CSRF token that is also set as a cookie."""
-    return _login_page(request, next, 401 if failed else 200, failed=failed, ended=ended)
+    return _login_page(request, next, 401 if failed else 200, failed=failed, ended=ended,
+                       nobody=_nobody_can_log_in(request))
 
 
 def _login_page(request: Request, next: str | None, status: int, *, failed: bool = False,
                 wait_s: float = 0.0, store_failed: bool = False,
-                ended: bool = False) -> HTMLResponse:
+                ended: bool = False, nobody: bool = False) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     page = render(request, "login.html", status=status, csrf=token, next=safe_next(next),
                   failed=failed, wait_min=math.ceil(wait_s / 60.0) if wait_s else 0,
-                  store_failed=store_failed, ended=ended and not failed, login=None)
+                  store_failed=store_failed, ended=ended and not failed, login=None,
+                  nobody=nobody)
     page.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
     if wait_s:
         page.headers["Retry-After"] = retry_after(wait_s)
     return page
+
+
+def _nobody_can_log_in(request: Request) -> bool:
+    """Whether the store has no enabled user yet (a new console: the page then says which
+    command adds one); False when the store cannot tell now, which the login itself says.
+    Once someone could log in the store is not asked again (the last enabled operator cannot
+    be removed or disabled; a console left with no user at all says nothing more here)."""
+    state = request.app.state
+    if getattr(state, "someone_can_log_in", False):
+        return False
+    try:
+        state.someone_can_log_in = anyone_can_log_in(pool_of(request))
+    except StoreBusyError:
+        return False
+    except STORE_ERRORS:
+        return False
+    return not state.someone_can_log_in
 
 
 @router.post("/login", response_model=None)

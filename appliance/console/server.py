@@ -32,7 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from appliance.backoffice.storeurl import masked_url
 from appliance.config import ConsoleConfig
 from appliance.console.app import SECURITY_HEADERS, create_app
-from appliance.console.db import StorePool
+from appliance.console.db import StorePool, anyone_can_log_in
 
 log = logging.getLogger(__name__)
 # a console request (headers, and a form of at most 4 KiB) takes well under a second to send
@@ -164,13 +164,6 @@ def serve_until_stopped(server: uvicorn.Server, listener: socket.socket,
     while thread.is_alive():
         server.force_exit = received is not None and len(received) > 1
         thread.join(0.2)
-
-
-def anyone_can_log_in(pool: StorePool) -> bool:
-    """Whether the store has an enabled console user: the login page alone does not tell a
-    newcomer that nobody has been added yet, nor how to add one."""
-    with pool.store() as store:
-        return any(user.disabled_at is None for user in store.users())
 
 
 def listening_socket(bind: str, port: int) -> socket.socket:
