@@ -168,7 +168,8 @@ class QualityGate:
 
     def _no_contact_reason(self, s: dict[str, float]) -> str:
         """Why no skin is seen: a frame without colour (the camera's format, not the scope's
-        place; a dark or clipped white field is grey on any camera), else too little skin."""
+        place; a dark or clipped white field is grey on any camera), a dark field, else too
+        little skin; only the check that failed is named."""
         lit = s["mean_level"] >= DARK_FIELD_MEAN_LEVEL
         clipped = s["highlight_fraction"] > self.max_highlight_fraction
         if lit and not clipped and s["chroma_max"] <= COLOURLESS_MAX_CHROMA:
@@ -177,10 +178,11 @@ class QualityGate:
                 "the camera's format (a mono mode?) or that the file is a colour image; if the "
                 "scope rests on something grey, press it onto the skin"
             )
-        return (
-            f"skin fraction {s['skin_fraction']:.2f} < {self.min_skin_fraction} or dark "
-            f"field (mean {s['mean_level']:.0f}): press the scope onto the skin"
-        )
+        if not lit:
+            return (f"dark field (mean level {s['mean_level']:.0f} < {DARK_FIELD_MEAN_LEVEL:g}: "
+                    "the scope lifted, or its light off): press the scope onto the skin")
+        return (f"skin fraction {s['skin_fraction']:.2f} < {self.min_skin_fraction}: too "
+                "little skin in view: press the scope onto the skin")
 
 
 def motion_score(gray: np.ndarray, previous_gray: np.ndarray) -> float:

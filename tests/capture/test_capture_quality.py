@@ -62,6 +62,25 @@ def test_scope_not_on_skin_is_no_contact(field: np.ndarray) -> None:
     assert "press the scope onto the skin" in quality.reasons[0]
 
 
+@pytest.mark.parametrize(
+    ("field", "named", "not_named"),
+    [(_field(124, 128, 133), "skin fraction 0.00 < 0.45: too little skin", "dark"),
+     (_field(60, 90, 200), "skin fraction 0.00 < 0.45: too little skin", "dark"),
+     (_field(255, 255, 255), "skin fraction 0.00 < 0.45: too little skin", "dark"),
+     (_field(0, 0, 0), "dark field (mean level 0 < 12: the scope lifted", "skin fraction")],
+    ids=["grey-table", "blue-table", "white-field", "dark-field"],
+)
+def test_no_contact_names_only_the_check_that_failed(field: np.ndarray, named: str,
+                                                     not_named: str) -> None:
+    """`appliance analyze` of a bright micrometer photo said "skin fraction 0.00 < 0.45 or
+    dark field (mean 207)": a white field called dark, as the reason named both checks with
+    their values whichever had failed."""
+    quality = QualityGate().assess(field)
+    assert quality.verdict == "no_contact"
+    assert named in quality.reasons[0]
+    assert not_named not in quality.reasons[0]
+
+
 @pytest.mark.parametrize("mono", ["skin", "grey-field"])
 def test_a_frame_without_colour_says_so_not_press_the_scope(mono: str) -> None:
     """A camera in a mono mode (or a greyscale file) on skin: asking to press the scope on
