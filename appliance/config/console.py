@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from pydantic import Field, field_validator
 
 from appliance.config.section import Section
+
+# a DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123), no port
+_HOST_NAME = re.compile(r"^(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+                        r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\Z")
 
 
 class ConsoleConfig(Section):
@@ -37,6 +42,28 @@ class ConsoleConfig(Section):
         "a client cannot name the address its failed logins count against. A proxy on this "
         "host: [127.0.0.1] (then any local user can name one too: see README).",
     )
+
+    server_names: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="Host names the console answers to besides IP addresses, localhost and "
+        "the name bind gives: "
+        "the name a reverse proxy passes on as the request's Host (Caddy does; "
+        "[console.example.org]). A request naming any other host is refused, so a web page "
+        "whose name its owner points at this host (DNS rebinding) cannot reach the console.",
+    )
+
+    @field_validator("server_names")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        """Each entry a DNS name, kept in lower case without a final dot (as compared)."""
+        names = []
+        for entry in value:
+            name = entry.strip().lower().removesuffix(".")
+            if not _HOST_NAME.match(name):
+                raise ValueError(f"{entry[:60]!r} is no host name; write a name such as "
+                                 "console.example.org (no scheme, port or wildcard)")
+            names.append(name)
+        return names
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -1,8 +1,9 @@
 """The console application: FastAPI with the pages, the /api/v1 API and their guards.
 
-Guards that apply to every request live here: the query string and request body are bounded
-(a larger one is refused before any handler runs), refused input gets a clear 400 that
-names the field, a store that failed (a StoreError: unreachable, or refusing inside a
+Guards that apply to every request live here: a request naming another host than this
+console is refused (console/hostnames.py: DNS rebinding), the query string and request body
+are bounded (a larger one is refused before any handler runs), refused input gets a clear
+400 that names the field, a store that failed (a StoreError: unreachable, or refusing inside a
 handler) is a 503 whose store and cause go to the log, and a request that failed otherwise
 inside the console is a 500 whose cause goes to the log, not to the visitor. A URL no page
 answers (404, or 405 for a method it does not take) gets the console's error page. Every API
@@ -42,6 +43,7 @@ from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import CsrfError, LoginRequiredError, RoleError, known_parameters
+from appliance.console.hostnames import host_refusal, own_names
 from appliance.console.throttle import LoginGuard
 from appliance.console.views import CohortCache
 from appliance.logsafe import escape_controls, shorten
@@ -77,6 +79,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     )
     app.state.pool = pool
     app.state.settings = settings
+    app.state.host_names = own_names(settings.bind, settings.server_names)
     app.state.logins = LoginGuard(settings.login_max_failures, settings.login_window_s)
     app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)  # others wait
     app.state.pathology_results = pathology_results
@@ -145,6 +148,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def _limits(request: Request, call_next: Handler) -> Response:
+    elsewhere = host_refusal(request.headers.get("host"), request.app.state.host_names)
+    if elsewhere:
+        return _refusal(request, 400, elsewhere)
     query = request.url.query
     if len(query) > MAX_QUERY_CHARS:
         return _refusal(request, 414, f"query string of {len(query)} characters refused: "

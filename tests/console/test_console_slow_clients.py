@@ -31,8 +31,8 @@ def test_connections_that_never_finish_a_request_are_closed_and_others_get_answe
             for _ in range(PLACES)]
     try:
         for index, sock in enumerate(held):  # a head, or a form, that never ends
-            sock.sendall(b"GET /login HTTP/1.1\r\nHost: console\r\n" if index % 2 else
-                         b"POST /login HTTP/1.1\r\nHost: console\r\nContent-Type: "
+            sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n" if index % 2 else
+                         b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                          b"application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nuser=")
         for sock in held:  # the console answers or closes each (on main: it waited forever)
             while sock.recv(4096):
@@ -73,7 +73,7 @@ def _stalled_download(console: Console, cookie: str) -> tuple[socket.socket, byt
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(60)
     sock.connect((address.hostname, address.port))
-    sock.sendall(f"GET /results.csv HTTP/1.1\r\nHost: console\r\nCookie: {cookie}\r\n\r\n"
+    sock.sendall(f"GET /results.csv HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n"
                  .encode())
     first = sock.recv(64)
     assert first.startswith(b"HTTP/1.1 200")
@@ -129,7 +129,7 @@ def test_the_servers_own_503_for_a_request_beyond_its_places_keeps_the_security_
             for _ in range(PLACES + 8)]  # idle: each holds a place until its deadline
     try:
         with socket.create_connection((address.hostname, address.port), timeout=30) as late:
-            late.sendall(b"GET /login HTTP/1.1\r\nHost: console\r\n\r\n")
+            late.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             answer = bytearray()
             while chunk := late.recv(4096):
                 answer += chunk

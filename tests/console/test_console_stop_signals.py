@@ -84,7 +84,7 @@ def test_a_second_stop_signal_ends_the_requests_the_console_still_answers() -> N
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     asking = socket.create_connection(("127.0.0.1", port), timeout=60)
-    asking.sendall(b"GET / HTTP/1.1\r\nHost: console\r\n\r\n")
+    asking.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert answering.wait(60)
     received.append(signal.SIGTERM)
     stop.set()
