@@ -6,6 +6,7 @@ the file ``mqtt-password`` in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredenti
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,6 +76,19 @@ class MqttConfig(Section):
             )
         return data
 
+    @model_validator(mode="after")
+    def _login_not_in_clear(self) -> MqttConfig:
+        """A login's password crosses the network only inside TLS: a broker on another host
+        with TLS off (forgotten, or turned off by a variable) would be sent it in clear at
+        every connect, for anyone on the way to read (docs/threat-model.md)."""
+        if self.username is not None and not self.tls.enabled and not _this_host(self.host):
+            raise ValueError(
+                f"mqtt.tls.enabled is false for the broker at {self.host[:100]}, another host, "
+                f"while mqtt.username {self.username[:64]!r} logs in: its password would cross "
+                "the network in clear; set mqtt.tls.enabled: true and mqtt.tls.ca_file (the "
+                "fleet CA, deploy/mosquitto), or use a broker on this host")
+        return self
+
     def password(self) -> str | None:
         """The broker password from the environment or systemd credentials, if any;
         PasswordError (a ValueError: the daemons exit 2) naming where one came from that MQTT
@@ -91,6 +105,18 @@ class MqttConfig(Section):
                                     f"password of at most {MAX_PASSWORD_BYTES} bytes") from exc
             return _sendable(text, f"the credential file {path}")
         return None
+
+
+def _this_host(host: str) -> bool:
+    """Whether ``host`` names this host without a network between: a loopback address or
+    ``localhost`` (a name is not looked up: any other may lead anywhere)."""
+    name = host.strip().lower().removesuffix(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 # MQTT 5 spec 1.5.6: binary data (the password) is at most 65535 bytes; past that the link

@@ -1,0 +1,65 @@
+"""A broker login is never sent in clear over the network: a config that names a user for a
+broker on another host with TLS off is refused, as ``config check`` and every daemon read it.
+Without it a kiosk set up so (TLS forgotten) sent its password unencrypted at every reconnect,
+to be read off the network, while the shipped broker, which takes TLS only, refused it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.config.loader import ConfigError, config_from_mapping
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _mqtt(**section: object) -> dict[str, object]:
+    return {"mqtt": section}
+
+
+@pytest.mark.parametrize("host", ["broker.example.org", "10.0.0.7", "fe80::1", "127.0.0.1.nip.io"])
+def test_a_login_to_another_host_without_tls_is_refused(host: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping(_mqtt(host=host, username="kiosk-1"), environ={})
+    said = str(refused.value)
+    assert f"mqtt.tls.enabled is false for the broker at {host}" in said
+    assert "its password would cross the network in clear" in said
+    assert "mqtt.tls.ca_file" in said
+
+
+def test_the_environment_turning_tls_off_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping(_mqtt(host="broker.example.org", username="kiosk-1",
+                                  tls={"enabled": True, "ca_file": "ca.crt"}),
+                            environ={"APPLIANCE__MQTT__TLS__ENABLED": "false"})
+    assert "mqtt.tls.enabled is false for the broker at broker.example.org" in str(refused.value)
+
+
+@pytest.mark.parametrize("section", [
+    {"host": "127.0.0.1", "username": "kiosk-1"},  # this host: nothing crosses a network
+    {"host": "127.0.0.53", "username": "kiosk-1"},
+    {"host": "localhost", "username": "kiosk-1"},
+    {"host": "LocalHost.", "username": "kiosk-1"},
+    {"host": "::1", "username": "kiosk-1"},
+    {"host": "broker.example.org"},  # no login: no password to send
+    {"host": "broker.example.org", "username": "kiosk-1",
+     "tls": {"enabled": True, "ca_file": "ca.crt"}},
+])
+def test_tls_off_is_taken_on_this_host_or_without_a_login(section: dict[str, object]) -> None:
+    config = config_from_mapping(_mqtt(**section), environ={})
+    assert config.mqtt.host == section["host"]
+
+
+def test_config_check_refuses_it_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("device:\n  id: kiosk-1\n  site: shop-1\n"
+                      "mqtt:\n  host: broker.example.org\n  port: 8883\n  username: kiosk-1\n")
+    done = subprocess.run([sys.executable, "-m", "appliance", "config", "check", str(config)],
+                          check=False, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2, done.stdout + done.stderr  # on main: 0, the config "ok"
+    assert "mqtt.tls.enabled is false for the broker at broker.example.org" in done.stderr
