@@ -25,6 +25,7 @@ from appliance.backoffice.schema import (
     not_validated_keys,
 )
 from appliance.backoffice.store import Store
+from appliance.csvcells import csv_safe
 from appliance.edge.reasons import grade_withheld
 from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten, shorten_quoted
 from appliance.outfile import replaced_when_complete
@@ -119,17 +120,6 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.1f}" if isinstance(value, float) else escape_controls(str(value))
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula (=, +, -, @) gets a leading quote
-    (OWASP "CSV injection"); numbers and other text are written as they are."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def export_results(

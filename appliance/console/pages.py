@@ -23,7 +23,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import Login
-from appliance.backoffice.export import NAMED_DEVICES, SHOWN_CHARS, csv_safe
+from appliance.backoffice.export import NAMED_DEVICES, SHOWN_CHARS
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import digest, open_session
 from appliance.console.cohortview import svg_plot
@@ -60,6 +60,7 @@ from appliance.console.views import (
     shown_numbers,
     shown_quality,
 )
+from appliance.csvcells import csv_safe
 from appliance.logsafe import shorten
 
 log = logging.getLogger(__name__)

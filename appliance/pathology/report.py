@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from appliance import safejson
+from appliance.csvcells import cell_text
 from appliance.logsafe import escape_controls
 from appliance.pathology.labels import LabelRow, LabelsError, read_labels, table_rows, table_text
 from appliance.pathology.metrics import (
@@ -68,7 +69,7 @@ def load_run(folder: Path, labels: dict[str, LabelRow], patients: set[str] | Non
     if not results.is_file():
         raise LabelsError(f"{results}: not found; pass {RESULTS_HINT}")
     meta = run_summary(folder)
-    read = [(line, {**row, "slide": one_form(row["slide"] or "")})  # as labels.csv's names
+    read = [(line, {**row, "slide": one_form(cell_text(row["slide"] or ""))})  # as labels
             for line, row in table_rows(results, RESULT_COLUMNS, RESULTS_HINT)]
     rows = once_per_slide(results, read, "each run's results go in a --results folder of "
                           "their own")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from appliance.csvcells import csv_safe
 from appliance.outfile import replaced_when_complete
 from appliance.pathology.aggregate import (
     SlideScore,
@@ -254,8 +255,8 @@ def write_results(
     path = out_dir / RESULTS_CSV
     with replaced_when_complete(path) as temp, temp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(SlideResult.__dataclass_fields__))
-        writer.writeheader()
-        writer.writerows(rows)
+        writer.writeheader()  # names from files and labels: formulas defused (csvcells.py)
+        writer.writerows({key: csv_safe(value) for key, value in row.items()} for row in rows)
     failed = sum(1 for row in rows if row["error"])
     unsupported = sum(1 for row in rows if row["label"] == UNSUPPORTED)
     summary = {**summary, "slides": len(rows), "failed": failed, "unsupported": unsupported}
