@@ -44,15 +44,19 @@ def open_session(
     options: Any,
     fix_hint: str,
     data: bytes | None = None,
+    disabled_optimizers: Sequence[str] = (),
 ) -> Any:
     """An ONNX Runtime session for ``path``, or for ``data``: its content, read already by the
     caller (at most ``max_bytes``), which ``path`` then only names; ModelError if it cannot be
-    one."""
+    one. ``disabled_optimizers``: ONNX Runtime's graph optimizers (by name) not to run."""
     if data is None:
         check_model_file(path, max_bytes, fix_hint)
     source = str(path) if data is None else data
+    kept_from: dict[str, Any] = (
+        {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {})
     try:
-        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers),
+                                    **kept_from)
     except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
         text = str(exc).strip()
         first_line = text.splitlines()[0][:300] if text else repr(exc)

@@ -2,10 +2,19 @@
 
 The kiosk PC is small and also runs capture and measurement, so a session uses one intra-op and
 one inter-op thread. Only onnxruntime and numpy are needed at run time.
+
+A model file is bounded in bytes, but what its graph computes is not: a node of a few bytes
+(ConstantOfShape, Expand) may ask for any amount of memory, once when the session folds
+constants and again at each run, and a kiosk filling its memory for a model is killed, not
+told. So the feature models' sessions fold no constants and allocate from one CPU arena of
+MAX_RUN_BYTES a process (weights aside); a run that wants more fails, and a model whose
+warm-up does is refused as any model failing its test input. Runs take at most
+MAX_ROWS_PER_RUN rows at a time, so a legitimate model's batch of any size fits.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,9 @@ from appliance.inference.loader import open_session
 log = logging.getLogger(__name__)
 
 MAX_MODEL_BYTES = 50 * 1024 * 1024
+# a feature model's run holds a few MB of activations for MAX_ROWS_PER_RUN rows
+MAX_RUN_BYTES = 256 * 1024 * 1024
+MAX_ROWS_PER_RUN = 4096
 PROBABILITY_TOLERANCE = 1e-3
 FloatMatrix = npt.NDArray[np.float32]
 
@@ -46,14 +58,26 @@ CONFIGURED_MODEL_HINT = ("check model.path in the config, or rebuild with `appli
 NAMED_MODEL_HINT = "check the file named, or rebuild it with `appliance models build-skin`"
 
 
+@functools.cache
+def _capped_arena() -> None:
+    """Register, once a process, the CPU arena of MAX_RUN_BYTES the feature models share."""
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                               ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(MAX_RUN_BYTES, -1, -1, -1))
+
+
 def _open_session(path: Path, fix_hint: str, data: bytes | None) -> Any:
+    _capped_arena()
+    options = session_options()
+    options.add_session_config_entry("session.use_env_allocators", "1")
     return open_session(
         path,
         max_bytes=MAX_MODEL_BYTES,
         providers=["CPUExecutionProvider"],
-        options=session_options(),
+        options=options,
         fix_hint=fix_hint,
         data=data,
+        disabled_optimizers=("ConstantFolding",),  # folding would allocate outside the arena
     )
 
 
@@ -129,6 +153,13 @@ class OnnxRunner:
             )
 
     def probabilities(self, features: FloatMatrix) -> FloatMatrix:
-        """Class probabilities, [batch, labels], for a [batch, features] float32 matrix."""
+        """Class probabilities, [batch, labels], for a [batch, features] float32 matrix (run
+        MAX_ROWS_PER_RUN rows at a time)."""
+        if len(features) <= MAX_ROWS_PER_RUN:
+            return self._run(features)
+        return np.concatenate([self._run(features[start:start + MAX_ROWS_PER_RUN])
+                               for start in range(0, len(features), MAX_ROWS_PER_RUN)])
+
+    def _run(self, features: FloatMatrix) -> FloatMatrix:
         outputs = self._session.run([self._output_name], {self._input_name: features})
         return np.asarray(outputs[0], dtype=np.float32)
