@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping, Sequence
 
+from appliance import safejson
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.transport import payloads
@@ -134,7 +135,7 @@ def drop_request(repo: FileRepository, rollout_ids: Sequence[str] | None = None)
 def _request(repo: FileRepository) -> dict[str, object] | None:
     try:
         raw = read_regular_file(repo.dir / HALT_REQUEST, MAX_HALT_REQUEST_BYTES)
-        request = json.loads(raw)
+        request = safejson.loads(raw)
     except (OSError, ValueError, RepositoryError):  # none, or not written by `models halt`
         return None
     return request if isinstance(request, dict) else None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -46,6 +45,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
+from appliance import safejson
 from appliance.updates.manifest import MAX_TARGETS_METADATA_BYTES
 from appliance.updates.repofiles import (
     PUBLIC_MODE,
@@ -362,8 +362,8 @@ def _read_expiries(settings: Path) -> dict[str, int]:
     what is wrong with it (damaged, edited by hand), before anything is signed with it."""
     restore = f"put back the file `appliance models repo init` wrote ({SETTINGS_SHAPE})"
     try:
-        data = json.loads(read_regular_file(settings, MAX_SETTINGS_BYTES, restore))
-    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        data = safejson.loads(read_regular_file(settings, MAX_SETTINGS_BYTES, restore))
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON, nested too deep
         raise RepositoryError(f"{settings}: not readable as JSON ({exc}); {restore}") from exc
     expiries = data.get("expiry_s") if isinstance(data, dict) else None
     if not isinstance(expiries, dict):

@@ -23,6 +23,8 @@ DAMAGED = {
                            "timestamp, fleet takes whole seconds, more than 0"),
     "an unknown role": (b'{"expiry_s": {"mirror": 60}}', "expiry_s 'mirror': 60;"),
     "a negative expiry": (b'{"expiry_s": {"snapshot": -5}}', "expiry_s 'snapshot': -5;"),
+    # on main: RecursionError out of every command, a traceback
+    "nested too deeply": (b"[" * 5000, "not readable as JSON (JSON nested too deeply"),
 }
 
 
