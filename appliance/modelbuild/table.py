@@ -9,11 +9,13 @@ description of where its rows came from, which a build copies into the model's `
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +31,10 @@ SPLITS = ("train", "calibration", "validation", "test")
 SPLIT_SHARES = {"train": 0.6, "calibration": 0.1, "validation": 0.1, "test": 0.2}
 KNOWN_COLUMNS = ("label", "split", "source")
 MAX_TABLE_BYTES = 200 * 1024 * 1024
+# a row is a measured frame (`models skin-table`: about 0.3 CPU s each): far above any table
+# made, and what it holds once read (a few hundred MB) bounded
+MAX_TABLE_ROWS = 200_000
+MAX_TEXT_CHARS = 256  # a Parquet table's label, split or source value
 DESCRIPTION_KEY = b"appliance.description"
 
 
@@ -89,19 +95,7 @@ def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
     if path.stat().st_size > MAX_TABLE_BYTES:
         raise TableError(f"{path}: larger than {MAX_TABLE_BYTES} bytes; split the table")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq  # noqa: PLC0415  (the train extra; CSV needs none)
-
-        try:
-            arrow = pq.read_table(path)
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-            raise TableError(f"{path}: not a readable Parquet file: {exc}") from exc
-        meta = arrow.schema.metadata or {}
-        description = meta.get(DESCRIPTION_KEY, b"").decode("utf-8", "replace")
-        columns = {
-            name: ["" if v is None else str(v) for v in col]
-            for name, col in arrow.to_pydict().items()
-        }
-        return columns, description
+        return _parquet_columns(path)
     if path.suffix != ".csv":
         raise TableError(f"{path}: unknown table format; use .csv or .parquet")
     # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte order mark, which would
@@ -109,7 +103,8 @@ def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         try:
-            records = list(reader)
+            records = list(itertools.islice(reader, MAX_TABLE_ROWS + 1))
+            _check_rows(path, len(records))
             names = reader.fieldnames or []
         except UnicodeDecodeError as exc:  # a spreadsheet's plain "CSV": its local code page
             raise TableError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
@@ -118,6 +113,54 @@ def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
             line = reader.line_num + 1  # the reader counts the lines it finished
             raise TableError(f"{path}:{line}: not readable as CSV ({exc})") from exc
     return {name: [r.get(name) or "" for r in records] for name in names}, ""
+
+
+def _check_rows(path: Path, rows: int) -> None:
+    if rows > MAX_TABLE_ROWS:
+        raise TableError(f"{path}: more than {MAX_TABLE_ROWS} rows; split the table")
+
+
+def _parquet_columns(path: Path) -> tuple[dict[str, list[str]], str]:
+    """A Parquet table's columns as text and its description. Its size is checked before
+    anything is decoded (a 300 KB file may hold 4 million rows of one value, 8 GB once read):
+    rows and pages' unpacked bytes from the file's metadata, then the longest of each text
+    column's distinct values, which its rows may repeat."""
+    import pyarrow.compute as pc  # noqa: PLC0415  (the train extra; CSV needs none)
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    try:
+        found = pq.ParquetFile(path)
+        _check_rows(path, found.metadata.num_rows)
+        _check_unpacked(path, found.metadata)
+        texts = [field.name for field in found.schema_arrow if str(field.type) == "string"]
+        arrow = pq.read_table(path, read_dictionary=texts)  # each distinct text once
+    except TableError:
+        raise
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise TableError(f"{path}: not a readable Parquet file: {exc}") from exc
+    for name in texts:
+        longest = max((pc.max(pc.utf8_length(chunk.dictionary)).as_py() or 0
+                       for chunk in arrow.column(name).chunks), default=0)
+        if longest > MAX_TEXT_CHARS:
+            raise TableError(f"{path}: column {name!r} holds a value of {longest} characters; "
+                             f"at most {MAX_TEXT_CHARS}")
+    meta = arrow.schema.metadata or {}
+    description = meta.get(DESCRIPTION_KEY, b"").decode("utf-8", "replace")
+    columns = {
+        name: ["" if v is None else str(v) for v in col]
+        for name, col in arrow.to_pydict().items()
+    }
+    return columns, description
+
+
+def _check_unpacked(path: Path, metadata: Any) -> None:
+    """Refuse a Parquet file whose pages unpack to more than a table file may hold."""
+    unpacked = sum(metadata.row_group(group).column(column).total_uncompressed_size
+                   for group in range(metadata.num_row_groups)
+                   for column in range(metadata.num_columns))
+    if unpacked > MAX_TABLE_BYTES:
+        raise TableError(f"{path}: its pages unpack to {unpacked} bytes; a table holds at most "
+                         f"{MAX_TABLE_BYTES}; split the table")
 
 
 def _feature_matrix(
