@@ -179,10 +179,10 @@ class QualityGate:
                 "scope rests on something grey, press it onto the skin"
             )
         if not lit:
-            return (f"dark field (mean level {s['mean_level']:.0f} < {DARK_FIELD_MEAN_LEVEL:g}: "
-                    "the scope lifted, or its light off): press the scope onto the skin")
-        return (f"skin fraction {s['skin_fraction']:.2f} < {self.min_skin_fraction}: too "
-                "little skin in view: press the scope onto the skin")
+            return (f"dark field, mean level {s['mean_level']:.0f} < {DARK_FIELD_MEAN_LEVEL:g} "
+                    "(the scope lifted, or its light off): press the scope onto the skin")
+        return (f"skin fraction {s['skin_fraction']:.2f} < {self.min_skin_fraction} (too "
+                "little skin in view): press the scope onto the skin")
 
 
 def motion_score(gray: np.ndarray, previous_gray: np.ndarray) -> float:

@@ -64,10 +64,10 @@ def test_scope_not_on_skin_is_no_contact(field: np.ndarray) -> None:
 
 @pytest.mark.parametrize(
     ("field", "named", "not_named"),
-    [(_field(124, 128, 133), "skin fraction 0.00 < 0.45: too little skin", "dark"),
-     (_field(60, 90, 200), "skin fraction 0.00 < 0.45: too little skin", "dark"),
-     (_field(255, 255, 255), "skin fraction 0.00 < 0.45: too little skin", "dark"),
-     (_field(0, 0, 0), "dark field (mean level 0 < 12: the scope lifted", "skin fraction")],
+    [(_field(124, 128, 133), "skin fraction 0.00 < 0.45 (too little skin in view)", "dark"),
+     (_field(60, 90, 200), "skin fraction 0.00 < 0.45 (too little skin in view)", "dark"),
+     (_field(255, 255, 255), "skin fraction 0.00 < 0.45 (too little skin in view)", "dark"),
+     (_field(0, 0, 0), "dark field, mean level 0 < 12 (the scope lifted", "skin fraction")],
     ids=["grey-table", "blue-table", "white-field", "dark-field"],
 )
 def test_no_contact_names_only_the_check_that_failed(field: np.ndarray, named: str,
