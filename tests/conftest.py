@@ -19,6 +19,8 @@ from tests.signal_state import changes, restore, signal_state
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.report_text"]  # reports that xdist can send (surrogates escaped)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Ctrl-C reaches the commands the tests start as it would from a terminal, however the
