@@ -187,8 +187,8 @@ class RequestAdmission:
             self._waiting[job_id] = (due, payload)
         else:
             self._waiting.pop(job_id, None)
-            if job["state"] in FINAL_STATES:
-                self._ended_request(job)
+            if job["state"] in FINAL_STATES:  # answered as it asks: again, or refused
+                self._take(job_id, payload)
 
     def _take_waiting(self) -> None:
         """Try the kept requests oldest first while there is room, up to the first not due yet
@@ -238,6 +238,19 @@ class RequestAdmission:
         if not job["request"]:  # a refusal: its state counts among those this server left
             self._keep_refusal_state(job_id)
         self._clear_request(job_id)
+
+    def _refuse_reused_id(self, job: dict[str, Any]) -> None:
+        """A request under the id of a job that ended (or was refused) asks for other slides:
+        clear it and answer on the errors topic, naming the id. The job's own state stays as
+        the broker keeps it: published again, it would read as this request's answer."""
+        job_id, state = job["job_id"], job["state"]
+        ended = "was refused" if not job["request"] else f"already ended ({state})"
+        reason = (f"job id {job_id} is taken: a job under it {ended} with other slides; a job "
+                  "id names one request for good: submit this one under a new id")
+        log.warning("request refused: %s", reason)
+        self._clear_request(job_id)
+        self.client.publish(errors_topic(self.prefix), state_payload(
+            job_id, state, request="job", reason=reason, server=self.server_id), qos=1)
 
     def _refuse(self, exc: JobRefusedError) -> None:
         log.warning("job refused: %s", exc)

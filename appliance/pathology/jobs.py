@@ -9,9 +9,10 @@ Topics (docs/pathology-server.md):
 - ``{prefix}/pathology/jobs/{id}/cancel``: a cancel request (retained, so a server that takes
   the job over later still sees it; cleared once the job is cancelled, or at once when the
   job is unknown or already ended);
-- ``{prefix}/pathology/errors``: why a request without a readable job id was refused, and why
-  a cancel request had nothing to cancel (``request: cancel``, ``state``: unknown or the
-  job's final state);
+- ``{prefix}/pathology/errors``: why a request without a readable job id was refused, why a
+  request under an ended job's id for other slides was (``request: job``), and why a cancel
+  request had nothing to cancel (``request: cancel``, ``state``: unknown or the job's final
+  state);
 - ``{prefix}/pathology/servers/{id}``: each server's presence, retained (online, or offline as
   its last will).
 
@@ -351,6 +352,18 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
     except ValueError:  # not UTF-8 (UnicodeDecodeError), or not JSON
         return None
     return data if isinstance(data, dict) else None
+
+
+def same_slides(stored: dict[str, Any], request: JobRequest) -> bool:
+    """Whether ``request`` asks for the job a stored request (``PathologyStore.job``'s
+    ``request``; ``{}`` for a refusal) asked for: the same slides, each with its resolution
+    and name, in the same order. When it was submitted is not compared: a client that builds
+    its request again to resend it stamps it anew."""
+    slides = stored.get("slides")
+    if not isinstance(slides, list):
+        return False
+    return [(s.get("path"), s.get("um_per_px"), s.get("name")) for s in slides] == \
+        [(s.path, s.um_per_px, s.name) for s in request.slides]
 
 
 def parse_stored(text: str) -> JobRequest:

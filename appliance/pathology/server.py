@@ -46,6 +46,7 @@ from appliance.pathology.jobs import (
     parse_job,
     payload_limit,
     request_topic,
+    same_slides,
     state_topic,
     stored_request,
 )
@@ -235,19 +236,25 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             if self.store.accept(request, self.server_id, self.settings.lease_s):
                 self._start(request, set())
             else:
-                self._redelivered(request.job_id)
+                self._redelivered(request)
 
-    def _redelivered(self, job_id: str) -> None:
+    def _redelivered(self, request: JobRequest) -> None:
         """A job already stored: resume it if it is ours and not running here (from the
-        stored request: the one published now may have been rewritten since); clear its
-        request if it has ended (its server stopped before it could); else leave it."""
+        stored request: the one published now may have been rewritten since); if it has
+        ended, answer the request again when it is the job's own (its server stopped before
+        it could clear it, or its submitter sent it again) and refuse another one under its id;
+        else leave it."""
+        job_id = request.job_id
         job = self.store.job(job_id)
         ours = job is not None and job["owner"] == self.server_id
         if ours and job is not None and job["state"] in ("queued", "running") and \
                 job_id not in self.runs:
             self._start(stored_request(job["request"]), self.store.stored_slides(job_id))
         elif job is not None and job["state"] in FINAL_STATES:
-            self._ended_request(job)
+            if same_slides(job["request"], request):
+                self._ended_request(job)
+            else:
+                self._refuse_reused_id(job)
         else:
             log.debug("job %s is stored, run by %s", job_id, job and job["owner"])
 

@@ -25,6 +25,7 @@ from appliance.pathology.jobs import (
     parse_stored,
     read_presence,
     read_state,
+    same_slides,
 )
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.prepare import TileSettings
@@ -393,3 +394,18 @@ def test_request_checks_waiting_on_a_share_are_bounded_and_end_when_it_answers(
 
 def _checks_running() -> int:
     return sum(thread.name == "RequestCheck" for thread in threading.enumerate())
+
+
+def test_a_request_is_the_stored_job_s_own_when_it_names_the_same_slides_in_order(
+    tmp_path: Path,
+) -> None:
+    """What decides whether a request under an ended job's id is that job's, answered again,
+    or another one, refused: its slides, each path, resolution and name, in order; not when
+    it was submitted. A refusal (stored without a request) is no request's."""
+    first = make_request([tmp_path / "a.jpg", tmp_path / "b.jpg"], 0.5)
+    stored = json.loads(first.to_json())
+    assert same_slides(stored, JobRequest(first.job_id, first.slides, "stamped anew"))
+    assert not same_slides(stored, JobRequest(first.job_id, first.slides[::-1], ""))
+    assert not same_slides(stored, JobRequest(first.job_id, first.slides[:1], ""))
+    assert not same_slides(stored, make_request([tmp_path / "a.jpg", tmp_path / "b.jpg"], 0.25))
+    assert not same_slides({}, first)

@@ -40,6 +40,7 @@ from appliance.pathology import server as server_module
 from appliance.pathology.admission import MAX_CLAIM_DELAY_S
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import (
+    FINAL_STATES,
     JOB_ID,
     JOB_SCHEMA,
     cancel_topic,
@@ -163,18 +164,20 @@ class Watcher:
                 continue
         raise AssertionError(f"no refusal saying {fragment!r}; saw {self.seen[-5:]}")
 
-    def wait_cancel_answer(self, job_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
-        """A server's answer (errors topic) to a cancel request of job_id."""
+    def wait_cancel_answer(self, job_id: str, timeout_s: float = 20.0,
+                           request: str = "cancel") -> dict[str, Any]:
+        """A server's answer (errors topic) to a cancel request of job_id (``request``: to
+        a job request)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for seen in self.seen:
-                if seen["job_id"] == job_id and seen.get("request") == "cancel":
+                if seen["job_id"] == job_id and seen.get("request") == request:
                     return seen
             try:
                 self.seen.append(self.states.get(timeout=0.5))
             except queue.Empty:
                 continue
-        raise AssertionError(f"no answer to the cancel of {job_id}; saw {self.seen[-5:]}")
+        raise AssertionError(f"no answer to the {request} of {job_id}; saw {self.seen[-5:]}")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -1826,6 +1829,52 @@ def test_a_cancel_for_an_ended_job_is_cleared_and_answered(env: Env, serve: Serv
     store = _store(env.tmp_path)
     assert store.job("ended")["state"] == "done"  # type: ignore[index]
     store.close()
+
+
+def test_a_request_under_an_ended_job_s_id_is_answered_again_if_the_same_else_refused(
+    env: Env, serve: Servers,
+) -> None:
+    """A client that names its own job ids sends other slides under the id of a job that
+    ended: the server published that job's final state again, and the client read another
+    job's results as its own. Now the request is cleared and refused on the errors topic,
+    naming the id, and the ended job's state is not published again; the same request sent
+    again (stamped anew) still gets the job's answer again."""
+    serve(env.config())
+    env.watcher.submit(_job("reused", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait("reused", {"done", "failed"})["state"] == "done"
+    env.watcher.submit(_job("reused", [env.slides / "b12.jpg"]))
+    answer = env.watcher.wait_cancel_answer("reused", request="job")
+    assert answer["state"] == "done"
+    assert answer["reason"] == ("job id reused is taken: a job under it already ended (done) "
+                                "with other slides; a job id names one request for good: "
+                                "submit this one under a new id")
+    assert _retained_on(env.broker, request_topic(env.prefix, "reused")) == []
+    finals = [s for s in env.watcher.seen if s["job_id"] == "reused" and
+              s["state"] in FINAL_STATES and "request" not in s]
+    assert len(finals) == 1  # the job's own end, not published again for the other request
+    resent = {**_job("reused", [env.slides / "b11.jpg"]), "submitted_at": "again"}
+    env.watcher.submit(resent)
+    again = _next_final_state(env.watcher, "reused")
+    assert [row["slide"] for row in again["results"]] == ["b11"]  # the job's own answer
+    assert again["results"] == finals[0]["results"]
+    store = _store(env.tmp_path)
+    assert [row["slide"] for row in store.slide_results("reused")] == ["b11"]
+    store.close()
+
+
+def _next_final_state(watcher: Watcher, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The next final state of job_id to arrive (not one seen before)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = watcher.states.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        watcher.seen.append(state)
+        if state["job_id"] == job_id and state["state"] in FINAL_STATES and \
+                "request" not in state:
+            return state
+    raise AssertionError(f"no new final state of {job_id}; saw {watcher.seen[-5:]}")
 
 
 def test_wait_without_a_server_ends_with_exit_3_at_its_timeout(
