@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -717,6 +718,31 @@ def test_a_store_error_a_retry_cannot_fix_is_said_once_and_the_message_dropped(
     assert [level for level, _ in said] == ["ERROR", "ERROR"], said
     assert "a read or write failed (database is locked" in said[1][1]
     store.close()
+
+
+def test_a_slide_the_finisher_could_not_store_even_as_failed_fails_its_run_only(
+    env: Env,
+) -> None:
+    """The finisher says that a slide of a run could not be stored, not even as failed
+    (``unstored``): that run's job cannot complete, so it ends failed with the reason once
+    the finisher has dropped the run; a late word about an earlier run of the job ends
+    nothing."""
+    store = _store(env.tmp_path)
+    server = PathologyServer(env.config(), store)  # never connected: events are fed by hand
+    server.finisher = SimpleNamespace(inbox=queue.Queue())  # type: ignore[assignment]
+    server._event_job("unstored", json.dumps(  # noqa: SLF001 - the server's events, by hand
+        _job("unstored", [env.slides / "b11.jpg"])).encode(), 1, 0)
+    run_id = server.runs["unstored"].run_id
+    server._handle("unstored", ("unstored", run_id - 1, "an earlier run"))  # noqa: SLF001
+    assert server.runs["unstored"].ending is None
+    server._handle("unstored", ("unstored", run_id, "slide 0 (b11) could not be stored"))  # noqa: SLF001
+    assert server.finisher.inbox.get_nowait() == ("drop", ("unstored", run_id))
+    server._handle("dropped", ("unstored", run_id))  # noqa: SLF001 - the finisher's answer
+    job = store.job("unstored")
+    store.close()
+    assert "unstored" not in server.runs
+    assert (job["state"], job["reason"]) == (  # type: ignore[index]
+        "failed", "slide 0 (b11) could not be stored")
 
 
 def test_a_request_the_broker_dropped_comes_in_a_later_round(
