@@ -37,6 +37,7 @@ from appliance.pathology.jobs import (
     state_topic,
 )
 from appliance.pathology.jobstore import PathologyStore
+from appliance.pathology.requestcheck import RequestChecks
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 0.5
@@ -58,6 +59,7 @@ class RequestAdmission:
     server_id: str
     runs: dict[str, JobRun]
     connected: threading.Event
+    request_checks: RequestChecks
 
     if TYPE_CHECKING:  # the running half, in appliance/pathology/server.py
         def _take(self, topic_id: str, payload: bytes) -> None: ...
@@ -120,7 +122,7 @@ class RequestAdmission:
         elif not JOB_ID.match(topic_id):
             self._not_a_request(topic_id)
         elif topic_id in self.runs:
-            log.debug("job %s runs here already", topic_id)
+            self._read_again(self.runs[topic_id], payload)
         elif self._room() and (deferred or not self._older_waiting()):
             self._take(topic_id, payload)
         else:
@@ -239,13 +241,37 @@ class RequestAdmission:
             self._keep_refusal_state(job_id)
         self._clear_request(job_id)
 
-    def _refuse_reused_id(self, job: dict[str, Any]) -> None:
-        """A request under the id of a job that ended (or was refused) asks for other slides:
-        clear it and answer on the errors topic, naming the id. The job's own state stays as
-        the broker keeps it: published again, it would read as this request's answer."""
-        job_id, state = job["job_id"], job["state"]
-        ended = "was refused" if not job["request"] else f"already ended ({state})"
-        reason = (f"job id {job_id} is taken: a job under it {ended} with other slides; a job "
+    def _read_again(self, run: JobRun, payload: bytes) -> None:
+        """A request for a job this server runs: its own read again (a rescan sends it
+        every RESCAN_S; its submitter may send it again) is left to the job, another one under
+        its id, for other slides, refused (``_refuse_reused_id``). One that cannot be checked
+        now (a slide moved since, a share that does not answer) is left to the job too: it may
+        well be the job's own."""
+        job_id = run.request.job_id
+        if payload != run.payload:
+            try:
+                request = self.request_checks.check(payload, job_id)
+            except JobRefusedError as exc:
+                log.debug("job %s runs here; a request read again for it: %s", job_id, exc)
+                return
+            if request.slides != run.request.slides:
+                self._refuse_reused_id(job_id, "running")
+                return
+            run.payload = payload  # looked at once: a rescan's copy is not checked again
+        log.debug("job %s runs here already", job_id)
+
+    def _refuse_reused_id(self, job_id: str, state: str, *, was_refusal: bool = False) -> None:
+        """A request under the id of a job that ended (or was refused, or runs) asks for other
+        slides: clear it and answer on the errors topic, naming the id. The job's own state
+        stays as the broker keeps it: published again, it would read as this request's answer
+        (a running job's own request is in the store, which a server resuming it reads)."""
+        if was_refusal:
+            held = "was refused"
+        elif state in FINAL_STATES:
+            held = f"already ended ({state})"
+        else:
+            held = f"is {state}"
+        reason = (f"job id {job_id} is taken: a job under it {held} with other slides; a job "
                   "id names one request for good: submit this one under a new id")
         log.warning("request refused: %s", reason)
         self._clear_request(job_id)

@@ -47,6 +47,8 @@ class JobRun:
     counted: set[int] = field(default_factory=set)
     # the final state and reason of a job being stopped, stored once the finisher dropped it
     ending: tuple[str, str] | None = None
+    # the request's bytes as last read and found to be this job's (a rescan sends them again)
+    payload: bytes = b""
     todo: deque[int] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ Topics (docs/pathology-server.md):
   the job over later still sees it; cleared once the job is cancelled, or at once when the
   job is unknown or already ended);
 - ``{prefix}/pathology/errors``: why a request without a readable job id was refused, why a
-  request under an ended job's id for other slides was (``request: job``), and why a cancel
+  request under another job's id for other slides was (``request: job``), and why a cancel
   request had nothing to cancel (``request: cancel``, ``state``: unknown or the job's final
   state);
 - ``{prefix}/pathology/servers/{id}``: each server's presence, retained (online, or offline as

@@ -234,32 +234,37 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             self._clear_request(topic_id)
         else:
             if self.store.accept(request, self.server_id, self.settings.lease_s):
-                self._start(request, set())
+                self._start(request, set(), payload)
             else:
-                self._redelivered(request)
+                self._redelivered(request, payload)
 
-    def _redelivered(self, request: JobRequest) -> None:
+    def _redelivered(self, request: JobRequest, payload: bytes) -> None:
         """A job already stored: resume it if it is ours and not running here (from the
-        stored request: the one published now may have been rewritten since); if it has
-        ended, answer the request again when it is the job's own (its server stopped before
-        it could clear it, or its submitter sent it again) and refuse another one under its id;
-        else leave it."""
+        stored request: the one published now may have been rewritten since, and is then
+        refused); if it has ended, answer the request again when it is the job's own (its
+        server stopped before it could clear it, or its submitter sent it again) and refuse
+        another one under its id; else leave it (its owner answers)."""
         job_id = request.job_id
         job = self.store.job(job_id)
         ours = job is not None and job["owner"] == self.server_id
         if ours and job is not None and job["state"] in ("queued", "running") and \
                 job_id not in self.runs:
-            self._start(stored_request(job["request"]), self.store.stored_slides(job_id))
+            own = same_slides(job["request"], request)
+            self._start(stored_request(job["request"]), self.store.stored_slides(job_id),
+                        payload if own else b"")
+            if not own:
+                self._refuse_reused_id(job_id, job["state"])
         elif job is not None and job["state"] in FINAL_STATES:
             if same_slides(job["request"], request):
                 self._ended_request(job)
             else:
-                self._refuse_reused_id(job)
+                self._refuse_reused_id(job_id, job["state"], was_refusal=not job["request"])
         else:
             log.debug("job %s is stored, run by %s", job_id, job and job["owner"])
 
-    def _start(self, request: JobRequest, stored: set[int]) -> None:
-        run = JobRun(request, stored)
+    def _start(self, request: JobRequest, stored: set[int], payload: bytes = b"") -> None:
+        """Run a job here (``payload``: its request's bytes as read, when they are known)."""
+        run = JobRun(request, stored, payload=payload)
         self.runs[request.job_id] = run
         self._publish(request.job_id, "queued", slides_total=len(request.slides))
         self.store.set_running(request.job_id, self.server_id)

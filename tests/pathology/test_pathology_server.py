@@ -677,7 +677,10 @@ def test_a_slide_result_the_store_refuses_fails_its_slide_and_the_job_still_ends
     assert errors[1] == "", errors
 
 
-def test_a_request_rewritten_while_its_job_runs_does_not_change_the_job(env: Env) -> None:
+def test_a_request_rewritten_while_its_job_runs_does_not_change_the_job(
+    env: Env, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Resumed from the stored request, and the rewritten one refused naming the id."""
     store = _store(env.tmp_path)
     server = PathologyServer(env.config(), store)  # never connected: events are fed by hand
     feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
@@ -689,6 +692,8 @@ def test_a_request_rewritten_while_its_job_runs_does_not_change_the_job(env: Env
     resumed = server.runs["rewritten"].request
     assert [Path(slide.path).name for slide in resumed.slides] == ["b11.jpg"] * 3  # the stored
     store.close()
+    assert "request refused: job id rewritten is taken: a job under it is running with other " \
+        "slides" in caplog.text
 
 
 def test_a_store_error_a_retry_cannot_fix_is_said_once_and_the_message_dropped(
@@ -1886,6 +1891,32 @@ def test_a_request_under_an_ended_job_s_id_is_answered_again_if_the_same_else_re
     store = _store(env.tmp_path)
     assert [row["slide"] for row in store.slide_results("reused")] == ["b11"]
     store.close()
+
+
+def test_a_request_under_a_running_job_s_id_for_other_slides_is_refused_and_the_job_goes_on(
+    env: Env, serve: Servers,
+) -> None:
+    """The job's owner left a request for other slides under a running job's id waiting
+    unanswered (it replaced the job's retained request), then cleared it as the job ended and
+    published that job's results: read as the answer to the other request. Now the owner
+    refuses it at once on the errors topic; the job's own request sent again is left to the
+    job, which ends with its own slide."""
+    backend = GatedBackend(delay_s=0)
+    backend.flowing.clear()  # the job's tiles wait in the model until the test lets them
+    serve(env.config(), backend)
+    own = _job("busy-id", [env.slides / "b11.jpg"])
+    env.watcher.submit(own)
+    env.watcher.wait("busy-id", {"running"})
+    env.watcher.submit({**own, "submitted_at": "again"})  # its own, sent again
+    env.watcher.submit(_job("busy-id", [env.slides / "b12.jpg"]))
+    answer = env.watcher.wait_cancel_answer("busy-id", request="job")
+    assert (answer["state"], answer["reason"]) == ("running", (
+        "job id busy-id is taken: a job under it is running with other slides; a job id names "
+        "one request for good: submit this one under a new id"))
+    backend.flowing.set()
+    final = _next_final_state(env.watcher, "busy-id", timeout_s=60)
+    assert (final["state"], [row["slide"] for row in final["results"]]) == ("done", ["b11"])
+    assert [s for s in env.watcher.seen if s.get("request") == "job"] == [answer]  # one
 
 
 def _next_final_state(watcher: Watcher, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
