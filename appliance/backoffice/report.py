@@ -19,6 +19,7 @@ from appliance.backoffice.cohort import (
     summary,
 )
 from appliance.backoffice.store import Store
+from appliance.logsafe import escape_controls
 from appliance.outfile import replaced_when_complete
 
 REPEAT_COLUMNS = ("kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2",
@@ -146,7 +147,8 @@ def _repeat_html(repeated: list[Repeat]) -> str:
         return "<h2>Repeat measurements</h2><p>No subject was measured more than once.</p>"
     head = "".join(f"<th>{html.escape(c)} mean &plusmn; SD (CV%)</th>" for c in REPEAT_COLUMNS)
     body = "".join(
-        f"<tr><td>{html.escape(rep.subject_id)}</td><td>{rep.count}</td><td>{rep.devices}</td>"
+        f"<tr><td>{html.escape(escape_controls(rep.subject_id))}</td>"  # a kiosk's free text
+        f"<td>{rep.count}</td><td>{rep.devices}</td>"
         + "".join(
             f"<td>{rep.mean[c]:.2f} &plusmn; {rep.sd[c]:.2f} ({rep.cv_percent[c]:.1f}%)</td>"
             for c in REPEAT_COLUMNS

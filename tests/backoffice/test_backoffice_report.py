@@ -313,3 +313,23 @@ def test_a_store_failing_on_the_way_leaves_the_last_report_as_it_was(
         f"report cohort: the SQLite store {tmp_path / 'r.sqlite3'} failed: Could not decode")
     assert [p.name for p in out.iterdir()] == ["kime_score.png"]
     assert (out / "kime_score.png").read_bytes() == b"last week's figure"
+
+
+def test_a_subject_id_with_control_characters_is_shown_escaped_in_the_report(
+        tmp_path: Path) -> None:
+    """A kiosk's free-text subject id may hold bidirectional-text controls (shown in another
+    order than it has) or terminal escapes: the page shows them as escapes, as the console's
+    cohort page does."""
+    store = open_store(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    rng = random.Random(5)
+    hostile = "s\u202e1-tcejbus\x1b[2J"
+    rows = []
+    for i in range(60):
+        result = fleet.sample_result(rng, "lab", f"k{i % 3}", i,
+                                     subject_id=hostile if i < 3 else f"s{i}")
+        rows.append(result_row(result, "2026-11-26T00:00:00.000000Z", result.to_json().decode()))
+    store.write_batch(Batch(results=rows), 10)
+    text = write_cohort_report(store, tmp_path / "out").read_text()
+    assert "\u202e" not in text  # on main: the control itself, reversing what follows
+    assert "\x1b" not in text
+    assert "<td>s\\u202e1-tcejbus\\x1b[2J</td><td>3</td>" in text
