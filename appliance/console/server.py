@@ -13,7 +13,8 @@ the connection of one that did not is closed. The answer's side is bounded too: 
 that reads nothing of a large answer (a CSV, a picture) for STALLED_SEND_S is cut off, or
 a few such downloads would keep every place. A request beyond those places is answered 503
 by uvicorn itself, outside the app: so that answer too carries the console's security
-headers, uvicorn adds them to every answer (``headers``), and the app sets none of its own.
+headers, uvicorn adds them to every answer (``headers``), and the app sets none of its own; its
+400 to a request it cannot parse, which bypasses them, is sent with them here.
 """
 
 from __future__ import annotations
@@ -85,6 +86,17 @@ class DeadlineProtocol(H11Protocol):
         log.warning("console: cut off a connection from %s: it read nothing of its answer "
                     "for %.0f s", self.client, STALLED_SEND_S)
         self.transport.abort()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse (headers past h11's limit, no HTTP at
+        all), with the headers of every other answer, the security headers included: uvicorn's
+        own sends a content type and Connection: close only."""
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"),
+                   *self.server_state.default_headers]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=msg.encode("ascii")), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _arm(self) -> None:
         if self.deadline is not None:

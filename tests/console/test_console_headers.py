@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sqlite3
 import urllib.request
 from collections.abc import Iterator
@@ -237,3 +238,26 @@ def test_a_missing_result_job_rollout_or_picture_page_says_not_found_404(
         assert status == 404, path
         assert b"<title>404 - appliance console</title>" in body, path  # on main: " - ..."
         assert b"<h1>Not found (404)</h1>" in body, path
+
+
+def _raw_answer(console: Console, request: bytes) -> tuple[str, dict[str, str]]:
+    """What the server answers ``request`` sent on a socket of its own: the status line and
+    the headers (uvicorn answers a request it cannot parse itself, outside the app)."""
+    host, _, port = console.url.removeprefix("http://").partition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    return head[0], dict(line.split(": ", 1) for line in head[1:])
+
+
+def test_a_request_uvicorn_cannot_parse_is_refused_with_the_security_headers(
+    console: Console,
+) -> None:
+    for request in (b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + b"a" * 200_000
+                    + b"\r\n\r\n", b"NOT AN HTTP REQUEST\r\n\r\n"):
+        status, headers = _raw_answer(console, request)
+        assert status == "HTTP/1.1 400 Bad Request"
+        _assert_guarded(headers, "uvicorn's 400")  # on main: content-type and connection only
