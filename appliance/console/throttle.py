@@ -12,8 +12,9 @@ store failed on the way) is taken back (``not_judged``). A correct password clea
 its user name's and its address's failures. Someone who knows a user name can thus keep that
 user out for a window at a time, never guess faster than the limit. The counts live in the
 console's process (several console processes each count their own) and are bounded: at most
-``max_keys`` keys, the longest idle forgotten first, so a spray of made-up names cannot grow
-them without end.
+``max_keys`` keys, so a spray of made-up names cannot grow them without end; the longest idle
+key that holds no attempt back is forgotten first, so such a spray (from many addresses) does
+not clear the count of a name being guessed either.
 """
 
 from __future__ import annotations
@@ -54,7 +55,17 @@ class LoginThrottle:
                 times.append(now)
                 self._failures[key] = times  # the most recently failed last
             while len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)
+                self._forget_one(now)
+
+    def _forget_one(self, now: float) -> None:
+        """Forget the longest idle key that holds no attempt back (lock held); only when every
+        key does, the longest idle: a spray of made-up names, one failure each, must not clear
+        the count of a name that is being guessed."""
+        for key, times in self._failures.items():  # the longest idle first
+            if len(times) < self.max_failures or now - times[0] >= self.window_s:
+                del self._failures[key]
+                return
+        self._failures.popitem(last=False)
 
     def uncount(self, keys: tuple[str, ...]) -> None:
         """Take back the newest failure of each of ``keys`` (an attempt that was never

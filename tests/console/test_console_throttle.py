@@ -61,6 +61,25 @@ def test_a_spray_of_names_keeps_at_most_max_keys() -> None:
     assert throttle.wait_s(("made-up-0",)) == 0.0  # the longest idle forgotten
 
 
+def test_a_spray_of_made_up_names_does_not_forget_a_name_that_is_held() -> None:
+    """Names sprayed from many addresses (an IPv6 block, say; one failure each) push the
+    longest idle key out: never one that is holding its guesser back, or a spray of max_keys
+    names would clear alice's count and let five more guesses at her password through."""
+    clock = Clock()
+    throttle = LoginThrottle(5, 900.0, max_keys=100, clock=clock)
+    for _ in range(5):
+        throttle.failed(("alice",))
+    for name in range(1000):
+        clock.now += 0.1
+        throttle.failed((f"made-up-{name}",))
+    assert throttle.wait_s(("alice",)) > 0.0  # on main: 0.0, her failures forgotten
+    assert len(throttle._failures) == 100  # noqa: SLF001 (its bound is what is tested)
+    assert throttle.wait_s(("made-up-999",)) == 0.0  # one failure of five: not held
+    clock.now += 900.0  # alice's window passed: her key holds nobody back, and goes first
+    throttle.failed(("made-up-1000",))
+    assert "alice" not in throttle._failures  # noqa: SLF001
+
+
 def test_an_attempt_not_judged_is_taken_back_and_a_judged_one_stays() -> None:
     clock = Clock()
     guard = LoginGuard(1, 60.0, clock=clock)
