@@ -1,4 +1,5 @@
-"""``appliance synth micrometer``: a stage-micrometer photo at a known µm per pixel (PNG)."""
+"""``appliance synth micrometer``: a stage-micrometer photo at a known µm per pixel, in any
+image format ``appliance calibrate`` reads (by the file's suffix)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from appliance.synthetic.arguments import SEED, finite_number, named_path, whole
 MIN_PITCH_MM, MAX_PITCH_MM = 0.001, 10.0  # stage micrometers: 0.01 mm and 0.1 mm are usual
 MAX_LINES = 10_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # formats calibrate reads
+FORMATS = "/".join(IMAGE_SUFFIXES)
 MIN_PITCH_PX = 2.0  # closer lines than this cannot be told apart in the photo (Nyquist)
 
 
@@ -22,7 +24,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     micrometer = groups["synth"].add_parser(
         "micrometer", help="a stage-micrometer photo at a known um/px, for `appliance calibrate`"
     )
-    micrometer.add_argument("--out", type=named_path, required=True, help="PNG file to write")
+    micrometer.add_argument(
+        "--out", type=named_path, required=True,
+        help=f"image file to write, in the format its suffix names: {FORMATS} (.png keeps every "
+        "pixel as drawn; JPEG compresses with loss)")
     micrometer.add_argument("--force", action="store_true", help="replace an existing --out file")
     micrometer.add_argument(
         "--um-per-px", default=10.0, type=finite_number(
@@ -67,8 +72,8 @@ def _micrometer(args: argparse.Namespace) -> int:
     from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame  # noqa: PLC0415
 
     if problem := _not_an_image_file(args.out):
-        print(f"synth micrometer: --out {args.out}: {problem}; name the PNG file to write "
-              "(e.g. micrometer.png)", file=sys.stderr)
+        print(f"synth micrometer: --out {args.out}: {problem}; name an image file to write, "
+              f"{FORMATS} (e.g. micrometer.png)", file=sys.stderr)
         return 2
     if refusal := replacing_refusal([args.out], args.force):
         print(f"synth micrometer: {refusal}", file=sys.stderr)

@@ -127,5 +127,25 @@ def test_an_out_that_names_no_image_file_is_refused_naming_the_option(
     out = tmp_path / name
     assert main(["synth", "micrometer", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"synth micrometer: --out {out}: {why}; name the PNG file to write" in err
+    assert (f"synth micrometer: --out {out}: {why}; name an image file to write, "
+            ".png/.jpg/.jpeg/.bmp/.tif/.tiff (e.g. micrometer.png)") in err
     assert "OpenCV" not in err
+
+
+FORMAT_MAGIC = {".png": b"\x89PNG", ".jpg": b"\xff\xd8\xff", ".bmp": b"BM", ".tif": b"II*\x00"}
+
+
+def test_help_names_every_format_written_and_each_is_written_as_its_suffix_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`synth micrometer --help` said "PNG file to write" while .jpg, .bmp and .tif were
+    written too, each in its own format."""
+    with pytest.raises(SystemExit):
+        main(["synth", "micrometer", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "PNG file" not in help_text
+    for suffix, magic in FORMAT_MAGIC.items():
+        assert suffix in help_text
+        out = tmp_path / f"micrometer{suffix}"
+        assert main(["synth", "micrometer", "--out", str(out), "--um-per-px", "9.6"]) == 0
+        assert out.read_bytes().startswith(magic), suffix
