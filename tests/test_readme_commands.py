@@ -1,5 +1,5 @@
-"""README.md: its "What works today" table names every command the CLI registers, and its
-threat model is docs/threat-model.md's."""
+"""README.md: its "What works today" table names every command the CLI registers, its
+threat model is docs/threat-model.md's, and git ignores what its examples write here."""
 
 from __future__ import annotations
 
@@ -110,3 +110,22 @@ def test_the_tour_as_typed_finds_the_appliance_command_in_every_folder(tmp_path:
     found = done.stdout.split()
     assert len(found) == sum(line.startswith("appliance ") for line in _tour_lines()) > 5
     assert {Path(path).resolve() for path in found} == {venv_command.resolve()}
+
+
+# an example's output named as a file or folder of the working folder ("--out results.csv");
+# capitals are placeholders ("--out DIR")
+EXAMPLE_OUTPUT = re.compile(r"appliance [^`\n]*?--out ([a-z][\w.-]*)(?=[\s`])")
+
+
+def test_git_ignores_every_file_the_readme_s_examples_write_in_the_repository() -> None:
+    """`appliance console reference --out ranges.json`, run in the repository as README
+    says, left a ranges.json that `git status` showed as a new file of the project. The tour's
+    commands after its `cd "$(mktemp -d)"` write in another folder."""
+    text = README.read_text()
+    before_cd, after_cd = text.split('cd "$(mktemp -d)"', 1)
+    in_repository = before_cd + after_cd.split("```", 1)[1]
+    named = sorted(set(EXAMPLE_OUTPUT.findall(in_repository)))
+    assert {"ranges.json", "report"} <= set(named)
+    lines = (README.parent / ".gitignore").read_text().splitlines()
+    ignored = {line.strip("/") for line in lines if not line.startswith("#")}  # "/report/"
+    assert [name for name in named if name not in ignored] == []
