@@ -474,7 +474,7 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
         if not report["other_devices"]:
             lines.append("no device has reported a model or been assigned one yet")
         return "\n".join(escape_controls(line) for line in lines)
-    lines.append(f"{'device':24} {'running':10} {'targeted':28} {'state':12} {'rollout':12} why")
+    lines.append(f"{'DEVICE':24} {'RUNNING':10} {'TARGETED':28} {'STATE':12} {'ROLLOUT':12} WHY")
     for row in report["devices"]:
         why = row["reason"] or row["rollout_reason"] or ""
         lines.append(f"{row['site'] + '/' + row['device_id']:24} {row['running'] or '-':10} "

@@ -173,11 +173,20 @@ class Rollout:
             self.watcher.notify(site, device_id, self.rollout_id)
         self.not_awaited.update(dict.fromkeys(sorted(skipped), phase))
         awaited = [device for device in wave if device not in skipped]
+        self._say_wave(phase, awaited, sorted(skipped))
+        self._await(awaited, phase)
+
+    def _say_wave(self, phase: str, awaited: Sequence[Device], skipped: Sequence[Device]) -> None:
+        """Log whom a wave just assigned waits for, and whom it does not (a wave of kiosks
+        all offline waits for none)."""
+        not_awaited = f"; {len(skipped)} {NOT_AWAITED}: {_named(skipped)}" if skipped else ""
+        if not awaited:
+            log.info("rollout %s: %s of %s: no device to wait for%s", self.rollout_id, phase,
+                     self._model(), not_awaited)
+            return
         log.info("rollout %s: %s of %s to %d device(s): %s; waiting up to %.0f s for each to "
                  "report it installed and healthy%s", self.rollout_id, phase, self._model(),
-                 len(awaited), _named(awaited), plan.timeout_s,
-                 f"; {len(skipped)} {NOT_AWAITED}: {_named(sorted(skipped))}" if skipped else "")
-        self._await(awaited, phase)
+                 len(awaited), _named(awaited), self.plan.timeout_s, not_awaited)
 
     def _record_replaced(self, wave: Sequence[Device], phase: str) -> None:
         """Record in the store, before the wave is signed, what a halt puts back on each of its

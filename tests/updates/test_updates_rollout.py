@@ -285,7 +285,8 @@ def test_plain_status_names_a_rollout_s_state_as_json_does(
     assert device["rollout_state"] == "interrupted"
     assert main(status) == 0
     header, row = capsys.readouterr().out.splitlines()[-2:]
-    assert header.split() == ["device", "running", "targeted", "state", "rollout", "why"]
+    # in capitals, as `fleet` and `results query` head theirs (it was lowercase)
+    assert header.split() == ["DEVICE", "RUNNING", "TARGETED", "STATE", "ROLLOUT", "WHY"]
     assert row.split()[:5] == [f"{fleet.site}/k0", "-", "-", "-", "interrupted"]
     assert row.endswith(rollout_module.INTERRUPTED_REASON)
 
@@ -510,6 +511,28 @@ def test_a_halt_withdraws_the_assignment_of_a_kiosk_not_awaited_too(fleet: Fleet
     assert outcome.not_awaited == ((fleet.site, "off"),)
     assert assignments(fleet.repo) == {}
     assert rows == {"mute": "timeout", "off": "withdrawn"}
+
+
+def test_a_wave_of_kiosks_all_offline_says_it_waits_for_none(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its log line read "wave 1 of M to 0 device(s): ; waiting up to 2 s for each to report
+    it installed and healthy; 2 offline, assigned, not awaited: ..."."""
+    watcher, store = _watcher(fleet), _store(fleet.tmp)
+    try:
+        plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "off1"), (fleet.site, "off2")],
+                           canaries=0, timeout_s=2, await_offline=False)
+        with caplog.at_level(logging.INFO, logger=rollout_module.__name__):
+            outcome = Rollout(fleet.repo, watcher, store, plan).run()
+    finally:
+        watcher.close()
+        store.close()
+    assert outcome.state == "complete"
+    waves = [r.getMessage() for r in caplog.records if ": wave " in r.getMessage()]
+    assert len(waves) == 1
+    assert waves[0].endswith(
+        "wave 1 of skin-texture-grade 1.1.0: no device to wait for; 2 offline, assigned, not "
+        f"awaited: {fleet.site}/off1, {fleet.site}/off2")
 
 
 def _publish(fleet: Fleet, topic: str, body: bytes, *, retain: bool = True) -> None:
