@@ -28,6 +28,7 @@ Z_95 = 1.959963984540054
 _BAND = re.compile(r"^([0-9]{2})(?:-([0-9]{2})|\+)$")
 _FEATURE_AT = {key: i for i, key in enumerate(REPORT_FEATURES)}
 CHUNK_ROWS = 1000  # rows of the store held at once while the cohort is read
+OPEN_END_YEARS = 200  # where an open band ("80+") ends, for ordering the axis
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,41 @@ def band_midpoint_years(band: str) -> float:
         raise ValueError(f"age band {band!r}: expected NN-NN or NN+")
     low = int(match.group(1))
     return (low + int(match.group(2))) / 2 if match.group(2) else low + 5.0
+
+
+def age_axis(bands: Sequence[str]) -> list[str]:
+    """Every age band from the youngest to the oldest of ``bands``, in age order: the years
+    between two bands that no band covers become decade bands ("30-39", "50-59" ->
+    "30-39", "40-49", "50-59"), so a figure shows an age without results as a gap in its axis
+    rather than hiding it."""
+    axis: list[str] = []
+    covered_to = -1  # the last year of the bands so far
+    for band in sorted(set(bands), key=_band_years):
+        low, high = _band_years(band)
+        if axis and low > covered_to + 1:
+            axis += _decades(covered_to + 1, low - 1)
+        axis.append(band)
+        covered_to = max(covered_to, high)
+    return axis
+
+
+def _band_years(band: str) -> tuple[int, int]:
+    """An age band's first and last year ("80+": to 200, an open end)."""
+    match = _BAND.match(band)
+    if match is None:
+        raise ValueError(f"age band {band!r}: expected NN-NN or NN+")
+    return int(match.group(1)), int(match.group(2)) if match.group(2) else OPEN_END_YEARS
+
+
+def _decades(first: int, last: int) -> list[str]:
+    """The years ``first``..``last`` as bands cut at each decade ("40-49"; "45-49" at a
+    ragged start)."""
+    bands = []
+    while first <= last:
+        end = min(first // 10 * 10 + 9, last)
+        bands.append(f"{first:02d}-{end:02d}")
+        first = end + 1
+    return bands
 
 
 def is_age_band(text: str | None) -> bool:

@@ -6,13 +6,14 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.cohort import (
     REPORT_FEATURES,
     Cohort,
     Correlation,
     Repeat,
+    age_axis,
     by_band,
     load_cohort,
     repeats,
@@ -21,6 +22,9 @@ from appliance.backoffice.cohort import (
 from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
 from appliance.outfile import replaced_when_complete
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPEAT_COLUMNS = ("kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2",
                   "pore_count")
@@ -34,16 +38,34 @@ def _fmt(corr: Correlation) -> str:
 
 
 def draw_feature(cohort: Cohort, key: str, corr: dict[str, Correlation], out: Path) -> None:
-    """One PNG: the feature's box plot per age band, titled with both correlations."""
+    """One PNG: the feature's box plot per age band (feature_figure)."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (the backoffice extra; reports only)
+
+    fig = feature_figure(cohort, key, corr)
+    try:
+        with replaced_when_complete(out) as temp:  # a full disk leaves no empty PNG behind
+            fig.savefig(temp)
+    finally:
+        plt.close(fig)
+
+
+def feature_figure(cohort: Cohort, key: str, corr: dict[str, Correlation]) -> Figure:
+    """The feature's box plot per age band, every band of the range on the axis (one without
+    a measured value marked n=0), titled with both correlations; close it when done."""
     import matplotlib  # noqa: PLC0415  (the backoffice extra; reports only)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     groups = by_band(cohort, key)
+    axis = age_axis(cohort.bands)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.boxplot(list(groups.values()), showmeans=True)
-    ax.set_xticks(range(1, len(groups) + 1), [f"{b}\n(n={len(v)})" for b, v in groups.items()])
+    if groups:
+        ax.boxplot(list(groups.values()), positions=[axis.index(b) + 1 for b in groups],
+                   showmeans=True)
+    ax.set_xticks(range(1, len(axis) + 1),
+                  [f"{b}\n(n={len(groups.get(b, ()))})" for b in axis])
+    ax.set_xlim(0.5, len(axis) + 0.5)
     ax.set_xlabel("age band")
     ax.set_ylabel(key)
     ax.set_title(
@@ -51,11 +73,7 @@ def draw_feature(cohort: Cohort, key: str, corr: dict[str, Correlation], out: Pa
         fontsize=9,
     )
     fig.tight_layout()
-    try:
-        with replaced_when_complete(out) as temp:  # a full disk leaves no empty PNG behind
-            fig.savefig(temp)
-    finally:
-        plt.close(fig)
+    return fig
 
 
 def report_files(out_dir: Path) -> list[Path]:

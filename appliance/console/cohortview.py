@@ -19,6 +19,7 @@ from appliance.backoffice.cohort import (
     REPORT_FEATURES,
     Z_95,
     Correlation,
+    age_axis,
     band_midpoint_years,
     is_age_band,
 )
@@ -47,6 +48,7 @@ class FeatureView:
     bands: list[BandStats]
     pearson: Correlation
     not_measured: int = 0  # results with an age band whose value was outside the validated range
+    axis: tuple[str, ...] = ()  # every band from the youngest to the oldest stored (age_axis)
 
 
 def _t_95(dof: int) -> float:
@@ -103,6 +105,7 @@ def feature_views(rows: list[tuple[Any, ...]]) -> list[FeatureView]:
     the validated range are left out, and counted."""
     valid = [row for row in rows if is_age_band(row[0])]
     valid.sort(key=lambda row: band_midpoint_years(row[0]))
+    axis = tuple(age_axis([row[0] for row in valid]))
     views = []
     for index, key in enumerate(REPORT_FEATURES):
         measured = [(row[0], *_sums(row, 2 + 3 * index)) for row in valid]
@@ -110,7 +113,7 @@ def feature_views(rows: list[tuple[Any, ...]]) -> list[FeatureView]:
         bands = [band_stats(band, n, s, q) for band, n, s, q in kept]
         pearson = pearson_from_bands(bands, [(s, q) for _, _, s, q in kept])
         left_out = sum(int(row[1]) for row in valid) - sum(b.n for b in bands)
-        views.append(FeatureView(key, bands, pearson, left_out))
+        views.append(FeatureView(key, bands, pearson, left_out, axis))
     return views
 
 
@@ -135,34 +138,38 @@ def repeat_rows(store: Store) -> list[dict[str, Any]]:
 
 
 def svg_plot(view: FeatureView, width: int = 360, height: int = 200) -> str:
-    """An inline SVG: the band means with their 95 % CIs as error bars (text escaped)."""
-    bands = [b for b in view.bands if math.isfinite(b.mean)]
+    """An inline SVG: the band means with their 95 % CIs as error bars over every band of the
+    age range, a band without a measured value marked n=0 (text escaped)."""
+    bands = {b.band: b for b in view.bands if math.isfinite(b.mean)}
     if not bands:
         return ""
-    values = [v for b in bands for v in (b.low, b.high, b.mean) if math.isfinite(v)]
+    values = [v for b in bands.values() for v in (b.low, b.high, b.mean) if math.isfinite(v)]
     low, high = min(values), max(values)
-    if all(b.mean >= 0 for b in bands):  # every feature is a count, size or share: no axis
-        low = max(low, 0.0)  # below 0, where a wide CI of a small band would reach it
+    if all(b.mean >= 0 for b in bands.values()):  # every feature is a count, size or share:
+        low = max(low, 0.0)  # no axis below 0, where a wide CI of a small band would reach it
     span = (high - low) or 1.0
     left, top, plot_w, plot_h = 50, 10, width - 60, height - 50
 
     def y_of(value: float) -> float:
         return top + plot_h * (1 - (value - low) / span)
 
-    step = plot_w / len(bands)
+    axis = view.axis or tuple(age_axis(list(bands)))
+    step = plot_w / len(axis)
     parts = [f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="{html.escape(view.key)} by age band">',
              f'<text x="4" y="{top + 8}" font-size="10">{high:.3g}</text>',
              f'<text x="4" y="{top + plot_h}" font-size="10">{low:.3g}</text>']
-    for i, band in enumerate(bands):
-        x = left + step * (i + 0.5)
-        if math.isfinite(band.low):
+    for i, name in enumerate(axis):
+        x, band = left + step * (i + 0.5), bands.get(name)
+        if band is not None and math.isfinite(band.low):
             parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y_of(max(band.low, low)):.1f}" '
                          f'y2="{y_of(band.high):.1f}" stroke="#555"/>')
-        parts.append(f'<circle cx="{x:.1f}" cy="{y_of(band.mean):.1f}" r="4" fill="#2a6fb0"/>')
+        if band is not None:
+            parts.append(f'<circle cx="{x:.1f}" cy="{y_of(band.mean):.1f}" r="4" '
+                         'fill="#2a6fb0"/>')
         parts.append(f'<text x="{x:.1f}" y="{height - 22}" font-size="10" text-anchor="middle">'
-                     f'{html.escape(band.band)}</text><text x="{x:.1f}" y="{height - 8}" '
-                     f'font-size="9" text-anchor="middle">n={band.n}</text>')
+                     f'{html.escape(name)}</text><text x="{x:.1f}" y="{height - 8}" '
+                     f'font-size="9" text-anchor="middle">n={band.n if band else 0}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -16,12 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.backoffice.cohort import band_midpoint_years, correlations, load_cohort, repeats
-from appliance.backoffice.report import write_cohort_report
+from appliance.backoffice.cohort import (
+    age_axis,
+    band_midpoint_years,
+    correlations,
+    load_cohort,
+    repeats,
+    summary,
+)
+from appliance.backoffice.report import feature_figure, write_cohort_report
 from appliance.backoffice.schema import result_row
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.cli import main
 from appliance.synthetic import fleet
+from appliance.transport import payloads
 from appliance.transport.payloads import new_measurement_id
 from tests.store_helpers import BACKENDS, fresh_store
 
@@ -87,6 +95,34 @@ def test_report_writes_a_figure_per_feature_a_page_and_a_summary(tmp_path: Path)
     hills = summary["correlation_with_age"]["hill_density_per_mm2"]["pearson"]
     assert hills["r"] < -0.5  # the simulated fleet coarsens with age
     assert hills["ci95"][0] < hills["r"] < hills["ci95"][1]
+
+
+def test_a_band_without_results_keeps_its_place_on_the_report_s_axis(tmp_path: Path) -> None:
+    """The box plots left bands without results off the axis and spaced the rest evenly:
+    with nobody aged 40-49 stored, 30-39 and 50-59 stood side by side."""
+    store = open_store(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    rng = random.Random(5)
+    rows = []
+    for i in range(40):
+        result = fleet.sample_result(rng, "lab", "k0", i)
+        band = ("30-39", "50-59", "80+")[i % 3]
+        result = result.model_copy(update={"subject": payloads.Subject(age_band=band)})
+        rows.append(result_row(result, "2026-11-26T00:00:00.000000Z", result.to_json().decode()))
+    store.write_batch(Batch(results=rows), 10)
+    cohort = load_cohort(store)
+    figure = feature_figure(cohort, "pore_count", summary(cohort)["pore_count"])
+    try:
+        (axes,) = figure.axes
+        ticks = [label.get_text() for label in axes.get_xticklabels()]
+        assert ticks == ["30-39\n(n=14)", "40-49\n(n=0)", "50-59\n(n=13)", "60-69\n(n=0)",
+                         "70-79\n(n=0)", "80+\n(n=13)"]
+        assert list(axes.get_xticks()) == [1, 2, 3, 4, 5, 6]
+        medians = [line.get_xdata() for line in axes.lines if line.get_color() == "C1"]
+        assert [(left + right) / 2 for left, right in medians] == [1, 3, 6]  # boxes at bands
+    finally:
+        figure.clf()
+    write_cohort_report(store, tmp_path / "out")  # the figures are written as before
+    assert (tmp_path / "out" / "pore_count.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_first_report_on_a_machine_says_only_what_it_wrote(tmp_path: Path) -> None:
@@ -333,3 +369,11 @@ def test_a_subject_id_with_control_characters_is_shown_escaped_in_the_report(
     assert "\u202e" not in text  # on main: the control itself, reversing what follows
     assert "\x1b" not in text
     assert "<td>s\\u202e1-tcejbus\\x1b[2J</td><td>3</td>" in text
+
+
+def test_the_age_axis_fills_the_years_between_bands_with_decades() -> None:
+    assert age_axis(["50-59", "20-29", "50-59"]) == ["20-29", "30-39", "40-49", "50-59"]
+    assert age_axis(["40-44", "60-69", "80+"]) == ["40-44", "45-49", "50-59", "60-69", "70-79",
+                                                   "80+"]
+    assert age_axis(["30-39", "40-49"]) == ["30-39", "40-49"]
+    assert age_axis([]) == []

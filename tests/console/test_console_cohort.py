@@ -7,6 +7,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from appliance.backoffice.cohort import (
     load_cohort,
     repeats,
 )
-from appliance.backoffice.store import Store, open_store
+from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.store import Batch, Store, open_store
 from appliance.cli import main
 from appliance.console.cohortview import (
     FeatureView,
@@ -173,6 +175,30 @@ def test_a_small_bands_wide_interval_does_not_put_the_axis_below_zero() -> None:
     bottom = 10 + 200 - 50  # top + plot height
     ys = [float(y) for y in re.findall(r'y[12]="([\d.-]+)"', svg)]
     assert max(ys) == pytest.approx(bottom)  # the whisker stops at the axis
+
+
+def test_a_band_without_results_keeps_its_place_on_the_axis(tmp_path: Path) -> None:
+    """The plot left bands without results off its axis and spaced the rest evenly: results
+    aged 20-29 and 50-59 stood side by side, as if nobody were missing between them."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        results = [make_result(i, "s", "d", ("20-29", "50-59")[i % 2]) for i in range(1, 9)]
+        now = iso_utc(datetime.now(UTC))
+        store.write_batch(Batch(results=[result_row(r, now, r.to_json().decode())
+                                         for r in results]), 10)
+        views = {v.key: v for v in feature_views(store.band_sums(REPORT_FEATURES))}
+    finally:
+        store.close()
+    svg = svg_plot(views["pore_count"])  # measured in every result
+    labels = re.findall(r'font-size="10" text-anchor="middle">([^<]+)</text>', svg)
+    counts = re.findall(r'font-size="9" text-anchor="middle">n=(\d+)</text>', svg)
+    assert labels == ["20-29", "30-39", "40-49", "50-59"]
+    assert counts == ["4", "0", "0", "4"]
+    points = [float(x) for x in re.findall(r'<circle cx="([\d.]+)"', svg)]
+    label_x = [float(x) for x in re.findall(r'<text x="([\d.]+)" y="178"', svg)]
+    assert points == [label_x[0], label_x[3]]  # each mean above its own band
+    gaps = np.diff(label_x)
+    assert gaps == pytest.approx([gaps[0]] * 3)  # a band's width whether it holds results or not
 
 
 def test_figures_never_reused_are_computed_once_per_request(
