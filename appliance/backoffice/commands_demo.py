@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import shlex
 import sys
 import threading
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from fractions import Fraction
 from typing import Any
 
@@ -81,8 +83,23 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"store error: {problem}", file=sys.stderr)  # as the read commands say it
         return 2
     stop, received = threading.Event(), list[int]()
-    with stop_on_signals(stop, received):  # a Ctrl-C while the command started: its stop now
+    with stop_on_signals(stop, received), _backoffice_log_at_warnings(unless=args.verbose):
         return _run_until_stopped(args, store_url, stop, received)
+
+
+@contextmanager
+def _backoffice_log_at_warnings(*, unless: bool) -> Iterator[None]:
+    """The in-process back office logs its warnings only (its INFO line "demo-backoffice
+    connected to ..." stood timestamped among the demo's plain lines, which say what it
+    does); ``unless`` (-v) keeps its whole log."""
+    logger = logging.getLogger("appliance.backoffice")
+    level = logger.level
+    if not unless:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _run_until_stopped(args: argparse.Namespace, store_url: str | None,

@@ -165,6 +165,37 @@ def test_the_demo_stopped_by_sigterm_exits_143_as_every_command_does(
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
 
+DEMO_WITH_FAST_EDGES = """
+import functools, sys
+from appliance.backoffice import demo
+demo.run_demo = functools.partial(demo.run_demo, edge_command=(
+    sys.executable, "-m", "appliance.edge.testing"))
+from appliance.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_demo_prints_no_log_line_of_its_back_office_among_its_own(
+    tmp_path: Path, verbose: bool
+) -> None:
+    """`appliance demo` printed one timestamped line among its plain ones: "2026-12-05
+    12:34:27,970 INFO appliance.backoffice.ingest: demo-backoffice connected to
+    127.0.0.1:36351 (session present: False), subscribed to $share/backoffice/...". -v
+    shows the back office's log."""
+    run = subprocess.run(
+        [sys.executable, "-c", DEMO_WITH_FAST_EDGES, *(["-v"] if verbose else []), "demo",
+         "--throwaway", "--devices", "1", "--count", "1", "--timeout-s", "60"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert run.returncode == 0, run.stderr
+    assert "1 result(s) stored" in run.stdout
+    connected = [line for line in run.stderr.splitlines() if "demo-backoffice connected" in line]
+    assert len(connected) == (1 if verbose else 0), run.stderr
+    if not verbose:
+        assert run.stderr == ""
+
+
 def _start_a_waiting_demo(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], Path]:
     """A demo run in ``tmp_path`` (its own process group; on ./state unless ``options`` name
     another store) whose edge waits for ever; returned once its edge runs, with the edge's pid
