@@ -30,10 +30,12 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from appliance import __version__
+from appliance.backoffice.accounts import Login
 from appliance.backoffice.storeerrors import StoreError
 from appliance.backoffice.storeurl import store_name
 from appliance.config import ConsoleConfig
@@ -42,7 +44,13 @@ from appliance.console.api import ApiError
 from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
-from appliance.console.guard import CsrfError, LoginRequiredError, RoleError, known_parameters
+from appliance.console.guard import (
+    CsrfError,
+    LoginRequiredError,
+    RoleError,
+    known_parameters,
+    visitor_login,
+)
 from appliance.console.hostnames import host_refusal, own_names
 from appliance.console.throttle import LoginGuard
 from appliance.console.views import CohortCache
@@ -163,16 +171,25 @@ async def _limits(request: Request, call_next: Handler) -> Response:
 
 
 def _refusal(request: Request, status: int, message: str,
-             headers: Mapping[str, str] | None = None) -> Response:
+             headers: Mapping[str, str] | None = None, login: Login | None = None) -> Response:
     """A refusal as JSON for the API (``{"detail": TEXT}``, the shape of every API error:
-    api.ApiError) and as a small escaped page otherwise."""
+    api.ApiError) and as a small escaped page otherwise (under the console's header for
+    ``login``)."""
     if _is_api(request):
         return JSONResponse(ApiError(detail=message).model_dump(), status_code=status,
                             headers=headers)
     templates: Environment = request.app.state.templates
     page = templates.get_template("error.html").render(status=status, message=message,
-                                                       login=None)
+                                                       login=login)
     return HTMLResponse(page, status_code=status, headers=headers)
+
+
+async def _visitor_refusal(request: Request, status: int, message: str,
+                           headers: Mapping[str, str] | None = None) -> Response:
+    """A refusal of a routed request: a logged-in visitor's error page keeps the header
+    (navigation, account, logout) that every page of theirs has."""
+    login = None if _is_api(request) else await run_in_threadpool(visitor_login, request)
+    return _refusal(request, status, message, headers, login)
 
 
 def _is_api(request: Request) -> bool:
@@ -208,7 +225,7 @@ class HeadAsGet:
 
 def _add_handlers(app: FastAPI) -> None:
     async def input_error(request: Request, exc: Exception) -> Response:
-        return _refusal(request, getattr(exc, "status", 400), str(exc))
+        return await _visitor_refusal(request, getattr(exc, "status", 400), str(exc))
 
     async def invalid(request: Request, exc: Exception) -> Response:
         # FastAPI's own answer is a 422 JSON document, on a page too
@@ -218,10 +235,10 @@ def _add_handlers(app: FastAPI) -> None:
         value = first.get("input")
         refused = InputError(field[:40], value if isinstance(value, str) else "",
                              str(first.get("msg", "a valid value")))
-        return _refusal(request, 400, str(refused))
+        return await _visitor_refusal(request, 400, str(refused))
 
     async def csrf_error(request: Request, exc: Exception) -> Response:
-        return _refusal(request, 403, str(exc))
+        return await _visitor_refusal(request, 403, str(exc))
 
     async def busy(request: Request, exc: Exception) -> Response:
         log.warning("console busy: %s", exc)
@@ -246,7 +263,7 @@ def _add_handlers(app: FastAPI) -> None:
         # as JSON, a page URL too; the API keeps its text, pages get the error page
         assert isinstance(exc, StarletteHTTPException)
         text = str(exc.detail) if _is_api(request) else _no_route_text(request, exc)
-        return _refusal(request, exc.status_code, text, exc.headers)
+        return await _visitor_refusal(request, exc.status_code, text, exc.headers)
 
     async def login_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LoginRequiredError)

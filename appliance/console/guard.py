@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
 from appliance.backoffice.accounts import Login
+from appliance.backoffice.storeerrors import StoreError
 from appliance.console.auth import (
     MAX_PASSWORD_CHARS,
     bearer_login,
@@ -26,7 +27,7 @@ from appliance.console.auth import (
     same_token,
     session_login,
 )
-from appliance.console.db import StorePool
+from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import (
     MAX_FIELD_CHARS,
     MAX_FORM_BYTES,
@@ -114,6 +115,20 @@ def page_login(request: Request) -> Login:
         # a cookie the store no longer knows: the login page says the session ended
         raise LoginRequiredError(path if back else form_page, ended=bool(cookie))
     return login
+
+
+def visitor_login(request: Request) -> Login | None:
+    """Who is logged in on this page request, or None (no session, or a store that cannot
+    say now: a refusal page is shown without the header rather than not at all). Blocking:
+    call it from a worker thread."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    try:
+        with pool_of(request).store() as store:
+            return session_login(store, cookie)
+    except (StoreError, StoreBusyError):
+        return None
 
 
 def api_login(

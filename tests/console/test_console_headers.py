@@ -115,12 +115,12 @@ def test_every_link_of_an_error_page_works_under_its_own_csp(console: Console) -
         refused = console.url + "/results?site=%3Cb%3E"
         page.goto(refused)
         expect(page.locator(".error")).to_contain_text("site: '<b>' refused")
-        links = page.locator("main a")
+        links = page.locator("a")  # the header's, for a logged-in user
         assert links.count() >= 1
         for index in range(links.count()):
             page.goto(refused)
             with page.expect_navigation():
-                page.locator("main a").nth(index).click()
+                page.locator("a").nth(index).click()
             assert page.url != refused
         assert not blocked
 
@@ -226,6 +226,30 @@ def test_a_missing_page_shows_the_error_page_in_the_browser(console: Console) ->
         expect(page.locator(".error")).to_have_text("no page at /no-such-page")
         page.click("main a[href='/fleet']")
         expect(page).to_have_url(console.url + "/login?next=/fleet")
+
+
+def test_a_missing_page_keeps_the_header_of_a_logged_in_user(console: Console) -> None:
+    """The 404 of a URL no page answers (and the 405, the 400 of a refused query) had no
+    header, unlike every other page of a logged-in user: no navigation, no logout. Logged
+    out, it still names the login-guarded pages only."""
+    with chromium_page(1280, 900) as page:
+        page.goto(console.url + "/login")
+        browser_login(page)
+        expect(page).to_have_url(console.url + "/fleet")
+        for path, status in (("/no-such-page", 404), ("/fleet?bogus=1", 400)):
+            answer = page.goto(console.url + path)
+            assert answer is not None
+            assert answer.status == status, path
+            expect(page.locator("header a[href='/cohort']")).to_be_visible()
+            expect(page.locator("header")).to_contain_text("alice")
+            expect(page.locator("main a[href='/fleet']")).to_have_count(0)  # the header's
+        page.click("header a[href='/results']")
+        expect(page).to_have_url(console.url + "/results")
+        page.goto(console.url + "/no-such-page")
+        page.click("header button[type=submit]")  # Log out, from the error page
+        expect(page).to_have_url(re.compile(r"/login"))
+        page.goto(console.url + "/no-such-page")
+        expect(page.locator("header")).to_have_count(0)
 
 
 def test_a_missing_result_job_rollout_or_picture_page_says_not_found_404(
