@@ -8,7 +8,7 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -86,67 +86,91 @@ def run_in_order(
     ``keep_started``, else their workers are ended at once (their results were to be thrown
     away, and finishing them could take the time of a job or more). Only a few jobs are
     queued ahead of the workers, not the whole run, so a stop or a failure leaves little to
-    cancel. A stop signal is only noted while the pool runs and handed to the handler it
-    replaced (KeyboardInterrupt, exit 130; SIGTERM's exit 143) once the pool has stopped:
-    raised wherever the main thread stood, the exception could land inside the pool's own
-    bookkeeping, holding a future's lock, and ``shutdown`` then waited for that future forever
-    (``synth skin`` hung after Ctrl-C)."""
-    # "spawn": forking a process whose OpenCV thread pool is already running deadlocks the
-    # child, and a forked worker kept the command's own stop handlers: the SIGTERM a pool ends
-    # it with raised an exception that the worker caught, going on with its next job
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
-    processes = pool._processes  # noqa: SLF001 - no public list before Python 3.14
-    run: PoolRun[Result] = PoolRun([], [])
-    unfinished: list[Future[Result]] = []  # at most ``in_flight``
-    stopped: list[int] = []
+    cancel. A stop signal is handed to the handler it replaced (KeyboardInterrupt, exit 130;
+    SIGTERM's exit 143) once the pool has stopped (``_OrderedRun.note`` says why)."""
+    runner = _OrderedRun(call, workers)
     queue = iter(jobs)
-
-    def note(signum: int, frame: FrameType | None) -> None:
-        stopped.append(signum)
-
-    def submit(job: tuple[Any, ...]) -> None:
-        try:
-            future = pool.submit(call, *job)
-        except BrokenProcessPool as broken:  # a worker died since the last wait: this job too
-            future = Future()
-            future.set_exception(broken)
-            run.failed.append(future)  # the dead worker is named once the pool has stopped
-        else:
-            future.add_done_callback(lambda done: _note_failure(done, run, processes))
-        run.futures.append(future)
-        unfinished.append(future)
-
-    # a "spawn" pool starts a worker at each submit while none is idle, so the first ``workers``
-    # submits start them all; they start with SIGINT ignored (an ignored signal stays ignored
-    # across exec, a handler does not), so a Ctrl-C while one still imports is no traceback of
-    # its own (one in these milliseconds is lost); SIGTERM stays theirs, so a pool can end them
-    replaced = _set_stop_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: note})
+    # the stop handlers replaced while the pool runs, put back once it has stopped
+    replaced = _set_stop_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: runner.note})
     try:
-        try:
-            for job in islice(queue, workers):
-                submit(job)
-        finally:  # one the command ignored (under nohup, in the background) stays ignored
-            _set_stop_handlers({signum: signal.SIG_IGN if old == signal.SIG_IGN else note
-                                for signum, old in replaced.items()})
-        room = _Room(unfinished, run, stopped, finished, delivered)
+        runner.start_workers(queue, workers, replaced)
+        room = _Room(runner.unfinished, runner.run, runner.stopped, finished, delivered)
         for job in queue:
             if not room.wait(3 * workers):  # drawn or queued at once: no worker waits
                 break
-            submit(job)
+            runner.submit(job)
         room.wait(1)  # the last jobs: none left unfinished
     finally:
-        if (stopped or run.failed) and not keep_started:
-            _terminate_workers(processes)
-        pool.shutdown(wait=True, cancel_futures=True)
-        if run.failed and not run.died and isinstance(run.failed[0].exception(),
-                                                      BrokenProcessPool):
-            run.died.extend(_killed_workers(processes))
+        runner.close(keep_started)
         for signum, handler in replaced.items():
             signal.signal(signum, handler)
-    if stopped:
-        signal.raise_signal(stopped[0])  # the handler it replaced ends the command
-    return run
+    if runner.stopped:
+        signal.raise_signal(runner.stopped[0])  # the handler it replaced ends the command
+    return runner.run
+
+
+class _OrderedRun(Generic[Result]):
+    """The pool of one run, and what the run has seen: its jobs' futures, the unfinished ones
+    and the stop signals noted while it ran."""
+
+    def __init__(self, call: Callable[..., Result], workers: int) -> None:
+        # "spawn": forking a process whose OpenCV thread pool is already running deadlocks the
+        # child, and a forked worker kept the command's own stop handlers: the SIGTERM a pool
+        # ends it with raised an exception that the worker caught, going on with its next job
+        context = multiprocessing.get_context("spawn")
+        self.call = call
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
+        self.processes = self.pool._processes  # noqa: SLF001 - no public list before Python 3.14
+        self.run: PoolRun[Result] = PoolRun([], [])
+        self.unfinished: list[Future[Result]] = []  # at most ``in_flight``
+        self.stopped: list[int] = []
+
+    def note(self, signum: int, frame: FrameType | None) -> None:
+        """The stop handler while the pool runs: the signal is only noted, and raised once
+        the pool has stopped. Raised wherever the main thread stood, the exception could land
+        inside the pool's own bookkeeping, holding a future's lock, and ``shutdown`` then
+        waited for that future forever (``synth skin`` hung after Ctrl-C)."""
+        self.stopped.append(signum)
+
+    def submit(self, job: tuple[Any, ...]) -> None:
+        """Hand the pool ``call(*job)``; a pool already broken fails the job at once."""
+        try:
+            future = self.pool.submit(self.call, *job)
+        except BrokenProcessPool as broken:  # a worker died since the last wait: this job too
+            future = Future()
+            future.set_exception(broken)
+            self.run.failed.append(future)  # the dead worker is named once the pool has stopped
+        else:
+            future.add_done_callback(lambda done: _note_failure(done, self.run, self.processes))
+        self.run.futures.append(future)
+        self.unfinished.append(future)
+
+    def start_workers(self, queue: Iterator[tuple[Any, ...]], workers: int,
+                      replaced: dict[int, Any]) -> None:
+        """Submit the first ``workers`` jobs, then note stop signals instead of ignoring SIGINT.
+
+        A "spawn" pool starts a worker at each submit while none is idle, so the first
+        ``workers`` submits start them all; they start with SIGINT ignored (an ignored signal
+        stays ignored across exec, a handler does not), so a Ctrl-C while one still imports is
+        no traceback of its own (one in these milliseconds is lost); SIGTERM stays theirs, so a
+        pool can end them."""
+        try:
+            for job in islice(queue, workers):
+                self.submit(job)
+        finally:  # one the command ignored (under nohup, in the background) stays ignored
+            _set_stop_handlers({signum: signal.SIG_IGN if old == signal.SIG_IGN else self.note
+                                for signum, old in replaced.items()})
+
+    def close(self, keep_started: bool) -> None:
+        """Stop the pool: its started jobs finished, or (a stopped or failed run, not
+        ``keep_started``) their workers ended; name the worker that broke it, if one did."""
+        run = self.run
+        if (self.stopped or run.failed) and not keep_started:
+            _terminate_workers(self.processes)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if run.failed and not run.died and isinstance(run.failed[0].exception(),
+                                                      BrokenProcessPool):
+            run.died.extend(_killed_workers(self.processes))
 
 
 def _set_stop_handlers(handlers: dict[int, Handler]) -> dict[int, Any]:
