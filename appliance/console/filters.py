@@ -77,6 +77,14 @@ def _identifier(params: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def checked_id(what: str, value: str) -> str:
+    """``value`` when it is an id the fleet gives (a pathology job's, a rollout's); else
+    InputError (400): no such id was ever accepted."""
+    if not IDENTIFIER.match(value):
+        raise InputError(what, value, "letters, digits and _ . - (at most 64)")
+    return value
+
+
 def parse_site(params: Mapping[str, str]) -> str | None:
     """The site a page is narrowed to (None: every site)."""
     return _identifier(params, "site")

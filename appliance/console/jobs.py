@@ -22,6 +22,7 @@ from appliance.backoffice.accounts import Login
 from appliance.console.api import ERROR_RESPONSES, ApiLogin, NextCursor, error
 from appliance.console.filters import (
     InputError,
+    checked_id,
     listed_cursor,
     older_link,
     parse_listed_cursor,
@@ -32,7 +33,6 @@ from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_pictu
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SLIDE_INDEX = re.compile(r"^[0-9]{1,6}$")
 JOBS_SHOWN = 100  # a page of the jobs list, on the page and in the API
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
@@ -41,15 +41,9 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     404: error("no such slide result, or its picture is gone")}
 
 
-def _check_job_id(job_id: str) -> None:
-    """Refuse (400) a job id the pathology server would never have accepted."""
-    if not JOB_ID.match(job_id):
-        raise InputError("job id", job_id, "letters, digits and _ . - (at most 64)")
-
-
 def _job(request: Request, job_id: str) -> dict[str, Any] | None:
     """One job with its slide results, or None."""
-    _check_job_id(job_id)
+    checked_id("job id", job_id)
     with pool_of(request).store() as store:
         found = store.pathology_job_rows(1, job_id)
         return {**found[0], "slides": store.pathology_slide_rows(job_id)} if found else None
@@ -57,7 +51,7 @@ def _job(request: Request, job_id: str) -> dict[str, Any] | None:
 
 def _picture(request: Request, job_id: str, slide_index: str, picture: str) -> Response:
     """One slide's heatmap or CAM panel as image/png; PictureError when there is none to serve."""
-    _check_job_id(job_id)
+    checked_id("job id", job_id)
     if not SLIDE_INDEX.match(slide_index):
         raise InputError("slide index", slide_index, "a whole number (0 is the first slide)")
     if picture not in PICTURE_COLUMNS:

@@ -8,7 +8,6 @@ Starting or halting a rollout stays with the signed command line (``appliance mo
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -17,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from appliance.backoffice.accounts import Login
 from appliance.console.api import ERROR_RESPONSES, ApiLogin, NextCursor, error
 from appliance.console.filters import (
-    InputError,
+    checked_id,
     listed_cursor,
     older_link,
     parse_listed_cursor,
@@ -27,14 +26,7 @@ from appliance.console.pages import render
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
-ROLLOUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ROLLOUTS_SHOWN = 100  # a page of the rollouts list, on the page and in the API
-
-
-def _checked(rollout_id: str) -> str:
-    if not ROLLOUT_ID.match(rollout_id):
-        raise InputError("rollout id", rollout_id, "letters, digits and _ . - (at most 64)")
-    return rollout_id
 
 
 def _rollout(request: Request, rollout_id: str) -> dict[str, Any] | None:
@@ -70,7 +62,7 @@ def rollouts_page(request: Request, login: Annotated[Login, Depends(page_login)]
 def rollout_page(request: Request, rollout_id: str,
                  login: Annotated[Login, Depends(page_login)]) -> HTMLResponse:
     """One rollout: its plan, state and every device's phase and state."""
-    rollout = _rollout(request, _checked(rollout_id))
+    rollout = _rollout(request, checked_id("rollout id", rollout_id))
     if rollout is None:
         return render(request, "error.html", status=404, login=login,
                       message=f"no rollout {rollout_id}")
@@ -93,7 +85,7 @@ def api_rollouts(request: Request, login: ApiLogin,
 def api_rollout(request: Request, rollout_id: str,
                 login: ApiLogin) -> dict[str, Any]:
     """One model rollout with its devices."""
-    rollout = _rollout(request, _checked(rollout_id))
+    rollout = _rollout(request, checked_id("rollout id", rollout_id))
     if rollout is None:
         raise HTTPException(404, f"no rollout {rollout_id}")
     return rollout
