@@ -5,7 +5,11 @@ from __future__ import annotations
 from pydantic import Field, ValidationInfo, field_validator
 
 from appliance.config.section import Section
-from appliance.transport.payloads import MAX_PAYLOAD_BYTES
+from appliance.transport.payloads import (
+    IDENTIFIER_PATTERN,
+    MAX_IDENTIFIER_CHARS,
+    MAX_PAYLOAD_BYTES,
+)
 
 # the dead-letter bounds go to the store as SQL parameters, 64-bit integers in both databases
 # (a larger one made every batch with a dead letter fail on SQLite: all of them were lost)
@@ -34,14 +38,14 @@ class StoreConfig(Section):
 class BackofficeConfig(Section):
     share_group: str = Field(
         "backoffice",
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=MAX_IDENTIFIER_CHARS,
+        pattern=IDENTIFIER_PATTERN,
         description="MQTT v5 shared-subscription group; workers in one group split the results.",
     )
     client_id: str | None = Field(
         None,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=MAX_IDENTIFIER_CHARS,
+        pattern=IDENTIFIER_PATTERN,
         description="MQTT client id of this worker, stable across restarts so its session "
         "survives (unset: backoffice-HOSTNAME); unique per worker.",
     )

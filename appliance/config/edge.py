@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from appliance.config.section import Section
 from appliance.shipped import SKIN_MODEL, shipped_path
+from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
 from appliance.transport.topics import PATHOLOGY_SITE
 
 
@@ -17,15 +18,15 @@ class DeviceConfig(Section):
     id: str = Field(
         "kiosk-dev-1",
         min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=MAX_IDENTIFIER_CHARS,
+        pattern=IDENTIFIER_PATTERN,
         description="Unique device id; part of every MQTT topic (letters, digits, _ . -).",
     )
     site: str = Field(
         "lab",
         min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=MAX_IDENTIFIER_CHARS,
+        pattern=IDENTIFIER_PATTERN,
         description="Site (shop, clinic) the kiosk stands in; part of every MQTT topic "
         f"('{PATHOLOGY_SITE}' is reserved: the pathology server's topics).",
     )

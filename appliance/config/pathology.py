@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from appliance.config.section import Section
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
+from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
 
 Backend = Literal["torch-cuda", "onnx-cuda", "onnx-cpu", "torch-cpu"]
 Precision = Literal["fp16", "bf16", "fp32"]
@@ -18,7 +19,7 @@ class PathologyConfig(Section):
     """Settings of ``appliance pathology serve`` (and of the ``job`` commands' topics)."""
 
     client_id: str | None = Field(
-        None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        None, max_length=MAX_IDENTIFIER_CHARS, pattern=IDENTIFIER_PATTERN,
         description="MQTT client id and server name, in job states, leases and presence "
         "(unset: pathology-HOSTNAME); unique per server.")
     slide_roots: list[str] = Field(
