@@ -47,13 +47,8 @@ from appliance.updates.operations import (
 from appliance.updates.release import load_once, runner_manifest, table_inputs
 from appliance.updates.repofiles import RepositoryError, make_readable_by_all
 from appliance.updates.repository import FileRepository
-from appliance.updates.rollout import (
-    Device,
-    Rollout,
-    RolloutPlan,
-    latest_rollouts,
-    mark_interrupted,
-)
+from appliance.updates.rollout import Device, Rollout, RolloutPlan
+from appliance.updates.rolloutrecords import latest_rollouts, mark_interrupted
 
 if TYPE_CHECKING:
     from appliance.inference.runner import OnnxRunner

@@ -9,7 +9,7 @@ did not install get back the assignment they had before a deploy, or none (they 
 what they run; one switched off installs, when back, what it was assigned before). Each step is
 recorded in the back-office store (tables ``rollouts`` and ``rollout_devices``), and what each
 wave replaced before it is signed (``halting.record_replaced``), so that a halt puts it back
-even after this process is gone.
+even after this process is gone; ``rolloutrecords`` reads the records back.
 
 A plan that does not ``await_offline`` (``--all`` or ``--site``, or a rollback of the devices
 assigned the model) waits, in the waves after the canaries, only for the kiosks online (their
@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
@@ -50,6 +50,7 @@ from appliance.updates.halting import (
 from appliance.updates.manifest import Assignment, ModelManifest
 from appliance.updates.operations import assign, assignments, unassign
 from appliance.updates.repository import FileRepository
+from appliance.updates.rolloutrecords import newest_stamp
 
 log = logging.getLogger(__name__)
 
@@ -371,74 +372,8 @@ class Rollout:
         )
 
 
-def newest_stamp(store: Store) -> datetime:
-    """The newest time recorded for any rollout or rollout device (the epoch for none)."""
-    [(rollouts, devices)] = store.query(
-        "SELECT (SELECT MAX(updated_at) FROM rollouts), "
-        "(SELECT MAX(updated_at) FROM rollout_devices)", [])
-    stamps = [datetime.fromisoformat(text) for text in (rollouts, devices) if text]
-    return max(stamps, default=datetime.fromtimestamp(0, UTC))
-
-
 def _named(devices: Sequence[Device]) -> str:
     """The first SHOWN_DEVICES devices as site/device, then how many more."""
     named = ", ".join(f"{site}/{device_id}" for site, device_id in devices[:SHOWN_DEVICES])
     more = len(devices) - SHOWN_DEVICES
     return named + (f" and {more} more" if more > 0 else "")
-
-
-# A rollout recorded before rollouts named their repository (NULL) counts as every one's.
-_OF_REPOSITORY = "(r.repository = ? OR r.repository IS NULL)"
-
-
-INTERRUPTED_REASON = "its deploy or rollback ended before the rollout did (killed?)"
-
-
-def mark_interrupted(store: Store, repo: FileRepository) -> int:
-    """Rollouts of ``repo`` still ``running`` in the store while no deploy holds its rollout
-    lock ended without finishing (their deploy was killed): say so; returns how many. Another
-    repository's rollouts in the same store are not ours to judge (their lock is elsewhere)."""
-    stale = store.query(f"SELECT rollout_id FROM rollouts r WHERE state = 'running' AND "
-                        f"{_OF_REPOSITORY}", [repo.identity()])
-    store.write("UPDATE rollouts SET state = 'interrupted', reason = ?, updated_at = ? "
-                "WHERE rollout_id = ?",
-                [(INTERRUPTED_REASON, iso_utc(payloads.utc_now()), row[0]) for row in stale])
-    return len(stale)
-
-
-def latest_rollouts(
-    store: Store, repo: FileRepository
-) -> dict[Device, tuple[str, str, str, str | None]]:
-    """Per device: (rollout id, rollout state, device state, reason) of its newest rollout
-    of ``repo``; one recorded ``running`` while no deploy or rollback holds the repository's
-    rollout lock reads ``interrupted``.
-
-    The rows are read again after the look at the lock: a deploy that ended between the first
-    read and the look (the lock let go) has recorded how it ended by then, and only a rollout
-    ``running`` in both reads was killed (one first seen in the second read may have started
-    after the look)."""
-    latest = _latest_rows(store, repo)
-    if repo.rollout_held():
-        return latest
-    seen_running = {row[0] for row in latest.values() if row[1] == "running"}
-    if not seen_running:
-        return latest
-    # none is at work: a rollout still 'running' in the store was killed (mark_interrupted
-    # records so at the next deploy; this only reads)
-    return {device: (rollout_id, "interrupted", device_state, reason or INTERRUPTED_REASON)
-            if state == "running" and rollout_id in seen_running
-            else (rollout_id, state, device_state, reason)
-            for device, (rollout_id, state, device_state, reason)
-            in _latest_rows(store, repo).items()}
-
-
-def _latest_rows(
-    store: Store, repo: FileRepository
-) -> dict[Device, tuple[str, str, str, str | None]]:
-    rows = store.query(
-        "SELECT d.site, d.device_id, d.rollout_id, r.state, d.state, "
-        "COALESCE(d.reason, r.reason) FROM rollout_devices d "
-        f"JOIN rollouts r ON r.rollout_id = d.rollout_id WHERE {_OF_REPOSITORY} "
-        "ORDER BY d.updated_at", [repo.identity()]
-    )
-    return {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}

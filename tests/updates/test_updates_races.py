@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from appliance.backoffice.store import open_store
-from appliance.updates import rollout as rollout_module
+from appliance.updates import rolloutrecords
 from appliance.updates.operations import init_repository
 from appliance.updates.repofiles import RepositoryError
 
@@ -86,7 +86,7 @@ def test_a_rollout_that_ends_while_status_looks_at_the_lock_is_not_called_interr
             return False  # the deploy has let go of the lock
 
         monkeypatch.setattr(repo, "rollout_held", deploy_ends_then_looked_at)
-        latest = rollout_module.latest_rollouts(store, repo)
+        latest = rolloutrecords.latest_rollouts(store, repo)
     assert latest[("lab", "k1")][:2] == ("ending000001", "complete")
 
 
@@ -100,9 +100,9 @@ def test_a_killed_deploy_s_rollout_still_reads_interrupted(tmp_path: Path) -> No
                       "running", None, at, at, repo.identity())])
         store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [("killed000001", "lab", "k1", "canary", "assigned", None, None, at)])
-        latest = rollout_module.latest_rollouts(store, repo)
+        latest = rolloutrecords.latest_rollouts(store, repo)
         with repo.rolling_out():
-            held = rollout_module.latest_rollouts(store, repo)
+            held = rolloutrecords.latest_rollouts(store, repo)
     assert latest[("lab", "k1")][1:] == ("interrupted", "assigned",
-                                         rollout_module.INTERRUPTED_REASON)
+                                         rolloutrecords.INTERRUPTED_REASON)
     assert held[("lab", "k1")][1] == "running"

@@ -28,7 +28,8 @@ from appliance.updates.fleetops import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
 from appliance.updates.operations import assignments, init_repository, release_model
 from appliance.updates.repofiles import RepositoryError
-from appliance.updates.rollout import Rollout, RolloutPlan, latest_rollouts
+from appliance.updates.rollout import Rollout, RolloutPlan
+from appliance.updates.rolloutrecords import INTERRUPTED_REASON, latest_rollouts
 from appliance.updates.testing import ModelEvents
 from tests.store_helpers import PG_URL
 
@@ -255,7 +256,7 @@ def test_status_shows_a_killed_deploy_s_rollout_interrupted_without_writing(
         watcher.close()
         store.close()
     assert (killed["rollout_state"], killed["rollout_reason"]) == (
-        "interrupted", rollout_module.INTERRUPTED_REASON)
+        "interrupted", INTERRUPTED_REASON)
     assert held["rollout_state"] == "running"
     assert [tuple(row) for row in stored] == [("running",)]  # status writes nothing
 
@@ -288,7 +289,7 @@ def test_plain_status_names_a_rollout_s_state_as_json_does(
     # in capitals, as `fleet` and `results query` head theirs (it was lowercase)
     assert header.split() == ["DEVICE", "RUNNING", "TARGETED", "STATE", "ROLLOUT", "WHY"]
     assert row.split()[:5] == [f"{fleet.site}/k0", "-", "-", "-", "interrupted"]
-    assert row.endswith(rollout_module.INTERRUPTED_REASON)
+    assert row.endswith(INTERRUPTED_REASON)
 
 
 def test_a_deploy_marks_interrupted_only_the_rollouts_of_its_own_repository(
