@@ -23,7 +23,7 @@ from appliance.cli import main
 from appliance.config import load_config
 from appliance.updates import repository as repository_module
 from appliance.updates.fetch import RepositoryClient
-from appliance.updates.fleetops import choose_devices
+from appliance.updates.fleetdevices import choose_devices
 from appliance.updates.manifest import (
     MAX_TARGETS_METADATA_BYTES,
     ManifestError,

@@ -24,7 +24,7 @@ from appliance.config import config_from_mapping
 from appliance.transport import payloads
 from appliance.transport.topics import device_topic
 from appliance.updates import rollout as rollout_module
-from appliance.updates.fleetops import fleet_status
+from appliance.updates.fleetdevices import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
 from appliance.updates.operations import assignments, init_repository, release_model
 from appliance.updates.repofiles import RepositoryError

@@ -24,7 +24,7 @@ from appliance.transport.client import new_client, settings_from_config
 from appliance.transport.subscriber import Subscriber
 from appliance.transport.topics import device_topic
 from appliance.updates import rollout as rollout_module
-from appliance.updates.fleetops import fleet_status
+from appliance.updates.fleetdevices import fleet_status
 from appliance.updates.fleetwatch import FleetWatcher
 from appliance.updates.operations import assignments, released
 from appliance.updates.rollout import Rollout, RolloutOutcome, RolloutPlan
