@@ -35,6 +35,7 @@ from appliance.updates.repofiles import (
     read_regular_file,
     write_atomically,
 )
+from appliance.updates.repokeys import KeyFileError, generate_key
 from appliance.updates.repository import (
     DEFAULT_EXPIRY_S,
     FLEET,
@@ -42,9 +43,7 @@ from appliance.updates.repository import (
     ROLES,
     TOP_ROLES,
     FileRepository,
-    KeyFileError,
     fleet_delegation,
-    generate_key,
 )
 
 MAX_KEYS_PER_ROLE = 32  # a role of more keys is a typo (each key is a file and a signature)

@@ -6,8 +6,8 @@ Layout of the repository folder DIR (docs/model-updates.md):
   ``N.snapshot.json`` (consistent snapshots) and ``timestamp.json``; ``public/targets/``: the
   model files and device assignments, each stored as ``{sha256}.{name}``. Only ``public/`` is
   served (any static web server or object store can serve it).
-- ``keys/{role}/{keyid}.pem``: Ed25519 private keys. The root keys sign only when the root
-  changes; move ``keys/root`` offline after ``repo init``.
+- ``keys/{role}/{keyid}.pem``: Ed25519 private keys (read and made in ``repokeys``). The root
+  keys sign only when the root changes; move ``keys/root`` offline after ``repo init``.
 - ``settings.json``: expiry per role.
 
 ``FileRepository`` implements python-tuf's ``Repository`` (open/close), so version bumps,
@@ -26,9 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
+from securesystemslib.signer import Signer, SSlibKey
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
     DelegatedRole,
@@ -57,6 +55,7 @@ from appliance.updates.repofiles import (
     read_regular_file,
     write_atomically,
 )
+from appliance.updates.repokeys import key_file_signer, sslib_key
 
 TOP_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 FLEET = "fleet"
@@ -73,13 +72,7 @@ SETTINGS_SHAPE = '{"expiry_s": {ROLE: SECONDS, ...}}'
 # far above any metadata a kiosk takes (python-tuf's client: at most 5 MB of targets metadata)
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 MAX_SETTINGS_BYTES = 64 * 1024  # `repo init` writes about 100 bytes
-MAX_KEY_BYTES = 64 * 1024  # an Ed25519 key's PEM file is 119 bytes
 _SERIALIZER = JSONSerializer(compact=True)
-
-
-class KeyFileError(RepositoryError):
-    """A key file there holds no key of its role (garbled, encrypted, another key): not a key
-    kept offline, a key to put back."""
 
 
 class FileRepository(Repository):
@@ -191,7 +184,7 @@ class FileRepository(Repository):
         for keyid, key in public.items():
             pem = self.keys_dir / role / f"{keyid}.pem"
             if os.path.lexists(pem):  # anything there but the key init wrote is refused
-                signers.append(_signer(pem, key))
+                signers.append(key_file_signer(pem, key))
         if len(signers) < threshold:
             raise RepositoryError(
                 f"{self.keys_dir / role}: {len(signers)} private key(s) of role {role!r} here, "
@@ -206,10 +199,10 @@ class FileRepository(Repository):
             if delegations is None or delegations.roles is None:
                 raise RepositoryError(f"{self.dir}: targets delegates no {FLEET} role")
             delegated = delegations.roles[FLEET]
-            keys = {k: _sslib(delegations.keys[k]) for k in delegated.keyids}
+            keys = {k: sslib_key(delegations.keys[k]) for k in delegated.keyids}
             return keys, delegated.threshold
         root = new_root if isinstance(new_root, Root) else self.root()
-        keys = {k: _sslib(root.keys[k]) for k in root.roles[role].keyids}
+        keys = {k: sslib_key(root.keys[k]) for k in root.roles[role].keyids}
         return keys, root.roles[role].threshold
 
     def add_target(
@@ -328,25 +321,6 @@ class FileRepository(Repository):
             yield self
 
 
-def _signer(pem: Path, key: SSlibKey) -> CryptoSigner:
-    """The signer of the private key in ``pem``, the file of ``key``; RepositoryError naming
-    the file when it holds no such key (garbled, cut, encrypted, another key or another kind),
-    before anything is signed with it."""
-    fix = (f"put back the key file `appliance models repo init` wrote for {pem.parent.name} "
-           "(from where it is kept offline, or a backup)")
-    data = read_regular_file(pem, MAX_KEY_BYTES, fix)
-    try:
-        private = load_pem_private_key(data, None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise KeyFileError(f"{pem}: not an unencrypted PEM private key ({type(exc).__name__}); "
-                           f"{fix}") from exc
-    try:
-        return CryptoSigner(private, key)
-    except ValueError as exc:  # KeyMismatchError, or not an Ed25519 key
-        raise KeyFileError(f"{pem}: not the private key of {key.keyid}, whose name it has "
-                           f"({exc}); {fix}") from exc
-
-
 def _read(path: Path) -> Metadata[Any]:
     """Stored metadata; RepositoryError naming the file when it is no TUF metadata."""
     restore = ("it was changed outside `appliance models`; put back the file this repository "
@@ -378,12 +352,6 @@ def _read_expiries(settings: Path) -> dict[str, int]:
     return expiries
 
 
-def _sslib(key: Any) -> SSlibKey:
-    if not isinstance(key, SSlibKey):
-        raise RepositoryError(f"key {key.keyid} is a {type(key).__name__}; we sign with SSlibKey")
-    return key
-
-
 def _new_signed(role: str) -> Root | Targets | Snapshot | Timestamp:
     if role == Root.type:
         return Root(consistent_snapshot=True)
@@ -392,17 +360,6 @@ def _new_signed(role: str) -> Root | Targets | Snapshot | Timestamp:
     if role == Timestamp.type:
         return Timestamp()
     return Targets()
-
-
-def generate_key(keys_dir: Path, role: str) -> CryptoSigner:
-    """A new Ed25519 key for ``role``, its private half written to ``keys/{role}/`` (0600)."""
-    signer = CryptoSigner.generate_ed25519()
-    path = keys_dir / role / f"{signer.public_key.keyid}.pem"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(signer.private_bytes)
-    return signer
 
 
 def fleet_delegation(keys: list[SSlibKey], threshold: int) -> Delegations:
