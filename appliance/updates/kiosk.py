@@ -11,7 +11,6 @@ refusal is ``rejected`` with its reason, and the serving model never changes the
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -20,7 +19,6 @@ from pathlib import Path
 
 from tuf.ngclient import Updater
 
-from appliance import safejson
 from appliance.config import Config
 from appliance.inference.classifier import SkinClassifier
 from appliance.inference.contract import ModelError
@@ -30,7 +28,7 @@ from appliance.updates.fetch import Offer, RepositoryClient, UpdateRefusedError
 from appliance.updates.health import HealthCheck
 from appliance.updates.install import POINTER, ModelStore, discard
 from appliance.updates.manifest import FEATURE_SCHEMA, semver_key
-from appliance.updates.repofiles import write_atomically
+from appliance.updates.rejected import RejectedReleases
 from appliance.updates.selftest import SelfTestError, check_self_test
 from appliance.updates.serving import ServingModel
 
@@ -38,8 +36,6 @@ log = logging.getLogger(__name__)
 
 HEALTH_POLL_S = 0.2
 MAX_PROBATION_STARTS = 3  # starts on a new model without a health verdict before going back
-REJECTED_FILE = "rejected.json"
-MAX_REJECTED = 200  # releases remembered as refused here, the newest
 StatePublisher = Callable[[bytes], None]
 
 
@@ -80,7 +76,7 @@ class ModelUpdater(threading.Thread):
         self._rollout: str | None = None  # of the assignment the last report was about
         self._previous: Path | None = None  # what a failed health check goes back to
         self._confirmed = False  # the serving model passed a health check in this process
-        self._rejected: dict[str, None] = self._load_rejected()  # oldest first
+        self._rejected = RejectedReleases(self.store.dir)
         # the downgrade last refused: (release, its assignment's rollout, version serving then)
         self._refused_downgrade: tuple[str, str, str] | None = None
         current = serving.classifier.path if serving.classifier is not None else None
@@ -151,7 +147,7 @@ class ModelUpdater(threading.Thread):
         """Report a refusal, remembering a release refused for good, or a downgrade refused
         while its assignment and the serving model stay as they are."""
         if exc.permanent:
-            self._remember_rejected(offer.sha256)
+            self._rejected.remember(offer.sha256)
         if isinstance(exc, DowngradeRefusedError):
             self._refused_downgrade = self._downgrade(offer)
         self._report("rejected", offer, exc.reason)
@@ -305,7 +301,7 @@ class ModelUpdater(threading.Thread):
         model, previous = _info(serving), self._previous
         unsaved = self._point_back(serving, previous)
         self.serving.swap(_load_or_none(previous), None)
-        self._remember_rejected(self._current_sha)
+        self._rejected.remember(self._current_sha)
         self._current_sha = _sha256(previous) if previous is not None and previous.is_file() else ""
         self._on_swap(self.serving)
         log.error("model %s rolled back: %s", model.name if model else "?", reason)
@@ -334,7 +330,7 @@ class ModelUpdater(threading.Thread):
                     f"and checks its health again")
         return ""
 
-    # -- reporting and memory -------------------------------------------------------------
+    # -- reporting -------------------------------------------------------------------
 
     def _report(self, state: str, offer: Offer | None, reason: str | None = None) -> None:
         model = None
@@ -364,29 +360,6 @@ class ModelUpdater(threading.Thread):
             rollout=self._rollout,
         )
         self._publish(message.to_json())
-
-    def _load_rejected(self) -> dict[str, None]:
-        path = self.store.dir / REJECTED_FILE
-        try:
-            return dict.fromkeys(safejson.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            return {}
-
-    def _remember_rejected(self, sha256: str) -> None:
-        """Remember a release refused for good here, with the newest MAX_REJECTED others."""
-        if not sha256:
-            return
-        self._rejected.pop(sha256, None)
-        self._rejected[sha256] = None
-        while len(self._rejected) > MAX_REJECTED:
-            del self._rejected[next(iter(self._rejected))]
-        body = json.dumps(list(self._rejected)).encode()
-        try:
-            write_atomically(self.store.dir / REJECTED_FILE, body)
-        except OSError as exc:  # a full disk: remembered until this process ends
-            log.error("%s: could not write (%s); release %s stays refused until a restart",
-                      self.store.dir / REJECTED_FILE, exc.strerror or exc, sha256[:12])
-
 
 def _load_or_none(path: Path | None) -> SkinClassifier | None:
     """The model at ``path`` (None when there is none or it no longer loads)."""
