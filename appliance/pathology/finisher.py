@@ -22,8 +22,10 @@ help, so it is not retried (it was, each second, for ever).
 A slide whose result cannot be made or stored for what it holds (text no store takes, such as
 a file name's undecodable byte; a picture that cannot be drawn) is stored as failed, its error
 naming why, its texts escaped so that the store takes them; where even that is refused, its
-run of the job fails with the reason (``on_unstored``). Either way the job ends: before, the
-slide was dropped with a line in the log and the job stayed running for ever.
+run of the job fails with the reason (``on_unstored``). So is a slide whose share of a
+batch's outputs cannot be taken (a guard fitted on features of another size than the model
+gives). Either way the job ends: before, the slide (or the whole batch) was dropped with a
+line in the log and the job stayed running for ever.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from appliance.backoffice.storeerrors import STORE_ERRORS, explained, refused_fo
 from appliance.logsafe import escape_controls
 from appliance.pathology.aggregate import unscored_tiles_problem
 from appliance.pathology.backends import ModelOutputs
-from appliance.pathology.batcher import Batch
+from appliance.pathology.batcher import Batch, BatchPart
 from appliance.pathology.heatmap import cam_panel, tile_heatmap, write_png
 from appliance.pathology.jobs import utc_text
 from appliance.pathology.jobstore import PathologyStore
@@ -167,6 +169,9 @@ class SlideFinisher(threading.Thread):
         self.on_dropped(job_id, run_id)
 
     def _scores(self, batch: Batch, outputs: ModelOutputs) -> None:
+        """Each slide's share of a batch's outputs; a slide whose share cannot be taken (a
+        guard that does not fit the model's features) fails alone, saying why, instead of
+        the batch being lost with every slide in it waiting for ever."""
         offset = 0
         for part in batch.parts:
             rows = slice(offset, offset + part.count)
@@ -175,18 +180,28 @@ class SlideFinisher(threading.Thread):
             work = self._slides.get(key)
             if work is None:  # of a run dropped while these tiles were in the model
                 continue
-            tiles = slice(part.first_tile, part.first_tile + part.count)
-            work.probability[tiles] = outputs.probability[rows]
-            if self.info.guard is not None and outputs.features is not None:
-                described = guard_inputs_from_statistics(work.prepared.statistics[tiles],
-                                                         outputs.features[rows])
-                work.in_distribution[tiles] = self.info.guard.scores(described)
-            cams = None if outputs.cam is None else outputs.cam[rows]
-            work.decisive.offer(batch.pixels[rows], cams, outputs.probability[rows])
-            work.remaining -= part.count
+            try:
+                self._take_outputs(work, part, batch, outputs, rows)
+            except Exception as exc:  # whatever it is, the slide must not vanish
+                del self._slides[key]
+                self._store_failed(work, exc, what_failed="its tiles could not be scored")
+                continue
             if work.remaining == 0:
                 del self._slides[key]
                 self._store(work, scored=True)
+
+    def _take_outputs(self, work: SlideWork, part: BatchPart, batch: Batch,
+                      outputs: ModelOutputs, rows: slice) -> None:
+        """Note the batch's outputs (its ``rows``) for the slide's tiles in it (``part``)."""
+        tiles = slice(part.first_tile, part.first_tile + part.count)
+        work.probability[tiles] = outputs.probability[rows]
+        if self.info.guard is not None and outputs.features is not None:
+            described = guard_inputs_from_statistics(work.prepared.statistics[tiles],
+                                                     outputs.features[rows])
+            work.in_distribution[tiles] = self.info.guard.scores(described)
+        cams = None if outputs.cam is None else outputs.cam[rows]
+        work.decisive.offer(batch.pixels[rows], cams, outputs.probability[rows])
+        work.remaining -= part.count
 
     def _pictures(self, work: SlideWork, result: SlideResult) -> dict[str, str]:
         folder = self.results_dir / work.prepared.job_id
@@ -221,13 +236,14 @@ class SlideFinisher(threading.Thread):
         if stored:
             self.on_stored(work.prepared.job_id, work.prepared.slide_index, row)
 
-    def _store_failed(self, work: SlideWork, problem: Exception) -> None:
-        """Store the slide as failed, naming why its result was not stored, its texts escaped
+    def _store_failed(self, work: SlideWork, problem: Exception,
+                      what_failed: str = "its result could not be stored") -> None:
+        """Store the slide as failed, saying ``what_failed`` and why, its texts escaped
         (the slide's name, path or error may be what the store refused); where the store
         refuses that too, its run of the job fails with the reason (``on_unstored``)."""
         job_id, index = work.prepared.job_id, work.prepared.slide_index
         why = escape_controls(f"{type(problem).__name__}: {explained(problem)}")
-        error = f"{escape_controls(work.path)}: its result could not be stored ({why})"
+        error = f"{escape_controls(work.path)}: {what_failed} ({why})"
         log.error("slide %s of job %s: %s; stored as failed", index, job_id, error)
         failed = SlideResult(escape_controls(work.name), "", "", escape_controls(work.path),
                              error=error)

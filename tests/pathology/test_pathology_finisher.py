@@ -17,6 +17,7 @@ from appliance.pathology.finisher import SlideFinisher, SlideWork
 from appliance.pathology.jobs import make_request
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.model import ModelInfo
+from appliance.pathology.ood import DistributionGuard
 from appliance.pathology.slideworker import PreparedTiles
 from appliance.pathology.stain import REFERENCE
 from appliance.pathology.tiles import Tile
@@ -43,21 +44,22 @@ def _slide(job_id: str, run_id: int, tiles: int) -> tuple[str, SlideWork]:
     return "slide", SlideWork(prepared, "s0", "/slides/s0.jpg", run_id)
 
 
-def _outputs(job_id: str, run_id: int, tiles: range, probability: float) -> tuple[str, Any]:
+def _outputs(job_id: str, run_id: int, tiles: range, probability: float,
+             features: np.ndarray | None = None) -> tuple[str, Any]:
     """The model's outputs for some tiles of slide 0 of one run of a job."""
     part = BatchPart(job_id, 0, tiles.start, len(tiles), run_id)
     batch = Batch(np.zeros((len(tiles), TILE_PX, TILE_PX, 3), np.uint8), (part,))
     return "batch", (batch, ModelOutputs(np.full(len(tiles), probability, np.float32),
-                                         None, None))
+                                         None, features))
 
 
 class Finishing:
     """A finisher thread on the store; what it tells the server comes out of ``told``."""
 
-    def __init__(self, store: PathologyStore, results_dir: Path) -> None:
+    def __init__(self, store: PathologyStore, results_dir: Path, info: ModelInfo = INFO) -> None:
         self.told: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue()
         self.finisher = SlideFinisher(
-            lambda: store, INFO, url=store.url, results_dir=results_dir, server_id="here",
+            lambda: store, info, url=store.url, results_dir=results_dir, server_id="here",
             backend_settings={},
             on_stored=lambda *stored: self.told.put(("stored", stored)),
             on_dropped=lambda *dropped: self.told.put(("dropped", dropped)),
@@ -232,3 +234,32 @@ def test_a_read_only_postgresql_server_is_waited_out_as_an_outage(
     assert "storing a slide result failed (cannot execute INSERT in a read-only transaction)" \
         in said[0], said
     assert "answers again after 1 failed tries" in said[1], said
+
+
+def test_a_slide_whose_outputs_the_guard_cannot_read_fails_saying_why_and_the_next_is_scored(
+    store: PathologyStore, tmp_path: Path,
+) -> None:
+    """A model whose out-of-distribution guard was fitted on features of another size than
+    the model gives (a guard fitted for another variant of it): the guard raised GuardError on
+    every batch, the finisher lost the batch with a line in its log, and every slide in it, and
+    so every job, waited for ever. Now such a slide fails saying why, and a later one whose
+    features fit is scored."""
+    guard = DistributionGuard(np.zeros((2, 3)), np.eye(3), np.linspace(0.0, 9.0, 201))
+    guarded = ModelInfo("test", "1", ("MSS", "MSI"), TILE_PX, 4.0, 0.5, REFERENCE, guard)
+    misfit, fit = (make_request([tmp_path / "s0.jpg"], 0.5) for _ in range(2))
+    for request in (misfit, fit):
+        assert store.accept(request, "here", lease_s=30)
+    finishing = Finishing(store, tmp_path / "out", guarded)
+    try:
+        finishing.send(_slide(misfit.job_id, 1, tiles=2), _slide(fit.job_id, 1, tiles=2),
+                       _outputs(misfit.job_id, 1, range(0, 2), 0.9, np.zeros((2, 2), np.float32)),
+                       _outputs(fit.job_id, 1, range(0, 2), 0.9, np.zeros((2, 3), np.float32)))
+        told = [finishing.next_told(), finishing.next_told()]
+    finally:
+        finishing.stop()
+    assert [(kind, job_id) for kind, (job_id, _, _) in told] == [
+        ("stored", misfit.job_id), ("stored", fit.job_id)]
+    [failed], [scored] = store.slide_results(misfit.job_id), store.slide_results(fit.job_id)
+    assert failed["error"] == ("/slides/s0.jpg: its tiles could not be scored (GuardError: "
+                               "features of shape (2, 2); the guard expects N x 3)")
+    assert (scored["error"], scored["label"]) == ("", "MSI")
