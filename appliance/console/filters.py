@@ -25,17 +25,17 @@ MAX_FORM_BYTES = 4096
 PAGE_SIZES = (10, 25, 50, 100, 200)  # the results page's choices; the API takes any 1-200
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
-_LIMIT = re.compile(r"^[0-9]{1,3}$")
+_LIMIT = re.compile(r"^[0-9]{1,3}\Z")
 _LISTED_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z)~"
-                            r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
-_LETTER_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # a dead letter's number (below 2**63)
-IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+                            r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\Z")
+_LETTER_ID = re.compile(r"^[1-9][0-9]{0,17}\Z")  # a dead letter's number (below 2**63)
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _DEVICE_CURSOR = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})~"
-                            r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")  # SITE~DEVICE
+                            r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\Z")  # SITE~DEVICE
 MEASUREMENT_ID = re.compile(
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z"
 )
-_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)~([0-9a-f-]{36})$")
+_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)~([0-9a-f-]{36})\Z")
 FILTER_FIELDS = ("site", "device", "from", "to", "grade")
 RESULT_PARAMETERS = (*FILTER_FIELDS, "before", "after", "limit")
 

@@ -33,7 +33,7 @@ from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_pictu
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
-SLIDE_INDEX = re.compile(r"^[0-9]{1,6}$")
+SLIDE_INDEX = re.compile(r"^[0-9]{1,6}\Z")
 JOBS_SHOWN = 100  # a page of the jobs list, on the page and in the API
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "the PNG picture"},

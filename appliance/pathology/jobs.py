@@ -39,7 +39,7 @@ from appliance.pathology.resolution import resolution_problem
 
 JOB_SCHEMA = "appliance.pathology.job/1"
 STATE_SCHEMA = "appliance.pathology.state/1"
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 MAX_PATH_CHARS = 4096
 FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 STATES = ("queued", "running", "done", "failed", "cancelled")

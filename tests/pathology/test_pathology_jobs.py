@@ -40,6 +40,18 @@ def _payload(paths: list[str], job_id: str = "j1", um: object = 0.5) -> bytes:
                        "slides": [{"path": p, "um_per_px": um} for p in paths]}).encode()
 
 
+def test_a_job_id_ending_in_a_new_line_is_refused(tmp_path: Path) -> None:
+    """Python's ``$`` matches before a final new line, so "j1\\n" passed as a job id (a broker
+    that takes control characters in topic names, as MQTT allows, carries it): a job whose
+    id prints as another's, with a folder of that name among the results (on main: accepted)."""
+    root = tmp_path / "slides"
+    root.mkdir()
+    (root / "ok.jpg").write_bytes(b"x")
+    with pytest.raises(JobRefusedError, match=r"job_id 'j1\\n': use 1-64 of"):
+        parse_job(_payload([str(root / "ok.jpg")], job_id="j1\n"), [root], 10_000, 10,
+                  topic_job_id="j1\n")
+
+
 def test_slides_must_resolve_inside_a_root(tmp_path: Path) -> None:
     root, outside = tmp_path / "slides", tmp_path / "private"
     root.mkdir()
