@@ -43,6 +43,11 @@ from appliance.transport.unreachable import BrokerReach
 
 log = logging.getLogger(__name__)
 RECONNECT_MAX_S = 30
+# The largest packet the worker takes (its CONNECT says so; MQTT 5 spec 3.1.2.11.4: the broker
+# drops a larger one for it, as delivered): four times a result with its topic and properties,
+# so a payload over the 256 KiB is still read and dead-lettered, while a packet of megabytes of
+# user properties, which a broker without the shipped max_packet_size forwards, never arrives.
+MAX_PACKET_BYTES = 1024 * 1024
 
 
 class IngestError(RuntimeError):
@@ -164,7 +169,7 @@ class IngestWorker:
             mqtt_config.port,
             keepalive=mqtt_config.keepalive_s,
             clean_start=False,
-            properties=connect_properties(self.link_settings),
+            properties=connect_properties(self.link_settings, MAX_PACKET_BYTES),
         )
         self.client.loop_start()
 

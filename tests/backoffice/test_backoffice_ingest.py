@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.schema import iso_utc
@@ -602,3 +604,34 @@ def test_retained_junk_is_named_once_not_again_at_every_start_of_the_back_office
     assert sorted(line.split(":")[0] for line in named) == sorted(
         [f"dead letter on {topic}" for topic in junk]
         + [f"dead letter on {topic_prefix}/lab/kiosk-null/status"])
+
+
+def test_a_result_carrying_megabytes_of_user_properties_never_reaches_the_worker(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
+) -> None:
+    """A broker without the shipped max_packet_size (mosquitto's default is MQTT's 256 MB)
+    forwards a small result with megabytes of MQTT 5 user properties: the worker's CONNECT
+    names the largest packet it takes, so the broker drops such a one for it instead."""
+    worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
+    (hostile, marker) = _results(topic_prefix, 2, seed=7, devices=1)
+    padded = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    padded.UserProperty = [(f"k{i}", "x" * 60_000) for i in range(40)]  # 2.4 MB
+    client = new_client(LinkSettings("127.0.0.1", 1883, ""))
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    try:
+        for (topic, body), properties in ((hostile, padded), (marker, None)):
+            sent = client.publish(topic, body, qos=1, properties=properties)
+            sent.wait_for_publish(timeout=30)
+            assert sent.is_published()  # the broker took both
+        reader = open_store(store_url)
+        assert wait_until(lambda: reader.count_results() >= 1, 20)  # the marker, sent after
+        assert _settled(reader.count_results)
+        assert reader.count_results() == 1  # on main: 2, the padded one read whole and stored
+        stored = reader.select_results(("measurement_id",))
+        assert [row[0] for row in stored] == [json.loads(marker[1])["measurement_id"]]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        worker.stop()
+        store.close()
