@@ -55,7 +55,9 @@ ApiLogin = Annotated[Login, Depends(api_login)]
 NextCursor = Annotated[str | None, Query(description="`next` of the previous answer")]
 
 
-@router.get("/fleet", summary="every kiosk with its state, versions, camera and outbox",
+@router.get("/fleet", summary="Every kiosk with its state, versions, camera and outbox",
+            response_description="`devices`, one object a kiosk (a page of them, with `next`, "
+            "when `limit` or `after` is given)",
             description="For an offline kiosk, `camera`, the versions and the outbox figures are "
             "those it last reported, at `status_at`; `camera_text` says so in words ('online, "
             "2h ago', or 'unknown (offline)' when it never reported its camera). Without "
@@ -91,7 +93,9 @@ NOT_MEASURED_DOC = (
 )
 
 
-@router.get("/results", summary="stored results, newest first, one keyset page",
+@router.get("/results", summary="Stored results, newest first, a page at a time",
+            response_description="`results`, one page of them, newest first, with the cursors "
+            "`next` and `previous`",
             description="Each result's key columns (`kime_score`, `hill_density_per_mm2`, "
             "`furrow_density_mm_per_mm2`, `pore_count`), grade (`label`) and quality verdict; "
             "`grade_withheld` as for one result (null when graded, or when the kiosk had no "
@@ -123,8 +127,10 @@ def api_results(
     return {"results": page.items, "next": page.older, "previous": page.newer}
 
 
-@router.get("/results/{measurement_id}", summary="one result with quality and classification",
+@router.get("/results/{measurement_id}", summary="One result with its quality and classification",
             responses={404: error("no stored result with that id")},
+            response_description="the result: `result`, `features`, `quality`, "
+            "`classification`, `grade_withheld`, `subject`",
             description="`result` (stored columns), `features` (every feature), `quality` "
             "(verdict, reasons, scores), `classification` (null when there is no grade), "
             "`grade_withheld` (when the kiosk withheld the grade because the model reads "
@@ -146,7 +152,16 @@ def api_result(
     return detail
 
 
-@router.get("/cohort", summary="features by age band with 95 % CIs; repeated subjects")
+@router.get("/cohort", summary="Features by age band with 95 % CIs, and repeated subjects",
+            description="Per report feature (`features`): each age band's `n`, `mean`, `sd` "
+            "and the mean's 95 % CI (Student t), the Pearson r with age (band midpoints) with "
+            "its 95 % CI (Fisher z), p and n, and how many values were left out as not "
+            "measured; `repeated_subjects`: subjects measured more than once, with each "
+            "feature's CV %. `computed_at` says when the figures were computed: figures older "
+            "than `console.cohort_cache_s` are computed again in the background, and a request "
+            "meanwhile gets the older ones.",
+            response_description="the cohort figures: `computed_at`, `features`, "
+            "`repeated_subjects`")
 def api_cohort(request: Request, login: ApiLogin) -> dict[str, Any]:
     """The cohort figures and when they were computed (``computed_at``): figures older than
     console.cohort_cache_s are computed again in the background, and a request meanwhile gets

@@ -15,7 +15,7 @@ import re
 from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
@@ -39,6 +39,10 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "the PNG picture"},
     403: error("the stored path is outside the pathology results folder: not served"),
     404: error("no such slide result, or its picture is gone")}
+
+
+# the API's path parameters, described for its OpenAPI document
+JobId = Annotated[str, Path(description="the job's `job_id`, as in the jobs list")]
 
 
 def _job(request: Request, job_id: str) -> dict[str, Any] | None:
@@ -120,8 +124,9 @@ def picture_page(request: Request, job_id: str, slide_index: str, picture: str,
         return render(request, "error.html", status=exc.status, login=login, message=str(exc))
 
 
-@api.get("/pathology/jobs", summary="pathology jobs with their state, newest first, "
-         f"{JOBS_SHOWN} an answer", description=f"`jobs`: at most {JOBS_SHOWN}, newest first; "
+@api.get("/pathology/jobs", summary="Pathology jobs with their state, newest first, "
+         f"{JOBS_SHOWN} an answer", response_description="`jobs` and the cursor `next`",
+         description=f"`jobs`: at most {JOBS_SHOWN}, newest first; "
          "`next` continues the list (give it as `before`; null in the answer with the oldest).")
 def api_jobs(request: Request, login: ApiLogin,
              before: NextCursor = None) -> dict[str, Any]:
@@ -130,9 +135,13 @@ def api_jobs(request: Request, login: ApiLogin,
     return {"jobs": jobs, "next": cursor}
 
 
-@api.get("/pathology/jobs/{job_id}", summary="one pathology job and its slide results",
+@api.get("/pathology/jobs/{job_id}", summary="One pathology job and its slide results",
+         description="The job as the pathology server stored it (state, server, takeovers, "
+         "reason) and `slides`: each slide's label, score, MSI tile share, tiles, "
+         "in-distribution share and error.",
+         response_description="the job with its `slides`",
          responses={404: error("no pathology job with that id")})
-def api_job(request: Request, job_id: str,
+def api_job(request: Request, job_id: JobId,
             login: ApiLogin) -> dict[str, Any]:
     """One pathology job with its slides."""
     job = _job(request, job_id)
@@ -142,10 +151,17 @@ def api_job(request: Request, job_id: str,
 
 
 @api.get("/pathology/jobs/{job_id}/slides/{slide_index}/{picture}",
-         summary="a slide's heatmap or CAM panel (picture: heatmap or cam) as PNG",
+         summary="A slide's heatmap or CAM panel as PNG",
+         description="The picture the pathology server drew of one slide of a finished job: "
+         "its tile-score heatmap or its CAM panel.",
          response_class=Response, responses=PNG_RESPONSE)
-def api_picture(request: Request, job_id: str, slide_index: str, picture: str,
-                login: ApiLogin) -> Response:
+def api_picture(
+    request: Request, job_id: JobId,
+    slide_index: Annotated[str, Path(description="the slide's place in the job, 0 for the "
+                                     "first")],
+    picture: Annotated[str, Path(description=f"one of {', '.join(PICTURE_COLUMNS)}")],
+    login: ApiLogin,
+) -> Response:
     """One slide's heatmap or CAM panel."""
     try:
         return _picture(request, job_id, slide_index, picture)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
@@ -69,8 +69,9 @@ def rollout_page(request: Request, rollout_id: str,
     return render(request, "rollout.html", login=login, r=rollout)
 
 
-@api.get("/rollouts", summary="model rollouts with device counts per state, newest first, "
-         f"{ROLLOUTS_SHOWN} an answer", description=f"`rollouts`: at most {ROLLOUTS_SHOWN}, "
+@api.get("/rollouts", summary="Model rollouts with device counts per state, newest first, "
+         f"{ROLLOUTS_SHOWN} an answer", response_description="`rollouts` and the cursor `next`",
+         description=f"`rollouts`: at most {ROLLOUTS_SHOWN}, "
          "newest first; `next` continues the list (give it as `before`; null in the answer "
          "with the oldest).")
 def api_rollouts(request: Request, login: ApiLogin,
@@ -80,10 +81,17 @@ def api_rollouts(request: Request, login: ApiLogin,
     return {"rollouts": rollouts, "next": cursor}
 
 
-@api.get("/rollouts/{rollout_id}", summary="one rollout and where each device stands",
+@api.get("/rollouts/{rollout_id}", summary="One rollout and where each device stands",
+         description="The rollout (model, decision, canaries, state, reason) and its devices: "
+         "each one's phase, state and running version.",
+         response_description="the rollout with its devices",
          responses={404: error("no rollout with that id")})
-def api_rollout(request: Request, rollout_id: str,
-                login: ApiLogin) -> dict[str, Any]:
+def api_rollout(
+    request: Request,
+    rollout_id: Annotated[str, Path(description="the rollout's `rollout_id`, as in the "
+                                    "rollouts list")],
+    login: ApiLogin,
+) -> dict[str, Any]:
     """One model rollout with its devices."""
     rollout = _rollout(request, checked_id("rollout id", rollout_id))
     if rollout is None:

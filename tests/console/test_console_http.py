@@ -332,6 +332,33 @@ def test_openapi_lists_the_api(console: Console) -> None:
 
 
 
+def test_the_api_page_gives_each_call_a_summary_a_description_and_its_answers(
+    console: Console,
+) -> None:
+    """The API page joined a lowercase summary to its description ("...camera and outbox: For
+    an offline kiosk, ..."), each call's answer read "200 Successful Response", and the path
+    parameters of jobs, pictures and rollouts had no description."""
+    cookie, _ = login_cookie(console)
+    paths = json.loads(get_with(console, "/openapi.json", cookie)[2])["paths"]
+    operations = [(path, op) for path, methods in paths.items() for op in methods.values()]
+    assert len(operations) >= 9
+    for path, op in operations:
+        summary, description = op["summary"], op.get("description", "")
+        assert summary[0].isupper(), path
+        assert not summary.endswith("."), path
+        assert description, path
+        assert description.rstrip(".") != summary, path
+        assert op["responses"]["200"]["description"] != "Successful Response", path
+        assert all(parameter.get("description") for parameter in op.get("parameters", [])), path
+    _, _, body = get_with(console, "/docs", cookie)
+    page = body.decode()
+    assert "Successful Response" not in page
+    assert "outbox: For" not in page
+    assert ("<p><strong>Every kiosk with its state, versions, camera and outbox</strong></p>\n"
+            "<p>For an offline kiosk, <code>camera</code>") in page
+    assert "<li>200: <code>devices</code>, one object a kiosk" in page
+
+
 def test_openapi_says_the_results_filter_days_are_utc_days(console: Console) -> None:
     cookie, _ = login_cookie(console)
     paths = json.loads(get_with(console, "/openapi.json", cookie)[2])["paths"]
