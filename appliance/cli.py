@@ -65,7 +65,10 @@ def _config_check(args: argparse.Namespace) -> int:
         print(f"config error: {source}: the daemon would refuse it:\n  " + "\n  ".join(refused),
               file=sys.stderr)
         return 2
-    print(f"{source}: ok: {config.summary()}{_pathology_summary(config)}")
+    from appliance.configroles import given_sections, role_summary  # noqa: PLC0415 - as above
+
+    file = named if named is not None or not os.path.lexists(DEFAULT_CONFIG) else DEFAULT_CONFIG
+    print(f"{source}: ok: {role_summary(config, given_sections(file))}")
     return 0
 
 
@@ -74,16 +77,6 @@ def _pathology_missing(config: Any) -> list[str]:
     from appliance.pathology.preflight import unusable  # noqa: PLC0415 - only for this check
 
     return unusable(config.pathology)
-
-
-def _pathology_summary(config: Any) -> str:
-    """The pathology server's part of ``config check``'s line, where the config has one."""
-    settings = config.pathology
-    if not settings.slide_roots:
-        return ""
-    return (f"; pathology server {settings.client_id or '(host name)'}: "
-            f"{len(settings.slide_roots)} slide root(s), backends {', '.join(settings.backends)}, "
-            f"model {settings.model}")
 
 
 def _checked_source(named: str | None) -> str:

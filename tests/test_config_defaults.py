@@ -182,7 +182,8 @@ def test_config_check_reads_a_pathology_server_s_section(
     config.write_text("pathology:\n  slide_roots: [slides]\n  client_id: lab-0\n")
     assert main(["config", "check", str(config)]) == 0
     said = capsys.readouterr().out
-    assert "; pathology server lab-0: 1 slide root(s), backends " in said
+    assert ": ok: pathology server lab-0: 1 slide root(s), backends " in said
+    assert "kiosk" not in said
 
 
 @pytest.mark.parametrize("arguments", [
@@ -201,3 +202,46 @@ def test_an_empty_config_name_is_refused_not_read_as_the_defaults_or_a_folder(
         "config file name '' is empty: name the config file (a script's \"$VARIABLE\" left "
         "unset?)")
     assert "ok" not in captured.out
+
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+@pytest.mark.parametrize(("shipped", "described", "not_described"), [
+    ("config.backoffice.yaml", "ok: back office: store sqlite:////var/lib/appliance/"
+     "backoffice.sqlite3, share group backoffice; broker 127.0.0.1:8883 (plain), prefix "
+     "appliance, state /var/lib/appliance", ("kiosk", "device", "camera", "console")),
+    ("config.edge.yaml", "ok: kiosk site-CHANGE-ME/kiosk-CHANGE-ME: camera uvc (forever), "
+     "model none, 10.0 um/px; broker 127.0.0.1:8883", ("back office", "console", "pathology")),
+])
+def test_config_check_says_what_role_a_shipped_config_is_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *,
+    shipped: str, described: str, not_described: tuple[str, ...],
+) -> None:
+    """`config check` on the back office's config described a kiosk that file is not
+    ("device lab/kiosk-dev-1, camera synthetic ..."): every config is read into one tree,
+    whose kiosk defaults it showed whatever the file was for."""
+    _without_appliance_variables(monkeypatch)
+    text = (DEPLOY / shipped).read_text()  # as shipped, but for this host: no TLS, no model
+    text = text.replace("broker.example.org", "127.0.0.1").replace("enabled: true",
+                                                                   "enabled: false")
+    text = text.replace("/opt/appliance/models/skin-texture-grade.int8.onnx", "null")
+    config = tmp_path / shipped
+    config.write_text(text)
+    assert main(["config", "check", str(config)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"{config}: {described}"), said
+    assert not [word for word in not_described if word in said], said
+
+
+def test_config_check_names_a_back_office_store_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _without_appliance_variables(monkeypatch)
+    config = tmp_path / "backoffice.yaml"
+    config.write_text("store:\n  url: postgresql://bo:s3cret@db.example.org/results\n")
+    assert main(["config", "check", str(config)]) == 0
+    said = capsys.readouterr().out
+    assert ": ok: back office: store postgresql://bo:***@db.example.org/results, " in said
+    assert "s3cret" not in said
+    assert "kiosk" not in said
