@@ -15,13 +15,12 @@ running console once an hour (console/db.py), so the lists do not grow without e
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.backoffice.schema import iso_utc
+from appliance.backoffice.store_connection import StoreConnection
 from appliance.console import EXPIRED_TOKEN_KEPT_DAYS
 from appliance.transport.payloads import utc_now
 
@@ -95,16 +94,8 @@ class Login:
     csrf: str = ""
 
 
-class ConsoleAccounts:
+class ConsoleAccounts(StoreConnection):
     """Console users, their API tokens and login sessions, mixed into ``Store``."""
-
-    postgres: bool
-    if TYPE_CHECKING:
-
-        def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-        def _sql(self, text: str) -> str: ...
-        def _transaction(self, lock_wait_ms: int | None = None) -> (
-            AbstractContextManager[Any]): ...
 
     def put_user(self, name: str, password_hash: str, role: str, now: str) -> Revoked | None:
         """Add a console user (None) or replace its password and role, which ends the user's

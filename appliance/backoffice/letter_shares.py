@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.schema import letter_size_sql, named_measurement_id
+from appliance.backoffice.store_connection import StoreConnection
 from appliance.transport.topics import parse_device_topic
 
 SHARE_OF_BOUNDS = 0.5  # of each bound, what one kiosk's letters may hold before others' go
@@ -31,15 +32,11 @@ _LETTERS_AT_ONCE = 16  # letters read at once to tell only copies (each up to 25
 Device = tuple[str, str]
 
 
-class LetterShares:
+class LetterShares(StoreConnection):
     """``_prune_over_share`` for ``IngestWrites.write_batch``."""
 
     if TYPE_CHECKING:
-        postgres: bool
 
-        def _sql(self, text: str) -> str: ...
-        def _stream(self, sql: str, params: Sequence[Any],
-                    rows_at_once: int = 1000) -> Iterator[tuple[Any, ...]]: ...
         def _remove_letters(self, cur: Any, where: str, params: Sequence[Any]) -> None: ...
         def _add_to_letter_totals(self, cur: Any, letters: int,
                                   letter_bytes: int) -> tuple[int, int]: ...

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.backoffice.letter_shares import LetterShares
 from appliance.backoffice.queries import NAME_CHARS
@@ -32,10 +31,6 @@ _NAMED_DEVICES = 10  # a warning names this many devices, then how many more
 
 class LetterWrites(LetterShares):
     """``_keep_letters`` and the dead-letter statements of ``IngestWrites``."""
-
-    if TYPE_CHECKING:
-
-        def _transaction(self) -> AbstractContextManager[Any]: ...
 
     def _keep_letters(self, cur: Any, letters: Sequence[DeadLetter], bounds: tuple[int, int],
                       prefix: str) -> tuple[Counter[tuple[str, str]], set[str]]:

@@ -9,24 +9,18 @@ streamed a batch at a time, so an export of millions of them holds one batch in 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.backoffice.keyset import Keyset
 from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS, DeadLetter
+from appliance.backoffice.store_connection import StoreConnection
 from appliance.backoffice.storeerrors import StoreError
 
 LETTER_KEYS = Keyset(("id",), descending=True)  # dead letters are paged newest first (keyset.py)
 
 
-class StoreReads:
+class StoreReads(StoreConnection):
     """Reads of results, dead letters and devices; ``Store`` provides the connection."""
-
-    postgres: bool
-    _conn: Any
-    if TYPE_CHECKING:
-
-        def _sql(self, text: str) -> str: ...
-        def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def count_results(self) -> int:
         """How many results are stored."""

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.backoffice.letter_writes import LetterWrites, pruned_warning
 from appliance.backoffice.schema import (
@@ -67,15 +66,6 @@ class Batch:
 
 class IngestWrites(LetterWrites):
     """``write_batch`` and its statements, mixed into ``Store``."""
-
-    postgres: bool
-    if TYPE_CHECKING:
-
-        def _sql(self, text: str) -> str: ...
-        def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-        def _transaction(self) -> AbstractContextManager[Any]: ...
-        def _stream(self, sql: str, params: Sequence[Any],
-                    rows_at_once: int = 1000) -> Iterator[tuple[Any, ...]]: ...
 
     def write_batch(
         self, batch: Batch, dead_letter_max_rows: int, dead_letter_max_total_bytes: int = 2**62
