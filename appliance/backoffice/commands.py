@@ -102,10 +102,10 @@ def open_for(args: argparse.Namespace, create: bool = False, writes: bool = Fals
     """
     from appliance.backoffice.store import (
         StoreError,
-        newer_schema_problem,
         open_existing_store,
         open_store,
     )
+    from appliance.backoffice.store_schema import newer_schema_problem
 
     url = store_url_of(args)
     if url is None:

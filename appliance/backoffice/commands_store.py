@@ -19,10 +19,8 @@ from appliance.backoffice.commands import add_store_options, store_url_of
 
 def _migrate(args: argparse.Namespace) -> int:
     from appliance.backoffice.pgdatabase import create_missing_database  # noqa: PLC0415
-    from appliance.backoffice.store import (  # noqa: PLC0415  (psycopg loads on use)
-        LATEST_VERSION,
-        StoreError,
-    )
+    from appliance.backoffice.store import StoreError  # noqa: PLC0415  (psycopg loads on use)
+    from appliance.backoffice.store_schema import LATEST_VERSION  # noqa: PLC0415
     from appliance.backoffice.storeerrors import STORE_ERRORS, explained  # noqa: PLC0415
     from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
     from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415

@@ -5,7 +5,8 @@ versioned migrations, and both enforce the schema's foreign keys (SQLite: on eve
 connection, ``PRAGMA foreign_keys``). Every write of the ingest worker is one transaction
 (``write_batch``, in store_writes.py), so a message is acknowledged to the broker only once
 everything it changed is committed. Reads of results, dead letters and the fleet registry are
-in store_reads.py, the console's queries in queries.py.
+in store_reads.py, the console's queries in queries.py, the schema's versions and migrations in
+store_schema.py.
 
 Writers and servers open a store with ``open_store``, which migrates it. Read commands open it
 with ``open_existing_store``: a read-only connection that never creates a file, a schema or a
@@ -24,17 +25,14 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from pathlib import Path
 from typing import Any
 
-from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.pgconnect import (
     CONNECT_TIMEOUT_S,
-    MIGRATE_HINT,
     SERVER_LIMITS,
     answered_within,
     postgres_connection,
     server_wait_s,
 )
 from appliance.backoffice.queries import ConsoleQueries
-from appliance.backoffice.schema import iso_utc, letter_size_sql
 from appliance.backoffice.sqlitefile import (
     cannot_open,
     damaged,
@@ -44,6 +42,7 @@ from appliance.backoffice.sqlitefile import (
     read_mode,
 )
 from appliance.backoffice.store_reads import StoreReads
+from appliance.backoffice.store_schema import SchemaVersions, schema_problem
 from appliance.backoffice.store_writes import Batch, IngestWrites
 from appliance.backoffice.storeerrors import StoreError, explained
 from appliance.backoffice.storeurl import (
@@ -54,32 +53,17 @@ from appliance.backoffice.storeurl import (
     store_name,
     url_problem,
 )
-from appliance.transport.payloads import utc_now
 
 __all__ = [  # Batch and StoreError live in store_writes.py and storeerrors.py; users of the
     # Store import them from here with it
-    "ACCOUNT_RULES", "LATEST_VERSION", "Batch", "Store", "StoreError", "newer_schema_problem",
-    "open_existing_store", "open_store", "schema_problem",
+    "Batch", "Store", "StoreError", "open_existing_store", "open_store",
 ]
-_PG_TYPES = {
-    "id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": "BYTEA",
-    "payload_not_validated": "COALESCE((SELECT string_agg(key, ',' ORDER BY n) FROM "
-    "json_array_elements_text(payload::json -> 'not_validated') WITH ORDINALITY AS nv(key, n)"
-    "), '')", "letter_size": letter_size_sql(postgres=True),
-}
-_SQLITE_TYPES = {
-    "id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "blob": "BLOB",
-    "payload_not_validated": "COALESCE((SELECT group_concat(value, ',') FROM "
-    "(SELECT value FROM json_each(payload, '$.not_validated') ORDER BY key)), '')",
-    "letter_size": letter_size_sql(postgres=False),
-}
 # SQLite keeps foreign keys (a user's tokens and sessions) unenforced unless each connection
 # asks, outside a transaction; PostgreSQL always enforces them
 _SQLITE_FOREIGN_KEYS = "PRAGMA foreign_keys=ON"
 # how long a SQLite statement waits for another connection's lock before SQLITE_BUSY
 SQLITE_BUSY_TIMEOUT_MS = 30000
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-LATEST_VERSION = MIGRATIONS[-1][0]
 # how long a new connection's set-up statements (the server's keepalives, read-only, the
 # schema) may wait for the server: part of opening it, given the time the connection itself is
 # given. A server that went silent right after the connection was made (hung between, a pooler
@@ -93,7 +77,7 @@ SET_UP_WITHIN_S = CONNECT_TIMEOUT_S
 ANSWER_WITHIN_S = CONNECT_TIMEOUT_S
 
 
-class Store(ConsoleQueries, IngestWrites, StoreReads):
+class Store(ConsoleQueries, IngestWrites, StoreReads, SchemaVersions):
     """One connection to the back-office database; not shared between threads.
 
     ``read_only``: the connection refuses every write (SQLite ``query_only``, PostgreSQL
@@ -245,62 +229,6 @@ class Store(ConsoleQueries, IngestWrites, StoreReads):
             raise
         cur.execute("COMMIT")
 
-    def pending_migrations(self) -> list[int]:
-        """The versions of the migrations this store has not run (every one for an empty
-        database); reads only (another program's write lock does not hold it up)."""
-        if not self.has_table("schema_migrations"):
-            return [version for version, _, _ in MIGRATIONS]
-        done = {int(row[0]) for row in self._fetch("SELECT version FROM schema_migrations")}
-        return [version for version, _, _ in MIGRATIONS if version not in done]
-
-    def migrate(self) -> list[int]:
-        """Apply the migrations this store has not run yet; returns their versions."""
-        types = _PG_TYPES if self.postgres else _SQLITE_TYPES
-        with self._transaction() as cur:
-            self.lock_for_migration(cur)
-            cur.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            cur.execute("SELECT version FROM schema_migrations")
-            done = {row[0] for row in cur.fetchall()}
-            applied = []
-            for version, description, ddl in MIGRATIONS:
-                if version in done:
-                    continue
-                for statement in ddl.format(**types).split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
-                cur.execute(
-                    self._sql("INSERT INTO schema_migrations VALUES (?, ?, ?)"),
-                    (version, description, iso_utc(utc_now())),
-                )
-                applied.append(version)
-        return applied
-
-    def lock_for_migration(self, cur: Any) -> None:
-        """Wait, inside this transaction, until no other connection changes the schema.
-        PostgreSQL's CREATE ... IF NOT EXISTS is no guard against a concurrent one (the loser
-        fails on pg_type's unique index); SQLite's BEGIN IMMEDIATE already serialises."""
-        if self.postgres:
-            cur.execute("SELECT pg_advisory_xact_lock(7270601)")
-
-    def schema_version(self) -> int:
-        """The newest migration this store has run (0 for an empty database)."""
-        if not self.has_table("schema_migrations"):
-            return 0
-        rows = self._fetch("SELECT MAX(version) FROM schema_migrations")
-        return int(rows[0][0] or 0)
-
-    def has_table(self, name: str) -> bool:
-        """Whether the table exists (PostgreSQL: on the search path)."""
-        if self.postgres:
-            rows = self._fetch("SELECT to_regclass(?) IS NOT NULL", (name,))
-        else:
-            rows = self._fetch(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-        return bool(rows[0][0])
-
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._conn.cursor()
         cur.execute(self._sql(sql), params)
@@ -377,40 +305,3 @@ def _refuse_missing(url: str) -> None:
             "--store or the config's store.url; `appliance store migrate`, `appliance demo` "
             "or `appliance backoffice` create it)"
         )
-
-
-# what a newer appliance keeps in a store it migrated that this code must not write past:
-# its account rules (for the console and the account commands), else whatever it added
-ACCOUNT_RULES = ("keeps account rules there (disabled users, token expiry) that this one "
-                 "cannot enforce")
-NEWER_TABLES = "may keep tables and rules there that this one does not know"
-
-
-def newer_schema_problem(store: Store, who: str, refusal: str,
-                         kept: str | None = None) -> str | None:
-    """Why ``who`` (a console, a command that writes) must not change this store: a newer
-    appliance migrated it and ``kept`` (ACCOUNT_RULES: a user's disabled_at, a token's expiry;
-    NEWER_TABLES when not given) there, which this code cannot read, let alone enforce; None
-    when it may. ``refusal``: what it does instead."""
-    version = store.schema_version()
-    if version <= LATEST_VERSION:
-        return None
-    return (f"{store_name(store.url)} is at schema version {version}, newer than this {who}'s "
-            f"{LATEST_VERSION}: a newer appliance {kept or NEWER_TABLES}, so it {refusal}; run "
-            "the appliance that migrated it")
-
-
-def schema_problem(store: Store) -> str | None:
-    """Why a read command cannot read this store (no back-office tables, or an older schema
-    than this code reads), or None when it can; read commands never migrate."""
-    version = store.schema_version()
-    where = store_name(store.url)
-    if version == 0:
-        return (f"{where} has no back-office tables: nothing was ever stored there, and read "
-                f"commands create nothing (check --store or the config's store.url; "
-                f"{MIGRATE_HINT} creates the tables, as `appliance backoffice` does)")
-    if version < LATEST_VERSION:
-        return (f"{where} is at schema version {version}; this appliance reads version "
-                f"{LATEST_VERSION}. Read commands never change the database: run "
-                f"{MIGRATE_HINT} first (or start `appliance backoffice`, which migrates)")
-    return None

@@ -2,7 +2,8 @@
 
 ``Store`` is one class made of mixins, one per area: its reads (``store_reads.py``), the
 ingest worker's writes and their dead letters (``store_writes.py``, ``letter_writes.py``,
-``letter_shares.py``) and the console's accounts (``accounts.py``). Each runs its SQL through
+``letter_shares.py``), the console's accounts (``accounts.py``) and the schema's versions
+(``store_schema.py``). Each runs its SQL through
 the connection members ``Store`` defines; they are declared once here, for the type checker.
 """
 

@@ -134,7 +134,7 @@ def _on_store(args: argparse.Namespace, what: str, action: Callable[[Any], T], *
     """``action`` on the store the arguments name; _RefusedError after saying why not (no
     store, or an AccessError: an unknown user, a bad password, ...), _StoreFailedError after
     naming the database that failed on the way (one line, as the back-office commands say it)."""
-    from appliance.backoffice.store import ACCOUNT_RULES
+    from appliance.backoffice.store_schema import ACCOUNT_RULES
     from appliance.backoffice.storeerrors import STORE_ERRORS
     from appliance.backoffice.storeurl import store_name
     from appliance.console.auth import AccessError

@@ -18,13 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from appliance.backoffice.store import (
-    ACCOUNT_RULES,
-    Store,
-    StoreError,
-    newer_schema_problem,
-    open_store,
-)
+from appliance.backoffice.store import Store, StoreError, open_store
+from appliance.backoffice.store_schema import ACCOUNT_RULES, newer_schema_problem
 from appliance.backoffice.storeerrors import DATABASE_ERRORS, STORE_ERRORS, is_outage
 from appliance.pathology.jobstore import open_pathology_store
 

@@ -164,7 +164,7 @@ def test_migrations_13_to_15_count_the_letters_kept_before_them(
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
     schema = None if backend == "sqlite" else f"test_dlsum_{uuid.uuid4().hex[:12]}"
     with monkeypatch.context() as before_13:  # a store as it was before migration 13
-        before_13.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:12])
+        before_13.setattr("appliance.backoffice.store_schema.MIGRATIONS", MIGRATIONS[:12])
         old = open_store(url, pg_schema=schema)
     try:
         old.write("INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
@@ -395,7 +395,7 @@ def test_migration_15_counts_the_letters_kept_before_it_in_bytes(
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
     schema = None if backend == "sqlite" else f"store_dlsum_{uuid.uuid4().hex[:12]}"
     with monkeypatch.context() as before_15:  # a store as it was before migration 15
-        before_15.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:14])
+        before_15.setattr("appliance.backoffice.store_schema.MIGRATIONS", MIGRATIONS[:14])
         old = open_store(url, pg_schema=schema)
         old.write_batch(Batch(dead_letters=[_multibyte(n) for n in range(2)]), 100)
         # the total as the code before migration 15 kept it: in characters

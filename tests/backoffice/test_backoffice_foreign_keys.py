@@ -31,7 +31,7 @@ def test_migration_16_keys_rollout_devices_and_keeps_orphans_aside(
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
     schema = None if backend == "sqlite" else f"store_fkeys_{uuid.uuid4().hex[:12]}"
     with monkeypatch.context() as before_16:  # a store as it was before migration 16
-        before_16.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:15])
+        before_16.setattr("appliance.backoffice.store_schema.MIGRATIONS", MIGRATIONS[:15])
         old = open_store(url, pg_schema=schema)
     try:
         old.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [ROLLOUT])
@@ -59,7 +59,7 @@ def test_migration_16_keeps_orphans_aside_beside_a_rollout_without_an_id(
     """SQLite takes a NULL in a TEXT primary key: with one among the rollouts, NOT IN kept no
     row aside and IN copied none over, so the orphan was lost (a reviewer's reading)."""
     with monkeypatch.context() as before_16:
-        before_16.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:15])
+        before_16.setattr("appliance.backoffice.store_schema.MIGRATIONS", MIGRATIONS[:15])
         old = open_store(f"sqlite:///{tmp_path / 'old.sqlite3'}")
     try:
         old.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -22,7 +22,8 @@ import pytest
 
 from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.schema import iso_utc, result_row
-from appliance.backoffice.store import LATEST_VERSION, Batch, Store, StoreError, open_store
+from appliance.backoffice.store import Batch, Store, StoreError, open_store
+from appliance.backoffice.store_schema import LATEST_VERSION
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.cli import main
 from appliance.console.auth import password_hash
@@ -74,7 +75,7 @@ def _pg_tables(url: str) -> list[str]:
 
 def _older_store(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as before_6:
-        before_6.setattr("appliance.backoffice.store.MIGRATIONS", OLDER)
+        before_6.setattr("appliance.backoffice.store_schema.MIGRATIONS", OLDER)
         open_store(url).close()
 
 

@@ -308,7 +308,7 @@ def test_migration_6_fills_not_validated_in_from_stored_payloads(
     old_rows = [result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode())
                 for r in results]
     with monkeypatch.context() as before_6:  # a store as it was before migration 6
-        before_6.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:5])
+        before_6.setattr("appliance.backoffice.store_schema.MIGRATIONS", MIGRATIONS[:5])
         old = open_store(url, pg_schema=schema)
     try:
         columns = [c for c in RESULT_COLUMNS if c != "not_validated"]
@@ -333,7 +333,7 @@ def test_migration_10_keeps_the_copies_kept_before_it_and_each_letter_after_it_o
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
     schema = None if backend == "sqlite" else f"test_store_{uuid.uuid4().hex[:12]}"
     with monkeypatch.context() as before_10:  # a store as it was before migration 10
-        before_10.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:9])
+        before_10.setattr("appliance.backoffice.store_schema.MIGRATIONS", MIGRATIONS[:9])
         old = open_store(url, pg_schema=schema)
     try:
         old.write("INSERT INTO dead_letters (received_at, topic, reason, payload_bytes, payload) "
@@ -376,7 +376,7 @@ def test_migration_12_forgets_tokens_and_sessions_of_users_no_longer_there(
     holds to its foreign keys and the rest is as it was."""
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     with monkeypatch.context() as before_12:  # a store as it was before migration 12
-        before_12.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:11])
+        before_12.setattr("appliance.backoffice.store_schema.MIGRATIONS", MIGRATIONS[:11])
         old = open_store(url)
     try:
         old.write_batch(Batch(results=_rows(5)), 100)

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from appliance.backoffice.store import LATEST_VERSION, open_existing_store
+from appliance.backoffice.store import open_existing_store
+from appliance.backoffice.store_schema import LATEST_VERSION
 
 pytestmark = pytest.mark.postgres
 SERVER = "postgres@127.0.0.1:5432"

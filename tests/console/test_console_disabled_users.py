@@ -13,7 +13,8 @@ import pytest
 from console_helpers import PASSWORD, Console, free_port, get_with, login_cookie, post_login
 
 from appliance.backoffice.accounts import LastOperatorError, Login, Revoked
-from appliance.backoffice.store import LATEST_VERSION, Store, StoreError, open_store
+from appliance.backoffice.store import Store, StoreError, open_store
+from appliance.backoffice.store_schema import LATEST_VERSION
 from appliance.cli import main
 from appliance.console import auth
 from appliance.console.auth import AccessError, add_user, create_token

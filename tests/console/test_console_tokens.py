@@ -128,7 +128,7 @@ def test_tokens_made_before_expiry_existed_keep_working_with_no_expiry(
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if backend == "sqlite" else PG_URL
     schema = None if backend == "sqlite" else f"console_tokens_{uuid.uuid4().hex[:12]}"
     with monkeypatch.context() as before_8:  # a store as it was before migration 8
-        before_8.setattr("appliance.backoffice.store.MIGRATIONS", MIGRATIONS[:7])
+        before_8.setattr("appliance.backoffice.store_schema.MIGRATIONS", MIGRATIONS[:7])
         old = open_store(url, pg_schema=schema)
     try:
         old.write("INSERT INTO console_users (name, password_hash, role, created_at) "
