@@ -28,6 +28,7 @@ from appliance.capture.folder_calls import (
     jpeg_names,
     open_capture,
 )
+from appliance.capture.load_failures import LoadFailures
 from appliance.capture.pictures_read import PicturesRead
 from appliance.capture.replayed import FileStamp, ReplayRecord
 from appliance.capture.saved_over import SavedOverWatch, picture_digest
@@ -67,7 +68,8 @@ class DirectorySource:
 
     A file that cannot be loaded may still be being written: it is tried again once its size
     or modification time changes, or once after it has stayed unchanged for ``SETTLE_S``; a
-    file still broken then is reported once and left alone until it changes.
+    file still broken then is reported once and left alone until it changes
+    (``LoadFailures``, capture/load_failures.py).
 
     One picture is measured once, under one name: a file that holds a picture already read
     under another name (a hard link, a copy, the file renamed) is not measured again, and is
@@ -105,7 +107,7 @@ class DirectorySource:
         self._offered: dict[str, FileStamp] = {}  # read this run, or measured in an earlier run
         self._saved_over = SavedOverWatch(DIRECTORY_POLL_S)
         self._pictures = PicturesRead()  # each picture measured once, under one name
-        self._failures: dict[str, _LoadFailure] = {}
+        self._failures = LoadFailures(DIRECTORY_POLL_S, self.SETTLE_S)
         # files whose pictures gave no result (and whether to read the file itself again: its
         # result was not kept), from the analysis and commit threads
         self._not_measured: queue.SimpleQueue[tuple[FileStamp, bool]] = queue.SimpleQueue()
@@ -168,8 +170,7 @@ class DirectorySource:
         self._notice_saved_over(names, now_s)
         for index, name in enumerate(self._unread_in(names)):
             stamp = self._stamp(name)
-            failure = self._failures.get(name)
-            if stamp is None or (failure is not None and not failure.due(stamp, now_s)):
+            if stamp is None or not self._failures.due(stamp, now_s):
                 continue
             frame = self._load(stamp, now_s)
             if name in self._offered:
@@ -214,7 +215,7 @@ class DirectorySource:
     def _forget_deleted(self, names: set[str]) -> None:
         """Drop files no longer in the folder, so a kiosk running for years stays small."""
         self._offered = {n: s for n, s in self._offered.items() if n in names}
-        self._failures = {n: f for n, f in self._failures.items() if n in names}
+        self._failures.keep_only(names)
         self._pictures.keep_only(names)
         self._unread_of = None
 
@@ -301,9 +302,9 @@ class DirectorySource:
             self._failed(stamp, now_s, exc)
             return None
         if self._stamp(stamp.name) != stamp:  # it changed while read: read it again once it rests
-            self._failures[stamp.name] = _LoadFailure(stamp, now_s)
+            self._failures.read_later(stamp, now_s)
             return None
-        self._failures.pop(stamp.name, None)
+        self._failures.loaded(stamp.name)
         self._offered[stamp.name] = stamp
         if not self._new_picture(stamp, rgb):
             return None
@@ -339,14 +340,11 @@ class DirectorySource:
         return False
 
     def _failed(self, stamp: FileStamp, now_s: float, error: Exception) -> None:
-        previous = self._failures.get(stamp.name)
-        if previous is not None and previous.stamp == stamp:  # unchanged since: it is broken
-            previous.reported = True
+        if self._failures.failed(stamp, now_s):  # unchanged since: it is broken
             log.warning("skipped %s; tried again only if the file changes", error)
             return
-        self._failures[stamp.name] = _LoadFailure(stamp, now_s)
         log.info("%s (still being written?); tried again when it changes or in %.0f s",
-                 error, self.SETTLE_S)
+                 error, self._failures.settle_s)
 
     def record_measured(self, stamps: list[FileStamp]) -> None:
         """Remember files whose results the outbox has committed, or refused as full and counted
@@ -383,21 +381,3 @@ class _Listing:
         if changed_ns != self.changed_ns or time.monotonic() - self.listed_mono_s >= RELIST_S:
             return True
         return self.listed_ns - self.changed_ns < COARSE_TICK_NS
-
-
-@dataclass
-class _LoadFailure:
-    """A file that could not be loaded, as it was then."""
-
-    stamp: FileStamp
-    failed_mono_s: float
-    reported: bool = False
-
-    def due(self, stamp: FileStamp, now_s: float) -> bool:
-        """Try again: at most once a poll, when the file changed or has settled unchanged."""
-        waited_s = now_s - self.failed_mono_s
-        if waited_s < DIRECTORY_POLL_S:
-            return False
-        if stamp != self.stamp:
-            return True
-        return not self.reported and waited_s >= DirectorySource.SETTLE_S
