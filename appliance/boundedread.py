@@ -30,3 +30,16 @@ def read_bounded(path: Path | str, limit: int) -> bytes:
     if len(data) > limit:
         raise TooLargeError(f"{path}: more than {limit} bytes")
     return data
+
+
+def what_is_there(path: Path, kind: str, missing: str = "") -> str | None:
+    """What is at ``path`` when it is no regular file (a link to one is), said of a ``kind``
+    such as "model file": a folder, something else (a pipe, a socket, a device) or nothing
+    ("``missing`` not found", ``kind`` unless given); None for a regular file."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return f"a folder, not a {kind}"
+    if path.exists():
+        return f"not a regular file (a pipe, socket or device), not a {kind}"
+    return f"{missing or kind} not found"

@@ -13,6 +13,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from appliance.boundedread import what_is_there
 from appliance.inference.contract import ModelError
 
 __all__ = ["ModelError", "open_session"]
@@ -20,13 +21,7 @@ __all__ = ["ModelError", "open_session"]
 
 def check_model_file(path: Path, max_bytes: int, fix_hint: str) -> None:
     """Refuse a model file that is missing, empty or larger than ``max_bytes``."""
-    if not path.is_file():
-        if path.is_dir():
-            what = "a folder, not a model file"
-        elif path.exists():
-            what = "not a regular file (a pipe, socket or device), not a model file"
-        else:
-            what = "model file not found"
+    if (what := what_is_there(path, "model file")) is not None:
         raise ModelError(f"{path}: {what}; {fix_hint}")
     size = path.stat().st_size
     if size == 0 or size > max_bytes:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from appliance.boundedread import what_is_there
 from appliance.outfile import replaced_when_complete
 from appliance.transport.payloads import FEATURE_KEYS
 
@@ -79,15 +80,8 @@ class LabelledTable:
 def _check_table_file(path: Path) -> None:
     """Refuse what is no table file, saying what it is: a pipe there would wait for a writer
     for ever, a link to a device never end."""
-    if path.is_file():
-        return
-    if path.is_dir():
-        what = "a folder, not a table file"
-    elif path.exists():
-        what = "not a regular file (a pipe, socket or device), not a table file"
-    else:
-        what = "table not found"
-    raise TableError(f"{path}: {what} (make one with `appliance models skin-table`)")
+    if (what := what_is_there(path, "table file", missing="table")) is not None:
+        raise TableError(f"{path}: {what} (make one with `appliance models skin-table`)")
 
 
 def _columns(path: Path) -> tuple[dict[str, list[str]], str]:
