@@ -16,9 +16,9 @@ from typing import Any
 from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
+from appliance.updates.manifest import Device
 from appliance.updates.operations import assignments, releases
 from appliance.updates.repository import FileRepository
-from appliance.updates.rollout import Device
 from appliance.updates.rolloutrecords import latest_rollouts
 
 

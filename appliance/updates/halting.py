@@ -24,12 +24,11 @@ from appliance import safejson
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.transport import payloads
-from appliance.updates.manifest import Assignment
+from appliance.updates.manifest import Assignment, Device
 from appliance.updates.operations import assignments, unassign
 from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
 from appliance.updates.repository import FileRepository
 
-Device = tuple[str, str]
 HALT_REQUEST = ".rollout.halt"  # in the repository folder: `models halt` asks a deploy to halt
 MAX_HALT_REQUEST_BYTES = 4096
 PUT_BACK = "put back its assignment from before"

@@ -22,6 +22,7 @@ FEATURE_SCHEMA = "appliance.features/1"
 SEMVER = re.compile(r"^(\d{1,6})\.(\d{1,6})\.(\d{1,6})(?:-([0-9A-Za-z.-]{1,40}))?$")
 MODELS_DIR = "models"
 DEVICES_DIR = "devices"
+Device = tuple[str, str]  # a kiosk of the fleet: (site, device id), as its topics name it
 MAX_ASSIGNMENT_BYTES = 4096
 # The most a kiosk reads of a targets role's metadata (the top-level role and the fleet role,
 # which lists one assignment per device, some 170 bytes each: about 30,000 devices): what the

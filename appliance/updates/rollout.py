@@ -47,14 +47,13 @@ from appliance.updates.halting import (
     record_replaced,
     replaced_by,
 )
-from appliance.updates.manifest import Assignment, ModelManifest
+from appliance.updates.manifest import Assignment, Device, ModelManifest
 from appliance.updates.operations import assign, assignments, unassign
 from appliance.updates.repository import FileRepository
 from appliance.updates.rolloutrecords import newest_stamp
 
 log = logging.getLogger(__name__)
 
-Device = tuple[str, str]
 POLL_S = 0.1
 FAILED_STATES = ("rejected", "rolled_back")
 NOT_AWAITED = "offline, assigned, not awaited"

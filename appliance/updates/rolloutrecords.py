@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.transport import payloads
+from appliance.updates.manifest import Device
 from appliance.updates.repository import FileRepository
-
-Device = tuple[str, str]
 
 
 def newest_stamp(store: Store) -> datetime:
