@@ -73,39 +73,49 @@ def _register_release(models: Any) -> None:
 def _register_fleet(models: Any) -> None:
     for name, text in (("deploy", "roll a release out: canaries, waves, automatic halt"),
                        ("rollback", "signed decision: go back (default: devices assigned it)")):
-        command = models.add_parser(name, help=text)
-        command.add_argument("name", help="model name")
-        if name == "deploy":
-            command.add_argument("version", help="released version")
-            command.add_argument("--canary", type=whole_number(0, MAX_DEVICES), default=1,
-                                 help="canary devices first (1)")
-        else:
-            command.add_argument("--to", dest="version", required=True, help="released version")
-        command.add_argument("--repo", type=named_path, required=True, help="repository folder")
-        target = command.add_mutually_exclusive_group(required=name == "deploy")
-        target.add_argument("--devices", type=given("the devices as comma-separated ids"),
-                            help="comma-separated device ids (SITE/ID where two sites have a "
-                            "device of that id)")
-        target.add_argument("--site", type=given("the site whose devices to take"),
-                            help="every known device of a site")
-        target.add_argument("--all", action="store_true", help="every known device")
-        command.add_argument("--wave", type=whole_number(1, MAX_DEVICES), default=10,
-                             help="devices per wave (10)")
-        command.add_argument("--timeout-s", type=finite_number(0, MAX_WAVE_WAIT_S, "seconds",
-                                                               above_low=True), default=300.0,
-                             help="wait per wave for installed and healthy reports, at most "
-                             f"{MAX_WAVE_WAIT_S} s (300)")
-        command.add_argument("--max-failures", type=whole_number(0, MAX_DEVICES), default=0,
-                             help="halt once more devices than this failed (0)")
-        add_store_options(command)
-        command.set_defaults(handler=_deploy, decision=name if name == "rollback" else "deploy")
-    halt = models.add_parser("halt", help="halt the running rollout of a model now")
+        _register_rollout(models.add_parser(name, help=text), name)
+    _register_halt(models.add_parser("halt", help="halt the running rollout of a model now"))
+    _register_status(models.add_parser("status", help="per device: running, targeted, state"))
+
+
+def _register_rollout(command: Any, name: str) -> None:
+    """The arguments of ``models deploy`` and ``models rollback`` (``name``)."""
+    command.add_argument("name", help="model name")
+    if name == "deploy":
+        command.add_argument("version", help="released version")
+        command.add_argument("--canary", type=whole_number(0, MAX_DEVICES), default=1,
+                             help="canary devices first (1)")
+    else:
+        command.add_argument("--to", dest="version", required=True, help="released version")
+    command.add_argument("--repo", type=named_path, required=True, help="repository folder")
+    target = command.add_mutually_exclusive_group(required=name == "deploy")
+    target.add_argument("--devices", type=given("the devices as comma-separated ids"),
+                        help="comma-separated device ids (SITE/ID where two sites have a "
+                        "device of that id)")
+    target.add_argument("--site", type=given("the site whose devices to take"),
+                        help="every known device of a site")
+    target.add_argument("--all", action="store_true", help="every known device")
+    command.add_argument("--wave", type=whole_number(1, MAX_DEVICES), default=10,
+                         help="devices per wave (10)")
+    command.add_argument("--timeout-s", type=finite_number(0, MAX_WAVE_WAIT_S, "seconds",
+                                                           above_low=True), default=300.0,
+                         help="wait per wave for installed and healthy reports, at most "
+                         f"{MAX_WAVE_WAIT_S} s (300)")
+    command.add_argument("--max-failures", type=whole_number(0, MAX_DEVICES), default=0,
+                         help="halt once more devices than this failed (0)")
+    add_store_options(command)
+    command.set_defaults(handler=_deploy, decision=name if name == "rollback" else "deploy")
+
+
+def _register_halt(halt: Any) -> None:
     halt.add_argument("name", help="model name")
     halt.add_argument("--repo", type=named_path, required=True, help="repository folder")
     halt.add_argument("--reason", default="", help="why, recorded with who halted it")
     add_store_options(halt)
     halt.set_defaults(handler=_halt)
-    status = models.add_parser("status", help="per device: running, targeted, state")
+
+
+def _register_status(status: Any) -> None:
     status.add_argument("--repo", type=named_path, required=True, help="repository folder")
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.add_argument("--all-devices", action="store_true",
