@@ -83,7 +83,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"store error: {problem}", file=sys.stderr)  # as the read commands say it
         return 2
     stop, received = threading.Event(), list[int]()
-    with stop_on_signals(stop, received), _backoffice_log_at_warnings(unless=args.verbose):
+    with _backoffice_log_at_warnings(unless=args.verbose), stop_on_signals(stop, received):
         return _run_until_stopped(args, store_url, stop, received)
 
 
