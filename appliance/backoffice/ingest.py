@@ -33,11 +33,12 @@ from appliance.transport.client import (
     is_fatal_connack,
     new_client,
     new_ingest_client,
+    packet_bound,
     publish_properties,
     settings_from_config,
 )
 from appliance.transport.pahofence import BufferedReadClient
-from appliance.transport.payloads import Result
+from appliance.transport.payloads import MAX_PAYLOAD_BYTES, Result
 from appliance.transport.topics import fleet_filter, shared_filter
 from appliance.transport.unreachable import BrokerReach
 
@@ -47,7 +48,7 @@ RECONNECT_MAX_S = 30
 # drops a larger one for it, as delivered): four times a result with its topic and properties,
 # so a payload over the 256 KiB is still read and dead-lettered, while a packet of megabytes of
 # user properties, which a broker without the shipped max_packet_size forwards, never arrives.
-MAX_PACKET_BYTES = 1024 * 1024
+MAX_PACKET_BYTES = packet_bound(MAX_PAYLOAD_BYTES)
 
 
 class IngestError(RuntimeError):

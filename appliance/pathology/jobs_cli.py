@@ -116,8 +116,10 @@ class _Link:
         # id (docs/broker-identity.md), so one command at a time per login
         client_id = config.mqtt.username or f"pathology-cli-{uuid.uuid4().hex[:12]}"
         settings = settings_from_config(config.mqtt, client_id)
+        # a job's request and state are at most max_job_bytes (its server fits a state to it)
         self._link = Subscriber(settings, [(topic, 1) for topic in filters],
-                                lambda m: self.messages.put((m.topic, bytes(m.payload))))
+                                lambda m: self.messages.put((m.topic, bytes(m.payload))),
+                                max_payload_bytes=config.pathology.max_job_bytes)
 
     def __enter__(self) -> _Link:
         """Connect and subscribe; BrokerRefusedError when the broker refuses the login or a

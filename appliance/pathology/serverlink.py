@@ -34,6 +34,7 @@ from appliance.transport.client import (
     connect_properties,
     is_fatal_connack,
     new_client,
+    packet_bound,
     reason_value,
     set_retained_will,
     settings_from_config,
@@ -97,10 +98,13 @@ class ServerLink:
     def _connect(self) -> None:
         mqtt_config = self.config.mqtt
         # a clean session, ended with the connection: every request and cancel is retained, so
-        # a queue kept for a stopped server would only hand it stale copies
+        # a queue kept for a stopped server would only hand it stale copies; and the largest
+        # packet it takes, from the largest request (a larger one still arrives and is refused)
         self.client.connect_async(mqtt_config.host, mqtt_config.port,
                                   keepalive=mqtt_config.keepalive_s, clean_start=True,
-                                  properties=connect_properties(self.link_settings))
+                                  properties=connect_properties(
+                                      self.link_settings,
+                                      packet_bound(self.config.pathology.max_job_bytes)))
         self.client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,

@@ -31,6 +31,9 @@ CONTENT_TYPE_JSON = "application/json"
 # valid, 0x86 bad user name or password, 0x87 not authorized, 0x8A banned, 0x8C bad
 # authentication method. Anything else (0x88 server unavailable, 0x89 busy, ...) may pass.
 FATAL_CONNACK_CODES = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+# what a packet carries beside its payload: topic, properties and header (the shipped broker's
+# max_packet_size leaves a result as much: deploy/mosquitto/appliance.conf)
+PACKET_OVERHEAD_BYTES = 4096
 ClientT = TypeVar("ClientT", bound=mqtt.Client)
 
 
@@ -207,6 +210,15 @@ def connect_properties(settings: LinkSettings, max_packet_bytes: int | None = No
     if max_packet_bytes is not None:
         properties.MaximumPacketSize = max_packet_bytes
     return properties
+
+
+def packet_bound(max_payload_bytes: int) -> int:
+    """The largest packet a client takes whose messages carry at most ``max_payload_bytes``
+    (its CONNECT's Maximum Packet Size, MQTT 5 spec 3.1.2.11.4): four times that, so a payload
+    somewhat over it still arrives and is refused with its reason, and a topic and properties;
+    a packet of megabytes of user properties, which a broker without the shipped
+    max_packet_size forwards, is then the broker's to drop."""
+    return 4 * max_payload_bytes + PACKET_OVERHEAD_BYTES
 
 
 def publish_properties(message_expiry_s: int | None) -> Properties:

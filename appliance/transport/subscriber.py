@@ -6,7 +6,9 @@ reason code 0 (MQTT 5 spec 3.2.2.2) and again after every reconnect, and ``start
 once the broker granted them (SUBACK). A refusal that retrying cannot fix (the fatal CONNACK
 table) or a refused subscription ends ``start`` with BrokerRefusedError; another refusal (busy,
 restarting) is retried until the timeout. With ``keep_session`` the broker keeps the session
-(and queues QoS 1 messages) while the client is away, for ``settings.session_expiry_s``.
+(and queues QoS 1 messages) while the client is away, for ``settings.session_expiry_s``. Its
+CONNECT names the largest packet it takes, from ``max_payload_bytes`` (by default the fleet's
+largest message: a result, a status, a model state).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -25,8 +28,10 @@ from appliance.transport.client import (
     connect_properties,
     is_fatal_connack,
     new_client,
+    packet_bound,
     reason_value,
 )
+from appliance.transport.payloads import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,13 @@ class Subscriber:
     """One listening client; ``client`` may also publish once ``start`` returned."""
 
     def __init__(self, settings: LinkSettings, filters: Sequence[tuple[str, int]],
-                 on_message: MessageHandler, *, reconnect: bool = True,
+                 on_message: MessageHandler, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+                 reconnect: bool = True,
                  keep_session: bool = False) -> None:
         self.settings = settings
+        # the largest packet it takes (transport/client.py: packet_bound): the broker drops a
+        # larger one for it instead of handing it whole to this process (MQTT 5 spec 3.1.2.11.4)
+        self.largest_packet_bytes = packet_bound(max_payload_bytes)
         self.filters = list(filters)
         self.keep_session = keep_session
         self._handler = on_message
@@ -60,10 +69,12 @@ class Subscriber:
         unreachable broker (OSError) or no answer within ``timeout_s`` (TimeoutError)."""
         # a kept session: clean start 0 and a session expiry interval (MQTT 5 spec 3.1.2.4,
         # 3.1.2.11.2); else a fresh session that ends with the connection
+        session = self.settings if self.keep_session else replace(self.settings,
+                                                                   session_expiry_s=0)
         self.client.connect(
             self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
             clean_start=False if self.keep_session else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=connect_properties(self.settings) if self.keep_session else None)
+            properties=connect_properties(session, self.largest_packet_bytes))
         self.client.loop_start()
         answered = self._answered.wait(timeout_s)
         if answered and self._refusal is None:

@@ -14,10 +14,12 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from appliance.cli import main
 from appliance.pathology import jobs_cli
-from appliance.pathology.jobs import server_topic, state_topic
+from appliance.pathology.jobs import request_topic, server_topic, state_topic
 from appliance.transport.broker import free_port
 
 pytestmark = pytest.mark.broker
@@ -27,12 +29,14 @@ HOSTILE = {"job_id": "evil", "state": "running", "reason": "\x1b]0;title\x07\u20
 CONTROLS = {"job_id": "j\x1b[2J\x1b[31m1", "state": "running"}
 
 
-def _retain(broker: Any, messages: dict[str, bytes]) -> None:
+def _retain(broker: Any, messages: dict[str, bytes],
+            properties: Properties | None = None) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.connect(broker.host, broker.port)
     client.loop_start()
     for topic, payload in messages.items():
-        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+        client.publish(topic, payload, qos=1, retain=True,
+                       properties=properties).wait_for_publish(30)
     client.disconnect()
     client.loop_stop()
 
@@ -75,6 +79,26 @@ def test_job_list_skips_malformed_states_and_escapes_the_rest(
     assert "8 retained message(s) that are no job state of their topic or server presence " \
         "ignored" in captured.err
     assert f"{state_topic(topic_prefix, 'a')}" in captured.err
+
+
+def test_job_list_never_reads_a_request_carrying_megabytes_of_user_properties(
+    config: Path, mqtt_broker: Any, topic_prefix: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A broker without the shipped max_packet_size (the suite's mosquitto has none) hands a
+    reader every packet whole: the job commands' CONNECT names the largest they take (four
+    times pathology.max_job_bytes), so the broker drops a larger one for them."""
+    padded = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    padded.UserProperty = [(f"k{i}", "x" * 60_000) for i in range(40)]  # 2.4 MB
+    big, small = request_topic(topic_prefix, "big"), request_topic(topic_prefix, "small")
+    _retain(mqtt_broker, {big: b'{"job_id": "big"}'}, padded)
+    _retain(mqtt_broker, {small: b'{"job_id": "small"}'})
+    try:
+        assert main(["pathology", "job", "list", "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert "small waiting" in out
+        assert "big" not in out  # on main: "big waiting: no server has taken it yet"
+    finally:
+        _retain(mqtt_broker, {big: b"", small: b""})
 
 
 def test_cancel_takes_a_malformed_state_for_none(

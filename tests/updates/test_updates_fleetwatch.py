@@ -17,6 +17,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from appliance.cli import main
 from appliance.config import PASSWORD_ENV, MqttConfig
@@ -158,6 +160,36 @@ def test_a_state_naming_another_device_than_its_topic_is_ignored(
         watcher.close()
         for device, leaf in (("k1", "model/state"), ("k3", "model/state"), ("k4", "status")):
             topic = device_topic(topic_prefix, "lab", device, leaf)
+            publisher.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
+def test_a_status_carrying_megabytes_of_user_properties_never_reaches_the_watcher(
+    mqtt_broker: Any, topic_prefix: str
+) -> None:
+    """A broker without the shipped max_packet_size (the suite's mosquitto has none) hands a
+    reader every packet whole: the watcher's CONNECT names the largest it takes (four times
+    the largest status), so the broker drops a larger one for it."""
+    from appliance.synthetic import fleet as fleetsim
+
+    padded = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    padded.UserProperty = [(f"k{i}", "x" * 60_000) for i in range(40)]  # 2.4 MB
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(mqtt_broker.host, mqtt_broker.port)
+    publisher.loop_start()
+    topics = [device_topic(topic_prefix, "lab", device, "status") for device in ("k1", "k2")]
+    for topic, device, properties in zip(topics, ("k1", "k2"), (padded, None), strict=True):
+        status = fleetsim.online_status("lab", device, outbox_depth=0)
+        publisher.publish(topic, status.to_json(), qos=1, retain=True,
+                          properties=properties).wait_for_publish(30)
+    config = MqttConfig(host=mqtt_broker.host, port=mqtt_broker.port, topic_prefix=topic_prefix)
+    watcher = FleetWatcher(config, f"watcher-{topic_prefix[-20:]}")
+    try:
+        assert list(watcher.devices()) == [("lab", "k2")]  # on main: k1 too, read whole
+    finally:
+        watcher.close()
+        for topic in topics:
             publisher.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
         publisher.disconnect()
         publisher.loop_stop()
