@@ -22,6 +22,10 @@ class ConsoleConfig(Section):
         "TLS reverse proxy in front to serve others, see README).",
     )
     port: int = Field(8080, ge=1, le=65535, description="Console TCP port.")
+    allow_plain_http: bool = Field(
+        False, description="Serve a bind that is not loopback without a TLS proxy named in "
+        "trusted_proxies, passwords and session cookies in clear; refused unless true."
+    )
     session_hours: float = Field(
         8.0, gt=0, le=168, description="How long a console login lasts (hours)."
     )

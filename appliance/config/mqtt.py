@@ -81,7 +81,7 @@ class MqttConfig(Section):
         """A login's password crosses the network only inside TLS: a broker on another host
         with TLS off (forgotten, or turned off by a variable) would be sent it in clear at
         every connect, for anyone on the way to read (docs/threat-model.md)."""
-        if self.username is not None and not self.tls.enabled and not _this_host(self.host):
+        if self.username is not None and not self.tls.enabled and not this_host(self.host):
             raise ValueError(
                 f"mqtt.tls.enabled is false for the broker at {self.host[:100]}, another host, "
                 f"while mqtt.username {self.username[:64]!r} logs in: its password would cross "
@@ -107,7 +107,7 @@ class MqttConfig(Section):
         return None
 
 
-def _this_host(host: str) -> bool:
+def this_host(host: str) -> bool:
     """Whether ``host`` names this host without a network between: a loopback address or
     ``localhost`` (a name is not looked up: any other may lead anywhere)."""
     name = host.strip().lower().removesuffix(".")

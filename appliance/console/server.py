@@ -32,6 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from appliance.backoffice.storeurl import masked_url
 from appliance.config import ConsoleConfig
+from appliance.config.mqtt import this_host
 from appliance.console.app import SECURITY_HEADERS, create_app
 from appliance.console.db import StorePool, anyone_can_log_in
 
@@ -131,7 +132,14 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
     """Serve until ``stop`` is set (the command sets it on SIGINT or SIGTERM, noting each in
     ``received``); returns the exit code (0 once stopped; 2: the address cannot be had).
     ``store_option`` (`` --store URL`` or `` --config F``, as the console was given it) goes on
-    the ``console user add`` it suggests when no user can log in yet."""
+    the ``console user add`` it suggests when no user can log in yet; 2 also for a bind that
+    ``plain_http_refusal`` refuses."""
+    if (refusal := plain_http_refusal(settings)) is not None:
+        print(f"console: {refusal}", file=sys.stderr)
+        return 2
+    if settings.allow_plain_http and not this_host(settings.bind):
+        print(f"console: serving {settings.bind} without TLS (console.allow_plain_http): "
+              "passwords and session cookies cross the network in clear", file=sys.stderr)
     try:
         listener = listening_socket(settings.bind, settings.port)
     except OSError as exc:
@@ -155,6 +163,19 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
         finally:
             pool.close()
     return 0
+
+
+def plain_http_refusal(settings: ConsoleConfig) -> str | None:
+    """Why the console does not start on ``console.bind``, or None: an address others reach
+    with no TLS proxy named in front (``console.trusted_proxies``) serves logins and session
+    cookies in clear to the network, unless ``console.allow_plain_http`` says to."""
+    if this_host(settings.bind) or settings.trusted_proxies or settings.allow_plain_http:
+        return None
+    return (f"console.bind is {settings.bind[:100]}, not loopback, and console.trusted_proxies "
+            "names no TLS proxy: passwords and session cookies would cross the network in "
+            "clear; keep console.bind at 127.0.0.1 behind a TLS reverse proxy and name it in "
+            "console.trusted_proxies (README, Back-office console, TLS), or set "
+            "console.allow_plain_http: true to serve plain HTTP anyway")
 
 
 def serve_until_stopped(server: uvicorn.Server, listener: socket.socket,

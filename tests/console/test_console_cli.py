@@ -193,6 +193,38 @@ def test_a_console_nobody_can_log_in_to_says_how_to_add_a_user(
     assert "no user can log in" not in capsys.readouterr().out
 
 
+def test_a_console_bound_for_others_without_a_tls_proxy_is_refused_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """console.bind 0.0.0.0 with no proxy named in console.trusted_proxies served logins and
+    session cookies in plain HTTP to the network, saying nothing; now it is refused (exit 2)
+    naming the address and what to do, unless console.allow_plain_http says to."""
+    _console_that_stops_at_once(monkeypatch)
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    monkeypatch.setenv("APPLIANCE__CONSOLE__BIND", "0.0.0.0")
+    assert main(["console", "--store", url]) == 2  # on main: 0, served
+    printed = capsys.readouterr()
+    assert printed.err.strip() == (
+        "console: console.bind is 0.0.0.0, not loopback, and console.trusted_proxies names no "
+        "TLS proxy: passwords and session cookies would cross the network in clear; keep "
+        "console.bind at 127.0.0.1 behind a TLS reverse proxy and name it in "
+        "console.trusted_proxies (README, Back-office console, TLS), or set "
+        "console.allow_plain_http: true to serve plain HTTP anyway")
+    assert "console on" not in printed.out
+    monkeypatch.setenv("APPLIANCE__CONSOLE__ALLOW_PLAIN_HTTP", "true")
+    assert main(["console", "--store", url]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.strip() == ("console: serving 0.0.0.0 without TLS "
+                                   "(console.allow_plain_http): passwords and session cookies "
+                                   "cross the network in clear")
+    assert "console on http://0.0.0.0:" in printed.out
+    monkeypatch.delenv("APPLIANCE__CONSOLE__ALLOW_PLAIN_HTTP")
+    config = tmp_path / "config.yaml"
+    config.write_text("console:\n  trusted_proxies: [192.0.2.10]\n")
+    assert main(["console", "--config", str(config), "--store", url]) == 0  # a proxy in front
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.postgres
 def test_the_console_names_a_postgresql_store_without_its_password(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
