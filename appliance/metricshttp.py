@@ -9,23 +9,36 @@ request must arrive whole within ``request_deadline_s``, every read and write wa
 ``idle_timeout_s``, and at most ``max_connections`` are served at once; one more is answered
 503 at once (appliance/httpbounds.py). Prometheus scrapes one target once per interval, so a
 few places are plenty.
+
+Bound to loopback (the kiosk's always, the pathology server's by default), it answers only a
+request that names it by an IP address or ``localhost`` (or names no host), as the console does
+(appliance/console/hostnames.py): a web page whose own name its owner points at 127.0.0.1 (DNS
+rebinding) would otherwise read the metrics from the browser of anyone on the host, while a
+scraper on the host names an address or localhost. Bound for the network, it answers any
+name: a remote Prometheus sends the target's name as it was configured (a DNS name, an alias),
+and anyone on the network reaches the endpoint itself anyway (it has no login).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
+from appliance.console.hostnames import host_refusal
 from appliance.httpbounds import REQUEST_DEADLINE_S, BoundedThreadingMixIn, RequestDeadlineMixIn
 
 MAX_CONNECTIONS = 8
 IDLE_TIMEOUT_S = 30.0  # Prometheus gives up on a scrape after 10 s by default
+OTHER_HOST_REFUSED = b"metrics on loopback answer to an IP address or localhost only\n"
 
 
 class MetricsHTTPServer(BoundedThreadingMixIn, WSGIServer):
@@ -66,8 +79,23 @@ def start_metrics_server(
     handler_class = type("MetricsHandler", (_QuietHandler,),
                          {"timeout": bounds.idle_timeout_s,
                           "request_deadline_s": bounds.request_deadline_s})
-    httpd: WSGIServer = make_server(str(address[0]), port, make_wsgi_app(registry),
-                                    server_class, handler_class)
+    app = make_wsgi_app(registry)
+    if ipaddress.ip_address(address[0]).is_loopback:
+        app = _own_names_only(app)
+    httpd: WSGIServer = make_server(str(address[0]), port, app, server_class, handler_class)
     thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     return httpd, thread
+
+
+def _own_names_only(app: WSGIApplication) -> WSGIApplication:
+    """``app`` for requests that name an IP address, localhost or no host; 400 for others."""
+
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if host_refusal(environ.get("HTTP_HOST"), frozenset()) is None:
+            return app(environ, start_response)
+        start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8"),
+                                           ("Content-Length", str(len(OTHER_HOST_REFUSED)))])
+        return [OTHER_HOST_REFUSED]
+
+    return guarded

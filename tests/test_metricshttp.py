@@ -85,3 +85,35 @@ def test_a_scrape_in_time_still_reads_the_metrics() -> None:
         answer = answer_to(scrape)
     assert answer.startswith(b"HTTP/1.0 200 OK\r\n")
     assert b"\nappliance_edge_frames_total 3.0\n" in answer
+
+
+def _scrape(address: tuple[str, int], host: str) -> bytes:
+    """The status line a GET /metrics naming ``host`` gets."""
+    with socket.create_connection(address) as scrape:
+        scrape.sendall(f"GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        return answer_to(scrape).split(b"\r\n", 1)[0]
+
+
+@SERVERS
+def test_metrics_on_loopback_answer_an_address_or_localhost_not_another_name(
+    serving: Callable[[], AbstractContextManager[int]],
+) -> None:
+    """A web page whose own name is pointed at 127.0.0.1 (DNS rebinding) read the metrics from
+    the browser of anyone on the host: they answered any Host."""
+    with serving() as port:
+        address = ("127.0.0.1", port)
+        assert _scrape(address, f"rebound.example:{port}") == b"HTTP/1.0 400 Bad Request"
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "127.0.0.1"):
+            assert _scrape(address, host) == b"HTTP/1.0 200 OK", host
+
+
+def test_metrics_bound_for_the_network_answer_the_name_a_remote_prometheus_gives() -> None:
+    """A remote Prometheus names its target as configured (pathology-1.lab:9108); anyone on
+    the network reaches such an endpoint anyway, so its name is not checked."""
+    port = free_port()
+    metrics = ServiceMetrics(max_batch=8)
+    metrics.serve(port, "0.0.0.0", BOUNDS)
+    try:
+        assert _scrape(("127.0.0.1", port), f"pathology-1.lab:{port}") == b"HTTP/1.0 200 OK"
+    finally:
+        metrics.close()
