@@ -28,6 +28,7 @@ from typing import Any
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from appliance.transport.callbacks import MAX_INCOMING_PACKET_BYTES
 from appliance.transport.client import (
     LinkSettings,
     connect_properties,
@@ -123,7 +124,9 @@ class PresenceLook:
         try:
             self._client.connect(self.settings.host, self.settings.port,
                                  self.settings.keepalive_s, clean_start=True,
-                                 properties=connect_properties(self.settings))
+                                 # the largest packet it takes: the kiosk link's own bound
+                                 properties=connect_properties(self.settings,
+                                                               MAX_INCOMING_PACKET_BYTES))
         except (OSError, ValueError) as exc:
             return self._retry(f"could not be reached ({exc})")
         self._client.loop_start()
