@@ -153,6 +153,7 @@ def code_spans(text: object) -> Markup:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 async def _limits(request: Request, call_next: Handler) -> Response:
@@ -224,57 +225,77 @@ class HeadAsGet:
 
 
 def _add_handlers(app: FastAPI) -> None:
-    async def input_error(request: Request, exc: Exception) -> Response:
-        return await _visitor_refusal(request, getattr(exc, "status", 400), str(exc))
+    """Answer each refusal and failure a handler raises as the console's error page, or the
+    API's JSON: the status, text and headers each handler below gives."""
+    handlers: dict[type[Exception], ExceptionHandler] = {
+        InputError: _input_error,
+        RequestValidationError: _invalid,
+        CsrfError: _forbidden,
+        RoleError: _forbidden,
+        StoreBusyError: _busy,
+        StoreError: _store_failed,  # StoreUnreachableError too
+        LoginRequiredError: _login_required,
+        StarletteHTTPException: _http_error,
+        Exception: _failed,
+    }
+    for refused, handler in handlers.items():
+        app.add_exception_handler(refused, handler)
 
-    async def invalid(request: Request, exc: Exception) -> Response:
-        # FastAPI's own answer is a 422 JSON document, on a page too
-        assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {}
-        field = str((first.get("loc") or ("request",))[-1])
-        value = first.get("input")
-        refused = InputError(field[:40], value if isinstance(value, str) else "",
-                             str(first.get("msg", "a valid value")))
-        return await _visitor_refusal(request, 400, str(refused))
 
-    async def csrf_error(request: Request, exc: Exception) -> Response:
-        return await _visitor_refusal(request, 403, str(exc))
+async def _input_error(request: Request, exc: Exception) -> Response:
+    """Input a page or API call refused (filters.InputError): its status, 400 by default."""
+    return await _visitor_refusal(request, getattr(exc, "status", 400), str(exc))
 
-    async def busy(request: Request, exc: Exception) -> Response:
-        log.warning("console busy: %s", exc)
-        return _refusal(request, 503, f"{exc}; try again shortly")
 
-    async def store_failed(request: Request, exc: Exception) -> Response:
-        # none could be reached (StoreUnreachableError), or the store refused inside a handler
-        # (any StoreError): which store and why go to the log, not to visitors
-        log.warning("console store failed, %s: %s", store_name(request.app.state.pool.url),
-                    shorten(str(exc), 500))
-        return _refusal(request, 503, "the console's store cannot be reached now (its log "
-                        "says why); try again shortly")
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """A parameter FastAPI could not convert: 400 naming the field, as InputError does
+    (FastAPI's own answer is a 422 JSON document, on a page too)."""
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    field = str((first.get("loc") or ("request",))[-1])
+    value = first.get("input")
+    refused = InputError(field[:40], value if isinstance(value, str) else "",
+                         str(first.get("msg", "a valid value")))
+    return await _visitor_refusal(request, 400, str(refused))
 
-    async def failed(request: Request, exc: Exception) -> Response:
-        # answered outside every middleware (Starlette's ServerErrorMiddleware), which logs
-        # the traceback after this answer
-        return _refusal(request, 500, "the console could not answer this request; its log "
-                        "says why")
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        # the router's 404 and 405 (and the API's own HTTPExceptions): FastAPI answers each
-        # as JSON, a page URL too; the API keeps its text, pages get the error page
-        assert isinstance(exc, StarletteHTTPException)
-        text = str(exc.detail) if _is_api(request) else _no_route_text(request, exc)
-        return await _visitor_refusal(request, exc.status_code, text, exc.headers)
+async def _forbidden(request: Request, exc: Exception) -> Response:
+    """A forged or missing CSRF token, or a page not for the user's role: 403."""
+    return await _visitor_refusal(request, 403, str(exc))
 
-    async def login_required(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, LoginRequiredError)
-        return RedirectResponse(exc.location, status_code=303)
 
-    app.add_exception_handler(InputError, input_error)
-    app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(CsrfError, csrf_error)
-    app.add_exception_handler(RoleError, csrf_error)
-    app.add_exception_handler(StoreBusyError, busy)
-    app.add_exception_handler(StoreError, store_failed)  # StoreUnreachableError too
-    app.add_exception_handler(LoginRequiredError, login_required)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, failed)
+async def _busy(request: Request, exc: Exception) -> Response:
+    """No store connection came free in time (the console is overloaded): 503, said in the
+    log."""
+    log.warning("console busy: %s", exc)
+    return _refusal(request, 503, f"{exc}; try again shortly")
+
+
+async def _store_failed(request: Request, exc: Exception) -> Response:
+    """A store that none could reach (StoreUnreachableError), or that refused inside a
+    handler (any StoreError): 503; which store and why go to the log, not to visitors."""
+    log.warning("console store failed, %s: %s", store_name(request.app.state.pool.url),
+                shorten(str(exc), 500))
+    return _refusal(request, 503, "the console's store cannot be reached now (its log "
+                    "says why); try again shortly")
+
+
+async def _failed(request: Request, exc: Exception) -> Response:
+    """Any other failure: 500. It is answered outside every middleware (Starlette's
+    ServerErrorMiddleware), which logs the traceback after this answer."""
+    return _refusal(request, 500, "the console could not answer this request; its log "
+                    "says why")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """The router's 404 and 405 and the API's own HTTPExceptions, which FastAPI answers as
+    JSON, a page URL too: the API keeps its text, pages get the error page."""
+    assert isinstance(exc, StarletteHTTPException)
+    text = str(exc.detail) if _is_api(request) else _no_route_text(request, exc)
+    return await _visitor_refusal(request, exc.status_code, text, exc.headers)
+
+
+async def _login_required(request: Request, exc: Exception) -> Response:
+    """A page that needs a login, asked without one: 303 to the login page."""
+    assert isinstance(exc, LoginRequiredError)
+    return RedirectResponse(exc.location, status_code=303)
