@@ -313,6 +313,13 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     add_store_options(console)
     console.set_defaults(handler=_serve, own_stop_signals=True)  # held until _serve takes them
     sub = console.add_subparsers(dest="console_command", metavar="COMMAND")
+    _register_users(sub)
+    _register_tokens(sub)
+    _register_reference(sub)
+
+
+def _register_users(sub: Any) -> None:
+    """``console user add|list|remove|disable|enable``."""
     user = sub.add_parser("user", help="console users").add_subparsers(
         dest="user_command", required=True, metavar="ACTION")
     add = _action(user, "add", _user_add, "add a user, or set its password and role")
@@ -331,6 +338,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     enable = _action(user, "enable", _user_enable,
                      "let a disabled user log in again (its API tokens work again)")
     enable.add_argument("name", help="user name")
+
+
+def _register_tokens(sub: Any) -> None:
+    """``console token create|list|revoke``."""
     token = sub.add_parser("token", help="API bearer tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION")
     create = _action(token, "create", _token_create, "print a new API token for a user")
@@ -346,6 +357,10 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     listed.add_argument("--user", help="only this user's tokens")
     revoke = _action(token, "revoke", _token_revoke, "revoke an API token at once")
     revoke.add_argument("id", help="the token's id (console token list)")
+
+
+def _register_reference(sub: Any) -> None:
+    """``console reference``: the age-band reference ranges file."""
     reference = sub.add_parser("reference", help="write the age-band reference ranges a kiosk "
                                "screen compares customers with (config screen.reference_file)")
     reference.add_argument("--out", required=True, help="JSON file to write")
