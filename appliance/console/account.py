@@ -20,10 +20,11 @@ from starlette.concurrency import run_in_threadpool
 from appliance.backoffice.accounts import Login, Revoked
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import AccessError, check_user, digest, password_hash
-from appliance.console.db import StoreBusyError
 from appliance.console.guard import (
     SESSION_COOKIE,
     check_csrf,
+    client_address,
+    judged_password,
     page_login,
     password_login,
     pool_of,
@@ -54,8 +55,7 @@ async def change_password(request: Request) -> HTMLResponse:
     if refused:
         return render(request, "account.html", 400, login=login, error=refused)
     guard: LoginGuard = request.app.state.logins
-    address = request.client.host if request.client else "?"
-    wait_s = guard.admit(login.name, address)  # counted as failed until it succeeds
+    wait_s = guard.admit(login.name, client_address(request))  # counted as failed until it succeeds
     if wait_s:
         page = render(request, "account.html", 429, login=login,
                       error=f"Too many wrong passwords: try again in "
@@ -71,23 +71,17 @@ async def change_password(request: Request) -> HTMLResponse:
         with pool_of(request).store() as store:
             return store.change_password(login.name, new_hash, keep)
 
-    try:
-        async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
-            revoked = await run_in_threadpool(attempt)
-    except StoreBusyError:  # no store connection came free: nothing checked (the 503 page)
-        guard.not_judged(login.name, address)
-        raise
+    try:  # a busy store (no connection came free: nothing checked) is the 503 page
+        revoked = await judged_password(request, login.name, attempt)
     except STORE_ERRORS as exc:  # a full disk, a lost server: nothing was changed
         log.error("console password change of %s: the store did not record it: %s",
                   shorten(login.name, 64), exc)
-        guard.not_judged(login.name, address)  # no password was found wrong
         return render(request, "account.html", 503, login=login, error=(
             "The console's store could not record the new password (its log says why); "
             "the password is unchanged."))
     if revoked is None:
         return render(request, "account.html", 403, login=login,
                       error="The current password is wrong; the password is unchanged.")
-    guard.succeeded(login.name, address)
     return render(request, "account.html", login=login, done=_changed_text(revoked))
 
 

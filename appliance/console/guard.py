@@ -1,4 +1,5 @@
-"""Request guards of the console: who is logged in (page session or API token) and CSRF.
+"""Request guards of the console: who is logged in (page session or API token), CSRF, and a
+password check (login form, account page) counted by the login guard (console/throttle.py).
 
 Pages answer an anonymous visitor with a redirect to the login page; the API answers 401 with
 ``WWW-Authenticate: Bearer``. A form must carry its session's CSRF token (the login form the
@@ -8,17 +9,19 @@ one in its own cookie); a missing or forged one is refused with 403 and changes 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 from urllib.parse import parse_qsl, quote
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from appliance.backoffice.accounts import Login
-from appliance.backoffice.storeerrors import StoreError
+from appliance.backoffice.storeerrors import STORE_ERRORS, StoreError
 from appliance.console.auth import (
     MAX_PASSWORD_CHARS,
     bearer_login,
@@ -36,6 +39,7 @@ from appliance.console.filters import (
     once_each,
     refuse_unknown,
 )
+from appliance.console.throttle import LoginGuard
 
 SESSION_COOKIE = "appliance_session"
 PASSWORD_FIELDS = ("password", "new_password", "new_password_again")  # up to 256 characters
@@ -44,6 +48,9 @@ _LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}$")
 MAX_NEXT_CHARS = 501  # the login form's `next`: a console page's path and query, as above
 _FORM_PAGES = {"/tokens/revoke": "/tokens", "/account/password": "/account"}
 _READ_BY_HAND = {"/results": RESULT_PARAMETERS, "/results.csv": RESULT_PARAMETERS}
+T = TypeVar("T")
+# a password check these end judged nothing: no store connection came free, or the store failed
+_CHECK_NOT_JUDGED: tuple[type[Exception], ...] = (StoreBusyError, *STORE_ERRORS)
 _BEARER = HTTPBearer(auto_error=False, description="a token from `appliance console token create`")
 
 
@@ -83,6 +90,30 @@ def password_login(pool: StorePool, name: str, password: str) -> Login | None:
     with pool.store() as store:
         found = known_user(store, name)
     return check_password(found, name, password)
+
+
+def client_address(request: Request) -> str:
+    """The address the request came from, as the login guard counts it ("?" when unknown)."""
+    return request.client.host if request.client else "?"
+
+
+async def judged_password(request: Request, name: str, attempt: Callable[[], T | None]
+                          ) -> T | None:
+    """``attempt``, a check of ``name``'s password that returns None when it is wrong, run as
+    one of the app's few password checks at once (each hash holds 64 MiB: auth.py) in a
+    worker thread, its outcome told to the login guard, which admitted it as a failure: a
+    right password clears the failures of ``name`` and of the address; a store that failed on
+    the way (busy, or any store error, raised on) found no password wrong."""
+    guard: LoginGuard = request.app.state.logins
+    try:
+        async with request.app.state.password_checks:
+            outcome = await run_in_threadpool(attempt)
+    except _CHECK_NOT_JUDGED:
+        guard.not_judged(name, client_address(request))
+        raise
+    if outcome is not None:
+        guard.succeeded(name, client_address(request))
+    return outcome
 
 
 def known_parameters(request: Request) -> None:

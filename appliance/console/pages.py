@@ -41,6 +41,8 @@ from appliance.console.guard import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     check_csrf,
+    client_address,
+    judged_password,
     operator,
     page_login,
     page_or_api_login,
@@ -129,7 +131,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form)
     pool, hours = pool_of(request), request.app.state.settings.session_hours
     guard: LoginGuard = request.app.state.logins
-    name, address = form.get("user", ""), request.client.host if request.client else "?"
+    name, address = form.get("user", ""), client_address(request)
     wait_s = guard.admit(name, address)  # counted as failed until it succeeds
     if wait_s:
         log.warning("console login for %s from %s refused: too many failed logins",
@@ -143,21 +145,15 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
         with pool.store() as store:
             return open_session(store, login, hours, end_others=form.get("end_others") == "1")
 
-    try:
-        async with request.app.state.password_checks:  # each hash holds 64 MiB: auth.py
-            session = await run_in_threadpool(attempt)
-    except StoreBusyError:  # no store connection came free: nothing checked (the 503 page)
-        guard.not_judged(name, address)
-        raise
+    try:  # a busy store (no connection came free: nothing checked) is the 503 page
+        session = await judged_password(request, name, attempt)
     except STORE_ERRORS as exc:  # a full disk, a lost server: say so on the login page
         log.error("console login for %s: the store did not answer or record it: %s",
                   shorten(name, 64), exc)
-        guard.not_judged(name, address)  # no password was found wrong
         return _login_page(request, form.get("next"), 503, store_failed=True)
     target = safe_next(form.get("next"))
     if session is None:
         return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
-    guard.succeeded(name, address)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, session.cookie,
                         max_age=int(hours * 3600) + SESSION_COOKIE_AFTER_END_S, httponly=True,
