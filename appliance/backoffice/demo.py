@@ -330,9 +330,8 @@ def run_demo(
     ``store_option`` names it on the commands suggested at the end (next_steps)."""
     stop = stop or threading.Event()
     started_s = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp, PrivateBroker(
-        workdir=Path(tmp) / "broker"
-    ) as broker:
+    with (tempfile.TemporaryDirectory(prefix="appliance-demo-") as tmp,
+          PrivateBroker(workdir=Path(tmp) / "broker") as broker):
         printer = ResultPrinter()
         try:
             worker, store = _backoffice(Path(tmp), broker.port, printer, store_url, stop)
@@ -340,28 +339,44 @@ def run_demo(
             print(f"demo {'' if stop.is_set() else 'failed: '}{exc}", file=sys.stderr,
                   flush=True)
             return EXIT_INTERRUPTED if stop.is_set() else 1
-        disks = [Path(tmp)]  # the edges' outboxes; and a SQLite store's own disk
-        if not store.postgres:
-            disks.append(Path(store.url.removeprefix("sqlite:///")))
         try:
             edges = _run(
                 Path(tmp), broker.port, worker, printer, devices=devices, count=count,
-                timeout_s=timeout_s, edge_command=edge_command, stop=stop, disks=disks,
-                stored_before=store.count_results(),
+                timeout_s=timeout_s, edge_command=edge_command, stop=stop,
+                disks=_disks(Path(tmp), store), stored_before=store.count_results(),
             )
             stop_edges(edges)
             worker.stop()
-            print(_summary(store, printer, time.monotonic() - started_s), flush=True)
-            print(next_steps(store_url, store_option), flush=True)
-            return 0
+            return _finished(store, printer, time.monotonic() - started_s, store_url,
+                             store_option)
         except DemoError as exc:
-            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
-            if not printer.stored:
-                print("demo: no result was stored before it stopped", flush=True)
-            elif store_url is not None:
-                print(next_steps(store_url, store_option, stopped_with=printer.stored),
-                      flush=True)
-            return EXIT_INTERRUPTED if stop.is_set() else 1
+            return _failed(exc, printer, stop, store_url, store_option)
         finally:
             worker.stop()
             store.close()
+
+
+def _disks(workdir: Path, store: Store) -> list[Path]:
+    """Where a full disk ends the demo: the edges' outboxes and a SQLite store's own disk."""
+    if store.postgres:
+        return [workdir]
+    return [workdir, Path(store.url.removeprefix("sqlite:///"))]
+
+
+def _finished(store: Store, printer: ResultPrinter, elapsed_s: float, store_url: str | None,
+              store_option: str) -> int:
+    """Say what the demo stored and what to run next; exit code 0."""
+    print(_summary(store, printer, elapsed_s), flush=True)
+    print(next_steps(store_url, store_option), flush=True)
+    return 0
+
+
+def _failed(exc: DemoError, printer: ResultPrinter, stop: threading.Event,
+            store_url: str | None, store_option: str) -> int:
+    """Say why the demo stopped and what it had stored; the exit code (130 when stopped)."""
+    print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+    if not printer.stored:
+        print("demo: no result was stored before it stopped", flush=True)
+    elif store_url is not None:
+        print(next_steps(store_url, store_option, stopped_with=printer.stored), flush=True)
+    return EXIT_INTERRUPTED if stop.is_set() else 1
