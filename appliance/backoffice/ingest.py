@@ -24,10 +24,11 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from appliance.backoffice.batcher import MAX_QOS0_WAITING, BatchWriter, IngestStats
 from appliance.backoffice.store import Store
 from appliance.backoffice.triage import Confirmed, Inbound, Triage
-from appliance.config import Config
+from appliance.config import Config, MqttConfig
 from appliance.logsafe import escape_controls
 from appliance.transport.acks import publish_acks
 from appliance.transport.client import (
+    LinkSettings,
     connack_refusal,
     connect_properties,
     is_fatal_connack,
@@ -72,9 +73,18 @@ def retire_session(config: Config, timeout_s: float = 15.0) -> str:
     the connection (expiry 0, spec 3.1.2.11.2). Nothing is lost: each kiosk keeps a result until a
     worker has committed and confirmed it, and sends it again. IngestError names the broker's
     refusal or the timeout."""
-    settings = config.backoffice
-    client_id = settings.client_id or default_client_id()
+    client_id = config.backoffice.client_id or default_client_id()
     link = settings_from_config(config.mqtt, client_id, session_expiry_s=0)
+    refusal = _connect_once(link, config.mqtt, timeout_s)
+    if refusal:
+        raise BrokerRefusedError(refusal)
+    return client_id
+
+
+def _connect_once(link: LinkSettings, broker: MqttConfig, timeout_s: float) -> str | None:
+    """Connect to ``broker`` under ``link`` with a clean start and a session that ends with
+    the connection, and disconnect once the broker answered: its refusal in words, or None.
+    IngestError when the broker cannot be reached or does not answer within ``timeout_s``."""
     client = new_client(link)
     answered = threading.Event()
     refusal: list[str] = []
@@ -88,22 +98,20 @@ def retire_session(config: Config, timeout_s: float = 15.0) -> str:
     client.on_connect = on_connect
     properties = connect_properties(link)
     properties.SessionExpiryInterval = 0
-    where = f"{config.mqtt.host}:{config.mqtt.port}"
+    where = f"{broker.host}:{broker.port}"
     try:
-        client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive_s,
-                       clean_start=True, properties=properties)
+        client.connect(broker.host, broker.port, keepalive=broker.keepalive_s, clean_start=True,
+                       properties=properties)
     except (OSError, ValueError) as exc:
         raise IngestError(f"cannot reach the broker at {where}: {exc}") from exc
     client.loop_start()
     try:
         if not answered.wait(timeout_s):
             raise IngestError(f"no answer from the broker at {where} in {timeout_s:.0f} s")
-        if refusal:
-            raise BrokerRefusedError(refusal[0])
     finally:
         client.disconnect()
         client.loop_stop()
-    return client_id
+    return refusal[0] if refusal else None
 
 
 class BrokerRefusedError(IngestError):
