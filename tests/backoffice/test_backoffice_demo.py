@@ -465,7 +465,7 @@ def test_the_demo_s_next_steps_name_the_store_or_config_it_was_given(
     assert options == [f" --store '{url}'", " --config config.yaml", ""]
     steps = demo.next_steps(url, options[0]).splitlines()[1:]
     assert len(steps) == 5
-    assert all(step.count(f"--store '{url}'") == (2 if "console" in step else 1)
+    assert all(step.count(f"--store '{url}'") == (2 if "the web console" in step else 1)
                for step in steps), steps
     pg = "postgresql://bo:s3cret@db.example.org/results"
     # no server there to take the demo's lock in (appliance/backoffice/demolock.py)
