@@ -39,6 +39,24 @@ REFUSAL = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
            % (len(_REFUSAL_TEXT), _REFUSAL_TEXT))
 
 
+class EveryMinute:
+    """When a line said again and again (a flood's refusals) may be said: the first time at
+    once, later ones at most once an interval."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 interval_s: float = REFUSALS_SAID_EVERY_S) -> None:
+        self.clock, self.interval_s = clock, interval_s
+        self._said_at: float | None = None
+
+    def due(self) -> bool:
+        """True (and counted as said now) when the last saying is an interval old or more."""
+        now = self.clock()
+        if self._said_at is not None and now - self._said_at < self.interval_s:
+            return False
+        self._said_at = now
+        return True
+
+
 class Refusals:
     """Counts the connections a server refused and says them in the log: the first at once,
     later ones at most once a minute, with their count (the serving loop looks at least each
@@ -46,10 +64,10 @@ class Refusals:
 
     def __init__(self, where: str, clock: Callable[[], float] = time.monotonic,
                  interval_s: float = REFUSALS_SAID_EVERY_S) -> None:
-        self.where, self.clock, self.interval_s = where, clock, interval_s
+        self.where = where
         self.unsaid = 0
         self._latest_client = ""
-        self._said_at: float | None = None
+        self._saying = EveryMinute(clock, interval_s)
 
     def count(self, client: str, cap: int) -> None:
         """One more refusal, of a connection from ``client`` while ``cap`` were open."""
@@ -59,15 +77,13 @@ class Refusals:
 
     def say_due(self, cap: int) -> None:
         """Say the refusals not said yet, unless the last saying is under a minute old."""
-        now = self.clock()
-        if not self.unsaid or (self._said_at is not None
-                               and now - self._said_at < self.interval_s):
+        if not self.unsaid or not self._saying.due():
             return
         noun = "connection" if self.unsaid == 1 else "connections"
         log.warning("HTTP server on %s refused %d %s (the latest from %s): %d open at once, "
                     "the most it takes; refusals are said at most once a minute",
                     self.where, self.unsaid, noun, escape_controls(self._latest_client), cap)
-        self._said_at, self.unsaid = now, 0
+        self.unsaid = 0
 
 
 class BoundedThreadingMixIn(socketserver.ThreadingMixIn):

@@ -6,17 +6,33 @@ long-lived stream (server-sent events, MJPEG) simply holds one thread that sleep
 condition variable. It binds loopback only and refuses other ``Host`` names (DNS rebinding),
 so no picture leaves the kiosk; POSTs must be small JSON.
 
+Any local process can connect too, so what a connection may hold is bounded
+(appliance/httpbounds.py): at most ``max_connections`` at once, one more answered 503 and
+closed at once by the accepting thread (said in the log at most once a minute); a request's
+line and headers must arrive whole within ``request_deadline_s``, and a connection silent for
+``idle_timeout_s`` is closed. The streams have a bound of their own, below the connections',
+so streams can never take every place from the page and its choices: at most ``max_streams``
+at once (one page holds two: its events and its preview), and a new one ends the oldest, as
+the newest stream is the screen's browser coming back (a page reloaded, a tab left behind
+goes); a stream whose write cannot proceed for ``stalled_write_s`` (its client reads nothing,
+and the small send buffer is full) is cut off.
+
 Routes: ``/`` the page (and its ``kiosk.js``, ``kiosk.css``, ``messages.json``), ``/state``,
 ``/events`` (SSE), ``/preview.mjpg``, ``/overlay.png``; POST ``/subject`` and ``/language``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +40,12 @@ from typing import Any
 from appliance import safejson
 from appliance.edge.screen_preview import PreviewFeed
 from appliance.edge.screen_state import AGE_BANDS, ScreenState
+from appliance.httpbounds import (
+    REQUEST_DEADLINE_S,
+    BoundedThreadingMixIn,
+    EveryMinute,
+    RequestDeadlineMixIn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +59,110 @@ RECONNECT_MS = 500  # the screen's browser reconnects its event stream this soon
 # A connection that sends nothing (a request left half-written) or takes nothing (a stream
 # nobody reads) for this long is closed, so idle connections do not each hold a thread for good.
 IDLE_TIMEOUT_S = 30.0
+STREAM_LOOK_S = 0.5  # how often a stream looks whether it has been ended
+# a stream's send buffer: a client that reads nothing blocks its writes after some 150 KB
+# (this and the client's receive window), where the system's default took some 3 MB
+STREAM_SEND_BUFFER_BYTES = 16384
 BOUNDARY = "kioskframe"
 
 
-class ScreenServer(ThreadingHTTPServer):
+@dataclass(frozen=True)
+class Bounds:
+    """What the screen's clients may hold of its server (tests shorten them)."""
+
+    max_connections: int = 16  # one page: its files, two streams, a post or two
+    max_streams: int = 4  # one page's two, and a reloaded page's while the old ones close
+    request_deadline_s: float = REQUEST_DEADLINE_S
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    stalled_write_s: float = 10.0  # a preview frame or an event is a few KB
+
+
+DEFAULT_BOUNDS = Bounds()
+
+
+class ScreenServer(BoundedThreadingMixIn, HTTPServer):
     """The HTTP server; its handler reaches the state, the preview and the overlay folder."""
 
-    daemon_threads = True
-    block_on_close = False
-
     def __init__(self, port: int, state: ScreenState, preview: PreviewFeed, folder: Path,
-                 fps: float) -> None:
-        super().__init__(("127.0.0.1", port), ScreenHandler)
+                 fps: float, *, bounds: Bounds | None = None) -> None:
+        self.bounds = bounds or DEFAULT_BOUNDS
+        self.max_connections = self.bounds.max_connections
+        bounded = type("ScreenHandler", (ScreenHandler,),
+                       {"timeout": self.bounds.idle_timeout_s,
+                        "request_deadline_s": self.bounds.request_deadline_s})
+        super().__init__(("127.0.0.1", port), bounded)
         self.state, self.preview, self.folder, self.fps = state, preview, folder, fps
         self.stopping = threading.Event()
         self.allowed_hosts = {f"127.0.0.1:{self.server_port}", f"localhost:{self.server_port}"}
+        self.streams = Streams(self.bounds.max_streams)
+
+    def service_actions(self) -> None:
+        """Each turn of the serving loop: say refusals and ended streams that wait to be said."""
+        super().service_actions()
+        self.streams.say_due()
+
+
+class Streams:
+    """The open streams, at most ``most`` of them: a new one ends the oldest (its socket is
+    shut down at once, its thread ends within STREAM_LOOK_S). Ended streams are said in the
+    log, the first at once, later ones at most once a minute with their count."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._lock = threading.Lock()
+        self._open: list[tuple[socket.socket, threading.Event]] = []  # the oldest first
+        self.ended_for_newer = self.stalled = 0  # not said yet
+        self._saying = EveryMinute()
+
+    @contextlib.contextmanager
+    def place(self, connection: socket.socket) -> Iterator[threading.Event]:
+        """A place for the stream on ``connection``; the event is set when it must end."""
+        ended = threading.Event()
+        with self._lock:
+            while len(self._open) >= self.most:
+                self._end(*self._open.pop(0))
+            self._open.append((connection, ended))
+        self.say_due()
+        try:
+            yield ended
+        finally:
+            with self._lock:
+                if (connection, ended) in self._open:
+                    self._open.remove((connection, ended))
+
+    def _end(self, connection: socket.socket, ended: threading.Event) -> None:
+        ended.set()
+        with contextlib.suppress(OSError):  # its client sees the end now, its write fails
+            connection.shutdown(socket.SHUT_RDWR)
+        self.ended_for_newer += 1
+
+    def count_stalled(self) -> None:
+        """One more stream cut off because its client read nothing."""
+        with self._lock:
+            self.stalled += 1
+        self.say_due()
+
+    def say_due(self) -> None:
+        """Say the streams ended since the last saying, unless it is under a minute old."""
+        with self._lock:
+            newer, stalled = self.ended_for_newer, self.stalled
+            if not (newer or stalled) or not self._saying.due():
+                return
+            self.ended_for_newer = self.stalled = 0
+        log.warning("kiosk screen: streams ended since the last saying: %d for newer ones (at "
+                    "most %d at once), %d whose client read nothing; said at most once a minute",
+                    newer, self.most, stalled)
 
 
 def _static(name: str) -> bytes:
     return resources.files("appliance.edge").joinpath("screen_static", name).read_bytes()
 
 
-class ScreenHandler(BaseHTTPRequestHandler):
+class ScreenHandler(RequestDeadlineMixIn, BaseHTTPRequestHandler):
     """One request to the kiosk screen."""
 
     server: ScreenServer
     protocol_version = "HTTP/1.1"
-    timeout = IDLE_TIMEOUT_S  # the socket's, for every read and write (socketserver applies it)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the page polls nothing, but streams reconnect; errors are logged elsewhere."""
@@ -119,44 +218,62 @@ class ScreenHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
 
+    def _stream(self, ctype: str, send: Callable[[threading.Event], None]) -> None:
+        """A stream: its place, its head, then ``send`` until the event is set (a newer
+        stream ended this one) or the server stops; each write waits at most
+        ``stalled_write_s``. A client gone, or one that read nothing for that long, ends it
+        quietly (the latter counted)."""
+        with self.server.streams.place(self.connection) as ended:
+            self.connection.settimeout(self.server.bounds.stalled_write_s)
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                           STREAM_SEND_BUFFER_BYTES)
+            try:
+                self._stream_head(ctype)
+                send(ended)
+            except TimeoutError:
+                self.server.streams.count_stalled()
+            except OSError:  # the client went away, or a newer stream shut this one down
+                return
+
     def _events(self) -> None:
         """Server-sent events: the whole state on every change, a comment as keep-alive.
 
         The stream first tells the browser to come back after ``RECONNECT_MS`` when it ends (a
         kiosk restarted by systemd, an update): its own default, 3 s in Chromium, left the
         customer's screen on its "reconnecting" state that long after the kiosk was back."""
-        self._stream_head("text/event-stream")
+        self._stream("text/event-stream", self._send_events)
+
+    def _send_events(self, ended: threading.Event) -> None:
         state = self.server.state
         snapshot: dict[str, Any] | None = state.snapshot()
-        version = -1
-        try:
-            self.wfile.write(f"retry: {RECONNECT_MS}\n\n".encode())
-            while not self.server.stopping.is_set():
-                if snapshot is None:
-                    self.wfile.write(b": keep-alive\n\n")
-                else:
-                    version = snapshot["version"]
-                    self.wfile.write(b"data: " + json.dumps(snapshot).encode() + b"\n\n")
-                self.wfile.flush()
-                snapshot = state.wait_change(version, KEEPALIVE_S)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            return
+        version, quiet_since = -1, time.monotonic()
+        self.wfile.write(f"retry: {RECONNECT_MS}\n\n".encode())
+        while not (self.server.stopping.is_set() or ended.is_set()):
+            if snapshot is not None:
+                version = snapshot["version"]
+                self.wfile.write(b"data: " + json.dumps(snapshot).encode() + b"\n\n")
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE_S:
+                self.wfile.write(b": keep-alive\n\n")
+                quiet_since = time.monotonic()
+            self.wfile.flush()
+            snapshot = state.wait_change(version, STREAM_LOOK_S)
 
     def _preview(self) -> None:
         """MJPEG (multipart/x-mixed-replace): each new camera frame, at most ``fps`` a second."""
-        self._stream_head(f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self._stream(f"multipart/x-mixed-replace; boundary={BOUNDARY}", self._send_preview)
+
+    def _send_preview(self, ended: threading.Event) -> None:
         number, interval_s = 0, 1.0 / self.server.fps
-        try:
-            while not self.server.stopping.wait(interval_s):
-                picture = self.server.preview.next_jpeg(number, 1.0)
-                if picture is None:
-                    continue
-                number, jpeg = picture
-                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                                 f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            return
+        while not (self.server.stopping.wait(interval_s) or ended.is_set()):
+            picture = self.server.preview.next_jpeg(number, STREAM_LOOK_S)
+            if picture is None:
+                continue
+            number, jpeg = picture
+            self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                             f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
+            self.wfile.flush()
 
     def do_POST(self) -> None:
         """The customer's choices: ``/subject`` {age_band, consent, measurement, run},

@@ -416,8 +416,9 @@ def test_a_connection_left_silent_is_closed(
     mqtt_broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A request never finished (or a stream never read) does not hold its thread for good."""
-    assert 0 < screen_server.ScreenHandler.timeout <= 60  # by default (None: held for ever)
-    monkeypatch.setattr(screen_server.ScreenHandler, "timeout", 0.5)
+    assert 0 < screen_server.DEFAULT_BOUNDS.idle_timeout_s <= 60  # (None: held for ever)
+    monkeypatch.setattr(screen_server, "DEFAULT_BOUNDS",
+                        screen_server.Bounds(idle_timeout_s=0.5))
     running = Running(fast_daemon(kiosk_config(tmp_path, mqtt_broker)))
     try:
         with socket.create_connection(("127.0.0.1", running.daemon.config.screen.port),
@@ -612,7 +613,8 @@ def test_a_tap_on_the_screen_of_a_daemon_that_restarted_adds_nothing_to_the_new_
     measurements from 0 again and took it, so its next result carried the ended run's band."""
     # a process that ends closes its connections: the page's kept-alive one must not reach
     # the stopped daemon's handler, still alive in this process
-    monkeypatch.setattr(screen_server.ScreenHandler, "timeout", 0.3)
+    monkeypatch.setattr(screen_server, "DEFAULT_BOUNDS",
+                        screen_server.Bounds(idle_timeout_s=0.3))
     config = kiosk_config(tmp_path, mqtt_broker)  # both daemons: one port, one state folder
     first = Running(EdgeDaemon(config, source=HandScope(threading.Event(), wobbling=False),
                                analyzer=fixed_analyzer))
@@ -649,7 +651,8 @@ def test_a_refused_tap_shows_what_the_restarted_daemon_holds_before_its_events_a
     last heard of from the ended run (the last customer's band) until its event stream came
     back, which after a restart can take a while: the buttons said chosen, the daemon held
     nothing, and the result went without them."""
-    monkeypatch.setattr(screen_server.ScreenHandler, "timeout", 0.3)  # as in the test above
+    monkeypatch.setattr(screen_server, "DEFAULT_BOUNDS",  # as in the test above
+                        screen_server.Bounds(idle_timeout_s=0.3))
     config = kiosk_config(tmp_path, mqtt_broker)
     first = Running(EdgeDaemon(config, source=HandScope(threading.Event(), wobbling=False),
                                analyzer=fixed_analyzer))
