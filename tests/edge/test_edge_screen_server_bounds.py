@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from appliance.capture.sources import Frame
 from appliance.edge.screen_preview import PreviewFeed
@@ -191,3 +193,62 @@ def test_a_preview_whose_client_reads_nothing_is_cut_off_and_a_new_one_is_served
             frames.set()
             feeding.join(5)
             stuck.close()
+
+
+def test_the_screen_follows_the_kiosk_again_after_its_event_stream_and_preview_were_refused(
+    tmp_path: Path, browser_page: Any,
+) -> None:
+    """While every place is taken the server answers 503, and a browser closes an event
+    stream refused with an HTTP error for good (it opens a dropped one again by itself): the
+    screen stopped following the kiosk, its preview broken, until someone reloaded it."""
+    page = browser_page
+    refused: list[str] = []
+
+    def refuse(route: Any) -> None:
+        refused.append(route.request.url)
+        route.fulfill(status=503, body="too many connections at once; try again later\n")
+
+    with screen(tmp_path, fps=20.0) as server, feeding_frames(server):
+        page.goto(url(server, "/"))
+        expect(page.locator("h1")).to_have_text("Skin texture check")
+        page.route("**/events", refuse)
+        page.route("**/preview.mjpg*", refuse)
+        with ExitStack() as stack:  # two newer streams end the page's two
+            for path in ("/events", "/preview.mjpg"):
+                stack.enter_context(open_stream(server, path))
+            assert asked(page, refused, "/events")  # it comes back: refused
+        page.unroute("**/events")
+        assert asked(page, refused, "/preview.mjpg")  # the events back, the preview refused
+        page.unroute("**/preview.mjpg*")
+        server.state.set_language("ja")
+        expect(page.locator("h1")).to_have_text("肌のキメチェック")
+        expect(page.locator("#preview")).to_have_js_property("naturalWidth", 320)
+
+
+def asked(page: Any, refused: list[str], path: str) -> bool:
+    """Whether the page asks for ``path`` within ANSWER_WAIT_S (Playwright hands the page's
+    requests to this thread only while it waits on the page)."""
+    for _ in range(int(ANSWER_WAIT_S / 0.05)):
+        if any(path in address for address in refused):
+            return True
+        page.wait_for_timeout(50)
+    return False
+
+
+@contextmanager
+def feeding_frames(server: ScreenServer) -> Iterator[None]:
+    """A camera offering a frame to the preview every 20 ms."""
+    rgb = np.full((240, 320, 3), 128, np.uint8)
+    stop = threading.Event()
+
+    def camera() -> None:
+        while not stop.wait(0.02):
+            server.preview.offer(Frame(rgb=rgb, index=0))
+
+    thread = threading.Thread(target=camera, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)

@@ -164,8 +164,12 @@ function showHeldChoices() {
 // itself), and it counts versions from 0 again without the last customer's choices: an answer
 // of the old daemon must not hold its state off.
 function daemonBack() {
-  document.getElementById("preview").src = "/preview.mjpg?t=" + Date.now();
+  askPreview();
   answeredVersion = -1;
+}
+
+function askPreview() {
+  document.getElementById("preview").src = "/preview.mjpg?t=" + Date.now();
 }
 
 function setUp() {
@@ -182,9 +186,21 @@ function setUp() {
   for (const b of document.querySelectorAll("nav button")) {
     b.addEventListener("click", () => post("/language", {language: b.dataset.lang}));
   }
+  listen();
+}
+
+// The event stream. A dropped one the browser opens again by itself; one refused with an HTTP
+// error (the kiosk's server answers 503 while every place is taken) it closes for good, so a
+// new one is opened here, or the screen would stop following the kiosk until reloaded. A
+// refused preview (an <img>'s error) is asked for again the same way.
+const REFUSED_RETRY_MS = 1000;
+let lost = false;  // the event stream dropped: the daemon went away, its preview with it
+function listen() {
   const events = new EventSource("/events");
-  let lost = false;  // the event stream dropped: the daemon went away, its preview with it
-  events.onerror = () => { lost = true; };
+  events.onerror = () => {
+    lost = true;
+    if (events.readyState === EventSource.CLOSED) setTimeout(listen, REFUSED_RETRY_MS);
+  };
   events.onopen = () => { if (lost) { lost = false; daemonBack(); } };
   events.onmessage = (event) => {
     state = JSON.parse(event.data);
@@ -193,4 +209,6 @@ function setUp() {
   };
 }
 
+document.getElementById("preview").addEventListener(
+  "error", () => setTimeout(askPreview, REFUSED_RETRY_MS));
 fetch("/messages.json").then((r) => r.json()).then((m) => { messages = m; setUp(); render(); });
