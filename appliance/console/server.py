@@ -11,16 +11,22 @@ a request's headers without end: a visitor that opens connections and sends a re
 arrive whole within REQUEST_DEADLINE_S of its connection (or of the previous answer on it);
 the connection of one that did not is closed. The answer's side is bounded too: a client
 that reads nothing of a large answer (a CSV, a picture) for STALLED_SEND_S is cut off, or
-a few such downloads would keep every place. A request beyond those places is answered 503
-by uvicorn itself, outside the app: so that answer too carries the console's security
-headers, uvicorn adds them to every answer (``headers``), and the app sets none of its own; its
-400 to a request it cannot parse, which bypasses them, is sent with them here.
+a few such downloads would keep every place. Connections beyond MAX_CONNECTIONS are
+answered 503 and closed as soon as they are accepted (said in the log at most once a minute),
+and at most BACKLOG wait to be accepted: each open one holds a file descriptor, and a flood of
+silent ones past the process's limit left the console answering nobody. A request beyond
+those places is answered 503 by uvicorn itself, outside the app: so that answer too carries the
+console's security headers, uvicorn adds them to every answer (``headers``), and the app sets
+none of its own; its 400 to a request it cannot parse, which bypasses them, is sent with them
+here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import socket
 import sys
 import threading
@@ -35,12 +41,26 @@ from appliance.config import ConsoleConfig
 from appliance.config.mqtt import this_host
 from appliance.console.app import SECURITY_HEADERS, create_app
 from appliance.console.db import StorePool, anyone_can_log_in
+from appliance.httpbounds import REFUSALS_SAID_EVERY_S, Refusals
 
 log = logging.getLogger(__name__)
 # a console request (headers, and a form of at most 4 KiB) takes well under a second to send
 REQUEST_DEADLINE_S = 10.0
 # a client reading an answer at all drains the send buffer far more often than this
 STALLED_SEND_S = 60.0
+PLACES = 64  # requests served at once (uvicorn's limit_concurrency); more are answered 503
+# connections held at once, twice the places, and far below the file descriptors a process
+# has (1024 under systemd): one more is answered 503 and closed as soon as it is accepted
+MAX_CONNECTIONS = 128
+# connections waiting to be accepted, and so the most accepted at one turn of the event loop
+# (uvicorn's 2,048 by default): with the open ones, within those descriptors even in a burst
+BACKLOG = 128
+_REFUSAL_TEXT = b"too many connections at once; try again later\n"
+REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+           b"content-length: %d\r\nconnection: close\r\nretry-after: 5\r\n%s\r\n%s"
+           % (len(_REFUSAL_TEXT),
+              b"".join(f"{name}: {value}\r\n".encode() for name, value in SECURITY_HEADERS.items()),
+              _REFUSAL_TEXT))
 
 
 class DeadlineProtocol(H11Protocol):
@@ -50,11 +70,37 @@ class DeadlineProtocol(H11Protocol):
 
     deadline: asyncio.TimerHandle | None = None
     stalled: asyncio.TimerHandle | None = None
+    refused = False
+    refusals: Refusals  # each server's own (make_server)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start the first request's deadline."""
+        """Start the first request's deadline, or refuse the connection when MAX_CONNECTIONS
+        are open: each held a file descriptor until its deadline, and a flood past the
+        process's limit made asyncio log a traceback for each accept it could not make (some
+        50,000 in 20 s) while the console answered nobody."""
+        if len(self.connections) >= MAX_CONNECTIONS:
+            self._refuse(transport)
+            return
         super().connection_made(transport)
         self._arm()
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """Answer 503 and close at once. What the client has sent so far is read and dropped:
+        closed with it unread, the connection would be reset, the answer perhaps unseen."""
+        self.refused = True
+        with contextlib.suppress(OSError):  # nonblocking: BlockingIOError when nothing came
+            os.read(transport.get_extra_info("socket").fileno(), 65536)
+        transport.write(REFUSAL)
+        transport.close()
+        peer = transport.get_extra_info("peername") or ("unknown",)
+        self.refusals.count(str(peer[0]), MAX_CONNECTIONS)
+        if self.refusals.unsaid == 1:  # the first not said: said once the minute is over
+            self.loop.call_later(REFUSALS_SAID_EVERY_S, self.refusals.say_due, MAX_CONNECTIONS)
+
+    def data_received(self, data: bytes) -> None:
+        """A refused connection's bytes are dropped."""
+        if not self.refused:
+            super().data_received(data)
 
     def on_response_complete(self) -> None:
         """Start the next request's deadline on a kept-alive connection."""
@@ -63,6 +109,8 @@ class DeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """No deadline once the connection is gone."""
+        if self.refused:
+            return
         for timer in (self.deadline, self.stalled):
             if timer is not None:
                 timer.cancel()
@@ -115,13 +163,15 @@ class DeadlineProtocol(H11Protocol):
 def make_server(settings: ConsoleConfig, pool: StorePool,
                 pathology_results: Path | None = None) -> uvicorn.Server:
     """A uvicorn server for the console (not started); see create_app for the pictures."""
+    protocol = type("DeadlineProtocol", (DeadlineProtocol,),
+                    {"refusals": Refusals(f"{settings.bind}:{settings.port}")})
     config = uvicorn.Config(
         create_app(pool, settings, pathology_results), host=settings.bind, port=settings.port,
         # an explicit list: given None, uvicorn would trust FORWARDED_ALLOW_IPS or loopback
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies), log_level="warning",
-        access_log=False, limit_concurrency=64, timeout_keep_alive=5, http=DeadlineProtocol,
-        headers=list(SECURITY_HEADERS.items()),
+        access_log=False, limit_concurrency=PLACES, timeout_keep_alive=5, http=protocol,
+        backlog=BACKLOG, headers=list(SECURITY_HEADERS.items()),
     )
     return uvicorn.Server(config)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import os
 import socket
 import threading
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.console import server
 from appliance.console.app import SECURITY_HEADERS
+from tests.slow_clients import answer_to, silent_connections
 
 PLACES = 64  # the server's limit_concurrency (appliance/console/server.py)
 
@@ -170,3 +172,36 @@ def test_a_client_that_reads_nothing_of_its_answer_is_cut_off(
         assert console.get("/login")[0] == 200
     assert 64 < len(answer) < 13_000_000  # what the buffers held, then the end
     assert not answer.endswith(b"\r\n0\r\n\r\n")  # cut off, not complete
+
+
+def test_connections_past_the_cap_are_refused_at_once_with_the_security_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every connection was accepted and held its file descriptor until its deadline, so a
+    flood of silent ones past the process's limit (1024 under systemd) made asyncio log a
+    traceback for each accept it could not make while the console answered nobody."""
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(server, "REQUEST_DEADLINE_S", 2.0)
+    with running_console(tmp_path) as console:
+        address = (urlsplit(console.url).hostname, urlsplit(console.url).port)
+        fds_before = len(os.listdir("/proc/self/fd"))
+        with silent_connections(address, 8) as held, silent_connections(address, 100) as excess:
+            for sock in excess[:3]:  # the console took the held ones first: it accepts in order
+                answer = answer_to(sock)  # at once: the held ones wait for their deadline
+                head = answer.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+                assert head[0] == "HTTP/1.1 503 Service Unavailable", answer[:200]
+                assert answer.endswith(b"too many connections at once; try again later\n")
+                fields = {name.lower(): value for name, value in
+                          (line.split(": ", 1) for line in head[1:])}
+                for name, value in SECURITY_HEADERS.items():
+                    assert fields.get(name.lower()) == value, (name, fields)
+            for sock in excess[3:]:
+                assert answer_to(sock).startswith(b"HTTP/1.1 503 ")
+            # the clients' 108 sockets, and of the console's side the 8 it holds at most
+            assert len(os.listdir("/proc/self/fd")) <= fds_before + 108 + 8
+            for sock in held:
+                assert answer_to(sock) == b""  # cut off at the request deadline
+        assert console.get("/login")[0] == 200
+    refusals = [r.getMessage() for r in caplog.records if " refused " in r.getMessage()]
+    assert len(refusals) == 1, refusals  # the next ones within a minute are not said
+    assert "8 open at once, the most it takes" in refusals[0]
