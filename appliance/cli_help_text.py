@@ -60,8 +60,18 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "results retry": (
         "Store the results kept whole in the dead letters that the back office takes now (a "
         "kiosk clock that ran ahead has been caught up with, a fix installed); they leave the "
-        "dead letters, the rest stay. The one results command that changes the store.",
+        "dead letters, the rest stay. With `results erase`, the results commands that change "
+        "the store.",
         ("appliance results retry --dry-run", "appliance results retry"),
+    ),
+    "results erase": (
+        "Erase one subject's results (consent withdrawn) or one result, with the dead letters "
+        "holding them; says how many and asks first on a terminal (--yes: do not ask). An "
+        "audit record (when, the OS user, what was asked, how many) stays in the store, and "
+        "a kiosk that sends an erased result again has it confirmed but not stored. Files "
+        "exported before are outside the store.",
+        ("appliance results erase --subject c7f3e9 --yes",
+         "appliance results erase --result 019a7c2e-5b10-7c3a-9d41-2f6e8b0a1c55"),
     ),
     "report": (
         "Reports over the stored results, written as an HTML page with its figures.",

@@ -274,4 +274,25 @@ CREATE TABLE rollout_replaced (
 )
 """,
     ),
+    (
+        18,
+        "erasure on request: an audit record of each erasure (no erased data) and the erased "
+        "results' ids, so that a kiosk's re-send does not store one again (erasure.py)",
+        """
+CREATE TABLE erasures (
+    id {id},
+    erased_at TEXT NOT NULL,
+    os_user TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    results BIGINT NOT NULL,
+    dead_letters BIGINT NOT NULL
+);
+CREATE INDEX erasures_selector ON erasures (kind, selector);
+CREATE TABLE erased_results (
+    measurement_id TEXT PRIMARY KEY,
+    erasure_id BIGINT NOT NULL CONSTRAINT erased_results_erasure_fkey REFERENCES erasures (id)
+)
+""",
+    ),
 )

@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from pathlib import Path
 from typing import Any
 
+from appliance.backoffice.erasure import ErasureWrites
 from appliance.backoffice.pgconnect import (
     CONNECT_TIMEOUT_S,
     SERVER_LIMITS,
@@ -77,7 +78,7 @@ SET_UP_WITHIN_S = CONNECT_TIMEOUT_S
 ANSWER_WITHIN_S = CONNECT_TIMEOUT_S
 
 
-class Store(ConsoleQueries, IngestWrites, StoreReads, SchemaVersions):
+class Store(ConsoleQueries, IngestWrites, ErasureWrites, StoreReads, SchemaVersions):
     """One connection to the back-office database; not shared between threads.
 
     ``read_only``: the connection refuses every write (SQLite ``query_only``, PostgreSQL

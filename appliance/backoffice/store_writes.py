@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.letter_writes import LetterWrites, pruned_warning
 from appliance.backoffice.schema import (
@@ -66,6 +66,10 @@ class Batch:
 
 class IngestWrites(LetterWrites):
     """``write_batch`` and its statements, mixed into ``Store``."""
+
+    if TYPE_CHECKING:
+
+        def _drop_erased(self, cur: Any, stored: Sequence[str]) -> set[str]: ...
 
     def write_batch(
         self, batch: Batch, dead_letter_max_rows: int, dead_letter_max_total_bytes: int = 2**62
@@ -209,6 +213,20 @@ class IngestWrites(LetterWrites):
         return [row for key, row in unique.items() if key not in existing], conflicts
 
     def _insert_fresh(
+        self, cur: Any, fresh: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Insert new results (``_insert_new``), then take out again those that were erased
+        (erasure.py: a kiosk re-sends what it has not had confirmed); returns those stored now
+        and those another transaction stored first with other content. An erased result is
+        neither: it is confirmed to its kiosk, as a duplicate is, and not kept."""
+        stored, late = self._insert_new(cur, fresh)
+        erased = self._drop_erased(cur, [row[0] for row in stored])
+        if erased:
+            log.info("%d result(s) received again after their erasure: confirmed, not stored",
+                     len(erased))
+        return [row for row in stored if row[0] not in erased], late
+
+    def _insert_new(
         self, cur: Any, fresh: Sequence[tuple[Any, ...]]
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Insert new results in measurement id order (the lock order, above); returns those

@@ -267,7 +267,9 @@ class CohortCache:
 
     Over a million results the grouped queries take about a second, so a page never waits for
     them: it gets the last figures while a thread computes new ones. Only the very first
-    request after start waits (``warm`` starts that computation when the console starts).
+    request after start waits (``warm`` starts that computation when the console starts), and
+    the first after an erasure (``appliance results erase``, another process: one small query
+    per request tells), since the figures before it name the erased subject's repeats.
     """
 
     def __init__(self, max_age_s: float) -> None:
@@ -275,16 +277,19 @@ class CohortCache:
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._value: tuple[float, CohortFigures] | None = None
+        self._erasure_mark = 0  # the newest erasure the figures were computed after
 
     def _compute(self, store: Store, only_if_missing: bool = False) -> None:
         with self._refreshing:
             if only_if_missing and self._value is not None:
                 return  # the start-up warm-up finished while this request waited for it
             computed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            mark = store.erasure_mark()  # before the figures: an erasure meanwhile is newer
             figures = CohortFigures(feature_views(store.band_sums(REPORT_FEATURES)),
                                     repeat_rows(store), computed_at)
             with self._lock:
                 self._value = (time.monotonic(), figures)
+                self._erasure_mark = mark
 
     def warm(self, pool: Any) -> None:
         """Compute the figures in a background thread (at console start)."""
@@ -304,6 +309,9 @@ class CohortCache:
             value = self._value
         if value is None:
             self._compute(store, only_if_missing=True)
+            return self._latest()
+        if store.erasure_mark() != self._erasure_mark:  # never shown again, even stale
+            self._compute(store)
             return self._latest()
         stale = time.monotonic() - value[0] > self.max_age_s
         if stale and pool is not None and not self._refreshing.locked():

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from appliance.backoffice.ingest import IngestWorker
-from appliance.backoffice.store import open_store
+from appliance.backoffice.schema import result_row
+from appliance.backoffice.store import Batch, open_store
+from appliance.cli import main
 from appliance.config import PASSWORD_ENV, Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon, new_outbox
 from appliance.edge.testing import FlakySource, fast_daemon, fast_source, wait_until
@@ -348,3 +350,38 @@ def _outbox_drained_by_a_back_office(config: Any, mqtt_broker: Any, tmp_path: Pa
         thread.join(10)
         worker.stop()
         store.close()
+
+
+def test_results_erased_before_their_ack_reached_the_kiosk_are_confirmed_not_stored_again(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    # stored once, but the ack never reached the kiosk: its outbox still holds them, and a
+    # result of the subject it never delivered before the erasure
+    config = kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=None, resend_s=30.0)
+    site = site_of(topic_prefix)
+    topic = f"{topic_prefix}/{site}/kiosk-early/result"
+    rng = random.Random(8)
+    withdrawn = [fleet.sample_result(rng, site, "kiosk-early", i, "subj-w") for i in range(3)]
+    others = [fleet.sample_result(rng, site, "kiosk-early", 3 + i, "subj-k") for i in range(3)]
+    url = f"sqlite:///{tmp_path / 'backoffice' / 'store.sqlite3'}"
+    store = open_store(url)
+    store.write_batch(Batch(results=[result_row(r, "2026-11-02T00:00:00.000000Z",
+                                                r.to_json().decode())
+                                     for r in withdrawn[:2] + others]), 100, 2**30)
+    store.close()
+    assert main(["results", "erase", "--store", url, "--subject", "subj-w", "--yes"]) == 0
+    assert main(["results", "erase", "--store", url, "--result", others[0].measurement_id,
+                 "--yes"]) == 0
+
+    acked = _outbox_drained_by_a_back_office(
+        config, mqtt_broker, tmp_path, topic_prefix,
+        [(r.measurement_id, topic, r.to_json()) for r in withdrawn + others])
+
+    assert acked == 6  # every one confirmed: the kiosk keeps none of them
+    reader = open_store(url)
+    try:
+        stored = {row[0] for row in reader.select_results(["measurement_id"])}
+        assert stored == {others[1].measurement_id, others[2].measurement_id}
+        assert reader.dead_letters() == []
+    finally:
+        reader.close()

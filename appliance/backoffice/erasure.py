@@ -1,0 +1,181 @@
+"""Erasure on request: one subject's results (consent withdrawn) or one result, and every copy
+the store holds of them, with an audit record and tombstones that keep them from coming back.
+
+A result lives in the ``results`` table and, when it was refused once or re-sent with other
+content, as a dead letter; both go. What stays is the audit record (``erasures``: when, the
+operating-system user who ran it, what was asked for, how many results and letters went) and
+a tombstone per erased measurement id (``erased_results``). A kiosk re-sends a result until
+the back office confirms it, so one erased between its storing and its ack reaching the kiosk
+(or whose ack was lost) comes again: the ingest worker confirms it, so the kiosk drops it, but
+does not store it (``_drop_erased``). Results of an erased subject captured before the
+erasure that arrive later (a kiosk that was offline with them in its outbox) are not stored
+either; one captured after it (the person came back and consented again) is.
+
+The ingest worker checks for tombstones after its insert, in the same transaction: on
+PostgreSQL an erasure locks the results table against inserts (SHARE ROW EXCLUSIVE) after the
+dead-letter totals row (store_writes.py's lock order), so an insert either committed before the
+erasure (which then finds and erases it) or waits for it and then finds its tombstone.
+SQLite's BEGIN IMMEDIATE serialises the two. A mixin of ``Store``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from appliance.backoffice.schema import iso_utc, named_measurement_id
+from appliance.backoffice.store_connection import StoreConnection
+from appliance.transport.payloads import utc_now
+
+_IN_CHUNK = 500
+_LETTERS_AT_ONCE = 16  # letters read at once to find those holding an erased result
+MAX_SUBJECT_ID_CHARS = 64  # payloads.Subject's bound
+
+
+@dataclass(frozen=True)
+class Selector:
+    """What an erasure removes: one subject's results (``kind`` "subject") or one result
+    ("result"), named by ``value``."""
+
+    kind: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.value}"
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What one erasure removed (counts only) and its audit record's id and user."""
+
+    erasure_id: int
+    os_user: str
+    results: int
+    dead_letters: int
+
+
+def subject_id_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a result's subject id (None: it can)."""
+    if not text or len(text) > MAX_SUBJECT_ID_CHARS:
+        return f"a subject id has 1 to {MAX_SUBJECT_ID_CHARS} characters"
+    if not text.isprintable():
+        return "a subject id holds no control characters"
+    return None
+
+
+def os_user() -> str:
+    """The operating-system user running this (the audit's "who"); the uid when unnamed."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (a container) and no $USER
+        return f"uid {os.getuid()}"
+
+
+def letter_names(payload: bytes) -> tuple[str | None, str | None]:
+    """The measurement id and subject id a dead letter's payload names (None: none)."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except ValueError:  # not UTF-8 or not JSON: it names nothing a result could
+        return None, None
+    subject = data.get("subject") if isinstance(data, dict) else None
+    subject_id = subject.get("subject_id") if isinstance(subject, dict) else None
+    return named_measurement_id(payload), subject_id if isinstance(subject_id, str) else None
+
+
+class ErasureWrites(StoreConnection):
+    """``erase``, ``erasure_preview`` and ingest's ``_drop_erased``, mixed into ``Store``."""
+
+    if TYPE_CHECKING:
+
+        def _remove_letters(self, cur: Any, where: str, params: Sequence[Any]) -> None: ...
+        def _add_to_letter_totals(self, cur: Any, letters: int,
+                                  letter_bytes: int) -> tuple[int, int]: ...
+
+    def erasure_preview(self, selector: Selector) -> tuple[int, int]:
+        """How many results and dead letters ``erase`` would remove now; reads only."""
+        where, params = _results_where(selector)
+        rows = self._fetch(f"SELECT measurement_id FROM results WHERE {where}", params)
+        ids = {str(row[0]) for row in rows}
+        return len(ids), len(self._letters_of(self._conn.cursor(), selector, ids))
+
+    def erase(self, selector: Selector, user: str) -> Erased:
+        """Remove the results ``selector`` names and the dead letters holding them or naming
+        the subject, keep their ids as tombstones and record the erasure; one transaction."""
+        with self._transaction() as cur:
+            self._add_to_letter_totals(cur, 0, 0)  # the lock order: the totals row first
+            if self.postgres:  # no insert commits between the delete and the tombstones
+                cur.execute("LOCK TABLE results IN SHARE ROW EXCLUSIVE MODE")
+            where, params = _results_where(selector)
+            cur.execute(self._sql(f"DELETE FROM results WHERE {where} RETURNING measurement_id"),
+                        params)
+            ids = {str(row[0]) for row in cur.fetchall()}
+            letters = self._letters_of(cur, selector, ids)
+            for start in range(0, len(letters), _IN_CHUNK):
+                chunk = [letter_id for letter_id, _ in letters[start : start + _IN_CHUNK]]
+                self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
+            cur.execute(self._sql(
+                "INSERT INTO erasures (erased_at, os_user, kind, selector, results, dead_letters) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id"),
+                (iso_utc(utc_now()), user, selector.kind, selector.value, len(ids), len(letters)))
+            erasure_id = int(cur.fetchone()[0])
+            named = {mid for _, mid in letters if mid is not None}
+            if selector.kind == "result":
+                named.add(selector.value)
+            cur.executemany(self._sql(
+                "INSERT INTO erased_results (measurement_id, erasure_id) VALUES (?, ?) "
+                "ON CONFLICT (measurement_id) DO NOTHING"),
+                [(mid, erasure_id) for mid in sorted(ids | named)])
+        return Erased(erasure_id, user, len(ids), len(letters))
+
+    def erasure_mark(self) -> int:
+        """The newest erasure's id (0: none): cached figures computed before it changed are
+        stale (the console's cohort cache)."""
+        return int(self._fetch("SELECT COALESCE(MAX(id), 0) FROM erasures")[0][0])
+
+    def _letters_of(self, cur: Any, selector: Selector,
+                    ids: set[str]) -> list[tuple[int, str | None]]:
+        """(id, measurement id named) of the dead letters holding a result of ``ids``, the
+        selected result or one of the selected subject, read a few at a time."""
+        found, after = [], 0
+        while True:
+            cur.execute(self._sql("SELECT id, payload FROM dead_letters WHERE id > ? ORDER BY id "
+                                  "LIMIT ?"), (after, _LETTERS_AT_ONCE))
+            page = cur.fetchall()
+            for letter_id, payload in page:
+                measurement_id, subject_id = letter_names(bytes(payload))
+                if (measurement_id in ids or _selected(selector, measurement_id, subject_id)):
+                    found.append((int(letter_id), measurement_id))
+            if len(page) < _LETTERS_AT_ONCE:
+                return found
+            after = int(page[-1][0])
+
+    def _drop_erased(self, cur: Any, stored: Sequence[str]) -> set[str]:
+        """Remove again, in the ingest transaction that just stored them, the results among
+        ``stored`` that were erased: a tombstoned id, or a result of an erased subject
+        captured before its erasure; returns their ids (confirmed to the kiosk, not kept)."""
+        dropped: set[str] = set()
+        for start in range(0, len(stored), _IN_CHUNK):
+            chunk = list(stored[start : start + _IN_CHUNK])
+            cur.execute(self._sql(
+                f"DELETE FROM results WHERE measurement_id IN ({','.join('?' * len(chunk))}) "
+                "AND (measurement_id IN (SELECT measurement_id FROM erased_results) OR EXISTS "
+                "(SELECT 1 FROM erasures WHERE erasures.kind = 'subject' AND "
+                "erasures.selector = results.subject_id AND "
+                "results.captured_at <= erasures.erased_at)) RETURNING measurement_id"), chunk)
+            dropped.update(str(row[0]) for row in cur.fetchall())
+        return dropped
+
+
+def _results_where(selector: Selector) -> tuple[str, tuple[str]]:
+    column = "subject_id" if selector.kind == "subject" else "measurement_id"
+    return f"{column} = ?", (selector.value,)
+
+
+def _selected(selector: Selector, measurement_id: str | None, subject_id: str | None) -> bool:
+    if selector.kind == "subject":
+        return subject_id == selector.value
+    return measurement_id == selector.value

@@ -1,0 +1,98 @@
+"""``appliance results erase --subject ID | --result ID [--yes]``: an erasure request.
+
+It says what it is about to remove (counts, never the data), asks on a terminal unless
+``--yes`` (and refuses without it where nobody can answer), then removes the results and their
+dead letters in one transaction and records the erasure (erasure.py). Exports written before
+are files outside the store: it says so, as it cannot reach them.
+"""
+
+# ruff: noqa: PLC0415  (handlers import their modules late so `appliance --help` starts fast)
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from appliance.backoffice.commands import add_store_options, print_out, with_store
+
+OUTSIDE = ("files exported before (`appliance results export`, `report cohort`) are outside "
+           "the store: remove the rows there too")
+
+
+def subject_id(text: str) -> str:
+    """argparse type: a subject id as results carry it."""
+    from appliance.backoffice.erasure import subject_id_problem
+
+    if (problem := subject_id_problem(text)) is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
+
+
+def measurement_id(text: str) -> str:
+    """argparse type: a measurement id as results carry it."""
+    from appliance.backoffice.commands import device_id
+
+    try:
+        return device_id(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(
+            str(exc).replace("not a device id", "not a measurement id")) from None
+
+
+def confirmed(question: str, yes: bool) -> bool | None:
+    """Whether the user agreed: True with ``yes``; a terminal is asked; None when nobody can
+    answer (standard input is not a terminal) and ``yes`` was not given."""
+    if yes:
+        return True
+    if sys.stdin is None or not sys.stdin.isatty():
+        return None
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from appliance.backoffice.erasure import Selector, os_user
+
+    selector = (Selector("subject", args.subject) if args.subject is not None
+                else Selector("result", args.result))
+
+    def erase(store: Any) -> int:
+        results, letters = store.erasure_preview(selector)
+        question = (f"erase {results} result(s) and {letters} dead letter(s) of {selector}, "
+                    "and keep results of it from being stored again?")
+        agreed = confirmed(question, args.yes)
+        if agreed is None:
+            print(f"results erase: {question.removesuffix('?')}: standard input is not a "
+                  "terminal to ask; add --yes to erase without asking", file=sys.stderr)
+            return 2
+        if not agreed:
+            print("results erase: nothing erased", file=sys.stderr)
+            return 1
+        done = store.erase(selector, os_user())
+        return print_out("results erase", (
+            f"erased {done.results} result(s) and {done.dead_letters} dead letter(s) of "
+            f"{selector} (erasure {done.erasure_id}, by {done.os_user}); a kiosk that sends "
+            "them again is confirmed and they are not stored; the console's cohort figures "
+            f"are computed again at their next request; {OUTSIDE}"))
+
+    return with_store(args, "results erase", erase, writes=True)
+
+
+def register_erase(sub: Any) -> None:
+    """Add ``results erase`` to the ``results`` group's subcommands ``sub``."""
+    erase = sub.add_parser(
+        "erase", help="remove one subject's results (consent withdrawn) or one result, and "
+        "every copy the store holds, keeping an audit record")
+    add_store_options(erase)
+    chosen = erase.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--subject", type=subject_id, metavar="ID",
+                        help="every result of this subject id (the pseudonym results carry)")
+    chosen.add_argument("--result", type=measurement_id, metavar="ID",
+                        help="the result of this measurement id")
+    erase.add_argument("--yes", action="store_true",
+                       help="do not ask (needed where standard input is not a terminal)")
+    erase.set_defaults(handler=_erase)

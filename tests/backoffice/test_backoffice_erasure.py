@@ -1,0 +1,249 @@
+"""Erasure on request: a subject's results, or one result, go with every copy in the store, an
+audit record stays, and a re-sent result is not stored again; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.backoffice.erasure import Selector
+from appliance.backoffice.schema import dead_letter, result_row
+from appliance.backoffice.store import Batch, Store, open_store
+from appliance.cli import main
+from appliance.console.views import CohortCache
+from appliance.edge.testing import wait_until
+from appliance.synthetic import fleet
+from appliance.transport.payloads import Result
+from tests.store_helpers import BACKENDS, PG_URL, fresh_store
+
+RECEIVED = "2026-11-26T00:00:00.000000Z"
+KEEP = (1000, 2**40)  # dead-letter bounds no test reaches
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, migrated store of each backend."""
+    with fresh_store(request.param, tmp_path, "test_erasure", open_store) as opened:
+        yield opened
+
+
+def _results(subject: str | None, count: int, seed: int, device: str = "kiosk-1"
+             ) -> list[Result]:
+    rng = random.Random(seed)
+    return [fleet.sample_result(rng, "lab", device, seed * 100 + i, subject)
+            for i in range(count)]
+
+
+def _row(result: Result) -> tuple[Any, ...]:
+    return result_row(result, RECEIVED, result.to_json().decode())
+
+
+def _store(store: Store, results: list[Result]) -> list[str]:
+    return store.write_batch(Batch(results=[_row(r) for r in results]), *KEEP)
+
+
+def _stored_ids(store: Store) -> set[str]:
+    return {str(row[0]) for row in store.select_results(["measurement_id"])}
+
+
+def _refused(result: Result, reason: str = "refused") -> Any:
+    """``result`` as a dead letter kept whole on its result topic."""
+    return dead_letter(RECEIVED, f"appliance/lab/{result.device_id}/result", reason,
+                       result.to_json())
+
+
+def test_erasing_a_subject_removes_its_results_and_letters_and_records_counts_only(
+    store: Store,
+) -> None:
+    gone, other = _results("subj-7", 3, 1), _results("subj-8", 2, 2)
+    _store(store, gone + other)
+    # a copy of a stored result with other content, a refused one of the subject, and
+    # another subject's refused result: only the first two hold the subject's data
+    changed = json.loads(gone[0].to_json())
+    changed["features"]["kime_score"] = 1.0
+    conflict = Result.model_validate(changed)
+    extra = _results("subj-7", 1, 3)[0]
+    store.write_batch(Batch(results=[_row(conflict)], dead_letters=[
+        _refused(extra), _refused(other[0])]), *KEEP)
+    assert len(store.dead_letters()) == 3
+    assert store.erasure_preview(Selector("subject", "subj-7")) == (3, 2)
+
+    done = store.erase(Selector("subject", "subj-7"), "alice")
+
+    assert (done.results, done.dead_letters, done.os_user) == (3, 2, "alice")
+    assert _stored_ids(store) == {r.measurement_id for r in other}
+    letters = store.dead_letters()
+    assert [json.loads(d.payload)["measurement_id"] for d in letters] == [
+        other[0].measurement_id]
+    before, counted = store.recount_letter_totals()  # the running totals were kept right
+    assert before == counted
+    assert counted[0] == 1
+    audit = store.query("SELECT os_user, kind, selector, results, dead_letters, erased_at "
+                        "FROM erasures")
+    assert [row[:5] for row in audit] == [("alice", "subject", "subj-7", 3, 2)]
+    # the audit holds no measurement: nothing of the erased payloads is left anywhere
+    assert all(gone[0].measurement_id not in str(row) for row in audit)
+    assert store.erasure_mark() == done.erasure_id
+
+
+def test_an_erased_result_sent_again_is_confirmed_but_not_stored(store: Store) -> None:
+    one, kept = _results(None, 2, 4)
+    _store(store, [one, kept])
+    store.erase(Selector("result", one.measurement_id), "bob")
+    assert _stored_ids(store) == {kept.measurement_id}
+
+    fresh = _store(store, [one, kept])  # a kiosk re-sends what it had not had confirmed
+
+    assert fresh == []
+    assert _stored_ids(store) == {kept.measurement_id}
+
+
+def test_results_of_an_erased_subject_captured_before_the_erasure_stay_out_later_ones_go_in(
+    store: Store,
+) -> None:
+    backlog = _results("subj-9", 2, 5)  # still in an offline kiosk's outbox at the erasure
+    store.erase(Selector("subject", "subj-9"), "carol")  # none stored yet: recorded all the same
+    came_back = _results("subj-9", 1, 6)[0].model_copy(
+        update={"captured_at": datetime.now(UTC) + timedelta(seconds=1)})
+
+    fresh = _store(store, [*backlog, came_back])
+
+    assert fresh == [came_back.measurement_id]
+    assert _stored_ids(store) == {came_back.measurement_id}
+
+
+def test_a_retry_of_the_dead_letters_does_not_bring_an_erased_result_back(
+    store: Store,
+) -> None:
+    result = _results("subj-3", 1, 7)[0]
+    store.write_batch(Batch(dead_letters=[_refused(result)]), *KEEP)
+    store.erase(Selector("result", result.measurement_id), "dave")
+    assert store.dead_letters() == []
+    # as if a letter of it were kept again after the erasure (a re-send refused again)
+    store.write_batch(Batch(dead_letters=[_refused(result, "again")]), *KEEP)
+
+    taken = store.retry_dead_letters(lambda topic, payload: [_row(result)])
+
+    assert taken == (0, 0)
+    assert _stored_ids(store) == set()
+    assert store.dead_letters() == []
+
+
+def test_the_console_cohort_figures_are_computed_again_after_an_erasure(store: Store) -> None:
+    _store(store, _results("subj-4", 3, 8) + _results("subj-5", 2, 9))
+    cache = CohortCache(max_age_s=3600)
+    assert {row["subject_id"] for row in cache.get(store).repeats} == {"subj-4", "subj-5"}
+
+    store.erase(Selector("subject", "subj-4"), "erin")
+
+    assert {row["subject_id"] for row in cache.get(store).repeats} == {"subj-5"}
+
+
+def _cli_store(tmp_path: Path) -> tuple[str, list[Result]]:
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    store = open_store(url)
+    results = _results("subj-1", 2, 10) + _results("subj-2", 1, 11)
+    _store(store, results)
+    store.close()
+    return url, results
+
+
+def test_the_erase_command_prints_counts_and_records_the_os_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, results = _cli_store(tmp_path)
+    monkeypatch.setenv("LOGNAME", "frank")
+    monkeypatch.setenv("USER", "frank")
+
+    assert main(["results", "erase", "--store", url, "--subject", "subj-1", "--yes"]) == 0
+
+    out = capsys.readouterr().out
+    assert "erased 2 result(s) and 0 dead letter(s) of subject subj-1" in out
+    assert "by frank" in out
+    assert "outside the store" in out
+    assert results[0].to_json().decode() not in out
+    store = open_store(url)
+    assert _stored_ids(store) == {results[2].measurement_id}
+    assert store.query("SELECT os_user, selector FROM erasures") == [("frank", "subj-1")]
+    store.close()
+
+
+def test_the_erase_command_asks_on_a_terminal_and_refuses_without_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, results = _cli_store(tmp_path)
+    argv = ["results", "erase", "--store", url, "--result", results[0].measurement_id]
+
+    assert main(argv) == 2  # pytest's standard input is no terminal
+    assert "add --yes" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    answers = iter(["n", "y"])
+    monkeypatch.setattr("builtins.input", lambda question: next(answers))
+    assert main(argv) == 1  # answered no
+    store = open_store(url)
+    assert len(_stored_ids(store)) == 3
+    store.close()
+    assert main(argv) == 0
+    store = open_store(url)
+    assert results[0].measurement_id not in _stored_ids(store)
+    store.close()
+
+
+@pytest.mark.parametrize("selector", [["--subject", ""], ["--subject", "x" * 65],
+                                      ["--subject", "a\nb"], ["--result", "../etc"]])
+def test_a_bad_id_exits_2_and_erases_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], selector: list[str]
+) -> None:
+    url, _ = _cli_store(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["results", "erase", "--store", url, *selector, "--yes"])
+    assert exited.value.code == 2
+    assert "subject id" in capsys.readouterr().err or selector[0] == "--result"
+    store = open_store(url)
+    assert len(_stored_ids(store)) == 3
+    assert store.query("SELECT COUNT(*) FROM erasures") == [(0,)]
+    store.close()
+
+
+@pytest.mark.postgres
+def test_an_erasure_during_an_ingest_commit_on_postgresql_waits_and_erases_what_it_stored(
+) -> None:
+    """The ingest transaction has stored the result, not yet committed; the erasure waits for
+    it (its table lock) instead of missing the uncommitted row and leaving it stored."""
+    result = _results(None, 1, 12)[0]
+    with fresh_store("postgres", Path("."), "test_erasure_race", open_store) as ingest:
+        schema = ingest.query("SELECT current_schema()")[0][0]
+        eraser, watcher = open_store(PG_URL, pg_schema=schema), open_store(PG_URL, schema)
+        pid = eraser.query("SELECT pg_backend_pid()")[0][0]
+        done: list[Any] = []
+        try:
+            with ingest._transaction() as cur:  # noqa: SLF001  (held open between two steps)
+                assert ingest._insert_fresh(cur, [_row(result)])[0]  # noqa: SLF001
+                thread = threading.Thread(target=lambda: done.append(
+                    eraser.erase(Selector("result", result.measurement_id), "gina")))
+                thread.start()
+                assert _waits_for_a_lock(watcher, pid)
+            thread.join(10)
+            assert done[0].results == 1
+            assert _stored_ids(ingest) == set()
+        finally:
+            eraser.close()
+            watcher.close()
+
+
+
+def _waits_for_a_lock(watcher: Store, pid: int) -> bool:
+    """Whether the backend ``pid`` is seen waiting for a lock within 10 s."""
+    def waiting() -> bool:
+        rows = watcher.query("SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?",
+                             (pid,))
+        return bool(rows) and rows[0][0] == "Lock"
+
+    return wait_until(waiting, 10)
