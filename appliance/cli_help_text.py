@@ -73,6 +73,15 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance results erase --subject c7f3e9 --yes",
          "appliance results erase --result 019a7c2e-5b10-7c3a-9d41-2f6e8b0a1c55"),
     ),
+    "results prune": (
+        "Remove the results captured more than DAYS days ago, and the dead letters received "
+        "before then, a few hundred at a time (what backoffice.retention_days has each "
+        "worker do every hour); says how many and asks first on a terminal (--yes: do not "
+        "ask). The run is recorded in the store, and a kiosk that sends such a result again "
+        "has it confirmed but not stored. Files exported before are outside the store.",
+        ("appliance results prune --older-than 1825",
+         "appliance results prune --older-than 1825 --yes"),
+    ),
     "report": (
         "Reports over the stored results, written as an HTML page with its figures.",
         ("appliance report cohort --out report",),

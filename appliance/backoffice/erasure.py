@@ -155,8 +155,9 @@ class ErasureWrites(StoreConnection):
 
     def _drop_erased(self, cur: Any, stored: Sequence[str]) -> set[str]:
         """Remove again, in the ingest transaction that just stored them, the results among
-        ``stored`` that were erased: a tombstoned id, or a result of an erased subject
-        captured before its erasure; returns their ids (confirmed to the kiosk, not kept)."""
+        ``stored`` that were erased: a tombstoned id, a result of an erased subject captured
+        before its erasure, or one captured before the newest retention cut-off
+        (retention.py); returns their ids (confirmed to the kiosk, not kept)."""
         dropped: set[str] = set()
         for start in range(0, len(stored), _IN_CHUNK):
             chunk = list(stored[start : start + _IN_CHUNK])
@@ -165,7 +166,9 @@ class ErasureWrites(StoreConnection):
                 "AND (measurement_id IN (SELECT measurement_id FROM erased_results) OR EXISTS "
                 "(SELECT 1 FROM erasures WHERE erasures.kind = 'subject' AND "
                 "erasures.selector = results.subject_id AND "
-                "results.captured_at <= erasures.erased_at)) RETURNING measurement_id"), chunk)
+                "results.captured_at <= erasures.erased_at) OR results.captured_at < "
+                "(SELECT MAX(selector) FROM erasures WHERE kind = 'retention')) "
+                "RETURNING measurement_id"), chunk)
             dropped.update(str(row[0]) for row in cur.fetchall())
         return dropped
 

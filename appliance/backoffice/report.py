@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -19,6 +20,7 @@ from appliance.backoffice.cohort import (
     repeats,
     summary,
 )
+from appliance.backoffice.retention import Period
 from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
 from appliance.outfile import replaced_when_complete
@@ -88,15 +90,16 @@ def write_cohort_report(store: Store, out_dir: Path) -> Path:
     if not cohort.count:
         raise ValueError("no stored result has an age band (subject.age_band); nothing to plot")
     repeated = repeats(store)  # all read before any file is written: a store failing on the
-    out_dir.mkdir(parents=True, exist_ok=True)  # way leaves the last report as it was
+    period = store.covered_period()  # way leaves the last report as it was
+    out_dir.mkdir(parents=True, exist_ok=True)
     table = summary(cohort)
     for key in REPORT_FEATURES:
         draw_feature(cohort, key, table[key], out_dir / f"{key}.png")
     with replaced_when_complete(out_dir / "summary.json") as temp, temp.open(
             "w", encoding="utf-8") as stream:  # written as encoded: one entry a repeated subject
-        json.dump(_json_summary(cohort, table, repeated), stream, indent=2)
+        json.dump(_json_summary(cohort, table, repeated, period), stream, indent=2)
     page = out_dir / "index.html"
-    _write_whole(page, _html(cohort, table, repeated))
+    _write_whole(page, _html(cohort, table, repeated, period))
     return page
 
 
@@ -114,11 +117,13 @@ def _corr_json(corr: Correlation) -> dict[str, Any]:
             "p": p_value, "n": corr.n}
 
 
-def _json_summary(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat]) -> dict[str, Any]:
+def _json_summary(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat],
+                  period: Period) -> dict[str, Any]:
     def number(value: float) -> float | None:
         return None if math.isnan(value) else round(value, 4)
 
     return {
+        "period": dataclasses.asdict(period),
         "results_with_age_band": cohort.count,
         "not_measured_left_out": {key: cohort.not_measured(key) for key in REPORT_FEATURES},
         "correlation_with_age": {
@@ -132,7 +137,7 @@ def _json_summary(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat])
     }
 
 
-def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat]) -> str:
+def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat], period: Period) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(key)}</td><td>{_fmt(pair['pearson'])}</td>"
         f"<td>{_fmt(pair['spearman'])}</td><td>{pair['pearson'].n}</td>"
@@ -150,6 +155,7 @@ def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat]) -> str:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px}figure{display:inline-block;margin:4px}"
         "</style></head><body><h1>Skin texture and pores by age band</h1>"
+        f"<p id='period'>{html.escape(period.text())}</p>"
         f"<p>{cohort.count} stored results with an age band. Correlation with age "
         "(band midpoints): r with its 95% confidence interval (Fisher z).</p>"
         f"<p id='left-out'>{left_out} values left out of every figure: not measured (outside "

@@ -1,9 +1,10 @@
-"""``appliance results erase --subject ID | --result ID [--yes]``: an erasure request.
+"""``appliance results erase --subject ID | --result ID [--yes]``: an erasure request;
+``appliance results prune --older-than DAYS [--yes]``: the retention bound, run by hand.
 
-It says what it is about to remove (counts, never the data), asks on a terminal unless
+Each says what it is about to remove (counts, never the data), asks on a terminal unless
 ``--yes`` (and refuses without it where nobody can answer), then removes the results and their
-dead letters in one transaction and records the erasure (erasure.py). Exports written before
-are files outside the store: it says so, as it cannot reach them.
+dead letters and records it (erasure.py, retention.py). Exports written before are files
+outside the store: it says so, as it cannot reach them.
 """
 
 # ruff: noqa: PLC0415  (handlers import their modules late so `appliance --help` starts fast)
@@ -14,7 +15,12 @@ import argparse
 import sys
 from typing import Any
 
-from appliance.backoffice.commands import add_store_options, print_out, with_store
+from appliance.backoffice.commands import (
+    add_store_options,
+    positive_int,
+    print_out,
+    with_store,
+)
 
 OUTSIDE = ("files exported before (`appliance results export`, `report cohort`) are outside "
            "the store: remove the rows there too")
@@ -64,14 +70,8 @@ def _erase(args: argparse.Namespace) -> int:
         results, letters = store.erasure_preview(selector)
         question = (f"erase {results} result(s) and {letters} dead letter(s) of {selector}, "
                     "and keep results of it from being stored again?")
-        agreed = confirmed(question, args.yes)
-        if agreed is None:
-            print(f"results erase: {question.removesuffix('?')}: standard input is not a "
-                  "terminal to ask; add --yes to erase without asking", file=sys.stderr)
-            return 2
-        if not agreed:
-            print("results erase: nothing erased", file=sys.stderr)
-            return 1
+        if (refused := _asked("results erase", question, args.yes)) is not None:
+            return refused
         done = store.erase(selector, os_user())
         return print_out("results erase", (
             f"erased {done.results} result(s) and {done.dead_letters} dead letter(s) of "
@@ -80,6 +80,53 @@ def _erase(args: argparse.Namespace) -> int:
             f"are computed again at their next request; {OUTSIDE}"))
 
     return with_store(args, "results erase", erase, writes=True)
+
+
+def _asked(command: str, question: str, yes: bool) -> int | None:
+    """None when the user agreed (or ``yes``); else the exit code, after saying why."""
+    agreed = confirmed(question, yes)
+    if agreed is None:
+        print(f"{command}: {question.removesuffix('?')}: standard input is not a terminal to "
+              "ask; add --yes to go ahead without asking", file=sys.stderr)
+        return 2
+    if not agreed:
+        print(f"{command}: nothing removed", file=sys.stderr)
+        return 1
+    return None
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from appliance.backoffice.erasure import os_user
+    from appliance.backoffice.retention import cut_off
+
+    before = cut_off(args.older_than)
+
+    def prune(store: Any) -> int:
+        results, letters = store.prune_preview(before)
+        question = (f"remove {results} result(s) captured and {letters} dead letter(s) "
+                    f"received before {before}?")
+        if (refused := _asked("results prune", question, args.yes)) is not None:
+            return refused
+        done = store.prune_before(before, os_user())
+        return print_out("results prune", (
+            f"removed {done.results} result(s) captured and {done.dead_letters} dead "
+            f"letter(s) received before {before}; a kiosk that sends one of them again is "
+            f"confirmed and it is not stored; {OUTSIDE}"))
+
+    return with_store(args, "results prune", prune, writes=True)
+
+
+def register_prune(sub: Any) -> None:
+    """Add ``results prune`` to the ``results`` group's subcommands ``sub``."""
+    prune = sub.add_parser(
+        "prune", help="remove the results captured more than DAYS days ago (the retention "
+        "bound, by hand), and the dead letters received before then")
+    add_store_options(prune)
+    prune.add_argument("--older-than", type=positive_int, required=True, metavar="DAYS",
+                       help="remove what is older than this many days")
+    prune.add_argument("--yes", action="store_true",
+                       help="do not ask (needed where standard input is not a terminal)")
+    prune.set_defaults(handler=_prune)
 
 
 def register_erase(sub: Any) -> None:

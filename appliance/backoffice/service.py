@@ -10,6 +10,7 @@ from pathlib import Path
 
 from appliance import interrupts
 from appliance.backoffice.ingest import IngestWorker, default_client_id
+from appliance.backoffice.retention import RetentionPruner
 from appliance.backoffice.store import Store, StoreError, open_store
 from appliance.backoffice.storeerrors import STORE_ERRORS, explained
 from appliance.backoffice.storeurl import store_name, store_url_for
@@ -18,6 +19,7 @@ from appliance.statelock import StateDirError, StateLock, StateLockError
 
 log = logging.getLogger(__name__)
 STATS_EVERY_S = 30.0
+STOP_PRUNER_S = 10.0  # a prune batch under way ends its transaction; the rest waits a run
 EXIT_BROKER_REFUSED = 3  # the broker refused our login or subscriptions: restarting cannot help
 
 
@@ -59,6 +61,15 @@ def _recount_dead_letters(store: Store) -> None:
                     "characters, not bytes); recounted", letters, letter_bytes, kept, kept_bytes)
 
 
+def _start_pruner(config: Config, url: str, client_id: str) -> RetentionPruner | None:
+    """The retention pruner beside the worker, started (None: results are kept for ever)."""
+    if (days := config.backoffice.retention_days) is None:
+        return None
+    pruner = RetentionPruner(url, days, f"back office {client_id}", threading.Event())
+    pruner.start()
+    return pruner
+
+
 def _ingest(config: Config, stop: threading.Event) -> int:
     url = store_url_for(config.store.url, config.state_dir)
     try:
@@ -83,6 +94,7 @@ def _ingest(config: Config, stop: threading.Event) -> int:
         return 2
     log.info("back office %s storing to the %s", worker.client_id, store_name(url))
     worker.start()
+    pruner = _start_pruner(config, url, worker.client_id)
     next_stats = time.monotonic() + STATS_EVERY_S
     try:
         while not stop.wait(0.5):
@@ -94,6 +106,8 @@ def _ingest(config: Config, stop: threading.Event) -> int:
                 next_stats += STATS_EVERY_S
     finally:
         worker.stop()
+        if pruner is not None:  # it ends with the worker
+            pruner.halt(STOP_PRUNER_S)
         store.close()
         log.info("stopped; ingest: %s", worker.stats)
     return 0

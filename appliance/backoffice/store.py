@@ -34,6 +34,7 @@ from appliance.backoffice.pgconnect import (
     server_wait_s,
 )
 from appliance.backoffice.queries import ConsoleQueries
+from appliance.backoffice.retention import RetentionWrites
 from appliance.backoffice.sqlitefile import (
     cannot_open,
     damaged,
@@ -78,7 +79,8 @@ SET_UP_WITHIN_S = CONNECT_TIMEOUT_S
 ANSWER_WITHIN_S = CONNECT_TIMEOUT_S
 
 
-class Store(ConsoleQueries, IngestWrites, ErasureWrites, StoreReads, SchemaVersions):
+class Store(ConsoleQueries, IngestWrites, ErasureWrites, RetentionWrites, StoreReads,
+            SchemaVersions):
     """One connection to the back-office database; not shared between threads.
 
     ``read_only``: the connection refuses every write (SQLite ``query_only``, PostgreSQL

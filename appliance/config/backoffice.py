@@ -75,6 +75,12 @@ class BackofficeConfig(Section):
         "letters may hold together; the oldest are pruned beyond this. At least "
         "dead_letter_max_bytes, so the largest letter is kept."
     )
+    retention_days: int | None = Field(
+        None, ge=1, le=36525, description="Days a result is kept, counted from its capture: "
+        "each worker removes older results (and dead letters received before then) at start "
+        "and every hour, a few hundred at a time, saying how many in its log "
+        "(appliance/backoffice/retention.py). Unset: results are kept for ever."
+    )
 
     @field_validator("dead_letter_max_bytes")
     @classmethod

@@ -159,8 +159,11 @@ def api_result(
             "measured; `repeated_subjects`: subjects measured more than once, with each "
             "feature's CV %. `computed_at` says when the figures were computed: figures older "
             "than `console.cohort_cache_s` are computed again in the background, and a request "
-            "meanwhile gets the older ones.",
-            response_description="the cohort figures: `computed_at`, `features`, "
+            "meanwhile gets the older ones (the first request after an erasure waits for new "
+            "ones). `period`: the first and last capture time of the stored results "
+            "(`captured_from`, `captured_to`) and `removed_before`, the newest retention "
+            "cut-off (null: none), before which results were removed.",
+            response_description="the cohort figures: `computed_at`, `period`, `features`, "
             "`repeated_subjects`")
 def api_cohort(request: Request, login: ApiLogin) -> dict[str, Any]:
     """The cohort figures and when they were computed (``computed_at``): figures older than

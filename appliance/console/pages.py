@@ -288,7 +288,7 @@ def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
     return render(request, "cohort.html", login=login, views=views, plots=plots,
                   repeats=figures.repeats, total=total, left_out=left_out,
                   isfinite=math.isfinite, computed_at=figures.computed_at,
-                  max_age_s=request.app.state.cohort.max_age_s)
+                  period=figures.period.text(), max_age_s=request.app.state.cohort.max_age_s)
 
 
 @router.get("/dead-letters")

@@ -11,6 +11,7 @@ stored result and change slowly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from typing import Any
 from appliance.backoffice.cohort import REPORT_FEATURES
 from appliance.backoffice.fleet import camera_text, duration, fleet_row, fleet_rows, seen_ago
 from appliance.backoffice.keyset import Neighbours
+from appliance.backoffice.retention import Period
 from appliance.backoffice.schema import not_validated_keys
 from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
@@ -234,6 +236,7 @@ def cohort_json(figures: CohortFigures) -> dict[str, Any]:
     views, repeats = figures.views, figures.repeats
     return {
         "computed_at": figures.computed_at,
+        "period": dataclasses.asdict(figures.period),
         "features": {
             v.key: {
                 "pearson": {"r": _number(v.pearson.r), "ci95": [_number(v.pearson.low),
@@ -260,6 +263,7 @@ class CohortFigures:
     views: list[FeatureView]
     repeats: list[dict[str, Any]]
     computed_at: str
+    period: Period  # the capture times they cover, and a retention cut-off before them
 
 
 class CohortCache:
@@ -286,7 +290,7 @@ class CohortCache:
             computed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             mark = store.erasure_mark()  # before the figures: an erasure meanwhile is newer
             figures = CohortFigures(feature_views(store.band_sums(REPORT_FEATURES)),
-                                    repeat_rows(store), computed_at)
+                                    repeat_rows(store), computed_at, store.covered_period())
             with self._lock:
                 self._value = (time.monotonic(), figures)
                 self._erasure_mark = mark

@@ -11,6 +11,7 @@ from console_helpers import Console, get_with, login_cookie, make_result
 
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
+from appliance.cli import main
 from appliance.edge.testing import wait_until
 
 
@@ -50,3 +51,33 @@ def test_figures_shown_after_new_results_say_when_they_were_computed(console: Co
     assert all(time <= new_time for total, time in seen if total == before)
     _, _, answer = console.get("/api/v1/cohort", console.token)
     assert json.loads(answer)["computed_at"] >= seen[-1][1]
+
+
+def test_the_first_visit_after_an_erasure_no_longer_shows_the_erased_subject(
+    console: Console,
+) -> None:
+    """Figures fresh enough to be shown named an erased subject's repeats until they aged
+    past console.cohort_cache_s; the erasure, in another process, now has them computed again
+    at the next request, which also says the period the stored results span."""
+    cookie, _ = login_cookie(console)
+    store = open_store(console.store_url)
+    try:
+        now = iso_utc(datetime.now(UTC))
+        twice = [make_result(2000 + i, "lyon", "k-er", "30-39", "subj-erase-me")
+                 for i in range(2)]
+        store.write_batch(Batch(results=[result_row(r, now, r.to_json().decode())
+                                         for r in twice]), 10)
+    finally:
+        store.close()
+    assert wait_until(lambda: "subj-erase-me" in get_with(console, "/cohort", cookie)[2].decode(),
+                      10)
+
+    assert main(["results", "erase", "--store", console.store_url, "--subject",
+                 "subj-erase-me", "--yes"]) == 0
+
+    page = get_with(console, "/cohort", cookie)[2].decode()  # the very next visit
+    assert "subj-erase-me" not in page
+    assert re.search(r'<p id="period">Results captured from [0-9TZ:.-]+ to [0-9TZ:.-]+\.</p>',
+                     page)
+    _, _, answer = console.get("/api/v1/cohort", console.token)
+    assert "subj-erase-me" not in answer.decode()

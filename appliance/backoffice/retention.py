@@ -1,0 +1,170 @@
+"""The retention bound: results captured, and dead letters received, before a cut-off are
+removed, a few hundred at a time, each batch its own short transaction.
+
+``backoffice.retention_days`` (unset: results are kept for ever) has each ingest worker run
+``RetentionPruner`` beside it, on its own store connection, never in the ingest transaction:
+at start, then every ``RETENTION_EVERY_S``. ``appliance results prune --older-than DAYS`` runs
+the same once by hand. A run that removed anything is recorded in ``erasures`` (kind
+"retention", its cut-off as the selector, the counts), and the ingest writer does not store
+again a result captured before the newest recorded cut-off (a kiosk's late re-send):
+erasure.py's ``_drop_erased``. Several workers may prune at once: each batch deletes what is
+still there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from appliance.backoffice.erasure import Erased
+from appliance.backoffice.schema import iso_utc
+from appliance.backoffice.store_connection import StoreConnection
+from appliance.transport.payloads import utc_now
+
+if TYPE_CHECKING:
+    from appliance.backoffice.store import Store
+
+log = logging.getLogger(__name__)
+RETENTION_EVERY_S = 3600.0
+ROWS_AT_ONCE = 500  # results (or dead letters) one prune transaction removes
+
+
+@dataclass(frozen=True)
+class Period:
+    """What the stored results cover: the first and last capture time (None: no result), and
+    the newest retention cut-off (None: none was applied), before which results were removed,
+    so figures computed earlier covered more."""
+
+    captured_from: str | None
+    captured_to: str | None
+    removed_before: str | None
+
+    def text(self) -> str:
+        """The period in words, for a report's page."""
+        covered = (f"Results captured from {self.captured_from} to {self.captured_to}."
+                   if self.captured_from else "No results stored.")
+        if self.removed_before is None:
+            return covered
+        return (f"{covered} Results captured before {self.removed_before} were removed "
+                "(the retention bound: backoffice.retention_days, `appliance results prune`).")
+
+
+def cut_off(days: int) -> str:
+    """The stored-time text of the moment ``days`` days before now (UTC)."""
+    return iso_utc(utc_now() - timedelta(days=days))
+
+
+class RetentionWrites(StoreConnection):
+    """``prune_preview``, ``prune_before`` and ``covered_period``, mixed into ``Store``."""
+
+    if TYPE_CHECKING:
+
+        def _remove_letters(self, cur: Any, where: str, params: Sequence[Any]) -> None: ...
+        def _add_to_letter_totals(self, cur: Any, letters: int,
+                                  letter_bytes: int) -> tuple[int, int]: ...
+
+    def prune_preview(self, before: str) -> tuple[int, int]:
+        """How many results captured, and dead letters received, before ``before`` there are."""
+        results = self._fetch("SELECT COUNT(*) FROM results WHERE captured_at < ?", (before,))
+        letters = self._fetch("SELECT COUNT(*) FROM dead_letters WHERE received_at < ?",
+                              (before,))
+        return int(results[0][0]), int(letters[0][0])
+
+    def covered_period(self) -> Period:
+        """The capture times the stored results span, and the newest retention cut-off."""
+        first, last = self._fetch("SELECT MIN(captured_at), MAX(captured_at) FROM results")[0]
+        cut = self._fetch("SELECT MAX(selector) FROM erasures WHERE kind = 'retention'")[0][0]
+        return Period(first, last, cut)
+
+    def prune_before(self, before: str, user: str, rows_at_once: int = ROWS_AT_ONCE,
+                     stop: threading.Event | None = None) -> Erased:
+        """Remove results captured and dead letters received before ``before``, ``rows_at_once``
+        per transaction, until none is left (or ``stop`` is set); a run that removed any is
+        recorded in ``erasures`` (erasure id 0: none was)."""
+        results = self._prune_batches(
+            "DELETE FROM results WHERE measurement_id IN (SELECT measurement_id FROM results "
+            "WHERE captured_at < ? ORDER BY captured_at LIMIT ?) RETURNING measurement_id",
+            before, rows_at_once, stop)
+        letters = self._prune_batches(None, before, rows_at_once, stop)
+        if not results and not letters:
+            return Erased(0, user, 0, 0)
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                "INSERT INTO erasures (erased_at, os_user, kind, selector, results, dead_letters) "
+                "VALUES (?, ?, 'retention', ?, ?, ?) RETURNING id"),
+                (iso_utc(utc_now()), user, before, results, letters))
+            erasure_id = int(cur.fetchone()[0])
+        return Erased(erasure_id, user, results, letters)
+
+    def _prune_batches(self, results_sql: str | None, before: str, rows_at_once: int,
+                       stop: threading.Event | None) -> int:
+        """Run one prune statement per transaction until a batch removes fewer than
+        ``rows_at_once``; ``results_sql`` None: the dead letters (their totals kept)."""
+        removed = 0
+        while stop is None or not stop.is_set():
+            with self._transaction() as cur:
+                if results_sql is None:
+                    before_count = self._add_to_letter_totals(cur, 0, 0)[0]  # the lock order
+                    self._remove_letters(cur, "id IN (SELECT id FROM dead_letters WHERE "
+                                         "received_at < ? ORDER BY id LIMIT ?)",
+                                         (before, rows_at_once))
+                    count = before_count - self._add_to_letter_totals(cur, 0, 0)[0]
+                else:
+                    cur.execute(self._sql(results_sql), (before, rows_at_once))
+                    count = len(cur.fetchall())
+            removed += count
+            if count < rows_at_once:
+                break
+        return removed
+
+
+class RetentionPruner:
+    """Removes what is older than ``days`` from the store at ``url`` every ``every_s``, on its
+    own connection, until ``stop`` is set; one log line a run."""
+
+    def __init__(self, url: str, days: int, who: str, stop: threading.Event,
+                 every_s: float = RETENTION_EVERY_S) -> None:
+        self.url, self.days, self.who, self.every_s = url, days, who, every_s
+        self.stop = stop
+        self.runs = 0
+        self._thread = threading.Thread(target=self._loop, name="RetentionPruner", daemon=True)
+
+    def start(self) -> None:
+        """Start the pruning thread."""
+        self._thread.start()
+
+    def halt(self, timeout_s: float) -> None:
+        """Set ``stop`` and wait up to ``timeout_s`` for the thread to end (a batch under way
+        ends its transaction first)."""
+        self.stop.set()
+        self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.run_once()
+            self.stop.wait(self.every_s)
+
+    def run_once(self) -> Erased | None:
+        """One run; a store that fails is said and tried again at the next run."""
+        from appliance.backoffice.store import open_store  # noqa: PLC0415  (imports this)
+
+        before = cut_off(self.days)
+        try:
+            store: Store = open_store(self.url)
+            try:
+                done = store.prune_before(before, self.who, stop=self.stop)
+            finally:
+                store.close()
+        except Exception as exc:  # the next run tries again; ingest goes on meanwhile
+            log.warning("retention: results captured before %s not pruned now: %s; tried "
+                        "again in %.0f s", before, exc, self.every_s)
+            return None
+        self.runs += 1
+        log.info("retention (backoffice.retention_days %d): removed %d result(s) captured and "
+                 "%d dead letter(s) received before %s", self.days, done.results,
+                 done.dead_letters, before)
+        return done
