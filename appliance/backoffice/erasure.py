@@ -34,6 +34,8 @@ from appliance.transport.payloads import utc_now
 _IN_CHUNK = 500
 _LETTERS_AT_ONCE = 16  # letters read at once to find those holding an erased result
 MAX_SUBJECT_ID_CHARS = 64  # payloads.Subject's bound
+# a dead letter's id and the measurement id and subject id its payload names (None: none)
+LetterName = tuple[int, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -100,27 +102,34 @@ class ErasureWrites(StoreConnection):
         where, params = _results_where(selector)
         rows = self._fetch(f"SELECT measurement_id FROM results WHERE {where}", params)
         ids = {str(row[0]) for row in rows}
-        return len(ids), len(self._letters_of(self._conn.cursor(), selector, ids))
+        return len(ids), len(_matching(self._letter_names(self._conn.cursor(), 0), selector, ids))
 
     def erase(self, selector: Selector, user: str) -> Erased:
         """Remove the results ``selector`` names and the dead letters holding them or naming
-        the subject, keep their ids as tombstones and record the erasure; one transaction."""
+        the subject, keep their ids as tombstones and record the erasure; one transaction.
+
+        The letters are read before it (about 1 s at the default bounds, which every ingest
+        batch would wait for under the write lock): a letter never changes once kept, so
+        inside only those kept since are read, and one pruned meanwhile is not counted."""
+        names = self._letter_names(self._conn.cursor(), 0)
         with self._transaction() as cur:
-            self._add_to_letter_totals(cur, 0, 0)  # the lock order: the totals row first
+            held = self._add_to_letter_totals(cur, 0, 0)[0]  # the lock order: totals first
             if self.postgres:  # no insert commits between the delete and the tombstones
                 cur.execute("LOCK TABLE results IN SHARE ROW EXCLUSIVE MODE")
             where, params = _results_where(selector)
             cur.execute(self._sql(f"DELETE FROM results WHERE {where} RETURNING measurement_id"),
                         params)
             ids = {str(row[0]) for row in cur.fetchall()}
-            letters = self._letters_of(cur, selector, ids)
+            names += self._letter_names(cur, names[-1][0] if names else 0)
+            letters = _matching(names, selector, ids)
             for start in range(0, len(letters), _IN_CHUNK):
                 chunk = [letter_id for letter_id, _ in letters[start : start + _IN_CHUNK]]
                 self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
+            removed = held - self._add_to_letter_totals(cur, 0, 0)[0]
             cur.execute(self._sql(
                 "INSERT INTO erasures (erased_at, os_user, kind, selector, results, dead_letters) "
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING id"),
-                (iso_utc(utc_now()), user, selector.kind, selector.value, len(ids), len(letters)))
+                (iso_utc(utc_now()), user, selector.kind, selector.value, len(ids), removed))
             erasure_id = int(cur.fetchone()[0])
             named = {mid for _, mid in letters if mid is not None}
             if selector.kind == "result":
@@ -129,26 +138,22 @@ class ErasureWrites(StoreConnection):
                 "INSERT INTO erased_results (measurement_id, erasure_id) VALUES (?, ?) "
                 "ON CONFLICT (measurement_id) DO NOTHING"),
                 [(mid, erasure_id) for mid in sorted(ids | named)])
-        return Erased(erasure_id, user, len(ids), len(letters))
+        return Erased(erasure_id, user, len(ids), removed)
 
     def erasure_mark(self) -> int:
         """The newest erasure's id (0: none): cached figures computed before it changed are
         stale (the console's cohort cache)."""
         return int(self._fetch("SELECT COALESCE(MAX(id), 0) FROM erasures")[0][0])
 
-    def _letters_of(self, cur: Any, selector: Selector,
-                    ids: set[str]) -> list[tuple[int, str | None]]:
-        """(id, measurement id named) of the dead letters holding a result of ``ids``, the
-        selected result or one of the selected subject, read a few at a time."""
-        found, after = [], 0
+    def _letter_names(self, cur: Any, after: int) -> list[LetterName]:
+        """What each dead letter kept after id ``after`` names, read a few at a time."""
+        found: list[LetterName] = []
         while True:
             cur.execute(self._sql("SELECT id, payload FROM dead_letters WHERE id > ? ORDER BY id "
                                   "LIMIT ?"), (after, _LETTERS_AT_ONCE))
             page = cur.fetchall()
-            for letter_id, payload in page:
-                measurement_id, subject_id = letter_names(bytes(payload))
-                if (measurement_id in ids or _selected(selector, measurement_id, subject_id)):
-                    found.append((int(letter_id), measurement_id))
+            found += [(int(letter_id), *letter_names(bytes(payload)))
+                      for letter_id, payload in page]
             if len(page) < _LETTERS_AT_ONCE:
                 return found
             after = int(page[-1][0])
@@ -176,6 +181,14 @@ class ErasureWrites(StoreConnection):
 def _results_where(selector: Selector) -> tuple[str, tuple[str]]:
     column = "subject_id" if selector.kind == "subject" else "measurement_id"
     return f"{column} = ?", (selector.value,)
+
+
+def _matching(names: Sequence[LetterName], selector: Selector,
+              ids: set[str]) -> list[tuple[int, str | None]]:
+    """(id, measurement id) of the letters holding a result of ``ids``, the selected result
+    or one of the selected subject."""
+    return [(letter_id, measurement_id) for letter_id, measurement_id, subject_id in names
+            if measurement_id in ids or _selected(selector, measurement_id, subject_id)]
 
 
 def _selected(selector: Selector, measurement_id: str | None, subject_id: str | None) -> bool:

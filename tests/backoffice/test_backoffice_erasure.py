@@ -247,3 +247,31 @@ def _waits_for_a_lock(watcher: Store, pid: int) -> bool:
         return bool(rows) and rows[0][0] == "Lock"
 
     return wait_until(waiting, 10)
+
+
+def test_letters_kept_or_pruned_while_an_erasure_reads_them_first_are_counted_right(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The letters are read before the erasure's transaction; one kept between that read and
+    the transaction goes too, and one pruned meanwhile is not counted as erased."""
+    early, pruned, late = _results("subj-6", 3, 13)
+    store.write_batch(Batch(dead_letters=[_refused(early), _refused(pruned)]), *KEEP)
+    read = store._letter_names  # noqa: SLF001  (an ingest batch and a prune come in between)
+
+    def then_ingest_and_prune(cur: Any, after: int) -> Any:
+        names = read(cur, after)
+        if after == 0:  # the read before the transaction
+            store.write_batch(Batch(dead_letters=[_refused(late)]), *KEEP)
+            with store._transaction() as writing:  # noqa: SLF001
+                store._add_to_letter_totals(writing, 0, 0)  # noqa: SLF001
+                store._remove_letters(writing, "id = ?", (names[1][0],))  # noqa: SLF001
+        return names
+
+    monkeypatch.setattr(store, "_letter_names", then_ingest_and_prune)
+    done = store.erase(Selector("subject", "subj-6"), "hana")
+
+    assert done.dead_letters == 2  # early and late; pruned was gone already
+    assert store.dead_letters() == []
+    assert store.query("SELECT dead_letters FROM erasures") == [(2,)]
+    counted = store.recount_letter_totals()
+    assert counted[0] == counted[1]
