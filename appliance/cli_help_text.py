@@ -73,6 +73,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance results erase --subject c7f3e9 --yes",
          "appliance results erase --result 019a7c2e-5b10-7c3a-9d41-2f6e8b0a1c55"),
     ),
+    "results erasures": (
+        "The audit the store keeps of each erasure (`results erase`) and each retention run "
+        "that removed anything: when, the OS user (or back-office worker), what was asked for "
+        "and how many results and dead letters went; newest first. Reads only.",
+        ("appliance results erasures", "appliance results erasures --limit 5"),
+    ),
     "results prune": (
         "Remove the results captured more than DAYS days ago, and the dead letters received "
         "before then, a few hundred at a time (what backoffice.retention_days has each "

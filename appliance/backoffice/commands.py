@@ -1,5 +1,5 @@
 """Commands of the back office: ``backoffice``, ``fleet``, ``results query|export|...``
-(``results erase|prune``:
+(``results erase|prune|erasures``:
 results_removal.py)."""
 
 # ruff: noqa: PLC0415  (handlers import their modules late so `appliance --help` starts fast)
@@ -348,10 +348,15 @@ def _register_results(root: Any) -> None:
     retry.add_argument("--dry-run", action="store_true",
                        help="only say how many would be stored; change nothing")
     retry.set_defaults(handler=_retry_dead_letters)
-    from appliance.backoffice.results_removal import register_erase, register_prune
+    from appliance.backoffice.results_removal import (
+        register_audit,
+        register_erase,
+        register_prune,
+    )
 
     register_erase(sub)
     register_prune(sub)
+    register_audit(sub)
 
 
 def _retry_dead_letters(args: argparse.Namespace) -> int:

@@ -89,7 +89,8 @@ def letter_names(payload: bytes) -> tuple[str | None, str | None]:
 
 
 class ErasureWrites(StoreConnection):
-    """``erase``, ``erasure_preview`` and ingest's ``_drop_erased``, mixed into ``Store``."""
+    """``erase``, ``erasure_preview``, ``erasures`` (the audit) and ingest's ``_drop_erased``,
+    mixed into ``Store``."""
 
     if TYPE_CHECKING:
 
@@ -139,6 +140,13 @@ class ErasureWrites(StoreConnection):
                 "ON CONFLICT (measurement_id) DO NOTHING"),
                 [(mid, erasure_id) for mid in sorted(ids | named)])
         return Erased(erasure_id, user, len(ids), removed)
+
+    def erasures(self, limit: int) -> tuple[list[tuple[Any, ...]], int]:
+        """The newest ``limit`` audit records (erased_at, os_user, kind, selector, results,
+        dead_letters), newest first, and how many there are."""
+        rows = self._fetch("SELECT erased_at, os_user, kind, selector, results, dead_letters "
+                           "FROM erasures ORDER BY id DESC LIMIT ?", (limit,))
+        return rows, int(self._fetch("SELECT COUNT(*) FROM erasures")[0][0])
 
     def erasure_mark(self) -> int:
         """The newest erasure's id (0: none): cached figures computed before it changed are

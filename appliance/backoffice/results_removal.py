@@ -1,5 +1,6 @@
 """``appliance results erase --subject ID | --result ID [--yes]``: an erasure request;
-``appliance results prune --older-than DAYS [--yes]``: the retention bound, run by hand.
+``appliance results prune --older-than DAYS [--yes]``: the retention bound, run by hand;
+``appliance results erasures``: the audit of both.
 
 Each says what it is about to remove (counts, never the data), asks on a terminal unless
 ``--yes`` (and refuses without it where nobody can answer), then removes the results and their
@@ -114,6 +115,32 @@ def _prune(args: argparse.Namespace) -> int:
             f"confirmed and it is not stored; {OUTSIDE}"))
 
     return with_store(args, "results prune", prune, writes=True)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from appliance.logsafe import escape_controls
+    from appliance.texttable import aligned
+
+    def show(store: Any) -> int:
+        rows, total = store.erasures(args.limit)
+        if not rows:
+            return print_out("results erasures", "no erasures recorded")
+        table = aligned([("ERASED_AT", "BY", "KIND", "SELECTOR", "RESULTS", "DEAD_LETTERS")] + [
+            (str(at), escape_controls(str(user)), str(kind), escape_controls(str(selector)),
+             str(results), str(letters)) for at, user, kind, selector, results, letters in rows])
+        return print_out("results erasures", "\n".join(
+            [*table, f"{len(rows)} erasure(s) shown, of {total} recorded"]))
+
+    return with_store(args, "results erasures", show)
+
+
+def register_audit(sub: Any) -> None:
+    """Add ``results erasures`` to the ``results`` group's subcommands ``sub``."""
+    audit = sub.add_parser("erasures", help="the audit of erasures and retention runs, "
+                           "newest first (when, by whom, what, how many)")
+    add_store_options(audit)
+    audit.add_argument("--limit", type=positive_int, default=20, help="at most this many (20)")
+    audit.set_defaults(handler=_audit)
 
 
 def register_prune(sub: Any) -> None:

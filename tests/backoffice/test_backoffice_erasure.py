@@ -275,3 +275,25 @@ def test_letters_kept_or_pruned_while_an_erasure_reads_them_first_are_counted_ri
     assert store.query("SELECT dead_letters FROM erasures") == [(2,)]
     counted = store.recount_letter_totals()
     assert counted[0] == counted[1]
+
+
+def test_the_audit_lists_erasures_and_retention_runs_newest_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, results = _cli_store(tmp_path)
+    assert main(["results", "erasures", "--store", url]) == 0
+    assert capsys.readouterr().out == "no erasures recorded\n"
+    store = open_store(url)
+    store.erase(Selector("subject", "subj-1"), "ivan")
+    store.erase(Selector("result", results[2].measurement_id), "judy\x1b[31m")
+    store.close()
+
+    assert main(["results", "erasures", "--store", url, "--limit", "5"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ERASED_AT", "BY", "KIND", "SELECTOR", "RESULTS",
+                                "DEAD_LETTERS"]
+    assert lines[1].split()[1:] == ["judy\\x1b[31m", "result", results[2].measurement_id,
+                                    "1", "0"]
+    assert lines[2].split()[1:] == ["ivan", "subject", "subj-1", "2", "0"]
+    assert lines[3] == "2 erasure(s) shown, of 2 recorded"
