@@ -87,6 +87,19 @@ def browser_page() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Any]:
+    """A PostgreSQL server of the module's own, which its tests stop, kill and start again
+    (tests/pg_cluster.py); each test makes its own database in it."""
+    from tests.pg_cluster import private_cluster
+
+    try:
+        with private_cluster() as cluster:
+            yield cluster
+    except LookupError as missing:
+        pytest.skip(f"needs PostgreSQL's server programs: {missing}")
+
+
+@pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A running console on a seeded store, one per test module (tests/console/)."""
     from tests.console.console_helpers import running_console

@@ -1,0 +1,183 @@
+"""The back office across a real PostgreSQL restart and crash (tests/pg_cluster.py: a server of
+the module's own): kiosks measure and send while the server is stopped (a fast shutdown, as an
+upgrade or a failover does) or killed (kill -9 of the postmaster, then crash recovery). Every
+result a kiosk was told is committed is in the store once; the back office says the outage
+once, when it ends, and recovers by itself, without a traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from appliance.config import config_from_mapping
+from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.testing import fast_daemon, wait_until
+from appliance.transport.broker import PrivateBroker
+from tests.pg_cluster import PgCluster
+
+pytestmark = [pytest.mark.postgres, pytest.mark.broker]
+REPO = Path(__file__).resolve().parents[2]
+PER_KIOSK = 30  # results each kiosk measures: some before, some during, some after the outage
+BATCHER = "appliance.backoffice.batcher"
+
+
+@dataclass
+class Kiosk:
+    """A kiosk daemon (fast fake measuring) in a thread, and the ids its acks named."""
+
+    daemon: EdgeDaemon
+    acked: set[str] = field(default_factory=set)
+    codes: list[int] = field(default_factory=list)
+
+    def start(self) -> threading.Thread:
+        remove_ids = self.daemon.outbox.remove_ids
+
+        def recording(ids: Any) -> list[int]:
+            ids = list(ids)
+            self.acked.update(ids)
+            return remove_ids(ids)
+
+        self.daemon.outbox.remove_ids = recording  # type: ignore[method-assign]
+        thread = threading.Thread(target=lambda: self.codes.append(self.daemon.run()),
+                                  daemon=True)
+        thread.start()
+        return thread
+
+
+def _kiosk(tmp_path: Path, broker: PrivateBroker, site: str, device: str) -> Kiosk:
+    config = config_from_mapping({
+        "device": {"id": device, "site": site},
+        "camera": {"source": "synthetic", "limit": PER_KIOSK},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "topic_prefix": "fleet"},
+        "state_dir": str(tmp_path / device),
+        "edge": {"synthetic_fps": 40, "ack_resend_initial_s": 0.5, "ack_resend_cap_s": 2.0,
+                 "reconnect_initial_s": 0.2, "reconnect_cap_s": 1.0},
+    }, "test", environ={})
+    return Kiosk(fast_daemon(config))
+
+
+class BackOffice:
+    """``appliance backoffice`` as a child process; its log lines as they come."""
+
+    def __init__(self, tmp_path: Path, broker: PrivateBroker, url: str) -> None:
+        path = tmp_path / "backoffice.yaml"
+        path.write_text(yaml.safe_dump({
+            "mqtt": {"port": broker.port, "topic_prefix": "fleet"},
+            "state_dir": str(tmp_path / "office"), "store": {"url": url},
+            "backoffice": {"client_id": "office-pgrestart", "session_expiry_s": 600,
+                           "batch_interval_ms": 50},
+        }))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE__")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "backoffice", "--config", str(path)],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def said(self, words: str) -> list[str]:
+        """The lines so far holding ``words``."""
+        return [line for line in list(self.lines) if words in line]
+
+    def stop(self) -> int:
+        """SIGTERM, as systemd stops it; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(30)
+        self._reader.join(10)
+        return code
+
+
+@pytest.fixture
+def office_and_kiosks(
+    tmp_path: Path, private_broker: PrivateBroker, pg_cluster: PgCluster,
+) -> Iterator[tuple[BackOffice, list[Kiosk], str]]:
+    """A back office storing into a new database of the test's server, subscribed, and two
+    kiosks not started yet; the database's URL."""
+    url = pg_cluster.database()
+    office = BackOffice(tmp_path, private_broker, url)
+    site = f"shop-{uuid.uuid4().hex[:6]}"
+    kiosks = [_kiosk(tmp_path, private_broker, site, f"kiosk-{n}") for n in range(2)]
+    try:
+        assert wait_until(lambda: office.said("subscribed to"), 60), office.lines
+        yield office, kiosks, url
+    finally:
+        for kiosk in kiosks:
+            kiosk.daemon.request_stop()
+        office.stop()
+
+
+def _stored(url: str) -> dict[str, tuple[int, set[str]]]:
+    """Per device: how many result rows, and their measurement ids."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT device_id, measurement_id FROM results").fetchall()
+    stored: dict[str, tuple[int, set[str]]] = {}
+    for device, mid in rows:
+        count, ids = stored.get(device, (0, set()))
+        stored[device] = (count + 1, ids | {mid})
+    return stored
+
+
+def _count(url: str) -> int:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM results").fetchone()
+    except psycopg.OperationalError:
+        return -1  # the server is down
+    return int(row[0]) if row else 0
+
+
+def _measured(kiosks: list[Kiosk]) -> int:
+    return sum(kiosk.daemon.committer.committed for kiosk in kiosks)
+
+
+def _fail_mid_stream(cluster: PgCluster, how: str) -> None:
+    if how == "restarted":
+        cluster.stop("fast")
+    else:
+        cluster.kill()
+
+
+@pytest.mark.parametrize("how", ["restarted", "crashed"])
+def test_results_sent_while_postgresql_is_restarted_or_crashed_are_each_stored_once(
+    how: str, office_and_kiosks: tuple[BackOffice, list[Kiosk], str], pg_cluster: PgCluster,
+) -> None:
+    office, kiosks, url = office_and_kiosks
+    threads = [kiosk.start() for kiosk in kiosks]
+    assert wait_until(lambda: _count(url) >= 6, 60), office.lines
+    recoveries = pg_cluster.crash_recoveries()
+    _fail_mid_stream(pg_cluster, how)
+    assert wait_until(lambda: office.said("commit failed"), 60), office.lines
+    measured_at_failure = _measured(kiosks)
+    assert wait_until(lambda: _measured(kiosks) >= measured_at_failure + 4, 60)
+    pg_cluster.start()
+    assert pg_cluster.crash_recoveries() == recoveries + (how == "crashed")
+    for thread in threads:
+        thread.join(60)  # each exits once every result it measured is confirmed
+    assert [kiosk.codes for kiosk in kiosks] == [[0], [0]], office.lines
+    stored = _stored(url)
+    for kiosk in kiosks:
+        assert len(kiosk.acked) == PER_KIOSK
+        assert stored[kiosk.daemon.config.device.id] == (PER_KIOSK, kiosk.acked)
+    assert office.stop() == 0
+    assert not office.said("Traceback"), office.lines
+    assert len(office.said("commit failed")) == 1, office.lines
+    assert len(office.said("answers again after")) == 1, office.lines
+
