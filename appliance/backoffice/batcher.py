@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from appliance.backoffice.outage import OutageWords, StoreOutage
 from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store
+from appliance.backoffice.storeerrors import DATABASE_ERRORS, refused_for_its_values
 from appliance.backoffice.storeurl import masked_url
 from appliance.backoffice.triage import Confirmed, Inbound, Triage
 from appliance.config import BackofficeConfig
@@ -265,7 +266,14 @@ def is_transient(error: Exception) -> bool:
     """Whether a store error may pass (connection, lock, disk) rather than refuse the data.
 
     Both sqlite3 and psycopg name these OperationalError / InterfaceError; matching the names
-    keeps psycopg an optional import.
+    keeps psycopg an optional import. So may any other error of the database that does not
+    refuse the values written (storeerrors.refused_for_its_values): a store that refuses every
+    write alike, as a read-only PostgreSQL server does (a standby after a failover, an
+    InternalError to psycopg), may take them again, and setting the batch aside part by part
+    would only fail with it, or, once the server takes writes again, keep good results as
+    dead letters.
     """
     names = ("OperationalError", "InterfaceError")
-    return any(cls.__name__ in names for cls in type(error).__mro__)
+    if any(cls.__name__ in names for cls in type(error).__mro__):
+        return True
+    return isinstance(error, DATABASE_ERRORS) and not refused_for_its_values(error)

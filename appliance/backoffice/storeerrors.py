@@ -46,7 +46,8 @@ def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` is the database failing under a statement (a lock held too long, a full
     or failing disk, a PostgreSQL server gone away) rather than a mistake in the statement:
     worth answering "try again shortly", not a bug. The ingest worker's batcher.is_transient
-    is wider on purpose: there a missing table is waited out, never a reason to refuse data."""
+    is wider on purpose: there a missing table or a read-only server is waited out, never a
+    reason to refuse data."""
     if isinstance(exc, sqlite3.Error):
         return _sqlite_primary_code(exc) in _SQLITE_OUTAGE_CODES
     return isinstance(exc, CONNECTION_LOST_ERRORS)

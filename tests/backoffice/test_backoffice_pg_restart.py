@@ -1,8 +1,8 @@
 """The back office across a real PostgreSQL restart and crash (tests/pg_cluster.py: a server of
 the module's own): kiosks measure and send while the server is stopped (a fast shutdown, as an
-upgrade or a failover does) or killed (kill -9 of the postmaster, then crash recovery). Every
-result a kiosk was told is committed is in the store once; the back office says the outage
-once, when it ends, and recovers by itself, without a traceback."""
+upgrade or a failover does), killed (kill -9 of the postmaster, then crash recovery) or comes
+back read-only. Every result a kiosk was told is committed is in the store once; the back
+office says the outage once, when it ends, and recovers by itself, without a traceback."""
 
 from __future__ import annotations
 
@@ -181,3 +181,37 @@ def test_results_sent_while_postgresql_is_restarted_or_crashed_are_each_stored_o
     assert len(office.said("commit failed")) == 1, office.lines
     assert len(office.said("answers again after")) == 1, office.lines
 
+
+def test_results_sent_while_postgresql_comes_back_read_only_are_stored_once_it_may_write(
+    office_and_kiosks: tuple[BackOffice, list[Kiosk], str], pg_cluster: PgCluster,
+) -> None:
+    """A server that comes back read-only (a standby not yet promoted after a failover, a
+    setting left on) is an outage too: nothing acknowledged, said once, stored once it
+    takes writes again."""
+    office, kiosks, url = office_and_kiosks
+    threads = [kiosk.start() for kiosk in kiosks]
+    assert wait_until(lambda: _count(url) >= 6, 60), office.lines
+    pg_cluster.stop("fast")
+    pg_cluster.configure("default_transaction_read_only", "on")
+    pg_cluster.start()
+    try:
+        # the server refused the back office's writes (its log names each refused statement)
+        assert wait_until(lambda: "read-only transaction" in pg_cluster.log_tail(10**6), 60)
+        measured_at_failure = _measured(kiosks)
+        assert wait_until(lambda: _measured(kiosks) >= measured_at_failure + 4, 60)
+        assert _count(url) < 2 * PER_KIOSK
+    finally:
+        pg_cluster.configure("default_transaction_read_only", "off")
+        pg_cluster.reload()
+    for thread in threads:
+        thread.join(60)
+    assert [kiosk.codes for kiosk in kiosks] == [[0], [0]], office.lines
+    stored = _stored(url)
+    for kiosk in kiosks:
+        assert stored[kiosk.daemon.config.device.id] == (PER_KIOSK, kiosk.acked)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone() == (0,)
+    assert office.stop() == 0
+    assert not office.said("Traceback"), office.lines
+    assert len(office.said("commit failed")) == 1, office.lines
+    assert len(office.said("answers again after")) == 1, office.lines
