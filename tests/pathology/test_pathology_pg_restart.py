@@ -1,0 +1,193 @@
+"""The pathology server across a real PostgreSQL restart, crash and read-only start
+(tests/pg_cluster.py: a server of the module's own) while a job runs: its slides are scored
+while the store is away, each slide result is stored once when it answers again, the job ends
+done, and the server says the outage once, and once that it is over, without a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from PIL import Image
+
+from appliance.config import Config, config_from_mapping
+from appliance.edge.testing import wait_until
+from appliance.pathology.backends import ModelOutputs, OnnxBackend
+from appliance.pathology.jobs import JOB_SCHEMA, request_topic
+from appliance.pathology.jobstore import open_pathology_store
+from appliance.pathology.server import PathologyServer
+from appliance.synthetic.he import SlideSpec, render_slide
+from tests.pg_cluster import PgCluster
+
+pytestmark = [pytest.mark.postgres, pytest.mark.broker]
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "appliance" / "shipped" / "msi-vgg19-w16.onnx"
+SLIDES = ("b11", "b12")
+LOGGERS = ("appliance.pathology.server", "appliance.pathology.finisher")
+
+
+class GatedBackend:
+    """The shipped ONNX model on the CPU, scoring a batch only once ``flowing`` is set."""
+
+    def __init__(self) -> None:
+        self.inner = OnnxBackend(DEMO, "cpu")
+        self.info, self.settings = self.inner.info, self.inner.settings
+        self.flowing = threading.Event()
+
+    def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        self.flowing.wait(120)
+        return self.inner.infer(tiles_rgb)
+
+
+@pytest.fixture(scope="module")
+def slide_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small synthetic H&E slides, made once for the module."""
+    root = tmp_path_factory.mktemp("slides")
+    for seed, name in enumerate(SLIDES, start=11):
+        spec = SlideSpec(name, f"P{seed}", "MSI", "biopsy", 1, 0.5, seed=seed)
+        Image.fromarray(render_slide(spec)).save(root / f"{name}.jpg", quality=88)
+    return root
+
+
+def _config(tmp_path: Path, broker: Any, prefix: str, url: str, root: Path) -> Config:
+    return config_from_mapping({
+        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+        "state_dir": str(tmp_path / "state"), "store": {"url": url},
+        "pathology": {"client_id": f"pgrestart-{uuid.uuid4().hex[:10]}",
+                      "slide_roots": [str(root)], "results_dir": str(tmp_path / "out"),
+                      "backends": ["onnx-cpu"], "prepare_workers": 1}})
+
+
+def _submit(config: Config, job_id: str) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(config.mqtt.host, config.mqtt.port)
+    client.loop_start()
+    root = Path(config.pathology.slide_roots[0])
+    request = {"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
+               "slides": [{"path": str(root / f"{name}.jpg"), "um_per_px": 1.0}
+                          for name in SLIDES]}
+    client.publish(request_topic(config.mqtt.topic_prefix, job_id), json.dumps(request).encode(),
+                   qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _job(url: str, job_id: str) -> tuple[str, int, int]:
+    """The job's state, its slide result rows and their distinct slides; ("", 0, 0) while
+    the server is down."""
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            job = conn.execute("SELECT state FROM pathology_jobs WHERE job_id = %s",
+                               (job_id,)).fetchone()
+            rows = conn.execute("SELECT COUNT(*), COUNT(DISTINCT slide_index) FROM "
+                                "pathology_slides WHERE job_id = %s", (job_id,)).fetchone()
+    except psycopg.OperationalError:
+        return ("", 0, 0)
+    assert rows is not None
+    return (job[0] if job else "", int(rows[0]), int(rows[1]))
+
+
+def _said(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
+    return [(r.name, r.levelname, r.getMessage()) for r in caplog.records
+            if r.name in LOGGERS and r.levelno >= logging.WARNING]
+
+
+@pytest.fixture
+def serving(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, pg_cluster: PgCluster,
+    slide_root: Path,
+) -> Iterator[tuple[Config, GatedBackend]]:
+    """A pathology server on a new database of the test's server, its backend gated."""
+    config = _config(tmp_path, mqtt_broker, topic_prefix, pg_cluster.database(), slide_root)
+    store = open_pathology_store(config.store.url)
+    backend = GatedBackend()
+    server = PathologyServer(config, store, backend)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert server.connected.wait(20)
+        yield config, backend
+    finally:
+        backend.flowing.set()
+        stop.set()
+        thread.join(30)
+        store.close()
+    assert not thread.is_alive()
+
+
+def _each_outage_ended(caplog: pytest.LogCaptureFixture) -> bool:
+    """Whether each of the server's parts that said an outage has said that it is over."""
+    said = _said(caplog)
+    return all([level for name, level, _ in said if name == logger][-1:] != ["ERROR"]
+               for logger in LOGGERS)
+
+
+def _outage_said_once_and_its_end(caplog: pytest.LogCaptureFixture) -> None:
+    said = _said(caplog)
+    assert not [r for r in caplog.records if r.exc_info], said  # no traceback
+    assert said, "the outage was not said"
+    for logger in LOGGERS:
+        levels = [level for name, level, _ in said if name == logger]
+        assert levels in ([], ["ERROR", "WARNING"]), said
+    assert all(" answers again after " in text for _, level, text in said
+               if level == "WARNING"), said
+
+
+@pytest.mark.parametrize("how", ["restarted", "crashed"])
+def test_a_job_running_while_postgresql_is_restarted_or_crashed_ends_with_each_slide_once(
+    how: str, serving: tuple[Config, GatedBackend], pg_cluster: PgCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config, backend = serving
+    url = config.store.url
+    _submit(config, "job-1")
+    assert wait_until(lambda: _job(url, "job-1")[0] == "running", 60)
+    recoveries = pg_cluster.crash_recoveries()
+    if how == "restarted":
+        pg_cluster.stop("fast")
+    else:
+        pg_cluster.kill()
+    backend.flowing.set()  # the slides are scored while the store is away
+    assert wait_until(lambda: any(level == "ERROR" for _, level, _ in _said(caplog)), 60)
+    pg_cluster.start()
+    assert pg_cluster.crash_recoveries() == recoveries + (how == "crashed")
+    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _said(caplog)
+    assert wait_until(lambda: _each_outage_ended(caplog), 30), _said(caplog)
+    _outage_said_once_and_its_end(caplog)
+
+
+def test_a_job_running_while_postgresql_comes_back_read_only_ends_once_it_may_write(
+    serving: tuple[Config, GatedBackend], pg_cluster: PgCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server back read-only (a standby not yet promoted) is an outage, not a refusal of the
+    slides' values: nothing failed, stored once it takes writes again."""
+    config, backend = serving
+    url = config.store.url
+    _submit(config, "job-1")
+    assert wait_until(lambda: _job(url, "job-1")[0] == "running", 60)
+    pg_cluster.stop("fast")
+    pg_cluster.configure("default_transaction_read_only", "on")
+    pg_cluster.start()
+    try:
+        backend.flowing.set()
+        assert wait_until(lambda: "read-only transaction" in pg_cluster.log_tail(10**6), 60)
+        assert wait_until(lambda: any(level == "ERROR" for _, level, _ in _said(caplog)), 60)
+        assert _job(url, "job-1") == ("running", 0, 0)
+    finally:
+        pg_cluster.configure("default_transaction_read_only", "off")
+        pg_cluster.reload()
+    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _said(caplog)
+    assert wait_until(lambda: _each_outage_ended(caplog), 30), _said(caplog)
+    _outage_said_once_and_its_end(caplog)
