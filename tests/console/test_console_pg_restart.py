@@ -1,0 +1,105 @@
+"""The console across a real PostgreSQL restart, crash and read-only start (tests/pg_cluster.py:
+a server of the module's own): while the server is away every page, API call and login is the
+503 answer that says the store cannot be reached now, never a 500; once it is back, the same
+session and token work again, without a restart of the console."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from console_helpers import PASSWORD, Console, free_port, get_with, login_cookie, post_login
+
+from appliance.backoffice.store import open_store
+from appliance.config import ConsoleConfig
+from appliance.console.auth import add_user, create_token
+from appliance.console.db import StorePool
+from appliance.console.server import ConsoleThread
+from tests.pg_cluster import PgCluster
+
+pytestmark = pytest.mark.postgres
+UNREACHABLE = b"the console&#39;s store cannot be reached now (its log says why)"
+
+
+@pytest.fixture
+def console(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Console]:
+    """The console on a new database of the test's server (two store connections), a user
+    alice with a token."""
+    url = pg_cluster.database()
+    store = open_store(url)
+    try:
+        add_user(store, "alice", "operator", PASSWORD)
+        token = create_token(store, "alice").token
+    finally:
+        store.close()
+    config = ConsoleConfig(port=free_port(), cohort_cache_s=0)
+    pool = StorePool(url, size=2)
+    thread = ConsoleThread(config, pool, tmp_path)
+    thread.start()
+    assert thread.wait_started(), "console did not start"
+    try:
+        yield Console(f"http://127.0.0.1:{config.port}", token, token, url, tmp_path)
+    finally:
+        thread.stop()
+        pool.close()
+
+
+def _answers_503_while_away(console: Console, cookie: str) -> None:
+    for _ in range(3):  # each pooled connection the server ended, then new ones it refuses
+        status, _, body = get_with(console, "/fleet", cookie)
+        assert status == 503, body
+        assert UNREACHABLE in body
+    status, _, body = console.get("/api/v1/results", console.token)
+    assert status == 503, body
+    assert "cannot be reached now" in json.loads(body)["detail"]
+    status, _, body = post_login(console)
+    assert status == 503, body
+    assert b"could not check or record this login" in body
+
+
+def _works_again(console: Console, cookie: str) -> None:
+    assert get_with(console, "/fleet", cookie)[0] == 200
+    assert console.get("/api/v1/results", console.token)[0] == 200
+    status, headers, _ = post_login(console)
+    assert (status, headers["location"]) == (303, "/fleet")
+
+
+@pytest.mark.parametrize("how", ["restarted", "crashed"])
+def test_the_console_answers_503_while_postgresql_is_down_and_recovers_by_itself(
+    how: str, console: Console, pg_cluster: PgCluster,
+) -> None:
+    cookie, _ = login_cookie(console)
+    assert get_with(console, "/fleet", cookie)[0] == 200
+    if how == "restarted":
+        pg_cluster.stop("fast")
+    else:
+        pg_cluster.kill()
+        assert pg_cluster.wait_gone(30)
+    try:
+        _answers_503_while_away(console, cookie)
+    finally:
+        pg_cluster.start()
+    _works_again(console, cookie)
+
+
+def test_the_console_on_a_read_only_server_reads_and_answers_503_to_a_login(
+    console: Console, pg_cluster: PgCluster,
+) -> None:
+    """A server back read-only (a standby not yet promoted): the pages read as before; a
+    login, which records its session, cannot be recorded: the 503 answer, not a 500."""
+    cookie, _ = login_cookie(console)
+    pg_cluster.stop("fast")
+    pg_cluster.configure("default_transaction_read_only", "on")
+    pg_cluster.start()
+    try:
+        assert get_with(console, "/fleet", cookie)[0] == 200
+        assert console.get("/api/v1/results", console.token)[0] == 200
+        status, _, body = post_login(console)
+        assert status == 503, body
+        assert b"could not check or record this login" in body
+    finally:
+        pg_cluster.configure("default_transaction_read_only", "off")
+        pg_cluster.reload()
+    _works_again(console, cookie)
