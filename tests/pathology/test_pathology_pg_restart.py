@@ -191,3 +191,23 @@ def test_a_job_running_while_postgresql_comes_back_read_only_ends_once_it_may_wr
     assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _said(caplog)
     assert wait_until(lambda: _each_outage_ended(caplog), 30), _said(caplog)
     _outage_said_once_and_its_end(caplog)
+
+
+def test_a_job_requested_while_postgresql_is_down_runs_once_it_is_back(
+    serving: tuple[Config, GatedBackend], pg_cluster: PgCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The request waits unacknowledged on the broker while the store cannot take the job,
+    and is taken, run and done once, when it can."""
+    config, backend = serving
+    url = config.store.url
+    backend.flowing.set()
+    pg_cluster.stop("fast")
+    try:
+        _submit(config, "job-2")
+        assert wait_until(lambda: any(level == "ERROR" for _, level, _ in _said(caplog)), 60)
+    finally:
+        pg_cluster.start()
+    assert wait_until(lambda: _job(url, "job-2") == ("done", 2, 2), 60), _said(caplog)
+    assert wait_until(lambda: _each_outage_ended(caplog), 30), _said(caplog)
+    _outage_said_once_and_its_end(caplog)
