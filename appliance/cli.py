@@ -27,7 +27,7 @@ from appliance import __version__, interrupts, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help, chosen_parser
 
 if TYPE_CHECKING:
-    from appliance.config import UpdatesConfig
+    from appliance.config import ConsoleConfig, UpdatesConfig
 
 AREAS = (
     "capture", "skin", "synthetic", "inference", "modelbuild", "transport", "updates", "edge",
@@ -61,6 +61,7 @@ def _config_check(args: argparse.Namespace) -> int:
     refused = refused or _unusable_reference(config.screen.reference_file)
     refused = refused or _unusable_state_dir(config.state_dir)
     refused = refused or _unusable_store(config.store.url, config.state_dir)
+    refused = refused or _console_refusal(config.console)
     if refused:
         print(f"config error: {source}: the daemon would refuse it:\n  " + "\n  ".join(refused),
               file=sys.stderr)
@@ -77,6 +78,12 @@ def _pathology_missing(config: Any) -> list[str]:
     from appliance.pathology.preflight import unusable  # noqa: PLC0415 - only for this check
 
     return unusable(config.pathology)
+
+
+def _console_refusal(console: ConsoleConfig) -> list[str]:
+    """Why ``appliance console`` would not start on ``console.bind`` (empty when it would)."""
+    refusal = console.plain_http_refusal()
+    return [] if refusal is None else [refusal]
 
 
 def _checked_source(named: str | None) -> str:

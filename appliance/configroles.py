@@ -17,6 +17,7 @@ from pathlib import Path
 
 from appliance.backoffice.storeurl import masked_url, store_url_for
 from appliance.config import ENV_PREFIX, Config, read_yaml
+from appliance.config.mqtt import this_host
 
 KIOSK_SECTIONS = frozenset({"device", "camera", "model", "skin", "screen", "updates", "edge"})
 
@@ -37,7 +38,10 @@ def _back_office(config: Config) -> str:
 
 
 def _console(config: Config) -> str:
-    return f"console on {config.console.bind} port {config.console.port}"
+    settings = config.console
+    plain = settings.allow_plain_http and not this_host(settings.bind)
+    return (f"console on {settings.bind} port {settings.port}"
+            + (" in plain HTTP (console.allow_plain_http)" if plain else ""))
 
 
 def _pathology(config: Config) -> str:

@@ -245,3 +245,32 @@ def test_config_check_names_a_back_office_store_without_its_password(
     assert ": ok: back office: store postgresql://bo:***@db.example.org/results, " in said
     assert "s3cret" not in said
     assert "kiosk" not in said
+
+
+def test_config_check_refuses_a_console_bind_the_console_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`config check` said "ok: console on 0.0.0.0 port 8080" of a console that `appliance
+    console` refuses at start (exit 2: plain HTTP to the network), so a config checked before
+    it was installed passed what the start then refused."""
+    _without_appliance_variables(monkeypatch)
+    config = tmp_path / "console.yaml"
+    config.write_text("console:\n  bind: 0.0.0.0\n")
+    assert main(["config", "check", str(config)]) == 2  # on main: 0, "ok"
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err == (
+        f"config error: {config}: the daemon would refuse it:\n  console.bind is 0.0.0.0, not "
+        "loopback, and console.trusted_proxies names no TLS proxy: passwords and session "
+        "cookies would cross the network in clear; keep console.bind at 127.0.0.1 behind a TLS "
+        "reverse proxy and name it in console.trusted_proxies (README, Back-office console, "
+        "TLS), or set console.allow_plain_http: true to serve plain HTTP anyway\n")
+    monkeypatch.setenv("APPLIANCE__CONSOLE__ALLOW_PLAIN_HTTP", "true")
+    assert main(["config", "check", str(config)]) == 0
+    assert ": ok: console on 0.0.0.0 port 8080 in plain HTTP (console.allow_plain_http); " in (
+        capsys.readouterr().out)
+    monkeypatch.delenv("APPLIANCE__CONSOLE__ALLOW_PLAIN_HTTP")
+    config.write_text("console:\n  bind: 0.0.0.0\n  trusted_proxies: [192.0.2.10]\n")
+    assert main(["config", "check", str(config)]) == 0  # a TLS proxy on another host in front
+    said = capsys.readouterr().out
+    assert ": ok: console on 0.0.0.0 port 8080; " in said

@@ -7,6 +7,7 @@ import re
 
 from pydantic import Field, field_validator
 
+from appliance.config.mqtt import this_host
 from appliance.config.section import Section
 
 # a DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123), no port
@@ -82,3 +83,16 @@ class ConsoleConfig(Section):
                 raise ValueError(f"{entry[:60]!r} is no IP address or network; write e.g. "
                                  "127.0.0.1, ::1 or 10.0.0.0/24") from exc
         return networks
+
+    def plain_http_refusal(self) -> str | None:
+        """Why the console does not start on ``bind``, or None: an address others reach with
+        no TLS proxy named in front (``trusted_proxies``) serves logins and session cookies in
+        clear to the network, unless ``allow_plain_http`` says to. ``config check`` says it
+        too, so a config checked before it is installed is refused as the start would refuse it."""
+        if this_host(self.bind) or self.trusted_proxies or self.allow_plain_http:
+            return None
+        return (f"console.bind is {self.bind[:100]}, not loopback, and console.trusted_proxies "
+                "names no TLS proxy: passwords and session cookies would cross the network in "
+                "clear; keep console.bind at 127.0.0.1 behind a TLS reverse proxy and name it in "
+                "console.trusted_proxies (README, Back-office console, TLS), or set "
+                "console.allow_plain_http: true to serve plain HTTP anyway")

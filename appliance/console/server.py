@@ -183,8 +183,8 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
     ``received``); returns the exit code (0 once stopped; 2: the address cannot be had).
     ``store_option`` (`` --store URL`` or `` --config F``, as the console was given it) goes on
     the ``console user add`` it suggests when no user can log in yet; 2 also for a bind that
-    ``plain_http_refusal`` refuses."""
-    if (refusal := plain_http_refusal(settings)) is not None:
+    ``ConsoleConfig.plain_http_refusal`` refuses."""
+    if (refusal := settings.plain_http_refusal()) is not None:
         print(f"console: {refusal}", file=sys.stderr)
         return 2
     if settings.allow_plain_http and not this_host(settings.bind):
@@ -213,19 +213,6 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
         finally:
             pool.close()
     return 0
-
-
-def plain_http_refusal(settings: ConsoleConfig) -> str | None:
-    """Why the console does not start on ``console.bind``, or None: an address others reach
-    with no TLS proxy named in front (``console.trusted_proxies``) serves logins and session
-    cookies in clear to the network, unless ``console.allow_plain_http`` says to."""
-    if this_host(settings.bind) or settings.trusted_proxies or settings.allow_plain_http:
-        return None
-    return (f"console.bind is {settings.bind[:100]}, not loopback, and console.trusted_proxies "
-            "names no TLS proxy: passwords and session cookies would cross the network in "
-            "clear; keep console.bind at 127.0.0.1 behind a TLS reverse proxy and name it in "
-            "console.trusted_proxies (README, Back-office console, TLS), or set "
-            "console.allow_plain_http: true to serve plain HTTP anyway")
 
 
 def serve_until_stopped(server: uvicorn.Server, listener: socket.socket,
