@@ -36,7 +36,25 @@ def test_the_environment_turning_tls_off_is_refused_naming_the_variable() -> Non
         config_from_mapping(_mqtt(host="broker.example.org", username="kiosk-1",
                                   tls={"enabled": True, "ca_file": "ca.crt"}),
                             environ={"APPLIANCE__MQTT__TLS__ENABLED": "false"})
-    assert "mqtt.tls.enabled is false for the broker at broker.example.org" in str(refused.value)
+    assert ("mqtt (environment variables set under it: APPLIANCE__MQTT__TLS__ENABLED): "
+            "mqtt.tls.enabled is false for the broker at broker.example.org") in str(
+                refused.value)
+
+
+def test_a_login_set_by_the_unit_s_variable_is_named_where_the_file_has_none() -> None:
+    """deploy/config.backoffice.yaml names no mqtt.username: its unit sets
+    APPLIANCE__MQTT__USERNAME. With TLS turned off in the file, the refusal named a login
+    ('backoffice-1') that the file the operator was told to fix does not hold, and no variable."""
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping(_mqtt(host="broker.example.org", tls={"enabled": False}),
+                            environ={"APPLIANCE__MQTT__USERNAME": "backoffice-1"})
+    assert ("mqtt (environment variables set under it: APPLIANCE__MQTT__USERNAME): "
+            "mqtt.tls.enabled is false for the broker at broker.example.org, another host, "
+            "while mqtt.username 'backoffice-1' logs in") in str(refused.value)
+    with pytest.raises(ConfigError) as from_file:
+        config_from_mapping(_mqtt(host="broker.example.org", username="backoffice-1"),
+                            environ={"APPLIANCE__STATE_DIR": "/var/lib/appliance"})
+    assert "APPLIANCE__" not in str(from_file.value)  # no variable under mqtt: none named
 
 
 @pytest.mark.parametrize("section", [

@@ -48,8 +48,7 @@ def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = N
     problems = []
     for err in exc.errors():
         path = ".".join(_shown_key(p) for p in err["loc"]) or "(top level)"
-        if names := _env_names_under(path, err["type"], env_names or {}):
-            path = f"{path} (from environment variable {names})"
+        path += _env_note(path, err["type"], env_names or {})
         if err["type"] == "extra_forbidden":
             value = _shown(err["input"])
             problems.append(f"{path}: unknown key (value {value}); check the spelling")
@@ -61,14 +60,21 @@ def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = N
     return problems
 
 
-def _env_names_under(path: str, kind: str, env_names: Mapping[str, str]) -> str:
-    """The APPLIANCE__ variable(s) behind an error at ``path``: the one that set it, or for an
-    unknown key (a whole unknown section) every one beneath it."""
+def _env_note(path: str, kind: str, env_names: Mapping[str, str]) -> str:
+    """The APPLIANCE__ variable(s) behind an error at ``path``, as a note after it: the one
+    that set it; for an unknown key (a whole unknown section) every one beneath it; for a
+    section's rule over several keys (mqtt: a login to another host with TLS off) every one
+    that set a key of the section, which the file may not hold."""
     if path in env_names:
-        return env_names[path]
-    if kind != "extra_forbidden":
+        return f" (from environment variable {env_names[path]})"
+    if kind not in ("extra_forbidden", "value_error"):
         return ""
-    return ", ".join(sorted(n for p, n in env_names.items() if p.startswith(f"{path}.")))
+    under = ", ".join(sorted(n for p, n in env_names.items() if p.startswith(f"{path}.")))
+    if not under:
+        return ""
+    if kind == "extra_forbidden":
+        return f" (from environment variable {under})"
+    return f" (environment variables set under it: {under})"
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
