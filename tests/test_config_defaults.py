@@ -274,3 +274,26 @@ def test_config_check_refuses_a_console_bind_the_console_refuses(
     assert main(["config", "check", str(config)]) == 0  # a TLS proxy on another host in front
     said = capsys.readouterr().out
     assert ": ok: console on 0.0.0.0 port 8080; " in said
+
+
+def test_a_console_bound_for_others_behind_a_proxy_on_its_own_host_only_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """console.bind 0.0.0.0 with trusted_proxies [127.0.0.1] (README's proxy on the same host)
+    passed as 'a TLS proxy in front': the proxy reaches the console on loopback, and everyone
+    else reached it past the proxy, logins and session cookies in plain HTTP."""
+    _without_appliance_variables(monkeypatch)
+    config = tmp_path / "console.yaml"
+    config.write_text("console:\n  bind: 0.0.0.0\n  trusted_proxies: [127.0.0.1, '::1']\n")
+    assert main(["config", "check", str(config)]) == 2  # on main: 0, "ok"
+    assert capsys.readouterr().err == (
+        f"config error: {config}: the daemon would refuse it:\n  console.bind is 0.0.0.0, not "
+        "loopback, while console.trusted_proxies names proxies on this host only (127.0.0.1/32, "
+        "::1/128), which reach the console on loopback: others would reach it past them, "
+        "passwords and session cookies in clear; set console.bind: 127.0.0.1 (README, "
+        "Back-office console, TLS), or console.allow_plain_http: true to serve plain HTTP "
+        "anyway\n")
+    config.write_text("console:\n  bind: 0.0.0.0\n  trusted_proxies: [127.0.0.1, 192.0.2.10]\n")
+    assert main(["config", "check", str(config)]) == 0  # a proxy on another host too
+    config.write_text("console:\n  bind: 127.0.0.1\n  trusted_proxies: [127.0.0.1]\n")
+    assert main(["config", "check", str(config)]) == 0  # README's: a proxy on this host

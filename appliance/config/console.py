@@ -86,13 +86,30 @@ class ConsoleConfig(Section):
 
     def plain_http_refusal(self) -> str | None:
         """Why the console does not start on ``bind``, or None: an address others reach with
-        no TLS proxy named in front (``trusted_proxies``) serves logins and session cookies in
-        clear to the network, unless ``allow_plain_http`` says to. ``config check`` says it
+        no TLS proxy named in front (``trusted_proxies``; or only proxies on this host, which
+        reach it on loopback while others reach it past them) serves logins and session cookies
+        in clear to the network, unless ``allow_plain_http`` says to. ``config check`` says it
         too, so a config checked before it is installed is refused as the start would refuse it."""
-        if this_host(self.bind) or self.trusted_proxies or self.allow_plain_http:
+        if this_host(self.bind) or self.allow_plain_http:
             return None
-        return (f"console.bind is {self.bind[:100]}, not loopback, and console.trusted_proxies "
-                "names no TLS proxy: passwords and session cookies would cross the network in "
-                "clear; keep console.bind at 127.0.0.1 behind a TLS reverse proxy and name it in "
-                "console.trusted_proxies (README, Back-office console, TLS), or set "
-                "console.allow_plain_http: true to serve plain HTTP anyway")
+        bind = self.bind[:100]
+        if not self.trusted_proxies:
+            return (f"console.bind is {bind}, not loopback, and console.trusted_proxies names no "
+                    "TLS proxy: passwords and session cookies would cross the network in clear; "
+                    "keep console.bind at 127.0.0.1 behind a TLS reverse proxy and name it in "
+                    "console.trusted_proxies (README, Back-office console, TLS), or set "
+                    "console.allow_plain_http: true to serve plain HTTP anyway")
+        if all(_loopback(entry) for entry in self.trusted_proxies):
+            return (f"console.bind is {bind}, not loopback, while console.trusted_proxies names "
+                    f"proxies on this host only ({', '.join(self.trusted_proxies)[:200]}), "
+                    "which reach the console on loopback: others would reach it past them, "
+                    "passwords and session cookies in clear; set console.bind: 127.0.0.1 "
+                    "(README, Back-office console, TLS), or console.allow_plain_http: true to "
+                    "serve plain HTTP anyway")
+        return None
+
+
+def _loopback(network: str) -> bool:
+    """Whether every address of ``network`` (as trusted_proxies keeps it) is a loopback one."""
+    parsed = ipaddress.ip_network(network)
+    return parsed.network_address.is_loopback and parsed.broadcast_address.is_loopback
