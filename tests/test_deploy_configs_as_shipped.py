@@ -1,0 +1,60 @@
+"""The config templates in deploy/, as install.sh puts them and their units run them (a broker
+on another host over TLS, the unit's APPLIANCE__ variables), pass `appliance config check`:
+each new rule of the config (a login sent only inside TLS, the console's bind) must keep
+the shipped examples valid, or an operator following README is refused by the product."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+from appliance.shipped import SKIN_MODEL, shipped_path
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+# what each template's unit sets (deploy/appliance-*.service), beyond the state folder
+UNIT_VARIABLES = {
+    "config.edge.yaml": {},
+    "config.backoffice.yaml": {"APPLIANCE__MQTT__USERNAME": "backoffice-1",
+                               "APPLIANCE__BACKOFFICE__CLIENT_ID": "backoffice-1"},
+    "config.pathology.yaml": {"APPLIANCE__MQTT__USERNAME": "pathology-host-0",
+                              "APPLIANCE__PATHOLOGY__CLIENT_ID": "pathology-host-0"},
+}
+
+
+@pytest.fixture(scope="module")
+def fleet_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fleet CA as provision.py makes it for broker.example.org (README: Install a kiosk)."""
+    out = tmp_path_factory.mktemp("provisioned")
+    subprocess.run([sys.executable, str(DEPLOY / "mosquitto" / "provision.py"), "--out",
+                    str(out), "--device", "shop-1/kiosk-1", "--host", "broker.example.org"],
+                   check=True, capture_output=True, timeout=120)
+    return out / "certs" / "ca.crt"
+
+
+@pytest.mark.parametrize("template", sorted(UNIT_VARIABLES))
+def test_a_shipped_template_passes_config_check_as_its_unit_runs_it(
+    template: str, fleet_ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("APPLIANCE"):
+            monkeypatch.delenv(name)
+    for name, value in {**UNIT_VARIABLES[template],
+                        "APPLIANCE__STATE_DIR": str(tmp_path / "state")}.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "slides").mkdir()
+    text = (DEPLOY / template).read_text()  # only its files are this host's: same keys, TLS on
+    text = text.replace("/etc/appliance/ca.crt", str(fleet_ca)).replace("/srv/slides",
+                                                                         str(tmp_path / "slides"))
+    text = text.replace("/opt/appliance/models/skin-texture-grade.int8.onnx",
+                        str(shipped_path(SKIN_MODEL)))
+    config = tmp_path / template
+    config.write_text(text)
+    assert main(["config", "check", str(config)]) == 0, capsys.readouterr().err
+    assert "; broker broker.example.org:8883 (tls), prefix appliance" in capsys.readouterr().out
