@@ -81,3 +81,20 @@ def test_config_check_refuses_it_exit_2(tmp_path: Path) -> None:
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 2, done.stdout + done.stderr  # on main: 0, the config "ok"
     assert "mqtt.tls.enabled is false for the broker at broker.example.org" in done.stderr
+
+
+def test_a_login_left_on_mqtt_s_plain_port_is_told_the_tls_port_too() -> None:
+    """config.yaml's broker is 127.0.0.1:1883, plain; pointed at the fleet's broker with a login,
+    it was refused with 'set mqtt.tls.enabled: true and mqtt.tls.ca_file', and done so it
+    connected to 1883, where the shipped broker (TLS only, deploy/mosquitto/appliance.conf)
+    does not listen: the refusal now names mqtt.port 8883 too when the port is 1883."""
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping(_mqtt(host="broker.example.org", username="kiosk-1"), environ={})
+    assert ("set mqtt.tls.enabled: true, mqtt.tls.ca_file (the fleet CA, deploy/mosquitto) and "
+            "mqtt.port: 8883 (the shipped broker's TLS listener; 1883 is MQTT's plain port), or "
+            "use a broker on this host") in str(refused.value)
+    with pytest.raises(ConfigError) as on_its_own_port:
+        config_from_mapping(_mqtt(host="broker.example.org", port=8884, username="kiosk-1"),
+                            environ={})
+    assert ("set mqtt.tls.enabled: true and mqtt.tls.ca_file (the fleet CA, deploy/mosquitto), "
+            "or use a broker on this host") in str(on_its_own_port.value)

@@ -23,6 +23,8 @@ PASSWORD_CREDENTIAL = "mqtt-password"
 # at 65535 bytes, past which the link thread failed on its first publish
 MAX_TOPIC_PREFIX_CHARS = 128
 MAX_USERNAME_CHARS = 256  # MQTT's limit is 65535 bytes, past which the link died at CONNECT
+PLAIN_PORT = 1883  # MQTT's registered ports (IANA): plain TCP, and TLS (deploy/mosquitto's only)
+TLS_PORT = 8883
 
 
 class TlsConfig(Section):
@@ -82,11 +84,16 @@ class MqttConfig(Section):
         with TLS off (forgotten, or turned off by a variable) would be sent it in clear at
         every connect, for anyone on the way to read (docs/threat-model.md)."""
         if self.username is not None and not self.tls.enabled and not this_host(self.host):
+            settings = ["mqtt.tls.enabled: true",
+                        "mqtt.tls.ca_file (the fleet CA, deploy/mosquitto)"]
+            if self.port == PLAIN_PORT:  # left at the default, the TLS listener is not there
+                settings.append(f"mqtt.port: {TLS_PORT} (the shipped broker's TLS listener; "
+                                f"{PLAIN_PORT} is MQTT's plain port)")
             raise ValueError(
                 f"mqtt.tls.enabled is false for the broker at {self.host[:100]}, another host, "
                 f"while mqtt.username {self.username[:64]!r} logs in: its password would cross "
-                "the network in clear; set mqtt.tls.enabled: true and mqtt.tls.ca_file (the "
-                "fleet CA, deploy/mosquitto), or use a broker on this host")
+                f"the network in clear; set {', '.join(settings[:-1])} and {settings[-1]}, or "
+                "use a broker on this host")
         return self
 
     def password(self) -> str | None:
