@@ -106,7 +106,9 @@ def _cohort_text(views: dict[str, Any]) -> list[str]:
     kime = views.get("kime_score")
     if kime is None or not kime.bands:
         return ["cohort: no stored result has an age band (nobody consented on a kiosk screen)"]
-    bands = ", ".join(f"{b.band} n={b.n} mean {b.mean:.1f}" for b in kime.bands)
+    stats = {b.band: b for b in kime.bands}
+    bands = ", ".join(f"{band} n={stats[band].n} mean {stats[band].mean:.1f}" if band in stats
+                      else f"{band} n=0" for band in kime.axis or stats)
     counted = sum(b.n for b in kime.bands)
     lines = [f"cohort: {counted} stored result(s) with an age band (chosen on the kiosk "
              f"screens); kime score by band: {bands}"]

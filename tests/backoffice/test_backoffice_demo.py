@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -558,3 +559,17 @@ def test_the_demo_s_back_office_does_not_warn_of_the_broker_a_ctrl_c_stopped(
             r.getMessage()]
     assert len(said) == 1
     assert (not warned) if stopping else ("reconnecting" in said[0])
+
+
+def test_the_demo_cohort_line_names_a_band_without_results_between_others() -> None:
+    """The demo's line read '30-39 n=2 mean 76.4, 50-59 n=1 mean 45.7' where nobody aged 40-49
+    was stored, while the console's plots and `report cohort` (94a0805) show that band, n=0:
+    the line now keeps every band of the axis in its place."""
+    pearson, _ = correlations([35.0, 35.0, 55.0], [80.0, 70.0, 40.0])
+    bands = [BandStats("30-39", 2, 75.0, 7.1, 11.0, 139.0),
+             BandStats("50-59", 1, 40.0, math.nan, math.nan, math.nan)]
+    view = FeatureView("kime_score", bands, pearson, axis=("30-39", "40-49", "50-59"))
+    lines = _cohort_text({"kime_score": view})
+    assert lines[0].endswith("kime score by band: 30-39 n=2 mean 75.0, 40-49 n=0, "
+                             "50-59 n=1 mean 40.0")  # on main: no 40-49
+    assert lines[0].startswith("cohort: 3 stored result(s) with an age band")
