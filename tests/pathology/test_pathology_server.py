@@ -378,10 +378,9 @@ def test_a_waiting_job_is_withdrawn_by_cancel_and_never_runs(
 
 
 def test_a_busy_server_puts_a_request_off_and_drops_it_if_withdrawn_meanwhile(
-    env: Env,
+    env: Env, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = _store(env.tmp_path)
-    server = PathologyServer(env.config(max_running_jobs=3), store)  # never connected
+    server, clock, store = _queue_server(env, monkeypatch, limit=3)
     server.runs = {"one": None, "two": None}  # type: ignore[dict-item]  # two jobs running
     feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
     waiting = server._waiting  # noqa: SLF001 - the requests it put off
@@ -389,11 +388,15 @@ def test_a_busy_server_puts_a_request_off_and_drops_it_if_withdrawn_meanwhile(
         payload = json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode()
         feed(job_id, payload, 1, 0)
         assert store.job(job_id) is None  # 0.4 s later, so an idle server gets it first
-        assert 0.3 < waiting[job_id][0] - time.monotonic() <= 0.4
+        due = waiting[job_id][0]
+        assert due - clock.now_s == pytest.approx(0.4)
         if withdrawn:
             feed(job_id, b"", 2, 0)  # `job cancel` cleared the request
-        time.sleep(0.4)
-        server._take_waiting()  # noqa: SLF001 - the main loop's turn
+        clock.now_s += 0.3
+        server._take_waiting()  # noqa: SLF001 - the main loop's turn: not due yet
+        assert store.job(job_id) is None
+        clock.now_s = due
+        server._take_waiting()  # noqa: SLF001 - due now
         assert (store.job(job_id) is None) == withdrawn
     assert not waiting
     store.close()
