@@ -101,11 +101,11 @@ class Watcher:
         self.client.on_message = lambda c, u, m: m.payload and (
             self.presence if "/servers/" in m.topic else self.states).put(json.loads(m.payload))
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe([(state_topic(prefix, "+"), 1), (errors_topic(prefix), 1),
-                               (server_topic(prefix, "+"), 1)])
+        counting_subacks(self.client)
         self.client.loop_start()
+        subscribed(self.client, [(state_topic(prefix, "+"), 1), (errors_topic(prefix), 1),
+                                 (server_topic(prefix, "+"), 1)])  # nothing after it missed
         self.prefix = prefix
-        time.sleep(0.3)
 
     def submit(self, payload: bytes | dict[str, Any], job_id: str | None = None) -> str:
         """Publish a request, retained, on the request topic of job_id (default: the payload's
