@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -255,9 +255,9 @@ class Servers:
         server = PathologyServer(config, store, backend)
         stop = threading.Event()
         thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
-        thread.start()
-        assert server.connected.wait(10)
-        time.sleep(0.3)  # SUBACK
+        with _online(config, server) as online:
+            thread.start()
+            assert online.wait(60), f"server {server.server_id} never said it is online"
         self.running[id(server)] = (thread, stop, store)
         return server
 
@@ -266,6 +266,30 @@ class Servers:
         stop.set()
         thread.join(15)
         store.close()
+
+
+@contextmanager
+def _online(config: Config, server: PathologyServer) -> Iterator[threading.Event]:
+    """Set once ``server`` says it is online: it subscribes to the requests before it
+    publishes that on the same connection, so the broker then sends it every request."""
+    online = threading.Event()
+
+    def heard(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        said = json.loads(message.payload) if message.payload else {}
+        if (said.get("process"), said.get("state")) == (server.presence.process, "online"):
+            online.set()
+
+    listener = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    listener.on_message = heard
+    counting_subacks(listener)
+    listener.connect(config.mqtt.host, config.mqtt.port)
+    listener.loop_start()
+    try:
+        subscribed(listener, server_topic(config.mqtt.topic_prefix, server.server_id))
+        yield online
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
 
 
 @pytest.fixture
