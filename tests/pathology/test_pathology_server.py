@@ -656,11 +656,9 @@ def test_a_server_at_its_limit_takes_the_next_request_as_a_job_ends_without_a_re
     peak = PeakRuns(server)
     jobs = [env.watcher.submit(_job(f"next-{index}", [env.slides / "b11.jpg"]))
             for index in range(7)]
-    started = time.monotonic()
-    for job_id in jobs:
+    for job_id in jobs:  # one left out waited for the next rescan, an hour away
         assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=60)["state"] == "done"
     assert peak.close() <= 2
-    assert time.monotonic() - started < 60
     time.sleep(0.5)
     assert not server._waiting  # noqa: SLF001 - nothing left behind
     store = _store(env.tmp_path)
