@@ -57,6 +57,44 @@ class EveryMinute:
         return True
 
 
+class Tally:
+    """A warning a flood would say again and again (a connection cut off at its deadline, a
+    request ended early): the first said at once, later ones at most once a minute, with their
+    count and the latest one's detail. Counted from any thread; a server whose loop looks
+    often says the waiting ones with ``say_due``, others when ``count`` asks them to."""
+
+    def __init__(self, logger: logging.Logger, what: str,
+                 clock: Callable[[], float] = time.monotonic,
+                 interval_s: float = REFUSALS_SAID_EVERY_S) -> None:
+        self.logger, self.what, self.interval_s = logger, what, interval_s
+        self.unsaid = 0
+        self._latest = ""
+        self._lock = threading.Lock()
+        self._saying = EveryMinute(clock, interval_s)
+
+    def count(self, latest: str) -> bool:
+        """One more, ``latest`` saying which; True when it is the first one waiting to be
+        said, so the caller arranges a ``say_due`` an interval from now."""
+        with self._lock:
+            self.unsaid += 1
+            self._latest = latest
+            first = self.unsaid == 1
+        return self.say_due() and first
+
+    def say_due(self) -> bool:
+        """Say the ones not said yet, unless the last saying is under an interval old; True
+        when some still wait."""
+        with self._lock:
+            if not self.unsaid:
+                return False
+            if not self._saying.due():
+                return True
+            count, latest, self.unsaid = self.unsaid, self._latest, 0
+        self.logger.warning("%s: %d since the last saying, the latest %s; said at most once a "
+                            "minute", self.what, count, escape_controls(latest))
+        return False
+
+
 class Refusals:
     """Counts the connections a server refused and says them in the log: the first at once,
     later ones at most once a minute, with their count (the serving loop looks at least each

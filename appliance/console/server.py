@@ -12,7 +12,8 @@ arrive whole within REQUEST_DEADLINE_S of its connection (or of the previous ans
 the connection of one that did not is closed. The answer's side is bounded too: a client
 that reads nothing of a large answer (a CSV, a picture) for STALLED_SEND_S is cut off, or
 a few such downloads would keep every place. Connections beyond MAX_CONNECTIONS are
-answered 503 and closed as soon as they are accepted (said in the log at most once a minute),
+answered 503 and closed as soon as they are accepted (said in the log at most once a minute,
+as are the connections cut off at either deadline),
 and at most BACKLOG wait to be accepted: each open one holds a file descriptor, and a flood of
 silent ones past the process's limit left the console answering nobody. A request beyond
 those places is answered 503 by uvicorn itself, outside the app: so that answer too carries the
@@ -41,7 +42,7 @@ from appliance.config import ConsoleConfig
 from appliance.config.mqtt import this_host
 from appliance.console.app import SECURITY_HEADERS, create_app
 from appliance.console.db import StorePool, anyone_can_log_in
-from appliance.httpbounds import REFUSALS_SAID_EVERY_S, Refusals
+from appliance.httpbounds import REFUSALS_SAID_EVERY_S, Refusals, Tally
 
 log = logging.getLogger(__name__)
 # a console request (headers, and a form of at most 4 KiB) takes well under a second to send
@@ -71,7 +72,9 @@ class DeadlineProtocol(H11Protocol):
     deadline: asyncio.TimerHandle | None = None
     stalled: asyncio.TimerHandle | None = None
     refused = False
-    refusals: Refusals  # each server's own (make_server)
+    refusals: Refusals  # each server's own (make_server), as are the cut-offs' tallies
+    cut_late: Tally
+    cut_stalled: Tally
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the first request's deadline, or refuse the connection when MAX_CONNECTIONS
@@ -132,8 +135,7 @@ class DeadlineProtocol(H11Protocol):
     def _stalled(self) -> None:
         """Cut off a client that read nothing for STALLED_SEND_S: abort, as a close would wait
         for the buffer it does not read; the answer's handler sees the disconnect."""
-        log.warning("console: cut off a connection from %s: it read nothing of its answer "
-                    "for %.0f s", self.client, STALLED_SEND_S)
+        self._tally(self.cut_stalled)
         self.transport.abort()
 
     def send_400_response(self, msg: str) -> None:
@@ -155,16 +157,26 @@ class DeadlineProtocol(H11Protocol):
     def _late(self) -> None:
         """Close the connection when the client is still sending its request's head or form."""
         if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
-            log.warning("console: closed a connection from %s: no whole request within %.0f s",
-                        self.client, REQUEST_DEADLINE_S)
+            self._tally(self.cut_late)
             self.transport.close()
+
+    def _tally(self, tally: Tally) -> None:
+        """Count a connection cut off in ``tally``, said at most once a minute: a line each,
+        a flood of silent connections wrote some 13 a second to the journal."""
+        peer = self.client[0] if self.client else "unknown"
+        if tally.count(f"from {peer}"):
+            self.loop.call_later(tally.interval_s, tally.say_due)
 
 
 def make_server(settings: ConsoleConfig, pool: StorePool,
                 pathology_results: Path | None = None) -> uvicorn.Server:
     """A uvicorn server for the console (not started); see create_app for the pictures."""
-    protocol = type("DeadlineProtocol", (DeadlineProtocol,),
-                    {"refusals": Refusals(f"{settings.bind}:{settings.port}")})
+    protocol = type("DeadlineProtocol", (DeadlineProtocol,), {
+        "refusals": Refusals(f"{settings.bind}:{settings.port}"),
+        "cut_late": Tally(log, "console: connections closed with no whole request within "
+                      f"{REQUEST_DEADLINE_S:.0f} s"),
+        "cut_stalled": Tally(log, "console: connections cut off, their client having read "
+                         f"nothing of its answer for {STALLED_SEND_S:.0f} s")})
     config = uvicorn.Config(
         create_app(pool, settings, pathology_results), host=settings.bind, port=settings.port,
         # an explicit list: given None, uvicorn would trust FORWARDED_ALLOW_IPS or loopback

@@ -159,7 +159,7 @@ def test_a_client_that_reads_nothing_of_its_answer_is_cut_off(
         sock, first = _stalled_download(console, cookie)
         try:
             pause, polls = threading.Event(), 0
-            while "it read nothing of its answer" not in caplog.text:
+            while "having read nothing of its answer" not in caplog.text:
                 assert polls < 600, "never cut off"  # on main: it waited for good
                 pause.wait(0.05)
                 polls += 1
@@ -205,3 +205,21 @@ def test_connections_past_the_cap_are_refused_at_once_with_the_security_headers(
     refusals = [r.getMessage() for r in caplog.records if " refused " in r.getMessage()]
     assert len(refusals) == 1, refusals  # the next ones within a minute are not said
     assert "8 open at once, the most it takes" in refusals[0]
+
+
+def test_connections_cut_off_at_the_request_deadline_are_said_once_not_one_line_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each connection closed at its request deadline was a warning of its own: a flood of
+    silent connections wrote some 13 lines a second to the journal. The first is said at
+    once, the next ones within the minute later, with their count."""
+    monkeypatch.setattr(server, "REQUEST_DEADLINE_S", 1.0)
+    with running_console(tmp_path) as console:
+        address = (urlsplit(console.url).hostname, urlsplit(console.url).port)
+        with silent_connections(address, 6) as held:
+            for sock in held:
+                assert answer_to(sock) == b""  # cut off at the request deadline
+        assert console.get("/login")[0] == 200
+    said = [r.getMessage() for r in caplog.records if "no whole request" in r.getMessage()]
+    assert said == ["console: connections closed with no whole request within 1 s: 1 since "
+                    "the last saying, the latest from 127.0.0.1; said at most once a minute"]
