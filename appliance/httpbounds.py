@@ -140,6 +140,7 @@ class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
         server: Any = self  # a socketserver.TCPServer too, bound now
         host, port = server.server_address[:2]
         self.refusals = Refusals(f"{host}:{port}")
+        self.ended_early = Tally(log, f"HTTP server on {host}:{port}: requests ended early")
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection on a thread of its own, or refuse it when every place is
@@ -186,12 +187,14 @@ class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
         server: Any = super()  # socketserver.BaseServer's (typeshed's mix-in lacks it)
         server.service_actions()
         self.refusals.say_due(self.max_connections)
+        self.ended_early.say_due()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """One line of the log: socketserver printed each one's traceback on stderr."""
+        """Counted, said at most once a minute: socketserver printed each one's traceback on
+        stderr, and a client hanging up mid-request again and again made as many lines."""
         error = sys.exc_info()[1]
-        log.warning("%s: request ended early: %s", client_address[0],
-                    escape_controls(f"{type(error).__name__}: {error}"[:300]))
+        self.ended_early.count(f"from {client_address[0]}: "
+                               f"{type(error).__name__}: {error}"[:300])
 
 
 class _DeadlineReader(io.RawIOBase):

@@ -4,10 +4,16 @@ servers themselves are tried against silent clients in tests/slow_clients.py's c
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 
 import pytest
+from prometheus_client.registry import CollectorRegistry
 
+from appliance.edge.testing import wait_until
 from appliance.httpbounds import Refusals, Tally
+from appliance.metricshttp import start_metrics_server
+from appliance.transport.broker import free_port
 
 
 def test_refusals_are_said_at_once_then_at_most_once_a_minute_with_their_count(
@@ -58,3 +64,33 @@ def test_a_tally_says_its_first_at_once_then_the_count_once_a_minute_and_asks_fo
         "console: connections closed: 3 since the last saying, the latest from 10.0.0.3; said "
         "at most once a minute",
     ]
+
+
+def _hang_up_mid_request(port: int) -> None:
+    """Send half a request's head, then reset the connection (no FIN: an RST)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_requests_ended_early_again_and_again_are_one_line_then_a_count(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each request that ended in an error (a client resetting its connection mid-request)
+    was a warning of its own: a client doing so in a loop wrote as many lines as it liked."""
+    port = free_port()
+    httpd, thread = start_metrics_server(CollectorRegistry(), "127.0.0.1", port)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(8):
+                _hang_up_mid_request(port)
+            assert wait_until(lambda: httpd.ended_early.unsaid == 7, 10)  # type: ignore[attr-defined]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+    said = [r.getMessage() for r in caplog.records if "ended early" in r.getMessage()]
+    assert said == [f"HTTP server on 127.0.0.1:{port}: requests ended early: 1 since the last "
+                    "saying, the latest from 127.0.0.1: ConnectionResetError: [Errno 104] "
+                    "Connection reset by peer; said at most once a minute"]
+    assert "Traceback" not in capsys.readouterr().err

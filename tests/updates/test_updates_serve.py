@@ -95,7 +95,8 @@ def test_names_no_file_can_have_are_not_found_and_no_traceback_is_printed(
     deadline = time.monotonic() + 20
     while "request ended early" not in caplog.text and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "127.0.0.1: request ended early: " in caplog.text
+    assert ": requests ended early: 1 since the last saying, the latest from 127.0.0.1: " in (
+        caplog.text)
     assert "Traceback" not in capsys.readouterr().err
 
 
