@@ -1,4 +1,5 @@
-"""The systemd units: ``systemd-analyze verify`` passes and the exposure scores stay low.
+"""The systemd units: ``systemd-analyze verify`` passes, the exposure scores stay low, and
+each daemon's unit sets a file descriptor limit above what its bounded servers may hold.
 
 The units name the installed program (/opt/appliance/venv/bin/appliance); here that path is
 replaced by this checkout's own ``appliance`` (the same program) so verify can check it.
@@ -13,6 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from annotated_types import Le
+
+from appliance import metricshttp
+from appliance.config.pathology import PathologyConfig
+from appliance.edge import screen_server
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 INSTALLED = "/opt/appliance/venv/bin/appliance"
@@ -57,3 +63,48 @@ def test_unit_exposure_is_at_most_its_limit(tmp_path: Path, source: str) -> None
     assert found, done.stdout[-500:] + done.stderr[-500:]
     print(f"{name}: exposure {found.group(1)}")
     assert float(found.group(1)) <= limit
+
+
+# The descriptors a quiet daemon holds, with room to spare: measured 17 for the edge daemon
+# (outbox, lock, log, broker socket, listeners), 10 for the back office (the SQLite store's
+# three files, the broker socket); a microscope, a model update or a PostgreSQL store add a few.
+HELD_WHEN_QUIET = 64
+# measured: 8 workers took 26 descriptors, the fork server's 2 included
+PIPES_PER_PREPARATION_WORKER = 3
+MOST_PREPARATION_WORKERS = next(rule.le for rule in PathologyConfig.model_fields[
+    "prepare_workers"].metadata if isinstance(rule, Le))
+WORST_CASE = {  # file in deploy/ -> the most descriptors its daemon may hold at once
+    "appliance-edge.service": HELD_WHEN_QUIET + screen_server.DEFAULT_BOUNDS.max_connections
+        + metricshttp.MAX_CONNECTIONS,
+    "appliance-backoffice@.service": HELD_WHEN_QUIET,
+    "appliance-pathology@.service": HELD_WHEN_QUIET + metricshttp.MAX_CONNECTIONS
+        + PIPES_PER_PREPARATION_WORKER * MOST_PREPARATION_WORKERS,
+}
+
+
+def service_settings(source: str) -> dict[str, list[str]]:
+    """The [Service] section's settings of a unit in deploy/, each name's values in order
+    (continued lines joined)."""
+    text = (DEPLOY / source).read_text().replace("\\\n", " ")
+    section, settings = "", {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line
+        elif section == "[Service]" and line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            settings.setdefault(name.strip(), []).append(value.strip())
+    return settings
+
+
+@pytest.mark.parametrize("source", sorted(UNITS))
+def test_each_daemon_sets_a_descriptor_limit_above_its_worst_case(source: str) -> None:
+    """Without LimitNOFILE a daemon had whatever the host's systemd gave (soft 1024 by
+    default, DefaultLimitNOFILE= may say otherwise), and nothing checked that its bounded
+    servers' connections fit in it."""
+    assert sorted(UNITS) == sorted(WORST_CASE)
+    limits = service_settings(source).get("LimitNOFILE")
+    assert limits, f"{source} sets no LimitNOFILE"
+    soft, _, hard = limits[-1].partition(":")
+    assert int(soft) >= 2 * WORST_CASE[source], (source, limits[-1], WORST_CASE[source])
+    assert int(hard or soft) >= int(soft)
