@@ -54,6 +54,7 @@ from appliance.console.guard import (
 from appliance.console.hostnames import host_refusal, own_names
 from appliance.console.throttle import LoginGuard
 from appliance.console.views import CohortCache
+from appliance.httpbounds import Tally
 from appliance.logsafe import escape_controls, shorten
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.settings = settings
     app.state.host_names = own_names(settings.bind, settings.server_names)
     app.state.logins = LoginGuard(settings.login_max_failures, settings.login_window_s)
+    # a refused login is a request anyone can repeat: said at most once a minute, counted
+    app.state.login_refusals = Tally(log, "console: logins refused for too many failed ones")
     app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)  # others wait
     app.state.pathology_results = pathology_results
     app.state.cohort = CohortCache(settings.cohort_cache_s)

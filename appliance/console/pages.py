@@ -6,6 +6,7 @@ markup); no page needs JavaScript.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import itertools
@@ -63,6 +64,7 @@ from appliance.console.views import (
     shown_quality,
 )
 from appliance.csvcells import csv_safe
+from appliance.httpbounds import Tally
 from appliance.logsafe import shorten
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,14 @@ def _nobody_can_log_in(request: Request) -> bool:
     return not state.someone_can_log_in
 
 
+def _say_refused(request: Request, name: str, address: str) -> None:
+    """A login refused for too many failed ones, said at most once a minute with a count:
+    one line each, a client posting the form in a loop wrote as many lines as it liked."""
+    refusals: Tally = request.app.state.login_refusals
+    if refusals.count(f"for {shorten(name, 64)} from {shorten(address, 64)}"):
+        asyncio.get_running_loop().call_later(refusals.interval_s, refusals.say_due)
+
+
 @router.post("/login", response_model=None)
 async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     """Check the password; on success open a session (ending the user's others when the form
@@ -134,8 +144,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     name, address = form.get("user", ""), client_address(request)
     wait_s = guard.admit(name, address)  # counted as failed until it succeeds
     if wait_s:
-        log.warning("console login for %s from %s refused: too many failed logins",
-                    shorten(name, 64), shorten(address, 64))
+        _say_refused(request, name, address)
         return _login_page(request, form.get("next"), 429, wait_s=wait_s)
 
     def attempt() -> Any:

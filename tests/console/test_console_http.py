@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import threading
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,6 +23,8 @@ from console_helpers import (
     get_with,
     login_cookie,
     post,
+    post_login,
+    running_console,
 )
 
 from appliance.backoffice.schema import DeadLetter
@@ -234,6 +237,19 @@ def test_a_user_name_with_too_many_failed_logins_is_refused_before_any_hash(
     assert "appliance_session" not in headers.get("set-cookie", "")
     cookie_alice, _ = login_cookie(console)  # another name from the same address still may
     assert cookie_alice.startswith("appliance_session=")
+
+
+def test_logins_refused_for_too_many_failures_are_one_line_then_a_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each login refused for too many failed ones was a warning of its own: anyone could post
+    the form in a loop and write as many lines as the console answered requests."""
+    with running_console(tmp_path, login_max_failures=2) as console:
+        statuses = [post_login(console, "mallory", f"guess {guess}")[0] for guess in range(8)]
+    assert statuses == [303, 303] + [429] * 6
+    said = [r.getMessage() for r in caplog.records if "too many failed" in r.getMessage()]
+    assert said == ["console: logins refused for too many failed ones: 1 since the last "
+                    "saying, the latest for mallory from 127.0.0.1; said at most once a minute"]
 
 
 def test_logout_needs_the_session_csrf_token(console: Console) -> None:
