@@ -6,12 +6,18 @@ record's message is therefore rendered with control characters escaped (``\\n`` 
 two characters backslash-n), for every handler (stderr, journald). Tracebacks are added by the
 formatter after this and keep their lines. Bidirectional-text controls (U+202E and kin) are
 escaped too: they show text in another order than it has ("Trojan Source", CVE-2021-42574).
+A warning that each message from outside can cause is said within a budget a minute
+(``LineBudget``), so a client sending such messages in a loop cannot fill the journal.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
+import threading
+import time
+from collections.abc import Callable
 
 # Controls, line separators, bidirectional-text controls and invisible marks (zero width space,
 # byte order mark), and lone surrogates (a file name's undecodable bytes, which no terminal
@@ -59,3 +65,41 @@ def install() -> None:
     """Make every new log record in this process a SafeLogRecord (idempotent)."""
     if logging.getLogRecordFactory() is not SafeLogRecord:
         logging.setLogRecordFactory(SafeLogRecord)
+
+
+class LineBudget:
+    """Warnings that messages from outside can cause one each (a job request refused): the
+    first ``per_window`` of each window said one by one, the rest counted, and their count
+    said once the window is over (``say_due``, from a loop that looks often), so a client
+    sending such messages in a loop cannot fill the journal (journald's rate limit then drops
+    every line of the process, the ones that matter included)."""
+
+    def __init__(self, logger: logging.Logger, what: str, per_window: int = 10,
+                 window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.what = logger, what
+        self.per_window, self.window_s, self.clock = per_window, window_s, clock
+        self._lock = threading.Lock()
+        self._window_from = -math.inf
+        self._said = self.unsaid = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        """``logger.warning(message, *args)`` while the window's budget lasts; else counted."""
+        self.say_due()
+        with self._lock:
+            said = self._said < self.per_window
+            self._said += said
+            self.unsaid += not said
+        if said:
+            self.logger.warning(message, *args)
+
+    def say_due(self) -> None:
+        """Once the window is over: say how many were not said in it, and start the next."""
+        with self._lock:
+            now = self.clock()
+            if now - self._window_from < self.window_s:
+                return
+            unsaid, self.unsaid, self._said, self._window_from = self.unsaid, 0, 0, now
+        if unsaid:
+            self.logger.warning("%s: %d more not said in the last %.0f s (at most %d said one "
+                                "by one a window)", self.what, unsaid, self.window_s,
+                                self.per_window)

@@ -7,8 +7,10 @@ clears one beyond ``pathology.max_retained_requests`` as it comes; it keeps at m
 when it had to leave some out; it keeps at most ``max_retained_requests`` refusal states it left
 retained, and the store keeps at most that many refusals, none older than
 ``final_state_keep_s``. Cancel requests that name nothing to cancel are cleared and answered
-here too. Running the jobs it takes (leases, workers, finishing) is the server's
-(appliance/pathology/server.py; docs/pathology-server.md, items 1 and 5).
+here too. Each refusal is said in the log one by one up to a budget a minute, then counted
+(a job client can send them in a loop). Running the jobs it takes (leases, workers,
+finishing) is the server's (appliance/pathology/server.py; docs/pathology-server.md, items 1
+and 5).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.config.pathology import PathologyConfig
+from appliance.logsafe import LineBudget
 from appliance.pathology.jobrun import RESULT_FIELDS, JobRun
 from appliance.pathology.jobs import (
     FINAL_STATES,
@@ -83,6 +86,9 @@ class RequestAdmission:
         self._refusal_states: dict[str, None] = {}
         self._rescanned_at = time.monotonic()
         self._refusals_pruned_at = -math.inf
+        # a job client can send refused requests and cancels in a loop: a line each, within a
+        # budget a minute (the housekeeping says how many were not said)
+        self.refusal_lines = LineBudget(log, "job requests and cancels refused")
 
     def _drop_message(self, kind: str, event: Any, exc: Exception) -> None:
         """Acknowledge a message its handler failed on and clear it when retained, so neither
@@ -153,7 +159,7 @@ class RequestAdmission:
         limit = self.settings.max_retained_requests
         reason = (f"refused: {limit} job requests wait or run already "
                   "(pathology.max_retained_requests); submit it again once some have ended")
-        log.warning("job %s %s", job_id, reason)
+        self.refusal_lines.warn("job %s %s", job_id, reason)
         self._clear_request(job_id)
         payload = state_payload(job_id, "failed", reason=reason, server=self.server_id)
         self.client.publish(state_topic(self.prefix, job_id), payload, qos=1)
@@ -273,13 +279,13 @@ class RequestAdmission:
             held = f"is {state}"
         reason = (f"job id {job_id} is taken: a job under it {held} with other slides; a job "
                   "id names one request for good: submit this one under a new id")
-        log.warning("request refused: %s", reason)
+        self.refusal_lines.warn("request refused: %s", reason)
         self._clear_request(job_id)
         self.client.publish(errors_topic(self.prefix), state_payload(
             job_id, state, request="job", reason=reason, server=self.server_id), qos=1)
 
     def _refuse(self, exc: JobRefusedError) -> None:
-        log.warning("job refused: %s", exc)
+        self.refusal_lines.warn("job refused: %s", exc)
         if exc.job_id is None:
             self.client.publish(errors_topic(self.prefix), state_payload(
                 "", "failed", reason=str(exc), server=self.server_id), qos=1)
@@ -334,7 +340,7 @@ class RequestAdmission:
         job = self.store.job(job_id)
         self.client.publish(cancel_topic(self.prefix, job_id), b"", qos=1, retain=True)
         if job is None:
-            log.warning("cancel request for unknown job %s cleared", job_id)
+            self.refusal_lines.warn("cancel request for unknown job %s cleared", job_id)
             self._answer_cancel(job_id, "unknown", f"job {job_id} is unknown: no server stored "
                                 "it (a mistyped id, or a job never submitted); nothing to cancel")
         elif job["state"] != "cancelled":  # cancelled: this very request, already carried out
@@ -346,8 +352,8 @@ class RequestAdmission:
         be 65,535 bytes): cleared, and answered naming only its start."""
         self.client.publish(cancel_topic(self.prefix, name), b"", qos=1, retain=True)
         shown = _shown_id(name)
-        log.warning("cancel request for %r (%d characters, not a job id) cleared", shown,
-                    len(name))
+        self.refusal_lines.warn("cancel request for %r (%d characters, not a job id) cleared",
+                                shown, len(name))
         self._answer_cancel(shown, "unknown", f"cancel request for {shown!r} ({len(name)} "
                             "characters) names no job: a job id is 1-64 of A-Z a-z 0-9 _ . -; "
                             "nothing to cancel")

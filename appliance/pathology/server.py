@@ -375,6 +375,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             # the first subscribe comes in a later round, as ended jobs are cleared
             self.client.subscribe(request_topic(self.prefix, "+"), options=SubscribeOptions(qos=1))
         self._prune_stored_refusals()
+        self.refusal_lines.say_due()
         owned = self.store.renew(self.server_id, list(self.runs), self.settings.lease_s)
         for job_id in list(self.runs):
             run = self.runs[job_id]

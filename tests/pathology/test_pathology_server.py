@@ -1857,6 +1857,24 @@ def test_a_cancel_for_an_unknown_job_is_cleared_and_answered(env: Env, serve: Se
     store.close()
 
 
+def test_refused_cancels_sent_in_a_loop_are_said_within_a_budget_a_minute(
+    env: Env, serve: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each refused request or cancel was a warning of its own: a job client sending them in
+    a loop wrote as many lines as the server read messages. Past ten a minute they are
+    counted (each is still cleared and answered)."""
+    ghosts = [f"ghost-{index}" for index in range(15)]
+    for ghost in ghosts:
+        _publish_retained(env.broker, cancel_topic(env.prefix, ghost),
+                          f'{{"job_id": "{ghost}", "requested_at": 0}}'.encode())
+    serve(env.config())
+    for ghost in ghosts:
+        assert env.watcher.wait_cancel_answer(ghost)["state"] == "unknown"
+    said = [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith("cancel request for unknown job")]
+    assert len(said) == 10, said  # on main: 15
+
+
 def test_a_cancel_on_a_topic_naming_no_job_id_is_cleared_and_answered_in_brief(
     env: Env, serve: Servers
 ) -> None:
