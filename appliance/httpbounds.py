@@ -90,8 +90,9 @@ class Tally:
             if not self._saying.due():
                 return True
             count, latest, self.unsaid = self.unsaid, self._latest, 0
-        self.logger.warning("%s: %d since the last saying, the latest %s; said at most once a "
-                            "minute", self.what, count, escape_controls(latest))
+        latest_said = f", the latest {escape_controls(latest)}" if latest else ""
+        self.logger.warning("%s: %d since the last saying%s; said at most once a minute",
+                            self.what, count, latest_said)
         return False
 
 

@@ -19,7 +19,8 @@ silent ones past the process's limit left the console answering nobody. A reques
 those places is answered 503 by uvicorn itself, outside the app: so that answer too carries the
 console's security headers, uvicorn adds them to every answer (``headers``), and the app sets
 none of its own; its 400 to a request it cannot parse, which bypasses them, is sent with them
-here.
+here. uvicorn's warnings of such requests, one each whoever sends them, are counted and said
+at most once a minute (CountedFloods).
 """
 
 from __future__ import annotations
@@ -64,6 +65,45 @@ REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; chars
               _REFUSAL_TEXT))
 
 
+# uvicorn's warnings that any request can cause, one each, whoever sends it: said at most once
+# a minute with their count, as a client repeating them in a loop wrote as many as it liked
+UVICORN_FLOODS = {
+    "Invalid HTTP request received.": "console: requests it could not parse, answered 400",
+    "Exceeded concurrency limit.": f"console: requests beyond its {PLACES} places, answered 503",
+    "Unsupported upgrade request.": "console: requests asking for a protocol upgrade it does "
+                                    "not make (a WebSocket), answered as plain requests",
+}
+NO_WEBSOCKETS = "No supported WebSocket library detected."  # said with each upgrade asked
+
+
+class CountedFloods(logging.Filter):
+    """Counts uvicorn's UVICORN_FLOODS in a Tally each instead of letting each through, and
+    drops its hint to install a WebSocket library (the console serves none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tallies = {message: Tally(log, what) for message, what in UVICORN_FLOODS.items()}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a record counted (or dropped) here; they come from the event loop."""
+        message = record.getMessage()
+        tally = self.tallies.get(message)
+        if tally is None:
+            return not message.startswith(NO_WEBSOCKETS)
+        if tally.count(""):
+            asyncio.get_running_loop().call_later(tally.interval_s, tally.say_due)
+        return False
+
+
+def uvicorn_logger() -> logging.Logger:
+    """A server's own "uvicorn.error" logger, its floods counted (CountedFloods): not the
+    registered one, which every server in the process shares, its records passed to it."""
+    counted = logging.Logger("uvicorn.error")
+    counted.parent = logging.getLogger("uvicorn.error")
+    counted.addFilter(CountedFloods())
+    return counted
+
+
 class DeadlineProtocol(H11Protocol):
     """uvicorn's h11 protocol that closes a connection whose request has not arrived whole
     within REQUEST_DEADLINE_S (a slow or silent client), or whose client has read nothing of
@@ -73,6 +113,7 @@ class DeadlineProtocol(H11Protocol):
     stalled: asyncio.TimerHandle | None = None
     refused = False
     refusals: Refusals  # each server's own (make_server), as are the cut-offs' tallies
+    counted_logger: logging.Logger  # and uvicorn's logger (uvicorn_logger)
     cut_late: Tally
     cut_stalled: Tally
 
@@ -81,6 +122,7 @@ class DeadlineProtocol(H11Protocol):
         are open: each held a file descriptor until its deadline, and a flood past the
         process's limit made asyncio log a traceback for each accept it could not make (some
         50,000 in 20 s) while the console answered nobody."""
+        self.logger = self.counted_logger
         if len(self.connections) >= MAX_CONNECTIONS:
             self._refuse(transport)
             return
@@ -173,6 +215,7 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
     """A uvicorn server for the console (not started); see create_app for the pictures."""
     protocol = type("DeadlineProtocol", (DeadlineProtocol,), {
         "refusals": Refusals(f"{settings.bind}:{settings.port}"),
+        "counted_logger": uvicorn_logger(),
         "cut_late": Tally(log, "console: connections closed with no whole request within "
                       f"{REQUEST_DEADLINE_S:.0f} s"),
         "cut_stalled": Tally(log, "console: connections cut off, their client having read "

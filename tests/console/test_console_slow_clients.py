@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import os
 import socket
 import threading
@@ -223,3 +224,46 @@ def test_connections_cut_off_at_the_request_deadline_are_said_once_not_one_line_
     said = [r.getMessage() for r in caplog.records if "no whole request" in r.getMessage()]
     assert said == ["console: connections closed with no whole request within 1 s: 1 since "
                     "the last saying, the latest from 127.0.0.1; said at most once a minute"]
+
+
+class _Kept(logging.Handler):
+    """The messages of the records a logger's handlers get."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_requests_uvicorn_warns_of_one_each_are_said_once_then_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn warned of each request it could not parse, and twice of each asking for a
+    protocol upgrade (a WebSocket library hint besides), whoever sent it: a client sending
+    such requests in a loop wrote as many lines as it liked."""
+    kept, uvicorn_log = _Kept(), logging.getLogger("uvicorn.error")
+    with running_console(tmp_path) as console:
+        uvicorn_log.addHandler(kept)  # once uvicorn has set up its logging, which clears them
+        try:
+            address = (urlsplit(console.url).hostname, urlsplit(console.url).port)
+            for _ in range(5):
+                with socket.create_connection(address, timeout=10) as sock:
+                    sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                    assert answer_to(sock).startswith(b"HTTP/1.1 400 ")
+            for _ in range(5):
+                with socket.create_connection(address, timeout=10) as sock:
+                    sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: "
+                                 b"Upgrade\r\nUpgrade: h2c\r\n\r\n")
+                    assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        finally:
+            uvicorn_log.removeHandler(kept)
+    assert kept.messages == []  # on main: 5 + 10 lines
+    said = [r.getMessage() for r in caplog.records if r.name == "appliance.console.server"]
+    assert said == [
+        "console: requests it could not parse, answered 400: 1 since the last saying; said at "
+        "most once a minute",
+        "console: requests asking for a protocol upgrade it does not make (a WebSocket), "
+        "answered as plain requests: 1 since the last saying; said at most once a minute",
+    ]
