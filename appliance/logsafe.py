@@ -82,15 +82,19 @@ class LineBudget:
         self._window_from = -math.inf
         self._said = self.unsaid = 0
 
-    def warn(self, message: str, *args: object) -> None:
-        """``logger.warning(message, *args)`` while the window's budget lasts; else counted."""
+    def warn(self, message: str, *args: object) -> bool:
+        """``logger.warning(message, *args)`` while the window's budget lasts; else counted.
+        True when it is the window's first held back, so a caller without a loop that looks
+        often arranges a ``say_due`` a window from now."""
         self.say_due()
         with self._lock:
             said = self._said < self.per_window
             self._said += said
             self.unsaid += not said
+            first_held = not said and self.unsaid == 1
         if said:
             self.logger.warning(message, *args)
+        return first_held
 
     def say_due(self) -> None:
         """Once the window is over: say how many were not said in it, and start the next."""

@@ -55,7 +55,7 @@ from appliance.console.hostnames import host_refusal, own_names
 from appliance.console.throttle import LoginGuard
 from appliance.console.views import CohortCache
 from appliance.httpbounds import Tally
-from appliance.logsafe import escape_controls, shorten
+from appliance.logsafe import LineBudget, escape_controls, shorten
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.logins = LoginGuard(settings.login_max_failures, settings.login_window_s)
     # a refused login is a request anyone can repeat: said at most once a minute, counted
     app.state.login_refusals = Tally(log, "console: logins refused for too many failed ones")
+    app.state.store_lines = LineBudget(log, "console busy or store failed answers")
     app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)  # others wait
     app.state.pathology_results = pathology_results
     app.state.cohort = CohortCache(settings.cohort_cache_s)
@@ -267,18 +268,27 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
     return await _visitor_refusal(request, 403, str(exc))
 
 
+def _warn(request: Request, message: str, *args: object) -> None:
+    """A busy or failed store's answer, said within the app's budget of lines a minute: any
+    request with a session cookie, made up or not, asks the store, so a client repeating one
+    while the store is away or overloaded wrote a line each."""
+    budget: LineBudget = request.app.state.store_lines
+    if budget.warn(message, *args):
+        asyncio.get_running_loop().call_later(budget.window_s, budget.say_due)
+
+
 async def _busy(request: Request, exc: Exception) -> Response:
     """No store connection came free in time (the console is overloaded): 503, said in the
     log."""
-    log.warning("console busy: %s", exc)
+    _warn(request, "console busy: %s", exc)
     return _refusal(request, 503, f"{exc}; try again shortly")
 
 
 async def _store_failed(request: Request, exc: Exception) -> Response:
     """A store that none could reach (StoreUnreachableError), or that refused inside a
     handler (any StoreError): 503; which store and why go to the log, not to visitors."""
-    log.warning("console store failed, %s: %s", store_name(request.app.state.pool.url),
-                shorten(str(exc), 500))
+    _warn(request, "console store failed, %s: %s", store_name(request.app.state.pool.url),
+          shorten(str(exc), 500))
     return _refusal(request, 503, "the console's store cannot be reached now (its log "
                     "says why); try again shortly")
 

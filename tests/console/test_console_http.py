@@ -461,6 +461,25 @@ def test_a_store_error_inside_a_handler_is_a_503_naming_the_store_only_in_the_lo
     assert console.get("/api/v1/rollouts", console.token)[0] == 200
 
 
+def test_store_failures_answered_again_and_again_are_said_within_a_budget_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each 503 for a failed store was a line of its own: any request with a session cookie
+    asks the store, so a client repeating one while the store was away wrote a line each."""
+
+    def refused(*_: object, **__: object) -> None:
+        raise StoreError("cannot read the SQLite store: disk I/O error")
+
+    with running_console(tmp_path) as console:
+        cookie, _ = login_cookie(console)
+        monkeypatch.setattr(Store, "rollout_rows", refused)
+        with caplog.at_level(logging.WARNING, logger="appliance.console.app"):
+            statuses = {get_with(console, "/rollouts", cookie)[0] for _ in range(15)}
+    assert statuses == {503}
+    logged = [r.getMessage() for r in caplog.records if "disk I/O error" in r.getMessage()]
+    assert len(logged) == 10  # on main: 15; the 5 others are counted, said after the minute
+
+
 def _flagged(console: Console) -> dict[str, list[str]]:
     """measurement id -> not_validated, of every seeded result that names any (via the API)."""
     _, _, body = console.get("/api/v1/results?limit=200", console.token)
