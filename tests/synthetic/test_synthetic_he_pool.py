@@ -96,7 +96,9 @@ def test_ctrl_c_with_a_worker_idle_is_no_traceback(tmp_path: Path) -> None:
          "--seed", "0", "--workers", "2", "--quiet"],
         env, lambda pid: bool(pool_workers(pid)), settle_s=1.0)
     assert code == 130, err
-    assert err == (f"appliance synth he: stopped with 0 of 1 slides painted in {out} and no "
-                   "labels.csv, which a pathology run needs; the same command again paints the "
-                   "whole cohort\n")
-    assert sorted(out.iterdir()) == []
+    # the one slide may be done before the Ctrl-C lands (a fast machine paints it in about a
+    # second): either way one line, no traceback, and the slides said are the slides there
+    painted = sorted(out.iterdir()) if out.exists() else []
+    assert err == (f"appliance synth he: stopped with {len(painted)} of 1 slides painted in {out} "
+                   "and no labels.csv, which a pathology run needs; the same command again "
+                   "paints the whole cohort\n")
