@@ -18,6 +18,7 @@ from appliance.backoffice.schema import DeadLetter, dead_letter, result_row
 from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.config import config_from_mapping
+from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet
 from appliance.transport.broker import free_port
 from appliance.transport.payloads import Result
@@ -197,15 +198,19 @@ def test_a_retry_while_a_batch_prunes_the_same_letters_waits_for_it(
     the batch pruned first is gone when the retry reads: lost, counted once, not stored."""
     schema = f"test_dlsum_{uuid.uuid4().hex[:12]}"
     ingest = open_store(PG_URL, pg_schema=schema)
-    retry = Store(PG_URL, schema)
+    retry, watcher = Store(PG_URL, schema), Store(PG_URL, schema)
     try:
         ingest.write_batch(Batch(dead_letters=[_letter(random.Random(1), 4)]), 100)
-        holding, retried = threading.Event(), threading.Event()
+        retry_pid = retry.query("SELECT pg_backend_pid()")[0][0]
+        holding = threading.Event()
+        retry_waited: list[bool] = []
         only_copies = ingest._only_copies  # noqa: SLF001  (runs with the totals row held)
 
         def paused(*args: object) -> object:
             holding.set()
-            retried.wait(timeout=3)  # the retry is waiting for the totals row by now
+            # the batch goes on only once the retry is seen waiting for a lock (the totals
+            # row this batch holds), so the two meet as the docstring says, however loaded
+            retry_waited.append(_waits_for_a_lock(watcher, retry_pid))
             return only_copies(*args)  # type: ignore[arg-type]
 
         monkeypatch.setattr(ingest, "_only_copies", paused)
@@ -213,7 +218,6 @@ def test_a_retry_while_a_batch_prunes_the_same_letters_waits_for_it(
 
         def run_retry() -> None:
             holding.wait(timeout=10)
-            threading.Timer(1.0, retried.set).start()
             try:
                 outcome.append(retry.retry_dead_letters(_retry_judge_all))
             except Exception as exc:  # the test asserts on it
@@ -224,6 +228,7 @@ def test_a_retry_while_a_batch_prunes_the_same_letters_waits_for_it(
         ingest.write_batch(Batch(dead_letters=[_letter(random.Random(2), 5)],
                                  topic_prefix="p"), 1)
         thread.join(timeout=30)
+        assert retry_waited == [True]
         assert outcome == [(0, 0)]
         assert _totals(ingest) == _kept(ingest)
         assert _kept(ingest)[0] == 1
@@ -231,8 +236,19 @@ def test_a_retry_while_a_batch_prunes_the_same_letters_waits_for_it(
         assert [row[:3] for row in ingest.pruned_only_copies(10).worst] == [("lab", "k4", 1)]
     finally:
         retry.close()
+        watcher.close()
         ingest.drop_postgres_schema(schema)
         ingest.close()
+
+
+def _waits_for_a_lock(watcher: Store, pid: int) -> bool:
+    """Whether the backend ``pid`` is seen waiting for a lock within 10 s."""
+    def waiting() -> bool:
+        rows = watcher.query("SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?",
+                             (pid,))
+        return bool(rows) and rows[0][0] == "Lock"
+
+    return wait_until(waiting, 10)
 
 
 @pytest.mark.parametrize("pruned", [True, False])
