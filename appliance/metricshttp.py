@@ -67,7 +67,8 @@ DEFAULT_BOUNDS = Bounds()
 
 
 def start_metrics_server(
-    registry: CollectorRegistry, host: str, port: int, bounds: Bounds = DEFAULT_BOUNDS
+    registry: CollectorRegistry, host: str, port: int, bounds: Bounds = DEFAULT_BOUNDS,
+    thread_name: str = "metrics-http",
 ) -> tuple[WSGIServer, threading.Thread]:
     """Serve ``registry`` on ``host:port`` from a daemon thread (as prometheus-client's
     ``start_http_server`` returns them); OSError when the address cannot be had."""
@@ -83,7 +84,7 @@ def start_metrics_server(
     if ipaddress.ip_address(address[0]).is_loopback:
         app = _own_names_only(app)
     httpd: WSGIServer = make_server(str(address[0]), port, app, server_class, handler_class)
-    thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, name=thread_name, daemon=True)
     thread.start()
     return httpd, thread
 

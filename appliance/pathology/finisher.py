@@ -106,7 +106,7 @@ class SlideFinisher(threading.Thread):
                  on_stored: Callable[[str, int, dict[str, Any]], None],
                  on_dropped: Callable[[str, int], None],
                  on_unstored: Callable[[str, int, str], None]) -> None:
-        super().__init__(name="SlideFinisher", daemon=True)
+        super().__init__(name=f"SlideFinisher {server_id}", daemon=True)
         self.open_store, self.info, self.results_dir = open_store, info, results_dir
         self.server_id, self.backend = server_id, json.dumps(backend_settings, default=str)
         self.on_stored, self.on_dropped, self.on_unstored = on_stored, on_dropped, on_unstored

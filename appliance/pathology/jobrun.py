@@ -93,7 +93,7 @@ class InferenceRunner(threading.Thread):
 
     def __init__(self, batcher: FairBatcher, backend: TileBackend, finisher: SlideFinisher,
                  metrics: ServiceMetrics, events: queue.Queue[tuple[str, Any]]) -> None:
-        super().__init__(name="InferenceRunner", daemon=True)
+        super().__init__(name=f"InferenceRunner {finisher.server_id}", daemon=True)
         self.batcher, self.backend, self.finisher = batcher, backend, finisher
         self.metrics, self.events = metrics, events
         self.stop_event = threading.Event()

@@ -6,13 +6,16 @@ answers again. Run on the main loop, that stopped every job's work and the renew
 leases with it (other servers then took its jobs over), for as long as the share stayed away.
 Here each check runs in a thread of its own: one not done within ``limit_s`` refuses its
 request, saying why, and while ``max_waiting`` checks still wait on such folders a further
-request is refused at once (each waiting thread ends when its share answers).
+request is refused at once (each waiting thread ends when its share answers). A stopping server
+waits for the threads whose checks have answered and leaves those still waiting on a share
+(they only read; ``RequestChecks.end``), saying how many.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from appliance.pathology.jobs import JobRefusedError, JobRequest
@@ -25,15 +28,19 @@ Answer = tuple[JobRequest | None, BaseException | None]
 
 class RequestChecks:
     """Runs ``check(payload, job_id)`` (``parse_job`` with the server's settings) in a thread
-    of its own per request, waiting for it at most ``limit_s``."""
+    of its own per request, named ``RequestCheck SERVER_ID``, waiting for it at most
+    ``limit_s``."""
 
     def __init__(self, check: Callable[[bytes, str], JobRequest], limit_s: float = CHECK_S,
-                 max_waiting: int = MAX_WAITING) -> None:
+                 max_waiting: int = MAX_WAITING, server_id: str = "") -> None:
         self._check = check
         self.limit_s = limit_s
         self.max_waiting = max_waiting
+        self.thread_name = f"RequestCheck {server_id}".rstrip()
         self._lock = threading.Lock()
         self._running = 0
+        # each check's thread and its answer (full once answered), kept until seen ended
+        self._threads: dict[threading.Thread, queue.Queue[Answer]] = {}
 
     def check(self, payload: bytes, job_id: str) -> JobRequest:
         """The checked request; JobRefusedError for a bad one, and for one whose slide paths
@@ -46,8 +53,12 @@ class RequestChecks:
                     "they do", job_id)
             self._running += 1
         answer: queue.Queue[Answer] = queue.Queue(maxsize=1)
-        threading.Thread(target=self._run, args=(payload, job_id, answer), daemon=True,
-                         name="RequestCheck").start()
+        thread = threading.Thread(target=self._run, args=(payload, job_id, answer),
+                                  daemon=True, name=self.thread_name)
+        with self._lock:
+            self._threads = {t: a for t, a in self._threads.items() if t.is_alive()}
+            self._threads[thread] = answer
+        thread.start()
         try:
             request, error = answer.get(timeout=self.limit_s)
         except queue.Empty:
@@ -69,3 +80,15 @@ class RequestChecks:
         finally:
             with self._lock:
                 self._running -= 1
+
+    def end(self, timeout_s: float) -> int:
+        """Wait (at most ``timeout_s``) for the check threads that have answered, as a
+        stopping server does; how many are left, still waiting on their slide folders (a
+        share that does not answer holds them until it does: they write nothing)."""
+        with self._lock:
+            threads = list(self._threads.items())
+        deadline_s = time.monotonic() + timeout_s
+        for thread, answer in threads:
+            if answer.full():  # answered: it ends at once
+                thread.join(max(0.0, deadline_s - time.monotonic()))
+        return sum(thread.is_alive() for thread, _ in threads)

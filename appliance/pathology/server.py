@@ -32,6 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from appliance.backoffice.outage import OutageWords, StoreOutage
 from appliance.backoffice.storeerrors import STORE_ERRORS, refused_for_its_values
 from appliance.config import Config
+from appliance.pathology import jobstore
 from appliance.pathology.admission import HOUSEKEEPING_S, RequestAdmission
 from appliance.pathology.backends import TileBackend, open_backend
 from appliance.pathology.batcher import FairBatcher
@@ -67,6 +68,7 @@ SERVER_OUTAGE = OutageWords(
               "are tried again each second, said again each minute while the store fails",
     still="reads or writes still fail")
 RESCAN_S = 60.0  # how often the retained requests are read again
+THREADS_MARGIN_S = 5.0  # beyond a store call's deadline: a slide's pictures, a model batch
 
 
 def default_server_id() -> str:
@@ -101,7 +103,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         # off the main loop: a slide folder on a share that stopped answering would hold it
         self.request_checks = RequestChecks(lambda payload, topic_id: parse_job(
             payload, self.roots, self.settings.max_job_bytes, self.settings.max_slides_per_job,
-            topic_id))
+            topic_id), server_id=self.server_id)
         self._init_link(self.backend.settings)
 
     def run(self, stop: threading.Event) -> None:
@@ -113,21 +115,50 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
                                  on_dropped=self._dropped, on_unstored=self._unstored)
         runner = InferenceRunner(self.batcher, self.backend, finisher, self.metrics, self.events)
         self.finisher = finisher
-        self.metrics.serve(self.settings.metrics_port or 0, self.settings.metrics_bind)
-        with PreparationWorkers(self.settings.prepare_workers) as pool:
-            self.pool = pool
-            finisher.start()
-            runner.start()
-            self._connect()
-            try:
-                self._loop(stop)
-            finally:
-                runner.stop_event.set()
-                finisher.stop_event.set()
-                self.metrics.close()
-                self._leave_the_broker()
-                for run in self.runs.values():
-                    run.cancel_futures()
+        self.metrics.serve(self.settings.metrics_port or 0, self.settings.metrics_bind,
+                           thread_name=f"metrics-http {self.server_id}")
+        try:
+            with PreparationWorkers(self.settings.prepare_workers,
+                                    thread_name=f"SlidePreparation {self.server_id}") as pool:
+                self.pool = pool
+                finisher.start()
+                runner.start()
+                self._connect()
+                try:
+                    self._loop(stop)
+                finally:
+                    runner.stop_event.set()
+                    finisher.stop_event.set()
+                    self.metrics.close()
+                    self._leave_the_broker()
+                    for run in self.runs.values():
+                        run.cancel_futures()
+        finally:
+            self._wait_for_threads(runner, finisher)
+
+    def _wait_for_threads(self, runner: InferenceRunner, finisher: SlideFinisher) -> None:
+        """Once stopped: wait for the inference runner's batch in hand and the finisher's
+        slide in hand (its store call answers or is cut within the store's deadline), so no
+        write of this server outlasts its stop; a thread still running after that is left,
+        and said, as are request checks still waiting on a share (they write nothing)."""
+        wait_s = jobstore.ANSWER_DEADLINE_S + THREADS_MARGIN_S
+        log.debug("waiting for the slide finisher and the inference runner to end (at most "
+                  "%g s)", wait_s)
+        deadline_s = time.monotonic() + wait_s
+        for thread in (runner, finisher):
+            if thread.ident is not None:  # started
+                thread.join(max(0.0, deadline_s - time.monotonic()))
+        left = [thread.name for thread in (runner, finisher) if thread.is_alive()]
+        if left:
+            log.warning("%s still running %g s after the stop (a store call or a model batch "
+                        "that does not end); left behind, it ends with the process",
+                        " and ".join(left), wait_s)
+        elif getattr(finisher, "store", None) is not None:
+            finisher.store.close()
+        checking = self.request_checks.end(max(0.0, deadline_s - time.monotonic()))
+        if checking:
+            log.warning("%d request checks still wait for their slide folders (a network "
+                        "share that does not answer?); left behind", checking)
 
     def _stored(self, job_id: str, index: int, row: dict[str, Any]) -> None:
         """Finisher thread: a slide result is in the store (handled by the main loop)."""

@@ -44,13 +44,15 @@ class ServiceMetrics:
         self._events: deque[tuple[float, int, float]] = deque()
         self._lock = threading.Lock()
 
-    def serve(self, port: int, bind: str = "127.0.0.1", bounds: Bounds = DEFAULT_BOUNDS) -> None:
-        """Expose /metrics over HTTP on bind:port (port 0: none). An address that cannot be
-        had is logged and the server serves jobs without its metrics."""
+    def serve(self, port: int, bind: str = "127.0.0.1", bounds: Bounds = DEFAULT_BOUNDS,
+              thread_name: str = "metrics-http") -> None:
+        """Expose /metrics over HTTP on bind:port (port 0: none) from a thread named
+        ``thread_name``. An address that cannot be had is logged and the server serves jobs
+        without its metrics."""
         if not port:
             return
         try:
-            self._http = start_metrics_server(self.registry, bind, port, bounds)
+            self._http = start_metrics_server(self.registry, bind, port, bounds, thread_name)
         except OSError as exc:
             log.error("metrics not served: cannot listen on %s:%d: %s; check "
                       "pathology.metrics_port and pathology.metrics_bind", bind, port, exc)

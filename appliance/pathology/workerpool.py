@@ -129,9 +129,10 @@ class PreparationWorkers:
     and again with the next call after it died."""
 
     def __init__(self, count: int,
-                 context: multiprocessing.context.BaseContext | None = None) -> None:
+                 context: multiprocessing.context.BaseContext | None = None,
+                 thread_name: str = "SlidePreparation") -> None:
         self._context = context or worker_context()
-        self._threads = ThreadPoolExecutor(count, thread_name_prefix="SlidePreparation")
+        self._threads = ThreadPoolExecutor(count, thread_name_prefix=thread_name)
         self._own = threading.local()  # each thread of the pool feeds its own worker
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []

@@ -398,10 +398,13 @@ def test_request_checks_waiting_on_a_share_are_bounded_and_end_when_it_answers(
     with pytest.raises(JobRefusedError, match="1 earlier requests still wait"):
         checks.check(payload, "j1")
     assert _checks_running() == 1  # no thread started for the one refused at once
+    assert checks.end(0.0) == 1  # a stopping server leaves it, waiting on the share
     answering.set()
     assert wait_until(lambda: _checks_running() == 0, 60)
     checks.limit_s = 60.0  # the share answers: the check's own time is not what is tested
     assert checks.check(payload, "j1").job_id == "j1"
+    assert checks.end(60.0) == 0  # an answered check's thread is waited for
+    assert _checks_running() == 0
 
 
 def _checks_running() -> int:

@@ -1088,6 +1088,69 @@ def test_a_slide_finishing_while_its_job_is_cancelled_is_stored_before_the_cance
     assert final["slides_done"] == len(stored)
 
 
+class _Said(logging.Handler):
+    """Sets ``event`` once a record saying ``words`` is logged."""
+
+    def __init__(self, words: str, event: threading.Event) -> None:
+        super().__init__(logging.DEBUG)
+        self.words, self.event = words, event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.event.set()
+
+
+def _threads_of(server: PathologyServer) -> list[str]:
+    """The names of the live threads of ``server`` (each names its server id)."""
+    return sorted(t.name for t in threading.enumerate() if server.server_id in t.name)
+
+
+def test_a_stopped_server_waits_for_the_slide_in_hand_and_leaves_no_thread_running(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server's stop did not wait for its slide finisher (one was still alive after a
+    takeover test): systemd then kills a finisher mid-write, and a test's next server shares
+    the store with it. Here the finisher's write is held until the stopping server says it
+    waits for its threads: the slide is stored before run() returns, and then no thread of
+    the server is alive."""
+    release = threading.Event()
+    finisher_store = HeldSlideWrites(f"sqlite:///{env.tmp_path / 'state' / 'store.sqlite3'}",
+                                     release)
+    monkeypatch.setattr(PathologyServer, "store_for_thread", lambda server: finisher_store)
+    config = env.config(metrics_port=free_port())
+    store = _store(env.tmp_path)
+    server, stop = PathologyServer(config, store), threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    server_log = logging.getLogger(server_module.__name__)
+    said = _Said("waiting for the slide finisher", release)
+    try:
+        with _online(config, server) as online:
+            thread.start()
+            assert online.wait(60), f"server {server.server_id} never said it is online"
+        env.watcher.submit(_job("held", [env.slides / "b11.jpg"]))
+        assert finisher_store.writing.wait(60)
+        sid = server.server_id
+        running = _threads_of(server)
+        assert {f"SlideFinisher {sid}", f"InferenceRunner {sid}", f"metrics-http {sid}",
+                f"paho-mqtt-client-{sid}"} <= set(running)
+        assert any(name.startswith(f"SlidePreparation {sid}") for name in running)
+        server_log.addHandler(said)
+        with caplog.at_level(logging.DEBUG, logger=server_module.__name__):
+            stop.set()
+            thread.join(60)
+        assert not thread.is_alive()
+        assert _threads_of(server) == []
+        assert finisher_store.states_when_written == ["running"]  # written before run() ended
+        assert [row["slide_index"] for row in store.slide_results("held")] == [0]
+    finally:
+        server_log.removeHandler(said)
+        release.set()
+        stop.set()
+        thread.join(60)
+        finisher_store.close()
+        store.close()
+
+
 class BrokenBackend(SlowBackend):
     """An accelerator that fails on every batch."""
 
