@@ -390,25 +390,28 @@ def test_request_checks_waiting_on_a_share_are_bounded_and_end_when_it_answers(
         answering.wait(30)
         return parse_job(payload, [tmp_path], 10_000, 10, job_id)
 
-    checks = RequestChecks(check, limit_s=0.2, max_waiting=1)
+    checks = RequestChecks(check, limit_s=0.2, max_waiting=1,
+                           server_id=f"test-{uuid.uuid4().hex[:10]}")
     payload = _payload([str(tmp_path / "a.jpg")])
     with pytest.raises(JobRefusedError, match=r"could not be looked at within 0\.2 s") as first:
         checks.check(payload, "j1")
     assert first.value.job_id == "j1"
     with pytest.raises(JobRefusedError, match="1 earlier requests still wait"):
         checks.check(payload, "j1")
-    assert _checks_running() == 1  # no thread started for the one refused at once
+    assert _checks_running(checks) == 1  # no thread started for the one refused at once
     assert checks.end(0.0) == 1  # a stopping server leaves it, waiting on the share
     answering.set()
-    assert wait_until(lambda: _checks_running() == 0, 60)
+    assert wait_until(lambda: _checks_running(checks) == 0, 60)
     checks.limit_s = 60.0  # the share answers: the check's own time is not what is tested
     assert checks.check(payload, "j1").job_id == "j1"
     assert checks.end(60.0) == 0  # an answered check's thread is waited for
-    assert _checks_running() == 0
+    assert _checks_running(checks) == 0
 
 
-def _checks_running() -> int:
-    return sum(thread.name == "RequestCheck" for thread in threading.enumerate())
+def _checks_running(checks: RequestChecks) -> int:
+    """The live check threads of ``checks`` (named for its server id), not of other servers
+    in this process."""
+    return sum(thread.name == checks.thread_name for thread in threading.enumerate())
 
 
 def test_a_request_is_the_stored_job_s_own_when_it_names_the_same_slides_in_order(
