@@ -20,6 +20,7 @@ from annotated_types import Le
 from appliance import metricshttp
 from appliance.config.pathology import PathologyConfig
 from appliance.edge import screen_server
+from appliance.pathology import jobstore, server
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 INSTALLED = "/opt/appliance/venv/bin/appliance"
@@ -143,3 +144,11 @@ def test_every_daemon_unit_is_hardened_alike_and_writes_its_state_folder_only(
     for name, value in HARDENED_ALIKE.items():
         assert value in settings.get(name, []), (source, name, settings.get(name))
     assert "ReadWritePaths" not in settings  # nothing writable beside the state folder
+
+
+def test_the_pathology_unit_leaves_its_stop_the_time_it_waits_for_its_threads() -> None:
+    """The server's stop waits for the slide its finisher holds, up to a store call's deadline
+    and a margin (docs/pathology-server.md, "Stopping"); a TimeoutStopSec under that had
+    systemd SIGKILL it in the middle of that write (30 s against 35)."""
+    (timeout,) = service_settings("appliance-pathology@.service")["TimeoutStopSec"]
+    assert float(timeout) > jobstore.ANSWER_DEADLINE_S + server.THREADS_MARGIN_S
