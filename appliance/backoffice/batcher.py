@@ -180,8 +180,7 @@ class BatchWriter(threading.Thread):
         delay_s = 0.2
         while True:
             try:
-                with self._store.answering_within(COMMIT_DEADLINE_S):
-                    fresh = self._store.write_batch(batch, *self._keep())
+                fresh = self._write(batch)
             except Exception as exc:  # a store outage must not kill the worker
                 self.stats.commit_failures += 1
                 if not is_transient(exc):
@@ -195,6 +194,24 @@ class BatchWriter(threading.Thread):
                 return None
             delay_s = min(delay_s * 2, RETRY_MAX_S)
             self._reconnect()
+
+    def _write(self, batch: Batch) -> list[str]:
+        """One try at committing ``batch``. Where the server had closed the connection since
+        the last batch while no outage was said (a maintenance restart, a crash, an idle
+        timeout while no kiosk sent anything), the batch is committed again at once on a new
+        connection (Store.reopened_after_close, said at INFO): that is no outage, nothing
+        waited on it. The new try is safe whatever the first did: nothing is acknowledged
+        before a commit, and a result committed twice is stored once."""
+        try:
+            return self._write_once(batch)
+        except Exception as exc:
+            if self._outage.ongoing or not self._store.reopened_after_close(exc):
+                raise
+        return self._write_once(batch)
+
+    def _write_once(self, batch: Batch) -> list[str]:
+        with self._store.answering_within(COMMIT_DEADLINE_S):
+            return self._store.write_batch(batch, *self._keep())
 
     def _keep(self) -> tuple[int, int]:
         """How many dead letters to keep, in rows and in bytes."""

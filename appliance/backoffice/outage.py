@@ -44,6 +44,11 @@ class StoreOutage:
         self._failures = 0
         self._next_remind_s = 0.0
 
+    @property
+    def ongoing(self) -> bool:
+        """Whether an outage was said and has not ended yet."""
+        return self._began_s is not None
+
     def failed(self, error: Exception) -> None:
         """Count a failed try; say the first of an outage, then once a minute."""
         now_s = self._clock()

@@ -67,6 +67,7 @@ SERVER_LIMITS = (
 _ABANDON_LOOK_S = 0.1  # how often a block waiting on the server looks at its abandon event
 _MISSING_DATABASE = re.compile(r'database ".*" does not exist')  # the server's FATAL text
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
+CUT = "the connection was cut"  # how answered_within's error ends (``was_cut``)
 
 
 def connect(url: str, **options: Any) -> Any:
@@ -198,7 +199,13 @@ def answered_within(conn: Any, seconds: float,
     except psycopg.Error as exc:
         if not why:
             raise
-        raise psycopg.OperationalError(f"{why[0]}: the connection was cut") from exc
+        raise psycopg.OperationalError(f"{why[0]}: {CUT}") from exc
     finally:
         with guard:
             ended.set()
+
+
+def was_cut(error: BaseException) -> bool:
+    """Whether ``error`` is ``answered_within`` cutting a connection whose server had not
+    answered in time (or at a stop), not the server closing it."""
+    return str(error).endswith(f": {CUT}")

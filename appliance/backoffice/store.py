@@ -17,6 +17,7 @@ missing column).
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import threading
@@ -32,6 +33,7 @@ from appliance.backoffice.pgconnect import (
     answered_within,
     postgres_connection,
     server_wait_s,
+    was_cut,
 )
 from appliance.backoffice.queries import ConsoleQueries
 from appliance.backoffice.retention import RetentionWrites
@@ -46,7 +48,7 @@ from appliance.backoffice.sqlitefile import (
 from appliance.backoffice.store_reads import StoreReads
 from appliance.backoffice.store_schema import SchemaVersions, schema_problem
 from appliance.backoffice.store_writes import Batch, IngestWrites
-from appliance.backoffice.storeerrors import StoreError, explained
+from appliance.backoffice.storeerrors import CONNECTION_LOST_ERRORS, StoreError, explained
 from appliance.backoffice.storeurl import (
     POSTGRES_SCHEMES,
     masked_url,
@@ -56,6 +58,7 @@ from appliance.backoffice.storeurl import (
     url_problem,
 )
 
+log = logging.getLogger(__name__)
 __all__ = [  # Batch and StoreError live in store_writes.py and storeerrors.py; users of the
     # Store import them from here with it
     "Batch", "Store", "StoreError", "open_existing_store", "open_store",
@@ -122,6 +125,31 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, RetentionWrites, StoreR
         with suppress(Exception):  # the old connection is broken; closing it may fail too
             self._conn.close()
         self._conn = self._connect()
+
+    def closed_by_server(self, error: BaseException) -> bool:
+        """Whether ``error`` is the PostgreSQL server having closed this connection (a
+        restart or a crash since it was last used, an idle timeout, a network cut found by
+        the keepalives), not ``answering_within`` cutting it: a new connection may take the
+        call. SQLite's never is."""
+        return (self.postgres and bool(self._conn.closed)
+                and isinstance(error, CONNECTION_LOST_ERRORS) and not was_cut(error))
+
+    def reopened_after_close(self, error: BaseException) -> bool:
+        """Whether the call that failed with ``error`` may be made again at once on a new
+        connection: the server had closed the one it was made on (``closed_by_server``) and a
+        new one is open now, said at INFO (no outage: a restart between two calls, as a
+        maintenance restart of a server used now and then is, delays nothing). False: the
+        error stands (the server is still away, or the call failed for another reason)."""
+        if not self.closed_by_server(error):
+            return False
+        try:
+            self.reconnect()
+        except StoreError as exc:
+            log.debug("store reconnect failed: %s", exc)
+            return False
+        log.info("the %s had closed the connection (%s); reconnected", store_name(self.url),
+                 explained(error))
+        return True
 
     def _connect_sqlite(self) -> sqlite3.Connection:
         path = Path(self.url.removeprefix("sqlite:///"))

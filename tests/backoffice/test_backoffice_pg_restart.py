@@ -56,10 +56,11 @@ class Kiosk:
         return thread
 
 
-def _kiosk(tmp_path: Path, broker: PrivateBroker, site: str, device: str) -> Kiosk:
+def _kiosk(tmp_path: Path, broker: PrivateBroker, site: str, device: str,
+           measures: int = PER_KIOSK) -> Kiosk:
     config = config_from_mapping({
         "device": {"id": device, "site": site},
-        "camera": {"source": "synthetic", "limit": PER_KIOSK},
+        "camera": {"source": "synthetic", "limit": measures},
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "topic_prefix": "fleet"},
         "state_dir": str(tmp_path / device),
         "edge": {"synthetic_fps": 40, "ack_resend_initial_s": 0.5, "ack_resend_cap_s": 2.0,
@@ -215,3 +216,35 @@ def test_results_sent_while_postgresql_comes_back_read_only_are_stored_once_it_m
     assert not office.said("Traceback"), office.lines
     assert len(office.said("commit failed")) == 1, office.lines
     assert len(office.said("answers again after")) == 1, office.lines
+
+
+@pytest.mark.parametrize("how", ["restarted", "crashed"])
+def test_postgresql_restarted_or_crashed_while_the_back_office_is_idle_is_no_outage(
+    how: str, office_and_kiosks: tuple[BackOffice, list[Kiosk], str], pg_cluster: PgCluster,
+    tmp_path: Path, private_broker: PrivateBroker,
+) -> None:
+    """A maintenance restart (or a crash and its recovery) while no kiosk sends anything: the
+    next batch meets the connection the server closed meanwhile, reconnects and commits at
+    once. Nothing waited on the store, so the journal has no outage to say (before: an ERROR
+    "commit failed (terminating connection due to administrator command)", then "answers
+    again after 1 failed tries", at every maintenance restart)."""
+    office, _, url = office_and_kiosks
+    before, after = (_kiosk(tmp_path, private_broker, "shop-idle", f"idle-{n}", measures=3)
+                     for n in range(2))
+    try:
+        before.start().join(60)
+        assert before.codes == [0], office.lines
+        _fail_mid_stream(pg_cluster, how)
+        pg_cluster.start()
+        after.start().join(60)
+        assert after.codes == [0], office.lines
+    finally:
+        before.daemon.request_stop()
+        after.daemon.request_stop()
+    stored = _stored(url)
+    for kiosk in (before, after):
+        assert stored[kiosk.daemon.config.device.id] == (3, kiosk.acked)
+    assert office.stop() == 0
+    assert not office.said("ERROR"), office.lines
+    assert not office.said("WARNING"), office.lines
+    assert office.said("had closed the connection (terminating connection due to"), office.lines

@@ -82,6 +82,9 @@ class _FlakyStore:
     def reconnect(self) -> None:
         self.reconnects += 1
 
+    def reopened_after_close(self, error: BaseException) -> bool:
+        return False  # a lock, not a connection the server closed
+
     def answering_within(self, seconds: float) -> AbstractContextManager[None]:
         return nullcontext()  # no server to wait on
 
