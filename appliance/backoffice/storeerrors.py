@@ -93,6 +93,29 @@ def _sqlite_primary_code(exc: BaseException) -> int | None:
     return None if code is None else int(code) & 0xFF
 
 
+# PostgreSQL's SQLSTATEs of a server that is away or takes no work for now: class 08 (the
+# connection failed), 57P01-57P05 (shut down, crashed, starting up or recovering, an idle
+# timeout); one cause with the errors that carry none (a connection refused, closed or cut)
+_SERVER_AWAY_STATES = {"57P01", "57P02", "57P03", "57P04", "57P05"}
+
+
+def cause_of(exc: BaseException) -> str:
+    """The kind of failure ``exc`` is, for telling when an outage's cause changes: the server
+    away (refused, closed, cut, starting up; a StoreError, a failed reconnect, counts by its
+    driver's error), else PostgreSQL's SQLSTATE (a read-only server's 25006, a full disk's
+    53100), SQLite's primary result code, or the error's class."""
+    if isinstance(exc, StoreError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, sqlite3.Error):
+        return f"sqlite {_sqlite_primary_code(exc)}"
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(exc, StoreError) or (state is None and isinstance(exc, DATABASE_ERRORS)):
+        return "server away"
+    if state is None:
+        return type(exc).__name__
+    return "server away" if state[:2] == "08" or state in _SERVER_AWAY_STATES else state
+
+
 def explained(exc: BaseException) -> str:
     """``exc``'s text on one line, with what to do when SQLite says another connection's lock
     outlasted the busy timeout (its own text, "database is locked", says neither)."""

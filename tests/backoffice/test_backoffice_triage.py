@@ -15,7 +15,7 @@ from appliance.backoffice import triage
 from appliance.backoffice.batcher import COMMIT_OUTAGE, BatchWriter
 from appliance.backoffice.outage import StoreOutage
 from appliance.backoffice.schema import DeadLetter, dead_letter
-from appliance.backoffice.store import Batch, Store, open_store
+from appliance.backoffice.store import Batch, Store, StoreError, open_store
 from appliance.backoffice.triage import Inbound, Triage
 from appliance.config import BackofficeConfig
 from appliance.edge.testing import wait_until
@@ -300,3 +300,35 @@ def test_a_long_store_outage_is_said_again_once_a_minute(
     assert "still fail after 13 tries in 60 s (database or disk is full)" in said[1]
     assert "still fail after 25 tries in 120 s" in said[2]
     assert said[3].endswith("answers again after 26 failed tries in 130 s")
+
+
+def test_an_outage_names_its_cause_when_it_changes_once_for_each_cause(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server restarted, then back read-only (a standby after a failover): the read-only
+    cause is said when it begins, not only in the next minute's line; a cause said already
+    in this outage, or another failure of the server being away, is not said again."""
+    psycopg = pytest.importorskip("psycopg")
+    now_s = [0.0]
+    outage = StoreOutage("postgresql://office@db.example/fleet",
+                         logging.getLogger("appliance.backoffice.batcher"), COMMIT_OUTAGE,
+                         clock=lambda: now_s[0])
+    refused = StoreError("cannot connect to the PostgreSQL database: Connection refused")
+    refused.__cause__ = psycopg.OperationalError("Connection refused")
+    read_only = psycopg.errors.ReadOnlySqlTransaction(
+        "cannot execute INSERT in a read-only transaction")
+    tries = [psycopg.errors.AdminShutdown("terminating connection due to administrator "
+                                          "command"),
+             refused, psycopg.OperationalError("the connection is closed"),
+             psycopg.errors.CannotConnectNow("the database system is starting up"),
+             read_only, read_only, refused, read_only]
+    for error in tries:
+        outage.failed(error)
+        now_s[0] += 1.0
+    outage.passed()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3, said
+    assert "commit failed (terminating connection due to administrator command)" in said[0]
+    assert said[1].endswith("commits still fail after 5 tries in 4 s, now for another cause "
+                            "(cannot execute INSERT in a read-only transaction); retrying")
+    assert said[2].endswith("answers again after 8 failed tries in 8 s")
