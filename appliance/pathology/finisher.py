@@ -294,7 +294,7 @@ class SlideFinisher(threading.Thread):
         refusal of the row's values is raised at once: tried again, it fails again."""
         while not self.stop_event.is_set():
             try:
-                self.store.store_slide(row)
+                self._store_slide(row)
             except STORE_ERRORS as exc:
                 if self.store.stopping():  # cut by the server's stop: no outage
                     return False
@@ -311,3 +311,15 @@ class SlideFinisher(threading.Thread):
             self._outage.passed()
             return True
         return False
+
+    def _store_slide(self, row: dict[str, Any]) -> None:
+        """Store the row; where the server had closed the connection while no outage was
+        said (a restart or a crash while no job ran), store it again at once on a new one
+        (Store.reopened_after_close, said at INFO): no outage, nothing waited. Safe whatever
+        the first try did: a slide result is written once (store_slide)."""
+        try:
+            self.store.store_slide(row)
+        except STORE_ERRORS as exc:
+            if self._outage.ongoing or not self.store.reopened_after_close(exc):
+                raise
+            self.store.store_slide(row)

@@ -209,7 +209,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             self._retry.append((self.rivals.probation_until, kind, event))
             return
         try:
-            getattr(self, f"_event_{kind}")(*event)
+            self._run_event(kind, event)
         except STORE_ERRORS as exc:
             if not refused_for_its_values(exc):
                 self._store_failed(kind, event, exc)
@@ -221,6 +221,19 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             self._outage.passed()
         if kind == "housekeeping":
             self._housekeeping_failed = False
+
+    def _run_event(self, kind: str, event: Any) -> None:
+        """Run the event's handler; where the server had closed the store's connection while
+        no outage was said (a restart or a crash between two housekeeping rounds), run it
+        again at once on a new one (Store.reopened_after_close, said at INFO): no outage.
+        Safe as the retry of an event after any outage is (``_store_failed``)."""
+        handler = getattr(self, f"_event_{kind}")
+        try:
+            handler(*event)
+        except STORE_ERRORS as exc:
+            if self._outage.ongoing or not self.store.reopened_after_close(exc):
+                raise
+            handler(*event)
 
     def _not_handled(self, kind: str, event: Any, error: Exception) -> None:
         """Say once that an event failed for a fault of its own; a request or cancel is

@@ -216,3 +216,31 @@ def test_a_job_requested_while_postgresql_is_down_runs_once_it_is_back(
     assert wait_until(lambda: _job(url, "job-2") == ("done", 2, 2), 60), _said(caplog)
     assert wait_until(lambda: _each_outage_ended(caplog), 30), _said(caplog)
     _outage_said_once_and_its_end(caplog)
+
+
+def test_connections_closed_by_postgresql_while_the_server_idles_are_made_again_quietly(
+    serving: tuple[Config, GatedBackend], pg_cluster: PgCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a restart between two housekeeping rounds leaves, and one while no job runs does
+    to the slide finisher's connection: connections the PostgreSQL server closed (here its
+    administrator's pg_terminate_backend, the same FATAL a fast shutdown sends). Each is made
+    again at its next call, said at INFO, and the job runs with no outage said (before: an
+    ERROR, then "answers again", from the server's loop and again from the finisher)."""
+    config, backend = serving
+    url = config.store.url
+    database = url.rsplit("/", 1)[1]
+    backend.flowing.set()
+    caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
+    sessions = f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"
+    assert wait_until(lambda: len(pg_cluster.sql(sessions).split()) == 2, 30)  # loop, finisher
+    pids = pg_cluster.sql(sessions).split()
+    pg_cluster.sql(f"SELECT pg_terminate_backend(pid) FROM ({sessions}) AS server")
+    assert wait_until(lambda: not set(pids) & set(pg_cluster.sql(sessions).split()), 30)
+    _submit(config, "job-1")
+    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _said(caplog)
+    assert _said(caplog) == []
+    reopened = [r.getMessage() for r in caplog.records if r.name == "appliance.backoffice.store"]
+    assert len(reopened) == 2, reopened
+    assert all("had closed the connection (terminating connection due to administrator "
+               "command); reconnected" in text for text in reopened), reopened
