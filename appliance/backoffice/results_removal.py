@@ -36,6 +36,18 @@ def subject_id(text: str) -> str:
     return text
 
 
+def days(text: str) -> int:
+    """argparse type: a whole number of days, 1 to backoffice.retention_days' bound (a cut-off
+    further back is before the first date a datetime holds)."""
+    from appliance.config.backoffice import MAX_RETENTION_DAYS
+
+    value = positive_int(text)
+    if value > MAX_RETENTION_DAYS:
+        raise argparse.ArgumentTypeError(f"{text}: must be at most {MAX_RETENTION_DAYS} "
+                                         "(a hundred years, as backoffice.retention_days)")
+    return value
+
+
 def measurement_id(text: str) -> str:
     """argparse type: a measurement id as results carry it."""
     from appliance.backoffice.commands import device_id
@@ -149,7 +161,7 @@ def register_prune(sub: Any) -> None:
         "prune", help="remove the results captured more than DAYS days ago (the retention "
         "bound, by hand), and the dead letters received before then")
     add_store_options(prune)
-    prune.add_argument("--older-than", type=positive_int, required=True, metavar="DAYS",
+    prune.add_argument("--older-than", type=days, required=True, metavar="DAYS",
                        help="remove what is older than this many days")
     prune.add_argument("--yes", action="store_true",
                        help="do not ask (needed where standard input is not a terminal)")

@@ -14,6 +14,7 @@ from appliance.transport.payloads import (
 # the dead-letter bounds go to the store as SQL parameters, 64-bit integers in both databases
 # (a larger one made every batch with a dead letter fail on SQLite: all of them were lost)
 STORE_INTEGER_MAX = 2**62
+MAX_RETENTION_DAYS = 36525  # a hundred years (a cut-off must stay in datetime's range)
 
 
 class StoreConfig(Section):
@@ -76,9 +77,9 @@ class BackofficeConfig(Section):
         "dead_letter_max_bytes, so the largest letter is kept."
     )
     retention_days: int | None = Field(
-        None, ge=1, le=36525, description="Days a result is kept, counted from its capture: "
-        "each worker removes older results (and dead letters received before then) at start "
-        "and every hour, a few hundred at a time, saying how many in its log "
+        None, ge=1, le=MAX_RETENTION_DAYS, description="Days a result is kept, counted from "
+        "its capture: each worker removes older results (and dead letters received before "
+        "then) at start and every hour, a few hundred at a time, saying how many in its log "
         "(appliance/backoffice/retention.py). Unset: results are kept for ever."
     )
 

@@ -187,3 +187,18 @@ def test_a_back_office_with_a_retention_bound_prunes_beside_its_ingest(
         worker.join(20)
         store.close()
     assert codes == [0]
+
+
+@pytest.mark.parametrize("days", ["36526", "1000000", str(2**63 - 1)])
+def test_the_prune_command_refuses_days_beyond_the_retention_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    open_store(url).close()
+
+    with pytest.raises(SystemExit) as ended:
+        main(["results", "prune", "--store", url, "--older-than", days, "--yes"])
+
+    assert ended.value.code == 2
+    assert f"{days}: must be at most 36525" in capsys.readouterr().err
+    assert main(["results", "prune", "--store", url, "--older-than", "36525", "--yes"]) == 0
