@@ -70,11 +70,14 @@ def subject_id_problem(text: str) -> str | None:
 
 
 def os_user() -> str:
-    """The operating-system user running this (the audit's "who"); the uid when unnamed."""
+    """The operating-system user running this (the audit's "who"); the uid when unnamed.
+    Bytes of the name that are not UTF-8 (a $USER or $LOGNAME set so) are written as ``\\xff``
+    escapes: the store takes only UTF-8 text, and the erasure failed on them."""
     try:
-        return getpass.getuser()
+        name = getpass.getuser()
     except (KeyError, OSError):  # a uid without a passwd entry (a container) and no $USER
         return f"uid {os.getuid()}"
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def letter_names(payload: bytes) -> tuple[str | None, str | None]:

@@ -4,6 +4,7 @@ audit record stays, and a re-sent result is not stored again; SQLite and Postgre
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from appliance.backoffice.erasure import Selector
+from appliance.backoffice.erasure import Selector, os_user
 from appliance.backoffice.schema import dead_letter, result_row
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.cli import main
@@ -173,6 +174,20 @@ def test_the_erase_command_prints_counts_and_records_the_os_user(
     assert _stored_ids(store) == {results[2].measurement_id}
     assert store.query("SELECT os_user, selector FROM erasures") == [("frank", "subj-1")]
     store.close()
+
+
+def test_an_os_user_name_that_is_not_utf8_is_recorded_escaped(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _store(store, _results("subj-1", 1, 10))
+    monkeypatch.setenv("LOGNAME", os.fsdecode(b"fr\xffnk"))  # set so by a non-UTF-8 shell
+    monkeypatch.setenv("USER", os.fsdecode(b"fr\xffnk"))
+
+    done = store.erase(Selector("subject", "subj-1"), os_user())
+
+    assert (done.results, done.os_user) == (1, "fr\\xffnk")
+    assert store.query("SELECT os_user FROM erasures") == [("fr\\xffnk",)]
+    assert _stored_ids(store) == set()
 
 
 def test_the_erase_command_asks_on_a_terminal_and_refuses_without_one(
