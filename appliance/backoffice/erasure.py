@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.schema import iso_utc, named_measurement_id
 from appliance.backoffice.store_connection import StoreConnection
+from appliance.logsafe import escape_controls
 from appliance.transport.payloads import utc_now
 
 _IN_CHUNK = 500
@@ -47,7 +48,7 @@ class Selector:
     value: str
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.value}"
+        return f"{self.kind} {escape_controls(self.value)}"  # a kiosk's free text
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,16 @@ class Erased:
 
 
 def subject_id_problem(text: str) -> str | None:
-    """Why ``text`` cannot be a result's subject id (None: it can)."""
+    """Why ``text`` cannot be a stored result's subject id (None: it can). The payload takes
+    any text up to its bound (a kiosk's free text: tabs, escapes, no-break spaces, joiners),
+    so only what no stored id holds is refused: bytes the locale could not decode (argv's
+    surrogate escapes; the store holds UTF-8), and the empty id, which names no person."""
     if not text or len(text) > MAX_SUBJECT_ID_CHARS:
         return f"a subject id has 1 to {MAX_SUBJECT_ID_CHARS} characters"
-    if not text.isprintable():
-        return "a subject id holds no control characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "bytes that are not UTF-8 are in no stored subject id"
     return None
 
 

@@ -20,6 +20,7 @@ from appliance.backoffice.store import Batch, Store, open_store
 from appliance.cli import main
 from appliance.console.views import CohortCache
 from appliance.edge.testing import wait_until
+from appliance.logsafe import escape_controls
 from appliance.synthetic import fleet
 from appliance.transport.payloads import Result
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
@@ -212,7 +213,8 @@ def test_the_erase_command_asks_on_a_terminal_and_refuses_without_one(
 
 
 @pytest.mark.parametrize("selector", [["--subject", ""], ["--subject", "x" * 65],
-                                      ["--subject", "a\nb"], ["--result", "../etc"]])
+                                      ["--subject", os.fsdecode(b"a\xffb")],
+                                      ["--result", "../etc"]])
 def test_a_bad_id_exits_2_and_erases_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], selector: list[str]
 ) -> None:
@@ -224,6 +226,30 @@ def test_a_bad_id_exits_2_and_erases_nothing(
     store = open_store(url)
     assert len(_stored_ids(store)) == 3
     assert store.query("SELECT COUNT(*) FROM erasures") == [(0,)]
+    store.close()
+
+
+@pytest.mark.parametrize("subject", ["a\tb", "anna\u00a0b", "x\u200dy", "\x1b[2Jz"])
+def test_a_subject_id_with_controls_or_unprintables_can_be_erased_and_is_shown_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], subject: str
+) -> None:
+    """Results carry a kiosk's free text as the subject id: each stored one must be
+    erasable, and the terminal sees its controls escaped."""
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    store = open_store(url)
+    _store(store, _results(subject, 2, 13) + _results("other", 1, 14))
+    store.close()
+
+    assert main(["results", "erase", "--store", url, "--subject", subject, "--yes"]) == 0
+
+    out = capsys.readouterr().out
+    assert "erased 2 result(s)" in out
+    assert "\x1b" not in out
+    assert "\t" not in out
+    assert f"of subject {escape_controls(subject)} (erasure 1" in out
+    store = open_store(url)
+    assert store.query("SELECT COUNT(*), MIN(subject_id) FROM results") == [(1, "other")]
+    assert store.query("SELECT selector FROM erasures") == [(subject,)]
     store.close()
 
 
