@@ -87,14 +87,18 @@ def os_user() -> str:
 
 
 def letter_names(payload: bytes) -> tuple[str | None, str | None]:
-    """The measurement id and subject id a dead letter's payload names (None: none)."""
+    """The measurement id and subject id a dead letter's payload names (None: none). A byte
+    that is not UTF-8 elsewhere in it (a letter is often refused for one) hides neither: it
+    is read as U+FFFD, so the letter still goes with the result or subject it holds."""
+    text = payload.decode("utf-8", "replace")
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except ValueError:  # not UTF-8 or not JSON: it names nothing a result could
+        data = json.loads(text)
+    except ValueError:  # not JSON: it names nothing a result could
         return None, None
     subject = data.get("subject") if isinstance(data, dict) else None
     subject_id = subject.get("subject_id") if isinstance(subject, dict) else None
-    return named_measurement_id(payload), subject_id if isinstance(subject_id, str) else None
+    return (named_measurement_id(text.encode("utf-8")),
+            subject_id if isinstance(subject_id, str) else None)
 
 
 class ErasureWrites(StoreConnection):

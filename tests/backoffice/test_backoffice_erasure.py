@@ -95,6 +95,27 @@ def test_erasing_a_subject_removes_its_results_and_letters_and_records_counts_on
     assert store.erasure_mark() == done.erasure_id
 
 
+@pytest.mark.parametrize("kind", ["subject", "result"])
+def test_a_letter_with_a_byte_that_is_not_utf8_goes_with_the_result_it_holds(
+    store: Store, kind: str
+) -> None:
+    """A kiosk's result refused for a stray byte (here in its software version) is kept
+    whole as a dead letter: it still holds the person's measurement and must be erased."""
+    held = _results("subj-9", 1, 15)[0]
+    raw = held.to_json().replace(held.software_version.encode(), b"1.0\xff", 1)
+    store.write_batch(Batch(results=[], dead_letters=[
+        dead_letter(RECEIVED, f"appliance/lab/{held.device_id}/result", "not UTF-8", raw)]),
+        *KEEP)
+    selector = Selector(kind, "subj-9" if kind == "subject" else held.measurement_id)
+    assert store.erasure_preview(selector) == (0, 1)
+
+    done = store.erase(selector, "alice")
+
+    assert (done.results, done.dead_letters) == (0, 1)
+    assert store.dead_letters() == []
+    assert store.query("SELECT measurement_id FROM erased_results") == [(held.measurement_id,)]
+
+
 def test_an_erased_result_sent_again_is_confirmed_but_not_stored(store: Store) -> None:
     one, kept = _results(None, 2, 4)
     _store(store, [one, kept])
