@@ -20,9 +20,9 @@ SQLite's BEGIN IMMEDIATE serialises the two. A mixin of ``Store``.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
+import pwd
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -76,13 +76,20 @@ def subject_id_problem(text: str) -> str | None:
 
 
 def os_user() -> str:
-    """The operating-system user running this (the audit's "who"); the uid when unnamed.
-    Bytes of the name that are not UTF-8 (a $USER or $LOGNAME set so) are written as ``\\xff``
-    escapes: the store takes only UTF-8 text, and the erasure failed on them."""
+    """The operating-system user running this (the audit's "who"): the name the system holds
+    for the process's user id, not $LOGNAME or $USER, which anyone sets to any name
+    (``USER=alice appliance results erase ...`` recorded alice); under sudo, root and the
+    user sudo names. The uid when unnamed (a container's uid without a passwd entry). Bytes
+    of a name that are not UTF-8 are written as ``\\xff`` escapes: the store takes only
+    UTF-8 text."""
+    uid = os.getuid()
     try:
-        name = getpass.getuser()
-    except (KeyError, OSError):  # a uid without a passwd entry (a container) and no $USER
-        return f"uid {os.getuid()}"
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+    by_sudo = os.environ.get("SUDO_USER") if uid == 0 else None  # set by sudo, for root only
+    if by_sudo:
+        name = f"{name} (sudo by {by_sudo[:64]})"
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 

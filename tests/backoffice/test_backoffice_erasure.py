@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import random
 import threading
 from collections.abc import Iterator
@@ -182,19 +183,22 @@ def test_the_erase_command_prints_counts_and_records_the_os_user(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, results = _cli_store(tmp_path)
-    monkeypatch.setenv("LOGNAME", "frank")
+    monkeypatch.setenv("LOGNAME", "frank")  # anyone sets these: not who ran it
     monkeypatch.setenv("USER", "frank")
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    who = pwd.getpwuid(os.getuid()).pw_name
 
     assert main(["results", "erase", "--store", url, "--subject", "subj-1", "--yes"]) == 0
 
     out = capsys.readouterr().out
     assert "erased 2 result(s) and 0 dead letter(s) of subject subj-1" in out
-    assert "by frank" in out
+    assert f"by {who})" in out
+    assert "frank" not in out
     assert "outside the store" in out
     assert results[0].to_json().decode() not in out
     store = open_store(url)
     assert _stored_ids(store) == {results[2].measurement_id}
-    assert store.query("SELECT os_user, selector FROM erasures") == [("frank", "subj-1")]
+    assert store.query("SELECT os_user, selector FROM erasures") == [(who, "subj-1")]
     store.close()
 
 
@@ -202,13 +206,14 @@ def test_an_os_user_name_that_is_not_utf8_is_recorded_escaped(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _store(store, _results("subj-1", 1, 10))
-    monkeypatch.setenv("LOGNAME", os.fsdecode(b"fr\xffnk"))  # set so by a non-UTF-8 shell
-    monkeypatch.setenv("USER", os.fsdecode(b"fr\xffnk"))
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    monkeypatch.setenv("SUDO_USER", os.fsdecode(b"fr\xffnk"))  # set so by a non-UTF-8 shell
 
     done = store.erase(Selector("subject", "subj-1"), os_user())
 
-    assert (done.results, done.os_user) == (1, "fr\\xffnk")
-    assert store.query("SELECT os_user FROM erasures") == [("fr\\xffnk",)]
+    root = pwd.getpwuid(0).pw_name
+    assert (done.results, done.os_user) == (1, f"{root} (sudo by fr\\xffnk)")
+    assert store.query("SELECT os_user FROM erasures") == [(f"{root} (sudo by fr\\xffnk)",)]
     assert _stored_ids(store) == set()
 
 
