@@ -20,9 +20,10 @@ awaited: a release no kiosk has installed yet goes no further.
 
 ``appliance models halt`` halts a rollout from another process: it writes a request naming the
 rollout (``halting.request_halt``), which the deploy reads while it waits for a wave, before
-each wave and before it records the rollout complete, and halts on as on its failures; a
-rollout whose deploy is gone it halts itself (``halting.halt_stopped``), putting back what the
-store says its waves replaced.
+each wave and before it records the rollout complete, and halts on as on its failures (a
+last look at the reports of the devices it waits for first: one that installed the release
+since the look before keeps it, as at a wave's end); a rollout whose deploy is gone it halts
+itself (``halting.halt_stopped``), putting back what the store says its waves replaced.
 """
 
 from __future__ import annotations
@@ -216,18 +217,13 @@ class Rollout:
         while waiting and time.monotonic() < deadline_s:
             self.requested = halt_requested(self.repo, self.rollout_id)
             if self.requested is not None:  # withdrawn by the halt, as a failure is
+                self._hear(waiting, phase)  # one that installed since the last look keeps it
                 for device in sorted(waiting):
                     self.outcomes[device] = ("halted", self.requested)
                     self._record_device(device, phase, "halted", self.requested,
                                         self._running(device))
                 return
-            views = self.watcher.devices()
-            for device in sorted(waiting):
-                verdict = self._verdict(views.get(device))
-                if verdict is not None:
-                    waiting.discard(device)
-                    self.outcomes[device] = verdict
-                    self._record_device(device, phase, *verdict, self._running(device))
+            views = self._hear(waiting, phase)
             self._let_go_of_offline(waiting, phase)
             self._hear_late(views)
             time.sleep(POLL_S)
@@ -235,6 +231,18 @@ class Rollout:
             reason = f"no installed and healthy report within {plan.timeout_s:.0f} s"
             self.outcomes[device] = ("timeout", reason)
             self._record_device(device, phase, "timeout", reason, self._running(device))
+
+    def _hear(self, waiting: set[Device], phase: str) -> Mapping[Device, DeviceView]:
+        """Record the verdict of each device of ``waiting`` that reported on this release and
+        stop waiting for it; returns the devices as the watcher sees them now."""
+        views = self.watcher.devices()
+        for device in sorted(waiting):
+            verdict = self._verdict(views.get(device))
+            if verdict is not None:
+                waiting.discard(device)
+                self.outcomes[device] = verdict
+                self._record_device(device, phase, *verdict, self._running(device))
+        return views
 
     def _let_go_of_offline(self, waiting: set[Device], phase: str) -> None:
         """In a wave that waits only for kiosks online, stop waiting for one switched off

@@ -91,10 +91,11 @@ def test_a_halt_of_a_rollout_that_ends_as_the_halt_looks_says_so_and_changes_not
 
 class _Kiosks:
     """k0 online, reporting the release installed and healthy at the deploy's first look
-    after it signed the wave, just as an operator's halt comes; k9 switched off."""
+    after it signed the wave, just as an operator's halt comes (``late``: at the look after,
+    once the deploy read the request); k9 switched off."""
 
-    def __init__(self, repo: FileRepository, release: ModelManifest) -> None:
-        self.repo, self.release, self.rollout_id = repo, release, ""
+    def __init__(self, repo: FileRepository, release: ModelManifest, late: bool = False) -> None:
+        self.repo, self.release, self.rollout_id, self.late = repo, release, "", late
 
     def notify(self, site: str, device_id: str, rollout_id: str) -> None:
         self.rollout_id = rollout_id
@@ -107,6 +108,8 @@ class _Kiosks:
         if not (self.repo.dir / ".rollout.halt").exists():
             (self.repo.dir / ".rollout.halt").write_text(
                 f'{{"rollout": "{self.rollout_id}", "reason": "halted by an operator"}}')
+            if self.late:
+                return {(SITE, "k0"): DeviceView(SITE, "k0", status=online)}
         installed = payloads.ModelState(device_id="k0", site=SITE, state="installed", at=now,
                                         model=about, running=about, healthy=True,
                                         rollout=self.rollout_id)
@@ -131,3 +134,26 @@ def test_a_halt_asked_as_the_last_wave_ends_halts_the_rollout(tmp_path: Path) ->
     assert assignments(repo)[(SITE, "k9")] == before[(SITE, "k9")]  # put back
     assert assignments(repo)[(SITE, "k0")].version == "1.1.0"  # installed: kept
     assert not (repo.dir / ".rollout.halt").exists()
+
+
+def test_a_kiosk_that_installs_as_the_halt_is_read_keeps_the_release(tmp_path: Path) -> None:
+    """k0 reported the release installed between the deploy's last look and its reading of
+    the halt request: the deploy marked it halted without looking again and put back the
+    1.0.0 it held before; the last look now records it installed and it keeps 1.1.0."""
+    repo = init_repository(tmp_path / "repo")
+    assign(repo, [(SITE, "k0"), (SITE, "k9")], _release(repo, tmp_path, "1.0.0"))
+    before = assignments(repo)
+    release = _release(repo, tmp_path, "1.1.0")
+    plan = RolloutPlan(release, [(SITE, "k0"), (SITE, "k9")], canaries=0, timeout_s=30,
+                       await_offline=False)
+    store: Store
+    with closing(open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")) as store:
+        kiosks = _Kiosks(repo, release, late=True)
+        outcome = Rollout(repo, kiosks, store, plan).run()  # type: ignore[arg-type]
+        devices = dict(store.query("SELECT device_id, state FROM rollout_devices", []))
+    assert outcome.state == "halted"
+    assert outcome.reason == "halted by an operator"
+    assert outcome.outcomes[(SITE, "k0")][0] == "installed"
+    assert assignments(repo)[(SITE, "k0")].version == "1.1.0"  # installed: kept
+    assert assignments(repo)[(SITE, "k9")] == before[(SITE, "k9")]  # put back
+    assert devices == {"k0": "installed", "k9": "withdrawn"}
