@@ -5,10 +5,10 @@ A command that must not run twice on the same thing (``appliance demo`` on a sto
 folder itself and keeps it while it runs. It never waits: a lock another process holds is
 ``LockBusyError`` at once, which the command turns into a refusal naming what to do. The kernel
 drops the lock when the holder exits, kill -9 included, so no stale lock ever blocks the next
-run; a lock file stays, holding the pid of the last process that took it (``record_pid``),
-which the next refusal names. The three ways it can fail are told apart, so that nobody is sent
-looking for another process when the path cannot be made or its file system takes no locks
-(NFS without its lock daemon).
+run; a lock file stays, holding the pid of the last process that took it (``record_pid``)
+and what that process was (``command``), which the next refusal names. The three ways it can
+fail are told apart, so that nobody is sent looking for another process when the path cannot
+be made or its file system takes no locks (NFS without its lock daemon).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from appliance.sidefile import open_side_file
 
-_PID_BYTES = 32  # the most of a lock file read for its holder's pid
+_HOLDER_BYTES = 128  # the most of a lock file read for its holder's pid and command
 
 
 class LockError(OSError):
@@ -41,8 +41,8 @@ class LockUnsupportedError(LockError):
 
 
 class LockBusyError(LockError):
-    """Another process holds the lock; ``holder`` reads `` (pid N)`` when it wrote its pid,
-    else ''."""
+    """Another process holds the lock; ``holder`` reads `` (pid N)`` when it wrote its pid
+    (`` (pid N: COMMAND)`` when it wrote what it is too), else ''."""
 
     def __init__(self, path: Path, holder: str) -> None:
         super().__init__(errno.EWOULDBLOCK, f"locked by another process{holder}", str(path))
@@ -68,10 +68,13 @@ class FileLock:
         self.release()
 
 
-def exclusive_lock(path: Path, *, folder: bool = False, record_pid: bool = False) -> FileLock:
+def exclusive_lock(
+    path: Path, *, folder: bool = False, record_pid: bool = False, command: str = ""
+) -> FileLock:
     """The exclusive lock of ``path``: a lock file, or with ``folder`` the folder itself (made
-    with its parents when missing); ``record_pid`` writes this process's pid into the file for
-    the next refusal to name. LockBusyError, LockOpenError or LockUnsupportedError otherwise."""
+    with its parents when missing); ``record_pid`` writes this process's pid into the file, and
+    ``command`` (one printable line) after it, for the next refusal to name. LockBusyError,
+    LockOpenError or LockUnsupportedError otherwise."""
     fd = _opened(path, folder)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,7 +88,7 @@ def exclusive_lock(path: Path, *, folder: bool = False, record_pid: bool = False
     if record_pid:
         with contextlib.suppress(OSError):  # the pid is for a refusal's message only
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            os.write(fd, f"{os.getpid()} {command}".rstrip().encode() + b"\n")
     return FileLock(fd)
 
 
@@ -103,6 +106,10 @@ def _opened(path: Path, folder: bool) -> int:
 
 
 def _holder(fd: int) -> str:
-    """`` (pid N)`` of the process that holds the lock, '' before it has written its pid."""
-    text = os.pread(fd, _PID_BYTES, 0).decode(errors="replace").strip()
-    return f" (pid {text})" if text.isdigit() else ""
+    """`` (pid N)`` of the process that holds the lock, `` (pid N: COMMAND)`` when it wrote what
+    it is, '' before it has written its pid."""
+    line = os.pread(fd, _HOLDER_BYTES, 0).decode(errors="replace").split("\n", 1)[0]
+    pid, _, command = line.strip().partition(" ")
+    if not pid.isdigit():
+        return ""
+    return f" (pid {pid}: {command})" if command.isprintable() and command else f" (pid {pid})"

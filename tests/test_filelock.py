@@ -34,6 +34,15 @@ def test_a_second_lock_on_a_file_is_refused_naming_the_pid_it_holds(tmp_path: Pa
     exclusive_lock(path).release()
 
 
+def test_a_lock_file_names_the_command_that_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "rollout.lock"
+    with exclusive_lock(path, record_pid=True, command="`appliance models halt`"):
+        with pytest.raises(LockBusyError) as refused:
+            exclusive_lock(path)
+        assert refused.value.holder == f" (pid {os.getpid()}: `appliance models halt`)"
+    assert path.read_text() == f"{os.getpid()} `appliance models halt`\n"
+
+
 def test_a_lock_file_without_a_pid_names_no_holder(tmp_path: Path) -> None:
     path = tmp_path / "x.lock"
     with exclusive_lock(path), pytest.raises(LockBusyError) as refused:

@@ -139,7 +139,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         repo = FileRepository(args.repo)
         manifest = released(repo, args.name, args.version)  # before anything is created
         with ExitStack() as opened:
-            opened.enter_context(repo.rolling_out())
+            opened.enter_context(repo.rolling_out(args.decision))
             watcher = opened.enter_context(closing(_watch(config, args.config)))
             store = opened.enter_context(closing(open_store(url)))  # records the rollout
             mark_interrupted(store, repo)
@@ -231,7 +231,7 @@ def _halt_here(store: Store, repo: FileRepository, rollout_id: str, reason: str)
     """Halt a rollout no deploy runs, holding the rollout lock. It is read again under the
     lock: a deploy that ended it between the first read and the look at the lock (complete)
     was taken for a killed one, and its finished rollout was recorded halted."""
-    with repo.rolling_out():  # no deploy starts while this one withdraws
+    with repo.rolling_out("halt"):  # no deploy starts while this one withdraws
         [(state,)] = store.query("SELECT state FROM rollouts WHERE rollout_id = ?", [rollout_id])
         if state not in ("running", "interrupted"):
             return _answered(store, rollout_id, reason, state)

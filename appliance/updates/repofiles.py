@@ -86,12 +86,13 @@ def _not_a_lock_file(path: Path) -> RepositoryError:
 
 
 @contextlib.contextmanager
-def held_alone(path: Path, busy: str) -> Iterator[None]:
+def held_alone(path: Path, busy: str, command: str = "") -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (appliance/filelock.py: released by the kernel when
-    the process ends, kill -9 included); RepositoryError ``busy`` with the holder's pid when
-    another process has it, or naming what is in the lock file's place."""
+    the process ends, kill -9 included), recording this process's pid and ``command``;
+    RepositoryError ``busy`` with the holder's pid and command when another process has it, or
+    naming what is in the lock file's place."""
     try:
-        lock = exclusive_lock(path, record_pid=True)
+        lock = exclusive_lock(path, record_pid=True, command=command)
     except LockBusyError as exc:
         raise RepositoryError(f"{busy}{exc.holder or ' (pid ?)'}") from None
     except LockOpenError as exc:

@@ -274,17 +274,18 @@ class FileRepository(Repository):
         )
 
     @contextlib.contextmanager
-    def rolling_out(self) -> Iterator[None]:
-        """Hold the repository's rollout lock for a whole deploy or rollback: two at once would
-        overwrite each other's device assignments, and one that halts withdraws them.
+    def rolling_out(self, command: str) -> Iterator[None]:
+        """Hold the repository's rollout lock for a whole deploy, rollback or halt (``command``,
+        recorded in the lock file for a refusal to name): two at once would overwrite each
+        other's device assignments, and one that halts withdraws them.
 
         Two files: deploys refuse each other on ``.rollout.lock``; ``.rollout.busy``, held too,
         is the one ``rollout_held`` looks at. Its look takes a shared lock for an instant, so a
         deploy waits that instant for it, where a look at ``.rollout.lock`` itself would refuse
         a deploy starting in that instant as if another deploy ran."""
-        busy = (f"{self.dir}: another `appliance models deploy` or `rollback` is running on "
-                f"this repository; wait until it ends")
-        with (held_alone(self.dir / ".rollout.lock", busy),
+        busy = (f"{self.dir}: another `appliance models deploy`, `rollback` or `halt` is "
+                f"running on this repository; wait until it ends")
+        with (held_alone(self.dir / ".rollout.lock", busy, f"`appliance models {command}`"),
               lock_file(self.dir / ".rollout.busy") as looked_at):
             fcntl.flock(looked_at, fcntl.LOCK_EX)  # only a status's look holds it, an instant
             yield

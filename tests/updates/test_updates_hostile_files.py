@@ -154,7 +154,7 @@ def test_a_link_in_place_of_a_lock_file_is_refused_and_its_target_left_as_it_was
     (repo.dir / lock).unlink(missing_ok=True)
     (repo.dir / lock).symlink_to(victim)
     refused = rf"{lock}: a link or something else where the repository keeps a lock file"
-    with pytest.raises(RepositoryError, match=refused), repo.rolling_out():
+    with pytest.raises(RepositoryError, match=refused), repo.rolling_out("deploy"):
         assign(repo, [("lab", "k1")], manifest)
     assert victim.read_text() == "precious\n"
 

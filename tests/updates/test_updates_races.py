@@ -23,7 +23,7 @@ def test_a_status_looking_at_the_rollout_lock_as_a_deploy_starts_does_not_refuse
     """status (``rollout_held``) takes the deploy's own lock, shared, for an instant; a deploy
     starting in that instant was refused as if another deploy were running."""
     repo = init_repository(tmp_path / "repo")
-    with repo.rolling_out():  # an earlier deploy: its lock files stay
+    with repo.rolling_out("deploy"):  # an earlier deploy: its lock files stay
         pass
     looking, deploy_tried = threading.Event(), threading.Event()
     real_flock = fcntl.flock
@@ -50,7 +50,7 @@ def test_a_status_looking_at_the_rollout_lock_as_a_deploy_starts_does_not_refuse
 
     def deploy() -> None:
         try:
-            with repo.rolling_out():
+            with repo.rolling_out("deploy"):
                 seen.append("deployed")
         except RepositoryError as exc:
             seen.append(str(exc))
@@ -101,7 +101,7 @@ def test_a_killed_deploy_s_rollout_still_reads_interrupted(tmp_path: Path) -> No
         store.write("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [("killed000001", "lab", "k1", "canary", "assigned", None, None, at)])
         latest = rolloutrecords.latest_rollouts(store, repo)
-        with repo.rolling_out():
+        with repo.rolling_out("deploy"):
             held = rolloutrecords.latest_rollouts(store, repo)
     assert latest[("lab", "k1")][1:] == ("interrupted", "assigned",
                                          rolloutrecords.INTERRUPTED_REASON)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -227,9 +228,11 @@ def test_one_rollout_at_a_time_and_a_killed_one_is_marked_interrupted(
     assert states.pop("killed000001") == "interrupted"  # it said "running" for ever
     assert list(states.values()) == ["complete"]
     capsys.readouterr()
-    with fleet.repo.rolling_out():  # another deploy is at work: two would undo each other
+    with fleet.repo.rolling_out("halt"):  # a halt withdrawing: a deploy now would undo it
         assert main(deploy) == 2
-    assert "another `appliance models deploy` or `rollback` is running" in capsys.readouterr().err
+    err = capsys.readouterr().err  # it named a deploy or rollback only, not the halt it was
+    assert "another `appliance models deploy`, `rollback` or `halt` is running" in err, err
+    assert f"(pid {os.getpid()}: `appliance models halt`)" in err, err
     with closing(open_store(store_url)) as store:
         assert len(store.query("SELECT state FROM rollouts")) == 2  # nothing started
 
@@ -249,7 +252,7 @@ def test_status_shows_a_killed_deploy_s_rollout_interrupted_without_writing(
                     [("killed000002", fleet.site, "k0", "canary", "waiting", None, None,
                       "2026-12-01T00:00:00.000000Z")])
         [killed] = fleet_status(fleet.repo, watcher, store)
-        with fleet.repo.rolling_out():  # a deploy at work: its rollout is running
+        with fleet.repo.rolling_out("deploy"):  # a deploy at work: its rollout is running
             [held] = fleet_status(fleet.repo, watcher, store)
         stored = store.query("SELECT state FROM rollouts")
     finally:
