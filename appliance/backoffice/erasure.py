@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.schema import iso_utc, named_measurement_id
 from appliance.backoffice.store_connection import StoreConnection
+from appliance.backoffice.storeerrors import DATABASE_ERRORS, is_deadlock
 from appliance.logsafe import escape_controls
 from appliance.transport.payloads import utc_now
 
 _IN_CHUNK = 500
+_DEADLOCK_ATTEMPTS = 3  # an erasure ended as deadlocked is tried again, this many times in all
 _LETTERS_AT_ONCE = 16  # letters read at once to find those holding an erased result
 MAX_SUBJECT_ID_CHARS = 64  # payloads.Subject's bound
 # a dead letter's id and the measurement id and subject id its payload names (None: none)
@@ -131,7 +133,21 @@ class ErasureWrites(StoreConnection):
 
         The letters are read before it (about 1 s at the default bounds, which every ingest
         batch would wait for under the write lock): a letter never changes once kept, so
-        inside only those kept since are read, and one pruned meanwhile is not counted."""
+        inside only those kept since are read, and one pruned meanwhile is not counted.
+
+        On PostgreSQL an ingest batch that meets a late id conflict takes the totals row
+        after its inserts, out of the lock order (store_writes.py), and the server may end
+        the erasure as deadlocked with it: nothing of it was done, so it is tried again."""
+        for _ in range(_DEADLOCK_ATTEMPTS - 1):
+            try:
+                return self._erase_once(selector, user)
+            except DATABASE_ERRORS as exc:
+                if not is_deadlock(exc):
+                    raise
+        return self._erase_once(selector, user)
+
+    def _erase_once(self, selector: Selector, user: str) -> Erased:
+        """One try of ``erase``."""
         names = self._letter_names(self._conn.cursor(), 0)
         with self._transaction() as cur:
             held = self._add_to_letter_totals(cur, 0, 0)[0]  # the lock order: totals first

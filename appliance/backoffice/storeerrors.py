@@ -81,6 +81,12 @@ def refused_for_its_values(exc: BaseException) -> bool:
     return isinstance(exc, VALUE_REFUSED_ERRORS)
 
 
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL ending this transaction to break a deadlock (SQLSTATE
+    40P01): nothing of it was done, and the same transaction may pass when tried again."""
+    return getattr(exc, "sqlstate", None) == "40P01"
+
+
 def held_locked(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite saying another connection's lock outlasted the busy timeout."""
     return _sqlite_primary_code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

@@ -305,6 +305,37 @@ def test_an_erasure_during_an_ingest_commit_on_postgresql_waits_and_erases_what_
             watcher.close()
 
 
+@pytest.mark.postgres
+def test_an_erasure_deadlocked_by_an_ingest_late_conflict_on_postgresql_is_tried_again(
+) -> None:
+    """An ingest batch holds the results it inserted and then meets a late id conflict, so it
+    takes the dead-letter totals row out of the lock order, while the erasure holds that row
+    and waits for the results table: PostgreSQL ends the erasure as deadlocked, and it is
+    tried again once the batch committed, instead of failing."""
+    result, late = _results(None, 2, 16)
+    with fresh_store("postgres", Path("."), "test_erasure_deadlock", open_store) as ingest:
+        schema = ingest.query("SELECT current_schema()")[0][0]
+        eraser, watcher = open_store(PG_URL, pg_schema=schema), open_store(PG_URL, schema)
+        pid = eraser.query("SELECT pg_backend_pid()")[0][0]
+        done: list[Any] = []
+        try:
+            # the erasure's side is the one that finds the deadlock (after 1 s, its default)
+            ingest.write("SET deadlock_timeout = '60s'", [()])
+            with ingest._transaction() as cur:  # noqa: SLF001  (held open between two steps)
+                assert ingest._insert_fresh(cur, [_row(result)])[0]  # noqa: SLF001
+                thread = threading.Thread(target=lambda: done.append(
+                    eraser.erase(Selector("result", result.measurement_id), "kim")))
+                thread.start()
+                assert _waits_for_a_lock(watcher, pid)  # holds the totals row
+                ingest._add_to_letter_totals(cur, 0, 0)  # noqa: SLF001  (a late conflict's)
+                ingest._insert_fresh(cur, [_row(late)])  # noqa: SLF001
+            thread.join(10)
+            assert [erased.results for erased in done] == [1]
+            assert _stored_ids(ingest) == {late.measurement_id}
+        finally:
+            eraser.close()
+            watcher.close()
+
 
 def _waits_for_a_lock(watcher: Store, pid: int) -> bool:
     """Whether the backend ``pid`` is seen waiting for a lock within 10 s."""
