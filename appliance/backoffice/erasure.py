@@ -4,12 +4,13 @@ the store holds of them, with an audit record and tombstones that keep them from
 A result lives in the ``results`` table and, when it was refused once or re-sent with other
 content, as a dead letter; both go. What stays is the audit record (``erasures``: when, the
 operating-system user who ran it, what was asked for, how many results and letters went) and
-a tombstone per erased measurement id (``erased_results``). A kiosk re-sends a result until
-the back office confirms it, so one erased between its storing and its ack reaching the kiosk
-(or whose ack was lost) comes again: the ingest worker confirms it, so the kiosk drops it, but
-does not store it (``_drop_erased``). Results of an erased subject captured before the
-erasure that arrive later (a kiosk that was offline with them in its outbox) are not stored
-either; one captured after it (the person came back and consented again) is.
+a tombstone per erased measurement id of the form a result has (``erased_results``;
+``result_can_have``). A kiosk re-sends a result until the back office confirms it, so one
+erased between its storing and its ack reaching the kiosk (or whose ack was lost) comes
+again: the ingest worker confirms it, so the kiosk drops it, but does not store it
+(``_drop_erased``). Results of an erased subject captured before the erasure that arrive
+later (a kiosk that was offline with them in its outbox) are not stored either; one captured
+after it (the person came back and consented again) is.
 
 The ingest worker checks for tombstones after its insert, in the same transaction: on
 PostgreSQL an erasure locks the results table against inserts (SHARE ROW EXCLUSIVE) after the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,7 +33,7 @@ from appliance.backoffice.schema import iso_utc, named_measurement_id
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.backoffice.storeerrors import DATABASE_ERRORS, is_deadlock
 from appliance.logsafe import escape_controls
-from appliance.transport.payloads import utc_now
+from appliance.transport.payloads import MEASUREMENT_ID_PATTERN, utc_now
 
 _IN_CHUNK = 500
 _DEADLOCK_ATTEMPTS = 3  # an erasure ended as deadlocked is tried again, this many times in all
@@ -75,6 +77,13 @@ def subject_id_problem(text: str) -> str | None:
     except UnicodeEncodeError:
         return "bytes that are not UTF-8 are in no stored subject id"
     return None
+
+
+def result_can_have(measurement_id: str) -> bool:
+    """Whether a stored result can have ``measurement_id`` (a UUIDv7 in lower case). A dead
+    letter may name any identifier (a result refused for its id), so an id of another form
+    selects letters only, and no tombstone is kept for it: no result with it is stored."""
+    return re.fullmatch(MEASUREMENT_ID_PATTERN, measurement_id) is not None
 
 
 def os_user() -> str:
@@ -174,7 +183,7 @@ class ErasureWrites(StoreConnection):
             cur.executemany(self._sql(
                 "INSERT INTO erased_results (measurement_id, erasure_id) VALUES (?, ?) "
                 "ON CONFLICT (measurement_id) DO NOTHING"),
-                [(mid, erasure_id) for mid in sorted(ids | named)])
+                [(mid, erasure_id) for mid in sorted(ids | named) if result_can_have(mid)])
         return Erased(erasure_id, user, len(ids), removed)
 
     def erasures(self, limit: int) -> tuple[list[tuple[Any, ...]], int]:

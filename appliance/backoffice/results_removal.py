@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.commands import (
     add_store_options,
@@ -22,6 +22,9 @@ from appliance.backoffice.commands import (
     print_out,
     with_store,
 )
+
+if TYPE_CHECKING:
+    from appliance.backoffice.erasure import Selector
 
 OUTSIDE = ("files exported before (`appliance results export`, `report cohort`) are outside "
            "the store: remove the rows there too")
@@ -81,6 +84,8 @@ def _erase(args: argparse.Namespace) -> int:
 
     def erase(store: Any) -> int:
         results, letters = store.erasure_preview(selector)
+        if (unheld := _no_letter_names(selector, letters)) is not None:
+            return unheld
         question = (f"erase {results} result(s) and {letters} dead letter(s) of {selector}, "
                     "and keep results of it from being stored again?")
         if (refused := _asked("results erase", question, args.yes)) is not None:
@@ -93,6 +98,20 @@ def _erase(args: argparse.Namespace) -> int:
             f"are computed again at their next request; {OUTSIDE}"))
 
     return with_store(args, "results erase", erase, writes=True)
+
+
+def _no_letter_names(selector: Selector, letters: int) -> int | None:
+    """2, after saying why, for a result id no stored result can have (erasure.result_can_have)
+    that no dead letter names either: nothing to erase, and a tombstone of it would match
+    nothing (an upper-cased id, a typo); else None."""
+    from appliance.backoffice.erasure import result_can_have
+
+    if selector.kind != "result" or letters or result_can_have(selector.value):
+        return None
+    print(f"results erase: {selector.value!r}: no result can have this id (a measurement id "
+          "is a UUIDv7 in lower case, as 0193e0a4-5b6c-7d8e-9f00-112233445566) and no dead "
+          "letter names it; nothing erased", file=sys.stderr)
+    return 2
 
 
 def _asked(command: str, question: str, yes: bool) -> int | None:
@@ -178,7 +197,8 @@ def register_erase(sub: Any) -> None:
     chosen.add_argument("--subject", type=subject_id, metavar="ID",
                         help="every result of this subject id (the pseudonym results carry)")
     chosen.add_argument("--result", type=measurement_id, metavar="ID",
-                        help="the result of this measurement id")
+                        help="the result of this measurement id (a UUIDv7 in lower case; "
+                        "another identifier only where a dead letter names it)")
     erase.add_argument("--yes", action="store_true",
                        help="do not ask (needed where standard input is not a terminal)")
     erase.set_defaults(handler=_erase)

@@ -52,6 +52,8 @@ FeatureKey = Literal[
 ]  # the same keys as FEATURE_KEYS (a test keeps them in step)
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# a UUIDv7 in lower case (new_measurement_id): the only form a stored result's id has
+MEASUREMENT_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 MAX_IDENTIFIER_CHARS = 64
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER_CHARS,
                                   pattern=IDENTIFIER_PATTERN)]
@@ -150,7 +152,7 @@ class Result(_Payload):
 
     schema_: Literal["appliance.result/1"] = Field(RESULT_SCHEMA, alias="schema")
     measurement_id: str = Field(
-        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+        pattern=MEASUREMENT_ID_PATTERN,
         description="UUIDv7: unique, time-ordered, stable across retries.",
     )
     device_id: Identifier

@@ -255,6 +255,50 @@ def test_a_bad_id_exits_2_and_erases_nothing(
     store.close()
 
 
+def test_a_result_id_no_result_can_have_and_no_letter_names_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upper-cased measurement id names no stored result (their ids are lower-case
+    UUIDv7s): erasing it would record an erasure of nothing and a tombstone matching nothing."""
+    url, results = _cli_store(tmp_path)
+
+    code = main(["results", "erase", "--store", url, "--result",
+                 results[0].measurement_id.upper(), "--yes"])
+
+    assert code == 2
+    assert "a measurement id is a UUIDv7 in lower case" in capsys.readouterr().err
+    store = open_store(url)
+    assert len(_stored_ids(store)) == 3
+    assert store.query("SELECT COUNT(*) FROM erasures") == [(0,)]
+    assert store.query("SELECT COUNT(*) FROM erased_results") == [(0,)]
+    store.close()
+
+
+def test_a_letter_naming_an_id_no_result_can_have_is_erased_without_a_tombstone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kiosk's result refused for its upper-cased id is kept whole as a dead letter: that
+    id is taken so the letter can be erased, and no tombstone is kept, as no stored result
+    can have it."""
+    url, _ = _cli_store(tmp_path)
+    held = _results(None, 1, 17)[0]
+    named = held.measurement_id.upper()
+    raw = held.to_json().replace(held.measurement_id.encode(), named.encode(), 1)
+    store = open_store(url)
+    store.write_batch(Batch(dead_letters=[dead_letter(
+        RECEIVED, f"appliance/lab/{held.device_id}/result", "refused", raw)]), *KEEP)
+    store.close()
+
+    assert main(["results", "erase", "--store", url, "--result", named, "--yes"]) == 0
+
+    assert "erased 0 result(s) and 1 dead letter(s)" in capsys.readouterr().out
+    store = open_store(url)
+    assert store.dead_letters() == []
+    assert store.query("SELECT COUNT(*) FROM erased_results") == [(0,)]
+    assert len(_stored_ids(store)) == 3
+    store.close()
+
+
 @pytest.mark.parametrize("subject", ["a\tb", "anna\u00a0b", "x\u200dy", "\x1b[2Jz"])
 def test_a_subject_id_with_controls_or_unprintables_can_be_erased_and_is_shown_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], subject: str
