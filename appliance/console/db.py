@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 from appliance.backoffice.store import Store, StoreError, open_store
@@ -59,6 +60,11 @@ class StorePool:
         self._clock = clock
         self._tokens_forgotten_at = clock()
         self._forgetting = threading.Lock()  # one request forgets them, the others go on
+        # restarts found so far, and for each open store the count when it was opened
+        self._generation = 0
+        self._generation_lock = threading.Lock()
+        self._opened_in: weakref.WeakKeyDictionary[Store, int] = weakref.WeakKeyDictionary()
+        self._opened(first)
         self._idle: queue.LifoQueue[Store | None] = queue.LifoQueue()
         self._idle.put(first)
         for _ in range(size - 1):
@@ -76,7 +82,8 @@ class StorePool:
         except queue.Empty as exc:
             raise StoreBusyError(f"no free store connection within {self.wait_s:.0f} s") from exc
         try:
-            lent = self._answering(slot) if slot else Store(self.url, self.pg_schema)
+            lent = (self._answering(slot) if slot
+                    else self._opened(Store(self.url, self.pg_schema)))
         except StoreError as exc:
             self._idle.put(None)
             raise StoreUnreachableError(str(exc)) from exc
@@ -127,15 +134,31 @@ class StorePool:
     def _tokens_due(self) -> bool:
         return self._clock() - self._tokens_forgotten_at >= FORGET_TOKENS_EVERY_S
 
-    @staticmethod
-    def _answering(store: Store) -> Store:
+    def _answering(self, store: Store) -> Store:
         """A pooled store whose connection answers: one the server closed while it sat idle is
         reopened before it is lent (else that request would fail). StoreError when it cannot
-        be."""
-        if not store.answers():
+        be. A restart closes every pooled connection: the first one found closed is said at
+        WARNING, those opened before it was reopened (closed by the same restart) at DEBUG."""
+        if store.answers():
+            return store
+        with self._generation_lock:
+            first = self._opened_in.get(store, self._generation) == self._generation
+            if first:
+                self._generation += 1
+        if first:
             log.warning("store connection closed while idle (the database restarted?); "
-                        "reopening it")
-            store.reconnect()
+                        "reopening it and the pool's others as they are lent")
+        else:
+            log.debug("another store connection closed by the same restart; reopening it")
+        store.reconnect()
+        self._opened(store)
+        return store
+
+    def _opened(self, store: Store) -> Store:
+        """Note that ``store`` was (re)opened now, on the server as it is since the latest
+        restart found (``_answering``)."""
+        with self._generation_lock:
+            self._opened_in[store] = self._generation
         return store
 
     def _reopened(self, store: Store) -> bool:
@@ -147,6 +170,7 @@ class StorePool:
             with contextlib.suppress(Exception):
                 store.close()
             return False
+        self._opened(store)
         return True
 
     def close(self) -> None:

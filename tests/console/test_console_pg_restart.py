@@ -5,7 +5,9 @@ session and token work again, without a restart of the console."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +105,30 @@ def test_the_console_on_a_read_only_server_reads_and_answers_503_to_a_login(
         pg_cluster.configure("default_transaction_read_only", "off")
         pg_cluster.reload()
     _works_again(console, cookie)
+
+
+def _lend_every_connection(pool: StorePool, size: int) -> None:
+    """Borrow ``size`` stores at once, so that each pooled connection is checked and used."""
+    with contextlib.ExitStack() as held:
+        for _ in range(size):
+            held.enter_context(pool.store()).users()
+
+
+def test_a_restart_is_one_warning_however_many_pooled_connections_it_closed(
+    pg_cluster: PgCluster, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Four pooled connections closed by one restart: one WARNING line, not four; the next
+    restart is said again."""
+    pool = StorePool(pg_cluster.database(), size=4)
+    try:
+        _lend_every_connection(pool, 4)
+        for restarts in (1, 2):
+            pg_cluster.stop("fast")
+            pg_cluster.start()
+            with caplog.at_level(logging.DEBUG, logger="appliance.console.db"):
+                _lend_every_connection(pool, 4)
+            said = [record for record in caplog.records if "closed" in record.getMessage()]
+            assert [r.levelno for r in said].count(logging.WARNING) == restarts
+            assert len(said) == 4 * restarts  # the others at DEBUG
+    finally:
+        pool.close()
