@@ -90,39 +90,30 @@ class Tally:
             if not self._saying.due():
                 return True
             count, latest, self.unsaid = self.unsaid, self._latest, 0
+        self._say(count, latest)
+        return False
+
+    def _say(self, count: int, latest: str) -> None:
+        """The line of ``count`` not said till now, the latest of them ``latest``."""
         latest_said = f", the latest {escape_controls(latest)}" if latest else ""
         self.logger.warning("%s: %d since the last saying%s; said at most once a minute",
                             self.what, count, latest_said)
-        return False
 
 
-class Refusals:
-    """Counts the connections a server refused and says them in the log: the first at once,
-    later ones at most once a minute, with their count (the serving loop looks at least each
-    half second whether some wait to be said)."""
+class Refusals(Tally):
+    """The connections a server on ``where`` refused, ``cap`` being open: a Tally whose
+    detail is the latest refused client, said in a line of its own."""
 
-    def __init__(self, where: str, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, where: str, cap: int, clock: Callable[[], float] = time.monotonic,
                  interval_s: float = REFUSALS_SAID_EVERY_S) -> None:
-        self.where = where
-        self.unsaid = 0
-        self._latest_client = ""
-        self._saying = EveryMinute(clock, interval_s)
+        super().__init__(log, f"HTTP server on {where}", clock, interval_s)
+        self.cap = cap
 
-    def count(self, client: str, cap: int) -> None:
-        """One more refusal, of a connection from ``client`` while ``cap`` were open."""
-        self.unsaid += 1
-        self._latest_client = client
-        self.say_due(cap)
-
-    def say_due(self, cap: int) -> None:
-        """Say the refusals not said yet, unless the last saying is under a minute old."""
-        if not self.unsaid or not self._saying.due():
-            return
-        noun = "connection" if self.unsaid == 1 else "connections"
-        log.warning("HTTP server on %s refused %d %s (the latest from %s): %d open at once, "
-                    "the most it takes; refusals are said at most once a minute",
-                    self.where, self.unsaid, noun, escape_controls(self._latest_client), cap)
-        self.unsaid = 0
+    def _say(self, count: int, latest: str) -> None:
+        noun = "connection" if count == 1 else "connections"
+        self.logger.warning("%s refused %d %s (the latest from %s): %d open at once, "
+                            "the most it takes; refusals are said at most once a minute",
+                            self.what, count, noun, escape_controls(latest), self.cap)
 
 
 class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
@@ -140,7 +131,7 @@ class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
         super().__init__(*args, **kwargs)
         server: Any = self  # a socketserver.TCPServer too, bound now
         host, port = server.server_address[:2]
-        self.refusals = Refusals(f"{host}:{port}")
+        self.refusals = Refusals(f"{host}:{port}", self.max_connections)
         self.ended_early = Tally(log, f"HTTP server on {host}:{port}: requests ended early")
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -181,13 +172,13 @@ class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
                 request.recv(65536)
             request.send(REFUSAL)
         server.shutdown_request(request)
-        self.refusals.count(str(client_address[0]), self.max_connections)
+        self.refusals.count(str(client_address[0]))
 
     def service_actions(self) -> None:
         """Each turn of the serving loop: say refusals that wait to be said."""
         server: Any = super()  # socketserver.BaseServer's (typeshed's mix-in lacks it)
         server.service_actions()
-        self.refusals.say_due(self.max_connections)
+        self.refusals.say_due()
         self.ended_early.say_due()
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -43,7 +43,7 @@ from appliance.config import ConsoleConfig
 from appliance.config.mqtt import this_host
 from appliance.console.app import SECURITY_HEADERS, create_app
 from appliance.console.db import StorePool, anyone_can_log_in
-from appliance.httpbounds import REFUSALS_SAID_EVERY_S, Refusals, Tally
+from appliance.httpbounds import Refusals, Tally
 
 log = logging.getLogger(__name__)
 # a console request (headers, and a form of at most 4 KiB) takes well under a second to send
@@ -138,9 +138,8 @@ class DeadlineProtocol(H11Protocol):
         transport.write(REFUSAL)
         transport.close()
         peer = transport.get_extra_info("peername") or ("unknown",)
-        self.refusals.count(str(peer[0]), MAX_CONNECTIONS)
-        if self.refusals.unsaid == 1:  # the first not said: said once the minute is over
-            self.loop.call_later(REFUSALS_SAID_EVERY_S, self.refusals.say_due, MAX_CONNECTIONS)
+        if self.refusals.count(str(peer[0])):  # the first not said: said once the minute is over
+            self.loop.call_later(self.refusals.interval_s, self.refusals.say_due)
 
     def data_received(self, data: bytes) -> None:
         """A refused connection's bytes are dropped."""
@@ -214,7 +213,7 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
                 pathology_results: Path | None = None) -> uvicorn.Server:
     """A uvicorn server for the console (not started); see create_app for the pictures."""
     protocol = type("DeadlineProtocol", (DeadlineProtocol,), {
-        "refusals": Refusals(f"{settings.bind}:{settings.port}"),
+        "refusals": Refusals(f"{settings.bind}:{settings.port}", MAX_CONNECTIONS),
         "counted_logger": uvicorn_logger(),
         "cut_late": Tally(log, "console: connections closed with no whole request within "
                       f"{REQUEST_DEADLINE_S:.0f} s"),
