@@ -17,11 +17,15 @@ rebinding) would otherwise read the metrics from the browser of anyone on the ho
 scraper on the host names an address or localhost. Bound for the network, it answers any
 name: a remote Prometheus sends the target's name as it was configured (a DNS name, an alias),
 and anyone on the network reaches the endpoint itself anyway (it has no login).
+
+Stopped, the server's serving thread is waited for at most STOP_WAIT_S; one still running then
+(its loop stuck) is said in the log, left to end with the process, and the port freed anyway.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import threading
 from collections.abc import Iterable
@@ -36,7 +40,9 @@ from prometheus_client.registry import CollectorRegistry
 from appliance.console.hostnames import host_refusal
 from appliance.httpbounds import REQUEST_DEADLINE_S, BoundedThreadingMixIn, RequestDeadlineMixIn
 
+log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 8
+STOP_WAIT_S = 5.0
 IDLE_TIMEOUT_S = 30.0  # Prometheus gives up on a scrape after 10 s by default
 OTHER_HOST_REFUSED = b"metrics on loopback answer to an IP address or localhost only\n"
 
@@ -87,6 +93,20 @@ def start_metrics_server(
     thread = threading.Thread(target=httpd.serve_forever, name=thread_name, daemon=True)
     thread.start()
     return httpd, thread
+
+
+def stop_metrics_server(httpd: WSGIServer, thread: threading.Thread) -> None:
+    """Stop serving and free the port, waiting at most STOP_WAIT_S for the serving thread:
+    ``shutdown`` itself would wait for it without end, so it is asked from a thread of its
+    own. A serving thread still running then is said in the log, in one line."""
+    threading.Thread(target=httpd.shutdown, name=f"{thread.name}-stop", daemon=True).start()
+    thread.join(STOP_WAIT_S)
+    if thread.is_alive():
+        host, port = httpd.server_address[:2]
+        log.warning("metrics HTTP server on %s:%s: its serving thread %s did not stop within "
+                    "%.0f s; left running, the port freed", host, port, thread.name,
+                    STOP_WAIT_S)
+    httpd.server_close()
 
 
 def _own_names_only(app: WSGIApplication) -> WSGIApplication:

@@ -3,14 +3,17 @@ clients: a bounded number of connections, silent ones cut off (appliance/metrics
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
+from appliance import metricshttp
 from appliance.edge.metrics import MetricsServer
-from appliance.metricshttp import Bounds
+from appliance.metricshttp import Bounds, MetricsHTTPServer
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.transport.broker import free_port
 from tests.slow_clients import answer_to, check_the_cap, status_of
@@ -117,3 +120,37 @@ def test_metrics_bound_for_the_network_answer_the_name_a_remote_prometheus_gives
         assert _scrape(("127.0.0.1", port), f"pathology-1.lab:{port}") == b"HTTP/1.0 200 OK"
     finally:
         metrics.close()
+
+
+@SERVERS
+def test_a_serving_thread_that_does_not_stop_is_said_in_one_line_and_the_stop_returns(
+    serving: Callable[[], AbstractContextManager[int]], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A serving loop stuck (here in its service actions): the stop waits STOP_WAIT_S for it,
+    says so in one line and returns, the port freed; it waited for it without end."""
+    stuck, release = threading.Event(), threading.Event()
+
+    def stuck_loop(_server: MetricsHTTPServer) -> None:
+        stuck.set()
+        release.wait(30)
+
+    monkeypatch.setattr(MetricsHTTPServer, "service_actions", stuck_loop)
+    monkeypatch.setattr(metricshttp, "STOP_WAIT_S", 0.2, raising=False)
+    with caplog.at_level(logging.WARNING, logger="appliance.metricshttp"):
+        served = serving()
+        port = served.__enter__()
+        assert stuck.wait(10), "the serving loop never looked at its service actions"
+        stopping = threading.Thread(target=served.__exit__, args=(None, None, None),
+                                    daemon=True)
+        stopping.start()
+        stopping.join(10)
+        stopped = not stopping.is_alive()
+        release.set()
+    assert stopped, "the stop waited for the stuck serving thread"
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 1, said
+    assert f":{port}: its serving thread" in said[0]
+    assert "did not stop within" in said[0]
+    with socket.create_server(("127.0.0.1", port)):
+        pass  # the port is free

@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from appliance.metricshttp import DEFAULT_BOUNDS, Bounds, start_metrics_server
+from appliance.metricshttp import DEFAULT_BOUNDS, Bounds, start_metrics_server, stop_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,5 @@ class MetricsServer:
 
     def close(self) -> None:
         """Stop serving and free the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._server is not None and self._thread is not None:
+            stop_metrics_server(self._server, self._thread)

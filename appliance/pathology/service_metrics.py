@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from appliance.metricshttp import DEFAULT_BOUNDS, Bounds, start_metrics_server
+from appliance.metricshttp import DEFAULT_BOUNDS, Bounds, start_metrics_server, stop_metrics_server
 
 log = logging.getLogger(__name__)
 WINDOW_S = 10.0
@@ -67,10 +67,7 @@ class ServiceMetrics:
     def close(self) -> None:
         """Stop the /metrics HTTP server, if one runs."""
         if self._http is not None:
-            server, thread = self._http
-            server.shutdown()
-            server.server_close()  # the port is free at once, not when the socket is collected
-            thread.join(5)
+            stop_metrics_server(*self._http)  # the port free at once, not when collected
             self._http = None
 
     def batch_done(self, tiles: int, busy_s: float) -> None:
