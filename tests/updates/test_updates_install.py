@@ -217,7 +217,8 @@ def test_a_kiosk_that_dies_on_every_start_before_its_health_verdict_goes_back(
         fleet.threads[-1].join(30)
         if start < 3:
             fleet.kiosk("k1", **probation)
-            assert events.wait_until(lambda n=start + 1: _resumed(events) == n, 60)
+            assert events.wait_until(lambda n=start + 1: _resumed(events) == n, 60), [
+                (state.state, str(state.at), state.reason) for state in events.states["k1"]]
     daemon = fleet.kiosk("k1", **probation)
     assert events.wait_until(lambda: _state_is(events, "k1", "rolled_back", "1.1.0"), 60)
     assert "started 4 times on it and never lived to its health verdict" in str(
@@ -230,9 +231,11 @@ def test_a_kiosk_that_dies_on_every_start_before_its_health_verdict_goes_back(
 
 
 def _resumed(events: ModelEvents) -> int:
-    """How many times k1 started its health check again after a restart."""
-    return sum("its health check starts again" in (state.reason or "")
-               for state in events.states.get("k1", []))
+    """How many times k1 started its health check again after a restart: its states saying
+    so, told apart by their time, so that one delivered twice (a QoS 1 message sent again
+    after a lost acknowledgement, seen once under load) counts once."""
+    return len({state.at for state in list(events.states.get("k1", []))
+                if "its health check starts again" in (state.reason or "")})
 
 
 def test_a_release_answering_this_kiosk_with_nan_grades_nothing_and_rolls_back(
