@@ -16,6 +16,7 @@ from appliance.edge.metrics import MetricsServer
 from appliance.metricshttp import Bounds, MetricsHTTPServer
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.transport.broker import free_port
+from tests.dripping import cut_off_while_dripping
 from tests.slow_clients import answer_to, check_the_cap, status_of
 
 BOUNDS = Bounds(max_connections=4, request_deadline_s=3.0)
@@ -65,20 +66,9 @@ def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_the_deadline(
     serving: Callable[[], AbstractContextManager[int]],
 ) -> None:
     """Each byte well within the idle timeout: only the request deadline ends it."""
-    with serving() as port, socket.create_connection(("127.0.0.1", port)) as dripping:
-        dripping.settimeout(0.2)
-        closed = False
-        for byte in b"GET /metrics HTTP/1.0\r\nX-Padding: " + b"a" * 200:  # some 40 s
-            try:
-                dripping.send(bytes([byte]))
-                closed = dripping.recv(1) == b""
-            except TimeoutError:
-                continue
-            except OSError:  # reset: closed as well
-                closed = True
-            if closed:
-                break
-        assert closed  # within the drip, not after it
+    with serving() as port:
+        assert cut_off_while_dripping(  # within the drip (some 40 s), not after it
+            ("127.0.0.1", port), b"GET /metrics HTTP/1.0\r\nX-Padding: " + b"a" * 200, 0.2)
         assert status_of(f"http://127.0.0.1:{port}/metrics") == 200
 
 

@@ -21,6 +21,7 @@ from appliance.edge.screen_preview import PreviewFeed
 from appliance.edge.screen_server import Bounds, ScreenServer
 from appliance.edge.screen_state import ScreenState
 from appliance.edge.testing import wait_until
+from tests.dripping import cut_off_while_dripping
 from tests.slow_clients import ANSWER_WAIT_S, check_the_cap, status_of
 
 BOUNDS = Bounds(max_connections=6, max_streams=2, request_deadline_s=3.0,
@@ -103,21 +104,10 @@ def test_connections_past_the_cap_are_refused_at_once_and_threads_stay_bounded(
 
 def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
     """Each byte well within the idle timeout (30 s): only the request deadline ends it."""
-    with screen(tmp_path) as server, \
-            socket.create_connection(("127.0.0.1", server.server_port)) as dripping:
-        dripping.settimeout(0.2)
-        closed = False
-        for byte in b"GET /state HTTP/1.1\r\nX-Padding: " + b"a" * 200:  # some 40 s
-            try:
-                dripping.send(bytes([byte]))
-                closed = dripping.recv(1) == b""
-            except TimeoutError:
-                continue
-            except OSError:  # reset: closed as well
-                closed = True
-            if closed:
-                break
-        assert closed  # within the drip, not after it
+    with screen(tmp_path) as server:
+        assert cut_off_while_dripping(  # within the drip (some 40 s), not after it
+            ("127.0.0.1", server.server_port),
+            b"GET /state HTTP/1.1\r\nX-Padding: " + b"a" * 200, 0.2)
         assert status_of(url(server)) == 200
 
 

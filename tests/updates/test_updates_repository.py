@@ -47,6 +47,7 @@ from appliance.updates.repository import FLEET, FileRepository
 from appliance.updates.serve import RepositoryServer
 from appliance.updates.testing import linear_model
 from tests.disk_helpers import fill, small_tmpfs
+from tests.dripping import cut_off_while_dripping
 
 MODEL_PATH = "models/skin-texture-grade/1.1.0/skin-texture-grade-1.1.0.onnx"
 
@@ -748,20 +749,9 @@ def test_the_repository_server_hangs_up_on_a_request_sent_a_byte_at_a_time(
                               request_deadline_s=2.0).start()
     try:
         host, port = server.httpd.server_address[:2]
-        with socket.create_connection((str(host), int(port))) as dripping:
-            dripping.settimeout(0.3)
-            closed = False
-            for byte in b"GET /metadata/1.root.json HTTP/1.0\r\nX-Padding: " + b"a" * 200:
-                try:
-                    dripping.send(bytes([byte]))
-                    closed = dripping.recv(1) == b""
-                except TimeoutError:
-                    continue
-                except OSError:  # reset: closed as well
-                    closed = True
-                if closed:
-                    break
-            assert closed  # within the 70 s the drip would take, not after it
+        assert cut_off_while_dripping(  # within the 70 s the drip would take, not after it
+            (str(host), int(port)),
+            b"GET /metadata/1.root.json HTTP/1.0\r\nX-Padding: " + b"a" * 200, 0.3)
         url = f"{server.url}/metadata/1.root.json"
         with urllib.request.urlopen(url, timeout=10) as answer:
             assert answer.status == 200
