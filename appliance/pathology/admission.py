@@ -49,6 +49,9 @@ SHOWN_ID_CHARS = 64  # of a topic level that names no job id, in the answer and 
 CLAIM_DELAY_PER_JOB_S = 0.2  # a busy server tries to take a new job this much later per job
 MAX_CLAIM_DELAY_S = 1.0
 MAX_WITHDRAWN = 10_000  # cleared requests remembered, so a put-off one is not run after all
+# an ended job's request read while its owner may still be clearing it: its stored end is
+# published again this much later unless the clear comes first (``_answer_ended``)
+ENDED_GRACE_S = 3.0
 
 
 class RequestAdmission:
@@ -78,6 +81,9 @@ class RequestAdmission:
         # payload); at most running_jobs_limit, the rest are read again once there is room
         self._waiting: dict[str, tuple[float, bytes]] = {}
         self._missed = False  # a request was left out of _waiting: read them all again
+        # ended jobs whose request was read, oldest first: id -> when their stored end is
+        # published again (and the request cleared) unless the request is cleared first
+        self._ended_due: dict[str, float] = {}
         # job ids with a request retained on the broker (waiting or running), as this server
         # read them since it connected: at most max_retained_requests (server docstring)
         self._retained: dict[str, None] = {}
@@ -119,6 +125,7 @@ class RequestAdmission:
         elif not payload:  # cleared: the job ended, or `job cancel` withdrew it while waiting
             self._retained.pop(topic_id, None)
             self._waiting.pop(topic_id, None)
+            self._ended_due.pop(topic_id, None)
             if JOB_ID.match(topic_id):
                 self._withdrawn[topic_id] = None
             while len(self._withdrawn) > MAX_WITHDRAWN:
@@ -229,11 +236,34 @@ class RequestAdmission:
                                      "characters), not a job id: a job id is 1-64 of A-Z a-z "
                                      "0-9 _ . -"))
 
-    def _ended_request(self, job: dict[str, Any]) -> None:
+    def _answer_ended(self, job_id: str) -> None:
         """The request of a job the store says ended is still retained: its server stopped
         between storing the end and clearing it (a kill -9), maybe before it published the
-        final state, which then still says running. Publish it again from the store, then
-        clear the request."""
+        final state, which then still says running; or its submitter sent it again; or it
+        was read in the moment between its server storing the end and clearing it (every
+        server reads every request, and the others find the job stored). Its stored end is
+        published again ENDED_GRACE_S later unless the clear comes first: published at once,
+        a job's end went out twice, the second time naming a server that did not run it."""
+        if job_id not in self._ended_due:
+            self._ended_due[job_id] = time.monotonic() + ENDED_GRACE_S
+        while len(self._ended_due) > MAX_WITHDRAWN:  # the next rescan brings one left out
+            self._ended_due.pop(next(iter(self._ended_due)))
+
+    def _answer_ended_due(self) -> None:
+        """Publish again the stored end of each ended job whose request stayed retained for
+        ENDED_GRACE_S, oldest first (one the store fails on stays, for the next round)."""
+        now = time.monotonic()
+        while self._ended_due:
+            job_id, due = next(iter(self._ended_due.items()))
+            if due > now:
+                return
+            job = self.store.job(job_id)
+            del self._ended_due[job_id]
+            if job is not None and job["state"] in FINAL_STATES:
+                self._ended_request(job)
+
+    def _ended_request(self, job: dict[str, Any]) -> None:
+        """Publish an ended job's state again from the store, then clear its request."""
         job_id = job["job_id"]
         rows = self.store.slide_results(job_id)
         total = len(job["request"].get("slides", []))
@@ -299,7 +329,7 @@ class RequestAdmission:
             log.info("job %s is already stored; the refusal does not change it", exc.job_id)
             job = self.store.job(exc.job_id)
             if job is not None and job["state"] in FINAL_STATES:
-                self._ended_request(job)
+                self._answer_ended(exc.job_id)
 
     def _prune_stored_refusals(self) -> None:
         """Now and then (REFUSALS_PRUNE_S), remove the refusals the store holds beyond the

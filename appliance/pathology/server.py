@@ -300,7 +300,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
                 self._refuse_reused_id(job_id, job["state"])
         elif job is not None and job["state"] in FINAL_STATES:
             if same_slides(job["request"], request):
-                self._ended_request(job)
+                self._answer_ended(job_id)
             else:
                 self._refuse_reused_id(job_id, job["state"], was_refusal=not job["request"])
         else:
@@ -419,6 +419,7 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             # the first subscribe comes in a later round, as ended jobs are cleared
             self.client.subscribe(request_topic(self.prefix, "+"), options=SubscribeOptions(qos=1))
         self._prune_stored_refusals()
+        self._answer_ended_due()
         self.refusal_lines.say_due()
         owned = self.store.renew(self.server_id, list(self.runs), self.settings.lease_s)
         for job_id in list(self.runs):

@@ -959,6 +959,32 @@ def test_a_request_on_a_share_that_stopped_answering_is_refused_and_other_jobs_r
         hung.answering.set()
 
 
+def test_an_ended_job_s_request_cleared_soon_after_it_is_read_is_not_answered_again(
+    env: Env, serve: Servers,
+) -> None:
+    """Every server reads every request, and one that reads it in the moment between the
+    job's server storing its end and clearing the request finds the job ended: it published
+    the stored end again at once, a second final state naming a server that did not run it
+    (a fresh-clone run met 'both-1' ended twice). It now waits ENDED_GRACE_S for the clear;
+    a request sent again and left retained is still answered from the store."""
+    serve(env.config())
+    request = _job("ended-once", [env.slides / "b12.jpg"])
+    env.watcher.submit(request)
+    assert env.watcher.wait("ended-once", {"done", "failed"})["state"] == "done"
+    topic = request_topic(env.prefix, "ended-once")
+    assert wait_until(lambda: not _retained_on(env.broker, topic), 30)
+    env.watcher.seen.clear()
+    env.watcher.submit(request)  # read while its server is about to clear it ...
+    _publish_retained(env.broker, topic, b"")  # ... as it does right after
+    env.watcher.submit(request)  # sent again and left: answered once the grace has passed
+    assert env.watcher.wait("ended-once", {"done"}, timeout_s=30)["state"] == "done"
+    assert wait_until(lambda: not _retained_on(env.broker, topic), 30)
+    while not env.watcher.states.empty():
+        env.watcher.seen.append(env.watcher.states.get())
+    assert [state["state"] for state in env.watcher.seen
+            if state["job_id"] == "ended-once"] == ["done"]
+
+
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:
