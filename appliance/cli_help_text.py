@@ -68,13 +68,25 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "Erase one subject's results (consent withdrawn) or one result, with the dead letters "
         "holding them; says how many and asks first on a terminal (--yes: do not ask). An "
         "audit record (when, the OS user, what was asked, how many) stays in the store, and "
-        "a kiosk that sends an erased result again has it confirmed but not stored. Files "
-        "exported before are outside the store.",
+        "a kiosk that sends an erased result again has it confirmed but not stored; a "
+        "subject's result arriving later is judged by the back office's reading of its "
+        "kiosk's clock, and held as a dead letter where that cannot tell (`results release`). "
+        "Files exported before are outside the store.",
         ("appliance results erase --subject c7f3e9 --yes",
          "appliance results erase --result 019a7c2e-5b10-7c3a-9d41-2f6e8b0a1c55"),
     ),
+    "results release": (
+        "Store a result held for its subject's erasure: one that arrived after the erasure "
+        "and that its kiosk's clock, as the back office read it, could not place before or "
+        "after it (its dead letter's reason begins 'held for release' and names the id). Run "
+        "it where the person agreed again after the erasure; `results erase --subject` "
+        "removes the held results instead. Asks first on a terminal (--yes: do not ask); the "
+        "release is recorded in the audit (`results erasures`, kind release).",
+        ("appliance results release --result 019a7c2e-5b10-7c3a-9d41-2f6e8b0a1c55",),
+    ),
     "results erasures": (
-        "The audit the store keeps of each erasure (`results erase`) and each retention run "
+        "The audit the store keeps of each erasure (`results erase`), each release of a held "
+        "result (`results release`) and each retention run "
         "that removed anything: when, the OS user (or back-office worker), what was asked for "
         "and how many results and dead letters went; newest first. Reads only.",
         ("appliance results erasures", "appliance results erasures --limit 5"),

@@ -31,7 +31,8 @@ def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
 
 
 @pytest.mark.parametrize(("command", "taken"), [
-    (["results"], "COMMAND (one of: query, export, dead-letters, retry, erase, prune, erasures)"),
+    (["results"], "COMMAND (one of: query, export, dead-letters, retry, erase, release, "
+                  "prune, erasures)"),
     (["synth"], "KIND (one of: he, skin, micrometer)"),
     (["console", "token"], "ACTION (one of: create, list, revoke)"),
 ])

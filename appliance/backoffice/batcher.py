@@ -237,7 +237,9 @@ class BatchWriter(threading.Thread):
         keep = self._keep()
         prefix = batch.topic_prefix  # each part's prune reads device topics under it
         parts = [Batch(results=[row], topic_prefix=prefix) for row in batch.results]
-        parts += [Batch(statuses=[row], topic_prefix=prefix) for row in batch.statuses]
+        parts += [Batch(statuses=[row], topic_prefix=prefix, clock_readings=[  # its device's
+            reading for reading in batch.clock_readings if reading[:2] == row[:2]])
+            for row in batch.statuses]
         parts += [Batch(dead_letters=[letter], topic_prefix=prefix)
                   for letter in batch.dead_letters]
         for part in parts:

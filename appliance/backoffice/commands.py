@@ -352,14 +352,18 @@ def _register_results(root: Any) -> None:
         register_audit,
         register_erase,
         register_prune,
+        register_release,
     )
 
     register_erase(sub)
+    register_release(sub)
     register_prune(sub)
     register_audit(sub)
 
 
-def _retry_dead_letters(args: argparse.Namespace) -> int:
+def letter_judge() -> Callable[[str, bytes], list[tuple[Any, ...]]]:
+    """What a kept letter's topic and payload make today: the result rows the ingest worker
+    would store (none while it is still refused); ``results retry`` and ``release``."""
     from appliance.backoffice.triage import Inbound, Triage
 
     triages: dict[str, Triage] = {}
@@ -371,6 +375,12 @@ def _retry_dead_letters(args: argparse.Namespace) -> int:
             triages[prefix] = Triage(prefix, 0, log_dead_letters=False)
         batch, _ = triages[prefix].sort([Inbound(topic, payload, 0, 1, False)])
         return [] if batch.dead_letters else batch.results
+
+    return judge
+
+
+def _retry_dead_letters(args: argparse.Namespace) -> int:
+    judge = letter_judge()
 
     def retry(store: Any) -> int:
         taken, refused = store.retry_dead_letters(judge, dry_run=args.dry_run)

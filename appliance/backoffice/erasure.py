@@ -8,9 +8,11 @@ a tombstone per erased measurement id of the form a result has (``erased_results
 ``result_can_have``). A kiosk re-sends a result until the back office confirms it, so one
 erased between its storing and its ack reaching the kiosk (or whose ack was lost) comes
 again: the ingest worker confirms it, so the kiosk drops it, but does not store it
-(``_drop_erased``). Results of an erased subject captured before the erasure that arrive
-later (a kiosk that was offline with them in its outbox) are not stored either; one captured
-after it (the person came back and consented again) is.
+(``_drop_erased``). Results of an erased subject that arrive later are judged by the back
+office's clock, not the kiosk's (erasure_clock.py): one captured before the erasure (a kiosk
+that was offline with it in its outbox) is not stored either, one captured after it (the
+person came back and consented again) is, and one that cannot be told is held as a dead
+letter, for an operator to release or erase.
 
 The ingest worker checks for tombstones after its insert, in the same transaction: on
 PostgreSQL an erasure locks the results table against inserts (SHARE ROW EXCLUSIVE) after the
@@ -27,9 +29,18 @@ import pwd
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoffice.schema import iso_utc, named_measurement_id
+from appliance.backoffice.erasure_clock import (
+    ClockReading,
+    Erasure,
+    HeldResult,
+    Verdict,
+    held_reason,
+    judged,
+)
+from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, named_measurement_id
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.backoffice.storeerrors import DATABASE_ERRORS, is_deadlock
 from appliance.logsafe import escape_controls
@@ -39,6 +50,9 @@ _IN_CHUNK = 500
 _DEADLOCK_ATTEMPTS = 3  # an erasure ended as deadlocked is tried again, this many times in all
 _LETTERS_AT_ONCE = 16  # letters read at once to find those holding an erased result
 MAX_SUBJECT_ID_CHARS = 64  # payloads.Subject's bound
+# where a result row (RESULT_COLUMNS order) holds what the subject's erasure rule reads
+_DEVICE, _SITE, _CAPTURED, _RECEIVED, _SUBJECT = (RESULT_COLUMNS.index(name) for name in (
+    "device_id", "site", "captured_at", "received_at", "subject_id"))
 # a dead letter's id and the measurement id and subject id its payload names (None: none)
 LetterName = tuple[int, str | None, str | None]
 
@@ -211,24 +225,89 @@ class ErasureWrites(StoreConnection):
                 return found
             after = int(page[-1][0])
 
-    def _drop_erased(self, cur: Any, stored: Sequence[str]) -> set[str]:
+    def _drop_erased(self, cur: Any, stored: Sequence[tuple[Any, ...]], *,
+                     released: bool = False) -> tuple[set[str], list[HeldResult]]:
         """Remove again, in the ingest transaction that just stored them, the results among
-        ``stored`` that were erased: a tombstoned id, a result of an erased subject captured
-        before its erasure, or one captured before the newest retention cut-off
-        (retention.py); returns their ids (confirmed to the kiosk, not kept)."""
+        ``stored`` (rows in RESULT_COLUMNS order) that were erased: a tombstoned id, one
+        captured before the newest retention cut-off (retention.py), or a result of an erased
+        subject captured before its erasure by the back office's clock; returns their ids
+        (confirmed to the kiosk, not kept), and the subject's results whose capture cannot be
+        told before or after it, removed too, with their reasons (kept as dead letters).
+        ``released``: an operator releases these (erasure_release.py), so an erased subject's
+        are stored; a tombstone or the retention cut-off still hold."""
         dropped: set[str] = set()
         for start in range(0, len(stored), _IN_CHUNK):
-            chunk = list(stored[start : start + _IN_CHUNK])
+            chunk = [row[0] for row in stored[start : start + _IN_CHUNK]]
             cur.execute(self._sql(
                 f"DELETE FROM results WHERE measurement_id IN ({','.join('?' * len(chunk))}) "
-                "AND (measurement_id IN (SELECT measurement_id FROM erased_results) OR EXISTS "
-                "(SELECT 1 FROM erasures WHERE erasures.kind = 'subject' AND "
-                "erasures.selector = results.subject_id AND "
-                "results.captured_at <= erasures.erased_at) OR results.captured_at < "
+                "AND (measurement_id IN (SELECT measurement_id FROM erased_results) OR "
+                "results.captured_at < "
                 "(SELECT MAX(selector) FROM erasures WHERE kind = 'retention')) "
                 "RETURNING measurement_id"), chunk)
             dropped.update(str(row[0]) for row in cur.fetchall())
-        return dropped
+        judged_rows = [] if released else self._judged_subjects(
+            cur, [row for row in stored if row[0] not in dropped])
+        held = [HeldResult(row, held_reason(row[0], erasure, why))
+                for row, verdict, erasure, why in judged_rows if verdict == "held"]
+        gone = [row[0] for row, verdict, _, _ in judged_rows if verdict != "after"]
+        for start in range(0, len(gone), _IN_CHUNK):
+            chunk = gone[start : start + _IN_CHUNK]
+            cur.execute(self._sql("DELETE FROM results WHERE measurement_id IN "
+                                  f"({','.join('?' * len(chunk))})"), chunk)
+        dropped.update(row[0] for row, verdict, _, _ in judged_rows if verdict == "before")
+        return dropped, held
+
+    def _judged_subjects(self, cur: Any, rows: Sequence[tuple[Any, ...]]
+                         ) -> list[tuple[tuple[Any, ...], Verdict, Erasure, str]]:
+        """Each of ``rows`` whose subject was erased, with whether it was captured before or
+        after the subject's newest erasure or is held (erasure_clock.py), the erasure, and why."""
+        erasures = self._subject_erasures(cur, {row[_SUBJECT] for row in rows
+                                                if row[_SUBJECT] is not None})
+        rows = [row for row in rows if row[_SUBJECT] in erasures]
+        readings = self._clock_readings(cur, {row[_DEVICE] for row in rows})
+        found = []
+        for row in rows:
+            erasure = erasures[row[_SUBJECT]]
+            verdict, why = judged(_moment(row[_CAPTURED]), _moment(row[_RECEIVED]), erasure,
+                                  readings.get((row[_SITE], row[_DEVICE])))
+            found.append((row, verdict, erasure, why))
+        return found
+
+    def _subject_erasures(self, cur: Any, subjects: set[str]) -> dict[str, Erasure]:
+        """The newest erasure of each of ``subjects`` erased."""
+        newest: dict[str, Erasure] = {}
+        names = sorted(subjects)
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = names[start : start + _IN_CHUNK]
+            cur.execute(self._sql(
+                "SELECT selector, erased_at, id FROM erasures WHERE kind = 'subject' AND "
+                f"selector IN ({','.join('?' * len(chunk))})"), chunk)
+            for subject, erased_at, erasure_id in cur.fetchall():
+                erasure = Erasure(int(erasure_id), _moment(erased_at))
+                if subject not in newest or erasure.erased_at > newest[subject].erased_at:
+                    newest[subject] = erasure
+        return newest
+
+    def _clock_readings(self, cur: Any, devices: set[str]) -> dict[tuple[str, str],
+                                                                     ClockReading]:
+        """The latest reading of the clock of each kiosk with a device id of ``devices``."""
+        readings: dict[tuple[str, str], ClockReading] = {}
+        names = sorted(devices)
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = names[start : start + _IN_CHUNK]
+            cur.execute(self._sql(
+                "SELECT site, device_id, clock_ahead_s, clock_read_at FROM devices WHERE "
+                f"device_id IN ({','.join('?' * len(chunk))}) AND clock_read_at IS NOT NULL"),
+                chunk)
+            readings.update(((str(site), str(device)), ClockReading(
+                timedelta(seconds=float(ahead_s)), _moment(read_at)))
+                for site, device, ahead_s, read_at in cur.fetchall())
+        return readings
+
+
+def _moment(stored: str) -> datetime:
+    """A stored UTC time (schema.iso_utc's form) as a datetime."""
+    return datetime.fromisoformat(stored)
 
 
 def _results_where(selector: Selector) -> tuple[str, tuple[str]]:

@@ -295,4 +295,14 @@ CREATE TABLE erased_results (
 )
 """,
     ),
+    (
+        19,
+        "devices: each kiosk's clock as its latest live status read it (how far ahead of the "
+        "back office's, and when), so that an erased subject's results are judged by the back "
+        "office's clock (erasure_clock.py)",
+        """
+ALTER TABLE devices ADD COLUMN clock_ahead_s {real};
+ALTER TABLE devices ADD COLUMN clock_read_at TEXT
+""",
+    ),
 )

@@ -1,4 +1,6 @@
 """``appliance results erase --subject ID | --result ID [--yes]``: an erasure request;
+``appliance results release --result ID [--yes]``: a result held for its subject's erasure
+stored after all (erasure_clock.py);
 ``appliance results prune --older-than DAYS [--yes]``: the retention bound, run by hand;
 ``appliance results erasures``: the audit of both.
 
@@ -185,6 +187,46 @@ def register_prune(sub: Any) -> None:
     prune.add_argument("--yes", action="store_true",
                        help="do not ask (needed where standard input is not a terminal)")
     prune.set_defaults(handler=_prune)
+
+
+def _release(args: argparse.Namespace) -> int:
+    from appliance.backoffice.commands import letter_judge
+    from appliance.backoffice.erasure import os_user
+
+    def release(store: Any) -> int:
+        letters = len(store.held_letters(args.result))
+        if not letters:
+            print(f"results release: no dead letter holds a result {args.result} "
+                  "(appliance results dead-letters lists them); nothing stored", file=sys.stderr)
+            return 2
+        question = (f"store the result {args.result} that {letters} dead letter(s) hold, "
+                    "although its subject was erased (the person agreed again after it)?")
+        if (refused := _asked("results release", question, args.yes)) is not None:
+            return refused
+        done = store.release_held(args.result, letter_judge(), os_user())
+        if not done.results:
+            print(f"results release: {args.result} not stored: still refused, or erased by "
+                  "its id or the retention bound (appliance results dead-letters shows why)",
+                  file=sys.stderr)
+            return 1
+        return print_out("results release", (
+            f"stored result {args.result} and removed its {done.dead_letters} dead letter(s) "
+            f"(release {done.erasure_id} in appliance results erasures, by {os_user()})"))
+
+    return with_store(args, "results release", release, writes=True)
+
+
+def register_release(sub: Any) -> None:
+    """Add ``results release`` to the ``results`` group's subcommands ``sub``."""
+    release = sub.add_parser(
+        "release", help="store a result held for its subject's erasure (its dead letter says "
+        "'held'), where the person agreed again after the erasure")
+    add_store_options(release)
+    release.add_argument("--result", type=measurement_id, metavar="ID", required=True,
+                         help="the held result's measurement id (its letter's reason names it)")
+    release.add_argument("--yes", action="store_true",
+                         help="do not ask (needed where standard input is not a terminal)")
+    release.set_defaults(handler=_release)
 
 
 def register_erase(sub: Any) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.erasure import ErasureWrites
+from appliance.backoffice.erasure_release import ReleaseWrites
 from appliance.backoffice.pgconnect import (
     CONNECT_TIMEOUT_S,
     SERVER_LIMITS,
@@ -82,8 +83,8 @@ SET_UP_WITHIN_S = CONNECT_TIMEOUT_S
 ANSWER_WITHIN_S = CONNECT_TIMEOUT_S
 
 
-class Store(ConsoleQueries, IngestWrites, ErasureWrites, RetentionWrites, StoreReads,
-            SchemaVersions):
+class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, RetentionWrites,
+            StoreReads, SchemaVersions):
     """One connection to the back-office database; not shared between threads.
 
     ``read_only``: the connection refuses every write (SQLite ``query_only``, PostgreSQL

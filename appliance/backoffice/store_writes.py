@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from appliance.backoffice.erasure_clock import HeldResult
 from appliance.backoffice.letter_writes import LetterWrites, pruned_warning
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
@@ -59,6 +60,9 @@ class Batch:
     # written by the store: (site, device) -> letters kept before that the bounds pruned now,
     # each the only copy of a result its kiosk was told to drop
     pruned_only_copies: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (site, device id, how far its clock runs ahead in seconds, when read): each kiosk's
+    # clock as its live statuses read it (erasure_clock.py)
+    clock_readings: list[tuple[str, str, float, str]] = field(default_factory=list)
     # written by the store: the letter_sha256 of the letters it did not hold before this batch
     # (a retained message the broker hands out again at each subscribe is held already)
     new_letters: set[str] = field(default_factory=set)
@@ -69,7 +73,8 @@ class IngestWrites(LetterWrites):
 
     if TYPE_CHECKING:
 
-        def _drop_erased(self, cur: Any, stored: Sequence[str]) -> set[str]: ...
+        def _drop_erased(self, cur: Any, stored: Sequence[tuple[Any, ...]], *,
+                         released: bool = False) -> tuple[set[str], list[HeldResult]]: ...
 
     def write_batch(
         self, batch: Batch, dead_letter_max_rows: int, dead_letter_max_total_bytes: int = 2**62
@@ -78,7 +83,8 @@ class IngestWrites(LetterWrites):
 
         A result whose measurement id is already stored (or earlier in the batch) with other
         content is not stored: it becomes a dead letter in the same transaction (one that
-        differs only in its site and device id is a re-send: ``_same_measurement``). A letter of
+        differs only in its site and device id is a re-send: ``_same_measurement``), as does
+        a result of an erased subject held (erasure_clock.py). A letter of
         ``batch`` that the bounds prune at once is taken out of it once committed: it was not
         kept, so it is not confirmed to its device. Letters kept before that the bounds prune
         now and that were a result's only copy are counted by device in the store, added to
@@ -93,14 +99,17 @@ class IngestWrites(LetterWrites):
             letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
             if letters:  # rows are locked in one order by every writer (the lock order, above)
                 self._add_to_letter_totals(cur, 0, 0)
-            fresh, late = self._insert_fresh(cur, fresh)
-            if late:  # another worker stored these ids meanwhile, with other content
+            fresh, late, held = self._insert_fresh(cur, fresh)
+            if late or held:  # stored meanwhile with other content; an erased subject's
                 if not letters:  # out of the lock order: a deadlock here is retried
                     self._add_to_letter_totals(cur, 0, 0)
                 letters += [_conflict(batch.topic_prefix, r) for r in late]
+                letters += [_held(batch.topic_prefix, h) for h in held]
             self._touch_devices(cur, batch.results, batch.statuses)
             if batch.statuses:
                 self._upsert_statuses(cur, batch.statuses)
+            if batch.clock_readings:
+                self._read_clocks(cur, batch.clock_readings)
             if letters:
                 pruned, added = self._keep_letters(
                     cur, letters, (dead_letter_max_rows, dead_letter_max_total_bytes),
@@ -152,7 +161,8 @@ class IngestWrites(LetterWrites):
             fresh, conflicts = self._insert_results(cur, rows)
             self._touch_devices(cur, rows)
             # by the letter, not the measurement id: of two letters under one id, the one
-            # stored now goes and the one that conflicts with it stays
+            # stored now goes and the one that conflicts with it stays; the letter of a
+            # result held (an erased subject's) stays as it is
             conflicting = {id(row) for row in conflicts}
             done = [i for i in letters
                     if taken[i] and not any(id(row) in conflicting for row in taken[i])]
@@ -178,12 +188,14 @@ class IngestWrites(LetterWrites):
         return [i for i, _, _ in letters], {i: judge(t, p) for i, t, p in letters}
 
     def _insert_results(
-        self, cur: Any, rows: Sequence[tuple[Any, ...]]
+        self, cur: Any, rows: Sequence[tuple[Any, ...]], *, released: bool = False
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Store the new results among ``rows``; returns their ids and the conflicting rows."""
+        """Store the new results among ``rows``; returns their ids and the rows not stored
+        that keep their letters: those conflicting, and an erased subject's held (unless
+        ``released``: ``_drop_erased``)."""
         fresh, conflicts = self._sorted_out(cur, rows)
-        fresh, late = self._insert_fresh(cur, fresh)
-        return [row[0] for row in fresh], conflicts + late
+        fresh, late, held = self._insert_fresh(cur, fresh, released=released)
+        return [row[0] for row in fresh], conflicts + late + [h.row for h in held]
 
     def _sorted_out(
         self, cur: Any, rows: Sequence[tuple[Any, ...]]
@@ -213,18 +225,24 @@ class IngestWrites(LetterWrites):
         return [row for key, row in unique.items() if key not in existing], conflicts
 
     def _insert_fresh(
-        self, cur: Any, fresh: Sequence[tuple[Any, ...]]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        self, cur: Any, fresh: Sequence[tuple[Any, ...]], *, released: bool = False
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[HeldResult]]:
         """Insert new results (``_insert_new``), then take out again those that were erased
-        (erasure.py: a kiosk re-sends what it has not had confirmed); returns those stored now
-        and those another transaction stored first with other content. An erased result is
-        neither: it is confirmed to its kiosk, as a duplicate is, and not kept."""
+        (erasure.py: a kiosk re-sends what it has not had confirmed); returns those stored now,
+        those another transaction stored first with other content, and an erased subject's
+        held (to keep as dead letters). An erased result is none of them: it is confirmed to
+        its kiosk, as a duplicate is, and not kept."""
         stored, late = self._insert_new(cur, fresh)
-        erased = self._drop_erased(cur, [row[0] for row in stored])
+        erased, held = self._drop_erased(cur, stored, released=released)
         if erased:
             log.info("%d result(s) received again after their erasure: confirmed, not stored",
                      len(erased))
-        return [row for row in stored if row[0] not in erased], late
+        if held:
+            log.warning("%d result(s) of an erased subject held as dead letters: not told "
+                        "captured before or after the erasure (appliance results "
+                        "dead-letters)", len(held))
+        gone = erased | {h.row[0] for h in held}
+        return [row for row in stored if row[0] not in gone], late, held
 
     def _insert_new(
         self, cur: Any, fresh: Sequence[tuple[Any, ...]]
@@ -303,6 +321,14 @@ class IngestWrites(LetterWrites):
             f"ON CONFLICT (site, device_id) DO UPDATE SET {_LATEST_SEEN}",
         )
 
+    def _read_clocks(self, cur: Any, readings: Sequence[tuple[str, str, float, str]]) -> None:
+        """Keep each kiosk's newest clock reading (rows locked already, by ``_touch_devices``)."""
+        cur.executemany(self._sql(
+            "UPDATE devices SET clock_ahead_s = ?, clock_read_at = ? WHERE site = ? AND "
+            "device_id = ? AND (clock_read_at IS NULL OR clock_read_at <= ?)"),
+            [(ahead_s, read_at, site, device, read_at)
+             for site, device, ahead_s, read_at in sorted(readings)])
+
     def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         updates = ", ".join(  # each right-hand side reads the row as it was before
             _LATEST_SEEN if col == "last_seen" else
@@ -344,6 +370,13 @@ def _same_measurement(stored: str, received: str) -> bool:
         first.pop(key, None)
         second.pop(key, None)
     return bool(first == second)
+
+
+def _held(prefix: str, held: HeldResult) -> DeadLetter:
+    """A result of an erased subject held (erasure_clock.py), as a dead letter."""
+    row = held.row  # RESULT_COLUMNS order: id, device, site, captured, received, ..., payload
+    return dead_letter(row[4], f"{prefix}/{row[2]}/{row[1]}/result", held.reason,
+                       str(row[-1]).encode())
 
 
 def _conflict(prefix: str, row: tuple[Any, ...]) -> DeadLetter:

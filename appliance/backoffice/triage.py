@@ -133,13 +133,16 @@ class Triage:
         site, device, leaf = where
         if b"\\u0000" in message.payload:  # valid JSON, but PostgreSQL text cannot hold NUL
             raise PayloadError("a string holds a NUL character (\\u0000); no store accepts it")
-        if leaf == "status":
+        if leaf == "status":  # a live "online" one was built as sent: it reads the clock
             if message.payload:  # an empty retained message only clears the topic
                 status = parse_payload(message.payload, Status)
                 _check_origin(status.site, status.device_id, site, device)
                 _check_time("at", status.at, now)
                 seen_at = iso_utc(status.at) if message.retained else received_at
                 batch.statuses.append(device_row(status, seen_at))
+                if status.state == "online" and not message.retained:
+                    ahead_s = (status.at - now).total_seconds()
+                    batch.clock_readings.append((site, device, ahead_s, received_at))
             return None
         result = parse_result(message.payload)
         _check_origin(result.site, result.device_id, site, device)

@@ -9,7 +9,6 @@ import pwd
 import random
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,20 +126,6 @@ def test_an_erased_result_sent_again_is_confirmed_but_not_stored(store: Store) -
 
     assert fresh == []
     assert _stored_ids(store) == {kept.measurement_id}
-
-
-def test_results_of_an_erased_subject_captured_before_the_erasure_stay_out_later_ones_go_in(
-    store: Store,
-) -> None:
-    backlog = _results("subj-9", 2, 5)  # still in an offline kiosk's outbox at the erasure
-    store.erase(Selector("subject", "subj-9"), "carol")  # none stored yet: recorded all the same
-    came_back = _results("subj-9", 1, 6)[0].model_copy(
-        update={"captured_at": datetime.now(UTC) + timedelta(seconds=1)})
-
-    fresh = _store(store, [*backlog, came_back])
-
-    assert fresh == [came_back.measurement_id]
-    assert _stored_ids(store) == {came_back.measurement_id}
 
 
 def test_a_retry_of_the_dead_letters_does_not_bring_an_erased_result_back(

@@ -244,6 +244,31 @@ def test_only_copies_pruned_by_a_batch_committed_part_by_part_are_counted_under_
         store.close()
 
 
+def test_a_batch_committed_part_by_part_keeps_its_kiosks_clock_reading(tmp_path: Path) -> None:
+    """A live status read its kiosk's clock (erasure_clock.py); the parts of a refused batch
+    were made of its results, statuses and letters only, and the reading was lost."""
+    store = open_store(f"sqlite:///{tmp_path / 'bo.sqlite3'}")
+    try:
+        acked: list[int] = []
+        writer = BatchWriter(
+            _RefusesWholeBatches(store),  # type: ignore[arg-type]
+            BackofficeConfig(batch_interval_ms=200), Triage("p", 65536),
+            lambda batch: acked.extend(m.mid for m in batch))
+        writer.inbox.put(Inbound("p/lab/k2/status",
+                                 fleet.online_status("lab", "k2").to_json(), 1, 1))
+        valid = fleet.sample_result(random.Random(5), "lab", "k2", 0).to_json()
+        writer.inbox.put(Inbound("p/lab/k2/result", valid, 2, 1))
+        writer.start()
+        wait_until(lambda: len(acked) >= 2, 20)
+        writer.stop_event.set()
+        writer.join(20)
+        assert sorted(acked) == [1, 2]
+        [(read_at,)] = store.query("SELECT clock_read_at FROM devices")
+        assert read_at is not None
+    finally:
+        store.close()
+
+
 def test_a_store_outage_is_said_once_and_when_it_ends_not_at_every_retry(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
