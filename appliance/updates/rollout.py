@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.transport import payloads
+from appliance.updates import verdicts
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.halting import (
     PUT_BACK,
@@ -56,7 +57,6 @@ from appliance.updates.rolloutrecords import newest_stamp
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
-FAILED_STATES = ("rejected", "rolled_back")
 NOT_AWAITED = "offline, assigned, not awaited"
 SHOWN_DEVICES = 10  # named in a log line or a reason; the rest are counted
 
@@ -269,46 +269,11 @@ class Rollout:
 
     def _verdict(self, view: DeviceView | None) -> tuple[str, str] | None:
         """("installed" | a failed state, reason) once the device (``view``: as the watcher
-        sees it) reported on this release."""
-        report = view.state if view is not None else None
-        if view is None or report is None:
-            return None
-        if self._already_serves(report):  # a kiosk that has it reports nothing new
-            return "installed", "already serving it, healthy"
-        if not self._about_this_rollout(report, view.state_heard_s):
-            return None
-        about = report.model
-        ours = about is not None and (about.name, about.version) == self._release()
-        if report.state in FAILED_STATES and (ours or about is None):
-            return report.state, report.reason or report.state
-        if ours and report.state == "installed" and report.healthy:
-            return "installed", report.reason or "healthy"
-        return None
-
-    def _about_this_rollout(self, report: payloads.ModelState, heard_s: float | None) -> bool:
-        """A report naming this rollout's assignment, whatever the kiosk's clock says; one
-        naming none (refused before the assignment was read) only when the watcher knows it
-        reached the broker since the start (``heard_s``, its clock: heard live, or replayed
-        after a reconnect of the watcher that dropped since the start, and newer than the
-        report held). Its own time cannot say so: a kiosk clock running ahead dates a refusal
-        retained from an earlier rollout after this one's start, which halted it before the
-        kiosk could read its assignment."""
-        if report.rollout is not None:
-            return report.rollout == self.rollout_id
-        return heard_s is not None and heard_s >= self._started_s
+        sees it) reported on this release (``verdicts.verdict``)."""
+        return verdicts.verdict(view, self._release(), self.rollout_id, self._started_s)
 
     def _release(self) -> tuple[str, str]:
         return self.plan.manifest.name, self.plan.manifest.version
-
-    def _already_serves(self, report: payloads.ModelState) -> bool:
-        """The device's newest report: this release installed, healthy and serving (by an
-        earlier rollout of it, as when a deploy is run again after it was killed)."""
-        about, running = report.model, report.running
-        return (
-            report.state == "installed" and report.healthy is True
-            and about is not None and (about.name, about.version) == self._release()
-            and running is not None and (running.name, running.version) == self._release()
-        )
 
     def _running(self, device: Device) -> str | None:
         view = self.watcher.devices().get(device)

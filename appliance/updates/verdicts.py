@@ -1,0 +1,61 @@
+"""What a kiosk's newest model report says about a rollout: installed and healthy, failed, or
+nothing yet.
+
+The deploy (``rollout.Rollout``) hears each device of a wave by it at every look at the fleet,
+a halt's last look included.
+"""
+
+from __future__ import annotations
+
+from appliance.transport import payloads
+from appliance.updates.fleetwatch import DeviceView
+
+FAILED_STATES = ("rejected", "rolled_back")
+
+
+def verdict(
+    view: DeviceView | None, release: tuple[str, str], rollout_id: str, started_s: float | None
+) -> tuple[str, str] | None:
+    """("installed" | a failed state, reason) once the device (``view``: as a watcher sees it)
+    reported on ``release`` (name, version) of ``rollout_id``, which started at ``started_s``
+    on the watcher's clock (None: not known, as for a rollout whose deploy is gone)."""
+    report = view.state if view is not None else None
+    if view is None or report is None:
+        return None
+    if already_serves(report, release):  # a kiosk that has it reports nothing new
+        return "installed", "already serving it, healthy"
+    if not about_rollout(report, view.state_heard_s, rollout_id, started_s):
+        return None
+    about = report.model
+    ours = about is not None and (about.name, about.version) == release
+    if report.state in FAILED_STATES and (ours or about is None):
+        return report.state, report.reason or report.state
+    if ours and report.state == "installed" and report.healthy:
+        return "installed", report.reason or "healthy"
+    return None
+
+
+def about_rollout(
+    report: payloads.ModelState, heard_s: float | None, rollout_id: str, started_s: float | None
+) -> bool:
+    """A report naming the rollout's assignment, whatever the kiosk's clock says; one naming
+    none (refused before the assignment was read) only when the watcher knows it reached the
+    broker since the start (``heard_s``, its clock: heard live, or replayed after a reconnect
+    of the watcher that dropped since the start, and newer than the report held). Its own time
+    cannot say so: a kiosk clock running ahead dates a refusal retained from an earlier
+    rollout after this one's start, which halted it before the kiosk could read its
+    assignment. Without a start (``started_s`` None) no such report is about the rollout."""
+    if report.rollout is not None:
+        return report.rollout == rollout_id
+    return heard_s is not None and started_s is not None and heard_s >= started_s
+
+
+def already_serves(report: payloads.ModelState, release: tuple[str, str]) -> bool:
+    """The device's newest report: ``release`` installed, healthy and serving (by an earlier
+    rollout of it, as when a deploy is run again after it was killed)."""
+    about, running = report.model, report.running
+    return (
+        report.state == "installed" and report.healthy is True
+        and about is not None and (about.name, about.version) == release
+        and running is not None and (running.name, running.version) == release
+    )
