@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,7 +186,7 @@ def run_halt(args: argparse.Namespace) -> int:
         print(f"halt: {shown}: not a model repository (no settings.json)", file=sys.stderr)
         return EXIT_ERROR
     try:
-        _, url = _settings(args)
+        config, url = _settings(args)
         repo = FileRepository(args.repo)
         if (missing := missing_sqlite_file(url)) is not None:
             raise ValueError(f"no rollouts yet: no store at {missing}")
@@ -198,7 +199,8 @@ def run_halt(args: argparse.Namespace) -> int:
                 ended = _await_halt(store, repo, rollout_id)
                 if ended != "interrupted":  # else its deploy stopped first: halted here
                     return _answered(store, rollout_id, reason, ended)
-            return _halt_here(store, repo, rollout_id, reason)
+            return _halt_here(store, repo, rollout_id, reason,
+                              lambda: _watch(config, args.config))
     except DATABASE_ERRORS as exc:
         return _store_failed("halt", url, exc)
     except (*_ERRORS, ValueError) as exc:
@@ -227,18 +229,30 @@ def _halted_rollout(store: Store, repo: FileRepository, name: str) -> tuple[str,
     return str(rows[0][0]), str(rows[0][1])
 
 
-def _halt_here(store: Store, repo: FileRepository, rollout_id: str, reason: str) -> int:
-    """Halt a rollout no deploy runs, holding the rollout lock. It is read again under the
-    lock: a deploy that ended it between the first read and the look at the lock (complete)
-    was taken for a killed one, and its finished rollout was recorded halted."""
+def _halt_here(
+    store: Store, repo: FileRepository, rollout_id: str, reason: str,
+    watch: Callable[[], FleetWatcher],
+) -> int:
+    """Halt a rollout no deploy runs, holding the rollout lock, after the last look at the
+    fleet (``watch``: the broker's retained reports) a deploy's halt takes. It is read again
+    under the lock: a deploy that ended it between the first read and the look at the lock
+    (complete) was taken for a killed one, and its finished rollout was recorded halted."""
     with repo.rolling_out("halt"):  # no deploy starts while this one withdraws
         [(state,)] = store.query("SELECT state FROM rollouts WHERE rollout_id = ?", [rollout_id])
         if state not in ("running", "interrupted"):
             return _answered(store, rollout_id, reason, state)
-        withdrawn, put_back = halt_stopped(store, repo, rollout_id, reason)
-    print(escape_controls(f"rollout {rollout_id} halted (no deploy was running it; {withdrawn} "
-                          f"assignment(s) withdrawn, {put_back} of them put back to what they "
-                          f"replaced): {reason}"))
+        try:
+            watcher = watch()
+        except (OSError, TimeoutError) as exc:  # a broker refusing it is a ConnectionError
+            raise ConnectionError(f"{exc}; nothing halted: the halt looks at the kiosks' "
+                                  "reports first, as a deploy's halt does") from exc
+        with closing(watcher):
+            halted = halt_stopped(store, repo, rollout_id, reason, watcher.devices())
+    kept = (f"; {halted.kept} device(s) installed it after its deploy stopped and keep it"
+            if halted.kept else "")
+    print(escape_controls(f"rollout {rollout_id} halted (no deploy was running it; "
+                          f"{halted.withdrawn} assignment(s) withdrawn, {halted.put_back} of "
+                          f"them put back to what they replaced{kept}): {reason}"))
     return 0
 
 

@@ -4,9 +4,11 @@ Before a wave's assignments are signed, the rollout records each of its devices 
 (table ``rollout_replaced``, migration 17) with the assignment the device held before (none:
 nothing to put back). A halt puts those back for the devices that did not install the release:
 the deploy's own halt, and ``appliance models halt`` of a rollout whose deploy was killed (the
-record outlives the deploy's memory). A deploy run again over the assignments an earlier
-rollout of the same release left (killed, or stopped by Ctrl-C) takes over what that one
-replaced, so its halt puts back the assignment from before either.
+record outlives the deploy's memory), which first takes the deploy's last look at the kiosks'
+reports (``verdicts``): one that installed the release since its deploy stopped keeps it. A
+deploy run again over the assignments an earlier rollout of the same release left (killed, or
+stopped by Ctrl-C) takes over what that one replaced, so its halt puts back the assignment
+from before either.
 
 ``appliance models halt`` asks a running deploy through a request file naming the rollout
 (``.rollout.halt`` in the repository folder, written atomically): the deploy reads it while it
@@ -19,15 +21,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
+from typing import NamedTuple
 
 from appliance import safejson
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.transport import payloads
+from appliance.updates.fleetwatch import DeviceView
 from appliance.updates.manifest import Assignment, Device
 from appliance.updates.operations import assignments, unassign
 from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
 from appliance.updates.repository import FileRepository
+from appliance.updates.verdicts import verdict
 
 HALT_REQUEST = ".rollout.halt"  # in the repository folder: `models halt` asks a deploy to halt
 MAX_HALT_REQUEST_BYTES = 4096
@@ -78,35 +83,75 @@ def assignments_before(
     return before
 
 
+class StoppedHalt(NamedTuple):
+    """What a halt of a rollout whose deploy is gone did."""
+
+    withdrawn: int  # assignments withdrawn
+    put_back: int  # of them, with the assignment from before put back
+    kept: int  # devices that installed the release since the deploy last heard them
+
+
 def halt_stopped(
-    store: Store, repo: FileRepository, rollout_id: str, reason: str
-) -> tuple[int, int]:
+    store: Store, repo: FileRepository, rollout_id: str, reason: str,
+    views: Mapping[Device, DeviceView],
+) -> StoppedHalt:
     """Halt ``rollout_id``, whose deploy is no longer running (the caller holds the rollout
-    lock): withdraw the assignments it signed for devices not recorded installed, putting back
-    what they replaced, and record it ``halted``; returns (withdrawn, put back)."""
-    states = {(site, device_id): (phase, state) for site, device_id, phase, state in store.query(
-        "SELECT site, device_id, phase, state FROM rollout_devices WHERE rollout_id = ?",
-        [rollout_id])}
-    waves = {(site, device_id): phase for site, device_id, phase in store.query(
-        "SELECT site, device_id, phase FROM rollout_replaced WHERE rollout_id = ?",
-        [rollout_id])}  # a device signed but not yet recorded in rollout_devices (killed then)
-    pending = {device for device in {*states, *waves}
-               if states.get(device, ("", ""))[1] != "installed"}
-    ours = sorted(device for device, held in assignments(repo, pending).items()
+    lock), as its deploy halts: a last look at the newest reports (``views``) of the devices
+    it assigned and did not record installed, which records each verdict
+    (``verdicts.verdict``), so that one that installed the release since keeps it; then
+    withdraw the assignments of the others, putting back what they replaced, and record the
+    rollout ``halted``."""
+    [(name, version)] = store.query(
+        "SELECT model_name, model_version FROM rollouts WHERE rollout_id = ?", [rollout_id])
+    phases = _unfinished(store, rollout_id)
+    ours = sorted(device for device, held in assignments(repo, phases).items()
                   if held.rollout == rollout_id)
-    restore = replaced_by(store, rollout_id, ours)
-    if ours:
-        unassign(repo, ours, restore)
+    heard = {device: found for device in ours if (found := verdict(
+        views.get(device), (name, version), rollout_id, None)) is not None}
+    withdrawn = [device for device in ours if heard.get(device, ("",))[0] != "installed"]
+    restore = replaced_by(store, rollout_id, withdrawn)
+    if withdrawn:
+        unassign(repo, withdrawn, restore)
+    left = {device: ("withdrawn", f"{reason}; {PUT_BACK}" if device in restore else reason)
+            for device in withdrawn}
+    _record_halt(store, rollout_id, reason, {device: (phases[device], *outcome, _running(
+        views.get(device))) for device, outcome in {**left, **heard}.items()})
+    return StoppedHalt(len(withdrawn), len(restore), len(ours) - len(withdrawn))
+
+
+def _unfinished(store: Store, rollout_id: str) -> dict[Device, str]:
+    """The devices ``rollout_id`` assigned and did not record installed, with their phase:
+    those it recorded, and those its waves signed (``rollout_replaced``) before it could
+    record them (its deploy stopped then)."""
+    recorded = {(site, device_id): (phase, state)
+                for site, device_id, phase, state in store.query(
+                    "SELECT site, device_id, phase, state FROM rollout_devices "
+                    "WHERE rollout_id = ?", [rollout_id])}
+    signed = {(site, device_id): phase for site, device_id, phase in store.query(
+        "SELECT site, device_id, phase FROM rollout_replaced WHERE rollout_id = ?",
+        [rollout_id])}
+    phases = {**signed, **{device: phase for device, (phase, _) in recorded.items()}}
+    return {device: phase for device, phase in phases.items()
+            if recorded.get(device, ("", ""))[1] != "installed"}
+
+
+def _record_halt(store: Store, rollout_id: str, reason: str,
+                 devices: Mapping[Device, tuple[str, str, str, str | None]]) -> None:
+    """Record ``rollout_id`` halted for ``reason``, and each of ``devices`` with its (phase,
+    state, reason, version running)."""
     now = iso_utc(payloads.utc_now())
     store.write(
-        "INSERT INTO rollout_devices VALUES (?, ?, ?, ?, 'withdrawn', ?, NULL, ?) "
+        "INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (rollout_id, site, device_id) DO UPDATE SET state = excluded.state, "
-        "reason = excluded.reason, updated_at = excluded.updated_at",
-        [(rollout_id, *device, states[device][0] if device in states else waves[device],
-          f"{reason}; {PUT_BACK}" if device in restore else reason, now) for device in ours])
+        "reason = excluded.reason, running_version = excluded.running_version, "
+        "updated_at = excluded.updated_at",
+        [(rollout_id, *device, *outcome, now) for device, outcome in sorted(devices.items())])
     store.write("UPDATE rollouts SET state = 'halted', reason = ?, updated_at = ? "
                 "WHERE rollout_id = ?", [(reason, now, rollout_id)])
-    return len(ours), len(restore)
+
+
+def _running(view: DeviceView | None) -> str | None:
+    return view.running if view is not None else None
 
 
 def request_halt(repo: FileRepository, rollout_id: str, reason: str) -> None:

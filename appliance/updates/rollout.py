@@ -23,7 +23,8 @@ rollout (``halting.request_halt``), which the deploy reads while it waits for a 
 each wave and before it records the rollout complete, and halts on as on its failures (a
 last look at the reports of the devices it waits for first: one that installed the release
 since the look before keeps it, as at a wave's end); a rollout whose deploy is gone it halts
-itself (``halting.halt_stopped``), putting back what the store says its waves replaced.
+itself (``halting.halt_stopped``) after the same last look, putting back what the store says
+its waves replaced.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """What a kiosk's newest model report says about a rollout: installed and healthy, failed, or
 nothing yet.
 
-The deploy (``rollout.Rollout``) hears each device of a wave by it at every look at the fleet,
-a halt's last look included.
+One rule for every look at the fleet: the deploy (``rollout.Rollout``) hears each device of a
+wave by it, and so does a halt's last look, whether the deploy halts or ``appliance models
+halt`` halts a rollout whose deploy is gone (``halting.halt_stopped``). A kiosk that installed
+the release since the look before keeps it however the rollout is halted; the halt of a
+killed deploy put its older assignment back, a downgrade the kiosk refused (or, put back as a
+signed rollback, carried out).
 """
 
 from __future__ import annotations

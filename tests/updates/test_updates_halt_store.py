@@ -21,6 +21,7 @@ from appliance.updates.rollout import Rollout, RolloutPlan
 from appliance.updates.testing import linear_model
 from tests.store_helpers import BACKENDS, fresh_store
 
+MODEL = "skin-texture-grade"
 SITE = "lab"
 A, B, C = (SITE, "a"), (SITE, "b"), (SITE, "c")
 
@@ -104,7 +105,7 @@ def test_a_halt_of_a_stopped_deploy_puts_back_what_its_wave_replaced(
     repo, _, earlier = _stopped_mid_wave(tmp_path, store)
     [(rollout_id, state)] = store.query("SELECT rollout_id, state FROM rollouts", [])
     assert state == "interrupted"
-    assert halt_stopped(store, repo, rollout_id, "halted by test") == (3, 2)
+    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == (3, 2, 0)
     assert assignments(repo) == earlier
     rows = store.query("SELECT device_id, state, reason FROM rollout_devices ORDER BY device_id",
                        [])
@@ -130,8 +131,42 @@ def test_a_halt_finds_the_devices_a_deploy_signed_but_was_stopped_before_recordi
         repo, _, earlier = _stopped_mid_wave(tmp_path, store)
     assert store.query("SELECT * FROM rollout_devices", []) == []
     [(rollout_id,)] = store.query("SELECT rollout_id FROM rollouts", [])
-    assert halt_stopped(store, repo, rollout_id, "halted by test") == (3, 2)
+    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == (3, 2, 0)
     assert assignments(repo) == earlier
     assert store.query("SELECT device_id, phase, state FROM rollout_devices ORDER BY device_id",
                        []) == [("a", "wave 1", "withdrawn"), ("b", "wave 1", "withdrawn"),
                                ("c", "wave 1", "withdrawn")]
+
+
+def _report(device: tuple[str, str], rollout_id: str, state: str, *, healthy: bool | None = None,
+            reason: str | None = None) -> DeviceView:
+    """``device``'s newest report on 1.1.0 of ``rollout_id`` (running it once installed)."""
+    about = payloads.ModelInfo(name=MODEL, version="1.1.0")
+    return DeviceView(*device, state=payloads.ModelState(
+        device_id=device[1], site=device[0], state=state, at=payloads.utc_now(), model=about,
+        running=about if state == "installed" else None, healthy=healthy, reason=reason,
+        rollout=rollout_id))
+
+
+def test_a_halt_of_a_stopped_deploy_hears_each_device_as_its_deploy_would(
+    tmp_path: Path, store: Store
+) -> None:
+    """Reports sent after the deploy stopped: a installed 1.1.0, healthy; b refused it; c
+    installed it and is still on probation (not yet healthy). The halt withdrew all three and
+    recorded each `withdrawn`, a's install and b's reason lost. A running deploy's halt hears
+    them first: a keeps the release, b is recorded with its refusal, c is withdrawn."""
+    from appliance.updates.halting import halt_stopped
+
+    repo, _, earlier = _stopped_mid_wave(tmp_path, store)
+    [(rollout_id,)] = store.query("SELECT rollout_id FROM rollouts", [])
+    signed = assignments(repo)
+    views = {A: _report(A, rollout_id, "installed", healthy=True),
+             B: _report(B, rollout_id, "rejected", reason="self-test failed"),
+             C: _report(C, rollout_id, "installed")}
+    assert halt_stopped(store, repo, rollout_id, "halted by test", views) == (2, 1, 1)
+    assert assignments(repo) == {A: signed[A], B: earlier[B]}  # c: none, as before
+    rows = store.query("SELECT device_id, state, reason, running_version FROM rollout_devices "
+                       "ORDER BY device_id", [])
+    assert rows == [("a", "installed", "already serving it, healthy", "1.1.0"),
+                    ("b", "rejected", "self-test failed", None),
+                    ("c", "withdrawn", "halted by test", "1.1.0")]
