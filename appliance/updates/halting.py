@@ -97,42 +97,45 @@ def halt_stopped(
 ) -> StoppedHalt:
     """Halt ``rollout_id``, whose deploy is no longer running (the caller holds the rollout
     lock), as its deploy halts: a last look at the newest reports (``views``) of the devices
-    it assigned and did not record installed, which records each verdict
-    (``verdicts.verdict``), so that one that installed the release since keeps it; then
-    withdraw the assignments of the others, putting back what they replaced, and record the
-    rollout ``halted``."""
+    it still waited for, recording each verdict (``verdicts.verdict``), so that one that
+    installed the release since keeps it; then withdraw the assignments of the devices not
+    recorded installed, putting back what they replaced (a failure recorded before stays
+    recorded), and record the rollout ``halted``."""
     [(name, version)] = store.query(
         "SELECT model_name, model_version FROM rollouts WHERE rollout_id = ?", [rollout_id])
-    phases = _unfinished(store, rollout_id)
-    ours = sorted(device for device, held in assignments(repo, phases).items()
+    unfinished = _unfinished(store, rollout_id)
+    ours = sorted(device for device, held in assignments(repo, unfinished).items()
                   if held.rollout == rollout_id)
-    heard = {device: found for device in ours if (found := verdict(
+    awaited = [device for device in ours if unfinished[device][1] in (None, "assigned")]
+    heard = {device: found for device in awaited if (found := verdict(
         views.get(device), (name, version), rollout_id, None)) is not None}
     withdrawn = [device for device in ours if heard.get(device, ("",))[0] != "installed"]
     restore = replaced_by(store, rollout_id, withdrawn)
     if withdrawn:
         unassign(repo, withdrawn, restore)
     left = {device: ("withdrawn", f"{reason}; {PUT_BACK}" if device in restore else reason)
-            for device in withdrawn}
-    _record_halt(store, rollout_id, reason, {device: (phases[device], *outcome, _running(
-        views.get(device))) for device, outcome in {**left, **heard}.items()})
+            for device in awaited if device in withdrawn}
+    outcomes = {**left, **heard}  # a device heard refusing it is recorded so, as a deploy does
+    _record_halt(store, rollout_id, reason, {
+        device: (unfinished[device][0], *outcome, _running(views.get(device)))
+        for device, outcome in outcomes.items()})
     return StoppedHalt(len(withdrawn), len(restore), len(ours) - len(withdrawn))
 
 
-def _unfinished(store: Store, rollout_id: str) -> dict[Device, str]:
-    """The devices ``rollout_id`` assigned and did not record installed, with their phase:
-    those it recorded, and those its waves signed (``rollout_replaced``) before it could
-    record them (its deploy stopped then)."""
+def _unfinished(store: Store, rollout_id: str) -> dict[Device, tuple[str, str | None]]:
+    """The devices ``rollout_id`` assigned and did not record installed, with their phase and
+    the state recorded: those it recorded, and those its waves signed (``rollout_replaced``)
+    before it could record them (None: its deploy stopped then)."""
     recorded = {(site, device_id): (phase, state)
                 for site, device_id, phase, state in store.query(
                     "SELECT site, device_id, phase, state FROM rollout_devices "
                     "WHERE rollout_id = ?", [rollout_id])}
-    signed = {(site, device_id): phase for site, device_id, phase in store.query(
-        "SELECT site, device_id, phase FROM rollout_replaced WHERE rollout_id = ?",
-        [rollout_id])}
-    phases = {**signed, **{device: phase for device, (phase, _) in recorded.items()}}
-    return {device: phase for device, phase in phases.items()
-            if recorded.get(device, ("", ""))[1] != "installed"}
+    signed: dict[Device, tuple[str, str | None]] = {
+        (site, device_id): (phase, None) for site, device_id, phase in store.query(
+            "SELECT site, device_id, phase FROM rollout_replaced WHERE rollout_id = ?",
+            [rollout_id])}
+    return {device: held for device, held in {**signed, **recorded}.items()
+            if held[1] != "installed"}
 
 
 def _record_halt(store: Store, rollout_id: str, reason: str,

@@ -170,3 +170,47 @@ def test_a_halt_of_a_stopped_deploy_hears_each_device_as_its_deploy_would(
     assert rows == [("a", "installed", "already serving it, healthy", "1.1.0"),
                     ("b", "rejected", "self-test failed", None),
                     ("c", "withdrawn", "halted by test", "1.1.0")]
+
+
+class _SecondWaveStops:
+    """The deploy's view of the fleet, where no kiosk has said anything yet: gone (the deploy
+    with it) once b, of the second wave, was told."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str]] = []
+
+    def notify(self, site: str, device_id: str, rollout_id: str) -> None:
+        self.told.append((site, device_id))
+
+    def devices(self) -> dict[tuple[str, str], DeviceView]:
+        if B in self.told:
+            raise _Stopped
+        return {}
+
+
+def test_a_halt_of_a_stopped_deploy_keeps_what_it_recorded_of_a_wave_that_ended(
+    tmp_path: Path, store: Store
+) -> None:
+    """a's wave timed out (allowed: --max-failures 5), then the deploy stopped in b's wave; a
+    installed the release after that. A running deploy's halt no longer waits for a: it keeps
+    its `timeout` record and puts back its assignment from before (a refuses that downgrade,
+    docs/model-updates.md). This halt wrote over the record (`withdrawn`, the timeout's reason
+    lost), and a look at every device would have kept a on the release: one rule for both."""
+    from appliance.updates.halting import halt_stopped
+
+    repo = init_repository(tmp_path / "repo")
+    assign(repo, [A, B], _release(repo, tmp_path, "1.0.0"))
+    earlier = assignments(repo)
+    plan = RolloutPlan(_release(repo, tmp_path, "1.1.0"), [A, B], canaries=0, wave_size=1,
+                       timeout_s=0, max_failures=5)
+    with pytest.raises(_Stopped):
+        Rollout(repo, _SecondWaveStops(), store, plan).run()  # type: ignore[arg-type]
+    [(rollout_id,)] = store.query("SELECT rollout_id FROM rollouts", [])
+    views = {A: _report(A, rollout_id, "installed", healthy=True)}
+    assert halt_stopped(store, repo, rollout_id, "halted by test", views) == (2, 2, 0)
+    assert assignments(repo) == earlier
+    rows = store.query("SELECT device_id, phase, state, reason FROM rollout_devices "
+                       "ORDER BY device_id", [])
+    assert rows == [("a", "wave 1", "timeout", "no installed and healthy report within 0 s"),
+                    ("b", "wave 2", "withdrawn",
+                     "halted by test; put back its assignment from before")]
