@@ -32,6 +32,7 @@ from appliance.updates.manifest import Assignment, Device
 from appliance.updates.operations import assignments, unassign
 from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
 from appliance.updates.repository import FileRepository
+from appliance.updates.rolloutrecords import newest_stamp, stamp_after
 from appliance.updates.verdicts import verdict
 
 HALT_REQUEST = ".rollout.halt"  # in the repository folder: `models halt` asks a deploy to halt
@@ -141,8 +142,8 @@ def _unfinished(store: Store, rollout_id: str) -> dict[Device, tuple[str, str | 
 def _record_halt(store: Store, rollout_id: str, reason: str,
                  devices: Mapping[Device, tuple[str, str, str, str | None]]) -> None:
     """Record ``rollout_id`` halted for ``reason``, and each of ``devices`` with its (phase,
-    state, reason, version running)."""
-    now = iso_utc(payloads.utc_now())
+    state, reason, version running), stamped as its deploy stamps (``stamp_after``)."""
+    now = iso_utc(stamp_after(newest_stamp(store), payloads.utc_now()))
     store.write(
         "INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (rollout_id, site, device_id) DO UPDATE SET state = excluded.state, "

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
@@ -53,7 +53,7 @@ from appliance.updates.halting import (
 from appliance.updates.manifest import Assignment, Device, ModelManifest
 from appliance.updates.operations import assign, assignments, unassign
 from appliance.updates.repository import FileRepository
-from appliance.updates.rolloutrecords import newest_stamp
+from appliance.updates.rolloutrecords import newest_stamp, stamp_after
 
 log = logging.getLogger(__name__)
 
@@ -311,14 +311,10 @@ class Rollout:
     # -- the store ------------------------------------------------------------------------
 
     def _stamp(self) -> str:
-        """Now, as the store records it: never at or before a time it holds for a rollout.
-        Status and the console take the newest stamp for the newest rollout; after the back
-        office's clock was set back (NTP stepping a clock that ran ahead) a rollout's rows
-        would sort under those of the one before, and status showed that one."""
+        """Now, as the store records it (``rolloutrecords.stamp_after``)."""
         if self._newest is None:
             self._newest = newest_stamp(self.store)
-        now = payloads.utc_now()
-        self._newest = now if now > self._newest else self._newest + timedelta(microseconds=1)
+        self._newest = stamp_after(self._newest, payloads.utc_now())
         return iso_utc(self._newest)
 
     def _record_rollout(self, state: str, reason: str | None) -> None:

@@ -1,6 +1,7 @@
 """The rollouts the store records, read back: the newest rollout of each device (``models
 status``, a deploy's choice of devices), the newest time recorded (a rollout's stamps follow
-it), and the rollouts a killed deploy left ``running``.
+it, a deploy's and a halt's alike: ``stamp_after``), and the rollouts a killed deploy left
+``running``.
 
 ``rollout.Rollout`` writes these rows (tables ``rollouts`` and ``rollout_devices``) as it runs;
 what is read here holds for any rollout of the repository, the running one, a finished one, or
@@ -9,7 +10,7 @@ one whose deploy is gone.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
@@ -25,6 +26,14 @@ def newest_stamp(store: Store) -> datetime:
         "(SELECT MAX(updated_at) FROM rollout_devices)", [])
     stamps = [datetime.fromisoformat(text) for text in (rollouts, devices) if text]
     return max(stamps, default=datetime.fromtimestamp(0, UTC))
+
+
+def stamp_after(newest: datetime, now: datetime) -> datetime:
+    """The time to record ``now`` as: never at or before ``newest``, the newest time the store
+    holds for a rollout. Status and the console take the newest stamp for the newest rollout;
+    after the back office's clock was set back (NTP stepping a clock that ran ahead) a
+    rollout's rows would sort under those of the one before, and status showed that one."""
+    return now if now > newest else newest + timedelta(microseconds=1)
 
 
 # A rollout recorded before rollouts named their repository (NULL) counts as every one's.

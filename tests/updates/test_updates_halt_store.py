@@ -5,7 +5,9 @@ either's halt puts back the assignments the devices had before the first one."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from updates_helpers import inputs
@@ -18,6 +20,7 @@ from appliance.updates.operations import assign, assignments, init_repository, r
 from appliance.updates.release import manifest_for
 from appliance.updates.repository import FileRepository
 from appliance.updates.rollout import Rollout, RolloutPlan
+from appliance.updates.rolloutrecords import latest_rollouts
 from appliance.updates.testing import linear_model
 from tests.store_helpers import BACKENDS, fresh_store
 
@@ -214,3 +217,29 @@ def test_a_halt_of_a_stopped_deploy_keeps_what_it_recorded_of_a_wave_that_ended(
     assert rows == [("a", "wave 1", "timeout", "no installed and healthy report within 0 s"),
                     ("b", "wave 2", "withdrawn",
                      "halted by test; put back its assignment from before")]
+
+
+def test_a_halt_of_a_stopped_deploy_after_the_clock_was_set_back_is_shown_newest(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rollouts of a ran while the back office's clock was an hour ahead; the second one's
+    deploy stopped, NTP set the clock back, and the halt stamped a's row with the clock: under
+    the first rollout's, so status showed a's rollout as that first one, not the halted one. A
+    running deploy's halt stamps after the newest time recorded (``Rollout._stamp``)."""
+    from appliance.updates import rollout as rollout_module
+    from appliance.updates.halting import halt_stopped
+
+    repo = init_repository(tmp_path / "repo")
+    refused = _release(repo, tmp_path, "1.0.0")
+    ahead = SimpleNamespace(utc_now=lambda: payloads.utc_now() + timedelta(hours=1))
+    with monkeypatch.context() as clock_ahead:
+        clock_ahead.setattr(rollout_module, "payloads", ahead)
+        first = Rollout(repo, _Kiosks(refusing=refused), store, RolloutPlan(  # type: ignore[arg-type]
+            refused, [A], canaries=0, timeout_s=30)).run()
+        with pytest.raises(_Stopped):
+            Rollout(repo, _Kiosks(stop=True), store, RolloutPlan(  # type: ignore[arg-type]
+                _release(repo, tmp_path, "1.1.0"), [A], canaries=0, timeout_s=30)).run()
+    assert first.state == "halted"
+    [(stopped,)] = store.query("SELECT rollout_id FROM rollouts WHERE state = 'interrupted'", [])
+    halt_stopped(store, repo, stopped, "halted by test", {})
+    assert latest_rollouts(store, repo)[A][:3] == (stopped, "halted", "withdrawn")
