@@ -197,7 +197,7 @@ def run_halt(args: argparse.Namespace) -> int:
             if state == "running" and repo.rollout_held():  # its deploy is at work: ask it
                 request_halt(repo, rollout_id, reason)
                 ended = _await_halt(store, repo, rollout_id)
-                if ended != "interrupted":  # else its deploy stopped first: halted here
+                if ended != "interrupted":  # else its deploy stopped or is gone: halted here
                     return _answered(store, rollout_id, reason, ended)
             return _halt_here(store, repo, rollout_id, reason,
                               lambda: _watch(config, args.config))
@@ -257,14 +257,16 @@ def _halt_here(
 
 
 def _await_halt(store: Store, repo: FileRepository, rollout_id: str) -> str | None:
-    """The state the rollout ends in once its deploy took the request or ended otherwise
-    (None: still running after HALT_WAIT_S); a request it did not take is removed."""
+    """The state the rollout ends in once its deploy took the request or ended otherwise:
+    ``interrupted`` where the deploy let go of the rollout lock without ending it (killed
+    before it read the request), None while it still runs after HALT_WAIT_S; a request it did
+    not take is removed."""
     deadline_s = time.monotonic() + HALT_WAIT_S
     while time.monotonic() < deadline_s:
         [(state,)] = store.query("SELECT state FROM rollouts WHERE rollout_id = ?", [rollout_id])
-        if state != "running":
+        if state != "running" or not repo.rollout_held():  # ended, or its deploy is gone
             drop_request(repo, [rollout_id])  # gone already when its deploy took it
-            return str(state)
+            return "interrupted" if state == "running" else str(state)
         time.sleep(0.2)
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from updates_helpers import inputs
@@ -12,6 +13,7 @@ from updates_helpers import inputs
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.transport import payloads
+from appliance.updates import fleetops
 from appliance.updates.fleetwatch import DeviceView
 from appliance.updates.manifest import Assignment, ModelManifest
 from appliance.updates.operations import assign, assignments, init_repository, release_model
@@ -157,3 +159,34 @@ def test_a_kiosk_that_installs_as_the_halt_is_read_keeps_the_release(tmp_path: P
     assert assignments(repo)[(SITE, "k0")].version == "1.1.0"  # installed: kept
     assert assignments(repo)[(SITE, "k9")] == before[(SITE, "k9")]  # put back
     assert devices == {"k0": "installed", "k9": "withdrawn"}
+
+
+def test_a_halt_whose_deploy_is_killed_while_it_waits_halts_the_rollout_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    mqtt_broker: Any, topic_prefix: str,
+) -> None:
+    """The deploy held the rollout lock when the halt asked it, and was killed (-9) before it
+    read the request: the halt waited out its 60 s for a deploy no longer there, said the
+    deploy "did not say so", exit 1, and left the rollout running and k2 assigned. It halts
+    the rollout itself once no deploy holds the lock, as for one killed before it asked."""
+    repo, url, _ = _running_rollout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", mqtt_broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(mqtt_broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", topic_prefix)
+    monkeypatch.setattr(fleetops, "HALT_WAIT_S", 5.0)
+    looks: list[bool] = []
+
+    def held_until_asked(_repo: FileRepository) -> bool:  # killed once the halt asked
+        looks.append(not (repo.dir / ".rollout.halt").exists())
+        return looks[-1]
+
+    monkeypatch.setattr(FileRepository, "rollout_held", held_until_asked)
+    assert main(["models", "halt", MODEL, "--repo", str(repo.dir), "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "halted (no deploy was running it; 1 assignment(s) withdrawn" in out, out
+    assert list(assignments(repo)) == [(SITE, "k1")]  # k2 had not installed it
+    assert not (repo.dir / ".rollout.halt").exists()
+    with closing(open_store(url)) as store:
+        assert [state for (state,) in store.query("SELECT state FROM rollouts", [])] == [
+            "halted"]
