@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,42 @@ def test_a_halt_after_the_deploy_was_killed_puts_back_what_its_wave_replaced(
         devices = dict(store.query("SELECT device_id, state FROM rollout_devices", []))
     assert state == "halted"
     assert devices == {"k0": "installed", "mute": "withdrawn"}
+
+
+@pytest.mark.slow
+def test_a_deploy_killed_after_the_halt_asked_it_is_halted_by_the_halt(
+    fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The deploy, stopped (SIGSTOP) while its wave waits, holds the rollout lock when the
+    halt asks it, and is killed (-9) before it reads the request: the halt waited its 60 s,
+    exit 1, the rollout left running and mute assigned the release. It halts it itself."""
+    _broker_env(fleet, monkeypatch)
+    store_url = f"sqlite:///{fleet.tmp / 'rollouts.sqlite3'}"
+    deploy, earlier = _deploy_waiting_on_mute(fleet, events, store_url)
+    asked = fleet.repo.dir / ".rollout.halt"
+
+    def kill_once_asked() -> None:
+        if wait_until(asked.exists, 60, poll_s=0.05):
+            deploy.send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_once_asked)
+    try:
+        assert wait_until(lambda: ("mute", "assigned") in _rows(
+            store_url, "SELECT device_id, state FROM rollout_devices"), 120, poll_s=0.2)
+        deploy.send_signal(signal.SIGSTOP)  # holds the lock, reads no request
+        killer.start()
+        capsys.readouterr()
+        assert main(["models", "halt", MODEL, "--repo", str(fleet.repo.dir), "--store",
+                     store_url]) == 0
+        said = capsys.readouterr().out
+    finally:
+        deploy.kill()
+        deploy.communicate()
+        killer.join(60)
+    assert deploy.returncode == -signal.SIGKILL
+    assert "no deploy was running it; 1 assignment(s) withdrawn" in said, said
+    now = assignments(fleet.repo)
+    assert now[(fleet.site, "mute")] == earlier  # put back
+    assert now[(fleet.site, "k0")].version == "1.1.0"  # installed: kept
+    assert not asked.exists()
