@@ -49,9 +49,9 @@ def mark_interrupted(store: Store, repo: FileRepository) -> int:
     repository's rollouts in the same store are not ours to judge (their lock is elsewhere)."""
     stale = store.query(f"SELECT rollout_id FROM rollouts r WHERE state = 'running' AND "
                         f"{_OF_REPOSITORY}", [repo.identity()])
+    now = iso_utc(stamp_after(newest_stamp(store), payloads.utc_now()))  # as a deploy stamps
     store.write("UPDATE rollouts SET state = 'interrupted', reason = ?, updated_at = ? "
-                "WHERE rollout_id = ?",
-                [(INTERRUPTED_REASON, iso_utc(payloads.utc_now()), row[0]) for row in stale])
+                "WHERE rollout_id = ?", [(INTERRUPTED_REASON, now, row[0]) for row in stale])
     return len(stale)
 
 

@@ -4,12 +4,14 @@ behind, and a halt that comes after the rollout ended says so and changes nothin
 from __future__ import annotations
 
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from updates_helpers import inputs
 
+from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.transport import payloads
@@ -20,6 +22,7 @@ from appliance.updates.operations import assign, assignments, init_repository, r
 from appliance.updates.release import manifest_for
 from appliance.updates.repository import FileRepository
 from appliance.updates.rollout import Rollout, RolloutPlan
+from appliance.updates.rolloutrecords import mark_interrupted
 from appliance.updates.testing import linear_model
 
 MODEL = "skin-texture-grade"
@@ -51,6 +54,15 @@ def _running_rollout(tmp_path: Path) -> tuple[FileRepository, str, dict[tuple[st
                      (rollout_id, SITE, "k2", "wave 1", "assigned",
                       "offline, assigned, not awaited", None, STAMP)])
     return repo, url, assignments(repo)
+
+
+def _broker_env(monkeypatch: pytest.MonkeyPatch, folder: Path, broker: Any, prefix: str) -> None:
+    """No config.yaml in ``folder``: the broker the halt looks at the fleet on from
+    APPLIANCE__."""
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("APPLIANCE__MQTT__HOST", broker.host)
+    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(broker.port))
+    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", prefix)
 
 
 def _deploy_ends_at_the_look(monkeypatch: pytest.MonkeyPatch, url: str, held: bool) -> None:
@@ -170,10 +182,7 @@ def test_a_halt_whose_deploy_is_killed_while_it_waits_halts_the_rollout_itself(
     deploy "did not say so", exit 1, and left the rollout running and k2 assigned. It halts
     the rollout itself once no deploy holds the lock, as for one killed before it asked."""
     repo, url, _ = _running_rollout(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("APPLIANCE__MQTT__HOST", mqtt_broker.host)
-    monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(mqtt_broker.port))
-    monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", topic_prefix)
+    _broker_env(monkeypatch, tmp_path, mqtt_broker, topic_prefix)
     monkeypatch.setattr(fleetops, "HALT_WAIT_S", 5.0)
     looks: list[bool] = []
 
@@ -190,3 +199,27 @@ def test_a_halt_whose_deploy_is_killed_while_it_waits_halts_the_rollout_itself(
     with closing(open_store(url)) as store:
         assert [state for (state,) in store.query("SELECT state FROM rollouts", [])] == [
             "halted"]
+
+
+def test_a_rollout_marked_interrupted_after_the_clock_was_set_back_can_be_halted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    mqtt_broker: Any, topic_prefix: str,
+) -> None:
+    """Two rollouts ran while the back office's clock was an hour ahead; the second one's
+    deploy was killed; NTP set the clock back; a deploy started then (and refused, naming no
+    devices) marked it `interrupted`, stamped with the clock, under the first one's stamps:
+    the halt took the first one for the model's newest and refused ("ended complete"), and the
+    interrupted rollout's assignments stood. Marked after the newest stamp, it is halted."""
+    repo, url, _ = _running_rollout(tmp_path)
+    ahead = payloads.utc_now() + timedelta(hours=1)
+    with closing(open_store(url)) as store:
+        store.write("UPDATE rollouts SET created_at = ?, updated_at = ?",
+                    [(iso_utc(ahead + timedelta(seconds=1)),) * 2])
+        store.write("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [("f1rst0000000", MODEL, "1.0.0", "deploy", "all", 0, "complete", "done",
+                      iso_utc(ahead), iso_utc(ahead), repo.identity())])
+        assert mark_interrupted(store, repo) == 1
+    _broker_env(monkeypatch, tmp_path, mqtt_broker, topic_prefix)
+    assert main(["models", "halt", MODEL, "--repo", str(repo.dir), "--store", url]) == 0
+    assert "1 assignment(s) withdrawn" in capsys.readouterr().out
+    assert list(assignments(repo)) == [(SITE, "k1")]  # k2 had not installed it
