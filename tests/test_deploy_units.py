@@ -167,6 +167,8 @@ HARDENING = (
 PATHOLOGY_DIFFERS = {  # from the back office's unit: why (the unit's comment says more)
     "PrivateDevices": "the GPU's device nodes",
     "DevicePolicy": "the GPU's device nodes",
+    # before systemd 252 it implied DeviceAllow=char-rtc r, which shut the GPU's nodes too
+    "ProtectClock": "the GPU's device nodes",
     "ProcSubset": "ONNX Runtime reads /proc/cpuinfo",
     "SystemCallFilter": "ONNX Runtime pins its threads to cores (@resources)",
     "UMask": "the console reads the pictures in the results folder (group appliance)",
