@@ -1440,6 +1440,30 @@ def test_a_relative_results_dir_is_the_config_file_s_folder_not_the_working_one(
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_server_under_its_units_filters_runs_a_job_and_stops_cleanly(env: Env) -> None:
+    """The whole server (broker link, store, preparation workers, onnx-cpu, heatmaps, /metrics
+    off) under deploy/appliance-pathology@.service's system call, namespace and address family
+    filters as systemd loads them (tests/unit_syscalls.py): nothing it calls is refused."""
+    env.config(client_id="confined")
+    unit = Path(__file__).resolve().parents[2] / "deploy" / "appliance-pathology@.service"
+    log = env.tmp_path / "server.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.unit_syscalls", str(unit), "--", sys.executable, "-m",
+         "appliance", "pathology", "serve", "--config", str(env.tmp_path / "config.yaml")],
+        cwd=unit.parents[1], start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=log.open("w"))
+    try:
+        env.watcher.wait_server("confined", "online")
+        env.watcher.submit(_job("confined", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+        final = env.watcher.wait("confined", {"done", "failed"}, timeout_s=90)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        code = server.wait(30)
+    assert final["state"] == "done", final
+    assert code == 0, log.read_text()[-3000:]
+    assert "not permitted" not in log.read_text().lower(), log.read_text()[-3000:]
+
+
 def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
 ) -> None:
