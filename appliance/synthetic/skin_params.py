@@ -29,6 +29,7 @@ SCALAR_UM_PER_PX = 10.0  # Scalar 25x lens at 1280x960, before calibration
 FRAME_WIDTH_PX = 1280
 FRAME_HEIGHT_PX = 960
 JPEG_QUALITY = 90
+NO_PORE_DIAMETER_LIMIT_UM = 1e9  # the largest pore diameter of a preset that sets none
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class SkinParams:
     um_per_px: float
     # the "wide" preset's extra variety; these defaults leave the other presets as they were
     pore_diameter_min_um: float = 0.0
-    pore_diameter_max_um: float = 1e9
+    pore_diameter_max_um: float = NO_PORE_DIAMETER_LIMIT_UM
     pore_aspect_max: float = 1.0  # elliptical pores: major / minor axis up to this
     furrow_depth_spread: float = 0.0  # log-sd of a per-furrow depth factor (shallow and deep)
     junction_darkness: float = 0.0  # extra darkening of furrow junctions (0..1)
