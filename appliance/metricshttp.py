@@ -1,5 +1,6 @@
-"""The /metrics HTTP server of the edge daemon and the pathology server: prometheus-client's
-exposition (its WSGI app) on a threaded server bounded against slow or hostile clients.
+"""The /metrics HTTP server of the edge daemon, the back-office worker and the pathology server:
+prometheus-client's exposition (its WSGI app) on a threaded server bounded against slow or hostile
+clients.
 
 prometheus-client's own ``start_http_server`` gives each connection a thread that waits for
 its request without any timeout: a client that connected and sent nothing, or a byte now and
@@ -28,14 +29,15 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import make_wsgi_app
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from appliance.console.hostnames import host_refusal
 from appliance.httpbounds import REQUEST_DEADLINE_S, BoundedThreadingMixIn, RequestDeadlineMixIn
@@ -120,3 +122,47 @@ def _own_names_only(app: WSGIApplication) -> WSGIApplication:
         return [OTHER_HOST_REFUSED]
 
     return guarded
+
+
+# name -> (type, help) of every value a program reports; counter names end in _total on the
+# wire (prometheus-client adds it to the family name given here)
+Catalogue = dict[str, tuple[str, str]]
+
+
+class ReadCollector(Collector):
+    """Turns a program's current values into metric families at each scrape, so no value is
+    copied on the hot path and none can drift from what the program reports elsewhere."""
+
+    def __init__(self, catalogue: Catalogue, read: Callable[[], dict[str, float]]) -> None:
+        self._catalogue, self._read = catalogue, read
+
+    def collect(self) -> Iterator[Metric]:
+        """One family per value the program reports (each one named in the catalogue)."""
+        for name, value in self._read().items():
+            kind, help_text = self._catalogue[name]
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(name, help_text, value=value)
+
+
+class LoopbackMetrics:
+    """Serves ``/metrics`` on 127.0.0.1 from a read function, on a background thread."""
+
+    def __init__(self, port: int, catalogue: Catalogue, read: Callable[[], dict[str, float]],
+                 bounds: Bounds = DEFAULT_BOUNDS) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ReadCollector(catalogue, read))
+        self.port = port
+        self._bounds = bounds
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start serving; OSError when the port cannot be had."""
+        self._server, self._thread = start_metrics_server(
+            self.registry, "127.0.0.1", self.port, self._bounds)
+        log.info("metrics on http://127.0.0.1:%d/metrics", self.port)
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        if self._server is not None and self._thread is not None:
+            stop_metrics_server(self._server, self._thread)

@@ -6,17 +6,9 @@ no value is copied on the hot path and none can drift from what the status repor
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable, Iterator
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
-
-from appliance.metricshttp import DEFAULT_BOUNDS, Bounds, start_metrics_server, stop_metrics_server
-
-log = logging.getLogger(__name__)
+from appliance.metricshttp import DEFAULT_BOUNDS, Bounds, LoopbackMetrics
 
 # name -> (type, help); every value the daemon reports must be listed here. Counter names end
 # in _total on the wire (prometheus-client adds it to the family name given here).
@@ -43,39 +35,9 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
-class DaemonCollector(Collector):
-    """Turns the daemon's current values into metric families at each scrape."""
-
-    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
-        self._read = read
-
-    def collect(self) -> Iterator[Metric]:
-        """One family per value the daemon reports."""
-        for name, value in self._read().items():
-            kind, help_text = METRICS[name]
-            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-            yield family(name, help_text, value=value)
-
-
-class MetricsServer:
-    """Serves ``/metrics`` on 127.0.0.1 from a read function, on a background thread."""
+class MetricsServer(LoopbackMetrics):
+    """The kiosk's metrics (``METRICS``) on 127.0.0.1, read from the daemon at each scrape."""
 
     def __init__(self, port: int, read: Callable[[], dict[str, float]],
                  bounds: Bounds = DEFAULT_BOUNDS) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(DaemonCollector(read))
-        self.port = port
-        self._bounds = bounds
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start serving."""
-        self._server, self._thread = start_metrics_server(
-            self.registry, "127.0.0.1", self.port, self._bounds)
-        log.info("metrics on http://127.0.0.1:%d/metrics", self.port)
-
-    def close(self) -> None:
-        """Stop serving and free the port."""
-        if self._server is not None and self._thread is not None:
-            stop_metrics_server(self._server, self._thread)
+        super().__init__(port, METRICS, read, bounds)
