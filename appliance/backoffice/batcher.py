@@ -9,7 +9,8 @@ once it sends PUBACK). A result refused as invalid is confirmed to its device to
 whole payload is committed to the dead letters: the back office has taken it, and a re-send
 would only be refused again. A crash before the commit loses nothing: the broker redelivers
 the unacknowledged messages to the session, the device sends again what was never confirmed,
-and the store keeps each ``measurement_id`` once.
+and the store keeps each ``measurement_id`` once. A result over its kiosk's rate (kiosk_rate.py)
+is marked as it is offered, and only acknowledged to the broker with its batch.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from appliance.backoffice.kiosk_rate import KioskRate
 from appliance.backoffice.outage import OutageWords, StoreOutage
 from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store
@@ -58,6 +60,7 @@ class IngestStats:
     batches: int = 0
     commit_failures: int = 0
     qos0_refused: int = 0  # QoS 0 messages dropped: MAX_QOS0_WAITING waited already
+    over_rate: int = 0  # results over their kiosk's rate: neither stored nor confirmed
     # dead letters the bounds pruned that were a result's only copy (its kiosk was told to
     # drop it): lost; the store counts them by device (``appliance results dead-letters``)
     only_copies_pruned: int = 0
@@ -88,6 +91,8 @@ class BatchWriter(threading.Thread):
         self._ack, self._on_stored = ack, on_stored
         self._qos0_lock = threading.Lock()
         self._qos0_waiting = 0
+        self.rate = KioskRate(triage.topic_prefix, settings.kiosk_results_per_s,
+                              settings.kiosk_results_burst)
         # failed commits, said once, not once a retry
         self._outage = StoreOutage(store.url, log, COMMIT_OUTAGE)
 
@@ -97,8 +102,18 @@ class BatchWriter(threading.Thread):
         QoS 1 messages are bounded by the broker (at most its receive maximum unacknowledged);
         QoS 0 ones are not flow-controlled at all, and no kiosk sends them (results and
         statuses go at QoS 1), so a flood of them from a hostile login would grow this queue
-        without bound: beyond MAX_QOS0_WAITING waiting they are dropped and counted."""
-        if message.qos == 0:
+        without bound: beyond MAX_QOS0_WAITING waiting they are dropped and counted.
+
+        A result over its kiosk's rate is queued without its payload, only to be acknowledged
+        to the broker in its turn (MQTT 5 spec 4.6: PUBACKs in the order the messages came);
+        one at QoS 0 needs no acknowledgement and is dropped. Either is counted
+        (``stats.over_rate``), not refused: True."""
+        if self.rate.refuses(message.topic):
+            self.stats.over_rate += 1
+            if message.qos == 0:
+                return True
+            message = replace(message, payload=b"", over_rate=True)
+        elif message.qos == 0:
             with self._qos0_lock:
                 if self._qos0_waiting >= MAX_QOS0_WAITING:
                     self.stats.qos0_refused += 1
@@ -111,6 +126,7 @@ class BatchWriter(threading.Thread):
         """Commit batches until stopped and the inbox is empty."""
         while True:
             messages = self._collect()
+            self.rate.say_due()
             if messages:
                 self._handle_until_done(messages)
             elif self.stop_event.is_set():
@@ -154,7 +170,12 @@ class BatchWriter(threading.Thread):
         return messages
 
     def _handle(self, messages: list[Inbound]) -> None:
-        batch, results = self._triage.sort(messages)
+        within = [message for message in messages if not message.over_rate]
+        if not within:  # a kiosk's flood alone: nothing to store, nothing to confirm
+            self._ack(messages)
+            self.stats.received += len(messages)
+            return
+        batch, results = self._triage.sort(within)
         fresh = self._commit(batch)
         if fresh is None:
             return  # stopped before the store took it: unacked, so the broker redelivers

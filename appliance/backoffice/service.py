@@ -10,6 +10,7 @@ from pathlib import Path
 
 from appliance import interrupts
 from appliance.backoffice.ingest import IngestWorker, default_client_id
+from appliance.backoffice.metrics import serve_metrics
 from appliance.backoffice.retention import RetentionPruner
 from appliance.backoffice.store import Store, StoreError, open_store
 from appliance.backoffice.storeerrors import STORE_ERRORS, explained
@@ -94,6 +95,7 @@ def _ingest(config: Config, stop: threading.Event) -> int:
         return 2
     log.info("back office %s storing to the %s", worker.client_id, store_name(url))
     worker.start()
+    metrics = serve_metrics(worker, config.backoffice.metrics_port)
     pruner = _start_pruner(config, url, worker.client_id)
     next_stats = time.monotonic() + STATS_EVERY_S
     try:
@@ -105,6 +107,8 @@ def _ingest(config: Config, stop: threading.Event) -> int:
                 log.info("ingest: %s", worker.stats)
                 next_stats += STATS_EVERY_S
     finally:
+        if metrics is not None:
+            metrics.close()
         worker.stop()
         if pruner is not None:  # it ends with the worker
             pruner.halt(STOP_PRUNER_S)

@@ -71,6 +71,9 @@ class Inbound:
     mid: int
     qos: int
     retained: bool = False  # replayed from the broker's retained store on subscribe
+    # a result over its kiosk's rate (kiosk_rate.py): acknowledged to the broker in its turn,
+    # neither stored nor confirmed; its payload is not kept
+    over_rate: bool = False
 
 
 def parse_result(raw: bytes) -> Result:

@@ -76,6 +76,22 @@ class BackofficeConfig(Section):
         "letters may hold together; the oldest are pruned beyond this. At least "
         "dead_letter_max_bytes, so the largest letter is kept."
     )
+    kiosk_results_per_s: float = Field(
+        2.0, gt=0, le=1_000_000, description="Results of one kiosk this worker stores a second, "
+        "sustained (a kiosk measures one in about 1.2 s at the most); with "
+        "kiosk_results_burst a token bucket a kiosk: a result beyond it is neither stored nor "
+        "confirmed, so its kiosk sends it again later and a flood from one kiosk's login "
+        "neither fills the store nor holds up the others (appliance/backoffice/kiosk_rate.py)."
+    )
+    kiosk_results_burst: int = Field(
+        1000, ge=1, le=1_000_000, description="Results of one kiosk stored at once above "
+        "kiosk_results_per_s: a kiosk's backlog after an outage (a week at 150 a day); the "
+        "rest of a larger backlog follows with the kiosk's resends."
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Prometheus metrics of this worker on "
+        "127.0.0.1:PORT (unset: off): what it stored, refused for a kiosk's rate, dead-lettered."
+    )
     retention_days: int | None = Field(
         None, ge=1, le=MAX_RETENTION_DAYS, description="Days a result is kept, counted from "
         "its capture: each worker removes older results (and dead letters received before "

@@ -451,13 +451,18 @@ def test_a_flood_of_qos0_results_is_bounded_in_memory_and_qos1_results_still_lan
 ) -> None:
     """QoS 0 has no flow control: a hostile login publishing thousands of them while the
     store is slow grew the worker's queue without bound. At most MAX_QOS0_WAITING wait; the
-    rest are dropped and counted, and results sent at QoS 1, as kiosks send them, all land."""
+    rest are dropped and counted, and results sent at QoS 1, as kiosks send them, all land.
+    The flood comes on kiosk-0's topic, as do those results: its bucket (kiosk_rate.py) is
+    made larger than the flood, so that only the QoS 0 bound is met here."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     from appliance.backoffice.batcher import MAX_QOS0_WAITING
 
-    worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
+    config = _config("127.0.0.1", 1883, topic_prefix, tmp_path)
+    config = config.model_copy(update={
+        "backoffice": config.backoffice.model_copy(update={"kiosk_results_burst": 10_000})})
+    worker, store = _start(config, store_url)
     released = threading.Event()
     write_batch = store.write_batch
 

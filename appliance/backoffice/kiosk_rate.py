@@ -1,0 +1,122 @@
+"""A bound on how fast one kiosk's results are stored: a token bucket a kiosk.
+
+A kiosk's login taken from a shop lets anyone publish on that kiosk's result topic as fast as
+the broker takes it (the ACL keeps them to that kiosk's topics, deploy/mosquitto). Stored, such
+a flood fills the database and makes every other kiosk's results wait behind it. An honest
+kiosk measures one result in about 1.2 s at the most (README: the demo) and, after an outage,
+sends its backlog at once; so each kiosk (site and device id, as its topic names them) has a
+bucket of ``backoffice.kiosk_results_burst`` results that refills at
+``backoffice.kiosk_results_per_s``. A result beyond it is neither stored nor confirmed: the
+worker acknowledges it to the broker only (in order with the others, MQTT 5 spec 4.6), so its
+kiosk keeps it and sends it again with its back-off (docs/delivery.md, step 5), and the
+bucket lets it in once it has refilled. Nothing a kiosk keeps is lost; a flood costs the
+worker a topic check a message, and other kiosks wait behind no more than one burst.
+
+The bound is this worker's: workers in one share group each keep their own buckets, so a
+kiosk may be stored up to that many times as fast. The table keeps the kiosks heard from
+most recently, at most MAX_KIOSKS: one pushed out starts again with a full bucket, which only
+a login that may publish as any kiosk (a broker without the fleet's ACL) can bring about.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from appliance.logsafe import LineBudget
+from appliance.transport.topics import parse_device_topic
+
+log = logging.getLogger(__name__)
+MAX_KIOSKS = 100_000  # buckets kept (a fleet is far smaller); about 20 MB at the most
+REPORT_EVERY_S = 60.0  # a kiosk over its rate is said at once, then once a minute while it lasts
+
+Kiosk = tuple[str, str]  # (site, device id)
+
+
+class _Bucket:
+    """The tokens one kiosk has left, and its refusals not said yet."""
+
+    __slots__ = ("at_s", "refused", "said_at_s", "tokens")
+
+    def __init__(self, tokens: float, at_s: float) -> None:
+        self.tokens, self.at_s = tokens, at_s
+        self.refused = 0  # results refused since its last line
+        self.said_at_s = -REPORT_EVERY_S  # when its last line was said
+
+
+class KioskRate:
+    """Token buckets by kiosk over result topics under one prefix; thread-safe."""
+
+    def __init__(self, topic_prefix: str, rate_per_s: float, burst: int, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_kiosks: int = MAX_KIOSKS) -> None:
+        self.topic_prefix, self.rate_per_s, self.burst = topic_prefix, rate_per_s, burst
+        self._clock, self._max_kiosks = clock, max_kiosks
+        self._buckets: OrderedDict[Kiosk, _Bucket] = OrderedDict()
+        self._unsaid: dict[Kiosk, _Bucket] = {}  # kiosks refused since their last line
+        self._lock = threading.Lock()
+        self._lines = LineBudget(log, "kiosks over backoffice.kiosk_results_per_s")
+        self.refused_total = 0
+
+    def refuses(self, topic: str) -> bool:
+        """Whether a message on ``topic`` is a result over its kiosk's rate (it takes a token
+        when not). Any other topic is never refused here: triage judges it."""
+        where = parse_device_topic(self.topic_prefix, topic)
+        if where is None or where[2] != "result":
+            return False
+        kiosk = (where[0], where[1])
+        with self._lock:
+            now_s = self._clock()
+            bucket = self._bucket(kiosk, now_s)
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return False
+            self.refused_total += 1
+            first = now_s - bucket.said_at_s >= REPORT_EVERY_S
+            if first:  # said now; later ones are counted for a line a minute
+                bucket.said_at_s = now_s
+            else:
+                bucket.refused += 1
+                self._unsaid[kiosk] = bucket
+        if first:
+            self._lines.warn(
+                "kiosk %s/%s sends results faster than backoffice.kiosk_results_per_s (%g/s, "
+                "burst %d): those beyond are neither stored nor confirmed, so it sends them "
+                "again later; while it goes on (a stolen login?) it is said once a minute",
+                kiosk[0], kiosk[1], self.rate_per_s, self.burst)
+        return True
+
+    def _bucket(self, kiosk: Kiosk, now_s: float) -> _Bucket:
+        """``kiosk``'s bucket refilled to ``now_s``, made most recent (a new one is full)."""
+        bucket = self._buckets.get(kiosk)
+        if bucket is None:
+            bucket = self._buckets[kiosk] = _Bucket(float(self.burst), now_s)
+            if len(self._buckets) > self._max_kiosks:
+                self._buckets.popitem(last=False)
+            return bucket
+        self._buckets.move_to_end(kiosk)
+        bucket.tokens = min(float(self.burst),
+                            bucket.tokens + (now_s - bucket.at_s) * self.rate_per_s)
+        bucket.at_s = now_s
+        return bucket
+
+    def say_due(self) -> None:
+        """A line for each kiosk refused since its last line a minute ago or more (within the
+        log's budget: LineBudget); called often, from the writer's loop."""
+        now_s = self._clock()
+        with self._lock:
+            due = [(kiosk, bucket) for kiosk, bucket in self._unsaid.items()
+                   if now_s - bucket.said_at_s >= REPORT_EVERY_S]
+            counts = []
+            for kiosk, bucket in due:
+                counts.append((kiosk, bucket.refused))
+                bucket.refused, bucket.said_at_s = 0, now_s
+                del self._unsaid[kiosk]
+        for (site, device), refused in counts:
+            self._lines.warn("kiosk %s/%s: %d more results over its rate, neither stored nor "
+                             "confirmed, in the last %.0f s", site, device, refused,
+                             REPORT_EVERY_S)
+        self._lines.say_due()
