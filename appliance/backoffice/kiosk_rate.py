@@ -19,24 +19,31 @@ The bound is this worker's: workers in one share group each keep their own bucke
 kiosk may be stored up to that many times as fast. The table keeps the kiosks heard from
 most recently, at most MAX_KIOSKS: one pushed out starts again with a full bucket, which only
 a login that may publish as any kiosk (a broker without the fleet's ACL) can bring about.
+Result topics whose site or device is no identifier a kiosk can have (too long, other
+characters: triage dead-letters what comes on them) share one bucket, so no topic a login
+makes up takes more than one small entry.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from appliance.logsafe import LineBudget
+from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
 from appliance.transport.topics import parse_device_topic
 
 log = logging.getLogger(__name__)
-MAX_KIOSKS = 100_000  # buckets kept (a fleet is far smaller); about 20 MB at the most
+MAX_KIOSKS = 100_000  # buckets kept (a fleet is far smaller); about 50 MB at the most
 REPORT_EVERY_S = 60.0  # a kiosk over its rate is said at once, then once a minute while it lasts
 
 Kiosk = tuple[str, str]  # (site, device id)
+NO_KIOSK: Kiosk = ("", "")  # the one bucket of result topics that name no kiosk
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 
 
 class _Bucket:
@@ -70,7 +77,7 @@ class KioskRate:
         where = parse_device_topic(self.topic_prefix, topic)
         if where is None or where[2] != "result":
             return False
-        kiosk = (where[0], where[1])
+        kiosk = (where[0], where[1]) if _is_kiosk(where[0], where[1]) else NO_KIOSK
         with self._lock:
             now_s = self._clock()
             bucket = self._bucket(kiosk, now_s)
@@ -86,10 +93,10 @@ class KioskRate:
                 self._unsaid[kiosk] = bucket
         if first:
             self._lines.warn(
-                "kiosk %s/%s sends results faster than backoffice.kiosk_results_per_s (%g/s, "
-                "burst %d): those beyond are neither stored nor confirmed, so it sends them "
-                "again later; while it goes on (a stolen login?) it is said once a minute",
-                kiosk[0], kiosk[1], self.rate_per_s, self.burst)
+                "%s sends results faster than backoffice.kiosk_results_per_s (%g/s, burst %d): "
+                "those beyond are neither stored nor confirmed, so it sends them again later; "
+                "while it goes on (a stolen login?) it is said once a minute", _named(kiosk),
+                self.rate_per_s, self.burst)
         return True
 
     def _bucket(self, kiosk: Kiosk, now_s: float) -> _Bucket:
@@ -118,8 +125,19 @@ class KioskRate:
                 counts.append((kiosk, bucket.refused))
                 bucket.refused, bucket.said_at_s = 0, now_s
                 del self._unsaid[kiosk]
-        for (site, device), refused in counts:
-            self._lines.warn("kiosk %s/%s: %d more results over its rate, neither stored nor "
-                             "confirmed, in the last %.0f s", site, device, refused,
+        for kiosk, refused in counts:
+            self._lines.warn("%s: %d more results over its rate, neither stored nor "
+                             "confirmed, in the last %.0f s", _named(kiosk), refused,
                              REPORT_EVERY_S)
         self._lines.say_due()
+
+
+def _is_kiosk(site: str, device: str) -> bool:
+    """Whether a topic's site and device are identifiers a kiosk can have (transport/payloads)."""
+    return all(len(name) <= MAX_IDENTIFIER_CHARS and _IDENTIFIER.match(name) is not None
+               for name in (site, device))
+
+
+def _named(kiosk: Kiosk) -> str:
+    """A kiosk as a log line names it."""
+    return "result topics naming no kiosk" if kiosk == NO_KIOSK else f"kiosk {kiosk[0]}/{kiosk[1]}"

@@ -83,6 +83,15 @@ def test_the_table_of_kiosks_is_bounded() -> None:
     assert len(rate._buckets) == 3  # noqa: SLF001  (the bound itself)
 
 
+def test_topics_that_name_no_kiosk_share_one_bucket() -> None:
+    """A made-up site or device (4 KiB long, other characters) would each take an entry of
+    its size: they share one, so a login without the fleet's ACL cannot fill the table."""
+    rate = KioskRate("p", rate_per_s=1.0, burst=2, clock=_Clock())
+    made_up = ["p/lab/" + "x" * 4000 + "/result", "p/lab/k 1/result", "p/-lab/k1/result"]
+    assert [rate.refuses(topic) for topic in made_up] == [False, False, True]
+    assert not rate.refuses("p/lab/k1/result")  # a kiosk's own bucket is apart
+
+
 def _config(prefix: str, state_dir: Path, *, per_s: float, burst: int) -> Config:
     return config_from_mapping({
         "mqtt": {"host": "127.0.0.1", "port": 1883, "topic_prefix": prefix},
