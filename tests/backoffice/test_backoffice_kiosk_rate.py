@@ -21,6 +21,7 @@ import pytest
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.kiosk_rate import REPORT_EVERY_S, KioskRate
 from appliance.backoffice.metrics import serve_metrics
+from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Store, open_store
 from appliance.config import Config, config_from_mapping
 from appliance.edge.testing import wait_until
@@ -232,3 +233,39 @@ def test_a_metrics_port_already_taken_is_logged_and_the_worker_goes_on_without(
     assert "backoffice.metrics_port" in caplog.text
     assert serve_metrics(worker, None) is None  # unset: off
     store.close()
+
+
+def _scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            return str(reply.read().decode())
+    except OSError:
+        return None
+
+
+@pytest.mark.broker
+def test_the_back_office_serves_its_counters_on_its_metrics_port_until_it_stops(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = config_from_mapping({
+        "mqtt": {"host": "127.0.0.1", "port": 1883, "topic_prefix": topic_prefix},
+        "state_dir": str(tmp_path),
+        "backoffice": {"client_id": f"rate-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60,
+                       "metrics_port": port},
+    }, environ={})
+    stop = threading.Event()
+    codes: list[int] = []
+    office = threading.Thread(target=lambda: codes.append(run_backoffice(config, stop)))
+    office.start()
+    try:
+        assert wait_until(lambda: _scrape(port) is not None, 30)
+        exposition = _scrape(port)
+        assert exposition is not None
+        assert "appliance_backoffice_results_over_rate_total 0.0" in exposition
+        assert "appliance_backoffice_inbox_depth 0.0" in exposition
+    finally:
+        stop.set()
+        office.join(30)
+    assert codes == [0]
+    assert _scrape(port) is None  # the port freed with the worker
