@@ -91,8 +91,8 @@ class BatchWriter(threading.Thread):
         self._ack, self._on_stored = ack, on_stored
         self._qos0_lock = threading.Lock()
         self._qos0_waiting = 0
-        self.rate = KioskRate(triage.topic_prefix, settings.kiosk_results_per_s,
-                              settings.kiosk_results_burst)
+        self.kiosk_rate = KioskRate(triage.topic_prefix, settings.kiosk_results_per_s,
+                                     settings.kiosk_results_burst)
         # failed commits, said once, not once a retry
         self._outage = StoreOutage(store.url, log, COMMIT_OUTAGE)
 
@@ -108,7 +108,7 @@ class BatchWriter(threading.Thread):
         to the broker in its turn (MQTT 5 spec 4.6: PUBACKs in the order the messages came);
         one at QoS 0 needs no acknowledgement and is dropped. Either is counted
         (``stats.over_rate``), not refused: True."""
-        if self.rate.refuses(message.topic):
+        if self.kiosk_rate.refuses(message.topic):
             self.stats.over_rate += 1
             if message.qos == 0:
                 return True
@@ -126,7 +126,7 @@ class BatchWriter(threading.Thread):
         """Commit batches until stopped and the inbox is empty."""
         while True:
             messages = self._collect()
-            self.rate.say_due()
+            self.kiosk_rate.say_due()
             if messages:
                 self._handle_until_done(messages)
             elif self.stop_event.is_set():
