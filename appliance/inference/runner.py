@@ -3,18 +3,15 @@
 The kiosk PC is small and also runs capture and measurement, so a session uses one intra-op and
 one inter-op thread. Only onnxruntime and numpy are needed at run time.
 
-A model file is bounded in bytes, but what its graph computes is not: a node of a few bytes
-(ConstantOfShape, Expand) may ask for any amount of memory, once when the session folds
-constants and again at each run, and a kiosk filling its memory for a model is killed, not
-told. So the feature models' sessions fold no constants and allocate from one CPU arena of
-MAX_RUN_BYTES a process (weights aside); a run that wants more fails, and a model whose
-warm-up does is refused as any model failing its test input. Runs take at most
-MAX_ROWS_PER_RUN rows at a time, so a legitimate model's batch of any size fits.
+What a model's graph computes is bounded as the loader bounds it (appliance/inference/loader.py):
+the feature models' sessions fold no constants and allocate from one CPU arena of MAX_RUN_BYTES
+(weights aside), so a kiosk does not fill its memory for a hostile model; a run that wants more
+fails, and a model whose warm-up does is refused as any model failing its test input. Runs take
+at most MAX_ROWS_PER_RUN rows at a time, so a legitimate model's batch of any size fits.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -58,26 +55,15 @@ CONFIGURED_MODEL_HINT = ("check model.path in the config, or rebuild with `appli
 NAMED_MODEL_HINT = "check the file named, or rebuild it with `appliance models build-skin`"
 
 
-@functools.cache
-def _capped_arena() -> None:
-    """Register, once a process, the CPU arena of MAX_RUN_BYTES the feature models share."""
-    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
-                               ort.OrtMemType.DEFAULT)
-    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(MAX_RUN_BYTES, -1, -1, -1))
-
-
 def _open_session(path: Path, fix_hint: str, data: bytes | None) -> Any:
-    _capped_arena()
-    options = session_options()
-    options.add_session_config_entry("session.use_env_allocators", "1")
     return open_session(
         path,
         max_bytes=MAX_MODEL_BYTES,
         providers=["CPUExecutionProvider"],
-        options=options,
+        options=session_options(),
         fix_hint=fix_hint,
         data=data,
-        disabled_optimizers=("ConstantFolding",),  # folding would allocate outside the arena
+        run_bytes=MAX_RUN_BYTES,
     )
 
 

@@ -70,10 +70,7 @@ class OnnxBackend:
 
     def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
         """Run the ONNX session on a batch."""
-        batch = np.ascontiguousarray(tiles_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
-        named = dict(zip(self.model.outputs,
-                         self.model.session.run(None, {self.model.input_name: batch}),
-                         strict=True))
+        named = self.model.run(tiles_rgb)
         return ModelOutputs(named["probabilities"][:, 1], named.get("cam"), named.get("features"))
 
 

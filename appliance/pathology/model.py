@@ -7,10 +7,22 @@ the positive label) and ``features`` (N x d, the pooled block features that the
 out-of-distribution guard reads; appliance/pathology/ood.py). Metadata (ONNX metadata_props)
 carries labels, tile size in px and µm, the stain normalisation reference, the decision
 threshold, the version and the out-of-distribution guard (``ood``).
+
+A model file comes from a folder an operator fills, and a node of a few bytes may ask for any
+amount of memory (appliance/inference/loader.py). So a tile model's runs allocate from a CPU
+arena of MAX_RUN_BYTES, fold no constants while loading, and take at most MAX_TILES_PER_RUN
+tiles each (a batch of any size is run in parts); a model is run once on a full run of blank
+tiles as it loads, so one that asks for more is refused before any job reaches it. The bound
+is sized for the architecture the server is for: a full-width VGG19 on 224 px tiles holds
+about 31 MiB a tile (244 MiB for 8 tiles, measured with the arena's own accounting), so a run
+of 16 fits with room to spare; the shipped 64 px demo model needs 25 MiB for 64 tiles, its
+INT8 variant 9 MiB. On CUDA the activations lie in the GPU's memory, which this does not bound
+(a request beyond it fails there, without touching the host's).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +46,8 @@ __all__ = ["ModelError", "ModelInfo", "TileModel", "TileScores", "choose_provide
 Provider = Literal["auto", "cpu", "cuda"]
 REQUIRED_METADATA = ("labels", "tile_px", "tile_um", "version")
 MAX_MODEL_BYTES = 2_000_000_000
+MAX_TILES_PER_RUN = 16
+MAX_RUN_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ class TileModel:
             providers=choose_providers(provider),
             options=options,
             fix_hint=fix_hint,
+            run_bytes=MAX_RUN_BYTES,
         )
         self.info = _read_info(path, self.session.get_modelmeta().custom_metadata_map)
         self._check_input()
@@ -100,6 +115,18 @@ class TileModel:
         self.has_cam = "cam" in self.outputs
         if require_guard:
             self._check_guard()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run once on a full run of blank tiles: a model asking for more than a run may hold
+        is refused here, and the first job does not pay for lazy initialisation."""
+        size = self.info.tile_px
+        blank = np.zeros((MAX_TILES_PER_RUN, 3, size, size), np.float32)
+        try:
+            self.session.run(None, {self.input_name: blank})
+        except Exception as exc:
+            raise ModelError(f"{self.path}: the model fails on a test run of "
+                             f"{MAX_TILES_PER_RUN} blank {size} px tiles: {_said(exc)}") from exc
 
     def _check_guard(self) -> None:
         """A clinical run needs the guard and the features it reads."""
@@ -126,14 +153,23 @@ class TileModel:
             )
         self.input_name = inputs[0].name
 
+    def run(self, tiles_rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs by name for N x tile_px x tile_px x 3 uint8 tiles, run
+        MAX_TILES_PER_RUN tiles at a time."""
+        batch = np.ascontiguousarray(tiles_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
+        per_run = MAX_TILES_PER_RUN
+        try:
+            parts = [self.session.run(None, {self.input_name: batch[start:start + per_run]})
+                     for start in range(0, max(len(batch), 1), per_run)]
+        except Exception as exc:  # shape or type mismatch, or memory, reported by the runtime
+            raise ModelError(f"{self.path}: inference failed on {batch.shape}: {exc}") from exc
+        results = parts[0] if len(parts) == 1 else [
+            np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
+        return dict(zip(self.outputs, results, strict=True))
+
     def predict(self, tiles_rgb: np.ndarray) -> TileScores:
         """Scores for N x tile_px x tile_px x 3 uint8 tiles."""
-        batch = np.ascontiguousarray(tiles_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
-        try:
-            results = self.session.run(None, {self.input_name: batch})
-        except Exception as exc:  # shape or type mismatch reported by the runtime
-            raise ModelError(f"{self.path}: inference failed on {batch.shape}: {exc}") from exc
-        named = dict(zip(self.outputs, results, strict=True))
+        named = self.run(tiles_rgb)
         probability = np.asarray(named["probabilities"], np.float32)[:, 1]
         cam = named.get("cam")
         features = named.get("features")
@@ -144,6 +180,17 @@ class TileModel:
         return TileScores(
             probability, None if cam is None else np.asarray(cam, np.float32), in_distribution
         )
+
+
+def _said(exc: Exception) -> str:
+    """ONNX Runtime's reason on one line; for an allocation the arena refused, what the node
+    asked and the bound."""
+    text = " ".join(str(exc).split()) or repr(exc)
+    asked = re.search(r"running (\S+) node.*smaller than requested bytes of (\d+)", text)
+    if asked is None:
+        return text[:400]
+    return (f"its {asked[1]} node asks for {int(asked[2]) / 2**20:,.0f} MiB in one run, more "
+            f"than the {MAX_RUN_BYTES // 2**20:,} MiB a run of a tile model may allocate")
 
 
 def _read_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
