@@ -42,12 +42,13 @@ def feature_width() -> int:
 def tile_model(path: Path, *, extra: list[onnx.NodeProto] | None = None,
                weights: dict[str, np.ndarray] | None = None, guard: bool = False,
                batch: str | int = "batch", side: str | int = TILE_PX,
-               probabilities: str = "probabilities",
-               metadata: dict[str, str] | None = None) -> Path:
+               probabilities: str = "probabilities", one_row: bool = False,
+               features: int | None = None, metadata: dict[str, str] | None = None) -> Path:
     """A tile model: ``tiles`` [batch, 3, side, side] -> ``probabilities`` [batch, 2] (and
     ``features`` with the guard). ``extra`` nodes may read ``tiles`` and must make ``extra``,
     a value added to the logits (a scalar, say, times zero): what they ask is asked at every
-    run. ``probabilities`` names the softmax's output, the answer the graph gives back."""
+    run. ``probabilities`` names the softmax's output; ``one_row``: the graph answers one row of
+    probabilities for the whole batch; ``features``: how many it answers (the guard's else)."""
     rng = np.random.default_rng(5)
     found = shipped_metadata(guard) | (metadata or {})
     nodes = [helper.make_node("GlobalAveragePool", ["tiles"], ["pooled"]),
@@ -58,10 +59,14 @@ def tile_model(path: Path, *, extra: list[onnx.NodeProto] | None = None,
         nodes += [*extra, helper.make_node("Add", ["plain_logits", "extra"], ["logits"])]
     else:
         nodes.append(helper.make_node("Identity", ["plain_logits"], ["logits"]))
-    nodes.append(helper.make_node("Softmax", ["logits"], [probabilities], axis=1))
+    if one_row:
+        nodes += [helper.make_node("ReduceMean", ["logits"], ["batch_logits"], axes=[0]),
+                  helper.make_node("Softmax", ["batch_logits"], [probabilities], axis=1)]
+    else:
+        nodes.append(helper.make_node("Softmax", ["logits"], [probabilities], axis=1))
     outputs = [helper.make_tensor_value_info(probabilities, TensorProto.FLOAT, [batch, 2])]
     if guard:
-        width = feature_width()
+        width = features or feature_width()
         initial["to_features"] = rng.normal(0, 1, (3, width)).astype(np.float32)
         nodes.append(helper.make_node("MatMul", ["colour", "to_features"], ["features"]))
         outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT,

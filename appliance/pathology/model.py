@@ -118,15 +118,32 @@ class TileModel:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Run once on a full run of blank tiles: a model asking for more than a run may hold
-        is refused here, and the first job does not pay for lazy initialisation."""
+        """Run once on a full run of blank tiles: a model asking for more than a run may hold,
+        or answering what scoring cannot read, is refused here, and the first job does not pay
+        for lazy initialisation."""
         size = self.info.tile_px
-        blank = np.zeros((MAX_TILES_PER_RUN, 3, size, size), np.float32)
+        blank = np.zeros((MAX_TILES_PER_RUN, size, size, 3), np.uint8)
         try:
-            self.session.run(None, {self.input_name: blank})
+            named = self._answers(blank)
         except Exception as exc:
             raise ModelError(f"{self.path}: the model fails on a test run of "
                              f"{MAX_TILES_PER_RUN} blank {size} px tiles: {_said(exc)}") from exc
+        problem = _answer_problem(named, MAX_TILES_PER_RUN) or self._guard_problem(blank, named)
+        if problem is not None:
+            raise ModelError(f"{self.path}: on a test run of {MAX_TILES_PER_RUN} blank tiles "
+                             f"{problem}; scoring reads N x 2 probabilities (and N CAMs, N "
+                             "guard features) for N tiles; export it with "
+                             "models/pathology/export.py")
+
+    def _guard_problem(self, tiles_rgb: np.ndarray, named: dict[str, np.ndarray]) -> str | None:
+        guard, features = self.info.guard, named.get("features")
+        if guard is None or features is None:
+            return None
+        try:
+            guard.scores(guard_inputs(tiles_rgb, features))
+        except GuardError as exc:
+            return f"its features do not fit its guard ({exc})"
+        return None
 
     def _check_guard(self) -> None:
         """A clinical run needs the guard and the features it reads."""
@@ -156,13 +173,17 @@ class TileModel:
     def run(self, tiles_rgb: np.ndarray) -> dict[str, np.ndarray]:
         """The model's outputs by name for N x tile_px x tile_px x 3 uint8 tiles, run
         MAX_TILES_PER_RUN tiles at a time."""
+        try:
+            return self._answers(tiles_rgb)
+        except Exception as exc:  # shape or type mismatch, or memory, reported by the runtime
+            raise ModelError(f"{self.path}: inference failed on {len(tiles_rgb)} tiles: "
+                             f"{_said(exc)}") from exc
+
+    def _answers(self, tiles_rgb: np.ndarray) -> dict[str, np.ndarray]:
         batch = np.ascontiguousarray(tiles_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
         per_run = MAX_TILES_PER_RUN
-        try:
-            parts = [self.session.run(None, {self.input_name: batch[start:start + per_run]})
-                     for start in range(0, max(len(batch), 1), per_run)]
-        except Exception as exc:  # shape or type mismatch, or memory, reported by the runtime
-            raise ModelError(f"{self.path}: inference failed on {batch.shape}: {exc}") from exc
+        parts = [self.session.run(None, {self.input_name: batch[start:start + per_run]})
+                 for start in range(0, max(len(batch), 1), per_run)]
         results = parts[0] if len(parts) == 1 else [
             np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
         return dict(zip(self.outputs, results, strict=True))
@@ -180,6 +201,20 @@ class TileModel:
         return TileScores(
             probability, None if cam is None else np.asarray(cam, np.float32), in_distribution
         )
+
+
+def _answer_problem(named: dict[str, np.ndarray], count: int) -> str | None:
+    """What is wrong with a model's outputs for ``count`` tiles, or None."""
+    if "probabilities" not in named:
+        return f"the model has no output 'probabilities' (its outputs: {', '.join(named)})"
+    shapes = {name: np.shape(value) for name, value in named.items()}
+    if shapes["probabilities"] != (count, 2):
+        return f"its probabilities are of shape {list(shapes['probabilities'])}, not [{count}, 2]"
+    for name, dimensions in (("cam", 3), ("features", 2)):
+        shape = shapes.get(name)
+        if shape is not None and (len(shape) != dimensions or shape[0] != count):
+            return f"its {name} are of shape {list(shape)}, not {count} x {dimensions - 1} axes"
+    return None
 
 
 def _said(exc: Exception) -> str:

@@ -1,0 +1,42 @@
+"""A tile model must answer what scoring reads, N x 2 probabilities for N tiles and features
+its guard can score, or it is refused as it loads: a model from an operator's models folder
+that answered otherwise loaded, and failed (or mislabelled) the first job's tiles instead
+(appliance/pathology/model.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tile_model_helpers import tile_model
+
+from appliance.config import PathologyConfig
+from appliance.pathology.backends import open_backend
+from appliance.pathology.model import ModelError, TileModel
+
+
+def test_a_model_without_probabilities_is_refused_as_it_loads(tmp_path: Path) -> None:
+    model = tile_model(tmp_path / "scores.onnx", guard=True, probabilities="scores")
+    with pytest.raises(ModelError) as refused:
+        open_backend(PathologyConfig(model=str(model), backends=["onnx-cpu"]))
+    # on main: loaded; its first batch failed with KeyError: 'probabilities'
+    assert (f"{model}: on a test run of 16 blank tiles the model has no output "
+            "'probabilities' (its outputs: scores, features); scoring reads N x 2 "
+            "probabilities") in str(refused.value)
+
+
+def test_a_model_answering_one_row_for_a_batch_is_refused_as_it_loads(tmp_path: Path) -> None:
+    model = tile_model(tmp_path / "one.onnx", one_row=True)
+    with pytest.raises(ModelError) as refused:
+        TileModel(model, require_guard=False)  # on main: one probability for every batch
+    assert "its probabilities are of shape [1, 2], not [16, 2]" in str(refused.value)
+
+
+def test_a_model_whose_features_do_not_fit_its_guard_is_refused_as_it_loads(
+    tmp_path: Path,
+) -> None:
+    model = tile_model(tmp_path / "narrow.onnx", guard=True, features=5)
+    with pytest.raises(ModelError) as refused:
+        TileModel(model)  # on main: loaded; the guard refused its first batch
+    assert "its features do not fit its guard (features of shape (16, 29)" in str(
+        refused.value)
