@@ -48,6 +48,8 @@ REQUIRED_METADATA = ("labels", "tile_px", "tile_um", "version")
 MAX_MODEL_BYTES = 2_000_000_000
 MAX_TILES_PER_RUN = 16
 MAX_RUN_BYTES = 1024 * 1024 * 1024
+# tiles are made at the metadata's size before any run (4,096 waiting tiles of 512 px: 3.2 GB)
+MIN_TILE_PX, MAX_TILE_PX = 16, 512
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,12 @@ class TileModel:
                 f"{self.path}: the model's input is {shape[2]}x{shape[3]} px but its metadata "
                 f"says tiles are {size} px; re-export it so both agree"
             )
+        if isinstance(shape[0], int):
+            raise ModelError(
+                f"{self.path}: the model's input takes exactly {shape[0]} tiles a run; tiles "
+                f"come in runs of 1 to {MAX_TILES_PER_RUN}: export it with a dynamic batch axis "
+                "(models/pathology/export.py does)"
+            )
         self.input_name = inputs[0].name
 
     def run(self, tiles_rgb: np.ndarray) -> dict[str, np.ndarray]:
@@ -260,6 +268,7 @@ def _read_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
         raise ModelError(f"{path}: {exc}; refit it with models/pathology/fit_ood.py") from exc
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ModelError(f"{path}: unreadable metadata ({exc}); re-export the model") from exc
-    if info.tile_px < 16 or info.tile_um <= 0:
-        raise ModelError(f"{path}: metadata tile size {info.tile_px} px / {info.tile_um} µm")
+    if not MIN_TILE_PX <= info.tile_px <= MAX_TILE_PX or info.tile_um <= 0:
+        raise ModelError(f"{path}: metadata tile size {info.tile_px} px / {info.tile_um} µm; "
+                         f"a tile model here takes tiles of {MIN_TILE_PX} to {MAX_TILE_PX} px")
     return info
