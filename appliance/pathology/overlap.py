@@ -86,12 +86,16 @@ def _training_slides(model: Path, summary: Path) -> tuple[str, set[Fingerprint]]
     """The cohort a synthetic model names in its metadata and its train/validation slides;
     ModelError (a ValueError) when the file a run's ``summary`` (run.json) names is no model."""
     from appliance.inference.loader import open_session  # noqa: PLC0415  (onnxruntime)
-    from appliance.pathology.model import MAX_MODEL_BYTES  # noqa: PLC0415  (as above)
+    from appliance.pathology.model import (  # noqa: PLC0415  (as above)
+        MAX_MODEL_BYTES,
+        MAX_RUN_BYTES,
+    )
 
+    # no constants folded: a graph of a few bytes may fold into gigabytes (inference/loader.py)
     session = open_session(model, max_bytes=MAX_MODEL_BYTES, providers=["CPUExecutionProvider"],
                            options=None, fix_hint=f"{summary} names it: evaluate reads its "
                            "metadata for the cohort it learnt from; restore the model that run "
-                           "used")
+                           "used", run_bytes=MAX_RUN_BYTES)
     found = TRAINING_COHORT.search(session.get_modelmeta().custom_metadata_map.get("training", ""))
     if found is None:
         return "", set()

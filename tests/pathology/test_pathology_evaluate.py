@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
 import pytest
+from tile_model_helpers import asking_while_loading
 
 from appliance.cli import main
+from tests.shared_data import REPO
 
 LABELS = [  # slide, patient, label, material
     ("s1", "p1", "MSI", "biopsy"), ("s2", "p2", "MSI", "surgical"), ("s3", "p3", "MSI", "biopsy"),
@@ -244,3 +249,29 @@ def test_a_model_claiming_a_cohort_no_generator_makes_is_refused_not_recreated(
                  "--results", str(run), "--bootstrap", "50"]) == 2
     assert "names a training cohort of 1000000000 patients, more than `synth he` makes" in \
         capsys.readouterr().err
+
+
+def test_a_run_naming_a_model_that_folds_into_gigabytes_is_read_without_folding_it(
+    tmp_path: Path,
+) -> None:
+    """evaluate opens the model a run names for its metadata only; ONNX Runtime folded its
+    constants as it opened it: this 1 KB file's three 572 MiB constants took the process to
+    3.2 GB. The evaluation runs in a process of its own, which says its peak memory as it
+    ends."""
+    model = asking_while_loading(tmp_path / "folds.onnx", 150_000_000)
+    assert model.stat().st_size < 2000
+    run = _run_naming(tmp_path, model)
+    evaluation = ("import resource, sys\n"
+                  "from appliance.cli import main\n"
+                  "code = main(sys.argv[1:])\n"
+                  "print('peak KiB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+                  "sys.exit(code)\n")
+    done = subprocess.run(
+        [sys.executable, "-c", evaluation, "pathology", "evaluate", "--labels",
+         str(_synthetic_labels(tmp_path)), "--results", str(run), "--bootstrap", "50"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("MSI vs MSS, slide level, 1 run(s): run")
+    peak_kib = int(done.stdout.rsplit("peak KiB ", 1)[1])
+    assert peak_kib < 1024 * 1024  # on main: 3.2 GB, the constants folded
