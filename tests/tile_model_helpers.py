@@ -53,7 +53,7 @@ def tile_model(path: Path, *, extra: list[onnx.NodeProto] | None = None,
     found = shipped_metadata(guard) | (metadata or {})
     nodes = [helper.make_node("GlobalAveragePool", ["tiles"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["colour"]),
-             helper.make_node("MatMul", ["colour", "to_logits"], ["plain_logits"])]
+             helper.make_node("Gemm", ["colour", "to_logits"], ["plain_logits"])]
     initial = {"to_logits": rng.normal(0, 0.01, (3, 2)).astype(np.float32)} | (weights or {})
     if extra:
         nodes += [*extra, helper.make_node("Add", ["plain_logits", "extra"], ["logits"])]
@@ -68,7 +68,7 @@ def tile_model(path: Path, *, extra: list[onnx.NodeProto] | None = None,
     if guard:
         width = features or feature_width()
         initial["to_features"] = rng.normal(0, 1, (3, width)).astype(np.float32)
-        nodes.append(helper.make_node("MatMul", ["colour", "to_features"], ["features"]))
+        nodes.append(helper.make_node("Gemm", ["colour", "to_features"], ["features"]))
         outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT,
                                                      [batch, width]))
     graph = helper.make_graph(
@@ -107,3 +107,25 @@ def asking_while_loading(path: Path, floats: int) -> Path:
         helper.make_node("ReduceSum", ["threes"], ["total"], keepdims=0),
         helper.make_node("Mul", ["total", "zero"], ["extra"]),
     ], weights={"size": np.array([floats], np.int64), "zero": np.zeros(1, np.float32)})
+
+
+def branching(path: Path, branches: int, copies: int, guard: bool = False) -> Path:
+    """A tile model of operators the torch backend runs (appliance/pathology/torch_graph.py)
+    whose graph makes ``branches`` products of the tiles with ``copies`` weights (each
+    ``copies`` times the tiles' size, by broadcasting), each read by one mean, and adds the
+    means times 0: a runtime dropping a value after its last reader holds one product at a
+    time, one keeping every value holds them all."""
+    extra, means = [], []
+    for index in range(branches):
+        means.append(f"mean{index}")
+        extra += [helper.make_node("Mul", ["tiles", "copies"], [f"product{index}"]),
+                  helper.make_node("ReduceMean", [f"product{index}"], [means[-1]],
+                                   axes=[0, 1, 2, 3, 4], keepdims=0)]
+    total = means[0]
+    for index, mean in enumerate(means[1:]):
+        extra.append(helper.make_node("Add", [total, mean], [f"sum{index}"]))
+        total = f"sum{index}"
+    extra.append(helper.make_node("Mul", [total, "zero"], ["extra"]))
+    weights = {"copies": np.ones((copies, 1, 1, 1, 1), np.float32),
+               "zero": np.zeros(1, np.float32)}
+    return tile_model(path, extra=extra, weights=weights, guard=guard)

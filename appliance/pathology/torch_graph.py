@@ -4,7 +4,9 @@ The ONNX file is the one artefact a model ships as; this module turns its initia
 torch buffers and executes its nodes in order with torch operators, so the PyTorch backend needs
 no separate checkpoint and cannot drift from the ONNX model. It covers the operators the VGG19
 exports of models/pathology/export.py use (plus the guard's added outputs); any other operator
-is a GraphError and the server falls back to the next backend. Needs torch (optional import).
+is a GraphError and the server falls back to the next backend. Each value is dropped after the
+last node that reads it, so a run holds what ONNX Runtime's holds (appliance/pathology/model.py
+bounds that, in its warm-up), not every value the graph makes. Needs torch (optional import).
 """
 
 from __future__ import annotations
@@ -87,16 +89,33 @@ class OnnxGraphModule(nn.Module):
                        for n in proto.graph.node]
         self.input_name = proto.graph.input[0].name
         self.output_names = [output.name for output in proto.graph.output]
+        self._done_after = _last_readers(self._nodes, set(self.output_names))
 
     def forward(self, tiles: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run every node; tiles is N x 3 x H x W (0-255, the graph scales them)."""
         values: dict[str, Any] = {self.input_name: tiles}
-        for op_type, inputs, outputs, attrs in self._nodes:
+        for (op_type, inputs, outputs, attrs), done in zip(self._nodes, self._done_after,
+                                                           strict=True):
             args = [self._value(name, values) for name in inputs if name]
             values[outputs[0]] = OPS[op_type](args, attrs)
+            for name in done:
+                values.pop(name, None)
         return {name: values[name] for name in self.output_names}
 
     def _value(self, name: str, values: dict[str, Any]) -> Any:
         if name in values:
             return values[name]
         return getattr(self, self._names[name])
+
+
+def _last_readers(nodes: list[tuple[str, list[str], list[str], dict[str, Any]]],
+                  kept: set[str]) -> list[list[str]]:
+    """For each node, the values no later node reads (the graph's outputs, ``kept``, aside)."""
+    last: dict[str, int] = {}
+    for index, (_, inputs, _, _) in enumerate(nodes):
+        last.update((name, index) for name in inputs if name)
+    done: list[list[str]] = [[] for _ in nodes]
+    for name, index in last.items():
+        if name not in kept:
+            done[index].append(name)
+    return done
