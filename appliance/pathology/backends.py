@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from appliance.config import PathologyConfig
-from appliance.pathology.model import ModelError, ModelInfo, TileModel
+from appliance.pathology.model import MAX_TILES_PER_RUN, ModelError, ModelInfo, TileModel
 
 log = logging.getLogger(__name__)
 CONFIG_HINT = ("check pathology.model and pathology.int8_model (a relative path is the config "
@@ -103,7 +103,15 @@ class TorchBackend:
         self.infer(np.zeros((1, self.info.tile_px, self.info.tile_px, 3), np.uint8))
 
     def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
-        """Upload a batch (NHWC uint8), run it, bring back float32 outputs."""
+        """Outputs for a batch (NHWC uint8): on the GPU in one run, on the CPU in runs of
+        MAX_TILES_PER_RUN tiles, the size whose memory the model's warm-up bounded."""
+        if self.device.type != "cpu" or len(tiles_rgb) <= MAX_TILES_PER_RUN:
+            return self._run(tiles_rgb)
+        return _joined([self._run(tiles_rgb[start:start + MAX_TILES_PER_RUN])
+                        for start in range(0, len(tiles_rgb), MAX_TILES_PER_RUN)])
+
+    def _run(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        """Upload tiles (NHWC uint8), run them, bring back float32 outputs."""
         torch = self.torch
         with torch.inference_mode():
             batch = torch.from_numpy(tiles_rgb).to(self.device, non_blocking=True)
@@ -113,6 +121,17 @@ class TorchBackend:
             named = self.module(batch)
             out = {name: value.float().cpu().numpy() for name, value in named.items()}
         return ModelOutputs(out["probabilities"][:, 1], out.get("cam"), out.get("features"))
+
+
+def _joined(parts: list[ModelOutputs]) -> ModelOutputs:
+    """One batch's outputs from those of its runs, in order."""
+    def joined(values: list[np.ndarray | None]) -> np.ndarray | None:
+        present = [value for value in values if value is not None]
+        return np.concatenate(present) if present else None
+
+    return ModelOutputs(np.concatenate([part.probability for part in parts]),
+                        joined([part.cam for part in parts]),
+                        joined([part.features for part in parts]))
 
 
 def _torch_dtype(torch: Any, precision: str, device: str) -> Any:
