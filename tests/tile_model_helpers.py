@@ -43,12 +43,14 @@ def tile_model(path: Path, *, extra: list[onnx.NodeProto] | None = None,
                weights: dict[str, np.ndarray] | None = None, guard: bool = False,
                batch: str | int = "batch", side: str | int = TILE_PX,
                probabilities: str = "probabilities", one_row: bool = False,
-               features: int | None = None, metadata: dict[str, str] | None = None) -> Path:
+               features: int | None = None, cam: int | None = None,
+               metadata: dict[str, str] | None = None) -> Path:
     """A tile model: ``tiles`` [batch, 3, side, side] -> ``probabilities`` [batch, 2] (and
     ``features`` with the guard). ``extra`` nodes may read ``tiles`` and must make ``extra``,
     a value added to the logits (a scalar, say, times zero): what they ask is asked at every
     run. ``probabilities`` names the softmax's output; ``one_row``: the graph answers one row of
-    probabilities for the whole batch; ``features``: how many it answers (the guard's else)."""
+    probabilities for the whole batch; ``features``: how many it answers (the guard's else);
+    ``cam``: the side of the (blank) class activation maps it answers, none without."""
     rng = np.random.default_rng(5)
     found = shipped_metadata(guard) | (metadata or {})
     nodes = [helper.make_node("GlobalAveragePool", ["tiles"], ["pooled"]),
@@ -71,6 +73,12 @@ def tile_model(path: Path, *, extra: list[onnx.NodeProto] | None = None,
         nodes.append(helper.make_node("Gemm", ["colour", "to_features"], ["features"]))
         outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT,
                                                      [batch, width]))
+    if cam:
+        initial["cam_side"] = np.array([cam, cam], np.int64)
+        nodes += [helper.make_node("Shape", ["tiles"], ["tile_count"], end=1),
+                  helper.make_node("Concat", ["tile_count", "cam_side"], ["cam_shape"], axis=0),
+                  helper.make_node("ConstantOfShape", ["cam_shape"], ["cam"], value=ONES)]
+        outputs.append(helper.make_tensor_value_info("cam", TensorProto.FLOAT, [batch, cam, cam]))
     graph = helper.make_graph(
         nodes, "tiles", [helper.make_tensor_value_info("tiles", TensorProto.FLOAT,
                                                        [batch, 3, side, side])],

@@ -130,7 +130,8 @@ class TileModel:
         except Exception as exc:
             raise ModelError(f"{self.path}: the model fails on a test run of "
                              f"{MAX_TILES_PER_RUN} blank {size} px tiles: {_said(exc)}") from exc
-        problem = _answer_problem(named, MAX_TILES_PER_RUN) or self._guard_problem(blank, named)
+        problem = (_answer_problem(named, MAX_TILES_PER_RUN, size)
+                   or self._guard_problem(blank, named))
         if problem is not None:
             raise ModelError(f"{self.path}: on a test run of {MAX_TILES_PER_RUN} blank tiles "
                              f"{problem}; scoring reads N x 2 probabilities (and N CAMs, N "
@@ -211,8 +212,8 @@ class TileModel:
         )
 
 
-def _answer_problem(named: dict[str, np.ndarray], count: int) -> str | None:
-    """What is wrong with a model's outputs for ``count`` tiles, or None."""
+def _answer_problem(named: dict[str, np.ndarray], count: int, tile_px: int) -> str | None:
+    """What is wrong with a model's outputs for ``count`` tiles of ``tile_px``, or None."""
     if "probabilities" not in named:
         return f"the model has no output 'probabilities' (its outputs: {', '.join(named)})"
     shapes = {name: np.shape(value) for name, value in named.items()}
@@ -222,6 +223,9 @@ def _answer_problem(named: dict[str, np.ndarray], count: int) -> str | None:
         shape = shapes.get(name)
         if shape is not None and (len(shape) != dimensions or shape[0] != count):
             return f"its {name} are of shape {list(shape)}, not {count} x {dimensions - 1} axes"
+    cam = shapes.get("cam")
+    if cam is not None and max(cam[1:]) > tile_px:  # each kept with its slide's decisive tiles
+        return f"its CAMs are {cam[1]} x {cam[2]} maps, finer than the {tile_px} px tiles they map"
     return None
 
 

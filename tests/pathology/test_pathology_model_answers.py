@@ -40,3 +40,17 @@ def test_a_model_whose_features_do_not_fit_its_guard_is_refused_as_it_loads(
         TileModel(model)  # on main: loaded; the guard refused its first batch
     assert "its features do not fit its guard (features of shape (16, 29)" in str(
         refused.value)
+
+
+def test_a_model_answering_maps_finer_than_its_tiles_is_refused_as_it_loads(
+    tmp_path: Path,
+) -> None:
+    """A CAM is a map over its tile; a slide keeps those of its decisive tiles (up to 1,000,
+    --cam-tiles) and the server a whole batch's at once: 2,000 x 2,000 maps are 16 MB a tile,
+    1 GB a batch of 64."""
+    model = tile_model(tmp_path / "fine.onnx", guard=True, cam=2000)
+    with pytest.raises(ModelError) as refused:
+        TileModel(model)  # on main: loaded
+    assert "its CAMs are 2000 x 2000 maps, finer than the 64 px tiles they map" in str(
+        refused.value)
+    assert TileModel(tile_model(tmp_path / "coarse.onnx", guard=True, cam=4)).has_cam
