@@ -103,7 +103,7 @@ def asking_at_each_run(path: Path, floats_per_tile: int, guard: bool = False) ->
                 "zero": np.zeros(1, np.float32)})
 
 
-def asking_while_loading(path: Path, floats: int) -> Path:
+def asking_while_loading(path: Path, floats: int, guard: bool = False) -> Path:
     """A tile model whose graph adds two constants of ``floats`` ones and twos, made from
     initializers only, which an optimizing loader folds (computes, into a third) while it
     loads the model, and adds their sum times 0."""
@@ -114,7 +114,8 @@ def asking_while_loading(path: Path, floats: int) -> Path:
         helper.make_node("Add", ["ones", "twos"], ["threes"]),
         helper.make_node("ReduceSum", ["threes"], ["total"], keepdims=0),
         helper.make_node("Mul", ["total", "zero"], ["extra"]),
-    ], weights={"size": np.array([floats], np.int64), "zero": np.zeros(1, np.float32)})
+    ], weights={"size": np.array([floats], np.int64), "zero": np.zeros(1, np.float32)},
+        guard=guard)
 
 
 def branching(path: Path, branches: int, copies: int, guard: bool = False) -> Path:
