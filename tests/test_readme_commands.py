@@ -1,9 +1,13 @@
 """README.md: its "What works today" table names every command the CLI registers, its
-threat model is docs/threat-model.md's, and git ignores what its examples write here."""
+command lines give the arguments each command requires, its threat model is
+docs/threat-model.md's, and git ignores what its examples write here."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -32,6 +36,42 @@ def test_the_readme_table_names_every_command_and_subcommand() -> None:
     registered = {tuple(path.split()[:2]) for path in leaf_commands(build_parser())}
     missing = sorted(" ".join(path) for path in registered - _documented())
     assert not missing, f"README.md 'What works today' does not name: {missing}"
+
+
+def _as_typed(span: str) -> list[str]:
+    """The words a reader types for a README command line: ``[...]`` options left out, the
+    first of ``a|b`` alternatives taken, ``SLIDE...`` given once."""
+    words = " ".join(span.split())
+    while (bare := re.sub(r"\[[^\[\]]*\]", "", words)) != words:
+        words = bare
+    words = re.sub(r"(\S+?)(?:\\?\|\S+)+", r"\1", words).replace("...", "")
+    return shlex.split(words)[1:]
+
+
+def _required_missing(words: list[str]) -> str:
+    """argparse's complaint when ``words`` leave out a required argument, else ''."""
+    complaint = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(complaint), contextlib.redirect_stdout(io.StringIO()):
+            build_parser().parse_args(words)
+    except SystemExit:
+        said = complaint.getvalue()
+        if "arguments are required" in said or re.search(r"one of the arguments .* is required",
+                                                          said):
+            return said.strip().splitlines()[-1]
+    return ""
+
+
+def test_every_readme_command_line_gives_the_arguments_its_command_requires() -> None:
+    """"to try a build, `appliance models build-skin --out DIR` writes a new folder" was
+    answered "the following arguments are required: --data". Each code span that runs a
+    command with options (placeholders such as DIR or U stand for values) must name every
+    argument that command requires."""
+    spans = set(re.findall(r"`(appliance [^`]*--[^`]*)`", README.read_text()))
+    assert len(spans) > 30
+    missing = {span: said for span in sorted(spans) if (said := _required_missing(
+        _as_typed(span)))}
+    assert not missing, f"README.md command lines lack required arguments: {missing}"
 
 
 def _table_rows(text: str) -> list[str]:

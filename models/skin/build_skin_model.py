@@ -8,7 +8,7 @@ appliance/shipped/skin-texture-grade.float.onnx and .int8.onnx, and the 32 test 
 release records its self-test on, skin-texture-grade.selftest.csv (package data), and prints the
 architecture comparison and the figures stored in the model. Same seed, same table, same model
 (up to created_at). To train on REAL labelled measurements instead, skip this script and run
-``appliance models build-skin --data YOUR_TABLE.csv --trained-on "..."``.
+``appliance models build-skin --data YOUR_TABLE.csv --out DIR --trained-on "..."``.
 """
 
 from __future__ import annotations
