@@ -28,11 +28,13 @@ from appliance.backoffice.demo_kiosk import Kiosk, KioskCustomers, cohort_lines
 from appliance.backoffice.export import NOT_MEASURED_NOTE
 from appliance.backoffice.fleet import fleet_table
 from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.report import report_files
 from appliance.backoffice.store import Store, StoreError, open_store
 from appliance.backoffice.storeurl import masked_url
 from appliance.config import config_from_mapping
 from appliance.diskspace import full_disk_hint
 from appliance.edge.reasons import grade_withheld
+from appliance.outfile import replacing_refusal
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.transport.broker import PrivateBroker, free_port
 from appliance.transport.payloads import Result
@@ -236,14 +238,25 @@ def next_steps(store_url: str | None, store_option: str = "", *, stopped_with: i
     run, opt = shell_command(), store_option
     kept = (f"the {stopped_with} result(s) stored before it stopped are kept"
             if stopped_with else "results kept")
+    export = _replacing("results.csv", [Path("results.csv")])
+    report = _replacing("report", report_files(Path("report")))
     return (
         f"demo: {kept} in {masked_url(store_url)}; explore them with\n"
         f"  {run} fleet{opt}\n  {run} results query{opt}\n"
-        f"  {run} results export --format csv --out results.csv{opt}\n"
-        f"  {run} report cohort --out report{opt}\n"
+        f"  {run} results export --format csv --out results.csv{opt}{export}\n"
+        f"  {run} report cohort --out report{opt}{report}\n"
         f"  {run} console user add NAME --role operator{opt}, then {run} console{opt} (the web "
         "console; it prints its address)"
     )
+
+
+def _replacing(what: str, files: list[Path]) -> str:
+    """`` --force`` and what it replaces, where an earlier export or report (the tour's, a
+    demo's before) left ``files`` in the working folder: suggested without it, the command
+    is refused, exit 2."""
+    if replacing_refusal(files, force=False) is None:
+        return ""
+    return f" --force (replaces the {what} here)"
 
 
 def shell_command() -> str:

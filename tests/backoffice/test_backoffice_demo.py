@@ -525,6 +525,33 @@ def test_the_demo_s_next_steps_call_this_program_as_the_shell_finds_it_and_name_
     assert demo.next_steps("sqlite:///s").splitlines()[1].startswith("  appliance fleet")
 
 
+def test_the_demo_s_next_steps_say_force_where_an_earlier_export_and_report_are_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A second demo, after the tour (or the first demo's own suggestions) had written
+    results.csv and report/ in the working folder, suggested the same export and report
+    lines, which were refused: 'results.csv exists; pass --force to replace it', exit 2."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    assert main(["store", "migrate", "--store", url]) == 0
+
+    def suggested(command: str) -> list[str]:
+        line = next(step for step in demo.next_steps(url, f" --store {url}").splitlines()
+                    if f" {command} " in step)
+        return line.split(" (replaces", 1)[0].split()[1:]  # as typed, without the note
+
+    assert "--force" not in suggested("export")
+    assert main(suggested("export")) == 0
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "summary.json").write_text("{}\n")  # one file of a report
+    capsys.readouterr()
+    assert suggested("export")[-1] == suggested("cohort")[-1] == "--force"
+    assert main(suggested("export")) == 0, capsys.readouterr().err
+    steps = demo.next_steps(url).splitlines()
+    assert "--out results.csv --force (replaces the results.csv here)" in steps[3]
+    assert "--out report --force (replaces the report here)" in steps[4]
+
+
 @pytest.mark.parametrize("stopping", [True, False])
 def test_the_demo_s_back_office_does_not_warn_of_the_broker_a_ctrl_c_stopped(
     caplog: pytest.LogCaptureFixture, tmp_path: Path, stopping: bool
