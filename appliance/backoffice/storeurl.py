@@ -28,8 +28,18 @@ def url_problem(url: str) -> str | None:
     its database, ``sqlite:///`` without a file), decided without opening anything; or None."""
     if not url.startswith((*POSTGRES_SCHEMES, "sqlite:///")):
         shown = shorten_quoted(masked_url(url), SHOWN_ARGUMENT_CHARS)
-        return f"store url {shown}: use sqlite:///PATH or postgresql://..."
+        return f"store url {shown}: use sqlite:///PATH or postgresql://...{_as_sqlite(url)}"
     return missing_database(url) or missing_path(url)
+
+
+def _as_sqlite(url: str) -> str:
+    """The URL of a SQLite file for a bare file path given as a store (``--store
+    state/backoffice.sqlite3``), since the slashes are easy to get wrong: four before an
+    absolute path. '' for anything that is no bare path (a scheme, a blank)."""
+    if not url.strip() or ":" in url:
+        return ""
+    shown = shorten_quoted(f"sqlite:///{url}", SHOWN_ARGUMENT_CHARS)
+    return f"; for a SQLite file at that path: {shown}"
 
 
 def missing_folder(url: str) -> str | None:

@@ -93,3 +93,21 @@ def test_a_url_of_no_store_is_named_as_given(url: str) -> None:
     with pytest.raises(StoreError) as refused:
         Store(url)
     assert str(refused.value) == f"store url {url!r}: use sqlite:///PATH or postgresql://..."
+
+
+@pytest.mark.parametrize(("given", "meant"), [
+    ("/tmp/kept/backoffice.sqlite3", "sqlite:////tmp/kept/backoffice.sqlite3"),
+    ("state/backoffice.sqlite3", "sqlite:///state/backoffice.sqlite3"),
+])
+def test_a_bare_file_path_as_store_is_answered_with_its_sqlite_url(
+    given: str, meant: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`appliance fleet --store /tmp/kept/backoffice.sqlite3` said only "use sqlite:///PATH
+    or postgresql://...", leaving the reader to count the slashes an absolute path needs."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["fleet", "--store", given]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith(f"use sqlite:///PATH or postgresql://...; for a SQLite file at that "
+                         f"path: {meant!r}")
+    assert list(tmp_path.iterdir()) == []
