@@ -211,7 +211,7 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
     ("config.backoffice.yaml", "ok: back office: store sqlite:////var/lib/appliance/"
      "backoffice.sqlite3, share group backoffice; broker 127.0.0.1:8883 (plain), prefix "
      "appliance, state /var/lib/appliance", ("kiosk", "device", "camera", "console")),
-    ("config.edge.yaml", "ok: kiosk site-CHANGE-ME/kiosk-CHANGE-ME: camera uvc (forever), "
+    ("config.edge.yaml", "ok: kiosk shop-1/kiosk-1: camera uvc (forever), "
      "model none, 10.0 um/px; broker 127.0.0.1:8883", ("back office", "console", "pathology")),
 ])
 def test_config_check_says_what_role_a_shipped_config_is_for(
@@ -226,6 +226,7 @@ def test_config_check_says_what_role_a_shipped_config_is_for(
     text = text.replace("broker.example.org", "127.0.0.1").replace("enabled: true",
                                                                    "enabled: false")
     text = text.replace("/opt/appliance/models/skin-texture-grade.int8.onnx", "null")
+    text = text.replace("kiosk-CHANGE-ME", "kiosk-1").replace("site-CHANGE-ME", "shop-1")
     config = tmp_path / shipped
     config.write_text(text)
     assert main(["config", "check", str(config)]) == 0

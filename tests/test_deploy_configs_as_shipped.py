@@ -54,7 +54,34 @@ def test_a_shipped_template_passes_config_check_as_its_unit_runs_it(
                                                                          str(tmp_path / "slides"))
     text = text.replace("/opt/appliance/models/skin-texture-grade.int8.onnx",
                         str(shipped_path(SKIN_MODEL)))
+    # the kiosk's own names, as README's "editor /etc/appliance/config.yaml" step sets them
+    text = text.replace("kiosk-CHANGE-ME", "kiosk-1").replace("site-CHANGE-ME", "shop-1")
     config = tmp_path / template
     config.write_text(text)
     assert main(["config", "check", str(config)]) == 0, capsys.readouterr().err
     assert "; broker broker.example.org:8883 (tls), prefix appliance" in capsys.readouterr().out
+
+
+def test_the_kiosk_template_is_refused_until_its_names_are_filled_in(
+    fleet_ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`config check` said "ok: kiosk site-CHANGE-ME/kiosk-CHANGE-ME" of the template as
+    install.sh puts it, before README's editor step: the kiosk then logged in as
+    kiosk-CHANGE-ME and heard only that the broker refused its credentials (exit 3)."""
+    for name in list(os.environ):
+        if name.upper().startswith("APPLIANCE"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("APPLIANCE__STATE_DIR", str(tmp_path))
+    text = (DEPLOY / "config.edge.yaml").read_text().replace("/etc/appliance/ca.crt",
+                                                             str(fleet_ca))
+    config = tmp_path / "config.yaml"
+    config.write_text(text.replace("/opt/appliance/models/skin-texture-grade.int8.onnx",
+                                   str(shipped_path(SKIN_MODEL))))
+    for command in (["config", "check", str(config)], ["edge", "--config", str(config)]):
+        assert main(command) == 2
+        said = capsys.readouterr().err
+        for key, value in [("device.id", "kiosk"), ("device.site", "site"),
+                           ("mqtt.username", "kiosk")]:
+            assert f"{key}: got '{value}-CHANGE-ME', the template's placeholder: set " in said
+    assert not (tmp_path / "outbox.sqlite3").exists()

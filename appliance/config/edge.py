@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from appliance.config.section import Section
+from appliance.config.section import Section, filled_in
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
 from appliance.transport.topics import PATHOLOGY_SITE
@@ -30,6 +30,12 @@ class DeviceConfig(Section):
         description="Site (shop, clinic) the kiosk stands in; part of every MQTT topic "
         f"('{PATHOLOGY_SITE}' is reserved: the pathology server's topics).",
     )
+
+    @field_validator("id", "site")
+    @classmethod
+    def _not_the_template_s(cls, value: str, info: ValidationInfo) -> str:
+        return filled_in(value, f"the {'device id' if info.field_name == 'id' else 'site'} "
+                         "this kiosk was provisioned with (provision.py --device SITE/DEVICE)")
 
     @model_validator(mode="after")
     def _site_not_reserved(self) -> DeviceConfig:

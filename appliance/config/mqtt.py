@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from appliance.boundedread import TooLargeError, read_bounded
-from appliance.config.section import Section
+from appliance.config.section import Section, filled_in
 
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 PASSWORD_CREDENTIAL = "mqtt-password"
@@ -57,6 +57,14 @@ class MqttConfig(Section):
                                  description="Broker user name (password from env).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive in seconds.")
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
+
+    @field_validator("username")
+    @classmethod
+    def _not_the_template_s(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return filled_in(value, "the login this host was provisioned with (a kiosk's is its "
+                         "device id)")
 
     @field_validator("topic_prefix")
     @classmethod

@@ -8,6 +8,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
+# what the templates in deploy/ hold where the installer fills in this host's own value
+TEMPLATE_PLACEHOLDER = "CHANGE-ME"
+
+
+def filled_in(value: str, what: str) -> str:
+    """``value``, unless it still holds a template's placeholder (deploy/config.edge.yaml's
+    ``kiosk-CHANGE-ME``): passed, the kiosk logged in under a name no broker has and was told
+    only that its credentials were refused."""
+    if TEMPLATE_PLACEHOLDER in value:
+        raise ValueError(f"got {value[:64]!r}, the template's placeholder: set {what}")
+    return value
+
 
 class Section(BaseModel):
     """A block of config.yaml; a misspelt key is an error, not a silent default."""

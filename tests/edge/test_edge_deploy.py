@@ -58,7 +58,7 @@ def test_udev_rule_names_the_stable_symlink_the_config_uses() -> None:
     assert 'SYMLINK+="scalar-microscope"' in lines[0]
 
 
-def test_kiosk_screen_unit_shows_the_loopback_page_full_screen() -> None:
+def test_kiosk_screen_unit_shows_the_loopback_page_full_screen(tmp_path: Path) -> None:
     from appliance.config import load_config
 
     unit = ConfigParser(strict=False, interpolation=None)
@@ -66,7 +66,9 @@ def test_kiosk_screen_unit_shows_the_loopback_page_full_screen() -> None:
     command = unit["Service"]["ExecStart"]
     # the port the kiosk's config serves (install.sh edge installs deploy/config.edge.yaml),
     # and the development config.yaml alike
-    for config in (DEPLOY / "config.edge.yaml", DEPLOY.parent / "config.yaml"):
+    filled_in = tmp_path / "config.edge.yaml"  # as the installer's editor step leaves it
+    filled_in.write_text((DEPLOY / "config.edge.yaml").read_text().replace("CHANGE-ME", "1"))
+    for config in (filled_in, DEPLOY.parent / "config.yaml"):
         port = load_config(config).screen.port
         assert port is not None, f"{config.name} serves no kiosk screen"
         assert f"--app=http://127.0.0.1:{port}/" in command, config.name
