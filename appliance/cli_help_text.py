@@ -406,7 +406,7 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "Write the age-band reference ranges (n, mean and SD per feature) that kiosk screens "
         "compare a customer with (config screen.reference_file). An existing --out file is "
         "kept unless --force.",
-        ("appliance console reference --out reference.json",
-         "appliance console reference --out reference.json --force"),
+        ("appliance console reference --out ranges.json",
+         "appliance console reference --out ranges.json --force"),
     ),
 }

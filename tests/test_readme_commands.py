@@ -15,6 +15,7 @@ import pytest
 
 from appliance.cli import build_parser
 from appliance.cli_help import leaf_commands
+from appliance.cli_help_text import COMMAND_HELP
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -169,3 +170,15 @@ def test_git_ignores_every_file_the_readme_s_examples_write_in_the_repository() 
     lines = (README.parent / ".gitignore").read_text().splitlines()
     ignored = {line.strip("/") for line in lines if not line.startswith("#")}  # "/report/"
     assert [name for name in named if name not in ignored] == []
+
+
+def test_git_ignores_what_the_help_examples_write_in_the_working_folder() -> None:
+    """`appliance synth skin --help`'s example, run in the repository, left a frames/ folder
+    that `git status` showed as new files of the project (as did the examples' cohort/,
+    results/, table.parquet, micrometer.png and reference.json)."""
+    lines = (README.parent / ".gitignore").read_text().splitlines()
+    ignored = {line.strip("/") for line in lines if not line.startswith("#")}
+    written = {found.split("/", 1)[0] for _, examples in COMMAND_HELP.values()
+               for example in examples for found in re.findall(r"--out ([\w./-]+)", example)}
+    assert {"frames", "cohort", "ranges.json"} <= written
+    assert sorted(written - {"-"} - ignored) == []
