@@ -339,7 +339,8 @@ class EdgeDaemon:
             elif message.topic.endswith("/model/update") and self.updater is not None:
                 self.updater.notify()  # only "refresh now": signed metadata decides what runs
             else:
-                log.warning("unknown command topic %s ignored", shown_topic(message.topic))
+                self.link.ignored.warn("unknown command topic %s ignored",
+                                       shown_topic(message.topic))
 
     def dead_threads(self) -> list[str]:
         """Names of pipeline threads (and the customer screen's) that ended although nothing

@@ -3,7 +3,10 @@
 paho runs callbacks inside its network loop; an exception there would end the loop, and work
 done there would stall it. So each callback here turns what paho reports into a small event
 for the link's own loop (connack, disconnect, puback, suback, ack, presence) or an incoming
-command for the daemon, and logs instead of raising.
+command for the daemon, and logs instead of raising. What each message from outside can
+make it say (too large, the command inbox full) goes through ``ignored``, a budget of lines a
+minute shared with the link's malformed acks and the daemon's unknown commands: anyone who may
+publish on the kiosk's topics could otherwise fill the journal with one line a message.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from appliance.logsafe import shorten
+from appliance.logsafe import LineBudget, shorten
 from appliance.transport.client import reason_value
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ class QueuedCallbacks:
         self.unwanted = 0  # such messages ignored
         self.events: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
         self.inbox: queue.Queue[IncomingMessage] = queue.Queue(maxsize=inbox_size)
+        self.ignored = LineBudget(log, "messages on this kiosk's topics ignored")
 
     def install(self, client: mqtt.Client) -> None:
         """Set these callbacks on ``client``."""
@@ -97,8 +101,8 @@ class QueuedCallbacks:
         """An ack for the link, or a command for the daemon; oversized ones are ignored."""
         try:
             if len(message.payload) > MAX_INCOMING_BYTES:
-                log.warning("ignored %d-byte message on %s", len(message.payload),
-                            shown_topic(message.topic))
+                self.ignored.warn("ignored %d-byte message on %s", len(message.payload),
+                                  shown_topic(message.topic))
                 return
             if not self._wanted(message.topic):
                 return
@@ -110,7 +114,8 @@ class QueuedCallbacks:
                 return
             self.inbox.put_nowait(IncomingMessage(message.topic, bytes(message.payload)))
         except queue.Full:
-            log.warning("command inbox full; dropped a message on %s", shown_topic(message.topic))
+            self.ignored.warn("command inbox full; dropped a message on %s",
+                              shown_topic(message.topic))
         except Exception:
             log.exception("on_message failed")
 

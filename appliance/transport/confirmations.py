@@ -3,7 +3,8 @@
 A broker's PUBACK only moves a result from "in flight" to "awaiting the back office"
 (transport/unconfirmed.py); a refusing one (0x80 or higher) leaves it there to be sent again.
 A result leaves the outbox only when an ack on the device's ack topic names it: the back office
-has committed it (docs/delivery.md). A malformed ack is counted and said cut short; confirmed
+has committed it (docs/delivery.md). A malformed ack is counted and said cut short, within the
+budget of lines that messages from outside share (transport/callbacks.py); confirmed
 results the outbox cannot remove (a full disk) stay in it and are said once until it can again.
 The link (transport/mqtt.py) calls in from its owner thread only; these are its counters too.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from appliance.logsafe import shorten
+from appliance.logsafe import LineBudget, shorten
 from appliance.transport.acks import parse_ack
 from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxError
@@ -43,8 +44,9 @@ class LinkConfirmations:
     counted, handed to ``Unconfirmed`` to be sent again, removed from the outbox once committed."""
 
     def __init__(self, outbox: Outbox, ack_topic: str, stats: LinkStats,
-                 unconfirmed: Unconfirmed) -> None:
+                 unconfirmed: Unconfirmed, ignored: LineBudget) -> None:
         self.outbox, self.ack_topic, self.stats = outbox, ack_topic, stats
+        self._ignored = ignored
         self._unconfirmed = unconfirmed
         self._refusal_said = False  # the broker refused a result (said once until it takes one)
         self._unremoved = 0  # confirmed results the outbox could not remove since it last could
@@ -76,8 +78,8 @@ class LinkConfirmations:
             ids = parse_ack(raw)
         except PayloadError as exc:
             self.stats.bad_acks += 1
-            log.warning("ignored a malformed ack on %s: %s", self.ack_topic,
-                        shorten(str(exc), SHOWN_REASON_CHARS))
+            self._ignored.warn("ignored a malformed ack on %s: %s", self.ack_topic,
+                               shorten(str(exc), SHOWN_REASON_CHARS))
             return
         try:
             removed = self.outbox.remove_ids(ids)

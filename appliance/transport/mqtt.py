@@ -88,6 +88,7 @@ class MqttLink(threading.Thread):
         self._callbacks = QueuedCallbacks(ack_topic, presence.topic if presence else None,
                                           wanted=wanted)
         self.inbox = self._callbacks.inbox
+        self.ignored = self._callbacks.ignored  # lines a minute for messages from outside
         self.stats = LinkStats()
         self.fatal_error: str | None = None
         self.refused = False  # the broker refused our credentials: restarting cannot help
@@ -99,7 +100,8 @@ class MqttLink(threading.Thread):
         self._retained_latest: dict[str, bytes] = {}
         self._wake_r, self._wake_w = _wake_pair()
         unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
-        self._confirmations = LinkConfirmations(outbox, ack_topic, self.stats, unconfirmed)
+        self._confirmations = LinkConfirmations(outbox, ack_topic, self.stats, unconfirmed,
+                                                self.ignored)
         self._reconnects = Reconnects(settings.reconnect_initial_s, settings.reconnect_cap_s,
                                       settings.client_id, settings.username)
         self._connect_started_s = 0.0
@@ -148,6 +150,7 @@ class MqttLink(threading.Thread):
                 else:
                     self._io_once()
                 self._handle_events()
+                self.ignored.say_due()  # how many lines the budget held back, once a minute
                 if self.connected:
                     if self.presence is not None:
                         self.presence.tick()
