@@ -39,6 +39,10 @@ _SCHEMA = (
 _DIGEST_INDEX = "CREATE INDEX IF NOT EXISTS measured_digest ON measured (digest)"
 
 
+class RecordDamagedError(Exception):
+    """SQLite's check of the record found damage (the text says what it found)."""
+
+
 @dataclass(frozen=True)
 class FileStamp:
     """A saved capture file as it was read: its name in the folder, size and modification time."""
@@ -68,14 +72,17 @@ class ReplayRecord:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             return _open_db(self.path)
+        except RecordDamagedError as exc:
+            damage = str(exc)
         except sqlite3.DatabaseError as exc:
             if getattr(exc, "sqlite_errorname", "") not in _DAMAGED:
                 raise  # not damage (permissions, a full disk): the caller names it
-            aside = self.path.with_name(self.path.name + ".damaged")
-            log.error("%s: the record of measured files is damaged (%s); moved to %s and "
-                      "started afresh", self.path, exc, aside)
-            self.path.replace(aside)
-            return _open_db(self.path)
+            damage = str(exc)
+        aside = self.path.with_name(self.path.name + ".damaged")
+        log.error("%s: the record of measured files is damaged (%s); moved to %s and "
+                  "started afresh", self.path, damage, aside)
+        self.path.replace(aside)
+        return _open_db(self.path)
 
     def measured(self) -> dict[str, FileStamp]:
         """Every file whose result is committed, by name, as it was when it was read."""
@@ -147,13 +154,26 @@ def _listed_name(stored: str | bytes) -> str:
 
 def _open_db(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute(_SCHEMA)
-    db.execute("SELECT COUNT(*) FROM measured").fetchone()  # reads the pages: damage shows here
-    columns = {row[1] for row in db.execute("PRAGMA table_info(measured)")}
-    if "digest" not in columns:  # a record from before digests: its rows have none
-        db.execute("ALTER TABLE measured ADD COLUMN digest BLOB")
-    db.execute(_DIGEST_INDEX)
-    db.commit()
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(_SCHEMA)
+        _check_whole(db)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(measured)")}
+        if "digest" not in columns:  # a record from before digests: its rows have none
+            db.execute("ALTER TABLE measured ADD COLUMN digest BLOB")
+        db.execute(_DIGEST_INDEX)
+        db.commit()
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+def _check_whole(db: sqlite3.Connection) -> None:
+    """RecordDamagedError unless every page of the record reads as sound. Counting its rows
+    read only the smallest index, so a damaged page of the table itself opened as sound and
+    then failed every read of the folder source's open: the folder stayed offline for good."""
+    found = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)")]
+    if found != ["ok"]:
+        raise RecordDamagedError("; ".join(found))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from appliance.capture import folder as folder_source
 from appliance.capture import saved_over
 from appliance.capture.folder import DirectorySource
-from appliance.capture.replayed import ReplayRecord
+from appliance.capture.replayed import FileStamp, ReplayRecord
 from appliance.capture.sources import Frame, SourceError
 from appliance.edge.pipeline import measurement_id_for
 from appliance.skin import frames  # read_frame_file patched here: the source imports it on use
@@ -160,6 +161,37 @@ def test_a_damaged_record_is_moved_aside_and_one_that_cannot_be_made_is_named(
     blocked = tmp_path / "0001.jpg" / "replayed.sqlite3"  # its folder would be a file
     with pytest.raises(SourceError, match=r"0001\.jpg/replayed\.sqlite3.*state_dir"):
         DirectorySource(str(tmp_path), blocked).open()
+
+
+def test_a_record_damaged_in_a_page_its_index_does_not_reach_is_moved_aside_at_open(
+    tmp_path: Path,
+) -> None:
+    """Opening the record counted its rows, which reads only its smallest index: a damaged
+    page of the table itself (a power cut, a worn card) opened as sound, then failed the
+    source's open at every try, "cannot open the record of measured files": the folder was
+    offline for good."""
+    (tmp_path / "0001.jpg").write_bytes(_jpeg_bytes(7))
+    record = tmp_path / "state" / "replayed.sqlite3"
+    _damage_a_table_page(record)
+    source = _opened(tmp_path, record)
+    assert record.with_name("replayed.sqlite3.damaged").exists()
+    assert _read_until_frame(source, 3) is not None  # read again: the back office dedupes it
+
+
+def _damage_a_table_page(record: Path) -> None:
+    """A record of 3,000 earlier files with one leaf page of its table overwritten."""
+    kept = ReplayRecord(record)
+    kept.record([FileStamp(f"earlier-{i:05d}-{'x' * 40}.jpg", 1000 + i, i) for i in range(3000)])
+    kept.close()
+    db = sqlite3.connect(record)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    leaves = db.execute("SELECT pageno FROM dbstat WHERE name = 'measured' AND "
+                        "pagetype = 'leaf' ORDER BY pageno").fetchall()
+    page_bytes = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with record.open("r+b") as out:
+        out.seek((leaves[len(leaves) // 2][0] - 1) * page_bytes)
+        out.write(b"\xa5" * page_bytes)
 
 
 def test_a_folder_that_lists_empty_for_a_while_is_not_read_again_when_its_files_return(
