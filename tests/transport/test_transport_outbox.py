@@ -315,3 +315,25 @@ def test_a_link_in_place_of_the_lost_tally_is_not_written_through(
     assert elsewhere.read_bytes() == b"not the outbox's to overwrite"
     assert f"{path}: its tally of lost results cannot be kept" in caplog.text
     assert "a link, not followed" in caplog.text
+
+
+@pytest.mark.parametrize("garbled", ["ffffffffffffff7f", "efcdab8967452301", "0000000000000080"])
+def test_a_garbled_lost_tally_is_said_and_counted_from_zero(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, garbled: str
+) -> None:
+    # 8 garbled bytes were taken for a count: a nonsense loss on the fleet's table, and one
+    # near 2**63 pushed the kiosk's status (dropped) past what a status may say, so the daemon,
+    # which builds its last will from it, could not start
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path, max_rows=1)
+    outbox.add_many(rows(2))  # one dropped by the policy, counted in the outbox itself
+    outbox.close()
+    path.with_name(path.name + ".lost").write_bytes(bytes.fromhex(garbled))
+    reopened = Outbox(path, max_rows=1)
+    assert reopened.dropped() == 1
+    reopened.count_lost(2)
+    assert reopened.dropped() == 3
+    reopened.close()
+    assert f"{path}.lost: holds {struct.unpack('<q', bytes.fromhex(garbled))[0]}, which is no " \
+           f"count of lost results (garbled bytes {garbled}); counting from 0 again" in caplog.text
+    assert Outbox(path, max_rows=1).dropped() == 3  # the count goes on from 0 in the file
