@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -35,6 +36,10 @@ from appliance.updates.serving import ServingModel
 log = logging.getLogger(__name__)
 
 HEALTH_POLL_S = 0.2
+# Checks a notice may start are this far apart at least: each one fetches and verifies signed
+# metadata (about 0.1 s of a core), so a flood of notices kept the updater checking back to back
+# and took a core from measuring; notices in between are answered by one check at the gap's end
+MIN_CHECK_GAP_S = 1.0
 MAX_PROBATION_STARTS = 3  # starts on a new model without a health verdict before going back
 StatePublisher = Callable[[bytes], None]
 
@@ -93,13 +98,22 @@ class ModelUpdater(threading.Thread):
         interval_s = self.config.updates.check_interval_s
         while not self.stop_event.is_set():
             self.wake.clear()
+            checked_s = time.monotonic()
             self._check_safely()
+            self._wait_watching_health(checked_s + MIN_CHECK_GAP_S - time.monotonic())
             waited_s = 0.0
             while waited_s < interval_s and not self.stop_event.is_set():
                 if self.wake.wait(HEALTH_POLL_S):
                     break
                 waited_s += HEALTH_POLL_S
                 self._watch_health()
+
+    def _wait_watching_health(self, wait_s: float) -> None:
+        """Wait ``wait_s`` (or until stopped), watching the health check meanwhile."""
+        deadline_s = time.monotonic() + wait_s
+        while not self.stop_event.is_set() and (left_s := deadline_s - time.monotonic()) > 0:
+            self.stop_event.wait(min(left_s, HEALTH_POLL_S))
+            self._watch_health()
 
     def _check_safely(self) -> None:
         try:
