@@ -334,8 +334,9 @@ class EdgeDaemon:
             except queue.Empty:
                 return
             if message.topic.endswith("/cmd/measure"):
-                log.info("measurement requested over MQTT (%s)", shown_topic(message.topic))
-                self.sessions.request_measurement()
+                # said when it asks something new: a flood of them is one line per measurement
+                if self.sessions.request_measurement():
+                    log.info("measurement requested over MQTT (%s)", shown_topic(message.topic))
             elif message.topic.endswith("/model/update") and self.updater is not None:
                 self.updater.notify()  # only "refresh now": signed metadata decides what runs
             else:

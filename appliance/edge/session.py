@@ -44,9 +44,12 @@ class SessionTracker:
         """Good frames gathered so far towards the current burst (burst progress)."""
         return len(self._frames)
 
-    def request_measurement(self) -> None:
-        """Measure the next steady burst even if this contact was measured already."""
+    def request_measurement(self) -> bool:
+        """Measure the next steady burst even if this contact was measured already; False
+        when a request was pending already (this one changes nothing)."""
+        pending = self._forced.is_set()
         self._forced.set()
+        return not pending
 
     def feed(self, frame: Frame, quality: FrameQuality) -> Burst | None:
         """Take the next frame and its verdict; a completed burst comes back once."""

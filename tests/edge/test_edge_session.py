@@ -56,6 +56,14 @@ def test_cmd_measure_forces_another_burst_within_a_contact() -> None:
     assert feed(tracker, [OK] * 4) == 0
 
 
+def test_a_measurement_request_while_one_is_pending_changes_nothing_and_says_so() -> None:
+    tracker = SessionTracker(burst_frames=2, rearm_frames=3)
+    assert tracker.request_measurement()
+    assert not tracker.request_measurement()  # the daemon says only the first
+    assert feed(tracker, [OK, OK]) == 1  # the burst takes the request
+    assert tracker.request_measurement()
+
+
 def test_stills_are_each_their_own_session_when_they_pass() -> None:
     tracker = SessionTracker(burst_frames=5, rearm_frames=3)
     assert feed(tracker, [OK, OK, BLURRED, OK], still=True) == 3

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from appliance.config import config_from_mapping
-from appliance.edge.testing import fast_daemon, wait_until
+from appliance.edge.testing import FlakySource, fast_daemon, fast_source, wait_until
 from appliance.transport.acks import encode_acks
 from tests.transport.test_transport_mqtt import _started_client, make_link, stop
 
@@ -113,3 +113,41 @@ def _commands_until_obeyed(sender: Any, cmd: str, caplog: pytest.LogCaptureFixtu
         if wait_until(lambda: _said(caplog, "measurement requested over MQTT"), 5):
             return
     pytest.fail("the kiosk never took the measurement request after the flood")
+
+
+def test_a_flood_of_measurement_requests_is_said_once_while_one_is_pending(
+    mqtt_broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each cmd/measure was one journal line, though the requests after the first, until a
+    measurement takes it, change nothing: a flood was a line a message."""
+    prefix = f"hostile-{uuid.uuid4().hex[:8]}"
+    config = config_from_mapping({
+        "device": {"id": "kiosk-asked", "site": "test"},
+        "camera": {"source": "synthetic"},
+        "mqtt": {"host": mqtt_broker.host, "port": mqtt_broker.port, "topic_prefix": prefix},
+        "state_dir": str(tmp_path / "state"),
+    }, "test", environ={})
+    camera = FlakySource(fast_source(config))
+    camera.failing.set()  # unplugged: no measurement takes the request
+    daemon = fast_daemon(config, camera)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    sender = _started_client(mqtt_broker)
+    cmd = f"{prefix}/test/kiosk-asked/cmd"
+    with caplog.at_level(logging.INFO):
+        thread.start()
+        try:
+            assert wait_until(lambda: daemon.link.connected, 10)
+            for _ in range(5):  # the first ones may come before the kiosk's SUBACK
+                for _ in range(FLOOD // 2):
+                    sender.publish(f"{cmd}/measure", b"{}", qos=1)
+                # taken in order: once this one is said, every request before it was read
+                sender.publish(f"{cmd}/bogus", b"{}", qos=1).wait_for_publish(5)
+                if wait_until(lambda: _said(caplog, "unknown command topic"), 5):
+                    break
+        finally:
+            sender.disconnect()
+            sender.loop_stop()
+            daemon.request_stop()
+            thread.join(10)
+    assert _said(caplog, "unknown command topic")
+    assert len(_said(caplog, "measurement requested over MQTT")) == 1
