@@ -212,8 +212,12 @@ class ModelUpdater(threading.Thread):
         if (installed.probation is None or installed.current is None or serving is None
                 or os.path.realpath(serving.path) != os.path.realpath(installed.current)):
             return
-        starts = self._count_start()
         self._previous, self._rollout = installed.previous, installed.rollout
+        if self._current_sha in self._rejected:  # killed in its rollback: finish it
+            self._roll_back(serving, "found unhealthy before the restart, which came in the "
+                            "middle of its rollback")
+            return
+        starts = self._count_start()
         if starts > MAX_PROBATION_STARTS:  # it dies before any verdict: the model, likely
             self._roll_back(serving, f"started {starts} times on it and never lived to its "
                             "health verdict (it crashed or was stopped each time)")
@@ -313,9 +317,11 @@ class ModelUpdater(threading.Thread):
     def _roll_back(self, serving: SkinClassifier | None, reason: str) -> None:
         """Serve the model before ``serving`` again and never try ``serving`` here again."""
         model, previous = _info(serving), self._previous
+        # refused for good first: killed once it pointed back, the kiosk came back on the
+        # model before with nothing refusing the release, and installed it again
+        self._rejected.remember(self._current_sha)
         unsaved = self._point_back(serving, previous)
         self.serving.swap(_load_or_none(previous), None)
-        self._rejected.remember(self._current_sha)
         self._current_sha = _sha256(previous) if previous is not None and previous.is_file() else ""
         self._on_swap(self.serving)
         log.error("model %s rolled back: %s", model.name if model else "?", reason)
