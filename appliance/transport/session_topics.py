@@ -24,6 +24,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from appliance.boundedread import read_bounded
 from appliance.outfile import replaced_when_complete
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,8 @@ class SessionTopics:
     def _read(self) -> tuple[str, ...] | None:
         """The topics in the file; None (said, where a file was there) when it is no use."""
         assert self.path is not None
-        try:
-            with self.path.open("rb") as file:
-                data = json.loads(file.read(MAX_FILE_BYTES + 1))
+        try:  # a pipe put in its place is not waited on: the kiosk would never start
+            data = json.loads(read_bounded(self.path, MAX_FILE_BYTES))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, RecursionError) as exc:

@@ -23,12 +23,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from appliance import safejson
+from appliance.boundedread import read_bounded
 from appliance.outfile import fsync_path
 from appliance.updates.repofiles import write_atomically
 
 log = logging.getLogger(__name__)
 
 POINTER = "installed.json"
+MAX_POINTER_BYTES = 64 * 1024  # two paths, a few label shares
 DOWNLOAD_PREFIX = ".download-"
 # what install() names a model: {name}-{version}-{sha256[:12]}.onnx
 INSTALLED_NAME = re.compile(r".+-.+-[0-9a-f]{12}\.onnx")
@@ -57,7 +59,8 @@ class ModelStore:
         """The pointer as stored (an unreadable pointer reads as nothing installed)."""
         path = self.dir / POINTER
         try:
-            data = safejson.loads(path.read_text(encoding="utf-8"))
+            # read_bounded: a pipe put in its place would hold the kiosk's start for ever
+            data = safejson.loads(read_bounded(path, MAX_POINTER_BYTES).decode("utf-8"))
             current, previous = data.get("current"), data.get("previous")
             probation = _label_shares(data.get("probation"))
             starts, rollout = int(data.get("starts", 0)), data.get("rollout")

@@ -14,12 +14,14 @@ import logging
 from pathlib import Path
 
 from appliance import safejson
+from appliance.boundedread import read_bounded
 from appliance.updates.repofiles import write_atomically
 
 log = logging.getLogger(__name__)
 
 REJECTED_FILE = "rejected.json"
 MAX_REJECTED = 200  # releases remembered as refused here, the newest
+MAX_REJECTED_FILE_BYTES = 256 * 1024  # their sha256s, some 70 bytes each
 
 
 class RejectedReleases:
@@ -34,7 +36,9 @@ class RejectedReleases:
 
     def _load(self) -> dict[str, None]:
         try:
-            return dict.fromkeys(safejson.loads(self.path.read_text(encoding="utf-8")))
+            # read_bounded: a pipe put in its place would hold the kiosk's start for ever
+            raw = read_bounded(self.path, MAX_REJECTED_FILE_BYTES).decode("utf-8")
+            return dict.fromkeys(safejson.loads(raw))
         except (OSError, ValueError, TypeError):
             return {}
 
