@@ -73,7 +73,7 @@ class Outbox:
         self._lock = threading.Lock()
         self.damaged: str | None = None  # why the file was found damaged while in use
         self.probe_error = ""  # why the last probe (``writable``) could not commit
-        self._clock = wallclock.JumpWatch()
+        self._clock, self._boot = wallclock.JumpWatch(), wallclock.BootRows()
         self._unmade = ""  # why a new outbox's file is not made yet (a full disk)
         try:
             self._db, self._depth = outbox_file.open_checked(path)
@@ -154,11 +154,12 @@ class Outbox:
         return seqs
 
     def _follow_clock_jump_locked(self, now: wallclock.ClockReading) -> None:
-        """Move the waiting results' commit times by a jump of the wall clock (in a write)."""
-        jump_s = self._clock.jump_s(now)
+        """Move the commit times of the results this boot committed by a jump of the wall
+        clock (in a write)."""
+        jump_s, floor = self._clock.jump_s(now), self._boot.floor(self._db)
         if jump_s:
             moved = self._db.execute(
-                "UPDATE outbox SET created_at_s = created_at_s + ?", (jump_s,)
+                "UPDATE outbox SET created_at_s = created_at_s + ? WHERE seq > ?", (jump_s, floor)
             ).rowcount
             log.warning("%s: the wall clock jumped by %+.0f s; the ages of %d waiting result(s) "
                         "follow it", self.path, jump_s, moved)
@@ -201,6 +202,7 @@ class Outbox:
             with self._writing("FULL", "keep salvaged rows"):
                 if after_seq:
                     highwater.raise_seq(self._db, after_seq)
+                self._boot.floor(self._db)  # the salvaged rows count as this boot's: they follow
                 self._db.executemany(
                     "INSERT INTO outbox (measurement_id, topic, payload, created_at_s) "
                     "VALUES (?, ?, ?, ?)",

@@ -36,6 +36,7 @@ from appliance.edge.committer import ResultCommitter
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.testing import ResultCollector, fast_daemon, wait_until
 from appliance.synthetic import fleet as fleetsim
+from appliance.transport import wallclock
 from appliance.transport.broker import free_port
 from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import (
@@ -841,3 +842,24 @@ def test_measuring_stays_paused_while_the_disk_has_room_for_a_probe_but_not_a_re
     probe_now(committer)
     assert not committer.paused.is_set()
     outbox.close()
+
+
+def test_results_a_repair_kept_follow_a_jump_of_the_clock_in_the_same_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows a repair recovers were committed in this boot as far as the kiosk can tell
+    (it repairs at the start after the one that found the damage): a jump of the clock (NTP's
+    first sync) moves their commit times too, or they would look months old and expire."""
+    clock = [1_700_000_000.0, 100.0]  # the wall clock (90 days behind), the time since boot
+    monkeypatch.setattr(wallclock, "clock_now", lambda: (clock[0], clock[1]))
+    path = tmp_path / "outbox.sqlite3"
+    stored_results(path, 400).close()
+    damage(path, PAGE_BYTES * (path.stat().st_size // PAGE_BYTES // 2))
+    outbox = open_outbox(path, max_age_s=30 * 86400.0)
+    recovered = outbox.depth()
+    clock[0] += 90 * 86400.0  # NTP's first sync
+    clock[0], clock[1] = clock[0] + 60.0, clock[1] + 60.0
+    outbox.add_many([("new-1", "t", b"{}")])  # the jump is followed with this write
+    assert outbox.expire() == 0
+    assert outbox.depth() == recovered + 1
+    assert outbox.oldest_age_s(clock[0]) == pytest.approx(60.0, abs=5.0)

@@ -157,6 +157,61 @@ def test_a_jump_back_of_the_wall_clock_does_not_keep_results_past_their_age(
     assert outbox.depth() == 1
 
 
+def _booted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, boot: int) -> None:
+    """The system says boot number ``boot`` is running (its boot id)."""
+    boot_id_file = tmp_path / "boot_id"
+    boot_id_file.write_text(f"{boot:08x}-0000-4000-8000-000000000000\n")
+    monkeypatch.setattr(wallclock, "BOOT_ID_FILE", boot_id_file, raising=False)
+
+
+def test_results_of_an_earlier_boot_keep_their_age_when_ntp_sets_the_clock_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a kiosk without a battery-backed clock boots with the time it saved at shutdown, hours
+    # behind; NTP's first sync then moved the results of before the shutdown by those hours
+    # too, so they looked 10 hours younger and outlived the age limit by as long
+    clock = FakeClock()
+    monkeypatch.setattr(wallclock, "clock_now", clock.now)
+    _booted(monkeypatch, tmp_path, 1)
+    outbox = Outbox(tmp_path / "o.db", max_age_s=86400.0)
+    outbox.add_many(rows(1))  # m0, with the clock right
+    clock.wait(3600.0)
+    outbox.close()
+    _booted(monkeypatch, tmp_path, 2)  # switched off for 10 h; the clock says it was not
+    clock.since_boot_s = 20.0
+    outbox = Outbox(tmp_path / "o.db", max_age_s=86400.0)
+    outbox.add_many(rows(1, start=1))  # m1, timed 10 h behind
+    clock.wall_s += 36_000.0  # NTP's first sync
+    clock.wait(60.0)
+    outbox.add_many(rows(1, start=2))  # m2; the jump is followed with this write
+    assert outbox.oldest_age_s(clock.wall_s) == pytest.approx(3600.0 + 36_000.0 + 60.0)
+    clock.wait(86400.0 - 39_600.0)  # m0 is a day and a minute old, m1 a day less 10 hours
+    assert outbox.expire() == 1
+    assert [m.measurement_id for m in outbox.pending()] == ["m1", "m2"]
+
+
+def test_results_of_this_boot_follow_the_jump_across_a_restart_of_the_kiosk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(wallclock, "clock_now", clock.now)
+    _booted(monkeypatch, tmp_path, 1)
+    earlier = Outbox(tmp_path / "o.db")
+    earlier.add_many(rows(1, start=9))  # an earlier boot's result, confirmed since
+    earlier.remove_ids(["m9"])
+    earlier.close()
+    _booted(monkeypatch, tmp_path, 2)
+    outbox = Outbox(tmp_path / "o.db", max_age_s=86400.0)
+    outbox.add_many(rows(1))  # m0, with the clock 90 days behind
+    outbox.close()  # the kiosk restarted (systemd), in the same boot
+    clock.wait(600.0)
+    outbox = Outbox(tmp_path / "o.db", max_age_s=86400.0)
+    clock.wall_s += 90 * 86400.0  # NTP's first sync
+    outbox.add_many(rows(1, start=1))
+    assert outbox.oldest_age_s(clock.wall_s) == pytest.approx(600.0)
+    assert outbox.expire() == 0
+
+
 def _outbox_that_lost_its_file(path: Path, lose: str) -> None:
     """An outbox with 2 results dropped by its row limit and 5 waiting (3 confirmed), whose
     file is then cut to 0 bytes, deleted, or replaced by an empty outbox."""
