@@ -57,6 +57,7 @@ class LinkSettings:
     reconnect_initial_s: float = 0.5
     reconnect_cap_s: float = 5.0
     connack_timeout_s: float = 10.0
+    puback_timeout_s: float = 60.0  # results in flight and no PUBACK for this long: reconnect
     ack_resend_initial_s: float = 10.0
     ack_resend_cap_s: float = 300.0
 

@@ -209,17 +209,22 @@ class MqttLink(threading.Thread):
             self._client.loop_write()
         if self._client.socket() is not None:
             self._client.loop_misc()
-        self._check_connack_timeout()
+        self._check_broker_answers()
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):  # raised once drained
             while self._wake_r.recv(4096):
                 pass
 
-    def _check_connack_timeout(self) -> None:
+    def _check_broker_answers(self) -> None:
+        """Connect again to a broker that does not answer the connection, or answers pings but
+        no result (they stayed in flight for good, unsaid); paho then sends them again."""
         waited_s = time.monotonic() - self._connect_started_s
         if not self.connected and waited_s > self.settings.connack_timeout_s:
             log.warning("no CONNACK from the broker in %.0f s; reconnecting", waited_s)
+            self._drop_connection()
+        elif self.connected and (silence := self._sender.unanswered(self.settings)):
+            log.warning("%s; reconnecting to send them again", silence)
             self._drop_connection()
 
     def _drop_connection(self) -> None:
@@ -263,6 +268,7 @@ class MqttLink(threading.Thread):
             return
         self.connected = True
         self._reconnects.connected()
+        self._sender.restart_wait()
         server_max = getattr(properties, "ReceiveMaximum", None)
         self._sender.window = min(self.settings.max_inflight, int(server_max or 65535))
         self.subscriptions.subscribe(self._client)  # resubscribe first, then the birth
@@ -291,7 +297,7 @@ class MqttLink(threading.Thread):
             return
         if self.presence is not None and self.presence.answered(mid, code):
             return
-        seq = self._sender.inflight.pop(mid, None)
+        seq = self._sender.answered(mid)
         if seq is None:
             return  # a status message, or an ack already handled
         self._confirmations.handle_puback(seq, code)

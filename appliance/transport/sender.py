@@ -2,7 +2,8 @@
 
 Results go out at QoS 1 oldest first, as many as the broker's receive window leaves room for
 (the CONNACK's Receive Maximum, MQTT 5 spec 3.2.2.3.3); each one in flight is kept by its
-packet id until its PUBACK (transport/confirmations.py takes it from there). Results the back
+packet id until its PUBACK (transport/confirmations.py takes it from there); how long none
+has come while some are in flight tells the link a broker that stopped answering. Results the back
 office has not confirmed in time are read from the outbox again and sent again
 (transport/unconfirmed.py times that), and once a minute the outbox drops what is older than
 its age limit. An outbox that cannot be read is said once; what waits in it stays there. Only
@@ -36,6 +37,7 @@ class ResultSender:
         self.outbox, self.stats, self._client = outbox, stats, client
         self._unconfirmed = unconfirmed
         self.inflight: dict[int, int] = {}  # packet id -> outbox seq, until its PUBACK
+        self._answered_s = time.monotonic()  # the last PUBACK, or since when one is awaited
         self.window = settings.max_inflight  # the broker's Receive Maximum once connected
         self._sent_seq = 0
         self._read_failed = False  # the outbox refused a read (said once)
@@ -66,12 +68,32 @@ class ResultSender:
 
     def _publish_result(self, seq: int, topic: str, payload: bytes) -> bool:
         """Publish one outbox message at QoS 1; False when the socket just failed."""
+        if not self.inflight:
+            self.restart_wait()
         info = self._client.publish(topic, payload, qos=1, properties=self._result_properties)
         # paho keeps a QoS 1 message in its session even when the socket just dropped,
         # and resends it (DUP) after the reconnect, so it counts as in flight either way.
         self.inflight[info.mid] = seq
         self.stats.published += 1
         return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def answered(self, mid: int) -> int | None:
+        """A PUBACK: the outbox seq of the result it answers (None: not one of them)."""
+        self._answered_s = time.monotonic()
+        return self.inflight.pop(mid, None)
+
+    def restart_wait(self) -> None:
+        """Count the wait for a PUBACK from now (a new connection, or a first result sent)."""
+        self._answered_s = time.monotonic()
+
+    def unanswered(self, settings: LinkSettings) -> str:
+        """What to say when results have been in flight with no PUBACK for longer than
+        ``settings.puback_timeout_s`` ("" otherwise)."""
+        silent_s = time.monotonic() - self._answered_s
+        if not self.inflight or silent_s <= settings.puback_timeout_s:
+            return ""
+        return (f"no PUBACK from the broker {settings.host}:{settings.port} in {silent_s:.0f} s "
+                f"for {len(self.inflight)} result(s) in flight")
 
     def resend_when_due(self) -> None:
         """Send again what the back office has not confirmed in time (capped backoff)."""
