@@ -53,7 +53,14 @@ from appliance.pathology.jobs import utc_text
 from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.model import ModelInfo
 from appliance.pathology.ood import guard_inputs_from_statistics
-from appliance.pathology.run import DecisiveTiles, SlideResult, slide_result, write_tile_scores
+from appliance.pathology.run import (
+    DecisiveTiles,
+    SlideResult,
+    picture_titles,
+    slide_result,
+    unlike_tiles,
+    write_tile_scores,
+)
 from appliance.pathology.slideworker import PreparedTiles
 
 log = logging.getLogger(__name__)
@@ -212,16 +219,15 @@ class SlideFinisher(threading.Thread):
         prepared = work.prepared
         write_tile_scores(paths["tiles_path"], prepared.tiles, work.probability,
                           work.in_distribution)
+        titles = picture_titles(result, "mean", self.info.threshold)
         if prepared.thumbnail is not None:
-            title = (f"{work.name}: {result.label}, score {result.score:.2f} (mean; threshold "
-                     f"{self.info.threshold:.2f}), {result.tile_count} tiles")
             write_png(paths["heatmap_path"], tile_heatmap(
                 prepared.thumbnail, prepared.thumbnail_scale, prepared.tiles, work.probability,
-                title))
+                titles[0], unlike=unlike_tiles(work.in_distribution, self.info.guard)))
         if work.decisive.pixels:
             write_png(paths["cam_path"], cam_panel(
                 np.stack(work.decisive.pixels), np.stack(work.decisive.cams),
-                np.array(work.decisive.probability), f"{work.name}: the most decisive tiles"))
+                np.array(work.decisive.probability), titles[1]))
         return {key: str(path) if path.exists() else "" for key, path in paths.items()}
 
     def _store(self, work: SlideWork, *, scored: bool) -> None:

@@ -17,6 +17,10 @@ MIN_PICTURE_WIDTH_PX = 480  # room for the title and the legend's words
 CAM_TILE_PX = 256  # a 64 px model tile drawn 4x, large enough to see its tissue
 _FONT = cv2.FONT_HERSHEY_SIMPLEX  # the legend's and the maps' numbers (ASCII)
 TITLE_TEXT_PX = (18, 16, 14, 12)  # the largest that fits the width; at the smallest, cut
+# A tile unlike the model's training data gets no p(MSI) colour: grey stripes, 4 px wide
+UNLIKE_STRIPE_PX = 4
+UNLIKE_DARK, UNLIKE_LIGHT = (90, 90, 90), (215, 215, 215)
+UNLIKE_NOTE = "grey stripes: tile unlike the model's training data (its p(MSI) not shown)"
 
 
 def _colours(probability: np.ndarray) -> np.ndarray:
@@ -29,20 +33,36 @@ def _colours(probability: np.ndarray) -> np.ndarray:
 
 def tile_heatmap(
     thumbnail_rgb: np.ndarray, scale: float, tiles: list[Tile], probability: np.ndarray,
-    title: str = "",
+    title: str = "", *, unlike: np.ndarray | None = None,
 ) -> np.ndarray:
     """The thumbnail with each scored tile tinted by its probability (scale: thumb px per px),
-    a title line above (slide, score, label) and a colour legend with ticks below."""
+    a title line above (slide, score, label) and a colour legend with ticks below.
+
+    A tile marked in ``unlike`` (unlike the model's training data, docs/pathology-ood.md) is
+    striped grey instead: the model has no say there, and a red or blue tint would show a
+    confident answer the slide's label withholds; a note under the legend says so."""
     overlay = thumbnail_rgb.copy()
     colours = _colours(probability)
-    for tile, colour in zip(tiles, colours, strict=True):
+    marked = np.zeros(len(tiles), bool) if unlike is None else np.asarray(unlike, bool)
+    stripes = _stripes(thumbnail_rgb.shape[:2])
+    for tile, colour, striped in zip(tiles, colours, marked, strict=True):
         x0, y0 = round(tile.x_px * scale), round(tile.y_px * scale)
         x1 = round((tile.x_px + tile.size_px) * scale)
         y1 = round((tile.y_px + tile.size_px) * scale)
-        overlay[y0:y1, x0:x1] = colour
+        overlay[y0:y1, x0:x1] = stripes[y0:y1, x0:x1] if striped else colour
     blended = cv2.addWeighted(thumbnail_rgb, 1 - HEATMAP_OPACITY, overlay, HEATMAP_OPACITY, 0)
     width = max(blended.shape[1], MIN_PICTURE_WIDTH_PX)
-    return np.vstack([_text_band(title, width), _pad_width(blended, width), _legend(width)])
+    note = [_text_band(UNLIKE_NOTE, width, 28)] if marked.any() else []
+    return np.vstack([_text_band(title, width), _pad_width(blended, width), _legend(width),
+                      *note])
+
+
+def _stripes(shape: tuple[int, ...]) -> np.ndarray:
+    """Diagonal grey stripes of the given height and width (RGB)."""
+    rows, columns = np.indices(shape[:2])
+    dark = ((rows + columns) // UNLIKE_STRIPE_PX) % 2 == 0
+    return np.where(dark[..., None], np.array(UNLIKE_DARK, np.uint8),
+                    np.array(UNLIKE_LIGHT, np.uint8))
 
 
 def _text_band(text: str, width: int, height: int = 34) -> np.ndarray:

@@ -81,10 +81,15 @@ class DistributionGuard:
         score = np.interp(distance, self.distance_quantiles, levels, left=1.0, right=0.0)
         return np.asarray(score, np.float32)
 
+    def in_distribution(self, tile_scores: np.ndarray) -> np.ndarray:
+        """Per tile, whether its score reaches tile_min_score (a NaN score does not)."""
+        typical: np.ndarray = np.asarray(tile_scores, float) >= self.tile_min_score
+        return typical
+
     def in_distribution_share(self, tile_scores: np.ndarray) -> float:
         """Share of a slide's tiles whose score reaches tile_min_score."""
-        scores = np.asarray(tile_scores, float)
-        return float((scores >= self.tile_min_score).mean()) if scores.size else 0.0
+        typical = self.in_distribution(tile_scores)
+        return float(typical.mean()) if typical.size else 0.0
 
     def supported(self, share: float) -> bool:
         """Whether a slide with this in-distribution share gets an MSI/MSS label."""

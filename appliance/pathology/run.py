@@ -163,26 +163,44 @@ class SlideRunner:
                              method=self.options.score, threshold=self.threshold,
                              labels=self.model.info.labels)
         if self.options.pictures:
-            title = (f"{base.slide}: {slide.label}, score {slide.score:.2f} "
-                     f"({self.options.score}; threshold {self.threshold:.2f}), "
-                     f"{slide.tile_count} tiles")
-            self._draw(prepared, scored, probability, decisive, name=base.slide, title=title)
+            titles = picture_titles(slide, self.options.score, self.threshold)
+            unlike = unlike_tiles(typical, self.model.info.guard)
+            self._draw(prepared, scored, probability, decisive, name=base.slide,
+                       titles=titles, unlike=unlike)
         return slide
 
     def _draw(
         self, prepared: PreparedSlide, tiles: list[Tile], probability: np.ndarray,
-        decisive: DecisiveTiles, *, name: str, title: str,
+        decisive: DecisiveTiles, *, name: str, titles: tuple[str, str],
+        unlike: np.ndarray | None,
     ) -> None:
         slide = prepared.slide
         factor = math.ceil(1 / heatmap_scale(slide.size_px))
         thumb = slide.thumbnail(slide.um_per_px * factor)
         scale = thumb.shape[1] / slide.size_px[0]
         write_png(inside(self.out_dir, HEATMAPS, f"{name}.png"),
-                  tile_heatmap(thumb, scale, tiles, probability, title))
+                  tile_heatmap(thumb, scale, tiles, probability, titles[0], unlike=unlike))
         if decisive.pixels:
             panel = cam_panel(np.stack(decisive.pixels), np.stack(decisive.cams),
-                              np.array(decisive.probability), f"{name}: the most decisive tiles")
+                              np.array(decisive.probability), titles[1])
             write_png(inside(self.out_dir, CAMS, f"{name}.png"), panel)
+
+
+def picture_titles(result: SlideResult, method: str, threshold: float) -> tuple[str, str]:
+    """The heatmap's and the CAM panel's titles. An unsupported slide's heatmap names why and
+    no score, as its summary line does: a score there reads as the answer the label withholds."""
+    if result.reason:
+        return (f"{result.slide}: {result.label}, {result.in_distribution_share:.0%} of "
+                f"{result.tile_count} tiles like the model's training data",
+                f"{result.slide}: {result.label}; decisive tiles, for audit only")
+    return (f"{result.slide}: {result.label}, score {result.score:.2f} ({method}; threshold "
+            f"{threshold:.2f}), {result.tile_count} tiles",
+            f"{result.slide}: the most decisive tiles")
+
+
+def unlike_tiles(in_distribution: np.ndarray, guard: DistributionGuard | None) -> np.ndarray | None:
+    """Per tile, whether it is unlike the model's training data (None without a guard)."""
+    return None if guard is None else ~guard.in_distribution(in_distribution)
 
 
 def inside(out_dir: Path, *parts: str) -> Path:

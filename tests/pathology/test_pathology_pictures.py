@@ -3,12 +3,19 @@ where the tissue does; heatmaps with a title line and a legend with ticks."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from appliance.cli import main
 from appliance.pathology.heatmap import CAM_TILE_PX, cam_panel, tile_heatmap
 from appliance.pathology.model import TileModel
+from appliance.pathology.ood import UNSUPPORTED
+from appliance.pathology.run import SlideResult, picture_titles
 from appliance.pathology.tiles import Tile
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
+from tests.pathology_helpers import results_rows
 
 TITLE_PX, CAPTION_PX, GAP_PX = 34, 24, 8
 
@@ -85,3 +92,41 @@ def test_a_slide_named_in_japanese_gets_its_own_letters_in_the_title() -> None:
     long_name = title("スライド" * 500)  # cut to the width, inside the picture
     assert (long_name.min(axis=2) < 100).sum() > 100
     assert not (long_name[:, -4:] < 200).any()
+
+
+def test_a_tile_unlike_the_training_data_is_striped_grey_not_coloured() -> None:
+    thumbnail = np.full((200, 300, 3), 235, np.uint8)
+    tiles = [Tile(0, 0, 0, 0, 100, 1.0), Tile(0, 1, 100, 0, 100, 1.0)]
+    plain = tile_heatmap(thumbnail, 1.0, tiles, np.array([0.95, 0.95]), "slide")
+    picture = tile_heatmap(thumbnail, 1.0, tiles, np.array([0.95, 0.95]), "slide",
+                           unlike=np.array([False, True]))
+    known = picture[TITLE_PX : TITLE_PX + 100, :100].astype(int)
+    unknown = picture[TITLE_PX : TITLE_PX + 100, 100:200].astype(int)
+    assert _redness(known) > 60  # p(MSI) 0.95: red
+    assert abs(_redness(unknown)) < 2  # no p(MSI) colour at all
+    assert unknown.std() > 20  # but striped, not left as bare tissue
+    assert picture.shape[0] == plain.shape[0] + 28  # a note under the legend says what it means
+    assert (picture[-28:].min(axis=2) < 100).sum() > 100
+
+
+def test_an_unsupported_slide_shows_no_msi_colour_and_no_score(tmp_path: Path) -> None:
+    """Noise is scored p(MSI) near 1 and is unlike the training data: its heatmap used to be
+    red all over under the title 'unsupported, score 1.00'."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    noise = np.random.default_rng(5).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noise.png")
+    out = tmp_path / "out"
+    main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1.0"])
+    row = results_rows(out)["noise"]
+    assert row["label"] == UNSUPPORTED
+    assert float(row["score"]) > 0.9
+    heatmap = np.asarray(Image.open(out / "heatmaps" / "noise.png").convert("RGB")).astype(int)
+    slide_part = heatmap[TITLE_PX : TITLE_PX + 100, :100]  # its thumbnail is 128 px (4 µm/px)
+    assert abs(_redness(slide_part)) < 5  # noise and grey stripes alike: as red as blue
+    result = SlideResult("noise", "", "", "noise.png", tile_count=4, score=0.99,
+                         label=UNSUPPORTED, in_distribution_share=0.0, reason="unlike")
+    heatmap_title, cam_title = picture_titles(result, "mean", 0.49)
+    assert "score" not in heatmap_title
+    assert "0% of 4 tiles" in heatmap_title
+    assert "for audit only" in cam_title
