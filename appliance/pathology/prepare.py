@@ -22,7 +22,14 @@ from appliance.pathology.stain import (
     normalize_stain,
     stain_concentrations,
 )
-from appliance.pathology.tiles import Tile, TissueMask, read_tiles, slide_tissue_mask, tile_grid
+from appliance.pathology.tiles import (
+    Tile,
+    TissueMask,
+    colourless,
+    read_tiles,
+    slide_tissue_mask,
+    tile_grid,
+)
 
 # A tile counts as a candidate tumour tile when at least this share of its pixels carries nuclear
 # hematoxylin (concentration above TUMOUR_HEMATOXYLIN in reference units): tumour sheets and
@@ -72,15 +79,22 @@ def prepare_slide(path: Path, um_per_px: float, settings: TileSettings,
         mask = slide_tissue_mask(slide)
         tiles = tile_grid(slide, mask, settings.tile_um, settings.min_tissue_fraction)
         if not tiles:
-            raise SlideError(
-                f"{path}: no tissue tile (tissue covers {mask.tissue_fraction:.1%} of the slide; "
-                f"a tile needs {settings.min_tissue_fraction:.0%}); is it blank or overexposed?"
-            )
+            raise SlideError(f"{path}: {_no_tissue_problem(slide, mask, settings)}")
         stain = _fit_slide_stains(slide, mask) if settings.normalize else None
     except Exception:
         slide.close()
         raise
     return PreparedSlide(slide, mask, tiles, stain)
+
+
+def _no_tissue_problem(slide: Slide, mask: TissueMask, settings: TileSettings) -> str:
+    """Why no tile holds tissue: a grey image (before, it was asked whether it was blank or
+    overexposed), or too little stained tissue."""
+    if colourless(slide):
+        return ("no tissue tile: the image has no colour (a greyscale scan or export), and "
+                "tissue is found by its stain's colour; score a colour (RGB) scan of the slide")
+    return (f"no tissue tile (tissue covers {mask.tissue_fraction:.1%} of the slide; a tile "
+            f"needs {settings.min_tissue_fraction:.0%}); is it blank or overexposed?")
 
 
 def _fit_slide_stains(slide: Slide, mask: TissueMask) -> StainModel:

@@ -27,6 +27,7 @@ SATURATION_CEILING = 25
 CLOSE_UM = 16.0
 MAX_HOLE_UM2 = 20_000.0
 MIN_TISSUE_FOR_EDGE_FILL = 0.1
+GREY_DETAIL_LEVELS = 16  # grey levels between a slide's darkest and brightest 1 %: not blank
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,26 @@ def _fill_small_holes(mask: np.ndarray, max_hole_px: float) -> np.ndarray:
 
 def slide_tissue_mask(slide: Slide) -> TissueMask:
     """Tissue map of a slide, from a thumbnail at about MASK_UM_PER_PX (at most 16 Mpx)."""
-    width, height = slide.size_px
-    factor = math.ceil(math.sqrt(width * height / MAX_MASK_PIXELS))
-    thumb = slide.thumbnail(max(MASK_UM_PER_PX, slide.um_per_px * factor))
+    thumb = _mask_thumbnail(slide)
     thumb_um_per_px = slide.um_per_px * slide.size_px[0] / thumb.shape[1]
     return tissue_mask(thumb, thumb_um_per_px)
+
+
+def _mask_thumbnail(slide: Slide) -> np.ndarray:
+    width, height = slide.size_px
+    factor = math.ceil(math.sqrt(width * height / MAX_MASK_PIXELS))
+    return slide.thumbnail(max(MASK_UM_PER_PX, slide.um_per_px * factor))
+
+
+def colourless(slide: Slide) -> bool:
+    """Whether the slide shows detail but no colour, as a greyscale scan or export does: the
+    mask finds tissue by its stain's saturation, so such a slide has no tissue for it, though
+    it is neither blank nor overexposed."""
+    hsv = cv2.cvtColor(_mask_thumbnail(slide), cv2.COLOR_RGB2HSV)
+    saturation = cv2.medianBlur(hsv[..., 1], 5)
+    darkest, brightest = np.percentile(hsv[..., 2], [1, 99])
+    return (float(np.percentile(saturation, 99)) <= SATURATION_FLOOR
+            and brightest - darkest >= GREY_DETAIL_LEVELS)
 
 
 def tile_grid(

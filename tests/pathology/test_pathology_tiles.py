@@ -70,6 +70,26 @@ def test_blank_slide_is_refused_with_a_reason(tmp_path: Path) -> None:
         prepare_slide(path, 1.0, TileSettings(tile_px=64, tile_um=128.0))
 
 
+def test_a_grey_slide_is_refused_as_grey_not_as_blank(tmp_path: Path) -> None:
+    """A greyscale export of a tissue slide (PNG mode L, 16-bit grey TIFF, or grey saved as
+    RGB) has no colour for the tissue mask: it used to be asked whether it was blank or
+    overexposed."""
+    settings = TileSettings(tile_px=64, tile_um=128.0)
+    tissue = _half_tissue()
+    grey = np.asarray(Image.fromarray(tissue).convert("L"))
+    paths = [_save(tmp_path, grey, "mode_l.png"),
+             _save(tmp_path, np.repeat(grey[..., None], 3, axis=2), "grey_rgb.png")]
+    tifffile.imwrite(tmp_path / "grey16.tif", grey.astype(np.uint16) * 257)
+    for path in [*paths, tmp_path / "grey16.tif"]:
+        with pytest.raises(SlideError, match=rf"{path.name}: no tissue tile: the image has "
+                           r"no colour \(a greyscale scan or export\)"):
+            prepare_slide(path, 1.0, settings)
+    assert prepare_slide(_save(tmp_path, tissue, "colour.png"), 1.0, settings).tiles
+    with pytest.raises(SlideError, match="blank or overexposed"):  # no detail: still blank
+        prepare_slide(_save(tmp_path, np.zeros((600, 600), np.uint8), "black.png"), 1.0,
+                      settings)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"", "empty file"), (b"hello world, not a picture", "not a JPEG"),
