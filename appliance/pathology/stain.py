@@ -18,6 +18,7 @@ TRANSPARENT_OD = 0.15
 ANGLE_PERCENTILE = 1.0
 MIN_STAINED_PIXELS = 500
 MAX_FIT_PIXELS = 200_000
+CHANNEL_NAMES = ("red", "green", "blue")
 # Reference H (column 0) and E (column 1) OD vectors and 99th-percentile concentrations,
 # the values most Macenko implementations ship (from Macenko's reference slide).
 REFERENCE_STAIN_OD = np.array([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])
@@ -58,10 +59,7 @@ def fit_stain_model(rgb: np.ndarray, seed: int = 0) -> StainModel:
     od = optical_density(rgb).reshape(-1, 3)
     stained = od[(od > TRANSPARENT_OD).all(axis=1)]
     if len(stained) < MIN_STAINED_PIXELS:
-        raise StainError(
-            f"only {len(stained)} stained pixels (need {MIN_STAINED_PIXELS}); "
-            "the image is background or too pale to normalise"
-        )
+        raise StainError(_too_few_stained(od, len(stained)))
     if len(stained) > MAX_FIT_PIXELS:
         rows = np.random.default_rng(seed).choice(len(stained), MAX_FIT_PIXELS, replace=False)
         stained = stained[rows]
@@ -69,6 +67,21 @@ def fit_stain_model(rgb: np.ndarray, seed: int = 0) -> StainModel:
     concentration = _concentrations(stained, stain_od)
     max_concentration = np.percentile(concentration, 99, axis=1)
     return StainModel(stain_od, np.maximum(max_concentration, 1e-6))
+
+
+def _too_few_stained(od: np.ndarray, stained: int) -> str:
+    """Why too few pixels are stained: too little colour, or colour that one channel passes
+    (a tile whose blue is clipped at 255 is vivid purple, not pale, yet no pixel of it
+    absorbs blue light, which every mix of hematoxylin and eosin does)."""
+    found = f"only {stained} stained pixels (need {MIN_STAINED_PIXELS})"
+    coloured = od[(od > TRANSPARENT_OD).any(axis=1)]
+    if len(coloured) < MIN_STAINED_PIXELS:
+        return f"{found}; the image is background or too pale to normalise"
+    passed = (coloured <= TRANSPARENT_OD).mean(axis=0)
+    channel = int(np.argmax(passed))
+    return (f"{found}: {passed[channel]:.0%} of its {len(coloured)} coloured pixels pass "
+            f"{CHANNEL_NAMES[channel]} light through (optical density under {TRANSPARENT_OD}), "
+            "which H&E stains absorb; its colours are clipped or not those of H&E")
 
 
 def _stain_vectors(stained_od: np.ndarray) -> np.ndarray:

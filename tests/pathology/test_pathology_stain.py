@@ -53,6 +53,19 @@ def test_blank_image_cannot_be_normalised() -> None:
         fit_stain_model(np.full((64, 64, 3), 238, np.uint8))
 
 
+def test_vivid_colour_one_channel_passes_is_named_not_called_pale() -> None:
+    """Three real debris tiles are vivid purple with blue at 255: they failed as "background
+    or too pale to normalise"."""
+    rng = np.random.default_rng(4)
+    purple = np.stack([rng.integers(100, 200, (64, 64)), rng.integers(5, 80, (64, 64)),
+                       np.full((64, 64), 254)], axis=2).astype(np.uint8)
+    with pytest.raises(StainError, match=r"100% of its 4096 coloured pixels pass blue light "
+                       r"through .*clipped or not those of H&E"):
+        fit_stain_model(purple)
+    with pytest.raises(StainError, match="too pale"):  # a pale image is still called pale
+        fit_stain_model(np.full((64, 64, 3), 238, np.uint8))
+
+
 def _real_tissue_tiles() -> list[tuple[str, np.ndarray]]:
     # Debris (DEB) tiles are mostly saturated necrosis and dye; the others are ordinary tissue.
     paths = sorted(p for p in REAL_TILES.glob("*/*.png") if p.parent.name != "DEB")
