@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from appliance.logsafe import escape_controls
 from appliance.pathology.names import one_form, spellings
 from appliance.pathology.run import SlideJob
 from appliance.pathology.slides import SLIDE_SUFFIXES, find_slides
@@ -199,7 +200,9 @@ def jobs_from_folder(
     those inside the ``skipped`` folders: a run's pictures)."""
     labels = folder / LABELS_FILE
     if labels.exists() or labels.is_symlink():  # one that is no file is refused, not passed over
-        return [_job(folder, row, um_per_px) for row in read_labels(labels)]
+        rows = read_labels(labels)
+        _say_where_labels_win(labels, rows, um_per_px)
+        return [_job(folder, row, um_per_px) for row in rows]
     listing = find_slides(folder, skipped)
     resolution = _resolution(None, um_per_px)
     jobs = [SlideJob(path, resolution, path.stem) for path in listing.files]
@@ -208,6 +211,21 @@ def jobs_from_folder(
         jobs.append(SlideJob(path, resolution, path.stem,
                              refused=f"{path}: {problem}; skipped, not opened"))
     return jobs
+
+
+def _say_where_labels_win(labels: Path, rows: Sequence[LabelRow], um_per_px: float | None) -> None:
+    """Warn when --um-per-px was given but labels.csv's own um_per_px wins for some slides:
+    the slides are then scored at a scale the person did not ask for, without a word (a
+    resolution off by 1.25x already lets the demo model label slides wrongly)."""
+    overridden = [row for row in rows if um_per_px is not None
+                  and row.um_per_px is not None and row.um_per_px != um_per_px]
+    if overridden:
+        first = overridden[0]
+        log.warning("%s: its um_per_px column wins over --um-per-px %g for %d of %d slides "
+                    "(%s at %g µm/px%s); --um-per-px applies only to rows without one",
+                    labels, um_per_px, len(overridden), len(rows),
+                    escape_controls(first.slide), first.um_per_px,
+                    ", ..." if len(overridden) > 1 else "")
 
 
 def _resolution(from_labels: float | None, from_option: float | None) -> float:

@@ -494,3 +494,30 @@ def test_a_labels_row_finds_its_image_named_as_it_writes_it_where_nfc_changes_th
     out = tmp_path / "out"
     assert main(["pathology", "run", str(folder), "--out", str(out), "--no-pictures"]) == 0
     assert results_rows(out)["\u00c5-\u8c48"]["path"] == str(folder / f"{written}.jpg")
+
+
+def test_um_per_px_that_labels_csv_overrides_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """labels.csv's um_per_px wins over --um-per-px, as documented, but it did so without a
+    word: a person who passed --um-per-px 0.7 for slides listed at 1.0 never learnt that their
+    option was not used."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "labels.csv").write_text("slide,patient,label,material,um_per_px\n"
+                                       "S1,P1,MSI,biopsy,1.0\nS2,P2,MSS,biopsy,\n"
+                                       "S3,P3,MSS,biopsy,0.5\n")
+    jobs = jobs_from_folder(folder, 0.7)
+    assert [job.um_per_px for job in jobs] == [1.0, 0.7, 0.5]
+    assert (f"{folder / 'labels.csv'}: its um_per_px column wins over --um-per-px 0.7 for 2 of "
+            "3 slides (S1 at 1 µm/px, ...); --um-per-px applies only to rows without one"
+            ) in caplog.text
+    caplog.clear()
+    jobs_from_folder(folder, None)
+    jobs_from_folder(folder, 1.0)  # S3 differs: said again
+    assert caplog.text.count("wins over --um-per-px") == 1
+    (folder / "labels.csv").write_text("slide,patient,label,material,um_per_px\n"
+                                       "S1,P1,MSI,biopsy,1.0\n")
+    caplog.clear()
+    jobs_from_folder(folder, 1.0)  # the same scale: nothing to say
+    assert "wins over" not in caplog.text
