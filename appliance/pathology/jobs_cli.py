@@ -278,15 +278,22 @@ def describe_state(state: dict[str, Any]) -> str:
 
 
 def _verdict(row: dict[str, Any]) -> str:
-    """A scored slide as `pathology run` prints it: the label, the score to 3 decimals, the
-    tiles (and why, for an unsupported one); what no server would send is shown as it came."""
-    score, tiles = row.get("score"), row.get("tile_count")
-    number = isinstance(score, int | float) and not isinstance(score, bool)
-    shown = f"{score:.3f}" if number else score
-    details = [str(row["reason"])] if row.get("reason") else []
-    if isinstance(tiles, int) and not isinstance(tiles, bool):
-        details.append(f"{tiles} tiles")
-    return f"{row.get('label')} score {shown}" + (f" ({', '.join(details)})" if details else "")
+    """A scored slide as `pathology run` prints it: the label, the score to 3 decimals and the
+    tiles; an unsupported one with why and its share of tiles in distribution, not its score
+    (the answer its label withholds); what no server would send is shown as it came."""
+    score, tiles, share = row.get("score"), row.get("tile_count"), row.get("in_distribution_share")
+    shown = f"{score:.3f}" if _is_number(score) else score
+    counted = isinstance(tiles, int) and not isinstance(tiles, bool)
+    if row.get("reason"):
+        if counted and _is_number(share):
+            return (f"{row.get('label')} ({row['reason']}: {share:.0%} of {tiles} tiles in "
+                    "distribution)")
+        return f"{row.get('label')} ({row['reason']})"
+    return f"{row.get('label')} score {shown}" + (f" ({tiles} tiles)" if counted else "")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _list(args: argparse.Namespace) -> int:

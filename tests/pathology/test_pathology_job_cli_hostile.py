@@ -171,18 +171,23 @@ def test_job_list_shows_a_job_whose_results_were_cut_in_one_line(
 
 def test_job_submit_wait_shows_each_slide_as_pathology_run_does() -> None:
     """`job submit --wait` printed the score as the JSON had it ('MSS score
-    0.34761406533332084'), where `pathology run` prints 'MSS score 0.348 (... 127 tiles)'."""
-    state = {"job_id": "j", "state": "done", "slides_total": 4, "slides_done": 4, "results": [
+    0.34761406533332084'), where `pathology run` prints 'MSS score 0.348 (... 127 tiles)'; and
+    an unsupported slide with its score ('unsupported score 1.000'), the answer its label
+    withholds, where `pathology run` gives its share of tiles in distribution instead."""
+    reason = "tissue unlike the model's training data"
+    state = {"job_id": "j", "state": "done", "slides_total": 5, "slides_done": 5, "results": [
         {"slide": "a", "label": "MSS", "score": 0.34761406533332084, "tile_count": 127},
-        {"slide": "u", "label": "unsupported", "score": 0.5, "tile_count": 12,
-         "reason": "tissue unlike the model's training data"},
+        {"slide": "u", "label": "unsupported", "score": 0.99, "tile_count": 12,
+         "in_distribution_share": 0.25, "reason": reason},
+        {"slide": "v", "label": "unsupported", "score": 0.99, "reason": reason},
         {"slide": "e", "error": "e.jpg: slide file not found"},
         {"slide": "odd", "label": "MSI", "score": "high", "tile_count": True},
     ]}
     assert jobs_cli.describe_state(state).splitlines() == [
-        "j done 4/4 slides",
+        "j done 5/5 slides",
         "  a: MSS score 0.348 (127 tiles)",
-        "  u: unsupported score 0.500 (tissue unlike the model's training data, 12 tiles)",
+        f"  u: unsupported ({reason}: 25% of 12 tiles in distribution)",
+        f"  v: unsupported ({reason})",
         "  e: e.jpg: slide file not found",
         "  odd: MSI score high",
     ]
