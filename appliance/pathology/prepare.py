@@ -37,6 +37,8 @@ from appliance.pathology.tiles import (
 TUMOUR_HEMATOXYLIN = 0.9
 STAIN_FIT_PIXELS = 1_000_000
 TUMOUR_NUCLEAR_SHARE = 0.07
+# Tissue on at least this share of a slide is there, only too sparse for a tile: not blank
+SPARSE_TISSUE_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,15 @@ def prepare_slide(path: Path, um_per_px: float, settings: TileSettings,
 
 
 def _no_tissue_problem(slide: Slide, mask: TissueMask, settings: TileSettings) -> str:
-    """Why no tile holds tissue: a grey image (before, it was asked whether it was blank or
-    overexposed), or too little stained tissue."""
+    """Why no tile holds tissue: a grey image, or tissue too sparse for a tile (before, both
+    were asked whether they were blank or overexposed), or too little stained tissue."""
     if colourless(slide):
         return ("no tissue tile: the image has no colour (a greyscale scan or export), and "
                 "tissue is found by its stain's colour; score a colour (RGB) scan of the slide")
+    if mask.tissue_fraction >= SPARSE_TISSUE_FRACTION:
+        return (f"no tissue tile: tissue covers {mask.tissue_fraction:.1%} of the slide, but no "
+                f"{settings.tile_um:g} µm tile is {settings.min_tissue_fraction:.0%} tissue "
+                "(sparse tissue: fat, or scattered fragments)")
     return (f"no tissue tile (tissue covers {mask.tissue_fraction:.1%} of the slide; a tile "
             f"needs {settings.min_tissue_fraction:.0%}); is it blank or overexposed?")
 

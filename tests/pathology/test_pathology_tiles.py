@@ -90,6 +90,18 @@ def test_a_grey_slide_is_refused_as_grey_not_as_blank(tmp_path: Path) -> None:
                       settings)
 
 
+def test_sparse_tissue_is_said_to_be_sparse_not_blank(tmp_path: Path) -> None:
+    """Pink fragments scattered over glass (16 % tissue, as a slide of fat is): no 128 µm tile
+    is half tissue, and the slide was asked whether it was blank or overexposed."""
+    image = np.full((1024, 1024, 3), 236, np.uint8)
+    for top in range(30, 1024, 100):
+        for left in range(30, 1024, 100):
+            image[top : top + 40, left : left + 40] = PINK
+    with pytest.raises(SlideError, match=r"no tissue tile: tissue covers 1\d\.\d% of the slide, "
+                       r"but no 128 µm tile is 50% tissue \(sparse tissue"):
+        prepare_slide(_save(tmp_path, image), 1.0, TileSettings(tile_px=64, tile_um=128.0))
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"", "empty file"), (b"hello world, not a picture", "not a JPEG"),
