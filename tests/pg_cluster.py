@@ -6,6 +6,8 @@ temporary folder, on a free port of 127.0.0.1 (its unix socket in that folder), 
 PostgreSQL refuses to run as root, so under root its programs run as the ``postgres`` user,
 whose folder the cluster's is. ``fsync`` is off: the tests kill the server, never the machine,
 and a killed server's commits are in the kernel's page cache whatever fsync says.
+``HeldCall`` holds one store call at its start while a test stops the server, so that the
+call meets the restart in flight at a known point rather than by luck.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import pytest
 
 from appliance.edge.testing import wait_until
 from appliance.transport.broker import free_port
@@ -158,6 +163,51 @@ class PgCluster:
             self._server.kill()
             self._server.wait(START_WITHIN_S)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class HeldCall:
+    """A store's ``name`` call (a method of ``store_class``) held at its start once ``armed``,
+    the first time after, until ``go``: the test stops the PostgreSQL server meanwhile, so the
+    call meets the restart in flight, deterministically; ``failed`` holds what the held call
+    raised, ``reconnects_failed`` counts the store's reconnects that found the server away."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store_class: type[Any],
+                 name: str) -> None:
+        self.armed, self.held, self.go = threading.Event(), threading.Event(), threading.Event()
+        self.failed: list[BaseException] = []
+        self.reconnects_failed = 0
+        original, reconnect = getattr(store_class, name), store_class.reconnect
+
+        def held_call(store: Any, *args: Any, **kwargs: Any) -> Any:
+            if not self.armed.is_set() or self.held.is_set():
+                return original(store, *args, **kwargs)
+            self.held.set()
+            self.go.wait(60)
+            try:
+                return original(store, *args, **kwargs)
+            except Exception as exc:
+                self.failed.append(exc)
+                raise
+
+        def counted_reconnect(store: Any) -> None:
+            try:
+                reconnect(store)
+            except Exception:
+                self.reconnects_failed += 1
+                raise
+
+        monkeypatch.setattr(store_class, name, held_call)
+        monkeypatch.setattr(store_class, "reconnect", counted_reconnect)
+
+    def restart_under_it(self, cluster: PgCluster) -> None:
+        """Arm, wait until the call is held, stop the server, let the call go on, and start
+        the server once the call has failed and a reconnect has found the server away."""
+        self.armed.set()
+        assert self.held.wait(60)
+        cluster.stop("fast")
+        self.go.set()
+        assert wait_until(lambda: self.failed and self.reconnects_failed, 30)
+        cluster.start()
 
 
 def _as_postgres(argv: list[str]) -> list[str]:

@@ -220,13 +220,15 @@ class BatchWriter(threading.Thread):
         """One try at committing ``batch``. Where the server had closed the connection since
         the last batch while no outage was said (a maintenance restart, a crash, an idle
         timeout while no kiosk sent anything), the batch is committed again at once on a new
-        connection (Store.reopened_after_close, said at INFO): that is no outage, nothing
-        waited on it. The new try is safe whatever the first did: nothing is acknowledged
-        before a commit, and a result committed twice is stored once."""
+        connection (Store.reopened_after_close, said at INFO; a server still restarting is
+        waited for, for seconds): that is no outage, nothing waited on it longer. The new try
+        is safe whatever the first did: nothing is acknowledged before a commit, and a result
+        committed twice is stored once."""
         try:
             return self._write_once(batch)
         except Exception as exc:
-            if self._outage.ongoing or not self._store.reopened_after_close(exc):
+            if self._outage.ongoing or \
+                    not self._store.reopened_after_close(exc, self.stop_event):
                 raise
         return self._write_once(batch)
 

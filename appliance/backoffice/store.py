@@ -21,6 +21,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
@@ -49,7 +50,12 @@ from appliance.backoffice.sqlitefile import (
 from appliance.backoffice.store_reads import StoreReads
 from appliance.backoffice.store_schema import SchemaVersions, schema_problem
 from appliance.backoffice.store_writes import Batch, IngestWrites
-from appliance.backoffice.storeerrors import CONNECTION_LOST_ERRORS, StoreError, explained
+from appliance.backoffice.storeerrors import (
+    CONNECTION_LOST_ERRORS,
+    StoreError,
+    cause_of,
+    explained,
+)
 from appliance.backoffice.storeurl import (
     POSTGRES_SCHEMES,
     masked_url,
@@ -81,6 +87,13 @@ SET_UP_WITHIN_S = CONNECT_TIMEOUT_S
 # A URL that sets its own connect_timeout gives the check that, as the set-up (0 or less: no
 # bound); before, the check waited 10 s whatever the URL said.
 ANSWER_WITHIN_S = CONNECT_TIMEOUT_S
+# how long a call that met a connection the server had closed waits for the server to take a
+# new one: a maintenance restart (a fast shutdown, then the start) or a crash and its recovery
+# keeps a server away for a second or two, and a call that met it in flight (the pathology
+# server's housekeeping touches the store every 0.5 s) said an outage, ERROR and then "answers
+# again", where nothing waited longer than the restart. Longer away, it is the outage as before.
+RESTART_WAIT_S = 10.0
+RESTART_POLL_S = 0.2  # between two tries of the reconnect while the server is away
 
 
 class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, RetentionWrites,
@@ -135,22 +148,44 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, Retentio
         return (self.postgres and bool(self._conn.closed)
                 and isinstance(error, CONNECTION_LOST_ERRORS) and not was_cut(error))
 
-    def reopened_after_close(self, error: BaseException) -> bool:
+    def reopened_after_close(self, error: BaseException,
+                             abandon: threading.Event | None = None) -> bool:
         """Whether the call that failed with ``error`` may be made again at once on a new
         connection: the server had closed the one it was made on (``closed_by_server``) and a
         new one is open now, said at INFO (no outage: a restart between two calls, as a
-        maintenance restart of a server used now and then is, delays nothing). False: the
-        error stands (the server is still away, or the call failed for another reason)."""
+        maintenance restart of a server used now and then is, delays nothing). A server that
+        is still away (its restart not done) is waited for up to RESTART_WAIT_S, or until
+        ``abandon`` is set: a call that met the restart itself is then no outage either.
+        False: the error stands (the server stayed away, or the call failed for another
+        reason)."""
         if not self.closed_by_server(error):
             return False
-        try:
-            self.reconnect()
-        except StoreError as exc:
-            log.debug("store reconnect failed: %s", exc)
+        began_s = time.monotonic()
+        if (failed := self._reconnect_within(RESTART_WAIT_S, abandon)) is not None:
+            log.debug("store reconnect failed: %s", failed)
             return False
-        log.info("the %s had closed the connection (%s); reconnected", store_name(self.url),
-                 explained(error))
+        waited_s = time.monotonic() - began_s
+        log.info("the %s had closed the connection (%s); reconnected%s", store_name(self.url),
+                 explained(error), f", back {waited_s:.1f} s later" if waited_s >= 0.1 else "")
         return True
+
+    def _reconnect_within(self, seconds: float, abandon: threading.Event | None
+                          ) -> StoreError | None:
+        """Reconnect, trying again every RESTART_POLL_S for ``seconds`` while the server is
+        away (refused, shutting down, starting up); None once connected, else the last
+        failure (the server stayed away, ``abandon`` was set, or it failed for another
+        cause)."""
+        deadline_s = time.monotonic() + seconds
+        pause = abandon if abandon is not None else threading.Event()
+        while True:
+            try:
+                self.reconnect()
+            except StoreError as exc:
+                if cause_of(exc) != "server away" or time.monotonic() >= deadline_s or \
+                        pause.wait(RESTART_POLL_S):
+                    return exc
+                continue
+            return None
 
     def _connect_sqlite(self) -> sqlite3.Connection:
         path = Path(self.url.removeprefix("sqlite:///"))

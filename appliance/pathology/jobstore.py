@@ -127,6 +127,11 @@ class PathologyStore(Store):
         """Whether the server stops: a call that failed now failed for that, not an outage."""
         return self.stop is not None and self.stop.is_set()
 
+    def reopened_after_close(self, error: BaseException,
+                             abandon: threading.Event | None = None) -> bool:
+        """Store.reopened_after_close, its wait for a restarting server cut by the stop."""
+        return super().reopened_after_close(error, abandon or self.stop)
+
     @contextmanager
     def _transaction(self, lock_wait_ms: int | None = None) -> Iterator[Any]:
         with self._answered(), super()._transaction(lock_wait_ms) as cur:

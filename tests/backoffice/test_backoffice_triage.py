@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import sqlite3
+import threading
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -82,7 +83,8 @@ class _FlakyStore:
     def reconnect(self) -> None:
         self.reconnects += 1
 
-    def reopened_after_close(self, error: BaseException) -> bool:
+    def reopened_after_close(self, error: BaseException,
+                             abandon: threading.Event | None = None) -> bool:
         return False  # a lock, not a connection the server closed
 
     def answering_within(self, seconds: float) -> AbstractContextManager[None]:

@@ -24,10 +24,10 @@ from appliance.config import Config, config_from_mapping
 from appliance.edge.testing import wait_until
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import JOB_SCHEMA, request_topic
-from appliance.pathology.jobstore import open_pathology_store
+from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
 from appliance.synthetic.he import SlideSpec, render_slide
-from tests.pg_cluster import PgCluster
+from tests.pg_cluster import HeldCall, PgCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.broker]
 REPO = Path(__file__).resolve().parents[2]
@@ -244,3 +244,54 @@ def test_connections_closed_by_postgresql_while_the_server_idles_are_made_again_
     assert len(reopened) == 2, reopened
     assert all("had closed the connection (terminating connection due to administrator "
                "command); reconnected" in text for text in reopened), reopened
+
+
+def _loud(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
+    """Every line at WARNING and above, whoever said it."""
+    return [(r.name, r.levelname, r.getMessage()) for r in caplog.records
+            if r.levelno >= logging.WARNING]
+
+
+def _reopened(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "appliance.backoffice.store"
+            and "had closed the connection" in r.getMessage()]
+
+
+def test_a_restart_that_lands_in_the_housekeepings_store_call_is_one_quiet_reconnect(
+    serving: tuple[Config, GatedBackend], pg_cluster: PgCluster,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The housekeeping (every 0.5 s) renews its leases while PostgreSQL restarts: its call
+    fails, and the server is still away when it tries a new connection. The restart is waited
+    out and the round run again, said at INFO; before, an ERROR "a read or write failed" and
+    a WARNING "answers again" at every restart of the store under an idle server."""
+    config, backend = serving
+    backend.flowing.set()
+    caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
+    HeldCall(monkeypatch, PathologyStore, "renew").restart_under_it(pg_cluster)
+    _submit(config, "job-1")
+    assert wait_until(lambda: _job(config.store.url, "job-1") == ("done", 2, 2), 60), \
+        _loud(caplog)
+    assert _loud(caplog) == []
+    assert len(_reopened(caplog)) == 2, _reopened(caplog)  # the loop's, the finisher's
+
+
+def test_a_restart_that_lands_in_a_slide_store_is_one_quiet_reconnect_and_one_slide_row(
+    serving: tuple[Config, GatedBackend], pg_cluster: PgCluster,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The slide finisher stores a slide's result while PostgreSQL restarts: it waits for the
+    server and stores it once, said at INFO (before: its outage, ERROR then WARNING)."""
+    config, backend = serving
+    url = config.store.url
+    held = HeldCall(monkeypatch, PathologyStore, "store_slide")
+    caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
+    _submit(config, "job-1")
+    assert wait_until(lambda: _job(url, "job-1")[0] == "running", 60)
+    held.armed.set()
+    backend.flowing.set()
+    held.restart_under_it(pg_cluster)
+    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _loud(caplog)
+    assert _loud(caplog) == []
+    assert len(_reopened(caplog)) == 2, _reopened(caplog)  # the finisher's, the loop's
+
