@@ -49,6 +49,8 @@ class JobRun:
     ending: tuple[str, str] | None = None
     # the request's bytes as last read and found to be this job's (a rescan sends them again)
     payload: bytes = b""
+    # stored running and published (server._begin); until then each housekeeping round tries
+    begun: bool = False
     todo: deque[int] = field(init=False)
 
     def __post_init__(self) -> None:

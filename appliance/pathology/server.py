@@ -307,14 +307,24 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             log.debug("job %s is stored, run by %s", job_id, job and job["owner"])
 
     def _start(self, request: JobRequest, stored: set[int], payload: bytes = b"") -> None:
-        """Run a job here (``payload``: its request's bytes as read, when they are known)."""
+        """Run a job here (``payload``: its request's bytes as read, when they are known): kept
+        among the runs, then begun; where the store fails in between (a restart met in
+        flight), the next housekeeping round begins it (before, it stayed queued in the store,
+        and one with every slide stored already was never ended)."""
         run = JobRun(request, stored, payload=payload)
         self.runs[request.job_id] = run
-        self._publish(request.job_id, "queued", slides_total=len(request.slides))
-        self.store.set_running(request.job_id, self.server_id)
+        self._begin(run)
+
+    def _begin(self, run: JobRun) -> None:
+        """Publish the job queued, store it running, and end it where every slide is stored
+        already; ``run.begun`` once all of that is done."""
+        job_id = run.request.job_id
+        self._publish(job_id, "queued", slides_total=len(run.request.slides))
+        self.store.set_running(job_id, self.server_id)
         self._progress(run)
         if run.complete:
             self._finish(run, "done")
+        run.begun = True
 
     def _cancel(self, run: JobRun) -> None:
         self._stop_then_end(run, "cancelled", "cancelled on request")
@@ -430,6 +440,8 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
                 del self.runs[job_id]
             elif run.ending is not None:
                 continue  # its end is stored once the finisher has dropped it
+            elif not run.begun:  # the store failed while it was begun
+                self._begin(run)
             elif self.store.cancel_requested(job_id):
                 self._cancel(run)
             elif time.monotonic() - run.published_at >= 1.0:

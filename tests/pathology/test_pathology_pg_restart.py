@@ -295,3 +295,24 @@ def test_a_restart_that_lands_in_a_slide_store_is_one_quiet_reconnect_and_one_sl
     assert _loud(caplog) == []
     assert len(_reopened(caplog)) == 2, _reopened(caplog)  # the finisher's, the loop's
 
+
+def test_a_restart_that_lands_in_a_job_start_stores_the_job_running_and_ends_it_once(
+    serving: tuple[Config, GatedBackend], pg_cluster: PgCluster,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job is accepted, then PostgreSQL restarts as the server marks it running: the request
+    is handled again, finds the job running here, and the job is still stored running (before:
+    it stayed queued in the store until it ended), done once, said at INFO only."""
+    config, backend = serving
+    url = config.store.url
+    held = HeldCall(monkeypatch, PathologyStore, "set_running")
+    caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
+    held.armed.set()
+    _submit(config, "job-1")
+    held.restart_under_it(pg_cluster)
+    assert wait_until(lambda: _job(url, "job-1")[0] == "running", 30), \
+        (_job(url, "job-1"), _loud(caplog))
+    backend.flowing.set()
+    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _loud(caplog)
+    assert _loud(caplog) == []
+    assert len(_reopened(caplog)) == 2, _reopened(caplog)
