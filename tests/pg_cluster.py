@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -199,15 +199,20 @@ class HeldCall:
         monkeypatch.setattr(store_class, name, held_call)
         monkeypatch.setattr(store_class, "reconnect", counted_reconnect)
 
-    def restart_under_it(self, cluster: PgCluster) -> None:
+    def restart_under_it(self, cluster: PgCluster,
+                         then: Callable[[], object] | None = None) -> None:
         """Arm, wait until the call is held, stop the server, let the call go on, and start
-        the server once the call has failed and a reconnect has found the server away."""
+        the server once the call has failed and ``then`` holds (by default: a reconnect has
+        found the server away); started again whatever failed."""
         self.armed.set()
         assert self.held.wait(60)
         cluster.stop("fast")
-        self.go.set()
-        assert wait_until(lambda: self.failed and self.reconnects_failed, 30)
-        cluster.start()
+        try:
+            self.go.set()
+            assert wait_until(lambda: self.failed, 30)
+            assert wait_until(then or (lambda: self.reconnects_failed), 30)
+        finally:
+            cluster.start()
 
 
 def _as_postgres(argv: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.backoffice.erasure import Erased
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store_connection import StoreConnection
+from appliance.backoffice.storeerrors import DATABASE_ERRORS
 from appliance.transport.payloads import utc_now
 
 if TYPE_CHECKING:
@@ -92,13 +93,18 @@ class RetentionWrites(StoreConnection):
         letters = self._prune_batches(None, before, rows_at_once, stop)
         if not results and not letters:
             return Erased(0, user, 0, 0)
+        erasure_id = self._after_restart(
+            lambda: self._record_run(user, before, results, letters), stop)
+        return Erased(erasure_id, user, results, letters)
+
+    def _record_run(self, user: str, before: str, results: int, letters: int) -> int:
+        """Record a run that removed anything; its erasure id."""
         with self._transaction() as cur:
             cur.execute(self._sql(
                 "INSERT INTO erasures (erased_at, os_user, kind, selector, results, dead_letters) "
                 "VALUES (?, ?, 'retention', ?, ?, ?) RETURNING id"),
                 (iso_utc(utc_now()), user, before, results, letters))
-            erasure_id = int(cur.fetchone()[0])
-        return Erased(erasure_id, user, results, letters)
+            return int(cur.fetchone()[0])
 
     def _prune_batches(self, results_sql: str | None, before: str, rows_at_once: int,
                        stop: threading.Event | None) -> int:
@@ -106,20 +112,37 @@ class RetentionWrites(StoreConnection):
         ``rows_at_once``; ``results_sql`` None: the dead letters (their totals kept)."""
         removed = 0
         while stop is None or not stop.is_set():
-            with self._transaction() as cur:
-                if results_sql is None:
-                    before_count = self._add_to_letter_totals(cur, 0, 0)[0]  # the lock order
-                    self._remove_letters(cur, "id IN (SELECT id FROM dead_letters WHERE "
-                                         "received_at < ? ORDER BY id LIMIT ?)",
-                                         (before, rows_at_once))
-                    count = before_count - self._add_to_letter_totals(cur, 0, 0)[0]
-                else:
-                    cur.execute(self._sql(results_sql), (before, rows_at_once))
-                    count = len(cur.fetchall())
+            count = self._after_restart(
+                lambda: self._prune_batch(results_sql, before, rows_at_once), stop)
             removed += count
             if count < rows_at_once:
                 break
         return removed
+
+    def _prune_batch(self, results_sql: str | None, before: str, rows_at_once: int) -> int:
+        """One prune transaction; how many it removed."""
+        with self._transaction() as cur:
+            if results_sql is None:
+                before_count = self._add_to_letter_totals(cur, 0, 0)[0]  # the lock order
+                self._remove_letters(cur, "id IN (SELECT id FROM dead_letters WHERE "
+                                     "received_at < ? ORDER BY id LIMIT ?)",
+                                     (before, rows_at_once))
+                return before_count - self._add_to_letter_totals(cur, 0, 0)[0]
+            cur.execute(self._sql(results_sql), (before, rows_at_once))
+            return len(cur.fetchall())
+
+    def _after_restart(self, call: Callable[[], int], stop: threading.Event | None) -> int:
+        """``call`` (one transaction), made once more on a new connection where the server
+        had closed the connection under it (a restart met in flight, waited out:
+        Store.reopened_after_close, said at INFO). Before, the run stopped there with a
+        WARNING, and the batches it had removed were never recorded: the next run, an hour
+        later, recorded only its own."""
+        try:
+            return call()
+        except DATABASE_ERRORS as exc:
+            if not self.reopened_after_close(exc, stop):
+                raise
+        return call()
 
 
 class RetentionPruner:

@@ -9,6 +9,7 @@ the connection members ``Store`` defines; they are declared once here, for the t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -28,3 +29,5 @@ class StoreConnection:
                          ) -> AbstractContextManager[Any]: ...
         def _stream(self, sql: str, params: Sequence[Any],
                     rows_at_once: int = 1000) -> Iterator[tuple[Any, ...]]: ...
+        def reopened_after_close(self, error: BaseException,
+                                 abandon: threading.Event | None = None) -> bool: ...

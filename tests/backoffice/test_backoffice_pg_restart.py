@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ import pytest
 import yaml
 
 from appliance.backoffice.batcher import BatchWriter
-from appliance.backoffice.store import Store, open_store
+from appliance.backoffice.retention import RetentionPruner
+from appliance.backoffice.schema import dead_letter, iso_utc, result_row
+from appliance.backoffice.store import Batch, Store, open_store
 from appliance.backoffice.triage import Inbound, Triage
 from appliance.config import BackofficeConfig, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
@@ -302,3 +305,37 @@ def _loud(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
     return [(r.name, r.levelname, r.getMessage()) for r in caplog.records
             if r.levelno >= logging.WARNING]
 
+
+def test_a_restart_that_lands_in_a_retention_run_is_waited_out_and_the_run_recorded_whole(
+    pg_cluster: PgCluster, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retention pruner has removed the old results and starts on the dead letters when
+    PostgreSQL restarts: the restart is waited out, the run goes on and is recorded with
+    everything it removed, said at INFO (before: a WARNING "not pruned now", and the results
+    it had removed were in no record: the next run, an hour later, recorded only its own)."""
+    url = pg_cluster.database()
+    store = open_store(url)
+    now, rng = datetime.now(UTC), random.Random(3)
+    old = [fleet.sample_result(rng, "lab", "k1", i).model_copy(
+        update={"captured_at": now - timedelta(days=400)}) for i in range(3)]
+    letter = dead_letter(iso_utc(now - timedelta(days=400)), "p/lab/k1/result", "refused", b"x")
+    store.write_batch(Batch(results=[result_row(r, iso_utc(now), r.to_json().decode())
+                                     for r in old], dead_letters=[letter]), 1000, 2**40)
+    store.close()
+    held = HeldCall(monkeypatch, Store, "_add_to_letter_totals")  # the letters' transaction
+    pruner = RetentionPruner(url, 365, "back office bo-1", threading.Event())
+    caplog.set_level(logging.INFO, logger="appliance.backoffice")
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(pruner.run_once()), daemon=True)
+    held.armed.set()
+    thread.start()
+    # the run may give up without a reconnect (it did): then it has ended
+    held.restart_under_it(pg_cluster, lambda: held.reconnects_failed or not thread.is_alive())
+    thread.join(60)
+    assert [(d.results, d.dead_letters) for d in done if d] == [(3, 1)], _loud(caplog)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM results").fetchone() == (0,)
+        assert conn.execute("SELECT kind, results, dead_letters FROM erasures").fetchall() == \
+            [("retention", 3, 1)]
+    assert _loud(caplog) == []
+    assert len([r for r in caplog.records if "had closed the connection" in r.getMessage()]) == 1
