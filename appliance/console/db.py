@@ -94,7 +94,7 @@ class StorePool:
         except Exception as exc:
             if not self._store_failed(lent, exc):
                 raise  # the handler's own error: the connection is as good as it was
-            if not self._reopened(lent):
+            if not self._reopened(lent, exc):
                 given_back = None  # a slot again: connected on its next use
                 raise StoreUnreachableError(f"the store connection failed ({exc}) and could "
                                             "not be reopened") from exc
@@ -141,11 +141,7 @@ class StorePool:
         WARNING, those opened before it was reopened (closed by the same restart) at DEBUG."""
         if store.answers():
             return store
-        with self._generation_lock:
-            first = self._opened_in.get(store, self._generation) == self._generation
-            if first:
-                self._generation += 1
-        if first:
+        if self._restart_found(store):
             log.warning("store connection closed while idle (the database restarted?); "
                         "reopening it and the pool's others as they are lent")
         else:
@@ -154,6 +150,15 @@ class StorePool:
         self._opened(store)
         return store
 
+    def _restart_found(self, store: Store) -> bool:
+        """Whether ``store``, found closed, is the first connection closed by its restart
+        (opened since the latest restart found): then that restart counts as found."""
+        with self._generation_lock:
+            first = self._opened_in.get(store, self._generation) == self._generation
+            if first:
+                self._generation += 1
+        return first
+
     def _opened(self, store: Store) -> Store:
         """Note that ``store`` was (re)opened now, on the server as it is since the latest
         restart found (``_answering``)."""
@@ -161,8 +166,18 @@ class StorePool:
             self._opened_in[store] = self._generation
         return store
 
-    def _reopened(self, store: Store) -> bool:
-        """Reopen a store whose connection failed; False (closed) when it cannot be."""
+    def _reopened(self, store: Store, error: Exception) -> bool:
+        """Reopen a store whose connection failed under a request; False (closed) when it
+        cannot be. One the server closed under it (a restart met in flight) waits for the
+        server as Store.reopened_after_close does, said at INFO, and counts as the restart
+        found (``_restart_found``): the request's 503 is the one WARNING the restart gets.
+        Before, "not reopened yet" at WARNING where the server was still starting, and
+        "closed while idle" at WARNING again for the next pooled connection it had closed."""
+        if store.closed_by_server(error):
+            self._restart_found(store)
+            if store.reopened_after_close(error):
+                self._opened(store)
+                return True
         try:
             store.reconnect()
         except StoreError as exc:

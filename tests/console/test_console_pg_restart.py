@@ -8,27 +8,29 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from console_helpers import PASSWORD, Console, free_port, get_with, login_cookie, post_login
 
-from appliance.backoffice.store import open_store
+from appliance.backoffice.store import Store, open_store
 from appliance.config import ConsoleConfig
 from appliance.console.auth import add_user, create_token
 from appliance.console.db import StorePool
 from appliance.console.server import ConsoleThread
-from tests.pg_cluster import PgCluster
+from tests.pg_cluster import HeldCall, PgCluster
 
 pytestmark = pytest.mark.postgres
 UNREACHABLE = b"the console&#39;s store cannot be reached now (its log says why)"
 
 
 @pytest.fixture
-def console(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Console]:
+def console_and_pool(pg_cluster: PgCluster, tmp_path: Path
+                     ) -> Iterator[tuple[Console, StorePool]]:
     """The console on a new database of the test's server (two store connections), a user
-    alice with a token."""
+    alice with a token; and its pool."""
     url = pg_cluster.database()
     store = open_store(url)
     try:
@@ -42,10 +44,16 @@ def console(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Console]:
     thread.start()
     assert thread.wait_started(), "console did not start"
     try:
-        yield Console(f"http://127.0.0.1:{config.port}", token, token, url, tmp_path)
+        yield Console(f"http://127.0.0.1:{config.port}", token, token, url, tmp_path), pool
     finally:
         thread.stop()
         pool.close()
+
+
+@pytest.fixture
+def console(console_and_pool: tuple[Console, StorePool]) -> Console:
+    """The console of ``console_and_pool``."""
+    return console_and_pool[0]
 
 
 def _answers_503_while_away(console: Console, cookie: str) -> None:
@@ -132,3 +140,32 @@ def test_a_restart_is_one_warning_however_many_pooled_connections_it_closed(
             assert len(said) == 4 * restarts  # the others at DEBUG
     finally:
         pool.close()
+
+
+def test_a_restart_that_lands_in_a_page_request_is_one_warning_and_the_next_request_works(
+    console_and_pool: tuple[Console, StorePool], pg_cluster: PgCluster,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fleet page's query meets PostgreSQL's restart: that request is the 503 answer, its
+    connection is made again once the server is back (said at INFO), and the restart is one
+    WARNING line, the 503's (before: three, with "not reopened yet" and "closed while idle"
+    for the pool's other connection)."""
+    console, pool = console_and_pool
+    cookie, _ = login_cookie(console)
+    _lend_every_connection(pool, 2)
+    held = HeldCall(monkeypatch, Store, "device_page")
+    answers: list[int] = []
+    request = threading.Thread(
+        target=lambda: answers.append(get_with(console, "/fleet", cookie)[0]), daemon=True)
+    caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
+    held.armed.set()
+    request.start()
+    held.restart_under_it(pg_cluster)
+    request.join(60)
+    assert answers == [503]
+    _works_again(console, cookie)
+    _lend_every_connection(pool, 2)  # the other connection too
+    loud = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1, loud
+    assert "console store failed" in loud[0][1], loud
+    assert [r for r in caplog.records if "had closed the connection" in r.getMessage()]
