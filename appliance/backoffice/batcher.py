@@ -252,12 +252,14 @@ class BatchWriter(threading.Thread):
         """Commit a batch the store refused one part at a time; refused parts are set aside.
 
         A dead letter the store refuses, or prunes at once, is taken out of ``batch``: it was
-        not kept, so it is not confirmed to its device.
+        not kept, so it is not confirmed to its device. Each part, and each dead letter set
+        aside, is one try of ``_write``: a PostgreSQL restart that one meets is waited out and
+        the part made again, said at INFO. Before, the part's failure left the worker's loop
+        with a traceback ("could not handle a batch").
         """
         log.error("store %s refused a batch (%s); committing its parts one by one",
                   masked_url(self._store.url), error)
         fresh: list[str] = []
-        keep = self._keep()
         prefix = batch.topic_prefix  # each part's prune reads device topics under it
         parts = [Batch(results=[row], topic_prefix=prefix) for row in batch.results]
         parts += [Batch(statuses=[row], topic_prefix=prefix, clock_readings=[  # its device's
@@ -267,7 +269,7 @@ class BatchWriter(threading.Thread):
                   for letter in batch.dead_letters]
         for part in parts:
             try:
-                fresh += self._store.write_batch(part, *keep)
+                fresh += self._write(part)  # a restart met in flight: made again (_write)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -290,7 +292,7 @@ class BatchWriter(threading.Thread):
         letter = dead_letter(row[4], topic, f"the store refused it: {error}",
                              str(row[-1]).encode(), self._triage.dead_letter_max_bytes)
         aside = Batch(dead_letters=[letter], topic_prefix=self._triage.topic_prefix)
-        self._store.write_batch(aside, *self._keep())
+        self._write(aside)
         part.pruned_only_copies.update(aside.pruned_only_copies)
 
     def _count(self, messages: list[Inbound], batch: Batch, fresh: list[str]) -> None:

@@ -339,3 +339,47 @@ def test_a_restart_that_lands_in_a_retention_run_is_waited_out_and_the_run_recor
             [("retention", 3, 1)]
     assert _loud(caplog) == []
     assert len([r for r in caplog.records if "had closed the connection" in r.getMessage()]) == 1
+
+
+def test_a_restart_that_lands_in_a_refused_batchs_parts_is_waited_out_without_a_traceback(
+    pg_cluster: PgCluster, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store refuses a batch as a whole (made to here: a DataError for any batch of more
+    than one result), and PostgreSQL restarts as the writer commits its parts one by one: the
+    part is made again once the server is back, said at INFO; the batch is acknowledged and
+    stored once, and the only line at WARNING or above is the refusal's (before: a traceback,
+    "could not handle a batch of 3 messages", then the outage, ERROR and WARNING)."""
+    url = pg_cluster.database()
+    store = open_store(url)
+    write_batch = Store.write_batch
+
+    def refusing_whole_batches(self: Store, batch: Batch, *keep: Any) -> list[str]:
+        if len(batch.results) > 1:
+            raise psycopg.errors.DataError("made to refuse the batch as a whole")
+        return write_batch(self, batch, *keep)
+
+    monkeypatch.setattr(Store, "write_batch", refusing_whole_batches)
+    held = HeldCall(monkeypatch, Store, "write_batch")  # the whole batch's, then the parts'
+    acked: list[int] = []
+    writer = BatchWriter(store, BackofficeConfig(batch_interval_ms=50), Triage("p", 65536),
+                         lambda messages: acked.extend(m.mid for m in messages))
+    rng = random.Random(8)
+    payloads = [fleet.sample_result(rng, "lab", "k1", i).to_json() for i in range(3)]
+    caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
+    held.armed.set()
+    for mid, payload in enumerate(payloads, start=1):
+        writer.inbox.put(Inbound("p/lab/k1/result", payload, mid, 1))
+    writer.start()
+    try:
+        held.restart_under_it(pg_cluster)
+        assert wait_until(lambda: len(acked) == 3, 60), _loud(caplog)
+    finally:
+        writer.stop_event.set()
+        writer.join(30)
+        store.close()
+    ids = {json.loads(payload)["measurement_id"] for payload in payloads}
+    assert _stored(url) == {"k1": (3, ids)}
+    assert not [r for r in caplog.records if r.exc_info], _loud(caplog)
+    assert [text.split(" (")[0] for _, _, text in _loud(caplog)] == \
+        [f"store {url} refused a batch"], _loud(caplog)
+    assert len([r for r in caplog.records if "had closed the connection" in r.getMessage()]) == 1

@@ -210,6 +210,13 @@ class _RefusesWholeBatches:
     def reconnect(self) -> None:
         self.store.reconnect()
 
+    def answering_within(self, seconds: float) -> AbstractContextManager[None]:
+        return self.store.answering_within(seconds)
+
+    def reopened_after_close(self, error: BaseException,
+                             abandon: threading.Event | None = None) -> bool:
+        return self.store.reopened_after_close(error, abandon)
+
 
 def test_only_copies_pruned_by_a_batch_committed_part_by_part_are_counted_under_any_prefix(
     tmp_path: Path,
