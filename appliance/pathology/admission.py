@@ -251,16 +251,18 @@ class RequestAdmission:
 
     def _answer_ended_due(self) -> None:
         """Publish again the stored end of each ended job whose request stayed retained for
-        ENDED_GRACE_S, oldest first (one the store fails on stays, for the next round)."""
+        ENDED_GRACE_S, oldest first (one the store fails on stays, for the next round: it is
+        forgotten only once answered; before, a failure in reading its slide results, a
+        restart met in flight, left its request unanswered until the next rescan)."""
         now = time.monotonic()
         while self._ended_due:
             job_id, due = next(iter(self._ended_due.items()))
             if due > now:
                 return
             job = self.store.job(job_id)
-            del self._ended_due[job_id]
             if job is not None and job["state"] in FINAL_STATES:
                 self._ended_request(job)
+            del self._ended_due[job_id]
 
     def _ended_request(self, job: dict[str, Any]) -> None:
         """Publish an ended job's state again from the store, then clear its request."""

@@ -22,6 +22,7 @@ from PIL import Image
 
 from appliance.config import Config, config_from_mapping
 from appliance.edge.testing import wait_until
+from appliance.pathology import server as server_module
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import JOB_SCHEMA, request_topic
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
@@ -316,3 +317,44 @@ def test_a_restart_that_lands_in_a_job_start_stores_the_job_running_and_ends_it_
     assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _loud(caplog)
     assert _loud(caplog) == []
     assert len(_reopened(caplog)) == 2, _reopened(caplog)
+
+
+def test_a_restart_that_lands_in_answering_an_ended_jobs_request_again_still_answers_it(
+    serving: tuple[Config, GatedBackend], pg_cluster: PgCluster,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ended job's request is sent again; as the housekeeping reads the job's slide results
+    to answer it, PostgreSQL restarts: the round is run again on a new connection and the
+    request is answered and cleared (before: the job was forgotten as due before its answer,
+    so the request stayed retained, unanswered, until the next rescan of the requests)."""
+    config, backend = serving
+    url, prefix = config.store.url, config.mqtt.topic_prefix
+    backend.flowing.set()
+    monkeypatch.setattr(server_module, "RESCAN_S", 3600.0)  # only the answer clears it
+    _submit(config, "job-1")
+    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _loud(caplog)
+    payloads: list[bytes] = []
+    recorder = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    recorder.on_message = lambda client, userdata, message: payloads.append(message.payload)
+    recorder.connect(config.mqtt.host, config.mqtt.port)
+    recorder.loop_start()
+    try:
+        recorder.subscribe(request_topic(prefix, "job-1"), qos=1)
+        held = HeldCall(monkeypatch, PathologyStore, "slide_results")
+        caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
+        held.armed.set()
+        _submit(config, "job-1")  # the same request again
+        held.restart_under_it(pg_cluster)
+        assert wait_until(lambda: _sent_then_cleared(payloads), 30), payloads
+    finally:
+        recorder.disconnect()
+        recorder.loop_stop()
+    assert _job(url, "job-1") == ("done", 2, 2)
+    assert _loud(caplog) == []
+    assert len(_reopened(caplog)) == 1, _reopened(caplog)
+
+
+def _sent_then_cleared(payloads: list[bytes]) -> bool:
+    """Whether a request came, and then its clear (an empty retained payload)."""
+    sent = [index for index, payload in enumerate(payloads) if payload]
+    return bool(sent) and b"" in payloads[sent[0]:]
