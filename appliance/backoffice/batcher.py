@@ -201,20 +201,31 @@ class BatchWriter(threading.Thread):
         delay_s = 0.2
         while True:
             try:
-                fresh = self._write(batch)
+                return self._committed(batch)
             except Exception as exc:  # a store outage must not kill the worker
-                self.stats.commit_failures += 1
                 if not is_transient(exc):
-                    self._outage.passed()  # the store answers: it refuses the data
-                    return self._commit_apart(batch, exc)
+                    raise
                 self._outage.failed(exc)
-            else:
-                self._outage.passed()
-                return fresh
             if self.stop_event.wait(delay_s):
                 return None
             delay_s = min(delay_s * 2, RETRY_MAX_S)
             self._reconnect()
+
+    def _committed(self, batch: Batch) -> list[str]:
+        """One try at committing ``batch``: whole, or part by part where the store refuses it
+        whole. A store that fails meanwhile (is_transient) is raised, for the outage's retry,
+        from a part too: before, that left the worker's loop with a traceback ("could not
+        handle a batch") and bypassed the outage's lines."""
+        try:
+            fresh = self._write(batch)
+        except Exception as exc:
+            self.stats.commit_failures += 1
+            if is_transient(exc):
+                raise
+            self._outage.passed()  # the store answers: it refuses the data
+            return self._commit_apart(batch, exc)
+        self._outage.passed()
+        return fresh
 
     def _write(self, batch: Batch) -> list[str]:
         """One try at committing ``batch``. Where the server had closed the connection since

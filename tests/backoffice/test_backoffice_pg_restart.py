@@ -25,6 +25,7 @@ import psycopg
 import pytest
 import yaml
 
+from appliance.backoffice import store as store_module
 from appliance.backoffice.batcher import BatchWriter
 from appliance.backoffice.retention import RetentionPruner
 from appliance.backoffice.schema import dead_letter, iso_utc, result_row
@@ -383,3 +384,55 @@ def test_a_restart_that_lands_in_a_refused_batchs_parts_is_waited_out_without_a_
     assert [text.split(" (")[0] for _, _, text in _loud(caplog)] == \
         [f"store {url} refused a batch"], _loud(caplog)
     assert len([r for r in caplog.records if "had closed the connection" in r.getMessage()]) == 1
+
+
+def test_an_outage_that_a_refused_batchs_parts_meet_is_said_as_an_outage_not_a_traceback(
+    pg_cluster: PgCluster, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, but the server stays away longer than a restart (store.RESTART_WAIT_S, made
+    0.5 s here): the part's failure is the outage, said once and once over, and the batch is
+    committed once the server is back, each result once (before: a traceback, "could not
+    handle a batch of 3 messages", with no outage said)."""
+    monkeypatch.setattr(store_module, "RESTART_WAIT_S", 0.5)
+    url = pg_cluster.database()
+    store = open_store(url)
+    write_batch = Store.write_batch
+
+    def refusing_whole_batches(self: Store, batch: Batch, *keep: Any) -> list[str]:
+        if len(batch.results) > 1:
+            self.query("SELECT 1")  # a store that is away fails it, as it would the batch
+            held.armed.set()  # the next call, the first part, is held
+            raise psycopg.errors.DataError("made to refuse the batch as a whole")
+        return write_batch(self, batch, *keep)
+
+    monkeypatch.setattr(Store, "write_batch", refusing_whole_batches)
+    held = HeldCall(monkeypatch, Store, "write_batch")
+    acked: list[int] = []
+    writer = BatchWriter(store, BackofficeConfig(batch_interval_ms=50), Triage("p", 65536),
+                         lambda messages: acked.extend(m.mid for m in messages))
+    rng = random.Random(9)
+    payloads = [fleet.sample_result(rng, "lab", "k1", i).to_json() for i in range(3)]
+    for mid, payload in enumerate(payloads, start=1):
+        writer.inbox.put(Inbound("p/lab/k1/result", payload, mid, 1))
+    writer.start()
+    try:
+        assert held.held.wait(60)
+        pg_cluster.stop("fast")
+        try:
+            held.go.set()
+            assert wait_until(lambda: any("commit failed" in text
+                                          for _, _, text in _loud(caplog)), 60), _loud(caplog)
+        finally:
+            pg_cluster.start()
+        assert wait_until(lambda: len(acked) == 3, 60), _loud(caplog)
+    finally:
+        writer.stop_event.set()
+        writer.join(30)
+        store.close()
+    ids = {json.loads(payload)["measurement_id"] for payload in payloads}
+    assert _stored(url) == {"k1": (3, ids)}
+    assert not [r for r in caplog.records if r.exc_info], _loud(caplog)
+    said = [(level, text) for _, level, text in _loud(caplog) if "refused a batch" not in text]
+    assert [level for level, _ in said] == ["ERROR", "WARNING"], said
+    assert "commit failed" in said[0][1], said
+    assert "answers again after" in said[1][1], said
