@@ -229,8 +229,9 @@ class ErasureWrites(StoreConnection):
                      released: bool = False) -> tuple[set[str], list[HeldResult]]:
         """Remove again, in the ingest transaction that just stored them, the results among
         ``stored`` (rows in RESULT_COLUMNS order) that were erased: a tombstoned id, one
-        captured before the newest retention cut-off (retention.py), or a result of an erased
-        subject captured before its erasure by the back office's clock; returns their ids
+        whose placed capture lies before the newest retention cut-off (retention.py,
+        placed_capture.py), or a result of an erased subject captured before its erasure by
+        the back office's clock; returns their ids
         (confirmed to the kiosk, not kept), and the subject's results whose capture cannot be
         told before or after it, removed too, with their reasons (kept as dead letters).
         ``released``: an operator releases these (erasure_release.py), so an erased subject's
@@ -241,7 +242,7 @@ class ErasureWrites(StoreConnection):
             cur.execute(self._sql(
                 f"DELETE FROM results WHERE measurement_id IN ({','.join('?' * len(chunk))}) "
                 "AND (measurement_id IN (SELECT measurement_id FROM erased_results) OR "
-                "results.captured_at < "
+                "results.placed_at < "
                 "(SELECT MAX(selector) FROM erasures WHERE kind = 'retention')) "
                 "RETURNING measurement_id"), chunk)
             dropped.update(str(row[0]) for row in cur.fetchall())

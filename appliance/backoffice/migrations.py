@@ -305,4 +305,17 @@ ALTER TABLE devices ADD COLUMN clock_ahead_s {real};
 ALTER TABLE devices ADD COLUMN clock_read_at TEXT
 """,
     ),
+    (
+        20,
+        "results: each capture as the back office places it, which the retention bound counts "
+        "from, so that a kiosk clock behind does not have new results removed "
+        "(placed_capture.py); a result stored before: its capture as written, at most its "
+        "receipt",
+        """
+ALTER TABLE results ADD COLUMN placed_at TEXT;
+UPDATE results SET placed_at = CASE WHEN captured_at < received_at THEN captured_at
+    ELSE received_at END;
+CREATE INDEX results_placed_at ON results (placed_at)
+""",
+    ),
 )

@@ -179,8 +179,9 @@ def register_audit(sub: Any) -> None:
 def register_prune(sub: Any) -> None:
     """Add ``results prune`` to the ``results`` group's subcommands ``sub``."""
     prune = sub.add_parser(
-        "prune", help="remove the results captured more than DAYS days ago (the retention "
-        "bound, by hand), and the dead letters received before then")
+        "prune", help="remove the results captured more than DAYS days ago, each capture as "
+        "the back office places it (the retention bound, by hand), and the dead letters "
+        "received before then")
     add_store_options(prune)
     prune.add_argument("--older-than", type=days, required=True, metavar="DAYS",
                        help="remove what is older than this many days")

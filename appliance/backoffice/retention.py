@@ -1,6 +1,13 @@
 """The retention bound: results captured, and dead letters received, before a cut-off are
 removed, a few hundred at a time, each batch its own short transaction.
 
+"Captured" is the capture as the back office places it (``results.placed_at``,
+placed_capture.py): its kiosk's ``captured_at`` corrected by that kiosk's clock as its live
+statuses read it, never later than its receipt and never earlier than the oldest result its
+kiosk said it held. So no result is kept more than the bound after the back office received
+it, and none is removed before the bound after its placed capture, whatever its kiosk's clock
+said.
+
 ``backoffice.retention_days`` (unset: results are kept for ever) has each ingest worker run
 ``RetentionPruner`` beside it, on its own store connection, never in the ingest transaction:
 at start, then every ``RETENTION_EVERY_S``. ``appliance results prune --older-than DAYS`` runs
@@ -36,7 +43,8 @@ ROWS_AT_ONCE = 500  # results (or dead letters) one prune transaction removes
 
 @dataclass(frozen=True)
 class Period:
-    """What the stored results cover: the first and last capture time (None: no result), and
+    """What the stored results cover: the first and last capture time as the back office
+    placed it (placed_capture.py; None: no result), and
     the newest retention cut-off (None: none was applied), before which results were removed,
     so figures computed earlier covered more."""
 
@@ -46,8 +54,9 @@ class Period:
 
     def text(self) -> str:
         """The period in words, for a report's page."""
-        covered = (f"Results captured from {self.captured_from} to {self.captured_to}."
-                   if self.captured_from else "No results stored.")
+        covered = (f"Results captured from {self.captured_from} to {self.captured_to} "
+                   "(capture times as the back office places them)." if self.captured_from
+                   else "No results stored.")
         if self.removed_before is None:
             return covered
         return (f"{covered} Results captured before {self.removed_before} were removed "
@@ -69,26 +78,28 @@ class RetentionWrites(StoreConnection):
                                   letter_bytes: int) -> tuple[int, int]: ...
 
     def prune_preview(self, before: str) -> tuple[int, int]:
-        """How many results captured, and dead letters received, before ``before`` there are."""
-        results = self._fetch("SELECT COUNT(*) FROM results WHERE captured_at < ?", (before,))
+        """How many results captured (as placed), and dead letters received, before ``before``
+        there are."""
+        results = self._fetch("SELECT COUNT(*) FROM results WHERE placed_at < ?", (before,))
         letters = self._fetch("SELECT COUNT(*) FROM dead_letters WHERE received_at < ?",
                               (before,))
         return int(results[0][0]), int(letters[0][0])
 
     def covered_period(self) -> Period:
-        """The capture times the stored results span, and the newest retention cut-off."""
-        first, last = self._fetch("SELECT MIN(captured_at), MAX(captured_at) FROM results")[0]
+        """The capture times (as placed) the stored results span, and the newest retention
+        cut-off."""
+        first, last = self._fetch("SELECT MIN(placed_at), MAX(placed_at) FROM results")[0]
         cut = self._fetch("SELECT MAX(selector) FROM erasures WHERE kind = 'retention'")[0][0]
         return Period(first, last, cut)
 
     def prune_before(self, before: str, user: str, rows_at_once: int = ROWS_AT_ONCE,
                      stop: threading.Event | None = None) -> Erased:
-        """Remove results captured and dead letters received before ``before``, ``rows_at_once``
-        per transaction, until none is left (or ``stop`` is set); a run that removed any is
-        recorded in ``erasures`` (erasure id 0: none was)."""
+        """Remove results captured (as placed) and dead letters received before ``before``,
+        ``rows_at_once`` per transaction, until none is left (or ``stop`` is set); a run that
+        removed any is recorded in ``erasures`` (erasure id 0: none was)."""
         results = self._prune_batches(
             "DELETE FROM results WHERE measurement_id IN (SELECT measurement_id FROM results "
-            "WHERE captured_at < ? ORDER BY captured_at LIMIT ?) RETURNING measurement_id",
+            "WHERE placed_at < ? ORDER BY placed_at LIMIT ?) RETURNING measurement_id",
             before, rows_at_once, stop)
         letters = self._prune_batches(None, before, rows_at_once, stop)
         if not results and not letters:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.erasure_clock import HeldResult
 from appliance.backoffice.letter_writes import LetterWrites, pruned_warning
+from appliance.backoffice.placed_capture import PlacedCaptures, StatusReading
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
     RESULT_COLUMNS,
@@ -60,15 +61,14 @@ class Batch:
     # written by the store: (site, device) -> letters kept before that the bounds pruned now,
     # each the only copy of a result its kiosk was told to drop
     pruned_only_copies: Counter[tuple[str, str]] = field(default_factory=Counter)
-    # (site, device id, how far its clock runs ahead in seconds, when read): each kiosk's
-    # clock as its live statuses read it (erasure_clock.py)
-    clock_readings: list[tuple[str, str, float, str]] = field(default_factory=list)
+    # each kiosk's clock as its live statuses read it (erasure_clock.py, placed_capture.py)
+    clock_readings: list[StatusReading] = field(default_factory=list)
     # written by the store: the letter_sha256 of the letters it did not hold before this batch
     # (a retained message the broker hands out again at each subscribe is held already)
     new_letters: set[str] = field(default_factory=set)
 
 
-class IngestWrites(LetterWrites):
+class IngestWrites(LetterWrites, PlacedCaptures):
     """``write_batch`` and its statements, mixed into ``Store``."""
 
     if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class IngestWrites(LetterWrites):
             letters = batch.dead_letters + [_conflict(batch.topic_prefix, r) for r in conflicts]
             if letters:  # rows are locked in one order by every writer (the lock order, above)
                 self._add_to_letter_totals(cur, 0, 0)
-            fresh, late, held = self._insert_fresh(cur, fresh)
+            fresh, late, held = self._insert_fresh(cur, fresh, in_batch=batch.clock_readings)
             if late or held:  # stored meanwhile with other content; an erased subject's
                 if not letters:  # out of the lock order: a deadlock here is retried
                     self._add_to_letter_totals(cur, 0, 0)
@@ -225,14 +225,16 @@ class IngestWrites(LetterWrites):
         return [row for key, row in unique.items() if key not in existing], conflicts
 
     def _insert_fresh(
-        self, cur: Any, fresh: Sequence[tuple[Any, ...]], *, released: bool = False
+        self, cur: Any, fresh: Sequence[tuple[Any, ...]], *, released: bool = False,
+        in_batch: Sequence[StatusReading] = (),
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[HeldResult]]:
         """Insert new results (``_insert_new``), then take out again those that were erased
         (erasure.py: a kiosk re-sends what it has not had confirmed); returns those stored now,
         those another transaction stored first with other content, and an erased subject's
         held (to keep as dead letters). An erased result is none of them: it is confirmed to
-        its kiosk, as a duplicate is, and not kept."""
-        stored, late = self._insert_new(cur, fresh)
+        its kiosk, as a duplicate is, and not kept. ``in_batch``: the clock readings of the
+        batch's statuses, which place the captures (placed_capture.py) with those stored."""
+        stored, late = self._insert_new(cur, fresh, in_batch)
         erased, held = self._drop_erased(cur, stored, released=released)
         if erased:
             log.info("%d result(s) received again after their erasure: confirmed, not stored",
@@ -245,21 +247,25 @@ class IngestWrites(LetterWrites):
         return [row for row in stored if row[0] not in gone], late, held
 
     def _insert_new(
-        self, cur: Any, fresh: Sequence[tuple[Any, ...]]
+        self, cur: Any, fresh: Sequence[tuple[Any, ...]], in_batch: Sequence[StatusReading]
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Insert new results in measurement id order (the lock order, above); returns those
-        stored now and those another transaction stored first with other content.
+        """Insert new results in measurement id order (the lock order, above), each with its
+        placed capture; returns those stored now and those another transaction stored first
+        with other content.
 
         ``fresh`` was read as not stored, but on PostgreSQL another worker may store the same
         id before this insert (it waits for that one, then does nothing): read as stored, its
         content would be confirmed to its kiosk and never kept. SQLite's BEGIN IMMEDIATE lets
         no other writer in between."""
         ordered = sorted(fresh, key=_measurement_id)
+        placed = self._placed_captures(cur, ordered, in_batch) if ordered else []
+        columns, rows = (*RESULT_COLUMNS, "placed_at"), [
+            (*row, at) for row, at in zip(ordered, placed, strict=True)]
         conflict = "ON CONFLICT (measurement_id) DO NOTHING"
         if not self.postgres or not ordered:
-            self._insert_many(cur, "results", RESULT_COLUMNS, ordered, conflict)
+            self._insert_many(cur, "results", columns, rows, conflict)
             return list(fresh), []
-        inserted = set(self._insert_many(cur, "results", RESULT_COLUMNS, ordered, conflict,
+        inserted = set(self._insert_many(cur, "results", columns, rows, conflict,
                                          returning="measurement_id"))
         beaten = [row for row in fresh if row[0] not in inserted]
         if not beaten:
@@ -321,13 +327,13 @@ class IngestWrites(LetterWrites):
             f"ON CONFLICT (site, device_id) DO UPDATE SET {_LATEST_SEEN}",
         )
 
-    def _read_clocks(self, cur: Any, readings: Sequence[tuple[str, str, float, str]]) -> None:
+    def _read_clocks(self, cur: Any, readings: Sequence[StatusReading]) -> None:
         """Keep each kiosk's newest clock reading (rows locked already, by ``_touch_devices``)."""
         cur.executemany(self._sql(
             "UPDATE devices SET clock_ahead_s = ?, clock_read_at = ? WHERE site = ? AND "
             "device_id = ? AND (clock_read_at IS NULL OR clock_read_at <= ?)"),
             [(ahead_s, read_at, site, device, read_at)
-             for site, device, ahead_s, read_at in sorted(readings)])
+             for site, device, ahead_s, read_at, _ in sorted(readings, key=_reading_key)])
 
     def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         updates = ", ".join(  # each right-hand side reads the row as it was before
@@ -346,6 +352,10 @@ class IngestWrites(LetterWrites):
 
 def _measurement_id(row: tuple[Any, ...]) -> str:
     return str(row[0])
+
+
+def _reading_key(reading: StatusReading) -> tuple[str, str, float, str]:
+    return reading[:4]  # the outbox age may be None
 
 
 def _device_key(row: tuple[Any, ...]) -> tuple[str, str]:

@@ -145,7 +145,8 @@ class Triage:
                 batch.statuses.append(device_row(status, seen_at))
                 if status.state == "online" and not message.retained:
                     ahead_s = (status.at - now).total_seconds()
-                    batch.clock_readings.append((site, device, ahead_s, received_at))
+                    batch.clock_readings.append((site, device, ahead_s, received_at,
+                                                 status.outbox_oldest_age_s))
             return None
         result = parse_result(message.payload)
         _check_origin(result.site, result.device_id, site, device)

@@ -94,9 +94,11 @@ class BackofficeConfig(Section):
     )
     retention_days: int | None = Field(
         None, ge=1, le=MAX_RETENTION_DAYS, description="Days a result is kept, counted from "
-        "its capture: each worker removes older results (and dead letters received before "
-        "then) at start and every hour, a few hundred at a time, saying how many in its log "
-        "(appliance/backoffice/retention.py). Unset: results are kept for ever."
+        "its capture as the back office places it (its kiosk's clock as read, never after its "
+        "receipt: appliance/backoffice/placed_capture.py): each worker removes older results "
+        "(and dead letters received before then) at start and every hour, a few hundred at a "
+        "time, saying how many in its log (appliance/backoffice/retention.py). Unset: results "
+        "are kept for ever."
     )
 
     @field_validator("dead_letter_max_bytes")

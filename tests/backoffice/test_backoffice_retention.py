@@ -44,8 +44,12 @@ def _aged(days: list[float], seed: int = 1) -> list[Result]:
         update={"captured_at": now - timedelta(days=age)}) for i, age in enumerate(days)]
 
 
-def _row(result: Result) -> tuple[Any, ...]:
-    return result_row(result, iso_utc(datetime.now(UTC)), result.to_json().decode())
+def _row(result: Result, received_at: datetime | None = None) -> tuple[Any, ...]:
+    """``result`` as the ingest writes it, received a second after its capture (a kiosk whose
+    clock runs right: the retention bound counts from the capture the back office places,
+    never earlier than a backlog before its receipt: placed_capture.py) or at ``received_at``."""
+    received = result.captured_at + timedelta(seconds=1) if received_at is None else received_at
+    return result_row(result, iso_utc(received), result.to_json().decode())
 
 
 def _letter(days_ago: float, n: int) -> Any:
@@ -80,11 +84,16 @@ def test_pruning_removes_only_what_is_older_in_batches_and_records_one_run(
 
 
 def test_a_result_older_than_the_last_cut_off_sent_again_is_not_stored(store: Store) -> None:
+    """Sent again now (its ack was lost), with its kiosk's birth status, whose outbox says
+    it holds a result 45 days old."""
     late, fresh = _aged([45, 3])
     store.write_batch(Batch(results=[_row(late)]), *KEEP)
     store.prune_before(cut_off(30), "root")
+    now = datetime.now(UTC)
+    reading = ("lab", "kiosk-1", 0.0, iso_utc(now), (now - late.captured_at).total_seconds())
 
-    stored = store.write_batch(Batch(results=[_row(late), _row(fresh)]), *KEEP)
+    stored = store.write_batch(Batch(results=[_row(late, now), _row(fresh, now)],
+                                     clock_readings=[reading]), *KEEP)
 
     assert stored == [fresh.measurement_id]
     assert _ids(store) == {fresh.measurement_id}

@@ -379,10 +379,9 @@ def test_migration_12_forgets_tokens_and_sessions_of_users_no_longer_there(
         before_12.setattr("appliance.backoffice.store_schema.MIGRATIONS", MIGRATIONS[:11])
         old = open_store(url)
     try:
-        with monkeypatch.context() as before_18:  # this code's ingest looks for erasures (18)
-            before_18.setattr(Store, "_drop_erased",
-                              lambda self, cur, stored, released=False: (set(), []))
-            old.write_batch(Batch(results=_rows(5)), 100)
+        # this code's ingest reads erasures (18) and clocks (19): the rows as they were stored
+        old.write(f"INSERT INTO results ({','.join(RESULT_COLUMNS)}) "
+                  f"VALUES ({','.join('?' * len(RESULT_COLUMNS))})", _rows(5))
         auth.add_user(old, "ann", "operator", "correct horse battery")
         kept = auth.create_token(old, "ann").token
         old.add_session("c" * 64, "ann", "csrf", 3600.0)

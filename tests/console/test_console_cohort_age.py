@@ -77,7 +77,7 @@ def test_the_first_visit_after_an_erasure_no_longer_shows_the_erased_subject(
 
     page = get_with(console, "/cohort", cookie)[2].decode()  # the very next visit
     assert "subj-erase-me" not in page
-    assert re.search(r'<p id="period">Results captured from [0-9TZ:.-]+ to [0-9TZ:.-]+\.</p>',
-                     page)
+    assert re.search(r'<p id="period">Results captured from [0-9TZ:.-]+ to [0-9TZ:.-]+ '
+                     r'\(capture times as the back office places them\)\.</p>', page)
     _, _, answer = console.get("/api/v1/cohort", console.token)
     assert "subj-erase-me" not in answer.decode()

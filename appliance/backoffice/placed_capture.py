@@ -1,0 +1,115 @@
+"""When a result was captured as the back office places it: the moment the retention bound
+(retention.py) and the cohort's period count from, kept in ``results.placed_at``.
+
+A result's ``captured_at`` is written by its kiosk's clock. Taken as it is, a clock that runs
+behind (a dead CMOS battery: a date years back) had each new result removed by the next hourly
+retention run, and confirmed to its kiosk and not stored at all once a run had recorded its
+cut-off: data accepted and lost, though the operator chose to keep it for N days. A clock
+ahead is bounded already: the ingest refuses a capture more than 5 minutes ahead of its receipt
+(triage.py). So the ingest worker places each new result's capture, as it stores it:
+
+- its ``captured_at`` corrected by its kiosk's clock reading (erasure_clock.py) when one was
+  taken within ``READING_FRESH`` of its receipt, as written otherwise;
+- never later than its receipt (``received_at``, the back office's clock);
+- never earlier than the oldest result its kiosk said it held (the ``outbox_oldest_age_s``
+  of the status that gave the fresh reading, and ``MARGIN`` for that status's delay): the
+  outbox ages follow a step of the kiosk's clock (appliance/transport/wallclock.py), so a
+  backlog a week old is placed a week back, a capture stamped by a clock years behind and
+  delivered after NTP put the clock right is not. Without a fresh reading that reports its
+  outbox, never earlier than ``BACKLOG_MAX`` before its receipt: a kiosk drops a result
+  older than that unsent by default (``edge.outbox_max_age_h``, 720 h).
+
+So an operator can rely on: no result is kept more than ``retention_days`` after the back
+office received it (and the hour to the next run), and none is removed before
+``retention_days`` after its placed capture. What is left: a kiosk whose outbox age cannot be
+read (an empty or unreadable outbox says none) and whose clock was stepped between a capture
+and its delivery has it placed up to ``BACKLOG_MAX`` before its receipt; a kiosk that held a
+backlog across a power-off that reset its clock reports the backlog's age as 0, so its
+results are placed at their receipt and kept up to that much longer than N days after their
+capture; a result removed already that its kiosk sends again (its ack was lost) without such a
+reading is placed at most ``BACKLOG_MAX`` back, so it is stored again where that lies after
+the newest cut-off (erasure.py's ``_drop_erased``), until a later run removes it. ``results
+retry`` and ``release`` receive a result when they store it, so its receipt is then (its dead
+letter counted from its first receipt). Results stored before migration 20 were placed at
+their capture as written, never later than their receipt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from appliance.backoffice.erasure_clock import MARGIN, READING_FRESH, ClockReading
+from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc
+from appliance.backoffice.store_connection import StoreConnection
+
+BACKLOG_MAX = timedelta(hours=720)  # edge.outbox_max_age_h's default
+_IN_CHUNK = 500
+_DEVICE, _SITE, _CAPTURED, _RECEIVED = (RESULT_COLUMNS.index(name) for name in (
+    "device_id", "site", "captured_at", "received_at"))
+
+
+class KioskReading(NamedTuple):
+    """A kiosk's clock as one live status read it, and the age of the oldest result its
+    outbox held then (None: empty, unreadable or not said)."""
+
+    clock: ClockReading
+    oldest_waiting: timedelta | None
+
+
+# (site, device id, how far its clock runs ahead in seconds, when read, the age of the oldest
+# result its outbox held in seconds or None): a live status's reading (triage.py)
+StatusReading = tuple[str, str, float, str, float | None]
+
+
+def placed_capture(captured_at: datetime, received_at: datetime,
+                   reading: KioskReading | None) -> datetime:
+    """When a result written ``captured_at`` by its kiosk and received at ``received_at`` was
+    captured, by the back office's clock (the rule: this module's docstring)."""
+    fresh = reading is not None and abs(received_at - reading.clock.read_at) <= READING_FRESH
+    if reading is None or not fresh:
+        return min(max(captured_at, received_at - BACKLOG_MAX), received_at)
+    earliest = (received_at - BACKLOG_MAX if reading.oldest_waiting is None
+                else reading.clock.read_at - reading.oldest_waiting - MARGIN)
+    return min(max(captured_at - reading.clock.ahead, earliest), received_at)
+
+
+class PlacedCaptures(StoreConnection):
+    """``_placed_captures``, mixed into ``Store`` through the ingest writes."""
+
+    def _placed_captures(self, cur: Any, rows: Sequence[tuple[Any, ...]],
+                         in_batch: Sequence[StatusReading] = ()) -> list[str]:
+        """The placed capture (stored-time text) of each of ``rows`` (RESULT_COLUMNS order),
+        by its kiosk's newest reading: stored, or among ``in_batch`` (the statuses of the
+        batch that stores them: a kiosk's birth status comes with its backlog)."""
+        readings = self._kiosk_readings(cur, {row[_DEVICE] for row in rows})
+        for site, device, ahead_s, read_at, oldest_s in in_batch:
+            reading = _reading(ahead_s, read_at, oldest_s)
+            known = readings.get((site, device))
+            if known is None or known.clock.read_at <= reading.clock.read_at:
+                readings[site, device] = reading
+        return [iso_utc(placed_capture(
+            datetime.fromisoformat(row[_CAPTURED]), datetime.fromisoformat(row[_RECEIVED]),
+            readings.get((row[_SITE], row[_DEVICE])))) for row in rows]
+
+    def _kiosk_readings(self, cur: Any, devices: set[str]) -> dict[tuple[str, str],
+                                                                   KioskReading]:
+        """The stored reading of the clock of each kiosk with a device id of ``devices``."""
+        readings: dict[tuple[str, str], KioskReading] = {}
+        names = sorted(devices)
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = names[start : start + _IN_CHUNK]
+            cur.execute(self._sql(
+                "SELECT site, device_id, clock_ahead_s, clock_read_at, outbox_oldest_age_s "
+                f"FROM devices WHERE device_id IN ({','.join('?' * len(chunk))}) AND "
+                "clock_read_at IS NOT NULL"), chunk)
+            readings.update(((str(site), str(device)), _reading(ahead_s, read_at, oldest_s))
+                            for site, device, ahead_s, read_at, oldest_s in cur.fetchall())
+        return readings
+
+
+def _reading(ahead_s: float, read_at: str, oldest_s: float | None) -> KioskReading:
+    return KioskReading(
+        ClockReading(timedelta(seconds=float(ahead_s)), datetime.fromisoformat(read_at)),
+        None if oldest_s is None else timedelta(seconds=float(oldest_s)))
