@@ -29,19 +29,18 @@ import pwd
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.erasure_clock import (
-    ClockReading,
     Erasure,
     HeldResult,
     Verdict,
     held_reason,
     judged,
 )
+from appliance.backoffice.placed_capture import PlacedCaptures
 from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, named_measurement_id
-from appliance.backoffice.store_connection import StoreConnection
 from appliance.backoffice.storeerrors import DATABASE_ERRORS, is_deadlock
 from appliance.logsafe import escape_controls
 from appliance.transport.payloads import MEASUREMENT_ID_PATTERN, utc_now
@@ -133,7 +132,7 @@ def letter_names(payload: bytes) -> tuple[str | None, str | None]:
             subject_id if isinstance(subject_id, str) else None)
 
 
-class ErasureWrites(StoreConnection):
+class ErasureWrites(PlacedCaptures):
     """``erase``, ``erasure_preview``, ``erasures`` (the audit) and ingest's ``_drop_erased``,
     mixed into ``Store``."""
 
@@ -265,12 +264,13 @@ class ErasureWrites(StoreConnection):
         erasures = self._subject_erasures(cur, {row[_SUBJECT] for row in rows
                                                 if row[_SUBJECT] is not None})
         rows = [row for row in rows if row[_SUBJECT] in erasures]
-        readings = self._clock_readings(cur, {row[_DEVICE] for row in rows})
+        readings = self._kiosk_readings(cur, {row[_DEVICE] for row in rows})
         found = []
         for row in rows:
             erasure = erasures[row[_SUBJECT]]
+            reading = readings.get((row[_SITE], row[_DEVICE]))
             verdict, why = judged(_moment(row[_CAPTURED]), _moment(row[_RECEIVED]), erasure,
-                                  readings.get((row[_SITE], row[_DEVICE])))
+                                  None if reading is None else reading.clock)
             found.append((row, verdict, erasure, why))
         return found
 
@@ -288,22 +288,6 @@ class ErasureWrites(StoreConnection):
                 if subject not in newest or erasure.erased_at > newest[subject].erased_at:
                     newest[subject] = erasure
         return newest
-
-    def _clock_readings(self, cur: Any, devices: set[str]) -> dict[tuple[str, str],
-                                                                     ClockReading]:
-        """The latest reading of the clock of each kiosk with a device id of ``devices``."""
-        readings: dict[tuple[str, str], ClockReading] = {}
-        names = sorted(devices)
-        for start in range(0, len(names), _IN_CHUNK):
-            chunk = names[start : start + _IN_CHUNK]
-            cur.execute(self._sql(
-                "SELECT site, device_id, clock_ahead_s, clock_read_at FROM devices WHERE "
-                f"device_id IN ({','.join('?' * len(chunk))}) AND clock_read_at IS NOT NULL"),
-                chunk)
-            readings.update(((str(site), str(device)), ClockReading(
-                timedelta(seconds=float(ahead_s)), _moment(read_at)))
-                for site, device, ahead_s, read_at in cur.fetchall())
-        return readings
 
 
 def _moment(stored: str) -> datetime:
