@@ -160,8 +160,9 @@ def api_result(
             "feature's CV %. `computed_at` says when the figures were computed: figures older "
             "than `console.cohort_cache_s` are computed again in the background, and a request "
             "meanwhile gets the older ones (the first request after an erasure waits for new "
-            "ones). `period`: the first and last capture time of the stored results "
-            "(`captured_from`, `captured_to`) and `removed_before`, the newest retention "
+            "ones). `period`: the first and last capture time of the stored results, as the "
+            "back office places each (its kiosk's clock as read, never after its receipt; "
+            "`captured_from`, `captured_to`), and `removed_before`, the newest retention "
             "cut-off (null: none), before which results were removed.",
             response_description="the cohort figures: `computed_at`, `period`, `features`, "
             "`repeated_subjects`")
