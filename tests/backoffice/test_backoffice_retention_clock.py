@@ -12,10 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from appliance.backoffice.erasure_clock import MARGIN
+from appliance.backoffice.erasure_clock import MARGIN, READING_FRESH, ClockReading
 from appliance.backoffice.migrations import MIGRATIONS
-from appliance.backoffice.placed_capture import BACKLOG_MAX
+from appliance.backoffice.placed_capture import BACKLOG_MAX, KioskReading, placed_capture
 from appliance.backoffice.retention import cut_off
 from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, result_row
 from appliance.backoffice.store import Store, open_store
@@ -171,3 +173,33 @@ def test_migration_20_places_stored_results_at_their_capture_at_most_their_recei
         if schema is not None:
             store.drop_postgres_schema(schema)
         store.close()
+
+
+SECONDS_10_YEARS = 10 * 366 * 86400
+
+
+@settings(max_examples=300, deadline=None)
+@given(stamped_s=st.floats(-SECONDS_10_YEARS, 300), read_before_s=st.floats(-3600, 3600),
+       ahead_s=st.floats(-SECONDS_10_YEARS, 300),
+       oldest_s=st.none() | st.floats(0, 90 * 86400))
+def test_a_placed_capture_is_never_after_its_receipt_nor_before_what_its_kiosk_vouches(
+    stamped_s: float, read_before_s: float, ahead_s: float, oldest_s: float | None
+) -> None:
+    """The two promises, whatever a kiosk's clock says: placed at most at its receipt (so kept
+    at most the bound after it), and no earlier than a backlog its kiosk's outbox vouches for
+    (a fresh reading), or ``BACKLOG_MAX`` (none)."""
+    received = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    captured = received + timedelta(seconds=stamped_s)
+    reading = KioskReading(ClockReading(timedelta(seconds=ahead_s),
+                                        received - timedelta(seconds=read_before_s)),
+                           None if oldest_s is None else timedelta(seconds=oldest_s))
+
+    for kiosk in (reading, None):
+        placed = placed_capture(captured, received, kiosk)
+        assert placed <= received
+        fresh = kiosk is not None and abs(read_before_s) <= READING_FRESH.total_seconds()
+        if fresh and oldest_s is not None:
+            earliest = reading.clock.read_at - timedelta(seconds=oldest_s) - MARGIN
+            assert placed >= min(earliest, received)
+        else:
+            assert placed >= received - BACKLOG_MAX
