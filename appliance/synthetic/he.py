@@ -87,11 +87,12 @@ def write_cohort(
 ) -> Path:
     """Render every slide as ``<slide>.jpg`` into out_dir and write labels.csv; returns it.
 
-    ``progress`` shows a bar on stderr (a large cohort takes minutes)."""
+    ``progress`` shows a bar on stderr when it is a terminal (a large cohort takes minutes;
+    in a log the bar would be a carriage-return line every tenth of a second)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(spec, out_dir, quality) for spec in specs]
     with tqdm(total=len(jobs), desc="painting slides", unit="slide",
-              disable=not progress) as bar:
+              disable=not progress or None) as bar:
         if workers > 1:
             _paint_in_pool(jobs, workers, bar.update)
         else:

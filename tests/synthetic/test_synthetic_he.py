@@ -39,6 +39,17 @@ def test_synth_he_to_an_unwritable_out_exits_2_naming_it(
     assert taken.read_text() == "a file"
 
 
+def test_synth_he_into_a_log_writes_no_progress_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With stderr a file or the journal, not a terminal, the bar wrote a carriage-return
+    line every tenth of a second a large cohort took; `pathology run` shows none there."""
+    assert main(["synth", "he", "--out", str(tmp_path), "--patients", "1", "--seed", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "painting slides" not in err
+
+
 @pytest.mark.slow
 def test_synth_he_writes_slides_and_labels(tmp_path: Path) -> None:
     assert main(["synth", "he", "--out", str(tmp_path), "--patients", "1", "--seed", "4"]) == 0
