@@ -388,13 +388,25 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         job_id, reason = run.request.job_id, storable_text(reason)
         results = [{key: row[key] for key in RESULT_FIELDS}  # a failed job says which slides
                    for row in self.store.slide_results(job_id)]
-        ended = self.store.finish(job_id, self.server_id, state, reason)
+        ended = self.store.finish(job_id, self.server_id, state, reason) or \
+            (self._stored_end_here(job_id) or ("",))[0] == state
         self.runs.pop(job_id, None)  # after the store calls: a failed one is retried whole
         if ended:
             self._publish(job_id, state, reason=reason, **run.summary(), results=results)
         self._clear_request(job_id)
         if state == "cancelled":
             self.client.publish(cancel_topic(self.prefix, job_id), b"", qos=1, retain=True)
+
+    def _stored_end_here(self, job_id: str) -> tuple[str, str] | None:
+        """The end (state, reason) the store holds for the job by this server, else None. A
+        ``finish`` that committed but lost its answer (a restart, a broken connection) left
+        it there unpublished: a retried ``_finish`` or the next housekeeping (the lease no
+        longer renews) finds it, and the end must still be published, then the request
+        cleared."""
+        job = self.store.job(job_id)
+        if job is None or job["owner"] != self.server_id or job["state"] not in FINAL_STATES:
+            return None
+        return job["state"], job["reason"]
 
     def _progress(self, run: JobRun) -> None:
         self._publish(run.request.job_id, "running", **run.summary())
@@ -434,6 +446,10 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
         owned = self.store.renew(self.server_id, list(self.runs), self.settings.lease_s)
         for job_id in list(self.runs):
             run = self.runs[job_id]
+            stored_end = None if job_id in owned else self._stored_end_here(job_id)
+            if stored_end is not None:
+                self._finish(run, *stored_end)
+                continue
             if job_id not in owned:
                 log.warning("job %s was taken over by another server; dropping it", job_id)
                 self._drop(run)

@@ -2172,6 +2172,31 @@ def test_a_job_is_acknowledged_only_once_stored(env: Env, serve: Servers) -> Non
     store.close()
 
 
+def test_a_job_s_end_stored_whose_answer_was_lost_is_still_published(
+    env: Env, serve: Servers, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store committed a job's end but its answer was lost (the server restarted or the
+    connection broke in between): the lease no longer renewed, so the housekeeping said the
+    job was "taken over by another server" and dropped it unpublished, and the retained state
+    said running until a rescan of the requests a minute later; a retried end was not
+    published either (the store said the job was not this server's to end)."""
+    server = serve(env.config())
+    finish, calls = server.store.finish, []
+
+    def committed_then_lost(job_id: str, owner: str, state: str, reason: str = "") -> bool:
+        calls.append(state)
+        ended = finish(job_id, owner, state, reason)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return ended
+
+    server.store.finish = committed_then_lost  # type: ignore[method-assign]
+    env.watcher.submit(_job("answer-lost", [env.slides / "b11.jpg"]))
+    final = env.watcher.wait("answer-lost", {"done", "failed", "cancelled"}, timeout_s=60)
+    assert (final["state"], final["slides_done"]) == ("done", 1)
+    assert "taken over" not in caplog.text
+
+
 def _store_said(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[str, str]]:
     """The warnings and errors a logger said about the store."""
     return [(r.levelname, r.getMessage()) for r in caplog.records
