@@ -12,7 +12,7 @@ activation, the last of them being the penultimate layer), as Lee et al. combine
    distances' quantiles, so it means the same for every model.
 2. A tile is *in distribution* when that share is at least ``tile_min_score``.
 3. A slide is *supported* when at least ``slide_min_share`` of its tiles are in distribution;
-   otherwise its label is ``unsupported`` (``UNSUPPORTED_REASON``), never MSI or MSS.
+   otherwise its label is ``unsupported`` (appliance/pathology/verdict.py), never MSI or MSS.
    ``slide_min_share`` is picked on held-out in-distribution slides so that at least
    ``pass_rate`` of them pass (``choose_slide_min_share``), and never above one half.
 
@@ -31,8 +31,6 @@ from appliance.pathology.ood_stats import tile_statistics
 
 METADATA_KEY = "ood"
 KIND = "mahalanobis-stats-blocks/1"
-UNSUPPORTED = "unsupported"
-UNSUPPORTED_REASON = "tissue unlike the model's training data"
 DEFAULT_TILE_MIN_SCORE = 0.03
 MOSTLY = 0.5
 QUANTILE_COUNT = 201

@@ -31,9 +31,9 @@ from appliance.pathology.metrics import (
     confusion,
 )
 from appliance.pathology.names import one_form
-from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON
 from appliance.pathology.outfolder import RESULTS_CSV, RESULTS_JSON
 from appliance.pathology.overlap import find_overlap
+from appliance.pathology.verdict import UNSUPPORTED, UNSUPPORTED_REASON
 from appliance.texttable import counted
 
 POSITIVE = "MSI"

@@ -33,11 +33,12 @@ from appliance.pathology.aggregate import (
 from appliance.pathology.heatmap import cam_panel, heatmap_scale, tile_heatmap, write_png
 from appliance.pathology.model import ModelError, TileModel
 from appliance.pathology.names import one_form
-from appliance.pathology.ood import UNSUPPORTED, UNSUPPORTED_REASON, DistributionGuard
+from appliance.pathology.ood import DistributionGuard
 from appliance.pathology.outfolder import CAMS, HEATMAPS, RESULTS_CSV, RESULTS_JSON, TILES
 from appliance.pathology.prepare import PreparedSlide, TileSettings, prepare_slide, tile_batches
 from appliance.pathology.slides import SlideError
 from appliance.pathology.tiles import Tile
+from appliance.pathology.verdict import UNSUPPORTED, UNSUPPORTED_REASON
 
 log = logging.getLogger(__name__)
 NAME_MAX_BYTES = 255  # of a file name (Linux file systems): heatmaps/<slide>.png must fit

@@ -13,12 +13,12 @@ from PIL import Image
 from appliance.cli import main
 from appliance.pathology.model import ModelError, TileModel
 from appliance.pathology.ood import (
-    UNSUPPORTED,
     choose_slide_min_share,
     fit_guard,
     guard_from_metadata,
 )
 from appliance.pathology.ood_stats import optical_density_statistics
+from appliance.pathology.verdict import UNSUPPORTED
 from appliance.synthetic.he import SlideSpec, render_slide
 from tests.pathology_helpers import results_rows
 from tests.shared_data import SHARED_DATA

@@ -11,9 +11,9 @@ from PIL import Image
 from appliance.cli import main
 from appliance.pathology.heatmap import CAM_TILE_PX, cam_panel, tile_heatmap
 from appliance.pathology.model import TileModel
-from appliance.pathology.ood import UNSUPPORTED
 from appliance.pathology.run import SlideResult, picture_titles
 from appliance.pathology.tiles import Tile
+from appliance.pathology.verdict import UNSUPPORTED
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from tests.pathology_helpers import results_rows
 
