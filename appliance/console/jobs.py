@@ -6,6 +6,12 @@ unsupported), score, tile count, in-distribution share and error, with its heatm
 panel: files in ``pathology.results_dir`` that the console serves (to logged-in users only)
 when the slide's stored result names them (appliance/console/pictures.py). Jobs are submitted
 and cancelled with ``appliance pathology job``.
+
+An unsupported slide (its tissue unlike the model's training data, docs/pathology-ood.md) has
+no score: the server stores what the model computed for it, but a score beside "unsupported"
+reads as the MSI answer its label withholds, so the page and the API give its reason and its
+share of tiles in distribution, as ``pathology run`` and ``job submit --wait`` print it, and
+keep the computed figures apart, for audit only, under ``unsupported_raw``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from appliance.console.filters import (
 from appliance.console.guard import page_login, pool_of
 from appliance.console.pages import render
 from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_picture
+from appliance.pathology.verdict import UNSUPPORTED
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
@@ -39,6 +46,8 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "the PNG picture"},
     403: error("the stored path is outside the pathology results folder: not served"),
     404: error("no such slide result, or its picture is gone")}
+# what the model computed for a slide that reads as an answer: withheld from an unsupported one
+WITHHELD_FIGURES = ("score", "mean_probability", "msi_tile_share")
 
 
 # the API's path parameters, described for its OpenAPI document
@@ -50,7 +59,20 @@ def _job(request: Request, job_id: str) -> dict[str, Any] | None:
     checked_id("job id", job_id)
     with pool_of(request).store() as store:
         found = store.pathology_job_rows(1, job_id)
-        return {**found[0], "slides": store.pathology_slide_rows(job_id)} if found else None
+        if not found:
+            return None
+        slides = store.pathology_slide_rows(job_id)
+    return {**found[0], "slides": [shown_slide(row) for row in slides]}
+
+
+def shown_slide(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored slide as the console gives it: an unsupported one with its score, mean
+    probability and MSI tile share null, those figures kept apart under ``unsupported_raw``
+    (empty for every other slide)."""
+    if row["label"] != UNSUPPORTED:
+        return {**row, "unsupported_raw": {}}
+    return {**row, **dict.fromkeys(WITHHELD_FIGURES),
+            "unsupported_raw": {figure: row[figure] for figure in WITHHELD_FIGURES}}
 
 
 def _picture(request: Request, job_id: str, slide_index: str, picture: str) -> Response:
@@ -138,7 +160,11 @@ def api_jobs(request: Request, login: ApiLogin,
 @api.get("/pathology/jobs/{job_id}", summary="One pathology job and its slide results",
          description="The job as the pathology server stored it (state, server, takeovers, "
          "reason) and `slides`: each slide's label, score, MSI tile share, tiles, "
-         "in-distribution share and error.",
+         "in-distribution share and error. A slide labelled `unsupported` (tissue unlike the "
+         "model's training data: docs/pathology-ood.md) has no answer: its `score`, "
+         "`mean_probability` and `msi_tile_share` are `null`, and what the model computed "
+         "for them is kept for audit only, apart, under `unsupported_raw` (figure -> number; "
+         "`{}` for every other slide); never read it as the slide's score.",
          response_description="the job with its `slides`",
          responses={404: error("no pathology job with that id")})
 def api_job(request: Request, job_id: JobId,

@@ -202,9 +202,11 @@ def write_picture(path: Path, width_px: int, height_px: int) -> bytes:
 
 def seed_pathology(url: str, results: Path) -> None:
     """One finished pathology job of two slides, stored as the pathology server stores it:
-    slide a with its heatmap and CAM panel written under ``results``, slide b without."""
+    slide a with its heatmap and CAM panel written under ``results``, slide b unsupported
+    (with the score the model computed for it) and without pictures."""
     from appliance.pathology.jobs import JobRequest, SlideRequest
     from appliance.pathology.jobstore import SLIDE_COLUMNS, open_pathology_store
+    from appliance.pathology.verdict import UNSUPPORTED, UNSUPPORTED_REASON
 
     heatmap, cam = results / "job-1/heatmaps/0000-a.png", results / "job-1/cams/0000-a.png"
     write_picture(heatmap, 64, 48)
@@ -215,14 +217,16 @@ def seed_pathology(url: str, results: Path) -> None:
                                        SlideRequest("/slides/b.jpg", 1.0, "b")),
                              "2026-11-30T08:00:00.000000Z")
         assert store.accept(request, "server-1", 60.0)
-        for index, (label, score) in enumerate((("MSI", 0.91), ("unsupported", None))):
+        for index, label in enumerate(("MSI", UNSUPPORTED)):
             row = dict.fromkeys(SLIDE_COLUMNS, "")
+            supported = label != UNSUPPORTED  # an unsupported slide keeps what was computed
+            score = 0.91 if supported else 0.97
             row.update(job_id="job-1", slide_index=index, slide="ab"[index], label=label,
                        score=score, mean_probability=score, msi_tile_share=0.4, tile_count=120,
-                       in_distribution_share=0.97 if score else 0.1,
-                       reason="" if score else "tiles unlike the training data",
-                       heatmap_path=str(heatmap) if score else "",
-                       cam_path=str(cam) if score else "")
+                       in_distribution_share=0.97 if supported else 0.1,
+                       reason="" if supported else UNSUPPORTED_REASON,
+                       heatmap_path=str(heatmap) if supported else "",
+                       cam_path=str(cam) if supported else "")
             assert store.store_slide(row)
         assert store.finish("job-1", "server-1", "done")
     finally:

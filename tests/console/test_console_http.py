@@ -644,6 +644,11 @@ def test_pathology_jobs_show_state_and_slide_results(console: Console) -> None:
     slides = json.loads(body)["slides"]
     assert [(s["slide"], s["label"], s["score"]) for s in slides] == [
         ("a", "MSI", 0.91), ("b", "unsupported", None)]
+    # what the model computed for the unsupported slide: kept apart, for audit only
+    assert (slides[1]["msi_tile_share"], slides[1]["mean_probability"]) == (None, None)
+    assert slides[1]["unsupported_raw"] == {"score": 0.97, "mean_probability": 0.97,
+                                            "msi_tile_share": 0.4}
+    assert (slides[0]["msi_tile_share"], slides[0]["unsupported_raw"]) == (0.4, {})
     assert console.get("/api/v1/pathology/jobs/nope", console.token)[0] == 404
     status, _, body = console.get("/api/v1/pathology/jobs/%3Cb%3E", console.token)
     assert status == 400
@@ -651,7 +656,7 @@ def test_pathology_jobs_show_state_and_slide_results(console: Console) -> None:
     cookie, _ = login_cookie(console)
     status, _, page = get_with(console, "/pathology/job-1", cookie)
     assert status == 200
-    assert b"tiles unlike the training data" in page
+    assert b"tissue unlike the model&#39;s training data" in page
     assert get_with(console, "/pathology", cookie)[0] == 200
 
 
