@@ -21,6 +21,7 @@ from appliance.transport.payloads import FEATURE_KEYS, MAX_LABELS, Classificatio
 
 REQUIRED_KEYS = ("feature_names", "labels", "version", "trained_on", "created_at")
 FIGURE_KEYS = ("calibration", "validation")
+CREATED_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # a build's created_at (UTC, whole seconds)
 
 
 class ModelError(ValueError):

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.inference.contract import ModelContract
+from appliance.inference.contract import CREATED_AT_FORMAT, ModelContract
 from appliance.modelbuild import export, quantize
 from appliance.modelbuild.evaluate import FLOAT_MODEL_KEY
 from appliance.modelbuild.table import LabelledTable, TableError, assign_splits, read_table
@@ -58,6 +58,10 @@ class BuildSettings:
     epochs: int = 20
     seed: int = 0
     feature_names: tuple[str, ...] = FEATURE_KEYS
+    # the metadata's created_at, as CREATED_AT_FORMAT; None: when the build starts. The only
+    # thing two builds of one table, code and seed on one machine differ in: pinning it makes
+    # them the same bytes (a rebuild checked against a model, by `cmp`)
+    created_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ def _sha256_short(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime(CREATED_AT_FORMAT)
+
+
 def _contract(settings: BuildSettings, labels: Sequence[str], figures: dict[str, Any],
               extra: dict[str, str]) -> ModelContract:
     return ModelContract(
@@ -100,7 +108,7 @@ def _contract(settings: BuildSettings, labels: Sequence[str], figures: dict[str,
         labels=tuple(labels),
         trained_on=f"{settings.trained_on} [table {settings.table.name} "
         f"sha256:{_sha256_short(settings.table)}]",
-        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_at=settings.created_at or _utc_now(),
         figures=figures,
         extra=extra,
     )
@@ -148,6 +156,8 @@ def build_model(settings: BuildSettings) -> BuiltModel:
     were, and no cut file under their names. A killed build's folder is removed by the next.
     """
     table, settings = _read(settings)
+    if settings.created_at is None:  # one time for both files, whatever the build takes
+        settings = replace(settings, created_at=_utc_now())
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     with _scratch(settings.out_dir) as scratch:
         staged = _build_in(scratch, settings, table)

@@ -10,10 +10,11 @@ import argparse
 import json
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from appliance.inference.contract import ModelError
+from appliance.inference.contract import CREATED_AT_FORMAT, ModelError
 from appliance.logsafe import escape_controls
 from appliance.modelbuild.table import MIN_TABLE_ROWS, SPLITS, TableError
 from appliance.outfile import replacing_refusal
@@ -43,6 +44,20 @@ def _semantic_version(text: str) -> str:
         semver_key(text)
     except ManifestError as exc:
         raise argparse.ArgumentTypeError(f"{exc} (or 1.2.3-rc.1)") from None
+    return text
+
+
+def _created_at(text: str) -> str:
+    """``--created-at``: a UTC time as the metadata writes it (the shipped model's: ``models
+    show``), so that a rebuild can be the same bytes as the model it checks."""
+    try:  # written back as read: strptime alone takes 2026-1-5T2:4:5Z too
+        canonical = datetime.strptime(text, CREATED_AT_FORMAT).strftime(CREATED_AT_FORMAT)
+    except ValueError:
+        canonical = None
+    if canonical != text:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r}: give a UTC time as YYYY-MM-DDTHH:MM:SSZ, e.g. 2026-11-26T02:40:05Z"
+        )
     return text
 
 
@@ -89,7 +104,7 @@ def _build_skin(args: argparse.Namespace) -> int:
         settings = BuildSettings(
             feature_names=features,
             table=args.data, out_dir=args.out, version=args.version, hidden=args.hidden,
-            epochs=args.epochs, seed=args.seed,
+            epochs=args.epochs, seed=args.seed, created_at=args.created_at,
             trained_on=description or f"labelled table {args.data.name} (no description given)",
         )
         built = build_model(settings)
@@ -225,6 +240,9 @@ def _register_build(models: Any) -> None:
                        help=f"training epochs, 1-{MAX_EPOCHS} (20)")
     build.add_argument("--seed", type=SEED, default=0, help="training seed (0)")
     build.add_argument("--trained-on", help="data description (default: the table's own)")
+    build.add_argument("--created-at", type=_created_at,
+                       help="the metadata's created_at, YYYY-MM-DDTHH:MM:SSZ (default: now); "
+                       "the same table, seed and time on one machine give the same bytes")
     build.add_argument("--features", type=_feature_list,
                        help="comma-separated model inputs (default: all measured features)")
     build.set_defaults(handler=_build_skin)
