@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,14 @@ def _measure(
     )
 
 
+def _summary(scheme: Scheme) -> str:
+    """One scheme and how it measured, in a line (`appliance -v` logs each one)."""
+    weights = "per-channel" if scheme.per_channel else "per-tensor"
+    return (f"{scheme.quant_format} {weights}, float layers {scheme.float_layers}: agreement "
+            f"{scheme.agreement:.4f}, mean |dp| {scheme.mean_abs_probability_diff:.5f}, "
+            f"{scheme.size_bytes} B")
+
+
 def choose_and_quantize(
     float_path: Path, out_path: Path, calibration: FloatMatrix, validation: FloatMatrix,
     n_layers: int,
@@ -148,7 +156,11 @@ def choose_and_quantize(
             half_size or measured,
             key=lambda s: (s.agreement, -s.mean_abs_probability_diff, -s.size_bytes),
         )
-        log.info("quantization schemes: %s; chose %s", [asdict(s) for s in measured], best)
+        for scheme in measured:
+            log.debug("quantization scheme %s", _summary(scheme))
+        log.info("quantization: %d schemes measured on %d validation rows (the model's "
+                 "calibration figures list them); chose %s", len(measured), len(validation),
+                 _summary(best))
         quantize(prepared, out_path, calibration, best)
     return best, measured
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -333,3 +334,23 @@ def test_build_command_into_a_file_says_so_before_training(
     assert (f"build-skin: --out {taken}: a file, not a folder; name a folder for the two "
             "models") in capsys.readouterr().err
     assert taken.read_text() == "the user's\n"
+
+
+def test_the_quantization_log_is_a_summary_line_and_a_line_a_scheme_with_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was one INFO line of every scheme's dict, about 2,500 characters on the shipped table.
+    Two layers: 8 schemes (QDQ or QOperator, per-tensor or per-channel, none or the first float)."""
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=3))
+    args = ["models", "build-skin", "--data", str(table), "--out", str(tmp_path / "m"),
+            "--hidden", "8", "--epochs", "2"]
+    with caplog.at_level(logging.DEBUG, logger="appliance.modelbuild.quantize"):
+        assert main(args) == 0
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records
+             if r.name == "appliance.modelbuild.quantize"]
+    assert all(len(message) < 300 for _, message in lines)
+    summaries = [message for level, message in lines if level == logging.INFO]
+    assert len(summaries) == 1
+    assert "8 schemes measured on 20 validation rows" in summaries[0]
+    assert "; chose Q" in summaries[0]
+    assert len([message for level, message in lines if level == logging.DEBUG]) == 8
