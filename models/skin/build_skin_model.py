@@ -6,9 +6,10 @@ Writes models/data/skin-grades.parquet (unless it exists; --new-table remakes it
 frames, about 17 minutes on 2 busy cores),
 appliance/shipped/skin-texture-grade.float.onnx and .int8.onnx, and the 32 test rows a model
 release records its self-test on, skin-texture-grade.selftest.csv (package data), and prints the
-architecture comparison and the figures stored in the model. Same seed, same table, same model
-(up to created_at). To train on REAL labelled measurements instead, skip this script and run
-``appliance models build-skin --data YOUR_TABLE.csv --out DIR --trained-on "..."``.
+architecture comparison and the figures stored in the model. Same seed, same table, same
+machine, same model (up to created_at; another CPU may change the weights' last bits: README.md,
+Skin texture grade on the kiosk). To train on REAL labelled measurements instead, skip this
+script and run ``appliance models build-skin --data YOUR_TABLE.csv --out DIR --trained-on "..."``.
 """
 
 from __future__ import annotations
