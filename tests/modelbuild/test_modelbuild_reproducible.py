@@ -82,14 +82,15 @@ def test_a_created_at_not_in_the_metadata_s_form_is_refused(
 def test_the_shipped_model_rebuilds_to_the_same_grade_on_every_row(tmp_path: Path) -> None:
     """The shipped model and a rebuild from the repository's table, code and seed (its own
     created_at given): the same grade on all 1,200 rows, probabilities within 1e-5 (float; the
-    shipped model's least margin between two grades is 0.011) and 1e-3 (INT8; 0.007)."""
+    shipped model's least margin between two grades is 0.011) and 3e-3 (INT8, least margin 0.007;
+    one hidden-layer weight a step apart, another kernel path's, moved them 1.4e-3)."""
     shipped = shipped_path(SKIN_MODEL)
     contract = OnnxRunner(shipped).contract
     args = ["models", "build-skin", "--data", str(SHIPPED_TABLE), "--out", str(tmp_path),
             "--created-at", contract.created_at]
     assert main(args) == 0
     features = read_table(SHIPPED_TABLE).features
-    for name, tolerance in zip(NAMES, (1e-5, 1e-3), strict=True):
+    for name, tolerance in zip(NAMES, (1e-5, 3e-3), strict=True):
         ours, theirs = predict(tmp_path / name, features), predict(shipped.parent / name, features)
         assert np.array_equal(ours.argmax(axis=1), theirs.argmax(axis=1)), name
         assert float(np.abs(ours - theirs).max()) <= tolerance, name
