@@ -194,7 +194,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "Train, export, INT8-quantize and validate the skin texture model from a labelled "
         "table, into a new folder (the shipped model is never overwritten).",
         ("appliance models build-skin --data grades.csv --out build/v2 --version 2.0.0 "
-         "--trained-on 'who graded what, where, when'",),
+         "--trained-on 'who graded what, where, when'",
+         "appliance models build-skin --data models/data/skin-grades.parquet "
+         "--out /tmp/rebuilt --created-at 2026-11-26T02:40:05Z",),
     ),
     "models evaluate": (
         "Accuracy, per-class precision/recall, confusion matrix and INT8/float agreement of a "
