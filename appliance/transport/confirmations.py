@@ -35,6 +35,7 @@ class LinkStats:
     broker_acked: int = 0
     acked: int = 0  # confirmed committed by the back office, removed from the outbox
     resent: int = 0
+    quiet_rounds: int = 0  # resend rounds after a span the back office confirmed nothing in
     rejected: int = 0
     bad_acks: int = 0
 

@@ -5,7 +5,8 @@ Results go out at QoS 1 oldest first, as many as the broker's receive window lea
 packet id until its PUBACK (transport/confirmations.py takes it from there); how long none
 has come while some are in flight tells the link a broker that stopped answering. Results the back
 office has not confirmed in time are read from the outbox again and sent again
-(transport/unconfirmed.py times that), and once a minute the outbox drops what is older than
+(transport/unconfirmed.py times that, at the pace the back office confirms them:
+transport/pacing.py), and once a minute the outbox drops what is older than
 its age limit. An outbox that cannot be read is said once; what waits in it stays there. Only
 the link's owner thread (transport/mqtt.py) calls in: it alone touches the client.
 """
@@ -110,6 +111,7 @@ class ResultSender:
         for message in messages:
             self._publish_result(message.seq, message.topic, message.payload)
         self.stats.resent += len(messages)
+        self.stats.quiet_rounds = self._unconfirmed.quiet_rounds
         log.info("%d result(s) not confirmed by the back office; sent again (next wait %.0f s)",
                  len(messages), self._unconfirmed.wait_s)
 
