@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 from appliance.backoffice.kiosk_rate import KioskRate
 from appliance.backoffice.outage import OutageWords, StoreOutage
+from appliance.backoffice.placed_capture import StatusReading
 from appliance.backoffice.schema import DeadLetter, dead_letter
 from appliance.backoffice.store import Batch, Store
 from appliance.backoffice.storeerrors import DATABASE_ERRORS, refused_for_its_values
@@ -272,10 +273,14 @@ class BatchWriter(threading.Thread):
                   masked_url(self._store.url), error)
         fresh: list[str] = []
         prefix = batch.topic_prefix  # each part's prune reads device topics under it
-        parts = [Batch(results=[row], topic_prefix=prefix) for row in batch.results]
-        parts += [Batch(statuses=[row], topic_prefix=prefix, clock_readings=[  # its device's
-            reading for reading in batch.clock_readings if reading[:2] == row[:2]])
-            for row in batch.statuses]
+        def readings(site: str, device: str) -> list[StatusReading]:  # a device's, of batch
+            return [reading for reading in batch.clock_readings if reading[:2] == (site, device)]
+
+        # a result's part with its kiosk's readings: they place its capture (placed_capture.py)
+        parts = [Batch(results=[row], topic_prefix=prefix, clock_readings=readings(row[2], row[1]))
+                 for row in batch.results]
+        parts += [Batch(statuses=[row], topic_prefix=prefix, clock_readings=readings(*row[:2]))
+                  for row in batch.statuses]
         parts += [Batch(dead_letters=[letter], topic_prefix=prefix)
                   for letter in batch.dead_letters]
         for part in parts:

@@ -69,8 +69,9 @@ class Erasure:
 
 @dataclass(frozen=True)
 class HeldResult:
-    """A result of an erased subject held: its row (in RESULT_COLUMNS order) and its dead
-    letter's reason."""
+    """A result kept as a dead letter instead of stored (one of an erased subject held, or one
+    whose capture cannot be placed: placed_capture.py): its row (in RESULT_COLUMNS order) and
+    its dead letter's reason."""
 
     row: tuple[Any, ...]
     reason: str

@@ -32,6 +32,15 @@ the newest cut-off (erasure.py's ``_drop_erased``), until a later run removes it
 retry`` and ``release`` receive a result when they store it, so its receipt is then (its dead
 letter counted from its first receipt). Results stored before migration 20 were placed at
 their capture as written, never later than their receipt.
+
+A capture more than ``MAX_AGE`` before its receipt, as placed by a fresh reading of its
+kiosk's clock (as written where none is fresh), is not stored: a kiosk keeps no result that
+long, so it is an unset clock (1970) or a garbage year. A clock years behind (a dead CMOS
+battery: 2000-01-01) read by a status in the same batch or within ``READING_FRESH`` has its
+results stored, ``captured_at`` as sent and ``placed_at`` as placed; without such a reading
+(the status went to another worker, or the back office started after the kiosk connected)
+the result is kept as a dead letter that says its kiosk's clock looks wrong, and ``results
+retry``, run while its kiosk is online (a status a minute reads its clock), stores it.
 """
 
 from __future__ import annotations
@@ -40,11 +49,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from appliance.backoffice.erasure_clock import MARGIN, READING_FRESH, ClockReading
+from appliance.backoffice.erasure_clock import MARGIN, READING_FRESH, ClockReading, HeldResult
 from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc
 from appliance.backoffice.store_connection import StoreConnection
 
 BACKLOG_MAX = timedelta(hours=720)  # edge.outbox_max_age_h's default
+# a capture placed further back than this before its receipt is no kiosk's (this docstring)
+MAX_AGE = timedelta(days=3653)
 _IN_CHUNK = 500
 _DEVICE, _SITE, _CAPTURED, _RECEIVED = (RESULT_COLUMNS.index(name) for name in (
     "device_id", "site", "captured_at", "received_at"))
@@ -75,23 +86,53 @@ def placed_capture(captured_at: datetime, received_at: datetime,
     return min(max(captured_at - reading.clock.ahead, earliest), received_at)
 
 
+def unplaceable(captured_at: datetime, received_at: datetime,
+                reading: KioskReading | None) -> str | None:
+    """Why a result written ``captured_at`` and received at ``received_at`` is not stored (its
+    dead letter's reason), or None: its capture, by a fresh reading of its kiosk's clock or
+    as written without one, lies more than ``MAX_AGE`` before its receipt."""
+    fresh = reading is not None and abs(received_at - reading.clock.read_at) <= READING_FRESH
+    capture = captured_at - reading.clock.ahead if reading is not None and fresh else captured_at
+    if capture >= received_at - MAX_AGE:
+        return None
+    written = f"captured_at: {iso_utc(captured_at)[:19]}Z is older than {MAX_AGE.days} days"
+    if reading is not None and fresh:
+        seconds = reading.clock.ahead.total_seconds()
+        return (f"{written}, also by its kiosk's clock as read ({abs(seconds):.0f} s "
+                f"{'ahead' if seconds >= 0 else 'behind'}): a clock put right since, or a "
+                "garbage time; not stored")
+    return (f"{written}: its kiosk's clock looks wrong (not read within "
+            f"{READING_FRESH.total_seconds() / 60:.0f} min); run `appliance results retry` "
+            "while the kiosk is online (its status reads the clock) to store it")
+
+
 class PlacedCaptures(StoreConnection):
     """``_placed_captures``, mixed into ``Store`` through the ingest writes."""
 
-    def _placed_captures(self, cur: Any, rows: Sequence[tuple[Any, ...]],
-                         in_batch: Sequence[StatusReading] = ()) -> list[str]:
-        """The placed capture (stored-time text) of each of ``rows`` (RESULT_COLUMNS order),
+    def _placed_captures(
+        self, cur: Any, rows: Sequence[tuple[Any, ...]], in_batch: Sequence[StatusReading] = ()
+    ) -> tuple[list[tuple[tuple[Any, ...], str]], list[HeldResult]]:
+        """Each of ``rows`` (RESULT_COLUMNS order) with its placed capture (stored-time text),
         by its kiosk's newest reading: stored, or among ``in_batch`` (the statuses of the
-        batch that stores them: a kiosk's birth status comes with its backlog)."""
+        batch that stores them: a kiosk's birth status comes with its backlog); and those
+        not to store (``unplaceable``), with why."""
         readings = self._kiosk_readings(cur, {row[_DEVICE] for row in rows})
         for site, device, ahead_s, read_at, oldest_s in in_batch:
             reading = _reading(ahead_s, read_at, oldest_s)
             known = readings.get((site, device))
             if known is None or known.clock.read_at <= reading.clock.read_at:
                 readings[site, device] = reading
-        return [iso_utc(placed_capture(
-            datetime.fromisoformat(row[_CAPTURED]), datetime.fromisoformat(row[_RECEIVED]),
-            readings.get((row[_SITE], row[_DEVICE])))) for row in rows]
+        placed, refused = [], []
+        for row in rows:
+            captured_at, received_at = (datetime.fromisoformat(row[_CAPTURED]),
+                                        datetime.fromisoformat(row[_RECEIVED]))
+            kiosk = readings.get((row[_SITE], row[_DEVICE]))
+            why = unplaceable(captured_at, received_at, kiosk)
+            if why is None:
+                placed.append((row, iso_utc(placed_capture(captured_at, received_at, kiosk))))
+            else:
+                refused.append(HeldResult(row, why))
+        return placed, refused
 
     def _kiosk_readings(self, cur: Any, devices: set[str]) -> dict[tuple[str, str],
                                                                    KioskReading]:

@@ -231,10 +231,11 @@ class IngestWrites(LetterWrites, PlacedCaptures):
         """Insert new results (``_insert_new``), then take out again those that were erased
         (erasure.py: a kiosk re-sends what it has not had confirmed); returns those stored now,
         those another transaction stored first with other content, and an erased subject's
-        held (to keep as dead letters). An erased result is none of them: it is confirmed to
-        its kiosk, as a duplicate is, and not kept. ``in_batch``: the clock readings of the
-        batch's statuses, which place the captures (placed_capture.py) with those stored."""
-        stored, late = self._insert_new(cur, fresh, in_batch)
+        held and those whose capture cannot be placed (to keep as dead letters). An erased
+        result is none of them: it is confirmed to its kiosk, as a duplicate is, and not kept.
+        ``in_batch``: the clock readings of the batch's statuses, which place the captures
+        (placed_capture.py) with those stored."""
+        stored, late, unplaced = self._insert_new(cur, fresh, in_batch)
         erased, held = self._drop_erased(cur, stored, released=released)
         if erased:
             log.info("%d result(s) received again after their erasure: confirmed, not stored",
@@ -243,38 +244,42 @@ class IngestWrites(LetterWrites, PlacedCaptures):
             log.warning("%d result(s) of an erased subject held as dead letters: not told "
                         "captured before or after the erasure (appliance results "
                         "dead-letters)", len(held))
+        if unplaced:
+            log.warning("%d result(s) captured more than 10 years ago by their kiosk's clock "
+                        "kept as dead letters (appliance results dead-letters)", len(unplaced))
         gone = erased | {h.row[0] for h in held}
-        return [row for row in stored if row[0] not in gone], late, held
+        return [row for row in stored if row[0] not in gone], late, held + unplaced
 
     def _insert_new(
         self, cur: Any, fresh: Sequence[tuple[Any, ...]], in_batch: Sequence[StatusReading]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[HeldResult]]:
         """Insert new results in measurement id order (the lock order, above), each with its
-        placed capture; returns those stored now and those another transaction stored first
-        with other content.
+        placed capture; returns those stored now, those another transaction stored first
+        with other content, and those whose capture cannot be placed (not inserted).
 
         ``fresh`` was read as not stored, but on PostgreSQL another worker may store the same
         id before this insert (it waits for that one, then does nothing): read as stored, its
         content would be confirmed to its kiosk and never kept. SQLite's BEGIN IMMEDIATE lets
         no other writer in between."""
         ordered = sorted(fresh, key=_measurement_id)
-        placed = self._placed_captures(cur, ordered, in_batch) if ordered else []
-        columns, rows = (*RESULT_COLUMNS, "placed_at"), [
-            (*row, at) for row, at in zip(ordered, placed, strict=True)]
+        placed, unplaced = self._placed_captures(cur, ordered, in_batch) if ordered else ([], [])
+        refused = {held.row[0] for held in unplaced}
+        fresh = [row for row in fresh if row[0] not in refused]
+        columns, rows = (*RESULT_COLUMNS, "placed_at"), [(*row, at) for row, at in placed]
         conflict = "ON CONFLICT (measurement_id) DO NOTHING"
-        if not self.postgres or not ordered:
+        if not self.postgres or not rows:
             self._insert_many(cur, "results", columns, rows, conflict)
-            return list(fresh), []
+            return list(fresh), [], unplaced
         inserted = set(self._insert_many(cur, "results", columns, rows, conflict,
                                          returning="measurement_id"))
         beaten = [row for row in fresh if row[0] not in inserted]
         if not beaten:
-            return list(fresh), []
+            return list(fresh), [], unplaced
         cur.execute(self._sql("SELECT measurement_id, payload FROM results WHERE measurement_id "
                               f"IN ({','.join('?' * len(beaten))})"), [row[0] for row in beaten])
         stored = dict(cur.fetchall())
         late = [row for row in beaten if not _same_measurement(stored[row[0]], row[-1])]
-        return [row for row in fresh if row[0] in inserted], late
+        return [row for row in fresh if row[0] in inserted], late, unplaced
 
     def _insert_many(
         self,

@@ -42,11 +42,11 @@ from appliance.transport.topics import parse_device_topic
 # the ingest writer's logger, as before triage had a module of its own (and as letterlog.py's)
 log = logging.getLogger("appliance.backoffice.batcher")
 LOG_PAYLOAD_CHARS = 120
-# Times are bounded by the receiver's clock: a kiosk's clock may run a little ahead; going
-# back, a kiosk's backlog (30 days by default) and imported archives stay well inside 10 years,
-# while an unset clock (1970) or a garbage year does not.
+# Times are bounded ahead by the receiver's clock: a kiosk's clock may run a little ahead.
+# Going back, a status's time is its kiosk's clock as it stands, which the back office reads
+# (erasure_clock.py), however far behind; a result's capture is judged once its kiosk's clock
+# reading is at hand, as the store places it (placed_capture.py's MAX_AGE).
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
-MAX_AGE = timedelta(days=3653)
 
 # (site, device id, measurement id): one result a device may drop from its outbox
 Confirmed = tuple[str, str, str]
@@ -206,7 +206,7 @@ class Triage:
 
 
 def _check_time(field: str, moment: datetime, now: datetime) -> None:
-    """Refuse a time ahead of the receiver's clock, or older than any kiosk keeps a result."""
+    """Refuse a time without a time zone, or ahead of the receiver's clock."""
     if moment.tzinfo is None:
         raise PayloadError(f"{field}: {moment.isoformat()} has no time zone; send UTC")
     if moment > now + MAX_CLOCK_AHEAD:
@@ -214,8 +214,6 @@ def _check_time(field: str, moment: datetime, now: datetime) -> None:
             f"{field}: {iso_utc(moment)} is ahead of the receiver's clock ({iso_utc(now)}); "
             "check the device's clock (NTP)"
         )
-    if moment < now - MAX_AGE:
-        raise PayloadError(f"{field}: {iso_utc(moment)} is older than {MAX_AGE.days} days")
 
 
 def _check_origin(site: str, device: str, topic_site: str, topic_device: str) -> None:

@@ -120,10 +120,10 @@ def test_duplicates_and_hostile_messages_leave_exactly_the_valid_results(
 
 
 def _refused(prefix: str, device: str = "kiosk-0") -> tuple[str, str, bytes]:
-    """(measurement id, topic, payload) of a result refused for an unset kiosk clock (1970)."""
+    """(measurement id, topic, payload) of a result refused for a kiosk clock far ahead."""
     result = fleet.sample_result(random.Random(3), "lab", device, 0)
     body = json.loads(result.to_json())
-    body["captured_at"] = "1970-01-01T00:00:07Z"
+    body["captured_at"] = "2999-01-01T00:00:07Z"
     return result.measurement_id, f"{prefix}/lab/{device}/result", json.dumps(body).encode()
 
 
@@ -200,7 +200,7 @@ def test_a_refused_result_sent_again_is_kept_once_and_confirmed_each_time(
     (letter,) = reader.dead_letters()
     reader.close()
     assert letter.payload == body
-    assert "1970-01-01" in letter.reason
+    assert "2999-01-01" in letter.reason
     assert worker.stats.dead_letters == 5
 
 

@@ -160,10 +160,10 @@ def _confirmed(
 
 
 def _invalid(index: int) -> tuple[str, bytes]:
-    """A result from a kiosk with an unset clock: refused, but its measurement id is readable."""
+    """A result from a kiosk clock far ahead: refused, but its measurement id is readable."""
     result = fleet.sample_result(random.Random(index), "lab", "k1", index)
     body = json.loads(result.to_json())
-    body["captured_at"] = "1970-01-01T00:00:05Z"
+    body["captured_at"] = "2999-01-01T00:00:05Z"
     return result.measurement_id, json.dumps(body).encode()
 
 

@@ -1,0 +1,130 @@
+"""A kiosk whose clock is years behind (a dead CMOS battery: 2000-01-01, no NTP yet) loses no
+result: with a fresh reading of its clock its results are stored, their capture placed by it;
+without one they are kept as dead letters that say why, and ``results retry`` stores them once
+the kiosk's status has read its clock. A garbage time from a clock that reads right is still
+refused. SQLite and PostgreSQL, through the ingest worker's triage and writes."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice.commands import letter_judge
+from appliance.backoffice.store import Batch, Store, open_store
+from appliance.backoffice.triage import Inbound, Triage
+from appliance.synthetic import fleet
+from appliance.transport.payloads import Result
+from tests.store_helpers import BACKENDS, fresh_store
+
+KEEP = (1000, 2**40)  # dead-letter bounds no test reaches
+MINUTE = timedelta(minutes=1)
+TOPIC = "appliance/lab/kiosk-1"
+Y2K = datetime(2000, 1, 1, tzinfo=UTC)  # where a dead CMOS battery leaves many PC clocks
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, migrated store of each backend."""
+    with fresh_store(request.param, tmp_path, "test_triageclock", open_store) as opened:
+        yield opened
+
+
+def _status(at: datetime) -> Inbound:
+    """lab/kiosk-1's live status, built now by a clock that reads ``at``."""
+    status = fleet.online_status("lab", "kiosk-1").model_copy(update={"at": at})
+    return Inbound(f"{TOPIC}/status", status.to_json(), 1, 1, retained=False)
+
+
+def _result(seed: int, captured_at: datetime) -> Result:
+    """A result of lab/kiosk-1 whose kiosk wrote ``captured_at``."""
+    result = fleet.sample_result(random.Random(seed), "lab", "kiosk-1", seed)
+    return result.model_copy(update={"captured_at": captured_at})
+
+
+def _sorted(*messages: Inbound | Result) -> tuple[Batch, list[Result]]:
+    """The messages (a result: on its topic) received now, in one batch, as triage sorts it."""
+    return Triage("appliance", 2**20).sort([
+        m if isinstance(m, Inbound) else Inbound(f"{TOPIC}/result", m.to_json(), 2, 1)
+        for m in messages])
+
+
+def _ingest(store: Store, *messages: Inbound | Result) -> list[str]:
+    """The messages received now, in one batch; the ids stored."""
+    batch, _ = _sorted(*messages)
+    assert batch.dead_letters == []
+    return store.write_batch(batch, *KEEP)
+
+
+def _stored(store: Store, result: Result) -> tuple[str, datetime]:
+    [(captured_at, placed_at)] = store.query(
+        "SELECT captured_at, placed_at FROM results WHERE measurement_id = ?",
+        (result.measurement_id,))
+    return captured_at, datetime.fromisoformat(placed_at)
+
+
+def test_a_kiosk_clock_at_2000_with_its_live_status_has_its_results_stored(
+    store: Store,
+) -> None:
+    """Before, the status itself and every result were refused as older than 3653 days, the
+    results confirmed to the kiosk (which dropped them) and kept only as dead letters."""
+    received = datetime.now(UTC)
+    new = _result(1, Y2K)
+
+    assert _ingest(store, _status(Y2K), new) == [new.measurement_id]
+
+    captured_at, placed_at = _stored(store, new)
+    assert captured_at == "2000-01-01T00:00:00.000000Z"  # as sent
+    assert abs(placed_at - received) < MINUTE  # as placed by the clock's reading
+    assert store.dead_letters() == []
+
+
+def test_a_kiosk_clock_at_2000_read_by_an_earlier_status_has_its_results_stored(
+    store: Store,
+) -> None:
+    assert _ingest(store, _status(Y2K + timedelta(seconds=30))) == []
+    later = _result(2, Y2K + timedelta(seconds=40))
+
+    assert _ingest(store, later) == [later.measurement_id]
+    assert abs(_stored(store, later)[1] - datetime.now(UTC)) < MINUTE
+
+
+def test_without_a_reading_the_result_is_a_dead_letter_that_retry_stores_after_a_status(
+    store: Store,
+) -> None:
+    """No status read the clock (it went to another worker, or came before this worker
+    started): the result is kept whole as a dead letter, still confirmed to its kiosk; once
+    the kiosk's status reads the clock, ``results retry`` stores it."""
+    new = _result(3, Y2K)
+    batch, confirmed = _sorted(new)
+
+    assert store.write_batch(batch, *KEEP) == []
+    assert [r.measurement_id for r in confirmed] == [new.measurement_id]  # its kiosk drops it
+    (letter,) = store.dead_letters()
+    assert letter.payload == new.to_json()
+    assert "its kiosk's clock looks wrong" in letter.reason
+    assert "appliance results retry" in letter.reason
+    assert store.retry_dead_letters(letter_judge()) == (0, 1)  # still no reading
+
+    _ingest(store, _status(Y2K + timedelta(minutes=3)))
+    assert store.retry_dead_letters(letter_judge()) == (1, 0)
+
+    assert store.dead_letters() == []
+    assert _stored(store, new)[0] == "2000-01-01T00:00:00.000000Z"
+
+
+def test_a_garbage_time_from_a_kiosk_clock_that_reads_right_is_still_refused(
+    store: Store,
+) -> None:
+    junk = _result(4, datetime(1970, 1, 1, tzinfo=UTC))
+
+    batch, _ = _sorted(_status(datetime.now(UTC)), junk)
+    assert store.write_batch(batch, *KEEP) == []
+
+    (letter,) = store.dead_letters()
+    assert letter.reason.startswith("captured_at: 1970-01-01T00:00:00Z is older than 3653 days")
+    assert "also by its kiosk's clock as read" in letter.reason
+    assert store.count_results() == 0
