@@ -1,4 +1,5 @@
-"""The fleet registry as people read it: one line per kiosk from its retained status."""
+"""The fleet registry as people read it: one line per kiosk from its retained status, with its
+clock as its latest live status read it (so an operator sees a kiosk whose NTP fails)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
 from appliance.texttable import aligned
 
-FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "software_version", "model",
-                 "camera", "outbox_depth", "outbox_oldest_age_s", "dropped")
+FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "clock_ahead_s",
+                 "software_version", "model", "camera", "outbox_depth", "outbox_oldest_age_s",
+                 "dropped")
 # the table's headers where the column name would mislead (the cell is a duration, not seconds)
-HEADERS = {"outbox_oldest_age_s": "OLDEST_UNSENT"}
+HEADERS = {"outbox_oldest_age_s": "OLDEST_UNSENT", "clock_ahead_s": "CLOCK"}
+JSON_COLUMNS = (*FLEET_COLUMNS, "clock_read_at")
+# a kiosk clock off by more than this is flagged: its NTP is not working (statuses read the
+# offset to a few seconds: erasure_clock.py)
+CLOCK_OFF_S = 60.0
 
 
 def fleet_rows(store: Store) -> list[dict[str, Any]]:
@@ -60,11 +66,35 @@ def camera_text(device: dict[str, Any], now: datetime) -> str:
     return f"{camera}, {seen_ago(device['status_at'], now)}"
 
 
+def offset_text(seconds: float) -> str:
+    """'3h 12m', '9835d 4h', '42s': the two largest whole units of a clock offset."""
+    whole = round(abs(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size or (unit == "s" and not parts):
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    return " ".join(parts[:2])
+
+
+def clock_text(device: dict[str, Any], now: datetime) -> str:
+    """A kiosk's clock as its latest live status read it ('3h 12m behind, read 2m ago'), with
+    'check its NTP' where it is off by more than CLOCK_OFF_S; '-' where never read."""
+    ahead_s, read_at = device.get("clock_ahead_s"), device.get("clock_read_at")
+    if ahead_s is None or not read_at:
+        return "-"
+    way = "ahead" if ahead_s >= 0 else "behind"
+    flag = " (check its NTP)" if abs(ahead_s) > CLOCK_OFF_S else ""
+    return f"{offset_text(ahead_s)} {way}{flag}, read {seen_ago(read_at, now)}"
+
+
 def _cell(column: str, row: dict[str, Any], now: datetime) -> str:
     """One cell; a kiosk's own text (versions, model, camera) with control characters escaped,
     so a hostile status cannot drive the operator's terminal."""
     if column == "camera":
         return escape_controls(camera_text(row, now))
+    if column == "clock_ahead_s":
+        return clock_text(row, now)
     value = row[column]
     if value is None:
         return "-"
@@ -96,4 +126,4 @@ def fleet_table(store: Store, now: datetime | None = None) -> str:
 
 def fleet_json(store: Store) -> str:
     """The fleet as a JSON array (for scripts)."""
-    return json.dumps([{c: row[c] for c in FLEET_COLUMNS} for row in fleet_rows(store)], indent=2)
+    return json.dumps([{c: row[c] for c in JSON_COLUMNS} for row in fleet_rows(store)], indent=2)

@@ -15,7 +15,7 @@ from typing import Any
 
 from appliance.backoffice.accounts import ConsoleAccounts
 from appliance.backoffice.keyset import Keyset
-from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS
+from appliance.backoffice.schema import DEVICE_READ_COLUMNS, RESULT_COLUMNS
 from appliance.logsafe import shorten
 
 ROLLOUT_COLUMNS = ("rollout_id", "model_name", "model_version", "decision", "scope", "canaries",
@@ -149,10 +149,10 @@ class ConsoleQueries(ConsoleAccounts):
         ``after`` key (site, device id), or the last before the ``before`` key, or the first
         of all; one keyset page of the fleet, in that order either way."""
         rows = DEVICE_KEYS.page(
-            self._fetch, f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices",
+            self._fetch, f"SELECT {','.join(DEVICE_READ_COLUMNS)} FROM devices",
             (["site = ?"], [site]) if site is not None else ([], []), limit,
             onward=after, back=before)
-        return [dict(zip(DEVICE_COLUMNS, row, strict=True)) for row in rows]
+        return [dict(zip(DEVICE_READ_COLUMNS, row, strict=True)) for row in rows]
 
     def count_devices(self, site: str | None) -> tuple[int, int]:
         """How many devices there are (or at one site), and how many of them are online."""

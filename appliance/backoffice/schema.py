@@ -53,6 +53,9 @@ DEVICE_COLUMNS = (
     "dropped",
     "outbox_oldest_age_s",
 )
+# a device as the fleet reads it: its status, and its clock as its latest live status read it
+# (written apart from the status: erasure_clock.py)
+DEVICE_READ_COLUMNS = (*DEVICE_COLUMNS, "clock_ahead_s", "clock_read_at")
 
 # what one dead letter counts against ``dead_letter_max_total_bytes``: the bytes of its
 # payload, reason and topic (UTF-8), as each database measures them (the one definition the

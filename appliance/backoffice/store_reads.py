@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from appliance.backoffice.keyset import Keyset
-from appliance.backoffice.schema import DEVICE_COLUMNS, RESULT_COLUMNS, DeadLetter
+from appliance.backoffice.schema import DEVICE_READ_COLUMNS, RESULT_COLUMNS, DeadLetter
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.backoffice.storeerrors import StoreError
 
@@ -48,8 +48,8 @@ class StoreReads(StoreConnection):
     def devices(self) -> list[dict[str, Any]]:
         """The fleet registry, one mapping per device, by site and device id."""
         rows = self._fetch(
-            f"SELECT {','.join(DEVICE_COLUMNS)} FROM devices ORDER BY site, device_id")
-        return [dict(zip(DEVICE_COLUMNS, row, strict=True)) for row in rows]
+            f"SELECT {','.join(DEVICE_READ_COLUMNS)} FROM devices ORDER BY site, device_id")
+        return [dict(zip(DEVICE_READ_COLUMNS, row, strict=True)) for row in rows]
 
     def select_results(
         self,

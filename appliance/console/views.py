@@ -23,7 +23,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.backoffice.cohort import REPORT_FEATURES
-from appliance.backoffice.fleet import camera_text, duration, fleet_row, fleet_rows, seen_ago
+from appliance.backoffice.fleet import (
+    CLOCK_OFF_S,
+    camera_text,
+    clock_text,
+    duration,
+    fleet_row,
+    fleet_rows,
+    seen_ago,
+)
 from appliance.backoffice.keyset import Neighbours
 from appliance.backoffice.retention import Period
 from appliance.backoffice.schema import not_validated_keys
@@ -69,9 +77,12 @@ def fleet(store: Store) -> list[dict[str, Any]]:
 
 def _shown_device(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     keep = ("site", "device_id", "state", "last_seen", "status_at", "software_version", "model",
-            "camera", "outbox_depth", "outbox_oldest_age_s", "dropped")
+            "camera", "outbox_depth", "outbox_oldest_age_s", "dropped", "clock_ahead_s",
+            "clock_read_at")
+    ahead_s = row.get("clock_ahead_s")
     return {**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now),
-            "camera_text": camera_text(row, now),
+            "camera_text": camera_text(row, now), "clock_text": clock_text(row, now),
+            "clock_off": ahead_s is not None and abs(ahead_s) > CLOCK_OFF_S,
             "outbox_oldest": _oldest(row.get("outbox_oldest_age_s"))}
 
 

@@ -2,10 +2,12 @@
 result: with a fresh reading of its clock its results are stored, their capture placed by it;
 without one they are kept as dead letters that say why, and ``results retry`` stores them once
 the kiosk's status has read its clock. A garbage time from a clock that reads right is still
-refused. SQLite and PostgreSQL, through the ingest worker's triage and writes."""
+refused. The fleet shows each kiosk's clock as last read. SQLite and PostgreSQL, through the
+ingest worker's triage and writes."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,8 +16,11 @@ from pathlib import Path
 import pytest
 
 from appliance.backoffice.commands import letter_judge
+from appliance.backoffice.fleet import clock_text, fleet_json, fleet_table, offset_text
+from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.backoffice.triage import Inbound, Triage
+from appliance.cli import main
 from appliance.synthetic import fleet
 from appliance.transport.payloads import Result
 from tests.store_helpers import BACKENDS, fresh_store
@@ -128,3 +133,36 @@ def test_a_garbage_time_from_a_kiosk_clock_that_reads_right_is_still_refused(
     assert letter.reason.startswith("captured_at: 1970-01-01T00:00:00Z is older than 3653 days")
     assert "also by its kiosk's clock as read" in letter.reason
     assert store.count_results() == 0
+
+
+def test_the_fleet_shows_each_kiosk_s_clock_offset_as_last_read(
+    store: Store, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """So an operator sees which kiosk's NTP to fix: the offset, flagged over a minute, and
+    when it was read; '-' for a kiosk never read (one seen only through a retained status)."""
+    behind = datetime.now(UTC) - timedelta(hours=3, minutes=12)
+    _ingest(store, _status(behind))
+    retained = fleet.online_status("lab", "kiosk-2")
+    _ingest(store, Inbound("appliance/lab/kiosk-2/status", retained.to_json(), 3, 1, True))
+    now = datetime.now(UTC) + timedelta(minutes=2)
+
+    header, first, second = fleet_table(store, now).splitlines()[:3]
+
+    column = header.index("CLOCK")
+    assert first[column:].startswith("3h 12m behind (check its NTP), read 2m ago ")
+    assert "kiosk-2" in second
+    assert second[column:].startswith("- ")  # never read: the blank cell
+    (read, never) = json.loads(fleet_json(store))
+    assert -3 * 3600 - 12 * 60 - 5 < read["clock_ahead_s"] < -3 * 3600 - 12 * 60 + 5
+    assert read["clock_read_at"] is not None
+    assert (never["clock_ahead_s"], never["clock_read_at"]) == (None, None)
+    if not store.postgres:  # the command reads what fleet_table says (a schema: no --store)
+        assert main(["fleet", "--store", store.url]) == 0
+        assert "behind (check its NTP), read" in capsys.readouterr().out
+
+
+def test_a_clock_within_a_minute_is_not_flagged() -> None:
+    now = datetime.now(UTC)
+    device = {"clock_ahead_s": -42.4, "clock_read_at": iso_utc(now - timedelta(seconds=5))}
+    assert clock_text(device, now) == "42s behind, read 5s ago"
+    assert offset_text(26 * 365.25 * 86400) == "9496d 12h"  # a clock at 2000 in 2026
