@@ -112,9 +112,11 @@ def test_without_a_reading_the_result_is_a_dead_letter_that_retry_stores_after_a
     assert letter.payload == new.to_json()
     assert "its kiosk's clock looks wrong" in letter.reason
     assert "appliance results retry" in letter.reason
+    assert store.retry_dead_letters(letter_judge(), dry_run=True) == (0, 1)
     assert store.retry_dead_letters(letter_judge()) == (0, 1)  # still no reading
 
     _ingest(store, _status(Y2K + timedelta(minutes=3)))
+    assert store.retry_dead_letters(letter_judge(), dry_run=True) == (1, 0)
     assert store.retry_dead_letters(letter_judge()) == (1, 0)
 
     assert store.dead_letters() == []
