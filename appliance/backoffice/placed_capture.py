@@ -37,7 +37,10 @@ A capture more than ``MAX_AGE`` before its receipt, as placed by a fresh reading
 kiosk's clock (as written where none is fresh), is not stored: a kiosk keeps no result that
 long, so it is an unset clock (1970) or a garbage year. A clock years behind (a dead CMOS
 battery: 2000-01-01) read by a status in the same batch or within ``READING_FRESH`` has its
-results stored, ``captured_at`` as sent and ``placed_at`` as placed; without such a reading
+results stored, ``captured_at`` as sent and ``placed_at`` as placed, and so has a backlog
+stamped by such a clock and delivered after NTP set it right, where the reading's outbox age
+vouches for it (with TLS, a kiosk whose clock is before its broker's certificate cannot
+connect until then); without such a reading
 (the status went to another worker, or the back office started after the kiosk connected)
 the result is kept as a dead letter that says its kiosk's clock looks wrong, and ``results
 retry``, run while its kiosk is online (a status a minute reads its clock), stores it.
@@ -90,17 +93,24 @@ def unplaceable(captured_at: datetime, received_at: datetime,
                 reading: KioskReading | None) -> str | None:
     """Why a result written ``captured_at`` and received at ``received_at`` is not stored (its
     dead letter's reason), or None: its capture, by a fresh reading of its kiosk's clock or
-    as written without one, lies more than ``MAX_AGE`` before its receipt."""
+    as written without one, lies more than ``MAX_AGE`` before its receipt, and no fresh
+    reading's outbox age says that nothing its kiosk held was that old."""
+    oldest = received_at - MAX_AGE
     fresh = reading is not None and abs(received_at - reading.clock.read_at) <= READING_FRESH
-    capture = captured_at - reading.clock.ahead if reading is not None and fresh else captured_at
-    if capture >= received_at - MAX_AGE:
+    if reading is None or not fresh:
+        capture, vouched = captured_at, False
+    else:  # an outbox's ages follow a step of its clock: a capture stamped before NTP set it
+        capture = captured_at - reading.clock.ahead
+        vouched = reading.oldest_waiting is not None and (
+            reading.clock.read_at - reading.oldest_waiting - MARGIN >= oldest)
+    if capture >= oldest or vouched:
         return None
     written = f"captured_at: {iso_utc(captured_at)[:19]}Z is older than {MAX_AGE.days} days"
     if reading is not None and fresh:
         seconds = reading.clock.ahead.total_seconds()
         return (f"{written}, also by its kiosk's clock as read ({abs(seconds):.0f} s "
-                f"{'ahead' if seconds >= 0 else 'behind'}): a clock put right since, or a "
-                "garbage time; not stored")
+                f"{'ahead' if seconds >= 0 else 'behind'}), and its outbox's age is not "
+                "said: a garbage time; not stored")
     return (f"{written}: its kiosk's clock looks wrong (not read within "
             f"{READING_FRESH.total_seconds() / 60:.0f} min); run `appliance results retry` "
             "while the kiosk is online (its status reads the clock) to store it")

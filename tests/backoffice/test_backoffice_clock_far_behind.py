@@ -38,9 +38,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
-def _status(at: datetime) -> Inbound:
-    """lab/kiosk-1's live status, built now by a clock that reads ``at``."""
-    status = fleet.online_status("lab", "kiosk-1").model_copy(update={"at": at})
+def _status(at: datetime, oldest_waiting: timedelta | None = None) -> Inbound:
+    """lab/kiosk-1's live status, built now by a clock that reads ``at``, its outbox's oldest
+    result ``oldest_waiting`` old (None: not said)."""
+    status = fleet.online_status("lab", "kiosk-1").model_copy(update={
+        "at": at,
+        "outbox_oldest_age_s": None if oldest_waiting is None else oldest_waiting.total_seconds()})
     return Inbound(f"{TOPIC}/status", status.to_json(), 1, 1, retained=False)
 
 
@@ -121,6 +124,23 @@ def test_without_a_reading_the_result_is_a_dead_letter_that_retry_stores_after_a
 
     assert store.dead_letters() == []
     assert _stored(store, new)[0] == "2000-01-01T00:00:00.000000Z"
+
+
+def test_a_backlog_stamped_at_2000_and_delivered_after_ntp_set_the_clock_is_stored(
+    store: Store,
+) -> None:
+    """With TLS a kiosk whose clock is at 2000 cannot verify its broker's certificate, so its
+    backlog comes after NTP set the clock right: the reading corrects nothing, but the
+    outbox's age (which follows the step) vouches that the oldest result is 3 days old."""
+    received = datetime.now(UTC)
+    backlog = _result(5, Y2K)
+
+    assert _ingest(store, _status(received, timedelta(days=3)), backlog) == [
+        backlog.measurement_id]
+
+    captured_at, placed_at = _stored(store, backlog)
+    assert captured_at == "2000-01-01T00:00:00.000000Z"
+    assert abs(placed_at - (received - timedelta(days=3, minutes=5))) < MINUTE
 
 
 def test_a_garbage_time_from_a_kiosk_clock_that_reads_right_is_still_refused(

@@ -165,14 +165,14 @@ def test_a_running_kiosk_resends_until_a_late_back_office_confirms_then_exits_0(
 
 
 def refused_results(site: str, device: str) -> dict[str, bytes]:
-    """Results a back office refuses: an unset kiosk clock (1970) and a field it does not know."""
+    """Results a back office refuses: a kiosk clock far ahead (2999), a field it does not know."""
     rng = random.Random(5)
-    unset_clock = json.loads(fleet.sample_result(rng, site, device, 0).to_json())
-    unset_clock["captured_at"] = "1970-01-01T00:00:07Z"
+    clock_ahead = json.loads(fleet.sample_result(rng, site, device, 0).to_json())
+    clock_ahead["captured_at"] = "2999-01-01T00:00:07Z"
     unknown_field = json.loads(fleet.sample_result(rng, site, device, 1).to_json())
     unknown_field["battery_pct"] = 80
     return {body["measurement_id"]: json.dumps(body).encode()
-            for body in (unset_clock, unknown_field)}
+            for body in (clock_ahead, unknown_field)}
 
 
 def test_a_result_the_back_office_dead_letters_is_acked_once_and_leaves_the_outbox(
@@ -192,7 +192,7 @@ def test_a_result_the_back_office_dead_letters_is_acked_once_and_leaves_the_outb
     reader = open_store(f"sqlite:///{tmp_path / 'backoffice' / 'store.sqlite3'}")
     letters = reader.dead_letters()
     assert sorted(json.loads(d.payload)["measurement_id"] for d in letters) == sorted(refused)
-    assert any("1970-01-01" in d.reason for d in letters)
+    assert any("2999-01-01" in d.reason for d in letters)
     assert any("Extra inputs" in d.reason for d in letters)
     assert [row[0] for row in reader.select_results(["measurement_id"])] == [
         valid.measurement_id]
@@ -202,13 +202,13 @@ def test_a_result_the_back_office_dead_letters_is_acked_once_and_leaves_the_outb
 def test_a_refused_result_with_a_thumbnail_is_kept_whole_confirmed_and_leaves_the_outbox(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
-    """An opt-in thumbnail makes a result larger than 64 KiB; refused for an unset clock, it
+    """An opt-in thumbnail makes a result larger than 64 KiB; refused for a clock far ahead, it
     was kept cut, never confirmed, and sent again every few minutes for a month."""
     config = kiosk_config(tmp_path, mqtt_broker, topic_prefix, limit=None, resend_s=30.0)
     site = site_of(topic_prefix)
     topic = f"{topic_prefix}/{site}/kiosk-early/result"
     result = json.loads(fleet.sample_result(random.Random(7), site, "kiosk-early", 0).to_json())
-    result["captured_at"] = "1970-01-01T00:00:07Z"
+    result["captured_at"] = "2999-01-01T00:00:07Z"
     result["thumbnail_jpeg_b64"] = base64.b64encode(random.Random(8).randbytes(49_152)).decode()
     body = json.dumps(result).encode()
     assert 65_536 < len(body) < MAX_PAYLOAD_BYTES
@@ -219,7 +219,7 @@ def test_a_refused_result_with_a_thumbnail_is_kept_whole_confirmed_and_leaves_th
     (letter,) = reader.dead_letters()
     reader.close()
     assert (letter.payload_bytes, letter.payload) == (len(body), body)
-    assert "1970-01-01" in letter.reason
+    assert "2999-01-01" in letter.reason
     assert "kept cut" not in letter.reason
 
 
