@@ -170,7 +170,7 @@ def test_a_sqlite_store_resolves_against_the_config_file_not_the_working_folder(
     monkeypatch.chdir(tmp_path)  # another folder than the config file's
     config = load_config(write(folder, "store:\n  url: sqlite:///store.db\n"), environ={})
     assert config.store.url == f"sqlite:///{folder / 'store.db'}"
-    for url in ("sqlite:////srv/store.db", "postgresql://bo@db.example.org/appliance"):
+    for url in ("sqlite:////srv/store.db", "postgresql://bo@db.fleet.internal/appliance"):
         assert load_config(write(folder, f"store:\n  url: {url}\n"), environ={}).store.url == url
     defaults = load_config_or_defaults(None, environ={"APPLIANCE__STORE__URL": "sqlite:///s.db"})
     assert defaults.store.url == f"sqlite:///{tmp_path / 's.db'}"  # no config.yaml: this folder

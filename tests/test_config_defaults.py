@@ -240,10 +240,10 @@ def test_config_check_names_a_back_office_store_without_its_password(
 ) -> None:
     _without_appliance_variables(monkeypatch)
     config = tmp_path / "backoffice.yaml"
-    config.write_text("store:\n  url: postgresql://bo:s3cret@db.example.org/results\n")
+    config.write_text("store:\n  url: postgresql://bo:s3cret@db.fleet.internal/results\n")
     assert main(["config", "check", str(config)]) == 0
     said = capsys.readouterr().out
-    assert ": ok: back office: store postgresql://bo:***@db.example.org/results, " in said
+    assert ": ok: back office: store postgresql://bo:***@db.fleet.internal/results, " in said
     assert "s3cret" not in said
     assert "kiosk" not in said
 

@@ -21,7 +21,8 @@ def _mqtt(**section: object) -> dict[str, object]:
     return {"mqtt": section}
 
 
-@pytest.mark.parametrize("host", ["broker.example.org", "10.0.0.7", "fe80::1", "127.0.0.1.nip.io"])
+@pytest.mark.parametrize("host", ["broker.fleet.internal", "10.0.0.7", "fe80::1",
+                                  "127.0.0.1.nip.io"])
 def test_a_login_to_another_host_without_tls_is_refused(host: str) -> None:
     with pytest.raises(ConfigError) as refused:
         config_from_mapping(_mqtt(host=host, username="kiosk-1"), environ={})
@@ -33,11 +34,11 @@ def test_a_login_to_another_host_without_tls_is_refused(host: str) -> None:
 
 def test_the_environment_turning_tls_off_is_refused_naming_the_variable() -> None:
     with pytest.raises(ConfigError) as refused:
-        config_from_mapping(_mqtt(host="broker.example.org", username="kiosk-1",
+        config_from_mapping(_mqtt(host="broker.fleet.internal", username="kiosk-1",
                                   tls={"enabled": True, "ca_file": "ca.crt"}),
                             environ={"APPLIANCE__MQTT__TLS__ENABLED": "false"})
     assert ("mqtt (environment variables set under it: APPLIANCE__MQTT__TLS__ENABLED): "
-            "mqtt.tls.enabled is false for the broker at broker.example.org") in str(
+            "mqtt.tls.enabled is false for the broker at broker.fleet.internal") in str(
                 refused.value)
 
 
@@ -46,13 +47,13 @@ def test_a_login_set_by_the_unit_s_variable_is_named_where_the_file_has_none() -
     APPLIANCE__MQTT__USERNAME. With TLS turned off in the file, the refusal named a login
     ('backoffice-1') that the file the operator was told to fix does not hold, and no variable."""
     with pytest.raises(ConfigError) as refused:
-        config_from_mapping(_mqtt(host="broker.example.org", tls={"enabled": False}),
+        config_from_mapping(_mqtt(host="broker.fleet.internal", tls={"enabled": False}),
                             environ={"APPLIANCE__MQTT__USERNAME": "backoffice-1"})
     assert ("mqtt (environment variables set under it: APPLIANCE__MQTT__USERNAME): "
-            "mqtt.tls.enabled is false for the broker at broker.example.org, another host, "
+            "mqtt.tls.enabled is false for the broker at broker.fleet.internal, another host, "
             "while mqtt.username 'backoffice-1' logs in") in str(refused.value)
     with pytest.raises(ConfigError) as from_file:
-        config_from_mapping(_mqtt(host="broker.example.org", username="backoffice-1"),
+        config_from_mapping(_mqtt(host="broker.fleet.internal", username="backoffice-1"),
                             environ={"APPLIANCE__STATE_DIR": "/var/lib/appliance"})
     assert "APPLIANCE__" not in str(from_file.value)  # no variable under mqtt: none named
 
@@ -63,8 +64,8 @@ def test_a_login_set_by_the_unit_s_variable_is_named_where_the_file_has_none() -
     {"host": "localhost", "username": "kiosk-1"},
     {"host": "LocalHost.", "username": "kiosk-1"},
     {"host": "::1", "username": "kiosk-1"},
-    {"host": "broker.example.org"},  # no login: no password to send
-    {"host": "broker.example.org", "username": "kiosk-1",
+    {"host": "broker.fleet.internal"},  # no login: no password to send
+    {"host": "broker.fleet.internal", "username": "kiosk-1",
      "tls": {"enabled": True, "ca_file": "ca.crt"}},
 ])
 def test_tls_off_is_taken_on_this_host_or_without_a_login(section: dict[str, object]) -> None:
@@ -75,12 +76,12 @@ def test_tls_off_is_taken_on_this_host_or_without_a_login(section: dict[str, obj
 def test_config_check_refuses_it_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("device:\n  id: kiosk-1\n  site: shop-1\n"
-                      "mqtt:\n  host: broker.example.org\n  port: 8883\n  username: kiosk-1\n")
+                      "mqtt:\n  host: broker.fleet.internal\n  port: 8883\n  username: kiosk-1\n")
     done = subprocess.run([sys.executable, "-m", "appliance", "config", "check", str(config)],
                           check=False, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 2, done.stdout + done.stderr  # on main: 0, the config "ok"
-    assert "mqtt.tls.enabled is false for the broker at broker.example.org" in done.stderr
+    assert "mqtt.tls.enabled is false for the broker at broker.fleet.internal" in done.stderr
 
 
 def test_a_login_left_on_mqtt_s_plain_port_is_told_the_tls_port_too() -> None:
@@ -89,12 +90,12 @@ def test_a_login_left_on_mqtt_s_plain_port_is_told_the_tls_port_too() -> None:
     connected to 1883, where the shipped broker (TLS only, deploy/mosquitto/appliance.conf)
     does not listen: the refusal now names mqtt.port 8883 too when the port is 1883."""
     with pytest.raises(ConfigError) as refused:
-        config_from_mapping(_mqtt(host="broker.example.org", username="kiosk-1"), environ={})
+        config_from_mapping(_mqtt(host="broker.fleet.internal", username="kiosk-1"), environ={})
     assert ("set mqtt.tls.enabled: true, mqtt.tls.ca_file (the fleet CA, deploy/mosquitto) and "
             "mqtt.port: 8883 (the shipped broker's TLS listener; 1883 is MQTT's plain port), or "
             "use a broker on this host") in str(refused.value)
     with pytest.raises(ConfigError) as on_its_own_port:
-        config_from_mapping(_mqtt(host="broker.example.org", port=8884, username="kiosk-1"),
+        config_from_mapping(_mqtt(host="broker.fleet.internal", port=8884, username="kiosk-1"),
                             environ={})
     assert ("set mqtt.tls.enabled: true and mqtt.tls.ca_file (the fleet CA, deploy/mosquitto), "
             "or use a broker on this host") in str(on_its_own_port.value)

@@ -134,6 +134,7 @@ def test_the_pathology_config_template_is_a_valid_server_config(tmp_path: Path) 
     slides.mkdir()
     text = template.read_text().replace("/etc/appliance/ca.crt", str(ca))
     config = tmp_path / "pathology.yaml"
+    text = text.replace("broker.example.org", "broker.fleet.internal")  # the operator's edit
     config.write_text(text.replace("/srv/slides", str(slides)))
     checked = subprocess.run([sys.executable, "-m", "appliance", "config", "check", str(config)],
                              capture_output=True, text=True, check=False,

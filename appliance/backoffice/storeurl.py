@@ -72,6 +72,20 @@ def missing_database(url: str) -> str | None:
             "picks the database named after the role (or PGDATABASE), not the store's")
 
 
+def postgres_hosts(url: str) -> list[str]:
+    """The host names a PostgreSQL store URL's authority lists (``h1:5432,[::1]:5433`` ->
+    ``h1``, ``::1``); none for a URL without (a socket folder, a service) and for SQLite."""
+    if not url.startswith(POSTGRES_SCHEMES):
+        return []
+    authority = url.partition("://")[2].partition("?")[0].partition("/")[0]
+    hosts = []
+    for entry in unquote(authority.rpartition("@")[2]).split(","):
+        host = entry[1:].partition("]")[0] if entry.startswith("[") else entry.partition(":")[0]
+        if host:
+            hosts.append(host)
+    return hosts
+
+
 def missing_path(url: str) -> str | None:
     """Why a SQLite store URL names no file: ``sqlite:///`` with nothing after it (the path
     would be empty, which reads as the working folder). None for a URL that names a path and

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from appliance.config.section import Section
+from appliance.config.section import Section, a_real_host
 from appliance.transport.payloads import (
     IDENTIFIER_PATTERN,
     MAX_IDENTIFIER_CHARS,
@@ -29,10 +29,16 @@ class StoreConfig(Section):
     @field_validator("url")
     @classmethod
     def _names_its_database(cls, value: str | None) -> str | None:
-        from appliance.backoffice.storeurl import missing_database  # noqa: PLC0415
+        from appliance.backoffice.storeurl import (  # noqa: PLC0415
+            missing_database,
+            postgres_hosts,
+        )
 
         if value is not None and (problem := missing_database(value)) is not None:
             raise ValueError(problem)
+        for host in postgres_hosts(value or ""):
+            a_real_host(host, "the PostgreSQL server's host name, or remove store.url (the "
+                        "SQLite file in state_dir)")
         return value
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-# what the templates in deploy/ hold where the installer fills in this host's own value
+# What the templates in deploy/ hold where the operator puts this host's own value: CHANGE-ME,
+# or a host under a domain reserved for examples. Both rules live here, for every role's keys.
 TEMPLATE_PLACEHOLDER = "CHANGE-ME"
 
 
@@ -19,6 +20,22 @@ def filled_in(value: str, what: str) -> str:
     if TEMPLATE_PLACEHOLDER in value:
         raise ValueError(f"got {value[:64]!r}, the template's placeholder: set {what}")
     return value
+
+
+# domains reserved for examples (RFC 2606 sections 2 and 3): no broker or database is ever
+# found under one, so a host there is a template's example left in place
+EXAMPLE_DOMAINS = ("example", "example.com", "example.net", "example.org", "invalid")
+
+
+def a_real_host(host: str, what: str) -> str:
+    """``host``, unless it lies in a domain reserved for examples (deploy/'s templates'
+    ``broker.example.org``): passed, a back office or pathology server started on the
+    template retried a broker no network has, for ever, saying only that it was unreachable."""
+    name = host.strip().lower().removesuffix(".")
+    if any(name == domain or name.endswith(f".{domain}") for domain in EXAMPLE_DOMAINS):
+        raise ValueError(f"got {host[:64]!r}, the template's example (a name reserved for "
+                         f"examples, RFC 2606, that no host has): set {what}")
+    return host
 
 
 class Section(BaseModel):

@@ -67,7 +67,8 @@ def test_kiosk_screen_unit_shows_the_loopback_page_full_screen(tmp_path: Path) -
     # the port the kiosk's config serves (install.sh edge installs deploy/config.edge.yaml),
     # and the development config.yaml alike
     filled_in = tmp_path / "config.edge.yaml"  # as the installer's editor step leaves it
-    filled_in.write_text((DEPLOY / "config.edge.yaml").read_text().replace("CHANGE-ME", "1"))
+    filled_in.write_text((DEPLOY / "config.edge.yaml").read_text().replace("CHANGE-ME", "1")
+                         .replace("broker.example.org", "broker.fleet.internal"))
     for config in (filled_in, DEPLOY.parent / "config.yaml"):
         port = load_config(config).screen.port
         assert port is not None, f"{config.name} serves no kiosk screen"
