@@ -12,7 +12,10 @@
 #   this checkout installed, the shipped skin models in /opt/appliance/models, the config in
 #   /etc/appliance (a template when none is there; an existing one is never overwritten unless
 #   --config is given), the broker CA and password as systemd credentials in
-#   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule), enabled.
+#   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule); the units
+#   are enabled and started only once the config passes `appliance config check` as the unit
+#   reads it (a template passes when its placeholders are set); until then it says which file
+#   to edit and how to start them after.
 # --uninstall stops and removes units, udev rule and /opt/appliance; it keeps /etc/appliance
 # and /var/lib/appliance (unsent results, the store) unless --purge is given as well. While
 # another role's units remain on the host (a back office beside a pathology server), it removes
@@ -25,7 +28,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 usage() { sed -n '2,11p' "$0" >&2; exit 2; }
 role=${1:-}; shift || true
 [[ "$role" == edge || "$role" == backoffice || "$role" == pathology ]] || usage
-ROOT=/ CONFIG= PASSWORD_FILE= CA= WORKER= INSTANCE= UNINSTALL=0 PURGE=0 SKIP_PIP=0
+ROOT=/ CONFIG= CONFIG_FILE= STARTED= PASSWORD_FILE= CA= WORKER= INSTANCE= UNINSTALL=0 PURGE=0 SKIP_PIP=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --root) ROOT=$(realpath -m "$2"); shift 2 ;;
@@ -129,6 +132,23 @@ install_file() {  # install_file MODE SOURCE TARGET: copy only when the content 
   chmod "$mode" "$target"
 }
 
+unit_environment() {  # the APPLIANCE__ variables the role's unit sets (deploy/appliance-*.service)
+  local login=
+  [[ "$role" == backoffice ]] && login=$WORKER
+  [[ "$role" == pathology ]] && login=pathology-$(hostname -s)-$INSTANCE
+  echo "APPLIANCE__STATE_DIR=/var/lib/appliance"
+  [[ -n "$login" ]] && echo "APPLIANCE__MQTT__USERNAME=$login" && echo "APPLIANCE__${role^^}__CLIENT_ID=$login"
+  [[ "$role" == pathology ]] && echo "APPLIANCE__PATHOLOGY__RESULTS_DIR=/var/lib/appliance/pathology"
+  return 0
+}
+
+config_passes() {  # the start decision: `appliance config check` of the config as its unit reads it
+  local appliance=$OPT/venv/bin/appliance variables
+  if [[ ! -x "$appliance" ]]; then say "could not check $CONFIG_FILE: no $appliance (--skip-pip)"; return 1; fi
+  mapfile -t variables < <(unit_environment)
+  env "${variables[@]}" "$appliance" config check "$CONFIG_FILE" >&2
+}
+
 ensure_config() {
   local name=config.yaml template=$REPO/deploy/config.edge.yaml edit="broker host; the kiosk's device and site"
   [[ "$role" == backoffice ]] && edit="broker host, store.url"
@@ -136,6 +156,7 @@ ensure_config() {
   if [[ "$role" != edge ]]; then name=$role.yaml template=$REPO/deploy/config.$role.yaml; fi
   install -d -m 0755 "$ETC"
   install -d -m 0700 "$ETC/credentials"
+  CONFIG_FILE=$ETC/$name
   if [[ -n "$CONFIG" ]]; then install_file 0640 "$CONFIG" "$ETC/$name"
   elif [[ ! -e "$ETC/$name" ]]; then install_file 0640 "$template" "$ETC/$name"
     say "wrote the template $ETC/$name: edit it ($edit) before starting"; fi
@@ -156,8 +177,16 @@ ensure_units() {
     install -d -m 0755 "$OPT/models"
     for model in "$REPO"/appliance/shipped/skin-*.onnx; do install_file 0644 "$model" "$OPT/models/$(basename "$model")"; done
   fi
-  if live; then systemctl daemon-reload; systemctl enable --now "${enabled[@]}"
-  else systemctl_do enable "${enabled[@]}"; fi
+  if live; then systemctl daemon-reload; fi
+}
+
+ensure_started() {  # only a config that passes the check is started: a template would exit 2
+  if ! config_passes; then
+    say "not started: edit $CONFIG_FILE until $OPT/venv/bin/appliance config check $CONFIG_FILE passes, then start: systemctl enable --now ${enabled[*]}"
+    STARTED="installed, not started"; return 0
+  fi
+  if live; then systemctl enable --now "${enabled[@]}"; STARTED="enabled and started"
+  else systemctl_do enable "${enabled[@]}"; STARTED="enabled"; fi
 }
 
 if [[ $UNINSTALL -eq 1 ]]; then uninstall; exit 0; fi
@@ -166,4 +195,5 @@ ensure_venv
 ensure_fonts
 ensure_config
 ensure_units
-say "installed the $role ($([[ "$ROOT" == / ]] && echo "this host" || echo "under $ROOT")): ${enabled[*]} enabled"
+ensure_started
+say "installed the $role ($([[ "$ROOT" == / ]] && echo "this host" || echo "under $ROOT")): ${enabled[*]} $STARTED"

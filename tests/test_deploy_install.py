@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from appliance.shipped import SKIN_MODEL, shipped_path
+
 INSTALL = Path(__file__).resolve().parent.parent / "deploy" / "install.sh"
+REPO = INSTALL.parents[1]
 
 
 def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,8 +61,9 @@ def test_edge_install_is_complete_idempotent_and_removable(
     assert "etc/systemd/system/appliance-edge.service" in files
     assert "etc/udev/rules.d/99-scalar-microscope.rules" in files
     assert "opt/appliance/models/skin-texture-grade.int8.onnx" in files
-    wants = "etc/systemd/system/multi-user.target.wants/appliance-edge.service"
-    assert files[wants] == (0, "/etc/systemd/system/appliance-edge.service")  # enabled
+    # not enabled: its config is not checked (--skip-pip: no appliance in the venv)
+    assert "etc/systemd/system/multi-user.target.wants/appliance-edge.service" not in files
+    assert "not started: edit " in first.stderr
     assert (root / "opt/appliance/venv/bin/python").exists()
     (root / "etc/appliance/config.yaml").write_text("device: {id: k1, site: s1}\n")  # edited
     again = install(root, "edge")
@@ -77,7 +81,7 @@ def test_edge_install_is_complete_idempotent_and_removable(
     assert snapshot(root) == {}
 
 
-def test_backoffice_install_enables_one_worker_instance_with_its_credential(
+def test_backoffice_install_installs_one_worker_instance_with_its_credential(
     tmp_path: Path, secrets: tuple[Path, Path]
 ) -> None:
     root = tmp_path / "root"
@@ -88,14 +92,15 @@ def test_backoffice_install_enables_one_worker_instance_with_its_credential(
     files = snapshot(root)
     assert files["etc/appliance/credentials/backoffice-1.password"][0] == 0o600
     assert "etc/appliance/backoffice.yaml" in files
+    assert "etc/systemd/system/appliance-backoffice@.service" in files
     wants = "etc/systemd/system/multi-user.target.wants/appliance-backoffice@backoffice-1.service"
-    assert files[wants] == (0, "/etc/systemd/system/appliance-backoffice@.service")
+    assert wants not in files  # not enabled before its config passes the check
     assert install(root, "backoffice", "--uninstall").returncode == 0
     assert not (root / wants).exists()
     assert not (root / "etc/systemd/system/appliance-backoffice@.service").exists()
 
 
-def test_pathology_install_enables_one_server_instance_with_its_host_s_credential(
+def test_pathology_install_installs_one_server_instance_with_its_host_s_credential(
     tmp_path: Path, secrets: tuple[Path, Path]
 ) -> None:
     root = tmp_path / "root"
@@ -117,7 +122,7 @@ def test_pathology_install_enables_one_server_instance_with_its_host_s_credentia
     assert "--config /etc/appliance/pathology.yaml" in unit
     assert files["etc/appliance/pathology.yaml"][0] == 0o640
     wants = "etc/systemd/system/multi-user.target.wants/appliance-pathology@0.service"
-    assert files[wants] == (0, "/etc/systemd/system/appliance-pathology@.service")
+    assert wants not in files  # not enabled before its config passes the check
     assert install(root, "pathology", "--instance", "0").returncode == 0
     assert snapshot(root) == files  # again: nothing changes
     assert install(root, "pathology", "--uninstall").returncode == 0
@@ -166,3 +171,44 @@ def test_removing_one_role_keeps_what_another_role_on_the_host_still_runs_from(
     assert install(root, "backoffice", "--uninstall", "--purge").returncode == 0
     assert not (root / "opt/appliance").exists()
     assert snapshot(root) == {}
+
+
+def _check_with_this_checkout(root: Path) -> None:
+    """An ``appliance`` in the scratch root's venv that runs this checkout, as pip would have
+    installed it: install.sh's start decision runs its ``config check``."""
+    appliance = root / "opt/appliance/venv/bin/appliance"
+    appliance.write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m appliance "$@"\n')
+    appliance.chmod(0o755)
+
+
+def test_a_unit_is_enabled_only_once_its_config_passes_the_check_and_an_edit_is_kept(
+    tmp_path: Path,
+) -> None:
+    """install.sh enabled and started the unit on the template it had just written: the kiosk
+    exited 2 on CHANGE-ME, the back office and pathology server retried broker.example.org."""
+    root = tmp_path / "root"
+    assert install(root, "edge").returncode == 0
+    _check_with_this_checkout(root)
+    template = install(root, "edge")
+    assert template.returncode == 0, template.stderr
+    config = root / "etc/appliance/config.yaml"
+    assert "device.id: got 'kiosk-CHANGE-ME', the template's placeholder" in template.stderr
+    assert (f"not started: edit {config} until {root}/opt/appliance/venv/bin/appliance config "
+            f"check {config} passes, then start: systemctl enable --now "
+            "appliance-edge.service") in template.stderr
+    wants = root / "etc/systemd/system/multi-user.target.wants/appliance-edge.service"
+    assert not wants.is_symlink()
+    subprocess.run([sys.executable, str(INSTALL.parent / "mosquitto" / "provision.py"), "--out",
+                    str(tmp_path / "ids"), "--host", "broker.fleet.internal"],
+                   check=True, capture_output=True, timeout=120)
+    edited = config.read_text().replace("kiosk-CHANGE-ME", "kiosk-1").replace(
+        "site-CHANGE-ME", "shop-1").replace("broker.example.org", "broker.fleet.internal")
+    edited = edited.replace("/etc/appliance/ca.crt", str(tmp_path / "ids/certs/ca.crt"))
+    edited = edited.replace("/opt/appliance/models/skin-texture-grade.int8.onnx",
+                            str(shipped_path(SKIN_MODEL)))
+    config.write_text(edited)  # the operator's edit, files of this host
+    again = install(root, "edge")
+    assert again.returncode == 0, again.stderr
+    assert config.read_text() == edited  # kept, not the template again
+    assert wants.readlink() == Path("/etc/systemd/system/appliance-edge.service")  # enabled
+    assert "appliance-edge.service enabled" in again.stderr
