@@ -212,3 +212,25 @@ def test_a_unit_is_enabled_only_once_its_config_passes_the_check_and_an_edit_is_
     assert config.read_text() == edited  # kept, not the template again
     assert wants.readlink() == Path("/etc/systemd/system/appliance-edge.service")  # enabled
     assert "appliance-edge.service enabled" in again.stderr
+
+
+def test_the_start_check_reads_the_config_with_the_unit_s_login(tmp_path: Path) -> None:
+    """The back-office file names no login: its unit sets APPLIANCE__MQTT__USERNAME=%i. Checked
+    without it, a file with TLS off to another host passed, and the worker it started was
+    refused for sending that login's password in clear; checked as the unit runs it, it fails."""
+    root = tmp_path / "root"
+    assert install(root, "backoffice", "--worker", "backoffice-1").returncode == 0
+    _check_with_this_checkout(root)
+    config = root / "etc/appliance/backoffice.yaml"
+    config.write_text("mqtt:\n  host: broker.fleet.internal\n  port: 8883\n")  # TLS left off
+    refused = install(root, "backoffice", "--worker", "backoffice-1")
+    assert refused.returncode == 0, refused.stderr
+    assert "while mqtt.username 'backoffice-1' logs in" in refused.stderr
+    assert "systemctl enable --now appliance-backoffice@backoffice-1.service" in refused.stderr
+    wants = root / ("etc/systemd/system/multi-user.target.wants/"
+                    "appliance-backoffice@backoffice-1.service")
+    assert not wants.is_symlink()
+    config.write_text("mqtt:\n  host: 127.0.0.1\n")  # a broker on this host: nothing in clear
+    started = install(root, "backoffice", "--worker", "backoffice-1")
+    assert "appliance-backoffice@backoffice-1.service enabled" in started.stderr, started.stderr
+    assert wants.readlink() == Path("/etc/systemd/system/appliance-backoffice@.service")
