@@ -1,0 +1,65 @@
+"""The kiosk screen's result as a customer sees it, in a real browser (Debian chromium via
+Playwright) on the screen server alone: a result handed to its state as the daemon hands it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import expect
+
+from appliance.browser import chromium_page
+from appliance.edge.screen_preview import PreviewFeed
+from appliance.edge.screen_server import ScreenServer
+from appliance.edge.screen_state import ScreenState
+from appliance.edge.screen_view import result_view
+from appliance.edge.testing import FIXED_FEATURES
+from appliance.transport import payloads
+
+
+def graded(label: str | None) -> payloads.Result:
+    """A committed result with the fixed features, graded ``label`` (None: no model)."""
+    classification = None if label is None else payloads.Classification(
+        model="grader", version="1", label=label, probabilities={label: 1.0})
+    return payloads.Result(
+        measurement_id=payloads.new_measurement_id(), device_id="kiosk-l", site="lab",
+        captured_at=payloads.utc_now(), software_version="test",
+        quality=payloads.Quality(verdict="ok"), features=FIXED_FEATURES,
+        classification=classification)
+
+
+@contextmanager
+def showing(tmp_path: Path, result: payloads.Result) -> Iterator[str]:
+    """The screen server with ``result`` on screen; yields the page's address."""
+    state = ScreenState(burst_frames=5, idle_s=600, language="en")
+    server = ScreenServer(0, state, PreviewFeed(320), tmp_path, 15.0)
+    thread = threading.Thread(target=server.serve_forever, args=(0.25,), daemon=True)
+    thread.start()
+    try:
+        state.show_result(result_view(result, {}, overlay=False))
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def result_page(page: Any, address: str) -> None:
+    page.goto(address, wait_until="domcontentloaded")  # the preview never loads: no camera
+    expect(page.locator("body")).to_have_attribute("data-phase", "result")
+
+
+def test_a_long_grade_label_stays_within_the_screen(tmp_path: Path) -> None:
+    """A model's label may be 64 characters without a space (the result contract's bound):
+    drawn whole on one line it made the page 2,550 px wide on a 600 px screen, the preview and
+    the customer's choices off to the side."""
+    label = "<b>" + "W" * 56 + "$&{x}"
+    with showing(tmp_path, graded(label)) as address, chromium_page(600, 1024) as page:
+        result_page(page, address)
+        expect(page.locator("#grade")).to_have_text(label)  # as text, not markup
+        width = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert width[0] <= width[1]
