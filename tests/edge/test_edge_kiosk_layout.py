@@ -63,3 +63,14 @@ def test_a_long_grade_label_stays_within_the_screen(tmp_path: Path) -> None:
         expect(page.locator("#grade")).to_have_text(label)  # as text, not markup
         width = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
         assert width[0] <= width[1]
+
+
+def test_a_portrait_screen_shows_the_result_below_the_preview(tmp_path: Path) -> None:
+    """A kiosk display turned portrait (1080x1920) kept the two columns side by side: each
+    feature's explanation ran a word or two a line in a third of half the screen."""
+    with showing(tmp_path, graded("fine")) as address, chromium_page(1080, 1920) as page:
+        result_page(page, address)
+        live = page.locator("#live").bounding_box()
+        panel = page.locator("#panel").bounding_box()
+        assert panel["y"] >= live["y"] + live["height"]
+        assert panel["width"] > 0.9 * 1080 - 50  # the screen's width, less the margins
