@@ -74,3 +74,13 @@ def test_a_portrait_screen_shows_the_result_below_the_preview(tmp_path: Path) ->
         panel = page.locator("#panel").bounding_box()
         assert panel["y"] >= live["y"] + live["height"]
         assert panel["width"] > 0.9 * 1080 - 50  # the screen's width, less the margins
+
+
+def test_a_result_without_a_grade_does_not_show_an_empty_one(tmp_path: Path) -> None:
+    """A kiosk without a model (or whose model's label the result contract refused) showed the
+    customer "Grade -", a heading for nothing; a grade withheld still says so, and why."""
+    with showing(tmp_path, graded(None)) as address, chromium_page(1280, 800) as page:
+        result_page(page, address)
+        expect(page.locator("#kime")).to_have_text("61")
+        expect(page.locator(".score .grade")).to_be_hidden()
+        assert "Grade" not in page.inner_text("#result")

@@ -38,11 +38,13 @@ function gradeText(label) {
 }
 
 // The grade, or why it was withheld: the features it needs were not measured, or the picture
-// as a whole is outside the validated range (a kiosk without a model shows "-").
+// as a whole is outside the validated range. A result with neither (a kiosk without a model)
+// shows no grade at all: a heading over a dash would tell the customer nothing.
 function renderGrade(result) {
   const withheld = result.grade ? null : result.grade_withheld;
+  document.querySelector(".score .grade").hidden = !result.grade && !withheld;
   const grade = document.getElementById("grade");
-  grade.textContent = result.grade ? gradeText(result.grade) : withheld ? text("grade_not_given") : "-";
+  grade.textContent = result.grade ? gradeText(result.grade) : withheld ? text("grade_not_given") : "";
   grade.classList.toggle("not-measured", !!withheld);
   let why = "";
   if (withheld && (withheld.frame || withheld.features.length === 0)) why = text("grade_withheld_frame");
