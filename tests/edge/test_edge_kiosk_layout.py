@@ -31,21 +31,34 @@ def graded(label: str | None) -> payloads.Result:
         classification=classification)
 
 
+class Screen:
+    """The screen server with a result on screen, as the daemon serves it."""
+
+    def __init__(self, tmp_path: Path, result: payloads.Result) -> None:
+        state = ScreenState(burst_frames=5, idle_s=600, language="en")
+        self.server = ScreenServer(0, state, PreviewFeed(320), tmp_path, 15.0)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.25,),
+                                       daemon=True)
+        self.thread.start()
+        state.show_result(result_view(result, {}, overlay=False))
+        self.address = f"http://127.0.0.1:{self.server.server_port}/"
+
+    def stop(self) -> None:
+        """The daemon goes away: its streams end and nothing answers on its port."""
+        self.server.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
 @contextmanager
 def showing(tmp_path: Path, result: payloads.Result) -> Iterator[str]:
     """The screen server with ``result`` on screen; yields the page's address."""
-    state = ScreenState(burst_frames=5, idle_s=600, language="en")
-    server = ScreenServer(0, state, PreviewFeed(320), tmp_path, 15.0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.25,), daemon=True)
-    thread.start()
+    screen = Screen(tmp_path, result)
     try:
-        state.show_result(result_view(result, {}, overlay=False))
-        yield f"http://127.0.0.1:{server.server_port}/"
+        yield screen.address
     finally:
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        screen.stop()
 
 
 def result_page(page: Any, address: str) -> None:
@@ -84,3 +97,22 @@ def test_a_result_without_a_grade_does_not_show_an_empty_one(tmp_path: Path) -> 
         expect(page.locator("#kime")).to_have_text("61")
         expect(page.locator(".score .grade")).to_be_hidden()
         assert "Grade" not in page.inner_text("#result")
+
+
+def test_a_screen_whose_kiosk_went_away_does_not_keep_the_last_customers_result(
+    tmp_path: Path,
+) -> None:
+    """The daemon gone (a crash systemd has not yet restarted, or a restart loop): the page
+    kept the last customer's result on screen, past the idle time that clears it (the daemon
+    clears it), for the next customer to read; now it says the kiosk is starting again."""
+    screen = Screen(tmp_path, graded("fine"))
+    try:
+        with chromium_page(1280, 800) as page:
+            result_page(page, screen.address)
+            expect(page.locator("#result")).to_be_visible()
+            screen.stop()
+            expect(page.locator("#guidance")).to_have_text(
+                "This kiosk is starting again. Please wait a moment.", timeout=15_000)
+            expect(page.locator("#result")).to_be_hidden()
+    finally:
+        screen.stop()

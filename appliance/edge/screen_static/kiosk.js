@@ -196,19 +196,40 @@ function setUp() {
 // new one is opened here, or the screen would stop following the kiosk until reloaded. A
 // refused preview (an <img>'s error) is asked for again the same way.
 const REFUSED_RETRY_MS = 1000;
+// The daemon clears the screen after its idle time; while it is gone (a crash systemd has not
+// restarted yet, a restart loop) nothing would, and the last customer's result stayed on screen
+// for the next one. After this long without it the page clears itself and says why.
+const AWAY_AFTER_MS = 5000;
 let lost = false;  // the event stream dropped: the daemon went away, its preview with it
+let awayTimer = null;
 function listen() {
   const events = new EventSource("/events");
   events.onerror = () => {
     lost = true;
+    if (awayTimer === null) awayTimer = setTimeout(showAway, AWAY_AFTER_MS);
     if (events.readyState === EventSource.CLOSED) setTimeout(listen, REFUSED_RETRY_MS);
   };
-  events.onopen = () => { if (lost) { lost = false; daemonBack(); } };
+  events.onopen = () => {
+    clearTimeout(awayTimer);
+    awayTimer = null;
+    if (lost) { lost = false; daemonBack(); }
+  };
   events.onmessage = (event) => {
     state = JSON.parse(event.data);
     if (pendingPosts === 0 && state.version >= answeredVersion) choice = state.subject;
     render();
   };
+}
+
+// The daemon is still gone: nothing of the last customer stays on screen until it is back
+// (its first event is the whole state again).
+function showAway() {
+  awayTimer = null;
+  if (!lost || !state) return;
+  state = {...state, phase: "guiding", guidance: "guide_kiosk_away", progress: 0, result: null,
+           subject: null};
+  choice = null;
+  render();
 }
 
 document.getElementById("preview").addEventListener(
