@@ -116,3 +116,23 @@ def test_a_screen_whose_kiosk_went_away_does_not_keep_the_last_customers_result(
             expect(page.locator("#result")).to_be_hidden()
     finally:
         screen.stop()
+
+
+# each measured value shown, with the number of lines its text takes on screen
+LINES_OF_EACH_VALUE = """[...document.querySelectorAll('#features td.value')].map((td) => {
+  const range = document.createRange();
+  range.selectNodeContents(td);
+  return [td.textContent, new Set([...range.getClientRects()].map((box) => box.top)).size];
+})"""
+
+
+def test_a_number_and_its_unit_stay_on_one_line(tmp_path: Path) -> None:
+    """On a 1024x600 panel in Japanese the furrows' "6.1 mm/mm²" broke after the number, the
+    unit alone on the next line."""
+    with showing(tmp_path, graded("fine")) as address, chromium_page(1024, 600) as page:
+        result_page(page, address)
+        page.click("#lang-ja")
+        expect(page.locator("h1")).to_have_text("肌のキメチェック")
+        lines = page.evaluate(LINES_OF_EACH_VALUE)
+        assert len(lines) == 5
+        assert all(count == 1 for _, count in lines), lines
