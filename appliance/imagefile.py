@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.outfile import flush_folder_of, fsync_path, temp_name_part
+from appliance.outfile import created_afresh, flush_folder_of, temp_name_part
 
 
 def temporary_of(path: Path) -> Path:
@@ -38,9 +38,10 @@ def write_image(path: Path, bgr: np.ndarray, params: Sequence[int] = ()) -> None
         raise OSError(f"{path}: cannot encode an image as {path.suffix!r}")
     temp = temporary_of(path)
     try:
-        with temp.open("wb") as stream:
+        with created_afresh(temp) as stream:  # a FIFO left there is not waited on
             stream.write(encoded.data)
-        fsync_path(temp)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temp, path)
     except OSError as exc:
         temp.unlink(missing_ok=True)

@@ -15,14 +15,20 @@ lose the first one's output without a word.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from appliance.logsafe import escape_controls
+
+log = logging.getLogger(__name__)
 
 TEMP_NAME_PART_BYTES = 200  # of the target's name in its temporary's: NAME_MAX is 255 bytes
 
@@ -99,6 +105,25 @@ def flush_folder_of(path: Path) -> None:
         raise OutputError(exc.errno, f"written whole, but its folder could not be flushed to "
                           f"disk ({exc.strerror or exc}): a power cut may lose the new file",
                           str(path)) from exc
+
+
+def created_afresh(temp: Path) -> BinaryIO:
+    """The temporary file ``temp`` of a fixed name, made new, empty and open for writing.
+
+    Whatever is at that name is removed first: the temporary a killed write left, or a FIFO put
+    in its place, which an ordinary open for writing waited on for ever (the kiosk screen's
+    thread stopped there for good); the latter is said in the log. O_EXCL then makes sure the
+    file opened is the one this call made, never one put there since, nor a link's target.
+    OSError when it cannot be made (a folder in its place, a full disk).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        mode = temp.lstat().st_mode
+        temp.unlink()
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            log.warning("%s: a FIFO, socket or device was in the place of this temporary file; "
+                        "removed it, and wrote the file afresh", escape_controls(str(temp)))
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    return os.fdopen(fd, "wb")
 
 
 def fsync_path(path: Path) -> None:

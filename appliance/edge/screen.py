@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from appliance.imagefile import write_image
+from appliance.outfile import created_afresh
 from appliance.transport.payloads import Result
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class KioskScreen(threading.Thread):
         overlay = draw_overlay is not None and self._wrote_overlay(draw_overlay)
         try:
             temp = self.result_path.with_suffix(".json.tmp")
-            temp.write_bytes(result.to_json())
+            with created_afresh(temp) as stream:  # a FIFO left there is not waited on
+                stream.write(result.to_json())
             os.replace(temp, self.result_path)
             self.shown += 1
         except OSError as exc:

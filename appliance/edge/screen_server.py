@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance import safejson
+from appliance.boundedread import NotRegularFileError, TooLargeError, read_bounded
+from appliance.capture.sources import FRAME_HEIGHT_PX, FRAME_WIDTH_PX
+from appliance.edge.screen import OVERLAY_FILE
 from appliance.edge.screen_preview import PreviewFeed
 from appliance.edge.screen_state import AGE_BANDS, ScreenState
 from appliance.httpbounds import (
@@ -45,6 +48,7 @@ from appliance.httpbounds import (
     BoundedThreadingMixIn,
     EveryMinute,
     RequestDeadlineMixIn,
+    Tally,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,8 @@ STREAM_LOOK_S = 0.5  # how often a stream looks whether it has been ended
 # (this and the client's receive window), where the system's default took some 3 MB
 STREAM_SEND_BUFFER_BYTES = 16384
 BOUNDARY = "kioskframe"
+# the overlay PNG of one frame: twice its raw RGB bytes is more than any PNG encoder makes of it
+MAX_OVERLAY_BYTES = 2 * FRAME_WIDTH_PX * FRAME_HEIGHT_PX * 3
 
 
 @dataclass(frozen=True)
@@ -95,11 +101,14 @@ class ScreenServer(BoundedThreadingMixIn, HTTPServer):
         self.stopping = threading.Event()
         self.allowed_hosts = {f"127.0.0.1:{self.server_port}", f"localhost:{self.server_port}"}
         self.streams = Streams(self.bounds.max_streams)
+        self.overlays_refused = Tally(log, "kiosk screen: overlays not served")
 
     def service_actions(self) -> None:
-        """Each turn of the serving loop: say refusals and ended streams that wait to be said."""
+        """Each turn of the serving loop: say refusals, ended streams and overlays not served
+        that wait to be said."""
         super().service_actions()
         self.streams.say_due()
+        self.overlays_refused.say_due()
 
 
 class Streams:
@@ -203,9 +212,18 @@ class ScreenHandler(RequestDeadlineMixIn, BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
     def _overlay(self) -> None:
+        """The newest overlay. Read without waiting and within a bound (boundedread.py): a
+        FIFO put in its place held the request's thread, and with it a connection's place,
+        for good; one is said in the log (at most once a minute) and answered as none."""
+        path = self.server.folder / OVERLAY_FILE
         try:
-            body = (self.server.folder / "last_overlay.png").read_bytes()
-        except OSError:
+            body = read_bounded(path, MAX_OVERLAY_BYTES)
+        except FileNotFoundError:
+            body = None
+        except (OSError, NotRegularFileError, TooLargeError) as exc:
+            self.server.overlays_refused.count(str(exc))
+            body = None
+        if body is None:
             self._send(HTTPStatus.NOT_FOUND, b"no overlay yet\n", "text/plain")
             return
         self._send(HTTPStatus.OK, body, "image/png")

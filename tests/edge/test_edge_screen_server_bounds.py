@@ -4,6 +4,8 @@ bound of their own below it, and a stream whose client reads nothing cut off."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
 import time
@@ -242,3 +244,22 @@ def feeding_frames(server: ScreenServer) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(5)
+
+
+def test_a_fifo_in_the_place_of_the_overlay_is_answered_as_none_and_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whoever can write the state folder put a FIFO where the screen's overlay is: reading it
+    waited for a writer for ever, and every request for the overlay (one a result) held a
+    thread and a connection's place for good, until none was left for the page."""
+    os.mkfifo(tmp_path / "last_overlay.png")
+    try:
+        with screen(tmp_path) as server:
+            assert [status_of(url(server, "/overlay.png")) for _ in range(3)] == [404] * 3
+            assert status_of(url(server)) == 200
+    finally:
+        with contextlib.suppress(OSError):  # a reader waiting for a writer gets EOF
+            os.close(os.open(tmp_path / "last_overlay.png", os.O_WRONLY | os.O_NONBLOCK))
+    said = [r.getMessage() for r in caplog.records if "overlays not served" in r.getMessage()]
+    assert len(said) == 1  # at once; the other two wait a minute
+    assert f"{tmp_path / 'last_overlay.png'}: not a regular file" in said[0]
