@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -58,6 +59,7 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/kiosk.css": ("kiosk.css", "text/css; charset=utf-8"),
           "/messages.json": ("messages.json", "application/json; charset=utf-8")}
 MAX_POST_BYTES = 1024
+ASCII_DIGITS = re.compile(r"[0-9]{1,18}")  # a length int() reads exactly, none of ²³¹
 KEEPALIVE_S = 10.0
 RECONNECT_MS = 500  # the screen's browser reconnects its event stream this soon
 # A connection that sends nothing (a request left half-written) or takes nothing (a stream
@@ -314,13 +316,40 @@ class ScreenHandler(RequestDeadlineMixIn, BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, json.dumps(self.server.state.snapshot()).encode(),
                    "application/json")
 
-    def _json_body(self) -> dict[str, Any]:
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit() or int(length) > MAX_POST_BYTES:
+    def parse_request(self) -> bool:
+        """Read the head; a request with a body this server does not read (a GET's) has its
+        connection closed after the answer: left unread, the body would be read as the next
+        request."""
+        if not super().parse_request():
+            return False
+        if self.command != "POST" and self._says_a_body():
             self.close_connection = True
-            raise ValueError(f"body of {length or 'unknown'} bytes: at most {MAX_POST_BYTES}")
+        return True
+
+    def _says_a_body(self) -> bool:
+        return (self.headers.get("Content-Length", "0") != "0"
+                or "Transfer-Encoding" in self.headers)
+
+    def _body_length(self) -> int:
+        """The POST body's length: one Content-Length of ASCII digits (``str.isdigit`` also
+        took ``²``, which ``int`` then refused), at most MAX_POST_BYTES, and no
+        Transfer-Encoding. Else ValueError, the connection closed after the answer: where the
+        body ends is unknown, and its bytes would be read as the next request."""
+        lengths = self.headers.get_all("Content-Length") or []
+        length = lengths[0] if len(lengths) == 1 else ""
+        if "Transfer-Encoding" not in self.headers and ASCII_DIGITS.fullmatch(length):
+            if int(length) <= MAX_POST_BYTES:
+                return int(length)
+            self.close_connection = True
+            raise ValueError(f"body of {int(length)} bytes: at most {MAX_POST_BYTES}")
+        self.close_connection = True
+        raise ValueError(f"the body needs one Content-Length in bytes (0-9 digits), at most "
+                         f"{MAX_POST_BYTES}, and no Transfer-Encoding")
+
+    def _json_body(self) -> dict[str, Any]:
+        length = self._body_length()
         # read even a body refused below: left unread, it would be taken for the next request
-        raw = self.rfile.read(int(length))
+        raw = self.rfile.read(length)
         if not self.headers.get("Content-Type", "").startswith("application/json"):
             raise ValueError("Content-Type must be application/json")
         try:
