@@ -17,10 +17,19 @@ in another folder (``camera.path`` changed) or saved over the old one is a new c
 row also keeps its picture's digest (``picture_digest``; none in rows from before digests), so
 that a picture measured under one name is known under another: a hard link to it, a copy of it,
 the file renamed (``holding_picture``).
+
+Every look reads a copy of the committed rows kept in memory (``_Rows``), and the file is
+written through: a look at a damaged page (a power cut, a worn card) raised out of the capture
+thread's read and ended it. A record a write finds damaged while running is moved aside, said
+once naming it, and rebuilt from that copy, and the kiosk goes on: no file whose result was
+committed is forgotten (it would be measured again after a restart), and none read but not
+committed is recorded (it would be lost). Found at open, the damage is moved aside the same way
+and the record starts afresh: its files are then measured again, under the same ids.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -36,7 +45,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS measured (name TEXT PRIMARY KEY, size_bytes INTEGER NOT NULL, "
     "mtime_ns INTEGER NOT NULL, digest BLOB)"
 )
-_DIGEST_INDEX = "CREATE INDEX IF NOT EXISTS measured_digest ON measured (digest)"
+_INSERT = ("INSERT OR REPLACE INTO measured (name, size_bytes, mtime_ns, digest) "
+           "VALUES (?, ?, ?, ?)")
+_FILE_SUFFIXES = ("", "-wal", "-shm")  # the record, its write-ahead log and that log's index
 
 
 class RecordDamagedError(Exception):
@@ -64,7 +75,8 @@ class ReplayRecord:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._db = self._connect()
+        self._db: sqlite3.Connection | None = self._connect()
+        self._rows = _Rows(self._db)
 
     def _connect(self) -> sqlite3.Connection:
         """Open the record; a damaged one is moved aside (its files are then measured again,
@@ -75,21 +87,18 @@ class ReplayRecord:
         except RecordDamagedError as exc:
             damage = str(exc)
         except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorname", "") not in _DAMAGED:
+            if not _is_damage(exc):
                 raise  # not damage (permissions, a full disk): the caller names it
             damage = str(exc)
-        aside = self.path.with_name(self.path.name + ".damaged")
+        aside = self._move_aside()
         log.error("%s: the record of measured files is damaged (%s); moved to %s and "
                   "started afresh", self.path, damage, aside)
-        self.path.replace(aside)
         return _open_db(self.path)
 
     def measured(self) -> dict[str, FileStamp]:
         """Every file whose result is committed, by name, as it was when it was read."""
         with self._lock:
-            rows = self._db.execute("SELECT name, size_bytes, mtime_ns FROM measured").fetchall()
-        stamps = (FileStamp(_listed_name(key), size, mtime) for key, size, mtime in rows)
-        return {stamp.name: stamp for stamp in stamps}
+            return dict(self._rows.stamps)
 
     def record(self, stamps: Iterable[FileStamp],
                digests: Mapping[FileStamp, bytes] | None = None) -> None:
@@ -97,44 +106,139 @@ class ReplayRecord:
         where ``digests`` has it; a failed write is logged, not raised: the files are then
         measured again after a restart, under the same ids."""
         digests = digests or {}
-        rows = [(_stored_name(s.name), s.size_bytes, s.mtime_ns, digests.get(s)) for s in stamps]
+        rows = [(s, digests.get(s)) for s in stamps]
         try:
-            with self._lock, self._db:
-                self._db.executemany("INSERT OR REPLACE INTO measured (name, size_bytes, "
-                                     "mtime_ns, digest) VALUES (?, ?, ?, ?)", rows)
-        except sqlite3.Error as exc:
+            with self._lock:
+                self._write(_INSERT, [_stored_row(stamp, digest) for stamp, digest in rows])
+                for stamp, digest in rows:
+                    self._rows.put(stamp, digest)
+        except (sqlite3.Error, OSError, RecordDamagedError) as exc:
             log.error("%s: cannot record %d measured file(s) (%s); they will be measured "
                       "again after a restart", self.path, len(rows), exc)
 
     def holds(self, stamp: FileStamp) -> bool:
         """Whether the file is recorded measured as it was in ``stamp``."""
         with self._lock:
-            row = self._db.execute("SELECT size_bytes, mtime_ns FROM measured WHERE name = ?",
-                                   (_stored_name(stamp.name),)).fetchone()
-        return row is not None and tuple(row) == (stamp.size_bytes, stamp.mtime_ns)
+            return self._rows.stamps.get(stamp.name) == stamp
 
     def holding_picture(self, digest: bytes) -> FileStamp | None:
         """A file recorded measured with this very picture (None: no such file)."""
         with self._lock:
-            row = self._db.execute("SELECT name, size_bytes, mtime_ns FROM measured "
-                                   "WHERE digest = ? LIMIT 1", (digest,)).fetchone()
-        return None if row is None else FileStamp(_listed_name(row[0]), row[1], row[2])
+            return self._rows.holding(digest)
 
     def prune(self, present_names: set[str]) -> int:
         """Forget files no longer in the folder (the record stays as small as the folder)."""
         with self._lock:
-            gone = [(key,) for key in self._all_keys() if _listed_name(key) not in present_names]
-            with self._db:
-                self._db.executemany("DELETE FROM measured WHERE name = ?", gone)
+            gone = [name for name in self._rows.stamps if name not in present_names]
+            self._write("DELETE FROM measured WHERE name = ?",
+                        [(_stored_name(name),) for name in gone])
+            for name in gone:
+                self._rows.drop(name)
         return len(gone)
 
-    def _all_keys(self) -> list[str | bytes]:
-        return [row[0] for row in self._db.execute("SELECT name FROM measured")]
+    def _write(self, statement: str, rows: list[tuple[object, ...]]) -> None:
+        """``statement`` for each of ``rows``, in one transaction (lock held). A record found
+        damaged is moved aside, said once naming it, and rebuilt from the rows in memory,
+        then written; other errors are raised (so is damage the rebuilt file shows too)."""
+        if self._db is not None:
+            try:
+                with self._db:
+                    self._db.executemany(statement, rows)
+                return
+            except sqlite3.DatabaseError as exc:
+                if not _is_damage(exc):
+                    raise
+                damage = str(exc)
+            self._close()
+            aside = self._move_aside()
+            log.error("%s: the record of measured files was found damaged while running (%s); "
+                      "moved to %s and rebuilt from the %d files it held", self.path, damage,
+                      aside, len(self._rows.stamps))
+        self._db = self._rebuilt()  # also after a rebuild that failed: none is open then
+        with self._db:
+            self._db.executemany(statement, rows)
+
+    def _rebuilt(self) -> sqlite3.Connection:
+        """A new record at ``path`` holding the rows in memory (lock held)."""
+        for suffix in _FILE_SUFFIXES:  # a rebuild that failed before may have left them
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        db = _open_db(self.path)
+        try:
+            with db:
+                db.executemany(_INSERT, self._rows.stored())
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self) -> Path:
+        """Move the record (its write-ahead log and index too: left behind, a new record
+        would take them for its own) to ``NAME.damaged``, replacing an earlier one."""
+        aside = self.path.with_name(self.path.name + ".damaged")
+        for suffix in _FILE_SUFFIXES:
+            source = self.path.with_name(self.path.name + suffix)
+            if source.exists():
+                source.replace(aside.with_name(aside.name + suffix))
+        return aside
+
+    def _close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):  # a damaged file may fail its checkpoint
+                self._db.close()
+            self._db = None
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
-            self._db.close()
+            self._close()
+
+
+class _Rows:
+    """The record's rows as committed, in memory: what every look reads, and what a record
+    found damaged while running is rebuilt from."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.stamps: dict[str, FileStamp] = {}  # by the name the folder lists
+        self._digests: dict[str, bytes | None] = {}
+        self._names_of: dict[bytes, dict[str, None]] = {}  # digest -> names (in order)
+        for key, size, mtime, digest in db.execute(
+                "SELECT name, size_bytes, mtime_ns, digest FROM measured"):
+            self.put(FileStamp(_listed_name(key), size, mtime), digest)
+
+    def put(self, stamp: FileStamp, digest: bytes | None) -> None:
+        """The file recorded as ``stamp`` (replacing a row of its name)."""
+        self.drop(stamp.name)
+        self.stamps[stamp.name] = stamp
+        self._digests[stamp.name] = digest
+        if digest is not None:
+            self._names_of.setdefault(digest, {})[stamp.name] = None
+
+    def drop(self, name: str) -> None:
+        """Forget the file of this name, if recorded."""
+        self.stamps.pop(name, None)
+        digest = self._digests.pop(name, None)
+        if digest is not None:
+            names = self._names_of[digest]
+            del names[name]
+            if not names:
+                del self._names_of[digest]
+
+    def holding(self, digest: bytes) -> FileStamp | None:
+        """A file recorded with this picture."""
+        names = self._names_of.get(digest)
+        return self.stamps[next(iter(names))] if names else None
+
+    def stored(self) -> list[tuple[object, ...]]:
+        """Every row as the file keeps it."""
+        return [_stored_row(stamp, self._digests[name]) for name, stamp in self.stamps.items()]
+
+
+def _stored_row(stamp: FileStamp, digest: bytes | None) -> tuple[object, ...]:
+    return (_stored_name(stamp.name), stamp.size_bytes, stamp.mtime_ns, digest)
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in _DAMAGED
 
 
 def _stored_name(name: str) -> str | bytes:
@@ -162,7 +266,6 @@ def _open_db(path: Path) -> sqlite3.Connection:
         columns = {row[1] for row in db.execute("PRAGMA table_info(measured)")}
         if "digest" not in columns:  # a record from before digests: its rows have none
             db.execute("ALTER TABLE measured ADD COLUMN digest BLOB")
-        db.execute(_DIGEST_INDEX)
         db.commit()
     except BaseException:
         db.close()

@@ -14,6 +14,7 @@ import cv2
 import pytest
 
 from appliance.capture import folder as folder_source
+from appliance.capture import replayed as replayed_record
 from appliance.capture import saved_over
 from appliance.capture.folder import DirectorySource
 from appliance.capture.replayed import FileStamp, ReplayRecord
@@ -192,6 +193,92 @@ def _damage_a_table_page(record: Path) -> None:
     with record.open("r+b") as out:
         out.seek((leaves[len(leaves) // 2][0] - 1) * page_bytes)
         out.write(b"\xa5" * page_bytes)
+
+
+def test_a_record_damaged_while_running_is_rebuilt_and_no_file_is_measured_twice_or_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Damage found while the kiosk ran (not at open) raised out of the source's read (its
+    look for the picture under another name): the capture thread ended and the daemon exited
+    1. Now the record is moved aside, said once, and rebuilt from the rows the run holds. A
+    restart then reads only what was never committed: the files committed before and after
+    the damage are not measured again (nor a copy of one: the digests are kept), and the one
+    read but not committed is, not lost."""
+    folder, record = tmp_path / "frames", tmp_path / "state" / "replayed.sqlite3"
+    folder.mkdir()
+    for seed, name in enumerate(("0001.jpg", "0002.jpg", "0003.jpg", "0004.jpg", "0005.jpg")):
+        (folder / name).write_bytes(_jpeg_bytes(seed))
+    source = _opened(folder, record)
+    before = [_read_until_frame(source, 3) for _ in range(2)]
+    source.record_measured([frame.stamp for frame in before if frame and frame.stamp])
+    _damage_every_page_past_the_first(record)
+    with caplog.at_level(logging.ERROR, logger="appliance.capture.replayed"):
+        after = [_read_until_frame(source, 3) for _ in range(2)]  # raised here
+        source.record_measured([after[0].stamp] if after[0] and after[0].stamp else [])
+        source.close()  # killed before 0004.jpg's result was committed
+    assert [frame.name for frame in [*before, *after] if frame] == [
+        "0001.jpg", "0002.jpg", "0003.jpg", "0004.jpg"]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1
+    assert said[0].startswith(f"{record}: the record of measured files was found damaged "
+                              "while running (database disk image is malformed); moved to "
+                              f"{record}.damaged and rebuilt from the 2 files it held")
+    (folder / "0006.jpg").write_bytes((folder / "0001.jpg").read_bytes())  # a copy
+
+    restarted = _opened(folder, record)
+    again = [_read_until_frame(restarted, 3) for _ in range(3)]
+    assert [frame.name for frame in again if frame] == ["0004.jpg", "0005.jpg"]
+    # the copy recorded with its picture's result (0004.jpg's is not committed yet)
+    assert set(ReplayRecord(record).measured()) == {"0001.jpg", "0002.jpg", "0003.jpg",
+                                                    "0006.jpg"}
+
+
+def test_a_damaged_record_that_cannot_be_rebuilt_at_once_is_rebuilt_by_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rebuild the disk refuses is logged, not raised; the next write rebuilds the record
+    with every row held before the damage (the file written then is not lost either)."""
+    path = tmp_path / "replayed.sqlite3"
+    record = ReplayRecord(path)
+    first, lost, later = (FileStamp(f"000{i}.jpg", 1000 + i, i) for i in (1, 2, 3))
+    record.record([first], {first: b"picture-1"})
+    _damage_every_page_past_the_first(path)
+    real_open = replayed_record._open_db  # noqa: SLF001 - the one call the disk refuses
+    refused: list[Path] = []
+
+    def full_disk_once(db_path: Path) -> sqlite3.Connection:
+        if not refused:
+            refused.append(db_path)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_open(db_path)
+
+    monkeypatch.setattr(replayed_record, "_open_db", full_disk_once)
+    with caplog.at_level(logging.ERROR, logger="appliance.capture.replayed"):
+        record.record([lost])
+        assert not record.holds(lost)  # measured again after a restart, as the log says
+        record.record([later])
+    record.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2
+    assert "found damaged while running" in said[0]
+    assert said[1] == (f"{path}: cannot record 1 measured file(s) (database or disk is full); "
+                       "they will be measured again after a restart")
+    monkeypatch.undo()
+    reopened = ReplayRecord(path)
+    assert set(reopened.measured()) == {"0001.jpg", "0003.jpg"}
+    assert reopened.holding_picture(b"picture-1") == first
+
+
+def _damage_every_page_past_the_first(record: Path) -> None:
+    """Overwrite the record past its header while it is open (a worn card)."""
+    db = sqlite3.connect(record)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_bytes = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    size_bytes = record.stat().st_size
+    with record.open("r+b") as out:
+        out.seek(page_bytes)
+        out.write(b"\xa5" * (size_bytes - page_bytes))
 
 
 def test_a_folder_that_lists_empty_for_a_while_is_not_read_again_when_its_files_return(
