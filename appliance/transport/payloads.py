@@ -60,7 +60,16 @@ Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER_CHARS,
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 # A count as the stores keep it (SQLite INTEGER, PostgreSQL BIGINT: signed 64 bits). A larger
 # one is valid JSON, but the store would refuse it after validation, and its whole batch with it.
+# No kiosk counts past it: its own outbox keeps its counts in SQLite INTEGERs as well.
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# The oldest a kiosk's unsent result can be (s): 100 years. A kiosk counts the age from the
+# result's commit, stamped by its clock in Unix time (not before 1970), to its clock now, which
+# the back office refuses more than 5 minutes ahead of its own (triage.py): under 100 years
+# until 2070. It fits both stores' columns (SQLite REAL, PostgreSQL DOUBLE PRECISION) and the
+# date arithmetic the back office does with it (placed_capture.py: the moment that result was
+# committed), which a larger one (1e300, 2**64) overflowed, failing its kiosk's results.
+MAX_OUTBOX_AGE_S = 100 * 365.25 * 86400
+AgeSeconds = Annotated[float, Field(ge=0.0, le=MAX_OUTBOX_AGE_S, allow_inf_nan=False)]
 # Every part of a result is bounded (strings in characters, lists and maps in entries) so that
 # the largest valid result, each character one JSON escapes to 6 bytes, stays well under
 # MAX_PAYLOAD_BYTES: a result over it would be refused for its size and never confirmed.
@@ -197,8 +206,8 @@ class Status(_Payload):
     model: ModelInfo | None = None
     camera: Literal["online", "offline"] | None = None
     outbox_depth: Count | None = Field(None, description="Results not yet acknowledged.")
-    outbox_oldest_age_s: float | None = Field(
-        None, ge=0, allow_inf_nan=False, description="Age of the oldest unacknowledged result."
+    outbox_oldest_age_s: AgeSeconds | None = Field(
+        None, description="Age of the oldest unacknowledged result (s)."
     )
     dropped: Count | None = Field(None, description="Results lost (full disk, age, size).")
 
