@@ -3,9 +3,10 @@
 A real mosquitto (private: unlimited queues), the real ingest worker with a SQLite store and
 the real edge daemon (fast fake analyser) receive thousands of generated messages: random
 bytes, random JSON, valid results with one field mutated, valid results, acks and statuses
-with hostile values, commands with random payloads. Afterwards: nobody crashed, every valid
-result is stored exactly once, every message reached the back office, and the kiosk's outbox
-only lost what the back office confirmed.
+with hostile values (a kiosk's live status with huge numbers, then its valid results),
+commands with random payloads. Afterwards: nobody crashed, every valid result is stored
+exactly once, every message reached the back office, and the kiosk's outbox only lost what
+the back office confirmed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from appliance.edge.testing import fast_daemon, fast_source, wait_until
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import LinkSettings, new_client
+from appliance.transport.payloads import MAX_OUTBOX_AGE_S
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 PREFIX = "fuzz"
@@ -84,12 +86,22 @@ ack_payload = st.lists(st.text("0123456789abcdef-", min_size=1, max_size=36), mi
     lambda ids: json.dumps({"schema": "appliance.ack/1", "ids": ids,
                             "at": "2026-12-01T00:00:00Z"}).encode()
 )
+# a live status of k1 (whose valid results follow) with one of its numbers as no kiosk sends
+# it, or as one does: each numeric field the back office stores or computes with
+status_numbers = (st.integers(min_value=-(2**70), max_value=2**70)
+                  | st.floats(allow_nan=False, allow_infinity=False)
+                  | st.sampled_from([1e300, 2**63, 2**64, MAX_OUTBOX_AGE_S, MAX_OUTBOX_AGE_S + 1]))
+hostile_status = st.tuples(st.sampled_from(["outbox_depth", "outbox_oldest_age_s", "dropped"]),
+                           status_numbers).map(
+    lambda change: json.dumps({**json.loads(fleetsim.online_status(SITE, "k1").to_json()),
+                               change[0]: change[1]}).encode())
 payloads = st.one_of(raw_bytes, raw_json, mutated_result(), hostile_text, ack_payload)
 # Results twice as often as other leaves, and half of them valid and from the topic's device.
 leaves = st.sampled_from(("result", *BACKOFFICE_LEAVES, *EDGE_LEAVES))
 cases = st.one_of(
     st.tuples(leaves, st.sampled_from(["k1", DEVICE]), payloads),
     st.tuples(st.just("result"), st.just("k1"), valid_result),
+    st.tuples(st.just("status"), st.just("k1"), hostile_status),
 )
 
 
