@@ -318,4 +318,13 @@ UPDATE results SET placed_at = CASE WHEN captured_at < received_at THEN captured
 CREATE INDEX results_placed_at ON results (placed_at)
 """,
     ),
+    (
+        21,
+        "devices: an outbox age past the bound a status now has (100 years: payloads.py's "
+        "MAX_OUTBOX_AGE_S) is cleared, as if not said; stored before the bound, it overflowed "
+        "the placing of each result of its kiosk (placed_capture.py), which the store refused",
+        """
+UPDATE devices SET outbox_oldest_age_s = NULL WHERE outbox_oldest_age_s > 3155760000
+""",
+    ),
 )

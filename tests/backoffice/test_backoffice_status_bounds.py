@@ -90,3 +90,22 @@ def test_the_largest_outbox_age_a_kiosk_can_send_places_its_results(store: Store
 def test_the_refusal_says_the_limit() -> None:
     with pytest.raises(PayloadError, match=r"outbox_oldest_age_s: .*3155760000"):
         parse_payload(_status("outbox_oldest_age_s", 1e300), Status)
+
+
+def test_an_outbox_age_stored_before_the_bound_is_cleared_by_the_migration(
+    store: Store,
+) -> None:
+    """A store that took such a status before the bound held it in ``devices`` and refused
+    the kiosk's every result after; migration 21 clears it, and a sane age stays."""
+    now = fleet.online_status("lab", "kiosk-1").at.isoformat()
+    store.write("INSERT INTO devices (site, device_id, last_seen, clock_ahead_s, clock_read_at, "
+                "outbox_oldest_age_s) VALUES (?, ?, ?, 0, ?, ?)",
+                [("lab", "kiosk-1", now, now, 1e300), ("lab", "kiosk-2", now, now, 3600.0)])
+    store.write("DELETE FROM schema_migrations WHERE version = ?", [(21,)])
+    assert store.migrate() == [21]
+    ages = store.query("SELECT device_id, outbox_oldest_age_s FROM devices ORDER BY device_id")
+    assert [(str(device), age) for device, age in ages] == [("kiosk-1", None),
+                                                            ("kiosk-2", 3600.0)]
+    result = _result(5)
+    assert _ingest(store, [("result", result)]) == []
+    assert _stored(store) == {json.loads(result)["measurement_id"]}
