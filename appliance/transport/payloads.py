@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from appliance import safejson
@@ -58,6 +58,20 @@ MAX_IDENTIFIER_CHARS = 64
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER_CHARS,
                                   pattern=IDENTIFIER_PATTERN)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+def _has_a_utc_reading(moment: datetime) -> datetime:
+    """A time whose UTC reading is a time: ``0001-01-01T00:00+01:00`` names one before year 1,
+    which the back office's first conversion to UTC met as an OverflowError (a dead letter
+    said as an unexpected error, not as the field's fault)."""
+    try:
+        (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a time whose UTC reading lies outside the years 1-9999") from None
+    return moment
+
+
+Time = Annotated[datetime, AfterValidator(_has_a_utc_reading)]
 # A count as the stores keep it (SQLite INTEGER, PostgreSQL BIGINT: signed 64 bits). A larger
 # one is valid JSON, but the store would refuse it after validation, and its whole batch with it.
 # No kiosk counts past it: its own outbox keeps its counts in SQLite INTEGERs as well.
@@ -166,7 +180,7 @@ class Result(_Payload):
     )
     device_id: Identifier
     site: Identifier
-    captured_at: datetime = Field(description="UTC time of the measured frame.")
+    captured_at: Time = Field(description="UTC time of the measured frame.")
     software_version: str = Field(max_length=64, description="appliance version that measured.")
     quality: Quality
     features: Features
@@ -201,7 +215,7 @@ class Status(_Payload):
     device_id: Identifier
     site: Identifier
     state: Literal["online", "offline"]
-    at: datetime
+    at: Time
     software_version: str | None = Field(None, max_length=64)
     model: ModelInfo | None = None
     camera: Literal["online", "offline"] | None = None
@@ -225,7 +239,7 @@ class ModelState(_Payload):
     device_id: Identifier
     site: Identifier
     state: Literal["available", "downloading", "verified", "installed", "rejected", "rolled_back"]
-    at: datetime
+    at: Time
     model: ModelInfo | None = Field(None, description="The model this step is about.")
     running: ModelInfo | None = Field(None, description="The model serving after this step.")
     reason: str | None = Field(None, max_length=1024)
@@ -246,7 +260,7 @@ class Ack(_Payload):
     ids: list[Identifier] = Field(
         min_length=1, max_length=MAX_ACK_IDS, description="Committed ids (measurement ids)."
     )
-    at: datetime = Field(description="When the back office sent this acknowledgement.")
+    at: Time = Field(description="When the back office sent this acknowledgement.")
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
 

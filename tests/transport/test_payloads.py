@@ -69,6 +69,11 @@ def test_result_round_trips_through_the_wire_form() -> None:
         (json.dumps(result_dict(subject={"age_band": "\u0664\u0660-\u0664\u0669"})).encode(),
          "age_band"),
         (json.dumps(result_dict(subject={"age_band": "\uff14\uff10+"})).encode(), "age_band"),
+        # a time before year 1 in UTC: the back office's conversion to UTC overflowed
+        (json.dumps(result_dict(captured_at="0001-01-01T00:00:00+01:00")).encode(),
+         "captured_at.*outside the years 1-9999"),
+        (json.dumps(result_dict(captured_at="9999-12-31T23:59:59-01:00")).encode(),
+         "captured_at.*outside the years 1-9999"),
     ],
 )
 def test_bad_payloads_are_refused_with_the_place_named(raw: bytes, reason: str) -> None:
@@ -172,6 +177,17 @@ def test_with_the_interpreters_digit_limit_off_results_parse_and_long_integers_s
     text = json.dumps(result_dict()).replace('"pore_count": 12', f'"pore_count": {"9" * 5000}')
     with pytest.raises(PayloadError, match=r"an integer of 5000 digits \(at most 4300"):
         parse_payload(text.encode(), Result)
+
+
+def test_a_status_time_before_year_1_in_utc_is_refused_naming_at() -> None:
+    """A kiosk's status time is never refused for lying far back (its clock is being read),
+    but one whose UTC reading is no time at all overflowed the back office's conversion."""
+    status = {"schema": "appliance.status/1", "device_id": "kiosk-1", "site": "shop-7",
+              "at": "0001-01-01T00:00:00+01:00", "state": "online"}
+    with pytest.raises(PayloadError, match=r"at.*outside the years 1-9999"):
+        parse_payload(json.dumps(status).encode(), Status)
+    status["at"] = "0001-01-01T00:00:00Z"
+    assert parse_payload(json.dumps(status).encode(), Status).at.year == 1
 
 
 def test_measurement_ids_are_unique_and_time_ordered() -> None:
