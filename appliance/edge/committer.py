@@ -243,7 +243,7 @@ class ResultCommitter(threading.Thread):
                 extra={"MEASUREMENT_ID": result.measurement_id, "DEVICE_ID": result.device_id},
             )
         if self.screen is not None:
-            self.screen.show(group[-1].result, group[-1].draw_overlay)
+            self.screen.show(group[-1].result, group[-1].draw_screen_picture)
 
 
 def _live(group: list[Accepted]) -> int:

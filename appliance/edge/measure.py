@@ -7,7 +7,9 @@ becomes the payload's vocabulary, and where a frame outside the validated range 
 (docs/measurement.md "Validated range") gains a reason in its quality block. The model grades
 only features that were measured: when the frame, or any feature the model reads, lies outside
 that range, the result has no grade and its quality block says why (``reasons.py``), and so does
-the overlay's caption. One measurement uses one model throughout: the model whose feature list
+the overlay's caption. The kiosk screen's picture is the marked frame without that caption (its
+page says every number in the customer's language); ``appliance analyze --overlay`` writes the
+captioned overlay. One measurement uses one model throughout: the model whose feature list
 decides whether to grade is the model that grades, even if an update swaps models meanwhile.
 """
 
@@ -38,12 +40,13 @@ OverlayDrawer = Callable[[str | None, tuple[str, ...] | None], np.ndarray]
 
 @dataclass(frozen=True)
 class Measurement:
-    """What the analyser found in one frame, and how to draw its overlay (if it can).
+    """What the analyser found in one frame, and how to draw its pictures (if it can).
 
-    The overlay is drawn later (by the kiosk screen's thread after the commit, or by
-    ``appliance analyze`` when asked), so drawing it never delays the result. Its drawer takes
-    the grade (None: none) and, when the grade was withheld, the model's inputs that were not
-    measured (None: not withheld; empty: the frame as a whole is outside the range).
+    The pictures are drawn later (the marked frame by the kiosk screen's thread after the
+    commit, the captioned overlay by ``appliance analyze`` when asked), so drawing them never
+    delays the result. The overlay's drawer takes the grade (None: none) and, when the grade
+    was withheld, the model's inputs that were not measured (None: not withheld; empty: the
+    frame as a whole is outside the range); the marked frame carries no text.
     ``frame_outside`` says why the frame as a whole lies outside the method's validated range
     (empty: it does not); ``not_validated`` names the features outside it, and
     ``feature_reasons`` why, where it is not the frame as a whole (pore size, hill size, a
@@ -55,6 +58,7 @@ class Measurement:
     frame_outside: tuple[str, ...] = ()
     not_validated: tuple[payloads.FeatureKey, ...] = ()
     feature_reasons: tuple[str, ...] = ()
+    marked_frame: Callable[[], np.ndarray] | None = None
 
 
 Analyzer = Callable[[np.ndarray, float], Measurement]
@@ -106,13 +110,15 @@ def serving_now(classifier: Classifier | None) -> Classifier | None:
 
 @dataclass(frozen=True)
 class MeasuredFrame:
-    """One measured frame: quality block, features, grade (None: no model) and overlay drawer."""
+    """One measured frame: quality block, features, grade (None: no model) and the drawers of
+    its captioned overlay and of its marked frame (the kiosk screen's)."""
 
     quality: payloads.Quality
     features: payloads.Features
     classification: payloads.Classification | None
     draw_overlay: Callable[[], np.ndarray] | None
     not_validated: tuple[payloads.FeatureKey, ...] = ()
+    draw_marked_frame: Callable[[], np.ndarray] | None = None
 
 
 def measure_frame(
@@ -122,7 +128,7 @@ def measure_frame(
     analyzer: Analyzer,
     classifier: Classifier | None,
 ) -> MeasuredFrame:
-    """Analyse a gated frame, grade its features and keep its overlay drawer."""
+    """Analyse a gated frame, grade its features and keep its picture drawers."""
     measurement = analyzer(rgb, um_per_px)
     model = serving_now(classifier)
     withheld_for = grade_withheld_for(model, measurement)
@@ -133,7 +139,7 @@ def measure_frame(
         label = classification.label if classification else None
         draw = functools.partial(measurement.overlay, label, withheld_for)
     return MeasuredFrame(block, measurement.features, classification, draw,
-                         measurement.not_validated)
+                         measurement.not_validated, measurement.marked_frame)
 
 
 def grade_withheld_for(
@@ -190,9 +196,9 @@ def classify(
 def skin_measurement(
     rgb: np.ndarray, um_per_px: float, white_reference: WhiteReference | None = None
 ) -> Measurement:
-    """Measure a frame with the skin analysis; the overlay is drawn only when asked."""
+    """Measure a frame with the skin analysis; its pictures are drawn only when asked."""
     from appliance.skin.analysis import analyze  # noqa: PLC0415 - heavy, loaded on first use
-    from appliance.skin.overlay import draw_overlay  # noqa: PLC0415
+    from appliance.skin.overlay import draw_markings, draw_overlay  # noqa: PLC0415
 
     analysis = analyze(rgb, um_per_px, white_reference)
     features = payloads.Features.model_validate(analysis.features.as_dict())
@@ -206,4 +212,5 @@ def skin_measurement(
         validity.frame_reasons,
         not_validated,  # type: ignore[arg-type]  # FEATURE_KEYS are FeatureKey values
         validity.feature_reasons,
+        lambda: draw_markings(rgb, analysis),
     )

@@ -44,10 +44,11 @@ class Identity:
 
 @dataclass(frozen=True)
 class Accepted:
-    """A result on its way to the outbox, with the overlay drawer for the kiosk screen."""
+    """A result on its way to the outbox, with the drawer of the kiosk screen's picture (the
+    marked frame: no caption band, the page says the numbers in the customer's language)."""
 
     result: payloads.Result
-    draw_overlay: Callable[[], np.ndarray] | None
+    draw_screen_picture: Callable[[], np.ndarray] | None
     topic: str
     stamp: FileStamp | None = None  # the saved file measured, recorded once committed
 
@@ -194,7 +195,7 @@ class AnalysisRunner(threading.Thread):
             subject=self._subject_for(frame),
             not_validated=list(measured.not_validated),
         )
-        return Accepted(result, measured.draw_overlay, self.identity.result_topic, frame.stamp)
+        return Accepted(result, measured.draw_marked_frame, self.identity.result_topic, frame.stamp)
 
     def _subject_for(self, frame: Frame) -> payloads.Subject | None:
         """The kiosk screen's choice where one was made; else what a replayed customer stated."""

@@ -1,4 +1,7 @@
-"""The kiosk screen's files: the last result (JSON) and its overlay image, in state_dir.
+"""The kiosk screen's files: the last result (JSON) and its picture, in state_dir.
+
+The picture is the frame with hills, furrows and pores marked and no caption band: the page
+says every number in the customer's language (``appliance analyze --overlay`` keeps the band).
 
 Written only after the result is committed to the outbox, on the screen's own thread (the
 overlay takes ~100 ms to draw and encode, which must not delay delivery), and replaced

@@ -1,7 +1,11 @@
-"""The kiosk-screen overlay: furrow centre lines traced, hills tinted, pores circled, numbers.
+"""The overlay: furrow centre lines traced, hills tinted, pores circled, and the numbers.
 
-The caption is drawn in a real font (``appliance.imagetext``), so a grade a model names in
-Japanese or with accents reads as it is named.
+``draw_markings`` is the frame with the markings alone: the kiosk screen's picture, whose page
+says every number in the customer's language. ``draw_overlay`` adds the caption band below it
+(the key numbers and the grade, in English): the picture ``appliance analyze --overlay`` writes
+for whoever reads the file away from the page. The caption is drawn in a real font
+(``appliance.imagetext``), so a grade a model names in Japanese or with accents reads as it is
+named.
 """
 
 from __future__ import annotations
@@ -144,10 +148,15 @@ def draw_overlay(
     rgb: np.ndarray, analysis: SkinAnalysis, grade: str | None = None,
     withheld_for: tuple[str, ...] | None = None,
 ) -> np.ndarray:
-    """The frame with hills tinted, furrow centre lines traced and pores circled, with the key
-    numbers and the grade (or why it was withheld) on a band below it (the whole frame stays
-    visible)."""
+    """The marked frame with the key numbers and the grade (or why it was withheld) on a band
+    below it (the whole frame stays visible)."""
+    canvas = draw_markings(rgb, analysis)
+    return np.vstack([canvas, caption_band(analysis, canvas.shape[1], grade, withheld_for)])
+
+
+def draw_markings(rgb: np.ndarray, analysis: SkinAnalysis) -> np.ndarray:
+    """The frame, its own size, with hills tinted, furrow centre lines traced and pores circled."""
     canvas = _tint_hills(rgb, analysis)
     _trace_furrows(canvas, analysis)
     _circle_pores(canvas, analysis)
-    return np.vstack([canvas, caption_band(analysis, canvas.shape[1], grade, withheld_for)])
+    return canvas

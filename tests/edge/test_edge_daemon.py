@@ -436,11 +436,11 @@ def test_a_crashed_screen_thread_ends_the_daemon_with_1_for_a_restart(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The customer's screen would stay on 'analysing' for good while the kiosk measured on."""
-    def broken_overlay(grade: str | None, withheld_for: tuple[str, ...] | None) -> Any:
-        raise KeyError("a bug in the overlay")
+    def broken_picture() -> Any:
+        raise KeyError("a bug in the screen's picture")
 
     def analyzer(rgb: Any, um_per_px: float) -> Measurement:
-        return Measurement(FIXED_FEATURES, broken_overlay)
+        return Measurement(FIXED_FEATURES, marked_frame=broken_picture)
 
     config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None})
     daemon = EdgeDaemon(config, source=fast_source(config), analyzer=analyzer)

@@ -24,7 +24,7 @@ from appliance.capture.sources import Frame
 from appliance.config import config_from_mapping
 from appliance.edge import screen_server
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.measure import Measurement
+from appliance.edge.measure import Measurement, skin_measurement
 from appliance.edge.testing import FIXED_FEATURES, fast_daemon, fixed_analyzer, wait_until
 from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.synthetic.camera import textured_skin
@@ -294,6 +294,36 @@ def test_a_withheld_grade_says_why_in_the_customers_language(
         expect(grade).to_have_text(graded.capitalize())  # "Fine", "Normal" or "Coarse"
         expect(why).to_be_hidden()
         assert page.inner_text("#grade-why") == ""
+    finally:
+        running.stop()
+
+
+def test_the_screens_picture_is_the_frame_without_the_caption_band(
+    mqtt_broker: Any, tmp_path: Path, page: Any
+) -> None:
+    """The picture carried the caption band below the frame: English words and ASCII units
+    ("kime score 61/100", "mm2", "um"), unreadable at the screen's 260 px and shown to Japanese
+    customers too, while the page says all of it in the customer's language. The screen's
+    picture is the marked frame alone (``appliance analyze --overlay`` keeps the band)."""
+    frame_px: list[tuple[int, int]] = []
+
+    def measured(rgb: np.ndarray, um_per_px: float) -> Measurement:
+        frame_px.append((rgb.shape[1], rgb.shape[0]))
+        return skin_measurement(rgb, um_per_px)
+
+    running, touching = hand_kiosk(mqtt_broker, tmp_path, False, measured,
+                                   SkinClassifier.load(DEFAULT_MODEL))
+    try:
+        page.goto(running.url)
+        shown = measure_once(running, touching)
+        expect(page.locator("#result")).to_have_attribute("data-mid", shown["measurement_id"])
+        picture = page.locator("#overlay")
+        expect(picture).to_have_attribute("src", re.compile(shown["measurement_id"]))
+        expect(picture).to_be_visible()
+        page.wait_for_function("() => { const picture = document.getElementById('overlay');"
+                               " return picture.complete && picture.naturalHeight > 0; }")
+        served_px = tuple(picture.evaluate("img => [img.naturalWidth, img.naturalHeight]"))
+        assert served_px == frame_px[-1]  # the frame's own size: no band below it
     finally:
         running.stop()
 

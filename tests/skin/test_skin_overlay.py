@@ -19,6 +19,7 @@ from appliance.skin.overlay import (
     NOT_MEASURED_LEGEND,
     caption_band,
     caption_lines,
+    draw_markings,
     draw_overlay,
 )
 from appliance.synthetic.skin import synthetic_frame
@@ -88,6 +89,15 @@ def test_the_band_below_the_frame_has_room_for_the_legend() -> None:
     band_inside = draw_overlay(_rgb(), inside)[height:]
     assert band_outside.shape[0] > band_inside.shape[0]  # one more line: the legend
     assert band_outside[-40:].any()  # and it is drawn, not left blank
+
+
+def test_the_marked_frame_is_the_overlay_without_its_band() -> None:
+    """The kiosk screen's picture: the same markings as the exported overlay, no text below."""
+    analysis = _analysis(10.0)
+    marked = draw_markings(_rgb(), analysis)
+    assert marked.shape == _rgb().shape
+    assert not np.array_equal(marked, _rgb())  # hills, furrows and pores are marked on it
+    assert np.array_equal(draw_overlay(_rgb(), analysis, "fine")[: _rgb().shape[0]], marked)
 
 
 TEXTURE = ("furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2",
