@@ -12,6 +12,7 @@ so the classes overlap the way real cohorts do.
 from __future__ import annotations
 
 import csv
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,12 +88,12 @@ def write_cohort(
 ) -> Path:
     """Render every slide as ``<slide>.jpg`` into out_dir and write labels.csv; returns it.
 
-    ``progress`` shows a bar on stderr when it is a terminal (a large cohort takes minutes;
-    in a log the bar would be a carriage-return line every tenth of a second)."""
+    ``progress`` shows a bar on stderr (a large cohort takes minutes); when stderr is no
+    terminal (a log, the journal), a plain line at each tenth instead of the bar's
+    carriage-return line every tenth of a second."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(spec, out_dir, quality) for spec in specs]
-    with tqdm(total=len(jobs), desc="painting slides", unit="slide",
-              disable=not progress or None) as bar:
+    with _progress_bar(len(jobs), progress) as bar:
         if workers > 1:
             _paint_in_pool(jobs, workers, bar.update)
         else:
@@ -109,6 +110,33 @@ def write_cohort(
                  spec.stain_batch]
             )
     return labels
+
+
+class _TenthLines:
+    """A progress bar's ``update`` for stderr that is no terminal: a line at each tenth."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.said = total, 0, -1
+
+    def __enter__(self) -> _TenthLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        tenth = self.done * 10 // max(self.total, 1)
+        if tenth > self.said:
+            self.said = tenth
+            print(f"painting slides: {self.done}/{self.total} slides "
+                  f"({self.done * 100 // max(self.total, 1)}%)", file=sys.stderr, flush=True)
+
+
+def _progress_bar(total: int, shown: bool) -> tqdm[None] | _TenthLines:
+    if shown and not sys.stderr.isatty():
+        return _TenthLines(total)
+    return tqdm(total=total, desc="painting slides", unit="slide", disable=not shown)
 
 
 def _paint_in_pool(jobs: list[SlideJob], workers: int, painted: Callable[[int], object]) -> None:
