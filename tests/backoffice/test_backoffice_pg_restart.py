@@ -320,9 +320,10 @@ def test_a_restart_that_lands_in_a_retention_run_is_waited_out_and_the_run_recor
     old = [fleet.sample_result(rng, "lab", "k1", i).model_copy(
         update={"captured_at": now - timedelta(days=400)}) for i in range(3)]
     letter = dead_letter(iso_utc(now - timedelta(days=400)), "p/lab/k1/result", "refused", b"x")
-    received = iso_utc(now - timedelta(days=400))  # retention counts from the capture as
-    store.write_batch(Batch(results=[result_row(r, received, r.to_json().decode())  # placed,
-                                     for r in old], dead_letters=[letter]), 1000, 2**40)  # <= receipt
+    # retention counts from the capture as placed, never later than its receipt
+    received = iso_utc(now - timedelta(days=400))
+    store.write_batch(Batch(results=[result_row(r, received, r.to_json().decode())
+                                     for r in old], dead_letters=[letter]), 1000, 2**40)
     store.close()
     held = HeldCall(monkeypatch, Store, "_add_to_letter_totals")  # the letters' transaction
     pruner = RetentionPruner(url, 365, "back office bo-1", threading.Event())
