@@ -16,6 +16,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -265,6 +266,27 @@ def test_postgresql_restarted_or_crashed_while_the_back_office_is_idle_is_no_out
     assert office.said("had closed the connection (terminating connection due to"), office.lines
 
 
+@contextmanager
+def _three_results_written(store: Store, seed: int) -> Iterator[tuple[list[int], set[str]]]:
+    """A batch writer on ``store``, given three results of kiosk k1 (message ids 1-3) and
+    started; yields the message ids it acknowledges (filled as it goes) and the results' ids.
+    The writer is stopped and the store closed after."""
+    acked: list[int] = []
+    writer = BatchWriter(store, BackofficeConfig(batch_interval_ms=50), Triage("p", 65536),
+                         lambda messages: acked.extend(m.mid for m in messages))
+    rng = random.Random(seed)
+    payloads = [fleet.sample_result(rng, "lab", "k1", i).to_json() for i in range(3)]
+    for mid, payload in enumerate(payloads, start=1):
+        writer.inbox.put(Inbound("p/lab/k1/result", payload, mid, 1))
+    writer.start()
+    try:
+        yield acked, {json.loads(payload)["measurement_id"] for payload in payloads}
+    finally:
+        writer.stop_event.set()
+        writer.join(30)
+        store.close()
+
+
 def test_a_restart_that_lands_in_a_batch_commit_is_one_quiet_reconnect_and_each_result_once(
     pg_cluster: PgCluster, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -275,25 +297,12 @@ def test_a_restart_that_lands_in_a_batch_commit_is_one_quiet_reconnect_and_each_
     url = pg_cluster.database()
     store = open_store(url)
     held = HeldCall(monkeypatch, Store, "write_batch")
-    acked: list[int] = []
-    writer = BatchWriter(store, BackofficeConfig(batch_interval_ms=50), Triage("p", 65536),
-                         lambda messages: acked.extend(m.mid for m in messages))
-    rng = random.Random(7)
-    payloads = [fleet.sample_result(rng, "lab", "k1", i).to_json() for i in range(3)]
     caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
     held.armed.set()
-    for mid, payload in enumerate(payloads, start=1):
-        writer.inbox.put(Inbound("p/lab/k1/result", payload, mid, 1))
-    writer.start()
-    try:
+    with _three_results_written(store, seed=7) as (acked, ids):
         held.restart_under_it(pg_cluster)
         assert wait_until(lambda: len(acked) == 3, 60), _loud(caplog)
-    finally:
-        writer.stop_event.set()
-        writer.join(30)
-        store.close()
     assert sorted(acked) == [1, 2, 3]
-    ids = {json.loads(payload)["measurement_id"] for payload in payloads}
     assert _stored(url) == {"k1": (3, ids)}
     assert _loud(caplog) == []
     reopened = [r.getMessage() for r in caplog.records if "had closed the connection" in
@@ -363,24 +372,11 @@ def test_a_restart_that_lands_in_a_refused_batchs_parts_is_waited_out_without_a_
 
     monkeypatch.setattr(Store, "write_batch", refusing_whole_batches)
     held = HeldCall(monkeypatch, Store, "write_batch")  # the whole batch's, then the parts'
-    acked: list[int] = []
-    writer = BatchWriter(store, BackofficeConfig(batch_interval_ms=50), Triage("p", 65536),
-                         lambda messages: acked.extend(m.mid for m in messages))
-    rng = random.Random(8)
-    payloads = [fleet.sample_result(rng, "lab", "k1", i).to_json() for i in range(3)]
     caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
     held.armed.set()
-    for mid, payload in enumerate(payloads, start=1):
-        writer.inbox.put(Inbound("p/lab/k1/result", payload, mid, 1))
-    writer.start()
-    try:
+    with _three_results_written(store, seed=8) as (acked, ids):
         held.restart_under_it(pg_cluster)
         assert wait_until(lambda: len(acked) == 3, 60), _loud(caplog)
-    finally:
-        writer.stop_event.set()
-        writer.join(30)
-        store.close()
-    ids = {json.loads(payload)["measurement_id"] for payload in payloads}
     assert _stored(url) == {"k1": (3, ids)}
     assert not [r for r in caplog.records if r.exc_info], _loud(caplog)
     assert [text.split(" (")[0] for _, _, text in _loud(caplog)] == \
@@ -409,15 +405,7 @@ def test_an_outage_that_a_refused_batchs_parts_meet_is_said_as_an_outage_not_a_t
 
     monkeypatch.setattr(Store, "write_batch", refusing_whole_batches)
     held = HeldCall(monkeypatch, Store, "write_batch")
-    acked: list[int] = []
-    writer = BatchWriter(store, BackofficeConfig(batch_interval_ms=50), Triage("p", 65536),
-                         lambda messages: acked.extend(m.mid for m in messages))
-    rng = random.Random(9)
-    payloads = [fleet.sample_result(rng, "lab", "k1", i).to_json() for i in range(3)]
-    for mid, payload in enumerate(payloads, start=1):
-        writer.inbox.put(Inbound("p/lab/k1/result", payload, mid, 1))
-    writer.start()
-    try:
+    with _three_results_written(store, seed=9) as (acked, ids):
         assert held.held.wait(60)
         pg_cluster.stop("fast")
         try:
@@ -427,11 +415,6 @@ def test_an_outage_that_a_refused_batchs_parts_meet_is_said_as_an_outage_not_a_t
         finally:
             pg_cluster.start()
         assert wait_until(lambda: len(acked) == 3, 60), _loud(caplog)
-    finally:
-        writer.stop_event.set()
-        writer.join(30)
-        store.close()
-    ids = {json.loads(payload)["measurement_id"] for payload in payloads}
     assert _stored(url) == {"k1": (3, ids)}
     assert not [r for r in caplog.records if r.exc_info], _loud(caplog)
     said = [(level, text) for _, level, text in _loud(caplog) if "refused a batch" not in text]
