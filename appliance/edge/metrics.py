@@ -25,6 +25,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "appliance_edge_outbox_dropped": ("counter", "Results lost: policy, age, refused commits."),
     "appliance_edge_results_confirmed": ("counter", "Results the back office confirmed."),
     "appliance_edge_results_resent": ("counter", "Results sent again, unconfirmed in time."),
+    "appliance_edge_results_refused": (
+        "counter", "Broker refusals of results: PUBACK 0x80+, or a connection dropped with "
+        "results in flight and none answered (an ACL)."),
     "appliance_edge_mqtt_reconnects": ("counter", "Broker connections lost."),
     "appliance_edge_mqtt_connected": ("gauge", "1 while connected to the broker."),
     "appliance_edge_held_back": (

@@ -120,6 +120,8 @@ class DeviceStatus:
             "appliance_edge_outbox_dropped": d.outbox.dropped(),
             "appliance_edge_results_confirmed": d.link.stats.acked,
             "appliance_edge_results_resent": d.link.stats.resent,
+            "appliance_edge_results_refused": (d.link.stats.rejected
+                                               + d.link.stats.dropped_unanswered),
             "appliance_edge_mqtt_reconnects": d.link.stats.reconnects,
             "appliance_edge_mqtt_connected": float(d.link.connected),
             "appliance_edge_held_back": float(d.presence.held.is_set()),

@@ -46,9 +46,11 @@ class ConnectionChurn:
         """A CONNACK with reason code 0."""
         self._started_s = self._clock()
 
-    def lost(self, code: int) -> float:
+    def lost(self, code: int, results_unanswered: bool = False) -> float:
         """The connection that ``connected`` started ended with ``code``; how long it lasted
-        (0 when none had started)."""
+        (0 when none had started). ``results_unanswered``: it ended with results in flight
+        and none answered, which is how mosquitto drops a client whose results its ACL
+        refuses (transport/confirmations.py says that once): then the warning names both."""
         if self._started_s is None:
             return 0.0
         lasted_s, self._started_s = self._clock() - self._started_s, None
@@ -56,7 +58,15 @@ class ConnectionChurn:
             self.short_in_a_row = 0
             return lasted_s
         self.short_in_a_row += 1
-        if self.short_in_a_row == IN_A_ROW:
+        if self.short_in_a_row == IN_A_ROW and results_unanswered:
+            log.warning(
+                "the broker dropped this kiosk's connection %d times in a row within %.0f s of "
+                "connecting (last reason %d), each time with results unanswered: its ACL may "
+                "refuse this device's results, or another client connects as client id %s "
+                "(login %s); the broker's log says which ('already connected, closing old "
+                "connection' names the other's address)",
+                IN_A_ROW, SHORT_S, code, self.client_id, self.login or "none")
+        elif self.short_in_a_row == IN_A_ROW:
             log.warning(
                 "the broker dropped this kiosk's connection %d times in a row within %.0f s of "
                 "connecting (last reason %d): another client is likely connecting as client id "
@@ -91,9 +101,9 @@ class Reconnects:
         """The broker answered a subscribe on this connection."""
         self._subscribed = True
 
-    def lost(self, code: int) -> float:
+    def lost(self, code: int, results_unanswered: bool = False) -> float:
         """The connection ended with ``code``; the delay before the next attempt."""
-        lasted_s = self._churn.lost(code)
+        lasted_s = self._churn.lost(code, results_unanswered)
         if lasted_s >= SHORT_S and (self._subscribed or lasted_s >= self._backoff.cap_s):
             self._backoff.reset()  # it worked
         return self._backoff.next_delay_s()

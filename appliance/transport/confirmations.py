@@ -37,6 +37,7 @@ class LinkStats:
     resent: int = 0
     quiet_rounds: int = 0  # resend rounds after a span the back office confirmed nothing in
     rejected: int = 0
+    dropped_unanswered: int = 0  # connections lost with results in flight and none answered
     bad_acks: int = 0
 
 
@@ -51,9 +52,11 @@ class LinkConfirmations:
         self._unconfirmed = unconfirmed
         self._refusal_said = False  # the broker refused a result (said once until it takes one)
         self._unremoved = 0  # confirmed results the outbox could not remove since it last could
+        self._unanswered_drops = 0  # connections in a row dropped with results unanswered
 
     def handle_puback(self, seq: int, code: int) -> None:
         """The broker's PUBACK for the result with outbox ``seq``: took it, or refused it."""
+        self._unanswered_drops = 0
         if code >= 0x80:
             # e.g. 0x87 from a broker ACL that does not (yet) let this device publish results:
             # the result waits in the outbox and is sent again with the unconfirmed ones, so
@@ -72,6 +75,24 @@ class LinkConfirmations:
         self._refusal_said = False
         self.stats.broker_acked += 1
         self._unconfirmed.broker_took(seq)
+
+    def dropped_unanswered(self, count: int) -> None:
+        """The broker dropped the connection with ``count`` results in flight and no PUBACK
+        for any of them: how mosquitto answers results its ACL refuses when the PUBACK 0x87
+        is lost with the connection (transport/sender.py). They stay in the outbox; paho
+        sends them again on the next connection. Said from the second such connection in a
+        row: one is also what a broker killed right after a publish looks like."""
+        self.stats.dropped_unanswered += 1
+        self._unanswered_drops += 1
+        if self._unanswered_drops >= 2 and not self._refusal_said:
+            self._refusal_said = True
+            log.error(
+                "the broker dropped %d connections in a row with result(s) in flight and "
+                "none answered (%d the last time); mosquitto does so when its ACL refuses "
+                "this device's results. They stay in the outbox and are sent again on the "
+                "next connection; check the broker ACL for this device (said once until the "
+                "broker takes a result)",
+                self._unanswered_drops, count)
 
     def handle_ack(self, raw: bytes) -> None:
         """The back office committed these results: they may leave the outbox now."""

@@ -268,7 +268,7 @@ class MqttLink(threading.Thread):
             return
         self.connected = True
         self._reconnects.connected()
-        self._sender.restart_wait()
+        self._sender.connected()
         server_max = getattr(properties, "ReceiveMaximum", None)
         self._sender.window = min(self.settings.max_inflight, int(server_max or 65535))
         self.subscriptions.subscribe(self._client)  # resubscribe first, then the birth
@@ -285,7 +285,10 @@ class MqttLink(threading.Thread):
         self.connected = False
         if was_connected:
             self.stats.reconnects += 1
-            delay_s = self._reconnects.lost(code)
+            unanswered = self._sender.unanswered_at_loss()
+            if unanswered:
+                self._confirmations.dropped_unanswered(unanswered)
+            delay_s = self._reconnects.lost(code, results_unanswered=bool(unanswered))
             self._next_attempt_s = time.monotonic() + delay_s
             log.warning("lost the broker (reason %d); reconnecting in %.1f s", code, delay_s)
         elif self._next_attempt_s <= time.monotonic():

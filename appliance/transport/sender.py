@@ -39,6 +39,7 @@ class ResultSender:
         self._unconfirmed = unconfirmed
         self.inflight: dict[int, int] = {}  # packet id -> outbox seq, until its PUBACK
         self._answered_s = time.monotonic()  # the last PUBACK, or since when one is awaited
+        self._answered_on_connection = False  # a PUBACK came on the current connection
         self.window = settings.max_inflight  # the broker's Receive Maximum once connected
         self._sent_seq = 0
         self._read_failed = False  # the outbox refused a read (said once)
@@ -81,7 +82,22 @@ class ResultSender:
     def answered(self, mid: int) -> int | None:
         """A PUBACK: the outbox seq of the result it answers (None: not one of them)."""
         self._answered_s = time.monotonic()
-        return self.inflight.pop(mid, None)
+        seq = self.inflight.pop(mid, None)
+        if seq is not None:
+            self._answered_on_connection = True
+        return seq
+
+    def connected(self) -> None:
+        """A new connection: the wait for a PUBACK counts from now, none has come on it."""
+        self._answered_on_connection = False
+        self.restart_wait()
+
+    def unanswered_at_loss(self) -> int:
+        """At a lost connection: how many results were in flight on it with no PUBACK for
+        any result on it (0 when one came, or none was in flight). mosquitto answers a result
+        its ACL refuses with PUBACK 0x87 and closes the connection; with more of the kiosk's
+        packets still unread it closes with a reset, which can take the PUBACK with it."""
+        return 0 if self._answered_on_connection else len(self.inflight)
 
     def restart_wait(self) -> None:
         """Count the wait for a PUBACK from now (a new connection, or a first result sent)."""
