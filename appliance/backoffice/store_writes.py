@@ -46,6 +46,7 @@ _KEEP_NEWER = ("{col} = CASE WHEN devices.status_at > excluded.status_at "
 # the payload keys a kiosk's new identity changes in a result it measured under an older one
 _IDENTITY_KEYS = ("site", "device_id")
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
+_LAST_SEEN, _STATUS_AT = DEVICE_COLUMNS.index("last_seen"), DEVICE_COLUMNS.index("status_at")
 
 
 @dataclass
@@ -364,6 +365,42 @@ class IngestWrites(LetterWrites, PlacedCaptures):
             ),
             sorted(rows, key=_device_key),  # stable: one device's statuses in arrival order
         )
+
+def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row a device for its statuses of one batch (DEVICE_COLUMNS order, in arrival
+    order): what ``_upsert_statuses`` leaves of them written one after another, in one upsert.
+
+    A kiosk's statuses are latest-wins: of several in one batch the older change nothing the
+    store keeps, so a flood of them on its own status topic costs one upsert a batch, not one
+    a status (status_rate.py bounds it across batches). The row holds the last one's
+    ``state`` (written as it comes), the latest ``last_seen`` (``_LATEST_SEEN``), and the rest
+    of the one describing the newest moment, the later of two alike (``_KEEP_NEWER``): so a
+    last will ("offline") that comes after a newer online status still leaves its camera,
+    outbox and versions, as the upserts one by one did."""
+    merged: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for row in rows:
+        before = merged.get(key := _device_key(row))
+        if before is None:
+            merged[key] = row
+            continue
+        newest = before if before[_STATUS_AT] > row[_STATUS_AT] else row
+        merged[key] = (*row[:_LAST_SEEN], max(before[_LAST_SEEN], row[_LAST_SEEN]),
+                       *newest[_STATUS_AT:])
+    return list(merged.values())
+
+
+def latest_readings(readings: Sequence[StatusReading]) -> list[StatusReading]:
+    """Each kiosk's newest clock reading of one batch's: the latest read, of those read at
+    once the one whose status was the latest by the kiosk's clock (the furthest ahead), of
+    two alike the later; what ``_read_clocks`` keeps of them, and the one that places the
+    batch's results (placed_capture.py)."""
+    newest: dict[tuple[str, str], StatusReading] = {}
+    for reading in readings:
+        before = newest.get(key := (reading[0], reading[1]))
+        if before is None or (before[3], before[2]) <= (reading[3], reading[2]):
+            newest[key] = reading
+    return list(newest.values())
+
 
 def _measurement_id(row: tuple[Any, ...]) -> str:
     return str(row[0])

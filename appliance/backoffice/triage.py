@@ -29,6 +29,7 @@ from appliance.backoffice.schema import (
     result_row,
 )
 from appliance.backoffice.store import Batch
+from appliance.backoffice.store_writes import latest_readings, latest_statuses
 from appliance.transport.payloads import (
     PayloadError,
     Result,
@@ -107,7 +108,8 @@ class Triage:
         self._retained_unsaid: dict[str, LetterWarning] = {}
 
     def sort(self, messages: list[Inbound]) -> tuple[Batch, list[Result]]:
-        """The batch to commit and the valid results in it."""
+        """The batch to commit and the valid results in it; of a device's statuses in it, one
+        row that stands for them all (``latest_statuses``), and its newest clock reading."""
         batch, results = Batch(topic_prefix=self.topic_prefix), []
         self._retained_unsaid.clear()  # a batch sorted again after an error: said once
         now = utc_now()
@@ -125,6 +127,9 @@ class Triage:
                 continue
             if result is not None:
                 results.append(result)
+        # statuses are latest-wins: one upsert and one clock reading a kiosk (store_writes.py)
+        batch.statuses = latest_statuses(batch.statuses)
+        batch.clock_readings = latest_readings(batch.clock_readings)
         return batch, results
 
     def _one(
