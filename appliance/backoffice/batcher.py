@@ -10,7 +10,9 @@ whole payload is committed to the dead letters: the back office has taken it, an
 would only be refused again. A crash before the commit loses nothing: the broker redelivers
 the unacknowledged messages to the session, the device sends again what was never confirmed,
 and the store keeps each ``measurement_id`` once. A result over its kiosk's rate (kiosk_rate.py)
-is marked as it is offered, and only acknowledged to the broker with its batch.
+is marked as it is offered, and only acknowledged to the broker with its batch; so is a status
+over its kiosk's rate (status_rate.py), whose kiosk's newest one is held and added to a later
+batch once its bucket lets it in (written, not acknowledged again).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from appliance.backoffice.kiosk_rate import KioskRate
 from appliance.backoffice.outage import OutageWords, StoreOutage
 from appliance.backoffice.placed_capture import StatusReading
 from appliance.backoffice.schema import DeadLetter, dead_letter
+from appliance.backoffice.status_rate import StatusRate
 from appliance.backoffice.store import Batch, Store
 from appliance.backoffice.storeerrors import DATABASE_ERRORS, refused_for_its_values
 from appliance.backoffice.storeurl import masked_url
@@ -62,6 +65,9 @@ class IngestStats:
     commit_failures: int = 0
     qos0_refused: int = 0  # QoS 0 messages dropped: MAX_QOS0_WAITING waited already
     over_rate: int = 0  # results over their kiosk's rate: neither stored nor confirmed
+    # statuses over their kiosk's rate: acknowledged, not written; each kiosk's newest of them
+    # is held and written once its rate allows (then counted in ``statuses`` too)
+    statuses_over_rate: int = 0
     # dead letters the bounds pruned that were a result's only copy (its kiosk was told to
     # drop it): lost; the store counts them by device (``appliance results dead-letters``)
     only_copies_pruned: int = 0
@@ -94,6 +100,8 @@ class BatchWriter(threading.Thread):
         self._qos0_waiting = 0
         self.kiosk_rate = KioskRate(triage.topic_prefix, settings.kiosk_results_per_s,
                                      settings.kiosk_results_burst)
+        self.status_rate = StatusRate(triage.topic_prefix, settings.kiosk_statuses_per_s,
+                                      settings.kiosk_statuses_burst)
         # failed commits, said once, not once a retry
         self._outage = StoreOutage(store.url, log, COMMIT_OUTAGE)
 
@@ -108,9 +116,15 @@ class BatchWriter(threading.Thread):
         A result over its kiosk's rate is queued without its payload, only to be acknowledged
         to the broker in its turn (MQTT 5 spec 4.6: PUBACKs in the order the messages came);
         one at QoS 0 needs no acknowledgement and is dropped. Either is counted
-        (``stats.over_rate``), not refused: True."""
+        (``stats.over_rate``), not refused: True. So is a status over its kiosk's rate
+        (``stats.statuses_over_rate``), its kiosk's newest held by ``status_rate``."""
         if self.kiosk_rate.refuses(message.topic):
             self.stats.over_rate += 1
+            if message.qos == 0:
+                return True
+            message = replace(message, payload=b"", over_rate=True)
+        elif self.status_rate.refuses(message):
+            self.stats.statuses_over_rate += 1
             if message.qos == 0:
                 return True
             message = replace(message, payload=b"", over_rate=True)
@@ -124,13 +138,18 @@ class BatchWriter(threading.Thread):
         return True
 
     def run(self) -> None:
-        """Commit batches until stopped and the inbox is empty."""
+        """Commit batches until stopped and the inbox is empty; with them the statuses held
+        over their kiosk's rate that it lets in now (after what came before them), and as it
+        stops every one still held."""
         while True:
             messages = self._collect()
             self.kiosk_rate.say_due()
+            self.status_rate.say_due()
+            stopping = not messages and self.stop_event.is_set()
+            messages += self.status_rate.due(every=stopping)
             if messages:
                 self._handle_until_done(messages)
-            elif self.stop_event.is_set():
+            elif stopping:
                 return
 
     def _handle_until_done(self, messages: list[Inbound]) -> None:
@@ -176,6 +195,8 @@ class BatchWriter(threading.Thread):
             self._ack(messages)
             self.stats.received += len(messages)
             return
+        # a status held over its kiosk's rate was acknowledged (and counted) in its own batch
+        messages = [message for message in messages if message.received is None]
         batch, results = self._triage.sort(within)
         fresh = self._commit(batch)
         if fresh is None:

@@ -21,7 +21,8 @@ most recently, at most MAX_KIOSKS: one pushed out starts again with a full bucke
 a login that may publish as any kiosk (a broker without the fleet's ACL) can bring about.
 Result topics whose site or device is no identifier a kiosk can have (too long, other
 characters: triage dead-letters what comes on them) share one bucket, so no topic a login
-makes up takes more than one small entry.
+makes up takes more than one small entry. A kiosk's statuses have buckets of their own, over
+its status topic (status_rate.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 from appliance.logsafe import LineBudget
 from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
@@ -46,6 +48,21 @@ NO_KIOSK: Kiosk = ("", "")  # the one bucket of result topics that name no kiosk
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 
 
+class RateWords(NamedTuple):
+    """What a bound's log lines call its messages and say of those over it."""
+
+    key: str  # the config key of the rate
+    what: str  # the messages, plural
+    first: str  # what becomes of those beyond it, in the first line
+    later: str  # ... in the count a minute
+
+
+RESULT_WORDS = RateWords(
+    "backoffice.kiosk_results_per_s", "results",
+    "those beyond are neither stored nor confirmed, so it sends them again later",
+    "neither stored nor confirmed")
+
+
 class _Bucket:
     """The tokens one kiosk has left, and its refusals not said yet."""
 
@@ -53,31 +70,52 @@ class _Bucket:
 
     def __init__(self, tokens: float, at_s: float) -> None:
         self.tokens, self.at_s = tokens, at_s
-        self.refused = 0  # results refused since its last line
+        self.refused = 0  # messages refused since its last line
         self.said_at_s = -REPORT_EVERY_S  # when its last line was said
 
 
 class KioskRate:
-    """Token buckets by kiosk over result topics under one prefix; thread-safe."""
+    """Token buckets by kiosk over one leaf's topics under one prefix (``result``; statuses:
+    status_rate.py); thread-safe."""
 
     def __init__(self, topic_prefix: str, rate_per_s: float, burst: int, *,
                  clock: Callable[[], float] = time.monotonic,
-                 max_kiosks: int = MAX_KIOSKS) -> None:
+                 max_kiosks: int = MAX_KIOSKS, leaf: str = "result",
+                 words: RateWords = RESULT_WORDS) -> None:
         self.topic_prefix, self.rate_per_s, self.burst = topic_prefix, rate_per_s, burst
         self._clock, self._max_kiosks = clock, max_kiosks
+        self._leaf, self._words = leaf, words
         self._buckets: OrderedDict[Kiosk, _Bucket] = OrderedDict()
         self._unsaid: dict[Kiosk, _Bucket] = {}  # kiosks refused since their last line
         self._lock = threading.Lock()
-        self._lines = LineBudget(log, "kiosks over backoffice.kiosk_results_per_s")
+        self._lines = LineBudget(log, f"kiosks over {words.key}")
         self.refused_total = 0
 
     def refuses(self, topic: str) -> bool:
-        """Whether a message on ``topic`` is a result over its kiosk's rate (it takes a token
-        when not). Any other topic is never refused here: triage judges it."""
+        """Whether a message on ``topic`` is one of this leaf's over its kiosk's rate (it
+        takes a token when not). Any other topic is never refused here: triage judges it."""
+        kiosk = self.kiosk_of(topic)
+        return kiosk is not None and self.refuses_kiosk(kiosk)
+
+    def kiosk_of(self, topic: str) -> Kiosk | None:
+        """The kiosk whose bucket a message on ``topic`` counts against (NO_KIOSK: a topic
+        naming none); None: not this leaf's topic."""
         where = parse_device_topic(self.topic_prefix, topic)
-        if where is None or where[2] != "result":
-            return False
-        kiosk = (where[0], where[1]) if _is_kiosk(where[0], where[1]) else NO_KIOSK
+        if where is None or where[2] != self._leaf:
+            return None
+        return (where[0], where[1]) if _is_kiosk(where[0], where[1]) else NO_KIOSK
+
+    def takes(self, kiosk: Kiosk) -> bool:
+        """Whether ``kiosk``'s bucket has a token (taken): for a message it held back."""
+        with self._lock:
+            bucket = self._bucket(kiosk, self._clock())
+            if bucket.tokens < 1.0:
+                return False
+            bucket.tokens -= 1.0
+            return True
+
+    def refuses_kiosk(self, kiosk: Kiosk) -> bool:
+        """Whether a message of ``kiosk`` is over its rate (it takes a token when not)."""
         with self._lock:
             now_s = self._clock()
             bucket = self._bucket(kiosk, now_s)
@@ -92,11 +130,11 @@ class KioskRate:
                 bucket.refused += 1
                 self._unsaid[kiosk] = bucket
         if first:
+            words = self._words
             self._lines.warn(
-                "%s sends results faster than backoffice.kiosk_results_per_s (%g/s, burst %d): "
-                "those beyond are neither stored nor confirmed, so it sends them again later; "
-                "while it goes on (a stolen login?) it is said once a minute", _named(kiosk),
-                self.rate_per_s, self.burst)
+                f"%s sends {words.what} faster than {words.key} (%g/s, burst %d): "
+                f"{words.first}; while it goes on (a stolen login?) it is said once a minute",
+                _named(kiosk, self._leaf), self.rate_per_s, self.burst)
         return True
 
     def _bucket(self, kiosk: Kiosk, now_s: float) -> _Bucket:
@@ -125,10 +163,10 @@ class KioskRate:
                 counts.append((kiosk, bucket.refused))
                 bucket.refused, bucket.said_at_s = 0, now_s
                 del self._unsaid[kiosk]
+        what = self._words.what
         for kiosk, refused in counts:
-            self._lines.warn("%s: %d more results over its rate, neither stored nor "
-                             "confirmed, in the last %.0f s", _named(kiosk), refused,
-                             REPORT_EVERY_S)
+            self._lines.warn(f"%s: %d more {what} over its rate, {self._words.later}, in the "
+                             "last %.0f s", _named(kiosk, self._leaf), refused, REPORT_EVERY_S)
         self._lines.say_due()
 
 
@@ -138,6 +176,6 @@ def _is_kiosk(site: str, device: str) -> bool:
                for name in (site, device))
 
 
-def _named(kiosk: Kiosk) -> str:
+def _named(kiosk: Kiosk, leaf: str) -> str:
     """A kiosk as a log line names it."""
-    return "result topics naming no kiosk" if kiosk == NO_KIOSK else f"kiosk {kiosk[0]}/{kiosk[1]}"
+    return f"{leaf} topics naming no kiosk" if kiosk == NO_KIOSK else f"kiosk {kiosk[0]}/{kiosk[1]}"

@@ -20,7 +20,11 @@ METRICS: Catalogue = {
         "counter", "Results over their kiosk's rate (backoffice.kiosk_results_per_s): neither "
         "stored nor confirmed, so their kiosk sends them again."),
     "appliance_backoffice_dead_letters": ("counter", "Messages kept as dead letters."),
-    "appliance_backoffice_statuses": ("counter", "Device statuses stored."),
+    "appliance_backoffice_statuses": (
+        "counter", "Device status upserts written (one a kiosk a batch: the newest)."),
+    "appliance_backoffice_statuses_over_rate": (
+        "counter", "Statuses over their kiosk's rate (backoffice.kiosk_statuses_per_s): "
+        "acknowledged, not written; each kiosk's newest of them written once its rate allows."),
     "appliance_backoffice_commit_failures": ("counter", "Store commits that failed (retried)."),
     "appliance_backoffice_qos0_dropped": (
         "counter", "QoS 0 messages dropped: too many waited already."),
@@ -39,6 +43,7 @@ def worker_values(worker: IngestWorker) -> dict[str, float]:
         "appliance_backoffice_results_over_rate": stats.over_rate,
         "appliance_backoffice_dead_letters": stats.dead_letters,
         "appliance_backoffice_statuses": stats.statuses,
+        "appliance_backoffice_statuses_over_rate": stats.statuses_over_rate,
         "appliance_backoffice_commit_failures": stats.commit_failures,
         "appliance_backoffice_qos0_dropped": stats.qos0_refused,
         "appliance_backoffice_inbox_depth": worker.writer.inbox.qsize(),

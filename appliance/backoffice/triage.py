@@ -72,9 +72,12 @@ class Inbound:
     mid: int
     qos: int
     retained: bool = False  # replayed from the broker's retained store on subscribe
-    # a result over its kiosk's rate (kiosk_rate.py): acknowledged to the broker in its turn,
-    # neither stored nor confirmed; its payload is not kept
+    # a result or status over its kiosk's rate (kiosk_rate.py, status_rate.py): acknowledged
+    # to the broker in its turn, not written; its payload is not kept
     over_rate: bool = False
+    # a status held over its kiosk's rate (status_rate.py), written later: when it came (its
+    # receipt, its clock reading); it was acknowledged with the batch it came in
+    received: datetime | None = None
 
 
 def parse_result(raw: bytes) -> Result:
@@ -115,15 +118,17 @@ class Triage:
         now = utc_now()
         received_at = iso_utc(now)
         for message in messages:
+            at, received = ((now, received_at) if message.received is None
+                            else (message.received, iso_utc(message.received)))
             try:
-                result = self._one(message, batch, received_at, now)
+                result = self._one(message, batch, received, at)
             except PayloadError as exc:
-                batch.dead_letters.append(self._dead(message, str(exc), received_at))
+                batch.dead_letters.append(self._dead(message, str(exc), received))
                 continue
             except Exception as exc:  # a message must never stop the worker, whatever it holds
                 log.exception("unexpected error on a message on %s", message.topic)
                 reason = f"unexpected error: {type(exc).__name__}: {exc}"
-                batch.dead_letters.append(self._dead(message, reason, received_at))
+                batch.dead_letters.append(self._dead(message, reason, received))
                 continue
             if result is not None:
                 results.append(result)

@@ -94,6 +94,19 @@ class BackofficeConfig(Section):
         "kiosk_results_per_s: a kiosk's backlog after an outage (a week at 150 a day); the "
         "rest of a larger backlog follows with the kiosk's resends."
     )
+    kiosk_statuses_per_s: float = Field(
+        5.0, gt=0, le=1_000_000, description="Statuses of one kiosk this worker writes a "
+        "second, sustained (an honest kiosk sends one every edge.status_interval_s and within "
+        "2 s of an outbox change: about one a second at the most); with kiosk_statuses_burst a "
+        "token bucket a kiosk: a status beyond it is acknowledged and not written, except the "
+        "kiosk's newest, held and written once the bucket lets it in, so a flood on one "
+        "kiosk's status topic neither writes the store hard nor holds up the others "
+        "(appliance/backoffice/status_rate.py)."
+    )
+    kiosk_statuses_burst: int = Field(
+        60, ge=1, le=1_000_000, description="Statuses of one kiosk written at once above "
+        "kiosk_statuses_per_s (a kiosk reconnecting, its birth and outbox changes at once)."
+    )
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Prometheus metrics of this worker on "
         "127.0.0.1:PORT (unset: off): what it stored, refused for a kiosk's rate, dead-lettered."
