@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -69,6 +70,30 @@ def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
 
 
 Traffic = list[list[tuple[str, bytes]]]
+
+
+DISCONNECT = b"\xe0\x00"  # MQTT 3.1.1 DISCONNECT
+
+
+def flood_socket(port: int, client_id: str, packets: list[bytes], ready: Any,
+                 go: Any) -> None:
+    """Publish ``packets`` on one socket as fast as it takes them once ``go`` is set; PUBACKs
+    read and dropped. Then a DISCONNECT, and the socket closed only once the broker closes it:
+    it has taken every packet before (closed earlier, with PUBACKs unread, the socket is
+    reset, and the broker drops what it had not read yet)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(connect_packet(client_id))
+    sock.recv(4)
+    reader = threading.Thread(
+        target=lambda: [None for _ in iter(lambda: sock.recv(65536), b"")], daemon=True)
+    reader.start()
+    ready.set()
+    go.wait()
+    for packet in packets:
+        sock.sendall(packet)
+    sock.sendall(DISCONNECT)
+    reader.join(120)
+    sock.close()
 
 
 def build_traffic(devices: int, per_device: int, seed: int) -> tuple[Traffic, dict[str, int]]:

@@ -23,12 +23,11 @@ import os
 import random
 import socket
 import tempfile
-import threading
 import time
 import uuid
 from typing import Any
 
-from ingest import connect_packet, publish_packet
+from ingest import connect_packet, flood_socket, publish_packet
 
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
@@ -40,20 +39,6 @@ from appliance.transport.payloads import Result
 PREFIX = "bench"
 UNBOUNDED = 1_000_000
 
-
-def _flood(port: int, packets: list[bytes], ready: Any, go: Any) -> None:
-    """Publish ``packets`` on one socket as fast as it takes them; PUBACKs read and dropped."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(connect_packet(f"bench-flood-{uuid.uuid4().hex[:6]}"))
-    sock.recv(4)
-    threading.Thread(target=lambda: [None for _ in iter(lambda: sock.recv(65536), b"")],
-                     daemon=True).start()
-    ready.set()
-    go.wait()
-    for packet in packets:
-        sock.sendall(packet)
-    time.sleep(2)  # let the broker take the last ones before the socket goes
-    sock.close()
 
 
 def _packets(device: str, count: int, seed: int) -> list[bytes]:
@@ -82,7 +67,9 @@ def run(per_s: float, burst: int, flood: list[bytes], second: list[bytes]) -> di
         worker.subscribed.wait(10)
         ctx = mp.get_context("fork")
         ready, go = ctx.Event(), ctx.Event()
-        flooder = ctx.Process(target=_flood, args=(broker.port, flood, ready, go))
+        flooder_id = f"bench-flood-{uuid.uuid4().hex[:6]}"
+        flooder = ctx.Process(target=flood_socket,
+                              args=(broker.port, flooder_id, flood, ready, go))
         flooder.start()
         ready.wait()
         go.set()

@@ -28,13 +28,12 @@ import random
 import socket
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ingest import connect_packet, publish_packet
+from ingest import connect_packet, flood_socket, publish_packet
 
 import appliance
 from appliance.backoffice.ingest import IngestWorker
@@ -47,27 +46,7 @@ from appliance.transport.payloads import Result
 PREFIX = "bench"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 UNBOUNDED = 1_000_000
-DISCONNECT = b"\xe0\x00"  # MQTT 3.1.1 DISCONNECT
 
-
-def _flood(port: int, packets: list[bytes], ready: Any, go: Any) -> None:
-    """Publish ``packets`` on one socket as fast as it takes them; PUBACKs read and dropped.
-    Then a DISCONNECT, and the socket closed only once the broker closes it: it has taken
-    every packet before (closed earlier, with PUBACKs unread, the socket is reset, and the
-    broker drops what it had not read yet)."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(connect_packet(f"bench-sflood-{uuid.uuid4().hex[:6]}"))
-    sock.recv(4)
-    reader = threading.Thread(
-        target=lambda: [None for _ in iter(lambda: sock.recv(65536), b"")], daemon=True)
-    reader.start()
-    ready.set()
-    go.wait()
-    for packet in packets:
-        sock.sendall(packet)
-    sock.sendall(DISCONNECT)
-    reader.join(120)
-    sock.close()
 
 
 def _statuses(count: int) -> list[bytes]:
@@ -102,7 +81,9 @@ def run(store: Store, backoffice: dict[str, Any], flood: list[bytes], honest: li
         worker.subscribed.wait(10)
         ctx = mp.get_context("fork")
         ready, go = ctx.Event(), ctx.Event()
-        flooder = ctx.Process(target=_flood, args=(broker.port, flood, ready, go))
+        flooder_id = f"bench-sflood-{uuid.uuid4().hex[:6]}"
+        flooder = ctx.Process(target=flood_socket,
+                              args=(broker.port, flooder_id, flood, ready, go))
         flooder.start()
         ready.wait()
         go.set()
