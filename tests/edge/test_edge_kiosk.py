@@ -275,15 +275,20 @@ def test_a_withheld_grade_says_why_in_the_customers_language(
         assert "classification" not in measure_once(running, touching)
         grade, why = page.locator("#grade"), page.locator("#grade-why")
         expect(grade).to_have_text("Not given")
+        # what the customer can do (measure again), not the names of features the screen
+        # never shows them ("hill size", "furrow direction")
         expect(why).to_have_text(
-            "The grade needs furrows, hills, hill size, furrow width, furrow direction, kime "
-            "score, which could not be measured here (outside the range this kiosk is "
-            "validated for).")
+            "No grade this time: some of the measurements it needs came out outside the range "
+            "this kiosk is validated for. Lift the scope and press it gently on another spot "
+            "of your cheek to measure again.")
         expect(why).to_be_visible()
         page.click("#lang-ja")
         expect(grade).to_have_text("評価なし")
-        expect(why).to_have_text("評価には皮溝、皮丘、皮丘の大きさ、皮溝の幅、皮溝の方向性、キメスコア"
-                                 "が必要ですが、測定対象外（このキオスクの有効範囲外）でした。")
+        expect(why).to_have_text("今回は評価できませんでした（評価に必要な測定値の一部が、このキオスクの"
+                                 "有効範囲外でした）。スコープを一度離して、頬の別の場所にやさしく"
+                                 "当てて測り直してください。")
+        for hidden in ("皮丘の大きさ", "皮溝の方向性"):
+            assert hidden not in page.inner_text("#result")
         page.click("#lang-en")
         time.sleep(0.5)  # lifted long enough to end the contact
         measure_once(running, touching)

@@ -37,9 +37,11 @@ function gradeText(label) {
   return shown === key ? label : shown;
 }
 
-// The grade, or why it was withheld: the features it needs were not measured, or the picture
-// as a whole is outside the validated range. A result with neither (a kiosk without a model)
-// shows no grade at all: a heading over a dash would tell the customer nothing.
+// The grade, or why it was withheld: measurements it needs are outside the validated range
+// (said with what the customer can do about it: measure again on another spot, never the
+// names of features the screen does not show), or the picture as a whole is. A result with
+// neither (a kiosk without a model) shows no grade at all: a heading over a dash would tell
+// the customer nothing.
 function renderGrade(result) {
   const withheld = result.grade ? null : result.grade_withheld;
   document.querySelector(".score .grade").hidden = !result.grade && !withheld;
@@ -48,10 +50,7 @@ function renderGrade(result) {
   grade.classList.toggle("not-measured", !!withheld);
   let why = "";
   if (withheld && (withheld.frame || withheld.features.length === 0)) why = text("grade_withheld_frame");
-  else if (withheld) {
-    const names = withheld.features.map((key) => text("name_" + key));
-    why = text("grade_withheld", {features: names.join(text("list_separator"))});
-  }
+  else if (withheld) why = text("grade_withheld");
   document.getElementById("grade-why").textContent = why;
 }
 
