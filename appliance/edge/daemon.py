@@ -32,6 +32,7 @@ from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity
 from appliance.edge.relabel import send_as_this_kiosk
 from appliance.edge.screen import KioskScreen
 from appliance.edge.session import SessionTracker
+from appliance.edge.staff import StaffNotice
 from appliance.edge.status import DeviceStatus
 from appliance.edge.systemd import Notifier, watchdog_interval_s
 from appliance.transport.acks import ACK_LEAF
@@ -151,6 +152,7 @@ class EdgeDaemon:
             presence=self.presence,
             session_file=Path(config.state_dir) / SESSION_TOPICS_FILE,
         )
+        self.staff = StaffNotice(self.link)
         self.updater = self._attach_updater()
         self.sessions = SessionTracker(config.edge.burst_frames, config.edge.rearm_frames)
         self._build_pipeline(source, analyzer, gate or QualityGate(), stall_s)
@@ -266,7 +268,8 @@ class EdgeDaemon:
                     self.reload_handler(self)
             self._tick_watchdog()
             self._tick_status()
-            self.display.state.set_out_of_order(self._out_of_order())
+            why = self._out_of_order()
+            self.display.state.set_out_of_order(why, staff_told=self.staff.told(why))
             if self._limit_done():
                 log.info("camera.limit reached and the back office confirmed every result; exiting")
                 return EXIT_OK

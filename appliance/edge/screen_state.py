@@ -34,6 +34,9 @@ GUIDANCE = {
 # the camera is gone, another kiosk runs with this one's device id
 OUT_OF_ORDER = ("guide_paused_storage", "guide_paused_disk_full", "guide_camera_offline",
                 "guide_duplicate_device")
+# who knows why the kiosk cannot measure (said after the OUT_OF_ORDER guidance; edge/staff.py):
+# staff were told (its status reached the broker), or the customer is asked to tell them
+STAFF_TOLD, STAFF_ASK = "told", "ask"
 # the burst's measurement failed: said until the scope is lifted and pressed on again
 MEASURE_AGAIN = "guide_measure_again"
 LANGUAGES = ("ja", "en")
@@ -61,6 +64,8 @@ class ScreenState:
 
     def _update(self, **changes: Any) -> None:
         """Apply changes (lock held); wake the event streams when something visible changed."""
+        if "guidance" in changes:  # who was told belongs to the out-of-order guidance only
+            changes.setdefault("staff", None)
         if all(self._view.get(k) == v for k, v in changes.items()):
             return
         self._view.update(changes)
@@ -84,11 +89,13 @@ class ScreenState:
             else:
                 self._update(phase="guiding", guidance=GUIDANCE[quality.verdict], progress=0)
 
-    def set_out_of_order(self, why: str | None) -> None:
-        """Say why the kiosk cannot measure now (a key of OUT_OF_ORDER), or that it can again."""
+    def set_out_of_order(self, why: str | None, staff_told: bool = False) -> None:
+        """Say why the kiosk cannot measure now (a key of OUT_OF_ORDER), and whether staff
+        were told of it or the customer should tell them; or that it can measure again."""
         with self._changed:
             if why is not None:
-                self._update(phase="guiding", guidance=why, progress=0)
+                staff = STAFF_TOLD if staff_told else STAFF_ASK
+                self._update(phase="guiding", guidance=why, staff=staff, progress=0)
             elif self._view["guidance"] in OUT_OF_ORDER:
                 self._update(phase="welcome", guidance=None, progress=0)
 
@@ -174,7 +181,7 @@ class ScreenState:
                 self._changed.notify_all()
 
     def _cleared(self) -> dict[str, Any]:
-        return {"phase": "welcome", "guidance": None, "progress": 0, "result": None,
+        return {"phase": "welcome", "guidance": None, "staff": None, "progress": 0, "result": None,
                 "subject": None, "language": self.default_language}
 
     def snapshot(self) -> dict[str, Any]:

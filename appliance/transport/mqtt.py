@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.5
 LAST_STATUS_WAIT_S = 1.0  # for the PUBACK of the status a clean stop leaves
+STATUSES_AWAITED = 16  # statuses whose PUBACK is awaited at most; older ones are forgotten
 
 
 class MqttLink(threading.Thread):
@@ -110,6 +111,9 @@ class MqttLink(threading.Thread):
         # the clean stop's "offline" status: its message id, then its PUBACK's reason code
         self._last_status_mid: int | None = None
         self._last_status_code: int | None = None
+        # statuses on their way: message id -> when its payload was built (monotonic)
+        self._statuses_awaited: dict[int, float] = {}
+        self._status_reached_s: float | None = None  # see status_reached_since
         self._client = new_client(settings, will=(status_topic, status_payload("offline")))
         self._callbacks.install(self._client)
         self._sender = ResultSender(settings, outbox, self._client, self.stats, unconfirmed)
@@ -133,6 +137,13 @@ class MqttLink(threading.Thread):
         self._retained_latest[topic] = payload
         self._retained.put((topic, payload))
         self.wake()
+
+    def status_reached_since(self, since_s: float) -> bool:
+        """Whether the broker took (PUBACK below 0x80, spec 3.4.2.1) a status built at or
+        after ``since_s`` (monotonic) and the link is connected now: then the back office's
+        fleet reads the kiosk's state as it was from then on (any thread)."""
+        reached_s = self._status_reached_s
+        return self.connected and reached_s is not None and reached_s >= since_s
 
     def idle(self) -> bool:
         """Whether the back office has confirmed every committed message."""
@@ -281,6 +292,7 @@ class MqttLink(threading.Thread):
     def _handle_disconnect(self, code: int) -> None:
         if self.presence is not None:
             self.presence.lost()
+        self._statuses_awaited.clear()  # their message ids may come back as results'
         was_connected = self.connected
         self.connected = False
         if was_connected:
@@ -297,6 +309,11 @@ class MqttLink(threading.Thread):
     def _handle_puback(self, mid: int, code: int) -> None:
         if mid == self._last_status_mid:
             self._last_status_code = code
+            return
+        built_s = self._statuses_awaited.pop(mid, None)
+        if built_s is not None:
+            if code < 0x80:
+                self._status_reached_s = max(built_s, self._status_reached_s or built_s)
             return
         if self.presence is not None and self.presence.answered(mid, code):
             return
@@ -340,13 +357,18 @@ class MqttLink(threading.Thread):
             )
 
     def _publish_status(self, state: str) -> None:
-        self._client.publish(
+        """Publish the retained status and await its PUBACK (status_reached_since)."""
+        built_s = time.monotonic()
+        info = self._client.publish(
             self.status_topic,
             self._status_payload(state),
             qos=1,
             retain=True,
             properties=self._status_properties,
         )
+        self._statuses_awaited[info.mid] = built_s
+        while len(self._statuses_awaited) > STATUSES_AWAITED:
+            del self._statuses_awaited[next(iter(self._statuses_awaited))]
 
     def _shutdown(self) -> None:
         try:

@@ -260,9 +260,9 @@ def _supervisor_ticks(daemon: EdgeDaemon) -> list[str | None]:
     state = daemon.display.state
     tell = state.set_out_of_order
 
-    def recorded(why: str | None) -> None:
+    def recorded(why: str | None, staff_told: bool = False) -> None:
         told.append(why)
-        tell(why)
+        tell(why, staff_told)
 
     state.set_out_of_order = recorded  # type: ignore[method-assign]
     return told

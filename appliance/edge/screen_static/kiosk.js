@@ -13,7 +13,7 @@ let answeredVersion = -1;
 
 function text(key, vars) {
   const lang = (state && state.language) || "ja";
-  let s = (messages[lang] && messages[lang][key]) || (messages.en && messages.en[key]) || key;
+  let s = (messages[lang] || {})[key] ?? (messages.en || {})[key] ?? key;  // "" is a text too
   for (const [k, v] of Object.entries(vars || {})) s = s.replace("{" + k + "}", v);
   return s;
 }
@@ -104,7 +104,10 @@ function render() {
   document.body.dataset.phase = state.phase;
   for (const el of document.querySelectorAll("[data-msg]")) el.textContent = text(el.dataset.msg);
   for (const b of document.querySelectorAll("nav button")) b.classList.toggle("on", b.dataset.lang === state.language);
-  document.getElementById("guidance").textContent = state.guidance ? text(state.guidance) : "";
+  // why the kiosk cannot measure is followed by who knows: staff were told (its status reached
+  // the back office's broker), or the customer is asked to tell them
+  const staff = state.staff ? text("sentence_separator") + text("staff_" + state.staff) : "";
+  document.getElementById("guidance").textContent = state.guidance ? text(state.guidance) + staff : "";
   const progress = document.getElementById("progress");
   progress.max = state.burst;
   progress.value = state.progress;
@@ -225,7 +228,7 @@ function listen() {
 function showAway() {
   awayTimer = null;
   if (!lost || !state) return;
-  state = {...state, phase: "guiding", guidance: "guide_kiosk_away", progress: 0, result: null,
+  state = {...state, phase: "guiding", guidance: "guide_kiosk_away", staff: null, progress: 0, result: null,
            subject: null};
   choice = null;
   render();
