@@ -6,8 +6,10 @@ SD. The typical range is the middle 80 % (mean ± 1.2816 SD). A feature the resu
 ``not_validated`` (outside the range the method was validated on, docs/measurement.md) is
 shown as "not measured" (the headline kime score too): its value is not sent to the page and
 not compared. A grade withheld for numbers outside that range says why (``grade_withheld``:
-the features the model needed that were not measured, or the whole picture). The text shown
-for every key lives in the screen's message catalogues, not here.
+the features the model needed that were not measured, or the whole picture). A grade the
+model cannot tell from the next one is shown as lying between the two (``grade_between``,
+edge/grade_margin.py). The text shown for every key lives in the screen's message catalogues,
+not here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import safejson
+from appliance.edge.grade_margin import near_tie
 from appliance.edge.reasons import grade_withheld
 from appliance.transport.payloads import Result
 
@@ -116,11 +119,18 @@ def result_view(result: Result, references: dict[str, dict[str, dict[str, float]
         "measurement_id": result.measurement_id,
         "kime_score": None if "kime_score" in outside else features["kime_score"],
         "grade": result.classification.label if result.classification else None,
+        "grade_between": _between_view(result),
         "grade_withheld": _withheld_view(result),
         "features": shown,
         "reference_band": band if band in references else (ALL_AGES if table else None),
         "overlay": f"/overlay.png?m={result.measurement_id}" if overlay else None,
     }
+
+
+def _between_view(result: Result) -> list[str] | None:
+    """The two grades a near-tie lies between (edge/grade_margin.py); None: one grade."""
+    tie = near_tie(result.classification.probabilities) if result.classification else None
+    return list(tie) if tie is not None else None
 
 
 def _withheld_view(result: Result) -> dict[str, object] | None:

@@ -20,10 +20,11 @@ from appliance.edge.testing import FIXED_FEATURES
 from appliance.transport import payloads
 
 
-def graded(label: str | None) -> payloads.Result:
-    """A committed result with the fixed features, graded ``label`` (None: no model)."""
+def graded(label: str | None, probabilities: dict[str, float] | None = None) -> payloads.Result:
+    """A committed result with the fixed features, graded ``label`` (None: no model) with
+    ``probabilities`` (default: certain)."""
     classification = None if label is None else payloads.Classification(
-        model="grader", version="1", label=label, probabilities={label: 1.0})
+        model="grader", version="1", label=label, probabilities=probabilities or {label: 1.0})
     return payloads.Result(
         measurement_id=payloads.new_measurement_id(), device_id="kiosk-l", site="lab",
         captured_at=payloads.utc_now(), software_version="test",
@@ -136,3 +137,17 @@ def test_a_number_and_its_unit_stay_on_one_line(tmp_path: Path) -> None:
         lines = page.evaluate(LINES_OF_EACH_VALUE)
         assert len(lines) == 5
         assert all(count == 1 for _, count in lines), lines
+
+
+def test_a_near_tie_says_the_result_lies_between_two_grades(tmp_path: Path) -> None:
+    """The model's top two grades 0.46 and 0.44 apart read as a definite "Normal"."""
+    near_tie = {"fine": 0.44, "normal": 0.46, "coarse": 0.10}
+    with showing(tmp_path, graded("normal", near_tie)) as address, \
+            chromium_page(1280, 800) as page:
+        result_page(page, address)
+        grade = page.locator("#grade")
+        expect(grade).to_have_text("between Fine and Normal")
+        page.click("#lang-ja")
+        expect(grade).to_have_text("細かいとふつうの間")
+        width = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert width[0] <= width[1]

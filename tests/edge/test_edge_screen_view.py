@@ -100,3 +100,29 @@ def test_a_typical_range_past_the_float_range_is_not_shown() -> None:
     shown = standing(61.0, {"mean": 50.0, "sd": 10.0, "n": 3.0})
     assert shown is not None
     assert shown["where"] == "within"
+
+
+def _classified(probabilities: dict[str, float]) -> payloads.Result:
+    label = max(probabilities, key=lambda name: probabilities[name])
+    return payloads.Result(
+        measurement_id=payloads.new_measurement_id(), device_id="k1", site="lab",
+        captured_at=payloads.utc_now(), software_version="x",
+        quality=payloads.Quality(verdict="ok"), features=FIXED_FEATURES,
+        classification=payloads.Classification(model="grader", version="1", label=label,
+                                               probabilities=probabilities))
+
+
+def test_a_near_tie_is_shown_between_its_two_grades_in_the_models_order() -> None:
+    """0.46 against 0.44 was shown as a definite "Normal": the top grade of such a result is
+    right little more often than the second (edge/grade_margin.py)."""
+    view = result_view(_classified({"fine": 0.44, "normal": 0.46, "coarse": 0.10}), {}, False)
+    assert (view["grade"], view["grade_between"]) == ("normal", ["fine", "normal"])
+    view = result_view(_classified({"fine": 0.05, "normal": 0.42, "coarse": 0.53}), {}, False)
+    assert view["grade_between"] == ["normal", "coarse"]
+
+
+def test_a_grade_that_stands_clear_is_one_grade() -> None:
+    view = result_view(_classified({"fine": 0.30, "normal": 0.45, "coarse": 0.25}), {}, False)
+    assert (view["grade"], view["grade_between"]) == ("normal", None)
+    alone = result_view(_classified({"fine": 1.0}), {}, False)  # a model with one label
+    assert alone["grade_between"] is None

@@ -37,7 +37,8 @@ function gradeText(label) {
   return shown === key ? label : shown;
 }
 
-// The grade, or why it was withheld: measurements it needs are outside the validated range
+// The grade (or, where the model cannot tell it from the next one, that it lies between the
+// two), or why it was withheld: measurements it needs are outside the validated range
 // (said with what the customer can do about it: measure again on another spot, never the
 // names of features the screen does not show), or the picture as a whole is. A result with
 // neither (a kiosk without a model) shows no grade at all: a heading over a dash would tell
@@ -46,8 +47,12 @@ function renderGrade(result) {
   const withheld = result.grade ? null : result.grade_withheld;
   document.querySelector(".score .grade").hidden = !result.grade && !withheld;
   const grade = document.getElementById("grade");
-  grade.textContent = result.grade ? gradeText(result.grade) : withheld ? text("grade_not_given") : "";
+  const between = result.grade ? result.grade_between : null;  // a near-tie: never one grade
+  grade.textContent = between
+    ? text("grade_between", {first: gradeText(between[0]), second: gradeText(between[1])})
+    : result.grade ? gradeText(result.grade) : withheld ? text("grade_not_given") : "";
   grade.classList.toggle("not-measured", !!withheld);
+  grade.classList.toggle("between", !!between);
   let why = "";
   if (withheld && (withheld.frame || withheld.features.length === 0)) why = text("grade_withheld_frame");
   else if (withheld) why = text("grade_withheld");
