@@ -87,7 +87,8 @@ def _statuses(model: SkinClassifier) -> list[tuple[object, ...]]:
 
 
 def kiosk_shots(reference: Path, workdir: Path) -> None:
-    """The kiosk screen after a measurement, in Japanese and in English."""
+    """The kiosk screen after a measurement, in Japanese and in English, at 1280x800 (the
+    screen its layout fits unscrolled)."""
     config = config_from_mapping({
         "camera": {"source": "synthetic", "seed": 5},
         "mqtt": {"topic_prefix": f"docs/{uuid.uuid4().hex[:8]}"},
@@ -98,7 +99,7 @@ def kiosk_shots(reference: Path, workdir: Path) -> None:
     daemon = build_daemon(config)
     threading.Thread(target=daemon.run, daemon=True).start()
     time.sleep(1.0)
-    with chromium_page(1280, 900) as page:
+    with chromium_page(1280, 800) as page:
         page.goto(f"http://127.0.0.1:{config.screen.port}/")
         page.click("#lang-en")
         page.click("#bands button[data-band='40-49']")

@@ -9,14 +9,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import cv2
+import pytest
 from playwright.sync_api import expect
 
 from appliance.browser import chromium_page
+from appliance.edge.reasons import not_graded_reason
+from appliance.edge.screen import OVERLAY_FILE
 from appliance.edge.screen_preview import PreviewFeed
 from appliance.edge.screen_server import ScreenServer
 from appliance.edge.screen_state import ScreenState
-from appliance.edge.screen_view import result_view
+from appliance.edge.screen_view import SHOWN_FEATURES, result_view
 from appliance.edge.testing import FIXED_FEATURES
+from appliance.synthetic.camera import textured_skin
 from appliance.transport import payloads
 
 
@@ -33,15 +38,18 @@ def graded(label: str | None, probabilities: dict[str, float] | None = None) -> 
 
 
 class Screen:
-    """The screen server with a result on screen, as the daemon serves it."""
+    """The screen server with a result on screen, as the daemon serves it (with its overlay
+    where one is in ``tmp_path``, compared with ``references`` where given)."""
 
-    def __init__(self, tmp_path: Path, result: payloads.Result) -> None:
+    def __init__(self, tmp_path: Path, result: payloads.Result,
+                 references: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
         state = ScreenState(burst_frames=5, idle_s=600, language="en")
         self.server = ScreenServer(0, state, PreviewFeed(320), tmp_path, 15.0)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.25,),
                                        daemon=True)
         self.thread.start()
-        state.show_result(result_view(result, {}, overlay=False))
+        overlay = (tmp_path / OVERLAY_FILE).exists()
+        state.show_result(result_view(result, references or {}, overlay=overlay))
         self.address = f"http://127.0.0.1:{self.server.server_port}/"
 
     def stop(self) -> None:
@@ -53,9 +61,10 @@ class Screen:
 
 
 @contextmanager
-def showing(tmp_path: Path, result: payloads.Result) -> Iterator[str]:
+def showing(tmp_path: Path, result: payloads.Result,
+            references: dict[str, dict[str, dict[str, float]]] | None = None) -> Iterator[str]:
     """The screen server with ``result`` on screen; yields the page's address."""
-    screen = Screen(tmp_path, result)
+    screen = Screen(tmp_path, result, references)
     try:
         yield screen.address
     finally:
@@ -151,3 +160,50 @@ def test_a_near_tie_says_the_result_lies_between_two_grades(tmp_path: Path) -> N
         expect(grade).to_have_text("細かいとふつうの間")
         width = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
         assert width[0] <= width[1]
+
+
+def customer_result(withheld: bool) -> payloads.Result:
+    """A consenting customer's result as a kiosk shows it most fully: every feature compared
+    with their age band, and a grade that takes two lines (a near-tie) or one withheld with
+    its sentence."""
+    quality = payloads.Quality(verdict="ok", reasons=[not_graded_reason(("pore_count",))]
+                               if withheld else [])
+    classification = None if withheld else payloads.Classification(
+        model="grader", version="1", label="normal",
+        probabilities={"fine": 0.44, "normal": 0.46, "coarse": 0.10})
+    return payloads.Result(
+        measurement_id=payloads.new_measurement_id(), device_id="kiosk-l", site="lab",
+        captured_at=payloads.utc_now(), software_version="test", quality=quality,
+        features=FIXED_FEATURES, classification=classification,
+        subject=payloads.Subject(age_band="40-49", consent=True))
+
+
+# every choice button's box and the page's height, against the viewport's
+CHOICES_IN_VIEW = """[...document.querySelectorAll('#welcome button')].map((b) => {
+  const box = b.getBoundingClientRect();
+  return [b.textContent, box.top >= 0 && box.bottom <= innerHeight && box.right <= innerWidth];
+})"""
+
+
+@pytest.mark.parametrize("withheld", [False, True], ids=["near-tie", "withheld"])
+def test_the_result_and_the_choices_fit_a_1280x800_screen(tmp_path: Path, withheld: bool) -> None:
+    """At 1280x800 the result (its picture, every feature compared with the age band) ran to
+    some 1,250 px: the age band and consent choices for the next customer lay below the
+    screen's edge, and a kiosk screen has no one to scroll it."""
+    cv2.imwrite(str(tmp_path / OVERLAY_FILE), textured_skin(7, (1280, 960))(0))
+    features = FIXED_FEATURES.model_dump()
+    references = {"40-49": {key: {"mean": features[key] * 1.3, "sd": features[key] * 0.1,
+                                  "n": 50.0} for key, _, _ in SHOWN_FEATURES}}
+    with showing(tmp_path, customer_result(withheld), references) as address, \
+            chromium_page(1280, 800) as page:
+        result_page(page, address)
+        expect(page.locator("#overlay")).to_be_visible()
+        for language in ("en", "ja"):
+            page.click(f"#lang-{language}")
+            expect(page.locator("html")).to_have_attribute("lang", language)
+            expect(page.locator("#features")).to_contain_text("40-49")
+            choices = page.evaluate(CHOICES_IN_VIEW)
+            assert len(choices) == 11  # nine age bands, yes and no
+            assert all(inside for _, inside in choices), (language, choices)
+            heights = page.evaluate("[document.documentElement.scrollHeight, innerHeight]")
+            assert heights[0] <= heights[1], (language, heights)  # the result too, unscrolled

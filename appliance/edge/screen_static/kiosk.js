@@ -67,7 +67,7 @@ function renderResult(result) {
   renderGrade(result);
   const overlay = document.getElementById("overlay");
   if (result.overlay) { if (overlay.getAttribute("src") !== result.overlay) overlay.src = result.overlay; }
-  overlay.style.display = result.overlay ? "" : "none";
+  document.getElementById("live").classList.toggle("marked", !!result.overlay);
   const table = document.getElementById("features");
   table.replaceChildren();
   const kimeStanding = document.getElementById("kime-standing");
