@@ -40,7 +40,8 @@ PASSWORD = "benchmark password"
 
 FILL_SQL = """
 INSERT INTO results (measurement_id, device_id, site, captured_at, received_at, software_version,
-    quality_verdict, model_name, model_version, label, subject_id, age_band, {features}, payload)
+    quality_verdict, model_name, model_version, label, subject_id, age_band, {features}, payload,
+    placed_at)
 SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-7' || substr(h, 14, 3) || '-a'
         || substr(h, 18, 3) || '-' || substr(h, 21, 12),
     'kiosk-' || (i % 500), 'site-' || (i % 500 / 10),
@@ -49,7 +50,7 @@ SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-7' || substr(h, 14, 3) || 
     CASE WHEN i % 10 < 3 THEN 'subj-' || (i % 100000) END,
     CASE WHEN i % 10 <> 9 THEN (ARRAY['10-19','20-29','30-39','40-49','50-59','60-69','70-79',
         '80+'])[1 + (i * 7) % 8] END,
-    {values}, '{{"quality": {{"verdict": "ok"}}}}'
+    {values}, '{{"quality": {{"verdict": "ok"}}}}', to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 FROM (SELECT i, md5(i::text) AS h,
              timestamp '2026-01-01' + i * interval '31 seconds' AS t
       FROM generate_series(1, {count}) AS i) AS g
@@ -114,8 +115,8 @@ def _targets(store: Any, count: int) -> dict[str, str]:
     """Paths to time, with a real measurement id and a cursor halfway into the table."""
     from appliance.backoffice.queries import ResultFilter
 
-    newest = store.page_results(("measurement_id", "captured_at"), ResultFilter(), None, 1)[0]
-    deep = store.page_results(("captured_at", "measurement_id"), ResultFilter(), None,
+    newest = store.page_results(("measurement_id", "placed_at"), ResultFilter(), None, 1)[0]
+    deep = store.page_results(("placed_at", "measurement_id"), ResultFilter(), None,
                               count // 2)[-1]
     return {
         "results": "results?limit=50",

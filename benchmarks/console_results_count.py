@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.queries import ResultFilter
-from appliance.backoffice.schema import RESULT_COLUMNS
+from appliance.backoffice.schema import RESULT_READ_COLUMNS
 from appliance.backoffice.store import Store, open_store
 from appliance.console.views import RESULTS_COUNTED
 
@@ -31,14 +31,15 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 FILTERS = {
     "every result": ResultFilter(),
     "one site": ResultFilter(site="site-7"),
-    "a month": ResultFilter(captured_from="2026-03-01T00:00:00.000000Z",
-                            captured_before="2026-04-01T00:00:00.000000Z"),
+    "a month": ResultFilter(placed_from="2026-03-01T00:00:00.000000Z",
+                            placed_before="2026-04-01T00:00:00.000000Z"),
     "one grade": ResultFilter(label="fine"),
 }
 
 
 def _rows(count: int) -> list[tuple[Any, ...]]:
-    """``count`` results in RESULT_COLUMNS order: 500 kiosks, 50 sites, one every 5 minutes."""
+    """``count`` results in RESULT_READ_COLUMNS order: 500 kiosks, 50 sites, one every 5
+    minutes, each placed at its capture."""
     rows = []
     for i in range(count):
         minutes = i * 5
@@ -48,12 +49,13 @@ def _rows(count: int) -> list[tuple[Any, ...]]:
                     f":00.{i % 1000000:06d}Z")
         row = {"measurement_id": f"{uuid.UUID(int=i)}", "device_id": f"kiosk-{i % 500}",
                "site": f"site-{i % 500 // 10}", "captured_at": captured, "received_at": captured,
+               "placed_at": captured,
                "software_version": "0.1.0", "quality_verdict": "ok",
                "label": ("fine", "normal", "coarse")[i % 3], "payload": "{}",
                "not_validated": ""}
         rows.append(tuple(row.get(c, 1.0 if c not in ("model_name", "model_version",
                                                      "subject_id", "age_band") else None)
-                          for c in RESULT_COLUMNS))
+                          for c in RESULT_READ_COLUMNS))
     return rows
 
 
@@ -77,8 +79,8 @@ def _exact(store: Store, where: ResultFilter) -> int:
 
 
 def _measure(store: Store, count: int, repeat: int) -> dict[str, Any]:
-    store.write(f"INSERT INTO results ({','.join(RESULT_COLUMNS)}) VALUES "
-                f"({','.join('?' * len(RESULT_COLUMNS))})", _rows(count))
+    store.write(f"INSERT INTO results ({','.join(RESULT_READ_COLUMNS)}) VALUES "
+                f"({','.join('?' * len(RESULT_READ_COLUMNS))})", _rows(count))
     store.write("ANALYZE", [()])
     figures: dict[str, Any] = {}
     for name, where in FILTERS.items():

@@ -328,8 +328,9 @@ def _register_results(root: Any) -> None:
         add_store_options(parser)
         parser.add_argument("--device", type=device_id, help="only this device id")
         parser.add_argument("--since", metavar="TIME", help="only results captured at or after "
-                            "this time: ISO date or date-time, UTC unless it says (2026-11-01, "
-                            "2026-11-01T09:00:00Z)")
+                            "this time, as the back office places each capture (not by a "
+                            "kiosk's clock): ISO date or date-time, UTC unless it says "
+                            "(2026-11-01, 2026-11-01T09:00:00Z)")
     query.add_argument("--limit", type=positive_int, default=50,
                        help="show the newest N rows (50)")
     query.set_defaults(handler=_results_query)

@@ -4,6 +4,12 @@ Every file carries the ``not_validated`` column: the features of that result out
 validated range (docs/measurement.md), whose numbers a reader should drop. CSV holds the keys
 joined by commas (empty: none), JSON Lines and Parquet a list. The query table shows ``n/m``
 (not measured) in their place.
+
+Results come out newest (query) or oldest (export) first by their capture as the back office
+placed it (``placed_at``, placed_capture.py), and ``--since`` bounds that time: a kiosk whose
+clock said 2000 has today's results among today's. Each keeps ``captured_at`` as its kiosk
+wrote it; the files carry ``placed_at`` as their last column (a reader by position finds the
+columns before it where they were).
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from appliance import safejson
+from appliance.backoffice.fleet import CLOCK_OFF_S
 from appliance.backoffice.schema import (
     NOT_VALIDATED_COLUMN,
+    PLACED_COLUMN,
     RESULT_COLUMNS,
     RESULT_META_COLUMNS,
     iso_utc,
@@ -31,16 +39,20 @@ from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten, sh
 from appliance.outfile import replaced_when_complete
 from appliance.texttable import aligned
 
-EXPORT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c != "payload")
+EXPORT_COLUMNS = (*(c for c in RESULT_COLUMNS if c != "payload"), PLACED_COLUMN)
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
-QUERY_COLUMNS = ("captured_at", "site", "device_id", "measurement_id", "kime_score",
-                 "pore_count", "label", "age_band")
+QUERY_COLUMNS = (PLACED_COLUMN, "captured_at", "site", "device_id", "measurement_id",
+                 "kime_score", "pore_count", "label", "age_band")
 _PARQUET_CHUNK_ROWS = 10_000
 _NOT_VALIDATED_AT = EXPORT_COLUMNS.index(NOT_VALIDATED_COLUMN)
 NOT_MEASURED_NOTE = "n/m: not measured (outside the validated range, docs/measurement.md)"
 NOT_GIVEN_NOTE = ("not given: the kiosk withheld the grade (the model reads features not "
                   "measured, or the frame is outside the validated range)")
 _LABEL_AT = QUERY_COLUMNS.index("label")
+_PLACED_AT, _CAPTURED_AT = QUERY_COLUMNS.index(PLACED_COLUMN), QUERY_COLUMNS.index("captured_at")
+CLOCK_OFF_NOTE = ("CAPTURED_AT is the kiosk's clock; where it is more than a minute off "
+                  "PLACED_AT (the capture as the back office places it, which orders the "
+                  "table and --since selects) that clock was off")
 NAMED_DEVICES = 8  # a query for a device no result comes from names this many the store knows
 
 
@@ -65,8 +77,8 @@ def parse_since(text: str) -> str:
 
 
 def query_table(store: Store, device: str | None, since: str | None, limit: int) -> str:
-    """A plain-text table of the newest ``limit`` matching results, newest first, and how many
-    match in all."""
+    """A plain-text table of the newest ``limit`` matching results (by placed capture), newest
+    first, and how many match in all."""
     rows = list(store.select_results((*QUERY_COLUMNS, NOT_VALIDATED_COLUMN, "payload"), device,
                                      since, limit, newest_first=True))
     if not rows:
@@ -79,7 +91,16 @@ def query_table(store: Store, device: str | None, since: str | None, limit: int)
         f"{total} result(s)")
     notes = [NOT_MEASURED_NOTE] if any(row[-2] for row in rows) else []
     notes += [NOT_GIVEN_NOTE] if any(row[_LABEL_AT] == "not given" for row in cells) else []
+    notes += [CLOCK_OFF_NOTE] if any(map(_clock_was_off, rows)) else []
     return "\n".join([*lines, f"{shown}, newest first", *notes])
+
+
+def _clock_was_off(row: tuple[Any, ...]) -> bool:
+    """Whether a query row's kiosk clock wrote its capture more than a minute off where the
+    back office places it (as the fleet calls a clock off)."""
+    placed, captured = (datetime.fromisoformat(row[_PLACED_AT]),
+                        datetime.fromisoformat(row[_CAPTURED_AT]))
+    return abs((captured - placed).total_seconds()) > CLOCK_OFF_S
 
 
 def _nothing_matched(store: Store, device: str | None) -> str:
@@ -166,7 +187,8 @@ def _write_parquet(rows: Iterator[tuple[Any, ...]], path: Path) -> int:
             return pa.int64()
         if column == NOT_VALIDATED_COLUMN:
             return pa.list_(pa.string())
-        return pa.string() if column in RESULT_META_COLUMNS else pa.float64()
+        text = column in RESULT_META_COLUMNS or column == PLACED_COLUMN
+        return pa.string() if text else pa.float64()
 
     schema = pa.schema([(c, arrow_type(c)) for c in EXPORT_COLUMNS])
     count = 0

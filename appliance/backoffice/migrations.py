@@ -327,4 +327,27 @@ CREATE INDEX results_placed_at ON results (placed_at)
 UPDATE devices SET outbox_oldest_age_s = NULL WHERE outbox_oldest_age_s > 3155760000
 """,
     ),
+    (
+        22,
+        "results: the console, the API and the command line list, filter and page results by "
+        "their placed capture (keyset indexes on placed_at and measurement_id, per filter, "
+        "in place of those on captured_at, which no query reads any more); a result an ingest "
+        "worker older than migration 20 stored after it ran is placed as that migration "
+        "placed those before",
+        """
+UPDATE results SET placed_at = CASE WHEN captured_at < received_at THEN captured_at
+    ELSE received_at END WHERE placed_at IS NULL;
+CREATE INDEX results_placed_id ON results (placed_at, measurement_id);
+CREATE INDEX results_site_placed_id ON results (site, placed_at, measurement_id);
+CREATE INDEX results_label_placed_id ON results (label, placed_at, measurement_id);
+CREATE INDEX results_device_placed_id ON results (device_id, placed_at, measurement_id);
+DROP INDEX results_time_id;
+DROP INDEX results_site_time_id;
+DROP INDEX results_label_time_id;
+DROP INDEX results_device_time_id;
+DROP INDEX results_device_time;
+DROP INDEX results_captured_at;
+DROP INDEX results_placed_at
+""",
+    ),
 )

@@ -3,8 +3,10 @@
 A mixin of ``Store`` (same connection, same SQL for SQLite and PostgreSQL), kept in its own
 module so the ingest path in ``store.py`` stays small; console users, API tokens and login
 sessions are the mixin's base in ``accounts.py``. Result pages use keyset pagination
-(``keyset.py``) on ``(captured_at, measurement_id)``, newest first, so page N costs what page 1
-costs; the indexes behind each filter are migration 3 in ``migrations.py``.
+(``keyset.py``) on ``(placed_at, measurement_id)``, newest first, so page N costs what page 1
+costs; the indexes behind each filter are migration 22 in ``migrations.py``. A result is listed
+and filtered by its capture as the back office placed it (placed_capture.py), not by its
+kiosk's clock: a kiosk whose clock said 2000 has its results of today among today's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from appliance.backoffice.accounts import ConsoleAccounts
 from appliance.backoffice.keyset import Keyset
-from appliance.backoffice.schema import DEVICE_READ_COLUMNS, RESULT_COLUMNS
+from appliance.backoffice.schema import DEVICE_READ_COLUMNS, PLACED_COLUMN, RESULT_READ_COLUMNS
 from appliance.logsafe import shorten
 
 ROLLOUT_COLUMNS = ("rollout_id", "model_name", "model_version", "decision", "scope", "canaries",
@@ -29,7 +31,7 @@ NAME_CHARS = 100  # of a device's site/id where results lost from its dead lette
 ROLLOUT_DEVICE_COLUMNS = ("site", "device_id", "phase", "state", "reason", "running_version",
                           "updated_at")
 # the keyset each list is paged by (keyset.py): newest first, but kiosks by site and device id
-RESULT_KEYS = Keyset(("captured_at", "measurement_id"), descending=True)
+RESULT_KEYS = Keyset((PLACED_COLUMN, "measurement_id"), descending=True)
 DEVICE_KEYS = Keyset(("site", "device_id"), descending=False)
 ROLLOUT_KEYS = Keyset(("created_at", "rollout_id"), descending=True)
 JOB_KEYS = Keyset(("j.accepted_at", "j.job_id"), descending=True)
@@ -37,12 +39,13 @@ JOB_KEYS = Keyset(("j.accepted_at", "j.job_id"), descending=True)
 
 @dataclass(frozen=True)
 class ResultFilter:
-    """Which results a page or an export shows; every field is optional."""
+    """Which results a page or an export shows; every field is optional. The times bound
+    each result's placed capture (``placed_at``)."""
 
     site: str | None = None
     device_id: str | None = None
-    captured_from: str | None = None  # stored-time text, inclusive
-    captured_before: str | None = None  # stored-time text, exclusive
+    placed_from: str | None = None  # stored-time text, inclusive
+    placed_before: str | None = None  # stored-time text, exclusive
     label: str | None = None
 
     def where(self) -> tuple[list[str], list[Any]]:
@@ -50,8 +53,8 @@ class ResultFilter:
         pairs = (
             ("site = ?", self.site),
             ("device_id = ?", self.device_id),
-            ("captured_at >= ?", self.captured_from),
-            ("captured_at < ?", self.captured_before),
+            ("placed_at >= ?", self.placed_from),
+            ("placed_at < ?", self.placed_before),
             ("label = ?", self.label),
         )
         chosen = [(sql, value) for sql, value in pairs if value is not None]
@@ -92,7 +95,7 @@ class PrunedOnlyCopies:
 
 
 def _checked(columns: Sequence[str]) -> str:
-    unknown = set(columns) - set(RESULT_COLUMNS)
+    unknown = set(columns) - set(RESULT_READ_COLUMNS)
     if unknown:
         raise ValueError(f"unknown result columns {sorted(unknown)}")
     return ",".join(columns)
@@ -127,8 +130,9 @@ class ConsoleQueries(ConsoleAccounts):
         limit: int = 50,
         after: tuple[str, str] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Newest-first results matching ``where``: the newest older than the ``before``
-        keyset cursor, or the oldest newer than the ``after`` one (still newest first)."""
+        """Results matching ``where``, newest placed capture first: the newest older than
+        the ``before`` keyset cursor, or the oldest newer than the ``after`` one (still
+        newest first)."""
         return RESULT_KEYS.page(self._fetch, f"SELECT {_checked(columns)} FROM results",
                                 where.where(), limit, onward=before, back=after)
 
@@ -163,12 +167,13 @@ class ConsoleQueries(ConsoleAccounts):
         return int(total), int(online)
 
     def result_row(self, measurement_id: str) -> dict[str, Any] | None:
-        """One stored result by its measurement id, every column, or None."""
+        """One stored result by its measurement id, every column (its placed capture
+        included), or None."""
         rows = self._fetch(
-            f"SELECT {','.join(RESULT_COLUMNS)} FROM results WHERE measurement_id = ?",
+            f"SELECT {','.join(RESULT_READ_COLUMNS)} FROM results WHERE measurement_id = ?",
             (measurement_id,),
         )
-        return dict(zip(RESULT_COLUMNS, rows[0], strict=True)) if rows else None
+        return dict(zip(RESULT_READ_COLUMNS, rows[0], strict=True)) if rows else None
 
     def result_payloads(self, measurement_ids: Sequence[str]) -> dict[str, str]:
         """The stored payloads (the result's JSON) of these results, by measurement id."""

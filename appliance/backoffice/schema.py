@@ -36,6 +36,12 @@ RESULT_META_COLUMNS = (
 # the features outside the validated range (docs/measurement.md), comma-separated ('' for none)
 NOT_VALIDATED_COLUMN = "not_validated"
 RESULT_COLUMNS = (*RESULT_META_COLUMNS, *FEATURE_KEYS, NOT_VALIDATED_COLUMN, "payload")
+# a result as it is read: its columns and, beside its receipt, its capture as the back office
+# placed it when it stored it (placed_capture.py), which lists, filters and exports go by
+PLACED_COLUMN = "placed_at"
+_AFTER_RECEIPT = RESULT_COLUMNS.index("received_at") + 1
+RESULT_READ_COLUMNS = (*RESULT_COLUMNS[:_AFTER_RECEIPT], PLACED_COLUMN,
+                       *RESULT_COLUMNS[_AFTER_RECEIPT:])
 
 _FEATURE_VALUES = attrgetter(*FEATURE_KEYS)  # one C call per row instead of 16 getattr
 

@@ -3,7 +3,9 @@ fleet registry.
 
 A mixin of ``Store`` (same connection, same SQL for SQLite and PostgreSQL), as the console's
 queries (``queries.py``) and the ingest worker's writes (``store_writes.py``) are. Results are
-streamed a batch at a time, so an export of millions of them holds one batch in memory.
+streamed a batch at a time, so an export of millions of them holds one batch in memory; they
+are ordered and filtered by their capture as the back office placed it (``placed_at``,
+placed_capture.py), as the console lists them, not by their kiosk's clock.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from appliance.backoffice.keyset import Keyset
-from appliance.backoffice.schema import DEVICE_READ_COLUMNS, RESULT_COLUMNS, DeadLetter
+from appliance.backoffice.schema import DEVICE_READ_COLUMNS, RESULT_READ_COLUMNS, DeadLetter
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.backoffice.storeerrors import StoreError
 
@@ -59,11 +61,12 @@ class StoreReads(StoreConnection):
         limit: int | None = None,
         newest_first: bool = False,
     ) -> Iterator[tuple[Any, ...]]:
-        """Stored results (chosen columns) by capture time, filtered by device and start time."""
+        """Stored results (chosen columns) by placed capture, filtered by device and by a start
+        time of the placed capture."""
         _refuse_unknown(columns)
         where, params = _result_filter(device, since)
-        order = "captured_at DESC, measurement_id DESC" if newest_first else (
-            "captured_at, measurement_id")
+        order = "placed_at DESC, measurement_id DESC" if newest_first else (
+            "placed_at, measurement_id")
         sql = f"SELECT {','.join(columns)} FROM results{where} ORDER BY {order}"
         sql += f" LIMIT {int(limit)}" if limit is not None else ""
         return self._stream(sql, params)
@@ -93,14 +96,14 @@ class StoreReads(StoreConnection):
             yield from _in_batches(cur, self._sql(sql), params, rows_at_once)
 
     def count_matching(self, device: str | None = None, since: str | None = None) -> int:
-        """How many stored results match the device and start-time filter."""
+        """How many stored results match the device and start-time (placed capture) filter."""
         where, params = _result_filter(device, since)
         return int(self._fetch(f"SELECT COUNT(*) FROM results{where}", tuple(params))[0][0])
 
 
 def _refuse_unknown(columns: Sequence[str]) -> None:
     """A StoreError naming the columns that are no result columns."""
-    unknown = set(columns) - set(RESULT_COLUMNS)
+    unknown = set(columns) - set(RESULT_READ_COLUMNS)
     if unknown:
         raise StoreError(f"unknown result columns {sorted(unknown)}")
 
@@ -112,7 +115,7 @@ def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str
         where.append("device_id = ?")
         params.append(device)
     if since is not None:
-        where.append("captured_at >= ?")
+        where.append("placed_at >= ?")
         params.append(since)
     return (f" WHERE {' AND '.join(where)}" if where else ""), params
 

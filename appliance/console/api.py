@@ -96,7 +96,11 @@ NOT_MEASURED_DOC = (
 @router.get("/results", summary="Stored results, newest first, a page at a time",
             response_description="`results`, one page of them, newest first, with the cursors "
             "`next` and `previous`",
-            description="Each result's key columns (`kime_score`, `hill_density_per_mm2`, "
+            description="Results are ordered, and `from` and `to` select them, by `placed_at`: "
+            "the capture as the back office places it (its kiosk's clock as read, never after "
+            "its receipt), so a kiosk whose clock said 2000 has its results of today among "
+            "today's. `captured_at` is the capture time as the kiosk's clock wrote it. "
+            "Each result's key columns (`kime_score`, `hill_density_per_mm2`, "
             "`furrow_density_mm_per_mm2`, `pore_count`), grade (`label`) and quality verdict; "
             "`grade_withheld` as for one result (null when graded, or when the kiosk had no "
             "model); `next` continues the list (null on the last page), `previous`, given as "
@@ -108,9 +112,11 @@ def api_results(
     site: Annotated[str | None, Query(description="site id")] = None,
     device: Annotated[str | None, Query(description="device id")] = None,
     from_: Annotated[str | None, Query(alias="from", description="first day, YYYY-MM-DD, a UTC "
-                                       "day: results captured from its 00:00 UTC")] = None,
+                                       "day: results captured from its 00:00 UTC (`placed_at`)"
+                                       )] = None,
     to: Annotated[str | None, Query(description="last day, YYYY-MM-DD, a UTC day: results "
-                                    "captured before the next day's 00:00 UTC")] = None,
+                                    "captured before the next day's 00:00 UTC (`placed_at`)"
+                                    )] = None,
     grade: Annotated[str | None, Query(description="model label")] = None,
     limit: Annotated[str | None, Query(description="results per page, 1 to 200 (50 when not "
                                          "given)")] = None,
@@ -131,7 +137,9 @@ def api_results(
             responses={404: error("no stored result with that id")},
             response_description="the result: `result`, `features`, `quality`, "
             "`classification`, `grade_withheld`, `subject`",
-            description="`result` (stored columns), `features` (every feature), `quality` "
+            description="`result` (stored columns: `captured_at` by the kiosk's clock, "
+            "`received_at` by the back office's, `placed_at` the capture as the back office "
+            "places it, which lists and filters go by), `features` (every feature), `quality` "
             "(verdict, reasons, scores), `classification` (null when there is no grade), "
             "`grade_withheld` (when the kiosk withheld the grade because the model reads "
             "features that were not measured: `features` names them, `frame` is true when the "

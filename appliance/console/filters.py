@@ -129,7 +129,8 @@ def _day_after(day: date) -> str | None:
 
 
 def parse_filter(params: Mapping[str, str]) -> tuple[ResultFilter, dict[str, str]]:
-    """The result filter from query parameters (site, device, from, to, grade)."""
+    """The result filter from query parameters (site, device, from, to, grade); from and
+    to are UTC days of each result's placed capture, never of its kiosk's clock."""
     first = parse_day("from", _field(params, "from"))
     last = parse_day("to", _field(params, "to"))
     if first and last and last < first:
@@ -137,8 +138,8 @@ def parse_filter(params: Mapping[str, str]) -> tuple[ResultFilter, dict[str, str
     where = ResultFilter(
         site=_identifier(params, "site"),
         device_id=_identifier(params, "device"),
-        captured_from=_day_start(first) if first else None,
-        captured_before=_day_after(last) if last else None,
+        placed_from=_day_start(first) if first else None,
+        placed_before=_day_after(last) if last else None,
         label=_grade(params),
     )
     echo = {name: params[name].strip() for name in FILTER_FIELDS if params.get(name, "").strip()}
@@ -146,7 +147,7 @@ def parse_filter(params: Mapping[str, str]) -> tuple[ResultFilter, dict[str, str
 
 
 def parse_cursor(value: str | None, name: str = "before") -> tuple[str, str] | None:
-    """The keyset cursor ``CAPTURED_AT~MEASUREMENT_ID`` of an older (``before``) or newer
+    """The keyset cursor ``PLACED_AT~MEASUREMENT_ID`` of an older (``before``) or newer
     (``after``) page, or None."""
     if not value:
         return None
@@ -258,9 +259,9 @@ def parse_query(params: Mapping[str, str], sizes: Sequence[int] | None = PAGE_SI
                        parse_cursor(params.get("after"), "after"))
 
 
-def cursor_of(captured_at: str, measurement_id: str) -> str:
-    """The cursor that continues after this row."""
-    return f"{captured_at}~{measurement_id}"
+def cursor_of(placed_at: str, measurement_id: str) -> str:
+    """The cursor that continues after this row (its placed capture and id)."""
+    return f"{placed_at}~{measurement_id}"
 
 
 def check_measurement_id(value: str) -> str:

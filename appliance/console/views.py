@@ -43,17 +43,21 @@ from appliance.edge.reasons import grade_withheld
 from appliance.logsafe import shorten
 from appliance.transport.payloads import FEATURE_KEYS
 
-LIST_COLUMNS = ("measurement_id", "captured_at", "site", "device_id", "label", "age_band",
-                "kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2", "pore_count",
-                "quality_verdict", "not_validated")
-_LIST_CAPTURED_AT, _LIST_MEASUREMENT_ID = (LIST_COLUMNS.index("captured_at"),
-                                         LIST_COLUMNS.index("measurement_id"))
+# a result is listed by its capture as the back office placed it (placed_at, the list's order
+# and its date filter) and keeps the time its kiosk's clock wrote (captured_at)
+LIST_COLUMNS = ("measurement_id", "placed_at", "captured_at", "site", "device_id", "label",
+                "age_band", "kime_score", "hill_density_per_mm2", "furrow_density_mm_per_mm2",
+                "pore_count", "quality_verdict", "not_validated")
+_LIST_PLACED_AT, _LIST_MEASUREMENT_ID = (LIST_COLUMNS.index("placed_at"),
+                                       LIST_COLUMNS.index("measurement_id"))
 log = logging.getLogger(__name__)
+# not_validated: "a,b" or empty; placed_at last, so a reader by position finds the columns
+# it had before where they were
 CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_id",
                "software_version", "quality_verdict", "model_name", "model_version", "label",
-               "age_band", *FEATURE_KEYS, "not_validated")  # not_validated: "a,b" or empty
-_CSV_CAPTURED_AT, _CSV_MEASUREMENT_ID = (CSV_COLUMNS.index("captured_at"),
-                                       CSV_COLUMNS.index("measurement_id"))
+               "age_band", *FEATURE_KEYS, "not_validated", "placed_at")
+_CSV_PLACED_AT, _CSV_MEASUREMENT_ID = (CSV_COLUMNS.index("placed_at"),
+                                     CSV_COLUMNS.index("measurement_id"))
 CSV_PAGE_ROWS = 1000  # results read per borrowed store connection (keyset pages)
 # the results page counts the matching results up to this many, then says "more than": a
 # count stops at the cap however many the store holds (benchmarks/console_results_count.py)
@@ -136,8 +140,9 @@ def _oldest(age_s: float | None) -> str:
 
 @dataclass(frozen=True)
 class ResultsPage:
-    """One page of results (newest first) and the cursors of the pages beside it: ``older``
-    (give it as ``before``) and ``newer`` (as ``after``); None where there is none."""
+    """One page of results (newest placed capture first) and the cursors of the pages
+    beside it: ``older`` (give it as ``before``) and ``newer`` (as ``after``); None where
+    there is none."""
 
     items: list[dict[str, Any]]
     older: str | None
@@ -152,7 +157,7 @@ def results_page(store: Store, query: ResultQuery) -> ResultsPage:
                                                        limit, after=back),
         lambda onward, back: bool(store.page_results(("measurement_id",), query.where, onward,
                                                      1, after=back)),
-        lambda row: (row[_LIST_CAPTURED_AT], row[_LIST_MEASUREMENT_ID]))
+        lambda row: (row[_LIST_PLACED_AT], row[_LIST_MEASUREMENT_ID]))
     rows, older, newer = results.page(query.limit, query.before, query.after)
     items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
     # why a result has no grade is in its payload's quality reasons: read for those only
@@ -177,7 +182,7 @@ def csv_pages(pool: StorePool, query: ResultQuery) -> Iterator[list[tuple[Any, .
         yield rows
         if len(rows) < CSV_PAGE_ROWS:
             return
-        before = (rows[-1][_CSV_CAPTURED_AT], rows[-1][_CSV_MEASUREMENT_ID])
+        before = (rows[-1][_CSV_PLACED_AT], rows[-1][_CSV_MEASUREMENT_ID])
 
 
 def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:

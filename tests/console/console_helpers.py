@@ -31,6 +31,9 @@ from appliance.transport import payloads
 PASSWORD = "correct horse battery"
 BANDS = ("20-29", "30-39", "40-49", "50-59", "60-69")
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+# a seeded result reaches the back office this long after its capture, so it is placed at its
+# capture (placed_capture.py): the lists and their date filters go by the placed capture
+DELIVERY = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,8 @@ def seed(store: Store, count: int = 60) -> list[payloads.Result]:
         subject = f"subj-{index % 4}" if index < 16 else None
         results.append(make_result(index, site, device, band, subject))
     now = iso_utc(datetime.now(UTC))
-    rows = [result_row(r, now, r.to_json().decode()) for r in results]
+    rows = [result_row(r, iso_utc(r.captured_at + DELIVERY), r.to_json().decode())
+            for r in results]
     statuses = [device_row(payloads.Status(device_id="kiosk-1", site="tokyo", state="online",
                                            at=datetime.now(UTC), software_version="0.1.0",
                                            camera="online", outbox_depth=3,

@@ -51,7 +51,7 @@ def test_results_filter_and_older_pages(console: Console, page: Any) -> None:
     grades = page.locator("#results td.grade").all_inner_texts()
     assert grades
     assert set(grades) == {"coarse"}
-    assert set(page.locator("#results tr td:nth-child(3)").all_inner_texts()) == {"kiosk-9"}
+    assert set(page.locator("#results tr td:nth-child(4)").all_inner_texts()) == {"kiosk-9"}
     page.goto(console.url + "/results?limit=25")
     expect(page.locator("#results tr")).to_have_count(26)  # header + 25
     first_page = page.locator("#results td a").all_inner_texts()

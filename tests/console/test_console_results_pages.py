@@ -81,9 +81,9 @@ def _add(store: Store, count: int) -> list[str]:
 def test_a_newer_page_reads_the_results_just_newer_on_each_backend(store: Store) -> None:
     newest_first = _add(store, 30)
     where = ResultFilter(site="s")
-    page = store.page_results(("captured_at", "measurement_id"), where, None, 10)
+    page = store.page_results(("placed_at", "measurement_id"), where, None, 10)
     assert [row[1] for row in page] == newest_first[:10]
-    oldest_shown = store.page_results(("captured_at", "measurement_id"), where, None, 30)[-5]
+    oldest_shown = store.page_results(("placed_at", "measurement_id"), where, None, 30)[-5]
     newer = store.page_results(("measurement_id",), where, None, 10, after=tuple(oldest_shown))
     assert [row[0] for row in newer] == newest_first[15:25]  # newest first, just newer
 
