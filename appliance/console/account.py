@@ -21,7 +21,6 @@ from appliance.backoffice.accounts import Login, Revoked
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import AccessError, check_user, digest, password_hash
 from appliance.console.guard import (
-    SESSION_COOKIE,
     check_csrf,
     client_address,
     judged_password,
@@ -29,6 +28,7 @@ from appliance.console.guard import (
     password_login,
     pool_of,
     read_form,
+    session_cookie,
 )
 from appliance.console.pages import render
 from appliance.console.throttle import LoginGuard, retry_after
@@ -62,7 +62,7 @@ async def change_password(request: Request) -> HTMLResponse:
                       f"{math.ceil(wait_s / 60.0)} min.")
         page.headers["Retry-After"] = retry_after(wait_s)
         return page
-    keep = digest(request.cookies.get(SESSION_COOKIE, ""))
+    keep = digest(request.cookies.get(session_cookie(request), ""))
 
     def attempt() -> Revoked | None:
         if password_login(pool_of(request), login.name, form.get("password", "")) is None:

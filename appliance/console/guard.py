@@ -41,9 +41,7 @@ from appliance.console.filters import (
 )
 from appliance.console.throttle import LoginGuard
 
-SESSION_COOKIE = "appliance_session"
 PASSWORD_FIELDS = ("password", "new_password", "new_password_again")  # up to 256 characters
-LOGIN_CSRF_COOKIE = "appliance_login_csrf"
 _LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}$")
 MAX_NEXT_CHARS = 501  # the login form's `next`: a console page's path and query, as above
 _FORM_PAGES = {"/tokens/revoke": "/tokens", "/account/password": "/account"}
@@ -132,9 +130,23 @@ def _declared(dependant: Dependant) -> set[str]:
     return names.union(*(_declared(sub) for sub in dependant.dependencies))
 
 
+def session_cookie(request: Request) -> str:
+    """The name of this console's session cookie, which carries its port: a browser sends a
+    host's cookies to each of its ports (RFC 6265, section 8.5), so two consoles on one host
+    (:8080 and :8081) with one name would each replace the other's cookie, and a login to one
+    log the browser out of the other."""
+    return f"appliance_session_{request.app.state.settings.port}"
+
+
+def login_csrf_cookie(request: Request) -> str:
+    """The name of this console's login-form CSRF cookie, which carries its port (as
+    ``session_cookie``: a login form opened on another console must not replace it)."""
+    return f"appliance_login_csrf_{request.app.state.settings.port}"
+
+
 def page_login(request: Request) -> Login:
     """The logged-in user of a page request, or a redirect to the login page."""
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(session_cookie(request))
     with pool_of(request).store() as store:
         login = session_login(store, cookie)
     if login is None:
@@ -152,7 +164,7 @@ def visitor_login(request: Request) -> Login | None:
     """Who is logged in on this page request, or None (no session, or a store that cannot
     say now: a refusal page is shown without the header rather than not at all). Blocking:
     call it from a worker thread."""
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(session_cookie(request))
     if not cookie:
         return None
     try:

@@ -39,11 +39,10 @@ from appliance.console.filters import (
     parse_site,
 )
 from appliance.console.guard import (
-    LOGIN_CSRF_COOKIE,
-    SESSION_COOKIE,
     check_csrf,
     client_address,
     judged_password,
+    login_csrf_cookie,
     operator,
     page_login,
     page_or_api_login,
@@ -51,6 +50,7 @@ from appliance.console.guard import (
     pool_of,
     read_form,
     safe_next,
+    session_cookie,
 )
 from appliance.console.throttle import LoginGuard, retry_after
 from appliance.console.views import (
@@ -101,7 +101,8 @@ def _login_page(request: Request, next: str | None, status: int, *, failed: bool
                   failed=failed, wait_min=math.ceil(wait_s / 60.0) if wait_s else 0,
                   store_failed=store_failed, ended=ended and not failed, login=None,
                   nobody=nobody)
-    page.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    page.set_cookie(login_csrf_cookie(request), token, httponly=True, samesite="strict",
+                    path="/login")
     if wait_s:
         page.headers["Retry-After"] = retry_after(wait_s)
     return page
@@ -138,7 +139,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     asks) and go where the user was going. A user name or address with too many failed logins
     lately is refused before any check (429, ``console/throttle.py``)."""
     form = await read_form(request)
-    check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form)
+    check_csrf(request.cookies.get(login_csrf_cookie(request), ""), form)
     pool, hours = pool_of(request), request.app.state.settings.session_hours
     guard: LoginGuard = request.app.state.logins
     name, address = form.get("user", ""), client_address(request)
@@ -164,10 +165,10 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     if session is None:
         return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(SESSION_COOKIE, session.cookie,
+    response.set_cookie(session_cookie(request), session.cookie,
                         max_age=int(hours * 3600) + SESSION_COOKIE_AFTER_END_S, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    response.delete_cookie(login_csrf_cookie(request), path="/login")
     return response
 
 
@@ -177,7 +178,7 @@ async def logout(request: Request) -> Response:
     end it (a full disk), the browser forgets it anyway and the page says it stays valid."""
     login = await run_in_threadpool(page_login, request)
     check_csrf(login.csrf, await read_form(request))
-    cookie = request.cookies.get(SESSION_COOKIE, "")
+    cookie = request.cookies.get(session_cookie(request), "")
 
     def forget() -> None:
         with pool_of(request).store() as store:
@@ -195,7 +196,7 @@ async def logout(request: Request) -> Response:
             "(its log says why): whoever holds its cookie can use it until it expires. Log "
             "in and out again once the store works, or have an operator remove the session "
             "(console user add sets a new password and ends every session)."))
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(session_cookie(request), path="/")
     return response
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import cv2
 import numpy as np
@@ -120,6 +120,11 @@ def logins_at_once(console: Console, user: str, password: str, count: int) -> li
     for thread in threads:
         thread.join(60)
     return answers
+
+
+def session_cookie(console: Console, value: str) -> str:
+    """A Cookie header of the console's session cookie (its name carries its port)."""
+    return f"appliance_session_{urlsplit(console.url).port}={value}"
 
 
 def get_with(console: Console, path: str, cookie: str) -> tuple[int, dict[str, str], bytes]:

@@ -18,6 +18,7 @@ from console_helpers import (
     login_cookie,
     open_request,
     post,
+    session_cookie,
 )
 from playwright.sync_api import expect
 
@@ -137,7 +138,7 @@ def test_a_mistyped_parameter_is_a_400_page_naming_it(console: Console) -> None:
 def test_a_form_sent_after_the_session_ended_leads_back_to_a_page(console: Console) -> None:
     status, headers, _ = post(console.url + "/logout", b"csrf=x", {
         "Content-Type": "application/x-www-form-urlencoded",
-        "Cookie": "appliance_session=ended-or-expired"})
+        "Cookie": session_cookie(console, "ended-or-expired")})
     assert status == 303
     assert headers["location"] == "/login?next=/fleet&ended=1"  # not next=/logout: a 405
     status, _, _ = get_with(console, "/logout", "")

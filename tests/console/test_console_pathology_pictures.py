@@ -20,6 +20,7 @@ from console_helpers import (
     login_cookie,
     open_request,
     seed_pathology,
+    session_cookie,
     write_picture,
 )
 
@@ -110,7 +111,7 @@ def test_without_a_login_no_picture_is_served(console: Console) -> None:
         assert status == 401
         assert headers["www-authenticate"] == "Bearer"
         assert not body.startswith(b"\x89PNG")
-    status, _, _ = get_with(console, HEATMAP, "appliance_session=forged-session")
+    status, _, _ = get_with(console, HEATMAP, session_cookie(console, "forged-session"))
     assert status == 303
 
 

@@ -16,6 +16,7 @@ from console_helpers import (
     login_cookie,
     post,
     running_console,
+    session_cookie,
 )
 from playwright.sync_api import expect
 
@@ -23,7 +24,6 @@ from appliance.backoffice.store import open_store
 from appliance.browser import chromium_page
 from appliance.console.app import SECURITY_HEADERS
 from appliance.console.auth import add_user, create_token, disable_user
-from appliance.console.guard import SESSION_COOKIE
 from tests.disk_helpers import fill, small_tmpfs
 
 FORM = "application/x-www-form-urlencoded"
@@ -125,7 +125,7 @@ def test_a_revoke_needs_the_sessions_csrf_token_and_a_login(console: Console) ->
     status, _, _ = post(console.url + "/tokens/revoke", urlencode(
         {"csrf": "x", "id": token_id}).encode(), {"Content-Type": FORM})
     assert status == 303  # no session: to the login page
-    status, headers, _ = get_with(console, "/tokens", f"{SESSION_COOKIE}=made-up")
+    status, headers, _ = get_with(console, "/tokens", session_cookie(console, "made-up"))
     assert (status, headers["location"]) == (303, "/login?next=/tokens&ended=1")
     assert _works(console, token)
     assert other_cookie != cookie
