@@ -117,7 +117,8 @@ def bench_jobs(name: str, slides: list[Path]) -> list[dict[str, Any]]:
     for size in JOB_SIZES:
         groups.append(slides[start : start + size])
         start += size
-    names = [f"{name}-warm-up"] + [f"{name}-{index}" for index in range(len(JOB_SIZES))]
+    names = [f"bench/{name}-warm-up"] + [f"bench/{name}-{index}"  # LOGIN/NAME
+                                          for index in range(len(JOB_SIZES))]
     return [{"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
              "slides": [{"path": str(path), "um_per_px": 1.0} for path in group]}
             for job_id, group in zip(names, groups, strict=True)]

@@ -78,7 +78,7 @@ def publish_jobs(port: int, slide: Path, count: int, run: str) -> list[str]:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    ids = [f"spread-{run}-{index}" for index in range(count)]
+    ids = [f"bench/spread-{run}-{index}" for index in range(count)]  # LOGIN/NAME
     for job_id in ids:
         job = {"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
                "slides": [{"path": str(slide), "um_per_px": 1.0}]}

@@ -26,8 +26,11 @@ PAGE_SIZES = (10, 25, 50, 100, 200)  # the results page's choices; the API takes
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 _LIMIT = re.compile(r"^[0-9]{1,3}\Z")
+# a rollout's id, or a pathology job's (LOGIN/NAME; one level for a job from before submitters)
 _LISTED_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z)~"
-                            r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\Z")
+                            r"((?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/)?"
+                            r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63})\Z")
+MAX_CURSOR_CHARS = 200
 _LETTER_ID = re.compile(r"^[1-9][0-9]{0,17}\Z")  # a dead letter's number (below 2**63)
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _DEVICE_CURSOR = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})~"
@@ -192,7 +195,7 @@ def parse_listed_cursor(value: str | None) -> tuple[str, str] | None:
     newest."""
     if not value:
         return None
-    match = _LISTED_CURSOR.match(value) if len(value) <= 100 else None
+    match = _LISTED_CURSOR.match(value) if len(value) <= MAX_CURSOR_CHARS else None
     if match is None:
         raise InputError("before", value, "a cursor from an 'Older' link of this page or the "
                          "`next` of an API answer")

@@ -5,7 +5,9 @@ state, owner, reason and takeovers of each job, and per slide its label (MSI, MS
 unsupported), score, tile count, in-distribution share and error, with its heatmap and CAM
 panel: files in ``pathology.results_dir`` that the console serves (to logged-in users only)
 when the slide's stored result names them (appliance/console/pictures.py). Jobs are submitted
-and cancelled with ``appliance pathology job``.
+and cancelled with ``appliance pathology job``. A job's id is ``LOGIN/NAME``, its submitter's
+login first (appliance/pathology/jobs.py), so its page is ``/pathology/LOGIN/NAME``; a job
+stored before ids named their submitter has one level.
 
 An unsupported slide (its tissue unlike the model's training data, docs/pathology-ood.md) has
 no score: the server stores what the model computed for it, but a score beside "unsupported"
@@ -28,7 +30,6 @@ from appliance.backoffice.accounts import Login
 from appliance.console.api import ERROR_RESPONSES, ApiLogin, NextCursor, error
 from appliance.console.filters import (
     InputError,
-    checked_id,
     listed_cursor,
     older_link,
     parse_listed_cursor,
@@ -36,6 +37,7 @@ from appliance.console.filters import (
 from appliance.console.guard import page_login, pool_of
 from appliance.console.pages import render
 from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_picture
+from appliance.pathology.jobs import JOB_ID, JOB_ID_LEVEL
 from appliance.pathology.verdict import UNSUPPORTED
 
 pages = APIRouter(include_in_schema=False)
@@ -54,9 +56,18 @@ WITHHELD_FIGURES = ("score", "mean_probability", "msi_tile_share")
 JobId = Annotated[str, Path(description="the job's `job_id`, as in the jobs list")]
 
 
+def checked_job_id(job_id: str) -> str:
+    """``job_id`` when it is one a server stores (LOGIN/NAME, or, stored before job ids named
+    their submitter, one level); else InputError (400): no such job was ever accepted."""
+    if not (JOB_ID.match(job_id) or JOB_ID_LEVEL.match(job_id)):
+        raise InputError("job id", job_id, "LOGIN/NAME, each letters, digits and _ . - (at "
+                         "most 64)")
+    return job_id
+
+
 def _job(request: Request, job_id: str) -> dict[str, Any] | None:
     """One job with its slide results, or None."""
-    checked_id("job id", job_id)
+    checked_job_id(job_id)
     with pool_of(request).store() as store:
         found = store.pathology_job_rows(1, job_id)
         if not found:
@@ -77,7 +88,7 @@ def shown_slide(row: dict[str, Any]) -> dict[str, Any]:
 
 def _picture(request: Request, job_id: str, slide_index: str, picture: str) -> Response:
     """One slide's heatmap or CAM panel as image/png; PictureError when there is none to serve."""
-    checked_id("job id", job_id)
+    checked_job_id(job_id)
     if not SLIDE_INDEX.match(slide_index):
         raise InputError("slide index", slide_index, "a whole number (0 is the first slide)")
     if picture not in PICTURE_COLUMNS:
@@ -109,18 +120,6 @@ def jobs_page(request: Request, login: Annotated[Login, Depends(page_login)],
                   older=older_link("/pathology", cursor), older_page=bool(before))
 
 
-@pages.get("/pathology/{job_id}")
-def job_page(request: Request, job_id: str,
-             login: Annotated[Login, Depends(page_login)]) -> HTMLResponse:
-    """One pathology job and its slide results."""
-    job = _job(request, job_id)
-    if job is None:
-        return render(request, "error.html", status=404, login=login,
-                      message=f"no pathology job {job_id}")
-    slides = [{**slide, "backend_text": backend_text(slide["backend"])} for slide in job["slides"]]
-    return render(request, "job.html", login=login, j={**job, "slides": slides})
-
-
 def backend_text(stored: str) -> str:
     """What ran a slide, as its page says it: "onnx-cpu, float32, msi-vgg19-w16.onnx" from the
     server's backend settings stored as JSON (the API gives them whole); other text as it is."""
@@ -136,7 +135,9 @@ def backend_text(stored: str) -> str:
     return ", ".join(str(part) for part in parts if part) or stored
 
 
-@pages.get("/pathology/{job_id}/slides/{slide_index}/{picture}")
+# a job id holds a slash: matched as a path, the pictures before the job (the path would take
+# "LOGIN/NAME/slides/0/heatmap" whole)
+@pages.get("/pathology/{job_id:path}/slides/{slide_index}/{picture}")
 def picture_page(request: Request, job_id: str, slide_index: str, picture: str,
                  login: Annotated[Login, Depends(page_login)]) -> Response:
     """A slide's heatmap or CAM panel (PNG) for the job page."""
@@ -144,6 +145,18 @@ def picture_page(request: Request, job_id: str, slide_index: str, picture: str,
         return _picture(request, job_id, slide_index, picture)
     except PictureError as exc:
         return render(request, "error.html", status=exc.status, login=login, message=str(exc))
+
+
+@pages.get("/pathology/{job_id:path}")
+def job_page(request: Request, job_id: str,
+             login: Annotated[Login, Depends(page_login)]) -> HTMLResponse:
+    """One pathology job and its slide results."""
+    job = _job(request, job_id)
+    if job is None:
+        return render(request, "error.html", status=404, login=login,
+                      message=f"no pathology job {job_id}")
+    slides = [{**slide, "backend_text": backend_text(slide["backend"])} for slide in job["slides"]]
+    return render(request, "job.html", login=login, j={**job, "slides": slides})
 
 
 @api.get("/pathology/jobs", summary="Pathology jobs with their state, newest first, "
@@ -157,26 +170,7 @@ def api_jobs(request: Request, login: ApiLogin,
     return {"jobs": jobs, "next": cursor}
 
 
-@api.get("/pathology/jobs/{job_id}", summary="One pathology job and its slide results",
-         description="The job as the pathology server stored it (state, server, takeovers, "
-         "reason) and `slides`: each slide's label, score, MSI tile share, tiles, "
-         "in-distribution share and error. A slide labelled `unsupported` (tissue unlike the "
-         "model's training data: docs/pathology-ood.md) has no answer: its `score`, "
-         "`mean_probability` and `msi_tile_share` are `null`, and what the model computed "
-         "for them is kept for audit only, apart, under `unsupported_raw` (figure -> number; "
-         "`{}` for every other slide); never read it as the slide's score.",
-         response_description="the job with its `slides`",
-         responses={404: error("no pathology job with that id")})
-def api_job(request: Request, job_id: JobId,
-            login: ApiLogin) -> dict[str, Any]:
-    """One pathology job with its slides."""
-    job = _job(request, job_id)
-    if job is None:
-        raise HTTPException(404, f"no pathology job {job_id}")
-    return job
-
-
-@api.get("/pathology/jobs/{job_id}/slides/{slide_index}/{picture}",
+@api.get("/pathology/jobs/{job_id:path}/slides/{slide_index}/{picture}",
          summary="A slide's heatmap or CAM panel as PNG",
          description="The picture the pathology server drew of one slide of a finished job: "
          "its tile-score heatmap or its CAM panel.",
@@ -193,3 +187,22 @@ def api_picture(
         return _picture(request, job_id, slide_index, picture)
     except PictureError as exc:
         raise HTTPException(exc.status, str(exc)) from exc
+
+
+@api.get("/pathology/jobs/{job_id:path}", summary="One pathology job and its slide results",
+         description="The job as the pathology server stored it (state, server, takeovers, "
+         "reason) and `slides`: each slide's label, score, MSI tile share, tiles, "
+         "in-distribution share and error. A slide labelled `unsupported` (tissue unlike the "
+         "model's training data: docs/pathology-ood.md) has no answer: its `score`, "
+         "`mean_probability` and `msi_tile_share` are `null`, and what the model computed "
+         "for them is kept for audit only, apart, under `unsupported_raw` (figure -> number; "
+         "`{}` for every other slide); never read it as the slide's score.",
+         response_description="the job with its `slides`",
+         responses={404: error("no pathology job with that id")})
+def api_job(request: Request, job_id: JobId,
+            login: ApiLogin) -> dict[str, Any]:
+    """One pathology job with its slides."""
+    job = _job(request, job_id)
+    if job is None:
+        raise HTTPException(404, f"no pathology job {job_id}")
+    return job

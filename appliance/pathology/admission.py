@@ -29,8 +29,10 @@ from appliance.config.pathology import PathologyConfig
 from appliance.logsafe import LineBudget
 from appliance.pathology.jobrun import RESULT_FIELDS, JobRun
 from appliance.pathology.jobs import (
+    ANY_JOB,
     FINAL_STATES,
     JOB_ID,
+    JOB_ID_RULE,
     JobRefusedError,
     JobRequest,
     cancel_topic,
@@ -45,7 +47,7 @@ from appliance.pathology.requestcheck import RequestChecks
 log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 0.5
 REFUSALS_PRUNE_S = 60.0
-SHOWN_ID_CHARS = 64  # of a topic level that names no job id, in the answer and the log
+SHOWN_ID_CHARS = 140  # of topic levels that name no job id, in the answer and the log
 CLAIM_DELAY_PER_JOB_S = 0.2  # a busy server tries to take a new job this much later per job
 MAX_CLAIM_DELAY_S = 1.0
 MAX_WITHDRAWN = 10_000  # cleared requests remembered, so a put-off one is not run after all
@@ -222,7 +224,8 @@ class RequestAdmission:
                 and time.monotonic() - self._rescanned_at >= HOUSEKEEPING_S:
             self._missed = False
             self._rescanned_at = time.monotonic()
-            self.client.subscribe(request_topic(self.prefix, "+"), options=SubscribeOptions(qos=1))
+            self.client.subscribe(request_topic(self.prefix, ANY_JOB),
+                                  options=SubscribeOptions(qos=1))
 
     def _clear_request(self, job_id: str) -> None:
         """Clear a job's retained request: the job ended, or it was refused."""
@@ -233,8 +236,7 @@ class RequestAdmission:
         self._clear_request(name)
         shown = _shown_id(name)
         self._refuse(JobRefusedError(f"job request on a topic naming {shown!r} ({len(name)} "
-                                     "characters), not a job id: a job id is 1-64 of A-Z a-z "
-                                     "0-9 _ . -"))
+                                     f"characters), not a job id: a job id is {JOB_ID_RULE}"))
 
     def _answer_ended(self, job_id: str) -> None:
         """The request of a job the store says ended is still retained: its server stopped
@@ -387,8 +389,8 @@ class RequestAdmission:
         self.refusal_lines.warn("cancel request for %r (%d characters, not a job id) cleared",
                                 shown, len(name))
         self._answer_cancel(shown, "unknown", f"cancel request for {shown!r} ({len(name)} "
-                            "characters) names no job: a job id is 1-64 of A-Z a-z 0-9 _ . -; "
-                            "nothing to cancel")
+                            f"characters) names no job: a job id is {JOB_ID_RULE}; nothing to "
+                            "cancel")
 
     def _answer_cancel(self, job_id: str, state: str, reason: str) -> None:
         self.client.publish(errors_topic(self.prefix), state_payload(
@@ -396,5 +398,5 @@ class RequestAdmission:
 
 
 def _shown_id(name: str) -> str:
-    """A topic level that names no job id, cut to SHOWN_ID_CHARS for the answer and the log."""
+    """Topic levels that name no job id, cut to SHOWN_ID_CHARS for the answer and the log."""
     return name if len(name) <= SHOWN_ID_CHARS else name[:SHOWN_ID_CHARS] + "..."

@@ -1,14 +1,22 @@
 """Pathology jobs over MQTT: topics, the job payload and its checks, the retained job state.
 
+A job id is two topic levels, ``LOGIN/NAME``: the login of the job client that submitted it
+(its submitter; the store's ``owner`` is the server that runs it),
+then a name of its own (``job submit`` makes a time-ordered one). The broker lets each job
+client's login publish and read under its own ``LOGIN`` level only (deploy/mosquitto/
+provision.py, docs/broker-identity.md), so a request or cancel under ``jobs/A/...`` came from
+login A: MQTT 5 does not tell a subscriber who published, but the topic does. Two logins that
+use the same name make two jobs.
+
 Topics (docs/pathology-server.md):
-- ``{prefix}/pathology/jobs/{id}/request``: a job request (QoS 1), retained until the job
-  ends, so a server that starts later still sees it; every server reads every request and the
-  store decides which one runs it (the first to store it; docs/pathology-server.md);
-- ``{prefix}/pathology/jobs/{id}/state``: the job's state, retained (queued, running with
-  progress, done, failed with a reason, cancelled);
-- ``{prefix}/pathology/jobs/{id}/cancel``: a cancel request (retained, so a server that takes
-  the job over later still sees it; cleared once the job is cancelled, or at once when the
-  job is unknown or already ended);
+- ``{prefix}/pathology/jobs/{login}/{name}/request``: a job request (QoS 1), retained until
+  the job ends, so a server that starts later still sees it; every server reads every request
+  and the store decides which one runs it (the first to store it; docs/pathology-server.md);
+- ``{prefix}/pathology/jobs/{login}/{name}/state``: the job's state, retained (queued, running
+  with progress, done, failed with a reason, cancelled);
+- ``{prefix}/pathology/jobs/{login}/{name}/cancel``: a cancel request (retained, so a server
+  that takes the job over later still sees it; cleared once the job is cancelled, or at once
+  when the job is unknown or already ended);
 - ``{prefix}/pathology/errors``: why a request without a readable job id was refused, why a
   request under another job's id for other slides was (``request: job``), and why a cancel
   request had nothing to cancel (``request: cancel``, ``state``: unknown or the job's final
@@ -16,9 +24,10 @@ Topics (docs/pathology-server.md):
 - ``{prefix}/pathology/servers/{id}``: each server's presence, retained (online, or offline as
   its last will).
 
-A request is checked before anything is stored: size, JSON, schema, job id, the number of
-slides, each resolution (a plausible µm per pixel, appliance/pathology/resolution.py), and that
-each slide path lies inside a configured slide root.
+A request is checked before anything is stored: size, JSON, schema, job id (the one its topic
+names), the number of slides, each resolution (a plausible µm per pixel,
+appliance/pathology/resolution.py), and that each slide path lies inside a configured slide
+root.
 """
 
 from __future__ import annotations
@@ -39,7 +48,12 @@ from appliance.pathology.resolution import resolution_problem
 
 JOB_SCHEMA = "appliance.pathology.job/1"
 STATE_SCHEMA = "appliance.pathology.state/1"
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_LEVEL = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # a login, or a job's name
+JOB_ID_LEVEL = re.compile(rf"^{_LEVEL}\Z")  # a job id's level: its submitter's login, its name
+JOB_ID = re.compile(rf"^{_LEVEL}/{_LEVEL}\Z")  # LOGIN/NAME
+JOB_ID_RULE = "LOGIN/NAME, each 1-64 of A-Z a-z 0-9 _ . - (LOGIN: its submitter's)"
+ANY_JOB = "+/+"  # the topic levels of every job id, in a subscription
+ANONYMOUS = "anonymous"  # submits the jobs sent with no mqtt.username (a broker without logins)
 MAX_PATH_CHARS = 4096
 FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -108,9 +122,20 @@ def errors_topic(prefix: str) -> str:
     return f"{prefix}/pathology/errors"
 
 
-def new_job_id() -> str:
-    """A time-ordered unique job id (UTC time, then random hex)."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+def new_job_id(submitter: str) -> str:
+    """A time-ordered unique job id of ``submitter`` (its login; UTC time, then random hex)."""
+    return f"{submitter}/{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+
+
+def job_submitter(job_id: str) -> str:
+    """The login that submitted a job: its id's first level."""
+    return job_id.partition("/")[0]
+
+
+def job_id_of_topic(topic: str) -> str:
+    """The job id a job topic names (``.../jobs/LOGIN/NAME/request``): its two levels before
+    the last."""
+    return "/".join(topic.split("/")[-3:-1])
 
 
 def utc_text(at: datetime | None = None) -> str:
@@ -119,10 +144,11 @@ def utc_text(at: datetime | None = None) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def make_request(paths: list[Path], um_per_px: float) -> JobRequest:
-    """A request for slide files (absolute paths as the servers will read them, named by stem)."""
+def make_request(paths: list[Path], um_per_px: float, submitter: str) -> JobRequest:
+    """A request of ``submitter`` (its login) for slide files (absolute paths as the servers will
+    read them, named by stem)."""
     slides = tuple(SlideRequest(str(path.absolute()), um_per_px, path.stem) for path in paths)
-    return JobRequest(new_job_id(), slides, utc_text())
+    return JobRequest(new_job_id(submitter), slides, utc_text())
 
 
 def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int,
@@ -149,8 +175,7 @@ def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int
                               "no stored text may hold", topic_job_id)
     job_id = data.get("job_id")
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-        raise JobRefusedError(f"job_id {str(job_id)[:80]!r}: use 1-64 of A-Z a-z 0-9 _ . -",
-                              topic_job_id)
+        raise JobRefusedError(f"job_id {str(job_id)[:140]!r}: use {JOB_ID_RULE}", topic_job_id)
     if topic_job_id is not None and job_id != topic_job_id:
         raise JobRefusedError(f"job_id {job_id!r} in the request published for job "
                               f"{topic_job_id!r}", topic_job_id)

@@ -2,8 +2,11 @@
 
 The job commands only talk to the broker (any machine that reaches it can use them): submit
 publishes a request and, with ``--wait``, follows the job's retained state until it ends; list
-reads every retained job state and server presence; cancel reads the job's retained state and,
-when the job is queued or running, publishes a retained cancel request.
+reads the retained states and waiting requests of the caller's own jobs and every server
+presence; cancel reads the job's retained state and, when the job is queued or running,
+publishes a retained cancel request. A job's id starts with its submitter, the login that
+sent it (``mqtt.username``; ``anonymous`` without one): each command works in its own
+login's jobs only, as the fleet's broker allows (appliance/pathology/jobs.py).
 
 Exit codes (also in each command's help, appliance/cli_help.py): 0 success; 1 a job or slide
 failed, the job was cancelled, cancel found no job to stop, or the broker was unreachable; 2 a
@@ -28,9 +31,14 @@ from appliance.backoffice.commands import CONFIG_HELP
 from appliance.config import Config, ConfigError, load_config_or_defaults
 from appliance.logsafe import escape_controls
 from appliance.pathology.jobs import (
+    ANONYMOUS,
     FINAL_STATES,
     JOB_ID,
+    JOB_ID_LEVEL,
+    JOB_ID_RULE,
     cancel_topic,
+    job_id_of_topic,
+    job_submitter,
     make_request,
     payload_limit,
     read_presence,
@@ -68,20 +76,35 @@ def register(sub: Any) -> None:
     submit.add_argument("--timeout", type=finite_number(0, MAX_WAIT_S, "seconds", above_low=True),
                         default=3600.0, help=f"--wait limit in s, at most {MAX_WAIT_S} (3600)")
     submit.set_defaults(handler=_submit)
-    listing = jobs.add_parser("list", help="every job's retained state")
+    listing = jobs.add_parser("list", help="your jobs' retained states, and the servers")
     listing.set_defaults(handler=_list)
-    cancel = jobs.add_parser("cancel", help="cancel a queued or running job")
-    cancel.add_argument("job_id", type=_job_id, help="the job id that submit printed")
+    cancel = jobs.add_parser("cancel", help="cancel a queued or running job of yours")
+    cancel.add_argument("job_id", type=_job_id,
+                        help="the job id that submit printed (LOGIN/NAME; NAME: your own)")
     cancel.set_defaults(handler=_cancel)
     for parser in (submit, listing, cancel):  # they need only the broker: defaults will do
         parser.add_argument("--config", help=CONFIG_HELP)
 
 
 def _job_id(text: str) -> str:
-    """argparse type of a job id (it becomes an MQTT topic level: no wildcards, no slashes)."""
-    if not JOB_ID.match(text):
-        raise argparse.ArgumentTypeError(f"{text[:80]!r} is no job id: 1-64 of A-Z a-z 0-9 _ . -")
+    """argparse type of a job id, or of its name alone (it becomes MQTT topic levels: no
+    wildcards, no more slashes)."""
+    if not (JOB_ID.match(text) or JOB_ID_LEVEL.match(text)):
+        raise argparse.ArgumentTypeError(f"{text[:140]!r} is no job id: {JOB_ID_RULE}")
     return text
+
+
+def _submitter(config: Config) -> str | None:
+    """Who submits, lists and cancels jobs here, the first level of their ids: ``mqtt.username``
+    (the fleet's broker lets a login reach only jobs under its own name), ``anonymous``
+    without one; None, said, when the login cannot be a topic level."""
+    submitter = config.mqtt.username or ANONYMOUS
+    if JOB_ID_LEVEL.match(submitter):
+        return submitter
+    print(f"job commands: mqtt.username {submitter[:80]!r} cannot submit jobs (a job id starts "
+          "with its submitter's login: 1-64 of A-Z a-z 0-9 _ . -); use a login provisioned with "
+          "--pathology-client (deploy/mosquitto/provision.py)", file=sys.stderr)
+    return None
 
 
 def _config(args: argparse.Namespace) -> Config | None:
@@ -174,7 +197,10 @@ def _submit(args: argparse.Namespace) -> int:
     if missing:  # the servers read the slides; this machine may not see the same files
         print(f"job submit: not found on this machine (the servers must see them): "
               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
-    request = make_request(args.slides, args.um_per_px)
+    submitter = _submitter(config)
+    if submitter is None:
+        return EXIT_USAGE
+    request = make_request(args.slides, args.um_per_px, submitter)
     payload, limit = request.to_json().encode(), config.pathology.max_job_bytes
     if len(payload) > limit:  # a server refuses it; the fleet's broker (256 KiB) drops it
         print(f"job submit: the request of {len(request.slides)} slides is {len(payload)} "
@@ -300,14 +326,18 @@ def _list(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return EXIT_USAGE
-    prefix = config.mqtt.topic_prefix
+    submitter = _submitter(config)
+    if submitter is None:
+        return EXIT_USAGE
+    prefix, own = config.mqtt.topic_prefix, f"{submitter}/+"
 
     def read(link: _Link) -> int:
         print_job_list(latest_by_topic(link))
         return EXIT_OK
 
-    return _linked("list", config, [state_topic(prefix, "+"), server_topic(prefix, "+"),
-                                    request_topic(prefix, "+")], read)
+    # its own jobs only: the fleet's broker refuses a login's subscription to another's
+    return _linked("list", config, [state_topic(prefix, own), server_topic(prefix, "+"),
+                                    request_topic(prefix, own)], read)
 
 
 def latest_by_topic(link: _Link) -> dict[str, bytes]:
@@ -327,9 +357,10 @@ def latest_by_topic(link: _Link) -> dict[str, bytes]:
 
 
 def print_job_list(latest: dict[str, bytes]) -> None:
-    """The servers' presence, every job's state and the requests no server has taken yet,
-    from the messages collected; a message that is none of these, or a state on another job's
-    topic (anyone allowed to publish there may have put it), is named."""
+    """The servers' presence, each job's state and the requests no server has taken yet, from
+    the messages collected, each job by its id (its submitter's login first); a message that is
+    none of these, or a state on another job's topic (anyone allowed to publish there may have
+    put it), is named."""
     states: list[dict[str, Any]] = []
     servers: list[dict[str, Any]] = []
     unreadable: list[str] = []
@@ -338,11 +369,11 @@ def print_job_list(latest: dict[str, bytes]) -> None:
         if not payload:
             continue
         if topic.endswith("/request"):
-            requested.add(topic.split("/")[-2])
+            requested.add(job_id_of_topic(topic))
             continue
         presence = "/servers/" in topic
         read = (read_presence if presence else read_state)(payload)
-        if read is None or (not presence and read["job_id"] != topic.split("/")[-2]):
+        if read is None or (not presence and read["job_id"] != job_id_of_topic(topic)):
             unreadable.append(topic)
         else:
             (servers if presence else states).append(read)
@@ -368,7 +399,15 @@ def _cancel(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return EXIT_USAGE
-    prefix, job_id = config.mqtt.topic_prefix, args.job_id
+    submitter = _submitter(config)
+    if submitter is None:
+        return EXIT_USAGE
+    job_id = args.job_id if "/" in args.job_id else f"{submitter}/{args.job_id}"
+    if job_submitter(job_id) != submitter:  # the fleet's broker refuses it; say why here
+        print(f"job cancel: {job_id} is a job of login {job_submitter(job_id)!r}, not of "
+              f"{submitter!r}: a login cancels only its own jobs; nothing sent", file=sys.stderr)
+        return EXIT_USAGE
+    prefix = config.mqtt.topic_prefix
 
     def cancel(link: _Link) -> int:
         latest = latest_by_topic(link)

@@ -39,6 +39,7 @@ from appliance.pathology.batcher import FairBatcher
 from appliance.pathology.finisher import SlideFinisher
 from appliance.pathology.jobrun import RESULT_FIELDS, InferenceRunner, JobRun
 from appliance.pathology.jobs import (
+    ANY_JOB,
     FINAL_STATES,
     JobRefusedError,
     JobRequest,
@@ -439,7 +440,8 @@ class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
             # spec 3.3.1.3): a broker drops what exceeds a client's queue
             # (mosquitto's max_queued_messages, 1000 by default), so a request it dropped at
             # the first subscribe comes in a later round, as ended jobs are cleared
-            self.client.subscribe(request_topic(self.prefix, "+"), options=SubscribeOptions(qos=1))
+            self.client.subscribe(request_topic(self.prefix, ANY_JOB),
+                                  options=SubscribeOptions(qos=1))
         self._prune_stored_refusals()
         self._answer_ended_due()
         self.refusal_lines.say_due()

@@ -23,7 +23,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.config import Config
-from appliance.pathology.jobs import cancel_topic, request_topic, server_topic
+from appliance.pathology.jobs import (
+    ANY_JOB,
+    cancel_topic,
+    job_id_of_topic,
+    request_topic,
+    server_topic,
+)
 from appliance.pathology.presence import Presence, RivalWatch, leave_broker, rival_message
 from appliance.transport.client import (
     BrokerRefusedError,
@@ -118,7 +124,7 @@ class ServerLink:
                     self.failed = refusal
                     client.disconnect()
                 return
-            requests = request_topic(self.prefix, "+")
+            requests = request_topic(self.prefix, ANY_JOB)
             presence = server_topic(self.prefix, self.server_id)
             # the largest packet this broker takes (MQTT 5 spec 3.2.2.3.6); it drops the
             # connection of a client that sends a larger one
@@ -127,7 +133,7 @@ class ServerLink:
             # its own presence first: what is retained there says who else used this name
             client.subscribe(presence, options=SubscribeOptions(qos=1))  # its retained first
             client.subscribe([(requests, SubscribeOptions(qos=1)),
-                              (cancel_topic(self.prefix, "+"), SubscribeOptions(qos=1))])
+                              (cancel_topic(self.prefix, ANY_JOB), SubscribeOptions(qos=1))])
             self.presence.connection += 1
             client.publish(presence, self.presence.payload("online"), qos=1, retain=True)
             set_retained_will(client, presence, self.presence.will())  # the next connection's
@@ -150,10 +156,10 @@ class ServerLink:
             if "/servers/" in message.topic:
                 self.events.put(("presence", (bytes(message.payload),)))
             elif message.topic.endswith("/request"):
-                self._queue_message("job", (message.topic.split("/")[-2],
+                self._queue_message("job", (job_id_of_topic(message.topic),
                                             bytes(message.payload), message.mid, message.qos))
             else:
-                self._queue_message("cancel", (message.topic.split("/")[-2], message.mid,
+                self._queue_message("cancel", (job_id_of_topic(message.topic), message.mid,
                                                message.qos, bool(message.payload)))
         except Exception:  # never let an exception kill paho's network thread
             log.exception("could not queue a message on %s", message.topic)

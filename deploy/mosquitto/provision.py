@@ -22,15 +22,18 @@ provisioned for, and may subscribe only to its own ``cmd/#``, ``model/update``, 
 password, client id ``edge-SITE-DEVICE@look``) may only publish and subscribe to that
 ``presence``: a kiosk that holds back for another one with its device id looks again under it.
 Back-office workers log in as their own name with that name as client id.
-Pathology servers likewise (``pathology.client_id``, their server id): each may read the job
-requests and cancels, publish job states, clear requests and cancels, answer on the errors
-topic, and publish only its own presence. Its probe login ``SERVER@probe`` (the same
+Pathology servers likewise (``pathology.client_id``, their server id): each may read every
+job's requests and cancels, publish job states, clear requests and cancels, answer on the
+errors topic, and publish only its own presence. Its probe login ``SERVER@probe`` (the same
 password, client id ``SERVER@probe``) may publish and subscribe to nothing: the server asks
 under it, when a CONNECT was dropped before its CONNACK, the largest packet the broker takes
 (its CONNACK says). Pathology clients (``appliance pathology job``
-submit, list, cancel; their login is their client id) may publish requests and cancels and
-read the states, requests, presences and errors. Nothing else reaches the pathology topics:
-not a device, not a worker (docs/pathology-server.md).
+submit, list, cancel; their login is their client id) each get a role of their own: a job's id
+starts with its submitter's login (``jobs/LOGIN/NAME/...``), and a client may publish requests
+and cancels, and read states and waiting requests, under its own login only, besides the
+servers' presences and the errors. One lab's login can thus neither cancel, withdraw nor
+replace another's job, nor read its results. Nothing else reaches the pathology topics: not a
+device, not a worker (docs/pathology-server.md).
 """
 
 from __future__ import annotations
@@ -178,8 +181,8 @@ def device_look_role(prefix: str, site: str, device: str) -> dict[str, Any]:
 def _not_pathology(prefix: str) -> list[dict[str, Any]]:
     """Denials that come first (priority 1) for the fleet's roles: their ``{p}/+/+/...``
     patterns also match the pathology topics (site "pathology", device "jobs" or "servers":
-    ``{p}/pathology/jobs/cmd/request`` is a job named "cmd", ``{p}/pathology/servers/ack`` a
-    server named "ack")."""
+    ``{p}/pathology/jobs/cmd/j1/request`` is a job of a login named "cmd",
+    ``{p}/pathology/servers/ack`` a server named "ack")."""
     return [{"acltype": kind, "topic": f"{prefix}/pathology/#", "priority": 1, "allow": False}
             for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]
 
@@ -208,11 +211,12 @@ def rollout_role(prefix: str) -> dict[str, Any]:
 
 
 def pathology_server_role(prefix: str, login: str) -> dict[str, Any]:
-    """A pathology server: reads every job request and cancel, publishes job states, clears
-    the requests and cancels it has dealt with (an empty retained message), answers on the
-    errors topic and publishes its own presence only, which it also reads (another process
-    under its name shows there: appliance/pathology/presence.py)."""
-    jobs = f"{prefix}/pathology/jobs/+"
+    """A pathology server: reads every job request and cancel (``jobs/LOGIN/NAME/...``: every
+    job client's), publishes job states, clears the requests and cancels it has dealt with (an
+    empty retained message), answers on the errors topic and publishes its own presence only,
+    which it also reads (another process under its name shows there:
+    appliance/pathology/presence.py)."""
+    jobs = f"{prefix}/pathology/jobs/+/+"
     acls = [_acl("subscribePattern", f"{jobs}/{leaf}") for leaf in ("request", "cancel")]
     acls += [_acl("publishClientSend", f"{jobs}/{leaf}") for leaf in ("request", "state",
                                                                        "cancel")]
@@ -230,15 +234,18 @@ def pathology_probe_role() -> dict[str, Any]:
     return {"rolename": f"pathology-server{PROBE}", "acls": []}
 
 
-def pathology_client_role(prefix: str) -> dict[str, Any]:
-    """Whoever submits, lists and cancels pathology jobs: publishes requests and cancels,
-    reads the jobs' states and waiting requests, the servers' presence and the errors."""
-    jobs = f"{prefix}/pathology/jobs/+"
-    acls = [_acl("publishClientSend", f"{jobs}/{leaf}") for leaf in ("request", "cancel")]
-    acls += [_acl("subscribePattern", f"{jobs}/{leaf}") for leaf in ("request", "state")]
+def pathology_client_role(prefix: str, login: str) -> dict[str, Any]:
+    """One login that submits, lists and cancels pathology jobs: publishes requests and cancels
+    of its own jobs only (a job id starts with its submitter's login, appliance/pathology/
+    jobs.py), reads their states and waiting requests, the servers' presence and the errors.
+    A role per login, as for devices: mosquitto 2.0's dynamic-security ACLs substitute no
+    ``%u`` (2.1 adds it; docs/broker-identity.md)."""
+    own = f"{prefix}/pathology/jobs/{login}/+"
+    acls = [_acl("publishClientSend", f"{own}/{leaf}") for leaf in ("request", "cancel")]
+    acls += [_acl("subscribePattern", f"{own}/{leaf}") for leaf in ("request", "state")]
     acls += [_acl("subscribePattern", f"{prefix}/pathology/{leaf}")
              for leaf in ("servers/+", "errors")]
-    return {"rolename": "pathology-client", "acls": acls}
+    return {"rolename": f"pathology-client-{login}", "acls": acls}
 
 
 def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
@@ -258,7 +265,7 @@ def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
                 for s in pathology_servers]
     clients += [dynsec_client(f"{s}{PROBE}", password_for(out, s), f"{s}{PROBE}",
                               f"pathology-server{PROBE}") for s in pathology_servers]
-    clients += [dynsec_client(c, password_for(out, c), c, "pathology-client")
+    clients += [dynsec_client(c, password_for(out, c), c, f"pathology-client-{c}")
                 for c in pathology_clients]
     roles = [device_role(prefix, site, dev) for site, dev in devices]
     roles += [device_look_role(prefix, site, dev) for site, dev in devices]
@@ -266,8 +273,7 @@ def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
     roles += [pathology_server_role(prefix, s) for s in pathology_servers]
     if pathology_servers:
         roles.append(pathology_probe_role())
-    if pathology_clients:
-        roles.append(pathology_client_role(prefix))
+    roles += [pathology_client_role(prefix, c) for c in pathology_clients]
     return {
         "defaultACLAccess": {
             "publishClientSend": False,

@@ -33,9 +33,11 @@ def test_every_pathology_job_is_reachable_through_the_api(console: Console) -> N
     from appliance.pathology.jobstore import open_pathology_store
 
     store = open_pathology_store(console.store_url)
-    try:  # accepted within a few milliseconds: many share a time, ordered by id then
+    try:  # accepted within a few milliseconds: many share a time, ordered by id then; each id
+        # LOGIN/NAME, as a submitted job's, so the cursors carry a slash
         for n in range(150):
-            request = JobRequest(f"api-{n:03d}", (SlideRequest("/slides/a.jpg", 1.0, "a"),),
+            request = JobRequest(f"lab-{n % 2}/api-{n:03d}",
+                                 (SlideRequest("/slides/a.jpg", 1.0, "a"),),
                                  "2026-11-30T08:00:00.000000Z")
             assert store.accept(request, "server-1", 60.0)
         stored = {row[0] for row in store.query("SELECT job_id FROM pathology_jobs")}
@@ -45,7 +47,7 @@ def test_every_pathology_job_is_reachable_through_the_api(console: Console) -> N
     assert len(stored) == 151  # the seeded job-1 too
     assert len(shown) == len(set(shown))
     assert set(shown) == stored
-    assert shown.index("api-149") < shown.index("api-000")  # newest first
+    assert shown.index("lab-1/api-149") < shown.index("lab-0/api-000")  # newest first
 
 
 def test_every_model_rollout_is_reachable_through_the_api(console: Console) -> None:

@@ -46,17 +46,24 @@ def test_a_slide_s_backend_reads_as_words_with_the_settings_in_its_tooltip(
         console: Console) -> None:
     """The backend column held each slide's stored settings as a JSON object, the server's
     model path included, that widened the table past the pictures (seen in chromium on a job
-    of `appliance pathology job submit`)."""
-    _store_job(console, "job-words", [json.dumps(ONNX_INT8), json.dumps(TORCH)])
+    of `appliance pathology job submit`). Its id names its submitter, as a submitted job's does
+    (LOGIN/NAME): the page and the API take the slash."""
+    _store_job(console, "lab-a/job-words", [json.dumps(ONNX_INT8), json.dumps(TORCH)])
     cookie, _ = login_cookie(console)
-    status, _, body = get_with(console, "/pathology/job-words", cookie)
+    status, _, listed = get_with(console, "/pathology", cookie)
+    assert 'href="/pathology/lab-a/job-words"' in listed.decode()
+    status, _, body = get_with(console, "/pathology/lab-a/job-words", cookie)
     assert status == 200
     cells = re.findall(r'<td class="backend" title="([^"]*)">([^<]*)</td>', body.decode())
     assert [text for _, text in cells] == ["onnx-cpu, int8, msi-vgg19-w16.int8.onnx",
                                            "torch-cuda, bfloat16, msi-vgg19.onnx"]
     assert all(title.startswith("{&#34;backend&#34;: ") for title, _ in cells)
-    _, _, answer = console.get("/api/v1/pathology/jobs/job-words", console.token)
+    _, _, answer = console.get("/api/v1/pathology/jobs/lab-a/job-words", console.token)
     assert [json.loads(s["backend"]) for s in json.loads(answer)["slides"]] == [ONNX_INT8, TORCH]
+    # a slide's picture of such a job is looked up as one (this one has none stored)
+    status, _, body = get_with(console, "/pathology/lab-a/job-words/slides/0/heatmap", cookie)
+    assert status == 404
+    assert "heatmap of slide 0 of pathology job lab-a/job-words" in body.decode()
 
 
 def test_a_backend_stored_as_other_text_is_shown_as_it_is() -> None:

@@ -1,14 +1,17 @@
 """Pathology over the provisioned broker (deploy/mosquitto: TLS, dynamic security): a server and
 a job client provisioned with ``--pathology-server`` / ``--pathology-client`` serve a job end
-to end; a kiosk, a back-office worker or a job client cannot touch what is not theirs."""
+to end; a kiosk, a back-office worker or a job client cannot touch what is not theirs, another
+job client's jobs included."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,12 +20,14 @@ from PIL import Image
 from appliance.cli import main
 from appliance.config import PASSWORD_ENV
 from appliance.edge.testing import wait_until
+from appliance.pathology.jobs import JOB_SCHEMA
 from appliance.synthetic.he import SlideSpec, render_slide
 from appliance.transport.client import new_client
 from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
 
 pytestmark = pytest.mark.broker
 SERVER, USER, KIOSK, WORKER = "pathology-lab-0", "lab-user", ("shop-1", "kiosk-a"), "backoffice-1"
+RIVAL = "lab-rival"  # another lab's job client login
 JOBS = "appliance/pathology/jobs"
 SENT = (0x00, 0x10)  # PUBACK success, or success with no matching subscribers
 
@@ -30,7 +35,8 @@ SENT = (0x00, 0x10)  # PUBACK success, or success with no matching subscribers
 @pytest.fixture
 def lab_broker() -> Iterator[FleetBroker]:
     with provisioned_broker([f"--device={KIOSK[0]}/{KIOSK[1]}", "--worker", WORKER,
-                             "--pathology-server", SERVER, "--pathology-client", USER]) as broker:
+                             "--pathology-server", SERVER, "--pathology-client", USER,
+                             "--pathology-client", RIVAL]) as broker:
         yield broker
 
 
@@ -42,13 +48,13 @@ def _config_file(path: Path, broker: FleetBroker, login: str, **extra: object) -
     return path
 
 
-def _retained(broker: FleetBroker, topic: str) -> list[bytes]:
-    """The retained message on ``topic``, read as the job client (empty: none). The broker
-    sends a subscription's retained message before it answers the next SUBSCRIBE on that
+def _retained(broker: FleetBroker, topic: str, login: str = USER) -> list[bytes]:
+    """The retained message on ``topic``, read as the job client ``login`` (empty: none). The
+    broker sends a subscription's retained message before it answers the next SUBSCRIBE on that
     connection: once the second SUBACK is in, whatever was retained has come."""
     seen: list[bytes] = []
     subacks: list[int] = []
-    client = new_client(broker.settings(USER, USER))
+    client = new_client(broker.settings(login, login))
     client.on_message = lambda _c, _u, message: seen.append(bytes(message.payload))
     client.on_subscribe = lambda _c, _u, _m, codes, _p: subacks.append(codes[0].value)
     client.connect("127.0.0.1", broker.port)
@@ -56,7 +62,7 @@ def _retained(broker: FleetBroker, topic: str) -> list[bytes]:
     try:
         assert wait_until(client.is_connected, 10)
         client.subscribe(topic, qos=1)
-        client.subscribe(f"{JOBS}/no-such-job/state", qos=1)  # the marker: nothing retained
+        client.subscribe(f"{JOBS}/{login}/no-such-job/state", qos=1)  # the marker: none there
         assert wait_until(lambda: len(subacks) == 2, 10)
     finally:
         client.disconnect()
@@ -74,22 +80,24 @@ def test_no_one_but_the_pathology_roles_reaches_the_job_topics(lab_broker: Fleet
         assert (kiosk.connack, worker.connack, user.connack, server.connack) == (0, 0, 0, 0)
         assert hijack.connack in (0x85, 0x87)  # a server login is bound to its client id
         for probe in (kiosk, worker):  # neither may send, see or answer a job
-            assert probe.publish(f"{JOBS}/j1/request") == 0x87
-            assert probe.publish(f"{JOBS}/j1/state") == 0x87
-            assert probe.subscribe(f"{JOBS}/+/request") == 0x87
-            assert probe.subscribe(f"{JOBS}/+/state") == 0x87
-        # a job client sends requests and cancels and reads states; it cannot forge a state,
-        # a server's presence or a refusal
-        assert user.publish(f"{JOBS}/j1/request", b"") in SENT
-        assert user.publish(f"{JOBS}/j1/cancel", b"", retain=True) in SENT
-        assert user.subscribe(f"{JOBS}/+/state") == 1
+            assert probe.publish(f"{JOBS}/{USER}/j1/request") == 0x87
+            assert probe.publish(f"{JOBS}/{USER}/j1/state") == 0x87
+            assert probe.subscribe(f"{JOBS}/+/+/request") == 0x87
+            assert probe.subscribe(f"{JOBS}/+/+/state") == 0x87
+        # a job client sends requests and cancels and reads states of its own jobs; it cannot
+        # forge a state, a server's presence or a refusal
+        assert user.publish(f"{JOBS}/{USER}/j1/request", b"") in SENT
+        assert user.publish(f"{JOBS}/{USER}/j1/cancel", b"", retain=True) in SENT
+        assert user.subscribe(f"{JOBS}/{USER}/+/state") == 1
+        assert user.subscribe(f"{JOBS}/+/+/state") == 0x87  # every login's: not for it
         assert user.subscribe("appliance/pathology/servers/+") == 1
-        assert user.publish(f"{JOBS}/j1/state") == 0x87
+        assert user.publish(f"{JOBS}/{USER}/j1/state") == 0x87
         assert user.publish(f"appliance/pathology/servers/{SERVER}") == 0x87
         assert user.publish("appliance/pathology/errors") == 0x87
         assert user.subscribe("appliance/#") == 0x87
         # a server publishes states and only its own presence
-        assert server.publish(f"{JOBS}/j1/state", b"", retain=True) in SENT
+        assert server.publish(f"{JOBS}/{USER}/j1/state", b"", retain=True) in SENT
+        assert server.subscribe(f"{JOBS}/+/+/request") == 1  # every login's jobs
         assert server.publish(f"appliance/pathology/servers/{SERVER}", b"", retain=True) in SENT
         assert server.publish("appliance/pathology/servers/pathology-lab-9") == 0x87
         assert server.subscribe(f"appliance/pathology/servers/{SERVER}") == 1  # its own only
@@ -103,12 +111,13 @@ def test_no_one_but_the_pathology_roles_reaches_the_job_topics(lab_broker: Fleet
 
 def test_the_fleet_roles_wildcards_reach_no_pathology_topic(lab_broker: FleetBroker) -> None:
     """A worker's {p}/+/+/cmd/# and {p}/+/+/ack, and the rollout's {p}/+/+/model/update, also
-    match pathology/jobs/cmd/request (a job named "cmd"), its cancel and state, and
-    pathology/servers/ack (a server named "ack"); {p}/+/+/status a server named "status"."""
+    match pathology/jobs/cmd/j1/request (a job of a login named "cmd"), its cancel and state,
+    and pathology/servers/ack (a server named "ack"); {p}/+/+/status a server named
+    "status"."""
     worker = Probe(lab_broker, WORKER, WORKER)
     rollout = Probe(lab_broker, "rollout", "rollout")
     try:
-        for topic in (f"{JOBS}/cmd/request", f"{JOBS}/cmd/cancel", f"{JOBS}/cmd/state",
+        for topic in (f"{JOBS}/cmd/j1/request", f"{JOBS}/cmd/j1/cancel", f"{JOBS}/cmd/j1/state",
                       "appliance/pathology/servers/ack"):
             assert worker.publish(topic) == 0x87, topic
         assert rollout.publish(f"{JOBS}/model/update") == 0x87
@@ -133,36 +142,70 @@ def test_a_job_client_cannot_take_another_login_s_client_id(lab_broker: FleetBro
         for thief in thieves:
             assert thief.connack in (0x85, 0x87), thief.connack  # bound to its own id
         for probe in held:  # a connection taken over at a thief's CONNECT answers no more
-            probe.subscribe(f"{JOBS}/no-such-job/state")
+            probe.subscribe(f"{JOBS}/{USER}/no-such-job/state")
         assert [probe.disconnects for probe in held] == [[], [], []]  # none was taken over
     finally:
         for probe in (*held, *thieves):
             probe.close()
 
 
-def test_a_provisioned_server_and_job_client_serve_a_job_end_to_end(
-    lab_broker: FleetBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def _slide(tmp_path: Path) -> Path:
+    """One small synthetic H&E slide in its own slide root."""
     slides = tmp_path / "slides"
     slides.mkdir()
     spec = SlideSpec("b11", "P11", "MSI", "biopsy", 1, 0.5, seed=11)
     Image.fromarray(render_slide(spec)).save(slides / "b11.jpg", quality=88)
+    return slides / "b11.jpg"
+
+
+def _serve(broker: FleetBroker, tmp_path: Path, slides: Path) -> subprocess.Popen[str]:
+    """`appliance pathology serve` as the provisioned server login."""
     server_config = _config_file(
-        tmp_path / "server.yaml", lab_broker, SERVER, state_dir=str(tmp_path / "state"),
+        tmp_path / "server.yaml", broker, SERVER, state_dir=str(tmp_path / "state"),
         pathology={"client_id": SERVER, "slide_roots": [str(slides)],
                    "results_dir": str(tmp_path / "out"), "backends": ["onnx-cpu"],
                    "prepare_workers": 1})
-    env = {**os.environ, PASSWORD_ENV: lab_broker.password(SERVER)}
-    server = subprocess.Popen([sys.executable, "-m", "appliance", "pathology", "serve",
-                               "--config", str(server_config)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, PASSWORD_ENV: broker.password(SERVER)}
+    return subprocess.Popen([sys.executable, "-m", "appliance", "pathology", "serve",
+                             "--config", str(server_config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _stopped(server: subprocess.Popen[str]) -> str:
+    """Stop the server; its output, which names no refused publish or subscribe."""
+    server.terminate()
+    output, _ = server.communicate(timeout=30)
+    assert "not author" not in output.lower(), output[-2000:]
+    assert "0x87" not in output, output[-2000:]
+    return output
+
+
+def _final_state(broker: FleetBroker, job_id: str, login: str) -> dict[str, Any]:
+    """The job's retained state once it is final (read as ``login``), within 120 s."""
+    topic = f"{JOBS}/{job_id}/state"
+
+    def ended() -> bool:
+        held = _retained(broker, topic, login)
+        return bool(held) and json.loads(held[0])["state"] in ("done", "failed", "cancelled")
+
+    assert wait_until(ended, 120, poll_s=0.5), _retained(broker, topic, login)
+    state: dict[str, Any] = json.loads(_retained(broker, topic, login)[0])
+    return state
+
+
+def test_a_provisioned_server_and_job_client_serve_a_job_end_to_end(
+    lab_broker: FleetBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    slide = _slide(tmp_path)
+    server = _serve(lab_broker, tmp_path, slide.parent)
     cli = ["--config", str(_config_file(tmp_path / "user.yaml", lab_broker, USER))]
     monkeypatch.setenv(PASSWORD_ENV, lab_broker.password(USER))
     try:
-        assert main(["pathology", "job", "submit", str(slides / "b11.jpg"), "--um-per-px", "0.5",
+        assert main(["pathology", "job", "submit", str(slide), "--um-per-px", "0.5",
                      "--wait", "--timeout", "120", *cli]) == 0, capsys.readouterr()
         job_id = capsys.readouterr().out.split()[0]
+        assert job_id.startswith(f"{USER}/")  # its submitter's login first
         assert main(["pathology", "job", "list", *cli]) == 0
         listed = capsys.readouterr().out
         assert f"{job_id} done" in listed, listed
@@ -172,10 +215,57 @@ def test_a_provisioned_server_and_job_client_serve_a_job_end_to_end(
         assert _retained(lab_broker, f"{JOBS}/{job_id}/request") == []
         assert _retained(lab_broker, f"{JOBS}/{job_id}/state")  # the final state stays
     finally:
-        server.terminate()
-        output, _ = server.communicate(timeout=30)
-    assert "not author" not in output.lower(), output[-2000:]  # no refused publish or subscribe
-    assert "0x87" not in output, output[-2000:]
+        _stopped(server)
+
+
+def test_a_job_client_cannot_cancel_withdraw_replace_or_read_another_login_s_job(
+    lab_broker: FleetBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another lab's login (RIVAL) holds a job client's role too. The broker refuses its
+    cancel of USER's job, its clearing (withdrawing) and replacing of USER's waiting request
+    and its reading of USER's states; `job cancel` of USER's job id refuses before sending.
+    Its own job under the same name is another job, and USER's job completes as requested."""
+    slide = _slide(tmp_path)
+    monkeypatch.setenv(PASSWORD_ENV, lab_broker.password(USER))
+    cli = ["--config", str(_config_file(tmp_path / "user.yaml", lab_broker, USER))]
+    assert main(["pathology", "job", "submit", str(slide), "--um-per-px", "0.5", *cli]) == 0
+    job_id = capsys.readouterr().out.split()[0]  # no server yet: the request waits, retained
+    name = job_id.rpartition("/")[2]
+    forged = {"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
+              "slides": [{"path": str(slide), "um_per_px": 0.25, "name": "forged"}]}
+    rival = Probe(lab_broker, RIVAL, RIVAL)
+    try:
+        theirs = f"{JOBS}/{job_id}"
+        cancel = json.dumps({"job_id": job_id, "requested_at": 0}).encode()
+        assert rival.publish(f"{theirs}/cancel", cancel, retain=True) == 0x87
+        assert rival.publish(f"{theirs}/request", b"", retain=True) == 0x87  # withdraw
+        assert rival.publish(f"{theirs}/request", json.dumps(forged).encode(),
+                             retain=True) == 0x87
+        assert rival.subscribe(f"{JOBS}/{USER}/+/state") == 0x87
+        assert rival.subscribe(f"{JOBS}/{USER}/+/request") == 0x87
+        # the same name under its own login: a job of its own, stored apart
+        own = {**forged, "job_id": f"{RIVAL}/{name}",
+               "slides": [{"path": str(slide), "um_per_px": 0.5, "name": "own"}]}
+        assert rival.publish(f"{JOBS}/{RIVAL}/{name}/request", json.dumps(own).encode(),
+                             retain=True) in SENT
+    finally:
+        rival.close()
+    assert _retained(lab_broker, f"{JOBS}/{job_id}/request")  # still waiting, as sent
+    monkeypatch.setenv(PASSWORD_ENV, lab_broker.password(RIVAL))
+    rival_cli = ["--config", str(_config_file(tmp_path / "rival.yaml", lab_broker, RIVAL))]
+    assert main(["pathology", "job", "cancel", job_id, *rival_cli]) == 2
+    assert f"{job_id} is a job of login {USER!r}" in capsys.readouterr().err
+    server = _serve(lab_broker, tmp_path, slide.parent)
+    try:
+        state = _final_state(lab_broker, job_id, USER)
+        assert (state["job_id"], state["state"]) == (job_id, "done"), state
+        assert [row["slide"] for row in state["results"]] == ["b11"], state
+        rivals = _final_state(lab_broker, f"{RIVAL}/{name}", RIVAL)
+        assert (rivals["state"], [row["slide"] for row in rivals["results"]]) == (
+            "done", ["own"]), rivals
+    finally:
+        _stopped(server)
 
 
 def test_provisioning_refuses_a_device_site_named_pathology(tmp_path: Path) -> None:

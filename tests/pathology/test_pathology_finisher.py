@@ -85,7 +85,7 @@ def test_a_job_taken_back_after_a_drop_is_finished_by_its_new_run_alone(
     it) and takes it back later. The finisher ignored every slide of a job it had once dropped,
     so the job never finished there; the outputs of the lost run still in the model at the drop
     must not count towards the new run's slide either."""
-    request = make_request([tmp_path / "s0.jpg"], 0.5)
+    request = make_request([tmp_path / "s0.jpg"], 0.5, "lab")
     assert store.accept(request, "here", lease_s=30)
     job = request.job_id
     finishing = Finishing(store, tmp_path / "out")
@@ -115,7 +115,7 @@ def test_a_drop_ends_only_the_run_it_names_and_says_which(
     """A late drop of an earlier run (the finisher was busy when it came) must not end the run
     of the same job that followed it, and says which run it dropped, so the server does not
     end the later run for it."""
-    request = make_request([tmp_path / "s0.jpg"], 0.5)
+    request = make_request([tmp_path / "s0.jpg"], 0.5, "lab")
     assert store.accept(request, "here", lease_s=30)
     job = request.job_id
     finishing = Finishing(store, tmp_path / "out")
@@ -143,7 +143,7 @@ def test_a_slide_whose_result_the_store_refuses_is_stored_as_failed_saying_why(
     it) is text no store takes: the write raised UnicodeEncodeError, the finisher logged it and
     dropped the slide, and its job stayed running for ever. Now the slide is stored as failed,
     its texts escaped, its error saying why."""
-    request = make_request([tmp_path / "s0.jpg"], 0.5)
+    request = make_request([tmp_path / "s0.jpg"], 0.5, "lab")
     assert store.accept(request, "here", lease_s=30)
     job, odd = request.job_id, "/slides/\udcff.jpg"
     finishing = Finishing(store, tmp_path / "out")
@@ -170,7 +170,7 @@ def test_a_slide_error_postgresql_cannot_hold_is_stored_escaped_not_retried_for_
     tried the same row each second for ever, and the job never ended. Now the refusal is said
     once and the slide stored as failed, its texts escaped."""
     with fresh_store("postgres", tmp_path, "test_finisher", open_pathology_store) as store:
-        request = make_request([tmp_path / "s0.jpg"], 0.5)
+        request = make_request([tmp_path / "s0.jpg"], 0.5, "lab")
         assert store.accept(request, "here", lease_s=30)
         job = request.job_id
         finishing = Finishing(store, tmp_path / "out")
@@ -199,7 +199,7 @@ def test_a_slide_the_store_refuses_even_as_failed_fails_its_job_with_the_reason(
     try:
         finishing.send(_failed_slide("gone", "/slides/s0.jpg", "/slides/s0.jpg: corrupt"))
         kind, (job_id, run_id, reason) = finishing.next_told()
-        request = make_request([tmp_path / "s1.jpg"], 0.5)  # the next job is stored
+        request = make_request([tmp_path / "s1.jpg"], 0.5, "lab")  # the next job is stored
         assert store.accept(request, "here", lease_s=30)
         finishing.send(_failed_slide(request.job_id, "/slides/s1.jpg", "/slides/s1.jpg: corrupt"))
         assert finishing.next_told()[0] == "stored"
@@ -219,7 +219,7 @@ def test_a_read_only_postgresql_server_is_waited_out_as_an_outage(
     promoted or the connection is made again to the new primary: an outage, not the row's
     fault. The slide waits, the finisher reconnects, and it is stored, not failed."""
     with fresh_store("postgres", tmp_path, "test_finisher", open_pathology_store) as store:
-        request = make_request([tmp_path / "s0.jpg"], 0.5)
+        request = make_request([tmp_path / "s0.jpg"], 0.5, "lab")
         assert store.accept(request, "here", lease_s=30)
         store._conn.execute("SET default_transaction_read_only TO on")  # noqa: SLF001 - a standby
         finishing = Finishing(store, tmp_path / "out")
@@ -246,7 +246,7 @@ def test_a_slide_whose_outputs_the_guard_cannot_read_fails_saying_why_and_the_ne
     features fit is scored."""
     guard = DistributionGuard(np.zeros((2, 3)), np.eye(3), np.linspace(0.0, 9.0, 201))
     guarded = ModelInfo("test", "1", ("MSS", "MSI"), TILE_PX, 4.0, 0.5, REFERENCE, guard)
-    misfit, fit = (make_request([tmp_path / "s0.jpg"], 0.5) for _ in range(2))
+    misfit, fit = (make_request([tmp_path / "s0.jpg"], 0.5, "lab") for _ in range(2))
     for request in (misfit, fit):
         assert store.accept(request, "here", lease_s=30)
     finishing = Finishing(store, tmp_path / "out", guarded)

@@ -24,9 +24,10 @@ from appliance.transport.broker import free_port
 
 pytestmark = pytest.mark.broker
 
-HOSTILE = {"job_id": "evil", "state": "running", "reason": "\x1b]0;title\x07\u202etxt.exe"}
+HOSTILE = {"job_id": "anonymous/evil", "state": "running",
+           "reason": "\x1b]0;title\x07\u202etxt.exe"}
 # a job id with terminal controls, on a topic mosquitto takes (it refuses controls in topics)
-CONTROLS = {"job_id": "j\x1b[2J\x1b[31m1", "state": "running"}
+CONTROLS = {"job_id": "anonymous/j\x1b[2J\x1b[31m1", "state": "running"}
 
 
 def _retain(broker: Any, messages: dict[str, bytes],
@@ -48,8 +49,9 @@ def config(tmp_path: Path, mqtt_broker: Any, topic_prefix: str) -> Any:
                                              "port": mqtt_broker.port,
                                              "topic_prefix": topic_prefix}}))
     yield file
-    _retain(mqtt_broker, {state_topic(topic_prefix, name): b"" for name in
+    _retain(mqtt_broker, {state_topic(topic_prefix, f"anonymous/{name}"): b"" for name in
                           ("a", "b", "c", "d", "n", "ok", "spoof", "evil", "ctrl")} |
+            {state_topic(topic_prefix, "other/ok"): b""} |
             {server_topic(topic_prefix, "s1"): b""})  # retained messages outlive the test
 
 
@@ -57,28 +59,34 @@ def test_job_list_skips_malformed_states_and_escapes_the_rest(
     config: Path, mqtt_broker: Any, topic_prefix: str, capsys: pytest.CaptureFixture[str],
 ) -> None:
     _retain(mqtt_broker, {
-        state_topic(topic_prefix, "a"): b"not json",
-        state_topic(topic_prefix, "b"): b'{"x": 1}',
-        state_topic(topic_prefix, "c"): b"[1, 2]",
-        state_topic(topic_prefix, "d"): b'{"job_id": "d", "state": "done", "results": [1]}',
-        state_topic(topic_prefix, "n"): b'{"job_id": "n", "state": "done", "results": ' +
-        b"[" * 1000 + b"]" * 1000 + b"}",  # nested past the JSON decoder's recursion limit
-        state_topic(topic_prefix, "ok"): b'{"job_id": "ok", "state": "queued"}',
-        state_topic(topic_prefix, "evil"): json.dumps(HOSTILE).encode(),
-        state_topic(topic_prefix, "ctrl"): json.dumps(CONTROLS).encode(),
+        state_topic(topic_prefix, "anonymous/a"): b"not json",
+        state_topic(topic_prefix, "anonymous/b"): b'{"x": 1}',
+        state_topic(topic_prefix, "anonymous/c"): b"[1, 2]",
+        state_topic(topic_prefix, "anonymous/d"):
+            b'{"job_id": "anonymous/d", "state": "done", "results": [1]}',
+        state_topic(topic_prefix, "anonymous/n"):
+            b'{"job_id": "anonymous/n", "state": "done", "results": ' +
+            b"[" * 1000 + b"]" * 1000 + b"}",  # nested past the JSON decoder's recursion limit
+        state_topic(topic_prefix, "anonymous/ok"): b'{"job_id": "anonymous/ok", "state": "queued"}',
+        state_topic(topic_prefix, "anonymous/evil"): json.dumps(HOSTILE).encode(),
+        state_topic(topic_prefix, "anonymous/ctrl"): json.dumps(CONTROLS).encode(),
         # a state on another job's topic would stand for a job that is not there
-        state_topic(topic_prefix, "spoof"): b'{"job_id": "ok", "state": "done"}',
+        state_topic(topic_prefix, "anonymous/spoof"):
+            b'{"job_id": "anonymous/ok", "state": "done"}',
+        # another login's job: not this login's to list (the fleet's broker would refuse it)
+        state_topic(topic_prefix, "other/ok"): b'{"job_id": "other/ok", "state": "queued"}',
         server_topic(topic_prefix, "s1"): b'{"server": "s1"}',
     })
     assert main(["pathology", "job", "list", "--config", str(config)]) == 0
     captured = capsys.readouterr()
     assert not set(captured.out + captured.err) & {"\x1b", "\x07", "\u202e"}
-    assert "ok queued" in captured.out
-    assert "evil running (\\x1b]0;title\\u0007\\u202etxt.exe)" in captured.out
+    assert "anonymous/ok queued" in captured.out
+    assert "other/ok" not in captured.out + captured.err
+    assert "anonymous/evil running (\\x1b]0;title\\u0007\\u202etxt.exe)" in captured.out
     assert "2 job(s)" in captured.out
     assert "8 retained message(s) that are no job state of their topic or server presence " \
         "ignored" in captured.err
-    assert f"{state_topic(topic_prefix, 'a')}" in captured.err
+    assert f"{state_topic(topic_prefix, 'anonymous/a')}" in captured.err
 
 
 def test_job_list_never_reads_a_request_carrying_megabytes_of_user_properties(
@@ -89,13 +97,14 @@ def test_job_list_never_reads_a_request_carrying_megabytes_of_user_properties(
     times pathology.max_job_bytes), so the broker drops a larger one for them."""
     padded = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     padded.UserProperty = [(f"k{i}", "x" * 60_000) for i in range(40)]  # 2.4 MB
-    big, small = request_topic(topic_prefix, "big"), request_topic(topic_prefix, "small")
-    _retain(mqtt_broker, {big: b'{"job_id": "big"}'}, padded)
-    _retain(mqtt_broker, {small: b'{"job_id": "small"}'})
+    big = request_topic(topic_prefix, "anonymous/big")
+    small = request_topic(topic_prefix, "anonymous/small")
+    _retain(mqtt_broker, {big: b'{"job_id": "anonymous/big"}'}, padded)
+    _retain(mqtt_broker, {small: b'{"job_id": "anonymous/small"}'})
     try:
         assert main(["pathology", "job", "list", "--config", str(config)]) == 0
         out = capsys.readouterr().out
-        assert "small waiting" in out
+        assert "anonymous/small waiting" in out
         assert "big" not in out  # on main: "big waiting: no server has taken it yet"
     finally:
         _retain(mqtt_broker, {big: b"", small: b""})
@@ -104,9 +113,21 @@ def test_job_list_never_reads_a_request_carrying_megabytes_of_user_properties(
 def test_cancel_takes_a_malformed_state_for_none(
     config: Path, mqtt_broker: Any, topic_prefix: str, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _retain(mqtt_broker, {state_topic(topic_prefix, "b"): b'{"x": 1}'})
+    _retain(mqtt_broker, {state_topic(topic_prefix, "anonymous/b"): b'{"x": 1}'})
     assert main(["pathology", "job", "cancel", "b", "--config", str(config)]) == 1
-    assert "b is unknown" in capsys.readouterr().err
+    assert "anonymous/b is unknown" in capsys.readouterr().err
+
+
+def test_cancel_of_another_login_s_job_is_refused_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A job id names its submitter's login first; the fleet's broker refuses a cancel under
+    another's, and the command says so at once (no broker listens here: nothing is sent)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"mqtt": {"host": "127.0.0.1", "port": free_port(),
+                                               "username": "lab-a"}}))
+    assert main(["pathology", "job", "cancel", "lab-b/j1", "--config", str(config)]) == 2
+    assert "lab-b/j1 is a job of login 'lab-b', not of 'lab-a'" in capsys.readouterr().err
 
 
 def test_job_commands_need_no_config_file_as_other_broker_commands(
@@ -145,15 +166,16 @@ def test_job_list_shows_each_job_once_with_its_latest_state(
     # a running job publishes its progress while `job list` reads: the last one counts
     link = SimpleNamespace(messages=queue.Queue())
     for done in (11, 12):
-        state = {"job_id": "j1", "state": "running", "slides_total": 60, "slides_done": done}
-        link.messages.put(("p/pathology/jobs/j1/state", json.dumps(state).encode()))
-    link.messages.put(("p/pathology/jobs/j2/request", b'{"job_id": "j2"}'))
+        state = {"job_id": "lab/j1", "state": "running", "slides_total": 60,
+                 "slides_done": done}
+        link.messages.put(("p/pathology/jobs/lab/j1/state", json.dumps(state).encode()))
+    link.messages.put(("p/pathology/jobs/lab/j2/request", b'{"job_id": "lab/j2"}'))
     jobs_cli.print_job_list(jobs_cli.latest_by_topic(link))  # type: ignore[arg-type]
     out = capsys.readouterr().out
-    assert out.count("j1 running") == 1
-    assert "j1 running 12/60 slides" in out
+    assert out.count("lab/j1 running") == 1
+    assert "lab/j1 running 12/60 slides" in out
     assert "1 job(s)" in out
-    assert "j2 waiting: no server has taken it yet" in out
+    assert "lab/j2 waiting: no server has taken it yet" in out
 
 
 def test_job_list_shows_a_job_whose_results_were_cut_in_one_line(
@@ -162,11 +184,12 @@ def test_job_list_shows_a_job_whose_results_were_cut_in_one_line(
     """A final state too large for one message carries results_omitted: job submit --wait
     says so; job list, which shows no results, keeps its one line a job."""
     link = SimpleNamespace(messages=queue.Queue())
-    state = {"job_id": "big", "state": "done", "slides_total": 1000, "slides_done": 1000,
+    state = {"job_id": "lab/big", "state": "done", "slides_total": 1000, "slides_done": 1000,
              "slides_failed": 999, "results_omitted": 400, "results": []}
-    link.messages.put(("p/pathology/jobs/big/state", json.dumps(state).encode()))
+    link.messages.put(("p/pathology/jobs/lab/big/state", json.dumps(state).encode()))
     jobs_cli.print_job_list(jobs_cli.latest_by_topic(link))  # type: ignore[arg-type]
-    assert capsys.readouterr().out.splitlines() == ["big done 1000/1000 slides", "1 job(s)"]
+    assert capsys.readouterr().out.splitlines() == ["lab/big done 1000/1000 slides",
+                                                    "1 job(s)"]
 
 
 def test_job_submit_wait_shows_each_slide_as_pathology_run_does() -> None:

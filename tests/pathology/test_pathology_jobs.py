@@ -36,7 +36,7 @@ from appliance.synthetic.he import SlideSpec, render_slide
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
 
-def _payload(paths: list[str], job_id: str = "j1", um: object = 0.5) -> bytes:
+def _payload(paths: list[str], job_id: str = "lab/j1", um: object = 0.5) -> bytes:
     return json.dumps({"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
                        "slides": [{"path": p, "um_per_px": um} for p in paths]}).encode()
 
@@ -48,9 +48,9 @@ def test_a_job_id_ending_in_a_new_line_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "slides"
     root.mkdir()
     (root / "ok.jpg").write_bytes(b"x")
-    with pytest.raises(JobRefusedError, match=r"job_id 'j1\\n': use 1-64 of"):
-        parse_job(_payload([str(root / "ok.jpg")], job_id="j1\n"), [root], 10_000, 10,
-                  topic_job_id="j1\n")
+    with pytest.raises(JobRefusedError, match=r"job_id 'lab/j1\\n': use LOGIN/NAME"):
+        parse_job(_payload([str(root / "ok.jpg")], job_id="lab/j1\n"), [root], 10_000, 10,
+                  topic_job_id="lab/j1\n")
 
 
 def test_slides_must_resolve_inside_a_root(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_slides_must_resolve_inside_a_root(tmp_path: Path) -> None:
                     "ok.jpg", "/etc/passwd"):
         with pytest.raises(JobRefusedError, match="outside the slide roots") as caught:
             parse_job(_payload([hostile]), [root], 10_000, 10)
-        assert caught.value.job_id == "j1"
+        assert caught.value.job_id == "lab/j1"
 
 
 def test_a_link_to_a_file_whose_name_is_not_utf8_is_refused(tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_a_link_to_a_file_whose_name_is_not_utf8_is_refused(tmp_path: Path) -> N
         parse_job(_payload([str(root / "link.jpg")]), [root], 10_000, 10)
     assert str(caught.value) == (f"slides[0].path {str(root / 'link.jpg')!r} leads to a file "
                                  "whose name is not UTF-8 text; rename the file")
-    assert caught.value.job_id == "j1"
+    assert caught.value.job_id == "lab/j1"
 
 
 def test_a_slide_named_with_decomposed_accents_carries_the_same_name_as_composed(
@@ -97,7 +97,7 @@ def test_a_slide_named_with_decomposed_accents_carries_the_same_name_as_composed
     composed, decomposed = "Müller-café", "Mu\u0308ller-cafe\u0301"
     (root / f"{decomposed}.jpg").write_bytes(b"x")
     (root / f"{composed}.jpg").write_bytes(b"x")
-    payload = json.dumps({"schema": JOB_SCHEMA, "job_id": "j1", "submitted_at": "", "slides": [
+    payload = json.dumps({"schema": JOB_SCHEMA, "job_id": "lab/j1", "submitted_at": "", "slides": [
         {"path": str(root / f"{decomposed}.jpg"), "um_per_px": 0.5},
         {"path": str(root / f"{composed}.jpg"), "um_per_px": 0.5},
         {"path": str(root / f"{composed}.jpg"), "um_per_px": 0.5, "name": decomposed}]})
@@ -111,9 +111,13 @@ def test_a_slide_named_with_decomposed_accents_carries_the_same_name_as_composed
     (b"[1, 2]", "JSON object", None),
     (b"[" * 1000 + b"]" * 1000, "nested too deeply", None),
     (json.dumps({"job_id": "../x"}).encode(), "job_id", None),
-    (json.dumps({"job_id": "a", "schema": "other/1"}).encode(), "expected appliance", "a"),
-    (json.dumps({"job_id": "a", "schema": JOB_SCHEMA, "slides": []}).encode(), "non-empty", "a"),
-    (json.dumps({"job_id": "a", "schema": JOB_SCHEMA, "slides": ["x"]}).encode(), "object", "a"),
+    (json.dumps({"job_id": "a", "schema": JOB_SCHEMA}).encode(), "use LOGIN/NAME", None),
+    (json.dumps({"job_id": "a/b/c", "schema": JOB_SCHEMA}).encode(), "use LOGIN/NAME", None),
+    (json.dumps({"job_id": "l/a", "schema": "other/1"}).encode(), "expected appliance", "l/a"),
+    (json.dumps({"job_id": "l/a", "schema": JOB_SCHEMA, "slides": []}).encode(), "non-empty",
+     "l/a"),
+    (json.dumps({"job_id": "l/a", "schema": JOB_SCHEMA, "slides": ["x"]}).encode(), "object",
+     "l/a"),
     (json.dumps({"job_id": "a", "schema": JOB_SCHEMA, "submitted_at": "2026\u0000",
                  "slides": []}).encode(), "a NUL character", None),
     (json.dumps({"job_id": "a", "\u0000": 1}).encode(), "a NUL character", None),
@@ -152,7 +156,7 @@ def test_an_implausible_resolution_is_refused_before_the_job_is_stored(
     with pytest.raises(JobRefusedError, match=r"slides\[0\]\.um_per_px: .* not a plausible slide "
                        r"resolution \(0\.1-4\.0 µm/px") as caught:
         parse_job(payload, [tmp_path], 10_000, 3)
-    assert caught.value.job_id == "j1"
+    assert caught.value.job_id == "lab/j1"
     assert parse_job(_payload([str(tmp_path / "a.jpg")], um=4), [tmp_path], 10_000, 3)
 
 
@@ -226,9 +230,9 @@ def test_a_lapsed_lease_moves_the_job_and_slides_are_stored_once(
 ) -> None:
     """A job whose lease ran out is taken over, one whose lease still runs is not (its lease
     long enough that no load on the machine lets it run out within the test)."""
-    live = make_request([tmp_path / "live.jpg"], 0.5)
+    live = make_request([tmp_path / "live.jpg"], 0.5, "lab")
     assert store.accept(live, "first", lease_s=3600)
-    request = make_request([tmp_path / "a.jpg", tmp_path / "b.jpg"], 0.5)
+    request = make_request([tmp_path / "a.jpg", tmp_path / "b.jpg"], 0.5, "lab")
     assert store.accept(request, "first", lease_s=0.2)
     assert not store.accept(request, "second", lease_s=30)  # a redelivery is not a new job
     assert store.store_slide(_row(request.job_id, 0, "first"))
@@ -269,7 +273,7 @@ def test_jobs_are_taken_over_in_the_order_the_store_accepted_them_whatever_the_h
     schema = f"test_pathology_{uuid.uuid4().hex[:12]}"
     store = open_pathology_store(PG_URL, pg_schema=schema)
     try:
-        first, second = (make_request([tmp_path / f"{n}.jpg"], 0.5) for n in "ab")
+        first, second = (make_request([tmp_path / f"{n}.jpg"], 0.5, "lab") for n in "ab")
         with monkeypatch.context() as host:
             host.setattr(jobstore, "utc_text", two_hours_ahead)
             host.setattr(time, "time", lambda: datetime.now(UTC).timestamp() + 7200)
@@ -296,7 +300,7 @@ def test_leases_run_on_the_stores_clock_not_a_skewed_hosts(
         monkeypatch.setattr(time, "time", lambda: real_time() + offset_s)
 
     postgres = store.postgres
-    live = make_request([tmp_path / "a.jpg"], 0.5)
+    live = make_request([tmp_path / "a.jpg"], 0.5, "lab")
     assert store.accept(live, "first", lease_s=30)
     skewed(3600)  # the second server's clock runs an hour ahead
     taken = [job.job_id for job in store.claim_expired("ahead", lease_s=30)]
@@ -307,7 +311,7 @@ def test_leases_run_on_the_stores_clock_not_a_skewed_hosts(
     assert store.renew("first", [live.job_id], 30) == {live.job_id}
     monkeypatch.setattr(time, "time", real_time)
     assert store.claim_expired("second", lease_s=30) == []
-    lapsing = make_request([tmp_path / "b.jpg"], 0.5)
+    lapsing = make_request([tmp_path / "b.jpg"], 0.5, "lab")
     assert store.accept(lapsing, "first", lease_s=0.2)
     time.sleep(0.3)
     skewed(-3600)  # a server an hour behind still sees the lease ran out
@@ -327,7 +331,7 @@ def test_a_slide_path_that_is_a_link_loop_is_refused_with_the_reason(tmp_path: P
     with pytest.raises(JobRefusedError, match=r"slides\[0\]\.path '.*loop\.jpg' cannot be "
                        r"resolved \(.*loop.*\); name a slide file") as caught:
         parse_job(_payload([str(tmp_path / "loop.jpg")]), [tmp_path], 10_000, 3)
-    assert caught.value.job_id == "j1"
+    assert caught.value.job_id == "lab/j1"
 
 
 def test_stored_refusals_are_bounded_in_number_and_age_and_accepted_jobs_stay(
@@ -336,7 +340,7 @@ def test_stored_refusals_are_bounded_in_number_and_age_and_accepted_jobs_stay(
     """Each refused request (its job id usable) was a row kept forever: garbage under ever new
     ids grew the store without bound. Now the newest ``keep`` stay, none older than
     ``keep_s``, as the broker keeps their states; a job that was accepted is never removed."""
-    accepted = make_request([tmp_path / "a.jpg"], 0.5)
+    accepted = make_request([tmp_path / "a.jpg"], 0.5, "lab")
     assert store.accept(accepted, "server", lease_s=30)
     assert store.finish(accepted.job_id, "server", "failed", "no slide could be scored")
     for index in range(5):
@@ -394,16 +398,16 @@ def test_request_checks_waiting_on_a_share_are_bounded_and_end_when_it_answers(
                            server_id=f"test-{uuid.uuid4().hex[:10]}")
     payload = _payload([str(tmp_path / "a.jpg")])
     with pytest.raises(JobRefusedError, match=r"could not be looked at within 0\.2 s") as first:
-        checks.check(payload, "j1")
-    assert first.value.job_id == "j1"
+        checks.check(payload, "lab/j1")
+    assert first.value.job_id == "lab/j1"
     with pytest.raises(JobRefusedError, match="1 earlier requests still wait"):
-        checks.check(payload, "j1")
+        checks.check(payload, "lab/j1")
     assert _checks_running(checks) == 1  # no thread started for the one refused at once
     assert checks.end(0.0) == 1  # a stopping server leaves it, waiting on the share
     answering.set()
     assert wait_until(lambda: _checks_running(checks) == 0, 60)
     checks.limit_s = 60.0  # the share answers: the check's own time is not what is tested
-    assert checks.check(payload, "j1").job_id == "j1"
+    assert checks.check(payload, "lab/j1").job_id == "lab/j1"
     assert checks.end(60.0) == 0  # an answered check's thread is waited for
     assert _checks_running(checks) == 0
 
@@ -420,10 +424,11 @@ def test_a_request_is_the_stored_job_s_own_when_it_names_the_same_slides_in_orde
     """What decides whether a request under an ended job's id is that job's, answered again,
     or another one, refused: its slides, each path, resolution and name, in order; not when
     it was submitted. A refusal (stored without a request) is no request's."""
-    first = make_request([tmp_path / "a.jpg", tmp_path / "b.jpg"], 0.5)
+    first = make_request([tmp_path / "a.jpg", tmp_path / "b.jpg"], 0.5, "lab")
     stored = json.loads(first.to_json())
     assert same_slides(stored, JobRequest(first.job_id, first.slides, "stamped anew"))
     assert not same_slides(stored, JobRequest(first.job_id, first.slides[::-1], ""))
     assert not same_slides(stored, JobRequest(first.job_id, first.slides[:1], ""))
-    assert not same_slides(stored, make_request([tmp_path / "a.jpg", tmp_path / "b.jpg"], 0.25))
+    assert not same_slides(stored, make_request([tmp_path / "a.jpg", tmp_path / "b.jpg"], 0.25,
+                                                "lab"))
     assert not same_slides({}, first)

@@ -149,8 +149,8 @@ def test_a_server_that_hangs_before_a_slide_write_and_a_lease_renewal_is_said_an
         server = PathologyServer(config, store, backend)
         with _serving(server, threading.Event()) as thread:
             threads = {thread.ident, server.finisher.ident}
-            _submit(config, "hung")
-            assert wait_until(lambda: _job_state(schema, "hung")[0] == "running", 60)
+            _submit(config, "lab/hung")
+            assert wait_until(lambda: _job_state(schema, "lab/hung")[0] == "running", 60)
             # the finisher has its connection (its opening is no slide write)
             assert wait_until(lambda: hasattr(server.finisher, "store"), 60)
             relay.hang()  # the next lease renewal, then the slide's write, get no answer
@@ -158,9 +158,9 @@ def test_a_server_that_hangs_before_a_slide_write_and_a_lease_renewal_is_said_an
             assert wait_until(lambda: len(_said(caplog, "appliance.pathology.finisher", threads))
                               >= 1 and len(_said(caplog, "appliance.pathology.server", threads))
                               >= 1, 60)
-            assert _job_state(schema, "hung") == ("running", 0)
+            assert _job_state(schema, "lab/hung") == ("running", 0)
             relay.recover()
-            assert wait_until(lambda: _job_state(schema, "hung") == ("done", 1), 60)
+            assert wait_until(lambda: _job_state(schema, "lab/hung") == ("done", 1), 60)
             assert wait_until(lambda: len(_said(caplog, "appliance.pathology.server", threads))
                               >= 2, 60)
         store.close()
@@ -276,19 +276,19 @@ def test_a_job_taken_over_while_its_server_s_store_hung_is_dropped_there_once_it
         held = GatedBackend()  # the hung server never scores: only the other one may
         hung_store = open_pathology_store(hung.store.url)
         with _serving(PathologyServer(hung, hung_store, held), threading.Event()):
-            _submit(hung, "taken")
-            assert wait_until(lambda: _job_state(schema, "taken", "owner")[0] ==
+            _submit(hung, "lab/taken")
+            assert wait_until(lambda: _job_state(schema, "lab/taken", "owner")[0] ==
                               hung.pathology.client_id, 60)
             relay.hang()
             other = _config(tmp_path, mqtt_broker, topic_prefix, f"{PG_URL}?{in_schema}",
                             lease_s=2.0)
             other_store = open_pathology_store(other.store.url)
             with _serving(PathologyServer(other, other_store), threading.Event()):
-                assert wait_until(lambda: _job_state(schema, "taken") == ("done", 1), 60)
+                assert wait_until(lambda: _job_state(schema, "lab/taken") == ("done", 1), 60)
             other_store.close()
             relay.recover()
             assert wait_until(lambda: any("taken over by another server" in r.getMessage()
                                           for r in caplog.records), 60)
             held.flowing.set()
         hung_store.close()
-    assert _job_state(schema, "taken", "takeovers") == (1, 1)
+    assert _job_state(schema, "lab/taken", "takeovers") == (1, 1)

@@ -153,8 +153,8 @@ def test_a_job_running_while_postgresql_is_restarted_or_crashed_ends_with_each_s
 ) -> None:
     config, backend = serving
     url = config.store.url
-    _submit(config, "job-1")
-    assert wait_until(lambda: _job(url, "job-1")[0] == "running", 60)
+    _submit(config, "lab/job-1")
+    assert wait_until(lambda: _job(url, "lab/job-1")[0] == "running", 60)
     recoveries = pg_cluster.crash_recoveries()
     if how == "restarted":
         pg_cluster.stop("fast")
@@ -164,7 +164,7 @@ def test_a_job_running_while_postgresql_is_restarted_or_crashed_ends_with_each_s
     assert wait_until(lambda: any(level == "ERROR" for _, level, _ in _said(caplog)), 60)
     pg_cluster.start()
     assert pg_cluster.crash_recoveries() == recoveries + (how == "crashed")
-    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _said(caplog)
+    assert wait_until(lambda: _job(url, "lab/job-1") == ("done", 2, 2), 60), _said(caplog)
     assert wait_until(lambda: _each_outage_ended(caplog), 30), _said(caplog)
     _outage_said_once_and_its_end(caplog)
 
@@ -177,8 +177,8 @@ def test_a_job_running_while_postgresql_comes_back_read_only_ends_once_it_may_wr
     slides' values: nothing failed, stored once it takes writes again."""
     config, backend = serving
     url = config.store.url
-    _submit(config, "job-1")
-    assert wait_until(lambda: _job(url, "job-1")[0] == "running", 60)
+    _submit(config, "lab/job-1")
+    assert wait_until(lambda: _job(url, "lab/job-1")[0] == "running", 60)
     pg_cluster.stop("fast")
     pg_cluster.configure("default_transaction_read_only", "on")
     pg_cluster.start()
@@ -186,7 +186,7 @@ def test_a_job_running_while_postgresql_comes_back_read_only_ends_once_it_may_wr
         backend.flowing.set()
         assert wait_until(lambda: "read-only transaction" in pg_cluster.log_tail(10**6), 60)
         assert wait_until(lambda: any(level == "ERROR" for _, level, _ in _said(caplog)), 60)
-        assert _job(url, "job-1") == ("running", 0, 0)
+        assert _job(url, "lab/job-1") == ("running", 0, 0)
         # named as it begins, not only by the next minute's line
         assert wait_until(lambda: any("read-only transaction" in text
                                       for _, level, text in _said(caplog)
@@ -194,7 +194,7 @@ def test_a_job_running_while_postgresql_comes_back_read_only_ends_once_it_may_wr
     finally:
         pg_cluster.configure("default_transaction_read_only", "off")
         pg_cluster.reload()
-    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _said(caplog)
+    assert wait_until(lambda: _job(url, "lab/job-1") == ("done", 2, 2), 60), _said(caplog)
     assert wait_until(lambda: _each_outage_ended(caplog), 30), _said(caplog)
     _outage_said_once_and_its_end(caplog)
 
@@ -210,11 +210,11 @@ def test_a_job_requested_while_postgresql_is_down_runs_once_it_is_back(
     backend.flowing.set()
     pg_cluster.stop("fast")
     try:
-        _submit(config, "job-2")
+        _submit(config, "lab/job-2")
         assert wait_until(lambda: any(level == "ERROR" for _, level, _ in _said(caplog)), 60)
     finally:
         pg_cluster.start()
-    assert wait_until(lambda: _job(url, "job-2") == ("done", 2, 2), 60), _said(caplog)
+    assert wait_until(lambda: _job(url, "lab/job-2") == ("done", 2, 2), 60), _said(caplog)
     assert wait_until(lambda: _each_outage_ended(caplog), 30), _said(caplog)
     _outage_said_once_and_its_end(caplog)
 
@@ -238,8 +238,8 @@ def test_connections_closed_by_postgresql_while_the_server_idles_are_made_again_
     pids = pg_cluster.sql(sessions).split()
     pg_cluster.sql(f"SELECT pg_terminate_backend(pid) FROM ({sessions}) AS server")
     assert wait_until(lambda: not set(pids) & set(pg_cluster.sql(sessions).split()), 30)
-    _submit(config, "job-1")
-    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _said(caplog)
+    _submit(config, "lab/job-1")
+    assert wait_until(lambda: _job(url, "lab/job-1") == ("done", 2, 2), 60), _said(caplog)
     assert _said(caplog) == []
     reopened = [r.getMessage() for r in caplog.records if r.name == "appliance.backoffice.store"]
     assert len(reopened) == 2, reopened
@@ -270,8 +270,8 @@ def test_a_restart_that_lands_in_the_housekeepings_store_call_is_one_quiet_recon
     backend.flowing.set()
     caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
     HeldCall(monkeypatch, PathologyStore, "renew").restart_under_it(pg_cluster)
-    _submit(config, "job-1")
-    assert wait_until(lambda: _job(config.store.url, "job-1") == ("done", 2, 2), 60), \
+    _submit(config, "lab/job-1")
+    assert wait_until(lambda: _job(config.store.url, "lab/job-1") == ("done", 2, 2), 60), \
         _loud(caplog)
     assert _loud(caplog) == []
     assert len(_reopened(caplog)) == 2, _reopened(caplog)  # the loop's, the finisher's
@@ -287,12 +287,12 @@ def test_a_restart_that_lands_in_a_slide_store_is_one_quiet_reconnect_and_one_sl
     url = config.store.url
     held = HeldCall(monkeypatch, PathologyStore, "store_slide")
     caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
-    _submit(config, "job-1")
-    assert wait_until(lambda: _job(url, "job-1")[0] == "running", 60)
+    _submit(config, "lab/job-1")
+    assert wait_until(lambda: _job(url, "lab/job-1")[0] == "running", 60)
     held.armed.set()
     backend.flowing.set()
     held.restart_under_it(pg_cluster)
-    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _loud(caplog)
+    assert wait_until(lambda: _job(url, "lab/job-1") == ("done", 2, 2), 60), _loud(caplog)
     assert _loud(caplog) == []
     assert len(_reopened(caplog)) == 2, _reopened(caplog)  # the finisher's, the loop's
 
@@ -309,12 +309,12 @@ def test_a_restart_that_lands_in_a_job_start_stores_the_job_running_and_ends_it_
     held = HeldCall(monkeypatch, PathologyStore, "set_running")
     caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
     held.armed.set()
-    _submit(config, "job-1")
+    _submit(config, "lab/job-1")
     held.restart_under_it(pg_cluster)
-    assert wait_until(lambda: _job(url, "job-1")[0] == "running", 30), \
-        (_job(url, "job-1"), _loud(caplog))
+    assert wait_until(lambda: _job(url, "lab/job-1")[0] == "running", 30), \
+        (_job(url, "lab/job-1"), _loud(caplog))
     backend.flowing.set()
-    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _loud(caplog)
+    assert wait_until(lambda: _job(url, "lab/job-1") == ("done", 2, 2), 60), _loud(caplog)
     assert _loud(caplog) == []
     assert len(_reopened(caplog)) == 2, _reopened(caplog)
 
@@ -331,25 +331,25 @@ def test_a_restart_that_lands_in_answering_an_ended_jobs_request_again_still_ans
     url, prefix = config.store.url, config.mqtt.topic_prefix
     backend.flowing.set()
     monkeypatch.setattr(server_module, "RESCAN_S", 3600.0)  # only the answer clears it
-    _submit(config, "job-1")
-    assert wait_until(lambda: _job(url, "job-1") == ("done", 2, 2), 60), _loud(caplog)
+    _submit(config, "lab/job-1")
+    assert wait_until(lambda: _job(url, "lab/job-1") == ("done", 2, 2), 60), _loud(caplog)
     payloads: list[bytes] = []
     recorder = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     recorder.on_message = lambda client, userdata, message: payloads.append(message.payload)
     recorder.connect(config.mqtt.host, config.mqtt.port)
     recorder.loop_start()
     try:
-        recorder.subscribe(request_topic(prefix, "job-1"), qos=1)
+        recorder.subscribe(request_topic(prefix, "lab/job-1"), qos=1)
         held = HeldCall(monkeypatch, PathologyStore, "slide_results")
         caplog.set_level(logging.INFO, logger="appliance.backoffice.store")
         held.armed.set()
-        _submit(config, "job-1")  # the same request again
+        _submit(config, "lab/job-1")  # the same request again
         held.restart_under_it(pg_cluster)
         assert wait_until(lambda: _sent_then_cleared(payloads), 30), payloads
     finally:
         recorder.disconnect()
         recorder.loop_stop()
-    assert _job(url, "job-1") == ("done", 2, 2)
+    assert _job(url, "lab/job-1") == ("done", 2, 2)
     assert _loud(caplog) == []
     assert len(_reopened(caplog)) == 1, _reopened(caplog)
 

@@ -79,11 +79,12 @@ def test_the_probe_login_connects_and_may_publish_and_subscribe_nowhere(
     probe = Probe(lab_broker, PROBE_LOGIN, PROBE_LOGIN)
     try:
         assert (server.connack, probe.connack) == (0, 0)
-        for topic in ("#", "appliance/pathology/jobs/+/request",
-                      "appliance/pathology/jobs/+/cancel", f"appliance/pathology/servers/{SERVER}",
-                      "appliance/shop-1/kiosk-a/cmd/#"):
+        for topic in ("#", "appliance/pathology/jobs/+/+/request",
+                      "appliance/pathology/jobs/+/+/cancel",
+                      f"appliance/pathology/servers/{SERVER}", "appliance/shop-1/kiosk-a/cmd/#"):
             assert probe.subscribe(topic) == 0x87, topic
-        for topic in ("appliance/pathology/jobs/j1/request", "appliance/pathology/jobs/j1/state",
+        for topic in ("appliance/pathology/jobs/lab-user/j1/request",
+                      "appliance/pathology/jobs/lab-user/j1/state",
                       "appliance/pathology/errors", f"appliance/pathology/servers/{SERVER}",
                       "appliance/shop-1/kiosk-a/result"):
             assert probe.publish(topic) == 0x87, topic

@@ -41,11 +41,14 @@ from appliance.pathology import server as server_module
 from appliance.pathology.admission import MAX_CLAIM_DELAY_S
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import (
+    ANY_JOB,
     FINAL_STATES,
     JOB_ID,
+    JOB_ID_RULE,
     JOB_SCHEMA,
     cancel_topic,
     errors_topic,
+    job_id_of_topic,
     parse_job,
     request_topic,
     server_topic,
@@ -103,7 +106,7 @@ class Watcher:
         self.client.connect(broker.host, broker.port)
         counting_subacks(self.client)
         self.client.loop_start()
-        subscribed(self.client, [(state_topic(prefix, "+"), 1), (errors_topic(prefix), 1),
+        subscribed(self.client, [(state_topic(prefix, ANY_JOB), 1), (errors_topic(prefix), 1),
                                  (server_topic(prefix, "+"), 1)])  # nothing after it missed
         self.prefix = prefix
 
@@ -117,7 +120,7 @@ class Watcher:
             except Exception:
                 named = None
             job_id = named if isinstance(named, str) and JOB_ID.match(named) else \
-                f"raw-{uuid.uuid4().hex[:10]}"
+                f"anonymous/raw-{uuid.uuid4().hex[:10]}"
         self.client.publish(request_topic(self.prefix, job_id), raw, qos=1,
                             retain=True).wait_for_publish(5)
         return job_id
@@ -315,9 +318,9 @@ def test_two_jobs_submitted_together_share_batches(
     port = free_port()
     config = env.config(max_batch=512, max_wait_ms=3000, prepare_workers=2, metrics_port=port)
     server = serve(config)
-    watcher.submit(_job("job-a", [slides / "b11.jpg"]))
-    watcher.submit(_job("job-b", [slides / "b12.jpg"]))
-    done = [watcher.wait(job, {"done", "failed"}) for job in ("job-a", "job-b")]
+    watcher.submit(_job("lab/job-a", [slides / "b11.jpg"]))
+    watcher.submit(_job("lab/job-b", [slides / "b12.jpg"]))
+    done = [watcher.wait(job, {"done", "failed"}) for job in ("lab/job-a", "lab/job-b")]
     assert [state["state"] for state in done] == ["done", "done"]
     assert server.batcher.stats.shared_batches >= 1
     row = done[0]["results"][0]
@@ -335,8 +338,8 @@ def test_two_jobs_submitted_together_share_batches(
     assert tiles == sum(r["tile_count"] for state in done for r in state["results"]) > 0
     assert "pathology_accelerator_busy_fraction" in exposition
     store = _store(tmp_path)
-    assert [r["slide_index"] for r in store.slide_results("job-a")] == [0]
-    assert store.job("job-b")["state"] == "done"  # type: ignore[index]
+    assert [r["slide_index"] for r in store.slide_results("lab/job-a")] == [0]
+    assert store.job("lab/job-b")["state"] == "done"  # type: ignore[index]
     store.close()
 
 
@@ -349,9 +352,10 @@ def test_a_cleanly_stopped_server_leaves_the_share_so_new_jobs_reach_the_running
     serve.stop(stopped)
     serve(env.config())
     for index in range(3):
-        env.watcher.submit(_job(f"job-{index}", [env.slides / "b11.jpg"]))
+        env.watcher.submit(_job(f"lab/job-{index}", [env.slides / "b11.jpg"]))
     for index in range(3):
-        assert env.watcher.wait(f"job-{index}", {"done", "failed"}, timeout_s=30)["state"] == "done"
+        final = env.watcher.wait(f"lab/job-{index}", {"done", "failed"}, timeout_s=30)
+        assert final["state"] == "done"
 
 
 def _submitted_by_the_cli(env: Env, capsys: pytest.CaptureFixture[str]) -> tuple[list[str], str]:
@@ -391,7 +395,7 @@ def test_a_waiting_job_is_withdrawn_by_cancel_and_never_runs(
     assert main(["pathology", "job", "cancel", job_id, *cfg]) == 0
     assert f"job {job_id} withdrawn: no server had taken it" in capsys.readouterr().out
     serve(config)
-    kept = env.watcher.submit(_job("kept", [env.slides / "b12.jpg"]))  # after the withdrawn one
+    kept = env.watcher.submit(_job("lab/kept", [env.slides / "b12.jpg"]))  # after the withdrawn one
     assert env.watcher.wait(kept, {"done", "failed"}, timeout_s=60)["state"] == "done"
     answer = env.watcher.wait_cancel_answer(job_id)  # the server cleared the cancel request
     assert answer["state"] == "unknown"
@@ -405,10 +409,10 @@ def test_a_busy_server_puts_a_request_off_and_drops_it_if_withdrawn_meanwhile(
     env: Env, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server, clock, store = _queue_server(env, monkeypatch, limit=3)
-    server.runs = {"one": None, "two": None}  # type: ignore[dict-item]  # two jobs running
+    server.runs = {"lab/one": None, "lab/two": None}  # type: ignore[dict-item]  # two jobs running
     feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
     waiting = server._waiting  # noqa: SLF001 - the requests it put off
-    for job_id, withdrawn in (("put-off", True), ("taken", False)):
+    for job_id, withdrawn in (("lab/put-off", True), ("lab/taken", False)):
         payload = json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode()
         feed(job_id, payload, 1, 0)
         assert store.job(job_id) is None  # 0.4 s later, so an idle server gets it first
@@ -431,21 +435,21 @@ def test_a_server_at_its_limit_keeps_no_more_requests_than_it_could_take(env: En
     # may run, notes that it left some, and reads them all again once it has room
     store = _store(env.tmp_path)
     server = PathologyServer(env.config(max_running_jobs=2), store)  # never connected
-    server.runs = {"one": None, "two": None}  # type: ignore[dict-item]  # at its limit
+    server.runs = {"lab/one": None, "lab/two": None}  # type: ignore[dict-item]  # at its limit
     for index in range(50):
-        job_id = f"many-{index}"
+        job_id = f"lab/many-{index}"
         server._event_job(  # noqa: SLF001 - the server's events, fed by hand
             job_id, json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode(), index, 0)
     waiting = server._waiting  # noqa: SLF001 - what it kept
-    assert list(waiting) == ["many-0", "many-1"]
+    assert list(waiting) == ["lab/many-0", "lab/many-1"]
     assert server._missed  # noqa: SLF001 - it left the others retained
-    due = waiting["many-0"][0]
+    due = waiting["lab/many-0"][0]
     time.sleep(0.05)  # read again (every job end may send them all again): it keeps its turn
     server._event_job(  # noqa: SLF001 - the server's events, fed by hand
-        "many-0", json.dumps(_job("many-0", [env.slides / "b12.jpg"])).encode(), 99, 0)
-    assert waiting["many-0"][0] == due
-    assert b"b12.jpg" in waiting["many-0"][1]  # the request as it is now
-    assert all(store.job(f"many-{index}") is None for index in range(50))
+        "lab/many-0", json.dumps(_job("lab/many-0", [env.slides / "b12.jpg"])).encode(), 99, 0)
+    assert waiting["lab/many-0"][0] == due
+    assert b"b12.jpg" in waiting["lab/many-0"][1]  # the request as it is now
+    assert all(store.job(f"lab/many-{index}") is None for index in range(50))
     store.close()
 
 
@@ -453,19 +457,19 @@ def test_a_server_at_its_limit_leaves_a_dead_server_s_job_to_one_with_room(env: 
     store = _store(env.tmp_path)
     server = PathologyServer(env.config(max_running_jobs=2), store)  # never connected
     settings = server.settings
-    for job_id in ("one", "two"):
+    for job_id in ("lab/one", "lab/two"):
         server._take(  # noqa: SLF001 - the server's events, fed by hand
             job_id, json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode())
-    orphan = parse_job(json.dumps(_job("orphan", [env.slides / "b12.jpg"])).encode(),
+    orphan = parse_job(json.dumps(_job("lab/orphan", [env.slides / "b12.jpg"])).encode(),
                        server.roots, settings.max_job_bytes, settings.max_slides_per_job)
     assert store.accept(orphan, "dead", 0.01)
     time.sleep(0.05)  # its lease ran out
     server._event_housekeeping()  # noqa: SLF001 - the main loop's turn
-    assert sorted(server.runs) == ["one", "two"]
-    assert store.job("orphan")["owner"] == "dead"  # type: ignore[index]
-    del server.runs["one"]  # a job of its own ended
+    assert sorted(server.runs) == ["lab/one", "lab/two"]
+    assert store.job("lab/orphan")["owner"] == "dead"  # type: ignore[index]
+    del server.runs["lab/one"]  # a job of its own ended
     server._event_housekeeping()  # noqa: SLF001 - the main loop's turn
-    assert sorted(server.runs) == ["orphan", "two"]
+    assert sorted(server.runs) == ["lab/orphan", "lab/two"]
     store.close()
 
 
@@ -474,16 +478,16 @@ def test_a_restarted_server_resumes_its_own_jobs_one_after_another(env: Env) -> 
     store = _store(env.tmp_path)
     before = PathologyServer(config, store)  # its jobs stored, then it stopped
     payloads = {job_id: json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode()
-                for job_id in ("mine-0", "mine-1")}
+                for job_id in ("lab/mine-0", "lab/mine-1")}
     for job_id, payload in payloads.items():
         before._take(job_id, payload)  # noqa: SLF001 - the server's events, fed by hand
     server = PathologyServer(config, store)  # the same client id, restarted: nothing runs
     for mid, (job_id, payload) in enumerate(payloads.items()):
         server._event_job(job_id, payload, mid, 0)  # noqa: SLF001 - the retained requests
-    assert list(server.runs) == ["mine-0"]  # the second is put off: it is busy
+    assert list(server.runs) == ["lab/mine-0"]  # the second is put off: it is busy
     time.sleep(0.3)
     server._take_waiting()  # noqa: SLF001 - the main loop's turn
-    assert sorted(server.runs) == ["mine-0", "mine-1"]
+    assert sorted(server.runs) == ["lab/mine-0", "lab/mine-1"]
     store.close()
 
 
@@ -508,29 +512,29 @@ def test_a_server_takes_waiting_requests_oldest_first(
     and taken, first."""
     server, clock, store = _queue_server(env, monkeypatch, limit=1)
     feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
-    server.runs = {"one": None}  # type: ignore[dict-item]  # at its limit
-    feed("older", _request(env, "older"), 1, 0)
-    del server.runs["one"]  # that job ended: nothing runs
-    feed("newer", _request(env, "newer"), 2, 0)
+    server.runs = {"lab/one": None}  # type: ignore[dict-item]  # at its limit
+    feed("lab/older", _request(env, "lab/older"), 1, 0)
+    del server.runs["lab/one"]  # that job ended: nothing runs
+    feed("lab/newer", _request(env, "lab/newer"), 2, 0)
     assert list(server.runs) == []  # it queues behind the older one
     clock.now_s += 0.3
     server._take_waiting()  # noqa: SLF001 - the main loop's turn
-    assert list(server.runs) == ["older"]
+    assert list(server.runs) == ["lab/older"]
     assert server._missed  # noqa: SLF001 - "newer" is read again once there is room
     store.close()
     server, clock, store = _queue_server(env, monkeypatch, limit=2)
     feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
-    server.runs = {"one": None, "two": None}  # type: ignore[dict-item]  # at its limit
-    feed("first", _request(env, "first"), 1, 0)  # tried 0.4 s later (two jobs running)
-    del server.runs["two"]
+    server.runs = {"lab/one": None, "lab/two": None}  # type: ignore[dict-item]  # at its limit
+    feed("lab/first", _request(env, "lab/first"), 1, 0)  # tried 0.4 s later (two jobs running)
+    del server.runs["lab/two"]
     clock.now_s += 0.05
-    feed("second", _request(env, "second"), 2, 0)  # tried 0.2 s later: due before "first"
+    feed("lab/second", _request(env, "lab/second"), 2, 0)  # tried 0.2 s later: due before "first"
     clock.now_s += 0.25
     server._take_waiting()  # noqa: SLF001 - the main loop's turn
-    assert sorted(server.runs) == ["one"]  # "second" waits for "first"
+    assert sorted(server.runs) == ["lab/one"]  # "second" waits for "first"
     clock.now_s += 0.15
     server._take_waiting()  # noqa: SLF001 - the main loop's turn
-    assert sorted(server.runs) == ["first", "one"]
+    assert sorted(server.runs) == ["lab/first", "lab/one"]
     store.close()
 
 
@@ -541,24 +545,24 @@ def test_a_request_after_some_were_left_out_waits_for_them(
     next read; one that came later was kept as soon as there was space, ahead of them."""
     server, clock, store = _queue_server(env, monkeypatch, limit=1)
     feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
-    server.runs = {"one": None}  # type: ignore[dict-item]  # at its limit
-    feed("kept", _request(env, "kept"), 1, 0)
-    feed("left", _request(env, "left"), 2, 0)  # left for the next read
-    del server.runs["one"]
+    server.runs = {"lab/one": None}  # type: ignore[dict-item]  # at its limit
+    feed("lab/kept", _request(env, "lab/kept"), 1, 0)
+    feed("lab/left", _request(env, "lab/left"), 2, 0)  # left for the next read
+    del server.runs["lab/one"]
     clock.now_s += 0.3
     server._take_waiting()  # noqa: SLF001 - the main loop's turn
-    assert list(server.runs) == ["kept"]
-    feed("later", _request(env, "later"), 3, 0)
-    assert "later" not in server._waiting  # noqa: SLF001 - it queues behind "left"
-    del server.runs["kept"]
+    assert list(server.runs) == ["lab/kept"]
+    feed("lab/later", _request(env, "lab/later"), 3, 0)
+    assert "lab/later" not in server._waiting  # noqa: SLF001 - it queues behind "left"
+    del server.runs["lab/kept"]
     server.connected.set()
     clock.now_s += 0.5
     server._take_waiting()  # noqa: SLF001 - with room, it subscribes again: all are read again
     assert not server._missed  # noqa: SLF001
-    for mid, job_id in enumerate(("left", "later")):  # what the broker sends again ("kept"
+    for mid, job_id in enumerate(("lab/left", "lab/later")):  # what the broker sends again ("kept"
         # ended, its request cleared), in the order they were first published
         feed(job_id, _request(env, job_id), mid, 0)
-    assert list(server.runs) == ["left"]
+    assert list(server.runs) == ["lab/left"]
     store.close()
 
 
@@ -585,7 +589,7 @@ def _handled_before(watcher: Watcher) -> None:
     """Wait until the server has handled what the broker sent it before now, and ended that
     turn of its main loop (which ends by trying the requests it put off): two requests sent
     after it, on topics naming no job id, are refused, one a turn, in the order they came."""
-    names = [f"marker:{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    names = [f"lab/marker:{uuid.uuid4().hex[:12]}" for _ in range(2)]
     for name in names:
         watcher.submit(b"{}", job_id=name)
     watcher.wait_refusal(f"naming {names[-1]!r}")
@@ -606,7 +610,7 @@ def test_a_server_at_its_limit_leaves_requests_to_a_server_started_later(
     first = serve(env.config(**slow), SlowBackend(delay_s=0.15))
     peak = PeakRuns(first)
     two = [env.slides / "b11.jpg", env.slides / "b12.jpg"]
-    jobs = [env.watcher.submit(_job(f"spread-{index}", two)) for index in range(6)]
+    jobs = [env.watcher.submit(_job(f"lab/spread-{index}", two)) for index in range(6)]
     env.watcher.wait(jobs[0], {"running"}, min_done=0)
     _past_every_put_off(env.watcher)
     store = _store(env.tmp_path)
@@ -632,7 +636,7 @@ def test_a_request_withdrawn_while_a_server_at_its_limit_left_it_never_runs(
 ) -> None:
     config = env.config(max_running_jobs=1, max_batch=8, max_wait_ms=0)
     server = serve(config, SlowBackend(delay_s=0.15))
-    busy = env.watcher.submit(_job("busy", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+    busy = env.watcher.submit(_job("lab/busy", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
     env.watcher.wait(busy, {"running"})
     cfg, job_id = _submitted_by_the_cli(env, capsys)
     _past_every_put_off(env.watcher)
@@ -640,7 +644,7 @@ def test_a_request_withdrawn_while_a_server_at_its_limit_left_it_never_runs(
     assert main(["pathology", "job", "cancel", job_id, *cfg]) == 0
     assert f"job {job_id} withdrawn: no server had taken it" in capsys.readouterr().out
     assert env.watcher.wait(busy, {"done", "failed"}, timeout_s=60)["state"] == "done"
-    kept = env.watcher.submit(_job("kept", [env.slides / "b12.jpg"]))  # room again
+    kept = env.watcher.submit(_job("lab/kept", [env.slides / "b12.jpg"]))  # room again
     assert env.watcher.wait(kept, {"done", "failed"}, timeout_s=60)["state"] == "done"
     store = _store(env.tmp_path)
     assert store.job(job_id) is None
@@ -654,7 +658,7 @@ def test_a_server_at_its_limit_takes_the_next_request_as_a_job_ends_without_a_re
     monkeypatch.setattr(server_module, "RESCAN_S", 3600.0)
     server = serve(env.config(max_running_jobs=2))
     peak = PeakRuns(server)
-    jobs = [env.watcher.submit(_job(f"next-{index}", [env.slides / "b11.jpg"]))
+    jobs = [env.watcher.submit(_job(f"lab/next-{index}", [env.slides / "b11.jpg"]))
             for index in range(7)]
     for job_id in jobs:  # one left out waited for the next rescan, an hour away
         assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=60)["state"] == "done"
@@ -673,7 +677,7 @@ def test_a_full_results_disk_stores_the_scores_without_pictures_and_ends_the_job
     with small_tmpfs(env.tmp_path / "disk", size="64k") as disk:
         filler = fill(disk)
         serve(env.config(results_dir=str(disk)))
-        job_id = env.watcher.submit(_job("full", [env.slides / "b11.jpg"]))
+        job_id = env.watcher.submit(_job("lab/full", [env.slides / "b11.jpg"]))
         final = env.watcher.wait(job_id, {"done", "failed"}, timeout_s=60)
         filler.unlink()
     assert final["state"] == "done"
@@ -692,8 +696,8 @@ def test_a_slide_result_the_store_refuses_fails_its_slide_and_the_job_still_ends
     serve(env.config())
     with monkeypatch.context() as patch:
         patch.setattr(preparing, "prepare_for_model", hooks.prepare_or_name_an_undecodable_file)
-        env.watcher.submit(_job("odd-name", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
-        final = env.watcher.wait("odd-name", {"done", "failed", "cancelled"}, timeout_s=60)
+        env.watcher.submit(_job("lab/odd-name", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+        final = env.watcher.wait("lab/odd-name", {"done", "failed", "cancelled"}, timeout_s=60)
     assert final["state"] == "done", final
     errors = {row["slide_index"]: row["error"] for row in final["results"]}
     assert errors[0].startswith(f"{env.slides / 'b11.jpg'}: its result could not be stored "
@@ -709,15 +713,16 @@ def test_a_request_rewritten_while_its_job_runs_does_not_change_the_job(
     store = _store(env.tmp_path)
     server = PathologyServer(env.config(), store)  # never connected: events are fed by hand
     feed = server._event_job  # noqa: SLF001 - the server's events, fed by hand
-    first = json.dumps(_job("rewritten", [env.slides / "b11.jpg"] * 3)).encode()
-    feed("rewritten", first, 1, 0)
-    assert len(server.runs["rewritten"].request.slides) == 3
+    first = json.dumps(_job("lab/rewritten", [env.slides / "b11.jpg"] * 3)).encode()
+    feed("lab/rewritten", first, 1, 0)
+    assert len(server.runs["lab/rewritten"].request.slides) == 3
     server.runs.clear()  # as after a restart: the job is stored, ours, and runs nowhere
-    feed("rewritten", json.dumps(_job("rewritten", [env.slides / "b12.jpg"])).encode(), 2, 0)
-    resumed = server.runs["rewritten"].request
+    second = json.dumps(_job("lab/rewritten", [env.slides / "b12.jpg"])).encode()
+    feed("lab/rewritten", second, 2, 0)
+    resumed = server.runs["lab/rewritten"].request
     assert [Path(slide.path).name for slide in resumed.slides] == ["b11.jpg"] * 3  # the stored
     store.close()
-    assert "request refused: job id rewritten is taken: a job under it is running with other " \
+    assert "request refused: job id lab/rewritten is taken: a job under it is running with other " \
         "slides" in caplog.text
 
 
@@ -737,9 +742,9 @@ def test_a_store_error_a_retry_cannot_fix_is_said_once_and_the_message_dropped(
         raise next(refusals)
 
     store.request_cancel = refused  # type: ignore[method-assign]
-    server._handle("cancel", ("refused-cancel", 7, 1, True))  # noqa: SLF001 - fed by hand
+    server._handle("cancel", ("lab/refused-cancel", 7, 1, True))  # noqa: SLF001 - fed by hand
     assert server._retry == []  # noqa: SLF001 - nothing kept to try again
-    server._handle("cancel", ("locked-cancel", 8, 1, True))  # noqa: SLF001 - fed by hand
+    server._handle("cancel", ("lab/locked-cancel", 8, 1, True))  # noqa: SLF001 - fed by hand
     assert [kind for _, kind, _ in server._retry] == ["cancel"]  # noqa: SLF001 - the outage's
     said = [(r.levelname, r.getMessage()) for r in caplog.records
             if r.name == "appliance.pathology.server"]
@@ -760,17 +765,18 @@ def test_a_slide_the_finisher_could_not_store_even_as_failed_fails_its_run_only(
     store = _store(env.tmp_path)
     server = PathologyServer(env.config(), store)  # never connected: events are fed by hand
     server.finisher = SimpleNamespace(inbox=queue.Queue())  # type: ignore[assignment]
-    server._event_job("unstored", json.dumps(  # noqa: SLF001 - the server's events, by hand
-        _job("unstored", [env.slides / "b11.jpg"])).encode(), 1, 0)
-    run_id = server.runs["unstored"].run_id
-    server._handle("unstored", ("unstored", run_id - 1, "an earlier run"))  # noqa: SLF001
-    assert server.runs["unstored"].ending is None
-    server._handle("unstored", ("unstored", run_id, "slide 0 (b11) could not be stored"))  # noqa: SLF001
-    assert server.finisher.inbox.get_nowait() == ("drop", ("unstored", run_id))
-    server._handle("dropped", ("unstored", run_id))  # noqa: SLF001 - the finisher's answer
-    job = store.job("unstored")
+    server._event_job("lab/unstored", json.dumps(  # noqa: SLF001 - the server's events, by hand
+        _job("lab/unstored", [env.slides / "b11.jpg"])).encode(), 1, 0)
+    run_id = server.runs["lab/unstored"].run_id
+    server._handle("unstored", ("lab/unstored", run_id - 1, "an earlier run"))  # noqa: SLF001
+    assert server.runs["lab/unstored"].ending is None
+    server._handle("unstored", ("lab/unstored", run_id,  # noqa: SLF001
+                                "slide 0 (b11) could not be stored"))
+    assert server.finisher.inbox.get_nowait() == ("drop", ("lab/unstored", run_id))
+    server._handle("dropped", ("lab/unstored", run_id))  # noqa: SLF001 - the finisher's answer
+    job = store.job("lab/unstored")
     store.close()
-    assert "unstored" not in server.runs
+    assert "lab/unstored" not in server.runs
     assert (job["state"], job["reason"]) == (  # type: ignore[index]
         "failed", "slide 0 (b11) could not be stored")
 
@@ -791,7 +797,7 @@ def test_a_request_the_broker_dropped_comes_in_a_later_round(
         delivered(self, client, userdata, message)
 
     monkeypatch.setattr(PathologyServer, "_on_message", lossy)
-    jobs = [env.watcher.submit(_job(f"dropped-{index}", [env.slides / "b11.jpg"]))
+    jobs = [env.watcher.submit(_job(f"lab/dropped-{index}", [env.slides / "b11.jpg"]))
             for index in range(3)]
     serve(env.config())
     for job_id in jobs:
@@ -804,18 +810,18 @@ def test_a_request_the_server_fails_on_is_refused_cleared_and_the_server_goes_on
     checked = server_module.parse_job
 
     def failing(payload: bytes, *args: Any) -> Any:
-        if b'"bug"' in payload:
+        if b'"lab/bug"' in payload:
             raise RuntimeError("a bug met by one request")
         return checked(payload, *args)
 
     monkeypatch.setattr(server_module, "parse_job", failing)
     serve(env.config())
-    env.watcher.submit(_job("bug", [env.slides / "b11.jpg"]))
-    reason = env.watcher.wait("bug", {"failed"}, timeout_s=30)["reason"]
+    env.watcher.submit(_job("lab/bug", [env.slides / "b11.jpg"]))
+    reason = env.watcher.wait("lab/bug", {"failed"}, timeout_s=30)["reason"]
     assert "could not handle this request (RuntimeError)" in reason
-    good = env.watcher.submit(_job("after", [env.slides / "b12.jpg"]))
+    good = env.watcher.submit(_job("lab/after", [env.slides / "b12.jpg"]))
     assert env.watcher.wait(good, {"done", "failed"}, timeout_s=60)["state"] == "done"
-    listener, heard = _listen(env.broker, [request_topic(env.prefix, "bug")])
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, "lab/bug")])
     listener.disconnect()
     listener.loop_stop()
     assert heard == []  # cleared: no restart meets it again
@@ -842,13 +848,13 @@ def test_a_slide_the_server_may_not_read_fails_alone_and_the_server_goes_on(
 ) -> None:
     root, locked = _unreadable_slide(env.tmp_path)
     serve(env.config(slide_roots=[str(env.slides), str(root)]))
-    env.watcher.submit(_job("locked", [locked, env.slides / "b12.jpg"]))
-    state = env.watcher.wait("locked", {"done", "failed"}, timeout_s=60)
+    env.watcher.submit(_job("lab/locked", [locked, env.slides / "b12.jpg"]))
+    state = env.watcher.wait("lab/locked", {"done", "failed"}, timeout_s=60)
     assert state["state"] == "done", state
     errors = {row["slide"]: row["error"] for row in state["results"]}
     assert "cannot be read" in errors[locked.stem], errors
     assert errors["b12"] == ""
-    after = env.watcher.submit(_job("after-locked", [env.slides / "b11.jpg"]))
+    after = env.watcher.submit(_job("lab/after-locked", [env.slides / "b11.jpg"]))
     assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
 
 
@@ -870,14 +876,14 @@ def test_a_killed_preparation_worker_fails_its_slide_only_and_the_server_goes_on
     serve(env.config(prepare_workers=2))
     with monkeypatch.context() as patch:
         patch.setattr(preparing, "prepare_for_model", hook)  # slide 0's worker dies
-        env.watcher.submit(_job("killed", [env.slides / "b11.jpg", env.slides / "b12.jpg"] * 2))
-        final = env.watcher.wait("killed", {"done", "failed", "cancelled"}, timeout_s=60)
+        env.watcher.submit(_job("lab/killed", [env.slides / "b11.jpg", env.slides / "b12.jpg"] * 2))
+        final = env.watcher.wait("lab/killed", {"done", "failed", "cancelled"}, timeout_s=60)
     assert final["state"] == "done", final
     errors = {row["slide_index"]: row["error"] for row in final["results"]}
     assert re.fullmatch(r".*b11.jpg: could not be prepared \(the preparation worker \(pid \d+\) "
                         r"died: killed by SIGKILL\)", errors[0]), errors
     assert [errors[index] for index in (1, 2, 3)] == ["", "", ""], errors
-    after = env.watcher.submit(_job("after-killed", [env.slides / "b11.jpg"]))
+    after = env.watcher.submit(_job("lab/after-killed", [env.slides / "b11.jpg"]))
     assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
 
 
@@ -900,19 +906,19 @@ def test_tiles_the_model_answers_with_nan_fail_their_slide_instead_of_labelling_
     its file and the tiles, with no label and no pictures; the job fails as none scored."""
     serve(env.config(), NanBackend(delay_s=0.0))
     paths = [env.slides / "b11.jpg", env.slides / "b12.jpg"]
-    env.watcher.submit(_job("nan-tiles", paths))
-    state = env.watcher.wait("nan-tiles", {"done", "failed"})
+    env.watcher.submit(_job("lab/nan-tiles", paths))
+    state = env.watcher.wait("lab/nan-tiles", {"done", "failed"})
     assert state["state"] == "failed"
     assert state["slides_failed"] == 2
     store = _store(env.tmp_path)
-    rows = store.slide_results("nan-tiles")
+    rows = store.slide_results("lab/nan-tiles")
     store.close()
     assert [row["label"] for row in rows] == ["", ""]
     for row, path in zip(rows, paths, strict=True):
         assert row["error"].startswith(f"{path}: the model answered ")
         assert "with no probability (NaN, infinite or outside 0-1)" in row["error"]
         assert row["heatmap_path"] == ""
-    assert not (env.tmp_path / "out" / "nan-tiles" / "heatmaps").exists()
+    assert not (env.tmp_path / "out" / "lab" / "nan-tiles" / "heatmaps").exists()
 
 
 class _HungShare:
@@ -950,11 +956,11 @@ def test_a_request_on_a_share_that_stopped_answering_is_refused_and_other_jobs_r
     hung = _HungShare(share, monkeypatch)
     hung.answering.clear()
     try:
-        env.watcher.submit(_job("on-the-share", [share / "s1.jpg"]))
-        reason = env.watcher.wait("on-the-share", {"failed"}, 30)["reason"]
+        env.watcher.submit(_job("lab/on-the-share", [share / "s1.jpg"]))
+        reason = env.watcher.wait("lab/on-the-share", {"failed"}, 30)["reason"]
         assert "its slide paths could not be looked at within 1 s" in reason
-        env.watcher.submit(_job("elsewhere", [env.slides / "b12.jpg"]))
-        assert env.watcher.wait("elsewhere", {"done", "failed"}, 60)["state"] == "done"
+        env.watcher.submit(_job("lab/elsewhere", [env.slides / "b12.jpg"]))
+        assert env.watcher.wait("lab/elsewhere", {"done", "failed"}, 60)["state"] == "done"
     finally:
         hung.answering.set()
 
@@ -968,28 +974,28 @@ def test_an_ended_job_s_request_cleared_soon_after_it_is_read_is_not_answered_ag
     (a fresh-clone run met 'both-1' ended twice). It now waits ENDED_GRACE_S for the clear;
     a request sent again and left retained is still answered from the store."""
     serve(env.config())
-    request = _job("ended-once", [env.slides / "b12.jpg"])
+    request = _job("lab/ended-once", [env.slides / "b12.jpg"])
     env.watcher.submit(request)
-    assert env.watcher.wait("ended-once", {"done", "failed"})["state"] == "done"
-    topic = request_topic(env.prefix, "ended-once")
+    assert env.watcher.wait("lab/ended-once", {"done", "failed"})["state"] == "done"
+    topic = request_topic(env.prefix, "lab/ended-once")
     assert wait_until(lambda: not _retained_on(env.broker, topic), 30)
     env.watcher.seen.clear()
     env.watcher.submit(request)  # read while its server is about to clear it ...
     _publish_retained(env.broker, topic, b"")  # ... as it does right after
     env.watcher.submit(request)  # sent again and left: answered once the grace has passed
-    assert env.watcher.wait("ended-once", {"done"}, timeout_s=30)["state"] == "done"
+    assert env.watcher.wait("lab/ended-once", {"done"}, timeout_s=30)["state"] == "done"
     assert wait_until(lambda: not _retained_on(env.broker, topic), 30)
     while not env.watcher.states.empty():
         env.watcher.seen.append(env.watcher.states.get())
     assert [state["state"] for state in env.watcher.seen
-            if state["job_id"] == "ended-once"] == ["done"]
+            if state["job_id"] == "lab/ended-once"] == ["done"]
 
 
 def test_every_server_reads_every_request_and_each_job_runs_once(
     env: Env, serve: Servers,
 ) -> None:
     first, second = serve(env.config()), serve(env.config())
-    jobs = [env.watcher.submit(_job(f"both-{index}", [env.slides / "b12.jpg"]))
+    jobs = [env.watcher.submit(_job(f"lab/both-{index}", [env.slides / "b12.jpg"]))
             for index in range(4)]
     for job_id in jobs:
         assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=90)["state"] == "done"
@@ -1011,8 +1017,8 @@ def test_a_job_on_torch_cuda_scores_slides_as_onnx_cpu_does(env: Env, serve: Ser
     states = {}
     for backend in ("onnx-cpu", "torch-cuda"):
         server = serve(env.config(backends=[backend], max_batch=512, prepare_workers=2))
-        watcher.submit(_job(f"job-{backend}", [slides / "b11.jpg", slides / "b12.jpg"]))
-        states[backend] = watcher.wait(f"job-{backend}", {"done", "failed"}, timeout_s=120)
+        watcher.submit(_job(f"lab/job-{backend}", [slides / "b11.jpg", slides / "b12.jpg"]))
+        states[backend] = watcher.wait(f"lab/job-{backend}", {"done", "failed"}, timeout_s=120)
         serve.stop(server)
     cpu, gpu = states["onnx-cpu"], states["torch-cuda"]
     assert (cpu["state"], gpu["state"]) == ("done", "done")
@@ -1041,22 +1047,23 @@ def test_cancelled_job_stops_midway_and_frees_its_tiles(
 
     monkeypatch.setattr(PathologyServer, "_stored", stored_then_hold_the_model)
     server = serve(config, backend)
-    watcher.submit(_job("long", [slides / "b11.jpg", slides / "b12.jpg"] * 4))
-    watcher.wait("long", {"running"}, min_done=1)
-    wait_until(lambda: server.batcher.pending_for("long") > 0, 60)  # the next slide is prepared
+    watcher.submit(_job("anonymous/long", [slides / "b11.jpg", slides / "b12.jpg"] * 4))
+    watcher.wait("anonymous/long", {"running"}, min_done=1)
+    # the next slide is prepared
+    wait_until(lambda: server.batcher.pending_for("anonymous/long") > 0, 60)
     assert main(["pathology", "job", "cancel", "long", "--config",
                  str(tmp_path / "config.yaml")]) == 0
-    final = watcher.wait("long", {"done", "cancelled", "failed"})
+    final = watcher.wait("anonymous/long", {"done", "cancelled", "failed"})
     backend.flowing.set()
     assert final["state"] == "cancelled"
-    assert server.batcher.pending_for("long") == 0
+    assert server.batcher.pending_for("anonymous/long") == 0
     assert server.batcher.stats.dropped_tiles > 0
     store = _store(tmp_path)
-    stored = len(store.slide_results("long"))
+    stored = len(store.slide_results("anonymous/long"))
     assert 1 <= stored < 8
     time.sleep(1.0)
-    assert len(store.slide_results("long")) == stored  # nothing more is written
-    assert store.job("long")["state"] == "cancelled"  # type: ignore[index]
+    assert len(store.slide_results("anonymous/long")) == stored  # nothing more is written
+    assert store.job("anonymous/long")["state"] == "cancelled"  # type: ignore[index]
     store.close()
     # back-pressure: preparation paused while the slow model worked through the queue
     assert server.batcher.stats.peak_pending_tiles < 64 + 200
@@ -1099,16 +1106,17 @@ def test_a_slide_finishing_while_its_job_is_cancelled_is_stored_before_the_cance
     monkeypatch.setattr(PathologyServer, "_cancel", cancel_then_release)
     monkeypatch.setattr(PathologyServer, "store_for_thread", lambda server: finisher_store)
     serve(env.config())
-    env.watcher.submit(_job("held", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+    env.watcher.submit(_job("anonymous/held",
+                            [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
     assert finisher_store.writing.wait(60)
     assert main(["pathology", "job", "cancel", "held", "--config",
                  str(env.tmp_path / "config.yaml")]) == 0
-    final = env.watcher.wait("held", {"done", "cancelled", "failed"})
+    final = env.watcher.wait("anonymous/held", {"done", "cancelled", "failed"})
     assert final["state"] == "cancelled"
     assert finisher_store.states_when_written  # the held slide was written
     assert set(finisher_store.states_when_written) == {"running"}  # none after the cancel
     store = _store(env.tmp_path)
-    stored = [row["slide_index"] for row in store.slide_results("held")]
+    stored = [row["slide_index"] for row in store.slide_results("anonymous/held")]
     store.close()
     assert stored == [row["slide_index"] for row in final["results"]]
     assert final["slides_done"] == len(stored)
@@ -1153,7 +1161,7 @@ def test_a_stopped_server_waits_for_the_slide_in_hand_and_leaves_no_thread_runni
         with _online(config, server) as online:
             thread.start()
             assert online.wait(60), f"server {server.server_id} never said it is online"
-        env.watcher.submit(_job("held", [env.slides / "b11.jpg"]))
+        env.watcher.submit(_job("lab/held", [env.slides / "b11.jpg"]))
         assert finisher_store.writing.wait(60)
         sid = server.server_id
         running = _threads_of(server)
@@ -1167,7 +1175,7 @@ def test_a_stopped_server_waits_for_the_slide_in_hand_and_leaves_no_thread_runni
         assert not thread.is_alive()
         assert _threads_of(server) == []
         assert finisher_store.states_when_written == ["running"]  # written before run() ended
-        assert [row["slide_index"] for row in store.slide_results("held")] == [0]
+        assert [row["slide_index"] for row in store.slide_results("lab/held")] == [0]
     finally:
         server_log.removeHandler(said)
         release.set()
@@ -1190,7 +1198,7 @@ def test_a_batch_the_model_fails_on_fails_its_job_and_the_server_goes_on(
     """The job ends failed (stored and published) once the finisher has dropped it, as a
     cancelled one does, and the server stays up for the next job."""
     serve(env.config(), BrokenBackend(delay_s=0))
-    for job_id in ("broken-1", "broken-2"):
+    for job_id in ("lab/broken-1", "lab/broken-2"):
         env.watcher.submit(_job(job_id, [env.slides / "b11.jpg"]))
         final = env.watcher.wait(job_id, {"done", "cancelled", "failed"})
         assert final["state"] == "failed"
@@ -1234,9 +1242,9 @@ def test_a_model_error_no_store_takes_as_it_is_still_fails_the_job_saying_it(
     thread.start()
     try:
         assert server.connected.wait(10)
-        env.watcher.submit(_job("lost-odd", [env.slides / "b11.jpg"]))
-        final = env.watcher.wait("lost-odd", {"done", "failed", "cancelled"}, timeout_s=60)
-        assert store.job("lost-odd")["reason"] == final["reason"]  # type: ignore[index]
+        env.watcher.submit(_job("lab/lost-odd", [env.slides / "b11.jpg"]))
+        final = env.watcher.wait("lab/lost-odd", {"done", "failed", "cancelled"}, timeout_s=60)
+        assert store.job("lab/lost-odd")["reason"] == final["reason"]  # type: ignore[index]
     finally:
         stop.set()
         thread.join(15)
@@ -1307,28 +1315,28 @@ def test_a_job_lost_to_another_server_and_taken_back_is_finished_by_the_run_that
     backend = FirstBatchHeld(fail_held=held_batch == "failed")
     server = serve(env.config(max_batch=8, max_wait_ms=0), backend)
     slides = [env.slides / "b11.jpg", env.slides / "b12.jpg"]
-    env.watcher.submit(_job("back", slides))
+    env.watcher.submit(_job("lab/back", slides))
     assert backend.holding.wait(60)
-    lost = server.runs["back"]
-    _claimed_by_a_server_that_dies(env.tmp_path, "back", lease_s=1.0)
+    lost = server.runs["lab/back"]
+    _claimed_by_a_server_that_dies(env.tmp_path, "lab/back", lease_s=1.0)
     deadline = time.monotonic() + 60
-    while (taken_back := server.runs.get("back")) is None or taken_back is lost:
+    while (taken_back := server.runs.get("lab/back")) is None or taken_back is lost:
         assert time.monotonic() < deadline, "the server never took the job back"
         time.sleep(0.05)
-    while server.batcher.pending_for("back") == 0:  # the new run's first slide is prepared
+    while server.batcher.pending_for("lab/back") == 0:  # the new run's first slide is prepared
         assert time.monotonic() < deadline, "the job taken back prepared no slide"
         time.sleep(0.05)
     backend.release.set()  # the lost run's batch comes out of the model now
-    final = env.watcher.wait("back", {"done", "failed", "cancelled"})
+    final = env.watcher.wait("lab/back", {"done", "failed", "cancelled"})
     assert (final["state"], final["server"]) == ("done", server.server_id)
     store = _store(env.tmp_path)
-    rows = store.slide_results("back")
-    job = store.job("back")
+    rows = store.slide_results("lab/back")
+    job = store.job("lab/back")
     store.close()
     assert job is not None
     assert (job["state"], job["owner"], job["takeovers"]) == ("done", server.server_id, 2)
-    env.watcher.submit(_job("undisturbed", slides))
-    undisturbed = env.watcher.wait("undisturbed", {"done", "failed", "cancelled"})
+    env.watcher.submit(_job("lab/undisturbed", slides))
+    undisturbed = env.watcher.wait("lab/undisturbed", {"done", "failed", "cancelled"})
     assert undisturbed["state"] == "done"
     assert all(isinstance(row["score"], float) for row in rows)
     assert _same_scores(rows, final["results"])
@@ -1346,8 +1354,8 @@ def test_killed_server_job_is_taken_over_and_stored_exactly_once(
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "first.log").open("w"))
     try:
         watcher.wait_server("first", "online")  # subscribed: the job cannot be missed
-        watcher.submit(_job("takeover", [slides / "b11.jpg", slides / "b12.jpg"] * 3))
-        running = watcher.wait("takeover", {"running"}, min_done=1, timeout_s=90)
+        watcher.submit(_job("lab/takeover", [slides / "b11.jpg", slides / "b12.jpg"] * 3))
+        running = watcher.wait("lab/takeover", {"running"}, min_done=1, timeout_s=90)
         assert running["server"] == "first"
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the server and its preparation workers
@@ -1356,15 +1364,15 @@ def test_killed_server_job_is_taken_over_and_stored_exactly_once(
     second = config.model_copy(update={"pathology": config.pathology.model_copy(
         update={"client_id": "second"})})
     serve(second)
-    final = watcher.wait("takeover", {"done", "failed", "cancelled"}, timeout_s=90)
+    final = watcher.wait("lab/takeover", {"done", "failed", "cancelled"}, timeout_s=90)
     assert final["state"] == "done"
     assert final["server"] == "second"
     assert [row["slide_index"] for row in final["results"]] == list(range(6))
     store = _store(tmp_path)
-    rows = store.slide_results("takeover")
+    rows = store.slide_results("lab/takeover")
     assert [row["slide_index"] for row in rows] == list(range(6))  # each slide once
     assert {row["server"] for row in rows} == {"first", "second"}
-    job = store.job("takeover")
+    job = store.job("lab/takeover")
     assert job is not None
     assert (job["state"], job["takeovers"], job["owner"]) == (
         "done", 1, "second")
@@ -1397,22 +1405,22 @@ def test_a_server_killed_between_storing_a_job_s_end_and_publishing_it_leaves_no
         stderr=(env.tmp_path / "first.log").open("w"))
     try:
         env.watcher.wait_server("first", "online")
-        env.watcher.submit(_job("ended", [env.slides / "b11.jpg", env.slides / "corrupt.jpg"]))
+        env.watcher.submit(_job("lab/ended", [env.slides / "b11.jpg", env.slides / "corrupt.jpg"]))
         assert first.wait(90) == -signal.SIGKILL
     finally:
         with suppress(ProcessLookupError):  # its preparation workers (or itself, had it hung)
             os.killpg(first.pid, signal.SIGKILL)
         first.wait(10)
-    retained = _retained_on(env.broker, state_topic(env.prefix, "ended"))
+    retained = _retained_on(env.broker, state_topic(env.prefix, "lab/ended"))
     assert json.loads(retained[0][1])["state"] == "running"  # stale: the store says done
     serve(config.model_copy(update={"pathology": config.pathology.model_copy(
         update={"client_id": "second"})}))
-    final = env.watcher.wait("ended", {"done", "failed", "cancelled"})
+    final = env.watcher.wait("lab/ended", {"done", "failed", "cancelled"})
     assert (final["state"], final["slides_done"], final["slides_failed"]) == ("done", 2, 1)
     assert [row["slide"] for row in final["results"]] == ["b11", "corrupt"]
     # the request is cleared after the final state is published (a kill between the two leaves
     # the request, so the next server publishes the stored end again): it may lag the state
-    assert wait_until(lambda: not _retained_on(env.broker, request_topic(env.prefix, "ended")),
+    assert wait_until(lambda: not _retained_on(env.broker, request_topic(env.prefix, "lab/ended")),
                       30), "the ended job's request is still retained"
 
 
@@ -1428,8 +1436,8 @@ def test_a_relative_results_dir_is_the_config_file_s_folder_not_the_working_one(
         stdout=subprocess.DEVNULL, stderr=(env.tmp_path / "server.log").open("w"))
     try:
         env.watcher.wait_server("relative", "online")
-        env.watcher.submit(_job("relative", [env.slides / "b11.jpg"]))
-        final = env.watcher.wait("relative", {"done", "failed"}, timeout_s=90)
+        env.watcher.submit(_job("lab/relative", [env.slides / "b11.jpg"]))
+        final = env.watcher.wait("lab/relative", {"done", "failed"}, timeout_s=90)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
@@ -1454,8 +1462,8 @@ def test_a_server_under_its_units_filters_runs_a_job_and_stops_cleanly(env: Env)
         stderr=log.open("w"))
     try:
         env.watcher.wait_server("confined", "online")
-        env.watcher.submit(_job("confined", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
-        final = env.watcher.wait("confined", {"done", "failed"}, timeout_s=90)
+        env.watcher.submit(_job("lab/confined", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+        final = env.watcher.wait("lab/confined", {"done", "failed"}, timeout_s=90)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         code = server.wait(30)
@@ -1476,31 +1484,35 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     assert "nested too deeply" in watcher.wait(deep, {"failed"})["reason"]
     large = watcher.submit(b"[" + b"1," * 3000 + b"1]")
     assert "at most 4096" in watcher.wait(large, {"failed"})["reason"]
-    watcher.submit(_job("inside", [slides / "b11.jpg"]), job_id="outside")
-    assert "published for job 'outside'" in watcher.wait("outside", {"failed"})["reason"]
-    watcher.submit(_job("named", [slides / "b11.jpg"]), job_id="no job id!")
-    watcher.wait_refusal("'no job id!' (10 characters), not a job id")
-    for job_id, field in (("surrogate-path", "path"), ("surrogate-time", "submitted_at")):
+    watcher.submit(_job("anonymous/inside", [slides / "b11.jpg"]), job_id="anonymous/outside")
+    assert "published for job 'anonymous/outside'" in \
+        watcher.wait("anonymous/outside", {"failed"})["reason"]
+    watcher.submit(_job("anonymous/named", [slides / "b11.jpg"]), job_id="anonymous/no job id!")
+    watcher.wait_refusal("'anonymous/no job id!' (20 characters), not a job id")
+    for job_id, field in (("anonymous/surrogate-path", "path"),
+                          ("anonymous/surrogate-time", "submitted_at")):
         raw = json.dumps(_job(job_id, [slides / "b11.jpg"]))  # a JSON escape no text can hold
         raw = raw.replace('"submitted_at": ""', '"submitted_at": "\\ud800"') if \
             field == "submitted_at" else raw.replace("b11.jpg", "\\udcff.jpg")
         watcher.submit(raw.encode(), job_id=job_id)
         assert "not Unicode" in watcher.wait(job_id, {"failed"})["reason"]  # and not a crash
-    watcher.submit(_job("escape", [slides / ".." / ".." / "etc" / "passwd"]))
-    assert "outside the slide roots" in watcher.wait("escape", {"failed"})["reason"]
-    watcher.submit(_job("many", [slides / "b11.jpg"] * 6))
-    assert "at most 5" in watcher.wait("many", {"failed"})["reason"]
-    watcher.submit({**_job("badres", [slides / "b11.jpg"]), "slides": [
+    watcher.submit(_job("anonymous/escape", [slides / ".." / ".." / "etc" / "passwd"]))
+    assert "outside the slide roots" in watcher.wait("anonymous/escape", {"failed"})["reason"]
+    watcher.submit(_job("anonymous/many", [slides / "b11.jpg"] * 6))
+    assert "at most 5" in watcher.wait("anonymous/many", {"failed"})["reason"]
+    watcher.submit({**_job("anonymous/badres", [slides / "b11.jpg"]), "slides": [
         {"path": str(slides / "b11.jpg"), "um_per_px": "fast"}]})
-    assert "um_per_px must be a number" in watcher.wait("badres", {"failed"})["reason"]
-    implausible = {"nanres": "NaN", "infres": "Infinity", "zerores": "0", "negres": "-0.5"}
+    assert "um_per_px must be a number" in watcher.wait("anonymous/badres", {"failed"})["reason"]
+    implausible = {"anonymous/nanres": "NaN", "anonymous/infres": "Infinity",
+                   "anonymous/zerores": "0", "anonymous/negres": "-0.5"}
     for job_id, raw in implausible.items():  # refused, not accepted to fail slide by slide
         watcher.submit(json.dumps(_job(job_id, [slides / "b11.jpg"], 1.25)).replace(
             "1.25", raw).encode())
         reason = watcher.wait(job_id, {"queued", "done", "failed"})["reason"]
         assert f"slides[0].um_per_px: {float(raw)} µm/px is not a plausible" in reason
-    watcher.submit(_job("broken", [slides / "corrupt.jpg"]))
-    assert "no slide could be scored" in watcher.wait("broken", {"done", "failed"})["reason"]
+    watcher.submit(_job("anonymous/broken", [slides / "corrupt.jpg"]))
+    assert "no slide could be scored" in \
+        watcher.wait("anonymous/broken", {"done", "failed"})["reason"]
     capsys.readouterr()
     cfg = str(tmp_path / "config.yaml")  # the server kept going: a good job still runs
     assert main(["pathology", "job", "submit", str(slides / "b12.jpg"), "--um-per-px", "1",
@@ -1511,17 +1523,17 @@ def test_hostile_jobs_are_refused_with_a_reason_and_the_server_keeps_going(
     assert "b12: MS" in followed
     assert main(["pathology", "job", "list", "--config", cfg]) == 0
     listed = capsys.readouterr().out
-    assert "escape failed" in listed
+    assert "anonymous/escape failed" in listed
     assert ": online since " in listed  # the server's presence
     # 3 unreadable, outside, 2 surrogates, escape, many, badres, 4 implausible, broken, the
     # submitted one
     assert "15 job(s)" in listed
-    listener, heard = _listen(env.broker, [request_topic(env.prefix, "+")])
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, ANY_JOB)])
     listener.disconnect()
     listener.loop_stop()
     assert heard == []  # every request, refused or run, was cleared
     store = _store(tmp_path)
-    assert store.job("escape")["state"] == "failed"  # type: ignore[index]
+    assert store.job("anonymous/escape")["state"] == "failed"  # type: ignore[index]
     for job_id in implausible:
         assert store.job(job_id)["request"] == {}  # type: ignore[index]
         assert store.slide_results(job_id) == []
@@ -1544,12 +1556,12 @@ def test_a_request_holding_a_nul_is_refused_on_postgresql_not_taken_for_an_outag
     thread.start()
     try:
         assert server.connected.wait(10)
-        raw = json.dumps(_job("nul-time", [env.slides / "b11.jpg"])).replace(
+        raw = json.dumps(_job("lab/nul-time", [env.slides / "b11.jpg"])).replace(
             '"submitted_at": ""', '"submitted_at": "2026-12-05\\u0000"')
-        env.watcher.submit(raw.encode(), job_id="nul-time")
-        assert "a NUL character" in env.watcher.wait("nul-time", {"failed"}, 30)["reason"]
-        env.watcher.submit(_job("after-the-nul", [env.slides / "b12.jpg"]))
-        assert env.watcher.wait("after-the-nul", {"done", "failed"})["state"] == "done"
+        env.watcher.submit(raw.encode(), job_id="lab/nul-time")
+        assert "a NUL character" in env.watcher.wait("lab/nul-time", {"failed"}, 30)["reason"]
+        env.watcher.submit(_job("lab/after-the-nul", [env.slides / "b12.jpg"]))
+        assert env.watcher.wait("lab/after-the-nul", {"done", "failed"})["state"] == "done"
         assert "a read or write failed" not in caplog.text  # no store outage said
     finally:
         stop.set()
@@ -1564,7 +1576,7 @@ def test_requests_beyond_the_retained_limit_are_refused_and_leave_nothing_behind
     """A job client that sends more requests than max_retained_requests: the further ones are
     cleared from the broker as they come, their submitter told (a state not retained), nothing
     stored; the ones within the limit wait and run."""
-    jobs = [f"flood-{index}" for index in range(6)]
+    jobs = [f"lab/flood-{index}" for index in range(6)]
     for job_id in jobs:  # all retained before the server reads them, in this order
         _publish_retained(env.broker, request_topic(env.prefix, job_id),
                           json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode())
@@ -1574,12 +1586,12 @@ def test_requests_beyond_the_retained_limit_are_refused_and_leave_nothing_behind
         assert "3 job requests wait or run already (pathology.max_retained_requests)" in reason
     for job_id in jobs[:3]:
         env.watcher.wait(job_id, {"done"})
-    listener, heard = _listen(env.broker, [request_topic(env.prefix, "+"),
-                                           state_topic(env.prefix, "+")])
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, ANY_JOB),
+                                           state_topic(env.prefix, ANY_JOB)])
     listener.disconnect()
     listener.loop_stop()
     latest = dict(heard)  # a request cleared as the listener subscribed: its clear came last
-    retained = sorted(topic.split("/")[-2] for topic, payload in latest.items() if payload)
+    retained = sorted(job_id_of_topic(topic) for topic, payload in latest.items() if payload)
     assert retained == jobs[:3]  # the states of the three done; no request, no refusal
     store = _store(env.tmp_path)
     assert [store.job(job_id) is None for job_id in jobs] == [False] * 3 + [True] * 3
@@ -1632,12 +1644,12 @@ def test_a_flood_of_qos0_requests_is_bounded_in_the_server_and_jobs_still_run(
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    body = json.dumps({**_job("other", [slides / "b11.jpg"]), "pad": "x" * 64_000}).encode()
+    body = json.dumps({**_job("lab/other", [slides / "b11.jpg"]), "pad": "x" * 64_000}).encode()
     _flood_qos0(private_broker, prefix,
-                [(request_topic(prefix, f"flood-{index}"), body) for index in range(2000)])
+                [(request_topic(prefix, f"lab/flood-{index}"), body) for index in range(2000)])
     try:
-        watcher.submit(_job("after-the-flood", [slides / "b12.jpg"]))
-        assert watcher.wait("after-the-flood", {"done", "failed"}, 120)["state"] == "done"
+        watcher.submit(_job("lab/after-the-flood", [slides / "b12.jpg"]))
+        assert watcher.wait("lab/after-the-flood", {"done", "failed"}, 120)["state"] == "done"
     finally:
         flooding.clear()
         sampler.join(5)
@@ -1645,7 +1657,7 @@ def test_a_flood_of_qos0_requests_is_bounded_in_the_server_and_jobs_still_run(
     # the QoS 0 flood at most, beside the QoS 1 request sent after it (the clears are empty)
     assert peak[0] <= MAX_QOS0_WAITING * len(body) + 4096
     assert server.qos0_dropped > 0
-    assert "dropped a QoS 0 job on job 'flood-" in caplog.text
+    assert "dropped a QoS 0 job on job 'lab/flood-" in caplog.text
 
 
 def test_a_flood_of_qos0_requests_while_the_store_fails_is_not_kept_for_its_return(
@@ -1670,22 +1682,23 @@ def test_a_flood_of_qos0_requests_while_the_store_fails_is_not_kept_for_its_retu
 
     server.store.accept = failing  # type: ignore[method-assign]
     _flood_qos0(private_broker, prefix, [
-        (request_topic(prefix, f"flood-{index}"),
-         json.dumps({**_job(f"flood-{index}", [slides / "b11.jpg"]), "pad": "x" * 16_000}).encode())
+        (request_topic(prefix, f"lab/flood-{index}"),
+         json.dumps({**_job(f"lab/flood-{index}", [slides / "b11.jpg"]),
+                     "pad": "x" * 16_000}).encode())
         for index in range(200)])
     try:
-        watcher.submit(_job("kept-for-the-store", [slides / "b12.jpg"]))
+        watcher.submit(_job("lab/kept-for-the-store", [slides / "b12.jpg"]))
         deadline = time.monotonic() + 60
-        while (len(tries) < 201 or tries["kept-for-the-store"] < 3) and \
+        while (len(tries) < 201 or tries["lab/kept-for-the-store"] < 3) and \
                 time.monotonic() < deadline:
             time.sleep(0.05)
         seen = dict(tries)  # the server goes on trying meanwhile
         assert server.qos0_dropped == 0  # 200 never fill the bound on waiting ones
-        assert seen.pop("kept-for-the-store") >= 3  # tried again each second
+        assert seen.pop("lab/kept-for-the-store") >= 3  # tried again each second
         assert len(seen) == 200
         assert set(seen.values()) == {1}  # each tried once, then dropped, not kept
         store_down.clear()
-        assert watcher.wait("kept-for-the-store", {"done", "failed"}, 120)["state"] == "done"
+        assert watcher.wait("lab/kept-for-the-store", {"done", "failed"}, 120)["state"] == "done"
     finally:
         watcher.close()
 
@@ -1698,19 +1711,19 @@ def test_refused_requests_leave_no_more_retained_states_than_the_limit(
     max_retained_requests the oldest such state is cleared, and the store keeps as many
     refusals (it kept every one)."""
     serve(env.config(max_retained_requests=2))
-    jobs = [f"garbage-{index}" for index in range(4)]
+    jobs = [f"lab/garbage-{index}" for index in range(4)]
     for job_id in jobs:
         env.watcher.submit(b"{not json", job_id=job_id)
         env.watcher.wait(job_id, {"failed"})
-    retained = {topic.split("/")[-2] for topic, _ in
-                _retained_on(env.broker, state_topic(env.prefix, "+"))}
+    retained = {job_id_of_topic(topic) for topic, _ in
+                _retained_on(env.broker, state_topic(env.prefix, ANY_JOB))}
     assert retained == set(jobs[2:])
     for job_id in jobs[:2]:  # sent again: the stored refusal is published again, and counted
         env.watcher.seen.clear()
         env.watcher.submit(b"{not json", job_id=job_id)
         env.watcher.wait(job_id, {"failed"})
-    retained = {topic.split("/")[-2] for topic, _ in
-                _retained_on(env.broker, state_topic(env.prefix, "+"))}
+    retained = {job_id_of_topic(topic) for topic, _ in
+                _retained_on(env.broker, state_topic(env.prefix, ANY_JOB))}
     assert retained == set(jobs[:2])
     store = _store(env.tmp_path)
     assert [store.job(job_id)["state"] for job_id in jobs[:2]] == ["failed"] * 2  # type: ignore[index]
@@ -1746,7 +1759,7 @@ def test_a_job_whose_results_exceed_a_message_still_ends_for_its_submitter(
         assert named + int(omitted.group(1)) == 60
         assert 0 < named < 59
         assert "59 of 60 slides failed" in err
-        assert len(_retained_on(broker, state_topic(topic_prefix, "+"))[0][1]) <= 16384
+        assert len(_retained_on(broker, state_topic(topic_prefix, ANY_JOB))[0][1]) <= 16384
     finally:
         broker.close()
 
@@ -1776,7 +1789,7 @@ def test_a_job_state_fits_the_packet_size_the_broker_announces(
         assert re.search(r"\(59 failed; \d+ slides' results are not in this message", out), \
             out[-2000:]
         assert "59 of 60 slides failed" in err
-        (topic, state), = _retained_on(broker, state_topic(topic_prefix, "+"))
+        (topic, state), = _retained_on(broker, state_topic(topic_prefix, ANY_JOB))
         assert len(state) + len(topic) < 8192
         assert "oversize packet" not in broker.log_path.read_text(errors="replace")
     finally:
@@ -1802,7 +1815,7 @@ def test_a_request_larger_than_the_broker_s_packet_size_is_refused_before_it_is_
         assert (code, out) == (2, "")  # no job id: nothing was sent
         assert re.search(rf"job submit: the request of 40 slides is \d+ bytes; broker "
                          rf"127.0.0.1:{broker.port} takes packets of at most 2048 bytes", err), err
-        assert _retained_on(broker, request_topic(topic_prefix, "+")) == []
+        assert _retained_on(broker, request_topic(topic_prefix, ANY_JOB)) == []
         assert "oversize packet" not in broker.log_path.read_text(errors="replace")
     finally:
         broker.close()
@@ -1855,7 +1868,7 @@ def test_an_implausible_um_per_px_is_refused_at_the_command_line_and_nothing_is_
     env: Env, capsys: pytest.CaptureFixture[str],
 ) -> None:
     env.config()
-    listener, heard = _listen(env.broker, [request_topic(env.prefix, "+")])
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, ANY_JOB)])
     slide = str(env.slides / "b11.jpg")
     try:
         for value in ("nan", "inf", "-inf", "0", "-1", "50", "fast"):
@@ -1881,7 +1894,7 @@ def test_a_request_larger_than_a_server_takes_is_refused_at_the_command_line(
     """The fleet's broker drops a message over its message_size_limit (256 KiB, as
     pathology.max_job_bytes) and closes the link: the job was lost while submit said its id."""
     env.config(max_job_bytes=4096)
-    listener, heard = _listen(env.broker, [request_topic(env.prefix, "+")])
+    listener, heard = _listen(env.broker, [request_topic(env.prefix, ANY_JOB)])
     try:
         many = [str(env.slides / "b11.jpg")] * 60
         assert main(["pathology", "job", "submit", *many, "--um-per-px", "1", "--config",
@@ -1918,7 +1931,7 @@ def test_wait_exits_1_naming_each_failed_slide_and_an_ended_job_cannot_be_cancel
     failed_id = out.splitlines()[0]
     assert f"job {failed_id}: slide corrupt failed: " in err
     assert f"job {failed_id} failed: no slide could be scored" in err
-    listener, heard = _listen(env.broker, [cancel_topic(env.prefix, "+")])
+    listener, heard = _listen(env.broker, [cancel_topic(env.prefix, ANY_JOB)])
     try:
         for ended, state in ((job_id, "done"), (failed_id, "failed")):
             assert main(["pathology", "job", "cancel", ended, *cfg]) == 1
@@ -1935,7 +1948,7 @@ def test_cancel_of_an_unknown_job_says_so_and_sends_nothing(
 ) -> None:
     cfg = ["--config", str(env.tmp_path / "config.yaml")]
     env.config()
-    listener, heard = _listen(env.broker, [cancel_topic(env.prefix, "+")])
+    listener, heard = _listen(env.broker, [cancel_topic(env.prefix, ANY_JOB)])
     try:
         assert main(["pathology", "job", "cancel", "20991231T000000-000000000000", *cfg]) == 1
         captured = capsys.readouterr()
@@ -1970,16 +1983,16 @@ def _retained_on(broker: Any, topic: str) -> list[tuple[str, bytes]]:
 
 
 def test_a_cancel_for_an_unknown_job_is_cleared_and_answered(env: Env, serve: Servers) -> None:
-    ghost = cancel_topic(env.prefix, "ghost")
+    ghost = cancel_topic(env.prefix, "lab/ghost")
     _publish_retained(env.broker, ghost, b'{"job_id": "ghost", "requested_at": 0}')
     assert len(_retained_on(env.broker, ghost)) == 1  # on the broker before any server runs
     serve(env.config())  # the retained request arrives with the subscription
-    answer = env.watcher.wait_cancel_answer("ghost")
+    answer = env.watcher.wait_cancel_answer("lab/ghost")
     assert answer["state"] == "unknown"
-    assert "job ghost is unknown" in answer["reason"]
+    assert "job lab/ghost is unknown" in answer["reason"]
     assert _retained_on(env.broker, ghost) == []
     store = _store(env.tmp_path)
-    assert store.job("ghost") is None  # nothing was made of it
+    assert store.job("lab/ghost") is None  # nothing was made of it
     store.close()
 
 
@@ -1989,7 +2002,7 @@ def test_refused_cancels_sent_in_a_loop_are_said_within_a_budget_a_minute(
     """Each refused request or cancel was a warning of its own: a job client sending them in
     a loop wrote as many lines as the server read messages. Past ten a minute they are
     counted (each is still cleared and answered)."""
-    ghosts = [f"ghost-{index}" for index in range(15)]
+    ghosts = [f"lab/ghost-{index}" for index in range(15)]
     for ghost in ghosts:
         _publish_retained(env.broker, cancel_topic(env.prefix, ghost),
                           f'{{"job_id": "{ghost}", "requested_at": 0}}'.encode())
@@ -2004,30 +2017,30 @@ def test_refused_cancels_sent_in_a_loop_are_said_within_a_budget_a_minute(
 def test_a_cancel_on_a_topic_naming_no_job_id_is_cleared_and_answered_in_brief(
     env: Env, serve: Servers
 ) -> None:
-    name = "g" * 60_000
+    name = "lab/" + "g" * 60_000
     topic = cancel_topic(env.prefix, name)
     _publish_retained(env.broker, topic, b'{"requested_at": 0}')
     serve(env.config())
-    answer = env.watcher.wait_cancel_answer("g" * 64 + "...")
+    shown = name[:140] + "..."
+    answer = env.watcher.wait_cancel_answer(shown)
     assert answer["state"] == "unknown"
-    assert answer["reason"] == (f"cancel request for {'g' * 64 + '...'!r} (60000 characters) "
-                                "names no job: a job id is 1-64 of A-Z a-z 0-9 _ . -; nothing "
-                                "to cancel")
+    assert answer["reason"] == (f"cancel request for {shown!r} (60004 characters) names no "
+                                f"job: a job id is {JOB_ID_RULE}; nothing to cancel")
     assert _retained_on(env.broker, topic) == []
 
 
 def test_a_cancel_for_an_ended_job_is_cleared_and_answered(env: Env, serve: Servers) -> None:
     serve(env.config())
-    env.watcher.submit(_job("ended", [env.slides / "b12.jpg"]))
-    assert env.watcher.wait("ended", {"done", "failed"})["state"] == "done"
-    topic = cancel_topic(env.prefix, "ended")
+    env.watcher.submit(_job("lab/ended", [env.slides / "b12.jpg"]))
+    assert env.watcher.wait("lab/ended", {"done", "failed"})["state"] == "done"
+    topic = cancel_topic(env.prefix, "lab/ended")
     _publish_retained(env.broker, topic, b'{"job_id": "ended", "requested_at": 0}')
-    answer = env.watcher.wait_cancel_answer("ended")
+    answer = env.watcher.wait_cancel_answer("lab/ended")
     assert answer["state"] == "done"
-    assert "job ended already ended (done)" in answer["reason"]
+    assert "job lab/ended already ended (done)" in answer["reason"]
     assert _retained_on(env.broker, topic) == []
     store = _store(env.tmp_path)
-    assert store.job("ended")["state"] == "done"  # type: ignore[index]
+    assert store.job("lab/ended")["state"] == "done"  # type: ignore[index]
     store.close()
 
 
@@ -2040,25 +2053,25 @@ def test_a_request_under_an_ended_job_s_id_is_answered_again_if_the_same_else_re
     naming the id, and the ended job's state is not published again; the same request sent
     again (stamped anew) still gets the job's answer again."""
     serve(env.config())
-    env.watcher.submit(_job("reused", [env.slides / "b11.jpg"]))
-    assert env.watcher.wait("reused", {"done", "failed"})["state"] == "done"
-    env.watcher.submit(_job("reused", [env.slides / "b12.jpg"]))
-    answer = env.watcher.wait_cancel_answer("reused", request="job")
+    env.watcher.submit(_job("lab/reused", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait("lab/reused", {"done", "failed"})["state"] == "done"
+    env.watcher.submit(_job("lab/reused", [env.slides / "b12.jpg"]))
+    answer = env.watcher.wait_cancel_answer("lab/reused", request="job")
     assert answer["state"] == "done"
-    assert answer["reason"] == ("job id reused is taken: a job under it already ended (done) "
+    assert answer["reason"] == ("job id lab/reused is taken: a job under it already ended (done) "
                                 "with other slides; a job id names one request for good: "
                                 "submit this one under a new id")
-    assert _retained_on(env.broker, request_topic(env.prefix, "reused")) == []
-    finals = [s for s in env.watcher.seen if s["job_id"] == "reused" and
+    assert _retained_on(env.broker, request_topic(env.prefix, "lab/reused")) == []
+    finals = [s for s in env.watcher.seen if s["job_id"] == "lab/reused" and
               s["state"] in FINAL_STATES and "request" not in s]
     assert len(finals) == 1  # the job's own end, not published again for the other request
-    resent = {**_job("reused", [env.slides / "b11.jpg"]), "submitted_at": "again"}
+    resent = {**_job("lab/reused", [env.slides / "b11.jpg"]), "submitted_at": "again"}
     env.watcher.submit(resent)
-    again = _next_final_state(env.watcher, "reused")
+    again = _next_final_state(env.watcher, "lab/reused")
     assert [row["slide"] for row in again["results"]] == ["b11"]  # the job's own answer
     assert again["results"] == finals[0]["results"]
     store = _store(env.tmp_path)
-    assert [row["slide"] for row in store.slide_results("reused")] == ["b11"]
+    assert [row["slide"] for row in store.slide_results("lab/reused")] == ["b11"]
     store.close()
 
 
@@ -2073,17 +2086,17 @@ def test_a_request_under_a_running_job_s_id_for_other_slides_is_refused_and_the_
     backend = GatedBackend(delay_s=0)
     backend.flowing.clear()  # the job's tiles wait in the model until the test lets them
     serve(env.config(), backend)
-    own = _job("busy-id", [env.slides / "b11.jpg"])
+    own = _job("lab/busy-id", [env.slides / "b11.jpg"])
     env.watcher.submit(own)
-    env.watcher.wait("busy-id", {"running"})
+    env.watcher.wait("lab/busy-id", {"running"})
     env.watcher.submit({**own, "submitted_at": "again"})  # its own, sent again
-    env.watcher.submit(_job("busy-id", [env.slides / "b12.jpg"]))
-    answer = env.watcher.wait_cancel_answer("busy-id", request="job")
+    env.watcher.submit(_job("lab/busy-id", [env.slides / "b12.jpg"]))
+    answer = env.watcher.wait_cancel_answer("lab/busy-id", request="job")
     assert (answer["state"], answer["reason"]) == ("running", (
-        "job id busy-id is taken: a job under it is running with other slides; a job id names "
+        "job id lab/busy-id is taken: a job under it is running with other slides; a job id names "
         "one request for good: submit this one under a new id"))
     backend.flowing.set()
-    final = _next_final_state(env.watcher, "busy-id", timeout_s=60)
+    final = _next_final_state(env.watcher, "lab/busy-id", timeout_s=60)
     assert (final["state"], [row["slide"] for row in final["results"]]) == ("done", ["b11"])
     assert [s for s in env.watcher.seen if s.get("request") == "job"] == [answer]  # one
 
@@ -2160,15 +2173,15 @@ def test_a_job_is_acknowledged_only_once_stored(env: Env, serve: Servers) -> Non
         raise sqlite3.OperationalError("disk I/O error")
 
     first.store.accept = store_is_down  # type: ignore[method-assign]
-    env.watcher.submit(_job("durable", [env.slides / "b11.jpg"]))
+    env.watcher.submit(_job("lab/durable", [env.slides / "b11.jpg"]))
     wait_until(lambda: len(attempts) >= 2, 20, poll_s=0.1)  # it retries, never acks
-    assert attempts[:2] == ["durable", "durable"]
+    assert attempts[:2] == ["lab/durable", "lab/durable"]
     serve.stop(first)  # dies with the job unacknowledged
     serve(config)  # same client id: the broker hands the unacknowledged job back
-    final = env.watcher.wait("durable", {"done", "failed"}, timeout_s=60)
+    final = env.watcher.wait("lab/durable", {"done", "failed"}, timeout_s=60)
     assert final["state"] == "done"
     store = _store(env.tmp_path)
-    assert [row["slide_index"] for row in store.slide_results("durable")] == [0]
+    assert [row["slide_index"] for row in store.slide_results("lab/durable")] == [0]
     store.close()
 
 
@@ -2191,8 +2204,8 @@ def test_a_job_s_end_stored_whose_answer_was_lost_is_still_published(
         return ended
 
     server.store.finish = committed_then_lost  # type: ignore[method-assign]
-    env.watcher.submit(_job("answer-lost", [env.slides / "b11.jpg"]))
-    final = env.watcher.wait("answer-lost", {"done", "failed", "cancelled"}, timeout_s=60)
+    env.watcher.submit(_job("lab/answer-lost", [env.slides / "b11.jpg"]))
+    final = env.watcher.wait("lab/answer-lost", {"done", "failed", "cancelled"}, timeout_s=60)
     assert (final["state"], final["slides_done"]) == ("done", 1)
     assert "taken over" not in caplog.text
 
@@ -2218,8 +2231,8 @@ def test_a_store_outage_is_said_once_and_when_it_ends_not_at_each_retry(
         return accept(request, owner, lease_s)
 
     server.store.accept = down_three_times  # type: ignore[method-assign]
-    env.watcher.submit(_job("outage", [env.slides / "b11.jpg"]))
-    assert env.watcher.wait("outage", {"done", "failed"}, timeout_s=60)["state"] == "done"
+    env.watcher.submit(_job("lab/outage", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait("lab/outage", {"done", "failed"}, timeout_s=60)["state"] == "done"
     said = _store_said(caplog, "appliance.pathology.server")
     assert [level for level, _ in said] == ["ERROR", "WARNING"], said
     assert ": a read or write failed (disk I/O error" in said[0][1]
@@ -2246,11 +2259,11 @@ def test_a_job_sent_while_the_store_s_disk_is_full_is_said_once_and_done_once_sp
             server.store.accept = counted  # type: ignore[method-assign]
             time.sleep(0.3)  # SUBACK
             filler = fill(disk)
-            env.watcher.submit(_job("full-store", [env.slides / "b11.jpg"]))
+            env.watcher.submit(_job("lab/full-store", [env.slides / "b11.jpg"]))
             wait_until(lambda: len(tries) >= 4, 20, poll_s=0.1)
             assert len(tries) >= 4  # tried again each second, never acknowledged
             filler.unlink()
-            final = env.watcher.wait("full-store", {"done", "failed"}, timeout_s=60)
+            final = env.watcher.wait("lab/full-store", {"done", "failed"}, timeout_s=60)
     assert final["state"] == "done"
     said = _store_said(caplog, "appliance.pathology.server")
     assert [level for level, _ in said] == ["ERROR", "WARNING"], said
@@ -2293,8 +2306,8 @@ def test_a_slide_result_the_store_fails_to_take_is_said_once_and_when_it_is_stor
         return store_slide(row)
 
     server.finisher.store.store_slide = down_three_times  # type: ignore[method-assign]
-    env.watcher.submit(_job("slide-outage", [env.slides / "b11.jpg"]))
-    assert env.watcher.wait("slide-outage", {"done", "failed"}, timeout_s=60)["state"] == "done"
+    env.watcher.submit(_job("lab/slide-outage", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait("lab/slide-outage", {"done", "failed"}, timeout_s=60)["state"] == "done"
     said = _store_said(caplog, "appliance.pathology.finisher")
     assert [level for level, _ in said] == ["ERROR", "WARNING"], said
     assert ": storing a slide result failed (database or disk is full" in said[0][1]
@@ -2339,8 +2352,8 @@ def test_a_finisher_whose_store_cannot_be_opened_at_start_waits_for_it(
     monkeypatch.setattr(PathologyServer, "store_for_thread", unreachable_twice)
     caplog.set_level(logging.WARNING, logger="appliance.pathology.finisher")
     serve(env.config())
-    env.watcher.submit(_job("late-store", [env.slides / "b11.jpg"]))
-    final = env.watcher.wait("late-store", {"done", "failed", "cancelled"})
+    env.watcher.submit(_job("lab/late-store", [env.slides / "b11.jpg"]))
+    final = env.watcher.wait("lab/late-store", {"done", "failed", "cancelled"})
     assert final["state"] == "done"
     said = [record.getMessage() for record in caplog.records
             if record.name == "appliance.pathology.finisher"]

@@ -49,21 +49,21 @@ def test_a_request_carrying_megabytes_of_user_properties_never_reaches_the_serve
     client.on_message = lambda c, u, m: m.payload and states.update(
         {json.loads(m.payload)["job_id"]: json.loads(m.payload)["state"]})
     client.connect(mqtt_broker.host, mqtt_broker.port)
-    client.subscribe(state_topic(topic_prefix, "+"), 1)
+    client.subscribe(state_topic(topic_prefix, "+/+"), 1)
     client.loop_start()
     padded = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     padded.UserProperty = [(f"k{i}", "x" * 60_000) for i in range(40)]  # 2.4 MB
     try:
-        for job_id, properties in (("big", padded), ("after", None)):
+        for job_id, properties in (("lab/big", padded), ("lab/after", None)):
             # a slide that is not there: the server refuses the job at once, saying so
             request = {"schema": JOB_SCHEMA, "job_id": job_id, "submitted_at": "",
                        "slides": [{"path": str(served / "absent.jpg"), "um_per_px": 1.0}]}
             client.publish(request_topic(topic_prefix, job_id), json.dumps(request).encode(),
                            qos=1, retain=True, properties=properties).wait_for_publish(30)
-        assert wait_until(lambda: states.get("after") == "failed", 30), states
-        assert "big" not in states  # on main: refused as "after" is, read whole first
+        assert wait_until(lambda: states.get("lab/after") == "failed", 30), states
+        assert "lab/big" not in states  # on main: refused as "after" is, read whole first
     finally:
-        for job_id in ("big", "after"):
+        for job_id in ("lab/big", "lab/after"):
             for topic in (request_topic(topic_prefix, job_id), state_topic(topic_prefix, job_id)):
                 client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
         client.disconnect()

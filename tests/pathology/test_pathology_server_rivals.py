@@ -145,22 +145,23 @@ def test_a_server_starting_where_another_may_run_takes_no_job_for_a_while(
     monkeypatch.setattr(time, "monotonic", clock)
     config = _config(tmp_path, mqtt_broker, topic_prefix, "lab-0")
     (tmp_path / "slides" / "a.jpg").write_bytes(b"")
-    request = json.dumps({"schema": JOB_SCHEMA, "job_id": "j1", "submitted_at": "",
+    request = json.dumps({"schema": JOB_SCHEMA, "job_id": "lab/j1", "submitted_at": "",
                           "slides": [{"path": str(tmp_path / "slides" / "a.jpg"),
                                       "um_per_px": 1.0}]}).encode()
     store = open_pathology_store(config.store.url)
     server = PathologyServer(config, store)  # never connected: events are fed by hand
     other = Presence("lab-0", {}, started_at="2026-01-01T00:00:00.000Z")
     server._handle("presence", (other.will(),))  # noqa: SLF001 - the events, fed by hand
-    server._handle("job", ("j1", request, 1, 0))  # noqa: SLF001
-    assert store.job("j1") is None
+    server._handle("job", ("lab/j1", request, 1, 0))  # noqa: SLF001
+    assert store.job("lab/j1") is None
     clock.now_s += PROBATION_S
-    server._handle("job", ("j1", request, 1, 0))  # noqa: SLF001 - its turn comes again
-    assert store.job("j1") is not None
+    server._handle("job", ("lab/j1", request, 1, 0))  # noqa: SLF001 - its turn comes again
+    assert store.job("lab/j1") is not None
     calm = PathologyServer(config, store)
     calm._handle("presence", (other.payload("offline"),))  # noqa: SLF001 - a clean stop
-    calm._handle("job", ("j2", request.replace(b'"j1"', b'"j2"'), 2, 0))  # noqa: SLF001
-    assert store.job("j2") is not None
+    second = request.replace(b'"lab/j1"', b'"lab/j2"')
+    calm._handle("job", ("lab/j2", second, 2, 0))  # noqa: SLF001
+    assert store.job("lab/j2") is not None
     store.close()
 
 
@@ -217,12 +218,12 @@ def test_a_server_under_the_name_of_a_running_earlier_version_stops_and_leaves_i
     legacy.connect(mqtt_broker.host, mqtt_broker.port)
     legacy.loop_start()
     (tmp_path / "slides" / "a.jpg").write_bytes(b"")
-    request = json.dumps({"schema": JOB_SCHEMA, "job_id": "j1", "submitted_at": "",
+    request = json.dumps({"schema": JOB_SCHEMA, "job_id": "lab/j1", "submitted_at": "",
                           "slides": [{"path": str(tmp_path / "slides" / "a.jpg"),
                                       "um_per_px": 1.0}]})
     try:
         assert wait_until(legacy.is_connected, timeout_s=10)
-        legacy.publish(request_topic(topic_prefix, "j1"), request, qos=1,
+        legacy.publish(request_topic(topic_prefix, "lab/j1"), request, qos=1,
                        retain=True).wait_for_publish(5)
         codes: list[int] = []
         stop = threading.Event()
@@ -239,7 +240,7 @@ def test_a_server_under_the_name_of_a_running_earlier_version_stops_and_leaves_i
         store.close()
     finally:
         with suppress(RuntimeError):  # not connected: nothing to clear with
-            legacy.publish(request_topic(topic_prefix, "j1"), b"", qos=1,
+            legacy.publish(request_topic(topic_prefix, "lab/j1"), b"", qos=1,
                            retain=True).wait_for_publish(5)
         legacy.disconnect()
         legacy.loop_stop()

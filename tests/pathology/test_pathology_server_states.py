@@ -32,7 +32,7 @@ class States:
         self.client.on_message = lambda c, u, m: m.payload and self.seen.append(
             (json.loads(m.payload), getattr(m.properties, "MessageExpiryInterval", None)))
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe(state_topic(prefix, "+"), 1)
+        self.client.subscribe(state_topic(prefix, "+/+"), 1)
         self.client.loop_start()
 
     def ended(self, job_id: str) -> bool:
@@ -79,15 +79,16 @@ def test_an_ended_job_s_state_expires_and_a_running_one_s_does_not(
     """Before, every final state (up to max_job_bytes each) stayed retained forever."""
     Image.new("RGB", (256, 256), (250, 250, 250)).save(served / "blank.jpg")
     states = States(mqtt_broker, topic_prefix)
-    _submit(mqtt_broker, topic_prefix, "ran", served / "blank.jpg")
-    _submit(mqtt_broker, topic_prefix, "refused", served.parent / "outside.jpg")
-    assert wait_until(lambda: states.ended("ran") and states.ended("refused"), timeout_s=60)
+    _submit(mqtt_broker, topic_prefix, "lab/ran", served / "blank.jpg")
+    _submit(mqtt_broker, topic_prefix, "lab/refused", served.parent / "outside.jpg")
+    assert wait_until(lambda: states.ended("lab/ran") and states.ended("lab/refused"), timeout_s=60)
     states.close()
     expiry = {(state["job_id"], state["state"]): keep for state, keep in states.seen}
-    assert expiry[("ran", "queued")] is None
+    assert expiry[("lab/ran", "queued")] is None
     finals = [keep for (job_id, state), keep in expiry.items() if state in ("done", "failed")]
     assert len(finals) == 2
     assert all(keep is not None and 0 < keep <= KEEP_S for keep in finals)
     retained = States(mqtt_broker, topic_prefix)  # read again: the broker still has them
-    assert wait_until(lambda: retained.ended("ran") and retained.ended("refused"), timeout_s=10)
+    assert wait_until(lambda: retained.ended("lab/ran") and retained.ended("lab/refused"),
+                      timeout_s=10)
     retained.close()
