@@ -248,11 +248,14 @@ def _halt_here(
                                   "reports first, as a deploy's halt does") from exc
         with closing(watcher):
             halted = halt_stopped(store, repo, rollout_id, reason, watcher.devices())
+            for device in halted.withdrawn:  # told now, not at their next check
+                watcher.notify(*device, rollout_id)
     kept = (f"; {halted.kept} device(s) installed it after its deploy stopped and keep it"
             if halted.kept else "")
     print(escape_controls(f"rollout {rollout_id} halted (no deploy was running it; "
-                          f"{halted.withdrawn} assignment(s) withdrawn, {halted.put_back} of "
-                          f"them put back to what they replaced{kept}): {reason}"))
+                          f"{len(halted.withdrawn)} assignment(s) withdrawn, {halted.put_back} "
+                          f"of them put back to what they replaced, their kiosks told{kept}): "
+                          f"{reason}"))
     return 0
 
 

@@ -87,7 +87,7 @@ def assignments_before(
 class StoppedHalt(NamedTuple):
     """What a halt of a rollout whose deploy is gone did."""
 
-    withdrawn: int  # assignments withdrawn
+    withdrawn: list[Device]  # assignments withdrawn (their kiosks to be told)
     put_back: int  # of them, with the assignment from before put back
     kept: int  # devices that installed the release since the deploy last heard them
 
@@ -120,7 +120,7 @@ def halt_stopped(
     _record_halt(store, rollout_id, reason, {
         device: (unfinished[device][0], *outcome, _running(views.get(device)))
         for device, outcome in outcomes.items()})
-    return StoppedHalt(len(withdrawn), len(restore), len(ours) - len(withdrawn))
+    return StoppedHalt(withdrawn, len(restore), len(ours) - len(withdrawn))
 
 
 def _unfinished(store: Store, rollout_id: str) -> dict[Device, tuple[str, str | None]]:

@@ -295,6 +295,9 @@ class Rollout:
         )
 
     def _halt(self, reason: str) -> None:
+        """Withdraw the assignments of the devices that did not install the release, put back
+        those they replaced, and tell their kiosks at once: they learnt it at their next check
+        (``updates.check_interval_s``, an hour by default)."""
         self._hear_late(self.watcher.devices())
         withdrawn = [*(d for d, o in self.outcomes.items() if o[0] != "installed"),
                      *self.not_awaited]
@@ -307,6 +310,8 @@ class Rollout:
                                 f"{NOT_AWAITED}; the rollout halted and {undone}", None)
         log.error("rollout %s %s", self.rollout_id, reason)
         self._record_rollout("halted", reason)
+        for device in withdrawn:  # recorded first: a notice may wait for the broker
+            self.watcher.notify(*device, self.rollout_id)
 
     # -- the store ------------------------------------------------------------------------
 

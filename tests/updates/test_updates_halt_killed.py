@@ -74,8 +74,8 @@ def test_a_kiosk_that_installed_after_its_deploy_stopped_keeps_the_release(
     capsys.readouterr()
     assert main(["models", "halt", MODEL, "--repo", str(fleet.repo.dir), "--store", url]) == 0
     said = capsys.readouterr().out
-    assert ("1 assignment(s) withdrawn, 1 of them put back to what they replaced; 1 device(s) "
-            "installed it after its deploy stopped and keep it") in said, said
+    assert ("1 assignment(s) withdrawn, 1 of them put back to what they replaced, their kiosks "
+            "told; 1 device(s) installed it after its deploy stopped and keep it") in said, said
     now = assignments(fleet.repo)
     assert now[k1] == signed[k1]  # installed: kept
     assert now[k2].version == "1.0.0"  # put back
@@ -94,6 +94,25 @@ def test_a_kiosk_that_installed_after_its_deploy_stopped_keeps_the_release(
     shown = {row["device_id"]: row for row in json.loads(capsys.readouterr().out)["devices"]}
     assert (shown["k1"]["running"], shown["k1"]["targeted"], shown["k1"]["state"]) == (
         "1.1.0", f"{MODEL} 1.1.0", "installed")
+
+
+def test_a_halt_of_a_stopped_deploy_tells_the_kiosks_it_puts_back_at_once(
+    fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """k2, assigned 1.0.5 and not told yet, was in the wave of 1.1.0 whose deploy stopped
+    before it told anyone. The halt put 1.0.5 back, and k2 learnt of it only at its next check
+    (`updates.check_interval_s`, an hour by default). It is told at once now, and installs it."""
+    _broker_env(fleet, monkeypatch)
+    url = f"sqlite:///{fleet.tmp / 'rollouts.sqlite3'}"
+    kiosk = fleet.kiosk("k2")
+    assert events.wait_until(lambda: kiosk.updater is not None and kiosk.updater.checks >= 1,
+                             60)
+    fleet.assign(fleet.release("1.0.5"), ["k2"])
+    plan = RolloutPlan(fleet.release("1.1.0"), [(fleet.site, "k2")], canaries=0, timeout_s=30)
+    with closing(open_store(url)) as store, pytest.raises(_Stopped):
+        Rollout(fleet.repo, _GoneAtFirstLook(), store, plan).run()  # type: ignore[arg-type]
+    assert main(["models", "halt", MODEL, "--repo", str(fleet.repo.dir), "--store", url]) == 0
+    assert events.wait_until(lambda: _installed(events, "k2", "1.0.5"), 30)
 
 
 def test_a_halt_that_cannot_reach_the_broker_for_its_last_look_changes_nothing(

@@ -108,7 +108,7 @@ def test_a_halt_of_a_stopped_deploy_puts_back_what_its_wave_replaced(
     repo, _, earlier = _stopped_mid_wave(tmp_path, store)
     [(rollout_id, state)] = store.query("SELECT rollout_id, state FROM rollouts", [])
     assert state == "interrupted"
-    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == (3, 2, 0)
+    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == ([A, B, C], 2, 0)
     assert assignments(repo) == earlier
     rows = store.query("SELECT device_id, state, reason FROM rollout_devices ORDER BY device_id",
                        [])
@@ -134,7 +134,7 @@ def test_a_halt_finds_the_devices_a_deploy_signed_but_was_stopped_before_recordi
         repo, _, earlier = _stopped_mid_wave(tmp_path, store)
     assert store.query("SELECT * FROM rollout_devices", []) == []
     [(rollout_id,)] = store.query("SELECT rollout_id FROM rollouts", [])
-    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == (3, 2, 0)
+    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == ([A, B, C], 2, 0)
     assert assignments(repo) == earlier
     assert store.query("SELECT device_id, phase, state FROM rollout_devices ORDER BY device_id",
                        []) == [("a", "wave 1", "withdrawn"), ("b", "wave 1", "withdrawn"),
@@ -166,7 +166,7 @@ def test_a_halt_of_a_stopped_deploy_hears_each_device_as_its_deploy_would(
     views = {A: _report(A, rollout_id, "installed", healthy=True),
              B: _report(B, rollout_id, "rejected", reason="self-test failed"),
              C: _report(C, rollout_id, "installed")}
-    assert halt_stopped(store, repo, rollout_id, "halted by test", views) == (2, 1, 1)
+    assert halt_stopped(store, repo, rollout_id, "halted by test", views) == ([B, C], 1, 1)
     assert assignments(repo) == {A: signed[A], B: earlier[B]}  # c: none, as before
     rows = store.query("SELECT device_id, state, reason, running_version FROM rollout_devices "
                        "ORDER BY device_id", [])
@@ -210,7 +210,7 @@ def test_a_halt_of_a_stopped_deploy_keeps_what_it_recorded_of_a_wave_that_ended(
         Rollout(repo, _SecondWaveStops(), store, plan).run()  # type: ignore[arg-type]
     [(rollout_id,)] = store.query("SELECT rollout_id FROM rollouts", [])
     views = {A: _report(A, rollout_id, "installed", healthy=True)}
-    assert halt_stopped(store, repo, rollout_id, "halted by test", views) == (2, 2, 0)
+    assert halt_stopped(store, repo, rollout_id, "halted by test", views) == ([A, B], 2, 0)
     assert assignments(repo) == earlier
     rows = store.query("SELECT device_id, phase, state, reason FROM rollout_devices "
                        "ORDER BY device_id", [])
