@@ -70,6 +70,8 @@ def _row(device: Device, view: DeviceView | None, targeted: Any, rollouts: Any) 
         "reason": state.reason if state is not None else None,
         "rollout": rollout[0] if rollout else None,
         "rollout_state": rollout[1] if rollout else None,
+        # installed, kept (serving the release as the rollout halted), withdrawn, timeout, ...
+        "rollout_device_state": rollout[2] if rollout else None,
         "rollout_reason": rollout[3] if rollout else None,
     }
 

@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,8 +42,14 @@ from appliance.updates.fleetdevices import (
     online_first,
 )
 from appliance.updates.fleetwatch import FleetWatcher
-from appliance.updates.halting import drop_request, halt_stopped, request_halt
-from appliance.updates.manifest import ManifestError, ModelManifest, semver_key
+from appliance.updates.halting import (
+    KEEPING,
+    drop_request,
+    halt_stopped,
+    request_halt,
+    serving_devices,
+)
+from appliance.updates.manifest import Device, ManifestError, ModelManifest, semver_key
 from appliance.updates.operations import (
     assignment_bytes,
     check_fleet_room,
@@ -54,7 +60,7 @@ from appliance.updates.operations import (
 from appliance.updates.release import load_once, runner_manifest, table_inputs
 from appliance.updates.repofiles import RepositoryError, make_readable_by_all
 from appliance.updates.repository import FileRepository
-from appliance.updates.rollout import Rollout, RolloutPlan
+from appliance.updates.rollout import SHOWN_DEVICES, Rollout, RolloutPlan
 from appliance.updates.rolloutrecords import mark_interrupted
 
 if TYPE_CHECKING:
@@ -170,7 +176,19 @@ def run_deploy(args: argparse.Namespace) -> int:
         print(escape_controls(f"{args.decision}: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(escape_controls(f"rollout {outcome.rollout_id} {outcome.state}: {outcome.reason}"))
+    if outcome.state == "halted":
+        print(escape_controls(_serving_line(outcome.serving(), args.name, args.version)))
     return 0 if outcome.state == "complete" else EXIT_HALTED
+
+
+def _serving_line(serving: Sequence[Device], name: str, version: str) -> str:
+    """Which kiosks a halted rollout leaves on its release (none taken back by the halt)."""
+    if not serving:
+        return f"no device serves {name} {version}: every assignment of it was withdrawn"
+    shown = ", ".join(f"{site}/{device_id}" for site, device_id in serving[:SHOWN_DEVICES])
+    more = f" and {len(serving) - SHOWN_DEVICES} more" if len(serving) > SHOWN_DEVICES else ""
+    return (f"{len(serving)} device(s) serve {name} {version} and keep it (a halt takes no "
+            f"kiosk back; `appliance models rollback` does): {shown}{more}")
 
 
 HALT_WAIT_S = 60.0  # for the running deploy to see the request (it looks every 0.1 s)
@@ -250,13 +268,18 @@ def _halt_here(
             halted = halt_stopped(store, repo, rollout_id, reason, watcher.devices())
             for device in halted.withdrawn:  # told now, not at their next check
                 watcher.notify(*device, rollout_id)
-    kept = (f"; {halted.kept} device(s) installed it after its deploy stopped and keep it"
-            if halted.kept else "")
     print(escape_controls(f"rollout {rollout_id} halted (no deploy was running it; "
                           f"{len(halted.withdrawn)} assignment(s) withdrawn, {halted.put_back} "
-                          f"of them put back to what they replaced, their kiosks told{kept}): "
+                          f"of them put back to what they replaced, their kiosks told): "
                           f"{reason}"))
+    print(escape_controls(_serving_line(halted.serving, *_release_of(store, rollout_id))))
     return 0
+
+
+def _release_of(store: Store, rollout_id: str) -> tuple[str, str]:
+    [(name, version)] = store.query(
+        "SELECT model_name, model_version FROM rollouts WHERE rollout_id = ?", [rollout_id])
+    return str(name), str(version)
 
 
 def _await_halt(store: Store, repo: FileRepository, rollout_id: str) -> str | None:
@@ -287,6 +310,8 @@ def _answered(store: Store, rollout_id: str, reason: str, state: str | None) -> 
     if state == "halted":
         first = "" if stored == reason else "on its own before it read the halt: "
         print(escape_controls(f"rollout {rollout_id} halted: {first}{stored}"))
+        print(escape_controls(_serving_line(serving_devices(store, rollout_id),
+                                            *_release_of(store, rollout_id))))
         return 0
     print(escape_controls(f"halt: rollout {rollout_id} ended {state} before the halt took hold "
                           f"({stored}); nothing halted (`appliance models rollback` takes "
@@ -366,4 +391,11 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
         lines.append(f"{row['site'] + '/' + row['device_id']:24} {row['running'] or '-':10} "
                      f"{row['targeted'] or '-':28} {row['state'] or '-':12} "
                      f"{row['rollout_state'] or '-':12} {why[:120]}")
+    kept = [f"{row['site']}/{row['device_id']}" for row in report["devices"]
+            if row["rollout_state"] == "halted" and row["rollout_device_state"] in KEEPING]
+    if kept:
+        more = f" and {len(kept) - SHOWN_DEVICES} more" if len(kept) > SHOWN_DEVICES else ""
+        lines.append(f"{len(kept)} device(s) serve the release of their halted rollout and keep "
+                     "it (a halt takes no kiosk back; `appliance models rollback` does): "
+                     f"{', '.join(kept[:SHOWN_DEVICES])}{more}")
     return "\n".join(escape_controls(line) for line in lines)

@@ -33,11 +33,12 @@ from appliance.updates.operations import assignments, unassign
 from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
 from appliance.updates.repository import FileRepository
 from appliance.updates.rolloutrecords import newest_stamp, stamp_after
-from appliance.updates.verdicts import verdict
+from appliance.updates.verdicts import KEPT, serves_through_halt, verdict
 
 HALT_REQUEST = ".rollout.halt"  # in the repository folder: `models halt` asks a deploy to halt
 MAX_HALT_REQUEST_BYTES = 4096
 PUT_BACK = "put back its assignment from before"
+KEEPING = ("installed", KEPT)  # device outcomes of a rollout that serve its release
 
 
 def record_replaced(
@@ -84,12 +85,19 @@ def assignments_before(
     return before
 
 
+def kept_reason(why: str, model: str, halt: str) -> str:
+    """What a device that serves the release as its rollout halts is recorded with (``why``:
+    ``verdicts.serves_through_halt``; ``halt``: why the rollout halted)."""
+    return (f"{why} as the rollout halted: keeps {model} and its assignment (a halt takes no "
+            f"kiosk back; `appliance models rollback` does); {halt}")
+
+
 class StoppedHalt(NamedTuple):
     """What a halt of a rollout whose deploy is gone did."""
 
     withdrawn: list[Device]  # assignments withdrawn (their kiosks to be told)
     put_back: int  # of them, with the assignment from before put back
-    kept: int  # devices that installed the release since the deploy last heard them
+    serving: list[Device]  # devices that serve the release and keep it
 
 
 def halt_stopped(
@@ -99,9 +107,11 @@ def halt_stopped(
     """Halt ``rollout_id``, whose deploy is no longer running (the caller holds the rollout
     lock), as its deploy halts: a last look at the newest reports (``views``) of the devices
     it still waited for, recording each verdict (``verdicts.verdict``), so that one that
-    installed the release since keeps it; then withdraw the assignments of the devices not
-    recorded installed, putting back what they replaced (a failure recorded before stays
-    recorded), and record the rollout ``halted``."""
+    installed the release since keeps it, and so does one whose report says it serves the
+    release whatever its wave recorded (``verdicts.serves_through_halt``: still in its health
+    check, or installed after its wave timed out); then withdraw the assignments of the others,
+    putting back what they replaced (a failure recorded before stays recorded), and record the
+    rollout ``halted``."""
     [(name, version)] = store.query(
         "SELECT model_name, model_version FROM rollouts WHERE rollout_id = ?", [rollout_id])
     unfinished = _unfinished(store, rollout_id)
@@ -110,17 +120,29 @@ def halt_stopped(
     awaited = [device for device in ours if unfinished[device][1] in (None, "assigned")]
     heard = {device: found for device in awaited if (found := verdict(
         views.get(device), (name, version), rollout_id, None)) is not None}
-    withdrawn = [device for device in ours if heard.get(device, ("",))[0] != "installed"]
+    kept = {device: (KEPT, kept_reason(why, f"{name} {version}", reason)) for device in ours
+            if heard.get(device, ("",))[0] != "installed"
+            and (why := serves_through_halt(views.get(device), (name, version))) is not None}
+    withdrawn = [device for device in ours
+                 if device not in kept and heard.get(device, ("",))[0] != "installed"]
     restore = replaced_by(store, rollout_id, withdrawn)
     if withdrawn:
         unassign(repo, withdrawn, restore)
     left = {device: ("withdrawn", f"{reason}; {PUT_BACK}" if device in restore else reason)
             for device in awaited if device in withdrawn}
-    outcomes = {**left, **heard}  # a device heard refusing it is recorded so, as a deploy does
+    outcomes = {**left, **heard, **kept}  # one heard refusing it is recorded so, as by a deploy
     _record_halt(store, rollout_id, reason, {
         device: (unfinished[device][0], *outcome, _running(views.get(device)))
         for device, outcome in outcomes.items()})
-    return StoppedHalt(withdrawn, len(restore), len(ours) - len(withdrawn))
+    return StoppedHalt(withdrawn, len(restore), serving_devices(store, rollout_id))
+
+
+def serving_devices(store: Store, rollout_id: str) -> list[Device]:
+    """The devices ``rollout_id`` recorded serving its release: installed and healthy, or
+    ``kept`` as it halted."""
+    return sorted((site, device_id) for site, device_id in store.query(
+        "SELECT site, device_id FROM rollout_devices WHERE rollout_id = ? AND state IN "
+        f"({', '.join('?' * len(KEEPING))})", [rollout_id, *KEEPING]))
 
 
 def _unfinished(store: Store, rollout_id: str) -> dict[Device, tuple[str, str | None]]:

@@ -43,10 +43,12 @@ from appliance.transport import payloads
 from appliance.updates import verdicts
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.halting import (
+    KEEPING,
     PUT_BACK,
     assignments_before,
     drop_request,
     halt_requested,
+    kept_reason,
     record_replaced,
     replaced_by,
 )
@@ -87,6 +89,11 @@ class RolloutOutcome:
     outcomes: dict[Device, tuple[str, str]]
     not_awaited: tuple[Device, ...] = ()  # assigned while offline; no report from them yet
 
+    def serving(self) -> list[Device]:
+        """The devices that serve the release and keep it: installed and healthy, or, as it
+        halted, serving it still in their health check or after their wave gave up on them."""
+        return sorted(d for d, (state, _) in self.outcomes.items() if state in KEEPING)
+
 
 def stop_cause(exc: BaseException) -> str:
     """What stopped a deploy, in an operator's words: Ctrl-C or the stop signal by its name
@@ -111,6 +118,7 @@ class Rollout:
         self.rollout_id = uuid.uuid4().hex[:12]
         self.outcomes: dict[Device, tuple[str, str]] = {}
         self.not_awaited: dict[Device, str] = {}  # offline when assigned: device -> its phase
+        self.phases: dict[Device, str] = {}  # every device assigned: device -> its phase
         self._started_s = time.monotonic()
         self._newest: datetime | None = None  # the last stamp recorded (``_stamp``)
         self._repository = repo.identity()
@@ -168,6 +176,7 @@ class Rollout:
         skipped = set() if phase == "canary" or plan.await_offline else self._offline(wave)
         self._record_replaced(wave, phase)
         assign(self.repo, wave, plan.manifest, decision=plan.decision, rollout=self.rollout_id)
+        self.phases.update(dict.fromkeys(wave, phase))
         for site, device_id in wave:
             offline = (site, device_id) in skipped
             self._record_device((site, device_id), phase, "assigned",
@@ -295,11 +304,13 @@ class Rollout:
         )
 
     def _halt(self, reason: str) -> None:
-        """Withdraw the assignments of the devices that did not install the release, put back
-        those they replaced, and tell their kiosks at once: they learnt it at their next check
-        (``updates.check_interval_s``, an hour by default)."""
-        self._hear_late(self.watcher.devices())
-        withdrawn = [*(d for d, o in self.outcomes.items() if o[0] != "installed"),
+        """Freeze the rollout: a device that serves the release keeps it (``_keep_serving``);
+        the others' assignments are withdrawn, those replaced put back, and their kiosks told
+        at once (they learnt it at their next check, an hour later by default)."""
+        views = self.watcher.devices()
+        self._hear_late(views)
+        self._keep_serving(views, reason)
+        withdrawn = [*(d for d, o in self.outcomes.items() if o[0] not in KEEPING),
                      *self.not_awaited]
         restore = replaced_by(self.store, self.rollout_id, withdrawn)
         if withdrawn:
@@ -312,6 +323,22 @@ class Rollout:
         self._record_rollout("halted", reason)
         for device in withdrawn:  # recorded first: a notice may wait for the broker
             self.watcher.notify(*device, self.rollout_id)
+
+    def _keep_serving(self, views: Mapping[Device, DeviceView], reason: str) -> None:
+        """Record ``kept`` each device not recorded installed whose newest report says it
+        serves the release (``verdicts.serves_through_halt``): one still in its health check,
+        one that installed after its wave stopped waiting for it. The halt put its older
+        assignment back, which it refused as a downgrade or, put back as a signed rollback,
+        carried out."""
+        for device in sorted(set(self.outcomes) | set(self.not_awaited)):
+            if self.outcomes.get(device, ("",))[0] == "installed":
+                continue
+            why = verdicts.serves_through_halt(views.get(device), self._release())
+            if why is not None:
+                self.not_awaited.pop(device, None)
+                self.outcomes[device] = (verdicts.KEPT, kept_reason(why, self._model(), reason))
+                self._record_device(device, self.phases.get(device, ""), *self.outcomes[device],
+                                    self._running(device))
 
     # -- the store ------------------------------------------------------------------------
 

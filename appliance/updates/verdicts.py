@@ -6,7 +6,9 @@ wave by it, and so does a halt's last look, whether the deploy halts or ``applia
 halt`` halts a rollout whose deploy is gone (``halting.halt_stopped``). A kiosk that installed
 the release since the look before keeps it however the rollout is halted; the halt of a
 killed deploy put its older assignment back, a downgrade the kiosk refused (or, put back as a
-signed rollback, carried out).
+signed rollback, carried out). So does one whose newest report says it serves the release,
+healthy or still in its health check, whatever its wave recorded (``serves_through_halt``):
+a halt freezes the rollout where it is, it takes no kiosk back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from appliance.transport import payloads
 from appliance.updates.fleetwatch import DeviceView
 
 FAILED_STATES = ("rejected", "rolled_back")
+KEPT = "kept"  # a device's record: it served the release as the rollout halted, and keeps it
 
 
 def verdict(
@@ -63,3 +66,22 @@ def already_serves(report: payloads.ModelState, release: tuple[str, str]) -> boo
         and about is not None and (about.name, about.version) == release
         and running is not None and (running.name, running.version) == release
     )
+
+
+def serves_through_halt(view: DeviceView | None, release: tuple[str, str]) -> str | None:
+    """Why a device keeps ``release`` (name, version) through a halt, or None: its newest
+    report says it serves the release, healthy or with its health check still running (not
+    rolled back). A halt that put its older assignment back on it anyway (one still in its
+    health check, one that installed after its wave stopped waiting for it) had it refuse a
+    plain downgrade, or carry out a signed rollback it was never asked for."""
+    report = view.state if view is not None else None
+    if report is None or report.state == "rolled_back":
+        return None
+    running = report.running
+    if running is None or (running.name, running.version) != release:
+        return None
+    if report.healthy is True:
+        return "serving it, healthy"
+    if report.state == "installed" and report.healthy is None:
+        return "serving it, its health check still running"
+    return f"serving it (its last report: {report.state})"

@@ -74,8 +74,10 @@ def test_a_kiosk_that_installed_after_its_deploy_stopped_keeps_the_release(
     capsys.readouterr()
     assert main(["models", "halt", MODEL, "--repo", str(fleet.repo.dir), "--store", url]) == 0
     said = capsys.readouterr().out
-    assert ("1 assignment(s) withdrawn, 1 of them put back to what they replaced, their kiosks "
-            "told; 1 device(s) installed it after its deploy stopped and keep it") in said, said
+    assert ("1 assignment(s) withdrawn, 1 of them put back to what they replaced, their "
+            "kiosks told") in said, said
+    assert (f"1 device(s) serve {MODEL} 1.1.0 and keep it (a halt takes no kiosk back; "
+            f"`appliance models rollback` does): {fleet.site}/k1") in said, said
     now = assignments(fleet.repo)
     assert now[k1] == signed[k1]  # installed: kept
     assert now[k2].version == "1.0.0"  # put back

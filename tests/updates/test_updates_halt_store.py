@@ -108,7 +108,7 @@ def test_a_halt_of_a_stopped_deploy_puts_back_what_its_wave_replaced(
     repo, _, earlier = _stopped_mid_wave(tmp_path, store)
     [(rollout_id, state)] = store.query("SELECT rollout_id, state FROM rollouts", [])
     assert state == "interrupted"
-    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == ([A, B, C], 2, 0)
+    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == ([A, B, C], 2, [])
     assert assignments(repo) == earlier
     rows = store.query("SELECT device_id, state, reason FROM rollout_devices ORDER BY device_id",
                        [])
@@ -134,7 +134,7 @@ def test_a_halt_finds_the_devices_a_deploy_signed_but_was_stopped_before_recordi
         repo, _, earlier = _stopped_mid_wave(tmp_path, store)
     assert store.query("SELECT * FROM rollout_devices", []) == []
     [(rollout_id,)] = store.query("SELECT rollout_id FROM rollouts", [])
-    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == ([A, B, C], 2, 0)
+    assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == ([A, B, C], 2, [])
     assert assignments(repo) == earlier
     assert store.query("SELECT device_id, phase, state FROM rollout_devices ORDER BY device_id",
                        []) == [("a", "wave 1", "withdrawn"), ("b", "wave 1", "withdrawn"),
@@ -155,9 +155,11 @@ def test_a_halt_of_a_stopped_deploy_hears_each_device_as_its_deploy_would(
     tmp_path: Path, store: Store
 ) -> None:
     """Reports sent after the deploy stopped: a installed 1.1.0, healthy; b refused it; c
-    installed it and is still on probation (not yet healthy). The halt withdrew all three and
-    recorded each `withdrawn`, a's install and b's reason lost. A running deploy's halt hears
-    them first: a keeps the release, b is recorded with its refusal, c is withdrawn."""
+    installed it and is still in its health check. The halt withdrew all three and recorded
+    each `withdrawn`, a's install and b's reason lost; then it withdrew c, which served the
+    release, and put its older assignment back. A running deploy's halt hears them first: a
+    keeps the release, b is recorded with its refusal, and c, still deciding, keeps it too
+    (`kept`): a halt takes no kiosk back."""
     from appliance.updates.halting import halt_stopped
 
     repo, _, earlier = _stopped_mid_wave(tmp_path, store)
@@ -166,13 +168,16 @@ def test_a_halt_of_a_stopped_deploy_hears_each_device_as_its_deploy_would(
     views = {A: _report(A, rollout_id, "installed", healthy=True),
              B: _report(B, rollout_id, "rejected", reason="self-test failed"),
              C: _report(C, rollout_id, "installed")}
-    assert halt_stopped(store, repo, rollout_id, "halted by test", views) == ([B, C], 1, 1)
-    assert assignments(repo) == {A: signed[A], B: earlier[B]}  # c: none, as before
+    assert halt_stopped(store, repo, rollout_id, "halted by test", views) == ([B], 1, [A, C])
+    assert assignments(repo) == {A: signed[A], B: earlier[B], C: signed[C]}
     rows = store.query("SELECT device_id, state, reason, running_version FROM rollout_devices "
                        "ORDER BY device_id", [])
     assert rows == [("a", "installed", "already serving it, healthy", "1.1.0"),
                     ("b", "rejected", "self-test failed", None),
-                    ("c", "withdrawn", "halted by test", "1.1.0")]
+                    ("c", "kept", "serving it, its health check still running as the rollout "
+                     "halted: keeps skin-texture-grade 1.1.0 and its assignment (a halt takes "
+                     "no kiosk back; `appliance models rollback` does); halted by test",
+                     "1.1.0")]
 
 
 class _SecondWaveStops:
@@ -191,14 +196,16 @@ class _SecondWaveStops:
         return {}
 
 
-def test_a_halt_of_a_stopped_deploy_keeps_what_it_recorded_of_a_wave_that_ended(
-    tmp_path: Path, store: Store
+@pytest.mark.parametrize("installed", [True, False], ids=["installed-since", "silent"])
+def test_a_halt_of_a_stopped_deploy_keeps_a_kiosk_that_installed_after_its_wave_timed_out(
+    tmp_path: Path, store: Store, installed: bool
 ) -> None:
-    """a's wave timed out (allowed: --max-failures 5), then the deploy stopped in b's wave; a
-    installed the release after that. A running deploy's halt no longer waits for a: it keeps
-    its `timeout` record and puts back its assignment from before (a refuses that downgrade,
-    docs/model-updates.md). This halt wrote over the record (`withdrawn`, the timeout's reason
-    lost), and a look at every device would have kept a on the release: one rule for both."""
+    """a's wave timed out (allowed: --max-failures 5), then the deploy stopped in b's wave.
+    a installed the release after that, healthy: the halt kept a's `timeout` record and put
+    its older assignment back, which a refused as a downgrade, or, put back as a signed
+    rollback, went back to. a serves the release: it is recorded `kept` and keeps its
+    assignment. Silent since, a keeps its `timeout` record (the halt wrote `withdrawn` over
+    it, the timeout's reason lost), as under a running deploy's halt."""
     from appliance.updates.halting import halt_stopped
 
     repo = init_repository(tmp_path / "repo")
@@ -209,14 +216,24 @@ def test_a_halt_of_a_stopped_deploy_keeps_what_it_recorded_of_a_wave_that_ended(
     with pytest.raises(_Stopped):
         Rollout(repo, _SecondWaveStops(), store, plan).run()  # type: ignore[arg-type]
     [(rollout_id,)] = store.query("SELECT rollout_id FROM rollouts", [])
-    views = {A: _report(A, rollout_id, "installed", healthy=True)}
-    assert halt_stopped(store, repo, rollout_id, "halted by test", views) == ([A, B], 2, 0)
-    assert assignments(repo) == earlier
+    signed = assignments(repo)
+    views = {A: _report(A, rollout_id, "installed", healthy=True)} if installed else {}
+    halted = halt_stopped(store, repo, rollout_id, "halted by test", views)
     rows = store.query("SELECT device_id, phase, state, reason FROM rollout_devices "
                        "ORDER BY device_id", [])
-    assert rows == [("a", "wave 1", "timeout", "no installed and healthy report within 0 s"),
-                    ("b", "wave 2", "withdrawn",
-                     "halted by test; put back its assignment from before")]
+    assert rows[1:] == [("b", "wave 2", "withdrawn",
+                         "halted by test; put back its assignment from before")]
+    assert assignments(repo)[B] == earlier[B]
+    if not installed:
+        assert halted == ([A, B], 2, [])
+        assert assignments(repo) == earlier
+        assert rows[0] == ("a", "wave 1", "timeout", "no installed and healthy report within 0 s")
+        return
+    assert halted == ([B], 1, [A])
+    assert assignments(repo)[A] == signed[A]
+    assert rows[0] == ("a", "wave 1", "kept", "serving it, healthy as the rollout halted: keeps "
+                       "skin-texture-grade 1.1.0 and its assignment (a halt takes no kiosk back; "
+                       "`appliance models rollback` does); halted by test")
 
 
 def test_a_halt_of_a_stopped_deploy_after_the_clock_was_set_back_is_shown_newest(
