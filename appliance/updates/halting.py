@@ -28,7 +28,7 @@ from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
 from appliance.transport import payloads
 from appliance.updates.fleetwatch import DeviceView
-from appliance.updates.manifest import Assignment, Device
+from appliance.updates.manifest import Assignment, Device, HaltedRelease
 from appliance.updates.operations import assignments, unassign
 from appliance.updates.repofiles import RepositoryError, read_regular_file, write_atomically
 from appliance.updates.repository import FileRepository
@@ -127,7 +127,8 @@ def halt_stopped(
                  if device not in kept and heard.get(device, ("",))[0] != "installed"]
     restore = replaced_by(store, rollout_id, withdrawn)
     if withdrawn:
-        unassign(repo, withdrawn, restore)
+        unassign(repo, withdrawn, restore, HaltedRelease(rollout=rollout_id, model=name,
+                                                         version=version))
     left = {device: ("withdrawn", f"{reason}; {PUT_BACK}" if device in restore else reason)
             for device in awaited if device in withdrawn}
     outcomes = {**left, **heard, **kept}  # one heard refusing it is recorded so, as by a deploy

@@ -141,18 +141,43 @@ class ModelUpdater(threading.Thread):
                 self._start_probation(offer.manifest.label_shares(), self.store.read().previous)
                 self._report("installed", offer, "serving the assigned model since start")
             return
+        if self._keeps_through_halt(offer) or self._refused_before(offer):
+            return
+        try:
+            self._install(updater, offer)
+        except UpdateRefusedError as exc:
+            self._refused(offer, exc)
+
+    def _refused_before(self, offer: Offer) -> bool:
+        """Whether ``offer`` was refused here already: for good (said again once when
+        assigned anew), or as the same downgrade while the serving model stays (said once,
+        retained: the same refusal every check_interval_s is noise)."""
         if offer.sha256 in self._rejected:
             if offer.assignment.rollout != self._rollout:  # assigned anew: say why, once
                 self._report("rejected", offer, "rejected on this kiosk before (it failed its "
                              "self-test or its health check here); not tried again: release "
                              "a new version")
-            return
-        if self._refused_downgrade == self._downgrade(offer):
-            return  # said once (retained): the same refusal every check_interval_s is noise
-        try:
-            self._install(updater, offer)
-        except UpdateRefusedError as exc:
-            self._refused(offer, exc)
+            return True
+        return self._refused_downgrade == self._downgrade(offer)
+
+    def _keeps_through_halt(self, offer: Offer) -> bool:
+        """Whether ``offer`` is an assignment a halt put back (``Assignment.halted``) while
+        this kiosk serves the halted release: it installed it after the halt's last look at
+        the fleet (or during it), and keeps it, as that look would have had it; said once
+        (retained). It refused the older release as a downgrade, or, put back as a signed
+        rollback, went back to it: a downgrade no operator asked for."""
+        halted, assigned = offer.assignment.halted, offer.assignment
+        if halted is None or (self.serving.name, self.serving.version) != (
+                halted.model, halted.version):
+            return False
+        if self._refused_downgrade != self._downgrade(offer):
+            self._refused_downgrade = self._downgrade(offer)
+            self._report("rejected", offer, (
+                f"keeps {halted.model} {halted.version}: the assignment of {assigned.model} "
+                f"{assigned.version} was put back by the halt of rollout {halted.rollout}, "
+                f"after this kiosk had installed {halted.version}; a halt takes no kiosk back, "
+                "only a signed rollback (`appliance models rollback`) does"))
+        return True
 
     def _downgrade(self, offer: Offer) -> tuple[str, str, str]:
         return offer.sha256, offer.assignment.rollout, self.serving.version

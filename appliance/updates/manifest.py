@@ -71,14 +71,32 @@ class ModelManifest(_Frozen):
         return shares
 
 
+class HaltedRelease(_Frozen):
+    """The rollout whose halt put an assignment back, and the release it was rolling out."""
+
+    rollout: str = Field(min_length=1, max_length=64)
+    model: Name
+    version: str = Field(pattern=SEMVER.pattern)
+
+
 class Assignment(_Frozen):
-    """The model a device should run: the content of ``devices/{site}/{device}.json``."""
+    """The model a device should run: the content of ``devices/{site}/{device}.json``.
+
+    ``halted``: the assignment is the one a halt put back (``operations.unassign``); a kiosk
+    that serves the halted release by then (it installed it after the halt's last look at the
+    fleet) keeps it: a halt takes no kiosk back, only a signed rollback does. Written only when
+    set, so every other assignment reads as before."""
 
     model: Name
     version: str = Field(pattern=SEMVER.pattern)
     target: str = Field(min_length=1, max_length=256)
     decision: Literal["deploy", "rollback"] = "deploy"
     rollout: str = Field(min_length=1, max_length=64)
+    halted: HaltedRelease | None = None
+
+    def signed_bytes(self) -> bytes:
+        """The file the fleet role signs (a field not set is left out)."""
+        return self.model_dump_json(exclude_none=True).encode()
 
 
 def model_target(name: str, version: str) -> str:

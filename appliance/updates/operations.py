@@ -21,6 +21,7 @@ from appliance.updates.manifest import (
     MAX_ASSIGNMENT_BYTES,
     MAX_TARGETS_METADATA_BYTES,
     Assignment,
+    HaltedRelease,
     ModelManifest,
     assignment_target,
     check_target_path,
@@ -213,7 +214,7 @@ def assignment_bytes(manifest: ModelManifest, decision: str, rollout_id: str) ->
         decision=decision,  # type: ignore[arg-type]
         rollout=rollout_id,
     )
-    return body.model_dump_json().encode()
+    return body.signed_bytes()
 
 
 def check_fleet_room(repo: FileRepository, devices: Sequence[tuple[str, str]],
@@ -236,13 +237,16 @@ def unassign(
     repo: FileRepository,
     devices: Sequence[tuple[str, str]],
     restore: Mapping[tuple[str, str], Assignment] | None = None,
+    halted: HaltedRelease | None = None,
 ) -> None:
     """Remove the assignments of ``devices`` (they keep what they run), putting back for those
-    in ``restore`` the assignment they had before, in one new version of the fleet role."""
+    in ``restore`` the assignment they had before, in one new version of the fleet role; each
+    put back names the ``halted`` rollout and release, if any (``Assignment.halted``)."""
     with repo.locked():
         repo.check_keys(FLEET, *PUBLISHING_ROLES)
-        restored = [repo.store_target(assignment.model_dump_json().encode(),
-                                      assignment_target(*device))
+        restored = [repo.store_target(
+                        assignment.model_copy(update={"halted": halted}).signed_bytes(),
+                        assignment_target(*device))
                     for device, assignment in (restore or {}).items()]
         with repo.edit_targets(FLEET) as fleet:
             for site, device_id in devices:

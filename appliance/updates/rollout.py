@@ -52,7 +52,7 @@ from appliance.updates.halting import (
     record_replaced,
     replaced_by,
 )
-from appliance.updates.manifest import Assignment, Device, ModelManifest
+from appliance.updates.manifest import Assignment, Device, HaltedRelease, ModelManifest
 from appliance.updates.operations import assign, assignments, unassign
 from appliance.updates.repository import FileRepository
 from appliance.updates.rolloutrecords import newest_stamp, stamp_after
@@ -314,7 +314,7 @@ class Rollout:
                      *self.not_awaited]
         restore = replaced_by(self.store, self.rollout_id, withdrawn)
         if withdrawn:
-            unassign(self.repo, withdrawn, restore)
+            unassign(self.repo, withdrawn, restore, self._halted())
         for device, phase in self.not_awaited.items():
             undone = PUT_BACK if device in restore else "withdrew its assignment"
             self._record_device(device, phase, "withdrawn",
@@ -339,6 +339,10 @@ class Rollout:
                 self.outcomes[device] = (verdicts.KEPT, kept_reason(why, self._model(), reason))
                 self._record_device(device, self.phases.get(device, ""), *self.outcomes[device],
                                     self._running(device))
+
+    def _halted(self) -> HaltedRelease:
+        return HaltedRelease(rollout=self.rollout_id, model=self.plan.manifest.name,
+                             version=self.plan.manifest.version)
 
     # -- the store ------------------------------------------------------------------------
 

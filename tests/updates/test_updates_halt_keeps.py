@@ -1,7 +1,7 @@
 """A halted rollout takes no kiosk back: one that serves the release (still in its health
-check, or installed after its wave gave up on it) keeps it, the others get their older
-assignment back and are told at once; real kiosks on the shared broker, the rollout recorded
-in SQLite and PostgreSQL."""
+check, installed after its wave gave up on it, or after the halt's last look) keeps it, the
+others get their older assignment back and are told at once; real kiosks on the shared broker,
+the rollout recorded in SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from updates_helpers import Fleet
+from updates_helpers import Fleet, unmarked
 
 from appliance.backoffice.store import Store, open_store
 from appliance.config import config_from_mapping
@@ -46,11 +46,12 @@ def watcher(fleet: Fleet) -> Iterator[FleetWatcher]:
 
 
 class _Partly:
-    """The fleet as the deploy sees it, but for ``lost``, whose first notice is lost (it
-    installs at its next check)."""
+    """The fleet as the deploy sees it, but for ``lost``, whose notice is lost (it installs at
+    its next check), and ``unheard``, whose model reports do not reach the deploy in time."""
 
-    def __init__(self, watcher: FleetWatcher, lost: Device) -> None:
-        self.watcher, self.lost = watcher, lost
+    def __init__(self, watcher: FleetWatcher, lost: Device | None = None,
+                 unheard: Device | None = None) -> None:
+        self.watcher, self.lost, self.unheard = watcher, lost, unheard
         self.told: list[Device] = []
 
     def notify(self, site: str, device_id: str, rollout_id: str) -> None:
@@ -59,7 +60,10 @@ class _Partly:
             self.watcher.notify(site, device_id, rollout_id)
 
     def devices(self) -> dict[Device, DeviceView]:
-        return self.watcher.devices()
+        views = self.watcher.devices()
+        if self.unheard in views:
+            views[self.unheard] = DeviceView(*self.unheard, status=views[self.unheard].status)
+        return views
 
 
 def _serves(events: ModelEvents, device_id: str, state: str, version: str,
@@ -97,7 +101,7 @@ def test_a_kiosk_in_its_health_check_keeps_the_release_and_the_others_are_told_a
     assert outcome.serving() == [k1]
     now = assignments(fleet.repo)
     assert now[k1].version == "1.1.0"  # kept, not put back
-    assert now[k2] == before[k2]  # put back
+    assert unmarked(now)[k2] == before[k2]  # put back
     assert events.wait_until(lambda: _serves(events, "k2", "installed", "1.0.5", True), 30)
     assert fleet.daemons["k1"].classifier is not None
     assert fleet.daemons["k1"].classifier.version == "1.1.0"
@@ -145,7 +149,7 @@ def test_a_kiosk_that_installed_after_its_wave_timed_out_keeps_the_release_throu
     assert outcome.outcomes[k1][0] == "kept", outcome.outcomes
     now = assignments(fleet.repo)
     assert now[k1].version == "1.1.0"  # kept, not put back
-    assert now[mute] == before[mute]  # put back
+    assert unmarked(now)[mute] == before[mute]  # put back
     assert dict(store.query("SELECT device_id, state FROM rollout_devices", [])) == {
         "k1": "kept", "mute": "halted"}
     checked = kiosk.updater.checks
@@ -153,3 +157,47 @@ def test_a_kiosk_that_installed_after_its_wave_timed_out_keeps_the_release_throu
     assert events.wait_until(lambda: kiosk.updater is not None
                              and kiosk.updater.checks > checked, 30)
     assert _serves(events, "k1", "installed", "1.1.0", True)  # nothing refused
+
+
+def test_a_kiosk_that_installs_after_the_halt_s_last_look_keeps_the_release(
+    fleet: Fleet, events: ModelEvents, watcher: FleetWatcher, store: Store,
+) -> None:
+    """k1 installed 1.1.0, healthy, but its reports had not reached the deploy when the wave
+    timed out and the halt took its last look: the halt put back k1's assignment from before,
+    a signed rollback to 1.0.5, and k1 carried it out, a downgrade no operator asked for. The
+    assignment put back names the halted release now: k1, serving it, keeps it and says so
+    once, retained, which status shows."""
+    k1 = (fleet.site, "k1")
+    kiosk = fleet.kiosk("k1")
+    assert events.wait_until(lambda: _checked(fleet, "k1"), 60)
+    fleet.assign(fleet.release("1.0.5"), ["k1"], decision="rollback")
+    plan = RolloutPlan(fleet.release("1.1.0"), [k1], canaries=0, timeout_s=6)
+    outcome = Rollout(fleet.repo, _Partly(watcher, unheard=k1), store, plan).run()
+    assert outcome.state == "halted"
+    assert outcome.outcomes[k1][0] == "timeout"  # it did not hear k1
+    put_back = assignments(fleet.repo)[k1]
+    assert (put_back.version, put_back.decision) == ("1.0.5", "rollback")
+    assert kiosk.updater is not None
+    kiosk.updater.notify()  # its next check, if the halt's notice did not come first
+    assert events.wait_until(lambda: _serves(events, "k1", "rejected", "1.0.5")
+                             or _serves(events, "k1", "installed", "1.0.5", True), 30)
+    assert kiosk.classifier is not None
+    assert kiosk.classifier.version == "1.1.0"  # not taken back to 1.0.5
+    state = events.last_state("k1")
+    assert state is not None
+    assert state.state == "rejected"
+    assert state.reason is not None
+    assert state.reason.startswith("keeps skin-texture-grade 1.1.0: the assignment of "
+                                   f"skin-texture-grade 1.0.5 was put back by the halt of "
+                                   f"rollout {outcome.rollout_id}"), state.reason
+    checked = kiosk.updater.checks
+    for more in (1, 2):  # as every check_interval_s does: said once
+        kiosk.updater.notify()
+        assert events.wait_until(lambda n=more: kiosk.updater is not None
+                                 and kiosk.updater.checks >= checked + n, 30)
+    refusals = [s for s in events.states["k1"] if s.state == "rejected"]
+    assert len(refusals) == 1
+    [row] = [row for row in fleet_status(fleet.repo, watcher, store) if row["device_id"] == "k1"]
+    assert (row["running"], row["targeted"], row["state"]) == (
+        "1.1.0", f"{MODEL} 1.0.5", "rejected")
+    assert row["reason"] == state.reason

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from updates_helpers import inputs
+from updates_helpers import inputs, unmarked
 
 from appliance.backoffice.store import Store, open_store
 from appliance.transport import payloads
@@ -97,7 +97,7 @@ def test_a_deploy_run_again_after_one_stopped_puts_back_what_that_one_replaced(
     again = Rollout(repo, kiosks, store, plan).run()  # type: ignore[arg-type]
     assert again.state == "halted", again.reason
     assert "lab/a rejected: self-test failed" in again.reason
-    assert assignments(repo) == earlier  # a and b: 1.0.0 again; c: none, as before
+    assert unmarked(assignments(repo)) == earlier  # a and b: 1.0.0 again; c: none, as before
 
 
 def test_a_halt_of_a_stopped_deploy_puts_back_what_its_wave_replaced(
@@ -109,7 +109,7 @@ def test_a_halt_of_a_stopped_deploy_puts_back_what_its_wave_replaced(
     [(rollout_id, state)] = store.query("SELECT rollout_id, state FROM rollouts", [])
     assert state == "interrupted"
     assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == ([A, B, C], 2, [])
-    assert assignments(repo) == earlier
+    assert unmarked(assignments(repo)) == earlier
     rows = store.query("SELECT device_id, state, reason FROM rollout_devices ORDER BY device_id",
                        [])
     assert rows == [("a", "withdrawn", "halted by test; put back its assignment from before"),
@@ -135,7 +135,7 @@ def test_a_halt_finds_the_devices_a_deploy_signed_but_was_stopped_before_recordi
     assert store.query("SELECT * FROM rollout_devices", []) == []
     [(rollout_id,)] = store.query("SELECT rollout_id FROM rollouts", [])
     assert halt_stopped(store, repo, rollout_id, "halted by test", {}) == ([A, B, C], 2, [])
-    assert assignments(repo) == earlier
+    assert unmarked(assignments(repo)) == earlier
     assert store.query("SELECT device_id, phase, state FROM rollout_devices ORDER BY device_id",
                        []) == [("a", "wave 1", "withdrawn"), ("b", "wave 1", "withdrawn"),
                                ("c", "wave 1", "withdrawn")]
@@ -169,7 +169,11 @@ def test_a_halt_of_a_stopped_deploy_hears_each_device_as_its_deploy_would(
              B: _report(B, rollout_id, "rejected", reason="self-test failed"),
              C: _report(C, rollout_id, "installed")}
     assert halt_stopped(store, repo, rollout_id, "halted by test", views) == ([B], 1, [A, C])
-    assert assignments(repo) == {A: signed[A], B: earlier[B], C: signed[C]}
+    now = assignments(repo)
+    assert now == {A: signed[A], B: now[B], C: signed[C]}
+    assert unmarked(now)[B] == earlier[B]  # put back, marked as the halt's
+    assert now[B].halted is not None
+    assert (now[B].halted.rollout, now[B].halted.version) == (rollout_id, "1.1.0")
     rows = store.query("SELECT device_id, state, reason, running_version FROM rollout_devices "
                        "ORDER BY device_id", [])
     assert rows == [("a", "installed", "already serving it, healthy", "1.1.0"),
@@ -223,10 +227,10 @@ def test_a_halt_of_a_stopped_deploy_keeps_a_kiosk_that_installed_after_its_wave_
                        "ORDER BY device_id", [])
     assert rows[1:] == [("b", "wave 2", "withdrawn",
                          "halted by test; put back its assignment from before")]
-    assert assignments(repo)[B] == earlier[B]
+    assert unmarked(assignments(repo))[B] == earlier[B]
     if not installed:
         assert halted == ([A, B], 2, [])
-        assert assignments(repo) == earlier
+        assert unmarked(assignments(repo)) == earlier
         assert rows[0] == ("a", "wave 1", "timeout", "no installed and healthy report within 0 s")
         return
     assert halted == ([B], 1, [A])

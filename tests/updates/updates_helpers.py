@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import numpy as np
 from appliance.config import Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
 from appliance.transport.payloads import FEATURE_KEYS
-from appliance.updates.manifest import ModelManifest
+from appliance.updates.manifest import Assignment, Device, ModelManifest
 from appliance.updates.operations import assign, init_repository, release_model
 from appliance.updates.release import manifest_for
 from appliance.updates.repository import FileRepository
@@ -115,3 +115,10 @@ class Fleet:
         for thread in self.threads:
             thread.join(10)
         self.server.close()
+
+
+def unmarked(held: Mapping[Device, Assignment]) -> dict[Device, Assignment]:
+    """``held`` (signed assignments) without the mark of the halt that put one back
+    (``Assignment.halted``): as they were before the rollout replaced them."""
+    return {device: assignment.model_copy(update={"halted": None})
+            for device, assignment in held.items()}
