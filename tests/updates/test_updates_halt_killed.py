@@ -96,6 +96,12 @@ def test_a_kiosk_that_installed_after_its_deploy_stopped_keeps_the_release(
     shown = {row["device_id"]: row for row in json.loads(capsys.readouterr().out)["devices"]}
     assert (shown["k1"]["running"], shown["k1"]["targeted"], shown["k1"]["state"]) == (
         "1.1.0", f"{MODEL} 1.1.0", "installed")
+    assert (shown["k1"]["rollout_state"], shown["k1"]["rollout_device_state"]) == (
+        "halted", "installed")
+    assert main(["models", "status", "--repo", str(fleet.repo.dir), "--store", url]) == 0
+    assert ("1 device(s) serve the release of their halted rollout and keep it (a halt takes no "
+            f"kiosk back; `appliance models rollback` does): {fleet.site}/k1"
+            ) in capsys.readouterr().out
 
 
 def test_a_halt_of_a_stopped_deploy_tells_the_kiosks_it_puts_back_at_once(
