@@ -4,6 +4,7 @@ clock as its latest live status read it (so an operator sees a kiosk whose NTP f
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,10 @@ FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "clock_ahead_s",
                  "dropped")
 # the table's headers where the column name would mislead (the cell is a duration, not seconds)
 HEADERS = {"outbox_oldest_age_s": "OLDEST_UNSENT", "clock_ahead_s": "CLOCK"}
-JSON_COLUMNS = (*FLEET_COLUMNS, "clock_read_at")
+JSON_COLUMNS = (*FLEET_COLUMNS, "clock_read_at", "measuring_paused")
+# why an online kiosk does not measure, as its status says it (payloads.py: measuring_paused)
+PAUSED_TEXT = {"disk_full": "measuring paused: disk full",
+               "storage": "measuring paused: storage"}
 # a kiosk clock off by more than this is flagged: its NTP is not working (statuses read the
 # offset to a few seconds: erasure_clock.py)
 CLOCK_OFF_S = 60.0
@@ -52,6 +56,16 @@ def seen_ago(stored: str | None, now: datetime) -> str:
         return "-"
     seen = datetime.strptime(stored, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     return f"{duration(max(0.0, (now - seen).total_seconds()))} ago"
+
+
+def state_text(device: dict[str, Any]) -> str:
+    """The state as the fleet shows it: with why an online kiosk does not measure, as its
+    latest status said ('online, measuring paused: disk full'); an offline kiosk's last word
+    on it is not shown, as it no longer holds."""
+    paused = device.get("measuring_paused")
+    if device["state"] != "online" or paused is None:
+        return str(device["state"])
+    return f"online, {PAUSED_TEXT.get(paused, 'measuring paused')}"
 
 
 def camera_text(device: dict[str, Any], now: datetime) -> str:
@@ -91,10 +105,9 @@ def clock_text(device: dict[str, Any], now: datetime) -> str:
 def _cell(column: str, row: dict[str, Any], now: datetime) -> str:
     """One cell; a kiosk's own text (versions, model, camera) with control characters escaped,
     so a hostile status cannot drive the operator's terminal."""
-    if column == "camera":
-        return escape_controls(camera_text(row, now))
-    if column == "clock_ahead_s":
-        return clock_text(row, now)
+    worded = _WORDED.get(column)
+    if worded is not None:
+        return escape_controls(worded(row, now))
     value = row[column]
     if value is None:
         return "-"
@@ -103,6 +116,13 @@ def _cell(column: str, row: dict[str, Any], now: datetime) -> str:
     if column == "outbox_oldest_age_s":
         return duration(float(value))
     return escape_controls(str(value))
+
+
+# the cells said in words (camera, state and clock texts) rather than as stored
+_WORDED: dict[str, Callable[[dict[str, Any], datetime], str]] = {
+    "camera": camera_text, "clock_ahead_s": clock_text,
+    "state": lambda row, _now: state_text(row),
+}
 
 
 def fleet_table(store: Store, now: datetime | None = None) -> str:

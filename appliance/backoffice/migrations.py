@@ -350,4 +350,13 @@ DROP INDEX results_captured_at;
 DROP INDEX results_placed_at
 """,
     ),
+    (
+        23,
+        "devices: why a kiosk's latest status says it does not measure (its status's "
+        "measuring_paused: 'disk_full' or 'storage'; NULL while it measures), for the fleet "
+        "table, the console's fleet page and the API",
+        """
+ALTER TABLE devices ADD COLUMN measuring_paused TEXT
+""",
+    ),
 )

@@ -58,6 +58,7 @@ DEVICE_COLUMNS = (
     "outbox_depth",
     "dropped",
     "outbox_oldest_age_s",
+    "measuring_paused",
 )
 # a device as the fleet reads it: its status, and its clock as its latest live status read it
 # (written apart from the status: erasure_clock.py)
@@ -190,4 +191,5 @@ def device_row(status: Status, seen_at: str) -> tuple[Any, ...]:
         status.outbox_depth,
         status.dropped,
         status.outbox_oldest_age_s,
+        status.measuring_paused,
     )

@@ -60,7 +60,10 @@ NextCursor = Annotated[str | None, Query(description="`next` of the previous ans
             "when `limit` or `after` is given)",
             description="For an offline kiosk, `camera`, the versions and the outbox figures are "
             "those it last reported, at `status_at`; `camera_text` says so in words ('online, "
-            "2h ago', or 'unknown (offline)' when it never reported its camera). Without "
+            "2h ago', or 'unknown (offline)' when it never reported its camera). "
+            "`measuring_paused` is why an online kiosk's latest status says it does not "
+            "measure ('disk_full', 'storage'; null while it measures), `state_text` the "
+            "state with it in words ('online, measuring paused: disk full'). Without "
             "`limit` and `after` the answer is `devices`, every kiosk by site and device id. "
             "With either it is one page of them: `devices` (`limit` kiosks) and `next`, the "
             "cursor (`SITE~DEVICE`) that, given as `after`, continues them (null after the "

@@ -1,11 +1,11 @@
 """Whether the kiosk's staff know why it cannot measure: what the customer's screen may claim.
 
 The screen says "staff have been told" only when that is true: the kiosk's retained status
-reports the state (the camera: ``camera: offline``, which the back office's fleet table shows),
-a status built after the state began has reached the broker (its PUBACK), and the link is
-connected now. Otherwise nobody was told (the broker unreachable; a kiosk held back off the
-broker for a duplicate device id; measuring paused for storage, which the status does not
-carry) and the screen asks the customer to tell a member of staff.
+reports the state (the camera: ``camera: offline``; measuring paused for storage or a full
+disk: ``measuring_paused``; both shown by the back office's fleet table), a status built after
+the state began has reached the broker (its PUBACK), and the link is connected now. Otherwise
+nobody was told (the broker unreachable; a kiosk held back off the broker for a duplicate
+device id, which sends no status) and the screen asks the customer to tell a member of staff.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 # the out-of-order states (screen catalogue keys) that the retained status reports
-REPORTED_IN_STATUS = frozenset({"guide_camera_offline"})
+REPORTED_IN_STATUS = frozenset(
+    {"guide_camera_offline", "guide_paused_storage", "guide_paused_disk_full"})
 
 
 class StatusLink(Protocol):

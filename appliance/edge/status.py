@@ -72,8 +72,19 @@ class DeviceStatus:
             outbox_depth=d.outbox.depth(),
             outbox_oldest_age_s=d.outbox.oldest_age_s(),
             dropped=d.outbox.dropped(),
+            measuring_paused=self._measuring_paused() if state == "online" else None,
         )
         return status.to_json()
+
+    def _measuring_paused(self) -> Literal["disk_full", "storage"] | None:
+        """Why the kiosk does not measure, for the status (staff.py: the screen tells the
+        customer that staff were told once such a status reached the broker); None while it
+        measures, so that the status of a measuring kiosk is the one a back office older than
+        the field takes."""
+        committer = getattr(self.daemon, "committer", None)  # the last will: built before it
+        if committer is None or not self.daemon.measuring_paused.is_set():
+            return None
+        return "disk_full" if committer.disk_full else "storage"
 
     def text(self) -> str:
         """One line for systemd's STATUS=."""

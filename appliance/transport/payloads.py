@@ -224,6 +224,13 @@ class Status(_Payload):
         None, description="Age of the oldest unacknowledged result (s)."
     )
     dropped: Count | None = Field(None, description="Results lost (full disk, age, size).")
+    measuring_paused: Literal["disk_full", "storage"] | None = Field(
+        None,
+        description="Set in an online status while the kiosk does not measure because its "
+        "outbox cannot keep a result: 'disk_full' (its disk is full), 'storage' (the outbox "
+        "refuses writes or is damaged); absent while it measures. A back office older than "
+        "this field refuses a status that carries it.",
+    )
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
 

@@ -274,6 +274,25 @@ def test_a_last_will_keeps_the_camera_and_outbox_of_the_last_online_status(store
     assert device["status_at"] == iso_utc(next_run.at)
 
 
+def test_a_kiosk_s_measuring_paused_is_its_newest_status_s(store: Store) -> None:
+    """Stored as the latest status says it: a paused kiosk's reason stays through a last will
+    made before it (the fleet shows an offline kiosk's state alone), and goes with the status
+    that says it measures again."""
+    birth = fleet.online_status("lab", "kiosk-0")
+    will = birth.model_copy(update={"state": "offline"})  # made at connect
+    paused = birth.model_copy(update={"at": birth.at + timedelta(minutes=1),
+                                      "measuring_paused": "disk_full"})
+    again = birth.model_copy(update={"at": birth.at + timedelta(minutes=2)})
+    written = []
+    for status, seen_at in ((paused, "2026-11-26T05:01:00.000000Z"),
+                            (will, "2026-11-26T05:01:30.000000Z"),
+                            (again, "2026-11-26T05:02:00.000000Z")):
+        store.write_batch(Batch(statuses=[device_row(status, seen_at)]), 100)
+        (device,) = store.devices()
+        written.append((device["state"], device["measuring_paused"]))
+    assert written == [("online", "disk_full"), ("offline", "disk_full"), ("online", None)]
+
+
 def test_a_reconnected_store_sees_the_same_data(store: Store) -> None:
     rows = _rows(4)
     store.write_batch(Batch(results=rows[:3]), 100)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -13,8 +14,10 @@ from urllib.parse import urlencode
 import pytest
 from console_helpers import Console, get_with, login_cookie, running_console
 
-from appliance.backoffice.store import Store, open_store
+from appliance.backoffice.schema import device_row, iso_utc
+from appliance.backoffice.store import Batch, Store, open_store
 from appliance.console.views import FLEET_SHOWN, fleet_page
+from appliance.synthetic import fleet as fleetsim
 
 BIG_SITE_KIOSKS = 250  # at one site: three pages
 SEEN = "2026-12-01T00:00:00.000000Z"
@@ -205,3 +208,38 @@ def test_the_openapi_document_names_the_fleet_s_paging(big: tuple[Console, str])
     assert sorted(p["name"] for p in call["parameters"]) == ["after", "limit"]
     assert "`next`" in call["description"]
     assert all(not p["required"] for p in call["parameters"])
+
+
+def test_a_kiosk_that_does_not_measure_says_why_on_the_fleet_page_and_in_the_api(
+    tmp_path: Path,
+) -> None:
+    """A kiosk whose latest status says measuring is paused (payloads.py: measuring_paused)
+    shows it in its state; a kiosk that measures, and one offline, show their state alone."""
+    with running_console(tmp_path) as console:
+        _check_paused_shown(console, login_cookie(console)[0])
+
+
+def _check_paused_shown(console: Console, cookie: str) -> None:
+    now = datetime.now(UTC)
+    measuring = fleetsim.online_status("halted", "k-ok")
+    paused = fleetsim.online_status("halted", "k-full").model_copy(
+        update={"measuring_paused": "disk_full"})
+    gone = paused.model_copy(update={"device_id": "k-gone", "state": "offline",
+                                     "measuring_paused": None})
+    store = open_store(console.store_url)
+    try:
+        store.write_batch(Batch(statuses=[device_row(s, iso_utc(now))
+                                          for s in (measuring, paused, gone)]), 100)
+    finally:
+        store.close()
+    _, _, text = _page(console, cookie, "/fleet?site=halted")
+    states = dict(re.findall(r'<td><a href="/results\?[^"]*">([^<]+)</a></td>\s*'
+                             r'<td class="([^"]+)">', text))
+    assert states == {"k-full": "online paused", "k-gone": "offline", "k-ok": "online"}
+    assert ">online, measuring paused: disk full</td>" in text
+    status, _, body = console.get("/api/v1/fleet", console.token)
+    assert status == 200
+    shown = {d["device_id"]: (d["measuring_paused"], d["state_text"])
+             for d in json.loads(body)["devices"] if d["site"] == "halted"}
+    assert shown == {"k-full": ("disk_full", "online, measuring paused: disk full"),
+                     "k-gone": (None, "offline"), "k-ok": (None, "online")}

@@ -107,12 +107,28 @@ def test_staff_are_told_only_by_a_status_built_after_the_state_began() -> None:
     assert notice.told("guide_camera_offline") is False  # the link is down now
 
 
+def test_measuring_paused_is_told_once_a_status_built_after_the_pause_reached_the_broker() -> None:
+    """Measuring paused (storage, a full disk) is in the status (``measuring_paused``): a fresh
+    one is asked for, and staff count as told once it reached the broker."""
+    now = [10.0]
+    link = _Link()
+    link.reached_s = 9.0  # the last status, from before the pause
+    notice = StaffNotice(link, clock=lambda: now[0])
+    for why in ("guide_paused_storage", "guide_paused_disk_full"):
+        now[0] += 1.0
+        asked = link.asked
+        assert notice.told(why) is False
+        assert link.asked == asked + 1
+        link.reached_s = now[0]
+        assert notice.told(why) is True
+
+
 def test_a_state_the_status_does_not_report_never_claims_staff_were_told() -> None:
-    """Measuring paused (storage, a full disk) and a held-back kiosk are in no status that
-    reaches the back office: the customer is asked to tell staff."""
+    """A held-back kiosk (a duplicate device id) is in no status that reaches the back office:
+    the customer is asked to tell staff."""
     link = _Link()
     link.reached_s = 1e9
     notice = StaffNotice(link, clock=lambda: 0.0)
-    for why in ("guide_paused_storage", "guide_paused_disk_full", "guide_duplicate_device"):
-        assert notice.told(why) is False
+    assert notice.told("guide_duplicate_device") is False
+    assert link.asked == 0
     assert notice.told(None) is False

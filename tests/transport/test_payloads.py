@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError, create_model
 
+from appliance.synthetic import fleet
 from appliance.transport.payloads import (
     FEATURE_KEYS,
     MAX_LABELS,
@@ -188,6 +190,45 @@ def test_a_status_time_before_year_1_in_utc_is_refused_naming_at() -> None:
         parse_payload(json.dumps(status).encode(), Status)
     status["at"] = "0001-01-01T00:00:00Z"
     assert parse_payload(json.dumps(status).encode(), Status).at.year == 1
+
+
+def _status_before_measuring_paused() -> type[BaseModel]:
+    """The status as a back office before ``measuring_paused`` reads it: the same fields but
+    that one, and unknown keys refused (``extra="forbid"``)."""
+    fields: dict[str, Any] = {name: (info.annotation, info)
+                              for name, info in Status.model_fields.items()
+                              if name != "measuring_paused"}
+    return create_model("OldStatus", __config__=Status.model_config, **fields)
+
+
+def test_a_back_office_before_measuring_paused_takes_a_measuring_kiosk_s_status() -> None:
+    """The field is left out while the kiosk measures, so its status is the one an older back
+    office takes; a paused kiosk's status carries it, which such a back office refuses (the
+    back office is updated before its kiosks: README, Delivery guarantees)."""
+    old_status = _status_before_measuring_paused()
+    measuring = fleet.online_status("lab", "kiosk-1")
+    assert b"measuring_paused" not in measuring.to_json()
+    assert old_status.model_validate_json(measuring.to_json(), strict=True).state == "online"
+    paused = measuring.model_copy(update={"measuring_paused": "disk_full"})
+    assert json.loads(paused.to_json())["measuring_paused"] == "disk_full"
+    with pytest.raises(ValidationError, match="measuring_paused"):
+        old_status.model_validate_json(paused.to_json(), strict=True)
+
+
+def test_a_back_office_takes_the_status_of_a_kiosk_before_measuring_paused() -> None:
+    old_status = _status_before_measuring_paused()
+    sent = old_status.model_validate(fleet.online_status("lab", "kiosk-1").model_dump(
+        exclude={"measuring_paused"}))
+    raw = sent.model_dump_json(by_alias=True, exclude_none=True).encode()
+    taken = parse_payload(raw, Status)
+    assert (taken.state, taken.camera, taken.measuring_paused) == ("online", "online", None)
+
+
+@pytest.mark.parametrize("why", ["paused", "disk full", "", 1])
+def test_a_status_s_measuring_paused_is_one_of_its_reasons(why: object) -> None:
+    status = json.loads(fleet.online_status("lab", "kiosk-1").to_json())
+    with pytest.raises(PayloadError, match="measuring_paused"):
+        parse_payload(json.dumps({**status, "measuring_paused": why}).encode(), Status)
 
 
 def test_measurement_ids_are_unique_and_time_ordered() -> None:

@@ -1,0 +1,208 @@
+"""A kiosk whose outbox refuses a write pauses measuring and says so in its status
+(``measuring_paused``); the back office's fleet table shows it, and the kiosk screen says staff
+were told only once such a status reached the broker (its PUBACK: edge/staff.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.backoffice.fleet import fleet_table
+from appliance.backoffice.store import open_store
+from appliance.backoffice.triage import Inbound, Triage
+from appliance.config import Config, config_from_mapping
+from appliance.edge.daemon import EdgeDaemon
+from appliance.edge.screen_state import STAFF_ASK, STAFF_TOLD
+from appliance.edge.testing import ResultCollector, fast_daemon, wait_until
+from appliance.transport.outbox import OutboxError
+from tests.transport.test_broker_silent_puback import _packet, _topic
+
+
+def kiosk_config(tmp_path: Path, host: str, port: int, prefix: str) -> Config:
+    return config_from_mapping({
+        "device": {"id": "kiosk-p", "site": "lab"},
+        "camera": {"source": "synthetic"},
+        "mqtt": {"host": host, "port": port, "topic_prefix": prefix},
+        "state_dir": str(tmp_path / "state"),
+        "edge": {"synthetic_fps": 200},
+    }, "test", environ={})
+
+
+def refuse_writes(daemon: EdgeDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the outbox refuse every commit and every recovery probe, as a failing SD card
+    does (not a full disk: its free space is as it was)."""
+    def refused(*_args: Any) -> list[int]:
+        raise OutboxError("disk I/O error (as from a failing card)")
+    monkeypatch.setattr(daemon.outbox, "add_many", refused)
+    monkeypatch.setattr(daemon.outbox, "writable", lambda: False)
+
+
+@contextlib.contextmanager
+def running(daemon: EdgeDaemon) -> Iterator[EdgeDaemon]:
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        thread.join(15)
+
+
+def guidance(daemon: EdgeDaemon) -> tuple[Any, Any]:
+    view = daemon.display.state.snapshot()
+    return view["guidance"], view.get("staff")
+
+
+@pytest.mark.broker
+def test_a_refused_outbox_write_reaches_the_fleet_table_as_measuring_paused(
+    mqtt_broker: Any, topic_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector = ResultCollector(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#",
+                                f"c-{uuid.uuid4().hex[:10]}")
+    daemon = fast_daemon(kiosk_config(tmp_path, mqtt_broker.host, mqtt_broker.port,
+                                      topic_prefix))
+    try:
+        with running(daemon):
+            assert wait_until(lambda: daemon.committer.committed >= 2, 30)
+            assert all(s.measuring_paused is None for s in collector.statuses)
+            refuse_writes(daemon, monkeypatch)
+            assert wait_until(daemon.measuring_paused.is_set, 30)
+            assert wait_until(lambda: any(s.measuring_paused == "storage"
+                                          for s in collector.statuses), 15)
+            assert wait_until(lambda: guidance(daemon) == ("guide_paused_storage",
+                                                           STAFF_TOLD), 15)
+    finally:
+        collector.close()
+    paused = next(s for s in collector.statuses if s.measuring_paused == "storage")
+    assert paused.state == "online"
+    topic = f"{topic_prefix}/lab/kiosk-p/status"
+    batch, _ = Triage(topic_prefix, 1000).sort([Inbound(topic, paused.to_json(), 1, 1, False)])
+    assert not batch.dead_letters
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        store.write_batch(batch, 100)
+        (device,) = store.devices()
+        table = fleet_table(store)
+    finally:
+        store.close()
+    assert device["measuring_paused"] == "storage"
+    assert "online, measuring paused: storage" in table.splitlines()[1]
+
+
+class _HeldStatusBroker:
+    """CONNACK, SUBACK, PINGRESP and a PUBACK for each result; each status PUBLISH is kept
+    (its JSON) and its PUBACK held back until ``release()``."""
+
+    def __init__(self) -> None:
+        self.statuses: list[dict[str, Any]] = []
+        self.held: list[tuple[socket.socket, bytes]] = []
+        self.released = threading.Event()
+        self._lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed: the test is over
+            while True:
+                connection, _ = self.server.accept()
+                threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            _packet(connection)  # the CONNECT
+            connection.sendall(b"\x20\x03\x00\x00\x00")  # MQTT v5 CONNACK, success
+            while (packet := _packet(connection)) is not None:
+                self._answer(connection, *packet)
+
+    def _answer(self, connection: socket.socket, first: int, body: bytes) -> None:
+        kind = first >> 4
+        if kind == 8:  # SUBSCRIBE: grant QoS 1 to each of its filters
+            granted = b"\x01" * _filters(body)
+            connection.sendall(bytes([0x90, 3 + len(granted)]) + body[:2] + b"\x00" + granted)
+        elif kind == 12:  # PINGREQ
+            connection.sendall(b"\xd0\x00")
+        elif kind == 3 and first & 0x06:  # a QoS 1 PUBLISH
+            at = 2 + len(_topic(body))
+            puback = b"\x40\x03" + body[at : at + 2] + b"\x00"
+            if not _topic(body).endswith("/status"):
+                connection.sendall(puback)
+                return
+            with self._lock:
+                self.statuses.append(json.loads(_payload(body, at + 2)))
+                if not self.released.is_set():
+                    self.held.append((connection, puback))
+                    return
+            connection.sendall(puback)
+
+    def release(self) -> None:
+        """Send the held PUBACKs, and answer each status from now on."""
+        with self._lock:
+            self.released.set()
+            held, self.held = self.held, []
+        for connection, puback in held:
+            with contextlib.suppress(OSError):
+                connection.sendall(puback)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """An MQTT variable byte integer at ``at``: its value and where it ends."""
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def _payload(publish: bytes, after_packet_id: int) -> bytes:
+    """A v5 PUBLISH's payload: what follows its properties."""
+    length, at = _varint(publish, after_packet_id)
+    return publish[at + length :]
+
+
+def _filters(subscribe: bytes) -> int:
+    """How many topic filters a v5 SUBSCRIBE names."""
+    length, at = _varint(subscribe, 2)
+    at += length
+    count = 0
+    while at < len(subscribe):
+        at += 2 + int.from_bytes(subscribe[at : at + 2], "big") + 1
+        count += 1
+    return count
+
+
+def test_the_screen_says_staff_were_told_only_after_the_paused_status_s_puback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = _HeldStatusBroker()
+    daemon = fast_daemon(kiosk_config(tmp_path, "127.0.0.1", broker.port, "test/held"))
+    try:
+        with running(daemon):
+            assert wait_until(lambda: daemon.committer.committed >= 1 and daemon.link.connected,
+                              30)
+            refuse_writes(daemon, monkeypatch)
+            assert wait_until(lambda: any(s.get("measuring_paused") == "storage"
+                                          for s in broker.statuses), 30)
+            assert wait_until(lambda: guidance(daemon) == ("guide_paused_storage", STAFF_ASK),
+                              10)
+            assert not daemon.link.status_reached_since(0.0)  # no PUBACK for any status yet
+            assert guidance(daemon) == ("guide_paused_storage", STAFF_ASK)
+            broker.release()
+            assert wait_until(lambda: guidance(daemon) == ("guide_paused_storage",
+                                                           STAFF_TOLD), 15)
+    finally:
+        broker.close()
