@@ -29,6 +29,7 @@ from appliance.console.views import (
     result_detail,
     results_page,
 )
+from appliance.edge.grade_margin import NEAR_TIE_MARGIN
 
 
 class ApiError(BaseModel):
@@ -105,9 +106,10 @@ NOT_MEASURED_DOC = (
             "today's. `captured_at` is the capture time as the kiosk's clock wrote it. "
             "Each result's key columns (`kime_score`, `hill_density_per_mm2`, "
             "`furrow_density_mm_per_mm2`, `pore_count`), grade (`label`) and quality verdict; "
-            "`grade_withheld` as for one result (null when graded, or when the kiosk had no "
-            "model); `next` continues the list (null on the last page), `previous`, given as "
-            "`after`, goes back to the page before (null on the newest). " + NOT_MEASURED_DOC)
+            "`grade_withheld` and `grade_between` as for one result (`grade_withheld` null "
+            "when graded, or when the kiosk had no model); `next` continues the list (null on "
+            "the last page), `previous`, given as `after`, goes back to the page before (null "
+            "on the newest). " + NOT_MEASURED_DOC)
 def api_results(
     request: Request,
     login: ApiLogin,
@@ -139,14 +141,19 @@ def api_results(
 @router.get("/results/{measurement_id}", summary="One result with its quality and classification",
             responses={404: error("no stored result with that id")},
             response_description="the result: `result`, `features`, `quality`, "
-            "`classification`, `grade_withheld`, `subject`",
+            "`classification`, `grade_withheld`, `grade_between`, `subject`",
             description="`result` (stored columns: `captured_at` by the kiosk's clock, "
             "`received_at` by the back office's, `placed_at` the capture as the back office "
             "places it, which lists and filters go by), `features` (every feature), `quality` "
             "(verdict, reasons, scores), `classification` (null when there is no grade), "
             "`grade_withheld` (when the kiosk withheld the grade because the model reads "
             "features that were not measured: `features` names them, `frame` is true when the "
-            "frame as a whole is outside the validated range; null otherwise), `subject`. "
+            "frame as a whole is outside the validated range; null otherwise), `grade_between` "
+            "(the two grades, in the model's label order, when the two most probable lie less "
+            f"than {NEAR_TIE_MARGIN} apart in `classification.probabilities`: a near-tie, "
+            "which the console shows as 'between fine and normal', never as one grade; null "
+            "otherwise), "
+            "`subject`. "
             + NOT_MEASURED_DOC)
 def api_result(
     request: Request,

@@ -54,6 +54,7 @@ from appliance.console.guard import (
 from appliance.console.hostnames import host_refusal, own_names
 from appliance.console.throttle import LoginGuard
 from appliance.console.views import CohortCache
+from appliance.edge.grade_margin import NEAR_TIE_MARGIN
 from appliance.httpbounds import Tally
 from appliance.logsafe import LineBudget, escape_controls, shorten
 
@@ -103,6 +104,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
         finalize=visible,
     )
     app.state.templates.filters["code_spans"] = code_spans
+    app.state.templates.globals["NEAR_TIE_MARGIN"] = NEAR_TIE_MARGIN  # grade.html's near_tie
     app.include_router(pages.router)
     app.include_router(account.router)
     app.include_router(tokenpage.router)

@@ -40,6 +40,7 @@ from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
 from appliance.console.db import StorePool
 from appliance.console.filters import ResultQuery, cursor_of
+from appliance.edge.grade_margin import grade_between
 from appliance.edge.reasons import grade_withheld
 from appliance.logsafe import shorten
 from appliance.transport.payloads import FEATURE_KEYS
@@ -162,13 +163,15 @@ def results_page(store: Store, query: ResultQuery) -> ResultsPage:
         lambda row: (row[_LIST_PLACED_AT], row[_LIST_MEASUREMENT_ID]))
     rows, older, newer = results.page(query.limit, query.before, query.after)
     items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
-    # why a result has no grade is in its payload's quality reasons: read for those only
-    ungraded = store.result_payloads([i["measurement_id"] for i in items if i["label"] is None])
+    # why a result has no grade is in its payload's quality reasons, and whether its grade is
+    # a near-tie in its probabilities: both read from the payloads
+    payloads = store.result_payloads([i["measurement_id"] for i in items])
     for item in items:  # the features outside the validated range: null, raw values apart
         item["not_validated"] = not_validated_keys(item["not_validated"])
         item["not_validated_raw"] = _set_aside(item, item["not_validated"])
-        payload = ungraded.get(item["measurement_id"])
-        item["grade_withheld"] = _withheld_in(json.loads(payload)) if payload else None
+        payload = json.loads(payloads.get(item["measurement_id"]) or "{}")
+        item["grade_withheld"] = None if item["label"] else _withheld_in(payload)
+        item["grade_between"] = _between_in(payload)
     return ResultsPage(items, cursor_of(*older) if older else None,
                        cursor_of(*newer) if newer else None)
 
@@ -202,6 +205,7 @@ def result_detail(store: Store, measurement_id: str) -> dict[str, Any] | None:
         "quality": payload.get("quality", {}),
         "classification": payload.get("classification"),
         "grade_withheld": _withheld_in(payload),
+        "grade_between": _between_in(payload),
         "subject": payload.get("subject"),
         "not_validated": not_validated,
         "not_validated_raw": raw,
@@ -243,6 +247,12 @@ def _withheld_in(payload: dict[str, Any]) -> dict[str, object] | None:
     reasons = (payload.get("quality") or {}).get("reasons") or []
     withheld = None if payload.get("classification") else grade_withheld(reasons)
     return withheld.as_json() if withheld is not None else None
+
+
+def _between_in(payload: dict[str, Any]) -> list[str] | None:
+    """The two grades a stored result lies between when its grade is a near-tie, from the
+    probabilities it was sent with (edge/grade_margin.py); None: one grade, or none."""
+    return grade_between((payload.get("classification") or {}).get("probabilities"))
 
 
 def _number(value: float) -> float | None:

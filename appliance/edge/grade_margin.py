@@ -11,13 +11,15 @@ margin of 0.15 on the top grade was right for 87 % of the held-out rows. Such ne
 of the held-out rows, and always between neighbouring grades (fine/normal, normal/coarse).
 
 The result keeps every probability (``classification.probabilities``, stored whole with the
-payload by the back office), so anyone reading it can tell a near-tie the same way.
+payload by the back office), so anyone reading it can tell a near-tie the same way: the kiosk
+screen, ``appliance analyze`` (its table, ``--json`` and the overlay's caption), the console's
+results list and result page and its API all say it through ``grade_between``.
 Standard library only, as edge/reasons.py, so the console can use it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 NEAR_TIE_MARGIN = 0.15  # top probability less second below this: a near-tie
 
@@ -32,3 +34,15 @@ def near_tie(probabilities: Mapping[str, float]) -> tuple[str, str] | None:
     order = list(probabilities)
     first, second = sorted((ranked[0][0], ranked[1][0]), key=order.index)
     return first, second
+
+
+def grade_between(probabilities: Mapping[str, float] | None) -> list[str] | None:
+    """The two grades a result lies between (``near_tie``) as every place that shows a grade
+    says it; None when its grade stands clear, or it has none (no probabilities)."""
+    tie = near_tie(probabilities) if probabilities else None
+    return list(tie) if tie is not None else None
+
+
+def between_words(between: Sequence[str]) -> str:
+    """A near-tie in words, as the overlay's caption and the console say it."""
+    return f"between {between[0]} and {between[1]}"

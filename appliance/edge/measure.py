@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from appliance.capture.quality import FrameQuality
+from appliance.edge.grade_margin import between_words, grade_between
 from appliance.edge.reasons import frame_outside_reason, not_graded_reason, not_measured_reason
 from appliance.transport import payloads
 
@@ -136,10 +137,18 @@ def measure_frame(
     block = _quality_block(quality, measurement, withheld_for)
     draw = None
     if measurement.overlay is not None:
-        label = classification.label if classification else None
-        draw = functools.partial(measurement.overlay, label, withheld_for)
+        draw = functools.partial(measurement.overlay, shown_grade(classification), withheld_for)
     return MeasuredFrame(block, measurement.features, classification, draw,
                          measurement.not_validated, measurement.marked_frame)
+
+
+def shown_grade(classification: payloads.Classification | None) -> str | None:
+    """The grade as the overlay's caption says it: the label, or the two grades a near-tie
+    lies between (edge/grade_margin.py); None without a grade."""
+    if classification is None:
+        return None
+    between = grade_between(classification.probabilities)
+    return classification.label if between is None else between_words(between)
 
 
 def grade_withheld_for(

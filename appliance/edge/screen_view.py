@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import safejson
-from appliance.edge.grade_margin import near_tie
+from appliance.edge.grade_margin import grade_between
 from appliance.edge.reasons import grade_withheld
 from appliance.transport.payloads import Result
 
@@ -129,8 +129,8 @@ def result_view(result: Result, references: dict[str, dict[str, dict[str, float]
 
 def _between_view(result: Result) -> list[str] | None:
     """The two grades a near-tie lies between (edge/grade_margin.py); None: one grade."""
-    tie = near_tie(result.classification.probabilities) if result.classification else None
-    return list(tie) if tie is not None else None
+    return grade_between(result.classification.probabilities if result.classification
+                         else None)
 
 
 def _withheld_view(result: Result) -> dict[str, object] | None:

@@ -16,6 +16,7 @@ import numpy as np
 from appliance import safejson
 from appliance.capture.quality import QualityGate
 from appliance.config import Config, SkinConfig, load_config_or_defaults, value_origin
+from appliance.edge.grade_margin import NEAR_TIE_MARGIN, grade_between
 from appliance.edge.measure import Classifier, Measurement, measure_frame, skin_measurement
 from appliance.edge.reasons import grade_withheld
 from appliance.filekind import not_a_folder
@@ -36,11 +37,12 @@ TABLE_COLUMNS = (
     ("pores", "pore_count", 5, "d"),
     ("pore um", "pore_mean_diameter_um", 7, ".0f"),
     ("L*", "lab_l", 5, ".1f"),
-    ("class", "classification", 10, ""),
+    ("class", "classification", 13, ""),  # "normal/coarse": a near-tie
 )
 TABLE_LEGEND = ("n/m: not measured (outside the validated range, docs/measurement.md; --json's "
                 "quality reasons say why); not given: the grade needs a feature that was not "
-                "measured (--json says which)")
+                "measured (--json says which); A/B: a near-tie, between grades A and B (their "
+                f"probabilities less than {NEAR_TIE_MARGIN} apart; --json's grade_between)")
 
 
 class AnalyzeRun:
@@ -143,6 +145,9 @@ class AnalyzeRun:
         }
         if measured.classification is not None:
             record["classification"] = measured.classification.model_dump()
+            between = grade_between(measured.classification.probabilities)
+            if between is not None:
+                record["grade_between"] = between
         if self.overlay_dir is not None and measured.draw_overlay is not None:
             record.update(self._write_overlay(self.overlay_dir, image, measured.draw_overlay))
         return record
@@ -190,15 +195,20 @@ class AnalyzeRun:
 
     @staticmethod
     def _grade(record: dict[str, Any]) -> str:
-        """The grade, "not given" when withheld for numbers not measured, else "-"."""
+        """The grade ("A/B" for a near-tie between A and B), "not given" when withheld for
+        numbers not measured, else "-"."""
+        if "grade_between" in record:
+            return "/".join(record["grade_between"])
         if "classification" in record:
             return str(record["classification"]["label"])
         return "not given" if grade_withheld(record["quality"]["reasons"]) else "-"
 
     @staticmethod
     def needs_legend(record: dict[str, Any]) -> bool:
-        """Whether the record's table line shows ``n/m`` or "not given" (explained below)."""
-        return bool(record.get("not_validated")) or AnalyzeRun._grade(record) == "not given"
+        """Whether the record's table line shows ``n/m``, "not given" or a near-tie (explained
+        below)."""
+        return (bool(record.get("not_validated")) or "grade_between" in record
+                or AnalyzeRun._grade(record) == "not given")
 
     def sidecar_note(self, images: Sequence[Path]) -> str | None:
         """One line when frames carry their own scale in a ``NAME.json`` sidecar (as `appliance
