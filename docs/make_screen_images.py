@@ -6,11 +6,13 @@ real skin analysis and model into a temporary store (their age bands from the ge
 the age-band reference ranges from that cohort (``appliance console reference``), runs a real
 edge daemon on the synthetic camera with its kiosk screen, chooses an age band and consent on
 the page in headless Debian chromium, and photographs the result; then it serves the console
-on the same store and photographs its fleet, results and cohort pages.
+on the same store and photographs its fleet, results and cohort pages. ``--only kiosk`` or
+``--only console`` writes one of the two sets and leaves the other's files as they are.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import threading
@@ -71,17 +73,20 @@ def measured_cohort(store: Store) -> None:
 
 
 def _statuses(model: SkinClassifier) -> list[tuple[object, ...]]:
-    """Two kiosks online, one offline since its last status two hours ago."""
+    """Two kiosks online (the second not measuring: its disk is full), one offline since its
+    last status two hours ago."""
     now = datetime.now(UTC)
     serving = payloads.ModelInfo(name=model.name, version=model.version)
     rows = []
-    for i, site, state, depth, oldest_s, age in ((1, "ginza", "online", 0, None, 15),
-                                                (2, "shibuya", "online", 2, 3.5, 15),
-                                                (3, "umeda", "offline", 14, 5400.0, 7200)):
+    for i, site, state, depth, oldest_s, age, paused in (
+            (1, "ginza", "online", 0, None, 15, None),
+            (2, "shibuya", "online", 2, 3.5, 15, "disk_full"),
+            (3, "umeda", "offline", 14, 5400.0, 7200, None)):
         at = now - timedelta(seconds=age)
         status = payloads.Status(device_id=f"kiosk-{i}", site=site, state=state, at=at,
                                  software_version="0.1.0", model=serving, camera="online",
-                                 outbox_depth=depth, outbox_oldest_age_s=oldest_s)
+                                 outbox_depth=depth, outbox_oldest_age_s=oldest_s,
+                                 measuring_paused=paused)
         rows.append(device_row(status, iso_utc(at)))
     return rows
 
@@ -136,8 +141,13 @@ def console_shots(url: str) -> None:
     pool.close()
 
 
-def main() -> None:
-    """Write docs/images/kiosk-result-{ja,en}.jpg and console-{fleet,results,cohort}.png."""
+def main(argv: list[str]) -> None:
+    """Write docs/images/kiosk-result-{ja,en}.jpg and console-{fleet,results,cohort}.png (or
+    one of the two sets, ``--only``)."""
+    parser = argparse.ArgumentParser(description="Write the README's screenshots.")
+    parser.add_argument("--only", choices=("kiosk", "console"),
+                        help="write only the kiosk screen's or only the console's screenshots")
+    only = parser.parse_args(argv).only
     with tempfile.TemporaryDirectory(prefix="appliance-docs-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'backoffice.sqlite3'}"
         store = open_store(url)
@@ -146,10 +156,12 @@ def main() -> None:
         store.close()
         reference = Path(tmp) / "reference.json"
         cli(["console", "reference", "--store", url, "--out", str(reference)])
-        kiosk_shots(reference, Path(tmp))
-        console_shots(url)
+        if only != "console":
+            kiosk_shots(reference, Path(tmp))
+        if only != "kiosk":
+            console_shots(url)
     print(f"wrote screenshots to {OUT}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
