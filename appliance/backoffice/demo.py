@@ -33,6 +33,7 @@ from appliance.backoffice.store import Store, StoreError, open_store
 from appliance.backoffice.storeurl import masked_url
 from appliance.config import config_from_mapping
 from appliance.diskspace import full_disk_hint
+from appliance.edge.grade_margin import between_words, grade_between
 from appliance.edge.reasons import grade_withheld
 from appliance.outfile import replacing_refusal
 from appliance.shipped import SKIN_MODEL, shipped_path
@@ -106,9 +107,11 @@ class ResultPrinter:
 
 
 def _grade(result: Result) -> str:
-    """The grade, "not given" when the kiosk withheld it (the reason names what it needed)."""
+    """The grade ("between A and B" for a near-tie, edge/grade_margin.py), "not given" when
+    the kiosk withheld it (the reason names what it needed)."""
     if result.classification is not None:
-        return result.classification.label
+        between = grade_between(result.classification.probabilities)
+        return result.classification.label if between is None else between_words(between)
     return "not given" if grade_withheld(result.quality.reasons) is not None else "-"
 
 

@@ -34,6 +34,7 @@ from appliance.backoffice.schema import (
 )
 from appliance.backoffice.store import Store
 from appliance.csvcells import csv_safe
+from appliance.edge.grade_margin import NEAR_TIE_MARGIN, grade_between
 from appliance.edge.reasons import grade_withheld
 from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten, shorten_quoted
 from appliance.outfile import replaced_when_complete
@@ -48,6 +49,9 @@ _NOT_VALIDATED_AT = EXPORT_COLUMNS.index(NOT_VALIDATED_COLUMN)
 NOT_MEASURED_NOTE = "n/m: not measured (outside the validated range, docs/measurement.md)"
 NOT_GIVEN_NOTE = ("not given: the kiosk withheld the grade (the model reads features not "
                   "measured, or the frame is outside the validated range)")
+NEAR_TIE_NOTE = (f"A/B: a near-tie, between grades A and B (the model's two most probable "
+                 f"grades less than {NEAR_TIE_MARGIN} apart; its label is the first or the "
+                 "second of them)")
 _LABEL_AT = QUERY_COLUMNS.index("label")
 _PLACED_AT, _CAPTURED_AT = QUERY_COLUMNS.index(PLACED_COLUMN), QUERY_COLUMNS.index("captured_at")
 CLOCK_OFF_NOTE = ("CAPTURED_AT is the kiosk's clock; where it is more than a minute off "
@@ -86,11 +90,12 @@ def query_table(store: Store, device: str | None, since: str | None, limit: int)
     total = store.count_matching(device, since)
     cells = [_query_cells(row[:-1], row[-1]) for row in rows]
     header = [c.upper() for c in QUERY_COLUMNS]
-    lines = aligned([header, *cells])
+    lines = aligned([header, *(row for row, _ in cells)])
     shown = f"the newest {len(rows)} of {total} result(s)" if total > len(rows) else (
         f"{total} result(s)")
     notes = [NOT_MEASURED_NOTE] if any(row[-2] for row in rows) else []
-    notes += [NOT_GIVEN_NOTE] if any(row[_LABEL_AT] == "not given" for row in cells) else []
+    notes += [NOT_GIVEN_NOTE] if any(row[_LABEL_AT] == "not given" for row, _ in cells) else []
+    notes += [NEAR_TIE_NOTE] if any(between for _, between in cells) else []
     notes += [CLOCK_OFF_NOTE] if any(map(_clock_was_off, rows)) else []
     return "\n".join([*lines, f"{shown}, newest first", *notes])
 
@@ -116,25 +121,47 @@ def _nothing_matched(store: Store, device: str | None) -> str:
             "`appliance fleet` lists the devices with their sites and states)")
 
 
-def _query_cells(row: tuple[Any, ...], payload: str) -> list[str]:
-    """A query row's cells, ``n/m`` where the result names the feature as not validated and
-    ``not given`` for a grade withheld."""
+def _query_cells(row: tuple[Any, ...], payload: str) -> tuple[list[str], bool]:
+    """A query row's cells, ``n/m`` where the result names the feature as not validated,
+    ``not given`` for a grade withheld and ``A/B`` for a near-tie between grades A and B
+    (edge/grade_margin.py); and whether it is such a near-tie."""
     outside = not_validated_keys(row[-1])
     cells = ["n/m" if column in outside else _cell(value)
              for column, value in zip(QUERY_COLUMNS, row[:-1], strict=True)]
-    if row[_LABEL_AT] is None and grade_withheld(_stored_reasons(payload)) is not None:
+    stored = _stored(payload)
+    between = grade_between(_stored_probabilities(stored)) if row[_LABEL_AT] else None
+    if between is not None:
+        cells[_LABEL_AT] = _cell("/".join(between))
+    elif row[_LABEL_AT] is None and grade_withheld(_stored_reasons(stored)) is not None:
         cells[_LABEL_AT] = "not given"
-    return cells
+    return cells, between is not None
 
 
-def _stored_reasons(payload: str) -> list[str]:
-    """The quality reasons of a stored payload (it was validated on the way in; anything
-    unreadable reads as none)."""
+def _stored(payload: str) -> dict[str, Any]:
+    """A stored payload as JSON (it was validated on the way in; anything unreadable reads
+    as an empty one)."""
     try:
-        reasons = safejson.loads(payload)["quality"]["reasons"]
-    except (ValueError, KeyError, TypeError):
+        data = safejson.loads(payload)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _stored_reasons(stored: dict[str, Any]) -> list[str]:
+    """The quality reasons of a stored payload (none where it holds none)."""
+    try:
+        reasons = stored["quality"]["reasons"]
+    except (KeyError, TypeError):
         return []
     return [r for r in reasons if isinstance(r, str)] if isinstance(reasons, list) else []
+
+
+def _stored_probabilities(stored: dict[str, Any]) -> dict[str, float] | None:
+    """The grade probabilities of a stored payload (None where it holds none)."""
+    classification = stored.get("classification")
+    probabilities = classification.get("probabilities") if isinstance(
+        classification, dict) else None
+    return probabilities if isinstance(probabilities, dict) else None
 
 
 def _cell(value: Any) -> str:

@@ -495,6 +495,17 @@ def _demo_result(not_validated: list[str], graded: bool) -> payloads.Result:
         classification=grade, not_validated=not_validated)  # type: ignore[arg-type]
 
 
+def test_the_demo_prints_a_near_tie_between_its_two_grades(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tied = _demo_result([], graded=True).model_copy(update={"classification": (
+        payloads.Classification(model="m", version="1", label="normal",
+                                probabilities={"fine": 0.42, "normal": 0.48, "coarse": 0.1}))})
+    demo.ResultPrinter()([tied])
+    assert capsys.readouterr().out == ("stored  demo/kiosk-demo-1  kime  61.0  pores  42  "
+                                       "grade between fine and normal  age band -\n")
+
+
 def test_the_demo_prints_no_number_that_was_not_measured(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -254,6 +254,32 @@ def test_query_tells_a_withheld_grade_from_no_model(store_url: str,
     assert "not given" not in capsys.readouterr().out
 
 
+def test_query_says_a_near_tie_between_its_two_grades(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From the probabilities stored with the result (edge/grade_margin.py), as the console
+    and `appliance analyze` say it."""
+    url = f"sqlite:///{tmp_path / 'tie.sqlite3'}"
+    store = open_store(url)
+    rng = random.Random(4)
+    clear, tied = (fleet.sample_result(rng, "lab", "k0", i) for i in range(2))
+    assert clear.classification is not None
+    assert tied.classification is not None
+    tied = tied.model_copy(update={"classification": tied.classification.model_copy(update={
+        "label": "normal", "probabilities": {"fine": 0.40, "normal": 0.45, "coarse": 0.15}})})
+    store.write_batch(Batch(results=[result_row(r, "2026-11-26T00:00:00.000000Z",
+                                                r.to_json().decode()) for r in (clear, tied)]),
+                      10)
+    store.close()
+    assert _cli("results", "query", "--store", url) == 0
+    lines = capsys.readouterr().out.splitlines()
+    label_at = lines[0].index("LABEL")
+    labels = {line[label_at:].split()[0] for line in lines[1:3]}
+    assert labels == {clear.classification.label, "fine/normal"}
+    assert lines[-1].startswith("A/B: a near-tie, between grades A and B (the model's two most "
+                                "probable grades less than 0.15 apart")
+
+
 def test_dead_letters_show_a_long_topic_and_reason_cut_to_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
