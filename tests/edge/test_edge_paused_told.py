@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from appliance.backoffice.fleet import fleet_table
+from appliance.backoffice.fleet import fleet_json, fleet_table
 from appliance.backoffice.store import open_store
 from appliance.backoffice.triage import Inbound, Triage
 from appliance.config import Config, config_from_mapping
@@ -91,9 +91,10 @@ def test_a_refused_outbox_write_reaches_the_fleet_table_as_measuring_paused(
         store.write_batch(batch, 100)
         (device,) = store.devices()
         table = fleet_table(store)
+        (listed,) = json.loads(fleet_json(store))
     finally:
         store.close()
-    assert device["measuring_paused"] == "storage"
+    assert device["measuring_paused"] == listed["measuring_paused"] == "storage"
     assert "online, measuring paused: storage" in table.splitlines()[1]
 
 

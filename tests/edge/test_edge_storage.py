@@ -92,6 +92,8 @@ def check_paused_and_counted(daemon: EdgeDaemon, metrics_port: int) -> None:
     lost = daemon.committer.refused
     assert lost > 0
     assert b'"dropped":%d' % lost in daemon.status.payload("online")
+    assert b'"measuring_paused":"disk_full"' in daemon.status.payload("online")  # staff.py
+    assert b"measuring_paused" not in daemon.status.payload("offline")  # no longer holds
     metrics = scrape(metrics_port)
     assert metrics["appliance_edge_measurements_lost_total"] == lost
     assert metrics["appliance_edge_measuring_paused"] == 1.0
