@@ -35,6 +35,12 @@ RESULT_KEYS = Keyset((PLACED_COLUMN, "measurement_id"), descending=True)
 DEVICE_KEYS = Keyset(("site", "device_id"), descending=False)
 ROLLOUT_KEYS = Keyset(("created_at", "rollout_id"), descending=True)
 JOB_KEYS = Keyset(("j.accepted_at", "j.job_id"), descending=True)
+# a stored result's grade probabilities (its payload's classification.probabilities) as JSON
+# text in the label order it was sent in (PostgreSQL's json, unlike jsonb, keeps the order)
+_PROBABILITIES_SQL = {
+    False: "json_extract(payload, '$.classification.probabilities')",
+    True: "(payload::json -> 'classification' -> 'probabilities')::text",
+}
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,16 @@ class ConsoleQueries(ConsoleAccounts):
         rows = self._fetch(f"SELECT measurement_id, payload FROM results "
                            f"WHERE measurement_id IN ({marks})", list(measurement_ids))
         return {row[0]: row[1] for row in rows}
+
+    def grade_probabilities(self, measurement_ids: Sequence[str]) -> dict[str, str]:
+        """The grade probabilities (JSON text) stored with these results, by measurement id,
+        for those that have them: picked out in the database, not read with each payload."""
+        if not measurement_ids:
+            return {}
+        marks = ",".join("?" * len(measurement_ids))
+        rows = self._fetch(f"SELECT measurement_id, {_PROBABILITIES_SQL[self.postgres]} FROM "
+                           f"results WHERE measurement_id IN ({marks})", list(measurement_ids))
+        return {row[0]: row[1] for row in rows if row[1] is not None}
 
     def pruned_only_copies(self, limit: int) -> PrunedOnlyCopies:
         """The refused results the dead-letter bounds pruned whose only copy their letter was,

@@ -163,15 +163,18 @@ def results_page(store: Store, query: ResultQuery) -> ResultsPage:
         lambda row: (row[_LIST_PLACED_AT], row[_LIST_MEASUREMENT_ID]))
     rows, older, newer = results.page(query.limit, query.before, query.after)
     items = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
-    # why a result has no grade is in its payload's quality reasons, and whether its grade is
-    # a near-tie in its probabilities: both read from the payloads
-    payloads = store.result_payloads([i["measurement_id"] for i in items])
+    # why a result has no grade is in its payload's quality reasons: read for those only;
+    # whether a grade is a near-tie, in its stored probabilities
+    ungraded = store.result_payloads([i["measurement_id"] for i in items if i["label"] is None])
+    graded = store.grade_probabilities([i["measurement_id"] for i in items if i["label"]])
     for item in items:  # the features outside the validated range: null, raw values apart
         item["not_validated"] = not_validated_keys(item["not_validated"])
         item["not_validated_raw"] = _set_aside(item, item["not_validated"])
-        payload = json.loads(payloads.get(item["measurement_id"]) or "{}")
-        item["grade_withheld"] = None if item["label"] else _withheld_in(payload)
-        item["grade_between"] = _between_in(payload)
+        payload = ungraded.get(item["measurement_id"])
+        item["grade_withheld"] = _withheld_in(json.loads(payload)) if payload else None
+        probabilities = graded.get(item["measurement_id"])
+        item["grade_between"] = grade_between(json.loads(probabilities) if probabilities
+                                              else None)
     return ResultsPage(items, cursor_of(*older) if older else None,
                        cursor_of(*newer) if newer else None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sqlite3
@@ -291,6 +292,24 @@ def test_a_kiosk_s_measuring_paused_is_its_newest_status_s(store: Store) -> None
         (device,) = store.devices()
         written.append((device["state"], device["measuring_paused"]))
     assert written == [("online", "disk_full"), ("offline", "disk_full"), ("online", None)]
+
+
+def test_grade_probabilities_are_read_in_the_order_they_were_sent(store: Store) -> None:
+    """The console tells a near-tie from them (edge/grade_margin.py: its two grades in the
+    model's label order); a result without a grade has none."""
+    rng = random.Random(5)
+    graded, ungraded = (fleet.sample_result(rng, "lab", "kiosk-0", i) for i in range(2))
+    assert graded.classification is not None
+    sent = {"normal": 0.46, "fine": 0.44, "coarse": 0.10}  # not in alphabetical order
+    graded = graded.model_copy(update={"classification": graded.classification.model_copy(
+        update={"probabilities": sent})})
+    ungraded = ungraded.model_copy(update={"classification": None})
+    store.write_batch(Batch(results=[result_row(r, "2026-11-26T00:00:00.000000Z",
+                                                r.to_json().decode())
+                                     for r in (graded, ungraded)]), 100)
+    read = store.grade_probabilities([graded.measurement_id, ungraded.measurement_id])
+    assert list(read) == [graded.measurement_id]
+    assert list(json.loads(read[graded.measurement_id]).items()) == list(sent.items())
 
 
 def test_a_reconnected_store_sees_the_same_data(store: Store) -> None:
