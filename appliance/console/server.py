@@ -11,16 +11,22 @@ a request's headers without end: a visitor that opens connections and sends a re
 arrive whole within REQUEST_DEADLINE_S of its connection (or of the previous answer on it);
 the connection of one that did not is closed. The answer's side is bounded too: a client
 that reads nothing of a large answer (a CSV, a picture) for STALLED_SEND_S is cut off, or
-a few such downloads would keep every place. Connections beyond MAX_CONNECTIONS are
-answered 503 and closed as soon as they are accepted (said in the log at most once a minute,
-as are the connections cut off at either deadline),
-and at most BACKLOG wait to be accepted: each open one holds a file descriptor, and a flood of
-silent ones past the process's limit left the console answering nobody. A request beyond
-those places is answered 503 by uvicorn itself, outside the app: so that answer too carries the
-console's security headers, uvicorn adds them to every answer (``headers``), and the app sets
-none of its own; its 400 to a request it cannot parse, which bypasses them, is sent with them
-here. uvicorn's warnings of such requests, one each whoever sends them, are counted and said
-at most once a minute (CountedFloods).
+a few such downloads would keep every place. uvicorn answers a request 503 while PLACES
+connections are open, silent ones included, so a new connection that would leave no place
+takes that of the one that has waited longest for its request (a silent or slow client's, or
+one kept alive with nothing asked): a client that opened connections as fast as the deadline
+closed them held every place for good, and every visitor was refused 503 while it went on; a
+real request arrives whole within milliseconds of its connection, long before a flood's newer
+connections make it the oldest. With MAX_CONNECTIONS open and every one being answered, one
+more is answered 503 and closed as soon as it is accepted (said in the log at most once a
+minute, as are the connections closed for room or cut off at either deadline), and at most
+BACKLOG wait to be accepted: each open one holds a file descriptor, and a flood of silent ones
+past the process's limit left the console answering nobody. A request beyond the places
+(every one being answered) is answered 503 by uvicorn itself, outside the app: so that answer
+too carries the console's security headers, uvicorn adds them to every answer (``headers``),
+and the app sets none of its own; its 400 to a request it cannot parse, which bypasses
+them, is sent with them here. uvicorn's warnings of such requests, one each whoever sends
+them, are counted and said at most once a minute (CountedFloods).
 """
 
 from __future__ import annotations
@@ -116,18 +122,52 @@ class DeadlineProtocol(H11Protocol):
     counted_logger: logging.Logger  # and uvicorn's logger (uvicorn_logger)
     cut_late: Tally
     cut_stalled: Tally
+    cut_for_room: Tally
+    waiting_since = 0.0  # when the connection last began to wait for a request (loop time)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start the first request's deadline, or refuse the connection when MAX_CONNECTIONS
-        are open: each held a file descriptor until its deadline, and a flood past the
-        process's limit made asyncio log a traceback for each accept it could not make (some
-        50,000 in 20 s) while the console answered nobody."""
+        """Start the first request's deadline. With PLACES - 1 open (uvicorn answers a request
+        503 from PLACES on, a silent connection's too) close the one that has waited longest
+        for its request, so this one is served: silent connections reopened as fast as the
+        deadline closed them kept every visitor out. With MAX_CONNECTIONS open and every one
+        being answered, refuse it: each held a file descriptor until its deadline, and a flood
+        past the process's limit made asyncio log a traceback for each accept it could not make
+        (some 50,000 in 20 s) while the console answered nobody."""
         self.logger = self.counted_logger
-        if len(self.connections) >= MAX_CONNECTIONS:
+        open_now = self._open_connections()
+        # uvicorn answers a request 503 while PLACES connections are open, idle ones included
+        if open_now >= min(PLACES - 1, MAX_CONNECTIONS) and not self._make_room() and (
+                open_now >= MAX_CONNECTIONS):
             self._refuse(transport)
             return
         super().connection_made(transport)
         self._arm()
+
+    def _open_connections(self) -> int:
+        """The connections open and not closing (one closed for room stays in the set until
+        the loop's next turn)."""
+        return sum(not other.transport.is_closing() for other in self.connections)
+
+    def _make_room(self) -> bool:
+        """Close the open connection that has waited longest for its request, for this one;
+        False when every open connection is being answered."""
+        waiting = [other for other in self.connections
+                   if isinstance(other, DeadlineProtocol) and other.awaits_request()]
+        if not waiting:
+            return False
+        min(waiting, key=lambda other: other.waiting_since).close_for_room()
+        return True
+
+    def close_for_room(self) -> None:
+        """Close this connection, still waiting for its request, to take a new one."""
+        self._tally(self.cut_for_room)
+        self.transport.close()
+
+    def awaits_request(self) -> bool:
+        """Whether the client is still to send its request's head or form (nothing is being
+        answered) and the connection is not closing."""
+        return (self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
+                and not self.transport.is_closing())
 
     def _refuse(self, transport: asyncio.Transport) -> None:
         """Answer 503 and close at once. What the client has sent so far is read and dropped:
@@ -193,11 +233,12 @@ class DeadlineProtocol(H11Protocol):
     def _arm(self) -> None:
         if self.deadline is not None:
             self.deadline.cancel()
+        self.waiting_since = self.loop.time()
         self.deadline = self.loop.call_later(REQUEST_DEADLINE_S, self._late)
 
     def _late(self) -> None:
         """Close the connection when the client is still sending its request's head or form."""
-        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+        if self.awaits_request():
             self._tally(self.cut_late)
             self.transport.close()
 
@@ -218,7 +259,9 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
         "cut_late": Tally(log, "console: connections closed with no whole request within "
                       f"{REQUEST_DEADLINE_S:.0f} s"),
         "cut_stalled": Tally(log, "console: connections cut off, their client having read "
-                         f"nothing of its answer for {STALLED_SEND_S:.0f} s")})
+                         f"nothing of its answer for {STALLED_SEND_S:.0f} s"),
+        "cut_for_room": Tally(log, "console: connections that waited longest for their "
+                          f"request closed for new ones (all {PLACES} places taken)")})
     config = uvicorn.Config(
         create_app(pool, settings, pathology_results), host=settings.bind, port=settings.port,
         # an explicit list: given None, uvicorn would trust FORWARDED_ALLOW_IPS or loopback

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,18 +35,42 @@ def test_connections_that_never_finish_a_request_are_closed_and_others_get_answe
             for _ in range(PLACES)]
     try:
         for index, sock in enumerate(held):  # a head, or a form, that never ends
-            sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n" if index % 2 else
-                         b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                         b"application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nuser=")
+            with contextlib.suppress(ConnectionResetError):  # the first closed for the last
+                sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n" if index % 2 else
+                             b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                             b"application/x-www-form-urlencoded\r\nContent-Length: 100\r\n"
+                             b"\r\nuser=")
         for sock in held:  # the console answers or closes each (on main: it waited forever)
-            while sock.recv(4096):
-                pass
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(4096):
+                    pass
     finally:
         for sock in held:
             sock.close()
     status, _, body = console.get("/login")
     assert status == 200
     assert b'name="password"' in body
+
+
+def test_silent_connections_holding_every_place_make_room_for_a_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn answers a request 503 while its places are taken, silent connections too: a
+    client reopening its silent connections as the deadline closed them kept every visitor
+    out for as long as it went on. A new connection now takes the place of the one that has
+    waited longest for its request."""
+    monkeypatch.setattr(server, "REQUEST_DEADLINE_S", 60.0)  # no deadline frees a place here
+    with running_console(tmp_path) as console:
+        address = (urlsplit(console.url).hostname, urlsplit(console.url).port)
+        with silent_connections(address, PLACES) as held:
+            for sock in held:  # a head that never ends
+                sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            status, _, body = console.get("/login")
+            assert status == 200, body[:200]  # on main: 503, every place taken
+            assert answer_to(held[0]) == b""  # the oldest closed for it, unanswered
+    said = [r.getMessage() for r in caplog.records if "closed for new ones" in r.getMessage()]
+    assert len(said) == 1, said  # one line, later ones counted
+    assert f"(all {PLACES} places taken): 1 since the last saying" in said[0]
 
 
 LONG_VERSION = "v" * 4000  # so the CSV (13 MB) outgrows every socket buffer between the two
@@ -81,6 +106,16 @@ def _stalled_download(console: Console, cookie: str) -> tuple[socket.socket, byt
     first = sock.recv(64)
     assert first.startswith(b"HTTP/1.1 200")
     return sock, first
+
+
+@contextlib.contextmanager
+def _downloads_stalled(console: Console, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` CSV downloads whose clients read nothing past their first bytes: connections
+    the console is answering (none waits for a request), closed when the block ends."""
+    _add_long_results(console.store_url, 3000)
+    cookie, _ = login_cookie(console)
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(_stalled_download(console, cookie)[0]) for _ in range(count)]
 
 
 def _rest_of(sock: socket.socket, received: bytes) -> bytes:
@@ -125,20 +160,16 @@ def _unchunked(body: bytes) -> bytes:
 
 
 def test_the_servers_own_503_for_a_request_beyond_its_places_keeps_the_security_headers(
-    console: Console,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    address = urlsplit(console.url)
-    held = [socket.create_connection((address.hostname, address.port), timeout=30)
-            for _ in range(PLACES + 8)]  # idle: each holds a place until its deadline
-    try:
+    monkeypatch.setattr(server, "PLACES", 3)
+    with running_console(tmp_path) as console, _downloads_stalled(console, 2):
+        address = urlsplit(console.url)  # every place but this one's being answered
         with socket.create_connection((address.hostname, address.port), timeout=30) as late:
             late.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             answer = bytearray()
             while chunk := late.recv(4096):
                 answer += chunk
-    finally:
-        for sock in held:
-            sock.close()
     head = bytes(answer).partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
     assert head[0] == "HTTP/1.1 503 Service Unavailable"  # uvicorn's, not the console's
     fields = {}
@@ -180,32 +211,32 @@ def test_connections_past_the_cap_are_refused_at_once_with_the_security_headers(
 ) -> None:
     """Every connection was accepted and held its file descriptor until its deadline, so a
     flood of silent ones past the process's limit (1024 under systemd) made asyncio log a
-    traceback for each accept it could not make while the console answered nobody."""
-    monkeypatch.setattr(server, "MAX_CONNECTIONS", 8)
-    monkeypatch.setattr(server, "REQUEST_DEADLINE_S", 2.0)
+    traceback for each accept it could not make while the console answered nobody. With the
+    cap reached and every connection being answered (none to close for room), one more is
+    refused."""
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 4)
     with running_console(tmp_path) as console:
         address = (urlsplit(console.url).hostname, urlsplit(console.url).port)
-        fds_before = len(os.listdir("/proc/self/fd"))
-        with silent_connections(address, 8) as held, silent_connections(address, 100) as excess:
-            for sock in excess[:3]:  # the console took the held ones first: it accepts in order
-                answer = answer_to(sock)  # at once: the held ones wait for their deadline
-                head = answer.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-                assert head[0] == "HTTP/1.1 503 Service Unavailable", answer[:200]
-                assert answer.endswith(b"too many connections at once; try again later\n")
-                fields = {name.lower(): value for name, value in
-                          (line.split(": ", 1) for line in head[1:])}
-                for name, value in SECURITY_HEADERS.items():
-                    assert fields.get(name.lower()) == value, (name, fields)
-            for sock in excess[3:]:
-                assert answer_to(sock).startswith(b"HTTP/1.1 503 ")
-            # the clients' 108 sockets, and of the console's side the 8 it holds at most
-            assert len(os.listdir("/proc/self/fd")) <= fds_before + 108 + 8
-            for sock in held:
-                assert answer_to(sock) == b""  # cut off at the request deadline
+        with _downloads_stalled(console, 4):
+            fds_before = len(os.listdir("/proc/self/fd"))
+            with silent_connections(address, 100) as excess:
+                for sock in excess[:3]:
+                    answer = answer_to(sock)  # at once: the downloads wait for their client
+                    head = answer.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+                    assert head[0] == "HTTP/1.1 503 Service Unavailable", answer[:200]
+                    assert answer.endswith(b"too many connections at once; try again later\n")
+                    fields = {name.lower(): value for name, value in
+                              (line.split(": ", 1) for line in head[1:])}
+                    for name, value in SECURITY_HEADERS.items():
+                        assert fields.get(name.lower()) == value, (name, fields)
+                for sock in excess[3:]:
+                    assert answer_to(sock).startswith(b"HTTP/1.1 503 ")
+                # the clients' 100 sockets; the console holds none of theirs
+                assert len(os.listdir("/proc/self/fd")) <= fds_before + 100
         assert console.get("/login")[0] == 200
     refusals = [r.getMessage() for r in caplog.records if " refused " in r.getMessage()]
     assert len(refusals) == 1, refusals  # the next ones within a minute are not said
-    assert "8 open at once, the most it takes" in refusals[0]
+    assert "4 open at once, the most it takes" in refusals[0]
 
 
 def test_connections_cut_off_at_the_request_deadline_are_said_once_not_one_line_each(
