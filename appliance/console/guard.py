@@ -42,7 +42,8 @@ from appliance.console.filters import (
 from appliance.console.throttle import LoginGuard
 
 PASSWORD_FIELDS = ("password", "new_password", "new_password_again")  # up to 256 characters
-_LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}$")
+# \Z, not $: $ also matches before a line break that ends the text
+_LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}\Z")
 MAX_NEXT_CHARS = 501  # the login form's `next`: a console page's path and query, as above
 _FORM_PAGES = {"/tokens/revoke": "/tokens", "/account/password": "/account"}
 _READ_BY_HAND = {"/results": RESULT_PARAMETERS, "/results.csv": RESULT_PARAMETERS}

@@ -47,3 +47,11 @@ def test_a_login_never_leads_off_the_console(console: Console, next_path: str) -
 def test_a_console_page_with_its_query_is_where_a_login_leads(console: Console) -> None:
     path = "/results?site=tokyo&limit=10&before=2026-11-01T09%3A30%3A00.000000Z~x"
     assert _login_going_to(console, path) == (path.replace("&", "&amp;"), path)
+
+
+@pytest.mark.parametrize("next_path", ["/results\n", "/results?site=tokyo\n"])
+def test_a_page_with_a_line_break_after_it_leads_to_the_fleet(console: Console,
+                                                              next_path: str) -> None:
+    """A line break ending ``next`` passed the check ($ matches before it): the form carried
+    it and the login led to /results%0A, a page that is not there."""
+    assert _login_going_to(console, next_path) == ("/fleet", "/fleet")  # on main: a 404 page
