@@ -101,8 +101,9 @@ def _login_page(request: Request, next: str | None, status: int, *, failed: bool
                   failed=failed, wait_min=math.ceil(wait_s / 60.0) if wait_s else 0,
                   store_failed=store_failed, ended=ended and not failed, login=None,
                   nobody=nobody)
+    # Secure behind a TLS proxy, as the session cookie: not sent again over plain HTTP
     page.set_cookie(login_csrf_cookie(request), token, httponly=True, samesite="strict",
-                    path="/login")
+                    path="/login", secure=request.url.scheme == "https")
     if wait_s:
         page.headers["Retry-After"] = retry_after(wait_s)
     return page

@@ -4,10 +4,11 @@ address its failed logins count against."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import pytest
-from console_helpers import PASSWORD, Console, post_login, running_console
+from console_helpers import PASSWORD, Console, open_request, post_login, running_console
 
 from appliance.config.loader import ConfigError, config_from_mapping
 
@@ -62,3 +63,17 @@ def test_an_address_with_host_bits_is_taken_as_its_network() -> None:
         "APPLIANCE__CONSOLE__TRUSTED_PROXIES": "[10.0.0.5/24, '::1', 127.0.0.1]"})
     assert config.console.trusted_proxies == ["10.0.0.0/24", "::1/128", "127.0.0.1/32"]
     assert config_from_mapping({}, environ={}).console.trusted_proxies == []
+
+
+def test_behind_a_trusted_tls_proxy_the_login_form_s_cookie_is_secure_too(tmp_path: Path) -> None:
+    """The login form's CSRF cookie lacked Secure where the session cookie had it: a browser
+    sent it over plain HTTP to the same host."""
+    with running_console(tmp_path, trusted_proxies=["127.0.0.0/8"]) as console:
+        request = urllib.request.Request(console.url + "/login",
+                                         headers={"X-Forwarded-Proto": "https"})
+        status, headers, _ = open_request(request)
+        _, plain, _ = console.get("/login")
+    assert status == 200
+    assert headers["set-cookie"].startswith("appliance_login_csrf=")
+    assert "secure" in headers["set-cookie"].lower()  # on main: not
+    assert "secure" not in plain["set-cookie"].lower()  # plain HTTP: it would not be kept
