@@ -3,7 +3,11 @@ password check (login form, account page) counted by the login guard (console/th
 
 Pages answer an anonymous visitor with a redirect to the login page; the API answers 401 with
 ``WWW-Authenticate: Bearer``. A form must carry its session's CSRF token (the login form the
-one in its own cookie); a missing or forged one is refused with 403 and changes nothing.
+one in its own cookie); a missing or forged one is refused with 403 and changes nothing. So is
+a form a browser says came from another origin's page (``Sec-Fetch-Site``): SameSite keeps
+cookies from other sites only, and a page on another port of the console's host (or, behind
+a proxy, on a sibling name) is the same site: it could plant the login form's cookie with a
+token of its own and log the browser in as a user of its choosing.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from appliance.console.filters import (
     refuse_unknown,
 )
 from appliance.console.throttle import LoginGuard
+from appliance.logsafe import shorten
 
 PASSWORD_FIELDS = ("password", "new_password", "new_password_again")  # up to 256 characters
 # \Z, not $: $ also matches before a line break that ends the text
@@ -222,7 +227,12 @@ def check_csrf(expected: str, form: dict[str, str]) -> None:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """A small URL-encoded form, bounded in bytes, fields and field length."""
+    """A small URL-encoded form, bounded in bytes, fields and field length, sent from the
+    console's own page (CsrfError when the browser says another origin's page sent it)."""
+    sender = request.headers.get("sec-fetch-site", "same-origin")  # absent: no browser's
+    if sender != "same-origin":
+        raise CsrfError(f"a form sent by a page of another origin (Sec-Fetch-Site: "
+                        f"{shorten(sender, 20)}) is refused: use the console's own page.")
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("application/x-www-form-urlencoded"):
         raise InputError("content-type", ctype, "a form (application/x-www-form-urlencoded)")
