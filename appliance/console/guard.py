@@ -106,8 +106,8 @@ async def judged_password(request: Request, name: str, attempt: Callable[[], T |
     """``attempt``, a check of ``name``'s password that returns None when it is wrong, run as
     one of the app's few password checks at once (each hash holds 64 MiB: auth.py) in a
     worker thread, its outcome told to the login guard, which admitted it as a failure: a
-    right password clears the failures of ``name`` and of the address; a store that failed on
-    the way (busy, or any store error, raised on) found no password wrong."""
+    right password clears the failures of ``name`` (the address's others stay); a store that
+    failed on the way (busy, or any store error, raised on) found no password wrong."""
     guard: LoginGuard = request.app.state.logins
     try:
         async with request.app.state.password_checks:

@@ -8,8 +8,11 @@ share one), is refused until the oldest of those failures is that old, before an
 is checked: a refused attempt costs no hash and counts no further. An attempt let in counts as
 a failure from that moment (``admit``), so guesses sent together are held as if sent one after
 another: they cannot all pass before the first has failed; one the console could not judge (its
-store failed on the way) is taken back (``not_judged``). A correct password clears
-its user name's and its address's failures. Someone who knows a user name can thus keep that
+store failed on the way) is taken back (``not_judged``). A correct password clears its user
+name's failures and takes back its own from its address's count; the address's other failures
+stay until they leave the window: cleared too, anyone with a login of their own could clear
+their address's count at will and guess every other user's password from it at the name's
+limit, which the address's bound is there to stop. Someone who knows a user name can thus keep that
 user out for a window at a time, never guess faster than the limit. The counts live in the
 console's process (several console processes each count their own) and are bounded: at most
 ``max_keys`` keys, so a spray of made-up names cannot grow them without end; the longest idle
@@ -130,8 +133,10 @@ class LoginGuard:
         self.addresses.uncount((address,))
 
     def succeeded(self, user: str, address: str) -> None:
+        """A right password: the user's failures cleared, the attempt taken back from its
+        address's count (``admit`` counted it), whose other failures stay."""
         self.users.succeeded((user,))
-        self.addresses.succeeded((address,))
+        self.addresses.uncount((address,))
 
 
 def retry_after(wait_s: float) -> str:

@@ -30,7 +30,7 @@ def test_a_key_is_held_until_its_oldest_failure_leaves_the_window() -> None:
     assert throttle.wait_s(("eve",)) == 10.0  # until 1010's leaves
 
 
-def test_a_correct_password_clears_the_user_s_and_the_address_s_failures() -> None:
+def test_a_correct_password_clears_the_user_s_failures_not_the_address_s() -> None:
     clock = Clock()
     guard = LoginGuard(2, 60.0, clock=clock)
     guard.failed("eve", "10.0.0.1")
@@ -39,6 +39,20 @@ def test_a_correct_password_clears_the_user_s_and_the_address_s_failures() -> No
     assert guard.wait_s("eve", "10.0.0.1") == 0.0  # one failure since the success
     guard.failed("eve", "10.0.0.1")
     assert guard.wait_s("eve", "10.0.0.2") == 60.0  # the name is held from anywhere
+
+
+def test_a_login_of_one_s_own_does_not_clear_the_address_s_count() -> None:
+    """An admitted attempt counts against its address; a right one is taken back, the
+    address's other failures stay: cleared, anyone with a login could guess other users'
+    passwords from one address at each name's limit, past the address's."""
+    clock = Clock()
+    guard = LoginGuard(2, 60.0, clock=clock)  # an address: 8
+    for name in range(7):
+        assert guard.admit(f"user-{name}", "10.0.0.9") == 0.0  # wrong passwords
+    assert guard.admit("mallory", "10.0.0.9") == 0.0
+    guard.succeeded("mallory", "10.0.0.9")  # her own password
+    assert guard.admit("user-7", "10.0.0.9") == 0.0  # the 8th failure
+    assert guard.admit("user-8", "10.0.0.9") == 60.0  # on main: 0.0, the 7 cleared
 
 
 def test_an_address_is_held_after_four_times_the_failures_spread_over_names() -> None:
