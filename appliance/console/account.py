@@ -62,7 +62,7 @@ async def change_password(request: Request) -> HTMLResponse:
                       f"{math.ceil(wait_s / 60.0)} min.")
         page.headers["Retry-After"] = retry_after(wait_s)
         return page
-    keep = digest(request.cookies.get(session_cookie(request), ""))
+    keep = digest(session_cookie(request) or "")
 
     def attempt() -> Revoked | None:
         if password_login(pool_of(request), login.name, form.get("password", "")) is None:

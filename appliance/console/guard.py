@@ -46,6 +46,10 @@ from appliance.console.filters import (
 from appliance.console.throttle import LoginGuard
 from appliance.logsafe import shorten
 
+# the session cookie's prefix behind a TLS proxy: a browser keeps a __Host- cookie only when
+# it is Secure, of path / and set by this very host (RFC 6265bis 4.1.3.2), so no page on a
+# sibling name (another.example.org) can plant one for the whole domain in its place
+HOST_PREFIX = "__Host-"
 PASSWORD_FIELDS = ("password", "new_password", "new_password_again")  # up to 256 characters
 # \Z, not $: $ also matches before a line break that ends the text
 _LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}\Z")
@@ -79,6 +83,21 @@ class BodyTooLargeError(InputError):
     """A form larger than the console accepts."""
 
     status = 413
+
+
+def session_cookie_name(request: Request) -> str:
+    """The session cookie's name. It carries the console's port: a browser sends a host's
+    cookies to each of its ports (RFC 6265, section 8.5), so two consoles on one host (:8080
+    and :8081) with one name would each replace the other's cookie, and a login to one log the
+    browser out of the other. For a visitor who came over HTTPS (a trusted TLS proxy says so)
+    it takes HOST_PREFIX; plain HTTP cannot (a __Host- cookie needs Secure)."""
+    name = f"appliance_session_{request.app.state.settings.port}"
+    return HOST_PREFIX + name if request.url.scheme == "https" else name
+
+
+def session_cookie(request: Request) -> str | None:
+    """The request's session cookie, of the name its scheme takes (session_cookie_name)."""
+    return request.cookies.get(session_cookie_name(request))
 
 
 def pool_of(request: Request) -> StorePool:
@@ -136,23 +155,15 @@ def _declared(dependant: Dependant) -> set[str]:
     return names.union(*(_declared(sub) for sub in dependant.dependencies))
 
 
-def session_cookie(request: Request) -> str:
-    """The name of this console's session cookie, which carries its port: a browser sends a
-    host's cookies to each of its ports (RFC 6265, section 8.5), so two consoles on one host
-    (:8080 and :8081) with one name would each replace the other's cookie, and a login to one
-    log the browser out of the other."""
-    return f"appliance_session_{request.app.state.settings.port}"
-
-
 def login_csrf_cookie(request: Request) -> str:
     """The name of this console's login-form CSRF cookie, which carries its port (as
-    ``session_cookie``: a login form opened on another console must not replace it)."""
+    ``session_cookie_name``: a login form opened on another console must not replace it)."""
     return f"appliance_login_csrf_{request.app.state.settings.port}"
 
 
 def page_login(request: Request) -> Login:
     """The logged-in user of a page request, or a redirect to the login page."""
-    cookie = request.cookies.get(session_cookie(request))
+    cookie = session_cookie(request)
     with pool_of(request).store() as store:
         login = session_login(store, cookie)
     if login is None:
@@ -170,7 +181,7 @@ def visitor_login(request: Request) -> Login | None:
     """Who is logged in on this page request, or None (no session, or a store that cannot
     say now: a refusal page is shown without the header rather than not at all). Blocking:
     call it from a worker thread."""
-    cookie = request.cookies.get(session_cookie(request))
+    cookie = session_cookie(request)
     if not cookie:
         return None
     try:

@@ -51,6 +51,7 @@ from appliance.console.guard import (
     read_form,
     safe_next,
     session_cookie,
+    session_cookie_name,
 )
 from appliance.console.throttle import LoginGuard, retry_after
 from appliance.console.views import (
@@ -166,7 +167,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     if session is None:
         return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(session_cookie(request), session.cookie,
+    response.set_cookie(session_cookie_name(request), session.cookie,
                         max_age=int(hours * 3600) + SESSION_COOKIE_AFTER_END_S, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
     response.delete_cookie(login_csrf_cookie(request), path="/login")
@@ -179,7 +180,7 @@ async def logout(request: Request) -> Response:
     end it (a full disk), the browser forgets it anyway and the page says it stays valid."""
     login = await run_in_threadpool(page_login, request)
     check_csrf(login.csrf, await read_form(request))
-    cookie = request.cookies.get(session_cookie(request), "")
+    cookie = session_cookie(request) or ""
 
     def forget() -> None:
         with pool_of(request).store() as store:
@@ -197,7 +198,8 @@ async def logout(request: Request) -> Response:
             "(its log says why): whoever holds its cookie can use it until it expires. Log "
             "in and out again once the store works, or have an operator remove the session "
             "(console user add sets a new password and ends every session)."))
-    response.delete_cookie(session_cookie(request), path="/")
+    response.delete_cookie(session_cookie_name(request), path="/",
+                           secure=request.url.scheme == "https")  # a __Host- one needs it
     return response
 
 

@@ -3,7 +3,8 @@
 ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed only from the addresses in
 ``console.trusted_proxies`` (none by default): from any other client they would let it name
 the address its failed logins count against (console/throttle.py). Behind a trusted TLS
-proxy, the session and login-form cookies are marked Secure when the visitor used HTTPS.
+proxy, the session and login-form cookies are marked Secure when the visitor used HTTPS
+(the session cookie then named __Host-: console/guard.py).
 
 Each connection holds one of the server's ``limit_concurrency`` places, and uvicorn waits for
 a request's headers without end: a visitor that opens connections and sends a request slowly

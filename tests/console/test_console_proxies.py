@@ -4,11 +4,20 @@ address its failed logins count against."""
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from console_helpers import PASSWORD, Console, open_request, post_login, running_console
+from console_helpers import (
+    PASSWORD,
+    Console,
+    open_request,
+    post,
+    post_login,
+    running_console,
+)
 
 from appliance.config.loader import ConfigError, config_from_mapping
 
@@ -74,6 +83,46 @@ def test_behind_a_trusted_tls_proxy_the_login_form_s_cookie_is_secure_too(tmp_pa
         status, headers, _ = open_request(request)
         _, plain, _ = console.get("/login")
     assert status == 200
-    assert headers["set-cookie"].startswith("appliance_login_csrf=")
+    assert headers["set-cookie"].startswith(f"appliance_login_csrf_{urlsplit(console.url).port}=")
     assert "secure" in headers["set-cookie"].lower()  # on main: not
     assert "secure" not in plain["set-cookie"].lower()  # plain HTTP: it would not be kept
+
+
+def test_behind_a_trusted_tls_proxy_the_session_cookie_is_a_host_only_one(
+        tmp_path: Path) -> None:
+    """Behind TLS the session cookie is named __Host-: a browser keeps such a cookie only
+    Secure, of path / and from this host, so a page on a sibling name cannot plant one for
+    the whole domain (and of two cookies of one name the console read the last, which a
+    browser sends after the host's own)."""
+    https = {"X-Forwarded-Proto": "https"}
+    with running_console(tmp_path, trusted_proxies=["127.0.0.0/8"]) as console:
+        port = urlsplit(console.url).port
+        status, headers = _login(console, "alice", PASSWORD, https)
+        assert status == 303
+        name, _, value = headers["set-cookie"].split(";")[0].partition("=")
+        attributes = headers["set-cookie"].lower()
+
+        def fleet_with(cookie: str) -> int:
+            request = urllib.request.Request(console.url + "/fleet",
+                                             headers={**https, "Cookie": cookie})
+            return open_request(request)[0]
+
+        own = fleet_with(f"{name}={value}")
+        planted = fleet_with(f"appliance_session_{port}={value}")
+        page = open_request(urllib.request.Request(
+            console.url + "/fleet", headers={**https, "Cookie": f"{name}={value}"}))[2]
+        csrf = re.search(rb'name="csrf" value="([^"]+)"', page)
+        assert csrf
+        _, logout, _ = post(console.url + "/logout", b"csrf=" + csrf.group(1), {
+            **https, "Cookie": f"{name}={value}",
+            "Content-Type": "application/x-www-form-urlencoded"})
+    assert name == f"__Host-appliance_session_{port}"  # on main: appliance_session_PORT
+    assert "secure" in attributes
+    assert "path=/" in attributes
+    assert "domain" not in attributes
+    assert own == 200
+    assert planted == 303  # a cookie any name of the domain could set is not the session
+    forgotten = logout["set-cookie"].lower()  # a browser drops a __Host- one only so
+    assert forgotten.startswith(f"__host-appliance_session_{port}=")
+    assert "secure" in forgotten
+    assert "max-age=0" in forgotten
