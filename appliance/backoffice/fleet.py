@@ -75,9 +75,11 @@ def camera_text(device: dict[str, Any], now: datetime) -> str:
     camera = device.get("camera")
     if device["state"] != "offline":
         return camera or "-"
-    if camera is None or not device.get("status_at"):
+    # its age by the back office's clock: the kiosk's (status_at) may have stepped back
+    reported = device.get("status_sent_at") or device.get("status_at")
+    if camera is None or not reported:
         return "unknown (offline)"
-    return f"{camera}, {seen_ago(device['status_at'], now)}"
+    return f"{camera}, {seen_ago(reported, now)}"
 
 
 def offset_text(seconds: float) -> str:

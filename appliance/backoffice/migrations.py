@@ -359,4 +359,16 @@ DROP INDEX results_placed_at
 ALTER TABLE devices ADD COLUMN measuring_paused TEXT
 """,
     ),
+    (
+        24,
+        "devices: when the stored status was sent, by the back office's clock, which orders a "
+        "kiosk's statuses (status_order.py) so that a kiosk clock stepped back does not keep "
+        "the fleet's details of the status before; a status stored before: its kiosk's time, "
+        "at most its last receipt",
+        """
+ALTER TABLE devices ADD COLUMN status_sent_at TEXT;
+UPDATE devices SET status_sent_at = CASE WHEN status_at > last_seen THEN last_seen
+    ELSE status_at END
+""",
+    ),
 )

@@ -59,6 +59,7 @@ DEVICE_COLUMNS = (
     "dropped",
     "outbox_oldest_age_s",
     "measuring_paused",
+    "status_sent_at",  # the stored status's sending, by the back office's clock (status_order.py)
 )
 # a device as the fleet reads it: its status, and its clock as its latest live status read it
 # (written apart from the status: erasure_clock.py)
@@ -175,8 +176,10 @@ def result_row(result: Result, received_at: str, payload: str) -> tuple[Any, ...
     )
 
 
-def device_row(status: Status, seen_at: str) -> tuple[Any, ...]:
-    """The ``devices`` row of a status message seen at ``seen_at``, in DEVICE_COLUMNS order."""
+def device_row(status: Status, seen_at: str, sent_at: str | None = None) -> tuple[Any, ...]:
+    """The ``devices`` row of a status message seen at ``seen_at``, in DEVICE_COLUMNS order;
+    ``sent_at``: a live online status's receipt, None where the store places its sending
+    (status_order.py)."""
     model = status.model
     return (
         status.site,
@@ -192,4 +195,5 @@ def device_row(status: Status, seen_at: str) -> tuple[Any, ...]:
         status.dropped,
         status.outbox_oldest_age_s,
         status.measuring_paused,
+        sent_at,
     )

@@ -8,7 +8,7 @@ results wait. An honest kiosk sends its status every ``edge.status_interval_s`` 
 the least), within ``DEPTH_REFRESH_S`` (2 s) of a change in its outbox, and as it connects
 (appliance/edge/status.py): about one a second at the most. So each worker writes one kiosk's
 statuses at ``backoffice.kiosk_statuses_per_s`` and ``backoffice.kiosk_statuses_burst`` at the
-most (one batch's statuses of a kiosk are one upsert already: store_writes.latest_statuses).
+most (one batch's statuses of a kiosk are one upsert already: status_order.latest_statuses).
 
 A status is latest-wins, and a kiosk does not send one again, so a status over the rate is
 acknowledged to the broker in its turn and not written, EXCEPT the newest of a kiosk's: that

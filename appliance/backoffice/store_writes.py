@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.erasure_clock import HeldResult
 from appliance.backoffice.letter_writes import LetterWrites, pruned_warning
-from appliance.backoffice.placed_capture import PlacedCaptures, StatusReading
+from appliance.backoffice.placed_capture import StatusReading
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
     RESULT_COLUMNS,
     DeadLetter,
     dead_letter,
 )
+from appliance.backoffice.status_order import StatusOrder, latest_statuses
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,12 @@ _LATEST_SEEN = (
     "last_seen = CASE WHEN excluded.last_seen > devices.last_seen "
     "THEN excluded.last_seen ELSE devices.last_seen END"
 )
-# A status describing an older moment than the stored one (its ``at`` before status_at) changes
-# only state and last_seen: a kiosk's last will ("offline") is written when it connects, so its
-# camera, outbox and versions are older than those of its last online status, which stay (the
-# fleet shows an offline kiosk's last known camera state with its age).
-_KEEP_NEWER = ("{col} = CASE WHEN devices.status_at > excluded.status_at "
+# A status sent before the stored one (status_sent_at, status_order.py: by the back office's
+# clock, so a kiosk clock stepped back does not freeze them) changes only state and last_seen:
+# a kiosk's last will ("offline") is written when it connects, so its camera, outbox and
+# versions are older than those of its last online status, which stay (the fleet shows an
+# offline kiosk's last known camera state with its age).
+_KEEP_NEWER = ("{col} = CASE WHEN devices.status_sent_at > excluded.status_sent_at "
                "THEN devices.{col} ELSE excluded.{col} END")
 # The lock order. On PostgreSQL two transactions that lock the same rows in opposite orders
 # deadlock (the server ends one). Every writer here locks in one order: the dead_letter_totals
@@ -46,7 +48,6 @@ _KEEP_NEWER = ("{col} = CASE WHEN devices.status_at > excluded.status_at "
 # the payload keys a kiosk's new identity changes in a result it measured under an older one
 _IDENTITY_KEYS = ("site", "device_id")
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
-_LAST_SEEN, _STATUS_AT = DEVICE_COLUMNS.index("last_seen"), DEVICE_COLUMNS.index("status_at")
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Batch:
     new_letters: set[str] = field(default_factory=set)
 
 
-class IngestWrites(LetterWrites, PlacedCaptures):
+class IngestWrites(LetterWrites, StatusOrder):
     """``write_batch`` and its statements, mixed into ``Store``."""
 
     if TYPE_CHECKING:
@@ -90,7 +91,8 @@ class IngestWrites(LetterWrites, PlacedCaptures):
         kept, so it is not confirmed to its device. Letters kept before that the bounds prune
         now and that were a result's only copy are counted by device in the store, added to
         ``batch.pruned_only_copies`` and named in a warning. The letters the store did not hold
-        before are named in ``batch.new_letters``.
+        before are named in ``batch.new_letters``; ``batch.statuses`` is left as the rows
+        written, one a kiosk.
         """
         kept = batch.dead_letters
         pruned: Counter[tuple[str, str]] = Counter()
@@ -107,8 +109,11 @@ class IngestWrites(LetterWrites, PlacedCaptures):
                 letters += [_conflict(batch.topic_prefix, r) for r in late]
                 letters += [_held(batch.topic_prefix, h) for h in held]
             self._touch_devices(cur, batch.results, batch.statuses)
-            if batch.statuses:
-                self._upsert_statuses(cur, batch.statuses)
+            statuses = batch.statuses  # one row a kiosk: the status it sent last (status_order.py)
+            if statuses:
+                statuses = latest_statuses(self._sent_statuses(cur, statuses,
+                                                               batch.clock_readings))
+                self._upsert_statuses(cur, statuses)
             if batch.clock_readings:
                 self._read_clocks(cur, batch.clock_readings)
             if letters:
@@ -117,6 +122,7 @@ class IngestWrites(LetterWrites, PlacedCaptures):
                     batch.topic_prefix)
                 kept = self._still_kept(cur, batch.dead_letters)
         batch.dead_letters[:] = kept
+        batch.statuses[:] = statuses  # the upserts written (a worker counts them)
         batch.new_letters = added
         if pruned:
             batch.pruned_only_copies.update(pruned)
@@ -365,28 +371,6 @@ class IngestWrites(LetterWrites, PlacedCaptures):
             ),
             sorted(rows, key=_device_key),  # stable: one device's statuses in arrival order
         )
-
-def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """One row a device for its statuses of one batch (DEVICE_COLUMNS order, in arrival
-    order): what ``_upsert_statuses`` leaves of them written one after another, in one upsert.
-
-    A kiosk's statuses are latest-wins: of several in one batch the older change nothing the
-    store keeps, so a flood of them on its own status topic costs one upsert a batch, not one
-    a status (status_rate.py bounds it across batches). The row holds the last one's
-    ``state`` (written as it comes), the latest ``last_seen`` (``_LATEST_SEEN``), and the rest
-    of the one describing the newest moment, the later of two alike (``_KEEP_NEWER``): so a
-    last will ("offline") that comes after a newer online status still leaves its camera,
-    outbox and versions, as the upserts one by one did."""
-    merged: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for row in rows:
-        before = merged.get(key := _device_key(row))
-        if before is None:
-            merged[key] = row
-            continue
-        newest = before if before[_STATUS_AT] > row[_STATUS_AT] else row
-        merged[key] = (*row[:_LAST_SEEN], max(before[_LAST_SEEN], row[_LAST_SEEN]),
-                       *newest[_STATUS_AT:])
-    return list(merged.values())
 
 
 def latest_readings(readings: Sequence[StatusReading]) -> list[StatusReading]:

@@ -29,7 +29,7 @@ from appliance.backoffice.schema import (
     result_row,
 )
 from appliance.backoffice.store import Batch
-from appliance.backoffice.store_writes import latest_readings, latest_statuses
+from appliance.backoffice.store_writes import latest_readings
 from appliance.transport.payloads import (
     PayloadError,
     Result,
@@ -111,8 +111,9 @@ class Triage:
         self._retained_unsaid: dict[str, LetterWarning] = {}
 
     def sort(self, messages: list[Inbound]) -> tuple[Batch, list[Result]]:
-        """The batch to commit and the valid results in it; of a device's statuses in it, one
-        row that stands for them all (``latest_statuses``), and its newest clock reading."""
+        """The batch to commit and the valid results in it, with each device's newest clock
+        reading of its statuses in it (the store writes one row a device of them:
+        status_order.py)."""
         batch, results = Batch(topic_prefix=self.topic_prefix), []
         self._retained_unsaid.clear()  # a batch sorted again after an error: said once
         now = utc_now()
@@ -121,7 +122,7 @@ class Triage:
             at, received = ((now, received_at) if message.received is None
                             else (message.received, iso_utc(message.received)))
             try:
-                result = self._one(message, batch, received, at)
+                result = self._one(message, batch, received, at, sorted_at=received_at)
             except PayloadError as exc:
                 batch.dead_letters.append(self._dead(message, str(exc), received))
                 continue
@@ -132,14 +133,16 @@ class Triage:
                 continue
             if result is not None:
                 results.append(result)
-        # statuses are latest-wins: one upsert and one clock reading a kiosk (store_writes.py)
-        batch.statuses = latest_statuses(batch.statuses)
+        # a kiosk's clock readings are latest-wins: one a kiosk (store_writes.py)
         batch.clock_readings = latest_readings(batch.clock_readings)
         return batch, results
 
     def _one(
-        self, message: Inbound, batch: Batch, received_at: str, now: datetime
+        self, message: Inbound, batch: Batch, received_at: str, now: datetime, *,
+        sorted_at: str,
     ) -> Result | None:
+        """``sorted_at``: now, which orders a live online status after every status of its
+        kiosk sorted before (a held one's receipt is older: status_rate.py)."""
         where = parse_device_topic(self.topic_prefix, message.topic)
         if where is None or where[2] not in ("result", "status"):
             raise PayloadError(f"not a device result or status topic under {self.topic_prefix}")
@@ -152,8 +155,10 @@ class Triage:
                 _check_origin(status.site, status.device_id, site, device)
                 _check_time("at", status.at, now)
                 seen_at = iso_utc(status.at) if message.retained else received_at
-                batch.statuses.append(device_row(status, seen_at))
-                if status.state == "online" and not message.retained:
+                live = status.state == "online" and not message.retained
+                # sent as sorted; the store places any other's sending (status_order.py)
+                batch.statuses.append(device_row(status, seen_at, sorted_at if live else None))
+                if live:
                     ahead_s = (status.at - now).total_seconds()
                     batch.clock_readings.append((site, device, ahead_s, received_at,
                                                  status.outbox_oldest_age_s))

@@ -1,4 +1,4 @@
-"""A kiosk's statuses in one batch are written as one upsert (store_writes.latest_statuses),
+"""A kiosk's statuses in one batch are written as one upsert (status_order.latest_statuses),
 which leaves its device row as the upserts one by one did; SQLite and PostgreSQL. Before, each
 status of a batch was an upsert of its own, so a flood of statuses on one kiosk's topic wrote
 the database once a message."""

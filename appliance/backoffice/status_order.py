@@ -1,0 +1,102 @@
+"""The order of a kiosk's statuses: whose details (state aside: camera, outbox, versions) the
+fleet shows, when the kiosk's clock cannot say which status it sent last.
+
+A status says its kiosk's time ``at``. Ordered by it, a kiosk whose clock stepped back (an RTC
+reset, a wrong NTP server, an operator) sent each later status "before" the one stored, and the
+fleet kept that one's outbox depth, camera and versions until the kiosk's clock passed its old
+time again: years, after a dead CMOS battery. So the store orders a kiosk's statuses by when
+each was sent as the back office's clock places it (``devices.status_sent_at``):
+
+- a live "online" status (built as it is sent: erasure_clock.py) at its receipt, as the
+  worker sorts it (one held over its kiosk's rate, the newest of its kiosk's, as it is let in:
+  status_rate.py);
+- any other at its ``at`` less how far its kiosk's clock runs ahead as its latest live status
+  read it (in the same batch, else as stored; none read: as written), never after its write (a
+  moment after its receipt). That is its last will, written when the kiosk connected, so it
+  keeps the details of the connection's later online statuses; the "offline" of a clean stop;
+  and a retained copy that the broker hands out at a worker's subscribe, sent at any time
+  before: a copy of the stored status is placed where that one is, so it changes nothing.
+  Placed that way more than ``MARGIN`` after its write, a status was sent before its kiosk's
+  clock stepped back (none is sent after it is received): it is placed at its ``at`` as
+  written, by the clock as it was then, so a retained copy of a status from before the step,
+  replayed later, does not write over the live ones after it.
+
+Of two placed alike the later received wins, as before. Statuses carry no sequence number
+that would order them whatever the clocks: ``appliance.status/1`` refuses unknown fields, so a
+back office not yet updated would dead-letter every status of a kiosk that sent one. What is
+left: a live status that the broker queued for a stopped worker is placed at its late receipt,
+so until that worker has taken its queue it writes the older details of its queue over those
+another worker stored (as it reads the kiosk's clock behind by the wait: erasure_clock.py);
+a clock stepped back by less than a connection's length, while connected, lets that
+connection's last will write its details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from appliance.backoffice.erasure_clock import MARGIN
+from appliance.backoffice.placed_capture import PlacedCaptures, StatusReading
+from appliance.backoffice.schema import DEVICE_COLUMNS, iso_utc
+from appliance.transport.payloads import utc_now
+
+_LAST_SEEN, _STATUS_AT, _SENT_AT = (DEVICE_COLUMNS.index(name) for name in (
+    "last_seen", "status_at", "status_sent_at"))
+
+
+def placed_sending(at: datetime, ahead: timedelta | None, written: datetime) -> datetime:
+    """When a status its kiosk stamped ``at`` was sent, by the back office's clock, with its
+    kiosk's clock read ``ahead`` (None: never read), as it is written at ``written``."""
+    try:
+        sent = at - (ahead or timedelta(0))
+    except OverflowError:  # a reading that places it outside the years 1-9999: none
+        sent = at
+    if sent > written + MARGIN:  # stamped before its kiosk's clock stepped back
+        sent = at
+    return min(sent, written)
+
+
+class StatusOrder(PlacedCaptures):
+    """``_sent_statuses``, mixed into ``Store`` through the ingest writes."""
+
+    def _sent_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]],
+                       in_batch: Sequence[StatusReading]) -> list[tuple[Any, ...]]:
+        """``rows`` (DEVICE_COLUMNS order) with the sending of each not placed yet (a live
+        online one's is its receipt) placed by its kiosk's newest clock reading: among
+        ``in_batch`` (this batch's live statuses'), else stored."""
+        unplaced = [row for row in rows if row[_SENT_AT] is None]
+        if not unplaced:
+            return list(rows)
+        stored = self._kiosk_readings(cur, {str(row[1]) for row in unplaced})
+        ahead = {key: reading.clock.ahead for key, reading in stored.items()}
+        ahead.update(((site, device), timedelta(seconds=ahead_s))
+                     for site, device, ahead_s, _, _ in in_batch)
+        written = utc_now()
+        return [row if row[_SENT_AT] is not None else (*row[:_SENT_AT], iso_utc(placed_sending(
+            datetime.fromisoformat(row[_STATUS_AT]), ahead.get((row[0], row[1])), written)))
+            for row in rows]
+
+
+def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row a device for its statuses of one batch (DEVICE_COLUMNS order, in arrival order,
+    each one's sending placed): what the store's upserts leave of them written one after
+    another, in one upsert (store_writes.py).
+
+    A kiosk's statuses are latest-wins: of several in one batch the older change nothing the
+    store keeps, so a flood of them on its own status topic costs one upsert a batch, not one
+    a status (status_rate.py bounds it across batches). The row holds the last one's
+    ``state`` (written as it comes), the latest ``last_seen``, and the rest of the one sent
+    last (this module's order), the later of two alike: so a last will ("offline") that comes
+    after a newer online status still leaves its camera, outbox and versions."""
+    merged: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for row in rows:
+        before = merged.get(key := (str(row[0]), str(row[1])))
+        if before is None:
+            merged[key] = row
+            continue
+        newest = before if before[_SENT_AT] > row[_SENT_AT] else row
+        merged[key] = (*row[:_LAST_SEEN], max(before[_LAST_SEEN], row[_LAST_SEEN]),
+                       *newest[_STATUS_AT:])
+    return list(merged.values())
