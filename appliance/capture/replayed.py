@@ -25,6 +25,14 @@ once naming it, and rebuilt from that copy, and the kiosk goes on: no file whose
 committed is forgotten (it would be measured again after a restart), and none read but not
 committed is recorded (it would be lost). Found at open, the damage is moved aside the same way
 and the record starts afresh: its files are then measured again, under the same ids.
+
+A damaged record that cannot be moved aside (a read-only folder, a full disk, a name the
+filesystem refuses) is kept where it is, untouched: it may be all that is left of what was
+measured, so it is never deleted or written over (a rebuild in its place would). That is said
+once, naming the record and why, and the kiosk goes on with the record in memory: files whose
+results are committed meanwhile are not measured again in this run, and after a restart are
+measured again under the same ids, as after damage found at open. Each write tries the move
+again; once it succeeds, the record is rebuilt from the rows in memory.
 """
 
 from __future__ import annotations
@@ -75,12 +83,15 @@ class ReplayRecord:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        # the damage of a record that could not be moved aside, which stays where it is
+        self._damage_kept: str | None = None
         self._db: sqlite3.Connection | None = self._connect()
         self._rows = _Rows(self._db)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection | None:
         """Open the record; a damaged one is moved aside (its files are then measured again,
-        under the same ids, so the back office keeps one result each)."""
+        under the same ids, so the back office keeps one result each). None: it could not
+        be, and stays (the record is kept in memory)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             return _open_db(self.path)
@@ -90,7 +101,9 @@ class ReplayRecord:
             if not _is_damage(exc):
                 raise  # not damage (permissions, a full disk): the caller names it
             damage = str(exc)
-        aside = self._move_aside()
+        aside = self._set_aside(damage, "is damaged")
+        if aside is None:
+            return None
         log.error("%s: the record of measured files is damaged (%s); moved to %s and "
                   "started afresh", self.path, damage, aside)
         return _open_db(self.path)
@@ -139,7 +152,8 @@ class ReplayRecord:
     def _write(self, statement: str, rows: list[tuple[object, ...]]) -> None:
         """``statement`` for each of ``rows``, in one transaction (lock held). A record found
         damaged is moved aside, said once naming it, and rebuilt from the rows in memory,
-        then written; other errors are raised (so is damage the rebuilt file shows too)."""
+        then written; other errors are raised (so is damage the rebuilt file shows too). One
+        that cannot be moved aside stays, and the rows are kept in memory only (returns)."""
         if self._db is not None:
             try:
                 with self._db:
@@ -150,10 +164,19 @@ class ReplayRecord:
                     raise
                 damage = str(exc)
             self._close()
-            aside = self._move_aside()
+            aside = self._set_aside(damage, "was found damaged while running")
+            if aside is None:
+                return
             log.error("%s: the record of measured files was found damaged while running (%s); "
                       "moved to %s and rebuilt from the %d files it held", self.path, damage,
                       aside, len(self._rows.stamps))
+        elif self._damage_kept is not None:  # not moved aside yet: never rebuilt over it
+            aside = self._set_aside(self._damage_kept, "is damaged")
+            if aside is None:
+                return
+            log.warning("%s: the damaged record of measured files is moved to %s at last and "
+                        "rebuilt from the %d files held in memory", self.path, aside,
+                        len(self._rows.stamps))
         self._db = self._rebuilt()  # also after a rebuild that failed: none is open then
         with self._db:
             self._db.executemany(statement, rows)
@@ -170,6 +193,22 @@ class ReplayRecord:
             db.close()
             raise
         return db
+
+    def _set_aside(self, damage: str, found: str) -> Path | None:
+        """Move the damaged record aside (``_move_aside``); None where the filesystem refuses:
+        it stays where it is, untouched, and that is said once (the module's docstring)."""
+        try:
+            aside = self._move_aside()
+        except OSError as exc:
+            if self._damage_kept is None:
+                log.error("%s: the record of measured files %s (%s) and cannot be moved aside "
+                          "(%s); kept as it is, and the files measured are recorded in memory "
+                          "only until it can be: after a restart before then they are "
+                          "measured again, under the same ids", self.path, found, damage, exc)
+            self._damage_kept = damage
+            return None
+        self._damage_kept = None
+        return aside
 
     def _move_aside(self) -> Path:
         """Move the record (its write-ahead log and index too: left behind, a new record
@@ -197,10 +236,13 @@ class _Rows:
     """The record's rows as committed, in memory: what every look reads, and what a record
     found damaged while running is rebuilt from."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection | None) -> None:
+        """The rows of ``db``; none without one (a damaged record kept where it is)."""
         self.stamps: dict[str, FileStamp] = {}  # by the name the folder lists
         self._digests: dict[str, bytes | None] = {}
         self._names_of: dict[bytes, dict[str, None]] = {}  # digest -> names (in order)
+        if db is None:
+            return
         for key, size, mtime, digest in db.execute(
                 "SELECT name, size_bytes, mtime_ns, digest FROM measured"):
             self.put(FileStamp(_listed_name(key), size, mtime), digest)

@@ -502,3 +502,67 @@ def test_an_old_file_saved_over_is_read_again_within_the_sweep(
     again = _read_until_frame(source, 10)  # ten polls: 2 s, two sweeps
     assert again is not None
     assert again.name == "0000.jpg"
+
+
+def _refused_move(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rename refused, as a read-only folder refuses it (root is not refused by modes)."""
+    def refuse(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(source), None, str(target))
+
+    monkeypatch.setattr(os, "replace", refuse)
+
+
+def test_a_damaged_record_that_cannot_be_moved_aside_is_kept_and_the_kiosk_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, a move aside the filesystem refused was logged as a failed write, and the next
+    write rebuilt the record in its place: the damaged copy was deleted. Now it stays as it
+    was, said once with why, the files are recorded in memory meanwhile, and a later write
+    that can move it does, then rebuilds the record with every file held."""
+    path = tmp_path / "replayed.sqlite3"
+    record = ReplayRecord(path)
+    first, second, third, fourth = (FileStamp(f"000{i}.jpg", 1000 + i, i) for i in range(1, 5))
+    record.record([first], {first: b"picture-1"})
+    _damage_every_page_past_the_first(path)
+    damaged = path.read_bytes()
+    with monkeypatch.context() as refused, caplog.at_level(logging.WARNING,
+                                                           logger="appliance.capture.replayed"):
+        _refused_move(refused)
+        record.record([second])
+        record.record([third])
+        assert path.read_bytes() == damaged  # before: deleted by the second write's rebuild
+        assert record.holds(second)  # not measured again in this run
+        assert record.holds(third)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{path}: the record of measured files was found damaged while running "
+                    "(database disk image is malformed) and cannot be moved aside ([Errno 13] "
+                    f"Permission denied: '{path}' -> '{path}.damaged'); kept as it is, and "
+                    "the files measured are recorded in memory only until it can be: after a "
+                    "restart before then they are measured again, under the same ids"]
+    record.record([fourth])  # the folder writable again
+    record.close()
+    assert path.with_name("replayed.sqlite3.damaged").read_bytes() == damaged
+    reopened = ReplayRecord(path)
+    assert set(reopened.measured()) == {"0001.jpg", "0002.jpg", "0003.jpg", "0004.jpg"}
+    assert reopened.holding_picture(b"picture-1") == first
+
+
+def test_a_record_found_damaged_at_open_that_cannot_be_moved_aside_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, the refused move ended the record's open, and with it the folder source's."""
+    path = tmp_path / "replayed.sqlite3"
+    damaged = b"not a database, a power cut's leftovers" * 200
+    path.write_bytes(damaged)
+    _refused_move(monkeypatch)
+    with caplog.at_level(logging.ERROR, logger="appliance.capture.replayed"):
+        record = ReplayRecord(path)
+        stamp = FileStamp("0001.jpg", 1000, 1)
+        record.record([stamp])
+        record.prune({"0001.jpg"})
+        record.close()
+    assert record.holds(stamp)
+    assert path.read_bytes() == damaged
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"{path}: the record of measured files is damaged (file is not a "
+                           "database) and cannot be moved aside ([Errno 13] Permission denied")
