@@ -1,13 +1,25 @@
-"""The deploy files: the units have what systemd needs (broker identities: test_broker_identity)."""
+"""The deploy files: the units have what systemd needs (broker identities: test_broker_identity),
+and the kiosk daemon runs under its unit's system call filters."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from configparser import ConfigParser
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.edge.testing import ResultCollector, wait_until
+from appliance.transport.broker import free_port
+from tests.test_deploy_units import service_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+EDGE_UNIT = DEPLOY / "appliance-edge.service"
 
 
 def test_service_unit_is_notify_with_watchdog_credentials_and_hardening() -> None:
@@ -76,3 +88,88 @@ def test_kiosk_screen_unit_shows_the_loopback_page_full_screen(tmp_path: Path) -
     assert "--kiosk" in command
     assert "--incognito" in command
     assert unit["Unit"]["Wants"] == "appliance-edge.service"
+
+
+REFUSED_PROBE = """
+import os
+for name, call in (("setuid", lambda: os.setuid(os.getuid())),
+                   ("sched_setaffinity", lambda: os.sched_setaffinity(0, os.sched_getaffinity(0))),
+                   ("setpriority", lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))):
+    try:
+        call()
+        print(name, "allowed")
+    except PermissionError:
+        print(name, "refused")
+"""
+
+
+def confined(*command: str) -> list[str]:
+    """``command`` under the edge unit's filters as systemd loads them (tests/unit_syscalls.py)."""
+    return [sys.executable, "-m", "tests.unit_syscalls", str(EDGE_UNIT), "--", *command]
+
+
+def test_the_edge_unit_refuses_privileged_and_resource_calls() -> None:
+    """It filtered to @system-service only, which holds setuid, setgroups, chown and the like
+    (the back office and pathology units take @privileged out): a compromised kiosk daemon
+    could call them, its capabilities the one thing in the way."""
+    assert service_settings("appliance-edge.service")["SystemCallFilter"] == [
+        "@system-service", "~@privileged @resources"]
+    probe = subprocess.run(confined(sys.executable, "-c", REFUSED_PROBE), cwd=DEPLOY.parent,
+                           capture_output=True, text=True, check=False, timeout=60)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.split("\n")[:3] == [
+        "setuid refused", "sched_setaffinity refused", "setpriority refused"]
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """The datagram socket systemd gives a Type=notify service ($NOTIFY_SOCKET)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify.sock"))
+        sock.settimeout(0.5)
+        yield sock
+
+
+def _received(sock: socket.socket) -> list[str]:
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            return messages
+
+
+@pytest.mark.broker
+def test_the_edge_daemon_measures_and_delivers_under_its_units_filters(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str, notify_socket: socket.socket,
+) -> None:
+    """The whole kiosk daemon (synthetic camera, real measurement, the shipped INT8 model, the
+    outbox, MQTT, the kiosk screen and /metrics servers, sd_notify and the watchdog) under the
+    unit's system call, namespace and address family filters: it measures, delivers, says
+    READY=1 and WATCHDOG=1, exits 0, and nothing it calls is refused."""
+    site = f"lab-{topic_prefix[-10:]}"
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        f"device: {{id: kiosk-f, site: {site}}}\ncamera: {{source: synthetic, limit: 2}}\n"
+        f"mqtt: {{host: {mqtt_broker.host}, port: {mqtt_broker.port}, "
+        f"topic_prefix: {topic_prefix}}}\nstate_dir: {tmp_path / 'state'}\n"
+        f"edge: {{synthetic_fps: 60, metrics_port: {free_port()}}}\n"
+        f"screen: {{port: {free_port()}}}\n")
+    collector = ResultCollector(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#",
+                                f"c-{topic_prefix[-10:]}")
+    environment = {**os.environ, "NOTIFY_SOCKET": notify_socket.getsockname(),
+                   "WATCHDOG_USEC": "1000000"}
+    environment.pop("WATCHDOG_PID", None)
+    try:
+        done = subprocess.run(
+            confined(sys.executable, "-m", "appliance", "edge", "--config", str(config)),
+            cwd=DEPLOY.parent, env=environment, capture_output=True, text=True, check=False,
+            timeout=240)
+        assert wait_until(lambda: len(collector.ids()) == 2, 10), done.stderr[-3000:]
+    finally:
+        collector.close()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not permitted" not in done.stderr.lower(), done.stderr[-3000:]
+    messages = _received(notify_socket)
+    assert "READY=1" in messages, messages
+    assert "WATCHDOG=1" in messages, messages
