@@ -14,54 +14,66 @@
 #   --config is given), the broker CA and password as systemd credentials in
 #   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule); the units
 #   are enabled and started only once the config passes `appliance config check` as the unit
-#   reads it (a template passes when its placeholders are set); until then it says which file
-#   to edit and how to start them after.
+#   reads it (as user appliance, with the unit's APPLIANCE__ variables; a template passes when
+#   its placeholders are set); until then it says which file to edit and how to start them after.
+#   Run again after an upgrade, it restarts the units that were running and run from what it
+#   changed (this role's units: any file it wrote; another role's: the venv or the CA), each
+#   only when its config passes the check, and says which; a unit that was stopped stays so.
 # --uninstall stops and removes units, udev rule and /opt/appliance; it keeps /etc/appliance
 # and /var/lib/appliance (unsent results, the store) unless --purge is given as well. While
 # another role's units remain on the host (a back office beside a pathology server), it removes
 # only this role's units: the others run from the same venv, config folder and state.
 # For packaging and tests: --root DIR installs under DIR (no user, no service start) and
-# --skip-pip creates the venv without installing into it.
+# --skip-pip creates the venv without installing into it. Sourced, it defines its functions and
+# runs nothing (tests/test_deploy_install.py runs main with a recording systemctl).
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SERVICE_USER=appliance  # User= of every daemon's unit
 
-usage() { sed -n '2,11p' "$0" >&2; exit 2; }
-role=${1:-}; shift || true
-[[ "$role" == edge || "$role" == backoffice || "$role" == pathology ]] || usage
-ROOT=/ CONFIG= CONFIG_FILE= STARTED= PASSWORD_FILE= CA= WORKER= INSTANCE= UNINSTALL=0 PURGE=0 SKIP_PIP=0
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --root) ROOT=$(realpath -m "$2"); shift 2 ;;
-    --config) CONFIG=$2; shift 2 ;;
-    --password-file) PASSWORD_FILE=$2; shift 2 ;;
-    --ca) CA=$2; shift 2 ;;
-    --worker) WORKER=$2; shift 2 ;;
-    --instance) INSTANCE=$2; shift 2 ;;
-    --uninstall) UNINSTALL=1; shift ;;
-    --purge) PURGE=1; shift ;;
-    --skip-pip) SKIP_PIP=1; shift ;;
-    *) echo "unknown option $1" >&2; usage ;;
-  esac
-done
-R=${ROOT%/}
-OPT=$R/opt/appliance ETC=$R/etc/appliance UNITS=$R/etc/systemd/system STATE=$R/var/lib/appliance
+usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+
+parse_arguments() {  # the options into the globals below
+  role=${1:-}; shift || true
+  [[ "$role" == edge || "$role" == backoffice || "$role" == pathology ]] || usage
+  ROOT=/ CONFIG= CONFIG_FILE= STARTED= PASSWORD_FILE= CA= WORKER= INSTANCE= UNINSTALL=0 PURGE=0 SKIP_PIP=0
+  CHANGED=() RUNNING=() CODE_BEFORE=
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --root) ROOT=$(realpath -m "$2"); shift 2 ;;
+      --config) CONFIG=$2; shift 2 ;;
+      --password-file) PASSWORD_FILE=$2; shift 2 ;;
+      --ca) CA=$2; shift 2 ;;
+      --worker) WORKER=$2; shift 2 ;;
+      --instance) INSTANCE=$2; shift 2 ;;
+      --uninstall) UNINSTALL=1; shift ;;
+      --purge) PURGE=1; shift ;;
+      --skip-pip) SKIP_PIP=1; shift ;;
+      *) echo "unknown option $1" >&2; usage ;;
+    esac
+  done
+  R=${ROOT%/}
+  OPT=$R/opt/appliance ETC=$R/etc/appliance UNITS=$R/etc/systemd/system STATE=$R/var/lib/appliance
+}
+
 live() { [[ "$ROOT" == / && -d /run/systemd/system ]]; }
 say() { echo "install.sh: $*" >&2; }
 
-if [[ "$ROOT" == / && $(id -u) -ne 0 ]]; then say "run as root"; exit 1; fi
-if [[ "$role" == backoffice && $UNINSTALL -eq 0 && ! "$WORKER" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
-  say "backoffice needs --worker NAME (its broker login, see deploy/mosquitto/provision.py)"; exit 2
-fi
-if [[ "$role" == pathology && $UNINSTALL -eq 0 && ! "$INSTANCE" =~ ^[A-Za-z0-9_.-]+$ ]]; then
-  say "pathology needs --instance I (0, 1, ...: one per accelerator; its broker login is pathology-HOST-I)"; exit 2
-fi
-if [[ "$role" == edge ]]; then
-  unit_files=(appliance-edge.service); enabled=(appliance-edge.service)
-elif [[ "$role" == backoffice ]]; then
-  unit_files=(appliance-backoffice@.service); enabled=("appliance-backoffice@${WORKER:-*}.service")
-else
-  unit_files=(appliance-pathology@.service); enabled=("appliance-pathology@${INSTANCE:-*}.service")
-fi
+check_arguments() {  # refuse what cannot be installed; the role's unit files and names
+  if [[ "$ROOT" == / && $(id -u) -ne 0 ]]; then say "run as root"; exit 1; fi
+  if [[ "$role" == backoffice && $UNINSTALL -eq 0 && ! "$WORKER" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
+    say "backoffice needs --worker NAME (its broker login, see deploy/mosquitto/provision.py)"; exit 2
+  fi
+  if [[ "$role" == pathology && $UNINSTALL -eq 0 && ! "$INSTANCE" =~ ^[A-Za-z0-9_.-]+$ ]]; then
+    say "pathology needs --instance I (0, 1, ...: one per accelerator; its broker login is pathology-HOST-I)"; exit 2
+  fi
+  if [[ "$role" == edge ]]; then
+    unit_files=(appliance-edge.service); enabled=(appliance-edge.service)
+  elif [[ "$role" == backoffice ]]; then
+    unit_files=(appliance-backoffice@.service); enabled=("appliance-backoffice@${WORKER:-*}.service")
+  else
+    unit_files=(appliance-pathology@.service); enabled=("appliance-pathology@${INSTANCE:-*}.service")
+  fi
+}
 
 systemctl_do() {  # systemctl on the running system, or offline on the files under --root
   if live; then systemctl "$@"; else systemctl --root="$ROOT" "$@" 2>/dev/null || true; fi
@@ -128,25 +140,51 @@ ensure_fonts() {  # overlays, the kiosk's screen and heatmap titles draw Japanes
 
 install_file() {  # install_file MODE SOURCE TARGET: copy only when the content differs
   local mode=$1 source=$2 target=$3
-  if ! cmp -s "$source" "$target" 2>/dev/null; then install -D -m "$mode" "$source" "$target"; fi
+  if ! cmp -s "$source" "$target" 2>/dev/null; then
+    install -D -m "$mode" "$source" "$target"; CHANGED+=("$target")
+  fi
   chmod "$mode" "$target"
 }
 
-unit_environment() {  # the APPLIANCE__ variables the role's unit sets (deploy/appliance-*.service)
-  local login=
-  [[ "$role" == backoffice ]] && login=$WORKER
-  [[ "$role" == pathology ]] && login=pathology-$(hostname -s)-$INSTANCE
+code_fingerprint() {  # what pip installed in the venv: every package's files and their hashes
+  { cat "$OPT"/venv/lib/python3*/site-packages/*.dist-info/RECORD 2>/dev/null || true; } | sha256sum
+}
+
+unit_environment() {  # unit_environment ROLE INSTANCE: the APPLIANCE__ variables its unit sets
+  local role=$1 instance=$2 login=  # (deploy/appliance-*.service)
+  [[ "$role" == backoffice ]] && login=$instance
+  [[ "$role" == pathology ]] && login=pathology-$(hostname -s)-$instance
   echo "APPLIANCE__STATE_DIR=/var/lib/appliance"
   [[ -n "$login" ]] && echo "APPLIANCE__MQTT__USERNAME=$login" && echo "APPLIANCE__${role^^}__CLIENT_ID=$login"
   [[ "$role" == pathology ]] && echo "APPLIANCE__PATHOLOGY__RESULTS_DIR=/var/lib/appliance/pathology"
   return 0
 }
 
-config_passes() {  # the start decision: `appliance config check` of the config as its unit reads it
-  local appliance=$OPT/venv/bin/appliance variables
-  if [[ ! -x "$appliance" ]]; then say "could not check $CONFIG_FILE: no $appliance (--skip-pip)"; return 1; fi
-  mapfile -t variables < <(unit_environment)
-  env "${variables[@]}" "$appliance" config check "$CONFIG_FILE" >&2
+config_of() {  # config_of ROLE: the file its unit reads
+  if [[ "$1" == edge ]]; then echo "$ETC/config.yaml"; else echo "$ETC/$1.yaml"; fi
+}
+
+switch_user() {  # whether commands run as the units' user (User=appliance): root, where it exists
+  [[ $(id -u) -eq 0 ]] && id "$SERVICE_USER" >/dev/null 2>&1
+}
+
+as_service_user() {  # a command as the units run it: as root, a config (or a file it names)
+  # readable by root only passed the check and failed at start
+  if switch_user; then (cd / && runuser -u "$SERVICE_USER" -- "$@"); else "$@"; fi
+}
+
+config_passes() {  # config_passes ROLE INSTANCE: `appliance config check` as its unit reads it
+  local appliance=$OPT/venv/bin/appliance config variables
+  config=$(config_of "$1")
+  if [[ ! -x "$appliance" ]]; then say "could not check $config: no $appliance (--skip-pip)"; return 1; fi
+  mapfile -t variables < <(unit_environment "$1" "$2")
+  as_service_user env "${variables[@]}" "$appliance" config check "$config" >&2
+}
+
+check_command() {  # what to run by hand to check the role's config as its unit reads it
+  local prefix=
+  if switch_user; then prefix="runuser -u $SERVICE_USER -- "; fi
+  echo "$prefix$OPT/venv/bin/appliance config check $CONFIG_FILE"
 }
 
 ensure_config() {
@@ -181,19 +219,60 @@ ensure_units() {
 }
 
 ensure_started() {  # only a config that passes the check is started: a template would exit 2
-  if ! config_passes; then
-    say "not started: edit $CONFIG_FILE until $OPT/venv/bin/appliance config check $CONFIG_FILE passes, then start: systemctl enable --now ${enabled[*]}"
+  if ! config_passes "$role" "${WORKER:-$INSTANCE}"; then
+    say "not started: edit $CONFIG_FILE until $(check_command) passes, then start: systemctl enable --now ${enabled[*]}"
     STARTED="installed, not started"; return 0
   fi
   if live; then systemctl enable --now "${enabled[@]}"; STARTED="enabled and started"
   else systemctl_do enable "${enabled[@]}"; STARTED="enabled"; fi
 }
 
-if [[ $UNINSTALL -eq 1 ]]; then uninstall; exit 0; fi
-ensure_user
-ensure_venv
-ensure_fonts
-ensure_config
-ensure_units
-ensure_started
-say "installed the $role ($([[ "$ROOT" == / ]] && echo "this host" || echo "under $ROOT")): ${enabled[*]} $STARTED"
+running_units() {  # the daemons' units running now (before this install changes anything)
+  live || return 0
+  systemctl list-units --type=service --state=active --no-legend --plain \
+    'appliance-edge.service' 'appliance-backoffice@*.service' 'appliance-pathology@*.service' \
+    | awk '{print $1}'
+}
+
+restart_plan() {  # restart_plan CODE_CHANGED: the running units that run from what changed
+  local code_changed=$1 name changed shared=0
+  for changed in "${CHANGED[@]}"; do [[ "$changed" == "$ETC/ca.crt" ]] && shared=1; done
+  for name in "${RUNNING[@]}"; do
+    if [[ "$name" == appliance-"$role"[.@]* && ( $code_changed -eq 1 || ${#CHANGED[@]} -gt 0 ) ]] \
+      || [[ $code_changed -eq 1 || $shared -eq 1 ]]; then echo "$name"; fi
+  done
+}
+
+restart_running() {  # a running daemon keeps the code and config it started with until restarted
+  local code_changed=0 name unit_role instance restarted=() kept=()
+  [[ "$(code_fingerprint)" != "$CODE_BEFORE" ]] && code_changed=1
+  for name in $(restart_plan "$code_changed"); do
+    unit_role=${name#appliance-}; unit_role=${unit_role%%[@.]*}
+    instance=${name#*@}; instance=${instance%.service}; [[ "$name" == *@* ]] || instance=
+    if config_passes "$unit_role" "$instance"; then systemctl restart "$name"; restarted+=("$name")
+    else kept+=("$name"); fi
+  done
+  if [[ ${#restarted[@]} -gt 0 ]]; then say "restarted ${restarted[*]}: they ran the install before this one"; fi
+  if [[ ${#kept[@]} -gt 0 ]]; then
+    say "not restarted: ${kept[*]} keep running the install before this one until their config passes the check; then: systemctl restart ${kept[*]}"
+  fi
+  return 0
+}
+
+main() {
+  parse_arguments "$@"
+  check_arguments
+  if [[ $UNINSTALL -eq 1 ]]; then uninstall; exit 0; fi
+  mapfile -t RUNNING < <(running_units)
+  CODE_BEFORE=$(code_fingerprint)
+  ensure_user
+  ensure_venv
+  ensure_fonts
+  ensure_config
+  ensure_units
+  ensure_started
+  if live; then restart_running; fi
+  say "installed the $role ($([[ "$ROOT" == / ]] && echo "this host" || echo "under $ROOT")): ${enabled[*]} $STARTED"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -234,3 +238,141 @@ def test_the_start_check_reads_the_config_with_the_unit_s_login(tmp_path: Path) 
     started = install(root, "backoffice", "--worker", "backoffice-1")
     assert "appliance-backoffice@backoffice-1.service enabled" in started.stderr, started.stderr
     assert wants.readlink() == Path("/etc/systemd/system/appliance-backoffice@.service")
+
+
+# install.sh's live path (this host's systemd) with a systemctl that records its calls and says
+# which units run: sourced, install.sh runs nothing, so its main runs here under a scratch root
+# with live() true and the units' user named (a host here has no user appliance).
+LIVE_RUN = 'source "$1"; live() { true; }; SERVICE_USER=$2; shift 2; main "$@"'
+RECORDING_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$FAKE_DIR/systemctl.calls"
+if [ "$1" = list-units ]; then
+  for name in $(cat "$FAKE_DIR/running"); do echo "$name loaded active running unit"; done
+fi
+"""
+# the venv's python "installs" by writing a RECORD file: its content stands for the code
+INSTALLING_PYTHON = """#!/bin/sh
+record=$(dirname "$0")/../lib/python3.11/site-packages/appliance-0.1.0.dist-info/RECORD
+mkdir -p "$(dirname "$record")" && cp "$FAKE_DIR/code" "$record"
+"""
+# passes a config it may read that does not say "refuse", as the real check would refuse it
+CHECKING_APPLIANCE = """#!/bin/sh
+if [ ! -r "$3" ]; then echo "$3: not readable by $(id -un)" >&2; exit 2; fi
+if grep -q refuse "$3"; then echo "$3: refused" >&2; exit 2; fi
+echo "$3 passes for $(id -un) with $APPLIANCE__STATE_DIR ${APPLIANCE__MQTT__USERNAME:-}" >&2
+"""
+
+
+class LiveHost:
+    """A scratch root with the recording systemctl, the venv's stand-ins and the units that
+    run (``running``), in a folder anyone may enter (the check may run as another user)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.root = folder / "root"
+        fakes = folder / "bin"
+        fakes.mkdir()
+        for name, text in (("systemctl", RECORDING_SYSTEMCTL), ("udevadm", "#!/bin/sh\n")):
+            (fakes / name).write_text(text)
+            (fakes / name).chmod(0o755)
+        venv = self.root / "opt/appliance/venv/bin"
+        venv.mkdir(parents=True)
+        for name, text in (("python", INSTALLING_PYTHON), ("appliance", CHECKING_APPLIANCE)):
+            (venv / name).write_text(text)
+            (venv / name).chmod(0o755)
+        record = self.root / "opt/appliance/venv/lib/python3.11/site-packages"
+        (record / "appliance-0.1.0.dist-info").mkdir(parents=True)
+        (record / "appliance-0.1.0.dist-info/RECORD").write_text("version 1")  # installed
+        self.code("version 1")
+        self.running()
+
+    def code(self, text: str) -> None:
+        """What pip installs on the next run."""
+        (self.folder / "code").write_text(text)
+
+    def running(self, *names: str) -> None:
+        """The units systemctl says run."""
+        (self.folder / "running").write_text(" ".join(names))
+
+    def install(self, *args: str, user: str = "root") -> tuple[str, list[str]]:
+        """install.sh's main as on a live host: its messages and its systemctl calls."""
+        calls = self.folder / "systemctl.calls"
+        calls.unlink(missing_ok=True)
+        done = subprocess.run(
+            ["bash", "-c", LIVE_RUN, "live-install", str(INSTALL), user, *args,
+             "--root", str(self.root)],
+            capture_output=True, text=True, check=False, timeout=120,
+            env={**os.environ, "FAKE_DIR": str(self.folder),
+                 "PATH": f"{self.folder / 'bin'}:{os.environ['PATH']}"})
+        assert done.returncode == 0, done.stderr
+        return done.stderr, calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.fixture
+def live_host() -> Iterator[LiveHost]:
+    """A live host's stand-in, removed after the test."""
+    folder = Path(tempfile.mkdtemp(prefix="install-live-"))
+    folder.chmod(0o755)
+    try:
+        yield LiveHost(folder)
+    finally:
+        shutil.rmtree(folder)
+
+
+def _restarts(calls: list[str]) -> list[str]:
+    """The units systemctl was told to restart."""
+    return sorted(call.removeprefix("restart ") for call in calls if call.startswith("restart "))
+
+
+def test_a_rerun_restarts_the_running_units_that_run_from_what_it_changed_and_only_those(
+    live_host: LiveHost, secrets: tuple[Path, Path],
+) -> None:
+    """A re-run after an upgrade installed the new code and left the old process running it
+    had (and one edited config, one new CA) until someone restarted it by hand."""
+    password, ca = secrets
+    this, sibling, other = ("appliance-backoffice@backoffice-1.service",
+                            "appliance-backoffice@backoffice-2.service",
+                            "appliance-pathology@0.service")
+    live_host.running(this, sibling, other)  # appliance-backoffice@backoffice-3: stopped
+    (live_host.root / "etc/appliance").mkdir(parents=True)
+    (live_host.root / "etc/appliance/pathology.yaml").write_text("pathology: {}\n")
+    worker = ("backoffice", "--worker", "backoffice-1")
+    said, calls = live_host.install(*worker, "--password-file", str(password))
+    assert f"enable --now {this}" in calls
+    assert _restarts(calls) == [this, sibling]  # the role's config and unit were written
+    assert f"restarted {this} {sibling}: they ran the install before this one" in said
+    said, calls = live_host.install(*worker)
+    assert _restarts(calls) == []  # nothing changed
+    assert "restarted" not in said
+    live_host.code("version 2")
+    said, calls = live_host.install(*worker)
+    assert _restarts(calls) == [this, sibling, other]  # every daemon runs from the venv
+    said, calls = live_host.install(*worker, "--ca", str(ca))
+    assert _restarts(calls) == [this, sibling, other]  # every daemon reads the fleet CA
+    (live_host.root / "etc/appliance/pathology.yaml").write_text("refuse\n")
+    live_host.code("version 3")
+    said, calls = live_host.install(*worker)
+    assert _restarts(calls) == [this, sibling]
+    assert (f"not restarted: {other} keep running the install before this one until their "
+            f"config passes the check; then: systemctl restart {other}") in said
+    live_host.running()
+    live_host.code("version 4")
+    said, calls = live_host.install(*worker)
+    assert _restarts(calls) == []  # what does not run is not restarted
+    assert f"enable --now {this}" in calls  # the installed one is started, as on a first run
+
+
+def test_the_start_check_runs_as_the_units_user(live_host: LiveHost) -> None:
+    """It ran as root: a config only root may read passed, and the unit (User=appliance)
+    failed at start; checked as the unit's user, it is not started and the message says how
+    to check it so by hand."""
+    said, calls = live_host.install("edge", user="nobody")
+    config = live_host.root / "etc/appliance/config.yaml"  # 0640 root:root under --root
+    assert f"{config}: not readable by nobody" in said
+    assert not [call for call in calls if call.startswith("enable")]
+    assert (f"until runuser -u nobody -- {live_host.root}/opt/appliance/venv/bin/appliance "
+            f"config check {config} passes") in said
+    config.chmod(0o644)
+    said, calls = live_host.install("edge", user="nobody")
+    assert f"{config} passes for nobody with /var/lib/appliance" in said
+    assert "enable --now appliance-edge.service" in calls
