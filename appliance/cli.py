@@ -74,10 +74,18 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _pathology_missing(config: Any) -> list[str]:
-    """What ``pathology serve`` could not use (appliance/pathology/preflight.py)."""
+    """What ``pathology serve`` could not use (appliance/pathology/preflight.py), then, for a
+    server's config (one naming slide roots), whether its model files open as the server opens
+    them (appliance/pathology/modelcheck.py): a corrupt or ill-shaped model passed the check
+    and the server refused it at start."""
     from appliance.pathology.preflight import unusable  # noqa: PLC0415 - only for this check
 
-    return unusable(config.pathology)
+    refused = unusable(config.pathology)
+    if refused or not config.pathology.slide_roots:
+        return refused
+    from appliance.pathology.modelcheck import refused_models  # noqa: PLC0415 - as above
+
+    return refused_models(config.pathology)
 
 
 def _console_refusal(console: ConsoleConfig) -> list[str]:
