@@ -8,8 +8,10 @@
 #   deploy/install.sh edge|backoffice|pathology --uninstall [--purge]
 #
 # What it does (each step is skipped when already done, so running it again changes nothing):
-#   system user "appliance" (edge: also in group video), a venv in /opt/appliance/venv with
-#   this checkout installed, the shipped skin models in /opt/appliance/models, the config in
+#   system user "appliance" (edge: also in group video) and its state folder
+#   /var/lib/appliance (0750, as the units' StateDirectory= makes it), a venv in
+#   /opt/appliance/venv with this checkout installed, the shipped skin models in
+#   /opt/appliance/models, the config in
 #   /etc/appliance (a template when none is there; an existing one is never overwritten unless
 #   --config is given), the broker CA and password as systemd credentials in
 #   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule); the units
@@ -117,6 +119,12 @@ ensure_user() {
       --shell /usr/sbin/nologin appliance
   fi
   if [[ "$role" == edge ]] && getent group video >/dev/null; then usermod -aG video appliance; fi
+}
+
+ensure_state_dir() {  # the state folder as the units' StateDirectory= makes it (0750, their
+  # user's), where the check runs as that user: the pathology server's results folder in it
+  # cannot be made by that user in /var/lib, only by systemd at the first start
+  if switch_user; then install -d -m 0750 -o "$SERVICE_USER" -g "$(id -gn "$SERVICE_USER")" "$STATE"; fi
 }
 
 ensure_venv() {
@@ -266,6 +274,7 @@ main() {
   mapfile -t RUNNING < <(running_units)
   CODE_BEFORE=$(code_fingerprint)
   ensure_user
+  ensure_state_dir
   ensure_venv
   ensure_fonts
   ensure_config

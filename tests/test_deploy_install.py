@@ -20,6 +20,7 @@ import pytest
 from appliance.shipped import SKIN_MODEL, shipped_path
 
 INSTALL = Path(__file__).resolve().parent.parent / "deploy" / "install.sh"
+NOBODY = 65534
 REPO = INSTALL.parents[1]
 
 
@@ -376,3 +377,7 @@ def test_the_start_check_runs_as_the_units_user(live_host: LiveHost) -> None:
     said, calls = live_host.install("edge", user="nobody")
     assert f"{config} passes for nobody with /var/lib/appliance" in said
     assert "enable --now appliance-edge.service" in calls
+    # made as StateDirectory= makes it: the pathology server's results folder in it was
+    # "cannot be made (/var/lib is not writable)" for the units' user before its first start
+    state = (live_host.root / "var/lib/appliance").stat()
+    assert (state.st_uid, state.st_mode & 0o7777) == (NOBODY, 0o750)
