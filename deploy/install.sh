@@ -257,8 +257,9 @@ restart_running() {  # a running daemon keeps the code and config it started wit
   for name in $(restart_plan "$code_changed"); do
     unit_role=${name#appliance-}; unit_role=${unit_role%%[@.]*}
     instance=${name#*@}; instance=${instance%.service}; [[ "$name" == *@* ]] || instance=
-    if config_passes "$unit_role" "$instance"; then systemctl restart "$name"; restarted+=("$name")
-    else kept+=("$name"); fi
+    if ! config_passes "$unit_role" "$instance"; then kept+=("$name")
+    elif systemctl restart "$name"; then restarted+=("$name")
+    else say "$name did not start again: journalctl -u $name says why"; fi
   done
   if [[ ${#restarted[@]} -gt 0 ]]; then say "restarted ${restarted[*]}: they ran the install before this one"; fi
   if [[ ${#kept[@]} -gt 0 ]]; then

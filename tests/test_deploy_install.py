@@ -250,6 +250,7 @@ echo "$*" >> "$FAKE_DIR/systemctl.calls"
 if [ "$1" = list-units ]; then
   for name in $(cat "$FAKE_DIR/running"); do echo "$name loaded active running unit"; done
 fi
+if [ "$1" = restart ] && grep -qx "$2" "$FAKE_DIR/failing" 2>/dev/null; then exit 1; fi
 """
 # the venv's python "installs" by writing a RECORD file: its content stands for the code
 INSTALLING_PYTHON = """#!/bin/sh
@@ -361,6 +362,13 @@ def test_a_rerun_restarts_the_running_units_that_run_from_what_it_changed_and_on
     said, calls = live_host.install(*worker)
     assert _restarts(calls) == []  # what does not run is not restarted
     assert f"enable --now {this}" in calls  # the installed one is started, as on a first run
+    live_host.running(this, sibling)
+    (live_host.folder / "failing").write_text(f"{this}\n")
+    live_host.code("version 5")
+    said, calls = live_host.install(*worker)  # one that fails to start again ends no install
+    assert _restarts(calls) == [this, sibling]
+    assert f"{this} did not start again: journalctl -u {this} says why" in said
+    assert f"restarted {sibling}: they ran" in said
 
 
 def test_the_start_check_runs_as_the_units_user(live_host: LiveHost) -> None:
