@@ -26,8 +26,11 @@ PAGE_SIZES = (10, 25, 50, 100, 200)  # the results page's choices; the API takes
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 _LIMIT = re.compile(r"^[0-9]{1,3}\Z")
+# Cursors name their times in ASCII digits: \d takes any script's (Arabic-Indic, fullwidth),
+# a time no page makes, which the store would compare with its own times as text.
 # a rollout's id, or a pathology job's (LOGIN/NAME; one level for a job from before submitters)
-_LISTED_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z)~"
+_LISTED_CURSOR = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                            r"(?:\.[0-9]{1,6})?Z)~"
                             r"((?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/)?"
                             r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63})\Z")
 MAX_CURSOR_CHARS = 200
@@ -38,7 +41,8 @@ _DEVICE_CURSOR = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})~"
 MEASUREMENT_ID = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z"
 )
-_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)~([0-9a-f-]{36})\Z")
+_CURSOR = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)~"
+                     r"([0-9a-f-]{36})\Z")  # PLACED_AT~MEASUREMENT_ID
 FILTER_FIELDS = ("site", "device", "from", "to", "grade")
 RESULT_PARAMETERS = (*FILTER_FIELDS, "before", "after", "limit")
 

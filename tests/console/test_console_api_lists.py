@@ -68,7 +68,11 @@ def test_every_model_rollout_is_reachable_through_the_api(console: Console) -> N
 
 
 @pytest.mark.parametrize("path", ["/api/v1/rollouts", "/api/v1/pathology/jobs"])
-@pytest.mark.parametrize("before", ["abc", "2026-11-30T08:00:00Z~<b>", "2026-11-30~r1"])
+# the last: a time in Arabic-Indic digits, which Python's \d took (any script's digits), so
+# that a cursor no page makes was compared with the stored times as text
+@pytest.mark.parametrize("before", ["abc", "2026-11-30T08:00:00Z~<b>", "2026-11-30~r1",
+                                    "\u0662\u0660\u0662\u0666-\u0661\u0661-\u0663\u0660T"
+                                    "\u0660\u0668:\u0660\u0660:\u0660\u0660Z~r1"])
 def test_a_list_cursor_that_is_not_one_is_refused_naming_before(console: Console, path: str,
                                                                 before: str) -> None:
     status, _, body = console.get(f"{path}?{urlencode({'before': before})}", console.token)

@@ -56,8 +56,16 @@ def test_the_page_says_how_many_results_match(console: Console) -> None:
     assert "0 result(s) match." in _page(console, cookie, "/results?site=nowhere")[2]
 
 
+# the last two: a placed time in fullwidth digits, which Python's \d took (any script's
+# digits): a cursor no page makes was compared with the stored times as text
+FULLWIDTH_CURSOR = ("%EF%BC%92%EF%BC%90%EF%BC%92%EF%BC%96-11-01T09:00:00.000000Z~"
+                    "0190e8a2-0000-7000-8000-000000000000")
+
+
 @pytest.mark.parametrize(("query", "field"), [
     ("after=not-a-cursor", "after"),
+    (f"after={FULLWIDTH_CURSOR}", "after"),
+    (f"before={FULLWIDTH_CURSOR}", "before"),
     ("after=2026-11-01T09:00:00.000000Z~0190e8a2-0000-7000-8000-000000000000"
      "&before=2026-11-01T09:00:00.000000Z~0190e8a2-0000-7000-8000-000000000000", "before"),
 ])
