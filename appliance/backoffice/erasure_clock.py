@@ -38,7 +38,7 @@ ran, may be placed after it (the erasure's own tombstones still hold what it rem
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from appliance.backoffice.schema import iso_utc
@@ -57,6 +57,18 @@ class ClockReading:
 
     ahead: timedelta
     read_at: datetime
+
+    def corrected(self, captured_at: datetime) -> datetime:
+        """``captured_at`` (by the kiosk's clock) by the back office's: less how far the clock
+        ran ahead. A capture so near the calendar's first moment (0001-01-01, which a payload
+        may carry) that the correction leaves it reads as that moment, and likewise at its
+        last: raised, the OverflowError failed the ingest's whole batch. Either is a garbage
+        time, refused as one (placed_capture.py)."""
+        try:
+            return captured_at - self.ahead
+        except OverflowError:
+            edge = datetime.min if self.ahead > timedelta(0) else datetime.max
+            return edge.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -89,7 +101,7 @@ def judged(captured_at: datetime, received_at: datetime, erasure: Erasure,
         as_read = f"captured {_second(capture)} by a kiosk clock " + (
             "never read" if reading is None else f"last read {_second(reading.read_at)}")
     else:
-        capture = captured_at - reading.ahead
+        capture = reading.corrected(captured_at)
         as_read = f"captured {_second(capture)} by its kiosk clock read {_ahead(reading)}"
     if capture < erasure.erased_at - MARGIN:
         return "before", as_read

@@ -86,7 +86,7 @@ def placed_capture(captured_at: datetime, received_at: datetime,
         return min(max(captured_at, received_at - BACKLOG_MAX), received_at)
     earliest = (received_at - BACKLOG_MAX if reading.oldest_waiting is None
                 else reading.clock.read_at - reading.oldest_waiting - MARGIN)
-    return min(max(captured_at - reading.clock.ahead, earliest), received_at)
+    return min(max(reading.clock.corrected(captured_at), earliest), received_at)
 
 
 def unplaceable(captured_at: datetime, received_at: datetime,
@@ -100,7 +100,7 @@ def unplaceable(captured_at: datetime, received_at: datetime,
     if reading is None or not fresh:
         capture, vouched = captured_at, False
     else:  # an outbox's ages follow a step of its clock: a capture stamped before NTP set it
-        capture = captured_at - reading.clock.ahead
+        capture = reading.clock.corrected(captured_at)
         vouched = reading.oldest_waiting is not None and (
             reading.clock.read_at - reading.oldest_waiting - MARGIN >= oldest)
     if capture >= oldest or vouched:

@@ -157,6 +157,27 @@ def test_a_garbage_time_from_a_kiosk_clock_that_reads_right_is_still_refused(
     assert store.count_results() == 0
 
 
+def test_a_capture_in_the_year_1_read_by_a_clock_ahead_is_refused_as_a_garbage_time(
+    store: Store,
+) -> None:
+    """A capture stamped 0001-01-01, from a kiosk whose live status read its clock ahead (up
+    to the 5 minutes triage allows): placing it (captured_at less how far the clock runs
+    ahead) left the calendar, and the store raised OverflowError for the whole batch, which
+    the ingest worker then committed row by row, the result set aside as "the store refused
+    it: date value out of range". A kiosk's login could so have every batch its results
+    landed in written a row a transaction. Now it is refused as any garbage time is, and the
+    rest of its batch stored with it."""
+    junk = _result(6, datetime(1, 1, 1, tzinfo=UTC))
+    good = _result(7, datetime.now(UTC))
+
+    batch, _ = _sorted(_status(datetime.now(UTC) + timedelta(minutes=4)), junk, good)
+    assert store.write_batch(batch, *KEEP) == [good.measurement_id]
+
+    (letter,) = store.dead_letters()
+    assert letter.reason.startswith("captured_at: 0001-01-01T00:00:00Z is older than 3653 days")
+    assert "s ahead), and its outbox's age is not said: a garbage time" in letter.reason
+
+
 def test_the_fleet_shows_each_kiosk_s_clock_offset_as_last_read(
     store: Store, capsys: pytest.CaptureFixture[str],
 ) -> None:
