@@ -1,4 +1,5 @@
-"""``appliance pathology serve`` and ``appliance pathology job submit|list|cancel``.
+"""``appliance pathology serve`` and ``appliance pathology job submit|list|cancel`` (what they
+print of a job: appliance/pathology/jobs_display.py).
 
 The job commands only talk to the broker (any machine that reaches it can use them): submit
 publishes a request and, with ``--wait``, follows the job's retained state until it ends; list
@@ -37,7 +38,6 @@ from appliance.pathology.jobs import (
     JOB_ID_LEVEL,
     JOB_ID_RULE,
     cancel_topic,
-    job_id_of_topic,
     job_submitter,
     make_request,
     payload_limit,
@@ -47,6 +47,7 @@ from appliance.pathology.jobs import (
     server_topic,
     state_topic,
 )
+from appliance.pathology.jobs_display import describe_state, print_job_list, state_count
 from appliance.pathology.resolution import um_per_px_option
 from appliance.synthetic.arguments import finite_number, named_path
 from appliance.transport.client import BrokerRefusedError, settings_from_config
@@ -272,54 +273,12 @@ def _outcome(state: dict[str, Any]) -> int:
         print(escape_controls(f"job {job_id} {state['state']}: "
                               f"{state.get('reason') or 'no reason given'}"), file=sys.stderr)
         return EXIT_FAILED
-    failed_count = _count(state, "slides_failed", len(failed))
+    failed_count = state_count(state, "slides_failed", len(failed))
     if failed_count:
-        total = _count(state, "slides_total", len(state.get("results", [])))
+        total = state_count(state, "slides_total", len(state.get("results", [])))
         print(f"job {job_id}: {failed_count} of {total} slides failed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _count(state: dict[str, Any], key: str, default: int) -> int:
-    """A count a state carries (a whole number), or ``default`` where it has none."""
-    value = state.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def describe_state(state: dict[str, Any]) -> str:
-    """A job's state in lines, control characters escaped (the text came over the broker)."""
-    head = f"{state['job_id']} {state['state']}"
-    if "slides_total" in state:
-        head += f" {state.get('slides_done', 0)}/{state['slides_total']} slides"
-    if state.get("reason"):
-        head += f" ({state['reason']})"
-    lines = [head]
-    for row in state.get("results", []):
-        lines.append(f"  {row['slide']}: {row.get('error') or _verdict(row)}")
-    if omitted := _count(state, "results_omitted", 0):
-        lines.append(f"  ({_count(state, 'slides_failed', 0)} failed; {omitted} slides' "
-                     "results are not in this message, too large for one: all are in the "
-                     "back-office store)")
-    return "\n".join(escape_controls(line) for line in lines)
-
-
-def _verdict(row: dict[str, Any]) -> str:
-    """A scored slide as `pathology run` prints it: the label, the score to 3 decimals and the
-    tiles; an unsupported one with why and its share of tiles in distribution, not its score
-    (the answer its label withholds); what no server would send is shown as it came."""
-    score, tiles, share = row.get("score"), row.get("tile_count"), row.get("in_distribution_share")
-    shown = f"{score:.3f}" if _is_number(score) else score
-    counted = isinstance(tiles, int) and not isinstance(tiles, bool)
-    if row.get("reason"):
-        if counted and _is_number(share):
-            return (f"{row.get('label')} ({row['reason']}: {share:.0%} of {tiles} tiles in "
-                    "distribution)")
-        return f"{row.get('label')} ({row['reason']})"
-    return f"{row.get('label')} score {shown}" + (f" ({tiles} tiles)" if counted else "")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -354,45 +313,6 @@ def latest_by_topic(link: _Link) -> dict[str, bytes]:
         latest[topic] = payload
         wait = LIST_QUIET_S
     return latest
-
-
-def print_job_list(latest: dict[str, bytes]) -> None:
-    """The servers' presence, each job's state and the requests no server has taken yet, from
-    the messages collected, each job by its id (its submitter's login first); a message that is
-    none of these, or a state on another job's topic (anyone allowed to publish there may have
-    put it), is named."""
-    states: list[dict[str, Any]] = []
-    servers: list[dict[str, Any]] = []
-    unreadable: list[str] = []
-    requested: set[str] = set()
-    for topic, payload in latest.items():
-        if not payload:
-            continue
-        if topic.endswith("/request"):
-            requested.add(job_id_of_topic(topic))
-            continue
-        presence = "/servers/" in topic
-        read = (read_presence if presence else read_state)(payload)
-        if read is None or (not presence and read["job_id"] != job_id_of_topic(topic)):
-            unreadable.append(topic)
-        else:
-            (servers if presence else states).append(read)
-    for server in sorted(servers, key=lambda s: s["server"]):
-        print(escape_controls(f"server {server['server']}: {server['state']} since "
-                              f"{server['at']} ({server.get('backend', {}).get('backend')})"))
-    for state in sorted(states, key=lambda s: s["job_id"]):
-        print(describe_state({**state, "results": [], "results_omitted": 0}))  # one line a job
-    print(f"{len(states)} job(s)")
-    waiting = sorted(requested - {state["job_id"] for state in states})
-    for job_id in waiting:
-        print(escape_controls(f"{job_id} waiting: no server has taken it yet"))
-    if waiting:
-        print(f"{len(waiting)} request(s) waiting for a server")
-    if unreadable:
-        named = ", ".join(escape_controls(topic[:200]) for topic in sorted(unreadable)[:5])
-        print(f"job list: {len(unreadable)} retained message(s) that are no job state of their "
-              f"topic or server presence ignored: {named}{' ...' if len(unreadable) > 5 else ''}",
-              file=sys.stderr)
 
 
 def _cancel(args: argparse.Namespace) -> int:

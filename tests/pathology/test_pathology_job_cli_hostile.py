@@ -18,7 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from appliance.cli import main
-from appliance.pathology import jobs_cli
+from appliance.pathology import jobs_cli, jobs_display
 from appliance.pathology.jobs import request_topic, server_topic, state_topic
 from appliance.transport.broker import free_port
 
@@ -170,7 +170,7 @@ def test_job_list_shows_each_job_once_with_its_latest_state(
                  "slides_done": done}
         link.messages.put(("p/pathology/jobs/lab/j1/state", json.dumps(state).encode()))
     link.messages.put(("p/pathology/jobs/lab/j2/request", b'{"job_id": "lab/j2"}'))
-    jobs_cli.print_job_list(jobs_cli.latest_by_topic(link))  # type: ignore[arg-type]
+    jobs_display.print_job_list(jobs_cli.latest_by_topic(link))  # type: ignore[arg-type]
     out = capsys.readouterr().out
     assert out.count("lab/j1 running") == 1
     assert "lab/j1 running 12/60 slides" in out
@@ -187,7 +187,7 @@ def test_job_list_shows_a_job_whose_results_were_cut_in_one_line(
     state = {"job_id": "lab/big", "state": "done", "slides_total": 1000, "slides_done": 1000,
              "slides_failed": 999, "results_omitted": 400, "results": []}
     link.messages.put(("p/pathology/jobs/lab/big/state", json.dumps(state).encode()))
-    jobs_cli.print_job_list(jobs_cli.latest_by_topic(link))  # type: ignore[arg-type]
+    jobs_display.print_job_list(jobs_cli.latest_by_topic(link))  # type: ignore[arg-type]
     assert capsys.readouterr().out.splitlines() == ["lab/big done 1000/1000 slides",
                                                     "1 job(s)"]
 
@@ -206,7 +206,7 @@ def test_job_submit_wait_shows_each_slide_as_pathology_run_does() -> None:
         {"slide": "e", "error": "e.jpg: slide file not found"},
         {"slide": "odd", "label": "MSI", "score": "high", "tile_count": True},
     ]}
-    assert jobs_cli.describe_state(state).splitlines() == [
+    assert jobs_display.describe_state(state).splitlines() == [
         "j done 5/5 slides",
         "  a: MSS score 0.348 (127 tiles)",
         f"  u: unsupported ({reason}: 25% of 12 tiles in distribution)",
