@@ -40,6 +40,7 @@ from appliance.pathology.jobs import (
     request_topic,
     state_payload,
     state_topic,
+    topic_login,
 )
 from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.requestcheck import RequestChecks
@@ -232,11 +233,15 @@ class RequestAdmission:
         self.client.publish(request_topic(self.prefix, job_id), b"", qos=1, retain=True)
 
     def _not_a_request(self, name: str) -> None:
-        """A request on a topic that names no job id: cleared, refused on the errors topic."""
+        """A request on a topic that names no job id: cleared, refused on the errors topic of
+        the login that its topic starts with."""
         self._clear_request(name)
         shown = _shown_id(name)
-        self._refuse(JobRefusedError(f"job request on a topic naming {shown!r} ({len(name)} "
-                                     f"characters), not a job id: a job id is {JOB_ID_RULE}"))
+        reason = (f"job request on a topic naming {shown!r} ({len(name)} characters), not a "
+                  f"job id: a job id is {JOB_ID_RULE}")
+        self.refusal_lines.warn("job refused: %s", reason)
+        self._publish_error(name, state_payload("", "failed", reason=reason,
+                                                server=self.server_id))
 
     def _answer_ended(self, job_id: str) -> None:
         """The request of a job the store says ended is still retained: its server stopped
@@ -315,14 +320,21 @@ class RequestAdmission:
                   "id names one request for good: submit this one under a new id")
         self.refusal_lines.warn("request refused: %s", reason)
         self._clear_request(job_id)
-        self.client.publish(errors_topic(self.prefix), state_payload(
-            job_id, state, request="job", reason=reason, server=self.server_id), qos=1)
+        self._publish_error(job_id, state_payload(job_id, state, request="job", reason=reason,
+                                                  server=self.server_id))
+
+    def _publish_error(self, levels: str, payload: bytes) -> None:
+        """Publish a refusal or answer about the request or cancel on the topic of job levels
+        ``levels`` on the errors topic of the login they start with, which only it and the
+        servers read (refusals name its job ids and why); levels whose first could be no login
+        go to the servers' own errors topic."""
+        self.client.publish(errors_topic(self.prefix, topic_login(levels)), payload, qos=1)
 
     def _refuse(self, exc: JobRefusedError) -> None:
         self.refusal_lines.warn("job refused: %s", exc)
-        if exc.job_id is None:
-            self.client.publish(errors_topic(self.prefix), state_payload(
-                "", "failed", reason=str(exc), server=self.server_id), qos=1)
+        if exc.job_id is None:  # it names no job (the server's checks name the topic's)
+            self._publish_error("", state_payload("", "failed", reason=str(exc),
+                                                  server=self.server_id))
             return
         if self.store.record_refusal(exc.job_id, self.server_id, str(exc),
                                      keep_s=self.settings.final_state_keep_s,
@@ -390,11 +402,13 @@ class RequestAdmission:
                                 shown, len(name))
         self._answer_cancel(shown, "unknown", f"cancel request for {shown!r} ({len(name)} "
                             f"characters) names no job: a job id is {JOB_ID_RULE}; nothing to "
-                            "cancel")
+                            "cancel", levels=name)
 
-    def _answer_cancel(self, job_id: str, state: str, reason: str) -> None:
-        self.client.publish(errors_topic(self.prefix), state_payload(
-            job_id, state, request="cancel", reason=reason, server=self.server_id), qos=1)
+    def _answer_cancel(self, job_id: str, state: str, reason: str, levels: str = "") -> None:
+        """Answer a cancel request of ``job_id`` (on the topic of job ``levels``: the job id
+        itself unless given) on its login's errors topic."""
+        self._publish_error(levels or job_id, state_payload(
+            job_id, state, request="cancel", reason=reason, server=self.server_id))
 
 
 def _shown_id(name: str) -> str:

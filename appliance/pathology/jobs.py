@@ -17,10 +17,14 @@ Topics (docs/pathology-server.md):
 - ``{prefix}/pathology/jobs/{login}/{name}/cancel``: a cancel request (retained, so a server
   that takes the job over later still sees it; cleared once the job is cancelled, or at once
   when the job is unknown or already ended);
-- ``{prefix}/pathology/errors``: why a request without a readable job id was refused, why a
-  request under another job's id for other slides was (``request: job``), and why a cancel
+- ``{prefix}/pathology/errors/{login}``: the refusals and answers about the requests and
+  cancels on topics under ``jobs/{login}/``: why one without a readable job id was refused,
+  why one under another job's id for other slides was (``request: job``), and why a cancel
   request had nothing to cancel (``request: cancel``, ``state``: unknown or the job's final
-  state);
+  state). Only that login (and the servers) may read them: they name its job ids and why
+  they were refused;
+- ``{prefix}/pathology/errors``: the same for topics whose first job level could be no
+  login (a broker without ACLs, or a server's role): the servers' only;
 - ``{prefix}/pathology/servers/{id}``: each server's presence, retained (online, or offline as
   its last will).
 
@@ -117,9 +121,19 @@ def server_topic(prefix: str, server_id: str) -> str:
     return f"{prefix}/pathology/servers/{server_id}"
 
 
-def errors_topic(prefix: str) -> str:
-    """Refusals of requests that named no usable job id."""
-    return f"{prefix}/pathology/errors"
+def errors_topic(prefix: str, login: str | None) -> str:
+    """Where the refusals of and answers to ``login``'s requests and cancels go, which only it
+    and the servers read; with no login (a topic that names none), the servers' own."""
+    errors = f"{prefix}/pathology/errors"
+    return errors if login is None else f"{errors}/{login}"
+
+
+def topic_login(levels: str) -> str | None:
+    """The login that the job levels of a request or cancel topic (``LOGIN/NAME``, or levels
+    that are no job id) start with, or None when their first level could be no login: the
+    broker lets only that login publish there (deploy/mosquitto/provision.py)."""
+    login = levels.partition("/")[0]
+    return login if JOB_ID_LEVEL.match(login) else None
 
 
 def new_job_id(submitter: str) -> str:

@@ -7,7 +7,10 @@ reads the retained states and waiting requests of the caller's own jobs and ever
 presence; cancel reads the job's retained state and, when the job is queued or running,
 publishes a retained cancel request. A job's id starts with its submitter, the login that
 sent it (``mqtt.username``; ``anonymous`` without one): each command works in its own
-login's jobs only, as the fleet's broker allows (appliance/pathology/jobs.py).
+login's jobs only, as the fleet's broker allows (appliance/pathology/jobs.py), and reads its
+login's own errors topic, where the servers answer its refused requests and cancels: cancel
+says an answer that there was nothing to cancel, ``--wait`` a refused request under its
+job's id, list one heard while it reads (they are not retained).
 
 Exit codes (also in each command's help, appliance/cli_help.py): 0 success; 1 a job or slide
 failed, the job was cancelled, cancel found no job to stop, or the broker was unreachable; 2 a
@@ -38,6 +41,7 @@ from appliance.pathology.jobs import (
     JOB_ID_LEVEL,
     JOB_ID_RULE,
     cancel_topic,
+    errors_topic,
     job_submitter,
     make_request,
     payload_limit,
@@ -47,7 +51,12 @@ from appliance.pathology.jobs import (
     server_topic,
     state_topic,
 )
-from appliance.pathology.jobs_display import describe_state, print_job_list, state_count
+from appliance.pathology.jobs_display import (
+    answer_about,
+    describe_state,
+    print_job_list,
+    state_count,
+)
 from appliance.pathology.resolution import um_per_px_option
 from appliance.synthetic.arguments import finite_number, named_path
 from appliance.transport.client import BrokerRefusedError, settings_from_config
@@ -222,18 +231,21 @@ def _submit(args: argparse.Namespace) -> int:
         # retained: a server that starts later still finds it; the one that ends it clears it
         link.publish(topic, payload, retain=True)
         print(request.job_id, flush=True)
-        return _follow(link, request.job_id, args.timeout) if args.wait else EXIT_OK
+        return follow_job(link, request.job_id, args.timeout, errors) if args.wait else EXIT_OK
 
-    # the job's state is subscribed (SUBACK) before the job goes out: --wait misses none
-    filters = [state_topic(prefix, request.job_id)]
-    return _linked("submit", config, [*filters, server_topic(prefix, "+")] if args.wait
-                   else filters, send)
+    # the job's state (and its login's refusals) subscribed (SUBACK) before the job goes out:
+    # --wait misses none
+    filters, errors = [state_topic(prefix, request.job_id)], errors_topic(prefix, submitter)
+    return _linked("submit", config, [*filters, server_topic(prefix, "+"), errors]
+                   if args.wait else filters, send)
 
 
-def _follow(link: _Link, job_id: str, timeout_s: float) -> int:
-    """Print each state until a final one; the exit code says how the job ended. When no
-    server has said it is online (retained presence) and none has taken the job within
-    ``LIST_WAIT_S``, say so once: the request waits, retained, until one starts."""
+def follow_job(link: _Link, job_id: str, timeout_s: float, errors: str) -> int:
+    """Print each state until a final one; the exit code says how the job ended. A refusal
+    naming the job on its login's ``errors`` topic is said as it comes: another request sent
+    under its id (the login's own: a job id is fresh) for other slides, refused while the job
+    goes on. When no server has said it is online (retained presence) and none has taken the
+    job within ``LIST_WAIT_S``, say so once: the request waits, retained, until one starts."""
     started = time.monotonic()
     deadline, told, heard = started + timeout_s, False, False
     online: set[str] = set()
@@ -242,6 +254,11 @@ def _follow(link: _Link, job_id: str, timeout_s: float) -> int:
             topic, payload = link.messages.get(timeout=0.25)
         except queue.Empty:
             topic, payload = "", b""
+        if topic == errors:  # another request under its id, refused: the job goes on
+            if refusal := answer_about(payload, job_id, "job"):
+                print(f"job {job_id}: a request under its id was refused: {refusal}",
+                      file=sys.stderr, flush=True)
+            continue
         if "/servers/" in topic:
             presence = read_presence(payload) if payload else None
             (online.add if presence and presence["state"] == "online" else online.discard)(topic)
@@ -289,14 +306,20 @@ def _list(args: argparse.Namespace) -> int:
     if submitter is None:
         return EXIT_USAGE
     prefix, own = config.mqtt.topic_prefix, f"{submitter}/+"
+    errors = errors_topic(prefix, submitter)
 
     def read(link: _Link) -> int:
-        print_job_list(latest_by_topic(link))
+        latest = latest_by_topic(link)
+        refusal = latest.pop(errors, b"")  # not retained: one that came while it read
+        print_job_list(latest)
+        if said := answer_about(refusal):
+            print(f"job list: heard meanwhile: {said}", file=sys.stderr)
         return EXIT_OK
 
-    # its own jobs only: the fleet's broker refuses a login's subscription to another's
+    # its own jobs and refusals only: the fleet's broker refuses a login's subscription to
+    # another's
     return _linked("list", config, [state_topic(prefix, own), server_topic(prefix, "+"),
-                                    request_topic(prefix, own)], read)
+                                    request_topic(prefix, own), errors], read)
 
 
 def latest_by_topic(link: _Link) -> dict[str, bytes]:
@@ -328,6 +351,7 @@ def _cancel(args: argparse.Namespace) -> int:
               f"{submitter!r}: a login cancels only its own jobs; nothing sent", file=sys.stderr)
         return EXIT_USAGE
     prefix = config.mqtt.topic_prefix
+    errors = errors_topic(prefix, submitter)  # where a server says there was nothing to cancel
 
     def cancel(link: _Link) -> int:
         latest = latest_by_topic(link)
@@ -352,8 +376,34 @@ def _cancel(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         link.publish(cancel_topic(prefix, job_id), request, retain=True)
         print(escape_controls(f"cancel requested for {job_id} ({state['state']} on "
-                              f"{state.get('server', '?')})"))
-        return EXIT_OK
+                              f"{state.get('server', '?')})"), flush=True)
+        return _cancel_answer(link, job_id, errors)
 
     return _linked("cancel", config, [state_topic(prefix, job_id),
-                                      request_topic(prefix, job_id)], cancel)
+                                      request_topic(prefix, job_id), errors], cancel)
+
+
+def _cancel_answer(link: _Link, job_id: str, errors: str) -> int:
+    """After a cancel of a job that was queued or running: the job ending otherwise than
+    cancelled, or a server's answer on the login's ``errors`` topic that there was nothing to
+    cancel (it ended meanwhile), within ``LIST_WAIT_S``, is said, exit 1; the job cancelled,
+    or nothing heard (the server is still stopping it), exit 0."""
+    deadline = time.monotonic() + LIST_WAIT_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            topic, payload = link.messages.get(timeout=left)
+        except queue.Empty:
+            break
+        state = read_state(payload) if payload else None
+        if topic == errors:
+            said = answer_about(payload, job_id, "cancel")
+        elif state is not None and state["state"] == "cancelled":
+            return EXIT_OK
+        elif state is not None and state["state"] in FINAL_STATES:
+            said = describe_state({**state, "results": [], "results_omitted": 0})
+        else:
+            said = None
+        if said:
+            print(f"job cancel: nothing cancelled: {said}", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK

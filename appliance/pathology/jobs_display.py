@@ -55,6 +55,19 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def answer_about(payload: bytes, job_id: str | None = None,
+                 request: str | None = None) -> str | None:
+    """A server's refusal or answer read from a login's errors topic, in one line with its
+    control characters escaped; None when the payload is none, or is about another job than
+    ``job_id`` or another kind of request than ``request`` (``job`` or ``cancel``)."""
+    answer = read_state(payload) if payload else None
+    if answer is None or job_id not in (None, answer["job_id"]) or \
+            request not in (None, answer.get("request")):
+        return None
+    named = answer["job_id"] or "a request naming no job id"
+    return escape_controls(f"{named}: {answer.get('reason') or answer['state']}")
+
+
 def print_job_list(latest: dict[str, bytes]) -> None:
     """The servers' presence, each job's state and the requests no server has taken yet, from
     the messages collected, each job by its id (its submitter's login first); a message that is

@@ -23,17 +23,18 @@ password, client id ``edge-SITE-DEVICE@look``) may only publish and subscribe to
 ``presence``: a kiosk that holds back for another one with its device id looks again under it.
 Back-office workers log in as their own name with that name as client id.
 Pathology servers likewise (``pathology.client_id``, their server id): each may read every
-job's requests and cancels, publish job states, clear requests and cancels, answer on the
-errors topic, and publish only its own presence. Its probe login ``SERVER@probe`` (the same
-password, client id ``SERVER@probe``) may publish and subscribe to nothing: the server asks
-under it, when a CONNECT was dropped before its CONNACK, the largest packet the broker takes
-(its CONNACK says). Pathology clients (``appliance pathology job``
-submit, list, cancel; their login is their client id) each get a role of their own: a job's id
-starts with its submitter's login (``jobs/LOGIN/NAME/...``), and a client may publish requests
-and cancels, and read states and waiting requests, under its own login only, besides the
-servers' presences and the errors. One lab's login can thus neither cancel, withdraw nor
-replace another's job, nor read its results. Nothing else reaches the pathology topics: not a
-device, not a worker (docs/pathology-server.md).
+job's requests and cancels, publish job states, clear requests and cancels, answer on and
+read the errors topics, and publish only its own presence. Its probe login ``SERVER@probe``
+(the same password, client id ``SERVER@probe``) may publish and subscribe to nothing: the
+server asks under it, when a CONNECT was dropped before its CONNACK, the largest packet the
+broker takes (its CONNACK says). Pathology clients (``appliance pathology job`` submit, list,
+cancel; their login is their client id) each get a role of their own: a job's id starts with
+its submitter's login (``jobs/LOGIN/NAME/...``), and a client may publish requests and
+cancels, and read states and waiting requests, under its own login only, besides the
+servers' presences and its own errors topic (``errors/LOGIN``). One lab's login can thus
+neither cancel, withdraw nor replace another's job, nor read its results or its refusals.
+Nothing else reaches the pathology topics: not a device, not a worker
+(docs/pathology-server.md).
 """
 
 from __future__ import annotations
@@ -213,14 +214,17 @@ def rollout_role(prefix: str) -> dict[str, Any]:
 def pathology_server_role(prefix: str, login: str) -> dict[str, Any]:
     """A pathology server: reads every job request and cancel (``jobs/LOGIN/NAME/...``: every
     job client's), publishes job states, clears the requests and cancels it has dealt with (an
-    empty retained message), answers on the errors topic and publishes its own presence only,
-    which it also reads (another process under its name shows there:
+    empty retained message), answers on each login's errors topic (``errors/LOGIN``) and on
+    the servers' own (``errors``: topics that name no login), which it may read, and publishes
+    its own presence only, which it also reads (another process under its name shows there:
     appliance/pathology/presence.py)."""
     jobs = f"{prefix}/pathology/jobs/+/+"
     acls = [_acl("subscribePattern", f"{jobs}/{leaf}") for leaf in ("request", "cancel")]
     acls += [_acl("publishClientSend", f"{jobs}/{leaf}") for leaf in ("request", "state",
                                                                        "cancel")]
-    acls += [_acl("publishClientSend", f"{prefix}/pathology/errors"),
+    errors = f"{prefix}/pathology/errors"
+    acls += [_acl("publishClientSend", errors), _acl("publishClientSend", f"{errors}/+"),
+             _acl("subscribePattern", f"{errors}/#"),
              _acl("publishClientSend", f"{prefix}/pathology/servers/{login}"),
              _acl("subscribeLiteral", f"{prefix}/pathology/servers/{login}")]
     return {"rolename": f"pathology-server-{login}", "acls": acls}
@@ -237,14 +241,15 @@ def pathology_probe_role() -> dict[str, Any]:
 def pathology_client_role(prefix: str, login: str) -> dict[str, Any]:
     """One login that submits, lists and cancels pathology jobs: publishes requests and cancels
     of its own jobs only (a job id starts with its submitter's login, appliance/pathology/
-    jobs.py), reads their states and waiting requests, the servers' presence and the errors.
-    A role per login, as for devices: mosquitto 2.0's dynamic-security ACLs substitute no
-    ``%u`` (2.1 adds it; docs/broker-identity.md)."""
+    jobs.py), reads their states and waiting requests, the servers' presence and its own
+    errors topic (``errors/LOGIN``: the refusals of its requests and cancels; another login's
+    name its jobs). A role per login, as for devices: mosquitto 2.0's dynamic-security ACLs
+    substitute no ``%u`` (2.1 adds it; docs/broker-identity.md)."""
     own = f"{prefix}/pathology/jobs/{login}/+"
     acls = [_acl("publishClientSend", f"{own}/{leaf}") for leaf in ("request", "cancel")]
     acls += [_acl("subscribePattern", f"{own}/{leaf}") for leaf in ("request", "state")]
-    acls += [_acl("subscribePattern", f"{prefix}/pathology/{leaf}")
-             for leaf in ("servers/+", "errors")]
+    acls += [_acl("subscribePattern", f"{prefix}/pathology/servers/+"),
+             _acl("subscribeLiteral", f"{prefix}/pathology/errors/{login}")]
     return {"rolename": f"pathology-client-{login}", "acls": acls}
 
 

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.broker
 SERVER, USER, KIOSK, WORKER = "pathology-lab-0", "lab-user", ("shop-1", "kiosk-a"), "backoffice-1"
 RIVAL = "lab-rival"  # another lab's job client login
 JOBS = "appliance/pathology/jobs"
+ERRORS = "appliance/pathology/errors"
 SENT = (0x00, 0x10)  # PUBACK success, or success with no matching subscribers
 
 
@@ -94,12 +95,15 @@ def test_no_one_but_the_pathology_roles_reaches_the_job_topics(lab_broker: Fleet
         assert user.publish(f"{JOBS}/{USER}/j1/state") == 0x87
         assert user.publish(f"appliance/pathology/servers/{SERVER}") == 0x87
         assert user.publish("appliance/pathology/errors") == 0x87
+        assert user.publish(f"appliance/pathology/errors/{USER}") == 0x87  # nor its own
         assert user.subscribe("appliance/#") == 0x87
         # a server publishes states and only its own presence
         assert server.publish(f"{JOBS}/{USER}/j1/state", b"", retain=True) in SENT
         assert server.subscribe(f"{JOBS}/+/+/request") == 1  # every login's jobs
         assert server.publish(f"appliance/pathology/servers/{SERVER}", b"", retain=True) in SENT
         assert server.publish("appliance/pathology/servers/pathology-lab-9") == 0x87
+        assert server.publish(f"{ERRORS}/{USER}") in SENT  # answers each login on its own
+        assert server.subscribe(f"{ERRORS}/#") == 1  # and reads them all
         assert server.subscribe(f"appliance/pathology/servers/{SERVER}") == 1  # its own only
         assert server.subscribe("appliance/pathology/servers/pathology-lab-9") == 0x87
         assert server.publish(f"appliance/{KIOSK[0]}/{KIOSK[1]}/ack") == 0x87
@@ -264,6 +268,60 @@ def test_a_job_client_cannot_cancel_withdraw_replace_or_read_another_login_s_job
         rivals = _final_state(lab_broker, f"{RIVAL}/{name}", RIVAL)
         assert (rivals["state"], [row["slide"] for row in rivals["results"]]) == (
             "done", ["own"]), rivals
+    finally:
+        _stopped(server)
+
+
+def _hearing(probe: Probe, heard: list[tuple[str, str]]) -> None:
+    """Note each (topic, job id) of the refusals and answers that ``probe`` receives."""
+    probe.client.on_message = lambda _c, _u, message: heard.append(
+        (message.topic, json.loads(message.payload)["job_id"]))
+
+
+def _online(broker: FleetBroker) -> bool:
+    """Whether the server's retained presence says online (read as USER, under its client
+    id: a probe of USER connected meanwhile would be taken over)."""
+    held = _retained(broker, f"appliance/pathology/servers/{SERVER}")
+    return bool(held) and json.loads(held[0])["state"] == "online"
+
+
+def test_a_job_client_reads_only_its_own_refusals(
+    lab_broker: FleetBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every job login read {p}/pathology/errors, where the servers answered every login's
+    refused requests and cancels, naming their job ids and why. Now each login's go to
+    errors/LOGIN, which only that login (and the servers) may read: RIVAL's subscriptions to
+    USER's, to the servers' own and to every login's get SUBACK 0x87 (on main 0x01), and of
+    USER's refusals, answered while RIVAL listens on its own, it hears none, then its own."""
+    slide = _slide(tmp_path)
+    server = _serve(lab_broker, tmp_path, slide.parent)
+    assert wait_until(lambda: _online(lab_broker), 60, poll_s=0.5)  # before USER's probe
+    user, rival = Probe(lab_broker, USER, USER), Probe(lab_broker, RIVAL, RIVAL)
+    users: list[tuple[str, str]] = []
+    rivals: list[tuple[str, str]] = []
+    _hearing(user, users)
+    _hearing(rival, rivals)
+    try:
+        for topic in (f"{ERRORS}/{USER}", ERRORS, f"{ERRORS}/+", f"{ERRORS}/#"):
+            assert rival.subscribe(topic) == 0x87, topic
+        assert rival.subscribe(f"{ERRORS}/{RIVAL}") == 1
+        assert user.subscribe(f"{ERRORS}/{USER}") == 1
+        # USER's cancel of a job no server knows, and a request on a topic naming no job id
+        assert user.publish(f"{JOBS}/{USER}/ghost/cancel", b"{}", retain=True) in SENT
+        assert user.publish(f"{JOBS}/{USER}/not a name!/request", b"{}", retain=True) in SENT
+        assert wait_until(lambda: len(users) == 2, 60), users
+        # the server answers in order: RIVAL's own answer comes after anything of USER's
+        assert rival.publish(f"{JOBS}/{RIVAL}/ghost/cancel", b"{}", retain=True) in SENT
+        assert wait_until(lambda: len(rivals) == 1, 60), rivals
+        assert sorted(users) == [(f"{ERRORS}/{USER}", ""), (f"{ERRORS}/{USER}", f"{USER}/ghost")]
+        assert rivals == [(f"{ERRORS}/{RIVAL}", f"{RIVAL}/ghost")]
+    finally:
+        user.close()
+        rival.close()
+    try:  # the job commands read their login's own errors topic, which the broker allows
+        monkeypatch.setenv(PASSWORD_ENV, lab_broker.password(RIVAL))
+        rival_cli = ["--config", str(_config_file(tmp_path / "rival.yaml", lab_broker, RIVAL))]
+        assert main(["pathology", "job", "list", *rival_cli]) == 0
     finally:
         _stopped(server)
 

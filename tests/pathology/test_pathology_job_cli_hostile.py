@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 from appliance.cli import main
 from appliance.pathology import jobs_cli, jobs_display
-from appliance.pathology.jobs import request_topic, server_topic, state_topic
+from appliance.pathology.jobs import request_topic, server_topic, state_payload, state_topic
 from appliance.transport.broker import free_port
 
 pytestmark = pytest.mark.broker
@@ -214,3 +214,23 @@ def test_job_submit_wait_shows_each_slide_as_pathology_run_does() -> None:
         "  e: e.jpg: slide file not found",
         "  odd: MSI score high",
     ]
+
+
+def test_submit_wait_says_a_refused_request_under_its_job_s_id_and_follows_the_job(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`job submit --wait` reads its login's errors topic: a refusal naming its job (another
+    request sent under the id, for other slides, while the job runs) is said, and the job is
+    followed to its end; refusals of the login's other jobs are not its own."""
+    errors, job_id = "p/pathology/errors/lab", "lab/j1"
+    link = SimpleNamespace(messages=queue.Queue())
+    taken = state_payload(job_id, "running", request="job", reason="job id lab/j1 is taken")
+    link.messages.put((errors, state_payload("lab/j2", "done", request="job", reason="other")))
+    link.messages.put((errors, taken))
+    link.messages.put(("p/pathology/jobs/lab/j1/state",
+                       state_payload(job_id, "done", slides_total=1, slides_done=1)))
+    assert jobs_cli.follow_job(link, job_id, 10, errors) == 0  # type: ignore[arg-type]
+    captured = capsys.readouterr()
+    assert "lab/j1 done 1/1 slides" in captured.out
+    assert captured.err.splitlines() == [
+        "job lab/j1: a request under its id was refused: lab/j1: job id lab/j1 is taken"]

@@ -52,6 +52,7 @@ from appliance.pathology.jobs import (
     parse_job,
     request_topic,
     server_topic,
+    state_payload,
     state_topic,
 )
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
@@ -101,14 +102,26 @@ class Watcher:
         self.seen: list[dict[str, Any]] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.presence: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.client.on_message = lambda c, u, m: m.payload and (
-            self.presence if "/servers/" in m.topic else self.states).put(json.loads(m.payload))
+        self.answered_on: dict[str, list[str]] = {}  # errors topic -> the job ids answered
+        self.client.on_message = self._heard
         self.client.connect(broker.host, broker.port)
         counting_subacks(self.client)
         self.client.loop_start()
-        subscribed(self.client, [(state_topic(prefix, ANY_JOB), 1), (errors_topic(prefix), 1),
+        errors = errors_topic(prefix, "#")  # every login's, and the servers' own
+        subscribed(self.client, [(state_topic(prefix, ANY_JOB), 1), (errors, 1),
                                  (server_topic(prefix, "+"), 1)])  # nothing after it missed
         self.prefix = prefix
+
+    def _heard(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if not message.payload:
+            return
+        said = json.loads(message.payload)
+        if "/servers/" in message.topic:
+            self.presence.put(said)
+            return
+        if "/pathology/errors" in message.topic:
+            self.answered_on.setdefault(message.topic, []).append(said["job_id"])
+        self.states.put(said)
 
     def submit(self, payload: bytes | dict[str, Any], job_id: str | None = None) -> str:
         """Publish a request, retained, on the request topic of job_id (default: the payload's
@@ -2042,6 +2055,53 @@ def test_a_cancel_for_an_ended_job_is_cleared_and_answered(env: Env, serve: Serv
     store = _store(env.tmp_path)
     assert store.job("lab/ended")["state"] == "done"  # type: ignore[index]
     store.close()
+
+
+def test_each_refusal_goes_to_the_errors_topic_of_the_login_its_topic_names(
+    env: Env, serve: Servers,
+) -> None:
+    """Every refusal and cancel answer went to one errors topic that every job login read, so
+    each read the others' job ids and why they were refused. Now one about a topic under
+    jobs/LOGIN/ goes to errors/LOGIN (the broker lets only LOGIN publish there, and only LOGIN
+    read that errors topic: test_pathology_broker_identity.py), and one whose topic names no
+    login to the servers' own errors topic."""
+    serve(env.config())
+    errors = errors_topic(env.prefix, None)
+    env.watcher.submit(_job("lab/reused", [env.slides / "b11.jpg"]))
+    assert env.watcher.wait("lab/reused", {"done", "failed"})["state"] == "done"
+    env.watcher.submit(_job("lab/reused", [env.slides / "b12.jpg"]))  # its id is taken
+    env.watcher.wait_cancel_answer("lab/reused", request="job")
+    _publish_retained(env.broker, cancel_topic(env.prefix, "rival/ghost"), b"{}")
+    env.watcher.wait_cancel_answer("rival/ghost")
+    env.watcher.submit(b"{}", job_id="rival/not a name!")
+    env.watcher.wait_refusal("'rival/not a name!' (17 characters), not a job id")
+    env.watcher.submit(b"{}", job_id="-no-login/j1")  # a first level no login can have
+    env.watcher.wait_refusal("'-no-login/j1' (12 characters), not a job id")
+    _publish_retained(env.broker, cancel_topic(env.prefix, "_no_login/j2"), b"{}")
+    env.watcher.wait_cancel_answer("_no_login/j2")
+    assert env.watcher.answered_on == {f"{errors}/lab": ["lab/reused"],
+                                       f"{errors}/rival": ["rival/ghost", ""],
+                                       errors: ["", "_no_login/j2"]}
+
+
+def test_cancel_of_a_job_that_ended_meanwhile_says_what_the_server_answered(
+    env: Env, serve: Servers, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`job cancel` read the job's retained state (running), sent the cancel and said "cancel
+    requested", exit 0, whatever came of it; a server that found nothing to cancel (the job
+    ended meanwhile, or a state that no server of this store published) answered on the
+    errors topic, which no command read. Now `job cancel` reads its login's errors topic for
+    a moment after sending: that answer is said, exit 1."""
+    serve(env.config())
+    cfg = ["--config", str(env.tmp_path / "config.yaml")]
+    job_id = "anonymous/gone"  # the job commands' login without mqtt.username
+    running = state_payload(job_id, "running", server="elsewhere")
+    _publish_retained(env.broker, state_topic(env.prefix, job_id), running)
+    assert main(["pathology", "job", "cancel", job_id, *cfg]) == 1
+    captured = capsys.readouterr()
+    assert f"cancel requested for {job_id} (running on elsewhere)" in captured.out
+    assert (f"job cancel: nothing cancelled: {job_id}: job {job_id} is unknown: no server "
+            "stored it") in captured.err, captured.err
 
 
 def test_a_request_under_an_ended_job_s_id_is_answered_again_if_the_same_else_refused(
