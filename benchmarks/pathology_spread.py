@@ -52,7 +52,9 @@ def server_config(name: str, port: int, slide: Path, limit: int, folder: Path) -
         "pathology": {"client_id": name, "slide_roots": [str(slide.parent)],
                       "backends": ["onnx-cpu"], "results_dir": str(folder / "out"),
                       "prepare_workers": 1, "cpu_threads": 1,
-                      "max_running_jobs": limit or None}})
+                      "max_running_jobs": limit or None,
+                      # one login ("bench") sends the whole backlog: its share is the total
+                      "max_retained_requests_per_login": 1000}})
 
 
 def start_server(config: Any, store_url: str) -> tuple[Any, threading.Event, threading.Thread]:

@@ -294,3 +294,16 @@ def test_the_back_office_keeps_whole_any_result_the_shipped_broker_delivers() ->
     assert defaults.backoffice.dead_letter_max_bytes == int(limit)
     shipped = load_config(REPO / "config.yaml", environ={})
     assert shipped.backoffice.dead_letter_max_bytes >= int(limit)
+
+
+def test_a_login_s_share_of_the_retained_requests_is_at_most_all_of_them(tmp_path: Path) -> None:
+    refused = run_check(write(tmp_path, "pathology: {max_retained_requests: 10, "
+                                        "max_retained_requests_per_login: 11}\n"))
+    assert refused.returncode == 2
+    assert ("pathology.max_retained_requests_per_login (11) must be at most "
+            "pathology.max_retained_requests (10)") in refused.stderr, refused.stderr
+    assert run_check(write(tmp_path, "pathology: {max_retained_requests_per_login: 0}\n")
+                     ).returncode == 2
+    capped = config_from_mapping({"pathology": {"max_retained_requests": 10}})
+    assert capped.pathology.retained_requests_per_login_limit == 10  # the default 100, capped
+    assert config_from_mapping({}).pathology.retained_requests_per_login_limit == 100

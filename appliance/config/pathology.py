@@ -60,6 +60,13 @@ class PathologyConfig(Section):
         description="Most job requests left retained on the broker at once (waiting or "
         "running): a further one is refused and cleared as it comes, so one job client cannot "
         "fill the broker's memory (mosquitto bounds no client's retained messages).")
+    max_retained_requests_per_login: int = Field(
+        100, ge=1, le=1_000_000,
+        description="Most of those a job login's requests may be (its share; the login is a "
+        "job id's first level): a further one of its own is refused, so one login's flood "
+        "cannot crowd out the others' requests. At most max_retained_requests (the default "
+        "is capped at it); give it at least max_retained_requests divided by the number of "
+        "job logins for each to be sure of its share.")
     max_slides_per_job: int = Field(1000, ge=1, le=100_000,
                                     description="A job naming more slides is refused.")
     max_job_bytes: int = Field(262_144, ge=1024, description="A larger job payload is refused.")
@@ -91,8 +98,19 @@ class PathologyConfig(Section):
         """max_running_jobs, or twice prepare_workers when unset."""
         return self.max_running_jobs or 2 * self.prepare_workers
 
+    @property
+    def retained_requests_per_login_limit(self) -> int:
+        """max_retained_requests_per_login, at most max_retained_requests."""
+        return min(self.max_retained_requests_per_login, self.max_retained_requests)
+
     @model_validator(mode="after")
     def _check(self) -> PathologyConfig:
         if self.max_pending_tiles < self.max_batch:
             raise ValueError("pathology.max_pending_tiles must be at least pathology.max_batch")
+        if "max_retained_requests_per_login" in self.model_fields_set and \
+                self.max_retained_requests_per_login > self.max_retained_requests:
+            raise ValueError(
+                f"pathology.max_retained_requests_per_login ({self.max_retained_requests_per_login}"
+                f") must be at most pathology.max_retained_requests ({self.max_retained_requests})"
+                ": a login's share of the requests retained at once")
         return self

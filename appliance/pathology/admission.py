@@ -2,7 +2,8 @@
 takes now, puts off, or refuses, and what it answers about them.
 
 A server counts the requests retained on the broker as it read them since it connected and
-clears one beyond ``pathology.max_retained_requests`` as it comes; it keeps at most
+clears one beyond ``pathology.max_retained_requests`` as it comes, or beyond its login's share,
+``max_retained_requests_per_login`` (appliance/pathology/retained.py); it keeps at most
 ``running_jobs_limit`` put-off requests, oldest first, and reads the retained requests again
 when it had to leave some out; it keeps at most ``max_retained_requests`` refusal states it left
 retained, and the store keeps at most that many refusals, none older than
@@ -44,6 +45,7 @@ from appliance.pathology.jobs import (
 )
 from appliance.pathology.jobstore import PathologyStore
 from appliance.pathology.requestcheck import RequestChecks
+from appliance.pathology.retained import RetainedRequests
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 0.5
@@ -88,8 +90,8 @@ class RequestAdmission:
         # published again (and the request cleared) unless the request is cleared first
         self._ended_due: dict[str, float] = {}
         # job ids with a request retained on the broker (waiting or running), as this server
-        # read them since it connected: at most max_retained_requests (server docstring)
-        self._retained: dict[str, None] = {}
+        # read them since it connected: at most max_retained_requests, and each login's share
+        self._retained = RetainedRequests(self.settings)
         # job ids whose refusal this server left retained as their state, oldest first: at most
         # max_retained_requests, so refused requests cannot fill the broker with states either
         self._refusal_states: dict[str, None] = {}
@@ -126,7 +128,7 @@ class RequestAdmission:
         if payload and self._beyond_retained_limit(topic_id):
             self._refuse_beyond_limit(topic_id)
         elif not payload:  # cleared: the job ended, or `job cancel` withdrew it while waiting
-            self._retained.pop(topic_id, None)
+            self._retained.forget(topic_id)
             self._waiting.pop(topic_id, None)
             self._ended_due.pop(topic_id, None)
             if JOB_ID.match(topic_id):
@@ -153,22 +155,20 @@ class RequestAdmission:
 
     def _beyond_retained_limit(self, job_id: str) -> bool:
         """Whether a request would be one more than max_retained_requests retained on the
-        broker (counted as read; a stored job's request is never one too many)."""
+        broker, or than its login's share (counted as read; a stored job's request is never
+        one too many)."""
         if job_id in self._retained or not JOB_ID.match(job_id):
             return False
-        if len(self._retained) >= self.settings.max_retained_requests and \
-                self.store.job(job_id) is None:
+        if self._retained.limit_passed(job_id) and self.store.job(job_id) is None:
             return True
-        self._retained[job_id] = None
+        self._retained.add(job_id)
         return False
 
     def _refuse_beyond_limit(self, job_id: str) -> None:
-        """Clear a request beyond max_retained_requests and tell its submitter (a state not
-        retained, which `job submit --wait` hears): nothing of it stays on the broker or in
-        the store, however many a job client sends."""
-        limit = self.settings.max_retained_requests
-        reason = (f"refused: {limit} job requests wait or run already "
-                  "(pathology.max_retained_requests); submit it again once some have ended")
+        """Clear a request beyond max_retained_requests, or beyond its login's share, and
+        tell its submitter (a state not retained, which `job submit --wait` hears): nothing
+        of it stays on the broker or in the store, however many a job client sends."""
+        reason = self._retained.refusal(job_id)
         self.refusal_lines.warn("job %s %s", job_id, reason)
         self._clear_request(job_id)
         payload = state_payload(job_id, "failed", reason=reason, server=self.server_id)

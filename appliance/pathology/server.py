@@ -5,7 +5,8 @@ Flow (docs/pathology-server.md): a job request is retained on its own topic and 
 reads it; it is checked and written to the store (the first server to store it owns it), and
 only then acknowledged; a server that dies first reads it again, retained, at its restart, and
 the server that ends or refuses a job clears it; a request beyond max_retained_requests
-retained at once is cleared as it comes (a job client cannot fill the broker). Once stored,
+retained at once, or beyond its login's share of them, is cleared as it comes (a job client
+cannot fill the broker, nor crowd out the other logins' requests). Once stored,
 the job belongs to this server while its lease is renewed; if the server dies, another server
 claims the job when the lease runs out and scores only the slides not yet stored. Paho
 callbacks only queue events; the main loop owns the store connection, the process pool and

@@ -1611,6 +1611,35 @@ def test_requests_beyond_the_retained_limit_are_refused_and_leave_nothing_behind
     store.close()
 
 
+def test_one_login_s_flood_of_requests_leaves_another_login_its_share(
+    env: Env, serve: Servers,
+) -> None:
+    """max_retained_requests was one limit for every login: one job login's flood of retained
+    requests filled it, and another login's request was refused (on main: "4 job requests
+    wait or run already") until some of the flood ended. Now each login has its share,
+    max_retained_requests_per_login: the flood beyond its share is refused, and the other
+    login's request is taken and runs."""
+    flood = [f"lab-a/flood-{index}" for index in range(6)]
+    for job_id in flood:  # all retained before the server reads them, in this order
+        _publish_retained(env.broker, request_topic(env.prefix, job_id),
+                          json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode())
+    backend = GatedBackend(delay_s=0.0)
+    backend.flowing.clear()  # the flood's first job runs and ends only once B's is read
+    serve(env.config(max_retained_requests=4, max_retained_requests_per_login=2,
+                     max_running_jobs=1), backend)
+    for job_id in flood[2:]:
+        reason = env.watcher.wait(job_id, {"failed"})["reason"]
+        assert ("refused: 2 job requests of login lab-a wait or run already "
+                "(pathology.max_retained_requests_per_login)") in reason, reason
+    theirs = env.watcher.submit(_job("lab-b/own", [env.slides / "b12.jpg"]))
+    _handled_before(env.watcher)  # B's request read (and not refused) before the flood ends
+    assert not [s for s in env.watcher.seen if s["job_id"] == theirs and s["state"] == "failed"]
+    backend.flowing.set()
+    assert env.watcher.wait(theirs, {"done", "failed"}, timeout_s=120)["state"] == "done"
+    for job_id in flood[:2]:
+        assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=120)["state"] == "done"
+
+
 def _flood_qos0(broker: PrivateBroker, prefix: str, messages: list[tuple[str, bytes]]) -> None:
     """A job client's flood: each (topic, payload) at QoS 0, then a QoS 1 marker on a topic
     nobody reads, whose PUBACK the broker sends once it has read the packets before it (one
@@ -1683,7 +1712,9 @@ def test_a_flood_of_qos0_requests_while_the_store_fails_is_not_kept_for_its_retu
     still tried again, and done once the store answers."""
     prefix = "test/qos0-outage"
     watcher = Watcher(private_broker, prefix)
-    server = serve(_config(tmp_path, prefix, private_broker, slides))
+    # the flood is one login's: its share as large as the limit, so that none is refused
+    server = serve(_config(tmp_path, prefix, private_broker, slides,
+                           max_retained_requests_per_login=1000))
     accept, store_down, tries = server.store.accept, threading.Event(), Counter[str]()
     store_down.set()
 
