@@ -5,7 +5,8 @@ billions of values when anything walks it (validation, merging), and 100,000 nes
 overflows the composer's recursion. Here nesting is limited while the document is composed,
 and the size the document would have once every alias is expanded is computed on the graph
 (each node's size once, so this costs no more than the graph itself) and refused over a limit,
-before any Python object is built. A key written twice in one mapping is refused too (PyYAML
+before any Python object is built; so is an alias inside its own anchor, which would expand
+without end. A key written twice in one mapping is refused too (PyYAML
 would keep the later silently, e.g. a second ``mqtt:`` section replacing the first).
 """
 
@@ -59,17 +60,31 @@ class LimitedLoader(yaml.SafeLoader):
 
 
 def expanded_size(root: yaml.Node) -> int:
-    """How many nodes the document holds once every alias is expanded (iterative, memoised)."""
+    """How many nodes the document holds once every alias is expanded (iterative, memoised).
+
+    An alias inside its own anchor (``x: &a [*a]``) would expand for ever: the walk knows the
+    nodes whose children it is still counting (the path down to the current node), and one of
+    them met again is refused, where before the walk pushed it again and again without end,
+    taking memory until the machine ran out.
+    """
     sizes: dict[int, int] = {}
+    counting: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
-        if id(node) in sizes:
-            continue
         children = _children(node)
-        if children_done or not children:
+        if children_done:
+            counting.discard(id(node))
             sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
             continue
+        if id(node) in sizes:
+            continue
+        if id(node) in counting:
+            raise YamlLimitError(
+                f"an alias inside its own anchor at line {node.start_mark.line + 1} "
+                "(a structure that contains itself)"
+            )
+        counting.add(id(node))
         stack.append((node, True))
         stack += [(child, False) for child in children if id(child) not in sizes]
     return sizes[id(root)]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +39,49 @@ def test_config_check_exits_2_on_a_bomb_and_names_the_file(
     path.write_text(yaml_alias_bomb())
     assert main(["config", "check", str(path)]) == 2
     assert "bomb.yaml: refused" in capsys.readouterr().err
+
+
+def _config_check_within_1_gib(
+    config: Path, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``appliance config check CONFIG`` in a process held to 1 GiB of memory and 2 CPU
+    minutes, so that a walk without end fails this test instead of taking the machine."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        resource.setrlimit(resource.RLIMIT_CPU, (120, 120))
+
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "config", "check", str(config)],
+        env={**os.environ, **(environ or {})}, preexec_fn=limit, cwd=config.parent,
+        capture_output=True, text=True, check=False,
+    )
+
+
+@pytest.mark.parametrize("text", ["x: &a [*a]\n", "device:\n  id: k1\nx: &m {y: *m}\n"])
+def test_an_alias_inside_its_own_anchor_is_refused_naming_its_line(
+    tmp_path: Path, text: str
+) -> None:
+    """Such an alias expands without end: the size walk pushed it again and again, and ``config
+    check`` grew to the machine's whole memory (17 GB in minutes) instead of answering."""
+    path = tmp_path / "self.yaml"
+    path.write_text(text)
+    done = _config_check_within_1_gib(path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    line = text.count("\n")
+    assert f"self.yaml: refused: an alias inside its own anchor at line {line}" in done.stderr
+
+
+def test_an_environment_override_that_contains_itself_is_refused_as_text(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "config.yaml").write_text("device:\n  id: k1\n")
+    done = _config_check_within_1_gib(
+        tmp_path / "config.yaml", {"APPLIANCE__DEVICE__SITE": "&a [*a]"}
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "device.site (from environment variable APPLIANCE__DEVICE__SITE)" in done.stderr
+    assert "got '&a [*a]'" in done.stderr
 
 
 def test_aliases_within_the_limit_still_work() -> None:
