@@ -6,6 +6,9 @@ import dataclasses
 import html
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +26,7 @@ from appliance.backoffice.cohort import (
 from appliance.backoffice.retention import Period
 from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
-from appliance.outfile import replaced_when_complete
+from appliance.outfile import OutputError, flush_folder_of, replaced_when_complete
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -85,22 +88,59 @@ def report_files(out_dir: Path) -> list[Path]:
 
 
 def write_cohort_report(store: Store, out_dir: Path) -> Path:
-    """Write the PNG figures, summary.json and index.html into ``out_dir``; returns the page."""
+    """Write the PNG figures, summary.json and index.html into ``out_dir``; returns the page.
+
+    The files are written into a hidden folder inside ``out_dir`` and moved in only once all
+    are written, the page last: a full disk or a stop midway leaves ``out_dir`` as it was.
+    Written in place, a disk that filled at the third figure left two, which the next run
+    refused as "an earlier report" (and, with --force, beside the earlier report's page).
+    """
     cohort = load_cohort(store)
     if not cohort.count:
         raise ValueError("no stored result has an age band (subject.age_band); nothing to plot")
     repeated = repeats(store)  # all read before any file is written: a store failing on the
     period = store.covered_period()  # way leaves the last report as it was
     out_dir.mkdir(parents=True, exist_ok=True)
+    staging = _staging_folder(out_dir)
+    try:
+        try:
+            _write_files(cohort, repeated, period, staging)
+        except OutputError as exc:
+            raise _named_in(out_dir, exc) from exc
+        for path in reversed(report_files(staging)):  # the page last
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    flush_folder_of(out_dir / "index.html")
+    return out_dir / "index.html"
+
+
+def _staging_folder(out_dir: Path) -> Path:
+    try:
+        return Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
+    except OSError as exc:
+        raise OutputError(exc.errno, f"could not make a folder for the report's files in it "
+                          f"({exc.strerror or exc}); nothing written", str(out_dir)) from exc
+
+
+def _named_in(out_dir: Path, exc: OutputError) -> OutputError:
+    """The failed write named by the file of ``out_dir`` it was for, not the hidden folder's."""
+    cause = exc.__cause__
+    why = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc.strerror
+    name = out_dir / Path(str(exc.filename)).name
+    return OutputError(exc.errno, f"could not write it ({why}); no file of this report was put "
+                       f"in {out_dir}, what was there is as it was", str(name))
+
+
+def _write_files(cohort: Cohort, repeated: list[Repeat], period: Period,
+                 folder: Path) -> None:
     table = summary(cohort)
     for key in REPORT_FEATURES:
-        draw_feature(cohort, key, table[key], out_dir / f"{key}.png")
-    with replaced_when_complete(out_dir / "summary.json") as temp, temp.open(
+        draw_feature(cohort, key, table[key], folder / f"{key}.png")
+    with replaced_when_complete(folder / "summary.json") as temp, temp.open(
             "w", encoding="utf-8") as stream:  # written as encoded: one entry a repeated subject
         json.dump(_json_summary(cohort, table, repeated, period), stream, indent=2)
-    page = out_dir / "index.html"
-    _write_whole(page, _html(cohort, table, repeated, period))
-    return page
+    _write_whole(folder / "index.html", _html(cohort, table, repeated, period))
 
 
 def _write_whole(path: Path, text: str) -> None:

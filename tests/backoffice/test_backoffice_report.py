@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -11,11 +12,14 @@ import subprocess
 import sys
 import tracemalloc
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from appliance.backoffice import report
 from appliance.backoffice.cohort import (
     age_axis,
     band_midpoint_years,
@@ -349,6 +353,50 @@ def test_a_store_failing_on_the_way_leaves_the_last_report_as_it_was(
         f"report cohort: the SQLite store {tmp_path / 'r.sqlite3'} failed: Could not decode")
     assert [p.name for p in out.iterdir()] == ["kime_score.png"]
     assert (out / "kime_score.png").read_bytes() == b"last week's figure"
+
+
+def _disk_full_at_file(monkeypatch: pytest.MonkeyPatch, third: int) -> None:
+    """The report's ``third``-th file write fails as a full disk fails it, once it has
+    written its bytes (the write's own error handling runs as on a real full disk)."""
+    real = report.replaced_when_complete
+    written: list[Path] = []
+
+    @contextmanager
+    def filling(path: Path) -> Iterator[Path]:
+        with real(path) as temp:
+            yield temp
+            written.append(path)
+            if len(written) == third:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "replaced_when_complete", filling)
+
+
+def test_a_disk_filling_midway_leaves_the_report_folder_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Figures were written in place one by one: a disk full at the third left two, which the
+    next run refused as "an earlier report" (--force needed to write a first one), and with
+    --force it left new figures beside the earlier report's page."""
+    _store(tmp_path, 40, subjects=40).close()
+    store = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    out = tmp_path / "report"
+    _disk_full_at_file(monkeypatch, 3)
+    assert main(["report", "cohort", "--store", store, "--out", str(out)]) == 1
+    third = out / f"{report.REPORT_FEATURES[2]}.png"
+    assert capsys.readouterr().err == (
+        f"report cohort: {third}: could not write it (No space left on device); no file of "
+        f"this report was put in {out}, what was there is as it was\n")
+    assert list(out.iterdir()) == []
+    monkeypatch.undo()
+    assert main(["report", "cohort", "--store", store, "--out", str(out)]) == 0
+    earlier = {path.name: f"last month's {path.name}".encode() for path in out.iterdir()}
+    assert len(earlier) == 12
+    for name, text in earlier.items():
+        (out / name).write_bytes(text)
+    _disk_full_at_file(monkeypatch, 12)  # the page, the last file written
+    assert main(["report", "cohort", "--store", store, "--out", str(out), "--force"]) == 1
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
 
 
 def test_a_subject_id_with_control_characters_is_shown_escaped_in_the_report(
