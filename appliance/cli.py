@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from appliance import __version__, interrupts, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help, chosen_parser
+from appliance.stdout import emit, stdout_checked
 
 if TYPE_CHECKING:
     from appliance.config import ConsoleConfig, UpdatesConfig
@@ -42,6 +43,7 @@ DEFAULT_CONFIG = "config.yaml"
 Handler = Callable[[argparse.Namespace], int]
 
 
+@stdout_checked("config check")
 def _config_check(args: argparse.Namespace) -> int:
     from appliance.config import (  # noqa: PLC0415 - pydantic loads after main holds Ctrl-C
         ConfigError,
@@ -69,7 +71,7 @@ def _config_check(args: argparse.Namespace) -> int:
     from appliance.configroles import given_sections, role_summary  # noqa: PLC0415 - as above
 
     file = named if named is not None or not os.path.lexists(DEFAULT_CONFIG) else DEFAULT_CONFIG
-    print(f"{source}: ok: {role_summary(config, given_sections(file))}")
+    emit(f"{source}: ok: {role_summary(config, given_sections(file))}")
     return 0
 
 
@@ -104,9 +106,9 @@ def _checked_source(named: str | None) -> str:
         return named or DEFAULT_CONFIG
     variables = sorted(name for name in os.environ if name.upper().startswith(ENV_PREFIX))
     overrides = f"with {', '.join(variables)}" if variables else f"(no {ENV_PREFIX} variables)"
-    print(f"no ./{DEFAULT_CONFIG} here: checking the built-in defaults {overrides}, as every "
-          "command without --config uses them (`appliance edge` and `appliance pathology "
-          "serve` need a config file)")
+    emit(f"no ./{DEFAULT_CONFIG} here: checking the built-in defaults {overrides}, as every "
+         "command without --config uses them (`appliance edge` and `appliance pathology "
+         "serve` need a config file)")
     return "built-in defaults"
 
 

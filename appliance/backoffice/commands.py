@@ -18,6 +18,7 @@ from typing import Any
 from appliance.config import Config, ConfigError, load_config_or_defaults
 from appliance.logsafe import escape_controls
 from appliance.outfile import replacing_refusal
+from appliance.stdout import print_out
 
 CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
 MAX_DATABASE_INT = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT hold no more
@@ -146,25 +147,6 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
         return 1
     finally:
         store.close()
-
-
-def print_out(command: str, text: str) -> int:
-    """Print ``text`` to standard output and flush it: 0, or 1 after saying on stderr that it
-    could not be written (a file on a full disk). A closed pipe is cli.main's to end quietly."""
-    try:
-        print(text)  # nothing at all when started with standard output closed (`>&-`)
-        if sys.stdout is not None:
-            sys.stdout.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        from appliance.cli import silence_stdout
-
-        silence_stdout()  # what stays buffered would fail again at exit, as a traceback
-        print(f"{command}: cannot write to standard output: {exc.strerror or exc}",
-              file=sys.stderr)
-        return 1
-    return 0
 
 
 def _backoffice(args: argparse.Namespace) -> int:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from appliance.backoffice.commands import (
     add_store_options,
     positive_int,
-    print_out,
     with_store,
 )
+from appliance.stdout import print_out
 
 if TYPE_CHECKING:
     from appliance.backoffice.erasure import Selector

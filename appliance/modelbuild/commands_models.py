@@ -19,6 +19,7 @@ from appliance.logsafe import escape_controls
 from appliance.modelbuild.table import MIN_TABLE_ROWS, SPLITS, TableError
 from appliance.outfile import replacing_refusal
 from appliance.shipped import SKIN_MODEL, shipped_path
+from appliance.stdout import emit, stdout_checked
 from appliance.synthetic.arguments import SEED, WORKERS, finite_number, named_path, whole_number
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)
@@ -121,6 +122,7 @@ def _build_skin(args: argparse.Namespace) -> int:
     return 0
 
 
+@stdout_checked("models evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
     from appliance.modelbuild.evaluate import evaluate, format_report  # noqa: PLC0415  (ORT)
 
@@ -129,7 +131,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     except (ModelError, TableError) as exc:
         print(escape_controls(f"evaluate: {exc}"), file=sys.stderr)
         return 2
-    print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
+    emit(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
     return 0
 
 
@@ -149,6 +151,7 @@ def _describe(runner: Any) -> dict[str, Any]:
     }
 
 
+@stdout_checked("models show")
 def _show(args: argparse.Namespace) -> int:
     from appliance.inference.runner import NAMED_MODEL_HINT, OnnxRunner  # noqa: PLC0415
 
@@ -157,7 +160,7 @@ def _show(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(escape_controls(f"show: refused: {exc}"), file=sys.stderr)
         return 2
-    print(json.dumps(_describe(runner), indent=2))
+    emit(json.dumps(_describe(runner), indent=2))
     return 0
 
 

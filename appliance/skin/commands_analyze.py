@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
+from appliance.stdout import StdoutError, emit, print_out, refused_line, stdout_checked
 from appliance.synthetic.arguments import named
 
 if TYPE_CHECKING:
@@ -110,8 +111,12 @@ def _analyze(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
         print(_stopped(args, len(measured), len(images)), file=sys.stderr)
         raise
+    except StdoutError as exc:  # `> out.json` on a full disk
+        print(f"{refused_line('analyze', exc)}; stopped after printing the results of "
+              f"{len(measured)} of {len(images)} images", file=sys.stderr)
+        return 1
     if legend:
-        print(TABLE_LEGEND)
+        return print_out("analyze", TABLE_LEGEND) or (1 if failures else 0)
     return 1 if failures else 0
 
 
@@ -130,12 +135,12 @@ def _measure_each(
             failures += 1
             print(f"analyze: {problem}", file=sys.stderr)
         if args.json:
-            print(json.dumps(record), flush=True)
+            emit(json.dumps(record))
         elif "error" not in record:
             if not rows:
-                print(run.table_header())
+                emit(run.table_header())
             rows += 1
-            print(run.table_row(record), flush=True)
+            emit(run.table_row(record))
             legend = legend or ("rejected" not in record and run.needs_legend(record))
         measured.append(image)
     return failures, legend
@@ -158,6 +163,7 @@ def _problem(record: dict[str, Any], shown: str) -> str | None:
     return record.get("error") or record.get("overlay_error")
 
 
+@stdout_checked("calibrate")
 def _calibrate(args: argparse.Namespace) -> int:
     import cv2  # noqa: PLC0415 - keep --help fast
 
@@ -180,7 +186,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     if refusal := _unusable_scale(result.um_per_px, args.mm):
         print(f"calibrate: {name}: {refusal}", file=sys.stderr)
         return 1
-    print(
+    emit(
         f"{name}: {result.um_per_px:.3f} ± {2 * result.um_per_px_sd:.2g} um/px (95 %; "
         f"line pitch {result.pitch_px:.3f} px over {result.line_count} lines, scale at "
         f"{result.angle_deg:.1f} deg, contrast {result.contrast:.0%}, spacing scatter "
@@ -188,7 +194,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     )
     if warning := _unvalidated_scale(result.um_per_px):
         print(f"calibrate: warning: {warning}", file=sys.stderr)
-    print(f"put this in config.yaml:\nskin:\n  um_per_px: {result.um_per_px:.3f}")
+    emit(f"put this in config.yaml:\nskin:\n  um_per_px: {result.um_per_px:.3f}")
     return 0
 
 
