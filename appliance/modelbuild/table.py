@@ -39,6 +39,17 @@ MAX_TEXT_CHARS = 256  # a Parquet table's label, split or source value
 DESCRIPTION_KEY = b"appliance.description"
 
 
+# `appliance results export` writes the feature columns and `label`, the grade the kiosk's own
+# model gave (`model_name`, `model_version`): read as an expert's grade, a build learns that
+# model's answers and `models evaluate` scores the model against itself (accuracy 1.0000)
+_EXPORT_REFUSAL = (
+    "{file}: a results export (its model_name column): its label column is the grade the "
+    "kiosk's model gave, not an expert's, so a build would learn that model's answers and "
+    "an evaluation would score the model against itself; put the expert's grades in label "
+    "and remove the model_name column"
+)
+
+
 class TableError(ValueError):
     """A labelled table that cannot be used; the message names the file, column or row."""
 
@@ -182,6 +193,8 @@ def read_table(path: str | Path, feature_names: Sequence[str] = FEATURE_KEYS) ->
         raise TableError(
             f"{file}: missing column(s) {', '.join(missing)}; the table has {sorted(columns)}"
         )
+    if "model_name" in columns:
+        raise TableError(_EXPORT_REFUSAL.format(file=file))
     ignored = sorted(set(columns) - set(feature_names) - set(KNOWN_COLUMNS))
     if ignored:
         log.warning("%s: columns not used as model inputs: %s", file, ", ".join(ignored))

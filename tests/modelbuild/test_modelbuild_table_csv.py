@@ -4,11 +4,17 @@ name and line."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
+from appliance.backoffice.schema import result_row
+from appliance.backoffice.store import Batch, open_store
+from appliance.cli import main
 from appliance.modelbuild.table import TableError, read_table
+from appliance.shipped import SKIN_MODEL, shipped_path
+from appliance.synthetic import fleet
 from appliance.transport.payloads import FEATURE_KEYS
 
 
@@ -59,3 +65,29 @@ def test_a_folder_a_pipe_or_a_link_to_a_device_given_as_a_table_is_called_what_i
             read_table(path)
         assert str(refused.value).startswith(f"{path}: {what} (make one with `appliance models "
                                              "skin-table`)")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_results_export_is_refused_as_a_table_naming_its_model_graded_label(
+    tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`results export` writes every feature column and `label`, the grade the kiosk's own
+    model gave: `models evaluate` on it printed accuracy 1.0000 for the shipped model, its
+    answers scored against themselves, and `build-skin` would learn them as an expert's."""
+    url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    rng = random.Random(3)
+    results = [fleet.sample_result(rng, "lab", "k1", i) for i in range(8)]
+    store = open_store(url)
+    store.write_batch(Batch(results=[
+        result_row(r, "2026-11-26T00:00:00.000000Z", r.to_json().decode()) for r in results
+    ]), 10)
+    store.close()
+    export = tmp_path / f"results.{fmt}"
+    assert main(["results", "export", "--store", url, "--format", fmt, "--out", str(export)]) == 0
+    capsys.readouterr()
+    assert main(["models", "evaluate", str(shipped_path(SKIN_MODEL)), "--data", str(export)]) == 2
+    assert capsys.readouterr().err == (
+        f"evaluate: {export}: a results export (its model_name column): its label column is "
+        "the grade the kiosk's model gave, not an expert's, so a build would learn that "
+        "model's answers and an evaluation would score the model against itself; put the "
+        "expert's grades in label and remove the model_name column\n")
