@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from appliance import __version__, interrupts, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help, chosen_parser
-from appliance.stdout import emit, stdout_checked
+from appliance.stdout import StdoutError, emit, refused_line, watched_stdout
 
 if TYPE_CHECKING:
     from appliance.config import ConsoleConfig, UpdatesConfig
@@ -43,7 +43,6 @@ DEFAULT_CONFIG = "config.yaml"
 Handler = Callable[[argparse.Namespace], int]
 
 
-@stdout_checked("config check")
 def _config_check(args: argparse.Namespace) -> int:
     from appliance.config import (  # noqa: PLC0415 - pydantic loads after main holds Ctrl-C
         ConfigError,
@@ -319,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     A stop signal that comes while the command starts waits for it (appliance/interrupts.py)."""
     interrupts.hold()
     try:
-        with overlong_arguments_cut(sys.argv[1:] if argv is None else list(argv)):
+        with overlong_arguments_cut(sys.argv[1:] if argv is None else list(argv)), \
+                watched_stdout():
             return _main(argv)
     finally:
         interrupts.release()
@@ -360,6 +360,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         silence_stdout()
         return 0
+    except StdoutError as exc:  # `> out.txt` on a full disk: every command's printing
+        silence_stdout()
+        print(refused_line(command_named(args).removeprefix("appliance "), exc),
+              file=sys.stderr)
+        return 1
     except OSError as exc:
         if exc.errno != errno.ENAMETOOLONG:
             raise

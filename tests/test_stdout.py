@@ -47,6 +47,22 @@ def test_calibrate_and_models_show_say_stdout_refused(tmp_path: Path) -> None:
             1, f"{command}: cannot write to standard output: {FULL}\n")
 
 
+def test_every_command_s_printing_is_covered(tmp_path: Path) -> None:
+    """Not only the commands that print through ``emit``: ``synth micrometer``'s and ``console
+    user list``'s ``print`` ended in a traceback too."""
+    store = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    assert main(["store", "migrate", "--store", store]) == 0
+    for command, args in (
+        ("synth micrometer", ("synth", "micrometer", "--out", str(tmp_path / "m.png"),
+                              "--um-per-px", "9.6")),
+        ("console user list", ("console", "user", "list", "--store", store)),
+        ("results query", ("results", "query", "--store", store)),
+    ):
+        done = _into_dev_full(*args)
+        assert (done.returncode, done.stderr) == (
+            1, f"{command}: cannot write to standard output: {FULL}\n")
+
+
 @pytest.mark.parametrize("folder", ["repository", "empty"])
 def test_config_check_says_stdout_refused(tmp_path: Path, folder: str) -> None:
     """In an empty folder its first line says it checks the built-in defaults."""

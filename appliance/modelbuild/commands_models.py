@@ -19,7 +19,7 @@ from appliance.logsafe import escape_controls
 from appliance.modelbuild.table import MIN_TABLE_ROWS, SPLITS, TableError
 from appliance.outfile import replacing_refusal
 from appliance.shipped import SKIN_MODEL, shipped_path
-from appliance.stdout import emit, stdout_checked
+from appliance.stdout import emit
 from appliance.synthetic.arguments import SEED, WORKERS, finite_number, named_path, whole_number
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)
@@ -122,7 +122,6 @@ def _build_skin(args: argparse.Namespace) -> int:
     return 0
 
 
-@stdout_checked("models evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
     from appliance.modelbuild.evaluate import evaluate, format_report  # noqa: PLC0415  (ORT)
 
@@ -151,7 +150,6 @@ def _describe(runner: Any) -> dict[str, Any]:
     }
 
 
-@stdout_checked("models show")
 def _show(args: argparse.Namespace) -> int:
     from appliance.inference.runner import NAMED_MODEL_HINT, OnnxRunner  # noqa: PLC0415
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
-from appliance.stdout import StdoutError, emit, print_out, refused_line, stdout_checked
+from appliance.stdout import StdoutError, emit, print_out, refused_line, silence_stdout
 from appliance.synthetic.arguments import named
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ def _analyze(args: argparse.Namespace) -> int:
         print(_stopped(args, len(measured), len(images)), file=sys.stderr)
         raise
     except StdoutError as exc:  # `> out.json` on a full disk
+        silence_stdout()  # what stays buffered would fail again
         print(f"{refused_line('analyze', exc)}; stopped after printing the results of "
               f"{len(measured)} of {len(images)} images", file=sys.stderr)
         return 1
@@ -163,7 +164,6 @@ def _problem(record: dict[str, Any], shown: str) -> str | None:
     return record.get("error") or record.get("overlay_error")
 
 
-@stdout_checked("calibrate")
 def _calibrate(args: argparse.Namespace) -> int:
     import cv2  # noqa: PLC0415 - keep --help fast
 
