@@ -316,7 +316,7 @@ class EdgeDaemon:
             self.outbox = new_outbox(self.config, rebuild=True)
         except OutboxError as exc:
             lost = self.committer.drop_held(exc)
-            counted = count_lost_beside(self.outbox.path, lost)
+            counted = count_lost_beside(self.outbox.beside, lost)
             log.error("could not repair the outbox (%s); %d held result(s) lost%s", exc, lost,
                       "" if counted else ", and the tally beside it refuses the count too")
             return

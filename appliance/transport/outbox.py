@@ -65,8 +65,10 @@ class Outbox:
         policy: OutboxPolicy = "drop_oldest",
         *,
         side_files: bool = True,  # False: a copy being built by a repair, not the outbox yet
+        beside: Path | None = None,  # whose side files it keeps (a repaired copy: the outbox's)
     ) -> None:
         self.path = path
+        self.beside = beside or path  # the outbox path its lost tally and mark sit beside
         self.max_rows = max_rows
         self.max_age_s = max_age_s
         self.policy: OutboxPolicy = policy
@@ -82,7 +84,7 @@ class Outbox:
             if not (full and side_files and outbox_file.holds_nothing(path)):
                 raise outbox_file.open_error(path, exc, full) from exc
             self._db = self._put_off(exc, full)
-        self._losses = OutboxLosses(path, side_files)
+        self._losses = OutboxLosses(self.beside, side_files)
         if self._losses.found_lost_rows(self._db, self._depth):
             self.writable()  # counted, and the sequence going on from the mark, now if it can
 

@@ -16,12 +16,20 @@ for the recovered rows) changes nothing; one that plainly cannot (less room than
 file takes) is not begun, so a kiosk that systemd restarts every few seconds does not read and
 write its whole outbox each time for nothing. So the outbox path never holds an empty outbox
 while the rows are elsewhere, and a stale WAL never meets the new file.
+
+A damaged file that cannot be moved aside (the filesystem refuses the rename: its permissions,
+an immutable file, a full disk) is never deleted, cut or written over: it is put back whole
+(its WAL with it, where that had moved), said once with its path and the reason, and the
+complete copy is the outbox in use at its own name (``outbox.sqlite3.repaired``), keeping the
+lost tally and high-water mark beside ``outbox.sqlite3``. The kiosk measures and sends from it,
+and a later start that can move the damaged file puts the copy in place, its WAL folded in first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -41,11 +49,17 @@ def open_outbox(path: Path, *, rebuild: bool = False, **bounds: Any) -> Outbox:
     """The outbox at ``path``; a damaged one is replaced by a copy holding its readable rows.
 
     ``rebuild``: replace it even when it opens, as one found damaged while in use (a garbled
-    row, a bad page) may: SQLite's quick check at opening does not read every record."""
+    row, a bad page) may: SQLite's quick check at opening does not read every record. Where the
+    damaged file cannot be moved aside, it is kept as it is and the copy is the outbox in use,
+    at its own name, until a later start can put it in place."""
     built = path.with_name(path.name + ".repaired")
     if built.exists():  # a repair cut short once its copy was complete: finish it
         log.warning("%s: finishing a repair cut short", path)
-        swap_in(path, built)
+        if not put_in_place(path, built):
+            if rebuild:  # the copy in use is what was found damaged: not repaired over
+                raise OutboxError(f"{built}: the repaired copy in use is damaged too, and it "
+                                  f"cannot take the place of {path}; both are kept as they are")
+            return Outbox(built, beside=path, **bounds)
     if rebuild and path.exists():
         log.error("%s: found damaged while in use; moving it aside and recovering what can be "
                   "read", path)
@@ -55,12 +69,13 @@ def open_outbox(path: Path, *, rebuild: bool = False, **bounds: Any) -> Outbox:
         except OutboxCorruptError as exc:
             log.error("%s; moving it aside and recovering what can be read", exc)
     recovered, lost, earlier = build_repaired(path, built)
-    aside = swap_in(path, built)
+    placed = put_in_place(path, built)
     log.error(
-        "outbox %s recreated: %d result(s) recovered from %s, %d unreadable (counted dropped, "
-        "with the %d it had counted before)", path, recovered, aside, lost, earlier,
+        "outbox %s recreated%s: %d result(s) recovered, %d unreadable (counted dropped, with the "
+        "%d it had counted before)", path, "" if placed else f" as {built}", recovered, lost,
+        earlier,
     )
-    return Outbox(path, **bounds)
+    return Outbox(path if placed else built, beside=path, **bounds)
 
 
 def build_repaired(path: Path, built: Path) -> tuple[int, int, int]:
@@ -109,19 +124,67 @@ def _check_room(path: Path) -> None:
         )
 
 
+def put_in_place(path: Path, built: Path) -> bool:
+    """Move the damaged outbox aside and put ``built`` in its place; False, said in the
+    journal with the reason, where the filesystem refuses (permissions, a full disk): the
+    damaged file is then kept as it was, whole, and ``built`` stays the outbox in use."""
+    try:
+        aside = swap_in(path, built)
+    except (OSError, sqlite3.Error) as exc:
+        log.error("%s: the damaged outbox cannot be moved aside (%s); it is kept as it is, with "
+                  "the results in it, and the kiosk goes on with its repaired copy %s, which "
+                  "takes its place at a later start that can move it", path, exc, built)
+        return False
+    if aside is not None:
+        log.warning("%s: the damaged outbox is kept as %s", path, aside)
+    return True
+
+
 def swap_in(path: Path, built: Path) -> Path | None:
     """Move the damaged outbox aside (WAL first) and put ``built`` in its place; the aside
-    name (None when there was nothing at ``path``)."""
+    name (None when there was nothing at ``path``). OSError, with the damaged file put back
+    as it was, when a move is refused."""
+    _fold_wal(built)  # a copy in use has results in its own WAL, which would not follow it
     aside = _unique_aside(path)
-    moved = False
-    for suffix in ("-wal", "-shm", ""):  # the WAL must never stay with the new file
-        source = path.with_name(path.name + suffix)
-        if source.exists():
-            source.rename(aside.with_name(aside.name + suffix))
-            moved = True
-    built.rename(path)
+    moved: list[str] = []
+    try:
+        for suffix in ("-wal", "-shm", ""):  # the WAL must never stay with the new file
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                source.rename(aside.with_name(aside.name + suffix))
+                moved.append(suffix)
+        built.rename(path)
+    except OSError:
+        _put_back(path, aside, moved)
+        raise
     _sync_folder(path.parent)
     return aside if moved else None
+
+
+def _fold_wal(built: Path) -> None:
+    """Move what the WAL of ``built`` holds into its file (the WAL then goes)."""
+    if not built.with_name(built.name + "-wal").exists():
+        return
+    db = sqlite3.connect(built)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()  # the last connection: SQLite removes the WAL and its index
+    if built.with_name(built.name + "-wal").exists():
+        raise OSError(f"{built}: its write-ahead log could not be folded into it")
+
+
+def _put_back(path: Path, aside: Path, moved: list[str]) -> None:
+    """Move the parts of the damaged outbox already moved aside back beside it, so that it
+    stays whole (its WAL with it); one that cannot be is said, with where it is."""
+    for suffix in reversed(moved):
+        target = path.with_name(path.name + suffix)
+        try:
+            if not target.exists():
+                aside.with_name(aside.name + suffix).rename(target)
+        except OSError as exc:
+            log.error("%s: could not be moved back beside the damaged outbox (%s); it stays as "
+                      "%s", target, exc, aside.with_name(aside.name + suffix))
 
 
 def _unique_aside(path: Path) -> Path:

@@ -8,6 +8,7 @@ is moved aside, its readable rows recovered, and the daemon carries on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -865,3 +866,85 @@ def test_results_a_repair_kept_follow_a_jump_of_the_clock_in_the_same_boot(
     assert outbox.expire() == 0
     assert outbox.depth() == recovered + 1
     assert outbox.oldest_age_s(clock[0]) == pytest.approx(60.0, abs=5.0)
+
+
+def _refuse_moving(monkeypatch: pytest.MonkeyPatch, damaged: Path, error: int) -> None:
+    """The filesystem refuses to rename ``damaged`` (its permissions, a full disk...)."""
+    rename = os.rename
+
+    def refused(source: Any, target: Any, **kwargs: Any) -> None:
+        if os.fspath(source) == str(damaged):
+            raise OSError(error, os.strerror(error), str(source))
+        rename(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "rename", refused)
+
+
+@pytest.mark.parametrize("error", [errno.EACCES, errno.EPERM, errno.EXDEV, errno.ENOSPC])
+def test_a_damaged_outbox_that_cannot_be_moved_aside_is_kept_whole_and_the_copy_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    error: int,
+) -> None:
+    # the refused rename escaped open_outbox after the damaged file's WAL had moved aside
+    # without it: the kiosk did not start (exit 2, which systemd does not restart)
+    path, built = tmp_path / "outbox.sqlite3", tmp_path / "outbox.sqlite3.repaired"
+    stored_results(path, 40).close()
+    damage(path, 0)
+    wal = path.with_name("outbox.sqlite3-wal")
+    wal.write_bytes(b"")  # the damaged file's (empty) log: it must stay with it
+    damaged = path.read_bytes()
+    _refuse_moving(monkeypatch, path, error)
+    with caplog.at_level(logging.ERROR, logger="appliance.transport.outbox_repair"):
+        outbox = open_outbox(path)
+    said = [r.getMessage() for r in caplog.records if "cannot be moved aside" in r.getMessage()]
+    assert len(said) == 1
+    assert str(path) in said[0]
+    assert os.strerror(error) in said[0]
+    assert path.read_bytes() == damaged
+    assert wal.exists()
+    assert not list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
+    assert outbox.path == built
+    assert outbox.depth() == 40
+    outbox.add_many([("new-1", "t", b"{}")])  # the kiosk goes on measuring into the copy
+    outbox.close()
+    again = open_outbox(path)  # a restart, still refused: the copy again, nothing lost
+    again.add_many([("new-2", "t", b"{}")])
+    killed = {p.name: p.read_bytes() for p in tmp_path.glob("outbox.sqlite3.repaired*")}
+    again.close()
+    for name, data in killed.items():  # as a SIGKILL leaves it: new-2 in the copy's WAL
+        (tmp_path / name).write_bytes(data)
+    assert path.read_bytes() == damaged
+    monkeypatch.undo()
+    placed = open_outbox(path)  # a start that can move it: the copy takes its place
+    assert placed.path == path
+    assert {m.measurement_id for m in placed.pending()} >= {"new-1", "new-2"}
+    assert placed.depth() == 42
+    assert placed.dropped() == 0
+    placed.close()
+    aside = [p for p in tmp_path.glob("outbox.sqlite3.corrupt-*") if not p.name.endswith("-wal")]
+    assert [p.read_bytes() for p in aside] == [damaged]  # the damaged file kept for inspection
+    assert aside[0].with_name(aside[0].name + "-wal").exists()  # with its log
+    assert not built.exists()
+
+
+def test_a_kiosk_whose_outbox_is_damaged_in_use_and_cannot_be_moved_keeps_every_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the repair on the way out raised the refused rename past its OutboxError handler: the
+    # results held while the file was damaged were lost, not even counted
+    state = tmp_path / "state"
+    nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})
+    daemon = fast_daemon(edge_config(state, nobody, "damaged"))
+    path = state / "outbox.sqlite3"
+    _refuse_moving(monkeypatch, path, errno.EACCES)
+    thread, codes = run_in_thread(daemon)
+    assert wait_until(lambda: daemon.committer.committed >= 20, 30)
+    checkpoint_and_damage_first_page(path, daemon.outbox)
+    thread.join(30)
+    assert codes == [1]  # systemd starts it again
+    assert daemon.committer.refused == 0  # nothing counted as dropped
+    restarted = open_outbox(path)  # the next start, the move still refused: the copy
+    assert restarted.path == state / "outbox.sqlite3.repaired"
+    assert restarted.depth() == daemon.analysis.measurements  # every measured result kept
+    assert restarted.dropped() == 0
+    restarted.close()
