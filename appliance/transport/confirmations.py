@@ -54,9 +54,13 @@ class LinkConfirmations:
         self._unremoved = 0  # confirmed results the outbox could not remove since it last could
         self._unanswered_drops = 0  # connections in a row dropped with results unanswered
 
-    def handle_puback(self, seq: int, code: int) -> None:
-        """The broker's PUBACK for the result with outbox ``seq``: took it, or refused it."""
+    def handle_puback(self, seq: int, code: int, *, confirmed: bool = False) -> None:
+        """The broker's PUBACK for the result with outbox ``seq``: took it, or refused it.
+        ``confirmed``: the back office's ack came first (a broker slow to answer), so the
+        result waits for nothing and is not sent again."""
         self._unanswered_drops = 0
+        if code >= 0x80 and confirmed:  # refused again, but the back office has it
+            return
         if code >= 0x80:
             # e.g. 0x87 from a broker ACL that does not (yet) let this device publish results:
             # the result waits in the outbox and is sent again with the unconfirmed ones, so
@@ -74,7 +78,8 @@ class LinkConfirmations:
             return
         self._refusal_said = False
         self.stats.broker_acked += 1
-        self._unconfirmed.broker_took(seq)
+        if not confirmed:
+            self._unconfirmed.broker_took(seq)
 
     def dropped_unanswered(self, count: int) -> None:
         """The broker dropped the connection with ``count`` results in flight and no PUBACK
@@ -94,23 +99,25 @@ class LinkConfirmations:
                 "broker takes a result)",
                 self._unanswered_drops, count)
 
-    def handle_ack(self, raw: bytes) -> None:
-        """The back office committed these results: they may leave the outbox now."""
+    def handle_ack(self, raw: bytes) -> list[int]:
+        """The back office committed these results: they may leave the outbox now; the seqs
+        of those that left it."""
         try:
             ids = parse_ack(raw)
         except PayloadError as exc:
             self.stats.bad_acks += 1
             self._ignored.warn("ignored a malformed ack on %s: %s", self.ack_topic,
                                shorten(str(exc), SHOWN_REASON_CHARS))
-            return
+            return []
         try:
             removed = self.outbox.remove_ids(ids)
         except OutboxError as exc:  # e.g. a full disk: the results are sent again later
             self._removal_failed(len(ids), exc)
-            return
+            return []
         self._removal_recovered()
         self._unconfirmed.confirmed(removed)
         self.stats.acked += len(removed)
+        return removed
 
     def _removal_failed(self, count: int, error: OutboxError) -> None:
         """Say once, until a removal works again, that confirmed results stay in the outbox (a

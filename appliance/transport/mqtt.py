@@ -259,7 +259,7 @@ class MqttLink(threading.Thread):
                 self._reconnects.subscribed()
                 self.subscriptions.answered(first, second)
             elif kind == "ack":
-                self._confirmations.handle_ack(first)
+                self._sender.settled(self._confirmations.handle_ack(first))
             elif kind == "presence":
                 self._handle_presence(first, second)
             elif kind == "unsuback":
@@ -317,10 +317,11 @@ class MqttLink(threading.Thread):
             return
         if self.presence is not None and self.presence.answered(mid, code):
             return
-        seq = self._sender.answered(mid)
-        if seq is None:
+        answer = self._sender.answered(mid)
+        if answer is None:
             return  # a status message, or an ack already handled
-        self._confirmations.handle_puback(seq, code)
+        seq, confirmed = answer
+        self._confirmations.handle_puback(seq, code, confirmed=confirmed)
 
     def _handle_presence(self, payload: bytes, retained: bool) -> None:
         """Answer a held-back kiosk's look; another live kiosk process has this device id:

@@ -2,7 +2,8 @@
 
 Results go out at QoS 1 oldest first, as many as the broker's receive window leaves room for
 (the CONNACK's Receive Maximum, MQTT 5 spec 3.2.2.3.3); each one in flight is kept by its
-packet id until its PUBACK (transport/confirmations.py takes it from there); how long none
+packet id until its PUBACK (transport/confirmations.py takes it from there), which starts no
+wait for the back office where its ack came first (a broker slow to answer); how long none
 has come while some are in flight tells the link a broker that stopped answering. Results the back
 office has not confirmed in time are read from the outbox again and sent again
 (transport/unconfirmed.py times that, at the pace the back office confirms them:
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 
 import paho.mqtt.client as mqtt
 
@@ -38,6 +40,7 @@ class ResultSender:
         self.outbox, self.stats, self._client = outbox, stats, client
         self._unconfirmed = unconfirmed
         self.inflight: dict[int, int] = {}  # packet id -> outbox seq, until its PUBACK
+        self._settled: set[int] = set()  # packet ids in flight whose result is confirmed
         self._answered_s = time.monotonic()  # the last PUBACK, or since when one is awaited
         self._answered_on_connection = False  # a PUBACK came on the current connection
         self.window = settings.max_inflight  # the broker's Receive Maximum once connected
@@ -76,16 +79,29 @@ class ResultSender:
         # paho keeps a QoS 1 message in its session even when the socket just dropped,
         # and resends it (DUP) after the reconnect, so it counts as in flight either way.
         self.inflight[info.mid] = seq
+        self._settled.discard(info.mid)  # a packet id reused: this result is not confirmed
         self.stats.published += 1
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
-    def answered(self, mid: int) -> int | None:
-        """A PUBACK: the outbox seq of the result it answers (None: not one of them)."""
+    def answered(self, mid: int) -> tuple[int, bool] | None:
+        """A PUBACK: the outbox seq of the result it answers, and whether the back office has
+        confirmed that result already (None: not one of them)."""
         self._answered_s = time.monotonic()
         seq = self.inflight.pop(mid, None)
-        if seq is not None:
-            self._answered_on_connection = True
-        return seq
+        confirmed = mid in self._settled
+        self._settled.discard(mid)
+        if seq is None:
+            return None
+        self._answered_on_connection = True
+        return seq, confirmed
+
+    def settled(self, seqs: Collection[int]) -> None:
+        """The back office confirmed these results, some maybe still in flight: a broker slow
+        to answer (its PUBACK after the ack) must not have them wait for a confirmation had
+        already, and sent again for nothing."""
+        if seqs and self.inflight:
+            wanted = set(seqs)
+            self._settled.update(mid for mid, seq in self.inflight.items() if seq in wanted)
 
     def connected(self) -> None:
         """A new connection: the wait for a PUBACK counts from now, none has come on it."""
