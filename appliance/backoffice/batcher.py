@@ -61,6 +61,7 @@ class IngestStats:
     duplicates: int = 0
     dead_letters: int = 0
     statuses: int = 0
+    model_reports: int = 0  # kiosks' model reports written (those kept already included)
     batches: int = 0
     commit_failures: int = 0
     qos0_refused: int = 0  # QoS 0 messages dropped: MAX_QOS0_WAITING waited already
@@ -302,6 +303,7 @@ class BatchWriter(threading.Thread):
                  for row in batch.results]
         parts += [Batch(statuses=[row], topic_prefix=prefix, clock_readings=readings(*row[:2]))
                   for row in batch.statuses]
+        parts += [Batch(model_reports=[row], topic_prefix=prefix) for row in batch.model_reports]
         parts += [Batch(dead_letters=[letter], topic_prefix=prefix)
                   for letter in batch.dead_letters]
         for part in parts:
@@ -320,7 +322,8 @@ class BatchWriter(threading.Thread):
 
     def _set_aside(self, part: Batch, error: Exception) -> None:
         """A result the store refuses goes to the dead letters; anything else is logged."""
-        kind = "result" if part.results else "status" if part.statuses else "dead letter"
+        kind = ("result" if part.results else "status" if part.statuses else
+                "model report" if part.model_reports else "dead letter")
         log.error("store %s refused one %s: %s", masked_url(self._store.url), kind, error)
         if not part.results:
             return
@@ -340,6 +343,7 @@ class BatchWriter(threading.Thread):
         stats.duplicates += len(batch.results) - len(fresh)
         stats.dead_letters += len(batch.dead_letters)
         stats.statuses += len(batch.statuses)
+        stats.model_reports += len(batch.model_reports)
         stats.only_copies_pruned += batch.pruned_only_copies.total()
 
 

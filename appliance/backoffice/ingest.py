@@ -2,8 +2,10 @@
 
 Results arrive on ``$share/{group}/{prefix}/+/+/result`` so workers in one group split them
 (MQTT 5 spec 4.8.2); once committed, each device hears which of its results are safe on its
-``.../ack`` topic. Device status is subscribed without ``$share``: retained messages are not
-sent to shared subscriptions (spec 3.3.1.3), and every worker keeps the fleet registry. The session
+``.../ack`` topic. Device status and the kiosks' model reports (``.../model/state``, kept as
+history: model_reports.py) are subscribed without ``$share``: retained messages are not sent to
+shared subscriptions (spec 3.3.1.3), and every worker keeps the fleet registry and the history
+(each report once, however many workers hear it). The session
 is persistent (clean_start=False, a session expiry) and acks are manual, so a worker that dies or
 restarts gets every message it had not acknowledged.
 """
@@ -40,7 +42,7 @@ from appliance.transport.client import (
 )
 from appliance.transport.pahofence import BufferedReadClient
 from appliance.transport.payloads import MAX_PAYLOAD_BYTES, Result
-from appliance.transport.topics import fleet_filter, shared_filter
+from appliance.transport.topics import MODEL_STATE_LEAF, fleet_filter, shared_filter
 from appliance.transport.unreachable import BrokerReach
 
 log = logging.getLogger(__name__)
@@ -203,6 +205,7 @@ class IngestWorker:
                 [
                     (results, SubscribeOptions(qos=1)),
                     (fleet_filter(prefix, "status"), SubscribeOptions(qos=1)),
+                    (fleet_filter(prefix, MODEL_STATE_LEAF), SubscribeOptions(qos=1)),
                 ]
             )
             self.session_present = bool(flags.session_present)

@@ -371,4 +371,31 @@ UPDATE devices SET status_sent_at = CASE WHEN status_at > last_seen THEN last_se
     ELSE status_at END
 """,
     ),
+    (
+        25,
+        "model_reports: every report a kiosk sent on its model/state topic (installed, "
+        "rejected, rolled_back, ...), kept as history: which model it was about and which one "
+        "served after it, why, the kiosk's time and the back office's receipt; one row a "
+        "report (its payload's SHA-256), however often the broker hands it out again",
+        """
+CREATE TABLE model_reports (
+    id {id},
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    model_name TEXT,
+    model_version TEXT,
+    running_name TEXT,
+    running_version TEXT,
+    reason TEXT,
+    healthy INTEGER,
+    rollout TEXT,
+    reported_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    report_sha256 TEXT NOT NULL,
+    UNIQUE (site, device_id, report_sha256)
+);
+CREATE INDEX model_reports_device_id ON model_reports (site, device_id, id)
+""",
+    ),
 )

@@ -1,5 +1,5 @@
-"""The ingest worker's writes to the store: one transaction per batch of results, statuses and
-dead letters.
+"""The ingest worker's writes to the store: one transaction per batch of results, statuses, model
+reports and dead letters.
 
 A mixin of ``Store`` (same connection, same SQL for SQLite and PostgreSQL), as the console's
 queries are (``queries.py``). A message is acknowledged to the broker only once everything
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.erasure_clock import HeldResult
 from appliance.backoffice.letter_writes import LetterWrites, pruned_warning
+from appliance.backoffice.model_reports import ModelReports
 from appliance.backoffice.placed_capture import StatusReading
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
@@ -44,7 +45,9 @@ _KEEP_NEWER = ("{col} = CASE WHEN devices.status_sent_at > excluded.status_sent_
 # The lock order. On PostgreSQL two transactions that lock the same rows in opposite orders
 # deadlock (the server ends one). Every writer here locks in one order: the dead_letter_totals
 # row first (a batch with dead letters, a retry), then results by measurement id, then devices
-# by (site, device id); letters are added and removed only with the totals row held.
+# by (site, device id), then model reports by (site, device id), one kiosk's in the order they
+# came (the order every worker hears them in: one topic, MQTT 5 spec 4.6), which numbers
+# them in that order; letters are added and removed only with the totals row held.
 # the payload keys a kiosk's new identity changes in a result it measured under an older one
 _IDENTITY_KEYS = ("site", "device_id")
 _MAX_PARAMS = 16_000  # under SQLite's 32766 and PostgreSQL's 65535 bind parameters
@@ -56,6 +59,8 @@ class Batch:
 
     results: list[tuple[Any, ...]] = field(default_factory=list)
     statuses: list[tuple[Any, ...]] = field(default_factory=list)
+    # the kiosks' model reports, as rows of model_reports.MODEL_REPORT_COLUMNS
+    model_reports: list[tuple[Any, ...]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # the topic prefix of the messages: names the topic of a result set aside as a conflict,
     # and tells which pruned letters were on a device's result topic (a worker passes its own)
@@ -70,7 +75,7 @@ class Batch:
     new_letters: set[str] = field(default_factory=set)
 
 
-class IngestWrites(LetterWrites, StatusOrder):
+class IngestWrites(LetterWrites, StatusOrder, ModelReports):
     """``write_batch`` and its statements, mixed into ``Store``."""
 
     if TYPE_CHECKING:
@@ -116,6 +121,8 @@ class IngestWrites(LetterWrites, StatusOrder):
                 self._upsert_statuses(cur, statuses)
             if batch.clock_readings:
                 self._read_clocks(cur, batch.clock_readings)
+            if batch.model_reports:  # after the devices, by kiosk: the lock order, above
+                self._insert_model_reports(cur, sorted(batch.model_reports, key=_device_key))
             if letters:
                 pruned, added = self._keep_letters(
                     cur, letters, (dead_letter_max_rows, dead_letter_max_total_bytes),

@@ -1,5 +1,5 @@
-"""The ingest worker's triage: each MQTT message becomes a result row, a device status row or
-a dead letter.
+"""The ingest worker's triage: each MQTT message becomes a result row, a device status row, a
+model report row (model_reports.py) or a dead letter.
 
 A message is checked before anything of it is stored: its topic, strict JSON, the payload's
 model, that the payload names the device whose topic it came on, and that its times lie within
@@ -20,6 +20,7 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from appliance.backoffice.letterlog import DeadLetterLog
+from appliance.backoffice.model_reports import model_report_row
 from appliance.backoffice.schema import (
     DeadLetter,
     dead_letter,
@@ -31,6 +32,7 @@ from appliance.backoffice.schema import (
 from appliance.backoffice.store import Batch
 from appliance.backoffice.store_writes import latest_readings
 from appliance.transport.payloads import (
+    ModelState,
     PayloadError,
     Result,
     Status,
@@ -38,7 +40,7 @@ from appliance.transport.payloads import (
     parse_payload,
     utc_now,
 )
-from appliance.transport.topics import parse_device_topic
+from appliance.transport.topics import MODEL_STATE_LEAF, parse_device_topic
 
 # the ingest writer's logger, as before triage had a module of its own (and as letterlog.py's)
 log = logging.getLogger("appliance.backoffice.batcher")
@@ -96,7 +98,7 @@ def _cut(raw: bytes) -> str:
 
 
 class Triage:
-    """Sorts messages into result rows, status rows and dead letters."""
+    """Sorts messages into result rows, status rows, model report rows and dead letters."""
 
     def __init__(self, topic_prefix: str, dead_letter_max_bytes: int, *,
                  log_dead_letters: bool = True) -> None:
@@ -144,11 +146,15 @@ class Triage:
         """``sorted_at``: now, which orders a live online status after every status of its
         kiosk sorted before (a held one's receipt is older: status_rate.py)."""
         where = parse_device_topic(self.topic_prefix, message.topic)
-        if where is None or where[2] not in ("result", "status"):
-            raise PayloadError(f"not a device result or status topic under {self.topic_prefix}")
+        if where is None or where[2] not in ("result", "status", MODEL_STATE_LEAF):
+            raise PayloadError(f"not a device result, status or model state topic under "
+                               f"{self.topic_prefix}")
         site, device, leaf = where
         if b"\\u0000" in message.payload:  # valid JSON, but PostgreSQL text cannot hold NUL
             raise PayloadError("a string holds a NUL character (\\u0000); no store accepts it")
+        if leaf == MODEL_STATE_LEAF:
+            self._model_report(message, batch, (site, device), received_at, now)
+            return None
         if leaf == "status":  # a live "online" one was built as sent: it reads the clock
             if message.payload:  # an empty retained message only clears the topic
                 status = parse_payload(message.payload, Status)
@@ -168,6 +174,17 @@ class Triage:
         _check_time("captured_at", result.captured_at, now)
         batch.results.append(result_row(result, received_at, message.payload.decode()))
         return result
+
+    def _model_report(self, message: Inbound, batch: Batch, where: tuple[str, str],
+                      received_at: str, now: datetime) -> None:
+        """A kiosk's model report as a ``model_reports`` row; an empty retained message only
+        clears the topic (the history keeps what it said)."""
+        if not message.payload:
+            return
+        report = parse_payload(message.payload, ModelState)
+        _check_origin(report.site, report.device_id, *where)
+        _check_time("at", report.at, now)
+        batch.model_reports.append(model_report_row(report, received_at, message.payload))
 
     def _dead(self, message: Inbound, reason: str, received_at: str) -> DeadLetter:
         letter = dead_letter(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MODEL_STATE_LEAF = "model/state"  # a kiosk's retained report of what it did with a model update
+
 
 def device_topic(prefix: str, site: str, device_id: str, leaf: str) -> str:
     """``{prefix}/{site}/{device}/{leaf}``, e.g. leaf ``result`` or ``model/state``."""

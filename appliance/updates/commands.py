@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from appliance.backoffice.commands import add_store_options
+from appliance.backoffice.model_reports import HISTORY_ROWS, MAX_HISTORY_ROWS
 from appliance.logsafe import escape_controls
 from appliance.synthetic.arguments import finite_number, given, named_path, whole_number
 from appliance.updates.repository import DEFAULT_EXPIRY_S, ROLES
@@ -121,6 +122,11 @@ def _register_status(status: Any) -> None:
     status.add_argument("--all-devices", action="store_true",
                         help="also the kiosks on the broker prefix that run models this "
                         "repository never released (another repository's fleet)")
+    status.add_argument("--history", metavar="DEVICE",
+                        help="the model reports the store holds of DEVICE (SITE/DEVICE where "
+                        "two sites have one), newest first; needs no broker")
+    status.add_argument("--limit", type=whole_number(1, MAX_HISTORY_ROWS),
+                        default=HISTORY_ROWS, help=f"with --history: how many ({HISTORY_ROWS})")
     add_store_options(status)
     status.set_defaults(handler=_status)
 

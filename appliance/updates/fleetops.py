@@ -49,6 +49,7 @@ from appliance.updates.halting import (
     request_halt,
     serving_devices,
 )
+from appliance.updates.history import run_history, run_without_broker
 from appliance.updates.manifest import Device, ManifestError, ModelManifest, semver_key
 from appliance.updates.operations import (
     assignment_bytes,
@@ -328,9 +329,13 @@ def run_status(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         config, url = _settings(args)
+        if args.history is not None:
+            return run_history(args.history, url, limit=args.limit, as_json=args.json)
         report = _status_report(args, config, url)
     except DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
         return _store_failed("status", url, exc)
+    except ConnectionError as exc:  # no broker: what the store holds (history.py)
+        return run_without_broker(exc, url, as_json=args.json)
     except _ERRORS as exc:
         print(escape_controls(f"status: {exc}"), file=sys.stderr)
         return EXIT_ERROR

@@ -262,7 +262,7 @@ def test_the_pathology_server_s_topics_are_no_kiosk_s_even_where_the_wildcards_m
     forged = result(3, site="pathology", device_id="servers").to_json()
     batch = sort(("p/pathology/servers/result", forged))
     assert batch.results == []
-    assert "not a device result or status topic" in batch.dead_letters[0].reason
+    assert "not a device result, status or model state topic" in batch.dead_letters[0].reason
 
 
 def test_retry_does_not_log_the_letters_still_refused_as_new_dead_letters(

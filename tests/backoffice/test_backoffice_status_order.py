@@ -115,7 +115,7 @@ def test_a_kiosk_stuck_before_migration_24_shows_its_next_live_status(
         old.write("INSERT INTO devices (site, device_id, state, last_seen, status_at, "
                   "outbox_depth) VALUES (?, ?, ?, ?, ?, ?)",
                   [("lab", "k", "online", iso_utc(now), iso_utc(now - timedelta(days=1)), 1)])
-        assert old.migrate() == [24]
+        assert old.migrate()[:1] == [24]  # and those after it
         assert _shown(old, "k")["status_sent_at"] == iso_utc(now - timedelta(days=1))
         _write(old, "k", _status("k", now - YEAR + timedelta(seconds=1), depth=7))
         assert _shown(old, "k")["outbox_depth"] == 7

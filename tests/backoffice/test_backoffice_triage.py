@@ -42,7 +42,7 @@ def test_results_status_and_junk_are_sorted_apart() -> None:
     assert len(batch.statuses) == 1
     reasons = [d.reason for d in batch.dead_letters]
     assert reasons[0].startswith("measurement_id: Field required")
-    assert reasons[1] == "not a device result or status topic under p"
+    assert reasons[1] == "not a device result, status or model state topic under p"
 
 
 def test_an_unexpected_error_becomes_a_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:
