@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from appliance.backoffice.kiosk_rate import KioskRate
+from appliance.backoffice.kiosk_rate import KioskRate, RateWords
 from appliance.backoffice.outage import OutageWords, StoreOutage
 from appliance.backoffice.placed_capture import StatusReading
 from appliance.backoffice.schema import DeadLetter, dead_letter
@@ -35,6 +35,7 @@ from appliance.backoffice.storeurl import masked_url
 from appliance.backoffice.triage import Confirmed, Inbound, Triage
 from appliance.config import BackofficeConfig
 from appliance.transport.payloads import Result
+from appliance.transport.topics import MODEL_STATE_LEAF
 
 log = logging.getLogger(__name__)
 RETRY_MAX_S = 5.0
@@ -62,6 +63,8 @@ class IngestStats:
     dead_letters: int = 0
     statuses: int = 0
     model_reports: int = 0  # kiosks' model reports written (those kept already included)
+    # model reports over their kiosk's rate (that of its statuses): acknowledged, not kept
+    model_reports_over_rate: int = 0
     batches: int = 0
     commit_failures: int = 0
     qos0_refused: int = 0  # QoS 0 messages dropped: MAX_QOS0_WAITING waited already
@@ -74,6 +77,10 @@ class IngestStats:
     only_copies_pruned: int = 0
 
 
+REPORT_WORDS = RateWords(
+    "backoffice.kiosk_statuses_per_s", "model reports",
+    "those beyond are acknowledged and not kept in its model history",
+    "acknowledged and not kept")
 MAX_QOS0_WAITING = 256  # QoS 0 messages in the inbox at most (64 MiB of 256 KiB payloads)
 
 
@@ -103,6 +110,11 @@ class BatchWriter(threading.Thread):
                                      settings.kiosk_results_burst)
         self.status_rate = StatusRate(triage.topic_prefix, settings.kiosk_statuses_per_s,
                                       settings.kiosk_statuses_burst)
+        # a kiosk's model reports: each one a row kept for good (model_reports.py), bounded as
+        # its statuses are; an honest kiosk sends a handful at each install or refusal
+        self.report_rate = KioskRate(triage.topic_prefix, settings.kiosk_statuses_per_s,
+                                     settings.kiosk_statuses_burst, leaf=MODEL_STATE_LEAF,
+                                     words=REPORT_WORDS)
         # failed commits, said once, not once a retry
         self._outage = StoreOutage(store.url, log, COMMIT_OUTAGE)
 
@@ -118,7 +130,8 @@ class BatchWriter(threading.Thread):
         to the broker in its turn (MQTT 5 spec 4.6: PUBACKs in the order the messages came);
         one at QoS 0 needs no acknowledgement and is dropped. Either is counted
         (``stats.over_rate``), not refused: True. So is a status over its kiosk's rate
-        (``stats.statuses_over_rate``), its kiosk's newest held by ``status_rate``."""
+        (``stats.statuses_over_rate``), its kiosk's newest held by ``status_rate``, and a model
+        report over its kiosk's rate (``stats.model_reports_over_rate``): not kept."""
         if self.kiosk_rate.refuses(message.topic):
             self.stats.over_rate += 1
             if message.qos == 0:
@@ -126,6 +139,11 @@ class BatchWriter(threading.Thread):
             message = replace(message, payload=b"", over_rate=True)
         elif self.status_rate.refuses(message):
             self.stats.statuses_over_rate += 1
+            if message.qos == 0:
+                return True
+            message = replace(message, payload=b"", over_rate=True)
+        elif self.report_rate.refuses(message.topic):
+            self.stats.model_reports_over_rate += 1
             if message.qos == 0:
                 return True
             message = replace(message, payload=b"", over_rate=True)
@@ -146,6 +164,7 @@ class BatchWriter(threading.Thread):
             messages = self._collect()
             self.kiosk_rate.say_due()
             self.status_rate.say_due()
+            self.report_rate.say_due()
             stopping = not messages and self.stop_event.is_set()
             messages += self.status_rate.due(every=stopping)
             if messages:

@@ -105,7 +105,9 @@ class BackofficeConfig(Section):
     )
     kiosk_statuses_burst: int = Field(
         60, ge=1, le=1_000_000, description="Statuses of one kiosk written at once above "
-        "kiosk_statuses_per_s (a kiosk reconnecting, its birth and outbox changes at once)."
+        "kiosk_statuses_per_s (a kiosk reconnecting, its birth and outbox changes at once). "
+        "The same bound, a bucket of its own, holds the kiosk's model reports "
+        "(.../model/state, kept as history): those beyond it are acknowledged and not kept."
     )
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Prometheus metrics of this worker on "

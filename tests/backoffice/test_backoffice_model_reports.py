@@ -64,19 +64,43 @@ def _story(device: str) -> list[ModelState]:
     ]
 
 
-def _worker(prefix: str, state_dir: Path, store: Store) -> tuple[IngestWorker, Store]:
-    """A started ingest worker of its own client id on ``store``'s database, with its own
-    connection to it (as a worker process has), and that connection."""
+def _worker(prefix: str, state_dir: Path, store: Store,
+            **settings: float) -> tuple[IngestWorker, Store]:
+    """A started ingest worker of its own client id (and backoffice ``settings``) on
+    ``store``'s database, with its own connection to it (as a worker process has), and that
+    connection."""
     config = config_from_mapping({
         "mqtt": {"host": "127.0.0.1", "port": 1883, "topic_prefix": prefix},
         "state_dir": str(state_dir),
-        "backoffice": {"client_id": f"reports-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60},
+        "backoffice": {"client_id": f"reports-{uuid.uuid4().hex[:8]}", "session_expiry_s": 60,
+                       **settings},
     }, environ={})
     own = open_store(store.url, store._pg_schema)  # noqa: SLF001  (the test's schema)
     worker = IngestWorker(config, own)
     worker.start()
     assert worker.subscribed.wait(10), worker.failed
     return worker, own
+
+
+@pytest.mark.broker
+def test_a_flood_of_reports_keeps_its_kiosk_s_status_burst_and_no_more(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store: Store,
+) -> None:
+    """A stolen kiosk login sending valid reports of its own: each would be a row kept for
+    good; beyond the kiosk's status bound they are acknowledged and not kept."""
+    worker = _worker(topic_prefix, tmp_path, store, kiosk_statuses_per_s=0.001,
+                     kiosk_statuses_burst=3)
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    flood = [(f"{topic_prefix}/lab/kiosk-1/model/state",
+              _report("kiosk-1", "rejected", "1.0.0", None, f"#{i}",
+                      at=start + timedelta(seconds=i)).to_json()) for i in range(10)]
+    try:
+        fleet.publish_messages("127.0.0.1", 1883, flood)
+        assert wait_until(lambda: worker[0].stats.received >= len(flood), 20), worker[0].stats
+        assert [row["reason"] for row in store.model_reports("kiosk-1")] == ["#2", "#1", "#0"]
+        assert worker[0].stats.model_reports_over_rate == len(flood) - 3
+    finally:
+        _stop(worker)
 
 
 def _stop(worker: tuple[IngestWorker, Store]) -> None:
