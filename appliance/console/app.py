@@ -39,7 +39,7 @@ from appliance.backoffice.accounts import Login
 from appliance.backoffice.storeerrors import StoreError
 from appliance.backoffice.storeurl import store_name
 from appliance.config import ConsoleConfig
-from appliance.console import account, api, jobs, pages, rollouts, tokenpage
+from appliance.console import account, api, devicemodels, jobs, pages, rollouts, tokenpage
 from appliance.console.api import ApiError
 from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 from appliance.console.db import StoreBusyError, StorePool
@@ -111,6 +111,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.include_router(api.router)
     app.include_router(rollouts.pages)
     app.include_router(rollouts.api)
+    app.include_router(devicemodels.pages)
     app.include_router(jobs.pages)
     app.include_router(jobs.api)
     _add_handlers(app)

@@ -1,0 +1,79 @@
+"""A kiosk's model history on the console: the fleet page links each kiosk's model to a page
+of its newest stored model reports (appliance/console/devicemodels.py), newest first, a
+kiosk's own words escaped, behind the login like every page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from console_helpers import Console, get_with, login_cookie, running_console
+
+from appliance.backoffice.store import open_store
+from appliance.backoffice.triage import Inbound, Triage
+from appliance.console.devicemodels import REPORTS_SHOWN
+from appliance.transport.payloads import ModelInfo, ModelState
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def _report(index: int, state: str, version: str, reason: str | None) -> Inbound:
+    """Report number ``index`` of tokyo/kiosk-1 (a minute apart by its clock)."""
+    report = ModelState(device_id="kiosk-1", site="tokyo", state=state,  # type: ignore[arg-type]
+                        at=datetime.now(UTC) - timedelta(minutes=60 - index),
+                        model=ModelInfo(name="skin", version=version), reason=reason,
+                        running=ModelInfo(name="skin", version=version))
+    return Inbound("appliance/tokyo/kiosk-1/model/state", report.to_json(), index, 1)
+
+
+@pytest.fixture(scope="module")
+def told(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Console, str]]:
+    """A console whose store holds 12 reports of tokyo/kiosk-1, the last two a refusal with
+    a hostile reason and a rollback; a logged-in cookie."""
+    with running_console(tmp_path_factory.mktemp("models")) as console:
+        store = open_store(console.store_url)
+        try:
+            reports = [_report(i, "installed", f"1.{i}.0", None) for i in range(10)]
+            reports += [_report(10, "rejected", "2.0.0", HOSTILE),
+                        _report(11, "rolled_back", "1.9.0", "health check failed")]
+            store.write_batch(Triage("appliance", 2**20).sort(reports)[0], 100)
+        finally:
+            store.close()
+        cookie, _ = login_cookie(console)
+        yield console, cookie
+
+
+def _rows(text: str) -> list[list[str]]:
+    table = text.split('<table id="model-reports">', 1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in table.split("<tr>")[2:]]
+
+
+def test_a_kiosk_s_page_shows_its_newest_model_reports_newest_first(
+    told: tuple[Console, str],
+) -> None:
+    console, cookie = told
+    status, _, body = get_with(console, "/fleet/tokyo/kiosk-1/models", cookie)
+    text = body.decode()
+    assert status == 200, text
+    rows = _rows(text)
+    assert len(rows) == REPORTS_SHOWN
+    assert [row[2] for row in rows[:3]] == ["rolled_back", "rejected", "installed"]
+    assert rows[1][3] == "skin 2.0.0"
+    assert rows[0][7] == "health check failed"
+    assert HOSTILE not in text
+    assert rows[1][7] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_the_fleet_page_links_each_kiosk_to_its_models_and_the_page_needs_a_login(
+    told: tuple[Console, str],
+) -> None:
+    console, cookie = told
+    _, _, body = get_with(console, "/fleet", cookie)
+    assert 'href="/fleet/tokyo/kiosk-1/models"' in body.decode()
+    assert get_with(console, "/fleet/tokyo/kiosk-1/models", "")[0] == 303  # to the login
+    status, _, body = get_with(console, "/fleet/osaka/kiosk-9/models", cookie)
+    assert status == 200
+    assert "No model report of this kiosk is stored." in body.decode()
+    assert get_with(console, "/fleet/tokyo/kiosk%20one/models", cookie)[0] == 400
