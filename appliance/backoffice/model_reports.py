@@ -70,18 +70,22 @@ class ModelReports(StoreConnection):
             rows,
         )
 
-    def model_reports(self, device: str, site: str | None = None,
-                      limit: int = 20) -> list[dict[str, Any]]:
+    def model_reports(self, device: str, site: str | None = None, limit: int = 20,
+                      before_id: int | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` (at most MAX_HISTORY_ROWS) reports of ``device`` (of
         ``site``, else of every site with a device of that id), newest first: in the order
-        the back office stored them, not by the kiosk's clock, which may have been stepped."""
-        where, params = "device_id = ?", [device]
+        the back office stored them, not by the kiosk's clock, which may have been stepped;
+        ``before_id``: only those stored before the report of that ``id`` (a page on)."""
+        where = ["device_id = ?"]
+        params: list[Any] = [device]
         if site is not None:
-            where, params = where + " AND site = ?", [*params, site]
+            where, params = [*where, "site = ?"], [*params, site]
+        if before_id is not None:
+            where, params = [*where, "id < ?"], [*params, before_id]
         columns = ("id", *MODEL_REPORT_COLUMNS[:-1])
         rows = self._fetch(
-            f"SELECT {','.join(columns)} FROM model_reports WHERE {where} ORDER BY id DESC "
-            "LIMIT ?", [*params, max(1, min(limit, MAX_HISTORY_ROWS))])
+            f"SELECT {','.join(columns)} FROM model_reports WHERE {' AND '.join(where)} "
+            "ORDER BY id DESC LIMIT ?", [*params, max(1, min(limit, MAX_HISTORY_ROWS))])
         return [_report(dict(zip(columns, row, strict=True))) for row in rows]
 
     def latest_model_reports(self) -> list[dict[str, Any]]:

@@ -112,6 +112,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.include_router(rollouts.pages)
     app.include_router(rollouts.api)
     app.include_router(devicemodels.pages)
+    app.include_router(devicemodels.api)
     app.include_router(jobs.pages)
     app.include_router(jobs.api)
     _add_handlers(app)

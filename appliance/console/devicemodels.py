@@ -2,23 +2,28 @@
 ingest workers stored them (appliance/backoffice/model_reports.py).
 
 Which model a kiosk ran, refused or went back from, when and why: the broker keeps only a
-kiosk's newest report, the store every one. The fleet page links each kiosk's model here.
-``appliance models status --history`` shows as many as asked on the command line.
+kiosk's newest report, the store every one. The fleet page links each kiosk's model here; the
+API pages through all of them; ``appliance models status --history`` shows as many as asked
+on the command line.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
-from appliance.console.filters import checked_id
+from appliance.console.api import ERROR_RESPONSES, ApiLogin
+from appliance.console.filters import InputError, checked_id, parse_limit
 from appliance.console.guard import page_login, pool_of
 from appliance.console.pages import render
 
 pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api/v1", tags=["api"], responses=ERROR_RESPONSES)
+_REPORT_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # a stored report's id (under 2**63)
 REPORTS_SHOWN = 10  # a kiosk's newest model reports on its page
 
 
@@ -31,3 +36,31 @@ def device_models_page(request: Request, site: str, device: str,
         reports = store.model_reports(device, site, limit=REPORTS_SHOWN)
     return render(request, "device_models.html", login=login, site=site, device=device,
                   reports=reports, shown=REPORTS_SHOWN)
+
+
+@api.get("/fleet/{site}/{device}/model-reports",
+         summary="One kiosk's model reports, newest first, a page at a time",
+         response_description="`reports`, newest first, and the cursor `next`",
+         description="Every report the kiosk sent on its `model/state` topic that the back "
+         "office stored (docs/model-updates.md, History): `state`, the model it is about "
+         "(`model_name`, `model_version`), the one serving after it (`running_name`, "
+         "`running_version`), `reason`, `healthy`, `rollout`, the kiosk's time "
+         "(`reported_at`) and the back office's receipt (`received_at`), in the order the "
+         "back office stored them. `next` (given as `before`) continues them; null after "
+         "the oldest.")
+def api_model_reports(
+    request: Request, site: str, device: str, login: ApiLogin, *,
+    limit: Annotated[str | None, Query(description="reports per page, 1 to 200 (50 when not "
+                                         "given)")] = None,
+    before: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+) -> dict[str, Any]:
+    """One kiosk's model reports, newest first; ``next`` continues them."""
+    site, device = checked_id("site", site), checked_id("device", device)
+    size = parse_limit(limit, sizes=None)
+    if before is not None and not _REPORT_ID.match(before):
+        raise InputError("before", before, "`next` of a page: a report's id")
+    with pool_of(request).store() as store:
+        reports = store.model_reports(device, site, limit=size + 1,
+                                      before_id=None if before is None else int(before))
+    following = str(reports[size - 1]["id"]) if len(reports) > size else None
+    return {"reports": reports[:size], "next": following}

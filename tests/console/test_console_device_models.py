@@ -4,6 +4,7 @@ kiosk's own words escaped, behind the login like every page."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -77,3 +78,24 @@ def test_the_fleet_page_links_each_kiosk_to_its_models_and_the_page_needs_a_logi
     assert status == 200
     assert "No model report of this kiosk is stored." in body.decode()
     assert get_with(console, "/fleet/tokyo/kiosk%20one/models", cookie)[0] == 400
+
+
+def test_the_api_pages_through_every_report_of_a_kiosk_newest_first(
+    told: tuple[Console, str],
+) -> None:
+    console, _ = told
+    path = "/api/v1/fleet/tokyo/kiosk-1/model-reports"
+    pages, query = [], "?limit=5"
+    while True:
+        status, _, body = console.get(path + query, console.viewer_token)
+        assert status == 200, body
+        answer = json.loads(body)
+        pages.append([(row["state"], row["model_version"]) for row in answer["reports"]])
+        if answer["next"] is None:
+            break
+        query = f"?limit=5&before={answer['next']}"
+    assert [len(page) for page in pages] == [5, 5, 2]
+    assert pages[0][:2] == [("rolled_back", "1.9.0"), ("rejected", "2.0.0")]
+    assert pages[-1] == [("installed", "1.1.0"), ("installed", "1.0.0")]
+    assert console.get(path + "?before=x", console.token)[0] == 400
+    assert console.get(path)[0] == 401
