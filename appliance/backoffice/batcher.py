@@ -2,17 +2,19 @@
 
 Paho's network thread only puts messages on the inbox. One writer thread takes up to
 ``batch_max_rows`` of them (waiting at most ``batch_interval_ms`` to fill a batch), has them
-sorted (``Triage``, in triage.py), commits results, device status and dead letters in ONE
-transaction, and only then tells each device which of its results are committed (the end-to-end
-ack, docs/delivery.md) and sends the PUBACKs (MQTT 5 spec 4.3.2: the receiver owns the message
-once it sends PUBACK). A result refused as invalid is confirmed to its device too once its
-whole payload is committed to the dead letters: the back office has taken it, and a re-send
-would only be refused again. A crash before the commit loses nothing: the broker redelivers
-the unacknowledged messages to the session, the device sends again what was never confirmed,
-and the store keeps each ``measurement_id`` once. A result over its kiosk's rate (kiosk_rate.py)
-is marked as it is offered, and only acknowledged to the broker with its batch; so is a status
-over its kiosk's rate (status_rate.py), whose kiosk's newest one is held and added to a later
-batch once its bucket lets it in (written, not acknowledged again).
+sorted (``Triage``, in triage.py), commits results, device status, the kiosks' model reports
+and dead letters in ONE transaction, and only then tells each device which of its results are
+committed (the end-to-end ack, docs/delivery.md) and sends the PUBACKs (MQTT 5 spec 4.3.2: the
+receiver owns the message once it sends PUBACK). A result refused as invalid is confirmed to
+its device too once its whole payload is committed to the dead letters: the back office has
+taken it, and a re-send would only be refused again. A crash before the commit loses nothing:
+the broker redelivers the unacknowledged messages to the session, the device sends again what
+was never confirmed, and the store keeps each ``measurement_id`` once. A result over its
+kiosk's rate (kiosk_rate.py) is marked as it is offered, and only acknowledged to the broker
+with its batch; so is a status over its kiosk's rate (status_rate.py), whose kiosk's newest one
+is held and added to a later batch once its bucket lets it in (written, not acknowledged
+again), and so is a model report over its kiosk's rate (the status bound, a bucket of its own),
+which is not kept.
 """
 
 from __future__ import annotations

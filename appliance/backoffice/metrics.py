@@ -25,6 +25,12 @@ METRICS: Catalogue = {
     "appliance_backoffice_statuses_over_rate": (
         "counter", "Statuses over their kiosk's rate (backoffice.kiosk_statuses_per_s): "
         "acknowledged, not written; each kiosk's newest of them written once its rate allows."),
+    "appliance_backoffice_model_reports": (
+        "counter", "Kiosks' model reports written to the model history (one already kept "
+        "counted too, stored once)."),
+    "appliance_backoffice_model_reports_over_rate": (
+        "counter", "Model reports over their kiosk's rate (backoffice.kiosk_statuses_per_s): "
+        "acknowledged, not kept."),
     "appliance_backoffice_commit_failures": ("counter", "Store commits that failed (retried)."),
     "appliance_backoffice_qos0_dropped": (
         "counter", "QoS 0 messages dropped: too many waited already."),
@@ -44,6 +50,8 @@ def worker_values(worker: IngestWorker) -> dict[str, float]:
         "appliance_backoffice_dead_letters": stats.dead_letters,
         "appliance_backoffice_statuses": stats.statuses,
         "appliance_backoffice_statuses_over_rate": stats.statuses_over_rate,
+        "appliance_backoffice_model_reports": stats.model_reports,
+        "appliance_backoffice_model_reports_over_rate": stats.model_reports_over_rate,
         "appliance_backoffice_commit_failures": stats.commit_failures,
         "appliance_backoffice_qos0_dropped": stats.qos0_refused,
         "appliance_backoffice_inbox_depth": worker.writer.inbox.qsize(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.metrics import serve_metrics
 from appliance.backoffice.store import Store, open_store
 from appliance.backoffice.triage import Inbound, Triage
 from appliance.cli import main
@@ -94,12 +96,20 @@ def test_a_flood_of_reports_keeps_its_kiosk_s_status_burst_and_no_more(
     flood = [(f"{topic_prefix}/lab/kiosk-1/model/state",
               _report("kiosk-1", "rejected", "1.0.0", None, f"#{i}",
                       at=start + timedelta(seconds=i)).to_json()) for i in range(10)]
+    metrics_port = free_port()
+    metrics = serve_metrics(worker[0], metrics_port)
     try:
         fleet.publish_messages("127.0.0.1", 1883, flood)
         assert wait_until(lambda: worker[0].stats.received >= len(flood), 20), worker[0].stats
         assert [row["reason"] for row in store.model_reports("kiosk-1")] == ["#2", "#1", "#0"]
         assert worker[0].stats.model_reports_over_rate == len(flood) - 3
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+            exposition = reply.read().decode()
+        assert "appliance_backoffice_model_reports_total 3.0" in exposition
+        assert "appliance_backoffice_model_reports_over_rate_total 7.0" in exposition
     finally:
+        assert metrics is not None
+        metrics.close()
         _stop(worker)
 
 
