@@ -78,7 +78,7 @@ def report_lines(rows: list[dict[str, Any]], *, with_device: bool = False) -> li
         device = f"{row['site'] + '/' + row['device_id']:24} " if with_device else ""
         lines.append(f"{device}{row['received_at'][:19]:20} {row['reported_at'][:19]:20} "
                      f"{row['state']:11} {_model(row, 'model'):24} {_model(row, 'running'):24} "
-                     f"{(row['reason'] or '')[:120]}")
+                     f"{(row['reason'] or '')[:120]}".rstrip())  # no reason: no blanks
     return [escape_controls(line) for line in lines]
 
 

@@ -282,6 +282,7 @@ def test_models_status_history_shows_a_kiosk_s_stored_reports_newest_first(
     assert "skin 1.1.0" in lines[1]
     assert "skin 1.0.0" in lines[1]
     assert lines[2].endswith("self-test failed: label mismatch")
+    assert lines[3].endswith("skin 1.1.0")  # no reason: the line ends at the model
     assert main([*base, "k1", "--limit", "1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert [row["state"] for row in shown["reports"]] == ["rolled_back"]
