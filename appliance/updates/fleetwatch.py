@@ -25,7 +25,12 @@ from appliance.config import MqttConfig
 from appliance.transport import payloads
 from appliance.transport.client import reason_value, settings_from_config
 from appliance.transport.subscriber import Subscriber
-from appliance.transport.topics import device_topic, fleet_filter, parse_device_topic
+from appliance.transport.topics import (
+    MODEL_STATE_LEAF,
+    device_topic,
+    fleet_filter,
+    parse_device_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,6 @@ SETTLE_S = 1.0  # retained messages arrive right after SUBACK; this covers a bus
 NOTICE_WAIT_S = 10.0  # a "refresh now" notice not acknowledged by then is said not sent
 NO_MATCHING_SUBSCRIBERS = 0x10  # a PUBACK's reason code (MQTT 5 spec 3.4.2.1)
 UPDATE_LEAF = "model/update"
-STATE_LEAF = "model/state"
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
@@ -91,7 +95,7 @@ class FleetWatcher:
         self._alive_s: float | None = None
         self._away_since_s: float | None = None
         filters = [(fleet_filter(self.prefix, "status"), 1),
-                   (fleet_filter(self.prefix, STATE_LEAF), 1)]
+                   (fleet_filter(self.prefix, MODEL_STATE_LEAF), 1)]
         self._link = Subscriber(settings_from_config(mqtt_config, client_id), filters,
                                 self._on_message)
         self._link.client.on_publish = self._on_published
@@ -109,7 +113,7 @@ class FleetWatcher:
         if parsed is None or not raw:
             return
         site, device_id, leaf = parsed
-        if leaf not in ("status", STATE_LEAF):
+        if leaf not in ("status", MODEL_STATE_LEAF):
             return
         if b"\\u0000" in raw:  # as the ingest refuses it (backoffice/triage.py): a deploy
             # records a report's reason, and PostgreSQL's text cannot hold a NUL

@@ -25,6 +25,7 @@ from appliance.edge.testing import fast_source, fixed_analyzer, run_daemon, wait
 from appliance.transport import payloads
 from appliance.transport.client import LinkSettings
 from appliance.transport.subscriber import Subscriber
+from appliance.transport.topics import MODEL_STATE_LEAF, fleet_filter
 from appliance.updates.wiring import startup_model
 
 LABELS = ("fine", "normal", "coarse")
@@ -91,7 +92,7 @@ class ModelEvents:
         self.deliveries = 0
         self.states: dict[str, list[payloads.ModelState]] = defaultdict(list)
         self._lock = threading.Lock()
-        filters = [(f"{prefix}/+/+/result", 1), (f"{prefix}/+/+/model/state", 1)]
+        filters = [(fleet_filter(prefix, "result"), 1), (fleet_filter(prefix, MODEL_STATE_LEAF), 1)]
         # the one client factory, subscribing only once connected (transport/subscriber.py)
         self._link = Subscriber(LinkSettings(host, port, client_id), filters, self._on_message,
                                 reconnect=False)
@@ -102,7 +103,7 @@ class ModelEvents:
         if not raw:
             return
         with self._lock:
-            if message.topic.endswith("/model/state"):
+            if message.topic.endswith("/" + MODEL_STATE_LEAF):
                 state = payloads.parse_payload(raw, payloads.ModelState)
                 self.states[state.device_id].append(state)
                 return

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from appliance.config import Config
 from appliance.inference.classifier import SkinClassifier
 from appliance.inference.contract import ModelError
-from appliance.transport.topics import device_topic
+from appliance.transport.topics import MODEL_STATE_LEAF, device_topic
 from appliance.updates.install import ModelStore
 from appliance.updates.kiosk import ModelUpdater
 from appliance.updates.serving import ServingModel
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from appliance.edge.daemon import EdgeDaemon
 
 log = logging.getLogger(__name__)
-
-STATE_LEAF = "model/state"
 
 
 def startup_model(config: Config) -> SkinClassifier | None:
@@ -48,7 +46,8 @@ def attach_updater(daemon: EdgeDaemon) -> ModelUpdater:
     if serving.classifier is not None:
         daemon.classifier = serving
     device = daemon.config.device
-    state_topic = device_topic(daemon.config.mqtt.topic_prefix, device.site, device.id, STATE_LEAF)
+    state_topic = device_topic(daemon.config.mqtt.topic_prefix, device.site, device.id,
+                               MODEL_STATE_LEAF)
 
     def on_swap(model: ServingModel) -> None:
         daemon.classifier = model if model.classifier is not None else None
