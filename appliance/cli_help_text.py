@@ -264,9 +264,11 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "models status": (
         "Per device: the model version running, the version targeted, its last update state "
-        "and why (with the rollout that set it).",
+        "and why (with the rollout that set it). --history DEVICE: the kiosk's model reports "
+        "the store holds, newest first (no --repo, no broker).",
         ("appliance models status --repo /srv/models",
-         "appliance models status --repo /srv/models --json"),
+         "appliance models status --repo /srv/models --json",
+         "appliance models status --history shop-1/kiosk-7"),
     ),
     "pathology": (
         "H&E pathology: score slides on this machine (run, submit), measure runs against labels "

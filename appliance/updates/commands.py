@@ -117,7 +117,8 @@ def _register_halt(halt: Any) -> None:
 
 
 def _register_status(status: Any) -> None:
-    status.add_argument("--repo", type=named_path, required=True, help="repository folder")
+    status.add_argument("--repo", type=named_path,
+                        help="repository folder (needed, except with --history)")
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.add_argument("--all-devices", action="store_true",
                         help="also the kiosks on the broker prefix that run models this "

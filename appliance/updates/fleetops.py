@@ -323,9 +323,8 @@ def _answered(store: Store, rollout_id: str, reason: str, state: str | None) -> 
 def run_status(args: argparse.Namespace) -> int:
     """Print the fleet's model status (a table, or one JSON object with --json); creates
     nothing (without a store yet, there are no rollouts to show)."""
-    if not os.path.lexists(args.repo / "settings.json"):  # a typo would show an empty fleet
-        repo = shorten(str(args.repo), SHOWN_ARGUMENT_CHARS)
-        print(f"status: {repo}: not a model repository (no settings.json)", file=sys.stderr)
+    if (problem := _status_repo_problem(args)) is not None:
+        print(f"status: {problem}", file=sys.stderr)
         return EXIT_ERROR
     try:
         config, url = _settings(args)
@@ -341,6 +340,20 @@ def run_status(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(json.dumps(report, indent=2) if args.json else _status_text(report, args.repo))
     return 0
+
+
+def _status_repo_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--repo`` cannot serve ``models status``, or None; ``--history`` reads the store's
+    reports alone, so it needs no repository."""
+    if args.history is not None:
+        return None
+    if args.repo is None:
+        return ("--repo DIR is needed (the model repository folder); only --history DEVICE "
+                "reads no repository")
+    if not os.path.lexists(args.repo / "settings.json"):  # a typo would show an empty fleet
+        repo = shorten(str(args.repo), SHOWN_ARGUMENT_CHARS)
+        return f"{repo}: not a model repository (no settings.json)"
+    return None
 
 
 def _store_failed(command: str, url: str, exc: Exception, after: str = "") -> int:

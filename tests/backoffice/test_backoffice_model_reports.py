@@ -290,6 +290,18 @@ def test_models_status_history_shows_a_kiosk_s_stored_reports_newest_first(
     assert "no model report of lab/k3 is stored" in capsys.readouterr().out
 
 
+def test_models_status_history_needs_no_repository(
+    told_story: tuple[str, Path], capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, _ = told_story
+    assert main(["models", "status", "--store", url, "--history", "lab/k2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines[1:]] == ["installed"]
+    assert main(["models", "status", "--store", url]) == 2  # the live status reads releases
+    assert capsys.readouterr().err == ("status: --repo DIR is needed (the model repository "
+                                       "folder); only --history DEVICE reads no repository\n")
+
+
 def test_models_status_without_the_broker_shows_each_kiosk_s_newest_stored_report(
     told_story: tuple[str, Path], capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
