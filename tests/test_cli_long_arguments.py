@@ -106,7 +106,7 @@ def test_thousands_of_unrecognized_arguments_are_named_a_few_and_counted(
 @pytest.mark.parametrize(("arguments", "why"), [
     (("console", "token", "revoke", LONG), "16 hex digits expected"),
     (("console", "user", "add", LONG, "--role", "viewer", "--password-file", "PASSWORD"),
-     "use 1-64 letters"),
+     "use 1 to 64 of the ASCII letters"),
     (("console", "user", "remove", LONG), "no console user"),
     (("pathology", "evaluate", "--labels", LONG, "--results", LONG), "File name too long"),
 ])

@@ -73,7 +73,8 @@ def digest(secret: str) -> str:
 def check_user_name(name: str) -> None:
     """Refuse a user name the store would not take (before a password is asked for it)."""
     if not USER_NAME.match(name):
-        raise AccessError(f"user name {name!r}: use 1-64 letters, digits and _ . @ -")
+        raise AccessError(f"user name {name!r}: use 1 to 64 of the ASCII letters A-Z a-z, "
+                          "digits 0-9 and _ . @ -, starting with a letter or digit")
 
 
 def check_user(name: str, role: str, password: str) -> None:
@@ -111,8 +112,8 @@ def create_token(store: Store, name: str, days: float = TOKEN_DAYS_DEFAULT,
         raise AccessError(f"token lifetime {days:g} days: more than 0 and at most "
                           f"{TOKEN_DAYS_MAX} days")
     if not TOKEN_LABEL.match(label):
-        raise AccessError(f"token label {label!r}: up to 64 letters, digits, spaces and "
-                          "_ . @ : / -, starting with a letter or digit")
+        raise AccessError(f"token label {label!r}: up to 64 of the ASCII letters A-Z a-z, "
+                          "digits 0-9, spaces and _ . @ : / -, starting with a letter or digit")
     if store.user(name) is None:
         raise AccessError(f"no console user {name!r}: add it first (console user add)")
     if store.enabled_user(name) is None:

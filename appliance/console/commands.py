@@ -323,7 +323,7 @@ def _register_users(sub: Any) -> None:
     user = sub.add_parser("user", help="console users").add_subparsers(
         dest="user_command", required=True, metavar="ACTION")
     add = _action(user, "add", _user_add, "add a user, or set its password and role")
-    add.add_argument("name", help="user name")
+    add.add_argument("name", help="user name: 1 to 64 ASCII letters, digits and _ . @ -")
     add.add_argument("--role", choices=("viewer", "operator"), default="viewer",
                      help="viewer reads; operator also sees dead letters (viewer)")
     add.add_argument("--password-file", help="read the password from this file's first line "
@@ -350,7 +350,7 @@ def _register_tokens(sub: Any) -> None:
                         help=f"how long it works, in days (default {TOKEN_DAYS_DEFAULT}, at "
                         f"most {TOKEN_DAYS_MAX})")
     create.add_argument("--label", help="what it is for, shown in the lists "
-                        "(up to 64 letters, digits, spaces and _ . @ : / -)")
+                        "(up to 64 ASCII letters, digits, spaces and _ . @ : / -)")
     listed = _action(token, "list", _token_list,
                      "API tokens: id, user, label, created, expires, last used (expired ones "
                      "for 30 days)")

@@ -10,15 +10,15 @@ import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
 
-from appliance.backoffice.store import open_store
+from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.console import passwordprompt, server
-from appliance.console.auth import bearer_login, verify_password
+from appliance.console.auth import AccessError, bearer_login, create_token, verify_password
 from appliance.console.commands import MAX_PASSWORD_FILE_BYTES
 from tests.store_helpers import PG_URL
 
@@ -80,9 +80,27 @@ def test_user_add_refuses_a_bad_name_before_asking_for_the_password(
     url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
     assert main(["console", "user", "add", "bad name!", "--role", "viewer", "--store", url]) == 2
     assert capsys.readouterr().err.strip() == (
-        "console user add: user name 'bad name!': use 1-64 letters, digits and _ . @ -")
+        "console user add: user name 'bad name!': use 1 to 64 of the ASCII letters A-Z a-z, "
+        "digits 0-9 and _ . @ -, starting with a letter or digit")
     assert asked == []
     assert not (tmp_path / "bo.sqlite3").exists()
+
+
+def test_a_user_name_in_another_script_is_refused_naming_the_ascii_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'ボブ' was refused with "use 1-64 letters": it is made of letters, so the message
+    contradicted itself; the rule is ASCII letters and digits, and the refusal says so."""
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    password = tmp_path / "password"
+    password.write_text("correct horse battery staple\n")
+    assert main(["console", "user", "add", "ボブ", "--password-file", str(password),
+                 "--store", url]) == 2
+    refusal = capsys.readouterr().err.strip()
+    assert refusal.startswith("console user add: user name 'ボブ': use 1 to 64 of the ASCII ")
+    assert "A-Z a-z, digits 0-9" in refusal
+    with pytest.raises(AccessError, match="up to 64 of the ASCII letters A-Z a-z"):
+        create_token(cast(Store, None), "bob", label="für Grafana")  # refused before the store
 
 
 def test_token_list_of_a_user_that_is_not_there_says_so(
