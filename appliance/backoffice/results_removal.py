@@ -137,6 +137,10 @@ def _prune(args: argparse.Namespace) -> int:
 
     def prune(store: Any) -> int:
         results, letters = store.prune_preview(before)
+        if not results and not letters:  # no question to ask: nothing would change
+            return print_out("results prune", (
+                f"nothing to remove: no result captured and no dead letter received before "
+                f"{before}"))
         question = (f"remove {results} result(s) captured and {letters} dead letter(s) "
                     f"received before {before}?")
         if (refused := _asked("results prune", question, args.yes)) is not None:

@@ -148,6 +148,25 @@ def test_the_prune_command_says_what_it_removed_and_needs_yes_without_a_terminal
     store.close()
 
 
+def test_the_prune_command_with_nothing_to_remove_says_so_without_asking(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It asked to confirm removing nothing, and without a terminal refused, exit 2."""
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    store = open_store(url)
+    store.write_batch(Batch(results=[_row(r) for r in _aged([2])]), *KEEP)
+    store.close()
+
+    assert main(["results", "prune", "--store", url, "--older-than", "10"]) == 0
+
+    captured = capsys.readouterr()
+    assert captured.out.startswith("nothing to remove: no result captured and no dead letter "
+                                   "received before ")
+    assert captured.err == ""
+    assert main(["results", "erasures", "--store", url]) == 0
+    assert "no erasures recorded" in capsys.readouterr().out
+
+
 def test_the_cohort_report_and_console_figures_say_the_period_and_the_cut_off(
     store: Store, tmp_path: Path
 ) -> None:
