@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from appliance import __version__, interrupts, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help, chosen_parser
+from appliance.numbertext import NEGATIVE_NUMBER
 from appliance.stdout import StdoutError, emit, refused_line, watched_stdout
 
 if TYPE_CHECKING:
@@ -192,6 +193,12 @@ class EscapingParser(argparse.ArgumentParser):
     arguments given ("unrecognized arguments: ...", "invalid choice: ...", a type's refusal),
     which reach the terminal. An overlong argument there is cut on its way out, as everywhere
     on stderr (``overlong_arguments_cut``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's own rule (this attribute) took "-inf" for an option: "--um-per-px -inf"
+        # met "expected one argument", not the option's range message (numbertext.py)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         """As argparse does, but the refusal of arguments it does not take names the first

@@ -31,6 +31,7 @@ from appliance.backoffice.commands import (
 )
 from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
 from appliance.logsafe import escape_controls
+from appliance.numbertext import decimal_number
 
 MAX_PASSWORD_FILE_BYTES = 4096
 T = TypeVar("T")
@@ -372,12 +373,12 @@ def _register_reference(sub: Any) -> None:
 def _token_days(text: str) -> float:
     """``--days``: a number of days, more than 0 and at most TOKEN_DAYS_MAX."""
     try:
-        days = float(text)
+        days = decimal_number(text)
     except ValueError:
         days = math.nan
     if not 0 < days <= TOKEN_DAYS_MAX:  # NaN included
         raise argparse.ArgumentTypeError(
-            f"{escape_controls(text)!r}: a number of days, more than 0 and at most "
+            f"{escape_controls(text)!r}: a number of days in ASCII digits, more than 0 and at most "
             f"{TOKEN_DAYS_MAX}")
     return days
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from appliance.numbertext import decimal_number
+
 MIN_UM_PER_PX = 0.1
 MAX_UM_PER_PX = 4.0
 
@@ -25,9 +27,10 @@ def resolution_problem(um_per_px: float) -> str | None:
 def um_per_px_option(text: str) -> float:
     """argparse type of ``--um-per-px``: a plausible resolution, else a usage error (exit 2)."""
     try:
-        um_per_px = float(text)
+        um_per_px = decimal_number(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of µm per pixel") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of µm per pixel in ASCII digits (as 0.25)") from None
     problem = resolution_problem(um_per_px)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
+from appliance.numbertext import decimal_number
 from appliance.stdout import StdoutError, emit, print_out, refused_line, silence_stdout
 from appliance.synthetic.arguments import named
 
@@ -59,13 +60,13 @@ def register(root: Any, groups: dict[str, Any]) -> None:
 def _um_per_px(text: str) -> float:
     """``--um-per-px``: a finite number in the range skin.um_per_px accepts."""
     try:
-        value = float(text)
+        value = decimal_number(text)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and MIN_UM_PER_PX < value <= MAX_UM_PER_PX):
         raise argparse.ArgumentTypeError(
-            f"must be a finite number of micrometres per pixel over {MIN_UM_PER_PX:g} and at "
-            f"most {MAX_UM_PER_PX:g} (as skin.um_per_px), got {text!r}"
+            f"must be a finite number (ASCII digits) of micrometres per pixel over "
+            f"{MIN_UM_PER_PX:g} and at most {MAX_UM_PER_PX:g} (as skin.um_per_px), got {text!r}"
         )
     return value
 
@@ -73,12 +74,13 @@ def _um_per_px(text: str) -> float:
 def _line_spacing_mm(text: str) -> float:
     """``--mm``: a finite positive number."""
     try:
-        value = float(text)
+        value = decimal_number(text)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(
-            f"must be a finite positive number (the line spacing in mm, e.g. 0.1), got {text!r}"
+            f"must be a finite positive number in ASCII digits (the line spacing in mm, e.g. "
+            f"0.1), got {text!r}"
         )
     return value
 

@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.numbertext import decimal_number
+
 MAX_SEED = 2**63 - 1  # a seed or frame index: a 64-bit whole number (and a short file name)
 MAX_WORKERS = 256
 
@@ -42,9 +44,10 @@ def finite_number(
 
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = decimal_number(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a number in ASCII digits, got {text!r}") from None
         inside = value > low if above_low else value >= low
         if not (math.isfinite(value) and inside and value <= high):
             raise argparse.ArgumentTypeError(

@@ -12,6 +12,7 @@ from appliance.cli import main
 SCALE = "must be a finite number over 0.5 and at most 30 (um per pixel, as skin.um_per_px)"
 PITCH = "must be a finite number from 0.001 to 10 (mm between lines)"
 ANGLE = "must be a finite number from -90 to 90 (degrees)"
+DIGITS = "expected a number in ASCII digits"
 
 
 @pytest.mark.parametrize(
@@ -25,7 +26,12 @@ ANGLE = "must be a finite number from -90 to 90 (degrees)"
         (["--um-per-px", "0.5"], f"argument --um-per-px: {SCALE}, got '0.5'"),
         (["--um-per-px", "30.01"], f"argument --um-per-px: {SCALE}, got '30.01'"),
         (["--um-per-px=-9.6"], f"argument --um-per-px: {SCALE}, got '-9.6'"),
-        (["--um-per-px", "ten"], "argument --um-per-px: expected a number, got 'ten'"),
+        (["--um-per-px", "-inf"], f"argument --um-per-px: {SCALE}, got '-inf'"),  # not an option
+        (["--um-per-px", "-NaN"], f"argument --um-per-px: {SCALE}, got '-NaN'"),
+        (["--um-per-px", "ten"], f"argument --um-per-px: {DIGITS}, got 'ten'"),
+        (["--um-per-px", "１０"], f"argument --um-per-px: {DIGITS}, got '１０'"),  # full width
+        (["--um-per-px", "9_6"], f"argument --um-per-px: {DIGITS}, got '9_6'"),
+        (["--mm", "-inf"], f"argument --mm: {PITCH}, got '-inf'"),
         (["--mm", "inf"], f"argument --mm: {PITCH}, got 'inf'"),
         (["--mm", "1e308"], f"argument --mm: {PITCH}, got '1e308'"),
         (["--mm", "10.5"], f"argument --mm: {PITCH}, got '10.5'"),
